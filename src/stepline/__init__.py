@@ -1,0 +1,57 @@
+"""Stepline: durable functions for Python.
+
+Events trigger functions; a function's side effects live in steps whose results are persisted,
+so a run survives crashes, restarts, retries, sleeps and waits. See ``App`` to start.
+"""
+
+from stepline.errors import (
+    ConfigError,
+    CronError,
+    DurationError,
+    EventError,
+    ExpressionError,
+    LimitExceededError,
+    NonRetriableError,
+    RetryAfterError,
+    RunFailedError,
+    SerializationError,
+    StepError,
+    SteplineError,
+)
+from stepline.sdk.app import App
+from stepline.sdk.context import Context
+from stepline.sdk.event import Event
+from stepline.sdk.function import FunctionDef
+from stepline.sdk.limits import Limits
+from stepline.sdk.run import HistoryEntry, Run, StepInfo
+from stepline.sdk.step import Step, SyncStep
+from stepline.sdk.triggers import TriggerEvent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ConfigError",
+    "Context",
+    "CronError",
+    "DurationError",
+    "Event",
+    "EventError",
+    "ExpressionError",
+    "FunctionDef",
+    "HistoryEntry",
+    "LimitExceededError",
+    "Limits",
+    "NonRetriableError",
+    "RetryAfterError",
+    "Run",
+    "RunFailedError",
+    "SerializationError",
+    "Step",
+    "StepError",
+    "StepInfo",
+    "SteplineError",
+    "SyncStep",
+    "TriggerEvent",
+    "__version__",
+]

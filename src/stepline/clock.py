@@ -1,0 +1,44 @@
+"""The injectable clock. Every time the engine decides on comes from a ``Clock``.
+
+``SystemClock`` is wall time. ``stepline.testing.MockClock`` is virtual time that tests advance by
+hand or let jump ahead whenever the engine is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the engine reads the time and how it waits for a moment to come."""
+
+    def now(self) -> float:
+        """The current time in epoch seconds."""
+        ...
+
+    async def sleep_until(
+        self, deadline: float | None, wake: asyncio.Event, *, idle: bool = False
+    ) -> None:
+        """Return at ``deadline`` (never, if None) or as soon as ``wake`` is set. ``idle`` tells
+        a virtual clock that nothing else is in flight, so it may jump to ``deadline``."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep_until(
+        self, deadline: float | None, wake: asyncio.Event, *, idle: bool = False
+    ) -> None:
+        timeout = None if deadline is None else max(0.0, deadline - time.time())
+        if wake.is_set():
+            return
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except TimeoutError:
+            pass

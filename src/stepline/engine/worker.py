@@ -1,0 +1,162 @@
+"""The worker loop: lease due runs, execute their passes, heartbeat the leases.
+
+A worker leases up to ``concurrency`` runs at a time. Leases last ``lease_ttl`` seconds and are
+extended every third of that while the pass is alive; a worker that dies stops heartbeating, its
+leases expire, and any worker re-leases those runs, which replay from their last commit. A worker
+restarted with the same ``worker_id`` reclaims its predecessor's leases at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from stepline._ids import new_id
+from stepline.engine.engine import Engine
+from stepline.engine.executor import PassExecutor
+from stepline.errors import LeaseLostError
+from stepline.store.records import Lease, PassCommit, RunEnd
+
+log = logging.getLogger("stepline.worker")
+
+
+def default_worker_id() -> str:
+    """``STEPLINE_WORKER_ID``, else a fresh id for this process."""
+    return os.environ.get("STEPLINE_WORKER_ID") or f"{socket.gethostname()}-{new_id()[-10:]}"
+
+
+class Worker:
+    """Executes runs from the store until stopped."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 100,
+        worker_id: str | None = None,
+        lease_ttl: float = 10.0,
+        poll_interval: float | None = 0.25,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.worker_id = worker_id or default_worker_id()
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self.passes = 0
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due work now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; then finish the passes in flight."""
+        engine = self.engine
+        engine.add_waker(self._wake)
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            await engine.writer.write(
+                lambda tx: tx.release_owner(self.worker_id, engine.clock.now())
+            )
+            while not self._stopping.is_set():
+                self._wake.clear()
+                free = self.concurrency - len(self.active)
+                leases: list[Lease] = []
+                if free > 0:
+                    now = engine.clock.now()
+                    leases = await engine.writer.write(
+                        lambda tx, now=now, free=free: tx.lease_due(
+                            self.worker_id, now, free, self.lease_ttl
+                        )
+                    )
+                    for lease in leases:
+                        self._start_pass(lease)
+                if leases and len(leases) == free:
+                    await asyncio.sleep(0)
+                    continue
+                await self._idle()
+        finally:
+            engine.remove_waker(self._wake)
+            heartbeat.cancel()
+            if self.active:
+                await asyncio.gather(*self.active.values(), return_exceptions=True)
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _idle(self) -> None:
+        engine = self.engine
+        next_due = await engine.read(engine.store.next_due_at)
+        now = engine.clock.now()
+        deadline = next_due
+        if self.poll_interval is not None:
+            cap = now + self.poll_interval
+            deadline = cap if deadline is None else min(deadline, cap)
+        if self._stopping.is_set():
+            return
+        await engine.clock.sleep_until(deadline, self._wake, idle=not self.active)
+
+    def stop(self) -> None:
+        """Ask the loop to stop (passes in flight finish first)."""
+        self._stopping.set()
+        self._wake.set()
+
+    def _start_pass(self, lease: Lease) -> None:
+        task = asyncio.create_task(self._pass(lease))
+        self.active[lease.run_id] = task
+
+    async def _pass(self, lease: Lease) -> None:
+        engine = self.engine
+        try:
+            state = await engine.read(engine.store.load_run, lease.run_id)
+            if state is None:
+                return
+            fn = engine.functions.get(state.run.function_id)
+            if fn is None:
+                await self._fail_unknown(lease, state.run.function_id)
+                return
+            await PassExecutor(engine, lease, state, fn).execute()
+            self.passes += 1
+        except LeaseLostError:
+            log.info("run %s: lease lost, another worker owns it now", lease.run_id)
+        except Exception:
+            log.exception(
+                "run %s: pass crashed; it will be retried when its lease expires", lease.run_id
+            )
+        finally:
+            self.active.pop(lease.run_id, None)
+            self._wake.set()
+
+    async def _fail_unknown(self, lease: Lease, function_id: str) -> None:
+        error = {
+            "name": "FunctionNotFound",
+            "message": f"no function {function_id!r} is registered in app {self.engine.app_id!r}",
+        }
+        commit = PassCommit(lease.run_id, lease.token, end=RunEnd("FAILED", error=error))
+        now = self.engine.clock.now()
+        await self.engine.writer.write(
+            lambda tx: tx.commit_pass(commit, now, self.engine.wait_matches)
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            run_ids = list(self.active)
+            if not run_ids:
+                continue
+            now = self.engine.clock.now()
+            lost = await self.engine.writer.write(
+                lambda tx, ids=run_ids, now=now: tx.heartbeat(
+                    self.worker_id, ids, now, self.lease_ttl
+                )
+            )
+            for run_id in lost:
+                task = self.active.get(run_id)
+                if task is not None:
+                    log.warning("run %s: lease lost; abandoning its pass", run_id)
+                    task.cancel()

@@ -1,0 +1,116 @@
+"""Stepline's exceptions: one root, layered by how a caller recovers.
+
+``SteplineError``
+    ``ConfigError``          bad definition-time input (expressions, cron, durations, options)
+        ``ExpressionError``  an invalid CEL expression (carries the text and the position)
+        ``DurationError``    an invalid duration or time
+        ``CronError``        an invalid cron string or timezone
+    ``EventError``           an event rejected at the edge (bad name, payload not JSON, too large)
+    ``LimitExceededError``   a hard limit breached by a run (steps, output size, run state)
+    ``SerializationError``   a value that cannot be stored as JSON
+    ``StepError``            raised inside a function when one of its steps failed for good
+    ``RunFailedError``       raised to a caller waiting for a run that failed
+    ``NonRetriableError``    raised by user code: fail now, no retries
+    ``RetryAfterError``      raised by user code: retry at a given time
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class SteplineError(Exception):
+    """The root of every error Stepline raises."""
+
+
+class ConfigError(SteplineError, ValueError):
+    """Invalid input at definition time (a function's options, an expression, a cron string)."""
+
+
+class ExpressionError(ConfigError):
+    """An invalid CEL expression.
+
+    ``expression`` is the text, ``position`` the 0-based column of the problem when known, and
+    ``reason`` what the CEL compiler said.
+    """
+
+    def __init__(self, expression: str, reason: str, position: int | None = None) -> None:
+        self.expression = expression
+        self.reason = reason
+        self.position = position
+        where = f" at column {position + 1}" if position is not None else ""
+        super().__init__(f"invalid expression {expression!r}{where}: {reason}")
+
+
+class DurationError(ConfigError):
+    """An invalid duration (``"1h30m"``, ``timedelta``, seconds) or point in time."""
+
+
+class CronError(ConfigError):
+    """An invalid cron expression or timezone."""
+
+
+class EventError(SteplineError, ValueError):
+    """An event rejected when sent: bad name, data that is not JSON, or over the size limit."""
+
+
+class LimitExceededError(SteplineError):
+    """A run breached a hard limit; the run fails with this error, nothing committed is lost.
+
+    ``limit`` names the limit (``"steps"``, ``"step_output"``, ``"run_state"``).
+    """
+
+    def __init__(self, limit: str, message: str) -> None:
+        self.limit = limit
+        super().__init__(message)
+
+
+class SerializationError(SteplineError, TypeError):
+    """A value (a step output, a function result, event data) that is not JSON-serializable."""
+
+
+class StepError(SteplineError):
+    """Raised inside a function when a step failed for good (retries exhausted or non-retriable).
+
+    Catch it to fall back (the seed's error-recovery pattern). ``step_id`` is the step's id,
+    ``error_name`` and ``error_message`` describe the last error the step raised.
+    """
+
+    def __init__(self, step_id: str, error_name: str, error_message: str) -> None:
+        self.step_id = step_id
+        self.error_name = error_name
+        self.error_message = error_message
+        super().__init__(f"step {step_id!r} failed: {error_name}: {error_message}")
+
+
+class RunFailedError(SteplineError):
+    """Raised to a caller awaiting a run's result when the run failed or was cancelled."""
+
+    def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        detail = f": {error.get('name')}: {error.get('message')}" if error else ""
+        super().__init__(f"run {run_id} ended {status}{detail}")
+
+
+class NonRetriableError(SteplineError):
+    """Raise from a step or a function to fail at once, without further retries."""
+
+
+class RetryAfterError(SteplineError):
+    """Raise to retry at a given time: ``retry_after`` is a ``timedelta``, seconds or a
+    ``datetime``."""
+
+    def __init__(self, message: str, retry_after: timedelta | float | int | datetime) -> None:
+        if not isinstance(retry_after, timedelta | float | int | datetime) or isinstance(
+            retry_after, bool
+        ):
+            raise TypeError("retry_after must be a timedelta, a number of seconds or a datetime")
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class LeaseLostError(SteplineError):
+    """Internal: a pass lost its lease (another worker owns the run now); its commit was refused."""

@@ -1,0 +1,32 @@
+"""CEL expressions with Inngest's semantics: filters, keys, and wait/cancel matchers.
+
+Expressions are compiled once, when a function is defined (:func:`compile_expression`). Missing
+fields evaluate as null instead of failing, and a boolean filter that errors is simply false.
+Matchers for ``wait_for_event`` and ``cancel_on`` are prepared per run (:func:`prepare_match`)
+with the run's own event substituted, and carry index keys so an incoming event is checked only
+against candidate waits.
+"""
+
+from stepline.expressions._compile import (
+    Expression,
+    ExpressionEvaluationError,
+    compile_expression,
+)
+from stepline.expressions._match import (
+    MatchExpression,
+    load_match,
+    match_shorthand,
+    prepare_match,
+    value_at,
+)
+
+__all__ = [
+    "Expression",
+    "ExpressionEvaluationError",
+    "MatchExpression",
+    "compile_expression",
+    "load_match",
+    "match_shorthand",
+    "prepare_match",
+    "value_at",
+]

@@ -1,0 +1,103 @@
+"""CEL environments, constant evaluation and what the binding does to Python values.
+
+``cel-expr-python`` converts Python data into CEL values on every evaluation. One quirk matters
+for matching: strings are cut at the first NUL character on the way in (``"a\\x00b"`` is seen as
+``"a"``) while a CEL string literal keeps it. :func:`cel_view` mirrors that conversion, so literals
+we generate and index values we compute agree with what CEL sees in event data. It is probed once
+at import, so a fixed binding switches the mirroring off by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Final
+
+from cel_expr_python import cel
+from cel_expr_python.ext import ext_optional, ext_strings
+
+ERROR_TYPE: Final = cel.Type.ERROR
+
+
+@lru_cache(maxsize=32)
+def environment(variables: tuple[str, ...]) -> cel.Env:
+    """The CEL environment declaring ``variables`` (all dynamically typed), cached per tuple."""
+    return cel.NewEnv(
+        variables={name: cel.Type.DYN for name in variables},
+        extensions=[ext_optional.ExtOptional(), ext_strings.ExtStrings()],
+    )
+
+
+class _Missing:
+    """The type of :data:`MISSING`."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""Returned by :func:`constant` for text that is not a constant, and by path lookups."""
+
+
+@lru_cache(maxsize=4096)
+def constant(text: str) -> Any:
+    """Evaluate ``text`` as a variable-free CEL expression; :data:`MISSING` if it is not one."""
+    try:
+        value = environment(()).compile(text).eval()
+        if value.type() == ERROR_TYPE:
+            return MISSING
+        return value.plain_value()
+    except Exception:  # not a constant (references a variable), or not convertible
+        return MISSING
+
+
+def _probe_nul_truncation() -> bool:
+    """Whether the binding cuts Python strings at NUL when converting data (it does in 0.1.x)."""
+    try:
+        seen = environment(("x",)).compile("x").eval(data={"x": "a\x00b"}).plain_value()
+    except Exception:  # pragma: no cover - defensive: assume the documented behaviour
+        return True
+    return seen != "a\x00b"
+
+
+NUL_TRUNCATES: Final = _probe_nul_truncation()
+
+
+def cel_view(value: Any) -> Any:
+    """Return ``value`` as the binding will see it in an activation (strings cut at NUL)."""
+    if not NUL_TRUNCATES:
+        return value
+    if isinstance(value, str):
+        return value.split("\x00", 1)[0]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).split(b"\x00", 1)[0]
+    if isinstance(value, Mapping):
+        return {cel_view(k): cel_view(v) for k, v in value.items()}
+    if isinstance(value, Sequence):
+        return [cel_view(v) for v in value]
+    return value
+
+
+def lookup(value: Any, path: Sequence[str | int]) -> Any:
+    """Follow ``path`` (map keys, list indices) into JSON-like ``value``; :data:`MISSING` if absent.
+
+    Integer keys index lists; string keys made of digits index lists too, so a dotted path such
+    as ``"data.items.0"`` reaches the first item.
+    """
+    current = value
+    for key in path:
+        if isinstance(current, Mapping):
+            if key not in current:
+                return MISSING
+            current = current[key]
+        elif isinstance(current, list | tuple):
+            if isinstance(key, str):
+                if not key.isdigit():
+                    return MISSING
+                key = int(key)
+            if isinstance(key, bool) or not 0 <= key < len(current):
+                return MISSING
+            current = current[key]
+        else:
+            return MISSING
+    return current

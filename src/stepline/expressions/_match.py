@@ -1,0 +1,108 @@
+"""Matchers for ``wait_for_event`` and ``cancel_on`` (DESIGN §7.7).
+
+A matcher's expression uses ``event`` (the waiting run's own trigger, known when the wait is
+stored) and ``async`` (the incoming candidate). :func:`prepare_match` substitutes the ``event``
+values as literals, so the stored text depends on ``async`` only, and extracts its index keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from stepline.errors import ExpressionError
+from stepline.expressions._compile import Expression, compile_expression
+from stepline.expressions._env import MISSING, cel_view, lookup
+from stepline.expressions._index import index_keys
+from stepline.expressions._rewrite import substitute
+from stepline.expressions._values import canonical
+
+_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+class MatchExpression:
+    """A compiled matcher that depends only on the incoming event (``async``).
+
+    ``text`` is storable (:func:`load_match` recompiles it); ``index_keys`` are the
+    ``(field path, canonical value)`` pairs an incoming event must have for the matcher to
+    possibly match, empty when the matcher is a candidate for every event of its name.
+    """
+
+    __slots__ = ("_expression", "_index_keys")
+
+    def __init__(self, expression: Expression, keys: tuple[tuple[str, str], ...]) -> None:
+        self._expression = expression
+        self._index_keys = keys
+
+    @property
+    def text(self) -> str:
+        """The substituted text, to store with the wait."""
+        return self._expression.text
+
+    @property
+    def index_keys(self) -> tuple[tuple[str, str], ...]:
+        """Equality keys: ``(("data.orderId", "o-1"),)`` for ``async.data.orderId == "o-1"``."""
+        return self._index_keys
+
+    def matches(self, async_event: Mapping[str, Any]) -> bool:
+        """Whether the incoming event satisfies the matcher (errors are ``False``)."""
+        return self._expression.matches({"async": async_event})
+
+    def __repr__(self) -> str:
+        return f"MatchExpression({self.text!r}, index_keys={self._index_keys!r})"
+
+
+@lru_cache(maxsize=4096)
+def load_match(text: str) -> MatchExpression:
+    """Compile a stored (substituted) matcher text; compiled matchers are cached by text.
+
+    Raises ``ExpressionError`` if ``text`` is not a valid expression over ``async``.
+    """
+    expression = compile_expression(text, variables=("async",))
+    return MatchExpression(expression, index_keys(text))
+
+
+def prepare_match(text: str, own_event: Mapping[str, Any]) -> MatchExpression:
+    """Prepare a matcher for a run whose triggering event is ``own_event``.
+
+    ``text`` may use ``event`` (``own_event``) and ``async`` (the incoming event). ``event``
+    references are replaced by literals (a missing path by ``null``), then the result is compiled
+    and its index keys extracted. Raises ``ExpressionError`` for an invalid expression (the
+    position refers to ``text``) or an ``event`` value CEL cannot represent.
+    """
+    compile_expression(text, variables=("event", "async"))
+    try:
+        substituted = substitute(text, own_event, "event")
+    except (TypeError, ValueError) as exc:
+        raise ExpressionError(text, f"cannot substitute the run's event: {exc}") from None
+    try:
+        return load_match(substituted)
+    except ExpressionError as exc:
+        reason = f"after substituting the run's event ({substituted!r}): {exc.reason}"
+        raise ExpressionError(text, reason) from None
+
+
+def match_shorthand(field: str) -> str:
+    """The expression for ``match="data.orderId"``: ``event.data.orderId == async.data.orderId``.
+
+    Raises ``ExpressionError`` unless ``field`` is a dotted path of identifiers.
+    """
+    if not isinstance(field, str) or _FIELD_PATH.fullmatch(field) is None:
+        raise ExpressionError(
+            str(field), "match must be a dotted field path such as 'data.orderId'"
+        )
+    return f"event.{field} == async.{field}"
+
+
+def value_at(event: Mapping[str, Any], path: str) -> str | None:
+    """The canonical value at dotted ``path`` in ``event`` (``None`` when missing or null).
+
+    It is what an index key extracted from ``async.<path> == <value>`` is compared with, so an
+    incoming event's value is seen as CEL sees it (digits in ``path`` index lists).
+    """
+    value = lookup(event, path.split(".")) if path else event
+    if value is MISSING:
+        return None
+    return canonical(cel_view(value))

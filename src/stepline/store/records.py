@@ -1,0 +1,207 @@
+"""Plain records that cross the Store seam. No behaviour, no I/O.
+
+Times are epoch seconds (floats). JSON payloads that the engine produced are carried as encoded
+bytes (``*_json``) so they are encoded once, measured once, and stored as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RunStatus = Literal[
+    "QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED"
+]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+StepKind = Literal["run", "sleep", "wait", "invoke", "send"]
+StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A stored event. ``internal_id`` is Stepline's id; ``id`` the sender's de-duplication id."""
+
+    internal_id: str
+    name: str
+    data: dict[str, Any]
+    user: dict[str, Any]
+    id: str | None
+    ts: float
+
+    def payload(self) -> dict[str, Any]:
+        """The event as functions and expressions see it (``ts`` in milliseconds, as Inngest)."""
+        return {
+            "id": self.id if self.id is not None else self.internal_id,
+            "name": self.name,
+            "data": self.data,
+            "user": self.user,
+            "ts": int(self.ts * 1000),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create: for a triggering event, an invoke, or a system event."""
+
+    run_id: str
+    function_id: str
+    event_ids: tuple[str, ...]
+    parent_run_id: str | None = None
+    parent_step_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventIngest:
+    """An event to store with the runs it starts unless it is a duplicate."""
+
+    event: EventRecord
+    new_runs: tuple[NewRun, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What ingesting one event did."""
+
+    internal_id: str
+    duplicate: bool
+    run_ids: tuple[str, ...]
+    resumed_run_ids: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run as stored."""
+
+    run_id: str
+    function_id: str
+    status: str
+    event_ids: list[str]
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    output_json: bytes | None = None
+    error: dict[str, Any] | None = None
+    attempt: int = 0
+    parent_run_id: str | None = None
+    parent_step_hash: str | None = None
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """A step's memo row: its result once it has one, its pending state before."""
+
+    run_id: str
+    hash: str
+    step_id: str
+    kind: str
+    position: int
+    status: str
+    output_json: bytes | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    due_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One line of a run's history: a transition, a step attempt, a warning."""
+
+    run_id: str
+    ts: float
+    kind: str
+    step_id: str | None = None
+    attempt: int | None = None
+    duration: float | None = None
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRecord:
+    """A pending ``wait_for_event``: the expression has the run's own event already substituted.
+
+    ``index_path``/``index_value`` is one equality the expression requires of the incoming event
+    (``async.<path> == value``); waits without one are candidates for every event of the name.
+    """
+
+    wait_id: str
+    run_id: str
+    step_hash: str
+    event_name: str
+    expression: str | None
+    index_path: str | None
+    index_value: str | None
+    expires_at: float | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A leased run: the pass that holds it commits with ``token``."""
+
+    run_id: str
+    token: str
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything a pass needs to replay a run."""
+
+    run: RunRecord
+    events: list[EventRecord]
+    steps: dict[str, StepRecord]
+    waits: list[WaitRecord]
+
+
+@dataclass(slots=True)
+class RunEnd:
+    """The end state a pass writes: terminal (queue row removed) or suspended until ``due_at``."""
+
+    status: str
+    due_at: float | None = None
+    output_json: bytes | None = None
+    error: dict[str, Any] | None = None
+    attempt: int | None = None
+
+
+@dataclass(slots=True)
+class Wake:
+    """Settle a pending step of another run (an invoke's parent) and make that run due now."""
+
+    run_id: str
+    step_hash: str
+    status: str
+    output_json: bytes | None
+    error: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class PassCommit:
+    """One transaction of a pass: fenced by the lease token, applied whole or not at all."""
+
+    run_id: str
+    lease_token: str
+    steps: list[StepRecord] = field(default_factory=list)
+    history: list[HistoryRecord] = field(default_factory=list)
+    waits: list[WaitRecord] = field(default_factory=list)
+    events: list[EventIngest] = field(default_factory=list)
+    child_runs: list[NewRun] = field(default_factory=list)
+    wakes: list[Wake] = field(default_factory=list)
+    started_at: float | None = None
+    end: RunEnd | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Filters for listing runs (all optional); newest first."""
+
+    function_id: str | None = None
+    status: str | None = None
+    event_id: str | None = None
+    limit: int = 100
+
+
+WaitMatcher = Callable[[WaitRecord, EventRecord], bool]

@@ -1,0 +1,5 @@
+"""The SQLite backend."""
+
+from stepline.store.sqlite.store import SQLiteStore
+
+__all__ = ["SQLiteStore"]

@@ -1,0 +1,102 @@
+"""Every SQL statement the SQLite store runs, by name."""
+
+from __future__ import annotations
+
+INSERT_EVENT = """
+INSERT OR IGNORE INTO events (internal_id, name, data, user_data, sender_id, ts, received_at,
+                              duplicate)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+SEEN_SENDER_ID = "SELECT seen_at FROM event_ids WHERE sender_id = ?"
+REMEMBER_SENDER_ID = "INSERT OR REPLACE INTO event_ids (sender_id, seen_at) VALUES (?, ?)"
+INSERT_RUN = """
+INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,
+                  parent_step_hash)
+VALUES (?, ?, 'QUEUED', ?, ?, ?, ?)"""
+INSERT_RUN_EVENT = "INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)"
+INSERT_QUEUE = "INSERT INTO queue (run_id, due_at) VALUES (?, ?)"
+INSERT_HISTORY = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data)
+VALUES (?, ?, ?, ?, ?, ?, ?)"""
+UPSERT_STEP = """
+INSERT OR REPLACE INTO steps (run_id, hash, step_id, kind, position, status, output, error,
+                              attempts, due_at, started_at, ended_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+COMPLETE_STEP = """
+UPDATE steps SET status = 'COMPLETED', output = ?, ended_at = ? WHERE run_id = ? AND hash = ?"""
+SETTLE_PENDING_STEP = """
+UPDATE steps SET status = ?, output = ?, error = ?, ended_at = ?, attempts = 1
+WHERE run_id = ? AND hash = ? AND status = 'PENDING'"""
+SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = ? AND hash = ?"
+INSERT_WAIT = """
+INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
+                   expires_at, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT_WAIT_PATH = "INSERT OR IGNORE INTO wait_paths (event_name, path) VALUES (?, ?)"
+WAIT_PATHS = "SELECT path FROM wait_paths WHERE event_name = ?"
+WAIT_COLUMNS = """wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
+    expires_at, created_at"""
+WAITS_UNINDEXED = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL"""
+WAITS_INDEXED = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path = ? AND index_value = ?"""
+WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ?"
+EXPIRED_WAITS_OF_RUN = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ?"""
+DELETE_WAIT = "DELETE FROM waits WHERE wait_id = ?"
+DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = ?"
+WAKE = """
+UPDATE queue SET wake = 1,
+       due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
+WHERE run_id = ?"""
+LEASE_TOKEN = "SELECT lease_token FROM queue WHERE run_id = ?"
+MARK_RUNNING = """
+UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, ?) WHERE run_id = ?"""
+END_RUN_TERMINAL = """
+UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?,
+       attempt = COALESCE(?, attempt), started_at = COALESCE(started_at, ?)
+WHERE run_id = ?"""
+END_RUN_SUSPENDED = """
+UPDATE runs SET status = ?, attempt = COALESCE(?, attempt), started_at = COALESCE(started_at, ?)
+WHERE run_id = ?"""
+DELETE_QUEUE = "DELETE FROM queue WHERE run_id = ?"
+RESCHEDULE = """
+UPDATE queue SET due_at = CASE WHEN wake = 1 THEN ? ELSE ? END,
+       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0
+WHERE run_id = ?"""
+LEASE_DUE = """
+UPDATE queue SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, wake = 0
+WHERE run_id IN (
+    SELECT run_id FROM (
+        SELECT run_id, due_at AS t FROM queue WHERE lease_owner IS NULL AND due_at <= ?
+        UNION ALL
+        SELECT run_id, lease_expires_at AS t FROM queue
+        WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?
+    ) ORDER BY t LIMIT ?
+)
+RETURNING run_id"""
+HEARTBEAT = """
+UPDATE queue SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"""
+RELEASE_OWNER = """
+UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0,
+       due_at = ?
+WHERE lease_owner = ?"""
+CANCEL_RUN = """
+UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?
+WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
+RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
+    error, attempt, parent_run_id, parent_step_hash"""
+SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+SELECT_STEPS = """
+SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
+       started_at, ended_at
+FROM steps WHERE run_id = ? ORDER BY position"""
+SELECT_HISTORY = """
+SELECT run_id, ts, kind, step_id, attempt, duration, data FROM history
+WHERE run_id = ? ORDER BY seq"""
+EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
+NEXT_DUE = """
+SELECT MIN(t) FROM (
+    SELECT MIN(due_at) AS t FROM queue WHERE lease_owner IS NULL
+    UNION ALL
+    SELECT MIN(lease_expires_at) AS t FROM queue WHERE lease_owner IS NOT NULL
+)"""

@@ -1,0 +1,100 @@
+"""SQLite schema as numbered migrations, applied in order; the version is in ``schema_version``."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the core tables
+    """
+    CREATE TABLE events (
+        internal_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL,
+        user_data BLOB NOT NULL,
+        sender_id TEXT,
+        ts REAL NOT NULL,
+        received_at REAL NOT NULL,
+        duplicate INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_name_received ON events(name, received_at);
+    CREATE TABLE event_ids (
+        sender_id TEXT PRIMARY KEY,
+        seen_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        function_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        event_ids TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        output BLOB,
+        error TEXT,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        parent_run_id TEXT,
+        parent_step_hash TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX runs_function ON runs(function_id, run_id);
+    CREATE INDEX runs_status ON runs(status, run_id);
+    CREATE TABLE run_events (
+        event_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (event_id, run_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        output BLOB,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at REAL,
+        started_at REAL,
+        ended_at REAL,
+        PRIMARY KEY (run_id, hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        step_id TEXT,
+        attempt INTEGER,
+        duration REAL,
+        data TEXT
+    );
+    CREATE INDEX history_run ON history(run_id, seq);
+    CREATE TABLE waits (
+        wait_id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        step_hash TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        expression TEXT,
+        index_path TEXT,
+        index_value TEXT,
+        expires_at REAL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX waits_lookup ON waits(event_name, index_path, index_value);
+    CREATE INDEX waits_run ON waits(run_id);
+    CREATE TABLE wait_paths (
+        event_name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (event_name, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE queue (
+        run_id TEXT PRIMARY KEY,
+        due_at REAL,
+        lease_owner TEXT,
+        lease_token TEXT,
+        lease_expires_at REAL,
+        wake INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX queue_due ON queue(due_at) WHERE lease_owner IS NULL;
+    CREATE INDEX queue_lease ON queue(lease_expires_at) WHERE lease_owner IS NOT NULL;
+    CREATE INDEX queue_owner ON queue(lease_owner) WHERE lease_owner IS NOT NULL;
+    """,
+)

@@ -1,0 +1,461 @@
+"""The SQLite Store: one file, WAL, durable commits, safe for several processes.
+
+Durability: ``synchronous=FULL`` by default, so a transaction that returned is on disk even after a
+power loss (``synchronous="NORMAL"`` trades the last transactions on power loss for speed; a
+process crash loses nothing either way). Writes use ``BEGIN IMMEDIATE`` so writers queue on the
+file lock (``busy_timeout``) instead of failing mid-transaction. Each thread gets its own
+connection; each write verb runs inside a SAVEPOINT so a refused verb (a lost lease) leaves the
+rest of a group-commit transaction intact.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stepline.errors import LeaseLostError
+from stepline.expressions import value_at
+from stepline.serde import dumps, loads
+from stepline.store.records import (
+    TERMINAL_STATUSES,
+    EventIngest,
+    EventRecord,
+    HistoryRecord,
+    IngestResult,
+    Lease,
+    NewRun,
+    PassCommit,
+    RunFilter,
+    RunRecord,
+    RunState,
+    StepRecord,
+    WaitMatcher,
+    WaitRecord,
+)
+from stepline.store.sqlite import queries as q
+from stepline.store.sqlite.schema import MIGRATIONS
+
+DEDUP_WINDOW = 24 * 3600.0
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else dumps(value).decode()
+
+
+class SQLiteStore:
+    """A Store in one SQLite file (``path``); ``synchronous`` is "FULL" (default) or "NORMAL"."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout: float = 30.0):
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._synchronous = synchronous
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
+    # -- connections ------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = OFF")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def migrate(self) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for number, script in enumerate(MIGRATIONS, start=1):
+                if number > current:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTx]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SQLiteTx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    # -- reads ------------------------------------------------------------------------------------
+    def load_run(self, run_id: str) -> RunState | None:
+        with self._read() as conn:
+            row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
+            if row is None:
+                return None
+            run = _run(row)
+            events = _select_events(conn, run.event_ids)
+            steps = {s.hash: s for s in _select_steps(conn, run_id)}
+            waits = [_wait(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
+            return RunState(run=run, events=events, steps=steps, waits=waits)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._conn().execute(q.SELECT_RUN, (run_id,)).fetchone()
+        return None if row is None else _run(row)
+
+    def list_runs(self, query: RunFilter) -> list[RunRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.function_id is not None:
+            clauses.append("function_id = ?")
+            params.append(query.function_id)
+        if query.status is not None:
+            clauses.append("status = ?")
+            params.append(query.status)
+        if query.event_id is not None:
+            clauses.append("run_id IN (SELECT run_id FROM run_events WHERE event_id = ?)")
+            params.append(query.event_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {q.RUN_COLUMNS} FROM runs {where} ORDER BY run_id DESC LIMIT ?"
+        params.append(query.limit)
+        return [_run(r) for r in self._conn().execute(sql, params)]
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        return _select_steps(self._conn(), run_id)
+
+    def get_history(self, run_id: str) -> list[HistoryRecord]:
+        return [
+            HistoryRecord(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]))
+            for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))
+        ]
+
+    def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
+        return _select_events(self._conn(), list(internal_ids))
+
+    def next_due_at(self) -> float | None:
+        row = self._conn().execute(q.NEXT_DUE).fetchone()
+        return None if row is None else row[0]
+
+
+class _SQLiteTx:
+    """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        self._c.execute("SAVEPOINT verb")
+        try:
+            yield self._c
+        except BaseException:
+            self._c.execute("ROLLBACK TO verb")
+            self._c.execute("RELEASE verb")
+            raise
+        self._c.execute("RELEASE verb")
+
+    # -- events -----------------------------------------------------------------------------------
+    def ingest(
+        self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult]:
+        with self._savepoint():
+            return [self._ingest_one(item, now, wait_matches) for item in items]
+
+    def _ingest_one(self, item: EventIngest, now: float, wait_matches: WaitMatcher) -> IngestResult:
+        c = self._c
+        event = item.event
+        duplicate = False
+        if event.id is not None:
+            row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
+            duplicate = row is not None and row[0] > now - DEDUP_WINDOW
+            if not duplicate:
+                c.execute(q.REMEMBER_SENDER_ID, (event.id, now))
+        c.execute(
+            q.INSERT_EVENT,
+            (
+                event.internal_id,
+                event.name,
+                dumps(event.data),
+                dumps(event.user),
+                event.id,
+                event.ts,
+                now,
+                int(duplicate),
+            ),
+        )
+        if duplicate:
+            return IngestResult(event.internal_id, True, (), ())
+        for new_run in item.new_runs:
+            self._create_run(new_run, now)
+        resumed = self._resolve_waits(event, now, wait_matches)
+        return IngestResult(
+            event.internal_id, False, tuple(r.run_id for r in item.new_runs), tuple(resumed)
+        )
+
+    def _create_run(self, new_run: NewRun, now: float) -> None:
+        c = self._c
+        c.execute(
+            q.INSERT_RUN,
+            (
+                new_run.run_id,
+                new_run.function_id,
+                dumps(list(new_run.event_ids)).decode(),
+                now,
+                new_run.parent_run_id,
+                new_run.parent_step_hash,
+            ),
+        )
+        c.executemany(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
+        c.execute(q.INSERT_QUEUE, (new_run.run_id, now))
+        c.execute(q.INSERT_HISTORY, (new_run.run_id, now, "RUN_QUEUED", None, None, None, None))
+
+    def _resolve_waits(
+        self, event: EventRecord, now: float, wait_matches: WaitMatcher
+    ) -> list[str]:
+        c = self._c
+        candidates = [_wait(r) for r in c.execute(q.WAITS_UNINDEXED, (event.name,))]
+        paths = [r[0] for r in c.execute(q.WAIT_PATHS, (event.name,))]
+        if paths:
+            payload = event.payload()
+            for path in paths:
+                value = value_at(payload, path)
+                if value is not None:
+                    rows = c.execute(q.WAITS_INDEXED, (event.name, path, value))
+                    candidates.extend(_wait(r) for r in rows)
+        if not candidates:
+            return []
+        candidates.sort(key=lambda w: w.created_at)
+        event_json: bytes | None = None
+        resumed: list[str] = []
+        for wait in candidates:
+            if not wait_matches(wait, event):
+                continue
+            if c.execute(q.DELETE_WAIT, (wait.wait_id,)).rowcount != 1:
+                continue
+            event_json = event_json or dumps(event.payload())
+            c.execute(q.COMPLETE_STEP, (event_json, now, wait.run_id, wait.step_hash))
+            c.execute(q.WAKE, (now, wait.run_id))
+            step_row = c.execute(q.SELECT_STEP_ID, (wait.run_id, wait.step_hash)).fetchone()
+            c.execute(
+                q.INSERT_HISTORY,
+                (
+                    wait.run_id,
+                    now,
+                    "WAIT_MATCHED",
+                    step_row[0] if step_row else None,
+                    None,
+                    None,
+                    _json_or_none({"event_id": event.internal_id}),
+                ),
+            )
+            resumed.append(wait.run_id)
+        return resumed
+
+    # -- passes -----------------------------------------------------------------------------------
+    def _check_lease(self, run_id: str, token: str) -> None:
+        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+        if row is None or row[0] != token:
+            raise LeaseLostError(f"run {run_id}: lease lost")
+
+    def commit_pass(self, commit: PassCommit, now: float, wait_matches: WaitMatcher) -> None:
+        with self._savepoint() as c:
+            self._check_lease(commit.run_id, commit.lease_token)
+            if commit.steps:
+                c.executemany(q.UPSERT_STEP, [_step_row(s) for s in commit.steps])
+            if commit.history:
+                c.executemany(q.INSERT_HISTORY, [_history_row(h) for h in commit.history])
+            for wait in commit.waits:
+                c.execute(
+                    q.INSERT_WAIT,
+                    (
+                        wait.wait_id,
+                        wait.run_id,
+                        wait.step_hash,
+                        wait.event_name,
+                        wait.expression,
+                        wait.index_path,
+                        wait.index_value,
+                        wait.expires_at,
+                        wait.created_at,
+                    ),
+                )
+                if wait.index_path is not None:
+                    c.execute(q.INSERT_WAIT_PATH, (wait.event_name, wait.index_path))
+            for new_run in commit.child_runs:
+                self._create_run(new_run, now)
+            for item in commit.events:
+                self._ingest_one(item, now, wait_matches)
+            for wake in commit.wakes:
+                settled = c.execute(
+                    q.SETTLE_PENDING_STEP,
+                    (
+                        wake.status,
+                        wake.output_json,
+                        _json_or_none(wake.error),
+                        now,
+                        wake.run_id,
+                        wake.step_hash,
+                    ),
+                )
+                if settled.rowcount == 1:
+                    c.execute(q.WAKE, (now, wake.run_id))
+            started = commit.started_at if commit.started_at is not None else now
+            end = commit.end
+            if end is None:
+                c.execute(q.MARK_RUNNING, (started, commit.run_id))
+            elif end.status in TERMINAL_STATUSES:
+                c.execute(
+                    q.END_RUN_TERMINAL,
+                    (
+                        end.status,
+                        end.output_json,
+                        _json_or_none(end.error),
+                        now,
+                        end.attempt,
+                        started,
+                        commit.run_id,
+                    ),
+                )
+                c.execute(q.DELETE_QUEUE, (commit.run_id,))
+                c.execute(q.DELETE_WAITS_OF_RUN, (commit.run_id,))
+            else:
+                c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started, commit.run_id))
+                c.execute(q.RESCHEDULE, (now, end.due_at, commit.run_id))
+
+    def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
+        token = secrets.token_hex(8)
+        with self._savepoint() as c:
+            rows = c.execute(q.LEASE_DUE, (owner, token, now + ttl, now, now, limit)).fetchall()
+        return [Lease(r[0], token) for r in rows]
+
+    def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
+        lost: list[str] = []
+        with self._savepoint() as c:
+            for run_id in run_ids:
+                if c.execute(q.HEARTBEAT, (now + ttl, run_id, owner)).rowcount != 1:
+                    lost.append(run_id)
+        return lost
+
+    def release_owner(self, owner: str, now: float) -> int:
+        with self._savepoint() as c:
+            return c.execute(q.RELEASE_OWNER, (now, owner)).rowcount
+
+    def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
+        with self._savepoint() as c:
+            self._check_lease(run_id, lease_token)
+            expired = [_wait(r) for r in c.execute(q.EXPIRED_WAITS_OF_RUN, (run_id, now))]
+            for wait in expired:
+                c.execute(q.DELETE_WAIT, (wait.wait_id,))
+                c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
+                step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
+                c.execute(
+                    q.INSERT_HISTORY,
+                    (run_id, now, "WAIT_TIMED_OUT", step_row[0] if step_row else None, None)
+                    + (None, None),
+                )
+            return [w.step_hash for w in expired]
+
+    def cancel_run(self, run_id: str, now: float, reason: str) -> bool:
+        with self._savepoint() as c:
+            error = _json_or_none({"name": "Cancelled", "message": reason})
+            if c.execute(q.CANCEL_RUN, (now, error, run_id)).rowcount != 1:
+                return False
+            c.execute(q.DELETE_QUEUE, (run_id,))
+            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+            c.execute(
+                q.INSERT_HISTORY,
+                (run_id, now, "RUN_CANCELLED", None, None, None, _json_or_none({"reason": reason})),
+            )
+            return True
+
+
+# -- row mapping ----------------------------------------------------------------------------------
+def _run(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=r[0],
+        function_id=r[1],
+        status=r[2],
+        event_ids=loads(r[3]),
+        created_at=r[4],
+        started_at=r[5],
+        ended_at=r[6],
+        output_json=r[7],
+        error=loads(r[8]),
+        attempt=r[9],
+        parent_run_id=r[10],
+        parent_step_hash=r[11],
+    )
+
+
+def _wait(r: Sequence[Any]) -> WaitRecord:
+    return WaitRecord(*r)
+
+
+def _step_row(s: StepRecord) -> tuple[Any, ...]:
+    return (
+        s.run_id,
+        s.hash,
+        s.step_id,
+        s.kind,
+        s.position,
+        s.status,
+        s.output_json,
+        _json_or_none(s.error),
+        s.attempts,
+        s.due_at,
+        s.started_at,
+        s.ended_at,
+    )
+
+
+def _history_row(h: HistoryRecord) -> tuple[Any, ...]:
+    return (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, _json_or_none(h.data))
+
+
+def _select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
+    return [
+        StepRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10], r[11])
+        for r in conn.execute(q.SELECT_STEPS, (run_id,))
+    ]
+
+
+def _select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord]:
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(f"SELECT {q.EVENT_COLUMNS} FROM events WHERE internal_id IN ({marks})", ids)
+    by_id = {r[0]: EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]

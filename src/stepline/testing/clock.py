@@ -1,0 +1,67 @@
+"""``MockClock``: virtual time for tests.
+
+With ``autojump=True`` (the default) the clock jumps straight to the engine's next deadline
+whenever the worker is idle (no pass in flight and no wake-up pending for ``autojump_threshold``
+real seconds), so sleeps of days, wait timeouts and retry backoffs complete instantly. With
+``autojump=False`` time moves only when the test calls ``advance()`` or ``set()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class MockClock:
+    """A Clock whose time the test controls."""
+
+    def __init__(
+        self,
+        start: float | None = None,
+        *,
+        autojump: bool = True,
+        autojump_threshold: float = 0.005,
+    ) -> None:
+        self._now = time.time() if start is None else start
+        self.autojump = autojump
+        self.autojump_threshold = autojump_threshold
+        self._moved = asyncio.Event()
+        self.jumps = 0
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self._now += seconds
+        self._moved.set()
+
+    def set(self, instant: float) -> None:
+        """Move time forward to ``instant`` (epoch seconds)."""
+        self.advance(max(0.0, instant - self._now))
+
+    async def sleep_until(
+        self, deadline: float | None, wake: asyncio.Event, *, idle: bool = False
+    ) -> None:
+        while not wake.is_set():
+            if deadline is not None and self._now >= deadline:
+                return
+            if self.autojump and idle and deadline is not None:
+                try:
+                    await asyncio.wait_for(wake.wait(), self.autojump_threshold)
+                except TimeoutError:
+                    self.jumps += 1
+                    self._now = max(self._now, deadline)
+                return
+            self._moved.clear()
+            waiters = [
+                asyncio.ensure_future(wake.wait()),
+                asyncio.ensure_future(self._moved.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED, timeout=0.05)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()

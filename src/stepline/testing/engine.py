@@ -1,0 +1,141 @@
+"""``TestEngine``: run an app's functions in a test, on a memory or SQLite store, with virtual time.
+
+    async with TestEngine(app) as t:
+        run = await t.trigger(Event("order/created", {"id": 1}))
+        assert run.status == "COMPLETED"
+
+Sleeps, wait timeouts and retry backoffs complete instantly (``MockClock`` with autojump); steps
+can be replaced by id with ``mock_step``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from stepline.engine.worker import Worker
+from stepline.sdk.app import App
+from stepline.sdk.event import Event
+from stepline.sdk.run import HistoryEntry, Run
+from stepline.store import MemoryStore, SQLiteStore, Store
+from stepline.testing.clock import MockClock
+
+_UNSET: Any = object()
+
+
+class TestEngine:
+    """An app bound to a test store and clock, with a worker running while the block runs.
+
+    ``store`` is ``"memory"``, ``"sqlite"`` (a fresh file in ``path`` or a temporary folder) or a
+    Store. ``clock`` defaults to ``MockClock(autojump=True)``.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        store: str | Store = "sqlite",
+        path: str | Path | None = None,
+        clock: MockClock | None = None,
+        concurrency: int = 100,
+    ) -> None:
+        self.app = app
+        self.clock = clock or MockClock()
+        self._store_spec = store
+        self._path = Path(path) if path is not None else None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._concurrency = concurrency
+        self.worker: Worker | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _open_store(self) -> Store:
+        spec = self._store_spec
+        if not isinstance(spec, str):
+            return spec
+        if spec == "memory":
+            return MemoryStore()
+        if spec == "sqlite":
+            if self._path is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="stepline-test-")
+                self._path = Path(self._tmp.name) / "stepline.db"
+            return SQLiteStore(self._path, synchronous="NORMAL")
+        raise ValueError(f"store must be 'memory', 'sqlite' or a Store, got {spec!r}")
+
+    async def __aenter__(self) -> TestEngine:
+        self.app.attach(self._open_store(), self.clock)
+        self.worker = self.app.make_worker(
+            concurrency=self._concurrency, worker_id="test-worker", poll_interval=None
+        )
+        self._task = asyncio.create_task(self.worker.run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.worker is not None and self._task is not None:
+            self.worker.stop()
+            await self._task
+        self.app.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- driving ----------------------------------------------------------------------------------
+    async def send(self, events: Event | list[Event]) -> list[str]:
+        """Send events; returns their ids."""
+        return await self.app.send_async(events)
+
+    async def trigger(self, event: Event, *, timeout: float = 30.0) -> Run:
+        """Send one event that starts exactly one run and return that run once it ended."""
+        [event_id] = await self.send(event)
+        runs = await self.app.runs(event_id=event_id)
+        if len(runs) != 1:
+            raise AssertionError(f"event {event.name!r} started {len(runs)} runs, expected 1")
+        return await self.app.wait_for_run(runs[0].run_id, timeout)
+
+    async def wait_for_run(self, run_id: str, timeout: float = 30.0) -> Run:
+        """The run once it has ended."""
+        return await self.app.wait_for_run(run_id, timeout)
+
+    async def wait_for_status(self, run_id: str, status: str, timeout: float = 30.0) -> Run:
+        """Poll until the run has ``status`` (``AssertionError`` after ``timeout`` real seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = await self.app.get_run(run_id)
+            if run is not None and run.status == status:
+                return run
+            if time.monotonic() > deadline:
+                seen = run.status if run else "missing"
+                raise AssertionError(f"run {run_id} did not reach {status} (it is {seen})")
+            await asyncio.sleep(0.002)
+
+    async def runs(self, **filters: Any) -> list[Run]:
+        """See ``App.runs``."""
+        return await self.app.runs(**filters)
+
+    async def history(self, run_id: str) -> list[HistoryEntry]:
+        """See ``App.history``."""
+        return await self.app.history(run_id)
+
+    def mock_step(
+        self, step_id: str, value: Any = _UNSET, *, fn: Callable[..., Any] | None = None
+    ) -> None:
+        """Replace the body of every step named ``step_id``: return ``value``, or call ``fn``
+        with the step's arguments (it may raise to simulate a failure)."""
+        if (value is _UNSET) == (fn is None):
+            raise ValueError("pass exactly one of value= or fn=")
+        body = fn if fn is not None else (lambda *args, **kwargs: value)
+        self.app.engine.step_mocks[step_id] = body
+
+    def unmock_step(self, step_id: str) -> None:
+        """Undo ``mock_step``."""
+        self.app.engine.step_mocks.pop(step_id, None)

@@ -1,0 +1,1 @@
+"""Typing stubs for ``cel-expr-python`` (the package ships no ``py.typed``)."""

@@ -1,0 +1,1 @@
+"""Typing stubs for ``cel_expr_python.ext`` (CEL extension libraries)."""
