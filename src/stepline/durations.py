@@ -25,6 +25,7 @@ _MICROS = {
 _PART = r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d|w)"
 _DURATION = re.compile(rf"\s*(?:{_PART}\s*)+")
 _PARTS = re.compile(_PART)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 _ACCEPTED = (
     "expected a non-negative duration such as '30s', '5m', '1h30m', '1h 30m', '2d', '1w' or "
     "'500ms' (units: ms, s, m, h, d, w), a number of seconds, or a timedelta"
@@ -42,6 +43,13 @@ def _invalid(value: object, why: str = "") -> DurationError:
 
 def _parse_text(value: str) -> timedelta:
     if _DURATION.fullmatch(value) is None:
+        text = value.strip()
+        if not text:
+            raise _invalid(value, "empty")
+        if text.startswith("-"):
+            raise _invalid(value, "negative")
+        if _NUMBER.fullmatch(text):
+            raise _invalid(value, "a unit is required")
         raise _invalid(value)
     micros = Decimal(0)
     try:

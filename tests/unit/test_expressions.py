@@ -491,4 +491,5 @@ def test_any_json_value_round_trips_through_substitution(value: Any) -> None:
 @given(st.text(max_size=20))
 def test_filter_on_any_string_never_raises(text: str) -> None:
     expression = compile_expression('event.data.s == "x" || event.data.s.startsWith("y")')
-    assert expression.matches(on(s=text)) is (text == "x" or text.startswith("y"))
+    seen = text.split("\x00", 1)[0]  # cel-expr-python cuts strings from data at NUL
+    assert expression.matches(on(s=text)) is (seen == "x" or seen.startswith("y"))

@@ -14,7 +14,8 @@ BACKOFF_MAX_SECONDS = 3600.0
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry number ``attempt + 1`` (``attempt`` is the 0-based attempt
     that just failed): ``base * 2**attempt`` capped at one hour, then jittered to between half
-    and all of it, so retries of many runs spread out. Attempt 0 → 1 to 2 s, 1 → 2 to 4 s, 2 → 4 to 8 s."""
+    and all of it, so retries of many runs spread out: attempt 0 waits 1 to 2 s, attempt 1
+    2 to 4 s, attempt 2 4 to 8 s."""
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * (2.0 ** min(attempt, 30)))
     return ceiling / 2 + (rng or random).random() * ceiling / 2
 

@@ -12,11 +12,13 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from stepline._ids import new_id
 from stepline.engine.engine import Engine
 from stepline.engine.executor import PassExecutor
 from stepline.errors import LeaseLostError
+from stepline.store.interface import StoreTx
 from stepline.store.records import Lease, PassCommit, RunEnd
 
 log = logging.getLogger("stepline.worker")
@@ -70,11 +72,7 @@ class Worker:
                 leases: list[Lease] = []
                 if free > 0:
                     now = engine.clock.now()
-                    leases = await engine.writer.write(
-                        lambda tx, now=now, free=free: tx.lease_due(
-                            self.worker_id, now, free, self.lease_ttl
-                        )
-                    )
+                    leases = await engine.writer.write(self._lease_job(now, free))
                     for lease in leases:
                         self._start_pass(lease)
                 if leases and len(leases) == free:
@@ -99,6 +97,12 @@ class Worker:
         if self._stopping.is_set():
             return
         await engine.clock.sleep_until(deadline, self._wake, idle=not self.active)
+
+    def _lease_job(self, now: float, limit: int) -> Callable[[StoreTx], list[Lease]]:
+        return lambda tx: tx.lease_due(self.worker_id, now, limit, self.lease_ttl)
+
+    def _heartbeat_job(self, run_ids: list[str], now: float) -> Callable[[StoreTx], list[str]]:
+        return lambda tx: tx.heartbeat(self.worker_id, run_ids, now, self.lease_ttl)
 
     def stop(self) -> None:
         """Ask the loop to stop (passes in flight finish first)."""
@@ -150,11 +154,7 @@ class Worker:
             if not run_ids:
                 continue
             now = self.engine.clock.now()
-            lost = await self.engine.writer.write(
-                lambda tx, ids=run_ids, now=now: tx.heartbeat(
-                    self.worker_id, ids, now, self.lease_ttl
-                )
-            )
+            lost = await self.engine.writer.write(self._heartbeat_job(run_ids, now))
             for run_id in lost:
                 task = self.active.get(run_id)
                 if task is not None:

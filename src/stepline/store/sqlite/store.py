@@ -41,6 +41,7 @@ from stepline.store.sqlite import queries as q
 from stepline.store.sqlite.schema import MIGRATIONS
 
 DEDUP_WINDOW = 24 * 3600.0
+_NO_ATTEMPT = (None, None, None)
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -381,11 +382,8 @@ class _SQLiteTx:
                 c.execute(q.DELETE_WAIT, (wait.wait_id,))
                 c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
                 step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
-                c.execute(
-                    q.INSERT_HISTORY,
-                    (run_id, now, "WAIT_TIMED_OUT", step_row[0] if step_row else None, None)
-                    + (None, None),
-                )
+                step_id = step_row[0] if step_row else None
+                c.execute(q.INSERT_HISTORY, (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT))
             return [w.step_hash for w in expired]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> bool:
