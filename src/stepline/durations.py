@@ -130,8 +130,9 @@ def _fraction(whole: int, part: int, digits: int) -> str:
 def format_duration(seconds: float) -> str:
     """Format seconds for display: ``"1h30m"``, ``"2d"``, ``"1m1.5s"``, ``"250ms"``, ``"0s"``.
 
-    Precision is one microsecond; the output is accepted by :func:`parse_duration` (for
-    non-negative values).
+    Precision is one microsecond (exact for durations under about a century, where a float of
+    seconds still holds every microsecond); the output is accepted by :func:`parse_duration`
+    (for non-negative values).
     """
     if not math.isfinite(seconds):
         return str(seconds)

@@ -676,8 +676,12 @@ class PassExecutor:
         await self._fail_run(error, None)
 
     def _system_event(self, name: str, data: dict[str, Any]) -> EventIngest:
+        """A system event about this run. It never triggers this same function, so a function
+        listening to ``inngest/function.finished`` does not trigger itself forever."""
         record = EventRecord(new_id(self.now()), name, data, {}, None, self.now())
-        return self.engine.plan(record)
+        planned = self.engine.plan(record)
+        runs = tuple(r for r in planned.new_runs if r.function_id != self.fn.id)
+        return EventIngest(record, runs)
 
     def _trigger_payload(self) -> dict[str, Any]:
         return self.state.events[0].payload() if self.state.events else {}

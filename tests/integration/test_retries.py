@@ -1,0 +1,256 @@
+"""Retries: attempts, backoff, NonRetriableError, RetryAfterError, StepError fallbacks,
+function-level errors, on_failure and system events."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from stepline import (
+    App,
+    Context,
+    Event,
+    NonRetriableError,
+    RetryAfterError,
+    StepError,
+    TriggerEvent,
+)
+from stepline.engine.retry import backoff_delay
+from stepline.testing import TestEngine
+
+
+async def test_a_failing_step_is_attempted_one_plus_retries_times(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    attempts: list[int] = []
+
+    @app.function(id="flaky", trigger=TriggerEvent("go"), retries=3)
+    async def flaky(ctx: Context) -> Any:
+        def fail() -> None:
+            attempts.append(ctx.attempt)
+            raise ValueError("boom")
+
+        await ctx.step.run("always-fails", fail)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert attempts == [0, 1, 2, 3]
+    assert run.status == "FAILED"
+    assert run.error is not None and run.error["name"] == "StepError"
+    assert "boom" in run.error["message"]
+    [step] = run.steps
+    assert (step.status, step.attempts) == ("FAILED", 4)
+
+
+async def test_default_policy_is_five_attempts(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    calls = Counter[str]()
+
+    @app.function(id="default", trigger=TriggerEvent("go"))
+    async def default(ctx: Context) -> Any:
+        def fail() -> None:
+            calls["x"] += 1
+            raise RuntimeError("nope")
+
+        await ctx.step.run("x", fail)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.status == "FAILED"
+    assert calls["x"] == 5
+
+
+async def test_a_step_that_recovers_keeps_its_result(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    calls = Counter[str]()
+
+    @app.function(id="recovers", trigger=TriggerEvent("go"))
+    async def recovers(ctx: Context) -> Any:
+        def sometimes() -> str:
+            calls["x"] += 1
+            if calls["x"] < 3:
+                raise ConnectionError("flaky network")
+            return "ok"
+
+        return await ctx.step.run("x", sometimes)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        history = await t.history(run.run_id)
+    assert run.output == "ok"
+    assert calls["x"] == 3
+    failures = [h for h in history if h.kind == "STEP_FAILED"]
+    assert [h.attempt for h in failures] == [0, 1]
+
+
+async def test_backoff_is_exponential_with_jitter_within_bounds() -> None:
+    for attempt in range(8):
+        ceiling = min(3600.0, 2.0 * 2**attempt)
+        delays = [backoff_delay(attempt) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+async def test_retry_waits_follow_the_backoff(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    times: list[float] = []
+
+    @app.function(id="timed", trigger=TriggerEvent("go"), retries=3)
+    async def timed(ctx: Context) -> Any:
+        def fail() -> None:
+            times.append(t.clock.now())
+            raise ValueError("again")
+
+        await ctx.step.run("x", fail)
+
+    async with make_engine() as t:
+        await t.trigger(Event("go"))
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    for attempt, gap in enumerate(gaps):
+        ceiling = 2.0 * 2**attempt
+        assert ceiling / 2 <= gap <= ceiling + 0.5, (attempt, gap)
+
+
+async def test_non_retriable_error_fails_after_one_attempt(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    calls = Counter[str]()
+
+    @app.function(id="fatal", trigger=TriggerEvent("go"))
+    async def fatal(ctx: Context) -> Any:
+        def missing_user() -> None:
+            calls["x"] += 1
+            raise NonRetriableError("User not found")
+
+        await ctx.step.run("fetch-user", missing_user)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert calls["x"] == 1
+    assert run.status == "FAILED"
+    assert run.error is not None and "User not found" in run.error["message"]
+
+
+async def test_retry_after_error_delay_is_honoured(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    times: list[float] = []
+
+    @app.function(id="rate-limited", trigger=TriggerEvent("go"))
+    async def rate_limited(ctx: Context) -> Any:
+        def call_api() -> str:
+            times.append(t.clock.now())
+            if len(times) == 1:
+                raise RetryAfterError("429", 120)
+            return "done"
+
+        return await ctx.step.run("call-api", call_api)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == "done"
+    assert times[1] - times[0] == pytest.approx(120, abs=0.5)
+
+
+async def test_step_error_is_catchable_for_fallbacks(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="fallback", trigger=TriggerEvent("go"), retries=1)
+    async def fallback(ctx: Context) -> Any:
+        def primary() -> str:
+            raise ConnectionError("primary down")
+
+        try:
+            result = await ctx.step.run("primary-service", primary)
+        except StepError as error:
+            assert error.step_id == "primary-service"
+            assert error.error_name == "ConnectionError"
+            result = await ctx.step.run("fallback-service", lambda: "secondary")
+        return result
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.status == "COMPLETED"
+    assert run.output == "secondary"
+    assert [(s.id, s.status) for s in run.steps] == [
+        ("primary-service", "FAILED"),
+        ("fallback-service", "COMPLETED"),
+    ]
+
+
+async def test_errors_outside_steps_retry_the_function(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    calls = Counter[str]()
+
+    @app.function(id="body-error", trigger=TriggerEvent("go"), retries=2)
+    async def body_error(ctx: Context) -> Any:
+        await ctx.step.run("once", lambda: calls.update(["step"]))
+        calls["body"] += 1
+        if calls["body"] < 3:
+            raise KeyError("transient")
+        return calls["body"]
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == 3
+    assert calls["step"] == 1  # memoized across function-level retries
+    assert run.attempt == 2
+
+
+async def test_errors_outside_steps_fail_the_run_when_exhausted(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="always", trigger=TriggerEvent("go"), retries=1)
+    async def always(ctx: Context) -> Any:
+        raise ValueError("bad input")
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.status == "FAILED"
+    assert run.error is not None
+    assert (run.error["name"], run.error["message"]) == ("ValueError", "bad input")
+
+
+async def test_on_failure_and_system_events(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    failures: list[dict[str, Any]] = []
+    finished: list[dict[str, Any]] = []
+
+    async def handle_failure(ctx: Context) -> None:
+        failures.append(ctx.event.data)
+
+    @app.function(id="doomed", trigger=TriggerEvent("go"), retries=0, on_failure=handle_failure)
+    async def doomed(ctx: Context) -> Any:
+        if ctx.event.data.get("fail"):
+            raise NonRetriableError("doomed")
+        return "fine"
+
+    @app.function(id="audit", trigger=TriggerEvent("inngest/function.finished"))
+    async def audit(ctx: Context) -> None:
+        if ctx.event.data["function_id"] == "doomed":
+            finished.append(ctx.event.data)
+
+    async with make_engine() as t:
+        ok = await t.trigger(Event("go"))
+        bad = await t.trigger(Event("go", {"fail": True}))
+        for fn_id in ("doomed-failure", "audit"):
+            for run in await t.runs(function_id=fn_id):
+                await t.wait_for_run(run.run_id)
+        await_runs = await t.runs(function_id="audit")
+    assert ok.status == "COMPLETED" and bad.status == "FAILED"
+    assert len(failures) == 1
+    assert failures[0]["run_id"] == bad.run_id
+    assert failures[0]["error"]["message"] == "doomed"
+    assert failures[0]["event"]["data"] == {"fail": True}
+    assert [f["run_id"] for f in finished] == [ok.run_id]
+    assert finished[0]["result"] == "fine"
+    # audit's own completions do not trigger audit again
+    assert len(await_runs) == 2

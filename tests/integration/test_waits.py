@@ -1,0 +1,147 @@
+"""wait_for_event and invoke: matched, timed out, earlier events ignored, child results/failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stepline import App, Context, Event, NonRetriableError, StepError, TriggerEvent
+from stepline.testing import MockClock, TestEngine
+
+
+def _register_waiter(app: App) -> None:
+    @app.function(id="checkout", trigger=TriggerEvent("order/created"))
+    async def checkout(ctx: Context) -> Any:
+        paid = await ctx.step.wait_for_event(
+            "payment",
+            event="payment/received",
+            if_="async.data.orderId == event.data.orderId",
+            timeout="1d",
+        )
+        if paid is None:
+            return {"paid": False}
+        return {"paid": True, "amount": paid.data["amount"]}
+
+
+async def test_wait_for_event_is_resumed_by_a_matching_event(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    _register_waiter(app)
+    async with make_engine(clock=MockClock(autojump=False)) as t:
+        [event_id] = await t.send(Event("order/created", {"orderId": "o1"}))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "WAITING")
+        await t.send(Event("payment/received", {"orderId": "other", "amount": 1}))
+        await t.send(Event("payment/received", {"orderId": "o1", "amount": 99}))
+        done = await t.wait_for_run(run.run_id)
+        history = [h.kind for h in await t.history(run.run_id)]
+    assert done.output == {"paid": True, "amount": 99}
+    assert "WAIT_MATCHED" in history
+
+
+async def test_wait_for_event_times_out_with_none(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    _register_waiter(app)
+    async with make_engine() as t:
+        run = await t.trigger(Event("order/created", {"orderId": "o2"}))
+        history = [h.kind for h in await t.history(run.run_id)]
+    assert run.output == {"paid": False}
+    assert "WAIT_TIMED_OUT" in history
+
+
+async def test_an_event_sent_before_the_wait_does_not_match(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    _register_waiter(app)
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        await t.send(Event("payment/received", {"orderId": "o3", "amount": 5}))
+        [event_id] = await t.send(Event("order/created", {"orderId": "o3"}))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "WAITING")
+        clock.advance(86400 + 1)
+        t.worker.wake()  # type: ignore[union-attr]
+        done = await t.wait_for_run(run.run_id)
+    assert done.output == {"paid": False}
+
+
+async def test_match_shorthand_and_unfiltered_waits(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="approval", trigger=TriggerEvent("doc/submitted"))
+    async def approval(ctx: Context) -> Any:
+        approved = await ctx.step.wait_for_event(
+            "approved", event="doc/approved", match="data.docId", timeout="1h"
+        )
+        anything = await ctx.step.wait_for_event("any", event="doc/archived", timeout="1h")
+        return [approved.data if approved else None, anything.name if anything else None]
+
+    async with make_engine(clock=MockClock(autojump=False)) as t:
+        [event_id] = await t.send(Event("doc/submitted", {"docId": 7}))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "WAITING")
+        await t.send(Event("doc/approved", {"docId": 8}))
+        await t.send(Event("doc/approved", {"docId": 7, "by": "ann"}))
+        await t.wait_for_status(run.run_id, "WAITING")
+        for _ in range(100):  # until the second wait is stored
+            if len((await t.app.get_run(run.run_id)).steps) == 2:  # type: ignore[union-attr]
+                break
+            await t.wait_for_status(run.run_id, "WAITING")
+        await t.send(Event("doc/archived"))
+        done = await t.wait_for_run(run.run_id)
+    assert done.output == [{"docId": 7, "by": "ann"}, "doc/archived"]
+
+
+async def test_invoke_returns_the_child_result(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="report")
+    async def report(ctx: Context) -> Any:
+        await ctx.step.sleep("render", "10m")
+        return {"report_for": ctx.event.data["userId"]}
+
+    @app.function(id="parent", trigger=TriggerEvent("go"))
+    async def parent(ctx: Context) -> Any:
+        result = await ctx.step.invoke("generate-report", function=report, data={"userId": 5})
+        return await ctx.step.run("process-report", lambda: result["report_for"] * 2)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        [child] = await t.runs(function_id="report")
+    assert run.output == 10
+    assert child.status == "COMPLETED"
+    assert [s.id for s in run.steps] == ["generate-report", "process-report"]
+
+
+async def test_invoke_failure_raises_step_error(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="broken", retries=0)
+    async def broken(ctx: Context) -> Any:
+        raise NonRetriableError("child exploded")
+
+    @app.function(id="caller", trigger=TriggerEvent("go"))
+    async def caller(ctx: Context) -> Any:
+        try:
+            await ctx.step.invoke("call", function="broken")
+        except StepError as error:
+            return {"caught": error.error_message}
+        return "unreachable"
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == {"caught": "child exploded"}
+
+
+async def test_invoke_of_an_unknown_function_fails_the_step(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="lost", trigger=TriggerEvent("go"))
+    async def lost(ctx: Context) -> Any:
+        await ctx.step.invoke("call", function="does-not-exist")
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.status == "FAILED"
+    assert run.error is not None and "does-not-exist" in run.error["message"]
