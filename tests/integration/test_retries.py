@@ -3,6 +3,7 @@ function-level errors, on_failure and system events."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -111,7 +112,7 @@ async def test_retry_waits_follow_the_backoff(
 
     async with make_engine() as t:
         await t.trigger(Event("go"))
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     for attempt, gap in enumerate(gaps):
         ceiling = 2.0 * 2**attempt
         assert ceiling / 2 <= gap <= ceiling + 0.5, (attempt, gap)

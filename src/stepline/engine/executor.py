@@ -120,6 +120,7 @@ class PassExecutor:
         self._changed = asyncio.Event()
         self._consumed: set[str] = set()
         self._memo_done = {h for h, s in self.memo.items() if s.status in ("COMPLETED", "FAILED")}
+        self._memo_at_load = set(self.memo)
         self._deadlines: list[float] = []
         self._suspend_kinds: set[str] = set()
         self._late_steps: list[StepRecord] = []
@@ -138,7 +139,9 @@ class PassExecutor:
 
     @property
     def replaying(self) -> bool:
-        return bool(self._memo_done - self._consumed) and not self._new_ops_seen
+        """True while the function re-executes code it already ran: memo rows (of any status)
+        remain unreached and it has not asked for a new step yet."""
+        return bool(self._memo_at_load - self._consumed) and not self._new_ops_seen
 
     async def step_run(
         self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -1,0 +1,126 @@
+"""The replay-aware logger, determinism warnings, histories, cancellation and step mocking."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from stepline import App, Context, Event, TriggerEvent
+from stepline.testing import MockClock, TestEngine
+
+
+async def test_logs_outside_steps_are_not_duplicated_by_replay(
+    app: App, make_engine: Callable[..., TestEngine], caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.function(id="chatty", trigger=TriggerEvent("go"))
+    async def chatty(ctx: Context) -> Any:
+        ctx.logger.info("starting")
+        await ctx.step.run("one", lambda: 1)
+        await ctx.step.sleep("nap", "1h")
+        ctx.logger.info("after nap")
+        await ctx.step.sleep("nap2", "1h")
+        ctx.logger.info("done", extra={"k": "v"})
+
+    with caplog.at_level(logging.INFO, logger="stepline.test-app"):
+        async with make_engine() as t:
+            run = await t.trigger(Event("go"))
+    assert run.status == "COMPLETED"
+    messages = [r.getMessage() for r in caplog.records if r.name == "stepline.test-app"]
+    assert messages == ["starting", "after nap", "done"]
+    done = next(r for r in caplog.records if r.getMessage() == "done")
+    assert done.run_id == run.run_id  # type: ignore[attr-defined]
+    assert done.k == "v"  # type: ignore[attr-defined]
+
+
+async def test_nondeterministic_functions_record_a_warning(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    passes = {"n": 0}
+
+    @app.function(id="shifty", trigger=TriggerEvent("go"))
+    async def shifty(ctx: Context) -> Any:
+        passes["n"] += 1
+        if passes["n"] == 1:
+            await ctx.step.run("original", lambda: 1)
+        await ctx.step.sleep("nap", "1m")
+        await ctx.step.run("later", lambda: 2)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        history = await t.history(run.run_id)
+    warnings = [h for h in history if h.kind == "WARNING"]
+    assert warnings
+    assert warnings[0].data is not None
+    assert "original" in warnings[0].data["message"]
+
+
+async def test_history_records_every_attempt_and_transition(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    calls = {"n": 0}
+
+    @app.function(id="traced", trigger=TriggerEvent("go"))
+    async def traced(ctx: Context) -> Any:
+        def flaky() -> str:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ValueError("first try fails")
+            return "ok"
+
+        await ctx.step.run("flaky", flaky)
+        await ctx.step.sleep("nap", "1s")
+        return "done"
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        history = await t.history(run.run_id)
+    kinds = [(h.kind, h.step_id, h.attempt) for h in history]
+    assert kinds == [
+        ("RUN_QUEUED", None, None),
+        ("STEP_FAILED", "flaky", 0),
+        ("STEP_COMPLETED", "flaky", 1),
+        ("SLEEP", "nap", None),
+        ("RUN_COMPLETED", None, None),
+    ]
+    failed = history[1]
+    assert failed.data is not None
+    assert failed.data["error"]["message"] == "first try fails"
+    assert all(h.at >= history[0].at for h in history)
+
+
+async def test_cancel_run_stops_a_sleeping_run(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    ran_after = {"n": 0}
+
+    @app.function(id="sleepy", trigger=TriggerEvent("go"))
+    async def sleepy(ctx: Context) -> Any:
+        await ctx.step.sleep("long", "7d")
+        ran_after["n"] += 1
+
+    async with make_engine(clock=MockClock(autojump=False)) as t:
+        [event_id] = await t.send(Event("go"))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        assert await t.app.cancel_run(run.run_id) is True
+        assert await t.app.cancel_run(run.run_id) is False
+        done = await t.wait_for_run(run.run_id)
+    assert done.status == "CANCELLED"
+    assert ran_after["n"] == 0
+
+
+async def test_step_mocking_by_id(app: App, make_engine: Callable[..., TestEngine]) -> None:
+    @app.function(id="mocked", trigger=TriggerEvent("go"))
+    async def mocked(ctx: Context) -> Any:
+        def real_call() -> str:
+            raise AssertionError("the real API must not be called")
+
+        return await ctx.step.run("call-api", real_call)
+
+    async with make_engine() as t:
+        t.mock_step("call-api", {"status": 200})
+        run = await t.trigger(Event("go"))
+    assert run.output == {"status": 200}
