@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.clock import Clock
+from stepline.engine.admission import plan_run
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
 from stepline.expressions import load_match
@@ -23,6 +24,7 @@ from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
 from stepline.store.interface import Store, StoreTx
 from stepline.store.records import (
+    Deferral,
     EventIngest,
     EventRecord,
     IngestResult,
@@ -91,12 +93,17 @@ class Engine:
         if not candidates:
             return EventIngest(record)
         payload = record.payload()
-        runs = tuple(
-            NewRun(new_id(record.ts), fn.id, (record.internal_id,))
-            for fn in candidates
-            if any(t.name == record.name and t.matches(payload) for t in fn.triggers)
-        )
-        return EventIngest(record, runs)
+        runs: list[NewRun] = []
+        deferrals: list[Deferral] = []
+        for fn in candidates:
+            if not any(t.name == record.name and t.matches(payload) for t in fn.triggers):
+                continue
+            planned = plan_run(fn, self.app_id, record.internal_id, payload, record.ts)
+            if isinstance(planned, NewRun):
+                runs.append(planned)
+            elif planned is not None:
+                deferrals.append(planned)
+        return EventIngest(record, tuple(runs), tuple(deferrals))
 
     @staticmethod
     def wait_matches(wait: WaitRecord, event: EventRecord) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stepline.cron import CronSchedule, parse_cron
 from stepline.errors import ConfigError
 from stepline.expressions import Expression, compile_expression
 
@@ -25,3 +26,21 @@ class TriggerEvent:
     def matches(self, payload: dict[str, object]) -> bool:
         """Whether an event (its JSON payload) triggers the function."""
         return self._filter is None or self._filter.matches({"event": payload})
+
+
+CRON_EVENT = "inngest/scheduled.timer"
+
+
+@dataclass(frozen=True)
+class TriggerCron:
+    """Run the function on a schedule: a 5-field cron string with an optional ``TZ=Area/City``
+    prefix (``"TZ=Europe/Paris 0 12 * * 5"``: Fridays at noon, Paris time). Each tick starts
+    one run, whatever the number of workers; ticks missed while no worker ran are not replayed,
+    except the latest one, once. The run's event is ``inngest/scheduled.timer`` with the tick
+    time in ``data.cron``/``ts``."""
+
+    cron: str
+    schedule: CronSchedule = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", parse_cron(self.cron))

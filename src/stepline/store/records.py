@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stepline.gcra import GcraSpec
+
 RunStatus = Literal[
     "QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED"
 ]
@@ -42,6 +44,43 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class MatcherSpec:
+    """A ``cancel_on`` matcher prepared for one run (its own event already substituted)."""
+
+    event_name: str
+    expression: str | None
+    index_path: str | None
+    index_value: str | None
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Flow-control decisions the store applies atomically when it creates a run.
+
+    ``idempotency_key``: one run per key per 24 h. ``rate_limit``: skip the run when the bucket
+    is full. ``throttle``: delay its start. ``priority``: seconds ahead in the queue.
+    ``singleton_key``/``singleton_mode``: one active run per key ("skip" new or "cancel" old).
+    ``concurrency``: (slot key, limit) pairs bounding leased (executing) runs. ``cancel_on``:
+    matchers that cancel the run. ``start_timeout``/``finish_timeout``: seconds.
+    """
+
+    idempotency_key: str | None = None
+    rate_limit: GcraSpec | None = None
+    throttle: GcraSpec | None = None
+    priority: float = 0.0
+    singleton_key: str | None = None
+    singleton_mode: str = "skip"
+    concurrency: tuple[tuple[str, int], ...] = ()
+    cancel_on: tuple[MatcherSpec, ...] = ()
+    start_timeout: float | None = None
+    finish_timeout: float | None = None
+
+
+NO_ADMISSION = Admission()
+
+
+@dataclass(frozen=True, slots=True)
 class NewRun:
     """A run to create: for a triggering event, an invoke, or a system event."""
 
@@ -50,24 +89,45 @@ class NewRun:
     event_ids: tuple[str, ...]
     parent_run_id: str | None = None
     parent_step_hash: str | None = None
+    admission: Admission = NO_ADMISSION
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """An event held for a later run: ``kind`` "debounce" (the last event runs ``period`` after
+    the latest, at most ``timeout`` after the first) or "batch" (up to ``max_size`` events run
+    together, at most ``period`` after the first). ``run`` is the run to start (its event ids are
+    filled in when it starts)."""
+
+    kind: str
+    function_id: str
+    key: str
+    period: float
+    timeout: float | None
+    max_size: int
+    run: NewRun
 
 
 @dataclass(frozen=True, slots=True)
 class EventIngest:
-    """An event to store with the runs it starts unless it is a duplicate."""
+    """An event to store with the runs it starts (or defers) unless it is a duplicate."""
 
     event: EventRecord
     new_runs: tuple[NewRun, ...] = ()
+    deferrals: tuple[Deferral, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What ingesting one event did."""
+    """What ingesting one event did. ``skipped`` lists (function id, reason) for runs that
+    flow control did not start (rate limit, idempotency, singleton)."""
 
     internal_id: str
     duplicate: bool
     run_ids: tuple[str, ...]
     resumed_run_ids: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    cancelled_run_ids: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -1,0 +1,113 @@
+"""From a function's flow-control options and an event to the store's admission records.
+
+Pure: evaluates the options' key expressions against the event and names the buckets; the store
+applies the decisions atomically (``store.records.Admission``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepline._ids import new_id
+from stepline.expressions import Expression, prepare_match
+from stepline.gcra import GcraSpec
+from stepline.sdk.function import FunctionDef
+from stepline.store.records import Admission, Deferral, MatcherSpec, NewRun
+
+PRIORITY_BOUND = 600.0
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+def key_value(expression: Expression | None, payload: dict[str, Any]) -> str:
+    """The key an expression gives for an event; ``""`` without an expression, ``"null"`` when
+    it evaluates to null or fails (so such events share one key, as in Inngest)."""
+    if expression is None:
+        return ""
+    key = expression.key({"event": payload})
+    return "null" if key is None else key
+
+
+def priority_of(fn: FunctionDef, payload: dict[str, Any]) -> float:
+    """Seconds ahead in the queue (clamped to ±600; 0 when the expression fails)."""
+    option = fn.options.priority
+    if option is None or option._run is None:
+        return 0.0
+    try:
+        value = option._run.evaluate({"event": payload})
+    except Exception:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return max(-PRIORITY_BOUND, min(PRIORITY_BOUND, float(value)))
+
+
+def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admission:
+    """The admission record for a run of ``fn`` started by the event ``payload``."""
+    options = fn.options
+    idempotency = None
+    if options.idempotency is not None:
+        idempotency = f"{fn.id}\x1f{key_value(options.idempotency, payload)}"
+    rate_limit = None
+    if options.rate_limit is not None:
+        rl = options.rate_limit
+        bucket = f"rate\x1f{fn.id}\x1f{key_value(rl._key, payload)}"
+        rate_limit = GcraSpec(bucket, rl.limit, rl.period_seconds, rl.limit)
+    throttle = None
+    if options.throttle is not None:
+        th = options.throttle
+        bucket = f"throttle\x1f{fn.id}\x1f{key_value(th._key, payload)}"
+        throttle = GcraSpec(bucket, th.limit, th.period_seconds, th.burst)
+    singleton_key = None
+    singleton_mode = "skip"
+    if options.singleton is not None:
+        singleton_key = f"{fn.id}\x1f{key_value(options.singleton._key, payload)}"
+        singleton_mode = options.singleton.mode
+    concurrency = tuple(
+        (
+            f"{c.scope}\x1f{fn.id if c.scope == 'fn' else app_id}\x1f{key_value(c._key, payload)}",
+            c.limit,
+        )
+        for c in options.concurrency
+    )
+    cancel_on = []
+    for cancel in options.cancel_on:
+        text, path, value = None, None, None
+        if cancel.expression is not None:
+            prepared = prepare_match(cancel.expression, payload)
+            text = prepared.text
+            if prepared.index_keys:
+                path, value = prepared.index_keys[0]
+        cancel_on.append(MatcherSpec(cancel.event, text, path, value, cancel.timeout_seconds))
+    timeouts = options.timeouts
+    return Admission(
+        idempotency_key=idempotency,
+        rate_limit=rate_limit,
+        throttle=throttle,
+        priority=priority_of(fn, payload),
+        singleton_key=singleton_key,
+        singleton_mode=singleton_mode,
+        concurrency=concurrency,
+        cancel_on=tuple(cancel_on),
+        start_timeout=timeouts.start_seconds if timeouts else None,
+        finish_timeout=timeouts.finish_seconds if timeouts else None,
+    )
+
+
+def plan_run(
+    fn: FunctionDef, app_id: str, event_id: str, payload: dict[str, Any], at: float
+) -> NewRun | Deferral | None:
+    """What an event that passed ``fn``'s trigger does: start a run, defer into a debounce or a
+    batch, or nothing (a batch's ``if_`` rejected it)."""
+    run = NewRun(new_id(at), fn.id, (event_id,), admission=admission_for(fn, app_id, payload))
+    options = fn.options
+    if options.debounce is not None:
+        db = options.debounce
+        key = key_value(db._key, payload)
+        return Deferral("debounce", fn.id, key, db.period_seconds, db.timeout_seconds, 1, run)
+    if options.batch_events is not None:
+        be = options.batch_events
+        if be._if is not None and not be._if.matches({"event": payload}):
+            return None
+        key = key_value(be._key, payload)
+        return Deferral("batch", fn.id, key, be.timeout_seconds, None, be.max_size, run)
+    return run

@@ -1,0 +1,232 @@
+"""Flow-control and cancellation options for ``@app.function`` (Inngest's semantics).
+
+Every option is validated when it is built: a bad value raises ``ConfigError`` naming the option
+and the field; key expressions are compiled CEL (``ExpressionError`` with the position).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from stepline.durations import parse_duration
+from stepline.errors import ConfigError, DurationError
+from stepline.expressions import Expression, compile_expression, match_shorthand
+
+DurationLike = str | timedelta | int | float
+
+
+def _seconds(owner: str, name: str, value: DurationLike | None, *, optional: bool = False) -> float:
+    if value is None:
+        if optional:
+            return 0.0
+        raise ConfigError(f"{owner}.{name} is required")
+    try:
+        seconds = parse_duration(value).total_seconds()
+    except DurationError as exc:
+        raise ConfigError(f"{owner}.{name}: {exc}") from exc
+    if seconds <= 0:
+        raise ConfigError(f"{owner}.{name} must be longer than zero, got {value!r}")
+    return seconds
+
+
+def _positive_int(owner: str, name: str, value: object, maximum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{owner}.{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def _expression(owner: str, name: str, text: str | None, **kw: Any) -> Expression | None:
+    if text is None:
+        return None
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{owner}.{name} must be a non-empty CEL expression, got {text!r}")
+    try:
+        return compile_expression(text, **kw)
+    except ConfigError as exc:
+        raise ConfigError(f"{owner}.{name}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """At most ``limit`` steps of this function's runs execute at once (sleeping and waiting
+    runs hold no slot); with ``key`` the limit applies per key value (e.g.
+    ``"event.data.userId"``); ``scope="app"`` shares the limit across the app's functions that
+    use the same key."""
+
+    limit: int
+    key: str | None = None
+    scope: Literal["fn", "app"] = "fn"
+    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _positive_int("Concurrency", "limit", self.limit)
+        if self.scope not in ("fn", "app"):
+            raise ConfigError(f"Concurrency.scope must be 'fn' or 'app', got {self.scope!r}")
+        object.__setattr__(self, "_key", _expression("Concurrency", "key", self.key))
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Start at most ``limit`` runs per ``period`` (plus ``burst`` at once), per ``key`` value;
+    runs over the limit are delayed in order (GCRA), never dropped."""
+
+    limit: int
+    period: DurationLike
+    burst: int = 1
+    key: str | None = None
+    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    period_seconds: float = field(default=0.0, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _positive_int("Throttle", "limit", self.limit)
+        _positive_int("Throttle", "burst", self.burst)
+        seconds = _seconds("Throttle", "period", self.period)
+        if seconds > 7 * 86400:
+            raise ConfigError("Throttle.period must be at most 7 days")
+        object.__setattr__(self, "period_seconds", seconds)
+        object.__setattr__(self, "_key", _expression("Throttle", "key", self.key))
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Start at most ``limit`` runs per ``period`` per ``key`` value; events over the limit are
+    skipped (recorded as skipped), not delayed."""
+
+    limit: int
+    period: DurationLike
+    key: str | None = None
+    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    period_seconds: float = field(default=0.0, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _positive_int("RateLimit", "limit", self.limit)
+        seconds = _seconds("RateLimit", "period", self.period)
+        if seconds > 24 * 3600:
+            raise ConfigError("RateLimit.period must be at most 24 hours")
+        object.__setattr__(self, "period_seconds", seconds)
+        object.__setattr__(self, "_key", _expression("RateLimit", "key", self.key))
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """Run once with the last event after ``period`` without a new one (per ``key`` value), and
+    at most ``timeout`` after the first event."""
+
+    period: DurationLike
+    key: str | None = None
+    timeout: DurationLike | None = None
+    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    period_seconds: float = field(default=0.0, init=False, compare=False)
+    timeout_seconds: float | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        seconds = _seconds("Debounce", "period", self.period)
+        if seconds > 7 * 86400:
+            raise ConfigError("Debounce.period must be at most 7 days")
+        object.__setattr__(self, "period_seconds", seconds)
+        if self.timeout is not None:
+            timeout = _seconds("Debounce", "timeout", self.timeout)
+            if timeout < seconds:
+                raise ConfigError("Debounce.timeout must be at least Debounce.period")
+            object.__setattr__(self, "timeout_seconds", timeout)
+        object.__setattr__(self, "_key", _expression("Debounce", "key", self.key))
+
+
+@dataclass(frozen=True)
+class BatchEvents:
+    """Start one run for up to ``max_size`` events (in ``ctx.events``), or for what arrived
+    within ``timeout`` of the first; per ``key`` value; ``if_`` selects the events batched."""
+
+    max_size: int
+    timeout: DurationLike
+    key: str | None = None
+    if_: str | None = None
+    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    _if: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    timeout_seconds: float = field(default=0.0, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _positive_int("BatchEvents", "max_size", self.max_size, maximum=1000)
+        seconds = _seconds("BatchEvents", "timeout", self.timeout)
+        if seconds > 3600:
+            raise ConfigError("BatchEvents.timeout must be at most 1 hour")
+        object.__setattr__(self, "timeout_seconds", seconds)
+        object.__setattr__(self, "_key", _expression("BatchEvents", "key", self.key))
+        object.__setattr__(self, "_if", _expression("BatchEvents", "if_", self.if_))
+
+
+@dataclass(frozen=True)
+class Priority:
+    """``run`` is a CEL expression giving seconds (-600…600) by which a run jumps ahead of (or
+    falls behind) runs queued at the same time."""
+
+    run: str
+    _run: Expression | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_run", _expression("Priority", "run", self.run))
+
+
+@dataclass(frozen=True)
+class Singleton:
+    """At most one run at a time (per ``key`` value): ``mode="skip"`` drops new runs while one
+    is active, ``mode="cancel"`` cancels the active run and starts the new one."""
+
+    key: str | None = None
+    mode: Literal["skip", "cancel"] = "skip"
+    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("skip", "cancel"):
+            raise ConfigError(f"Singleton.mode must be 'skip' or 'cancel', got {self.mode!r}")
+        object.__setattr__(self, "_key", _expression("Singleton", "key", self.key))
+
+
+@dataclass(frozen=True)
+class CancelOn:
+    """Cancel the run when an ``event`` arrives that satisfies ``if_`` (``event`` is the run's
+    triggering event, ``async`` the incoming one) or ``match`` (a field path equal on both),
+    within ``timeout`` of the run's start (default: for the run's whole life)."""
+
+    event: str
+    if_: str | None = None
+    match: str | None = None
+    timeout: DurationLike | None = None
+    timeout_seconds: float | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, str) or not self.event.strip():
+            raise ConfigError("CancelOn.event must be a non-empty event name")
+        if self.if_ is not None and self.match is not None:
+            raise ConfigError("CancelOn: pass if_= or match=, not both")
+        _expression("CancelOn", "if_", self.expression, variables=("event", "async"))
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout_seconds", _seconds("CancelOn", "timeout", self.timeout))
+
+    @property
+    def expression(self) -> str | None:
+        """The matching expression (``match`` expanded)."""
+        return match_shorthand(self.match) if self.match is not None else self.if_
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Cancel a run not started within ``start`` of its event, or not finished within
+    ``finish`` of its start."""
+
+    start: DurationLike | None = None
+    finish: DurationLike | None = None
+    start_seconds: float | None = field(default=None, init=False, compare=False)
+    finish_seconds: float | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.start is None and self.finish is None:
+            raise ConfigError("Timeouts needs start= or finish=")
+        if self.start is not None:
+            object.__setattr__(self, "start_seconds", _seconds("Timeouts", "start", self.start))
+        if self.finish is not None:
+            object.__setattr__(self, "finish_seconds", _seconds("Timeouts", "finish", self.finish))
