@@ -21,19 +21,34 @@ from stepline.errors import (
 from stepline.sdk.app import App
 from stepline.sdk.context import Context
 from stepline.sdk.event import Event
+from stepline.sdk.flow import (
+    BatchEvents,
+    CancelOn,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
 from stepline.sdk.run import HistoryEntry, Run, StepInfo
 from stepline.sdk.step import Step, SyncStep
-from stepline.sdk.triggers import TriggerEvent
+from stepline.sdk.triggers import TriggerCron, TriggerEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BatchEvents",
+    "CancelOn",
+    "Concurrency",
     "ConfigError",
     "Context",
     "CronError",
+    "Debounce",
     "DurationError",
     "Event",
     "EventError",
@@ -43,15 +58,21 @@ __all__ = [
     "LimitExceededError",
     "Limits",
     "NonRetriableError",
+    "Priority",
+    "RateLimit",
     "RetryAfterError",
     "Run",
     "RunFailedError",
     "SerializationError",
+    "Singleton",
     "Step",
     "StepError",
     "StepInfo",
     "SteplineError",
     "SyncStep",
+    "Throttle",
+    "Timeouts",
+    "TriggerCron",
     "TriggerEvent",
     "__version__",
 ]

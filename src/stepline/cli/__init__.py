@@ -1,8 +1,52 @@
-"""The ``stepline`` command line."""
+"""The ``stepline`` command line: a thin shell over the library.
+
+Every option has a ``STEPLINE_*`` environment fallback. Problems the user can fix (a bad
+``MODULE:APP``, bad JSON, an unknown run) print one line on stderr and exit non-zero.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 
-def main() -> None:
-    """Entry point of the ``stepline`` command."""
-    raise SystemExit("stepline: the command line is being built")
+import click
+
+from stepline import __version__
+from stepline.cli._commands.dev import dev
+from stepline.cli._commands.runs import runs
+from stepline.cli._commands.send import send
+from stepline.cli._commands.worker import worker
+from stepline.cli._common import CliError
+from stepline.errors import SteplineError
+
+__all__ = ["cli", "main"]
+
+
+class _Root(click.Group):
+    """Turns library errors (a bad database URL, an invalid event) into one-line CLI errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SteplineError as exc:
+            raise CliError(str(exc)) from exc
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="stepline")
+def cli() -> None:
+    """Stepline: durable functions for Python.
+
+    Start with `stepline dev MODULE:APP --send EVENT --data JSON`.
+    """
+
+
+cli.add_command(dev)
+cli.add_command(worker)
+cli.add_command(send)
+cli.add_command(runs)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``stepline`` command (``argv`` defaults to ``sys.argv[1:]``)."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="stepline")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.clock import Clock
+from stepline.cron import catch_up_tick
 from stepline.engine.admission import plan_run
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
@@ -22,8 +24,10 @@ from stepline.expressions import load_match
 from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
+from stepline.sdk.triggers import CRON_EVENT
 from stepline.store.interface import Store, StoreTx
 from stepline.store.records import (
+    CronRow,
     Deferral,
     EventIngest,
     EventRecord,
@@ -114,7 +118,42 @@ class Engine:
 
     def _ingest_job(self, items: list[EventIngest], now: float) -> Callable[[StoreTx], Any]:
         def job(tx: StoreTx) -> list[IngestResult]:
-            return tx.ingest(items, now, self.wait_matches)
+            results = tx.ingest(items, now, self.wait_matches)
+            self.announce_cancellations(tx, results, now)
+            return results
+
+        return job
+
+    def cancelled_event(self, run_id: str, function_id: str, reason: str, now: float) -> EventIngest:
+        """The ``inngest/function.cancelled`` event for a run (never re-triggers its function)."""
+        data = {"function_id": function_id, "run_id": run_id, "reason": reason}
+        record = EventRecord(new_id(now), FUNCTION_CANCELLED, data, {}, None, now)
+        planned = self.plan(record)
+        runs = tuple(r for r in planned.new_runs if r.function_id != function_id)
+        return EventIngest(record, runs, planned.deferrals)
+
+    def announce_cancellations(
+        self, tx: StoreTx, results: Sequence[IngestResult], now: float
+    ) -> None:
+        """Emit ``inngest/function.cancelled`` for the runs that ingestion cancelled (cancel_on,
+        singleton), in the same transaction; cancellations they cause are announced too."""
+        pending = [pair for r in results for pair in r.cancelled]
+        while pending:
+            items = [self.cancelled_event(run_id, fn, "cancelled by an event", now) for run_id, fn in pending]
+            more = tx.ingest(items, now, self.wait_matches)
+            pending = [pair for r in more for pair in r.cancelled]
+
+    def cancel_job(self, run_id: str, reason: str, now: float) -> Callable[[StoreTx], bool]:
+        """A write job that cancels one run and announces it."""
+
+        def job(tx: StoreTx) -> bool:
+            with tx.savepoint():
+                function_id = tx.cancel_run(run_id, now, reason)
+                if function_id is None:
+                    return False
+                event = self.cancelled_event(run_id, function_id, reason, now)
+                self.announce_cancellations(tx, tx.ingest([event], now, self.wait_matches), now)
+                return True
 
         return job
 
@@ -133,6 +172,44 @@ class Engine:
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))
         self.wake_workers()
         return [r.internal_id for r in results]
+
+    # -- schedules and deferred runs -----------------------------------------------------------
+    def cron_rows(self, now: float) -> list[CronRow]:
+        """Every cron trigger of the app with its next tick after ``now``."""
+        instant = datetime.fromtimestamp(now, UTC)
+        return [
+            CronRow(fn.id, trigger.cron, trigger.schedule.next_after(instant).timestamp())
+            for fn in self.functions.values()
+            for trigger in fn.crons
+        ]
+
+    def housekeeping(self, tx: StoreTx, now: float) -> None:
+        """Start what became due without a run to lease yet: debounces, batches, cron ticks.
+        A cron tick fires once whatever the number of workers (``advance_cron`` is a
+        compare-and-set), and ticks missed while no worker ran collapse into one catch-up."""
+        with tx.savepoint():
+            tx.flush_deferrals(now)
+            for row in tx.due_crons(now, list(self.functions)):
+                fn = self.functions[row.function_id]
+                trigger = next((c for c in fn.crons if c.cron == row.cron), None)
+                if trigger is None:
+                    continue
+                instant = datetime.fromtimestamp(now, UTC)
+                tick = catch_up_tick(
+                    trigger.schedule, datetime.fromtimestamp(row.next_at - 0.001, UTC), instant
+                )
+                next_at = trigger.schedule.next_after(instant).timestamp()
+                if tick is None or not tx.advance_cron(row, next_at):
+                    continue
+                at = tick.timestamp()
+                record = EventRecord(
+                    new_id(at), CRON_EVENT, {"cron": trigger.cron}, {}, None, at
+                )
+                planned = plan_run(fn, self.app_id, record.internal_id, record.payload(), now)
+                runs = (planned,) if isinstance(planned, NewRun) else ()
+                deferrals = (planned,) if isinstance(planned, Deferral) else ()
+                results = tx.ingest([EventIngest(record, runs, deferrals)], now, self.wait_matches)
+                self.announce_cancellations(tx, results, now)
 
     # -- reads and wake-ups -----------------------------------------------------------------------
     async def read(self, fn: Callable[..., T], *args: Any) -> T:

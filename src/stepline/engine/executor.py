@@ -39,6 +39,7 @@ from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
 from stepline.serde import dumps, loads
+from stepline.store.interface import StoreTx
 from stepline.store.records import (
     EventIngest,
     EventRecord,
@@ -131,6 +132,10 @@ class PassExecutor:
         self._new_ops_seen = False
         self._state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         self._state_bytes += sum(len(dumps(e.data)) for e in state.events)
+        started = self.run.started_at if self.run.started_at is not None else self.now()
+        self._finish_deadline = (
+            started + self.run.finish_timeout if self.run.finish_timeout is not None else None
+        )
         self.ctx = self._make_context()
 
     # -- StepDriver -------------------------------------------------------------------------------
@@ -239,7 +244,11 @@ class PassExecutor:
         )
 
     async def execute(self) -> None:
-        """Run the pass to its end (suspended, finished or failed)."""
+        """Run the pass to its end (suspended, finished, failed or cancelled by a timeout)."""
+        reason = self._timed_out()
+        if reason is not None:
+            await self._cancel(reason)
+            return
         if any(w.expires_at is not None and w.expires_at <= self.now() for w in self.state.waits):
             expired = await self.engine.writer.write(
                 lambda tx: tx.expire_waits(self.run.run_id, self.lease.token, self.now())
@@ -269,6 +278,13 @@ class PassExecutor:
             await self._settle(task)
             if self._abort is not None:
                 await self._fail_run(self._abort, task)
+                return
+            reason = self._timed_out()
+            if reason is not None:
+                await self._cancel(reason)
+                self._release_blocked(Suspended())
+                self._release_ops(self._new_ops, Suspended())
+                await self._wait_out(task)
                 return
             if self._new_ops:
                 ops, self._new_ops = self._new_ops, []
@@ -590,9 +606,28 @@ class PassExecutor:
 
     async def _commit(self, commit: PassCommit) -> None:
         now = self.now()
-        await self.engine.writer.write(
-            lambda tx: tx.commit_pass(commit, now, self.engine.wait_matches)
-        )
+        engine = self.engine
+
+        def job(tx: StoreTx) -> None:
+            with tx.savepoint():
+                results = tx.commit_pass(commit, now, engine.wait_matches)
+                engine.announce_cancellations(tx, results, now)
+
+        await engine.writer.write(job)
+
+    def _timed_out(self) -> str | None:
+        """Why the run must be cancelled now (a start or finish timeout), if it must."""
+        run, now = self.run, self.now()
+        if run.started_at is None and run.start_timeout is not None:
+            if now > run.created_at + run.start_timeout:
+                return f"not started within {run.start_timeout:g}s (timeouts.start)"
+        if self._finish_deadline is not None and now > self._finish_deadline:
+            return f"not finished within {run.finish_timeout:g}s (timeouts.finish)"
+        return None
+
+    async def _cancel(self, reason: str) -> None:
+        self._suspending = True
+        await self.engine.writer.write(self.engine.cancel_job(self.run.run_id, reason, self.now()))
 
     def _release_blocked(self, error: BaseException) -> None:
         for future in self._blocked:
@@ -625,7 +660,10 @@ class PassExecutor:
             else "SLEEPING"
         )
         commit = self._new_commit()
-        commit.end = RunEnd(status=status, due_at=min(self._deadlines, default=None))
+        deadlines = list(self._deadlines)
+        if self._finish_deadline is not None:
+            deadlines.append(self._finish_deadline + 0.001)
+        commit.end = RunEnd(status=status, due_at=min(deadlines, default=None))
         await self._commit(commit)
         self._release_blocked(Suspended())
         await self._wait_out(task)

@@ -63,9 +63,7 @@ class Worker:
         engine.add_waker(self._wake)
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
-            await engine.writer.write(
-                lambda tx: tx.release_owner(self.worker_id, engine.clock.now())
-            )
+            await engine.writer.write(self._start_job(engine.clock.now()))
             while not self._stopping.is_set():
                 self._wake.clear()
                 free = self.concurrency - len(self.active)
@@ -91,6 +89,11 @@ class Worker:
         next_due = await engine.read(engine.store.next_due_at)
         now = engine.clock.now()
         deadline = next_due
+        if len(self.active) >= self.concurrency:
+            deadline = None  # no free slot: only a finished pass (or stop) can change that
+        elif deadline is not None and deadline <= now:
+            # due but not leasable (a concurrency key is full): wait for a pass to end
+            deadline = now + (self.poll_interval or 0.05) if not self.active else None
         if self.poll_interval is not None:
             cap = now + self.poll_interval
             deadline = cap if deadline is None else min(deadline, cap)
@@ -99,7 +102,18 @@ class Worker:
         await engine.clock.sleep_until(deadline, self._wake, idle=not self.active)
 
     def _lease_job(self, now: float, limit: int) -> Callable[[StoreTx], list[Lease]]:
-        return lambda tx: tx.lease_due(self.worker_id, now, limit, self.lease_ttl)
+        def job(tx: StoreTx) -> list[Lease]:
+            self.engine.housekeeping(tx, now)
+            return tx.lease_due(self.worker_id, now, limit, self.lease_ttl)
+
+        return job
+
+    def _start_job(self, now: float) -> Callable[[StoreTx], None]:
+        def job(tx: StoreTx) -> None:
+            tx.release_owner(self.worker_id, now)
+            tx.sync_crons(list(self.engine.functions), self.engine.cron_rows(now))
+
+        return job
 
     def _heartbeat_job(self, run_ids: list[str], now: float) -> Callable[[StoreTx], list[str]]:
         return lambda tx: tx.heartbeat(self.worker_id, run_ids, now, self.lease_ttl)
@@ -110,6 +124,9 @@ class Worker:
         self._wake.set()
 
     def _start_pass(self, lease: Lease) -> None:
+        stale = self.active.get(lease.run_id)
+        if stale is not None:  # our lease expired under a long pass and we leased it again
+            stale.cancel()
         task = asyncio.create_task(self._pass(lease))
         self.active[lease.run_id] = task
 
@@ -132,7 +149,8 @@ class Worker:
                 "run %s: pass crashed; it will be retried when its lease expires", lease.run_id
             )
         finally:
-            self.active.pop(lease.run_id, None)
+            if self.active.get(lease.run_id) is asyncio.current_task():
+                del self.active[lease.run_id]
             self._wake.set()
 
     async def _fail_unknown(self, lease: Lease, function_id: str) -> None:

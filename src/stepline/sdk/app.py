@@ -7,20 +7,34 @@ import contextlib
 import logging
 import signal
 import time
+from datetime import datetime
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from stepline._ids import new_id
 from stepline.clock import Clock, SystemClock
 from stepline.engine.engine import FUNCTION_FAILED, Engine
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
+from stepline.expressions import compile_expression
 from stepline.sdk.event import Event
-from stepline.sdk.function import FunctionDef, Handler, build_function
+from stepline.sdk.flow import (
+    BatchEvents,
+    CancelOn,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
+from stepline.sdk.function import FunctionDef, Handler, Trigger, build_function
 from stepline.sdk.limits import Limits
 from stepline.sdk.run import HistoryEntry, Run
 from stepline.sdk.triggers import TriggerEvent
 from stepline.store import Store, open_store
-from stepline.store.records import TERMINAL_STATUSES, RunFilter
+from stepline.store.records import TERMINAL_STATUSES, RunFilter, SkipRecord
 
 
 class App:
@@ -53,22 +67,50 @@ class App:
         self,
         *,
         id: str,
-        trigger: TriggerEvent | None = None,
-        triggers: Sequence[TriggerEvent] | None = None,
+        trigger: Trigger | None = None,
+        triggers: Sequence[Trigger] | None = None,
         retries: int = 4,
         on_failure: Handler | None = None,
+        concurrency: int | Concurrency | Sequence[Concurrency] | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch_events: BatchEvents | None = None,
+        priority: Priority | None = None,
+        singleton: Singleton | None = None,
+        idempotency: str | None = None,
+        cancel_on: Sequence[CancelOn] | None = None,
+        timeouts: Timeouts | None = None,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function (decorator).
 
-        ``retries`` is per step (default 4: five attempts in all). ``on_failure`` is called, as a
-        function of its own triggered by ``inngest/function.failed``, after the last attempt of a
-        run fails; its ``ctx.event.data`` holds ``function_id``, ``run_id``, ``error`` and the
-        original ``event``. Invalid options raise ``ConfigError`` here, at definition.
+        ``trigger``/``triggers``: up to 10 ``TriggerEvent``/``TriggerCron``. ``retries`` is per
+        step (default 4: five attempts in all). ``on_failure`` is called, as a function of its own
+        triggered by ``inngest/function.failed``, after the last attempt of a run fails; its
+        ``ctx.event.data`` holds ``function_id``, ``run_id``, ``error`` and the original
+        ``event``. Flow control: ``concurrency`` (an int or up to two ``Concurrency``),
+        ``throttle``, ``rate_limit``, ``debounce``, ``batch_events``, ``priority``,
+        ``singleton``, ``idempotency`` (a CEL key: one run per value per 24 h); cancellation:
+        ``cancel_on``, ``timeouts``. Invalid options raise ``ConfigError`` here, at definition.
         """
 
         def decorate(handler: Handler) -> FunctionDef:
             fn = build_function(
-                id=id, handler=handler, trigger=trigger, triggers=triggers, retries=retries
+                id=id,
+                handler=handler,
+                trigger=trigger,
+                triggers=triggers,
+                retries=retries,
+                concurrency=concurrency,
+                throttle=throttle,
+                rate_limit=rate_limit,
+                debounce=debounce,
+                batch_events=batch_events,
+                priority=priority,
+                singleton=singleton,
+                idempotency=idempotency,
+                cancel_on=cancel_on,
+                timeouts=timeouts,
             )
             self._add(fn)
             if on_failure is not None:
@@ -226,8 +268,80 @@ class App:
             delay = min(delay * 1.5, 0.1)
 
     async def cancel_run(self, run_id: str, reason: str = "cancelled by API") -> bool:
-        """Cancel a run that has not ended (its timers and waits are removed). Returns False if
-        the run does not exist or has already ended."""
+        """Cancel a run that has not ended: its timers and waits are removed, it ends CANCELLED
+        and ``inngest/function.cancelled`` is emitted. A step already executing finishes but
+        nothing after it runs. Returns False if the run does not exist or has already ended."""
         engine = self.engine
+        return await engine.writer.write(engine.cancel_job(run_id, reason, engine.clock.now()))
+
+    async def cancel_runs(
+        self,
+        function_id: str,
+        *,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        if_: str | None = None,
+        reason: str = "bulk cancellation",
+        limit: int = 10_000,
+    ) -> list[str]:
+        """Cancel the unfinished runs of a function created in a time range (both bounds
+        optional), optionally only those whose triggering event satisfies ``if_`` (CEL over
+        ``event``). Returns the ids of the runs cancelled."""
+        engine = self.engine
+        condition = compile_expression(if_) if if_ is not None else None
+        after = started_after.timestamp() if started_after else float("-inf")
+        before = started_before.timestamp() if started_before else float("inf")
+        cancelled: list[str] = []
+        records = await engine.read(
+            engine.store.list_runs, RunFilter(function_id=function_id, limit=limit)
+        )
+        for record in records:
+            if record.status in TERMINAL_STATUSES or not after <= record.created_at <= before:
+                continue
+            if condition is not None:
+                events = await engine.read(engine.store.get_events, record.event_ids[:1])
+                payload = events[0].payload() if events else {}
+                if not condition.matches({"event": payload}):
+                    continue
+            job = engine.cancel_job(record.run_id, reason, engine.clock.now())
+            if await engine.writer.write(job):
+                cancelled.append(record.run_id)
+        return cancelled
+
+    async def replay_run(self, run_id: str, *, from_step: str | None = None) -> str:
+        """Start a new run of a run's function with the same events. From the start by default;
+        with ``from_step`` (a step id as listed in ``run.steps``) the steps before it keep their
+        results and do not run again. Returns the new run's id."""
+        engine = self.engine
+        original = await self.get_run(run_id)
+        if original is None:
+            raise ConfigError(f"no run {run_id!r}")
+        before: int | None = None
+        if from_step is not None:
+            records = await engine.read(engine.store.get_steps, run_id)
+            match = next((s for s in records if s.step_id == from_step), None)
+            if match is None:
+                known = ", ".join(s.step_id for s in records) or "none"
+                raise ConfigError(f"run {run_id} has no step {from_step!r} (steps: {known})")
+            before = match.position
+        new_run_id = new_id(engine.clock.now())
         now = engine.clock.now()
-        return await engine.writer.write(lambda tx: tx.cancel_run(run_id, now, reason))
+        await engine.writer.write(lambda tx: tx.replay_run(run_id, new_run_id, before, now))
+        engine.wake_workers()
+        return new_run_id
+
+    async def pause_function(self, function_id: str) -> None:
+        """Pause a function: runs it triggers are created and held (not executed) until
+        ``resume_function``; then they run in the order they were queued."""
+        await self.engine.writer.write(lambda tx: tx.set_paused(function_id, True))
+
+    async def resume_function(self, function_id: str) -> None:
+        """Resume a paused function."""
+        await self.engine.writer.write(lambda tx: tx.set_paused(function_id, False))
+        self.engine.wake_workers()
+
+    async def skipped(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
+        """Runs that flow control did not start (rate limit, idempotency, singleton), newest
+        first."""
+        engine = self.engine
+        return await engine.read(engine.store.list_skips, function_id, limit)

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from stepline.store.records import (
+    CronRow,
     EventIngest,
     EventRecord,
     HistoryRecord,
@@ -26,6 +27,7 @@ from stepline.store.records import (
     RunFilter,
     RunRecord,
     RunState,
+    SkipRecord,
     StepRecord,
     WaitMatcher,
 )
@@ -41,9 +43,46 @@ class StoreTx(Protocol):
         resolve the waits it satisfies (memo written, wait removed, run made due)."""
         ...
 
-    def commit_pass(self, commit: PassCommit, now: float, wait_matches: WaitMatcher) -> None:
-        """Apply one pass's commit. Raises ``LeaseLostError`` (and applies nothing) when the run's
-        lease token is not ``commit.lease_token`` any more."""
+    def commit_pass(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult]:
+        """Apply one pass's commit; returns what ingesting its events did. Raises
+        ``LeaseLostError`` (and applies nothing) when the run's lease token is not
+        ``commit.lease_token`` any more."""
+        ...
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """Make a group of verbs all-or-nothing inside the transaction."""
+        ...
+
+    def flush_deferrals(self, now: float) -> list[str]:
+        """Start the runs of debounces and batches whose time has come; returns their ids."""
+        ...
+
+    def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
+        """Make the stored schedules of ``function_ids`` exactly ``schedules`` (new ones start
+        at their ``next_at``; existing ones keep their state)."""
+        ...
+
+    def due_crons(self, now: float, function_ids: Sequence[str]) -> list[CronRow]:
+        """Schedules of ``function_ids`` whose next tick is at or before ``now``."""
+        ...
+
+    def advance_cron(self, row: CronRow, next_at: float) -> bool:
+        """Move a schedule from ``row.next_at`` to ``next_at``; False if another worker did
+        first (the caller then starts no run)."""
+        ...
+
+    def set_paused(self, function_id: str, paused: bool) -> None:
+        """Pause (runs are created but not leased) or resume a function."""
+        ...
+
+    def replay_run(
+        self, run_id: str, new_run_id: str, before_position: int | None, now: float
+    ) -> bool:
+        """Create a new run of the same function with the same events; with
+        ``before_position``, the memo rows before that position are copied (completed steps are
+        not re-executed). False if the run does not exist."""
         ...
 
     def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
@@ -63,9 +102,10 @@ class StoreTx(Protocol):
         becomes COMPLETED with a null result. Returns the step hashes timed out."""
         ...
 
-    def cancel_run(self, run_id: str, now: float, reason: str) -> bool:
-        """Cancel a run that has not ended: status CANCELLED, its queue item and waits removed.
-        Returns False if the run does not exist or has already ended."""
+    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
+        """Cancel a run that has not ended: status CANCELLED, its queue item, waits and cancel
+        matchers removed. Returns the run's function id, or None if the run does not exist or
+        has already ended."""
         ...
 
 
@@ -104,8 +144,17 @@ class Store(Protocol):
         """Events by Stepline id, in the order asked."""
         ...
 
+    def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
+        """Runs that flow control did not start, newest first."""
+        ...
+
+    def paused_functions(self) -> set[str]:
+        """The ids of paused functions."""
+        ...
+
     def next_due_at(self) -> float | None:
-        """The earliest time any run becomes due (queue or lease expiry), None if nothing waits."""
+        """The earliest time anything becomes due (a run, a lease expiry, a debounce or batch,
+        a cron tick); None if nothing waits."""
         ...
 
     def close(self) -> None:

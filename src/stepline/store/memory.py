@@ -1,15 +1,20 @@
 """The in-memory Store: the reference implementation of the Store contract (not durable).
 
 Used by tests and by ``stepline.testing`` when speed matters more than a real file.
+
+Stored records are never changed in place: a write puts a new record in its dictionary through
+the transaction's undo journal, so a failed verb (or a failed transaction) is undone exactly, as
+a SAVEPOINT (or a ROLLBACK) undoes it in SQL.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from stepline.errors import LeaseLostError
 from stepline.expressions import value_at
@@ -32,9 +37,11 @@ from stepline.store.records import (
 )
 
 DEDUP_WINDOW = 24 * 3600.0
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _QueueItem:
     due_at: float | None
     lease_owner: str | None = None
@@ -51,7 +58,6 @@ class MemoryStore:
         self._events: dict[str, EventRecord] = {}
         self._dedup: dict[str, float] = {}
         self._runs: dict[str, RunRecord] = {}
-        self._run_order: list[str] = []
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._history: dict[str, list[HistoryRecord]] = {}
         self._waits: dict[str, WaitRecord] = {}
@@ -67,7 +73,12 @@ class MemoryStore:
     @contextmanager
     def transaction(self) -> Iterator[_MemoryTx]:
         with self._lock:
-            yield _MemoryTx(self)
+            tx = _MemoryTx(self)
+            try:
+                yield tx
+            except BaseException:
+                tx.undo_to(0)
+                raise
 
     # -- reads ------------------------------------------------------------------------------------
     def load_run(self, run_id: str) -> RunState | None:
@@ -76,7 +87,7 @@ class MemoryStore:
             if run is None:
                 return None
             return RunState(
-                run=replace(run),
+                run=_copy_run(run),
                 events=[self._events[i] for i in run.event_ids if i in self._events],
                 steps={h: replace(s) for h, s in self._steps.get(run_id, {}).items()},
                 waits=[w for w in self._waits.values() if w.run_id == run_id],
@@ -85,22 +96,24 @@ class MemoryStore:
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             run = self._runs.get(run_id)
-            return None if run is None else replace(run)
+            return None if run is None else _copy_run(run)
 
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         with self._lock:
             found: list[RunRecord] = []
-            for run_id in reversed(self._run_order):
-                run = self._runs[run_id]
+            newest_first = sorted(
+                self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True
+            )
+            for run in newest_first:
+                if len(found) >= query.limit:
+                    break
                 if query.function_id is not None and run.function_id != query.function_id:
                     continue
                 if query.status is not None and run.status != query.status:
                     continue
                 if query.event_id is not None and query.event_id not in run.event_ids:
                     continue
-                found.append(replace(run))
-                if len(found) >= query.limit:
-                    break
+                found.append(_copy_run(run))
             return found
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
@@ -126,26 +139,71 @@ class MemoryStore:
 
 
 class _MemoryTx:
-    """Write verbs over a locked MemoryStore. Each verb checks before it changes anything."""
+    """Write verbs over a locked MemoryStore, journaled so each verb is all or nothing."""
 
     def __init__(self, store: MemoryStore) -> None:
         self._s = store
+        self._undo: list[Callable[[], Any]] = []
+
+    # -- the undo journal -------------------------------------------------------------------------
+    def undo_to(self, mark: int) -> None:
+        """Revert every change made since the journal had ``mark`` entries."""
+        while len(self._undo) > mark:
+            self._undo.pop()()
+
+    @contextmanager
+    def _verb(self) -> Iterator[None]:
+        mark = len(self._undo)
+        try:
+            yield
+        except BaseException:
+            self.undo_to(mark)
+            raise
+
+    def _put(self, table: dict[K, V], key: K, value: V) -> None:
+        if key in table:
+            old = table[key]
+            self._undo.append(lambda: table.__setitem__(key, old))
+        else:
+            self._undo.append(lambda: table.pop(key))
+        table[key] = value
+
+    def _pop(self, table: dict[K, V], key: K) -> None:
+        if key in table:
+            old = table.pop(key)
+            self._undo.append(lambda: table.__setitem__(key, old))
+
+    def _memo(self, run_id: str) -> dict[str, StepRecord]:
+        memo = self._s._steps.get(run_id)
+        if memo is None:
+            memo = {}
+            self._put(self._s._steps, run_id, memo)
+        return memo
+
+    def _log(self, record: HistoryRecord) -> None:
+        rows = self._s._history.get(record.run_id)
+        if rows is None:
+            rows = []
+            self._put(self._s._history, record.run_id, rows)
+        rows.append(record)
+        self._undo.append(rows.pop)
 
     # -- events -----------------------------------------------------------------------------------
     def ingest(
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
-        return [self._ingest_one(item, now, wait_matches) for item in items]
+        with self._verb():
+            return [self._ingest_one(item, now, wait_matches) for item in items]
 
     def _ingest_one(self, item: EventIngest, now: float, wait_matches: WaitMatcher) -> IngestResult:
         s = self._s
         event = item.event
-        s._events[event.internal_id] = event
+        self._put(s._events, event.internal_id, event)
         if event.id is not None:
             seen = s._dedup.get(event.id)
             if seen is not None and seen > now - DEDUP_WINDOW:
                 return IngestResult(event.internal_id, True, (), ())
-            s._dedup[event.id] = now
+            self._put(s._dedup, event.id, now)
         for new_run in item.new_runs:
             self._create_run(new_run, now)
         resumed = self._resolve_waits(event, now, wait_matches)
@@ -154,8 +212,7 @@ class _MemoryTx:
         )
 
     def _create_run(self, new_run: NewRun, now: float) -> None:
-        s = self._s
-        s._runs[new_run.run_id] = RunRecord(
+        run = RunRecord(
             run_id=new_run.run_id,
             function_id=new_run.function_id,
             status="QUEUED",
@@ -164,35 +221,36 @@ class _MemoryTx:
             parent_run_id=new_run.parent_run_id,
             parent_step_hash=new_run.parent_step_hash,
         )
-        s._run_order.append(new_run.run_id)
-        s._queue[new_run.run_id] = _QueueItem(due_at=now)
-        s._history.setdefault(new_run.run_id, []).append(
-            HistoryRecord(new_run.run_id, now, "RUN_QUEUED")
-        )
+        self._put(self._s._runs, new_run.run_id, run)
+        self._put(self._s._queue, new_run.run_id, _QueueItem(due_at=now))
+        self._log(HistoryRecord(new_run.run_id, now, "RUN_QUEUED"))
 
     def _resolve_waits(
         self, event: EventRecord, now: float, wait_matches: WaitMatcher
     ) -> list[str]:
         s = self._s
+        payload = event.payload()
         candidates = [
             w
             for w in s._waits.values()
             if w.event_name == event.name
-            and (w.index_path is None or value_at(event.payload(), w.index_path) == w.index_value)
+            and (w.index_path is None or value_at(payload, w.index_path) == w.index_value)
         ]
         candidates.sort(key=lambda w: w.created_at)
         resumed: list[str] = []
         for wait in candidates:
             if not wait_matches(wait, event):
                 continue
-            del s._waits[wait.wait_id]
-            step = s._steps.get(wait.run_id, {}).get(wait.step_hash)
+            self._pop(s._waits, wait.wait_id)
+            memo = self._memo(wait.run_id)
+            step = memo.get(wait.step_hash)
             if step is not None:
-                step.status = "COMPLETED"
-                step.output_json = _event_json(event)
-                step.ended_at = now
+                completed = replace(
+                    step, status="COMPLETED", output_json=_event_json(event), ended_at=now
+                )
+                self._put(memo, wait.step_hash, completed)
             self._wake(wait.run_id, now)
-            s._history.setdefault(wait.run_id, []).append(
+            self._log(
                 HistoryRecord(
                     wait.run_id,
                     now,
@@ -208,98 +266,112 @@ class _MemoryTx:
         item = self._s._queue.get(run_id)
         if item is None:
             return
-        item.wake = True
-        if item.lease_owner is None:
-            item.due_at = now
+        due_at = now if item.lease_owner is None else item.due_at
+        self._put(self._s._queue, run_id, replace(item, wake=True, due_at=due_at))
+
+    def _drop_waits_of(self, run_id: str) -> None:
+        for wait_id in [w.wait_id for w in self._s._waits.values() if w.run_id == run_id]:
+            self._pop(self._s._waits, wait_id)
 
     # -- passes -----------------------------------------------------------------------------------
     def commit_pass(self, commit: PassCommit, now: float, wait_matches: WaitMatcher) -> None:
+        with self._verb():
+            self._commit_pass(commit, now, wait_matches)
+
+    def _commit_pass(self, commit: PassCommit, now: float, wait_matches: WaitMatcher) -> None:
         s = self._s
         item = s._queue.get(commit.run_id)
         if item is None or item.lease_token != commit.lease_token:
             raise LeaseLostError(f"run {commit.run_id}: lease lost")
-        run = s._runs[commit.run_id]
-        memo = s._steps.setdefault(commit.run_id, {})
+        memo = self._memo(commit.run_id)
         for step in commit.steps:
-            memo[step.hash] = replace(step)
-        s._history.setdefault(commit.run_id, []).extend(commit.history)
+            self._put(memo, step.hash, replace(step))
+        for record in commit.history:
+            self._log(record)
         for wait in commit.waits:
-            s._waits[wait.wait_id] = wait
+            self._put(s._waits, wait.wait_id, wait)
         for new_run in commit.child_runs:
             self._create_run(new_run, now)
-        if commit.events:
-            self.ingest(commit.events, now, wait_matches)
+        for ingest in commit.events:
+            self._ingest_one(ingest, now, wait_matches)
         for wake in commit.wakes:
             parent = s._runs.get(wake.run_id)
             if parent is None or parent.status in TERMINAL_STATUSES:
                 continue
-            pending = s._steps.get(wake.run_id, {}).get(wake.step_hash)
+            parent_memo = self._memo(wake.run_id)
+            pending = parent_memo.get(wake.step_hash)
             if pending is None or pending.status != "PENDING":
                 continue
-            pending.status, pending.output_json = wake.status, wake.output_json
-            pending.error, pending.ended_at, pending.attempts = wake.error, now, 1
+            settled = replace(
+                pending,
+                status=wake.status,
+                output_json=wake.output_json,
+                error=wake.error,
+                ended_at=now,
+                attempts=1,
+            )
+            self._put(parent_memo, wake.step_hash, settled)
             self._wake(wake.run_id, now)
-        if run.started_at is None:
-            run.started_at = commit.started_at if commit.started_at is not None else now
+        run = s._runs[commit.run_id]
+        item = s._queue[commit.run_id]  # a wake above may have flagged this very run
+        started_at = run.started_at
+        if started_at is None:
+            started_at = commit.started_at if commit.started_at is not None else now
         end = commit.end
         if end is None:
-            run.status = "RUNNING"
+            self._put(s._runs, run.run_id, replace(run, status="RUNNING", started_at=started_at))
             return
-        run.status = end.status
-        if end.attempt is not None:
-            run.attempt = end.attempt
+        attempt = run.attempt if end.attempt is None else end.attempt
         if end.status in TERMINAL_STATUSES:
-            run.output_json = end.output_json
-            run.error = end.error
-            run.ended_at = now
-            del s._queue[commit.run_id]
-            for wait_id in [w.wait_id for w in s._waits.values() if w.run_id == commit.run_id]:
-                del s._waits[wait_id]
-        else:
-            item.due_at = now if item.wake else end.due_at
-            item.lease_owner = item.lease_token = item.lease_expires_at = None
-            item.wake = False
+            ended = replace(
+                run,
+                status=end.status,
+                started_at=started_at,
+                attempt=attempt,
+                output_json=end.output_json,
+                error=end.error,
+                ended_at=now,
+            )
+            self._put(s._runs, run.run_id, ended)
+            self._pop(s._queue, commit.run_id)
+            self._drop_waits_of(commit.run_id)
+            return
+        suspended = replace(run, status=end.status, started_at=started_at, attempt=attempt)
+        self._put(s._runs, run.run_id, suspended)
+        self._put(s._queue, commit.run_id, _QueueItem(now if item.wake else end.due_at))
 
     def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
         s = self._s
-        due = [
-            (item.due_at if item.lease_owner is None else item.lease_expires_at, run_id)
-            for run_id, item in s._queue.items()
-            if (item.lease_owner is None and item.due_at is not None and item.due_at <= now)
-            or (
-                item.lease_owner is not None
-                and item.lease_expires_at is not None
-                and item.lease_expires_at <= now
-            )
-        ]
-        due.sort(key=lambda pair: pair[0] or 0.0)
+        due: list[tuple[float, str]] = []
+        for run_id, item in s._queue.items():
+            since = item.due_at if item.lease_owner is None else item.lease_expires_at
+            if since is not None and since <= now:
+                due.append((since, run_id))
+        due.sort()
         token = secrets.token_hex(8)
-        leases: list[Lease] = []
-        for _, run_id in due[:limit]:
-            item = s._queue[run_id]
-            item.lease_owner, item.lease_token = owner, token
-            item.lease_expires_at, item.wake = now + ttl, False
-            leases.append(Lease(run_id, token))
-        return leases
+        with self._verb():
+            for _, run_id in due[:limit]:
+                taken = _QueueItem(s._queue[run_id].due_at, owner, token, now + ttl)
+                self._put(s._queue, run_id, taken)
+        return [Lease(run_id, token) for _, run_id in due[:limit]]
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         lost: list[str] = []
-        for run_id in run_ids:
-            item = self._s._queue.get(run_id)
-            if item is None or item.lease_owner != owner:
-                lost.append(run_id)
-            else:
-                item.lease_expires_at = now + ttl
+        with self._verb():
+            for run_id in run_ids:
+                item = self._s._queue.get(run_id)
+                if item is None or item.lease_owner != owner:
+                    lost.append(run_id)
+                else:
+                    self._put(self._s._queue, run_id, replace(item, lease_expires_at=now + ttl))
         return lost
 
     def release_owner(self, owner: str, now: float) -> int:
-        count = 0
-        for item in self._s._queue.values():
-            if item.lease_owner == owner:
-                item.lease_owner = item.lease_token = item.lease_expires_at = None
-                item.due_at, item.wake = now, False
-                count += 1
-        return count
+        mine = [run_id for run_id, item in self._s._queue.items() if item.lease_owner == owner]
+        with self._verb():
+            for run_id in mine:
+                self._put(self._s._queue, run_id, _QueueItem(due_at=now))
+        return len(mine)
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
         s = self._s
@@ -311,14 +383,17 @@ class _MemoryTx:
             for w in s._waits.values()
             if w.run_id == run_id and w.expires_at is not None and w.expires_at <= now
         ]
-        for wait in expired:
-            del s._waits[wait.wait_id]
-            step = s._steps.get(run_id, {}).get(wait.step_hash)
-            if step is not None:
-                step.status, step.output_json, step.ended_at = "COMPLETED", b"null", now
-            s._history.setdefault(run_id, []).append(
-                HistoryRecord(run_id, now, "WAIT_TIMED_OUT", step.step_id if step else None)
-            )
+        with self._verb():
+            memo = self._memo(run_id)
+            for wait in expired:
+                self._pop(s._waits, wait.wait_id)
+                step = memo.get(wait.step_hash)
+                if step is not None:
+                    timed_out = replace(step, status="COMPLETED", output_json=b"null", ended_at=now)
+                    self._put(memo, wait.step_hash, timed_out)
+                self._log(
+                    HistoryRecord(run_id, now, "WAIT_TIMED_OUT", step.step_id if step else None)
+                )
         return [w.step_hash for w in expired]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> bool:
@@ -326,15 +401,18 @@ class _MemoryTx:
         run = s._runs.get(run_id)
         if run is None or run.status in TERMINAL_STATUSES:
             return False
-        run.status, run.ended_at = "CANCELLED", now
-        run.error = {"name": "Cancelled", "message": reason}
-        s._queue.pop(run_id, None)
-        for wait_id in [w.wait_id for w in s._waits.values() if w.run_id == run_id]:
-            del s._waits[wait_id]
-        s._history.setdefault(run_id, []).append(
-            HistoryRecord(run_id, now, "RUN_CANCELLED", data={"reason": reason})
-        )
+        with self._verb():
+            error = {"name": "Cancelled", "message": reason}
+            self._put(s._runs, run_id, replace(run, status="CANCELLED", ended_at=now, error=error))
+            self._pop(s._queue, run_id)
+            self._drop_waits_of(run_id)
+            self._log(HistoryRecord(run_id, now, "RUN_CANCELLED", data={"reason": reason}))
         return True
+
+
+def _copy_run(run: RunRecord) -> RunRecord:
+    """A copy the caller may change without changing the store."""
+    return replace(run, event_ids=list(run.event_ids))
 
 
 def _event_json(event: EventRecord) -> bytes:

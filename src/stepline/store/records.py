@@ -127,7 +127,27 @@ class IngestResult:
     run_ids: tuple[str, ...]
     resumed_run_ids: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...] = ()
-    cancelled_run_ids: tuple[str, ...] = ()
+    cancelled: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SkipRecord:
+    """A run that flow control did not start: ``reason`` is "rate_limit", "idempotency" or
+    "singleton"."""
+
+    event_id: str
+    function_id: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CronRow:
+    """A cron schedule's state: the next tick to fire."""
+
+    function_id: str
+    cron: str
+    next_at: float
 
 
 @dataclass(slots=True)
@@ -146,6 +166,8 @@ class RunRecord:
     attempt: int = 0
     parent_run_id: str | None = None
     parent_step_hash: str | None = None
+    start_timeout: float | None = None
+    finish_timeout: float | None = None
 
 
 @dataclass(slots=True)

@@ -25,7 +25,9 @@ COMPLETE_STEP = """
 UPDATE steps SET status = 'COMPLETED', output = ?, ended_at = ? WHERE run_id = ? AND hash = ?"""
 SETTLE_PENDING_STEP = """
 UPDATE steps SET status = ?, output = ?, error = ?, ended_at = ?, attempts = 1
-WHERE run_id = ? AND hash = ? AND status = 'PENDING'"""
+WHERE run_id = ? AND hash = ? AND status = 'PENDING'
+  AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = steps.run_id
+              AND runs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))"""
 SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = ? AND hash = ?"
 INSERT_WAIT = """
 INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
@@ -63,17 +65,16 @@ RESCHEDULE = """
 UPDATE queue SET due_at = CASE WHEN wake = 1 THEN ? ELSE ? END,
        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0
 WHERE run_id = ?"""
-LEASE_DUE = """
+SELECT_DUE = """
+SELECT run_id FROM (
+    SELECT run_id, due_at AS t FROM queue WHERE lease_owner IS NULL AND due_at <= ?
+    UNION ALL
+    SELECT run_id, lease_expires_at AS t FROM queue
+    WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?
+) ORDER BY t, run_id LIMIT ?"""
+TAKE_LEASE = """
 UPDATE queue SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, wake = 0
-WHERE run_id IN (
-    SELECT run_id FROM (
-        SELECT run_id, due_at AS t FROM queue WHERE lease_owner IS NULL AND due_at <= ?
-        UNION ALL
-        SELECT run_id, lease_expires_at AS t FROM queue
-        WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?
-    ) ORDER BY t LIMIT ?
-)
-RETURNING run_id"""
+WHERE run_id = ?"""
 HEARTBEAT = """
 UPDATE queue SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"""
 RELEASE_OWNER = """
@@ -86,6 +87,8 @@ WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
     error, attempt, parent_run_id, parent_step_hash"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+LIST_RUNS = f"""
+SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
 SELECT_STEPS = """
 SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
        started_at, ended_at

@@ -97,4 +97,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX queue_lease ON queue(lease_expires_at) WHERE lease_owner IS NOT NULL;
     CREATE INDEX queue_owner ON queue(lease_owner) WHERE lease_owner IS NOT NULL;
     """,
+    # 2: list runs newest first by creation time (run ids are opaque to the store)
+    """
+    DROP INDEX runs_function;
+    DROP INDEX runs_status;
+    CREATE INDEX runs_created ON runs(created_at, run_id);
+    CREATE INDEX runs_function_created ON runs(function_id, created_at, run_id);
+    CREATE INDEX runs_status_created ON runs(status, created_at, run_id);
+    """,
 )

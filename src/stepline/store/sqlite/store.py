@@ -150,9 +150,8 @@ class SQLiteStore:
             clauses.append("run_id IN (SELECT run_id FROM run_events WHERE event_id = ?)")
             params.append(query.event_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {q.RUN_COLUMNS} FROM runs {where} ORDER BY run_id DESC LIMIT ?"
         params.append(query.limit)
-        return [_run(r) for r in self._conn().execute(sql, params)]
+        return [_run(r) for r in self._conn().execute(q.LIST_RUNS.format(where=where), params)]
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         return _select_steps(self._conn(), run_id)
@@ -359,8 +358,9 @@ class _SQLiteTx:
     def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
         token = secrets.token_hex(8)
         with self._savepoint() as c:
-            rows = c.execute(q.LEASE_DUE, (owner, token, now + ttl, now, now, limit)).fetchall()
-        return [Lease(r[0], token) for r in rows]
+            run_ids = [r[0] for r in c.execute(q.SELECT_DUE, (now, now, limit))]
+            c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, r) for r in run_ids])
+        return [Lease(r, token) for r in run_ids]
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         lost: list[str] = []

@@ -1,0 +1,213 @@
+"""``python -m bench [--only NAME] [--quick] [--no-dbos] [--json PATH]``: run and print the table.
+
+Every (workload, system) pair runs in its own fresh Python process on fresh SQLite files in a
+temporary folder on the repository's disk; progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import WORKLOADS
+from bench.common import REPO_ROOT, RESULT_PREFIX, Sizes, scratch_root
+from bench.report import Results, render, table_rows
+
+
+def _dbos_status() -> tuple[bool, str]:
+    if importlib.util.find_spec("dbos") is None:
+        return False, "dbos is not installed (pip install dbos, or scripts/bench installs it)"
+    try:
+        return True, importlib.metadata.version("dbos")
+    except importlib.metadata.PackageNotFoundError:
+        return True, "unknown version"
+
+
+def _run_one(workload: str, system: str, root: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
+    workdir = root / f"{workload}-{system}"
+    log = root / f"{workload}-{system}.log"
+    command = [
+        sys.executable, "-m", "bench._runner", workload, system,
+        "--dir", str(workdir), "--sizes", json.dumps(sizes.to_json()),
+    ]  # fmt: skip
+    timeout = 180 if quick else 1200
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with open(log, "wb") as stderr:
+        try:
+            done = subprocess.run(
+                command,
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                timeout=timeout,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout}s (log: {log})"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            if "error" in result:
+                result["error"] += f" (log: {log})"
+            return result
+    return {"error": f"exited {done.returncode} without a result (log: {log})"}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_before": _load(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Stepline benchmarks (and DBOS, where installed)."
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only this workload (repeatable or comma-separated): {', '.join(WORKLOADS)}",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a ~20 s smoke run")
+    parser.add_argument("--no-dbos", action="store_true", help="do not run the DBOS workloads")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
+    parser.add_argument("--dir", metavar="PATH", help="make the scratch folder under PATH")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (and logs)")
+    parser.add_argument("--plain", action="store_true", help="plain text table, no colours")
+    args = parser.parse_args(argv)
+
+    selected = list(WORKLOADS)
+    if args.only:
+        wanted = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in WORKLOADS]
+        if unknown:
+            parser.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+        selected = [w for w in WORKLOADS if w in wanted]
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    dbos_ok, dbos_info = _dbos_status()
+    if args.no_dbos:
+        dbos_ok, dbos_info = False, "skipped (--no-dbos)"
+    machine = _machine()
+    root = scratch_root(args.dir)
+    print(
+        f"stepline bench: {'quick' if args.quick else 'full'} sizes; scratch {root}; "
+        f"load {machine['load_before']}; dbos: {dbos_info}",
+        file=sys.stderr,
+        flush=True,
+    )
+    results: Results = {}
+    started = time.perf_counter()
+    try:
+        for workload in selected:
+            results[workload] = {}
+            for system in ("stepline", "dbos"):
+                if system == "dbos" and not dbos_ok:
+                    results[workload][system] = {"skipped": dbos_info}
+                    continue
+                t0 = time.perf_counter()
+                print(f"  {workload:<11} {system:<9}", end="", file=sys.stderr, flush=True)
+                figure = _run_one(workload, system, root, sizes, args.quick)
+                results[workload][system] = figure
+                status = "error: " + figure["error"] if "error" in figure else "ok"
+                print(f"{time.perf_counter() - t0:6.1f} s  {status}", file=sys.stderr, flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    machine["load_after"] = _load()
+    machine["seconds"] = round(time.perf_counter() - started, 1)
+
+    entries = table_rows(sizes, results)
+    title = (
+        f"Stepline benchmarks ({'quick' if args.quick else 'full'}; {machine['cpus']} CPUs; "
+        f"SQLite {machine['sqlite']}; DBOS {dbos_info if dbos_ok else 'not run'}; "
+        f"load {machine['load_before'][0]:.2f}→{machine['load_after'][0]:.2f})"
+    )
+    render(entries, title, plain=args.plain)
+    for line in _notes(results):
+        print(line)
+    if args.json:
+        payload = {
+            "machine": machine,
+            "sizes": sizes.to_json(),
+            "dbos": dbos_info,
+            "results": results,
+            "table": entries,
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return 0
+
+
+def _notes(results: Results) -> list[str]:
+    """Details under the table: derived figures, n/a reasons and errors."""
+    notes: list[str] = []
+
+    def get(workload: str, system: str) -> dict[str, Any]:
+        return results.get(workload, {}).get(system) or {}
+
+    per_step = get("per_step", "stepline")
+    floor_ms = get("floor", "stepline").get("commit_ms") or per_step.get("floor_ms")
+    if floor_ms and "ms_per_step" in per_step:
+        notes.append(
+            f"per-step overhead = {per_step['ms_per_step'] / floor_ms:.2f}x one durable commit "
+            f"({floor_ms:.3f} ms; {per_step.get('transactions_per_run', '?')} transactions per "
+            f"{per_step.get('steps', '?')}-step run)"
+        )
+    parts = per_step.get("breakdown") or {}
+    if "wall_ms" in parts:
+        notes.append(
+            f"per-step breakdown (one instrumented run): {parts['wall_ms']:.3f} ms = "
+            f"transaction {parts['transaction_ms']:.3f} (BEGIN, SQL, COMMIT+fsync) + writer "
+            f"thread hop {parts['writer_hop_ms']:.3f} + executor/asyncio {parts['engine_ms']:.3f}"
+        )
+    dfloor = get("floor", "dbos")
+    if "commit_ms" in dfloor:
+        notes.append(
+            f"DBOS floor column: {dfloor.get('note', '')}: {dfloor['commit_ms']:.3f} ms/commit"
+        )
+    tp = get("throughput", "stepline")
+    if "transactions" in tp:
+        notes.append(
+            f"throughput: {tp['jobs']} write jobs in {tp['transactions']} transactions "
+            f"({tp['fsyncs_per_run']:.3f} fsyncs per run); worker concurrency "
+            f"{tp['concurrency']}; {tp['wall_s']:.2f} s wall"
+        )
+    rec = get("recovery", "stepline")
+    if "same_id_from_kill_s" in rec:
+        notes.append(
+            f"recovery: same id {rec['same_id_from_kill_s']:.2f} s from the kill including "
+            f"process start; lease TTL {rec['lease_ttl_s']:g} s"
+        )
+    for workload, systems in results.items():
+        for system, figures in systems.items():
+            if "error" in figures:
+                notes.append(f"{workload}/{system}: ERROR {figures['error']}")
+            for key, value in figures.items():
+                if key == "na" or key.endswith("_na"):
+                    notes.append(f"{workload}/{system}: n/a: {value}")
+    return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""What every workload shares: sizes, the scratch folder, statistics, the result protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULT_PREFIX = "@@BENCH-RESULT@@ "
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is; ``quick()`` is a smoke run (the whole suite in ~20 s)."""
+
+    floor_commits: int = 1000
+    per_step_steps: int = 100
+    per_step_repeats: int = 5
+    throughput_runs: int = 1000
+    throughput_concurrency: int = 100
+    latency_samples: int = 200
+    latency_warmup: int = 10
+    waits: int = 10_000
+    wait_events: int = 1000
+    single_events: int = 200
+    recovery_runs: int = 20
+    lease_ttl: float = 10.0
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls()
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            floor_commits=200,
+            per_step_steps=100,
+            per_step_repeats=1,
+            throughput_runs=200,
+            latency_samples=30,
+            latency_warmup=3,
+            waits=1000,
+            wait_events=200,
+            single_events=30,
+            recovery_runs=5,
+            lease_ttl=2.0,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Sizes:
+        return cls(**data)
+
+
+def scratch_root(parent: str | None = None) -> Path:
+    """A fresh temporary folder on the same disk (device) as the repository.
+
+    The system temp folder is used when it is on the repository's device; otherwise (e.g. /tmp on
+    tmpfs) the folder is created next to the repository so fsync costs what it costs for the repo.
+    """
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="stepline-bench-", dir=parent))
+    repo_dev = os.stat(REPO_ROOT).st_dev
+    tmp = Path(tempfile.gettempdir())
+    if os.stat(tmp).st_dev == repo_dev and not str(tmp).startswith("/dev/shm"):
+        return Path(tempfile.mkdtemp(prefix="stepline-bench-"))
+    return Path(tempfile.mkdtemp(prefix=".stepline-bench-", dir=REPO_ROOT.parent))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest-rank on the sorted values."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Hand a workload's figures to the parent process (one prefixed JSON line on stdout)."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[bool]], *, timeout: float, interval: float = 0.02
+) -> None:
+    """Await ``check()`` every ``interval`` seconds until it is true; TimeoutError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not reached after {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def stepline_db(workdir: Path, name: str) -> str:
+    """A fresh SQLite file for Stepline (default durability: WAL + synchronous=FULL)."""
+    path = workdir / f"{name}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def dbos_db(workdir: Path, name: str) -> str:
+    """A fresh SQLite system database URL for DBOS."""
+    path = workdir / f"{name}.dbos.sqlite"
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+async def count_runs(app: Any, function_id: str, status: str, limit: int) -> int:
+    """How many runs of ``function_id`` have ``status`` (through the store, on a reader thread)."""
+    from stepline.store.records import RunFilter
+
+    engine = app.engine
+    query = RunFilter(function_id=function_id, status=status, limit=limit)
+    records = await engine.read(engine.store.list_runs, query)
+    return len(records)
+
+
+async def wait_terminal(app: Any, event_id: str, timeout: float = 60.0) -> Any:
+    """The run an event started, once it is terminal (polled every millisecond)."""
+    engine = app.engine
+    deadline = time.monotonic() + timeout
+    run_id: str | None = None
+    while time.monotonic() < deadline:
+        if run_id is None:
+            runs = await app.runs(event_id=event_id, limit=1)
+            run_id = runs[0].run_id if runs else None
+        if run_id is not None:
+            record = await engine.read(engine.store.get_run, run_id)
+            if record is not None and record.status in ("COMPLETED", "FAILED", "CANCELLED"):
+                return record
+        await asyncio.sleep(0.001)
+    raise TimeoutError(f"the run of event {event_id} did not end in {timeout}s")

@@ -1,0 +1,60 @@
+"""The floor: one raw durable SQLite commit on this disk.
+
+``BEGIN IMMEDIATE; INSERT; COMMIT`` in a loop on a fresh file. Stepline's mode is WAL with
+``synchronous=FULL`` (one fsync of the WAL per commit). The DBOS column measures the same loop in
+the mode DBOS's SQLite system database runs in (it sets no journal mode or synchronous pragma, so
+SQLite's defaults: rollback journal ``DELETE``, ``synchronous=FULL``: several fsyncs per commit),
+which is the floor DBOS works against on this disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Sizes, median, percentile
+
+ROW = b"x" * 200
+
+
+def measure_commits(path: Path, journal_mode: str, synchronous: str, n: int) -> dict[str, Any]:
+    """Milliseconds per durable commit of one small row."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        mode = conn.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()[0]
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+        samples: list[float] = []
+        for i in range(n + 20):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (v) VALUES (?)", (ROW,))
+            conn.execute("COMMIT")
+            if i >= 20:  # the first commits grow the file and the WAL
+                samples.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
+    return {
+        "commit_ms": sum(samples) / len(samples) * 1000,
+        "commit_p50_ms": median(samples) * 1000,
+        "commit_p99_ms": percentile(samples, 99) * 1000,
+        "commits": n,
+        "journal_mode": mode,
+        "synchronous": synchronous,
+    }
+
+
+def run_stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    return measure_commits(workdir / "floor-wal.db", "WAL", "FULL", sizes.floor_commits)
+
+
+def run_dbos(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    result = measure_commits(
+        workdir / "floor-rollback.db", "DELETE", "FULL", sizes.floor_commits // 2
+    )
+    result["note"] = "raw SQLite in DBOS's mode (rollback journal, synchronous=FULL)"
+    return result

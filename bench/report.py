@@ -1,0 +1,207 @@
+"""The table: one row per figure, Stepline vs DBOS, the ratio, the target and whether it was met."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import Sizes
+
+Results = dict[str, dict[str, dict[str, Any]]]  # workload -> system -> figures
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    workload: str
+    key: str
+    unit: str
+    higher_better: bool
+    target: str = ""
+    # (stepline value, dbos value or None, all results) -> met? (None: no verdict)
+    check: Callable[[float, float | None, Results], bool | None] | None = None
+    compare: bool = True  # show a Stepline-vs-DBOS ratio
+
+
+def _value(results: Results, workload: str, system: str, key: str) -> float | None:
+    figures = results.get(workload, {}).get(system) or {}
+    value = figures.get(key)
+    if isinstance(value, int | float) and not math.isnan(value):
+        return float(value)
+    return None
+
+
+def _floor(results: Results) -> float | None:
+    """One durable commit: the floor workload's, else the one measured next to per_step."""
+    floor = _value(results, "floor", "stepline", "commit_ms")
+    return floor if floor is not None else _value(results, "per_step", "stepline", "floor_ms")
+
+
+def _better(s: float, d: float | None, higher: bool) -> float | None:
+    if d is None or s <= 0 or d <= 0:
+        return None
+    return s / d if higher else d / s
+
+
+def rows(sizes: Sizes, results: Results) -> list[Row]:
+    floor = _floor(results)
+    floor_text = f"{2 * floor:.2f} ms" if floor else "2x floor"
+    ttl = sizes.lease_ttl
+
+    def per_step(s: float, d: float | None, r: Results) -> bool | None:
+        ok = floor is not None and s <= 2 * floor
+        ratio = _better(s, d, False)
+        return ok and (ratio is None or ratio >= 4)
+
+    def throughput(s: float, d: float | None, r: Results) -> bool | None:
+        ratio = _better(s, d, True)
+        return s >= 1000 and (ratio is None or ratio >= 10)
+
+    def at_most(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+        return lambda s, d, r: s <= limit
+
+    def at_least(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+        return lambda s, d, r: s >= limit
+
+    runs, waits = sizes.throughput_runs, sizes.waits
+    return [
+        Row("Durable SQLite commit (floor)", "floor", "commit_ms", "ms", False,
+            "reference (~0.19 ms class)", None, compare=False),
+        Row(f"Per-step overhead ({sizes.per_step_steps}-step run)", "per_step", "ms_per_step",
+            "ms", False, f"≤ 2x floor ({floor_text}); ≥ 4x DBOS", per_step),
+        Row(f"Throughput, {runs:,} runs x 3 steps", "throughput", "runs_per_s", "runs/s", True,
+            "≥ 1,000 runs/s; ≥ 10x DBOS", throughput),
+        Row("  … steps per second", "throughput", "steps_per_s", "steps/s", True,
+            "≥ 3,000 steps/s", at_least(3000)),
+        Row("  … group commit (write jobs per transaction)", "throughput",
+            "jobs_per_transaction", "jobs/tx", True, "> 1 (shared fsyncs)", at_least(1.5),
+            compare=False),
+        Row("Event → first step, p50 (idle worker)", "latency", "p50_ms", "ms", False,
+            "≤ 2 ms", at_most(2.0)),
+        Row("Event → first step, p99", "latency", "p99_ms", "ms", False, "≤ 10 ms",
+            at_most(10.0)),
+        Row(f"Wait matching, {waits:,} waits: non-matching event", "waits", "nonmatch_us",
+            "µs/event", False, "≤ 50 µs", at_most(50.0)),
+        Row("  … matching event (resolves its wait)", "waits", "match_us", "µs/event", False,
+            "≤ 50 µs", at_most(50.0)),
+        Row("  … store ingest only, non-matching", "waits", "nonmatch_store_us", "µs/event",
+            False, "info"),
+        Row("  … store ingest only, matching", "waits", "match_store_us", "µs/event", False,
+            "info"),
+        Row("  … baseline: event nothing waits for", "waits", "baseline_us", "µs/event", False,
+            "info"),
+        Row("  … one event per send_async (own commit)", "waits", "single_us", "µs/event",
+            False, "info"),
+        Row("Recovery after SIGKILL: restart, same worker id", "recovery", "same_id_s", "s",
+            False, "at once (≤ 1 s)", at_most(1.0)),
+        Row("Recovery after SIGKILL: other worker", "recovery", "new_id_s", "s", False,
+            f"≤ lease TTL ({ttl:g} s)", at_most(ttl)),
+    ]  # fmt: skip
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit in ("runs/s", "steps/s"):
+        return f"{value:,.0f} {unit}"
+    if unit == "jobs/tx":
+        return f"{value:.1f}"
+    if unit == "µs/event":
+        return f"{value:,.1f} µs"
+    if unit == "ms":
+        return f"{value:.3f} ms" if value < 10 else f"{value:,.1f} ms"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:g} {unit}"
+
+
+def _cell(results: Results, row: Row, system: str) -> tuple[float | None, str]:
+    figures = results.get(row.workload, {}).get(system)
+    if figures is None:
+        return None, ""
+    if "skipped" in figures:
+        return None, "skipped"
+    if "error" in figures:
+        return None, "error"
+    if "na" in figures:
+        return None, "n/a"
+    value = _value(results, row.workload, system, row.key)
+    if value is None:
+        return None, "n/a" if system == "dbos" else "—"
+    return value, fmt(value, row.unit)
+
+
+def table_rows(sizes: Sizes, results: Results) -> list[dict[str, Any]]:
+    """The table as data (also what ``--json`` writes)."""
+    out = []
+    for row in rows(sizes, results):
+        if row.workload not in results:
+            continue
+        s, s_text = _cell(results, row, "stepline")
+        d, d_text = _cell(results, row, "dbos")
+        ratio = _better(s, d, row.higher_better) if (s is not None and row.compare) else None
+        ratio_text = (
+            "—"
+            if ratio is None
+            else (f"{ratio:.1f}x better" if ratio >= 1 else f"{1 / ratio:.1f}x worse")
+        )
+        met = row.check(s, d, results) if (row.check is not None and s is not None) else None
+        out.append({
+            "label": row.label, "workload": row.workload, "key": row.key, "unit": row.unit,
+            "stepline": s, "dbos": d, "stepline_text": s_text or "—", "dbos_text": d_text or "—",
+            "ratio": ratio, "ratio_text": ratio_text, "target": row.target,
+            "met": met, "result": "—" if met is None else ("met" if met else "MISSED"),
+        })  # fmt: skip
+    return out
+
+
+HEADERS = ("Workload", "Stepline", "DBOS", "Stepline vs DBOS", "Target", "Result")
+
+
+def _columns(entry: dict[str, Any]) -> tuple[str, ...]:
+    return (entry["label"], entry["stepline_text"], entry["dbos_text"], entry["ratio_text"],
+            entry["target"], entry["result"])  # fmt: skip
+
+
+def render_plain(entries: list[dict[str, Any]]) -> str:
+    lines = [HEADERS, *(_columns(e) for e in entries)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS))]
+    right = {1, 2, 3}
+
+    def join(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([join(HEADERS), rule, *(join(c) for c in lines[1:])])
+
+
+def render(entries: list[dict[str, Any]], title: str, plain: bool = False) -> None:
+    if not plain:
+        try:
+            from rich import box
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            plain = True
+    if plain:
+        print(title)
+        print(render_plain(entries))
+        return
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    table = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+    for i, header in enumerate(HEADERS):
+        table.add_column(header, justify="right" if i in (1, 2, 3) else "left", no_wrap=i < 4)
+    for entry in entries:
+        cells = list(_columns(entry))
+        if entry["met"] is True:
+            cells[5] = "[green]met[/green]"
+        elif entry["met"] is False:
+            cells[5] = "[bold red]MISSED[/bold red]"
+        table.add_row(*cells)
+    console.print(table)

@@ -1,0 +1,131 @@
+"""Wait-matching cost: event ingestion with 10,000 pending waits.
+
+Setup: 10,000 runs, each waiting for ``payment/received`` with
+``if_="async.data.orderId == event.data.orderId"`` (a distinct orderId each), until the store shows
+all 10,000 WAITING; then the worker is stopped so ingestion is measured alone. Figures, in µs per
+incoming event:
+
+- ``nonmatch_us``: 1,000 ``payment/received`` events that match no wait, in one ``send_async``
+  (validation, planning, index lookup, one durable commit shared by the batch).
+- ``match_us``: 1,000 events each matching one wait, in one ``send_async`` (each also resolves its
+  wait: memo, history, wake-up).
+- ``nonmatch_store_us`` / ``match_store_us``: the store's ``ingest`` verb alone, timed inside the
+  write transaction (no validation, no commit).
+- ``baseline_us``: 1,000 events of a name nothing listens to (the cost of ingestion itself).
+- ``single_us``: non-matching events sent one ``send_async`` at a time (each pays its own
+  durable commit).
+
+DBOS has no equivalent: ``DBOS.send`` addresses one workflow id and ``recv`` takes the next
+message on a topic; there is no matching of event contents against pending waits to measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Sizes, count_runs, stepline_db
+
+FUNCTION_ID = "waiter"
+DBOS_NA = "DBOS has no content-matched waits (send addresses a workflow id)"
+
+
+async def _store_ingest(app: Any, events: list[Any]) -> tuple[float, int] | None:
+    """Seconds the store's ``ingest`` verb takes for ``events`` (inside one write transaction)
+    and how many waits it resolved; None if the engine's internals moved."""
+    engine = app.engine
+    try:
+        now = engine.clock.now()
+        items = [engine.plan(engine.event_record(e, now)) for e in events]
+        box: dict[str, Any] = {}
+
+        def job(tx: Any) -> Any:
+            t0 = time.perf_counter()
+            results = tx.ingest(items, now, engine.wait_matches)
+            box["elapsed"] = time.perf_counter() - t0
+            return results
+
+        results = await engine.writer.write(job)
+    except (AttributeError, TypeError):
+        return None
+    resumed = sum(len(getattr(r, "resumed", ()) or ()) for r in results)
+    return box["elapsed"], resumed
+
+
+async def _timed_send(app: Any, events: list[Any]) -> float:
+    t0 = time.perf_counter()
+    await app.send_async(events)
+    return time.perf_counter() - t0
+
+
+async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    from stepline import App, Event, TriggerEvent
+
+    app = App("bench", db=stepline_db(workdir, "waits"))
+
+    @app.function(id=FUNCTION_ID, trigger=TriggerEvent("order/created"))
+    async def waiter(ctx: Any) -> bool:
+        paid = await ctx.step.wait_for_event(
+            "payment",
+            event="payment/received",
+            if_="async.data.orderId == event.data.orderId",
+            timeout="1d",
+        )
+        return paid is not None
+
+    n, m = sizes.waits, sizes.wait_events
+    result: dict[str, Any] = {"waits": n, "events": m}
+    try:
+        t0 = time.perf_counter()
+        async with app.worker(concurrency=200):
+            for start in range(0, n, 1000):
+                batch = [
+                    Event(name="order/created", data={"orderId": f"o{i}"})
+                    for i in range(start, min(n, start + 1000))
+                ]
+                await app.send_async(batch)
+            deadline = time.monotonic() + 300
+            while await count_runs(app, FUNCTION_ID, "WAITING", n + 1) < n:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{n} runs were not all WAITING after 300 s")
+                await asyncio.sleep(0.25)
+        result["setup_s"] = time.perf_counter() - t0
+        await asyncio.sleep(0.1)
+
+        def payments(prefix: str, count: int, offset: int = 0) -> list[Any]:
+            return [
+                Event(name="payment/received", data={"orderId": f"{prefix}{offset + i}"})
+                for i in range(count)
+            ]
+
+        noise = [Event(name="bench/unrelated", data={"orderId": f"x{i}"}) for i in range(m)]
+        result["baseline_us"] = await _timed_send(app, noise) / m * 1e6
+        result["nonmatch_us"] = await _timed_send(app, payments("x", m)) / m * 1e6
+        stored = await _store_ingest(app, payments("y", m))
+        if stored is not None:
+            result["nonmatch_store_us"] = stored[0] / m * 1e6
+        single = payments("z", sizes.single_events)
+        t0 = time.perf_counter()
+        for event in single:
+            await app.send_async(event)
+        result["single_us"] = (time.perf_counter() - t0) / len(single) * 1e6
+        k = min(m, n // 2)
+        result["match_us"] = await _timed_send(app, payments("o", k)) / k * 1e6
+        result["matched_events"] = k
+        stored = await _store_ingest(app, payments("o", k, offset=k))
+        if stored is not None:
+            result["match_store_us"] = stored[0] / k * 1e6
+            result["match_store_resolved"] = stored[1]
+    finally:
+        app.close()
+    return result
+
+
+def run_stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    return asyncio.run(_stepline(workdir, sizes))
+
+
+def run_dbos(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    return {"na": DBOS_NA}

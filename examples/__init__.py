@@ -1,0 +1,1 @@
+"""Example Stepline apps (``stepline dev examples.shop:app``)."""

@@ -1,0 +1,5 @@
+"""``python -m stepline.cli``."""
+
+from stepline.cli import main
+
+main()

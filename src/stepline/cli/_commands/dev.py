@@ -1,0 +1,220 @@
+"""``stepline dev``: a worker with a live log of runs, for development."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from stepline.cli import _render as render
+from stepline.cli._common import (
+    JSON_OBJECT,
+    CliUsageError,
+    app_argument,
+    db_label,
+    db_option,
+    load_app,
+    make_console,
+    use_db,
+)
+from stepline.cli._live import LiveLog, LiveLogHandler, RunTracker, RunWatcher
+from stepline.sdk.app import App
+from stepline.sdk.event import Event
+
+POLL_INTERVAL = 0.2
+
+
+@click.command()
+@app_argument
+@db_option
+@click.option(
+    "--send",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    envvar="STEPLINE_SEND",
+    show_envvar=True,
+    help="Send an event with this name once the worker runs (repeatable).",
+)
+@click.option(
+    "--data",
+    "datas",
+    multiple=True,
+    type=JSON_OBJECT,
+    envvar="STEPLINE_DATA",
+    show_envvar=True,
+    help="The data of the event sent by the --send in the same position (a JSON object).",
+)
+@click.option(
+    "--exit-when-done",
+    is_flag=True,
+    envvar="STEPLINE_EXIT_WHEN_DONE",
+    show_envvar=True,
+    help="Exit once the runs the sent events started (and the runs they started) have ended: "
+    "exit code 0 if all COMPLETED, 1 otherwise.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    envvar="STEPLINE_CONCURRENCY",
+    show_envvar=True,
+    help="Runs executed at once.",
+)
+def dev(
+    app_ref: str,
+    db: str | None,
+    names: tuple[str, ...],
+    datas: tuple[dict[str, Any], ...],
+    exit_when_done: bool,
+    concurrency: int,
+) -> None:
+    """Run MODULE:APP's functions with a live log of every run, step and retry.
+
+    Runs until Ctrl-C (in-flight steps finish first), or with --exit-when-done until the runs
+    started by the --send events have ended.
+
+    \b
+    stepline dev examples.shop:app --send order/created \\
+        --data '{"orderId": "o-1", "amount": 120}' --exit-when-done
+    """
+    events = _events(names, datas)
+    if exit_when_done and not events:
+        raise CliUsageError("--exit-when-done needs at least one --send NAME")
+    app = load_app(app_ref)
+    use_db(app, db)
+    console = make_console()
+    live = LiveLog(console, [fn.id for fn in app.functions])
+    handler = LiveLogHandler(live)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        code = asyncio.run(_serve(app, console, live, events, exit_when_done, concurrency))
+    finally:
+        root.removeHandler(handler)
+        app.close()
+    raise SystemExit(code)
+
+
+def _events(names: tuple[str, ...], datas: tuple[dict[str, Any], ...]) -> list[Event]:
+    if datas and len(datas) != len(names):
+        raise CliUsageError(
+            f"got {len(names)} --send and {len(datas)} --data: give one --data per --send "
+            "(in the same order), or none"
+        )
+    return [Event(name=name, data=datas[i] if datas else {}) for i, name in enumerate(names)]
+
+
+def _banner(app: App, console: Console, concurrency: int) -> None:
+    functions = render.count(len(app.functions), "function")
+    console.print(
+        f"[bold]stepline dev[/] · app [bold]{escape(app.id)}[/] · {functions} · "
+        f"db {escape(db_label(app))} · concurrency {concurrency} · Ctrl-C to stop",
+        soft_wrap=True,
+    )
+    width = max((len(fn.id) for fn in app.functions), default=0)
+    for fn in app.functions:
+        triggers = ", ".join(render.trigger_text(t) for t in fn.triggers)
+        line = f"  {fn.id:<{width}}  ← {triggers or 'invoke only'}"
+        console.print(line, soft_wrap=True, markup=False)
+
+
+async def _serve(
+    app: App,
+    console: Console,
+    live: LiveLog,
+    events: list[Event],
+    exit_when_done: bool,
+    concurrency: int,
+) -> int:
+    stop = _stop_on_signals(console)
+    _banner(app, console, concurrency)
+    watcher = RunWatcher(app)
+    await watcher.start()
+    worker = app.make_worker(concurrency=concurrency)
+    serving = asyncio.create_task(worker.run())
+    tracker: RunTracker | None = None
+    try:
+        if events:
+            event_ids = await app.send_async(events)
+            for event, event_id in zip(events, event_ids, strict=True):
+                line = f"[dim]sent {escape(event.name)} · event {event_id}[/]"
+                console.print(line, soft_wrap=True)
+            tracker = RunTracker(app, event_ids) if exit_when_done else None
+        while not serving.done():
+            live.show(await watcher.poll(tracker.run_ids if tracker is not None else ()))
+            if tracker is not None:
+                await tracker.discover(watcher)
+                if tracker.done(watcher):
+                    break
+            if stop.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+    finally:
+        worker.stop()
+        await serving  # in-flight passes finish; a crashed worker raises here
+        live.show([])  # log records of the last moments
+    if tracker is None:
+        return 0
+    return _summary(console, watcher, tracker, interrupted=stop.is_set())
+
+
+def _stop_on_signals(console: Console) -> asyncio.Event:
+    """An event set by the first SIGINT/SIGTERM; a second signal acts as usual (stops at once)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        console.print(f"[dim]{sig.name}: stopping once the steps in flight finish…[/]")
+        stop.set()
+        loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+    return stop
+
+
+def _summary(console: Console, watcher: RunWatcher, tracker: RunTracker, interrupted: bool) -> int:
+    if not tracker.run_ids:
+        console.print(
+            "[yellow]The sent events started no runs[/]: no function's trigger matched them.",
+            soft_wrap=True,
+        )
+        return 1
+    table = Table(title="Runs", title_justify="left")
+    table.add_column("FUNCTION", style="bold")
+    table.add_column("RUN", no_wrap=True, min_width=26)
+    table.add_column("STATUS")
+    table.add_column("OUTPUT / ERROR", overflow="fold")
+    ok = True
+    for run_id in tracker.run_ids:
+        run = watcher.runs.get(run_id)
+        if run is None:
+            ok = False
+            continue
+        ok = ok and run.status == "COMPLETED"
+        outcome = render.compact_json(run.output) if run.status == "COMPLETED" else ""
+        table.add_row(
+            run.function_id,
+            run.run_id,
+            render.status_text(run.status),
+            Text(outcome or render.error_text(run.error)),
+        )
+    console.print(table)
+    if interrupted and not all(watcher.ended(r) for r in tracker.run_ids):
+        console.print("[yellow]Interrupted before every run ended.[/]")
+        return 1
+    return 0 if ok else 1

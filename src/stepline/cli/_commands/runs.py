@@ -1,0 +1,248 @@
+"""``stepline runs list`` and ``stepline runs show``: what happened to runs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from stepline.cli import _render as render
+from stepline.cli._common import (
+    CliError,
+    app_option,
+    db_option,
+    json_flag,
+    make_console,
+    open_app_for_reading,
+)
+from stepline.sdk.app import App
+from stepline.sdk.run import HistoryEntry, Run
+
+STATUSES = (
+    "QUEUED",
+    "RUNNING",
+    "SLEEPING",
+    "WAITING",
+    "RETRYING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+)
+SEARCH_LIMIT = 1000
+MIN_OUTPUT_WIDTH = 12
+
+
+@click.group()
+def runs() -> None:
+    """List runs and show what happened in one."""
+
+
+@runs.command("list")
+@click.option(
+    "--function",
+    "function_id",
+    metavar="ID",
+    envvar="STEPLINE_FUNCTION",
+    show_envvar=True,
+    help="Only runs of this function.",
+)
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES, case_sensitive=False),
+    envvar="STEPLINE_STATUS",
+    show_envvar=True,
+    help="Only runs in this status.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    envvar="STEPLINE_LIMIT",
+    show_envvar=True,
+    help="At most this many runs.",
+)
+@json_flag
+@app_option
+@db_option
+def list_runs(
+    function_id: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+    app_ref: str | None,
+    db: str | None,
+) -> None:
+    """List runs, newest first."""
+    app = open_app_for_reading(app_ref, db)
+    try:
+        found = asyncio.run(app.runs(function_id=function_id, status=status, limit=limit))
+    finally:
+        app.close()
+    console = make_console()
+    if as_json:
+        console.print_json(data=[render.run_dict(r) for r in found])
+        return
+    if not found:
+        console.print("No runs.")
+        return
+    console.print(_runs_table(found, console.width))
+
+
+def _runs_table(found: list[Run], width: int) -> Table:
+    """The runs as rows. On a narrow terminal the least useful columns go first (STEPS, TOOK,
+    CREATED); the output column gets the width left, or is left out when that is too little."""
+    columns: dict[str, list[str]] = {
+        "RUN ID": [r.run_id for r in found],
+        "FUNCTION": [r.function_id for r in found],
+        "STATUS": [r.status for r in found],
+        "CREATED": [render.short_time(r.created_at) for r in found],
+        "TOOK": [render.duration(_took(r)) for r in found],
+        "STEPS": [str(len(r.steps)) for r in found],
+    }
+    widths = {name: max(len(name), *map(len, cells)) for name, cells in columns.items()}
+    for optional in ("STEPS", "TOOK", "CREATED"):
+        if sum(widths.values()) + 2 * (len(widths) - 1) <= width:
+            break
+        del columns[optional], widths[optional]
+    room = width - sum(widths.values()) - 2 * len(widths)
+    table = Table(box=None, header_style="bold dim", pad_edge=False)
+    for name in columns:
+        table.add_column(
+            name, no_wrap=True, justify="right" if name in ("TOOK", "STEPS") else "left"
+        )
+    if room >= MIN_OUTPUT_WIDTH:
+        table.add_column("OUTPUT / ERROR", no_wrap=True, overflow="ellipsis", max_width=room)
+    for index, run in enumerate(found):
+        cells = [Text(values[index]) for values in columns.values()]
+        cells[2] = render.status_text(run.status)
+        if room >= MIN_OUTPUT_WIDTH:
+            outcome = render.error_text(run.error) or (
+                render.compact_json(run.output, 200) if run.status == "COMPLETED" else ""
+            )
+            cells.append(Text(outcome, style="red" if run.error else ""))
+        table.add_row(*cells)
+    return table
+
+
+def _took(run: Run) -> float | None:
+    return (run.ended_at - run.created_at).total_seconds() if run.ended_at else None
+
+
+@runs.command("show")
+@click.argument("run_ref", metavar="RUN_ID")
+@json_flag
+@app_option
+@db_option
+def show_run(run_ref: str, as_json: bool, app_ref: str | None, db: str | None) -> None:
+    """Show a run: its outcome, its history as a timeline, and its steps.
+
+    RUN_ID may be the full id or its last characters, as `stepline dev` prints them.
+    """
+    app = open_app_for_reading(app_ref, db)
+    try:
+        run, history = asyncio.run(_load(app, run_ref))
+    finally:
+        app.close()
+    console = make_console()
+    if as_json:
+        data = {**render.run_dict(run), "history": [render.history_dict(h) for h in history]}
+        console.print_json(data=data)
+        return
+    console.print(_header(run))
+    console.print()
+    console.print(Text("History", style="bold"))
+    console.print(_timeline(run, history))
+    if run.steps:
+        console.print()
+        console.print(Text("Steps", style="bold"))
+        console.print(_steps_table(run))
+
+
+async def _load(app: App, ref: str) -> tuple[Run, list[HistoryEntry]]:
+    run = await app.get_run(ref)
+    if run is None and 4 <= len(ref) < 26:
+        tail = ref.upper()
+        matches = [r for r in await app.runs(limit=SEARCH_LIMIT) if r.run_id.endswith(tail)]
+        if len(matches) > 1:
+            raise CliError(f"run id {ref!r} is ambiguous: give more characters")
+        run = matches[0] if matches else None
+    if run is None:
+        raise CliError(f"no run {ref!r} in this database")
+    return run, await app.history(run.run_id)
+
+
+def _header(run: Run) -> Group:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    grid.add_row("run", Text(run.run_id, style="bold"))
+    grid.add_row("function", Text(run.function_id, style="bold"))
+    grid.add_row("status", render.status_text(run.status))
+    grid.add_row("events", ", ".join(run.event_ids))
+    grid.add_row("created", render.local_time(run.created_at))
+    if run.started_at is not None:
+        grid.add_row("started", render.offset(run.started_at, run.created_at))
+    if run.ended_at is not None:
+        took = render.duration((run.ended_at - run.created_at).total_seconds())
+        grid.add_row("ended", f"{render.offset(run.ended_at, run.created_at)} (took {took})")
+    if run.attempt:
+        grid.add_row("attempt", str(run.attempt + 1))
+    parts: list[Any] = [grid]
+    if run.status == "COMPLETED":
+        grid.add_row("output", Text(render.pretty_json(run.output)))
+    if run.error:
+        grid.add_row("error", Text(render.error_text(run.error), style="red"))
+        stack = run.error.get("stack")
+        if stack:
+            parts.append(Text(str(stack).rstrip(), style="dim"))
+    return Group(*parts)
+
+
+def _timeline(run: Run, history: list[HistoryEntry]) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(justify="right", style="dim", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(style="magenta", no_wrap=True)
+    table.add_column(justify="right", style="dim", no_wrap=True)
+    table.add_column(overflow="fold", ratio=1)
+    for entry in history:
+        details = render.entry_details(entry)
+        table.add_row(
+            render.offset(entry.at, run.created_at),
+            Text(entry.kind, style=render.kind_style(entry.kind)),
+            Text(entry.step_id or ""),
+            render.attempt_label(entry),
+            render.duration(entry.duration),
+            Text(details, style="red" if "FAILED" in entry.kind else ""),
+        )
+    return table
+
+
+def _steps_table(run: Run) -> Table:
+    table = Table(box=None, header_style="bold dim", pad_edge=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("STEP", style="bold", no_wrap=True)
+    table.add_column("KIND", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("ATTEMPTS", justify="right")
+    table.add_column("OUTPUT / ERROR", overflow="fold", ratio=1)
+    for index, step in enumerate(run.steps, start=1):
+        shown = step.status == "COMPLETED" and (step.kind == "run" or step.output is not None)
+        outcome = render.error_text(step.error) or (
+            render.compact_json(step.output, 300) if shown else ""
+        )
+        table.add_row(
+            str(index),
+            Text(step.id),
+            step.kind,
+            render.status_text(step.status),
+            str(step.attempts),
+            Text(outcome, style="red" if step.error else ""),
+        )
+    return table

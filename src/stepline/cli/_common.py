@@ -1,0 +1,222 @@
+"""What every command shares: loading ``MODULE:APP``, choosing the database, options, errors."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from click.core import ParameterSource
+from rich.console import Console
+
+from stepline.sdk.app import App
+from stepline.store import DEFAULT_DB_PATH
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """A problem the user can fix: printed as one line on stderr, no traceback; exit code 1."""
+
+
+class CliUsageError(CliError):
+    """A command line that cannot work as given (exit code 2, as click's usage errors)."""
+
+    exit_code = 2
+
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older versions do not subscript
+    _ParamType = click.ParamType[dict[str, Any], Any]
+else:
+    _ParamType = click.ParamType
+
+
+class JsonObject(_ParamType):
+    """A JSON object given on the command line (``--data '{"orderId": "o-1"}'``). A bad value
+    is a usage error (exit code 2) that says what is wrong and where."""
+
+    name = "JSON"
+    envvar_list_splitter = "\n"  # several values in one variable: one per line
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dict):
+            return value
+        what = param.opts[0] if param is not None and param.opts else "the value"
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise CliUsageError(
+                f"{what} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
+                f"{value!r}"
+            ) from None
+        if not isinstance(data, dict):
+            raise CliUsageError(
+                f"{what} must be a JSON object such as '{{\"key\": 1}}', not a JSON "
+                f"{_json_kind(data)}: {value!r}"
+            )
+        return data
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+JSON_OBJECT = JsonObject()
+
+
+PIPE_WIDTH = 200
+
+
+def make_console() -> Console:
+    """A console on stdout. Piped output is not cut at 80 columns (``COLUMNS`` still rules)."""
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
+# -- options ---------------------------------------------------------------------------------------
+def app_argument(fn: F) -> F:
+    """The ``MODULE:APP`` argument (``STEPLINE_APP`` when omitted)."""
+    return click.argument("app_ref", metavar="MODULE:APP", envvar="STEPLINE_APP")(fn)
+
+
+def app_option(fn: F) -> F:
+    """``--app MODULE:APP`` for commands that can also work from ``--db`` alone."""
+    return click.option(
+        "--app",
+        "app_ref",
+        metavar="MODULE:APP",
+        envvar="STEPLINE_APP",
+        show_envvar=True,
+        help="The app, as MODULE:APP (e.g. examples.shop:app).",
+    )(fn)
+
+
+def db_option(fn: F) -> F:
+    """``--db URL``; from ``STEPLINE_DB`` only when the app itself names no database."""
+    return click.option(
+        "--db",
+        metavar="URL",
+        envvar="STEPLINE_DB",
+        show_envvar=True,
+        help="Database URL (sqlite:///path.db, a file path, memory://). Overrides the app's db; "
+        "STEPLINE_DB applies when the app sets none. Default: ./.stepline/stepline.db.",
+    )(fn)
+
+
+def json_flag(fn: F) -> F:
+    """``--json``: machine-readable output."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        envvar="STEPLINE_JSON",
+        show_envvar=True,
+        help="Print JSON instead of tables.",
+    )(fn)
+
+
+# -- loading the app -------------------------------------------------------------------------------
+def load_app(ref: str) -> App:
+    """Import ``MODULE:APP`` (the current directory is importable) and return the ``App``.
+
+    Raises ``CliError`` naming the problem: a malformed reference (exit code 2), a module that
+    cannot be imported or raised while importing, a missing attribute, or an object that is not
+    an ``App``.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise CliUsageError(f"{ref!r} is not MODULE:APP (for example examples.shop:app)")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise CliError(
+                f"cannot import {module_name!r}: no module named {exc.name!r} (searched from {cwd})"
+            ) from None
+        raise CliError(f"cannot import {module_name!r}: {_where(exc)}{exc}") from None
+    except Exception as exc:
+        raise CliError(
+            f"error while importing {module_name!r}: {_where(exc)}{type(exc).__name__}: {exc}"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, App):
+        raise CliError(f"{ref!r} is a {type(obj).__name__}, not a stepline.App")
+    return obj
+
+
+def _where(exc: BaseException) -> str:
+    """``path:line: `` of the innermost frame of user code, when there is one."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    if not frames:
+        return ""
+    path = frames[-1].filename
+    try:
+        path = os.path.relpath(path)
+    except ValueError:
+        pass
+    return f"{path}:{frames[-1].lineno}: "
+
+
+def use_db(app: App, db: str | None) -> None:
+    """Point ``app`` at ``--db`` (before its engine opens). A value that came from
+    ``STEPLINE_DB`` does not override a database the app names itself, as in the library."""
+    if db is None:
+        return
+    source = click.get_current_context().get_parameter_source("db")
+    if source is ParameterSource.ENVIRONMENT and app.db is not None:
+        return
+    app.db = db
+    app.close()  # an engine opened while importing the app is reopened on the new database
+
+
+def db_label(app: App) -> str:
+    """The database the app uses, for humans."""
+    return app.db or os.environ.get("STEPLINE_DB") or str(DEFAULT_DB_PATH)
+
+
+def open_app_for_reading(app_ref: str | None, db: str | None) -> App:
+    """The app for read-only commands: ``--app`` (with ``--db`` overriding its database), else a
+    bare app on ``--db``, else the default database if it exists. Never creates a database."""
+    if app_ref is not None:
+        app = load_app(app_ref)
+        use_db(app, db)
+    elif db is not None:
+        app = App("cli", db=db)
+    elif DEFAULT_DB_PATH.exists():
+        app = App("cli")
+    else:
+        raise CliUsageError(
+            f"no database at {DEFAULT_DB_PATH}: pass --app MODULE:APP or --db URL "
+            "(or set STEPLINE_APP / STEPLINE_DB)"
+        )
+    path = sqlite_path(db_label(app))
+    if path is not None and not path.exists():
+        raise CliError(f"no database at {path}")
+    return app
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL names (None for other kinds of database)."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///") or DEFAULT_DB_PATH)
+    if url.startswith("memory:") or "://" in url:
+        return None
+    return Path(url)

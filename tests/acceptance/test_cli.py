@@ -1,0 +1,330 @@
+"""The ``stepline`` command line, run as a real process (``python -m stepline.cli``) in a
+temporary directory, on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 60.0
+
+
+@dataclass
+class Cli:
+    """``python -m stepline.cli`` with the repository importable (for ``examples``) and a
+    database in ``cwd``."""
+
+    cwd: Path
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def db(self) -> str:
+        """The test's database URL."""
+        return f"sqlite:///{self.cwd / 'x.db'}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a CLI process: none of the caller's STEPLINE_* or COLUMNS."""
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_") and k != "COLUMNS"
+        }
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        return {**env, **extra}
+
+    def run(
+        self, *args: str, timeout: float = TIMEOUT, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one command to its end."""
+        return subprocess.run(
+            [sys.executable, "-m", "stepline.cli", *args],
+            cwd=self.cwd,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, *args: str, output: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running command; stdout and stderr go to ``output``."""
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "stepline.cli", *args],
+                cwd=self.cwd,
+                env=self.env(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append(process)
+        return process
+
+
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    output: Path | None = None,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Poll ``check`` until it is true. Fail naming ``what`` after ``timeout`` seconds, or as
+    soon as ``process`` exits (showing its ``output``)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        log = output.read_text() if output is not None else ""
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"exited with {process.returncode} before {what}:\n{log}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}:\n{log}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    """A CLI runner in a fresh directory; processes it started are killed at the end."""
+    runner = Cli(tmp_path)
+    yield runner
+    for process in runner.started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT)
+
+
+ORDER = '{"orderId": "o-1", "amount": 120}'
+
+
+@dataclass
+class Shop:
+    """The example shop after one ``stepline dev ... --exit-when-done``."""
+
+    cli: Cli
+    dev: subprocess.CompletedProcess[str]
+
+    def runs(self, *args: str) -> list[dict[str, Any]]:
+        result = self.cli.run("runs", "list", "--db", self.cli.db, "--json", *args)
+        assert result.returncode == 0, result.stderr
+        found: list[dict[str, Any]] = json.loads(result.stdout)
+        return found
+
+    def run_of(self, function_id: str) -> dict[str, Any]:
+        [run] = self.runs("--function", function_id)
+        return run
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    cli = Cli(tmp_path_factory.mktemp("shop"))
+    dev = cli.run(
+        "dev", "examples.shop:app", "--db", cli.db,
+        "--send", "order/created", "--data", ORDER, "--exit-when-done",
+    )  # fmt: skip
+    return Shop(cli, dev)
+
+
+# -- dev ---------------------------------------------------------------------------------------
+def test_dev_runs_the_readme_example_to_completion(shop: Shop) -> None:
+    assert shop.dev.returncode == 0, shop.dev.stdout + shop.dev.stderr
+    out = shop.dev.stdout
+    for expected in ("process-order", "send-receipt", "reserve-inventory", "SLEEP", "SEND_EVENT"):
+        assert expected in out
+    assert "receipt for order o-1 sent" in out  # ctx.logger, in the live view
+    assert out.count("RUN_COMPLETED") == 2  # the order and the receipt it triggered
+    assert re.search(r'send-receipt .* RUN_COMPLETED +→ \{"sent":"o-1"\}', out)
+    summary = out[out.index("Runs") :]
+    assert summary.count("COMPLETED") == 2
+    assert '"chargeId":"ch-o-1"' in summary
+
+
+def test_dev_fails_when_the_sent_event_starts_nothing(cli: Cli) -> None:
+    result = cli.run(
+        "dev", "examples.shop:app", "--db", cli.db,
+        "--send", "order/created", "--data", '{"orderId": "o-2", "amount": 0}', "--exit-when-done",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "started no runs" in result.stdout
+
+
+def test_dev_logs_runs_live_and_stops_on_sigint(cli: Cli, tmp_path: Path) -> None:
+    log = tmp_path / "dev.log"
+    process = cli.start(
+        "dev", "examples.shop:app", "--db", cli.db, "--send", "order/created", "--data", ORDER,
+        output=log,
+    )  # fmt: skip
+    wait_until(
+        lambda: "send-receipt" in log.read_text() and log.read_text().count("RUN_COMPLETED") == 2,
+        "both runs to complete in the live log",
+        process=process,
+        output=log,
+    )
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=TIMEOUT) == 0
+    assert "Traceback" not in log.read_text()
+
+
+# -- worker and send ---------------------------------------------------------------------------
+def test_worker_runs_events_sent_by_send_and_stops_on_sigterm(cli: Cli, tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    worker = cli.start(
+        "worker", "examples.shop:app", "--db", cli.db, "--worker-id", "w-1", output=log
+    )
+    sent = cli.run(
+        "send", "order/created", "--data", ORDER, "--app", "examples.shop:app", "--db", cli.db
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert "process-order" in sent.stdout
+
+    def completed() -> list[str]:
+        listed = cli.run("runs", "list", "--db", cli.db, "--json", "--status", "COMPLETED")
+        return [run["function_id"] for run in json.loads(listed.stdout)]
+
+    wait_until(
+        lambda: sorted(completed()) == ["process-order", "send-receipt"],
+        "both runs to complete",
+        process=worker,
+        output=log,
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=TIMEOUT) == 0
+    text = log.read_text()
+    assert "worker w-1" in text
+    assert "receipt for order o-1 sent [send-receipt " in text
+    assert "stopped" in text
+
+
+def test_send_prints_the_event_and_the_queued_runs(cli: Cli) -> None:
+    sent = cli.run(
+        "send", "order/created", "--data", ORDER, "--app", "examples.shop:app", STEPLINE_DB=cli.db
+    )
+    assert sent.returncode == 0, sent.stderr
+    [event_line, run_line] = sent.stdout.splitlines()
+    assert event_line.startswith("event ") and "order/created" in event_line
+    run_id = run_line.split()[1]
+    assert run_line.split()[2:] == ["process-order", "QUEUED"]
+    listed = cli.run("runs", "list", "--status", "queued", STEPLINE_DB=cli.db)
+    assert listed.returncode == 0, listed.stderr
+    assert run_id in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('{"orderId": ', "--data is not valid JSON (Expecting value at line 1, column 13)"),
+        ("[1, 2]", "--data must be a JSON object"),
+    ],
+)
+def test_send_rejects_bad_json(cli: Cli, data: str, message: str) -> None:
+    result = cli.run(
+        "send", "order/created", "--data", data, "--app", "examples.shop:app", "--db", cli.db
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (cli.cwd / "x.db").exists()
+
+
+def test_send_with_only_a_database_asks_for_the_app(cli: Cli) -> None:
+    result = cli.run("send", "order/created", "--db", cli.db)
+    assert result.returncode == 2
+    assert "needs --app MODULE:APP" in result.stderr
+    assert "triggers are evaluated by the app's functions" in result.stderr
+
+
+# -- runs ----------------------------------------------------------------------------------------
+def test_runs_list_shows_the_runs(shop: Shop) -> None:
+    table = shop.cli.run("runs", "list", "--db", shop.cli.db)
+    assert table.returncode == 0, table.stderr
+    order = shop.run_of("process-order")
+    assert order["run_id"] in table.stdout
+    assert "send-receipt" in table.stdout and "COMPLETED" in table.stdout
+    assert order["status"] == "COMPLETED"
+    assert [s["id"] for s in order["steps"]] == [
+        "validate", "reserve-inventory", "settle", "charge", "announce",
+    ]  # fmt: skip
+    assert shop.runs("--status", "FAILED") == []
+    assert len(shop.runs("--limit", "1")) == 1
+
+
+def test_runs_show_prints_the_run_its_timeline_and_steps(shop: Shop) -> None:
+    run_id = shop.run_of("process-order")["run_id"]
+    shown = shop.cli.run("runs", "show", run_id, "--db", shop.cli.db)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "process-order" in out and "COMPLETED" in out
+    assert '"chargeId": "ch-o-1"' in out  # the output, pretty-printed
+    for kind in ("RUN_QUEUED", "STEP_COMPLETED", "SLEEP", "SEND_EVENT", "RUN_COMPLETED"):
+        assert kind in out
+    assert "+0.0" in out  # relative times
+    assert (
+        out.index("History")
+        < out.index("Steps")
+        < out.index("reserve-inventory", out.index("Steps"))
+    )
+    by_suffix = shop.cli.run("runs", "show", run_id[-8:].lower(), "--db", shop.cli.db)
+    assert by_suffix.returncode == 0 and run_id in by_suffix.stdout
+    as_json = json.loads(shop.cli.run("runs", "show", run_id, "--db", shop.cli.db, "--json").stdout)
+    assert as_json["run_id"] == run_id
+    assert [h["kind"] for h in as_json["history"]][-1] == "RUN_COMPLETED"
+
+
+def test_runs_show_unknown_run_is_one_clear_line(shop: Shop) -> None:
+    result = shop.cli.run("runs", "show", "01NOSUCHRUN0000000000000000", "--db", shop.cli.db)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: no run '01NOSUCHRUN0000000000000000' in this database"
+
+
+def test_runs_without_a_database_say_so(cli: Cli) -> None:
+    result = cli.run("runs", "list")
+    assert result.returncode == 2
+    assert "pass --app MODULE:APP or --db URL" in result.stderr
+    missing = cli.run("runs", "list", "--db", "nothere.db")
+    assert missing.returncode == 1
+    assert "no database at nothere.db" in missing.stderr
+    assert not (cli.cwd / "nothere.db").exists()
+
+
+# -- errors and version --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ref", "code", "message"),
+    [
+        ("examples.shop", 2, "'examples.shop' is not MODULE:APP"),
+        (
+            "no_such_module:app",
+            1,
+            "cannot import 'no_such_module': no module named 'no_such_module'",
+        ),
+        ("examples.shop:nope", 1, "module 'examples.shop' has no attribute 'nope'"),
+        ("examples.shop:charge", 1, "'examples.shop:charge' is a function, not a stepline.App"),
+    ],
+)
+def test_a_bad_app_reference_is_one_clear_line(cli: Cli, ref: str, code: int, message: str) -> None:
+    for command in (["dev", ref], ["worker", ref], ["runs", "list", "--app", ref]):
+        result = cli.run(*command, "--db", cli.db)
+        assert result.returncode == code, (command, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"Error: {message}"), command
+
+
+def test_an_app_module_that_raises_names_the_file_and_line(cli: Cli) -> None:
+    (cli.cwd / "broken.py").write_text("import stepline\n\nratio = 1 / 0\n")
+    result = cli.run("worker", "broken:app", "--db", cli.db)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: error while importing 'broken': broken.py:3: ZeroDivisionError: division by zero"
+    )
+
+
+def test_version(cli: Cli) -> None:
+    result = cli.run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "stepline, version 0.1.0"

@@ -1,0 +1,110 @@
+"""Cancellation: cancel_on events, timeouts, bulk cancellation, the cancelled system event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from stepline import App, CancelOn, Context, Event, Timeouts, TriggerEvent
+from stepline.testing import MockClock, TestEngine
+
+
+async def test_cancel_on_a_matching_event(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    charged: list[str] = []
+    cancelled: list[dict[str, Any]] = []
+
+    @app.function(
+        id="process-order",
+        trigger=TriggerEvent("order/created"),
+        cancel_on=[CancelOn("order/cancelled", if_="event.data.orderId == async.data.orderId")],
+    )
+    async def process_order(ctx: Context) -> Any:
+        await ctx.step.sleep_until("wait-for-payment", ctx.event.data["paymentDue"])
+        await ctx.step.run("charge", lambda: charged.append(ctx.event.data["orderId"]))
+
+    @app.function(id="cleanup", trigger=TriggerEvent("inngest/function.cancelled"))
+    async def cleanup(ctx: Context) -> Any:
+        cancelled.append(ctx.event.data)
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        due = clock.now() + 3600
+        [e1] = await t.send(Event("order/created", {"orderId": "o1", "paymentDue": due}))
+        [e2] = await t.send(Event("order/created", {"orderId": "o2", "paymentDue": due}))
+        [r1] = await t.runs(event_id=e1)
+        [r2] = await t.runs(event_id=e2)
+        await t.wait_for_status(r1.run_id, "SLEEPING")
+        await t.wait_for_status(r2.run_id, "SLEEPING")
+        await t.send(Event("order/cancelled", {"orderId": "o1"}))
+        assert (await t.wait_for_run(r1.run_id)).status == "CANCELLED"
+        clock.advance(3601)
+        t.worker.wake()  # type: ignore[union-attr]
+        assert (await t.wait_for_run(r2.run_id)).status == "COMPLETED"
+        [cleanup_run] = await t.runs(function_id="cleanup")
+        await t.wait_for_run(cleanup_run.run_id)
+    assert charged == ["o2"]
+    assert [(c["run_id"], c["function_id"]) for c in cancelled] == [
+        (r1.run_id, "process-order")
+    ]
+
+
+async def test_start_timeout_cancels_runs_that_wait_too_long(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="slow-start", trigger=TriggerEvent("go"), timeouts=Timeouts(start="5m"))
+    async def slow_start(ctx: Context) -> Any:
+        return "ran"
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        await t.app.pause_function("slow-start")
+        [late] = await t.send(Event("go"))
+        clock.advance(301)
+        [fresh] = await t.send(Event("go"))
+        await t.app.resume_function("slow-start")
+        [late_run] = await t.runs(event_id=late)
+        [fresh_run] = await t.runs(event_id=fresh)
+        assert (await t.wait_for_run(late_run.run_id)).status == "CANCELLED"
+        assert (await t.wait_for_run(fresh_run.run_id)).output == "ran"
+
+
+async def test_finish_timeout_cancels_long_runs(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    after: list[int] = []
+
+    @app.function(id="too-long", trigger=TriggerEvent("go"), timeouts=Timeouts(finish="30m"))
+    async def too_long(ctx: Context) -> Any:
+        await ctx.step.run("first", lambda: 1)
+        await ctx.step.sleep("long", "2h")
+        after.append(1)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        history = [h.kind for h in await t.history(run.run_id)]
+    assert run.status == "CANCELLED"
+    assert run.error is not None and "timeouts.finish" in run.error["message"]
+    assert after == []
+    assert "RUN_CANCELLED" in history
+
+
+async def test_bulk_cancel_by_function_and_expression(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="many", trigger=TriggerEvent("go"))
+    async def many(ctx: Context) -> Any:
+        await ctx.step.sleep("wait", "1d")
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        await t.send([Event("go", {"tier": tier}) for tier in ("free", "free", "pro")])
+        for run in await t.runs(function_id="many"):
+            await t.wait_for_status(run.run_id, "SLEEPING")
+        cancelled = await t.app.cancel_runs("many", if_='event.data.tier == "free"')
+        assert len(cancelled) == 2
+        await asyncio.sleep(0)
+        statuses = sorted(r.status for r in await t.runs(function_id="many"))
+    assert statuses == ["CANCELLED", "CANCELLED", "SLEEPING"]

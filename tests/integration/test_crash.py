@@ -1,0 +1,403 @@
+"""Crash tests: a real worker process is SIGKILLed mid-flight and restarted.
+
+Each step body of ``crash_app`` appends ``run_id step_id attempt pid time`` to a side file before
+it returns, so the file is the ground truth of which step bodies ran, where and when. The tests
+check that every run completes with the right output, that a step body ran more than once only
+when the process running it was killed before its result was committed, and that a committed step
+never runs again (a run's step ``i`` never runs after its step ``i + 1`` started: step ``i + 1``
+starts only once step ``i``'s result is committed).
+
+Lease details are read straight from the SQLite ``queue`` table (the store has no public verb
+for them); everything else goes through the public ``App`` API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from stepline import App, Event, Run
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CRASH_APP = HERE / "crash_app.py"
+LEASE_TTL = 2.0
+SEED = int(os.environ.get("CRASH_SEED", "5"))
+
+
+def _load_crash_app() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("stepline_crash_app", CRASH_APP)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+crash_app = _load_crash_app()
+
+
+# -- the side file ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Execution:
+    """One line of the side file: a step body that started (or the function reaching its end)."""
+
+    line: int
+    run_id: str
+    step_id: str
+    attempt: str
+    pid: int
+    at: float
+
+
+def read_log(path: Path) -> list[Execution]:
+    if not path.exists():
+        return []
+    executions = []
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        fields = text.split()
+        assert len(fields) == 5, f"malformed side-file line {number}: {text!r}"
+        run_id, step_id, attempt, pid, at = fields
+        executions.append(Execution(number, run_id, step_id, attempt, int(pid), float(at)))
+    return executions
+
+
+# -- worker processes ---------------------------------------------------------------------------
+class Workers:
+    """The worker subprocesses a test starts; ``close()`` kills whatever is still alive."""
+
+    def __init__(self, tmp_path: Path, db: Path, log: Path, **env: str) -> None:
+        self.tmp_path = tmp_path
+        self.env = {
+            **os.environ,
+            "CRASH_DB": str(db),
+            "CRASH_LOG": str(log),
+            "CRASH_LEASE_TTL": str(LEASE_TTL),
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+            ),
+            **env,
+        }
+        self.env.pop("STEPLINE_DB", None)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.killed: set[int] = set()
+        self.kill_times: list[float] = []
+
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
+        out = self.tmp_path / f"worker-{len(self.procs)}.out"
+        with out.open("wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, str(CRASH_APP)],
+                env={**self.env, **env},
+                cwd=self.tmp_path,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL and reap; the process is gone when this returns."""
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        self.killed.add(proc.pid)
+        self.kill_times.append(time.time())
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> int:
+        """SIGTERM (graceful: passes in flight finish) and wait; returns the exit code."""
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=20)
+
+    def output(self) -> str:
+        tails = []
+        for i in range(len(self.procs)):
+            text = (self.tmp_path / f"worker-{i}.out").read_text(errors="replace")
+            tails.append(f"--- worker {i} ---\n{text[-3000:]}")
+        return "\n".join(tails)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+async def poll(
+    what: str, check: Callable[[], Any], deadline: float, workers: Workers, interval: float = 0.05
+) -> None:
+    """Wait until ``check()`` (sync or async) is truthy; fail with the workers' output at
+    ``deadline`` (a ``time.monotonic()`` value)."""
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        for proc in workers.procs:
+            if proc.pid not in workers.killed and proc.poll() is not None:
+                pytest.fail(f"worker {proc.pid} exited ({proc.returncode})\n{workers.output()}")
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting for {what}\n{workers.output()}")
+        await asyncio.sleep(interval)
+
+
+def leases(db: Path) -> dict[str, tuple[str | None, str | None, float | None]]:
+    """run_id -> (lease_owner, lease_token, lease_expires_at) for every queued run."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT run_id, lease_owner, lease_token, lease_expires_at FROM queue"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {run_id: (owner, token, expires) for run_id, owner, token, expires in rows}
+
+
+def ran_steps(log: Path, pid: int, at_least: int = 1) -> Callable[[], bool]:
+    """A check: process ``pid`` has started ``at_least`` step bodies."""
+    return lambda: sum(1 for e in read_log(log) if e.pid == pid) >= at_least
+
+
+def leases_freed(db: Path, owner: str, held: dict[str, str | None]) -> Callable[[], bool]:
+    """A check: none of the runs in ``held`` (run_id -> token) still has ``owner``'s lease."""
+
+    def check() -> bool:
+        now = leases(db)
+        return not any(now[r][:2] == (owner, token) for r, token in held.items() if r in now)
+
+    return check
+
+
+async def completed(app: App, total: int) -> bool:
+    runs = await app.runs(function_id=crash_app.FUNCTION_ID, status="COMPLETED", limit=1000)
+    return len(runs) == total
+
+
+def send_runs(app: App, count: int) -> dict[str, int]:
+    """Send ``count`` ``crash/start`` events; returns event id -> n."""
+    events = [Event(name=crash_app.EVENT_NAME, data={"n": n}) for n in range(count)]
+    ids = app.send(events)
+    return {event_id: n for n, event_id in enumerate(ids)}
+
+
+# -- the checks both tests share ----------------------------------------------------------------
+async def check_outcome(
+    app: App, event_n: dict[str, int], executions: list[Execution], workers: Workers
+) -> dict[tuple[str, str], list[Execution]]:
+    """Assert every run completed right and exactly-once-after-commit held; returns the
+    executions of each (run, step)."""
+    runs: list[Run] = await app.runs(function_id=crash_app.FUNCTION_ID, limit=1000)
+    assert len(runs) == len(event_n)
+    step_ids = [f"s{i}" for i in range(crash_app.STEPS)]
+    by_step: dict[tuple[str, str], list[Execution]] = defaultdict(list)
+    first_end: dict[str, int] = {}
+    for e in executions:
+        if e.step_id == crash_app.END_MARK:
+            first_end.setdefault(e.run_id, e.line)
+        else:
+            by_step[(e.run_id, e.step_id)].append(e)
+    engine = app.engine
+    for run in runs:
+        assert run.status == "COMPLETED", (run.run_id, run.status, run.error)
+        n = event_n[run.event_ids[0]]
+        expected = crash_app.expected_output(n)
+        assert run.output == expected, (run.run_id, n)
+        # exactly five COMPLETED steps, each committed from one attempt, with the right value
+        assert [s.id for s in run.steps] == step_ids, run.steps
+        for step, value in zip(run.steps, expected["values"], strict=True):
+            assert (step.status, step.attempts, step.output) == ("COMPLETED", 1, value), step
+        # one committed attempt per step in the history
+        history = await app.history(run.run_id)
+        committed = [str(h.step_id) for h in history if h.kind == "STEP_COMPLETED"]
+        assert sorted(committed) == step_ids, (run.run_id, committed)
+        assert run.run_id in first_end, f"run {run.run_id} never reached its end"
+        records = {r.step_id: r for r in await engine.read(engine.store.get_steps, run.run_id)}
+        for index, step_id in enumerate(step_ids):
+            runs_of_step = by_step.get((run.run_id, step_id), [])
+            assert runs_of_step, f"{run.run_id} {step_id} has a result but its body never ran"
+            # no crash is a failed attempt: every body ran as attempt 0
+            assert {e.attempt for e in runs_of_step} == {"0"}, runs_of_step
+            # a committed step never runs again: all its executions precede the first execution
+            # of the next step (or the function's end), which only starts after the commit
+            later = (
+                by_step[(run.run_id, step_ids[index + 1])][0].line
+                if index + 1 < len(step_ids)
+                else first_end[run.run_id]
+            )
+            assert all(e.line < later for e in runs_of_step), (
+                f"{run.run_id} {step_id} ran again after its result was committed: "
+                f"{runs_of_step}, next step started at line {later}"
+            )
+            # a re-run only replaces an execution whose process was killed, once per process
+            earlier, last = runs_of_step[:-1], runs_of_step[-1]
+            assert len({e.pid for e in runs_of_step}) == len(runs_of_step), runs_of_step
+            assert all(e.pid in workers.killed for e in earlier), (
+                f"{run.run_id} {step_id} ran twice without a kill: {runs_of_step}"
+            )
+            # the committed result is the last execution's: it started after every earlier one
+            started = records[step_id].started_at
+            assert started is not None
+            assert all(e.at < started for e in earlier), (records[step_id], runs_of_step)
+            assert started <= last.at, (records[step_id], runs_of_step)
+    assert not set(r for r, _ in by_step) - {r.run_id for r in runs}, "steps of unknown runs"
+    return by_step
+
+
+# -- the tests ----------------------------------------------------------------------------------
+@pytest.mark.timeout(180)
+async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
+    tmp_path: Path,
+) -> None:
+    """100 runs x 5 steps; the worker is SIGKILLed 4-6 times at random moments and restarted
+    with the same worker id, which frees its predecessor's leases at once (no lease_ttl wait)."""
+    total, concurrency, worker_id = 100, 20, "crash-worker"
+    db, log = tmp_path / "crash.db", tmp_path / "steps.log"
+    rng = random.Random(SEED)
+    planned_kills = rng.randint(4, 6)
+    app = crash_app.build_app(str(db))
+    workers = Workers(
+        tmp_path,
+        db,
+        log,
+        CRASH_WORKER_ID=worker_id,
+        CRASH_CONCURRENCY=str(concurrency),
+        CRASH_STEP_SLEEP="0.3",
+    )
+    began = time.monotonic()
+    try:
+        event_n = send_runs(app, total)
+        # ~10 s on an idle 2-core machine; the margin is for a loaded one
+        deadline = time.monotonic() + 90
+        proc = workers.start()
+        release_delays: list[float] = []
+        while len(workers.killed) < planned_kills:
+            await poll(
+                f"worker {proc.pid} to run steps", ran_steps(log, proc.pid), deadline, workers
+            )
+            await asyncio.sleep(rng.uniform(0.1, 0.7))
+            if await completed(app, total):
+                break
+            workers.kill(proc)
+            mine = {r: lease for r, lease in leases(db).items() if lease[0] == worker_id}
+            held = {run_id: token for run_id, (_, token, _) in mine.items()}
+            expiry = min((e for _, _, e in mine.values() if e is not None), default=None)
+            proc = workers.start()
+            # the restarted worker (same id) frees its predecessor's leases at once, well before
+            # they would expire
+            if held:
+                await poll(
+                    f"worker {proc.pid} to free its predecessor's leases",
+                    leases_freed(db, worker_id, held),
+                    deadline,
+                    workers,
+                    interval=0.01,
+                )
+                freed = time.time()
+                assert expiry is not None and freed < expiry, (freed, expiry)
+                release_delays.append(freed - workers.kill_times[-1])
+        await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.2)
+        assert workers.stop(proc) == 0, workers.output()
+        elapsed = time.monotonic() - began
+
+        executions = read_log(log)
+        by_step = await check_outcome(app, event_n, executions, workers)
+        kills = len(workers.killed)
+        assert kills == planned_kills, f"only {kills} of {planned_kills} kills happened"
+        reruns = {key: len(found) - 1 for key, found in by_step.items() if len(found) > 1}
+        rerun_count = sum(reruns.values())
+        for pid in workers.killed:
+            lost_here = sum(1 for found in by_step.values() for e in found[:-1] if e.pid == pid)
+            assert lost_here <= concurrency, (pid, lost_here)
+        assert rerun_count <= kills * concurrency
+        assert rerun_count > 0, "no kill hit a step in flight: the test exercised nothing"
+        per_run: dict[str, int] = defaultdict(int)
+        for (run_id, _), count in reruns.items():
+            per_run[run_id] += count
+        histogram: dict[int, int] = defaultdict(int)
+        for count in per_run.values():
+            histogram[count] += 1
+        histogram[0] = total - len(per_run)
+        print(
+            f"\n[crash] seed={SEED} kills={kills} step bodies re-run={rerun_count} "
+            f"(bound {kills * concurrency}) runs by re-runs {dict(sorted(histogram.items()))} "
+            f"leases freed after kill (s)={[round(d, 2) for d in release_delays]} "
+            f"elapsed={elapsed:.1f}s"
+        )
+    finally:
+        workers.close()
+        app.close()
+
+
+@pytest.mark.timeout(90)
+async def test_other_worker_takes_over_only_after_the_lease_expires(tmp_path: Path) -> None:
+    """Worker A is killed; worker B (another id) picks up A's leased runs only once their
+    leases have expired (lease_ttl 2 s), and every run still completes."""
+    total = 20
+    db, log = tmp_path / "crash.db", tmp_path / "steps.log"
+    app = crash_app.build_app(str(db))
+    workers = Workers(tmp_path, db, log, CRASH_STEP_SLEEP="0.05")
+    try:
+        event_n = send_runs(app, total)
+        deadline = time.monotonic() + 60
+        proc_a = workers.start(CRASH_WORKER_ID="crash-A", CRASH_CONCURRENCY="10")
+        await poll(
+            "worker A to run steps",
+            ran_steps(log, proc_a.pid, 3),
+            deadline,
+            workers,
+            interval=0.01,
+        )
+        workers.kill(proc_a)
+        held = {
+            run_id: expires
+            for run_id, (owner, _, expires) in leases(db).items()
+            if owner == "crash-A" and expires is not None
+        }
+        assert held, "worker A held no lease when it was killed"
+        assert not any(owner == "crash-B" for owner, _, _ in leases(db).values())
+
+        proc_b = workers.start(CRASH_WORKER_ID="crash-B", CRASH_CONCURRENCY="20")
+        await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.1)
+        assert workers.stop(proc_b) == 0, workers.output()
+
+        executions = read_log(log)
+        by_step = await check_outcome(app, event_n, executions, workers)
+        first_by_b: dict[str, Execution] = {}
+        for e in executions:
+            if e.pid == proc_b.pid:
+                first_by_b.setdefault(e.run_id, e)
+        for run_id, expires in held.items():
+            taken = first_by_b.get(run_id)
+            assert taken is not None, f"B never ran a step of A's run {run_id}"
+            assert taken.at >= expires, (
+                f"B ran {run_id} {taken.at - expires:.3f}s before A's lease expired"
+            )
+            assert taken.at - expires < 10, f"B took {taken.at - expires:.1f}s to take {run_id}"
+        reruns = sum(len(found) - 1 for found in by_step.values())
+        assert reruns <= len(held)
+        delays = [first_by_b[r].at - held[r] for r in held]
+        unleased = [first_by_b[r].at for r in first_by_b if r not in held]
+        print(
+            f"\n[crash-takeover] A held {len(held)} leases at the kill; B took them "
+            f"{min(delays):.2f}-{max(delays):.2f}s after expiry; B started {len(unleased)} other "
+            f"runs; step bodies re-run={reruns}"
+        )
+    finally:
+        workers.close()
+        app.close()

@@ -1,0 +1,154 @@
+"""SQLite-only guarantees: migrations, durability settings, reopening, several processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from stepline.errors import LeaseLostError
+from stepline.store import SQLiteStore
+from stepline.store.records import PassCommit, RunEnd, RunFilter
+from stepline.store.sqlite.schema import MIGRATIONS
+
+from .builders import T0, commit, history, lease, lease_run, start, step, suspend_on_wait, wait
+
+
+def schema_versions(path: Path) -> list[int]:
+    with closing(sqlite3.connect(path)) as conn:
+        return [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+def test_migrate_twice_is_idempotent_and_records_the_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.migrate()
+    start(store, "r1")
+    store.migrate()
+    assert schema_versions(path) == list(range(1, len(MIGRATIONS) + 1))
+    assert store.get_run("r1") is not None
+
+    other = SQLiteStore(path)  # another process migrating the same file
+    other.migrate()
+    assert schema_versions(path) == list(range(1, len(MIGRATIONS) + 1))
+    store.close()
+    other.close()
+
+
+def test_migrate_upgrades_a_file_made_by_an_older_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with closing(sqlite3.connect(path)) as conn:  # a file that only has migration 1
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.commit()
+    store = SQLiteStore(path)
+    store.migrate()
+    assert schema_versions(path) == list(range(1, len(MIGRATIONS) + 1))
+    start(store, "r1")
+    assert [r.run_id for r in store.list_runs(RunFilter(function_id="fn"))] == ["r1"]
+    store.close()
+
+
+def test_data_survives_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.migrate()
+    start(store, "r1")
+    held = lease_run(store, "r1")
+    pending = wait("r1", "w-1", 'async.data.orderId == "o-1"', expires_at=T0 + 60)
+    commit(
+        store,
+        PassCommit(
+            "r1",
+            held.token,
+            steps=[step("r1", "h-a", 0, output={"x": [1, 2.5, "s"]})],
+            history=[history("r1", "STEP_COMPLETED", T0 + 1, step="a")],
+        ),
+    )
+    suspend_on_wait(store, held, pending, T0 + 2, until=T0 + 60)
+    before, before_history = store.load_run("r1"), store.get_history("r1")
+    start(store, "r2", now=T0 + 3)
+    r2_lease = lease_run(store, "r2", "w1", now=T0 + 3)
+    store.close()
+
+    reopened = SQLiteStore(path)
+    reopened.migrate()
+    assert reopened.load_run("r1") == before
+    assert before is not None
+    assert before.steps["h-a"].output_json == b'{"x":[1,2.5,"s"]}'
+    assert reopened.get_history("r1") == before_history
+    assert [h.kind for h in before_history] == ["RUN_QUEUED", "STEP_COMPLETED"]
+    assert [r.run_id for r in reopened.list_runs(RunFilter())] == ["r2", "r1"]
+    assert reopened.next_due_at() == T0 + 3 + 30  # r2's lease; r1 is due at T0 + 60
+    # The lease survived too: its token still commits, another one is fenced out.
+    with pytest.raises(LeaseLostError):
+        commit(reopened, PassCommit("r2", "other", end=RunEnd("COMPLETED")), T0 + 4)
+    commit(reopened, PassCommit("r2", r2_lease.token, end=RunEnd("COMPLETED")), T0 + 4)
+    assert [h.run_id for h in lease(reopened, "w2", now=T0 + 60)] == ["r1"]
+    reopened.close()
+
+
+def test_wal_and_full_synchronous_by_default(sqlite_store: SQLiteStore) -> None:
+    with closing(sqlite3.connect(sqlite_store.path)) as conn:  # journal_mode is the file's
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn = sqlite_store._conn()  # synchronous is per connection: ask the store's own
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_synchronous_normal_on_request(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", synchronous="NORMAL")
+    store.migrate()
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 1
+    store.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStore(tmp_path / "s.db", synchronous="OFF")
+
+
+def test_two_stores_on_one_file_never_lease_the_same_run(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    setup = SQLiteStore(path)
+    setup.migrate()
+    run_ids = [f"r{n:03}" for n in range(150)]
+    start(setup, *run_ids)
+    setup.close()
+
+    taken: dict[str, list[str]] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+    rounds = threading.Barrier(2)  # both lease in every round, so they contend every time
+
+    def worker(owner: str) -> None:
+        store = SQLiteStore(path)  # its own store, as another process would have
+        try:
+            while True:
+                try:
+                    rounds.wait(timeout=30)
+                except threading.BrokenBarrierError:
+                    pass  # the other worker found the queue empty and left
+                with store.transaction() as tx:
+                    got = tx.lease_due(owner, T0, 3, 10**6)
+                if not got:
+                    return
+                taken[owner].extend(held.run_id for held in got)
+                for held in got:  # and write, so the two contend on commits too
+                    commit(store, PassCommit(held.run_id, held.token, started_at=T0), T0)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            rounds.abort()
+            store.close()
+
+    threads = [threading.Thread(target=worker, args=(owner,)) for owner in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert set(taken["a"]).isdisjoint(taken["b"])
+    assert len(taken["a"]) + len(taken["b"]) == len(run_ids)
+    assert sorted(taken["a"] + taken["b"]) == run_ids
+    assert taken["a"]
+    assert taken["b"]

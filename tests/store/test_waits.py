@@ -1,0 +1,259 @@
+"""wait_for_event storage: matching by index and expression, timeouts (expire_waits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stepline.errors import LeaseLostError
+from stepline.serde import loads
+from stepline.store import Store
+from stepline.store.records import EventIngest, IngestResult, NewRun, PassCommit, RunEnd
+
+from .builders import (
+    T0,
+    CountingMatcher,
+    cel_matches,
+    commit,
+    event,
+    history_kinds,
+    ingest,
+    lease,
+    lease_run,
+    start,
+    step,
+    suspend_on_wait,
+    wait,
+)
+
+ORDER_O1 = 'async.data.orderId == "o-1"'
+
+
+def waiting(
+    store: Store, run_id: str, expression: str | None, *, expires_at: float | None = None
+) -> None:
+    """Start ``run_id`` and suspend it on a wait (step hash "h-wait", wait id "w-<run_id>")."""
+    start(store, run_id)
+    pending = wait(run_id, f"w-{run_id}", expression, expires_at=expires_at)
+    suspend_on_wait(store, lease_run(store, run_id), pending, until=expires_at)
+
+
+def pay(
+    store: Store, internal_id: str, now: float, matcher: Any = cel_matches, **data: Any
+) -> IngestResult:
+    [result] = ingest(
+        store, EventIngest(event(internal_id, "payment/received", data)), now=now, matcher=matcher
+    )
+    return result
+
+
+def wait_step(store: Store, run_id: str = "r1") -> Any:
+    state = store.load_run(run_id)
+    assert state is not None
+    return state.steps["h-wait"], state.waits
+
+
+def test_an_indexed_wait_is_resolved_by_a_matching_event(store: Store) -> None:
+    waiting(store, "r1", ORDER_O1)
+    assert wait_step(store)[1][0].index_path == "data.orderId"
+    assert store.next_due_at() is None
+
+    result = pay(store, "pay-1", T0 + 10, orderId="o-1", amount=5)
+    assert result.resumed_run_ids == ("r1",)
+    settled, waits = wait_step(store)
+    assert waits == []
+    assert settled.status == "COMPLETED"
+    assert settled.ended_at == T0 + 10
+    [stored_event] = store.get_events(["pay-1"])
+    assert loads(settled.output_json) == stored_event.payload()
+    last = store.get_history("r1")[-1]
+    assert (last.kind, last.ts, last.step_id) == ("WAIT_MATCHED", T0 + 10, "step-h-wait")
+    assert last.data == {"event_id": "pay-1"}
+    assert store.next_due_at() == T0 + 10
+    assert [held.run_id for held in lease(store, "w1", now=T0 + 10)] == ["r1"]
+    # The wait is gone: a second matching event resumes nothing.
+    assert pay(store, "pay-2", T0 + 11, orderId="o-1").resumed_run_ids == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("payment/received", {"orderId": "o-2"}),
+        ("payment/received", {"orderId": 1}),
+        ("payment/received", {"other": "o-1"}),
+        ("payment/refunded", {"orderId": "o-1"}),
+    ],
+)
+def test_an_event_that_does_not_match_leaves_the_wait(
+    store: Store, name: str, data: dict[str, Any]
+) -> None:
+    waiting(store, "r1", ORDER_O1)
+    [result] = ingest(store, EventIngest(event("e", name, data)), now=T0 + 10)
+    assert result.resumed_run_ids == ()
+    settled, waits = wait_step(store)
+    assert settled.status == "PENDING"
+    assert [w.wait_id for w in waits] == ["w-r1"]
+    assert store.next_due_at() is None
+    assert pay(store, "pay", T0 + 11, orderId="o-1").resumed_run_ids == ("r1",)
+
+
+def test_the_whole_expression_must_match_not_only_the_index(store: Store) -> None:
+    waiting(store, "r1", 'async.data.orderId == "o-1" && async.data.amount > 100')
+    assert pay(store, "small", T0 + 1, orderId="o-1", amount=5).resumed_run_ids == ()
+    assert pay(store, "big", T0 + 2, orderId="o-1", amount=500).resumed_run_ids == ("r1",)
+
+
+def test_unindexed_waits_are_candidates_for_every_event_of_the_name(store: Store) -> None:
+    waiting(store, "r1", "async.data.amount > 100")
+    waiting(store, "r2", None)
+    assert [w.index_path for w in wait_step(store, "r1")[1]] == [None]
+
+    matcher = CountingMatcher()
+    assert pay(store, "a", T0 + 1, matcher, amount=1).resumed_run_ids == ("r2",)
+    assert sorted(matcher.asked) == ["w-r1", "w-r2"]
+    assert pay(store, "b", T0 + 2, matcher, amount=101).resumed_run_ids == ("r1",)
+
+
+def test_one_event_resolves_every_wait_it_matches(store: Store) -> None:
+    waiting(store, "r1", ORDER_O1)
+    waiting(store, "r2", ORDER_O1)
+    waiting(store, "r3", 'async.data.orderId == "o-2"')
+    result = pay(store, "pay", T0 + 1, orderId="o-1")
+    assert sorted(result.resumed_run_ids) == ["r1", "r2"]
+    assert wait_step(store, "r3")[0].status == "PENDING"
+
+
+def test_the_matcher_is_asked_only_about_candidates(store: Store) -> None:
+    count = 1000
+    run_ids = [f"r{n:04}" for n in range(count)]
+    start(store, *run_ids)
+    leases = lease(store, "w1", limit=count)
+    assert len(leases) == count
+    with store.transaction() as tx:
+        for held in leases:
+            n = int(held.run_id[1:])
+            w = wait(held.run_id, f"w-{n}", f'async.data.orderId == "o-{n}"')
+            tx.commit_pass(
+                PassCommit(
+                    held.run_id,
+                    held.token,
+                    steps=[step(held.run_id, "h-wait", 0, "PENDING", kind="wait")],
+                    waits=[w],
+                    end=RunEnd("WAITING"),
+                ),
+                T0,
+                cel_matches,
+            )
+
+    matcher = CountingMatcher()
+    assert pay(store, "pay", T0 + 1, matcher, orderId="o-500").resumed_run_ids == ("r0500",)
+    assert matcher.asked == ["w-500"]
+    assert pay(store, "none", T0 + 2, matcher, orderId="o-nobody").resumed_run_ids == ()
+    assert pay(store, "bare", T0 + 3, matcher, amount=1).resumed_run_ids == ()
+    assert matcher.asked == ["w-500"]
+
+
+def test_an_event_ingested_before_the_wait_never_resolves_it(store: Store) -> None:
+    start(store, "r1")
+    held = lease_run(store, "r1")
+    assert pay(store, "early", T0 + 1, orderId="o-1").resumed_run_ids == ()
+    suspend_on_wait(store, held, wait("r1", "w-r1", ORDER_O1, created_at=T0 + 2), T0 + 2)
+
+    settled, waits = wait_step(store)
+    assert settled.status == "PENDING"
+    assert len(waits) == 1
+    assert store.next_due_at() is None
+    assert "WAIT_MATCHED" not in history_kinds(store, "r1")
+    assert pay(store, "late", T0 + 3, orderId="o-1").resumed_run_ids == ("r1",)
+    assert loads(wait_step(store)[0].output_json)["id"] == "late"
+
+
+def test_an_event_sent_by_a_pass_resolves_waits_of_other_runs(store: Store) -> None:
+    waiting(store, "r1", ORDER_O1)
+    start(store, "sender")
+    held = lease_run(store, "sender")
+    sent = EventIngest(
+        event("sent", "payment/received", {"orderId": "o-1"}),
+        (NewRun("r-new", "fn-pay", ("sent",)),),
+    )
+    commit(store, PassCommit("sender", held.token, events=[sent]), T0 + 4)
+    assert wait_step(store)[0].status == "COMPLETED"
+    assert store.get_run("r-new") is not None
+    assert sorted(h.run_id for h in lease(store, "w2", now=T0 + 4)) == ["r-new", "r1"]
+
+
+# -- expire_waits ---------------------------------------------------------------------------------
+
+
+def expire(store: Store, run_id: str, token: str, now: float) -> list[str]:
+    with store.transaction() as tx:
+        return tx.expire_waits(run_id, token, now)
+
+
+def test_an_expired_wait_times_out_with_a_null_result(store: Store) -> None:
+    waiting(store, "r1", ORDER_O1, expires_at=T0 + 60)
+    assert store.next_due_at() == T0 + 60
+    held = lease_run(store, "r1", now=T0 + 60)
+
+    assert expire(store, "r1", held.token, T0 + 60) == ["h-wait"]
+    settled, waits = wait_step(store)
+    assert waits == []
+    assert (settled.status, settled.output_json, settled.ended_at) == (
+        "COMPLETED",
+        b"null",
+        T0 + 60,
+    )
+    last = store.get_history("r1")[-1]
+    assert (last.kind, last.ts, last.step_id) == ("WAIT_TIMED_OUT", T0 + 60, "step-h-wait")
+    assert pay(store, "late", T0 + 61, orderId="o-1").resumed_run_ids == ()
+    assert expire(store, "r1", held.token, T0 + 62) == []
+
+
+def test_only_waits_past_their_deadline_time_out(store: Store) -> None:
+    start(store, "r1")
+    held = lease_run(store, "r1")
+    timed = wait("r1", "w-timed", ORDER_O1, expires_at=T0 + 60)
+    forever = wait("r1", "w-forever", ORDER_O1, step_hash="h-forever")
+    commit(
+        store,
+        PassCommit(
+            "r1",
+            held.token,
+            steps=[step("r1", "h-wait", 0, "PENDING"), step("r1", "h-forever", 1, "PENDING")],
+            waits=[timed, forever],
+            end=RunEnd("SLEEPING", due_at=T0 + 30),
+        ),
+    )
+    early = lease_run(store, "r1", now=T0 + 30)
+    assert expire(store, "r1", early.token, T0 + 59.999) == []
+    assert len(wait_step(store)[1]) == 2
+
+    late = lease_run(store, "r1", "w2", now=T0 + 60)  # the first lease expired at T0 + 60
+    assert expire(store, "r1", late.token, T0 + 60) == ["h-wait"]
+    assert expire(store, "r1", late.token, T0 + 10**9) == []
+    settled, waits = wait_step(store)
+    assert settled.status == "COMPLETED"
+    assert [w.wait_id for w in waits] == ["w-forever"]
+    assert store.get_steps("r1")[1].status == "PENDING"
+
+
+def test_expire_waits_is_fenced_by_the_token(store: Store) -> None:
+    waiting(store, "r1", ORDER_O1, expires_at=T0 + 60)
+    lease_run(store, "r1", now=T0 + 60)
+    with pytest.raises(LeaseLostError):
+        expire(store, "r1", "stale-token", T0 + 61)
+    settled, waits = wait_step(store)
+    assert settled.status == "PENDING"
+    assert len(waits) == 1
+    assert "WAIT_TIMED_OUT" not in history_kinds(store, "r1")
+
+
+def test_a_wait_resolved_by_an_event_is_not_timed_out(store: Store) -> None:
+    waiting(store, "r1", ORDER_O1, expires_at=T0 + 60)
+    assert pay(store, "pay", T0 + 59, orderId="o-1").resumed_run_ids == ("r1",)
+    held = lease_run(store, "r1", now=T0 + 61)
+    assert expire(store, "r1", held.token, T0 + 61) == []
+    settled, _ = wait_step(store)
+    assert loads(settled.output_json)["id"] == "pay"
+    assert "WAIT_TIMED_OUT" not in history_kinds(store, "r1")
