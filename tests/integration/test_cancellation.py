@@ -10,9 +10,7 @@ from stepline import App, CancelOn, Context, Event, Timeouts, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
 
-async def test_cancel_on_a_matching_event(
-    app: App, make_engine: Callable[..., TestEngine]
-) -> None:
+async def test_cancel_on_a_matching_event(app: App, make_engine: Callable[..., TestEngine]) -> None:
     charged: list[str] = []
     cancelled: list[dict[str, Any]] = []
 
@@ -46,9 +44,7 @@ async def test_cancel_on_a_matching_event(
         [cleanup_run] = await t.runs(function_id="cleanup")
         await t.wait_for_run(cleanup_run.run_id)
     assert charged == ["o2"]
-    assert [(c["run_id"], c["function_id"]) for c in cancelled] == [
-        (r1.run_id, "process-order")
-    ]
+    assert [(c["run_id"], c["function_id"]) for c in cancelled] == [(r1.run_id, "process-order")]
 
 
 async def test_start_timeout_cancels_runs_that_wait_too_long(

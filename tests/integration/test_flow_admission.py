@@ -10,6 +10,7 @@ import pytest
 
 from stepline import (
     App,
+    Concurrency,
     ConfigError,
     Context,
     Event,
@@ -188,12 +189,13 @@ def test_invalid_options_name_the_field(build: Callable[[], object], message: st
         build()
 
 
-def test_invalid_function_options_name_the_function(app: App) -> None:
-    with pytest.raises(ConfigError, match="'bad'.*concurrency takes at most 2"):
-        from stepline import Concurrency
+def _noop(ctx: Context) -> None:
+    return None
 
-        app.function(id="bad", concurrency=[Concurrency(1), Concurrency(2), Concurrency(3)])(
-            lambda ctx: None
-        )
+
+def test_invalid_function_options_name_the_function(app: App) -> None:
+    three = [Concurrency(1), Concurrency(2), Concurrency(3)]
+    with pytest.raises(ConfigError, match=r"'bad'.*concurrency takes at most 2"):
+        app.function(id="bad", concurrency=three)(_noop)
     with pytest.raises(ConfigError, match="idempotency"):
-        app.function(id="bad2", idempotency="event.data.(")(lambda ctx: None)
+        app.function(id="bad2", idempotency="event.data.(")(_noop)

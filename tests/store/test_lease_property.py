@@ -33,13 +33,14 @@ class _Run:
     expires_at: float | None = None
 
     def eligible_at(self, now: float) -> float | None:
-        """When the run became leasable, if it is leasable at ``now``."""
+        """Its place in the queue (its due time), if it is leasable at ``now``: due and not
+        leased, or leased with an expired lease (a crashed pass keeps its original place)."""
         if self.status == "COMPLETED":
             return None
         if self.owner is None:
             return self.due_at if self.due_at is not None and self.due_at <= now else None
         assert self.expires_at is not None
-        return self.expires_at if self.expires_at <= now else None
+        return self.due_at if self.expires_at <= now else None
 
 
 class LeaseMachine(RuleBasedStateMachine):
@@ -124,7 +125,8 @@ class LeaseMachine(RuleBasedStateMachine):
         assert released == len(mine)
         for run in mine:
             run.owner = run.token = run.expires_at = None
-            run.due_at = self.now
+            # released runs keep their place in the queue (due no later than now)
+            run.due_at = self.now if run.due_at is None else min(run.due_at, self.now)
 
     @invariant()
     def same_next_due_and_statuses(self) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from stepline._ids import new_id
@@ -124,7 +124,9 @@ class Engine:
 
         return job
 
-    def cancelled_event(self, run_id: str, function_id: str, reason: str, now: float) -> EventIngest:
+    def cancelled_event(
+        self, run_id: str, function_id: str, reason: str, now: float
+    ) -> EventIngest:
         """The ``inngest/function.cancelled`` event for a run (never re-triggers its function)."""
         data = {"function_id": function_id, "run_id": run_id, "reason": reason}
         record = EventRecord(new_id(now), FUNCTION_CANCELLED, data, {}, None, now)
@@ -139,7 +141,10 @@ class Engine:
         singleton), in the same transaction; cancellations they cause are announced too."""
         pending = [pair for r in results for pair in r.cancelled]
         while pending:
-            items = [self.cancelled_event(run_id, fn, "cancelled by an event", now) for run_id, fn in pending]
+            items = [
+                self.cancelled_event(run_id, fn, "cancelled by an event", now)
+                for run_id, fn in pending
+            ]
             more = tx.ingest(items, now, self.wait_matches)
             pending = [pair for r in more for pair in r.cancelled]
 
@@ -202,9 +207,7 @@ class Engine:
                 if tick is None or not tx.advance_cron(row, next_at):
                     continue
                 at = tick.timestamp()
-                record = EventRecord(
-                    new_id(at), CRON_EVENT, {"cron": trigger.cron}, {}, None, at
-                )
+                record = EventRecord(new_id(at), CRON_EVENT, {"cron": trigger.cron}, {}, None, at)
                 planned = plan_run(fn, self.app_id, record.internal_id, record.payload(), now)
                 runs = (planned,) if isinstance(planned, NewRun) else ()
                 deferrals = (planned,) if isinstance(planned, Deferral) else ()

@@ -618,9 +618,9 @@ class PassExecutor:
     def _timed_out(self) -> str | None:
         """Why the run must be cancelled now (a start or finish timeout), if it must."""
         run, now = self.run, self.now()
-        if run.started_at is None and run.start_timeout is not None:
-            if now > run.created_at + run.start_timeout:
-                return f"not started within {run.start_timeout:g}s (timeouts.start)"
+        start_timeout = run.start_timeout
+        if run.started_at is None and start_timeout and now > run.created_at + start_timeout:
+            return f"not started within {run.start_timeout:g}s (timeouts.start)"
         if self._finish_deadline is not None and now > self._finish_deadline:
             return f"not finished within {run.finish_timeout:g}s (timeouts.finish)"
         return None

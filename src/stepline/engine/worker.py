@@ -102,8 +102,12 @@ class Worker:
         await engine.clock.sleep_until(deadline, self._wake, idle=not self.active)
 
     def _lease_job(self, now: float, limit: int) -> Callable[[StoreTx], list[Lease]]:
+        running = list(self.active)
+
         def job(tx: StoreTx) -> list[Lease]:
             self.engine.housekeeping(tx, now)
+            if running:  # never find our own passes' leases expired (and lease them again)
+                tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
             return tx.lease_due(self.worker_id, now, limit, self.lease_ttl)
 
         return job
@@ -124,9 +128,9 @@ class Worker:
         self._wake.set()
 
     def _start_pass(self, lease: Lease) -> None:
-        stale = self.active.get(lease.run_id)
-        if stale is not None:  # our lease expired under a long pass and we leased it again
-            stale.cancel()
+        if lease.run_id in self.active:  # cannot happen: the lease job heartbeats ours first
+            log.warning("run %s: leased again while its pass runs here; not started", lease.run_id)
+            return
         task = asyncio.create_task(self._pass(lease))
         self.active[lease.run_id] = task
 
@@ -149,8 +153,7 @@ class Worker:
                 "run %s: pass crashed; it will be retried when its lease expires", lease.run_id
             )
         finally:
-            if self.active.get(lease.run_id) is asyncio.current_task():
-                del self.active[lease.run_id]
+            self.active.pop(lease.run_id, None)
             self._wake.set()
 
     async def _fail_unknown(self, lease: Lease, function_id: str) -> None:

@@ -7,8 +7,8 @@ import contextlib
 import logging
 import signal
 import time
-from datetime import datetime
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from stepline._ids import new_id

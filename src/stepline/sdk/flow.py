@@ -205,7 +205,8 @@ class CancelOn:
             raise ConfigError("CancelOn: pass if_= or match=, not both")
         _expression("CancelOn", "if_", self.expression, variables=("event", "async"))
         if self.timeout is not None:
-            object.__setattr__(self, "timeout_seconds", _seconds("CancelOn", "timeout", self.timeout))
+            seconds = _seconds("CancelOn", "timeout", self.timeout)
+            object.__setattr__(self, "timeout_seconds", seconds)
 
     @property
     def expression(self) -> str | None:

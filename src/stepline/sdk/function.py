@@ -73,7 +73,9 @@ class FunctionDef:
 
 def _check(name: str, value: object, kind: type | tuple[type, ...], fn_id: str) -> None:
     if value is not None and not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        expected = (
+            kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        )
         raise ConfigError(
             f"function {fn_id!r}: {name} must be a {expected}, got {type(value).__name__}"
         )

@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from stepline._ids import new_id
 from stepline.errors import LeaseLostError
 from stepline.expressions import value_at
 from stepline.serde import dumps
+from stepline.store._flow import (
+    IDEMPOTENCY_WINDOW,
+    DeferralRow,
+    decide,
+    defer,
+    run_for,
+)
 from stepline.store.records import (
     TERMINAL_STATUSES,
+    CronRow,
     EventIngest,
     EventRecord,
     HistoryRecord,
@@ -31,6 +41,7 @@ from stepline.store.records import (
     RunFilter,
     RunRecord,
     RunState,
+    SkipRecord,
     StepRecord,
     WaitMatcher,
     WaitRecord,
@@ -48,6 +59,18 @@ class _QueueItem:
     lease_token: str | None = None
     lease_expires_at: float | None = None
     wake: bool = False
+    function_id: str = ""
+    concurrency: tuple[tuple[str, int], ...] = ()
+
+    def released(self, due_at: float | None) -> _QueueItem:
+        return replace(
+            self,
+            due_at=due_at,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            wake=False,
+        )
 
 
 class MemoryStore:
@@ -62,6 +85,14 @@ class MemoryStore:
         self._history: dict[str, list[HistoryRecord]] = {}
         self._waits: dict[str, WaitRecord] = {}
         self._queue: dict[str, _QueueItem] = {}
+        self._matchers: dict[str, WaitRecord] = {}
+        self._singletons: dict[str, str] = {}
+        self._idempotency: dict[str, float] = {}
+        self._gcra: dict[str, float] = {}
+        self._skips: dict[int, SkipRecord] = {}
+        self._deferrals: dict[tuple[str, str, str], DeferralRow] = {}
+        self._paused: dict[str, bool] = {}
+        self._crons: dict[tuple[str, str], CronRow] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -134,8 +165,20 @@ class MemoryStore:
             times = [
                 item.lease_expires_at if item.lease_owner is not None else item.due_at
                 for item in self._queue.values()
+                if item.lease_owner is not None or item.function_id not in self._paused
             ]
+            times += [row.due_at for row in self._deferrals.values()]
+            times += [row.next_at for row in self._crons.values()]
             return min((t for t in times if t is not None), default=None)
+
+    def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
+        with self._lock:
+            skips = [s for s in self._skips.values() if function_id in (None, s.function_id)]
+            return list(reversed(skips))[:limit]
+
+    def paused_functions(self) -> set[str]:
+        with self._lock:
+            return set(self._paused)
 
 
 class _MemoryTx:
@@ -204,14 +247,48 @@ class _MemoryTx:
             if seen is not None and seen > now - DEDUP_WINDOW:
                 return IngestResult(event.internal_id, True, (), ())
             self._put(s._dedup, event.id, now)
-        for new_run in item.new_runs:
-            self._create_run(new_run, now)
+        cancelled = self._apply_cancel_matchers(event, now, wait_matches)
         resumed = self._resolve_waits(event, now, wait_matches)
+        started: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        runs = list(item.new_runs)
+        for deferral in item.deferrals:
+            ready = defer(deferral, event.internal_id, now, self)
+            if ready is not None:
+                runs.append(ready)
+        for new_run in runs:
+            reason = self._admit(new_run, now, event.internal_id, cancelled)
+            if reason is None:
+                started.append(new_run.run_id)
+            else:
+                skipped.append((new_run.function_id, reason))
         return IngestResult(
-            event.internal_id, False, tuple(r.run_id for r in item.new_runs), tuple(resumed)
+            event.internal_id,
+            False,
+            tuple(started),
+            tuple(resumed),
+            tuple(skipped),
+            tuple(cancelled),
         )
 
-    def _create_run(self, new_run: NewRun, now: float) -> None:
+    def _admit(
+        self, new_run: NewRun, now: float, event_id: str, cancelled: list[tuple[str, str]]
+    ) -> str | None:
+        """Create a run if flow control admits it; returns the skip reason otherwise."""
+        decision = decide(new_run, now, self)
+        if decision.skip is not None:
+            skip = SkipRecord(event_id, new_run.function_id, decision.skip, now)
+            self._put(self._s._skips, len(self._s._skips), skip)
+            return decision.skip
+        for run_id in decision.cancel:
+            function_id = self.cancel_run(run_id, now, "singleton: replaced by a newer run")
+            if function_id is not None:
+                cancelled.append((run_id, function_id))
+        self._create_run(new_run, now, decision.due_at)
+        return None
+
+    def _create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
+        a = new_run.admission
         run = RunRecord(
             run_id=new_run.run_id,
             function_id=new_run.function_id,
@@ -220,10 +297,146 @@ class _MemoryTx:
             created_at=now,
             parent_run_id=new_run.parent_run_id,
             parent_step_hash=new_run.parent_step_hash,
+            start_timeout=a.start_timeout,
+            finish_timeout=a.finish_timeout,
         )
-        self._put(self._s._runs, new_run.run_id, run)
-        self._put(self._s._queue, new_run.run_id, _QueueItem(due_at=now))
+        s = self._s
+        self._put(s._runs, new_run.run_id, run)
+        item = _QueueItem(
+            due_at=now if due_at is None else due_at,
+            function_id=new_run.function_id,
+            concurrency=a.concurrency,
+        )
+        self._put(s._queue, new_run.run_id, item)
+        if a.singleton_key is not None:
+            self._put(s._singletons, new_run.run_id, a.singleton_key)
+        for spec in a.cancel_on:
+            matcher = WaitRecord(
+                new_id(now),
+                new_run.run_id,
+                "",
+                spec.event_name,
+                spec.expression,
+                spec.index_path,
+                spec.index_value,
+                None if spec.timeout is None else now + spec.timeout,
+                now,
+            )
+            self._put(s._matchers, matcher.wait_id, matcher)
         self._log(HistoryRecord(new_run.run_id, now, "RUN_QUEUED"))
+
+    def _apply_cancel_matchers(
+        self, event: EventRecord, now: float, wait_matches: WaitMatcher
+    ) -> list[tuple[str, str]]:
+        payload = event.payload()
+        candidates = [
+            m
+            for m in self._s._matchers.values()
+            if m.event_name == event.name
+            and (m.expires_at is None or m.expires_at >= now)
+            and (m.index_path is None or value_at(payload, m.index_path) == m.index_value)
+        ]
+        cancelled: list[tuple[str, str]] = []
+        for matcher in sorted(candidates, key=lambda m: m.created_at):
+            if matcher.run_id in {r for r, _ in cancelled} or not wait_matches(matcher, event):
+                continue
+            function_id = self.cancel_run(matcher.run_id, now, f"cancelled by event {event.name}")
+            if function_id is not None:
+                cancelled.append((matcher.run_id, function_id))
+        return cancelled
+
+    # -- FlowState and DeferralState --------------------------------------------------------------
+    def idempotency_seen(self, key: str, now: float) -> bool:
+        seen = self._s._idempotency.get(key)
+        return seen is not None and seen > now - IDEMPOTENCY_WINDOW
+
+    def remember_idempotency(self, key: str, now: float) -> None:
+        self._put(self._s._idempotency, key, now)
+
+    def gcra_tat(self, bucket: str) -> float | None:
+        return self._s._gcra.get(bucket)
+
+    def set_gcra_tat(self, bucket: str, tat: float) -> None:
+        self._put(self._s._gcra, bucket, tat)
+
+    def active_singleton_runs(self, key: str) -> list[str]:
+        s = self._s
+        return [
+            run_id
+            for run_id, k in s._singletons.items()
+            if k == key and s._runs[run_id].status not in TERMINAL_STATUSES
+        ]
+
+    def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None:
+        return self._s._deferrals.get((kind, function_id, key))
+
+    def put_deferral(self, row: DeferralRow) -> None:
+        self._put(self._s._deferrals, (row.kind, row.function_id, row.key), row)
+
+    def delete_deferral(self, row: DeferralRow) -> None:
+        self._pop(self._s._deferrals, (row.kind, row.function_id, row.key))
+
+    # -- schedules, deferred runs, pausing, replay ------------------------------------------------
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self._verb():
+            yield
+
+    def flush_deferrals(self, now: float) -> list[str]:
+        started: list[str] = []
+        with self._verb():
+            due = [row for row in self._s._deferrals.values() if row.due_at <= now]
+            for row in sorted(due, key=lambda r: r.due_at):
+                self.delete_deferral(row)
+                run = run_for(row)
+                if self._admit(run, now, row.event_ids[-1], []) is None:
+                    started.append(run.run_id)
+        return started
+
+    def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
+        with self._verb():
+            wanted = {(r.function_id, r.cron): r for r in schedules}
+            for key in [k for k in self._s._crons if k[0] in function_ids and k not in wanted]:
+                self._pop(self._s._crons, key)
+            for key, row in wanted.items():
+                if key not in self._s._crons:
+                    self._put(self._s._crons, key, row)
+
+    def due_crons(self, now: float, function_ids: Sequence[str]) -> list[CronRow]:
+        ids = set(function_ids)
+        return [r for r in self._s._crons.values() if r.next_at <= now and r.function_id in ids]
+
+    def advance_cron(self, row: CronRow, next_at: float) -> bool:
+        current = self._s._crons.get((row.function_id, row.cron))
+        if current is None or current.next_at != row.next_at:
+            return False
+        self._put(self._s._crons, (row.function_id, row.cron), replace(row, next_at=next_at))
+        return True
+
+    def set_paused(self, function_id: str, paused: bool) -> None:
+        if paused:
+            self._put(self._s._paused, function_id, True)
+        else:
+            self._pop(self._s._paused, function_id)
+
+    def replay_run(
+        self, run_id: str, new_run_id: str, before_position: int | None, now: float
+    ) -> bool:
+        s = self._s
+        original = s._runs.get(run_id)
+        if original is None:
+            return False
+        with self._verb():
+            self._create_run(
+                NewRun(new_run_id, original.function_id, tuple(original.event_ids)), now
+            )
+            if before_position is not None:
+                memo = self._memo(new_run_id)
+                for step in s._steps.get(run_id, {}).values():
+                    if step.position < before_position and step.status == "COMPLETED":
+                        self._put(memo, step.hash, replace(step, run_id=new_run_id))
+            self._log(HistoryRecord(new_run_id, now, "RUN_REPLAYED", data={"of": run_id}))
+        return True
 
     def _resolve_waits(
         self, event: EventRecord, now: float, wait_matches: WaitMatcher
@@ -270,15 +483,22 @@ class _MemoryTx:
         self._put(self._s._queue, run_id, replace(item, wake=True, due_at=due_at))
 
     def _drop_waits_of(self, run_id: str) -> None:
+        """Remove a run's waits and cancel matchers (it ended)."""
         for wait_id in [w.wait_id for w in self._s._waits.values() if w.run_id == run_id]:
             self._pop(self._s._waits, wait_id)
+        for matcher_id in [m.wait_id for m in self._s._matchers.values() if m.run_id == run_id]:
+            self._pop(self._s._matchers, matcher_id)
 
     # -- passes -----------------------------------------------------------------------------------
-    def commit_pass(self, commit: PassCommit, now: float, wait_matches: WaitMatcher) -> None:
+    def commit_pass(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult]:
         with self._verb():
-            self._commit_pass(commit, now, wait_matches)
+            return self._commit_pass(commit, now, wait_matches)
 
-    def _commit_pass(self, commit: PassCommit, now: float, wait_matches: WaitMatcher) -> None:
+    def _commit_pass(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult]:
         s = self._s
         item = s._queue.get(commit.run_id)
         if item is None or item.lease_token != commit.lease_token:
@@ -292,8 +512,7 @@ class _MemoryTx:
             self._put(s._waits, wait.wait_id, wait)
         for new_run in commit.child_runs:
             self._create_run(new_run, now)
-        for ingest in commit.events:
-            self._ingest_one(ingest, now, wait_matches)
+        results = [self._ingest_one(ingest, now, wait_matches) for ingest in commit.events]
         for wake in commit.wakes:
             parent = s._runs.get(wake.run_id)
             if parent is None or parent.status in TERMINAL_STATUSES:
@@ -320,7 +539,7 @@ class _MemoryTx:
         end = commit.end
         if end is None:
             self._put(s._runs, run.run_id, replace(run, status="RUNNING", started_at=started_at))
-            return
+            return results
         attempt = run.attempt if end.attempt is None else end.attempt
         if end.status in TERMINAL_STATUSES:
             ended = replace(
@@ -335,25 +554,46 @@ class _MemoryTx:
             self._put(s._runs, run.run_id, ended)
             self._pop(s._queue, commit.run_id)
             self._drop_waits_of(commit.run_id)
-            return
+            return results
         suspended = replace(run, status=end.status, started_at=started_at, attempt=attempt)
         self._put(s._runs, run.run_id, suspended)
-        self._put(s._queue, commit.run_id, _QueueItem(now if item.wake else end.due_at))
+        self._put(s._queue, commit.run_id, item.released(now if item.wake else end.due_at))
+        return results
 
     def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
         s = self._s
+        busy: Counter[str] = Counter()
         due: list[tuple[float, str]] = []
         for run_id, item in s._queue.items():
-            since = item.due_at if item.lease_owner is None else item.lease_expires_at
-            if since is not None and since <= now:
-                due.append((since, run_id))
+            if item.lease_owner is not None and (item.lease_expires_at or 0.0) > now:
+                busy.update(key for key, _ in item.concurrency)
+                continue
+            expired = item.lease_owner is not None
+            if item.function_id in s._paused and not expired:
+                continue
+            if item.due_at is not None and (item.due_at <= now or expired):
+                due.append((item.due_at, run_id))
         due.sort()
         token = secrets.token_hex(8)
+        taken: list[str] = []
         with self._verb():
-            for _, run_id in due[:limit]:
-                taken = _QueueItem(s._queue[run_id].due_at, owner, token, now + ttl)
-                self._put(s._queue, run_id, taken)
-        return [Lease(run_id, token) for _, run_id in due[:limit]]
+            for _, run_id in due:
+                if len(taken) >= limit:
+                    break
+                item = s._queue[run_id]
+                if any(busy[key] >= cap for key, cap in item.concurrency):
+                    continue
+                busy.update(key for key, _ in item.concurrency)
+                leased = replace(
+                    item,
+                    lease_owner=owner,
+                    lease_token=token,
+                    lease_expires_at=now + ttl,
+                    wake=False,
+                )
+                self._put(s._queue, run_id, leased)
+                taken.append(run_id)
+        return [Lease(run_id, token) for run_id in taken]
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         lost: list[str] = []
@@ -370,7 +610,9 @@ class _MemoryTx:
         mine = [run_id for run_id, item in self._s._queue.items() if item.lease_owner == owner]
         with self._verb():
             for run_id in mine:
-                self._put(self._s._queue, run_id, _QueueItem(due_at=now))
+                item = self._s._queue[run_id]
+                due_at = now if item.due_at is None else min(item.due_at, now)
+                self._put(self._s._queue, run_id, item.released(due_at))
         return len(mine)
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
@@ -396,18 +638,18 @@ class _MemoryTx:
                 )
         return [w.step_hash for w in expired]
 
-    def cancel_run(self, run_id: str, now: float, reason: str) -> bool:
+    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         s = self._s
         run = s._runs.get(run_id)
         if run is None or run.status in TERMINAL_STATUSES:
-            return False
+            return None
         with self._verb():
             error = {"name": "Cancelled", "message": reason}
             self._put(s._runs, run_id, replace(run, status="CANCELLED", ended_at=now, error=error))
             self._pop(s._queue, run_id)
             self._drop_waits_of(run_id)
             self._log(HistoryRecord(run_id, now, "RUN_CANCELLED", data={"reason": reason}))
-        return True
+        return run.function_id
 
 
 def _copy_run(run: RunRecord) -> RunRecord:

@@ -10,10 +10,12 @@ SEEN_SENDER_ID = "SELECT seen_at FROM event_ids WHERE sender_id = ?"
 REMEMBER_SENDER_ID = "INSERT OR REPLACE INTO event_ids (sender_id, seen_at) VALUES (?, ?)"
 INSERT_RUN = """
 INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,
-                  parent_step_hash)
-VALUES (?, ?, 'QUEUED', ?, ?, ?, ?)"""
+                  parent_step_hash, start_timeout, finish_timeout, singleton_key)
+VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_RUN_EVENT = "INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)"
-INSERT_QUEUE = "INSERT INTO queue (run_id, due_at) VALUES (?, ?)"
+INSERT_QUEUE = """
+INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2)
+VALUES (?, ?, ?, ?, ?, ?, ?)"""
 INSERT_HISTORY = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data)
 VALUES (?, ?, ?, ?, ?, ?, ?)"""
@@ -65,13 +67,21 @@ RESCHEDULE = """
 UPDATE queue SET due_at = CASE WHEN wake = 1 THEN ? ELSE ? END,
        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0
 WHERE run_id = ?"""
+BUSY_SLOTS = """
+SELECT ckey1, ckey2 FROM queue
+WHERE lease_owner IS NOT NULL AND lease_expires_at > ?
+  AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)"""
 SELECT_DUE = """
-SELECT run_id FROM (
-    SELECT run_id, due_at AS t FROM queue WHERE lease_owner IS NULL AND due_at <= ?
+SELECT run_id, ckey1, climit1, ckey2, climit2 FROM (
+    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2 FROM queue
+    WHERE lease_owner IS NULL AND due_at <= ?
+      AND function_id NOT IN (SELECT function_id FROM paused)
+      AND (ckey1 IS NULL OR ckey1 NOT IN (SELECT value FROM json_each(?)))
+      AND (ckey2 IS NULL OR ckey2 NOT IN (SELECT value FROM json_each(?)))
     UNION ALL
-    SELECT run_id, lease_expires_at AS t FROM queue
+    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2 FROM queue
     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?
-) ORDER BY t, run_id LIMIT ?"""
+) ORDER BY due_at, run_id LIMIT ?"""
 TAKE_LEASE = """
 UPDATE queue SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, wake = 0
 WHERE run_id = ?"""
@@ -79,13 +89,14 @@ HEARTBEAT = """
 UPDATE queue SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"""
 RELEASE_OWNER = """
 UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0,
-       due_at = ?
+       due_at = MIN(COALESCE(due_at, ?), ?)
 WHERE lease_owner = ?"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?
-WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
+WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+RETURNING function_id"""
 RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
-    error, attempt, parent_run_id, parent_step_hash"""
+    error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
@@ -99,7 +110,62 @@ WHERE run_id = ? ORDER BY seq"""
 EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
 NEXT_DUE = """
 SELECT MIN(t) FROM (
-    SELECT MIN(due_at) AS t FROM queue WHERE lease_owner IS NULL
+    SELECT MIN(due_at) AS t FROM queue
+    WHERE lease_owner IS NULL AND function_id NOT IN (SELECT function_id FROM paused)
     UNION ALL
     SELECT MIN(lease_expires_at) AS t FROM queue WHERE lease_owner IS NOT NULL
+    UNION ALL
+    SELECT MIN(due_at) AS t FROM deferrals
+    UNION ALL
+    SELECT MIN(next_at) AS t FROM crons
 )"""
+
+# -- flow control ---------------------------------------------------------------------------------
+DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = ?"
+INSERT_MATCHER = """
+INSERT INTO matchers (matcher_id, run_id, event_name, expression, index_path, index_value,
+                      expires_at, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT_MATCHER_PATH = "INSERT OR IGNORE INTO matcher_paths (event_name, path) VALUES (?, ?)"
+MATCHER_PATHS = "SELECT path FROM matcher_paths WHERE event_name = ?"
+MATCHER_COLUMNS = """matcher_id, run_id, '' AS step_hash, event_name, expression, index_path,
+    index_value, expires_at, created_at"""
+MATCHERS_UNINDEXED = f"""
+SELECT {MATCHER_COLUMNS} FROM matchers
+WHERE event_name = ? AND index_path IS NULL AND (expires_at IS NULL OR expires_at >= ?)"""
+MATCHERS_INDEXED = f"""
+SELECT {MATCHER_COLUMNS} FROM matchers
+WHERE event_name = ? AND index_path = ? AND index_value = ?
+  AND (expires_at IS NULL OR expires_at >= ?)"""
+IDEMPOTENCY_SEEN = "SELECT seen_at FROM idempotency WHERE key = ?"
+REMEMBER_IDEMPOTENCY = "INSERT OR REPLACE INTO idempotency (key, seen_at) VALUES (?, ?)"
+GCRA_TAT = "SELECT tat FROM gcra WHERE bucket = ?"
+SET_GCRA_TAT = "INSERT OR REPLACE INTO gcra (bucket, tat) VALUES (?, ?)"
+ACTIVE_SINGLETON_RUNS = """
+SELECT run_id FROM runs
+WHERE singleton_key = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
+INSERT_SKIP = "INSERT INTO skips (event_id, function_id, reason, at) VALUES (?, ?, ?, ?)"
+LIST_SKIPS = """
+SELECT event_id, function_id, reason, at FROM skips {where} ORDER BY seq DESC LIMIT ?"""
+DEFERRAL_COLUMNS = "kind, function_id, key, event_ids, first_at, due_at, run"
+GET_DEFERRAL = f"""
+SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE kind = ? AND function_id = ? AND key = ?"""
+PUT_DEFERRAL = f"INSERT OR REPLACE INTO deferrals ({DEFERRAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+DELETE_DEFERRAL = "DELETE FROM deferrals WHERE kind = ? AND function_id = ? AND key = ?"
+DUE_DEFERRALS = f"SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE due_at <= ? ORDER BY due_at"
+CRONS_OF = "SELECT function_id, cron, next_at FROM crons WHERE function_id IN ({marks})"
+INSERT_CRON = "INSERT OR IGNORE INTO crons (function_id, cron, next_at) VALUES (?, ?, ?)"
+DELETE_CRON = "DELETE FROM crons WHERE function_id = ? AND cron = ?"
+DUE_CRONS = """
+SELECT function_id, cron, next_at FROM crons
+WHERE next_at <= ? AND function_id IN (SELECT value FROM json_each(?))"""
+ADVANCE_CRON = "UPDATE crons SET next_at = ? WHERE function_id = ? AND cron = ? AND next_at = ?"
+PAUSE = "INSERT OR IGNORE INTO paused (function_id) VALUES (?)"
+RESUME = "DELETE FROM paused WHERE function_id = ?"
+PAUSED = "SELECT function_id FROM paused"
+COPY_STEPS = """
+INSERT INTO steps (run_id, hash, step_id, kind, position, status, output, error, attempts,
+                   due_at, started_at, ended_at)
+SELECT ?, hash, step_id, kind, position, status, output, error, attempts, due_at, started_at,
+       ended_at
+FROM steps WHERE run_id = ? AND position < ? AND status = 'COMPLETED'"""

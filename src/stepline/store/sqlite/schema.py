@@ -105,4 +105,70 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_function_created ON runs(function_id, created_at, run_id);
     CREATE INDEX runs_status_created ON runs(status, created_at, run_id);
     """,
+    # 3: flow control, cancellation, schedules
+    """
+    ALTER TABLE runs ADD COLUMN start_timeout REAL;
+    ALTER TABLE runs ADD COLUMN finish_timeout REAL;
+    ALTER TABLE runs ADD COLUMN singleton_key TEXT;
+    CREATE INDEX runs_singleton ON runs(singleton_key) WHERE singleton_key IS NOT NULL;
+    ALTER TABLE queue ADD COLUMN function_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE queue ADD COLUMN ckey1 TEXT;
+    ALTER TABLE queue ADD COLUMN climit1 INTEGER;
+    ALTER TABLE queue ADD COLUMN ckey2 TEXT;
+    ALTER TABLE queue ADD COLUMN climit2 INTEGER;
+    CREATE TABLE matchers (
+        matcher_id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        expression TEXT,
+        index_path TEXT,
+        index_value TEXT,
+        expires_at REAL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX matchers_lookup ON matchers(event_name, index_path, index_value);
+    CREATE INDEX matchers_run ON matchers(run_id);
+    CREATE TABLE matcher_paths (
+        event_name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (event_name, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        seen_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE gcra (
+        bucket TEXT PRIMARY KEY,
+        tat REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE skips (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX skips_function ON skips(function_id, seq);
+    CREATE TABLE deferrals (
+        kind TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_ids TEXT NOT NULL,
+        first_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        run TEXT NOT NULL,
+        PRIMARY KEY (kind, function_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX deferrals_due ON deferrals(due_at);
+    CREATE TABLE paused (
+        function_id TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
+    CREATE TABLE crons (
+        function_id TEXT NOT NULL,
+        cron TEXT NOT NULL,
+        next_at REAL NOT NULL,
+        PRIMARY KEY (function_id, cron)
+    ) WITHOUT ROWID;
+    CREATE INDEX crons_next ON crons(next_at);
+    """,
 )

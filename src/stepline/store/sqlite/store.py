@@ -10,7 +10,6 @@ rest of a group-commit transaction intact.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,23 +20,24 @@ from typing import Any
 from stepline.errors import LeaseLostError
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
+from stepline.store._flow import defer
 from stepline.store.records import (
     TERMINAL_STATUSES,
     EventIngest,
     EventRecord,
     HistoryRecord,
     IngestResult,
-    Lease,
-    NewRun,
     PassCommit,
     RunFilter,
     RunRecord,
     RunState,
+    SkipRecord,
     StepRecord,
     WaitMatcher,
     WaitRecord,
 )
 from stepline.store.sqlite import queries as q
+from stepline.store.sqlite.flow import FlowVerbs
 from stepline.store.sqlite.schema import MIGRATIONS
 
 DEDUP_WINDOW = 24 * 3600.0
@@ -169,8 +169,16 @@ class SQLiteStore:
         row = self._conn().execute(q.NEXT_DUE).fetchone()
         return None if row is None else row[0]
 
+    def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
+        where, params = ("WHERE function_id = ?", [function_id]) if function_id else ("", [])
+        rows = self._conn().execute(q.LIST_SKIPS.format(where=where), [*params, limit])
+        return [SkipRecord(*r) for r in rows]
 
-class _SQLiteTx:
+    def paused_functions(self) -> set[str]:
+        return {r[0] for r in self._conn().execute(q.PAUSED)}
+
+
+class _SQLiteTx(FlowVerbs):
     """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -218,29 +226,29 @@ class _SQLiteTx:
         )
         if duplicate:
             return IngestResult(event.internal_id, True, (), ())
-        for new_run in item.new_runs:
-            self._create_run(new_run, now)
+        cancelled = self._apply_cancel_matchers(event, now, wait_matches)
         resumed = self._resolve_waits(event, now, wait_matches)
+        runs = list(item.new_runs)
+        for deferral in item.deferrals:
+            ready = defer(deferral, event.internal_id, now, self)
+            if ready is not None:
+                runs.append(ready)
+        started: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        for new_run in runs:
+            reason = self._admit(new_run, now, event.internal_id, cancelled)
+            if reason is None:
+                started.append(new_run.run_id)
+            else:
+                skipped.append((new_run.function_id, reason))
         return IngestResult(
-            event.internal_id, False, tuple(r.run_id for r in item.new_runs), tuple(resumed)
+            event.internal_id,
+            False,
+            tuple(started),
+            tuple(resumed),
+            tuple(skipped),
+            tuple(cancelled),
         )
-
-    def _create_run(self, new_run: NewRun, now: float) -> None:
-        c = self._c
-        c.execute(
-            q.INSERT_RUN,
-            (
-                new_run.run_id,
-                new_run.function_id,
-                dumps(list(new_run.event_ids)).decode(),
-                now,
-                new_run.parent_run_id,
-                new_run.parent_step_hash,
-            ),
-        )
-        c.executemany(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
-        c.execute(q.INSERT_QUEUE, (new_run.run_id, now))
-        c.execute(q.INSERT_HISTORY, (new_run.run_id, now, "RUN_QUEUED", None, None, None, None))
 
     def _resolve_waits(
         self, event: EventRecord, now: float, wait_matches: WaitMatcher
@@ -290,7 +298,9 @@ class _SQLiteTx:
         if row is None or row[0] != token:
             raise LeaseLostError(f"run {run_id}: lease lost")
 
-    def commit_pass(self, commit: PassCommit, now: float, wait_matches: WaitMatcher) -> None:
+    def commit_pass(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult]:
         with self._savepoint() as c:
             self._check_lease(commit.run_id, commit.lease_token)
             if commit.steps:
@@ -316,8 +326,7 @@ class _SQLiteTx:
                     c.execute(q.INSERT_WAIT_PATH, (wait.event_name, wait.index_path))
             for new_run in commit.child_runs:
                 self._create_run(new_run, now)
-            for item in commit.events:
-                self._ingest_one(item, now, wait_matches)
+            results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
             for wake in commit.wakes:
                 settled = c.execute(
                     q.SETTLE_PENDING_STEP,
@@ -351,16 +360,11 @@ class _SQLiteTx:
                 )
                 c.execute(q.DELETE_QUEUE, (commit.run_id,))
                 c.execute(q.DELETE_WAITS_OF_RUN, (commit.run_id,))
+                c.execute(q.DELETE_MATCHERS_OF_RUN, (commit.run_id,))
             else:
                 c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started, commit.run_id))
                 c.execute(q.RESCHEDULE, (now, end.due_at, commit.run_id))
-
-    def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
-        token = secrets.token_hex(8)
-        with self._savepoint() as c:
-            run_ids = [r[0] for r in c.execute(q.SELECT_DUE, (now, now, limit))]
-            c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, r) for r in run_ids])
-        return [Lease(r, token) for r in run_ids]
+            return results
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         lost: list[str] = []
@@ -372,7 +376,7 @@ class _SQLiteTx:
 
     def release_owner(self, owner: str, now: float) -> int:
         with self._savepoint() as c:
-            return c.execute(q.RELEASE_OWNER, (now, owner)).rowcount
+            return c.execute(q.RELEASE_OWNER, (now, now, owner)).rowcount
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
         with self._savepoint() as c:
@@ -386,18 +390,20 @@ class _SQLiteTx:
                 c.execute(q.INSERT_HISTORY, (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT))
             return [w.step_hash for w in expired]
 
-    def cancel_run(self, run_id: str, now: float, reason: str) -> bool:
+    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         with self._savepoint() as c:
             error = _json_or_none({"name": "Cancelled", "message": reason})
-            if c.execute(q.CANCEL_RUN, (now, error, run_id)).rowcount != 1:
-                return False
+            row = c.execute(q.CANCEL_RUN, (now, error, run_id)).fetchone()
+            if row is None:
+                return None
             c.execute(q.DELETE_QUEUE, (run_id,))
             c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
             c.execute(
                 q.INSERT_HISTORY,
                 (run_id, now, "RUN_CANCELLED", None, None, None, _json_or_none({"reason": reason})),
             )
-            return True
+            return str(row[0])
 
 
 # -- row mapping ----------------------------------------------------------------------------------
@@ -415,6 +421,8 @@ def _run(r: Sequence[Any]) -> RunRecord:
         attempt=r[9],
         parent_run_id=r[10],
         parent_step_hash=r[11],
+        start_timeout=r[12],
+        finish_timeout=r[13],
     )
 
 

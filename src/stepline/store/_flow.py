@@ -1,0 +1,198 @@
+"""Flow-control decisions shared by every store backend.
+
+The algorithms live here once; each backend supplies the few reads and writes of state they need
+(``FlowState``, ``DeferralState``) with its own storage, inside its own transaction, so two
+processes on one database decide exactly (SQLite serializes writers; PostgreSQL locks rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from stepline.gcra import GcraSpec, admit_or_reject, schedule
+from stepline.store.records import Admission, Deferral, MatcherSpec, NewRun
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+class FlowState(Protocol):
+    """Per-transaction access to the state admission decisions read and write."""
+
+    def idempotency_seen(self, key: str, now: float) -> bool: ...
+
+    def remember_idempotency(self, key: str, now: float) -> None: ...
+
+    def gcra_tat(self, bucket: str) -> float | None: ...
+
+    def set_gcra_tat(self, bucket: str, tat: float) -> None: ...
+
+    def active_singleton_runs(self, key: str) -> list[str]: ...
+
+
+@dataclass
+class Decision:
+    """Whether to create a run, when it becomes due, and which runs it displaces."""
+
+    skip: str | None = None
+    due_at: float = 0.0
+    cancel: list[str] = field(default_factory=list)
+
+
+def decide(run: NewRun, now: float, state: FlowState) -> Decision:
+    """Apply idempotency, singleton, rate limit, throttle and priority to a new run. State is
+    written only when the run is admitted."""
+    a = run.admission
+    if a.idempotency_key is not None and state.idempotency_seen(a.idempotency_key, now):
+        return Decision(skip="idempotency")
+    active: list[str] = []
+    if a.singleton_key is not None:
+        active = state.active_singleton_runs(a.singleton_key)
+        if active and a.singleton_mode == "skip":
+            return Decision(skip="singleton")
+    rate_tat: float | None = None
+    if a.rate_limit is not None:
+        admitted, rate_tat = admit_or_reject(a.rate_limit, state.gcra_tat(a.rate_limit.bucket), now)
+        if not admitted:
+            return Decision(skip="rate_limit")
+    if a.idempotency_key is not None:
+        state.remember_idempotency(a.idempotency_key, now)
+    if a.rate_limit is not None and rate_tat is not None:
+        state.set_gcra_tat(a.rate_limit.bucket, rate_tat)
+    due = now
+    if a.throttle is not None:
+        due, tat = schedule(a.throttle, state.gcra_tat(a.throttle.bucket), now)
+        state.set_gcra_tat(a.throttle.bucket, tat)
+    return Decision(due_at=due - a.priority, cancel=active)
+
+
+# -- deferrals (debounce, batch) ------------------------------------------------------------------
+@dataclass
+class DeferralRow:
+    """A pending debounce or batch."""
+
+    kind: str
+    function_id: str
+    key: str
+    event_ids: list[str]
+    first_at: float
+    due_at: float
+    run: NewRun
+
+
+class DeferralState(Protocol):
+    """Per-transaction access to pending debounces and batches."""
+
+    def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None: ...
+
+    def put_deferral(self, row: DeferralRow) -> None: ...
+
+    def delete_deferral(self, row: DeferralRow) -> None: ...
+
+
+def defer(deferral: Deferral, event_id: str, now: float, state: DeferralState) -> NewRun | None:
+    """Record an event in its debounce or batch; returns the run to start now (a full batch)."""
+    row = state.get_deferral(deferral.kind, deferral.function_id, deferral.key)
+    if deferral.kind == "debounce":
+        if row is None:
+            row = DeferralRow(
+                "debounce",
+                deferral.function_id,
+                deferral.key,
+                [event_id],
+                now,
+                now + deferral.period,
+                deferral.run,
+            )
+        else:
+            due = now + deferral.period
+            if deferral.timeout is not None:
+                due = min(due, row.first_at + deferral.timeout)
+            row = replace(row, event_ids=[event_id], due_at=due, run=deferral.run)
+        state.put_deferral(row)
+        return None
+    stored = row is not None
+    if row is None:
+        row = DeferralRow(
+            "batch",
+            deferral.function_id,
+            deferral.key,
+            [event_id],
+            now,
+            now + deferral.period,
+            deferral.run,
+        )
+    else:
+        row = replace(row, event_ids=[*row.event_ids, event_id])
+    if len(row.event_ids) >= deferral.max_size:
+        if stored:
+            state.delete_deferral(row)
+        return run_for(row)
+    state.put_deferral(row)
+    return None
+
+
+def run_for(row: DeferralRow) -> NewRun:
+    """The run a debounce or batch starts: its template with the collected events."""
+    return replace(row.run, event_ids=tuple(row.event_ids))
+
+
+# -- JSON forms for backends that store records as text -------------------------------------------
+def new_run_to_dict(run: NewRun) -> dict[str, Any]:
+    """A NewRun (with its admission) as plain JSON-able data."""
+    a = run.admission
+    return {
+        "run_id": run.run_id,
+        "function_id": run.function_id,
+        "event_ids": list(run.event_ids),
+        "parent_run_id": run.parent_run_id,
+        "parent_step_hash": run.parent_step_hash,
+        "admission": {
+            "idempotency_key": a.idempotency_key,
+            "rate_limit": _gcra_dict(a.rate_limit),
+            "throttle": _gcra_dict(a.throttle),
+            "priority": a.priority,
+            "singleton_key": a.singleton_key,
+            "singleton_mode": a.singleton_mode,
+            "concurrency": [list(c) for c in a.concurrency],
+            "cancel_on": [
+                [m.event_name, m.expression, m.index_path, m.index_value, m.timeout]
+                for m in a.cancel_on
+            ],
+            "start_timeout": a.start_timeout,
+            "finish_timeout": a.finish_timeout,
+        },
+    }
+
+
+def new_run_from_dict(data: dict[str, Any]) -> NewRun:
+    """The inverse of ``new_run_to_dict``."""
+    a = data["admission"]
+    admission = Admission(
+        idempotency_key=a["idempotency_key"],
+        rate_limit=_gcra(a["rate_limit"]),
+        throttle=_gcra(a["throttle"]),
+        priority=a["priority"],
+        singleton_key=a["singleton_key"],
+        singleton_mode=a["singleton_mode"],
+        concurrency=tuple((k, int(n)) for k, n in a["concurrency"]),
+        cancel_on=tuple(MatcherSpec(*m) for m in a["cancel_on"]),
+        start_timeout=a["start_timeout"],
+        finish_timeout=a["finish_timeout"],
+    )
+    return NewRun(
+        data["run_id"],
+        data["function_id"],
+        tuple(data["event_ids"]),
+        data["parent_run_id"],
+        data["parent_step_hash"],
+        admission,
+    )
+
+
+def _gcra_dict(spec: GcraSpec | None) -> list[Any] | None:
+    return None if spec is None else [spec.bucket, spec.limit, spec.period, spec.capacity]
+
+
+def _gcra(data: list[Any] | None) -> GcraSpec | None:
+    return None if data is None else GcraSpec(data[0], int(data[1]), float(data[2]), int(data[3]))

@@ -1,0 +1,253 @@
+"""The SQLite store's flow-control verbs: admission state, cancel matchers, deferrals (debounce,
+batch), cron schedules, pausing, replay and concurrency-aware leasing.
+
+A mixin of ``_SQLiteTx``: every method runs inside the caller's transaction on ``self._c``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from stepline._ids import new_id
+from stepline.expressions import value_at
+from stepline.serde import dumps, loads
+from stepline.store._flow import (
+    IDEMPOTENCY_WINDOW,
+    DeferralRow,
+    decide,
+    new_run_from_dict,
+    new_run_to_dict,
+    run_for,
+)
+from stepline.store.records import (
+    CronRow,
+    EventRecord,
+    Lease,
+    NewRun,
+    WaitMatcher,
+    WaitRecord,
+)
+from stepline.store.sqlite import queries as q
+
+
+class FlowVerbs:
+    """Flow-control verbs over one SQLite connection inside a transaction."""
+
+    _c: sqlite3.Connection
+
+    if TYPE_CHECKING:  # provided by _SQLiteTx
+
+        def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
+
+    # -- admission --------------------------------------------------------------------------------
+    def _admit(
+        self, new_run: NewRun, now: float, event_id: str, cancelled: list[tuple[str, str]]
+    ) -> str | None:
+        """Create a run if flow control admits it; returns the skip reason otherwise."""
+        decision = decide(new_run, now, self)
+        if decision.skip is not None:
+            self._c.execute(q.INSERT_SKIP, (event_id, new_run.function_id, decision.skip, now))
+            return decision.skip
+        for run_id in decision.cancel:
+            function_id = self.cancel_run(run_id, now, "singleton: replaced by a newer run")
+            if function_id is not None:
+                cancelled.append((run_id, function_id))
+        self._create_run(new_run, now, decision.due_at)
+        return None
+
+    def _create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
+        c = self._c
+        a = new_run.admission
+        c.execute(
+            q.INSERT_RUN,
+            (
+                new_run.run_id,
+                new_run.function_id,
+                dumps(list(new_run.event_ids)).decode(),
+                now,
+                new_run.parent_run_id,
+                new_run.parent_step_hash,
+                a.start_timeout,
+                a.finish_timeout,
+                a.singleton_key,
+            ),
+        )
+        c.executemany(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
+        slots = [*a.concurrency, (None, None), (None, None)][:2]
+        c.execute(
+            q.INSERT_QUEUE,
+            (
+                new_run.run_id,
+                now if due_at is None else due_at,
+                new_run.function_id,
+                slots[0][0],
+                slots[0][1],
+                slots[1][0],
+                slots[1][1],
+            ),
+        )
+        for spec in a.cancel_on:
+            expires = None if spec.timeout is None else now + spec.timeout
+            c.execute(
+                q.INSERT_MATCHER,
+                (
+                    new_id(now),
+                    new_run.run_id,
+                    spec.event_name,
+                    spec.expression,
+                    spec.index_path,
+                    spec.index_value,
+                    expires,
+                    now,
+                ),
+            )
+            if spec.index_path is not None:
+                c.execute(q.INSERT_MATCHER_PATH, (spec.event_name, spec.index_path))
+        c.execute(q.INSERT_HISTORY, (new_run.run_id, now, "RUN_QUEUED", None, None, None, None))
+
+    def _apply_cancel_matchers(
+        self, event: EventRecord, now: float, wait_matches: WaitMatcher
+    ) -> list[tuple[str, str]]:
+        c = self._c
+        candidates = [WaitRecord(*r) for r in c.execute(q.MATCHERS_UNINDEXED, (event.name, now))]
+        paths = [r[0] for r in c.execute(q.MATCHER_PATHS, (event.name,))]
+        if paths:
+            payload = event.payload()
+            for path in paths:
+                value = value_at(payload, path)
+                if value is not None:
+                    rows = c.execute(q.MATCHERS_INDEXED, (event.name, path, value, now))
+                    candidates.extend(WaitRecord(*r) for r in rows)
+        cancelled: list[tuple[str, str]] = []
+        for matcher in sorted(candidates, key=lambda m: m.created_at):
+            if any(run_id == matcher.run_id for run_id, _ in cancelled):
+                continue
+            if not wait_matches(matcher, event):
+                continue
+            function_id = self.cancel_run(matcher.run_id, now, f"cancelled by event {event.name}")
+            if function_id is not None:
+                cancelled.append((matcher.run_id, function_id))
+        return cancelled
+
+    # -- FlowState and DeferralState --------------------------------------------------------------
+    def idempotency_seen(self, key: str, now: float) -> bool:
+        row = self._c.execute(q.IDEMPOTENCY_SEEN, (key,)).fetchone()
+        return row is not None and row[0] > now - IDEMPOTENCY_WINDOW
+
+    def remember_idempotency(self, key: str, now: float) -> None:
+        self._c.execute(q.REMEMBER_IDEMPOTENCY, (key, now))
+
+    def gcra_tat(self, bucket: str) -> float | None:
+        row = self._c.execute(q.GCRA_TAT, (bucket,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def set_gcra_tat(self, bucket: str, tat: float) -> None:
+        self._c.execute(q.SET_GCRA_TAT, (bucket, tat))
+
+    def active_singleton_runs(self, key: str) -> list[str]:
+        return [r[0] for r in self._c.execute(q.ACTIVE_SINGLETON_RUNS, (key,))]
+
+    def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None:
+        row = self._c.execute(q.GET_DEFERRAL, (kind, function_id, key)).fetchone()
+        return None if row is None else _deferral(row)
+
+    def put_deferral(self, row: DeferralRow) -> None:
+        self._c.execute(
+            q.PUT_DEFERRAL,
+            (
+                row.kind,
+                row.function_id,
+                row.key,
+                dumps(row.event_ids).decode(),
+                row.first_at,
+                row.due_at,
+                dumps(new_run_to_dict(row.run)).decode(),
+            ),
+        )
+
+    def delete_deferral(self, row: DeferralRow) -> None:
+        self._c.execute(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
+
+    # -- verbs ------------------------------------------------------------------------------------
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self._savepoint():
+            yield
+
+    def flush_deferrals(self, now: float) -> list[str]:
+        started: list[str] = []
+        with self._savepoint() as c:
+            for row in [_deferral(r) for r in c.execute(q.DUE_DEFERRALS, (now,)).fetchall()]:
+                self.delete_deferral(row)
+                run = run_for(row)
+                if self._admit(run, now, row.event_ids[-1], []) is None:
+                    started.append(run.run_id)
+        return started
+
+    def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
+        with self._savepoint() as c:
+            wanted = {(r.function_id, r.cron) for r in schedules}
+            if function_ids:
+                marks = ",".join("?" * len(function_ids))
+                for fn, cron, _ in c.execute(q.CRONS_OF.format(marks=marks), list(function_ids)):
+                    if (fn, cron) not in wanted:
+                        c.execute(q.DELETE_CRON, (fn, cron))
+            c.executemany(q.INSERT_CRON, [(r.function_id, r.cron, r.next_at) for r in schedules])
+
+    def due_crons(self, now: float, function_ids: Sequence[str]) -> list[CronRow]:
+        rows = self._c.execute(q.DUE_CRONS, (now, dumps(list(function_ids)).decode()))
+        return [CronRow(*r) for r in rows]
+
+    def advance_cron(self, row: CronRow, next_at: float) -> bool:
+        cursor = self._c.execute(q.ADVANCE_CRON, (next_at, row.function_id, row.cron, row.next_at))
+        return cursor.rowcount == 1
+
+    def set_paused(self, function_id: str, paused: bool) -> None:
+        self._c.execute(q.PAUSE if paused else q.RESUME, (function_id,))
+
+    def replay_run(
+        self, run_id: str, new_run_id: str, before_position: int | None, now: float
+    ) -> bool:
+        with self._savepoint() as c:
+            row = c.execute(q.SELECT_RUN, (run_id,)).fetchone()
+            if row is None:
+                return False
+            self._create_run(NewRun(new_run_id, row[1], tuple(loads(row[3]))), now)
+            if before_position is not None:
+                c.execute(q.COPY_STEPS, (new_run_id, run_id, before_position))
+            history = (new_run_id, now, "RUN_REPLAYED", None, None, None)
+            c.execute(q.INSERT_HISTORY, (*history, dumps({"of": run_id}).decode()))
+            return True
+
+    def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
+        """Lease due runs in queue order, skipping paused functions and full concurrency keys
+        (the keys held by live leases are few, so they are counted first)."""
+        token = secrets.token_hex(8)
+        taken: list[str] = []
+        with self._savepoint() as c:
+            busy: Counter[str] = Counter()
+            for key1, key2 in c.execute(q.BUSY_SLOTS, (now,)):
+                busy.update(k for k in (key1, key2) if k is not None)
+            full = dumps(list(busy)).decode()
+            rows = c.execute(q.SELECT_DUE, (now, full, full, now, limit * 4 + 16)).fetchall()
+            for run_id, key1, limit1, key2, limit2 in rows:
+                if len(taken) >= limit:
+                    break
+                slots = [(k, n) for k, n in ((key1, limit1), (key2, limit2)) if k is not None]
+                if any(busy[k] >= n for k, n in slots):
+                    continue
+                busy.update(k for k, _ in slots)
+                taken.append(run_id)
+            c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, r) for r in taken])
+        return [Lease(r, token) for r in taken]
+
+
+def _deferral(r: Sequence[Any]) -> DeferralRow:
+    return DeferralRow(r[0], r[1], r[2], loads(r[3]), r[4], r[5], new_run_from_dict(loads(r[6])))
