@@ -100,14 +100,18 @@ class NonRetriableError(SteplineError):
 
 
 class RetryAfterError(SteplineError):
-    """Raise to retry at a given time: ``retry_after`` is a ``timedelta``, seconds or a
-    ``datetime``."""
+    """Raise to retry at a given time: ``retry_after`` is a ``timedelta``, a number of seconds,
+    a ``datetime``, or a string: a duration (``"30s"``, ``"1m"``), whole seconds (``"120"``, as an
+    HTTP ``Retry-After`` header has them) or an HTTP date. An unreadable string retries with the
+    normal backoff."""
 
-    def __init__(self, message: str, retry_after: timedelta | float | int | datetime) -> None:
-        if not isinstance(retry_after, timedelta | float | int | datetime) or isinstance(
+    def __init__(self, message: str, retry_after: timedelta | float | int | datetime | str) -> None:
+        if not isinstance(retry_after, timedelta | float | int | datetime | str) or isinstance(
             retry_after, bool
         ):
-            raise TypeError("retry_after must be a timedelta, a number of seconds or a datetime")
+            raise TypeError(
+                "retry_after must be a timedelta, a number of seconds, a datetime or a string"
+            )
         self.retry_after = retry_after
         super().__init__(message)
 

@@ -104,3 +104,37 @@ async def test_bulk_cancel_by_function_and_expression(
         await asyncio.sleep(0)
         statuses = sorted(r.status for r in await t.runs(function_id="many"))
     assert statuses == ["CANCELLED", "CANCELLED", "SLEEPING"]
+
+
+async def test_a_step_executing_when_the_run_is_cancelled_keeps_its_result(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    after: list[str] = []
+
+    @app.function(id="in-flight", trigger=TriggerEvent("go"))
+    async def in_flight(ctx: Context) -> Any:
+        async def slow() -> str:
+            started.set()
+            await release.wait()
+            return "kept"
+
+        await ctx.step.run("slow", slow)
+        await ctx.step.run("next", lambda: after.append("ran"))
+
+    async with make_engine(clock=MockClock(autojump=False)) as t:
+        [event_id] = await t.send(Event("go"))
+        [run] = await t.runs(event_id=event_id)
+        await started.wait()
+        assert await t.app.cancel_run(run.run_id) is True
+        release.set()
+        for _ in range(200):
+            steps = (await t.app.get_run(run.run_id)).steps  # type: ignore[union-attr]
+            if steps:
+                break
+            await asyncio.sleep(0.005)
+        done = await t.wait_for_run(run.run_id)
+    assert done.status == "CANCELLED"
+    assert [(s.id, s.status, s.output) for s in done.steps] == [("slow", "COMPLETED", "kept")]
+    assert after == []

@@ -80,12 +80,13 @@ async def test_history_records_every_attempt_and_transition(
     kinds = [(h.kind, h.step_id, h.attempt) for h in history]
     assert kinds == [
         ("RUN_QUEUED", None, None),
+        ("RUN_STARTED", None, None),
         ("STEP_FAILED", "flaky", 0),
         ("STEP_COMPLETED", "flaky", 1),
         ("SLEEP", "nap", None),
         ("RUN_COMPLETED", None, None),
     ]
-    failed = history[1]
+    failed = history[2]
     assert failed.data is not None
     assert failed.data["error"]["message"] == "first try fails"
     assert all(h.at >= history[0].at for h in history)

@@ -255,3 +255,25 @@ async def test_on_failure_and_system_events(
     assert finished[0]["result"] == "fine"
     # audit's own completions do not trigger audit again
     assert len(await_runs) == 2
+
+
+@pytest.mark.parametrize(("retry_after", "expected"), [("30s", 30), ("120", 120), ("1m30s", 90)])
+async def test_retry_after_accepts_duration_strings(
+    app: App, make_engine: Callable[..., TestEngine], retry_after: str, expected: float
+) -> None:
+    times: list[float] = []
+
+    @app.function(id="header", trigger=TriggerEvent("go"))
+    async def header(ctx: Context) -> Any:
+        def call() -> str:
+            times.append(t.clock.now())
+            if len(times) == 1:
+                raise RetryAfterError("429", retry_after)
+            return "ok"
+
+        return await ctx.step.run("call", call)
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == "ok"
+    assert times[1] - times[0] == pytest.approx(expected, abs=0.5)

@@ -98,9 +98,9 @@ def heartbeat(
 
 def commit(
     store: Store, pass_commit: PassCommit, now: float = T0, matcher: WaitMatcher = cel_matches
-) -> None:
+) -> list[IngestResult] | None:
     with store.transaction() as tx:
-        tx.commit_pass(pass_commit, now, matcher)
+        return tx.commit_pass(pass_commit, now, matcher)
 
 
 def step(

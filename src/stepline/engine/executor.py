@@ -130,6 +130,7 @@ class PassExecutor:
         self._warned = False
         self._next_position = max((s.position for s in self.memo.values()), default=-1) + 1
         self._new_ops_seen = False
+        self._start_recorded = False
         self._state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         self._state_bytes += sum(len(dumps(e.data)) for e in state.events)
         started = self.run.started_at if self.run.started_at is not None else self.now()
@@ -588,7 +589,7 @@ class PassExecutor:
         except RetryAfterError as exc:
             outcome.error = exc
             if op.attempts < self.fn.retries:
-                outcome.retry_at = retry_after_time(exc, self.now())
+                outcome.retry_at = retry_after_time(exc, self.now(), op.attempts)
         except Exception as exc:
             outcome.error = exc
             if op.attempts < self.fn.retries:
@@ -599,6 +600,9 @@ class PassExecutor:
     # -- ends of a pass ---------------------------------------------------------------------------
     def _new_commit(self) -> PassCommit:
         commit = PassCommit(self.run.run_id, self.lease.token)
+        if self.run.started_at is None and not self._start_recorded:
+            self._start_recorded = True
+            commit.history.append(HistoryRecord(self.run.run_id, self.now(), "RUN_STARTED"))
         if self._late_steps:
             commit.steps.extend(self._late_steps)
             self._late_steps = []
@@ -608,12 +612,16 @@ class PassExecutor:
         now = self.now()
         engine = self.engine
 
-        def job(tx: StoreTx) -> None:
+        def job(tx: StoreTx) -> bool:
             with tx.savepoint():
                 results = tx.commit_pass(commit, now, engine.wait_matches)
+                if results is None:
+                    return False
                 engine.announce_cancellations(tx, results, now)
+                return True
 
-        await engine.writer.write(job)
+        if not await engine.writer.write(job):
+            raise LeaseLostError(f"run {self.run.run_id} was cancelled during its pass")
 
     def _timed_out(self) -> str | None:
         """Why the run must be cancelled now (a start or finish timeout), if it must."""
@@ -697,7 +705,7 @@ class PassExecutor:
         if retriable and attempt < self.fn.retries:
             now = self.now()
             retry_at = (
-                retry_after_time(error, now)
+                retry_after_time(error, now, attempt)
                 if isinstance(error, RetryAfterError)
                 else now + backoff_delay(attempt)
             )

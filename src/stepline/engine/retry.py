@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 
-from stepline.errors import RetryAfterError
+from stepline.durations import parse_duration
+from stepline.errors import DurationError, RetryAfterError
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 3600.0
@@ -20,9 +22,22 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     return ceiling / 2 + (rng or random).random() * ceiling / 2
 
 
-def retry_after_time(error: RetryAfterError, now: float) -> float:
-    """The epoch time a ``RetryAfterError`` asks to retry at (never before ``now``)."""
+def retry_after_time(error: RetryAfterError, now: float, attempt: int = 0) -> float:
+    """The epoch time a ``RetryAfterError`` asks to retry at (never before ``now``); an
+    unreadable string falls back to the backoff for ``attempt``."""
     value = error.retry_after
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return now + float(text)
+        try:
+            return now + parse_duration(text).total_seconds()
+        except DurationError:
+            pass
+        try:
+            return max(now, parsedate_to_datetime(text).timestamp())
+        except (TypeError, ValueError):
+            return now + backoff_delay(attempt)
     if isinstance(value, datetime):
         at = value.timestamp()
     elif isinstance(value, timedelta):

@@ -45,10 +45,12 @@ class StoreTx(Protocol):
 
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
-    ) -> list[IngestResult]:
+    ) -> list[IngestResult] | None:
         """Apply one pass's commit; returns what ingesting its events did. Raises
         ``LeaseLostError`` (and applies nothing) when the run's lease token is not
-        ``commit.lease_token`` any more."""
+        ``commit.lease_token`` any more. If the run was cancelled meanwhile, only the settled
+        step results and history of the commit are kept (a step that was executing finishes and
+        keeps its result) and None is returned: the pass must stop."""
         ...
 
     def savepoint(self) -> AbstractContextManager[None]:

@@ -492,9 +492,27 @@ class _MemoryTx:
     # -- passes -----------------------------------------------------------------------------------
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
-    ) -> list[IngestResult]:
+    ) -> list[IngestResult] | None:
+        if self._keep_results_of_cancelled(commit):
+            return None
         with self._verb():
             return self._commit_pass(commit, now, wait_matches)
+
+    def _keep_results_of_cancelled(self, commit: PassCommit) -> bool:
+        """A run cancelled while its pass executed a step keeps that step's result (and the
+        history of its attempt), but nothing else of the pass is applied."""
+        s = self._s
+        run = s._runs.get(commit.run_id)
+        if commit.run_id in s._queue or run is None or run.status != "CANCELLED":
+            return False
+        with self._verb():
+            memo = self._memo(commit.run_id)
+            for step in commit.steps:
+                if step.status in ("COMPLETED", "FAILED"):
+                    self._put(memo, step.hash, replace(step))
+            for record in commit.history:
+                self._log(record)
+        return True
 
     def _commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher

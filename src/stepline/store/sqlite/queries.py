@@ -53,6 +53,7 @@ UPDATE queue SET wake = 1,
        due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
 WHERE run_id = ?"""
 LEASE_TOKEN = "SELECT lease_token FROM queue WHERE run_id = ?"
+RUN_STATUS = "SELECT status FROM runs WHERE run_id = ?"
 MARK_RUNNING = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, ?) WHERE run_id = ?"""
 END_RUN_TERMINAL = """

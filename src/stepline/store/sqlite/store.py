@@ -298,9 +298,26 @@ class _SQLiteTx(FlowVerbs):
         if row is None or row[0] != token:
             raise LeaseLostError(f"run {run_id}: lease lost")
 
+    def _keep_results_of_cancelled(self, commit: PassCommit) -> bool:
+        """A run cancelled while its pass executed a step keeps that step's result (and the
+        history of its attempt), but nothing else of the pass is applied."""
+        c = self._c
+        if c.execute(q.LEASE_TOKEN, (commit.run_id,)).fetchone() is not None:
+            return False
+        row = c.execute(q.RUN_STATUS, (commit.run_id,)).fetchone()
+        if row is None or row[0] != "CANCELLED":
+            return False
+        settled = [s for s in commit.steps if s.status in ("COMPLETED", "FAILED")]
+        with self._savepoint():
+            c.executemany(q.UPSERT_STEP, [_step_row(s) for s in settled])
+            c.executemany(q.INSERT_HISTORY, [_history_row(h) for h in commit.history])
+        return True
+
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
-    ) -> list[IngestResult]:
+    ) -> list[IngestResult] | None:
+        if self._keep_results_of_cancelled(commit):
+            return None
         with self._savepoint() as c:
             self._check_lease(commit.run_id, commit.lease_token)
             if commit.steps:
