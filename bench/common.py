@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ async def poll_until(
     ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not await check():
+        check_workers()
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not reached after {timeout}s")
         await asyncio.sleep(interval)
@@ -131,6 +133,7 @@ async def count_runs(app: Any, function_id: str, status: str, limit: int) -> int
 
     engine = app.engine
     query = RunFilter(function_id=function_id, status=status, limit=limit)
+    check_workers()
     records = await engine.read(engine.store.list_runs, query)
     return len(records)
 
@@ -148,5 +151,56 @@ async def wait_terminal(app: Any, event_id: str, timeout: float = 60.0) -> Any:
             record = await engine.read(engine.store.get_run, run_id)
             if record is not None and record.status in ("COMPLETED", "FAILED", "CANCELLED"):
                 return record
+        check_workers()
         await asyncio.sleep(0.001)
     raise TimeoutError(f"the run of event {event_id} did not end in {timeout}s")
+
+
+class WorkerDied(RuntimeError):
+    """The in-process worker's task ended while a workload was waiting on it."""
+
+
+_worker_tasks: list[asyncio.Task[None]] = []
+
+
+def check_workers() -> None:
+    """Raise ``WorkerDied`` (with the cause) if a worker started by ``worker()`` has ended."""
+    for task in _worker_tasks:
+        if task.done():
+            cause = None if task.cancelled() else task.exception()
+            raise WorkerDied(f"the worker stopped: {cause!r}") from cause
+
+
+@contextlib.asynccontextmanager
+async def worker(app: Any, **options: Any) -> AsyncIterator[Any]:
+    """Like ``app.worker(...)``, but a worker that dies makes ``guard``/``check_workers`` raise
+    at once instead of leaving the workload waiting for a timeout."""
+    w = app.make_worker(**options)
+    task = asyncio.create_task(w.run())
+    _worker_tasks.append(task)
+    try:
+        yield w
+    finally:
+        w.stop()
+        _worker_tasks.remove(task)
+        if not task.done():
+            await task
+        elif not task.cancelled() and task.exception() is not None:
+            pass  # already reported by check_workers()
+
+
+async def guard(awaitable: Awaitable[Any], timeout: float) -> Any:
+    """Await ``awaitable`` but fail fast if a worker dies (checked every 50 ms)."""
+    future = asyncio.ensure_future(awaitable)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=0.05)
+            if done:
+                return future.result()
+            check_workers()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing after {timeout}s")
+    finally:
+        if not future.done():
+            future.cancel()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Sizes, median, percentile, stepline_db, wait_terminal
+from bench.common import Sizes, guard, median, percentile, stepline_db, wait_terminal, worker
 
 FUNCTION_ID = "latency"
 IDLE_GAP = 0.01  # seconds the worker sits idle before each sample
@@ -49,14 +49,14 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     samples: list[float] = []
     try:
-        async with app.worker():
+        async with worker(app):
             await asyncio.sleep(0.05)
             for k in range(sizes.latency_warmup + sizes.latency_samples):
                 await asyncio.sleep(IDLE_GAP)
                 marks[k] = future = loop.create_future()
                 t0 = time.perf_counter()
                 [event_id] = await app.send_async(Event(name="bench/latency", data={"k": k}))
-                t1 = await asyncio.wait_for(future, 30)
+                t1 = await guard(future, 30)
                 if k >= sizes.latency_warmup:
                     samples.append(t1 - t0)
                 await wait_terminal(app, event_id)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import Sizes, median, stepline_db, wait_terminal
+from bench.common import Sizes, guard, median, stepline_db, wait_terminal, worker
 from bench.floor import measure_commits
 
 FUNCTION_ID = "per-step"
@@ -44,7 +44,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     tx_per_run: list[int] = []
     loop = asyncio.get_running_loop()
     try:
-        async with app.worker(concurrency=10):
+        async with worker(app, concurrency=10):
             await asyncio.sleep(0.05)
             writer = app.engine.writer
             for repeat in range(sizes.per_step_repeats + 1):
@@ -52,7 +52,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
                 tx0 = writer.transactions
                 t0 = time.perf_counter()
                 [event_id] = await app.send_async(Event(name="bench/per-step", data={"n": n}))
-                await asyncio.wait_for(finished[-1], 60)
+                await guard(finished[-1], 60)
                 record = await wait_terminal(app, event_id)
                 elapsed = time.perf_counter() - t0
                 if record.status != "COMPLETED":
@@ -120,7 +120,7 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
         finished.append(loop.create_future())
         t0 = time.perf_counter()
         await app.send_async(Event(name="bench/per-step", data={"n": n}))
-        await asyncio.wait_for(finished[-1], 60)
+        await guard(finished[-1], 60)
         wall = time.perf_counter() - t0
     finally:
         del store.transaction, writer.write

@@ -24,7 +24,7 @@ def say(word: str) -> None:
 
 
 async def stepline_main(args: argparse.Namespace) -> None:
-    from bench.common import count_runs
+    from bench.common import check_workers, count_runs, worker
     from stepline import App, Event, TriggerEvent
 
     app = App("bench", db=args.db)
@@ -50,17 +50,19 @@ async def stepline_main(args: argparse.Namespace) -> None:
 
     options = {"worker_id": args.worker_id, "lease_ttl": args.lease_ttl}
     if args.mode == "start":
-        async with app.worker(concurrency=max(100, args.runs), **options):
+        async with worker(app, concurrency=max(100, args.runs), **options):
             await app.send_async(
                 [Event(name="bench/recovery", data={"i": i}) for i in range(args.runs)]
             )
             while started < args.runs:
+                check_workers()
                 await asyncio.sleep(0.005)
             say("INFLIGHT")
-            await asyncio.sleep(3600)
-        return
+            while True:
+                check_workers()
+                await asyncio.sleep(0.1)
     say("READY")
-    async with app.worker(concurrency=max(100, args.runs), **options):
+    async with worker(app, concurrency=max(100, args.runs), **options):
         while await count_runs(app, FUNCTION_ID, "COMPLETED", args.runs + 1) < args.runs:
             await asyncio.sleep(0.005)
         say("DONE")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Sizes, count_runs, stepline_db
+from bench.common import Sizes, check_workers, count_runs, stepline_db, worker
 
 FUNCTION_ID = "three-steps"
 STEPS = 3
@@ -40,7 +40,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
     events = [Event(name="bench/throughput", data={"i": i}) for i in range(n)]
     try:
-        async with app.worker(concurrency=sizes.throughput_concurrency):
+        async with worker(app, concurrency=sizes.throughput_concurrency):
             await asyncio.sleep(0.05)
             writer = app.engine.writer
             tx0, jobs0 = writer.transactions, writer.jobs
@@ -50,6 +50,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
             deadline = time.monotonic() + 120
             # Cheap in-process signal first, then the store's truth (polled every 20 ms).
             while bodies_done < n and time.monotonic() < deadline:
+                check_workers()
                 await asyncio.sleep(0.02)
             while await count_runs(app, FUNCTION_ID, "COMPLETED", n + 1) < n:
                 if time.monotonic() > deadline:

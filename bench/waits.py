@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Sizes, count_runs, stepline_db
+from bench.common import Sizes, count_runs, stepline_db, worker
 
 FUNCTION_ID = "waiter"
 DBOS_NA = "DBOS has no content-matched waits (send addresses a workflow id)"
@@ -50,7 +50,10 @@ async def _store_ingest(app: Any, events: list[Any]) -> tuple[float, int] | None
         results = await engine.writer.write(job)
     except (AttributeError, TypeError):
         return None
-    resumed = sum(len(getattr(r, "resumed", ()) or ()) for r in results)
+    resumed = sum(
+        len(getattr(r, "resumed_run_ids", None) or getattr(r, "resumed", None) or ())
+        for r in results
+    )
     return box["elapsed"], resumed
 
 
@@ -79,7 +82,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     result: dict[str, Any] = {"waits": n, "events": m}
     try:
         t0 = time.perf_counter()
-        async with app.worker(concurrency=200):
+        async with worker(app, concurrency=200):
             for start in range(0, n, 1000):
                 batch = [
                     Event(name="order/created", data={"orderId": f"o{i}"})
