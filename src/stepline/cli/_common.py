@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,7 +16,10 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
+from stepline.durations import parse_duration
+from stepline.errors import DurationError
 from stepline.sdk.app import App
+from stepline.sdk.run import Run
 from stepline.store import DEFAULT_DB_PATH
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,6 +75,42 @@ def _json_kind(value: Any) -> str:
 JSON_OBJECT = JsonObject()
 
 
+if TYPE_CHECKING:
+    _TimeType = click.ParamType[datetime, Any]
+else:
+    _TimeType = click.ParamType
+
+
+class PointInTime(_TimeType):
+    """A time on the command line: ISO 8601 (``2024-05-01T12:00:00+02:00``, ``...Z``; without an
+    offset, local time) or a duration ago (``90m``, ``2d``). A bad value is a usage error."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        what = param.opts[0] if param is not None and param.opts else "the value"
+        text = str(value).strip()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo is not None else moment.astimezone()
+        try:
+            ago = parse_duration(text)
+        except DurationError:
+            raise CliUsageError(
+                f"{what} must be an ISO 8601 time (2024-05-01T12:00:00+02:00, or local time "
+                f"without an offset) or a duration ago (90m, 2d), not {value!r}"
+            ) from None
+        return datetime.now().astimezone() - ago
+
+
+POINT_IN_TIME = PointInTime()
+
+
 PIPE_WIDTH = 200
 
 
@@ -110,6 +150,31 @@ def db_option(fn: F) -> F:
         help="Database URL (sqlite:///path.db, a file path, memory://). Overrides the app's db; "
         "STEPLINE_DB applies when the app sets none. Default: ./.stepline/stepline.db.",
     )(fn)
+
+
+def function_option(help: str) -> Callable[[F], F]:
+    """``--function ID`` (``STEPLINE_FUNCTION``)."""
+    return click.option(
+        "--function",
+        "function_id",
+        metavar="ID",
+        envvar="STEPLINE_FUNCTION",
+        show_envvar=True,
+        help=help,
+    )
+
+
+def limit_option(default: int, help: str) -> Callable[[F], F]:
+    """``--limit N`` (``STEPLINE_LIMIT``)."""
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        envvar="STEPLINE_LIMIT",
+        show_envvar=True,
+        help=help,
+    )
 
 
 def json_flag(fn: F) -> F:
@@ -192,9 +257,10 @@ def db_label(app: App) -> str:
     return app.db or os.environ.get("STEPLINE_DB") or str(DEFAULT_DB_PATH)
 
 
-def open_app_for_reading(app_ref: str | None, db: str | None) -> App:
-    """The app for read-only commands: ``--app`` (with ``--db`` overriding its database), else a
-    bare app on ``--db``, else the default database if it exists. Never creates a database."""
+def open_app(app_ref: str | None, db: str | None) -> App:
+    """The app for commands on an existing database: ``--app`` (with ``--db`` overriding its
+    database), else a bare app (no functions) on ``--db``, else the default database if it
+    exists. Never creates a database."""
     if app_ref is not None:
         app = load_app(app_ref)
         use_db(app, db)
@@ -220,3 +286,28 @@ def sqlite_path(url: str) -> Path | None:
     if url.startswith("memory:") or "://" in url:
         return None
     return Path(url)
+
+
+# -- finding a run ---------------------------------------------------------------------------------
+RUN_SEARCH_LIMIT = 1000
+
+
+async def find_run(app: App, ref: str) -> Run:
+    """The run ``ref`` names: a full run id, or its last characters (at least 4, as
+    ``stepline dev`` prints them) among the newest runs. ``CliError`` if none or several match."""
+    run = await app.get_run(ref)
+    if run is None and 4 <= len(ref) < 26:
+        tail = ref.upper()
+        found = await app.runs(limit=RUN_SEARCH_LIMIT)
+        matches = [r for r in found if r.run_id.endswith(tail)]
+        if len(matches) > 1:
+            raise CliError(f"run id {ref!r} is ambiguous: give more characters")
+        run = matches[0] if matches else None
+    if run is None:
+        raise CliError(f"no run {ref!r} in this database")
+    return run
+
+
+def paused_functions(app: App) -> set[str]:
+    """The ids of the functions paused in the app's database."""
+    return app.engine.store.paused_functions()

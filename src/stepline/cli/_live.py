@@ -153,8 +153,7 @@ class LiveLog:
         if entry.kind == "RUN_COMPLETED":
             details = f"→ {render.compact_json(run.output, 100)}"
         if details:
-            style = "red" if "FAILED" in entry.kind else ""
-            text.append(f"  {details}", style=style)
+            text.append(f"  {details}", style=render.details_style(entry.kind))
         text.rstrip()
         return text
 

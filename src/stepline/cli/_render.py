@@ -8,8 +8,13 @@ from typing import Any
 import orjson
 from rich.text import Text
 
+from stepline.durations import format_duration
+from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import HistoryEntry, Run, StepInfo
 from stepline.sdk.triggers import TriggerEvent
+from stepline.store.records import SkipRecord
+
+DEFAULT_RETRIES = 4  # App.function's default: not worth showing
 
 STATUS_STYLES = {
     "COMPLETED": "green",
@@ -29,6 +34,70 @@ def trigger_text(trigger: object) -> str:
         return trigger.name + (f" if {trigger.if_}" if trigger.if_ else "")
     cron = getattr(trigger, "cron", None)
     return f"cron {cron}" if cron is not None else repr(trigger)
+
+
+def function_triggers(fn: FunctionDef) -> list[str]:
+    """What starts a function: its event triggers and schedules; an ``on_failure`` handler says
+    whose failures it handles."""
+    if fn.on_failure_of is not None:
+        return [f"failure of {fn.on_failure_of}"]
+    return [trigger_text(t) for t in (*fn.triggers, *fn.crons)]
+
+
+def span(seconds: float | None) -> str:
+    """A configured period: ``1h``, ``1m30s``, ``500ms``."""
+    return "" if seconds is None else format_duration(seconds)
+
+
+def _per(key: str | None) -> str:
+    return f" per {key}" if key else ""
+
+
+def function_options(fn: FunctionDef) -> list[str]:
+    """A function's flow control and cancellation options, one short phrase each
+    (``rate limit 1/1h per event.data.userId``); retries when not the default 4."""
+    o = fn.options
+    parts: list[str] = []
+    for c in o.concurrency:
+        parts.append(f"concurrency {c.limit}{_per(c.key)}" + (" (app)" if c.scope == "app" else ""))
+    if o.throttle is not None:
+        t = o.throttle
+        burst = f" burst {t.burst}" if t.burst != 1 else ""
+        parts.append(f"throttle {t.limit}/{span(t.period_seconds)}{burst}{_per(t.key)}")
+    if o.rate_limit is not None:
+        r = o.rate_limit
+        parts.append(f"rate limit {r.limit}/{span(r.period_seconds)}{_per(r.key)}")
+    if o.debounce is not None:
+        d = o.debounce
+        most = f" (max {span(d.timeout_seconds)})" if d.timeout_seconds is not None else ""
+        parts.append(f"debounce {span(d.period_seconds)}{most}{_per(d.key)}")
+    if o.batch_events is not None:
+        b = o.batch_events
+        only = f" if {b.if_}" if b.if_ else ""
+        parts.append(f"batch {b.max_size} or {span(b.timeout_seconds)}{_per(b.key)}{only}")
+    if o.priority is not None:
+        parts.append(f"priority {o.priority.run}")
+    if o.singleton is not None:
+        parts.append(f"singleton {o.singleton.mode}{_per(o.singleton.key)}")
+    if o.idempotency is not None:
+        parts.append(f"idempotency {o.idempotency.text}")
+    for cancel in o.cancel_on:
+        condition = f" if {cancel.expression}" if cancel.expression else ""
+        within = f" within {span(cancel.timeout_seconds)}" if cancel.timeout_seconds else ""
+        parts.append(f"cancel on {cancel.event}{condition}{within}")
+    if o.timeouts is not None:
+        limits = [
+            f"{name} {span(value)}"
+            for name, value in (
+                ("start", o.timeouts.start_seconds),
+                ("finish", o.timeouts.finish_seconds),
+            )
+            if value is not None
+        ]
+        parts.append("timeouts " + ", ".join(limits))
+    if fn.retries != DEFAULT_RETRIES:
+        parts.append(f"retries {fn.retries}")
+    return parts
 
 
 def count(n: int, noun: str) -> str:
@@ -135,6 +204,8 @@ def entry_details(entry: HistoryEntry) -> str:
         return "events " + ", ".join(data.get("event_ids", []))
     if kind == "RUN_CANCELLED":
         return str(data.get("reason", ""))
+    if kind == "RUN_REPLAYED":
+        return f"replay of {data.get('of', '?')}"
     if kind == "WARNING":
         return str(data.get("message", ""))
     return compact_json(data) if data else ""
@@ -142,8 +213,12 @@ def entry_details(entry: HistoryEntry) -> str:
 
 def kind_style(kind: str) -> str:
     """The colour of a history entry's kind."""
-    if kind.endswith("FAILED") or kind == "RUN_CANCELLED":
+    if kind.endswith("FAILED"):
         return "red"
+    if kind == "RUN_CANCELLED":
+        return STATUS_STYLES["CANCELLED"]
+    if kind == "RUN_REPLAYED":
+        return "blue"
     if kind.endswith("COMPLETED") or kind == "WAIT_MATCHED":
         return "green"
     if kind == "WARNING":
@@ -151,6 +226,28 @@ def kind_style(kind: str) -> str:
     if kind in ("SLEEP", "WAIT", "INVOKE", "WAIT_TIMED_OUT"):
         return "cyan"
     return "dim"
+
+
+def details_style(kind: str) -> str:
+    """The colour of a history entry's details: failures red, a cancellation's reason yellow."""
+    if "FAILED" in kind:
+        return "red"
+    return STATUS_STYLES["CANCELLED"] if kind == "RUN_CANCELLED" else ""
+
+
+def outcome_style(run: Run) -> str:
+    """The colour of a run's error: yellow for a cancellation (not a failure), else red."""
+    if run.error is None:
+        return ""
+    return STATUS_STYLES["CANCELLED"] if run.status == "CANCELLED" else "red"
+
+
+def replayed_from(history: list[HistoryEntry]) -> str | None:
+    """The id of the run a run replays, if it is a replay."""
+    for entry in history:
+        if entry.kind == "RUN_REPLAYED" and entry.data:
+            return str(entry.data.get("of"))
+    return None
 
 
 def status_text(status: str) -> Text:
@@ -208,4 +305,33 @@ def history_dict(entry: HistoryEntry) -> dict[str, Any]:
         "attempt": entry.attempt,
         "duration": entry.duration,
         "data": entry.data,
+    }
+
+
+def function_dict(fn: FunctionDef, paused: bool, held: int | None) -> dict[str, Any]:
+    """A function as JSON: its triggers, options (as phrases), and whether it is paused."""
+    return {
+        "id": fn.id,
+        "triggers": [trigger_text(t) for t in (*fn.triggers, *fn.crons)],
+        "on_failure_of": fn.on_failure_of,
+        "retries": fn.retries,
+        "options": function_options(fn),
+        "paused": paused,
+        "held_runs": held,
+    }
+
+
+def skip_time(record: SkipRecord) -> datetime:
+    """When flow control skipped the run."""
+    return datetime.fromtimestamp(record.at).astimezone()
+
+
+def skip_dict(record: SkipRecord, event_name: str | None) -> dict[str, Any]:
+    """A skipped run as JSON."""
+    return {
+        "event_id": record.event_id,
+        "event_name": event_name,
+        "function_id": record.function_id,
+        "reason": record.reason,
+        "at": skip_time(record).isoformat(),
     }

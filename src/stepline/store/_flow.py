@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from stepline.gcra import GcraSpec, admit_or_reject, schedule
-from stepline.store.records import Admission, Deferral, MatcherSpec, NewRun
+from stepline.store.records import Admission, Deferral, EventIngest, MatcherSpec, NewRun
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
@@ -64,6 +64,71 @@ def decide(run: NewRun, now: float, state: FlowState) -> Decision:
         due, tat = schedule(a.throttle, state.gcra_tat(a.throttle.bucket), now)
         state.set_gcra_tat(a.throttle.bucket, tat)
     return Decision(due_at=due - a.priority, cancel=active)
+
+
+class AdmissionTx(FlowState, Protocol):
+    """What ``admit`` and ``start_runs`` need of a backend's transaction."""
+
+    def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None: ...
+
+    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
+
+    def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None: ...
+
+    def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None: ...
+
+    def put_deferral(self, row: DeferralRow) -> None: ...
+
+    def delete_deferral(self, row: DeferralRow) -> None: ...
+
+
+def admit(
+    tx: AdmissionTx, new_run: NewRun, now: float, event_id: str, cancelled: list[tuple[str, str]]
+) -> str | None:
+    """Create a run if flow control admits it (cancelling the singleton runs it replaces, added
+    to ``cancelled``); returns the skip reason otherwise, recorded as a skip."""
+    decision = decide(new_run, now, tx)
+    if decision.skip is not None:
+        tx.record_skip(event_id, new_run.function_id, decision.skip, now)
+        return decision.skip
+    for run_id in decision.cancel:
+        function_id = tx.cancel_run(run_id, now, "singleton: replaced by a newer run")
+        if function_id is not None:
+            cancelled.append((run_id, function_id))
+    tx.create_run(new_run, now, decision.due_at)
+    return None
+
+
+def start_runs(
+    tx: AdmissionTx, item: EventIngest, now: float, cancelled: list[tuple[str, str]]
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """Start an event's runs and record its deferrals; returns (started run ids, skipped
+    (function id, reason) pairs)."""
+    runs = list(item.new_runs)
+    for deferral in item.deferrals:
+        ready = defer(deferral, item.event.internal_id, now, tx)
+        if ready is not None:
+            runs.append(ready)
+    started: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for new_run in runs:
+        reason = admit(tx, new_run, now, item.event.internal_id, cancelled)
+        if reason is None:
+            started.append(new_run.run_id)
+        else:
+            skipped.append((new_run.function_id, reason))
+    return tuple(started), tuple(skipped)
+
+
+def flush_due(tx: AdmissionTx, rows: list[DeferralRow], now: float) -> list[str]:
+    """Start the runs of due debounces and batches (rows already read by the backend)."""
+    started: list[str] = []
+    for row in sorted(rows, key=lambda r: r.due_at):
+        tx.delete_deferral(row)
+        run = run_for(row)
+        if admit(tx, run, now, row.event_ids[-1], []) is None:
+            started.append(run.run_id)
+    return started
 
 
 # -- deferrals (debounce, batch) ------------------------------------------------------------------

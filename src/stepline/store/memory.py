@@ -21,13 +21,7 @@ from stepline._ids import new_id
 from stepline.errors import LeaseLostError
 from stepline.expressions import value_at
 from stepline.serde import dumps
-from stepline.store._flow import (
-    IDEMPOTENCY_WINDOW,
-    DeferralRow,
-    decide,
-    defer,
-    run_for,
-)
+from stepline.store._flow import IDEMPOTENCY_WINDOW, DeferralRow, flush_due, start_runs
 from stepline.store.records import (
     TERMINAL_STATUSES,
     CronRow,
@@ -249,45 +243,16 @@ class _MemoryTx:
             self._put(s._dedup, event.id, now)
         cancelled = self._apply_cancel_matchers(event, now, wait_matches)
         resumed = self._resolve_waits(event, now, wait_matches)
-        started: list[str] = []
-        skipped: list[tuple[str, str]] = []
-        runs = list(item.new_runs)
-        for deferral in item.deferrals:
-            ready = defer(deferral, event.internal_id, now, self)
-            if ready is not None:
-                runs.append(ready)
-        for new_run in runs:
-            reason = self._admit(new_run, now, event.internal_id, cancelled)
-            if reason is None:
-                started.append(new_run.run_id)
-            else:
-                skipped.append((new_run.function_id, reason))
+        started, skipped = start_runs(self, item, now, cancelled)
         return IngestResult(
-            event.internal_id,
-            False,
-            tuple(started),
-            tuple(resumed),
-            tuple(skipped),
-            tuple(cancelled),
+            event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
         )
 
-    def _admit(
-        self, new_run: NewRun, now: float, event_id: str, cancelled: list[tuple[str, str]]
-    ) -> str | None:
-        """Create a run if flow control admits it; returns the skip reason otherwise."""
-        decision = decide(new_run, now, self)
-        if decision.skip is not None:
-            skip = SkipRecord(event_id, new_run.function_id, decision.skip, now)
-            self._put(self._s._skips, len(self._s._skips), skip)
-            return decision.skip
-        for run_id in decision.cancel:
-            function_id = self.cancel_run(run_id, now, "singleton: replaced by a newer run")
-            if function_id is not None:
-                cancelled.append((run_id, function_id))
-        self._create_run(new_run, now, decision.due_at)
-        return None
+    def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
+        skip = SkipRecord(event_id, function_id, reason, now)
+        self._put(self._s._skips, len(self._s._skips), skip)
 
-    def _create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
+    def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         a = new_run.admission
         run = RunRecord(
             run_id=new_run.run_id,
@@ -383,15 +348,9 @@ class _MemoryTx:
             yield
 
     def flush_deferrals(self, now: float) -> list[str]:
-        started: list[str] = []
         with self._verb():
             due = [row for row in self._s._deferrals.values() if row.due_at <= now]
-            for row in sorted(due, key=lambda r: r.due_at):
-                self.delete_deferral(row)
-                run = run_for(row)
-                if self._admit(run, now, row.event_ids[-1], []) is None:
-                    started.append(run.run_id)
-        return started
+            return flush_due(self, due, now)
 
     def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
         with self._verb():
@@ -427,7 +386,7 @@ class _MemoryTx:
         if original is None:
             return False
         with self._verb():
-            self._create_run(
+            self.create_run(
                 NewRun(new_run_id, original.function_id, tuple(original.event_ids)), now
             )
             if before_position is not None:
@@ -529,7 +488,7 @@ class _MemoryTx:
         for wait in commit.waits:
             self._put(s._waits, wait.wait_id, wait)
         for new_run in commit.child_runs:
-            self._create_run(new_run, now)
+            self.create_run(new_run, now)
         results = [self._ingest_one(ingest, now, wait_matches) for ingest in commit.events]
         for wake in commit.wakes:
             parent = s._runs.get(wake.run_id)

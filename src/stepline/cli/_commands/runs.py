@@ -12,12 +12,14 @@ from rich.text import Text
 
 from stepline.cli import _render as render
 from stepline.cli._common import (
-    CliError,
     app_option,
     db_option,
+    find_run,
+    function_option,
     json_flag,
+    limit_option,
     make_console,
-    open_app_for_reading,
+    open_app,
 )
 from stepline.sdk.app import App
 from stepline.sdk.run import HistoryEntry, Run
@@ -32,24 +34,16 @@ STATUSES = (
     "FAILED",
     "CANCELLED",
 )
-SEARCH_LIMIT = 1000
 MIN_OUTPUT_WIDTH = 12
 
 
 @click.group()
 def runs() -> None:
-    """List runs and show what happened in one."""
+    """List, show, cancel and replay runs; list the runs flow control skipped."""
 
 
 @runs.command("list")
-@click.option(
-    "--function",
-    "function_id",
-    metavar="ID",
-    envvar="STEPLINE_FUNCTION",
-    show_envvar=True,
-    help="Only runs of this function.",
-)
+@function_option("Only runs of this function.")
 @click.option(
     "--status",
     type=click.Choice(STATUSES, case_sensitive=False),
@@ -57,15 +51,7 @@ def runs() -> None:
     show_envvar=True,
     help="Only runs in this status.",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    envvar="STEPLINE_LIMIT",
-    show_envvar=True,
-    help="At most this many runs.",
-)
+@limit_option(20, "At most this many runs.")
 @json_flag
 @app_option
 @db_option
@@ -78,7 +64,7 @@ def list_runs(
     db: str | None,
 ) -> None:
     """List runs, newest first."""
-    app = open_app_for_reading(app_ref, db)
+    app = open_app(app_ref, db)
     try:
         found = asyncio.run(app.runs(function_id=function_id, status=status, limit=limit))
     finally:
@@ -124,7 +110,7 @@ def _runs_table(found: list[Run], width: int) -> Table:
             outcome = render.error_text(run.error) or (
                 render.compact_json(run.output, 200) if run.status == "COMPLETED" else ""
             )
-            cells.append(Text(outcome, style="red" if run.error else ""))
+            cells.append(Text(outcome, style=render.outcome_style(run)))
         table.add_row(*cells)
     return table
 
@@ -143,7 +129,7 @@ def show_run(run_ref: str, as_json: bool, app_ref: str | None, db: str | None) -
 
     RUN_ID may be the full id or its last characters, as `stepline dev` prints them.
     """
-    app = open_app_for_reading(app_ref, db)
+    app = open_app(app_ref, db)
     try:
         run, history = asyncio.run(_load(app, run_ref))
     finally:
@@ -153,7 +139,7 @@ def show_run(run_ref: str, as_json: bool, app_ref: str | None, db: str | None) -
         data = {**render.run_dict(run), "history": [render.history_dict(h) for h in history]}
         console.print_json(data=data)
         return
-    console.print(_header(run))
+    console.print(_header(run, history))
     console.print()
     console.print(Text("History", style="bold"))
     console.print(_timeline(run, history))
@@ -164,19 +150,11 @@ def show_run(run_ref: str, as_json: bool, app_ref: str | None, db: str | None) -
 
 
 async def _load(app: App, ref: str) -> tuple[Run, list[HistoryEntry]]:
-    run = await app.get_run(ref)
-    if run is None and 4 <= len(ref) < 26:
-        tail = ref.upper()
-        matches = [r for r in await app.runs(limit=SEARCH_LIMIT) if r.run_id.endswith(tail)]
-        if len(matches) > 1:
-            raise CliError(f"run id {ref!r} is ambiguous: give more characters")
-        run = matches[0] if matches else None
-    if run is None:
-        raise CliError(f"no run {ref!r} in this database")
+    run = await find_run(app, ref)
     return run, await app.history(run.run_id)
 
 
-def _header(run: Run) -> Group:
+def _header(run: Run, history: list[HistoryEntry]) -> Group:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
@@ -184,6 +162,9 @@ def _header(run: Run) -> Group:
     grid.add_row("function", Text(run.function_id, style="bold"))
     grid.add_row("status", render.status_text(run.status))
     grid.add_row("events", ", ".join(run.event_ids))
+    original = render.replayed_from(history)
+    if original is not None:
+        grid.add_row("replay of", original)
     grid.add_row("created", render.local_time(run.created_at))
     if run.started_at is not None:
         grid.add_row("started", render.offset(run.started_at, run.created_at))
@@ -195,7 +176,9 @@ def _header(run: Run) -> Group:
     parts: list[Any] = [grid]
     if run.status == "COMPLETED":
         grid.add_row("output", Text(render.pretty_json(run.output)))
-    if run.error:
+    if run.status == "CANCELLED" and run.error and run.error.get("name") == "Cancelled":
+        grid.add_row("reason", Text(str(run.error.get("message", "")), style="yellow"))
+    elif run.error:
         grid.add_row("error", Text(render.error_text(run.error), style="red"))
         stack = run.error.get("stack")
         if stack:
@@ -219,7 +202,7 @@ def _timeline(run: Run, history: list[HistoryEntry]) -> Table:
             Text(entry.step_id or ""),
             render.attempt_label(entry),
             render.duration(entry.duration),
-            Text(details, style="red" if "FAILED" in entry.kind else ""),
+            Text(details, style=render.details_style(entry.kind)),
         )
     return table
 

@@ -19,10 +19,9 @@ from stepline.serde import dumps, loads
 from stepline.store._flow import (
     IDEMPOTENCY_WINDOW,
     DeferralRow,
-    decide,
+    flush_due,
     new_run_from_dict,
     new_run_to_dict,
-    run_for,
 )
 from stepline.store.records import (
     CronRow,
@@ -47,22 +46,10 @@ class FlowVerbs:
         def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
 
     # -- admission --------------------------------------------------------------------------------
-    def _admit(
-        self, new_run: NewRun, now: float, event_id: str, cancelled: list[tuple[str, str]]
-    ) -> str | None:
-        """Create a run if flow control admits it; returns the skip reason otherwise."""
-        decision = decide(new_run, now, self)
-        if decision.skip is not None:
-            self._c.execute(q.INSERT_SKIP, (event_id, new_run.function_id, decision.skip, now))
-            return decision.skip
-        for run_id in decision.cancel:
-            function_id = self.cancel_run(run_id, now, "singleton: replaced by a newer run")
-            if function_id is not None:
-                cancelled.append((run_id, function_id))
-        self._create_run(new_run, now, decision.due_at)
-        return None
+    def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
+        self._c.execute(q.INSERT_SKIP, (event_id, function_id, reason, now))
 
-    def _create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
+    def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         c = self._c
         a = new_run.admission
         c.execute(
@@ -182,14 +169,9 @@ class FlowVerbs:
             yield
 
     def flush_deferrals(self, now: float) -> list[str]:
-        started: list[str] = []
         with self._savepoint() as c:
-            for row in [_deferral(r) for r in c.execute(q.DUE_DEFERRALS, (now,)).fetchall()]:
-                self.delete_deferral(row)
-                run = run_for(row)
-                if self._admit(run, now, row.event_ids[-1], []) is None:
-                    started.append(run.run_id)
-        return started
+            rows = [_deferral(r) for r in c.execute(q.DUE_DEFERRALS, (now,)).fetchall()]
+            return flush_due(self, rows, now)
 
     def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
         with self._savepoint() as c:
@@ -219,7 +201,7 @@ class FlowVerbs:
             row = c.execute(q.SELECT_RUN, (run_id,)).fetchone()
             if row is None:
                 return False
-            self._create_run(NewRun(new_run_id, row[1], tuple(loads(row[3]))), now)
+            self.create_run(NewRun(new_run_id, row[1], tuple(loads(row[3]))), now)
             if before_position is not None:
                 c.execute(q.COPY_STEPS, (new_run_id, run_id, before_position))
             history = (new_run_id, now, "RUN_REPLAYED", None, None, None)

@@ -20,7 +20,7 @@ from typing import Any
 from stepline.errors import LeaseLostError
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
-from stepline.store._flow import defer
+from stepline.store._flow import start_runs
 from stepline.store.records import (
     TERMINAL_STATUSES,
     EventIngest,
@@ -228,26 +228,9 @@ class _SQLiteTx(FlowVerbs):
             return IngestResult(event.internal_id, True, (), ())
         cancelled = self._apply_cancel_matchers(event, now, wait_matches)
         resumed = self._resolve_waits(event, now, wait_matches)
-        runs = list(item.new_runs)
-        for deferral in item.deferrals:
-            ready = defer(deferral, event.internal_id, now, self)
-            if ready is not None:
-                runs.append(ready)
-        started: list[str] = []
-        skipped: list[tuple[str, str]] = []
-        for new_run in runs:
-            reason = self._admit(new_run, now, event.internal_id, cancelled)
-            if reason is None:
-                started.append(new_run.run_id)
-            else:
-                skipped.append((new_run.function_id, reason))
+        started, skipped = start_runs(self, item, now, cancelled)
         return IngestResult(
-            event.internal_id,
-            False,
-            tuple(started),
-            tuple(resumed),
-            tuple(skipped),
-            tuple(cancelled),
+            event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
         )
 
     def _resolve_waits(
@@ -342,7 +325,7 @@ class _SQLiteTx(FlowVerbs):
                 if wait.index_path is not None:
                     c.execute(q.INSERT_WAIT_PATH, (wait.event_name, wait.index_path))
             for new_run in commit.child_runs:
-                self._create_run(new_run, now)
+                self.create_run(new_run, now)
             results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
             for wake in commit.wakes:
                 settled = c.execute(
