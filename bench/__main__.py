@@ -167,12 +167,12 @@ def _notes(results: Results) -> list[str]:
         return results.get(workload, {}).get(system) or {}
 
     per_step = get("per_step", "stepline")
-    floor_ms = get("floor", "stepline").get("commit_ms") or per_step.get("floor_ms")
-    if floor_ms and "ms_per_step" in per_step:
+    if "ratio_to_floor" in per_step:
         notes.append(
-            f"per-step overhead = {per_step['ms_per_step'] / floor_ms:.2f}x one durable commit "
-            f"({floor_ms:.3f} ms; {per_step.get('transactions_per_run', '?')} transactions per "
-            f"{per_step.get('steps', '?')}-step run)"
+            f"per-step overhead = {per_step['ratio_to_floor']:.2f}x one durable commit timed "
+            f"alongside ({per_step['floor_ms']:.3f} ms; {per_step['transactions_per_run']:g} "
+            f"transactions per {per_step['steps']}-step run; runs {per_step['ms_per_step_min']:.3f}"
+            f"-{per_step['ms_per_step_max']:.3f} ms/step)"
         )
     parts = per_step.get("breakdown") or {}
     if "wall_ms" in parts:
@@ -181,10 +181,18 @@ def _notes(results: Results) -> list[str]:
             f"transaction {parts['transaction_ms']:.3f} (BEGIN, SQL, COMMIT+fsync) + writer "
             f"thread hop {parts['writer_hop_ms']:.3f} + executor/asyncio {parts['engine_ms']:.3f}"
         )
+    floor = get("floor", "stepline")
+    if "commit_ms" in floor:
+        notes.append(
+            f"floor: {floor['commits']} commits (WAL, synchronous=FULL): median "
+            f"{floor['commit_p50_ms']:.3f} ms, mean {floor['commit_ms']:.3f} ms, p99 "
+            f"{floor['commit_p99_ms']:.3f} ms"
+        )
     dfloor = get("floor", "dbos")
     if "commit_ms" in dfloor:
         notes.append(
-            f"DBOS floor column: {dfloor.get('note', '')}: {dfloor['commit_ms']:.3f} ms/commit"
+            f"DBOS floor column: {dfloor.get('note', '')}: median "
+            f"{dfloor['commit_p50_ms']:.3f} ms, mean {dfloor['commit_ms']:.3f} ms"
         )
     tp = get("throughput", "stepline")
     if "transactions" in tp:
@@ -192,6 +200,13 @@ def _notes(results: Results) -> list[str]:
             f"throughput: {tp['jobs']} write jobs in {tp['transactions']} transactions "
             f"({tp['fsyncs_per_run']:.3f} fsyncs per run); worker concurrency "
             f"{tp['concurrency']}; {tp['wall_s']:.2f} s wall"
+        )
+    waits = get("waits", "stepline")
+    if "match_store_resolved" in waits:
+        notes.append(
+            f"waits: {waits['waits']:,} pending waits set up in {waits['setup_s']:.1f} s; the "
+            f"store-only matching batch resolved {waits['match_store_resolved']} of "
+            f"{waits['matched_events']} waits"
         )
     rec = get("recovery", "stepline")
     if "same_id_from_kill_s" in rec:

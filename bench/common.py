@@ -185,8 +185,8 @@ async def worker(app: Any, **options: Any) -> AsyncIterator[Any]:
         _worker_tasks.remove(task)
         if not task.done():
             await task
-        elif not task.cancelled() and task.exception() is not None:
-            pass  # already reported by check_workers()
+        elif not task.cancelled():
+            task.exception()  # retrieved (it was raised as WorkerDied's cause)
 
 
 async def guard(awaitable: Awaitable[Any], timeout: float) -> Any:

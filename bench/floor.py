@@ -19,25 +19,41 @@ from bench.common import Sizes, median, percentile
 ROW = b"x" * 200
 
 
-def measure_commits(path: Path, journal_mode: str, synchronous: str, n: int) -> dict[str, Any]:
-    """Milliseconds per durable commit of one small row."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        mode = conn.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()[0]
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
-        samples: list[float] = []
-        for i in range(n + 20):
+class CommitLoop:
+    """A fresh SQLite file in the given mode, ready to time ``BEGIN IMMEDIATE; INSERT; COMMIT``."""
+
+    def __init__(self, path: Path, journal_mode: str = "WAL", synchronous: str = "FULL") -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.mode = self.conn.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()[0]
+        self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+        self.conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+        self.commits(20)  # the first commits grow the file and the WAL
+
+    def commits(self, n: int) -> list[float]:
+        """Seconds taken by each of ``n`` durable commits."""
+        conn, samples = self.conn, []
+        for _ in range(n):
             t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT INTO t (v) VALUES (?)", (ROW,))
             conn.execute("COMMIT")
-            if i >= 20:  # the first commits grow the file and the WAL
-                samples.append(time.perf_counter() - t0)
+            samples.append(time.perf_counter() - t0)
+        return samples
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def measure_commits(path: Path, journal_mode: str, synchronous: str, n: int) -> dict[str, Any]:
+    """Milliseconds per durable commit of one small row."""
+    loop = CommitLoop(path, journal_mode, synchronous)
+    try:
+        samples = loop.commits(n)
+        mode = loop.mode
     finally:
-        conn.close()
+        loop.close()
     return {
         "commit_ms": sum(samples) / len(samples) * 1000,
         "commit_p50_ms": median(samples) * 1000,

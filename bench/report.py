@@ -36,7 +36,7 @@ def _value(results: Results, workload: str, system: str, key: str) -> float | No
 
 def _floor(results: Results) -> float | None:
     """One durable commit: the floor workload's, else the one measured next to per_step."""
-    floor = _value(results, "floor", "stepline", "commit_ms")
+    floor = _value(results, "floor", "stepline", "commit_p50_ms")
     return floor if floor is not None else _value(results, "per_step", "stepline", "floor_ms")
 
 
@@ -47,8 +47,10 @@ def _better(s: float, d: float | None, higher: bool) -> float | None:
 
 
 def rows(sizes: Sizes, results: Results) -> list[Row]:
-    floor = _floor(results)
-    floor_text = f"{2 * floor:.2f} ms" if floor else "2x floor"
+    # Per-step overhead is judged against the commits timed alongside it (same minute, same
+    # disk); the floor row is the standalone measurement.
+    floor = _value(results, "per_step", "stepline", "floor_ms") or _floor(results)
+    floor_text = f"2 x {floor:.3f} = {2 * floor:.2f} ms" if floor else "2x floor"
     ttl = sizes.lease_ttl
 
     def per_step(s: float, d: float | None, r: Results) -> bool | None:
@@ -68,10 +70,10 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
 
     runs, waits = sizes.throughput_runs, sizes.waits
     return [
-        Row("Durable SQLite commit (floor)", "floor", "commit_ms", "ms", False,
+        Row("Durable SQLite commit (floor, median)", "floor", "commit_p50_ms", "ms", False,
             "reference (~0.19 ms class)", None, compare=False),
         Row(f"Per-step overhead ({sizes.per_step_steps}-step run)", "per_step", "ms_per_step",
-            "ms", False, f"≤ 2x floor ({floor_text}); ≥ 4x DBOS", per_step),
+            "ms", False, f"≤ 2x commit ({floor_text}); ≥ 4x DBOS", per_step),
         Row(f"Throughput, {runs:,} runs x 3 steps", "throughput", "runs_per_s", "runs/s", True,
             "≥ 1,000 runs/s; ≥ 10x DBOS", throughput),
         Row("  … steps per second", "throughput", "steps_per_s", "steps/s", True,

@@ -13,8 +13,9 @@ The guide ("Basic Function Structure")::
     );
 
 ``retries`` counts per step: with the default of 4, a failing step is attempted 5 times in all,
-with exponential backoff between attempts. ``concurrency`` is flow control, which this version
-of Stepline does not have yet: the option is left out here.
+with exponential backoff between attempts. ``concurrency=10`` lets at most 10 runs of the
+function execute at once; runs over the limit wait in the queue, and sleeping or waiting runs
+hold no slot (see ``docs/flow-control/concurrency.md``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ async def charge_customer(order_id: str, amount: float) -> dict[str, Any]:
     id="process-order",  # unique in the app and stable: runs in flight find their code by it
     trigger=TriggerEvent("order/created"),
     retries=4,  # per step; the default
+    concurrency=10,  # at most 10 runs executing at once
 )
 async def process_order(ctx: Context) -> dict[str, Any]:
     """Reserve the items, then charge the customer; each step's result is stored."""

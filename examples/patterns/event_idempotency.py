@@ -13,8 +13,10 @@ An event sent with an ``id`` already seen in the last 24 hours is accepted and s
 starts no run, so a producer may retry a send (or a user double-click) safely. Derive the id
 from the business fact the event records, not from the time of sending.
 
-The consumer side of the guide (``idempotency: "event.data.cartId"`` on the function) comes
-with flow control, which this version does not have yet.
+The consumer side of the guide is an option of the function:
+``@app.function(..., idempotency="event.data.cartId")`` starts at most one run per cart in 24
+hours, whatever ids the events carry; ``examples/flow/idempotency.py`` and
+``docs/flow-control/idempotency.md`` show both sides together.
 """
 
 from __future__ import annotations

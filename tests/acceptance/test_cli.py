@@ -51,11 +51,18 @@ class Cli:
             [sys.executable, "-m", "stepline.cli", *args],
             cwd=self.cwd,
             env=self.env(**env),
+            stdin=subprocess.DEVNULL,  # never the terminal pytest runs in: no prompts
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
+
+    def json(self, *args: str) -> Any:
+        """Run a command that prints JSON (``--json`` is added) and parse its output."""
+        result = self.run(*args, "--json")
+        assert result.returncode == 0, (args, result.stderr)
+        return json.loads(result.stdout)
 
     def start(self, *args: str, output: Path) -> subprocess.Popen[bytes]:
         """Start a long-running command; stdout and stderr go to ``output``."""
@@ -64,6 +71,7 @@ class Cli:
                 [sys.executable, "-m", "stepline.cli", *args],
                 cwd=self.cwd,
                 env=self.env(),
+                stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
@@ -91,15 +99,20 @@ def wait_until(
         time.sleep(0.05)
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    """A CLI runner in a fresh directory; processes it started are killed at the end."""
-    runner = Cli(tmp_path)
+def cli_in(directory: Path) -> Iterator[Cli]:
+    """A CLI runner in ``directory``; processes it started are killed at the end."""
+    runner = Cli(directory)
     yield runner
     for process in runner.started:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=TIMEOUT)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    """A CLI runner in a fresh directory."""
+    yield from cli_in(tmp_path)
 
 
 ORDER = '{"orderId": "o-1", "amount": 120}'

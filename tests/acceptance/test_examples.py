@@ -219,16 +219,31 @@ async def test_a_trigger_without_filter_takes_every_event(
 
 
 async def test_multiple_triggers(engine: Callable[..., TestEngine]) -> None:
-    async with engine(multiple_triggers.app) as t:
+    saturday = datetime(2026, 5, 2, 12, 0, tzinfo=UTC).timestamp()
+    clock = MockClock(start=saturday, autojump=False)  # autojump would race through the Sundays
+    async with engine(multiple_triggers.app, clock) as t:
         signup = await runs_of(t, Event("user/signup", {"userId": "u-1"}))
         first = await runs_of(t, Event("user/login", {"userId": "u-2", "firstLogin": True}))
         again = await runs_of(t, Event("user/login", {"userId": "u-2", "firstLogin": False}))
         unknown = await runs_of(t, Event("user/login", {"userId": "u-3"}))
         report = await runs_of(t, Event("manual/report.requested", {"requestedBy": "ops"}))
+        clock.advance(12 * 3600)  # Sunday 00:00 UTC: the weekly cron tick
+        t.worker.wake()  # type: ignore[union-attr]
+        for _ in range(1000):
+            reports = await t.runs(function_id="weekly-report")
+            if len(reports) == 2:
+                break
+            await asyncio.sleep(0.005)
+        [scheduled] = [r for r in reports if r.run_id != report[0].run_id]
+        scheduled = await t.wait_for_run(scheduled.run_id)
+        [tick] = await t.app.engine.read(t.app.engine.store.get_events, scheduled.event_ids)
     assert [r.output for r in signup] == [{"userId": "u-1", "source": "user/signup"}]
     assert [r.output for r in first] == [{"userId": "u-2", "source": "user/login"}]
     assert again == unknown == []
     assert [r.output for r in report] == [{"rows": 3, "requestedBy": "ops"}]
+    assert scheduled.output == {"rows": 3, "requestedBy": None}
+    assert (tick.name, tick.data) == ("inngest/scheduled.timer", {"cron": "0 0 * * 0"})
+    assert tick.ts == saturday + 12 * 3600
 
 
 # -- invoke ----------------------------------------------------------------------------------------

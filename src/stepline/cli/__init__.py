@@ -1,7 +1,9 @@
 """The ``stepline`` command line: a thin shell over the library.
 
 Every option has a ``STEPLINE_*`` environment fallback. Problems the user can fix (a bad
-``MODULE:APP``, bad JSON, an unknown run) print one line on stderr and exit non-zero.
+``MODULE:APP``, bad JSON, an unknown run) print one line on stderr and exit non-zero: 2 for a
+command line that cannot work as given (a bad option value, an invalid ``--if`` expression, an
+unknown step), 1 for the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any
 import click
 
 from stepline import __version__
+from stepline.cli._commands.control import cancel, replay, skipped
 from stepline.cli._commands.dev import dev
+from stepline.cli._commands.functions import functions
 from stepline.cli._commands.runs import runs
 from stepline.cli._commands.send import send
 from stepline.cli._commands.worker import worker
@@ -45,6 +49,10 @@ cli.add_command(dev)
 cli.add_command(worker)
 cli.add_command(send)
 cli.add_command(runs)
+cli.add_command(functions)
+runs.add_command(cancel)
+runs.add_command(replay)
+runs.add_command(skipped)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

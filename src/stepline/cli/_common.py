@@ -257,10 +257,11 @@ def db_label(app: App) -> str:
     return app.db or os.environ.get("STEPLINE_DB") or str(DEFAULT_DB_PATH)
 
 
-def open_app(app_ref: str | None, db: str | None) -> App:
+def open_app(app_ref: str | None, db: str | None, *, create: bool = False) -> App:
     """The app for commands on an existing database: ``--app`` (with ``--db`` overriding its
     database), else a bare app (no functions) on ``--db``, else the default database if it
-    exists. Never creates a database."""
+    exists. Creates no database unless ``create`` (a SQLite file a typo names would be left
+    behind)."""
     if app_ref is not None:
         app = load_app(app_ref)
         use_db(app, db)
@@ -274,7 +275,7 @@ def open_app(app_ref: str | None, db: str | None) -> App:
             "(or set STEPLINE_APP / STEPLINE_DB)"
         )
     path = sqlite_path(db_label(app))
-    if path is not None and not path.exists():
+    if path is not None and not path.exists() and not create:
         raise CliError(f"no database at {path}")
     return app
 

@@ -152,6 +152,8 @@ class LiveLog:
         details = render.entry_details(entry)
         if entry.kind == "RUN_COMPLETED":
             details = f"→ {render.compact_json(run.output, 100)}"
+        elif entry.kind == "RUN_REPLAYED" and entry.data and entry.data.get("of"):
+            details = f"replay of {render.short_id(str(entry.data['of']))}"  # as the lines show it
         if details:
             text.append(f"  {details}", style=render.details_style(entry.kind))
         text.rstrip()

@@ -82,7 +82,13 @@ def function_options(fn: FunctionDef) -> list[str]:
     if o.idempotency is not None:
         parts.append(f"idempotency {o.idempotency.text}")
     for cancel in o.cancel_on:
-        condition = f" if {cancel.expression}" if cancel.expression else ""
+        condition = (
+            f" match {cancel.match}"
+            if cancel.match is not None
+            else f" if {cancel.if_}"
+            if cancel.if_ is not None
+            else ""
+        )
         within = f" within {span(cancel.timeout_seconds)}" if cancel.timeout_seconds else ""
         parts.append(f"cancel on {cancel.event}{condition}{within}")
     if o.timeouts is not None:

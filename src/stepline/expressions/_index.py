@@ -77,6 +77,15 @@ def _path(tokens: tuple[Token, ...], variable: str) -> str | None:
 
 def _equality(text: str, tokens: tuple[Token, ...], variable: str) -> tuple[str, str] | None:
     """The index key of one conjunct, if it is ``<variable path> == <constant>`` (either order)."""
+    found = _raw_equality(text, tokens, variable)
+    if found is None:
+        return None
+    key = canonical(found[1])
+    return (found[0], key) if key is not None else None
+
+
+def _raw_equality(text: str, tokens: tuple[Token, ...], variable: str) -> tuple[str, Any] | None:
+    """``(path, constant)`` if the tokens are ``<variable path> == <non-null JSON constant>``."""
     relations = [
         i
         for i in _depth_zero(tokens)
@@ -92,8 +101,7 @@ def _equality(text: str, tokens: tuple[Token, ...], variable: str) -> tuple[str,
         value = constant(text[other[0].start : other[-1].end])
         if value is MISSING or value is None or not _json_like(value):
             return None
-        key = canonical(value)
-        return (path, key) if key is not None else None
+        return path, value
     return None
 
 
@@ -127,3 +135,29 @@ def index_keys(text: str, variable: str = "async") -> tuple[tuple[str, str], ...
     if not _collect(text, tokenize(text), variable, keys):
         return ()
     return tuple(dict.fromkeys(keys))
+
+
+def single_equality(text: str, variable: str = "async") -> tuple[str, Any] | None:
+    """``(path, constant)`` when the whole expression is one ``<variable path> == <constant>``
+    (the common matcher after substitution), which can be decided without CEL."""
+    tokens = _strip_parens(tokenize(text))
+    for i in _depth_zero(tokens):
+        if tokens[i].text in ("&&", "||", "?"):
+            return None
+    return _raw_equality(text, tokens, variable)
+
+
+def cel_equal(left: Any, right: Any) -> bool:
+    """CEL's equality on JSON-like values: numbers compare by value whatever their type, other
+    types never equal each other (``true != 1``, ``"1" != 1``), lists and maps element-wise."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left == right
+    if isinstance(left, int | float) and isinstance(right, int | float):
+        return left == right
+    if isinstance(left, str) or isinstance(right, str):
+        return isinstance(left, str) and isinstance(right, str) and left == right
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(cel_equal, left, right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(cel_equal(left[k], right[k]) for k in left)
+    return left is None and right is None

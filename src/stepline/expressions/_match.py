@@ -15,7 +15,7 @@ from typing import Any
 from stepline.errors import ExpressionError
 from stepline.expressions._compile import Expression, compile_expression
 from stepline.expressions._env import MISSING, cel_view, lookup
-from stepline.expressions._index import index_keys
+from stepline.expressions._index import cel_equal, index_keys, single_equality
 from stepline.expressions._rewrite import substitute
 from stepline.expressions._values import canonical
 
@@ -23,23 +23,33 @@ _FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class MatchExpression:
-    """A compiled matcher that depends only on the incoming event (``async``).
+    """A matcher that depends only on the incoming event (``async``).
 
-    ``text`` is storable (:func:`load_match` recompiles it); ``index_keys`` are the
+    ``text`` is storable (:func:`load_match` reloads it); ``index_keys`` are the
     ``(field path, canonical value)`` pairs an incoming event must have for the matcher to
-    possibly match, empty when the matcher is a candidate for every event of its name.
+    possibly match, empty when the matcher is a candidate for every event of its name. A matcher
+    that is one ``async.<path> == <constant>`` is decided in Python without compiling CEL (most
+    waits and ``match=`` matchers after substitution); others compile once, cached.
     """
 
-    __slots__ = ("_expression", "_index_keys")
+    __slots__ = ("_fast", "_index_keys", "_text")
 
-    def __init__(self, expression: Expression, keys: tuple[tuple[str, str], ...]) -> None:
-        self._expression = expression
+    def __init__(
+        self, text: str, keys: tuple[tuple[str, str], ...], fast: tuple[str, Any] | None
+    ) -> None:
+        self._text = text
         self._index_keys = keys
+        self._fast = fast
 
     @property
     def text(self) -> str:
         """The substituted text, to store with the wait."""
-        return self._expression.text
+        return self._text
+
+    @property
+    def expression(self) -> Expression:
+        """The compiled CEL expression (compiled on first use; raises ``ExpressionError``)."""
+        return _compiled(self._text)
 
     @property
     def index_keys(self) -> tuple[tuple[str, str], ...]:
@@ -48,20 +58,31 @@ class MatchExpression:
 
     def matches(self, async_event: Mapping[str, Any]) -> bool:
         """Whether the incoming event satisfies the matcher (errors are ``False``)."""
-        return self._expression.matches({"async": async_event})
+        if self._fast is not None:
+            path, wanted = self._fast
+            value = lookup(async_event, path.split("."))
+            return value is not MISSING and cel_equal(cel_view(value), wanted)
+        return self.expression.matches({"async": async_event})
 
     def __repr__(self) -> str:
         return f"MatchExpression({self.text!r}, index_keys={self._index_keys!r})"
 
 
 @lru_cache(maxsize=4096)
+def _compiled(text: str) -> Expression:
+    return compile_expression(text, variables=("async",))
+
+
+@lru_cache(maxsize=65536)
 def load_match(text: str) -> MatchExpression:
-    """Compile a stored (substituted) matcher text; compiled matchers are cached by text.
+    """Load a stored (substituted) matcher text; matchers are cached by text.
 
     Raises ``ExpressionError`` if ``text`` is not a valid expression over ``async``.
     """
-    expression = compile_expression(text, variables=("async",))
-    return MatchExpression(expression, index_keys(text))
+    fast = single_equality(text)
+    if fast is None:
+        _compiled(text)  # validate now
+    return MatchExpression(text, index_keys(text), fast)
 
 
 def prepare_match(text: str, own_event: Mapping[str, Any]) -> MatchExpression:

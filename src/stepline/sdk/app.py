@@ -34,7 +34,12 @@ from stepline.sdk.limits import Limits
 from stepline.sdk.run import HistoryEntry, Run
 from stepline.sdk.triggers import TriggerEvent
 from stepline.store import Store, open_store
-from stepline.store.records import TERMINAL_STATUSES, RunFilter, SkipRecord
+from stepline.store.records import (
+    TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    RunFilter,
+    SkipRecord,
+)
 
 
 class App:
@@ -285,18 +290,21 @@ class App:
         limit: int = 10_000,
     ) -> list[str]:
         """Cancel the unfinished runs of a function created in a time range (both bounds
-        optional), optionally only those whose triggering event satisfies ``if_`` (CEL over
-        ``event``). Returns the ids of the runs cancelled."""
+        optional; ``started_*`` compare the run's creation time), optionally only those whose
+        triggering event satisfies ``if_`` (CEL over ``event``), at most ``limit`` runs, oldest
+        first. Returns the ids of the runs cancelled."""
         engine = self.engine
         condition = compile_expression(if_) if if_ is not None else None
         after = started_after.timestamp() if started_after else float("-inf")
         before = started_before.timestamp() if started_before else float("inf")
         cancelled: list[str] = []
-        records = await engine.read(
-            engine.store.list_runs, RunFilter(function_id=function_id, limit=limit)
-        )
-        for record in records:
-            if record.status in TERMINAL_STATUSES or not after <= record.created_at <= before:
+        records = []
+        for status in UNFINISHED_STATUSES:
+            query = RunFilter(function_id=function_id, status=status, limit=limit)
+            records += await engine.read(engine.store.list_runs, query)
+        records.sort(key=lambda r: r.created_at)
+        for record in records[:limit]:
+            if not after <= record.created_at <= before:
                 continue
             if condition is not None:
                 events = await engine.read(engine.store.get_events, record.event_ids[:1])

@@ -16,6 +16,7 @@ RunStatus = Literal[
     "QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED"
 ]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+UNFINISHED_STATUSES: tuple[str, ...] = ("QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING")
 
 StepKind = Literal["run", "sleep", "wait", "invoke", "send"]
 StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING"]

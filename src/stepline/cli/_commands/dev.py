@@ -23,6 +23,7 @@ from stepline.cli._common import (
     db_option,
     load_app,
     make_console,
+    paused_functions,
     use_db,
 )
 from stepline.cli._live import LiveLog, LiveLogHandler, RunTracker, RunWatcher
@@ -124,10 +125,16 @@ def _banner(app: App, console: Console, concurrency: int) -> None:
         soft_wrap=True,
     )
     width = max((len(fn.id) for fn in app.functions), default=0)
+    paused = paused_functions(app)
     for fn in app.functions:
-        triggers = ", ".join(render.trigger_text(t) for t in fn.triggers)
-        line = f"  {fn.id:<{width}}  ← {triggers or 'invoke only'}"
-        console.print(line, soft_wrap=True, markup=False)
+        triggers = ", ".join(render.function_triggers(fn))
+        line = Text(f"  {fn.id:<{width}}  ← {triggers or 'invoke only'}")
+        options = render.function_options(fn)
+        if options:
+            line.append(f"  · {' · '.join(options)}", style="dim")
+        if fn.id in paused:
+            line.append("  paused: its runs are held (stepline functions resume)", style="yellow")
+        console.print(line, soft_wrap=True)
 
 
 async def _serve(

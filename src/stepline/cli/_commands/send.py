@@ -18,8 +18,11 @@ from stepline.cli._common import (
     make_console,
     use_db,
 )
+from stepline.expressions import compile_expression
 from stepline.sdk.app import App
 from stepline.sdk.event import Event
+
+SKIPS_SEEN = 100  # the newest skip records searched for the event's
 
 
 @click.command()
@@ -72,9 +75,43 @@ async def _send(app: App, event: Event, console: Console) -> None:
     runs = await app.runs(event_id=internal_id)
     for run in reversed(runs):
         console.print(f"  run [bold]{run.run_id}[/]  {escape(run.function_id)}  {run.status}")
-    if not runs:
+    skips = [s for s in await app.skipped(limit=SKIPS_SEEN) if s.event_id == internal_id]
+    for skip in skips:
+        console.print(
+            f"  skipped by {escape(skip.function_id)}: {skip.reason} (see `stepline runs skipped`)",
+            soft_wrap=True,
+        )
+    started = {run.function_id for run in runs}
+    deferred = [d for d in await _deferred_by(app, internal_id) if d[0] not in started]
+    for fn_id, how in deferred:
+        console.print(
+            f"  deferred by {escape(fn_id)} ({how}): its run starts later", soft_wrap=True
+        )
+    if not runs and not skips and not deferred:
         console.print(
             "  started no runs: no function of the app is triggered by it (or its filter did "
             "not match, or its id was seen in the last 24 h)",
             soft_wrap=True,
         )
+
+
+async def _deferred_by(app: App, event_id: str) -> list[tuple[str, str]]:
+    """The debounced or batching functions the event triggers: they start a run later."""
+    waiting = [fn for fn in app.functions if fn.options.debounce or fn.options.batch_events]
+    if not waiting:
+        return []
+    engine = app.engine
+    [record] = await engine.read(engine.store.get_events, [event_id])
+    payload = record.payload()
+    found = []
+    for fn in waiting:
+        if not any(t.name == record.name and t.matches(payload) for t in fn.triggers):
+            continue
+        batch = fn.options.batch_events
+        if fn.options.debounce is not None:
+            found.append((fn.id, "debounce"))
+        elif batch is not None and (
+            batch.if_ is None or compile_expression(batch.if_).matches({"event": payload})
+        ):
+            found.append((fn.id, "batch"))
+    return found

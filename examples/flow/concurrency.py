@@ -1,0 +1,100 @@
+"""Concurrency: bound how many runs of a function execute at once.
+
+See ``docs/flow-control/concurrency.md``. ``generate-report`` calls a reporting API that
+accepts two queries at a time per account and three in all, so the function has two
+constraints: ``Concurrency(limit=2, key="event.data.accountId")`` and ``Concurrency(limit=3)``.
+Runs over a limit wait in the queue (``QUEUED``); none is dropped.
+
+``nightly-digest`` has ``concurrency=1`` and sleeps an hour between its steps: a sleeping run
+holds no slot, so three digests all get to their sleep at once.
+
+Run the demo with ``python -m examples.flow.concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from examples.flow._support import ended_runs
+from stepline import App, Concurrency, Context, Event, TriggerEvent
+from stepline.testing import MockClock, TestEngine
+
+app = App("flow-concurrency")
+
+in_flight: Counter[str] = Counter()  # API calls executing now, per account and "all"
+peak: Counter[str] = Counter()  # the most ever seen at once
+
+
+async def query_reporting_api(account_id: str) -> dict[str, Any]:
+    """Stand-in for a slow reporting API; records how many calls overlap."""
+    for key in (account_id, "all"):
+        in_flight[key] += 1
+        peak[key] = max(peak[key], in_flight[key])
+    try:
+        await asyncio.sleep(0.1)  # real time, so that calls overlap if they are allowed to
+    finally:
+        for key in (account_id, "all"):
+            in_flight[key] -= 1
+    return {"accountId": account_id, "rows": 42}
+
+
+@app.function(
+    id="generate-report",
+    trigger=TriggerEvent("report/requested"),
+    concurrency=[
+        Concurrency(limit=2, key="event.data.accountId"),  # per account
+        Concurrency(limit=3),  # all accounts together
+    ],
+)
+async def generate_report(ctx: Context) -> dict[str, Any]:
+    """At most 2 runs per account and 3 in all execute at the same time."""
+    return await ctx.step.run("query", query_reporting_api, ctx.event.data["accountId"])
+
+
+@app.function(id="nightly-digest", trigger=TriggerEvent("digest/due"), concurrency=1)
+async def nightly_digest(ctx: Context) -> str:
+    """One digest executes at a time, but a digest that sleeps does not block the others."""
+    user = ctx.event.data["userId"]
+    await ctx.step.run("collect", lambda: f"news for {user}")
+    await ctx.step.sleep("wait-for-send-window", "1h")
+    await ctx.step.run("send", lambda: None)
+    return user
+
+
+async def demo() -> dict[str, Any]:
+    in_flight.clear()
+    peak.clear()
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, clock=clock) as t:
+        requests = [Event("report/requested", {"accountId": a}) for a in ("acme", "globex")] * 4
+        await t.send(requests)
+        reports = await ended_runs(t, "generate-report")
+        print(
+            f"{len(reports)} reports ran; at most at once: acme {peak['acme']}, "
+            f"globex {peak['globex']}, all accounts {peak['all']}"
+        )
+
+        digests = await t.send([Event("digest/due", {"userId": u}) for u in ("ada", "bob", "cy")])
+        for event_id in digests:
+            [run] = await t.runs(event_id=event_id)
+            await t.wait_for_status(run.run_id, "SLEEPING")
+        print("with concurrency=1, all 3 digests are SLEEPING at the same time")
+        clock.advance(3600)
+        done = await ended_runs(t, "nightly-digest")
+        print(f"an hour later: {[r.status for r in done]}")
+    return {
+        "reports": [r.status for r in reports],
+        "peak": dict(peak),
+        "digests": [r.status for r in done],
+    }
+
+
+def main() -> dict[str, Any]:
+    """Run the demo and print what happened; returns the facts it printed."""
+    return asyncio.run(demo())
+
+
+if __name__ == "__main__":
+    main()

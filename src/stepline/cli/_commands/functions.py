@@ -1,0 +1,197 @@
+"""``stepline functions list|pause|resume``: an app's functions and their paused state."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from stepline.cli import _render as render
+from stepline.cli._common import (
+    CliError,
+    app_option,
+    db_option,
+    json_flag,
+    make_console,
+    open_app,
+    paused_functions,
+)
+from stepline.sdk.app import App
+
+HELD_LIMIT = 1000  # queued runs counted for a paused function ("1000+" beyond)
+
+
+@click.group()
+def functions() -> None:
+    """List an app's functions; pause and resume them."""
+
+
+@functions.command("list")
+@json_flag
+@app_option
+@db_option
+def list_functions(as_json: bool, app_ref: str | None, db: str | None) -> None:
+    """List the app's functions: triggers, flow control, and whether each is paused.
+
+    With --db alone only the paused functions are known (the database holds no definitions).
+    """
+    app = open_app(app_ref, db)
+    try:
+        paused = paused_functions(app)
+        held = asyncio.run(_held_of(app, sorted(paused)))
+    finally:
+        app.close()
+    console = make_console()
+    if app_ref is None:
+        _list_paused_only(console, held, as_json)
+        return
+    if as_json:
+        data = [render.function_dict(fn, fn.id in paused, held.get(fn.id)) for fn in app.functions]
+        console.print_json(data=data)
+        return
+    if not app.functions:
+        console.print(f"App {escape(app.id)} has no functions.")
+        return
+    table = Table(box=None, header_style="bold dim", pad_edge=False)
+    table.add_column("FUNCTION", style="bold", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("TRIGGERS", overflow="fold")
+    table.add_column("FLOW CONTROL", overflow="fold")
+    for fn in app.functions:
+        table.add_row(
+            Text(fn.id),
+            _state(fn.id in paused, held.get(fn.id)),
+            Text("\n".join(render.function_triggers(fn)) or "invoke only"),
+            Text("\n".join(render.function_options(fn))),
+        )
+    console.print(table)
+    unknown = sorted(paused - {fn.id for fn in app.functions})
+    if unknown:
+        console.print(
+            f"[dim]Also paused in this database, not in the app: {escape(', '.join(unknown))}[/]",
+            soft_wrap=True,
+        )
+
+
+def _state(paused: bool, held: int | None) -> Text:
+    if not paused:
+        return Text("active", style="green")
+    return Text(f"paused ({_held_text(held)} held)", style="yellow")
+
+
+def _held_text(held: int | None) -> str:
+    if held is None:
+        return "?"
+    return f"{held}+" if held >= HELD_LIMIT else str(held)
+
+
+def _list_paused_only(console: Console, held: dict[str, int], as_json: bool) -> None:
+    if as_json:
+        data = [{"id": fn_id, "paused": True, "held_runs": n} for fn_id, n in held.items()]
+        console.print_json(data=data)
+        return
+    if not held:
+        console.print("No paused functions.")
+    for fn_id, n in held.items():
+        console.print(f"{escape(fn_id)}  [yellow]paused ({_held_text(n)} held)[/]")
+    console.print(
+        "[dim]Only paused functions are listed: pass --app MODULE:APP for all of them.[/]",
+        soft_wrap=True,
+    )
+
+
+async def _held_of(app: App, function_ids: list[str]) -> dict[str, int]:
+    return {fn_id: await _held(app, fn_id) for fn_id in function_ids}
+
+
+async def _held(app: App, function_id: str) -> int:
+    """The runs of a function waiting to start (QUEUED), up to ``HELD_LIMIT``."""
+    return len(await app.runs(function_id=function_id, status="QUEUED", limit=HELD_LIMIT))
+
+
+@functions.command("pause")
+@click.argument("function_id", metavar="ID")
+@app_option
+@db_option
+def pause(function_id: str, app_ref: str | None, db: str | None) -> None:
+    """Pause function ID: the runs it is triggered for are created but held (QUEUED), and its
+    unfinished runs make no progress, until `stepline functions resume ID`.
+
+    Works with --db alone (workers of every process sharing the database see it). With --app
+    the app's database is created if need be: a function can be paused before it is deployed.
+    """
+    app = open_app(app_ref, db, create=app_ref is not None)
+    try:
+        was_paused = function_id in paused_functions(app)
+        _check_known(app, app_ref, function_id)
+        unseen = False
+        if not was_paused:
+            unseen = app_ref is None and not asyncio.run(app.runs(function_id=function_id, limit=1))
+            asyncio.run(app.pause_function(function_id))
+    finally:
+        app.close()
+    console = make_console()
+    if unseen:
+        click.echo(
+            f"Warning: no run of {function_id!r} in this database; check the id "
+            "(--app MODULE:APP checks it against the app's functions)",
+            err=True,
+        )
+    if was_paused:
+        console.print(f"{escape(function_id)} was already paused.")
+        return
+    console.print(
+        f"Paused {escape(function_id)}: its runs are held until "
+        f"`stepline functions resume {escape(function_id)}`.",
+        soft_wrap=True,
+    )
+
+
+@functions.command("resume")
+@click.argument("function_id", metavar="ID")
+@app_option
+@db_option
+def resume(function_id: str, app_ref: str | None, db: str | None) -> None:
+    """Resume function ID: its held runs start, in the order they were queued, once a worker
+    runs."""
+    app = open_app(app_ref, db)
+    try:
+        was_paused = function_id in paused_functions(app)
+        if not was_paused:  # a paused function since removed from the app can still be resumed
+            _check_known(app, app_ref, function_id)
+        held = 0
+        if was_paused:
+            held = asyncio.run(_resume(app, function_id))
+    finally:
+        app.close()
+    console = make_console()
+    if not was_paused:
+        console.print(f"{escape(function_id)} was not paused.")
+        return
+    console.print(
+        f"Resumed {escape(function_id)}: {render.count(held, 'held run')} "
+        f"{'starts' if held == 1 else 'start'} when a worker runs.",
+        soft_wrap=True,
+    )
+
+
+async def _resume(app: App, function_id: str) -> int:
+    held = await _held(app, function_id)
+    await app.resume_function(function_id)
+    return held
+
+
+def _check_known(app: App, app_ref: str | None, function_id: str) -> None:
+    """With --app, the function must be one of the app's (a typo would pause nothing)."""
+    if app_ref is None:
+        return
+    ids = [fn.id for fn in app.functions]
+    if function_id not in ids:
+        raise CliError(
+            f"app {app.id!r} has no function {function_id!r} (its functions: "
+            f"{', '.join(ids) or 'none'})"
+        )

@@ -1,0 +1,145 @@
+"""The app the multi-process tests run in several processes on one SQLite file.
+
+Functions:
+
+- ``cron-a``/``cron-b``/``cron-c``: ``TriggerCron("* * * * *")``; ``cron-yearly``:
+  ``TriggerCron("0 0 1 1 *")`` (never due during a test unless the test arms it). Each records
+  ``function_id run_id pid tick`` in the side file ``cron.log`` from a step.
+- ``limited`` (``limited/job``, ``concurrency=2``) and ``unlimited`` (``free/job``, no limit, the
+  control): two steps each; a step body counts itself in and out of ``<function>.count`` under an
+  exclusive ``flock`` (``current peak``) and appends ``in|out pid current time`` to
+  ``<function>.log``, so the overlap is measured by the steps themselves, across processes.
+- ``dup-fn`` (``dup/event``): records its run in ``dup.log``.
+
+Run as a script: ``worker`` serves a worker until SIGTERM; ``send`` sends one ``dup/event`` per
+id in ``MP_SEND_IDS`` (comma-separated), one event per transaction, and writes the returned
+internal ids as JSON to ``MP_DIR/sent-<pid>.json``. Both first write ``MP_DIR/ready-<pid>`` and
+then wait for the file ``MP_GO`` to exist, so that every process starts at the same moment.
+Environment: ``MP_DB`` (SQLite file), ``MP_DIR`` (side files), ``MP_GO``, ``MP_WORKER_ID``,
+``MP_CONCURRENCY`` (default 1), ``MP_STEP_SLEEP`` (default 0.1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stepline import App, Context, Event, TriggerCron, TriggerEvent
+
+CRON_FUNCTIONS = ("cron-a", "cron-b", "cron-c")
+MINUTELY = "* * * * *"
+YEARLY_FUNCTION = "cron-yearly"
+YEARLY = "0 0 1 1 *"
+LIMITED, UNLIMITED, DUP = "limited", "unlimited", "dup-fn"
+LIMIT = 2
+
+
+def side(name: str) -> Path:
+    return Path(os.environ["MP_DIR"]) / name
+
+
+def append(name: str, line: str) -> None:
+    with side(name).open("a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(line + "\n")
+
+
+def track(name: str, delta: int) -> int:
+    """Count a step in (+1) or out (-1) of ``name``; returns how many are in now."""
+    with side(f"{name}.count").open("a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        f.seek(0)
+        fields = f.read().split()
+        current, peak = (int(fields[0]), int(fields[1])) if fields else (0, 0)
+        current += delta
+        peak = max(peak, current)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{current} {peak}\n")
+        f.flush()
+        kind = "in" if delta > 0 else "out"
+        with side(f"{name}.log").open("a", encoding="utf-8") as log:
+            log.write(f"{kind} {os.getpid()} {current} {time.time():.6f}\n")
+    return current
+
+
+def build_app(db: str | None) -> App:
+    """The app on the SQLite file ``db``."""
+    app = App("multiproc", db=db)
+
+    def cron_function(function_id: str, cron: str) -> None:
+        @app.function(id=function_id, trigger=TriggerCron(cron), retries=0)
+        async def fired(ctx: Context) -> Any:
+            tick = ctx.event.data["cron"], ctx.event.ts
+            line = f"{function_id} {ctx.run_id} {os.getpid()} {ctx.event.ts}"
+            await ctx.step.run("record", append, "cron.log", line)
+            return tick
+
+    for function_id in CRON_FUNCTIONS:
+        cron_function(function_id, MINUTELY)
+    cron_function(YEARLY_FUNCTION, YEARLY)
+
+    def tracked_function(function_id: str, event: str, concurrency: int | None) -> None:
+        @app.function(id=function_id, trigger=TriggerEvent(event), concurrency=concurrency)
+        async def tracked(ctx: Context) -> Any:
+            pause = float(os.environ.get("MP_STEP_SLEEP", "0.1"))
+
+            async def body() -> int:
+                inside = track(function_id, +1)
+                await asyncio.sleep(pause)
+                track(function_id, -1)
+                return inside
+
+            return [await ctx.step.run("first", body), await ctx.step.run("second", body)]
+
+    tracked_function(LIMITED, "limited/job", LIMIT)
+    tracked_function(UNLIMITED, "free/job", None)
+
+    @app.function(id=DUP, trigger=TriggerEvent("dup/event"))
+    async def dup(ctx: Context) -> Any:
+        append("dup.log", f"{ctx.run_id} {ctx.event.id} {os.getpid()}")
+        return ctx.event.id
+
+    return app
+
+
+def _ready_and_wait() -> None:
+    side(f"ready-{os.getpid()}").write_text("ready")
+    go = Path(os.environ["MP_GO"])
+    deadline = time.monotonic() + 30
+    while not go.exists():
+        if time.monotonic() > deadline:
+            sys.exit(3)
+        time.sleep(0.001)
+
+
+def main(mode: str) -> None:
+    app = build_app(os.environ["MP_DB"])
+    app.engine  # noqa: B018 - open the store before the start line
+    if mode == "worker":
+        _ready_and_wait()
+        app.run_worker(
+            concurrency=int(os.environ.get("MP_CONCURRENCY", "1")),
+            worker_id=os.environ["MP_WORKER_ID"],
+            lease_ttl=5.0,
+            poll_interval=0.05,
+        )
+    elif mode == "send":
+        ids = os.environ["MP_SEND_IDS"].split(",")
+        events = [Event("dup/event", {"key": key}, id=key) for key in ids]
+        _ready_and_wait()
+        internal = [app.send(event)[0] for event in events]
+        side(f"sent-{os.getpid()}.json").write_text(json.dumps(internal))
+    else:
+        sys.exit(f"unknown mode {mode!r}")
+    app.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
