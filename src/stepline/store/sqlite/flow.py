@@ -45,6 +45,16 @@ class FlowVerbs:
 
         def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
 
+        def _indexed_paths(self, query: str, event_name: str) -> list[str]: ...
+
+        def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]: ...
+
+        def _added_unindexed(self, query: str, event_name: str) -> None: ...
+
+        def _add_indexed_path(
+            self, insert: str, query: str, event_name: str, path: str
+        ) -> None: ...
+
     # -- admission --------------------------------------------------------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
         self._c.execute(q.INSERT_SKIP, (event_id, function_id, reason, now))
@@ -95,23 +105,28 @@ class FlowVerbs:
                     now,
                 ),
             )
-            if spec.index_path is not None:
-                c.execute(q.INSERT_MATCHER_PATH, (spec.event_name, spec.index_path))
+            if spec.index_path is None:
+                self._added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
+            else:
+                self._add_indexed_path(
+                    q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
+                )
         c.execute(q.INSERT_HISTORY, (new_run.run_id, now, "RUN_QUEUED", None, None, None, None))
 
     def _apply_cancel_matchers(
         self, event: EventRecord, now: float, wait_matches: WaitMatcher
     ) -> list[tuple[str, str]]:
         c = self._c
-        candidates = [WaitRecord(*r) for r in c.execute(q.MATCHERS_UNINDEXED, (event.name, now))]
-        paths = [r[0] for r in c.execute(q.MATCHER_PATHS, (event.name,))]
+        rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event.name, now)
+        candidates = [WaitRecord(*r) for r in rows]
+        paths = self._indexed_paths(q.MATCHER_PATHS, event.name)
         if paths:
             payload = event.payload()
             for path in paths:
                 value = value_at(payload, path)
                 if value is not None:
-                    rows = c.execute(q.MATCHERS_INDEXED, (event.name, path, value, now))
-                    candidates.extend(WaitRecord(*r) for r in rows)
+                    found = c.execute(q.MATCHERS_INDEXED, (event.name, path, value, now))
+                    candidates.extend(WaitRecord(*r) for r in found)
         cancelled: list[tuple[str, str]] = []
         for matcher in sorted(candidates, key=lambda m: m.created_at):
             if any(run_id == matcher.run_id for run_id, _ in cancelled):

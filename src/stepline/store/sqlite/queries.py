@@ -31,6 +31,9 @@ WHERE run_id = ? AND hash = ? AND status = 'PENDING'
   AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = steps.run_id
               AND runs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))"""
 SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = ? AND hash = ?"
+INSERT_STEP_HISTORY = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data)
+SELECT ?, ?, ?, (SELECT step_id FROM steps WHERE run_id = ? AND hash = ?), NULL, NULL, ?"""
 INSERT_WAIT = """
 INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
                    expires_at, created_at)

@@ -183,6 +183,36 @@ class _SQLiteTx(FlowVerbs):
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
+        # indexed paths per event name, read once per transaction (rows are only ever added,
+        # and the transaction holds the write lock)
+        self._paths: dict[tuple[str, str], list[str]] = {}
+        self._unindexed: dict[tuple[str, str], bool] = {}
+
+    def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
+        """Rows of ``query`` (unindexed waits or matchers of an event name); remembers within
+        the transaction that there are none, so a batch of events asks once."""
+        if self._unindexed.get((query, event_name)) is False:
+            return []
+        rows = self._c.execute(query, (event_name, *params)).fetchall()
+        if not rows:
+            self._unindexed[(query, event_name)] = False
+        return rows
+
+    def _added_unindexed(self, query: str, event_name: str) -> None:
+        self._unindexed.pop((query, event_name), None)
+
+    def _indexed_paths(self, query: str, event_name: str) -> list[str]:
+        cached = self._paths.get((query, event_name))
+        if cached is None:
+            cached = [r[0] for r in self._c.execute(query, (event_name,))]
+            self._paths[(query, event_name)] = cached
+        return cached
+
+    def _add_indexed_path(self, insert: str, query: str, event_name: str, path: str) -> None:
+        self._c.execute(insert, (event_name, path))
+        cached = self._paths.get((query, event_name))
+        if cached is not None and path not in cached:
+            cached.append(path)
 
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
@@ -237,8 +267,8 @@ class _SQLiteTx(FlowVerbs):
         self, event: EventRecord, now: float, wait_matches: WaitMatcher
     ) -> list[str]:
         c = self._c
-        candidates = [_wait(r) for r in c.execute(q.WAITS_UNINDEXED, (event.name,))]
-        paths = [r[0] for r in c.execute(q.WAIT_PATHS, (event.name,))]
+        candidates = [_wait(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event.name)]
+        paths = self._indexed_paths(q.WAIT_PATHS, event.name)
         if paths:
             payload = event.payload()
             for path in paths:
@@ -259,18 +289,10 @@ class _SQLiteTx(FlowVerbs):
             event_json = event_json or dumps(event.payload())
             c.execute(q.COMPLETE_STEP, (event_json, now, wait.run_id, wait.step_hash))
             c.execute(q.WAKE, (now, wait.run_id))
-            step_row = c.execute(q.SELECT_STEP_ID, (wait.run_id, wait.step_hash)).fetchone()
+            data = _json_or_none({"event_id": event.internal_id})
             c.execute(
-                q.INSERT_HISTORY,
-                (
-                    wait.run_id,
-                    now,
-                    "WAIT_MATCHED",
-                    step_row[0] if step_row else None,
-                    None,
-                    None,
-                    _json_or_none({"event_id": event.internal_id}),
-                ),
+                q.INSERT_STEP_HISTORY,
+                (wait.run_id, now, "WAIT_MATCHED", wait.run_id, wait.step_hash, data),
             )
             resumed.append(wait.run_id)
         return resumed
@@ -322,8 +344,12 @@ class _SQLiteTx(FlowVerbs):
                         wait.created_at,
                     ),
                 )
-                if wait.index_path is not None:
-                    c.execute(q.INSERT_WAIT_PATH, (wait.event_name, wait.index_path))
+                if wait.index_path is None:
+                    self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
+                else:
+                    self._add_indexed_path(
+                        q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
+                    )
             for new_run in commit.child_runs:
                 self.create_run(new_run, now)
             results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
