@@ -118,7 +118,7 @@ class PassExecutor:
         self._counts: Counter[str] = Counter()
         self._new_ops: list[_Op] = []
         self._blocked: list[asyncio.Future[Any]] = []
-        self._changed = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._consumed: set[str] = set()
         self._memo_done = {h for h, s in self.memo.items() if s.status in ("COMPLETED", "FAILED")}
         self._memo_at_load = set(self.memo)
@@ -206,20 +206,26 @@ class PassExecutor:
                 f"run {self.run.run_id} asked for step {key!r} beyond the limit of "
                 f"{self.engine.limits.max_steps} steps per run",
             )
-            self._changed.set()
+            self._notify()
             raise _Abort()
         self._new_ops_seen = True
         op = _Op(kind, step_id, key, digest, self.loop.create_future(), **spec)
         if memo is not None and memo.status == "RETRYING":
             op.attempts = memo.attempts
         self._new_ops.append(op)
-        self._changed.set()
+        self._notify()
         return await op.future
+
+    def _notify(self) -> None:
+        """Wake ``_settle``: an operation was registered (or the run must abort)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _block(self) -> Any:
         future: asyncio.Future[Any] = self.loop.create_future()
         self._blocked.append(future)
-        self._changed.set()
+        self._notify()
         return await future
 
     # -- the pass ---------------------------------------------------------------------------------
@@ -312,10 +318,9 @@ class PassExecutor:
                     if task.done():
                         return
                 return
-            self._changed.clear()
-            waiter = self.loop.create_task(self._changed.wait())
+            waiter = self._waiter = self.loop.create_future()
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            self._waiter = None
 
     # -- a round of new operations ----------------------------------------------------------------
     def _check_determinism(self, ops: list[_Op], commit: PassCommit) -> None:
@@ -358,7 +363,10 @@ class PassExecutor:
         self._check_determinism(ops, commit)
         now = self.now()
         run_ops = [op for op in ops if op.kind == "run"]
-        outcomes = await asyncio.gather(*(self._attempt(op) for op in run_ops))
+        if len(run_ops) == 1:
+            outcomes = [await self._attempt(run_ops[0])]
+        else:
+            outcomes = list(await asyncio.gather(*(self._attempt(op) for op in run_ops)))
         resolutions: list[tuple[_Op, Any, BaseException | None]] = []
         for op, outcome in zip(run_ops, outcomes, strict=True):
             self._settle_run_op(op, outcome, commit, resolutions)
