@@ -20,9 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import WORKLOADS
+from bench import WORKLOADS as CORE_WORKLOADS
 from bench.common import REPO_ROOT, RESULT_PREFIX, Sizes, scratch_root
 from bench.report import Results, render, table_rows
+
+# Flow control and cancellation (issue 3): admission cost per option, cancel_on matching.
+WORKLOADS = (*CORE_WORKLOADS, *(w for w in ("flow", "cancel_on") if w not in CORE_WORKLOADS))
 
 
 def _dbos_status() -> tuple[bool, str]:
@@ -213,6 +216,37 @@ def _notes(results: Results) -> list[str]:
         notes.append(
             f"recovery: same id {rec['same_id_from_kill_s']:.2f} s from the kill including "
             f"process start; lease TTL {rec['lease_ttl_s']:g} s"
+        )
+    flow = get("flow", "stepline")
+    if "none_us" in flow:
+        from bench.flow import OPTIONS
+
+        notes.append(
+            f"flow: {flow['keys']:,} events with distinct keys per option, batches of "
+            f"{flow['batch']:,}, no worker; median of {flow['rounds']} round(s); one more batch "
+            "split into plan (event loop) + store ingest (in the transaction) + commit/hand-off:"
+        )
+        for option in OPTIONS:
+            if f"{option}_plan_us" not in flow:
+                continue
+            rounds = ", ".join(f"{v:.1f}" for v in flow.get(f"{option}_rounds_us", []))
+            notes.append(
+                f"  {option:<13} plan {flow[f'{option}_plan_us']:5.1f} + store "
+                f"{flow[f'{option}_store_us']:5.1f} + commit {flow[f'{option}_commit_us']:5.1f}"
+                f" = {flow[f'{option}_split_us']:5.1f} µs; rounds {rounds} µs; "
+                f"{flow.get(f'{option}_runs', 0):,} runs, "
+                f"{flow.get(f'{option}_deferrals', 0):,} deferrals, "
+                f"{flow.get(f'{option}_skips', 0):,} skips, "
+                f"{flow.get(f'{option}_matchers', 0):,} matchers"
+            )
+    cancel = get("cancel_on", "stepline")
+    if "match_us" in cancel:
+        notes.append(
+            f"cancel_on: {cancel['runs']:,} cancellable runs ({cancel['queued_before']:,} "
+            f"QUEUED), batches of {cancel['events']:,}; the matching batches cancelled "
+            f"{cancel['cancelled']:,} runs and emitted {cancel['cancelled_events']:,} "
+            f"inngest/function.cancelled; SLEEPING: {cancel.get('sleeping_setup_s', 0):.1f} s "
+            f"to set up, {cancel.get('sleeping_cancelled', 0):,} runs cancelled"
         )
     for workload, systems in results.items():
         for system, figures in systems.items():

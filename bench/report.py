@@ -69,7 +69,7 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
         return lambda s, d, r: s >= limit
 
     runs, waits = sizes.throughput_runs, sizes.waits
-    return [
+    core = [
         Row("Durable SQLite commit (floor, median)", "floor", "commit_p50_ms", "ms", False,
             "reference (~0.19 ms class)", None, compare=False),
         Row(f"Per-step overhead ({sizes.per_step_steps}-step run)", "per_step", "ms_per_step",
@@ -101,6 +101,57 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
             False, "at once (≤ 1 s)", at_most(1.0)),
         Row("Recovery after SIGKILL: other worker", "recovery", "new_id_s", "s", False,
             f"≤ lease TTL ({ttl:g} s)", at_most(ttl)),
+    ]  # fmt: skip
+    return [*core, *_flow_rows(sizes, results), *_cancel_on_rows(sizes, at_most(50.0))]
+
+
+def _flow_rows(sizes: Sizes, results: Results) -> list[Row]:
+    """``Admit: <option>``: µs per event admitted through each flow-control option (issue 3),
+    the overhead over the baseline (a function with no option) in the target column."""
+    from bench.flow import OPTIONS
+
+    out = [Row(f"Admit: none (baseline; {sizes.waits:,} distinct keys)", "flow", "none_us",
+               "µs/event", False, "info (run created, no option)", compare=False)]  # fmt: skip
+    for option in OPTIONS[1:]:
+        extra = _value(results, "flow", "stepline", f"{option}_overhead_us")
+        pct = _value(results, "flow", "stepline", f"{option}_overhead_pct")
+        what = {
+            "debounce": "; deferred, no run yet",
+            "batch_events": "; deferred, no run yet",
+            "cancel_on": "; registers the matcher",
+            "concurrency": "; admission only",
+        }
+        target = "info" if extra is None or pct is None else (
+            f"info: {extra:+.1f} µs ({pct:+.0f} %) vs none{what.get(option, '')}"
+        )  # fmt: skip
+        out.append(Row(f"Admit: {option}", "flow", f"{option}_us", "µs/event", False, target,
+                       compare=False))  # fmt: skip
+    return out
+
+
+def _cancel_on_rows(
+    sizes: Sizes, target: Callable[[float, float | None, Results], bool | None]
+) -> list[Row]:
+    """Cancel-on matching with ``sizes.waits`` cancellable runs pending (issue 3)."""
+    return [
+        Row(f"Cancel-on matching, {sizes.waits:,} runs: non-matching event", "cancel_on",
+            "nonmatch_us", "µs/event", False, "≤ 50 µs", target),
+        Row("  … matching event (cancels its run, emits function.cancelled)", "cancel_on",
+            "match_us", "µs/event", False, "≤ 50 µs", target),
+        Row("  … matching event, matcher cache cold (runs made elsewhere)", "cancel_on",
+            "cold_match_us", "µs/event", False, "≤ 50 µs", target),
+        Row("  … runs SLEEPING: non-matching event", "cancel_on", "sleeping_nonmatch_us",
+            "µs/event", False, "≤ 50 µs", target),
+        Row("  … runs SLEEPING: matching event", "cancel_on", "sleeping_match_us", "µs/event",
+            False, "≤ 50 µs", target),
+        Row("  … store ingest only, non-matching", "cancel_on", "nonmatch_store_us", "µs/event",
+            False, "info"),
+        Row("  … store ingest only, matching (with the announcement)", "cancel_on",
+            "match_store_us", "µs/event", False, "info"),
+        Row("  … baseline: event nothing listens to", "cancel_on", "baseline_us", "µs/event",
+            False, "info"),
+        Row("  … creating a cancellable run (per order/created)", "cancel_on", "create_us",
+            "µs/event", False, "info"),
     ]  # fmt: skip
 
 

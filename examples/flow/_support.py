@@ -35,6 +35,17 @@ async def ended_runs(t: TestEngine, function_id: str) -> list[Run]:
     return sorted(done, key=lambda r: (r.created_at, r.run_id))
 
 
+def advance(t: TestEngine, seconds: float = 0.0, *, to: float | None = None) -> None:
+    """Move virtual time forward by ``seconds`` (or to the instant ``to``) and tell the worker
+    to look for due work at once. With ``MockClock(autojump=False)``, a worker that was between
+    two looks at the queue when the clock moved could otherwise wait for a wake-up forever."""
+    if to is not None:
+        t.clock.set(to)
+    t.clock.advance(seconds)
+    assert t.worker is not None
+    t.worker.wake()
+
+
 def seconds_after(moment: datetime | None, t0: float) -> int:
     """A run's timestamp as whole virtual seconds after ``t0``."""
     assert moment is not None

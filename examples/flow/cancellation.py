@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from examples.flow._support import ended_runs
+from examples.flow._support import advance, ended_runs
 from stepline import (
     App,
     CancelOn,
@@ -119,7 +119,7 @@ async def demo() -> dict[str, Any]:
         o1 = await start("order/created", {"orderId": "o-1"}, "SLEEPING")
         o2 = await start("order/created", {"orderId": "o-2"}, "SLEEPING")
         await t.send(Event("order/cancelled", {"orderId": "o-1"}))
-        clock.advance(30 * MINUTE)
+        advance(t, 30 * MINUTE)
         done = {run_id: await t.wait_for_run(run_id) for run_id in (o1, o2)}
         [cleanup] = await ended_runs(t, "release-stock")
         facts["cancel_on"] = [done[o1].status, done[o2].status, charged == ["o-2"]]
@@ -130,7 +130,7 @@ async def demo() -> dict[str, Any]:
         # 2. timeouts.start: a run held (here: function paused) for more than 10 minutes
         await t.app.pause_function("process-order")
         late = await start("order/created", {"orderId": "o-3"})
-        clock.advance(11 * MINUTE)
+        advance(t, 11 * MINUTE)
         await t.app.resume_function("process-order")
         late_run = await t.wait_for_run(late)
         facts["start_timeout"] = (late_run.status, late_run.error and late_run.error["message"])
@@ -138,8 +138,7 @@ async def demo() -> dict[str, Any]:
 
         # 3. timeouts.finish: the export sleeps an hour, past its 15-minute budget
         export = await start("export/requested", {"region": "eu"}, "SLEEPING")
-        clock.advance(60 * MINUTE)
-        t.worker.wake()  # type: ignore[union-attr]
+        advance(t, 60 * MINUTE)
         export_run = await t.wait_for_run(export)
         facts["finish_timeout"] = (
             export_run.status,
@@ -172,7 +171,7 @@ async def demo() -> dict[str, Any]:
         held = []
         for source in ("crm", "ldap"):
             held.append(await start("contacts/import", {"source": source}))
-            clock.advance(1)
+            advance(t, 1)
         facts["paused"] = [await status(run_id) for run_id in held]
         fetches.clear()
         await t.app.resume_function("import-contacts")

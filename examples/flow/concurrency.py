@@ -17,7 +17,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from examples.flow._support import ended_runs
+from examples.flow._support import advance, ended_runs
 from stepline import App, Concurrency, Context, Event, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
@@ -81,7 +81,7 @@ async def demo() -> dict[str, Any]:
             [run] = await t.runs(event_id=event_id)
             await t.wait_for_status(run.run_id, "SLEEPING")
         print("with concurrency=1, all 3 digests are SLEEPING at the same time")
-        clock.advance(3600)
+        advance(t, 3600)
         done = await ended_runs(t, "nightly-digest")
         print(f"an hour later: {[r.status for r in done]}")
     return {

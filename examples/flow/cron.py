@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from examples.flow._support import ended_runs, eventually
+from examples.flow._support import advance, ended_runs, eventually
 from stepline import App, Context, Event, TriggerCron, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
@@ -56,11 +56,9 @@ async def demo() -> dict[str, Any]:
             return [r.output for r in await ended_runs(t, "weekly-report")]
 
         await t.trigger(Event("report/requested", {"requestedBy": "ops"}))  # on demand
-        clock.set(utc(2026, 3, 27, 11, 0))  # Friday 12:00 in Paris (CET, UTC+1)
-        t.worker.wake()  # type: ignore[union-attr]
+        advance(t, to=utc(2026, 3, 27, 11, 0))  # Friday 12:00 in Paris (CET, UTC+1)
         await reports(2)
-        clock.set(utc(2026, 4, 24, 10, 30))  # four Fridays later, nothing ran in between
-        t.worker.wake()  # type: ignore[union-attr]
+        advance(t, to=utc(2026, 4, 24, 10, 30))  # four Fridays later, no worker in between
         done = await reports(3)
         await asyncio.sleep(0.1)  # give the worker time to (wrongly) fire more ticks
         total = len(await t.runs(function_id="weekly-report"))

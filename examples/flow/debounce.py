@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from examples.flow._support import ended_runs, eventually, seconds_after
+from examples.flow._support import advance, ended_runs, eventually, seconds_after
 from stepline import App, Context, Debounce, Event, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
@@ -53,13 +53,12 @@ async def demo() -> dict[str, Any]:
         # doc-1: three edits a minute apart; doc-2: one edit, with doc-1's last
         for text in ("H", "He"):
             await edit("doc-1", text)
-            clock.advance(MINUTE)
+            advance(t, MINUTE)
         await edit("doc-1", "Hello")
         await edit("doc-2", "Draft")
         pending = len(await t.runs(function_id="index-document"))
         print(f"+{round(clock.now() - t0)}s: {pending} runs yet (waiting for 5 quiet minutes)")
-        clock.advance(5 * MINUTE)
-        t.worker.wake()  # type: ignore[union-attr]
+        advance(t, 5 * MINUTE)
         quiet = sorted(await runs(2), key=lambda r: r.output)
         for run in quiet:
             print(f"+{seconds_after(run.created_at, t0)}s: indexed {run.output!r}")
@@ -67,10 +66,9 @@ async def demo() -> dict[str, Any]:
         # doc-3: an edit every 4 minutes, never 5 quiet minutes: the 30-minute cap fires
         t1 = clock.now()
         for n in range(8):  # edits at +0, +4, ... +28 minutes
-            clock.set(t1 + n * 4 * MINUTE)
+            advance(t, to=t1 + n * 4 * MINUTE)
             await edit("doc-3", f"v{n}")
-        clock.set(t1 + 30 * MINUTE)  # 2 minutes after the last edit: not quiet for 5 yet
-        t.worker.wake()  # type: ignore[union-attr]
+        advance(t, to=t1 + 30 * MINUTE)  # 2 minutes after the last edit: not quiet for 5 yet
         capped = (await runs(3))[-1]
         after = seconds_after(capped.created_at, t1) // MINUTE
         print(f"doc-3 edited every 4 min: indexed {capped.output!r} {after} min after the first")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from examples.flow._support import ended_runs
+from examples.flow._support import advance, ended_runs
 from stepline import App, Context, Event, Singleton, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
@@ -62,7 +62,7 @@ async def demo() -> dict[str, Any]:
             await request("inbox/sync.requested", {"userId": user})
         for user, version in (("u1", 1), ("u1", 2), ("u2", 1)):
             await request("recs/rebuild.requested", {"userId": user, "version": version})
-        clock.advance(600)
+        advance(t, 600)
         inbox = await ended_runs(t, "sync-inbox")
         recs = await ended_runs(t, "rebuild-recommendations")
         skips = await t.app.skipped("sync-inbox")

@@ -99,7 +99,7 @@ def test_batching_by_size_by_timeout_and_by_key(capsys: pytest.CaptureFixture[st
         (10, "blog", ["/hello"]),
         (10, "shop", ["/p3", "/p4"]),
     ]
-    assert "the bot's view started nothing" in capsys.readouterr().out
+    assert "6 events, 3 runs" in capsys.readouterr().out
 
 
 def test_priority_reorders_the_backlog(capsys: pytest.CaptureFixture[str]) -> None:

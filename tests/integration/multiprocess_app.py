@@ -13,8 +13,8 @@ Functions:
 
 Run as a script: ``worker`` serves a worker until SIGTERM; ``send`` sends one ``dup/event`` per
 id in ``MP_SEND_IDS`` (comma-separated), one event per transaction, and writes the returned
-internal ids as JSON to ``MP_DIR/sent-<pid>.json``. Both first write ``MP_DIR/ready-<pid>`` and
-then wait for the file ``MP_GO`` to exist, so that every process starts at the same moment.
+internal ids (and when it began and ended) as JSON to ``MP_DIR/sent-<pid>.json``. Both first
+write ``MP_DIR/ready-<pid>``, then wait for the file ``MP_GO``: every process starts at once.
 Environment: ``MP_DB`` (SQLite file), ``MP_DIR`` (side files), ``MP_GO``, ``MP_WORKER_ID``,
 ``MP_CONCURRENCY`` (default 1), ``MP_STEP_SLEEP`` (default 0.1 s).
 """
@@ -25,6 +25,7 @@ import asyncio
 import fcntl
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -134,8 +135,15 @@ def main(mode: str) -> None:
         ids = os.environ["MP_SEND_IDS"].split(",")
         events = [Event("dup/event", {"key": key}, id=key) for key in ids]
         _ready_and_wait()
-        internal = [app.send(event)[0] for event in events]
-        side(f"sent-{os.getpid()}.json").write_text(json.dumps(internal))
+        began = time.time()
+        internal = []
+        for event in events:
+            internal.append(app.send(event)[0])
+            # SQLite's busy handler backs off while the lock holder commits again at once: a
+            # short pause lets the other senders in, so copies of one id really interleave
+            time.sleep(random.uniform(0, 0.004))
+        window = {"ids": internal, "began": began, "ended": time.time()}
+        side(f"sent-{os.getpid()}.json").write_text(json.dumps(window))
     else:
         sys.exit(f"unknown mode {mode!r}")
     app.close()

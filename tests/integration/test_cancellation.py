@@ -138,3 +138,35 @@ async def test_a_step_executing_when_the_run_is_cancelled_keeps_its_result(
     assert done.status == "CANCELLED"
     assert [(s.id, s.status, s.output) for s in done.steps] == [("slow", "COMPLETED", "kept")]
     assert after == []
+
+
+async def test_start_timeout_does_not_cancel_a_run_whose_first_pass_is_long(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    clock = MockClock(autojump=False)
+
+    @app.function(id="slow-first", trigger=TriggerEvent("go"), timeouts=Timeouts(start="1m"))
+    async def slow_first(ctx: Context) -> Any:
+        def slow() -> str:
+            clock.advance(120)  # the first step takes two minutes
+            return "slow"
+
+        await ctx.step.run("slow", slow)
+        return await ctx.step.run("after", lambda: "done")
+
+    async with make_engine(clock=clock) as t:
+        run = await t.trigger(Event("go"))
+    assert run.status == "COMPLETED"
+    assert run.output == "done"
+
+
+async def test_cancel_on_accepts_a_single_matcher(app: App) -> None:
+    @app.function(
+        id="single-matcher",
+        trigger=TriggerEvent("go"),
+        cancel_on=CancelOn("stop", match="data.id"),
+    )
+    async def single(ctx: Context) -> None:
+        return None
+
+    assert single.options.cancel_on == (CancelOn("stop", match="data.id"),)

@@ -199,3 +199,25 @@ def test_invalid_function_options_name_the_function(app: App) -> None:
         app.function(id="bad", concurrency=three)(_noop)
     with pytest.raises(ConfigError, match="idempotency"):
         app.function(id="bad2", idempotency="event.data.(")(_noop)
+
+
+async def test_priority_does_not_jump_the_throttle(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    starts: list[float] = []
+
+    @app.function(
+        id="urgent-but-throttled",
+        trigger=TriggerEvent("job"),
+        throttle=Throttle(limit=1, period="1m"),
+        priority=Priority(run="600"),
+    )
+    async def urgent(ctx: Context) -> Any:
+        starts.append(await ctx.step.run("at", lambda: clock.now()))
+
+    clock = MockClock()
+    async with make_engine(clock=clock) as t:
+        t0 = clock.now()
+        await t.send([Event("job") for _ in range(3)])
+        await _drain(t, "urgent-but-throttled")
+    assert sorted(round(s - t0) for s in starts) == [0, 60, 120]

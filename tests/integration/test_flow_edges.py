@@ -33,11 +33,6 @@ from stepline.testing import MockClock, TestEngine
 Make = Callable[..., TestEngine]
 T0 = 1_700_000_000.0  # a whole second: T0 + offset is exact for the offsets used here
 CANCELLED = "inngest/function.cancelled"
-# engine bugs (see each xfail test)
-LEASE_BUG = "SQLite lease_due treats a concurrency key with any live lease as full (limit N = 1)"
-FIFO_BUG = "runs queued in one millisecond start in random order (ULIDs' random low bits)"
-WAKE_BUG = "cancel_run/cancel_runs do not wake workers: the function.cancelled run waits"
-REPLAY_BUG = "replay_run creates the run without the function's cancel_on/concurrency/timeouts"
 
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -235,8 +230,6 @@ async def test_app_scoped_concurrency_is_shared_by_functions_with_the_same_key(
 async def test_concurrency_limit_two_starts_a_second_run_while_one_executes(
     app: App, make_engine: Make, store_kind: str, request: Any
 ) -> None:
-    if store_kind == "sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=LEASE_BUG))
     inside = {"n": 0, "peak": 0}
     gate = asyncio.Event()
 
@@ -299,12 +292,14 @@ async def test_batch_by_key_with_a_filter(app: App, make_engine: Make) -> None:
     async with make_engine(clock=clock) as t:
         ids = await t.send([Event("item", {"k": k, "i": i, "ok": ok}) for k, i, ok in items])
         await t.send(Event("item", {"k": "b", "i": 6, "ok": True}))
-        [full] = await ended(t, "batched", 1)  # a's batch filled up: no wait
-        assert full.output == [1, 3, 5]
+        # a's batch filled up, and the filtered event runs on its own: no wait for either
+        first = await ended(t, "batched", 2)
+        assert sorted(r.output for r in first) == [[1, 3, 5], [4]]
+        [alone] = await t.runs(event_id=ids[3])
+        assert alone.event_ids == [ids[3]]
         move(t, clock, T0 + 10)  # b's batch times out 10 s after its first event
-        runs = await ended(t, "batched", 2)
-        assert await t.runs(event_id=ids[3]) == []  # the filtered event started nothing
-    assert sorted(r.output for r in runs) == [[1, 3, 5], [2, 6]]
+        runs = await ended(t, "batched", 3)
+    assert sorted(r.output for r in runs) == [[1, 3, 5], [2, 6], [4]]
 
 
 async def test_batch_of_one_starts_every_event_at_once(app: App, make_engine: Make) -> None:
@@ -367,7 +362,7 @@ async def test_start_timeout_boundary(app: App, make_engine: Make) -> None:
 
 @pytest.mark.parametrize(
     "same_instant",
-    [None, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=FIFO_BUG))],
+    [None, True],
     ids=["1ms-apart", "same-ms"],
 )
 async def test_pause_and_resume_keep_fifo_order(
@@ -415,7 +410,6 @@ async def test_replay_of_a_cancelled_run(app: App, make_engine: Make) -> None:
     assert "RUN_REPLAYED" in history
 
 
-@pytest.mark.xfail(strict=True, reason=REPLAY_BUG)
 async def test_a_replayed_run_keeps_the_functions_cancel_on(app: App, make_engine: Make) -> None:
     @app.function(
         id="stoppable", trigger=TriggerEvent("go"), cancel_on=[CancelOn("stop", match="data.id")]
@@ -469,7 +463,7 @@ async def test_bulk_cancel_time_range_bounds_and_the_cancelled_event(
         assert await t.app.cancel_runs("many", started_before=at(-0.0625)) == []
         assert await t.app.cancel_runs("many") == [created[0]]
         statuses = {(r.function_id, r.status) for r in await t.runs(limit=100)}
-        t.worker.wake()  # type: ignore[union-attr]  # see WAKE_BUG
+        t.worker.wake()  # type: ignore[union-attr]
         await ended(t, "cleanup", 4)
     assert {s for s in statuses if s[0] != "cleanup"} == {
         ("many", "CANCELLED"),
@@ -478,7 +472,6 @@ async def test_bulk_cancel_time_range_bounds_and_the_cancelled_event(
     assert sorted(cleaned) == sorted((run_id, "many") for run_id in created.values())
 
 
-@pytest.mark.xfail(strict=True, reason=WAKE_BUG)
 async def test_api_cancellation_starts_the_cleanup_function_at_once(
     app: App, make_engine: Make
 ) -> None:

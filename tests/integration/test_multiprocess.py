@@ -238,10 +238,6 @@ async def _settled(app: App, function_id: str) -> bool:
 
 
 # -- concurrency ----------------------------------------------------------------------------------
-LEASE_BUG = (
-    "engine bug: SQLiteTx.lease_due passes every concurrency key with a live lease to SELECT_DUE "
-    "as full, so a key with limit N admits no second run once one is leased (acts as limit 1)"
-)
 
 
 def read_track(tmp_path: Path, function_id: str) -> tuple[int, int, list[list[str]]]:
@@ -306,7 +302,6 @@ async def test_concurrency_limit_holds_across_worker_processes(tmp_path: Path) -
         app.close()
 
 
-@pytest.mark.xfail(strict=True, reason=LEASE_BUG)
 @pytest.mark.timeout(60)
 async def test_concurrency_limit_is_used_fully_across_worker_processes(tmp_path: Path) -> None:
     """With 3 workers leasing one run at a time, ``concurrency=2`` has two steps executing at
@@ -340,11 +335,15 @@ async def test_duplicate_event_ids_from_concurrent_senders_start_one_run(tmp_pat
         codes = [proc.wait(timeout=max(1.0, deadline - time.monotonic())) for proc in procs.procs]
         assert codes == [0] * senders, procs.output()
         sent_by: dict[str, int] = {}
+        windows = []
         for proc in procs.procs:
-            ids = json.loads((tmp_path / f"sent-{proc.pid}.json").read_text())
-            assert len(ids) == len(keys)
-            sent_by.update({internal: proc.pid for internal in ids})
+            sent = json.loads((tmp_path / f"sent-{proc.pid}.json").read_text())
+            assert len(sent["ids"]) == len(keys)
+            sent_by.update({internal: proc.pid for internal in sent["ids"]})
+            windows.append((sent["began"], sent["ended"]))
         assert len(sent_by) == senders * len(keys)  # every copy got its own internal id
+        # the senders ran at the same time
+        assert max(b for b, _ in windows) < min(e for _, e in windows), windows
 
         stored: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
         for internal, sender_id, duplicate, rowid in query(

@@ -96,8 +96,8 @@ def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admi
 def plan_run(
     fn: FunctionDef, app_id: str, event_id: str, payload: dict[str, Any], at: float
 ) -> NewRun | Deferral | None:
-    """What an event that passed ``fn``'s trigger does: start a run, defer into a debounce or a
-    batch, or nothing (a batch's ``if_`` rejected it)."""
+    """What an event that passed ``fn``'s trigger does: start a run, or defer into a debounce
+    or a batch (an event a batch's ``if_`` rejects starts a run of its own)."""
     run = NewRun(new_id(at), fn.id, (event_id,), admission=admission_for(fn, app_id, payload))
     options = fn.options
     if options.debounce is not None:
@@ -107,7 +107,7 @@ def plan_run(
     if options.batch_events is not None:
         be = options.batch_events
         if be._if is not None and not be._if.matches({"event": payload}):
-            return None
+            return run  # not batched: runs on its own, at once
         key = key_value(be._key, payload)
         return Deferral("batch", fn.id, key, be.timeout_seconds, None, be.max_size, run)
     return run

@@ -11,13 +11,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.clock import Clock
 from stepline.cron import catch_up_tick
-from stepline.engine.admission import plan_run
+from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
 from stepline.expressions import load_match
@@ -27,6 +28,7 @@ from stepline.sdk.limits import Limits
 from stepline.sdk.triggers import CRON_EVENT
 from stepline.store.interface import Store, StoreTx
 from stepline.store.records import (
+    NO_ADMISSION,
     CronRow,
     Deferral,
     EventIngest,
@@ -177,6 +179,18 @@ class Engine:
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))
         self.wake_workers()
         return [r.internal_id for r in results]
+
+    def replay_of(self, function_id: str, event_ids: Sequence[str], now: float) -> NewRun:
+        """The run that replays a run of ``function_id``: the function's concurrency,
+        cancel_on, timeouts and priority apply to it (computed from its first event); the
+        admission gates that would skip it (idempotency, rate limit, singleton) do not."""
+        admission = NO_ADMISSION
+        fn = self.functions.get(function_id)
+        events = self.store.get_events(event_ids[:1])
+        if fn is not None and events:
+            full = admission_for(fn, self.app_id, events[0].payload())
+            admission = replace(full, idempotency_key=None, rate_limit=None, singleton_key=None)
+        return NewRun(new_id(now), function_id, tuple(event_ids), admission=admission)
 
     # -- schedules and deferred runs -----------------------------------------------------------
     def cron_rows(self, now: float) -> list[CronRow]:

@@ -252,7 +252,7 @@ class PassExecutor:
 
     async def execute(self) -> None:
         """Run the pass to its end (suspended, finished, failed or cancelled by a timeout)."""
-        reason = self._timed_out()
+        reason = self._timed_out(at_start=True)
         if reason is not None:
             await self._cancel(reason)
             return
@@ -631,11 +631,13 @@ class PassExecutor:
         if not await engine.writer.write(job):
             raise LeaseLostError(f"run {self.run.run_id} was cancelled during its pass")
 
-    def _timed_out(self) -> str | None:
-        """Why the run must be cancelled now (a start or finish timeout), if it must."""
+    def _timed_out(self, at_start: bool = False) -> str | None:
+        """Why the run must be cancelled now (a start timeout, checked when a pass begins, or a
+        finish timeout), if it must."""
         run, now = self.run, self.now()
         start_timeout = run.start_timeout
-        if run.started_at is None and start_timeout and now > run.created_at + start_timeout:
+        late = start_timeout is not None and now > run.created_at + start_timeout
+        if at_start and run.started_at is None and late:
             return f"not started within {run.start_timeout:g}s (timeouts.start)"
         if self._finish_deadline is not None and now > self._finish_deadline:
             return f"not finished within {run.finish_timeout:g}s (timeouts.finish)"

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from stepline._ids import new_id
 from stepline.clock import Clock, SystemClock
 from stepline.engine.engine import FUNCTION_FAILED, Engine
 from stepline.engine.worker import Worker
@@ -84,7 +83,7 @@ class App:
         priority: Priority | None = None,
         singleton: Singleton | None = None,
         idempotency: str | None = None,
-        cancel_on: Sequence[CancelOn] | None = None,
+        cancel_on: CancelOn | Sequence[CancelOn] | None = None,
         timeouts: Timeouts | None = None,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function (decorator).
@@ -277,7 +276,9 @@ class App:
         and ``inngest/function.cancelled`` is emitted. A step already executing finishes but
         nothing after it runs. Returns False if the run does not exist or has already ended."""
         engine = self.engine
-        return await engine.writer.write(engine.cancel_job(run_id, reason, engine.clock.now()))
+        cancelled = await engine.writer.write(engine.cancel_job(run_id, reason, engine.clock.now()))
+        engine.wake_workers()  # inngest/function.cancelled may have started runs
+        return cancelled
 
     async def cancel_runs(
         self,
@@ -314,6 +315,7 @@ class App:
             job = engine.cancel_job(record.run_id, reason, engine.clock.now())
             if await engine.writer.write(job):
                 cancelled.append(record.run_id)
+        engine.wake_workers()
         return cancelled
 
     async def replay_run(self, run_id: str, *, from_step: str | None = None) -> str:
@@ -332,11 +334,11 @@ class App:
                 known = ", ".join(s.step_id for s in records) or "none"
                 raise ConfigError(f"run {run_id} has no step {from_step!r} (steps: {known})")
             before = match.position
-        new_run_id = new_id(engine.clock.now())
         now = engine.clock.now()
-        await engine.writer.write(lambda tx: tx.replay_run(run_id, new_run_id, before, now))
+        new_run = engine.replay_of(original.function_id, original.event_ids, now)
+        await engine.writer.write(lambda tx: tx.replay_run(run_id, new_run, before, now))
         engine.wake_workers()
-        return new_run_id
+        return new_run.run_id
 
     async def pause_function(self, function_id: str) -> None:
         """Pause a function: runs it triggers are created and held (not executed) until

@@ -52,10 +52,10 @@ def _expression(owner: str, name: str, text: str | None, **kw: Any) -> Expressio
 
 @dataclass(frozen=True)
 class Concurrency:
-    """At most ``limit`` steps of this function's runs execute at once (sleeping and waiting
-    runs hold no slot); with ``key`` the limit applies per key value (e.g.
-    ``"event.data.userId"``); ``scope="app"`` shares the limit across the app's functions that
-    use the same key."""
+    """At most ``limit`` of this function's runs execute at once: a run holds a slot while it
+    executes its steps (its parallel steps share that one slot); sleeping and waiting runs hold
+    none. With ``key`` the limit applies per key value (e.g. ``"event.data.userId"``);
+    ``scope="app"`` shares the limit across the app's functions that use the same key."""
 
     limit: int
     key: str | None = None
@@ -93,8 +93,9 @@ class Throttle:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """Start at most ``limit`` runs per ``period`` per ``key`` value; events over the limit are
-    skipped (recorded as skipped), not delayed."""
+    """Rate-limit runs per ``key`` value with GCRA: up to ``limit`` may start at once, then one
+    more every ``period / limit``; events over the limit are skipped (recorded as skipped, see
+    ``App.skipped``), not delayed."""
 
     limit: int
     period: DurationLike
@@ -139,7 +140,8 @@ class Debounce:
 @dataclass(frozen=True)
 class BatchEvents:
     """Start one run for up to ``max_size`` events (in ``ctx.events``), or for what arrived
-    within ``timeout`` of the first; per ``key`` value; ``if_`` selects the events batched."""
+    within ``timeout`` of the first; per ``key`` value. With ``if_``, only the events that pass
+    it are batched; the others start a run of their own at once."""
 
     max_size: int
     timeout: DurationLike
@@ -190,7 +192,7 @@ class Singleton:
 class CancelOn:
     """Cancel the run when an ``event`` arrives that satisfies ``if_`` (``event`` is the run's
     triggering event, ``async`` the incoming one) or ``match`` (a field path equal on both),
-    within ``timeout`` of the run's start (default: for the run's whole life)."""
+    within ``timeout`` of the run's creation (default: for the run's whole life)."""
 
     event: str
     if_: str | None = None
@@ -203,7 +205,12 @@ class CancelOn:
             raise ConfigError("CancelOn.event must be a non-empty event name")
         if self.if_ is not None and self.match is not None:
             raise ConfigError("CancelOn: pass if_= or match=, not both")
-        _expression("CancelOn", "if_", self.expression, variables=("event", "async"))
+        try:
+            text = self.expression
+        except ConfigError as exc:
+            raise ConfigError(f"CancelOn.match: {exc}") from exc
+        name = "match" if self.match is not None else "if_"
+        _expression("CancelOn", name, text, variables=("event", "async"))
         if self.timeout is not None:
             seconds = _seconds("CancelOn", "timeout", self.timeout)
             object.__setattr__(self, "timeout_seconds", seconds)

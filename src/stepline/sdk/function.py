@@ -115,7 +115,7 @@ def build_function(
     priority: Priority | None = None,
     singleton: Singleton | None = None,
     idempotency: str | None = None,
-    cancel_on: Sequence[CancelOn] | None = None,
+    cancel_on: CancelOn | Sequence[CancelOn] | None = None,
     timeouts: Timeouts | None = None,
 ) -> FunctionDef:
     """Validate options and build a FunctionDef; every problem raises ``ConfigError`` naming
@@ -148,7 +148,7 @@ def build_function(
     _check("priority", priority, Priority, id)
     _check("singleton", singleton, Singleton, id)
     _check("timeouts", timeouts, Timeouts, id)
-    cancels = tuple(cancel_on or ())
+    cancels = (cancel_on,) if isinstance(cancel_on, CancelOn) else tuple(cancel_on or ())
     for cancel in cancels:
         _check("cancel_on", cancel, CancelOn, id)
     if batch_events is not None and debounce is not None:

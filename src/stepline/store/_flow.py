@@ -59,11 +59,13 @@ def decide(run: NewRun, now: float, state: FlowState) -> Decision:
         state.remember_idempotency(a.idempotency_key, now)
     if a.rate_limit is not None and rate_tat is not None:
         state.set_gcra_tat(a.rate_limit.bucket, rate_tat)
-    due = now
+    due = now - a.priority  # priority orders the runs that may start now
     if a.throttle is not None:
-        due, tat = schedule(a.throttle, state.gcra_tat(a.throttle.bucket), now)
+        start, tat = schedule(a.throttle, state.gcra_tat(a.throttle.bucket), now)
         state.set_gcra_tat(a.throttle.bucket, tat)
-    return Decision(due_at=due - a.priority, cancel=active)
+        if start > now:  # delayed by the throttle: it starts then, whatever its priority
+            due = start
+    return Decision(due_at=due, cancel=active)
 
 
 class AdmissionTx(FlowState, Protocol):

@@ -23,6 +23,7 @@ from stepline.store.records import (
     HistoryRecord,
     IngestResult,
     Lease,
+    NewRun,
     PassCommit,
     RunFilter,
     RunRecord,
@@ -80,11 +81,12 @@ class StoreTx(Protocol):
         ...
 
     def replay_run(
-        self, run_id: str, new_run_id: str, before_position: int | None, now: float
+        self, run_id: str, new_run: NewRun, before_position: int | None, now: float
     ) -> bool:
-        """Create a new run of the same function with the same events; with
-        ``before_position``, the memo rows before that position are copied (completed steps are
-        not re-executed). False if the run does not exist."""
+        """Create ``new_run`` (same function and events as ``run_id``, its admission from the
+        engine) as a replay of ``run_id``; with ``before_position``, the completed memo rows
+        before that position are copied (those steps do not run again). False if ``run_id``
+        does not exist."""
         ...
 
     def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:

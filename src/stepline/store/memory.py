@@ -379,16 +379,14 @@ class _MemoryTx:
             self._pop(self._s._paused, function_id)
 
     def replay_run(
-        self, run_id: str, new_run_id: str, before_position: int | None, now: float
+        self, run_id: str, new_run: NewRun, before_position: int | None, now: float
     ) -> bool:
         s = self._s
-        original = s._runs.get(run_id)
-        if original is None:
+        if run_id not in s._runs:
             return False
+        new_run_id = new_run.run_id
         with self._verb():
-            self.create_run(
-                NewRun(new_run_id, original.function_id, tuple(original.event_ids)), now
-            )
+            self.create_run(new_run, now)
             if before_position is not None:
                 memo = self._memo(new_run_id)
                 for step in s._steps.get(run_id, {}).values():

@@ -65,3 +65,7 @@ class MockClock:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+            if deadline is None:
+                # Back to the worker loop, which reads the next deadline again: a move of the
+                # clock made before this wait began is then never missed.
+                return

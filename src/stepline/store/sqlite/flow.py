@@ -210,13 +210,13 @@ class FlowVerbs:
         self._c.execute(q.PAUSE if paused else q.RESUME, (function_id,))
 
     def replay_run(
-        self, run_id: str, new_run_id: str, before_position: int | None, now: float
+        self, run_id: str, new_run: NewRun, before_position: int | None, now: float
     ) -> bool:
+        new_run_id = new_run.run_id
         with self._savepoint() as c:
-            row = c.execute(q.SELECT_RUN, (run_id,)).fetchone()
-            if row is None:
+            if c.execute(q.SELECT_RUN, (run_id,)).fetchone() is None:
                 return False
-            self.create_run(NewRun(new_run_id, row[1], tuple(loads(row[3]))), now)
+            self.create_run(new_run, now)
             if before_position is not None:
                 c.execute(q.COPY_STEPS, (new_run_id, run_id, before_position))
             history = (new_run_id, now, "RUN_REPLAYED", None, None, None)
@@ -230,9 +230,13 @@ class FlowVerbs:
         taken: list[str] = []
         with self._savepoint() as c:
             busy: Counter[str] = Counter()
-            for key1, key2 in c.execute(q.BUSY_SLOTS, (now,)):
-                busy.update(k for k in (key1, key2) if k is not None)
-            full = dumps(list(busy)).decode()
+            limits: dict[str, int] = {}
+            for key1, limit1, key2, limit2 in c.execute(q.BUSY_SLOTS, (now,)):
+                for key, cap in ((key1, limit1), (key2, limit2)):
+                    if key is not None:
+                        busy[key] += 1
+                        limits[key] = cap
+            full = dumps([k for k, n in busy.items() if n >= limits[k]]).decode()
             rows = c.execute(q.SELECT_DUE, (now, full, full, now, limit * 4 + 16)).fetchall()
             for run_id, key1, limit1, key2, limit2 in rows:
                 if len(taken) >= limit:

@@ -72,7 +72,7 @@ UPDATE queue SET due_at = CASE WHEN wake = 1 THEN ? ELSE ? END,
        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0
 WHERE run_id = ?"""
 BUSY_SLOTS = """
-SELECT ckey1, ckey2 FROM queue
+SELECT ckey1, climit1, ckey2, climit2 FROM queue
 WHERE lease_owner IS NOT NULL AND lease_expires_at > ?
   AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)"""
 SELECT_DUE = """
