@@ -27,6 +27,6 @@ module                      pattern
 ``parallel_steps``          ``step.parallel`` and ``asyncio.gather``
 ==========================  ===============================================================
 
-Not in this version (they come with flow control): cron triggers, function-level idempotency
-keys, ``cancel_on``, timeouts, concurrency, throttling and checkpointing.
+Flow control, cancellation and cron have their own demos in ``examples/flow/`` (one per page
+of ``docs/flow-control/``). Not in this version: checkpointing.
 """
