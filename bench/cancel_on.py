@@ -132,7 +132,7 @@ def clear_matcher_cache() -> bool:
     try:
         from stepline.expressions import load_match
 
-        load_match.cache_clear()  # type: ignore[attr-defined]
+        load_match.cache_clear()
     except (ImportError, AttributeError):
         return False
     return True

@@ -9,6 +9,7 @@ at import, so a fixed binding switches the mirroring off by itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
@@ -39,9 +40,22 @@ MISSING: Final = _Missing()
 """Returned by :func:`constant` for text that is not a constant, and by path lookups."""
 
 
-@lru_cache(maxsize=4096)
+_PLAIN_STRING = re.compile(r'(?:dyn\()?"([^"\\\x00-\x1f]*)"\)?')
+_PLAIN_INT = re.compile(r"(?:dyn\()?(-?(?:0|[1-9][0-9]{0,17}))\)?")
+
+
+@lru_cache(maxsize=65536)
 def constant(text: str) -> Any:
-    """Evaluate ``text`` as a variable-free CEL expression; :data:`MISSING` if it is not one."""
+    """Evaluate ``text`` as a variable-free CEL expression; :data:`MISSING` if it is not one.
+
+    Plain string and integer literals (``"o-1"``, ``dyn(42)``: what substituted matchers
+    contain) are read directly; anything else is evaluated by CEL."""
+    plain = _PLAIN_STRING.fullmatch(text)
+    if plain is not None and plain.group(0).startswith("dyn(") == plain.group(0).endswith(")"):
+        return plain.group(1)
+    plain = _PLAIN_INT.fullmatch(text)
+    if plain is not None and text.startswith("dyn(") == text.endswith(")"):
+        return int(plain.group(1))
     try:
         value = environment(()).compile(text).eval()
         if value.type() == ERROR_TYPE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import lru_cache
 from typing import Any
 
 from stepline.expressions._chains import is_root, parse_chain
@@ -161,3 +162,23 @@ def cel_equal(left: Any, right: Any) -> bool:
     if isinstance(left, dict) and isinstance(right, dict):
         return left.keys() == right.keys() and all(cel_equal(left[k], right[k]) for k in left)
     return left is None and right is None
+
+
+@lru_cache(maxsize=4096)
+def equality_template(text: str) -> tuple[str, str] | None:
+    """``(event path, async path)`` when the whole expression is ``event.<p> == async.<q>``
+    (either order): the shape of ``match=`` and of most ``if_`` matchers, prepared per run
+    without re-parsing."""
+    tokens = _strip_parens(tokenize(text))
+    top = _depth_zero(tokens)
+    if any(tokens[i].text in ("&&", "||", "?") for i in top):
+        return None
+    relations = [i for i in top if tokens[i].text in _RELATIONS]
+    if len(relations) != 1 or tokens[relations[0]].text != "==":
+        return None
+    left, right = tokens[: relations[0]], tokens[relations[0] + 1 :]
+    for own, other in ((left, right), (right, left)):
+        event_path, async_path = _path(own, "event"), _path(other, "async")
+        if event_path is not None and async_path is not None:
+            return event_path, async_path
+    return None

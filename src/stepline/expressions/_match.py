@@ -14,12 +14,18 @@ from typing import Any
 
 from stepline.errors import ExpressionError
 from stepline.expressions._compile import Expression, compile_expression
-from stepline.expressions._env import MISSING, cel_view, lookup
-from stepline.expressions._index import cel_equal, index_keys, single_equality
+from stepline.expressions._env import MISSING, cel_view, constant, lookup
+from stepline.expressions._index import (
+    cel_equal,
+    equality_template,
+    index_keys,
+    single_equality,
+)
 from stepline.expressions._rewrite import substitute
-from stepline.expressions._values import canonical
+from stepline.expressions._values import canonical, to_literal
 
 _FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SIMPLE_MATCHER = re.compile(r"async\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*) == (dyn\(.*\))")
 
 
 class MatchExpression:
@@ -79,6 +85,12 @@ def load_match(text: str) -> MatchExpression:
 
     Raises ``ExpressionError`` if ``text`` is not a valid expression over ``async``.
     """
+    simple = _SIMPLE_MATCHER.fullmatch(text)
+    if simple is not None:  # the shape prepare_match writes for equality templates
+        value = constant(simple.group(2))
+        key = canonical(value) if isinstance(value, str | int) else None
+        if key is not None and not isinstance(value, bool):
+            return MatchExpression(text, ((simple.group(1), key),), (simple.group(1), value))
     fast = single_equality(text)
     if fast is None:
         _compiled(text)  # validate now
@@ -94,6 +106,18 @@ def prepare_match(text: str, own_event: Mapping[str, Any]) -> MatchExpression:
     position refers to ``text``) or an ``event`` value CEL cannot represent.
     """
     compile_expression(text, variables=("event", "async"))
+    paths = equality_template(text)
+    if paths is not None:
+        value = lookup(own_event, paths[0].split("."))
+        if value is not MISSING and isinstance(value, str | int) and not isinstance(value, bool):
+            value = cel_view(value)
+            literal = to_literal(value)
+            key = canonical(value)
+            if key is not None and constant(f"dyn({literal})") == value:
+                fast = (paths[1], value)
+                return MatchExpression(
+                    f"async.{paths[1]} == dyn({literal})", ((paths[1], key),), fast
+                )
     try:
         substituted = substitute(text, own_event, "event")
     except (TypeError, ValueError) as exc:
