@@ -52,6 +52,7 @@ class Worker:
         self.passes = 0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._leased_at = float("-inf")  # the time of the last lease attempt
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -69,7 +70,7 @@ class Worker:
                 free = self.concurrency - len(self.active)
                 leases: list[Lease] = []
                 if free > 0:
-                    now = engine.clock.now()
+                    now = self._leased_at = engine.clock.now()
                     leases = await engine.writer.write(self._lease_job(now, free))
                     for lease in leases:
                         self._start_pass(lease)
@@ -91,6 +92,8 @@ class Worker:
         deadline = next_due
         if len(self.active) >= self.concurrency:
             deadline = None  # no free slot: only a finished pass (or stop) can change that
+        elif deadline is not None and deadline > self._leased_at and deadline <= now:
+            return  # it became due after the lease attempt (the clock moved): lease again
         elif deadline is not None and deadline <= now:
             # due but not leasable (a concurrency key is full): wait for a pass to end
             deadline = now + (self.poll_interval or 0.05) if not self.active else None
