@@ -329,6 +329,8 @@ async def test_cancel_on_match_shorthand_until_its_timeout(app: App, make_engine
     async with make_engine(clock=clock) as t:
         ids = await t.send([Event("order/created", {"orderId": o}) for o in ("o1", "o2")])
         [r1], [r2] = [await t.runs(event_id=event_id) for event_id in ids]
+        for run in (r1, r2):  # asleep until T0 + 1h before time moves
+            await t.wait_for_status(run.run_id, "SLEEPING")
         await t.send(Event("order/cancelled", {"orderId": "o9"}))  # matches neither
         clock.set(T0 + 600)  # the last instant within the timeout
         await t.send(Event("order/cancelled", {"orderId": "o1"}))
