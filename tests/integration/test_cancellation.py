@@ -170,3 +170,25 @@ async def test_cancel_on_accepts_a_single_matcher(app: App) -> None:
         return None
 
     assert single.options.cancel_on == (CancelOn("stop", match="data.id"),)
+
+
+async def test_bulk_cancel_limit_takes_the_oldest_runs_in_range(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(id="ranged", trigger=TriggerEvent("go"))
+    async def ranged(ctx: Context) -> Any:
+        await ctx.step.sleep("wait", "1d")
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        created = []
+        for _ in range(5):
+            [event_id] = await t.send(Event("go"))
+            [run] = await t.runs(event_id=event_id)
+            created.append(run)
+            clock.advance(10)
+        for run in created:
+            await t.wait_for_status(run.run_id, "SLEEPING")
+        before = created[1].created_at
+        cancelled = await t.app.cancel_runs("ranged", started_before=before, limit=2)
+    assert cancelled == [created[0].run_id, created[1].run_id]

@@ -88,12 +88,9 @@ async def test_debounce_runs_once_with_the_last_event(
         await t.send(Event("typed", {"doc": 2, "text": "other"}))
         assert await t.runs(function_id="debounced") == []
         clock.advance(301)
-        t.worker.wake()  # type: ignore[union-attr]
-        for _ in range(200):
-            if len(await t.runs(function_id="debounced")) == 2:
-                break
-            await asyncio.sleep(0.005)
+        await t.tick()
         done = await _all_done(t, "debounced")
+        assert len(done) == 2
     assert sorted(r.output for r in done) == ["hel", "other"]
 
 
@@ -111,12 +108,7 @@ async def test_debounce_timeout_caps_the_delay(
         for n in range(10):  # an event every 30 s for 5 minutes: never quiet for 1 m
             await t.send(Event("ping", {"n": n}))
             clock.advance(30)
-            t.worker.wake()  # type: ignore[union-attr]
-            await asyncio.sleep(0.01)
-        for _ in range(200):
-            if await t.runs(function_id="capped"):
-                break
-            await asyncio.sleep(0.005)
+            await t.tick()  # the worker looks at every 30 s mark (as a real one would)
         [run] = await _all_done(t, "capped")
     # the cap fired at 3:00 with the last event received before it (sent at 2:30); the events
     # from 3:00 on started a new debounce that has not fired yet
@@ -153,20 +145,12 @@ async def test_cron_fires_once_per_tick_in_its_timezone(
 
     start = datetime(2026, 3, 26, 0, 0, tzinfo=UTC).timestamp()  # a Thursday
     clock = MockClock(start=start, autojump=False)
-    async with make_engine(clock=clock) as t:
-        await asyncio.sleep(0.05)
+    async with make_engine(clock=clock) as t:  # the worker has registered the schedule
         clock.set(datetime(2026, 3, 27, 11, 0, 1, tzinfo=UTC).timestamp())  # Fri 12:00 CET
-        t.worker.wake()  # type: ignore[union-attr]
-        for _ in range(400):
-            if await t.runs(function_id="weekly"):
-                break
-            await asyncio.sleep(0.005)
+        await t.tick()
+        assert len(await t.runs(function_id="weekly")) == 1
         clock.set(datetime(2026, 4, 3, 10, 0, 1, tzinfo=UTC).timestamp())  # Fri 12:00 CEST
-        t.worker.wake()  # type: ignore[union-attr]
-        for _ in range(400):
-            if len(await t.runs(function_id="weekly")) == 2:
-                break
-            await asyncio.sleep(0.005)
+        await t.tick()
         done = await _all_done(t, "weekly")
         events = await t.app.engine.read(
             t.app.engine.store.get_events, [e for r in done for e in r.event_ids]
@@ -189,14 +173,9 @@ async def test_cron_catches_up_once_after_downtime(
     start = datetime(2026, 5, 1, 0, 30, tzinfo=UTC).timestamp()
     clock = MockClock(start=start, autojump=False)
     async with make_engine(clock=clock) as t:
-        await asyncio.sleep(0.05)
         clock.set(start + 10 * 3600)  # ten ticks missed
-        t.worker.wake()  # type: ignore[union-attr]
-        for _ in range(400):
-            if await t.runs(function_id="hourly"):
-                break
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.05)
+        await t.tick()
+        await t.tick()
         assert len(await t.runs(function_id="hourly")) == 1
 
 
@@ -210,7 +189,7 @@ async def test_paused_functions_hold_runs_until_resumed(
     async with make_engine() as t:
         await t.app.pause_function("pausable")
         await t.send([Event("job", {"n": n}) for n in range(3)])
-        await asyncio.sleep(0.05)
+        await t.tick()  # the worker looked, and held them
         assert {r.status for r in await t.runs(function_id="pausable")} == {"QUEUED"}
         await t.app.resume_function("pausable")
         done = await _all_done(t, "pausable")

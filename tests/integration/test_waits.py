@@ -148,5 +148,8 @@ async def test_invoke_of_an_unknown_function_fails_the_step(
 
     async with make_engine() as t:
         run = await t.trigger(Event("go"))
+        history = [(h.kind, h.step_id) for h in await t.history(run.run_id)]
     assert run.status == "FAILED"
     assert run.error is not None and "does-not-exist" in run.error["message"]
+    assert [(s.id, s.status) for s in run.steps] == [("call", "FAILED")]
+    assert ("STEP_FAILED", "call") in history

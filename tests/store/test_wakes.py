@@ -202,3 +202,17 @@ def test_cancel_an_ended_or_unknown_run_returns_false(store: Store) -> None:
     assert again.error is not None
     assert again.error["message"] == "by test"
     assert history_kinds(store, "done") == ["RUN_QUEUED"]
+
+
+def test_a_stale_pass_never_overwrites_results_after_cancel(store: Store) -> None:
+    start(store, "r1")
+    stale = lease_run(store, "r1", now=T0)
+    fresh = lease(store, "w2", now=T0 + 1000, ttl=1000)[0]  # the first lease expired
+    newer = StepRecord("r1", "h-x", "x", "run", 0, "COMPLETED", b'"from-B"', attempts=1)
+    commit(store, PassCommit("r1", fresh.token, steps=[newer]), T0 + 1001)
+    assert cancel(store, "r1")
+    late = StepRecord("r1", "h-x", "x", "run", 0, "COMPLETED", b'"from-A"', attempts=1)
+    sent = StepRecord("r1", "h-s", "notify", "send", 1, "COMPLETED", b'["e1"]', attempts=1)
+    assert commit(store, PassCommit("r1", stale.token, steps=[late, sent]), T0 + 1002) is None
+    kept = {s.step_id: loads(s.output_json) for s in store.get_steps("r1")}
+    assert kept == {"x": "from-B"}  # neither the stale result nor an unsent send_event

@@ -376,7 +376,7 @@ class PassExecutor:
             elif op.kind == "wait":
                 self._settle_wait(op, commit, now)
             elif op.kind == "invoke":
-                self._settle_invoke(op, commit, now)
+                self._settle_invoke(op, commit, resolutions, now)
             elif op.kind == "send":
                 self._settle_send(op, commit, resolutions, now)
         if self._abort is None:
@@ -523,12 +523,23 @@ class PassExecutor:
         self._suspend_kinds.add("wait")
         self._blocked.append(op.future)
 
-    def _settle_invoke(self, op: _Op, commit: PassCommit, now: float) -> None:
+    def _settle_invoke(
+        self,
+        op: _Op,
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+        now: float,
+    ) -> None:
         assert op.function_id is not None
         if op.function_id not in self.engine.functions:
             error = {"name": "FunctionNotFound", "message": f"no function {op.function_id!r}"}
             commit.steps.append(self._record(op, "FAILED", error=error, attempts=1))
-            op.future.set_exception(StepError(op.key, error["name"], error["message"]))
+            commit.history.append(
+                HistoryRecord(self.run.run_id, now, "STEP_FAILED", op.key, 0, 0.0, {"error": error})
+            )
+            self._memo_done.add(op.hash)
+            self._consumed.add(op.hash)
+            resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
             return
         event = self.engine.event_record(
             Event(name=FUNCTION_INVOKED, data=op.data or {}, user=op.user or {}), now

@@ -53,6 +53,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._leased_at = float("-inf")  # the time of the last lease attempt
+        self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
+        self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -65,6 +67,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
             await engine.writer.write(self._start_job(engine.clock.now()))
+            self.ready.set()
             while not self._stopping.is_set():
                 self._wake.clear()
                 free = self.concurrency - len(self.active)
@@ -74,15 +77,18 @@ class Worker:
                     leases = await engine.writer.write(self._lease_job(now, free))
                     for lease in leases:
                         self._start_pass(lease)
+                self.loops += 1
                 if leases and len(leases) == free:
                     await asyncio.sleep(0)
                     continue
                 await self._idle()
         finally:
             engine.remove_waker(self._wake)
-            heartbeat.cancel()
+            # passes in flight finish first, their leases still heartbeated: a long step during
+            # a graceful stop must not be taken over (and run again) by another worker
             if self.active:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
+            heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
 
     async def _idle(self) -> None:

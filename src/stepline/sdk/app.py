@@ -296,17 +296,19 @@ class App:
         first. Returns the ids of the runs cancelled."""
         engine = self.engine
         condition = compile_expression(if_) if if_ is not None else None
-        after = started_after.timestamp() if started_after else float("-inf")
-        before = started_before.timestamp() if started_before else float("inf")
+        # datetimes hold microseconds: bounds are inclusive at that resolution
+        after = started_after.timestamp() - 1e-6 if started_after else float("-inf")
+        before = started_before.timestamp() + 1e-6 if started_before else float("inf")
         cancelled: list[str] = []
         records = []
         for status in UNFINISHED_STATUSES:
-            query = RunFilter(function_id=function_id, status=status, limit=limit)
-            records += await engine.read(engine.store.list_runs, query)
+            query = RunFilter(function_id=function_id, status=status, limit=1_000_000)
+            found = await engine.read(engine.store.list_runs, query)
+            records += [r for r in found if after <= r.created_at <= before]
         records.sort(key=lambda r: r.created_at)
-        for record in records[:limit]:
-            if not after <= record.created_at <= before:
-                continue
+        for record in records:
+            if len(cancelled) >= limit:
+                break
             if condition is not None:
                 events = await engine.read(engine.store.get_events, record.event_ids[:1])
                 payload = events[0].payload() if events else {}

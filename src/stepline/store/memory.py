@@ -42,6 +42,7 @@ from stepline.store.records import (
 )
 
 DEDUP_WINDOW = 24 * 3600.0
+_SETTLED = ("COMPLETED", "FAILED")
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -462,13 +463,19 @@ class _MemoryTx:
         run = s._runs.get(commit.run_id)
         if commit.run_id in s._queue or run is None or run.status != "CANCELLED":
             return False
+        # only results of step bodies that were executing (not sends, sleeps, waits: their
+        # effects are not applied), and never over a result already settled (by a newer pass)
+        settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
+        names = {s.step_id for s in settled}
         with self._verb():
             memo = self._memo(commit.run_id)
-            for step in commit.steps:
-                if step.status in ("COMPLETED", "FAILED"):
+            for step in settled:
+                current = memo.get(step.hash)
+                if current is None or current.status not in _SETTLED:
                     self._put(memo, step.hash, replace(step))
             for record in commit.history:
-                self._log(record)
+                if record.step_id in names:
+                    self._log(record)
         return True
 
     def _commit_pass(

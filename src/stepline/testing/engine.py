@@ -74,6 +74,11 @@ class TestEngine:
             concurrency=self._concurrency, worker_id="test-worker", poll_interval=None
         )
         self._task = asyncio.create_task(self.worker.run())
+        ready = asyncio.ensure_future(self.worker.ready.wait())
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():  # the worker failed to start: raise its error here
+            ready.cancel()
+            self._task.result()
         return self
 
     async def __aexit__(
@@ -101,6 +106,18 @@ class TestEngine:
         if len(runs) != 1:
             raise AssertionError(f"event {event.name!r} started {len(runs)} runs, expected 1")
         return await self.app.wait_for_run(runs[0].run_id, timeout)
+
+    async def tick(self, timeout: float = 30.0) -> None:
+        """Wake the worker and return once it has looked for work at least once since: after
+        ``clock.advance()``, due sleeps, debounces, batches and cron ticks have been started."""
+        assert self.worker is not None, "use TestEngine in 'async with'"
+        target = self.worker.loops + 2
+        deadline = time.monotonic() + timeout
+        while self.worker.loops < target:
+            self.worker.wake()
+            if time.monotonic() > deadline:
+                raise AssertionError("the worker did not look for work")
+            await asyncio.sleep(0.001)
 
     async def wait_for_run(self, run_id: str, timeout: float = 30.0) -> Run:
         """The run once it has ended."""

@@ -23,6 +23,14 @@ UPSERT_STEP = """
 INSERT OR REPLACE INTO steps (run_id, hash, step_id, kind, position, status, output, error,
                               attempts, due_at, started_at, ended_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT_STEP_IF_UNSETTLED = """
+INSERT INTO steps (run_id, hash, step_id, kind, position, status, output, error, attempts,
+                   due_at, started_at, ended_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, hash) DO UPDATE SET
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, started_at = excluded.started_at, ended_at = excluded.ended_at
+WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
 COMPLETE_STEP = """
 UPDATE steps SET status = 'COMPLETED', output = ?, ended_at = ? WHERE run_id = ? AND hash = ?"""
 SETTLE_PENDING_STEP = """

@@ -41,6 +41,7 @@ from stepline.store.sqlite.flow import FlowVerbs
 from stepline.store.sqlite.schema import MIGRATIONS
 
 DEDUP_WINDOW = 24 * 3600.0
+_SETTLED = ("COMPLETED", "FAILED")
 _NO_ATTEMPT = (None, None, None)
 
 
@@ -312,10 +313,14 @@ class _SQLiteTx(FlowVerbs):
         row = c.execute(q.RUN_STATUS, (commit.run_id,)).fetchone()
         if row is None or row[0] != "CANCELLED":
             return False
-        settled = [s for s in commit.steps if s.status in ("COMPLETED", "FAILED")]
+        # only results of step bodies that were executing (not sends, sleeps, waits: their
+        # effects are not applied), and never over a result already settled (by a newer pass)
+        settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
+        names = {s.step_id for s in settled}
         with self._savepoint():
-            c.executemany(q.UPSERT_STEP, [_step_row(s) for s in settled])
-            c.executemany(q.INSERT_HISTORY, [_history_row(h) for h in commit.history])
+            c.executemany(q.INSERT_STEP_IF_UNSETTLED, [_step_row(s) for s in settled])
+            history = [h for h in commit.history if h.step_id in names]
+            c.executemany(q.INSERT_HISTORY, [_history_row(h) for h in history])
         return True
 
     def commit_pass(
