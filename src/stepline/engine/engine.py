@@ -182,8 +182,8 @@ class Engine:
 
     def replay_of(self, function_id: str, event_ids: Sequence[str], now: float) -> NewRun:
         """The run that replays a run of ``function_id``: the function's concurrency,
-        cancel_on, timeouts and priority apply to it (computed from its first event); the
-        admission gates that would skip it (idempotency, rate limit, singleton) do not."""
+        cancel_on and timeouts apply to it (computed from its first event); the admission gates
+        that would skip it (idempotency, rate limit, singleton) do not; it is due at once."""
         admission = NO_ADMISSION
         fn = self.functions.get(function_id)
         events = self.store.get_events(event_ids[:1])

@@ -1,8 +1,8 @@
 """The pytest plugin (registered through the ``pytest11`` entry point).
 
 Fixtures: ``mock_clock`` (a ``MockClock`` with autojump) and ``stepline_engine``, a factory:
-``async with stepline_engine(app) as t: ...`` (memory store by default; ``store="sqlite"`` for a
-fresh SQLite file in the test's ``tmp_path``).
+``async with stepline_engine(app) as t: ...`` (a fresh SQLite file in the test's ``tmp_path`` by
+default; ``store="memory"`` for the in-memory reference store).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def stepline_engine(tmp_path: Path, mock_clock: MockClock) -> Callable[..., Test
 
     def make(app: App, **options: Any) -> TestEngine:
         options.setdefault("clock", mock_clock)
-        if options.get("store") == "sqlite":
+        options.setdefault("store", "sqlite")
+        if options["store"] == "sqlite":
             options.setdefault("path", tmp_path / "stepline.db")
         return TestEngine(app, **options)
 
