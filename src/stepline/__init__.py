@@ -19,7 +19,7 @@ from stepline.errors import (
     SteplineError,
 )
 from stepline.sdk.app import App
-from stepline.sdk.context import Context
+from stepline.sdk.context import Context, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.flow import (
     BatchEvents,
@@ -69,6 +69,7 @@ __all__ = [
     "StepError",
     "StepInfo",
     "SteplineError",
+    "SyncContext",
     "SyncStep",
     "Throttle",
     "Timeouts",

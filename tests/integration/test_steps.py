@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from stepline import App, Context, Event, TriggerEvent
+from stepline import App, Context, Event, SyncContext, TriggerEvent
 from stepline.testing import TestEngine
 
 
@@ -115,7 +115,7 @@ async def test_sync_functions_use_the_same_step_api(
         return x * 2
 
     @app.function(id="sync-fn", trigger=TriggerEvent("go"))
-    def sync_fn(ctx: Context) -> Any:
+    def sync_fn(ctx: SyncContext) -> Any:
         first = ctx.step.run("double", double, ctx.event.data["x"])
         ctx.step.sleep("nap", "10m")
         a, b = ctx.step.parallel(("p1", lambda: 1), ("p2", lambda: 2))

@@ -34,7 +34,7 @@ from stepline.errors import (
     StepError,
 )
 from stepline.expressions import prepare_match
-from stepline.sdk.context import Context, ReplayAwareLogger
+from stepline.sdk.context import Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
@@ -229,7 +229,7 @@ class PassExecutor:
         return await future
 
     # -- the pass ---------------------------------------------------------------------------------
-    def _make_context(self) -> Context:
+    def _make_context(self) -> Context | SyncContext:
         events = [Event.from_payload(e.payload()) for e in self.state.events]
         step = Step(self)
         logger = ReplayAwareLogger(
@@ -240,15 +240,17 @@ class PassExecutor:
         attempt = max(
             [self.run.attempt] + [s.attempts for s in self.memo.values() if s.status == "RETRYING"]
         )
-        return Context(
-            event=events[0] if events else Event(name="", data={}),
-            events=events,
-            run_id=self.run.run_id,
-            function_id=self.fn.id,
-            step=step if self.fn.is_async else SyncStep(step, self.loop),
-            logger=logger,
-            attempt=attempt,
-        )
+        fields: dict[str, Any] = {
+            "event": events[0] if events else Event(name="", data={}),
+            "events": events,
+            "run_id": self.run.run_id,
+            "function_id": self.fn.id,
+            "logger": logger,
+            "attempt": attempt,
+        }
+        if self.fn.is_async:
+            return Context(step=step, **fields)
+        return SyncContext(step=SyncStep(step, self.loop), **fields)
 
     async def execute(self) -> None:
         """Run the pass to its end (suspended, finished, failed or cancelled by a timeout)."""

@@ -33,15 +33,7 @@ class ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
 
-class Context:
-    """A function's view of its run.
-
-    ``event`` is the triggering event (the first of ``events`` for batches), ``run_id`` and
-    ``function_id`` identify the run, ``attempt`` is the 0-based attempt of the step now
-    executing (or of the function itself), ``step`` the step API, ``logger`` the replay-aware
-    logger.
-    """
-
+class _BaseContext:
     def __init__(
         self,
         *,
@@ -49,7 +41,6 @@ class Context:
         events: list[Event],
         run_id: str,
         function_id: str,
-        step: Step | SyncStep,
         logger: ReplayAwareLogger,
         attempt: int,
     ) -> None:
@@ -57,9 +48,31 @@ class Context:
         self.events = events
         self.run_id = run_id
         self.function_id = function_id
-        self.step: Any = step
         self.logger = logger
         self.attempt = attempt
 
     def __repr__(self) -> str:
-        return f"Context(function_id={self.function_id!r}, run_id={self.run_id!r})"
+        return f"{type(self).__name__}(function_id={self.function_id!r}, run_id={self.run_id!r})"
+
+
+class Context(_BaseContext):
+    """What an ``async def`` function receives: its view of its run.
+
+    ``event`` is the triggering event (the first of ``events`` for batches), ``run_id`` and
+    ``function_id`` identify the run, ``attempt`` is the 0-based attempt of the step now
+    executing (or of the function itself), ``step`` the step API (awaitable methods),
+    ``logger`` the replay-aware logger.
+    """
+
+    def __init__(self, *, step: Step, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.step = step
+
+
+class SyncContext(_BaseContext):
+    """What a plain ``def`` function receives: as ``Context``, with blocking step methods
+    (``ctx.step.run(...)`` returns the result)."""
+
+    def __init__(self, *, step: SyncStep, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.step = step

@@ -6,7 +6,7 @@ import inspect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stepline.errors import ConfigError
 from stepline.expressions import Expression
@@ -24,10 +24,7 @@ from stepline.sdk.flow import (
 )
 from stepline.sdk.triggers import TriggerCron, TriggerEvent
 
-if TYPE_CHECKING:
-    from stepline.sdk.context import Context
-
-Handler = Callable[["Context"], Any]
+Handler = Callable[[Any], Any]  # (ctx: Context) -> result, or (ctx: SyncContext) for def
 Trigger = TriggerEvent | TriggerCron
 
 MAX_TRIGGERS = 10
