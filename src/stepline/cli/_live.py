@@ -36,7 +36,7 @@ class RunWatcher:
 
     async def start(self) -> None:
         """Skip what the database already holds: only new entries are reported."""
-        for run in await self.app.runs(limit=self.limit):
+        for run in await self.app.runs(limit=self.limit, with_steps=False):
             if run.done:
                 self._ended.add(run.run_id)
             else:
@@ -48,7 +48,7 @@ class RunWatcher:
 
     async def poll(self, also: Iterable[str] = ()) -> list[tuple[Run, HistoryEntry]]:
         """New history entries of every run in view, oldest first."""
-        found = {run.run_id: run for run in await self.app.runs(limit=self.limit)}
+        found = {run.run_id: run for run in await self.app.runs(limit=self.limit, with_steps=False)}
         for run_id in also:
             if run_id not in found and run_id not in self._ended:
                 run = await self.app.get_run(run_id)

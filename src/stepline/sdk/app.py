@@ -237,15 +237,18 @@ class App:
         function_id: str | None = None,
         status: str | None = None,
         limit: int = 100,
+        with_steps: bool = True,
     ) -> list[Run]:
-        """Runs, newest first, filtered by the event that started them, function or status."""
+        """Runs, newest first, filtered by the event that started them, function or status.
+        ``with_steps=False`` skips reading each run's steps (``run.steps`` is then empty): one
+        query in all, for polling."""
         engine = self.engine
         records = await engine.read(
             engine.store.list_runs, RunFilter(function_id, status, event_id, limit)
         )
         found = []
         for record in records:
-            steps = await engine.read(engine.store.get_steps, record.run_id)
+            steps = await engine.read(engine.store.get_steps, record.run_id) if with_steps else []
             found.append(Run.from_records(record, steps))
         return found
 
