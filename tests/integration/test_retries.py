@@ -277,3 +277,42 @@ async def test_retry_after_accepts_duration_strings(
         run = await t.trigger(Event("go"))
     assert run.output == "ok"
     assert times[1] - times[0] == pytest.approx(expected, abs=0.5)
+
+
+async def test_a_retry_keeps_its_backoff_when_the_run_wakes_early(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    from stepline.testing import MockClock
+
+    attempts: list[float] = []
+
+    @app.function(id="early-wake", trigger=TriggerEvent("go"), retries=1)
+    async def early_wake(ctx: Context) -> Any:
+        def flaky() -> str:
+            attempts.append(clock.now())
+            if len(attempts) == 1:
+                raise RetryAfterError("later", 600)
+            return "ok"
+
+        import asyncio
+
+        result, _ = await asyncio.gather(
+            ctx.step.run("flaky", flaky),
+            ctx.step.wait_for_event("ping", event="ping", timeout="1h"),
+        )
+        return result
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        [event_id] = await t.send(Event("go"))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "RETRYING")
+        await t.send(Event("ping"))  # wakes the run before the retry is due
+        await t.tick()
+        await t.tick()
+        assert len(attempts) == 1
+        clock.advance(601)
+        await t.tick()
+        done = await t.wait_for_run(run.run_id)
+    assert done.output == "ok"
+    assert attempts[1] - attempts[0] >= 600

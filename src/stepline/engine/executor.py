@@ -200,6 +200,11 @@ class PassExecutor:
                     self._deadlines.append(memo.due_at)
                 self._suspend_kinds.add(memo.kind)
                 return await self._block()
+            if memo.status == "RETRYING" and memo.due_at is not None and memo.due_at > self.now():
+                # woken early (a parallel wait matched, say): the retry keeps its backoff
+                self._deadlines.append(memo.due_at)
+                self._suspend_kinds.add("retry")
+                return await self._block()
         if len(self.memo) + len(self._new_ops) >= self.engine.limits.max_steps:
             self._abort = LimitExceededError(
                 "steps",
@@ -435,7 +440,11 @@ class PassExecutor:
             self._abort = outcome.error
             return
         if outcome.retry_at is not None:
-            commit.steps.append(self._record(op, "RETRYING", error=error, attempts=attempt + 1))
+            commit.steps.append(
+                self._record(
+                    op, "RETRYING", error=error, attempts=attempt + 1, due_at=outcome.retry_at
+                )
+            )
             commit.history.append(
                 HistoryRecord(
                     self.run.run_id,
