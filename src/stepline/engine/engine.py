@@ -44,6 +44,7 @@ FUNCTION_FINISHED = "inngest/function.finished"
 FUNCTION_FAILED = "inngest/function.failed"
 FUNCTION_INVOKED = "inngest/function.invoked"
 FUNCTION_CANCELLED = "inngest/function.cancelled"
+PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
 
 
 class Engine:
@@ -71,6 +72,8 @@ class Engine:
             max_workers=256, thread_name_prefix="stepline-fn"
         )
         self.step_mocks: dict[str, Callable[..., Any]] = {}
+        self.retention: float | None = None  # seconds an ended run is kept (None: forever)
+        self._next_purge = float("-inf")
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._wakers_lock = threading.Lock()
         store.migrate()
@@ -207,6 +210,11 @@ class Engine:
         A cron tick fires once whatever the number of workers (``advance_cron`` is a
         compare-and-set), and ticks missed while no worker ran collapse into one catch-up."""
         with tx.savepoint():
+            if now >= self._next_purge:
+                self._next_purge = now + PURGE_EVERY
+                tx.purge_expired(now)
+                if self.retention is not None:
+                    tx.purge_before(now - self.retention, 10_000)
             tx.flush_deferrals(now)
             for row in tx.due_crons(now, list(self.functions)):
                 fn = self.functions[row.function_id]

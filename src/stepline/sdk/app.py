@@ -8,10 +8,11 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from stepline.clock import Clock, SystemClock
+from stepline.durations import parse_duration
 from stepline.engine.engine import FUNCTION_FAILED, Engine
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
@@ -46,7 +47,9 @@ class App:
 
     ``db`` is a URL (``sqlite:///path.db``, a file path, or ``memory://``); without it
     ``STEPLINE_DB``, else ``./.stepline/stepline.db``. ``logger`` is any stdlib-style logger used
-    for ``ctx.logger`` (default ``logging.getLogger("stepline.<id>")``).
+    for ``ctx.logger`` (default ``logging.getLogger("stepline.<id>")``). ``retention`` (e.g.
+    ``"30d"``) makes workers delete runs that ended longer ago, with their steps, history and
+    events (default: keep them; expired de-duplication state is always purged).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class App:
         db: str | None = None,
         logger: logging.Logger | None = None,
         limits: Limits | None = None,
+        retention: str | timedelta | float | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise ConfigError("App id must be a non-empty string")
@@ -63,6 +67,7 @@ class App:
         self.db = db
         self.logger = logger or logging.getLogger(f"stepline.{id}")
         self.limits = limits or Limits()
+        self.retention = None if retention is None else parse_duration(retention).total_seconds()
         self._functions: list[FunctionDef] = []
         self._engine: Engine | None = None
 
@@ -157,6 +162,7 @@ class App:
         if self._engine is not None:
             self._engine.close()
         engine = Engine(self.id, store, clock, self.limits, self.logger)
+        engine.retention = self.retention
         for fn in self._functions:
             engine.register(fn)
         self._engine = engine
@@ -360,3 +366,10 @@ class App:
         first."""
         engine = self.engine
         return await engine.read(engine.store.list_skips, function_id, limit)
+
+    async def purge_runs(self, *, before: datetime, limit: int = 10_000) -> int:
+        """Delete runs that ended before ``before`` (at most ``limit``), with their steps and
+        history, and the events and skip records older than it that no remaining run uses.
+        Returns the number of runs deleted."""
+        cutoff = before.timestamp()
+        return await self.engine.writer.write(lambda tx: tx.purge_before(cutoff, limit))

@@ -58,6 +58,17 @@ class StoreTx(Protocol):
         """Make a group of verbs all-or-nothing inside the transaction."""
         ...
 
+    def purge_expired(self, now: float) -> int:
+        """Delete flow-control state that can no longer matter: sender ids and idempotency keys
+        seen more than 24 h ago, GCRA buckets whose arrival time has passed. Returns the count."""
+        ...
+
+    def purge_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to ``limit`` runs that ended before ``cutoff`` with their steps and
+        history, then the events no remaining run refers to that were received before
+        ``cutoff``, and skips recorded before it. Returns the number of runs deleted."""
+        ...
+
     def flush_deferrals(self, now: float) -> list[str]:
         """Start the runs of debounces and batches whose time has come; returns their ids."""
         ...

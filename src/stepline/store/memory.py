@@ -74,6 +74,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._events: dict[str, EventRecord] = {}
+        self._received: dict[str, float] = {}
         self._dedup: dict[str, float] = {}
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
@@ -237,6 +238,7 @@ class _MemoryTx:
         s = self._s
         event = item.event
         self._put(s._events, event.internal_id, event)
+        self._put(s._received, event.internal_id, now)
         if event.id is not None:
             seen = s._dedup.get(event.id)
             if seen is not None and seen > now - DEDUP_WINDOW:
@@ -372,6 +374,43 @@ class _MemoryTx:
             return False
         self._put(self._s._crons, (row.function_id, row.cron), replace(row, next_at=next_at))
         return True
+
+    def purge_expired(self, now: float) -> int:
+        s = self._s
+        horizon = now - IDEMPOTENCY_WINDOW
+        stale = [
+            (s._dedup, [k for k, seen in s._dedup.items() if seen < horizon]),
+            (s._idempotency, [k for k, seen in s._idempotency.items() if seen < horizon]),
+            (s._gcra, [k for k, tat in s._gcra.items() if tat < now]),
+        ]
+        with self._verb():
+            for table, keys in stale:
+                for key in keys:
+                    self._pop(table, key)
+        return sum(len(keys) for _, keys in stale)
+
+    def purge_before(self, cutoff: float, limit: int) -> int:
+        s = self._s
+        ended = [
+            r.run_id
+            for r in s._runs.values()
+            if r.status in TERMINAL_STATUSES and r.ended_at is not None and r.ended_at < cutoff
+        ][:limit]
+        with self._verb():
+            for run_id in ended:
+                self._pop(s._runs, run_id)
+                self._pop(s._steps, run_id)
+                self._pop(s._history, run_id)
+                self._pop(s._singletons, run_id)
+            referenced = {e for r in s._runs.values() for e in r.event_ids}
+            referenced |= {e for row in s._deferrals.values() for e in row.event_ids}
+            for event_id, event in list(s._events.items()):
+                if event_id not in referenced and s._received.get(event_id, event.ts) < cutoff:
+                    self._pop(s._events, event_id)
+            for seq, skip in list(s._skips.items()):
+                if skip.at < cutoff:
+                    self._pop(s._skips, seq)
+        return len(ended)
 
     def set_paused(self, function_id: str, paused: bool) -> None:
         if paused:

@@ -206,6 +206,27 @@ class FlowVerbs:
         cursor = self._c.execute(q.ADVANCE_CRON, (next_at, row.function_id, row.cron, row.next_at))
         return cursor.rowcount == 1
 
+    def purge_expired(self, now: float) -> int:
+        with self._savepoint() as c:
+            horizon = now - IDEMPOTENCY_WINDOW
+            count = c.execute(q.PURGE_SENDER_IDS, (horizon,)).rowcount
+            count += c.execute(q.PURGE_IDEMPOTENCY, (horizon,)).rowcount
+            return count + c.execute(q.PURGE_GCRA, (now,)).rowcount
+
+    def purge_before(self, cutoff: float, limit: int) -> int:
+        with self._savepoint() as c:
+            run_ids = [r[0] for r in c.execute(q.ENDED_BEFORE, (cutoff, limit))]
+            for statement in (
+                q.DELETE_STEPS_OF_RUN,
+                q.DELETE_HISTORY_OF_RUN,
+                q.DELETE_RUN_EVENTS_OF_RUN,
+                q.DELETE_RUN,
+            ):
+                c.executemany(statement, [(r,) for r in run_ids])
+            c.execute(q.PURGE_EVENTS, (cutoff,))
+            c.execute(q.PURGE_SKIPS, (cutoff,))
+            return len(run_ids)
+
     def set_paused(self, function_id: str, paused: bool) -> None:
         self._c.execute(q.PAUSE if paused else q.RESUME, (function_id,))
 

@@ -181,3 +181,20 @@ INSERT INTO steps (run_id, hash, step_id, kind, position, status, output, error,
 SELECT ?, hash, step_id, kind, position, status, output, error, attempts, due_at, started_at,
        ended_at
 FROM steps WHERE run_id = ? AND position < ? AND status = 'COMPLETED'"""
+
+# -- retention ------------------------------------------------------------------------------------
+PURGE_SENDER_IDS = "DELETE FROM event_ids WHERE seen_at < ?"
+PURGE_IDEMPOTENCY = "DELETE FROM idempotency WHERE seen_at < ?"
+PURGE_GCRA = "DELETE FROM gcra WHERE tat < ?"
+ENDED_BEFORE = """
+SELECT run_id FROM runs
+WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND ended_at < ? LIMIT ?"""
+DELETE_RUN = "DELETE FROM runs WHERE run_id = ?"
+DELETE_STEPS_OF_RUN = "DELETE FROM steps WHERE run_id = ?"
+DELETE_HISTORY_OF_RUN = "DELETE FROM history WHERE run_id = ?"
+DELETE_RUN_EVENTS_OF_RUN = "DELETE FROM run_events WHERE run_id = ?"
+PURGE_EVENTS = """
+DELETE FROM events WHERE received_at < ?
+  AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
+  AND internal_id NOT IN (SELECT value FROM deferrals, json_each(deferrals.event_ids))"""
+PURGE_SKIPS = "DELETE FROM skips WHERE at < ?"
