@@ -45,6 +45,8 @@ class FlowVerbs:
 
         def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
 
+        def _cancel(self, run_id: str, now: float, reason: str) -> str | None: ...
+
         def _indexed_paths(self, query: str, event_name: str) -> list[str]: ...
 
         def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]: ...
@@ -133,7 +135,7 @@ class FlowVerbs:
                 continue
             if not wait_matches(matcher, event):
                 continue
-            function_id = self.cancel_run(matcher.run_id, now, f"cancelled by event {event.name}")
+            function_id = self._cancel(matcher.run_id, now, f"cancelled by event {event.name}")
             if function_id is not None:
                 cancelled.append((matcher.run_id, function_id))
         return cancelled

@@ -422,19 +422,22 @@ class _SQLiteTx(FlowVerbs):
             return [w.step_hash for w in expired]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
-        with self._savepoint() as c:
-            error = _json_or_none({"name": "Cancelled", "message": reason})
-            row = c.execute(q.CANCEL_RUN, (now, error, run_id)).fetchone()
-            if row is None:
-                return None
-            c.execute(q.DELETE_QUEUE, (run_id,))
-            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
-            c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-            c.execute(
-                q.INSERT_HISTORY,
-                (run_id, now, "RUN_CANCELLED", None, None, None, _json_or_none({"reason": reason})),
-            )
-            return str(row[0])
+        with self._savepoint():
+            return self._cancel(run_id, now, reason)
+
+    def _cancel(self, run_id: str, now: float, reason: str) -> str | None:
+        """``cancel_run`` inside a verb that already holds a savepoint."""
+        c = self._c
+        error = _json_or_none({"name": "Cancelled", "message": reason})
+        row = c.execute(q.CANCEL_RUN, (now, error, run_id)).fetchone()
+        if row is None:
+            return None
+        c.execute(q.DELETE_QUEUE, (run_id,))
+        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+        data = _json_or_none({"reason": reason})
+        c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data))
+        return str(row[0])
 
 
 # -- row mapping ----------------------------------------------------------------------------------
