@@ -1,0 +1,189 @@
+"""The ends of a pass: suspend, complete, retry the function, or fail the run.
+
+A mixin of ``PassExecutor`` (``engine/executor.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from stepline._ids import new_id
+from stepline.engine._ops import Suspended, _Abort, error_dict
+from stepline.engine.engine import FUNCTION_FAILED, FUNCTION_FINISHED, Engine
+from stepline.engine.retry import backoff_delay, retry_after_time
+from stepline.errors import (
+    LimitExceededError,
+    NonRetriableError,
+    RetryAfterError,
+    SerializationError,
+    StepError,
+)
+from stepline.sdk.function import FunctionDef
+from stepline.serde import dumps, loads
+from stepline.store.records import (
+    EventIngest,
+    EventRecord,
+    HistoryRecord,
+    PassCommit,
+    RunEnd,
+    RunRecord,
+    RunState,
+    Wake,
+)
+
+
+class PassEndings:
+    """How a pass ends; every end is one commit."""
+
+    engine: Engine
+    fn: FunctionDef
+    state: RunState
+    run: RunRecord
+    _deadlines: list[float]
+    _suspend_kinds: set[str]
+    _suspending: bool
+    _finish_deadline: float | None
+
+    if TYPE_CHECKING:  # provided by PassExecutor
+
+        def now(self) -> float: ...
+
+        def _new_commit(self) -> PassCommit: ...
+
+        async def _commit(self, commit: PassCommit) -> None: ...
+
+        def _release_blocked(self, error: BaseException) -> None: ...
+
+        async def _wait_out(self, task: asyncio.Future[Any]) -> None: ...
+
+    async def _suspend(self, task: asyncio.Future[Any]) -> None:
+        self._suspending = True
+        kinds = self._suspend_kinds
+        status = (
+            "RETRYING"
+            if "retry" in kinds
+            else "WAITING"
+            if kinds & {"wait", "invoke"}
+            else "SLEEPING"
+        )
+        commit = self._new_commit()
+        deadlines = list(self._deadlines)
+        if self._finish_deadline is not None:
+            deadlines.append(self._finish_deadline + 0.001)
+        commit.end = RunEnd(status=status, due_at=min(deadlines, default=None))
+        await self._commit(commit)
+        self._release_blocked(Suspended())
+        await self._wait_out(task)
+
+    async def _finish(self, task: asyncio.Future[Any]) -> None:
+        error = task.exception() if not task.cancelled() else None
+        if error is None and not task.cancelled():
+            try:
+                output = dumps(task.result(), f"result of function {self.fn.id!r}")
+            except SerializationError as exc:
+                await self._fail_run(exc, None)
+                return
+            limit = self.engine.limits.max_step_output_bytes
+            if len(output) > limit:
+                await self._fail_run(
+                    LimitExceededError(
+                        "step_output",
+                        f"result of function {self.fn.id!r} is {len(output)} bytes, over the "
+                        f"limit of {limit} bytes",
+                    ),
+                    None,
+                )
+                return
+            await self._complete(output)
+            return
+        if isinstance(error, Suspended | _Abort) or error is None:
+            await self._fail_run(RuntimeError("function ended by an internal signal"), None)
+            return
+        retriable = not isinstance(error, NonRetriableError | StepError)
+        attempt = self.run.attempt
+        if retriable and attempt < self.fn.retries:
+            now = self.now()
+            retry_at = (
+                retry_after_time(error, now, attempt)
+                if isinstance(error, RetryAfterError)
+                else now + backoff_delay(attempt)
+            )
+            commit = self._new_commit()
+            commit.history.append(
+                HistoryRecord(
+                    self.run.run_id,
+                    now,
+                    "FUNCTION_FAILED",
+                    attempt=attempt,
+                    data={"error": error_dict(error), "retry_at": retry_at},
+                )
+            )
+            commit.end = RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
+            await self._commit(commit)
+            return
+        await self._fail_run(error, None)
+
+    def _system_event(self, name: str, data: dict[str, Any]) -> EventIngest:
+        """A system event about this run. It never triggers this same function, so a function
+        listening to ``inngest/function.finished`` does not trigger itself forever."""
+        record = EventRecord(new_id(self.now()), name, data, {}, None, self.now())
+        planned = self.engine.plan(record)
+        runs = tuple(r for r in planned.new_runs if r.function_id != self.fn.id)
+        return EventIngest(record, runs)
+
+    def _trigger_payload(self) -> dict[str, Any]:
+        return self.state.events[0].payload() if self.state.events else {}
+
+    async def _complete(self, output: bytes) -> None:
+        commit = self._new_commit()
+        now = self.now()
+        commit.end = RunEnd(status="COMPLETED", output_json=output)
+        commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_COMPLETED"))
+        commit.events.append(
+            self._system_event(
+                FUNCTION_FINISHED,
+                {
+                    "function_id": self.fn.id,
+                    "run_id": self.run.run_id,
+                    "event": self._trigger_payload(),
+                    "result": loads(output),
+                },
+            )
+        )
+        self._wake_parent(commit, "COMPLETED", output, None)
+        await self._commit(commit)
+
+    async def _fail_run(self, error: BaseException, task: asyncio.Future[Any] | None) -> None:
+        self._suspending = True
+        commit = self._new_commit()
+        now = self.now()
+        details = error_dict(error)
+        if isinstance(error, LimitExceededError):
+            details["limit"] = error.limit
+        commit.end = RunEnd(status="FAILED", error=details)
+        commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_FAILED", data=details))
+        commit.events.append(
+            self._system_event(
+                FUNCTION_FAILED,
+                {
+                    "function_id": self.fn.id,
+                    "run_id": self.run.run_id,
+                    "event": self._trigger_payload(),
+                    "error": {"name": details["name"], "message": details["message"]},
+                },
+            )
+        )
+        self._wake_parent(commit, "FAILED", None, details)
+        await self._commit(commit)
+        if task is not None:
+            self._release_blocked(_Abort())
+            await self._wait_out(task)
+
+    def _wake_parent(
+        self, commit: PassCommit, status: str, output: bytes | None, error: dict[str, Any] | None
+    ) -> None:
+        run = self.run
+        if run.parent_run_id is None or run.parent_step_hash is None:
+            return
+        commit.wakes.append(Wake(run.parent_run_id, run.parent_step_hash, status, output, error))

@@ -1,0 +1,318 @@
+"""A round of a pass: the operations registered since the last round become one commit.
+
+A mixin of ``PassExecutor`` (``engine/executor.py``): the step results, pending sleeps, waits and
+invokes, and sent events of a round are recorded here; the executor drives rounds and commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from stepline._ids import new_id
+from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
+from stepline.engine.engine import FUNCTION_INVOKED, Engine
+from stepline.errors import LimitExceededError, StepError
+from stepline.expressions import prepare_match
+from stepline.sdk.event import Event
+from stepline.serde import dumps, loads
+from stepline.store.records import (
+    EventIngest,
+    HistoryRecord,
+    NewRun,
+    PassCommit,
+    RunRecord,
+    RunState,
+    StepRecord,
+    WaitRecord,
+)
+
+
+class RoundRecorder:
+    """Records a round's operations into a ``PassCommit`` and resolves them after it commits."""
+
+    engine: Engine
+    state: RunState
+    run: RunRecord
+    memo: dict[str, StepRecord]
+    _blocked: list[asyncio.Future[Any]]
+    _consumed: set[str]
+    _memo_done: set[str]
+    _deadlines: list[float]
+    _suspend_kinds: set[str]
+    _abort: LimitExceededError | None
+    _warned: bool
+    _next_position: int
+    _state_bytes: int
+
+    if TYPE_CHECKING:  # provided by PassExecutor
+
+        def now(self) -> float: ...
+
+        def _new_commit(self) -> PassCommit: ...
+
+        async def _commit(self, commit: PassCommit) -> None: ...
+
+        async def _attempt(self, op: _Op) -> _Outcome: ...
+
+        def _release_ops(self, ops: list[_Op], error: BaseException) -> None: ...
+
+    def _check_determinism(self, ops: list[_Op], commit: PassCommit) -> None:
+        unvisited = self._memo_done - self._consumed
+        if unvisited and not self._warned:
+            self._warned = True
+            names = sorted(self.memo[h].step_id for h in unvisited)
+            commit.history.append(
+                HistoryRecord(
+                    self.run.run_id,
+                    self.now(),
+                    "WARNING",
+                    ops[0].key,
+                    data={
+                        "message": "non-deterministic function: it asked for new step "
+                        f"{ops[0].key!r} before reaching memoized steps {names}",
+                    },
+                )
+            )
+
+    def _record(self, op: _Op, status: str, **values: Any) -> StepRecord:
+        existing = self.memo.get(op.hash)
+        position = existing.position if existing is not None else self._next_position
+        if existing is None:
+            self._next_position += 1
+        record = StepRecord(
+            run_id=self.run.run_id,
+            hash=op.hash,
+            step_id=op.key,
+            kind=op.kind,
+            position=position,
+            status=status,
+            **values,
+        )
+        self.memo[op.hash] = record
+        return record
+
+    async def _run_round(self, ops: list[_Op]) -> None:
+        commit = self._new_commit()
+        self._check_determinism(ops, commit)
+        now = self.now()
+        run_ops = [op for op in ops if op.kind == "run"]
+        if len(run_ops) == 1:
+            outcomes = [await self._attempt(run_ops[0])]
+        else:
+            outcomes = list(await asyncio.gather(*(self._attempt(op) for op in run_ops)))
+        resolutions: list[tuple[_Op, Any, BaseException | None]] = []
+        for op, outcome in zip(run_ops, outcomes, strict=True):
+            self._settle_run_op(op, outcome, commit, resolutions)
+        for op in ops:
+            if op.kind == "sleep":
+                self._settle_sleep(op, commit, resolutions, now)
+            elif op.kind == "wait":
+                self._settle_wait(op, commit, now)
+            elif op.kind == "invoke":
+                self._settle_invoke(op, commit, resolutions, now)
+            elif op.kind == "send":
+                self._settle_send(op, commit, resolutions, now)
+        if self._abort is None:
+            added = sum(len(s.output_json or b"") for s in commit.steps)
+            if self._state_bytes + added > self.engine.limits.max_run_state_bytes:
+                self._abort = LimitExceededError(
+                    "run_state",
+                    f"run {self.run.run_id} state would be {self._state_bytes + added} bytes, over "
+                    f"the limit of {self.engine.limits.max_run_state_bytes}",
+                )
+            self._state_bytes += added
+        if self._abort is not None:
+            self._release_ops(ops, _Abort())
+            return
+        await self._commit(commit)
+        for op, value, error in resolutions:
+            if error is not None:
+                op.future.set_exception(error)
+            else:
+                op.future.set_result(value)
+
+    def _settle_run_op(
+        self,
+        op: _Op,
+        outcome: _Outcome,
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+    ) -> None:
+        attempt = op.attempts
+        history = HistoryRecord(
+            self.run.run_id,
+            outcome.started_at,
+            "STEP_COMPLETED",
+            op.key,
+            attempt,
+            outcome.duration,
+        )
+        if outcome.error is None:
+            commit.steps.append(
+                self._record(
+                    op,
+                    "COMPLETED",
+                    output_json=outcome.output_json,
+                    attempts=attempt + 1,
+                    started_at=outcome.started_at,
+                    ended_at=outcome.started_at + outcome.duration,
+                )
+            )
+            commit.history.append(history)
+            resolutions.append((op, loads(outcome.output_json), None))
+            return
+        error = error_dict(outcome.error)
+        if isinstance(outcome.error, LimitExceededError):
+            self._abort = outcome.error
+            return
+        if outcome.retry_at is not None:
+            commit.steps.append(
+                self._record(
+                    op, "RETRYING", error=error, attempts=attempt + 1, due_at=outcome.retry_at
+                )
+            )
+            commit.history.append(
+                HistoryRecord(
+                    self.run.run_id,
+                    outcome.started_at,
+                    "STEP_FAILED",
+                    op.key,
+                    attempt,
+                    outcome.duration,
+                    {"error": error, "retry_at": outcome.retry_at},
+                )
+            )
+            self._deadlines.append(outcome.retry_at)
+            self._suspend_kinds.add("retry")
+            self._blocked.append(op.future)
+            return
+        commit.steps.append(self._record(op, "FAILED", error=error, attempts=attempt + 1))
+        commit.history.append(
+            HistoryRecord(
+                self.run.run_id,
+                outcome.started_at,
+                "STEP_FAILED",
+                op.key,
+                attempt,
+                outcome.duration,
+                {"error": error, "final": True},
+            )
+        )
+        self._memo_done.add(op.hash)
+        self._consumed.add(op.hash)
+        resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
+
+    def _settle_sleep(
+        self,
+        op: _Op,
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+        now: float,
+    ) -> None:
+        assert op.due_at is not None
+        if op.due_at <= now:
+            commit.steps.append(
+                self._record(op, "COMPLETED", output_json=b"null", started_at=now, ended_at=now)
+            )
+            resolutions.append((op, None, None))
+            return
+        commit.steps.append(self._record(op, "PENDING", due_at=op.due_at, started_at=now))
+        commit.history.append(
+            HistoryRecord(self.run.run_id, now, "SLEEP", op.key, data={"until": op.due_at})
+        )
+        self._deadlines.append(op.due_at)
+        self._suspend_kinds.add("sleep")
+        self._blocked.append(op.future)
+
+    def _settle_wait(self, op: _Op, commit: PassCommit, now: float) -> None:
+        assert op.event_name is not None
+        text: str | None = None
+        index: tuple[tuple[str, str], ...] = ()
+        if op.expression is not None:
+            trigger = self.state.events[0].payload() if self.state.events else {}
+            prepared = prepare_match(op.expression, trigger)
+            text, index = prepared.text, prepared.index_keys
+        commit.steps.append(self._record(op, "PENDING", due_at=op.due_at, started_at=now))
+        commit.waits.append(
+            WaitRecord(
+                wait_id=new_id(now),
+                run_id=self.run.run_id,
+                step_hash=op.hash,
+                event_name=op.event_name,
+                expression=text,
+                index_path=index[0][0] if index else None,
+                index_value=index[0][1] if index else None,
+                expires_at=op.due_at,
+                created_at=now,
+            )
+        )
+        commit.history.append(
+            HistoryRecord(
+                self.run.run_id,
+                now,
+                "WAIT",
+                op.key,
+                data={"event": op.event_name, "if": op.expression, "until": op.due_at},
+            )
+        )
+        if op.due_at is not None:
+            self._deadlines.append(op.due_at)
+        self._suspend_kinds.add("wait")
+        self._blocked.append(op.future)
+
+    def _settle_invoke(
+        self,
+        op: _Op,
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+        now: float,
+    ) -> None:
+        assert op.function_id is not None
+        if op.function_id not in self.engine.functions:
+            error = {"name": "FunctionNotFound", "message": f"no function {op.function_id!r}"}
+            commit.steps.append(self._record(op, "FAILED", error=error, attempts=1))
+            commit.history.append(
+                HistoryRecord(self.run.run_id, now, "STEP_FAILED", op.key, 0, 0.0, {"error": error})
+            )
+            self._memo_done.add(op.hash)
+            self._consumed.add(op.hash)
+            resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
+            return
+        event = self.engine.event_record(
+            Event(name=FUNCTION_INVOKED, data=op.data or {}, user=op.user or {}), now
+        )
+        child = NewRun(new_id(now), op.function_id, (event.internal_id,), self.run.run_id, op.hash)
+        commit.events.append(EventIngest(event))
+        commit.child_runs.append(child)
+        commit.steps.append(self._record(op, "PENDING", started_at=now))
+        commit.history.append(
+            HistoryRecord(
+                self.run.run_id,
+                now,
+                "INVOKE",
+                op.key,
+                data={"function_id": op.function_id, "child_run_id": child.run_id},
+            )
+        )
+        self._suspend_kinds.add("invoke")
+        self._blocked.append(op.future)
+
+    def _settle_send(
+        self,
+        op: _Op,
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+        now: float,
+    ) -> None:
+        records = [self.engine.event_record(e, now) for e in op.events or []]
+        commit.events.extend(self.engine.plan(r) for r in records)
+        ids = [r.internal_id for r in records]
+        output = dumps(ids)
+        commit.steps.append(
+            self._record(op, "COMPLETED", output_json=output, started_at=now, ended_at=now)
+        )
+        commit.history.append(
+            HistoryRecord(self.run.run_id, now, "SEND_EVENT", op.key, data={"event_ids": ids})
+        )
+        resolutions.append((op, ids, None))
