@@ -40,6 +40,9 @@ ROOT = HERE.parent.parent
 CRASH_APP = HERE / "crash_app.py"
 LEASE_TTL = 2.0
 SEED = int(os.environ.get("CRASH_SEED", "5"))
+# scripts/soak raises these (more runs, more kills, many seeds); the suite keeps them small
+RUNS = int(os.environ.get("CRASH_RUNS", "100"))
+MAX_KILLS = int(os.environ.get("CRASH_KILLS", "6"))
 
 
 def _load_crash_app() -> ModuleType:
@@ -260,16 +263,16 @@ async def check_outcome(
 
 
 # -- the tests ----------------------------------------------------------------------------------
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180 * max(1, RUNS // 100))
 async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
     tmp_path: Path,
 ) -> None:
     """100 runs x 5 steps; the worker is SIGKILLed 4-6 times at random moments and restarted
     with the same worker id, which frees its predecessor's leases at once (no lease_ttl wait)."""
-    total, concurrency, worker_id = 100, 20, "crash-worker"
+    total, concurrency, worker_id = RUNS, 20, "crash-worker"
     db, log = tmp_path / "crash.db", tmp_path / "steps.log"
     rng = random.Random(SEED)
-    planned_kills = rng.randint(4, 6)
+    planned_kills = rng.randint(min(4, MAX_KILLS), MAX_KILLS)
     app = crash_app.build_app(str(db))
     workers = Workers(
         tmp_path,
@@ -283,7 +286,7 @@ async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
     try:
         event_n = send_runs(app, total)
         # ~10 s on an idle 2-core machine; the margin is for a loaded one
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 90 * max(1, total // 100)
         proc = workers.start()
         release_delays: list[float] = []
         while len(workers.killed) < planned_kills:
