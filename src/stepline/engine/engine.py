@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from stepline._ids import new_id
 from stepline.clock import Clock
@@ -34,6 +34,7 @@ from stepline.store.records import (
     EventIngest,
     EventRecord,
     IngestResult,
+    Lease,
     NewRun,
     WaitRecord,
 )
@@ -45,6 +46,16 @@ FUNCTION_FAILED = "inngest/function.failed"
 FUNCTION_INVOKED = "inngest/function.invoked"
 FUNCTION_CANCELLED = "inngest/function.cancelled"
 PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
+
+
+class EagerWorker(Protocol):
+    """What ``Engine.send`` needs of a worker to hand it the runs an event starts."""
+
+    def accepts_in(self, loop: asyncio.AbstractEventLoop) -> bool: ...
+
+    def lease_new_runs(self, now: float) -> Callable[[StoreTx, int], list[Lease]]: ...
+
+    def adopt(self, leases: Sequence[Lease]) -> None: ...
 
 
 class Engine:
@@ -73,6 +84,7 @@ class Engine:
         )
         self.step_mocks: dict[str, Callable[..., Any]] = {}
         self.retention: float | None = None  # seconds an ended run is kept (None: forever)
+        self._eager_worker: EagerWorker | None = None
         self._next_purge = float("-inf")
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._wakers_lock = threading.Lock()
@@ -168,12 +180,39 @@ class Engine:
         return job
 
     async def send(self, events: Sequence[Event]) -> list[str]:
-        """Ingest events durably (one transaction); returns their ids once committed."""
+        """Ingest events durably (one transaction); returns their ids once committed.
+
+        When a worker of this engine runs in this event loop with free slots, the runs the
+        events start are leased to it in the same transaction and their passes begin at once
+        (one commit instead of two before the first step)."""
         now = self.clock.now()
         items = [self.plan(self.event_record(e, now)) for e in events]
-        results: list[IngestResult] = await self.writer.write(self._ingest_job(items, now))
+        worker = self._eager_worker
+        if worker is None or not worker.accepts_in(asyncio.get_running_loop()):
+            results: list[IngestResult] = await self.writer.write(self._ingest_job(items, now))
+            self.wake_workers()
+            return [r.internal_id for r in results]
+        ingest = self._ingest_job(items, now)
+        lease_new = worker.lease_new_runs(now)
+
+        def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease]]:
+            found: list[IngestResult] = ingest(tx)
+            return found, lease_new(tx, sum(len(r.run_ids) for r in found))
+
+        results, leases = await self.writer.write(job)
+        worker.adopt(leases)
         self.wake_workers()
         return [r.internal_id for r in results]
+
+    def offer_runs_to(self, worker: EagerWorker) -> None:
+        """Let ``send`` hand the runs it starts to this in-process worker (the first one)."""
+        if self._eager_worker is None:
+            self._eager_worker = worker
+
+    def stop_offering_to(self, worker: EagerWorker) -> None:
+        """Undo ``offer_runs_to`` (the worker is stopping)."""
+        if self._eager_worker is worker:
+            self._eager_worker = None
 
     def send_sync(self, events: Sequence[Event]) -> list[str]:
         """``send`` for code with no running event loop (or outside it)."""

@@ -4,6 +4,11 @@ A worker leases up to ``concurrency`` runs at a time. Leases last ``lease_ttl`` 
 extended every third of that while the pass is alive; a worker that dies stops heartbeating, its
 leases expire, and any worker re-leases those runs, which replay from their last commit. A worker
 restarted with the same ``worker_id`` reclaims its predecessor's leases at once.
+
+A worker running in the same event loop as ``App.send_async`` is also handed the runs an event
+starts, leased inside the event's own transaction (one commit before the first step instead of
+two). Its ``concurrency`` is a bound on passes it leases per attempt; a handed-over batch and a
+lease attempt made at the same moment can briefly take it past that bound.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from stepline._ids import new_id
 from stepline.engine.engine import Engine
@@ -54,6 +59,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._leased_at = float("-inf")  # the time of the last lease attempt
         self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
 
     def wake(self) -> None:
@@ -64,6 +70,8 @@ class Worker:
         """Serve until ``stop()``; then finish the passes in flight."""
         engine = self.engine
         engine.add_waker(self._wake)
+        self._loop = asyncio.get_running_loop()
+        engine.offer_runs_to(self)
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
             await engine.writer.write(self._start_job(engine.clock.now()))
@@ -84,6 +92,7 @@ class Worker:
                 await self._idle()
         finally:
             engine.remove_waker(self._wake)
+            engine.stop_offering_to(self)
             # passes in flight finish first, their leases still heartbeated: a long step during
             # a graceful stop must not be taken over (and run again) by another worker
             if self.active:
@@ -130,6 +139,32 @@ class Worker:
 
     def _heartbeat_job(self, run_ids: list[str], now: float) -> Callable[[StoreTx], list[str]]:
         return lambda tx: tx.heartbeat(self.worker_id, run_ids, now, self.lease_ttl)
+
+    # -- runs handed over by Engine.send (leased in the event's own transaction) ----------------
+    def accepts_in(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``send`` in ``loop`` may lease new runs to this worker."""
+        return self.ready.is_set() and not self._stopping.is_set() and loop is self._loop
+
+    def lease_new_runs(self, now: float) -> Callable[[StoreTx, int], list[Lease]]:
+        """A part of a write job: lease up to ``started`` due runs (those the event just
+        created come first among runs due now) within this worker's free slots, after
+        heartbeating its own passes (as the lease job does, so none looks expired)."""
+        running = list(self.active)
+        free = self.concurrency - len(running)
+
+        def lease(tx: StoreTx, started: int) -> list[Lease]:
+            if started <= 0 or free <= 0:
+                return []
+            if running:
+                tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
+            return tx.lease_due(self.worker_id, now, min(free, started), self.lease_ttl)
+
+        return lease
+
+    def adopt(self, leases: Sequence[Lease]) -> None:
+        """Start the passes of runs leased to this worker by ``send``."""
+        for lease in leases:
+            self._start_pass(lease)
 
     def stop(self) -> None:
         """Ask the loop to stop (passes in flight finish first)."""
