@@ -6,6 +6,7 @@ order with their occurrence counters."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,7 @@ def expected(program: list[Item]) -> tuple[list[Any], Counter[str], list[str]]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("STEPLINE_PROPERTY_EXAMPLES", "40")),  # scripts/soak: 500
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
