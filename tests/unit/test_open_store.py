@@ -43,7 +43,7 @@ def test_bad_events_are_refused_before_anything_is_stored(tmp_path: Path) -> Non
             app.send(Event(name=""))
         with pytest.raises(EventError, match="data must be a dict"):
             app.send(Event(name="x", data=[1, 2]))  # type: ignore[arg-type]
-        with pytest.raises(EventError, match="expected a stepline.Event"):
+        with pytest.raises(EventError, match=r"expected a stepline\.Event"):
             app.send({"name": "x"})  # type: ignore[arg-type]
         assert app.engine.store.list_runs(RunFilter()) == []
     finally:
