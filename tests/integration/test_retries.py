@@ -316,3 +316,28 @@ async def test_a_retry_keeps_its_backoff_when_the_run_wakes_early(
         done = await t.wait_for_run(run.run_id)
     assert done.output == "ok"
     assert attempts[1] - attempts[0] >= 600
+
+
+async def test_parallel_steps_each_see_their_own_attempt(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    seen: dict[str, list[int]] = {"flaky": [], "steady": []}
+
+    @app.function(id="attempts", trigger=TriggerEvent("go"), retries=3)
+    async def attempts(ctx: Context) -> Any:
+        def flaky() -> str:
+            seen["flaky"].append(ctx.attempt)
+            if len(seen["flaky"]) < 3:
+                raise ValueError("not yet")
+            return "f"
+
+        async def steady() -> str:
+            seen["steady"].append(ctx.attempt)
+            return "s"
+
+        return await ctx.step.parallel(("flaky", flaky), ("steady", steady))
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == ["f", "s"]
+    assert seen == {"flaky": [0, 1, 2], "steady": [0]}

@@ -12,6 +12,7 @@ raises ``Suspended`` (a BaseException user code does not catch) into the blocked
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ from stepline.errors import (
     SerializationError,
     StepError,
 )
-from stepline.sdk.context import Context, ReplayAwareLogger, SyncContext
+from stepline.sdk.context import STEP_ATTEMPT, Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
@@ -271,7 +272,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         """Execute one attempt of a ``run`` step; never raises."""
         fn = self.engine.step_mocks.get(op.step_id, op.fn)
         assert fn is not None
-        self.ctx.attempt = op.attempts
+        attempt_token = STEP_ATTEMPT.set(op.attempts)  # ctx.attempt inside this step body
         started = self.now()
         t0 = time.perf_counter()
         outcome = _Outcome(started_at=started)
@@ -279,7 +280,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             if inspect.iscoroutinefunction(fn):
                 value = await fn(*op.args, **op.kwargs)
             else:
-                call = partial(fn, *op.args, **op.kwargs)
+                call = partial(contextvars.copy_context().run, fn, *op.args, **op.kwargs)
                 value = await self.loop.run_in_executor(self.engine.step_threads, call)
                 if inspect.isawaitable(value):
                     value = await value
@@ -302,6 +303,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             if op.attempts < self.fn.retries:
                 outcome.retry_at = self.now() + backoff_delay(op.attempts)
         outcome.duration = time.perf_counter() - t0
+        STEP_ATTEMPT.reset(attempt_token)
         return outcome
 
     # -- ends of a pass ---------------------------------------------------------------------------

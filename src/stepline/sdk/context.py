@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from stepline.sdk.event import Event
@@ -33,6 +34,9 @@ class ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
 
+STEP_ATTEMPT: ContextVar[int | None] = ContextVar("stepline_step_attempt", default=None)
+
+
 class _BaseContext:
     def __init__(
         self,
@@ -49,7 +53,19 @@ class _BaseContext:
         self.run_id = run_id
         self.function_id = function_id
         self.logger = logger
-        self.attempt = attempt
+        self._attempt = attempt
+
+    @property
+    def attempt(self) -> int:
+        """The 0-based attempt of the step body now executing (each of several parallel steps
+        sees its own); outside step bodies, the attempt of the step this pass retries, or of the
+        function itself."""
+        current = STEP_ATTEMPT.get()
+        return self._attempt if current is None else current
+
+    @attempt.setter
+    def attempt(self, value: int) -> None:
+        self._attempt = value
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(function_id={self.function_id!r}, run_id={self.run_id!r})"
