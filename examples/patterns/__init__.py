@@ -28,5 +28,5 @@ module                      pattern
 ==========================  ===============================================================
 
 Flow control, cancellation and cron have their own demos in ``examples/flow/`` (one per page
-of ``docs/flow-control/``). Not in this version: checkpointing.
+of ``docs/flow-control/``). ``checkpointing`` shows grouped commits (``Checkpointing``).
 """

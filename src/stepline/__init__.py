@@ -24,6 +24,7 @@ from stepline.sdk.event import Event
 from stepline.sdk.flow import (
     BatchEvents,
     CancelOn,
+    Checkpointing,
     Concurrency,
     Debounce,
     Priority,
@@ -44,6 +45,7 @@ __all__ = [
     "App",
     "BatchEvents",
     "CancelOn",
+    "Checkpointing",
     "Concurrency",
     "ConfigError",
     "Context",

@@ -608,3 +608,18 @@ async def test_parallel_steps_run_at_the_same_time(
         "fetch-recommendations",
         "fetch-notifications",
     ]
+
+
+async def test_checkpointing_commits_the_two_steps_together(tmp_path: Path) -> None:
+    from examples.patterns import checkpointing
+
+    async with TestEngine(checkpointing.app, path=tmp_path / "c.db") as t:
+        run = await t.trigger(Event("realtime/process", {"value": 20}))
+        history = [(h.kind, h.step_id) for h in await t.history(run.run_id)]
+    assert run.output == {"result2": 42}
+    assert [s.id for s in run.steps] == ["step-1", "step-2"]
+    assert history[-3:] == [
+        ("STEP_COMPLETED", "step-1"),
+        ("STEP_COMPLETED", "step-2"),
+        ("RUN_COMPLETED", None),
+    ]

@@ -9,6 +9,7 @@ EXPECTED = [
     "App",
     "BatchEvents",
     "CancelOn",
+    "Checkpointing",
     "Concurrency",
     "ConfigError",
     "Context",

@@ -15,6 +15,7 @@ from stepline.engine.engine import FUNCTION_INVOKED, Engine
 from stepline.errors import LimitExceededError, StepError
 from stepline.expressions import prepare_match
 from stepline.sdk.event import Event
+from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps, loads
 from stepline.store.records import (
     EventIngest,
@@ -32,8 +33,12 @@ class RoundRecorder:
     """Records a round's operations into a ``PassCommit`` and resolves them after it commits."""
 
     engine: Engine
+    fn: FunctionDef
     state: RunState
     run: RunRecord
+    _buffer: PassCommit | None
+    _buffered: int
+    _buffer_since: float | None
     memo: dict[str, StepRecord]
     _blocked: list[asyncio.Future[Any]]
     _consumed: set[str]
@@ -125,12 +130,42 @@ class RoundRecorder:
         if self._abort is not None:
             self._release_ops(ops, _Abort())
             return
-        await self._commit(commit)
+        if self._keep_buffered(ops, commit, resolutions, now):
+            self._buffer = commit  # results acknowledged before their commit (Checkpointing)
+        else:
+            self._buffered = 0
+            self._buffer_since = None
+            await self._commit(commit)
         for op, value, error in resolutions:
             if error is not None:
                 op.future.set_exception(error)
             else:
                 op.future.set_result(value)
+
+    def _keep_buffered(
+        self,
+        ops: list[_Op],
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+        now: float,
+    ) -> bool:
+        """With ``Checkpointing``: whether this round's results (and those buffered before,
+        already in ``commit``) may wait for a later commit. Only rounds of steps that all
+        succeeded are buffered, up to ``buffered_steps`` results or ``max_interval``."""
+        checkpointing = self.fn.options.checkpointing
+        if checkpointing is None or not checkpointing.buffers:
+            return False
+        succeeded = len(resolutions) == len(ops) and all(e is None for _, _, e in resolutions)
+        effects = commit.waits or commit.events or commit.child_runs or commit.wakes
+        if not succeeded or effects or any(op.kind != "run" for op in ops):
+            return False
+        self._buffered += len(ops)
+        if self._buffer_since is None:
+            self._buffer_since = now
+        interval = checkpointing.max_interval_seconds
+        return self._buffered < checkpointing.buffered_steps and (
+            interval is None or now - self._buffer_since < interval
+        )
 
     def _settle_run_op(
         self,

@@ -39,7 +39,14 @@ from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
 from stepline.serde import dumps, loads
 from stepline.store.interface import StoreTx
-from stepline.store.records import HistoryRecord, Lease, PassCommit, RunState, StepRecord
+from stepline.store.records import (
+    HistoryRecord,
+    Lease,
+    PassCommit,
+    RunEnd,
+    RunState,
+    StepRecord,
+)
 
 
 class PassExecutor(RoundRecorder, PassEndings):
@@ -69,6 +76,10 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._next_position = max((s.position for s in self.memo.values()), default=-1) + 1
         self._new_ops_seen = False
         self._start_recorded = False
+        self._buffer: PassCommit | None = None  # step results awaiting their commit
+        self._buffered = 0
+        self._buffer_since: float | None = None
+        self._pass_started_at = self.now()
         self._state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         self._state_bytes += sum(len(dumps(e.data)) for e in state.events)
         started = self.run.started_at if self.run.started_at is not None else self.now()
@@ -239,6 +250,9 @@ class PassExecutor(RoundRecorder, PassEndings):
                 await self._wait_out(task)
                 return
             if self._new_ops:
+                if self._past_max_runtime():
+                    await self._yield_pass(task)
+                    return
                 ops, self._new_ops = self._new_ops, []
                 await self._run_round(ops)
                 continue
@@ -308,7 +322,12 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     # -- ends of a pass ---------------------------------------------------------------------------
     def _new_commit(self) -> PassCommit:
+        """The next commit of this pass; it carries the results buffered by Checkpointing."""
         commit = PassCommit(self.run.run_id, self.lease.token)
+        if self._buffer is not None:
+            commit.steps.extend(self._buffer.steps)
+            commit.history.extend(self._buffer.history)
+            self._buffer = None
         if self.run.started_at is None and not self._start_recorded:
             self._start_recorded = True
             commit.history.append(HistoryRecord(self.run.run_id, self.now(), "RUN_STARTED"))
@@ -331,6 +350,28 @@ class PassExecutor(RoundRecorder, PassEndings):
 
         if not await engine.writer.write(job):
             raise LeaseLostError(f"run {self.run.run_id} was cancelled during its pass")
+
+    def _past_max_runtime(self) -> bool:
+        checkpointing = self.fn.options.checkpointing
+        limit = checkpointing.max_runtime_seconds if checkpointing is not None else None
+        return limit is not None and self.now() - self._pass_started_at >= limit
+
+    async def _yield_pass(self, task: asyncio.Future[Any]) -> None:
+        """``Checkpointing.max_runtime`` reached: commit, go back to the queue (due now), and
+        let the next pass replay to here."""
+        self._suspending = True
+        commit = self._new_commit()
+        now = self.now()
+        elapsed = now - self._pass_started_at
+        commit.history.append(
+            HistoryRecord(self.run.run_id, now, "PASS_YIELDED", data={"after": elapsed})
+        )
+        commit.end = RunEnd(status="RUNNING", due_at=now)
+        await self._commit(commit)
+        self._release_ops(self._new_ops, Suspended())
+        self._new_ops = []
+        self._release_blocked(Suspended())
+        await self._wait_out(task)
 
     def _timed_out(self, at_start: bool = False) -> str | None:
         """Why the run must be cancelled now (a start timeout, checked when a pass begins, or a

@@ -21,6 +21,7 @@ from stepline.sdk.event import Event
 from stepline.sdk.flow import (
     BatchEvents,
     CancelOn,
+    Checkpointing,
     Concurrency,
     Debounce,
     Priority,
@@ -90,6 +91,7 @@ class App:
         idempotency: str | None = None,
         cancel_on: CancelOn | Sequence[CancelOn] | None = None,
         timeouts: Timeouts | None = None,
+        checkpointing: Checkpointing | None = None,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function (decorator).
 
@@ -100,7 +102,8 @@ class App:
         ``event``. Flow control: ``concurrency`` (an int or up to two ``Concurrency``),
         ``throttle``, ``rate_limit``, ``debounce``, ``batch_events``, ``priority``,
         ``singleton``, ``idempotency`` (a CEL key: one run per value per 24 h); cancellation:
-        ``cancel_on``, ``timeouts``. Invalid options raise ``ConfigError`` here, at definition.
+        ``cancel_on``, ``timeouts``; ``checkpointing`` commits step results in groups. Invalid
+        options raise ``ConfigError`` here, at definition.
         """
 
         def decorate(handler: Handler) -> FunctionDef:
@@ -120,6 +123,7 @@ class App:
                 idempotency=idempotency,
                 cancel_on=cancel_on,
                 timeouts=timeouts,
+                checkpointing=checkpointing,
             )
             self._add(fn)
             if on_failure is not None:

@@ -238,3 +238,32 @@ class Timeouts:
             object.__setattr__(self, "start_seconds", _seconds("Timeouts", "start", self.start))
         if self.finish is not None:
             object.__setattr__(self, "finish_seconds", _seconds("Timeouts", "finish", self.finish))
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Commit step results in groups instead of one by one: up to ``buffered_steps`` results,
+    or what completed within ``max_interval``, are committed together (faster; a crash re-runs
+    at most the steps not yet committed). ``max_runtime`` bounds one continuous pass: past it the
+    run commits and goes back to the queue, and the next pass replays to where it was. A failing
+    step, a sleep, a wait, an invoke or a sent event flushes the group first."""
+
+    buffered_steps: int = 1
+    max_interval: DurationLike | None = None
+    max_runtime: DurationLike | None = None
+    max_interval_seconds: float | None = field(default=None, init=False, compare=False)
+    max_runtime_seconds: float | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _positive_int("Checkpointing", "buffered_steps", self.buffered_steps, maximum=1000)
+        if self.max_interval is not None:
+            seconds = _seconds("Checkpointing", "max_interval", self.max_interval)
+            object.__setattr__(self, "max_interval_seconds", seconds)
+        if self.max_runtime is not None:
+            seconds = _seconds("Checkpointing", "max_runtime", self.max_runtime)
+            object.__setattr__(self, "max_runtime_seconds", seconds)
+
+    @property
+    def buffers(self) -> bool:
+        """Whether step results may wait in memory before their commit."""
+        return self.buffered_steps > 1 or self.max_interval_seconds is not None

@@ -13,6 +13,7 @@ from stepline.expressions import Expression
 from stepline.sdk.flow import (
     BatchEvents,
     CancelOn,
+    Checkpointing,
     Concurrency,
     Debounce,
     Priority,
@@ -46,6 +47,7 @@ class FunctionOptions:
     idempotency: Expression | None = None
     cancel_on: tuple[CancelOn, ...] = ()
     timeouts: Timeouts | None = None
+    checkpointing: Checkpointing | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def build_function(
     idempotency: str | None = None,
     cancel_on: CancelOn | Sequence[CancelOn] | None = None,
     timeouts: Timeouts | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> FunctionDef:
     """Validate options and build a FunctionDef; every problem raises ``ConfigError`` naming
     the function and the option."""
@@ -145,6 +148,7 @@ def build_function(
     _check("priority", priority, Priority, id)
     _check("singleton", singleton, Singleton, id)
     _check("timeouts", timeouts, Timeouts, id)
+    _check("checkpointing", checkpointing, Checkpointing, id)
     cancels = (cancel_on,) if isinstance(cancel_on, CancelOn) else tuple(cancel_on or ())
     for cancel in cancels:
         _check("cancel_on", cancel, CancelOn, id)
@@ -165,6 +169,7 @@ def build_function(
         idempotency=_expression(f"function {id!r}", "idempotency", idempotency),
         cancel_on=cancels,
         timeouts=timeouts,
+        checkpointing=checkpointing,
     )
     return FunctionDef(
         id=id,

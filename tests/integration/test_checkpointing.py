@@ -1,0 +1,119 @@
+"""Checkpointing: step results committed in groups, flushed before anything else happens, and
+long passes yielding back to the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from stepline import (
+    App,
+    Checkpointing,
+    ConfigError,
+    Context,
+    Event,
+    NonRetriableError,
+    StepError,
+    TriggerEvent,
+)
+from stepline.testing import MockClock, TestEngine
+
+
+def _steps(count: int) -> Callable[[Context], Any]:
+    async def body(ctx: Context) -> Any:
+        return [await ctx.step.run(f"s{i}", lambda i=i: i) for i in range(count)]
+
+    return body
+
+
+async def _commits_for(app: App, make_engine: Callable[..., TestEngine], fn_id: str) -> int:
+    async with make_engine() as t:
+        before = t.app.engine.writer.jobs
+        run = await t.trigger(Event(fn_id))
+        assert run.output == list(range(9))
+        return t.app.engine.writer.jobs - before
+
+
+async def test_buffered_steps_commit_in_groups(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    app.function(id="each", trigger=TriggerEvent("each"))(_steps(9))
+    app.function(
+        id="grouped",
+        trigger=TriggerEvent("grouped"),
+        checkpointing=Checkpointing(buffered_steps=3),
+    )(_steps(9))
+    each = await _commits_for(app, make_engine, "each")
+    grouped = await _commits_for(app, make_engine, "grouped")
+    assert each - grouped >= 6  # 9 step commits became 3 (the last one with the result)
+
+
+async def test_a_failing_step_flushes_the_group_first(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    @app.function(
+        id="flush",
+        trigger=TriggerEvent("go"),
+        checkpointing=Checkpointing(buffered_steps=10, max_interval="1h"),
+    )
+    async def flush(ctx: Context) -> Any:
+        await ctx.step.run("a", lambda: "a")
+        await ctx.step.run("b", lambda: "b")
+
+        def broken() -> None:
+            raise NonRetriableError("no")
+
+        try:
+            await ctx.step.run("c", broken)
+        except StepError:
+            pass
+        raise NonRetriableError("give up")
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.status == "FAILED"
+    assert [(s.id, s.status) for s in run.steps] == [
+        ("a", "COMPLETED"),
+        ("b", "COMPLETED"),
+        ("c", "FAILED"),
+    ]
+
+
+async def test_max_runtime_yields_the_pass_and_the_run_completes(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    clock = MockClock()
+    calls: dict[str, int] = {}
+
+    @app.function(
+        id="long",
+        trigger=TriggerEvent("go"),
+        checkpointing=Checkpointing(max_runtime="25s"),
+    )
+    async def long(ctx: Context) -> Any:
+        out = []
+        for i in range(8):
+
+            def work(i: int = i) -> int:
+                calls[f"s{i}"] = calls.get(f"s{i}", 0) + 1
+                clock.advance(10)  # each step takes ten seconds
+                return i
+
+            out.append(await ctx.step.run(f"s{i}", work))
+        return out
+
+    async with make_engine(clock=clock) as t:
+        run = await t.trigger(Event("go"))
+        history = [h.kind for h in await t.history(run.run_id)]
+    assert run.output == list(range(8))
+    assert set(calls.values()) == {1}  # every step ran once across the passes
+    assert history.count("PASS_YIELDED") == 2  # 3 steps of 10 s fit in each 25 s pass
+
+
+def test_invalid_checkpointing_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"Checkpointing\.buffered_steps"):
+        Checkpointing(buffered_steps=0)
+    with pytest.raises(ConfigError, match=r"Checkpointing\.max_interval"):
+        Checkpointing(max_interval="soon")
