@@ -244,6 +244,8 @@ class PassExecutor(RoundRecorder, PassEndings):
                 return
             reason = self._timed_out()
             if reason is not None:
+                if self._buffer is not None:  # keep the results Checkpointing still holds
+                    await self._commit(self._new_commit())
                 await self._cancel(reason)
                 self._release_blocked(Suspended())
                 self._release_ops(self._new_ops, Suspended())
