@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
@@ -222,10 +224,7 @@ class App:
 
         async def main() -> None:
             worker = self.make_worker(concurrency=concurrency, **options)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, worker.stop)
+            on_stop_signals(asyncio.get_running_loop(), lambda _sig: worker.stop())
             await worker.run()
 
         asyncio.run(main())
@@ -377,3 +376,14 @@ class App:
         Returns the number of runs deleted."""
         cutoff = before.timestamp()
         return await self.engine.writer.write(lambda tx: tx.purge_before(cutoff, limit))
+
+
+def on_stop_signals(
+    loop: asyncio.AbstractEventLoop, handler: Callable[[signal.Signals], None]
+) -> None:
+    """Call ``handler(sig)`` on SIGINT and SIGTERM, where the platform lets an event loop take
+    signals (POSIX, main thread); elsewhere the default handling stays."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler, sig)

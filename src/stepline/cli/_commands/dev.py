@@ -27,7 +27,7 @@ from stepline.cli._common import (
     use_db,
 )
 from stepline.cli._live import LiveLog, LiveLogHandler, RunTracker, RunWatcher
-from stepline.sdk.app import App
+from stepline.sdk.app import App, on_stop_signals
 from stepline.sdk.event import Event
 
 POLL_INTERVAL = 0.2
@@ -188,9 +188,7 @@ def _stop_on_signals(console: Console) -> asyncio.Event:
         stop.set()
         loop.remove_signal_handler(sig)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal, sig)
+    on_stop_signals(loop, on_signal)
     return stop
 
 
