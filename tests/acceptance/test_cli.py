@@ -341,3 +341,28 @@ def test_version(cli: Cli) -> None:
     result = cli.run("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == "stepline, version 0.1.0"
+
+
+def test_runs_purge_deletes_ended_runs_before_a_time(cli: Cli) -> None:
+    done = cli.run(
+        "dev",
+        "examples.shop:app",
+        "--db",
+        cli.db,
+        "--send",
+        "order/created",
+        "--data",
+        '{"orderId": "o-7", "amount": 10}',
+        "--exit-when-done",
+    )
+    assert done.returncode == 0, done.stderr
+    kept = cli.run("runs", "purge", "--before", "1d", "--db", cli.db)
+    assert kept.returncode == 0, kept.stderr
+    assert "Deleted 0 runs" in kept.stdout
+    assert len(cli.json("runs", "list", "--db", cli.db)) == 2
+    purged = cli.run("runs", "purge", "--before", "0s", "--db", cli.db)
+    assert "Deleted 2 runs" in purged.stdout
+    assert cli.json("runs", "list", "--db", cli.db) == []
+    bad = cli.run("runs", "purge", "--before", "soon", "--db", cli.db)
+    assert bad.returncode == 2
+    assert "--before must be" in bad.stderr

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from stepline import __version__
-from stepline.cli._commands.control import cancel, replay, skipped
+from stepline.cli._commands.control import cancel, purge, replay, skipped
 from stepline.cli._commands.dev import dev
 from stepline.cli._commands.functions import functions
 from stepline.cli._commands.runs import runs
@@ -53,6 +53,7 @@ cli.add_command(functions)
 runs.add_command(cancel)
 runs.add_command(replay)
 runs.add_command(skipped)
+runs.add_command(purge)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

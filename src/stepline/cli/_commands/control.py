@@ -355,3 +355,30 @@ async def _skipped(
             (e.internal_id, e.name) for e in await engine.read(engine.store.get_events, chunk)
         )
     return records, names
+
+
+# -- purge -----------------------------------------------------------------------------------------
+@click.command("purge")
+@click.option(
+    "--before",
+    type=POINT_IN_TIME,
+    required=True,
+    envvar="STEPLINE_BEFORE",
+    show_envvar=True,
+    help="Delete runs that ended before this time (ISO 8601, local time without an offset; or "
+    "a duration ago such as 30d), with their steps, history and unused events.",
+)
+@limit_option(10_000, "At most this many runs.")
+@app_option
+@db_option
+def purge(before: datetime, limit: int, app_ref: str | None, db: str | None) -> None:
+    """Delete old ended runs (COMPLETED, FAILED, CANCELLED); unfinished runs are never touched."""
+    app = open_app(app_ref, db)
+    try:
+        deleted = asyncio.run(app.purge_runs(before=before, limit=limit))
+    finally:
+        app.close()
+    make_console().print(
+        f"Deleted {deleted} run{'s' if deleted != 1 else ''} that ended before "
+        f"{render.local_time(before)}."
+    )
