@@ -20,16 +20,15 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
+from _subprocesses import Subprocesses, poll, sigterm
 
 from stepline import App, Event, Run
 
@@ -82,38 +81,23 @@ def read_log(path: Path) -> list[Execution]:
 
 
 # -- worker processes ---------------------------------------------------------------------------
-class Workers:
-    """The worker subprocesses a test starts; ``close()`` kills whatever is still alive."""
+class Workers(Subprocesses):
+    """The crash app's worker subprocesses."""
+
+    label = "worker"
 
     def __init__(self, tmp_path: Path, db: Path, log: Path, **env: str) -> None:
-        self.tmp_path = tmp_path
-        self.env = {
-            **os.environ,
-            "CRASH_DB": str(db),
-            "CRASH_LOG": str(log),
-            "CRASH_LEASE_TTL": str(LEASE_TTL),
-            "PYTHONPATH": os.pathsep.join(
-                [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
-            ),
+        super().__init__(
+            tmp_path,
+            CRASH_DB=str(db),
+            CRASH_LOG=str(log),
+            CRASH_LEASE_TTL=str(LEASE_TTL),
             **env,
-        }
-        self.env.pop("STEPLINE_DB", None)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.killed: set[int] = set()
+        )
         self.kill_times: list[float] = []
 
     def start(self, **env: str) -> subprocess.Popen[bytes]:
-        out = self.tmp_path / f"worker-{len(self.procs)}.out"
-        with out.open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, str(CRASH_APP)],
-                env={**self.env, **env},
-                cwd=self.tmp_path,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs.append(proc)
-        return proc
+        return self.spawn([str(CRASH_APP)], **env)
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL and reap; the process is gone when this returns."""
@@ -124,40 +108,7 @@ class Workers:
 
     def stop(self, proc: subprocess.Popen[bytes]) -> int:
         """SIGTERM (graceful: passes in flight finish) and wait; returns the exit code."""
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=20)
-
-    def output(self) -> str:
-        tails = []
-        for i in range(len(self.procs)):
-            text = (self.tmp_path / f"worker-{i}.out").read_text(errors="replace")
-            tails.append(f"--- worker {i} ---\n{text[-3000:]}")
-        return "\n".join(tails)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-
-
-async def poll(
-    what: str, check: Callable[[], Any], deadline: float, workers: Workers, interval: float = 0.05
-) -> None:
-    """Wait until ``check()`` (sync or async) is truthy; fail with the workers' output at
-    ``deadline`` (a ``time.monotonic()`` value)."""
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        for proc in workers.procs:
-            if proc.pid not in workers.killed and proc.poll() is not None:
-                pytest.fail(f"worker {proc.pid} exited ({proc.returncode})\n{workers.output()}")
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting for {what}\n{workers.output()}")
-        await asyncio.sleep(interval)
+        return sigterm(proc)
 
 
 def leases(db: Path) -> dict[str, tuple[str | None, str | None, float | None]]:

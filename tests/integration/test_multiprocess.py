@@ -9,18 +9,14 @@ store has no public verb for them); everything else goes through the public ``Ap
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import math
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -28,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _subprocesses import Subprocesses, poll
 
 from stepline import App, Event, Run
 from stepline.store.records import CronRow
@@ -50,36 +47,17 @@ def _load_app_module() -> ModuleType:
 mp = _load_app_module()
 
 
-class Processes:
-    """The subprocesses a test starts; ``close()`` kills whatever is still alive."""
+class Processes(Subprocesses):
+    """The multi-process app's subprocesses, started together on a go signal."""
+
+    clean_exit_ok = True
 
     def __init__(self, tmp_path: Path, db: Path) -> None:
-        self.dir = tmp_path
         self.go_file = tmp_path / "go"
-        self.env = {
-            **os.environ,
-            "MP_DB": str(db),
-            "MP_DIR": str(tmp_path),
-            "MP_GO": str(self.go_file),
-            "PYTHONPATH": os.pathsep.join(
-                [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
-            ),
-        }
-        self.env.pop("STEPLINE_DB", None)
-        self.procs: list[subprocess.Popen[bytes]] = []
+        super().__init__(tmp_path, MP_DB=str(db), MP_DIR=str(tmp_path), MP_GO=str(self.go_file))
 
     def start(self, mode: str, **env: str) -> subprocess.Popen[bytes]:
-        out = self.dir / f"proc-{len(self.procs)}.out"
-        with out.open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, str(APP_FILE), mode],
-                env={**self.env, **env},
-                cwd=self.dir,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs.append(proc)
-        return proc
+        return self.spawn([str(APP_FILE), mode], **env)
 
     async def go(self, deadline: float) -> None:
         """Wait until every process is ready, then start them all at once."""
@@ -98,38 +76,6 @@ class Processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         return [proc.wait(timeout=20) for proc in self.procs]
-
-    def output(self) -> str:
-        tails = []
-        for i in range(len(self.procs)):
-            text = (self.dir / f"proc-{i}.out").read_text(errors="replace")
-            tails.append(f"--- process {i} ---\n{text[-3000:]}")
-        return "\n".join(tails)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-
-
-async def poll(
-    what: str, check: Callable[[], Any], deadline: float, procs: Processes, interval: float = 0.05
-) -> None:
-    """Wait until ``check()`` (sync or async) is truthy; fail with the processes' output at
-    ``deadline`` (``time.monotonic()``) or when a process died."""
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        for proc in procs.procs:
-            if proc.poll() not in (None, 0):
-                pytest.fail(f"process {proc.pid} exited ({proc.returncode})\n{procs.output()}")
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting for {what}\n{procs.output()}")
-        await asyncio.sleep(interval)
 
 
 def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
