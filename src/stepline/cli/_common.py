@@ -177,6 +177,19 @@ def limit_option(default: int, help: str) -> Callable[[F], F]:
     )
 
 
+def concurrency_option(fn: F) -> F:
+    """``--concurrency N`` (``STEPLINE_CONCURRENCY``): runs a worker executes at once."""
+    return click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=100,
+        show_default=True,
+        envvar="STEPLINE_CONCURRENCY",
+        show_envvar=True,
+        help="Runs executed at once by the worker.",
+    )(fn)
+
+
 def json_flag(fn: F) -> F:
     """``--json``: machine-readable output."""
     return click.option(

@@ -19,6 +19,7 @@ from stepline.cli._common import (
     JSON_OBJECT,
     CliUsageError,
     app_argument,
+    concurrency_option,
     db_label,
     db_option,
     load_app,
@@ -62,15 +63,7 @@ POLL_INTERVAL = 0.2
     help="Exit once the runs the sent events started (and the runs they started) have ended: "
     "exit code 0 if all COMPLETED, 1 otherwise.",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=100,
-    show_default=True,
-    envvar="STEPLINE_CONCURRENCY",
-    show_envvar=True,
-    help="Runs executed at once.",
-)
+@concurrency_option
 def dev(
     app_ref: str,
     db: str | None,

@@ -7,7 +7,14 @@ import logging
 import click
 
 from stepline.cli import _render as render
-from stepline.cli._common import app_argument, db_label, db_option, load_app, use_db
+from stepline.cli._common import (
+    app_argument,
+    concurrency_option,
+    db_label,
+    db_option,
+    load_app,
+    use_db,
+)
 from stepline.engine.worker import default_worker_id
 
 log = logging.getLogger("stepline.cli")
@@ -29,15 +36,7 @@ class RunFormatter(logging.Formatter):
 @click.command()
 @app_argument
 @db_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=100,
-    show_default=True,
-    envvar="STEPLINE_CONCURRENCY",
-    show_envvar=True,
-    help="Runs executed at once by this worker.",
-)
+@concurrency_option
 @click.option(
     "--worker-id",
     metavar="ID",
