@@ -21,7 +21,9 @@ from stepline.errors import (
 from stepline.sdk.app import App
 from stepline.sdk.context import Context, SyncContext
 from stepline.sdk.event import Event
-from stepline.sdk.flow import (
+from stepline.sdk.function import FunctionDef
+from stepline.sdk.limits import Limits
+from stepline.sdk.options import (
     BatchEvents,
     CancelOn,
     Checkpointing,
@@ -33,8 +35,6 @@ from stepline.sdk.flow import (
     Throttle,
     Timeouts,
 )
-from stepline.sdk.function import FunctionDef
-from stepline.sdk.limits import Limits
 from stepline.sdk.run import HistoryEntry, Run, StepInfo
 from stepline.sdk.step import Step, SyncStep
 from stepline.sdk.triggers import TriggerCron, TriggerEvent

@@ -12,6 +12,7 @@ from stepline._ids import new_id
 from stepline.expressions import Expression, prepare_match
 from stepline.gcra import GcraSpec
 from stepline.sdk.function import FunctionDef
+from stepline.sdk.options import Concurrency
 from stepline.store.records import Admission, Deferral, MatcherSpec, NewRun
 
 PRIORITY_BOUND = 600.0
@@ -30,10 +31,10 @@ def key_value(expression: Expression | None, payload: dict[str, Any]) -> str:
 def priority_of(fn: FunctionDef, payload: dict[str, Any]) -> float:
     """Seconds ahead in the queue (clamped to ±600; 0 when the expression fails)."""
     option = fn.options.priority
-    if option is None or option._run is None:
+    if option is None or option.run_expr is None:
         return 0.0
     try:
-        value = option._run.evaluate({"event": payload})
+        value = option.run_expr.evaluate({"event": payload})
     except Exception:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -50,23 +51,20 @@ def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admi
     rate_limit = None
     if options.rate_limit is not None:
         rl = options.rate_limit
-        bucket = f"rate\x1f{fn.id}\x1f{key_value(rl._key, payload)}"
+        bucket = f"rate\x1f{fn.id}\x1f{key_value(rl.key_expr, payload)}"
         rate_limit = GcraSpec(bucket, rl.limit, rl.period_seconds, rl.limit)
     throttle = None
     if options.throttle is not None:
         th = options.throttle
-        bucket = f"throttle\x1f{fn.id}\x1f{key_value(th._key, payload)}"
+        bucket = f"throttle\x1f{fn.id}\x1f{key_value(th.key_expr, payload)}"
         throttle = GcraSpec(bucket, th.limit, th.period_seconds, th.burst)
     singleton_key = None
     singleton_mode = "skip"
     if options.singleton is not None:
-        singleton_key = f"{fn.id}\x1f{key_value(options.singleton._key, payload)}"
+        singleton_key = f"{fn.id}\x1f{key_value(options.singleton.key_expr, payload)}"
         singleton_mode = options.singleton.mode
     concurrency = tuple(
-        (
-            f"{c.scope}\x1f{fn.id if c.scope == 'fn' else app_id}\x1f{key_value(c._key, payload)}",
-            c.limit,
-        )
+        (f"{c.scope}\x1f{_owner(c, fn.id, app_id)}\x1f{key_value(c.key_expr, payload)}", c.limit)
         for c in options.concurrency
     )
     cancel_on = []
@@ -102,12 +100,17 @@ def plan_run(
     options = fn.options
     if options.debounce is not None:
         db = options.debounce
-        key = key_value(db._key, payload)
+        key = key_value(db.key_expr, payload)
         return Deferral("debounce", fn.id, key, db.period_seconds, db.timeout_seconds, 1, run)
     if options.batch_events is not None:
         be = options.batch_events
-        if be._if is not None and not be._if.matches({"event": payload}):
+        if be.if_expr is not None and not be.if_expr.matches({"event": payload}):
             return run  # not batched: runs on its own, at once
-        key = key_value(be._key, payload)
+        key = key_value(be.key_expr, payload)
         return Deferral("batch", fn.id, key, be.timeout_seconds, None, be.max_size, run)
     return run
+
+
+def _owner(limit: Concurrency, function_id: str, app_id: str) -> str:
+    """Who shares a concurrency limit: the function (scope "fn") or the whole app."""
+    return function_id if limit.scope == "fn" else app_id

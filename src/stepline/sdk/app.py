@@ -20,7 +20,9 @@ from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 from stepline.expressions import compile_expression
 from stepline.sdk.event import Event
-from stepline.sdk.flow import (
+from stepline.sdk.function import FunctionDef, Handler, Trigger, build_function
+from stepline.sdk.limits import Limits
+from stepline.sdk.options import (
     BatchEvents,
     CancelOn,
     Checkpointing,
@@ -32,8 +34,6 @@ from stepline.sdk.flow import (
     Throttle,
     Timeouts,
 )
-from stepline.sdk.function import FunctionDef, Handler, Trigger, build_function
-from stepline.sdk.limits import Limits
 from stepline.sdk.run import HistoryEntry, Run
 from stepline.sdk.triggers import TriggerEvent
 from stepline.store import Store, open_store

@@ -10,7 +10,7 @@ from typing import Any
 
 from stepline.errors import ConfigError
 from stepline.expressions import Expression
-from stepline.sdk.flow import (
+from stepline.sdk.options import (
     BatchEvents,
     CancelOn,
     Checkpointing,

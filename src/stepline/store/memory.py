@@ -21,8 +21,8 @@ from stepline._ids import new_id
 from stepline.errors import LeaseLostError
 from stepline.expressions import value_at
 from stepline.serde import dumps
-from stepline.store._flow import DeferralRow, start_runs
-from stepline.store.memory_flow import MemoryFlowVerbs
+from stepline.store._admission_rules import DeferralRow, start_runs
+from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.records import (
     TERMINAL_STATUSES,
     CronRow,
@@ -178,7 +178,7 @@ class MemoryStore:
             return set(self._paused)
 
 
-class _MemoryTx(MemoryFlowVerbs):
+class _MemoryTx(MemoryControlVerbs):
     """Write verbs over a locked MemoryStore, journaled so each verb is all or nothing."""
 
     def __init__(self, store: MemoryStore) -> None:

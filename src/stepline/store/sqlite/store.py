@@ -20,7 +20,7 @@ from typing import Any
 from stepline.errors import LeaseLostError
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
-from stepline.store._flow import start_runs
+from stepline.store._admission_rules import start_runs
 from stepline.store.records import (
     TERMINAL_STATUSES,
     EventIngest,
@@ -37,7 +37,7 @@ from stepline.store.records import (
     WaitRecord,
 )
 from stepline.store.sqlite import queries as q
-from stepline.store.sqlite.flow import FlowVerbs
+from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.schema import MIGRATIONS
 
 DEDUP_WINDOW = 24 * 3600.0
@@ -179,7 +179,7 @@ class SQLiteStore:
         return {r[0] for r in self._conn().execute(q.PAUSED)}
 
 
-class _SQLiteTx(FlowVerbs):
+class _SQLiteTx(SQLiteControlVerbs):
     """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -60,13 +60,13 @@ class Concurrency:
     limit: int
     key: str | None = None
     scope: Literal["fn", "app"] = "fn"
-    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _positive_int("Concurrency", "limit", self.limit)
         if self.scope not in ("fn", "app"):
             raise ConfigError(f"Concurrency.scope must be 'fn' or 'app', got {self.scope!r}")
-        object.__setattr__(self, "_key", _expression("Concurrency", "key", self.key))
+        object.__setattr__(self, "key_expr", _expression("Concurrency", "key", self.key))
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Throttle:
     period: DurationLike
     burst: int = 1
     key: str | None = None
-    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     period_seconds: float = field(default=0.0, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +88,7 @@ class Throttle:
         if seconds > 7 * 86400:
             raise ConfigError("Throttle.period must be at most 7 days")
         object.__setattr__(self, "period_seconds", seconds)
-        object.__setattr__(self, "_key", _expression("Throttle", "key", self.key))
+        object.__setattr__(self, "key_expr", _expression("Throttle", "key", self.key))
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class RateLimit:
     limit: int
     period: DurationLike
     key: str | None = None
-    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     period_seconds: float = field(default=0.0, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,7 +109,7 @@ class RateLimit:
         if seconds > 24 * 3600:
             raise ConfigError("RateLimit.period must be at most 24 hours")
         object.__setattr__(self, "period_seconds", seconds)
-        object.__setattr__(self, "_key", _expression("RateLimit", "key", self.key))
+        object.__setattr__(self, "key_expr", _expression("RateLimit", "key", self.key))
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Debounce:
     period: DurationLike
     key: str | None = None
     timeout: DurationLike | None = None
-    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     period_seconds: float = field(default=0.0, init=False, compare=False)
     timeout_seconds: float | None = field(default=None, init=False, compare=False)
 
@@ -134,7 +134,7 @@ class Debounce:
             if timeout < seconds:
                 raise ConfigError("Debounce.timeout must be at least Debounce.period")
             object.__setattr__(self, "timeout_seconds", timeout)
-        object.__setattr__(self, "_key", _expression("Debounce", "key", self.key))
+        object.__setattr__(self, "key_expr", _expression("Debounce", "key", self.key))
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ class BatchEvents:
     timeout: DurationLike
     key: str | None = None
     if_: str | None = None
-    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
-    _if: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    if_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     timeout_seconds: float = field(default=0.0, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -157,8 +157,8 @@ class BatchEvents:
         if seconds > 3600:
             raise ConfigError("BatchEvents.timeout must be at most 1 hour")
         object.__setattr__(self, "timeout_seconds", seconds)
-        object.__setattr__(self, "_key", _expression("BatchEvents", "key", self.key))
-        object.__setattr__(self, "_if", _expression("BatchEvents", "if_", self.if_))
+        object.__setattr__(self, "key_expr", _expression("BatchEvents", "key", self.key))
+        object.__setattr__(self, "if_expr", _expression("BatchEvents", "if_", self.if_))
 
 
 @dataclass(frozen=True)
@@ -167,10 +167,10 @@ class Priority:
     falls behind) runs queued at the same time."""
 
     run: str
-    _run: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    run_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_run", _expression("Priority", "run", self.run))
+        object.__setattr__(self, "run_expr", _expression("Priority", "run", self.run))
 
 
 @dataclass(frozen=True)
@@ -180,12 +180,12 @@ class Singleton:
 
     key: str | None = None
     mode: Literal["skip", "cancel"] = "skip"
-    _key: Expression | None = field(default=None, init=False, repr=False, compare=False)
+    key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ("skip", "cancel"):
             raise ConfigError(f"Singleton.mode must be 'skip' or 'cancel', got {self.mode!r}")
-        object.__setattr__(self, "_key", _expression("Singleton", "key", self.key))
+        object.__setattr__(self, "key_expr", _expression("Singleton", "key", self.key))
 
 
 @dataclass(frozen=True)

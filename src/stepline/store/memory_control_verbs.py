@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
-from stepline.store._flow import IDEMPOTENCY_WINDOW, DeferralRow, flush_due
+from stepline.store._admission_rules import IDEMPOTENCY_WINDOW, DeferralRow, flush_due
 from stepline.store.records import (
     TERMINAL_STATUSES,
     CronRow,
@@ -26,7 +26,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class MemoryFlowVerbs:
+class MemoryControlVerbs:
     """Flow-control verbs over a locked MemoryStore."""
 
     _s: MemoryStore

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stepline._ids import new_id
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
-from stepline.store._flow import (
+from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
     DeferralRow,
     flush_due,
@@ -34,7 +34,7 @@ from stepline.store.records import (
 from stepline.store.sqlite import queries as q
 
 
-class FlowVerbs:
+class SQLiteControlVerbs:
     """Flow-control verbs over one SQLite connection inside a transaction."""
 
     _c: sqlite3.Connection
