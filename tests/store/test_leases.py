@@ -147,3 +147,17 @@ def test_next_due_at_ignores_ended_and_waiting_runs(store: Store) -> None:
     commit(store, PassCommit(two.run_id, two.token, end=RunEnd("WAITING", due_at=None)))
     assert store.next_due_at() is None
     assert lease(store, "w1", now=T0 + 10**9) == []
+
+
+def test_a_paused_functions_expired_lease_is_not_leased_again(store: Store) -> None:
+    # issue 6 item 6: paused functions still got their expired-lease runs leased
+    start(store, "r1")
+    lease_run(store, "r1", "w1", now=T0)
+    with store.transaction() as tx:
+        tx.set_paused("fn", True)
+    assert lease(store, "w2", now=T0 + TTL + 1) == []
+    assert store.next_due_at() is None  # nothing a worker could act on: no polling for it
+    with store.transaction() as tx:
+        tx.set_paused("fn", False)
+    assert store.next_due_at() == T0 + TTL
+    assert ids(lease(store, "w2", now=T0 + TTL + 1)) == ["r1"]

@@ -162,7 +162,7 @@ class MemoryStore:
             times = [
                 item.lease_expires_at if item.lease_owner is not None else item.due_at
                 for item in self._queue.values()
-                if item.lease_owner is not None or item.function_id not in self._paused
+                if item.function_id not in self._paused
             ]
             times += [row.due_at for row in self._deferrals.values()]
             times += [row.next_at for row in self._crons.values()]
@@ -469,7 +469,7 @@ class _MemoryTx(MemoryControlVerbs):
                 busy.update(key for key, _ in item.concurrency)
                 continue
             expired = item.lease_owner is not None
-            if item.function_id in s._paused and not expired:
+            if item.function_id in s._paused:
                 continue
             if item.due_at is not None and (item.due_at <= now or expired):
                 due.append((item.due_at, run_id))

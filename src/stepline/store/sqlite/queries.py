@@ -93,6 +93,7 @@ SELECT run_id, ckey1, climit1, ckey2, climit2 FROM (
     UNION ALL
     SELECT run_id, due_at, ckey1, climit1, ckey2, climit2 FROM queue
     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?
+      AND function_id NOT IN (SELECT function_id FROM paused)
 ) ORDER BY due_at, run_id LIMIT ?"""
 TAKE_LEASE = """
 UPDATE queue SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, wake = 0
@@ -125,7 +126,8 @@ SELECT MIN(t) FROM (
     SELECT MIN(due_at) AS t FROM queue
     WHERE lease_owner IS NULL AND function_id NOT IN (SELECT function_id FROM paused)
     UNION ALL
-    SELECT MIN(lease_expires_at) AS t FROM queue WHERE lease_owner IS NOT NULL
+    SELECT MIN(lease_expires_at) AS t FROM queue
+    WHERE lease_owner IS NOT NULL AND function_id NOT IN (SELECT function_id FROM paused)
     UNION ALL
     SELECT MIN(due_at) AS t FROM deferrals
     UNION ALL
