@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -303,23 +304,54 @@ def sqlite_path(url: str) -> Path | None:
 
 
 # -- finding a run ---------------------------------------------------------------------------------
-RUN_SEARCH_LIMIT = 1000
+RUN_SEARCH_LIMIT = 1000  # the newest runs searched for a run id's last characters
+RUN_ID_LENGTH = 26
+MIN_RUN_REF = 4
 
 
 async def find_run(app: App, ref: str) -> Run:
-    """The run ``ref`` names: a full run id, or its last characters (at least 4, as
-    ``stepline dev`` prints them) among the newest runs. ``CliError`` if none or several match."""
+    """The run ``ref`` names: a full run id, or its last characters (at least ``MIN_RUN_REF``,
+    as ``stepline dev`` prints them) among the newest ``RUN_SEARCH_LIMIT`` runs. ``CliError``
+    if none or several match, saying how many characters would do and how far back they were
+    searched."""
     run = await app.get_run(ref)
-    if run is None and 4 <= len(ref) < 26:
-        tail = ref.upper()
-        found = await app.runs(limit=RUN_SEARCH_LIMIT)
-        matches = [r for r in found if r.run_id.endswith(tail)]
-        if len(matches) > 1:
-            raise CliError(f"run id {ref!r} is ambiguous: give more characters")
-        run = matches[0] if matches else None
-    if run is None:
+    if run is not None:
+        return run
+    whole = f"the full {RUN_ID_LENGTH}-character id"
+    if len(ref) >= RUN_ID_LENGTH:
+        raise CliError(f"no run {ref!r} in this database")
+    if len(ref) < MIN_RUN_REF:
+        raise CliError(
+            f"run id {ref!r} is too short: give at least its last {MIN_RUN_REF} characters "
+            f"(searched among the newest {RUN_SEARCH_LIMIT} runs) or {whole}"
+        )
+    tail = ref.upper()
+    found = await app.runs(limit=RUN_SEARCH_LIMIT, with_steps=False)
+    matches = [r.run_id for r in found if r.run_id.endswith(tail)]
+    if not matches:
+        raise CliError(
+            f"no run whose id ends in {ref!r} among the newest {RUN_SEARCH_LIMIT} runs in this "
+            f"database (for an older run give {whole})"
+        )
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise CliError(
+            f"run id {ref!r} matches {len(matches)} of the newest {RUN_SEARCH_LIMIT} runs "
+            f"({shown}): give at least {_distinct_tail(matches)} characters"
+        )
+    run = await app.get_run(matches[0])
+    if run is None:  # purged since
         raise CliError(f"no run {ref!r} in this database")
     return run
+
+
+def _distinct_tail(run_ids: list[str]) -> int:
+    """How many last characters tell these run ids apart."""
+    longest = 0
+    for left, right in itertools.pairwise(sorted(r[::-1] for r in run_ids)):
+        common = next((i for i, (x, y) in enumerate(zip(left, right, strict=False)) if x != y), 0)
+        longest = max(longest, common)
+    return min(longest + 1, RUN_ID_LENGTH)
 
 
 def paused_functions(app: App) -> set[str]:
