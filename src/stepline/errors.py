@@ -25,7 +25,10 @@ class SteplineError(Exception):
 
 
 class ConfigError(SteplineError, ValueError):
-    """Invalid input at definition time (a function's options, an expression, a cron string)."""
+    """Invalid input at definition time (a function's options, an expression, a cron string).
+
+    Raised while a run executes (a bad duration given to ``step.sleep``), it fails the run at
+    once: no retry would fix it."""
 
 
 class ExpressionError(ConfigError):

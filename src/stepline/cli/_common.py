@@ -19,6 +19,7 @@ from rich.console import Console
 
 from stepline.durations import parse_duration
 from stepline.errors import DurationError
+from stepline.sdk._location import is_stepline_file, shown_path
 from stepline.sdk.app import App
 from stepline.sdk.run import Run
 from stepline.store import DEFAULT_DB_PATH
@@ -226,8 +227,12 @@ def load_app(ref: str) -> App:
             ) from None
         raise CliError(f"cannot import {module_name!r}: {_where(exc)}{exc}") from None
     except Exception as exc:
+        message = str(exc)
+        location = getattr(exc, "location", None)
+        if location is not None:  # a definition error that names the user's line itself
+            message = message.removesuffix(f" (at {location})")
         raise CliError(
-            f"error while importing {module_name!r}: {_where(exc)}{type(exc).__name__}: {exc}"
+            f"error while importing {module_name!r}: {_where(exc)}{type(exc).__name__}: {message}"
         ) from None
     obj: Any = module
     for part in attr.split("."):
@@ -240,18 +245,20 @@ def load_app(ref: str) -> App:
 
 
 def _where(exc: BaseException) -> str:
-    """``path:line: `` of the innermost frame of user code, when there is one."""
+    """``path:line: `` of the innermost frame of user code (not importlib's, not Stepline's)."""
     if isinstance(exc, SyntaxError):
         return ""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    location = getattr(exc, "location", None)
+    if isinstance(location, str):
+        return f"{location}: "
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in f.filename and not is_stepline_file(f.filename)
+    ]
     if not frames:
         return ""
-    path = frames[-1].filename
-    try:
-        path = os.path.relpath(path)
-    except ValueError:
-        pass
-    return f"{path}:{frames[-1].lineno}: "
+    return f"{shown_path(frames[-1].filename)}:{frames[-1].lineno}: "
 
 
 def use_db(app: App, db: str | None) -> None:

@@ -13,6 +13,7 @@ from stepline.engine._ops import Suspended, _Abort, error_dict
 from stepline.engine.engine import FUNCTION_FAILED, FUNCTION_FINISHED, Engine
 from stepline.engine.retry import backoff_delay, retry_after_time
 from stepline.errors import (
+    ConfigError,
     LimitExceededError,
     NonRetriableError,
     RetryAfterError,
@@ -100,7 +101,9 @@ class PassEndings:
         if isinstance(error, Suspended | _Abort) or error is None:
             await self._fail_run(RuntimeError("function ended by an internal signal"), None)
             return
-        retriable = not isinstance(error, NonRetriableError | StepError)
+        # a ConfigError (a bad duration given to step.sleep...) is a mistake in the code: a
+        # retry would raise it again
+        retriable = not isinstance(error, NonRetriableError | StepError | ConfigError)
         attempt = self.run.attempt
         if retriable and attempt < self.fn.retries:
             now = self.now()

@@ -19,6 +19,7 @@ from stepline.engine.engine import FUNCTION_FAILED, Engine
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 from stepline.expressions import compile_expression
+from stepline.sdk._location import located
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef, Handler, Trigger, build_function
 from stepline.sdk.limits import Limits
@@ -55,6 +56,7 @@ class App:
     events (default: keep them; expired de-duplication state is always purged).
     """
 
+    @located
     def __init__(
         self,
         id: str,
@@ -108,6 +110,7 @@ class App:
         options raise ``ConfigError`` here, at definition.
         """
 
+        @located
         def decorate(handler: Handler) -> FunctionDef:
             fn = build_function(
                 id=id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stepline.errors import ConfigError
+from stepline.sdk._location import located
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class Limits:
     max_run_state_bytes: int = 32 * 1024 * 1024
     max_event_bytes: int = 512 * 1024
 
+    @located
     def __post_init__(self) -> None:
         for name in (
             "max_steps",

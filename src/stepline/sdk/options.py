@@ -13,6 +13,7 @@ from typing import Any, Literal
 from stepline.durations import parse_duration
 from stepline.errors import ConfigError, DurationError
 from stepline.expressions import Expression, compile_expression, match_shorthand
+from stepline.sdk._location import located
 
 DurationLike = str | timedelta | int | float
 
@@ -62,6 +63,7 @@ class Concurrency:
     scope: Literal["fn", "app"] = "fn"
     key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         _positive_int("Concurrency", "limit", self.limit)
         if self.scope not in ("fn", "app"):
@@ -81,6 +83,7 @@ class Throttle:
     key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     period_seconds: float = field(default=0.0, init=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         _positive_int("Throttle", "limit", self.limit)
         _positive_int("Throttle", "burst", self.burst)
@@ -103,6 +106,7 @@ class RateLimit:
     key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     period_seconds: float = field(default=0.0, init=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         _positive_int("RateLimit", "limit", self.limit)
         seconds = _seconds("RateLimit", "period", self.period)
@@ -124,6 +128,7 @@ class Debounce:
     period_seconds: float = field(default=0.0, init=False, compare=False)
     timeout_seconds: float | None = field(default=None, init=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         seconds = _seconds("Debounce", "period", self.period)
         if seconds > 7 * 86400:
@@ -151,6 +156,7 @@ class BatchEvents:
     if_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     timeout_seconds: float = field(default=0.0, init=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         _positive_int("BatchEvents", "max_size", self.max_size, maximum=1000)
         seconds = _seconds("BatchEvents", "timeout", self.timeout)
@@ -169,6 +175,7 @@ class Priority:
     run: str
     run_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_expr", _expression("Priority", "run", self.run))
 
@@ -182,6 +189,7 @@ class Singleton:
     mode: Literal["skip", "cancel"] = "skip"
     key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         if self.mode not in ("skip", "cancel"):
             raise ConfigError(f"Singleton.mode must be 'skip' or 'cancel', got {self.mode!r}")
@@ -200,6 +208,7 @@ class CancelOn:
     timeout: DurationLike | None = None
     timeout_seconds: float | None = field(default=None, init=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         if not isinstance(self.event, str) or not self.event.strip():
             raise ConfigError("CancelOn.event must be a non-empty event name")
@@ -231,6 +240,7 @@ class Timeouts:
     start_seconds: float | None = field(default=None, init=False, compare=False)
     finish_seconds: float | None = field(default=None, init=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         if self.start is None and self.finish is None:
             raise ConfigError("Timeouts needs start= or finish=")
@@ -254,6 +264,7 @@ class Checkpointing:
     max_interval_seconds: float | None = field(default=None, init=False, compare=False)
     max_runtime_seconds: float | None = field(default=None, init=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         _positive_int("Checkpointing", "buffered_steps", self.buffered_steps, maximum=1000)
         if self.max_interval is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from stepline.cron import CronSchedule, parse_cron
 from stepline.errors import ConfigError
 from stepline.expressions import Expression, compile_expression
+from stepline.sdk._location import located
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class TriggerEvent:
     if_: str | None = None
     _filter: Expression | None = field(default=None, init=False, repr=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("TriggerEvent: name must be a non-empty event name")
@@ -42,5 +44,6 @@ class TriggerCron:
     cron: str
     schedule: CronSchedule = field(init=False, repr=False, compare=False)
 
+    @located
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", parse_cron(self.cron))

@@ -11,6 +11,8 @@ can be replaced by id with ``mock_step``.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from stepline.store import MemoryStore, SQLiteStore, Store
 from stepline.testing.clock import MockClock
 
 _UNSET: Any = object()
+_OCCURRENCE = re.compile(r":\d+$")  # "fetch:1" is the second "fetch"
 
 
 class TestEngine:
@@ -54,6 +57,7 @@ class TestEngine:
         self._concurrency = concurrency
         self.worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
+        self._mocked: dict[str, bool] = {}  # mocked step id -> its mock was called
 
     def _open_store(self) -> Store:
         spec = self._store_spec
@@ -87,12 +91,34 @@ class TestEngine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.worker is not None and self._task is not None:
-            self.worker.stop()
-            await self._task
-        self.app.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        try:
+            if self.worker is not None and self._task is not None:
+                self.worker.stop()
+                await self._task
+            if exc is None:
+                await self._check_mocks_reached()
+        finally:
+            self.app.close()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    async def _check_mocks_reached(self) -> None:
+        """Fail the test for a ``mock_step`` id no run asked for (a typo mocks nothing)."""
+        unreached = [step_id for step_id, called in self._mocked.items() if not called]
+        if not unreached:
+            return
+        reached = {
+            _OCCURRENCE.sub("", step.id)
+            for run in await self.app.runs(limit=100_000)
+            for step in run.steps
+        }
+        unreached = [step_id for step_id in unreached if step_id not in reached]
+        if unreached:
+            mocks = ", ".join(f"mock_step({step_id!r})" for step_id in unreached)
+            raise AssertionError(
+                f"{mocks}: no run reached a step with this id; the steps reached were: "
+                f"{', '.join(sorted(reached)) or 'none'}"
+            )
 
     # -- driving ----------------------------------------------------------------------------------
     async def send(self, events: Event | list[Event]) -> list[str]:
@@ -147,12 +173,27 @@ class TestEngine:
         self, step_id: str, value: Any = _UNSET, *, fn: Callable[..., Any] | None = None
     ) -> None:
         """Replace the body of every step named ``step_id``: return ``value``, or call ``fn``
-        with the step's arguments (it may raise to simulate a failure)."""
+        with the step's arguments (it may raise to simulate a failure).
+
+        A mocked id that no run reaches by the end of the ``async with`` block fails the test
+        (``AssertionError`` listing the step ids that were reached): a typo mocks nothing."""
         if (value is _UNSET) == (fn is None):
             raise ValueError("pass exactly one of value= or fn=")
-        body = fn if fn is not None else (lambda *args, **kwargs: value)
-        self.app.engine.step_mocks[step_id] = body
+        replacement = fn if fn is not None else (lambda *args, **kwargs: value)
+        self._mocked[step_id] = False
+
+        def body(*args: Any, **kwargs: Any) -> Any:
+            self._mocked[step_id] = True
+            return replacement(*args, **kwargs)
+
+        async def async_body(*args: Any, **kwargs: Any) -> Any:
+            self._mocked[step_id] = True
+            return await replacement(*args, **kwargs)
+
+        coroutine = inspect.iscoroutinefunction(replacement)
+        self.app.engine.step_mocks[step_id] = async_body if coroutine else body
 
     def unmock_step(self, step_id: str) -> None:
         """Undo ``mock_step``."""
         self.app.engine.step_mocks.pop(step_id, None)
+        self._mocked.pop(step_id, None)
