@@ -70,7 +70,16 @@ class LimitExceededError(SteplineError):
 
 
 class SerializationError(SteplineError, TypeError):
-    """A value (a step output, a function result, event data) that is not JSON-serializable."""
+    """A value (a step output, a function result, event data) that JSON cannot give back as it
+    is: ``what`` names the value ("output of step 'fetch'"), ``path`` the offending part inside
+    it (``$.items[2].at``), ``type_name`` its type and ``reason`` what to store instead."""
+
+    def __init__(self, what: str, path: str, type_name: str, reason: str) -> None:
+        self.what = what
+        self.path = path
+        self.type_name = type_name
+        self.reason = reason
+        super().__init__(f"{what} is not JSON-serializable: {type_name} at {path} ({reason})")
 
 
 class StepError(SteplineError):

@@ -101,9 +101,12 @@ class PassEndings:
         if isinstance(error, Suspended | _Abort) or error is None:
             await self._fail_run(RuntimeError("function ended by an internal signal"), None)
             return
-        # a ConfigError (a bad duration given to step.sleep...) is a mistake in the code: a
-        # retry would raise it again
-        retriable = not isinstance(error, NonRetriableError | StepError | ConfigError)
+        # a ConfigError (a bad duration given to step.sleep...) is a mistake in the code, a
+        # SerializationError (step.invoke data JSON cannot give back) one in the data: a retry
+        # would raise it again
+        retriable = not isinstance(
+            error, NonRetriableError | StepError | ConfigError | SerializationError
+        )
         attempt = self.run.attempt
         if retriable and attempt < self.fn.retries:
             now = self.now()

@@ -18,6 +18,7 @@ from stepline.errors import ConfigError
 from stepline.expressions import compile_expression, match_shorthand
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
+from stepline.serde import dumps
 
 T = TypeVar("T")
 DurationLike = str | timedelta | int | float
@@ -123,6 +124,9 @@ class Step:
         function_id = function.id if isinstance(function, FunctionDef) else function
         if not isinstance(function_id, str):
             raise ConfigError(f"step {step_id!r}: function must be a FunctionDef or an id")
+        # values JSON cannot give back are refused here, in the caller's code (serde's rule)
+        dumps(data, f"data of step.invoke {step_id!r}")
+        dumps(user, f"user of step.invoke {step_id!r}")
         return await self._driver.step_invoke(step_id, function_id, data or {}, user or {})
 
     async def send_event(self, step_id: str, events: Event | Sequence[Event]) -> list[str]:
@@ -130,6 +134,11 @@ class Step:
         are committed together with the step."""
         _check_id(step_id)
         batch = [events] if isinstance(events, Event) else list(events)
+        for event in batch:  # values JSON cannot give back are refused here (serde's rule)
+            if isinstance(event, Event):
+                where = f"event {event.name!r} in step.send_event {step_id!r}"
+                dumps(event.data, f"data of {where}")
+                dumps(event.user, f"user of {where}")
         return await self._driver.step_send(step_id, batch)
 
     async def parallel(self, *steps: tuple[str, Callable[[], Any]]) -> tuple[Any, ...]:
