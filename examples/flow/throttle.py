@@ -1,8 +1,9 @@
 """Throttle: start runs at a steady rate; runs over it are delayed, never dropped.
 
 See ``docs/flow-control/throttle.md``. A CRM accepts 2 updates a minute per account.
-``Throttle(limit=2, period="1m", burst=2, key="event.data.accountId")`` spaces runs 30 s
-apart (period / limit) and lets 2 start at once (``burst``). Each account has its own bucket.
+``Throttle(limit=2, period="1m", key="event.data.accountId")`` lets 2 start at once (``limit``)
+and spaces the next ones 30 s apart (period / limit); ``burst=`` would allow that many more at
+once, on top of ``limit``, as in Inngest. Each account has its own bucket.
 
 Five updates for ``acme`` sent together start at +0 s, +0 s, +30 s, +60 s and +90 s; the one
 for ``globex`` starts at once. The delayed runs wait as ``QUEUED`` runs.
@@ -30,7 +31,7 @@ async def push_to_crm(account_id: str, contact: str) -> str:
 @app.function(
     id="sync-crm-contact",
     trigger=TriggerEvent("crm/contact.updated"),
-    throttle=Throttle(limit=2, period="1m", burst=2, key="event.data.accountId"),
+    throttle=Throttle(limit=2, period="1m", key="event.data.accountId"),
 )
 async def sync_crm_contact(ctx: Context) -> str:
     """Push one contact; at most 2 a minute start per account, 2 of them at once."""

@@ -62,7 +62,7 @@ def function_options(fn: FunctionDef) -> list[str]:
         parts.append(f"concurrency {c.limit}{_per(c.key)}" + (" (app)" if c.scope == "app" else ""))
     if o.throttle is not None:
         t = o.throttle
-        burst = f" burst {t.burst}" if t.burst != 1 else ""
+        burst = f" burst {t.burst}" if t.burst else ""
         parts.append(f"throttle {t.limit}/{span(t.period_seconds)}{burst}{_per(t.key)}")
     if o.rate_limit is not None:
         r = o.rate_limit

@@ -6,6 +6,7 @@ applies the decisions atomically (``store.records.Admission``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from stepline._ids import new_id
@@ -26,6 +27,13 @@ def key_value(expression: Expression | None, payload: dict[str, Any]) -> str:
         return ""
     key = expression.key({"event": payload})
     return "null" if key is None else key
+
+
+def rate_limit_capacity(limit: int) -> int:
+    """How many runs a rate limit admits at once: Inngest's server runs GCRA with a burst of
+    ``limit // 10`` (pkg/execution/ratelimit/ratelimit_lua.go), i.e. ``limit // 10 + 1`` at once;
+    the rest are spread ``period / limit`` apart."""
+    return limit // 10 + 1
 
 
 def priority_of(fn: FunctionDef, payload: dict[str, Any]) -> float:
@@ -52,12 +60,12 @@ def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admi
     if options.rate_limit is not None:
         rl = options.rate_limit
         bucket = f"rate\x1f{fn.id}\x1f{key_value(rl.key_expr, payload)}"
-        rate_limit = GcraSpec(bucket, rl.limit, rl.period_seconds, rl.limit)
+        rate_limit = GcraSpec(bucket, rl.limit, rl.period_seconds, rate_limit_capacity(rl.limit))
     throttle = None
     if options.throttle is not None:
         th = options.throttle
         bucket = f"throttle\x1f{fn.id}\x1f{key_value(th.key_expr, payload)}"
-        throttle = GcraSpec(bucket, th.limit, th.period_seconds, th.burst)
+        throttle = GcraSpec(bucket, th.limit, th.period_seconds, th.limit + th.burst)
     singleton_key = None
     singleton_mode = "skip"
     if options.singleton is not None:
@@ -92,12 +100,22 @@ def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admi
 
 
 def plan_run(
-    fn: FunctionDef, app_id: str, event_id: str, payload: dict[str, Any], at: float
+    fn: FunctionDef,
+    app_id: str,
+    event_id: str,
+    payload: dict[str, Any],
+    at: float,
+    not_before: float | None = None,
 ) -> NewRun | Deferral | None:
     """What an event that passed ``fn``'s trigger does: start a run, or defer into a debounce
-    or a batch (an event a batch's ``if_`` rejects starts a run of its own)."""
-    run = NewRun(new_id(at), fn.id, (event_id,), admission=admission_for(fn, app_id, payload))
+    or a batch (an event a batch's ``if_`` rejects starts a run of its own). ``not_before``
+    (an event ``ts`` in the future) delays a run it starts, not a debounce or a batch, as in
+    Inngest (pkg/execution/executor/executor.go uses a future event ts as the run's start)."""
+    admission = admission_for(fn, app_id, payload)
     options = fn.options
+    if not_before is not None and options.debounce is None and options.batch_events is None:
+        admission = replace(admission, not_before=not_before)
+    run = NewRun(new_id(at), fn.id, (event_id,), admission=admission)
     if options.debounce is not None:
         db = options.debounce
         key = key_value(db.key_expr, payload)
@@ -107,7 +125,9 @@ def plan_run(
         if be.if_expr is not None and not be.if_expr.matches({"event": payload}):
             return run  # not batched: runs on its own, at once
         key = key_value(be.key_expr, payload)
-        return Deferral("batch", fn.id, key, be.timeout_seconds, None, be.max_size, run)
+        # batches bypass the rate limit, as in Inngest (executor/service.go: PreventRateLimit)
+        unlimited = replace(run, admission=replace(run.admission, rate_limit=None))
+        return Deferral("batch", fn.id, key, be.timeout_seconds, None, be.max_size, unlimited)
     return run
 
 

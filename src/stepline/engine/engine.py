@@ -103,7 +103,7 @@ class Engine:
     def event_record(self, event: Event, now: float) -> EventRecord:
         """Validate an event at the edge and give it a Stepline id. Raises ``EventError``."""
         validate_event(event, self.limits.max_event_bytes)
-        ts = event.ts / 1000 if event.ts is not None else now
+        ts = event.ts / 1000 if event.ts else now
         return EventRecord(
             new_id(now), event.name, dict(event.data), dict(event.user), event.id, ts
         )
@@ -116,10 +116,12 @@ class Engine:
         payload = record.payload()
         runs: list[NewRun] = []
         deferrals: list[Deferral] = []
+        now = self.clock.now()
+        at, not_before = (now, record.ts) if record.ts > now else (record.ts, None)
         for fn in candidates:
             if not any(t.name == record.name and t.matches(payload) for t in fn.triggers):
                 continue
-            planned = plan_run(fn, self.app_id, record.internal_id, payload, record.ts)
+            planned = plan_run(fn, self.app_id, record.internal_id, payload, at, not_before)
             if isinstance(planned, NewRun):
                 runs.append(planned)
             elif planned is not None:

@@ -18,8 +18,9 @@ class Event:
     """An event: ``name`` (e.g. ``"order/created"``), JSON ``data``, optional ``user`` data.
 
     ``id`` is the sender's de-duplication id: an event whose ``id`` was already seen in the last
-    24 hours is stored but triggers nothing. ``ts`` is the event time in epoch milliseconds
-    (default: when Stepline receives it).
+    24 hours is stored and starts no run (it still resumes waits and triggers ``cancel_on``).
+    ``ts`` is the event time in epoch milliseconds (default: when Stepline receives it), between
+    1980 and 2100; a ``ts`` in the future delays the runs the event starts until then.
     """
 
     name: str
@@ -47,6 +48,24 @@ class Event:
         return None if self.ts is None else datetime.fromtimestamp(self.ts / 1000, UTC)
 
 
+# Inngest's server refuses event timestamps outside these (pkg/event/event.go, Validate)
+TS_MIN_MS = 315_532_800_000  # 1980-01-01T00:00:00Z
+TS_MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+
+def _check_ts(name: str, ts: object) -> None:
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise EventError(f"event {name!r}: ts must be epoch milliseconds, got {ts!r}")
+    if ts < TS_MIN_MS:
+        raise EventError(
+            f"event {name!r}: ts {ts} is before Jan 1, 1980 (ts is in epoch milliseconds)"
+        )
+    if ts > TS_MAX_MS:
+        raise EventError(
+            f"event {name!r}: ts {ts} is after Jan 1, 2100 (ts is in epoch milliseconds)"
+        )
+
+
 def validate_event(event: Event, max_bytes: int) -> int:
     """Check an event at the edge; returns its encoded size. Raises ``EventError``."""
     if not isinstance(event, Event):
@@ -61,6 +80,8 @@ def validate_event(event: Event, max_bytes: int) -> int:
         )
     if event.id is not None and (not isinstance(event.id, str) or not event.id):
         raise EventError(f"event {event.name!r}: id must be a non-empty string")
+    if event.ts:  # 0, like None, means "when received" (as in Inngest)
+        _check_ts(event.name, event.ts)
     try:
         size = len(dumps(event.data, f"data of event {event.name!r}")) + len(
             dumps(event.user, f"user of event {event.name!r}")

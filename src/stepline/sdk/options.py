@@ -73,12 +73,13 @@ class Concurrency:
 
 @dataclass(frozen=True)
 class Throttle:
-    """Start at most ``limit`` runs per ``period`` (plus ``burst`` at once), per ``key`` value;
-    runs over the limit are delayed in order (GCRA), never dropped."""
+    """Start at most ``limit`` runs per ``period`` per ``key`` value (GCRA, as Inngest): ``limit``
+    runs may start at once after a quiet period, ``burst`` more on top of them (default 0); runs
+    over the limit are delayed in order, never dropped."""
 
     limit: int
     period: DurationLike
-    burst: int = 1
+    burst: int = 0
     key: str | None = None
     key_expr: Expression | None = field(default=None, init=False, repr=False, compare=False)
     period_seconds: float = field(default=0.0, init=False, compare=False)
@@ -86,7 +87,8 @@ class Throttle:
     @located
     def __post_init__(self) -> None:
         _positive_int("Throttle", "limit", self.limit)
-        _positive_int("Throttle", "burst", self.burst)
+        if not isinstance(self.burst, int) or isinstance(self.burst, bool) or self.burst < 0:
+            raise ConfigError(f"Throttle.burst must be a non-negative integer, got {self.burst!r}")
         seconds = _seconds("Throttle", "period", self.period)
         if seconds > 7 * 86400:
             raise ConfigError("Throttle.period must be at most 7 days")
@@ -96,9 +98,11 @@ class Throttle:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """Rate-limit runs per ``key`` value with GCRA: up to ``limit`` may start at once, then one
-    more every ``period / limit``; events over the limit are skipped (recorded as skipped, see
-    ``App.skipped``), not delayed."""
+    """Rate-limit runs per ``key`` value with GCRA, as Inngest's server does: ``limit // 10 + 1``
+    runs may start at once (a burst of a tenth of the limit), then one more every
+    ``period / limit``; events over the limit are skipped (recorded as skipped, see
+    ``App.skipped``), not delayed. Decided per incoming event, before a debounce; batched
+    functions are not rate-limited."""
 
     limit: int
     period: DurationLike

@@ -65,7 +65,31 @@ def decide(run: NewRun, now: float, state: FlowState) -> Decision:
         state.set_gcra_tat(a.throttle.bucket, tat)
         if start > now:  # delayed by the throttle: it starts then, whatever its priority
             due = start
+    if a.not_before is not None and a.not_before > due:  # an event ts in the future
+        due = a.not_before
     return Decision(due_at=due, cancel=active)
+
+
+def gate_event(admission: Admission, now: float, state: FlowState) -> str | None:
+    """Idempotency and rate limit for one incoming event of a debounced function, decided before
+    the event enters the debounce (Inngest's executor.go checks the rate limit, which also
+    carries ``idempotency``, before it debounces). Returns the skip reason, or None after
+    taking the event's place in both."""
+    key = admission.idempotency_key
+    if key is not None and state.idempotency_seen(key, now):
+        return "idempotency"
+    tat: float | None = None
+    if admission.rate_limit is not None:
+        admitted, tat = admit_or_reject(
+            admission.rate_limit, state.gcra_tat(admission.rate_limit.bucket), now
+        )
+        if not admitted:
+            return "rate_limit"
+    if key is not None:
+        state.remember_idempotency(key, now)
+    if admission.rate_limit is not None and tat is not None:
+        state.set_gcra_tat(admission.rate_limit.bucket, tat)
+    return None
 
 
 class AdmissionTx(FlowState, Protocol):
@@ -107,12 +131,22 @@ def start_runs(
     """Start an event's runs and record its deferrals; returns (started run ids, skipped
     (function id, reason) pairs)."""
     runs = list(item.new_runs)
+    skipped: list[tuple[str, str]] = []
     for deferral in item.deferrals:
+        if deferral.kind == "debounce":
+            a = deferral.run.admission
+            reason = gate_event(a, now, tx)
+            if reason is not None:
+                tx.record_skip(item.event.internal_id, deferral.function_id, reason, now)
+                skipped.append((deferral.function_id, reason))
+                continue
+            # decided for this event: the run the debounce starts is not limited again
+            gated = replace(a, idempotency_key=None, rate_limit=None)
+            deferral = replace(deferral, run=replace(deferral.run, admission=gated))
         ready = defer(deferral, item.event.internal_id, now, tx)
         if ready is not None:
             runs.append(ready)
     started: list[str] = []
-    skipped: list[tuple[str, str]] = []
     for new_run in runs:
         reason = admit(tx, new_run, now, item.event.internal_id, cancelled)
         if reason is None:
@@ -228,6 +262,7 @@ def new_run_to_dict(run: NewRun) -> dict[str, Any]:
             ],
             "start_timeout": a.start_timeout,
             "finish_timeout": a.finish_timeout,
+            "not_before": a.not_before,
         },
     }
 
@@ -246,6 +281,7 @@ def new_run_from_dict(data: dict[str, Any]) -> NewRun:
         cancel_on=tuple(MatcherSpec(*m) for m in a["cancel_on"]),
         start_timeout=a["start_timeout"],
         finish_timeout=a["finish_timeout"],
+        not_before=a.get("not_before"),
     )
     return NewRun(
         data["run_id"],

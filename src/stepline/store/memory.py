@@ -240,13 +240,17 @@ class _MemoryTx(MemoryControlVerbs):
         event = item.event
         self._put(s._events, event.internal_id, event)
         self._put(s._received, event.internal_id, now)
+        duplicate = False
         if event.id is not None:
             seen = s._dedup.get(event.id)
-            if seen is not None and seen > now - DEDUP_WINDOW:
-                return IngestResult(event.internal_id, True, (), ())
-            self._put(s._dedup, event.id, now)
+            duplicate = seen is not None and seen > now - DEDUP_WINDOW
+            if not duplicate:
+                self._put(s._dedup, event.id, now)
+        # a duplicate id starts no run but still cancels and resumes, as in Inngest
         cancelled = self._apply_cancel_matchers(event, now, wait_matches)
         resumed = self._resolve_waits(event, now, wait_matches)
+        if duplicate:
+            return IngestResult(event.internal_id, True, (), tuple(resumed), (), tuple(cancelled))
         started, skipped = start_runs(self, item, now, cancelled)
         return IngestResult(
             event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)

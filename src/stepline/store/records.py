@@ -64,6 +64,7 @@ class Admission:
     ``singleton_key``/``singleton_mode``: one active run per key ("skip" new or "cancel" old).
     ``concurrency``: (slot key, limit) pairs bounding leased (executing) runs. ``cancel_on``:
     matchers that cancel the run. ``start_timeout``/``finish_timeout``: seconds.
+    ``not_before``: the run is not due before this time (an event ``ts`` in the future).
     """
 
     idempotency_key: str | None = None
@@ -76,6 +77,7 @@ class Admission:
     cancel_on: tuple[MatcherSpec, ...] = ()
     start_timeout: float | None = None
     finish_timeout: float | None = None
+    not_before: float | None = None
 
 
 NO_ADMISSION = Admission()

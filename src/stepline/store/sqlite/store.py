@@ -255,10 +255,11 @@ class _SQLiteTx(SQLiteControlVerbs):
                 int(duplicate),
             ),
         )
-        if duplicate:
-            return IngestResult(event.internal_id, True, (), ())
+        # a duplicate id starts no run but still cancels and resumes, as in Inngest
         cancelled = self._apply_cancel_matchers(event, now, wait_matches)
         resumed = self._resolve_waits(event, now, wait_matches)
+        if duplicate:
+            return IngestResult(event.internal_id, True, (), tuple(resumed), (), tuple(cancelled))
         started, skipped = start_runs(self, item, now, cancelled)
         return IngestResult(
             event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
