@@ -9,7 +9,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_id
-from stepline.engine._ops import Suspended, _Abort, error_dict
+from stepline.engine._ops import StepGate, Suspended, _Abort, error_dict
 from stepline.engine.engine import FUNCTION_FAILED, FUNCTION_FINISHED, Engine
 from stepline.engine.retry import backoff_delay, retry_after_time
 from stepline.errors import (
@@ -43,7 +43,7 @@ class PassEndings:
     run: RunRecord
     _deadlines: list[float]
     _suspend_kinds: set[str]
-    _suspending: bool
+    gate: StepGate
     _finish_deadline: float | None
 
     if TYPE_CHECKING:  # provided by PassExecutor
@@ -54,12 +54,12 @@ class PassEndings:
 
         async def _commit(self, commit: PassCommit) -> None: ...
 
-        def _release_blocked(self, error: BaseException) -> None: ...
-
-        async def _wait_out(self, task: asyncio.Future[Any]) -> None: ...
+        async def _stop_function(
+            self, task: asyncio.Future[Any], signal: type[BaseException] = Suspended
+        ) -> None: ...
 
     async def _suspend(self, task: asyncio.Future[Any]) -> None:
-        self._suspending = True
+        self.gate.refuse()
         kinds = self._suspend_kinds
         status = (
             "RETRYING"
@@ -74,8 +74,7 @@ class PassEndings:
             deadlines.append(self._finish_deadline + 0.001)
         commit.end = RunEnd(status=status, due_at=min(deadlines, default=None))
         await self._commit(commit)
-        self._release_blocked(Suspended())
-        await self._wait_out(task)
+        await self._stop_function(task)
 
     async def _finish(self, task: asyncio.Future[Any]) -> None:
         error = task.exception() if not task.cancelled() else None
@@ -161,7 +160,7 @@ class PassEndings:
         await self._commit(commit)
 
     async def _fail_run(self, error: BaseException, task: asyncio.Future[Any] | None) -> None:
-        self._suspending = True
+        self.gate.refuse(_Abort)
         commit = self._new_commit()
         now = self.now()
         details = error_dict(error)
@@ -183,8 +182,7 @@ class PassEndings:
         self._wake_parent(commit, "FAILED", None, details)
         await self._commit(commit)
         if task is not None:
-            self._release_blocked(_Abort())
-            await self._wait_out(task)
+            await self._stop_function(task, _Abort)
 
     def _wake_parent(
         self, commit: PassCommit, status: str, output: bytes | None, error: dict[str, Any] | None

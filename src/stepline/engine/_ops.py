@@ -20,6 +20,56 @@ class _Abort(BaseException):
     """Raised into the function when the run must fail at once (a limit was breached)."""
 
 
+class StepGate:
+    """The futures a pass hands to its function's step calls, and their release.
+
+    Every step call of the function awaits a future made here. ``refuse`` makes every later step
+    call raise at once; ``release`` ends every future still pending. Once a pass has done both
+    (``close``), nothing the function does (a step awaited in ``finally:`` or after catching
+    ``BaseException``) can leave one of its step calls, or a sync function's thread, waiting.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._refusal: type[BaseException] | None = None
+
+    @property
+    def refusing(self) -> bool:
+        """True once new step calls are refused."""
+        return self._refusal is not None
+
+    def check(self) -> None:
+        """Raise the refusal signal if new step calls are refused."""
+        if self._refusal is not None:
+            raise self._refusal()
+
+    def future(self) -> asyncio.Future[Any]:
+        """A future for a step call (raises the refusal signal once refused)."""
+        self.check()
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
+
+    def refuse(self, signal: type[BaseException] = Suspended) -> None:
+        """Make every later step call raise ``signal`` (the first refusal wins)."""
+        if self._refusal is None:
+            self._refusal = signal
+
+    def release(self, signal: type[BaseException] = Suspended) -> None:
+        """Raise ``signal`` into every step call still waiting."""
+        for future in list(self._pending):
+            if not future.done():
+                future.set_exception(signal())
+                future.exception()  # retrieved: nobody may be left awaiting it
+
+    def close(self, signal: type[BaseException] = Suspended) -> None:
+        """``refuse`` then ``release``: the pass lets go of its function."""
+        self.refuse(signal)
+        self.release(signal)
+
+
 def step_hash(key: str) -> str:
     """The memo key of a step occurrence (``"fetch"``, ``"fetch:1"``…)."""
     return hashlib.sha1(key.encode()).hexdigest()

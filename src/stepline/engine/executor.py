@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from stepline.engine._endings import PassEndings
-from stepline.engine._ops import Suspended, _Abort, _Op, _Outcome, step_hash
+from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
 from stepline.engine._rounds import RoundRecorder
 from stepline.engine.engine import Engine
 from stepline.engine.retry import backoff_delay, retry_after_time
@@ -48,6 +48,8 @@ from stepline.store.records import (
     StepRecord,
 )
 
+STOP_GRACE = 1.0  # real seconds an ended pass lets its async function unwind before cancelling it
+
 
 class PassExecutor(RoundRecorder, PassEndings):
     """Drives one leased run for one pass. Implements ``StepDriver`` for the function's steps."""
@@ -62,6 +64,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         self.memo: dict[str, StepRecord] = state.steps
         self._counts: Counter[str] = Counter()
         self._new_ops: list[_Op] = []
+        self.gate = StepGate(self.loop)  # every future of a step call; released when it ends
         self._blocked: list[asyncio.Future[Any]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._consumed: set[str] = set()
@@ -71,7 +74,6 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._suspend_kinds: set[str] = set()
         self._late_steps: list[StepRecord] = []
         self._abort: LimitExceededError | None = None
-        self._suspending = False
         self._warned = False
         self._next_position = max((s.position for s in self.memo.values()), default=-1) + 1
         self._new_ops_seen = False
@@ -125,8 +127,7 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     # -- registering operations -------------------------------------------------------------------
     async def _request(self, kind: str, step_id: str, **spec: Any) -> Any:
-        if self._suspending:
-            raise Suspended()
+        self.gate.check()
         n = self._counts[step_id]
         self._counts[step_id] += 1
         key = step_id if n == 0 else f"{step_id}:{n}"
@@ -163,7 +164,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             self._notify()
             raise _Abort()
         self._new_ops_seen = True
-        op = _Op(kind, step_id, key, digest, self.loop.create_future(), **spec)
+        op = _Op(kind, step_id, key, digest, self.gate.future(), **spec)
         if memo is not None and memo.status == "RETRYING":
             op.attempts = memo.attempts
         self._new_ops.append(op)
@@ -177,7 +178,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             waiter.set_result(None)
 
     async def _block(self) -> Any:
-        future: asyncio.Future[Any] = self.loop.create_future()
+        future = self.gate.future()
         self._blocked.append(future)
         self._notify()
         return await future
@@ -225,10 +226,9 @@ class PassExecutor(RoundRecorder, PassEndings):
         try:
             await self._drive(task)
         finally:
-            if not task.done():
-                self._release_blocked(Suspended())
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            # whatever ended the pass (a lost lease, a cancellation, an error), the function's
+            # step calls are released and it is waited out: no future, no thread is left behind
+            await self._stop_function(task)
 
     def _start_function(self) -> asyncio.Future[Any]:
         handler = self.fn.handler
@@ -247,9 +247,7 @@ class PassExecutor(RoundRecorder, PassEndings):
                 if self._buffer is not None:  # keep the results Checkpointing still holds
                     await self._commit(self._new_commit())
                 await self._cancel(reason)
-                self._release_blocked(Suspended())
-                self._release_ops(self._new_ops, Suspended())
-                await self._wait_out(task)
+                await self._stop_function(task)
                 return
             if self._new_ops:
                 if self._past_max_runtime():
@@ -361,7 +359,7 @@ class PassExecutor(RoundRecorder, PassEndings):
     async def _yield_pass(self, task: asyncio.Future[Any]) -> None:
         """``Checkpointing.max_runtime`` reached: commit, go back to the queue (due now), and
         let the next pass replay to here."""
-        self._suspending = True
+        self.gate.refuse()
         commit = self._new_commit()
         now = self.now()
         elapsed = now - self._pass_started_at
@@ -370,10 +368,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         )
         commit.end = RunEnd(status="RUNNING", due_at=now)
         await self._commit(commit)
-        self._release_ops(self._new_ops, Suspended())
-        self._new_ops = []
-        self._release_blocked(Suspended())
-        await self._wait_out(task)
+        await self._stop_function(task)
 
     def _timed_out(self, at_start: bool = False) -> str | None:
         """Why the run must be cancelled now (a start timeout, checked when a pass begins, or a
@@ -388,28 +383,28 @@ class PassExecutor(RoundRecorder, PassEndings):
         return None
 
     async def _cancel(self, reason: str) -> None:
-        self._suspending = True
+        self.gate.refuse()
         await self.engine.writer.write(self.engine.cancel_job(self.run.run_id, reason, self.now()))
-
-    def _release_blocked(self, error: BaseException) -> None:
-        for future in self._blocked:
-            if not future.done():
-                future.set_exception(error)
-        self._blocked = []
 
     def _release_ops(self, ops: list[_Op], error: BaseException) -> None:
         for op in ops:
             if not op.future.done():
                 op.future.set_exception(error)
 
-    async def _wait_out(self, task: asyncio.Future[Any]) -> None:
-        """Let the function unwind after its blocked calls were released."""
+    async def _stop_function(
+        self, task: asyncio.Future[Any], signal: type[BaseException] = Suspended
+    ) -> None:
+        """End the pass's hold on the function: refuse its later step calls, release the pending
+        ones with ``signal``, and wait until it has unwound. An async function still running
+        after ``STOP_GRACE`` (awaiting something that is not a step) is cancelled; a sync
+        function's thread is waited for (no step call of it can block any more)."""
+        self.gate.close(signal)
         while not task.done():
-            self._release_ops(self._new_ops, Suspended())
-            self._new_ops = []
-            await asyncio.wait({task}, timeout=0.05)
+            done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
+            if not done and self.fn.is_async:
+                task.cancel()
         if not task.cancelled():
-            task.exception()  # retrieved: it is the Suspended/_Abort we raised
+            task.exception()  # retrieved: it is the signal we raised (or the function's end)
 
 
 __all__ = ["PassExecutor", "Suspended", "step_hash"]
