@@ -1,21 +1,33 @@
 """Group commit: one writer thread turns whatever write jobs are pending into one transaction.
 
-Jobs queue while a transaction is in flight; the next transaction takes them all (up to
-``max_batch``). Each job's result is handed back only after its transaction committed, so nothing
-is acknowledged before it is durable, and N concurrent runs share one fsync instead of paying N.
+Jobs queue (a thread-safe queue) while a transaction is in flight; the next transaction takes them
+all (up to ``max_batch``). Each job's result is handed back only after its transaction committed,
+so nothing is acknowledged before it is durable, and N concurrent runs share one fsync instead of
+paying N. Jobs may come from any event loop and any thread at once: a result is delivered in the
+loop of the caller that is waiting for it (``call_soon_threadsafe``, once per loop per
+transaction), or to a thread blocked in ``submit_sync``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 from stepline.store.interface import Store, StoreTx
 
 T = TypeVar("T")
 Job = Callable[[StoreTx], Any]
+Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
+
+
+class _Pending(NamedTuple):
+    job: Job
+    loop: asyncio.AbstractEventLoop | None  # the waiting caller's loop; None: a blocked thread
+    future: asyncio.Future[Any] | Future[Any]
 
 
 class BatchWriter:
@@ -25,66 +37,112 @@ class BatchWriter:
         self._store = store
         self._max_batch = max_batch
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepline-writer")
-        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _draining and _closed
+        self._draining = False  # a drain is scheduled or running on the writer thread
+        self._closed = False
         self.transactions = 0
         self.jobs = 0
 
     async def write(self, job: Callable[[StoreTx], T]) -> T:
         """Run ``job(tx)`` in the next transaction; returns once that transaction committed.
         An exception raised by the job is raised here (the job's own changes are rolled back;
-        the other jobs of the batch still commit)."""
+        the other jobs of the batch still commit). Safe from any event loop in any thread.
+        Cancelling the caller does not withdraw a job already queued."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
+        self._enqueue(_Pending(job, loop, future))
         return await future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
-        """Run a job from a thread with no event loop (own transaction, on the writer thread)."""
-        return self._thread.submit(self._apply_one, job).result()
+        """``write`` for a thread with no running event loop: blocks until committed."""
+        future: Future[T] = Future()
+        self._enqueue(_Pending(job, None, future))
+        return future.result()
 
-    def _apply_one(self, job: Callable[[StoreTx], T]) -> T:
-        with self._store.transaction() as tx:
-            return job(tx)
+    def _enqueue(self, pending: _Pending) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the writer is closed")
+            self._queue.put(pending)
+            if not self._draining:
+                self._draining = True
+                self._thread.submit(self._drain)
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            try:
-                outcomes = await loop.run_in_executor(
-                    self._thread, self._apply, [job for job, _ in batch]
-                )
-            except BaseException as exc:  # the transaction itself failed: nothing committed
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
+    # -- the writer thread ----------------------------------------------------------------------
+    def _drain(self) -> None:
+        try:
+            while True:
+                batch = self._take()
+                if batch:
+                    self._deliver(batch, self._apply([p.job for p in batch]))
                     continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                with self._lock:  # a job queued after the take is seen here, or drains anew
+                    if self._queue.empty():
+                        self._draining = False
+                        return
+        except BaseException:  # cannot happen (_apply catches everything); never strand jobs
+            with self._lock:
+                self._draining = False
+            raise
 
-    def _apply(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        with self._store.transaction() as tx:
-            for job in jobs:
-                try:
-                    outcomes.append((True, job(tx)))
-                except Exception as exc:
-                    outcomes.append((False, exc))
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _apply(self, jobs: list[Job]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        try:
+            with self._store.transaction() as tx:
+                for job in jobs:
+                    try:
+                        outcomes.append((True, job(tx)))
+                    except Exception as exc:
+                        outcomes.append((False, exc))
+        except BaseException as exc:  # the transaction itself failed: nothing committed
+            return [(False, exc)] * len(jobs)
         self.transactions += 1
         self.jobs += len(jobs)
         return outcomes
 
+    @staticmethod
+    def _deliver(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]] = {}
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            future = pending.future
+            if isinstance(future, Future):
+                _settle(future, outcome)
+            elif pending.loop is not None:
+                by_loop.setdefault(pending.loop, []).append((future, outcome))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # the caller's loop is closed: nobody waits for these results
+                pass
+
     def close(self) -> None:
-        """Stop the writer thread (pending jobs are finished first)."""
+        """Stop the writer thread (jobs already queued are finished first)."""
+        with self._lock:
+            self._closed = True
         self._thread.shutdown(wait=True)
+
+
+def _settle(future: asyncio.Future[Any] | Future[Any], outcome: Outcome) -> None:
+    if future.done():  # the caller gave up waiting (cancelled)
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
+    """Runs in the callers' loop."""
+    for future, outcome in settled:
+        _settle(future, outcome)
