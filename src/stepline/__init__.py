@@ -17,6 +17,7 @@ from stepline.errors import (
     SerializationError,
     StepError,
     SteplineError,
+    StoreUnavailable,
 )
 from stepline.sdk.app import App
 from stepline.sdk.context import Context, SyncContext
@@ -71,6 +72,7 @@ __all__ = [
     "StepError",
     "StepInfo",
     "SteplineError",
+    "StoreUnavailable",
     "SyncContext",
     "SyncStep",
     "Throttle",

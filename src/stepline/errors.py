@@ -8,6 +8,8 @@
     ``EventError``           an event rejected at the edge (bad name, payload not JSON, too large)
     ``LimitExceededError``   a hard limit breached by a run (steps, output size, run state)
     ``SerializationError``   a value that cannot be stored as JSON
+    ``StoreUnavailable``     the store cannot be written or read for now (disk full, I/O error,
+                             locked past the busy timeout, connection lost): retry later
     ``StepError``            raised inside a function when one of its steps failed for good
     ``RunFailedError``       raised to a caller waiting for a run that failed
     ``NonRetriableError``    raised by user code: fail now, no retries
@@ -80,6 +82,22 @@ class SerializationError(SteplineError, TypeError):
         self.type_name = type_name
         self.reason = reason
         super().__init__(f"{what} is not JSON-serializable: {type_name} at {path} ({reason})")
+
+
+class StoreUnavailable(SteplineError):
+    """The store cannot be used for now but may recover by itself: the disk is full, an I/O
+    error, the database locked past its busy timeout, a dropped database connection.
+
+    The operation that raised it was not acknowledged. It was rolled back, except when the
+    failure hit the commit itself, whose outcome a database cannot always report (a lost
+    connection during ``COMMIT``): to make a retried ``send`` safe, give events an ``id``, which
+    deduplicates them. Workers never stop on it: they back off and resume once the store
+    recovers. ``reason`` is the backend's own message (e.g. ``"database or disk is full"``).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the store is unavailable: {reason}; retry later")
 
 
 class StepError(SteplineError):

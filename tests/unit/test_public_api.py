@@ -35,6 +35,7 @@ EXPECTED = [
     "StepError",
     "StepInfo",
     "SteplineError",
+    "StoreUnavailable",
     "SyncContext",
     "SyncStep",
     "Throttle",
@@ -58,5 +59,6 @@ def test_every_public_name_exists() -> None:
 
 def test_errors_share_one_root() -> None:
     errors = [getattr(stepline, n) for n in stepline.__all__ if n.endswith("Error")]
+    errors.append(stepline.StoreUnavailable)
     assert errors
     assert all(issubclass(e, stepline.SteplineError) for e in errors)

@@ -9,6 +9,13 @@ A worker running in the same event loop as ``App.send_async`` is also handed the
 starts, leased inside the event's own transaction (one commit before the first step instead of
 two). Its ``concurrency`` is a bound on passes it leases per attempt; a handed-over batch and a
 lease attempt made at the same moment can briefly take it past that bound.
+
+A store that is unavailable for a while (``StoreUnavailable``: disk full, I/O errors, locked past
+the busy timeout, a dropped connection) never ends a worker: it logs the outage once, backs off
+(0.1 s doubling to 5 s, real time) and tries again until the store recovers, then logs that. A
+pass whose read or commit failed ends there (its uncommitted step results are lost, never
+acknowledged); its run is leased again at the first lease attempt that succeeds and replays from
+its last commit.
 """
 
 from __future__ import annotations
@@ -16,22 +23,67 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
+import time
 from collections.abc import Callable, Sequence
 
 from stepline._ids import new_id
 from stepline.engine.engine import Engine
 from stepline.engine.executor import PassExecutor
-from stepline.errors import LeaseLostError
+from stepline.errors import LeaseLostError, StoreUnavailable
 from stepline.store.interface import StoreTx
 from stepline.store.records import Lease, PassCommit, RunEnd
 
 log = logging.getLogger("stepline.worker")
 
+BACKOFF_FIRST = 0.1  # real seconds before the first retry after the store failed
+BACKOFF_MAX = 5.0
+
 
 def default_worker_id() -> str:
     """``STEPLINE_WORKER_ID``, else a fresh id for this process."""
     return os.environ.get("STEPLINE_WORKER_ID") or f"{socket.gethostname()}-{new_id()[-10:]}"
+
+
+class StoreOutage:
+    """A worker's view of its store's health: logs an outage once and its end once, and says
+    how long to back off before the next attempt."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.since: float | None = None  # time.monotonic() of the first failure, while down
+        self.failures = 0  # failed attempts in the current outage
+        self.outages = 0  # outages seen (tests read it)
+
+    def failed(self, error: StoreUnavailable) -> None:
+        """An operation failed because the store is unavailable."""
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            self.outages += 1
+            log.warning(
+                "worker %s: %s; retrying with backoff until it recovers", self.worker_id, error
+            )
+        else:
+            log.debug("worker %s: still unavailable: %s", self.worker_id, error)
+
+    def recovered(self) -> None:
+        """An operation succeeded: ends the outage, if there was one."""
+        if self.since is not None:
+            log.warning(
+                "worker %s: the store is available again after %.1f s (%d failed attempts)",
+                self.worker_id,
+                time.monotonic() - self.since,
+                self.failures,
+            )
+            self.since = None
+            self.failures = 0
+
+    def delay(self) -> float:
+        """Real seconds to wait before the next attempt (exponential, jittered, capped)."""
+        exponent = min(self.failures, 16) - 1
+        return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, exponent)) * random.uniform(0.5, 1)
 
 
 class Worker:
@@ -61,6 +113,8 @@ class Worker:
         self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
+        self.outage = StoreOutage(self.worker_id)
+        self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -74,22 +128,12 @@ class Worker:
         engine.offer_runs_to(self)
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
-            await engine.writer.write(self._start_job(engine.clock.now()))
-            self.ready.set()
             while not self._stopping.is_set():
-                self._wake.clear()
-                free = self.concurrency - len(self.active)
-                leases: list[Lease] = []
-                if free > 0:
-                    now = self._leased_at = engine.clock.now()
-                    leases = await engine.writer.write(self._lease_job(now, free))
-                    for lease in leases:
-                        self._start_pass(lease)
-                self.loops += 1
-                if leases and len(leases) == free:
-                    await asyncio.sleep(0)
-                    continue
-                await self._idle()
+                try:
+                    await self._serve_once()
+                except StoreUnavailable as exc:
+                    self.outage.failed(exc)
+                    await self._back_off()
         finally:
             engine.remove_waker(self._wake)
             engine.stop_offering_to(self)
@@ -99,6 +143,38 @@ class Worker:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _serve_once(self) -> None:
+        """Register (the first time), lease due runs and start their passes, then wait for
+        more work unless every free slot was filled."""
+        engine = self.engine
+        if not self.ready.is_set():
+            await engine.writer.write(self._start_job(engine.clock.now()))
+            self.ready.set()
+        self._wake.clear()
+        free = self.concurrency - len(self.active)
+        leases: list[Lease] = []
+        if free > 0:
+            now = self._leased_at = engine.clock.now()
+            cut_short = list(self._cut_short)
+            leases = await engine.writer.write(self._lease_job(now, free, cut_short))
+            self._cut_short.difference_update(cut_short)
+            self.outage.recovered()
+            for lease in leases:
+                self._start_pass(lease)
+        self.loops += 1
+        if leases and len(leases) == free:
+            await asyncio.sleep(0)
+            return
+        await self._idle()
+
+    async def _back_off(self) -> None:
+        """Wait before trying the store again (real time: an outage is not virtual); a stop
+        ends the wait."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), self.outage.delay())
+        except TimeoutError:
+            pass
 
     async def _idle(self) -> None:
         engine = self.engine
@@ -119,13 +195,17 @@ class Worker:
             return
         await engine.clock.sleep_until(deadline, self._wake, idle=not self.active)
 
-    def _lease_job(self, now: float, limit: int) -> Callable[[StoreTx], list[Lease]]:
+    def _lease_job(
+        self, now: float, limit: int, cut_short: list[str]
+    ) -> Callable[[StoreTx], list[Lease]]:
         running = list(self.active)
 
         def job(tx: StoreTx) -> list[Lease]:
             self.engine.housekeeping(tx, now)
             if running:  # never find our own passes' leases expired (and lease them again)
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
+            if cut_short:  # passes an outage ended: their leases expire now, to be leased again
+                tx.heartbeat(self.worker_id, cut_short, now, 0.0)
             return tx.lease_due(self.worker_id, now, limit, self.lease_ttl)
 
         return job
@@ -192,6 +272,12 @@ class Worker:
             self.passes += 1
         except LeaseLostError:
             log.info("run %s: lease lost, another worker owns it now", lease.run_id)
+        except StoreUnavailable as exc:
+            # not the run's fault: no attempt is counted; it is leased again once the store is
+            # back (its steps since the last commit run again, as after a crash)
+            self.outage.failed(exc)
+            self._cut_short.add(lease.run_id)
+            log.debug("run %s: pass ended, the store is unavailable", lease.run_id)
         except Exception:
             log.exception(
                 "run %s: pass crashed; it will be retried when its lease expires", lease.run_id
@@ -219,7 +305,12 @@ class Worker:
             if not run_ids:
                 continue
             now = self.engine.clock.now()
-            lost = await self.engine.writer.write(self._heartbeat_job(run_ids, now))
+            try:
+                lost = await self.engine.writer.write(self._heartbeat_job(run_ids, now))
+            except StoreUnavailable as exc:
+                self.outage.failed(exc)  # the passes' next commits check their leases
+                continue
+            self.outage.recovered()
             for run_id in lost:
                 # Usually a pass that just committed its end (its lease is released); else
                 # another worker took the run over and this pass's next commit is refused.

@@ -6,6 +6,11 @@ so nothing is acknowledged before it is durable, and N concurrent runs share one
 paying N. Jobs may come from any event loop and any thread at once: a result is delivered in the
 loop of the caller that is waiting for it (``call_soon_threadsafe``, once per loop per
 transaction), or to a thread blocked in ``submit_sync``.
+
+A job that fails on its own (a lost lease) is rolled back alone and the rest of its batch
+commits. A failure the store reads as ``StoreUnavailable`` (disk full, I/O error, ...) loses the
+whole transaction: every job of the batch gets a ``StoreUnavailable`` of its own, never the
+backend's raw exception, and nothing of the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
+from stepline.errors import StoreUnavailable
 from stepline.store.interface import Store, StoreTx
 
 T = TypeVar("T")
@@ -96,15 +102,23 @@ class BatchWriter:
         return batch
 
     def _apply(self, jobs: list[Job]) -> list[Outcome]:
+        store = self._store
         outcomes: list[Outcome] = []
         try:
-            with self._store.transaction() as tx:
+            with store.transaction() as tx:
                 for job in jobs:
                     try:
                         outcomes.append((True, job(tx)))
                     except Exception as exc:
+                        if store.unavailable(exc) is not None:
+                            raise  # the transaction is lost as a whole (maybe rolled back)
                         outcomes.append((False, exc))
-        except BaseException as exc:  # the transaction itself failed: nothing committed
+        except Exception as exc:  # the transaction itself failed: nothing is acknowledged
+            unavailable = store.unavailable(exc)
+            if unavailable is None:
+                return [(False, exc)] * len(jobs)
+            return [(False, _own_copy(unavailable)) for _ in jobs]
+        except BaseException as exc:
             return [(False, exc)] * len(jobs)
         self.transactions += 1
         self.jobs += len(jobs)
@@ -130,6 +144,13 @@ class BatchWriter:
         with self._lock:
             self._closed = True
         self._thread.shutdown(wait=True)
+
+
+def _own_copy(error: StoreUnavailable) -> StoreUnavailable:
+    """One exception per waiting caller (each raise adds to its traceback)."""
+    copy = StoreUnavailable(error.reason)
+    copy.__cause__ = error.__cause__ or error
+    return copy
 
 
 def _settle(future: asyncio.Future[Any] | Future[Any], outcome: Outcome) -> None:

@@ -186,11 +186,14 @@ class App:
     # -- events -----------------------------------------------------------------------------------
     def send(self, events: Event | Sequence[Event]) -> list[str]:
         """Send events; returns their ids once they are committed. Raises ``EventError`` for an
-        invalid or oversize event (nothing is stored then)."""
+        invalid or oversize event (nothing is stored then), and ``StoreUnavailable`` when the
+        store cannot be written for now (disk full, I/O error, locked past the busy timeout):
+        nothing was acknowledged; send again later (give events an ``id`` to make a retry
+        safe). Safe from any thread."""
         return self.engine.send_sync([events] if isinstance(events, Event) else list(events))
 
     async def send_async(self, events: Event | Sequence[Event]) -> list[str]:
-        """``send`` for async code."""
+        """``send`` for async code (any event loop, any thread); raises the same errors."""
         return await self.engine.send([events] if isinstance(events, Event) else list(events))
 
     # -- workers ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from stepline.errors import StoreUnavailable
 from stepline.store.records import (
     CronRow,
     EventIngest,
@@ -133,6 +134,15 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractContextManager[StoreTx]:
         """A write transaction, committed durably on exit (rolled back on an exception)."""
+        ...
+
+    def unavailable(self, error: Exception) -> StoreUnavailable | None:
+        """This backend's reading of an error raised by one of its operations (a verb, a read,
+        the commit): a ``StoreUnavailable`` when it means the store cannot be used for now but
+        may recover by itself (disk full, I/O error, locked past the busy timeout, connection
+        lost), else None. After such an error inside a transaction the transaction is lost as a
+        whole (the database may have rolled it back already): the engine fails every job of it
+        with ``StoreUnavailable``, never a raw driver exception, and its workers retry."""
         ...
 
     def load_run(self, run_id: str) -> RunState | None:

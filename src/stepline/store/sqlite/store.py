@@ -6,6 +6,11 @@ process crash loses nothing either way). Writes use ``BEGIN IMMEDIATE`` so write
 file lock (``busy_timeout``) instead of failing mid-transaction. Each thread gets its own
 connection; each write verb runs inside a SAVEPOINT so a refused verb (a lost lease) leaves the
 rest of a group-commit transaction intact.
+
+Errors: SQLite's "not now" result codes (``SQLITE_BUSY`` past the busy timeout, ``SQLITE_FULL``,
+``SQLITE_IOERR``, ...) are read as ``StoreUnavailable`` by ``unavailable()``. After one of them
+SQLite may have rolled the whole transaction back by itself: the transaction is then rolled back
+(if it is still open) and the connection stays usable; a verb never runs outside a transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stepline.errors import LeaseLostError
+from stepline.errors import LeaseLostError, StoreUnavailable
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
 from stepline.store._admission_rules import start_runs
@@ -43,6 +48,16 @@ from stepline.store.sqlite.schema import MIGRATIONS
 DEDUP_WINDOW = 24 * 3600.0
 _SETTLED = ("COMPLETED", "FAILED")
 _NO_ATTEMPT = (None, None, None)
+# SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
+# of them SQLite may roll the transaction back by itself
+_TRANSIENT_CODES = {
+    5,  # SQLITE_BUSY: locked past the busy timeout
+    6,  # SQLITE_LOCKED
+    7,  # SQLITE_NOMEM
+    10,  # SQLITE_IOERR (and its extended codes)
+    13,  # SQLITE_FULL: database or disk is full
+    15,  # SQLITE_PROTOCOL
+}
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -84,6 +99,18 @@ class SQLiteStore:
             self._all.clear()
         self._local = threading.local()
 
+    def unavailable(self, error: Exception) -> StoreUnavailable | None:
+        if isinstance(error, StoreUnavailable):
+            return error
+        code = getattr(error, "sqlite_errorcode", None)
+        if not isinstance(error, sqlite3.Error) or code is None:
+            return None
+        if code & 0xFF not in _TRANSIENT_CODES:
+            return None
+        found = StoreUnavailable(f"{error} ({self.path})")
+        found.__cause__ = error
+        return found
+
     def migrate(self) -> None:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
@@ -108,10 +135,10 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield _SQLiteTx(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException:  # a COMMIT that failed too: never leave the connection in it
+            _rollback(conn)
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -119,8 +146,10 @@ class SQLiteStore:
         conn.execute("BEGIN")
         try:
             yield conn
-        finally:
-            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        conn.execute("COMMIT")
 
     # -- reads ------------------------------------------------------------------------------------
     def load_run(self, run_id: str) -> RunState | None:
@@ -217,14 +246,19 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
-        self._c.execute("SAVEPOINT verb")
+        c = self._c
+        if not c.in_transaction:  # SQLite rolled it back (disk full, I/O error): a SAVEPOINT
+            # here would start a transaction of its own and commit this verb alone
+            raise StoreUnavailable("the transaction was rolled back by SQLite")
+        c.execute("SAVEPOINT verb")
         try:
-            yield self._c
+            yield c
         except BaseException:
-            self._c.execute("ROLLBACK TO verb")
-            self._c.execute("RELEASE verb")
+            if c.in_transaction:  # else SQLite already rolled the whole transaction back
+                c.execute("ROLLBACK TO verb")
+                c.execute("RELEASE verb")
             raise
-        self._c.execute("RELEASE verb")
+        c.execute("RELEASE verb")
 
     # -- events -----------------------------------------------------------------------------------
     def ingest(
@@ -439,6 +473,15 @@ class _SQLiteTx(SQLiteControlVerbs):
         data = _json_or_none({"reason": reason})
         c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data))
         return str(row[0])
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction; SQLite may have rolled it back already (disk full, I/O)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:  # the original error is what the caller needs to see
+            pass
 
 
 # -- row mapping ----------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""SQLite's transient errors (disk full, I/O errors, locked past the busy timeout) become
+``StoreUnavailable``; a failed transaction never leaves a connection unusable nor a verb running
+outside a transaction (issue 6 item 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.store.builders import T0, cel_matches
+
+from stepline import StoreUnavailable
+from stepline.engine.writer import BatchWriter
+from stepline.store import SQLiteStore
+from stepline.store.interface import StoreTx
+from stepline.store.records import EventIngest, EventRecord
+
+
+def sqlite_error(message: str, code: int, name: str) -> sqlite3.OperationalError:
+    """An error as the sqlite3 module raises it (with SQLite's result code)."""
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]
+    error.sqlite_errorname = name  # type: ignore[attr-defined]
+    return error
+
+
+def test_transient_sqlite_errors_read_as_store_unavailable(tmp_path: Path) -> None:
+    # issue 6 item 7: the backend maps its own errors
+    store = SQLiteStore(tmp_path / "s.db")
+    for message, code, name in [
+        ("database or disk is full", 13, "SQLITE_FULL"),
+        ("disk I/O error", 10 | (4 << 8), "SQLITE_IOERR_SHORT_READ"),
+        ("database is locked", 5, "SQLITE_BUSY"),
+    ]:
+        found = store.unavailable(sqlite_error(message, code, name))
+        assert isinstance(found, StoreUnavailable)
+        assert message in str(found) and str(tmp_path / "s.db") in str(found)
+    assert store.unavailable(sqlite_error("no such table: x", 1, "SQLITE_ERROR")) is None
+    assert store.unavailable(ValueError("not ours")) is None
+    store.close()
+
+
+class _CommitFails:
+    """A connection whose next COMMIT fails (the transaction stays open, as on SQLITE_BUSY)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.fail_commit = True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.fail_commit:
+            self.fail_commit = False
+            raise sqlite_error("database is locked", 5, "SQLITE_BUSY")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_failed_commit_leaves_the_connection_usable(tmp_path: Path) -> None:
+    # issue 6 item 7: COMMIT raising left the connection inside the transaction, so every later
+    # BEGIN on the writer thread failed ("cannot start a transaction within a transaction")
+    store = SQLiteStore(tmp_path / "s.db")
+    store.migrate()
+    conn = store._conn()
+    store._local.conn = _CommitFails(conn)
+    with pytest.raises(sqlite3.OperationalError, match="locked"), store.transaction() as tx:
+        tx.set_paused("lost", True)
+    with store.transaction() as tx:
+        tx.set_paused("kept", True)
+    assert store.paused_functions() == {"kept"}
+    store.close()
+
+
+def _event(n: int, size: int) -> EventIngest:
+    record = EventRecord(f"e{n}", "big", {"blob": "x" * size}, {}, None, T0)
+    return EventIngest(record)
+
+
+async def test_a_disk_full_in_one_job_fails_its_whole_batch(tmp_path: Path) -> None:
+    # issue 6 item 7: a genuine SQLITE_FULL (max_page_count) rolls the whole transaction back in
+    # SQLite; the jobs after it must not run outside a transaction, none of the batch may be
+    # acknowledged, each caller gets StoreUnavailable, and the writer works once space is back
+    store = SQLiteStore(tmp_path / "s.db", synchronous="NORMAL")
+    store.migrate()
+    writer = BatchWriter(store)
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(tx: StoreTx) -> None:  # keeps the writer busy while the batch under test queues
+        entered.set()
+        gate.wait(10)
+
+    def limit_pages(tx: StoreTx) -> None:
+        conn = store._conn()  # the writer thread's connection
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await writer.write(limit_pages)
+    held = asyncio.ensure_future(writer.write(hold))
+    assert await asyncio.to_thread(entered.wait, 10)
+    small = asyncio.ensure_future(writer.write(lambda tx: tx.set_paused("before", True)))
+    big = asyncio.ensure_future(
+        writer.write(lambda tx: tx.ingest([_event(1, 200_000)], T0, cel_matches))
+    )
+    after = asyncio.ensure_future(writer.write(lambda tx: tx.set_paused("after", True)))
+    await asyncio.sleep(0)  # the three are queued (each task ran up to its await)
+    gate.set()
+    await held
+    outcomes = await asyncio.gather(small, big, after, return_exceptions=True)
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+    assert "database or disk is full" in str(outcomes[1])
+    assert store.paused_functions() == set()
+
+    await writer.write(lambda tx: store._conn().execute("PRAGMA max_page_count = 1073741823"))
+    await writer.write(lambda tx: tx.ingest([_event(2, 200_000)], T0, cel_matches))
+    await writer.write(lambda tx: tx.set_paused("later", True))
+    assert store.paused_functions() == {"later"}
+    assert [e.internal_id for e in store.get_events(["e1", "e2"])] == ["e2"]
+    writer.close()
+    store.close()
