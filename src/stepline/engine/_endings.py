@@ -159,26 +159,36 @@ class PassEndings:
         self._wake_parent(commit, "COMPLETED", output, None)
         await self._commit(commit)
 
-    async def _fail_run(self, error: BaseException, task: asyncio.Future[Any] | None) -> None:
+    async def _fail_run(
+        self,
+        error: BaseException,
+        task: asyncio.Future[Any] | None,
+        commit: PassCommit | None = None,
+        *,
+        announce: bool = True,
+    ) -> None:
+        """Fail the run for good with ``error`` (in ``commit``, by default the pass's next one,
+        with the results it buffered); ``announce``: emit the system events."""
         self.gate.refuse(_Abort)
-        commit = self._new_commit()
+        commit = self._new_commit() if commit is None else commit
         now = self.now()
         details = error_dict(error)
         if isinstance(error, LimitExceededError):
             details["limit"] = error.limit
         commit.end = RunEnd(status="FAILED", error=details)
         commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_FAILED", data=details))
-        commit.events.append(
-            self._system_event(
-                FUNCTION_FAILED,
-                {
-                    "function_id": self.fn.id,
-                    "run_id": self.run.run_id,
-                    "event": self._trigger_payload(),
-                    "error": {"name": details["name"], "message": details["message"]},
-                },
+        if announce:
+            commit.events.append(
+                self._system_event(
+                    FUNCTION_FAILED,
+                    {
+                        "function_id": self.fn.id,
+                        "run_id": self.run.run_id,
+                        "event": self._trigger_payload(),
+                        "error": {"name": details["name"], "message": details["message"]},
+                    },
+                )
             )
-        )
         self._wake_parent(commit, "FAILED", None, details)
         await self._commit(commit)
         if task is not None:

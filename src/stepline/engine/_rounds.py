@@ -7,6 +7,7 @@ invokes, and sent events of a round are recorded here; the executor drives round
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_id
@@ -27,6 +28,25 @@ from stepline.store.records import (
     StepRecord,
     WaitRecord,
 )
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """How far a commit's lists reached: what recording one operation added can be undone."""
+
+    sizes: tuple[int, ...]
+
+    @staticmethod
+    def of(commit: PassCommit) -> _Mark:
+        return _Mark(tuple(len(part) for part in _parts(commit)))
+
+    def restore(self, commit: PassCommit) -> None:
+        for part, size in zip(_parts(commit), self.sizes, strict=True):
+            del part[size:]
+
+
+def _parts(commit: PassCommit) -> tuple[list[Any], ...]:
+    return (commit.steps, commit.history, commit.waits, commit.events, commit.child_runs)
 
 
 class RoundRecorder:
@@ -110,14 +130,8 @@ class RoundRecorder:
         for op, outcome in zip(run_ops, outcomes, strict=True):
             self._settle_run_op(op, outcome, commit, resolutions)
         for op in ops:
-            if op.kind == "sleep":
-                self._settle_sleep(op, commit, resolutions, now)
-            elif op.kind == "wait":
-                self._settle_wait(op, commit, now)
-            elif op.kind == "invoke":
-                self._settle_invoke(op, commit, resolutions, now)
-            elif op.kind == "send":
-                self._settle_send(op, commit, resolutions, now)
+            if op.kind != "run":
+                self._settle_other(op, commit, resolutions, now)
         if self._abort is None:
             added = sum(len(s.output_json or b"") for s in commit.steps)
             if self._state_bytes + added > self.engine.limits.max_run_state_bytes:
@@ -238,6 +252,46 @@ class RoundRecorder:
         self._consumed.add(op.hash)
         resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
 
+    def _settle_other(
+        self,
+        op: _Op,
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+        now: float,
+    ) -> None:
+        """Record a sleep, wait, invoke or send. An error the engine raises doing it (an event
+        over the size limit, a wait expression it cannot prepare) concerns this step alone: it
+        is the step's failure, for good (the same input would fail again), raised into the
+        function at this step as ``StepError``."""
+        mark = _Mark.of(commit)
+        try:
+            if op.kind == "sleep":
+                self._settle_sleep(op, commit, resolutions, now)
+            elif op.kind == "wait":
+                self._settle_wait(op, commit, now)
+            elif op.kind == "invoke":
+                self._settle_invoke(op, commit, resolutions, now)
+            elif op.kind == "send":
+                self._settle_send(op, commit, resolutions, now)
+        except Exception as exc:
+            mark.restore(commit)
+            error = error_dict(exc)
+            commit.steps.append(self._record(op, "FAILED", error=error, attempts=1))
+            commit.history.append(
+                HistoryRecord(
+                    self.run.run_id,
+                    now,
+                    "STEP_FAILED",
+                    op.key,
+                    0,
+                    0.0,
+                    {"error": error, "final": True},
+                )
+            )
+            self._memo_done.add(op.hash)
+            self._consumed.add(op.hash)
+            resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
+
     def _settle_sleep(
         self,
         op: _Op,
@@ -341,7 +395,7 @@ class RoundRecorder:
         now: float,
     ) -> None:
         records = [self.engine.event_record(e, now) for e in op.events or []]
-        commit.events.extend(self.engine.plan(r) for r in records)
+        commit.events.extend([self.engine.plan(r) for r in records])
         ids = [r.internal_id for r in records]
         output = dumps(ids)
         commit.steps.append(

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from stepline.engine._endings import PassEndings
-from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
+from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, error_dict, step_hash
 from stepline.engine._rounds import RoundRecorder
 from stepline.engine.engine import Engine
 from stepline.engine.retry import backoff_delay, retry_after_time
@@ -208,7 +208,19 @@ class PassExecutor(RoundRecorder, PassEndings):
         return SyncContext(step=SyncStep(step, self.loop), **fields)
 
     async def execute(self) -> None:
-        """Run the pass to its end (suspended, finished, failed or cancelled by a timeout)."""
+        """Run the pass to its end (suspended, finished, failed or cancelled by a timeout).
+
+        Raises ``LeaseLostError`` when the run was cancelled or taken over meanwhile. Any other
+        error the engine raises handling the pass is a failed attempt of the run
+        (``_fail_attempt``), so no run is re-entered without bound."""
+        try:
+            await self._execute()
+        except LeaseLostError:
+            raise
+        except Exception as exc:  # before the function started (timeouts, expired waits)
+            await self._fail_attempt(exc)
+
+    async def _execute(self) -> None:
         reason = self._timed_out(at_start=True)
         if reason is not None:
             await self._cancel(reason)
@@ -225,6 +237,11 @@ class PassExecutor(RoundRecorder, PassEndings):
         task = self._start_function()
         try:
             await self._drive(task)
+        except LeaseLostError:
+            raise
+        except Exception as exc:  # the engine's own error, not the function's: see _fail_attempt
+            self.gate.close()
+            await self._fail_attempt(exc)
         finally:
             # whatever ended the pass (a lost lease, a cancellation, an error), the function's
             # step calls are released and it is waited out: no future, no thread is left behind
@@ -350,6 +367,44 @@ class PassExecutor(RoundRecorder, PassEndings):
 
         if not await engine.writer.write(job):
             raise LeaseLostError(f"run {self.run.run_id} was cancelled during its pass")
+
+    async def _fail_attempt(self, error: Exception) -> None:
+        """The engine itself failed handling this pass (not the function: its errors are
+        handled where they are raised). That counts as a failed attempt of the run: it is
+        retried after the backoff, and fails with ``error`` once its attempts are spent. The
+        commit is a fresh one: nothing of the failed pass (the part that may have caused the
+        error) is in it. If even that commit fails (other than by a lost lease), the run is
+        failed with nothing but its end state, its history and its parent's wake-up."""
+        self.engine.logger.warning(
+            "run %s: the engine failed during a pass (attempt %d): %r",
+            self.run.run_id,
+            self.run.attempt,
+            error,
+        )
+        attempt, now = self.run.attempt, self.now()
+        if attempt < self.fn.retries:
+            retry_at = now + backoff_delay(attempt)
+            commit = PassCommit(self.run.run_id, self.lease.token)
+            commit.history.append(
+                HistoryRecord(
+                    self.run.run_id,
+                    now,
+                    "FUNCTION_FAILED",
+                    attempt=attempt,
+                    data={"error": error_dict(error), "retry_at": retry_at, "engine": True},
+                )
+            )
+            commit.end = RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
+            await self._commit(commit)
+            return
+        try:
+            await self._fail_run(error, None, PassCommit(self.run.run_id, self.lease.token))
+        except LeaseLostError:
+            raise
+        except Exception:
+            await self._fail_run(
+                error, None, PassCommit(self.run.run_id, self.lease.token), announce=False
+            )
 
     def _past_max_runtime(self) -> bool:
         checkpointing = self.fn.options.checkpointing
