@@ -32,6 +32,7 @@ from stepline.errors import (
     RetryAfterError,
     SerializationError,
     StepError,
+    StoreUnavailable,
 )
 from stepline.sdk.context import STEP_ATTEMPT, Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
@@ -210,13 +211,14 @@ class PassExecutor(RoundRecorder, PassEndings):
     async def execute(self) -> None:
         """Run the pass to its end (suspended, finished, failed or cancelled by a timeout).
 
-        Raises ``LeaseLostError`` when the run was cancelled or taken over meanwhile. Any other
+        Raises ``LeaseLostError`` when the run was cancelled or taken over meanwhile, and
+        ``StoreUnavailable`` when the store failed for a while (the worker backs off). Any other
         error the engine raises handling the pass is a failed attempt of the run
         (``_fail_attempt``), so no run is re-entered without bound."""
         try:
             await self._execute()
-        except LeaseLostError:
-            raise
+        except (LeaseLostError, StoreUnavailable):
+            raise  # not the run's failure: another pass owns it, or the store will recover
         except Exception as exc:  # before the function started (timeouts, expired waits)
             await self._fail_attempt(exc)
 
@@ -237,8 +239,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         task = self._start_function()
         try:
             await self._drive(task)
-        except LeaseLostError:
-            raise
+        except (LeaseLostError, StoreUnavailable):
+            raise  # not the run's failure: another pass owns it, or the store will recover
         except Exception as exc:  # the engine's own error, not the function's: see _fail_attempt
             self.gate.close()
             await self._fail_attempt(exc)
@@ -399,7 +401,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             return
         try:
             await self._fail_run(error, None, PassCommit(self.run.run_id, self.lease.token))
-        except LeaseLostError:
+        except (LeaseLostError, StoreUnavailable):
             raise
         except Exception:
             await self._fail_run(
