@@ -64,13 +64,13 @@ class Cli:
         assert result.returncode == 0, (args, result.stderr)
         return json.loads(result.stdout)
 
-    def start(self, *args: str, output: Path) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, output: Path, **env: str) -> subprocess.Popen[bytes]:
         """Start a long-running command; stdout and stderr go to ``output``."""
         with output.open("wb") as sink:
             process = subprocess.Popen(
                 [sys.executable, "-m", "stepline.cli", *args],
                 cwd=self.cwd,
-                env=self.env(),
+                env=self.env(**env),
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -93,8 +94,8 @@ def cron_next_at(db: Path) -> dict[str, float]:
 def arm(app: App, rows: list[CronRow]) -> None:
     """Make these cron rows due now (replacing the stored ones, in one transaction)."""
     with app.engine.store.transaction() as tx:
-        tx.sync_crons([r.function_id for r in rows], [])
-        tx.sync_crons([r.function_id for r in rows], rows)
+        tx.sync_crons(app.engine.served, [])
+        tx.sync_crons(app.engine.served, [replace(r, app_id=app.engine.app_id) for r in rows])
 
 
 async def all_ended(app: App, function_id: str, total: int) -> bool:

@@ -114,7 +114,10 @@ async def test_a_step_in_finally_after_lease_loss_ends_the_pass(
         engine = t.app.engine
         # another worker takes the run over: this pass's lease token is no longer the run's
         await engine.writer.write(lambda tx: tx.release_owner("test-worker", clock.now()))
-        await engine.writer.write(lambda tx: tx.lease_due("other-worker", clock.now(), 10, 60))
+        served = engine.served
+        await engine.writer.write(
+            lambda tx: tx.lease_due("other-worker", clock.now(), 10, 60, served)
+        )
         gate.opened.set()
         await _eventually(lambda: bool(ended), "the step in `finally:` returned or raised")
         assert ended == ["Suspended"]

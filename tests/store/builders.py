@@ -14,6 +14,7 @@ from stepline.store import Store
 from stepline.store.records import (
     EventIngest,
     EventRecord,
+    FunctionSet,
     HistoryRecord,
     IngestResult,
     Lease,
@@ -28,6 +29,10 @@ from stepline.store.records import (
 T0 = 1_700_000_000.0
 TTL = 30.0
 DAY = 24 * 3600.0
+# the functions the contract suite's workers serve (runs built here carry no app id)
+SERVED = FunctionSet(
+    "", ("fn", "f", "fa", "fb", "fn-a", "fn-b", "fn-child", "fn-pay", "fn-ship", "nobody")
+)
 
 
 def cel_matches(wait: WaitRecord, event: EventRecord) -> bool:
@@ -76,10 +81,15 @@ def start(store: Store, *run_ids: str, now: float = T0, function_id: str = "fn")
 
 
 def lease(
-    store: Store, owner: str = "w1", now: float = T0, limit: int = 100, ttl: float = TTL
+    store: Store,
+    owner: str = "w1",
+    now: float = T0,
+    limit: int = 100,
+    ttl: float = TTL,
+    functions: FunctionSet = SERVED,
 ) -> list[Lease]:
     with store.transaction() as tx:
-        return tx.lease_due(owner, now, limit, ttl)
+        return tx.lease_due(owner, now, limit, ttl, functions)
 
 
 def lease_run(store: Store, run_id: str, owner: str = "w1", now: float = T0) -> Lease:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from stepline.errors import LeaseLostError
@@ -55,10 +57,10 @@ def assert_untouched(store: Store, run_id: str, tag: str) -> None:
     """Nothing of ``full_commit(…, tag)`` reached the store."""
     run = store.get_run(run_id)
     assert run is not None
-    assert run.status == "QUEUED"
-    assert run.started_at is None
+    assert run.status == "RUNNING"  # as its lease left it
+    assert run.started_at == T0
     assert store.get_steps(run_id) == []
-    assert history_kinds(store, run_id) == ["RUN_QUEUED"]
+    assert history_kinds(store, run_id) == ["RUN_QUEUED", "RUN_STARTED"]
     assert store.get_run(f"spawned-{tag}") is None
     assert store.get_run(f"child-{tag}") is None
     assert store.get_events([f"ev-spawned-{tag}"]) == []
@@ -185,21 +187,23 @@ def test_history_is_appended_in_order(store: Store) -> None:
         PassCommit("r1", held.token, history=[history("r1", "B", T0 + 2), history("r1", "C")]),
     )
     rows = store.get_history("r1")
-    assert [h.kind for h in rows] == ["RUN_QUEUED", "A", "B", "C"]
-    assert rows[1] == history("r1", "A", T0 + 1, n=1)
+    assert [h.kind for h in rows] == ["RUN_QUEUED", "RUN_STARTED", "A", "B", "C"]
+    # issue 6 "What a user sees": each row a pass wrote names the worker that ran the pass
+    assert rows[2] == replace(history("r1", "A", T0 + 1, n=1), worker_id="w1")
+    assert rows[0].worker_id is None  # queued by the sender, not by a pass
 
 
-def test_a_commit_without_end_marks_the_run_running_and_keeps_the_lease(store: Store) -> None:
-    held = started(store)
+def test_a_commit_without_end_keeps_the_run_running_and_keeps_the_lease(store: Store) -> None:
+    held = started(store)  # leased at T0: the run started then
     commit(store, PassCommit("r1", held.token, started_at=T0 + 0.5), T0 + 1)
     run = store.get_run("r1")
     assert run is not None
-    assert (run.status, run.started_at) == ("RUNNING", T0 + 0.5)
+    assert (run.status, run.started_at) == ("RUNNING", T0)
     assert lease(store, "w2", now=T0 + 2) == []
     commit(store, PassCommit("r1", held.token, started_at=T0 + 9), T0 + 3)
     run = store.get_run("r1")
     assert run is not None
-    assert run.started_at == T0 + 0.5  # the first start sticks
+    assert run.started_at == T0  # the first start sticks
 
 
 def test_a_suspended_end_releases_the_lease_and_reschedules(store: Store) -> None:
@@ -207,7 +211,7 @@ def test_a_suspended_end_releases_the_lease_and_reschedules(store: Store) -> Non
     commit(store, PassCommit("r1", held.token, end=RunEnd("SLEEPING", due_at=T0 + 100)), T0 + 1)
     run = store.get_run("r1")
     assert run is not None
-    assert (run.status, run.started_at, run.ended_at) == ("SLEEPING", T0 + 1, None)
+    assert (run.status, run.started_at, run.ended_at) == ("SLEEPING", T0, None)
     assert store.next_due_at() == T0 + 100
     assert lease(store, "w1", now=T0 + 99) == []
     with pytest.raises(LeaseLostError):  # the pass's lease is gone with its suspension

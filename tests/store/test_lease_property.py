@@ -89,6 +89,7 @@ class LeaseMachine(RuleBasedStateMachine):
             run = self.runs[held.run_id]
             assert held.token != run.token
             run.owner, run.token, run.expires_at = owner, held.token, self.now + TTL
+            run.status = "RUNNING"  # a leased run is RUNNING (its pass executes)
         return multiple(*got)
 
     @rule(owner=OWNERS)

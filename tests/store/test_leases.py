@@ -70,7 +70,7 @@ def test_the_old_token_is_fenced_out_after_reclaim(store: Store) -> None:
         commit(store, PassCommit("r1", first.token, end=RunEnd("COMPLETED")), T0 + TTL + 1)
     run = store.get_run("r1")
     assert run is not None
-    assert run.status == "QUEUED"
+    assert (run.status, run.worker_id) == ("RUNNING", "w2")
     commit(store, PassCommit("r1", second.token, end=RunEnd("COMPLETED")), T0 + TTL + 1)
     run = store.get_run("r1")
     assert run is not None

@@ -30,8 +30,8 @@ def test_expired_dedup_ids_are_purged_and_fresh_ones_kept(store: Store) -> None:
 
 def test_purge_before_deletes_old_ended_runs_only(store: Store) -> None:
     _ingest(store, EventIngest(event("e1"), (NewRun("old", "f", ("e1",)),)), T0)
-    _ingest(store, EventIngest(event("e2"), (NewRun("live", "f", ("e2",)),)), T0)
-    held = lease_run(store, "old", now=T0)
+    _ingest(store, EventIngest(event("e2"), (NewRun("live", "f", ("e2",)),)), T0 + 0.25)
+    held = lease_run(store, "old", now=T0)  # "live" is due later: it stays queued
     step = StepRecord("old", "h", "s", "run", 0, "COMPLETED", b"1", attempts=1)
     commit(store, PassCommit("old", held.token, steps=[step], end=RunEnd("COMPLETED")), T0 + 1)
     with store.transaction() as tx:

@@ -14,7 +14,18 @@ from stepline.store import SQLiteStore
 from stepline.store.records import PassCommit, RunEnd, RunFilter
 from stepline.store.sqlite.schema import MIGRATIONS
 
-from .builders import T0, commit, history, lease, lease_run, start, step, suspend_on_wait, wait
+from .builders import (
+    SERVED,
+    T0,
+    commit,
+    history,
+    lease,
+    lease_run,
+    start,
+    step,
+    suspend_on_wait,
+    wait,
+)
 
 
 def schema_versions(path: Path) -> list[int]:
@@ -81,7 +92,7 @@ def test_data_survives_closing_and_reopening(tmp_path: Path) -> None:
     assert before is not None
     assert before.steps["h-a"].output_json == b'{"x":[1,2.5,"s"]}'
     assert reopened.get_history("r1") == before_history
-    assert [h.kind for h in before_history] == ["RUN_QUEUED", "STEP_COMPLETED"]
+    assert [h.kind for h in before_history] == ["RUN_QUEUED", "RUN_STARTED", "STEP_COMPLETED"]
     assert [r.run_id for r in reopened.list_runs(RunFilter())] == ["r2", "r1"]
     assert reopened.next_due_at() == T0 + 3 + 30  # r2's lease; r1 is due at T0 + 60
     # The lease survived too: its token still commits, another one is fenced out.
@@ -129,7 +140,7 @@ def test_two_stores_on_one_file_never_lease_the_same_run(tmp_path: Path) -> None
                 except threading.BrokenBarrierError:
                     pass  # the other worker found the queue empty and left
                 with store.transaction() as tx:
-                    got = tx.lease_due(owner, T0, 3, 10**6)
+                    got = tx.lease_due(owner, T0, 3, 10**6, SERVED)
                 if not got:
                     return
                 taken[owner].extend(held.run_id for held in got)

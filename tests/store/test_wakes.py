@@ -201,7 +201,7 @@ def test_cancel_an_ended_or_unknown_run_returns_false(store: Store) -> None:
     assert again is not None
     assert again.error is not None
     assert again.error["message"] == "by test"
-    assert history_kinds(store, "done") == ["RUN_QUEUED"]
+    assert history_kinds(store, "done") == ["RUN_QUEUED", "RUN_STARTED"]
 
 
 def test_a_stale_pass_never_overwrites_results_after_cancel(store: Store) -> None:

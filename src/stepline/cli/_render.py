@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -282,6 +282,8 @@ def step_dict(step: StepInfo) -> dict[str, Any]:
         "attempts": step.attempts,
         "output": step.output,
         "error": step.error,
+        "started_at": _iso(step.started_at),
+        "ended_at": _iso(step.ended_at),
     }
 
 
@@ -289,8 +291,11 @@ def run_dict(run: Run) -> dict[str, Any]:
     """A run as JSON."""
     return {
         "run_id": run.run_id,
+        "app_id": run.app_id,
         "function_id": run.function_id,
         "status": run.status,
+        "worker_id": run.worker_id,
+        "waiting_for_worker": run.waiting_for_worker,
         "event_ids": run.event_ids,
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
@@ -309,8 +314,12 @@ def history_dict(entry: HistoryEntry) -> dict[str, Any]:
         "kind": entry.kind,
         "step_id": entry.step_id,
         "attempt": entry.attempt,
+        "started_at": _iso(entry.at - timedelta(seconds=entry.duration))
+        if entry.duration is not None
+        else None,
         "duration": entry.duration,
         "data": entry.data,
+        "worker_id": entry.worker_id,
     }
 
 

@@ -371,7 +371,14 @@ class RoundRecorder:
         event = self.engine.event_record(
             Event(name=FUNCTION_INVOKED, data=op.data or {}, user=op.user or {}), now
         )
-        child = NewRun(new_id(now), op.function_id, (event.internal_id,), self.run.run_id, op.hash)
+        child = NewRun(
+            new_id(now),
+            op.function_id,
+            (event.internal_id,),
+            self.run.run_id,
+            op.hash,
+            app_id=self.engine.app_id,
+        )
         commit.events.append(EventIngest(event))
         commit.child_runs.append(child)
         commit.steps.append(self._record(op, "PENDING", started_at=now))

@@ -115,7 +115,7 @@ def plan_run(
     options = fn.options
     if not_before is not None and options.debounce is None and options.batch_events is None:
         admission = replace(admission, not_before=not_before)
-    run = NewRun(new_id(at), fn.id, (event_id,), admission=admission)
+    run = NewRun(new_id(at), fn.id, (event_id,), admission=admission, app_id=app_id)
     if options.debounce is not None:
         db = options.debounce
         key = key_value(db.key_expr, payload)

@@ -33,6 +33,7 @@ from stepline.store.records import (
     Deferral,
     EventIngest,
     EventRecord,
+    FunctionSet,
     IngestResult,
     Lease,
     NewRun,
@@ -46,6 +47,19 @@ FUNCTION_FAILED = "inngest/function.failed"
 FUNCTION_INVOKED = "inngest/function.invoked"
 FUNCTION_CANCELLED = "inngest/function.cancelled"
 PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
+
+
+class RunView(Protocol):
+    """What a replay needs of the run it replays."""
+
+    @property
+    def app_id(self) -> str: ...
+
+    @property
+    def function_id(self) -> str: ...
+
+    @property
+    def event_ids(self) -> list[str]: ...
 
 
 class EagerWorker(Protocol):
@@ -75,6 +89,7 @@ class Engine:
         self.limits = limits
         self.logger = logger
         self.functions: dict[str, FunctionDef] = {}
+        self.served = FunctionSet(app_id, ())  # what this app's workers lease: its functions
         self._by_event: dict[str, list[FunctionDef]] = {}
         self.writer = BatchWriter(store)
         self._reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stepline-reader")
@@ -96,6 +111,7 @@ class Engine:
         if fn.id in self.functions:
             raise ConfigError(f"a function with id {fn.id!r} is already registered")
         self.functions[fn.id] = fn
+        self.served = FunctionSet(self.app_id, tuple(self.functions))
         for trigger in fn.triggers:
             self._by_event.setdefault(trigger.name, []).append(fn)
 
@@ -224,24 +240,31 @@ class Engine:
         self.wake_workers()
         return [r.internal_id for r in results]
 
-    def replay_of(self, function_id: str, event_ids: Sequence[str], now: float) -> NewRun:
-        """The run that replays a run of ``function_id``: the function's concurrency,
-        cancel_on and timeouts apply to it (computed from its first event); the admission gates
-        that would skip it (idempotency, rate limit, singleton) do not; it is due at once."""
+    def replay_of(self, original: RunView, now: float) -> NewRun:
+        """The run that replays ``original`` (of the same app and function): the function's
+        concurrency, cancel_on and timeouts apply to it (computed from its first event, when
+        this app has the function); the admission gates that would skip it (idempotency, rate
+        limit, singleton) do not; it is due at once."""
         admission = NO_ADMISSION
-        fn = self.functions.get(function_id)
+        function_id, event_ids = original.function_id, original.event_ids
+        fn = self.functions.get(function_id) if original.app_id in (self.app_id, "") else None
         events = self.store.get_events(event_ids[:1])
         if fn is not None and events:
             full = admission_for(fn, self.app_id, events[0].payload())
             admission = replace(full, idempotency_key=None, rate_limit=None, singleton_key=None)
-        return NewRun(new_id(now), function_id, tuple(event_ids), admission=admission)
+        app_id = original.app_id or (self.app_id if fn is not None else "")
+        return NewRun(
+            new_id(now), function_id, tuple(event_ids), admission=admission, app_id=app_id
+        )
 
     # -- schedules and deferred runs -----------------------------------------------------------
     def cron_rows(self, now: float) -> list[CronRow]:
         """Every cron trigger of the app with its next tick after ``now``."""
         instant = datetime.fromtimestamp(now, UTC)
         return [
-            CronRow(fn.id, trigger.cron, trigger.schedule.next_after(instant).timestamp())
+            CronRow(
+                fn.id, trigger.cron, trigger.schedule.next_after(instant).timestamp(), self.app_id
+            )
             for fn in self.functions.values()
             for trigger in fn.crons
         ]
@@ -257,7 +280,7 @@ class Engine:
                 if self.retention is not None:
                     tx.purge_before(now - self.retention, 10_000)
             tx.flush_deferrals(now)
-            for row in tx.due_crons(now, list(self.functions)):
+            for row in tx.due_crons(now, self.served):
                 fn = self.functions[row.function_id]
                 trigger = next((c for c in fn.crons if c.cron == row.cron), None)
                 if trigger is None:

@@ -1,7 +1,10 @@
 """The worker loop: lease due runs, execute their passes, heartbeat the leases.
 
-A worker leases up to ``concurrency`` runs at a time. Leases last ``lease_ttl`` seconds and are
-extended every third of that while the pass is alive; a worker that dies stops heartbeating, its
+A worker registers itself (its app and functions) and leases only runs of those functions: a run
+of a function it does not have (another app's, or a newer deploy's) waits for a worker that has
+it, and is never failed for that. A worker leases up to ``concurrency`` runs at a time. Leases
+last ``lease_ttl`` seconds and are extended every third of that while the pass is alive (and the
+worker's registration with them); a worker that dies stops heartbeating, its
 leases expire, and any worker re-leases those runs, which replay from their last commit. A worker
 restarted with the same ``worker_id`` reclaims its predecessor's leases at once.
 
@@ -33,7 +36,7 @@ from stepline.engine.engine import Engine
 from stepline.engine.executor import PassExecutor
 from stepline.errors import LeaseLostError, StoreUnavailable
 from stepline.store.interface import StoreTx
-from stepline.store.records import Lease, PassCommit, RunEnd
+from stepline.store.records import Lease, WorkerRecord
 
 log = logging.getLogger("stepline.worker")
 
@@ -143,6 +146,15 @@ class Worker:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            if self.ready.is_set():
+                await self._unregister()
+
+    async def _unregister(self) -> None:
+        """Leave the registry (a crashed worker's entry expires by itself)."""
+        try:
+            await self.engine.writer.write(lambda tx: tx.unregister_worker(self.worker_id))
+        except Exception:
+            log.warning("worker %s: could not unregister", self.worker_id, exc_info=True)
 
     async def _serve_once(self) -> None:
         """Register (the first time), lease due runs and start their passes, then wait for
@@ -178,7 +190,7 @@ class Worker:
 
     async def _idle(self) -> None:
         engine = self.engine
-        next_due = await engine.read(engine.store.next_due_at)
+        next_due = await engine.read(engine.store.next_due_at, engine.served)
         now = engine.clock.now()
         deadline = next_due
         if len(self.active) >= self.concurrency:
@@ -206,19 +218,31 @@ class Worker:
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again
                 tx.heartbeat(self.worker_id, cut_short, now, 0.0)
-            return tx.lease_due(self.worker_id, now, limit, self.lease_ttl)
+            return tx.lease_due(self.worker_id, now, limit, self.lease_ttl, self.engine.served)
 
         return job
 
     def _start_job(self, now: float) -> Callable[[StoreTx], None]:
+        served = self.engine.served
+        me = WorkerRecord(
+            self.worker_id, served.app_id, served.function_ids, now, now, now + self.lease_ttl
+        )
+
         def job(tx: StoreTx) -> None:
+            tx.register_worker(me)
             tx.release_owner(self.worker_id, now)
-            tx.sync_crons(list(self.engine.functions), self.engine.cron_rows(now))
+            tx.sync_crons(served, self.engine.cron_rows(now))
 
         return job
 
     def _heartbeat_job(self, run_ids: list[str], now: float) -> Callable[[StoreTx], list[str]]:
-        return lambda tx: tx.heartbeat(self.worker_id, run_ids, now, self.lease_ttl)
+        def job(tx: StoreTx) -> list[str]:
+            tx.touch_worker(self.worker_id, now, now + self.lease_ttl)
+            if not run_ids:
+                return []
+            return tx.heartbeat(self.worker_id, run_ids, now, self.lease_ttl)
+
+        return job
 
     # -- runs handed over by Engine.send (leased in the event's own transaction) ----------------
     def accepts_in(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -237,7 +261,8 @@ class Worker:
                 return []
             if running:
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
-            return tx.lease_due(self.worker_id, now, min(free, started), self.lease_ttl)
+            served = self.engine.served
+            return tx.lease_due(self.worker_id, now, min(free, started), self.lease_ttl, served)
 
         return lease
 
@@ -265,8 +290,8 @@ class Worker:
             if state is None:
                 return
             fn = engine.functions.get(state.run.function_id)
-            if fn is None:
-                await self._fail_unknown(lease, state.run.function_id)
+            if fn is None:  # lease_due leases only registered functions: never reached
+                log.warning("run %s: leased without its function here", lease.run_id)
                 return
             await PassExecutor(engine, lease, state, fn).execute()
             self.passes += 1
@@ -286,25 +311,12 @@ class Worker:
             self.active.pop(lease.run_id, None)
             self._wake.set()
 
-    async def _fail_unknown(self, lease: Lease, function_id: str) -> None:
-        error = {
-            "name": "FunctionNotFound",
-            "message": f"no function {function_id!r} is registered in app {self.engine.app_id!r}",
-        }
-        commit = PassCommit(lease.run_id, lease.token, end=RunEnd("FAILED", error=error))
-        now = self.engine.clock.now()
-        await self.engine.writer.write(
-            lambda tx: tx.commit_pass(commit, now, self.engine.wait_matches)
-        )
-
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
             run_ids = list(self.active)
-            if not run_ids:
-                continue
-            now = self.engine.clock.now()
+            now = self.engine.clock.now()  # an idle worker heartbeats too: it is alive
             try:
                 lost = await self.engine.writer.write(self._heartbeat_job(run_ids, now))
             except StoreUnavailable as exc:

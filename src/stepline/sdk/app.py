@@ -43,6 +43,7 @@ from stepline.store.records import (
     UNFINISHED_STATUSES,
     RunFilter,
     SkipRecord,
+    WorkerRecord,
 )
 
 
@@ -243,7 +244,12 @@ class App:
         if record is None:
             return None
         steps = await engine.read(engine.store.get_steps, run_id)
-        return Run.from_records(record, steps)
+        return Run.from_records(record, steps, await self.live_workers())
+
+    async def live_workers(self) -> list[WorkerRecord]:
+        """The workers alive now on this app's database (of any app), with their functions."""
+        engine = self.engine
+        return await engine.read(engine.store.live_workers, engine.clock.now())
 
     async def runs(
         self,
@@ -253,18 +259,21 @@ class App:
         status: str | None = None,
         limit: int = 100,
         with_steps: bool = True,
+        waiting_for_worker: bool = False,
     ) -> list[Run]:
-        """Runs, newest first, filtered by the event that started them, function or status.
-        ``with_steps=False`` skips reading each run's steps (``run.steps`` is then empty): one
-        query in all, for polling."""
+        """Runs, newest first, filtered by the event that started them, function or status;
+        ``waiting_for_worker``: only runs no live worker can run (their function is registered
+        by none). ``with_steps=False`` skips reading each run's steps (``run.steps`` is then
+        empty) and whether runs wait for a worker: one query in all, for polling."""
         engine = self.engine
-        records = await engine.read(
-            engine.store.list_runs, RunFilter(function_id, status, event_id, limit)
-        )
+        workers = await self.live_workers() if with_steps or waiting_for_worker else None
+        waiting_at = engine.clock.now() if waiting_for_worker else None
+        query = RunFilter(function_id, status, event_id, limit, waiting_at)
+        records = await engine.read(engine.store.list_runs, query)
         found = []
         for record in records:
             steps = await engine.read(engine.store.get_steps, record.run_id) if with_steps else []
-            found.append(Run.from_records(record, steps))
+            found.append(Run.from_records(record, steps, workers))
         return found
 
     async def history(self, run_id: str) -> list[HistoryEntry]:
@@ -355,7 +364,7 @@ class App:
                 raise ConfigError(f"run {run_id} has no step {from_step!r} (steps: {known})")
             before = match.position
         now = engine.clock.now()
-        new_run = engine.replay_of(original.function_id, original.event_ids, now)
+        new_run = engine.replay_of(original, now)
         await engine.writer.write(lambda tx: tx.replay_run(run_id, new_run, before, now))
         engine.wake_workers()
         return new_run.run_id

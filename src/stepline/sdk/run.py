@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stepline.serde import loads
-from stepline.store.records import TERMINAL_STATUSES, HistoryRecord, RunRecord, StepRecord
+from stepline.store.records import (
+    TERMINAL_STATUSES,
+    HistoryRecord,
+    RunRecord,
+    StepRecord,
+    WorkerRecord,
+)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -17,7 +23,9 @@ def _dt(ts: float | None) -> datetime | None:
 @dataclass(frozen=True)
 class StepInfo:
     """One step of a run: ``id`` (with its occurrence suffix), ``kind``, ``status``
-    (COMPLETED | FAILED | PENDING | RETRYING), ``attempts`` made, ``output`` or ``error``."""
+    (COMPLETED | FAILED | PENDING | RETRYING, or RUNNING while an attempt executes), ``attempts``
+    made (before the one RUNNING), ``output`` or ``error``, when its latest attempt
+    ``started_at`` and ``ended_at``."""
 
     id: str
     kind: str
@@ -25,6 +33,8 @@ class StepInfo:
     attempts: int
     output: Any
     error: dict[str, Any] | None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
     @classmethod
     def from_record(cls, record: StepRecord) -> StepInfo:
@@ -36,12 +46,16 @@ class StepInfo:
             record.attempts,
             loads(record.output_json),
             record.error,
+            _dt(record.started_at),
+            _dt(record.ended_at),
         )
 
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One line of a run's history."""
+    """One line of a run's history: ``at`` when it happened (a step attempt: when it ended,
+    ``duration`` after it started), and the worker whose pass wrote it (None for what a sender
+    or the API did)."""
 
     at: datetime
     kind: str
@@ -49,19 +63,30 @@ class HistoryEntry:
     attempt: int | None
     duration: float | None
     data: dict[str, Any] | None
+    worker_id: str | None = None
 
     @classmethod
     def from_record(cls, record: HistoryRecord) -> HistoryEntry:
         """Build from a store row."""
         at = datetime.fromtimestamp(record.ts, UTC)
-        return cls(at, record.kind, record.step_id, record.attempt, record.duration, record.data)
+        return cls(
+            at,
+            record.kind,
+            record.step_id,
+            record.attempt,
+            record.duration,
+            record.data,
+            record.worker_id,
+        )
 
 
 @dataclass(frozen=True)
 class Run:
     """A run: its status (QUEUED | RUNNING | SLEEPING | WAITING | RETRYING | COMPLETED | FAILED |
     CANCELLED), ``output`` once COMPLETED, ``error`` once FAILED or CANCELLED, and its steps in
-    execution order."""
+    execution order. ``app_id`` is the app whose function it runs, ``worker_id`` the worker
+    that leased its latest pass; ``waiting_for_worker`` is True while it has not ended and no
+    live worker has registered its function (it waits for one; it is never failed for that)."""
 
     run_id: str
     function_id: str
@@ -74,6 +99,9 @@ class Run:
     ended_at: datetime | None
     attempt: int
     steps: list[StepInfo]
+    app_id: str = ""
+    worker_id: str | None = None
+    waiting_for_worker: bool = False
 
     @property
     def done(self) -> bool:
@@ -81,8 +109,11 @@ class Run:
         return self.status in TERMINAL_STATUSES
 
     @classmethod
-    def from_records(cls, run: RunRecord, steps: list[StepRecord]) -> Run:
-        """Build from store rows."""
+    def from_records(
+        cls, run: RunRecord, steps: list[StepRecord], workers: list[WorkerRecord] | None = None
+    ) -> Run:
+        """Build from store rows (``workers``: the live ones, to tell whether it waits for
+        one; without them it is not said to)."""
         created = datetime.fromtimestamp(run.created_at, UTC)
         return cls(
             run_id=run.run_id,
@@ -96,4 +127,16 @@ class Run:
             ended_at=_dt(run.ended_at),
             attempt=run.attempt,
             steps=[StepInfo.from_record(s) for s in steps],
+            app_id=run.app_id,
+            worker_id=run.worker_id,
+            waiting_for_worker=workers is not None and waits_for_worker(run, workers),
         )
+
+
+def waits_for_worker(run: RunRecord, workers: list[WorkerRecord]) -> bool:
+    """Whether a run that has not ended has no live worker with its function."""
+    if run.status in TERMINAL_STATUSES:
+        return False
+    return not any(
+        run.function_id in w.function_ids and run.app_id in (w.app_id, "") for w in workers
+    )

@@ -192,7 +192,10 @@ class DeferralState(Protocol):
 
 
 def defer(deferral: Deferral, event_id: str, now: float, state: DeferralState) -> NewRun | None:
-    """Record an event in its debounce or batch; returns the run to start now (a full batch)."""
+    """Record an event in its debounce or batch; returns the run to start now (a full batch).
+    Debounces and batches are per app: two apps' functions of the same id never share one."""
+    if deferral.run.app_id:
+        deferral = replace(deferral, key=f"{deferral.run.app_id}\x1f{deferral.key}")
     row = state.get_deferral(deferral.kind, deferral.function_id, deferral.key)
     if deferral.kind == "debounce":
         if row is None:
@@ -245,6 +248,7 @@ def new_run_to_dict(run: NewRun) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "function_id": run.function_id,
+        "app_id": run.app_id,
         "event_ids": list(run.event_ids),
         "parent_run_id": run.parent_run_id,
         "parent_step_hash": run.parent_step_hash,
@@ -290,6 +294,7 @@ def new_run_from_dict(data: dict[str, Any]) -> NewRun:
         data["parent_run_id"],
         data["parent_step_hash"],
         admission,
+        data.get("app_id", ""),  # "": recorded before runs carried their app
     )
 
 

@@ -21,6 +21,7 @@ from stepline.store.records import (
     CronRow,
     EventIngest,
     EventRecord,
+    FunctionSet,
     HistoryRecord,
     IngestResult,
     Lease,
@@ -32,6 +33,7 @@ from stepline.store.records import (
     SkipRecord,
     StepRecord,
     WaitMatcher,
+    WorkerRecord,
 )
 
 
@@ -61,7 +63,8 @@ class StoreTx(Protocol):
 
     def purge_expired(self, now: float) -> int:
         """Delete flow-control state that can no longer matter: sender ids and idempotency keys
-        seen more than 24 h ago, GCRA buckets whose arrival time has passed. Returns the count."""
+        seen more than 24 h ago, GCRA buckets whose arrival time has passed, workers not alive
+        for 24 h. Returns the count."""
         ...
 
     def purge_before(self, cutoff: float, limit: int) -> int:
@@ -74,13 +77,14 @@ class StoreTx(Protocol):
         """Start the runs of debounces and batches whose time has come; returns their ids."""
         ...
 
-    def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
-        """Make the stored schedules of ``function_ids`` exactly ``schedules`` (new ones start
-        at their ``next_at``; existing ones keep their state)."""
+    def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:
+        """Make the stored schedules of ``functions`` exactly ``schedules`` (new ones start at
+        their ``next_at``; existing ones keep their state; schedules recorded without an app id
+        for these function ids become the app's)."""
         ...
 
-    def due_crons(self, now: float, function_ids: Sequence[str]) -> list[CronRow]:
-        """Schedules of ``function_ids`` whose next tick is at or before ``now``."""
+    def due_crons(self, now: float, functions: FunctionSet) -> list[CronRow]:
+        """Schedules of ``functions`` whose next tick is at or before ``now``."""
         ...
 
     def advance_cron(self, row: CronRow, next_at: float) -> bool:
@@ -101,8 +105,40 @@ class StoreTx(Protocol):
         does not exist."""
         ...
 
-    def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
-        """Lease up to ``limit`` runs that are due (or whose lease expired) until ``now + ttl``."""
+    def lease_due(
+        self, owner: str, now: float, limit: int, ttl: float, functions: FunctionSet
+    ) -> list[Lease]:
+        """Lease up to ``limit`` runs of ``functions`` that are due (or whose lease expired)
+        until ``now + ttl``, in queue order (due time, then run id), skipping paused functions
+        and full concurrency keys. Runs of other apps and functions are never looked at. In the
+        same transaction each leased run becomes RUNNING, names ``owner`` as its worker, and
+        on its first pass gets its ``started_at`` and a RUN_STARTED history row (unless its
+        start timeout already passed: the pass will cancel it)."""
+        ...
+
+    def mark_steps_running(
+        self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
+    ) -> bool:
+        """Record that these step attempts are executing (status RUNNING, ``started_at``,
+        ``attempts`` made before). Never over a settled step; nothing (False) when the lease
+        token is not ``lease_token`` any more."""
+        ...
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record (or renew) a worker and the functions it serves."""
+        ...
+
+    def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
+        """A registered worker is alive until ``expires_at``."""
+        ...
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker (it stopped)."""
+        ...
+
+    def adopt_unowned(self, functions: FunctionSet) -> int:
+        """Give the runs and schedules of these function ids recorded without an app id (by a
+        version before runs carried it) to ``functions.app_id``. Returns the runs adopted."""
         ...
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
@@ -177,9 +213,14 @@ class Store(Protocol):
         """The ids of paused functions."""
         ...
 
-    def next_due_at(self) -> float | None:
+    def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
         """The earliest time anything becomes due (a run, a lease expiry, a debounce or batch,
-        a cron tick); None if nothing waits."""
+        a cron tick) — with ``functions``, anything a worker serving them could act on; None if
+        nothing waits."""
+        ...
+
+    def live_workers(self, now: float) -> list[WorkerRecord]:
+        """The registered workers alive at ``now``."""
         ...
 
     def close(self) -> None:

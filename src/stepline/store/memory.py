@@ -28,6 +28,7 @@ from stepline.store.records import (
     CronRow,
     EventIngest,
     EventRecord,
+    FunctionSet,
     HistoryRecord,
     IngestResult,
     Lease,
@@ -40,6 +41,7 @@ from stepline.store.records import (
     StepRecord,
     WaitMatcher,
     WaitRecord,
+    WorkerRecord,
 )
 
 DEDUP_WINDOW = 24 * 3600.0
@@ -57,6 +59,11 @@ class _QueueItem:
     wake: bool = False
     function_id: str = ""
     concurrency: tuple[tuple[str, int], ...] = ()
+    app_id: str = ""
+
+    def served_by(self, functions: FunctionSet) -> bool:
+        """Whether a worker serving ``functions`` may lease this run."""
+        return self.app_id in (functions.app_id, "") and self.function_id in functions.function_ids
 
     def released(self, due_at: float | None) -> _QueueItem:
         return replace(
@@ -89,7 +96,8 @@ class MemoryStore:
         self._skips: dict[int, SkipRecord] = {}
         self._deferrals: dict[tuple[str, str, str], DeferralRow] = {}
         self._paused: dict[str, bool] = {}
-        self._crons: dict[tuple[str, str], CronRow] = {}
+        self._crons: dict[tuple[str, str, str], CronRow] = {}
+        self._workers: dict[str, WorkerRecord] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -145,8 +153,27 @@ class MemoryStore:
                     continue
                 if query.event_id is not None and query.event_id not in run.event_ids:
                     continue
+                if query.waiting_for_worker_at is not None and (
+                    run.status in TERMINAL_STATUSES
+                    or self._served(run, query.waiting_for_worker_at)
+                ):
+                    continue
                 found.append(_copy_run(run))
             return found
+
+    def _served(self, run: RunRecord, now: float) -> bool:
+        """Whether a worker alive at ``now`` has registered the run's function."""
+        return any(
+            w.expires_at > now
+            and run.function_id in w.function_ids
+            and run.app_id in (w.app_id, "")
+            for w in self._workers.values()
+        )
+
+    def live_workers(self, now: float) -> list[WorkerRecord]:
+        with self._lock:
+            alive = [w for w in self._workers.values() if w.expires_at > now]
+            return sorted(alive, key=lambda w: w.worker_id)
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         with self._lock:
@@ -161,15 +188,21 @@ class MemoryStore:
         with self._lock:
             return [self._events[i] for i in internal_ids if i in self._events]
 
-    def next_due_at(self) -> float | None:
+    def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
         with self._lock:
             times = [
                 item.lease_expires_at if item.lease_owner is not None else item.due_at
                 for item in self._queue.values()
                 if item.function_id not in self._paused
+                and (functions is None or item.served_by(functions))
             ]
             times += [row.due_at for row in self._deferrals.values()]
-            times += [row.next_at for row in self._crons.values()]
+            times += [
+                row.next_at
+                for row in self._crons.values()
+                if functions is None
+                or (row.app_id == functions.app_id and row.function_id in functions.function_ids)
+            ]
             return min((t for t in times if t is not None), default=None)
 
     def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
@@ -276,6 +309,7 @@ class _MemoryTx(MemoryControlVerbs):
             parent_step_hash=new_run.parent_step_hash,
             start_timeout=a.start_timeout,
             finish_timeout=a.finish_timeout,
+            app_id=new_run.app_id,
         )
         s = self._s
         self._put(s._runs, new_run.run_id, run)
@@ -283,6 +317,7 @@ class _MemoryTx(MemoryControlVerbs):
             due_at=now if due_at is None else due_at,
             function_id=new_run.function_id,
             concurrency=a.concurrency,
+            app_id=new_run.app_id,
         )
         self._put(s._queue, new_run.run_id, item)
         if a.singleton_key is not None:
@@ -401,7 +436,7 @@ class _MemoryTx(MemoryControlVerbs):
                     self._put(memo, step.hash, replace(step))
             for record in commit.history:
                 if record.step_id in names:
-                    self._log(record)
+                    self._log(replace(record, worker_id=run.worker_id))
         return True
 
     def _commit_pass(
@@ -415,7 +450,7 @@ class _MemoryTx(MemoryControlVerbs):
         for step in commit.steps:
             self._put(memo, step.hash, replace(step))
         for record in commit.history:
-            self._log(record)
+            self._log(replace(record, worker_id=item.lease_owner))
         for wait in commit.waits:
             self._put(s._waits, wait.wait_id, wait)
         for new_run in commit.child_runs:
@@ -468,7 +503,9 @@ class _MemoryTx(MemoryControlVerbs):
         self._put(s._queue, commit.run_id, item.released(now if item.wake else end.due_at))
         return results
 
-    def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
+    def lease_due(
+        self, owner: str, now: float, limit: int, ttl: float, functions: FunctionSet
+    ) -> list[Lease]:
         s = self._s
         busy: Counter[str] = Counter()
         due: list[tuple[float, str]] = []
@@ -476,9 +513,9 @@ class _MemoryTx(MemoryControlVerbs):
             if item.lease_owner is not None and (item.lease_expires_at or 0.0) > now:
                 busy.update(key for key, _ in item.concurrency)
                 continue
-            expired = item.lease_owner is not None
-            if item.function_id in s._paused:
+            if not item.served_by(functions) or item.function_id in s._paused:
                 continue
+            expired = item.lease_owner is not None
             if item.due_at is not None and (item.due_at <= now or expired):
                 due.append((item.due_at, run_id))
         due.sort()
@@ -498,10 +535,80 @@ class _MemoryTx(MemoryControlVerbs):
                     lease_token=token,
                     lease_expires_at=now + ttl,
                     wake=False,
+                    app_id=item.app_id or functions.app_id,
                 )
                 self._put(s._queue, run_id, leased)
+                self._mark_leased(run_id, owner, now, functions.app_id)
                 taken.append(run_id)
         return [Lease(run_id, token) for run_id in taken]
+
+    def _mark_leased(self, run_id: str, owner: str, now: float, app_id: str) -> None:
+        """A leased run is RUNNING, by ``owner``; its first pass starts it (unless its start
+        timeout passed: that pass cancels it)."""
+        run = self._s._runs[run_id]
+        started_at = run.started_at
+        late = run.start_timeout is not None and now > run.created_at + run.start_timeout
+        if started_at is None and not late:
+            started_at = now
+            self._log(HistoryRecord(run_id, now, "RUN_STARTED", worker_id=owner))
+        running = replace(
+            run,
+            status="RUNNING",
+            started_at=started_at,
+            worker_id=owner,
+            app_id=run.app_id or app_id,
+        )
+        self._put(self._s._runs, run_id, running)
+
+    def mark_steps_running(
+        self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
+    ) -> bool:
+        item = self._s._queue.get(run_id)
+        if item is None or item.lease_token != lease_token:
+            return False
+        with self._verb():
+            memo = self._memo(run_id)
+            for step in steps:
+                current = memo.get(step.hash)
+                if current is not None and current.status in _SETTLED:
+                    continue
+                marked = replace(step, status="RUNNING")
+                if current is not None:
+                    marked = replace(current, status="RUNNING", started_at=step.started_at)
+                self._put(memo, step.hash, marked)
+        return True
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        self._put(self._s._workers, worker.worker_id, worker)
+
+    def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
+        worker = self._s._workers.get(worker_id)
+        if worker is not None:
+            renewed = replace(worker, seen_at=now, expires_at=expires_at)
+            self._put(self._s._workers, worker_id, renewed)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._pop(self._s._workers, worker_id)
+
+    def adopt_unowned(self, functions: FunctionSet) -> int:
+        s = self._s
+        wanted = set(functions.function_ids)
+        adopted = 0
+        with self._verb():
+            for run_id, run in list(s._runs.items()):
+                if run.app_id == "" and run.function_id in wanted:
+                    self._put(s._runs, run_id, replace(run, app_id=functions.app_id))
+                    item = s._queue.get(run_id)
+                    if item is not None:
+                        self._put(s._queue, run_id, replace(item, app_id=functions.app_id))
+                    adopted += 1
+            for key, row in list(s._crons.items()):
+                if row.app_id == "" and row.function_id in wanted:
+                    self._pop(s._crons, key)
+                    mine = (functions.app_id, row.function_id, row.cron)
+                    if mine not in s._crons:
+                        self._put(s._crons, mine, replace(row, app_id=functions.app_id))
+        return adopted
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         lost: list[str] = []
@@ -541,8 +648,11 @@ class _MemoryTx(MemoryControlVerbs):
                 if step is not None:
                     timed_out = replace(step, status="COMPLETED", output_json=b"null", ended_at=now)
                     self._put(memo, wait.step_hash, timed_out)
+                step_id = step.step_id if step else None
                 self._log(
-                    HistoryRecord(run_id, now, "WAIT_TIMED_OUT", step.step_id if step else None)
+                    HistoryRecord(
+                        run_id, now, "WAIT_TIMED_OUT", step_id, worker_id=item.lease_owner
+                    )
                 )
         return [w.step_hash for w in expired]
 

@@ -14,6 +14,7 @@ from stepline.store._admission_rules import IDEMPOTENCY_WINDOW, DeferralRow, flu
 from stepline.store.records import (
     TERMINAL_STATUSES,
     CronRow,
+    FunctionSet,
     HistoryRecord,
     NewRun,
     StepRecord,
@@ -48,6 +49,8 @@ class MemoryControlVerbs:
         def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None: ...
 
         def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
+
+        def adopt_unowned(self, functions: FunctionSet) -> int: ...
 
     # -- FlowState and DeferralState --------------------------------------------------------------
     def idempotency_seen(self, key: str, now: float) -> bool:
@@ -91,24 +94,32 @@ class MemoryControlVerbs:
             due = [row for row in self._s._deferrals.values() if row.due_at <= now]
             return flush_due(self, due, now)
 
-    def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
+    def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:
         with self._verb():
-            wanted = {(r.function_id, r.cron): r for r in schedules}
-            for key in [k for k in self._s._crons if k[0] in function_ids and k not in wanted]:
-                self._pop(self._s._crons, key)
+            self.adopt_unowned(functions)
+            app, ids = functions.app_id, set(functions.function_ids)
+            wanted = {(app, r.function_id, r.cron): replace(r, app_id=app) for r in schedules}
+            for key in [k for k in self._s._crons if k[0] == app and k[1] in ids]:
+                if key not in wanted:
+                    self._pop(self._s._crons, key)
             for key, row in wanted.items():
                 if key not in self._s._crons:
                     self._put(self._s._crons, key, row)
 
-    def due_crons(self, now: float, function_ids: Sequence[str]) -> list[CronRow]:
-        ids = set(function_ids)
-        return [r for r in self._s._crons.values() if r.next_at <= now and r.function_id in ids]
+    def due_crons(self, now: float, functions: FunctionSet) -> list[CronRow]:
+        ids = set(functions.function_ids)
+        return [
+            r
+            for r in self._s._crons.values()
+            if r.next_at <= now and r.app_id == functions.app_id and r.function_id in ids
+        ]
 
     def advance_cron(self, row: CronRow, next_at: float) -> bool:
-        current = self._s._crons.get((row.function_id, row.cron))
+        key = (row.app_id, row.function_id, row.cron)
+        current = self._s._crons.get(key)
         if current is None or current.next_at != row.next_at:
             return False
-        self._put(self._s._crons, (row.function_id, row.cron), replace(row, next_at=next_at))
+        self._put(self._s._crons, key, replace(row, next_at=next_at))
         return True
 
     def purge_expired(self, now: float) -> int:
@@ -119,11 +130,14 @@ class MemoryControlVerbs:
             (s._idempotency, [k for k, seen in s._idempotency.items() if seen < horizon]),
             (s._gcra, [k for k, tat in s._gcra.items() if tat < now]),
         ]
+        gone = [k for k, w in s._workers.items() if w.expires_at < horizon]
         with self._verb():
             for table, keys in stale:
                 for key in keys:
                     self._pop(table, key)
-        return sum(len(keys) for _, keys in stale)
+            for key in gone:
+                self._pop(s._workers, key)
+        return sum(len(keys) for _, keys in stale) + len(gone)
 
     def purge_before(self, cutoff: float, limit: int) -> int:
         s = self._s

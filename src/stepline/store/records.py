@@ -19,7 +19,7 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED
 UNFINISHED_STATUSES: tuple[str, ...] = ("QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING")
 
 StepKind = Literal["run", "sleep", "wait", "invoke", "send"]
-StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING"]
+StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING", "RUNNING"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,10 @@ NO_ADMISSION = Admission()
 
 @dataclass(frozen=True, slots=True)
 class NewRun:
-    """A run to create: for a triggering event, an invoke, or a system event."""
+    """A run to create: for a triggering event, an invoke, or a system event. ``app_id`` is
+    the app whose function it runs: only workers of that app that registered the function lease
+    it (``""``: a run recorded before runs carried their app, leased by any worker with the
+    function)."""
 
     run_id: str
     function_id: str
@@ -93,6 +96,7 @@ class NewRun:
     parent_run_id: str | None = None
     parent_step_hash: str | None = None
     admission: Admission = NO_ADMISSION
+    app_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +150,34 @@ class SkipRecord:
 
 @dataclass(frozen=True, slots=True)
 class CronRow:
-    """A cron schedule's state: the next tick to fire."""
+    """A cron schedule's state: the next tick to fire (of a function of app ``app_id``)."""
 
     function_id: str
     cron: str
     next_at: float
+    app_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSet:
+    """The functions a worker has registered: it leases only their runs (by app and function
+    id; runs recorded without an app id match any app)."""
+
+    app_id: str
+    function_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A registered worker: its app, its functions, and until when it counts as alive
+    (``expires_at``, extended while it runs; a worker that stopped gracefully is removed)."""
+
+    worker_id: str
+    app_id: str
+    function_ids: tuple[str, ...]
+    started_at: float
+    seen_at: float
+    expires_at: float
 
 
 @dataclass(slots=True)
@@ -171,11 +198,14 @@ class RunRecord:
     parent_step_hash: str | None = None
     start_timeout: float | None = None
     finish_timeout: float | None = None
+    app_id: str = ""
+    worker_id: str | None = None  # the worker that leased its latest pass
 
 
 @dataclass(slots=True)
 class StepRecord:
-    """A step's memo row: its result once it has one, its pending state before."""
+    """A step's memo row: its result once it has one, its pending state before; RUNNING while
+    an attempt executes (``attempts`` made before it, ``started_at`` its start)."""
 
     run_id: str
     hash: str
@@ -202,6 +232,7 @@ class HistoryRecord:
     attempt: int | None = None
     duration: float | None = None
     data: dict[str, Any] | None = None
+    worker_id: str | None = None  # the worker whose pass wrote it (None: not written by a pass)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,12 +312,14 @@ class PassCommit:
 
 @dataclass(frozen=True, slots=True)
 class RunFilter:
-    """Filters for listing runs (all optional); newest first."""
+    """Filters for listing runs (all optional); newest first. ``waiting_for_worker_at``: only
+    unfinished runs whose function no worker alive at that time has registered."""
 
     function_id: str | None = None
     status: str | None = None
     event_id: str | None = None
     limit: int = 100
+    waiting_for_worker_at: float | None = None
 
 
 WaitMatcher = Callable[[WaitRecord, EventRecord], bool]

@@ -51,6 +51,15 @@ def runs() -> None:
     show_envvar=True,
     help="Only runs in this status.",
 )
+@click.option(
+    "--waiting-for-worker",
+    "waiting",
+    is_flag=True,
+    envvar="STEPLINE_WAITING_FOR_WORKER",
+    show_envvar=True,
+    help="Only runs that have not ended and whose function no live worker has registered "
+    "(they wait for a worker that has it).",
+)
 @limit_option(20, "At most this many runs.")
 @json_flag
 @app_option
@@ -58,15 +67,20 @@ def runs() -> None:
 def list_runs(
     function_id: str | None,
     status: str | None,
+    waiting: bool,
     limit: int,
     as_json: bool,
     app_ref: str | None,
     db: str | None,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first. A run whose function no live worker has is marked
+    "(no worker)": it waits for one."""
     app = open_app(app_ref, db)
     try:
-        found = asyncio.run(app.runs(function_id=function_id, status=status, limit=limit))
+        query = app.runs(
+            function_id=function_id, status=status, limit=limit, waiting_for_worker=waiting
+        )
+        found = asyncio.run(query)
     finally:
         app.close()
     console = make_console()
@@ -85,7 +99,7 @@ def _runs_table(found: list[Run], width: int) -> Table:
     columns: dict[str, list[str]] = {
         "RUN ID": [r.run_id for r in found],
         "FUNCTION": [r.function_id for r in found],
-        "STATUS": [r.status for r in found],
+        "STATUS": [_status(r) for r in found],
         "CREATED": [render.short_time(r.created_at) for r in found],
         "TOOK": [render.duration(_took(r)) for r in found],
         "STEPS": [str(len(r.steps)) for r in found],
@@ -106,6 +120,8 @@ def _runs_table(found: list[Run], width: int) -> Table:
     for index, run in enumerate(found):
         cells = [Text(values[index]) for values in columns.values()]
         cells[2] = render.status_text(run.status)
+        if run.waiting_for_worker:
+            cells[2].append(NO_WORKER, style="yellow")
         if room >= MIN_OUTPUT_WIDTH:
             outcome = render.error_text(run.error) or (
                 render.compact_json(run.output, 200) if run.status == "COMPLETED" else ""
@@ -113,6 +129,13 @@ def _runs_table(found: list[Run], width: int) -> Table:
             cells.append(Text(outcome, style=render.outcome_style(run)))
         table.add_row(*cells)
     return table
+
+
+NO_WORKER = " (no worker)"
+
+
+def _status(run: Run) -> str:
+    return run.status + (NO_WORKER if run.waiting_for_worker else "")
 
 
 def _took(run: Run) -> float | None:
@@ -159,8 +182,23 @@ def _header(run: Run, history: list[HistoryEntry]) -> Group:
     grid.add_column(style="dim")
     grid.add_column()
     grid.add_row("run", Text(run.run_id, style="bold"))
-    grid.add_row("function", Text(run.function_id, style="bold"))
+    function = Text(run.function_id, style="bold")
+    if run.app_id:
+        function.append(f"  (app {run.app_id})", style="dim")
+    grid.add_row("function", function)
     grid.add_row("status", render.status_text(run.status))
+    if run.waiting_for_worker:
+        grid.add_row(
+            "waiting",
+            Text(
+                f"for a worker: no live worker has function {run.function_id!r}"
+                + (f" of app {run.app_id!r}" if run.app_id else "")
+                + " (the run starts when one does)",
+                style="yellow",
+            ),
+        )
+    if run.worker_id is not None:
+        grid.add_row("worker", run.worker_id)
     grid.add_row("events", ", ".join(run.event_ids))
     original = render.replayed_from(history)
     if original is not None:
@@ -220,6 +258,9 @@ def _steps_table(run: Run) -> Table:
         outcome = render.error_text(step.error) or (
             render.compact_json(step.output, 300) if shown else ""
         )
+        if step.status == "RUNNING" and step.started_at is not None:
+            since = render.offset(step.started_at, run.created_at)
+            outcome = f"attempt {step.attempts + 1} executing since {since}"
         table.add_row(
             str(index),
             Text(step.id),

@@ -26,12 +26,16 @@ from stepline.store._admission_rules import (
 from stepline.store.records import (
     CronRow,
     EventRecord,
+    FunctionSet,
     Lease,
     NewRun,
+    StepRecord,
     WaitMatcher,
     WaitRecord,
+    WorkerRecord,
 )
 from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 
 
 class SQLiteControlVerbs:
@@ -76,6 +80,7 @@ class SQLiteControlVerbs:
                 a.start_timeout,
                 a.finish_timeout,
                 a.singleton_key,
+                new_run.app_id,
             ),
         )
         c.executemany(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
@@ -90,6 +95,7 @@ class SQLiteControlVerbs:
                 slots[0][1],
                 slots[1][0],
                 slots[1][1],
+                new_run.app_id,
             ),
         )
         for spec in a.cancel_on:
@@ -113,7 +119,8 @@ class SQLiteControlVerbs:
                 self._add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
-        c.execute(q.INSERT_HISTORY, (new_run.run_id, now, "RUN_QUEUED", None, None, None, None))
+        queued = (new_run.run_id, now, "RUN_QUEUED", None, None, None, None, None)
+        c.execute(q.INSERT_HISTORY, queued)
 
     def _apply_cancel_matchers(
         self, event: EventRecord, now: float, wait_matches: WaitMatcher
@@ -190,29 +197,72 @@ class SQLiteControlVerbs:
             rows = [_deferral(r) for r in c.execute(q.DUE_DEFERRALS, (now,)).fetchall()]
             return flush_due(self, rows, now)
 
-    def sync_crons(self, function_ids: Sequence[str], schedules: Sequence[CronRow]) -> None:
+    def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:
         with self._savepoint() as c:
+            self.adopt_unowned(functions)
+            app, ids = functions.app_id, dumps(list(functions.function_ids)).decode()
             wanted = {(r.function_id, r.cron) for r in schedules}
-            if function_ids:
-                marks = ",".join("?" * len(function_ids))
-                for fn, cron, _ in c.execute(q.CRONS_OF.format(marks=marks), list(function_ids)):
-                    if (fn, cron) not in wanted:
-                        c.execute(q.DELETE_CRON, (fn, cron))
-            c.executemany(q.INSERT_CRON, [(r.function_id, r.cron, r.next_at) for r in schedules])
+            for fn, cron in c.execute(q.CRONS_OF, (app, ids)).fetchall():
+                if (fn, cron) not in wanted:
+                    c.execute(q.DELETE_CRON, (app, fn, cron))
+            rows = [(r.function_id, r.cron, r.next_at, app) for r in schedules]
+            c.executemany(q.INSERT_CRON, rows)
 
-    def due_crons(self, now: float, function_ids: Sequence[str]) -> list[CronRow]:
-        rows = self._c.execute(q.DUE_CRONS, (now, dumps(list(function_ids)).decode()))
+    def due_crons(self, now: float, functions: FunctionSet) -> list[CronRow]:
+        ids = dumps(list(functions.function_ids)).decode()
+        rows = self._c.execute(q.DUE_CRONS, (now, functions.app_id, ids))
         return [CronRow(*r) for r in rows]
 
     def advance_cron(self, row: CronRow, next_at: float) -> bool:
-        cursor = self._c.execute(q.ADVANCE_CRON, (next_at, row.function_id, row.cron, row.next_at))
+        cursor = self._c.execute(
+            q.ADVANCE_CRON, (next_at, row.app_id, row.function_id, row.cron, row.next_at)
+        )
         return cursor.rowcount == 1
+
+    def adopt_unowned(self, functions: FunctionSet) -> int:
+        with self._savepoint() as c:
+            app, ids = functions.app_id, dumps(list(functions.function_ids)).decode()
+            c.execute(q.ADOPT_QUEUE, (app, ids))
+            adopted = c.execute(q.ADOPT_RUNS, (app, ids)).rowcount
+            c.execute(q.ADOPT_CRONS, (app, ids))
+            c.execute(q.DROP_UNOWNED_CRONS, (ids,))
+            return adopted
+
+    # -- workers ----------------------------------------------------------------------------------
+    def register_worker(self, worker: WorkerRecord) -> None:
+        with self._savepoint() as c:
+            c.execute(q.DELETE_WORKER_FUNCTIONS, (worker.worker_id,))
+            c.execute(
+                q.REGISTER_WORKER,
+                (
+                    worker.worker_id,
+                    worker.app_id,
+                    dumps(list(worker.function_ids)).decode(),
+                    worker.started_at,
+                    worker.seen_at,
+                    worker.expires_at,
+                ),
+            )
+            c.executemany(
+                q.INSERT_WORKER_FUNCTION,
+                [(f, worker.app_id, worker.worker_id) for f in worker.function_ids],
+            )
+
+    def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
+        self._c.execute(q.TOUCH_WORKER, (now, expires_at, worker_id))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._savepoint() as c:
+            c.execute(q.DELETE_WORKER_FUNCTIONS, (worker_id,))
+            c.execute(q.DELETE_WORKER, (worker_id,))
 
     def purge_expired(self, now: float) -> int:
         with self._savepoint() as c:
             horizon = now - IDEMPOTENCY_WINDOW
             count = c.execute(q.PURGE_SENDER_IDS, (horizon,)).rowcount
             count += c.execute(q.PURGE_IDEMPOTENCY, (horizon,)).rowcount
+            c.execute(q.PURGE_WORKERS, (horizon,))
+            count += c.execute(q.PURGE_WORKER_ROWS, (horizon,)).rowcount
             return count + c.execute(q.PURGE_GCRA, (now,)).rowcount
 
     def purge_before(self, cutoff: float, limit: int) -> int:
@@ -243,12 +293,16 @@ class SQLiteControlVerbs:
             if before_position is not None:
                 c.execute(q.COPY_STEPS, (new_run_id, run_id, before_position))
             history = (new_run_id, now, "RUN_REPLAYED", None, None, None)
-            c.execute(q.INSERT_HISTORY, (*history, dumps({"of": run_id}).decode()))
+            c.execute(q.INSERT_HISTORY, (*history, dumps({"of": run_id}).decode(), None))
             return True
 
-    def lease_due(self, owner: str, now: float, limit: int, ttl: float) -> list[Lease]:
-        """Lease due runs in queue order, skipping paused functions and full concurrency keys
-        (the keys held by live leases are few, so they are counted first)."""
+    def lease_due(
+        self, owner: str, now: float, limit: int, ttl: float, functions: FunctionSet
+    ) -> list[Lease]:
+        """Lease due runs of ``functions`` in queue order, skipping paused functions and full
+        concurrency keys (the keys held by live leases are few, so they are counted first).
+        Each served function is read through its own index range (``DUE_ARM``), cut at the
+        window, and the arms are merged: runs of other apps and functions are never read."""
         token = secrets.token_hex(8)
         taken: list[str] = []
         with self._savepoint() as c:
@@ -260,8 +314,16 @@ class SQLiteControlVerbs:
                         busy[key] += 1
                         limits[key] = cap
             full = dumps([k for k, n in busy.items() if n >= limits[k]]).decode()
-            rows = c.execute(q.SELECT_DUE, (now, full, full, now, limit * 4 + 16)).fetchall()
-            for run_id, key1, limit1, key2, limit2 in rows:
+            window = limit * 4 + 16
+            rows: list[Any] = []
+            served = unpaused(c, functions)
+            for app_id in app_ids(c, functions):
+                for chunk in chunks(served):
+                    arms = " UNION ALL ".join(q.DUE_ARM.format(n=i + 5) for i in range(len(chunk)))
+                    params = (now, full, window, app_id, *chunk)
+                    rows += c.execute(arms + q.DUE_ORDER, params).fetchall()
+            rows.sort(key=lambda r: (r[1], r[0]))
+            for run_id, _, key1, limit1, key2, limit2 in rows[:window]:
                 if len(taken) >= limit:
                     break
                 slots = [(k, n) for k, n in ((key1, limit1), (key2, limit2)) if k is not None]
@@ -269,8 +331,27 @@ class SQLiteControlVerbs:
                     continue
                 busy.update(k for k, _ in slots)
                 taken.append(run_id)
-            c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, r) for r in taken])
+            app = functions.app_id
+            c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
+            c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])
+            c.executemany(q.MARK_LEASED, [(owner, now, now, app, r) for r in taken])
         return [Lease(r, token) for r in taken]
+
+    def mark_steps_running(
+        self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
+    ) -> bool:
+        with self._savepoint() as c:
+            row = c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+            if row is None or row[0] != lease_token:
+                return False
+            c.executemany(
+                q.MARK_STEP_RUNNING,
+                [
+                    (run_id, s.hash, s.step_id, s.kind, s.position, s.attempts, s.started_at)
+                    for s in steps
+                ],
+            )
+            return True
 
 
 def _deferral(r: Sequence[Any]) -> DeferralRow:

@@ -10,15 +10,15 @@ SEEN_SENDER_ID = "SELECT seen_at FROM event_ids WHERE sender_id = ?"
 REMEMBER_SENDER_ID = "INSERT OR REPLACE INTO event_ids (sender_id, seen_at) VALUES (?, ?)"
 INSERT_RUN = """
 INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,
-                  parent_step_hash, start_timeout, finish_timeout, singleton_key)
-VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?)"""
+                  parent_step_hash, start_timeout, finish_timeout, singleton_key, app_id)
+VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_RUN_EVENT = "INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)"
 INSERT_QUEUE = """
-INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2)
-VALUES (?, ?, ?, ?, ?, ?, ?)"""
+INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2, app_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_HISTORY = """
-INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data)
-VALUES (?, ?, ?, ?, ?, ?, ?)"""
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 UPSERT_STEP = """
 INSERT OR REPLACE INTO steps (run_id, hash, step_id, kind, position, status, output, error,
                               attempts, due_at, started_at, ended_at)
@@ -40,8 +40,8 @@ WHERE run_id = ? AND hash = ? AND status = 'PENDING'
               AND runs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))"""
 SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = ? AND hash = ?"
 INSERT_STEP_HISTORY = """
-INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data)
-SELECT ?, ?, ?, (SELECT step_id FROM steps WHERE run_id = ? AND hash = ?), NULL, NULL, ?"""
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+SELECT ?, ?, ?, (SELECT step_id FROM steps WHERE run_id = ? AND hash = ?), NULL, NULL, ?, NULL"""
 INSERT_WAIT = """
 INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
                    expires_at, created_at)
@@ -63,8 +63,8 @@ WAKE = """
 UPDATE queue SET wake = 1,
        due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
 WHERE run_id = ?"""
-LEASE_TOKEN = "SELECT lease_token FROM queue WHERE run_id = ?"
-RUN_STATUS = "SELECT status FROM runs WHERE run_id = ?"
+LEASE_TOKEN = "SELECT lease_token, lease_owner FROM queue WHERE run_id = ?"
+RUN_STATUS = "SELECT status, worker_id FROM runs WHERE run_id = ?"
 MARK_RUNNING = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, ?) WHERE run_id = ?"""
 END_RUN_TERMINAL = """
@@ -83,21 +83,56 @@ BUSY_SLOTS = """
 SELECT ckey1, climit1, ckey2, climit2 FROM queue
 WHERE lease_owner IS NOT NULL AND lease_expires_at > ?
   AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)"""
-SELECT_DUE = """
-SELECT run_id, ckey1, climit1, ckey2, climit2 FROM (
+PAUSED_AMONG = (
+    "SELECT function_id FROM paused WHERE function_id IN (SELECT value FROM json_each(?))"
+)
+# One arm per function a worker serves (``?4`` its app id or '' for runs recorded without one,
+# ``?5``... the function ids), each an index range of its own (queue_fn_due, queue_fn_lease)
+# cut at the LIMIT: runs of other apps and functions are never read. ``?1`` now, ``?2`` the full
+# concurrency keys (JSON), ``?3`` the limit.
+DUE_ARM = """
+SELECT * FROM (
     SELECT run_id, due_at, ckey1, climit1, ckey2, climit2 FROM queue
-    WHERE lease_owner IS NULL AND due_at <= ?
-      AND function_id NOT IN (SELECT function_id FROM paused)
-      AND (ckey1 IS NULL OR ckey1 NOT IN (SELECT value FROM json_each(?)))
-      AND (ckey2 IS NULL OR ckey2 NOT IN (SELECT value FROM json_each(?)))
-    UNION ALL
+    WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NULL AND due_at <= ?1
+      AND (ckey1 IS NULL OR ckey1 NOT IN (SELECT value FROM json_each(?2)))
+      AND (ckey2 IS NULL OR ckey2 NOT IN (SELECT value FROM json_each(?2)))
+    ORDER BY due_at, run_id LIMIT ?3)
+UNION ALL
+SELECT * FROM (
     SELECT run_id, due_at, ckey1, climit1, ckey2, climit2 FROM queue
-    WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?
-      AND function_id NOT IN (SELECT function_id FROM paused)
-) ORDER BY due_at, run_id LIMIT ?"""
+    WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NOT NULL
+      AND lease_expires_at <= ?1
+    ORDER BY due_at, run_id LIMIT ?3)"""
+DUE_ORDER = " ORDER BY due_at, run_id LIMIT ?3"
+NEXT_DUE_ARM = """
+SELECT MIN(due_at) AS t FROM queue
+WHERE app_id = ?1 AND function_id = ?{n} AND lease_owner IS NULL
+UNION ALL
+SELECT MIN(lease_expires_at) AS t FROM queue
+WHERE app_id = ?1 AND function_id = ?{n} AND lease_owner IS NOT NULL"""
 TAKE_LEASE = """
-UPDATE queue SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, wake = 0
+UPDATE queue SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, wake = 0,
+       app_id = CASE WHEN app_id = '' THEN ? ELSE app_id END
 WHERE run_id = ?"""
+# a leased run's first pass starts it, unless its start timeout passed (that pass cancels it)
+RECORD_RUN_STARTED = """
+INSERT INTO history (run_id, ts, kind, worker_id)
+SELECT run_id, ?, 'RUN_STARTED', ? FROM runs
+WHERE run_id = ? AND started_at IS NULL
+  AND (start_timeout IS NULL OR ? <= created_at + start_timeout)"""
+MARK_LEASED = """
+UPDATE runs SET status = 'RUNNING', worker_id = ?,
+       started_at = CASE WHEN started_at IS NULL
+                          AND (start_timeout IS NULL OR ? <= created_at + start_timeout)
+                         THEN ? ELSE started_at END,
+       app_id = CASE WHEN app_id = '' THEN ? ELSE app_id END
+WHERE run_id = ?"""
+MARK_STEP_RUNNING = """
+INSERT INTO steps (run_id, hash, step_id, kind, position, status, output, error, attempts,
+                   due_at, started_at, ended_at)
+VALUES (?, ?, ?, ?, ?, 'RUNNING', NULL, NULL, ?, NULL, ?, NULL)
+ON CONFLICT (run_id, hash) DO UPDATE SET status = 'RUNNING', started_at = excluded.started_at
+WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
 HEARTBEAT = """
 UPDATE queue SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"""
 RELEASE_OWNER = """
@@ -109,7 +144,8 @@ UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?
 WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
 RETURNING function_id"""
 RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
-    error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout"""
+    error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
+    worker_id"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
@@ -118,7 +154,7 @@ SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, d
        started_at, ended_at
 FROM steps WHERE run_id = ? ORDER BY position"""
 SELECT_HISTORY = """
-SELECT run_id, ts, kind, step_id, attempt, duration, data FROM history
+SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
 WHERE run_id = ? ORDER BY seq"""
 EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
 NEXT_DUE = """
@@ -133,6 +169,43 @@ SELECT MIN(t) FROM (
     UNION ALL
     SELECT MIN(next_at) AS t FROM crons
 )"""
+NEXT_DEFERRAL = "SELECT MIN(due_at) FROM deferrals"
+NEXT_CRON_OF = """
+SELECT MIN(next_at) FROM crons
+WHERE app_id = ? AND function_id IN (SELECT value FROM json_each(?))"""
+# a run waits for a worker: it has not ended and no live worker registered its function
+WAITING_FOR_WORKER = """status IN ('QUEUED', 'RUNNING', 'SLEEPING', 'WAITING', 'RETRYING')
+  AND NOT EXISTS (
+    SELECT 1 FROM worker_functions wf JOIN workers w ON w.worker_id = wf.worker_id
+    WHERE wf.function_id = runs.function_id AND (runs.app_id = '' OR wf.app_id = runs.app_id)
+      AND w.expires_at > ?)"""
+REGISTER_WORKER = """
+INSERT OR REPLACE INTO workers (worker_id, app_id, function_ids, started_at, seen_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?)"""
+INSERT_WORKER_FUNCTION = """
+INSERT OR IGNORE INTO worker_functions (function_id, app_id, worker_id) VALUES (?, ?, ?)"""
+DELETE_WORKER = "DELETE FROM workers WHERE worker_id = ?"
+DELETE_WORKER_FUNCTIONS = "DELETE FROM worker_functions WHERE worker_id = ?"
+TOUCH_WORKER = "UPDATE workers SET seen_at = ?, expires_at = ? WHERE worker_id = ?"
+LIVE_WORKERS = """
+SELECT worker_id, app_id, function_ids, started_at, seen_at, expires_at FROM workers
+WHERE expires_at > ? ORDER BY worker_id"""
+PURGE_WORKERS = """
+DELETE FROM worker_functions
+WHERE worker_id IN (SELECT worker_id FROM workers WHERE expires_at < ?)"""
+PURGE_WORKER_ROWS = "DELETE FROM workers WHERE expires_at < ?"
+ADOPT_RUNS = """
+UPDATE runs SET app_id = ?
+WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
+ADOPT_QUEUE = """
+UPDATE queue SET app_id = ?
+WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
+ANY_UNOWNED = "SELECT 1 FROM queue WHERE app_id = '' LIMIT 1"
+ADOPT_CRONS = """
+UPDATE OR IGNORE crons SET app_id = ?
+WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
+DROP_UNOWNED_CRONS = """
+DELETE FROM crons WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
 
 # -- flow control ---------------------------------------------------------------------------------
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = ?"
@@ -167,13 +240,17 @@ SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE kind = ? AND function_id = ? AND 
 PUT_DEFERRAL = f"INSERT OR REPLACE INTO deferrals ({DEFERRAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 DELETE_DEFERRAL = "DELETE FROM deferrals WHERE kind = ? AND function_id = ? AND key = ?"
 DUE_DEFERRALS = f"SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE due_at <= ? ORDER BY due_at"
-CRONS_OF = "SELECT function_id, cron, next_at FROM crons WHERE function_id IN ({marks})"
-INSERT_CRON = "INSERT OR IGNORE INTO crons (function_id, cron, next_at) VALUES (?, ?, ?)"
-DELETE_CRON = "DELETE FROM crons WHERE function_id = ? AND cron = ?"
+CRONS_OF = """
+SELECT function_id, cron FROM crons
+WHERE app_id = ? AND function_id IN (SELECT value FROM json_each(?))"""
+INSERT_CRON = """
+INSERT OR IGNORE INTO crons (function_id, cron, next_at, app_id) VALUES (?, ?, ?, ?)"""
+DELETE_CRON = "DELETE FROM crons WHERE app_id = ? AND function_id = ? AND cron = ?"
 DUE_CRONS = """
-SELECT function_id, cron, next_at FROM crons
-WHERE next_at <= ? AND function_id IN (SELECT value FROM json_each(?))"""
-ADVANCE_CRON = "UPDATE crons SET next_at = ? WHERE function_id = ? AND cron = ? AND next_at = ?"
+SELECT function_id, cron, next_at, app_id FROM crons
+WHERE next_at <= ? AND app_id = ? AND function_id IN (SELECT value FROM json_each(?))"""
+ADVANCE_CRON = """
+UPDATE crons SET next_at = ? WHERE app_id = ? AND function_id = ? AND cron = ? AND next_at = ?"""
 PAUSE = "INSERT OR IGNORE INTO paused (function_id) VALUES (?)"
 RESUME = "DELETE FROM paused WHERE function_id = ?"
 PAUSED = "SELECT function_id FROM paused"

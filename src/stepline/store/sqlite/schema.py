@@ -171,4 +171,46 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX crons_next ON crons(next_at);
     """,
+    # 4: runs carry their app; workers lease only the functions they registered (by app and
+    # function id, through the per-function indexes); workers are registered; history rows and
+    # runs name the worker of their pass. Rows recorded before carry the app id '' and are
+    # adopted by the first worker of an app that registers their function.
+    """
+    ALTER TABLE runs ADD COLUMN app_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN worker_id TEXT;
+    ALTER TABLE queue ADD COLUMN app_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX queue_fn_due ON queue(app_id, function_id, due_at) WHERE lease_owner IS NULL;
+    CREATE INDEX queue_fn_lease ON queue(app_id, function_id, lease_expires_at)
+        WHERE lease_owner IS NOT NULL;
+    CREATE INDEX runs_unowned ON runs(function_id) WHERE app_id = '';
+    CREATE INDEX queue_unowned ON queue(function_id) WHERE app_id = '';
+    ALTER TABLE history ADD COLUMN worker_id TEXT;
+    CREATE TABLE crons_by_app (
+        app_id TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        cron TEXT NOT NULL,
+        next_at REAL NOT NULL,
+        PRIMARY KEY (app_id, function_id, cron)
+    ) WITHOUT ROWID;
+    INSERT INTO crons_by_app (app_id, function_id, cron, next_at)
+        SELECT '', function_id, cron, next_at FROM crons;
+    DROP TABLE crons;
+    ALTER TABLE crons_by_app RENAME TO crons;
+    CREATE INDEX crons_next ON crons(next_at);
+    CREATE TABLE workers (
+        worker_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        function_ids TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE worker_functions (
+        function_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        worker_id TEXT NOT NULL,
+        PRIMARY KEY (function_id, app_id, worker_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX worker_functions_worker ON worker_functions(worker_id);
+    """,
 )

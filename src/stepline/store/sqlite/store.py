@@ -30,6 +30,7 @@ from stepline.store.records import (
     TERMINAL_STATUSES,
     EventIngest,
     EventRecord,
+    FunctionSet,
     HistoryRecord,
     IngestResult,
     PassCommit,
@@ -40,8 +41,10 @@ from stepline.store.records import (
     StepRecord,
     WaitMatcher,
     WaitRecord,
+    WorkerRecord,
 )
 from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.schema import MIGRATIONS
 
@@ -179,6 +182,9 @@ class SQLiteStore:
         if query.event_id is not None:
             clauses.append("run_id IN (SELECT run_id FROM run_events WHERE event_id = ?)")
             params.append(query.event_id)
+        if query.waiting_for_worker_at is not None:
+            clauses.append(q.WAITING_FOR_WORKER)
+            params.append(query.waiting_for_worker_at)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(query.limit)
         return [_run(r) for r in self._conn().execute(q.LIST_RUNS.format(where=where), params)]
@@ -188,16 +194,35 @@ class SQLiteStore:
 
     def get_history(self, run_id: str) -> list[HistoryRecord]:
         return [
-            HistoryRecord(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]))
+            HistoryRecord(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7])
             for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))
         ]
 
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
         return _select_events(self._conn(), list(internal_ids))
 
-    def next_due_at(self) -> float | None:
-        row = self._conn().execute(q.NEXT_DUE).fetchone()
-        return None if row is None else row[0]
+    def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
+        if functions is None:
+            row = self._conn().execute(q.NEXT_DUE).fetchone()
+            return None if row is None else row[0]
+        with self._read() as conn:
+            times = [conn.execute(q.NEXT_DEFERRAL).fetchone()[0]]
+            ids = dumps(list(functions.function_ids)).decode()
+            times.append(conn.execute(q.NEXT_CRON_OF, (functions.app_id, ids)).fetchone()[0])
+            served = unpaused(conn, functions)
+            for app_id in app_ids(conn, functions):
+                for chunk in chunks(served):
+                    arms = " UNION ALL ".join(
+                        q.NEXT_DUE_ARM.format(n=i + 2) for i in range(len(chunk))
+                    )
+                    times += [r[0] for r in conn.execute(arms, (app_id, *chunk))]
+        return min((t for t in times if t is not None), default=None)
+
+    def live_workers(self, now: float) -> list[WorkerRecord]:
+        return [
+            WorkerRecord(r[0], r[1], tuple(loads(r[2])), r[3], r[4], r[5])
+            for r in self._conn().execute(q.LIVE_WORKERS, (now,))
+        ]
 
     def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
         where, params = ("WHERE function_id = ?", [function_id]) if function_id else ("", [])
@@ -334,10 +359,12 @@ class _SQLiteTx(SQLiteControlVerbs):
         return resumed
 
     # -- passes -----------------------------------------------------------------------------------
-    def _check_lease(self, run_id: str, token: str) -> None:
+    def _check_lease(self, run_id: str, token: str) -> str:
+        """The worker holding the run's lease, if ``token`` is its lease."""
         row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
         if row is None or row[0] != token:
             raise LeaseLostError(f"run {run_id}: lease lost")
+        return str(row[1])
 
     def _keep_results_of_cancelled(self, commit: PassCommit) -> bool:
         """A run cancelled while its pass executed a step keeps that step's result (and the
@@ -348,6 +375,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         row = c.execute(q.RUN_STATUS, (commit.run_id,)).fetchone()
         if row is None or row[0] != "CANCELLED":
             return False
+        worker = row[1]
         # only results of step bodies that were executing (not sends, sleeps, waits: their
         # effects are not applied), and never over a result already settled (by a newer pass)
         settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
@@ -355,7 +383,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         with self._savepoint():
             c.executemany(q.INSERT_STEP_IF_UNSETTLED, [_step_row(s) for s in settled])
             history = [h for h in commit.history if h.step_id in names]
-            c.executemany(q.INSERT_HISTORY, [_history_row(h) for h in history])
+            c.executemany(q.INSERT_HISTORY, [_history_row(h, worker) for h in history])
         return True
 
     def commit_pass(
@@ -364,11 +392,12 @@ class _SQLiteTx(SQLiteControlVerbs):
         if self._keep_results_of_cancelled(commit):
             return None
         with self._savepoint() as c:
-            self._check_lease(commit.run_id, commit.lease_token)
+            worker = self._check_lease(commit.run_id, commit.lease_token)
             if commit.steps:
                 c.executemany(q.UPSERT_STEP, [_step_row(s) for s in commit.steps])
             if commit.history:
-                c.executemany(q.INSERT_HISTORY, [_history_row(h) for h in commit.history])
+                rows = [_history_row(h, worker) for h in commit.history]
+                c.executemany(q.INSERT_HISTORY, rows)
             for wait in commit.waits:
                 c.execute(
                     q.INSERT_WAIT,
@@ -446,14 +475,15 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
         with self._savepoint() as c:
-            self._check_lease(run_id, lease_token)
+            worker = self._check_lease(run_id, lease_token)
             expired = [_wait(r) for r in c.execute(q.EXPIRED_WAITS_OF_RUN, (run_id, now))]
             for wait in expired:
                 c.execute(q.DELETE_WAIT, (wait.wait_id,))
                 c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
                 step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
                 step_id = step_row[0] if step_row else None
-                c.execute(q.INSERT_HISTORY, (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT))
+                row = (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
+                c.execute(q.INSERT_HISTORY, row)
             return [w.step_hash for w in expired]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
@@ -471,7 +501,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
         data = _json_or_none({"reason": reason})
-        c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data))
+        c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data, None))
         return str(row[0])
 
 
@@ -501,6 +531,8 @@ def _run(r: Sequence[Any]) -> RunRecord:
         parent_step_hash=r[11],
         start_timeout=r[12],
         finish_timeout=r[13],
+        app_id=r[14],
+        worker_id=r[15],
     )
 
 
@@ -525,8 +557,9 @@ def _step_row(s: StepRecord) -> tuple[Any, ...]:
     )
 
 
-def _history_row(h: HistoryRecord) -> tuple[Any, ...]:
-    return (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, _json_or_none(h.data))
+def _history_row(h: HistoryRecord, worker: str | None) -> tuple[Any, ...]:
+    data = _json_or_none(h.data)
+    return (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, data, worker)
 
 
 def _select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:

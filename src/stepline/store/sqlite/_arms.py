@@ -1,0 +1,33 @@
+"""Reading the queue per function a worker serves: one index range per (app, function)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from stepline.serde import dumps
+from stepline.store.records import FunctionSet
+from stepline.store.sqlite import queries as q
+
+ARMS_PER_STATEMENT = 200  # functions per lease statement (SQLite allows 500 compound arms)
+
+
+def chunks(function_ids: Sequence[str]) -> list[Sequence[str]]:
+    """Function ids in groups small enough for one statement."""
+    step = ARMS_PER_STATEMENT
+    return [function_ids[i : i + step] for i in range(0, len(function_ids), step)]
+
+
+def app_ids(conn: sqlite3.Connection, functions: FunctionSet) -> tuple[str, ...]:
+    """The app ids whose queue rows ``functions`` serves: its own, and "" while rows recorded
+    before runs carried their app remain (an index probe)."""
+    if functions.app_id and conn.execute(q.ANY_UNOWNED).fetchone() is not None:
+        return (functions.app_id, "")
+    return (functions.app_id,)
+
+
+def unpaused(conn: sqlite3.Connection, functions: FunctionSet) -> list[str]:
+    """The function ids of ``functions`` that are not paused."""
+    ids = list(functions.function_ids)
+    paused = {r[0] for r in conn.execute(q.PAUSED_AMONG, (dumps(ids).decode(),))}
+    return [f for f in ids if f not in paused] if paused else ids

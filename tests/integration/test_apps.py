@@ -1,0 +1,165 @@
+"""Two apps on one database, and a rolling deploy: each worker runs only the functions it has.
+
+issue 6 item 2: runs carried no app id and a worker leased every due run, so a worker failed
+(FunctionNotFound, for good) the runs of functions it did not have — another app's, or those a
+newer deploy added — and ran another app's function of the same id with its own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepline import App, Context, Debounce, Event, Run, TriggerEvent
+from stepline.engine.worker import Worker
+from stepline.store import MemoryStore, SQLiteStore, Store
+from stepline.testing import MockClock
+
+
+def build_app(app_id: str, event: str) -> App:
+    """An app whose "charge" (an id the other app uses too) charges, sleeps an hour, then
+    invokes its own "report"; its "digest" debounces the same events."""
+    app = App(app_id)
+
+    @app.function(id="report", trigger=TriggerEvent(f"{app_id}/report"))
+    async def report(ctx: Context) -> Any:
+        return {"by": app_id, "n": ctx.event.data["n"]}
+
+    @app.function(id="charge", trigger=TriggerEvent(event))
+    async def charge(ctx: Context) -> Any:
+        n = ctx.event.data["n"]
+        paid = await ctx.step.run("charge", lambda: {"by": app_id, "n": n})
+        await ctx.step.sleep("cool-down", "1h")
+        made = await ctx.step.invoke("report", function=report, data={"n": n})
+        return {"paid": paid, "report": made}
+
+    @app.function(id="digest", trigger=TriggerEvent(event), debounce=Debounce(period="1m"))
+    async def digest(ctx: Context) -> Any:
+        return {"by": app_id, "events": len(ctx.events)}
+
+    return app
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Stores on one database: SQLite files opened apart, or one shared memory store."""
+    shared = MemoryStore()
+
+    def open_one() -> Store:
+        if request.param == "memory":
+            return shared
+        return SQLiteStore(tmp_path / "shared.db", synchronous="NORMAL")
+
+    return open_one
+
+
+@asynccontextmanager
+async def serving(app: App, worker_id: str) -> AsyncIterator[Worker]:
+    async with app.worker(worker_id=worker_id, poll_interval=None) as worker:
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        yield worker
+
+
+async def ended(app: App, function_id: str, count: int, timeout: float = 30.0) -> list[Run]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await app.runs(function_id=function_id)
+        if len(found) == count and all(r.done for r in found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{function_id}: {[(r.run_id, r.status) for r in found]}")
+        await asyncio.sleep(0.005)
+
+
+async def looked(worker: Worker, times: int = 3) -> None:
+    """Return once ``worker`` has looked for work ``times`` more times."""
+    target = worker.loops + times
+    deadline = time.monotonic() + 30
+    while worker.loops < target:
+        worker.wake()
+        assert time.monotonic() < deadline, "the worker did not look for work"
+        await asyncio.sleep(0.001)
+
+
+async def test_two_apps_on_one_database_each_run_their_own_functions(
+    open_store: Callable[[], Store],
+) -> None:
+    # issue 6 item 2: two apps on one database are a supported setup
+    clock = MockClock()
+    shop, billing = build_app("shop", "order/paid"), build_app("billing", "invoice/due")
+    shop.attach(open_store(), clock)
+    billing.attach(open_store(), clock)
+    try:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(serving(shop, "w-shop"))
+            await stack.enter_async_context(serving(billing, "w-billing"))
+            await shop.send_async([Event("order/paid", {"n": i}) for i in range(3)])
+            await billing.send_async([Event("invoice/due", {"n": i}) for i in range(2)])
+            shop_charges = await ended(shop, "charge", 5)  # both apps' runs of "charge"
+            await ended(shop, "report", 5)
+            await ended(shop, "digest", 2)
+        for run in shop_charges:
+            assert run.status == "COMPLETED", run.error
+            app_id = run.app_id
+            assert run.worker_id == f"w-{app_id}"
+            n = run.output["paid"]["n"]
+            assert run.output == {
+                "paid": {"by": app_id, "n": n},
+                "report": {"by": app_id, "n": n},
+            }
+        assert sorted(r.app_id for r in shop_charges) == ["billing"] * 2 + ["shop"] * 3
+        digests = {r.app_id: r.output for r in await shop.runs(function_id="digest")}
+        assert digests == {
+            "shop": {"by": "shop", "events": 1},
+            "billing": {"by": "billing", "events": 1},
+        }
+        for run in await billing.runs(function_id="report"):
+            assert (run.status, run.worker_id) == ("COMPLETED", f"w-{run.app_id}")
+            assert run.output["by"] == run.app_id
+    finally:
+        shop.close()
+        billing.close()
+
+
+async def test_a_run_of_a_function_no_live_worker_has_waits_for_one(
+    open_store: Callable[[], Store],
+) -> None:
+    # issue 6 item 2: a rolling deploy — old workers, and new code that added "refund"
+    clock = MockClock()
+    old = build_app("shop", "order/paid")
+    new = build_app("shop", "order/paid")
+
+    @new.function(id="refund", trigger=TriggerEvent("order/refunded"))
+    async def refund(ctx: Context) -> Any:
+        return await ctx.step.run("refund", lambda: {"refunded": ctx.event.data["n"]})
+
+    old.attach(open_store(), clock)
+    new.attach(open_store(), clock)
+    try:
+        async with serving(old, "w-old") as old_worker:
+            [event_id] = await new.send_async(Event("order/refunded", {"n": 7}))
+            [queued] = await new.runs(event_id=event_id)
+            await looked(old_worker)
+            run = await new.get_run(queued.run_id)
+            assert run is not None
+            assert run.status == "QUEUED"  # the old worker never failed it
+            assert (run.waiting_for_worker, run.app_id) == (True, "shop")
+            waiting = await old.runs(waiting_for_worker=True)
+            assert [r.run_id for r in waiting] == [run.run_id]
+            [worker] = await new.live_workers()
+            assert (worker.worker_id, worker.app_id) == ("w-old", "shop")
+            async with serving(new, "w-new"):
+                done = await new.wait_for_run(run.run_id)
+                assert await old.runs(waiting_for_worker=True) == []
+        assert (done.status, done.output, done.worker_id) == ("COMPLETED", {"refunded": 7}, "w-new")
+        assert await new.live_workers() == []  # both stopped: unregistered
+        assert [r.run_id for r in await new.runs(waiting_for_worker=True)] == []
+    finally:
+        old.close()
+        new.close()
