@@ -20,6 +20,7 @@ from stepline.errors import (
     StoreUnavailable,
 )
 from stepline.sdk.app import App
+from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.context import Context, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
@@ -64,6 +65,7 @@ __all__ = [
     "Priority",
     "RateLimit",
     "RetryAfterError",
+    "RetryBackoff",
     "Run",
     "RunFailedError",
     "SerializationError",

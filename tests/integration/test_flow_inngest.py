@@ -18,6 +18,7 @@ from stepline import (
     Event,
     EventError,
     RateLimit,
+    StepError,
     Throttle,
     TriggerEvent,
 )
@@ -262,3 +263,39 @@ def test_event_ts_outside_1980_to_2100_is_refused(tmp_path: Path, ts: int, messa
     with pytest.raises(EventError, match=f"event 'remind'.*{message}"):
         app.send(Event("remind", ts=ts))
     app.close()
+
+
+# -- invoke timeout -------------------------------------------------------------------------------
+async def test_invoke_timeout_fails_the_step_and_the_child_keeps_running(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7 invoke timeout; Inngest: pkg/execution/executor/service.go (handlePauseTimeout: an
+    # invoke's pause times out with InngestInvokeTimeoutError, "Timed out waiting for invoked
+    # function to complete"; the invoked run is not cancelled)
+    @app.function(id="slow", trigger=TriggerEvent("slow/go"))
+    async def slow(ctx: Context) -> Any:
+        await ctx.step.sleep("think", "1h")
+        return "late"
+
+    @app.function(id="caller", trigger=TriggerEvent("go"))
+    async def caller(ctx: Context) -> Any:
+        try:
+            return await ctx.step.invoke("ask", function=slow, timeout="10m")
+        except StepError as exc:
+            return {"error": exc.error_name, "message": exc.error_message, "at": ctx.event.ts}
+
+    clock = MockClock(start=T0)
+    async with make_engine(clock=clock) as t:
+        [event_id] = await t.send(Event("go"))
+        [parent] = await t.runs(event_id=event_id)
+        done = await t.wait_for_run(parent.run_id)
+        [child] = await t.runs(function_id="slow")
+        child_done = await t.wait_for_run(child.run_id)
+        again = await t.app.get_run(parent.run_id)
+    assert done.output["error"] == "InngestInvokeTimeoutError"
+    assert done.output["message"] == "Timed out waiting for invoked function to complete"
+    assert done.ended_at is not None and done.ended_at.timestamp() == T0 + 600
+    assert child_done.output == "late"  # the child kept running
+    assert again is not None and again.output == done.output  # its late result changes nothing
+    [step] = [s for s in again.steps if s.id == "ask"]
+    assert step.status == "FAILED"

@@ -16,10 +16,10 @@ from stepline import (
     Event,
     NonRetriableError,
     RetryAfterError,
+    RetryBackoff,
     StepError,
     TriggerEvent,
 )
-from stepline.engine.retry import backoff_delay
 from stepline.testing import TestEngine
 
 
@@ -89,11 +89,11 @@ async def test_a_step_that_recovers_keeps_its_result(
     assert [h.attempt for h in failures] == [0, 1]
 
 
-async def test_backoff_is_exponential_with_jitter_within_bounds() -> None:
-    for attempt in range(8):
-        ceiling = min(3600.0, 2.0 * 2**attempt)
-        delays = [backoff_delay(attempt) for _ in range(200)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+async def test_fast_backoff_doubles_with_jitter_within_bounds() -> None:
+    for attempt in range(14):
+        base = min(3600.0, 2.0**attempt)  # 1 s, 2 s, 4 s … then 1 h (the test kit's backoff)
+        delays = [RetryBackoff.FAST.delay(attempt) for _ in range(200)]
+        assert all(base <= d <= base + 1 for d in delays)
         assert len(set(delays)) > 1  # jittered
 
 

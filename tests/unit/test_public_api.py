@@ -27,6 +27,7 @@ EXPECTED = [
     "Priority",
     "RateLimit",
     "RetryAfterError",
+    "RetryBackoff",
     "Run",
     "RunFailedError",
     "SerializationError",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from stepline._ids import new_id
 from stepline.engine._ops import StepGate, Suspended, _Abort, error_dict
 from stepline.engine.engine import FUNCTION_FAILED, FUNCTION_FINISHED, Engine
-from stepline.engine.retry import backoff_delay, retry_after_time
+from stepline.engine.retry import retry_after_time
 from stepline.errors import (
     ConfigError,
     LimitExceededError,
@@ -110,9 +110,9 @@ class PassEndings:
         if retriable and attempt < self.fn.retries:
             now = self.now()
             retry_at = (
-                retry_after_time(error, now, attempt)
+                retry_after_time(error, now, self.engine.backoff, attempt)
                 if isinstance(error, RetryAfterError)
-                else now + backoff_delay(attempt)
+                else now + self.engine.backoff.delay(attempt)
             )
             commit = self._new_commit()
             commit.history.append(

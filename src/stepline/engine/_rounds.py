@@ -381,7 +381,7 @@ class RoundRecorder:
         )
         commit.events.append(EventIngest(event))
         commit.child_runs.append(child)
-        commit.steps.append(self._record(op, "PENDING", started_at=now))
+        commit.steps.append(self._record(op, "PENDING", started_at=now, due_at=op.due_at))
         commit.history.append(
             HistoryRecord(
                 self.run.run_id,
@@ -391,6 +391,8 @@ class RoundRecorder:
                 data={"function_id": op.function_id, "child_run_id": child.run_id},
             )
         )
+        if op.due_at is not None:  # invoke(timeout=): wake up then to fail the step
+            self._deadlines.append(op.due_at)
         self._suspend_kinds.add("invoke")
         self._blocked.append(op.future)
 

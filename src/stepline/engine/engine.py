@@ -22,6 +22,7 @@ from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
 from stepline.expressions import load_match
+from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
@@ -99,6 +100,7 @@ class Engine:
         )
         self.step_mocks: dict[str, Callable[..., Any]] = {}
         self.retention: float | None = None  # seconds an ended run is kept (None: forever)
+        self.backoff = RetryBackoff.INNGEST  # the wait before a failed step's next attempt
         self._eager_worker: EagerWorker | None = None
         self._next_purge = float("-inf")
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []

@@ -24,7 +24,7 @@ from stepline.engine._endings import PassEndings
 from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, error_dict, step_hash
 from stepline.engine._rounds import RoundRecorder
 from stepline.engine.engine import Engine
-from stepline.engine.retry import backoff_delay, retry_after_time
+from stepline.engine.retry import retry_after_time
 from stepline.errors import (
     LeaseLostError,
     LimitExceededError,
@@ -50,6 +50,7 @@ from stepline.store.records import (
 )
 
 STOP_GRACE = 1.0  # real seconds an ended pass lets its async function unwind before cancelling it
+INVOKE_TIMEOUT = "InngestInvokeTimeoutError"
 
 
 class PassExecutor(RoundRecorder, PassEndings):
@@ -74,6 +75,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._deadlines: list[float] = []
         self._suspend_kinds: set[str] = set()
         self._late_steps: list[StepRecord] = []
+        self._late_history: list[HistoryRecord] = []
         self._abort: LimitExceededError | None = None
         self._warned = False
         self._next_position = max((s.position for s in self.memo.values()), default=-1) + 1
@@ -118,9 +120,17 @@ class PassExecutor(RoundRecorder, PassEndings):
         return None if result is None else Event.from_payload(result)
 
     async def step_invoke(
-        self, step_id: str, function_id: str, data: dict[str, Any], user: dict[str, Any]
+        self,
+        step_id: str,
+        function_id: str,
+        data: dict[str, Any],
+        user: dict[str, Any],
+        timeout: float | None = None,
     ) -> Any:
-        return await self._request("invoke", step_id, function_id=function_id, data=data, user=user)
+        due_at = None if timeout is None else self.now() + timeout
+        return await self._request(
+            "invoke", step_id, function_id=function_id, data=data, user=user, due_at=due_at
+        )
 
     async def step_send(self, step_id: str, events: list[Event]) -> list[str]:
         result: list[str] = await self._request("send", step_id, events=events)
@@ -147,6 +157,8 @@ class PassExecutor(RoundRecorder, PassEndings):
                     memo.output_json = b"null"
                     self._late_steps.append(memo)
                     return None
+                if memo.kind == "invoke" and memo.due_at is not None and memo.due_at <= self.now():
+                    raise self._invoke_timed_out(memo)
                 if memo.due_at is not None:
                     self._deadlines.append(memo.due_at)
                 self._suspend_kinds.add(memo.kind)
@@ -171,6 +183,20 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._new_ops.append(op)
         self._notify()
         return await op.future
+
+    def _invoke_timed_out(self, memo: StepRecord) -> StepError:
+        """An invoke whose child has not finished by its ``timeout`` fails (as in Inngest's
+        executor/service.go); the child keeps running and its late result is ignored."""
+        message = "Timed out waiting for invoked function to complete"
+        error = {"name": INVOKE_TIMEOUT, "message": message}
+        memo.status, memo.error, memo.ended_at, memo.attempts = "FAILED", error, self.now(), 1
+        self._late_steps.append(memo)
+        data = {"error": error, "final": True}
+        history = HistoryRecord(
+            self.run.run_id, self.now(), "STEP_FAILED", memo.step_id, 0, 0, data
+        )
+        self._late_history.append(history)
+        return StepError(memo.step_id, INVOKE_TIMEOUT, message)
 
     def _notify(self) -> None:
         """Wake ``_settle``: an operation was registered (or the run must abort)."""
@@ -330,11 +356,12 @@ class PassExecutor(RoundRecorder, PassEndings):
         except RetryAfterError as exc:
             outcome.error = exc
             if op.attempts < self.fn.retries:
-                outcome.retry_at = retry_after_time(exc, self.now(), op.attempts)
+                backoff = self.engine.backoff
+                outcome.retry_at = retry_after_time(exc, self.now(), backoff, op.attempts)
         except Exception as exc:
             outcome.error = exc
             if op.attempts < self.fn.retries:
-                outcome.retry_at = self.now() + backoff_delay(op.attempts)
+                outcome.retry_at = self.now() + self.engine.backoff.delay(op.attempts)
         outcome.duration = time.perf_counter() - t0
         STEP_ATTEMPT.reset(attempt_token)
         return outcome
@@ -353,6 +380,9 @@ class PassExecutor(RoundRecorder, PassEndings):
         if self._late_steps:
             commit.steps.extend(self._late_steps)
             self._late_steps = []
+        if self._late_history:
+            commit.history.extend(self._late_history)
+            self._late_history = []
         return commit
 
     async def _commit(self, commit: PassCommit) -> None:
@@ -385,7 +415,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         )
         attempt, now = self.run.attempt, self.now()
         if attempt < self.fn.retries:
-            retry_at = now + backoff_delay(attempt)
+            retry_at = now + self.engine.backoff.delay(attempt)
             commit = PassCommit(self.run.run_id, self.lease.token)
             commit.history.append(
                 HistoryRecord(

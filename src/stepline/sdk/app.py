@@ -20,6 +20,7 @@ from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 from stepline.expressions import compile_expression
 from stepline.sdk._location import located
+from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef, Handler, Trigger, build_function
 from stepline.sdk.limits import Limits
@@ -55,6 +56,10 @@ class App:
     for ``ctx.logger`` (default ``logging.getLogger("stepline.<id>")``). ``retention`` (e.g.
     ``"30d"``) makes workers delete runs that ended longer ago, with their steps, history and
     events (default: keep them; expired de-duplication state is always purged).
+    ``retry_backoff`` is the wait before a failed step's (or function's) next attempt: by
+    default Inngest's schedule (``RetryBackoff.INNGEST``: 15 s, 30 s, 1 m … 2 h, plus up to
+    30 s of jitter), except under ``stepline dev`` and ``stepline.testing.TestEngine``, which
+    use ``RetryBackoff.FAST`` (1 s, 2 s, 4 s …) unless it is set here.
     """
 
     @located
@@ -66,6 +71,7 @@ class App:
         logger: logging.Logger | None = None,
         limits: Limits | None = None,
         retention: str | timedelta | float | None = None,
+        retry_backoff: RetryBackoff | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise ConfigError("App id must be a non-empty string")
@@ -74,8 +80,24 @@ class App:
         self.logger = logger or logging.getLogger(f"stepline.{id}")
         self.limits = limits or Limits()
         self.retention = None if retention is None else parse_duration(retention).total_seconds()
+        if retry_backoff is not None and not isinstance(retry_backoff, RetryBackoff):
+            raise ConfigError(
+                f"App retry_backoff must be a RetryBackoff, got {type(retry_backoff).__name__}"
+            )
         self._functions: list[FunctionDef] = []
         self._engine: Engine | None = None
+        self._retry_backoff = retry_backoff
+
+    @property
+    def retry_backoff(self) -> RetryBackoff | None:
+        """The app's retry backoff (None: the default of where it runs; see the class doc)."""
+        return self._retry_backoff
+
+    @retry_backoff.setter
+    def retry_backoff(self, backoff: RetryBackoff | None) -> None:
+        self._retry_backoff = backoff
+        if self._engine is not None:
+            self._engine.backoff = backoff or RetryBackoff.INNGEST
 
     # -- definitions ------------------------------------------------------------------------------
     def function(
@@ -173,6 +195,7 @@ class App:
             self._engine.close()
         engine = Engine(self.id, store, clock, self.limits, self.logger)
         engine.retention = self.retention
+        engine.backoff = self.retry_backoff or RetryBackoff.INNGEST
         for fn in self._functions:
             engine.register(fn)
         self._engine = engine

@@ -41,7 +41,12 @@ class StepDriver(Protocol):
     ) -> Event | None: ...
 
     async def step_invoke(
-        self, step_id: str, function_id: str, data: dict[str, Any], user: dict[str, Any]
+        self,
+        step_id: str,
+        function_id: str,
+        data: dict[str, Any],
+        user: dict[str, Any],
+        timeout: float | None = None,
     ) -> Any: ...
 
     async def step_send(self, step_id: str, events: list[Event]) -> list[str]: ...
@@ -117,9 +122,13 @@ class Step:
         function: FunctionDef | str,
         data: dict[str, Any] | None = None,
         user: dict[str, Any] | None = None,
+        timeout: DurationLike | None = None,
     ) -> Any:
         """Start ``function`` with ``data`` as its event data and return its result; its
-        failure raises ``StepError`` here."""
+        failure raises ``StepError`` here. With ``timeout`` ("1h", timedelta, seconds), a child
+        that has not finished in time fails this step with ``StepError``
+        (``error_name="InngestInvokeTimeoutError"``, "Timed out waiting for invoked function to
+        complete", as in Inngest); the child keeps running unless cancelled."""
         _check_id(step_id)
         function_id = function.id if isinstance(function, FunctionDef) else function
         if not isinstance(function_id, str):
@@ -127,7 +136,8 @@ class Step:
         # values JSON cannot give back are refused here, in the caller's code (serde's rule)
         dumps(data, f"data of step.invoke {step_id!r}")
         dumps(user, f"user of step.invoke {step_id!r}")
-        return await self._driver.step_invoke(step_id, function_id, data or {}, user or {})
+        seconds = None if timeout is None else parse_duration(timeout).total_seconds()
+        return await self._driver.step_invoke(step_id, function_id, data or {}, user or {}, seconds)
 
     async def send_event(self, step_id: str, events: Event | Sequence[Event]) -> list[str]:
         """Send events once (memoized); returns their ids. The events, and the runs they start,
@@ -193,9 +203,12 @@ class SyncStep:
         function: FunctionDef | str,
         data: dict[str, Any] | None = None,
         user: dict[str, Any] | None = None,
+        timeout: DurationLike | None = None,
     ) -> Any:
         """See ``Step.invoke``."""
-        return self._call(self._step.invoke(step_id, function=function, data=data, user=user))
+        return self._call(
+            self._step.invoke(step_id, function=function, data=data, user=user, timeout=timeout)
+        )
 
     def send_event(self, step_id: str, events: Event | Sequence[Event]) -> list[str]:
         """See ``Step.send_event``."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from stepline.engine.worker import Worker
 from stepline.sdk.app import App
+from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
 from stepline.sdk.run import HistoryEntry, Run
 from stepline.store import MemoryStore, SQLiteStore, Store
@@ -73,7 +74,9 @@ class TestEngine:
         raise ValueError(f"store must be 'memory', 'sqlite' or a Store, got {spec!r}")
 
     async def __aenter__(self) -> TestEngine:
-        self.app.attach(self._open_store(), self.clock)
+        engine = self.app.attach(self._open_store(), self.clock)
+        if self.app.retry_backoff is None:  # retries come back in (virtual) seconds in tests
+            engine.backoff = RetryBackoff.FAST
         self.worker = self.app.make_worker(
             concurrency=self._concurrency, worker_id="test-worker", poll_interval=None
         )

@@ -29,6 +29,7 @@ from stepline.cli._common import (
 )
 from stepline.cli._live import LiveLog, LiveLogHandler, RunTracker, RunWatcher
 from stepline.sdk.app import App, on_stop_signals
+from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
 
 POLL_INTERVAL = 0.2
@@ -86,6 +87,8 @@ def dev(
         raise CliUsageError("--exit-when-done needs at least one --send NAME")
     app = load_app(app_ref)
     use_db(app, db)
+    if app.retry_backoff is None:  # a failing step is retried within seconds while developing
+        app.retry_backoff = RetryBackoff.FAST
     console = make_console()
     live = LiveLog(console, [fn.id for fn in app.functions])
     handler = LiveLogHandler(live)
