@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+
+from stepline.errors import LeaseLostError
 from stepline.serde import loads
 from stepline.store import Store
-from stepline.store.records import EventIngest, Lease, PassCommit, RunEnd, StepRecord, Wake
+from stepline.store.records import (
+    EventIngest,
+    HistoryRecord,
+    Lease,
+    PassCommit,
+    RunEnd,
+    StepRecord,
+    Wake,
+)
 
 from .builders import (
     T0,
@@ -213,6 +224,27 @@ def test_a_stale_pass_never_overwrites_results_after_cancel(store: Store) -> Non
     assert cancel(store, "r1")
     late = StepRecord("r1", "h-x", "x", "run", 0, "COMPLETED", b'"from-A"', attempts=1)
     sent = StepRecord("r1", "h-s", "notify", "send", 1, "COMPLETED", b'["e1"]', attempts=1)
-    assert commit(store, PassCommit("r1", stale.token, steps=[late, sent]), T0 + 1002) is None
+    with pytest.raises(LeaseLostError):  # its lease was lost before the cancellation
+        commit(store, PassCommit("r1", stale.token, steps=[late, sent]), T0 + 1002)
     kept = {s.step_id: loads(s.output_json) for s in store.get_steps("r1")}
     assert kept == {"x": "from-B"}  # neither the stale result nor an unsent send_event
+
+
+def test_a_stale_pass_cannot_write_to_a_cancelled_run(store: Store) -> None:
+    # issue 6 item 6: the cancelled-run path of commit_pass ran before the lease token check,
+    # so a pass that had lost its lease before the run was cancelled could still write
+    start(store, "r1")
+    stale = lease_run(store, "r1", now=T0)
+    [fresh] = lease(store, "w2", now=T0 + 1000, ttl=1000)  # the first lease expired
+    assert fresh.token != stale.token
+    assert cancel(store, "r1", T0 + 1001)
+    late = StepRecord("r1", "h-y", "y", "run", 0, "COMPLETED", b'"from-A"', attempts=1)
+    attempt = HistoryRecord("r1", T0 + 1002, "STEP_COMPLETED", "y", 0, 1.0)
+    with pytest.raises(LeaseLostError):
+        commit(store, PassCommit("r1", stale.token, steps=[late], history=[attempt]), T0 + 1002)
+    assert store.get_steps("r1") == []
+    assert "STEP_COMPLETED" not in history_kinds(store, "r1")
+    # the pass that held the lease when the run was cancelled still keeps its step's result
+    mine = StepRecord("r1", "h-z", "z", "run", 0, "COMPLETED", b'"from-B"', attempts=1)
+    assert commit(store, PassCommit("r1", fresh.token, steps=[mine]), T0 + 1003) is None
+    assert [s.step_id for s in store.get_steps("r1")] == ["z"]

@@ -98,6 +98,7 @@ class MemoryStore:
         self._paused: dict[str, bool] = {}
         self._crons: dict[tuple[str, str, str], CronRow] = {}
         self._workers: dict[str, WorkerRecord] = {}
+        self._cancelled_leases: dict[str, str] = {}  # run id -> lease token held at its cancel
 
     # -- lifecycle ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -412,18 +413,21 @@ class _MemoryTx(MemoryControlVerbs):
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult] | None:
-        if self._keep_results_of_cancelled(commit):
+        s = self._s
+        item = s._queue.get(commit.run_id)
+        if item is None:  # the run ended: only the pass that held it when it was cancelled
+            if s._cancelled_leases.get(commit.run_id) != commit.lease_token:
+                raise LeaseLostError(f"run {commit.run_id}: lease lost")
+            self._keep_results_of_cancelled(commit)
             return None
         with self._verb():
             return self._commit_pass(commit, now, wait_matches)
 
-    def _keep_results_of_cancelled(self, commit: PassCommit) -> bool:
+    def _keep_results_of_cancelled(self, commit: PassCommit) -> None:
         """A run cancelled while its pass executed a step keeps that step's result (and the
-        history of its attempt), but nothing else of the pass is applied."""
-        s = self._s
-        run = s._runs.get(commit.run_id)
-        if commit.run_id in s._queue or run is None or run.status != "CANCELLED":
-            return False
+        history of its attempt), but nothing else of the pass is applied. The caller checked
+        that ``commit`` is of the pass that held the run's lease when it was cancelled."""
+        run = self._s._runs[commit.run_id]
         # only results of step bodies that were executing (not sends, sleeps, waits: their
         # effects are not applied), and never over a result already settled (by a newer pass)
         settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
@@ -437,7 +441,6 @@ class _MemoryTx(MemoryControlVerbs):
             for record in commit.history:
                 if record.step_id in names:
                     self._log(replace(record, worker_id=run.worker_id))
-        return True
 
     def _commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
@@ -664,6 +667,9 @@ class _MemoryTx(MemoryControlVerbs):
         with self._verb():
             error = {"name": "Cancelled", "message": reason}
             self._put(s._runs, run_id, replace(run, status="CANCELLED", ended_at=now, error=error))
+            item = s._queue.get(run_id)
+            if item is not None and item.lease_token is not None:  # its pass may still commit
+                self._put(s._cancelled_leases, run_id, item.lease_token)
             self._pop(s._queue, run_id)
             self._drop_waits_of(run_id)
             self._log(HistoryRecord(run_id, now, "RUN_CANCELLED", data={"reason": reason}))

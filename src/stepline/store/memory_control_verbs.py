@@ -152,6 +152,7 @@ class MemoryControlVerbs:
                 self._pop(s._steps, run_id)
                 self._pop(s._history, run_id)
                 self._pop(s._singletons, run_id)
+                self._pop(s._cancelled_leases, run_id)
             referenced = {e for r in s._runs.values() for e in r.event_ids}
             referenced |= {e for row in s._deferrals.values() for e in row.event_ids}
             for event_id, event in list(s._events.items()):

@@ -64,7 +64,6 @@ UPDATE queue SET wake = 1,
        due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
 WHERE run_id = ?"""
 LEASE_TOKEN = "SELECT lease_token, lease_owner FROM queue WHERE run_id = ?"
-RUN_STATUS = "SELECT status, worker_id FROM runs WHERE run_id = ?"
 MARK_RUNNING = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, ?) WHERE run_id = ?"""
 END_RUN_TERMINAL = """
@@ -140,9 +139,12 @@ UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
        due_at = MIN(COALESCE(due_at, ?), ?)
 WHERE lease_owner = ?"""
 CANCEL_RUN = """
-UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?
+UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,
+       cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
 WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
 RETURNING function_id"""
+CANCELLED_LEASE = """
+SELECT cancelled_lease, worker_id FROM runs WHERE run_id = ? AND status = 'CANCELLED'"""
 RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
     error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
     worker_id"""

@@ -213,4 +213,9 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX worker_functions_worker ON worker_functions(worker_id);
     """,
+    # 5: the lease token a run's pass held when the run was cancelled (only that pass may still
+    # keep the result of the step it was executing)
+    """
+    ALTER TABLE runs ADD COLUMN cancelled_lease TEXT;
+    """,
 )

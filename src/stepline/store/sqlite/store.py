@@ -366,15 +366,14 @@ class _SQLiteTx(SQLiteControlVerbs):
             raise LeaseLostError(f"run {run_id}: lease lost")
         return str(row[1])
 
-    def _keep_results_of_cancelled(self, commit: PassCommit) -> bool:
+    def _keep_results_of_cancelled(self, commit: PassCommit) -> None:
         """A run cancelled while its pass executed a step keeps that step's result (and the
-        history of its attempt), but nothing else of the pass is applied."""
+        history of its attempt), but nothing else of the pass is applied. Only the pass that
+        held the run's lease when it was cancelled may; any other raises ``LeaseLostError``."""
         c = self._c
-        if c.execute(q.LEASE_TOKEN, (commit.run_id,)).fetchone() is not None:
-            return False
-        row = c.execute(q.RUN_STATUS, (commit.run_id,)).fetchone()
-        if row is None or row[0] != "CANCELLED":
-            return False
+        row = c.execute(q.CANCELLED_LEASE, (commit.run_id,)).fetchone()
+        if row is None or row[0] is None or row[0] != commit.lease_token:
+            raise LeaseLostError(f"run {commit.run_id}: lease lost")
         worker = row[1]
         # only results of step bodies that were executing (not sends, sleeps, waits: their
         # effects are not applied), and never over a result already settled (by a newer pass)
@@ -384,13 +383,18 @@ class _SQLiteTx(SQLiteControlVerbs):
             c.executemany(q.INSERT_STEP_IF_UNSETTLED, [_step_row(s) for s in settled])
             history = [h for h in commit.history if h.step_id in names]
             c.executemany(q.INSERT_HISTORY, [_history_row(h, worker) for h in history])
-        return True
 
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult] | None:
-        if self._keep_results_of_cancelled(commit):
+        # the lease token first: a run without a queue row has ended, and only the pass that
+        # held it when it was cancelled may still write (the result of its executing step)
+        row = self._c.execute(q.LEASE_TOKEN, (commit.run_id,)).fetchone()
+        if row is None:
+            self._keep_results_of_cancelled(commit)
             return None
+        if row[0] != commit.lease_token:
+            raise LeaseLostError(f"run {commit.run_id}: lease lost")
         with self._savepoint() as c:
             worker = self._check_lease(commit.run_id, commit.lease_token)
             if commit.steps:
