@@ -119,9 +119,12 @@ async def test_throttle_keys_are_independent_and_delayed_runs_keep_their_order(
     assert by_key == {"a": [("0", 0), ("1", 10), ("2", 20)], "b": [("0", 0), ("1", 10)]}
 
 
-async def test_idempotency_key_combining_fields_missing_fields_share_the_null_key(
+async def test_idempotency_key_concatenation_keeps_the_present_fields(
     app: App, make_engine: Make
 ) -> None:
+    # issue 7: `+` with a missing operand gives the other operand, as in Inngest's server
+    # (inngest/inngest pkg/expressions/unknown.go, handleUnknownCall): "u1" + "-" + missing is
+    # "u1-", not a failed (null) key shared by every event missing a field.
     @app.function(
         id="once",
         trigger=TriggerEvent("signup"),
@@ -135,16 +138,17 @@ async def test_idempotency_key_combining_fields_missing_fields_share_the_null_ke
         {"userId": "u1", "orgId": "o1"},  # same key: skipped
         {"userId": "u1", "orgId": "o2"},
         {"userId": "u2", "orgId": "o1"},
-        {"userId": "u1"},  # missing orgId: the null key
-        {"orgId": "o1"},  # null key again: skipped
-        {},  # null key again: skipped
+        {"userId": "u1"},  # key "u1-"
+        {"orgId": "o1"},  # key "-o1"
+        {},  # key "-"
+        {"userId": "u1"},  # "u1-" again: skipped
     ]
     async with make_engine(clock=MockClock(start=T0, autojump=False)) as t:
         ids = await t.send([Event("signup", d) for d in data])
         started = [i for i, event_id in enumerate(ids) if await t.runs(event_id=event_id)]
         skips = await t.app.skipped("once")
-    assert started == [0, 2, 3, 4]
-    assert sorted(s.event_id for s in skips) == sorted(ids[i] for i in (1, 5, 6))
+    assert started == [0, 2, 3, 4, 5, 6]
+    assert sorted(s.event_id for s in skips) == sorted(ids[i] for i in (1, 7))
     assert {s.reason for s in skips} == {"idempotency"}
 
 

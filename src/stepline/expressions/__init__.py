@@ -10,6 +10,7 @@ against candidate waits.
 from stepline.expressions._compile import (
     Expression,
     ExpressionEvaluationError,
+    compile_condition,
     compile_expression,
 )
 from stepline.expressions._match import (
@@ -24,6 +25,7 @@ __all__ = [
     "Expression",
     "ExpressionEvaluationError",
     "MatchExpression",
+    "compile_condition",
     "compile_expression",
     "load_match",
     "match_shorthand",

@@ -10,7 +10,14 @@ from typing import Any
 from cel_expr_python import cel
 
 from stepline.errors import ExpressionError, SteplineError
-from stepline.expressions._env import ERROR_TYPE, environment
+from stepline.expressions._env import (
+    BOOL_TYPE,
+    ERROR_TYPE,
+    environment,
+    to_python,
+)
+from stepline.expressions._lower import DYN, Path, lower, paths, static_type
+from stepline.expressions._parse import Node, Unsupported, parse
 from stepline.expressions._rewrite import null_safe
 from stepline.expressions._values import canonical
 
@@ -59,23 +66,57 @@ def _compile_raw(text: str, variables: tuple[str, ...]) -> cel.Expression:
         raise _error(text, exc) from None
 
 
-class Expression:
-    """A compiled CEL expression with Inngest's semantics (missing fields are null).
+def _present(activation: Mapping[str, Any], path: Path) -> bool:
+    """Whether the field walk ``path`` reaches a value (null included) in ``activation``: only
+    maps are walked into by name and lists by index, as Inngest's ``Data.Get`` does."""
+    current: Any = activation
+    try:
+        for key in path:
+            if isinstance(key, int) and not isinstance(current, list):
+                return False
+            current = current[key]
+    except (KeyError, TypeError, IndexError):
+        return False
+    return True
 
-    Evaluate it with an activation mapping each declared variable to a JSON-like value, e.g.
-    ``{"event": {"name": "order/created", "data": {...}}}``. Instances are immutable and safe to
-    share between threads and runs.
+
+class Expression:
+    """A compiled CEL expression evaluated as Inngest's server evaluates it.
+
+    A field the data does not have is *unknown* (see :mod:`._lower`): each combination of
+    missing field walks gets its own CEL program, compiled on first use and kept. Evaluate it
+    with an activation mapping each declared variable to a JSON-like value, e.g.
+    ``{"event": {"name": "order/created", "data": {...}}}``. Instances are immutable in what
+    they compute and safe to share between threads and runs.
     """
 
-    __slots__ = ("_null_safe", "_program", "_text", "_variables")
+    __slots__ = (
+        "_null_safe",
+        "_paths",
+        "_program",
+        "_programs",
+        "_text",
+        "_tree",
+        "_type",
+        "_variables",
+    )
 
     def __init__(
-        self, text: str, variables: tuple[str, ...], program: cel.Expression, null_safe: bool
+        self,
+        text: str,
+        variables: tuple[str, ...],
+        program: cel.Expression,
+        null_safe: bool,
+        tree: Node | None = None,
     ) -> None:
         self._text = text
         self._variables = variables
         self._program = program
         self._null_safe = null_safe
+        self._tree = tree
+        self._paths: tuple[Path, ...] = paths(tree, variables) if tree is not None else ()
+        self._programs: dict[int, cel.Expression] = {}  # by bit mask of missing paths
+        self._type = static_type(tree, variables) if tree is not None else DYN
 
     @property
     def text(self) -> str:
@@ -89,15 +130,43 @@ class Expression:
 
     @property
     def null_safe(self) -> bool:
-        """Whether missing fields evaluate as null (``False`` only if the rewrite failed)."""
+        """Whether missing fields are handled (``False`` only if the rewrite failed)."""
         return self._null_safe
+
+    @property
+    def result_type(self) -> str:
+        """The CEL type of the result when it can be known before evaluation (``"bool"``,
+        ``"string"``, ``"int"``...), ``"not-bool"`` when only that is known, else ``"dyn"``."""
+        return self._type
 
     def __repr__(self) -> str:
         return f"Expression({self._text!r})"
 
+    def _program_for(self, activation: Mapping[str, Any]) -> cel.Expression:
+        if not self._paths:
+            return self._program
+        missing = 0
+        for bit, path in enumerate(self._paths):
+            if not _present(activation, path):
+                missing |= 1 << bit
+        if not missing:
+            return self._program
+        program = self._programs.get(missing)
+        if program is None:
+            assert self._tree is not None
+            absent = [path for bit, path in enumerate(self._paths) if missing >> bit & 1]
+            lowered = lower(self._tree, self._variables, absent)
+            try:
+                program = environment(self._variables).compile(lowered)
+            except Exception as exc:  # pragma: no cover - a lowering CEL rejects
+                raise ExpressionEvaluationError(self._text, str(exc)) from exc
+            self._programs[missing] = program
+        return program
+
     def _eval(self, activation: Mapping[str, Any]) -> cel.Value:
+        program = self._program_for(activation)
         try:
-            value = self._program.eval(data=activation)
+            value = program.eval(data=activation)
         except Exception as exc:  # data CEL cannot convert (a tuple, a lone surrogate...)
             raise ExpressionEvaluationError(self._text, str(exc)) from exc
         if value.type() == ERROR_TYPE:
@@ -108,11 +177,12 @@ class Expression:
         """Evaluate and return the result as a plain Python value.
 
         Raises ``ExpressionEvaluationError`` when CEL reports an error (a missing field is not
-        one: it is null) or the result has no Python form.
+        one) or the result has no Python form. A result that depends on a missing field alone
+        (``event.data.missing``) is ``False``, as in Inngest.
         """
         value = self._eval(activation)
         try:
-            return value.plain_value()
+            return to_python(value)
         except Exception as exc:  # e.g. an optional value
             raise ExpressionEvaluationError(self._text, f"unsupported result: {exc}") from exc
 
@@ -122,7 +192,8 @@ class Expression:
         An error or a non-boolean result is ``False``, as in Inngest.
         """
         try:
-            return self._program.eval(data=activation).value() is True
+            value = self._program_for(activation).eval(data=activation)
+            return value.type() == BOOL_TYPE and value.value() is True
         except Exception:
             return False
 
@@ -148,8 +219,29 @@ def _validate(text: str, variables: tuple[str, ...]) -> None:
             raise ValueError(f"invalid variable name {name!r}")
 
 
+def _syntax(text: str, variables: tuple[str, ...]) -> None:
+    """Raise ``ExpressionError`` pointing into ``text`` if it is not CEL syntax."""
+    try:
+        environment(variables).compile(text, disable_check=True)
+    except Exception as exc:  # the binding raises RuntimeError
+        raise _error(text, exc) from None
+
+
 @lru_cache(maxsize=4096)
 def _compile(text: str, variables: tuple[str, ...]) -> Expression:
+    _syntax(text, variables)
+    try:
+        tree = parse(text)
+    except Unsupported:
+        tree = None
+    if tree is not None:
+        try:
+            program = environment(variables).compile(lower(tree, variables))
+        except Exception:  # a type error or an unknown name: reported on the text below
+            program = None
+        if program is not None:
+            return Expression(text, variables, program, True, tree)
+    # Syntax the parser does not model: CEL's own semantics, with missing fields as null.
     _compile_raw(text, variables)  # errors must point into the user's text
     rewritten = null_safe(text, variables)
     if rewritten == text:
@@ -172,3 +264,16 @@ def compile_expression(text: str, *, variables: Sequence[str] = ("event",)) -> E
     names = tuple(variables)
     _validate(text, names)
     return _compile(text, names)
+
+
+def compile_condition(text: str, *, variables: Sequence[str] = ("event",)) -> Expression:
+    """Compile a boolean condition (an ``if_``): as :func:`compile_expression`, and also raise
+    ``ExpressionError`` when the result is known not to be a boolean (``"event.data.x + 1"``,
+    a string literal). A condition whose type depends on the data (``event.data.flag``) is
+    accepted; at run time a non-boolean result is simply false."""
+    expression = compile_expression(text, variables=variables)
+    kind = expression.result_type
+    if kind not in ("bool", DYN):
+        shown = "a value that is not a boolean" if kind == "not-bool" else f"a {kind}"
+        raise ExpressionError(text, f"a condition must give true or false, this gives {shown}")
+    return expression

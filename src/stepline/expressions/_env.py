@@ -17,15 +17,39 @@ from typing import Any, Final
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_optional, ext_strings
 
+from stepline.expressions._functions import extension
+
 ERROR_TYPE: Final = cel.Type.ERROR
+BOOL_TYPE: Final = cel.Type.BOOL
+NULL_TYPE: Final = cel.Type.NULL
+
+
+def to_python(value: cel.Value) -> Any:
+    """``value`` as a plain Python value.
+
+    ``cel-expr-python`` 0.1.x releases a reference to ``None`` it never took each time it hands
+    out a null (``plain_value()`` or ``value()`` of a null, nulls inside ``plain_value()`` of a
+    list or map): after a few thousand null results the interpreter aborts ("deallocating
+    None"). So nulls are recognised by their type and never fetched, and containers are walked
+    here rather than by ``plain_value()``.
+    """
+    if value.type() == NULL_TYPE:
+        return None
+    raw = value.value()
+    if isinstance(raw, list):
+        return [to_python(item) for item in raw]
+    if isinstance(raw, dict):
+        return {key: to_python(item) for key, item in raw.items()}
+    return raw
 
 
 @lru_cache(maxsize=32)
 def environment(variables: tuple[str, ...]) -> cel.Env:
-    """The CEL environment declaring ``variables`` (all dynamically typed), cached per tuple."""
+    """The CEL environment declaring ``variables`` (all dynamically typed) and Inngest's
+    functions, cached per tuple."""
     return cel.NewEnv(
         variables={name: cel.Type.DYN for name in variables},
-        extensions=[ext_optional.ExtOptional(), ext_strings.ExtStrings()],
+        extensions=[ext_optional.ExtOptional(), ext_strings.ExtStrings(), extension()],
     )
 
 
@@ -60,7 +84,7 @@ def constant(text: str) -> Any:
         value = environment(()).compile(text).eval()
         if value.type() == ERROR_TYPE:
             return MISSING
-        return value.plain_value()
+        return to_python(value)
     except Exception:  # not a constant (references a variable), or not convertible
         return MISSING
 
@@ -68,10 +92,10 @@ def constant(text: str) -> Any:
 def _probe_nul_truncation() -> bool:
     """Whether the binding cuts Python strings at NUL when converting data (it does in 0.1.x)."""
     try:
-        seen = environment(("x",)).compile("x").eval(data={"x": "a\x00b"}).plain_value()
+        seen = to_python(environment(("x",)).compile("x").eval(data={"x": "a\x00b"}))
     except Exception:  # pragma: no cover - defensive: assume the documented behaviour
         return True
-    return seen != "a\x00b"
+    return bool(seen != "a\x00b")
 
 
 NUL_TRUNCATES: Final = _probe_nul_truncation()

@@ -11,8 +11,13 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from stepline.durations import parse_duration
-from stepline.errors import ConfigError, DurationError
-from stepline.expressions import Expression, compile_expression, match_shorthand
+from stepline.errors import ConfigError, DurationError, ExpressionError
+from stepline.expressions import (
+    Expression,
+    compile_condition,
+    compile_expression,
+    match_shorthand,
+)
 from stepline.sdk._location import located
 
 DurationLike = str | timedelta | int | float
@@ -40,13 +45,20 @@ def _positive_int(owner: str, name: str, value: object, maximum: int | None = No
     return value
 
 
-def _expression(owner: str, name: str, text: str | None, **kw: Any) -> Expression | None:
+def _expression(
+    owner: str, name: str, text: str | None, *, condition: bool = False, **kw: Any
+) -> Expression | None:
+    """Compile an option's expression; ``condition``: it must be able to give a boolean."""
     if text is None:
         return None
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"{owner}.{name} must be a non-empty CEL expression, got {text!r}")
     try:
-        return compile_expression(text, **kw)
+        return (compile_condition if condition else compile_expression)(text, **kw)
+    except ExpressionError as exc:
+        raise ExpressionError(
+            exc.expression, f"{owner}.{name}: {exc.reason}", exc.position
+        ) from exc
     except ConfigError as exc:
         raise ConfigError(f"{owner}.{name}: {exc}") from exc
 
@@ -168,7 +180,9 @@ class BatchEvents:
             raise ConfigError("BatchEvents.timeout must be at most 1 hour")
         object.__setattr__(self, "timeout_seconds", seconds)
         object.__setattr__(self, "key_expr", _expression("BatchEvents", "key", self.key))
-        object.__setattr__(self, "if_expr", _expression("BatchEvents", "if_", self.if_))
+        object.__setattr__(
+            self, "if_expr", _expression("BatchEvents", "if_", self.if_, condition=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -223,7 +237,7 @@ class CancelOn:
         except ConfigError as exc:
             raise ConfigError(f"CancelOn.match: {exc}") from exc
         name = "match" if self.match is not None else "if_"
-        _expression("CancelOn", name, text, variables=("event", "async"))
+        _expression("CancelOn", name, text, condition=True, variables=("event", "async"))
         if self.timeout is not None:
             seconds = _seconds("CancelOn", "timeout", self.timeout)
             object.__setattr__(self, "timeout_seconds", seconds)

@@ -6,13 +6,16 @@ from dataclasses import dataclass, field
 
 from stepline.cron import CronSchedule, parse_cron
 from stepline.errors import ConfigError
-from stepline.expressions import Expression, compile_expression
+from stepline.expressions import Expression, compile_condition
 from stepline.sdk._location import located
 
 
 @dataclass(frozen=True)
 class TriggerEvent:
-    """Run the function for every event named ``name`` whose data passes ``if_`` (CEL)."""
+    """Run the function for every event named ``name`` whose data passes ``if_`` (CEL).
+
+    Raises ``ExpressionError`` for an invalid ``if_``, or one whose result is known not to be a
+    boolean (``"event.data.x + 1"``)."""
 
     name: str
     if_: str | None = None
@@ -23,7 +26,7 @@ class TriggerEvent:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("TriggerEvent: name must be a non-empty event name")
         if self.if_ is not None:
-            object.__setattr__(self, "_filter", compile_expression(self.if_))
+            object.__setattr__(self, "_filter", compile_condition(self.if_))
 
     def matches(self, payload: dict[str, object]) -> bool:
         """Whether an event (its JSON payload) triggers the function."""
