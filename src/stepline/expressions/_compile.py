@@ -115,7 +115,8 @@ class Expression:
         self._null_safe = null_safe
         self._tree = tree
         self._paths: tuple[Path, ...] = paths(tree, variables) if tree is not None else ()
-        self._programs: dict[int, cel.Expression] = {}  # by bit mask of missing paths
+        # by bit mask of the missing paths; None: the result is missing
+        self._programs: dict[int, cel.Expression | None] = {}
         self._type = static_type(tree, variables) if tree is not None else DYN
 
     @property
@@ -142,7 +143,9 @@ class Expression:
     def __repr__(self) -> str:
         return f"Expression({self._text!r})"
 
-    def _program_for(self, activation: Mapping[str, Any]) -> cel.Expression:
+    def _program_for(self, activation: Mapping[str, Any]) -> cel.Expression | None:
+        """The program for the fields ``activation`` has; ``None`` when the result is missing
+        (it depends on missing fields alone)."""
         if not self._paths:
             return self._program
         missing = 0
@@ -151,20 +154,26 @@ class Expression:
                 missing |= 1 << bit
         if not missing:
             return self._program
-        program = self._programs.get(missing)
-        if program is None:
-            assert self._tree is not None
-            absent = [path for bit, path in enumerate(self._paths) if missing >> bit & 1]
-            lowered = lower(self._tree, self._variables, absent)
+        try:
+            return self._programs[missing]
+        except KeyError:
+            pass
+        assert self._tree is not None
+        absent = [path for bit, path in enumerate(self._paths) if missing >> bit & 1]
+        lowered = lower(self._tree, self._variables, absent)
+        program = None
+        if lowered is not None:
             try:
                 program = environment(self._variables).compile(lowered)
             except Exception as exc:  # pragma: no cover - a lowering CEL rejects
                 raise ExpressionEvaluationError(self._text, str(exc)) from exc
-            self._programs[missing] = program
+        self._programs[missing] = program
         return program
 
-    def _eval(self, activation: Mapping[str, Any]) -> cel.Value:
+    def _eval(self, activation: Mapping[str, Any]) -> cel.Value | None:
         program = self._program_for(activation)
+        if program is None:
+            return None
         try:
             value = program.eval(data=activation)
         except Exception as exc:  # data CEL cannot convert (a tuple, a lone surrogate...)
@@ -177,10 +186,12 @@ class Expression:
         """Evaluate and return the result as a plain Python value.
 
         Raises ``ExpressionEvaluationError`` when CEL reports an error (a missing field is not
-        one) or the result has no Python form. A result that depends on a missing field alone
-        (``event.data.missing``) is ``False``, as in Inngest.
+        one) or the result has no Python form. A result that is missing (``event.data.missing``
+        alone) is ``False``, as in Inngest.
         """
         value = self._eval(activation)
+        if value is None:
+            return False
         try:
             return to_python(value)
         except Exception as exc:  # e.g. an optional value
@@ -192,7 +203,10 @@ class Expression:
         An error or a non-boolean result is ``False``, as in Inngest.
         """
         try:
-            value = self._program_for(activation).eval(data=activation)
+            program = self._program_for(activation)
+            if program is None:
+                return False
+            value = program.eval(data=activation)
             return value.type() == BOOL_TYPE and value.value() is True
         except Exception:
             return False
@@ -201,10 +215,12 @@ class Expression:
         """Evaluate as a key (concurrency, idempotency, rate limit...): its canonical string.
 
         A string is returned as it is, another value as compact JSON with sorted keys (an
-        integral float as an integer); ``None`` on an error or a null result.
+        integral float as an integer); ``None`` on an error, a null or a missing result (so
+        events without the field share one key).
         """
         try:
-            return canonical(self.evaluate(activation))
+            value = self._eval(activation)
+            return None if value is None else canonical(to_python(value))
         except Exception:
             return None
 
@@ -236,7 +252,7 @@ def _compile(text: str, variables: tuple[str, ...]) -> Expression:
         tree = None
     if tree is not None:
         try:
-            program = environment(variables).compile(lower(tree, variables))
+            program = environment(variables).compile(lower(tree, variables) or "false")
         except Exception:  # a type error or an unknown name: reported on the text below
             program = None
         if program is not None:

@@ -400,10 +400,10 @@ def _plain(node: Node) -> str:
     raise AssertionError(f"not a field walk: {node!r}")  # pragma: no cover
 
 
-def lower(node: Node, variables: Collection[str], missing: Collection[Path] = ()) -> str:
-    """CEL text for ``node`` when exactly the field walks in ``missing`` are absent."""
-    result = _Lowering(variables, missing)(node)
-    return result.text if result.text is not None else "false"
+def lower(node: Node, variables: Collection[str], missing: Collection[Path] = ()) -> str | None:
+    """CEL text for ``node`` when exactly the field walks in ``missing`` are absent; ``None``
+    when the result is then missing (Inngest evaluates it as false)."""
+    return _Lowering(variables, missing)(node).text
 
 
 def static_type(node: Node, variables: Collection[str]) -> str:
