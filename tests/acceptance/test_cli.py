@@ -96,7 +96,7 @@ def wait_until(
             pytest.fail(f"exited with {process.returncode} before {what}:\n{log}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}:\n{log}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # real time: polls a real CLI process; the deadline bounds the wait
 
 
 def cli_in(directory: Path) -> Iterator[Cli]:

@@ -96,7 +96,7 @@ async def poll(
             pytest.fail(f"{procs.label} {dead.pid} exited ({dead.returncode})\n{procs.output()}")
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out waiting for {what}\n{procs.output()}")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # real time: polls real processes; the deadline bounds it
 
 
 def sigterm(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:

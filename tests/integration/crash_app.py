@@ -63,6 +63,7 @@ def build_app(db: str | None) -> App:
             _append(f"{ctx.run_id} {step_id} {ctx.attempt} {os.getpid()} {time.time():.6f}")
             # 0 to 1.75 x pause (mean 0.875 x), so runs drift apart and kills land in every
             # phase of a pass: mid-step, mid-commit, between steps
+            # real time: the step lasts, so that a SIGKILL lands mid-step
             await asyncio.sleep(pause * ((n * 37 + index * 11) % 8) / 4)
             return step_value(n, index, previous)
 

@@ -93,7 +93,7 @@ def build_app(db: str | None) -> App:
 
             async def body() -> int:
                 inside = track(function_id, +1)
-                await asyncio.sleep(pause)
+                await asyncio.sleep(pause)  # real time: steps last, so processes' steps overlap
                 track(function_id, -1)
                 return inside
 
@@ -117,7 +117,7 @@ def _ready_and_wait() -> None:
     while not go.exists():
         if time.monotonic() > deadline:
             sys.exit(3)
-        time.sleep(0.001)
+        time.sleep(0.001)  # real time: polls the start line; the deadline bounds it
 
 
 def main(mode: str) -> None:
@@ -141,7 +141,7 @@ def main(mode: str) -> None:
             internal.append(app.send(event)[0])
             # SQLite's busy handler backs off while the lock holder commits again at once: a
             # short pause lets the other senders in, so copies of one id really interleave
-            time.sleep(random.uniform(0, 0.004))
+            time.sleep(random.uniform(0, 0.004))  # real time: see above
         window = {"ids": internal, "began": began, "ended": time.time()}
         side(f"sent-{os.getpid()}.json").write_text(json.dumps(window))
     else:

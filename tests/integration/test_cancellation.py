@@ -6,8 +6,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from _polling import until
+
 from stepline import App, CancelOn, Context, Event, Timeouts, TriggerEvent
 from stepline.testing import MockClock, TestEngine
+
+
+async def _has_steps(t: TestEngine, run_id: str) -> bool:
+    run = await t.app.get_run(run_id)
+    return run is not None and bool(run.steps)
 
 
 async def test_cancel_on_a_matching_event(app: App, make_engine: Callable[..., TestEngine]) -> None:
@@ -101,7 +108,6 @@ async def test_bulk_cancel_by_function_and_expression(
             await t.wait_for_status(run.run_id, "SLEEPING")
         cancelled = await t.app.cancel_runs("many", if_='event.data.tier == "free"')
         assert len(cancelled) == 2
-        await asyncio.sleep(0)
         statuses = sorted(r.status for r in await t.runs(function_id="many"))
     assert statuses == ["CANCELLED", "CANCELLED", "SLEEPING"]
 
@@ -129,11 +135,7 @@ async def test_a_step_executing_when_the_run_is_cancelled_keeps_its_result(
         await started.wait()
         assert await t.app.cancel_run(run.run_id) is True
         release.set()
-        for _ in range(200):
-            steps = (await t.app.get_run(run.run_id)).steps  # type: ignore[union-attr]
-            if steps:
-                break
-            await asyncio.sleep(0.005)
+        await until("the step in flight to be committed", lambda: _has_steps(t, run.run_id))
         done = await t.wait_for_run(run.run_id)
     assert done.status == "CANCELLED"
     assert [(s.id, s.status, s.output) for s in done.steps] == [("slow", "COMPLETED", "kept")]

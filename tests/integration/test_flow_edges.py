@@ -4,12 +4,12 @@ with virtual time; and invalid configurations rejected with messages naming the 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from _polling import until
 
 from stepline import (
     App,
@@ -33,20 +33,6 @@ from stepline.testing import MockClock, TestEngine
 Make = Callable[..., TestEngine]
 T0 = 1_700_000_000.0  # a whole second: T0 + offset is exact for the offsets used here
 CANCELLED = "inngest/function.cancelled"
-
-
-async def until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check()`` (sync or async) until truthy; ``AssertionError`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 async def runs_of(t: TestEngine, function_id: str, count: int) -> list[Run]:
@@ -174,12 +160,19 @@ async def test_singleton_cancel_emits_the_cancelled_event(app: App, make_engine:
 
 
 # -- concurrency ----------------------------------------------------------------------------------
-def tracker(inside: dict[str, int], peak: dict[str, int], key: str) -> Callable[[], Any]:
+def tracker(
+    inside: dict[str, int], peak: dict[str, int], key: str, together: asyncio.Event, needed: int
+) -> Callable[[], Any]:
+    """A step body that records how many run at once; the first ones wait (no clock involved)
+    until ``needed`` are inside together, so the overlap the limits allow is certain to happen."""
+
     async def work() -> None:
         inside[key] = inside.get(key, 0) + 1
         peak[key] = max(peak.get(key, 0), inside[key])
         peak["*"] = max(peak.get("*", 0), sum(inside.values()))
-        await asyncio.sleep(0.01)
+        if sum(inside.values()) >= needed:
+            together.set()
+        await asyncio.wait_for(together.wait(), 10)
         inside[key] -= 1
 
     return work
@@ -193,13 +186,18 @@ async def test_concurrency_is_fair_across_keys(app: App, make_engine: Make) -> N
     )
     async def fair(ctx: Context) -> Any:
         order.append(await ctx.step.run("start", lambda: ctx.event.data["k"]))
-        await ctx.step.run("work", asyncio.sleep, 0.005)
+        await ctx.step.run("work", gate.wait)  # A's first run holds its key's slot till B starts
 
+    gate = asyncio.Event()
     clock = MockClock(start=T0)
     async with make_engine(clock=clock) as t:
-        await t.send([Event("job", {"k": "A"}) for _ in range(20)])
-        clock.advance(1)  # B's run is queued after A's whole backlog
-        await t.send(Event("job", {"k": "B"}))
+        try:
+            await t.send([Event("job", {"k": "A"}) for _ in range(20)])
+            clock.advance(1)  # B's run is queued after A's whole backlog
+            await t.send(Event("job", {"k": "B"}))
+            await until("B's run to start", lambda: "B" in order)
+        finally:
+            gate.set()
         await ended(t, "fair", 21)
     assert order.count("A") == 20
     assert order.index("B") <= 1, order  # it started alongside A's first run
@@ -210,6 +208,8 @@ async def test_app_scoped_concurrency_is_shared_by_functions_with_the_same_key(
 ) -> None:
     inside: dict[str, int] = {}
     peaks: dict[str, dict[str, int]] = {"app": {}, "fn": {}}
+    together = {"app": asyncio.Event(), "fn": asyncio.Event()}
+    needed = {"app": 2, "fn": 4}  # what each scope allows at once: 2 accounts (x 2 functions)
 
     for scope in ("app", "fn"):
         for name in ("x", "y"):
@@ -218,7 +218,8 @@ async def test_app_scoped_concurrency_is_shared_by_functions_with_the_same_key(
             @app.function(id=f"{scope}-{name}", trigger=TriggerEvent(scope), concurrency=limit)
             async def body(ctx: Context, scope: str = scope) -> Any:
                 key = f"{scope}-{ctx.event.data['acct']}"
-                await ctx.step.run("work", tracker(inside, peaks[scope], key))
+                work = tracker(inside, peaks[scope], key, together[scope], needed[scope])
+                await ctx.step.run("work", work)
 
     async with make_engine() as t:
         for scope in ("app", "fn"):

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from _polling import until
+
 from stepline import (
     App,
     BatchEvents,
@@ -20,6 +22,10 @@ from stepline import (
 from stepline.testing import MockClock, TestEngine
 
 
+async def _has_runs(t: TestEngine, function_id: str, count: int) -> bool:
+    return len(await t.runs(function_id=function_id)) == count
+
+
 async def _all_done(t: TestEngine, function_id: str) -> list[Any]:
     runs = await t.runs(function_id=function_id, limit=1000)
     return [await t.wait_for_run(r.run_id) for r in runs]
@@ -30,6 +36,7 @@ async def test_concurrency_bounds_executing_runs_per_key(
 ) -> None:
     running: dict[str, int] = {}
     peak: dict[str, int] = {}
+    together = {"a": asyncio.Event(), "b": asyncio.Event()}
 
     @app.function(
         id="limited",
@@ -42,7 +49,10 @@ async def test_concurrency_bounds_executing_runs_per_key(
         async def work() -> None:
             running[user] = running.get(user, 0) + 1
             peak[user] = max(peak.get(user, 0), running[user])
-            await asyncio.sleep(0.02)
+            if running[user] == 2:
+                together[user].set()
+            # the first run of a key waits for a second (no clock): the overlap is certain
+            await asyncio.wait_for(together[user].wait(), 10)
             running[user] -= 1
 
         await ctx.step.run("work", work)
@@ -128,10 +138,7 @@ async def test_batch_events_by_size_and_by_timeout(
 
     async with make_engine() as t:
         await t.send([Event("item", {"i": i}) for i in range(5)])
-        for _ in range(400):
-            if len(await t.runs(function_id="batched")) == 2:
-                break
-            await asyncio.sleep(0.005)
+        await until("two batches", lambda: _has_runs(t, "batched", 2))
         done = await _all_done(t, "batched")
     assert sorted(r.output for r in done) == [[0, 1, 2], [3, 4]]
 

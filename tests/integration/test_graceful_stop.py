@@ -1,4 +1,10 @@
-"""A worker stopped gracefully keeps its leases alive until its passes end (real clock)."""
+"""A worker stopped gracefully keeps its leases alive until its passes end.
+
+Virtual time, event-driven waits (issue 6 item 8): the step in flight waits on an event, not on a
+real ``sleep(1.2)`` racing a 0.3 s lease; the test moves the clock half a lease at a time and
+waits for a heartbeat that began after each move, so the lease can only expire if heartbeats
+stop during the graceful stop (the behaviour under test), never because the machine was slow.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +12,57 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from _polling import until
+
 from stepline import App, Context, Event, TriggerEvent
+from stepline.store import SQLiteStore
+from stepline.testing import MockClock
+
+TTL = 0.3  # virtual seconds; worker a heartbeats every TTL / 3 real seconds
 
 
 async def test_a_long_step_during_a_graceful_stop_is_not_run_again(tmp_path: Path) -> None:
-    app = App("stop", db=f"sqlite:///{tmp_path / 'stop.db'}")
+    clock = MockClock(autojump=False)
+    app = App("stop")
+    app.attach(SQLiteStore(tmp_path / "stop.db"), clock)
     runs = {"slow": 0}
     started = asyncio.Event()
+    release = asyncio.Event()
 
     @app.function(id="slow", trigger=TriggerEvent("go"))
     async def slow(ctx: Context) -> Any:
         async def body() -> str:
             runs["slow"] += 1
             started.set()
-            await asyncio.sleep(1.2)  # four lease lifetimes
+            await release.wait()  # "long": until four lease lifetimes have passed
             return "done"
 
         return await ctx.step.run("body", body)
 
-    first = app.make_worker(worker_id="a", lease_ttl=0.3, poll_interval=0.05)
+    first = app.make_worker(worker_id="a", lease_ttl=TTL, poll_interval=0.05)
     task = asyncio.create_task(first.run())
-    [event_id] = await app.send_async(Event("go"))
-    await asyncio.wait_for(started.wait(), 10)
-    first.stop()  # graceful: the step in flight finishes, its lease heartbeated meanwhile
-    second = app.make_worker(worker_id="b", lease_ttl=0.3, poll_interval=0.05)
-    other = asyncio.create_task(second.run())
+    second = app.make_worker(worker_id="b", lease_ttl=TTL, poll_interval=0.05)
+    other: asyncio.Task[None] | None = None
     try:
+        [event_id] = await app.send_async(Event("go"))
+        await asyncio.wait_for(started.wait(), 10)
+        first.stop()  # graceful: the step in flight finishes, its lease heartbeated meanwhile
+        other = asyncio.create_task(second.run())
+        await asyncio.wait_for(second.ready.wait(), 10)
+        for _ in range(8):  # four lease lifetimes, half a lifetime at a time
+            beats, looked = first.heartbeats, second.loops
+            clock.advance(TTL / 2)
+            # the second heartbeat from now began after the move: the lease outlives it
+            await until("worker a to heartbeat", lambda b=beats: first.heartbeats >= b + 2)
+            await until("worker b to look for work", lambda n=looked: second.loops > n)
+            assert runs["slow"] == 1  # b never took the run over
+        release.set()
         [run] = await app.runs(event_id=event_id)
         done = await app.wait_for_run(run.run_id, timeout=20)
     finally:
+        release.set()
         second.stop()
-        await asyncio.gather(task, other)
+        await asyncio.gather(task, *([other] if other else []))
         app.close()
     assert done.output == "done"
     assert runs["slow"] == 1

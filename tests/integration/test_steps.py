@@ -58,6 +58,7 @@ async def test_parallel_steps_run_concurrently_and_are_each_memoized(
     running = 0
     peak = 0
     calls: Counter[str] = Counter()
+    pairs = {"a": asyncio.Event(), "c": asyncio.Event()}  # a with b, c with d
 
     def body(name: str) -> Callable[[], Any]:
         async def run() -> str:
@@ -65,7 +66,11 @@ async def test_parallel_steps_run_concurrently_and_are_each_memoized(
             calls[name] += 1
             running += 1
             peak = max(peak, running)
-            await asyncio.sleep(0.01)
+            pair = pairs["a" if name in "ab" else "c"]
+            if running == 2:
+                pair.set()
+            # each waits for its partner (no clock): concurrent steps are certain to overlap
+            await asyncio.wait_for(pair.wait(), 10)
             running -= 1
             return name.upper()
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
+from _polling import until
+
 from stepline import App, Context, Event, NonRetriableError, StepError, TriggerEvent
 from stepline.testing import MockClock, TestEngine
+
+
+async def _step_ids(t: TestEngine, run_id: str, count: int) -> bool:
+    run = await t.app.get_run(run_id)
+    return run is not None and len(run.steps) == count
 
 
 def _register_waiter(app: App) -> None:
@@ -85,14 +90,7 @@ async def test_match_shorthand_and_unfiltered_waits(
         await t.wait_for_status(run.run_id, "WAITING")
         await t.send(Event("doc/approved", {"docId": 8}))
         await t.send(Event("doc/approved", {"docId": 7, "by": "ann"}))
-        deadline = time.monotonic() + 10
-        while True:  # until the second wait is stored
-            current = await t.app.get_run(run.run_id)
-            assert current is not None
-            if [s.id for s in current.steps] == ["approved", "any"]:
-                break
-            assert time.monotonic() < deadline, current.steps
-            await asyncio.sleep(0.002)
+        await until("the second wait to be stored", lambda: _step_ids(t, run.run_id, 2))
         await t.send(Event("doc/archived"))
         done = await t.wait_for_run(run.run_id)
     assert done.output == [{"docId": 7, "by": "ann"}, "doc/archived"]

@@ -116,6 +116,7 @@ class Worker:
         self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
+        self.heartbeats = 0  # heartbeat commits made (tests wait on it instead of on time)
         self.outage = StoreOutage(self.worker_id)
         self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
 
@@ -323,6 +324,7 @@ class Worker:
                 self.outage.failed(exc)  # the passes' next commits check their leases
                 continue
             self.outage.recovered()
+            self.heartbeats += 1
             for run_id in lost:
                 # Usually a pass that just committed its end (its lease is released); else
                 # another worker took the run over and this pass's next commit is refused.
