@@ -23,7 +23,7 @@ async def _eventually(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # real time: the poll interval; the deadline bounds it
 
 
 class Gate:

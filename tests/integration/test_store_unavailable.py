@@ -82,7 +82,7 @@ async def poll(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> N
     while not ready():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
 
 
 async def test_an_unavailable_store_does_not_end_the_worker(
