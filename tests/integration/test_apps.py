@@ -74,7 +74,7 @@ async def ended(app: App, function_id: str, count: int, timeout: float = 30.0) -
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"{function_id}: {[(r.run_id, r.status) for r in found]}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # real time: the poll interval; the deadline bounds it
 
 
 async def looked(worker: Worker, times: int = 3) -> None:
@@ -84,7 +84,7 @@ async def looked(worker: Worker, times: int = 3) -> None:
     while worker.loops < target:
         worker.wake()
         assert time.monotonic() < deadline, "the worker did not look for work"
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # real time: the poll interval; the deadline bounds it
 
 
 async def test_two_apps_on_one_database_each_run_their_own_functions(
