@@ -7,9 +7,11 @@ temporary folder on the repository's disk; progress goes to stderr, the table to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -25,7 +27,10 @@ from bench.common import REPO_ROOT, RESULT_PREFIX, Sizes, scratch_root
 from bench.report import Results, render, table_rows
 
 # Flow control and cancellation (issue 3): admission cost per option, cancel_on matching.
-WORKLOADS = (*CORE_WORKLOADS, *(w for w in ("flow", "cancel_on") if w not in CORE_WORKLOADS))
+WORKLOADS = (
+    *CORE_WORKLOADS,
+    *(w for w in ("flow", "cancel_on", "scale") if w not in CORE_WORKLOADS),
+)
 
 
 def _dbos_status() -> tuple[bool, str]:
@@ -45,6 +50,8 @@ def _run_one(workload: str, system: str, root: Path, sizes: Sizes, quick: bool) 
         "--dir", str(workdir), "--sizes", json.dumps(sizes.to_json()),
     ]  # fmt: skip
     timeout = 180 if quick else 1200
+    if workload == "scale":  # ~1,000 runs/s to create, plus the wake window
+        timeout = 600 + sizes.scale_runs // 200
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     with open(log, "wb") as stderr:
@@ -99,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", metavar="PATH", help="make the scratch folder under PATH")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (and logs)")
     parser.add_argument("--plain", action="store_true", help="plain text table, no colours")
+    parser.add_argument(
+        "--scale-runs",
+        type=int,
+        metavar="N",
+        default=int(os.environ.get("STEPLINE_BENCH_SCALE_RUNS", "0")) or None,
+        help="runs of the scale workload (default 100,000; 10,000 with --quick; the issue's "
+        "row: 1000000); also STEPLINE_BENCH_SCALE_RUNS",
+    )
     args = parser.parse_args(argv)
 
     selected = list(WORKLOADS)
@@ -109,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
         selected = [w for w in WORKLOADS if w in wanted]
     sizes = Sizes.quick() if args.quick else Sizes.full()
+    if args.scale_runs:
+        sizes = dataclasses.replace(sizes, scale_runs=args.scale_runs)
     dbos_ok, dbos_info = _dbos_status()
     if args.no_dbos:
         dbos_ok, dbos_info = False, "skipped (--no-dbos)"
@@ -247,6 +264,19 @@ def _notes(results: Results) -> list[str]:
             f"{cancel['cancelled']:,} runs and emitted {cancel['cancelled_events']:,} "
             f"inngest/function.cancelled; SLEEPING: {cancel.get('sleeping_setup_s', 0):.1f} s "
             f"to set up, {cancel.get('sleeping_cancelled', 0):,} runs cancelled"
+        )
+    scale = get("scale", "stepline")
+    if "create_s" in scale:
+        statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(scale.get("statuses", {}).items()))
+        notes.append(
+            f"scale: {scale['runs']:,} runs (+1,000 warm-up) suspended in "
+            f"{scale['create_s']:.0f} s ({statuses}); worker concurrency "
+            f"{scale.get('concurrency')}; wakers all asleep before the window: "
+            f"{scale.get('wakers_asleep_before_window')}; lateness min "
+            f"{scale.get('late_min_ms', math.nan):.1f} ms, max "
+            f"{scale.get('late_max_ms', math.nan):.1f} ms; RSS after the wake window "
+            f"{scale.get('rss_end_mb', math.nan):.1f} MB; database at the end "
+            f"{scale.get('db_end_mb', math.nan):,.1f} MB"
         )
     for workload, systems in results.items():
         for system, figures in systems.items():

@@ -35,6 +35,9 @@ class Sizes:
     single_events: int = 200
     recovery_runs: int = 20
     lease_ttl: float = 10.0
+    scale_runs: int = 100_000  # --scale-runs / STEPLINE_BENCH_SCALE_RUNS (the row: 1,000,000)
+    scale_wake: int = -1  # runs that wake in the window; -1: min(100,000, scale_runs // 10)
+    scale_window: float = 0.0  # seconds; 0: 60 s per 100,000 wakers
 
     @classmethod
     def full(cls) -> Sizes:
@@ -54,6 +57,7 @@ class Sizes:
             single_events=30,
             recovery_runs=5,
             lease_ttl=2.0,
+            scale_runs=10_000,
         )
 
     def to_json(self) -> dict[str, Any]:

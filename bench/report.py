@@ -102,7 +102,51 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
         Row("Recovery after SIGKILL: other worker", "recovery", "new_id_s", "s", False,
             f"≤ lease TTL ({ttl:g} s)", at_most(ttl)),
     ]  # fmt: skip
-    return [*core, *_flow_rows(sizes, results), *_cancel_on_rows(sizes, at_most(50.0))]
+    return [
+        *core,
+        *_flow_rows(sizes, results),
+        *_cancel_on_rows(sizes, at_most(50.0)),
+        *_scale_rows(sizes, results),
+    ]
+
+
+def _scale_rows(sizes: Sizes, results: Results) -> list[Row]:
+    """Many runs sleeping or waiting on one file, then a minute in which many wake (issue 6)."""
+    n = int(_value(results, "scale", "stepline", "runs") or sizes.scale_runs)
+    wake = int(_value(results, "scale", "stepline", "wake") or 0)
+    window = _value(results, "scale", "stepline", "window_s") or 0.0
+
+    def flat(s: float, d: float | None, r: Results) -> bool | None:
+        return s <= 64.0
+
+    def at_most(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+        return lambda s, d, r: s <= limit
+
+    def at_least(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+        return lambda s, d, r: s >= limit
+
+    return [
+        Row(f"Scale, {n:,} runs sleeping/waiting: creation", "scale", "create_per_s", "runs/s",
+            True, "info (each: event, first pass, suspend)", compare=False),
+        Row("  … database size (file + WAL)", "scale", "db_mb", "MB", False, "info",
+            compare=False),
+        Row("  … worker RSS before creation", "scale", "rss_before_mb", "MB", False, "info",
+            compare=False),
+        Row("  … worker RSS with every run suspended", "scale", "rss_after_mb", "MB", False,
+            "info", compare=False),
+        Row("  … RSS growth", "scale", "rss_growth_mb", "MB", False,
+            "flat (≤ 64 MB whatever the count)", flat, compare=False),
+        Row(f"  … {wake:,} waking in {window:g} s: lateness p50", "scale", "late_p50_ms", "ms",
+            False, "info", compare=False),
+        Row("  … lateness p99", "scale", "late_p99_ms", "ms", False, "≤ 50 ms", at_most(50.0),
+            compare=False),
+        Row("  … throughput while waking", "scale", "wake_per_s", "runs/s", True,
+            "≥ 1,500 runs/s", at_least(1500.0), compare=False),
+        Row("  … wait matching at scale: non-matching event", "scale", "nonmatch_us", "µs/event",
+            False, "info", compare=False),
+        Row("  … matching event (resolves its wait)", "scale", "match_us", "µs/event", False,
+            "info", compare=False),
+    ]  # fmt: skip
 
 
 def _flow_rows(sizes: Sizes, results: Results) -> list[Row]:
@@ -168,6 +212,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.3f} ms" if value < 10 else f"{value:,.1f} ms"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "MB":
+        return f"{value:,.1f} MB"
     return f"{value:g} {unit}"
 
 
