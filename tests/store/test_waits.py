@@ -9,7 +9,15 @@ import pytest
 from stepline.errors import LeaseLostError
 from stepline.serde import loads
 from stepline.store import Store
-from stepline.store.records import EventIngest, IngestResult, NewRun, PassCommit, RunEnd
+from stepline.store.records import (
+    Admission,
+    EventIngest,
+    IngestResult,
+    MatcherSpec,
+    NewRun,
+    PassCommit,
+    RunEnd,
+)
 
 from .builders import (
     T0,
@@ -257,3 +265,30 @@ def test_a_wait_resolved_by_an_event_is_not_timed_out(store: Store) -> None:
     settled, _ = wait_step(store)
     assert loads(settled.output_json)["id"] == "pay"
     assert "WAIT_TIMED_OUT" not in history_kinds(store, "r1")
+
+
+def test_a_wait_resolved_then_its_run_cancelled_in_one_ingest_keeps_both_in_order(
+    store: Store,
+) -> None:
+    # issue 6 "What it must show" (matching costs): the SQLite store writes the effects of the
+    # waits an ingest resolves together; a cancellation later in the same batch must still
+    # come after them (history order, step result kept, run cancelled)
+    cancel_on = (MatcherSpec("order/cancelled", None, None, None, None),)
+    run = NewRun("r1", "fn", ("ev-r1",), admission=Admission(cancel_on=cancel_on))
+    ingest(store, EventIngest(event("ev-r1"), (run,)))
+    suspend_on_wait(store, lease_run(store, "r1"), wait("r1", "w-r1", ORDER_O1))
+
+    paid, cancelled = ingest(
+        store,
+        EventIngest(event("pay-1", "payment/received", {"orderId": "o-1"})),
+        EventIngest(event("cancel-1", "order/cancelled")),
+        now=T0 + 5,
+    )
+    assert paid.resumed_run_ids == ("r1",)
+    assert cancelled.cancelled == (("r1", "fn"),)
+    assert history_kinds(store, "r1")[-2:] == ["WAIT_MATCHED", "RUN_CANCELLED"]
+    settled, waits = wait_step(store)
+    assert (settled.status, waits) == ("COMPLETED", [])
+    record = store.get_run("r1")
+    assert record is not None and record.status == "CANCELLED"
+    assert lease(store, "w1", now=T0 + 5) == []

@@ -11,6 +11,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_id
@@ -36,6 +37,8 @@ from stepline.store.records import (
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
+
+_CREATED_AT = itemgetter(8)  # created_at in MATCHER_COLUMNS
 
 
 class SQLiteControlVerbs:
@@ -127,22 +130,29 @@ class SQLiteControlVerbs:
     ) -> list[tuple[str, str]]:
         c = self._c
         rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event.name, now)
-        candidates = [WaitRecord(*r) for r in rows]
         paths = self._indexed_paths(q.MATCHER_PATHS, event.name)
-        if paths:
-            payload = event.payload()
-            for path in paths:
-                value = value_at(payload, path)
-                if value is not None:
-                    found = c.execute(q.MATCHERS_INDEXED, (event.name, path, value, now))
-                    candidates.extend(WaitRecord(*r) for r in found)
+        if not paths and not rows:
+            return []  # no run can be cancelled by this name: no payload built
+        payload = event.payload()
+        for path in paths:
+            value = value_at(payload, path)
+            if value is not None:
+                found = c.execute(q.MATCHERS_INDEXED, (event.name, path, value, now)).fetchall()
+                if found:
+                    rows = rows + found if rows else found
+        if not rows:
+            return []
+        if len(rows) > 1:
+            rows = sorted(rows, key=_CREATED_AT)
         cancelled: list[tuple[str, str]] = []
-        for matcher in sorted(candidates, key=lambda m: m.created_at):
+        reason = f"cancelled by event {event.name}"
+        for row in rows:
+            matcher = WaitRecord(*row)
             if any(run_id == matcher.run_id for run_id, _ in cancelled):
                 continue
             if not wait_matches(matcher, event):
                 continue
-            function_id = self._cancel(matcher.run_id, now, f"cancelled by event {event.name}")
+            function_id = self._cancel(matcher.run_id, now, reason)
             if function_id is not None:
                 cancelled.append((matcher.run_id, function_id))
         return cancelled

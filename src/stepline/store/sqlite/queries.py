@@ -138,11 +138,13 @@ RELEASE_OWNER = """
 UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0,
        due_at = MIN(COALESCE(due_at, ?), ?)
 WHERE lease_owner = ?"""
+UNFINISHED_RUN_FUNCTION = """
+SELECT function_id FROM runs
+WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,
        cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
-WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
-RETURNING function_id"""
+WHERE run_id = ?"""
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = ? AND status = 'CANCELLED'"""
 RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from stepline.store.sqlite.schema import MIGRATIONS
 DEDUP_WINDOW = 24 * 3600.0
 _SETTLED = ("COMPLETED", "FAILED")
 _NO_ATTEMPT = (None, None, None)
+_CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS
 # SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
 # of them SQLite may roll the transaction back by itself
 _TRANSIENT_CODES = {
@@ -89,6 +91,10 @@ class SQLiteStore:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # statement and savepoint journals (every verb runs in a savepoint) in memory, not
+            # in temporary files: they only serve rollbacks inside a transaction, never crash
+            # recovery (the WAL does), so this saves write syscalls and changes no durability
+            conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA foreign_keys = OFF")
             self._local.conn = conn
             with self._all_lock:
@@ -242,6 +248,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         # and the transaction holds the write lock)
         self._paths: dict[tuple[str, str], list[str]] = {}
         self._unindexed: dict[tuple[str, str], bool] = {}
+        # waits resolved by the verb running now whose effects (the step's result, the wake-up,
+        # the history row) are not written yet: written together, one statement each, before
+        # anything else touches those runs and before the verb ends (see _flush_resolved)
+        self._resolved: list[tuple[bytes, float, str, str, str]] = []
 
     def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
         """Rows of ``query`` (unindexed waits or matchers of an event name); remembers within
@@ -290,7 +300,12 @@ class _SQLiteTx(SQLiteControlVerbs):
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
-            return [self._ingest_one(item, now, wait_matches) for item in items]
+            try:
+                results = [self._ingest_one(item, now, wait_matches) for item in items]
+                self._flush_resolved()
+            finally:
+                self._resolved.clear()
+            return results
 
     def _ingest_one(self, item: EventIngest, now: float, wait_matches: WaitMatcher) -> IngestResult:
         c = self._c
@@ -328,35 +343,53 @@ class _SQLiteTx(SQLiteControlVerbs):
         self, event: EventRecord, now: float, wait_matches: WaitMatcher
     ) -> list[str]:
         c = self._c
-        candidates = [_wait(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event.name)]
+        rows = self._unindexed_rows(q.WAITS_UNINDEXED, event.name)
         paths = self._indexed_paths(q.WAIT_PATHS, event.name)
-        if paths:
-            payload = event.payload()
-            for path in paths:
-                value = value_at(payload, path)
-                if value is not None:
-                    rows = c.execute(q.WAITS_INDEXED, (event.name, path, value))
-                    candidates.extend(_wait(r) for r in rows)
-        if not candidates:
+        if not paths and not rows:
+            return []  # nothing waits for this name: the common case, no payload built
+        payload = event.payload()
+        for path in paths:
+            value = value_at(payload, path)
+            if value is not None:
+                found = c.execute(q.WAITS_INDEXED, (event.name, path, value)).fetchall()
+                if found:
+                    rows = rows + found if rows else found
+        if not rows:
             return []
-        candidates.sort(key=lambda w: w.created_at)
+        if len(rows) > 1:
+            rows = sorted(rows, key=_CREATED_AT)
         event_json: bytes | None = None
+        data = ""
         resumed: list[str] = []
-        for wait in candidates:
+        for row in rows:
+            wait = WaitRecord(*row)
             if not wait_matches(wait, event):
                 continue
             if c.execute(q.DELETE_WAIT, (wait.wait_id,)).rowcount != 1:
                 continue
-            event_json = event_json or dumps(event.payload())
-            c.execute(q.COMPLETE_STEP, (event_json, now, wait.run_id, wait.step_hash))
-            c.execute(q.WAKE, (now, wait.run_id))
-            data = _json_or_none({"event_id": event.internal_id})
-            c.execute(
-                q.INSERT_STEP_HISTORY,
-                (wait.run_id, now, "WAIT_MATCHED", wait.run_id, wait.step_hash, data),
-            )
+            if event_json is None:
+                event_json = dumps(payload)
+                data = dumps({"event_id": event.internal_id}).decode()
+            self._resolved.append((event_json, now, wait.run_id, wait.step_hash, data))
             resumed.append(wait.run_id)
         return resumed
+
+    def _flush_resolved(self) -> None:
+        """Write the effects of the waits resolved so far (in resolution order): each wait's
+        step completed with the event, its run woken, WAIT_MATCHED in its history. Called at
+        the end of every verb that ingests events and before a cancellation, so nothing in the
+        transaction ever sees a resolved wait without its effects."""
+        resolved = self._resolved
+        if not resolved:
+            return
+        c = self._c
+        c.executemany(q.COMPLETE_STEP, [(e, now, run, h) for e, now, run, h, _ in resolved])
+        c.executemany(q.WAKE, [(now, run) for _, now, run, _, _ in resolved])
+        c.executemany(
+            q.INSERT_STEP_HISTORY,
+            [(run, now, "WAIT_MATCHED", run, h, data) for _, now, run, h, data in resolved],
+        )
+        resolved.clear()
 
     # -- passes -----------------------------------------------------------------------------------
     def _check_lease(self, run_id: str, token: str) -> str:
@@ -425,7 +458,11 @@ class _SQLiteTx(SQLiteControlVerbs):
                     )
             for new_run in commit.child_runs:
                 self.create_run(new_run, now)
-            results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
+            try:
+                results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
+                self._flush_resolved()
+            finally:
+                self._resolved.clear()
             for wake in commit.wakes:
                 settled = c.execute(
                     q.SETTLE_PENDING_STEP,
@@ -497,10 +534,14 @@ class _SQLiteTx(SQLiteControlVerbs):
     def _cancel(self, run_id: str, now: float, reason: str) -> str | None:
         """``cancel_run`` inside a verb that already holds a savepoint."""
         c = self._c
-        error = _json_or_none({"name": "Cancelled", "message": reason})
-        row = c.execute(q.CANCEL_RUN, (now, error, run_id)).fetchone()
+        self._flush_resolved()  # a wait this verb resolved stays before the cancellation
+        # a SELECT then a plain UPDATE (the transaction holds the write lock): cheaper than
+        # UPDATE ... RETURNING, which SQLite runs through a temporary table
+        row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
         if row is None:
             return None
+        error = _json_or_none({"name": "Cancelled", "message": reason})
+        c.execute(q.CANCEL_RUN, (now, error, run_id))
         c.execute(q.DELETE_QUEUE, (run_id,))
         c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))

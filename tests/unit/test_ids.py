@@ -1,0 +1,34 @@
+"""Run and event ids: ULID layout in Crockford base32, sorting by creation time."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+from stepline._ids import _encode, new_id
+
+_RFC4648_TO_CROCKFORD = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
+
+
+def _reference(value: int) -> str:
+    """The encoding as it was first written: base32 of the 16 bytes, cut to 26 characters."""
+    text = base64.b32encode(value.to_bytes(16, "big")).decode("ascii")[:26]
+    return text.translate(_RFC4648_TO_CROCKFORD)
+
+
+def test_encoding_is_the_base32_text_ids_always_had() -> None:
+    # issue 6 "What it must show": new_id is on every event's path; its faster encoding must
+    # write exactly the ids stored databases already hold
+    rng = random.Random(6)
+    values = [0, 1, (1 << 128) - 1, 1 << 127, *(rng.getrandbits(128) for _ in range(5000))]
+    for value in values:
+        assert _encode(value) == _reference(value)
+
+
+def test_ids_sort_by_creation_time() -> None:
+    ids = [new_id(1_700_000_000 + i / 1000) for i in range(200)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 26 for i in ids)
