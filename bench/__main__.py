@@ -274,7 +274,12 @@ def _notes(results: Results) -> list[str]:
             f"{scale.get('concurrency')}; wakers all asleep before the window: "
             f"{scale.get('wakers_asleep_before_window')}; lateness min "
             f"{scale.get('late_min_ms', math.nan):.1f} ms, max "
-            f"{scale.get('late_max_ms', math.nan):.1f} ms; RSS after the wake window "
+            f"{scale.get('late_max_ms', math.nan):.1f} ms; of which until the lease: p50 "
+            f"{scale.get('late_until_leased_p50_ms', math.nan):.1f} ms, p99 "
+            f"{scale.get('late_until_leased_p99_ms', math.nan):.1f} ms; "
+            f"{scale.get('wake_transactions', 0):,} write transactions while waking "
+            f"({scale.get('wake_jobs_per_transaction', 0):.1f} jobs each); RSS after the wake "
+            "window "
             f"{scale.get('rss_end_mb', math.nan):.1f} MB; database at the end "
             f"{scale.get('db_end_mb', math.nan):,.1f} MB"
         )

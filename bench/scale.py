@@ -62,6 +62,10 @@ DBOS_NA = (
 # body, in this process
 _late = array.array("d")
 _resumed = [0]
+# when each waker's pass started (its lease handed to the worker), to split the lateness into
+# "until leased" and "leased until resumed" (load_run, replay)
+_leased_at: dict[str, float] = {}
+_lease_part = array.array("d")
 
 
 def rss_mb() -> float:
@@ -114,8 +118,12 @@ def make_app(workdir: Path) -> tuple[Any, Path]:
         await ctx.step.sleep_until("nap", data["until"])
         i = data.get("i")
         if i is not None and math.isnan(_late[i]):
-            _late[i] = time.time() - data["until"]
+            now = time.time()
+            _late[i] = now - data["until"]
             _resumed[0] += 1
+            leased = _leased_at.get(ctx.run_id)
+            if leased is not None:
+                _lease_part.append(leased - data["until"])
 
     return app, Path(url.removeprefix("sqlite:///"))
 
@@ -213,6 +221,15 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
             # 3. the wake window
             if n_wake:
+                start_pass = w._start_pass
+
+                def traced(lease: Any) -> None:
+                    _leased_at[lease.run_id] = time.time()
+                    start_pass(lease)
+
+                w._start_pass = traced
+                writer = app.engine.writer
+                tx0, jobs0 = writer.transactions, writer.jobs
                 await asyncio.sleep(max(0.0, window_start - time.time() - 0.5))
                 print(f"scale: wake window opens in 0.5 s (pid {os.getpid()})", file=sys.stderr)
                 await asyncio.sleep(max(0.0, window_start - time.time()))
@@ -231,6 +248,13 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
                 result["late_max_ms"] = max(late_ms)
                 result["late_min_ms"] = min(late_ms)
                 result["wake_per_s"] = n_wake / (ended - window_start)
+                leased_ms = [x * 1000 for x in _lease_part]
+                if leased_ms:
+                    result["late_until_leased_p50_ms"] = percentile(leased_ms, 50)
+                    result["late_until_leased_p99_ms"] = percentile(leased_ms, 99)
+                tx = writer.transactions - tx0
+                result["wake_transactions"] = tx
+                result["wake_jobs_per_transaction"] = (writer.jobs - jobs0) / tx if tx else 0.0
                 gc.collect()
                 result["rss_end_mb"] = rss_mb()
 
