@@ -114,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         help="runs of the scale workload (default 100,000; 10,000 with --quick; the issue's "
         "row: 1000000); also STEPLINE_BENCH_SCALE_RUNS",
     )
+    parser.add_argument(
+        "--scale-concurrency",
+        type=int,
+        metavar="N",
+        default=None,
+        help="the scale workload's worker concurrency (default 100, the worker's default)",
+    )
     args = parser.parse_args(argv)
 
     selected = list(WORKLOADS)
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.quick() if args.quick else Sizes.full()
     if args.scale_runs:
         sizes = dataclasses.replace(sizes, scale_runs=args.scale_runs)
+    if args.scale_concurrency:
+        sizes = dataclasses.replace(sizes, scale_concurrency=args.scale_concurrency)
     dbos_ok, dbos_info = _dbos_status()
     if args.no_dbos:
         dbos_ok, dbos_info = False, "skipped (--no-dbos)"

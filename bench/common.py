@@ -38,6 +38,7 @@ class Sizes:
     scale_runs: int = 100_000  # --scale-runs / STEPLINE_BENCH_SCALE_RUNS (the row: 1,000,000)
     scale_wake: int = -1  # runs that wake in the window; -1: min(100,000, scale_runs // 10)
     scale_window: float = 0.0  # seconds; 0: 60 s per 100,000 wakers
+    scale_concurrency: int = 100  # the worker's concurrency (100 is its default)
 
     @classmethod
     def full(cls) -> Sizes:

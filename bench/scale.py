@@ -6,7 +6,8 @@ timeout 30 days). Runs are rows, not coroutines: a suspended run holds no task, 
 slot, so the worker's memory must not grow with their number.
 
 1. **Creation**: ``runs - wake`` long runs (half sleep 30 days, half wait), sent with
-   ``send_async`` in batches of 1,000 to an in-process worker (``concurrency=100``, the default),
+   ``send_async`` in batches of 1,000 to an in-process worker (``concurrency=100``, the worker's
+   default; ``--scale-concurrency``),
    which runs each into its sleep or wait (one pass, one commit, shared by group commit). The
    sender keeps at most 5,000 runs not yet suspended. ``create_per_s``: runs per second, from the
    first send to every run SLEEPING or WAITING (counted in the store).
@@ -162,7 +163,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     result: dict[str, Any] = {"runs": n, "wake": n_wake, "window_s": window}
     app, path = make_app(workdir)
     try:
-        async with worker(app) as w:
+        async with worker(app, concurrency=sizes.scale_concurrency) as w:
             result["concurrency"] = w.concurrency
             # warm-up: imports, caches, the first pages of every table
             far = time.time() + FAR
@@ -300,9 +301,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--wake", type=int, default=-1)
     parser.add_argument("--window", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     sizes = dataclasses.replace(
-        Sizes.quick(), scale_runs=args.runs, scale_wake=args.wake, scale_window=args.window
+        Sizes.quick(),
+        scale_runs=args.runs,
+        scale_wake=args.wake,
+        scale_window=args.window,
+        scale_concurrency=args.concurrency,
     )
     root = scratch_root()
     try:
