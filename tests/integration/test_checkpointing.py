@@ -3,6 +3,9 @@ long passes yielding back to the queue."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -135,3 +138,49 @@ def test_invalid_checkpointing_names_the_field() -> None:
         Checkpointing(buffered_steps=0)
     with pytest.raises(ConfigError, match=r"Checkpointing\.max_interval"):
         Checkpointing(max_interval="soon")
+
+
+@pytest.mark.parametrize("where", ["outside a step", "in a long step"])
+async def test_max_interval_commits_a_buffered_group_on_a_timer(
+    app: App, make_engine: Callable[..., TestEngine], where: str
+) -> None:
+    # issue 6 item 6: max_interval was only looked at on the next step boundary, so a group
+    # stayed uncommitted for as long as the function worked outside steps (or in a long step)
+    ran_a = threading.Event()
+    release = threading.Event()
+
+    def long_body() -> int:
+        release.wait(30)
+        return 2
+
+    @app.function(
+        id="slow",
+        trigger=TriggerEvent("go"),
+        checkpointing=Checkpointing(buffered_steps=10, max_interval="1s"),
+    )
+    async def slow(ctx: Context) -> Any:
+        a = await ctx.step.run("a", lambda: ran_a.set() or 1)
+        if where == "outside a step":
+            await asyncio.to_thread(release.wait, 30)  # work outside any step
+            b = await ctx.step.run("b", lambda: 2)
+        else:
+            b = await ctx.step.run("b", long_body)
+        return a + b
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        [event_id] = await t.send(Event("go"))
+        [run] = await t.runs(event_id=event_id)
+        try:
+            await asyncio.to_thread(ran_a.wait, 30)
+            clock.advance(2)  # past max_interval while the function is busy
+            deadline = time.monotonic() + 20
+            while True:
+                steps = {s.id: s.status for s in (await t.app.get_run(run.run_id)).steps}  # type: ignore[union-attr]
+                if steps.get("a") == "COMPLETED":
+                    break
+                assert time.monotonic() < deadline, f"step a never committed: {steps}"
+                await asyncio.sleep(0.005)
+        finally:
+            release.set()
+        assert (await t.wait_for_run(run.run_id)).output == 3

@@ -74,7 +74,11 @@ class RoundRecorder:
 
         def now(self) -> float: ...
 
-        def _new_commit(self) -> PassCommit: ...
+        def _new_commit(self, take_buffer: bool = True) -> PassCommit: ...
+
+        def _take_buffer(self, commit: PassCommit) -> None: ...
+
+        async def _wait_flushing(self, waitables: set[asyncio.Future[Any]]) -> None: ...
 
         async def _commit(self, commit: PassCommit) -> None: ...
 
@@ -118,14 +122,12 @@ class RoundRecorder:
         return record
 
     async def _run_round(self, ops: list[_Op]) -> None:
-        commit = self._new_commit()
+        commit = self._new_commit(take_buffer=False)  # buffered results may flush meanwhile
         self._check_determinism(ops, commit)
         now = self.now()
         run_ops = [op for op in ops if op.kind == "run"]
-        if len(run_ops) == 1:
-            outcomes = [await self._attempt(run_ops[0])]
-        else:
-            outcomes = list(await asyncio.gather(*(self._attempt(op) for op in run_ops)))
+        outcomes = await self._attempts(run_ops)
+        self._take_buffer(commit)
         resolutions: list[tuple[_Op, Any, BaseException | None]] = []
         for op, outcome in zip(run_ops, outcomes, strict=True):
             self._settle_run_op(op, outcome, commit, resolutions)
@@ -155,6 +157,21 @@ class RoundRecorder:
                 op.future.set_exception(error)
             else:
                 op.future.set_result(value)
+
+    async def _attempts(self, run_ops: list[_Op]) -> list[_Outcome]:
+        """Execute one attempt of each ``run`` step, concurrently; committing buffered results
+        if ``max_interval`` passes meanwhile."""
+        if not run_ops:
+            return []
+        if len(run_ops) == 1 and self._buffer is None:
+            return [await self._attempt(run_ops[0])]
+        gathered = asyncio.ensure_future(asyncio.gather(*(self._attempt(op) for op in run_ops)))
+        try:
+            await self._wait_flushing({gathered})
+            return list(await gathered)
+        finally:
+            if not gathered.done():
+                gathered.cancel()
 
     def _keep_buffered(
         self,

@@ -281,7 +281,8 @@ class Engine:
                 tx.purge_expired(now)
                 if self.retention is not None:
                     tx.purge_before(now - self.retention, 10_000)
-            tx.flush_deferrals(now)
+            # a debounce's or batch's run may replace a singleton run: announced like ingestion's
+            self.announce_cancellations(tx, tx.flush_deferrals(now), now)
             for row in tx.due_crons(now, self.served):
                 fn = self.functions[row.function_id]
                 trigger = next((c for c in fn.crons if c.cron == row.cron), None)

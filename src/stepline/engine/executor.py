@@ -323,7 +323,7 @@ class PassExecutor(RoundRecorder, PassEndings):
                         return
                 return
             waiter = self._waiter = self.loop.create_future()
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            await self._wait_flushing({task, waiter})
             self._waiter = None
 
     # -- a round of new operations ----------------------------------------------------------------
@@ -367,13 +367,12 @@ class PassExecutor(RoundRecorder, PassEndings):
         return outcome
 
     # -- ends of a pass ---------------------------------------------------------------------------
-    def _new_commit(self) -> PassCommit:
-        """The next commit of this pass; it carries the results buffered by Checkpointing."""
+    def _new_commit(self, take_buffer: bool = True) -> PassCommit:
+        """The next commit of this pass; it carries the results buffered by Checkpointing
+        (unless ``take_buffer`` is false: ``_take_buffer`` later)."""
         commit = PassCommit(self.run.run_id, self.lease.token)
-        if self._buffer is not None:
-            commit.steps.extend(self._buffer.steps)
-            commit.history.extend(self._buffer.history)
-            self._buffer = None
+        if take_buffer:
+            self._take_buffer(commit)
         if self.run.started_at is None and not self._start_recorded:
             self._start_recorded = True
             commit.history.append(HistoryRecord(self.run.run_id, self.now(), "RUN_STARTED"))
@@ -384,6 +383,49 @@ class PassExecutor(RoundRecorder, PassEndings):
             commit.history.extend(self._late_history)
             self._late_history = []
         return commit
+
+    def _take_buffer(self, commit: PassCommit) -> None:
+        """Move the results buffered by Checkpointing to the front of ``commit``."""
+        if self._buffer is not None:
+            commit.steps[:0] = self._buffer.steps
+            commit.history[:0] = self._buffer.history
+            self._buffer = None
+
+    def _flush_due_at(self) -> float | None:
+        """When buffered results must be committed (``Checkpointing.max_interval``)."""
+        checkpointing = self.fn.options.checkpointing
+        interval = checkpointing.max_interval_seconds if checkpointing is not None else None
+        if self._buffer is None or self._buffer_since is None or interval is None:
+            return None
+        return self._buffer_since + interval
+
+    async def _wait_flushing(self, waitables: set[asyncio.Future[Any]]) -> None:
+        """Wait until one of ``waitables`` is done. Meanwhile, results buffered by
+        Checkpointing are committed once ``max_interval`` has passed (on the engine's clock),
+        however long the function works outside steps or in a step."""
+        while True:
+            due = self._flush_due_at()
+            if due is None:
+                await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
+                return
+            woken = asyncio.Event()
+
+            def wake(_: asyncio.Future[Any], woken: asyncio.Event = woken) -> None:
+                woken.set()
+
+            for waitable in waitables:
+                waitable.add_done_callback(wake)
+            try:
+                await self.engine.clock.sleep_until(due, woken)
+            finally:
+                for waitable in waitables:
+                    waitable.remove_done_callback(wake)
+            if any(w.done() for w in waitables):
+                return
+            if self.now() >= due:
+                commit = self._new_commit()
+                self._buffered, self._buffer_since = 0, None
+                await self._commit(commit)
 
     async def _commit(self, commit: PassCommit) -> None:
         now = self.now()

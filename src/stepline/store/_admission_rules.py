@@ -11,7 +11,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from stepline.gcra import GcraSpec, admit_or_reject, schedule
-from stepline.store.records import Admission, Deferral, EventIngest, MatcherSpec, NewRun
+from stepline.store.records import (
+    Admission,
+    Deferral,
+    EventIngest,
+    IngestResult,
+    MatcherSpec,
+    NewRun,
+)
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
@@ -156,15 +163,20 @@ def start_runs(
     return tuple(started), tuple(skipped)
 
 
-def flush_due(tx: AdmissionTx, rows: list[DeferralRow], now: float) -> list[str]:
-    """Start the runs of due debounces and batches (rows already read by the backend)."""
-    started: list[str] = []
+def flush_due(tx: AdmissionTx, rows: list[DeferralRow], now: float) -> list[IngestResult]:
+    """Start the runs of due debounces and batches (rows already read by the backend); one
+    result per row, under its last event's id: the run started (or the skip) and the runs
+    its singleton cancelled, which the caller announces as it does for an ingested event."""
+    results: list[IngestResult] = []
     for row in sorted(rows, key=lambda r: r.due_at):
         tx.delete_deferral(row)
-        run = run_for(row)
-        if admit(tx, run, now, row.event_ids[-1], []) is None:
-            started.append(run.run_id)
-    return started
+        run, event_id = run_for(row), row.event_ids[-1]
+        cancelled: list[tuple[str, str]] = []
+        reason = admit(tx, run, now, event_id, cancelled)
+        started = (run.run_id,) if reason is None else ()
+        skipped = () if reason is None else ((run.function_id, reason),)
+        results.append(IngestResult(event_id, False, started, (), skipped, tuple(cancelled)))
+    return results
 
 
 # -- deferrals (debounce, batch) ------------------------------------------------------------------

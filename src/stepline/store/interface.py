@@ -73,8 +73,10 @@ class StoreTx(Protocol):
         ``cutoff``, and skips recorded before it. Returns the number of runs deleted."""
         ...
 
-    def flush_deferrals(self, now: float) -> list[str]:
-        """Start the runs of debounces and batches whose time has come; returns their ids."""
+    def flush_deferrals(self, now: float) -> list[IngestResult]:
+        """Start the runs of debounces and batches whose time has come: one result per
+        debounce or batch (under its last event's id) with the run it started and the runs its
+        singleton cancelled (to be announced like an ingested event's)."""
         ...
 
     def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:

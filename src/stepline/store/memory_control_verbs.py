@@ -16,6 +16,7 @@ from stepline.store.records import (
     CronRow,
     FunctionSet,
     HistoryRecord,
+    IngestResult,
     NewRun,
     StepRecord,
 )
@@ -89,7 +90,7 @@ class MemoryControlVerbs:
         with self._verb():
             yield
 
-    def flush_deferrals(self, now: float) -> list[str]:
+    def flush_deferrals(self, now: float) -> list[IngestResult]:
         with self._verb():
             due = [row for row in self._s._deferrals.values() if row.due_at <= now]
             return flush_due(self, due, now)

@@ -28,6 +28,7 @@ from stepline.store.records import (
     CronRow,
     EventRecord,
     FunctionSet,
+    IngestResult,
     Lease,
     NewRun,
     StepRecord,
@@ -202,7 +203,7 @@ class SQLiteControlVerbs:
         with self._savepoint():
             yield
 
-    def flush_deferrals(self, now: float) -> list[str]:
+    def flush_deferrals(self, now: float) -> list[IngestResult]:
         with self._savepoint() as c:
             rows = [_deferral(r) for r in c.execute(q.DUE_DEFERRALS, (now,)).fetchall()]
             return flush_due(self, rows, now)
