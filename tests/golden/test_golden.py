@@ -23,10 +23,14 @@ async def test_a_recorded_sleeping_run_resumes_without_rerunning_its_steps(
     shutil.copy(HERE / "sleeping_order.db", db)
     CALLS.clear()
     app = build_app()
-    clock = MockClock(start=T0 + 2 * 3600, autojump=False)  # the sleep is over
+    clock = MockClock(start=T0 + 1800, autojump=False)  # half-way through the 1 h sleep
     async with TestEngine(app, store=SQLiteStore(db), clock=clock) as t:
         [recorded] = await t.runs(function_id="golden-order")
+        # read before the sleep is over: a worker leasing the due run (RUNNING) cannot race it
+        # (issue 6 item 8)
         assert recorded.status == "SLEEPING"
+        clock.set(T0 + 2 * 3600)  # the sleep is over
+        await t.tick()
         done = await t.wait_for_run(recorded.run_id)
         history = [(h.kind, h.step_id) for h in await t.history(done.run_id)]
     assert done.status == "COMPLETED", done.error
