@@ -251,10 +251,13 @@ async def test_on_failure_and_system_events(
     assert failures[0]["run_id"] == bad.run_id
     assert failures[0]["error"]["message"] == "doomed"
     assert failures[0]["event"]["data"] == {"fail": True}
-    assert [f["run_id"] for f in finished] == [ok.run_id]
-    assert finished[0]["result"] == "fine"
+    # function.finished for every ending (issue 7): the completed run and the failed one
+    assert sorted(f["run_id"] for f in finished) == sorted([ok.run_id, bad.run_id])
+    by_run = {f["run_id"]: f for f in finished}
+    assert by_run[ok.run_id]["result"] == "fine"
+    assert by_run[bad.run_id]["_inngest"] == {"status": "Failed"}
     # audit's own completions do not trigger audit again
-    assert len(await_runs) == 2
+    assert len(await_runs) == 3  # doomed twice (completed, failed), doomed-failure once
 
 
 @pytest.mark.parametrize(("retry_after", "expected"), [("30s", 30), ("120", 120), ("1m30s", 90)])

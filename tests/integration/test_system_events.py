@@ -75,3 +75,107 @@ async def test_a_singleton_cancel_from_a_debounce_flush_emits_function_cancelled
 async def _runs_if(t: TestEngine, function_id: str, count: int) -> list[Any] | None:
     runs = await t.runs(function_id=function_id)
     return sorted(runs, key=lambda r: r.created_at) if len(runs) == count else None
+
+
+# -- the payloads of a run's ending events --------------------------------------------------------
+# Inngest builds them in pkg/execution/executor/finalize.go (finalizeEvents, functionFinishedData
+# in executor.go): function.finished for every ending with data._inngest.status, plus
+# function.failed or function.cancelled with the same data; the status names are Inngest's
+# StepStatus JSON names (pkg/enums/step_status.go).
+FINISHED, FAILED = "inngest/function.finished", "inngest/function.failed"
+
+
+def _listener(app: App, seen: list[tuple[str, dict[str, Any]]]) -> None:
+    @app.function(
+        id="listener",
+        triggers=[
+            TriggerEvent(name, if_='event.data.function_id == "subject"')
+            for name in (FINISHED, FAILED, CANCELLED)
+        ],
+    )
+    async def listener(ctx: Context) -> Any:
+        seen.append((ctx.event.name, dict(ctx.event.data)))
+
+
+async def _announced(t: TestEngine, count: int) -> None:
+    runs = await until(f"{count} listener runs", lambda: _runs_if(t, "listener", count))
+    for run in runs:
+        await t.wait_for_run(run.run_id)
+
+
+async def test_function_finished_is_emitted_for_a_completed_run(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7: function.finished carries event, events, result and _inngest.status
+    seen: list[tuple[str, dict[str, Any]]] = []
+    _listener(app, seen)
+
+    @app.function(id="subject", trigger=TriggerEvent("go"))
+    async def subject(ctx: Context) -> Any:
+        return {"ok": True}
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go", {"n": 1}))
+        await _announced(t, 1)
+    [(name, data)] = seen
+    assert name == FINISHED
+    assert data["_inngest"] == {"status": "Completed"}
+    assert (data["function_id"], data["run_id"], data["result"]) == (
+        "subject",
+        run.run_id,
+        {"ok": True},
+    )
+    assert data["event"]["name"] == "go" and data["event"]["data"] == {"n": 1}
+    assert data["events"] == [data["event"]]
+    assert "error" not in data
+
+
+async def test_a_failed_run_emits_function_finished_and_function_failed_with_events(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7: function.finished on failure too; function.failed data carries events
+    seen: list[tuple[str, dict[str, Any]]] = []
+    _listener(app, seen)
+
+    @app.function(id="subject", trigger=TriggerEvent("go"), retries=0)
+    async def subject(ctx: Context) -> Any:
+        raise RuntimeError("boom")
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go", {"n": 2}))
+        await _announced(t, 2)
+    assert sorted(name for name, _ in seen) == [FAILED, FINISHED]
+    for _, data in seen:
+        assert data["_inngest"] == {"status": "Failed"}
+        assert data["run_id"] == run.run_id
+        assert data["error"]["name"] == "RuntimeError" and data["error"]["message"] == "boom"
+        assert data["event"]["data"] == {"n": 2}
+        assert data["events"] == [data["event"]]
+        assert "result" not in data
+
+
+async def test_a_cancelled_run_emits_function_finished_and_function_cancelled_with_events(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7: function.cancelled carries event, events and error {message: "function cancelled"}
+    seen: list[tuple[str, dict[str, Any]]] = []
+    _listener(app, seen)
+
+    @app.function(id="subject", trigger=TriggerEvent("go"))
+    async def subject(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")
+
+    async with make_engine(clock=MockClock(start=T0, autojump=False)) as t:
+        [event_id] = await t.send(Event("go", {"n": 3}))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        assert await t.app.cancel_run(run.run_id, reason="no longer needed")
+        await _announced(t, 2)
+    assert sorted(name for name, _ in seen) == [CANCELLED, FINISHED]
+    for _, data in seen:
+        assert data["_inngest"] == {"status": "Cancelled"}
+        assert data["run_id"] == run.run_id and data["function_id"] == "subject"
+        assert data["error"]["message"] == "function cancelled"
+        assert data["reason"] == "no longer needed"  # Stepline's addition
+        assert data["event"]["data"] == {"n": 3}
+        assert data["events"] == [data["event"]]

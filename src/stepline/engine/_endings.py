@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from stepline._ids import new_id
 from stepline.engine._ops import StepGate, Suspended, _Abort, error_dict
-from stepline.engine.engine import FUNCTION_FAILED, FUNCTION_FINISHED, Engine
+from stepline.engine._system_events import ending_data, ending_names
+from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
 from stepline.errors import (
     ConfigError,
@@ -24,7 +24,6 @@ from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps, loads
 from stepline.store.records import (
     EventIngest,
-    EventRecord,
     HistoryRecord,
     PassCommit,
     RunEnd,
@@ -129,33 +128,22 @@ class PassEndings:
             return
         await self._fail_run(error, None)
 
-    def _system_event(self, name: str, data: dict[str, Any]) -> EventIngest:
-        """A system event about this run. It never triggers this same function, so a function
-        listening to ``inngest/function.finished`` does not trigger itself forever."""
-        record = EventRecord(new_id(self.now()), name, data, {}, None, self.now())
-        planned = self.engine.plan(record)
-        runs = tuple(r for r in planned.new_runs if r.function_id != self.fn.id)
-        return EventIngest(record, runs)
-
-    def _trigger_payload(self) -> dict[str, Any]:
-        return self.state.events[0].payload() if self.state.events else {}
+    def _ending_events(self, status: str, **details: Any) -> list[EventIngest]:
+        """The system events this run's end emits (see ``_system_events``); they never trigger
+        this same function."""
+        events = [e.payload() for e in self.state.events]
+        data = ending_data(self.fn.id, self.run.run_id, events, status, **details)
+        now = self.now()
+        return [
+            self.engine.system_event(name, data, self.fn.id, now) for name in ending_names(status)
+        ]
 
     async def _complete(self, output: bytes) -> None:
         commit = self._new_commit()
         now = self.now()
         commit.end = RunEnd(status="COMPLETED", output_json=output)
         commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_COMPLETED"))
-        commit.events.append(
-            self._system_event(
-                FUNCTION_FINISHED,
-                {
-                    "function_id": self.fn.id,
-                    "run_id": self.run.run_id,
-                    "event": self._trigger_payload(),
-                    "result": loads(output),
-                },
-            )
-        )
+        commit.events.extend(self._ending_events("COMPLETED", result=loads(output)))
         self._wake_parent(commit, "COMPLETED", output, None)
         await self._commit(commit)
 
@@ -178,17 +166,8 @@ class PassEndings:
         commit.end = RunEnd(status="FAILED", error=details)
         commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_FAILED", data=details))
         if announce:
-            commit.events.append(
-                self._system_event(
-                    FUNCTION_FAILED,
-                    {
-                        "function_id": self.fn.id,
-                        "run_id": self.run.run_id,
-                        "event": self._trigger_payload(),
-                        "error": {"name": details["name"], "message": details["message"]},
-                    },
-                )
-            )
+            failure = {"name": details["name"], "message": details["message"]}
+            commit.events.extend(self._ending_events("FAILED", error=failure))
         self._wake_parent(commit, "FAILED", None, details)
         await self._commit(commit)
         if task is not None:

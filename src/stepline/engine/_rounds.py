@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_id
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
-from stepline.engine.engine import FUNCTION_INVOKED, Engine
+from stepline.engine._system_events import FUNCTION_INVOKED
+from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
 from stepline.expressions import prepare_match
 from stepline.sdk.event import Event

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from stepline._ids import new_id
 from stepline.clock import Clock
 from stepline.cron import catch_up_tick
+from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
@@ -43,10 +44,6 @@ from stepline.store.records import (
 
 T = TypeVar("T")
 
-FUNCTION_FINISHED = "inngest/function.finished"
-FUNCTION_FAILED = "inngest/function.failed"
-FUNCTION_INVOKED = "inngest/function.invoked"
-FUNCTION_CANCELLED = "inngest/function.cancelled"
 PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
 
 
@@ -161,15 +158,27 @@ class Engine:
 
         return job
 
-    def cancelled_event(
-        self, run_id: str, function_id: str, reason: str, now: float
+    def system_event(
+        self, name: str, data: dict[str, Any], function_id: str, now: float
     ) -> EventIngest:
-        """The ``inngest/function.cancelled`` event for a run (never re-triggers its function)."""
-        data = {"function_id": function_id, "run_id": run_id, "reason": reason}
-        record = EventRecord(new_id(now), FUNCTION_CANCELLED, data, {}, None, now)
+        """A system event about a run of ``function_id``. It never triggers that same function,
+        so a function listening to ``inngest/function.finished`` does not trigger itself."""
+        record = EventRecord(new_id(now), name, data, {}, None, now)
         planned = self.plan(record)
         runs = tuple(r for r in planned.new_runs if r.function_id != function_id)
-        return EventIngest(record, runs, planned.deferrals)
+        deferrals = tuple(d for d in planned.deferrals if d.function_id != function_id)
+        return EventIngest(record, runs, deferrals)
+
+    def cancelled_events(
+        self, tx: StoreTx, run_id: str, function_id: str, reason: str, now: float
+    ) -> list[EventIngest]:
+        """``inngest/function.finished`` and ``inngest/function.cancelled`` for a run just
+        cancelled in ``tx`` (see ``_system_events``)."""
+        events = [e.payload() for e in tx.run_events(run_id)]
+        data = ending_data(function_id, run_id, events, "CANCELLED", reason=reason)
+        return [
+            self.system_event(name, data, function_id, now) for name in ending_names("CANCELLED")
+        ]
 
     def announce_cancellations(
         self, tx: StoreTx, results: Sequence[IngestResult], now: float
@@ -179,8 +188,9 @@ class Engine:
         pending = [pair for r in results for pair in r.cancelled]
         while pending:
             items = [
-                self.cancelled_event(run_id, fn, "cancelled by an event", now)
+                event
                 for run_id, fn in pending
+                for event in self.cancelled_events(tx, run_id, fn, "cancelled by an event", now)
             ]
             more = tx.ingest(items, now, self.wait_matches)
             pending = [pair for r in more for pair in r.cancelled]
@@ -193,8 +203,8 @@ class Engine:
                 function_id = tx.cancel_run(run_id, now, reason)
                 if function_id is None:
                     return False
-                event = self.cancelled_event(run_id, function_id, reason, now)
-                self.announce_cancellations(tx, tx.ingest([event], now, self.wait_matches), now)
+                events = self.cancelled_events(tx, run_id, function_id, reason, now)
+                self.announce_cancellations(tx, tx.ingest(events, now, self.wait_matches), now)
                 return True
 
         return job

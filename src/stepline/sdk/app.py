@@ -15,7 +15,8 @@ from typing import Any
 
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
-from stepline.engine.engine import FUNCTION_FAILED, Engine
+from stepline.engine._system_events import FUNCTION_FAILED
+from stepline.engine.engine import Engine
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 from stepline.expressions import compile_expression

@@ -57,6 +57,10 @@ class StoreTx(Protocol):
         keeps its result) and None is returned: the pass must stop."""
         ...
 
+    def run_events(self, run_id: str) -> list[EventRecord]:
+        """The events that triggered a run (in order), as this transaction sees them."""
+        ...
+
     def savepoint(self) -> AbstractContextManager[None]:
         """Make a group of verbs all-or-nothing inside the transaction."""
         ...

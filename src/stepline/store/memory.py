@@ -294,6 +294,11 @@ class _MemoryTx(MemoryControlVerbs):
             event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
         )
 
+    def run_events(self, run_id: str) -> list[EventRecord]:
+        run = self._s._runs.get(run_id)
+        events = self._s._events
+        return [] if run is None else [events[i] for i in run.event_ids if i in events]
+
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
         skip = SkipRecord(event_id, function_id, reason, now)
         self._put(self._s._skips, len(self._s._skips), skip)

@@ -145,6 +145,7 @@ CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,
        cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
 WHERE run_id = ?"""
+RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = ?"
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = ? AND status = 'CANCELLED'"""
 RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,

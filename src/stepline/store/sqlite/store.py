@@ -296,6 +296,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         c.execute("RELEASE verb")
 
     # -- events -----------------------------------------------------------------------------------
+    def run_events(self, run_id: str) -> list[EventRecord]:
+        row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+        return [] if row is None else _select_events(self._c, loads(row[0]))
+
     def ingest(
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
