@@ -11,9 +11,9 @@ from cel_expr_python import cel
 
 from stepline.errors import ExpressionError, SteplineError
 from stepline.expressions._env import (
-    BOOL_TYPE,
     ERROR_TYPE,
     environment,
+    is_true,
     to_python,
 )
 from stepline.expressions._lower import DYN, Path, lower, paths, static_type
@@ -75,7 +75,7 @@ def _present(activation: Mapping[str, Any], path: Path) -> bool:
             if isinstance(key, int) and not isinstance(current, list):
                 return False
             current = current[key]
-    except (KeyError, TypeError, IndexError):
+    except (LookupError, TypeError):
         return False
     return True
 
@@ -91,6 +91,7 @@ class Expression:
     """
 
     __slots__ = (
+        "_checks",
         "_null_safe",
         "_paths",
         "_program",
@@ -115,6 +116,8 @@ class Expression:
         self._null_safe = null_safe
         self._tree = tree
         self._paths: tuple[Path, ...] = paths(tree, variables) if tree is not None else ()
+        # (whether the path is names only, the path): names never index a list or a string
+        self._checks = tuple((all(isinstance(k, str) for k in p), p) for p in self._paths)
         # by bit mask of the missing paths; None: the result is missing
         self._programs: dict[int, cel.Expression | None] = {}
         self._type = static_type(tree, variables) if tree is not None else DYN
@@ -149,9 +152,18 @@ class Expression:
         if not self._paths:
             return self._program
         missing = 0
-        for bit, path in enumerate(self._paths):
-            if not _present(activation, path):
-                missing |= 1 << bit
+        bit = 1
+        for by_name, path in self._checks:  # inlined: this runs for every event
+            if by_name:
+                current: Any = activation
+                try:
+                    for key in path:
+                        current = current[key]
+                except (LookupError, TypeError):
+                    missing |= bit
+            elif not _present(activation, path):
+                missing |= bit
+            bit <<= 1
         if not missing:
             return self._program
         try:
@@ -206,8 +218,7 @@ class Expression:
             program = self._program_for(activation)
             if program is None:
                 return False
-            value = program.eval(data=activation)
-            return value.type() == BOOL_TYPE and value.value() is True
+            return is_true(program.eval(data=activation))
         except Exception:
             return False
 

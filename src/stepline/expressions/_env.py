@@ -9,7 +9,9 @@ at import, so a fixed binding switches the mirroring off by itself.
 
 from __future__ import annotations
 
+import ctypes
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
@@ -20,27 +22,56 @@ from cel_expr_python.ext import ext_optional, ext_strings
 from stepline.expressions._functions import extension
 
 ERROR_TYPE: Final = cel.Type.ERROR
-BOOL_TYPE: Final = cel.Type.BOOL
-NULL_TYPE: Final = cel.Type.NULL
+
+
+def _restore_none(count: int) -> None:
+    for _ in range(count):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
+
+
+def _nones(value: Any) -> int:
+    """How many ``None`` a converted value holds (at any depth)."""
+    if value is None:
+        return 1
+    if isinstance(value, list):
+        return sum(_nones(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_nones(item) for item in value.values())
+    return 0
+
+
+def _probe_none_release() -> bool:
+    """Whether the binding releases a reference to ``None`` it never took when it hands out a
+    null (``cel-expr-python`` 0.1.x does: after a few thousand null results the interpreter
+    aborts with "deallocating None"). The references the probe loses are given back."""
+    program = cel.NewEnv().compile("null")
+    before = sys.getrefcount(None)
+    for _ in range(16):
+        program.eval().plain_value()
+    lost = before - sys.getrefcount(None)
+    if lost > 0:
+        _restore_none(lost)
+    return lost >= 16
+
+
+RELEASES_NONE: Final = _probe_none_release()
 
 
 def to_python(value: cel.Value) -> Any:
-    """``value`` as a plain Python value.
+    """``value`` as a plain Python value, giving back the references to ``None`` the binding
+    releases for each null in it (see :func:`_probe_none_release`)."""
+    result = value.plain_value()
+    if RELEASES_NONE and (count := _nones(result)):
+        _restore_none(count)
+    return result
 
-    ``cel-expr-python`` 0.1.x releases a reference to ``None`` it never took each time it hands
-    out a null (``plain_value()`` or ``value()`` of a null, nulls inside ``plain_value()`` of a
-    list or map): after a few thousand null results the interpreter aborts ("deallocating
-    None"). So nulls are recognised by their type and never fetched, and containers are walked
-    here rather than by ``plain_value()``.
-    """
-    if value.type() == NULL_TYPE:
-        return None
+
+def is_true(value: cel.Value) -> bool:
+    """Whether ``value`` is the boolean ``true`` (a null's reference to ``None`` given back)."""
     raw = value.value()
-    if isinstance(raw, list):
-        return [to_python(item) for item in raw]
-    if isinstance(raw, dict):
-        return {key: to_python(item) for key, item in raw.items()}
-    return raw
+    if raw is None and RELEASES_NONE:
+        _restore_none(1)
+    return raw is True
 
 
 @lru_cache(maxsize=32)

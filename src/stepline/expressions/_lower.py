@@ -307,6 +307,9 @@ class _Lowering:
             if {left.type, right.type} <= {"timestamp", "duration"}:
                 timed = "timestamp" if "timestamp" in (left.type, right.type) else "duration"
                 return _known(f"({left.text} + {right.text})", timed)
+            guarded = _guarded_concatenation(left, right)
+            if guarded is not None:
+                return _known(guarded, "string")
             return _known(f"_inngest_add({left.text}, {right.text})", _sum_type(left, right))
         if left.text is None or right.text is None:
             return _known("false", "bool")  # in, -, *, /, % with an unknown operand
@@ -345,27 +348,52 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+def _literal(node: Node) -> Lit | None:
+    """The literal ``node`` is, also under ``dyn(...)`` (what substituted matchers contain)."""
+    if (
+        isinstance(node, Call)
+        and node.name == "dyn"
+        and node.target is None
+        and len(node.args) == 1
+    ):
+        node = node.args[0]
+    return node if isinstance(node, Lit) else None
+
+
 def _guarded_ordering(op: str, node: Binary, left: Lowered, right: Lowered) -> str | None:
     """``x < 5`` as native CEL guarded for a null ``x`` (then it is ``0 < 5``, decided here):
     cheaper than the ``_inngest_lt`` call when one side is a number or text literal."""
     for value_side, literal_side, literal_node in (
-        (left, right, node.right),
-        (right, left, node.left),
+        (left, right, _literal(node.right)),
+        (right, left, _literal(node.left)),
     ):
-        if not isinstance(literal_node, Lit) or literal_side.type not in _ZEROS:
+        if literal_node is None or literal_node.type not in _ZEROS:
             continue
         if value_side.type not in (DYN, NOT_BOOL):
             continue
         literal = constant(literal_node.text)
-        zero = _ZEROS[literal_side.type]
         if literal is MISSING or isinstance(literal, bool):
             return None
+        zero = _ZEROS[literal_node.type]
         pair = (zero, literal) if value_side is left else (literal, zero)
         when_null = "true" if _COMPARE[op](*pair) else "false"
         x, lit = value_side.text, literal_side.text
         compared = f"{x} {op} {lit}" if value_side is left else f"{lit} {op} {x}"
         return f"({x} == null ? {when_null} : {compared})"
     return None
+
+
+def _guarded_concatenation(left: Lowered, right: Lowered) -> str | None:
+    """``text + x`` (or ``x + text``) as native CEL when ``x`` is text at run time, the common
+    case of a composite key; ``_inngest_add`` only for the other types."""
+    if left.type == "string" and right.type == DYN:
+        x = right.text
+    elif right.type == "string" and left.type == DYN:
+        x = left.text
+    else:
+        return None
+    native = f"{left.text} + {right.text}"
+    return f"(type({x}) == string ? {native} : _inngest_add({left.text}, {right.text}))"
 
 
 def _sum_type(left: Lowered, right: Lowered) -> str:
