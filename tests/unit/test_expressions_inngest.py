@@ -14,10 +14,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stepline import BatchEvents, CancelOn, TriggerEvent
 from stepline.errors import ExpressionError
-from stepline.expressions import compile_condition, compile_expression, prepare_match
+from stepline.expressions import (
+    ExpressionEvaluationError,
+    compile_condition,
+    compile_expression,
+    prepare_match,
+)
+from stepline.expressions._functions import ORDERING_FUNCTIONS, add
+
+OPS = sorted(ORDERING_FUNCTIONS)
 
 # Inngest's server declares these top-level variables (pkg/expressions/env.go).
 VARIABLES = ("event", "async", "steps", "response", "user", "actions", "action", "vars")
@@ -645,3 +655,47 @@ def test_an_empty_condition_is_refused() -> None:
     # Stepline refuses it at definition (omit if_ to match every event of the name).
     with pytest.raises(ExpressionError, match="empty"):
         compile_expression("")
+
+
+# --- the native fast forms agree with Inngest's loose operators ----------------------------------
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.text(max_size=3),
+    st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=2),
+)
+
+
+def _reference(function: Any, *args: Any) -> Any:
+    try:
+        return function(*args)
+    except (TypeError, OverflowError, ValueError):
+        return "error"
+
+
+def _stepline(text: str, value: Any) -> Any:
+    try:
+        return evaluate(text, ev(x=value))
+    except ExpressionEvaluationError:
+        return "error"
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_VALUES, literal=st.sampled_from(["5", "2.5", "'m'", "0"]), op=st.sampled_from(OPS))
+def test_ordering_with_a_literal_matches_inngest(value: Any, literal: str, op: str) -> None:
+    # issue 7: inngest/inngest pkg/expressions/unknown.go (null is the zero of the other type)
+    lit = {"5": 5, "2.5": 2.5, "'m'": "m", "0": 0}[literal]
+    function = ORDERING_FUNCTIONS[op]
+    assert _stepline(f"event.data.x {op} {literal}", value) == _reference(function, value, lit)
+    assert _stepline(f"{literal} {op} event.data.x", value) == _reference(function, lit, value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_VALUES)
+def test_concatenation_with_text_matches_inngest(value: Any) -> None:
+    # issue 7: inngest/inngest pkg/expressions/unknown.go (mixed + writes both as text)
+    assert _stepline("event.data.x + '-'", value) == _reference(add, value, "-")
+    assert _stepline("'-' + event.data.x", value) == _reference(add, "-", value)

@@ -136,7 +136,7 @@ def go_text(value: Any) -> str:
     return str(value)
 
 
-def _add(a: Any, b: Any) -> Any:
+def add(a: Any, b: Any) -> Any:
     """``a + b`` as Inngest's server adds: CEL's own addition when it applies, otherwise both
     operands written as text and concatenated (``"id-" + 7`` is ``"id-7"``)."""
     ka, kb = _kind(a), _kind(b)
@@ -265,7 +265,7 @@ _DECLARATIONS: list[tuple[str, Any, list[Any], Any]] = [
     ("_inngest_le", _T.BOOL, _BINARY, _le),
     ("_inngest_gt", _T.BOOL, _BINARY, _gt),
     ("_inngest_ge", _T.BOOL, _BINARY, _ge),
-    ("_inngest_add", _T.DYN, _BINARY, _add),
+    ("_inngest_add", _T.DYN, _BINARY, add),
     ("_inngest_or", _T.DYN, _BINARY, _or),
     ("_inngest_and", _T.DYN, _BINARY, _and),
     ("lowercase", _T.STRING, [_T.DYN], _lowercase),
@@ -279,6 +279,8 @@ _DECLARATIONS: list[tuple[str, Any, list[Any], Any]] = [
 ]
 
 ORDERINGS = {"<": "_inngest_lt", "<=": "_inngest_le", ">": "_inngest_gt", ">=": "_inngest_ge"}
+ORDERING_FUNCTIONS = {"<": _lt, "<=": _le, ">": _gt, ">=": _ge}
+"""Inngest's orderings over any two values (the reference the native fast forms agree with)."""
 _TYPE_NAMES = (("bool", _T.BOOL), ("string", _T.STRING), ("timestamp", _T.TIMESTAMP))
 FUNCTION_TYPES = {
     name: next((n for n, t in _TYPE_NAMES if t == ret), "dyn") for name, ret, _, _ in _DECLARATIONS
