@@ -25,6 +25,7 @@ from stepline.expressions import (
     compile_expression,
     prepare_match,
 )
+from stepline.expressions._env import cel_view
 from stepline.expressions._functions import ORDERING_FUNCTIONS, add
 
 OPS = sorted(ORDERING_FUNCTIONS)
@@ -671,7 +672,7 @@ _VALUES = st.one_of(
 
 def _reference(function: Any, *args: Any) -> Any:
     try:
-        return function(*args)
+        return function(*map(cel_view, args))  # as the binding passes data (cut at NUL)
     except (TypeError, OverflowError, ValueError):
         return "error"
 
