@@ -16,6 +16,7 @@ from stepline.store.records import (
     PassCommit,
     RunEnd,
     RunFilter,
+    StepRecord,
 )
 
 from .builders import (
@@ -293,3 +294,20 @@ def test_child_runs_are_created(store: Store) -> None:
     assert [e.internal_id for e in state.events] == ["inv-1"]
     assert history_kinds(store, "child") == ["RUN_QUEUED"]
     assert [h.run_id for h in lease(store, "w2", now=T0 + 2)] == ["child"]
+
+
+def test_executing_steps_are_shown_running_until_their_result(store: Store) -> None:
+    # issue 6 "What a user sees": the step that is executing is visible (start time, attempt)
+    start(store, "r1")
+    held = lease_run(store, "r1", "w1")
+    running = StepRecord("r1", "h-a", "a", "run", 0, "RUNNING", attempts=2, started_at=T0 + 1)
+    with store.transaction() as tx:
+        assert tx.mark_steps_running("r1", held.token, [running])
+        assert not tx.mark_steps_running("r1", "stale-token", [replace(running, hash="h-b")])
+    [shown] = store.get_steps("r1")
+    assert (shown.status, shown.attempts, shown.started_at) == ("RUNNING", 2, T0 + 1)
+    done = step("r1", "h-a", 0, output=1)
+    commit(store, PassCommit("r1", held.token, steps=[done]))
+    with store.transaction() as tx:  # a late marker never hides a result
+        assert tx.mark_steps_running("r1", held.token, [running])
+    assert [s.status for s in store.get_steps("r1")] == ["COMPLETED"]

@@ -109,3 +109,4 @@ class _Outcome:
     final: bool = False
     started_at: float = 0.0
     duration: float = 0.0
+    ended_at: float = 0.0

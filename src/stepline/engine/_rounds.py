@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_id
+from stepline.engine._executing import ExecutingSteps, executing_records
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
 from stepline.engine._system_events import FUNCTION_INVOKED
 from stepline.engine.engine import Engine
@@ -70,6 +71,7 @@ class RoundRecorder:
     _warned: bool
     _next_position: int
     _state_bytes: int
+    executing: ExecutingSteps
 
     if TYPE_CHECKING:  # provided by PassExecutor
 
@@ -127,7 +129,17 @@ class RoundRecorder:
         self._check_determinism(ops, commit)
         now = self.now()
         run_ops = [op for op in ops if op.kind == "run"]
-        outcomes = await self._attempts(run_ops)
+        showing = None
+        if run_ops:  # the rows are built only if the round is still executing then
+            at = self._next_position
+            showing = self.executing.show_later(
+                lambda: executing_records(self.run.run_id, run_ops, self.memo, at, now)
+            )
+        try:
+            outcomes = await self._attempts(run_ops)
+        finally:
+            if showing is not None:
+                showing.cancel()
         self._take_buffer(commit)
         resolutions: list[tuple[_Op, Any, BaseException | None]] = []
         for op, outcome in zip(run_ops, outcomes, strict=True):
@@ -207,9 +219,9 @@ class RoundRecorder:
         resolutions: list[tuple[_Op, Any, BaseException | None]],
     ) -> None:
         attempt = op.attempts
-        history = HistoryRecord(
+        history = HistoryRecord(  # at the step's end (``duration`` after its start)
             self.run.run_id,
-            outcome.started_at,
+            outcome.ended_at,
             "STEP_COMPLETED",
             op.key,
             attempt,
@@ -223,7 +235,7 @@ class RoundRecorder:
                     output_json=outcome.output_json,
                     attempts=attempt + 1,
                     started_at=outcome.started_at,
-                    ended_at=outcome.started_at + outcome.duration,
+                    ended_at=outcome.ended_at,
                 )
             )
             commit.history.append(history)
@@ -242,7 +254,7 @@ class RoundRecorder:
             commit.history.append(
                 HistoryRecord(
                     self.run.run_id,
-                    outcome.started_at,
+                    outcome.ended_at,
                     "STEP_FAILED",
                     op.key,
                     attempt,
@@ -258,7 +270,7 @@ class RoundRecorder:
         commit.history.append(
             HistoryRecord(
                 self.run.run_id,
-                outcome.started_at,
+                outcome.ended_at,
                 "STEP_FAILED",
                 op.key,
                 attempt,

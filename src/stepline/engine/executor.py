@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from stepline.engine._endings import PassEndings
+from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, error_dict, step_hash
 from stepline.engine._rounds import RoundRecorder
 from stepline.engine.engine import Engine
@@ -80,7 +81,6 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._warned = False
         self._next_position = max((s.position for s in self.memo.values()), default=-1) + 1
         self._new_ops_seen = False
-        self._start_recorded = False
         self._buffer: PassCommit | None = None  # step results awaiting their commit
         self._buffered = 0
         self._buffer_since: float | None = None
@@ -91,6 +91,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._finish_deadline = (
             started + self.run.finish_timeout if self.run.finish_timeout is not None else None
         )
+        self.executing = ExecutingSteps(engine, lease, self.loop)
         self.ctx = self._make_context()
 
     # -- StepDriver -------------------------------------------------------------------------------
@@ -178,8 +179,8 @@ class PassExecutor(RoundRecorder, PassEndings):
             raise _Abort()
         self._new_ops_seen = True
         op = _Op(kind, step_id, key, digest, self.gate.future(), **spec)
-        if memo is not None and memo.status == "RETRYING":
-            op.attempts = memo.attempts
+        if memo is not None and memo.status in ("RETRYING", "RUNNING"):
+            op.attempts = memo.attempts  # RUNNING: an attempt a crashed pass was executing
         self._new_ops.append(op)
         self._notify()
         return await op.future
@@ -363,6 +364,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             if op.attempts < self.fn.retries:
                 outcome.retry_at = self.now() + self.engine.backoff.delay(op.attempts)
         outcome.duration = time.perf_counter() - t0
+        outcome.ended_at = self.now()
         STEP_ATTEMPT.reset(attempt_token)
         return outcome
 
@@ -373,9 +375,6 @@ class PassExecutor(RoundRecorder, PassEndings):
         commit = PassCommit(self.run.run_id, self.lease.token)
         if take_buffer:
             self._take_buffer(commit)
-        if self.run.started_at is None and not self._start_recorded:
-            self._start_recorded = True
-            commit.history.append(HistoryRecord(self.run.run_id, self.now(), "RUN_STARTED"))
         if self._late_steps:
             commit.steps.extend(self._late_steps)
             self._late_steps = []

@@ -1,0 +1,78 @@
+"""Showing the steps a pass is executing: their memo rows become RUNNING (start time, attempt).
+
+The write goes through the group-commit writer and nothing waits for it; it is made only when a
+round's steps are still executing ``SHOW_AFTER`` seconds after they started, so quick steps (the
+common case) never write it and add no transaction. The store applies it only while the pass
+holds its lease and never over a settled step; the step's own result replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from stepline.engine._ops import _Op
+from stepline.engine.engine import Engine
+from stepline.store.records import Lease, StepRecord
+
+SHOW_AFTER = 0.05  # seconds a round executes before its steps are shown RUNNING
+
+log = logging.getLogger("stepline.worker")
+
+
+def executing_records(
+    run_id: str, ops: Sequence[_Op], memo: dict[str, StepRecord], next_position: int, now: float
+) -> list[StepRecord]:
+    """The RUNNING rows of a round's ``run`` steps, at the positions their results will take
+    (a step seen before keeps its own; new ones follow in registration order)."""
+    records: list[StepRecord] = []
+    for op in ops:
+        existing = memo.get(op.hash)
+        if existing is not None:
+            position = existing.position
+        else:
+            position, next_position = next_position, next_position + 1
+        records.append(
+            StepRecord(
+                run_id,
+                op.hash,
+                op.key,
+                "run",
+                position,
+                "RUNNING",
+                attempts=op.attempts,
+                started_at=now,
+            )
+        )
+    return records
+
+
+class ExecutingSteps:
+    """Marks a pass's executing steps RUNNING once they have run ``SHOW_AFTER`` seconds."""
+
+    def __init__(self, engine: Engine, lease: Lease, loop: asyncio.AbstractEventLoop) -> None:
+        self._engine = engine
+        self._lease = lease
+        self._loop = loop
+        self._writes: set[asyncio.Future[Any]] = set()
+
+    def show_later(self, records: Callable[[], list[StepRecord]]) -> asyncio.TimerHandle:
+        """Schedule the write of ``records()`` (built then: quick rounds pay only the timer);
+        cancel the returned handle when the round is over."""
+        return self._loop.call_later(SHOW_AFTER, self._write, records)
+
+    def _write(self, make_records: Callable[[], list[StepRecord]]) -> None:
+        records = make_records()
+        run_id, token = self._lease.run_id, self._lease.token
+        write = self._engine.writer.write(lambda tx: tx.mark_steps_running(run_id, token, records))
+        future = asyncio.ensure_future(write, loop=self._loop)
+        self._writes.add(future)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future[Any]) -> None:
+        self._writes.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            # only a display: the step's own commit reports any real trouble
+            log.debug("run %s: could not show its executing steps", self._lease.run_id)
