@@ -202,7 +202,10 @@ class Worker:
             # due but not leasable (a concurrency key is full): wait for a pass to end
             deadline = now + (self.poll_interval or 0.05) if not self.active else None
         if self.poll_interval is not None:
-            cap = now + self.poll_interval
+            # the poll counts from the lease attempt (when there was one: a slot was free), so a
+            # clock that moved since then is never slept through
+            since = self._leased_at if len(self.active) < self.concurrency else now
+            cap = since + self.poll_interval
             deadline = cap if deadline is None else min(deadline, cap)
         if self._stopping.is_set():
             return
