@@ -24,6 +24,8 @@ async def test_senders_in_several_loops_and_threads_while_a_worker_runs(
 ) -> None:
     # issue 6 item 3: a job sent from one loop while the writer drained on another hung (its
     # future was resolved from the wrong thread) or was dropped between the slice and the delete
+    asyncio.get_running_loop().set_debug(True)  # the worker's loop refuses wrong-thread calls too
+
     @app.function(id="echo", trigger=TriggerEvent("go"))
     async def echo(ctx: Context) -> Any:
         return await ctx.step.run("echo", lambda: ctx.event.data["n"])
