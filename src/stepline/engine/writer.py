@@ -44,8 +44,9 @@ class BatchWriter:
         self._max_batch = max_batch
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepline-writer")
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards _draining and _closed
-        self._draining = False  # a drain is scheduled or running on the writer thread
+        self._lock = threading.Lock()  # guards _draining, _kicks and _closed
+        self._draining = False  # a drain is submitted to or running on the writer thread
+        self._kicks: set[asyncio.AbstractEventLoop] = set()  # loops with a _kick scheduled
         self._closed = False
         self.transactions = 0
         self.jobs = 0
@@ -67,13 +68,32 @@ class BatchWriter:
         return future.result()
 
     def _enqueue(self, pending: _Pending) -> None:
+        loop = pending.loop
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
             self._queue.put(pending)
-            if not self._draining:
+            if self._draining:
+                return
+            if loop is None:  # a blocked thread: start the drain now
                 self._draining = True
                 self._thread.submit(self._drain)
+                return
+            if loop in self._kicks:
+                return
+            self._kicks.add(loop)
+        # The drain starts once this loop has run the callbacks that are ready: the jobs its
+        # other tasks queue meanwhile join the same transaction, and the writer thread does not
+        # wake up to fight this loop for the GIL. Only this loop's jobs wait for this kick.
+        loop.call_soon(self._kick, loop)
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._kicks.discard(loop)
+            if self._draining or self._queue.empty():
+                return
+            self._draining = True
+            self._thread.submit(self._drain)
 
     # -- the writer thread ----------------------------------------------------------------------
     def _drain(self) -> None:
@@ -143,6 +163,9 @@ class BatchWriter:
         """Stop the writer thread (jobs already queued are finished first)."""
         with self._lock:
             self._closed = True
+            if not self._draining and not self._queue.empty():
+                self._draining = True
+                self._thread.submit(self._drain)
         self._thread.shutdown(wait=True)
 
 
