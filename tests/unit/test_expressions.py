@@ -510,3 +510,14 @@ def test_null_results_do_not_release_none() -> None:
             expression.key(activation)
             expression.matches(activation)
     assert sys.getrefcount(None) >= before - 50
+
+
+def test_programs_for_missing_fields_are_bounded() -> None:
+    # Each combination of missing fields gets its own program; an expression over many fields
+    # seen with many shapes of events keeps a bounded number of them.
+    fields = [f"f{i}" for i in range(10)]
+    expression = compile_expression(" + ".join(f"event.data.{f}" for f in fields))
+    for mask in range(1, 600):
+        data = {f: "x" for bit, f in enumerate(fields) if mask >> bit & 1}
+        assert "x" * len(data) in expression.evaluate(on(**data))
+    assert len(expression._programs) <= 256

@@ -66,6 +66,10 @@ def _compile_raw(text: str, variables: tuple[str, ...]) -> cel.Expression:
         raise _error(text, exc) from None
 
 
+_MAX_VARIANTS = 256
+"""Programs kept per expression for combinations of missing fields (one compile each)."""
+
+
 def _present(activation: Mapping[str, Any], path: Path) -> bool:
     """Whether the field walk ``path`` reaches a value (null included) in ``activation``: only
     maps are walked into by name and lists by index, as Inngest's ``Data.Get`` does."""
@@ -179,6 +183,8 @@ class Expression:
                 program = environment(self._variables).compile(lowered)
             except Exception as exc:  # pragma: no cover - a lowering CEL rejects
                 raise ExpressionEvaluationError(self._text, str(exc)) from exc
+        if len(self._programs) >= _MAX_VARIANTS:  # many paths, many shapes of events
+            self._programs.clear()
         self._programs[missing] = program
         return program
 
