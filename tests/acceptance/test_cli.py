@@ -293,7 +293,10 @@ def test_runs_show_prints_the_run_its_timeline_and_steps(shop: Shop) -> None:
 def test_runs_show_unknown_run_is_one_clear_line(shop: Shop) -> None:
     result = shop.cli.run("runs", "show", "01NOSUCHRUN0000000000000000", "--db", shop.cli.db)
     assert result.returncode == 1
-    assert result.stderr.strip() == "Error: no run '01NOSUCHRUN0000000000000000' in this database"
+    # issue 6 "Which database": errors name the database
+    assert result.stderr.strip() == (
+        f"Error: no run '01NOSUCHRUN0000000000000000' (database {shop.cli.cwd / 'x.db'})"
+    )
 
 
 def test_runs_without_a_database_say_so(cli: Cli) -> None:

@@ -4,7 +4,11 @@ files that are not Stepline's, ``memory://``, and what ``stepline send`` did. In
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,8 +48,6 @@ def queue_runs(db: str, n: int) -> list[str]:
 
 
 def _runs_of(app: App, event_id: str) -> list[stepline.Run]:
-    import asyncio
-
     return asyncio.run(app.runs(event_id=event_id))
 
 
@@ -83,3 +85,197 @@ def test_a_short_run_id_error_says_how_many_characters_and_how_far_back(db: str)
     found = invoke("runs", "show", "qxy123", "--db", db, "--json")
     assert found.exit_code == 0, found.stderr
     assert a in found.stdout
+
+
+# -- which database -------------------------------------------------------------------------------
+def test_errors_and_verbose_name_the_database_success_says_nothing_more(db: str) -> None:
+    # issue 6 "Which database": nothing extra on success; the database named in errors and in
+    # --verbose
+    queue_runs(db, 1)
+    path = str(Path(db.removeprefix("sqlite:///")).resolve())
+    quiet = invoke("runs", "list", "--db", db)
+    assert quiet.exit_code == 0
+    assert quiet.stderr == ""
+    assert path not in quiet.stdout
+    verbose = invoke("runs", "list", "--db", db, "--verbose")
+    assert verbose.exit_code == 0
+    assert verbose.stderr == f"stepline: database {path} (from --db)\n"
+    assert verbose.stdout == quiet.stdout
+    failed = invoke("runs", "show", "01NOSUCHRUN0000000000000000", "--db", db)
+    assert failed.exit_code == 1
+    assert failed.stderr == f"Error: no run '01NOSUCHRUN0000000000000000' (database {path})\n"
+    cancel = invoke("runs", "cancel", "01NOSUCHRUN0000000000000000", "--db", db)
+    assert f"(database {path})" in cancel.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send", "noop/go", "--app", "nowhere:app"],
+        ["runs", "list"],
+        ["runs", "show", "ABCDEF"],
+        ["functions", "pause", "noop"],
+    ],
+)
+def test_memory_is_refused_for_commands_that_end_with_the_process(command: list[str]) -> None:
+    # issue 6 "Which database": memory:// is refused for commands that end with the process
+    if command[0] == "send":  # the app is loaded first: give one that exists
+        command = ["send", "noop/go", "--app", "examples.shop:app"]
+    result = invoke(*command, "--db", "memory://")
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "memory:// keeps nothing once the command ends" in line
+
+
+def _foreign(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("name,amount\nada,12\n" * 200), "file is not a database"),
+        (_foreign, "is not a Stepline database: it holds other tables (users)"),
+        (lambda p: p.mkdir(), "unable to open database file"),
+    ],
+    ids=["not-sqlite", "foreign", "a-folder"],
+)
+def test_a_file_stepline_cannot_use_is_a_one_line_error(
+    tmp_path: Path, make: Callable[[Path], object], message: str
+) -> None:
+    # issue 6 "Which database": a file that is not a Stepline database, or that cannot be
+    # written, gives a one-line Error (never a traceback); a foreign SQLite database is refused
+    path = tmp_path / "data.db"
+    make(path)
+    for command in (["runs", "list"], ["functions", "list"]):
+        result = invoke(*command, "--db", str(path))
+        assert result.exit_code == 1, result.output
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("Error: "), line
+        assert message in line
+        assert str(path) in line
+
+
+def test_a_database_under_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    # issue 6 "Which database": an unusable path is one line, not a traceback
+    (tmp_path / "plain.txt").write_text("not a folder")
+    result = invoke(
+        "send", "x/y", "--app", "examples.shop:app", "--db", str(tmp_path / "plain.txt" / "x.db")
+    )
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: cannot create the folder of the database")
+
+
+def test_an_empty_sqlite_file_is_taken_and_a_foreign_one_refused_by_the_library(
+    tmp_path: Path,
+) -> None:
+    # issue 6 "Which database": a foreign SQLite database is refused unless it is empty
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    app = App("lib", db=str(empty))
+    try:
+        assert app.send(Event(name="x/y"))
+    finally:
+        app.close()
+    foreign = tmp_path / "foreign.db"
+    _foreign(foreign)
+    other = App("lib", db=str(foreign))
+    with pytest.raises(stepline.ConfigError, match="not a Stepline database"):
+        other.send(Event(name="x/y"))
+    other.close()
+    with sqlite3.connect(foreign) as conn:  # untouched
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert names == {"users"}
+
+
+# -- what stepline send did -----------------------------------------------------------------------
+PAY_APP = """
+import stepline
+from stepline import App, CancelOn, Context
+
+app = App("pay")
+
+
+@app.function(
+    id="order",
+    trigger=stepline.TriggerEvent("order/placed"),
+    cancel_on=[CancelOn("order/withdrawn", match="data.orderId")],
+)
+async def order(ctx: Context) -> object:
+    paid = await ctx.step.wait_for_event(
+        "payment", event="order/paid", match="data.orderId", timeout="1d"
+    )
+    return paid is not None
+"""
+
+
+@pytest.fixture
+def pay_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """``MODULE:APP`` of an app whose runs wait for a payment (a module of its own per test)."""
+    module = f"pay_{request.node.name.split('[')[0][-20:]}_{id(request)}"
+    (tmp_path / f"{module}.py").write_text(PAY_APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return f"{module}:app"
+
+
+def waiting_runs(ref: str, db: str, order_ids: list[str]) -> list[str]:
+    """Start an order run per id and let a worker bring each to its wait; the run ids."""
+    app: App = importlib.import_module(ref.split(":")[0]).app
+    app.db = db
+
+    async def go() -> list[str]:
+        async with app.worker():
+            sent = await app.send_async(
+                [Event(name="order/placed", data={"orderId": o}) for o in order_ids]
+            )
+            run_ids = [r.run_id for i in sent for r in await app.runs(event_id=i)]
+            deadline = time.monotonic() + 30
+            while True:
+                runs = [await app.get_run(r) for r in run_ids]
+                if all(r is not None and r.status == "WAITING" for r in runs):
+                    break
+                assert time.monotonic() < deadline, "the runs did not reach their wait"
+                await asyncio.sleep(0.01)
+            return run_ids
+
+    try:
+        return asyncio.run(go())
+    finally:
+        app.close()
+
+
+def test_send_says_which_waiting_run_it_resumed_and_which_it_cancelled(
+    pay_app: str, db: str
+) -> None:
+    # issue 6 "Which database": send says so correctly when the event resumed a waiting run or
+    # cancelled one (it used to say "started no runs")
+    paid, withdrawn = waiting_runs(pay_app, db, ["o-1", "o-2"])
+    resumed = invoke(
+        "send", "order/paid", "--data", '{"orderId": "o-1"}', "--app", pay_app, "--db", db
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resumed run {paid} of order: it was waiting for this event" in resumed.stdout
+    assert "started no runs" not in resumed.output
+    assert "Warning" not in resumed.stderr
+    cancelled = invoke(
+        "send", "order/withdrawn", "--data", '{"orderId": "o-2"}', "--app", pay_app, "--db", db
+    )
+    assert cancelled.exit_code == 0, cancelled.output
+    assert f"cancelled run {withdrawn} of order" in cancelled.stdout
+    assert "started no runs" not in cancelled.output
+
+
+def test_send_warns_when_no_function_matched(pay_app: str, db: str) -> None:
+    # issue 6 "Which database": send warns when the event started nothing because no function
+    # matched
+    result = invoke("send", "order/typo", "--app", pay_app, "--db", db)
+    assert result.exit_code == 0
+    assert result.stdout.startswith("event ")
+    assert result.stderr.startswith(
+        "Warning: the event started nothing: no function of app 'pay' is triggered by 'order/typo'"
+    )

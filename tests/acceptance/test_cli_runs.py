@@ -143,6 +143,7 @@ def test_cancel_a_sleeping_run_then_replay_it_in_the_live_log(cli: Cli, tmp_path
     assert again.returncode == 1
     assert again.stderr.strip() == (
         f"Error: run {run_id} has already ended (CANCELLED): nothing to cancel"
+        f" (database {cli.cwd / 'x.db'})"
     )
 
     replayed = cli.run("runs", "replay", short, "--app", "flow:app", "--db", cli.db)
@@ -239,6 +240,7 @@ def test_replay_from_a_step_keeps_the_results_before_it(cli: Cli, tmp_path: Path
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
         f"Error: run {run_id} has no step 'nope' (steps: fetch, deliver)"
+        f" (database {cli.cwd / 'x.db'})"
     )
     (cli.cwd / "carrier.up").touch()
     replayed = cli.json("runs", "replay", run_id, "--from-step", "deliver", "--db", cli.db)
@@ -257,6 +259,7 @@ def test_a_paused_function_holds_its_runs_until_resumed(cli: Cli, tmp_path: Path
     assert ghost.returncode == 1
     assert ghost.stderr.strip() == (
         "Error: app 'flow' has no function 'ghost' (its functions: nap, ship, limited)"
+        f" (database {cli.cwd / 'x.db'})"
     )
 
     log = tmp_path / "worker.log"

@@ -20,7 +20,7 @@ from stepline.cli._commands.functions import functions
 from stepline.cli._commands.runs import runs
 from stepline.cli._commands.send import send
 from stepline.cli._commands.worker import worker
-from stepline.cli._common import CliError
+from stepline.cli._common import CliError, with_db
 from stepline.errors import SteplineError
 
 __all__ = ["cli", "main"]
@@ -33,7 +33,12 @@ class _Root(click.Group):
         try:
             return super().invoke(ctx)
         except SteplineError as exc:
-            raise CliError(str(exc)) from exc
+            raise CliError(with_db(ctx, str(exc))) from exc
+        except CliError as exc:  # once a command has chosen its database, its errors name it
+            named = with_db(ctx, exc.message)
+            if named == exc.message:
+                raise
+            raise type(exc)(named) from exc.__cause__
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})

@@ -143,7 +143,18 @@ def app_option(fn: F) -> F:
 
 
 def db_option(fn: F) -> F:
-    """``--db URL``; from ``STEPLINE_DB`` only when the app itself names no database."""
+    """``--db URL``; from ``STEPLINE_DB`` only when the app itself names no database. With it
+    ``--verbose``: name the database used, on stderr."""
+    fn = click.option(
+        "--verbose",
+        "-v",
+        is_flag=True,
+        expose_value=False,
+        envvar="STEPLINE_VERBOSE",
+        show_envvar=True,
+        callback=_set_verbose,
+        help="Say which database is used and where that choice came from (on stderr).",
+    )(fn)
     return click.option(
         "--db",
         metavar="URL",
@@ -152,6 +163,11 @@ def db_option(fn: F) -> F:
         help="Database URL (sqlite:///path.db, a file path, memory://). Overrides the app's db; "
         "STEPLINE_DB applies when the app sets none. Default: ./.stepline/stepline.db.",
     )(fn)
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta[VERBOSE_KEY] = value
+    return value
 
 
 def function_option(help: str) -> Callable[[F], F]:
@@ -261,16 +277,55 @@ def _where(exc: BaseException) -> str:
     return f"{shown_path(frames[-1].filename)}:{frames[-1].lineno}: "
 
 
-def use_db(app: App, db: str | None) -> None:
+def use_db(app: App, db: str | None, *, memory_ok: bool = True) -> None:
     """Point ``app`` at ``--db`` (before its engine opens). A value that came from
-    ``STEPLINE_DB`` does not override a database the app names itself, as in the library."""
-    if db is None:
-        return
+    ``STEPLINE_DB`` does not override a database the app names itself, as in the library.
+    Then ``note_db``."""
     source = click.get_current_context().get_parameter_source("db")
-    if source is ParameterSource.ENVIRONMENT and app.db is not None:
-        return
-    app.db = db
-    app.close()  # an engine opened while importing the app is reopened on the new database
+    if db is not None and not (source is ParameterSource.ENVIRONMENT and app.db is not None):
+        app.db = db
+        app.close()  # an engine opened while importing the app is reopened on the new database
+        note_db(app, "STEPLINE_DB" if source is ParameterSource.ENVIRONMENT else "--db", memory_ok)
+    elif app.db is not None:
+        note_db(app, f"App({app.id!r}, db=...)", memory_ok)
+    elif os.environ.get("STEPLINE_DB"):
+        note_db(app, "STEPLINE_DB", memory_ok)
+    else:
+        note_db(app, "the default", memory_ok)
+
+
+DB_KEY = "stepline.db"  # click's ctx.meta: the database the command works on, for its errors
+VERBOSE_KEY = "stepline.verbose"
+
+
+def note_db(app: App, source: str, memory_ok: bool) -> None:
+    """Remember the app's database for the command's errors (``with_db``), say it with
+    ``--verbose``, and refuse ``memory://`` for a command whose data would end with it."""
+    url = db_label(app)
+    ctx = click.get_current_context()
+    if url.startswith("memory:") and not memory_ok:
+        raise CliUsageError(
+            f"{ctx.command_path}: memory:// keeps nothing once the command ends; give a "
+            "database file (--db sqlite:///path.db or STEPLINE_DB)"
+        )
+    path = sqlite_path(url)
+    shown = str(path.resolve()) if path is not None else url
+    ctx.meta[DB_KEY] = shown
+    if ctx.meta.get(VERBOSE_KEY):
+        click.echo(f"stepline: database {shown} (from {source})", err=True)
+
+
+def with_db(ctx: click.Context, message: str) -> str:
+    """An error message naming the command's database (once it is known)."""
+    shown = ctx.meta.get(DB_KEY)
+    if shown is None or shown in message:
+        return message
+    return f"{message} (database {shown})"
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: the command did its work, but maybe not what was meant."""
+    click.echo(f"Warning: {message}", err=True)
 
 
 def db_label(app: App) -> str:
@@ -282,14 +337,17 @@ def open_app(app_ref: str | None, db: str | None, *, create: bool = False) -> Ap
     """The app for commands on an existing database: ``--app`` (with ``--db`` overriding its
     database), else a bare app (no functions) on ``--db``, else the default database if it
     exists. Creates no database unless ``create`` (a SQLite file a typo names would be left
-    behind)."""
+    behind). ``memory://`` is refused: it would end with the command."""
     if app_ref is not None:
         app = load_app(app_ref)
-        use_db(app, db)
+        use_db(app, db, memory_ok=False)
     elif db is not None:
         app = App("cli", db=db)
+        env = click.get_current_context().get_parameter_source("db")
+        note_db(app, "STEPLINE_DB" if env is ParameterSource.ENVIRONMENT else "--db", False)
     elif DEFAULT_DB_PATH.exists():
         app = App("cli")
+        note_db(app, "the default", False)
     else:
         raise CliUsageError(
             f"no database at {DEFAULT_DB_PATH}: pass --app MODULE:APP or --db URL "
@@ -326,7 +384,7 @@ async def find_run(app: App, ref: str) -> Run:
         return run
     whole = f"the full {RUN_ID_LENGTH}-character id"
     if len(ref) >= RUN_ID_LENGTH:
-        raise CliError(f"no run {ref!r} in this database")
+        raise CliError(f"no run {ref!r}")
     if len(ref) < MIN_RUN_REF:
         raise CliError(
             f"run id {ref!r} is too short: give at least its last {MIN_RUN_REF} characters "
@@ -337,8 +395,8 @@ async def find_run(app: App, ref: str) -> Run:
     matches = [r.run_id for r in found if r.run_id.endswith(tail)]
     if not matches:
         raise CliError(
-            f"no run whose id ends in {ref!r} among the newest {RUN_SEARCH_LIMIT} runs in this "
-            f"database (for an older run give {whole})"
+            f"no run whose id ends in {ref!r} among the newest {RUN_SEARCH_LIMIT} runs (for an "
+            f"older run give {whole})"
         )
     if len(matches) > 1:
         shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
@@ -348,7 +406,7 @@ async def find_run(app: App, ref: str) -> Run:
         )
     run = await app.get_run(matches[0])
     if run is None:  # purged since
-        raise CliError(f"no run {ref!r} in this database")
+        raise CliError(f"no run {ref!r}")
     return run
 
 

@@ -215,13 +215,18 @@ class Engine:
         When a worker of this engine runs in this event loop with free slots, the runs the
         events start are leased to it in the same transaction and their passes begin at once
         (one commit instead of two before the first step)."""
+        return [r.internal_id for r in await self.ingest_events(events)]
+
+    async def ingest_events(self, events: Sequence[Event]) -> list[IngestResult]:
+        """``send``, returning what each event did (runs started, waits resumed, runs
+        cancelled, runs skipped by flow control)."""
         now = self.clock.now()
         items = [self.plan(self.event_record(e, now)) for e in events]
         worker = self._eager_worker
         if worker is None or not worker.accepts_in(asyncio.get_running_loop()):
             results: list[IngestResult] = await self.writer.write(self._ingest_job(items, now))
             self.wake_workers()
-            return [r.internal_id for r in results]
+            return results
         ingest = self._ingest_job(items, now)
         lease_new = worker.lease_new_runs(now)
 
@@ -232,7 +237,7 @@ class Engine:
         results, leases = await self.writer.write(job)
         worker.adopt(leases)
         self.wake_workers()
-        return [r.internal_id for r in results]
+        return results
 
     def offer_runs_to(self, worker: EagerWorker) -> None:
         """Let ``send`` hand the runs it starts to this in-process worker (the first one)."""

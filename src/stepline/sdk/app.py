@@ -22,7 +22,7 @@ from stepline.errors import ConfigError
 from stepline.expressions import compile_expression
 from stepline.sdk._location import located
 from stepline.sdk.backoff import RetryBackoff
-from stepline.sdk.event import Event
+from stepline.sdk.event import Event, EventOutcome
 from stepline.sdk.function import FunctionDef, Handler, Trigger, build_function
 from stepline.sdk.limits import Limits
 from stepline.sdk.options import (
@@ -220,6 +220,22 @@ class App:
     async def send_async(self, events: Event | Sequence[Event]) -> list[str]:
         """``send`` for async code (any event loop, any thread); raises the same errors."""
         return await self.engine.send([events] if isinstance(events, Event) else list(events))
+
+    async def send_with_outcomes(self, events: Event | Sequence[Event]) -> list[EventOutcome]:
+        """``send_async``, returning what each event did once committed: the runs it started,
+        the waiting runs it resumed, the runs it cancelled, the runs flow control skipped."""
+        batch = [events] if isinstance(events, Event) else list(events)
+        return [
+            EventOutcome(
+                r.internal_id,
+                r.run_ids,
+                r.resumed_run_ids,
+                tuple(run_id for run_id, _ in r.cancelled),
+                r.skipped,
+                r.duplicate,
+            )
+            for r in await self.engine.ingest_events(batch)
+        ]
 
     # -- workers ----------------------------------------------------------------------------------
     def make_worker(

@@ -93,3 +93,18 @@ def validate_event(event: Event, max_bytes: int) -> int:
             f"event {event.name!r} is {size} bytes, over the {max_bytes}-byte event size limit"
         )
     return size
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What sending one event did: the ``run_ids`` it started, the waiting runs it resumed
+    (``resumed_run_ids``), the runs its ``cancel_on`` (or a singleton) cancelled
+    (``cancelled_run_ids``), the runs flow control skipped (``skipped``: (function id, reason)
+    pairs), and whether its id had been seen in the last 24 h (``duplicate``)."""
+
+    event_id: str
+    run_ids: tuple[str, ...] = ()
+    resumed_run_ids: tuple[str, ...] = ()
+    cancelled_run_ids: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    duplicate: bool = False

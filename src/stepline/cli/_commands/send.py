@@ -17,12 +17,11 @@ from stepline.cli._common import (
     load_app,
     make_console,
     use_db,
+    warn,
 )
 from stepline.expressions import compile_expression
 from stepline.sdk.app import App
-from stepline.sdk.event import Event
-
-SKIPS_SEEN = 100  # the newest skip records searched for the event's
+from stepline.sdk.event import Event, EventOutcome
 
 
 @click.command()
@@ -62,7 +61,7 @@ def send(
             "the app's functions, so with --db alone the event would be stored but start no runs"
         )
     app = load_app(app_ref)
-    use_db(app, db)
+    use_db(app, db, memory_ok=False)
     try:
         asyncio.run(_send(app, Event(name=name, data=data or {}, id=event_id), make_console()))
     finally:
@@ -70,15 +69,23 @@ def send(
 
 
 async def _send(app: App, event: Event, console: Console) -> None:
-    [internal_id] = await app.send_async(event)
+    [outcome] = await app.send_with_outcomes(event)
+    internal_id = outcome.event_id
     console.print(f"event [bold]{internal_id}[/]  {escape(event.name)}")
     runs = await app.runs(event_id=internal_id)
     for run in reversed(runs):
         console.print(f"  run [bold]{run.run_id}[/]  {escape(run.function_id)}  {run.status}")
-    skips = [s for s in await app.skipped(limit=SKIPS_SEEN) if s.event_id == internal_id]
-    for skip in skips:
+    for run_id in outcome.resumed_run_ids:
         console.print(
-            f"  skipped by {escape(skip.function_id)}: {skip.reason} (see `stepline runs skipped`)",
+            f"  resumed run [bold]{run_id}[/]{await _of(app, run_id)}: it was waiting for this "
+            "event",
+            soft_wrap=True,
+        )
+    for run_id in outcome.cancelled_run_ids:
+        console.print(f"  cancelled run [bold]{run_id}[/]{await _of(app, run_id)}", soft_wrap=True)
+    for fn_id, reason in outcome.skipped:
+        console.print(
+            f"  skipped by {escape(fn_id)}: {reason} (see `stepline runs skipped`)",
             soft_wrap=True,
         )
     started = {run.function_id for run in runs}
@@ -87,12 +94,30 @@ async def _send(app: App, event: Event, console: Console) -> None:
         console.print(
             f"  deferred by {escape(fn_id)} ({how}): its run starts later", soft_wrap=True
         )
-    if not runs and not skips and not deferred:
-        console.print(
-            "  started no runs: no function of the app is triggered by it (or its filter did "
-            "not match, or its id was seen in the last 24 h)",
-            soft_wrap=True,
+    acted = runs or outcome.resumed_run_ids or outcome.cancelled_run_ids
+    if not acted and not outcome.skipped and not deferred:
+        why = _why_nothing(app, event, outcome)
+        if outcome.duplicate:
+            console.print(f"  started no runs: {why}", soft_wrap=True)
+        else:
+            warn(f"the event started nothing: {why}")
+
+
+async def _of(app: App, run_id: str) -> str:
+    run = await app.get_run(run_id)
+    return f" of {escape(run.function_id)}" if run is not None else ""
+
+
+def _why_nothing(app: App, event: Event, outcome: EventOutcome) -> str:
+    if outcome.duplicate:
+        return f"its id {event.id!r} was seen in the last 24 h (a duplicate starts nothing)"
+    listening = [fn.id for fn in app.functions if any(t.name == event.name for t in fn.triggers)]
+    if not listening:
+        return (
+            f"no function of app {app.id!r} is triggered by {event.name!r} and no run was "
+            "waiting for it"
         )
+    return f"the trigger filter of {', '.join(listening)} did not match its data"
 
 
 async def _deferred_by(app: App, event_id: str) -> list[tuple[str, str]]:

@@ -282,3 +282,5 @@ DELETE FROM events WHERE received_at < ?
   AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
   AND internal_id NOT IN (SELECT value FROM deferrals, json_each(deferrals.event_ids))"""
 PURGE_SKIPS = "DELETE FROM skips WHERE at < ?"
+
+TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"

@@ -23,7 +23,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from stepline.errors import LeaseLostError, StoreUnavailable
+from stepline.errors import ConfigError, LeaseLostError, StoreUnavailable
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
 from stepline.store._admission_rules import start_runs
@@ -76,7 +76,12 @@ class SQLiteStore:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the folder of the database {self.path}: {exc.strerror or exc}"
+            ) from None
         self._synchronous = synchronous
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._local = threading.local()
@@ -121,12 +126,31 @@ class SQLiteStore:
         return found
 
     def migrate(self) -> None:
+        """Bring the schema up to date (the first use of the file). Raises ``ConfigError`` for
+        a file that cannot be opened or written, that is not a SQLite database, that holds
+        another application's tables, or that a newer Stepline created; ``StoreUnavailable``
+        for a transient error (locked, disk full)."""
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            transient = self.unavailable(exc)  # locked, disk full: may work a moment later
+            if transient is not None:
+                raise transient from None
+            raise ConfigError(f"cannot use the database {self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._check_is_ours(conn)
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
+            if current > len(MIGRATIONS):
+                raise ConfigError(
+                    f"the database {self.path} was made by a newer Stepline (schema version "
+                    f"{current}; this one knows up to {len(MIGRATIONS)}): upgrade Stepline"
+                )
             for number, script in enumerate(MIGRATIONS, start=1):
                 if number > current:
                     for statement in script.split(";"):
@@ -135,8 +159,20 @@ class SQLiteStore:
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
+
+    def _check_is_ours(self, conn: sqlite3.Connection) -> None:
+        """Refuse a SQLite file holding tables that are not Stepline's (an empty one is fine)."""
+        tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
+        if not tables or ("schema_version" in tables and "runs" in tables):
+            return
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(
+            f"{self.path} is not a Stepline database: it holds other tables ({shown}); give "
+            "Stepline a file of its own (or an empty one)"
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteTx]:
