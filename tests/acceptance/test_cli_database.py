@@ -210,6 +210,12 @@ async def order(ctx: Context) -> object:
         "payment", event="order/paid", match="data.orderId", timeout="1d"
     )
     return paid is not None
+
+
+@app.function(id="ping", trigger=stepline.TriggerEvent("ping"))
+async def ping(ctx: Context) -> str:
+    return "pong"
+
 """
 
 
@@ -279,3 +285,45 @@ def test_send_warns_when_no_function_matched(pay_app: str, db: str) -> None:
     assert result.stderr.startswith(
         "Warning: the event started nothing: no function of app 'pay' is triggered by 'order/typo'"
     )
+
+
+# -- stepline dev's worker id ---------------------------------------------------------------------
+def test_a_restarted_dev_resumes_its_predecessors_runs_at_once(
+    pay_app: str, db: str, tmp_path: Path
+) -> None:
+    # issue 6 "Crash recovery is announced": stepline dev reuses a stable worker id per
+    # database and host, so a restarted dev resumes the runs it left at once (not after the
+    # lease TTL); --worker-id sets it
+    from stepline.cli._commands.dev import dev_worker_id
+
+    with dev_worker_id(db) as stable:
+        assert stable.startswith("dev-")
+        with dev_worker_id(db) as second:  # another dev on the same database and host
+            assert second != stable
+    with dev_worker_id(db) as again, dev_worker_id(f"sqlite:///{tmp_path / 'other.db'}") as other:
+        assert again == stable
+        assert other != stable
+    app: App = importlib.import_module(pay_app.split(":")[0]).app
+    app.db = db
+    try:  # a run of "ping" leased by a dev that was killed mid-pass
+        [event_id] = app.send(Event(name="ping"))
+        [left] = [r.run_id for r in _runs_of(app, event_id)]
+    finally:
+        app.close()
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE queue SET lease_owner = ?, lease_token = 'dead', lease_expires_at = ?",
+            (stable, time.time() + 3600),
+        )
+    conn.close()
+    result = invoke("dev", pay_app, "--db", db, "--send", "ping", "--exit-when-done")
+    assert result.exit_code == 0, result.output
+    assert f"worker {stable}" in result.stdout
+    assert f"resuming 1 run of worker {stable}" in result.stdout
+    shown = invoke("runs", "show", left, "--db", db, "--json")
+    assert '"status": "COMPLETED"' in shown.stdout
+    custom = invoke(
+        "dev", pay_app, "--db", db, "--worker-id", "mine", "--send", "ping", "--exit-when-done"
+    )
+    assert custom.exit_code == 0, custom.output
+    assert "worker mine" in custom.stdout

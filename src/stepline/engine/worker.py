@@ -89,6 +89,10 @@ class StoreOutage:
         return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, exponent)) * random.uniform(0.5, 1)
 
 
+def _runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
 class Worker:
     """Executes runs from the store until stopped."""
 
@@ -162,7 +166,9 @@ class Worker:
         more work unless every free slot was filled."""
         engine = self.engine
         if not self.ready.is_set():
-            await engine.writer.write(self._start_job(engine.clock.now()))
+            reclaimed = await engine.writer.write(self._start_job(engine.clock.now()))
+            if reclaimed:  # a previous process with this id stopped without releasing them
+                log.warning("resuming %s of worker %s", _runs(reclaimed), self.worker_id)
             self.ready.set()
         self._wake.clear()
         free = self.concurrency - len(self.active)
@@ -226,16 +232,17 @@ class Worker:
 
         return job
 
-    def _start_job(self, now: float) -> Callable[[StoreTx], None]:
+    def _start_job(self, now: float) -> Callable[[StoreTx], int]:
         served = self.engine.served
         me = WorkerRecord(
             self.worker_id, served.app_id, served.function_ids, now, now, now + self.lease_ttl
         )
 
-        def job(tx: StoreTx) -> None:
+        def job(tx: StoreTx) -> int:
             tx.register_worker(me)
-            tx.release_owner(self.worker_id, now)
+            reclaimed = tx.release_owner(self.worker_id, now)
             tx.sync_crons(served, self.engine.cron_rows(now))
+            return reclaimed
 
         return job
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -25,9 +31,11 @@ from stepline.cli._common import (
     load_app,
     make_console,
     paused_functions,
+    sqlite_path,
     use_db,
 )
 from stepline.cli._live import LiveLog, LiveLogHandler, RunTracker, RunWatcher
+from stepline.engine.worker import default_worker_id
 from stepline.sdk.app import App, on_stop_signals
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
@@ -65,6 +73,15 @@ POLL_INTERVAL = 0.2
     "exit code 0 if all COMPLETED, 1 otherwise.",
 )
 @concurrency_option
+@click.option(
+    "--worker-id",
+    metavar="ID",
+    envvar="STEPLINE_WORKER_ID",
+    show_envvar=True,
+    help="This worker's identity. Default: one id per database and host, so a restarted "
+    "`stepline dev` resumes the runs its predecessor left at once (not after their lease "
+    "expires); a second `stepline dev` on the same database gets an id of its own.",
+)
 def dev(
     app_ref: str,
     db: str | None,
@@ -72,6 +89,7 @@ def dev(
     datas: tuple[dict[str, Any], ...],
     exit_when_done: bool,
     concurrency: int,
+    worker_id: str | None,
 ) -> None:
     """Run MODULE:APP's functions with a live log of every run, step and retry.
 
@@ -96,12 +114,45 @@ def dev(
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    try:
-        code = asyncio.run(_serve(app, console, live, events, exit_when_done, concurrency))
-    finally:
-        root.removeHandler(handler)
-        app.close()
+    with contextlib.ExitStack() as held:
+        if worker_id is None:
+            worker_id = held.enter_context(dev_worker_id(db_label(app)))
+        try:
+            code = asyncio.run(
+                _serve(app, console, live, events, exit_when_done, concurrency, worker_id)
+            )
+        finally:
+            root.removeHandler(handler)
+            app.close()
     raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def dev_worker_id(db: str) -> Iterator[str]:
+    """The default worker id of ``stepline dev``: one per database and host, held (a lock file
+    in the temporary folder) while this process runs; if another ``stepline dev`` on this host
+    holds it, a fresh id (two workers must never share an id)."""
+    path = sqlite_path(db)
+    where = str(path.resolve()) if path is not None else db
+    host = socket.gethostname()
+    digest = hashlib.sha1(f"{host}\0{where}".encode()).hexdigest()[:10]
+    stable = f"dev-{host}-{digest}"
+    if sys.platform == "win32":
+        yield stable
+        return
+    import fcntl
+
+    lock = Path(tempfile.gettempdir()) / f"stepline-dev-{digest}.lock"
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another stepline dev on this database and host
+            yield default_worker_id()
+            return
+        try:
+            yield stable
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _events(names: tuple[str, ...], datas: tuple[dict[str, Any], ...]) -> list[Event]:
@@ -113,11 +164,12 @@ def _events(names: tuple[str, ...], datas: tuple[dict[str, Any], ...]) -> list[E
     return [Event(name=name, data=datas[i] if datas else {}) for i, name in enumerate(names)]
 
 
-def _banner(app: App, console: Console, concurrency: int) -> None:
+def _banner(app: App, console: Console, concurrency: int, worker_id: str) -> None:
     functions = render.count(len(app.functions), "function")
     console.print(
         f"[bold]stepline dev[/] · app [bold]{escape(app.id)}[/] · {functions} · "
-        f"db {escape(db_label(app))} · concurrency {concurrency} · Ctrl-C to stop",
+        f"db {escape(db_label(app))} · worker {escape(worker_id)} · concurrency {concurrency} · "
+        "Ctrl-C to stop",
         soft_wrap=True,
     )
     width = max((len(fn.id) for fn in app.functions), default=0)
@@ -140,12 +192,13 @@ async def _serve(
     events: list[Event],
     exit_when_done: bool,
     concurrency: int,
+    worker_id: str,
 ) -> int:
     stop = _stop_on_signals(console)
-    _banner(app, console, concurrency)
+    _banner(app, console, concurrency, worker_id)
     watcher = RunWatcher(app)
     await watcher.start()
-    worker = app.make_worker(concurrency=concurrency)
+    worker = app.make_worker(concurrency=concurrency, worker_id=worker_id)
     serving = asyncio.create_task(worker.run())
     tracker: RunTracker | None = None
     try:
