@@ -62,3 +62,14 @@ async def test_a_restarted_worker_announces_the_runs_it_reclaims(
     with caplog.at_level(logging.INFO, logger="stepline.worker"):
         await _serve_until_done(db, "w1", run_ids)
     assert "resuming 3 runs of worker w1" in caplog.messages
+
+
+async def test_a_worker_announces_the_expired_leases_it_takes_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # issue 6 "Crash recovery is announced": a worker that takes over expired leases logs it
+    db = tmp_path / "r.db"
+    run_ids = _orphans(db, 2, "w-dead", time.time() - 1)
+    with caplog.at_level(logging.INFO, logger="stepline.worker"):
+        await _serve_until_done(db, "w2", run_ids)
+    assert "resuming 2 runs of worker w-dead" in " | ".join(caplog.messages)

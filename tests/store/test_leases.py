@@ -41,6 +41,16 @@ def test_expired_leases_are_ordered_by_their_expiry(store: Store) -> None:
     assert ids(lease(store, "w2", now=T0 + 20, limit=3)) == ["r-z", "r-y", "r-x"]
 
 
+def test_a_lease_taken_over_names_the_worker_whose_lease_expired(store: Store) -> None:
+    # issue 6 "Crash recovery is announced": the worker taking over can say from whom
+    start(store, "r1", "r2")
+    [first, _] = lease(store, "w1", now=T0, ttl=5)
+    assert first.taken_over_from is None
+    start(store, "r3", now=T0 + 6)
+    taken = {held.run_id: held.taken_over_from for held in lease(store, "w2", now=T0 + 10)}
+    assert taken == {"r1": "w1", "r2": "w1", "r3": None}
+
+
 def test_one_call_gives_one_token_and_calls_give_distinct_tokens(store: Store) -> None:
     start(store, "r1", "r2", "r3")
     first = lease(store, "w1", limit=2)

@@ -29,6 +29,7 @@ import os
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from stepline._ids import new_id
@@ -91,6 +92,18 @@ class StoreOutage:
 
 def _runs(n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"
+
+
+def _announce_takeovers(leases: Sequence[Lease], worker_id: str) -> None:
+    """Log the runs taken over from other workers whose leases expired (they crashed or hung);
+    this worker's own expired leases (passes an outage cut short) are not news."""
+    taken = Counter(
+        lease.taken_over_from
+        for lease in leases
+        if lease.taken_over_from and lease.taken_over_from != worker_id
+    )
+    for owner, n in taken.items():
+        log.warning("resuming %s of worker %s (its lease expired)", _runs(n), owner)
 
 
 class Worker:
@@ -179,6 +192,7 @@ class Worker:
             leases = await engine.writer.write(self._lease_job(now, free, cut_short))
             self._cut_short.difference_update(cut_short)
             self.outage.recovered()
+            _announce_takeovers(leases, self.worker_id)
             for lease in leases:
                 self._start_pass(lease)
         self.loops += 1

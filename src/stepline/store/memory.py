@@ -529,6 +529,7 @@ class _MemoryTx(MemoryControlVerbs):
         due.sort()
         token = secrets.token_hex(8)
         taken: list[str] = []
+        previous: dict[str, str | None] = {}
         with self._verb():
             for _, run_id in due:
                 if len(taken) >= limit:
@@ -537,6 +538,7 @@ class _MemoryTx(MemoryControlVerbs):
                 if any(busy[key] >= cap for key, cap in item.concurrency):
                     continue
                 busy.update(key for key, _ in item.concurrency)
+                previous[run_id] = item.lease_owner
                 leased = replace(
                     item,
                     lease_owner=owner,
@@ -548,7 +550,7 @@ class _MemoryTx(MemoryControlVerbs):
                 self._put(s._queue, run_id, leased)
                 self._mark_leased(run_id, owner, now, functions.app_id)
                 taken.append(run_id)
-        return [Lease(run_id, token) for run_id in taken]
+        return [Lease(run_id, token, previous[run_id]) for run_id in taken]
 
     def _mark_leased(self, run_id: str, owner: str, now: float, app_id: str) -> None:
         """A leased run is RUNNING, by ``owner``; its first pass starts it (unless its start

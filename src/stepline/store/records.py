@@ -256,10 +256,12 @@ class WaitRecord:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A leased run: the pass that holds it commits with ``token``."""
+    """A leased run: the pass that holds it commits with ``token``. ``taken_over_from`` names
+    the worker whose lease had expired when this one was taken (a crashed or hung worker)."""
 
     run_id: str
     token: str
+    taken_over_from: str | None = None
 
 
 @dataclass(slots=True)

@@ -334,7 +334,8 @@ class SQLiteControlVerbs:
                     params = (now, full, window, app_id, *chunk)
                     rows += c.execute(arms + q.DUE_ORDER, params).fetchall()
             rows.sort(key=lambda r: (r[1], r[0]))
-            for run_id, _, key1, limit1, key2, limit2 in rows[:window]:
+            previous: dict[str, str | None] = {}
+            for run_id, _, key1, limit1, key2, limit2, held_by in rows[:window]:
                 if len(taken) >= limit:
                     break
                 slots = [(k, n) for k, n in ((key1, limit1), (key2, limit2)) if k is not None]
@@ -342,11 +343,12 @@ class SQLiteControlVerbs:
                     continue
                 busy.update(k for k, _ in slots)
                 taken.append(run_id)
+                previous[run_id] = held_by
             app = functions.app_id
             c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])
             c.executemany(q.MARK_LEASED, [(owner, now, now, app, r) for r in taken])
-        return [Lease(r, token) for r in taken]
+        return [Lease(r, token, previous[r]) for r in taken]
 
     def mark_steps_running(
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]

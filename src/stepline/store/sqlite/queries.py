@@ -91,14 +91,14 @@ PAUSED_AMONG = (
 # concurrency keys (JSON), ``?3`` the limit.
 DUE_ARM = """
 SELECT * FROM (
-    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2 FROM queue
+    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
     WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NULL AND due_at <= ?1
       AND (ckey1 IS NULL OR ckey1 NOT IN (SELECT value FROM json_each(?2)))
       AND (ckey2 IS NULL OR ckey2 NOT IN (SELECT value FROM json_each(?2)))
     ORDER BY due_at, run_id LIMIT ?3)
 UNION ALL
 SELECT * FROM (
-    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2 FROM queue
+    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
     WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NOT NULL
       AND lease_expires_at <= ?1
     ORDER BY due_at, run_id LIMIT ?3)"""
