@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 import stepline
 from stepline import App, Context, Event
 from stepline.cli import cli
+from stepline.store.records import WorkerRecord
 
 FULL_ID = 26
 
@@ -267,7 +268,7 @@ def test_send_says_which_waiting_run_it_resumed_and_which_it_cancelled(
     assert resumed.exit_code == 0, resumed.output
     assert f"resumed run {paid} of order: it was waiting for this event" in resumed.stdout
     assert "started no runs" not in resumed.output
-    assert "Warning" not in resumed.stderr
+    assert "started nothing" not in resumed.stderr  # (no worker runs: that is warned)
     cancelled = invoke(
         "send", "order/withdrawn", "--data", '{"orderId": "o-2"}', "--app", pay_app, "--db", db
     )
@@ -327,3 +328,33 @@ def test_a_restarted_dev_resumes_its_predecessors_runs_at_once(
     )
     assert custom.exit_code == 0, custom.output
     assert "worker mine" in custom.stdout
+
+
+def _register_worker(ref: str, db: str, worker_id: str, function_ids: tuple[str, ...]) -> None:
+    """Record a live worker of the app on the database (as a running worker registers)."""
+    app: App = importlib.import_module(ref.split(":")[0]).app
+    app.db = db
+    now = time.time()
+    me = WorkerRecord(worker_id, app.id, function_ids, now, now, now + 3600)
+    try:
+        app.engine.writer.submit_sync(lambda tx: tx.register_worker(me))
+    finally:
+        app.close()
+
+
+def test_send_warns_when_no_worker_runs_on_the_database(pay_app: str, db: str) -> None:
+    # issue 6 "Which database": send warns when the database has no workers seen recently
+    alone = invoke("send", "ping", "--app", pay_app, "--db", db)
+    assert alone.exit_code == 0, alone.output
+    assert " ping  QUEUED" in alone.stdout
+    assert alone.stderr.startswith(
+        "Warning: no worker is running on this database (none seen recently)"
+    )
+    assert f"stepline worker {pay_app}" in alone.stderr
+    _register_worker(pay_app, db, "w-other", ("order",))
+    other = invoke("send", "ping", "--app", pay_app, "--db", db)
+    assert other.stderr.startswith("Warning: no running worker has ping (of app 'pay')")
+    _register_worker(pay_app, db, "w-ping", ("order", "ping"))
+    served = invoke("send", "ping", "--app", pay_app, "--db", db)
+    assert served.exit_code == 0
+    assert served.stderr == ""

@@ -276,7 +276,7 @@ def replay(
     if not registered:
         console.print(
             f"[yellow]Warning:[/] the app has no function {escape(original.function_id)!r}: "
-            "its workers will fail the run",
+            "the run waits for a worker that has it",
             soft_wrap=True,
         )
     elif paused:

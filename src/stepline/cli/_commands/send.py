@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from stepline.cli._common import (
 from stepline.expressions import compile_expression
 from stepline.sdk.app import App
 from stepline.sdk.event import Event, EventOutcome
+from stepline.sdk.run import Run
 
 
 @click.command()
@@ -63,12 +65,13 @@ def send(
     app = load_app(app_ref)
     use_db(app, db, memory_ok=False)
     try:
-        asyncio.run(_send(app, Event(name=name, data=data or {}, id=event_id), make_console()))
+        event = Event(name=name, data=data or {}, id=event_id)
+        asyncio.run(_send(app, app_ref, event, make_console()))
     finally:
         app.close()
 
 
-async def _send(app: App, event: Event, console: Console) -> None:
+async def _send(app: App, app_ref: str, event: Event, console: Console) -> None:
     [outcome] = await app.send_with_outcomes(event)
     internal_id = outcome.event_id
     console.print(f"event [bold]{internal_id}[/]  {escape(event.name)}")
@@ -94,6 +97,7 @@ async def _send(app: App, event: Event, console: Console) -> None:
         console.print(
             f"  deferred by {escape(fn_id)} ({how}): its run starts later", soft_wrap=True
         )
+    await _warn_without_workers(app, app_ref, runs, outcome.resumed_run_ids)
     acted = runs or outcome.resumed_run_ids or outcome.cancelled_run_ids
     if not acted and not outcome.skipped and not deferred:
         why = _why_nothing(app, event, outcome)
@@ -101,6 +105,30 @@ async def _send(app: App, event: Event, console: Console) -> None:
             console.print(f"  started no runs: {why}", soft_wrap=True)
         else:
             warn(f"the event started nothing: {why}")
+
+
+async def _warn_without_workers(
+    app: App, app_ref: str, runs: list[Run], resumed: Sequence[str]
+) -> None:
+    """Warn when the runs the event started or resumed have no live worker to execute them."""
+    pending = [r for r in runs if not r.done]
+    for run_id in resumed:
+        run = await app.get_run(run_id)
+        if run is not None and not run.done:
+            pending.append(run)
+    stranded = sorted({r.function_id for r in pending if r.waiting_for_worker})
+    if not stranded:
+        return
+    if not await app.live_workers():
+        warn(
+            "no worker is running on this database (none seen recently): the runs wait until "
+            f"one starts (`stepline worker {app_ref}` or `stepline dev {app_ref}`)"
+        )
+        return
+    warn(
+        f"no running worker has {', '.join(stranded)} (of app {app.id!r}): "
+        "its runs wait until a worker with it starts"
+    )
 
 
 async def _of(app: App, run_id: str) -> str:
