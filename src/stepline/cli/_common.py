@@ -310,15 +310,18 @@ def note_db(app: App, source: str, memory_ok: bool) -> None:
         )
     path = sqlite_path(url)
     shown = str(path.resolve()) if path is not None else url
-    ctx.meta[DB_KEY] = shown
+    ctx.meta[DB_KEY] = (shown, {shown, url, str(path)} if path is not None else {shown})
     if ctx.meta.get(VERBOSE_KEY):
         click.echo(f"stepline: database {shown} (from {source})", err=True)
 
 
 def with_db(ctx: click.Context, message: str) -> str:
     """An error message naming the command's database (once it is known)."""
-    shown = ctx.meta.get(DB_KEY)
-    if shown is None or shown in message:
+    known: tuple[str, set[str]] | None = ctx.meta.get(DB_KEY)
+    if known is None:
+        return message
+    shown, names = known
+    if any(name in message for name in names):  # the message names it already
         return message
     return f"{message} (database {shown})"
 
