@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from stepline import App, Context, Debounce, Event, Run, TriggerEvent
+from stepline import App, Context, Debounce, Event, Run, Singleton, TriggerEvent
 from stepline.engine.worker import Worker
 from stepline.store import MemoryStore, SQLiteStore, Store
 from stepline.testing import MockClock
@@ -163,3 +163,48 @@ async def test_a_run_of_a_function_no_live_worker_has_waits_for_one(
     finally:
         old.close()
         new.close()
+
+
+async def test_flow_control_state_is_per_app_for_functions_of_the_same_id(
+    open_store: Callable[[], Store],
+) -> None:
+    # issue 6 item 2: two apps on one database; keys named by function id alone were shared
+    clock = MockClock()
+    gate = asyncio.Event()
+
+    def build(app_id: str) -> App:
+        app = App(app_id)
+
+        @app.function(
+            id="sync",
+            trigger=TriggerEvent("account/changed"),
+            singleton=Singleton(key="event.data.account"),
+            idempotency="event.data.change",
+        )
+        async def sync(ctx: Context) -> Any:
+            await ctx.step.run("wait", gate.wait)
+            return app_id
+
+        return app
+
+    shop, billing = build("shop"), build("billing")
+    shop.attach(open_store(), clock)
+    billing.attach(open_store(), clock)
+    try:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(serving(shop, "w-shop"))
+            await stack.enter_async_context(serving(billing, "w-billing"))
+            event = Event("account/changed", {"account": "a1", "change": "c1"})
+            await shop.send_async(event)
+            await billing.send_async(event)  # neither a duplicate nor a second singleton run
+            gate.set()
+            done = await ended(shop, "sync", 2)
+        assert sorted((r.app_id, r.status, r.output) for r in done) == [
+            ("billing", "COMPLETED", "billing"),
+            ("shop", "COMPLETED", "shop"),
+        ]
+        assert await shop.skipped() == []
+    finally:
+        gate.set()
+        shop.close()
+        billing.close()

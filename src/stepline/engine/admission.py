@@ -13,7 +13,6 @@ from stepline._ids import new_id
 from stepline.expressions import Expression, prepare_match
 from stepline.gcra import GcraSpec
 from stepline.sdk.function import FunctionDef
-from stepline.sdk.options import Concurrency
 from stepline.store.records import Admission, Deferral, MatcherSpec, NewRun
 
 PRIORITY_BOUND = 600.0
@@ -51,28 +50,34 @@ def priority_of(fn: FunctionDef, payload: dict[str, Any]) -> float:
 
 
 def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admission:
-    """The admission record for a run of ``fn`` started by the event ``payload``."""
+    """The admission record for a run of ``fn`` started by the event ``payload``. Keys and
+    buckets are named by app and function: two apps on one database never share them."""
     options = fn.options
+    owner = f"{app_id}\x1f{fn.id}"
     idempotency = None
     if options.idempotency is not None:
-        idempotency = f"{fn.id}\x1f{key_value(options.idempotency, payload)}"
+        idempotency = f"{owner}\x1f{key_value(options.idempotency, payload)}"
     rate_limit = None
     if options.rate_limit is not None:
         rl = options.rate_limit
-        bucket = f"rate\x1f{fn.id}\x1f{key_value(rl.key_expr, payload)}"
+        bucket = f"rate\x1f{owner}\x1f{key_value(rl.key_expr, payload)}"
         rate_limit = GcraSpec(bucket, rl.limit, rl.period_seconds, rate_limit_capacity(rl.limit))
     throttle = None
     if options.throttle is not None:
         th = options.throttle
-        bucket = f"throttle\x1f{fn.id}\x1f{key_value(th.key_expr, payload)}"
+        bucket = f"throttle\x1f{owner}\x1f{key_value(th.key_expr, payload)}"
         throttle = GcraSpec(bucket, th.limit, th.period_seconds, th.limit + th.burst)
     singleton_key = None
     singleton_mode = "skip"
     if options.singleton is not None:
-        singleton_key = f"{fn.id}\x1f{key_value(options.singleton.key_expr, payload)}"
+        singleton_key = f"{owner}\x1f{key_value(options.singleton.key_expr, payload)}"
         singleton_mode = options.singleton.mode
     concurrency = tuple(
-        (f"{c.scope}\x1f{_owner(c, fn.id, app_id)}\x1f{key_value(c.key_expr, payload)}", c.limit)
+        (
+            f"{c.scope}\x1f{owner if c.scope == 'fn' else app_id}\x1f"
+            + key_value(c.key_expr, payload),
+            c.limit,
+        )
         for c in options.concurrency
     )
     cancel_on = []
@@ -129,8 +134,3 @@ def plan_run(
         unlimited = replace(run, admission=replace(run.admission, rate_limit=None))
         return Deferral("batch", fn.id, key, be.timeout_seconds, None, be.max_size, unlimited)
     return run
-
-
-def _owner(limit: Concurrency, function_id: str, app_id: str) -> str:
-    """Who shares a concurrency limit: the function (scope "fn") or the whole app."""
-    return function_id if limit.scope == "fn" else app_id
