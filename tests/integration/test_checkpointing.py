@@ -180,7 +180,7 @@ async def test_max_interval_commits_a_buffered_group_on_a_timer(
                 if steps.get("a") == "COMPLETED":
                     break
                 assert time.monotonic() < deadline, f"step a never committed: {steps}"
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # real time: the poll interval; the deadline bounds it
         finally:
             release.set()
         assert (await t.wait_for_run(run.run_id)).output == 3

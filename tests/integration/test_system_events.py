@@ -26,7 +26,7 @@ async def until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> A
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # real time: the poll interval; the deadline bounds it
 
 
 async def test_a_singleton_cancel_from_a_debounce_flush_emits_function_cancelled(
