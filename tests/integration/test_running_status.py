@@ -26,7 +26,7 @@ async def poll_run(t: TestEngine, run_id: str, check: Callable[[Run], bool]) -> 
         if check(run):
             return run
         assert time.monotonic() < deadline, f"run {run_id}: {run}"
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # real time: the poll interval; the deadline bounds it
 
 
 async def test_a_run_is_running_with_its_step_visible_while_a_pass_executes(
