@@ -247,7 +247,7 @@ def waiting_runs(ref: str, db: str, order_ids: list[str]) -> list[str]:
                 if all(r is not None and r.status == "WAITING" for r in runs):
                     break
                 assert time.monotonic() < deadline, "the runs did not reach their wait"
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
             return run_ids
 
     try:
