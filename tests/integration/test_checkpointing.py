@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from _polling import until
 
 from stepline import (
     App,
@@ -21,6 +22,7 @@ from stepline import (
     Event,
     NonRetriableError,
     StepError,
+    SyncContext,
     TriggerEvent,
 )
 from stepline.testing import MockClock, TestEngine
@@ -131,6 +133,46 @@ async def test_max_runtime_yields_the_pass_and_the_run_completes(
     assert run.output == list(range(8))
     assert set(calls.values()) == {1}  # every step ran once across the passes
     assert history.count("PASS_YIELDED") == 2  # 3 steps of 10 s fit in each 25 s pass
+
+
+async def test_a_yielded_pass_is_continued_at_once_while_its_function_unwinds(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # wakeups: a yield commits the run due now and releases its lease, then waits for the
+    # function to unwind; the worker's lease attempt in that window took the run and dropped
+    # that lease (its previous pass was still active here): no pass until the lease expired
+    clock = MockClock(autojump=False)
+    unwinding = threading.Event()  # the function's finally: block has begun
+    release = threading.Event()
+
+    async def first() -> int:
+        clock.advance(30)  # the step outlasts max_runtime: the pass yields after it
+        return 1
+
+    async def second() -> int:
+        return 2
+
+    @app.function(
+        id="long", trigger=TriggerEvent("go"), checkpointing=Checkpointing(max_runtime="25s")
+    )
+    def long(ctx: SyncContext) -> Any:
+        try:
+            return [ctx.step.run("first", first), ctx.step.run("second", second)]
+        finally:
+            if not release.is_set():
+                unwinding.set()
+                release.wait(30)  # real time: bounds the test if it is never released
+
+    async with make_engine(clock=clock) as t:
+        [event_id] = await t.send(Event("go"))
+        [run] = await t.runs(event_id=event_id)
+        await until("the yielded pass to be unwinding", unwinding.is_set)
+        await t.tick()  # the worker looked for due work while the old pass is still active
+        release.set()
+        done = await t.wait_for_run(run.run_id, timeout=10)
+        history = [h.kind for h in await t.history(run.run_id)]
+    assert done.output == [1, 2]
+    assert history.count("PASS_YIELDED") == 1
 
 
 def test_invalid_checkpointing_names_the_field() -> None:

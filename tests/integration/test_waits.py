@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from _polling import until
 
-from stepline import App, Context, Event, NonRetriableError, StepError, TriggerEvent
+from stepline import (
+    App,
+    Context,
+    Event,
+    NonRetriableError,
+    StepError,
+    SyncContext,
+    TriggerEvent,
+)
 from stepline.testing import MockClock, TestEngine
 
 
@@ -94,6 +103,43 @@ async def test_match_shorthand_and_unfiltered_waits(
         await t.send(Event("doc/archived"))
         done = await t.wait_for_run(run.run_id)
     assert done.output == [{"docId": 7, "by": "ann"}, "doc/archived"]
+
+
+async def test_a_wait_resolved_while_its_suspended_pass_unwinds_resumes_the_run(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # wakeups: the suspend commit releases the run's lease, but its pass stays in the worker's
+    # active set until the function has unwound. An event that resolved the wait in that window
+    # made the run due; the worker leased it again, refused to start a second pass of a run
+    # still active and dropped that lease: the run stayed leased with no pass until the lease
+    # expired (forever on a still clock). Seen as a rare hang of
+    # test_match_shorthand_and_unfiltered_waits under load; a slow cleanup makes it certain.
+    unwinding = threading.Event()  # the function's finally: block has begun
+    release = threading.Event()
+
+    @app.function(id="slow-cleanup", trigger=TriggerEvent("doc/submitted"))
+    def slow_cleanup(ctx: SyncContext) -> Any:
+        try:
+            approved = ctx.step.wait_for_event(
+                "approved", event="doc/approved", match="data.docId", timeout="1h"
+            )
+        finally:
+            if not release.is_set():
+                unwinding.set()
+                release.wait(30)  # real time: bounds the test if it is never released
+        return approved.data if approved else None
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        [event_id] = await t.send(Event("doc/submitted", {"docId": 7}))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "WAITING")
+        await until("the suspended pass to be unwinding", unwinding.is_set)
+        await t.send(Event("doc/approved", {"docId": 7}))
+        await t.tick()  # the worker looked for due work while the old pass is still active
+        release.set()
+        done = await t.wait_for_run(run.run_id, timeout=10)
+    assert done.output == {"docId": 7}
 
 
 async def test_invoke_returns_the_child_result(

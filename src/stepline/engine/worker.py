@@ -136,6 +136,8 @@ class Worker:
         self.heartbeats = 0  # heartbeat commits made (tests wait on it instead of on time)
         self.outage = StoreOutage(self.worker_id)
         self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
+        # runs leased again while their previous pass here is still ending: started after it
+        self._next_pass: dict[str, Lease] = {}
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -160,7 +162,7 @@ class Worker:
             engine.stop_offering_to(self)
             # passes in flight finish first, their leases still heartbeated: a long step during
             # a graceful stop must not be taken over (and run again) by another worker
-            if self.active:
+            while self.active:  # a pass that ends may start its run's next one (_next_pass)
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
@@ -302,8 +304,14 @@ class Worker:
         self._wake.set()
 
     def _start_pass(self, lease: Lease) -> None:
-        if lease.run_id in self.active:  # cannot happen: the lease job heartbeats ours first
-            log.warning("run %s: leased again while its pass runs here; not started", lease.run_id)
+        """Start a pass of a leased run, or, if this run's previous pass is still ending here,
+        right after that one. A pass's last commit releases its lease (the run is due again at
+        once if an event resolved its wait or a child finished meanwhile), then the pass waits
+        for the function to unwind (its ``finally:`` blocks): a lease taken in that window is
+        kept for the next pass, never dropped (dropped, the run stayed leased with no pass
+        until the lease expired)."""
+        if lease.run_id in self.active:
+            self._next_pass[lease.run_id] = lease
             return
         task = asyncio.create_task(self._pass(lease))
         self.active[lease.run_id] = task
@@ -334,6 +342,9 @@ class Worker:
             )
         finally:
             self.active.pop(lease.run_id, None)
+            following = self._next_pass.pop(lease.run_id, None)
+            if following is not None:
+                self._start_pass(following)
             self._wake.set()
 
     async def _heartbeat_loop(self) -> None:
