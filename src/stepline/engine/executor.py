@@ -20,9 +20,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from stepline.engine._attempts import retry_commit
 from stepline.engine._endings import PassEndings
 from stepline.engine._executing import ExecutingSteps
-from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, error_dict, step_hash
+from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
 from stepline.engine._rounds import RoundRecorder
 from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
@@ -454,20 +455,8 @@ class PassExecutor(RoundRecorder, PassEndings):
             self.run.attempt,
             error,
         )
-        attempt, now = self.run.attempt, self.now()
-        if attempt < self.fn.retries:
-            retry_at = now + self.engine.backoff.delay(attempt)
-            commit = PassCommit(self.run.run_id, self.lease.token)
-            commit.history.append(
-                HistoryRecord(
-                    self.run.run_id,
-                    now,
-                    "FUNCTION_FAILED",
-                    attempt=attempt,
-                    data={"error": error_dict(error), "retry_at": retry_at, "engine": True},
-                )
-            )
-            commit.end = RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
+        commit = retry_commit(self.engine, self.run, self.lease.token, self.fn.retries, error)
+        if commit is not None:
             await self._commit(commit)
             return
         try:

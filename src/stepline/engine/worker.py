@@ -33,11 +33,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from stepline._ids import new_id
+from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine.engine import Engine
 from stepline.engine.executor import PassExecutor
 from stepline.errors import LeaseLostError, StoreUnavailable
 from stepline.store.interface import StoreTx
-from stepline.store.records import Lease, WorkerRecord
+from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, Lease, RunState, WorkerRecord
 
 log = logging.getLogger("stepline.worker")
 
@@ -138,6 +139,8 @@ class Worker:
         self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
         # runs leased again while their previous pass here is still ending: started after it
         self._next_pass: dict[str, Lease] = {}
+        # passes begun on a run without a commit of its own before lease_due fails it
+        self.max_passes = MAX_PASSES_WITHOUT_PROGRESS
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -244,7 +247,8 @@ class Worker:
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again
                 tx.heartbeat(self.worker_id, cut_short, now, 0.0)
-            return tx.lease_due(self.worker_id, now, limit, self.lease_ttl, self.engine.served)
+            served, max_passes = self.engine.served, self.max_passes
+            return tx.lease_due(self.worker_id, now, limit, self.lease_ttl, served, max_passes)
 
         return job
 
@@ -288,8 +292,10 @@ class Worker:
                 return []
             if running:
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
-            served = self.engine.served
-            return tx.lease_due(self.worker_id, now, min(free, started), self.lease_ttl, served)
+            served, ttl = self.engine.served, self.lease_ttl
+            return tx.lease_due(
+                self.worker_id, now, min(free, started), ttl, served, self.max_passes
+            )
 
         return lease
 
@@ -319,7 +325,7 @@ class Worker:
     async def _pass(self, lease: Lease) -> None:
         engine = self.engine
         try:
-            state = await engine.read(engine.store.load_run, lease.run_id)
+            state = await self._load(lease)
             if state is None:
                 return
             fn = engine.functions.get(state.run.function_id)
@@ -346,6 +352,18 @@ class Worker:
             if following is not None:
                 self._start_pass(following)
             self._wake.set()
+
+    async def _load(self, lease: Lease) -> RunState | None:
+        """The leased run; None if it is gone or could not be loaded (an undecodable row, an
+        unknown record): that counts as a failed attempt of the run (``fail_unloaded_run``)."""
+        engine = self.engine
+        try:
+            return await engine.read(engine.store.load_run, lease.run_id)
+        except (LeaseLostError, StoreUnavailable):
+            raise
+        except Exception as exc:
+            await fail_unloaded_run(engine, lease, exc)
+            return None
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3

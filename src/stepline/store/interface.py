@@ -18,6 +18,7 @@ from typing import Protocol
 
 from stepline.errors import StoreUnavailable
 from stepline.store.records import (
+    MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
     EventIngest,
     EventRecord,
@@ -112,14 +113,26 @@ class StoreTx(Protocol):
         ...
 
     def lease_due(
-        self, owner: str, now: float, limit: int, ttl: float, functions: FunctionSet
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> list[Lease]:
         """Lease up to ``limit`` runs of ``functions`` that are due (or whose lease expired)
         until ``now + ttl``, in queue order (due time, then run id), skipping paused functions
         and full concurrency keys. Runs of other apps and functions are never looked at. In the
         same transaction each leased run becomes RUNNING, names ``owner`` as its worker, and
         on its first pass gets its ``started_at`` and a RUN_STARTED history row (unless its
-        start timeout already passed: the pass will cancel it)."""
+        start timeout already passed: the pass will cancel it).
+
+        Each lease counts a pass begun; a successful ``commit_pass`` of the run sets the count
+        back to 0. A due run already leased ``max_passes`` times without one is not leased: it
+        is failed here (FAILED with ``reentered_error``, a RUN_FAILED history row, its queue
+        item, waits and cancel matchers removed, a parent waiting on it woken with the error),
+        so no run is re-entered without bound."""
         ...
 
     def mark_steps_running(

@@ -24,6 +24,7 @@ from stepline.serde import dumps
 from stepline.store._admission_rules import DeferralRow, start_runs
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.records import (
+    MAX_PASSES_WITHOUT_PROGRESS,
     TERMINAL_STATUSES,
     CronRow,
     EventIngest,
@@ -41,7 +42,9 @@ from stepline.store.records import (
     StepRecord,
     WaitMatcher,
     WaitRecord,
+    Wake,
     WorkerRecord,
+    reentered_error,
 )
 
 DEDUP_WINDOW = 24 * 3600.0
@@ -60,6 +63,7 @@ class _QueueItem:
     function_id: str = ""
     concurrency: tuple[tuple[str, int], ...] = ()
     app_id: str = ""
+    passes: int = 0  # leased since the run's last commit (see ``lease_due``)
 
     def served_by(self, functions: FunctionSet) -> bool:
         """Whether a worker serving ``functions`` may lease this run."""
@@ -465,25 +469,12 @@ class _MemoryTx(MemoryControlVerbs):
             self.create_run(new_run, now)
         results = [self._ingest_one(ingest, now, wait_matches) for ingest in commit.events]
         for wake in commit.wakes:
-            parent = s._runs.get(wake.run_id)
-            if parent is None or parent.status in TERMINAL_STATUSES:
-                continue
-            parent_memo = self._memo(wake.run_id)
-            pending = parent_memo.get(wake.step_hash)
-            if pending is None or pending.status != "PENDING":
-                continue
-            settled = replace(
-                pending,
-                status=wake.status,
-                output_json=wake.output_json,
-                error=wake.error,
-                ended_at=now,
-                attempts=1,
-            )
-            self._put(parent_memo, wake.step_hash, settled)
-            self._wake(wake.run_id, now)
+            self._apply_wake(wake, now)
         run = s._runs[commit.run_id]
         item = s._queue[commit.run_id]  # a wake above may have flagged this very run
+        if item.passes:  # a commit of the run's own is progress (see ``lease_due``)
+            item = replace(item, passes=0)
+            self._put(s._queue, commit.run_id, item)
         started_at = run.started_at
         if started_at is None:
             started_at = commit.started_at if commit.started_at is not None else now
@@ -511,8 +502,35 @@ class _MemoryTx(MemoryControlVerbs):
         self._put(s._queue, commit.run_id, item.released(now if item.wake else end.due_at))
         return results
 
+    def _apply_wake(self, wake: Wake, now: float) -> None:
+        """Settle the parent's pending step with its child's end, and make the parent due."""
+        s = self._s
+        parent = s._runs.get(wake.run_id)
+        if parent is None or parent.status in TERMINAL_STATUSES:
+            return
+        parent_memo = self._memo(wake.run_id)
+        pending = parent_memo.get(wake.step_hash)
+        if pending is None or pending.status != "PENDING":
+            return
+        settled = replace(
+            pending,
+            status=wake.status,
+            output_json=wake.output_json,
+            error=wake.error,
+            ended_at=now,
+            attempts=1,
+        )
+        self._put(parent_memo, wake.step_hash, settled)
+        self._wake(wake.run_id, now)
+
     def lease_due(
-        self, owner: str, now: float, limit: int, ttl: float, functions: FunctionSet
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> list[Lease]:
         s = self._s
         busy: Counter[str] = Counter()
@@ -537,6 +555,9 @@ class _MemoryTx(MemoryControlVerbs):
                 item = s._queue[run_id]
                 if any(busy[key] >= cap for key, cap in item.concurrency):
                     continue
+                if item.passes >= max_passes:
+                    self._fail_spent(run_id, now, max_passes)
+                    continue
                 busy.update(key for key, _ in item.concurrency)
                 previous[run_id] = item.lease_owner
                 leased = replace(
@@ -546,11 +567,25 @@ class _MemoryTx(MemoryControlVerbs):
                     lease_expires_at=now + ttl,
                     wake=False,
                     app_id=item.app_id or functions.app_id,
+                    passes=item.passes + 1,
                 )
                 self._put(s._queue, run_id, leased)
                 self._mark_leased(run_id, owner, now, functions.app_id)
                 taken.append(run_id)
         return [Lease(run_id, token, previous[run_id]) for run_id in taken]
+
+    def _fail_spent(self, run_id: str, now: float, max_passes: int) -> None:
+        """Fail a run leased ``max_passes`` times without progress (see ``lease_due``)."""
+        s = self._s
+        run = s._runs[run_id]
+        error = reentered_error(run_id, max_passes)
+        self._put(s._runs, run_id, replace(run, status="FAILED", ended_at=now, error=error))
+        self._pop(s._queue, run_id)
+        self._drop_waits_of(run_id)
+        self._log(HistoryRecord(run_id, now, "RUN_FAILED", data=error))
+        if run.parent_run_id is not None and run.parent_step_hash is not None:
+            wake = Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, error)
+            self._apply_wake(wake, now)
 
     def _mark_leased(self, run_id: str, owner: str, now: float, app_id: str) -> None:
         """A leased run is RUNNING, by ``owner``; its first pass starts it (unless its start

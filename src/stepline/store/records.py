@@ -17,6 +17,9 @@ RunStatus = Literal[
 ]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 UNFINISHED_STATUSES: tuple[str, ...] = ("QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING")
+# a run leased this many times in a row without a commit of its own is failed by ``lease_due``
+# (passes that crash, or whose every commit fails, must not re-enter it without bound)
+MAX_PASSES_WITHOUT_PROGRESS = 50
 
 StepKind = Literal["run", "sleep", "wait", "invoke", "send"]
 StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING", "RUNNING"]
@@ -252,6 +255,15 @@ class WaitRecord:
     index_value: str | None
     expires_at: float | None
     created_at: float
+
+
+def reentered_error(run_id: str, passes: int) -> dict[str, Any]:
+    """The error of a run that ``lease_due`` failed after ``passes`` passes without progress."""
+    return {
+        "name": "LimitExceededError",
+        "message": f"run {run_id} re-entered {passes} times without progress",
+        "limit": "passes",
+    }
 
 
 @dataclass(frozen=True, slots=True)

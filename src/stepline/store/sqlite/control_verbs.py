@@ -25,6 +25,7 @@ from stepline.store._admission_rules import (
     new_run_to_dict,
 )
 from stepline.store.records import (
+    MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
     EventRecord,
     FunctionSet,
@@ -35,6 +36,7 @@ from stepline.store.records import (
     WaitMatcher,
     WaitRecord,
     WorkerRecord,
+    reentered_error,
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
@@ -308,7 +310,13 @@ class SQLiteControlVerbs:
             return True
 
     def lease_due(
-        self, owner: str, now: float, limit: int, ttl: float, functions: FunctionSet
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> list[Lease]:
         """Lease due runs of ``functions`` in queue order, skipping paused functions and full
         concurrency keys (the keys held by live leases are few, so they are counted first).
@@ -344,11 +352,35 @@ class SQLiteControlVerbs:
                 busy.update(k for k, _ in slots)
                 taken.append(run_id)
                 previous[run_id] = held_by
+            if taken:
+                taken = self._fail_spent(taken, now, max_passes)
             app = functions.app_id
             c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])
             c.executemany(q.MARK_LEASED, [(owner, now, now, app, r) for r in taken])
         return [Lease(r, token, previous[r]) for r in taken]
+
+    def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
+        """Fail the runs among ``run_ids`` leased ``max_passes`` times without progress (see
+        ``lease_due``); returns the others."""
+        c = self._c
+        spent = c.execute(q.PASSES_SPENT, (dumps(run_ids).decode(), max_passes)).fetchall()
+        for run_id, parent_run_id, parent_step_hash in spent:
+            error = reentered_error(run_id, max_passes)
+            data = dumps(error).decode()
+            c.execute(q.FAIL_RUN, (data, now, run_id))
+            c.execute(q.DELETE_QUEUE, (run_id,))
+            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+            c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
+            if parent_run_id is not None and parent_step_hash is not None:
+                settle = ("FAILED", None, data, now, parent_run_id, parent_step_hash)
+                if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
+                    c.execute(q.WAKE, (now, parent_run_id))
+        if not spent:
+            return run_ids
+        failed = {row[0] for row in spent}
+        return [run_id for run_id in run_ids if run_id not in failed]
 
     def mark_steps_running(
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]

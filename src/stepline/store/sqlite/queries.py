@@ -64,16 +64,25 @@ UPDATE queue SET wake = 1,
        due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
 WHERE run_id = ?"""
 LEASE_TOKEN = "SELECT lease_token, lease_owner FROM queue WHERE run_id = ?"
+# a commit of the run's own is progress: its count of passes begun starts again (lease_due)
 MARK_RUNNING = """
-UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, ?) WHERE run_id = ?"""
+UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, ?), passes = 0
+WHERE run_id = ?"""
 END_RUN_TERMINAL = """
 UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?,
        attempt = COALESCE(?, attempt), started_at = COALESCE(started_at, ?)
 WHERE run_id = ?"""
 END_RUN_SUSPENDED = """
-UPDATE runs SET status = ?, attempt = COALESCE(?, attempt), started_at = COALESCE(started_at, ?)
+UPDATE runs SET status = ?, attempt = COALESCE(?, attempt), started_at = COALESCE(started_at, ?),
+       passes = 0
 WHERE run_id = ?"""
 DELETE_QUEUE = "DELETE FROM queue WHERE run_id = ?"
+# runs (of a JSON list of ids) leased ``?2`` times without a commit of their own: lease_due fails
+# them instead of leasing them again
+PASSES_SPENT = """
+SELECT run_id, parent_run_id, parent_step_hash FROM runs
+WHERE run_id IN (SELECT value FROM json_each(?1)) AND passes >= ?2"""
+FAIL_RUN = "UPDATE runs SET status = 'FAILED', error = ?, ended_at = ? WHERE run_id = ?"
 RESCHEDULE = """
 UPDATE queue SET due_at = CASE WHEN wake = 1 THEN ? ELSE ? END,
        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0
@@ -120,7 +129,7 @@ SELECT run_id, ?, 'RUN_STARTED', ? FROM runs
 WHERE run_id = ? AND started_at IS NULL
   AND (start_timeout IS NULL OR ? <= created_at + start_timeout)"""
 MARK_LEASED = """
-UPDATE runs SET status = 'RUNNING', worker_id = ?,
+UPDATE runs SET status = 'RUNNING', worker_id = ?, passes = passes + 1,
        started_at = CASE WHEN started_at IS NULL
                           AND (start_timeout IS NULL OR ? <= created_at + start_timeout)
                          THEN ? ELSE started_at END,

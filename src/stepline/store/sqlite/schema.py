@@ -218,4 +218,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN cancelled_lease TEXT;
     """,
+    # 6: passes begun since the run's last commit (lease_due fails a run re-entered too often)
+    """
+    ALTER TABLE runs ADD COLUMN passes INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -1,0 +1,107 @@
+"""A failed attempt of a run, when the engine itself failed handling its pass (issue 6 item 1).
+
+The rule lives here once: the attempt is retried after the function's backoff while it has
+``retries`` left (a FUNCTION_FAILED history row with ``retry_at``, the run RETRYING), then the
+run fails with the error. ``PassExecutor._fail_attempt`` applies it to a loaded run;
+``fail_unloaded_run`` to a run whose pass could not even load it (undecodable stored data, an
+unknown step record): it needs only the run's row and the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from stepline.engine._ops import error_dict
+from stepline.engine._system_events import ending_data, ending_names
+from stepline.engine.engine import Engine
+from stepline.errors import LeaseLostError, StoreUnavailable
+from stepline.store.interface import StoreTx
+from stepline.store.records import HistoryRecord, Lease, PassCommit, RunEnd, RunRecord, Wake
+
+log = logging.getLogger("stepline.worker")
+
+
+def retry_commit(
+    engine: Engine, run: RunRecord, token: str, retries: int, error: BaseException
+) -> PassCommit | None:
+    """The commit that makes ``run`` retry after its failed attempt, or None when its attempts
+    are spent (the run must fail)."""
+    attempt, now = run.attempt, engine.clock.now()
+    if attempt >= retries:
+        return None
+    retry_at = now + engine.backoff.delay(attempt)
+    commit = PassCommit(run.run_id, token)
+    commit.history.append(
+        HistoryRecord(
+            run.run_id,
+            now,
+            "FUNCTION_FAILED",
+            attempt=attempt,
+            data={"error": error_dict(error), "retry_at": retry_at, "engine": True},
+        )
+    )
+    commit.end = RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
+    return commit
+
+
+def failure_commit(
+    engine: Engine,
+    run: RunRecord,
+    token: str,
+    error: BaseException,
+    events: list[dict[str, Any]] | None,
+) -> PassCommit:
+    """The commit that fails ``run`` for good with ``error``: its end, a RUN_FAILED history row,
+    its parent's wake-up and, given the run's trigger ``events``, its system events."""
+    now = engine.clock.now()
+    details = error_dict(error)
+    commit = PassCommit(run.run_id, token)
+    commit.end = RunEnd(status="FAILED", error=details)
+    commit.history.append(HistoryRecord(run.run_id, now, "RUN_FAILED", data=details))
+    if events is not None:
+        failure = {"name": details["name"], "message": details["message"]}
+        data = ending_data(run.function_id, run.run_id, events, "FAILED", error=failure)
+        commit.events.extend(
+            engine.system_event(name, data, run.function_id, now) for name in ending_names("FAILED")
+        )
+    if run.parent_run_id is not None and run.parent_step_hash is not None:
+        commit.wakes.append(Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, details))
+    return commit
+
+
+async def fail_unloaded_run(engine: Engine, lease: Lease, error: Exception) -> None:
+    """The pass of ``lease`` could not load its run: count a failed attempt of the run (or fail
+    it once its attempts are spent) from its row alone. Raises ``LeaseLostError`` and
+    ``StoreUnavailable`` as a pass does; any other error here leaves the run to be leased
+    again, and ``lease_due``'s count of passes without progress bounds that."""
+    run = await engine.read(engine.store.get_run, lease.run_id)
+    if run is None:
+        return
+    fn = engine.functions.get(run.function_id)
+    if fn is None:  # lease_due leases only registered functions: never reached
+        return
+    log.warning("run %s: could not be loaded (attempt %d): %r", lease.run_id, run.attempt, error)
+    commit = retry_commit(engine, run, lease.token, fn.retries, error)
+    now = engine.clock.now()
+
+    def job(tx: StoreTx) -> None:
+        if commit is not None:
+            apply(tx, commit)
+            return
+        try:  # its trigger events may be what cannot be decoded: then no system events
+            with tx.savepoint():
+                events = [e.payload() for e in tx.run_events(run.run_id)]
+                apply(tx, failure_commit(engine, run, lease.token, error, events))
+        except (LeaseLostError, StoreUnavailable):
+            raise
+        except Exception:
+            apply(tx, failure_commit(engine, run, lease.token, error, None))
+
+    def apply(tx: StoreTx, commit: PassCommit) -> None:
+        with tx.savepoint():
+            results = tx.commit_pass(commit, now, engine.wait_matches)
+            if results is not None:
+                engine.announce_cancellations(tx, results, now)
+
+    await engine.writer.write(job)

@@ -1,0 +1,138 @@
+"""No run is re-entered without bound (issue 6 item 1), even when the engine cannot load the run
+or cannot commit anything for it: a run that cannot be loaded counts failed attempts of the run
+(backoff, the function's ``retries``) and then fails; a run whose passes never commit is failed
+by the store once it has been leased ``max_passes`` times without progress."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepline import App, Context, Event, TriggerEvent
+from stepline.testing import MockClock, TestEngine
+
+
+def _count_loads(t: TestEngine, fail: Callable[[str], Exception | None]) -> list[str]:
+    """Count ``load_run`` calls (one per pass begun); ``fail(run_id)`` may give an error to
+    raise instead of loading."""
+    store = t.app.engine.store
+    load_run = store.load_run
+    loads: list[str] = []
+
+    def counting(run_id: str) -> Any:
+        loads.append(run_id)
+        error = fail(run_id)
+        if error is not None:
+            raise error
+        return load_run(run_id)
+
+    store.load_run = counting  # type: ignore[method-assign]
+    return loads
+
+
+async def test_a_run_that_cannot_be_loaded_fails_after_its_attempts(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # issue 6 item 1: load_run raising (undecodable stored data, an unknown step record) never
+    # reached the executor's failed-attempt path: the run was leased again after every TTL
+    # without end
+    @app.function(id="unloadable", trigger=TriggerEvent("go"), retries=2)
+    async def unloadable(ctx: Context) -> Any:
+        return "never"
+
+    async with make_engine() as t:
+        loads = _count_loads(t, lambda run_id: ValueError(f"cannot decode run {run_id}"))
+        run = await t.trigger(Event("go"), timeout=60)
+        history = await t.history(run.run_id)
+    assert run.status == "FAILED"
+    assert run.error is not None and run.error["name"] == "ValueError"
+    assert "cannot decode run" in run.error["message"]
+    assert len(loads) == 3  # retries=2: three attempts, then the run failed
+    retries = [h for h in history if h.kind == "FUNCTION_FAILED"]
+    assert [h.attempt for h in retries] == [0, 1]
+    assert all(h.data and "retry_at" in h.data for h in retries)
+    [failed] = [h for h in history if h.kind == "RUN_FAILED"]
+    assert failed.data is not None and "cannot decode run" in failed.data["message"]
+
+
+async def test_a_run_whose_stored_event_is_corrupt_fails_after_its_attempts(
+    app: App, tmp_path: Path
+) -> None:
+    # issue 6 item 1: the run's trigger event stored in the SQLite file no longer decodes
+    @app.function(id="napper", trigger=TriggerEvent("go"), retries=1)
+    async def napper(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1m")
+        return "woke"
+
+    path = tmp_path / "stepline.db"
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=path, clock=clock) as t:
+        [event_id] = await t.send(Event("go", {"n": 1}))
+        [run] = await app.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "SLEEPING", timeout=30)
+        with sqlite3.connect(path) as db:  # the event's data is no JSON any more
+            db.execute("UPDATE events SET data = x'ff00fe'")
+        db.close()
+        loads = _count_loads(t, lambda run_id: None)
+        clock.autojump = True
+        clock.advance(61)
+        t.worker.wake()  # type: ignore[union-attr]
+        ended = await t.wait_for_run(run.run_id, timeout=60)
+        history = await t.history(run.run_id)
+    assert ended.status == "FAILED"
+    assert len(loads) == 2  # retries=1: two attempts
+    assert [h.attempt for h in history if h.kind == "FUNCTION_FAILED"] == [0]
+    assert [h.kind for h in history if h.kind == "RUN_FAILED"] == ["RUN_FAILED"]
+
+
+@pytest.mark.parametrize("fault", ["commit", "load_and_commit"])
+async def test_a_run_whose_commits_always_fail_is_failed_after_max_passes(
+    app: App, make_engine: Callable[..., TestEngine], fault: str
+) -> None:
+    # issue 6 item 1: when even the failed attempt's commit keeps failing (not a store outage,
+    # not a lost lease), the store's count of passes begun without progress bounds the run
+    entered: list[int] = []
+
+    @app.function(id="stuck", trigger=TriggerEvent("go"), retries=3)
+    async def stuck(ctx: Context) -> Any:
+        entered.append(1)
+        return await ctx.step.run("work", lambda: 1)
+
+    async with make_engine() as t:
+        assert t.worker is not None
+        t.worker.max_passes = 4
+        load_fault = fault == "load_and_commit"
+        loads = _count_loads(t, lambda run_id: RuntimeError("bad row") if load_fault else None)
+        _refuse_commits(t)
+        run = await t.trigger(Event("go"), timeout=60)
+        history = await t.history(run.run_id)
+    assert len(loads) == 4  # passes begun: the cap, then the store failed the run
+    assert run.status == "FAILED"
+    assert run.error is not None
+    assert run.error["name"] == "LimitExceededError"
+    assert run.error["message"] == f"run {run.run_id} re-entered 4 times without progress"
+    [failed] = [h for h in history if h.kind == "RUN_FAILED"]
+    assert failed.data is not None and failed.data["limit"] == "passes"
+
+
+def _refuse_commits(t: TestEngine) -> None:
+    """Make every ``commit_pass`` raise (a fault that never clears)."""
+    store = t.app.engine.store
+    transaction = store.transaction
+
+    @contextmanager
+    def faulty() -> Iterator[Any]:
+        with transaction() as tx:
+
+            def refusing(commit: Any, now: float, matcher: Any) -> Any:
+                raise RuntimeError("injected commit fault")
+
+            tx.commit_pass = refusing  # type: ignore[method-assign]
+            yield tx
+
+    store.transaction = faulty  # type: ignore[method-assign]
