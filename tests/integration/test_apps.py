@@ -66,10 +66,12 @@ async def serving(app: App, worker_id: str) -> AsyncIterator[Worker]:
         yield worker
 
 
-async def ended(app: App, function_id: str, count: int, timeout: float = 30.0) -> list[Run]:
+async def ended(
+    app: App, function_id: str, count: int, timeout: float = 30.0, *, all_apps: bool = True
+) -> list[Run]:
     deadline = time.monotonic() + timeout
     while True:
-        found = await app.runs(function_id=function_id)
+        found = await app.runs(function_id=function_id, all_apps=all_apps)
         if len(found) == count and all(r.done for r in found):
             return found
         if time.monotonic() > deadline:
@@ -114,7 +116,7 @@ async def test_two_apps_on_one_database_each_run_their_own_functions(
                 "report": {"by": app_id, "n": n},
             }
         assert sorted(r.app_id for r in shop_charges) == ["billing"] * 2 + ["shop"] * 3
-        digests = {r.app_id: r.output for r in await shop.runs(function_id="digest")}
+        digests = {r.app_id: r.output for r in await shop.runs(function_id="digest", all_apps=True)}
         assert digests == {
             "shop": {"by": "shop", "events": 1},
             "billing": {"by": "billing", "events": 1},
@@ -208,3 +210,54 @@ async def test_flow_control_state_is_per_app_for_functions_of_the_same_id(
         gate.set()
         shop.close()
         billing.close()
+
+
+async def test_pausing_and_cancelling_one_apps_function_leaves_the_other_apps_alone(
+    open_store: Callable[[], Store],
+) -> None:
+    # issue 6 item 2: pause and bulk cancel keyed by function id alone reached the other app's
+    # function of the same id ("f paused (2 held)" in a2; `runs cancel --function f` cancelled it)
+    clock = MockClock()
+
+    def build(app_id: str) -> App:
+        app = App(app_id)
+
+        @app.function(id="f", trigger=TriggerEvent("go"))
+        async def f(ctx: Context) -> Any:
+            return await ctx.step.run("work", lambda: app_id)
+
+        return app
+
+    a1, a2 = build("a1"), build("a2")
+    a1.attach(open_store(), clock)
+    a2.attach(open_store(), clock)
+    try:
+        await a1.pause_function("f")
+        await a2.pause_function("f")
+        await a2.resume_function("f")  # a2's resume does not resume a1's f
+        await a1.send_async(Event("go", {}))
+        await a2.send_async(Event("go", {}))
+        assert {r.app_id for r in await a1.runs(function_id="f")} == {"a1"}
+        assert {r.app_id for r in await a2.runs(function_id="f")} == {"a2"}
+        both = await a1.runs(function_id="f", all_apps=True)
+        assert sorted(r.app_id for r in both) == ["a1", "a2"]
+        async with serving(a1, "w-a1") as w1, serving(a2, "w-a2"):
+            [done] = await ended(a2, "f", 1, all_apps=False)
+            assert (done.status, done.output) == ("COMPLETED", "a2")
+            await looked(w1)
+            [held] = await a1.runs(function_id="f")
+            assert held.status == "QUEUED"  # a1's f is paused
+            await a2.send_async(Event("go", {}))
+            await ended(a2, "f", 2, all_apps=False)
+            await a2.pause_function("f")
+            [queued] = await a2.send_async(Event("go", {}))
+            cancelled = await a1.cancel_runs("f")
+            assert cancelled == [held.run_id]
+            [kept] = await a2.runs(event_id=queued)
+            assert kept.status == "QUEUED"  # a1's bulk cancel left a2's run alone
+            await a2.resume_function("f")
+            await ended(a2, "f", 3, all_apps=False)
+        assert (await a1.runs(function_id="f"))[0].status == "CANCELLED"
+    finally:
+        a1.close()
+        a2.close()

@@ -176,3 +176,57 @@ def test_the_lease_reads_only_the_served_functions_index_ranges(
     assert all("USING" in p and "INDEX" in p for p in queue_reads), plan
     assert any("queue_fn_due" in p for p in queue_reads), plan
     assert any("queue_fn_lease" in p for p in queue_reads), plan
+
+
+def test_pausing_a_function_holds_only_that_apps_runs(store: Store) -> None:
+    # issue 6 item 2: a pause keyed by function id alone held another app's function too
+    fill(store)
+    with store.transaction() as tx:
+        tx.set_paused("charge", True, app_id="shop")
+    assert store.paused_functions("shop") == {"charge"}
+    assert store.paused_functions("billing") == set()
+    assert store.paused_functions() == {"charge"}  # any app's
+    assert ids(lease(store, "w-shop", functions=SHOP)) == ["shop-ship"]
+    assert ids(lease(store, "w-billing", functions=BILLING)) == [
+        "billing-charge",
+        "billing-invoice",
+    ]
+    assert store.next_due_at(SHOP) is None
+    with store.transaction() as tx:
+        tx.set_paused("charge", False, app_id="billing")  # not paused there: shop stays paused
+    assert store.paused_functions("shop") == {"charge"}
+    with store.transaction() as tx:
+        tx.set_paused("charge", False, app_id="shop")
+    assert store.paused_functions() == set()
+    assert ids(lease(store, "w-shop", functions=SHOP)) == ["shop-charge"]
+
+
+def test_a_pause_recorded_without_an_app_holds_every_app_until_one_adopts_it(
+    store: Store,
+) -> None:
+    # issue 6 item 2: pauses from before they were per app (and `functions pause --db` alone)
+    fill(store)
+    with store.transaction() as tx:
+        tx.set_paused("charge", True)
+    assert store.paused_functions("shop") == store.paused_functions("billing") == {"charge"}
+    assert ids(lease(store, "w-billing", functions=BILLING)) == ["billing-invoice"]
+    with store.transaction() as tx:
+        tx.adopt_unowned(SHOP)  # the first app to register the function takes the pause over
+    assert store.paused_functions("shop") == {"charge"}
+    assert store.paused_functions("billing") == set()
+    assert ids(lease(store, "w-billing", functions=BILLING)) == ["billing-charge"]
+    assert ids(lease(store, "w-shop", functions=SHOP)) == ["shop-ship"]
+    with store.transaction() as tx:
+        tx.set_paused("charge", True, app_id="billing")
+        tx.set_paused("charge", False)  # without an app: resumed in every app
+    assert store.paused_functions() == set()
+
+
+def test_runs_can_be_listed_per_app(store: Store) -> None:
+    # issue 6 item 2: app.runs(function_id=...) listed both apps' runs
+    fill(store)
+    ingest(store, run_of("old-charge", "", "charge"))  # recorded before runs carried their app
+    shop = store.list_runs(RunFilter(function_id="charge", app_id="shop"))
+    assert sorted(r.run_id for r in shop) == ["old-charge", "shop-charge"]
+    every = store.list_runs(RunFilter(function_id="charge"))
+    assert sorted(r.run_id for r in every) == ["billing-charge", "old-charge", "shop-charge"]
