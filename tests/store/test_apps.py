@@ -191,7 +191,7 @@ def test_pausing_a_function_holds_only_that_apps_runs(store: Store) -> None:
         "billing-charge",
         "billing-invoice",
     ]
-    assert store.next_due_at(SHOP) is None
+    assert store.next_due_at(SHOP) == T0 + TTL  # shop-ship's lease; not shop-charge (due at T0)
     with store.transaction() as tx:
         tx.set_paused("charge", False, app_id="billing")  # not paused there: shop stays paused
     assert store.paused_functions("shop") == {"charge"}

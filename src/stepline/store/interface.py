@@ -99,8 +99,10 @@ class StoreTx(Protocol):
         first (the caller then starts no run)."""
         ...
 
-    def set_paused(self, function_id: str, paused: bool) -> None:
-        """Pause (runs are created but not leased) or resume a function."""
+    def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
+        """Pause (runs are created but not leased) or resume app ``app_id``'s function. With
+        ``app_id`` "": pause it in every app (until an app registering the function adopts the
+        pause, see ``adopt_unowned``), or resume it in every app."""
         ...
 
     def replay_run(
@@ -156,8 +158,9 @@ class StoreTx(Protocol):
         ...
 
     def adopt_unowned(self, functions: FunctionSet) -> int:
-        """Give the runs and schedules of these function ids recorded without an app id (by a
-        version before runs carried it) to ``functions.app_id``. Returns the runs adopted."""
+        """Give the runs, schedules and pauses of these function ids recorded without an app id
+        (by a version before runs carried it) to ``functions.app_id``. Returns the runs
+        adopted."""
         ...
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
@@ -228,8 +231,9 @@ class Store(Protocol):
         """Runs that flow control did not start, newest first."""
         ...
 
-    def paused_functions(self) -> set[str]:
-        """The ids of paused functions."""
+    def paused_functions(self, app_id: str | None = None) -> set[str]:
+        """The ids of the functions paused in app ``app_id`` (by it, or in every app); None:
+        those paused in any app."""
         ...
 
     def next_due_at(self, functions: FunctionSet | None = None) -> float | None:

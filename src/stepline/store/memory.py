@@ -99,7 +99,7 @@ class MemoryStore:
         self._gcra: dict[str, float] = {}
         self._skips: dict[int, SkipRecord] = {}
         self._deferrals: dict[tuple[str, str, str], DeferralRow] = {}
-        self._paused: dict[str, bool] = {}
+        self._paused: dict[tuple[str, str], bool] = {}  # (app id or '' for every app, function)
         self._crons: dict[tuple[str, str, str], CronRow] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._cancelled_leases: dict[str, str] = {}  # run id -> lease token held at its cancel
@@ -154,6 +154,8 @@ class MemoryStore:
                     break
                 if query.function_id is not None and run.function_id != query.function_id:
                     continue
+                if query.app_id is not None and run.app_id not in (query.app_id, ""):
+                    continue
                 if query.status is not None and run.status != query.status:
                     continue
                 if query.event_id is not None and query.event_id not in run.event_ids:
@@ -198,8 +200,10 @@ class MemoryStore:
             times = [
                 item.lease_expires_at if item.lease_owner is not None else item.due_at
                 for item in self._queue.values()
-                if item.function_id not in self._paused
-                and (functions is None or item.served_by(functions))
+                if (functions is None or item.served_by(functions))
+                and not self._is_paused(
+                    functions.app_id if functions else item.app_id, item.function_id
+                )
             ]
             times += [row.due_at for row in self._deferrals.values()]
             times += [
@@ -215,9 +219,14 @@ class MemoryStore:
             skips = [s for s in self._skips.values() if function_id in (None, s.function_id)]
             return list(reversed(skips))[:limit]
 
-    def paused_functions(self) -> set[str]:
+    def paused_functions(self, app_id: str | None = None) -> set[str]:
         with self._lock:
-            return set(self._paused)
+            return {f for app, f in self._paused if app_id is None or app in (app_id, "")}
+
+    def _is_paused(self, app_id: str, function_id: str) -> bool:
+        """Whether ``function_id`` is paused in app ``app_id`` (or in every app)."""
+        paused = self._paused
+        return (app_id, function_id) in paused or ("", function_id) in paused
 
 
 class _MemoryTx(MemoryControlVerbs):
@@ -539,7 +548,7 @@ class _MemoryTx(MemoryControlVerbs):
             if item.lease_owner is not None and (item.lease_expires_at or 0.0) > now:
                 busy.update(key for key, _ in item.concurrency)
                 continue
-            if not item.served_by(functions) or item.function_id in s._paused:
+            if not item.served_by(functions) or s._is_paused(functions.app_id, item.function_id):
                 continue
             expired = item.lease_owner is not None
             if item.due_at is not None and (item.due_at <= now or expired):
@@ -653,6 +662,10 @@ class _MemoryTx(MemoryControlVerbs):
                     mine = (functions.app_id, row.function_id, row.cron)
                     if mine not in s._crons:
                         self._put(s._crons, mine, replace(row, app_id=functions.app_id))
+            for app, function_id in list(s._paused):
+                if app == "" and function_id in wanted:
+                    self._pop(s._paused, (app, function_id))
+                    self._put(s._paused, (functions.app_id, function_id), True)
         return adopted
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:

@@ -164,11 +164,14 @@ class MemoryControlVerbs:
                     self._pop(s._skips, seq)
         return len(ended)
 
-    def set_paused(self, function_id: str, paused: bool) -> None:
-        if paused:
-            self._put(self._s._paused, function_id, True)
-        else:
-            self._pop(self._s._paused, function_id)
+    def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
+        held = self._s._paused
+        with self._verb():
+            if paused:
+                self._put(held, (app_id, function_id), True)
+                return
+            for key in [k for k in held if k[1] == function_id and app_id in ("", k[0])]:
+                self._pop(held, key)
 
     def replay_run(
         self, run_id: str, new_run: NewRun, before_position: int | None, now: float

@@ -327,13 +327,15 @@ class PassCommit:
 @dataclass(frozen=True, slots=True)
 class RunFilter:
     """Filters for listing runs (all optional); newest first. ``waiting_for_worker_at``: only
-    unfinished runs whose function no worker alive at that time has registered."""
+    unfinished runs whose function no worker alive at that time has registered. ``app_id``:
+    only that app's runs (and those recorded without an app id); None: every app's."""
 
     function_id: str | None = None
     status: str | None = None
     event_id: str | None = None
     limit: int = 100
     waiting_for_worker_at: float | None = None
+    app_id: str | None = None
 
 
 WaitMatcher = Callable[[WaitRecord, EventRecord], bool]

@@ -27,7 +27,8 @@ def app_ids(conn: sqlite3.Connection, functions: FunctionSet) -> tuple[str, ...]
 
 
 def unpaused(conn: sqlite3.Connection, functions: FunctionSet) -> list[str]:
-    """The function ids of ``functions`` that are not paused."""
+    """The function ids of ``functions`` not paused in its app (nor in every app)."""
     ids = list(functions.function_ids)
-    paused = {r[0] for r in conn.execute(q.PAUSED_AMONG, (dumps(ids).decode(),))}
+    found = conn.execute(q.PAUSED_AMONG, (functions.app_id, dumps(ids).decode()))
+    paused = {r[0] for r in found}
     return [f for f in ids if f not in paused] if paused else ids

@@ -239,6 +239,8 @@ class SQLiteControlVerbs:
             adopted = c.execute(q.ADOPT_RUNS, (app, ids)).rowcount
             c.execute(q.ADOPT_CRONS, (app, ids))
             c.execute(q.DROP_UNOWNED_CRONS, (ids,))
+            c.execute(q.ADOPT_PAUSES, (app, ids))
+            c.execute(q.DROP_UNOWNED_PAUSES, (ids,))
             return adopted
 
     # -- workers ----------------------------------------------------------------------------------
@@ -292,8 +294,13 @@ class SQLiteControlVerbs:
             c.execute(q.PURGE_SKIPS, (cutoff,))
             return len(run_ids)
 
-    def set_paused(self, function_id: str, paused: bool) -> None:
-        self._c.execute(q.PAUSE if paused else q.RESUME, (function_id,))
+    def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
+        if paused:
+            self._c.execute(q.PAUSE, (app_id, function_id))
+        elif app_id:
+            self._c.execute(q.RESUME, (app_id, function_id))
+        else:
+            self._c.execute(q.RESUME_EVERY_APP, (function_id,))
 
     def replay_run(
         self, run_id: str, new_run: NewRun, before_position: int | None, now: float

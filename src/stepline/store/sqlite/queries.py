@@ -91,9 +91,10 @@ BUSY_SLOTS = """
 SELECT ckey1, climit1, ckey2, climit2 FROM queue
 WHERE lease_owner IS NOT NULL AND lease_expires_at > ?
   AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)"""
-PAUSED_AMONG = (
-    "SELECT function_id FROM paused WHERE function_id IN (SELECT value FROM json_each(?))"
-)
+# the function ids (``?2``, a JSON list) paused in app ``?1`` or in every app ('')
+PAUSED_AMONG = """
+SELECT function_id FROM paused
+WHERE app_id IN (?1, '') AND function_id IN (SELECT value FROM json_each(?2))"""
 # One arm per function a worker serves (``?4`` its app id or '' for runs recorded without one,
 # ``?5``... the function ids), each an index range of its own (queue_fn_due, queue_fn_lease)
 # cut at the LIMIT: runs of other apps and functions are never read. ``?1`` now, ``?2`` the full
@@ -171,13 +172,16 @@ SELECT_HISTORY = """
 SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
 WHERE run_id = ? ORDER BY seq"""
 EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
-NEXT_DUE = """
+# a queue row whose function is paused neither in its app nor in every app ('')
+_NOT_PAUSED = """function_id NOT IN (SELECT function_id FROM paused WHERE app_id = '')
+      AND (app_id, function_id) NOT IN (SELECT app_id, function_id FROM paused)"""
+NEXT_DUE = f"""
 SELECT MIN(t) FROM (
     SELECT MIN(due_at) AS t FROM queue
-    WHERE lease_owner IS NULL AND function_id NOT IN (SELECT function_id FROM paused)
+    WHERE lease_owner IS NULL AND {_NOT_PAUSED}
     UNION ALL
     SELECT MIN(lease_expires_at) AS t FROM queue
-    WHERE lease_owner IS NOT NULL AND function_id NOT IN (SELECT function_id FROM paused)
+    WHERE lease_owner IS NOT NULL AND {_NOT_PAUSED}
     UNION ALL
     SELECT MIN(due_at) AS t FROM deferrals
     UNION ALL
@@ -220,6 +224,11 @@ UPDATE OR IGNORE crons SET app_id = ?
 WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
 DROP_UNOWNED_CRONS = """
 DELETE FROM crons WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
+ADOPT_PAUSES = """
+UPDATE OR IGNORE paused SET app_id = ?
+WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
+DROP_UNOWNED_PAUSES = """
+DELETE FROM paused WHERE app_id = '' AND function_id IN (SELECT value FROM json_each(?))"""
 
 # -- flow control ---------------------------------------------------------------------------------
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = ?"
@@ -265,9 +274,11 @@ SELECT function_id, cron, next_at, app_id FROM crons
 WHERE next_at <= ? AND app_id = ? AND function_id IN (SELECT value FROM json_each(?))"""
 ADVANCE_CRON = """
 UPDATE crons SET next_at = ? WHERE app_id = ? AND function_id = ? AND cron = ? AND next_at = ?"""
-PAUSE = "INSERT OR IGNORE INTO paused (function_id) VALUES (?)"
-RESUME = "DELETE FROM paused WHERE function_id = ?"
-PAUSED = "SELECT function_id FROM paused"
+PAUSE = "INSERT OR IGNORE INTO paused (app_id, function_id) VALUES (?, ?)"
+RESUME = "DELETE FROM paused WHERE app_id = ? AND function_id = ?"
+RESUME_EVERY_APP = "DELETE FROM paused WHERE function_id = ?"
+PAUSED = "SELECT DISTINCT function_id FROM paused"
+PAUSED_IN = "SELECT function_id FROM paused WHERE app_id IN (?, '')"
 COPY_STEPS = """
 INSERT INTO steps (run_id, hash, step_id, kind, position, status, output, error, attempts,
                    due_at, started_at, ended_at)

@@ -222,4 +222,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN passes INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: a function is paused per app; pauses recorded before hold it in every app ('') until
+    # an app registering the function adopts them
+    """
+    CREATE TABLE paused_by_app (
+        app_id TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        PRIMARY KEY (app_id, function_id)
+    ) WITHOUT ROWID;
+    INSERT INTO paused_by_app (app_id, function_id) SELECT '', function_id FROM paused;
+    DROP TABLE paused;
+    ALTER TABLE paused_by_app RENAME TO paused;
+    """,
 )

@@ -218,6 +218,9 @@ class SQLiteStore:
         if query.function_id is not None:
             clauses.append("function_id = ?")
             params.append(query.function_id)
+        if query.app_id is not None:
+            clauses.append("app_id IN (?, '')")
+            params.append(query.app_id)
         if query.status is not None:
             clauses.append("status = ?")
             params.append(query.status)
@@ -271,8 +274,10 @@ class SQLiteStore:
         rows = self._conn().execute(q.LIST_SKIPS.format(where=where), [*params, limit])
         return [SkipRecord(*r) for r in rows]
 
-    def paused_functions(self) -> set[str]:
-        return {r[0] for r in self._conn().execute(q.PAUSED)}
+    def paused_functions(self, app_id: str | None = None) -> set[str]:
+        if app_id is None:
+            return {r[0] for r in self._conn().execute(q.PAUSED)}
+        return {r[0] for r in self._conn().execute(q.PAUSED_IN, (app_id,))}
 
 
 class _SQLiteTx(SQLiteControlVerbs):
