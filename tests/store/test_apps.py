@@ -220,6 +220,10 @@ def test_a_pause_recorded_without_an_app_holds_every_app_until_one_adopts_it(
         tx.set_paused("charge", True, app_id="billing")
         tx.set_paused("charge", False)  # without an app: resumed in every app
     assert store.paused_functions() == set()
+    with store.transaction() as tx:
+        tx.set_paused("charge", True)
+        tx.set_paused("charge", False, app_id="billing")  # lifts the pause of every app
+    assert store.paused_functions() == set()
 
 
 def test_runs_can_be_listed_per_app(store: Store) -> None:

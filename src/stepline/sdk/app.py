@@ -300,15 +300,19 @@ class App:
         limit: int = 100,
         with_steps: bool = True,
         waiting_for_worker: bool = False,
+        all_apps: bool = False,
     ) -> list[Run]:
-        """Runs, newest first, filtered by the event that started them, function or status;
-        ``waiting_for_worker``: only runs no live worker can run (their function is registered
-        by none). ``with_steps=False`` skips reading each run's steps (``run.steps`` is then
-        empty) and whether runs wait for a worker: one query in all, for polling."""
+        """This app's runs (and those recorded before runs carried their app), newest first,
+        filtered by the event that started them, function or status; ``all_apps=True``: the
+        runs of every app sharing the database. ``waiting_for_worker``: only runs no live
+        worker can run (their function is registered by none). ``with_steps=False`` skips
+        reading each run's steps (``run.steps`` is then empty) and whether runs wait for a
+        worker: one query in all, for polling."""
         engine = self.engine
         workers = await self.live_workers() if with_steps or waiting_for_worker else None
         waiting_at = engine.clock.now() if waiting_for_worker else None
-        query = RunFilter(function_id, status, event_id, limit, waiting_at)
+        app_id = None if all_apps else self.id
+        query = RunFilter(function_id, status, event_id, limit, waiting_at, app_id)
         records = await engine.read(engine.store.list_runs, query)
         found = []
         for record in records:
@@ -356,11 +360,13 @@ class App:
         if_: str | None = None,
         reason: str = "bulk cancellation",
         limit: int = 10_000,
+        all_apps: bool = False,
     ) -> list[str]:
-        """Cancel the unfinished runs of a function created in a time range (both bounds
-        optional; ``started_*`` compare the run's creation time), optionally only those whose
-        triggering event satisfies ``if_`` (CEL over ``event``), at most ``limit`` runs, oldest
-        first. Returns the ids of the runs cancelled."""
+        """Cancel the unfinished runs of this app's function created in a time range (both
+        bounds optional; ``started_*`` compare the run's creation time), optionally only those
+        whose triggering event satisfies ``if_`` (CEL over ``event``), at most ``limit`` runs,
+        oldest first; ``all_apps=True``: the runs of the function of that id in every app
+        sharing the database. Returns the ids of the runs cancelled."""
         engine = self.engine
         condition = compile_expression(if_) if if_ is not None else None
         # datetimes hold microseconds: bounds are inclusive at that resolution
@@ -369,7 +375,12 @@ class App:
         cancelled: list[str] = []
         records = []
         for status in UNFINISHED_STATUSES:
-            query = RunFilter(function_id=function_id, status=status, limit=1_000_000)
+            query = RunFilter(
+                function_id=function_id,
+                status=status,
+                limit=1_000_000,
+                app_id=None if all_apps else self.id,
+            )
             found = await engine.read(engine.store.list_runs, query)
             records += [r for r in found if after <= r.created_at <= before]
         records.sort(key=lambda r: r.created_at)
@@ -387,14 +398,23 @@ class App:
         engine.wake_workers()
         return cancelled
 
-    async def replay_run(self, run_id: str, *, from_step: str | None = None) -> str:
+    async def replay_run(
+        self, run_id: str, *, from_step: str | None = None, all_apps: bool = False
+    ) -> str:
         """Start a new run of a run's function with the same events. From the start by default;
         with ``from_step`` (a step id as listed in ``run.steps``) the steps before it keep their
-        results and do not run again. Returns the new run's id."""
+        results and do not run again. The run must be this app's (or recorded before runs
+        carried their app); ``all_apps=True`` replays another app's run too (the new run is that
+        app's). Returns the new run's id."""
         engine = self.engine
         original = await self.get_run(run_id)
         if original is None:
             raise ConfigError(f"no run {run_id!r}")
+        if not all_apps and original.app_id not in (self.id, ""):
+            raise ConfigError(
+                f"run {run_id} is a run of app {original.app_id!r}, not of {self.id!r} "
+                "(all_apps=True replays it)"
+            )
         before: int | None = None
         if from_step is not None:
             records = await engine.read(engine.store.get_steps, run_id)
@@ -409,15 +429,27 @@ class App:
         engine.wake_workers()
         return new_run.run_id
 
-    async def pause_function(self, function_id: str) -> None:
-        """Pause a function: runs it triggers are created and held (not executed) until
-        ``resume_function``; then they run in the order they were queued."""
-        await self.engine.writer.write(lambda tx: tx.set_paused(function_id, True))
+    async def pause_function(self, function_id: str, *, all_apps: bool = False) -> None:
+        """Pause this app's function: runs it triggers are created and held (not executed)
+        until ``resume_function``; then they run in the order they were queued. Another app's
+        function of the same id on the same database is not paused, unless ``all_apps=True``
+        (the pause then holds it in every app until an app registering the function takes the
+        pause over, as with the pauses a database recorded before they were per app)."""
+        app_id = "" if all_apps else self.id
+        await self.engine.writer.write(lambda tx: tx.set_paused(function_id, True, app_id))
 
-    async def resume_function(self, function_id: str) -> None:
-        """Resume a paused function."""
-        await self.engine.writer.write(lambda tx: tx.set_paused(function_id, False))
+    async def resume_function(self, function_id: str, *, all_apps: bool = False) -> None:
+        """Resume this app's paused function. A pause made with ``all_apps=True`` (not yet
+        taken over by an app) is lifted too, so in every app; ``all_apps=True``: resume the
+        function in every app."""
+        app_id = "" if all_apps else self.id
+        await self.engine.writer.write(lambda tx: tx.set_paused(function_id, False, app_id))
         self.engine.wake_workers()
+
+    def paused_functions(self, *, all_apps: bool = False) -> set[str]:
+        """The ids of this app's paused functions; ``all_apps=True``: of those paused in any
+        app sharing the database."""
+        return self.engine.store.paused_functions(None if all_apps else self.id)
 
     async def skipped(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
         """Runs that flow control did not start (rate limit, idempotency, singleton), newest

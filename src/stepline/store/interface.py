@@ -102,7 +102,8 @@ class StoreTx(Protocol):
     def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
         """Pause (runs are created but not leased) or resume app ``app_id``'s function. With
         ``app_id`` "": pause it in every app (until an app registering the function adopts the
-        pause, see ``adopt_unowned``), or resume it in every app."""
+        pause, see ``adopt_unowned``), or resume it in every app. Resuming an app's function
+        also lifts a pause of it in every app (not yet adopted)."""
         ...
 
     def replay_run(

@@ -170,7 +170,8 @@ class MemoryControlVerbs:
             if paused:
                 self._put(held, (app_id, function_id), True)
                 return
-            for key in [k for k in held if k[1] == function_id and app_id in ("", k[0])]:
+            every = app_id == ""
+            for key in [k for k in held if k[1] == function_id and (every or k[0] in (app_id, ""))]:
                 self._pop(held, key)
 
     def replay_run(

@@ -275,7 +275,7 @@ WHERE next_at <= ? AND app_id = ? AND function_id IN (SELECT value FROM json_eac
 ADVANCE_CRON = """
 UPDATE crons SET next_at = ? WHERE app_id = ? AND function_id = ? AND cron = ? AND next_at = ?"""
 PAUSE = "INSERT OR IGNORE INTO paused (app_id, function_id) VALUES (?, ?)"
-RESUME = "DELETE FROM paused WHERE app_id = ? AND function_id = ?"
+RESUME = "DELETE FROM paused WHERE app_id IN (?, '') AND function_id = ?"
 RESUME_EVERY_APP = "DELETE FROM paused WHERE function_id = ?"
 PAUSED = "SELECT DISTINCT function_id FROM paused"
 PAUSED_IN = "SELECT function_id FROM paused WHERE app_id IN (?, '')"
