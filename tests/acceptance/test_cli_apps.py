@@ -103,3 +103,27 @@ def test_two_app_processes_share_a_database_and_waiting_runs_are_shown(
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=TIMEOUT) == 0
     assert "Traceback" not in shop_log.read_text() + billing_log.read_text()
+
+
+def test_pause_cancel_and_list_with_app_act_on_that_apps_function_only(cli: Cli) -> None:
+    # issue 6 item 2: `functions pause f --app a1:app` showed a2's f "paused (2 held)", and
+    # `runs cancel --function f --app a1:app --yes` cancelled a2's runs of f too
+    shop_run = send(cli, "shop", "shop/nap")
+    billing_run = send(cli, "billing", "billing/nap")
+    paused = cli.run("functions", "pause", "nap", "--app", "shop:app", "--db", cli.db)
+    assert paused.returncode == 0, paused.stderr
+    [billing_nap] = cli.json("functions", "list", "--app", "billing:app", "--db", cli.db)
+    assert billing_nap["paused"] is False
+    [shop_nap] = cli.json("functions", "list", "--app", "shop:app", "--db", cli.db)
+    assert (shop_nap["paused"], shop_nap["held_runs"]) == (True, 1)
+    own = cli.json("runs", "list", "--app", "shop:app", "--db", cli.db)
+    assert [r["run_id"] for r in own] == [shop_run]
+    every = cli.json("runs", "list", "--app", "shop:app", "--all-apps", "--db", cli.db)
+    assert sorted(r["run_id"] for r in every) == sorted([shop_run, billing_run])
+    assert len(cli.json("runs", "list", "--db", cli.db)) == 2  # --db alone: every app's
+    cancelled = cli.json(
+        "runs", "cancel", "--function", "nap", "--app", "shop:app", "--yes", "--db", cli.db
+    )
+    assert cancelled == {"cancelled": [shop_run]}
+    assert show(cli, billing_run)["status"] == "QUEUED"
+    assert show(cli, shop_run)["status"] == "CANCELLED"

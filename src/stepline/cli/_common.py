@@ -394,7 +394,7 @@ async def find_run(app: App, ref: str) -> Run:
             f"(searched among the newest {RUN_SEARCH_LIMIT} runs) or {whole}"
         )
     tail = ref.upper()
-    found = await app.runs(limit=RUN_SEARCH_LIMIT, with_steps=False)
+    found = await app.runs(limit=RUN_SEARCH_LIMIT, with_steps=False, all_apps=True)
     matches = [r.run_id for r in found if r.run_id.endswith(tail)]
     if not matches:
         raise CliError(
@@ -422,6 +422,7 @@ def _distinct_tail(run_ids: list[str]) -> int:
     return min(longest + 1, RUN_ID_LENGTH)
 
 
-def paused_functions(app: App) -> set[str]:
-    """The ids of the functions paused in the app's database."""
-    return app.engine.store.paused_functions()
+def paused_functions(app: App, *, all_apps: bool = False) -> set[str]:
+    """The ids of the app's paused functions; ``all_apps``: of those paused in any app of its
+    database (the commands given --db alone, which act on every app)."""
+    return app.paused_functions(all_apps=all_apps)

@@ -26,7 +26,6 @@ from stepline.cli._common import (
     limit_option,
     make_console,
     open_app,
-    paused_functions,
 )
 from stepline.errors import ConfigError, ExpressionError
 from stepline.expressions import compile_expression
@@ -139,10 +138,13 @@ def cancel(
             compile_expression(condition)
         except ExpressionError as exc:
             raise CliUsageError(f"--if: {exc}") from None
+    every = app_ref is None  # --db alone: the function's runs in every app of the database
     app = open_app(app_ref, db)
     try:
         cancelled = asyncio.run(
-            _cancel_many(app, function_id, since, until, condition, reason, ask=not yes)
+            _cancel_many(
+                app, function_id, since, until, condition, reason, ask=not yes, all_apps=every
+            )
         )
     finally:
         app.close()
@@ -171,9 +173,10 @@ async def _cancel_many(
     reason: str,
     *,
     ask: bool,
+    all_apps: bool,
 ) -> list[str]:
     if ask and sys.stdin.isatty():
-        candidates = await _unfinished(app, function_id, since, until)
+        candidates = await _unfinished(app, function_id, since, until, all_apps)
         if not candidates:
             return []
         what = _describe(function_id, since, until, len(candidates))
@@ -187,18 +190,20 @@ async def _cancel_many(
         if_=condition,
         reason=reason,
         limit=BULK_LIMIT,
+        all_apps=all_apps,
     )
 
 
 async def _unfinished(
-    app: App, function_id: str, since: datetime | None, until: datetime | None
+    app: App, function_id: str, since: datetime | None, until: datetime | None, all_apps: bool
 ) -> list[str]:
     """The unfinished runs of a function in a time range, as ``App.cancel_runs`` selects them
     (before its ``if_`` filter): what the confirmation counts."""
     engine = app.engine
-    records = await engine.read(
-        engine.store.list_runs, RunFilter(function_id=function_id, limit=BULK_LIMIT)
+    query = RunFilter(
+        function_id=function_id, limit=BULK_LIMIT, app_id=None if all_apps else app.id
     )
+    records = await engine.read(engine.store.list_runs, query)
     after = since.timestamp() if since else float("-inf")
     before = until.timestamp() if until else float("inf")
     return [
@@ -252,7 +257,9 @@ def replay(
     """
     app = open_app(app_ref, db)
     try:
-        original, new_run_id, paused = asyncio.run(_replay(app, run_ref, from_step))
+        original, new_run_id, paused = asyncio.run(
+            _replay(app, run_ref, from_step, all_apps=app_ref is None)
+        )
         registered = app_ref is None or any(f.id == original.function_id for f in app.functions)
     finally:
         app.close()
@@ -289,7 +296,9 @@ def replay(
         console.print("  it runs when a worker runs (stepline worker or stepline dev)")
 
 
-async def _replay(app: App, ref: str, from_step: str | None) -> tuple[Run, str, bool]:
+async def _replay(
+    app: App, ref: str, from_step: str | None, *, all_apps: bool
+) -> tuple[Run, str, bool]:
     original = await find_run(app, ref)
     if not original.done:
         raise CliError(
@@ -297,10 +306,12 @@ async def _replay(app: App, ref: str, from_step: str | None) -> tuple[Run, str, 
             "replayed (cancel it first with `stepline runs cancel`)"
         )
     try:
-        new_run_id = await app.replay_run(original.run_id, from_step=from_step)
+        new_run_id = await app.replay_run(original.run_id, from_step=from_step, all_apps=all_apps)
     except ConfigError as exc:
         raise CliUsageError(str(exc)) from None
-    return original, new_run_id, original.function_id in paused_functions(app)
+    store = app.engine.store
+    paused = store.paused_functions(original.app_id or app.id)
+    return original, new_run_id, original.function_id in paused
 
 
 # -- skipped ---------------------------------------------------------------------------------------

@@ -41,8 +41,9 @@ def list_functions(as_json: bool, app_ref: str | None, db: str | None) -> None:
     """
     app = open_app(app_ref, db)
     try:
-        paused = paused_functions(app)
-        held = asyncio.run(_held_of(app, sorted(paused)))
+        every = app_ref is None  # --db alone: the functions of every app of the database
+        paused = paused_functions(app, all_apps=every)
+        held = asyncio.run(_held_of(app, sorted(paused), every))
     finally:
         app.close()
     console = make_console()
@@ -104,13 +105,17 @@ def _list_paused_only(console: Console, held: dict[str, int], as_json: bool) -> 
     )
 
 
-async def _held_of(app: App, function_ids: list[str]) -> dict[str, int]:
-    return {fn_id: await _held(app, fn_id) for fn_id in function_ids}
+async def _held_of(app: App, function_ids: list[str], all_apps: bool) -> dict[str, int]:
+    return {fn_id: await _held(app, fn_id, all_apps) for fn_id in function_ids}
 
 
-async def _held(app: App, function_id: str) -> int:
-    """The runs of a function waiting to start (QUEUED), up to ``HELD_LIMIT``."""
-    return len(await app.runs(function_id=function_id, status="QUEUED", limit=HELD_LIMIT))
+async def _held(app: App, function_id: str, all_apps: bool) -> int:
+    """The runs of the app's function (or of every app's, ``all_apps``) waiting to start
+    (QUEUED), up to ``HELD_LIMIT``."""
+    found = await app.runs(
+        function_id=function_id, status="QUEUED", limit=HELD_LIMIT, all_apps=all_apps
+    )
+    return len(found)
 
 
 @functions.command("pause")
@@ -121,17 +126,22 @@ def pause(function_id: str, app_ref: str | None, db: str | None) -> None:
     """Pause function ID: the runs it is triggered for are created but held (QUEUED), and its
     unfinished runs make no progress, until `stepline functions resume ID`.
 
-    Works with --db alone (workers of every process sharing the database see it). With --app
-    the app's database is created if need be: a function can be paused before it is deployed.
+    With --app only that app's function is paused (another app sharing the database keeps
+    running its function of the same id), and the app's database is created if need be: a
+    function can be paused before it is deployed. With --db alone the function is paused in
+    every app of the database, until an app that registers it takes the pause over.
     """
-    app = open_app(app_ref, db, create=app_ref is not None)
+    every = app_ref is None
+    app = open_app(app_ref, db, create=not every)
     try:
-        was_paused = function_id in paused_functions(app)
+        was_paused = function_id in paused_functions(app, all_apps=every)
         _check_known(app, app_ref, function_id)
         unseen = False
         if not was_paused:
-            unseen = app_ref is None and not asyncio.run(app.runs(function_id=function_id, limit=1))
-            asyncio.run(app.pause_function(function_id))
+            unseen = every and not asyncio.run(
+                app.runs(function_id=function_id, limit=1, all_apps=True)
+            )
+            asyncio.run(app.pause_function(function_id, all_apps=every))
     finally:
         app.close()
     console = make_console()
@@ -157,15 +167,17 @@ def pause(function_id: str, app_ref: str | None, db: str | None) -> None:
 @db_option
 def resume(function_id: str, app_ref: str | None, db: str | None) -> None:
     """Resume function ID: its held runs start, in the order they were queued, once a worker
-    runs."""
+    runs. With --app only that app's function (and a pause of it in every app); with --db
+    alone, in every app of the database."""
+    every = app_ref is None
     app = open_app(app_ref, db)
     try:
-        was_paused = function_id in paused_functions(app)
+        was_paused = function_id in paused_functions(app, all_apps=every)
         if not was_paused:  # a paused function since removed from the app can still be resumed
             _check_known(app, app_ref, function_id)
         held = 0
         if was_paused:
-            held = asyncio.run(_resume(app, function_id))
+            held = asyncio.run(_resume(app, function_id, every))
     finally:
         app.close()
     console = make_console()
@@ -179,9 +191,9 @@ def resume(function_id: str, app_ref: str | None, db: str | None) -> None:
     )
 
 
-async def _resume(app: App, function_id: str) -> int:
-    held = await _held(app, function_id)
-    await app.resume_function(function_id)
+async def _resume(app: App, function_id: str, all_apps: bool) -> int:
+    held = await _held(app, function_id, all_apps)
+    await app.resume_function(function_id, all_apps=all_apps)
     return held
 
 

@@ -60,6 +60,14 @@ def runs() -> None:
     help="Only runs that have not ended and whose function no live worker has registered "
     "(they wait for a worker that has it).",
 )
+@click.option(
+    "--all-apps",
+    is_flag=True,
+    envvar="STEPLINE_ALL_APPS",
+    show_envvar=True,
+    help="With --app: the runs of every app sharing its database, not only the app's own "
+    "(--db alone lists every app's runs).",
+)
 @limit_option(20, "At most this many runs.")
 @json_flag
 @app_option
@@ -68,17 +76,23 @@ def list_runs(
     function_id: str | None,
     status: str | None,
     waiting: bool,
+    all_apps: bool,
     limit: int,
     as_json: bool,
     app_ref: str | None,
     db: str | None,
 ) -> None:
-    """List runs, newest first. A run whose function no live worker has is marked
-    "(no worker)": it waits for one."""
+    """List runs, newest first: with --app the app's own (--all-apps: every app's), with --db
+    alone every app's. A run whose function no live worker has is marked "(no worker)": it
+    waits for one."""
     app = open_app(app_ref, db)
     try:
         query = app.runs(
-            function_id=function_id, status=status, limit=limit, waiting_for_worker=waiting
+            function_id=function_id,
+            status=status,
+            limit=limit,
+            waiting_for_worker=waiting,
+            all_apps=all_apps or app_ref is None,
         )
         found = asyncio.run(query)
     finally:
