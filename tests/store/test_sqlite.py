@@ -11,7 +11,7 @@ import pytest
 
 from stepline.errors import LeaseLostError
 from stepline.store import SQLiteStore
-from stepline.store.records import PassCommit, RunEnd, RunFilter
+from stepline.store.records import FunctionSet, PassCommit, RunEnd, RunFilter
 from stepline.store.sqlite.schema import MIGRATIONS
 
 from .builders import (
@@ -61,6 +61,30 @@ def test_migrate_upgrades_a_file_made_by_an_older_version(tmp_path: Path) -> Non
     assert schema_versions(path) == list(range(1, len(MIGRATIONS) + 1))
     start(store, "r1")
     assert [r.run_id for r in store.list_runs(RunFilter(function_id="fn"))] == ["r1"]
+    store.close()
+
+
+def test_pauses_recorded_before_they_were_per_app_hold_every_app_until_adopted(
+    tmp_path: Path,
+) -> None:
+    # issue 6 item 2: migration 7 keys pauses by (app id, function id); old rows get app ''
+    path = tmp_path / "s.db"
+    with closing(sqlite3.connect(path)) as conn:  # a file at migration 6, "fn" paused
+        for script in MIGRATIONS[:6]:
+            conn.executescript(script)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.executemany(
+            "INSERT INTO schema_version (version) VALUES (?)", [(v,) for v in range(1, 7)]
+        )
+        conn.execute("INSERT INTO paused (function_id) VALUES ('fn')")
+        conn.commit()
+    store = SQLiteStore(path)
+    store.migrate()
+    assert store.paused_functions("shop") == store.paused_functions("billing") == {"fn"}
+    with store.transaction() as tx:
+        tx.adopt_unowned(FunctionSet("shop", ("fn",)))
+    assert store.paused_functions("shop") == {"fn"}
+    assert store.paused_functions("billing") == set()
     store.close()
 
 
