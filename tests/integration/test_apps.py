@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from stepline import App, Context, Debounce, Event, Run, Singleton, TriggerEvent
+from stepline import App, ConfigError, Context, Debounce, Event, Run, Singleton, TriggerEvent
 from stepline.engine.worker import Worker
 from stepline.store import MemoryStore, SQLiteStore, Store
 from stepline.testing import MockClock
@@ -258,6 +258,12 @@ async def test_pausing_and_cancelling_one_apps_function_leaves_the_other_apps_al
             await a2.resume_function("f")
             await ended(a2, "f", 3, all_apps=False)
         assert (await a1.runs(function_id="f"))[0].status == "CANCELLED"
+        with pytest.raises(ConfigError, match="is a run of app 'a2'"):
+            await a1.replay_run(kept.run_id)  # another app's run: not by default
+        replayed = await a1.replay_run(kept.run_id, all_apps=True)
+        assert [r.run_id for r in await a2.runs(function_id="f", status="QUEUED")] == [replayed]
+        assert (a1.paused_functions(), a2.paused_functions()) == ({"f"}, set())
+        assert a1.paused_functions(all_apps=True) == {"f"}
     finally:
         a1.close()
         a2.close()
