@@ -179,3 +179,84 @@ async def test_a_cancelled_run_emits_function_finished_and_function_cancelled_wi
         assert data["reason"] == "no longer needed"  # Stepline's addition
         assert data["event"]["data"] == {"n": 3}
         assert data["events"] == [data["event"]]
+
+
+# -- runs started by a system event announce nothing ----------------------------------------------
+# Inngest: pkg/execution/executor/finalize.go, finalizeEvents: a run whose trigger event is
+# inngest/function.finished or inngest/function.failed emits no finished/failed/cancelled events
+# at its end ("Don't recursively trigger internal finish handlers"); a run started by
+# inngest/function.cancelled (or by any other event) still does.
+
+
+async def _ended(t: TestEngine, function_id: str, count: int) -> list[Any]:
+    runs = await until(f"{count} {function_id} runs", lambda: _runs_if(t, function_id, count))
+    return [await t.wait_for_run(run.run_id) for run in runs]
+
+
+async def test_two_function_finished_handlers_do_not_trigger_each_other_forever(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7 (review, item 1): audit's end triggered metrics, whose end triggered audit, ...
+    @app.function(id="work", trigger=TriggerEvent("go"))
+    async def work(ctx: Context) -> Any:
+        return 1
+
+    @app.function(id="audit", trigger=TriggerEvent(FINISHED))
+    async def audit(ctx: Context) -> Any:
+        return ctx.event.data["function_id"]
+
+    @app.function(id="metrics", trigger=TriggerEvent(FINISHED))
+    async def metrics(ctx: Context) -> Any:
+        return ctx.event.data["function_id"]
+
+    async with make_engine() as t:
+        await t.trigger(Event("go"))
+        [audited] = await _ended(t, "audit", 1)
+        [measured] = await _ended(t, "metrics", 1)
+        # a run's ending events are stored with its end: once both ended, any run they
+        # started exists already
+        assert len(await t.runs(function_id="audit")) == 1
+        assert len(await t.runs(function_id="metrics")) == 1
+    assert (audited.output, measured.output) == ("work", "work")
+
+
+async def test_a_failing_function_failed_handler_emits_no_system_events(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7 (review, item 1): Inngest's finalize.go skips function.failed-triggered runs too
+    @app.function(id="subject", trigger=TriggerEvent("go"), retries=0)
+    async def subject(ctx: Context) -> Any:
+        raise ValueError("boom")
+
+    @app.function(id="on-failed", trigger=TriggerEvent(FAILED), retries=0)
+    async def on_failed(ctx: Context) -> Any:
+        raise ValueError("handler boom")
+
+    @app.function(id="watch", trigger=TriggerEvent(FINISHED))
+    async def watch(ctx: Context) -> Any:
+        return ctx.event.data["function_id"]
+
+    async with make_engine() as t:
+        await t.trigger(Event("go"))
+        [failed] = await _ended(t, "on-failed", 1)
+        [watched] = await _ended(t, "watch", 1)
+        assert len(await t.runs(function_id="on-failed")) == 1
+        assert len(await t.runs(function_id="watch")) == 1
+    assert failed.status == "FAILED" and watched.output == "subject"
+
+
+async def test_a_function_finished_handler_runs_once_for_its_own_other_trigger(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7 (review, item 1): Inngest has no "never triggers itself" rule: a function with a
+    # user trigger and a function.finished trigger runs again for its own end, and that run
+    # (started by function.finished) announces nothing
+    @app.function(id="both", triggers=[TriggerEvent("go"), TriggerEvent(FINISHED)])
+    async def both(ctx: Context) -> Any:
+        return ctx.event.name
+
+    async with make_engine() as t:
+        await t.trigger(Event("go"))
+        runs = await _ended(t, "both", 2)
+        assert len(await t.runs(function_id="both")) == 2
+    assert sorted(r.output for r in runs) == ["go", FINISHED]

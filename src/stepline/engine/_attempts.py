@@ -63,7 +63,7 @@ def failure_commit(
         failure = {"name": details["name"], "message": details["message"]}
         data = ending_data(run.function_id, run.run_id, events, "FAILED", error=failure)
         commit.events.extend(
-            engine.system_event(name, data, run.function_id, now) for name in ending_names("FAILED")
+            engine.system_event(name, data, now) for name in ending_names("FAILED", events)
         )
     if run.parent_run_id is not None and run.parent_step_hash is not None:
         commit.wakes.append(Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, details))

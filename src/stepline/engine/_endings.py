@@ -129,13 +129,12 @@ class PassEndings:
         await self._fail_run(error, None)
 
     def _ending_events(self, status: str, **details: Any) -> list[EventIngest]:
-        """The system events this run's end emits (see ``_system_events``); they never trigger
-        this same function."""
+        """The system events this run's end emits (see ``_system_events``)."""
         events = [e.payload() for e in self.state.events]
         data = ending_data(self.fn.id, self.run.run_id, events, status, **details)
         now = self.now()
         return [
-            self.engine.system_event(name, data, self.fn.id, now) for name in ending_names(status)
+            self.engine.system_event(name, data, now) for name in ending_names(status, events)
         ]
 
     async def _complete(self, output: bytes) -> None:

@@ -8,7 +8,11 @@ and a cancellation ``inngest/function.cancelled`` alongside, all three with the 
     {"function_id", "run_id", "event": <first trigger event>, "events": [<trigger events>],
      "result": <output> | "error": {...}, "_inngest": {"status": "Completed"|"Failed"|"Cancelled"}}
 
-A cancellation's error is Inngest's ``{"error": "function cancelled", "message": "function
+A run started by ``inngest/function.finished`` or ``inngest/function.failed`` emits none of
+them at its end, as in Inngest's ``finalizeEvents`` ("don't recursively trigger internal finish
+handlers"), so two functions listening to ``inngest/function.finished`` cannot trigger each
+other forever; a run started by ``inngest/function.cancelled`` or any other event announces its
+end. A cancellation's error is Inngest's ``{"error": "function cancelled", "message": "function
 cancelled", "name": "Error"}``; Stepline adds ``reason`` (why it was cancelled). Pure functions:
 the engine plans and stores the events.
 """
@@ -27,8 +31,12 @@ INNGEST_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Ca
 CANCELLED_ERROR = {"error": "function cancelled", "message": "function cancelled", "name": "Error"}
 
 
-def ending_names(status: str) -> tuple[str, ...]:
-    """The system events a run ending with ``status`` emits, in Inngest's order."""
+def ending_names(status: str, events: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The system events a run ending with ``status`` emits, in Inngest's order, given its
+    trigger ``events``: none when the run was started by ``function.finished`` or
+    ``function.failed`` (Inngest looks at the first event of a batch, as here)."""
+    if events and events[0].get("name") in (FUNCTION_FINISHED, FUNCTION_FAILED):
+        return ()
     if status == "FAILED":
         return (FUNCTION_FINISHED, FUNCTION_FAILED)
     if status == "CANCELLED":

@@ -158,16 +158,10 @@ class Engine:
 
         return job
 
-    def system_event(
-        self, name: str, data: dict[str, Any], function_id: str, now: float
-    ) -> EventIngest:
-        """A system event about a run of ``function_id``. It never triggers that same function,
-        so a function listening to ``inngest/function.finished`` does not trigger itself."""
-        record = EventRecord(new_id(now), name, data, {}, None, now)
-        planned = self.plan(record)
-        runs = tuple(r for r in planned.new_runs if r.function_id != function_id)
-        deferrals = tuple(d for d in planned.deferrals if d.function_id != function_id)
-        return EventIngest(record, runs, deferrals)
+    def system_event(self, name: str, data: dict[str, Any], now: float) -> EventIngest:
+        """A system event about a run's end, planned as any event (it may start a run of the
+        same function, as in Inngest; ``ending_names`` keeps that from looping)."""
+        return self.plan(EventRecord(new_id(now), name, data, {}, None, now))
 
     def cancelled_events(
         self, tx: StoreTx, run_id: str, function_id: str, reason: str, now: float
@@ -177,7 +171,7 @@ class Engine:
         events = [e.payload() for e in tx.run_events(run_id)]
         data = ending_data(function_id, run_id, events, "CANCELLED", reason=reason)
         return [
-            self.system_event(name, data, function_id, now) for name in ending_names("CANCELLED")
+            self.system_event(name, data, now) for name in ending_names("CANCELLED", events)
         ]
 
     def announce_cancellations(
