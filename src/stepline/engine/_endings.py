@@ -133,9 +133,7 @@ class PassEndings:
         events = [e.payload() for e in self.state.events]
         data = ending_data(self.fn.id, self.run.run_id, events, status, **details)
         now = self.now()
-        return [
-            self.engine.system_event(name, data, now) for name in ending_names(status, events)
-        ]
+        return [self.engine.system_event(name, data, now) for name in ending_names(status, events)]
 
     async def _complete(self, output: bytes) -> None:
         commit = self._new_commit()

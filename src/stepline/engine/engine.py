@@ -170,9 +170,7 @@ class Engine:
         cancelled in ``tx`` (see ``_system_events``)."""
         events = [e.payload() for e in tx.run_events(run_id)]
         data = ending_data(function_id, run_id, events, "CANCELLED", reason=reason)
-        return [
-            self.system_event(name, data, now) for name in ending_names("CANCELLED", events)
-        ]
+        return [self.system_event(name, data, now) for name in ending_names("CANCELLED", events)]
 
     def announce_cancellations(
         self, tx: StoreTx, results: Sequence[IngestResult], now: float
