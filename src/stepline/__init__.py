@@ -17,6 +17,7 @@ from stepline.errors import (
     SerializationError,
     StepError,
     SteplineError,
+    StoreError,
     StoreUnavailable,
 )
 from stepline.sdk.app import App
@@ -74,6 +75,7 @@ __all__ = [
     "StepError",
     "StepInfo",
     "SteplineError",
+    "StoreError",
     "StoreUnavailable",
     "SyncContext",
     "SyncStep",

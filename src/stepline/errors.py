@@ -8,7 +8,9 @@
     ``EventError``           an event rejected at the edge (bad name, payload not JSON, too large)
     ``LimitExceededError``   a hard limit breached by a run (steps, output size, run state)
     ``SerializationError``   a value that cannot be stored as JSON
-    ``StoreUnavailable``     the store cannot be written or read for now (disk full, I/O error,
+    ``StoreError``           the store failed: read-only, corrupt, cannot be opened; retrying
+                             will not help until someone fixes the database (names it)
+        ``StoreUnavailable`` the store cannot be written or read for now (disk full, I/O error,
                              locked past the busy timeout, connection lost): retry later
     ``StepError``            raised inside a function when one of its steps failed for good
     ``RunFailedError``       raised to a caller waiting for a run that failed
@@ -84,7 +86,21 @@ class SerializationError(SteplineError, TypeError):
         super().__init__(f"{what} is not JSON-serializable: {type_name} at {path} ({reason})")
 
 
-class StoreUnavailable(SteplineError):
+class StoreError(SteplineError):
+    """The store failed and will not recover by itself: the database is read-only, corrupt,
+    cannot be opened, or is not a database. ``reason`` is the backend's own message (e.g.
+    ``"attempt to write a readonly database"``), ``database`` names the database (a path or
+    URL; empty when unknown). The operation that raised it was not acknowledged. Workers stop
+    on it (see ``StoreUnavailable`` for the errors they wait out)."""
+
+    def __init__(self, reason: str, database: str = "") -> None:
+        self.reason = reason
+        self.database = database
+        where = f" (database {database})" if database else ""
+        super().__init__(f"the store failed: {reason}{where}")
+
+
+class StoreUnavailable(StoreError):
     """The store cannot be used for now but may recover by itself: the disk is full, an I/O
     error, the database locked past its busy timeout, a dropped database connection.
 
@@ -95,9 +111,10 @@ class StoreUnavailable(SteplineError):
     recovers. ``reason`` is the backend's own message (e.g. ``"database or disk is full"``).
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, database: str = "") -> None:
         self.reason = reason
-        super().__init__(f"the store is unavailable: {reason}; retry later")
+        self.database = database
+        SteplineError.__init__(self, f"the store is unavailable: {reason}; retry later")
 
 
 class StepError(SteplineError):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tests.store.builders import T0, cel_matches
 
-from stepline import StoreUnavailable
+from stepline import StoreError, StoreUnavailable
 from stepline.engine.writer import BatchWriter
 from stepline.store import SQLiteStore
 from stepline.store.interface import StoreTx
@@ -36,11 +36,18 @@ def test_transient_sqlite_errors_read_as_store_unavailable(tmp_path: Path) -> No
         ("disk I/O error", 10 | (4 << 8), "SQLITE_IOERR_SHORT_READ"),
         ("database is locked", 5, "SQLITE_BUSY"),
     ]:
-        found = store.unavailable(sqlite_error(message, code, name))
+        found = store.store_error(sqlite_error(message, code, name))
         assert isinstance(found, StoreUnavailable)
         assert message in str(found) and str(tmp_path / "s.db") in str(found)
-    assert store.unavailable(sqlite_error("no such table: x", 1, "SQLITE_ERROR")) is None
-    assert store.unavailable(ValueError("not ours")) is None
+    # issue 6 review item 1: any other SQLite error is a StoreError naming the file, not None
+    found = store.store_error(
+        sqlite_error("attempt to write a readonly database", 8, "SQLITE_READONLY")
+    )
+    assert type(found) is StoreError and str(tmp_path / "s.db") in str(found)
+    assert (
+        type(store.store_error(sqlite_error("no such table: x", 1, "SQLITE_ERROR"))) is StoreError
+    )
+    assert store.store_error(ValueError("not ours")) is None
     store.close()
 
 
@@ -68,7 +75,7 @@ def test_a_failed_commit_leaves_the_connection_usable(tmp_path: Path) -> None:
     store.migrate()
     conn = store._conn()
     store._local.conn = _CommitFails(conn)
-    with pytest.raises(sqlite3.OperationalError, match="locked"), store.transaction() as tx:
+    with pytest.raises(StoreUnavailable, match="locked"), store.transaction() as tx:
         tx.set_paused("lost", True)
     with store.transaction() as tx:
         tx.set_paused("kept", True)

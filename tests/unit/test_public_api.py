@@ -36,6 +36,7 @@ EXPECTED = [
     "StepError",
     "StepInfo",
     "SteplineError",
+    "StoreError",
     "StoreUnavailable",
     "SyncContext",
     "SyncStep",
@@ -63,3 +64,5 @@ def test_errors_share_one_root() -> None:
     errors.append(stepline.StoreUnavailable)
     assert errors
     assert all(issubclass(e, stepline.SteplineError) for e in errors)
+    # issue 6 review item 1: transient storage errors are one kind of store error
+    assert issubclass(stepline.StoreUnavailable, stepline.StoreError)

@@ -312,15 +312,16 @@ class Engine:
 
     # -- reads and wake-ups -----------------------------------------------------------------------
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store read on a reader thread. Raises ``StoreUnavailable`` (never the
-        backend's raw exception) when the store cannot be read for now."""
+        """Run a store read on a reader thread. Raises ``StoreUnavailable`` when the store
+        cannot be read for now, ``StoreError`` when it cannot be read at all (never the
+        backend's raw exception)."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
         except Exception as exc:
-            unavailable = self.store.unavailable(exc)
-            if unavailable is None or unavailable is exc:
+            failed = self.store.store_error(exc)
+            if failed is None or failed is exc:
                 raise
-            raise unavailable from exc
+            raise failed from exc
 
     def add_waker(self, event: asyncio.Event) -> None:
         """Register a worker's wake-up signal (set when work may have become due)."""

@@ -34,7 +34,7 @@ from stepline.errors import (
     RetryAfterError,
     SerializationError,
     StepError,
-    StoreUnavailable,
+    StoreError,
 )
 from stepline.sdk.context import STEP_ATTEMPT, Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
@@ -240,12 +240,12 @@ class PassExecutor(RoundRecorder, PassEndings):
         """Run the pass to its end (suspended, finished, failed or cancelled by a timeout).
 
         Raises ``LeaseLostError`` when the run was cancelled or taken over meanwhile, and
-        ``StoreUnavailable`` when the store failed for a while (the worker backs off). Any other
-        error the engine raises handling the pass is a failed attempt of the run
+        ``StoreError`` when the store failed (``StoreUnavailable``: for a while, the worker backs
+        off). Any other error the engine raises handling the pass is a failed attempt of the run
         (``_fail_attempt``), so no run is re-entered without bound."""
         try:
             await self._execute()
-        except (LeaseLostError, StoreUnavailable):
+        except (LeaseLostError, StoreError):  # StoreUnavailable too
             raise  # not the run's failure: another pass owns it, or the store will recover
         except Exception as exc:  # before the function started (timeouts, expired waits)
             await self._fail_attempt(exc)
@@ -267,7 +267,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         task = self._start_function()
         try:
             await self._drive(task)
-        except (LeaseLostError, StoreUnavailable):
+        except (LeaseLostError, StoreError):  # StoreUnavailable too
             raise  # not the run's failure: another pass owns it, or the store will recover
         except Exception as exc:  # the engine's own error, not the function's: see _fail_attempt
             self.gate.close()
@@ -461,7 +461,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             return
         try:
             await self._fail_run(error, None, PassCommit(self.run.run_id, self.lease.token))
-        except (LeaseLostError, StoreUnavailable):
+        except (LeaseLostError, StoreError):  # StoreUnavailable too
             raise
         except Exception:
             await self._fail_run(

@@ -19,6 +19,12 @@ the busy timeout, a dropped connection) never ends a worker: it logs the outage 
 pass whose read or commit failed ends there (its uncommitted step results are lost, never
 acknowledged); its run is leased again at the first lease attempt that succeeds and replays from
 its last commit.
+
+A store that fails for good (``StoreError``: the database is read-only, corrupt, cannot be
+opened) stops the worker: it logs the error once, lets the passes in flight end (their commits
+fail the same way, nothing is acknowledged) and ``run()`` raises that ``StoreError``; the
+``stepline worker`` command prints it on one line and exits 1. Backing off would hide a database
+someone must fix behind a worker that looks alive.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from stepline._ids import new_id
 from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine.engine import Engine
 from stepline.engine.executor import PassExecutor
-from stepline.errors import LeaseLostError, StoreUnavailable
+from stepline.errors import LeaseLostError, StoreError, StoreUnavailable
 from stepline.store.interface import StoreTx
 from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, Lease, RunState, WorkerRecord
 
@@ -136,6 +142,7 @@ class Worker:
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
         self.heartbeats = 0  # heartbeat commits made (tests wait on it instead of on time)
         self.outage = StoreOutage(self.worker_id)
+        self.failed: StoreError | None = None  # the store error that stopped this worker
         self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
         # runs leased again while their previous pass here is still ending: started after it
         self._next_pass: dict[str, Lease] = {}
@@ -160,6 +167,8 @@ class Worker:
                 except StoreUnavailable as exc:
                     self.outage.failed(exc)
                     await self._back_off()
+                except StoreError as exc:
+                    self._fail(exc)
         finally:
             engine.remove_waker(self._wake)
             engine.stop_offering_to(self)
@@ -169,8 +178,17 @@ class Worker:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            if self.ready.is_set():
+            if self.ready.is_set() and self.failed is None:
                 await self._unregister()
+        if self.failed is not None:
+            raise self.failed
+
+    def _fail(self, error: StoreError) -> None:
+        """The store failed for good: log it once and stop (``run()`` raises it)."""
+        if self.failed is None:
+            self.failed = error
+            log.error("worker %s: %s; stopping", self.worker_id, error)
+        self.stop()
 
     async def _unregister(self) -> None:
         """Leave the registry (a crashed worker's entry expires by itself)."""
@@ -342,6 +360,8 @@ class Worker:
             self.outage.failed(exc)
             self._cut_short.add(lease.run_id)
             log.debug("run %s: pass ended, the store is unavailable", lease.run_id)
+        except StoreError as exc:
+            self._fail(exc)
         except Exception:
             log.exception(
                 "run %s: pass crashed; it will be retried when its lease expires", lease.run_id
@@ -359,7 +379,7 @@ class Worker:
         engine = self.engine
         try:
             return await engine.read(engine.store.load_run, lease.run_id)
-        except (LeaseLostError, StoreUnavailable):
+        except (LeaseLostError, StoreError):  # StoreUnavailable too
             raise
         except Exception as exc:
             await fail_unloaded_run(engine, lease, exc)
@@ -376,6 +396,9 @@ class Worker:
             except StoreUnavailable as exc:
                 self.outage.failed(exc)  # the passes' next commits check their leases
                 continue
+            except StoreError as exc:
+                self._fail(exc)
+                return
             self.outage.recovered()
             self.heartbeats += 1
             for run_id in lost:

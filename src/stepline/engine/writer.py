@@ -7,10 +7,11 @@ paying N. Jobs may come from any event loop and any thread at once: a result is 
 loop of the caller that is waiting for it (``call_soon_threadsafe``, once per loop per
 transaction), or to a thread blocked in ``submit_sync``.
 
-A job that fails on its own (a lost lease) is rolled back alone and the rest of its batch
-commits. A failure the store reads as ``StoreUnavailable`` (disk full, I/O error, ...) loses the
-whole transaction: every job of the batch gets a ``StoreUnavailable`` of its own, never the
-backend's raw exception, and nothing of the batch is acknowledged.
+A job that fails on its own (a lost lease), or that the store refuses for good (a read-only
+database: a ``StoreError``, never the backend's raw exception), is rolled back alone and the rest
+of its batch commits. A failure the store reads as ``StoreUnavailable`` (disk full, I/O error,
+...) loses the whole transaction: every job of the batch gets a ``StoreUnavailable`` of its own,
+never the backend's raw exception, and nothing of the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
-from stepline.errors import StoreUnavailable
+from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.interface import Store, StoreTx
 
 T = TypeVar("T")
@@ -130,14 +131,17 @@ class BatchWriter:
                     try:
                         outcomes.append((True, job(tx)))
                     except Exception as exc:
-                        if store.unavailable(exc) is not None:
+                        failed = store.store_error(exc)
+                        if isinstance(failed, StoreUnavailable):
                             raise  # the transaction is lost as a whole (maybe rolled back)
-                        outcomes.append((False, exc))
+                        # a job's own error, or the store refusing it for good (read-only):
+                        # the job's verb was rolled back alone, never a raw driver exception
+                        outcomes.append((False, exc if failed is None else _own_copy(failed)))
         except Exception as exc:  # the transaction itself failed: nothing is acknowledged
-            unavailable = store.unavailable(exc)
-            if unavailable is None:
+            failed = store.store_error(exc)
+            if failed is None:
                 return [(False, exc)] * len(jobs)
-            return [(False, _own_copy(unavailable)) for _ in jobs]
+            return [(False, _own_copy(failed)) for _ in jobs]
         except BaseException as exc:
             return [(False, exc)] * len(jobs)
         self.transactions += 1
@@ -169,9 +173,9 @@ class BatchWriter:
         self._thread.shutdown(wait=True)
 
 
-def _own_copy(error: StoreUnavailable) -> StoreUnavailable:
+def _own_copy(error: StoreError) -> StoreError:
     """One exception per waiting caller (each raise adds to its traceback)."""
-    copy = StoreUnavailable(error.reason)
+    copy = type(error)(error.reason, error.database)
     copy.__cause__ = error.__cause__ or error
     return copy
 

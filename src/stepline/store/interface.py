@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from stepline.errors import StoreUnavailable
+from stepline.errors import StoreError
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
@@ -195,13 +195,15 @@ class Store(Protocol):
         """A write transaction, committed durably on exit (rolled back on an exception)."""
         ...
 
-    def unavailable(self, error: Exception) -> StoreUnavailable | None:
+    def store_error(self, error: Exception) -> StoreError | None:
         """This backend's reading of an error raised by one of its operations (a verb, a read,
         the commit): a ``StoreUnavailable`` when it means the store cannot be used for now but
         may recover by itself (disk full, I/O error, locked past the busy timeout, connection
-        lost), else None. After such an error inside a transaction the transaction is lost as a
-        whole (the database may have rolled it back already): the engine fails every job of it
-        with ``StoreUnavailable``, never a raw driver exception, and its workers retry."""
+        lost); a ``StoreError`` naming the database for any other error of the backend itself
+        (read-only, corrupt, cannot be opened); None for an error that is not the backend's.
+        After either inside a transaction the transaction is lost as a whole (the database may
+        have rolled it back already): the engine fails every job of it with that error, never a
+        raw driver exception; workers wait out ``StoreUnavailable`` and stop on the rest."""
         ...
 
     def load_run(self, run_id: str) -> RunState | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from stepline._ids import new_id
-from stepline.errors import LeaseLostError, StoreUnavailable
+from stepline.errors import LeaseLostError, StoreError
 from stepline.expressions import value_at
 from stepline.serde import dumps
 from stepline.store._admission_rules import DeferralRow, start_runs
@@ -111,9 +111,9 @@ class MemoryStore:
     def close(self) -> None:
         return None
 
-    def unavailable(self, error: Exception) -> StoreUnavailable | None:
-        """Memory never becomes unavailable (a wrapper may raise ``StoreUnavailable`` itself)."""
-        return error if isinstance(error, StoreUnavailable) else None
+    def store_error(self, error: Exception) -> StoreError | None:
+        """Memory never fails by itself (a wrapper may raise a ``StoreError`` itself)."""
+        return error if isinstance(error, StoreError) else None
 
     @contextmanager
     def transaction(self) -> Iterator[_MemoryTx]:

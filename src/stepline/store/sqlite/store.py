@@ -8,22 +8,24 @@ connection; each write verb runs inside a SAVEPOINT so a refused verb (a lost le
 rest of a group-commit transaction intact.
 
 Errors: SQLite's "not now" result codes (``SQLITE_BUSY`` past the busy timeout, ``SQLITE_FULL``,
-``SQLITE_IOERR``, ...) are read as ``StoreUnavailable`` by ``unavailable()``. After one of them
+``SQLITE_IOERR``, ...) are read as ``StoreUnavailable`` by ``store_error()`` (any other
+SQLite error as a ``StoreError`` naming the file, never the raw exception). After one of them
 SQLite may have rolled the whole transaction back by itself: the transaction is then rolled back
 (if it is still open) and the connection stays usable; a verb never runs outside a transaction.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from stepline.errors import ConfigError, LeaseLostError, StoreUnavailable
+from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
 from stepline.store._admission_rules import start_runs
@@ -49,6 +51,8 @@ from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.schema import MIGRATIONS
 
+P = ParamSpec("P")
+T = TypeVar("T")
 DEDUP_WINDOW = 24 * 3600.0
 _SETTLED = ("COMPLETED", "FAILED")
 _NO_ATTEMPT = (None, None, None)
@@ -63,6 +67,22 @@ _TRANSIENT_CODES = {
     13,  # SQLITE_FULL: database or disk is full
     15,  # SQLITE_PROTOCOL
 }
+
+
+def _reading(read: Callable[P, T]) -> Callable[P, T]:
+    """A read of the store that raises ``StoreError`` (``StoreUnavailable`` when transient),
+    never SQLite's own exception."""
+
+    @functools.wraps(read)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return read(*args, **kwargs)
+        except sqlite3.Error as exc:
+            store = args[0]
+            assert isinstance(store, SQLiteStore)
+            raise store._translated(exc) from exc
+
+    return wrapper
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -113,15 +133,17 @@ class SQLiteStore:
             self._all.clear()
         self._local = threading.local()
 
-    def unavailable(self, error: Exception) -> StoreUnavailable | None:
-        if isinstance(error, StoreUnavailable):
+    def store_error(self, error: Exception) -> StoreError | None:
+        if isinstance(error, StoreError):
             return error
+        if not isinstance(error, sqlite3.Error):
+            return None
         code = getattr(error, "sqlite_errorcode", None)
-        if not isinstance(error, sqlite3.Error) or code is None:
-            return None
-        if code & 0xFF not in _TRANSIENT_CODES:
-            return None
-        found = StoreUnavailable(f"{error} ({self.path})")
+        found: StoreError
+        if code is not None and code & 0xFF in _TRANSIENT_CODES:
+            found = StoreUnavailable(f"{error} ({self.path})", str(self.path))
+        else:  # read-only, corrupt, cannot open, not a database, a schema that is not ours
+            found = StoreError(str(error), str(self.path))
         found.__cause__ = error
         return found
 
@@ -133,8 +155,8 @@ class SQLiteStore:
         try:
             self._migrate()
         except sqlite3.Error as exc:
-            transient = self.unavailable(exc)  # locked, disk full: may work a moment later
-            if transient is not None:
+            transient = self.store_error(exc)  # locked, disk full: may work a moment later
+            if isinstance(transient, StoreUnavailable):
                 raise transient from None
             raise ConfigError(f"cannot use the database {self.path}: {exc}") from None
 
@@ -176,14 +198,24 @@ class SQLiteStore:
 
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteTx]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._translated(exc) from exc
         try:
             yield _SQLiteTx(conn)
             conn.execute("COMMIT")
-        except BaseException:  # a COMMIT that failed too: never leave the connection in it
+        except BaseException as exc:  # a COMMIT that failed too: never leave the connection in it
             _rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise self._translated(exc) from exc
             raise
+
+    def _translated(self, error: sqlite3.Error) -> StoreError:
+        found = self.store_error(error)
+        assert found is not None
+        return found
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -197,6 +229,7 @@ class SQLiteStore:
         conn.execute("COMMIT")
 
     # -- reads ------------------------------------------------------------------------------------
+    @_reading
     def load_run(self, run_id: str) -> RunState | None:
         with self._read() as conn:
             row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
@@ -208,10 +241,12 @@ class SQLiteStore:
             waits = [_wait(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
             return RunState(run=run, events=events, steps=steps, waits=waits)
 
+    @_reading
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._conn().execute(q.SELECT_RUN, (run_id,)).fetchone()
         return None if row is None else _run(row)
 
+    @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -234,18 +269,22 @@ class SQLiteStore:
         params.append(query.limit)
         return [_run(r) for r in self._conn().execute(q.LIST_RUNS.format(where=where), params)]
 
+    @_reading
     def get_steps(self, run_id: str) -> list[StepRecord]:
         return _select_steps(self._conn(), run_id)
 
+    @_reading
     def get_history(self, run_id: str) -> list[HistoryRecord]:
         return [
             HistoryRecord(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7])
             for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))
         ]
 
+    @_reading
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
         return _select_events(self._conn(), list(internal_ids))
 
+    @_reading
     def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
         if functions is None:
             row = self._conn().execute(q.NEXT_DUE).fetchone()
@@ -263,17 +302,20 @@ class SQLiteStore:
                     times += [r[0] for r in conn.execute(arms, (app_id, *chunk))]
         return min((t for t in times if t is not None), default=None)
 
+    @_reading
     def live_workers(self, now: float) -> list[WorkerRecord]:
         return [
             WorkerRecord(r[0], r[1], tuple(loads(r[2])), r[3], r[4], r[5])
             for r in self._conn().execute(q.LIVE_WORKERS, (now,))
         ]
 
+    @_reading
     def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
         where, params = ("WHERE function_id = ?", [function_id]) if function_id else ("", [])
         rows = self._conn().execute(q.LIST_SKIPS.format(where=where), [*params, limit])
         return [SkipRecord(*r) for r in rows]
 
+    @_reading
     def paused_functions(self, app_id: str | None = None) -> set[str]:
         if app_id is None:
             return {r[0] for r in self._conn().execute(q.PAUSED)}
