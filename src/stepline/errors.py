@@ -165,3 +165,8 @@ class RetryAfterError(SteplineError):
 
 class LeaseLostError(SteplineError):
     """Internal: a pass lost its lease (another worker owns the run now); its commit was refused."""
+
+
+class PassCancelledError(SteplineError):
+    """Internal: the run was cancelled while this pass executed it; the pass's commit kept only
+    the result of the step that was executing, and the pass ends there."""

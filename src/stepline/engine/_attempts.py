@@ -15,7 +15,7 @@ from typing import Any
 from stepline.engine._ops import error_dict
 from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine.engine import Engine
-from stepline.errors import LeaseLostError, StoreError
+from stepline.errors import LeaseLostError, PassCancelledError, StoreError
 from stepline.store.interface import StoreTx
 from stepline.store.records import HistoryRecord, Lease, PassCommit, RunEnd, RunRecord, Wake
 
@@ -93,7 +93,7 @@ async def fail_unloaded_run(engine: Engine, lease: Lease, error: Exception) -> N
             with tx.savepoint():
                 events = [e.payload() for e in tx.run_events(run.run_id)]
                 apply(tx, failure_commit(engine, run, lease.token, error, events))
-        except (LeaseLostError, StoreError):  # StoreUnavailable too
+        except (LeaseLostError, PassCancelledError, StoreError):  # StoreUnavailable too
             raise
         except Exception:
             apply(tx, failure_commit(engine, run, lease.token, error, None))

@@ -31,6 +31,7 @@ from stepline.errors import (
     LeaseLostError,
     LimitExceededError,
     NonRetriableError,
+    PassCancelledError,
     RetryAfterError,
     SerializationError,
     StepError,
@@ -239,13 +240,14 @@ class PassExecutor(RoundRecorder, PassEndings):
     async def execute(self) -> None:
         """Run the pass to its end (suspended, finished, failed or cancelled by a timeout).
 
-        Raises ``LeaseLostError`` when the run was cancelled or taken over meanwhile, and
-        ``StoreError`` when the store failed (``StoreUnavailable``: for a while, the worker backs
-        off). Any other error the engine raises handling the pass is a failed attempt of the run
-        (``_fail_attempt``), so no run is re-entered without bound."""
+        Raises ``PassCancelledError`` when the run was cancelled meanwhile, ``LeaseLostError``
+        when another worker took it over, and ``StoreError`` when the store failed
+        (``StoreUnavailable``: for a while, the worker backs off). Any other error the engine
+        raises handling the pass is a failed attempt of the run (``_fail_attempt``), so no run
+        is re-entered without bound."""
         try:
             await self._execute()
-        except (LeaseLostError, StoreError):  # StoreUnavailable too
+        except (LeaseLostError, PassCancelledError, StoreError):  # StoreUnavailable too
             raise  # not the run's failure: another pass owns it, or the store will recover
         except Exception as exc:  # before the function started (timeouts, expired waits)
             await self._fail_attempt(exc)
@@ -267,7 +269,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         task = self._start_function()
         try:
             await self._drive(task)
-        except (LeaseLostError, StoreError):  # StoreUnavailable too
+        except (LeaseLostError, PassCancelledError, StoreError):  # StoreUnavailable too
             raise  # not the run's failure: another pass owns it, or the store will recover
         except Exception as exc:  # the engine's own error, not the function's: see _fail_attempt
             self.gate.close()
@@ -440,7 +442,7 @@ class PassExecutor(RoundRecorder, PassEndings):
                 return True
 
         if not await engine.writer.write(job):
-            raise LeaseLostError(f"run {self.run.run_id} was cancelled during its pass")
+            raise PassCancelledError(f"run {self.run.run_id} was cancelled during its pass")
 
     async def _fail_attempt(self, error: Exception) -> None:
         """The engine itself failed handling this pass (not the function: its errors are
@@ -461,7 +463,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             return
         try:
             await self._fail_run(error, None, PassCommit(self.run.run_id, self.lease.token))
-        except (LeaseLostError, StoreError):  # StoreUnavailable too
+        except (LeaseLostError, PassCancelledError, StoreError):  # StoreUnavailable too
             raise
         except Exception:
             await self._fail_run(

@@ -42,7 +42,7 @@ from stepline._ids import new_id
 from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine.engine import Engine
 from stepline.engine.executor import PassExecutor
-from stepline.errors import LeaseLostError, StoreError, StoreUnavailable
+from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
 from stepline.store.interface import StoreTx
 from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, Lease, RunState, WorkerRecord
 
@@ -352,6 +352,8 @@ class Worker:
                 return
             await PassExecutor(engine, lease, state, fn).execute()
             self.passes += 1
+        except PassCancelledError:
+            log.info("run %s: cancelled during its pass", lease.run_id)
         except LeaseLostError:
             log.info("run %s: lease lost, another worker owns it now", lease.run_id)
         except StoreUnavailable as exc:
@@ -379,7 +381,7 @@ class Worker:
         engine = self.engine
         try:
             return await engine.read(engine.store.load_run, lease.run_id)
-        except (LeaseLostError, StoreError):  # StoreUnavailable too
+        except (LeaseLostError, PassCancelledError, StoreError):  # StoreUnavailable too
             raise
         except Exception as exc:
             await fail_unloaded_run(engine, lease, exc)
