@@ -274,12 +274,15 @@ def _iso(at: datetime | None) -> str | None:
 
 
 def step_dict(step: StepInfo) -> dict[str, Any]:
-    """A step as JSON."""
+    """A step as JSON: ``attempts`` made before the one executing, ``executing_attempt`` the
+    1-based number of the attempt executing now (null unless RUNNING), as the table shows it
+    ("attempt N executing since ..."), with ``started_at`` its start."""
     return {
         "id": step.id,
         "kind": step.kind,
         "status": step.status,
         "attempts": step.attempts,
+        "executing_attempt": step.attempts + 1 if step.status == "RUNNING" else None,
         "output": step.output,
         "error": step.error,
         "started_at": _iso(step.started_at),
