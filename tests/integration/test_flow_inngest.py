@@ -18,6 +18,7 @@ from stepline import (
     Event,
     EventError,
     RateLimit,
+    Singleton,
     StepError,
     Throttle,
     TriggerEvent,
@@ -299,3 +300,80 @@ async def test_invoke_timeout_fails_the_step_and_the_child_keeps_running(
     assert again is not None and again.output == done.output  # its late result changes nothing
     [step] = [s for s in again.steps if s.id == "ask"]
     assert step.status == "FAILED"
+
+
+# -- an invoked run is admitted as any run --------------------------------------------------------
+# Inngest: pkg/execution/runner/runner.go (Initialize: an invoke event is scheduled by
+# executor.Schedule like any event; a rate-limited invoke fails the invoker with "invoked function
+# is rate limited") and pkg/execution/executor/executor.go (Schedule: idempotency, rate limit,
+# singleton, throttle/concurrency keys, cancellations and timeouts for every run it creates).
+
+
+async def test_a_rate_limited_invoke_fails_the_callers_step(app: App, make_engine: Make) -> None:
+    # issue 7 (review, item 2): invoked children skipped every flow-control option
+    @app.function(id="child", trigger=TriggerEvent("child/go"), rate_limit=RateLimit(1, "1h"))
+    async def child(ctx: Context) -> Any:
+        return "ran"
+
+    @app.function(id="caller", trigger=TriggerEvent("go"))
+    async def caller(ctx: Context) -> Any:
+        outcomes = []
+        for n in range(2):
+            try:
+                outcomes.append(await ctx.step.invoke(f"ask-{n}", function=child))
+            except StepError as exc:
+                outcomes.append(f"{exc.error_name}: {exc.error_message}")
+        return outcomes
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        assert len(await t.runs(function_id="child")) == 1
+    assert run.output == ["ran", "Error: invoked function is rate limited"]
+
+
+async def test_a_singleton_skip_fails_the_invoking_step(app: App, make_engine: Make) -> None:
+    # issue 7 (review, item 2): a skipped invoke fails the caller at once (Inngest's
+    # executor.go Schedule returns ErrFunctionSkipped and leaves the caller waiting: see
+    # docs/inngest.md)
+    @app.function(id="child", trigger=TriggerEvent("child/go"), singleton=Singleton(mode="skip"))
+    async def child(ctx: Context) -> Any:
+        await ctx.step.sleep("hold", "1h")
+        return "ran"
+
+    @app.function(id="caller", trigger=TriggerEvent("go"))
+    async def caller(ctx: Context) -> Any:
+        try:
+            return await ctx.step.invoke("ask", function=child)
+        except StepError as exc:
+            return f"{exc.error_name}: {exc.error_message}"
+
+    clock = MockClock(start=T0, autojump=False)
+    async with make_engine(clock=clock) as t:
+        [holder_event] = await t.send(Event("child/go"))
+        [holder] = await t.runs(event_id=holder_event)
+        await t.wait_for_status(holder.run_id, "SLEEPING")
+        run = await t.trigger(Event("go"))
+        assert len(await t.runs(function_id="child")) == 1
+    assert run.output == "Error: invoked function is skipped: a singleton run is active"
+
+
+async def test_a_throttled_invoke_starts_when_the_throttle_allows(
+    app: App, make_engine: Make
+) -> None:
+    # issue 7 (review, item 2): the throttle delays an invoked run as any run
+    @app.function(id="child", trigger=TriggerEvent("child/go"), throttle=Throttle(1, "1h"))
+    async def child(ctx: Context) -> Any:
+        return ctx.event.data["n"]
+
+    @app.function(id="caller", trigger=TriggerEvent("go"))
+    async def caller(ctx: Context) -> Any:
+        first = await ctx.step.invoke("one", function=child, data={"n": 1})
+        second = await ctx.step.invoke("two", function=child, data={"n": 2})
+        return [first, second]
+
+    clock = MockClock(start=T0)
+    async with make_engine(clock=clock) as t:
+        run = await t.trigger(Event("go"))
+        starts = await _started_at(t, "child", 2)
+    assert run.output == [1, 2]
+    assert starts[1] - starts[0] >= 3600

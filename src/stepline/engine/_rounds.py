@@ -14,6 +14,7 @@ from stepline._ids import new_id
 from stepline.engine._executing import ExecutingSteps, executing_records
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
 from stepline.engine._system_events import FUNCTION_INVOKED
+from stepline.engine.admission import admission_for
 from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
 from stepline.expressions import prepare_match
@@ -401,12 +402,17 @@ class RoundRecorder:
         event = self.engine.event_record(
             Event(name=FUNCTION_INVOKED, data=op.data or {}, user=op.user or {}), now
         )
+        # admitted as any run of the function (the store applies it; a skip fails this step):
+        # Inngest schedules an invoke event as any event (runner.go Initialize). Not debounced
+        # or batched (docs/inngest.md).
+        fn = self.engine.functions[op.function_id]
         child = NewRun(
             new_id(now),
             op.function_id,
             (event.internal_id,),
             self.run.run_id,
             op.hash,
+            admission_for(fn, self.engine.app_id, event.payload()),
             app_id=self.engine.app_id,
         )
         commit.events.append(EventIngest(event))

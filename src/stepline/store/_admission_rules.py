@@ -18,6 +18,7 @@ from stepline.store.records import (
     IngestResult,
     MatcherSpec,
     NewRun,
+    Wake,
 )
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
@@ -130,6 +131,33 @@ def admit(
             cancelled.append((run_id, function_id))
     tx.create_run(new_run, now, decision.due_at)
     return None
+
+
+# what the invoking step fails with when its child is not started. Inngest (runner.go Initialize)
+# fails the invoker with "invoked function is rate limited" when the rate limit (which also
+# carries ``idempotency``) refuses the run, and leaves it waiting on a singleton skip; Stepline
+# fails it at once then too (docs/inngest.md).
+INVOKE_SKIPPED = {
+    "rate_limit": "invoked function is rate limited",
+    "idempotency": "invoked function is rate limited",
+    "singleton": "invoked function is skipped: a singleton run is active",
+}
+
+
+def start_child(tx: AdmissionTx, new_run: NewRun, now: float) -> tuple[IngestResult, Wake | None]:
+    """Admit an invoked run as any run (idempotency, rate limit, singleton, throttle, priority,
+    concurrency, ``cancel_on``, timeouts); when flow control skips it, the wake that fails the
+    invoking step. The result carries the singleton runs it cancelled, to announce."""
+    event_id = new_run.event_ids[0]
+    cancelled: list[tuple[str, str]] = []
+    reason = admit(tx, new_run, now, event_id, cancelled)
+    if reason is None:
+        return IngestResult(event_id, False, (new_run.run_id,), (), (), tuple(cancelled)), None
+    wake = None
+    if new_run.parent_run_id is not None and new_run.parent_step_hash is not None:
+        error = {"name": "Error", "message": INVOKE_SKIPPED[reason]}
+        wake = Wake(new_run.parent_run_id, new_run.parent_step_hash, "FAILED", None, error)
+    return IngestResult(event_id, False, (), (), ((new_run.function_id, reason),)), wake
 
 
 def start_runs(

@@ -21,7 +21,7 @@ from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
 from stepline.expressions import value_at
 from stepline.serde import dumps
-from stepline.store._admission_rules import DeferralRow, start_runs
+from stepline.store._admission_rules import DeferralRow, start_child, start_runs
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
@@ -474,10 +474,11 @@ class _MemoryTx(MemoryControlVerbs):
             self._log(replace(record, worker_id=item.lease_owner))
         for wait in commit.waits:
             self._put(s._waits, wait.wait_id, wait)
-        for new_run in commit.child_runs:
-            self.create_run(new_run, now)
+        children = [start_child(self, new_run, now) for new_run in commit.child_runs]
         results = [self._ingest_one(ingest, now, wait_matches) for ingest in commit.events]
-        for wake in commit.wakes:
+        results.extend(result for result, _ in children)
+        skipped = [wake for _, wake in children if wake is not None]
+        for wake in [*commit.wakes, *skipped]:
             self._apply_wake(wake, now)
         run = s._runs[commit.run_id]
         item = s._queue[commit.run_id]  # a wake above may have flagged this very run

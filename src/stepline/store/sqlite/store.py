@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.expressions import value_at
 from stepline.serde import dumps, loads
-from stepline.store._admission_rules import start_runs
+from stepline.store._admission_rules import start_child, start_runs
 from stepline.store.records import (
     TERMINAL_STATUSES,
     EventIngest,
@@ -543,14 +543,15 @@ class _SQLiteTx(SQLiteControlVerbs):
                     self._add_indexed_path(
                         q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
                     )
-            for new_run in commit.child_runs:
-                self.create_run(new_run, now)
+            children = [start_child(self, new_run, now) for new_run in commit.child_runs]
             try:
                 results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
                 self._flush_resolved()
             finally:
                 self._resolved.clear()
-            for wake in commit.wakes:
+            results.extend(result for result, _ in children)
+            skipped = [wake for _, wake in children if wake is not None]
+            for wake in [*commit.wakes, *skipped]:
                 settled = c.execute(
                     q.SETTLE_PENDING_STEP,
                     (
