@@ -13,6 +13,7 @@ from stepline import (
     App,
     BatchEvents,
     CancelOn,
+    ConfigError,
     Context,
     Debounce,
     Event,
@@ -377,3 +378,85 @@ async def test_a_throttled_invoke_starts_when_the_throttle_allows(
         starts = await _started_at(t, "child", 2)
     assert run.output == [1, 2]
     assert starts[1] - starts[0] >= 3600
+
+
+# -- issue 7 review, item 3 -----------------------------------------------------------------------
+async def test_the_rate_limit_is_decided_before_the_singleton(app: App, make_engine: Make) -> None:
+    # issue 7 (review, item 3a); Inngest: pkg/execution/executor/executor.go (schedule(): the
+    # rate limit is checked, and its slot taken, before the singleton is considered)
+    @app.function(
+        id="one",
+        trigger=TriggerEvent("go"),
+        rate_limit=RateLimit(1, "1h"),
+        singleton=Singleton(mode="skip"),
+    )
+    async def one(ctx: Context) -> Any:
+        await ctx.step.sleep("hold", "1h")
+
+    clock = MockClock(start=T0, autojump=False)
+    async with make_engine(clock=clock) as t:
+        [first] = await t.send(Event("go"))
+        [run] = await t.runs(event_id=first)
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        await t.send(Event("go"))
+        skips = await t.app.skipped("one")
+    assert [s.reason for s in skips] == ["rate_limit"]
+
+
+async def test_event_ts_in_the_future_delays_a_debounced_run(app: App, make_engine: Make) -> None:
+    # issue 7 (review, item 3b); Inngest: pkg/execution/executor/executor.go (Schedule: `if
+    # req.BatchID == nil` a future ts of the run's event is its start; a debounce's run is
+    # scheduled with its last event)
+    @app.function(id="later", trigger=TriggerEvent("remind"), debounce=Debounce("1m"))
+    async def later(ctx: Context) -> Any:
+        return "sent"
+
+    clock = MockClock(start=T0, autojump=False)
+    async with make_engine(clock=clock) as t:
+        await t.send(Event("remind", ts=int((T0 + 3600) * 1000)))
+        clock.advance(61)
+        await t.tick()
+        [run] = await t.runs(function_id="later")
+        assert (await t.app.get_run(run.run_id)).status == "QUEUED"  # type: ignore[union-attr]
+        clock.advance(3600 - 61)
+        await t.tick()
+        done = await t.wait_for_run(run.run_id)
+    assert done.started_at is not None and done.started_at.timestamp() == T0 + 3600
+
+
+async def test_a_batch_run_gets_no_cancel_on(app: App, make_engine: Make) -> None:
+    # issue 7 (review, item 3c); Inngest: pkg/execution/executor/executor.go (Schedule: "Create
+    # cancellation pauses immediately, only if this is a non-batch event")
+    @app.function(
+        id="batched",
+        trigger=TriggerEvent("item"),
+        batch_events=BatchEvents(max_size=2, timeout="10s"),
+        cancel_on=CancelOn("stop"),
+    )
+    async def batched(ctx: Context) -> Any:
+        await ctx.step.sleep("hold", "1h")
+        return len(ctx.events)
+
+    clock = MockClock(start=T0, autojump=False)
+    async with make_engine(clock=clock) as t:
+        await t.send([Event("item"), Event("item")])
+        [run] = await t.runs(function_id="batched")
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        await t.send(Event("stop"))
+        clock.advance(3600)
+        await t.tick()
+        done = await t.wait_for_run(run.run_id)
+    assert (done.status, done.output) == ("COMPLETED", 2)
+
+
+def test_more_than_five_cancel_on_are_refused(app: App) -> None:
+    # issue 7 (review, item 3e); Inngest: pkg/consts/consts.go (MaxCancellations = 5)
+    with pytest.raises(ConfigError, match="at most 5 cancel_on"):
+
+        @app.function(
+            id="many",
+            trigger=TriggerEvent("go"),
+            cancel_on=[CancelOn(f"stop{n}") for n in range(6)],
+        )
+        async def many(ctx: Context) -> Any:
+            return None

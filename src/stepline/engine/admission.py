@@ -114,11 +114,12 @@ def plan_run(
 ) -> NewRun | Deferral | None:
     """What an event that passed ``fn``'s trigger does: start a run, or defer into a debounce
     or a batch (an event a batch's ``if_`` rejects starts a run of its own). ``not_before``
-    (an event ``ts`` in the future) delays a run it starts, not a debounce or a batch, as in
-    Inngest (pkg/execution/executor/executor.go uses a future event ts as the run's start)."""
+    (an event ``ts`` in the future) delays a run it starts, also the run a debounce starts
+    with it as its last event, but not a batch, as in Inngest (pkg/execution/executor/
+    executor.go uses a future event ts as the run's start unless the run is a batch's)."""
     admission = admission_for(fn, app_id, payload)
     options = fn.options
-    if not_before is not None and options.debounce is None and options.batch_events is None:
+    if not_before is not None:
         admission = replace(admission, not_before=not_before)
     run = NewRun(new_id(at), fn.id, (event_id,), admission=admission, app_id=app_id)
     if options.debounce is not None:
@@ -130,7 +131,12 @@ def plan_run(
         if be.if_expr is not None and not be.if_expr.matches({"event": payload}):
             return run  # not batched: runs on its own, at once
         key = key_value(be.key_expr, payload)
-        # batches bypass the rate limit, as in Inngest (executor/service.go: PreventRateLimit)
-        unlimited = replace(run, admission=replace(run.admission, rate_limit=None))
+        # batches bypass the rate limit, as in Inngest (executor/service.go: PreventRateLimit);
+        # a batch run gets no cancel_on, no start timeout and ignores a future ts (executor.go
+        # Schedule: cancellation pauses and the ts only `if req.BatchID == nil`)
+        batch = replace(
+            run.admission, rate_limit=None, cancel_on=(), start_timeout=None, not_before=None
+        )
+        unlimited = replace(run, admission=batch)
         return Deferral("batch", fn.id, key, be.timeout_seconds, None, be.max_size, unlimited)
     return run

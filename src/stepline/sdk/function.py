@@ -30,6 +30,7 @@ Trigger = TriggerEvent | TriggerCron
 
 MAX_TRIGGERS = 10
 MAX_CONCURRENCY_CONSTRAINTS = 2
+MAX_CANCELLATIONS = 5  # Inngest: pkg/consts/consts.go MaxCancellations
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
@@ -152,6 +153,10 @@ def build_function(
     cancels = (cancel_on,) if isinstance(cancel_on, CancelOn) else tuple(cancel_on or ())
     for cancel in cancels:
         _check("cancel_on", cancel, CancelOn, id)
+    if len(cancels) > MAX_CANCELLATIONS:  # Inngest: pkg/consts/consts.go MaxCancellations
+        raise ConfigError(
+            f"function {id!r}: at most {MAX_CANCELLATIONS} cancel_on, got {len(cancels)}"
+        )
     if batch_events is not None and debounce is not None:
         raise ConfigError(f"function {id!r}: batch_events and debounce cannot be combined")
     if batch_events is not None and (idempotency is not None or singleton is not None):

@@ -48,25 +48,21 @@ class Decision:
 
 
 def decide(run: NewRun, now: float, state: FlowState) -> Decision:
-    """Apply idempotency, singleton, rate limit, throttle and priority to a new run. State is
-    written only when the run is admitted."""
+    """Apply idempotency, rate limit, singleton, throttle and priority to a new run, in that
+    order. Idempotency and the rate limit are written when they admit the run, the throttle
+    only when the run is created."""
     a = run.admission
-    if a.idempotency_key is not None and state.idempotency_seen(a.idempotency_key, now):
-        return Decision(skip="idempotency")
+    # idempotency and the rate limit first, their places taken even when the singleton then
+    # skips the run, as in Inngest (executor.go schedule(): the rate limit, which also carries
+    # idempotency, before the singleton)
+    reason = gate_event(a, now, state)
+    if reason is not None:
+        return Decision(skip=reason)
     active: list[str] = []
     if a.singleton_key is not None:
         active = state.active_singleton_runs(a.singleton_key)
         if active and a.singleton_mode == "skip":
             return Decision(skip="singleton")
-    rate_tat: float | None = None
-    if a.rate_limit is not None:
-        admitted, rate_tat = admit_or_reject(a.rate_limit, state.gcra_tat(a.rate_limit.bucket), now)
-        if not admitted:
-            return Decision(skip="rate_limit")
-    if a.idempotency_key is not None:
-        state.remember_idempotency(a.idempotency_key, now)
-    if a.rate_limit is not None and rate_tat is not None:
-        state.set_gcra_tat(a.rate_limit.bucket, rate_tat)
     due = now - a.priority  # priority orders the runs that may start now
     if a.throttle is not None:
         start, tat = schedule(a.throttle, state.gcra_tat(a.throttle.bucket), now)
