@@ -336,11 +336,15 @@ def db_label(app: App) -> str:
     return app.db or os.environ.get("STEPLINE_DB") or str(DEFAULT_DB_PATH)
 
 
-def open_app(app_ref: str | None, db: str | None, *, create: bool = False) -> App:
+def open_app(
+    app_ref: str | None, db: str | None, *, create: bool = False, read_only: bool = False
+) -> App:
     """The app for commands on an existing database: ``--app`` (with ``--db`` overriding its
     database), else a bare app (no functions) on ``--db``, else the default database if it
     exists. Creates no database unless ``create`` (a SQLite file a typo names would be left
-    behind). ``memory://`` is refused: it would end with the command."""
+    behind). ``memory://`` is refused: it would end with the command. ``read_only``: the
+    command only reads, so an empty SQLite file (0 bytes, no schema yet) is read as the empty
+    database it is, from memory, without writing Stepline's schema into it."""
     if app_ref is not None:
         app = load_app(app_ref)
         use_db(app, db, memory_ok=False)
@@ -359,6 +363,9 @@ def open_app(app_ref: str | None, db: str | None, *, create: bool = False) -> Ap
     path = sqlite_path(db_label(app))
     if path is not None and not path.exists() and not create:
         raise CliError(f"no database at {path}")
+    if read_only and path is not None and path.exists() and path.stat().st_size == 0:
+        app.db = "memory://"  # nothing to read: the same answers, and the file stays as it is
+        app.close()
     return app
 
 

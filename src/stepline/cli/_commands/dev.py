@@ -121,6 +121,13 @@ def dev(
             code = asyncio.run(
                 _serve(app, console, live, events, exit_when_done, concurrency, worker_id)
             )
+        except KeyboardInterrupt:  # a second SIGINT while stopping: stop now, not "Aborted!"
+            console.print(
+                "[yellow]SIGINT again: stopped at once[/]; the steps in flight did not finish "
+                "(their runs resume from their last commit at the next start)",
+                soft_wrap=True,
+            )
+            code = 130
         finally:
             root.removeHandler(handler)
             app.close()

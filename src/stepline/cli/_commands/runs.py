@@ -85,7 +85,7 @@ def list_runs(
     """List runs, newest first: with --app the app's own (--all-apps: every app's), with --db
     alone every app's. A run whose function no live worker has is marked "(no worker)": it
     waits for one."""
-    app = open_app(app_ref, db)
+    app = open_app(app_ref, db, read_only=True)
     try:
         query = app.runs(
             function_id=function_id,
@@ -166,7 +166,7 @@ def show_run(run_ref: str, as_json: bool, app_ref: str | None, db: str | None) -
 
     RUN_ID may be the full id or its last characters, as `stepline dev` prints them.
     """
-    app = open_app(app_ref, db)
+    app = open_app(app_ref, db, read_only=True)
     try:
         run, history = asyncio.run(_load(app, run_ref))
     finally:

@@ -8,6 +8,7 @@ import click
 
 from stepline.cli import _render as render
 from stepline.cli._common import (
+    CliUsageError,
     app_argument,
     concurrency_option,
     db_label,
@@ -78,6 +79,13 @@ def worker(
     """
     app = load_app(app_ref)
     use_db(app, db)
+    if db_label(app).startswith("memory:"):
+        # only this process could send it events, and it sends none: use `stepline dev`
+        raise CliUsageError(
+            "stepline worker: a worker on memory:// receives no events (only its own process "
+            "could send them); use `stepline dev` to try an app in one process, or give a "
+            "database file (--db sqlite:///path.db or STEPLINE_DB)"
+        )
     handler = logging.StreamHandler()
     handler.setFormatter(RunFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
