@@ -22,6 +22,7 @@ from stepline import (
     Singleton,
     StepError,
     Throttle,
+    Timeouts,
     TriggerEvent,
 )
 from stepline.testing import MockClock, TestEngine
@@ -378,6 +379,30 @@ async def test_a_throttled_invoke_starts_when_the_throttle_allows(
         starts = await _started_at(t, "child", 2)
     assert run.output == [1, 2]
     assert starts[1] - starts[0] >= 3600
+
+
+async def test_an_invoked_run_gets_its_functions_timeouts(app: App, make_engine: Make) -> None:
+    # issue 7 (review, item 2): Inngest's executor.go Schedule gives every run its timeouts
+    @app.function(id="child", trigger=TriggerEvent("child/go"), timeouts=Timeouts(finish="10m"))
+    async def child(ctx: Context) -> Any:
+        await ctx.step.sleep("think", "1h")
+        return "late"
+
+    @app.function(id="caller", trigger=TriggerEvent("go"))
+    async def caller(ctx: Context) -> Any:
+        try:
+            return await ctx.step.invoke("ask", function=child, timeout="1h")
+        except StepError:
+            return "failed"
+
+    clock = MockClock(start=T0)
+    async with make_engine(clock=clock) as t:
+        done = await t.trigger(Event("go"))
+        [kid] = await t.runs(function_id="child")
+        kid_done = await t.wait_for_run(kid.run_id)
+    assert kid_done.status == "CANCELLED" and kid_done.error is not None
+    assert "timeouts.finish" in kid_done.error["message"]
+    assert done.output == "failed"
 
 
 # -- issue 7 review, item 3 -----------------------------------------------------------------------
