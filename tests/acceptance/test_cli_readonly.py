@@ -99,3 +99,22 @@ def test_direct_store_reads_raise_store_error(path: Path) -> None:
             store.get_run("01NOSUCHRUN0000000000000000")
     finally:
         store.close()
+
+
+def test_replay_of_reads_the_store_through_the_same_translation(path: Path) -> None:
+    # issue 6 review item 1: Engine.replay_of reads the store directly (get_events)
+    app = App("ro", db=f"sqlite:///{path}")
+    try:
+        engine = app.engine
+        with _connect(path) as conn:
+            conn.execute("DROP TABLE events")
+        conn.close()
+
+        class Original:
+            app_id, function_id, event_ids = "ro", "f", ["01NOSUCHEVENT0000000000000"]
+
+        with pytest.raises(stepline.StoreError) as caught:
+            engine.replay_of(Original(), engine.clock.now())
+        assert "no such table" in str(caught.value) and str(path) in str(caught.value)
+    finally:
+        app.close()
