@@ -405,6 +405,35 @@ async def test_an_invoked_run_gets_its_functions_timeouts(app: App, make_engine:
     assert done.output == "failed"
 
 
+async def test_a_cancelled_invoked_run_fails_the_callers_step(app: App, make_engine: Make) -> None:
+    # issue 7 (review, item 2, found while testing it): a cancelled child left its caller
+    # waiting forever. Inngest: pkg/execution/executor/finalize.go (finalizeEvents: a cancelled
+    # run's function.finished carries the invoke correlation id and the error "function
+    # cancelled"; HandleInvokeFinish resumes the caller with it)
+    @app.function(id="child", trigger=TriggerEvent("child/go"))
+    async def child(ctx: Context) -> Any:
+        await ctx.step.sleep("think", "1h")
+        return "late"
+
+    @app.function(id="caller", trigger=TriggerEvent("go"))
+    async def caller(ctx: Context) -> Any:
+        try:
+            return await ctx.step.invoke("ask", function=child)
+        except StepError as exc:
+            return f"{exc.error_name}: {exc.error_message}"
+
+    clock = MockClock(start=T0, autojump=False)
+    async with make_engine(clock=clock) as t:
+        [event_id] = await t.send(Event("go"))
+        [parent] = await t.runs(event_id=event_id)
+        await t.wait_for_status(parent.run_id, "WAITING")
+        [kid] = await t.runs(function_id="child")
+        await t.wait_for_status(kid.run_id, "SLEEPING")
+        await t.app.cancel_run(kid.run_id)
+        done = await t.wait_for_run(parent.run_id)
+    assert done.output == "Error: function cancelled"
+
+
 # -- issue 7 review, item 3 -----------------------------------------------------------------------
 async def test_the_rate_limit_is_decided_before_the_singleton(app: App, make_engine: Make) -> None:
     # issue 7 (review, item 3a); Inngest: pkg/execution/executor/executor.go (schedule(): the

@@ -24,6 +24,7 @@ from stepline.serde import dumps
 from stepline.store._admission_rules import DeferralRow, start_child, start_runs
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.records import (
+    INVOKED_CANCELLED,
     MAX_PASSES_WITHOUT_PROGRESS,
     TERMINAL_STATUSES,
     CronRow,
@@ -729,6 +730,9 @@ class _MemoryTx(MemoryControlVerbs):
             self._pop(s._queue, run_id)
             self._drop_waits_of(run_id)
             self._log(HistoryRecord(run_id, now, "RUN_CANCELLED", data={"reason": reason}))
+            if run.parent_run_id is not None and run.parent_step_hash is not None:
+                wake = Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, None)
+                self._apply_wake(replace(wake, error=dict(INVOKED_CANCELLED)), now)
         return run.function_id
 
 

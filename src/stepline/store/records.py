@@ -308,6 +308,11 @@ class Wake:
     error: dict[str, Any] | None
 
 
+# what an invoking step fails with when its child run is cancelled: the error Inngest's
+# finalize.go puts in the cancelled child's function.finished, which resumes the caller
+INVOKED_CANCELLED = {"name": "Error", "message": "function cancelled"}
+
+
 @dataclass(slots=True)
 class PassCommit:
     """One transaction of a pass: fenced by the lease token, applied whole or not at all."""

@@ -149,7 +149,7 @@ UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
        due_at = MIN(COALESCE(due_at, ?), ?)
 WHERE lease_owner = ?"""
 UNFINISHED_RUN_FUNCTION = """
-SELECT function_id FROM runs
+SELECT function_id, parent_run_id, parent_step_hash FROM runs
 WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,

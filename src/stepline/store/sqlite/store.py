@@ -30,6 +30,7 @@ from stepline.expressions import value_at
 from stepline.serde import dumps, loads
 from stepline.store._admission_rules import start_child, start_runs
 from stepline.store.records import (
+    INVOKED_CANCELLED,
     TERMINAL_STATUSES,
     EventIngest,
     EventRecord,
@@ -635,6 +636,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
         data = _json_or_none({"reason": reason})
         c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data, None))
+        if row[1] is not None and row[2] is not None:  # an invoked run: fail its caller's step
+            settle = ("FAILED", None, _json_or_none(INVOKED_CANCELLED), now, row[1], row[2])
+            if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
+                c.execute(q.WAKE, (now, row[1]))
         return str(row[0])
 
 
