@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
+
+from _polling import until
 
 from stepline import App, Context, Debounce, Event, Singleton, TriggerEvent
 from stepline.testing import MockClock, TestEngine
@@ -13,20 +13,6 @@ from stepline.testing import MockClock, TestEngine
 Make = Callable[..., TestEngine]
 T0 = 1_700_000_000.0
 CANCELLED = "inngest/function.cancelled"
-
-
-async def until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll ``check()`` (sync or async) until truthy; ``AssertionError`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)  # real time: the poll interval; the deadline bounds it
 
 
 async def test_a_singleton_cancel_from_a_debounce_flush_emits_function_cancelled(
