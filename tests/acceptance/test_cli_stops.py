@@ -85,3 +85,16 @@ def test_runs_list_on_an_empty_file_creates_no_tables(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
     conn.close()
+
+
+def test_functions_list_on_an_empty_file_creates_no_tables(tmp_path: Path) -> None:
+    # issue 6 ("which database"): listing is a read; it must not write the schema into a file
+    path = tmp_path / "empty.db"
+    path.touch()
+    result = CliRunner().invoke(
+        stepline_cli, ["functions", "list", "--db", str(path)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    conn.close()

@@ -39,7 +39,7 @@ def list_functions(as_json: bool, app_ref: str | None, db: str | None) -> None:
 
     With --db alone only the paused functions are known (the database holds no definitions).
     """
-    app = open_app(app_ref, db)
+    app = open_app(app_ref, db, read_only=True)
     try:
         every = app_ref is None  # --db alone: the functions of every app of the database
         paused = paused_functions(app, all_apps=every)
