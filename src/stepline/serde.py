@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -83,42 +83,32 @@ def _exact(value: Any, depth: int) -> bool:
         return -_INF < real < _INF
     if depth >= _MAX_DEPTH:
         return False
+    items: Iterable[Any]
     if t is dict:
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str:
                 return False
-            ti = type(item)
-            if ti is str or ti is bool or item is None:
+        items = value.values()
+    elif t is list or isinstance(value, tuple):
+        items = value
+    else:
+        converted = _converted(value)
+        return converted is not _REFUSED and _exact(converted, depth + 1)
+    for item in items:
+        ti = type(item)
+        if ti is str or ti is bool or item is None:
+            continue
+        if ti is float:
+            if -_INF < item < _INF:
                 continue
-            if ti is float:
-                if -_INF < item < _INF:
-                    continue
-                return False
-            if ti is int:
-                if _INT_MIN <= item <= _INT_MAX:
-                    continue
-                return False
-            if not _exact(item, depth + 1):
-                return False
-        return True
-    if t is list or isinstance(value, tuple):
-        for item in value:
-            ti = type(item)
-            if ti is str or ti is bool or item is None:
+            return False
+        if ti is int:
+            if _INT_MIN <= item <= _INT_MAX:
                 continue
-            if ti is float:
-                if -_INF < item < _INF:
-                    continue
-                return False
-            if ti is int:
-                if _INT_MIN <= item <= _INT_MAX:
-                    continue
-                return False
-            if not _exact(item, depth + 1):
-                return False
-        return True
-    converted = _converted(value)
-    return converted is not _REFUSED and _exact(converted, depth + 1)
+            return False
+        if not _exact(item, depth + 1):
+            return False
+    return True
 
 
 _REFUSED: Any = object()

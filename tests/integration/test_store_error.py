@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _polling import until
 
 from stepline import App, Context, Event, StoreError, StoreUnavailable, TriggerEvent
 from stepline.store import SQLiteStore
@@ -41,14 +41,6 @@ class ReadOnlyLater:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-
-async def poll(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
 
 
 async def test_a_store_that_fails_for_good_stops_the_worker_without_a_traceback(
@@ -80,7 +72,7 @@ async def test_a_store_that_fails_for_good_stops_the_worker_without_a_traceback(
             await asyncio.wait_for(started.wait(), 30)
             store.failing = True
             release.set()  # the step ends; its commit is refused for good
-            await poll("the worker to stop", lambda: worker.failed is not None)
+            await until("the worker to stop", lambda: worker.failed is not None, timeout=30)
 
     with pytest.raises(StoreError) as caught:
         await serve()

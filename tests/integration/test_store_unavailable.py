@@ -12,13 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _polling import until
 
 from stepline import App, Context, Event, StoreUnavailable, TriggerEvent
 from stepline.store import SQLiteStore
@@ -77,14 +77,6 @@ class FailingStore:
         return read
 
 
-async def poll(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
-
-
 async def test_an_unavailable_store_does_not_end_the_worker(
     app: App, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -126,7 +118,7 @@ async def test_an_unavailable_store_does_not_end_the_worker(
         finally:
             release.set()  # the slow step ends; its commit fails
         # the worker keeps trying (lease attempts, reads, the slow pass's commit) and stays up
-        await poll("the worker to retry", lambda: worker.outage.failures >= 4)
+        await until("the worker to retry", lambda: worker.outage.failures >= 4, timeout=30)
         assert worker.outage.outages == 1
 
         store.failing = False  # the store recovers: the worker resumes by itself

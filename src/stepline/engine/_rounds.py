@@ -267,15 +267,31 @@ class RoundRecorder:
             self._suspend_kinds.add("retry")
             self._blocked.append(op.future)
             return
+        self._fail_for_good(
+            op, commit, resolutions, error, attempt, outcome.ended_at, outcome.duration
+        )
+
+    def _fail_for_good(
+        self,
+        op: _Op,
+        commit: PassCommit,
+        resolutions: list[tuple[_Op, Any, BaseException | None]],
+        error: dict[str, Any],
+        attempt: int,
+        ended_at: float,
+        duration: float,
+    ) -> None:
+        """Record ``op`` as failed for good after ``attempt`` (0-based) and raise ``StepError``
+        into the function at that step."""
         commit.steps.append(self._record(op, "FAILED", error=error, attempts=attempt + 1))
         commit.history.append(
             HistoryRecord(
                 self.run.run_id,
-                outcome.ended_at,
+                ended_at,
                 "STEP_FAILED",
                 op.key,
                 attempt,
-                outcome.duration,
+                duration,
                 {"error": error, "final": True},
             )
         )
@@ -306,22 +322,7 @@ class RoundRecorder:
                 self._settle_send(op, commit, resolutions, now)
         except Exception as exc:
             mark.restore(commit)
-            error = error_dict(exc)
-            commit.steps.append(self._record(op, "FAILED", error=error, attempts=1))
-            commit.history.append(
-                HistoryRecord(
-                    self.run.run_id,
-                    now,
-                    "STEP_FAILED",
-                    op.key,
-                    0,
-                    0.0,
-                    {"error": error, "final": True},
-                )
-            )
-            self._memo_done.add(op.hash)
-            self._consumed.add(op.hash)
-            resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
+            self._fail_for_good(op, commit, resolutions, error_dict(exc), 0, now, 0.0)
 
     def _settle_sleep(
         self,
