@@ -100,6 +100,27 @@ async def test_a_bad_duration_in_a_step_helper_fails_the_run_at_once(
     assert run.attempt == 0
 
 
+async def test_a_wait_condition_that_cannot_be_a_boolean_fails_the_run_at_once(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # issue 6 "Mistakes caught early": step.wait_for_event(if_=...) whose expression can never
+    # give true or false (a number here) is refused with ExpressionError when the step is
+    # called, as a trigger's if_ is at registration; it is not stored as a wait that never fires
+    @app.function(id="waiter", trigger=stepline.TriggerEvent("shop/order"))
+    async def waiter(ctx: Context) -> None:
+        await ctx.step.wait_for_event(
+            "paid", event="shop/paid", timeout="1h", if_="async.data.amount + 1"
+        )
+
+    async with make_engine() as t:
+        run = await t.trigger(Event(name="shop/order"))
+    assert run.status == "FAILED"
+    assert run.error is not None
+    assert run.error["name"] == "ExpressionError"
+    assert "true or false" in run.error["message"]
+    assert run.attempt == 0
+
+
 # -- import time ----------------------------------------------------------------------------------
 BAD_CRON = """\
 import stepline

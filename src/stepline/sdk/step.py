@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from stepline.durations import parse_duration, parse_instant
 from stepline.errors import ConfigError
-from stepline.expressions import compile_expression, match_shorthand
+from stepline.expressions import compile_condition, match_shorthand
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps
@@ -111,7 +111,7 @@ class Step:
             raise ConfigError(f"step {step_id!r}: pass if_= or match=, not both")
         expression = match_shorthand(match) if match is not None else if_
         if expression is not None:
-            compile_expression(expression, variables=("event", "async"))
+            compile_condition(expression, variables=("event", "async"))
         seconds = parse_duration(timeout).total_seconds()
         return await self._driver.step_wait(step_id, event, expression, seconds)
 
