@@ -3,6 +3,7 @@ store) with virtual time."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,10 @@ import pytest
 
 from stepline import App
 from stepline.testing import TestEngine
+
+# `stepline dev` invoked in-process (CliRunner) serves HTTP: on any free port, so tests running
+# at once never fight over 8288
+os.environ.setdefault("STEPLINE_PORT", "0")
 
 
 @pytest.fixture

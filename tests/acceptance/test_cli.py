@@ -35,12 +35,14 @@ class Cli:
         return f"sqlite:///{self.cwd / 'x.db'}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        """The environment of a CLI process: none of the caller's STEPLINE_* or COLUMNS."""
+        """The environment of a CLI process: none of the caller's STEPLINE_* or COLUMNS
+        (but STEPLINE_PORT=0)."""
         env = {
             k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_") and k != "COLUMNS"
         }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
+        env["STEPLINE_PORT"] = "0"  # `stepline dev` serves HTTP: any free port, never 8288
         return {**env, **extra}
 
     def run(

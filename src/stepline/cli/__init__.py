@@ -19,6 +19,7 @@ from stepline.cli._commands.dev import dev
 from stepline.cli._commands.functions import functions
 from stepline.cli._commands.runs import runs
 from stepline.cli._commands.send import send
+from stepline.cli._commands.server import server
 from stepline.cli._commands.worker import worker
 from stepline.cli._common import CliError, with_db
 from stepline.errors import SteplineError
@@ -52,6 +53,7 @@ def cli() -> None:
 
 cli.add_command(dev)
 cli.add_command(worker)
+cli.add_command(server)
 cli.add_command(send)
 cli.add_command(runs)
 cli.add_command(functions)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
@@ -47,6 +47,11 @@ from stepline.store.records import (
     SkipRecord,
     WorkerRecord,
 )
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from stepline.server.settings import ServerSettings
 
 
 class App:
@@ -275,6 +280,18 @@ class App:
             await worker.run()
 
         asyncio.run(main())
+
+    # -- HTTP -------------------------------------------------------------------------------------
+    def asgi(self, settings: ServerSettings | None = None) -> Starlette:
+        """This app's HTTP server as an ASGI application (the event API, the REST API, health,
+        metrics and the dashboard), to serve with any ASGI server or mount in your own
+        application (``Mount("/stepline", app=app.asgi(settings))``). It runs no worker: run
+        one beside it (``app.worker()`` in your lifespan, or ``stepline worker``). Without
+        ``settings`` the APIs stay closed (503) until keys are configured:
+        ``ServerSettings(event_keys=(...,), api_tokens=(...,))``."""
+        from stepline.server.app import create_app
+
+        return create_app(self, settings)
 
     # -- runs -------------------------------------------------------------------------------------
     async def get_run(self, run_id: str) -> Run | None:

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stepline.cli import _render as render
+from stepline.cli._commands._http import http_options, server_settings
 from stepline.cli._common import (
     JSON_OBJECT,
     CliUsageError,
@@ -39,6 +40,7 @@ from stepline.engine.worker import default_worker_id
 from stepline.sdk.app import App, on_stop_signals
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
+from stepline.server import HttpServer
 
 POLL_INTERVAL = 0.2
 
@@ -82,6 +84,7 @@ POLL_INTERVAL = 0.2
     "`stepline dev` resumes the runs its predecessor left at once (not after their lease "
     "expires); a second `stepline dev` on the same database gets an id of its own.",
 )
+@http_options
 def dev(
     app_ref: str,
     db: str | None,
@@ -90,8 +93,13 @@ def dev(
     exit_when_done: bool,
     concurrency: int,
     worker_id: str | None,
+    host: str,
+    port: int,
+    event_keys: tuple[str, ...],
+    api_tokens: tuple[str, ...],
 ) -> None:
-    """Run MODULE:APP's functions with a live log of every run, step and retry.
+    """Run MODULE:APP's functions with a live log of every run, step and retry, and serve the
+    dashboard, the event API and the REST API on http://127.0.0.1:8288.
 
     Runs until Ctrl-C (in-flight steps finish first), or with --exit-when-done until the runs
     started by the --send events have ended.
@@ -103,6 +111,7 @@ def dev(
     events = _events(names, datas)
     if exit_when_done and not events:
         raise CliUsageError("--exit-when-done needs at least one --send NAME")
+    settings = server_settings(host, port, event_keys, api_tokens, dev=True)
     app = load_app(app_ref)
     use_db(app, db)
     if app.retry_backoff is None:  # a failing step is retried within seconds while developing
@@ -115,11 +124,14 @@ def dev(
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     with contextlib.ExitStack() as held:
+        held.callback(app.close)
+        held.callback(root.removeHandler, handler)
+        http = HttpServer(app.asgi(settings), settings.host, settings.port)
         if worker_id is None:
             worker_id = held.enter_context(dev_worker_id(db_label(app)))
         try:
             code = asyncio.run(
-                _serve(app, console, live, events, exit_when_done, concurrency, worker_id)
+                _serve(app, console, live, events, exit_when_done, concurrency, worker_id, http)
             )
         except KeyboardInterrupt:  # a second SIGINT while stopping: stop now, not "Aborted!"
             console.print(
@@ -128,9 +140,6 @@ def dev(
                 soft_wrap=True,
             )
             code = 130
-        finally:
-            root.removeHandler(handler)
-            app.close()
     raise SystemExit(code)
 
 
@@ -171,7 +180,7 @@ def _events(names: tuple[str, ...], datas: tuple[dict[str, Any], ...]) -> list[E
     return [Event(name=name, data=datas[i] if datas else {}) for i, name in enumerate(names)]
 
 
-def _banner(app: App, console: Console, concurrency: int, worker_id: str) -> None:
+def _banner(app: App, console: Console, concurrency: int, worker_id: str, url: str) -> None:
     functions = render.count(len(app.functions), "function")
     console.print(
         f"[bold]stepline dev[/] · app [bold]{escape(app.id)}[/] · {functions} · "
@@ -179,6 +188,7 @@ def _banner(app: App, console: Console, concurrency: int, worker_id: str) -> Non
         "Ctrl-C to stop",
         soft_wrap=True,
     )
+    console.print(f"  [bold]{url}[/] · events: POST {url}/e/{{key}}", soft_wrap=True)
     width = max((len(fn.id) for fn in app.functions), default=0)
     paused = paused_functions(app)
     for fn in app.functions:
@@ -200,13 +210,15 @@ async def _serve(
     exit_when_done: bool,
     concurrency: int,
     worker_id: str,
+    http: HttpServer,
 ) -> int:
     stop = _stop_on_signals(console)
-    _banner(app, console, concurrency, worker_id)
+    _banner(app, console, concurrency, worker_id, http.url)
     watcher = RunWatcher(app)
     await watcher.start()
     worker = app.make_worker(concurrency=concurrency, worker_id=worker_id)
     serving = asyncio.create_task(worker.run())
+    http_serving = asyncio.create_task(http.run())
     tracker: RunTracker | None = None
     try:
         if events:
@@ -215,7 +227,7 @@ async def _serve(
                 line = f"[dim]sent {escape(event.name)} · event {event_id}[/]"
                 console.print(line, soft_wrap=True)
             tracker = RunTracker(app, event_ids) if exit_when_done else None
-        while not serving.done():
+        while not serving.done() and not http_serving.done():
             live.show(await watcher.poll(tracker.run_ids if tracker is not None else ()))
             if tracker is not None:
                 await tracker.discover(watcher)
@@ -226,7 +238,9 @@ async def _serve(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
     finally:
+        http.stop()
         worker.stop()
+        await http_serving
         await serving  # in-flight passes finish; a crashed worker raises here
         live.show([])  # log records of the last moments
     if tracker is None:

@@ -1,0 +1,87 @@
+"""What ``stepline dev`` and ``stepline server`` share: where to listen and who may talk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from stepline.cli._common import CliUsageError
+from stepline.server.settings import DEFAULT_HOST, DEFAULT_PORT, ServerSettings, is_loopback
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def http_options(fn: F) -> F:
+    """``--host``, ``--port``, ``--event-key`` and ``--api-token`` (each with its env var)."""
+    options = [
+        click.option(
+            "--host",
+            default=DEFAULT_HOST,
+            show_default=True,
+            envvar="STEPLINE_HOST",
+            show_envvar=True,
+            help="Address to listen on. Any address but a loopback one (127.0.0.1, ::1, "
+            "localhost) needs --event-key and --api-token.",
+        ),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=DEFAULT_PORT,
+            show_default=True,
+            envvar="STEPLINE_PORT",
+            show_envvar=True,
+            help="Port to listen on (0: any free port; the URL printed says which).",
+        ),
+        click.option(
+            "--event-key",
+            "event_keys",
+            multiple=True,
+            metavar="KEY",
+            envvar="STEPLINE_EVENT_KEYS",
+            show_envvar=True,
+            help="A key accepted by the event API, POST /e/{KEY} (repeatable; in the "
+            "variable, separated by spaces). Without any, the event API is open (loopback "
+            "only). Prefer the variable: arguments are visible to other users of the machine.",
+        ),
+        click.option(
+            "--api-token",
+            "api_tokens",
+            multiple=True,
+            metavar="TOKEN",
+            envvar="STEPLINE_API_TOKENS",
+            show_envvar=True,
+            help="A bearer token accepted by the REST API (repeatable; in the variable, "
+            "separated by spaces). Without any, the REST API is open (loopback only).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def server_settings(
+    host: str, port: int, event_keys: tuple[str, ...], api_tokens: tuple[str, ...], *, dev: bool
+) -> ServerSettings:
+    """Settings for a server the command line starts. Refuses (usage error) to listen on an
+    address other machines can reach without both event keys and API tokens."""
+    keys = tuple(k for k in event_keys if k)
+    tokens = tuple(t for t in api_tokens if t)
+    loopback = is_loopback(host)
+    if not loopback and not (keys and tokens):
+        missing = " and ".join(
+            name for name, given in (("--event-key", keys), ("--api-token", tokens)) if not given
+        )
+        raise CliUsageError(
+            f"refusing to listen on {host}, an address other machines can reach, without "
+            f"{missing} (STEPLINE_EVENT_KEYS, STEPLINE_API_TOKENS); or listen on 127.0.0.1"
+        )
+    return ServerSettings(
+        host=host,
+        port=port,
+        dev=dev,
+        event_keys=keys,
+        api_tokens=tokens,
+        allow_unauthenticated=loopback,
+    )

@@ -1,0 +1,106 @@
+"""``stepline server``: the production HTTP server (event API, REST API, dashboard) and a
+worker, in one process (``--no-worker``: the APIs alone)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import click
+
+from stepline.cli import _render as render
+from stepline.cli._commands._http import http_options, server_settings
+from stepline.cli._commands.worker import LOG_LEVELS, RunFormatter
+from stepline.cli._common import (
+    app_argument,
+    concurrency_option,
+    db_label,
+    db_option,
+    load_app,
+    use_db,
+)
+from stepline.engine.worker import Worker, default_worker_id
+from stepline.sdk.app import on_stop_signals
+from stepline.server import HttpServer
+from stepline.server.serve import serve_until
+
+log = logging.getLogger("stepline.cli")
+
+
+@click.command()
+@app_argument
+@db_option
+@http_options
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    envvar="STEPLINE_NO_WORKER",
+    show_envvar=True,
+    help="Serve the APIs only; runs are executed by `stepline worker` processes elsewhere.",
+)
+@concurrency_option
+@click.option(
+    "--worker-id",
+    metavar="ID",
+    envvar="STEPLINE_WORKER_ID",
+    show_envvar=True,
+    help="The worker's identity (default: host name and a random suffix).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    envvar="STEPLINE_LOG_LEVEL",
+    show_envvar=True,
+    help="Level of the log lines written to stderr.",
+)
+def server(
+    app_ref: str,
+    db: str | None,
+    host: str,
+    port: int,
+    event_keys: tuple[str, ...],
+    api_tokens: tuple[str, ...],
+    no_worker: bool,
+    concurrency: int,
+    worker_id: str | None,
+    log_level: str,
+) -> None:
+    """Serve MODULE:APP over HTTP (events, REST API, dashboard) with a worker, until
+    SIGINT/SIGTERM.
+
+    Listens on 127.0.0.1:8288 unless told otherwise; any other address needs event keys and
+    API tokens (STEPLINE_EVENT_KEYS, STEPLINE_API_TOKENS). Several servers may share one
+    database.
+    """
+    settings = server_settings(host, port, event_keys, api_tokens, dev=False)
+    app = load_app(app_ref)
+    use_db(app, db, memory_ok=False)
+    handler = logging.StreamHandler()
+    handler.setFormatter(RunFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
+    try:
+        http = HttpServer(app.asgi(settings), settings.host, settings.port)
+        worker: Worker | None = None
+        if not no_worker:
+            worker_id = worker_id or default_worker_id()
+            worker = app.make_worker(concurrency=concurrency, worker_id=worker_id)
+        log.info(
+            "server %s: app %s (%s), db %s, %s",
+            http.url,
+            app.id,
+            render.count(len(app.functions), "function"),
+            db_label(app),
+            f"worker {worker_id}, concurrency {concurrency}" if worker else "no worker",
+        )
+        asyncio.run(_serve(http, worker))
+    finally:
+        app.close()
+    log.info("server %s: stopped", http.url)
+
+
+async def _serve(http: HttpServer, worker: Worker | None) -> None:
+    stop = asyncio.Event()
+    on_stop_signals(asyncio.get_running_loop(), lambda _sig: stop.set())
+    await serve_until(http, worker, stop)

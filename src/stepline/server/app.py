@@ -1,0 +1,65 @@
+"""``create_app``: the server's ASGI application, composed of its parts.
+
+Routes, in the order they are matched: the probes (``/health``, ``/ready``), the event API
+(``POST /e/{key}``), the REST API (``/api/v1/...``, ``/openapi.json``, ``/api/docs``),
+``/metrics``, then the dashboard at ``/`` when ``stepline.server.dashboard`` is installed: its
+``dashboard_routes(app, settings) -> list[BaseRoute]`` are appended last, so they see every
+path the APIs above do not answer (a dashboard needing middleware returns
+``[Mount("", routes=..., middleware=...)]``).
+
+The application serves an ``App`` through its public verbs only; it runs no worker (``stepline
+dev`` and ``stepline server`` run one beside it, see ``stepline.server.serve``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from stepline.server._access_log import AccessLog
+from stepline.server._health import health_routes
+from stepline.server._responses import JSONResponse
+from stepline.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from stepline.sdk.app import App
+
+DASHBOARD_MODULE = "stepline.server.dashboard"
+
+
+def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
+    """The ASGI application serving ``app`` (default settings: ``ServerSettings()``, which
+    leave the APIs closed until keys are configured)."""
+    settings = settings or ServerSettings()
+    routes: list[BaseRoute] = [*health_routes()]
+    dashboard = dashboard_routes(app, settings)
+    routes += dashboard or [Route("/", _index, methods=["GET"])]
+    level = logging.DEBUG if settings.dev else logging.INFO
+    server = Starlette(routes=routes, middleware=[Middleware(AccessLog, level=level)])
+    server.state.stepline_app = app
+    server.state.stepline_settings = settings
+    return server
+
+
+def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
+    """The dashboard's routes, or none when ``stepline.server.dashboard`` is not there."""
+    try:
+        module = importlib.import_module(DASHBOARD_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != DASHBOARD_MODULE:
+            raise
+        return []
+    routes: list[BaseRoute] = module.dashboard_routes(app, settings)
+    return routes
+
+
+async def _index(request: Request) -> Response:
+    """What this server offers (when no dashboard is installed)."""
+    return JSONResponse({"name": "stepline", "health": "/health", "ready": "/ready"})

@@ -1,0 +1,50 @@
+"""Fixtures for the server's tests: an app on a fresh SQLite file (and on the memory store),
+a worker with virtual time, and an HTTP client talking to the ASGI application in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stepline import App
+from stepline.server import ServerSettings, create_app
+from stepline.testing import TestEngine
+
+EVENT_KEY = "test-event-key"
+API_TOKEN = "test-api-token"
+
+
+def open_settings(**changes: Any) -> ServerSettings:
+    """Settings of a loopback server without keys (as `stepline dev` runs)."""
+    return ServerSettings(dev=True, allow_unauthenticated=True, **changes)
+
+
+def keyed_settings(**changes: Any) -> ServerSettings:
+    """Settings of a server with one event key and one API token."""
+    return ServerSettings(event_keys=(EVENT_KEY,), api_tokens=(API_TOKEN,), **changes)
+
+
+ServeFn = Callable[..., Any]
+
+
+@pytest.fixture
+def serve(app: App, store_kind: str, tmp_path: Path) -> ServeFn:
+    """``async with serve(settings) as (client, t):`` the app's server with a running worker
+    (``t``: the TestEngine) and an httpx client on it."""
+
+    @asynccontextmanager
+    async def open_(
+        settings: ServerSettings | None = None, **options: Any
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, TestEngine]]:
+        async with TestEngine(app, store=store_kind, path=tmp_path / "db.sqlite", **options) as t:
+            asgi = create_app(app, settings or open_settings())
+            transport = httpx.ASGITransport(app=asgi)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client, t
+
+    return open_

@@ -1,0 +1,65 @@
+"""The probes, the composition of routes, and App.asgi()."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from stepline import App
+from stepline.server import ServerSettings
+
+from .conftest import ServeFn, open_settings
+
+
+async def test_health_and_ready_answer(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        health = await client.get("/health")
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok"}
+        ready = await client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready"}
+
+
+async def test_probes_need_no_key(serve: ServeFn) -> None:
+    async with serve(ServerSettings()) as (client, _):
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/ready")).status_code == 200
+
+
+async def test_ready_is_503_when_the_database_cannot_be_read(serve: ServeFn) -> None:
+    async with serve() as (client, t):
+        store = t.app.engine.store
+
+        def broken(*args: object) -> set[str]:
+            raise store_error
+
+        from stepline.errors import StoreUnavailable
+
+        store_error = StoreUnavailable("disk I/O error", "test.db")
+        original = store.paused_functions
+        store.paused_functions = broken  # type: ignore[method-assign]
+        try:
+            response = await client.get("/ready")
+        finally:
+            store.paused_functions = original  # type: ignore[method-assign]
+        assert response.status_code == 503
+        assert response.json()["status"] == 503
+        assert "disk I/O error" in response.json()["error"]
+
+
+async def test_probes_refuse_post(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        assert (await client.post("/health")).status_code == 405
+
+
+async def test_app_asgi_mounts_in_another_application(app: App, tmp_path: object) -> None:
+    app.db = "memory://"
+    outer = Starlette(routes=[Mount("/stepline", app=app.asgi(open_settings()))])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/stepline/health")
+    app.close()
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
