@@ -12,19 +12,18 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
-from stepline.expressions import value_at
-from stepline.serde import dumps
-from stepline.store._admission_rules import DeferralRow, start_child, start_runs
+from stepline.store._admission_rules import DeferralRow, start_child
+from stepline.store._ingest_rules import IngestTx, apply_wake, cancel, ingest
+from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.records import (
-    INVOKED_CANCELLED,
     MAX_PASSES_WITHOUT_PROGRESS,
     TERMINAL_STATUSES,
     CronRow,
@@ -285,28 +284,7 @@ class _MemoryTx(MemoryControlVerbs):
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._verb():
-            return [self._ingest_one(item, now, wait_matches) for item in items]
-
-    def _ingest_one(self, item: EventIngest, now: float, wait_matches: WaitMatcher) -> IngestResult:
-        s = self._s
-        event = item.event
-        self._put(s._events, event.internal_id, event)
-        self._put(s._received, event.internal_id, now)
-        duplicate = False
-        if event.id is not None:
-            seen = s._dedup.get(event.id)
-            duplicate = seen is not None and seen > now - DEDUP_WINDOW
-            if not duplicate:
-                self._put(s._dedup, event.id, now)
-        # a duplicate id starts no run but still cancels and resumes, as in Inngest
-        cancelled = self._apply_cancel_matchers(event, now, wait_matches)
-        resumed = self._resolve_waits(event, now, wait_matches)
-        if duplicate:
-            return IngestResult(event.internal_id, True, (), tuple(resumed), (), tuple(cancelled))
-        started, skipped = start_runs(self, item, now, cancelled)
-        return IngestResult(
-            event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
-        )
+            return ingest(self, items, now, wait_matches)
 
     def run_events(self, run_id: str) -> list[EventRecord]:
         run = self._s._runs.get(run_id)
@@ -357,64 +335,126 @@ class _MemoryTx(MemoryControlVerbs):
             self._put(s._matchers, matcher.wait_id, matcher)
         self._log(HistoryRecord(new_run.run_id, now, "RUN_QUEUED"))
 
-    def _apply_cancel_matchers(
-        self, event: EventRecord, now: float, wait_matches: WaitMatcher
-    ) -> list[tuple[str, str]]:
-        payload = event.payload()
-        candidates = [
+    # -- EventPrimitives (see _primitives; the memory store scans: it keeps no index) ------------
+    def insert_event(self, event: EventRecord, now: float) -> bool:
+        s = self._s
+        self._put(s._events, event.internal_id, event)
+        self._put(s._received, event.internal_id, now)
+        if event.id is None:
+            return True
+        seen = s._dedup.get(event.id)
+        if seen is not None and seen > now - DEDUP_WINDOW:
+            return False
+        self._put(s._dedup, event.id, now)
+        return True
+
+    def wait_paths(self, event_name: str) -> Sequence[str]:
+        return _paths(self._s._waits.values(), event_name)
+
+    def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
+        return [
+            w
+            for w in self._s._waits.values()
+            if w.event_name == event_name and w.index_path is None
+        ]
+
+    def indexed_waits(self, event_name: str, path: str, value: str) -> list[WaitRecord]:
+        return [
+            w
+            for w in self._s._waits.values()
+            if w.event_name == event_name and w.index_path == path and w.index_value == value
+        ]
+
+    def matcher_paths(self, event_name: str) -> Sequence[str]:
+        return _paths(self._s._matchers.values(), event_name)
+
+    def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
+        return [
             m
             for m in self._s._matchers.values()
-            if m.event_name == event.name
+            if m.event_name == event_name
+            and m.index_path is None
             and (m.expires_at is None or m.expires_at >= now)
-            and (m.index_path is None or value_at(payload, m.index_path) == m.index_value)
         ]
-        cancelled: list[tuple[str, str]] = []
-        for matcher in sorted(candidates, key=lambda m: m.created_at):
-            if matcher.run_id in {r for r, _ in cancelled} or not wait_matches(matcher, event):
-                continue
-            function_id = self.cancel_run(matcher.run_id, now, f"cancelled by event {event.name}")
-            if function_id is not None:
-                cancelled.append((matcher.run_id, function_id))
-        return cancelled
 
-    def _resolve_waits(
-        self, event: EventRecord, now: float, wait_matches: WaitMatcher
-    ) -> list[str]:
-        s = self._s
-        payload = event.payload()
-        candidates = [
-            w
-            for w in s._waits.values()
-            if w.event_name == event.name
-            and (w.index_path is None or value_at(payload, w.index_path) == w.index_value)
+    def indexed_matchers(
+        self, event_name: str, path: str, value: str, now: float
+    ) -> list[WaitRecord]:
+        return [
+            m
+            for m in self._s._matchers.values()
+            if m.event_name == event_name
+            and m.index_path == path
+            and m.index_value == value
+            and (m.expires_at is None or m.expires_at >= now)
         ]
-        candidates.sort(key=lambda w: w.created_at)
-        resumed: list[str] = []
-        for wait in candidates:
-            if not wait_matches(wait, event):
-                continue
-            self._pop(s._waits, wait.wait_id)
+
+    def delete_wait(self, wait_id: str) -> bool:
+        if wait_id not in self._s._waits:
+            return False
+        self._pop(self._s._waits, wait_id)
+        return True
+
+    def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
+        for wait in resumed:
             memo = self._memo(wait.run_id)
             step = memo.get(wait.step_hash)
             if step is not None:
                 completed = replace(
-                    step, status="COMPLETED", output_json=_event_json(event), ended_at=now
+                    step, status="COMPLETED", output_json=wait.event_json, ended_at=now
                 )
                 self._put(memo, wait.step_hash, completed)
-            self._wake(wait.run_id, now)
+            self.wake_run(wait.run_id, now)
             self._log(
                 HistoryRecord(
                     wait.run_id,
                     now,
                     "WAIT_MATCHED",
                     step.step_id if step else None,
-                    data={"event_id": event.internal_id},
+                    data={"event_id": wait.event_id},
                 )
             )
-            resumed.append(wait.run_id)
-        return resumed
 
-    def _wake(self, run_id: str, now: float) -> None:
+    # -- RunPrimitives ----------------------------------------------------------------------------
+    def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
+        s = self._s
+        run = s._runs.get(run_id)
+        if run is None or run.status in TERMINAL_STATUSES:
+            return None
+        self._put(s._runs, run_id, replace(run, status="CANCELLED", ended_at=now, error=error))
+        item = s._queue.get(run_id)
+        if item is not None and item.lease_token is not None:  # its pass may still commit
+            self._put(s._cancelled_leases, run_id, item.lease_token)
+        return EndedRun(run.function_id, run.parent_run_id, run.parent_step_hash)
+
+    def drop_run_work(self, run_id: str) -> None:
+        self._pop(self._s._queue, run_id)
+        self._drop_waits_of(run_id)
+
+    def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
+        for record in records:
+            self._log(replace(record, worker_id=worker_id))
+
+    def settle_pending_step(self, wake: Wake, now: float) -> bool:
+        parent = self._s._runs.get(wake.run_id)
+        if parent is None or parent.status in TERMINAL_STATUSES:
+            return False
+        memo = self._s._steps.get(wake.run_id, {})
+        pending = memo.get(wake.step_hash)
+        if pending is None or pending.status != "PENDING":
+            return False
+        settled = replace(
+            pending,
+            status=wake.status,
+            output_json=wake.output_json,
+            error=wake.error,
+            ended_at=now,
+            attempts=1,
+        )
+        self._put(memo, wake.step_hash, settled)
+        return True
+
+    def wake_run(self, run_id: str, now: float) -> None:
         item = self._s._queue.get(run_id)
         if item is None:
             return
@@ -476,7 +516,7 @@ class _MemoryTx(MemoryControlVerbs):
         for wait in commit.waits:
             self._put(s._waits, wait.wait_id, wait)
         children = [start_child(self, new_run, now) for new_run in commit.child_runs]
-        results = [self._ingest_one(ingest, now, wait_matches) for ingest in commit.events]
+        results = ingest(self, commit.events, now, wait_matches)
         results.extend(result for result, _ in children)
         skipped = [wake for _, wake in children if wake is not None]
         for wake in [*commit.wakes, *skipped]:
@@ -515,24 +555,7 @@ class _MemoryTx(MemoryControlVerbs):
 
     def _apply_wake(self, wake: Wake, now: float) -> None:
         """Settle the parent's pending step with its child's end, and make the parent due."""
-        s = self._s
-        parent = s._runs.get(wake.run_id)
-        if parent is None or parent.status in TERMINAL_STATUSES:
-            return
-        parent_memo = self._memo(wake.run_id)
-        pending = parent_memo.get(wake.step_hash)
-        if pending is None or pending.status != "PENDING":
-            return
-        settled = replace(
-            pending,
-            status=wake.status,
-            output_json=wake.output_json,
-            error=wake.error,
-            ended_at=now,
-            attempts=1,
-        )
-        self._put(parent_memo, wake.step_hash, settled)
-        self._wake(wake.run_id, now)
+        apply_wake(self, wake, now)
 
     def lease_due(
         self,
@@ -717,23 +740,8 @@ class _MemoryTx(MemoryControlVerbs):
         return [w.step_hash for w in expired]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
-        s = self._s
-        run = s._runs.get(run_id)
-        if run is None or run.status in TERMINAL_STATUSES:
-            return None
         with self._verb():
-            error = {"name": "Cancelled", "message": reason}
-            self._put(s._runs, run_id, replace(run, status="CANCELLED", ended_at=now, error=error))
-            item = s._queue.get(run_id)
-            if item is not None and item.lease_token is not None:  # its pass may still commit
-                self._put(s._cancelled_leases, run_id, item.lease_token)
-            self._pop(s._queue, run_id)
-            self._drop_waits_of(run_id)
-            self._log(HistoryRecord(run_id, now, "RUN_CANCELLED", data={"reason": reason}))
-            if run.parent_run_id is not None and run.parent_step_hash is not None:
-                wake = Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, None)
-                self._apply_wake(replace(wake, error=dict(INVOKED_CANCELLED)), now)
-        return run.function_id
+            return cancel(self, run_id, now, reason)
 
 
 def _copy_run(run: RunRecord) -> RunRecord:
@@ -741,5 +749,13 @@ def _copy_run(run: RunRecord) -> RunRecord:
     return replace(run, event_ids=list(run.event_ids))
 
 
-def _event_json(event: EventRecord) -> bytes:
-    return dumps(event.payload(), "event")
+def _paths(records: Iterable[WaitRecord], event_name: str) -> list[str]:
+    """The index paths of the waits (or matchers) for ``event_name``."""
+    paths = {r.index_path for r in records if r.event_name == event_name}
+    return sorted(p for p in paths if p is not None)
+
+
+if TYPE_CHECKING:  # mypy proves the backend supplies every primitive of the shared algorithms
+
+    def _supplies_primitives(tx: _MemoryTx) -> IngestTx:
+        return tx

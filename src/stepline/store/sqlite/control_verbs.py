@@ -11,11 +11,9 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_id
-from stepline.expressions import value_at
 from stepline.serde import dumps, loads
 from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
@@ -27,21 +25,16 @@ from stepline.store._admission_rules import (
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
-    EventRecord,
     FunctionSet,
     IngestResult,
     Lease,
     NewRun,
     StepRecord,
-    WaitMatcher,
-    WaitRecord,
     WorkerRecord,
     reentered_error,
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
-
-_CREATED_AT = itemgetter(8)  # created_at in MATCHER_COLUMNS
 
 
 class SQLiteControlVerbs:
@@ -54,8 +47,6 @@ class SQLiteControlVerbs:
         def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
         def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
-
-        def _cancel(self, run_id: str, now: float, reason: str) -> str | None: ...
 
         def _indexed_paths(self, query: str, event_name: str) -> list[str]: ...
 
@@ -127,38 +118,6 @@ class SQLiteControlVerbs:
                 )
         queued = (new_run.run_id, now, "RUN_QUEUED", None, None, None, None, None)
         c.execute(q.INSERT_HISTORY, queued)
-
-    def _apply_cancel_matchers(
-        self, event: EventRecord, now: float, wait_matches: WaitMatcher
-    ) -> list[tuple[str, str]]:
-        c = self._c
-        rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event.name, now)
-        paths = self._indexed_paths(q.MATCHER_PATHS, event.name)
-        if not paths and not rows:
-            return []  # no run can be cancelled by this name: no payload built
-        payload = event.payload()
-        for path in paths:
-            value = value_at(payload, path)
-            if value is not None:
-                found = c.execute(q.MATCHERS_INDEXED, (event.name, path, value, now)).fetchall()
-                if found:
-                    rows = rows + found if rows else found
-        if not rows:
-            return []
-        if len(rows) > 1:
-            rows = sorted(rows, key=_CREATED_AT)
-        cancelled: list[tuple[str, str]] = []
-        reason = f"cancelled by event {event.name}"
-        for row in rows:
-            matcher = WaitRecord(*row)
-            if any(run_id == matcher.run_id for run_id, _ in cancelled):
-                continue
-            if not wait_matches(matcher, event):
-                continue
-            function_id = self._cancel(matcher.run_id, now, reason)
-            if function_id is not None:
-                cancelled.append((matcher.run_id, function_id))
-        return cancelled
 
     # -- FlowState and DeferralState --------------------------------------------------------------
     def idempotency_seen(self, key: str, now: float) -> bool:

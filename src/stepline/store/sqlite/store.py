@@ -21,16 +21,15 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from operator import itemgetter
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
-from stepline.expressions import value_at
 from stepline.serde import dumps, loads
-from stepline.store._admission_rules import start_child, start_runs
+from stepline.store._admission_rules import start_child
+from stepline.store._ingest_rules import IngestTx, apply_wake, cancel, ingest
+from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.records import (
-    INVOKED_CANCELLED,
     TERMINAL_STATUSES,
     EventIngest,
     EventRecord,
@@ -45,6 +44,7 @@ from stepline.store.records import (
     StepRecord,
     WaitMatcher,
     WaitRecord,
+    Wake,
     WorkerRecord,
 )
 from stepline.store.sqlite import queries as q
@@ -57,7 +57,6 @@ T = TypeVar("T")
 DEDUP_WINDOW = 24 * 3600.0
 _SETTLED = ("COMPLETED", "FAILED")
 _NO_ATTEMPT = (None, None, None)
-_CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS
 # SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
 # of them SQLite may roll the transaction back by itself
 _TRANSIENT_CODES = {
@@ -88,6 +87,10 @@ def _reading(read: Callable[P, T]) -> Callable[P, T]:
 
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else dumps(value).decode()
+
+
+def _event_id_data(event_id: str) -> str:
+    return dumps({"event_id": event_id}).decode()
 
 
 class SQLiteStore:
@@ -332,10 +335,6 @@ class _SQLiteTx(SQLiteControlVerbs):
         # and the transaction holds the write lock)
         self._paths: dict[tuple[str, str], list[str]] = {}
         self._unindexed: dict[tuple[str, str], bool] = {}
-        # waits resolved by the verb running now whose effects (the step's result, the wake-up,
-        # the history row) are not written yet: written together, one statement each, before
-        # anything else touches those runs and before the verb ends (see _flush_resolved)
-        self._resolved: list[tuple[bytes, float, str, str, str]] = []
 
     def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
         """Rows of ``query`` (unindexed waits or matchers of an event name); remembers within
@@ -388,16 +387,11 @@ class _SQLiteTx(SQLiteControlVerbs):
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
-            try:
-                results = [self._ingest_one(item, now, wait_matches) for item in items]
-                self._flush_resolved()
-            finally:
-                self._resolved.clear()
-            return results
+            return ingest(self, items, now, wait_matches)
 
-    def _ingest_one(self, item: EventIngest, now: float, wait_matches: WaitMatcher) -> IngestResult:
+    # -- EventPrimitives (see _primitives; one writer at a time: each is exact) ------------------
+    def insert_event(self, event: EventRecord, now: float) -> bool:
         c = self._c
-        event = item.event
         duplicate = False
         if event.id is not None:
             row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
@@ -417,67 +411,84 @@ class _SQLiteTx(SQLiteControlVerbs):
                 int(duplicate),
             ),
         )
-        # a duplicate id starts no run but still cancels and resumes, as in Inngest
-        cancelled = self._apply_cancel_matchers(event, now, wait_matches)
-        resumed = self._resolve_waits(event, now, wait_matches)
-        if duplicate:
-            return IngestResult(event.internal_id, True, (), tuple(resumed), (), tuple(cancelled))
-        started, skipped = start_runs(self, item, now, cancelled)
-        return IngestResult(
-            event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
+        return not duplicate
+
+    def wait_paths(self, event_name: str) -> Sequence[str]:
+        return self._indexed_paths(q.WAIT_PATHS, event_name)
+
+    def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
+        return [WaitRecord(*r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
+
+    def indexed_waits(self, event_name: str, path: str, value: str) -> list[WaitRecord]:
+        rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, value))
+        return [WaitRecord(*r) for r in rows]
+
+    def matcher_paths(self, event_name: str) -> Sequence[str]:
+        return self._indexed_paths(q.MATCHER_PATHS, event_name)
+
+    def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
+        rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
+        return [WaitRecord(*r) for r in rows]
+
+    def indexed_matchers(
+        self, event_name: str, path: str, value: str, now: float
+    ) -> list[WaitRecord]:
+        rows = self._c.execute(q.MATCHERS_INDEXED, (event_name, path, value, now))
+        return [WaitRecord(*r) for r in rows]
+
+    def delete_wait(self, wait_id: str) -> bool:
+        return bool(self._c.execute(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
+
+    def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
+        c = self._c
+        c.executemany(
+            q.COMPLETE_STEP, [(r.event_json, now, r.run_id, r.step_hash) for r in resumed]
         )
-
-    def _resolve_waits(
-        self, event: EventRecord, now: float, wait_matches: WaitMatcher
-    ) -> list[str]:
-        c = self._c
-        rows = self._unindexed_rows(q.WAITS_UNINDEXED, event.name)
-        paths = self._indexed_paths(q.WAIT_PATHS, event.name)
-        if not paths and not rows:
-            return []  # nothing waits for this name: the common case, no payload built
-        payload = event.payload()
-        for path in paths:
-            value = value_at(payload, path)
-            if value is not None:
-                found = c.execute(q.WAITS_INDEXED, (event.name, path, value)).fetchall()
-                if found:
-                    rows = rows + found if rows else found
-        if not rows:
-            return []
-        if len(rows) > 1:
-            rows = sorted(rows, key=_CREATED_AT)
-        event_json: bytes | None = None
-        data = ""
-        resumed: list[str] = []
-        for row in rows:
-            wait = WaitRecord(*row)
-            if not wait_matches(wait, event):
-                continue
-            if c.execute(q.DELETE_WAIT, (wait.wait_id,)).rowcount != 1:
-                continue
-            if event_json is None:
-                event_json = dumps(payload)
-                data = dumps({"event_id": event.internal_id}).decode()
-            self._resolved.append((event_json, now, wait.run_id, wait.step_hash, data))
-            resumed.append(wait.run_id)
-        return resumed
-
-    def _flush_resolved(self) -> None:
-        """Write the effects of the waits resolved so far (in resolution order): each wait's
-        step completed with the event, its run woken, WAIT_MATCHED in its history. Called at
-        the end of every verb that ingests events and before a cancellation, so nothing in the
-        transaction ever sees a resolved wait without its effects."""
-        resolved = self._resolved
-        if not resolved:
-            return
-        c = self._c
-        c.executemany(q.COMPLETE_STEP, [(e, now, run, h) for e, now, run, h, _ in resolved])
-        c.executemany(q.WAKE, [(now, run) for _, now, run, _, _ in resolved])
+        c.executemany(q.WAKE, [(now, r.run_id) for r in resumed])
         c.executemany(
             q.INSERT_STEP_HISTORY,
-            [(run, now, "WAIT_MATCHED", run, h, data) for _, now, run, h, data in resolved],
+            [
+                (r.run_id, now, "WAIT_MATCHED", r.run_id, r.step_hash, _event_id_data(r.event_id))
+                for r in resumed
+            ],
         )
-        resolved.clear()
+
+    # -- RunPrimitives ----------------------------------------------------------------------------
+    def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
+        c = self._c
+        # a SELECT then a plain UPDATE (the transaction holds the write lock): cheaper than
+        # UPDATE ... RETURNING, which SQLite runs through a temporary table
+        row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
+        if row is None:
+            return None
+        c.execute(q.CANCEL_RUN, (now, _json_or_none(error), run_id))
+        return EndedRun(str(row[0]), row[1], row[2])
+
+    def drop_run_work(self, run_id: str) -> None:
+        c = self._c
+        c.execute(q.DELETE_QUEUE, (run_id,))
+        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+
+    def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
+        if len(records) == 1:
+            self._c.execute(q.INSERT_HISTORY, _history_row(records[0], worker_id))
+        elif records:
+            self._c.executemany(q.INSERT_HISTORY, [_history_row(h, worker_id) for h in records])
+
+    def settle_pending_step(self, wake: Wake, now: float) -> bool:
+        settle = (
+            wake.status,
+            wake.output_json,
+            _json_or_none(wake.error),
+            now,
+            wake.run_id,
+            wake.step_hash,
+        )
+        return bool(self._c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1)
+
+    def wake_run(self, run_id: str, now: float) -> None:
+        self._c.execute(q.WAKE, (now, run_id))
 
     # -- passes -----------------------------------------------------------------------------------
     def _check_lease(self, run_id: str, token: str) -> str:
@@ -545,27 +556,11 @@ class _SQLiteTx(SQLiteControlVerbs):
                         q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
                     )
             children = [start_child(self, new_run, now) for new_run in commit.child_runs]
-            try:
-                results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
-                self._flush_resolved()
-            finally:
-                self._resolved.clear()
+            results = ingest(self, commit.events, now, wait_matches)
             results.extend(result for result, _ in children)
             skipped = [wake for _, wake in children if wake is not None]
             for wake in [*commit.wakes, *skipped]:
-                settled = c.execute(
-                    q.SETTLE_PENDING_STEP,
-                    (
-                        wake.status,
-                        wake.output_json,
-                        _json_or_none(wake.error),
-                        now,
-                        wake.run_id,
-                        wake.step_hash,
-                    ),
-                )
-                if settled.rowcount == 1:
-                    c.execute(q.WAKE, (now, wake.run_id))
+                apply_wake(self, wake, now)
             started = commit.started_at if commit.started_at is not None else now
             end = commit.end
             if end is None:
@@ -618,29 +613,7 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         with self._savepoint():
-            return self._cancel(run_id, now, reason)
-
-    def _cancel(self, run_id: str, now: float, reason: str) -> str | None:
-        """``cancel_run`` inside a verb that already holds a savepoint."""
-        c = self._c
-        self._flush_resolved()  # a wait this verb resolved stays before the cancellation
-        # a SELECT then a plain UPDATE (the transaction holds the write lock): cheaper than
-        # UPDATE ... RETURNING, which SQLite runs through a temporary table
-        row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
-        if row is None:
-            return None
-        error = _json_or_none({"name": "Cancelled", "message": reason})
-        c.execute(q.CANCEL_RUN, (now, error, run_id))
-        c.execute(q.DELETE_QUEUE, (run_id,))
-        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
-        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-        data = _json_or_none({"reason": reason})
-        c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data, None))
-        if row[1] is not None and row[2] is not None:  # an invoked run: fail its caller's step
-            settle = ("FAILED", None, _json_or_none(INVOKED_CANCELLED), now, row[1], row[2])
-            if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
-                c.execute(q.WAKE, (now, row[1]))
-        return str(row[0])
+            return cancel(self, run_id, now, reason)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -714,3 +687,9 @@ def _select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord
     rows = conn.execute(f"SELECT {q.EVENT_COLUMNS} FROM events WHERE internal_id IN ({marks})", ids)
     by_id = {r[0]: EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]) for r in rows}
     return [by_id[i] for i in ids if i in by_id]
+
+
+if TYPE_CHECKING:  # mypy proves the backend supplies every primitive of the shared algorithms
+
+    def _supplies_primitives(tx: _SQLiteTx) -> IngestTx:
+        return tx
