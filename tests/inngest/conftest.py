@@ -1,0 +1,141 @@
+"""Real Inngest SDK apps for the protocol tests: the JS app (``js/app.js``, npm ``inngest``
+pinned by ``js/package-lock.json``, installed with ``npm ci`` on first use) and the Python app
+(``py_app.py``, PyPI ``inngest``), each started on a free local port, plus a capture server
+standing in for the parts of an Inngest server the SDK calls by itself.
+
+Without Node the JS tests skip locally and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _capture import CaptureServer
+
+HERE = Path(__file__).parent
+JS_DIR = HERE / "js"
+KEY = "signkey-test-8f3c2a6b0d9e4f17a5b3c8d2e1f0a9b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1"
+FALLBACK_KEY = "signkey-test-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
+OTHER_KEY = "signkey-prod-fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is required for the Inngest SDK tests")
+    pytest.skip(f"{what} is not installed")
+
+
+def _npm_ci() -> None:
+    """``npm ci`` once per lockfile (several pytest workers wait on one lock file)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        _missing("Node.js (node + npm)")
+    stamp = JS_DIR / "node_modules" / ".stepline-lock-copy.json"
+    lock = (JS_DIR / "package-lock.json").read_bytes()
+    with open(JS_DIR / ".npm-ci.lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_bytes() == lock:
+            return
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"],
+            cwd=JS_DIR,
+            check=True,
+            timeout=300,
+        )
+        stamp.write_bytes(lock)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class SdkApp:
+    """A running SDK app: ``serve_url`` is its Inngest endpoint, ``slug(fn)`` a function's id."""
+
+    kind: str
+    serve_url: str
+    capture: CaptureServer
+    process: subprocess.Popen[bytes]
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.kind}-app"
+
+    def slug(self, fn: str) -> str:
+        return f"{self.app_id}-{fn}"
+
+    def function_url(self, fn: str) -> str:
+        return f"{self.serve_url}?fnId={self.slug(fn)}&stepId=step"
+
+
+def _wait_ready(app: SdkApp, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if app.process.poll() is not None:
+            raise AssertionError(f"the {app.kind} SDK app exited with {app.process.returncode}")
+        try:
+            with urllib.request.urlopen(app.serve_url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the {app.kind} SDK app did not start in {timeout} s")
+        time.sleep(0.05)  # real time: the poll interval; the deadline bounds the wait
+
+
+@pytest.fixture(scope="module")
+def start_app() -> Iterator[Callable[..., SdkApp]]:
+    """``start_app("js" | "py", mode="cloud" | "dev")``: the SDK app of that kind and mode
+    (started once per test module), signing key ``KEY``, fallback key ``FALLBACK_KEY``."""
+    started: dict[tuple[str, str], SdkApp] = {}
+
+    def start(kind: str, mode: str = "cloud") -> SdkApp:
+        if (kind, mode) in started:
+            return started[kind, mode]
+        if kind == "js":
+            _npm_ci()
+            command, cwd = ["node", "app.js"], JS_DIR
+        else:
+            command, cwd = [sys.executable, "py_app.py"], HERE
+        capture = CaptureServer()
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
+        env.update(
+            PORT=str(port),
+            INNGEST_MODE=mode,
+            SIGNING_KEY=KEY,
+            SIGNING_KEY_FALLBACK=FALLBACK_KEY,
+            BASE_URL=capture.url,
+        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+        app = SdkApp(kind, f"http://127.0.0.1:{port}/api/inngest", capture, process)
+        started[kind, mode] = app
+        _wait_ready(app)
+        return app
+
+    yield start
+    for app in started.values():
+        app.process.terminate()
+        try:
+            app.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            app.process.kill()
+            app.process.wait()
+        app.capture.close()
