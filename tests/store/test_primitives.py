@@ -11,9 +11,17 @@ from typing import cast
 from stepline.expressions import value_at
 from stepline.serde import loads
 from stepline.store import Store
-from stepline.store._ingest_rules import IngestTx
+from stepline.store._pass_rules import PassTx
 from stepline.store._primitives import EndedRun, ResumedWait
-from stepline.store.records import Admission, EventIngest, HistoryRecord, MatcherSpec, NewRun
+from stepline.store.records import (
+    Admission,
+    EventIngest,
+    HistoryRecord,
+    MatcherSpec,
+    NewRun,
+    RunEnd,
+    Wake,
+)
 
 from .builders import (
     DAY,
@@ -24,16 +32,17 @@ from .builders import (
     lease,
     lease_run,
     start,
+    step,
     suspend_on_wait,
     wait,
 )
 
 
 @contextmanager
-def primitives(store: Store) -> Iterator[IngestTx]:
+def primitives(store: Store) -> Iterator[PassTx]:
     """The backend's transaction, seen as the primitives the shared algorithms use."""
     with store.transaction() as tx:
-        yield cast(IngestTx, tx)
+        yield cast(PassTx, tx)
 
 
 def test_insert_event_is_new_once_per_sender_id_within_a_day(store: Store) -> None:
@@ -143,6 +152,101 @@ def test_mark_cancelled_decides_once_and_drop_run_work_clears_the_run(store: Sto
         {"name": "Cancelled", "message": "why"},
     )
     assert lease(store, now=T0 + 5) == []
+
+
+def test_a_cancelled_lease_is_remembered_for_its_pass(store: Store) -> None:
+    start(store, "r1")
+    held = lease_run(store, "r1")
+    start(store, "r2")
+    with primitives(store) as tx:
+        assert tx.hold_lease("r1", held.token) == "w1"
+        assert tx.hold_lease("r1", "other-token") is None
+        assert tx.cancelled_lease("r1") is None  # not cancelled
+        tx.mark_cancelled("r1", T0, {"name": "Cancelled", "message": "x"})
+        tx.mark_cancelled("r2", T0, {"name": "Cancelled", "message": "x"})  # never leased
+        tx.drop_run_work("r1")
+        tx.drop_run_work("r2")
+    with primitives(store) as tx:
+        assert tx.hold_lease("r1", held.token) is None
+        assert tx.cancelled_lease("r1") == (held.token, "w1")
+        assert tx.cancelled_lease("r2") is None
+
+
+def test_settle_pending_step_settles_once_and_never_an_ended_run(store: Store) -> None:
+    start(store, "parent", "ended")
+    lease(store)
+    for run_id in ("parent", "ended"):
+        with primitives(store) as tx:
+            tx.put_steps([step(run_id, "h-inv", 0, "PENDING", kind="invoke")])
+            tx.suspend_run(run_id, RunEnd("WAITING"), T0, T0)
+    with primitives(store) as tx:
+        tx.mark_cancelled("ended", T0, {"name": "Cancelled", "message": "x"})
+    wake = Wake("parent", "h-inv", "COMPLETED", b"7", None)
+    with primitives(store) as tx:
+        assert tx.settle_pending_step(wake, T0 + 3)
+        assert not tx.settle_pending_step(wake, T0 + 4)
+        assert not tx.settle_pending_step(Wake("ended", "h-inv", "FAILED", None, {}), T0)
+        assert not tx.settle_pending_step(Wake("parent", "absent", "FAILED", None, {}), T0)
+    [settled] = store.get_steps("parent")
+    assert (settled.status, settled.output_json, settled.attempts, settled.ended_at) == (
+        "COMPLETED",
+        b"7",
+        1,
+        T0 + 3,
+    )
+    [still] = store.get_steps("ended")
+    assert still.status == "PENDING"
+
+
+def test_wake_run_makes_an_idle_run_due_and_a_leased_run_due_at_its_suspension(
+    store: Store,
+) -> None:
+    start(store, "idle", "busy")
+    lease(store)
+    for run_id in ("idle", "busy"):
+        with primitives(store) as tx:
+            tx.suspend_run(run_id, RunEnd("SLEEPING", due_at=T0 + 1000), T0, T0)
+    held = lease_run(store, "busy", now=T0 + 1000)  # "idle" too: suspend it again
+    with primitives(store) as tx:
+        tx.suspend_run("idle", RunEnd("SLEEPING", due_at=T0 + 9000), T0, T0 + 1000)
+        tx.wake_run("idle", T0 + 1001)
+        tx.wake_run("busy", T0 + 1001)
+        tx.wake_run("missing", T0 + 1001)  # nothing to wake: nothing happens
+    assert [h.run_id for h in lease(store, now=T0 + 1001)] == ["idle"]
+    with primitives(store) as tx:
+        assert tx.hold_lease("busy", held.token) == "w1"
+        tx.suspend_run("busy", RunEnd("SLEEPING", due_at=T0 + 5000), T0, T0 + 1002)
+    assert [h.run_id for h in lease(store, now=T0 + 1002)] == ["busy"]  # woken: due at once
+
+
+def test_end_run_and_mark_running_and_suspend_run(store: Store) -> None:
+    start(store, "r1", "r2")
+    lease(store)
+    with primitives(store) as tx:
+        tx.mark_running("r1", T0 + 1)
+        tx.end_run("r2", RunEnd("COMPLETED", output_json=b"1", attempt=2), T0 + 1, T0 + 9)
+        tx.drop_run_work("r2")
+    r1, r2 = store.get_run("r1"), store.get_run("r2")
+    assert r1 is not None and r2 is not None
+    assert (r1.status, r1.started_at) == ("RUNNING", T0)  # started by its lease: kept
+    assert (r2.status, r2.output_json, r2.attempt, r2.ended_at) == ("COMPLETED", b"1", 2, T0 + 9)
+    with primitives(store) as tx:
+        tx.suspend_run("r1", RunEnd("RETRYING", due_at=T0 + 50, attempt=3), T0 + 2, T0 + 2)
+    r1 = store.get_run("r1")
+    assert r1 is not None
+    assert (r1.status, r1.attempt, r1.started_at) == ("RETRYING", 3, T0)
+    assert lease(store, now=T0 + 49) == []
+    assert [h.run_id for h in lease(store, now=T0 + 50)] == ["r1"]
+
+
+def test_put_steps_if_unsettled_never_overwrites_a_settled_step(store: Store) -> None:
+    start(store, "r1")
+    lease(store)
+    with primitives(store) as tx:
+        tx.put_steps([step("r1", "a", 0, output=1), step("r1", "b", 1, "RUNNING")])
+        tx.put_steps_if_unsettled([step("r1", "a", 0, output=2), step("r1", "b", 1, output=3)])
+        tx.put_steps_if_unsettled([step("r1", "c", 2, output=4)])
+    assert [loads(s.output_json) for s in store.get_steps("r1")] == [1, 3, 4]
 
 
 def test_append_history_names_the_worker(store: Store) -> None:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
-from stepline.store._admission_rules import DeferralRow, start_child
-from stepline.store._ingest_rules import IngestTx, apply_wake, cancel, ingest
+from stepline.store._admission_rules import DeferralRow
+from stepline.store._ingest_rules import apply_wake, cancel, ingest
+from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.records import (
@@ -35,6 +36,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     PassCommit,
+    RunEnd,
     RunFilter,
     RunRecord,
     RunState,
@@ -472,86 +474,71 @@ class _MemoryTx(MemoryControlVerbs):
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult] | None:
-        s = self._s
-        item = s._queue.get(commit.run_id)
-        if item is None:  # the run ended: only the pass that held it when it was cancelled
-            if s._cancelled_leases.get(commit.run_id) != commit.lease_token:
-                raise LeaseLostError(f"run {commit.run_id}: lease lost")
-            self._keep_results_of_cancelled(commit)
-            return None
         with self._verb():
-            return self._commit_pass(commit, now, wait_matches)
+            return commit_pass(self, commit, now, wait_matches)
 
-    def _keep_results_of_cancelled(self, commit: PassCommit) -> None:
-        """A run cancelled while its pass executed a step keeps that step's result (and the
-        history of its attempt), but nothing else of the pass is applied. The caller checked
-        that ``commit`` is of the pass that held the run's lease when it was cancelled."""
-        run = self._s._runs[commit.run_id]
-        # only results of step bodies that were executing (not sends, sleeps, waits: their
-        # effects are not applied), and never over a result already settled (by a newer pass)
-        settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
-        names = {s.step_id for s in settled}
-        with self._verb():
-            memo = self._memo(commit.run_id)
-            for step in settled:
-                current = memo.get(step.hash)
-                if current is None or current.status not in _SETTLED:
-                    self._put(memo, step.hash, replace(step))
-            for record in commit.history:
-                if record.step_id in names:
-                    self._log(replace(record, worker_id=run.worker_id))
+    # -- PassPrimitives ---------------------------------------------------------------------------
+    def hold_lease(self, run_id: str, token: str) -> str | None:
+        item = self._s._queue.get(run_id)
+        return None if item is None or item.lease_token != token else item.lease_owner
 
-    def _commit_pass(
-        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
-    ) -> list[IngestResult]:
+    def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
+        token = self._s._cancelled_leases.get(run_id)
+        return None if token is None else (token, self._s._runs[run_id].worker_id)
+
+    def put_steps(self, steps: Sequence[StepRecord]) -> None:
+        for step in steps:
+            self._put(self._memo(step.run_id), step.hash, replace(step))
+
+    def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
+        for step in steps:
+            memo = self._memo(step.run_id)
+            current = memo.get(step.hash)
+            if current is None or current.status not in _SETTLED:
+                self._put(memo, step.hash, replace(step))
+
+    def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
+        for wait in waits:
+            self._put(self._s._waits, wait.wait_id, wait)
+
+    def mark_running(self, run_id: str, started_at: float) -> None:
         s = self._s
-        item = s._queue.get(commit.run_id)
-        if item is None or item.lease_token != commit.lease_token:
-            raise LeaseLostError(f"run {commit.run_id}: lease lost")
-        memo = self._memo(commit.run_id)
-        for step in commit.steps:
-            self._put(memo, step.hash, replace(step))
-        for record in commit.history:
-            self._log(replace(record, worker_id=item.lease_owner))
-        for wait in commit.waits:
-            self._put(s._waits, wait.wait_id, wait)
-        children = [start_child(self, new_run, now) for new_run in commit.child_runs]
-        results = ingest(self, commit.events, now, wait_matches)
-        results.extend(result for result, _ in children)
-        skipped = [wake for _, wake in children if wake is not None]
-        for wake in [*commit.wakes, *skipped]:
-            self._apply_wake(wake, now)
-        run = s._runs[commit.run_id]
-        item = s._queue[commit.run_id]  # a wake above may have flagged this very run
-        if item.passes:  # a commit of the run's own is progress (see ``lease_due``)
-            item = replace(item, passes=0)
-            self._put(s._queue, commit.run_id, item)
-        started_at = run.started_at
-        if started_at is None:
-            started_at = commit.started_at if commit.started_at is not None else now
-        end = commit.end
-        if end is None:
-            self._put(s._runs, run.run_id, replace(run, status="RUNNING", started_at=started_at))
-            return results
-        attempt = run.attempt if end.attempt is None else end.attempt
-        if end.status in TERMINAL_STATUSES:
-            ended = replace(
-                run,
-                status=end.status,
-                started_at=started_at,
-                attempt=attempt,
-                output_json=end.output_json,
-                error=end.error,
-                ended_at=now,
-            )
-            self._put(s._runs, run.run_id, ended)
-            self._pop(s._queue, commit.run_id)
-            self._drop_waits_of(commit.run_id)
-            return results
-        suspended = replace(run, status=end.status, started_at=started_at, attempt=attempt)
-        self._put(s._runs, run.run_id, suspended)
-        self._put(s._queue, commit.run_id, item.released(now if item.wake else end.due_at))
-        return results
+        run = s._runs[run_id]
+        started_at = started_at if run.started_at is None else run.started_at
+        self._put(s._runs, run_id, replace(run, status="RUNNING", started_at=started_at))
+        self._made_progress(run_id)
+
+    def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        run = self._s._runs[run_id]
+        ended = replace(
+            run,
+            status=end.status,
+            started_at=started_at if run.started_at is None else run.started_at,
+            attempt=run.attempt if end.attempt is None else end.attempt,
+            output_json=end.output_json,
+            error=end.error,
+            ended_at=now,
+        )
+        self._put(self._s._runs, run_id, ended)
+
+    def suspend_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        s = self._s
+        run = s._runs[run_id]
+        suspended = replace(
+            run,
+            status=end.status,
+            started_at=started_at if run.started_at is None else run.started_at,
+            attempt=run.attempt if end.attempt is None else end.attempt,
+        )
+        self._put(s._runs, run_id, suspended)
+        item = replace(s._queue[run_id], passes=0)
+        self._put(s._queue, run_id, item.released(now if item.wake else end.due_at))
+
+    def _made_progress(self, run_id: str) -> None:
+        """A commit of the run's own is progress (see ``lease_due``)."""
+        item = self._s._queue.get(run_id)
+        if item is not None and item.passes:
+            self._put(self._s._queue, run_id, replace(item, passes=0))
 
     def _apply_wake(self, wake: Wake, now: float) -> None:
         """Settle the parent's pending step with its child's end, and make the parent due."""
@@ -757,5 +744,5 @@ def _paths(records: Iterable[WaitRecord], event_name: str) -> list[str]:
 
 if TYPE_CHECKING:  # mypy proves the backend supplies every primitive of the shared algorithms
 
-    def _supplies_primitives(tx: _MemoryTx) -> IngestTx:
+    def _supplies_primitives(tx: _MemoryTx) -> PassTx:
         return tx

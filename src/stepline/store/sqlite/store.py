@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.serde import dumps, loads
-from stepline.store._admission_rules import start_child
-from stepline.store._ingest_rules import IngestTx, apply_wake, cancel, ingest
+from stepline.store._ingest_rules import cancel, ingest
+from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.records import (
-    TERMINAL_STATUSES,
     EventIngest,
     EventRecord,
     FunctionSet,
     HistoryRecord,
     IngestResult,
     PassCommit,
+    RunEnd,
     RunFilter,
     RunRecord,
     RunState,
@@ -55,7 +55,6 @@ from stepline.store.sqlite.schema import MIGRATIONS
 P = ParamSpec("P")
 T = TypeVar("T")
 DEDUP_WINDOW = 24 * 3600.0
-_SETTLED = ("COMPLETED", "FAILED")
 _NO_ATTEMPT = (None, None, None)
 # SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
 # of them SQLite may roll the transaction back by itself
@@ -491,100 +490,78 @@ class _SQLiteTx(SQLiteControlVerbs):
         self._c.execute(q.WAKE, (now, run_id))
 
     # -- passes -----------------------------------------------------------------------------------
-    def _check_lease(self, run_id: str, token: str) -> str:
-        """The worker holding the run's lease, if ``token`` is its lease."""
-        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
-        if row is None or row[0] != token:
-            raise LeaseLostError(f"run {run_id}: lease lost")
-        return str(row[1])
-
-    def _keep_results_of_cancelled(self, commit: PassCommit) -> None:
-        """A run cancelled while its pass executed a step keeps that step's result (and the
-        history of its attempt), but nothing else of the pass is applied. Only the pass that
-        held the run's lease when it was cancelled may; any other raises ``LeaseLostError``."""
-        c = self._c
-        row = c.execute(q.CANCELLED_LEASE, (commit.run_id,)).fetchone()
-        if row is None or row[0] is None or row[0] != commit.lease_token:
-            raise LeaseLostError(f"run {commit.run_id}: lease lost")
-        worker = row[1]
-        # only results of step bodies that were executing (not sends, sleeps, waits: their
-        # effects are not applied), and never over a result already settled (by a newer pass)
-        settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
-        names = {s.step_id for s in settled}
-        with self._savepoint():
-            c.executemany(q.INSERT_STEP_IF_UNSETTLED, [_step_row(s) for s in settled])
-            history = [h for h in commit.history if h.step_id in names]
-            c.executemany(q.INSERT_HISTORY, [_history_row(h, worker) for h in history])
-
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult] | None:
-        # the lease token first: a run without a queue row has ended, and only the pass that
-        # held it when it was cancelled may still write (the result of its executing step)
-        row = self._c.execute(q.LEASE_TOKEN, (commit.run_id,)).fetchone()
-        if row is None:
-            self._keep_results_of_cancelled(commit)
-            return None
-        if row[0] != commit.lease_token:
-            raise LeaseLostError(f"run {commit.run_id}: lease lost")
-        with self._savepoint() as c:
-            worker = self._check_lease(commit.run_id, commit.lease_token)
-            if commit.steps:
-                c.executemany(q.UPSERT_STEP, [_step_row(s) for s in commit.steps])
-            if commit.history:
-                rows = [_history_row(h, worker) for h in commit.history]
-                c.executemany(q.INSERT_HISTORY, rows)
-            for wait in commit.waits:
-                c.execute(
-                    q.INSERT_WAIT,
-                    (
-                        wait.wait_id,
-                        wait.run_id,
-                        wait.step_hash,
-                        wait.event_name,
-                        wait.expression,
-                        wait.index_path,
-                        wait.index_value,
-                        wait.expires_at,
-                        wait.created_at,
-                    ),
-                )
-                if wait.index_path is None:
-                    self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
-                else:
-                    self._add_indexed_path(
-                        q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
-                    )
-            children = [start_child(self, new_run, now) for new_run in commit.child_runs]
-            results = ingest(self, commit.events, now, wait_matches)
-            results.extend(result for result, _ in children)
-            skipped = [wake for _, wake in children if wake is not None]
-            for wake in [*commit.wakes, *skipped]:
-                apply_wake(self, wake, now)
-            started = commit.started_at if commit.started_at is not None else now
-            end = commit.end
-            if end is None:
-                c.execute(q.MARK_RUNNING, (started, commit.run_id))
-            elif end.status in TERMINAL_STATUSES:
-                c.execute(
-                    q.END_RUN_TERMINAL,
-                    (
-                        end.status,
-                        end.output_json,
-                        _json_or_none(end.error),
-                        now,
-                        end.attempt,
-                        started,
-                        commit.run_id,
-                    ),
-                )
-                c.execute(q.DELETE_QUEUE, (commit.run_id,))
-                c.execute(q.DELETE_WAITS_OF_RUN, (commit.run_id,))
-                c.execute(q.DELETE_MATCHERS_OF_RUN, (commit.run_id,))
+        with self._savepoint():
+            return commit_pass(self, commit, now, wait_matches)
+
+    def _check_lease(self, run_id: str, token: str) -> str:
+        """The worker holding the run's lease, if ``token`` is its lease."""
+        worker = self.hold_lease(run_id, token)
+        if worker is None:
+            raise LeaseLostError(f"run {run_id}: lease lost")
+        return worker
+
+    # -- PassPrimitives ---------------------------------------------------------------------------
+    def hold_lease(self, run_id: str, token: str) -> str | None:
+        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+        return None if row is None or row[0] != token else str(row[1])
+
+    def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
+        row = self._c.execute(q.CANCELLED_LEASE, (run_id,)).fetchone()
+        return None if row is None or row[0] is None else (str(row[0]), row[1])
+
+    def put_steps(self, steps: Sequence[StepRecord]) -> None:
+        self._c.executemany(q.UPSERT_STEP, [_step_row(s) for s in steps])
+
+    def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
+        self._c.executemany(q.INSERT_STEP_IF_UNSETTLED, [_step_row(s) for s in steps])
+
+    def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
+        for wait in waits:
+            self._c.execute(
+                q.INSERT_WAIT,
+                (
+                    wait.wait_id,
+                    wait.run_id,
+                    wait.step_hash,
+                    wait.event_name,
+                    wait.expression,
+                    wait.index_path,
+                    wait.index_value,
+                    wait.expires_at,
+                    wait.created_at,
+                ),
+            )
+            if wait.index_path is None:
+                self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
-                c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started, commit.run_id))
-                c.execute(q.RESCHEDULE, (now, end.due_at, commit.run_id))
-            return results
+                self._add_indexed_path(
+                    q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
+                )
+
+    def mark_running(self, run_id: str, started_at: float) -> None:
+        self._c.execute(q.MARK_RUNNING, (started_at, run_id))
+
+    def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        self._c.execute(
+            q.END_RUN_TERMINAL,
+            (
+                end.status,
+                end.output_json,
+                _json_or_none(end.error),
+                now,
+                end.attempt,
+                started_at,
+                run_id,
+            ),
+        )
+
+    def suspend_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        c = self._c
+        c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id))
+        c.execute(q.RESCHEDULE, (now, end.due_at, run_id))
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         lost: list[str] = []
@@ -691,5 +668,5 @@ def _select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord
 
 if TYPE_CHECKING:  # mypy proves the backend supplies every primitive of the shared algorithms
 
-    def _supplies_primitives(tx: _SQLiteTx) -> IngestTx:
+    def _supplies_primitives(tx: _SQLiteTx) -> PassTx:
         return tx

@@ -1,0 +1,82 @@
+"""The ``commit_pass`` sequence, shared by every store backend (DESIGN.md §7.1, §7.5).
+
+A pass's commit is applied in this order, inside the backend's verb: the lease token first (a
+run whose queue item is gone was cancelled, and only the pass that held its lease then may keep
+the result of the step it was executing); then the memo rows and the history; the new waits;
+the invoked child runs (admitted as any run); the events the pass sent (the ingest order, which
+may resume or cancel other runs); the parents woken by children the pass settled; and last the
+run's next state: RUNNING, ended (its work dropped), or suspended until its due time or a wake.
+The backend supplies the primitives (``_primitives.PassPrimitives``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from stepline.errors import LeaseLostError
+from stepline.store._admission_rules import start_child
+from stepline.store._ingest_rules import IngestTx, apply_wake, ingest
+from stepline.store._primitives import PassPrimitives
+from stepline.store.records import (
+    TERMINAL_STATUSES,
+    IngestResult,
+    PassCommit,
+    WaitMatcher,
+)
+
+_SETTLED = ("COMPLETED", "FAILED")
+
+
+class PassTx(PassPrimitives, IngestTx, Protocol):
+    """A backend transaction as the ``commit_pass`` sequence uses it."""
+
+
+def commit_pass(
+    tx: PassTx, commit: PassCommit, now: float, wait_matches: WaitMatcher
+) -> list[IngestResult] | None:
+    """The ``StoreTx.commit_pass`` verb (inside the caller's verb, which undoes everything when
+    this raises ``LeaseLostError``)."""
+    run_id = commit.run_id
+    worker = tx.hold_lease(run_id, commit.lease_token)
+    if worker is None:
+        cancelled = tx.cancelled_lease(run_id)
+        if cancelled is None or cancelled[0] != commit.lease_token:
+            raise LeaseLostError(f"run {run_id}: lease lost")
+        _keep_results_of_cancelled(tx, commit, cancelled[1])
+        return None
+    if commit.steps:
+        tx.put_steps(commit.steps)
+    if commit.history:
+        tx.append_history(commit.history, worker)
+    if commit.waits:
+        tx.insert_waits(commit.waits)
+    children = [start_child(tx, new_run, now) for new_run in commit.child_runs]
+    results = ingest(tx, commit.events, now, wait_matches) if commit.events else []
+    results.extend(result for result, _ in children)
+    skipped = [wake for _, wake in children if wake is not None]
+    for wake in [*commit.wakes, *skipped]:
+        apply_wake(tx, wake, now)
+    started_at = commit.started_at if commit.started_at is not None else now
+    end = commit.end
+    if end is None:
+        tx.mark_running(run_id, started_at)
+    elif end.status in TERMINAL_STATUSES:
+        tx.end_run(run_id, end, started_at, now)
+        tx.drop_run_work(run_id)
+    else:
+        tx.suspend_run(run_id, end, started_at, now)
+    return results
+
+
+def _keep_results_of_cancelled(tx: PassTx, commit: PassCommit, worker: str | None) -> None:
+    """A run cancelled while its pass executed a step keeps that step's result (and the history
+    of its attempt), but nothing else of the pass is applied: only results of step bodies that
+    were executing (not sends, sleeps, waits: their effects are not applied), and never over a
+    result already settled (by a newer pass)."""
+    settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
+    if settled:
+        tx.put_steps_if_unsettled(settled)
+    names = {s.step_id for s in settled}
+    history = [h for h in commit.history if h.step_id in names]
+    if history:
+        tx.append_history(history, worker)
