@@ -105,3 +105,4 @@ async def fail_unloaded_run(engine: Engine, lease: Lease, error: Exception) -> N
                 engine.announce_cancellations(tx, results, now)
 
     await engine.writer.write(job)
+    engine.changes.publish_runs([run.run_id])

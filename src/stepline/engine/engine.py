@@ -20,6 +20,7 @@ from stepline.clock import Clock
 from stepline.cron import catch_up_tick
 from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine.admission import admission_for, plan_run
+from stepline.engine.changes import ChangeFeed, ingest_change
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
 from stepline.expressions import load_match
@@ -90,6 +91,7 @@ class Engine:
         self.served = FunctionSet(app_id, ())  # what this app's workers lease: its functions
         self._by_event: dict[str, list[FunctionDef]] = {}
         self.writer = BatchWriter(store)
+        self.changes = ChangeFeed()  # committed changes, for the dashboard's live updates
         self._reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stepline-reader")
         self.step_threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="stepline-step")
         self.function_threads = ThreadPoolExecutor(
@@ -218,6 +220,7 @@ class Engine:
         if worker is None or not worker.accepts_in(asyncio.get_running_loop()):
             results: list[IngestResult] = await self.writer.write(self._ingest_job(items, now))
             self.wake_workers()
+            self.changes.publish(ingest_change(results))
             return results
         ingest = self._ingest_job(items, now)
         lease_new = worker.lease_new_runs(now)
@@ -229,6 +232,7 @@ class Engine:
         results, leases = await self.writer.write(job)
         worker.adopt(leases)
         self.wake_workers()
+        self.changes.publish(ingest_change(results))
         return results
 
     def offer_runs_to(self, worker: EagerWorker) -> None:
@@ -247,6 +251,7 @@ class Engine:
         items = [self.plan(self.event_record(e, now)) for e in events]
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))
         self.wake_workers()
+        self.changes.publish(ingest_change(results))
         return [r.internal_id for r in results]
 
     def replay_of(self, original: RunView, now: float) -> NewRun:

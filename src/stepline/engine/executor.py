@@ -25,6 +25,7 @@ from stepline.engine._endings import PassEndings
 from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
 from stepline.engine._rounds import RoundRecorder
+from stepline.engine.changes import pass_change
 from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
 from stepline.errors import (
@@ -45,6 +46,7 @@ from stepline.serde import dumps, loads
 from stepline.store.interface import StoreTx
 from stepline.store.records import (
     HistoryRecord,
+    IngestResult,
     Lease,
     PassCommit,
     RunEnd,
@@ -433,15 +435,20 @@ class PassExecutor(RoundRecorder, PassEndings):
         now = self.now()
         engine = self.engine
 
+        ingested: list[IngestResult] = []
+
         def job(tx: StoreTx) -> bool:
             with tx.savepoint():
                 results = tx.commit_pass(commit, now, engine.wait_matches)
                 if results is None:
                     return False
                 engine.announce_cancellations(tx, results, now)
+                ingested.extend(results)
                 return True
 
-        if not await engine.writer.write(job):
+        committed = await engine.writer.write(job)
+        engine.changes.publish(pass_change(commit, ingested))
+        if not committed:
             raise PassCancelledError(f"run {self.run.run_id} was cancelled during its pass")
 
     async def _fail_attempt(self, error: Exception) -> None:
@@ -504,6 +511,7 @@ class PassExecutor(RoundRecorder, PassEndings):
     async def _cancel(self, reason: str) -> None:
         self.gate.refuse()
         await self.engine.writer.write(self.engine.cancel_job(self.run.run_id, reason, self.now()))
+        self.engine.changes.publish_runs([self.run.run_id])
 
     def _release_ops(self, ops: list[_Op], error: BaseException) -> None:
         for op in ops:

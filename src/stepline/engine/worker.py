@@ -216,6 +216,7 @@ class Worker:
             self._cut_short.difference_update(cut_short)
             self.outage.recovered()
             _announce_takeovers(leases, self.worker_id)
+            engine.changes.publish_runs([lease.run_id for lease in leases])
             for lease in leases:
                 self._start_pass(lease)
         self.loops += 1

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
 from stepline.engine._system_events import FUNCTION_FAILED
+from stepline.engine.changes import Change
 from stepline.engine.engine import Engine
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
-from stepline.expressions import compile_expression
+from stepline.expressions import ExpressionEvaluationError, compile_expression
 from stepline.sdk._location import located
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, EventOutcome
@@ -38,11 +39,14 @@ from stepline.sdk.options import (
     Timeouts,
 )
 from stepline.sdk.run import HistoryEntry, Run
+from stepline.sdk.search import RunSearch, compile_search, is_match, search_activation
 from stepline.sdk.triggers import TriggerEvent
+from stepline.sdk.waiting import WaitingOn, waiting_on
 from stepline.store import Store, open_store
 from stepline.store.records import (
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
+    EventRecord,
     RunFilter,
     SkipRecord,
     WorkerRecord,
@@ -366,6 +370,8 @@ class App:
         engine = self.engine
         cancelled = await engine.writer.write(engine.cancel_job(run_id, reason, engine.clock.now()))
         engine.wake_workers()  # inngest/function.cancelled may have started runs
+        if cancelled:
+            engine.changes.publish_runs([run_id])
         return cancelled
 
     async def cancel_runs(
@@ -412,6 +418,7 @@ class App:
             job = engine.cancel_job(record.run_id, reason, engine.clock.now())
             if await engine.writer.write(job):
                 cancelled.append(record.run_id)
+                engine.changes.publish_runs([record.run_id])
         engine.wake_workers()
         return cancelled
 
@@ -444,6 +451,7 @@ class App:
         new_run = engine.replay_of(original, now)
         await engine.writer.write(lambda tx: tx.replay_run(run_id, new_run, before, now))
         engine.wake_workers()
+        engine.changes.publish_runs([new_run.run_id])
         return new_run.run_id
 
     async def pause_function(self, function_id: str, *, all_apps: bool = False) -> None:
@@ -454,6 +462,7 @@ class App:
         pause over, as with the pauses a database recorded before they were per app)."""
         app_id = "" if all_apps else self.id
         await self.engine.writer.write(lambda tx: tx.set_paused(function_id, True, app_id))
+        self.engine.changes.publish(Change(function_ids=(function_id,)))
 
     async def resume_function(self, function_id: str, *, all_apps: bool = False) -> None:
         """Resume this app's paused function. A pause made with ``all_apps=True`` (not yet
@@ -462,6 +471,7 @@ class App:
         app_id = "" if all_apps else self.id
         await self.engine.writer.write(lambda tx: tx.set_paused(function_id, False, app_id))
         self.engine.wake_workers()
+        self.engine.changes.publish(Change(function_ids=(function_id,)))
 
     def paused_functions(self, *, all_apps: bool = False) -> set[str]:
         """The ids of this app's paused functions; ``all_apps=True``: of those paused in any
@@ -480,6 +490,86 @@ class App:
         Returns the number of runs deleted."""
         cutoff = before.timestamp()
         return await self.engine.writer.write(lambda tx: tx.purge_before(cutoff, limit))
+
+    async def events(self, *, name: str | None = None, limit: int = 50) -> list[EventRecord]:
+        """The newest events received (of that name, if given), newest first."""
+        engine = self.engine
+        return await engine.read(engine.store.list_events, name, limit)
+
+    async def waiting_on(self, runs: Sequence[Run]) -> dict[str, WaitingOn]:
+        """Why each of these runs that has not ended is not running now (sleeping until T,
+        waiting for an event, held by a concurrency key, throttled, in retry backoff, its
+        function paused, no live worker knowing its function ...), by run id."""
+        engine = self.engine
+        open_runs = [r for r in runs if not r.done]
+        if not open_runs:
+            return {}
+        now = engine.clock.now()
+        ids = [r.run_id for r in open_runs]
+        states = {s.run_id: s for s in await engine.read(engine.store.queue_states, ids, now)}
+        paused = await engine.read(engine.store.paused_functions, self.id)
+        workers = await self.live_workers()
+        found: dict[str, WaitingOn] = {}
+        for run in open_runs:
+            reason = waiting_on(
+                run,
+                states.get(run.run_id),
+                now=now,
+                paused=paused,
+                workers=workers,
+                function=engine.functions.get(run.function_id),
+            )
+            if reason is not None:
+                found[run.run_id] = reason
+        return found
+
+    async def search_runs(
+        self,
+        query: str,
+        *,
+        function_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        scan: int = 10_000,
+        all_apps: bool = False,
+    ) -> RunSearch:
+        """Runs whose payloads satisfy ``query``, a CEL expression over ``event``, ``events``,
+        ``output``, ``error`` and ``run`` (see ``stepline.sdk.search``), newest first: at most
+        ``limit`` matches among the newest ``scan`` runs the filters select. Raises
+        ``ExpressionError`` for an invalid query; a query that errors on a run does not match
+        it (counted in ``failed``)."""
+        expression = compile_search(query)
+        engine = self.engine
+        app_id = None if all_apps else self.id
+        query_filter = RunFilter(function_id, status, None, scan + 1, None, app_id)
+        records = await engine.read(engine.store.list_runs, query_filter)
+        complete = len(records) <= scan
+        records = records[:scan]
+        store = engine.store
+
+        def search() -> RunSearch:
+            found: list[Run] = []
+            failed, first_error, scanned = 0, None, 0
+            for start in range(0, len(records), 500):
+                chunk = records[start : start + 500]
+                ids = sorted({e for r in chunk for e in r.event_ids})
+                events = {e.internal_id: e for e in store.get_events(ids)}
+                for record in chunk:
+                    scanned += 1
+                    run = Run.from_records(record, [])
+                    mine = [events[e] for e in record.event_ids if e in events]
+                    try:
+                        if is_match(expression, search_activation(run, mine)):
+                            found.append(run)
+                    except ExpressionEvaluationError as exc:
+                        failed += 1
+                        first_error = first_error or str(exc)
+                    if len(found) >= limit:
+                        done = complete and scanned == len(records)
+                        return RunSearch(found, scanned, done, failed, first_error)
+            return RunSearch(found, scanned, complete, failed, first_error)
+
+        return await engine.read(search)
 
 
 def on_stop_signals(

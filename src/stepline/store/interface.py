@@ -28,6 +28,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     PassCommit,
+    QueueState,
     RunFilter,
     RunRecord,
     RunState,
@@ -251,4 +252,13 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+    def list_events(self, name: str | None, limit: int) -> list[EventRecord]:
+        """The newest events received (of that name), newest first."""
+        ...
+
+    def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
+        """Where these runs stand in the queue at ``now`` (runs that have ended, or do not
+        exist, are left out), in the order asked."""
         ...

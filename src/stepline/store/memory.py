@@ -36,6 +36,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     PassCommit,
+    QueueState,
     RunEnd,
     RunFilter,
     RunRecord,
@@ -183,6 +184,37 @@ class MemoryStore:
         with self._lock:
             alive = [w for w in self._workers.values() if w.expires_at > now]
             return sorted(alive, key=lambda w: w.worker_id)
+
+    def list_events(self, name: str | None, limit: int) -> list[EventRecord]:
+        with self._lock:
+            newest = sorted(self._events, reverse=True)  # ids are time-ordered
+            found = (self._events[i] for i in newest)
+            return [e for e in found if name is None or e.name == name][:limit]
+
+    def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
+        with self._lock:
+            wanted = set(run_ids)
+            waits: dict[str, list[WaitRecord]] = {}
+            for wait in self._waits.values():
+                if wait.run_id in wanted:
+                    waits.setdefault(wait.run_id, []).append(wait)
+            held: Counter[str] = Counter(
+                key
+                for item in self._queue.values()
+                if _live_lease(item, now)
+                for key, _ in item.concurrency
+            )
+            states = []
+            for run_id in run_ids:
+                item = self._queue.get(run_id)
+                if item is None:
+                    continue
+                leased = _live_lease(item, now)
+                full = () if leased else tuple(k for k, n in item.concurrency if held[k] >= n)
+                states.append(
+                    QueueState(run_id, item.due_at, leased, full, tuple(waits.get(run_id, ())))
+                )
+            return states
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         with self._lock:
@@ -746,3 +778,7 @@ if TYPE_CHECKING:  # mypy proves the backend supplies every primitive of the sha
 
     def _supplies_primitives(tx: _MemoryTx) -> PassTx:
         return tx
+
+
+def _live_lease(item: _QueueItem, now: float) -> bool:
+    return item.lease_owner is not None and (item.lease_expires_at or 0.0) > now

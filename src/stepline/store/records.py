@@ -344,3 +344,18 @@ class RunFilter:
 
 
 WaitMatcher = Callable[[WaitRecord, EventRecord], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """Where an unfinished run stands in the queue (what the dashboard's "waiting on" reads):
+    ``due_at`` its next wake-up (None: none, e.g. a wait without timeout), ``leased`` whether a
+    live lease holds it (a pass executes it), ``full_keys`` its concurrency keys that live
+    leases of other runs fill to their limit (it is held until one frees), ``waits`` its
+    pending ``wait_for_event`` waits."""
+
+    run_id: str
+    due_at: float | None
+    leased: bool
+    full_keys: tuple[str, ...]
+    waits: tuple[WaitRecord, ...]

@@ -304,3 +304,15 @@ DELETE FROM events WHERE received_at < ?
 PURGE_SKIPS = "DELETE FROM skips WHERE at < ?"
 
 TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+
+# -- the dashboard's "waiting on" (queue_states) ---------------------------------------------------
+QUEUE_STATES = """
+SELECT run_id, due_at, lease_owner IS NOT NULL AND lease_expires_at > ?2, ckey1, climit1, ckey2,
+       climit2
+FROM queue WHERE run_id IN (SELECT value FROM json_each(?1))"""
+WAITS_OF_RUNS = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE run_id IN (SELECT value FROM json_each(?1))"""
+NEWEST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY internal_id DESC LIMIT ?"
+NEWEST_EVENTS_NAMED = f"""
+SELECT {EVENT_COLUMNS} FROM events WHERE name = ? ORDER BY received_at DESC, internal_id DESC
+LIMIT ?"""

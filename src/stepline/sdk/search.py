@@ -1,0 +1,57 @@
+"""Search runs by payload: a CEL expression over each run's events, output and error.
+
+The expression sees ``event`` (the triggering event, as functions see it), ``events`` (all of
+them, for a batch), ``output`` (the run's result, null until it completed), ``error`` (its error
+or null) and ``run`` (``{"id", "function_id", "status"}``). Missing fields are null, as in every
+Stepline expression. A search scans the newest runs (after the filters) up to a bound and says
+how far it got, so a query that matches nothing reads differently from one that stopped early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stepline.expressions import Expression, compile_expression
+from stepline.sdk.run import Run
+from stepline.store.records import EventRecord
+
+SEARCH_VARIABLES = ("event", "events", "output", "error", "run")
+
+
+@dataclass(frozen=True)
+class RunSearch:
+    """A search's answer: the matching ``runs`` (newest first, at most the limit asked),
+    ``scanned`` runs read, ``complete`` whether every run the filters select was scanned,
+    ``failed`` evaluations (a runtime error of the expression on a run: that run does not
+    match) and the first such ``error`` message."""
+
+    runs: list[Run]
+    scanned: int
+    complete: bool
+    failed: int = 0
+    error: str | None = None
+
+
+def compile_search(text: str) -> Expression:
+    """Compile a search; raises ``ExpressionError`` (with the position) when it is invalid."""
+    return compile_expression(text, variables=SEARCH_VARIABLES)
+
+
+def search_activation(run: Run, events: Sequence[EventRecord]) -> dict[str, Any]:
+    """What a search expression sees of one run."""
+    payloads = [e.payload() for e in events]
+    return {
+        "event": payloads[0] if payloads else {},
+        "events": payloads,
+        "output": run.output,
+        "error": run.error,
+        "run": {"id": run.run_id, "function_id": run.function_id, "status": run.status},
+    }
+
+
+def is_match(expression: Expression, activation: dict[str, Any]) -> bool:
+    """Whether the search matches (``True`` only for a true result); raises
+    ``ExpressionEvaluationError`` when the expression errors on this run."""
+    return expression.evaluate(activation) is True

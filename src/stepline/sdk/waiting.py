@@ -1,0 +1,112 @@
+"""Why a run that has not ended is not running: the dashboard's "waiting on" column.
+
+A pure function over what the store says of the run (``QueueState``), the paused functions and
+the live workers; no I/O here (``App.waiting_on`` reads them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from stepline.sdk.function import FunctionDef
+from stepline.sdk.run import Run
+from stepline.store.records import QueueState, WorkerRecord
+
+# every kind, in the order the dashboard offers them as filters
+WAITING_KINDS: tuple[str, ...] = (
+    "running",
+    "queued",
+    "scheduled",
+    "sleep",
+    "event",
+    "invoke",
+    "retry",
+    "concurrency",
+    "throttle",
+    "paused",
+    "worker",
+)
+
+
+@dataclass(frozen=True)
+class WaitingOn:
+    """What an unfinished run waits for: ``kind`` (one of ``WAITING_KINDS``), a sentence
+    saying it, the time it wakes by itself if any (``until``), and for a wait the event name,
+    expression and timeout."""
+
+    kind: str
+    text: str
+    until: datetime | None = None
+    event: str | None = None
+    expression: str | None = None
+
+
+# a stored wait's expression wraps the run's own values in dyn(): shown without it
+_DYN_LITERAL = re.compile(r'dyn\(("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|true|false|null)\)')
+
+
+def readable(expression: str) -> str:
+    """A stored wait expression as people wrote it (``dyn("e-7")`` shown as ``"e-7"``)."""
+    return _DYN_LITERAL.sub(r"\1", expression)
+
+
+def _at(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def waiting_on(
+    run: Run,
+    state: QueueState | None,
+    *,
+    now: float,
+    paused: Collection[str],
+    workers: Collection[WorkerRecord],
+    function: FunctionDef | None,
+) -> WaitingOn | None:
+    """Why ``run`` is not running now (None once it has ended)."""
+    if run.done:
+        return None
+    if state is not None and state.leased:
+        return WaitingOn("running", "running: a worker executes it now")
+    if run.function_id in paused:
+        return WaitingOn("paused", f"function {run.function_id} is paused: resume it to run")
+    served = any(
+        run.function_id in w.function_ids and run.app_id in (w.app_id, "") for w in workers
+    )
+    if not served:
+        return WaitingOn("worker", f"no live worker knows function {run.function_id}")
+    due = state.due_at if state is not None else None
+    if run.status == "SLEEPING" and due is not None:
+        return WaitingOn("sleep", f"sleeping until {_clock(due)}", _at(due))
+    if run.status == "WAITING":
+        waits = state.waits if state is not None else ()
+        if waits:
+            wait = min(waits, key=lambda w: w.expires_at or float("inf"))
+            text = f"waiting for event {wait.event_name}"
+            expression = readable(wait.expression) if wait.expression else None
+            if expression:
+                text += f" if {expression}"
+            if wait.expires_at is not None:
+                text += f", times out at {_clock(wait.expires_at)}"
+            return WaitingOn("event", text, _at(wait.expires_at), wait.event_name, expression)
+        text = "waiting for an invoked run to finish"
+        if due is not None:
+            text += f", times out at {_clock(due)}"
+        return WaitingOn("invoke", text, _at(due))
+    if run.status == "RETRYING" and due is not None:
+        return WaitingOn("retry", f"retry backoff: next attempt at {_clock(due)}", _at(due))
+    if state is not None and state.full_keys:
+        keys = ", ".join(state.full_keys)
+        return WaitingOn("concurrency", f"held by concurrency key {keys} (limit reached)")
+    if due is not None and due > now:
+        if function is not None and function.options.throttle is not None:
+            return WaitingOn("throttle", f"throttled until {_clock(due)}", _at(due))
+        return WaitingOn("scheduled", f"scheduled for {_clock(due)}", _at(due))
+    return WaitingOn("queued", "queued: due now, waiting for a free worker slot")

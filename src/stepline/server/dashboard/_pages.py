@@ -1,0 +1,576 @@
+"""The dashboard's pages and actions (Starlette endpoints over ``App``'s public verbs).
+
+Every page needs a session the ``Guard`` allows (else it redirects to ``/login``); every action
+is a POST carrying the session's CSRF token (else 403), and answers with a redirect (a form
+without script) or JSON (the page's script sends ``Accept: application/json``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import orjson
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from stepline.engine.changes import Change
+from stepline.errors import ConfigError, EventError, ExpressionError, SteplineError
+from stepline.sdk.event import Event
+from stepline.sdk.run import Run
+from stepline.sdk.search import SEARCH_VARIABLES
+from stepline.sdk.waiting import WAITING_KINDS, WaitingOn
+from stepline.server.dashboard import _views as views
+from stepline.server.dashboard._auth import FormTooLarge, Guard, Session, read_form
+from stepline.server.dashboard._live import LiveHub
+from stepline.store.records import TERMINAL_STATUSES, UNFINISHED_STATUSES
+
+if TYPE_CHECKING:
+    from stepline.sdk.app import App
+
+STATUSES = (*UNFINISHED_STATUSES, *sorted(TERMINAL_STATUSES))
+PAGE_SIZE = 50
+SEARCH_SCAN = 10_000
+# which statuses a "waiting on" kind can have (the filter reads only those)
+_WAITING_STATUSES: dict[str, tuple[str, ...]] = {
+    "sleep": ("SLEEPING",),
+    "event": ("WAITING",),
+    "invoke": ("WAITING",),
+    "retry": ("RETRYING",),
+    "running": ("RUNNING",),
+    "queued": ("QUEUED", "RUNNING"),
+    "scheduled": ("QUEUED",),
+    "throttle": ("QUEUED",),
+    "concurrency": ("QUEUED",),
+}
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("stepline.server.dashboard", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        pretty=views.pretty,
+        compact=views.compact,
+        clock=views.clock,
+        stamp=views.stamp,
+        duration=views.duration,
+    )
+    return env
+
+
+class Dashboard:
+    """The pages of one ``App`` behind one ``Guard``."""
+
+    def __init__(self, app: App, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+        self.env = _environment()
+        self.hub = LiveHub(app, self._live_messages)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def render(
+        self, request: Request, session: Session, template: str, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        """A page, with what every page needs (CSRF token, navigation, auth state)."""
+        page = self.env.get_template(template).render(
+            request=request,
+            csrf=self.guard.csrf_token(session),
+            app_id=self.app.id,
+            login_required=not self.guard.open,
+            path=request.url.path,
+            **values,
+        )
+        response = HTMLResponse(page, status)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def page(self, handler: Callable[[Request, Session], Awaitable[Response]]) -> Endpoint:
+        """A GET page: redirects to the login unless allowed; makes a session when open."""
+
+        async def endpoint(request: Request) -> Response:
+            session = self.guard.read(request)
+            if not self.guard.allowed(session):
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse("/login?" + urlencode({"next": target}), 303)
+            fresh = session is None
+            if session is None:
+                session = self.guard.new_session(authenticated=False)
+            response = await handler(request, session)
+            if fresh:
+                self.guard.set_cookie(request, response, session)
+            return response
+
+        return endpoint
+
+    def action(self, handler: Callable[[Request], Awaitable[Response]]) -> Endpoint:
+        """A POST action: 401 unless allowed, 403 without the session's CSRF token."""
+
+        async def endpoint(request: Request) -> Response:
+            session = self.guard.read(request)
+            if not self.guard.allowed(session):
+                return _json_or_text({"error": "log in first"}, 401)
+            try:
+                if not await self.guard.csrf_ok(request, session):
+                    return _json_or_text({"error": "missing or wrong CSRF token"}, 403)
+            except FormTooLarge:
+                return _json_or_text({"error": "form too large"}, 413)
+            return await handler(request)
+
+        return endpoint
+
+    # -- login ------------------------------------------------------------------------------------
+    async def login_page(self, request: Request) -> Response:
+        """The login form (or straight to the dashboard when it is open)."""
+        session = self.guard.read(request)
+        if self.guard.allowed(session):
+            return RedirectResponse(_safe_next(request.query_params.get("next")), 303)
+        session = session or self.guard.new_session(authenticated=False)
+        response = self.render(
+            request, session, "login.html", next=request.query_params.get("next", "/")
+        )
+        self.guard.set_cookie(request, response, session)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        """Check the password (or API token) and start an authenticated session."""
+        session = self.guard.read(request)
+        try:
+            form = await read_form(request)
+        except FormTooLarge:
+            return _json_or_text({"error": "form too large"}, 413)
+        if not await self.guard.csrf_ok(request, session):
+            return _json_or_text({"error": "missing or wrong CSRF token"}, 403)
+        assert session is not None
+        secret = form.get("secret")
+        nxt = str(form.get("next") or "/")
+        if not isinstance(secret, str) or not self.guard.check_login(secret):
+            return self.render(
+                request, session, "login.html", 401, next=nxt, error="Wrong password or token."
+            )
+        redirect = RedirectResponse(_safe_next(nxt), 303)
+        self.guard.set_cookie(request, redirect, self.guard.new_session(authenticated=True))
+        return redirect
+
+    async def logout(self, request: Request) -> Response:
+        """End the session."""
+        response = RedirectResponse("/login", 303)
+        self.guard.clear_cookie(request, response)
+        return response
+
+    # -- functions --------------------------------------------------------------------------------
+    async def functions(self, request: Request, session: Session) -> Response:
+        """Every function: triggers, flow control, paused, its recent runs."""
+        app = self.app
+        paused = app.paused_functions()
+        recent = await app.runs(limit=200, with_steps=False)
+        cards = []
+        for fn in app.functions:
+            runs = [r for r in recent if r.function_id == fn.id][:5]
+            event, data = views.trigger_example(fn)
+            cards.append(
+                {
+                    "fn": fn,
+                    "triggers": views.function_triggers(fn),
+                    "options": views.function_options(fn),
+                    "paused": fn.id in paused,
+                    "runs": runs,
+                    "send_event": event,
+                    "send_data": data,
+                }
+            )
+        return self.render(request, session, "functions.html", cards=cards, nav="functions")
+
+    async def pause(self, request: Request) -> Response:
+        """Pause a function (POST)."""
+        fn = request.path_params["function_id"]
+        if not any(f.id == fn for f in self.app.functions):
+            return _json_or_text({"error": f"no function {fn}"}, 404)
+        await self.app.pause_function(fn)
+        return _done(request, "/functions", {"paused": fn})
+
+    async def resume(self, request: Request) -> Response:
+        """Resume a function (POST)."""
+        fn = request.path_params["function_id"]
+        if not any(f.id == fn for f in self.app.functions):
+            return _json_or_text({"error": f"no function {fn}"}, 404)
+        await self.app.resume_function(fn)
+        return _done(request, "/functions", {"resumed": fn})
+
+    # -- runs -------------------------------------------------------------------------------------
+    async def runs(self, request: Request, session: Session) -> Response:
+        """The runs list: filters in the URL, a payload search, the waiting-on column."""
+        params = request.query_params
+        function_id = params.get("function") or None
+        status = params.get("status") or None
+        waiting = params.get("waiting") or None
+        event_id = params.get("event") or None
+        query = (params.get("q") or "").strip()
+        if status is not None and status not in STATUSES:
+            status = None
+        if waiting is not None and waiting not in WAITING_KINDS:
+            waiting = None
+        search = None
+        search_error = None
+        runs: list[Run]
+        if query:
+            try:
+                search = await self.app.search_runs(
+                    query, function_id=function_id, status=status, scan=SEARCH_SCAN
+                )
+                runs = search.runs
+            except ExpressionError as exc:
+                search_error, runs = str(exc), []
+        else:
+            runs = await self._list(function_id, status, event_id, waiting)
+        reasons = await self.app.waiting_on(runs)
+        if waiting is not None:
+            runs = [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == waiting]
+        now = datetime.now(UTC)
+        return self.render(
+            request,
+            session,
+            "runs.html",
+            nav="runs",
+            runs=runs[:PAGE_SIZE],
+            reasons=reasons,
+            now=now,
+            functions=[f.id for f in self.app.functions],
+            statuses=STATUSES,
+            waiting_kinds=WAITING_KINDS,
+            filters={
+                "function": function_id or "",
+                "status": status or "",
+                "waiting": waiting or "",
+                "event": event_id or "",
+                "q": query,
+            },
+            search=search,
+            search_error=search_error,
+            search_variables=SEARCH_VARIABLES,
+            suggestions=await self._suggestions(),
+            run_duration=views.run_duration,
+        )
+
+    async def _list(
+        self, function_id: str | None, status: str | None, event_id: str | None, waiting: str | None
+    ) -> list[Run]:
+        app = self.app
+        if waiting is None:
+            return await app.runs(
+                function_id=function_id,
+                status=status,
+                event_id=event_id,
+                limit=PAGE_SIZE,
+                with_steps=False,
+            )
+        if waiting == "worker":
+            return await app.runs(
+                function_id=function_id,
+                status=status,
+                event_id=event_id,
+                limit=PAGE_SIZE * 4,
+                with_steps=False,
+                waiting_for_worker=True,
+            )
+        statuses = _WAITING_STATUSES.get(waiting, UNFINISHED_STATUSES)
+        if status is not None:
+            statuses = tuple(s for s in statuses if s == status)
+        found: list[Run] = []
+        for wanted in statuses:
+            found += await app.runs(
+                function_id=function_id,
+                status=wanted,
+                event_id=event_id,
+                limit=PAGE_SIZE * 4,
+                with_steps=False,
+            )
+        found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return found
+
+    async def _suggestions(self) -> list[str]:
+        """Payload keys to suggest in the search box (from recent runs' events)."""
+        app = self.app
+        engine = app.engine
+        recent = await app.runs(limit=20, with_steps=False)
+        ids = [r.event_ids[0] for r in recent if r.event_ids]
+        events = await engine.read(engine.store.get_events, ids)
+        keys = sorted({k for e in events for k in e.data if isinstance(k, str)})
+        names = sorted({e.name for e in events})
+        found = [f"event.data.{k}" for k in keys[:30]]
+        found += [f'event.name == "{n}"' for n in names[:10]]
+        return [*found, "output", "error.message", 'run.status == "FAILED"']
+
+    async def run_page(self, request: Request, session: Session) -> Response:
+        """One run: its timeline, events, output or error, history, and actions."""
+        run_id = request.path_params["run_id"]
+        values = await self._run_values(run_id)
+        if values is None:
+            return self.render(
+                request, session, "missing.html", 404, what=f"run {run_id}", nav="runs"
+            )
+        template = "_run_live.html" if request.query_params.get("fragment") else "run.html"
+        return self.render(request, session, template, nav="runs", **values)
+
+    async def _run_values(self, run_id: str) -> dict[str, Any] | None:
+        app = self.app
+        run = await app.get_run(run_id)
+        if run is None:
+            return None
+        history = await app.history(run_id)
+        now = datetime.now(UTC)
+        engine = app.engine
+        events = await engine.read(engine.store.get_events, run.event_ids)
+        reasons = await app.waiting_on([run])
+        replay_of = next(
+            (str(h.data.get("of")) for h in history if h.kind == "RUN_REPLAYED" and h.data), None
+        )
+        return {
+            "run": run,
+            "timeline": views.build_timeline(run, history, now),
+            "history": history,
+            "events": [e.payload() for e in events],
+            "waiting": reasons.get(run.run_id),
+            "now": now,
+            "run_duration": views.run_duration(run, now),
+            "replay_of": replay_of,
+        }
+
+    async def export_run(self, request: Request, session: Session) -> Response:
+        """A run as one JSON document: the run, its steps, history and events."""
+        run_id = request.path_params["run_id"]
+        app = self.app
+        run = await app.get_run(run_id)
+        if run is None:
+            return _json_or_text({"error": f"no run {run_id}"}, 404)
+        history = await app.history(run_id)
+        engine = app.engine
+        events = await engine.read(engine.store.get_events, run.event_ids)
+        document = {
+            "run": _run_json(run),
+            "steps": [
+                {
+                    "id": s.id,
+                    "kind": s.kind,
+                    "status": s.status,
+                    "attempts": s.attempts,
+                    "output": s.output,
+                    "error": s.error,
+                    "started_at": views.stamp(s.started_at) or None,
+                    "ended_at": views.stamp(s.ended_at) or None,
+                }
+                for s in run.steps
+            ],
+            "history": [
+                {
+                    "at": views.stamp(h.at),
+                    "kind": h.kind,
+                    "step_id": h.step_id,
+                    "attempt": h.attempt,
+                    "duration": h.duration,
+                    "data": h.data,
+                    "worker_id": h.worker_id,
+                }
+                for h in history
+            ],
+            "events": [e.payload() for e in events],
+        }
+        body = orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str)
+        disposition = f'attachment; filename="run-{_safe_name(run_id)}.json"'
+        return Response(
+            body, media_type="application/json", headers={"Content-Disposition": disposition}
+        )
+
+    async def cancel(self, request: Request) -> Response:
+        """Cancel a run (POST)."""
+        run_id = request.path_params["run_id"]
+        cancelled = await self.app.cancel_run(run_id, reason="cancelled from the dashboard")
+        if not cancelled:
+            return _json_or_text({"error": f"run {run_id} does not exist or has ended"}, 409)
+        return _done(request, f"/runs/{run_id}", {"cancelled": run_id})
+
+    async def replay(self, request: Request) -> Response:
+        """Replay a run, from the start or from a step (form field ``from_step``) (POST)."""
+        run_id = request.path_params["run_id"]
+        form = await read_form(request)
+        step = form.get("from_step")
+        from_step = step if isinstance(step, str) and step else None
+        try:
+            new_run = await self.app.replay_run(run_id, from_step=from_step)
+        except ConfigError as exc:
+            return _json_or_text({"error": str(exc)}, 404 if "no run" in str(exc) else 400)
+        return _done(request, f"/runs/{new_run}", {"run_id": new_run})
+
+    # -- events -----------------------------------------------------------------------------------
+    async def events(self, request: Request, session: Session) -> Response:
+        """The event stream: newest events, their payloads and the runs each started."""
+        name = request.query_params.get("name") or None
+        rows = await self._event_rows(await self.app.events(name=name, limit=PAGE_SIZE))
+        return self.render(
+            request, session, "events.html", nav="events", rows=rows, name=name or ""
+        )
+
+    async def _event_rows(
+        self, events: list[Any], outcomes: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for event in events:
+            started = await self.app.runs(event_id=event.internal_id, limit=20, with_steps=False)
+            outcome = (outcomes or {}).get(event.internal_id)
+            rows.append(
+                {
+                    "event": event,
+                    "payload": event.payload(),
+                    "runs": started,
+                    "resumed": list(outcome.resumed_run_ids) if outcome else [],
+                    "cancelled": [c[0] for c in outcome.cancelled] if outcome else [],
+                    "duplicate": bool(outcome and outcome.duplicate),
+                }
+            )
+        return rows
+
+    async def send_page(self, request: Request, session: Session) -> Response:
+        """The form to send a test event, prefilled from a function's trigger."""
+        fn_id = request.query_params.get("function")
+        name, data = "", "{}"
+        fn = next((f for f in self.app.functions if f.id == fn_id), None)
+        if fn is not None:
+            name, data = views.trigger_example(fn)
+        return self.render(
+            request,
+            session,
+            "send.html",
+            nav="send",
+            name=request.query_params.get("name", name),
+            data=data,
+            examples=self._examples(),
+        )
+
+    def _examples(self) -> list[dict[str, str]]:
+        found = []
+        for fn in self.app.functions:
+            name, data = views.trigger_example(fn)
+            if name:
+                found.append({"function": fn.id, "name": name, "data": data})
+        return found
+
+    async def send(self, request: Request) -> Response:
+        """Send an event (POST: ``name``, ``data`` a JSON object)."""
+        form = await read_form(request)
+        name = form.get("name")
+        raw = form.get("data") or "{}"
+        if not isinstance(name, str) or not name.strip() or not isinstance(raw, str):
+            return _json_or_text({"error": "give the event a name"}, 400)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return _json_or_text({"error": f"data is not JSON: {exc}"}, 400)
+        if not isinstance(data, dict):
+            return _json_or_text({"error": "data must be a JSON object"}, 400)
+        try:
+            [outcome] = await self.app.send_with_outcomes(Event(name=name.strip(), data=data))
+        except (EventError, SteplineError) as exc:
+            return _json_or_text({"error": str(exc)}, 400)
+        result = {"event_id": outcome.event_id, "run_ids": list(outcome.run_ids)}
+        return _done(request, "/runs?" + urlencode({"event": outcome.event_id}), result)
+
+    async def live(self, request: Request, session: Session) -> Response:
+        """The Server-Sent Events stream of live updates."""
+        return StreamingResponse(
+            self.hub.listen(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _live_messages(self, runs: list[Run], changes: list[Change]) -> list[tuple[str, Any]]:
+        messages: list[tuple[str, Any]] = []
+        if runs:
+            reasons = await self.app.waiting_on(runs)
+            now = datetime.now(UTC)
+            row = self.env.get_template("_run_row.html")
+            items = [
+                {
+                    "id": r.run_id,
+                    "function": r.function_id,
+                    "status": r.status,
+                    "waiting": (w.kind if (w := reasons.get(r.run_id)) else ""),
+                    "events": r.event_ids,
+                    "html": row.render(
+                        run=r,
+                        waiting=reasons.get(r.run_id),
+                        now=now,
+                        run_duration=views.run_duration,
+                    ),
+                }
+                for r in runs
+            ]
+            messages.append(("runs", items))
+        ingested = {r.internal_id: r for c in changes for r in c.ingested}
+        if ingested:
+            engine = self.app.engine
+            events = await engine.read(engine.store.get_events, list(ingested))
+            row = self.env.get_template("_event_row.html")
+            items = [
+                {"id": r["event"].internal_id, "name": r["event"].name, "html": row.render(r=r)}
+                for r in await self._event_rows(events, ingested)
+            ]
+            messages.append(("events", items))
+        functions = sorted({f for c in changes for f in c.function_ids})
+        if functions:
+            messages.append(("functions", functions))
+        return messages
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "function_id": run.function_id,
+        "app_id": run.app_id,
+        "status": run.status,
+        "output": run.output,
+        "error": run.error,
+        "event_ids": run.event_ids,
+        "created_at": views.stamp(run.created_at),
+        "started_at": views.stamp(run.started_at) or None,
+        "ended_at": views.stamp(run.ended_at) or None,
+        "attempt": run.attempt,
+    }
+
+
+def waiting_text(reason: WaitingOn | None) -> str:
+    """The waiting-on column's text."""
+    return reason.text if reason is not None else ""
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _done(request: Request, redirect: str, result: dict[str, Any]) -> Response:
+    if _wants_json(request):
+        return Response(orjson.dumps({"ok": True, **result}), media_type="application/json")
+    return RedirectResponse(redirect, 303)
+
+
+def _json_or_text(body: dict[str, Any], status: int) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def _safe_next(target: str | None) -> str:
+    """A local path to go back to after the login (never another site)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:100]

@@ -1,0 +1,318 @@
+"""The dashboard over ASGI: every page and action, with auth on (a server) and off (dev on
+loopback), CSRF on every POST, no side effect through GET."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from stepline import Event
+from stepline.server.dashboard import dashboard_routes
+from stepline.server.settings import ServerSettings
+from stepline.testing import MockClock, TestEngine
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "integration"))
+from _polling import until  # noqa: E402
+
+
+def _shop() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dashboard_shop_app", HERE / "shop_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _server(app: Any, settings: ServerSettings) -> Starlette:
+    return Starlette(routes=dashboard_routes(app, settings))
+
+
+DEV = ServerSettings(dev=True)
+SERVER = ServerSettings(host="0.0.0.0", dashboard_password="hunter2", api_tokens=("tok-1",))
+
+
+@pytest.fixture
+async def shop(store_kind: str, tmp_path: Path) -> AsyncIterator[tuple[Any, TestEngine]]:
+    module = _shop()
+    clock = MockClock(autojump=False)
+    async with TestEngine(
+        module.app, store=store_kind, path=tmp_path / "db.sqlite", clock=clock
+    ) as engine:
+        yield module.app, engine
+
+
+def _client(server: Starlette, base: str = "http://127.0.0.1:8288") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url=base)
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+async def _settled(app: Any, run_id: str, statuses: set[str]) -> Any:
+    async def check() -> Any:
+        run = await app.get_run(run_id)
+        return run if run is not None and run.status in statuses else None
+
+    return await until(f"run {run_id} to be {statuses}", check)
+
+
+async def test_dev_pages_open_without_login(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    [done] = await app.send_async(Event("order/created", {"amount": 12, "orderId": "o-1"}))
+    [run] = await app.runs(event_id=done)
+    await app.wait_for_run(run.run_id)
+    async with _client(_server(app, DEV)) as client:
+        for path in ("/functions", "/events", "/runs", "/send", f"/runs/{run.run_id}"):
+            response = await client.get(path)
+            assert response.status_code == 200, path
+            assert "text/html" in response.headers["content-type"]
+        page = (await client.get(f"/runs/{run.run_id}")).text
+        assert "reserve-stock" in page and "charge-card" in page
+        assert "&#34;charged&#34;: 12" in page or '"charged": 12' in page
+        assert (await client.get("/")).status_code == 303
+        functions = (await client.get("/functions")).text
+        assert "process-order" in functions and "order/created if event.data.amount &gt; 0" in (
+            functions
+        )
+        assert "concurrency" in functions
+        events = (await client.get("/events")).text
+        assert done in events and "process-order" in events
+        static = await client.get("/static/dashboard.js")
+        assert static.status_code == 200 and "EventSource" in static.text
+        assert (
+            (await client.get(f"/runs/{run.run_id}?fragment=1"))
+            .text.lstrip()
+            .startswith('<div class="head">')
+        )
+        assert (await client.get("/runs/nope")).status_code == 404
+
+
+async def test_server_requires_login_and_logout_ends_it(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    async with _client(_server(app, SERVER), "https://dash.example") as client:
+        for path in ("/functions", "/runs", "/events", "/send", "/live", "/runs/x/export"):
+            response = await client.get(path)
+            assert response.status_code == 303, path
+            assert response.headers["location"].startswith("/login?next=")
+        login = await client.get("/login?next=/functions")
+        assert login.status_code == 200
+        csrf = _csrf(login.text)
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
+        wrong = await client.post("/login", data={"csrf": csrf, "secret": "nope", "next": "/"})
+        assert wrong.status_code == 401 and "Wrong password" in wrong.text
+        no_csrf = await client.post("/login", data={"secret": "hunter2"})
+        assert no_csrf.status_code == 403
+        ok = await client.post(
+            "/login", data={"csrf": csrf, "secret": "hunter2", "next": "/functions"}
+        )
+        assert ok.status_code == 303 and ok.headers["location"] == "/functions"
+        assert (await client.get("/functions")).status_code == 200
+        page = await client.get("/runs")
+        csrf = _csrf(page.text)
+        assert (await client.post("/logout")).status_code == 403  # CSRF on every form
+        out = await client.post("/logout", data={"csrf": csrf})
+        assert out.status_code == 303
+        assert (await client.get("/runs")).status_code == 303
+
+
+async def test_an_api_token_logs_in_and_an_offsite_next_is_refused(
+    shop: tuple[Any, TestEngine],
+) -> None:
+    app, _ = shop
+    async with _client(_server(app, SERVER), "https://dash.example") as client:
+        csrf = _csrf((await client.get("/login")).text)
+        ok = await client.post(
+            "/login", data={"csrf": csrf, "secret": "tok-1", "next": "//evil.example/"}
+        )
+        assert ok.status_code == 303 and ok.headers["location"] == "/"
+
+
+async def test_a_forged_session_cookie_is_not_a_login(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    async with _client(_server(app, SERVER), "https://dash.example") as client:
+        client.cookies.set("stepline_session", "eyJzaWQiOiJ4IiwiYXV0aCI6dHJ1ZX0.abc")
+        assert (await client.get("/runs")).status_code == 303
+
+
+async def test_actions_need_post_and_csrf(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    [event_id] = await app.send_async(Event("reminder/scheduled", {"email": "x@example.com"}))
+    [run] = await app.runs(event_id=event_id)
+    run = await _settled(app, run.run_id, {"SLEEPING"})
+    async with _client(_server(app, DEV)) as client:
+        page = await client.get("/runs")
+        csrf = _csrf(page.text)
+        actions = [
+            f"/runs/{run.run_id}/cancel",
+            f"/runs/{run.run_id}/replay",
+            "/functions/process-order/pause",
+            "/functions/process-order/resume",
+        ]
+        for path in actions:
+            assert (await client.get(path)).status_code == 405, path  # never through GET
+            assert (await client.post(path)).status_code == 403, path
+            forged = await client.post(path, data={"csrf": "x" * 64})
+            assert forged.status_code == 403, path
+        assert (await client.post("/send", data={"name": "a", "data": "{}"})).status_code == 403
+        assert (await app.get_run(run.run_id)).status == "SLEEPING"
+        assert app.paused_functions() == set()
+        headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+        cancelled = await client.post(f"/runs/{run.run_id}/cancel", headers=headers)
+        assert cancelled.status_code == 200 and cancelled.json()["cancelled"] == run.run_id
+        assert (await app.get_run(run.run_id)).status == "CANCELLED"
+        again = await client.post(f"/runs/{run.run_id}/cancel", headers=headers)
+        assert again.status_code == 409
+
+
+async def test_pause_and_resume_from_the_functions_page(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    async with _client(_server(app, DEV)) as client:
+        csrf = _csrf((await client.get("/functions")).text)
+        paused = await client.post("/functions/process-order/pause", data={"csrf": csrf})
+        assert paused.status_code == 303 and paused.headers["location"] == "/functions"
+        assert app.paused_functions() == {"process-order"}
+        page = (await client.get("/functions")).text
+        assert "/functions/process-order/resume" in page
+        [event_id] = await app.send_async(Event("order/created", {"amount": 3}))
+        runs = (await client.get("/runs?waiting=paused")).text
+        assert "function process-order is paused" in runs
+        resumed = await client.post("/functions/process-order/resume", data={"csrf": csrf})
+        assert resumed.status_code == 303
+        assert app.paused_functions() == set()
+        missing = await client.post("/functions/nope/pause", data={"csrf": csrf})
+        assert missing.status_code == 404
+        [run] = await app.runs(event_id=event_id)
+        await app.wait_for_run(run.run_id)
+
+
+async def test_send_form_sends_and_prefills(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    async with _client(_server(app, DEV)) as client:
+        form = await client.get("/send?function=process-order")
+        assert 'value="order/created"' in form.text
+        assert "&#34;amount&#34;" in form.text and "&#34;customer&#34;" in form.text
+        csrf = _csrf(form.text)
+        sent = await client.post(
+            "/send",
+            data={"csrf": csrf, "name": "order/created", "data": '{"amount": 5}'},
+            headers={"Accept": "application/json"},
+        )
+        assert sent.status_code == 200
+        body = sent.json()
+        assert len(body["run_ids"]) == 1
+        await app.wait_for_run(body["run_ids"][0])
+        plain = await client.post(
+            "/send", data={"csrf": csrf, "name": "order/created", "data": '{"amount": 6}'}
+        )
+        assert plain.status_code == 303 and plain.headers["location"].startswith("/runs?event=")
+        for data, message in (("[1]", "JSON object"), ("{", "not JSON")):
+            bad = await client.post("/send", data={"csrf": csrf, "name": "x", "data": data})
+            assert bad.status_code == 400 and message in bad.json()["error"]
+        unnamed = await client.post("/send", data={"csrf": csrf, "name": " ", "data": "{}"})
+        assert unnamed.status_code == 400 and "name" in unnamed.json()["error"]
+
+
+async def test_replay_from_a_step_and_export(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    [event_id] = await app.send_async(Event("inventory/sync", {}))
+    [run] = await app.runs(event_id=event_id)
+    failed = await app.wait_for_run(run.run_id)
+    assert failed.status == "FAILED"
+    async with _client(_server(app, DEV)) as client:
+        page = (await client.get(f"/runs/{run.run_id}")).text
+        assert "warehouse API refused 1 rows" in page and "Stack trace" in page
+        assert 'name="from_step" value="push-rows"' in page
+        csrf = _csrf(page)
+        replay = await client.post(
+            f"/runs/{run.run_id}/replay", data={"csrf": csrf, "from_step": "push-rows"}
+        )
+        assert replay.status_code == 303
+        new_id = replay.headers["location"].rsplit("/", 1)[1]
+        replayed = await app.wait_for_run(new_id)
+        load = next(s for s in replayed.steps if s.id == "load-rows")
+        assert load.output == [{"sku": "A-1", "qty": 3}]
+        history = await app.history(new_id)
+        assert not any(h.kind == "STEP_COMPLETED" and h.step_id == "load-rows" for h in history)
+        unknown = await client.post(
+            f"/runs/{run.run_id}/replay",
+            data={"csrf": csrf, "from_step": "nope"},
+            headers={"Accept": "application/json"},
+        )
+        assert unknown.status_code == 400 and "no step" in unknown.json()["error"]
+        exported = await client.get(f"/runs/{run.run_id}/export")
+        assert exported.status_code == 200
+        assert "attachment" in exported.headers["content-disposition"]
+        document = orjson.loads(exported.content)
+        assert document["run"]["status"] == "FAILED"
+        assert [s["id"] for s in document["steps"]] == ["load-rows", "push-rows"]
+        assert document["events"][0]["name"] == "inventory/sync"
+        assert any(h["kind"] == "RUN_FAILED" for h in document["history"])
+
+
+async def test_runs_filters_waiting_on_and_search(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    [sleep_event] = await app.send_async(Event("reminder/scheduled", {}))
+    [wait_event] = await app.send_async(Event("expense/submitted", {"expenseId": "e-7"}))
+    [order_event] = await app.send_async(Event("order/created", {"amount": 250, "orderId": "o9"}))
+    sleeping = (await app.runs(event_id=sleep_event))[0]
+    waiting = (await app.runs(event_id=wait_event))[0]
+    order = (await app.runs(event_id=order_event))[0]
+    await _settled(app, sleeping.run_id, {"SLEEPING"})
+    await _settled(app, waiting.run_id, {"WAITING"})
+    await app.wait_for_run(order.run_id)
+    async with _client(_server(app, DEV)) as client:
+        listing = (await client.get("/runs")).text
+        assert "sleeping until" in listing
+        assert "waiting for event expense/approved" in listing
+        only_sleep = (await client.get("/runs?waiting=sleep")).text
+        assert sleeping.run_id in only_sleep and waiting.run_id not in only_sleep
+        only_event = (await client.get("/runs?waiting=event")).text
+        assert waiting.run_id in only_event and sleeping.run_id not in only_event
+        assert 'async.data.expenseId == "e-7"' in only_event.replace("&#34;", '"')
+        by_fn = (await client.get("/runs?function=send-reminder")).text
+        assert sleeping.run_id in by_fn and order.run_id not in by_fn
+        by_status = (await client.get("/runs?status=COMPLETED")).text
+        assert order.run_id in by_status and sleeping.run_id not in by_status
+        found = (await client.get("/runs", params={"q": "event.data.amount > 100"})).text
+        assert order.run_id in found and sleeping.run_id not in found
+        assert 'id="search-summary"' in found and "1 match " in found
+        by_output = (await client.get("/runs", params={"q": 'output.order == "o9"'})).text
+        assert order.run_id in by_output
+        empty = (await client.get("/runs", params={"q": "event.data.amount > 10000"})).text
+        assert "No run matches this search." in empty and 'id="search-error"' not in empty
+        error = await client.get("/runs", params={"q": "event.data.amount >"})
+        assert error.status_code == 200
+        assert 'id="search-error"' in error.text and "No run matches" not in error.text
+        run_page = (await client.get(f"/runs/{waiting.run_id}")).text
+        assert 'id="waiting-on"' in run_page and "times out at" in run_page
+
+
+async def test_waiting_on_names_a_function_no_worker_knows(
+    shop: tuple[Any, TestEngine],
+) -> None:
+    app, engine = shop
+    [event_id] = await app.send_async(Event("reminder/scheduled", {}))
+    [run] = await app.runs(event_id=event_id)
+    await _settled(app, run.run_id, {"SLEEPING"})
+    assert engine.worker is not None
+    engine.worker.stop()
+    await engine._task  # type: ignore[misc]
+    reasons = await app.waiting_on([await app.get_run(run.run_id)])
+    assert reasons[run.run_id].kind == "worker"
+    assert "no live worker knows function send-reminder" in reasons[run.run_id].text
