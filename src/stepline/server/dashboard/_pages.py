@@ -87,6 +87,7 @@ class Dashboard:
             csrf=self.guard.csrf_token(session),
             app_id=self.app.id,
             login_required=not self.guard.open,
+            can_log_in=self.guard.can_log_in,
             path=request.url.path,
             **values,
         )

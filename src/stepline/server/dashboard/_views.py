@@ -55,6 +55,8 @@ def duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
     s = max(0.0, seconds)
+    if s < 0.001:
+        return f"{s * 1e6:.0f} µs"
     if s < 1:
         return f"{s * 1000:.0f} ms"
     if s < 60:
@@ -177,6 +179,12 @@ class TimelineStep:
     output: str | None = None
     error: dict[str, Any] | None = None
     detail: str = ""
+
+    @property
+    def took(self) -> float | None:
+        """The time its attempts took (None: none ended yet)."""
+        ended = [a.duration for a in self.attempts if a.duration is not None]
+        return sum(ended) if ended else None
 
 
 @dataclass

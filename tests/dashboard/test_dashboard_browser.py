@@ -1,0 +1,136 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against
+a real ``stepline dev`` / ``stepline server`` process: live updates without reloading, the
+timeline, cancel, replay from a step, login and logout. Few and bounded: they share 2 cores."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _devserver import CHROMIUM, dev_server  # noqa: E402
+
+if not Path(CHROMIUM).exists():  # pragma: no cover - the setup installs it
+    if os.environ.get("CI"):
+        raise RuntimeError(f"Chromium is missing at {CHROMIUM}: scripts/setup installs it")
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (bash scripts/setup installs it)", allow_module_level=True
+    )
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+WAIT_MS = 20_000  # a bound on each wait for the page (never a sleep)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def _send(page: Page, url: str, name: str, data: str) -> str:
+    page.goto(f"{url}/send")
+    page.fill("#event-name", name)
+    page.fill("#event-data", data)
+    page.click("#send-button")
+    result = page.locator("#send-result")
+    expect(result).to_contain_text("Sent", timeout=WAIT_MS)
+    found = re.search(r"Sent (\S+):", result.inner_text())
+    assert found
+    return found.group(1)
+
+
+def test_live_runs_timeline_cancel_and_replay(browser: Browser, tmp_path: Path) -> None:
+    with dev_server(tmp_path) as url:
+        watcher = browser.new_page()
+        sender = browser.new_page()
+        watcher.goto(f"{url}/runs")
+        expect(watcher.locator("#live-state")).to_have_attribute(
+            "data-state", "on", timeout=WAIT_MS
+        )
+        watcher.evaluate("window.notReloaded = true")
+
+        # an event sent from the form: its run appears on the open runs page, no reload
+        _send(sender, url, "order/created", '{"orderId": "o-1", "amount": 42, "customer": "c"}')
+        row = watcher.locator("tr[data-fn=process-order]")
+        expect(row).to_have_count(1, timeout=WAIT_MS)
+        expect(row.locator(".status")).to_have_text("completed", timeout=WAIT_MS)
+        assert watcher.evaluate("window.notReloaded") is True
+
+        # its page: each step on the timeline, with its output
+        row.locator("a.mono").click()
+        steps = watcher.locator("details.tl-step")
+        expect(steps).to_have_count(2, timeout=WAIT_MS)
+        for step_id, text in (
+            ("reserve-stock", '"reserved": true'),
+            ("charge-card", '"charged": 42'),
+        ):
+            step = watcher.locator(f"details.tl-step[data-step={step_id}]")
+            expect(step.locator(".seg-ok")).to_have_count(1)
+            step.locator("> summary").click()
+            expect(step.locator(".step-output")).to_contain_text(text)
+
+        # a sleeping run, cancelled from its page (the page follows live)
+        _send(sender, url, "reminder/scheduled", '{"email": "a@example.com"}')
+        watcher.goto(f"{url}/runs?function=send-reminder")
+        sleeping = watcher.locator("tr[data-fn=send-reminder]")
+        expect(sleeping).to_have_attribute("data-status", "SLEEPING", timeout=WAIT_MS)
+        expect(sleeping.locator(".waiting")).to_contain_text("sleeping until")
+        sleeping.locator("a.mono").click()
+        expect(watcher.locator("#waiting-on")).to_contain_text("sleeping until")
+        expect(watcher.locator(".seg-sleep")).to_have_count(1)
+        watcher.once("dialog", lambda dialog: dialog.accept())
+        watcher.click("#cancel-run")
+        expect(watcher.locator("h1 .status")).to_have_text("cancelled", timeout=WAIT_MS)
+        expect(watcher.locator("#cancel-run")).to_have_count(0)
+
+        # a failed run, replayed from its failed step: the step before keeps its result
+        _send(sender, url, "inventory/sync", "{}")
+        watcher.goto(f"{url}/runs?status=FAILED")
+        failed = watcher.locator("tr[data-fn=sync-inventory]")
+        expect(failed).to_have_count(1, timeout=WAIT_MS)
+        failed_id = failed.get_attribute("data-run")
+        failed.locator("a.mono").click()
+        expect(watcher.locator("#run-error")).to_contain_text("warehouse API refused")
+        push = watcher.locator("details.tl-step[data-step=push-rows]")
+        push.locator("> summary").click()
+        expect(push.locator(".attempts")).to_contain_text("NonRetriableError")
+        push.locator("button.replay-from").click()
+        watcher.wait_for_url(re.compile(r"/runs/(?!" + str(failed_id) + ")"), timeout=WAIT_MS)
+        expect(watcher.locator("dl.facts")).to_contain_text(str(failed_id))  # "Replay of"
+        expect(watcher.locator("h1 .status")).to_have_text("failed", timeout=WAIT_MS)
+        load = watcher.locator("details.tl-step[data-step=load-rows]")
+        expect(load.locator(".status")).to_have_text("completed")
+        expect(load.locator(".seg-ok")).to_have_count(0)  # not run again: no attempt here
+        watcher.close()
+        sender.close()
+
+
+def test_login_and_logout_on_stepline_server(browser: Browser, tmp_path: Path) -> None:
+    token = "browser-test-token"
+    args = ("--api-token", token, "--event-key", "k")
+    with dev_server(tmp_path, *args, command="server") as url:
+        page = browser.new_page()
+        page.goto(f"{url}/runs")
+        expect(page).to_have_url(re.compile(r"/login\?next=%2Fruns$"))
+        page.fill("#secret", "wrong")
+        page.click("#login-form button[type=submit]")
+        expect(page.locator(".alert.error")).to_contain_text("Wrong password or token")
+        page.fill("#secret", token)
+        page.click("#login-form button[type=submit]")
+        expect(page).to_have_url(re.compile(r"/runs$"), timeout=WAIT_MS)
+        expect(page.locator("h1")).to_have_text("Runs")
+        page.click("text=Log out")
+        expect(page).to_have_url(re.compile(r"/login$"), timeout=WAIT_MS)
+        page.goto(f"{url}/functions")
+        expect(page).to_have_url(re.compile(r"/login\?next="))
+        page.close()
