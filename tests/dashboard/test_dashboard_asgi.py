@@ -17,6 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 from stepline import Event
+from stepline.server import create_app
 from stepline.server.dashboard import dashboard_routes
 from stepline.server.settings import ServerSettings
 from stepline.testing import MockClock, TestEngine
@@ -316,3 +317,48 @@ async def test_waiting_on_names_a_function_no_worker_knows(
     reasons = await app.waiting_on([await app.get_run(run.run_id)])
     assert reasons[run.run_id].kind == "worker"
     assert "no live worker knows function send-reminder" in reasons[run.run_id].text
+
+
+async def test_create_app_mounts_the_dashboard_at_the_root(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    server = create_app(app, ServerSettings(dev=True, allow_unauthenticated=True))
+    async with _client(server) as client:
+        index = await client.get("/")
+        assert index.status_code == 303 and index.headers["location"] == "/runs"
+        assert (await client.get("/runs")).status_code == 200
+        assert (await client.get("/static/dashboard.css")).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_bulk_cancel_and_replay_from_a_filter(shop: tuple[Any, TestEngine]) -> None:
+    app, _ = shop
+    sleepers = await app.send_async([Event("reminder/scheduled", {"n": i}) for i in range(3)])
+    for event_id in sleepers:
+        [run] = await app.runs(event_id=event_id)
+        await _settled(app, run.run_id, {"SLEEPING"})
+    async with _client(_server(app, DEV)) as client:
+        page = (await client.get("/runs?function=send-reminder")).text
+        assert 'id="bulk"' in page and '<strong id="selected-count">3</strong>' in page
+        assert 'id="bulk"' not in (await client.get("/runs")).text  # no filter: no bulk
+        csrf = _csrf(page)
+        headers = {"Accept": "application/json"}
+        unfiltered = await client.post(
+            "/runs/bulk", data={"csrf": csrf, "action": "cancel"}, headers=headers
+        )
+        assert unfiltered.status_code == 400  # never "everything" by accident
+        fields = {"csrf": csrf, "action": "cancel", "function": "send-reminder"}
+        cancelled = await client.post("/runs/bulk", data=fields, headers=headers)
+        assert cancelled.status_code == 200
+        assert cancelled.json()["done"] == 3 and cancelled.json()["selected"] == 3
+        runs = await app.runs(function_id="send-reminder")
+        assert {r.status for r in runs} == {"CANCELLED"}
+        fields = {
+            "csrf": csrf,
+            "action": "replay",
+            "status": "CANCELLED",
+            "function": "send-reminder",
+        }
+        replayed = await client.post("/runs/bulk", data=fields)
+        assert replayed.status_code == 303
+        assert len(await app.runs(function_id="send-reminder")) == 6
+        assert (await client.post("/runs/bulk", data={"action": "cancel"})).status_code == 403

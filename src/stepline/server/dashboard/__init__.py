@@ -42,6 +42,7 @@ def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
         Route("/functions/{function_id:path}/pause", action(board.pause), methods=["POST"]),
         Route("/functions/{function_id:path}/resume", action(board.resume), methods=["POST"]),
         Route("/runs", page(board.runs), methods=["GET"]),
+        Route("/runs/bulk", action(board.bulk), methods=["POST"]),
         Route("/runs/{run_id}", page(board.run_page), methods=["GET"]),
         Route("/runs/{run_id}/export", page(board.export_run), methods=["GET"]),
         Route("/runs/{run_id}/cancel", action(board.cancel), methods=["POST"]),

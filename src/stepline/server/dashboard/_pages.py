@@ -8,7 +8,8 @@ without script) or JSON (the page's script sends ``Accept: application/json``).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -22,7 +23,7 @@ from stepline.engine.changes import Change
 from stepline.errors import ConfigError, EventError, ExpressionError, SteplineError
 from stepline.sdk.event import Event
 from stepline.sdk.run import Run
-from stepline.sdk.search import SEARCH_VARIABLES
+from stepline.sdk.search import SEARCH_VARIABLES, RunSearch
 from stepline.sdk.waiting import WAITING_KINDS, WaitingOn
 from stepline.server.dashboard import _views as views
 from stepline.server.dashboard._auth import FormTooLarge, Guard, Session, read_form
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 STATUSES = (*UNFINISHED_STATUSES, *sorted(TERMINAL_STATUSES))
 PAGE_SIZE = 50
+BULK_LIMIT = 1000  # runs a bulk action (and its preview count) covers at most
 SEARCH_SCAN = 10_000
 # which statuses a "waiting on" kind can have (the filter reads only those)
 _WAITING_STATUSES: dict[str, tuple[str, ...]] = {
@@ -209,61 +211,104 @@ class Dashboard:
 
     # -- runs -------------------------------------------------------------------------------------
     async def runs(self, request: Request, session: Session) -> Response:
-        """The runs list: filters in the URL, a payload search, the waiting-on column."""
-        params = request.query_params
-        function_id = params.get("function") or None
-        status = params.get("status") or None
-        waiting = params.get("waiting") or None
-        event_id = params.get("event") or None
-        query = (params.get("q") or "").strip()
-        if status is not None and status not in STATUSES:
-            status = None
-        if waiting is not None and waiting not in WAITING_KINDS:
-            waiting = None
-        search = None
-        search_error = None
-        runs: list[Run]
-        if query:
-            try:
-                search = await self.app.search_runs(
-                    query, function_id=function_id, status=status, scan=SEARCH_SCAN
-                )
-                runs = search.runs
-            except ExpressionError as exc:
-                search_error, runs = str(exc), []
-        else:
-            runs = await self._list(function_id, status, event_id, waiting)
-        reasons = await self.app.waiting_on(runs)
-        if waiting is not None:
-            runs = [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == waiting]
+        """The runs list: filters in the URL, a payload search, the waiting-on column; with a
+        filter, the count of runs it selects (up to ``BULK_LIMIT``) and the bulk actions."""
+        chosen = _Filters.of(request.query_params)
+        limit = BULK_LIMIT if chosen.active else PAGE_SIZE
+        found = await self._select(chosen, limit)
         now = datetime.now(UTC)
+        unfinished = sum(1 for r in found.runs if not r.done)
+        ended = sum(1 for r in found.runs if r.status in ("FAILED", "CANCELLED"))
         return self.render(
             request,
             session,
             "runs.html",
             nav="runs",
-            runs=runs[:PAGE_SIZE],
-            reasons=reasons,
+            runs=found.runs[:PAGE_SIZE],
+            selected=len(found.runs),
+            bulk_limit=BULK_LIMIT,
+            unfinished=unfinished,
+            replayable=ended,
+            reasons=found.reasons,
             now=now,
             functions=[f.id for f in self.app.functions],
             statuses=STATUSES,
             waiting_kinds=WAITING_KINDS,
-            filters={
-                "function": function_id or "",
-                "status": status or "",
-                "waiting": waiting or "",
-                "event": event_id or "",
-                "q": query,
-            },
-            search=search,
-            search_error=search_error,
+            filters=chosen.as_dict(),
+            search=found.search,
+            search_error=found.search_error,
             search_variables=SEARCH_VARIABLES,
             suggestions=await self._suggestions(),
             run_duration=views.run_duration,
         )
 
+    async def _select(self, chosen: _Filters, limit: int) -> _Selection:
+        """The runs the filters select, newest first, at most ``limit``."""
+        search = None
+        search_error = None
+        runs: list[Run]
+        if chosen.query:
+            try:
+                search = await self.app.search_runs(
+                    chosen.query,
+                    function_id=chosen.function_id,
+                    status=chosen.status,
+                    limit=limit,
+                    scan=SEARCH_SCAN,
+                )
+                runs = search.runs
+            except ExpressionError as exc:
+                search_error, runs = str(exc), []
+        else:
+            runs = await self._list(
+                chosen.function_id, chosen.status, chosen.event_id, chosen.waiting, limit
+            )
+        reasons = await self.app.waiting_on(runs)
+        if chosen.waiting is not None:
+            runs = [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == chosen.waiting]
+        return _Selection(runs[:limit], reasons, search, search_error)
+
+    async def bulk(self, request: Request) -> Response:
+        """Cancel the unfinished runs the filters select, or replay the failed and cancelled
+        ones (from the start, or ``from_failed_step``: from each run's failed step), at most
+        ``BULK_LIMIT`` (POST: the filters as form fields, ``action`` cancel or replay). Each
+        run's new state reaches the open pages live."""
+        form = await read_form(request)
+        action = form.get("action")
+        chosen = _Filters.of(form)
+        if action not in ("cancel", "replay") or not chosen.active:
+            return _json_or_text({"error": "choose cancel or replay, and at least a filter"}, 400)
+        found = await self._select(chosen, BULK_LIMIT)
+        if found.search_error is not None:
+            return _json_or_text({"error": found.search_error}, 400)
+        done: list[str] = []
+        if action == "cancel":
+            for run in found.runs:
+                if not run.done and await self.app.cancel_run(
+                    run.run_id, reason="bulk cancellation from the dashboard"
+                ):
+                    done.append(run.run_id)
+        else:
+            from_failed = form.get("from_failed_step") in ("1", "on", "true")
+            for run in found.runs:
+                if run.status not in ("FAILED", "CANCELLED"):
+                    continue
+                step = None
+                if from_failed:
+                    full = await self.app.get_run(run.run_id)
+                    failed = [s for s in (full.steps if full else []) if s.status == "FAILED"]
+                    step = failed[0].id if failed else None
+                done.append(await self.app.replay_run(run.run_id, from_step=step))
+        result = {"action": action, "selected": len(found.runs), "done": len(done), "runs": done}
+        return _done(request, "/runs?" + urlencode(chosen.as_dict()), result)
+
     async def _list(
-        self, function_id: str | None, status: str | None, event_id: str | None, waiting: str | None
+        self,
+        function_id: str | None,
+        status: str | None,
+        event_id: str | None,
+        waiting: str | None,
+        limit: int,
     ) -> list[Run]:
         app = self.app
         if waiting is None:
@@ -271,7 +316,7 @@ class Dashboard:
                 function_id=function_id,
                 status=status,
                 event_id=event_id,
-                limit=PAGE_SIZE,
+                limit=limit,
                 with_steps=False,
             )
         if waiting == "worker":
@@ -279,7 +324,7 @@ class Dashboard:
                 function_id=function_id,
                 status=status,
                 event_id=event_id,
-                limit=PAGE_SIZE * 4,
+                limit=limit * 4,
                 with_steps=False,
                 waiting_for_worker=True,
             )
@@ -292,7 +337,7 @@ class Dashboard:
                 function_id=function_id,
                 status=wanted,
                 event_id=event_id,
-                limit=PAGE_SIZE * 4,
+                limit=limit * 4,
                 with_steps=False,
             )
         found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
@@ -529,6 +574,52 @@ class Dashboard:
         if functions:
             messages.append(("functions", functions))
         return messages
+
+
+@dataclass(frozen=True)
+class _Filters:
+    """The runs list's filters (from the URL, or a bulk action's form)."""
+
+    function_id: str | None
+    status: str | None
+    waiting: str | None
+    event_id: str | None
+    query: str
+
+    @classmethod
+    def of(cls, params: Mapping[str, str]) -> _Filters:
+        status = params.get("status") or None
+        waiting = params.get("waiting") or None
+        return cls(
+            params.get("function") or None,
+            status if status in STATUSES else None,
+            waiting if waiting in WAITING_KINDS else None,
+            params.get("event") or None,
+            (params.get("q") or "").strip(),
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether any filter is set."""
+        return any((self.function_id, self.status, self.waiting, self.event_id, self.query))
+
+    def as_dict(self) -> dict[str, str]:
+        """As URL parameters (empty strings for unset filters)."""
+        return {
+            "function": self.function_id or "",
+            "status": self.status or "",
+            "waiting": self.waiting or "",
+            "event": self.event_id or "",
+            "q": self.query,
+        }
+
+
+@dataclass(frozen=True)
+class _Selection:
+    runs: list[Run]
+    reasons: dict[str, WaitingOn]
+    search: RunSearch | None
+    search_error: str | None
 
 
 def _run_json(run: Run) -> dict[str, Any]:

@@ -136,9 +136,24 @@ def trigger_example(fn: FunctionDef) -> tuple[str, str]:
     for text in texts:
         if not isinstance(text, str):
             continue
+        for name, op, literal in _COMPARISON.findall(text):
+            data.setdefault(name, _satisfying(op, literal))
         for name in re.findall(r"event\.data\.([A-Za-z_][A-Za-z0-9_]*)", text):
             data.setdefault(name, "")
     return trigger.name, pretty(data)
+
+
+_COMPARISON = re.compile(
+    r'event\.data\.([A-Za-z_][A-Za-z0-9_]*)\s*(==|>=|<=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?|"[^"]*")'
+)
+
+
+def _satisfying(op: str, literal: str) -> Any:
+    """A value passing ``field <op> literal`` (so the prefilled event triggers the function)."""
+    if literal.startswith('"'):
+        return literal[1:-1]
+    number = float(literal) if "." in literal else int(literal)
+    return number + 1 if op == ">" else number - 1 if op == "<" else number
 
 
 # -- the timeline --------------------------------------------------------------------------------

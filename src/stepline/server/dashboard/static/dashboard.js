@@ -54,6 +54,9 @@
         const n = result.run_ids.length;
         $("#send-result").textContent = `Sent ${result.event_id}: ${n} run${n === 1 ? "" : "s"} started`;
         toast("Event sent");
+      } else if (result.action) {
+        toast(`${result.action === "cancel" ? "Cancelled" : "Replayed"} ${result.done} of ${result.selected} runs`);
+        if (result.action === "replay") setTimeout(() => location.reload(), 800);
       } else if (result.run_id) {
         location.href = "/runs/" + result.run_id;   // a replay: its new run
       } else if (result.cancelled) {
