@@ -45,6 +45,22 @@ class Exchange:
     signed_by: SigningKey | None
 
 
+def send(
+    method: str, url: str, body: bytes, headers: Mapping[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request: status, headers, body (an error status is returned, not raised)."""
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+
+
 def post(
     url: str,
     request: ExecutionRequest,
@@ -58,17 +74,10 @@ def post(
     headers = request_headers(
         body, run_id=request.run_id, step_id=step_id, key=key, now=time.time()
     )
-    http = urllib.request.Request(execution_url(url, step_id), data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(http, timeout=30) as response:
-            status, reply_headers, raw = response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        status, reply_headers, raw = error.code, dict(error.headers), error.read()
+    status, reply_headers, raw = send("POST", execution_url(url, step_id), body, headers)
     signed_by = None
     if keys is not None and status != 401:
-        signature = next(
-            (v for k, v in reply_headers.items() if k.lower() == "x-inngest-signature"), None
-        )
+        signature = header(reply_headers, "X-Inngest-Signature")
         signed_by = verify_response(raw, signature, keys, time.time())
     reply = parse_reply(status, reply_headers, raw, datetime.now(UTC))
     return Exchange(step_id, status, reply, signed_by)

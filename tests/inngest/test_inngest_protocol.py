@@ -39,6 +39,8 @@ from stepline.drivers.inngest import (
     read_op,
     sign_request,
     signature,
+    sync_request,
+    trust_probe_request,
     verify_request,
     verify_response,
 )
@@ -166,6 +168,19 @@ def test_an_execution_url_targets_a_step() -> None:
     url = "http://h:3/api/inngest?fnId=app-fn&stepId=step"
     assert execution_url(url, "abc") == "http://h:3/api/inngest?fnId=app-fn&stepId=abc"
     assert execution_url("http://h/x?fnId=f") == "http://h/x?fnId=f&stepId=step"
+
+
+def test_sync_and_trust_probe_requests() -> None:
+    key = SigningKey.parse(KEY)
+    body, headers = sync_request("http://h/api", server_kind="dev")
+    assert body == b'{"url":"http://h/api"}'
+    assert headers == {"Content-Type": "application/json", "X-Inngest-Server-Kind": "dev"}
+    body, headers = sync_request("http://h/api", server_kind="cloud", key=key, now=7, in_band=True)
+    assert headers["X-Inngest-Signature"] == signature(body, key, 7)
+    assert headers["X-Inngest-Sync-Kind"] == "in_band"
+    url, body, headers = trust_probe_request("http://h/api?probe=x&a=1", key=key, now=7)
+    assert (url, body) == ("http://h/api?a=1&probe=trust", b"{}")
+    assert headers["X-Inngest-Signature"] == signature(b"{}", key, 7)
 
 
 # -- sync: refusals ------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ functions to completion with its request builder and op parser."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from _driving import drive, post
+from _driving import drive, header, post, send
 
 from conftest import FALLBACK_KEY, KEY, OTHER_KEY
 from stepline.drivers.inngest import (
@@ -30,6 +31,9 @@ from stepline.drivers.inngest import (
     map_app,
     memo_data,
     parse_registration,
+    sync_request,
+    trust_probe_request,
+    verify_response,
 )
 from stepline.sdk.options import CancelOn, Concurrency
 
@@ -299,3 +303,35 @@ def test_retry_after_and_non_retriable_errors(start_app, kind: str) -> None:
     assert isinstance(plain.outcome, FunctionErrored)
     assert not plain.no_retry and plain.retry_at is None
     assert plain.outcome.error.message == "function went wrong"
+
+
+@pytest.mark.parametrize("kind", SDKS)
+def test_an_in_band_sync_reply_is_signed_and_maps(start_app, kind: str) -> None:
+    app = start_app(kind)
+    keys = SigningKeys.parse(KEY)
+    body, headers = sync_request(
+        app.serve_url, server_kind="cloud", key=keys.current, now=time.time(), in_band=True
+    )
+    status, reply_headers, reply = send("PUT", app.serve_url, body, headers)
+    assert status == 200
+    assert header(reply_headers, "X-Inngest-Sync-Kind") == "in_band"
+    signed = header(reply_headers, "X-Inngest-Signature")
+    assert verify_response(reply, signed, keys, time.time()) == keys.current
+    registration = parse_registration(reply)
+    assert (registration.app_name, registration.url) == (app.app_id, app.serve_url)
+    assert len(map_app(registration)) == 6
+
+
+@pytest.mark.parametrize("kind", SDKS)
+def test_the_trust_probe_answers_only_to_our_key(start_app, kind: str) -> None:
+    app = start_app(kind)
+    keys = SigningKeys.parse(KEY)
+    url, body, headers = trust_probe_request(app.serve_url, key=keys.current, now=time.time())
+    status, reply_headers, reply = send("POST", url, body, headers)
+    assert status == 200
+    signed = header(reply_headers, "X-Inngest-Signature")
+    assert verify_response(reply, signed, keys, time.time()) == keys.current
+    url, body, headers = trust_probe_request(
+        app.serve_url, key=SigningKey.parse(OTHER_KEY), now=time.time()
+    )
+    assert send("POST", url, body, headers)[0] == 401

@@ -57,6 +57,7 @@ from stepline.drivers.inngest._signing import (
     verify_request,
     verify_response,
 )
+from stepline.drivers.inngest._sync import sync_request, trust_probe_request
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -105,6 +106,8 @@ __all__ = [
     "sdk_event",
     "sign_request",
     "signature",
+    "sync_request",
+    "trust_probe_request",
     "verify",
     "verify_request",
     "verify_response",

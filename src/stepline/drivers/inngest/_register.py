@@ -1,9 +1,10 @@
 """The sync body an SDK posts to ``POST /fn/register`` (out-of-band sync), read into records.
 
-Both SDKs' shapes are accepted: the app's name as ``appname`` (Python) or ``appName`` (JS),
-``deploy_type`` or ``deployType``; informational fields (``sdk``, ``framework``, ``v``,
-``capabilities``, ``featureObservations``) are kept as given. A function config is kept as sent
-in ``FunctionConfig.config``; ``stepline.drivers.inngest.map_app`` turns it into Stepline's
+Both SDKs' shapes are accepted, and the body of an in-band sync reply: the app's name as
+``appname`` (Python), ``appName`` (JS) or ``app_id`` (in-band), ``deploy_type`` or
+``deployType``; informational fields (``sdk``, ``framework``, ``v``, ``capabilities``,
+``featureObservations``) are kept as given. A function config is kept as sent in
+``FunctionConfig.config``; ``stepline.drivers.inngest.map_app`` turns it into Stepline's
 options (or refuses it). Malformed input raises ``ProtocolError`` naming the field.
 """
 
@@ -69,7 +70,8 @@ def _function(raw: object, path: str) -> FunctionConfig:
 
 
 def parse_registration(body: bytes | Mapping[str, Any]) -> AppRegistration:
-    """Read a ``POST /fn/register`` body (bytes or decoded JSON). Raises ``ProtocolError``."""
+    """Read a ``POST /fn/register`` body or an in-band sync reply (bytes or decoded JSON).
+    Raises ``ProtocolError``."""
     if isinstance(body, bytes | bytearray):
         try:
             body = json.loads(body)
@@ -77,7 +79,8 @@ def parse_registration(body: bytes | Mapping[str, Any]) -> AppRegistration:
             raise ProtocolError(f"register body is not JSON: {exc}") from exc
     if not isinstance(body, Mapping):
         raise ProtocolError("register body: expected a JSON object")
-    app_name = _text(body.get("appname", body.get("appName")), "appName")
+    # appname: Python; appName: JS; app_id: an in-band sync reply (both SDKs)
+    app_name = _text(body.get("appname", body.get("appName", body.get("app_id"))), "appName")
     url = _text(body.get("url"), "url")
     raw_functions = body.get("functions")
     if raw_functions is None:
