@@ -1,5 +1,6 @@
-"""Real Inngest SDK apps for the protocol tests: the JS app (``js/app.js``, npm ``inngest``
-pinned by ``js/package-lock.json``, installed with ``npm ci`` on first use) and the Python app
+"""Real Inngest SDK apps for the protocol tests: the JS app (``js/app.js``, npm ``inngest`` 4.x
+and 3.x (alias ``inngest3``) pinned by ``js/package-lock.json``, installed with ``npm ci`` on
+first use) and the Python app
 (``py_app.py``, PyPI ``inngest``), each started on a free local port, plus a capture server
 standing in for the parts of an Inngest server the SDK calls by itself.
 
@@ -102,14 +103,15 @@ def _wait_ready(app: SdkApp, timeout: float = 60.0) -> None:
 
 @pytest.fixture(scope="module")
 def start_app() -> Iterator[Callable[..., SdkApp]]:
-    """``start_app("js" | "py", mode="cloud" | "dev")``: the SDK app of that kind and mode
-    (started once per test module), signing key ``KEY``, fallback key ``FALLBACK_KEY``."""
+    """``start_app(kind, mode="cloud" | "dev")``: the SDK app of that kind (``"js"``: JS 4.x,
+    ``"js3"``: JS 3.x, ``"py"``: Python) and mode, started once per test module; signing key
+    ``KEY``, fallback key ``FALLBACK_KEY``."""
     started: dict[tuple[str, str], SdkApp] = {}
 
     def start(kind: str, mode: str = "cloud") -> SdkApp:
         if (kind, mode) in started:
             return started[kind, mode]
-        if kind == "js":
+        if kind in ("js", "js3"):
             _npm_ci()
             command, cwd = ["node", "app.js"], JS_DIR
         else:
@@ -119,9 +121,13 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
         env.update(
             PORT=str(port),
+            APP_ID=f"{kind}-app",
+            INNGEST_MAJOR="3" if kind == "js3" else "4",
             INNGEST_MODE=mode,
             SIGNING_KEY=KEY,
             SIGNING_KEY_FALLBACK=FALLBACK_KEY,
+            INNGEST_SIGNING_KEY=KEY,  # the JS SDK 3.x reads its keys from the environment only
+            INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY,
             BASE_URL=capture.url,
         )
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)

@@ -1,14 +1,19 @@
-// A tiny Inngest app on the official JS SDK (4.x), served by a plain Node HTTP server.
+// A tiny Inngest app on the official JS SDK, served by a plain Node HTTP server, written once
+// for both majors: 4.x (npm "inngest", triggers in the options) and 3.x (npm alias "inngest3",
+// createFunction(options, trigger, handler) as the guide writes it).
 // Stepline's protocol tests start it, sign requests to it and drive its functions.
-// Environment: PORT, INNGEST_MODE ("cloud" or "dev"), SIGNING_KEY, SIGNING_KEY_FALLBACK,
-// BASE_URL (where the SDK registers and sends events).
+// Environment: PORT, INNGEST_MAJOR ("3" or "4"), APP_ID, INNGEST_MODE ("cloud" or "dev"),
+// SIGNING_KEY, SIGNING_KEY_FALLBACK, BASE_URL (where the SDK registers and sends events).
 import http from "node:http";
-import { Inngest, NonRetriableError, RetryAfterError } from "inngest";
-import { serve } from "inngest/node";
+
+const major = process.env.INNGEST_MAJOR === "3" ? 3 : 4;
+const sdk = major === 3 ? "inngest3" : "inngest";
+const { Inngest, NonRetriableError, RetryAfterError } = await import(sdk);
+const { serve } = await import(`${sdk}/node`);
 
 const cloud = process.env.INNGEST_MODE === "cloud";
 const inngest = new Inngest({
-  id: "js-app",
+  id: process.env.APP_ID,
   isDev: !cloud,
   signingKey: process.env.SIGNING_KEY || undefined,
   signingKeyFallback: process.env.SIGNING_KEY_FALLBACK || undefined,
@@ -16,13 +21,21 @@ const inngest = new Inngest({
   baseUrl: process.env.BASE_URL,
 });
 
-const child = inngest.createFunction(
-  { id: "child", triggers: [] },
+// createFunction in the form of the major in use
+const create = (options, triggers, handler) =>
+  major === 3
+    ? inngest.createFunction(options, triggers.length === 1 ? triggers[0] : triggers, handler)
+    : inngest.createFunction({ ...options, triggers }, handler);
+
+const child = create(
+  { id: "child" },
+  major === 3 ? [{ event: "test/child" }] : [], // 4.x: invoke-only functions have no trigger
   async ({ event }) => ({ doubled: event.data.n * 2 }),
 );
 
-const steps = inngest.createFunction(
-  { id: "steps", triggers: [{ event: "test/steps" }] },
+const steps = create(
+  { id: "steps" },
+  [{ event: "test/steps" }],
   async ({ event, step }) => {
     const a = await step.run("a", () => ({ n: event.data.n + 1 }));
     await step.sleep("nap", "2s");
@@ -41,8 +54,9 @@ const steps = inngest.createFunction(
   },
 );
 
-const failing = inngest.createFunction(
-  { id: "failing", triggers: [{ event: "test/fail" }], retries: 2 },
+const failing = create(
+  { id: "failing", retries: 2 },
+  [{ event: "test/fail" }],
   async ({ event, step }) => {
     if (event.data.how === "step") {
       await step.run("boom", () => {
@@ -60,14 +74,10 @@ const failing = inngest.createFunction(
 );
 
 // Every flow-control field of the function config, each in a form Stepline honours.
-const flow = inngest.createFunction(
+const flow = create(
   {
     id: "flow",
     name: "Flow control",
-    triggers: [
-      { event: "test/flow", if: "event.data.ok == true" },
-      { cron: "TZ=Europe/Paris 0 12 * * 5" },
-    ],
     concurrency: [
       { limit: 2, key: "event.data.account" },
       { limit: 5 },
@@ -86,15 +96,16 @@ const flow = inngest.createFunction(
     retries: 7,
     onFailure: async ({ error }) => ({ handled: error.message }),
   },
+  [{ event: "test/flow", if: "event.data.ok == true" }, { cron: "TZ=Europe/Paris 0 12 * * 5" }],
   async () => "ok",
 );
 
-const batch = inngest.createFunction(
+const batch = create(
   {
     id: "batch",
-    triggers: [{ event: "test/batch" }],
     batchEvents: { maxSize: 50, timeout: "10s", key: "event.data.user", if: "event.data.keep" },
   },
+  [{ event: "test/batch" }],
   async ({ events }) => events.length,
 );
 
