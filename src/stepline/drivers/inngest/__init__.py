@@ -57,6 +57,7 @@ from stepline.drivers.inngest._signing import (
     verify_request,
     verify_response,
 )
+from stepline.drivers.inngest._state import memo_of, request_for
 from stepline.drivers.inngest._sync import sync_request, trust_probe_request
 
 __all__ = [
@@ -98,9 +99,11 @@ __all__ = [
     "map_function",
     "memo_data",
     "memo_error",
+    "memo_of",
     "parse_registration",
     "parse_reply",
     "read_op",
+    "request_for",
     "request_headers",
     "retry_at",
     "sdk_event",

@@ -1,0 +1,74 @@
+"""A run's stored state as an SDK reads it: memo rows become the ``steps`` of an execution
+request, trigger events its ``event``/``events``.
+
+Stepline and the Inngest SDKs key a step's memo the same way (SHA-1 of the step id, or of
+``"<id>:<n>"`` for its n-th repeat), so a memo row's ``hash`` is the SDK's step id. What each
+settled row is sent as:
+
+* a completed ``run``, ``send`` or ``invoke`` step: ``{"data": <output>}``;
+* a completed ``sleep``: ``null``; a completed ``wait``: the matching event, or ``null`` when
+  it timed out;
+* a step failed for good: ``{"error": {"name", "message", "stack"?}}``.
+
+Rows still pending, retrying or running are not sent (the SDK meets those steps again). The
+stack lists the settled ids in the order they settled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepline.drivers.inngest._execution import ExecutionRequest, memo_data, memo_error, sdk_event
+from stepline.serde import loads
+from stepline.store.records import RunState, StepRecord
+
+SETTLED = ("COMPLETED", "FAILED")
+
+
+def memo_of(step: StepRecord) -> Any:
+    """The memo an SDK is sent for a settled step (``StepRecord.status`` COMPLETED or FAILED).
+
+    Raises ``ValueError`` for a step that has not settled."""
+    if step.status == "FAILED":
+        error = step.error or {}
+        return memo_error(
+            str(error.get("name") or "Error"), str(error.get("message") or ""), error.get("stack")
+        )
+    if step.status != "COMPLETED":
+        raise ValueError(f"step {step.step_id!r} has not settled ({step.status})")
+    output = loads(step.output_json) if step.output_json is not None else None
+    if step.kind == "sleep":
+        return None
+    if step.kind == "wait":
+        return sdk_event(output) if isinstance(output, dict) else None
+    return memo_data(output)
+
+
+def request_for(
+    state: RunState,
+    *,
+    attempt: int = 0,
+    max_attempts: int | None = None,
+    disable_immediate_execution: bool = False,
+    version: int = -1,
+) -> ExecutionRequest:
+    """The execution request that resumes ``state`` in an SDK (``max_attempts`` defaults to
+    the run's function retries + 1 as Inngest counts them, 5)."""
+    settled = sorted(
+        (s for s in state.steps.values() if s.status in SETTLED),
+        key=lambda s: (s.ended_at if s.ended_at is not None else float("inf"), s.position),
+    )
+    events = [e.payload() for e in state.events]
+    if not events:
+        raise ValueError(f"run {state.run.run_id} has no trigger event")
+    return ExecutionRequest(
+        run_id=state.run.run_id,
+        event=events[0],
+        events=events,
+        steps={s.hash: memo_of(s) for s in settled},
+        stack=[s.hash for s in settled],
+        attempt=attempt,
+        max_attempts=max_attempts if max_attempts is not None else 5,
+        disable_immediate_execution=disable_immediate_execution,
+        version=version,
+    )

@@ -1,0 +1,87 @@
+"""A run's stored memo, as Stepline records it, read by the real SDKs: a native Stepline
+function and the SDK apps' ``steps`` function take the same steps; the native run's state, turned
+into an execution request, makes the SDK return the same output without running any step (the
+memo keys and values are the SDK's own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from _driving import post
+
+from conftest import KEY
+from stepline import App, Context, Event, TriggerEvent
+from stepline.drivers.inngest import (
+    RunCompleted,
+    SigningKeys,
+    hash_step_id,
+    memo_of,
+    request_for,
+)
+from stepline.testing import TestEngine
+
+
+def _native(app: App) -> None:
+    @app.function(id="child", trigger=TriggerEvent("test/child"))
+    async def child(ctx: Context) -> dict[str, int]:
+        return {"doubled": ctx.event.data["n"] * 2}
+
+    @app.function(id="steps", trigger=TriggerEvent("test/steps"))
+    async def steps(ctx: Context) -> dict[str, Any]:
+        n = ctx.event.data["n"]
+        a = await ctx.step.run("a", lambda: {"n": n + 1})
+        await ctx.step.sleep("nap", "2s")
+        got = await ctx.step.wait_for_event(
+            "wait", event="test/go", timeout="1h", if_="async.data.n == event.data.n"
+        )
+        p1, p2 = await ctx.step.parallel(("p1", lambda: a["n"] * 10), ("p2", lambda: a["n"] * 100))
+        called = await ctx.step.invoke("call", function=child, data={"n": p1})
+        await ctx.step.send_event("announce", Event("test/done", {"p2": p2}))
+        return {
+            "a": a,
+            "waited": got.data if got is not None else None,
+            "p1": p1,
+            "p2": p2,
+            "called": called,
+        }
+
+
+@pytest.mark.parametrize("kind", ["js", "js3", "py"])
+async def test_a_native_runs_memo_replays_in_an_sdk(
+    app: App, make_engine: Callable[..., TestEngine], start_app: Callable[..., Any], kind: str
+) -> None:
+    _native(app)
+    async with make_engine() as t:
+        await t.send(Event("test/steps", {"n": 2}, id="evt-1"))
+        (run,) = await t.runs(function_id="steps")
+        await t.wait_for_status(run.run_id, "WAITING")
+        await t.send(Event("test/go", {"n": 2, "ok": True}))
+        done = await t.wait_for_run(run.run_id)
+        state = await t.app.engine.read(t.app.engine.store.load_run, run.run_id)
+    assert state is not None
+    expected = {
+        "a": {"n": 3},
+        "waited": {"n": 2, "ok": True},
+        "p1": 30,
+        "p2": 300,
+        "called": {"doubled": 60},
+    }
+    assert done.output == expected
+
+    request = request_for(state)
+    wait = state.steps[hash_step_id("wait")]
+    assert request.steps[hash_step_id("a")] == {"data": {"n": 3}}
+    assert request.steps[hash_step_id("nap")] is None
+    assert memo_of(wait)["data"] == {"n": 2, "ok": True}
+    assert memo_of(wait)["name"] == "test/go"
+    assert request.steps[hash_step_id("call")] == {"data": {"doubled": 60}}
+    assert len(request.stack) == 7
+
+    sdk = start_app(kind)
+    keys = SigningKeys.parse(KEY)
+    exchange = post(sdk.function_url("steps"), request, step_id="step", key=keys.current, keys=keys)
+    assert exchange.reply.outcome == RunCompleted(expected)
+    sent = [r for r in sdk.capture.find("/e/") if r.json()[0]["name"] == "test/done"]
+    assert sent == []  # memoized: the SDK did not send the event again
