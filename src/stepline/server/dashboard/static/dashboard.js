@@ -164,11 +164,31 @@
       if (fresh) $("#functions").replaceWith(fresh);
     }, 500);
   }
+  // what changed between the page's render and the stream's (re)connection was not pushed to
+  // this page: read the page once more and take its rows
+  async function resync() {
+    if (page === "run") { refreshRun(); return; }
+    if (page === "functions") { refreshSoon(); return; }
+    const table = $("table.runs[data-live=on], table.events");
+    if (!table) return;
+    const response = await fetch(location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = $(`#${table.id} tbody`, doc);
+    if (!fresh) return;
+    const selected = $("tr.selected", table);
+    $("tbody", table).replaceWith(fresh);
+    if (selected) {
+      const again = $(`tr[data-run="${CSS.escape(selected.dataset.run || "")}"]`, table);
+      if (again) again.classList.add("selected");
+    }
+    if (fresh.children.length) $$("#runs-empty, #events-empty").forEach((e) => e.remove());
+  }
   function connect() {
     if (!["runs", "run", "events", "functions", "send"].includes(page) || !window.EventSource) return;
     const state = $("#live-state");
     const source = new EventSource("/live");
-    source.onopen = () => { state.dataset.state = "on"; };
+    source.onopen = () => { state.dataset.state = "on"; resync(); };
     source.onerror = () => { state.dataset.state = "error"; };
     source.addEventListener("runs", (e) => onRuns(JSON.parse(e.data)));
     source.addEventListener("events", (e) => onEvents(JSON.parse(e.data)));
