@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from stepline import App, Context, Event, Run, TriggerEvent
+from stepline import App, Context, Event, Limits, Run, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
 
@@ -91,3 +92,68 @@ async def test_a_run_is_running_with_its_step_visible_while_a_pass_executes(
     assert first.duration is not None
     assert first.at.timestamp() >= started.timestamp() + 6
     assert {h.worker_id for h in history if h.kind != "RUN_QUEUED"} == {"test-worker"}
+
+
+async def test_a_run_that_ends_while_a_step_is_shown_running_keeps_no_running_step(
+    store_kind: str, tmp_path: Path
+) -> None:
+    # issue 6 "What a user sees": a step shown RUNNING whose result never lands (the round went
+    # over the run-state limit; the run was cancelled and the step failed) stayed RUNNING in an
+    # ended run (test_limits::test_run_state_limit saw 4 steps where 3 were expected)
+    limited = App("limited", limits=Limits(max_run_state_bytes=3000))
+    gate = asyncio.Event()
+
+    async def chunk(i: int) -> str:
+        if i == 3:
+            await gate.wait()
+        return "y" * 900
+
+    @limited.function(id="state", trigger=TriggerEvent("go"))
+    async def state(ctx: Context) -> Any:
+        for i in range(4):
+            await ctx.step.run(f"chunk{i}", chunk, i)
+
+    async with TestEngine(limited, store=store_kind, path=tmp_path / "s.db") as t:
+        [event_id] = await t.send(Event("go"))
+        [queued] = await t.runs(event_id=event_id)
+        await poll_run(t, queued.run_id, lambda r: len(r.steps) == 4)  # chunk3 shown RUNNING
+        gate.set()
+        run = await t.wait_for_status(queued.run_id, "FAILED")
+    assert run.error is not None
+    assert run.error["limit"] == "run_state"
+    assert [(s.id, s.status) for s in run.steps] == [
+        ("chunk0", "COMPLETED"),
+        ("chunk1", "COMPLETED"),
+        ("chunk2", "COMPLETED"),
+    ]
+
+
+async def test_a_cancelled_run_whose_executing_step_fails_keeps_no_running_step(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # issue 6 "What a user sees": see above; here the run is cancelled while its step executes
+    # and the step then fails (a retryable error: no result to keep)
+    gate = asyncio.Event()
+
+    async def flaky() -> None:
+        await gate.wait()
+        raise RuntimeError("boom")
+
+    @app.function(id="doomed", trigger=TriggerEvent("go"))
+    async def doomed(ctx: Context) -> Any:
+        await ctx.step.run("flaky", flaky)
+
+    async with make_engine() as t:
+        [event_id] = await t.send(Event("go"))
+        [queued] = await t.runs(event_id=event_id)
+        await poll_run(t, queued.run_id, lambda r: bool(r.steps))  # flaky shown RUNNING
+        assert await t.app.cancel_run(queued.run_id)
+        gate.set()
+        await t.wait_for_status(queued.run_id, "CANCELLED")
+        assert t.worker is not None
+        deadline = time.monotonic() + 30
+        while queued.run_id in t.worker.active:  # the pass ends once the step has failed
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)  # real time: the poll interval; the deadline bounds it
+        run = await poll_run(t, queued.run_id, lambda r: True)
+    assert [s.status for s in run.steps if s.status == "RUNNING"] == []

@@ -69,7 +69,8 @@ class RunPrimitives(Protocol):
         ...
 
     def drop_run_work(self, run_id: str) -> None:
-        """Delete the run's queue item, waits and cancel matchers (it ended). Idempotent."""
+        """Delete the run's queue item, waits and cancel matchers, and the RUNNING marks of steps
+        a pass was executing (it ended: their results never came). Idempotent."""
         ...
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:

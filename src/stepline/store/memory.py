@@ -464,6 +464,14 @@ class _MemoryTx(MemoryControlVerbs):
     def drop_run_work(self, run_id: str) -> None:
         self._pop(self._s._queue, run_id)
         self._drop_waits_of(run_id)
+        self._drop_executing_steps(run_id)
+
+    def _drop_executing_steps(self, run_id: str) -> None:
+        """Drop the marks of steps a pass was executing when the run ended (their results
+        never came; a cancelled pass's own result is kept afterwards if it comes)."""
+        memo = self._s._steps.get(run_id, {})
+        for step_hash in [h for h, step in memo.items() if step.status == "RUNNING"]:
+            self._pop(memo, step_hash)
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
         for record in records:
@@ -635,6 +643,7 @@ class _MemoryTx(MemoryControlVerbs):
         self._put(s._runs, run_id, replace(run, status="FAILED", ended_at=now, error=error))
         self._pop(s._queue, run_id)
         self._drop_waits_of(run_id)
+        self._drop_executing_steps(run_id)
         self._log(HistoryRecord(run_id, now, "RUN_FAILED", data=error))
         if run.parent_run_id is not None and run.parent_step_hash is not None:
             wake = Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, error)

@@ -338,6 +338,7 @@ class SQLiteControlVerbs:
             c.execute(q.DELETE_QUEUE, (run_id,))
             c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
             c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
             c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
             if parent_run_id is not None and parent_step_hash is not None:
                 settle = ("FAILED", None, data, now, parent_run_id, parent_step_hash)

@@ -503,6 +503,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         c.execute(q.DELETE_QUEUE, (run_id,))
         c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+        c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
         if len(records) == 1:
