@@ -4,6 +4,7 @@ Python SDK's own helpers), canonical JSON, sync refusals, execution bodies, repl
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,7 +45,11 @@ from stepline.drivers.inngest import (
     verify_request,
     verify_response,
 )
+from stepline.engine.engine import Engine
 from stepline.errors import ConfigError
+from stepline.sdk.limits import Limits
+from stepline.store.memory import MemoryStore
+from stepline.testing import MockClock
 
 KEY = "signkey-test-8f3c2a6b0d9e4f17a5b3c8d2e1f0a9b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1"
 FALLBACK = "signkey-test-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
@@ -262,6 +267,15 @@ def test_invoke_only_and_js_forms_are_accepted() -> None:
     assert fn.triggers == () and fn.retries == 4
     assert [c.limit for c in fn.options.concurrency] == [4]
     assert fn.options.priority is None and fn.options.timeouts is None
+
+
+def test_a_synced_function_is_driven_only_by_the_inngest_driver(tmp_path: Any) -> None:
+    fn = map_function(_config()).definition
+    assert fn.driver == "inngest"
+    engine = Engine("app", MemoryStore(), MockClock(), Limits(), logging.getLogger("t"))
+    with pytest.raises(ConfigError, match="needs the driver 'inngest'"):
+        engine.register(fn)
+    engine.close()
 
 
 def test_a_register_body_needs_an_app_name_and_url() -> None:

@@ -21,6 +21,7 @@ from stepline.cron import catch_up_tick
 from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.changes import ChangeFeed, ingest_change
+from stepline.engine.driver import PYTHON, Driver
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
 from stepline.expressions import load_match
@@ -88,6 +89,7 @@ class Engine:
         self.limits = limits
         self.logger = logger
         self.functions: dict[str, FunctionDef] = {}
+        self.drivers: dict[str, Driver] = {}  # besides the in-process one (engine/driver.py)
         self.served = FunctionSet(app_id, ())  # what this app's workers lease: its functions
         self._by_event: dict[str, list[FunctionDef]] = {}
         self.writer = BatchWriter(store)
@@ -107,10 +109,21 @@ class Engine:
         store.migrate()
 
     # -- registry ---------------------------------------------------------------------------------
+    def add_driver(self, name: str, driver: Driver) -> None:
+        """Drive the runs of functions whose ``driver`` is ``name`` with ``driver``."""
+        if name == PYTHON or name in self.drivers:
+            raise ConfigError(f"a driver named {name!r} is already added")
+        self.drivers[name] = driver
+
     def register(self, fn: FunctionDef) -> None:
-        """Add a function; its id must be unique in the app."""
+        """Add a function; its id must be unique in the app, its driver added."""
         if fn.id in self.functions:
             raise ConfigError(f"a function with id {fn.id!r} is already registered")
+        if fn.driver != PYTHON and fn.driver not in self.drivers:
+            raise ConfigError(
+                f"function {fn.id!r} needs the driver {fn.driver!r}, which is not added "
+                "(Engine.add_driver)"
+            )
         self.functions[fn.id] = fn
         self.served = FunctionSet(self.app_id, tuple(self.functions))
         for trigger in fn.triggers:

@@ -25,7 +25,7 @@ from stepline.engine._endings import PassEndings
 from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
 from stepline.engine._rounds import RoundRecorder
-from stepline.engine.changes import pass_change
+from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
 from stepline.errors import (
@@ -43,10 +43,8 @@ from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
 from stepline.serde import dumps, loads
-from stepline.store.interface import StoreTx
 from stepline.store.records import (
     HistoryRecord,
-    IngestResult,
     Lease,
     PassCommit,
     RunEnd,
@@ -432,24 +430,7 @@ class PassExecutor(RoundRecorder, PassEndings):
                 await self._commit(commit)
 
     async def _commit(self, commit: PassCommit) -> None:
-        now = self.now()
-        engine = self.engine
-
-        ingested: list[IngestResult] = []
-
-        def job(tx: StoreTx) -> bool:
-            with tx.savepoint():
-                results = tx.commit_pass(commit, now, engine.wait_matches)
-                if results is None:
-                    return False
-                engine.announce_cancellations(tx, results, now)
-                ingested.extend(results)
-                return True
-
-        committed = await engine.writer.write(job)
-        engine.changes.publish(pass_change(commit, ingested))
-        if not committed:
-            raise PassCancelledError(f"run {self.run.run_id} was cancelled during its pass")
+        await commit_pass(self.engine, commit, self.now())
 
     async def _fail_attempt(self, error: Exception) -> None:
         """The engine itself failed handling this pass (not the function: its errors are
@@ -534,4 +515,16 @@ class PassExecutor(RoundRecorder, PassEndings):
             task.exception()  # retrieved: it is the signal we raised (or the function's end)
 
 
-__all__ = ["PassExecutor", "Suspended", "step_hash"]
+class PythonDriver:
+    """The in-process driver (``engine/driver.py``): a pass runs the function's Python code
+    here, its coroutine or its thread, in a ``PassExecutor``."""
+
+    async def run_pass(
+        self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
+    ) -> None:
+        await PassExecutor(engine, lease, state, fn).execute()
+
+
+IN_PROCESS = PythonDriver()
+
+__all__ = ["IN_PROCESS", "PassExecutor", "PythonDriver", "Suspended", "step_hash"]

@@ -40,8 +40,9 @@ from collections.abc import Callable, Sequence
 
 from stepline._ids import new_id
 from stepline.engine._attempts import fail_unloaded_run
+from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
-from stepline.engine.executor import PassExecutor
+from stepline.engine.executor import IN_PROCESS
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
 from stepline.store.interface import StoreTx
 from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, Lease, RunState, WorkerRecord
@@ -351,7 +352,8 @@ class Worker:
             if fn is None:  # lease_due leases only registered functions: never reached
                 log.warning("run %s: leased without its function here", lease.run_id)
                 return
-            await PassExecutor(engine, lease, state, fn).execute()
+            driver = IN_PROCESS if fn.driver == PYTHON else engine.drivers[fn.driver]
+            await driver.run_pass(engine, lease, state, fn)
             self.passes += 1
         except PassCancelledError:
             log.info("run %s: cancelled during its pass", lease.run_id)

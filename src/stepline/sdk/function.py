@@ -64,6 +64,7 @@ class FunctionDef:
     crons: tuple[TriggerCron, ...] = ()
     options: FunctionOptions = FunctionOptions()
     on_failure_of: str | None = None
+    driver: str = "python"  # who drives its runs: "python" runs ``handler`` in this process
 
     @property
     def name(self) -> str:
@@ -118,6 +119,7 @@ def build_function(
     cancel_on: CancelOn | Sequence[CancelOn] | None = None,
     timeouts: Timeouts | None = None,
     checkpointing: Checkpointing | None = None,
+    driver: str = "python",
 ) -> FunctionDef:
     """Validate options and build a FunctionDef; every problem raises ``ConfigError`` naming
     the function and the option."""
@@ -185,4 +187,5 @@ def build_function(
         crons=tuple(t for t in found if isinstance(t, TriggerCron)),
         options=options,
         on_failure_of=on_failure_of,
+        driver=driver,
     )

@@ -12,6 +12,9 @@ What is refused, and why:
 * whatever Stepline's own options refuse (a period over its maximum, a bad CEL expression,
   ``batchEvents`` with ``debounce``, ``idempotency`` or ``singleton``, more than 10 triggers ...).
 
+A mapped function's ``driver`` is ``"inngest"``: an engine runs it only once that driver is added
+(``Engine.add_driver``); the in-process driver never calls its handler.
+
 The on-failure twin an SDK registers (``<slug>-failure``, triggered by
 ``inngest/function.failed`` with ``event.data.function_id == '<slug>'``) becomes a function
 with ``on_failure_of=<slug>``, as ``App.function(on_failure=...)`` makes it.
@@ -41,6 +44,7 @@ from stepline.sdk.options import (
 from stepline.sdk.triggers import TriggerCron, TriggerEvent
 
 DEFAULT_RETRIES = 4  # Inngest's default: 4 retries, 5 attempts
+DRIVER = "inngest"  # FunctionDef.driver of an SDK app's function (engine/driver.py)
 FUNCTION_FAILED = "inngest/function.failed"
 
 _TOP_LEVEL = {
@@ -293,6 +297,7 @@ def _map(fn: FunctionConfig, slugs: set[str]) -> tuple[FunctionDef | None, list[
             triggers=triggers,
             retries=retries,
             on_failure_of=_failure_twin_of(fn, slugs),
+            driver=DRIVER,
             **options,
         )
     except ConfigError as exc:

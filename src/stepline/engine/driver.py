@@ -1,0 +1,70 @@
+"""How a function is driven: the seam between what happens to a run and the code it runs.
+
+What happens to a run belongs to the engine and the store, the same for every function: leases
+with fencing, the memo, waits, timers, flow control, cancellation, retries, histories and system
+events. How its code is driven belongs to a ``Driver``: it takes one leased run (its loaded
+``RunState``) for one pass and drives the function until the pass ends, recording what the code
+did as ``PassCommit``s (step results, pending sleeps, waits and invokes, sent events, the run's
+end), each committed with ``commit_pass`` under the lease's fencing token.
+
+* ``PythonDriver`` (``engine/executor.py``) runs a Python function in this process, its
+  coroutine or its thread (``PassExecutor``): the driver of every ``App.function``.
+* An Inngest HTTP driver calls an SDK app's serve URL instead, building each request from the
+  memo (``stepline.drivers.inngest.request_for``) and turning each reply's ops into the same
+  records (``stepline.drivers.inngest``).
+
+A function names its driver (``FunctionDef.driver``, ``"python"`` by default); another driver is
+added to the engine (``Engine.add_driver``) before the functions it drives are registered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from stepline.engine.changes import pass_change
+from stepline.errors import PassCancelledError
+from stepline.store.interface import StoreTx
+from stepline.store.records import IngestResult, Lease, PassCommit, RunState
+
+if TYPE_CHECKING:
+    from stepline.engine.engine import Engine
+    from stepline.sdk.function import FunctionDef
+
+PYTHON = "python"
+
+
+class Driver(Protocol):
+    """Drives the passes of the functions that name it."""
+
+    async def run_pass(
+        self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
+    ) -> None:
+        """Drive one pass of the leased run ``state`` of ``fn`` to its end: committed, every
+        effect of the pass, with the run suspended (its next wake-up), finished, failed or
+        retrying. Raises ``PassCancelledError`` when the run was cancelled meanwhile,
+        ``LeaseLostError`` when another worker took it over, ``StoreError`` when the store
+        failed; any other failure of the pass the driver records itself, as a failed attempt
+        of the run, so that no run is re-entered without bound."""
+        ...
+
+
+async def commit_pass(engine: Engine, commit: PassCommit, now: float) -> None:
+    """Commit one transaction of a pass through the engine's group-commit writer (fenced by
+    ``commit.lease_token``) and publish its change; returns once it is durable. Raises
+    ``PassCancelledError`` when the run was cancelled during the pass (nothing is written),
+    ``LeaseLostError`` when the lease was lost."""
+    ingested: list[IngestResult] = []
+
+    def job(tx: StoreTx) -> bool:
+        with tx.savepoint():
+            results = tx.commit_pass(commit, now, engine.wait_matches)
+            if results is None:
+                return False
+            engine.announce_cancellations(tx, results, now)
+            ingested.extend(results)
+            return True
+
+    committed = await engine.writer.write(job)
+    engine.changes.publish(pass_change(commit, ingested))
+    if not committed:
+        raise PassCancelledError(f"run {commit.run_id} was cancelled during its pass")
