@@ -1,5 +1,6 @@
 """A tiny stand-in for the parts of an Inngest server an SDK calls by itself: it records every
-request (``POST /fn/register``, ``POST /e/{key}``) and answers as Inngest's dev server does."""
+request (``POST /fn/register``, ``POST /e/{key}``, ``GET /v0/runs/{id}/batch|actions``) and
+answers as Inngest's dev server does (the run data it serves is set in ``runs``)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,28 @@ class CaptureServer:
 
     def __init__(self) -> None:
         self.requests: list[Captured] = []
+        self.runs: dict[str, dict[str, bytes]] = {}  # run id -> {"batch": ..., "actions": ...}
         self._lock = threading.Lock()
         capture = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with capture._lock:
+                    capture.requests.append(
+                        Captured(
+                            "GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b""
+                        )
+                    )
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if len(parts) == 4 and parts[:2] == ["v0", "runs"]:
+                    body = capture.runs.get(parts[2], {}).get(parts[3])
+                    if body is not None:
+                        self._raw(200, body)
+                        return
+                    self._reply(410, {"error": "run state not found"})
+                    return
+                self._reply(404, {"error": "not found"})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -50,7 +69,9 @@ class CaptureServer:
                     self._reply(404, {"error": "not found"})
 
             def _reply(self, status: int, payload: object) -> None:
-                data = json.dumps(payload).encode()
+                self._raw(status, json.dumps(payload).encode())
+
+            def _raw(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -27,7 +27,11 @@ from stepline.drivers.inngest import (
     StepFailedOp,
     SyncRefused,
     WaitForEventOp,
+    actions_body,
+    batch_body,
     check_bearer,
+    fit,
+    hash_step_id,
     map_app,
     memo_data,
     parse_registration,
@@ -335,3 +339,29 @@ def test_the_trust_probe_answers_only_to_our_key(start_app, kind: str) -> None:
         app.serve_url, key=SigningKey.parse(OTHER_KEY), now=time.time()
     )
     assert send("POST", url, body, headers)[0] == 401
+
+
+@pytest.mark.parametrize("kind", SDKS)
+def test_a_request_too_large_for_its_body_is_fetched_by_the_sdk(start_app, kind: str) -> None:
+    # The memo of a finished run, over the request limit: the SDK gets the first event only
+    # and fetches the events and the memo from the server (use_api), with its bearer token.
+    app = start_app(kind)
+    keys = SigningKeys.parse(KEY)
+    event = {"name": "test/steps", "data": {"n": 2, "pad": "x" * 2000}, "id": "e", "ts": 1}
+    run_id = f"01JUSEAPI{kind.upper()}"
+    a = hash_step_id("a")
+    full = ExecutionRequest(
+        run_id=run_id, event=event, events=[event], steps={a: memo_data({"n": 3})}, stack=[a]
+    )
+    request = fit(full, max_bytes=1000)
+    assert request.use_api and fit(full) is full
+    body = json.loads(request.encode())
+    assert (body["events"], body["steps"], body["ctx"]["use_api"]) == ([], {}, True)
+    app.capture.runs[run_id] = {"batch": batch_body(request), "actions": actions_body(request)}
+    exchange = post(app.function_url("steps"), request, step_id="step", key=keys.current, keys=keys)
+    assert isinstance(exchange.reply.outcome, OpsReported)
+    assert [type(op).__name__ for op in exchange.reply.outcome.ops] == ["SleepOp"]  # "a" memoized
+    fetched = app.capture.find(f"/v0/runs/{run_id}/")
+    assert {r.path.rsplit("/", 1)[1] for r in fetched} <= {"batch", "actions"}
+    assert fetched
+    assert all(check_bearer(r.headers, keys) == keys.current for r in fetched)

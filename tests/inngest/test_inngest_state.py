@@ -20,7 +20,7 @@ from stepline.drivers.inngest import (
     memo_of,
     request_for,
 )
-from stepline.testing import TestEngine
+from stepline.testing import MockClock, TestEngine
 
 
 def _native(app: App) -> None:
@@ -53,9 +53,12 @@ async def test_a_native_runs_memo_replays_in_an_sdk(
     app: App, make_engine: Callable[..., TestEngine], start_app: Callable[..., Any], kind: str
 ) -> None:
     _native(app)
-    async with make_engine() as t:
+    clock = MockClock(autojump=False)  # the wait must not time out before its event
+    async with make_engine(clock=clock) as t:
         await t.send(Event("test/steps", {"n": 2}, id="evt-1"))
         (run,) = await t.runs(function_id="steps")
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        clock.advance(3)
         await t.wait_for_status(run.run_id, "WAITING")
         await t.send(Event("test/go", {"n": 2, "ok": True}))
         done = await t.wait_for_run(run.run_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,6 +21,7 @@ from stepline.drivers.inngest._errors import ProtocolError
 from stepline.drivers.inngest._signing import SIGNATURE_HEADER, SigningKey, signature
 
 DISCOVERY = "step"  # the stepId of a request that targets no step: run until the next step
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # larger: the SDK fetches events and memo (``use_api``)
 
 
 def hash_step_id(user_id: str, index: int = 0) -> str:
@@ -107,6 +108,25 @@ class ExecutionRequest:
     def encode(self) -> bytes:
         """The body as sent: canonical JSON (RFC 8785), the bytes a signature covers."""
         return canonical_json(self.body())
+
+
+def fit(request: ExecutionRequest, max_bytes: int = MAX_REQUEST_BYTES) -> ExecutionRequest:
+    """``request`` as sent: when its body would exceed ``max_bytes``, the same request with
+    ``use_api`` set, so the body carries the first event only and the SDK fetches the events
+    (``batch_body``) and the memo (``actions_body``) from the server, as Inngest does."""
+    if request.use_api or len(request.encode()) <= max_bytes:
+        return request
+    return replace(request, use_api=True)
+
+
+def batch_body(request: ExecutionRequest) -> bytes:
+    """The reply to ``GET /v0/runs/{run_id}/batch``: the run's events (a JSON array)."""
+    return canonical_json([sdk_event(e) for e in (request.events or [request.event])])
+
+
+def actions_body(request: ExecutionRequest) -> bytes:
+    """The reply to ``GET /v0/runs/{run_id}/actions``: the memo (``{hashed id: memo}``)."""
+    return canonical_json({sid: request.steps[sid] for sid in request.stack})
 
 
 def execution_url(function_url: str, step_id: str = DISCOVERY) -> str:
