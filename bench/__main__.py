@@ -29,7 +29,7 @@ from bench.report import Results, render, table_rows
 # Flow control and cancellation (issue 3): admission cost per option, cancel_on matching.
 WORKLOADS = (
     *CORE_WORKLOADS,
-    *(w for w in ("flow", "cancel_on", "scale") if w not in CORE_WORKLOADS),
+    *(w for w in ("flow", "cancel_on", "scale", "fairness") if w not in CORE_WORKLOADS),
 )
 
 

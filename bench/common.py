@@ -39,6 +39,7 @@ class Sizes:
     scale_wake: int = -1  # runs that wake in the window; -1: min(100,000, scale_runs // 10)
     scale_window: float = 0.0  # seconds; 0: 60 s per 100,000 wakers
     scale_concurrency: int = 100  # the worker's concurrency (100 is its default)
+    fairness_backlog: int = 100_000  # queued runs of another function (issue 8's row)
 
     @classmethod
     def full(cls) -> Sizes:
@@ -59,6 +60,7 @@ class Sizes:
             recovery_runs=5,
             lease_ttl=2.0,
             scale_runs=10_000,
+            fairness_backlog=10_000,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -107,7 +107,24 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
         *_flow_rows(sizes, results),
         *_cancel_on_rows(sizes, at_most(50.0)),
         *_scale_rows(sizes, results),
+        *_fairness_rows(sizes, at_most(50.0)),
     ]
+
+
+def _fairness_rows(
+    sizes: Sizes, at_most_50: Callable[[float, float | None, Results], bool | None]
+) -> list[Row]:
+    """Fair leasing (issue 8): a new run of one function behind another's queued backlog."""
+    n = sizes.fairness_backlog
+    return [
+        Row(f"First step of a function behind {n:,} queued runs of another: SQLite, p50",
+            "fairness", "sqlite_p50_ms", "ms", False, "≤ 50 ms", at_most_50, compare=False),
+        Row("  … SQLite, max", "fairness", "sqlite_max_ms", "ms", False, "info", compare=False),
+        Row("  … memory store, p50", "fairness", "memory_p50_ms", "ms", False, "≤ 50 ms",
+            at_most_50, compare=False),
+        Row("  … memory store, max", "fairness", "memory_max_ms", "ms", False, "info",
+            compare=False),
+    ]  # fmt: skip
 
 
 def _scale_rows(sizes: Sizes, results: Results) -> list[Row]:

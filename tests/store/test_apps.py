@@ -167,7 +167,7 @@ def test_the_lease_reads_only_the_served_functions_index_ranges(
     plan = [
         str(row[3])
         for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + q.DUE_ARM.format(n=5) + q.DUE_ORDER,
+            "EXPLAIN QUERY PLAN " + q.DUE_ARM.format(n=5),
             (T0, "[]", 10, "shop", "charge"),
         )
     ]
@@ -176,6 +176,16 @@ def test_the_lease_reads_only_the_served_functions_index_ranges(
     assert all("USING" in p and "INDEX" in p for p in queue_reads), plan
     assert any("queue_fn_due" in p for p in queue_reads), plan
     assert any("queue_fn_lease" in p for p in queue_reads), plan
+    # fair leasing: a function's concurrency-key groups are visited through an index too
+    plan = [
+        str(row[3])
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + q.GROUP_HEADS, ("shop", "charge", "", 16, T0)
+        )
+    ]
+    queue_reads = [p for p in plan if "queue" in p and "PRIMARY KEY" not in p]
+    assert queue_reads, plan
+    assert all("USING INDEX queue_fn_group" in p for p in queue_reads), plan
 
 
 def test_pausing_a_function_holds_only_that_apps_runs(store: Store) -> None:

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
 from stepline.store._admission_rules import DeferralRow
+from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import apply_wake, cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.memory_control_verbs import MemoryControlVerbs
+from stepline.store.memory_queue import GROUP_VISITS, QueueTable, candidate_of
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     TERMINAL_STATUSES,
@@ -95,7 +97,7 @@ class MemoryStore:
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._history: dict[str, list[HistoryRecord]] = {}
         self._waits: dict[str, WaitRecord] = {}
-        self._queue: dict[str, _QueueItem] = {}
+        self._queue = QueueTable()  # rows are _QueueItem
         self._matchers: dict[str, WaitRecord] = {}
         self._singletons: dict[str, str] = {}
         self._idempotency: dict[str, float] = {}
@@ -231,14 +233,31 @@ class MemoryStore:
 
     def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
         with self._lock:
-            times = [
-                item.lease_expires_at if item.lease_owner is not None else item.due_at
-                for item in self._queue.values()
-                if (functions is None or item.served_by(functions))
-                and not self._is_paused(
-                    functions.app_id if functions else item.app_id, item.function_id
-                )
-            ]
+            queue = self._queue
+            if functions is None:
+                keys = [k for k in queue.due if not self._is_paused(*k)]
+                leased = [
+                    row
+                    for row in queue.leased.values()
+                    if not self._is_paused(row.app_id, row.function_id)
+                ]
+            else:
+                apps = (functions.app_id, "") if functions.app_id else ("",)
+                keys = [
+                    (app_id, f)
+                    for app_id in apps
+                    for f in functions.function_ids
+                    if not self._is_paused(functions.app_id, f)
+                ]
+                leased = [
+                    row
+                    for row in queue.leased.values()
+                    if row.app_id in apps
+                    and row.function_id in functions.function_ids
+                    and not self._is_paused(functions.app_id, row.function_id)
+                ]
+            times = [queue.next_due(key) for key in keys]
+            times += [row.lease_expires_at for row in leased]
             times += [row.due_at for row in self._deferrals.values()]
             times += [
                 row.next_at
@@ -593,33 +612,49 @@ class _MemoryTx(MemoryControlVerbs):
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> list[Lease]:
+        """Lease due runs of ``functions`` in the fair order (``_fair_order``), skipping
+        paused functions and full concurrency keys; a run leased ``max_passes`` times without
+        a commit of its own is failed instead."""
         s = self._s
+        queue = s._queue
+        expired, live = queue.expired_and_live(now)
         busy: Counter[str] = Counter()
-        due: list[tuple[float, str]] = []
-        for run_id, item in s._queue.items():
-            if item.lease_owner is not None and (item.lease_expires_at or 0.0) > now:
-                busy.update(key for key, _ in item.concurrency)
-                continue
-            if not item.served_by(functions) or s._is_paused(functions.app_id, item.function_id):
-                continue
-            expired = item.lease_owner is not None
-            if item.due_at is not None and (item.due_at <= now or expired):
-                due.append((item.due_at, run_id))
-        due.sort()
+        limits: dict[str, int] = {}
+        for row in live:
+            for key, cap in row.concurrency:
+                busy[key] += 1
+                limits[key] = cap
+        full = {key for key, n in busy.items() if n >= limits[key]}
+        candidates: list[Candidate] = [
+            candidate_of(run_id, row)
+            for run_id, row in expired
+            if row.due_at is not None
+            and row.app_id in (functions.app_id, "")
+            and row.function_id in functions.function_ids
+            and not s._is_paused(functions.app_id, row.function_id)
+        ]
+        window = limit * 4 + 16
+        for app_id in (functions.app_id, "") if functions.app_id else ("",):
+            for function_id in functions.function_ids:
+                if s._is_paused(functions.app_id, function_id):
+                    continue
+                served = (app_id, function_id)
+                found = list(queue.oldest(served, now, window, full))
+                candidates += found
+                if len(found) >= window:  # more due than the window: its groups' oldest too
+                    candidates += queue.group_heads(served, now, max(limit, GROUP_VISITS))
+        live_groups = [(row.function_id, group_of(row.concurrency)) for row in live]
+        picked = fair_pick(candidates, live_groups, busy, limit)
         token = secrets.token_hex(8)
         taken: list[str] = []
         previous: dict[str, str | None] = {}
         with self._verb():
-            for _, run_id in due:
-                if len(taken) >= limit:
-                    break
-                item = s._queue[run_id]
-                if any(busy[key] >= cap for key, cap in item.concurrency):
-                    continue
+            for run in picked:
+                run_id = run.run_id
+                item = queue[run_id]
                 if item.passes >= max_passes:
                     self._fail_spent(run_id, now, max_passes)
                     continue
-                busy.update(key for key, _ in item.concurrency)
                 previous[run_id] = item.lease_owner
                 leased = replace(
                     item,
@@ -630,7 +665,7 @@ class _MemoryTx(MemoryControlVerbs):
                     app_id=item.app_id or functions.app_id,
                     passes=item.passes + 1,
                 )
-                self._put(s._queue, run_id, leased)
+                self._put(queue, run_id, leased)
                 self._mark_leased(run_id, owner, now, functions.app_id)
                 taken.append(run_id)
         return [Lease(run_id, token, previous[run_id]) for run_id in taken]

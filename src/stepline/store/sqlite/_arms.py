@@ -10,6 +10,7 @@ from stepline.store.records import FunctionSet
 from stepline.store.sqlite import queries as q
 
 ARMS_PER_STATEMENT = 200  # functions per lease statement (SQLite allows 500 compound arms)
+GROUP_VISITS = 16  # concurrency-key groups of a function visited per lease, at least
 
 
 def chunks(function_ids: Sequence[str]) -> list[Sequence[str]]:

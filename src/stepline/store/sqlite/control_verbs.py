@@ -22,6 +22,7 @@ from stepline.store._admission_rules import (
     new_run_from_dict,
     new_run_to_dict,
 )
+from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
@@ -34,13 +35,14 @@ from stepline.store.records import (
     reentered_error,
 )
 from stepline.store.sqlite import queries as q
-from stepline.store.sqlite._arms import app_ids, chunks, unpaused
+from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
 
 
 class SQLiteControlVerbs:
     """Flow-control verbs over one SQLite connection inside a transaction."""
 
     _c: sqlite3.Connection
+    _group_cursors: dict[tuple[str, str], str]  # per (app, function): see ``_group_heads``
 
     if TYPE_CHECKING:  # provided by _SQLiteTx
 
@@ -284,40 +286,45 @@ class SQLiteControlVerbs:
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> list[Lease]:
-        """Lease due runs of ``functions`` in queue order, skipping paused functions and full
-        concurrency keys (the keys held by live leases are few, so they are counted first).
-        Each served function is read through its own index range (``DUE_ARM``), cut at the
-        window, and the arms are merged: runs of other apps and functions are never read."""
+        """Lease due runs of ``functions`` in the fair order (``_fair_order``), skipping paused
+        functions and full concurrency keys (the live leases are few, so they are counted
+        first). Each served function is read through its own index ranges: its oldest due runs
+        (``DUE_ARM``, cut at a window) and the oldest due run of each of a bounded number of its
+        concurrency-key groups (``GROUP_HEADS``, rotating): runs of other apps and functions,
+        and a backlog past the window, are never read."""
         token = secrets.token_hex(8)
         taken: list[str] = []
         with self._savepoint() as c:
             busy: Counter[str] = Counter()
             limits: dict[str, int] = {}
-            for key1, limit1, key2, limit2 in c.execute(q.BUSY_SLOTS, (now,)):
-                for key, cap in ((key1, limit1), (key2, limit2)):
-                    if key is not None:
-                        busy[key] += 1
-                        limits[key] = cap
+            live: list[tuple[str, str]] = []
+            for function_id, key1, limit1, key2, limit2 in c.execute(q.LIVE_LEASES, (now,)):
+                slots = _slots(key1, limit1, key2, limit2)
+                live.append((function_id, group_of(slots)))
+                for key, cap in slots:
+                    busy[key] += 1
+                    limits[key] = cap
             full = dumps([k for k, n in busy.items() if n >= limits[k]]).decode()
             window = limit * 4 + 16
-            rows: list[Any] = []
+            visits = max(limit, GROUP_VISITS)
+            candidates: list[Candidate] = []
             served = unpaused(c, functions)
             for app_id in app_ids(c, functions):
                 for chunk in chunks(served):
                     arms = " UNION ALL ".join(q.DUE_ARM.format(n=i + 5) for i in range(len(chunk)))
                     params = (now, full, window, app_id, *chunk)
-                    rows += c.execute(arms + q.DUE_ORDER, params).fetchall()
-            rows.sort(key=lambda r: (r[1], r[0]))
-            previous: dict[str, str | None] = {}
-            for run_id, _, key1, limit1, key2, limit2, held_by in rows[:window]:
-                if len(taken) >= limit:
-                    break
-                slots = [(k, n) for k, n in ((key1, limit1), (key2, limit2)) if k is not None]
-                if any(busy[k] >= n for k, n in slots):
-                    continue
-                busy.update(k for k, _ in slots)
-                taken.append(run_id)
-                previous[run_id] = held_by
+                    found = [
+                        Candidate(r[0], r[1], r[7], _slots(*r[2:6]), r[6])
+                        for r in c.execute(arms, params)
+                    ]
+                    candidates += found
+                    # a function with more due runs than the window: its groups' oldest too
+                    unleased = Counter(run.function_id for run in found if run.held_by is None)
+                    for function_id in chunk:
+                        if unleased[function_id] >= window:
+                            candidates += self._group_heads(app_id, function_id, now, visits)
+            previous = {run.run_id: run.held_by for run in candidates}
+            taken = [run.run_id for run in fair_pick(candidates, live, busy, limit)]
             if taken:
                 taken = self._fail_spent(taken, now, max_passes)
             app = functions.app_id
@@ -325,6 +332,24 @@ class SQLiteControlVerbs:
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])
             c.executemany(q.MARK_LEASED, [(owner, now, now, app, r) for r in taken])
         return [Lease(r, token, previous[r]) for r in taken]
+
+    def _group_heads(
+        self, app_id: str, function_id: str, now: float, visits: int
+    ) -> list[Candidate]:
+        """The oldest due run of up to ``visits`` concurrency-key groups of one function,
+        starting after the group where the previous call stopped and wrapping around once."""
+        cursors = self._group_cursors
+        start = cursors.get((app_id, function_id), "")
+        params = (app_id, function_id, start, visits, now)
+        rows = self._c.execute(q.GROUP_HEADS, params).fetchall()
+        if len(rows) < visits and start:  # the end of the groups: on from the first
+            more = (app_id, function_id, "", visits - len(rows), now)
+            rows += [r for r in self._c.execute(q.GROUP_HEADS, more) if r[0] <= start]
+        if rows:
+            cursors[app_id, function_id] = rows[-1][0]
+        return [
+            Candidate(r[1], r[2], function_id, _slots(*r[3:7])) for r in rows if r[1] is not None
+        ]
 
     def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
         """Fail the runs among ``run_ids`` leased ``max_passes`` times without progress (see
@@ -364,6 +389,14 @@ class SQLiteControlVerbs:
                 ],
             )
             return True
+
+
+def _slots(
+    key1: str | None, limit1: int | None, key2: str | None, limit2: int | None
+) -> tuple[tuple[str, int], ...]:
+    """A queue row's concurrency slots, (key, limit) each."""
+    pairs = ((key1, limit1), (key2, limit2))
+    return tuple((k, n) for k, n in pairs if k is not None and n is not None)
 
 
 def _deferral(r: Sequence[Any]) -> DeferralRow:

@@ -87,10 +87,10 @@ RESCHEDULE = """
 UPDATE queue SET due_at = CASE WHEN wake = 1 THEN ? ELSE ? END,
        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0
 WHERE run_id = ?"""
-BUSY_SLOTS = """
-SELECT ckey1, climit1, ckey2, climit2 FROM queue
-WHERE lease_owner IS NOT NULL AND lease_expires_at > ?
-  AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)"""
+# the live leases: their functions and concurrency slots (fair order, full keys)
+LIVE_LEASES = """
+SELECT function_id, ckey1, climit1, ckey2, climit2 FROM queue
+WHERE lease_owner IS NOT NULL AND lease_expires_at > ?"""
 # the function ids (``?2``, a JSON list) paused in app ``?1`` or in every app ('')
 PAUSED_AMONG = """
 SELECT function_id FROM paused
@@ -98,21 +98,43 @@ WHERE app_id IN (?1, '') AND function_id IN (SELECT value FROM json_each(?2))"""
 # One arm per function a worker serves (``?4`` its app id or '' for runs recorded without one,
 # ``?5``... the function ids), each an index range of its own (queue_fn_due, queue_fn_lease)
 # cut at the LIMIT: runs of other apps and functions are never read. ``?1`` now, ``?2`` the full
-# concurrency keys (JSON), ``?3`` the limit.
+# concurrency keys (JSON), ``?3`` the limit (per function: the fair order needs each one's).
 DUE_ARM = """
 SELECT * FROM (
-    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
+    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner, function_id FROM queue
     WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NULL AND due_at <= ?1
       AND (ckey1 IS NULL OR ckey1 NOT IN (SELECT value FROM json_each(?2)))
       AND (ckey2 IS NULL OR ckey2 NOT IN (SELECT value FROM json_each(?2)))
     ORDER BY due_at, run_id LIMIT ?3)
 UNION ALL
 SELECT * FROM (
-    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
+    SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner, function_id FROM queue
     WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NOT NULL
       AND lease_expires_at <= ?1
     ORDER BY due_at, run_id LIMIT ?3)"""
-DUE_ORDER = " ORDER BY due_at, run_id LIMIT ?3"
+# a run's concurrency-key group, as the queue_fn_group index has it
+_GROUP = "(coalesce(ckey1, '') || char(30) || coalesce(ckey2, ''))"
+# The oldest due run of each concurrency-key group of one function (``?1`` app id, ``?2``
+# function id) whose group sorts after ``?3``, visiting at most ``?4`` groups (a skip-scan of
+# queue_fn_group: two index probes a group); ``?5`` now. A visited group without a due run gives
+# a row of NULLs but its name (where the next call starts).
+GROUP_HEADS = f"""
+WITH RECURSIVE g(k) AS (
+    SELECT (SELECT {_GROUP} FROM queue
+            WHERE app_id = ?1 AND function_id = ?2 AND lease_owner IS NULL AND {_GROUP} > ?3
+            ORDER BY {_GROUP} LIMIT 1)
+    UNION ALL
+    SELECT (SELECT {_GROUP} FROM queue
+            WHERE app_id = ?1 AND function_id = ?2 AND lease_owner IS NULL AND {_GROUP} > g.k
+            ORDER BY {_GROUP} LIMIT 1)
+    FROM g WHERE g.k IS NOT NULL LIMIT ?4)
+SELECT g.k, q.run_id, q.due_at, q.ckey1, q.climit1, q.ckey2, q.climit2
+FROM g LEFT JOIN queue q ON q.run_id = (
+    SELECT run_id FROM queue
+    WHERE app_id = ?1 AND function_id = ?2 AND lease_owner IS NULL AND {_GROUP} = g.k
+      AND due_at <= ?5
+    ORDER BY due_at, run_id LIMIT 1)
+WHERE g.k IS NOT NULL"""
 NEXT_DUE_ARM = """
 SELECT MIN(due_at) AS t FROM queue
 WHERE app_id = ?1 AND function_id = ?{n} AND lease_owner IS NULL

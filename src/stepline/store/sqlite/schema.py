@@ -234,4 +234,11 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE paused;
     ALTER TABLE paused_by_app RENAME TO paused;
     """,
+    # 8: fair leasing: a function's due runs per concurrency-key group (its keys joined as
+    # ``_fair_order.group_of`` joins them), so lease_due finds each group's oldest run
+    """
+    CREATE INDEX queue_fn_group ON queue(
+        app_id, function_id, (coalesce(ckey1, '') || char(30) || coalesce(ckey2, '')), due_at)
+        WHERE lease_owner IS NULL;
+    """,
 )

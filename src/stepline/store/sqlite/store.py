@@ -112,6 +112,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._group_cursors: dict[tuple[str, str], str] = {}  # where lease_due's visits resume
 
     # -- connections ------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -209,7 +210,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._translated(exc) from exc
         try:
-            yield _SQLiteTx(conn)
+            yield _SQLiteTx(conn, self._group_cursors)
             conn.execute("COMMIT")
         except BaseException as exc:  # a COMMIT that failed too: never leave the connection in it
             _rollback(conn)
@@ -363,8 +364,9 @@ class SQLiteStore:
 class _SQLiteTx(SQLiteControlVerbs):
     """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, group_cursors: dict[tuple[str, str], str]) -> None:
         self._c = conn
+        self._group_cursors = group_cursors
         # indexed paths per event name, read once per transaction (rows are only ever added,
         # and the transaction holds the write lock)
         self._paths: dict[tuple[str, str], list[str]] = {}
