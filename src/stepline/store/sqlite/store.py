@@ -345,7 +345,7 @@ class SQLiteStore:
                 waits.setdefault(r[1], []).append(_wait(r))
             held: Counter[str] = Counter()
             if any(r[3] is not None or r[5] is not None for r in rows.values()):
-                for k1, _, k2, _ in conn.execute(q.BUSY_SLOTS, (now,)):
+                for _, k1, _, k2, _ in conn.execute(q.LIVE_LEASES, (now,)):
                     held.update(k for k in (k1, k2) if k is not None)
         states = []
         for run_id in run_ids:
