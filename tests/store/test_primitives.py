@@ -86,10 +86,10 @@ def test_wait_candidates_by_index_and_unindexed(store: Store) -> None:
     pending_wait(store, "r4", "async.data.orderId == 'o-1'", event_name="other/name")
     with primitives(store) as tx:
         assert list(tx.wait_paths("payment/received")) == ["data.orderId"]
-        found = tx.indexed_waits("payment/received", "data.orderId", key("o-1"))
+        found = tx.indexed_waits("payment/received", "data.orderId", [key("o-1")])
         assert [w.run_id for w in found] == ["r1"]
         assert (found[0].wait_id, found[0].step_hash) == ("w-r1", "h-wait")
-        assert tx.indexed_waits("payment/received", "data.orderId", key("o-9")) == []
+        assert tx.indexed_waits("payment/received", "data.orderId", [key("o-9")]) == []
         assert [w.run_id for w in tx.unindexed_waits("payment/received")] == ["r3"]
         assert list(tx.wait_paths("nothing/waits")) == []
         assert tx.unindexed_waits("nothing/waits") == []
@@ -128,9 +128,9 @@ def test_matcher_candidates_skip_expired_matchers(store: Store) -> None:
         ingest(store, EventIngest(event(f"e-{run_id}"), (run,)))
     with primitives(store) as tx:
         assert list(tx.matcher_paths("order/cancelled")) == ["data.id"]
-        found = tx.indexed_matchers("order/cancelled", "data.id", '"a"', T0 + 60)
+        found = tx.indexed_matchers("order/cancelled", "data.id", ['"a"'], T0 + 60)
         assert [(m.run_id, m.step_hash) for m in found] == [("r1", "")]
-        assert tx.indexed_matchers("order/cancelled", "data.id", '"a"', T0 + 61) == []
+        assert tx.indexed_matchers("order/cancelled", "data.id", ['"a"'], T0 + 61) == []
         assert [m.run_id for m in tx.unindexed_matchers("order/cancelled", T0 + DAY)] == ["r2"]
         assert tx.unindexed_matchers("order/created", T0) == []
 

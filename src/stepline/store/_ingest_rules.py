@@ -9,12 +9,12 @@ the primitives (``_primitives.EventPrimitives``) and runs these functions inside
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Protocol
 
 from stepline.expressions import value_at
-from stepline.serde import dumps
+from stepline.serde import dumps_exact
 from stepline.store._admission_rules import AdmissionTx, start_runs
 from stepline.store._primitives import EventPrimitives, ResumedWait, RunPrimitives
 from stepline.store.records import (
@@ -38,118 +38,153 @@ class IngestTx(EventPrimitives, AdmissionTx, Protocol):
 def ingest(
     tx: IngestTx, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
 ) -> list[IngestResult]:
-    """Ingest ``items`` in order (the ``StoreTx.ingest`` verb, inside the caller's verb).
-
-    The effects of resolved waits are written in batches (``resume_waits``): before anything
-    may cancel a run (so a run's WAIT_MATCHED precedes its RUN_CANCELLED) and at the end."""
-    resumed: list[ResumedWait] = []
-    results = [_ingest_one(tx, item, now, wait_matches, resumed) for item in items]
-    if resumed:
-        tx.resume_waits(resumed, now)
+    """Ingest ``items`` in order (the ``StoreTx.ingest`` verb, inside the caller's verb)."""
+    if not items:
+        return []
+    batch = _Batch(tx, [item.event for item in items], now, wait_matches)
+    results = [batch.ingest_one(i, item) for i, item in enumerate(items)]
+    batch.write_resumed()
     return results
 
 
-def _ingest_one(
-    tx: IngestTx,
-    item: EventIngest,
-    now: float,
-    wait_matches: WaitMatcher,
-    resumed: list[ResumedWait],
-) -> IngestResult:
-    event = item.event
-    duplicate = not tx.insert_event(event, now)
-    # a duplicate id starts no run but still cancels and resumes, as in Inngest
-    cancelled = _apply_cancel_matchers(tx, event, now, wait_matches, resumed)
-    resumed_runs = _resolve_waits(tx, event, now, wait_matches, resumed)
-    if duplicate:
-        return IngestResult(event.internal_id, True, (), resumed_runs, (), tuple(cancelled))
-    if resumed and (item.new_runs or item.deferrals):  # a singleton may cancel a resumed run
-        tx.resume_waits(resumed, now)
-        resumed.clear()
-    started, skipped = start_runs(tx, item, now, cancelled)
-    return IngestResult(event.internal_id, False, started, resumed_runs, skipped, tuple(cancelled))
+class _Batch:
+    """One ingest verb.
+
+    The index is read once for the whole batch: the candidate waits and cancel matchers of
+    every event, one lookup per (event name, index path) with all the batch's values. Candidates
+    only propose (``_primitives``): a wait an earlier event of the batch resolved, or a run it
+    cancelled, fails its deciding primitive, and is skipped before asking the matcher. No wait
+    is added during ingestion; a cancel matcher is (a run created with ``cancel_on``), so after
+    one the matchers are looked up per event again. The effects of resolved waits are written in
+    batches (``resume_waits``): before anything may cancel a run (so a run's WAIT_MATCHED
+    precedes its RUN_CANCELLED) and at the end."""
+
+    def __init__(
+        self, tx: IngestTx, events: list[EventRecord], now: float, wait_matches: WaitMatcher
+    ) -> None:
+        self.tx, self.now, self.wait_matches = tx, now, wait_matches
+        self.resumed: list[ResumedWait] = []
+        self.deleted: set[str] = set()  # waits resolved in this verb
+        self.ended: set[str] = set()  # runs cancelled in this verb by its events
+        self.waits = _indexed(events, tx.wait_paths, tx.indexed_waits)
+        self.matchers: list[list[WaitRecord]] | None = _indexed(
+            events, tx.matcher_paths, self._indexed_matchers
+        )
+
+    def _indexed_matchers(self, name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+        return self.tx.indexed_matchers(name, path, values, self.now)
+
+    def write_resumed(self) -> None:
+        if self.resumed:
+            self.tx.resume_waits(self.resumed, self.now)
+            self.resumed.clear()
+
+    def ingest_one(self, i: int, item: EventIngest) -> IngestResult:
+        event = item.event
+        duplicate = not self.tx.insert_event(event, self.now)
+        # a duplicate id starts no run but still cancels and resumes, as in Inngest
+        cancelled = self._apply_cancel_matchers(i, event)
+        resumed_runs = self._resolve_waits(i, event)
+        if duplicate:
+            return IngestResult(event.internal_id, True, (), resumed_runs, (), tuple(cancelled))
+        if item.new_runs or item.deferrals:
+            self.write_resumed()  # a singleton may cancel a resumed run
+            started, skipped = start_runs(self.tx, item, self.now, cancelled)
+            if self.matchers is not None and _adds_matchers(item):
+                self.matchers = None  # a new run's cancel_on: look matchers up per event now
+        else:
+            started, skipped = (), ()
+        return IngestResult(
+            event.internal_id, False, started, resumed_runs, skipped, tuple(cancelled)
+        )
+
+    def _apply_cancel_matchers(self, i: int, event: EventRecord) -> list[tuple[str, str]]:
+        tx, now = self.tx, self.now
+        unindexed = tx.unindexed_matchers(event.name, now)
+        if self.matchers is not None:
+            indexed = self.matchers[i]
+        else:
+            indexed = _indexed([event], tx.matcher_paths, self._indexed_matchers)[0]
+        if not indexed and not unindexed:
+            return []
+        cancelled: list[tuple[str, str]] = []
+        reason = f"cancelled by event {event.name}"
+        for matcher in _oldest_first(unindexed, indexed):
+            run_id = matcher.run_id
+            if run_id in self.ended or not self.wait_matches(matcher, event):
+                continue
+            self.write_resumed()  # a wait this verb resolved stays before the cancellation
+            function_id = cancel(tx, run_id, now, reason)
+            self.ended.add(run_id)
+            if function_id is not None:
+                cancelled.append((run_id, function_id))
+        return cancelled
+
+    def _resolve_waits(self, i: int, event: EventRecord) -> tuple[str, ...]:
+        indexed = self.waits[i]
+        unindexed = self.tx.unindexed_waits(event.name)
+        if not indexed and not unindexed:
+            return ()  # nothing waits for this event: the common case
+        event_json: bytes | None = None
+        runs: list[str] = []
+        for wait in _oldest_first(unindexed, indexed):
+            if wait.wait_id in self.deleted or wait.run_id in self.ended:
+                continue
+            if not self.wait_matches(wait, event) or not self.tx.delete_wait(wait.wait_id):
+                continue
+            self.deleted.add(wait.wait_id)
+            if event_json is None:
+                event_json = dumps_exact(event.payload())
+            self.resumed.append(
+                ResumedWait(wait.run_id, wait.step_hash, event_json, event.internal_id)
+            )
+            runs.append(wait.run_id)
+        return tuple(runs)
 
 
-def _candidates(
-    event: EventRecord,
-    unindexed: list[WaitRecord],
-    paths: Sequence[str],
-    indexed: _IndexedLookup,
-) -> list[WaitRecord]:
-    """The waits (or matchers) the index offers for ``event``, oldest first; the payload is
-    only built when something of the name is indexed."""
-    rows = unindexed
-    if paths:
-        payload = event.payload()
+class _Lookup(Protocol):
+    def __call__(self, name: str, path: str, values: Sequence[str], /) -> list[WaitRecord]: ...
+
+
+def _indexed(
+    events: list[EventRecord], paths_of: Callable[[str], Sequence[str]], lookup: _Lookup
+) -> list[list[WaitRecord]]:
+    """For each event, the waits (or matchers) the index offers under the event's values at the
+    indexed paths of its name: one lookup per (name, path) for all the events. The payload is
+    only built for events of a name something is indexed under."""
+    found: list[list[WaitRecord]] = [[] for _ in events]
+    by_name: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        by_name.setdefault(event.name, []).append(i)
+    for name, positions in by_name.items():
+        paths = paths_of(name)
+        if not paths:
+            continue
+        payloads = [events[i].payload() for i in positions]
         for path in paths:
-            value = value_at(payload, path)
-            if value is not None:
-                found = indexed(event.name, path, value)
-                if found:
-                    rows = rows + found if rows else found
-    if len(rows) > 1:
-        rows = sorted(rows, key=_CREATED_AT)
-    return rows
+            at: dict[str, list[int]] = {}
+            for i, payload in zip(positions, payloads, strict=True):
+                value = value_at(payload, path)
+                if value is not None:
+                    at.setdefault(value, []).append(i)
+            if not at:
+                continue
+            for record in lookup(name, path, list(at)):
+                for i in at.get(record.index_value or "", ()):
+                    found[i].append(record)
+    return found
 
 
-class _IndexedLookup(Protocol):
-    def __call__(self, event_name: str, path: str, value: str, /) -> list[WaitRecord]: ...
+def _oldest_first(unindexed: list[WaitRecord], indexed: list[WaitRecord]) -> list[WaitRecord]:
+    rows = unindexed + indexed if unindexed and indexed else unindexed or indexed
+    return sorted(rows, key=_CREATED_AT) if len(rows) > 1 else rows
 
 
-def _apply_cancel_matchers(
-    tx: IngestTx,
-    event: EventRecord,
-    now: float,
-    wait_matches: WaitMatcher,
-    resumed: list[ResumedWait],
-) -> list[tuple[str, str]]:
-    name = event.name
-    unindexed = tx.unindexed_matchers(name, now)
-    paths = tx.matcher_paths(name)
-    if not paths and not unindexed:
-        return []  # no run can be cancelled by this name: no payload built
-
-    def indexed(event_name: str, path: str, value: str) -> list[WaitRecord]:
-        return tx.indexed_matchers(event_name, path, value, now)
-
-    cancelled: list[tuple[str, str]] = []
-    reason = f"cancelled by event {name}"
-    for matcher in _candidates(event, unindexed, paths, indexed):
-        if any(run_id == matcher.run_id for run_id, _ in cancelled):
-            continue
-        if not wait_matches(matcher, event):
-            continue
-        if resumed:  # a wait this verb resolved stays before the cancellation
-            tx.resume_waits(resumed, now)
-            resumed.clear()
-        function_id = cancel(tx, matcher.run_id, now, reason)
-        if function_id is not None:
-            cancelled.append((matcher.run_id, function_id))
-    return cancelled
-
-
-def _resolve_waits(
-    tx: IngestTx,
-    event: EventRecord,
-    now: float,
-    wait_matches: WaitMatcher,
-    resumed: list[ResumedWait],
-) -> tuple[str, ...]:
-    name = event.name
-    unindexed = tx.unindexed_waits(name)
-    paths = tx.wait_paths(name)
-    if not paths and not unindexed:
-        return ()  # nothing waits for this name: the common case, no payload built
-    event_json: bytes | None = None
-    runs: list[str] = []
-    for wait in _candidates(event, unindexed, paths, tx.indexed_waits):
-        if not wait_matches(wait, event) or not tx.delete_wait(wait.wait_id):
-            continue
-        if event_json is None:
-            event_json = dumps(event.payload(), "event")
-        resumed.append(ResumedWait(wait.run_id, wait.step_hash, event_json, event.internal_id))
-        runs.append(wait.run_id)
-    return tuple(runs)
+def _adds_matchers(item: EventIngest) -> bool:
+    """Whether ingesting ``item`` may create a run with cancel matchers."""
+    return any(run.admission.cancel_on for run in item.new_runs) or any(
+        deferral.run.admission.cancel_on for deferral in item.deferrals
+    )
 
 
 def cancel(tx: RunPrimitives, run_id: str, now: float, reason: str) -> str | None:

@@ -101,7 +101,8 @@ class EventPrimitives(RunPrimitives, Protocol):
         """Store ``event`` (received ``now``); True if it is new, False if its sender id
         (``event.id``) was seen in the last 24 hours (``DEDUP_WINDOW``): the event is then stored
         marked duplicate. A new sender id is remembered as seen ``now``; an event without one is
-        always new.
+        always new. ``event.data`` and ``event.user`` are exact JSON values (checked at the
+        edge, or built from decoded JSON): ``serde.dumps_exact`` encodes them.
 
         Exact: the sender-id row that comes back decides — ``INSERT … ON CONFLICT (sender_id) DO
         UPDATE SET seen_at = $now WHERE event_ids.seen_at <= $now - window RETURNING``: of two
@@ -118,8 +119,10 @@ class EventPrimitives(RunPrimitives, Protocol):
         of the name), expired or not. Candidates only."""
         ...
 
-    def indexed_waits(self, event_name: str, path: str, value: str) -> list[WaitRecord]:
-        """The waits for ``event_name`` indexed under ``path`` = ``value``. Candidates only."""
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+        """The waits for ``event_name`` indexed under ``path`` with any of ``values`` (one
+        lookup for a whole batch of events: on a networked database one round trip). Candidates
+        only."""
         ...
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
@@ -132,10 +135,10 @@ class EventPrimitives(RunPrimitives, Protocol):
         ...
 
     def indexed_matchers(
-        self, event_name: str, path: str, value: str, now: float
+        self, event_name: str, path: str, values: Sequence[str], now: float
     ) -> list[WaitRecord]:
-        """The cancel matchers for ``event_name`` indexed under ``path`` = ``value``, not expired
-        at ``now``. Candidates only."""
+        """The cancel matchers for ``event_name`` indexed under ``path`` with any of
+        ``values``, not expired at ``now``. Candidates only."""
         ...
 
     def delete_wait(self, wait_id: str) -> bool:

@@ -411,11 +411,12 @@ class _MemoryTx(MemoryControlVerbs):
             if w.event_name == event_name and w.index_path is None
         ]
 
-    def indexed_waits(self, event_name: str, path: str, value: str) -> list[WaitRecord]:
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+        wanted = set(values)
         return [
             w
             for w in self._s._waits.values()
-            if w.event_name == event_name and w.index_path == path and w.index_value == value
+            if w.event_name == event_name and w.index_path == path and w.index_value in wanted
         ]
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
@@ -431,14 +432,15 @@ class _MemoryTx(MemoryControlVerbs):
         ]
 
     def indexed_matchers(
-        self, event_name: str, path: str, value: str, now: float
+        self, event_name: str, path: str, values: Sequence[str], now: float
     ) -> list[WaitRecord]:
+        wanted = set(values)
         return [
             m
             for m in self._s._matchers.values()
             if m.event_name == event_name
             and m.index_path == path
-            and m.index_value == value
+            and m.index_value in wanted
             and (m.expires_at is None or m.expires_at >= now)
         ]
 

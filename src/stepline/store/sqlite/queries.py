@@ -54,6 +54,10 @@ WAITS_UNINDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL"""
 WAITS_INDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path = ? AND index_value = ?"""
+# the same for any of several values (``?3``, a JSON list): one index probe per value
+WAITS_INDEXED_AMONG = f"""
+SELECT {WAIT_COLUMNS} FROM waits
+WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM json_each(?))"""
 WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ?"
 EXPIRED_WAITS_OF_RUN = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ?"""
@@ -171,7 +175,7 @@ UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
        due_at = MIN(COALESCE(due_at, ?), ?)
 WHERE lease_owner = ?"""
 UNFINISHED_RUN_FUNCTION = """
-SELECT function_id, parent_run_id, parent_step_hash FROM runs
+SELECT function_id, parent_run_id, parent_step_hash, event_ids FROM runs
 WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,
@@ -270,6 +274,10 @@ WHERE event_name = ? AND index_path IS NULL AND (expires_at IS NULL OR expires_a
 MATCHERS_INDEXED = f"""
 SELECT {MATCHER_COLUMNS} FROM matchers
 WHERE event_name = ? AND index_path = ? AND index_value = ?
+  AND (expires_at IS NULL OR expires_at >= ?)"""
+MATCHERS_INDEXED_AMONG = f"""
+SELECT {MATCHER_COLUMNS} FROM matchers
+WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM json_each(?))
   AND (expires_at IS NULL OR expires_at >= ?)"""
 IDEMPOTENCY_SEEN = "SELECT seen_at FROM idempotency WHERE key = ?"
 REMEMBER_IDEMPOTENCY = "INSERT OR REPLACE INTO idempotency (key, seen_at) VALUES (?, ?)"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
-from stepline.serde import dumps, loads
+from stepline.serde import dumps, dumps_exact, loads
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
@@ -90,8 +90,12 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else dumps(value).decode()
 
 
+def _json_list(values: Sequence[str]) -> str:
+    return dumps_exact(list(values)).decode()
+
+
 def _event_id_data(event_id: str) -> str:
-    return dumps({"event_id": event_id}).decode()
+    return dumps_exact({"event_id": event_id}).decode()
 
 
 class SQLiteStore:
@@ -371,6 +375,8 @@ class _SQLiteTx(SQLiteControlVerbs):
         # and the transaction holds the write lock)
         self._paths: dict[tuple[str, str], list[str]] = {}
         self._unindexed: dict[tuple[str, str], bool] = {}
+        # the trigger event ids (JSON) of the runs this transaction cancelled (see run_events)
+        self._event_ids: dict[str, str] = {}
 
     def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
         """Rows of ``query`` (unindexed waits or matchers of an event name); remembers within
@@ -416,8 +422,13 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     # -- events -----------------------------------------------------------------------------------
     def run_events(self, run_id: str) -> list[EventRecord]:
-        row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
-        return [] if row is None else _select_events(self._c, loads(row[0]))
+        ids = self._event_ids.get(run_id)  # the run was just cancelled: its ids were read then
+        if ids is None:
+            row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+            if row is None:
+                return []
+            ids = row[0]
+        return _select_events(self._c, loads(ids))
 
     def ingest(
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
@@ -439,8 +450,8 @@ class _SQLiteTx(SQLiteControlVerbs):
             (
                 event.internal_id,
                 event.name,
-                dumps(event.data),
-                dumps(event.user),
+                dumps_exact(event.data),
+                dumps_exact(event.user) if event.user else b"{}",
                 event.id,
                 event.ts,
                 now,
@@ -455,8 +466,11 @@ class _SQLiteTx(SQLiteControlVerbs):
     def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
         return [WaitRecord(*r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
 
-    def indexed_waits(self, event_name: str, path: str, value: str) -> list[WaitRecord]:
-        rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, value))
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+        if len(values) == 1:
+            rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, values[0]))
+        else:
+            rows = self._c.execute(q.WAITS_INDEXED_AMONG, (event_name, path, _json_list(values)))
         return [WaitRecord(*r) for r in rows]
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
@@ -467,9 +481,14 @@ class _SQLiteTx(SQLiteControlVerbs):
         return [WaitRecord(*r) for r in rows]
 
     def indexed_matchers(
-        self, event_name: str, path: str, value: str, now: float
+        self, event_name: str, path: str, values: Sequence[str], now: float
     ) -> list[WaitRecord]:
-        rows = self._c.execute(q.MATCHERS_INDEXED, (event_name, path, value, now))
+        if len(values) == 1:
+            params: tuple[Any, ...] = (event_name, path, values[0], now)
+            rows = self._c.execute(q.MATCHERS_INDEXED, params)
+        else:
+            params = (event_name, path, _json_list(values), now)
+            rows = self._c.execute(q.MATCHERS_INDEXED_AMONG, params)
         return [WaitRecord(*r) for r in rows]
 
     def delete_wait(self, wait_id: str) -> bool:
@@ -498,6 +517,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         if row is None:
             return None
         c.execute(q.CANCEL_RUN, (now, _json_or_none(error), run_id))
+        self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
         return EndedRun(str(row[0]), row[1], row[2])
 
     def drop_run_work(self, run_id: str) -> None:

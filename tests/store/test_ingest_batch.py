@@ -1,0 +1,92 @@
+"""One ingest verb, many events: the index is read once for the batch (``_ingest_rules``), yet
+each event sees what the events before it did — runs they created with ``cancel_on``, waits
+they resolved, runs they cancelled."""
+
+from __future__ import annotations
+
+from stepline.store import Store
+from stepline.store.records import Admission, EventIngest, MatcherSpec, NewRun
+
+from .builders import (
+    T0,
+    CountingMatcher,
+    event,
+    history_kinds,
+    ingest,
+    lease_run,
+    start,
+    suspend_on_wait,
+    wait,
+)
+
+
+def cancellable(run_id: str, order_id: str) -> EventIngest:
+    """An event that starts ``run_id``, cancelled by ``order/cancelled`` for ``order_id``."""
+    expression = f'async.data.orderId == "{order_id}"'
+    spec = MatcherSpec("order/cancelled", expression, "data.orderId", order_id, None)
+    run = NewRun(run_id, "fn", (f"ev-{run_id}",), admission=Admission(cancel_on=(spec,)))
+    return EventIngest(event(f"ev-{run_id}"), (run,))
+
+
+def cancel_order(internal_id: str, order_id: str) -> EventIngest:
+    return EventIngest(event(internal_id, "order/cancelled", {"orderId": order_id}))
+
+
+def pay(internal_id: str, order_id: str) -> EventIngest:
+    return EventIngest(event(internal_id, "payment/received", {"orderId": order_id}))
+
+
+def waiting(store: Store, run_id: str, order_id: str) -> None:
+    start(store, run_id)
+    pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{order_id}"')
+    suspend_on_wait(store, lease_run(store, run_id), pending)
+
+
+def test_a_run_created_earlier_in_the_batch_is_cancelled_by_a_later_event(store: Store) -> None:
+    ingest(store, cancellable("old", "o-1"))
+    created, first, second = ingest(
+        store,
+        cancellable("r1", "o-2"),
+        cancel_order("c-1", "o-2"),
+        cancel_order("c-2", "o-1"),
+        now=T0 + 1,
+    )
+    assert created.run_ids == ("r1",)
+    assert first.cancelled == (("r1", "fn"),)
+    assert second.cancelled == (("old", "fn"),)
+    for run_id in ("r1", "old"):
+        record = store.get_run(run_id)
+        assert record is not None and record.status == "CANCELLED"
+
+
+def test_a_wait_is_resolved_by_the_first_matching_event_of_the_batch_only(store: Store) -> None:
+    waiting(store, "r1", "o-1")
+    matcher = CountingMatcher()
+    first, second = ingest(store, pay("p-1", "o-1"), pay("p-2", "o-1"), now=T0 + 1, matcher=matcher)
+    assert (first.resumed_run_ids, second.resumed_run_ids) == (("r1",), ())
+    assert matcher.asked == ["w-r1"]  # the second event is not asked about a resolved wait
+    assert history_kinds(store, "r1").count("WAIT_MATCHED") == 1
+
+
+def test_a_run_cancelled_earlier_in_the_batch_is_not_resumed(store: Store) -> None:
+    ingest(store, cancellable("r1", "o-1"))
+    pending = wait("r1", "w-r1", 'async.data.orderId == "o-1"')
+    suspend_on_wait(store, lease_run(store, "r1"), pending)
+    cancelled, paid = ingest(store, cancel_order("c-1", "o-1"), pay("p-1", "o-1"), now=T0 + 1)
+    assert cancelled.cancelled == (("r1", "fn"),)
+    assert paid.resumed_run_ids == ()
+    assert history_kinds(store, "r1")[-1] == "RUN_CANCELLED"
+    [step] = store.get_steps("r1")
+    assert step.status == "PENDING"
+
+
+def test_each_event_of_a_batch_resumes_the_runs_waiting_for_its_values(store: Store) -> None:
+    for i in range(6):
+        waiting(store, f"r{i}", f"o-{i % 3}")
+    results = ingest(store, *(pay(f"p-{i}", f"o-{i}") for i in (2, 0, 9, 1)), now=T0 + 1)
+    assert [sorted(r.resumed_run_ids) for r in results] == [
+        ["r2", "r5"],
+        ["r0", "r3"],
+        [],
+        ["r1", "r4"],
+    ]
