@@ -146,6 +146,12 @@ async def batch(ctx: inngest.Context) -> int:
 
 app = fastapi.FastAPI()
 inngest.fast_api.serve(app, client, [child, steps, failing, flow, batch])
+# the same functions with streamed replies (201, keep-alive spaces, then the real reply)
+streamed = fastapi.FastAPI()
+inngest.fast_api.serve(
+    streamed, client, [child, steps, failing, flow, batch], streaming=inngest.Streaming.FORCE
+)
+app.mount("/streamed", streamed)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")

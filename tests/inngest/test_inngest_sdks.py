@@ -25,6 +25,7 @@ from stepline.drivers.inngest import (
     SigningKeys,
     StepErrorOp,
     StepFailedOp,
+    StepRunOp,
     SyncRefused,
     WaitForEventOp,
     actions_body,
@@ -35,6 +36,8 @@ from stepline.drivers.inngest import (
     map_app,
     memo_data,
     parse_registration,
+    parse_reply,
+    request_headers,
     sync_request,
     trust_probe_request,
     verify_response,
@@ -220,6 +223,14 @@ def test_a_multi_step_function_is_driven_to_completion(start_app, kind: str) -> 
         "StepRunOp:announce",
     ]
     assert [e.step_id == "step" for e in run.exchanges].count(False) == 2  # p1, p2 targeted
+    announce = next(
+        op
+        for e in run.exchanges
+        if isinstance(e.reply.outcome, OpsReported)
+        for op in e.reply.outcome.ops
+        if isinstance(op, StepRunOp) and op.display_name == "announce"
+    )
+    assert announce.sent_event == kind.startswith("js")  # JS: step.sendEvent; Python: a step.run
     assert all(e.signed_by == keys.current for e in run.exchanges)
     sleep = next(
         op
@@ -365,3 +376,26 @@ def test_a_request_too_large_for_its_body_is_fetched_by_the_sdk(start_app, kind:
     assert {r.path.rsplit("/", 1)[1] for r in fetched} <= {"batch", "actions"}
     assert fetched
     assert all(check_bearer(r.headers, keys) == keys.current for r in fetched)
+
+
+def test_a_streamed_reply_is_read_and_its_signature_covers_only_the_placeholder(
+    start_app,
+) -> None:
+    # Python SDK, streaming="force": a 201 whose body is keep-alive spaces then the real reply
+    # wrapped as {status, headers, body}. The 201 is signed before the body exists: over the
+    # placeholder body ``null``, so the streamed reply itself is not covered by a signature.
+    app = start_app("py")
+    keys = SigningKeys.parse(KEY)
+    url = app.serve_url.replace("/api/inngest", "/streamed/api/inngest")
+    event = {"name": "test/child", "data": {"n": 5}, "id": "e", "ts": 1}
+    request = ExecutionRequest(run_id="01JSTREAM", event=event, events=[event])
+    body = request.encode()
+    headers = request_headers(body, run_id="01JSTREAM", key=keys.current, now=time.time())
+    status, reply_headers, raw = send(
+        "POST", f"{url}?fnId={app.slug('child')}&stepId=step", body, headers
+    )
+    assert status == 201
+    reply = parse_reply(status, reply_headers, raw, datetime.now(UTC))
+    assert (reply.status, reply.outcome) == (200, RunCompleted({"doubled": 10}))
+    signed = header(reply_headers, "X-Inngest-Signature")
+    assert verify_response(b"null", signed, keys, time.time()) == keys.current

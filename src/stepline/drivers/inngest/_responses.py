@@ -9,6 +9,10 @@
   Python, or whole seconds, JS) sets the earliest retry, clamped to 1 s .. 24 h from now.
 * a 2xx without ``X-Inngest-SDK`` did not come from an SDK: ``ProtocolError`` (as Go, the
   driver counts it as a failed attempt).
+
+A streamed reply's signature covers only the placeholder body ``null`` (the Python SDK signs
+the 201 before the reply exists), so a server that verifies replies cannot verify a streamed
+one's content.
 """
 
 from __future__ import annotations
