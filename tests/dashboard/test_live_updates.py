@@ -130,3 +130,43 @@ def _dashboard_of(routes: list[Any]) -> Any:
     cells = live.endpoint.__closure__ or ()
     handler = next(c.cell_contents for c in cells if callable(c.cell_contents))
     return handler.__self__
+
+
+async def test_changes_of_another_process_reach_the_pages(tmp_path: Path) -> None:
+    """A dashboard whose app runs no worker (``stepline server --no-worker``) still shows the
+    runs a worker elsewhere executes: its hub looks at the database for the whole process."""
+    db = tmp_path / "shared.sqlite"
+    board_app = App("hub", db=str(db))
+    routes = dashboard_routes(board_app, ServerSettings(dev=True))
+    board = _dashboard_of(routes)
+    worker_app = App("hub")
+
+    @worker_app.function(id="echo", trigger=TriggerEvent("echo"))
+    async def echo(ctx: Context) -> Any:
+        return await ctx.step.run("say", lambda: ctx.event.data)
+
+    try:
+        async with TestEngine(worker_app, store="sqlite", path=db):
+            stream = board.hub.listen()
+            await stream.__anext__()
+            await until("the hub's first look", lambda: board.hub.looks > 0)
+            [event_id] = await worker_app.send_async(Event("echo", {"x": 1}))
+            [run] = await worker_app.runs(event_id=event_id)
+            await worker_app.wait_for_run(run.run_id)
+            kinds: dict[str, list[Any]] = {"runs": [], "events": []}
+
+            async def read() -> None:
+                while not (
+                    any(i["id"] == run.run_id and i["status"] == "COMPLETED" for i in kinds["runs"])
+                    and any(i["id"] == event_id for i in kinds["events"])
+                ):
+                    message = await stream.__anext__()
+                    head, _, data = message.partition(b"\ndata: ")
+                    kind = head.removeprefix(b"event: ").decode()
+                    if kind in kinds:
+                        kinds[kind].extend(orjson.loads(data))
+
+            await asyncio.wait_for(read(), 30)
+            await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        board_app.close()

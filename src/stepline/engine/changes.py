@@ -6,7 +6,7 @@ per process: the dashboard's hub) receive them on their own event loop, coalesce
 read from the store here, and publishing with no subscriber costs one attribute check.
 
 Only this process's writes are seen: another process writing to the same database (a separate
-``stepline worker``) is not announced here (the dashboard's periodic refresh covers it).
+``stepline worker``) is not announced here (the dashboard's hub looks for those itself).
 """
 
 from __future__ import annotations
