@@ -167,8 +167,8 @@ def test_the_lease_reads_only_the_served_functions_index_ranges(
     plan = [
         str(row[3])
         for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + q.DUE_ARM.format(n=5),
-            (T0, "[]", 10, "shop", "charge"),
+            "EXPLAIN QUERY PLAN " + q.DUE_ARM.format(n=6),
+            (T0, "[]", 10, "shop", T0, "charge"),
         )
     ]
     queue_reads = [p for p in plan if "queue" in p]

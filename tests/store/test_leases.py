@@ -8,7 +8,7 @@ from stepline.errors import LeaseLostError
 from stepline.store import Store
 from stepline.store.records import Lease, PassCommit, RunEnd
 
-from .builders import T0, TTL, commit, heartbeat, lease, lease_run, start
+from .builders import SERVED, T0, TTL, commit, heartbeat, lease, lease_run, start
 
 
 def ids(leases: list[Lease]) -> list[str]:
@@ -171,3 +171,16 @@ def test_a_paused_functions_expired_lease_is_not_leased_again(store: Store) -> N
         tx.set_paused("fn", False)
     assert store.next_due_at() == T0 + TTL
     assert ids(lease(store, "w2", now=T0 + TTL + 1)) == ["r1"]
+
+
+def test_runs_due_soon_are_leased_ahead_with_their_due_time(store: Store) -> None:
+    # timers are leased shortly before they are due (the worker's lease_ahead), so the lease
+    # transaction is off the wake-up's critical path; the pass waits for Lease.due_at
+    start(store, "r-now", now=T0)
+    start(store, "r-soon", now=T0 + 0.04)
+    start(store, "r-later", now=T0 + 1)
+    with store.transaction() as tx:
+        got = tx.lease_due("w1", T0, 10, TTL, SERVED, due_by=T0 + 0.05)
+    assert [(held.run_id, held.due_at) for held in got] == [("r-now", None), ("r-soon", T0 + 0.04)]
+    assert ids(lease(store, "w1", now=T0 + 0.5)) == []
+    assert ids(lease(store, "w1", now=T0 + 1)) == ["r-later"]

@@ -39,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from stepline._ids import new_id
+from stepline.clock import SystemClock
 from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
@@ -51,6 +52,10 @@ log = logging.getLogger("stepline.worker")
 
 BACKOFF_FIRST = 0.1  # real seconds before the first retry after the store failed
 BACKOFF_MAX = 5.0
+# Runs due within this many seconds are leased ahead of time (real clock): the lease
+# transaction, which waits behind the group commit in flight, and the run's load happen before
+# the due time instead of after it, and the pass starts on time.
+LEASE_AHEAD = 0.05
 
 
 def default_worker_id() -> str:
@@ -125,6 +130,7 @@ class Worker:
         worker_id: str | None = None,
         lease_ttl: float = 10.0,
         poll_interval: float | None = 0.25,
+        lease_ahead: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -133,6 +139,11 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
+        # seconds before their due time that runs are leased (their pass loads them and
+        # executes at the due time): wall time only, a virtual clock jumps to the instant
+        if lease_ahead is None:
+            lease_ahead = LEASE_AHEAD if isinstance(engine.clock, SystemClock) else 0.0
+        self.lease_ahead = lease_ahead
         self.active: dict[str, asyncio.Task[None]] = {}
         self.passes = 0
         self._wake = asyncio.Event()
@@ -238,11 +249,15 @@ class Worker:
         engine = self.engine
         next_due = await engine.read(engine.store.next_due_at, engine.served)
         now = engine.clock.now()
-        deadline = next_due
+        # a run may be leased lease_ahead before it is due (crons, deferrals and expired
+        # leases only when due: the lease attempt made ahead did not take those)
+        deadline = None if next_due is None else next_due - self.lease_ahead
         if len(self.active) >= self.concurrency:
             deadline = None  # no free slot: only a finished pass (or stop) can change that
         elif deadline is not None and deadline > self._leased_at and deadline <= now:
             return  # it became due after the lease attempt (the clock moved): lease again
+        elif next_due is not None and deadline is not None and deadline <= now < next_due:
+            deadline = next_due
         elif deadline is not None and deadline <= now:
             # due but not leasable (a concurrency key is full): wait for a pass to end
             deadline = now + (self.poll_interval or 0.05) if not self.active else None
@@ -268,7 +283,10 @@ class Worker:
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again
                 tx.heartbeat(self.worker_id, cut_short, now, 0.0)
             served, max_passes = self.engine.served, self.max_passes
-            return tx.lease_due(self.worker_id, now, limit, self.lease_ttl, served, max_passes)
+            due_by = now + self.lease_ahead
+            return tx.lease_due(
+                self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by
+            )
 
         return job
 
@@ -348,6 +366,8 @@ class Worker:
             state = await self._load(lease)
             if state is None:
                 return
+            if lease.due_at is not None:  # leased ahead: loaded by now, executes when due
+                await engine.clock.sleep_until(lease.due_at, asyncio.Event())
             fn = engine.functions.get(state.run.function_id)
             if fn is None:  # lease_due leases only registered functions: never reached
                 log.warning("run %s: leased without its function here", lease.run_id)

@@ -124,13 +124,18 @@ class StoreTx(Protocol):
         ttl: float,
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+        due_by: float | None = None,
     ) -> list[Lease]:
         """Lease up to ``limit`` runs of ``functions`` that are due (or whose lease expired)
-        until ``now + ttl``, in queue order (due time, then run id), skipping paused functions
-        and full concurrency keys. Runs of other apps and functions are never looked at. In the
-        same transaction each leased run becomes RUNNING, names ``owner`` as its worker, and
-        on its first pass gets its ``started_at`` and a RUN_STARTED history row (unless its
-        start timeout already passed: the pass will cancel it).
+        until ``now + ttl``, in the fair order (``store/_fair_order.py``: across functions and
+        concurrency-key groups by fewest live leases, then oldest; queue order — due time,
+        then run id — within a group), skipping paused functions and full concurrency keys.
+        ``due_by`` (at least ``now``) leases runs due by then too, ahead of time: their
+        ``Lease.due_at`` says when their pass may execute. Runs of other apps and functions
+        are never looked at. In the same transaction each leased run becomes RUNNING, names
+        ``owner`` as its worker, and on its first pass gets its ``started_at`` and a
+        RUN_STARTED history row (unless its start timeout already passed: the pass will cancel
+        it).
 
         Each lease counts a pass begun; a successful ``commit_pass`` of the run sets the count
         back to 0. A due run already leased ``max_passes`` times without one is not leased: it

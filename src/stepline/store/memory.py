@@ -613,10 +613,12 @@ class _MemoryTx(MemoryControlVerbs):
         ttl: float,
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+        due_by: float | None = None,
     ) -> list[Lease]:
-        """Lease due runs of ``functions`` in the fair order (``_fair_order``), skipping
-        paused functions and full concurrency keys; a run leased ``max_passes`` times without
-        a commit of its own is failed instead."""
+        """Lease due runs of ``functions`` (due by ``due_by``, default ``now``) in the fair
+        order (``_fair_order``), skipping paused functions and full concurrency keys; a run
+        leased ``max_passes`` times without a commit of its own is failed instead."""
+        horizon = now if due_by is None else max(now, due_by)
         s = self._s
         queue = s._queue
         expired, live = queue.expired_and_live(now)
@@ -641,10 +643,11 @@ class _MemoryTx(MemoryControlVerbs):
                 if s._is_paused(functions.app_id, function_id):
                     continue
                 served = (app_id, function_id)
-                found = list(queue.oldest(served, now, window, full))
+                found = list(queue.oldest(served, horizon, window, full))
                 candidates += found
                 if len(found) >= window:  # more due than the window: its groups' oldest too
-                    candidates += queue.group_heads(served, now, max(limit, GROUP_VISITS))
+                    visits = max(limit, GROUP_VISITS)
+                    candidates += queue.group_heads(served, horizon, visits)
         live_groups = [(row.function_id, group_of(row.concurrency)) for row in live]
         picked = fair_pick(candidates, live_groups, busy, limit)
         token = secrets.token_hex(8)
@@ -670,7 +673,8 @@ class _MemoryTx(MemoryControlVerbs):
                 self._put(queue, run_id, leased)
                 self._mark_leased(run_id, owner, now, functions.app_id)
                 taken.append(run_id)
-        return [Lease(run_id, token, previous[run_id]) for run_id in taken]
+        due = {run.run_id: run.due_at for run in picked if run.due_at > now}
+        return [Lease(r, token, previous[r], due.get(r)) for r in taken]
 
     def _fail_spent(self, run_id: str, now: float, max_passes: int) -> None:
         """Fail a run leased ``max_passes`` times without progress (see ``lease_due``)."""

@@ -269,11 +269,14 @@ def reentered_error(run_id: str, passes: int) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A leased run: the pass that holds it commits with ``token``. ``taken_over_from`` names
-    the worker whose lease had expired when this one was taken (a crashed or hung worker)."""
+    the worker whose lease had expired when this one was taken (a crashed or hung worker).
+    ``due_at``: when the run is due, if that is after the lease (leased ahead with
+    ``lease_due(..., due_by=)``: its pass must not execute before then)."""
 
     run_id: str
     token: str
     taken_over_from: str | None = None
+    due_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -285,6 +285,7 @@ class SQLiteControlVerbs:
         ttl: float,
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+        due_by: float | None = None,
     ) -> list[Lease]:
         """Lease due runs of ``functions`` in the fair order (``_fair_order``), skipping paused
         functions and full concurrency keys (the live leases are few, so they are counted
@@ -292,6 +293,7 @@ class SQLiteControlVerbs:
         (``DUE_ARM``, cut at a window) and the oldest due run of each of a bounded number of its
         concurrency-key groups (``GROUP_HEADS``, rotating): runs of other apps and functions,
         and a backlog past the window, are never read."""
+        horizon = now if due_by is None else max(now, due_by)
         token = secrets.token_hex(8)
         taken: list[str] = []
         with self._savepoint() as c:
@@ -311,8 +313,8 @@ class SQLiteControlVerbs:
             served = unpaused(c, functions)
             for app_id in app_ids(c, functions):
                 for chunk in chunks(served):
-                    arms = " UNION ALL ".join(q.DUE_ARM.format(n=i + 5) for i in range(len(chunk)))
-                    params = (now, full, window, app_id, *chunk)
+                    arms = " UNION ALL ".join(q.DUE_ARM.format(n=i + 6) for i in range(len(chunk)))
+                    params = (now, full, window, app_id, horizon, *chunk)
                     found = [
                         Candidate(r[0], r[1], r[7], _slots(*r[2:6]), r[6])
                         for r in c.execute(arms, params)
@@ -322,8 +324,9 @@ class SQLiteControlVerbs:
                     unleased = Counter(run.function_id for run in found if run.held_by is None)
                     for function_id in chunk:
                         if unleased[function_id] >= window:
-                            candidates += self._group_heads(app_id, function_id, now, visits)
+                            candidates += self._group_heads(app_id, function_id, horizon, visits)
             previous = {run.run_id: run.held_by for run in candidates}
+            due = {run.run_id: run.due_at for run in candidates if run.due_at > now}
             taken = [run.run_id for run in fair_pick(candidates, live, busy, limit)]
             if taken:
                 taken = self._fail_spent(taken, now, max_passes)
@@ -331,7 +334,7 @@ class SQLiteControlVerbs:
             c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])
             c.executemany(q.MARK_LEASED, [(owner, now, now, app, r) for r in taken])
-        return [Lease(r, token, previous[r]) for r in taken]
+        return [Lease(r, token, previous[r], due.get(r)) for r in taken]
 
     def _group_heads(
         self, app_id: str, function_id: str, now: float, visits: int

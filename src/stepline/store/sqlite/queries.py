@@ -100,13 +100,14 @@ PAUSED_AMONG = """
 SELECT function_id FROM paused
 WHERE app_id IN (?1, '') AND function_id IN (SELECT value FROM json_each(?2))"""
 # One arm per function a worker serves (``?4`` its app id or '' for runs recorded without one,
-# ``?5``... the function ids), each an index range of its own (queue_fn_due, queue_fn_lease)
+# ``?6``... the function ids), each an index range of its own (queue_fn_due, queue_fn_lease)
 # cut at the LIMIT: runs of other apps and functions are never read. ``?1`` now, ``?2`` the full
-# concurrency keys (JSON), ``?3`` the limit (per function: the fair order needs each one's).
+# concurrency keys (JSON), ``?3`` the limit (per function: the fair order needs each one's),
+# ``?5`` the time runs are leased due by (now, or a little later to lease timers ahead).
 DUE_ARM = """
 SELECT * FROM (
     SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner, function_id FROM queue
-    WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NULL AND due_at <= ?1
+    WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NULL AND due_at <= ?5
       AND (ckey1 IS NULL OR ckey1 NOT IN (SELECT value FROM json_each(?2)))
       AND (ckey2 IS NULL OR ckey2 NOT IN (SELECT value FROM json_each(?2)))
     ORDER BY due_at, run_id LIMIT ?3)
@@ -120,8 +121,8 @@ SELECT * FROM (
 _GROUP = "(coalesce(ckey1, '') || char(30) || coalesce(ckey2, ''))"
 # The oldest due run of each concurrency-key group of one function (``?1`` app id, ``?2``
 # function id) whose group sorts after ``?3``, visiting at most ``?4`` groups (a skip-scan of
-# queue_fn_group: two index probes a group); ``?5`` now. A visited group without a due run gives
-# a row of NULLs but its name (where the next call starts).
+# queue_fn_group: two index probes a group); ``?5`` the time runs are due by. A visited group
+# without a due run gives a row of NULLs but its name (where the next call starts).
 GROUP_HEADS = f"""
 WITH RECURSIVE g(k) AS (
     SELECT (SELECT {_GROUP} FROM queue
