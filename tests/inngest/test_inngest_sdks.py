@@ -44,6 +44,8 @@ from stepline.drivers.inngest import (
 )
 from stepline.sdk.options import CancelOn, Concurrency
 
+# the first test of a module may install the JS SDKs (npm ci, ~40 s) and start the apps
+pytestmark = pytest.mark.timeout(600)
 SDKS = ["js", "js3", "py"]
 EVENT = {"name": "test/steps", "data": {"n": 2}, "id": "evt-1", "ts": 1_760_000_000_000}
 

@@ -22,6 +22,9 @@ from stepline.drivers.inngest import (
 )
 from stepline.testing import MockClock, TestEngine
 
+# the first test of a module may install the JS SDKs (npm ci, ~40 s) and start the apps
+pytestmark = pytest.mark.timeout(600)
+
 
 def _native(app: App) -> None:
     @app.function(id="child", trigger=TriggerEvent("test/child"))
