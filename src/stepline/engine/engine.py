@@ -71,6 +71,8 @@ class EagerWorker(Protocol):
 
     def adopt(self, leases: Sequence[Lease]) -> None: ...
 
+    def wakes_with(self, event: asyncio.Event) -> bool: ...
+
 
 class Engine:
     """Holds what every pass and every sender needs; owns the store's threads."""
@@ -244,7 +246,13 @@ class Engine:
 
         results, leases = await self.writer.write(job)
         worker.adopt(leases)
-        self.wake_workers()
+        # the worker that got every run the events started has nothing new to look for: a
+        # lease attempt now would only compete with those runs' passes for the writer
+        started = {run_id for r in results for run_id in r.run_ids}
+        handed_all = started == {lease.run_id for lease in leases} and not any(
+            r.resumed_run_ids or r.cancelled for r in results
+        )
+        self.wake_workers(but=worker if handed_all else None)
         self.changes.publish(ingest_change(results))
         return results
 
@@ -351,10 +359,12 @@ class Engine:
         with self._wakers_lock:
             self._wakers = [(lp, ev) for lp, ev in self._wakers if ev is not event]
 
-    def wake_workers(self) -> None:
-        """Tell this process's workers that work may be due now."""
+    def wake_workers(self, but: EagerWorker | None = None) -> None:
+        """Tell this process's workers (``but`` one) that work may be due now."""
         with self._wakers_lock:
             wakers = list(self._wakers)
+        if but is not None:
+            wakers = [(loop, event) for loop, event in wakers if not but.wakes_with(event)]
         try:
             current = asyncio.get_running_loop()
         except RuntimeError:

@@ -337,6 +337,10 @@ class Worker:
 
         return lease
 
+    def wakes_with(self, event: asyncio.Event) -> bool:
+        """Whether ``event`` is this worker's wake-up signal."""
+        return event is self._wake
+
     def adopt(self, leases: Sequence[Lease]) -> None:
         """Start the passes of runs leased to this worker by ``send``."""
         for lease in leases:

@@ -328,8 +328,9 @@ class SQLiteControlVerbs:
             previous = {run.run_id: run.held_by for run in candidates}
             due = {run.run_id: run.due_at for run in candidates if run.due_at > now}
             taken = [run.run_id for run in fair_pick(candidates, live, busy, limit)]
-            if taken:
-                taken = self._fail_spent(taken, now, max_passes)
+            if not taken:
+                return []
+            taken = self._fail_spent(taken, now, max_passes)
             app = functions.app_id
             c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])

@@ -1,0 +1,59 @@
+"""``send`` hands the runs it starts to the in-process worker in its own transaction (issue 6,
+event → first step): that worker is then not woken for a lease attempt that would find nothing
+new and only compete with those runs' passes for the writer. It is woken when the event did
+more than start runs it was handed (a wait resumed, a run it could not take)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from _polling import until
+
+from stepline import App, Context, Event, TriggerEvent
+
+
+class CountingEvent(asyncio.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(tmp_path: Path) -> None:
+    app = App("wakes", db=f"sqlite:///{tmp_path / 'w.db'}")
+
+    @app.function(id="quick", trigger=TriggerEvent("quick/go"))
+    async def quick(ctx: Context) -> Any:
+        return await ctx.step.run("one", lambda: 1)
+
+    @app.function(id="waiter", trigger=TriggerEvent("wait/go"))
+    async def waiter(ctx: Context) -> Any:
+        return await ctx.step.wait_for_event("paid", event="wait/paid", timeout="1h")
+
+    try:
+        async with app.worker() as worker:
+            await worker.ready.wait()
+            [started] = await app.send_async(Event(name="wait/go"))
+            await until("the run waiting", lambda: _status(app, started, "WAITING"))
+            counted = CountingEvent()
+            app.engine.remove_waker(worker._wake)
+            worker._wake = counted
+            app.engine.add_waker(counted)
+
+            await app.send_async(Event(name="quick/go"))
+            assert counted.sets == 0  # its run was handed over: nothing else to look for
+
+            await app.send_async(Event(name="wait/paid"))
+            assert counted.sets == 1  # a wait resumed: that run is due, look for it
+    finally:
+        app.close()
+
+
+async def _status(app: App, event_id: str, status: str) -> bool:
+    runs = await app.runs(event_id=event_id)
+    return bool(runs) and runs[0].status == status
