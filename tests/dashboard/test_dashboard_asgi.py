@@ -293,6 +293,8 @@ async def test_runs_filters_waiting_on_and_search(shop: tuple[Any, TestEngine]) 
         found = (await client.get("/runs", params={"q": "event.data.amount > 100"})).text
         assert order.run_id in found and sleeping.run_id not in found
         assert 'id="search-summary"' in found and "1 match " in found
+        narrow = (await client.get("/runs", params={"q": "true", "scan": "1"})).text
+        assert "among the 1 newest runs scanned" in narrow and "scan=10" in narrow
         by_output = (await client.get("/runs", params={"q": 'output.order == "o9"'})).text
         assert order.run_id in by_output
         empty = (await client.get("/runs", params={"q": "event.data.amount > 10000"})).text
@@ -362,3 +364,23 @@ async def test_bulk_cancel_and_replay_from_a_filter(shop: tuple[Any, TestEngine]
         assert replayed.status_code == 303
         assert len(await app.runs(function_id="send-reminder")) == 6
         assert (await client.post("/runs/bulk", data={"action": "cancel"})).status_code == 403
+
+
+async def test_steps_past_the_first_ones_load_when_opened(
+    shop: tuple[Any, TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepline.server.dashboard import _pages
+
+    monkeypatch.setattr(_pages, "EAGER_STEPS", 1)
+    app, _ = shop
+    [event_id] = await app.send_async(Event("order/created", {"amount": 7}))
+    [run] = await app.runs(event_id=event_id)
+    await app.wait_for_run(run.run_id)
+    async with _client(_server(app, DEV)) as client:
+        page = (await client.get(f"/runs/{run.run_id}")).text
+        assert f'data-lazy="/runs/{run.run_id}/steps/charge-card"' in page
+        assert page.count("step-output") == 1  # reserve-stock's only
+        body = await client.get(f"/runs/{run.run_id}/steps/charge-card")
+        assert body.status_code == 200 and "step-output" in body.text
+        assert "&#34;charged&#34;: 7" in body.text
+        assert (await client.get(f"/runs/{run.run_id}/steps/nope")).status_code == 404

@@ -45,6 +45,7 @@ def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
         Route("/runs/bulk", action(board.bulk), methods=["POST"]),
         Route("/runs/{run_id}", page(board.run_page), methods=["GET"]),
         Route("/runs/{run_id}/export", page(board.export_run), methods=["GET"]),
+        Route("/runs/{run_id}/steps/{step_id:path}", page(board.step_body), methods=["GET"]),
         Route("/runs/{run_id}/cancel", action(board.cancel), methods=["POST"]),
         Route("/runs/{run_id}/replay", action(board.replay), methods=["POST"]),
         Route("/events", page(board.events), methods=["GET"]),

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 STATUSES = (*UNFINISHED_STATUSES, *sorted(TERMINAL_STATUSES))
 PAGE_SIZE = 50
+EAGER_STEPS = 50  # steps of a run page rendered whole; the others' details load when opened
 BULK_LIMIT = 1000  # runs a bulk action (and its preview count) covers at most
-SEARCH_SCAN = 10_000
+SEARCH_SCAN = 2_000  # runs a payload search reads by default (``scan=`` in the URL: more)
+MAX_SEARCH_SCAN = 100_000
 # which statuses a "waiting on" kind can have (the filter reads only those)
 _WAITING_STATUSES: dict[str, tuple[str, ...]] = {
     "sleep": ("SLEEPING",),
@@ -235,6 +237,7 @@ class Dashboard:
             statuses=STATUSES,
             waiting_kinds=WAITING_KINDS,
             filters=chosen.as_dict(),
+            deeper=chosen.deeper() if chosen.scan < MAX_SEARCH_SCAN else None,
             search=found.search,
             search_error=found.search_error,
             search_variables=SEARCH_VARIABLES,
@@ -254,7 +257,7 @@ class Dashboard:
                     function_id=chosen.function_id,
                     status=chosen.status,
                     limit=limit,
-                    scan=SEARCH_SCAN,
+                    scan=chosen.scan,
                 )
                 runs = search.runs
             except ExpressionError as exc:
@@ -367,6 +370,18 @@ class Dashboard:
         template = "_run_live.html" if request.query_params.get("fragment") else "run.html"
         return self.render(request, session, template, nav="runs", **values)
 
+    async def step_body(self, request: Request, session: Session) -> Response:
+        """One step's details (attempts, errors, output): what a run page loads when a step
+        beyond the first ``EAGER_STEPS`` is opened."""
+        run_id, step_id = request.path_params["run_id"], request.path_params["step_id"]
+        values = await self._run_values(run_id)
+        step = None
+        if values is not None:
+            step = next((s for s in values["timeline"].steps if s.id == step_id), None)
+        if values is None or step is None:
+            return _json_or_text({"error": f"no step {step_id} in run {run_id}"}, 404)
+        return self.render(request, session, "_step_body.html", run=values["run"], step=step)
+
     async def _run_values(self, run_id: str) -> dict[str, Any] | None:
         app = self.app
         run = await app.get_run(run_id)
@@ -389,6 +404,7 @@ class Dashboard:
             "now": now,
             "run_duration": views.run_duration(run, now),
             "replay_of": replay_of,
+            "eager_steps": EAGER_STEPS,
         }
 
     async def export_run(self, request: Request, session: Session) -> Response:
@@ -585,17 +601,20 @@ class _Filters:
     waiting: str | None
     event_id: str | None
     query: str
+    scan: int = SEARCH_SCAN
 
     @classmethod
     def of(cls, params: Mapping[str, str]) -> _Filters:
         status = params.get("status") or None
         waiting = params.get("waiting") or None
+        scan = params.get("scan") or ""
         return cls(
             params.get("function") or None,
             status if status in STATUSES else None,
             waiting if waiting in WAITING_KINDS else None,
             params.get("event") or None,
             (params.get("q") or "").strip(),
+            min(int(scan), MAX_SEARCH_SCAN) if scan.isdigit() and int(scan) > 0 else SEARCH_SCAN,
         )
 
     @property
@@ -605,13 +624,21 @@ class _Filters:
 
     def as_dict(self) -> dict[str, str]:
         """As URL parameters (empty strings for unset filters)."""
-        return {
+        found = {
             "function": self.function_id or "",
             "status": self.status or "",
             "waiting": self.waiting or "",
             "event": self.event_id or "",
             "q": self.query,
         }
+        if self.scan != SEARCH_SCAN:
+            found["scan"] = str(self.scan)
+        return found
+
+    def deeper(self) -> str:
+        """The URL of the same search scanning ten times more runs."""
+        wider = {**self.as_dict(), "scan": str(min(self.scan * 10, MAX_SEARCH_SCAN))}
+        return "/runs?" + urlencode({k: v for k, v in wider.items() if v})
 
 
 @dataclass(frozen=True)

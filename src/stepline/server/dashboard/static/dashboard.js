@@ -71,6 +71,19 @@
       if (button) button.disabled = false;
     }
   });
+  // a step beyond the first ones of a long run: its details are read when it is opened
+  document.addEventListener("toggle", async (ev) => {
+    const step = ev.target;
+    if (!step.matches || !step.matches("details.tl-step") || !step.open) return;
+    const body = $(":scope > .tl-body[data-lazy]", step);
+    if (!body || body.dataset.loading) return;
+    body.dataset.loading = "1";
+    const response = await fetch(body.dataset.lazy, { credentials: "same-origin" });
+    if (!response.ok) { body.textContent = "Could not load this step."; return; }
+    const holder = document.createElement("div");
+    holder.innerHTML = await response.text();
+    body.replaceWith(holder.firstElementChild);
+  }, true);
   $$("button.example").forEach((b) => b.addEventListener("click", () => {
     $("#event-name").value = b.dataset.name;
     $("#event-data").value = b.dataset.data;
