@@ -10,7 +10,8 @@
    warm-up: the runs list (``/runs``), filtered by function, by status COMPLETED (rare among
    the rows), by waiting-on kind (with a filter the page counts up to 1,000 matching runs for the
    bulk actions), a payload search (``event.data.n == 7``: it scans the newest 2,000 runs), and
-   the 1,000-step run's page (its first 50 steps' details inline, the others loaded when opened). p50 and p95 in ms.
+   the 1,000-step run's page (its first 50 steps' details inline, the others loaded when
+   opened). p50 and p95 in ms.
 3. **Browser**: Debian's Chromium (Playwright) loads the 1,000-step run page from a real
    uvicorn server: ms from navigation to the ``load`` event, median of 5.
 
