@@ -44,3 +44,11 @@ def _encode(value: int) -> str:
         + p[(v >> 50) & 1023] + p[(v >> 40) & 1023] + p[(v >> 30) & 1023]
         + p[(v >> 20) & 1023] + p[(v >> 10) & 1023] + p[v & 1023]
     )  # fmt: skip
+
+
+def seeded_id(millis: int, entropy: bytes) -> str:
+    """The id (ULID layout) made of a given time and 10 bytes of entropy: the same inputs give
+    the same id (a client's retry of a request carrying the same seed)."""
+    if not 0 <= millis < 1 << 48 or len(entropy) != 10:
+        raise ValueError("a seeded id needs 0 <= millis < 2**48 and 10 bytes of entropy")
+    return _encode((millis << _RANDOM_BITS) | int.from_bytes(entropy, "big"))

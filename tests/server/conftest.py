@@ -26,7 +26,8 @@ def open_settings(**changes: Any) -> ServerSettings:
 
 def keyed_settings(**changes: Any) -> ServerSettings:
     """Settings of a server with one event key and one API token."""
-    return ServerSettings(event_keys=(EVENT_KEY,), api_tokens=(API_TOKEN,), **changes)
+    fields: dict[str, Any] = {"event_keys": (EVENT_KEY,), "api_tokens": (API_TOKEN,)}
+    return ServerSettings(**{**fields, **changes})
 
 
 ServeFn = Callable[..., Any]

@@ -132,12 +132,13 @@ class Engine:
             self._by_event.setdefault(trigger.name, []).append(fn)
 
     # -- events -----------------------------------------------------------------------------------
-    def event_record(self, event: Event, now: float) -> EventRecord:
-        """Validate an event at the edge and give it a Stepline id. Raises ``EventError``."""
+    def event_record(self, event: Event, now: float, internal_id: str | None = None) -> EventRecord:
+        """Validate an event at the edge and give it a Stepline id (``internal_id``, else a
+        new one). Raises ``EventError``."""
         validate_event(event, self.limits.max_event_bytes)
         ts = event.ts / 1000 if event.ts else now
         return EventRecord(
-            new_id(now), event.name, dict(event.data), dict(event.user), event.id, ts
+            internal_id or new_id(now), event.name, dict(event.data), dict(event.user), event.id, ts
         )
 
     def plan(self, record: EventRecord) -> EventIngest:
@@ -167,13 +168,29 @@ class Engine:
             return True
         return load_match(wait.expression).matches(event.payload())
 
-    def _ingest_job(self, items: list[EventIngest], now: float) -> Callable[[StoreTx], Any]:
+    def _ingest_job(
+        self, items: list[EventIngest], now: float, retried: bool = False
+    ) -> Callable[[StoreTx], Any]:
         def job(tx: StoreTx) -> list[IngestResult]:
+            if retried:
+                return self._ingest_new(tx, items, now)
             results = tx.ingest(items, now, self.wait_matches)
             self.announce_cancellations(tx, results, now)
             return results
 
         return job
+
+    def _ingest_new(self, tx: StoreTx, items: list[EventIngest], now: float) -> list[IngestResult]:
+        """Ingest the events not stored yet; an event whose id is stored already (a retry of
+        a request that gave the ids) is not ingested again: its result is a duplicate's."""
+        stored = tx.stored_event_ids([item.event.internal_id for item in items])
+        fresh = [item for item in items if item.event.internal_id not in stored]
+        found = {r.internal_id: r for r in tx.ingest(fresh, now, self.wait_matches)}
+        self.announce_cancellations(tx, list(found.values()), now)
+        return [
+            found.get(item.event.internal_id) or IngestResult(item.event.internal_id, True, (), ())
+            for item in items
+        ]
 
     def system_event(self, name: str, data: dict[str, Any], now: float) -> EventIngest:
         """A system event about a run's end, planned as any event (it may start a run of the
@@ -226,18 +243,28 @@ class Engine:
         (one commit instead of two before the first step)."""
         return [r.internal_id for r in await self.ingest_events(events)]
 
-    async def ingest_events(self, events: Sequence[Event]) -> list[IngestResult]:
+    async def ingest_events(
+        self, events: Sequence[Event], internal_ids: Sequence[str] | None = None
+    ) -> list[IngestResult]:
         """``send``, returning what each event did (runs started, waits resumed, runs
-        cancelled, runs skipped by flow control)."""
+        cancelled, runs skipped by flow control). ``internal_ids`` gives the events their
+        Stepline ids (one each, e.g. derived from a request's seed): an event whose id is
+        already stored is a retry and is not ingested again (its result says duplicate)."""
         now = self.clock.now()
-        items = [self.plan(self.event_record(e, now)) for e in events]
+        if internal_ids is None:
+            items = [self.plan(self.event_record(e, now)) for e in events]
+        else:
+            items = [
+                self.plan(self.event_record(e, now, i))
+                for e, i in zip(events, internal_ids, strict=True)
+            ]
+        ingest = self._ingest_job(items, now, retried=internal_ids is not None)
         worker = self._eager_worker
         if worker is None or not worker.accepts_in(asyncio.get_running_loop()):
-            results: list[IngestResult] = await self.writer.write(self._ingest_job(items, now))
+            results: list[IngestResult] = await self.writer.write(ingest)
             self.wake_workers()
             self.changes.publish(ingest_change(results))
             return results
-        ingest = self._ingest_job(items, now)
         lease_new = worker.lease_new_runs(now)
 
         def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease]]:

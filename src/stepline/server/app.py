@@ -25,7 +25,9 @@ from starlette.routing import BaseRoute, Route
 
 from stepline.server._access_log import AccessLog
 from stepline.server._health import health_routes
+from stepline.server._problems import Problem, problem_response
 from stepline.server._responses import JSONResponse
+from stepline.server.event_api import event_routes
 from stepline.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -38,11 +40,15 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
     """The ASGI application serving ``app`` (default settings: ``ServerSettings()``, which
     leave the APIs closed until keys are configured)."""
     settings = settings or ServerSettings()
-    routes: list[BaseRoute] = [*health_routes()]
+    routes: list[BaseRoute] = [*health_routes(), *event_routes()]
     dashboard = dashboard_routes(app, settings)
     routes += dashboard or [Route("/", _index, methods=["GET"])]
     level = logging.DEBUG if settings.dev else logging.INFO
-    server = Starlette(routes=routes, middleware=[Middleware(AccessLog, level=level)])
+    server = Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLog, level=level)],
+        exception_handlers={Problem: problem_response},
+    )
     server.state.stepline_app = app
     server.state.stepline_settings = settings
     return server

@@ -59,6 +59,10 @@ class StoreTx(Protocol):
         keeps its result) and None is returned: the pass must stop."""
         ...
 
+    def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
+        """Which of these events (by Stepline id) are stored, as this transaction sees them."""
+        ...
+
     def run_events(self, run_id: str) -> list[EventRecord]:
         """The events that triggered a run (in order), as this transaction sees them."""
         ...

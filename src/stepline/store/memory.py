@@ -339,6 +339,10 @@ class _MemoryTx(MemoryControlVerbs):
         with self._verb():
             return ingest(self, items, now, wait_matches)
 
+    def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
+        events = self._s._events
+        return {i for i in internal_ids if i in events}
+
     def run_events(self, run_id: str) -> list[EventRecord]:
         run = self._s._runs.get(run_id)
         events = self._s._events

@@ -421,6 +421,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         c.execute("RELEASE verb")
 
     # -- events -----------------------------------------------------------------------------------
+    def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
+        rows = self._c.execute(q.STORED_EVENT_IDS, (dumps(list(internal_ids)),))
+        return {r[0] for r in rows}
+
     def run_events(self, run_id: str) -> list[EventRecord]:
         ids = self._event_ids.get(run_id)  # the run was just cancelled: its ids were read then
         if ids is None:

@@ -1,0 +1,111 @@
+"""Reading a request's JSON body within limits, refusing what is wrong before it costs much.
+
+The body is read as it streams in and refused (413) as soon as it passes ``max_bytes`` (a
+declared ``Content-Length`` over it is refused before reading anything). The JSON is parsed by
+orjson (invalid UTF-8, lone surrogates, ``NaN``, numbers overflowing a double: 400), then
+checked for nesting deeper than ``max_depth`` and integers outside 64 bits (which a parser
+would silently turn into inexact floats): 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from stepline.server._problems import Problem
+
+_JSON_TYPES = ("application/json",)
+_LONG_DIGITS = re.compile(rb"\d{19}")  # an integer this long may not fit in 64 bits
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def check_json_content_type(request: Request) -> None:
+    """415 unless the body is declared JSON (``application/json`` or ``*/*+json``; a request
+    without a Content-Type is read as JSON) and not compressed."""
+    declared = request.headers.get("content-type")
+    if declared is not None:
+        media = declared.split(";", 1)[0].strip().lower()
+        if media not in _JSON_TYPES and not media.endswith("+json"):
+            raise Problem(415, f"expected Content-Type application/json, got {media or '(empty)'}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise Problem(415, f"Content-Encoding {encoding} is not supported: send identity")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, read chunk by chunk; 413 as soon as it passes ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise Problem(400, f"invalid Content-Length {declared!r}") from None
+        if length > max_bytes:
+            raise Problem(413, f"request body of {length} bytes is over the {max_bytes}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise Problem(413, f"request body is over the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes, max_depth: int) -> Any:
+    """The JSON value of ``body``; 400 naming what is wrong with it."""
+    if not body.strip():
+        raise Problem(400, "the request body is empty: expected JSON")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, f"invalid JSON: {exc}") from None
+    depth = json_depth(value, max_depth)
+    if depth > max_depth:
+        raise Problem(400, f"JSON nested deeper than {max_depth} levels")
+    if _LONG_DIGITS.search(body):
+        _check_integers(body)
+    return value
+
+
+def json_depth(value: Any, stop_after: int) -> int:
+    """How deeply ``value`` nests lists and objects (a scalar: 0), counted up to just past
+    ``stop_after`` (iterative: any depth is safe)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > stop_after:
+                return deepest
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _check_integers(body: bytes) -> None:
+    """400 for an integer literal outside 64 bits (orjson would make it an inexact float)."""
+
+    def exact_int(text: str) -> int:
+        number = int(text)
+        if not INT_MIN <= number <= INT_MAX:
+            raise Problem(400, f"integer {text[:40]} does not fit in 64 bits: send it as a string")
+        return number
+
+    try:
+        json.loads(body, parse_int=exact_int)
+    except RecursionError:  # cannot happen: the depth was checked; never a 500
+        raise Problem(400, "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise Problem(400, f"invalid JSON: {exc}") from None
