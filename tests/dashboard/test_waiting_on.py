@@ -11,7 +11,7 @@ import stepline
 from stepline import App, Context, Event
 from stepline.sdk.run import Run
 from stepline.sdk.waiting import WAITING_KINDS, readable, waiting_on
-from stepline.store.records import QueueState, WaitRecord, WorkerRecord
+from stepline.store.records import EventFilter, QueueState, WaitRecord, WorkerRecord
 from stepline.testing import MockClock, TestEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
@@ -111,11 +111,12 @@ async def test_queue_states_and_list_events_on_both_stores(store_kind: str, tmp_
         assert state.due_at is not None and state.due_at > clock.now()
         [wait] = state.waits
         assert wait.event_name == "go" and wait.expires_at == state.due_at
-        names = [e.name for e in store.list_events(None, 10)]
+        names = [e.event.name for e in store.list_events(EventFilter(limit=10))]
         assert names[:2] == ["other", "hold"]
-        assert [e.internal_id for e in store.list_events("hold", 10)] == [ids[0]]
-        assert store.list_events(None, 1)[0].name == "other"
+        held = store.list_events(EventFilter(name="hold", limit=10))
+        assert [e.event.internal_id for e in held] == [ids[0]]
+        assert store.list_events(EventFilter(limit=1))[0].event.name == "other"
         reasons = await app.waiting_on([await app.get_run(run.run_id)])  # type: ignore[list-item]
         assert reasons[run.run_id].kind == "event"
         events = await app.events(name="other")
-        assert [e.data for e in events] == [{"n": 1}]
+        assert [e.event.data for e in events] == [{"n": 1}]

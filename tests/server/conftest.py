@@ -3,6 +3,8 @@ a worker with virtual time, and an HTTP client talking to the ASGI application i
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +33,21 @@ def keyed_settings(**changes: Any) -> ServerSettings:
 
 
 ServeFn = Callable[..., Any]
+
+
+async def until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``check()`` (sync or async) until truthy and return it; ``AssertionError`` naming
+    ``what`` after ``timeout`` real seconds (as tests/integration/_polling.py)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)  # real time: the poll interval; the deadline bounds the wait
 
 
 @pytest.fixture

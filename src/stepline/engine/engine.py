@@ -22,6 +22,7 @@ from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.changes import ChangeFeed, ingest_change
 from stepline.engine.driver import PYTHON, Driver
+from stepline.engine.metrics import EngineMetrics
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError
 from stepline.expressions import load_match
@@ -105,6 +106,7 @@ class Engine:
         self.retention: float | None = None  # seconds an ended run is kept (None: forever)
         self.backoff = RetryBackoff.INNGEST  # the wait before a failed step's next attempt
         self._eager_worker: EagerWorker | None = None
+        self.metrics = EngineMetrics()
         self._next_purge = float("-inf")
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._wakers_lock = threading.Lock()
@@ -262,6 +264,7 @@ class Engine:
         worker = self._eager_worker
         if worker is None or not worker.accepts_in(asyncio.get_running_loop()):
             results: list[IngestResult] = await self.writer.write(ingest)
+            self.metrics.events_accepted += len(results)
             self.wake_workers()
             self.changes.publish(ingest_change(results))
             return results
@@ -272,6 +275,7 @@ class Engine:
             return found, lease_new(tx, sum(len(r.run_ids) for r in found))
 
         results, leases = await self.writer.write(job)
+        self.metrics.events_accepted += len(results)
         worker.adopt(leases)
         # the worker that got every run the events started has nothing new to look for: a
         # lease attempt now would only compete with those runs' passes for the writer
@@ -298,6 +302,7 @@ class Engine:
         now = self.clock.now()
         items = [self.plan(self.event_record(e, now)) for e in events]
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))
+        self.metrics.events_accepted += len(results)
         self.wake_workers()
         self.changes.publish(ingest_change(results))
         return [r.internal_id for r in results]

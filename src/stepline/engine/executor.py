@@ -368,6 +368,7 @@ class PassExecutor(RoundRecorder, PassEndings):
                 outcome.retry_at = self.now() + self.engine.backoff.delay(op.attempts)
         outcome.duration = time.perf_counter() - t0
         outcome.ended_at = self.now()
+        self.engine.metrics.step_attempt(outcome.duration, outcome.error is None)
         STEP_ATTEMPT.reset(attempt_token)
         return outcome
 

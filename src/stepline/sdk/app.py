@@ -46,9 +46,13 @@ from stepline.store import Store, open_store
 from stepline.store.records import (
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
+    EventFilter,
     EventRecord,
     RunFilter,
     SkipRecord,
+    StepRecord,
+    StoredEvent,
+    StoreStats,
     WorkerRecord,
 )
 
@@ -322,24 +326,74 @@ class App:
         with_steps: bool = True,
         waiting_for_worker: bool = False,
         all_apps: bool = False,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[Run]:
         """This app's runs (and those recorded before runs carried their app), newest first,
-        filtered by the event that started them, function or status; ``all_apps=True``: the
-        runs of every app sharing the database. ``waiting_for_worker``: only runs no live
-        worker can run (their function is registered by none). ``with_steps=False`` skips
-        reading each run's steps (``run.steps`` is then empty) and whether runs wait for a
-        worker: one query in all, for polling."""
+        filtered by the event that started them, function, status, and creation time
+        (``created_after``/``created_before``, inclusive); ``all_apps=True``: the runs of
+        every app sharing the database. ``waiting_for_worker``: only runs no live worker can
+        run (their function is registered by none). ``after``: the last run of the previous
+        page: the next page holds the runs older than it (exact while runs are added).
+        ``with_steps=False`` skips reading the runs' steps (``run.steps`` is then empty) and
+        whether runs wait for a worker: one query in all, for polling; with steps, the page's
+        steps are read in one more query."""
         engine = self.engine
         workers = await self.live_workers() if with_steps or waiting_for_worker else None
         waiting_at = engine.clock.now() if waiting_for_worker else None
         app_id = None if all_apps else self.id
-        query = RunFilter(function_id, status, event_id, limit, waiting_at, app_id)
+        query = RunFilter(
+            function_id,
+            status,
+            event_id,
+            limit,
+            waiting_at,
+            app_id,
+            created_after=created_after.timestamp() if created_after else None,
+            created_before=created_before.timestamp() if created_before else None,
+            after=after,
+        )
         records = await engine.read(engine.store.list_runs, query)
-        found = []
-        for record in records:
-            steps = await engine.read(engine.store.get_steps, record.run_id) if with_steps else []
-            found.append(Run.from_records(record, steps, workers))
-        return found
+        steps: dict[str, list[StepRecord]] = {}
+        if with_steps and records:
+            steps = await engine.read(engine.store.steps_of, [r.run_id for r in records])
+        return [Run.from_records(r, steps.get(r.run_id, []), workers) for r in records]
+
+    async def events(
+        self,
+        *,
+        name: str | None = None,
+        received_after: datetime | None = None,
+        received_before: datetime | None = None,
+        after: StoredEvent | None = None,
+        limit: int = 100,
+    ) -> list[StoredEvent]:
+        """Events received by the database (from every app sharing it), newest first: of one
+        ``name``, received in a time range (inclusive); ``after``: the last event of the
+        previous page (the next page holds older ones). Each says when it was received and
+        whether it was a duplicate (its sender id seen in the 24 h before: it started no
+        run)."""
+        engine = self.engine
+        query = EventFilter(
+            name,
+            received_after.timestamp() if received_after else None,
+            received_before.timestamp() if received_before else None,
+            (after.received_at, after.event.internal_id) if after is not None else None,
+            limit,
+        )
+        return await engine.read(engine.store.list_events, query)
+
+    async def get_event(self, event_id: str) -> EventRecord | None:
+        """One stored event by the id ``send`` returned, or None."""
+        engine = self.engine
+        found = await engine.read(engine.store.get_events, [event_id])
+        return found[0] if found else None
+
+    async def stats(self) -> StoreStats:
+        """Runs per status and the queue's depth and lag, now (for monitoring)."""
+        engine = self.engine
+        return await engine.read(engine.store.stats, engine.clock.now())
 
     async def history(self, run_id: str) -> list[HistoryEntry]:
         """A run's history: every transition, step attempt, sleep, wait and warning."""
@@ -384,12 +438,14 @@ class App:
         reason: str = "bulk cancellation",
         limit: int = 10_000,
         all_apps: bool = False,
+        dry_run: bool = False,
     ) -> list[str]:
         """Cancel the unfinished runs of this app's function created in a time range (both
         bounds optional; ``started_*`` compare the run's creation time), optionally only those
         whose triggering event satisfies ``if_`` (CEL over ``event``), at most ``limit`` runs,
         oldest first; ``all_apps=True``: the runs of the function of that id in every app
-        sharing the database. Returns the ids of the runs cancelled."""
+        sharing the database. Returns the ids of the runs cancelled; ``dry_run=True``: of the
+        runs it would cancel now, cancelling none (a preview)."""
         engine = self.engine
         condition = compile_expression(if_) if if_ is not None else None
         # datetimes hold microseconds: bounds are inclusive at that resolution
@@ -415,11 +471,15 @@ class App:
                 payload = events[0].payload() if events else {}
                 if not condition.matches({"event": payload}):
                     continue
+            if dry_run:
+                cancelled.append(record.run_id)
+                continue
             job = engine.cancel_job(record.run_id, reason, engine.clock.now())
             if await engine.writer.write(job):
                 cancelled.append(record.run_id)
                 engine.changes.publish_runs([record.run_id])
-        engine.wake_workers()
+        if not dry_run:
+            engine.wake_workers()
         return cancelled
 
     async def replay_run(
@@ -490,11 +550,6 @@ class App:
         Returns the number of runs deleted."""
         cutoff = before.timestamp()
         return await self.engine.writer.write(lambda tx: tx.purge_before(cutoff, limit))
-
-    async def events(self, *, name: str | None = None, limit: int = 50) -> list[EventRecord]:
-        """The newest events received (of that name, if given), newest first."""
-        engine = self.engine
-        return await engine.read(engine.store.list_events, name, limit)
 
     async def waiting_on(self, runs: Sequence[Run]) -> dict[str, WaitingOn]:
         """Why each of these runs that has not ended is not running now (sleeping until T,

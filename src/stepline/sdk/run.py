@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +86,9 @@ class Run:
     CANCELLED), ``output`` once COMPLETED, ``error`` once FAILED or CANCELLED, and its steps in
     execution order. ``app_id`` is the app whose function it runs, ``worker_id`` the worker
     that leased its latest pass; ``waiting_for_worker`` is True while it has not ended and no
-    live worker has registered its function (it waits for one; it is never failed for that)."""
+    live worker has registered its function (it waits for one; it is never failed for that).
+    ``cursor`` is its exact position in a runs list: ``App.runs(after=run.cursor)`` gives the
+    page after it."""
 
     run_id: str
     function_id: str
@@ -102,6 +104,7 @@ class Run:
     app_id: str = ""
     worker_id: str | None = None
     waiting_for_worker: bool = False
+    cursor: tuple[float, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
@@ -130,6 +133,7 @@ class Run:
             app_id=run.app_id,
             worker_id=run.worker_id,
             waiting_for_worker=workers is not None and waits_for_worker(run, workers),
+            cursor=(run.created_at, run.run_id),
         )
 
 

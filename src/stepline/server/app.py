@@ -28,6 +28,9 @@ from stepline.server._health import health_routes
 from stepline.server._problems import Problem, problem_response
 from stepline.server._responses import JSONResponse
 from stepline.server.event_api import event_routes
+from stepline.server.metrics import metrics_routes
+from stepline.server.openapi import openapi_routes
+from stepline.server.rest import rest_routes
 from stepline.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -40,7 +43,13 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
     """The ASGI application serving ``app`` (default settings: ``ServerSettings()``, which
     leave the APIs closed until keys are configured)."""
     settings = settings or ServerSettings()
-    routes: list[BaseRoute] = [*health_routes(), *event_routes()]
+    routes: list[BaseRoute] = [
+        *health_routes(),
+        *event_routes(),
+        *rest_routes(),
+        *metrics_routes(),
+        *openapi_routes(),
+    ]
     dashboard = dashboard_routes(app, settings)
     routes += dashboard or [Route("/", _index, methods=["GET"])]
     level = logging.DEBUG if settings.dev else logging.INFO
@@ -68,4 +77,6 @@ def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
 
 async def _index(request: Request) -> Response:
     """What this server offers (when no dashboard is installed)."""
-    return JSONResponse({"name": "stepline", "health": "/health", "ready": "/ready"})
+    return JSONResponse(
+        {"name": "stepline", "api": "/api/v1", "openapi": "/openapi.json", "docs": "/api/docs"}
+    )

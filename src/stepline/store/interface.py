@@ -20,6 +20,7 @@ from stepline.errors import StoreError
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
+    EventFilter,
     EventIngest,
     EventRecord,
     FunctionSet,
@@ -34,6 +35,8 @@ from stepline.store.records import (
     RunState,
     SkipRecord,
     StepRecord,
+    StoredEvent,
+    StoreStats,
     WaitMatcher,
     WorkerRecord,
 )
@@ -232,6 +235,19 @@ class Store(Protocol):
         """A run's memo rows in execution order."""
         ...
 
+    def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        """The memo rows of several runs (a page of a runs list) in one read: run id -> its
+        rows in execution order (a run without steps is absent)."""
+        ...
+
+    def list_events(self, query: EventFilter) -> list[StoredEvent]:
+        """Events matching the filter, newest first (by time received)."""
+        ...
+
+    def stats(self, now: float) -> StoreStats:
+        """Run counts per status and the queue's depth and lag at ``now`` (for metrics)."""
+        ...
+
     def get_history(self, run_id: str) -> list[HistoryRecord]:
         """A run's history in order."""
         ...
@@ -261,10 +277,6 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
-        ...
-
-    def list_events(self, name: str | None, limit: int) -> list[EventRecord]:
-        """The newest events received (of that name), newest first."""
         ...
 
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:

@@ -30,6 +30,7 @@ from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     TERMINAL_STATUSES,
     CronRow,
+    EventFilter,
     EventIngest,
     EventRecord,
     FunctionSet,
@@ -45,6 +46,8 @@ from stepline.store.records import (
     RunState,
     SkipRecord,
     StepRecord,
+    StoredEvent,
+    StoreStats,
     WaitMatcher,
     WaitRecord,
     Wake,
@@ -92,6 +95,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._events: dict[str, EventRecord] = {}
         self._received: dict[str, float] = {}
+        self._duplicates: dict[str, bool] = {}  # events whose sender id was seen in 24 h
         self._dedup: dict[str, float] = {}
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
@@ -165,6 +169,12 @@ class MemoryStore:
                     continue
                 if query.event_id is not None and query.event_id not in run.event_ids:
                     continue
+                if query.after is not None and (run.created_at, run.run_id) >= query.after:
+                    continue
+                if query.created_after is not None and run.created_at < query.created_after:
+                    continue
+                if query.created_before is not None and run.created_at > query.created_before:
+                    continue
                 if query.waiting_for_worker_at is not None and (
                     run.status in TERMINAL_STATUSES
                     or self._served(run, query.waiting_for_worker_at)
@@ -186,12 +196,6 @@ class MemoryStore:
         with self._lock:
             alive = [w for w in self._workers.values() if w.expires_at > now]
             return sorted(alive, key=lambda w: w.worker_id)
-
-    def list_events(self, name: str | None, limit: int) -> list[EventRecord]:
-        with self._lock:
-            newest = sorted(self._events, reverse=True)  # ids are time-ordered
-            found = (self._events[i] for i in newest)
-            return [e for e in found if name is None or e.name == name][:limit]
 
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
         with self._lock:
@@ -222,6 +226,46 @@ class MemoryStore:
         with self._lock:
             steps = self._steps.get(run_id, {}).values()
             return sorted((replace(s) for s in steps), key=lambda s: s.position)
+
+    def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        with self._lock:
+            return {
+                run_id: sorted((replace(s) for s in steps.values()), key=lambda s: s.position)
+                for run_id in run_ids
+                if (steps := self._steps.get(run_id))
+            }
+
+    def list_events(self, query: EventFilter) -> list[StoredEvent]:
+        with self._lock:
+            keys = sorted(((t, i) for i, t in self._received.items()), reverse=True)
+            found: list[StoredEvent] = []
+            for received_at, internal_id in keys:
+                if len(found) >= query.limit:
+                    break
+                if query.after is not None and (received_at, internal_id) >= query.after:
+                    continue
+                if query.received_after is not None and received_at < query.received_after:
+                    continue
+                if query.received_before is not None and received_at > query.received_before:
+                    continue
+                event = self._events.get(internal_id)
+                if event is None or (query.name is not None and event.name != query.name):
+                    continue
+                duplicate = internal_id in self._duplicates
+                found.append(StoredEvent(event, received_at, duplicate))
+            return found
+
+    def stats(self, now: float) -> StoreStats:
+        with self._lock:
+            by_status: dict[str, int] = {}
+            for run in self._runs.values():
+                by_status[run.status] = by_status.get(run.status, 0) + 1
+            due = [
+                item.due_at
+                for item in self._queue.values()
+                if item.lease_owner is None and item.due_at is not None and item.due_at <= now
+            ]
+            return StoreStats(by_status, len(self._queue), len(due), min(due, default=None))
 
     def get_history(self, run_id: str) -> list[HistoryRecord]:
         with self._lock:
@@ -401,6 +445,7 @@ class _MemoryTx(MemoryControlVerbs):
             return True
         seen = s._dedup.get(event.id)
         if seen is not None and seen > now - DEDUP_WINDOW:
+            self._put(s._duplicates, event.internal_id, True)
             return False
         self._put(s._dedup, event.id, now)
         return True

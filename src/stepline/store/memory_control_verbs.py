@@ -159,6 +159,8 @@ class MemoryControlVerbs:
             for event_id, event in list(s._events.items()):
                 if event_id not in referenced and s._received.get(event_id, event.ts) < cutoff:
                     self._pop(s._events, event_id)
+                    self._pop(s._received, event_id)
+                    self._pop(s._duplicates, event_id)
             for seq, skip in list(s._skips.items()):
                 if skip.at < cutoff:
                     self._pop(s._skips, seq)

@@ -336,7 +336,10 @@ class PassCommit:
 class RunFilter:
     """Filters for listing runs (all optional); newest first. ``waiting_for_worker_at``: only
     unfinished runs whose function no worker alive at that time has registered. ``app_id``:
-    only that app's runs (and those recorded without an app id); None: every app's."""
+    only that app's runs (and those recorded without an app id); None: every app's.
+    ``created_after``/``created_before``: creation time bounds (inclusive). ``after``: the
+    (created_at, run_id) of the last run of the previous page: only runs older than it (a
+    cursor that stays exact while runs are added)."""
 
     function_id: str | None = None
     status: str | None = None
@@ -344,6 +347,45 @@ class RunFilter:
     limit: int = 100
     waiting_for_worker_at: float | None = None
     app_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    after: tuple[float, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Filters for listing events (all optional); newest first (by the time they were
+    received). ``name``: of that name. ``received_after``/``received_before``: time bounds
+    (inclusive). ``after``: the (received_at, internal_id) of the last event of the previous
+    page: only events older than it."""
+
+    name: str | None = None
+    received_after: float | None = None
+    received_before: float | None = None
+    after: tuple[float, str] | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as stored: when it was ``received_at``, whether its sender id had been seen in
+    the 24 h before (``duplicate``: it started no run)."""
+
+    event: EventRecord
+    received_at: float
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counts for monitoring: runs per status, unfinished runs in the queue
+    (``queue_depth``), those due now and not leased (``due_now``), and the due time of the
+    oldest of those (``oldest_due_at``; None when nothing is due)."""
+
+    runs_by_status: dict[str, int]
+    queue_depth: int
+    due_now: int
+    oldest_due_at: float | None
 
 
 WaitMatcher = Callable[[WaitRecord, EventRecord], bool]

@@ -476,7 +476,8 @@ class Dashboard:
     async def events(self, request: Request, session: Session) -> Response:
         """The event stream: newest events, their payloads and the runs each started."""
         name = request.query_params.get("name") or None
-        rows = await self._event_rows(await self.app.events(name=name, limit=PAGE_SIZE))
+        found = await self.app.events(name=name, limit=PAGE_SIZE)
+        rows = await self._event_rows([stored.event for stored in found])
         return self.render(
             request, session, "events.html", nav="events", rows=rows, name=name or ""
         )

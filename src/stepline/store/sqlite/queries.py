@@ -347,7 +347,15 @@ SELECT run_id, due_at, lease_owner IS NOT NULL AND lease_expires_at > ?2, ckey1,
 FROM queue WHERE run_id IN (SELECT value FROM json_each(?1))"""
 WAITS_OF_RUNS = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE run_id IN (SELECT value FROM json_each(?1))"""
-NEWEST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY internal_id DESC LIMIT ?"
-NEWEST_EVENTS_NAMED = f"""
-SELECT {EVENT_COLUMNS} FROM events WHERE name = ? ORDER BY received_at DESC, internal_id DESC
-LIMIT ?"""
+
+# -- the server's reads (listing events, a page of runs' steps, monitoring) ------------------------
+LIST_EVENTS = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+ORDER BY received_at DESC, internal_id DESC LIMIT ?"""
+STEPS_OF = """
+SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
+       started_at, ended_at
+FROM steps WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY run_id, position"""
+RUNS_BY_STATUS = "SELECT status, COUNT(*) FROM runs GROUP BY status"
+QUEUE_DEPTH = "SELECT COUNT(*) FROM queue"
+QUEUE_DUE = "SELECT COUNT(*), MIN(due_at) FROM queue WHERE lease_owner IS NULL AND due_at <= ?"

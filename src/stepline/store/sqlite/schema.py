@@ -241,4 +241,8 @@ MIGRATIONS: tuple[str, ...] = (
         app_id, function_id, (coalesce(ckey1, '') || char(30) || coalesce(ckey2, '')), due_at)
         WHERE lease_owner IS NULL;
     """,
+    # 9: list events newest first by the time they were received (the server's events list)
+    """
+    CREATE INDEX events_received ON events(received_at, internal_id);
+    """,
 )

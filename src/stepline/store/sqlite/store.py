@@ -31,6 +31,7 @@ from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.records import (
+    EventFilter,
     EventIngest,
     EventRecord,
     FunctionSet,
@@ -44,6 +45,8 @@ from stepline.store.records import (
     RunState,
     SkipRecord,
     StepRecord,
+    StoredEvent,
+    StoreStats,
     WaitMatcher,
     WaitRecord,
     Wake,
@@ -275,6 +278,15 @@ class SQLiteStore:
         if query.waiting_for_worker_at is not None:
             clauses.append(q.WAITING_FOR_WORKER)
             params.append(query.waiting_for_worker_at)
+        if query.created_after is not None:
+            clauses.append("created_at >= ?")
+            params.append(query.created_after)
+        if query.created_before is not None:
+            clauses.append("created_at <= ?")
+            params.append(query.created_before)
+        if query.after is not None:
+            clauses.append("(created_at, run_id) < (?, ?)")
+            params.extend(query.after)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(query.limit)
         return [_run(r) for r in self._conn().execute(q.LIST_RUNS.format(where=where), params)]
@@ -282,6 +294,51 @@ class SQLiteStore:
     @_reading
     def get_steps(self, run_id: str) -> list[StepRecord]:
         return _select_steps(self._conn(), run_id)
+
+    @_reading
+    def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {}
+        for row in self._conn().execute(q.STEPS_OF, (dumps(list(run_ids)),)):
+            r = row
+            found.setdefault(r[0], []).append(
+                StepRecord(
+                    r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10], r[11]
+                )
+            )
+        return found
+
+    @_reading
+    def list_events(self, query: EventFilter) -> list[StoredEvent]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.name is not None:
+            clauses.append("name = ?")
+            params.append(query.name)
+        if query.received_after is not None:
+            clauses.append("received_at >= ?")
+            params.append(query.received_after)
+        if query.received_before is not None:
+            clauses.append("received_at <= ?")
+            params.append(query.received_before)
+        if query.after is not None:
+            clauses.append("(received_at, internal_id) < (?, ?)")
+            params.extend(query.after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(query.limit)
+        return [
+            StoredEvent(
+                EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]), r[6], bool(r[7])
+            )
+            for r in self._conn().execute(q.LIST_EVENTS.format(where=where), params)
+        ]
+
+    @_reading
+    def stats(self, now: float) -> StoreStats:
+        conn = self._conn()
+        by_status = {r[0]: r[1] for r in conn.execute(q.RUNS_BY_STATUS)}
+        depth = conn.execute(q.QUEUE_DEPTH).fetchone()[0]
+        due, oldest = conn.execute(q.QUEUE_DUE, (now,)).fetchone()
+        return StoreStats(by_status, depth, due, oldest)
 
     @_reading
     def get_history(self, run_id: str) -> list[HistoryRecord]:
@@ -330,14 +387,6 @@ class SQLiteStore:
         if app_id is None:
             return {r[0] for r in self._conn().execute(q.PAUSED)}
         return {r[0] for r in self._conn().execute(q.PAUSED_IN, (app_id,))}
-
-    @_reading
-    def list_events(self, name: str | None, limit: int) -> list[EventRecord]:
-        if name is None:
-            rows = self._conn().execute(q.NEWEST_EVENTS, (limit,))
-        else:
-            rows = self._conn().execute(q.NEWEST_EVENTS_NAMED, (name, limit))
-        return [EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]) for r in rows]
 
     @_reading
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:

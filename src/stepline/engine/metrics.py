@@ -1,0 +1,54 @@
+"""Counters this process keeps for monitoring (``/metrics``): step attempts and their durations,
+events accepted. Process-local, like any Prometheus target: each server or worker process
+reports what it did; the store's counts (runs by state, queue depth) come from the database."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+# seconds: a step's duration from a few milliseconds to minutes
+STEP_BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
+)  # fmt: skip
+
+
+class Histogram:
+    """Counts of observations per upper bound (cumulated when read), their sum and count."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        slot = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            self._counts[slot] += 1
+            self._sum += value
+
+    def snapshot(self) -> tuple[list[int], float, int]:
+        """(cumulative counts per bound then +Inf, sum, count)."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for count in counts:
+            running += count
+            cumulative.append(running)
+        return cumulative, total, running
+
+
+class EngineMetrics:
+    """What an engine did in this process."""
+
+    def __init__(self) -> None:
+        self.step_seconds = Histogram(STEP_BUCKETS)
+        self.step_attempts = {"completed": 0, "failed": 0}
+        self.events_accepted = 0
+
+    def step_attempt(self, duration: float, ok: bool) -> None:
+        """A step attempt ended after ``duration`` seconds (``ok``: it returned a value)."""
+        self.step_seconds.observe(duration)
+        self.step_attempts["completed" if ok else "failed"] += 1

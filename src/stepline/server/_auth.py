@@ -1,0 +1,29 @@
+"""Who may use the REST API: ``Authorization: Bearer <token>`` with a configured API token.
+
+Without tokens configured the API is open only when the server allows it (a loopback bind,
+``allow_unauthenticated``); otherwise it answers 503 until tokens are configured, so an
+application mounting ``App.asgi()`` without settings exposes nothing by mistake.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import HTTPConnection
+
+from stepline.server._problems import Problem
+from stepline.server._state import server_settings
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="stepline"'}
+
+
+def require_api_token(request: HTTPConnection) -> None:
+    """401 unless the request carries a configured API token (see the module's doc)."""
+    settings = server_settings(request)
+    if not settings.api_tokens:
+        if settings.allow_unauthenticated:
+            return
+        raise Problem(503, "no API tokens are configured on this server: set STEPLINE_API_TOKENS")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(401, "missing API token: send Authorization: Bearer <token>", CHALLENGE)
+    if not settings.api_token_ok(token.strip()):
+        raise Problem(401, "invalid API token", CHALLENGE)

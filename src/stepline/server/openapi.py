@@ -1,0 +1,387 @@
+"""The OpenAPI 3.1 document of the HTTP APIs (``/openapi.json``) and a page to browse it
+(``/api/docs``: one HTML file shipped in the wheel, no CDN). Both are public: they describe the
+API, not the data."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, get_args
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from stepline import __version__
+from stepline.server._responses import JSONResponse
+from stepline.store.records import RunStatus
+
+
+def openapi_routes() -> list[BaseRoute]:
+    return [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/api/docs", api_docs, methods=["GET"]),
+    ]
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+async def api_docs(request: Request) -> Response:
+    page = resources.files("stepline.server").joinpath("static/api-docs.html").read_text()
+    return HTMLResponse(page)
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": {"type": kind}}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+ERRORS = {
+    "400": _json(_ref("Error"), "Invalid request (the error says what is wrong)"),
+    "401": _json(_ref("Error"), "Missing or invalid token or key"),
+    "404": _json(_ref("Error"), "Not found"),
+    "503": _json(_ref("Error"), "No keys configured, or the database is unavailable"),
+}
+TOKEN: list[dict[str, Any]] = [{"bearer": []}]
+PAGE = [
+    _query("cursor", "The next_cursor of the previous page"),
+    _query("limit", "Items per page (1-1000, default 50)", "integer"),
+]
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "data": {"type": "array", "items": _ref(name)},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    }
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    security: list[dict[str, Any]] | None = None,
+    ok_status: str = "200",
+    tag: str = "runs",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "parameters": params or [],
+        "responses": {ok_status: ok, **ERRORS},
+        "security": TOKEN if security is None else security,
+    }
+    if body is not None:
+        op["requestBody"] = {"content": {"application/json": {"schema": body}}}
+    return op
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document (built on each request: it is small)."""
+    text = {"type": "string"}
+    nullable_text = {"type": ["string", "null"]}
+    time = {"type": ["string", "null"], "format": "date-time"}
+    any_json: dict[str, Any] = {}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error", "status"],
+            "properties": {"error": text, "status": {"type": "integer"}},
+        },
+        "EventIn": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "description": "Not empty, not starting inngest/"},
+                "data": {"type": "object"},
+                "user": {"type": "object"},
+                "id": {"type": "string", "description": "De-duplication id (24 h)"},
+                "ts": {"type": "integer", "description": "Epoch milliseconds (1980-2100)"},
+            },
+        },
+        "SendResult": {
+            "type": "object",
+            "properties": {
+                "ids": {"type": "array", "items": text},
+                "status": {"type": "integer"},
+                "error": text,
+                "index": {"type": "integer", "description": "The first invalid event"},
+            },
+        },
+        "Step": {
+            "type": "object",
+            "properties": {
+                "id": text,
+                "kind": {"enum": ["run", "sleep", "wait", "invoke", "send"]},
+                "status": {"enum": ["COMPLETED", "FAILED", "PENDING", "RETRYING", "RUNNING"]},
+                "attempts": {"type": "integer"},
+                "output": any_json,
+                "error": {"type": ["object", "null"]},
+                "started_at": time,
+                "ended_at": time,
+            },
+        },
+        "Run": {
+            "type": "object",
+            "properties": {
+                "run_id": text,
+                "app_id": text,
+                "function_id": text,
+                "status": {"enum": list(get_args(RunStatus))},
+                "output": any_json,
+                "error": {"type": ["object", "null"]},
+                "event_ids": {"type": "array", "items": text},
+                "created_at": time,
+                "started_at": time,
+                "ended_at": time,
+                "attempt": {"type": "integer"},
+                "worker_id": nullable_text,
+                "waiting_for_worker": {"type": "boolean"},
+                "steps": {"type": "array", "items": _ref("Step")},
+            },
+        },
+        "HistoryEntry": {
+            "type": "object",
+            "properties": {
+                "at": time,
+                "kind": text,
+                "step_id": nullable_text,
+                "attempt": {"type": ["integer", "null"]},
+                "duration": {"type": ["number", "null"]},
+                "data": {"type": ["object", "null"]},
+                "worker_id": nullable_text,
+            },
+        },
+        "RunDetail": {
+            "allOf": [
+                _ref("Run"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "history": {"type": "array", "items": _ref("HistoryEntry")},
+                        "events": {"type": "array", "items": _ref("Event")},
+                    },
+                },
+            ]
+        },
+        "Event": {
+            "type": "object",
+            "properties": {
+                "id": text,
+                "name": text,
+                "data": {"type": "object"},
+                "user": {"type": "object"},
+                "sender_id": nullable_text,
+                "ts": {"type": "integer"},
+                "received_at": time,
+                "duplicate": {"type": "boolean"},
+            },
+        },
+        "Function": {
+            "type": "object",
+            "properties": {
+                "id": text,
+                "app_id": text,
+                "triggers": {"type": "array", "items": {"type": "object"}},
+                "retries": {"type": "integer"},
+                "paused": {"type": "boolean"},
+                "flow_control": {"type": "object"},
+                "cancel_on": {"type": "array", "items": {"type": "object"}},
+                "timeouts": {"type": ["object", "null"]},
+                "on_failure_of": nullable_text,
+            },
+        },
+        "Skip": {
+            "type": "object",
+            "properties": {"event_id": text, "function_id": text, "reason": text, "at": time},
+        },
+    }
+    run_filters = [
+        _query("function", "Function id"),
+        _query("status", "Run status"),
+        _query("event", "Id of the event that started the run"),
+        _query("created_after", "ISO 8601 or epoch ms"),
+        _query("created_before", "ISO 8601 or epoch ms"),
+        _query("steps", "Include each run's steps (default true)", "boolean"),
+        *PAGE,
+    ]
+    fn_id = _path("function_id", "Function id")
+    run_id = _path("run_id", "Run id")
+    paths: dict[str, Any] = {
+        "/e/{key}": {
+            "post": _op(
+                "Send one event or a list (Inngest's event API)",
+                _json(_ref("SendResult")),
+                params=[
+                    _path("key", "An event key"),
+                    {
+                        "name": "X-Inngest-Event-Id-Seed",
+                        "in": "header",
+                        "description": "<unix ms>,<base64 of 10 bytes>: deterministic ids",
+                        "schema": text,
+                    },
+                ],
+                body={"oneOf": [_ref("EventIn"), {"type": "array", "items": _ref("EventIn")}]},
+                security=[],
+                tag="events",
+            )
+        },
+        "/api/v1/functions": {
+            "get": _op("List functions", _json(_list_of("Function")), tag="functions")
+        },
+        "/api/v1/functions/{function_id}": {
+            "get": _op("Get a function", _json(_ref("Function")), params=[fn_id], tag="functions")
+        },
+        "/api/v1/functions/{function_id}/pause": {
+            "post": _op(
+                "Pause a function", _json(_ref("Function")), params=[fn_id], tag="functions"
+            )
+        },
+        "/api/v1/functions/{function_id}/resume": {
+            "post": _op(
+                "Resume a function", _json(_ref("Function")), params=[fn_id], tag="functions"
+            )
+        },
+        "/api/v1/events": {
+            "get": _op(
+                "List events, newest first",
+                _json(_list_of("Event")),
+                params=[
+                    _query("name", "Event name"),
+                    _query("received_after", "ISO 8601 or epoch ms"),
+                    _query("received_before", "ISO 8601 or epoch ms"),
+                    *PAGE,
+                ],
+                tag="events",
+            )
+        },
+        "/api/v1/events/{event_id}": {
+            "get": _op(
+                "Get an event and the runs it started",
+                _json(_ref("Event")),
+                params=[_path("event_id", "Event id")],
+                tag="events",
+            )
+        },
+        "/v1/events": {
+            "get": _op(
+                "Events by name (as Inngest's dev server)",
+                _json({"type": "object"}),
+                params=[_query("name", "Event name")],
+                tag="events",
+            )
+        },
+        "/api/v1/runs": {
+            "get": _op("List runs, newest first", _json(_list_of("Run")), params=run_filters)
+        },
+        "/api/v1/runs/cancel": {
+            "post": _op(
+                "Cancel a function's unfinished runs (dry_run: preview count and sample)",
+                _json({"type": "object"}),
+                body={
+                    "type": "object",
+                    "required": ["function_id"],
+                    "properties": {
+                        "function_id": text,
+                        "created_after": text,
+                        "created_before": text,
+                        "if": {"type": "string", "description": "CEL over event"},
+                        "limit": {"type": "integer"},
+                        "reason": text,
+                        "dry_run": {"type": "boolean"},
+                    },
+                },
+            )
+        },
+        "/api/v1/runs/{run_id}": {
+            "get": _op(
+                "Get a run with steps, history and events",
+                _json(_ref("RunDetail")),
+                params=[run_id],
+            )
+        },
+        "/api/v1/runs/{run_id}/cancel": {
+            "post": _op(
+                "Cancel a run (409 if it has ended)",
+                _json({"type": "object"}),
+                params=[run_id],
+                body={"type": "object", "properties": {"reason": text}},
+            )
+        },
+        "/api/v1/runs/{run_id}/replay": {
+            "post": _op(
+                "Replay a run from the start, or from a step",
+                _json({"type": "object", "properties": {"run_id": text, "replay_of": text}}),
+                params=[run_id],
+                body={"type": "object", "properties": {"from_step": text}},
+                ok_status="201",
+            )
+        },
+        "/api/v1/skipped": {
+            "get": _op(
+                "Runs flow control did not start",
+                _json(
+                    {
+                        "type": "object",
+                        "properties": {"data": {"type": "array", "items": _ref("Skip")}},
+                    }
+                ),
+                params=[_query("function", "Function id"), *PAGE[1:]],
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics",
+                {"description": "OK", "content": {"text/plain": {"schema": text}}},
+                tag="operations",
+            )
+        },
+        "/health": {
+            "get": _op("Liveness", _json({"type": "object"}), security=[], tag="operations")
+        },
+        "/ready": {
+            "get": _op(
+                "Readiness (the database answers)",
+                _json({"type": "object"}),
+                security=[],
+                tag="operations",
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Stepline",
+            "version": __version__,
+            "description": "Events, functions and runs of a Stepline app. The REST API takes "
+            "Authorization: Bearer <API token>; the event API takes an event key in its path.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,92 @@
+"""``/api/v1/events``: events received (filters, cursor), one event with the runs it started;
+and ``/v1/events?name=`` as Inngest's dev server answers it (for tools built for it)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from stepline.server._auth import require_api_token
+from stepline.server._problems import Problem
+from stepline.server._responses import JSONResponse
+from stepline.server._state import stepline_app
+from stepline.server.rest._params import (
+    cursor_param,
+    encode_cursor,
+    limit_param,
+    time_param,
+)
+from stepline.server.views import event_json, run_json
+from stepline.store.records import EventFilter
+
+PREFIX = "/api/v1/events"
+
+
+def event_routes() -> list[BaseRoute]:
+    return [
+        Route(PREFIX, list_events, methods=["GET"]),
+        Route(PREFIX + "/{event_id}", get_event, methods=["GET"]),
+        Route("/v1/events", inngest_list_events, methods=["GET"]),
+    ]
+
+
+async def list_events(request: Request) -> Response:
+    """Events, newest first: ``name``, ``received_after``, ``received_before``, ``cursor``,
+    ``limit``."""
+    require_api_token(request)
+    app = stepline_app(request)
+    limit = limit_param(request)
+    query = EventFilter(
+        request.query_params.get("name") or None,
+        _seconds(time_param(request, "received_after")),
+        _seconds(time_param(request, "received_before")),
+        cursor_param(request),
+        limit + 1,
+    )
+    engine = app.engine
+    found = await engine.read(engine.store.list_events, query)
+    page, more = found[:limit], len(found) > limit
+    last = page[-1] if page else None
+    next_cursor = (
+        encode_cursor((last.received_at, last.event.internal_id)) if more and last else None
+    )
+    return JSONResponse(
+        {"data": [event_json(e.event, e) for e in page], "next_cursor": next_cursor}
+    )
+
+
+async def get_event(request: Request) -> Response:
+    """One event, with the runs it started (of every app sharing the database)."""
+    require_api_token(request)
+    app = stepline_app(request)
+    event_id = request.path_params["event_id"]
+    event = await app.get_event(event_id)
+    if event is None:
+        raise Problem(404, f"no event {event_id!r}")
+    runs = await app.runs(event_id=event_id, all_apps=True, with_steps=False, limit=1000)
+    return JSONResponse({**event_json(event), "runs": [run_json(r, steps=False) for r in runs]})
+
+
+async def inngest_list_events(request: Request) -> Response:
+    """``GET /v1/events?name=``: ``{"data": [{"internal_id", "name", "data", "ts"}]}``."""
+    require_api_token(request)
+    app = stepline_app(request)
+    name = request.query_params.get("name") or None
+    found = await app.events(name=name, limit=limit_param(request, default=100))
+    data = [
+        {
+            "internal_id": e.event.internal_id,
+            "name": e.event.name,
+            "data": e.event.data,
+            "ts": int(e.event.ts * 1000),
+        }
+        for e in found
+    ]
+    return JSONResponse({"data": data})
+
+
+def _seconds(moment: object) -> float | None:
+    from datetime import datetime
+
+    return moment.timestamp() if isinstance(moment, datetime) else None

@@ -1,0 +1,79 @@
+"""The reads the HTTP server needs (issue 9), on every backend: listing events with filters and
+a cursor, a page of runs' steps in one read, runs by creation time with a cursor, counts for
+metrics, and which event ids are stored."""
+
+from __future__ import annotations
+
+from stepline.store import Store
+from stepline.store.records import EventFilter, EventIngest, PassCommit, RunFilter
+
+from .builders import T0, commit, event, ingest, lease, lease_run, start, step
+
+
+def test_list_events_newest_first_with_filters_and_a_cursor(store: Store) -> None:
+    for i in range(5):
+        name = "order/created" if i % 2 == 0 else "order/paid"
+        ingest(store, EventIngest(event(f"e{i}", name, {"i": i})), now=T0 + i)
+    every = store.list_events(EventFilter())
+    assert [e.event.internal_id for e in every] == ["e4", "e3", "e2", "e1", "e0"]
+    assert [e.received_at for e in every] == [T0 + 4, T0 + 3, T0 + 2, T0 + 1, T0]
+    named = store.list_events(EventFilter(name="order/created"))
+    assert [e.event.internal_id for e in named] == ["e4", "e2", "e0"]
+    timed = store.list_events(EventFilter(received_after=T0 + 1, received_before=T0 + 3))
+    assert [e.event.internal_id for e in timed] == ["e3", "e2", "e1"]
+    first = store.list_events(EventFilter(limit=2))
+    last = first[-1]
+    rest = store.list_events(
+        EventFilter(limit=10, after=(last.received_at, last.event.internal_id))
+    )
+    assert [e.event.internal_id for e in first + rest] == ["e4", "e3", "e2", "e1", "e0"]
+
+
+def test_list_events_says_which_were_duplicates(store: Store) -> None:
+    ingest(store, EventIngest(event("a", sender_id="s1")))
+    ingest(store, EventIngest(event("b", sender_id="s1")), now=T0 + 1)
+    found = {e.event.internal_id: e.duplicate for e in store.list_events(EventFilter())}
+    assert found == {"a": False, "b": True}
+
+
+def test_stored_event_ids(store: Store) -> None:
+    ingest(store, EventIngest(event("a")))
+    with store.transaction() as tx:
+        assert tx.stored_event_ids(["a", "b"]) == {"a"}
+        assert tx.stored_event_ids([]) == set()
+
+
+def test_runs_by_creation_time_with_a_cursor(store: Store) -> None:
+    for i in range(4):
+        start(store, f"r{i}", now=T0 + i)
+    page = store.list_runs(RunFilter(limit=2))
+    assert [r.run_id for r in page] == ["r3", "r2"]
+    cursor = (page[-1].created_at, page[-1].run_id)
+    assert [r.run_id for r in store.list_runs(RunFilter(after=cursor))] == ["r1", "r0"]
+    window = store.list_runs(RunFilter(created_after=T0 + 1, created_before=T0 + 2))
+    assert [r.run_id for r in window] == ["r2", "r1"]
+
+
+def test_steps_of_several_runs_in_one_read(store: Store) -> None:
+    start(store, "r1", "r2", "r3")
+    held = {h.run_id: h for h in lease(store)}
+    for run_id in ("r1", "r2"):
+        steps = [step(run_id, "h2", 1, output=2), step(run_id, "h1", 0, output=1)]
+        commit(store, PassCommit(run_id, held[run_id].token, steps=steps))
+    found = store.steps_of(["r1", "r2", "r3", "missing"])
+    assert sorted(found) == ["r1", "r2"]
+    assert [s.hash for s in found["r1"]] == ["h1", "h2"]
+    assert found["r2"][0].output_json == b"1"
+
+
+def test_stats_count_runs_and_the_due_queue(store: Store) -> None:
+    start(store, "r1", now=T0)
+    start(store, "r2", now=T0 + 5)
+    start(store, "r3", now=T0 + 10)
+    lease_run(store, "r1", now=T0)
+    stats = store.stats(T0 + 6)
+    assert stats.runs_by_status == {"RUNNING": 1, "QUEUED": 2}
+    assert stats.queue_depth == 3
+    assert (stats.due_now, stats.oldest_due_at) == (1, T0 + 5)
+    empty = store.stats(T0 - 1)
+    assert (empty.due_now, empty.oldest_due_at) == (0, None)
