@@ -16,6 +16,7 @@ import click
 from stepline import __version__
 from stepline.cli._commands.control import cancel, purge, replay, skipped
 from stepline.cli._commands.dev import dev
+from stepline.cli._commands.events import events
 from stepline.cli._commands.functions import functions
 from stepline.cli._commands.runs import runs
 from stepline.cli._commands.send import send
@@ -57,6 +58,7 @@ cli.add_command(server)
 cli.add_command(send)
 cli.add_command(runs)
 cli.add_command(functions)
+cli.add_command(events)
 runs.add_command(cancel)
 runs.add_command(replay)
 runs.add_command(skipped)

@@ -1,0 +1,139 @@
+"""``stepline events list`` and ``stepline events show``: the events a database received."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from stepline.cli import _render as render
+from stepline.cli._common import (
+    POINT_IN_TIME,
+    CliError,
+    app_option,
+    db_option,
+    json_flag,
+    limit_option,
+    make_console,
+    open_app,
+)
+from stepline.sdk.run import Run
+from stepline.server.views import event_json, run_json
+from stepline.store.records import EventRecord
+
+
+@click.group()
+def events() -> None:
+    """List and show the events received (by `send`, the event API, steps, the engine)."""
+
+
+@events.command("list")
+@click.option(
+    "--name",
+    metavar="NAME",
+    envvar="STEPLINE_EVENT_NAME",
+    show_envvar=True,
+    help="Only events of this name.",
+)
+@click.option(
+    "--since",
+    type=POINT_IN_TIME,
+    envvar="STEPLINE_SINCE",
+    show_envvar=True,
+    help="Only events received at or after this time (ISO 8601, or a duration ago: 90m, 2d).",
+)
+@click.option(
+    "--until",
+    type=POINT_IN_TIME,
+    envvar="STEPLINE_UNTIL",
+    show_envvar=True,
+    help="Only events received at or before this time.",
+)
+@limit_option(20, "At most this many events.")
+@json_flag
+@app_option
+@db_option
+def list_events(
+    name: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    as_json: bool,
+    app_ref: str | None,
+    db: str | None,
+) -> None:
+    """List events, newest first (of every app sharing the database)."""
+    app = open_app(app_ref, db, read_only=True)
+    try:
+        query = app.events(name=name, received_after=since, received_before=until, limit=limit)
+        found = asyncio.run(query)
+    finally:
+        app.close()
+    console = make_console()
+    if as_json:
+        console.print_json(data=[event_json(e.event, e) for e in found])
+        return
+    if not found:
+        console.print("No events.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("EVENT ID", "NAME", "RECEIVED", "DATA"):
+        table.add_column(column, no_wrap=column != "DATA", overflow="ellipsis")
+    for stored in found:
+        received = render.short_time(datetime.fromtimestamp(stored.received_at, UTC))
+        name_text = Text(stored.event.name)
+        if stored.duplicate:
+            name_text.append(" (duplicate)", style="dim")
+        table.add_row(
+            stored.event.internal_id,
+            name_text,
+            received,
+            render.compact_json(stored.event.data, 80),
+        )
+    console.print(table)
+
+
+@events.command("show")
+@click.argument("event_id")
+@json_flag
+@app_option
+@db_option
+def show_event(event_id: str, as_json: bool, app_ref: str | None, db: str | None) -> None:
+    """Show one event (by the id `send` or the event API returned) and the runs it started."""
+    app = open_app(app_ref, db, read_only=True)
+    try:
+
+        async def read() -> tuple[EventRecord | None, list[Run]]:
+            event = await app.get_event(event_id)
+            if event is None:
+                return None, []
+            return event, await app.runs(event_id=event_id, all_apps=True, with_steps=False)
+
+        event, started = asyncio.run(read())
+    finally:
+        app.close()
+    if event is None:
+        raise CliError(f"no event {event_id!r}")
+    console = make_console()
+    if as_json:
+        console.print_json(
+            data={**event_json(event), "runs": [run_json(r, steps=False) for r in started]}
+        )
+        return
+    console.print(f"[bold]{event.name}[/]  event {event.internal_id}", soft_wrap=True)
+    if event.id is not None:
+        console.print(f"sender id {event.id}", soft_wrap=True)
+    console.print(f"ts {render.short_time(datetime.fromtimestamp(event.ts, UTC))}")
+    console.print_json(data={"data": event.data, "user": event.user})
+    if not started:
+        console.print("It started no run.")
+        return
+    table = Table(title="Runs it started", title_justify="left", box=None, pad_edge=False)
+    for column in ("RUN ID", "FUNCTION", "STATUS"):
+        table.add_column(column, no_wrap=True)
+    for run in started:
+        table.add_row(run.run_id, run.function_id, render.status_text(run.status))
+    console.print(table)
