@@ -26,10 +26,15 @@ from bench import WORKLOADS as CORE_WORKLOADS
 from bench.common import REPO_ROOT, RESULT_PREFIX, Sizes, scratch_root
 from bench.report import Results, render, table_rows
 
-# Flow control and cancellation (issue 3): admission cost per option, cancel_on matching.
+# Flow control and cancellation (issue 3): admission cost per option, cancel_on matching;
+# the HTTP event API (issue 9).
 WORKLOADS = (
     *CORE_WORKLOADS,
-    *(w for w in ("flow", "cancel_on", "scale", "fairness") if w not in CORE_WORKLOADS),
+    *(
+        w
+        for w in ("flow", "cancel_on", "scale", "fairness", "http_events")
+        if w not in CORE_WORKLOADS
+    ),
 )
 
 

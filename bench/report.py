@@ -108,6 +108,7 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
         *_cancel_on_rows(sizes, at_most(50.0)),
         *_scale_rows(sizes, results),
         *_fairness_rows(sizes, at_most(50.0)),
+        *_http_rows(),
     ]
 
 
@@ -124,6 +125,33 @@ def _fairness_rows(
             at_most_50, compare=False),
         Row("  … memory store, max", "fairness", "memory_max_ms", "ms", False, "info",
             compare=False),
+    ]  # fmt: skip
+
+
+def _http_rows() -> list[Row]:
+    """The event API over loopback (issue 9), 64 concurrent clients, 1 KB events."""
+
+    def at_most(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+        return lambda s, d, r: s <= limit
+
+    def at_least(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+        return lambda s, d, r: s >= limit
+
+    w = "http_events"
+    return [
+        Row("POST /e/{key}, 64 clients, 1 event/request", w, "single_events_per_s", "events/s",
+            True, "≥ 3,000 events/s", at_least(3000), compare=False),
+        Row("  … request latency p50", w, "single_p50_ms", "ms", False, "info", compare=False),
+        Row("  … request latency p99", w, "single_p99_ms", "ms", False, "≤ 20 ms",
+            at_most(20.0), compare=False),
+        Row("POST /e/{key}, 64 clients, 100 events/request", w, "batch_events_per_s",
+            "events/s", True, "≥ 30,000 events/s", at_least(30000), compare=False),
+        Row("  … request latency p50", w, "batch_p50_ms", "ms", False, "info", compare=False),
+        Row("  … request latency p99", w, "batch_p99_ms", "ms", False, "≤ 20 ms",
+            at_most(20.0), compare=False),
+        Row("Event → first step through HTTP, p50", w, "first_step_p50_ms", "ms", False,
+            "≤ 3 ms", at_most(3.0), compare=False),
+        Row("  … p99", w, "first_step_p99_ms", "ms", False, "info", compare=False),
     ]  # fmt: skip
 
 

@@ -245,22 +245,21 @@ class Engine:
         (one commit instead of two before the first step)."""
         return [r.internal_id for r in await self.ingest_events(events)]
 
-    async def ingest_events(
-        self, events: Sequence[Event], internal_ids: Sequence[str] | None = None
-    ) -> list[IngestResult]:
+    async def ingest_events(self, events: Sequence[Event]) -> list[IngestResult]:
         """``send``, returning what each event did (runs started, waits resumed, runs
-        cancelled, runs skipped by flow control). ``internal_ids`` gives the events their
-        Stepline ids (one each, e.g. derived from a request's seed): an event whose id is
-        already stored is a retry and is not ingested again (its result says duplicate)."""
+        cancelled, runs skipped by flow control)."""
         now = self.clock.now()
-        if internal_ids is None:
-            items = [self.plan(self.event_record(e, now)) for e in events]
-        else:
-            items = [
-                self.plan(self.event_record(e, now, i))
-                for e, i in zip(events, internal_ids, strict=True)
-            ]
-        ingest = self._ingest_job(items, now, retried=internal_ids is not None)
+        return await self.ingest_records([self.event_record(e, now) for e in events], now)
+
+    async def ingest_records(
+        self, records: Sequence[EventRecord], now: float, *, retried: bool = False
+    ) -> list[IngestResult]:
+        """Ingest events already validated and given their ids by ``event_record`` (at
+        ``now``). ``retried``: their ids were given by the sender (e.g. derived from a
+        request's seed), so an event whose id is already stored is a retry of the same request
+        and is not ingested again (its result says duplicate)."""
+        items = [self.plan(record) for record in records]
+        ingest = self._ingest_job(items, now, retried=retried)
         worker = self._eager_worker
         if worker is None or not worker.accepts_in(asyncio.get_running_loop()):
             results: list[IngestResult] = await self.writer.write(ingest)

@@ -23,13 +23,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from stepline._ids import seeded_id
+from stepline.engine.engine import Engine
 from stepline.errors import EventError, StoreError, StoreUnavailable
-from stepline.sdk.event import Event, validate_event
+from stepline.sdk.event import Event
 from stepline.server._body import check_json_content_type, parse_json, read_body
 from stepline.server._problems import Problem
 from stepline.server._responses import JSONResponse
 from stepline.server._state import server_settings, stepline_app
 from stepline.server.settings import ServerSettings
+from stepline.store.records import EventRecord
 
 SEED_HEADER = "x-inngest-event-id-seed"
 RESERVED_PREFIX = "inngest/"
@@ -67,33 +69,34 @@ async def send_events(request: Request) -> Response:
             413,
             f"{len(items)} events in one request, over the limit of {settings.max_batch_events}",
         )
-    app = stepline_app(request)
-    max_bytes = app.limits.max_event_bytes
-    events: list[Event] = []
+    engine = stepline_app(request).engine
+    now = engine.clock.now()
+    internal_ids = seeded_ids(request.headers.get(SEED_HEADER), len(items))
+    records: list[EventRecord] = []
     problem: Problem | None = None
     for index, item in enumerate(items):
         try:
-            events.append(event_from_json(item, max_bytes))
+            event = event_from_json(item)
+            given = internal_ids[index] if internal_ids is not None else None
+            records.append(engine.event_record(event, now, given))  # validates it
         except EventError as exc:
             name = item.get("name") if isinstance(item, dict) else None
             named = f" ({name!r})" if isinstance(name, str) and name else ""
             problem = Problem(400, f"event at index {index}{named}: {exc}", index=index)
             break
-    ids = await _ingest(request, events)
+    ids = await _ingest(engine, records, now, retried=internal_ids is not None)
     if problem is not None:
         raise Problem(problem.status, problem.message, ids=ids, **problem.extra)
     return JSONResponse({"ids": ids, "status": 200})
 
 
-async def _ingest(request: Request, events: list[Event]) -> list[str]:
-    if not events:
+async def _ingest(
+    engine: Engine, records: list[EventRecord], now: float, *, retried: bool
+) -> list[str]:
+    if not records:
         return []
-    engine = stepline_app(request).engine
-    internal_ids = seeded_ids(request.headers.get(SEED_HEADER), len(events))
     try:
-        results = await engine.ingest_events(events, internal_ids)
-    except EventError as exc:  # checked above already; kept so it can never be a 500
-        raise Problem(400, str(exc)) from None
+        results = await engine.ingest_records(records, now, retried=retried)
     except StoreUnavailable as exc:
         raise Problem(503, f"events not stored: {exc}", headers={"Retry-After": "1"}) from None
     except StoreError as exc:
@@ -123,8 +126,9 @@ def seeded_ids(seed: str | None, count: int) -> list[str] | None:
     ]
 
 
-def event_from_json(item: Any, max_bytes: int) -> Event:
-    """An ``Event`` from one JSON event of the API; ``EventError`` saying what is wrong.
+def event_from_json(item: Any) -> Event:
+    """An ``Event`` from one JSON event of the API; ``EventError`` saying what is wrong (the
+    engine's ``event_record`` checks the rest: name length, ``ts`` range, size).
 
     ``name`` is required and may not start with ``inngest/`` (reserved); ``data`` and ``user``
     are objects (absent or null: ``{}``; ``data._inngest`` is dropped, as Inngest's server
@@ -151,9 +155,7 @@ def event_from_json(item: Any, max_bytes: int) -> Event:
     ts = item.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         raise EventError(f"ts must be epoch milliseconds (a number), got {kind(ts)}")
-    event = Event(name=name, data=data, id=sender_id, ts=int(ts) if ts else None, user=user)
-    validate_event(event, max_bytes)
-    return event
+    return Event(name=name, data=data, id=sender_id, ts=int(ts) if ts else None, user=user)
 
 
 def _object(item: dict[str, Any], field: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 
+T = TypeVar("T")
 GRACEFUL_SECONDS = 3  # open requests (a live feed) get this long to end when stopping
 
 
@@ -113,3 +115,14 @@ async def serve_until(http: HttpServer, worker: Worker | None, stop: asyncio.Eve
         await asyncio.gather(*tasks, return_exceptions=True)
     for task in tasks:
         task.result()
+
+
+def run_serving(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` in a new event loop: uvloop's when it is installed (uvicorn[standard]
+    brings it, and uvicorn picks it by default when it owns the loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] installs it
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

@@ -22,7 +22,7 @@ from stepline.cli._common import (
 from stepline.engine.worker import Worker, default_worker_id
 from stepline.sdk.app import on_stop_signals
 from stepline.server import HttpServer
-from stepline.server.serve import serve_until
+from stepline.server.serve import run_serving, serve_until
 
 log = logging.getLogger("stepline.cli")
 
@@ -94,7 +94,7 @@ def server(
             db_label(app),
             f"worker {worker_id}, concurrency {concurrency}" if worker else "no worker",
         )
-        asyncio.run(_serve(http, worker))
+        run_serving(_serve(http, worker))
     finally:
         app.close()
     log.info("server %s: stopped", http.url)
