@@ -290,3 +290,12 @@ def test_seeded_ids_follow_inngest() -> None:
 )
 def test_an_invalid_seed_gives_fresh_ids(seed: str) -> None:
     assert seeded_ids(seed, 1) is None
+
+
+async def test_large_floats_and_64_bit_integers_are_accepted(serve: ServeFn, app: App) -> None:
+    async with serve() as (client, _):
+        body = b'{"name": "a", "data": {"f": 1e30, "u": 18446744073709551615, "i": -9223372036854775808}}'
+        response = await client.post("/e/k", content=body)
+        assert response.status_code == 200, response.text
+        [event] = await app.engine.read(app.engine.store.get_events, response.json()["ids"])
+        assert event.data == {"f": 1e30, "u": 2**64 - 1, "i": -(2**63)}

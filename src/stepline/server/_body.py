@@ -10,7 +10,6 @@ would silently turn into inexact floats): 400.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -19,8 +18,8 @@ from starlette.requests import Request
 from stepline.server._problems import Problem
 
 _JSON_TYPES = ("application/json",)
-_LONG_DIGITS = re.compile(rb"\d{19}")  # an integer this long may not fit in 64 bits
-INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1  # orjson reads these as ints, beyond as floats
+BIG_FLOAT = float(1 << 63)
 
 
 def check_json_content_type(request: Request) -> None:
@@ -64,18 +63,20 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, f"invalid JSON: {exc}") from None
-    depth = json_depth(value, max_depth)
+    depth, big_float = inspect_json(value, max_depth)
     if depth > max_depth:
         raise Problem(400, f"JSON nested deeper than {max_depth} levels")
-    if _LONG_DIGITS.search(body):
+    if big_float:  # maybe an integer literal past 64 bits that orjson made a float
         _check_integers(body)
     return value
 
 
-def json_depth(value: Any, stop_after: int) -> int:
+def inspect_json(value: Any, stop_after: int) -> tuple[int, bool]:
     """How deeply ``value`` nests lists and objects (a scalar: 0), counted up to just past
-    ``stop_after`` (iterative: any depth is safe)."""
+    ``stop_after`` (iterative: any depth is safe), and whether it holds a float of magnitude
+    2**63 or more (orjson reads an integer literal past 64 bits as such a float)."""
     deepest = 0
+    big_float = False
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -84,14 +85,19 @@ def json_depth(value: Any, stop_after: int) -> int:
         elif isinstance(item, list):
             children = item
         else:
+            big_float = big_float or (type(item) is float and abs(item) >= BIG_FLOAT)
             continue
         depth += 1
         if depth > deepest:
             deepest = depth
             if deepest > stop_after:
-                return deepest
-        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
-    return deepest
+                return deepest, big_float
+        for child in children:
+            if type(child) is float:
+                big_float = big_float or abs(child) >= BIG_FLOAT
+            elif isinstance(child, dict | list):
+                stack.append((child, depth))
+    return deepest, big_float
 
 
 def _check_integers(body: bytes) -> None:
