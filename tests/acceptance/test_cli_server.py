@@ -71,3 +71,22 @@ def test_a_port_in_use_is_one_line(cli: Cli, tmp_path: Path) -> None:
     assert "Traceback" not in second.stderr
     first.send_signal(signal.SIGINT)
     assert first.wait(timeout=TIMEOUT) == 0
+
+
+def test_server_without_a_worker_accepts_events_and_runs_none(cli: Cli, tmp_path: Path) -> None:
+    log = tmp_path / "api-only.log"
+    process = cli.start("server", "examples.shop:app", "--db", cli.db, "--no-worker", output=log)
+    wait_until(lambda: bool(_served_url(log)), "the URL", process=process, output=log)
+    url = _served_url(log)
+    assert "no worker" in log.read_text()
+    body = json.dumps({"name": "order/created", "data": {"orderId": "o-1", "amount": 5}})
+    request = urllib.request.Request(
+        f"{url}/e/any", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        [event_id] = json.loads(response.read())["ids"]
+    status, runs = _get(f"{url}/api/v1/runs?event={event_id}")
+    assert status == 200
+    assert [r["status"] for r in runs["data"]] == ["QUEUED"]  # recorded, executed by no one
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=TIMEOUT) == 0
