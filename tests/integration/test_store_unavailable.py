@@ -164,7 +164,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Use up every free byte of ``disk``."""
     filler = disk / "filler"
-    with filler.open("wb") as out:
+    with filler.open("wb", buffering=0) as out:  # unbuffered: closing it writes nothing more
         try:
             while True:
                 out.write(b"\0" * 65536)

@@ -462,6 +462,8 @@ class App:
             )
             found = await engine.read(engine.store.list_runs, query)
             records += [r for r in found if after <= r.created_at <= before]
+        # a run that changed status between two of these reads is listed twice: once each
+        records = list({r.run_id: r for r in records}.values())
         records.sort(key=lambda r: r.created_at)
         for record in records:
             if len(cancelled) >= limit:
