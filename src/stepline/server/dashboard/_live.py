@@ -21,7 +21,15 @@ import orjson
 
 from stepline.engine.changes import Change, Subscription
 from stepline.sdk.run import Run
-from stepline.store.records import TERMINAL_STATUSES, IngestResult, RunFilter, RunRecord
+from stepline.store.interface import Store
+from stepline.store.records import (
+    TERMINAL_STATUSES,
+    EventFilter,
+    EventRecord,
+    IngestResult,
+    RunFilter,
+    RunRecord,
+)
 
 if TYPE_CHECKING:
     from stepline.sdk.app import App
@@ -192,9 +200,9 @@ class LiveHub:
                     queue.put_nowait(None)
 
 
-def recent_events(store: Any, limit: int) -> list[Any]:
+def recent_events(store: Store, limit: int) -> list[EventRecord]:
     """The newest events (the store's ``list_events``)."""
-    return list(store.list_events(None, limit))
+    return [stored.event for stored in store.list_events(EventFilter(limit=limit))]
 
 
 async def _drain(subscription: Subscription) -> list[Change]:
