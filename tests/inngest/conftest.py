@@ -105,12 +105,13 @@ def _wait_ready(app: SdkApp, timeout: float = 60.0) -> None:
 def start_app() -> Iterator[Callable[..., SdkApp]]:
     """``start_app(kind, mode="cloud" | "dev")``: the SDK app of that kind (``"js"``: JS 4.x,
     ``"js3"``: JS 3.x, ``"py"``: Python) and mode, started once per test module; signing key
-    ``KEY``, fallback key ``FALLBACK_KEY``."""
-    started: dict[tuple[str, str], SdkApp] = {}
+    ``KEY``, fallback key ``FALLBACK_KEY``; ``base_url``: where it registers and sends events
+    (by default a capture server's)."""
+    started: dict[tuple[str, str, str | None], SdkApp] = {}
 
-    def start(kind: str, mode: str = "cloud") -> SdkApp:
-        if (kind, mode) in started:
-            return started[kind, mode]
+    def start(kind: str, mode: str = "cloud", base_url: str | None = None) -> SdkApp:
+        if (kind, mode, base_url) in started:
+            return started[kind, mode, base_url]
         if kind in ("js", "js3"):
             _npm_ci()
             command, cwd = ["node", "app.js"], JS_DIR
@@ -128,11 +129,11 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
             SIGNING_KEY_FALLBACK=FALLBACK_KEY,
             INNGEST_SIGNING_KEY=KEY,  # the JS SDK 3.x reads its keys from the environment only
             INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY,
-            BASE_URL=capture.url,
+            BASE_URL=base_url or capture.url,
         )
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
         app = SdkApp(kind, f"http://127.0.0.1:{port}/api/inngest", capture, process)
-        started[kind, mode] = app
+        started[kind, mode, base_url] = app
         _wait_ready(app)
         return app
 

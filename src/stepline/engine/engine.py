@@ -133,6 +133,20 @@ class Engine:
         for trigger in fn.triggers:
             self._by_event.setdefault(trigger.name, []).append(fn)
 
+    def unregister(self, function_id: str) -> None:
+        """Remove a function (an SDK app re-synced without it): no new run of it starts and
+        no worker leases its runs; its stored runs stay."""
+        fn = self.functions.pop(function_id, None)
+        if fn is None:
+            return
+        self.served = FunctionSet(self.app_id, tuple(self.functions))
+        for trigger in fn.triggers:
+            kept = [f for f in self._by_event.get(trigger.name, []) if f.id != function_id]
+            if kept:
+                self._by_event[trigger.name] = kept
+            else:
+                self._by_event.pop(trigger.name, None)
+
     # -- events -----------------------------------------------------------------------------------
     def event_record(self, event: Event, now: float, internal_id: str | None = None) -> EventRecord:
         """Validate an event at the edge and give it a Stepline id (``internal_id``, else a

@@ -189,6 +189,12 @@ class App:
         if self._engine is not None:
             self._engine.register(fn)
 
+    def _remove(self, function_id: str) -> None:
+        """Forget a function (an SDK app re-synced without it, ``stepline.drivers.inngest``)."""
+        self._functions = [f for f in self._functions if f.id != function_id]
+        if self._engine is not None:
+            self._engine.unregister(function_id)
+
     @property
     def functions(self) -> list[FunctionDef]:
         """The registered functions."""

@@ -28,6 +28,7 @@ from stepline.server._health import health_routes
 from stepline.server._problems import Problem, problem_response
 from stepline.server._responses import JSONResponse
 from stepline.server.event_api import event_routes
+from stepline.server.inngest_api import inngest_routes
 from stepline.server.metrics import metrics_routes
 from stepline.server.openapi import openapi_routes
 from stepline.server.rest import rest_routes
@@ -46,6 +47,7 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         *health_routes(),
         *event_routes(),
+        *inngest_routes(),
         *rest_routes(),
         *metrics_routes(),
         *openapi_routes(),

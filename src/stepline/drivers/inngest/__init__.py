@@ -3,7 +3,9 @@ sync (``/fn/register``) body and its mapping to Stepline's function options, exe
 requests, and SDK replies read into typed ops. The HTTP driver and the server build on it.
 """
 
+from stepline.drivers.inngest._apps import SdkApps, SyncedApp, sdk_apps
 from stepline.drivers.inngest._canonical import canonical_json, canonicalize_body
+from stepline.drivers.inngest._driver import InngestDriver, SdkRequestError, UnsupportedOpError
 from stepline.drivers.inngest._errors import ProtocolError, SignatureError, SyncRefused
 from stepline.drivers.inngest._execution import (
     DISCOVERY,
@@ -75,13 +77,16 @@ __all__ = [
     "ExecutionRequest",
     "FunctionConfig",
     "FunctionErrored",
+    "InngestDriver",
     "InvokeFunctionOp",
     "Op",
     "OpsReported",
     "ProtocolError",
     "RunCompleteOp",
     "RunCompleted",
+    "SdkApps",
     "SdkReply",
+    "SdkRequestError",
     "SignatureError",
     "SigningKey",
     "SigningKeys",
@@ -91,8 +96,10 @@ __all__ = [
     "StepPlannedOp",
     "StepRunOp",
     "SyncRefused",
+    "SyncedApp",
     "SyncedFunction",
     "UnsupportedOp",
+    "UnsupportedOpError",
     "WaitForEventOp",
     "actions_body",
     "batch_body",
@@ -114,6 +121,7 @@ __all__ = [
     "request_for",
     "request_headers",
     "retry_at",
+    "sdk_apps",
     "sdk_event",
     "sign_request",
     "signature",

@@ -1,0 +1,116 @@
+"""SDK apps synced into a Stepline ``App``: their functions registered with driver ``"inngest"``.
+
+An app is keyed by its name (``appName`` of its sync); a re-sync replaces its function set (a
+function it no longer serves is removed, new ones added, changed ones replaced). A sync Stepline
+cannot honour is refused whole (``SyncRefused``), leaving the app as it was.
+
+* ``SdkApps.register(body)``: an app's ``POST /fn/register`` (out-of-band sync), the body parsed
+  with ``parse_registration`` and mapped with ``map_app``.
+* ``SdkApps.sync(url)``: Stepline asks the app at ``url`` to sync (``PUT``); the app answers by
+  posting to the ``/fn/register`` of the server it is configured with (its API base URL).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from stepline.drivers.inngest._driver import InngestDriver
+from stepline.drivers.inngest._mapping import DRIVER, SyncedFunction, map_app
+from stepline.drivers.inngest._register import AppRegistration, parse_registration
+from stepline.drivers.inngest._sync import ServerKind, sync_request
+from stepline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stepline.sdk.app import App
+
+
+@dataclass(frozen=True)
+class SyncedApp:
+    """An app as last synced: its name, serve URL, SDK and functions."""
+
+    name: str
+    url: str
+    sdk: str | None
+    functions: tuple[SyncedFunction, ...]
+
+
+class SdkApps:
+    """The SDK apps of one Stepline ``App``; adds the ``"inngest"`` driver to its engine."""
+
+    def __init__(
+        self,
+        app: App,
+        driver: InngestDriver | None = None,
+        *,
+        server_kind: ServerKind = "dev",
+    ) -> None:
+        self.app = app
+        self.driver = driver or InngestDriver()
+        self.server_kind: ServerKind = server_kind
+        self.apps: dict[str, SyncedApp] = {}
+        if DRIVER not in app.engine.drivers:
+            app.engine.add_driver(DRIVER, self.driver)
+        _REGISTRY[app] = self
+
+    def register(self, body: bytes | Mapping[str, Any]) -> SyncedApp:
+        """Sync an app from its registration body. Raises ``ProtocolError`` for a body that is
+        not one, ``SyncRefused`` for a config Stepline cannot honour, ``ConfigError`` when a
+        function id is taken by a native function or another app."""
+        registration = parse_registration(body)
+        synced = map_app(registration)
+        return self._replace(registration, synced)
+
+    def _replace(
+        self, registration: AppRegistration, synced: tuple[SyncedFunction, ...]
+    ) -> SyncedApp:
+        previous = self.apps.get(registration.app_name)
+        ours = {f.definition.id for f in previous.functions} if previous is not None else set()
+        taken = {f.id for f in self.app.functions} - ours
+        clashes = sorted(f.definition.id for f in synced if f.definition.id in taken)
+        if clashes:
+            raise ConfigError(
+                f"app {registration.app_name!r}: function ids {clashes} are already registered"
+            )
+        for fn_id in ours:
+            self.app._remove(fn_id)
+            self.driver.urls.pop(fn_id, None)
+        for fn in synced:
+            self.app._add(fn.definition)
+            self.driver.urls[fn.definition.id] = fn.config.url
+        app = SyncedApp(registration.app_name, registration.url, registration.sdk, synced)
+        self.apps[registration.app_name] = app
+        return app
+
+    def app_of(self, function_id: str) -> SyncedApp | None:
+        """The SDK app serving ``function_id``, if one does."""
+        for app in self.apps.values():
+            if any(f.definition.id == function_id for f in app.functions):
+                return app
+        return None
+
+    async def sync(self, url: str, *, timeout: float = 30.0) -> int:
+        """Ask the app at ``url`` to sync (``PUT``); returns the app's HTTP status. The app
+        registers itself with the server it is configured with, before it answers."""
+        body, headers = sync_request(
+            url, server_kind=self.server_kind, key=self.driver.signing_key, now=time.time()
+        )
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.put(url, content=body, headers=headers)
+        return response.status_code
+
+
+_REGISTRY: weakref.WeakKeyDictionary[App, SdkApps] = weakref.WeakKeyDictionary()
+
+
+def sdk_apps(app: App) -> SdkApps:
+    """The SDK apps of ``app`` (made, with a dev-mode driver, on first use)."""
+    apps = _REGISTRY.get(app)
+    if apps is None:
+        apps = SdkApps(app)
+    return apps

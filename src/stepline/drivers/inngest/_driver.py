@@ -1,0 +1,616 @@
+"""The HTTP driver (``"inngest"``): a pass of an SDK app's function is a series of execution
+requests to the app's serve URL, each reply's ops committed as the records a native pass writes.
+
+What happens to the run stays the engine's (leases, memo, waits, timers, flow control, retry
+backoff); this driver only turns replies into records, through the shared ``commit_pass``:
+
+* ``StepRun``/``Step``: a completed step (its ``data`` the output); ``StepFailed``: a step
+  failed for good; ``StepError``: the step retries after the engine's backoff (``Retry-After``
+  when the reply has one), attempts counted per step, or fails once they are spent or the reply
+  says ``X-Inngest-No-Retry``;
+* ``Sleep``: a pending step and a timer; ``WaitForEvent``: a pending step and a wait (its
+  ``if`` prepared against the trigger event); ``InvokeFunction``: a child run of the named
+  function (any driver) whose end wakes the step;
+* ``StepPlanned``: a targeted request for that step (parallel steps), then a discovery request;
+* HTTP 200: the run completed with the body; an error status: a failed attempt of the run
+  (``X-Inngest-No-Retry``: final; ``Retry-After``: its earliest retry);
+* an op Stepline does not drive (``AIGateway``, ``Gateway``, ...) fails the run naming it;
+* a time-out, a connection error, a reply no SDK sends or a bad signature: a failed attempt.
+
+``step.sendEvent`` is reported as a ``StepRun`` (its events went to the event API from the app).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from stepline._ids import new_id
+from stepline.drivers.inngest._execution import (
+    DISCOVERY,
+    execution_url,
+    fit,
+    request_headers,
+)
+from stepline.drivers.inngest._opcodes import (
+    ErrorInfo,
+    InvokeFunctionOp,
+    Op,
+    RunCompleteOp,
+    SleepOp,
+    StepErrorOp,
+    StepFailedOp,
+    StepPlannedOp,
+    StepRunOp,
+    WaitForEventOp,
+)
+from stepline.drivers.inngest._responses import (
+    FunctionErrored,
+    RunCompleted,
+    SdkReply,
+    parse_reply,
+)
+from stepline.drivers.inngest._signing import SigningKey, SigningKeys, verify_response
+from stepline.drivers.inngest._state import request_for
+from stepline.engine._attempts import failure_commit, retry_commit
+from stepline.engine._system_events import FUNCTION_INVOKED, ending_data, ending_names
+from stepline.engine.admission import admission_for
+from stepline.engine.driver import commit_pass
+from stepline.engine.engine import Engine
+from stepline.errors import LeaseLostError, PassCancelledError, StoreError
+from stepline.expressions import prepare_match
+from stepline.sdk.event import Event
+from stepline.sdk.function import FunctionDef
+from stepline.serde import dumps
+from stepline.store.records import (
+    EventIngest,
+    HistoryRecord,
+    Lease,
+    NewRun,
+    PassCommit,
+    RunEnd,
+    RunState,
+    StepRecord,
+    WaitRecord,
+    Wake,
+)
+
+MAX_REQUESTS_PER_PASS = 200  # then the run goes back to the queue (due now)
+REQUEST_TIMEOUT = 60.0  # seconds one execution request may take
+
+
+class UnsupportedOpError(Exception):
+    """An SDK asked for an op Stepline does not drive."""
+
+
+class SdkRequestError(Exception):
+    """An execution request failed before a reply an SDK sends (time-out, connection, status)."""
+
+
+@dataclass
+class InngestDriver:
+    """Drives the functions of synced SDK apps over HTTP. ``urls``: function id -> the URL its
+    runs are driven through (set when an app syncs); ``signing_key``: sign every request and
+    verify every reply with ``verify_keys`` (production), unsigned without (dev mode)."""
+
+    signing_key: SigningKey | None = None
+    verify_keys: SigningKeys | None = None
+    timeout: float = REQUEST_TIMEOUT
+    urls: dict[str, str] = field(default_factory=dict)
+    _client: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def run_pass(
+        self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
+    ) -> None:
+        await _HttpPass(self, engine, lease, state, fn).execute()
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One execution request. Raises ``SdkRequestError`` on a time-out or a connection
+        error, ``SignatureError`` for a reply not signed by our keys (production)."""
+        try:
+            response = await self.client().post(url, content=body, headers=dict(headers))
+        except httpx.HTTPError as exc:
+            raise SdkRequestError(f"request to {url} failed: {exc!r}") from exc
+        raw = response.content
+        reply_headers = dict(response.headers)
+        if self.verify_keys is not None and response.status_code != 201:
+            # a streamed (201) reply's signature covers a placeholder body (see _responses)
+            verify_response(
+                raw, response.headers.get("X-Inngest-Signature"), self.verify_keys, time.time()
+            )
+        return response.status_code, reply_headers, raw
+
+
+class _HttpPass:
+    """One pass of one run: requests until the run suspends, ends or fails an attempt."""
+
+    def __init__(
+        self, driver: InngestDriver, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
+    ) -> None:
+        self.driver = driver
+        self.engine = engine
+        self.lease = lease
+        self.state = state
+        self.fn = fn
+        self.run = state.run
+        self.memo: dict[str, StepRecord] = state.steps
+        self.next_position = max((s.position for s in self.memo.values()), default=-1) + 1
+        self.deadlines: list[float] = []
+        self.kinds: set[str] = set()
+        self.version = -1
+
+    def now(self) -> float:
+        return self.engine.clock.now()
+
+    def commit(self) -> PassCommit:
+        return PassCommit(self.run.run_id, self.lease.token)
+
+    async def save(self, commit: PassCommit) -> None:
+        await commit_pass(self.engine, commit, self.now())
+
+    async def execute(self) -> None:
+        try:
+            await self._execute()
+        except (LeaseLostError, PassCancelledError, StoreError):
+            raise
+        except UnsupportedOpError as exc:  # asking again would ask for it again
+            await self.fail_attempt(exc, final=True)
+        except Exception as exc:  # the app unreachable, a bad reply, a bad signature ...
+            await self.fail_attempt(exc)
+
+    async def fail_attempt(self, error: Exception, *, final: bool = False) -> None:
+        self.engine.logger.warning(
+            "run %s: SDK request failed (attempt %d): %r", self.run.run_id, self.run.attempt, error
+        )
+        commit = None
+        if not final:
+            commit = retry_commit(self.engine, self.run, self.lease.token, self.fn.retries, error)
+        if commit is None:
+            events = [e.payload() for e in self.state.events]
+            commit = failure_commit(self.engine, self.run, self.lease.token, error, events)
+        await self.save(commit)
+
+    # -- the pass ---------------------------------------------------------------------------------
+    async def _execute(self) -> None:
+        reason = self._timed_out()
+        if reason is not None:
+            await self.engine.writer.write(
+                self.engine.cancel_job(self.run.run_id, reason, self.now())
+            )
+            self.engine.changes.publish_runs([self.run.run_id])
+            return
+        first = self.commit()
+        await self._settle_due(first)
+        if first.steps:
+            await self.save(first)
+        url = self.driver.urls.get(self.fn.id)
+        if url is None:
+            raise SdkRequestError(f"function {self.fn.id!r} has no synced app URL")
+        queue = [DISCOVERY]
+        force_plan = False
+        requests = 0
+        while queue:
+            if requests >= MAX_REQUESTS_PER_PASS:
+                commit = self.commit()
+                commit.end = RunEnd(status="RUNNING", due_at=self.now())
+                await self.save(commit)
+                return
+            requests += 1
+            step_id = queue.pop(0)
+            reply = await self._request(url, step_id, force_plan)
+            if reply.request_version is not None:
+                self.version = reply.request_version
+            outcome = reply.outcome
+            if isinstance(outcome, RunCompleted):
+                await self._complete(outcome.output)
+                return
+            if isinstance(outcome, FunctionErrored):
+                await self._function_errored(reply, outcome.error)
+                return
+            commit = self.commit()
+            planned: list[str] = []
+            progressed = False
+            for op in outcome.ops:
+                if isinstance(op, RunCompleteOp):
+                    await self.save(commit)
+                    await self._complete(op.data)
+                    return
+                if isinstance(op, StepPlannedOp):
+                    if op.id not in queue and op.id not in planned:
+                        planned.append(op.id)
+                    continue
+                progressed |= self._settle(op, reply, commit)
+            await self.save(commit)
+            queue += planned
+            if planned:
+                force_plan = len(outcome.ops) > 1  # as Go: several ops force step planning
+            if not queue and progressed and not self.kinds:
+                queue.append(DISCOVERY)
+                force_plan = False
+        await self._suspend()
+
+    async def _request(self, url: str, step_id: str, force_plan: bool) -> SdkReply:
+        attempt = self.run.attempt
+        step = self.memo.get(step_id)
+        retrying = [s.attempts for s in self.memo.values() if s.status == "RETRYING"]
+        if step is not None and step.status == "RETRYING":
+            attempt = step.attempts
+        elif step_id == DISCOVERY and retrying:
+            attempt = max([attempt, *retrying])
+        request = fit(
+            request_for(
+                self.state,
+                attempt=attempt,
+                max_attempts=self.fn.retries + 1,
+                disable_immediate_execution=force_plan,
+                version=self.version,
+            )
+        )
+        body = request.encode()
+        headers = request_headers(
+            body,
+            run_id=self.run.run_id,
+            step_id=step_id,
+            key=self.driver.signing_key,
+            now=time.time(),
+            request_version=self.version,
+        )
+        status, reply_headers, raw = await self.driver.post(
+            execution_url(url, step_id), body, headers
+        )
+        return parse_reply(status, reply_headers, raw, datetime.fromtimestamp(self.now(), UTC))
+
+    def _timed_out(self) -> str | None:
+        run, now = self.run, self.now()
+        late = run.start_timeout is not None and now > run.created_at + run.start_timeout
+        if run.started_at is None and late:
+            return f"not started within {run.start_timeout:g}s (timeouts.start)"
+        if run.finish_timeout is not None:
+            started = run.started_at if run.started_at is not None else now
+            if now > started + run.finish_timeout:
+                return f"not finished within {run.finish_timeout:g}s (timeouts.finish)"
+        return None
+
+    async def _settle_due(self, commit: PassCommit) -> None:
+        """Steps whose time came while the run slept: expired waits, sleeps that ended,
+        invokes that timed out."""
+        now = self.now()
+        if any(w.expires_at is not None and w.expires_at <= now for w in self.state.waits):
+            expired = await self.engine.writer.write(
+                lambda tx: tx.expire_waits(self.run.run_id, self.lease.token, now)
+            )
+            for digest in expired:
+                step = self.memo.get(digest)
+                if step is not None:
+                    step.status, step.output_json, step.ended_at = "COMPLETED", b"null", now
+        for step in self.memo.values():
+            if step.status != "PENDING" or step.due_at is None or step.due_at > now:
+                continue
+            if step.kind == "sleep":
+                step.status, step.output_json, step.ended_at = "COMPLETED", b"null", now
+                commit.steps.append(step)
+            elif step.kind == "invoke":
+                message = "Timed out waiting for invoked function to complete"
+                step.status, step.ended_at, step.attempts = "FAILED", now, 1
+                step.error = {"name": "InngestInvokeTimeoutError", "message": message}
+                commit.steps.append(step)
+                commit.history.append(
+                    HistoryRecord(
+                        self.run.run_id,
+                        now,
+                        "STEP_FAILED",
+                        step.step_id,
+                        0,
+                        0.0,
+                        {"error": step.error, "final": True},
+                    )
+                )
+
+    # -- ops --------------------------------------------------------------------------------------
+    def _record(self, op_id: str, name: str, kind: str, status: str, **values: Any) -> StepRecord:
+        existing = self.memo.get(op_id)
+        position = existing.position if existing is not None else self.next_position
+        if existing is None:
+            self.next_position += 1
+        record = StepRecord(self.run.run_id, op_id, name, kind, position, status, **values)
+        self.memo[op_id] = record
+        return record
+
+    def _settle(self, op: Op, reply: SdkReply, commit: PassCommit) -> bool:
+        """Record one op in ``commit``; true when the run progressed (a step settled)."""
+        now = self.now()
+        existing = self.memo.get(op.id)
+        if existing is not None and existing.status == "PENDING":
+            # met again while it still waits (a parallel branch woke the run): keep it
+            if existing.due_at is not None:
+                self.deadlines.append(existing.due_at)
+            self.kinds.add(existing.kind)
+            return False
+        attempts = existing.attempts if existing is not None else 0
+        if isinstance(op, StepRunOp):
+            commit.steps.append(
+                self._record(
+                    op.id,
+                    op.display_name,
+                    "send" if op.sent_event else "run",
+                    "COMPLETED",
+                    output_json=dumps(op.data),
+                    attempts=attempts + 1,
+                    started_at=now,
+                    ended_at=now,
+                )
+            )
+            commit.history.append(
+                HistoryRecord(self.run.run_id, now, "STEP_COMPLETED", op.display_name, attempts)
+            )
+            return True
+        if isinstance(op, StepFailedOp):
+            self._fail_step(op.id, op.display_name, op.error, attempts, commit)
+            return True
+        if isinstance(op, StepErrorOp):
+            if reply.no_retry or attempts >= self.fn.retries:
+                self._fail_step(op.id, op.display_name, op.error, attempts, commit)
+                return True
+            due = (
+                reply.retry_at.timestamp()
+                if reply.retry_at is not None
+                else now + self.engine.backoff.delay(attempts)
+            )
+            error = _error(op.error)
+            commit.steps.append(
+                self._record(
+                    op.id,
+                    op.display_name,
+                    "run",
+                    "RETRYING",
+                    error=error,
+                    attempts=attempts + 1,
+                    due_at=due,
+                )
+            )
+            commit.history.append(
+                HistoryRecord(
+                    self.run.run_id,
+                    now,
+                    "STEP_FAILED",
+                    op.display_name,
+                    attempts,
+                    0.0,
+                    {"error": error, "retry_at": due},
+                )
+            )
+            self.deadlines.append(due)
+            self.kinds.add("retry")
+            return False
+        if isinstance(op, SleepOp):
+            until = op.until.timestamp()
+            if until <= now:
+                commit.steps.append(
+                    self._record(
+                        op.id,
+                        op.display_name,
+                        "sleep",
+                        "COMPLETED",
+                        output_json=b"null",
+                        started_at=now,
+                        ended_at=now,
+                    )
+                )
+                return True
+            commit.steps.append(
+                self._record(
+                    op.id, op.display_name, "sleep", "PENDING", due_at=until, started_at=now
+                )
+            )
+            commit.history.append(
+                HistoryRecord(self.run.run_id, now, "SLEEP", op.display_name, data={"until": until})
+            )
+            self.deadlines.append(until)
+            self.kinds.add("sleep")
+            return False
+        if isinstance(op, WaitForEventOp):
+            self._wait(op, commit, now)
+            return False
+        if isinstance(op, InvokeFunctionOp):
+            return self._invoke(op, commit, now)
+        raise UnsupportedOpError(
+            f"the SDK asked for {getattr(op, 'op', type(op).__name__)!r} (step {op.id}), "
+            "which Stepline does not drive"
+        )
+
+    def _fail_step(
+        self, op_id: str, name: str, info: ErrorInfo, attempts: int, commit: PassCommit
+    ) -> None:
+        error = _error(info)
+        now = self.now()
+        commit.steps.append(
+            self._record(
+                op_id, name, "run", "FAILED", error=error, attempts=attempts + 1, ended_at=now
+            )
+        )
+        commit.history.append(
+            HistoryRecord(
+                self.run.run_id,
+                now,
+                "STEP_FAILED",
+                name,
+                attempts,
+                0.0,
+                {"error": error, "final": True},
+            )
+        )
+
+    def _wait(self, op: WaitForEventOp, commit: PassCommit, now: float) -> None:
+        text: str | None = None
+        index: tuple[tuple[str, str], ...] = ()
+        if op.if_ is not None:
+            trigger = self.state.events[0].payload() if self.state.events else {}
+            prepared = prepare_match(op.if_, trigger)
+            text, index = prepared.text, prepared.index_keys
+        due = now + op.timeout.total_seconds()
+        commit.steps.append(
+            self._record(op.id, op.display_name, "wait", "PENDING", due_at=due, started_at=now)
+        )
+        commit.waits.append(
+            WaitRecord(
+                wait_id=new_id(now),
+                run_id=self.run.run_id,
+                step_hash=op.id,
+                event_name=op.event,
+                expression=text,
+                index_path=index[0][0] if index else None,
+                index_value=index[0][1] if index else None,
+                expires_at=due,
+                created_at=now,
+            )
+        )
+        commit.history.append(
+            HistoryRecord(
+                self.run.run_id,
+                now,
+                "WAIT",
+                op.display_name,
+                data={"event": op.event, "if": op.if_, "until": due},
+            )
+        )
+        self.deadlines.append(due)
+        self.kinds.add("wait")
+
+    def _invoke(self, op: InvokeFunctionOp, commit: PassCommit, now: float) -> bool:
+        fn = self.engine.functions.get(op.function_id)
+        if fn is None:
+            info = ErrorInfo("FunctionNotFound", f"no function {op.function_id!r}")
+            self._fail_step(op.id, op.display_name, info, 0, commit)
+            return True
+        event = self.engine.event_record(Event(name=FUNCTION_INVOKED, data=dict(op.data)), now)
+        child = NewRun(
+            new_id(now),
+            op.function_id,
+            (event.internal_id,),
+            self.run.run_id,
+            op.id,
+            admission_for(fn, self.engine.app_id, event.payload()),
+            app_id=self.engine.app_id,
+        )
+        due = None if op.timeout is None else now + op.timeout.total_seconds()
+        commit.events.append(EventIngest(event))
+        commit.child_runs.append(child)
+        commit.steps.append(
+            self._record(op.id, op.display_name, "invoke", "PENDING", started_at=now, due_at=due)
+        )
+        commit.history.append(
+            HistoryRecord(
+                self.run.run_id,
+                now,
+                "INVOKE",
+                op.display_name,
+                data={"function_id": op.function_id, "child_run_id": child.run_id},
+            )
+        )
+        if due is not None:
+            self.deadlines.append(due)
+        self.kinds.add("invoke")
+        return False
+
+    # -- ends of a pass ---------------------------------------------------------------------------
+    async def _suspend(self) -> None:
+        kinds = self.kinds
+        status = (
+            "RETRYING"
+            if "retry" in kinds
+            else "WAITING"
+            if kinds & {"wait", "invoke"}
+            else "SLEEPING"
+        )
+        commit = self.commit()
+        deadlines = list(self.deadlines)
+        if self.run.finish_timeout is not None:
+            started = self.run.started_at if self.run.started_at is not None else self.now()
+            deadlines.append(started + self.run.finish_timeout + 0.001)
+        if not kinds:  # nothing blocks and nothing is planned: ask again at once
+            commit.end = RunEnd(status="RUNNING", due_at=self.now())
+        else:
+            commit.end = RunEnd(status=status, due_at=min(deadlines, default=None))
+        await self.save(commit)
+
+    def _ending_events(self, status: str, **details: Any) -> list[EventIngest]:
+        events = [e.payload() for e in self.state.events]
+        data = ending_data(self.fn.id, self.run.run_id, events, status, **details)
+        now = self.now()
+        return [self.engine.system_event(name, data, now) for name in ending_names(status, events)]
+
+    def _wake_parent(
+        self, commit: PassCommit, status: str, output: bytes | None, error: dict[str, Any] | None
+    ) -> None:
+        run = self.run
+        if run.parent_run_id is not None and run.parent_step_hash is not None:
+            commit.wakes.append(
+                Wake(run.parent_run_id, run.parent_step_hash, status, output, error)
+            )
+
+    async def _complete(self, output: Any) -> None:
+        encoded = dumps(output, f"result of function {self.fn.id!r}")
+        commit = self.commit()
+        commit.end = RunEnd(status="COMPLETED", output_json=encoded)
+        commit.history.append(HistoryRecord(self.run.run_id, self.now(), "RUN_COMPLETED"))
+        commit.events.extend(self._ending_events("COMPLETED", result=output))
+        self._wake_parent(commit, "COMPLETED", encoded, None)
+        await self.save(commit)
+
+    async def _function_errored(self, reply: SdkReply, info: ErrorInfo) -> None:
+        error = _error(info)
+        now = self.now()
+        attempt = self.run.attempt
+        if not reply.no_retry and attempt < self.fn.retries:
+            retry_at = (
+                reply.retry_at.timestamp()
+                if reply.retry_at is not None
+                else now + self.engine.backoff.delay(attempt)
+            )
+            commit = self.commit()
+            commit.history.append(
+                HistoryRecord(
+                    self.run.run_id,
+                    now,
+                    "FUNCTION_FAILED",
+                    attempt=attempt,
+                    data={"error": error, "retry_at": retry_at},
+                )
+            )
+            commit.end = RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
+            await self.save(commit)
+            return
+        commit = self.commit()
+        commit.end = RunEnd(status="FAILED", error=error)
+        commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_FAILED", data=error))
+        failure = {"name": error["name"], "message": error["message"]}
+        commit.events.extend(self._ending_events("FAILED", error=failure))
+        self._wake_parent(commit, "FAILED", None, error)
+        await self.save(commit)
+
+
+def _error(info: ErrorInfo) -> dict[str, Any]:
+    error: dict[str, Any] = {"name": info.name, "message": info.message}
+    if info.stack is not None:
+        error["stack"] = info.stack
+    return error
+
+
+__all__ = ["InngestDriver", "SdkRequestError", "UnsupportedOpError"]

@@ -1,0 +1,194 @@
+"""The HTTP driver end to end: a real SDK app (JS 4.x, JS 3.x, Python) served locally, synced
+into a Stepline app served over HTTP (its ``PUT`` answered by the app's own ``POST
+/fn/register``), its functions triggered by events and driven over HTTP: step.run, sleep (on
+the MockClock), waitForEvent resolved by an event, parallel steps, invoke, sendEvent reaching a
+native Stepline function through the event API (``POST /e/{key}``); a failing step retried,
+then failed for good."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import SdkApp
+from stepline import App, Context, Event, TriggerEvent
+from stepline.drivers.inngest import SdkApps, SyncRefused
+from stepline.sdk.run import Run
+from stepline.server import create_app
+from stepline.server.serve import HttpServer
+from stepline.server.settings import ServerSettings
+from stepline.testing import MockClock, TestEngine
+
+# the first test of a module may install the JS SDKs (npm ci, ~40 s) and start the apps
+pytestmark = pytest.mark.timeout(600)
+
+KINDS = ["js", "js3", "py"]
+
+
+@dataclass
+class Dev:
+    """A Stepline app served over HTTP with an SDK app synced into it."""
+
+    t: TestEngine
+    clock: MockClock
+    apps: SdkApps
+    sdk: SdkApp
+
+    async def run_of(self, fn: str, event: Event) -> str:
+        [event_id] = await self.t.send(event)
+        runs = [r for r in await self.t.runs() if event_id in r.event_ids]
+        [run] = [r for r in runs if r.function_id == self.sdk.slug(fn)]
+        return run.run_id
+
+    async def until_status(self, run_id: str, *statuses: str, timeout: float = 60.0) -> Run:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            run = await self.t.app.get_run(run_id)
+            assert run is not None
+            if run.status in statuses:
+                return run
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"run {run_id} is {run.status}, never {statuses}")
+            await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+
+
+@asynccontextmanager
+async def dev(
+    tmp_path: Path, start_app: Callable[..., SdkApp], kind: str, app: App
+) -> AsyncIterator[Dev]:
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
+        apps = SdkApps(app)
+        settings = ServerSettings(dev=True, event_keys=("test-event-key",))
+        server = HttpServer(create_app(app, settings), "127.0.0.1", 0)
+        serving = asyncio.create_task(server.run())
+        try:
+            sdk = start_app(kind, "dev", base_url=server.url)
+            status = await apps.sync(sdk.serve_url)
+            assert status == 200
+            yield Dev(t, clock, apps, sdk)
+        finally:
+            server.stop()
+            await serving
+
+
+def _native(app: App) -> None:
+    @app.function(id="on-done", trigger=TriggerEvent("test/done"))
+    async def on_done(ctx: Context) -> Any:
+        return {"got": ctx.event.data}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_sdk_function_runs_end_to_end(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    _native(app)
+    async with dev(tmp_path, start_app, kind, app) as d:
+        synced = d.apps.apps[f"{kind}-app"]
+        assert {f.definition.id for f in synced.functions} >= {d.sdk.slug("steps")}
+        assert d.sdk.slug("steps") in {f.id for f in app.functions}
+        run_id = await d.run_of("steps", Event("test/steps", {"n": 1}))
+        await d.until_status(run_id, "SLEEPING")
+        d.clock.advance(60)  # past the 2 s sleep, whichever clock the SDK measured it on
+        await d.until_status(run_id, "WAITING")
+        await d.t.send(Event("test/go", {"n": 2}))  # its `if` does not match
+        await d.t.send(Event("test/go", {"n": 1, "why": "go"}))
+        run = await d.until_status(run_id, "COMPLETED", "FAILED")
+        assert run.status == "COMPLETED", run.error
+        assert run.output == {
+            "a": {"n": 2},
+            "waited": {"n": 1, "why": "go"},
+            "p1": 20,
+            "p2": 200,
+            "called": {"doubled": 40},
+        }
+        steps = {s.id: s for s in run.steps}
+        assert {"a", "p1", "p2"} <= set(steps)
+        assert steps["a"].output == {"n": 2}
+        assert all(s.status == "COMPLETED" for s in run.steps)
+        # step.sendEvent went through the event API to a native Stepline function
+        done = [r for r in await d.t.runs() if r.function_id == "on-done"]
+        assert len(done) == 1
+        finished = await d.t.wait_for_run(done[0].run_id)
+        assert finished.output == {"got": {"p2": 200}}
+        # the invoked child is a run of the SDK app's child function
+        children = [r for r in await d.t.runs() if r.function_id == d.sdk.slug("child")]
+        assert [c.status for c in children] == ["COMPLETED"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_failing_step_is_retried_then_fails(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    async with dev(tmp_path, start_app, kind, app) as d:
+        run_id = await d.run_of("failing", Event("test/fail", {"how": "step"}))
+        run = await d.until_status(run_id, "RETRYING")
+        while not run.done:  # retries: 2, each after the engine's backoff (virtual time)
+            if run.status == "RETRYING":
+                d.clock.advance(3600)
+            run = await d.until_status(run_id, "RETRYING", "FAILED", "COMPLETED")
+            await asyncio.sleep(0.01)  # real time: the poll interval
+        assert run.status == "FAILED"
+        [boom] = [s for s in run.steps if s.id == "boom"]
+        assert boom.status == "FAILED"
+        assert boom.attempts == 3
+        assert boom.error is not None and "step went wrong" in boom.error["message"]
+
+
+async def test_a_resync_replaces_the_function_set_and_a_clash_is_refused(
+    tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+
+    @app.function(id="py-app-flow", trigger=TriggerEvent("native/flow"))
+    async def clash(ctx: Context) -> None:
+        return None
+
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock):
+        apps = SdkApps(app)
+        body: dict[str, Any] = {
+            "appName": "tiny",
+            "url": "http://127.0.0.1:9/api/inngest",
+            "functions": [
+                {
+                    "id": "tiny-a",
+                    "name": "a",
+                    "triggers": [{"event": "tiny/a"}],
+                    "steps": {
+                        "step": {
+                            "id": "step",
+                            "name": "a",
+                            "runtime": {
+                                "type": "http",
+                                "url": "http://127.0.0.1:9/api/inngest?fnId=tiny-a&stepId=step",
+                            },
+                        }
+                    },
+                }
+            ],
+        }
+        apps.register(body)
+        assert "tiny-a" in {f.id for f in app.functions}
+        renamed = orjson.loads(orjson.dumps(body).replace(b"tiny-a", b"tiny-b"))
+        apps.register(renamed)
+        ids = {f.id for f in app.functions}
+        assert "tiny-b" in ids and "tiny-a" not in ids
+        assert "tiny-a" not in app.engine.functions
+        clashing = orjson.loads(orjson.dumps(body).replace(b"tiny-a", b"py-app-flow"))
+        with pytest.raises(Exception, match="already registered"):
+            apps.register(clashing)
+        bad = orjson.loads(orjson.dumps(body))
+        bad["functions"][0]["triggers"] = [{"event": "tiny/*"}]
+        with pytest.raises(SyncRefused):
+            apps.register(bad)
+        assert "tiny-b" in {f.id for f in app.functions}
