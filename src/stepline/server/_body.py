@@ -80,12 +80,13 @@ def inspect_json(value: Any, stop_after: int) -> tuple[int, bool]:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
+        kind = type(item)  # orjson makes exactly dict, list, str, int, float, bool, None
+        if kind is dict:
             children: Any = item.values()
-        elif isinstance(item, list):
+        elif kind is list:
             children = item
         else:
-            big_float = big_float or (type(item) is float and abs(item) >= BIG_FLOAT)
+            big_float = big_float or (kind is float and abs(item) >= BIG_FLOAT)
             continue
         depth += 1
         if depth > deepest:
@@ -93,10 +94,11 @@ def inspect_json(value: Any, stop_after: int) -> tuple[int, bool]:
             if deepest > stop_after:
                 return deepest, big_float
         for child in children:
-            if type(child) is float:
-                big_float = big_float or abs(child) >= BIG_FLOAT
-            elif isinstance(child, dict | list):
+            kind = type(child)
+            if kind is dict or kind is list:
                 stack.append((child, depth))
+            elif kind is float and abs(child) >= BIG_FLOAT:
+                big_float = True
     return deepest, big_float
 
 
