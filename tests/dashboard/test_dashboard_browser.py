@@ -111,6 +111,18 @@ def test_live_runs_timeline_cancel_and_replay(browser: Browser, tmp_path: Path) 
         load = watcher.locator("details.tl-step[data-step=load-rows]")
         expect(load.locator(".status")).to_have_text("completed")
         expect(load.locator(".seg-ok")).to_have_count(0)  # not run again: no attempt here
+
+        # keyboard: dark mode on and off, "g f" to the functions, "?" for the shortcuts
+        theme = watcher.evaluate("document.documentElement.dataset.theme")
+        watcher.keyboard.press("d")
+        other = "light" if theme == "dark" else "dark"
+        expect(watcher.locator("html")).to_have_attribute("data-theme", other)
+        watcher.keyboard.press("g")
+        watcher.keyboard.press("f")
+        watcher.wait_for_url(re.compile(r"/functions$"), timeout=WAIT_MS)
+        expect(watcher.locator("html")).to_have_attribute("data-theme", other)  # remembered
+        watcher.keyboard.press("?")
+        expect(watcher.locator("#help")).to_be_visible()
         watcher.close()
         sender.close()
 
