@@ -384,3 +384,27 @@ async def test_steps_past_the_first_ones_load_when_opened(
         assert body.status_code == 200 and "step-output" in body.text
         assert "&#34;charged&#34;: 7" in body.text
         assert (await client.get(f"/runs/{run.run_id}/steps/nope")).status_code == 404
+
+
+async def test_the_runs_list_pages_with_a_cursor_in_the_url(
+    shop: tuple[Any, TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepline.server.dashboard import _pages
+
+    monkeypatch.setattr(_pages, "PAGE_SIZE", 2)
+    app, _ = shop
+    await app.send_async([Event("reminder/scheduled", {"n": i}) for i in range(5)])
+    newest_first = [r.run_id for r in await app.runs(function_id="send-reminder")]
+    async with _client(_server(app, DEV)) as client:
+        seen: list[str] = []
+        path = "/runs?function=send-reminder"
+        for _ in range(5):
+            page = (await client.get(path)).text
+            seen += [r for r in newest_first if f'data-run="{r}"' in page]
+            found = re.search(r'href="(/runs\?[^"]*older=[^"]*)" id="older"', page)
+            if found is None:
+                break
+            path = found.group(1).replace("&amp;", "&")
+            assert "function=send-reminder" in path
+        assert seen == newest_first
+        assert 'id="newest"' in page and 'data-live="off"' in page

@@ -238,6 +238,11 @@ class Dashboard:
             waiting_kinds=WAITING_KINDS,
             filters=chosen.as_dict(),
             deeper=chosen.deeper() if chosen.scan < MAX_SEARCH_SCAN else None,
+            older=(
+                chosen.page_after(found.runs[PAGE_SIZE - 1])
+                if not chosen.query and len(found.runs) >= PAGE_SIZE
+                else None
+            ),
             search=found.search,
             search_error=found.search_error,
             search_variables=SEARCH_VARIABLES,
@@ -264,7 +269,12 @@ class Dashboard:
                 search_error, runs = str(exc), []
         else:
             runs = await self._list(
-                chosen.function_id, chosen.status, chosen.event_id, chosen.waiting, limit
+                chosen.function_id,
+                chosen.status,
+                chosen.event_id,
+                chosen.waiting,
+                limit,
+                chosen.older,
             )
         reasons = await self.app.waiting_on(runs)
         if chosen.waiting is not None:
@@ -312,6 +322,7 @@ class Dashboard:
         event_id: str | None,
         waiting: str | None,
         limit: int,
+        older: tuple[float, str] | None = None,
     ) -> list[Run]:
         app = self.app
         if waiting is None:
@@ -321,6 +332,7 @@ class Dashboard:
                 event_id=event_id,
                 limit=limit,
                 with_steps=False,
+                after=older,
             )
         if waiting == "worker":
             return await app.runs(
@@ -329,6 +341,7 @@ class Dashboard:
                 event_id=event_id,
                 limit=limit * 4,
                 with_steps=False,
+                after=older,
                 waiting_for_worker=True,
             )
         statuses = _WAITING_STATUSES.get(waiting, UNFINISHED_STATUSES)
@@ -342,6 +355,7 @@ class Dashboard:
                 event_id=event_id,
                 limit=limit * 4,
                 with_steps=False,
+                after=older,
             )
         found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return found
@@ -603,6 +617,7 @@ class _Filters:
     event_id: str | None
     query: str
     scan: int = SEARCH_SCAN
+    older: tuple[float, str] | None = None  # the last run of the previous page
 
     @classmethod
     def of(cls, params: Mapping[str, str]) -> _Filters:
@@ -616,6 +631,7 @@ class _Filters:
             params.get("event") or None,
             (params.get("q") or "").strip(),
             min(int(scan), MAX_SEARCH_SCAN) if scan.isdigit() and int(scan) > 0 else SEARCH_SCAN,
+            _cursor(params.get("older") or ""),
         )
 
     @property
@@ -634,7 +650,16 @@ class _Filters:
         }
         if self.scan != SEARCH_SCAN:
             found["scan"] = str(self.scan)
+        if self.older is not None:
+            found["older"] = f"{self.older[0]!r}_{self.older[1]}"
         return found
+
+    def page_after(self, last: Run) -> str:
+        """The URL of the next page (runs older than ``last``)."""
+        created = last.cursor[0] if last.cursor else last.created_at.timestamp()
+        position = f"{created!r}_{last.run_id}"
+        params = {**self.as_dict(), "older": position}
+        return "/runs?" + urlencode({k: v for k, v in params.items() if v})
 
     def deeper(self) -> str:
         """The URL of the same search scanning ten times more runs."""
@@ -648,6 +673,15 @@ class _Selection:
     reasons: dict[str, WaitingOn]
     search: RunSearch | None
     search_error: str | None
+
+
+def _cursor(text: str) -> tuple[float, str] | None:
+    """A page position ``<created_at>_<run_id>`` (None if absent or malformed)."""
+    created, _, run_id = text.partition("_")
+    try:
+        return (float(created), run_id) if run_id else None
+    except ValueError:
+        return None
 
 
 def _run_json(run: Run) -> dict[str, Any]:
