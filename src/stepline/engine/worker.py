@@ -54,7 +54,8 @@ BACKOFF_FIRST = 0.1  # real seconds before the first retry after the store faile
 BACKOFF_MAX = 5.0
 # Runs due within this many seconds are leased ahead of time (real clock): the lease
 # transaction, which waits behind the group commit in flight, and the run's load happen before
-# the due time instead of after it, and the pass starts on time.
+# the due time instead of after it, and the pass starts on time. Only while fewer than half of
+# the worker's slots are busy: a pass waiting for its due time holds a slot.
 LEASE_AHEAD = 0.05
 
 
@@ -283,7 +284,8 @@ class Worker:
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again
                 tx.heartbeat(self.worker_id, cut_short, now, 0.0)
             served, max_passes = self.engine.served, self.max_passes
-            due_by = now + self.lease_ahead
+            # ahead only with slots to spare: a busy worker's slots go to runs due now
+            due_by = now + (self.lease_ahead if len(running) < self.concurrency // 2 else 0.0)
             return tx.lease_due(
                 self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by
             )
