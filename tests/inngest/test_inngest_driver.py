@@ -16,9 +16,11 @@ from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from conftest import SdkApp
 from stepline import App, Context, Event, TriggerEvent
+from stepline.cli import cli
 from stepline.drivers.inngest import SdkApps, SyncRefused
 from stepline.sdk.run import Run
 from stepline.server import create_app
@@ -192,3 +194,28 @@ async def test_a_resync_replaces_the_function_set_and_a_clash_is_refused(
         with pytest.raises(SyncRefused):
             apps.register(bad)
         assert "tiny-b" in {f.id for f in app.functions}
+
+
+async def test_stepline_apps_sync_asks_the_app_to_register_again(
+    tmp_path: Path, start_app: Callable[..., SdkApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App("stepline-dev")
+    async with dev(tmp_path, start_app, "py", app) as d:
+        registered: list[str] = []
+        register = d.apps.register
+
+        def counted(body: Any) -> Any:
+            synced = register(body)
+            registered.append(synced.name)
+            return synced
+
+        monkeypatch.setattr(d.apps, "register", counted)
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["apps", "sync", d.sdk.serve_url])
+        assert result.exit_code == 0, result.output
+        assert registered == ["py-app"]
+        assert d.sdk.slug("steps") in {f.id for f in app.functions}
+        unreachable = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["apps", "sync", "http://127.0.0.1:9/api/inngest"]
+        )
+        assert unreachable.exit_code == 1
+        assert "could not reach" in unreachable.output

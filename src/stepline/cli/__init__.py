@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from stepline import __version__
+from stepline.cli._commands.apps import apps
 from stepline.cli._commands.control import cancel, purge, replay, skipped
 from stepline.cli._commands.dev import dev
 from stepline.cli._commands.events import events
@@ -59,6 +60,7 @@ cli.add_command(send)
 cli.add_command(runs)
 cli.add_command(functions)
 cli.add_command(events)
+cli.add_command(apps)
 runs.add_command(cancel)
 runs.add_command(replay)
 runs.add_command(skipped)
