@@ -14,24 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
 
 from conftest import SdkApp
-from stepline import App, Context, Event, TriggerEvent
+from stepline import App, ConfigError, Context, Event, TriggerEvent
 from stepline.cli import cli
 from stepline.drivers.inngest import SdkApps, SyncRefused
 from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
+from stepline.store.memory import MemoryStore
 from stepline.testing import MockClock, TestEngine
 
 # the first test of a module may install the JS SDKs (npm ci, ~40 s) and start the apps
 pytestmark = pytest.mark.timeout(600)
 
 KINDS = ["js", "js3", "py"]
+API_TOKEN = "test-api-token"
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Dev:
     clock: MockClock
     apps: SdkApps
     sdk: SdkApp
+    url: str
 
     async def run_of(self, fn: str, event: Event) -> str:
         [event_id] = await self.t.send(event)
@@ -68,14 +72,14 @@ async def dev(
     clock = MockClock(autojump=False)
     async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
         apps = SdkApps(app)
-        settings = ServerSettings(dev=True, event_keys=("test-event-key",))
+        settings = ServerSettings(dev=True, event_keys=("test-event-key",), api_tokens=(API_TOKEN,))
         server = HttpServer(create_app(app, settings), "127.0.0.1", 0)
         serving = asyncio.create_task(server.run())
         try:
             sdk = start_app(kind, "dev", base_url=server.url)
             status = await apps.sync(sdk.serve_url)
             assert status == 200
-            yield Dev(t, clock, apps, sdk)
+            yield Dev(t, clock, apps, sdk, server.url)
         finally:
             server.stop()
             await serving
@@ -97,6 +101,16 @@ async def test_an_sdk_function_runs_end_to_end(
         synced = d.apps.apps[f"{kind}-app"]
         assert {f.definition.id for f in synced.functions} >= {d.sdk.slug("steps")}
         assert d.sdk.slug("steps") in {f.id for f in app.functions}
+        async with httpx.AsyncClient(base_url=d.url) as client:
+            listed = await client.get(
+                f"/api/v1/functions/{d.sdk.slug('steps')}",
+                headers={"Authorization": f"Bearer {API_TOKEN}"},
+            )
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["sdk_app"] == {
+            "name": f"{kind}-app",
+            "url": d.sdk.function_url("steps"),
+        }
         run_id = await d.run_of("steps", Event("test/steps", {"n": 1}))
         await d.until_status(run_id, "SLEEPING")
         d.clock.advance(60)  # past the 2 s sleep, whichever clock the SDK measured it on
@@ -179,20 +193,20 @@ async def test_a_resync_replaces_the_function_set_and_a_clash_is_refused(
                 }
             ],
         }
-        apps.register(body)
+        await apps.register(body)
         assert "tiny-a" in {f.id for f in app.functions}
         renamed = orjson.loads(orjson.dumps(body).replace(b"tiny-a", b"tiny-b"))
-        apps.register(renamed)
+        await apps.register(renamed)
         ids = {f.id for f in app.functions}
         assert "tiny-b" in ids and "tiny-a" not in ids
         assert "tiny-a" not in app.engine.functions
         clashing = orjson.loads(orjson.dumps(body).replace(b"tiny-a", b"py-app-flow"))
-        with pytest.raises(Exception, match="already registered"):
-            apps.register(clashing)
+        with pytest.raises(ConfigError, match="already registered"):
+            await apps.register(clashing)
         bad = orjson.loads(orjson.dumps(body))
         bad["functions"][0]["triggers"] = [{"event": "tiny/*"}]
         with pytest.raises(SyncRefused):
-            apps.register(bad)
+            await apps.register(bad)
         assert "tiny-b" in {f.id for f in app.functions}
 
 
@@ -204,8 +218,8 @@ async def test_stepline_apps_sync_asks_the_app_to_register_again(
         registered: list[str] = []
         register = d.apps.register
 
-        def counted(body: Any) -> Any:
-            synced = register(body)
+        async def counted(body: Any) -> Any:
+            synced = await register(body)
             registered.append(synced.name)
             return synced
 
@@ -219,3 +233,40 @@ async def test_stepline_apps_sync_asks_the_app_to_register_again(
         )
         assert unreachable.exit_code == 1
         assert "could not reach" in unreachable.output
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+async def test_a_synced_app_is_kept_across_a_restart(store: str, tmp_path: Path) -> None:
+    body = {
+        "appName": "tiny",
+        "url": "http://127.0.0.1:9/api/inngest",
+        "functions": [
+            {
+                "id": "tiny-a",
+                "name": "a",
+                "triggers": [{"event": "tiny/a"}],
+                "steps": {
+                    "step": {
+                        "id": "step",
+                        "name": "a",
+                        "runtime": {
+                            "type": "http",
+                            "url": "http://127.0.0.1:9/api/inngest?fnId=tiny-a&stepId=step",
+                        },
+                    }
+                },
+            }
+        ],
+    }
+    memory = MemoryStore() if store == "memory" else None
+    spec: Any = memory if memory is not None else "sqlite"
+    path = tmp_path / "stepline.db"
+    first = App("stepline-dev")
+    async with TestEngine(first, store=spec, path=path, clock=MockClock(autojump=False)):
+        await SdkApps(first).register(body)
+    again = App("stepline-dev")
+    async with TestEngine(again, store=spec, path=path, clock=MockClock(autojump=False)):
+        apps = SdkApps(again)
+        assert list(apps.apps) == ["tiny"]
+        assert "tiny-a" in again.engine.functions
+        assert apps.driver.urls["tiny-a"].endswith("fnId=tiny-a&stepId=step")

@@ -336,6 +336,9 @@ def function_dict(fn: FunctionDef, paused: bool, held: int | None) -> dict[str, 
         "options": function_options(fn),
         "paused": paused,
         "held_runs": held,
+        "sdk_app": None
+        if fn.served_by is None
+        else {"name": fn.served_by[0], "url": fn.served_by[1]},
     }
 
 

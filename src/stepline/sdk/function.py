@@ -65,6 +65,7 @@ class FunctionDef:
     options: FunctionOptions = FunctionOptions()
     on_failure_of: str | None = None
     driver: str = "python"  # who drives its runs: "python" runs ``handler`` in this process
+    served_by: tuple[str, str] | None = None  # an SDK app's function: (app name, function URL)
 
     @property
     def name(self) -> str:

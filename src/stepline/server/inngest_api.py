@@ -33,7 +33,7 @@ async def _register(request: Request) -> Response:
     if len(body) > MAX_REGISTER_BYTES:
         return error(413, f"register body over {MAX_REGISTER_BYTES} bytes")
     try:
-        synced = apps.register(body)
+        synced = await apps.register(body)
     except ProtocolError as exc:
         return error(400, str(exc))
     except ConfigError as exc:  # SyncRefused too: the message lists every problem

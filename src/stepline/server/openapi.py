@@ -212,6 +212,10 @@ def openapi_document() -> dict[str, Any]:
                 "cancel_on": {"type": "array", "items": {"type": "object"}},
                 "timeouts": {"type": ["object", "null"]},
                 "on_failure_of": nullable_text,
+                "sdk_app": {
+                    "type": ["object", "null"],
+                    "description": "The Inngest SDK app serving it: its name and function URL",
+                },
             },
         },
         "Skip": {

@@ -147,4 +147,7 @@ def function_json(fn: FunctionDef, app_id: str, paused: bool) -> dict[str, Any]:
         if o.timeouts is None
         else {"start": o.timeouts.start_seconds, "finish": o.timeouts.finish_seconds},
         "on_failure_of": fn.on_failure_of,
+        "sdk_app": None
+        if fn.served_by is None
+        else {"name": fn.served_by[0], "url": fn.served_by[1]},
     }

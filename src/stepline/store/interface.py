@@ -107,6 +107,11 @@ class StoreTx(Protocol):
         first (the caller then starts no run)."""
         ...
 
+    def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
+        """Record (or replace) the latest sync of Inngest SDK app ``name`` in app ``app_id``:
+        its registration body as received (``POST /fn/register``), kept across restarts."""
+        ...
+
     def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
         """Pause (runs are created but not leased) or resume app ``app_id``'s function. With
         ``app_id`` "": pause it in every app (until an app registering the function adopts the
@@ -258,6 +263,10 @@ class Store(Protocol):
 
     def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
         """Runs that flow control did not start, newest first."""
+        ...
+
+    def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
+        """The Inngest SDK apps synced in app ``app_id``: (name, registration body), by name."""
         ...
 
     def paused_functions(self, app_id: str | None = None) -> set[str]:

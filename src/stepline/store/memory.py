@@ -109,6 +109,7 @@ class MemoryStore:
         self._skips: dict[int, SkipRecord] = {}
         self._deferrals: dict[tuple[str, str, str], DeferralRow] = {}
         self._paused: dict[tuple[str, str], bool] = {}  # (app id or '' for every app, function)
+        self._sdk_apps: dict[tuple[str, str], bytes] = {}  # (app id, SDK app name) -> its sync
         self._crons: dict[tuple[str, str, str], CronRow] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._cancelled_leases: dict[str, str] = {}  # run id -> lease token held at its cancel
@@ -315,6 +316,10 @@ class MemoryStore:
         with self._lock:
             skips = [s for s in self._skips.values() if function_id in (None, s.function_id)]
             return list(reversed(skips))[:limit]
+
+    def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return sorted((n, body) for (a, n), body in self._sdk_apps.items() if a == app_id)
 
     def paused_functions(self, app_id: str | None = None) -> set[str]:
         with self._lock:

@@ -166,6 +166,10 @@ class MemoryControlVerbs:
                     self._pop(s._skips, seq)
         return len(ended)
 
+    def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
+        with self._verb():
+            self._put(self._s._sdk_apps, (app_id, name), bytes(registration))
+
     def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
         held = self._s._paused
         with self._verb():

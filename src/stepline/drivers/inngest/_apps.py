@@ -12,6 +12,7 @@ cannot honour is refused whole (``SyncRefused``), leaving the app as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 from collections.abc import Mapping
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from stepline.drivers.inngest._canonical import canonical_json
 from stepline.drivers.inngest._driver import InngestDriver
+from stepline.drivers.inngest._errors import ProtocolError
 from stepline.drivers.inngest._mapping import DRIVER, SyncedFunction, map_app
 from stepline.drivers.inngest._register import AppRegistration, parse_registration
 from stepline.drivers.inngest._sync import ServerKind, sync_request
@@ -57,14 +60,32 @@ class SdkApps:
         if DRIVER not in app.engine.drivers:
             app.engine.add_driver(DRIVER, self.driver)
         _REGISTRY[app] = self
+        self._restore()
 
-    def register(self, body: bytes | Mapping[str, Any]) -> SyncedApp:
-        """Sync an app from its registration body. Raises ``ProtocolError`` for a body that is
-        not one, ``SyncRefused`` for a config Stepline cannot honour, ``ConfigError`` when a
-        function id is taken by a native function or another app."""
-        registration = parse_registration(body)
+    def _restore(self) -> None:
+        """Register the apps synced before (stored by ``register``), as last synced; one that
+        no longer maps (Stepline changed) is logged and left for its next sync."""
+        engine = self.app.engine
+        for name, body in engine.store.sdk_apps(engine.app_id):
+            try:
+                registration = parse_registration(body)
+                self._replace(registration, map_app(registration))
+            except (ProtocolError, ConfigError) as exc:
+                engine.logger.warning("SDK app %r not restored, sync it again: %s", name, exc)
+
+    async def register(self, body: bytes | Mapping[str, Any]) -> SyncedApp:
+        """Sync an app from its registration body, stored so a restart keeps it. Raises
+        ``ProtocolError`` for a body that is not one, ``SyncRefused`` for a config Stepline
+        cannot honour, ``ConfigError`` when a function id is taken by a native function or
+        another app (the app stays as it was)."""
+        raw = body if isinstance(body, bytes) else canonical_json(dict(body))
+        registration = parse_registration(raw)
         synced = map_app(registration)
-        return self._replace(registration, synced)
+        engine = self.app.engine
+        app = self._replace(registration, synced)
+        name, now = registration.app_name, engine.clock.now()
+        await engine.writer.write(lambda tx: tx.put_sdk_app(engine.app_id, name, raw, now))
+        return app
 
     def _replace(
         self, registration: AppRegistration, synced: tuple[SyncedFunction, ...]
@@ -80,10 +101,19 @@ class SdkApps:
         for fn_id in ours:
             self.app._remove(fn_id)
             self.driver.urls.pop(fn_id, None)
-        for fn in synced:
+        served = tuple(
+            SyncedFunction(
+                fn.config,
+                dataclasses.replace(
+                    fn.definition, served_by=(registration.app_name, fn.config.url)
+                ),
+            )
+            for fn in synced
+        )
+        for fn in served:
             self.app._add(fn.definition)
             self.driver.urls[fn.definition.id] = fn.config.url
-        app = SyncedApp(registration.app_name, registration.url, registration.sdk, synced)
+        app = SyncedApp(registration.app_name, registration.url, registration.sdk, served)
         self.apps[registration.app_name] = app
         return app
 

@@ -255,6 +255,9 @@ class SQLiteControlVerbs:
             c.execute(q.PURGE_SKIPS, (cutoff,))
             return len(run_ids)
 
+    def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
+        self._c.execute(q.PUT_SDK_APP, (app_id, name, bytes(registration), now))
+
     def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
         if paused:
             self._c.execute(q.PAUSE, (app_id, function_id))

@@ -312,6 +312,12 @@ UPDATE crons SET next_at = ? WHERE app_id = ? AND function_id = ? AND cron = ? A
 PAUSE = "INSERT OR IGNORE INTO paused (app_id, function_id) VALUES (?, ?)"
 RESUME = "DELETE FROM paused WHERE app_id IN (?, '') AND function_id = ?"
 RESUME_EVERY_APP = "DELETE FROM paused WHERE function_id = ?"
+PUT_SDK_APP = """
+INSERT INTO sdk_apps (app_id, name, registration, synced_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (app_id, name) DO UPDATE SET registration = excluded.registration,
+    synced_at = excluded.synced_at
+"""
+SDK_APPS = "SELECT name, registration FROM sdk_apps WHERE app_id = ? ORDER BY name"
 PAUSED = "SELECT DISTINCT function_id FROM paused"
 PAUSED_IN = "SELECT function_id FROM paused WHERE app_id IN (?, '')"
 COPY_STEPS = """

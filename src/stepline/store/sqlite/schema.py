@@ -245,4 +245,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX events_received ON events(received_at, internal_id);
     """,
+    # 10: the latest sync of each Inngest SDK app (its /fn/register body), kept across restarts
+    """
+    CREATE TABLE sdk_apps (
+        app_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        registration BLOB NOT NULL,
+        synced_at REAL NOT NULL,
+        PRIMARY KEY (app_id, name)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -383,6 +383,11 @@ class SQLiteStore:
         return [SkipRecord(*r) for r in rows]
 
     @_reading
+    def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
+        rows = self._conn().execute(q.SDK_APPS, (app_id,))
+        return [(str(name), bytes(body)) for name, body in rows]
+
+    @_reading
     def paused_functions(self, app_id: str | None = None) -> set[str]:
         if app_id is None:
             return {r[0] for r in self._conn().execute(q.PAUSED)}
