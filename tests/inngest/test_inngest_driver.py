@@ -19,10 +19,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from conftest import SdkApp
+from conftest import FALLBACK_KEY, KEY, SdkApp
 from stepline import App, ConfigError, Context, Event, TriggerEvent
 from stepline.cli import cli
-from stepline.drivers.inngest import SdkApps, SyncRefused
+from stepline.drivers.inngest import InngestDriver, SdkApps, SigningKeys, SyncRefused
 from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
@@ -270,3 +270,31 @@ async def test_a_synced_app_is_kept_across_a_restart(store: str, tmp_path: Path)
         assert list(apps.apps) == ["tiny"]
         assert "tiny-a" in again.engine.functions
         assert apps.driver.urls["tiny-a"].endswith("fnId=tiny-a&stepId=step")
+
+
+async def test_production_mode_signs_requests_and_checks_the_apps_signatures(
+    tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-prod")
+    keys = SigningKeys.parse(KEY, FALLBACK_KEY)
+    driver = InngestDriver(signing_key=keys.current, verify_keys=keys)
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
+        apps = SdkApps(app, driver, server_kind="cloud")
+        settings = ServerSettings(event_keys=("test-event-key",), api_tokens=(API_TOKEN,))
+        server = HttpServer(create_app(app, settings), "127.0.0.1", 0)
+        serving = asyncio.create_task(server.run())
+        try:
+            sdk = start_app("py", "cloud", base_url=server.url)
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                unsigned = await client.post("/fn/register", content=b"{}")
+            assert unsigned.status_code == 401
+            assert await apps.sync(sdk.serve_url) == 200
+            assert "py-app" in apps.apps
+            [event_id] = await t.send(Event("test/child", {"n": 21}))
+            [run] = [r for r in await t.runs() if event_id in r.event_ids]
+            done = await t.wait_for_run(run.run_id, timeout=60)
+            assert (done.status, done.output) == ("COMPLETED", {"doubled": 42})
+        finally:
+            server.stop()
+            await serving
