@@ -41,7 +41,10 @@ class ServerSettings:
     ``dashboard_password`` / ``dashboard_secret``: the dashboard's login and the secret signing
     its session cookies (random per process when not given). ``max_body_bytes``: a request
     body over this is refused (413) while it streams in; ``max_batch_events``: events in one
-    ``POST /e/``; ``max_json_depth``: nesting of a request's JSON.
+    ``POST /e/``; ``max_json_depth``: nesting of a request's JSON. ``signing_key`` /
+    ``signing_key_fallback``: the Inngest signing keys shared with SDK apps (``signkey-…``):
+    requests to the apps are signed, their replies and ``/fn/register`` calls checked with
+    them; a server that is not ``dev`` serves no SDK app without one.
     """
 
     host: str = DEFAULT_HOST
@@ -55,6 +58,8 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     max_batch_events: int = 5_000
     max_json_depth: int = 64
+    signing_key: str | None = field(default=None, repr=False)
+    signing_key_fallback: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:

@@ -14,7 +14,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def http_options(fn: F) -> F:
-    """``--host``, ``--port``, ``--event-key`` and ``--api-token`` (each with its env var)."""
+    """``--host``, ``--port``, ``--event-key``, ``--api-token`` and the Inngest signing keys
+    (each with its env var)."""
     options = [
         click.option(
             "--host",
@@ -55,6 +56,22 @@ def http_options(fn: F) -> F:
             help="A bearer token accepted by the REST API (repeatable; in the variable, "
             "separated by spaces). Without any, the REST API is open (loopback only).",
         ),
+        click.option(
+            "--signing-key",
+            metavar="KEY",
+            envvar="INNGEST_SIGNING_KEY",
+            show_envvar=True,
+            help="The Inngest signing key (signkey-...) shared with Inngest SDK apps: requests "
+            "to them are signed, their replies and registrations checked. `stepline server` "
+            "serves no SDK app without one; `stepline dev` drives them unsigned.",
+        ),
+        click.option(
+            "--signing-key-fallback",
+            metavar="KEY",
+            envvar="INNGEST_SIGNING_KEY_FALLBACK",
+            show_envvar=True,
+            help="The previous signing key, still accepted while apps move to the new one.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -62,7 +79,14 @@ def http_options(fn: F) -> F:
 
 
 def server_settings(
-    host: str, port: int, event_keys: tuple[str, ...], api_tokens: tuple[str, ...], *, dev: bool
+    host: str,
+    port: int,
+    event_keys: tuple[str, ...],
+    api_tokens: tuple[str, ...],
+    *,
+    dev: bool,
+    signing_key: str | None = None,
+    signing_key_fallback: str | None = None,
 ) -> ServerSettings:
     """Settings for a server the command line starts. Refuses (usage error) to listen on an
     address other machines can reach without both event keys and API tokens."""
@@ -84,4 +108,6 @@ def server_settings(
         event_keys=keys,
         api_tokens=tokens,
         allow_unauthenticated=loopback,
+        signing_key=signing_key or None,
+        signing_key_fallback=signing_key_fallback or None,
     )

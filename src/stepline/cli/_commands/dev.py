@@ -41,6 +41,7 @@ from stepline.sdk.app import App, on_stop_signals
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
 from stepline.server import HttpServer
+from stepline.server.inngest_api import serve_sdk_apps
 
 POLL_INTERVAL = 0.2
 
@@ -97,6 +98,8 @@ def dev(
     port: int,
     event_keys: tuple[str, ...],
     api_tokens: tuple[str, ...],
+    signing_key: str | None,
+    signing_key_fallback: str | None,
 ) -> None:
     """Run MODULE:APP's functions with a live log of every run, step and retry, and serve the
     dashboard, the event API and the REST API on http://127.0.0.1:8288.
@@ -111,9 +114,18 @@ def dev(
     events = _events(names, datas)
     if exit_when_done and not events:
         raise CliUsageError("--exit-when-done needs at least one --send NAME")
-    settings = server_settings(host, port, event_keys, api_tokens, dev=True)
+    settings = server_settings(
+        host,
+        port,
+        event_keys,
+        api_tokens,
+        dev=True,
+        signing_key=signing_key,
+        signing_key_fallback=signing_key_fallback,
+    )
     app = load_app(app_ref)
     use_db(app, db)
+    serve_sdk_apps(app, settings)  # the SDK apps synced before run again
     if app.retry_backoff is None:  # a failing step is retried within seconds while developing
         app.retry_backoff = RetryBackoff.FAST
     console = make_console()

@@ -22,6 +22,7 @@ from stepline.cli._common import (
 from stepline.engine.worker import Worker, default_worker_id
 from stepline.sdk.app import on_stop_signals
 from stepline.server import HttpServer
+from stepline.server.inngest_api import serve_sdk_apps
 from stepline.server.serve import run_serving, serve_until
 
 log = logging.getLogger("stepline.cli")
@@ -62,6 +63,8 @@ def server(
     port: int,
     event_keys: tuple[str, ...],
     api_tokens: tuple[str, ...],
+    signing_key: str | None,
+    signing_key_fallback: str | None,
     no_worker: bool,
     concurrency: int,
     worker_id: str | None,
@@ -74,12 +77,22 @@ def server(
     API tokens (STEPLINE_EVENT_KEYS, STEPLINE_API_TOKENS). Several servers may share one
     database.
     """
-    settings = server_settings(host, port, event_keys, api_tokens, dev=False)
+    settings = server_settings(
+        host,
+        port,
+        event_keys,
+        api_tokens,
+        dev=False,
+        signing_key=signing_key,
+        signing_key_fallback=signing_key_fallback,
+    )
     app = load_app(app_ref)
     use_db(app, db, memory_ok=False)
     handler = logging.StreamHandler()
     handler.setFormatter(RunFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
+    if serve_sdk_apps(app, settings) is None:
+        log.info("no --signing-key: Inngest SDK apps cannot register or run on this server")
     try:
         http = HttpServer(app.asgi(settings), settings.host, settings.port)
         worker: Worker | None = None

@@ -138,6 +138,11 @@ class SdkApps:
 _REGISTRY: weakref.WeakKeyDictionary[App, SdkApps] = weakref.WeakKeyDictionary()
 
 
+def registered_sdk_apps(app: App) -> SdkApps | None:
+    """The SDK apps of ``app`` if they were set up (``SdkApps(app, ...)``), else None."""
+    return _REGISTRY.get(app)
+
+
 def sdk_apps(app: App) -> SdkApps:
     """The SDK apps of ``app`` (made, with a dev-mode driver, on first use)."""
     apps = _REGISTRY.get(app)
