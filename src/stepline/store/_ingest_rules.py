@@ -66,6 +66,10 @@ class _Batch:
         self.resumed: list[ResumedWait] = []
         self.deleted: set[str] = set()  # waits resolved in this verb
         self.ended: set[str] = set()  # runs cancelled in this verb by its events
+        # names with no unindexed waits (none are added during ingestion) or matchers (until a
+        # run with cancel_on is created): their primitives are not asked again in this verb
+        self.no_unindexed_waits: set[str] = set()
+        self.no_unindexed_matchers: set[str] = set()
         self.waits = _indexed(events, tx.wait_paths, tx.indexed_waits)
         self.matchers: list[list[WaitRecord]] | None = _indexed(
             events, tx.matcher_paths, self._indexed_matchers
@@ -92,6 +96,7 @@ class _Batch:
             started, skipped = start_runs(self.tx, item, self.now, cancelled)
             if self.matchers is not None and _adds_matchers(item):
                 self.matchers = None  # a new run's cancel_on: look matchers up per event now
+                self.no_unindexed_matchers.clear()
         else:
             started, skipped = (), ()
         return IngestResult(
@@ -100,7 +105,7 @@ class _Batch:
 
     def _apply_cancel_matchers(self, i: int, event: EventRecord) -> list[tuple[str, str]]:
         tx, now = self.tx, self.now
-        unindexed = tx.unindexed_matchers(event.name, now)
+        unindexed = _unindexed(event.name, self.no_unindexed_matchers, tx.unindexed_matchers, now)
         if self.matchers is not None:
             indexed = self.matchers[i]
         else:
@@ -122,7 +127,11 @@ class _Batch:
 
     def _resolve_waits(self, i: int, event: EventRecord) -> tuple[str, ...]:
         indexed = self.waits[i]
-        unindexed = self.tx.unindexed_waits(event.name)
+        unindexed: list[WaitRecord] = []
+        if event.name not in self.no_unindexed_waits:
+            unindexed = self.tx.unindexed_waits(event.name)
+            if not unindexed:
+                self.no_unindexed_waits.add(event.name)
         if not indexed and not unindexed:
             return ()  # nothing waits for this event: the common case
         event_json: bytes | None = None
@@ -172,6 +181,18 @@ def _indexed(
             for record in lookup(name, path, list(at)):
                 for i in at.get(record.index_value or "", ()):
                     found[i].append(record)
+    return found
+
+
+def _unindexed(
+    name: str, none: set[str], read: Callable[[str, float], list[WaitRecord]], now: float
+) -> list[WaitRecord]:
+    """``read(name, now)`` unless ``none`` says it found nothing before (remembered there)."""
+    if name in none:
+        return []
+    found = read(name, now)
+    if not found:
+        none.add(name)
     return found
 
 
