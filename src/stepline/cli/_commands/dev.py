@@ -266,9 +266,11 @@ def _stop_on_signals(console: Console) -> asyncio.Event:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
-        console.print(f"[dim]{sig.name}: stopping once the steps in flight finish…[/]")
-        stop.set()
+        # the handler goes first: a second signal sent as soon as the message shows must find
+        # the default handler (stop at once), not this one again
         loop.remove_signal_handler(sig)
+        stop.set()
+        console.print(f"[dim]{sig.name}: stopping once the steps in flight finish…[/]")
 
     on_stop_signals(loop, on_signal)
     return stop
