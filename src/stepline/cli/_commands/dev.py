@@ -266,9 +266,14 @@ def _stop_on_signals(console: Console) -> asyncio.Event:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
-        # the handler goes first: a second signal sent as soon as the message shows must find
-        # the default handler (stop at once), not this one again
-        loop.remove_signal_handler(sig)
+        if stop.is_set() and sig == signal.SIGINT:
+            # the second SIGINT: raised here, in a callback of the loop, KeyboardInterrupt ends
+            # asyncio.run at once; the default handler would raise it wherever the main thread
+            # is, and inside _serve it only ran _serve's `finally`, which waits for the steps
+            # in flight (the stop hung until they ended)
+            raise KeyboardInterrupt
+        if sig != signal.SIGINT:
+            loop.remove_signal_handler(sig)  # a second SIGTERM kills the process at once
         stop.set()
         console.print(f"[dim]{sig.name}: stopping once the steps in flight finish…[/]")
 
