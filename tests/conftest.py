@@ -1,5 +1,6 @@
-"""Shared fixtures: a fresh app per test, run on a real SQLite file (and on the reference memory
-store) with virtual time."""
+"""Shared fixtures: a fresh app per test, run on a real SQLite file, on PostgreSQL (a throwaway
+cluster the test run starts itself, ``pgtest``) and on the reference memory store, with virtual
+time."""
 
 from __future__ import annotations
 
@@ -10,12 +11,41 @@ from typing import Any
 
 import pytest
 
+import pgtest
 from stepline import App
 from stepline.testing import TestEngine
 
 # `stepline dev` invoked in-process (CliRunner) serves HTTP: on any free port, so tests running
 # at once never fight over 8288
 os.environ.setdefault("STEPLINE_PORT", "0")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    pgtest.configure(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pgtest.unconfigure(config)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> str:
+    """This worker's PostgreSQL database (schema made), in the session's throwaway cluster."""
+    from stepline.store.postgres import PostgresStore
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    url = pgtest.create_database(pgtest.cluster(), f"stepline_{worker}")
+    store = PostgresStore(url)
+    store.migrate()
+    store.close()
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """This worker's PostgreSQL database, emptied for the test (the schema stays)."""
+    pgtest.empty_database(pg_database)
+    return pg_database
 
 
 @pytest.fixture

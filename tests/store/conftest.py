@@ -1,4 +1,5 @@
-"""The ``store`` fixture: each contract test runs on the reference memory store and on SQLite."""
+"""The ``store`` fixture: each contract test runs on the reference memory store, on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,18 +10,31 @@ import pytest
 
 from stepline.store import MemoryStore, SQLiteStore, Store
 
+BACKENDS = ["memory", "sqlite", "postgres"]
 
-def open_backend(kind: str, path: Path) -> Store:
-    """A migrated, empty store of ``kind`` ("memory" or "sqlite"; SQLite in the file ``path``)."""
-    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(path)
+
+def open_backend(kind: str, path: Path, pg_url: str | None = None) -> Store:
+    """A migrated, empty store of ``kind`` ("memory", "sqlite" in the file ``path``, or
+    "postgres" in the emptied database ``pg_url``)."""
+    store: Store
+    if kind == "memory":
+        store = MemoryStore()
+    elif kind == "sqlite":
+        store = SQLiteStore(path)
+    else:
+        from stepline.store.postgres import PostgresStore
+
+        assert pg_url is not None
+        store = PostgresStore(pg_url)
     store.migrate()
     return store
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh store of each backend."""
-    opened = open_backend(request.param, tmp_path / "s.db")
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    opened = open_backend(request.param, tmp_path / "s.db", url)
     yield opened
     opened.close()
 

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pgtest
 from stepline.store import Store
 from stepline.store.records import EventIngest, NewRun, RunFilter
 
 from .builders import DAY, T0, event, history_kinds, ingest, lease, start, trigger
-from .conftest import open_backend
+from .conftest import BACKENDS, open_backend
 
 
 def test_ingested_events_are_readable_in_the_order_asked(store: Store) -> None:
@@ -164,12 +165,17 @@ _SENDS = st.lists(
 )
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", BACKENDS)
 @settings(max_examples=40, deadline=None)
 @given(sends=_SENDS)
-def test_dedup_is_a_set_with_a_24h_memory(kind: str, sends: list[tuple[str, float]]) -> None:
+def test_dedup_is_a_set_with_a_24h_memory(
+    kind: str, sends: list[tuple[str, float]], request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("pg_database") if kind == "postgres" else None
+    if url is not None:
+        pgtest.empty_database(url)
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_backend(kind, Path(tmp) / "s.db")
+        store = open_backend(kind, Path(tmp) / "s.db", url)
         try:
             accepted_at: dict[str, float] = {}
             accepted = 0

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
 
+import pgtest
 from stepline.errors import LeaseLostError
 from stepline.store.records import Lease, PassCommit, RunEnd
 
@@ -47,12 +55,15 @@ class LeaseMachine(RuleBasedStateMachine):
     """Drives one store and the model side by side."""
 
     backend = "memory"
+    pg_url: str | None = None  # the database of the PostgreSQL machine, emptied per example
     leases = Bundle("leases")
 
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp()
-        self.store = open_backend(self.backend, Path(self.tmp) / "s.db")
+        if self.pg_url is not None:
+            pgtest.empty_database(self.pg_url)
+        self.store = open_backend(self.backend, Path(self.tmp) / "s.db", self.pg_url)
         self.now = T0
         self.runs: dict[str, _Run] = {}
 
@@ -151,3 +162,14 @@ TestLeasesOnMemory = LeaseMachine.TestCase
 TestLeasesOnMemory.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestLeasesOnSQLite = SQLiteLeaseMachine.TestCase
 TestLeasesOnSQLite.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+
+
+def test_leases_on_postgres(pg_database: str) -> None:
+    class PostgresLeaseMachine(LeaseMachine):
+        backend = "postgres"
+        pg_url = pg_database
+
+    run_state_machine_as_test(
+        PostgresLeaseMachine,
+        settings=settings(max_examples=15, stateful_step_count=25, deadline=None),
+    )

@@ -24,10 +24,27 @@ def test_urls_open_the_right_store(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert from_env.path == tmp_path / "env.db"
 
 
+def test_postgresql_urls_open_the_postgres_store(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepline.store.postgres import PostgresStore
+
+    for url in (pg_url, pg_url.replace("postgresql://", "postgres://", 1)):
+        store = open_store(url)
+        assert isinstance(store, PostgresStore)
+        store.close()
+    monkeypatch.setenv("STEPLINE_DB", pg_url)
+    app = App("pg-app")
+    try:
+        app.send(Event(name="nobody/listens"))
+        assert isinstance(app.engine.store, PostgresStore)
+    finally:
+        app.close()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://localhost/db", "PostgreSQL is not supported"),
         ("mysql://localhost/db", "unknown database URL 'mysql://localhost/db'"),
     ],
 )

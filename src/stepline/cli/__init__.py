@@ -16,6 +16,7 @@ import click
 from stepline import __version__
 from stepline.cli._commands.apps import apps
 from stepline.cli._commands.control import cancel, purge, replay, skipped
+from stepline.cli._commands.db import db
 from stepline.cli._commands.dev import dev
 from stepline.cli._commands.events import events
 from stepline.cli._commands.functions import functions
@@ -61,6 +62,7 @@ cli.add_command(runs)
 cli.add_command(functions)
 cli.add_command(events)
 cli.add_command(apps)
+cli.add_command(db)
 runs.add_command(cancel)
 runs.add_command(replay)
 runs.add_command(skipped)

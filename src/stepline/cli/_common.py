@@ -160,8 +160,9 @@ def db_option(fn: F) -> F:
         metavar="URL",
         envvar="STEPLINE_DB",
         show_envvar=True,
-        help="Database URL (sqlite:///path.db, a file path, memory://). Overrides the app's db; "
-        "STEPLINE_DB applies when the app sets none. Default: ./.stepline/stepline.db.",
+        help="Database URL (sqlite:///path.db, a file path, postgresql://..., memory://). "
+        "Overrides the app's db; STEPLINE_DB applies when the app sets none. Default: "
+        "./.stepline/stepline.db.",
     )(fn)
 
 

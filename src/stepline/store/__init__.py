@@ -1,9 +1,10 @@
-"""Storage: the Store interface and its backends (memory, SQLite)."""
+"""Storage: the Store interface and its backends (memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from stepline.errors import ConfigError
 from stepline.store.interface import Store, StoreTx
@@ -12,23 +13,57 @@ from stepline.store.sqlite import SQLiteStore
 
 DEFAULT_DB_PATH = Path(".stepline") / "stepline.db"
 
-__all__ = ["DEFAULT_DB_PATH", "MemoryStore", "SQLiteStore", "Store", "StoreTx", "open_store"]
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "DurableStore",
+    "MemoryStore",
+    "SQLiteStore",
+    "Store",
+    "StoreTx",
+    "open_durable_store",
+    "open_store",
+]
+
+
+class DurableStore(Store, Protocol):
+    """A store kept in a database (SQLite, PostgreSQL): its schema can be inspected."""
+
+    def schema_version(self) -> tuple[int, int]:
+        """(the database's schema version, the newest this Stepline knows); 0: no schema."""
+        ...
+
+    def clock_skew(self) -> float:
+        """The database server's clock minus this machine's, in seconds."""
+        ...
 
 
 def open_store(url: str | None = None) -> Store:
-    """Open the store a URL names: ``sqlite:///path.db``, a plain file path, or ``memory://``.
+    """Open the store a URL names: ``sqlite:///path.db``, a plain file path,
+    ``postgresql://user@host:port/dbname`` (needs ``pip install 'stepline[postgres]'``), or
+    ``memory://``.
 
     Without a URL: ``STEPLINE_DB``, else the SQLite file ``./.stepline/stepline.db``.
     """
     url = url or os.environ.get("STEPLINE_DB") or str(DEFAULT_DB_PATH)
     if url.startswith("memory:"):
         return MemoryStore()
+    return open_durable_store(url)
+
+
+def open_durable_store(url: str) -> DurableStore:
+    """``open_store`` for a database (``memory://`` is refused with ``ConfigError``)."""
     if url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///") or DEFAULT_DB_PATH)
     if url.startswith(("postgres://", "postgresql://")):
-        raise ConfigError(
-            "PostgreSQL is not supported by this version of Stepline yet; use sqlite:///path.db"
-        )
+        try:
+            from stepline.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"PostgreSQL needs psycopg ({exc}): pip install 'stepline[postgres]'"
+            ) from None
+        return PostgresStore(url)
     if "://" in url:
-        raise ConfigError(f"unknown database URL {url!r}: use sqlite:///path.db or memory://")
+        raise ConfigError(
+            f"unknown database URL {url!r}: use sqlite:///path.db, postgresql://... or memory://"
+        )
     return SQLiteStore(url)

@@ -418,6 +418,19 @@ class SQLiteStore:
             )
         return states
 
+    @_reading
+    def schema_version(self) -> tuple[int, int]:
+        """(the file's schema version, the newest this Stepline knows); 0: no schema yet."""
+        tables = {r[0] for r in self._conn().execute(q.TABLE_NAMES)}
+        if "schema_version" not in tables:
+            return 0, len(MIGRATIONS)
+        row = self._conn().execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0] or 0), len(MIGRATIONS)
+
+    def clock_skew(self) -> float:
+        """The database's clock minus this machine's: 0, a SQLite file has no clock of its own."""
+        return 0.0
+
 
 class _SQLiteTx(SQLiteControlVerbs):
     """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""

@@ -1,0 +1,332 @@
+"""Every SQL statement the PostgreSQL store runs, by name (psycopg placeholders)."""
+
+from __future__ import annotations
+
+# a transaction-level advisory lock on a named key (flow-control state that may not have a row
+# yet): held until the transaction ends, so the next transaction deciding on the same key reads
+# what this one wrote (READ COMMITTED: each statement sees what committed before it began)
+LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+TRY_LOCK_KEY = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
+
+INSERT_EVENT = """
+INSERT INTO events (internal_id, name, data, user_data, sender_id, ts, received_at, duplicate)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (internal_id) DO NOTHING"""
+# the sender id is new (or its last sighting is older than the window) iff a row comes back
+REMEMBER_SENDER_ID = """
+INSERT INTO event_ids (sender_id, seen_at) VALUES (%(id)s, %(now)s)
+ON CONFLICT (sender_id) DO UPDATE SET seen_at = excluded.seen_at
+WHERE event_ids.seen_at <= %(horizon)s
+RETURNING 1"""
+INSERT_RUN = """
+INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,
+                  parent_step_hash, start_timeout, finish_timeout, singleton_key, app_id)
+VALUES (%s, %s, 'QUEUED', %s, %s, %s, %s, %s, %s, %s, %s)"""
+INSERT_RUN_EVENT = """
+INSERT INTO run_events (event_id, run_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
+INSERT_QUEUE = """
+INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2, app_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
+INSERT_HISTORY = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
+_STEP_COLUMNS = """run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
+                   started_at, ended_at"""
+UPSERT_STEP = f"""
+INSERT INTO steps ({_STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id, hash) DO UPDATE SET
+    step_id = excluded.step_id, kind = excluded.kind, position = excluded.position,
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, due_at = excluded.due_at, started_at = excluded.started_at,
+    ended_at = excluded.ended_at"""
+INSERT_STEP_IF_UNSETTLED = f"""
+INSERT INTO steps ({_STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id, hash) DO UPDATE SET
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, started_at = excluded.started_at, ended_at = excluded.ended_at
+WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
+COMPLETE_STEP = """
+UPDATE steps SET status = 'COMPLETED', output = %s, ended_at = %s WHERE run_id = %s AND hash = %s"""
+SETTLE_PENDING_STEP = """
+UPDATE steps SET status = %s, output = %s, error = %s, ended_at = %s, attempts = 1
+WHERE run_id = %s AND hash = %s AND status = 'PENDING'
+  AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = steps.run_id
+              AND runs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))"""
+SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = %s AND hash = %s"
+INSERT_STEP_HISTORY = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+SELECT %s, %s, %s, (SELECT step_id FROM steps WHERE run_id = %s AND hash = %s), NULL, NULL, %s,
+       NULL"""
+INSERT_WAIT = """
+INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
+                   expires_at, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+INSERT_WAIT_PATH = """
+INSERT INTO wait_paths (event_name, path) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
+WAIT_PATHS = "SELECT path FROM wait_paths WHERE event_name = %s"
+WAIT_COLUMNS = """wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
+    expires_at, created_at"""
+WAITS_UNINDEXED = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = %s AND index_path IS NULL"""
+WAITS_INDEXED = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = %s AND index_path = %s AND index_value = %s"""
+WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = %s"
+# the one who deletes a wait decides it (resolved, timed out or cancelled): the others see no row
+DELETE_WAIT = "DELETE FROM waits WHERE wait_id = %s"
+DELETE_EXPIRED_WAITS_OF_RUN = f"""
+DELETE FROM waits WHERE run_id = %s AND expires_at IS NOT NULL AND expires_at <= %s
+RETURNING {WAIT_COLUMNS}"""
+DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = %s"
+WAKE = """
+UPDATE queue SET wake = true,
+       due_at = CASE WHEN lease_owner IS NULL THEN %s ELSE due_at END
+WHERE run_id = %s"""
+# the run's queue row, locked until the transaction ends: a lease, a cancellation and a commit
+# of the same run are applied one after the other, each seeing the one before
+LEASE_TOKEN = "SELECT lease_token, lease_owner FROM queue WHERE run_id = %s FOR UPDATE"
+MARK_RUNNING = """
+UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, %s), passes = 0
+WHERE run_id = %s"""
+END_RUN_TERMINAL = """
+UPDATE runs SET status = %s, output = %s, error = %s, ended_at = %s,
+       attempt = COALESCE(%s, attempt), started_at = COALESCE(started_at, %s)
+WHERE run_id = %s"""
+END_RUN_SUSPENDED = """
+UPDATE runs SET status = %s, attempt = COALESCE(%s, attempt),
+       started_at = COALESCE(started_at, %s), passes = 0
+WHERE run_id = %s"""
+DELETE_QUEUE = "DELETE FROM queue WHERE run_id = %s"
+PASSES_SPENT = """
+SELECT run_id, parent_run_id, parent_step_hash FROM runs
+WHERE run_id = ANY(%s) AND passes >= %s"""
+FAIL_RUN = "UPDATE runs SET status = 'FAILED', error = %s, ended_at = %s WHERE run_id = %s"
+RESCHEDULE = """
+UPDATE queue SET due_at = CASE WHEN wake THEN %s ELSE %s END,
+       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = false
+WHERE run_id = %s"""
+BUSY_SLOTS = """
+SELECT ckey1, climit1, ckey2, climit2 FROM queue
+WHERE lease_owner IS NOT NULL AND lease_expires_at > %s
+  AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)"""
+BUSY_SLOTS_OF = """
+SELECT ckey1, climit1, ckey2, climit2 FROM queue
+WHERE lease_owner IS NOT NULL AND lease_expires_at > %(now)s
+  AND (ckey1 = ANY(%(keys)s) OR ckey2 = ANY(%(keys)s))"""
+PAUSED_AMONG = """
+SELECT function_id FROM paused WHERE app_id IN (%s, '') AND function_id = ANY(%s)"""
+ANY_UNOWNED = "SELECT 1 FROM queue WHERE app_id = '' LIMIT 1"
+# due runs of the served functions, then runs whose lease expired, in queue order, locked; rows
+# another worker is leasing right now are skipped, never waited for
+DUE_RUNS = """
+SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
+WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NULL
+  AND due_at <= %(now)s
+  AND (ckey1 IS NULL OR NOT ckey1 = ANY(%(full)s))
+  AND (ckey2 IS NULL OR NOT ckey2 = ANY(%(full)s))
+ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
+EXPIRED_RUNS = """
+SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
+WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NOT NULL
+  AND lease_expires_at <= %(now)s
+ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
+TAKE_LEASE = """
+UPDATE queue SET lease_owner = %s, lease_token = %s, lease_expires_at = %s, wake = false,
+       app_id = CASE WHEN app_id = '' THEN %s ELSE app_id END
+WHERE run_id = %s"""
+RECORD_RUN_STARTED = """
+INSERT INTO history (run_id, ts, kind, worker_id)
+SELECT run_id, %s, 'RUN_STARTED', %s FROM runs
+WHERE run_id = %s AND started_at IS NULL
+  AND (start_timeout IS NULL OR %s <= created_at + start_timeout)"""
+MARK_LEASED = """
+UPDATE runs SET status = 'RUNNING', worker_id = %(owner)s, passes = passes + 1,
+       started_at = CASE WHEN started_at IS NULL
+                          AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)
+                         THEN %(now)s ELSE started_at END,
+       app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
+WHERE run_id = %(run)s"""
+MARK_STEP_RUNNING = f"""
+INSERT INTO steps ({_STEP_COLUMNS})
+VALUES (%s, %s, %s, %s, %s, 'RUNNING', NULL, NULL, %s, NULL, %s, NULL)
+ON CONFLICT (run_id, hash) DO UPDATE SET status = 'RUNNING', started_at = excluded.started_at
+WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
+HEARTBEAT = "UPDATE queue SET lease_expires_at = %s WHERE run_id = %s AND lease_owner = %s"
+RELEASE_OWNER = """
+UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = false,
+       due_at = LEAST(COALESCE(due_at, %s), %s)
+WHERE lease_owner = %s"""
+UNFINISHED_RUN_FUNCTION = """
+SELECT function_id, parent_run_id, parent_step_hash FROM runs
+WHERE run_id = %s AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED') FOR UPDATE"""
+CANCEL_RUN = """
+UPDATE runs SET status = 'CANCELLED', ended_at = %s, error = %s,
+       cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
+WHERE run_id = %s"""
+RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = %s"
+CANCELLED_LEASE = """
+SELECT cancelled_lease, worker_id FROM runs WHERE run_id = %s AND status = 'CANCELLED'"""
+RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
+    error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
+    worker_id"""
+SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
+LIST_RUNS = f"""
+SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
+SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"
+SELECT_HISTORY = """
+SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
+WHERE run_id = %s ORDER BY seq"""
+EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
+SELECT_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events WHERE internal_id = ANY(%s)"
+_NOT_PAUSED = """function_id NOT IN (SELECT function_id FROM paused WHERE app_id = '')
+      AND (app_id, function_id) NOT IN (SELECT app_id, function_id FROM paused)"""
+NEXT_DUE = f"""
+SELECT MIN(t) FROM (
+    SELECT MIN(due_at) AS t FROM queue WHERE lease_owner IS NULL AND {_NOT_PAUSED}
+    UNION ALL
+    SELECT MIN(lease_expires_at) AS t FROM queue WHERE lease_owner IS NOT NULL AND {_NOT_PAUSED}
+    UNION ALL
+    SELECT MIN(due_at) AS t FROM deferrals
+    UNION ALL
+    SELECT MIN(next_at) AS t FROM crons
+) AS times"""
+NEXT_DUE_OF = """
+SELECT MIN(t) FROM (
+    SELECT MIN(due_at) AS t FROM queue
+    WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NULL
+    UNION ALL
+    SELECT MIN(lease_expires_at) AS t FROM queue
+    WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NOT NULL
+    UNION ALL
+    SELECT MIN(due_at) AS t FROM deferrals
+    UNION ALL
+    SELECT MIN(next_at) AS t FROM crons WHERE app_id = %(app)s AND function_id = ANY(%(all)s)
+) AS times"""
+WAITING_FOR_WORKER = """status IN ('QUEUED', 'RUNNING', 'SLEEPING', 'WAITING', 'RETRYING')
+  AND NOT EXISTS (
+    SELECT 1 FROM worker_functions wf JOIN workers w ON w.worker_id = wf.worker_id
+    WHERE wf.function_id = runs.function_id AND (runs.app_id = '' OR wf.app_id = runs.app_id)
+      AND w.expires_at > %s)"""
+REGISTER_WORKER = """
+INSERT INTO workers (worker_id, app_id, function_ids, started_at, seen_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (worker_id) DO UPDATE SET app_id = excluded.app_id,
+    function_ids = excluded.function_ids, started_at = excluded.started_at,
+    seen_at = excluded.seen_at, expires_at = excluded.expires_at"""
+INSERT_WORKER_FUNCTION = """
+INSERT INTO worker_functions (function_id, app_id, worker_id) VALUES (%s, %s, %s)
+ON CONFLICT DO NOTHING"""
+DELETE_WORKER = "DELETE FROM workers WHERE worker_id = %s"
+DELETE_WORKER_FUNCTIONS = "DELETE FROM worker_functions WHERE worker_id = %s"
+TOUCH_WORKER = "UPDATE workers SET seen_at = %s, expires_at = %s WHERE worker_id = %s"
+LIVE_WORKERS = """
+SELECT worker_id, app_id, function_ids, started_at, seen_at, expires_at FROM workers
+WHERE expires_at > %s ORDER BY worker_id"""
+PURGE_WORKERS = """
+DELETE FROM worker_functions
+WHERE worker_id IN (SELECT worker_id FROM workers WHERE expires_at < %s)"""
+PURGE_WORKER_ROWS = "DELETE FROM workers WHERE expires_at < %s"
+ADOPT_RUNS = "UPDATE runs SET app_id = %s WHERE app_id = '' AND function_id = ANY(%s)"
+ADOPT_QUEUE = "UPDATE queue SET app_id = %s WHERE app_id = '' AND function_id = ANY(%s)"
+# schedules and pauses recorded without an app become the app's, unless it has them already
+ADOPT_CRONS = """
+UPDATE crons u SET app_id = %(app)s
+WHERE u.app_id = '' AND u.function_id = ANY(%(fns)s)
+  AND NOT EXISTS (SELECT 1 FROM crons o WHERE o.app_id = %(app)s
+                  AND o.function_id = u.function_id AND o.cron = u.cron)"""
+DROP_UNOWNED_CRONS = "DELETE FROM crons WHERE app_id = '' AND function_id = ANY(%s)"
+ADOPT_PAUSES = """
+UPDATE paused u SET app_id = %(app)s
+WHERE u.app_id = '' AND u.function_id = ANY(%(fns)s)
+  AND NOT EXISTS (SELECT 1 FROM paused o WHERE o.app_id = %(app)s
+                  AND o.function_id = u.function_id)"""
+DROP_UNOWNED_PAUSES = "DELETE FROM paused WHERE app_id = '' AND function_id = ANY(%s)"
+
+# -- flow control ---------------------------------------------------------------------------------
+DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = %s"
+INSERT_MATCHER = """
+INSERT INTO matchers (matcher_id, run_id, event_name, expression, index_path, index_value,
+                      expires_at, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
+INSERT_MATCHER_PATH = """
+INSERT INTO matcher_paths (event_name, path) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
+MATCHER_PATHS = "SELECT path FROM matcher_paths WHERE event_name = %s"
+MATCHER_COLUMNS = """matcher_id, run_id, '' AS step_hash, event_name, expression, index_path,
+    index_value, expires_at, created_at"""
+MATCHERS_UNINDEXED = f"""
+SELECT {MATCHER_COLUMNS} FROM matchers
+WHERE event_name = %s AND index_path IS NULL AND (expires_at IS NULL OR expires_at >= %s)"""
+MATCHERS_INDEXED = f"""
+SELECT {MATCHER_COLUMNS} FROM matchers
+WHERE event_name = %s AND index_path = %s AND index_value = %s
+  AND (expires_at IS NULL OR expires_at >= %s)"""
+IDEMPOTENCY_SEEN = "SELECT seen_at FROM idempotency WHERE key = %s"
+REMEMBER_IDEMPOTENCY = """
+INSERT INTO idempotency (key, seen_at) VALUES (%s, %s)
+ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at"""
+GCRA_TAT = "SELECT tat FROM gcra WHERE bucket = %s"
+SET_GCRA_TAT = """
+INSERT INTO gcra (bucket, tat) VALUES (%s, %s)
+ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat"""
+ACTIVE_SINGLETON_RUNS = """
+SELECT run_id FROM runs
+WHERE singleton_key = %s AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
+INSERT_SKIP = "INSERT INTO skips (event_id, function_id, reason, at) VALUES (%s, %s, %s, %s)"
+LIST_SKIPS = """
+SELECT event_id, function_id, reason, at FROM skips {where} ORDER BY seq DESC LIMIT %s"""
+DEFERRAL_COLUMNS = "kind, function_id, key, event_ids, first_at, due_at, run"
+GET_DEFERRAL = f"""
+SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE kind = %s AND function_id = %s AND key = %s"""
+PUT_DEFERRAL = f"""
+INSERT INTO deferrals ({DEFERRAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (kind, function_id, key) DO UPDATE SET event_ids = excluded.event_ids,
+    first_at = excluded.first_at, due_at = excluded.due_at, run = excluded.run"""
+DELETE_DEFERRAL = "DELETE FROM deferrals WHERE kind = %s AND function_id = %s AND key = %s"
+DUE_DEFERRALS = f"SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE due_at <= %s ORDER BY due_at"
+CRONS_OF = "SELECT function_id, cron FROM crons WHERE app_id = %s AND function_id = ANY(%s)"
+INSERT_CRON = """
+INSERT INTO crons (function_id, cron, next_at, app_id) VALUES (%s, %s, %s, %s)
+ON CONFLICT DO NOTHING"""
+DELETE_CRON = "DELETE FROM crons WHERE app_id = %s AND function_id = %s AND cron = %s"
+DUE_CRONS = """
+SELECT function_id, cron, next_at, app_id FROM crons
+WHERE next_at <= %s AND app_id = %s AND function_id = ANY(%s)"""
+# compare-and-set: under READ COMMITTED a second worker's UPDATE waits for the first, re-checks
+# ``next_at`` against the committed row and updates nothing
+ADVANCE_CRON = """
+UPDATE crons SET next_at = %s
+WHERE app_id = %s AND function_id = %s AND cron = %s AND next_at = %s"""
+PAUSE = "INSERT INTO paused (app_id, function_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+RESUME = "DELETE FROM paused WHERE app_id IN (%s, '') AND function_id = %s"
+RESUME_EVERY_APP = "DELETE FROM paused WHERE function_id = %s"
+PAUSED = "SELECT DISTINCT function_id FROM paused"
+PAUSED_IN = "SELECT function_id FROM paused WHERE app_id IN (%s, '')"
+COPY_STEPS = f"""
+INSERT INTO steps ({_STEP_COLUMNS})
+SELECT %s, hash, step_id, kind, position, status, output, error, attempts, due_at, started_at,
+       ended_at
+FROM steps WHERE run_id = %s AND position < %s AND status = 'COMPLETED'"""
+
+# -- retention ------------------------------------------------------------------------------------
+PURGE_SENDER_IDS = "DELETE FROM event_ids WHERE seen_at < %s"
+PURGE_IDEMPOTENCY = "DELETE FROM idempotency WHERE seen_at < %s"
+PURGE_GCRA = "DELETE FROM gcra WHERE tat < %s"
+ENDED_BEFORE = """
+SELECT run_id FROM runs
+WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND ended_at < %s
+ORDER BY ended_at LIMIT %s FOR UPDATE SKIP LOCKED"""
+DELETE_RUNS = "DELETE FROM runs WHERE run_id = ANY(%s)"
+DELETE_STEPS_OF_RUNS = "DELETE FROM steps WHERE run_id = ANY(%s)"
+DELETE_HISTORY_OF_RUNS = "DELETE FROM history WHERE run_id = ANY(%s)"
+DELETE_RUN_EVENTS_OF_RUNS = "DELETE FROM run_events WHERE run_id = ANY(%s)"
+PURGE_EVENTS = """
+DELETE FROM events WHERE received_at < %s
+  AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
+  AND NOT EXISTS (SELECT 1 FROM deferrals
+                  WHERE deferrals.event_ids::jsonb ? events.internal_id)"""
+PURGE_SKIPS = "DELETE FROM skips WHERE at < %s"
+
+# -- schema ---------------------------------------------------------------------------------------
+TABLE_NAMES = """
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"""
+SCHEMA_VERSION = "SELECT MAX(version) FROM schema_version"
+SERVER_TIME = "SELECT extract(epoch FROM clock_timestamp())::double precision"

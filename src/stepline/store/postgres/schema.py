@@ -1,0 +1,198 @@
+"""PostgreSQL schema as numbered migrations, applied in order; the version is in
+``schema_version``. Times are seconds since the epoch (``double precision``), as the engine's
+clock gives them; JSON payloads are stored as the exact bytes Stepline encoded (``bytea``)."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole schema of this version (the SQLite store's migrations 1-7 in one)
+    """
+    CREATE TABLE events (
+        internal_id text PRIMARY KEY,
+        name text NOT NULL,
+        data bytea NOT NULL,
+        user_data bytea NOT NULL,
+        sender_id text,
+        ts double precision NOT NULL,
+        received_at double precision NOT NULL,
+        duplicate boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX events_name_received ON events (name, received_at);
+    CREATE INDEX events_received ON events (received_at);
+    CREATE TABLE event_ids (
+        sender_id text PRIMARY KEY,
+        seen_at double precision NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id text PRIMARY KEY,
+        function_id text NOT NULL,
+        status text NOT NULL,
+        event_ids text NOT NULL,
+        created_at double precision NOT NULL,
+        started_at double precision,
+        ended_at double precision,
+        output bytea,
+        error text,
+        attempt integer NOT NULL DEFAULT 0,
+        parent_run_id text,
+        parent_step_hash text,
+        start_timeout double precision,
+        finish_timeout double precision,
+        singleton_key text,
+        app_id text NOT NULL DEFAULT '',
+        worker_id text,
+        cancelled_lease text,
+        passes integer NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_created ON runs (created_at, run_id);
+    CREATE INDEX runs_function_created ON runs (function_id, created_at, run_id);
+    CREATE INDEX runs_status_created ON runs (status, created_at, run_id);
+    CREATE INDEX runs_singleton ON runs (singleton_key) WHERE singleton_key IS NOT NULL;
+    CREATE INDEX runs_unowned ON runs (function_id) WHERE app_id = '';
+    CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE TABLE run_events (
+        event_id text NOT NULL,
+        run_id text NOT NULL,
+        PRIMARY KEY (event_id, run_id)
+    );
+    CREATE INDEX run_events_run ON run_events (run_id);
+    CREATE TABLE steps (
+        run_id text NOT NULL,
+        hash text NOT NULL,
+        step_id text NOT NULL,
+        kind text NOT NULL,
+        position integer NOT NULL,
+        status text NOT NULL,
+        output bytea,
+        error text,
+        attempts integer NOT NULL DEFAULT 0,
+        due_at double precision,
+        started_at double precision,
+        ended_at double precision,
+        PRIMARY KEY (run_id, hash)
+    );
+    CREATE TABLE history (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        run_id text NOT NULL,
+        ts double precision NOT NULL,
+        kind text NOT NULL,
+        step_id text,
+        attempt integer,
+        duration double precision,
+        data text,
+        worker_id text
+    );
+    CREATE INDEX history_run ON history (run_id, seq);
+    CREATE TABLE waits (
+        wait_id text PRIMARY KEY,
+        run_id text NOT NULL,
+        step_hash text NOT NULL,
+        event_name text NOT NULL,
+        expression text,
+        index_path text,
+        index_value text,
+        expires_at double precision,
+        created_at double precision NOT NULL
+    );
+    CREATE INDEX waits_lookup ON waits (event_name, index_path, index_value);
+    CREATE INDEX waits_run ON waits (run_id);
+    CREATE TABLE wait_paths (
+        event_name text NOT NULL,
+        path text NOT NULL,
+        PRIMARY KEY (event_name, path)
+    );
+    CREATE TABLE queue (
+        run_id text PRIMARY KEY,
+        app_id text NOT NULL DEFAULT '',
+        function_id text NOT NULL DEFAULT '',
+        due_at double precision,
+        lease_owner text,
+        lease_token text,
+        lease_expires_at double precision,
+        wake boolean NOT NULL DEFAULT false,
+        ckey1 text,
+        climit1 integer,
+        ckey2 text,
+        climit2 integer
+    );
+    CREATE INDEX queue_fn_due ON queue (app_id, function_id, due_at, run_id)
+        WHERE lease_owner IS NULL;
+    CREATE INDEX queue_fn_lease ON queue (app_id, function_id, lease_expires_at)
+        WHERE lease_owner IS NOT NULL;
+    CREATE INDEX queue_owner ON queue (lease_owner) WHERE lease_owner IS NOT NULL;
+    CREATE INDEX queue_unowned ON queue (function_id) WHERE app_id = '';
+    CREATE TABLE matchers (
+        matcher_id text PRIMARY KEY,
+        run_id text NOT NULL,
+        event_name text NOT NULL,
+        expression text,
+        index_path text,
+        index_value text,
+        expires_at double precision,
+        created_at double precision NOT NULL
+    );
+    CREATE INDEX matchers_lookup ON matchers (event_name, index_path, index_value);
+    CREATE INDEX matchers_run ON matchers (run_id);
+    CREATE TABLE matcher_paths (
+        event_name text NOT NULL,
+        path text NOT NULL,
+        PRIMARY KEY (event_name, path)
+    );
+    CREATE TABLE idempotency (
+        key text PRIMARY KEY,
+        seen_at double precision NOT NULL
+    );
+    CREATE TABLE gcra (
+        bucket text PRIMARY KEY,
+        tat double precision NOT NULL
+    );
+    CREATE TABLE skips (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id text NOT NULL,
+        function_id text NOT NULL,
+        reason text NOT NULL,
+        at double precision NOT NULL
+    );
+    CREATE INDEX skips_function ON skips (function_id, seq);
+    CREATE INDEX skips_at ON skips (at);
+    CREATE TABLE deferrals (
+        kind text NOT NULL,
+        function_id text NOT NULL,
+        key text NOT NULL,
+        event_ids text NOT NULL,
+        first_at double precision NOT NULL,
+        due_at double precision NOT NULL,
+        run text NOT NULL,
+        PRIMARY KEY (kind, function_id, key)
+    );
+    CREATE INDEX deferrals_due ON deferrals (due_at);
+    CREATE TABLE paused (
+        app_id text NOT NULL,
+        function_id text NOT NULL,
+        PRIMARY KEY (app_id, function_id)
+    );
+    CREATE TABLE crons (
+        app_id text NOT NULL,
+        function_id text NOT NULL,
+        cron text NOT NULL,
+        next_at double precision NOT NULL,
+        PRIMARY KEY (app_id, function_id, cron)
+    );
+    CREATE INDEX crons_next ON crons (next_at);
+    CREATE TABLE workers (
+        worker_id text PRIMARY KEY,
+        app_id text NOT NULL,
+        function_ids text NOT NULL,
+        started_at double precision NOT NULL,
+        seen_at double precision NOT NULL,
+        expires_at double precision NOT NULL
+    );
+    CREATE TABLE worker_functions (
+        function_id text NOT NULL,
+        app_id text NOT NULL,
+        worker_id text NOT NULL,
+        PRIMARY KEY (function_id, app_id, worker_id)
+    );
+    CREATE INDEX worker_functions_worker ON worker_functions (worker_id);
+    """,
+)

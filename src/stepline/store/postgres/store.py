@@ -1,0 +1,346 @@
+"""The PostgreSQL Store: many worker processes on many machines share one database.
+
+Connections come from a psycopg pool. A write transaction (``transaction()``) runs on one pooled
+connection under READ COMMITTED; each verb runs in a SAVEPOINT, so a refused verb (a lost lease)
+leaves the rest of a group-commit transaction intact. Reads outside a transaction see committed
+state; ``load_run`` reads in one REPEATABLE READ snapshot.
+
+Decisions that several processes may take at once are made exact by the database, not by this
+process (see ``docs/design.md``, "PostgreSQL"): row locks on rows that exist (a run's queue row
+is locked by whoever leases, commits or cancels the run), ``INSERT … ON CONFLICT`` where the row
+that comes back decides, transaction-level advisory locks keyed by the name of state that may
+not have a row yet, ``FOR UPDATE SKIP LOCKED`` for leasing and compare-and-set for cron ticks.
+
+Time: the engine's clock, checked against the database's at ``migrate()``: a machine whose clock
+is further than ``max_clock_skew`` seconds from the server's is refused (``ConfigError``), so
+lease expiries and due times written by different machines agree within that bound.
+
+Errors: a lost connection, a server shutting down, a deadlock or serialization failure, a full
+disk or too many connections are ``StoreUnavailable`` (workers back off and reconnect; the pool
+replaces broken connections); any other database error is a ``StoreError`` naming the database.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+import psycopg_pool
+
+from stepline.errors import ConfigError, StoreError, StoreUnavailable
+from stepline.serde import loads
+from stepline.store.postgres import _rows
+from stepline.store.postgres import queries as q
+from stepline.store.postgres.schema import MIGRATIONS
+from stepline.store.postgres.tx import PostgresTx
+from stepline.store.records import (
+    EventRecord,
+    FunctionSet,
+    HistoryRecord,
+    RunFilter,
+    RunRecord,
+    RunState,
+    SkipRecord,
+    StepRecord,
+    WorkerRecord,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
+DEFAULT_MAX_CLOCK_SKEW = 1.0
+# SQLSTATE classes and codes that mean "not now": the store may recover by itself
+_TRANSIENT_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator
+_TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
+
+
+def _reading(read: Callable[P, T]) -> Callable[P, T]:
+    """A read that raises ``StoreError`` (``StoreUnavailable`` when transient), never psycopg's."""
+
+    @functools.wraps(read)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return read(*args, **kwargs)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            store = args[0]
+            assert isinstance(store, PostgresStore)
+            raise store._translated(exc) from exc
+
+    return wrapper
+
+
+class PostgresStore:
+    """A Store in a PostgreSQL database (``url``: ``postgresql://user@host:port/dbname``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 10,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+        connect_timeout: float | None = None,
+    ) -> None:
+        self.url = url
+        self.max_clock_skew = max_clock_skew
+        if connect_timeout is None:  # the URL's own connect_timeout, else 10 s
+            try:
+                given = psycopg.conninfo.conninfo_to_dict(url).get("connect_timeout")
+            except psycopg.ProgrammingError as exc:
+                raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
+            connect_timeout = float(given) if given else 10.0
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            timeout=connect_timeout,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            open=False,
+            name="stepline",
+        )
+        self._opened = False
+
+    @property
+    def label(self) -> str:
+        """The database for messages (without a password)."""
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError:
+            return "postgresql"
+        host, port, db = info.get("host", ""), info.get("port", ""), info.get("dbname", "")
+        return f"postgresql://{host}{':' + str(port) if port else ''}/{db}"
+
+    # -- connections ------------------------------------------------------------------------------
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        if not self._opened:
+            self._pool.open(wait=False)
+            self._opened = True
+        with self._pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+    def store_error(self, error: Exception) -> StoreError | None:
+        if isinstance(error, StoreError):
+            return error
+        found: StoreError
+        if isinstance(error, psycopg_pool.PoolTimeout):
+            found = StoreUnavailable(f"cannot connect: {error} ({self.label})", self.label)
+        elif isinstance(error, psycopg.Error):
+            state = error.sqlstate or ""
+            if (
+                isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+                or state[:2] in _TRANSIENT_CLASSES
+                or state in _TRANSIENT_CODES
+            ):
+                found = StoreUnavailable(f"{error} ({self.label})", self.label)
+            else:
+                found = StoreError(str(error), self.label)
+        else:
+            return None
+        found.__cause__ = error
+        return found
+
+    def _translated(self, error: Exception) -> StoreError:
+        found = self.store_error(error)
+        assert found is not None
+        return found
+
+    # -- schema -----------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema up to date, then check this machine's clock against the server's.
+        Raises ``ConfigError`` for a database that holds another application's tables, that a
+        newer Stepline made, that cannot be used, or whose clock is too far from this machine's;
+        ``StoreUnavailable`` when the server cannot be reached for now."""
+        try:
+            with self._conn() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+                self._check_is_ours(conn)
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+                current = self._version(conn)
+                for number, script in enumerate(MIGRATIONS, start=1):
+                    if number > current:
+                        conn.execute(script.encode())
+                        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+            skew = self.clock_skew()
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            found = self._translated(exc)
+            if isinstance(found, StoreUnavailable):
+                raise found from None
+            raise ConfigError(f"cannot use the database {self.label}: {exc}") from None
+        if abs(skew) > self.max_clock_skew:
+            raise ConfigError(
+                f"this machine's clock is {skew:+.3f} s from the database server's "
+                f"({self.label}); Stepline on PostgreSQL needs them within "
+                f"{self.max_clock_skew} s (lease expiries and due times are compared across "
+                "machines): synchronize the clocks (NTP)"
+            )
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(q.SCHEMA_VERSION).fetchone()
+        current = int(row[0] or 0) if row else 0
+        if current > len(MIGRATIONS):
+            raise ConfigError(
+                f"the database {self.label} was made by a newer Stepline (schema version "
+                f"{current}; this one knows up to {len(MIGRATIONS)}): upgrade Stepline"
+            )
+        return current
+
+    def _check_is_ours(self, conn: psycopg.Connection[Any]) -> None:
+        tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
+        if not tables or ("schema_version" in tables and "runs" in tables):
+            return
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(
+            f"{self.label} is not a Stepline database: it holds other tables ({shown}); give "
+            "Stepline a database (or a schema, with ?options=-csearch_path=...) of its own"
+        )
+
+    def schema_version(self) -> tuple[int, int]:
+        """(the database's schema version, the newest this Stepline knows); 0: no schema."""
+        try:
+            with self._conn() as conn:
+                tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
+                if "schema_version" not in tables:
+                    return 0, len(MIGRATIONS)
+                row = conn.execute(q.SCHEMA_VERSION).fetchone()
+                return (int(row[0] or 0) if row else 0), len(MIGRATIONS)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise self._translated(exc) from exc
+
+    def clock_skew(self) -> float:
+        """The server's clock minus this machine's, in seconds (measured at the middle of one
+        round trip)."""
+        with self._conn() as conn:
+            before = time.time()
+            row = conn.execute(q.SERVER_TIME).fetchone()
+            after = time.time()
+        assert row is not None
+        return float(row[0]) - (before + after) / 2
+
+    # -- transactions -----------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresTx]:
+        try:
+            with self._conn() as conn, conn.transaction():
+                yield PostgresTx(conn)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise self._translated(exc) from exc
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._conn() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.execute("COMMIT")
+
+    # -- reads ------------------------------------------------------------------------------------
+    @_reading
+    def load_run(self, run_id: str) -> RunState | None:
+        with self._snapshot() as conn:
+            row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
+            if row is None:
+                return None
+            run = _rows.run(row)
+            events = _rows.select_events(conn, run.event_ids)
+            steps = {s.hash: s for s in _rows.select_steps(conn, run_id)}
+            waits = [_rows.wait(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
+        return RunState(run=run, events=events, steps=steps, waits=waits)
+
+    @_reading
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._conn() as conn:
+            row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
+        return None if row is None else _rows.run(row)
+
+    @_reading
+    def list_runs(self, query: RunFilter) -> list[RunRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.function_id is not None:
+            clauses.append("function_id = %s")
+            params.append(query.function_id)
+        if query.app_id is not None:
+            clauses.append("app_id IN (%s, '')")
+            params.append(query.app_id)
+        if query.status is not None:
+            clauses.append("status = %s")
+            params.append(query.status)
+        if query.event_id is not None:
+            clauses.append("run_id IN (SELECT run_id FROM run_events WHERE event_id = %s)")
+            params.append(query.event_id)
+        if query.waiting_for_worker_at is not None:
+            clauses.append(q.WAITING_FOR_WORKER)
+            params.append(query.waiting_for_worker_at)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(query.limit)
+        statement = q.LIST_RUNS.format(where=where)
+        with self._conn() as conn:
+            return [_rows.run(r) for r in conn.execute(statement, params)]
+
+    @_reading
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        with self._conn() as conn:
+            return _rows.select_steps(conn, run_id)
+
+    @_reading
+    def get_history(self, run_id: str) -> list[HistoryRecord]:
+        with self._conn() as conn:
+            return [_rows.history(r) for r in conn.execute(q.SELECT_HISTORY, (run_id,))]
+
+    @_reading
+    def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
+        with self._conn() as conn:
+            return _rows.select_events(conn, list(internal_ids))
+
+    @_reading
+    def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
+        with self._conn() as conn:
+            if functions is None:
+                row = conn.execute(q.NEXT_DUE).fetchone()
+            else:
+                ids = list(functions.function_ids)
+                paused = {r[0] for r in conn.execute(q.PAUSED_AMONG, (functions.app_id, ids))}
+                unowned = functions.app_id and conn.execute(q.ANY_UNOWNED).fetchone()
+                params = {
+                    "apps": [functions.app_id, ""] if unowned else [functions.app_id],
+                    "fns": [f for f in ids if f not in paused],
+                    "app": functions.app_id,
+                    "all": ids,
+                }
+                row = conn.execute(q.NEXT_DUE_OF, params).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    @_reading
+    def live_workers(self, now: float) -> list[WorkerRecord]:
+        with self._conn() as conn:
+            return [
+                WorkerRecord(r[0], r[1], tuple(loads(r[2])), r[3], r[4], r[5])
+                for r in conn.execute(q.LIVE_WORKERS, (now,))
+            ]
+
+    @_reading
+    def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
+        where, params = ("WHERE function_id = %s", [function_id]) if function_id else ("", [])
+        statement = q.LIST_SKIPS.format(where=where)
+        with self._conn() as conn:
+            return [SkipRecord(*r) for r in conn.execute(statement, [*params, limit])]
+
+    @_reading
+    def paused_functions(self, app_id: str | None = None) -> set[str]:
+        with self._conn() as conn:
+            if app_id is None:
+                return {r[0] for r in conn.execute(q.PAUSED)}
+            return {r[0] for r in conn.execute(q.PAUSED_IN, (app_id,))}

@@ -1,0 +1,726 @@
+"""The PostgreSQL store's write verbs, inside one transaction on one connection.
+
+Each verb runs in a SAVEPOINT (``psycopg``'s nested ``transaction()``), so a verb that fails
+(a lost lease) is rolled back alone and the rest of a group-commit transaction commits. Every
+read-then-write decision is exact with many processes writing at once; how, verb by verb:
+
+- a run's queue row is locked (``FOR UPDATE``) by the lease that takes it (``SKIP LOCKED``: a
+  row another worker is leasing is skipped, never waited for), by the pass commit that checks its
+  fencing token, and by a cancellation, so these apply one after the other;
+- sender ids: ``INSERT … ON CONFLICT DO UPDATE … WHERE seen_at <= horizon RETURNING``: the row
+  that comes back says the id is new;
+- idempotency keys, GCRA buckets (rate limit, throttle), singleton keys, debounce and batch rows,
+  and concurrency keys at lease time are read after a transaction-level advisory lock on their
+  name, held until commit: the next transaction deciding on the same name waits, then reads
+  what this one wrote;
+- a wait is decided by whoever deletes its row (resolved, timed out, or removed by a
+  cancellation); a cron tick by a compare-and-set on ``next_at``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from operator import itemgetter
+from typing import Any
+
+import psycopg
+
+from stepline._ids import new_id
+from stepline.errors import LeaseLostError
+from stepline.expressions import value_at
+from stepline.serde import dumps, loads
+from stepline.store._admission_rules import (
+    IDEMPOTENCY_WINDOW,
+    DeferralRow,
+    flush_due,
+    new_run_to_dict,
+    start_child,
+    start_runs,
+)
+from stepline.store.postgres import _rows
+from stepline.store.postgres import queries as q
+from stepline.store.records import (
+    INVOKED_CANCELLED,
+    MAX_PASSES_WITHOUT_PROGRESS,
+    TERMINAL_STATUSES,
+    CronRow,
+    EventIngest,
+    EventRecord,
+    FunctionSet,
+    IngestResult,
+    Lease,
+    NewRun,
+    PassCommit,
+    StepRecord,
+    WaitMatcher,
+    WaitRecord,
+    WorkerRecord,
+    reentered_error,
+)
+
+DEDUP_WINDOW = 24 * 3600.0
+_SETTLED = ("COMPLETED", "FAILED")
+_NO_ATTEMPT = (None, None, None)
+_CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS and MATCHER_COLUMNS
+
+
+class PostgresTx:
+    """The write verbs of one transaction (``Store.transaction()``)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._c = conn
+        self._paths: dict[tuple[str, str], list[str]] = {}
+        self._unindexed: dict[tuple[str, str], bool] = {}
+        self._locked: set[str] = set()  # advisory locks this transaction holds
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @contextmanager
+    def _savepoint(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._c.transaction():
+            yield self._c
+
+    def _lock(self, name: str) -> None:
+        """Hold the advisory lock ``name`` until the transaction ends."""
+        if name not in self._locked:
+            self._c.execute(q.LOCK_KEY, (name,))
+            self._locked.add(name)
+
+    def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
+        if self._unindexed.get((query, event_name)) is False:
+            return []
+        rows = self._c.execute(query, (event_name, *params)).fetchall()
+        if not rows:
+            self._unindexed[(query, event_name)] = False
+        return rows
+
+    def _added_unindexed(self, query: str, event_name: str) -> None:
+        self._unindexed.pop((query, event_name), None)
+
+    def _indexed_paths(self, query: str, event_name: str) -> list[str]:
+        cached = self._paths.get((query, event_name))
+        if cached is None:
+            cached = [r[0] for r in self._c.execute(query, (event_name,))]
+            self._paths[(query, event_name)] = cached
+        return cached
+
+    def _add_indexed_path(self, insert: str, query: str, event_name: str, path: str) -> None:
+        self._c.execute(insert, (event_name, path))
+        cached = self._paths.get((query, event_name))
+        if cached is not None and path not in cached:
+            cached.append(path)
+
+    def _candidates(
+        self, event: EventRecord, unindexed: str, paths: str, indexed: str, *extra: Any
+    ) -> list[WaitRecord]:
+        """Waits (or cancel matchers) that may match ``event``, oldest first."""
+        rows = self._unindexed_rows(unindexed, event.name, *extra)
+        found_paths = self._indexed_paths(paths, event.name)
+        if not found_paths and not rows:
+            return []
+        payload = event.payload()
+        for path in found_paths:
+            value = value_at(payload, path)
+            if value is not None:
+                rows = rows + self._c.execute(indexed, (event.name, path, value, *extra)).fetchall()
+        if len(rows) > 1:
+            rows = sorted(rows, key=_CREATED_AT)
+        return [_rows.wait(r) for r in rows]
+
+    # -- events -----------------------------------------------------------------------------------
+    def run_events(self, run_id: str) -> list[EventRecord]:
+        with self._savepoint() as c:
+            row = c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+            return [] if row is None else _rows.select_events(c, loads(row[0]))
+
+    def savepoint(self) -> Any:
+        return self._savepoint_none()
+
+    @contextmanager
+    def _savepoint_none(self) -> Iterator[None]:
+        with self._savepoint():
+            yield
+
+    def ingest(
+        self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult]:
+        with self._savepoint():
+            return [self._ingest_one(item, now, wait_matches) for item in items]
+
+    def _ingest_one(self, item: EventIngest, now: float, wait_matches: WaitMatcher) -> IngestResult:
+        c = self._c
+        event = item.event
+        duplicate = False
+        if event.id is not None:
+            fresh = c.execute(
+                q.REMEMBER_SENDER_ID,
+                {"id": event.id, "now": now, "horizon": now - DEDUP_WINDOW},
+            ).fetchone()
+            duplicate = fresh is None
+        c.execute(
+            q.INSERT_EVENT,
+            (
+                event.internal_id,
+                event.name,
+                dumps(event.data),
+                dumps(event.user),
+                event.id,
+                event.ts,
+                now,
+                duplicate,
+            ),
+        )
+        # a duplicate id starts no run but still cancels and resumes, as in Inngest
+        cancelled = self._apply_cancel_matchers(event, now, wait_matches)
+        resumed = self._resolve_waits(event, now, wait_matches)
+        if duplicate:
+            return IngestResult(event.internal_id, True, (), tuple(resumed), (), tuple(cancelled))
+        started, skipped = start_runs(self, item, now, cancelled)
+        return IngestResult(
+            event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
+        )
+
+    def _resolve_waits(
+        self, event: EventRecord, now: float, wait_matches: WaitMatcher
+    ) -> list[str]:
+        c = self._c
+        waits = self._candidates(event, q.WAITS_UNINDEXED, q.WAIT_PATHS, q.WAITS_INDEXED)
+        resumed: list[str] = []
+        event_json: bytes | None = None
+        data = ""
+        for wait in waits:
+            if not wait_matches(wait, event):
+                continue
+            if c.execute(q.DELETE_WAIT, (wait.wait_id,)).rowcount != 1:
+                continue  # resolved, timed out or cancelled by someone else first
+            if event_json is None:
+                event_json = dumps(event.payload())
+                data = dumps({"event_id": event.internal_id}).decode()
+            c.execute(q.COMPLETE_STEP, (event_json, now, wait.run_id, wait.step_hash))
+            c.execute(q.WAKE, (now, wait.run_id))
+            c.execute(
+                q.INSERT_STEP_HISTORY,
+                (wait.run_id, now, "WAIT_MATCHED", wait.run_id, wait.step_hash, data),
+            )
+            resumed.append(wait.run_id)
+        return resumed
+
+    def _apply_cancel_matchers(
+        self, event: EventRecord, now: float, wait_matches: WaitMatcher
+    ) -> list[tuple[str, str]]:
+        matchers = self._candidates(
+            event, q.MATCHERS_UNINDEXED, q.MATCHER_PATHS, q.MATCHERS_INDEXED, now
+        )
+        cancelled: list[tuple[str, str]] = []
+        reason = f"cancelled by event {event.name}"
+        for matcher in matchers:
+            if any(run_id == matcher.run_id for run_id, _ in cancelled):
+                continue
+            if not wait_matches(matcher, event):
+                continue
+            function_id = self._cancel(matcher.run_id, now, reason)
+            if function_id is not None:
+                cancelled.append((matcher.run_id, function_id))
+        return cancelled
+
+    # -- passes -----------------------------------------------------------------------------------
+    def _keep_results_of_cancelled(self, commit: PassCommit) -> None:
+        """A run cancelled while its pass executed a step keeps that step's result (and the
+        history of its attempt), but nothing else of the pass. Only the pass that held the
+        run's lease when it was cancelled may; any other raises ``LeaseLostError``."""
+        c = self._c
+        row = c.execute(q.CANCELLED_LEASE, (commit.run_id,)).fetchone()
+        if row is None or row[0] is None or row[0] != commit.lease_token:
+            raise LeaseLostError(f"run {commit.run_id}: lease lost")
+        worker = row[1]
+        settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
+        names = {s.step_id for s in settled}
+        if settled:
+            c.cursor().executemany(q.INSERT_STEP_IF_UNSETTLED, [_rows.step_row(s) for s in settled])
+        history = [_rows.history_row(h, worker) for h in commit.history if h.step_id in names]
+        if history:
+            c.cursor().executemany(q.INSERT_HISTORY, history)
+
+    def commit_pass(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult] | None:
+        with self._savepoint() as c:
+            # the run's queue row, locked: a run without one has ended, and only the pass that
+            # held it when it was cancelled may still write (the result of its executing step)
+            row = c.execute(q.LEASE_TOKEN, (commit.run_id,)).fetchone()
+            if row is None:
+                self._keep_results_of_cancelled(commit)
+                return None
+            if row[0] != commit.lease_token:
+                raise LeaseLostError(f"run {commit.run_id}: lease lost")
+            worker = row[1]
+            cur = c.cursor()
+            if commit.steps:
+                cur.executemany(q.UPSERT_STEP, [_rows.step_row(s) for s in commit.steps])
+            if commit.history:
+                cur.executemany(
+                    q.INSERT_HISTORY, [_rows.history_row(h, worker) for h in commit.history]
+                )
+            for wait in commit.waits:
+                c.execute(
+                    q.INSERT_WAIT,
+                    (
+                        wait.wait_id,
+                        wait.run_id,
+                        wait.step_hash,
+                        wait.event_name,
+                        wait.expression,
+                        wait.index_path,
+                        wait.index_value,
+                        wait.expires_at,
+                        wait.created_at,
+                    ),
+                )
+                if wait.index_path is None:
+                    self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
+                else:
+                    self._add_indexed_path(
+                        q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
+                    )
+            children = [start_child(self, new_run, now) for new_run in commit.child_runs]
+            results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
+            results.extend(result for result, _ in children)
+            skipped = [wake for _, wake in children if wake is not None]
+            for wake in [*commit.wakes, *skipped]:
+                settled = c.execute(
+                    q.SETTLE_PENDING_STEP,
+                    (
+                        wake.status,
+                        wake.output_json,
+                        _rows.json_or_none(wake.error),
+                        now,
+                        wake.run_id,
+                        wake.step_hash,
+                    ),
+                )
+                if settled.rowcount == 1:
+                    c.execute(q.WAKE, (now, wake.run_id))
+            started = commit.started_at if commit.started_at is not None else now
+            end = commit.end
+            if end is None:
+                c.execute(q.MARK_RUNNING, (started, commit.run_id))
+            elif end.status in TERMINAL_STATUSES:
+                c.execute(
+                    q.END_RUN_TERMINAL,
+                    (
+                        end.status,
+                        end.output_json,
+                        _rows.json_or_none(end.error),
+                        now,
+                        end.attempt,
+                        started,
+                        commit.run_id,
+                    ),
+                )
+                c.execute(q.DELETE_QUEUE, (commit.run_id,))
+                c.execute(q.DELETE_WAITS_OF_RUN, (commit.run_id,))
+                c.execute(q.DELETE_MATCHERS_OF_RUN, (commit.run_id,))
+            else:
+                c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started, commit.run_id))
+                c.execute(q.RESCHEDULE, (now, end.due_at, commit.run_id))
+            return results
+
+    def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
+        lost: list[str] = []
+        with self._savepoint() as c:
+            for run_id in run_ids:
+                if c.execute(q.HEARTBEAT, (now + ttl, run_id, owner)).rowcount != 1:
+                    lost.append(run_id)
+        return lost
+
+    def release_owner(self, owner: str, now: float) -> int:
+        with self._savepoint() as c:
+            return c.execute(q.RELEASE_OWNER, (now, now, owner)).rowcount
+
+    def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
+        with self._savepoint() as c:
+            row = c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+            if row is None or row[0] != lease_token:
+                raise LeaseLostError(f"run {run_id}: lease lost")
+            worker = row[1]
+            # the rows this statement deletes are the waits it times out: a wait an event
+            # resolved (deleted) first is not among them
+            expired = [
+                _rows.wait(r) for r in c.execute(q.DELETE_EXPIRED_WAITS_OF_RUN, (run_id, now))
+            ]
+            for wait in sorted(expired, key=lambda w: w.created_at):
+                c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
+                step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
+                step_id = step_row[0] if step_row else None
+                c.execute(
+                    q.INSERT_HISTORY, (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
+                )
+            return [w.step_hash for w in expired]
+
+    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
+        with self._savepoint():
+            return self._cancel(run_id, now, reason)
+
+    def _cancel(self, run_id: str, now: float, reason: str) -> str | None:
+        c = self._c
+        # the queue row first (as a lease and a commit take it), then the run row
+        c.execute(q.LEASE_TOKEN, (run_id,))
+        row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
+        if row is None:
+            return None
+        error = _rows.json_or_none({"name": "Cancelled", "message": reason})
+        c.execute(q.CANCEL_RUN, (now, error, run_id))
+        c.execute(q.DELETE_QUEUE, (run_id,))
+        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+        data = _rows.json_or_none({"reason": reason})
+        c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data, None))
+        if row[1] is not None and row[2] is not None:  # an invoked run: fail its caller's step
+            error = _rows.json_or_none(INVOKED_CANCELLED)
+            settle = ("FAILED", None, error, now, row[1], row[2])
+            if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
+                c.execute(q.WAKE, (now, row[1]))
+        return str(row[0])
+
+    # -- admission state (FlowState, DeferralState, AdmissionTx) -----------------------------------
+    def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
+        self._c.execute(q.INSERT_SKIP, (event_id, function_id, reason, now))
+
+    def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
+        c = self._c
+        a = new_run.admission
+        c.execute(
+            q.INSERT_RUN,
+            (
+                new_run.run_id,
+                new_run.function_id,
+                dumps(list(new_run.event_ids)).decode(),
+                now,
+                new_run.parent_run_id,
+                new_run.parent_step_hash,
+                a.start_timeout,
+                a.finish_timeout,
+                a.singleton_key,
+                new_run.app_id,
+            ),
+        )
+        for event_id in new_run.event_ids:
+            c.execute(q.INSERT_RUN_EVENT, (event_id, new_run.run_id))
+        slots = [*a.concurrency, (None, None), (None, None)][:2]
+        c.execute(
+            q.INSERT_QUEUE,
+            (
+                new_run.run_id,
+                now if due_at is None else due_at,
+                new_run.function_id,
+                slots[0][0],
+                slots[0][1],
+                slots[1][0],
+                slots[1][1],
+                new_run.app_id,
+            ),
+        )
+        for spec in a.cancel_on:
+            expires = None if spec.timeout is None else now + spec.timeout
+            c.execute(
+                q.INSERT_MATCHER,
+                (
+                    new_id(now),
+                    new_run.run_id,
+                    spec.event_name,
+                    spec.expression,
+                    spec.index_path,
+                    spec.index_value,
+                    expires,
+                    now,
+                ),
+            )
+            if spec.index_path is None:
+                self._added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
+            else:
+                self._add_indexed_path(
+                    q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
+                )
+        queued = (new_run.run_id, now, "RUN_QUEUED", None, None, None, None, None)
+        c.execute(q.INSERT_HISTORY, queued)
+
+    def idempotency_seen(self, key: str, now: float) -> bool:
+        self._lock(f"idempotency\x1f{key}")
+        row = self._c.execute(q.IDEMPOTENCY_SEEN, (key,)).fetchone()
+        return row is not None and row[0] > now - IDEMPOTENCY_WINDOW
+
+    def remember_idempotency(self, key: str, now: float) -> None:
+        self._lock(f"idempotency\x1f{key}")
+        self._c.execute(q.REMEMBER_IDEMPOTENCY, (key, now))
+
+    def gcra_tat(self, bucket: str) -> float | None:
+        self._lock(f"gcra\x1f{bucket}")
+        row = self._c.execute(q.GCRA_TAT, (bucket,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def set_gcra_tat(self, bucket: str, tat: float) -> None:
+        self._lock(f"gcra\x1f{bucket}")
+        self._c.execute(q.SET_GCRA_TAT, (bucket, tat))
+
+    def active_singleton_runs(self, key: str) -> list[str]:
+        self._lock(f"singleton\x1f{key}")
+        return [r[0] for r in self._c.execute(q.ACTIVE_SINGLETON_RUNS, (key,))]
+
+    def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None:
+        self._lock(f"deferral\x1f{kind}\x1f{function_id}\x1f{key}")
+        row = self._c.execute(q.GET_DEFERRAL, (kind, function_id, key)).fetchone()
+        return None if row is None else _rows.deferral(row)
+
+    def put_deferral(self, row: DeferralRow) -> None:
+        self._c.execute(
+            q.PUT_DEFERRAL,
+            (
+                row.kind,
+                row.function_id,
+                row.key,
+                dumps(row.event_ids).decode(),
+                row.first_at,
+                row.due_at,
+                dumps(new_run_to_dict(row.run)).decode(),
+            ),
+        )
+
+    def delete_deferral(self, row: DeferralRow) -> None:
+        self._c.execute(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
+
+    def flush_deferrals(self, now: float) -> list[IngestResult]:
+        with self._savepoint() as c:
+            due: list[DeferralRow] = []
+            for found in c.execute(q.DUE_DEFERRALS, (now,)).fetchall():
+                row = _rows.deferral(found)
+                name = f"deferral\x1f{row.kind}\x1f{row.function_id}\x1f{row.key}"
+                # another transaction deciding on this debounce or batch (an event joining it,
+                # another worker flushing it): leave it to that one, it is still due after
+                if name not in self._locked:
+                    got = c.execute(q.TRY_LOCK_KEY, (name,)).fetchone()
+                    if not (got and got[0]):
+                        continue
+                    self._locked.add(name)
+                again = c.execute(q.GET_DEFERRAL, (row.kind, row.function_id, row.key)).fetchone()
+                if again is not None and again[5] <= now:  # still there and due, as committed
+                    due.append(_rows.deferral(again))
+            return flush_due(self, due, now)
+
+    # -- schedules, pauses, workers, replays ------------------------------------------------------
+    def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:
+        with self._savepoint() as c:
+            self.adopt_unowned(functions)
+            app, ids = functions.app_id, list(functions.function_ids)
+            wanted = {(r.function_id, r.cron) for r in schedules}
+            for fn, cron in c.execute(q.CRONS_OF, (app, ids)).fetchall():
+                if (fn, cron) not in wanted:
+                    c.execute(q.DELETE_CRON, (app, fn, cron))
+            for r in schedules:
+                c.execute(q.INSERT_CRON, (r.function_id, r.cron, r.next_at, app))
+
+    def due_crons(self, now: float, functions: FunctionSet) -> list[CronRow]:
+        with self._savepoint() as c:
+            rows = c.execute(q.DUE_CRONS, (now, functions.app_id, list(functions.function_ids)))
+            return [CronRow(*r) for r in rows]
+
+    def advance_cron(self, row: CronRow, next_at: float) -> bool:
+        with self._savepoint() as c:
+            cursor = c.execute(
+                q.ADVANCE_CRON, (next_at, row.app_id, row.function_id, row.cron, row.next_at)
+            )
+            return cursor.rowcount == 1
+
+    def adopt_unowned(self, functions: FunctionSet) -> int:
+        with self._savepoint() as c:
+            app, ids = functions.app_id, list(functions.function_ids)
+            c.execute(q.ADOPT_QUEUE, (app, ids))
+            adopted = c.execute(q.ADOPT_RUNS, (app, ids)).rowcount
+            c.execute(q.ADOPT_CRONS, {"app": app, "fns": ids})
+            c.execute(q.DROP_UNOWNED_CRONS, (ids,))
+            c.execute(q.ADOPT_PAUSES, {"app": app, "fns": ids})
+            c.execute(q.DROP_UNOWNED_PAUSES, (ids,))
+            return adopted
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        with self._savepoint() as c:
+            c.execute(q.DELETE_WORKER_FUNCTIONS, (worker.worker_id,))
+            c.execute(
+                q.REGISTER_WORKER,
+                (
+                    worker.worker_id,
+                    worker.app_id,
+                    dumps(list(worker.function_ids)).decode(),
+                    worker.started_at,
+                    worker.seen_at,
+                    worker.expires_at,
+                ),
+            )
+            for f in worker.function_ids:
+                c.execute(q.INSERT_WORKER_FUNCTION, (f, worker.app_id, worker.worker_id))
+
+    def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
+        with self._savepoint() as c:
+            c.execute(q.TOUCH_WORKER, (now, expires_at, worker_id))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._savepoint() as c:
+            c.execute(q.DELETE_WORKER_FUNCTIONS, (worker_id,))
+            c.execute(q.DELETE_WORKER, (worker_id,))
+
+    def purge_expired(self, now: float) -> int:
+        with self._savepoint() as c:
+            horizon = now - IDEMPOTENCY_WINDOW
+            count = c.execute(q.PURGE_SENDER_IDS, (horizon,)).rowcount
+            count += c.execute(q.PURGE_IDEMPOTENCY, (horizon,)).rowcount
+            c.execute(q.PURGE_WORKERS, (horizon,))
+            count += c.execute(q.PURGE_WORKER_ROWS, (horizon,)).rowcount
+            return count + c.execute(q.PURGE_GCRA, (now,)).rowcount
+
+    def purge_before(self, cutoff: float, limit: int) -> int:
+        with self._savepoint() as c:
+            run_ids = [r[0] for r in c.execute(q.ENDED_BEFORE, (cutoff, limit))]
+            if run_ids:
+                for statement in (
+                    q.DELETE_STEPS_OF_RUNS,
+                    q.DELETE_HISTORY_OF_RUNS,
+                    q.DELETE_RUN_EVENTS_OF_RUNS,
+                    q.DELETE_RUNS,
+                ):
+                    c.execute(statement, (run_ids,))
+            c.execute(q.PURGE_EVENTS, (cutoff,))
+            c.execute(q.PURGE_SKIPS, (cutoff,))
+            return len(run_ids)
+
+    def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
+        with self._savepoint() as c:
+            if paused:
+                c.execute(q.PAUSE, (app_id, function_id))
+            elif app_id:
+                c.execute(q.RESUME, (app_id, function_id))
+            else:
+                c.execute(q.RESUME_EVERY_APP, (function_id,))
+
+    def replay_run(
+        self, run_id: str, new_run: NewRun, before_position: int | None, now: float
+    ) -> bool:
+        with self._savepoint() as c:
+            if c.execute(q.SELECT_RUN, (run_id,)).fetchone() is None:
+                return False
+            self.create_run(new_run, now)
+            if before_position is not None:
+                c.execute(q.COPY_STEPS, (new_run.run_id, run_id, before_position))
+            data = dumps({"of": run_id}).decode()
+            c.execute(
+                q.INSERT_HISTORY,
+                (new_run.run_id, now, "RUN_REPLAYED", None, None, None, data, None),
+            )
+            return True
+
+    # -- leasing ----------------------------------------------------------------------------------
+    def lease_due(
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+    ) -> list[Lease]:
+        """Lease due runs of ``functions`` in queue order, skipping paused functions and full
+        concurrency keys. Candidate rows are locked ``FOR UPDATE SKIP LOCKED`` (two workers
+        never take the same row); the concurrency keys among them are then locked (advisory,
+        in sorted order) and their live leases counted again, so two workers never fill one
+        key beyond its limit."""
+        token = secrets.token_hex(8)
+        taken: list[str] = []
+        with self._savepoint() as c:
+            busy, limits = _count_slots(c.execute(q.BUSY_SLOTS, (now,)).fetchall())
+            full = [k for k, n in busy.items() if n >= limits[k]]
+            ids = list(functions.function_ids)
+            paused = {r[0] for r in c.execute(q.PAUSED_AMONG, (functions.app_id, ids))}
+            served = [f for f in ids if f not in paused]
+            if not served:
+                return []
+            unowned = functions.app_id and c.execute(q.ANY_UNOWNED).fetchone()
+            window = limit * 4 + 16
+            params = {
+                "apps": [functions.app_id, ""] if unowned else [functions.app_id],
+                "fns": served,
+                "now": now,
+                "full": full,
+                "window": window,
+            }
+            rows = c.execute(q.DUE_RUNS, params).fetchall()
+            rows += c.execute(q.EXPIRED_RUNS, params).fetchall()
+            rows.sort(key=lambda r: (r[1], r[0]))
+            keys = sorted({k for r in rows for k in (r[2], r[4]) if k is not None})
+            if keys:
+                for key in keys:
+                    self._lock(f"concurrency\x1f{key}")
+                found = c.execute(q.BUSY_SLOTS_OF, {"now": now, "keys": keys}).fetchall()
+                busy, _ = _count_slots(found)
+            previous: dict[str, str | None] = {}
+            for run_id, _, key1, limit1, key2, limit2, held_by in rows[:window]:
+                if len(taken) >= limit:
+                    break
+                slots = [(k, n) for k, n in ((key1, limit1), (key2, limit2)) if k is not None]
+                if any(busy[k] >= n for k, n in slots):
+                    continue
+                busy.update(k for k, _ in slots)
+                taken.append(run_id)
+                previous[run_id] = held_by
+            if taken:
+                taken = self._fail_spent(taken, now, max_passes)
+            app = functions.app_id
+            for run_id in taken:
+                c.execute(q.TAKE_LEASE, (owner, token, now + ttl, app, run_id))
+                c.execute(q.RECORD_RUN_STARTED, (now, owner, run_id, now))
+                c.execute(q.MARK_LEASED, {"owner": owner, "now": now, "app": app, "run": run_id})
+        return [Lease(r, token, previous[r]) for r in taken]
+
+    def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
+        c = self._c
+        spent = c.execute(q.PASSES_SPENT, (run_ids, max_passes)).fetchall()
+        for run_id, parent_run_id, parent_step_hash in spent:
+            data = dumps(reentered_error(run_id, max_passes)).decode()
+            c.execute(q.FAIL_RUN, (data, now, run_id))
+            c.execute(q.DELETE_QUEUE, (run_id,))
+            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+            c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
+            if parent_run_id is not None and parent_step_hash is not None:
+                settle = ("FAILED", None, data, now, parent_run_id, parent_step_hash)
+                if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
+                    c.execute(q.WAKE, (now, parent_run_id))
+        if not spent:
+            return run_ids
+        failed = {row[0] for row in spent}
+        return [run_id for run_id in run_ids if run_id not in failed]
+
+    def mark_steps_running(
+        self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
+    ) -> bool:
+        with self._savepoint() as c:
+            row = c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+            if row is None or row[0] != lease_token:
+                return False
+            for s in steps:
+                c.execute(
+                    q.MARK_STEP_RUNNING,
+                    (run_id, s.hash, s.step_id, s.kind, s.position, s.attempts, s.started_at),
+                )
+            return True
+
+
+def _count_slots(rows: Sequence[Any]) -> tuple[Counter[str], dict[str, int]]:
+    """Live leases per concurrency key, and each key's limit."""
+    busy: Counter[str] = Counter()
+    limits: dict[str, int] = {}
+    for key1, limit1, key2, limit2 in rows:
+        for key, cap in ((key1, limit1), (key2, limit2)):
+            if key is not None:
+                busy[key] += 1
+                limits[key] = cap
+    return busy, limits

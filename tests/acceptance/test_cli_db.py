@@ -1,0 +1,78 @@
+"""``stepline db migrate status|up`` and ``stepline db check`` on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+import pgtest
+from stepline.cli import cli
+from stepline.store.postgres.schema import MIGRATIONS as PG_MIGRATIONS
+from stepline.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, int]:
+    """An empty database of each kind (no schema yet) and the newest schema version."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}", len(SQLITE_MIGRATIONS)
+    request.getfixturevalue("pg_database")  # the cluster is up
+    worker = request.node.name.replace("[", "_").replace("]", "").lower()[-40:]
+    url = pgtest.create_database(pgtest.cluster(), f"m_{worker}")
+    return url, len(PG_MIGRATIONS)
+
+
+def test_migrate_status_up_and_check(empty_db: tuple[str, int]) -> None:
+    url, latest = empty_db
+    status = invoke("db", "migrate", "status", "--db", url)
+    assert status.exit_code == 0, status.output
+    assert f"schema version 0 of {latest}: {latest} migration(s) to apply" in status.output
+    needs = invoke("db", "check", "--db", url)
+    assert needs.exit_code == 1
+    assert "connected: yes" in needs.output
+    assert "stepline db migrate up" in needs.output
+
+    up = invoke("db", "migrate", "up", "--db", url)
+    assert up.exit_code == 0, up.output
+    assert f"applied migrations 1..{latest}" in up.output
+    again = invoke("db", "migrate", "up", "--db", url)
+    assert "up to date, nothing applied" in again.output
+    assert (
+        f"schema version {latest} of {latest}: up to date"
+        in invoke("db", "migrate", "status", "--db", url).output
+    )
+
+    check = invoke("db", "check", "--db", url)
+    assert check.exit_code == 0, check.output
+    assert f"schema version: {latest} of {latest}" in check.output
+    assert "clock skew: " in check.output
+
+
+def test_check_says_when_the_server_cannot_be_reached(pg_database: str) -> None:
+    info = psycopg.conninfo.conninfo_to_dict(pg_database)
+    unused = f"postgresql://{info['user']}@127.0.0.1:1/{info['dbname']}?connect_timeout=1"
+    result = invoke("db", "check", "--db", unused)
+    assert result.exit_code == 1
+    assert "cannot reach" in result.output
+
+
+def test_a_database_of_another_application_is_refused(pg_database: str) -> None:
+    url = pgtest.create_database(pgtest.cluster(), "someone_else")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int)")
+    result = invoke("db", "migrate", "up", "--db", url)
+    assert result.exit_code == 1
+    assert "is not a Stepline database: it holds other tables (invoices)" in result.output
+
+
+def test_memory_has_no_schema() -> None:
+    result = invoke("db", "check", "--db", "memory://")
+    assert result.exit_code == 1
+    assert "memory:// has no schema" in result.output

@@ -1,0 +1,171 @@
+"""A throwaway PostgreSQL cluster for the test run, made with the system's own binaries.
+
+``start_cluster(folder)`` runs ``initdb`` and ``pg_ctl start`` on a free loopback port under
+``folder`` (as the ``postgres`` system user when the tests run as root: PostgreSQL refuses to run
+as root) and returns a ``Cluster``; ``stop_cluster`` stops it. ``durable=False`` (the functional
+suite) runs with ``fsync=off``: a crash of the machine loses the cluster, which is thrown away
+anyway; the durability tests and the benchmarks ask for a durable one.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPERUSER = "stepline"
+
+
+class NoPostgres(Exception):
+    """PostgreSQL's binaries are not installed (``scripts/setup`` installs them)."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running cluster: its data folder, port, and the binaries that run it."""
+
+    data: str
+    port: int
+    bindir: str
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+
+def find_bindir() -> str:
+    """The folder of ``initdb`` and ``pg_ctl``: PATH, else Debian's newest
+    ``/usr/lib/postgresql/N/bin``. Raises ``NoPostgres`` when there is none."""
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return str(Path(os.path.realpath(found)).parent)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+    )
+    if not candidates:
+        raise NoPostgres(
+            "PostgreSQL is not installed (no pg_ctl on PATH or in /usr/lib/postgresql/*/bin): "
+            "run scripts/setup (it installs Debian's postgresql package)"
+        )
+    return str(Path(candidates[-1]).parent)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _as_owner(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its binaries as the ``postgres`` user then."""
+    if os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+def _give_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+
+
+def start_cluster(folder: Path, *, durable: bool = False) -> Cluster:
+    """Create and start a cluster in ``folder`` (which must exist) on a free loopback port."""
+    bindir = find_bindir()
+    folder.chmod(0o755)  # the postgres user must reach the data folder inside
+    data = folder / "data"
+    data.mkdir()
+    _give_to_postgres(data)
+    subprocess.run(
+        _as_owner(
+            [
+                f"{bindir}/initdb",
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": str(data),
+        "max_connections": "300",
+        "shared_buffers": "64MB",
+        "fsync": "on" if durable else "off",
+        "synchronous_commit": "on" if durable else "off",
+        "full_page_writes": "on" if durable else "off",
+        "log_min_messages": "fatal",
+    }
+    with (data / "postgresql.conf").open("a") as conf:
+        for name, value in settings.items():
+            conf.write(f"{name} = '{value}'\n")
+    last: subprocess.CalledProcessError | None = None
+    for _ in range(3):  # a free port may be taken between the probe and the start
+        port = _free_port()
+        command = [
+            f"{bindir}/pg_ctl",
+            "-D",
+            str(data),
+            "-o",
+            f"-p {port}",
+            "-l",
+            str(data / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
+        try:
+            subprocess.run(_as_owner(command), check=True, capture_output=True)
+        except subprocess.CalledProcessError as exc:
+            last = exc
+            continue
+        return Cluster(str(data), port, bindir)
+    log = data / "server.log"
+    tail = log.read_text()[-2000:] if log.exists() else ""
+    raise RuntimeError(f"PostgreSQL did not start: {last and last.stderr!r}\n{tail}")
+
+
+def stop_cluster(cluster: Cluster, *, mode: str = "immediate") -> None:
+    """Stop the cluster (its data folder stays; the caller removes it)."""
+    subprocess.run(
+        _as_owner([f"{cluster.bindir}/pg_ctl", "-D", cluster.data, "-m", mode, "-w", "stop"]),
+        check=False,
+        capture_output=True,
+    )
+
+
+def restart_cluster(cluster: Cluster, *, mode: str = "fast") -> None:
+    """Restart the cluster on its port (the tests of reconnecting after a restart)."""
+    subprocess.run(
+        _as_owner(
+            [
+                f"{cluster.bindir}/pg_ctl",
+                "-D",
+                cluster.data,
+                "-m",
+                mode,
+                "-o",
+                f"-p {cluster.port}",
+                "-l",
+                f"{cluster.data}/server.log",
+                "-w",
+                "restart",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )

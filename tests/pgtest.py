@@ -1,0 +1,110 @@
+"""The test run's PostgreSQL: one throwaway cluster per pytest session (shared by the xdist
+workers), one database per worker, emptied before each test that uses it.
+
+The controlling pytest process names a folder (``STEPLINE_TEST_PG_DIR``) when it starts; the
+first test that needs PostgreSQL starts the cluster there (under a file lock, so workers start
+one between them); the controlling process stops it and removes the folder at the end. Without
+PostgreSQL's binaries a test that needs it is skipped, or fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgcluster import Cluster, NoPostgres, start_cluster, stop_cluster
+
+DIR_VARIABLE = "STEPLINE_TEST_PG_DIR"
+_STATE = "cluster.json"
+
+
+def configure(config: pytest.Config) -> None:
+    """In the controlling process: name the folder the cluster will live in (starts nothing)."""
+    if hasattr(config, "workerinput") or os.environ.get(DIR_VARIABLE):
+        return
+    os.environ[DIR_VARIABLE] = tempfile.mkdtemp(prefix="stepline-pg-")
+    config.stash[_OWNER] = True
+
+
+def unconfigure(config: pytest.Config) -> None:
+    """In the controlling process: stop the cluster (if a test started it), remove the folder."""
+    if not config.stash.get(_OWNER, False):
+        return
+    folder = Path(os.environ.pop(DIR_VARIABLE))
+    state = folder / _STATE
+    if state.exists():
+        stop_cluster(Cluster(**json.loads(state.read_text())))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_OWNER = pytest.StashKey[bool]()
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with (folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def cluster() -> Cluster:
+    """The session's cluster, started by the first caller."""
+    folder = Path(os.environ.get(DIR_VARIABLE) or tempfile.mkdtemp(prefix="stepline-pg-"))
+    os.environ[DIR_VARIABLE] = str(folder)
+    folder.chmod(0o755)  # PostgreSQL's own user must reach the cluster's folder inside
+    with _locked(folder):
+        state = folder / _STATE
+        if state.exists():
+            return Cluster(**json.loads(state.read_text()))
+        failed = folder / "failed"
+        if failed.exists():
+            _missing(failed.read_text())
+        try:
+            (folder / "cluster").mkdir(exist_ok=True)
+            started = start_cluster(folder / "cluster")
+        except NoPostgres as exc:
+            failed.write_text(str(exc))
+            _missing(str(exc))
+        state.write_text(json.dumps(asdict(started)))
+        return started
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def create_database(found: Cluster, name: str) -> str:
+    """A new empty database ``name`` (dropped first if it exists); returns its URL."""
+    with psycopg.connect(found.url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return found.url(name)
+
+
+def empty_database(url: str) -> None:
+    """Delete every row of Stepline's tables (the schema stays)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename <> 'schema_version'"
+            )
+        ]
+        # DELETE, not TRUNCATE: the tables hold a few rows, and TRUNCATE makes new files for each
+        conn.execute("".join(f'DELETE FROM "{t}";' for t in tables).encode())
