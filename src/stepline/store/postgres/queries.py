@@ -154,13 +154,12 @@ RELEASE_OWNER = """
 UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = false,
        due_at = LEAST(COALESCE(due_at, %s), %s)
 WHERE lease_owner = %s"""
-UNFINISHED_RUN_FUNCTION = """
-SELECT function_id, parent_run_id, parent_step_hash FROM runs
-WHERE run_id = %s AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED') FOR UPDATE"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = %s, error = %s,
        cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
-WHERE run_id = %s"""
+WHERE run_id = %s AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+RETURNING function_id, parent_run_id, parent_step_hash"""
+QUEUE_ROW_EXISTS = "SELECT 1 FROM queue WHERE run_id = %s"
 RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = %s"
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = %s AND status = 'CANCELLED'"""

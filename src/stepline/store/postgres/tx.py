@@ -30,7 +30,6 @@ import psycopg
 
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError
-from stepline.expressions import value_at
 from stepline.serde import dumps, loads
 from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
@@ -38,25 +37,28 @@ from stepline.store._admission_rules import (
     flush_due,
     new_run_to_dict,
     start_child,
-    start_runs,
 )
+from stepline.store._ingest_rules import apply_wake, cancel, ingest
+from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
 from stepline.store.records import (
-    INVOKED_CANCELLED,
     MAX_PASSES_WITHOUT_PROGRESS,
     TERMINAL_STATUSES,
     CronRow,
     EventIngest,
     EventRecord,
     FunctionSet,
+    HistoryRecord,
     IngestResult,
     Lease,
     NewRun,
     PassCommit,
+    RunEnd,
     StepRecord,
     WaitMatcher,
     WaitRecord,
+    Wake,
     WorkerRecord,
     reentered_error,
 )
@@ -112,23 +114,6 @@ class PostgresTx:
         if cached is not None and path not in cached:
             cached.append(path)
 
-    def _candidates(
-        self, event: EventRecord, unindexed: str, paths: str, indexed: str, *extra: Any
-    ) -> list[WaitRecord]:
-        """Waits (or cancel matchers) that may match ``event``, oldest first."""
-        rows = self._unindexed_rows(unindexed, event.name, *extra)
-        found_paths = self._indexed_paths(paths, event.name)
-        if not found_paths and not rows:
-            return []
-        payload = event.payload()
-        for path in found_paths:
-            value = value_at(payload, path)
-            if value is not None:
-                rows = rows + self._c.execute(indexed, (event.name, path, value, *extra)).fetchall()
-        if len(rows) > 1:
-            rows = sorted(rows, key=_CREATED_AT)
-        return [_rows.wait(r) for r in rows]
-
     # -- events -----------------------------------------------------------------------------------
     def run_events(self, run_id: str) -> list[EventRecord]:
         with self._savepoint() as c:
@@ -147,18 +132,18 @@ class PostgresTx:
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
-            return [self._ingest_one(item, now, wait_matches) for item in items]
+            return ingest(self, items, now, wait_matches)
 
-    def _ingest_one(self, item: EventIngest, now: float, wait_matches: WaitMatcher) -> IngestResult:
+    # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
+    def insert_event(self, event: EventRecord, now: float) -> bool:
         c = self._c
-        event = item.event
-        duplicate = False
+        new = True
         if event.id is not None:
             fresh = c.execute(
                 q.REMEMBER_SENDER_ID,
                 {"id": event.id, "now": now, "horizon": now - DEDUP_WINDOW},
             ).fetchone()
-            duplicate = fresh is None
+            new = fresh is not None
         c.execute(
             q.INSERT_EVENT,
             (
@@ -169,162 +154,196 @@ class PostgresTx:
                 event.id,
                 event.ts,
                 now,
-                duplicate,
+                not new,
             ),
         )
-        # a duplicate id starts no run but still cancels and resumes, as in Inngest
-        cancelled = self._apply_cancel_matchers(event, now, wait_matches)
-        resumed = self._resolve_waits(event, now, wait_matches)
-        if duplicate:
-            return IngestResult(event.internal_id, True, (), tuple(resumed), (), tuple(cancelled))
-        started, skipped = start_runs(self, item, now, cancelled)
-        return IngestResult(
-            event.internal_id, False, started, tuple(resumed), skipped, tuple(cancelled)
-        )
+        return new
 
-    def _resolve_waits(
-        self, event: EventRecord, now: float, wait_matches: WaitMatcher
-    ) -> list[str]:
+    def wait_paths(self, event_name: str) -> Sequence[str]:
+        return self._indexed_paths(q.WAIT_PATHS, event_name)
+
+    def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
+        return [_rows.wait(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
+
+    def indexed_waits(self, event_name: str, path: str, value: str) -> list[WaitRecord]:
+        rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, value))
+        return [_rows.wait(r) for r in rows]
+
+    def matcher_paths(self, event_name: str) -> Sequence[str]:
+        return self._indexed_paths(q.MATCHER_PATHS, event_name)
+
+    def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
+        rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
+        return [_rows.wait(r) for r in rows]
+
+    def indexed_matchers(
+        self, event_name: str, path: str, value: str, now: float
+    ) -> list[WaitRecord]:
+        rows = self._c.execute(q.MATCHERS_INDEXED, (event_name, path, value, now))
+        return [_rows.wait(r) for r in rows]
+
+    def delete_wait(self, wait_id: str) -> bool:
+        # of an event resolving it, its timeout and a cancellation, the one deleting it decides
+        return bool(self._c.execute(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
+
+    def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         c = self._c
-        waits = self._candidates(event, q.WAITS_UNINDEXED, q.WAIT_PATHS, q.WAITS_INDEXED)
-        resumed: list[str] = []
-        event_json: bytes | None = None
-        data = ""
-        for wait in waits:
-            if not wait_matches(wait, event):
-                continue
-            if c.execute(q.DELETE_WAIT, (wait.wait_id,)).rowcount != 1:
-                continue  # resolved, timed out or cancelled by someone else first
-            if event_json is None:
-                event_json = dumps(event.payload())
-                data = dumps({"event_id": event.internal_id}).decode()
-            c.execute(q.COMPLETE_STEP, (event_json, now, wait.run_id, wait.step_hash))
-            c.execute(q.WAKE, (now, wait.run_id))
+        for r in resumed:
+            c.execute(q.COMPLETE_STEP, (r.event_json, now, r.run_id, r.step_hash))
+            c.execute(q.WAKE, (now, r.run_id))
+            data = dumps({"event_id": r.event_id}).decode()
             c.execute(
-                q.INSERT_STEP_HISTORY,
-                (wait.run_id, now, "WAIT_MATCHED", wait.run_id, wait.step_hash, data),
+                q.INSERT_STEP_HISTORY, (r.run_id, now, "WAIT_MATCHED", r.run_id, r.step_hash, data)
             )
-            resumed.append(wait.run_id)
-        return resumed
 
-    def _apply_cancel_matchers(
-        self, event: EventRecord, now: float, wait_matches: WaitMatcher
-    ) -> list[tuple[str, str]]:
-        matchers = self._candidates(
-            event, q.MATCHERS_UNINDEXED, q.MATCHER_PATHS, q.MATCHERS_INDEXED, now
+    # -- RunPrimitives ----------------------------------------------------------------------------
+    def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
+        c = self._c
+        # the queue row first, locked (as a lease and a commit take it), then the run row: the
+        # update's own WHERE decides between two cancels, or a cancel and a pass ending the run
+        c.execute(q.LEASE_TOKEN, (run_id,))
+        row = c.execute(q.CANCEL_RUN, (now, _rows.json_or_none(error), run_id)).fetchone()
+        if row is None:
+            return None
+        return EndedRun(str(row[0]), row[1], row[2])
+
+    def drop_run_work(self, run_id: str) -> None:
+        c = self._c
+        c.execute(q.DELETE_QUEUE, (run_id,))
+        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+
+    def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
+        if len(records) == 1:
+            self._c.execute(q.INSERT_HISTORY, _rows.history_row(records[0], worker_id))
+        elif records:
+            self._c.cursor().executemany(
+                q.INSERT_HISTORY, [_rows.history_row(h, worker_id) for h in records]
+            )
+
+    def settle_pending_step(self, wake: Wake, now: float) -> bool:
+        settle = (
+            wake.status,
+            wake.output_json,
+            _rows.json_or_none(wake.error),
+            now,
+            wake.run_id,
+            wake.step_hash,
         )
-        cancelled: list[tuple[str, str]] = []
-        reason = f"cancelled by event {event.name}"
-        for matcher in matchers:
-            if any(run_id == matcher.run_id for run_id, _ in cancelled):
-                continue
-            if not wait_matches(matcher, event):
-                continue
-            function_id = self._cancel(matcher.run_id, now, reason)
-            if function_id is not None:
-                cancelled.append((matcher.run_id, function_id))
-        return cancelled
+        return bool(self._c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1)
+
+    def wake_run(self, run_id: str, now: float) -> None:
+        self._c.execute(q.WAKE, (now, run_id))
+
+    # -- PassPrimitives ---------------------------------------------------------------------------
+    def hold_lease(self, run_id: str, token: str) -> str | None:
+        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()  # FOR UPDATE: held to commit
+        if row is None or row[0] != token:
+            return None
+        return str(row[1])
+
+    def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
+        row = self._c.execute(q.CANCELLED_LEASE, (run_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return str(row[0]), row[1]
+
+    def put_steps(self, steps: Sequence[StepRecord]) -> None:
+        if steps:
+            self._c.cursor().executemany(q.UPSERT_STEP, [_rows.step_row(s) for s in steps])
+
+    def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
+        if steps:
+            rows = [_rows.step_row(s) for s in steps]
+            self._c.cursor().executemany(q.INSERT_STEP_IF_UNSETTLED, rows)
+
+    def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
+        for wait in waits:
+            self._c.execute(
+                q.INSERT_WAIT,
+                (
+                    wait.wait_id,
+                    wait.run_id,
+                    wait.step_hash,
+                    wait.event_name,
+                    wait.expression,
+                    wait.index_path,
+                    wait.index_value,
+                    wait.expires_at,
+                    wait.created_at,
+                ),
+            )
+            if wait.index_path is None:
+                self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
+            else:
+                self._add_indexed_path(
+                    q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
+                )
+
+    def mark_running(self, run_id: str, started_at: float) -> None:
+        self._c.execute(q.MARK_RUNNING, (started_at, run_id))
+
+    def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        self._c.execute(
+            q.END_RUN_TERMINAL,
+            (
+                end.status,
+                end.output_json,
+                _rows.json_or_none(end.error),
+                now,
+                end.attempt,
+                started_at,
+                run_id,
+            ),
+        )
+
+    def suspend_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        self._c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id))
+        self._c.execute(q.RESCHEDULE, (now, end.due_at, run_id))
 
     # -- passes -----------------------------------------------------------------------------------
     def _keep_results_of_cancelled(self, commit: PassCommit) -> None:
         """A run cancelled while its pass executed a step keeps that step's result (and the
         history of its attempt), but nothing else of the pass. Only the pass that held the
         run's lease when it was cancelled may; any other raises ``LeaseLostError``."""
-        c = self._c
-        row = c.execute(q.CANCELLED_LEASE, (commit.run_id,)).fetchone()
-        if row is None or row[0] is None or row[0] != commit.lease_token:
+        held = self.cancelled_lease(commit.run_id)
+        if held is None or held[0] != commit.lease_token:
             raise LeaseLostError(f"run {commit.run_id}: lease lost")
-        worker = row[1]
         settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
         names = {s.step_id for s in settled}
-        if settled:
-            c.cursor().executemany(q.INSERT_STEP_IF_UNSETTLED, [_rows.step_row(s) for s in settled])
-        history = [_rows.history_row(h, worker) for h in commit.history if h.step_id in names]
-        if history:
-            c.cursor().executemany(q.INSERT_HISTORY, history)
+        self.put_steps_if_unsettled(settled)
+        self.append_history([h for h in commit.history if h.step_id in names], held[1])
 
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult] | None:
-        with self._savepoint() as c:
-            # the run's queue row, locked: a run without one has ended, and only the pass that
-            # held it when it was cancelled may still write (the result of its executing step)
-            row = c.execute(q.LEASE_TOKEN, (commit.run_id,)).fetchone()
-            if row is None:
-                self._keep_results_of_cancelled(commit)
-                return None
-            if row[0] != commit.lease_token:
+        with self._savepoint():
+            # the run's queue row, locked until commit: a run without one has ended, and only
+            # the pass that held it when it was cancelled may still write (its executing step)
+            worker = self.hold_lease(commit.run_id, commit.lease_token)
+            if worker is None:
+                if self._c.execute(q.QUEUE_ROW_EXISTS, (commit.run_id,)).fetchone() is None:
+                    self._keep_results_of_cancelled(commit)
+                    return None
                 raise LeaseLostError(f"run {commit.run_id}: lease lost")
-            worker = row[1]
-            cur = c.cursor()
-            if commit.steps:
-                cur.executemany(q.UPSERT_STEP, [_rows.step_row(s) for s in commit.steps])
-            if commit.history:
-                cur.executemany(
-                    q.INSERT_HISTORY, [_rows.history_row(h, worker) for h in commit.history]
-                )
-            for wait in commit.waits:
-                c.execute(
-                    q.INSERT_WAIT,
-                    (
-                        wait.wait_id,
-                        wait.run_id,
-                        wait.step_hash,
-                        wait.event_name,
-                        wait.expression,
-                        wait.index_path,
-                        wait.index_value,
-                        wait.expires_at,
-                        wait.created_at,
-                    ),
-                )
-                if wait.index_path is None:
-                    self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
-                else:
-                    self._add_indexed_path(
-                        q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
-                    )
+            self.put_steps(commit.steps)
+            self.append_history(commit.history, worker)
+            self.insert_waits(commit.waits)
             children = [start_child(self, new_run, now) for new_run in commit.child_runs]
-            results = [self._ingest_one(item, now, wait_matches) for item in commit.events]
+            results = ingest(self, commit.events, now, wait_matches)
             results.extend(result for result, _ in children)
             skipped = [wake for _, wake in children if wake is not None]
             for wake in [*commit.wakes, *skipped]:
-                settled = c.execute(
-                    q.SETTLE_PENDING_STEP,
-                    (
-                        wake.status,
-                        wake.output_json,
-                        _rows.json_or_none(wake.error),
-                        now,
-                        wake.run_id,
-                        wake.step_hash,
-                    ),
-                )
-                if settled.rowcount == 1:
-                    c.execute(q.WAKE, (now, wake.run_id))
+                apply_wake(self, wake, now)
             started = commit.started_at if commit.started_at is not None else now
             end = commit.end
             if end is None:
-                c.execute(q.MARK_RUNNING, (started, commit.run_id))
+                self.mark_running(commit.run_id, started)
             elif end.status in TERMINAL_STATUSES:
-                c.execute(
-                    q.END_RUN_TERMINAL,
-                    (
-                        end.status,
-                        end.output_json,
-                        _rows.json_or_none(end.error),
-                        now,
-                        end.attempt,
-                        started,
-                        commit.run_id,
-                    ),
-                )
-                c.execute(q.DELETE_QUEUE, (commit.run_id,))
-                c.execute(q.DELETE_WAITS_OF_RUN, (commit.run_id,))
-                c.execute(q.DELETE_MATCHERS_OF_RUN, (commit.run_id,))
+                self.end_run(commit.run_id, end, started, now)
+                self.drop_run_work(commit.run_id)
             else:
-                c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started, commit.run_id))
-                c.execute(q.RESCHEDULE, (now, end.due_at, commit.run_id))
+                self.suspend_run(commit.run_id, end, started, now)
             return results
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
@@ -361,28 +380,7 @@ class PostgresTx:
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         with self._savepoint():
-            return self._cancel(run_id, now, reason)
-
-    def _cancel(self, run_id: str, now: float, reason: str) -> str | None:
-        c = self._c
-        # the queue row first (as a lease and a commit take it), then the run row
-        c.execute(q.LEASE_TOKEN, (run_id,))
-        row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
-        if row is None:
-            return None
-        error = _rows.json_or_none({"name": "Cancelled", "message": reason})
-        c.execute(q.CANCEL_RUN, (now, error, run_id))
-        c.execute(q.DELETE_QUEUE, (run_id,))
-        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
-        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-        data = _rows.json_or_none({"reason": reason})
-        c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_CANCELLED", None, None, None, data, None))
-        if row[1] is not None and row[2] is not None:  # an invoked run: fail its caller's step
-            error = _rows.json_or_none(INVOKED_CANCELLED)
-            settle = ("FAILED", None, error, now, row[1], row[2])
-            if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
-                c.execute(q.WAKE, (now, row[1]))
-        return str(row[0])
+            return cancel(self, run_id, now, reason)
 
     # -- admission state (FlowState, DeferralState, AdmissionTx) -----------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
