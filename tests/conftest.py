@@ -54,9 +54,14 @@ def app() -> App:
     return App("test-app")
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """Both stores: engine tests run on a real SQLite file and on the reference store."""
+    """Every store: engine tests run on a real SQLite file, on the reference store and on
+    PostgreSQL ("sqlite", "memory", or the URL of this worker's emptied PostgreSQL database:
+    what ``TestEngine(store=...)`` takes)."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
     kind: str = request.param
     return kind
 

@@ -19,6 +19,7 @@ import pytest
 from stepline import App, ConfigError, Context, Debounce, Event, Run, Singleton, TriggerEvent
 from stepline.engine.worker import Worker
 from stepline.store import MemoryStore, SQLiteStore, Store
+from stepline.store import open_store as open_store_at
 from stepline.testing import MockClock
 
 
@@ -46,14 +47,18 @@ def build_app(app_id: str, event: str) -> App:
     return app
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """Stores on one database: SQLite files opened apart, or one shared memory store."""
+    """Stores on one database: SQLite files or PostgreSQL stores opened apart, or one shared
+    memory store."""
     shared = MemoryStore()
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
 
     def open_one() -> Store:
         if request.param == "memory":
             return shared
+        if url is not None:
+            return open_store_at(url)
         return SQLiteStore(tmp_path / "shared.db", synchronous="NORMAL")
 
     return open_one

@@ -25,7 +25,7 @@ from stepline.sdk.app import App
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
 from stepline.sdk.run import HistoryEntry, Run
-from stepline.store import MemoryStore, SQLiteStore, Store
+from stepline.store import MemoryStore, SQLiteStore, Store, open_store
 from stepline.testing.clock import MockClock
 
 _UNSET: Any = object()
@@ -35,8 +35,9 @@ _OCCURRENCE = re.compile(r":\d+$")  # "fetch:1" is the second "fetch"
 class TestEngine:
     """An app bound to a test store and clock, with a worker running while the block runs.
 
-    ``store`` is ``"memory"``, ``"sqlite"`` (a fresh file in ``path`` or a temporary folder) or a
-    Store. ``clock`` defaults to ``MockClock(autojump=True)``.
+    ``store`` is ``"memory"``, ``"sqlite"`` (a fresh file in ``path`` or a temporary folder), a
+    ``postgresql://`` URL (a database the test has emptied) or a Store. ``clock`` defaults to
+    ``MockClock(autojump=True)``.
     """
 
     __test__ = False  # not a pytest test class
@@ -71,7 +72,11 @@ class TestEngine:
                 self._tmp = tempfile.TemporaryDirectory(prefix="stepline-test-")
                 self._path = Path(self._tmp.name) / "stepline.db"
             return SQLiteStore(self._path, synchronous="NORMAL")
-        raise ValueError(f"store must be 'memory', 'sqlite' or a Store, got {spec!r}")
+        if spec.startswith(("postgresql://", "postgres://")):
+            return open_store(spec)
+        raise ValueError(
+            f"store must be 'memory', 'sqlite', a postgresql:// URL or a Store, got {spec!r}"
+        )
 
     async def __aenter__(self) -> TestEngine:
         engine = self.app.attach(self._open_store(), self.clock)
