@@ -329,3 +329,14 @@ SELECT table_name FROM information_schema.tables
 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"""
 SCHEMA_VERSION = "SELECT MAX(version) FROM schema_version"
 SERVER_TIME = "SELECT extract(epoch FROM clock_timestamp())::double precision"
+
+# -- what the dashboard reads ---------------------------------------------------------------------
+QUEUE_STATES = """
+SELECT run_id, due_at, lease_owner IS NOT NULL AND lease_expires_at > %s, ckey1, climit1, ckey2,
+       climit2
+FROM queue WHERE run_id = ANY(%s)"""
+WAITS_OF_RUNS = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ANY(%s)"
+NEWEST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY internal_id DESC LIMIT %s"
+NEWEST_EVENTS_NAMED = f"""
+SELECT {EVENT_COLUMNS} FROM events WHERE name = %s ORDER BY received_at DESC, internal_id DESC
+LIMIT %s"""
