@@ -31,7 +31,7 @@ from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
 from stepline.sdk.triggers import CRON_EVENT
-from stepline.store.interface import Store, StoreTx
+from stepline.store.interface import Store, StoreTx, WakeupSource
 from stepline.store.records import (
     NO_ADMISSION,
     CronRow,
@@ -109,6 +109,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self._next_purge = float("-inf")
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._unwatch: Callable[[], None] | None = None  # stops the store's wake-ups
         self._wakers_lock = threading.Lock()
         store.migrate()
 
@@ -398,6 +399,9 @@ class Engine:
         """Register a worker's wake-up signal (set when work may have become due)."""
         with self._wakers_lock:
             self._wakers.append((asyncio.get_running_loop(), event))
+            # other processes' commits wake this process's workers (PostgreSQL: LISTEN/NOTIFY)
+            if self._unwatch is None and isinstance(self.store, WakeupSource):
+                self._unwatch = self.store.watch(self.wake_workers)
 
     def remove_waker(self, event: asyncio.Event) -> None:
         """Unregister a worker's wake-up signal."""
@@ -422,6 +426,9 @@ class Engine:
 
     def close(self) -> None:
         """Stop threads and close the store."""
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         self.writer.close()
         self._reader.shutdown(wait=True)
         self.step_threads.shutdown(wait=False)

@@ -12,9 +12,9 @@ several processes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stepline.errors import StoreError
 from stepline.store.records import (
@@ -291,4 +291,16 @@ class Store(Protocol):
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
         """Where these runs stand in the queue at ``now`` (runs that have ended, or do not
         exist, are left out), in the order asked."""
+        ...
+
+
+@runtime_checkable
+class WakeupSource(Protocol):
+    """A store that tells a process when other processes may have made work due (PostgreSQL's
+    ``LISTEN/NOTIFY``). Stores without it (memory, SQLite) rely on the in-process wake-up and
+    the workers' poll."""
+
+    def watch(self, on_wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_wake`` (from another thread) whenever a committed write of any process
+        may have made work due; returns the function that stops watching."""
         ...

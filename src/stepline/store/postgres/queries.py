@@ -241,6 +241,8 @@ DROP_UNOWNED_PAUSES = "DELETE FROM paused WHERE app_id = '' AND function_id = AN
 
 # -- flow control ---------------------------------------------------------------------------------
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = %s"
+# the marks of steps a pass was executing when its run ended (their results never came)
+DELETE_EXECUTING_STEPS = "DELETE FROM steps WHERE run_id = %s AND status = 'RUNNING'"
 INSERT_MATCHER = """
 INSERT INTO matchers (matcher_id, run_id, event_name, expression, index_path, index_value,
                       expires_at, created_at)

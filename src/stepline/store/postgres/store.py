@@ -38,6 +38,7 @@ from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import PostgresTx
+from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
 from stepline.store.records import (
     EventRecord,
     FunctionSet,
@@ -125,6 +126,13 @@ class PostgresStore:
             self._opened = True
         with self._pool.connection() as conn:
             yield conn
+
+    def watch(self, on_wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_wake`` (from a listening thread) after every committed transaction of any
+        process that may have made work due (``LISTEN/NOTIFY``, see ``wakeups``)."""
+        listener = WakeupListener(self.url, on_wake)
+        listener.start()
+        return listener.stop
 
     def close(self) -> None:
         if self._opened:
@@ -234,7 +242,10 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTx]:
         try:
             with self._conn() as conn, conn.transaction():
-                yield PostgresTx(conn)
+                tx = PostgresTx(conn)
+                yield tx
+                if tx.made_work:  # delivered when (and only if) the transaction commits
+                    conn.execute(NOTIFY)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
 

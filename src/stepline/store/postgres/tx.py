@@ -77,6 +77,10 @@ class PostgresTx:
         self._paths: dict[tuple[str, str], list[str]] = {}
         self._unindexed: dict[tuple[str, str], bool] = {}
         self._locked: set[str] = set()  # advisory locks this transaction holds
+        # whether a verb may have made work due for some worker (new, woken, rescheduled or
+        # released runs, freed concurrency slots, deferrals, schedules, resumed functions): the
+        # store then sends NOTIFY before committing (wakeups.py)
+        self.made_work = False
 
     # -- helpers ----------------------------------------------------------------------------------
     @contextmanager
@@ -208,10 +212,12 @@ class PostgresTx:
         return EndedRun(str(row[0]), row[1], row[2])
 
     def drop_run_work(self, run_id: str) -> None:
+        self.made_work = True  # a cancelled run's slot is free
         c = self._c
         c.execute(q.DELETE_QUEUE, (run_id,))
         c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+        c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
         if len(records) == 1:
@@ -233,6 +239,7 @@ class PostgresTx:
         return bool(self._c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1)
 
     def wake_run(self, run_id: str, now: float) -> None:
+        self.made_work = True
         self._c.execute(q.WAKE, (now, run_id))
 
     # -- PassPrimitives ---------------------------------------------------------------------------
@@ -284,6 +291,7 @@ class PostgresTx:
         self._c.execute(q.MARK_RUNNING, (started_at, run_id))
 
     def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        self.made_work = True  # its concurrency slot is free
         self._c.execute(
             q.END_RUN_TERMINAL,
             (
@@ -298,6 +306,7 @@ class PostgresTx:
         )
 
     def suspend_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        self.made_work = True
         self._c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id))
         self._c.execute(q.RESCHEDULE, (now, end.due_at, run_id))
 
@@ -355,6 +364,7 @@ class PostgresTx:
         return lost
 
     def release_owner(self, owner: str, now: float) -> int:
+        self.made_work = True
         with self._savepoint() as c:
             return c.execute(q.RELEASE_OWNER, (now, now, owner)).rowcount
 
@@ -387,6 +397,7 @@ class PostgresTx:
         self._c.execute(q.INSERT_SKIP, (event_id, function_id, reason, now))
 
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
+        self.made_work = True
         c = self._c
         a = new_run.admission
         c.execute(
@@ -472,6 +483,7 @@ class PostgresTx:
         return None if row is None else _rows.deferral(row)
 
     def put_deferral(self, row: DeferralRow) -> None:
+        self.made_work = True
         self._c.execute(
             q.PUT_DEFERRAL,
             (
@@ -508,6 +520,7 @@ class PostgresTx:
 
     # -- schedules, pauses, workers, replays ------------------------------------------------------
     def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:
+        self.made_work = True
         with self._savepoint() as c:
             self.adopt_unowned(functions)
             app, ids = functions.app_id, list(functions.function_ids)
@@ -592,6 +605,7 @@ class PostgresTx:
             return len(run_ids)
 
     def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
+        self.made_work = True
         with self._savepoint() as c:
             if paused:
                 c.execute(q.PAUSE, (app_id, function_id))
@@ -687,6 +701,7 @@ class PostgresTx:
             c.execute(q.DELETE_QUEUE, (run_id,))
             c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
             c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
             c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
             if parent_run_id is not None and parent_step_hash is not None:
                 settle = ("FAILED", None, data, now, parent_run_id, parent_step_hash)
