@@ -159,7 +159,6 @@ UPDATE runs SET status = 'CANCELLED', ended_at = %s, error = %s,
        cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
 WHERE run_id = %s AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
 RETURNING function_id, parent_run_id, parent_step_hash"""
-QUEUE_ROW_EXISTS = "SELECT 1 FROM queue WHERE run_id = %s"
 RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = %s"
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = %s AND status = 'CANCELLED'"""

@@ -36,15 +36,14 @@ from stepline.store._admission_rules import (
     DeferralRow,
     flush_due,
     new_run_to_dict,
-    start_child,
 )
-from stepline.store._ingest_rules import apply_wake, cancel, ingest
+from stepline.store._ingest_rules import cancel, ingest
+from stepline.store._pass_rules import commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
-    TERMINAL_STATUSES,
     CronRow,
     EventIngest,
     EventRecord,
@@ -64,7 +63,6 @@ from stepline.store.records import (
 )
 
 DEDUP_WINDOW = 24 * 3600.0
-_SETTLED = ("COMPLETED", "FAILED")
 _NO_ATTEMPT = (None, None, None)
 _CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS and MATCHER_COLUMNS
 
@@ -311,49 +309,11 @@ class PostgresTx:
         self._c.execute(q.RESCHEDULE, (now, end.due_at, run_id))
 
     # -- passes -----------------------------------------------------------------------------------
-    def _keep_results_of_cancelled(self, commit: PassCommit) -> None:
-        """A run cancelled while its pass executed a step keeps that step's result (and the
-        history of its attempt), but nothing else of the pass. Only the pass that held the
-        run's lease when it was cancelled may; any other raises ``LeaseLostError``."""
-        held = self.cancelled_lease(commit.run_id)
-        if held is None or held[0] != commit.lease_token:
-            raise LeaseLostError(f"run {commit.run_id}: lease lost")
-        settled = [s for s in commit.steps if s.kind == "run" and s.status in _SETTLED]
-        names = {s.step_id for s in settled}
-        self.put_steps_if_unsettled(settled)
-        self.append_history([h for h in commit.history if h.step_id in names], held[1])
-
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult] | None:
-        with self._savepoint():
-            # the run's queue row, locked until commit: a run without one has ended, and only
-            # the pass that held it when it was cancelled may still write (its executing step)
-            worker = self.hold_lease(commit.run_id, commit.lease_token)
-            if worker is None:
-                if self._c.execute(q.QUEUE_ROW_EXISTS, (commit.run_id,)).fetchone() is None:
-                    self._keep_results_of_cancelled(commit)
-                    return None
-                raise LeaseLostError(f"run {commit.run_id}: lease lost")
-            self.put_steps(commit.steps)
-            self.append_history(commit.history, worker)
-            self.insert_waits(commit.waits)
-            children = [start_child(self, new_run, now) for new_run in commit.child_runs]
-            results = ingest(self, commit.events, now, wait_matches)
-            results.extend(result for result, _ in children)
-            skipped = [wake for _, wake in children if wake is not None]
-            for wake in [*commit.wakes, *skipped]:
-                apply_wake(self, wake, now)
-            started = commit.started_at if commit.started_at is not None else now
-            end = commit.end
-            if end is None:
-                self.mark_running(commit.run_id, started)
-            elif end.status in TERMINAL_STATUSES:
-                self.end_run(commit.run_id, end, started, now)
-                self.drop_run_work(commit.run_id)
-            else:
-                self.suspend_run(commit.run_id, end, started, now)
-            return results
+        with self._savepoint():  # the shared sequence; hold_lease locks the run's queue row
+            return commit_pass(self, commit, now, wait_matches)
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         lost: list[str] = []
