@@ -114,20 +114,32 @@ WHERE lease_owner IS NOT NULL AND lease_expires_at > %(now)s
 PAUSED_AMONG = """
 SELECT function_id FROM paused WHERE app_id IN (%s, '') AND function_id = ANY(%s)"""
 ANY_UNOWNED = "SELECT 1 FROM queue WHERE app_id = '' LIMIT 1"
-# due runs of the served functions, then runs whose lease expired, in queue order, locked; rows
-# another worker is leasing right now are skipped, never waited for
+LIVE_LEASES = """
+SELECT function_id, ckey1, climit1, ckey2, climit2 FROM queue
+WHERE lease_owner IS NOT NULL AND lease_expires_at > %s"""
+# one function's oldest due runs, then its runs whose lease expired, in queue order, locked;
+# rows another worker is leasing right now are skipped, never waited for
 DUE_RUNS = """
 SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NULL
-  AND due_at <= %(now)s
+WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(now)s
   AND (ckey1 IS NULL OR NOT ckey1 = ANY(%(full)s))
   AND (ckey2 IS NULL OR NOT ckey2 = ANY(%(full)s))
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
 EXPIRED_RUNS = """
 SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NOT NULL
+WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NOT NULL
   AND lease_expires_at <= %(now)s
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
+# the oldest due run of each concurrency-key group of one function (behind a backlog longer
+# than the window), unlocked: a run picked from these is locked before it is leased
+GROUP_HEADS = """
+SELECT DISTINCT ON (ckey1, ckey2) run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner
+FROM queue
+WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(now)s
+ORDER BY ckey1, ckey2, due_at, run_id"""
+LOCK_DUE = """
+SELECT run_id FROM queue
+WHERE run_id = ANY(%s) AND lease_owner IS NULL AND due_at <= %s FOR UPDATE SKIP LOCKED"""
 TAKE_LEASE = """
 UPDATE queue SET lease_owner = %s, lease_token = %s, lease_expires_at = %s, wake = false,
        app_id = CASE WHEN app_id = '' THEN %s ELSE app_id END

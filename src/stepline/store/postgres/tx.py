@@ -37,6 +37,7 @@ from stepline.store._admission_rules import (
     flush_due,
     new_run_to_dict,
 )
+from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
@@ -600,56 +601,66 @@ class PostgresTx:
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> list[Lease]:
-        """Lease due runs of ``functions`` in queue order, skipping paused functions and full
-        concurrency keys. Candidate rows are locked ``FOR UPDATE SKIP LOCKED`` (two workers
-        never take the same row); the concurrency keys among them are then locked (advisory,
-        in sorted order) and their live leases counted again, so two workers never fill one
-        key beyond its limit."""
+        """Lease due runs of ``functions`` in the fair order (``_fair_order``), skipping paused
+        functions and full concurrency keys. Each served function's oldest due runs (a window)
+        and expired leases are locked ``FOR UPDATE SKIP LOCKED`` (two workers never take one
+        row); behind a longer backlog, the oldest due run of each of its concurrency-key groups
+        is read too, and locked (``SKIP LOCKED``) only if picked. The concurrency keys among
+        the candidates are locked (advisory, in sorted order) and their live leases counted
+        after the lock, so two workers never fill one key beyond its limit."""
         token = secrets.token_hex(8)
-        taken: list[str] = []
         with self._savepoint() as c:
-            busy, limits = _count_slots(c.execute(q.BUSY_SLOTS, (now,)).fetchall())
+            busy: Counter[str] = Counter()
+            limits: dict[str, int] = {}
+            live: list[tuple[str, str]] = []
+            for function_id, key1, limit1, key2, limit2 in c.execute(q.LIVE_LEASES, (now,)):
+                slots = _slots(key1, limit1, key2, limit2)
+                live.append((function_id, group_of(slots)))
+                for key, cap in slots:
+                    busy[key] += 1
+                    limits[key] = cap
             full = [k for k, n in busy.items() if n >= limits[k]]
             ids = list(functions.function_ids)
             paused = {r[0] for r in c.execute(q.PAUSED_AMONG, (functions.app_id, ids))}
-            served = [f for f in ids if f not in paused]
-            if not served:
-                return []
             unowned = functions.app_id and c.execute(q.ANY_UNOWNED).fetchone()
+            apps = [functions.app_id, ""] if unowned else [functions.app_id]
             window = limit * 4 + 16
-            params = {
-                "apps": [functions.app_id, ""] if unowned else [functions.app_id],
-                "fns": served,
-                "now": now,
-                "full": full,
-                "window": window,
-            }
-            rows = c.execute(q.DUE_RUNS, params).fetchall()
-            rows += c.execute(q.EXPIRED_RUNS, params).fetchall()
-            rows.sort(key=lambda r: (r[1], r[0]))
-            keys = sorted({k for r in rows for k in (r[2], r[4]) if k is not None})
+            candidates: list[Candidate] = []
+            unlocked: set[str] = set()
+            for app in apps:
+                for fn in (f for f in ids if f not in paused):
+                    params = {"app": app, "fn": fn, "now": now, "full": full, "window": window}
+                    due = c.execute(q.DUE_RUNS, params).fetchall()
+                    candidates += [_candidate(r, fn) for r in due]
+                    candidates += [_candidate(r, fn) for r in c.execute(q.EXPIRED_RUNS, params)]
+                    if len(due) >= window:  # a backlog: its groups' oldest runs too
+                        heads = [_candidate(r, fn) for r in c.execute(q.GROUP_HEADS, params)]
+                        locked = {run.run_id for run in candidates}
+                        unlocked.update(h.run_id for h in heads if h.run_id not in locked)
+                        candidates += heads
+            keys = sorted({k for run in candidates for k, _ in run.slots})
             if keys:
                 for key in keys:
                     self._lock(f"concurrency\x1f{key}")
                 found = c.execute(q.BUSY_SLOTS_OF, {"now": now, "keys": keys}).fetchall()
-                busy, _ = _count_slots(found)
-            previous: dict[str, str | None] = {}
-            for run_id, _, key1, limit1, key2, limit2, held_by in rows[:window]:
-                if len(taken) >= limit:
-                    break
-                slots = [(k, n) for k, n in ((key1, limit1), (key2, limit2)) if k is not None]
-                if any(busy[k] >= n for k, n in slots):
-                    continue
-                busy.update(k for k, _ in slots)
-                taken.append(run_id)
-                previous[run_id] = held_by
+                fresh, _ = _count_slots(found)
+                for key in keys:
+                    busy[key] = fresh[key]
+            picked = fair_pick(candidates, live, busy, limit)
+            to_lock = [run.run_id for run in picked if run.run_id in unlocked]
+            lost: set[str] = set()
+            if to_lock:
+                got = {r[0] for r in c.execute(q.LOCK_DUE, (to_lock, now))}
+                lost = {r for r in to_lock if r not in got}  # another worker has them
+            taken = [run.run_id for run in picked if run.run_id not in lost]
+            previous = {run.run_id: run.held_by for run in picked}
             if taken:
                 taken = self._fail_spent(taken, now, max_passes)
-            app = functions.app_id
+            app_id = functions.app_id
             for run_id in taken:
-                c.execute(q.TAKE_LEASE, (owner, token, now + ttl, app, run_id))
+                c.execute(q.TAKE_LEASE, (owner, token, now + ttl, app_id, run_id))
                 c.execute(q.RECORD_RUN_STARTED, (now, owner, run_id, now))
-                c.execute(q.MARK_LEASED, {"owner": owner, "now": now, "app": app, "run": run_id})
+                c.execute(q.MARK_LEASED, {"owner": owner, "now": now, "app": app_id, "run": run_id})
         return [Lease(r, token, previous[r]) for r in taken]
 
     def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
@@ -685,6 +696,18 @@ class PostgresTx:
                     (run_id, s.hash, s.step_id, s.kind, s.position, s.attempts, s.started_at),
                 )
             return True
+
+
+def _slots(
+    key1: str | None, limit1: int | None, key2: str | None, limit2: int | None
+) -> tuple[tuple[str, int], ...]:
+    return tuple(
+        (k, int(n)) for k, n in ((key1, limit1), (key2, limit2)) if k is not None and n is not None
+    )
+
+
+def _candidate(r: Sequence[Any], function_id: str) -> Candidate:
+    return Candidate(r[0], r[1], function_id, _slots(r[2], r[3], r[4], r[5]), r[6])
 
 
 def _count_slots(rows: Sequence[Any]) -> tuple[Counter[str], dict[str, int]]:
