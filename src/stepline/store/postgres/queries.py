@@ -68,7 +68,8 @@ WAIT_COLUMNS = """wait_id, run_id, step_hash, event_name, expression, index_path
 WAITS_UNINDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = %s AND index_path IS NULL"""
 WAITS_INDEXED = f"""
-SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = %s AND index_path = %s AND index_value = %s"""
+SELECT {WAIT_COLUMNS} FROM waits
+WHERE event_name = %s AND index_path = %s AND index_value = ANY(%s)"""
 WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = %s"
 # the one who deletes a wait decides it (resolved, timed out or cancelled): the others see no row
 DELETE_WAIT = "DELETE FROM waits WHERE wait_id = %s"
@@ -268,7 +269,7 @@ SELECT {MATCHER_COLUMNS} FROM matchers
 WHERE event_name = %s AND index_path IS NULL AND (expires_at IS NULL OR expires_at >= %s)"""
 MATCHERS_INDEXED = f"""
 SELECT {MATCHER_COLUMNS} FROM matchers
-WHERE event_name = %s AND index_path = %s AND index_value = %s
+WHERE event_name = %s AND index_path = %s AND index_value = ANY(%s)
   AND (expires_at IS NULL OR expires_at >= %s)"""
 IDEMPOTENCY_SEEN = "SELECT seen_at FROM idempotency WHERE key = %s"
 REMEMBER_IDEMPOTENCY = """

@@ -30,7 +30,7 @@ import psycopg
 
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError
-from stepline.serde import dumps, loads
+from stepline.serde import dumps, dumps_exact, loads
 from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
     DeferralRow,
@@ -152,8 +152,8 @@ class PostgresTx:
             (
                 event.internal_id,
                 event.name,
-                dumps(event.data),
-                dumps(event.user),
+                dumps_exact(event.data),
+                dumps_exact(event.user) if event.user else b"{}",
                 event.id,
                 event.ts,
                 now,
@@ -168,8 +168,8 @@ class PostgresTx:
     def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
         return [_rows.wait(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
 
-    def indexed_waits(self, event_name: str, path: str, value: str) -> list[WaitRecord]:
-        rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, value))
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+        rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, list(values)))
         return [_rows.wait(r) for r in rows]
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
@@ -180,9 +180,9 @@ class PostgresTx:
         return [_rows.wait(r) for r in rows]
 
     def indexed_matchers(
-        self, event_name: str, path: str, value: str, now: float
+        self, event_name: str, path: str, values: Sequence[str], now: float
     ) -> list[WaitRecord]:
-        rows = self._c.execute(q.MATCHERS_INDEXED, (event_name, path, value, now))
+        rows = self._c.execute(q.MATCHERS_INDEXED, (event_name, path, list(values), now))
         return [_rows.wait(r) for r in rows]
 
     def delete_wait(self, wait_id: str) -> bool:
