@@ -122,7 +122,7 @@ WHERE lease_owner IS NOT NULL AND lease_expires_at > %s"""
 # rows another worker is leasing right now are skipped, never waited for
 DUE_RUNS = """
 SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(now)s
+WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(by)s
   AND (ckey1 IS NULL OR NOT ckey1 = ANY(%(full)s))
   AND (ckey2 IS NULL OR NOT ckey2 = ANY(%(full)s))
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
@@ -136,7 +136,7 @@ ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
 GROUP_HEADS = """
 SELECT DISTINCT ON (ckey1, ckey2) run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner
 FROM queue
-WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(now)s
+WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(by)s
 ORDER BY ckey1, ckey2, due_at, run_id"""
 LOCK_DUE = """
 SELECT run_id FROM queue

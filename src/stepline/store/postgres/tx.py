@@ -600,15 +600,18 @@ class PostgresTx:
         ttl: float,
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+        due_by: float | None = None,
     ) -> list[Lease]:
-        """Lease due runs of ``functions`` in the fair order (``_fair_order``), skipping paused
-        functions and full concurrency keys. Each served function's oldest due runs (a window)
-        and expired leases are locked ``FOR UPDATE SKIP LOCKED`` (two workers never take one
-        row); behind a longer backlog, the oldest due run of each of its concurrency-key groups
-        is read too, and locked (``SKIP LOCKED``) only if picked. The concurrency keys among
-        the candidates are locked (advisory, in sorted order) and their live leases counted
-        after the lock, so two workers never fill one key beyond its limit."""
+        """Lease due runs of ``functions`` (due by ``due_by``: leased ahead) in the fair order
+        (``_fair_order``), skipping paused functions and full concurrency keys. Each served
+        function's oldest due runs (a window) and expired leases are locked ``FOR UPDATE SKIP
+        LOCKED`` (two workers never take one row); behind a longer backlog, the oldest due run
+        of each of its concurrency-key groups is read too, and locked (``SKIP LOCKED``) only if
+        picked. The concurrency keys among the candidates are locked (advisory, in sorted
+        order) and their live leases counted after the lock, so two workers never fill one key
+        beyond its limit."""
         token = secrets.token_hex(8)
+        horizon = now if due_by is None else max(now, due_by)
         with self._savepoint() as c:
             busy: Counter[str] = Counter()
             limits: dict[str, int] = {}
@@ -629,7 +632,14 @@ class PostgresTx:
             unlocked: set[str] = set()
             for app in apps:
                 for fn in (f for f in ids if f not in paused):
-                    params = {"app": app, "fn": fn, "now": now, "full": full, "window": window}
+                    params = {
+                        "app": app,
+                        "fn": fn,
+                        "now": now,
+                        "by": horizon,
+                        "full": full,
+                        "window": window,
+                    }
                     due = c.execute(q.DUE_RUNS, params).fetchall()
                     candidates += [_candidate(r, fn) for r in due]
                     candidates += [_candidate(r, fn) for r in c.execute(q.EXPIRED_RUNS, params)]
@@ -650,7 +660,7 @@ class PostgresTx:
             to_lock = [run.run_id for run in picked if run.run_id in unlocked]
             lost: set[str] = set()
             if to_lock:
-                got = {r[0] for r in c.execute(q.LOCK_DUE, (to_lock, now))}
+                got = {r[0] for r in c.execute(q.LOCK_DUE, (to_lock, horizon))}
                 lost = {r for r in to_lock if r not in got}  # another worker has them
             taken = [run.run_id for run in picked if run.run_id not in lost]
             previous = {run.run_id: run.held_by for run in picked}
@@ -661,7 +671,8 @@ class PostgresTx:
                 c.execute(q.TAKE_LEASE, (owner, token, now + ttl, app_id, run_id))
                 c.execute(q.RECORD_RUN_STARTED, (now, owner, run_id, now))
                 c.execute(q.MARK_LEASED, {"owner": owner, "now": now, "app": app_id, "run": run_id})
-        return [Lease(r, token, previous[r]) for r in taken]
+        ahead = {run.run_id: run.due_at for run in picked if run.due_at > now}
+        return [Lease(r, token, previous[r], ahead.get(r)) for r in taken]
 
     def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
         c = self._c
