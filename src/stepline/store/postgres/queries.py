@@ -350,7 +350,11 @@ SELECT run_id, due_at, lease_owner IS NOT NULL AND lease_expires_at > %s, ckey1,
        climit2
 FROM queue WHERE run_id = ANY(%s)"""
 WAITS_OF_RUNS = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ANY(%s)"
-NEWEST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY internal_id DESC LIMIT %s"
-NEWEST_EVENTS_NAMED = f"""
-SELECT {EVENT_COLUMNS} FROM events WHERE name = %s ORDER BY received_at DESC, internal_id DESC
-LIMIT %s"""
+LIST_EVENTS = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+ORDER BY received_at DESC, internal_id DESC LIMIT %s"""
+STEPS_OF = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ANY(%s) ORDER BY run_id, position"
+RUNS_BY_STATUS = "SELECT status, COUNT(*) FROM runs GROUP BY status"
+QUEUE_DEPTH = "SELECT COUNT(*) FROM queue"
+QUEUE_DUE = "SELECT COUNT(*), MIN(due_at) FROM queue WHERE lease_owner IS NULL AND due_at <= %s"
+STORED_EVENT_IDS = "SELECT internal_id FROM events WHERE internal_id = ANY(%s)"

@@ -40,6 +40,7 @@ from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import PostgresTx
 from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
 from stepline.store.records import (
+    EventFilter,
     EventRecord,
     FunctionSet,
     HistoryRecord,
@@ -49,6 +50,8 @@ from stepline.store.records import (
     RunState,
     SkipRecord,
     StepRecord,
+    StoredEvent,
+    StoreStats,
     WaitRecord,
     WorkerRecord,
 )
@@ -298,6 +301,15 @@ class PostgresStore:
         if query.waiting_for_worker_at is not None:
             clauses.append(q.WAITING_FOR_WORKER)
             params.append(query.waiting_for_worker_at)
+        if query.created_after is not None:
+            clauses.append("created_at >= %s")
+            params.append(query.created_after)
+        if query.created_before is not None:
+            clauses.append("created_at <= %s")
+            params.append(query.created_before)
+        if query.after is not None:
+            clauses.append("(created_at, run_id) < (%s, %s)")
+            params.extend(query.after)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(query.limit)
         statement = q.LIST_RUNS.format(where=where)
@@ -360,13 +372,52 @@ class PostgresStore:
             return {r[0] for r in conn.execute(q.PAUSED_IN, (app_id,))}
 
     @_reading
-    def list_events(self, name: str | None, limit: int) -> list[EventRecord]:
+    def list_events(self, query: EventFilter) -> list[StoredEvent]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.name is not None:
+            clauses.append("name = %s")
+            params.append(query.name)
+        if query.received_after is not None:
+            clauses.append("received_at >= %s")
+            params.append(query.received_after)
+        if query.received_before is not None:
+            clauses.append("received_at <= %s")
+            params.append(query.received_before)
+        if query.after is not None:
+            clauses.append("(received_at, internal_id) < (%s, %s)")
+            params.extend(query.after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(query.limit)
         with self._conn() as conn:
-            if name is None:
-                rows = conn.execute(q.NEWEST_EVENTS, (limit,)).fetchall()
-            else:
-                rows = conn.execute(q.NEWEST_EVENTS_NAMED, (name, limit)).fetchall()
-        return [EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]) for r in rows]
+            rows = conn.execute(q.LIST_EVENTS.format(where=where), params).fetchall()
+        return [
+            StoredEvent(
+                EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]), r[6], bool(r[7])
+            )
+            for r in rows
+        ]
+
+    @_reading
+    def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {}
+        with self._conn() as conn:
+            for r in conn.execute(q.STEPS_OF, (list(run_ids),)):
+                step = StepRecord(
+                    r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10], r[11]
+                )
+                found.setdefault(r[0], []).append(step)
+        return found
+
+    @_reading
+    def stats(self, now: float) -> StoreStats:
+        with self._snapshot() as conn:
+            by_status = {r[0]: int(r[1]) for r in conn.execute(q.RUNS_BY_STATUS)}
+            depth_row = conn.execute(q.QUEUE_DEPTH).fetchone()
+            due_row = conn.execute(q.QUEUE_DUE, (now,)).fetchone()
+        depth = int(depth_row[0]) if depth_row else 0
+        due, oldest = (int(due_row[0]), due_row[1]) if due_row else (0, None)
+        return StoreStats(by_status, depth, due, oldest)
 
     @_reading
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:

@@ -118,6 +118,10 @@ class PostgresTx:
             cached.append(path)
 
     # -- events -----------------------------------------------------------------------------------
+    def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
+        with self._savepoint() as c:
+            return {r[0] for r in c.execute(q.STORED_EVENT_IDS, (list(internal_ids),))}
+
     def run_events(self, run_id: str) -> list[EventRecord]:
         with self._savepoint() as c:
             row = c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
