@@ -358,3 +358,10 @@ RUNS_BY_STATUS = "SELECT status, COUNT(*) FROM runs GROUP BY status"
 QUEUE_DEPTH = "SELECT COUNT(*) FROM queue"
 QUEUE_DUE = "SELECT COUNT(*), MIN(due_at) FROM queue WHERE lease_owner IS NULL AND due_at <= %s"
 STORED_EVENT_IDS = "SELECT internal_id FROM events WHERE internal_id = ANY(%s)"
+
+# -- Inngest SDK apps -----------------------------------------------------------------------------
+PUT_SDK_APP = """
+INSERT INTO sdk_apps (app_id, name, registration, synced_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (app_id, name) DO UPDATE SET registration = excluded.registration,
+    synced_at = excluded.synced_at"""
+SDK_APPS = "SELECT name, registration FROM sdk_apps WHERE app_id = %s ORDER BY name"

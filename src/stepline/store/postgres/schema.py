@@ -195,4 +195,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX worker_functions_worker ON worker_functions (worker_id);
     """,
+    # 2: the latest sync of each Inngest SDK app (its /fn/register body), kept across restarts
+    """
+    CREATE TABLE sdk_apps (
+        app_id text NOT NULL,
+        name text NOT NULL,
+        registration bytea NOT NULL,
+        synced_at double precision NOT NULL,
+        PRIMARY KEY (app_id, name)
+    );
+    """,
 )

@@ -365,6 +365,12 @@ class PostgresStore:
             return [SkipRecord(*r) for r in conn.execute(statement, [*params, limit])]
 
     @_reading
+    def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
+        with self._conn() as conn:
+            rows = conn.execute(q.SDK_APPS, (app_id,)).fetchall()
+        return [(str(name), bytes(body)) for name, body in rows]
+
+    @_reading
     def paused_functions(self, app_id: str | None = None) -> set[str]:
         with self._conn() as conn:
             if app_id is None:

@@ -569,6 +569,10 @@ class PostgresTx:
             c.execute(q.PURGE_SKIPS, (cutoff,))
             return len(run_ids)
 
+    def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
+        with self._savepoint() as c:
+            c.execute(q.PUT_SDK_APP, (app_id, name, bytes(registration), now))
+
     def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
         self.made_work = True
         with self._savepoint() as c:
