@@ -7,8 +7,13 @@ when the process running it was killed before its result was committed, and that
 never runs again (a run's step ``i`` never runs after its step ``i + 1`` started: step ``i + 1``
 starts only once step ``i``'s result is committed).
 
-Lease details are read straight from the SQLite ``queue`` table (the store has no public verb
-for them); everything else goes through the public ``App`` API.
+Every test runs on a SQLite file and on PostgreSQL (``crash_db``). Leases are read through the
+``Store`` protocol (``queue_states``: whether a run is leased at a given time; the run's
+``worker_id``: who leased it), everything else through the public ``App`` API: no table is read
+directly.
+
+``test_kill_9_under_load`` is issue 8's "kill -9 under load": several workers, a random one
+SIGKILLed every few seconds while 1,000 runs x 5 steps execute (``CRASH_LOAD_RUNS``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import defaultdict
@@ -32,6 +36,7 @@ import pytest
 from _subprocesses import Subprocesses, poll, sigterm
 
 from stepline import App, Event, Run
+from stepline.store.records import RunFilter
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +48,17 @@ SEED = int(os.environ.get("CRASH_SEED", "5"))
 # scripts/soak raises these (more runs, more kills, many seeds); the suite keeps them small
 RUNS = int(os.environ.get("CRASH_RUNS", "100"))
 MAX_KILLS = int(os.environ.get("CRASH_KILLS", "6"))
+LOAD_RUNS = int(os.environ.get("CRASH_LOAD_RUNS", "1000"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def crash_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database the crash app's workers share: a SQLite file, or this xdist worker's
+    emptied PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return str(tmp_path / "crash.db")
 
 
 def _load_crash_app() -> ModuleType:
@@ -88,11 +104,11 @@ class Workers(Subprocesses):
     label = "worker"
 
     def __init__(
-        self, tmp_path: Path, db: Path, log: Path, lease_ttl: float = LEASE_TTL, **env: str
+        self, tmp_path: Path, db: str, log: Path, lease_ttl: float = LEASE_TTL, **env: str
     ) -> None:
         super().__init__(
             tmp_path,
-            CRASH_DB=str(db),
+            CRASH_DB=db,
             CRASH_LOG=str(log),
             CRASH_LEASE_TTL=str(lease_ttl),
             **env,
@@ -126,16 +142,32 @@ class Workers(Subprocesses):
         return sigterm(proc)
 
 
-def leases(db: Path) -> dict[str, tuple[str | None, str | None, float | None]]:
-    """run_id -> (lease_owner, lease_token, lease_expires_at) for every queued run."""
-    conn = sqlite3.connect(db)
-    try:
-        rows = conn.execute(
-            "SELECT run_id, lease_owner, lease_token, lease_expires_at FROM queue"
-        ).fetchall()
-    finally:
-        conn.close()
-    return {run_id: (owner, token, expires) for run_id, owner, token, expires in rows}
+async def leased_by(app: App, owner: str, at: float | None = None) -> set[str]:
+    """The runs whose lease ``owner`` holds at time ``at`` (default: now)."""
+    engine = app.engine
+    query = RunFilter(function_id=crash_app.FUNCTION_ID, limit=100_000)
+    runs = [r for r in await engine.read(engine.store.list_runs, query) if r.worker_id == owner]
+    when = time.time() if at is None else at
+    states = await engine.read(engine.store.queue_states, [r.run_id for r in runs], when)
+    return {s.run_id for s in states if s.leased}
+
+
+async def lease_expiry(app: App, run_id: str, leased_at: float, horizon: float) -> float:
+    """When the lease that ``run_id`` has at ``leased_at`` expires (to a microsecond, by
+    bisection over ``queue_states``' "leased at this time"; ``horizon``: later than the expiry).
+    Only while no other worker touches the run."""
+    engine = app.engine
+
+    async def leased(at: float) -> bool:
+        [state] = await engine.read(engine.store.queue_states, [run_id], at)
+        return state.leased
+
+    low, high = leased_at, horizon
+    assert await leased(low) and not await leased(high), (run_id, low, high)
+    while high - low > 1e-6:
+        middle = (low + high) / 2
+        low, high = (middle, high) if await leased(middle) else (low, middle)
+    return high
 
 
 def ran_steps(log: Path, pid: int, at_least: int = 1) -> Callable[[], bool]:
@@ -143,19 +175,10 @@ def ran_steps(log: Path, pid: int, at_least: int = 1) -> Callable[[], bool]:
     return lambda: sum(1 for e in read_log(log) if e.pid == pid) >= at_least
 
 
-def leases_freed(db: Path, owner: str, held: dict[str, str | None]) -> Callable[[], bool]:
-    """A check: none of the runs in ``held`` (run_id -> token) still has ``owner``'s lease."""
-
-    def check() -> bool:
-        now = leases(db)
-        return not any(now[r][:2] == (owner, token) for r, token in held.items() if r in now)
-
-    return check
-
-
 async def completed(app: App, total: int) -> bool:
-    runs = await app.runs(function_id=crash_app.FUNCTION_ID, status="COMPLETED", limit=1000)
-    return len(runs) == total
+    engine = app.engine
+    query = RunFilter(function_id=crash_app.FUNCTION_ID, status="COMPLETED", limit=total + 1)
+    return len(await engine.read(engine.store.list_runs, query)) == total
 
 
 def send_runs(app: App, count: int) -> dict[str, int]:
@@ -171,7 +194,8 @@ async def check_outcome(
 ) -> dict[tuple[str, str], list[Execution]]:
     """Assert every run completed right and exactly-once-after-commit held; returns the
     executions of each (run, step)."""
-    runs: list[Run] = await app.runs(function_id=crash_app.FUNCTION_ID, limit=1000)
+    limit = len(event_n) + 1
+    runs: list[Run] = await app.runs(function_id=crash_app.FUNCTION_ID, limit=limit)
     assert len(runs) == len(event_n)
     step_ids = [f"s{i}" for i in range(crash_app.STEPS)]
     by_step: dict[tuple[str, str], list[Execution]] = defaultdict(list)
@@ -231,15 +255,15 @@ async def check_outcome(
 # -- the tests ----------------------------------------------------------------------------------
 @pytest.mark.timeout(180 * max(1, RUNS // 100))
 async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
-    tmp_path: Path,
+    tmp_path: Path, crash_db: str
 ) -> None:
     """100 runs x 5 steps; the worker is SIGKILLed 4-6 times at random moments and restarted
     with the same worker id, which frees its predecessor's leases at once (no lease_ttl wait)."""
     total, concurrency, worker_id = RUNS, 20, "crash-worker"
-    db, log = tmp_path / "crash.db", tmp_path / "steps.log"
+    db, log = crash_db, tmp_path / "steps.log"
     rng = random.Random(SEED)
     planned_kills = rng.randint(min(4, MAX_KILLS), MAX_KILLS)
-    app = crash_app.build_app(str(db))
+    app = crash_app.build_app(db)
     workers = Workers(
         tmp_path,
         db,
@@ -268,8 +292,7 @@ async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
             if await completed(app, total):
                 break
             workers.kill(proc)
-            mine = {r: lease for r, lease in leases(db).items() if lease[0] == worker_id}
-            held = {run_id: token for run_id, (_, token, _) in mine.items()}
+            held = await leased_by(app, worker_id)
             proc = workers.start()
             # the restarted worker (same id) reclaims its predecessor's leases at once, in its
             # start transaction, and says so (an expired lease it would announce as such): no
@@ -284,7 +307,6 @@ async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
                     interval=0.01,
                 )
                 assert workers.resumed(proc, worker_id) == len(held), workers.output()
-                assert leases_freed(db, worker_id, held)(), leases(db)
                 release_delays.append(time.time() - workers.kill_times[-1])
         await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.2)
         assert workers.stop(proc) == 0, workers.output()
@@ -320,12 +342,14 @@ async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
 
 
 @pytest.mark.timeout(90)
-async def test_other_worker_takes_over_only_after_the_lease_expires(tmp_path: Path) -> None:
+async def test_other_worker_takes_over_only_after_the_lease_expires(
+    tmp_path: Path, crash_db: str
+) -> None:
     """Worker A is killed; worker B (another id) picks up A's leased runs only once their
     leases have expired (lease_ttl 2 s), and every run still completes."""
     total = 20
-    db, log = tmp_path / "crash.db", tmp_path / "steps.log"
-    app = crash_app.build_app(str(db))
+    db, log = crash_db, tmp_path / "steps.log"
+    app = crash_app.build_app(db)
     workers = Workers(tmp_path, db, log, CRASH_STEP_SLEEP="0.05")
     try:
         event_n = send_runs(app, total)
@@ -339,13 +363,14 @@ async def test_other_worker_takes_over_only_after_the_lease_expires(tmp_path: Pa
             interval=0.01,
         )
         workers.kill(proc_a)
+        killed_at = time.time()
+        horizon = killed_at + LEASE_TTL + 5  # no lease outlives its TTL after the kill
         held = {
-            run_id: expires
-            for run_id, (owner, _, expires) in leases(db).items()
-            if owner == "crash-A" and expires is not None
+            run_id: await lease_expiry(app, run_id, killed_at, horizon)
+            for run_id in await leased_by(app, "crash-A", killed_at)
         }
         assert held, "worker A held no lease when it was killed"
-        assert not any(owner == "crash-B" for owner, _, _ in leases(db).values())
+        assert not await leased_by(app, "crash-B")
 
         proc_b = workers.start(CRASH_WORKER_ID="crash-B", CRASH_CONCURRENCY="20")
         await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.1)
@@ -372,6 +397,90 @@ async def test_other_worker_takes_over_only_after_the_lease_expires(tmp_path: Pa
             f"\n[crash-takeover] A held {len(held)} leases at the kill; B took them "
             f"{min(delays):.2f}-{max(delays):.2f}s after expiry; B started {len(unleased)} other "
             f"runs; step bodies re-run={reruns}"
+        )
+    finally:
+        workers.close()
+        app.close()
+
+
+@pytest.mark.timeout(900)
+async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
+    """1,000 runs x 5 steps on 4 worker processes sharing PostgreSQL; every 1-3 s a random
+    worker is SIGKILLed and restarted with its id (which reclaims its leases at once): every run
+    started completes, and no committed step runs again (checked by ``check_outcome`` on the
+    side file, and counted here)."""
+    total, processes, concurrency = LOAD_RUNS, 4, 20
+    log = tmp_path / "steps.log"
+    rng = random.Random(SEED)
+    app = crash_app.build_app(pg_url)
+    workers = Workers(
+        tmp_path,
+        pg_url,
+        log,
+        lease_ttl=30.0,  # a same-id restart reclaims long before a lease could expire
+        CRASH_CONCURRENCY=str(concurrency),
+        CRASH_STEP_SLEEP="0.05",
+    )
+    began = time.monotonic()
+    try:
+        event_n = send_runs(app, total)
+        deadline = time.monotonic() + 600 * max(1, total // 1000)
+        procs = {f"load-{n}": workers.start(CRASH_WORKER_ID=f"load-{n}") for n in range(processes)}
+        resumed: list[int] = []
+        while not await completed(app, total):
+            # real time: a random moment to SIGKILL at (what the test is about), not a wait for
+            # something to happen
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            if await completed(app, total):
+                break
+            dead = workers.died()
+            if dead is not None:
+                pytest.fail(f"worker {dead.pid} exited ({dead.returncode})\n{workers.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out with {len(workers.killed)} kills\n{workers.output()}")
+            worker_id = rng.choice(sorted(procs))
+            workers.kill(procs[worker_id])
+            held = len(await leased_by(app, worker_id))
+            proc = procs[worker_id] = workers.start(CRASH_WORKER_ID=worker_id)
+            if held:
+                await poll(
+                    f"{worker_id} to resume its predecessor's runs",
+                    workers.said_resuming(proc, worker_id),
+                    deadline,
+                    workers,
+                    interval=0.01,
+                )
+                resumed.append(held)
+        await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.2)
+        codes = [workers.stop(proc) for proc in procs.values()]
+        assert codes == [0] * processes, workers.output()
+        elapsed = time.monotonic() - began
+
+        executions = read_log(log)
+        by_step = await check_outcome(app, event_n, executions, workers)
+        kills = len(workers.killed)
+        assert kills >= 1, "the runs completed before the first kill: nothing was exercised"
+        runs = await app.runs(function_id=crash_app.FUNCTION_ID, limit=total + 1)
+        completed_runs = sum(1 for r in runs if r.status == "COMPLETED")
+        first_end: dict[str, int] = {}
+        for e in executions:
+            if e.step_id == crash_app.END_MARK:
+                first_end.setdefault(e.run_id, e.line)
+        committed_again = 0
+        for (run_id, step_id), found in by_step.items():
+            index = int(step_id[1:])
+            following = by_step.get((run_id, f"s{index + 1}"))
+            committed_at = following[0].line if following else first_end[run_id]
+            committed_again += sum(1 for e in found if e.line > committed_at)
+        reruns = sum(len(found) - 1 for found in by_step.values())
+        assert committed_again == 0
+        assert completed_runs == len(runs) == total
+        print(
+            f"\n[kill-9-under-load] seed={SEED} {processes} workers x concurrency {concurrency}: "
+            f"runs started={len(runs)} completed={completed_runs}; steps committed="
+            f"{len(by_step)} step bodies run={sum(len(f) for f in by_step.values())} "
+            f"uncommitted steps re-run={reruns} committed steps re-executed={committed_again}; "
+            f"SIGKILLs={kills} (leases reclaimed at restart {resumed}) elapsed={elapsed:.1f}s"
         )
     finally:
         workers.close()
