@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from stepline.errors import ConfigError
+from stepline.store._copy import Copyable
 from stepline.store.interface import Store, StoreTx
 from stepline.store.memory import MemoryStore
 from stepline.store.sqlite import SQLiteStore
@@ -25,8 +26,9 @@ __all__ = [
 ]
 
 
-class DurableStore(Store, Protocol):
-    """A store kept in a database (SQLite, PostgreSQL): its schema can be inspected."""
+class DurableStore(Store, Copyable, Protocol):
+    """A store kept in a database (SQLite, PostgreSQL): its schema can be inspected, and it can
+    be copied to another database (``store/_copy.py``)."""
 
     def schema_version(self) -> tuple[int, int]:
         """(the database's schema version, the newest this Stepline knows); 0: no schema."""

@@ -1,13 +1,20 @@
-"""``stepline db``: the database's schema (``migrate status`` / ``migrate up``) and a health
-check (``check``: connects, reports the schema version and the clock skew against the server)."""
+"""``stepline db``: the database's schema (``migrate status`` / ``migrate up``), a health
+check (``check``: connects, reports the schema version and the clock skew against the server)
+and ``copy`` (a whole installation from one database to another, e.g. SQLite to PostgreSQL)."""
 
 from __future__ import annotations
 
+import re
+import time
+
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stepline.cli._common import CliError, db_option
 from stepline.errors import StoreError
 from stepline.store import DEFAULT_DB_PATH, DurableStore, open_durable_store
+from stepline.store._copy import DEFAULT_BATCH, CopyPlan, Table, copy_database
 
 
 def _open(db: str | None) -> tuple[DurableStore, str]:
@@ -84,3 +91,88 @@ def check(db: str | None) -> None:
         raise CliError(f"the schema needs {latest - current} migration(s): stepline db migrate up")
     if current > latest:
         raise CliError("the database was made by a newer Stepline: upgrade Stepline")
+
+
+@db.command("copy")
+@click.argument("source")
+@click.argument("target")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Delete everything the target holds first (without it a non-empty target is refused).",
+)
+@click.option(
+    "--ignore-live-workers",
+    is_flag=True,
+    help="Copy even though workers are registered as alive on the source (they should be "
+    "stopped: what they commit after the copy began is not copied).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Rows written per transaction.",
+)
+def copy(source: str, target: str, replace: bool, ignore_live_workers: bool, batch: int) -> None:
+    """Copy a whole installation from SOURCE to TARGET (database URLs, e.g.
+    `stepline db copy sqlite:///.stepline/stepline.db postgresql://user@host/stepline`).
+
+    Everything moves with its ids: runs (sleeping, waiting, retrying, queued, debounced and
+    batched ones carry on where they were), memoized steps, histories, waits, events and
+    flow-control state. Both schemas are migrated first. Stop the workers on SOURCE first;
+    TARGET must be empty unless --replace."""
+    if source == target:
+        raise CliError("the source and the target are the same database")
+    source_store, _ = _open(source)
+    try:
+        target_store, _ = _open(target)
+    except BaseException:
+        source_store.close()
+        raise
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    task = progress.add_task("copying", total=None)
+
+    def planned(plan: CopyPlan) -> None:
+        progress.update(task, total=plan.total)
+        progress.start()
+
+    def copied(table: Table, rows: int) -> None:
+        progress.update(task, advance=rows, description=table.name)
+
+    try:
+        plan = copy_database(
+            source_store,
+            target_store,
+            source_name=_without_password(source),
+            target_name=_without_password(target),
+            replace=replace,
+            live_workers_at=None if ignore_live_workers else time.time(),
+            batch=batch,
+            on_plan=planned,
+            on_rows=copied,
+        )
+    except StoreError as exc:
+        raise CliError(
+            f"the copy failed: {exc} (the target may hold part of it: copy again with --replace)"
+        ) from exc
+    finally:
+        progress.stop()
+        source_store.close()
+        target_store.close()
+    counts = ", ".join(f"{name} {n}" for name, n in plan.counts.items() if n)
+    shown = f"{_without_password(source)} to {_without_password(target)}"
+    click.echo(f"copied {plan.total} rows from {shown}: {counts or 'nothing'}")
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)

@@ -34,7 +34,8 @@ import psycopg_pool
 
 from stepline.errors import ConfigError, StoreError, StoreUnavailable
 from stepline.serde import loads
-from stepline.store.postgres import _rows
+from stepline.store._copy import Row, Table
+from stepline.store.postgres import _copy, _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import PostgresTx
@@ -251,6 +252,36 @@ class PostgresStore:
                     conn.execute(NOTIFY)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
+
+    # -- copying a whole database (store/_copy.py) -------------------------------------------------
+    @_reading
+    def table_columns(self) -> dict[str, tuple[str, ...]]:
+        with self._conn() as conn:
+            return _copy.table_columns(conn)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_copy.PostgresSnapshot]:
+        """A consistent read of the whole database (one REPEATABLE READ transaction)."""
+        try:
+            with self._snapshot() as conn:
+                yield _copy.PostgresSnapshot(conn)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise self._translated(exc) from exc
+
+    @_reading
+    def load_rows(self, table: Table, rows: Sequence[Row]) -> None:
+        with self._conn() as conn:
+            _copy.load_rows(conn, table, rows)
+
+    @_reading
+    def loaded(self, table: Table) -> None:
+        with self._conn() as conn:
+            _copy.loaded(conn, table)
+
+    @_reading
+    def wipe(self) -> None:
+        with self._conn() as conn:
+            _copy.wipe(conn)
 
     @contextmanager
     def _snapshot(self) -> Iterator[psycopg.Connection[Any]]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.serde import dumps, dumps_exact, loads
+from stepline.store._copy import Row, Table
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
@@ -52,6 +53,7 @@ from stepline.store.records import (
     Wake,
     WorkerRecord,
 )
+from stepline.store.sqlite import _copy
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
@@ -430,6 +432,39 @@ class SQLiteStore:
     def clock_skew(self) -> float:
         """The database's clock minus this machine's: 0, a SQLite file has no clock of its own."""
         return 0.0
+
+    # -- copying a whole database (store/_copy.py) -------------------------------------------------
+    @_reading
+    def table_columns(self) -> dict[str, tuple[str, ...]]:
+        return _copy.table_columns(self._conn())
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_copy.SQLiteSnapshot]:
+        """A consistent read of the whole file on a connection of its own."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._translated(exc) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM schema_version").fetchone()  # the snapshot starts
+            yield _copy.SQLiteSnapshot(conn)
+        except sqlite3.Error as exc:
+            raise self._translated(exc) from exc
+        finally:
+            conn.close()
+
+    @_reading
+    def load_rows(self, table: Table, rows: Sequence[Row]) -> None:
+        _copy.load_rows(self._conn(), table, rows)
+
+    def loaded(self, table: Table) -> None:
+        """Nothing to do: SQLite numbers new rows after the largest number present."""
+
+    @_reading
+    def wipe(self) -> None:
+        _copy.wipe(self._conn())
 
 
 class _SQLiteTx(SQLiteControlVerbs):

@@ -1,0 +1,70 @@
+"""The SQLite side of ``store/_copy.py``: a file's tables read in one snapshot and loaded in
+batches (one ``BEGIN IMMEDIATE`` transaction per batch)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+
+from stepline.store._copy import TABLES, Row, Table, normalized
+
+
+def select_all(table: Table) -> str:
+    columns = ", ".join(table.columns)
+    return f"SELECT {columns} FROM {table.name} ORDER BY {', '.join(table.key)}"
+
+
+def insert(table: Table) -> str:
+    marks = ", ".join("?" for _ in table.columns)
+    return f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})"
+
+
+def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name <> 'schema_version'"
+        )
+    ]
+    return {name: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({name})")) for name in names}
+
+
+class SQLiteSnapshot:
+    """A read transaction on its own connection: in WAL mode it sees the file as of its first
+    read while writers carry on."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def count(self, table: Table) -> int:
+        row = self._conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()
+        return int(row[0])
+
+    def rows(self, table: Table, batch: int) -> Iterator[list[Row]]:
+        cursor = self._conn.execute(select_all(table))
+        while chunk := cursor.fetchmany(batch):
+            yield [normalized(table, r) for r in chunk]
+
+
+def load_rows(conn: sqlite3.Connection, table: Table, rows: Sequence[Row]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(insert(table), rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def wipe(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table.name}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,343 @@
+"""`stepline db copy`: a SQLite installation with runs in flight moves to PostgreSQL and its runs
+finish there, every step body run once; every table the schemas hold is copied, both ways."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from _polling import until
+from click.testing import CliRunner
+
+from stepline import (
+    App,
+    BatchEvents,
+    CancelOn,
+    Context,
+    Debounce,
+    Event,
+    RateLimit,
+    Singleton,
+    TriggerCron,
+    TriggerEvent,
+)
+from stepline.cli import cli
+from stepline.store import SQLiteStore
+from stepline.store._copy import TABLES, CopyRefused, Row, copy_database
+from stepline.store.postgres import PostgresStore
+from stepline.store.records import WorkerRecord
+from stepline.testing import MockClock, TestEngine
+
+HOUR = 3600.0
+
+
+def _counting(calls: Counter[str], name: str) -> Callable[[], str]:
+    def body() -> str:
+        calls[name] += 1
+        return name
+
+    return body
+
+
+def _mover_app(calls: Counter[str]) -> App:
+    """Functions that leave runs in every in-flight state a copy must carry."""
+    app = App("movers")
+
+    @app.function(id="sleeper", trigger=TriggerEvent("go"))
+    async def sleeper(ctx: Context) -> Any:
+        n = ctx.event.data["n"]
+        await ctx.step.run("before", _counting(calls, f"sleeper{n}.before"))
+        await ctx.step.sleep("nap", "1h")
+        await ctx.step.run("after", _counting(calls, f"sleeper{n}.after"))
+        return f"slept{n}"
+
+    @app.function(
+        id="waiter",
+        trigger=TriggerEvent("order/created"),
+        cancel_on=[CancelOn("order/cancelled", match="data.orderId")],
+        singleton=Singleton(key="event.data.orderId", mode="skip"),
+    )
+    async def waiter(ctx: Context) -> Any:
+        await ctx.step.run("before", _counting(calls, "waiter.before"))
+        paid = await ctx.step.wait_for_event(
+            "paid", event="payment/received", match="data.orderId", timeout="1d"
+        )
+        await ctx.step.run("after", _counting(calls, "waiter.after"))
+        return None if paid is None else paid.data["amount"]
+
+    @app.function(id="flaky", trigger=TriggerEvent("call"))
+    async def flaky(ctx: Context) -> Any:
+        def call() -> str:
+            calls["flaky.call"] += 1
+            if calls["flaky.call"] == 1:
+                raise RuntimeError("first attempt fails")
+            return "answered"
+
+        return await ctx.step.run("call", call)
+
+    @app.function(id="debounced", trigger=TriggerEvent("typed"), debounce=Debounce(period="5m"))
+    async def debounced(ctx: Context) -> Any:
+        return await ctx.step.run("save", _counting(calls, "debounced.save"))
+
+    @app.function(
+        id="batched", trigger=TriggerEvent("item"), batch_events=BatchEvents(10, timeout="5m")
+    )
+    async def batched(ctx: Context) -> Any:
+        await ctx.step.run("store", _counting(calls, "batched.store"))
+        return len(ctx.events)
+
+    @app.function(
+        id="gated",
+        trigger=TriggerEvent("sync"),
+        idempotency="event.data.id",
+        rate_limit=RateLimit(limit=1, period="1h", key="event.data.user"),
+    )
+    async def gated(ctx: Context) -> Any:
+        return await ctx.step.run("sync", _counting(calls, "gated.sync"))
+
+    @app.function(id="later", trigger=TriggerEvent("later"))
+    async def later(ctx: Context) -> Any:
+        return await ctx.step.run("work", _counting(calls, "later.work"))
+
+    @app.function(id="yearly", trigger=TriggerCron("0 0 1 1 *"))
+    async def yearly(ctx: Context) -> Any:
+        return await ctx.step.run("tick", _counting(calls, "yearly.tick"))
+
+    return app
+
+
+async def _build_installation(path: Path, calls: Counter[str]) -> tuple[App, MockClock]:
+    """A SQLite file holding a sleeping run, a run waiting for an event, a run in its retry
+    backoff, a debounce and a batch not yet due, runs of a paused function, queued runs no
+    worker has leased, and the flow-control state these leave (dedup ids, idempotency keys,
+    GCRA buckets, skips, singleton keys, cancel matchers, cron schedules)."""
+    app = _mover_app(calls)
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=path, clock=clock) as t:
+        await app.pause_function("later")
+        await t.send(
+            [
+                Event("go", {"n": 1}),
+                Event("order/created", {"orderId": "o-1"}),
+                Event("call"),
+                Event("typed", {"text": "h"}),
+                Event("item", {"i": 1}),
+                Event("item", {"i": 2}),
+                Event("sync", {"id": "s-1", "user": "u"}, id="sender-1"),
+                Event("sync", {"id": "s-2", "user": "u"}),
+                Event("later"),
+            ]
+        )
+        await t.tick()
+        await until(
+            "the first steps before the copy",
+            lambda: (
+                calls["sleeper1.before"] == calls["waiter.before"] == calls["gated.sync"] == 1
+                and calls["flaky.call"] == 1
+            ),
+        )
+
+        async def settled() -> bool:
+            status = {r.function_id: r.status for r in await t.runs(limit=100)}
+            return status == {
+                "sleeper": "SLEEPING",
+                "waiter": "WAITING",
+                "flaky": "RETRYING",
+                "gated": "COMPLETED",
+                "later": "QUEUED",
+            }
+
+        await until("runs sleeping, waiting and in their backoff", settled)
+    # queued runs that no worker has leased yet
+    app.attach(SQLiteStore(path), clock)
+    await app.send_async([Event("go", {"n": 2}), Event("go", {"n": 3})])
+    app.close()
+    return app, clock
+
+
+async def test_in_flight_runs_move_from_sqlite_to_postgresql_and_finish_there(
+    tmp_path: Path, pg_url: str
+) -> None:
+    calls: Counter[str] = Counter()
+    path = tmp_path / "before.db"
+    app, clock = await _build_installation(path, calls)
+    before = dict(calls)
+
+    result = CliRunner().invoke(cli, ["db", "copy", f"sqlite:///{path}", pg_url])
+    assert result.exit_code == 0, result.output
+    assert "copied" in result.output
+
+    moved = MockClock(clock.now(), autojump=False)
+    async with TestEngine(app, store=pg_url, clock=moved) as t:
+        assert calls == before  # nothing ran again on start
+        await app.resume_function("later")
+        await t.send(Event("payment/received", {"orderId": "o-1", "amount": 42}))
+        moved.advance(HOUR + 600)  # the sleep, the debounce, the batch and the backoff are due
+        await t.tick()
+
+        seen: list[str] = []
+
+        async def statuses(expected: list[str]) -> bool:
+            seen[:] = sorted(f"{r.function_id}:{r.status}" for r in await t.runs(limit=100))
+            return seen == sorted(expected)
+
+        done = ["batched", "debounced", "flaky", "gated", "later", "sleeper", "waiter"]
+        try:
+            # the queued runs started after the copy: their sleep began on PostgreSQL
+            first = [f"{f}:COMPLETED" for f in done] + ["sleeper:SLEEPING"] * 2
+            await until("the copied runs to complete", lambda: statuses(first), timeout=30)
+            moved.advance(HOUR + 1)
+            await t.tick()
+            last = [f"{f}:COMPLETED" for f in done] + ["sleeper:COMPLETED"] * 2
+            await until("the queued runs to complete", lambda: statuses(last), timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {seen}") from None
+        runs = await t.runs(limit=100)
+    outputs = sorted(str(r.output) for r in runs)
+    expected = ["slept1", "slept2", "slept3", "42", "answered", "2", "gated.sync", "later.work"]
+    assert outputs == sorted([*expected, "debounced.save"])
+    assert calls == {
+        "sleeper1.before": 1,
+        "sleeper1.after": 1,
+        "sleeper2.before": 1,
+        "sleeper2.after": 1,
+        "sleeper3.before": 1,
+        "sleeper3.after": 1,
+        "waiter.before": 1,
+        "waiter.after": 1,
+        "flaky.call": 2,  # the failed attempt before the copy, the retry after it
+        "debounced.save": 1,
+        "batched.store": 1,
+        "gated.sync": 1,
+        "later.work": 1,
+    }
+
+
+def _dump(store: SQLiteStore | PostgresStore) -> dict[str, list[Row]]:
+    with store.snapshot() as snap:
+        return {t.name: [row for rows in snap.rows(t, 7) for row in rows] for t in TABLES}
+
+
+async def test_every_table_is_copied_both_ways_unchanged(tmp_path: Path, pg_url: str) -> None:
+    calls: Counter[str] = Counter()
+    path = tmp_path / "source.db"
+    await _build_installation(path, calls)
+    source = SQLiteStore(path)
+    with source.transaction() as tx:  # state a running installation holds besides runs
+        tx.register_worker(WorkerRecord("w-1", "movers", ("sleeper",), 1.0, 2.0, 3.0))
+        tx.put_sdk_app("movers", "js-app", b'{"functions": []}', 4.0)
+    original = _dump(source)
+    empty = [name for name, rows in original.items() if not rows]
+    assert not empty, f"the installation leaves these tables empty: {empty}"
+
+    target = PostgresStore(pg_url)
+    back = SQLiteStore(tmp_path / "back.db")
+    try:
+        plan = copy_database(source, target, batch=7)
+        assert plan.counts == {name: len(rows) for name, rows in original.items()}
+        assert _dump(target) == original
+        copy_database(target, back, batch=5)
+        assert _dump(back) == original
+        # numbers PostgreSQL gives next follow the copied ones
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute(
+                "INSERT INTO skips (event_id, function_id, reason, at) VALUES "
+                "('e', 'f', 'r', 0) RETURNING seq"
+            ).fetchone()
+        assert row is not None
+        assert row[0] > max(r[0] for r in original["skips"])
+    finally:
+        source.close()
+        target.close()
+        back.close()
+
+
+def test_the_copy_knows_every_table_and_column_of_both_schemas(tmp_path: Path, pg_url: str) -> None:
+    """A migration adding a table or a column without copy support fails here (and the copy
+    itself refuses such a database)."""
+    sqlite = SQLiteStore(tmp_path / "schema.db")
+    postgres = PostgresStore(pg_url)
+    try:
+        sqlite.migrate()
+        known = {t.name: set(t.columns) for t in TABLES}
+        for store in (sqlite, postgres):
+            found = {name: set(columns) for name, columns in store.table_columns().items()}
+            assert found == known
+        with psycopg.connect(pg_url) as conn:
+            types = {
+                (r[0], r[1]): r[2]
+                for r in conn.execute(
+                    "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                    "WHERE table_schema = current_schema()"
+                )
+            }
+        for table in TABLES:
+            for column in table.columns:
+                kind = types[(table.name, column)]
+                assert (kind == "boolean") == (column in table.flags), (table.name, column)
+                assert (kind == "bytea") == (column in table.blobs), (table.name, column)
+    finally:
+        sqlite.close()
+        postgres.close()
+
+
+def test_a_table_without_copy_support_is_refused(tmp_path: Path, pg_url: str) -> None:
+    source = SQLiteStore(tmp_path / "extra.db")
+    target = PostgresStore(pg_url)
+    try:
+        source.migrate()
+        with source.transaction():
+            pass
+        source._conn().execute("CREATE TABLE shiny_new_state (k TEXT)")
+        with pytest.raises(CopyRefused, match="shiny_new_state"):
+            copy_database(source, target)
+    finally:
+        source.close()
+        target.close()
+
+
+def test_a_non_empty_target_is_refused_unless_replaced(tmp_path: Path, pg_url: str) -> None:
+    first, second = SQLiteStore(tmp_path / "a.db"), SQLiteStore(tmp_path / "b.db")
+    try:
+        for store, run in ((first, "a"), (second, "b")):
+            store.migrate()
+            with store.transaction() as tx:
+                tx.put_sdk_app("app", run, b"{}", 1.0)
+        runner = CliRunner()
+        copied = runner.invoke(cli, ["db", "copy", f"sqlite:///{tmp_path / 'a.db'}", pg_url])
+        assert copied.exit_code == 0, copied.output
+        refused = runner.invoke(cli, ["db", "copy", f"sqlite:///{tmp_path / 'b.db'}", pg_url])
+        assert refused.exit_code == 1
+        assert "not empty" in refused.output
+        replaced = runner.invoke(
+            cli, ["db", "copy", f"sqlite:///{tmp_path / 'b.db'}", pg_url, "--replace"]
+        )
+        assert replaced.exit_code == 0, replaced.output
+        target = PostgresStore(pg_url)
+        try:
+            assert [name for name, _ in target.sdk_apps("app")] == ["b"]
+        finally:
+            target.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_live_workers_on_the_source_are_refused(tmp_path: Path, pg_url: str) -> None:
+    source = SQLiteStore(tmp_path / "live.db")
+    try:
+        source.migrate()
+        with source.transaction() as tx:
+            tx.register_worker(WorkerRecord("w-9", "app", ("f",), 0.0, 0.0, 4e9))
+    finally:
+        source.close()
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    refused = CliRunner().invoke(cli, ["db", "copy", url, pg_url])
+    assert refused.exit_code == 1
+    assert "w-9" in refused.output
+    forced = CliRunner().invoke(cli, ["db", "copy", url, pg_url, "--ignore-live-workers"])
+    assert forced.exit_code == 0, forced.output
