@@ -48,6 +48,8 @@ from stepline.store.records import (
 T = TypeVar("T")
 
 PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
+# rows of each kind one purge deletes: a small transaction; a full batch goes on next round
+PURGE_BATCH = 1_000
 
 
 class RunView(Protocol):
@@ -356,10 +358,12 @@ class Engine:
         compare-and-set), and ticks missed while no worker ran collapse into one catch-up."""
         with tx.savepoint():
             if now >= self._next_purge:
-                self._next_purge = now + PURGE_EVERY
-                tx.purge_expired(now)
+                more = tx.purge_expired(now, PURGE_BATCH) >= PURGE_BATCH
                 if self.retention is not None:
-                    tx.purge_before(now - self.retention, 10_000)
+                    purged = tx.purge_before(now - self.retention, PURGE_BATCH)
+                    more = more or purged.full(PURGE_BATCH)
+                # a full batch: the next round (another transaction) goes on; else in an hour
+                self._next_purge = now if more else now + PURGE_EVERY
             # a debounce's or batch's run may replace a singleton run: announced like ingestion's
             self.announce_cancellations(tx, tx.flush_deferrals(now), now)
             for row in tx.due_crons(now, self.served):

@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
 from stepline.engine._system_events import FUNCTION_FAILED
 from stepline.engine.changes import Change
-from stepline.engine.engine import Engine
+from stepline.engine.engine import PURGE_BATCH, Engine
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 from stepline.expressions import ExpressionEvaluationError, compile_expression
@@ -42,12 +43,13 @@ from stepline.sdk.run import HistoryEntry, Run
 from stepline.sdk.search import RunSearch, compile_search, is_match, search_activation
 from stepline.sdk.triggers import TriggerEvent
 from stepline.sdk.waiting import WaitingOn, waiting_on
-from stepline.store import Store, open_store
+from stepline.store import Store, StoreTx, open_store
 from stepline.store.records import (
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
     EventFilter,
     EventRecord,
+    Purged,
     RunFilter,
     SkipRecord,
     StepRecord,
@@ -554,10 +556,17 @@ class App:
 
     async def purge_runs(self, *, before: datetime, limit: int = 10_000) -> int:
         """Delete runs that ended before ``before`` (at most ``limit``), with their steps and
-        history, and the events and skip records older than it that no remaining run uses.
-        Returns the number of runs deleted."""
+        history, and the events and skip records older than it that no remaining run uses, in
+        small batches (one short transaction each). Returns the number of runs deleted."""
         cutoff = before.timestamp()
-        return await self.engine.writer.write(lambda tx: tx.purge_before(cutoff, limit))
+        deleted = 0
+        while deleted < limit:
+            batch = min(PURGE_BATCH, limit - deleted)
+            purged = await self.engine.writer.write(partial(_purge, cutoff=cutoff, limit=batch))
+            deleted += purged.runs
+            if not purged.full(batch):
+                break
+        return deleted
 
     async def waiting_on(self, runs: Sequence[Run]) -> dict[str, WaitingOn]:
         """Why each of these runs that has not ended is not running now (sleeping until T,
@@ -644,3 +653,7 @@ def on_stop_signals(
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handler, sig)
+
+
+def _purge(tx: StoreTx, *, cutoff: float, limit: int) -> Purged:
+    return tx.purge_before(cutoff, limit)

@@ -29,6 +29,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     PassCommit,
+    Purged,
     QueueState,
     RunFilter,
     RunRecord,
@@ -74,16 +75,19 @@ class StoreTx(Protocol):
         """Make a group of verbs all-or-nothing inside the transaction."""
         ...
 
-    def purge_expired(self, now: float) -> int:
-        """Delete flow-control state that can no longer matter: sender ids and idempotency keys
-        seen more than 24 h ago, GCRA buckets whose arrival time has passed, workers not alive
-        for 24 h. Returns the count."""
+    def purge_expired(self, now: float, limit: int = 10_000) -> int:
+        """Delete flow-control state that can no longer matter, up to ``limit`` rows of each
+        kind (a small batch: call again while it returns ``limit`` or more): sender ids and
+        idempotency keys seen more than 24 h ago, GCRA buckets whose arrival time has passed,
+        workers not alive for 24 h. Returns the count."""
         ...
 
-    def purge_before(self, cutoff: float, limit: int) -> int:
+    def purge_before(self, cutoff: float, limit: int) -> Purged:
         """Delete up to ``limit`` runs that ended before ``cutoff`` with their steps and
-        history, then the events no remaining run refers to that were received before
-        ``cutoff``, and skips recorded before it. Returns the number of runs deleted."""
+        history, then up to ``limit`` of the events no remaining run (or debounce or batch)
+        refers to that were received before ``cutoff``, and up to ``limit`` skips recorded
+        before it (a small batch: call again while ``Purged.full(limit)``). Rows another
+        transaction holds locked are skipped, never waited for."""
         ...
 
     def flush_deferrals(self, now: float) -> list[IngestResult]:

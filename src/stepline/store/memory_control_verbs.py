@@ -18,6 +18,7 @@ from stepline.store.records import (
     HistoryRecord,
     IngestResult,
     NewRun,
+    Purged,
     StepRecord,
 )
 
@@ -123,15 +124,15 @@ class MemoryControlVerbs:
         self._put(self._s._crons, key, replace(row, next_at=next_at))
         return True
 
-    def purge_expired(self, now: float) -> int:
+    def purge_expired(self, now: float, limit: int = 10_000) -> int:
         s = self._s
         horizon = now - IDEMPOTENCY_WINDOW
         stale = [
-            (s._dedup, [k for k, seen in s._dedup.items() if seen < horizon]),
-            (s._idempotency, [k for k, seen in s._idempotency.items() if seen < horizon]),
-            (s._gcra, [k for k, tat in s._gcra.items() if tat < now]),
+            (s._dedup, [k for k, seen in s._dedup.items() if seen < horizon][:limit]),
+            (s._idempotency, [k for k, seen in s._idempotency.items() if seen < horizon][:limit]),
+            (s._gcra, [k for k, tat in s._gcra.items() if tat < now][:limit]),
         ]
-        gone = [k for k, w in s._workers.items() if w.expires_at < horizon]
+        gone = [k for k, w in s._workers.items() if w.expires_at < horizon][:limit]
         with self._verb():
             for table, keys in stale:
                 for key in keys:
@@ -140,7 +141,7 @@ class MemoryControlVerbs:
                 self._pop(s._workers, key)
         return sum(len(keys) for _, keys in stale) + len(gone)
 
-    def purge_before(self, cutoff: float, limit: int) -> int:
+    def purge_before(self, cutoff: float, limit: int) -> Purged:
         s = self._s
         ended = [
             r.run_id
@@ -156,15 +157,19 @@ class MemoryControlVerbs:
                 self._pop(s._cancelled_leases, run_id)
             referenced = {e for r in s._runs.values() for e in r.event_ids}
             referenced |= {e for row in s._deferrals.values() for e in row.event_ids}
-            for event_id, event in list(s._events.items()):
-                if event_id not in referenced and s._received.get(event_id, event.ts) < cutoff:
-                    self._pop(s._events, event_id)
-                    self._pop(s._received, event_id)
-                    self._pop(s._duplicates, event_id)
-            for seq, skip in list(s._skips.items()):
-                if skip.at < cutoff:
-                    self._pop(s._skips, seq)
-        return len(ended)
+            events = [
+                event_id
+                for event_id, event in s._events.items()
+                if event_id not in referenced and s._received.get(event_id, event.ts) < cutoff
+            ][:limit]
+            for event_id in events:
+                self._pop(s._events, event_id)
+                self._pop(s._received, event_id)
+                self._pop(s._duplicates, event_id)
+            skips = [seq for seq, skip in s._skips.items() if skip.at < cutoff][:limit]
+            for seq in skips:
+                self._pop(s._skips, seq)
+        return Purged(len(ended), len(events), len(skips))
 
     def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
         with self._verb():

@@ -377,6 +377,19 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Purged:
+    """What one ``purge_before`` deleted: runs (with their steps and history), events, skips."""
+
+    runs: int = 0
+    events: int = 0
+    skips: int = 0
+
+    def full(self, limit: int) -> bool:
+        """Whether a kind filled its batch: more may be left to delete."""
+        return max(self.runs, self.events, self.skips) >= limit
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     """Counts for monitoring: runs per status, unfinished runs in the queue
     (``queue_depth``), those due now and not leased (``due_now``), and the due time of the

@@ -319,9 +319,17 @@ SELECT %s, hash, step_id, kind, position, status, output, error, attempts, due_a
 FROM steps WHERE run_id = %s AND position < %s AND status = 'COMPLETED'"""
 
 # -- retention ------------------------------------------------------------------------------------
-PURGE_SENDER_IDS = "DELETE FROM event_ids WHERE seen_at < %s"
-PURGE_IDEMPOTENCY = "DELETE FROM idempotency WHERE seen_at < %s"
-PURGE_GCRA = "DELETE FROM gcra WHERE tat < %s"
+# purges delete a bounded batch (the last parameter) per statement, skipping rows another
+# transaction holds (a flow-control decision in flight) instead of waiting for them
+PURGE_SENDER_IDS = """
+DELETE FROM event_ids WHERE sender_id IN (
+  SELECT sender_id FROM event_ids WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)"""
+PURGE_IDEMPOTENCY = """
+DELETE FROM idempotency WHERE key IN (
+  SELECT key FROM idempotency WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)"""
+PURGE_GCRA = """
+DELETE FROM gcra WHERE bucket IN (
+  SELECT bucket FROM gcra WHERE tat < %s LIMIT %s FOR UPDATE SKIP LOCKED)"""
 ENDED_BEFORE = """
 SELECT run_id FROM runs
 WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND ended_at < %s
@@ -331,11 +339,15 @@ DELETE_STEPS_OF_RUNS = "DELETE FROM steps WHERE run_id = ANY(%s)"
 DELETE_HISTORY_OF_RUNS = "DELETE FROM history WHERE run_id = ANY(%s)"
 DELETE_RUN_EVENTS_OF_RUNS = "DELETE FROM run_events WHERE run_id = ANY(%s)"
 PURGE_EVENTS = """
-DELETE FROM events WHERE received_at < %s
-  AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
-  AND NOT EXISTS (SELECT 1 FROM deferrals
-                  WHERE deferrals.event_ids::jsonb ? events.internal_id)"""
-PURGE_SKIPS = "DELETE FROM skips WHERE at < %s"
+DELETE FROM events WHERE internal_id IN (
+  SELECT internal_id FROM events WHERE received_at < %s
+    AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
+    AND NOT EXISTS (SELECT 1 FROM deferrals
+                    WHERE deferrals.event_ids::jsonb ? events.internal_id)
+  ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"""
+PURGE_SKIPS = """
+DELETE FROM skips WHERE seq IN (
+  SELECT seq FROM skips WHERE at < %s ORDER BY at LIMIT %s FOR UPDATE SKIP LOCKED)"""
 
 # -- schema ---------------------------------------------------------------------------------------
 TABLE_NAMES = """

@@ -54,6 +54,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     PassCommit,
+    Purged,
     RunEnd,
     StepRecord,
     WaitMatcher,
@@ -545,16 +546,16 @@ class PostgresTx:
             c.execute(q.DELETE_WORKER_FUNCTIONS, (worker_id,))
             c.execute(q.DELETE_WORKER, (worker_id,))
 
-    def purge_expired(self, now: float) -> int:
+    def purge_expired(self, now: float, limit: int = 10_000) -> int:
         with self._savepoint() as c:
             horizon = now - IDEMPOTENCY_WINDOW
-            count = c.execute(q.PURGE_SENDER_IDS, (horizon,)).rowcount
-            count += c.execute(q.PURGE_IDEMPOTENCY, (horizon,)).rowcount
+            count = c.execute(q.PURGE_SENDER_IDS, (horizon, limit)).rowcount
+            count += c.execute(q.PURGE_IDEMPOTENCY, (horizon, limit)).rowcount
             c.execute(q.PURGE_WORKERS, (horizon,))
             count += c.execute(q.PURGE_WORKER_ROWS, (horizon,)).rowcount
-            return count + c.execute(q.PURGE_GCRA, (now,)).rowcount
+            return count + c.execute(q.PURGE_GCRA, (now, limit)).rowcount
 
-    def purge_before(self, cutoff: float, limit: int) -> int:
+    def purge_before(self, cutoff: float, limit: int) -> Purged:
         with self._savepoint() as c:
             run_ids = [r[0] for r in c.execute(q.ENDED_BEFORE, (cutoff, limit))]
             if run_ids:
@@ -565,9 +566,9 @@ class PostgresTx:
                     q.DELETE_RUNS,
                 ):
                     c.execute(statement, (run_ids,))
-            c.execute(q.PURGE_EVENTS, (cutoff,))
-            c.execute(q.PURGE_SKIPS, (cutoff,))
-            return len(run_ids)
+            events = c.execute(q.PURGE_EVENTS, (cutoff, limit)).rowcount
+            skips = c.execute(q.PURGE_SKIPS, (cutoff, limit)).rowcount
+            return Purged(len(run_ids), events, skips)
 
     def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
         with self._savepoint() as c:

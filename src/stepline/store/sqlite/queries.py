@@ -328,9 +328,13 @@ SELECT ?, hash, step_id, kind, position, status, output, error, attempts, due_at
 FROM steps WHERE run_id = ? AND position < ? AND status = 'COMPLETED'"""
 
 # -- retention ------------------------------------------------------------------------------------
-PURGE_SENDER_IDS = "DELETE FROM event_ids WHERE seen_at < ?"
-PURGE_IDEMPOTENCY = "DELETE FROM idempotency WHERE seen_at < ?"
-PURGE_GCRA = "DELETE FROM gcra WHERE tat < ?"
+# purges delete a bounded batch (the last parameter) per statement
+PURGE_SENDER_IDS = """
+DELETE FROM event_ids WHERE sender_id IN (
+  SELECT sender_id FROM event_ids WHERE seen_at < ? LIMIT ?)"""
+PURGE_IDEMPOTENCY = """
+DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE seen_at < ? LIMIT ?)"""
+PURGE_GCRA = "DELETE FROM gcra WHERE bucket IN (SELECT bucket FROM gcra WHERE tat < ? LIMIT ?)"
 ENDED_BEFORE = """
 SELECT run_id FROM runs
 WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND ended_at < ? LIMIT ?"""
@@ -339,10 +343,12 @@ DELETE_STEPS_OF_RUN = "DELETE FROM steps WHERE run_id = ?"
 DELETE_HISTORY_OF_RUN = "DELETE FROM history WHERE run_id = ?"
 DELETE_RUN_EVENTS_OF_RUN = "DELETE FROM run_events WHERE run_id = ?"
 PURGE_EVENTS = """
-DELETE FROM events WHERE received_at < ?
-  AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
-  AND internal_id NOT IN (SELECT value FROM deferrals, json_each(deferrals.event_ids))"""
-PURGE_SKIPS = "DELETE FROM skips WHERE at < ?"
+DELETE FROM events WHERE internal_id IN (
+  SELECT internal_id FROM events WHERE received_at < ?
+    AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
+    AND internal_id NOT IN (SELECT value FROM deferrals, json_each(deferrals.event_ids))
+  LIMIT ?)"""
+PURGE_SKIPS = "DELETE FROM skips WHERE seq IN (SELECT seq FROM skips WHERE at < ? LIMIT ?)"
 
 TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
 
