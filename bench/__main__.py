@@ -36,6 +36,11 @@ WORKLOADS = (
         if w not in CORE_WORKLOADS
     ),
 )
+# python -m bench --pg: the workloads that compare with DBOS on one PostgreSQL server, plus
+# throughput with several worker processes and event latency from another process
+PG_WORKLOADS = (
+    "floor", "per_step", "throughput", "latency", "recovery", "processes", "remote_latency",
+)  # fmt: skip
 
 
 def _dbos_status() -> tuple[bool, str]:
@@ -112,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (and logs)")
     parser.add_argument("--plain", action="store_true", help="plain text table, no colours")
     parser.add_argument(
+        "--pg",
+        action="store_true",
+        help="run on PostgreSQL: a durable throwaway cluster (fsync on) started in the scratch "
+        f"folder, Stepline and DBOS on it; workloads {', '.join(PG_WORKLOADS)}",
+    )
+    parser.add_argument(
         "--scale-runs",
         type=int,
         metavar="N",
@@ -128,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    selected = list(WORKLOADS)
+    known = PG_WORKLOADS if args.pg else WORKLOADS
+    selected = list(known)
     if args.only:
         wanted = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in WORKLOADS]
+        unknown = [n for n in wanted if n not in known]
         if unknown:
-            parser.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
-        selected = [w for w in WORKLOADS if w in wanted]
+            parser.error(f"unknown workload(s) {unknown}; choose from {', '.join(known)}")
+        selected = [w for w in known if w in wanted]
     sizes = Sizes.quick() if args.quick else Sizes.full()
     if args.scale_runs:
         sizes = dataclasses.replace(sizes, scale_runs=args.scale_runs)
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: Results = {}
     started = time.perf_counter()
+    cluster = _start_pg(root) if args.pg else None
     try:
         for workload in selected:
             results[workload] = {}
@@ -167,15 +180,18 @@ def main(argv: list[str] | None = None) -> int:
                 status = "error: " + figure["error"] if "error" in figure else "ok"
                 print(f"{time.perf_counter() - t0:6.1f} s  {status}", file=sys.stderr, flush=True)
     finally:
+        if cluster is not None:
+            _stop_pg(cluster)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     machine["load_after"] = _load()
     machine["seconds"] = round(time.perf_counter() - started, 1)
 
-    entries = table_rows(sizes, results)
+    entries = table_rows(sizes, results, postgres=cluster is not None)
+    database = f"PostgreSQL {cluster.version}" if cluster else f"SQLite {machine['sqlite']}"
     title = (
         f"Stepline benchmarks ({'quick' if args.quick else 'full'}; {machine['cpus']} CPUs; "
-        f"SQLite {machine['sqlite']}; DBOS {dbos_info if dbos_ok else 'not run'}; "
+        f"{database}; DBOS {dbos_info if dbos_ok else 'not run'}; "
         f"load {machine['load_before'][0]:.2f}→{machine['load_after'][0]:.2f})"
     )
     render(entries, title, plain=args.plain)
@@ -191,6 +207,39 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return 0
+
+
+@dataclasses.dataclass
+class _Cluster:
+    cluster: Any
+    version: str
+
+
+def _start_pg(root: Path) -> _Cluster:
+    """A durable throwaway cluster (fsync, synchronous_commit and full_page_writes on) in the
+    scratch folder, the same way the test run starts its own (``tests/pgcluster.py``)."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from pgcluster import start_cluster
+
+    root.chmod(0o755)  # PostgreSQL's own user must reach the cluster's folder inside
+    folder = root / "pg"
+    folder.mkdir()
+    cluster = start_cluster(folder, durable=True)
+    os.environ["STEPLINE_BENCH_PG"] = cluster.url("postgres")
+    os.environ["STEPLINE_BENCH_PG_DATA"] = cluster.data
+    version = subprocess.run(
+        [f"{cluster.bindir}/postgres", "--version"], capture_output=True, text=True
+    ).stdout.split()[2]  # "postgres (PostgreSQL) 15.18 (Debian ...)"
+    print(f"PostgreSQL {version} (durable) on port {cluster.port}", file=sys.stderr, flush=True)
+    return _Cluster(cluster, version)
+
+
+def _stop_pg(found: _Cluster) -> None:
+    from pgcluster import stop_cluster
+
+    stop_cluster(found.cluster)
+    os.environ.pop("STEPLINE_BENCH_PG", None)
+    os.environ.pop("STEPLINE_BENCH_PG_DATA", None)
 
 
 def _notes(results: Results) -> list[str]:

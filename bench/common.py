@@ -118,8 +118,32 @@ async def poll_until(
         await asyncio.sleep(interval)
 
 
+PG_VARIABLE = "STEPLINE_BENCH_PG"  # a PostgreSQL server URL: the workloads run on it (--pg)
+
+
+def pg_server() -> str | None:
+    """The PostgreSQL server the workloads run on (``python -m bench --pg``), else None."""
+    return os.environ.get(PG_VARIABLE) or None
+
+
+def pg_database(name: str) -> str:
+    """A fresh database ``name`` on the bench's PostgreSQL server (dropped first); its URL."""
+    import psycopg
+
+    server = pg_server()
+    assert server is not None, f"{PG_VARIABLE} is not set"
+    dbname = "".join(c if c.isalnum() else "_" for c in name.lower())
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'.encode())
+        conn.execute(f'CREATE DATABASE "{dbname}"'.encode())
+    return f"{server.rsplit('/', 1)[0]}/{dbname}"
+
+
 def stepline_db(workdir: Path, name: str) -> str:
-    """A fresh SQLite file for Stepline (default durability: WAL + synchronous=FULL)."""
+    """A fresh SQLite file for Stepline (default durability: WAL + synchronous=FULL), or a
+    fresh PostgreSQL database with ``--pg``."""
+    if pg_server():
+        return pg_database(f"sl_{name}")
     path = workdir / f"{name}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
@@ -127,7 +151,10 @@ def stepline_db(workdir: Path, name: str) -> str:
 
 
 def dbos_db(workdir: Path, name: str) -> str:
-    """A fresh SQLite system database URL for DBOS."""
+    """A fresh SQLite system database URL for DBOS, or a fresh PostgreSQL database with
+    ``--pg`` (the same server as Stepline's)."""
+    if pg_server():
+        return pg_database(f"dbos_{name}")
     path = workdir / f"{name}.dbos.sqlite"
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(str(path) + suffix).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Sizes, median, percentile
+from bench.common import Sizes, median, percentile, pg_database, pg_server
 
 ROW = b"x" * 200
 
@@ -46,9 +46,46 @@ class CommitLoop:
         self.conn.close()
 
 
+class PgCommitLoop:
+    """One synchronous PostgreSQL commit of one small row (``INSERT`` in autocommit, the
+    server's ``synchronous_commit=on``: the commit returns once its WAL is flushed)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.mode = "postgresql"
+        self.conn.execute("DROP TABLE IF EXISTS bench_floor")
+        self.conn.execute("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, v bytea NOT NULL)")
+        self.commits(20)
+
+    def commits(self, n: int) -> list[float]:
+        conn, samples = self.conn, []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.execute("INSERT INTO bench_floor (v) VALUES (%s)", (ROW,))
+            samples.append(time.perf_counter() - t0)
+        return samples
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def commit_loop(workdir: Path, name: str) -> CommitLoop | PgCommitLoop:
+    """The floor timed next to a workload: a SQLite file in Stepline's mode, or with ``--pg``
+    a table in a database of the same PostgreSQL server."""
+    if pg_server():
+        return PgCommitLoop(pg_database(f"floor_{name}"))
+    return CommitLoop(workdir / f"{name}.db")
+
+
 def measure_commits(path: Path, journal_mode: str, synchronous: str, n: int) -> dict[str, Any]:
     """Milliseconds per durable commit of one small row."""
-    loop = CommitLoop(path, journal_mode, synchronous)
+    loop: CommitLoop | PgCommitLoop
+    if pg_server():
+        loop = PgCommitLoop(pg_database("floor_alone"))
+    else:
+        loop = CommitLoop(path, journal_mode, synchronous)
     try:
         samples = loop.commits(n)
         mode = loop.mode
@@ -69,6 +106,10 @@ def run_stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
 
 def run_dbos(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    if pg_server():  # the same server: the same floor
+        result = measure_commits(workdir, "", "", sizes.floor_commits)
+        result["note"] = "the same synchronous PostgreSQL commit (DBOS runs on the same server)"
+        return result
     result = measure_commits(
         workdir / "floor-rollback.db", "DELETE", "FULL", sizes.floor_commits // 2
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Sizes, guard, median, stepline_db, wait_terminal, worker
-from bench.floor import CommitLoop
+from bench.floor import commit_loop
 
 FUNCTION_ID = "per-step"
 
@@ -47,7 +47,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     floor: list[float] = []
     tx_per_run: list[int] = []
     loop = asyncio.get_running_loop()
-    commits = CommitLoop(workdir / "floor.db")
+    commits = commit_loop(workdir, "per_step_floor")
     try:
         async with worker(app, concurrency=10):
             await asyncio.sleep(0.05)

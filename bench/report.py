@@ -278,10 +278,71 @@ def _cell(results: Results, row: Row, system: str) -> tuple[float | None, str]:
     return value, fmt(value, row.unit)
 
 
-def table_rows(sizes: Sizes, results: Results) -> list[dict[str, Any]]:
+def _at_most(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+    return lambda s, d, r: s <= limit
+
+
+def _at_least(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+    return lambda s, d, r: s >= limit
+
+
+def pg_rows(sizes: Sizes, results: Results) -> list[Row]:
+    """``python -m bench --pg`` (issue 8): Stepline and DBOS on one durable PostgreSQL."""
+    floor = _value(results, "per_step", "stepline", "floor_ms") or _value(
+        results, "floor", "stepline", "commit_p50_ms"
+    )
+    floor_text = f"2 x {floor:.3f} = {2 * floor:.2f} ms" if floor else "2x commit"
+    ttl = sizes.lease_ttl
+    runs = sizes.throughput_runs
+
+    def per_step(s: float, d: float | None, r: Results) -> bool | None:
+        return floor is not None and s <= 2 * floor
+
+    def throughput(s: float, d: float | None, r: Results) -> bool | None:
+        ratio = _better(s, d, True)
+        return s >= 1000 and (ratio is None or ratio >= 8)
+
+    at_most = _at_most
+    procs = [
+        row
+        for k in (1, 2, 4)
+        for row in (
+            Row(f"Throughput, {k} worker process{'es' if k > 1 else ''} ({2 * runs:,} runs x 3)",
+                "processes", f"p{k}_runs_per_s", "runs/s", True, "info", compare=False),
+            Row("  … worker processes' CPU (cores busy)", "processes", f"p{k}_workers_cpu",
+                "cores", False, "info", compare=False),
+            Row("  … PostgreSQL server's CPU (cores busy)", "processes", f"p{k}_server_cpu",
+                "cores", False, "info", compare=False),
+            Row("  … WAL fsyncs per run", "processes", f"p{k}_fsyncs_per_run", "fsyncs",
+                False, "info", compare=False),
+        )
+    ]  # fmt: skip
+    return [
+        Row("Synchronous PostgreSQL commit (floor, median)", "floor", "commit_p50_ms", "ms",
+            False, "reference (~0.29 ms class)", None, compare=False),
+        Row(f"Per-step overhead ({sizes.per_step_steps}-step run)", "per_step", "ms_per_step",
+            "ms", False, f"≤ 2x commit ({floor_text})", per_step),
+        Row(f"Throughput, 1 process, {runs:,} runs x 3 steps", "throughput", "runs_per_s",
+            "runs/s", True, "≥ 1,000 runs/s; ≥ 8x DBOS", throughput),
+        Row("  … group commit (write jobs per transaction)", "throughput",
+            "jobs_per_transaction", "jobs/tx", True, "> 1 (shared fsyncs)", _at_least(1.5),
+            compare=False),
+        *procs,
+        Row("Event → first step, p50, sent from another process (NOTIFY)", "remote_latency",
+            "p50_ms", "ms", False, "≤ 3 ms", at_most(3.0)),
+        Row("  … p99", "remote_latency", "p99_ms", "ms", False, "info", compare=False),
+        Row("Event → first step, p50, same process", "latency", "p50_ms", "ms", False, "info"),
+        Row("Recovery after SIGKILL: restart, same worker id", "recovery", "same_id_s", "s",
+            False, "at once (≤ 1 s)", at_most(1.0)),
+        Row("Recovery after SIGKILL: other worker", "recovery", "new_id_s", "s", False,
+            f"≤ lease TTL ({ttl:g} s)", at_most(ttl)),
+    ]  # fmt: skip
+
+
+def table_rows(sizes: Sizes, results: Results, *, postgres: bool = False) -> list[dict[str, Any]]:
     """The table as data (also what ``--json`` writes)."""
     out = []
-    for row in rows(sizes, results):
+    for row in pg_rows(sizes, results) if postgres else rows(sizes, results):
         if row.workload not in results:
             continue
         s, s_text = _cell(results, row, "stepline")
