@@ -106,17 +106,20 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
     """``start_app(kind, mode="cloud" | "dev")``: the SDK app of that kind (``"js"``: JS 4.x,
     ``"js3"``: JS 3.x, ``"py"``: Python) and mode, started once per test module; signing key
     ``KEY``, fallback key ``FALLBACK_KEY``; ``base_url``: where it registers and sends events
-    (by default a capture server's)."""
-    started: dict[tuple[str, str, str | None], SdkApp] = {}
+    (by default a capture server's); ``script``: another app file than ``app.js`` /
+    ``py_app.py`` (in ``js/`` for the JS kinds)."""
+    started: dict[tuple[str, str, str | None, str | None], SdkApp] = {}
 
-    def start(kind: str, mode: str = "cloud", base_url: str | None = None) -> SdkApp:
-        if (kind, mode, base_url) in started:
-            return started[kind, mode, base_url]
+    def start(
+        kind: str, mode: str = "cloud", base_url: str | None = None, script: str | None = None
+    ) -> SdkApp:
+        if (kind, mode, base_url, script) in started:
+            return started[kind, mode, base_url, script]
         if kind in ("js", "js3"):
             _npm_ci()
-            command, cwd = ["node", "app.js"], JS_DIR
+            command, cwd = ["node", script or "app.js"], JS_DIR
         else:
-            command, cwd = [sys.executable, "py_app.py"], HERE
+            command, cwd = [sys.executable, script or "py_app.py"], HERE
         capture = CaptureServer()
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
@@ -133,7 +136,7 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
         )
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
         app = SdkApp(kind, f"http://127.0.0.1:{port}/api/inngest", capture, process)
-        started[kind, mode, base_url] = app
+        started[kind, mode, base_url, script] = app
         _wait_ready(app)
         return app
 

@@ -61,6 +61,7 @@ from stepline.store.records import (
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from stepline.engine.driver import Driver
     from stepline.server.settings import ServerSettings
 
 
@@ -101,6 +102,7 @@ class App:
                 f"App retry_backoff must be a RetryBackoff, got {type(retry_backoff).__name__}"
             )
         self._functions: list[FunctionDef] = []
+        self._drivers: dict[str, tuple[Driver, Callable[[Engine], None] | None]] = {}
         self._engine: Engine | None = None
         self._retry_backoff = retry_backoff
 
@@ -212,16 +214,51 @@ class App:
         return self._engine
 
     def attach(self, store: Store, clock: Clock) -> Engine:
-        """Run this app on a given store and clock (used by ``stepline.testing``)."""
+        """Run this app on a given store and clock (used by ``stepline.testing``); the drivers
+        added to the app (``add_driver``) drive its functions there too."""
         if self._engine is not None:
             self._engine.close()
         engine = Engine(self.id, store, clock, self.limits, self.logger)
         engine.retention = self.retention
         engine.backoff = self.retry_backoff or RetryBackoff.INNGEST
+        for name, (driver, _) in self._drivers.items():
+            engine.add_driver(name, driver)
         for fn in self._functions:
             engine.register(fn)
         self._engine = engine
+        for _, on_attach in self._drivers.values():
+            if on_attach is not None:
+                on_attach(engine)
         return engine
+
+    @property
+    def attached(self) -> bool:
+        """True once the app runs on an engine (``engine`` used, or ``attach`` called)."""
+        return self._engine is not None
+
+    def add_driver(
+        self,
+        name: str,
+        driver: Driver,
+        on_attach: Callable[[Engine], None] | None = None,
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Drive the functions whose ``driver`` is ``name`` with ``driver``, on the engine the
+        app runs on now and on every engine it is attached to later; ``on_attach(engine)`` is
+        called after each such attach (and at once when the app is attached already), its
+        functions registered. Raises ``ConfigError`` when a driver of that name is added,
+        unless ``replace``."""
+        if name in self._drivers and not replace:
+            raise ConfigError(f"a driver named {name!r} is already added")
+        if self._engine is not None:
+            if name in self._engine.drivers:
+                self._engine.drivers[name] = driver
+            else:
+                self._engine.add_driver(name, driver)
+        self._drivers[name] = (driver, on_attach)
+        if self._engine is not None and on_attach is not None:
+            on_attach(self._engine)
 
     def close(self) -> None:
         """Close the database and the engine's threads."""

@@ -30,6 +30,7 @@ from stepline.drivers.inngest._sync import ServerKind, sync_request
 from stepline.errors import ConfigError
 
 if TYPE_CHECKING:
+    from stepline.engine.engine import Engine
     from stepline.sdk.app import App
 
 
@@ -57,15 +58,13 @@ class SdkApps:
         self.driver = driver or InngestDriver()
         self.server_kind: ServerKind = server_kind
         self.apps: dict[str, SyncedApp] = {}
-        if DRIVER not in app.engine.drivers:
-            app.engine.add_driver(DRIVER, self.driver)
-        _REGISTRY[app] = self
-        self._restore()
+        _REGISTRY[app] = self  # replacing the SDK apps set up before, if any
+        app.add_driver(DRIVER, self.driver, self._restore, replace=True)
 
-    def _restore(self) -> None:
-        """Register the apps synced before (stored by ``register``), as last synced; one that
-        no longer maps (Stepline changed) is logged and left for its next sync."""
-        engine = self.app.engine
+    def _restore(self, engine: Engine) -> None:
+        """Register the apps synced before into the store of ``engine`` (stored by
+        ``register``), as last synced; one that no longer maps (Stepline changed) is logged
+        and left for its next sync. Called whenever the app is attached to an engine."""
         for name, body in engine.store.sdk_apps(engine.app_id):
             try:
                 registration = parse_registration(body)

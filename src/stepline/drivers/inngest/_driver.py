@@ -11,7 +11,12 @@ backoff); this driver only turns replies into records, through the shared ``comm
 * ``Sleep``: a pending step and a timer; ``WaitForEvent``: a pending step and a wait (its
   ``if`` prepared against the trigger event); ``InvokeFunction``: a child run of the named
   function (any driver) whose end wakes the step;
-* ``StepPlanned``: a targeted request for that step (parallel steps), then a discovery request;
+* ``StepPlanned``: a targeted request for that step, every planned step's at once (parallel
+  steps), then one discovery request once none is in flight and nothing is pending (wait
+  mode), or one after each completed step of a race-mode group (``_Requests``);
+* a step in its retry backoff is not asked for before its retry time: a pass whose run was
+  woken meanwhile (a parallel wait's event) asks the SDK to plan steps only; a pass at the
+  retry time sends a targeted request for the step (as Inngest retries the failed request);
 * HTTP 200: the run completed with the body; an error status: a failed attempt of the run
   (``X-Inngest-No-Retry``: final; ``Retry-After``: its earliest retry);
 * an op Stepline does not drive (``AIGateway``, ``Gateway``, ...) fails the run naming it;
@@ -22,6 +27,7 @@ backoff); this driver only turns replies into records, through the shared ``comm
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,7 +62,7 @@ from stepline.drivers.inngest._responses import (
     parse_reply,
 )
 from stepline.drivers.inngest._signing import SigningKey, SigningKeys, verify_response
-from stepline.drivers.inngest._state import request_for
+from stepline.drivers.inngest._state import SETTLED, request_for
 from stepline.engine._attempts import failure_commit, retry_commit
 from stepline.engine._system_events import FUNCTION_INVOKED, ending_data, ending_names
 from stepline.engine.admission import admission_for
@@ -203,57 +209,39 @@ class _HttpPass:
         url = self.driver.urls.get(self.fn.id)
         if url is None:
             raise SdkRequestError(f"function {self.fn.id!r} has no synced app URL")
-        queue = [DISCOVERY]
-        force_plan = False
-        requests = 0
-        while queue:
-            if requests >= MAX_REQUESTS_PER_PASS:
-                commit = self.commit()
-                commit.end = RunEnd(status="RUNNING", due_at=self.now())
-                await self.save(commit)
-                return
-            requests += 1
-            step_id = queue.pop(0)
-            reply = await self._request(url, step_id, force_plan)
-            if reply.request_version is not None:
-                self.version = reply.request_version
-            outcome = reply.outcome
-            if isinstance(outcome, RunCompleted):
-                await self._complete(outcome.output)
-                return
-            if isinstance(outcome, FunctionErrored):
-                await self._function_errored(reply, outcome.error)
-                return
-            commit = self.commit()
-            planned: list[str] = []
-            progressed = False
-            for op in outcome.ops:
-                if isinstance(op, RunCompleteOp):
-                    await self.save(commit)
-                    await self._complete(op.data)
-                    return
-                if isinstance(op, StepPlannedOp):
-                    if op.id not in queue and op.id not in planned:
-                        planned.append(op.id)
-                    continue
-                progressed |= self._settle(op, reply, commit)
-            await self.save(commit)
-            queue += planned
-            if planned:
-                force_plan = len(outcome.ops) > 1  # as Go: several ops force step planning
-            if not queue and progressed and not self.kinds:
-                queue.append(DISCOVERY)
-                force_plan = False
-        await self._suspend()
+        await _Requests(self, url).drive()
 
-    async def _request(self, url: str, step_id: str, force_plan: bool) -> SdkReply:
+    def backing_off(self, step_id: str) -> bool:
+        """True while ``step_id`` is a step waiting out its retry backoff: it is not asked for
+        before its retry time (the engine wakes the run then)."""
+        step = self.memo.get(step_id)
+        return (
+            step is not None
+            and step.status == "RETRYING"
+            and step.due_at is not None
+            and step.due_at > self.now()
+        )
+
+    def first_requests(self) -> tuple[list[str], bool]:
+        """The requests a pass starts with, and whether its discovery plans steps only: the
+        steps whose retry time came, targeted (as Inngest retries the request that failed);
+        else one discovery, planning only (``disable_immediate_execution``) while a step
+        waits out its backoff, so that the SDK does not run that step early."""
+        now = self.now()
+        due = [
+            s.hash
+            for s in sorted(self.memo.values(), key=lambda s: s.position)
+            if s.status == "RETRYING" and (s.due_at is None or s.due_at <= now)
+        ]
+        if due:
+            return due, False
+        return [DISCOVERY], any(self.backing_off(h) for h in self.memo)
+
+    async def request(self, url: str, step_id: str, force_plan: bool) -> SdkReply:
         attempt = self.run.attempt
         step = self.memo.get(step_id)
-        retrying = [s.attempts for s in self.memo.values() if s.status == "RETRYING"]
         if step is not None and step.status == "RETRYING":
             attempt = step.attempts
-        elif step_id == DISCOVERY and retrying:
-            attempt = max([attempt, *retrying])
         request = fit(
             request_for(
                 self.state,
@@ -275,7 +263,10 @@ class _HttpPass:
         status, reply_headers, raw = await self.driver.post(
             execution_url(url, step_id), body, headers
         )
-        return parse_reply(status, reply_headers, raw, datetime.fromtimestamp(self.now(), UTC))
+        reply = parse_reply(status, reply_headers, raw, datetime.fromtimestamp(self.now(), UTC))
+        if reply.request_version is not None:
+            self.version = reply.request_version
+        return reply
 
     def _timed_out(self) -> str | None:
         run, now = self.run, self.now()
@@ -337,6 +328,8 @@ class _HttpPass:
         """Record one op in ``commit``; true when the run progressed (a step settled)."""
         now = self.now()
         existing = self.memo.get(op.id)
+        if existing is not None and existing.status in SETTLED:
+            return False  # reported again by a request sent before it settled: keep it
         if existing is not None and existing.status == "PENDING":
             # met again while it still waits (a parallel branch woke the run): keep it
             if existing.due_at is not None:
@@ -604,6 +597,111 @@ class _HttpPass:
         commit.events.extend(self._ending_events("FAILED", error=failure))
         self._wake_parent(commit, "FAILED", None, error)
         await self.save(commit)
+
+
+class _Requests:
+    """The requests of one pass, made as Inngest's executor makes them. Every step a reply
+    plans (``StepPlanned``) gets its own targeted request, all of them at once; a reply of
+    several ops makes the next requests plan steps only (``disable_immediate_execution``,
+    Go's ForceStepPlan). A discovery request follows once no targeted request is in flight
+    and nothing (a sleep, a wait, an invoke, a step in its retry backoff) is pending (wait
+    mode: one discovery for the whole group), or after each step of a race-mode group
+    completes (race mode). A step already in flight or settled is not asked for twice; one in
+    its retry backoff not before its retry time."""
+
+    def __init__(self, http_pass: _HttpPass, url: str) -> None:
+        self.p = http_pass
+        self.url = url
+        self.inflight: dict[asyncio.Task[SdkReply], str] = {}
+        self.sent = 0
+        self.over = False  # MAX_REQUESTS_PER_PASS reached: the run goes back to the queue
+        self.force_plan = False
+        self.race: set[str] = set()  # planned steps of race-mode groups
+        self.progressed = False  # a step settled since the last discovery was sent
+
+    def send(self, step_id: str) -> None:
+        if self.sent >= MAX_REQUESTS_PER_PASS:
+            self.over = True
+            return
+        self.sent += 1
+        task = asyncio.create_task(self.p.request(self.url, step_id, self.force_plan))
+        self.inflight[task] = step_id
+
+    def discover(self) -> None:
+        self.progressed = False
+        # Go clears ForceStepPlan with a discovery; Stepline keeps it while a step backs off
+        self.force_plan = any(self.p.backing_off(h) for h in self.p.memo)
+        self.send(DISCOVERY)
+
+    async def drive(self) -> None:
+        first, self.force_plan = self.p.first_requests()
+        try:
+            for step_id in first:
+                self.send(step_id)
+            while self.inflight:
+                done, _ = await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    step_id = self.inflight.pop(task)
+                    if await self.handle(step_id, task.result()):
+                        return  # the run ended
+                if not self.inflight and self.progressed and not self.p.kinds:
+                    self.discover()
+        finally:
+            for task in self.inflight:
+                task.cancel()
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+        if self.over:
+            commit = self.p.commit()
+            commit.end = RunEnd(status="RUNNING", due_at=self.p.now())
+            await self.p.save(commit)
+            return
+        await self.p._suspend()
+
+    async def handle(self, step_id: str, reply: SdkReply) -> bool:
+        """Commit what one reply reports and send the requests it calls for; true when the
+        run ended."""
+        p = self.p
+        outcome = reply.outcome
+        if isinstance(outcome, RunCompleted):
+            await p._complete(outcome.output)
+            return True
+        if isinstance(outcome, FunctionErrored):
+            await p._function_errored(reply, outcome.error)
+            return True
+        commit = p.commit()
+        planned: list[str] = []
+        progressed = False
+        for op in outcome.ops:
+            if isinstance(op, RunCompleteOp):
+                await p.save(commit)
+                await p._complete(op.data)
+                return True
+            if isinstance(op, StepPlannedOp):
+                if op.race:
+                    self.race.add(op.id)
+                if op.id not in planned:
+                    planned.append(op.id)
+                continue
+            progressed |= p._settle(op, reply, commit)
+        await p.save(commit)
+        if planned and len(outcome.ops) > 1:
+            self.force_plan = True
+        asked = set(self.inflight.values())
+        for planned_id in planned:
+            step = p.memo.get(planned_id)
+            if planned_id in asked or (step is not None and step.status in SETTLED):
+                continue
+            if p.backing_off(planned_id):
+                assert step is not None and step.due_at is not None
+                p.deadlines.append(step.due_at)
+                p.kinds.add("retry")
+                continue
+            self.send(planned_id)
+        if progressed:
+            self.progressed = True
+            if step_id in self.race:
+                self.discover()
+        return False
 
 
 def _error(info: ErrorInfo) -> dict[str, Any]:

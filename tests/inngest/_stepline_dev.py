@@ -1,0 +1,94 @@
+"""A Stepline app served over HTTP (its event API, ``/fn/register`` and the SDK's run-data
+routes) with one real SDK app synced into it, on a MockClock that moves only when told to."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conftest import SdkApp
+from stepline import App, Event
+from stepline.drivers.inngest import InngestDriver, SdkApps
+from stepline.sdk.run import Run
+from stepline.server import create_app
+from stepline.server.serve import HttpServer
+from stepline.server.settings import ServerSettings
+from stepline.testing import MockClock, TestEngine
+
+API_TOKEN = "test-api-token"
+
+
+@dataclass
+class Dev:
+    t: TestEngine
+    clock: MockClock
+    apps: SdkApps
+    sdk: SdkApp
+    url: str
+
+    async def run_of(self, fn: str, event: Event) -> str:
+        [event_id] = await self.t.send(event)
+        [run] = [
+            r
+            for r in await self.t.runs()
+            if event_id in r.event_ids and r.function_id == self.sdk.slug(fn)
+        ]
+        return run.run_id
+
+    async def until_status(self, run_id: str, *statuses: str, timeout: float = 60.0) -> Run:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            run = await self.t.app.get_run(run_id)
+            assert run is not None
+            if run.status in statuses:
+                return run
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"run {run_id} is {run.status}, never {statuses}")
+            await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+
+    async def app_state(self, run_id: str) -> dict[str, Any]:
+        """What the SDK app counted for ``run_id``: ``requests`` and the step bodies ``ran``."""
+        base = self.sdk.serve_url.removesuffix("/api/inngest")
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{base}/state/{run_id}")
+        state: dict[str, Any] = response.json()
+        return state
+
+    async def until_requests(self, run_id: str, count: int, timeout: float = 60.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (await self.app_state(run_id))["requests"] < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"run {run_id}: fewer than {count} requests")
+            await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+
+
+@asynccontextmanager
+async def stepline_dev(
+    tmp_path: Path,
+    start_app: Callable[..., SdkApp],
+    kind: str,
+    app: App,
+    *,
+    script: str | None = None,
+    driver: InngestDriver | None = None,
+    clock: MockClock | None = None,
+) -> AsyncIterator[Dev]:
+    clock = clock or MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
+        apps = SdkApps(app, driver)
+        settings = ServerSettings(dev=True, event_keys=("test-event-key",), api_tokens=(API_TOKEN,))
+        server = HttpServer(create_app(app, settings), "127.0.0.1", 0)
+        serving = asyncio.create_task(server.run())
+        try:
+            sdk = start_app(kind, "dev", base_url=server.url, script=script)
+            assert await apps.sync(sdk.serve_url) == 200
+            yield Dev(t, clock, apps, sdk, server.url)
+        finally:
+            server.stop()
+            await serving

@@ -1,0 +1,135 @@
+// An Inngest app on the official JS SDK (4.x "inngest" or 3.x alias "inngest3") for the
+// parallel-step and retry tests: each function counts the requests its handler is called with
+// and the step bodies it runs (per run), served at GET /state/<run id>.
+// Environment as app.js: PORT, INNGEST_MAJOR, APP_ID, INNGEST_MODE, SIGNING_KEY, BASE_URL.
+import http from "node:http";
+
+const major = process.env.INNGEST_MAJOR === "3" ? 3 : 4;
+const sdk = major === 3 ? "inngest3" : "inngest";
+const { Inngest } = await import(sdk);
+const { serve } = await import(`${sdk}/node`);
+
+const cloud = process.env.INNGEST_MODE === "cloud";
+const inngest = new Inngest({
+  id: process.env.APP_ID,
+  isDev: !cloud,
+  signingKey: process.env.SIGNING_KEY || undefined,
+  eventKey: "test-event-key",
+  baseUrl: process.env.BASE_URL,
+});
+
+const create = (options, triggers, handler) =>
+  major === 3
+    ? inngest.createFunction(options, triggers.length === 1 ? triggers[0] : triggers, handler)
+    : inngest.createFunction({ ...options, triggers }, handler);
+
+const requests = new Map(); // run id -> requests its handler was called for
+const ran = new Map(); // run id -> step bodies run, in order
+const a2Done = new Map(); // run id -> [promise, resolve]
+
+const count = (runId) => requests.set(runId, (requests.get(runId) ?? 0) + 1);
+const record = (runId, name) => {
+  if (!ran.has(runId)) ran.set(runId, []);
+  ran.get(runId).push(name);
+  return ran.get(runId).filter((n) => n === name).length;
+};
+const gate = (runId) => {
+  if (!a2Done.has(runId)) {
+    let resolve;
+    const promise = new Promise((r) => {
+      resolve = r;
+    });
+    a2Done.set(runId, [promise, resolve]);
+  }
+  return a2Done.get(runId);
+};
+
+const retryParallel = create(
+  { id: "retry-parallel", retries: 2 },
+  [{ event: "par/retry" }],
+  async ({ step, runId }) => {
+    count(runId);
+    const [flaky, released] = await Promise.all([
+      step.run("flaky", () => {
+        if (record(runId, "flaky") === 1) throw new Error("the first attempt fails");
+        return "ok";
+      }),
+      step.waitForEvent("release", { event: "par/release", timeout: "1h" }),
+    ]);
+    return { flaky, released: released !== null };
+  },
+);
+
+const groups = (step, runId, race) => {
+  const body = (name) => async () => {
+    if (race && name === "b.1") await gate(runId)[0]; // b.1 ends only once a.2 has run
+    record(runId, name);
+    if (name === "a.2") gate(runId)[1]();
+    return name;
+  };
+  const fast = async () => [await step.run("a.1", body("a.1")), await step.run("a.2", body("a.2"))];
+  const slow = async () => [await step.run("b.1", body("b.1")), await step.run("b.2", body("b.2"))];
+  return Promise.all([fast(), slow()]);
+};
+
+const parallelWait = create(
+  { id: "parallel-wait", retries: 0 },
+  [{ event: "par/wait" }],
+  async ({ step, runId }) => {
+    count(runId);
+    return groups(step, runId, false);
+  },
+);
+
+const parallelRace = create(
+  { id: "parallel-race", retries: 0 },
+  [{ event: "par/race" }],
+  async ({ step, group, runId }) => {
+    count(runId);
+    return group.parallel({ mode: "race" }, () => groups(step, runId, true));
+  },
+);
+
+const doubler = create(
+  { id: "doubler" },
+  major === 3 ? [{ event: "par/double" }] : [],
+  async ({ event }) => event.data.n * 2,
+);
+
+const parallelMixed = create(
+  { id: "parallel-mixed", retries: 0 },
+  [{ event: "par/mixed" }],
+  async ({ step, runId }) => {
+    count(runId);
+    const body = (name) => () => {
+      record(runId, name);
+      return name;
+    };
+    const [called, r1, r2] = await Promise.all([
+      step.invoke("call", { function: doubler, data: { n: 21 } }),
+      step.run("1a", body("1a")),
+      step.run("1b", body("1b")),
+      step.sendEvent("send", { name: "par/noop", data: {} }),
+    ]);
+    const after = await step.run("after", body("after"));
+    return { called, runs: [r1, r2], after };
+  },
+);
+
+const functions = [retryParallel, parallelWait, doubler, parallelMixed];
+if (major === 4) functions.push(parallelRace);
+const handler = serve({ client: inngest, functions });
+const port = Number(process.env.PORT);
+http
+  .createServer((req, res) => {
+    if (req.url.startsWith("/state/")) {
+      const runId = req.url.slice("/state/".length);
+      res.writeHead(200, { "Content-Type": "application/json" });
+      res.end(JSON.stringify({ requests: requests.get(runId) ?? 0, ran: ran.get(runId) ?? [] }));
+      return;
+    }
+    handler(req, res);
+  })
+  .listen(port, "127.0.0.1", () => {
+    console.log(`listening on ${port}`);
+  });

@@ -1,0 +1,143 @@
+"""An Inngest app on the official Python SDK for the parallel-step and retry tests: each function
+counts the requests it is called with and the step bodies it runs (per run), served at
+``GET /state/{run_id}`` so a test can check how the server drove it.
+
+Environment as ``py_app.py``: PORT, APP_ID, INNGEST_MODE ("cloud" or "dev"), SIGNING_KEY, BASE_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+from collections import defaultdict
+
+import fastapi
+import inngest
+import inngest.fast_api
+import uvicorn
+
+cloud = os.environ.get("INNGEST_MODE") == "cloud"
+client = inngest.Inngest(
+    app_id=os.environ.get("APP_ID", "py-app"),
+    is_production=cloud,
+    signing_key=os.environ.get("SIGNING_KEY") or None,
+    event_key="test-event-key",
+    api_base_url=os.environ.get("BASE_URL"),
+    event_api_base_url=os.environ.get("BASE_URL"),
+)
+
+requests: dict[str, int] = defaultdict(int)  # run id -> requests its handler was called for
+ran: dict[str, list[str]] = defaultdict(list)  # run id -> step bodies run, in order
+a2_done: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+
+def _count(ctx: inngest.Context) -> str:
+    requests[ctx.run_id] += 1
+    return ctx.run_id
+
+
+@client.create_function(
+    fn_id="retry-parallel", trigger=inngest.TriggerEvent(event="par/retry"), retries=2
+)
+async def retry_parallel(ctx: inngest.Context) -> dict[str, object]:
+    """A parallel step that fails on its first attempt next to a wait: the wait's event wakes
+    the run during the step's retry backoff."""
+    run = _count(ctx)
+
+    async def flaky() -> str:
+        ran[run].append("flaky")
+        if ran[run].count("flaky") == 1:
+            raise ValueError("the first attempt fails")
+        return "ok"
+
+    flaky_out, released = await ctx.group.parallel(
+        (
+            lambda: ctx.step.run("flaky", flaky),
+            lambda: ctx.step.wait_for_event(
+                "release", event="par/release", timeout=datetime.timedelta(hours=1)
+            ),
+        )
+    )
+    return {"flaky": flaky_out, "released": released is not None}
+
+
+def _groups(ctx: inngest.Context, run: str, *, race: bool):  # type: ignore[no-untyped-def]
+    async def body(name: str) -> str:
+        if race and name == "b.1":  # proves no coalescing: b.1 ends only once a.2 has run
+            await asyncio.wait_for(a2_done[run].wait(), timeout=60)
+        ran[run].append(name)
+        if name == "a.2":
+            a2_done[run].set()
+        return name
+
+    async def fast() -> list[str]:
+        return [await ctx.step.run("a.1", body, "a.1"), await ctx.step.run("a.2", body, "a.2")]
+
+    async def slow() -> list[str]:
+        return [await ctx.step.run("b.1", body, "b.1"), await ctx.step.run("b.2", body, "b.2")]
+
+    return fast, slow
+
+
+@client.create_function(
+    fn_id="parallel-wait", trigger=inngest.TriggerEvent(event="par/wait"), retries=0
+)
+async def parallel_wait(ctx: inngest.Context) -> object:
+    """Two groups of two sequential steps in the default (wait) mode."""
+    run = _count(ctx)
+    fast, slow = _groups(ctx, run, race=False)
+    return await ctx.group.parallel((fast, slow))
+
+
+@client.create_function(
+    fn_id="parallel-race", trigger=inngest.TriggerEvent(event="par/race"), retries=0
+)
+async def parallel_race(ctx: inngest.Context) -> object:
+    """The same groups in race mode: a discovery after every completed step."""
+    run = _count(ctx)
+    fast, slow = _groups(ctx, run, race=True)
+    return await ctx.group.parallel((fast, slow), parallel_mode=inngest.ParallelMode.RACE)
+
+
+@client.create_function(fn_id="doubler", trigger=inngest.TriggerEvent(event="par/double"))
+async def doubler(ctx: inngest.Context) -> int:
+    return int(ctx.event.data["n"]) * 2  # type: ignore[call-overload]
+
+
+@client.create_function(
+    fn_id="parallel-mixed", trigger=inngest.TriggerEvent(event="par/mixed"), retries=0
+)
+async def parallel_mixed(ctx: inngest.Context) -> object:
+    """An invoke, two runs and a sent event in one group, then one more step."""
+    run = _count(ctx)
+
+    async def body(name: str) -> str:
+        ran[run].append(name)
+        return name
+
+    group = await ctx.group.parallel(
+        (
+            lambda: ctx.step.invoke("call", function=doubler, data={"n": 21}),
+            lambda: ctx.step.run("1a", body, "1a"),
+            lambda: ctx.step.run("1b", body, "1b"),
+            lambda: ctx.step.send_event("send", inngest.Event(name="par/noop")),
+        )
+    )
+    after = await ctx.step.run("after", body, "after")
+    return {"called": group[0], "runs": [group[1], group[2]], "after": after}
+
+
+app = fastapi.FastAPI()
+inngest.fast_api.serve(
+    app, client, [retry_parallel, parallel_wait, parallel_race, doubler, parallel_mixed]
+)
+
+
+@app.get("/state/{run_id}")
+async def state(run_id: str) -> dict[str, object]:
+    return {"requests": requests.get(run_id, 0), "ran": ran.get(run_id, [])}
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")

@@ -1,0 +1,130 @@
+"""Parallel steps and step retries of real SDK apps (JS 4.x, JS 3.x, Python) driven by the HTTP
+driver as Inngest's server drives them: targeted requests for every planned step at once, one
+discovery once they are all done (wait mode) or one after each (race mode), the exact number of
+requests Inngest's executor makes; a step in its retry backoff is not asked for again before
+the backoff ends, even when something else wakes the run. SDK apps set up before the Stepline
+app is attached to its engine keep their driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from _stepline_dev import stepline_dev
+
+from conftest import SdkApp
+from stepline import App, Event
+from stepline.drivers.inngest import SdkApps
+from stepline.server import create_app
+from stepline.server.serve import HttpServer
+from stepline.server.settings import ServerSettings
+from stepline.testing import MockClock, TestEngine
+
+pytestmark = pytest.mark.timeout(600)
+
+KINDS = ["js", "js3", "py"]
+
+
+def _script(kind: str) -> str:
+    return "py_parallel_app.py" if kind == "py" else "parallel_app.js"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+        run_id = await d.run_of("retry-parallel", Event("par/retry", {}))
+        # discovery (the step planned, the wait), the step targeted: it fails, backoff 1 s
+        await d.until_requests(run_id, 2)
+        await d.until_status(run_id, "RETRYING")
+        await d.t.send(Event("par/release", {}))  # the wait's event wakes the run
+        await d.until_requests(run_id, 3)  # a discovery, planning steps only
+        run = await d.until_status(run_id, "RETRYING")
+        steps = {s.id: s for s in run.steps}
+        assert steps["release"].status == "COMPLETED"
+        assert steps["flaky"].status == "RETRYING"
+        assert (await d.app_state(run_id))["ran"] == ["flaky"]  # not again before the backoff
+        d.clock.advance(3600)
+        run = await d.until_status(run_id, "COMPLETED", "FAILED")
+        assert (run.status, run.output) == ("COMPLETED", {"flaky": "ok", "released": True})
+        state = await d.app_state(run_id)
+        assert state["ran"] == ["flaky", "flaky"]
+        assert state["requests"] == 5  # + the step targeted again, the final discovery
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_parallel_steps_in_wait_mode_make_inngests_requests(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+        run_id = await d.run_of("parallel-wait", Event("par/wait", {}))
+        run = await d.until_status(run_id, "COMPLETED", "FAILED")
+        assert (run.status, run.output) == ("COMPLETED", [["a.1", "a.2"], ["b.1", "b.2"]])
+        state = await d.app_state(run_id)
+        # discovery; a.1 and b.1 targeted; one discovery; a.2 and b.2; one discovery
+        assert state["requests"] == 7
+        assert sorted(state["ran"][:2]) == ["a.1", "b.1"]
+        assert sorted(state["ran"][2:]) == ["a.2", "b.2"]
+
+
+@pytest.mark.parametrize("kind", ["js", "py"])
+async def test_parallel_steps_in_race_mode_make_inngests_requests(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+        run_id = await d.run_of("parallel-race", Event("par/race", {}))
+        run = await d.until_status(run_id, "COMPLETED", "FAILED")
+        assert run.status == "COMPLETED", run.error
+        state = await d.app_state(run_id)
+        # b.1 ends only once a.2 ran: a.1's discovery went ahead while b.1 was still running
+        assert state["ran"] == ["a.1", "a.2", "b.1", "b.2"]
+        # the first discovery, 4 targeted steps, a discovery after each of them
+        assert state["requests"] == 9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_invoke_runs_and_a_sent_event_in_one_group(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+        run_id = await d.run_of("parallel-mixed", Event("par/mixed", {}))
+        run = await d.until_status(run_id, "COMPLETED", "FAILED")
+        assert (run.status, run.output) == (
+            "COMPLETED",
+            {"called": 42, "runs": ["1a", "1b"], "after": "after"},
+        )
+        state = await d.app_state(run_id)
+        assert sorted(state["ran"]) == ["1a", "1b", "after"]
+        # discovery; 1a, 1b and the send targeted (the invoke pending); a discovery once the
+        # child ended, running "after"; the last discovery
+        assert state["requests"] == 6
+
+
+async def test_sdk_apps_set_up_before_attach_keep_their_driver(
+    tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev", db=str(tmp_path / "before.db"))
+    apps = SdkApps(app)  # before the app runs on its test engine
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
+        assert app.engine.drivers["inngest"] is apps.driver
+        settings = ServerSettings(dev=True, event_keys=("test-event-key",))
+        server = HttpServer(create_app(app, settings), "127.0.0.1", 0)
+        serving = asyncio.create_task(server.run())
+        try:
+            sdk = start_app("py", "dev", base_url=server.url, script="py_parallel_app.py")
+            assert await apps.sync(sdk.serve_url) == 200
+            [event_id] = await t.send(Event("par/double", {"n": 21}))
+            [run] = [r for r in await t.runs() if event_id in r.event_ids]
+            done = await t.wait_for_run(run.run_id, timeout=60)
+            assert (done.status, done.output) == ("COMPLETED", 42)
+        finally:
+            server.stop()
+            await serving
