@@ -1,4 +1,5 @@
-"""An Inngest app on the official Python SDK for the parallel-step and retry tests: each function
+"""An Inngest app on the official Python SDK for the driver's tests (parallel steps, retries,
+large payloads, limits): each function
 counts the requests it is called with and the step bodies it runs (per run), served at
 ``GET /state/{run_id}`` so a test can check how the server drove it.
 
@@ -128,9 +129,47 @@ async def parallel_mixed(ctx: inngest.Context) -> object:
     return {"called": group[0], "runs": [group[1], group[2]], "after": after}
 
 
+@client.create_function(
+    fn_id="big-steps", trigger=inngest.TriggerEvent(event="big/steps"), retries=0
+)
+async def big_steps(ctx: inngest.Context) -> dict[str, int]:
+    """``n`` steps (default 10) each returning ``size`` bytes (default 1 MiB): past 4 MiB the
+    requests carry no memo and the SDK fetches it (``use_api``)."""
+    run = _count(ctx)
+    n, size = int(ctx.event.data.get("n", 10)), int(ctx.event.data.get("size", 1 << 20))  # type: ignore[arg-type]
+    total = 0
+    for i in range(n):
+
+        async def big(i: int = i) -> str:
+            ran[run].append(f"big-{i}")
+            return str(i % 10) * size
+
+        out = await ctx.step.run(f"big-{i}", big)
+        assert out == str(i % 10) * size
+        total += len(out)
+    return {"steps": n, "bytes": total}
+
+
+@client.create_function(
+    fn_id="big-batch",
+    trigger=inngest.TriggerEvent(event="big/batch"),
+    batch_events=inngest.Batch(max_size=10, timeout=datetime.timedelta(minutes=1)),
+    retries=0,
+)
+async def big_batch(ctx: inngest.Context) -> dict[str, int]:
+    """A batch of 10 large events: past 4 MiB the SDK fetches the batch (``use_api``)."""
+    _count(ctx)
+    return {
+        "events": len(ctx.events),
+        "bytes": sum(len(str(e.data["blob"])) for e in ctx.events),
+    }
+
+
 app = fastapi.FastAPI()
 inngest.fast_api.serve(
-    app, client, [retry_parallel, parallel_wait, parallel_race, doubler, parallel_mixed]
+    app,
+    client,
+    [retry_parallel, parallel_wait, parallel_race, doubler, parallel_mixed, big_steps, big_batch],
 )
 
 

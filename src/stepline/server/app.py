@@ -29,6 +29,7 @@ from stepline.server._problems import Problem, problem_response
 from stepline.server._responses import JSONResponse
 from stepline.server.event_api import event_routes
 from stepline.server.inngest_api import inngest_routes
+from stepline.server.inngest_runs import inngest_run_routes
 from stepline.server.metrics import metrics_routes
 from stepline.server.openapi import openapi_routes
 from stepline.server.rest import rest_routes
@@ -48,6 +49,7 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
         *health_routes(),
         *event_routes(),
         *inngest_routes(),
+        *inngest_run_routes(),
         *rest_routes(),
         *metrics_routes(),
         *openapi_routes(),

@@ -1,5 +1,5 @@
 // An Inngest app on the official JS SDK (4.x "inngest" or 3.x alias "inngest3") for the
-// parallel-step and retry tests: each function counts the requests its handler is called with
+// driver's tests (parallel steps, retries, large payloads, limits): each function counts the requests its handler is called with
 // and the step bodies it runs (per run), served at GET /state/<run id>.
 // Environment as app.js: PORT, INNGEST_MAJOR, APP_ID, INNGEST_MODE, SIGNING_KEY, BASE_URL.
 import http from "node:http";
@@ -116,7 +116,38 @@ const parallelMixed = create(
   },
 );
 
-const functions = [retryParallel, parallelWait, doubler, parallelMixed];
+// n steps (default 10) of size bytes (default 1 MiB): past 4 MiB the SDK fetches the memo
+const bigSteps = create(
+  { id: "big-steps", retries: 0 },
+  [{ event: "big/steps" }],
+  async ({ event, step, runId }) => {
+    count(runId);
+    const n = event.data.n ?? 10;
+    const size = event.data.size ?? 1 << 20;
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const out = await step.run(`big-${i}`, () => {
+        record(runId, `big-${i}`);
+        return String(i % 10).repeat(size);
+      });
+      if (out !== String(i % 10).repeat(size)) throw new Error(`step big-${i} came back wrong`);
+      total += out.length;
+    }
+    return { steps: n, bytes: total };
+  },
+);
+
+// a batch of 10 large events: past 4 MiB the SDK fetches the batch
+const bigBatch = create(
+  { id: "big-batch", retries: 0, batchEvents: { maxSize: 10, timeout: "1m" } },
+  [{ event: "big/batch" }],
+  async ({ events, runId }) => {
+    count(runId);
+    return { events: events.length, bytes: events.reduce((n, e) => n + e.data.blob.length, 0) };
+  },
+);
+
+const functions = [retryParallel, parallelWait, doubler, parallelMixed, bigSteps, bigBatch];
 if (major === 4) functions.push(parallelRace);
 const handler = serve({ client: inngest, functions });
 const port = Number(process.env.PORT);

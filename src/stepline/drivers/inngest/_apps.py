@@ -24,8 +24,10 @@ import httpx
 from stepline.drivers.inngest._canonical import canonical_json
 from stepline.drivers.inngest._driver import InngestDriver
 from stepline.drivers.inngest._errors import ProtocolError
+from stepline.drivers.inngest._execution import actions_body, batch_body
 from stepline.drivers.inngest._mapping import DRIVER, SyncedFunction, map_app
 from stepline.drivers.inngest._register import AppRegistration, parse_registration
+from stepline.drivers.inngest._state import request_for
 from stepline.drivers.inngest._sync import ServerKind, sync_request
 from stepline.errors import ConfigError
 
@@ -115,6 +117,20 @@ class SdkApps:
         app = SyncedApp(registration.app_name, registration.url, registration.sdk, served)
         self.apps[registration.app_name] = app
         return app
+
+    async def run_data(self, run_id: str, part: str) -> bytes | None:
+        """What an SDK fetches when a request says ``use_api``: ``part`` ``"batch"`` (``GET
+        /v0/runs/{run_id}/batch``: the run's events, a JSON array) or ``"actions"`` (``GET
+        /v0/runs/{run_id}/actions``: its memo, ``{hashed step id: memo}``), as of now; None
+        when there is no such run. Raises ``ValueError`` for another ``part``."""
+        if part not in ("batch", "actions"):
+            raise ValueError(f"no run data {part!r}")
+        engine = self.app.engine
+        state = await engine.read(engine.store.load_run, run_id)
+        if state is None or not state.events:
+            return None
+        request = request_for(state)
+        return batch_body(request) if part == "batch" else actions_body(request)
 
     def app_of(self, function_id: str) -> SyncedApp | None:
         """The SDK app serving ``function_id``, if one does."""

@@ -68,7 +68,7 @@ from stepline.engine._system_events import FUNCTION_INVOKED, ending_data, ending
 from stepline.engine.admission import admission_for
 from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
-from stepline.errors import LeaseLostError, PassCancelledError, StoreError
+from stepline.errors import LeaseLostError, LimitExceededError, PassCancelledError, StoreError
 from stepline.expressions import prepare_match
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
@@ -161,6 +161,7 @@ class _HttpPass:
         self.deadlines: list[float] = []
         self.kinds: set[str] = set()
         self.version = -1
+        self.state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
 
     def now(self) -> float:
         return self.engine.clock.now()
@@ -176,7 +177,7 @@ class _HttpPass:
             await self._execute()
         except (LeaseLostError, PassCancelledError, StoreError):
             raise
-        except UnsupportedOpError as exc:  # asking again would ask for it again
+        except (UnsupportedOpError, LimitExceededError) as exc:  # asking again: the same again
             await self.fail_attempt(exc, final=True)
         except Exception as exc:  # the app unreachable, a bad reply, a bad signature ...
             await self.fail_attempt(exc)
@@ -314,6 +315,40 @@ class _HttpPass:
                     )
                 )
 
+    # -- limits (as a native run's: engine/executor.py, engine/_rounds.py) -----------------------
+    def check_new_steps(self, steps: Mapping[str, str]) -> None:
+        """Raises ``LimitExceededError("steps")`` when the steps ``steps`` (id -> name) not
+        met before would take the run over the steps it may have (``Limits.max_steps``)."""
+        limit = self.engine.limits.max_steps
+        new = [name for op_id, name in steps.items() if op_id not in self.memo]
+        if new and len(self.memo) + len(new) > limit:
+            raise LimitExceededError(
+                "steps",
+                f"run {self.run.run_id} asked for step {new[-1]!r} beyond the limit of "
+                f"{limit} steps per run",
+            )
+
+    def checked_output(self, name: str, data: Any) -> bytes:
+        """``data`` encoded as a step's output. Raises ``LimitExceededError`` for an output over
+        ``Limits.max_step_output_bytes`` (``"step_output"``) or one that would take the run's
+        state over ``Limits.max_run_state_bytes`` (``"run_state"``)."""
+        output = dumps(data, f"output of step {name!r}")
+        limits = self.engine.limits
+        if len(output) > limits.max_step_output_bytes:
+            raise LimitExceededError(
+                "step_output",
+                f"output of step {name!r} is {len(output)} bytes, over the limit of "
+                f"{limits.max_step_output_bytes} bytes",
+            )
+        if self.state_bytes + len(output) > limits.max_run_state_bytes:
+            raise LimitExceededError(
+                "run_state",
+                f"run {self.run.run_id} state would be {self.state_bytes + len(output)} bytes, "
+                f"over the limit of {limits.max_run_state_bytes}",
+            )
+        self.state_bytes += len(output)
+        return output
+
     # -- ops --------------------------------------------------------------------------------------
     def _record(self, op_id: str, name: str, kind: str, status: str, **values: Any) -> StepRecord:
         existing = self.memo.get(op_id)
@@ -337,14 +372,17 @@ class _HttpPass:
             self.kinds.add(existing.kind)
             return False
         attempts = existing.attempts if existing is not None else 0
+        if existing is None:
+            self.check_new_steps({op.id: str(getattr(op, "display_name", op.id))})
         if isinstance(op, StepRunOp):
+            output = self.checked_output(op.display_name, op.data)
             commit.steps.append(
                 self._record(
                     op.id,
                     op.display_name,
                     "send" if op.sent_event else "run",
                     "COMPLETED",
-                    output_json=dumps(op.data),
+                    output_json=output,
                     attempts=attempts + 1,
                     started_at=now,
                     ended_at=now,
@@ -669,7 +707,7 @@ class _Requests:
             await p._function_errored(reply, outcome.error)
             return True
         commit = p.commit()
-        planned: list[str] = []
+        planned: dict[str, str] = {}  # id -> name, in the order planned
         progressed = False
         for op in outcome.ops:
             if isinstance(op, RunCompleteOp):
@@ -679,11 +717,11 @@ class _Requests:
             if isinstance(op, StepPlannedOp):
                 if op.race:
                     self.race.add(op.id)
-                if op.id not in planned:
-                    planned.append(op.id)
+                planned.setdefault(op.id, op.display_name)
                 continue
             progressed |= p._settle(op, reply, commit)
         await p.save(commit)
+        p.check_new_steps(planned)
         if planned and len(outcome.ops) > 1:
             self.force_plan = True
         asked = set(self.inflight.values())
