@@ -15,6 +15,9 @@ from collections import defaultdict
 
 import fastapi
 import inngest
+import inngest.experimental.ai
+import inngest.experimental.ai.anthropic
+import inngest.experimental.ai.openai
 import inngest.fast_api
 import uvicorn
 
@@ -165,11 +168,50 @@ async def big_batch(ctx: inngest.Context) -> dict[str, int]:
     }
 
 
+@client.create_function(fn_id="ai-ask", trigger=inngest.TriggerEvent(event="ai/ask"), retries=1)
+async def ai_ask(ctx: inngest.Context) -> dict[str, object]:
+    """``step.ai.infer`` against the model at ``event.data.url`` (``format``: ``openai`` or
+    ``anthropic``); a failed call is caught and reported."""
+    run = _count(ctx)
+    url = str(ctx.event.data["url"])
+    adapter: inngest.experimental.ai.BaseAdapter
+    if ctx.event.data.get("format") == "anthropic":
+        adapter = inngest.experimental.ai.anthropic.Adapter(
+            auth_key="sk-ant-test", base_url=url, model="claude-test"
+        )
+    else:
+        adapter = inngest.experimental.ai.openai.Adapter(
+            auth_key="sk-test", base_url=url, model="gpt-test"
+        )
+    try:
+        answer = await ctx.step.ai.infer(
+            "ask", adapter=adapter, body={"messages": [{"role": "user", "content": "hi"}]}
+        )
+    except inngest.StepError as exc:
+        return {"failed": exc.name, "message": exc.message}
+
+    async def after() -> str:
+        ran[run].append("after")
+        return "after"
+
+    await ctx.step.run("after", after)
+    return {"answer": answer}
+
+
 app = fastapi.FastAPI()
 inngest.fast_api.serve(
     app,
     client,
-    [retry_parallel, parallel_wait, parallel_race, doubler, parallel_mixed, big_steps, big_batch],
+    [
+        retry_parallel,
+        parallel_wait,
+        parallel_race,
+        doubler,
+        parallel_mixed,
+        big_steps,
+        big_batch,
+        ai_ask,
+    ],
 )
 
 

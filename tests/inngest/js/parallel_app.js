@@ -147,7 +147,37 @@ const bigBatch = create(
   },
 );
 
-const functions = [retryParallel, parallelWait, doubler, parallelMixed, bigSteps, bigBatch];
+// step.ai.infer against the model at event.data.url (format "openai" or "anthropic")
+const aiAsk = create(
+  { id: "ai-ask", retries: 1 },
+  [{ event: "ai/ask" }],
+  async ({ event, step, runId }) => {
+    count(runId);
+    const { models } = step.ai;
+    const model =
+      event.data.format === "anthropic"
+        ? models.anthropic({
+            model: "claude-test",
+            apiKey: "sk-ant-test",
+            baseUrl: event.data.url,
+            defaultParameters: { max_tokens: 16 },
+          })
+        : models.openai({ model: "gpt-test", apiKey: "sk-test", baseUrl: event.data.url });
+    let answer;
+    try {
+      answer = await step.ai.infer("ask", {
+        model,
+        body: { messages: [{ role: "user", content: "hi" }] },
+      });
+    } catch (err) {
+      return { failed: err.name, message: err.message };
+    }
+    await step.run("after", () => record(runId, "after") && "after");
+    return { answer };
+  },
+);
+
+const functions = [aiAsk, retryParallel, parallelWait, doubler, parallelMixed, bigSteps, bigBatch];
 if (major === 4) functions.push(parallelRace);
 const handler = serve({ client: inngest, functions });
 const port = Number(process.env.PORT);

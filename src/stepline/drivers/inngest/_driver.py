@@ -19,7 +19,9 @@ backoff); this driver only turns replies into records, through the shared ``comm
   retry time sends a targeted request for the step (as Inngest retries the failed request);
 * HTTP 200: the run completed with the body; an error status: a failed attempt of the run
   (``X-Inngest-No-Retry``: final; ``Retry-After``: its earliest retry);
-* an op Stepline does not drive (``AIGateway``, ``Gateway``, ...) fails the run naming it;
+* ``AIGateway`` (``step.ai.infer``): Stepline makes the model call (``_ai``) and memoizes its
+  JSON reply; a failed call is a failed attempt of the step;
+* an op Stepline does not drive (``Gateway``, ``WaitForSignal``, ...) fails the run naming it;
 * a time-out, a connection error, a reply no SDK sends or a bad signature: a failed attempt.
 
 ``step.sendEvent`` is reported as a ``StepRun`` (its events went to the event API from the app).
@@ -37,6 +39,7 @@ from typing import Any
 import httpx
 
 from stepline._ids import new_id
+from stepline.drivers.inngest._ai import AI_ERROR, AI_TIMEOUT, ai_output, ai_request
 from stepline.drivers.inngest._execution import (
     DISCOVERY,
     execution_url,
@@ -44,6 +47,7 @@ from stepline.drivers.inngest._execution import (
     request_headers,
 )
 from stepline.drivers.inngest._opcodes import (
+    AIGatewayOp,
     ErrorInfo,
     InvokeFunctionOp,
     Op,
@@ -225,18 +229,22 @@ class _HttpPass:
 
     def first_requests(self) -> tuple[list[str], bool]:
         """The requests a pass starts with, and whether its discovery plans steps only: the
-        steps whose retry time came, targeted (as Inngest retries the request that failed);
-        else one discovery, planning only (``disable_immediate_execution``) while a step
-        waits out its backoff, so that the SDK does not run that step early."""
+        ``step.run`` steps whose retry time came, targeted (as Inngest retries the request
+        that failed), and a discovery when another kind of step's retry time came (a model
+        call: the SDK reports its op again, an SDK runs no target without a body); else one
+        discovery, planning only (``disable_immediate_execution``) while a step waits out its
+        backoff, so that the SDK does not run that step early."""
         now = self.now()
         due = [
-            s.hash
+            s
             for s in sorted(self.memo.values(), key=lambda s: s.position)
             if s.status == "RETRYING" and (s.due_at is None or s.due_at <= now)
         ]
+        plan_only = any(self.backing_off(h) for h in self.memo)
         if due:
-            return due, False
-        return [DISCOVERY], any(self.backing_off(h) for h in self.memo)
+            targeted = [s.hash for s in due if s.kind == "run"]
+            return targeted + ([DISCOVERY] if len(targeted) < len(due) else []), plan_only
+        return [DISCOVERY], plan_only
 
     async def request(self, url: str, step_id: str, force_plan: bool) -> SdkReply:
         attempt = self.run.attempt
@@ -396,40 +404,10 @@ class _HttpPass:
             self._fail_step(op.id, op.display_name, op.error, attempts, commit)
             return True
         if isinstance(op, StepErrorOp):
-            if reply.no_retry or attempts >= self.fn.retries:
-                self._fail_step(op.id, op.display_name, op.error, attempts, commit)
-                return True
-            due = (
-                reply.retry_at.timestamp()
-                if reply.retry_at is not None
-                else now + self.engine.backoff.delay(attempts)
+            retry_at = reply.retry_at.timestamp() if reply.retry_at is not None else None
+            return self._attempt_failed(
+                op.id, op.display_name, "run", op.error, attempts, commit, reply.no_retry, retry_at
             )
-            error = _error(op.error)
-            commit.steps.append(
-                self._record(
-                    op.id,
-                    op.display_name,
-                    "run",
-                    "RETRYING",
-                    error=error,
-                    attempts=attempts + 1,
-                    due_at=due,
-                )
-            )
-            commit.history.append(
-                HistoryRecord(
-                    self.run.run_id,
-                    now,
-                    "STEP_FAILED",
-                    op.display_name,
-                    attempts,
-                    0.0,
-                    {"error": error, "retry_at": due},
-                )
-            )
-            self.deadlines.append(due)
-            self.kinds.add("retry")
-            return False
         if isinstance(op, SleepOp):
             until = op.until.timestamp()
             if until <= now:
@@ -466,14 +444,103 @@ class _HttpPass:
             "which Stepline does not drive"
         )
 
+    def _attempt_failed(
+        self,
+        op_id: str,
+        name: str,
+        kind: str,
+        info: ErrorInfo,
+        attempts: int,
+        commit: PassCommit,
+        no_retry: bool = False,
+        retry_at: float | None = None,
+    ) -> bool:
+        """An attempt of a step failed: it retries after the backoff (or at ``retry_at``) while
+        the function's retries last, else it fails for good; true in that case (it settled)."""
+        if no_retry or attempts >= self.fn.retries:
+            self._fail_step(op_id, name, info, attempts, commit, kind)
+            return True
+        now = self.now()
+        due = retry_at if retry_at is not None else now + self.engine.backoff.delay(attempts)
+        error = _error(info)
+        commit.steps.append(
+            self._record(
+                op_id, name, kind, "RETRYING", error=error, attempts=attempts + 1, due_at=due
+            )
+        )
+        commit.history.append(
+            HistoryRecord(
+                self.run.run_id,
+                now,
+                "STEP_FAILED",
+                name,
+                attempts,
+                0.0,
+                {"error": error, "retry_at": due},
+            )
+        )
+        self.deadlines.append(due)
+        self.kinds.add("retry")
+        return False
+
+    def settle_ai(
+        self, op: AIGatewayOp, output: Any, failure: str | None, commit: PassCommit
+    ) -> bool:
+        """Record the model call of a ``step.ai.infer`` (``output`` its reply, or ``failure``
+        why it failed); true when the step settled."""
+        existing = self.memo.get(op.id)
+        if existing is not None and existing.status in SETTLED:
+            return False
+        if existing is None:
+            self.check_new_steps({op.id: op.display_name})
+        attempts = existing.attempts if existing is not None else 0
+        now = self.now()
+        if failure is not None:
+            info = ErrorInfo(AI_ERROR, f"Error making AI request: {failure}")
+            return self._attempt_failed(op.id, op.display_name, "ai", info, attempts, commit)
+        encoded = self.checked_output(op.display_name, output)
+        commit.steps.append(
+            self._record(
+                op.id,
+                op.display_name,
+                "ai",
+                "COMPLETED",
+                output_json=encoded,
+                attempts=attempts + 1,
+                started_at=now,
+                ended_at=now,
+            )
+        )
+        commit.history.append(
+            HistoryRecord(self.run.run_id, now, "STEP_COMPLETED", op.display_name, attempts)
+        )
+        return True
+
+    async def call_model(self, op: AIGatewayOp) -> tuple[Any, str | None]:
+        """Make the model call ``op`` describes: its output, or None and why it failed."""
+        request = ai_request(op)
+        try:
+            response = await self.driver.client().post(
+                request.url, content=request.body, headers=request.headers, timeout=AI_TIMEOUT
+            )
+        except httpx.HTTPError as exc:
+            return None, f"request to {request.url} failed: {exc!r}"
+        return ai_output(response.status_code, response.content)
+
     def _fail_step(
-        self, op_id: str, name: str, info: ErrorInfo, attempts: int, commit: PassCommit
+        self,
+        op_id: str,
+        name: str,
+        info: ErrorInfo,
+        attempts: int,
+        commit: PassCommit,
+        kind: str = "run",
     ) -> None:
         error = _error(info)
         now = self.now()
         commit.steps.append(
             self._record(
-                op_id, name, "run", "FAILED", error=error, attempts=attempts + 1, ended_at=now
+                op_id, name, kind, "FAILED", error=error, attempts=attempts + 1, ended_at=now
             )
         )
         commit.history.append(
@@ -709,7 +776,18 @@ class _Requests:
         commit = p.commit()
         planned: dict[str, str] = {}  # id -> name, in the order planned
         progressed = False
+        models = [op for op in outcome.ops if isinstance(op, AIGatewayOp)]
+        answers = dict(
+            zip(
+                (op.id for op in models),
+                await asyncio.gather(*(p.call_model(op) for op in models)),
+                strict=True,
+            )
+        )
         for op in outcome.ops:
+            if isinstance(op, AIGatewayOp):
+                progressed |= p.settle_ai(op, *answers[op.id], commit)
+                continue
             if isinstance(op, RunCompleteOp):
                 await p.save(commit)
                 await p._complete(op.data)
