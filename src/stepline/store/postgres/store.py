@@ -34,6 +34,7 @@ import psycopg_pool
 
 from stepline.errors import ConfigError, StoreError, StoreUnavailable
 from stepline.serde import loads
+from stepline.store import _rows as shapes
 from stepline.store._copy import Row, Table
 from stepline.store.postgres import _copy, _rows
 from stepline.store.postgres import queries as q
@@ -301,51 +302,24 @@ class PostgresStore:
             row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
             if row is None:
                 return None
-            run = _rows.run(row)
+            run = shapes.run_record(row)
             events = _rows.select_events(conn, run.event_ids)
             steps = {s.hash: s for s in _rows.select_steps(conn, run_id)}
-            waits = [_rows.wait(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
+            waits = [shapes.wait_record(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
         return RunState(run=run, events=events, steps=steps, waits=waits)
 
     @_reading
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._conn() as conn:
             row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
-        return None if row is None else _rows.run(row)
+        return None if row is None else shapes.run_record(row)
 
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.function_id is not None:
-            clauses.append("function_id = %s")
-            params.append(query.function_id)
-        if query.app_id is not None:
-            clauses.append("app_id IN (%s, '')")
-            params.append(query.app_id)
-        if query.status is not None:
-            clauses.append("status = %s")
-            params.append(query.status)
-        if query.event_id is not None:
-            clauses.append("run_id IN (SELECT run_id FROM run_events WHERE event_id = %s)")
-            params.append(query.event_id)
-        if query.waiting_for_worker_at is not None:
-            clauses.append(q.WAITING_FOR_WORKER)
-            params.append(query.waiting_for_worker_at)
-        if query.created_after is not None:
-            clauses.append("created_at >= %s")
-            params.append(query.created_after)
-        if query.created_before is not None:
-            clauses.append("created_at <= %s")
-            params.append(query.created_before)
-        if query.after is not None:
-            clauses.append("(created_at, run_id) < (%s, %s)")
-            params.extend(query.after)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(query.limit)
+        where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
         statement = q.LIST_RUNS.format(where=where)
         with self._conn() as conn:
-            return [_rows.run(r) for r in conn.execute(statement, params)]
+            return [shapes.run_record(r) for r in conn.execute(statement, [*params, query.limit])]
 
     @_reading
     def get_steps(self, run_id: str) -> list[StepRecord]:
@@ -355,7 +329,7 @@ class PostgresStore:
     @_reading
     def get_history(self, run_id: str) -> list[HistoryRecord]:
         with self._conn() as conn:
-            return [_rows.history(r) for r in conn.execute(q.SELECT_HISTORY, (run_id,))]
+            return [shapes.history_record(r) for r in conn.execute(q.SELECT_HISTORY, (run_id,))]
 
     @_reading
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
@@ -410,40 +384,17 @@ class PostgresStore:
 
     @_reading
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.name is not None:
-            clauses.append("name = %s")
-            params.append(query.name)
-        if query.received_after is not None:
-            clauses.append("received_at >= %s")
-            params.append(query.received_after)
-        if query.received_before is not None:
-            clauses.append("received_at <= %s")
-            params.append(query.received_before)
-        if query.after is not None:
-            clauses.append("(received_at, internal_id) < (%s, %s)")
-            params.extend(query.after)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(query.limit)
+        where, params = shapes.event_filter(query, "%s")
+        statement = q.LIST_EVENTS.format(where=where)
         with self._conn() as conn:
-            rows = conn.execute(q.LIST_EVENTS.format(where=where), params).fetchall()
-        return [
-            StoredEvent(
-                EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]), r[6], bool(r[7])
-            )
-            for r in rows
-        ]
+            return [shapes.stored_event(r) for r in conn.execute(statement, [*params, query.limit])]
 
     @_reading
     def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         found: dict[str, list[StepRecord]] = {}
         with self._conn() as conn:
             for r in conn.execute(q.STEPS_OF, (list(run_ids),)):
-                step = StepRecord(
-                    r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10], r[11]
-                )
-                found.setdefault(r[0], []).append(step)
+                found.setdefault(r[0], []).append(shapes.step_record(r))
         return found
 
     @_reading
@@ -463,7 +414,7 @@ class PostgresStore:
             rows = {r[0]: r for r in conn.execute(q.QUEUE_STATES, (now, ids))}
             waits: dict[str, list[WaitRecord]] = {}
             for r in conn.execute(q.WAITS_OF_RUNS, (ids,)):
-                waits.setdefault(r[1], []).append(_rows.wait(r))
+                waits.setdefault(r[1], []).append(shapes.wait_record(r))
             held: Counter[str] = Counter()
             if any(r[3] is not None or r[5] is not None for r in rows.values()):
                 for k1, _, k2, _ in conn.execute(q.BUSY_SLOTS, (now,)):

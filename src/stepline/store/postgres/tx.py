@@ -31,6 +31,7 @@ import psycopg
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError
 from stepline.serde import dumps, dumps_exact, loads
+from stepline.store import _rows as shapes
 from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
     DeferralRow,
@@ -171,24 +172,24 @@ class PostgresTx:
         return self._indexed_paths(q.WAIT_PATHS, event_name)
 
     def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
-        return [_rows.wait(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
+        return [shapes.wait_record(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
 
     def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
         rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, list(values)))
-        return [_rows.wait(r) for r in rows]
+        return [shapes.wait_record(r) for r in rows]
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
         return self._indexed_paths(q.MATCHER_PATHS, event_name)
 
     def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
         rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
-        return [_rows.wait(r) for r in rows]
+        return [shapes.wait_record(r) for r in rows]
 
     def indexed_matchers(
         self, event_name: str, path: str, values: Sequence[str], now: float
     ) -> list[WaitRecord]:
         rows = self._c.execute(q.MATCHERS_INDEXED, (event_name, path, list(values), now))
-        return [_rows.wait(r) for r in rows]
+        return [shapes.wait_record(r) for r in rows]
 
     def delete_wait(self, wait_id: str) -> bool:
         # of an event resolving it, its timeout and a cancellation, the one deleting it decides
@@ -210,7 +211,7 @@ class PostgresTx:
         # the queue row first, locked (as a lease and a commit take it), then the run row: the
         # update's own WHERE decides between two cancels, or a cancel and a pass ending the run
         c.execute(q.LEASE_TOKEN, (run_id,))
-        row = c.execute(q.CANCEL_RUN, (now, _rows.json_or_none(error), run_id)).fetchone()
+        row = c.execute(q.CANCEL_RUN, (now, shapes.json_or_none(error), run_id)).fetchone()
         if row is None:
             return None
         return EndedRun(str(row[0]), row[1], row[2])
@@ -225,17 +226,17 @@ class PostgresTx:
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
         if len(records) == 1:
-            self._c.execute(q.INSERT_HISTORY, _rows.history_row(records[0], worker_id))
+            self._c.execute(q.INSERT_HISTORY, shapes.history_params(records[0], worker_id))
         elif records:
             self._c.cursor().executemany(
-                q.INSERT_HISTORY, [_rows.history_row(h, worker_id) for h in records]
+                q.INSERT_HISTORY, [shapes.history_params(h, worker_id) for h in records]
             )
 
     def settle_pending_step(self, wake: Wake, now: float) -> bool:
         settle = (
             wake.status,
             wake.output_json,
-            _rows.json_or_none(wake.error),
+            shapes.json_or_none(wake.error),
             now,
             wake.run_id,
             wake.step_hash,
@@ -261,29 +262,16 @@ class PostgresTx:
 
     def put_steps(self, steps: Sequence[StepRecord]) -> None:
         if steps:
-            self._c.cursor().executemany(q.UPSERT_STEP, [_rows.step_row(s) for s in steps])
+            self._c.cursor().executemany(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
 
     def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
         if steps:
-            rows = [_rows.step_row(s) for s in steps]
+            rows = [shapes.step_params(s) for s in steps]
             self._c.cursor().executemany(q.INSERT_STEP_IF_UNSETTLED, rows)
 
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
-            self._c.execute(
-                q.INSERT_WAIT,
-                (
-                    wait.wait_id,
-                    wait.run_id,
-                    wait.step_hash,
-                    wait.event_name,
-                    wait.expression,
-                    wait.index_path,
-                    wait.index_value,
-                    wait.expires_at,
-                    wait.created_at,
-                ),
-            )
+            self._c.execute(q.INSERT_WAIT, shapes.wait_params(wait))
             if wait.index_path is None:
                 self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
@@ -301,7 +289,7 @@ class PostgresTx:
             (
                 end.status,
                 end.output_json,
-                _rows.json_or_none(end.error),
+                shapes.json_or_none(end.error),
                 now,
                 end.attempt,
                 started_at,
@@ -343,7 +331,8 @@ class PostgresTx:
             # the rows this statement deletes are the waits it times out: a wait an event
             # resolved (deleted) first is not among them
             expired = [
-                _rows.wait(r) for r in c.execute(q.DELETE_EXPIRED_WAITS_OF_RUN, (run_id, now))
+                shapes.wait_record(r)
+                for r in c.execute(q.DELETE_EXPIRED_WAITS_OF_RUN, (run_id, now))
             ]
             for wait in sorted(expired, key=lambda w: w.created_at):
                 c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
@@ -365,52 +354,13 @@ class PostgresTx:
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         self.made_work = True
         c = self._c
-        a = new_run.admission
-        c.execute(
-            q.INSERT_RUN,
-            (
-                new_run.run_id,
-                new_run.function_id,
-                dumps(list(new_run.event_ids)).decode(),
-                now,
-                new_run.parent_run_id,
-                new_run.parent_step_hash,
-                a.start_timeout,
-                a.finish_timeout,
-                a.singleton_key,
-                new_run.app_id,
-            ),
-        )
+        c.execute(q.INSERT_RUN, shapes.run_params(new_run, now))
         for event_id in new_run.event_ids:
             c.execute(q.INSERT_RUN_EVENT, (event_id, new_run.run_id))
-        slots = [*a.concurrency, (None, None), (None, None)][:2]
-        c.execute(
-            q.INSERT_QUEUE,
-            (
-                new_run.run_id,
-                now if due_at is None else due_at,
-                new_run.function_id,
-                slots[0][0],
-                slots[0][1],
-                slots[1][0],
-                slots[1][1],
-                new_run.app_id,
-            ),
-        )
-        for spec in a.cancel_on:
-            expires = None if spec.timeout is None else now + spec.timeout
+        c.execute(q.INSERT_QUEUE, shapes.queue_params(new_run, now, due_at))
+        for spec in new_run.admission.cancel_on:
             c.execute(
-                q.INSERT_MATCHER,
-                (
-                    new_id(now),
-                    new_run.run_id,
-                    spec.event_name,
-                    spec.expression,
-                    spec.index_path,
-                    spec.index_value,
-                    expires,
-                    now,
-                ),
+                q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now))
             )
             if spec.index_path is None:
                 self._added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
@@ -418,8 +368,7 @@ class PostgresTx:
                 self._add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
-        queued = (new_run.run_id, now, "RUN_QUEUED", None, None, None, None, None)
-        c.execute(q.INSERT_HISTORY, queued)
+        c.execute(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
 
     def idempotency_seen(self, key: str, now: float) -> bool:
         self._lock(f"idempotency\x1f{key}")

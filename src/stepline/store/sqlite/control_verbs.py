@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_id
 from stepline.serde import dumps, loads
+from stepline.store import _rows as shapes
 from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
     DeferralRow,
@@ -67,51 +68,12 @@ class SQLiteControlVerbs:
 
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         c = self._c
-        a = new_run.admission
-        c.execute(
-            q.INSERT_RUN,
-            (
-                new_run.run_id,
-                new_run.function_id,
-                dumps(list(new_run.event_ids)).decode(),
-                now,
-                new_run.parent_run_id,
-                new_run.parent_step_hash,
-                a.start_timeout,
-                a.finish_timeout,
-                a.singleton_key,
-                new_run.app_id,
-            ),
-        )
+        c.execute(q.INSERT_RUN, shapes.run_params(new_run, now))
         c.executemany(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
-        slots = [*a.concurrency, (None, None), (None, None)][:2]
-        c.execute(
-            q.INSERT_QUEUE,
-            (
-                new_run.run_id,
-                now if due_at is None else due_at,
-                new_run.function_id,
-                slots[0][0],
-                slots[0][1],
-                slots[1][0],
-                slots[1][1],
-                new_run.app_id,
-            ),
-        )
-        for spec in a.cancel_on:
-            expires = None if spec.timeout is None else now + spec.timeout
+        c.execute(q.INSERT_QUEUE, shapes.queue_params(new_run, now, due_at))
+        for spec in new_run.admission.cancel_on:
             c.execute(
-                q.INSERT_MATCHER,
-                (
-                    new_id(now),
-                    new_run.run_id,
-                    spec.event_name,
-                    spec.expression,
-                    spec.index_path,
-                    spec.index_value,
-                    expires,
-                    now,
-                ),
+                q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now))
             )
             if spec.index_path is None:
                 self._added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
@@ -119,8 +81,7 @@ class SQLiteControlVerbs:
                 self._add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
-        queued = (new_run.run_id, now, "RUN_QUEUED", None, None, None, None, None)
-        c.execute(q.INSERT_HISTORY, queued)
+        c.execute(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
 
     # -- FlowState and DeferralState --------------------------------------------------------------
     def idempotency_seen(self, key: str, now: float) -> bool:

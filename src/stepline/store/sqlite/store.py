@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.serde import dumps, dumps_exact, loads
+from stepline.store import _rows as shapes
 from stepline.store._copy import Row, Table
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
@@ -89,10 +90,6 @@ def _reading(read: Callable[P, T]) -> Callable[P, T]:
             raise store._translated(exc) from exc
 
     return wrapper
-
-
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else dumps(value).decode()
 
 
 def _json_list(values: Sequence[str]) -> str:
@@ -250,48 +247,24 @@ class SQLiteStore:
             row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
             if row is None:
                 return None
-            run = _run(row)
+            run = shapes.run_record(row)
             events = _select_events(conn, run.event_ids)
             steps = {s.hash: s for s in _select_steps(conn, run_id)}
-            waits = [_wait(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
+            waits = [shapes.wait_record(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
             return RunState(run=run, events=events, steps=steps, waits=waits)
 
     @_reading
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._conn().execute(q.SELECT_RUN, (run_id,)).fetchone()
-        return None if row is None else _run(row)
+        return None if row is None else shapes.run_record(row)
 
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.function_id is not None:
-            clauses.append("function_id = ?")
-            params.append(query.function_id)
-        if query.app_id is not None:
-            clauses.append("app_id IN (?, '')")
-            params.append(query.app_id)
-        if query.status is not None:
-            clauses.append("status = ?")
-            params.append(query.status)
-        if query.event_id is not None:
-            clauses.append("run_id IN (SELECT run_id FROM run_events WHERE event_id = ?)")
-            params.append(query.event_id)
-        if query.waiting_for_worker_at is not None:
-            clauses.append(q.WAITING_FOR_WORKER)
-            params.append(query.waiting_for_worker_at)
-        if query.created_after is not None:
-            clauses.append("created_at >= ?")
-            params.append(query.created_after)
-        if query.created_before is not None:
-            clauses.append("created_at <= ?")
-            params.append(query.created_before)
-        if query.after is not None:
-            clauses.append("(created_at, run_id) < (?, ?)")
-            params.extend(query.after)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(query.limit)
-        return [_run(r) for r in self._conn().execute(q.LIST_RUNS.format(where=where), params)]
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        statement = q.LIST_RUNS.format(where=where)
+        return [
+            shapes.run_record(r) for r in self._conn().execute(statement, [*params, query.limit])
+        ]
 
     @_reading
     def get_steps(self, run_id: str) -> list[StepRecord]:
@@ -301,38 +274,14 @@ class SQLiteStore:
     def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         found: dict[str, list[StepRecord]] = {}
         for row in self._conn().execute(q.STEPS_OF, (dumps(list(run_ids)),)):
-            r = row
-            found.setdefault(r[0], []).append(
-                StepRecord(
-                    r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10], r[11]
-                )
-            )
+            found.setdefault(row[0], []).append(shapes.step_record(row))
         return found
 
     @_reading
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.name is not None:
-            clauses.append("name = ?")
-            params.append(query.name)
-        if query.received_after is not None:
-            clauses.append("received_at >= ?")
-            params.append(query.received_after)
-        if query.received_before is not None:
-            clauses.append("received_at <= ?")
-            params.append(query.received_before)
-        if query.after is not None:
-            clauses.append("(received_at, internal_id) < (?, ?)")
-            params.extend(query.after)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(query.limit)
-        return [
-            StoredEvent(
-                EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]), r[6], bool(r[7])
-            )
-            for r in self._conn().execute(q.LIST_EVENTS.format(where=where), params)
-        ]
+        where, params = shapes.event_filter(query, "?")
+        found = self._conn().execute(q.LIST_EVENTS.format(where=where), [*params, query.limit])
+        return [shapes.stored_event(r) for r in found]
 
     @_reading
     def stats(self, now: float) -> StoreStats:
@@ -344,10 +293,7 @@ class SQLiteStore:
 
     @_reading
     def get_history(self, run_id: str) -> list[HistoryRecord]:
-        return [
-            HistoryRecord(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7])
-            for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))
-        ]
+        return [shapes.history_record(r) for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))]
 
     @_reading
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
@@ -402,7 +348,7 @@ class SQLiteStore:
             rows = {r[0]: r for r in conn.execute(q.QUEUE_STATES, (ids, now))}
             waits: dict[str, list[WaitRecord]] = {}
             for r in conn.execute(q.WAITS_OF_RUNS, (ids,)):
-                waits.setdefault(r[1], []).append(_wait(r))
+                waits.setdefault(r[1], []).append(shapes.wait_record(r))
             held: Counter[str] = Counter()
             if any(r[3] is not None or r[5] is not None for r in rows.values()):
                 for _, k1, _, k2, _ in conn.execute(q.LIVE_LEASES, (now,)):
@@ -622,7 +568,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
         if row is None:
             return None
-        c.execute(q.CANCEL_RUN, (now, _json_or_none(error), run_id))
+        c.execute(q.CANCEL_RUN, (now, shapes.json_or_none(error), run_id))
         self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
         return EndedRun(str(row[0]), row[1], row[2])
 
@@ -635,15 +581,16 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
         if len(records) == 1:
-            self._c.execute(q.INSERT_HISTORY, _history_row(records[0], worker_id))
+            self._c.execute(q.INSERT_HISTORY, shapes.history_params(records[0], worker_id))
         elif records:
-            self._c.executemany(q.INSERT_HISTORY, [_history_row(h, worker_id) for h in records])
+            params = [shapes.history_params(h, worker_id) for h in records]
+            self._c.executemany(q.INSERT_HISTORY, params)
 
     def settle_pending_step(self, wake: Wake, now: float) -> bool:
         settle = (
             wake.status,
             wake.output_json,
-            _json_or_none(wake.error),
+            shapes.json_or_none(wake.error),
             now,
             wake.run_id,
             wake.step_hash,
@@ -677,27 +624,14 @@ class _SQLiteTx(SQLiteControlVerbs):
         return None if row is None or row[0] is None else (str(row[0]), row[1])
 
     def put_steps(self, steps: Sequence[StepRecord]) -> None:
-        self._c.executemany(q.UPSERT_STEP, [_step_row(s) for s in steps])
+        self._c.executemany(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
 
     def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
-        self._c.executemany(q.INSERT_STEP_IF_UNSETTLED, [_step_row(s) for s in steps])
+        self._c.executemany(q.INSERT_STEP_IF_UNSETTLED, [shapes.step_params(s) for s in steps])
 
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
-            self._c.execute(
-                q.INSERT_WAIT,
-                (
-                    wait.wait_id,
-                    wait.run_id,
-                    wait.step_hash,
-                    wait.event_name,
-                    wait.expression,
-                    wait.index_path,
-                    wait.index_value,
-                    wait.expires_at,
-                    wait.created_at,
-                ),
-            )
+            self._c.execute(q.INSERT_WAIT, shapes.wait_params(wait))
             if wait.index_path is None:
                 self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
@@ -714,7 +648,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             (
                 end.status,
                 end.output_json,
-                _json_or_none(end.error),
+                shapes.json_or_none(end.error),
                 now,
                 end.attempt,
                 started_at,
@@ -742,7 +676,8 @@ class _SQLiteTx(SQLiteControlVerbs):
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
         with self._savepoint() as c:
             worker = self._check_lease(run_id, lease_token)
-            expired = [_wait(r) for r in c.execute(q.EXPIRED_WAITS_OF_RUN, (run_id, now))]
+            due = c.execute(q.EXPIRED_WAITS_OF_RUN, (run_id, now))
+            expired = [shapes.wait_record(r) for r in due]
             for wait in expired:
                 c.execute(q.DELETE_WAIT, (wait.wait_id,))
                 c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
@@ -767,66 +702,17 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 # -- row mapping ----------------------------------------------------------------------------------
-def _run(r: Sequence[Any]) -> RunRecord:
-    return RunRecord(
-        run_id=r[0],
-        function_id=r[1],
-        status=r[2],
-        event_ids=loads(r[3]),
-        created_at=r[4],
-        started_at=r[5],
-        ended_at=r[6],
-        output_json=r[7],
-        error=loads(r[8]),
-        attempt=r[9],
-        parent_run_id=r[10],
-        parent_step_hash=r[11],
-        start_timeout=r[12],
-        finish_timeout=r[13],
-        app_id=r[14],
-        worker_id=r[15],
-    )
-
-
-def _wait(r: Sequence[Any]) -> WaitRecord:
-    return WaitRecord(*r)
-
-
-def _step_row(s: StepRecord) -> tuple[Any, ...]:
-    return (
-        s.run_id,
-        s.hash,
-        s.step_id,
-        s.kind,
-        s.position,
-        s.status,
-        s.output_json,
-        _json_or_none(s.error),
-        s.attempts,
-        s.due_at,
-        s.started_at,
-        s.ended_at,
-    )
-
-
-def _history_row(h: HistoryRecord, worker: str | None) -> tuple[Any, ...]:
-    data = _json_or_none(h.data)
-    return (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, data, worker)
-
-
 def _select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
-    return [
-        StepRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10], r[11])
-        for r in conn.execute(q.SELECT_STEPS, (run_id,))
-    ]
+    return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
 
 
 def _select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord]:
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
-    rows = conn.execute(f"SELECT {q.EVENT_COLUMNS} FROM events WHERE internal_id IN ({marks})", ids)
-    by_id = {r[0]: EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5]) for r in rows}
+    statement = f"SELECT {q.EVENT_COLUMNS} FROM events WHERE internal_id IN ({marks})"
+    found = conn.execute(statement, ids)
+    by_id = {r[0]: shapes.event_record(r) for r in found}
     return [by_id[i] for i in ids if i in by_id]
 
 

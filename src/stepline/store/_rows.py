@@ -1,0 +1,218 @@
+"""Row shapes the SQL backends share (SQLite and PostgreSQL select and insert the same columns in
+the same order, see ``store/{sqlite,postgres}/queries.py``): the parameters of the rows they
+insert, the records their rows decode to, and the clauses of a runs filter. Each backend keeps
+its own SQL statements; what is written here is the same for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from stepline.serde import dumps, loads
+from stepline.store.records import (
+    EventFilter,
+    EventRecord,
+    HistoryRecord,
+    MatcherSpec,
+    NewRun,
+    RunFilter,
+    RunRecord,
+    StepRecord,
+    StoredEvent,
+    WaitRecord,
+)
+
+Params = tuple[Any, ...]
+
+
+def json_or_none(value: Any) -> str | None:
+    return None if value is None else dumps(value).decode()
+
+
+# -- rows to records (the column orders of SELECT_RUN, SELECT_STEPS, the wait and event columns,
+# SELECT_HISTORY) ----------------------------------------------------------------------------------
+def run_record(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=r[0],
+        function_id=r[1],
+        status=r[2],
+        event_ids=loads(r[3]),
+        created_at=r[4],
+        started_at=r[5],
+        ended_at=r[6],
+        output_json=r[7],
+        error=loads(r[8]),
+        attempt=r[9],
+        parent_run_id=r[10],
+        parent_step_hash=r[11],
+        start_timeout=r[12],
+        finish_timeout=r[13],
+        app_id=r[14],
+        worker_id=r[15],
+    )
+
+
+def step_record(r: Sequence[Any]) -> StepRecord:
+    return StepRecord(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10], r[11]
+    )
+
+
+def wait_record(r: Sequence[Any]) -> WaitRecord:
+    return WaitRecord(*r)
+
+
+def event_record(r: Sequence[Any]) -> EventRecord:
+    return EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5])
+
+
+def stored_event(r: Sequence[Any]) -> StoredEvent:
+    """An event with when it was received and whether it was a duplicate (LIST_EVENTS)."""
+    return StoredEvent(event_record(r), r[6], bool(r[7]))
+
+
+def history_record(r: Sequence[Any]) -> HistoryRecord:
+    return HistoryRecord(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7])
+
+
+# -- records to rows (the parameters of UPSERT_STEP, INSERT_HISTORY, INSERT_WAIT, INSERT_RUN,
+# INSERT_QUEUE, INSERT_MATCHER) --------------------------------------------------------------------
+def step_params(s: StepRecord) -> Params:
+    return (
+        s.run_id,
+        s.hash,
+        s.step_id,
+        s.kind,
+        s.position,
+        s.status,
+        s.output_json,
+        json_or_none(s.error),
+        s.attempts,
+        s.due_at,
+        s.started_at,
+        s.ended_at,
+    )
+
+
+def history_params(h: HistoryRecord, worker: str | None) -> Params:
+    return (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, json_or_none(h.data), worker)
+
+
+def queued_history_params(run_id: str, now: float) -> Params:
+    """The RUN_QUEUED history row of a new run."""
+    return (run_id, now, "RUN_QUEUED", None, None, None, None, None)
+
+
+def wait_params(w: WaitRecord) -> Params:
+    return (
+        w.wait_id,
+        w.run_id,
+        w.step_hash,
+        w.event_name,
+        w.expression,
+        w.index_path,
+        w.index_value,
+        w.expires_at,
+        w.created_at,
+    )
+
+
+def run_params(new_run: NewRun, now: float) -> Params:
+    a = new_run.admission
+    return (
+        new_run.run_id,
+        new_run.function_id,
+        dumps(list(new_run.event_ids)).decode(),
+        now,
+        new_run.parent_run_id,
+        new_run.parent_step_hash,
+        a.start_timeout,
+        a.finish_timeout,
+        a.singleton_key,
+        new_run.app_id,
+    )
+
+
+def queue_params(new_run: NewRun, now: float, due_at: float | None) -> Params:
+    """A new run's queue row: due at ``due_at`` (now if None), its concurrency keys."""
+    slots = [*new_run.admission.concurrency, (None, None), (None, None)][:2]
+    return (
+        new_run.run_id,
+        now if due_at is None else due_at,
+        new_run.function_id,
+        slots[0][0],
+        slots[0][1],
+        slots[1][0],
+        slots[1][1],
+        new_run.app_id,
+    )
+
+
+def matcher_params(run_id: str, spec: MatcherSpec, now: float, matcher_id: str) -> Params:
+    """One cancel matcher row of a new run (``spec``: one of its admission's ``cancel_on``)."""
+    expires = None if spec.timeout is None else now + spec.timeout
+    return (
+        matcher_id,
+        run_id,
+        spec.event_name,
+        spec.expression,
+        spec.index_path,
+        spec.index_value,
+        expires,
+        now,
+    )
+
+
+# -- a runs filter ---------------------------------------------------------------------------------
+def run_filter(query: RunFilter, mark: str, waiting_for_worker: str) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") of ``query`` with ``mark`` as the parameter placeholder, and its
+    parameters (the limit not included). ``waiting_for_worker`` is the backend's clause for
+    runs no live worker serves (one parameter: the time)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.function_id is not None:
+        clauses.append(f"function_id = {mark}")
+        params.append(query.function_id)
+    if query.app_id is not None:
+        clauses.append(f"app_id IN ({mark}, '')")
+        params.append(query.app_id)
+    if query.status is not None:
+        clauses.append(f"status = {mark}")
+        params.append(query.status)
+    if query.event_id is not None:
+        clauses.append(f"run_id IN (SELECT run_id FROM run_events WHERE event_id = {mark})")
+        params.append(query.event_id)
+    if query.waiting_for_worker_at is not None:
+        clauses.append(waiting_for_worker)
+        params.append(query.waiting_for_worker_at)
+    if query.created_after is not None:
+        clauses.append(f"created_at >= {mark}")
+        params.append(query.created_after)
+    if query.created_before is not None:
+        clauses.append(f"created_at <= {mark}")
+        params.append(query.created_before)
+    if query.after is not None:
+        clauses.append(f"(created_at, run_id) < ({mark}, {mark})")
+        params.extend(query.after)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def event_filter(query: EventFilter, mark: str) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") of an events filter and its parameters (the limit not
+    included), with ``mark`` as the parameter placeholder."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.name is not None:
+        clauses.append(f"name = {mark}")
+        params.append(query.name)
+    if query.received_after is not None:
+        clauses.append(f"received_at >= {mark}")
+        params.append(query.received_after)
+    if query.received_before is not None:
+        clauses.append(f"received_at <= {mark}")
+        params.append(query.received_before)
+    if query.after is not None:
+        clauses.append(f"(received_at, internal_id) < ({mark}, {mark})")
+        params.extend(query.after)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
