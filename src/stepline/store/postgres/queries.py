@@ -320,16 +320,18 @@ FROM steps WHERE run_id = %s AND position < %s AND status = 'COMPLETED'"""
 
 # -- retention ------------------------------------------------------------------------------------
 # purges delete a bounded batch (the last parameter) per statement, skipping rows another
-# transaction holds (a flow-control decision in flight) instead of waiting for them
+# transaction holds (a flow-control decision in flight) instead of waiting for them. The batch
+# is picked once, in an ARRAY(...) subquery (an init plan): `IN (SELECT … LIMIT … SKIP LOCKED)`
+# may be rescanned by a nested-loop plan and pick other rows each time, deleting past the limit
 PURGE_SENDER_IDS = """
-DELETE FROM event_ids WHERE sender_id IN (
-  SELECT sender_id FROM event_ids WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)"""
+DELETE FROM event_ids WHERE sender_id = ANY(ARRAY(
+  SELECT sender_id FROM event_ids WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
 PURGE_IDEMPOTENCY = """
-DELETE FROM idempotency WHERE key IN (
-  SELECT key FROM idempotency WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)"""
+DELETE FROM idempotency WHERE key = ANY(ARRAY(
+  SELECT key FROM idempotency WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
 PURGE_GCRA = """
-DELETE FROM gcra WHERE bucket IN (
-  SELECT bucket FROM gcra WHERE tat < %s LIMIT %s FOR UPDATE SKIP LOCKED)"""
+DELETE FROM gcra WHERE bucket = ANY(ARRAY(
+  SELECT bucket FROM gcra WHERE tat < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
 ENDED_BEFORE = """
 SELECT run_id FROM runs
 WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND ended_at < %s
@@ -339,15 +341,15 @@ DELETE_STEPS_OF_RUNS = "DELETE FROM steps WHERE run_id = ANY(%s)"
 DELETE_HISTORY_OF_RUNS = "DELETE FROM history WHERE run_id = ANY(%s)"
 DELETE_RUN_EVENTS_OF_RUNS = "DELETE FROM run_events WHERE run_id = ANY(%s)"
 PURGE_EVENTS = """
-DELETE FROM events WHERE internal_id IN (
+DELETE FROM events WHERE internal_id = ANY(ARRAY(
   SELECT internal_id FROM events WHERE received_at < %s
     AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
     AND NOT EXISTS (SELECT 1 FROM deferrals
                     WHERE deferrals.event_ids::jsonb ? events.internal_id)
-  ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"""
+  ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED))"""
 PURGE_SKIPS = """
-DELETE FROM skips WHERE seq IN (
-  SELECT seq FROM skips WHERE at < %s ORDER BY at LIMIT %s FOR UPDATE SKIP LOCKED)"""
+DELETE FROM skips WHERE seq = ANY(ARRAY(
+  SELECT seq FROM skips WHERE at < %s ORDER BY at LIMIT %s FOR UPDATE SKIP LOCKED))"""
 
 # -- schema ---------------------------------------------------------------------------------------
 TABLE_NAMES = """
