@@ -130,9 +130,9 @@ def clear_matcher_cache() -> bool:
     """Empty the process's cache of loaded matchers (as in a process that did not create the
     runs, or after a restart); False if it moved."""
     try:
-        from stepline.expressions import load_match
+        from stepline.expressions import forget_matchers
 
-        load_match.cache_clear()
+        forget_matchers()
     except (ImportError, AttributeError):
         return False
     return True

@@ -15,6 +15,7 @@ from stepline.expressions import (
     ExpressionEvaluationError,
     MatchExpression,
     compile_expression,
+    forget_matchers,
     load_match,
     match_shorthand,
     prepare_match,
@@ -521,3 +522,16 @@ def test_programs_for_missing_fields_are_bounded() -> None:
         data = {f: "x" for bit, f in enumerate(fields) if mask >> bit & 1}
         assert "x" * len(data) in expression.evaluate(on(**data))
     assert len(expression._programs) <= 256
+
+
+def test_a_prepared_matcher_is_what_loading_its_stored_text_gives() -> None:
+    # issue 6 matching costs: the process that stores a wait usually matches it next; loading
+    # its stored text must not parse it again
+    prepared = prepare_match(
+        "event.data.orderId == async.data.orderId", {"data": {"orderId": "o-61"}}
+    )
+    assert load_match(prepared.text) is prepared
+    forget_matchers()
+    reloaded = load_match(prepared.text)
+    assert reloaded is not prepared and reloaded.index_keys == prepared.index_keys
+    assert reloaded.matches({"data": {"orderId": "o-61"}})

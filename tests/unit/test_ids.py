@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import random
+import warnings
 
 from stepline._ids import _encode, new_id
 
@@ -32,3 +34,23 @@ def test_ids_sort_by_creation_time() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+def test_a_forked_child_never_makes_its_parents_next_id() -> None:
+    # new_id reads random bytes from the OS in blocks: a child forked with unread bytes in the
+    # block would make the ids its parent makes next (worker processes started by fork)
+    at = 1_700_000_000.0
+    new_id(at)  # the block is read; most of it is still unread when the child forks
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns of fork in a threaded process: none here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.write(write_end, new_id(at + 1).encode())
+        os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(child, 0)
+    from_child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    assert status == 0 and len(from_child) == 26
+    assert new_id(at + 1) != from_child

@@ -15,6 +15,7 @@ from stepline.expressions._compile import (
 )
 from stepline.expressions._match import (
     MatchExpression,
+    forget_matchers,
     load_match,
     match_shorthand,
     prepare_match,
@@ -27,6 +28,7 @@ __all__ = [
     "MatchExpression",
     "compile_condition",
     "compile_expression",
+    "forget_matchers",
     "load_match",
     "match_shorthand",
     "prepare_match",

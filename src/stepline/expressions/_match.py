@@ -8,6 +8,7 @@ values as literals, so the stored text depends on ``async`` only, and extracts i
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -79,12 +80,38 @@ def _compiled(text: str) -> Expression:
     return compile_expression(text, variables=("async",))
 
 
-@lru_cache(maxsize=65536)
+# Matchers by stored text, the oldest dropped first past the bound. A dict rather than
+# ``lru_cache`` so that :func:`prepare_match` can put in what it made: the process that stores a
+# wait or a cancel matcher is usually the one whose ingest matches it next.
+_MATCHERS: dict[str, MatchExpression] = {}
+_MATCHERS_MAX = 65536
+_matchers_lock = threading.Lock()
+
+
 def load_match(text: str) -> MatchExpression:
     """Load a stored (substituted) matcher text; matchers are cached by text.
 
     Raises ``ExpressionError`` if ``text`` is not a valid expression over ``async``.
     """
+    found = _MATCHERS.get(text)
+    return found if found is not None else _remember(_load_match(text))
+
+
+def forget_matchers() -> None:
+    """Empty the matcher cache (as in a process that has just started)."""
+    with _matchers_lock:
+        _MATCHERS.clear()
+
+
+def _remember(matcher: MatchExpression) -> MatchExpression:
+    with _matchers_lock:
+        if len(_MATCHERS) >= _MATCHERS_MAX:
+            del _MATCHERS[next(iter(_MATCHERS))]
+        _MATCHERS[matcher.text] = matcher
+    return matcher
+
+
+def _load_match(text: str) -> MatchExpression:
     simple = _SIMPLE_MATCHER.fullmatch(text)
     if simple is not None:  # the shape prepare_match writes for equality templates
         value = constant(simple.group(2))
@@ -115,9 +142,8 @@ def prepare_match(text: str, own_event: Mapping[str, Any]) -> MatchExpression:
             key = canonical(value)
             if key is not None and constant(f"dyn({literal})") == value:
                 fast = (paths[1], value)
-                return MatchExpression(
-                    f"async.{paths[1]} == dyn({literal})", ((paths[1], key),), fast
-                )
+                stored = f"async.{paths[1]} == dyn({literal})"
+                return _remember(MatchExpression(stored, ((paths[1], key),), fast))
     try:
         substituted = substitute(text, own_event, "event")
     except (TypeError, ValueError) as exc:
