@@ -45,7 +45,10 @@ class HttpServer:
             log_config=None,  # the process's logging as it is
             access_log=False,  # it would log event keys (path segments): see AccessLog
             ws="none",
-            lifespan="on",
+            # the application has no startup/shutdown handlers; with lifespan on, a stop at once
+            # (asyncio.run cancelling every task: `stepline dev`'s second SIGINT) cancelled
+            # uvicorn's lifespan task, which uvicorn logs as an error with its tracebacks
+            lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
             server_header=False,
         )
