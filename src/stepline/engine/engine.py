@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from stepline._ids import new_id
 from stepline.clock import Clock
 from stepline.cron import catch_up_tick
+from stepline.engine._ingest_batch import IngestBatcher
 from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.changes import ChangeFeed, ingest_change
@@ -112,7 +113,8 @@ class Engine:
         self._next_purge = float("-inf")
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._unwatch: Callable[[], None] | None = None  # stops the store's wake-ups
-        self._wakers_lock = threading.Lock()
+        self._wakers_lock = threading.Lock()  # also guards _batchers
+        self._batchers: dict[asyncio.AbstractEventLoop, IngestBatcher] = {}
         store.migrate()
 
     # -- registry ---------------------------------------------------------------------------------
@@ -154,10 +156,16 @@ class Engine:
     def event_record(self, event: Event, now: float, internal_id: str | None = None) -> EventRecord:
         """Validate an event at the edge and give it a Stepline id (``internal_id``, else a
         new one). Raises ``EventError``."""
-        validate_event(event, self.limits.max_event_bytes)
+        data_json = validate_event(event, self.limits.max_event_bytes)
         ts = event.ts / 1000 if event.ts else now
         return EventRecord(
-            internal_id or new_id(now), event.name, dict(event.data), dict(event.user), event.id, ts
+            internal_id or new_id(now),
+            event.name,
+            dict(event.data),
+            dict(event.user),
+            event.id,
+            ts,
+            data_json,
         )
 
     def plan(self, record: EventRecord) -> EventIngest:
@@ -187,29 +195,13 @@ class Engine:
             return True
         return load_match(wait.expression).matches(event.payload())
 
-    def _ingest_job(
-        self, items: list[EventIngest], now: float, retried: bool = False
-    ) -> Callable[[StoreTx], Any]:
+    def _ingest_job(self, items: list[EventIngest], now: float) -> Callable[[StoreTx], Any]:
         def job(tx: StoreTx) -> list[IngestResult]:
-            if retried:
-                return self._ingest_new(tx, items, now)
             results = tx.ingest(items, now, self.wait_matches)
             self.announce_cancellations(tx, results, now)
             return results
 
         return job
-
-    def _ingest_new(self, tx: StoreTx, items: list[EventIngest], now: float) -> list[IngestResult]:
-        """Ingest the events not stored yet; an event whose id is stored already (a retry of
-        a request that gave the ids) is not ingested again: its result is a duplicate's."""
-        stored = tx.stored_event_ids([item.event.internal_id for item in items])
-        fresh = [item for item in items if item.event.internal_id not in stored]
-        found = {r.internal_id: r for r in tx.ingest(fresh, now, self.wait_matches)}
-        self.announce_cancellations(tx, list(found.values()), now)
-        return [
-            found.get(item.event.internal_id) or IngestResult(item.event.internal_id, True, (), ())
-            for item in items
-        ]
 
     def system_event(self, name: str, data: dict[str, Any], now: float) -> EventIngest:
         """A system event about a run's end, planned as any event (it may start a run of the
@@ -276,32 +268,43 @@ class Engine:
         request's seed), so an event whose id is already stored is a retry of the same request
         and is not ingested again (its result says duplicate)."""
         items = [self.plan(record) for record in records]
-        ingest = self._ingest_job(items, now, retried=retried)
+        return await self._batcher().ingest(items, now, retried)
+
+    def _batcher(self) -> IngestBatcher:
+        """This event loop's ``IngestBatcher`` (concurrent senders share ingest verbs)."""
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            with self._wakers_lock:
+                for closed in [other for other in self._batchers if other.is_closed()]:
+                    del self._batchers[closed]
+                batcher = self._batchers[loop] = IngestBatcher(self, loop)
+        return batcher
+
+    def eager_worker_in(self, loop: asyncio.AbstractEventLoop) -> EagerWorker | None:
+        """The in-process worker that ``send`` in ``loop`` hands the runs it starts, if any."""
         worker = self._eager_worker
-        if worker is None or not worker.accepts_in(asyncio.get_running_loop()):
-            results: list[IngestResult] = await self.writer.write(ingest)
-            self.metrics.events_accepted += len(results)
+        return worker if worker is not None and worker.accepts_in(loop) else None
+
+    def after_ingest(
+        self, results: list[IngestResult], leases: Sequence[Lease], worker: EagerWorker | None
+    ) -> None:
+        """Once an ingestion committed: count the events, start the passes of the runs leased
+        to ``worker`` in its transaction, wake the workers that may have work, tell the live
+        views."""
+        self.metrics.accept_events(len(results))
+        if worker is None:
             self.wake_workers()
-            self.changes.publish(ingest_change(results))
-            return results
-        lease_new = worker.lease_new_runs(now)
-
-        def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease]]:
-            found: list[IngestResult] = ingest(tx)
-            return found, lease_new(tx, sum(len(r.run_ids) for r in found))
-
-        results, leases = await self.writer.write(job)
-        self.metrics.events_accepted += len(results)
-        worker.adopt(leases)
-        # the worker that got every run the events started has nothing new to look for: a
-        # lease attempt now would only compete with those runs' passes for the writer
-        started = {run_id for r in results for run_id in r.run_ids}
-        handed_all = started == {lease.run_id for lease in leases} and not any(
-            r.resumed_run_ids or r.cancelled for r in results
-        )
-        self.wake_workers(but=worker if handed_all else None)
+        else:
+            worker.adopt(leases)
+            # the worker that got every run the events started has nothing new to look for: a
+            # lease attempt now would only compete with those runs' passes for the writer
+            started = {run_id for r in results for run_id in r.run_ids}
+            handed_all = started == {lease.run_id for lease in leases} and not any(
+                r.resumed_run_ids or r.cancelled for r in results
+            )
+            self.wake_workers(but=worker if handed_all else None)
         self.changes.publish(ingest_change(results))
-        return results
 
     def offer_runs_to(self, worker: EagerWorker) -> None:
         """Let ``send`` hand the runs it starts to this in-process worker (the first one)."""
@@ -318,9 +321,7 @@ class Engine:
         now = self.clock.now()
         items = [self.plan(self.event_record(e, now)) for e in events]
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))
-        self.metrics.events_accepted += len(results)
-        self.wake_workers()
-        self.changes.publish(ingest_change(results))
+        self.after_ingest(results, (), None)
         return [r.internal_id for r in results]
 
     def replay_of(self, original: RunView, now: float) -> NewRun:

@@ -41,14 +41,33 @@ class Histogram:
 
 
 class EngineMetrics:
-    """What an engine did in this process."""
+    """What an engine did in this process. Counted from any thread (senders in threads, the
+    writer, workers in other loops): every update takes the lock, so none is lost."""
 
     def __init__(self) -> None:
         self.step_seconds = Histogram(STEP_BUCKETS)
-        self.step_attempts = {"completed": 0, "failed": 0}
-        self.events_accepted = 0
+        self._lock = threading.Lock()
+        self._step_attempts = {"completed": 0, "failed": 0}
+        self._events_accepted = 0
+
+    @property
+    def events_accepted(self) -> int:
+        """Events accepted (committed) by this process."""
+        return self._events_accepted
+
+    @property
+    def step_attempts(self) -> dict[str, int]:
+        """Step attempts ended in this process, by outcome (``completed``, ``failed``)."""
+        with self._lock:
+            return dict(self._step_attempts)
+
+    def accept_events(self, count: int) -> None:
+        """``count`` more events were committed."""
+        with self._lock:
+            self._events_accepted += count
 
     def step_attempt(self, duration: float, ok: bool) -> None:
         """A step attempt ended after ``duration`` seconds (``ok``: it returned a value)."""
         self.step_seconds.observe(duration)
-        self.step_attempts["completed" if ok else "failed"] += 1
+        with self._lock:
+            self._step_attempts["completed" if ok else "failed"] += 1

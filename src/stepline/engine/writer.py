@@ -57,10 +57,15 @@ class BatchWriter:
         An exception raised by the job is raised here (the job's own changes are rolled back;
         the other jobs of the batch still commit). Safe from any event loop in any thread.
         Cancelling the caller does not withdraw a job already queued."""
+        return await self.submit(job)
+
+    def submit(self, job: Callable[[StoreTx], T]) -> asyncio.Future[T]:
+        """``write`` without awaiting: the future (of the running loop) gets the job's result
+        once its transaction committed, or its error. Raises ``RuntimeError`` when closed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._enqueue(_Pending(job, loop, future))
-        return await future
+        return future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
         """``write`` for a thread with no running event loop: blocks until committed."""

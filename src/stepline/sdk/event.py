@@ -53,7 +53,8 @@ TS_MIN_MS = 315_532_800_000  # 1980-01-01T00:00:00Z
 TS_MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
 
-def _check_ts(name: str, ts: object) -> None:
+def check_event_ts(name: str, ts: object) -> None:
+    """``EventError`` unless ``ts`` is epoch milliseconds between 1980 and 2100."""
     if isinstance(ts, bool) or not isinstance(ts, int | float):
         raise EventError(f"event {name!r}: ts must be epoch milliseconds, got {ts!r}")
     if ts < TS_MIN_MS:
@@ -66,14 +67,20 @@ def _check_ts(name: str, ts: object) -> None:
         )
 
 
-def validate_event(event: Event, max_bytes: int) -> int:
-    """Check an event at the edge; returns its encoded size. Raises ``EventError``."""
+def check_event_name(name: object) -> None:
+    """``EventError`` unless ``name`` is a string of 1 to 255 characters, the first not a space."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise EventError(
+            f"event name must be a non-empty string of at most 255 characters, got {name!r}"
+        )
+
+
+def validate_event(event: Event, max_bytes: int) -> bytes:
+    """Check an event at the edge; returns its ``data`` encoded (as the store keeps it, so it
+    is encoded once). Raises ``EventError``."""
     if not isinstance(event, Event):
         raise EventError(f"expected a stepline.Event, got {type(event).__qualname__}")
-    if not isinstance(event.name, str) or not _NAME.match(event.name):
-        raise EventError(
-            f"event name must be a non-empty string of at most 255 characters, got {event.name!r}"
-        )
+    check_event_name(event.name)
     if not isinstance(event.data, dict):
         raise EventError(
             f"event {event.name!r}: data must be a dict, got {type(event.data).__qualname__}"
@@ -81,18 +88,24 @@ def validate_event(event: Event, max_bytes: int) -> int:
     if event.id is not None and (not isinstance(event.id, str) or not event.id):
         raise EventError(f"event {event.name!r}: id must be a non-empty string")
     if event.ts:  # 0, like None, means "when received" (as in Inngest)
-        _check_ts(event.name, event.ts)
+        check_event_ts(event.name, event.ts)
     try:
-        size = len(dumps(event.data, f"data of event {event.name!r}")) + len(
-            dumps(event.user, f"user of event {event.name!r}")
-        )
+        data = dumps(event.data, f"data of event {event.name!r}")
+        user = dumps(event.user, f"user of event {event.name!r}") if event.user != {} else b"{}"
+        size = len(data) + len(user)
     except SerializationError as exc:
         raise EventError(str(exc)) from exc
+    check_event_size(event.name, size, max_bytes)
+    return data
+
+
+def check_event_size(name: str, size: int, max_bytes: int) -> None:
+    """``EventError`` when an event's encoded ``data`` and ``user`` (``size`` bytes) are over
+    the limit."""
     if size > max_bytes:
         raise EventError(
-            f"event {event.name!r} is {size} bytes, over the {max_bytes}-byte event size limit"
+            f"event {name!r} is {size} bytes, over the {max_bytes}-byte event size limit"
         )
-    return size
 
 
 @dataclass(frozen=True, slots=True)

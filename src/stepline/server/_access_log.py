@@ -45,6 +45,11 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_logged)
         finally:
-            took = (time.perf_counter() - started) * 1000
-            path = redacted_path(scope.get("root_path", "") + scope["path"])
-            log.log(self.level, "%s %s %d %.1fms", scope["method"], path, status, took)
+            log_request(scope, status, started, self.level)
+
+
+def log_request(scope: Scope, status: int, started: float, level: int) -> None:
+    """The access log line of a request that began at ``started`` (``time.perf_counter()``)."""
+    took = (time.perf_counter() - started) * 1000
+    path = redacted_path(scope.get("root_path", "") + scope["path"])
+    log.log(level, "%s %s %d %.1fms", scope["method"], path, status, took)

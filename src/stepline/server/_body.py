@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from stepline.server._problems import Problem
 
@@ -25,26 +26,24 @@ BIG_FLOAT = float(1 << 63)
 def check_json_content_type(request: Request) -> None:
     """415 unless the body is declared JSON (``application/json`` or ``*/*+json``; a request
     without a Content-Type is read as JSON) and not compressed."""
-    declared = request.headers.get("content-type")
-    if declared is not None:
-        media = declared.split(";", 1)[0].strip().lower()
+    check_json_headers(request.headers.get("content-type"), request.headers.get("content-encoding"))
+
+
+def check_json_headers(content_type: str | None, content_encoding: str | None) -> None:
+    """``check_json_content_type`` over the two headers' values (None: absent)."""
+    if content_type is not None:
+        media = content_type.split(";", 1)[0].strip().lower()
         if media not in _JSON_TYPES and not media.endswith("+json"):
             raise Problem(415, f"expected Content-Type application/json, got {media or '(empty)'}")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("identity", ""):
-        raise Problem(415, f"Content-Encoding {encoding} is not supported: send identity")
+    if content_encoding is not None:
+        encoding = content_encoding.strip().lower()
+        if encoding not in ("identity", ""):
+            raise Problem(415, f"Content-Encoding {encoding} is not supported: send identity")
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The body, read chunk by chunk; 413 as soon as it passes ``max_bytes``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise Problem(400, f"invalid Content-Length {declared!r}") from None
-        if length > max_bytes:
-            raise Problem(413, f"request body of {length} bytes is over the {max_bytes}-byte limit")
+    check_declared_length(request.headers.get("content-length"), max_bytes)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -53,6 +52,44 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise Problem(413, f"request body is over the {max_bytes}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_declared_length(declared: str | None, max_bytes: int) -> None:
+    """400 for a Content-Length that is not a number, 413 for one over ``max_bytes``."""
+    if declared is None:
+        return
+    try:
+        length = int(declared)
+    except ValueError:
+        raise Problem(400, f"invalid Content-Length {declared!r}") from None
+    if length > max_bytes:
+        raise Problem(413, f"request body of {length} bytes is over the {max_bytes}-byte limit")
+
+
+async def receive_body(receive: Receive, max_bytes: int) -> bytes:
+    """``read_body`` for a raw ASGI handler: the ``http.request`` messages' bodies; 413 as soon
+    as they pass ``max_bytes``; a client that disconnects ends the request (``ClientDisconnect``).
+    One message (the common case: uvicorn hands a small body over whole) is not copied."""
+    first = b""
+    chunks: list[bytes] | None = None
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > max_bytes:
+                raise Problem(413, f"request body is over the {max_bytes}-byte limit")
+            if chunks is not None:
+                chunks.append(chunk)
+            elif first:
+                chunks = [first, chunk]
+            else:
+                first = chunk
+        if not message.get("more_body", False):
+            return b"".join(chunks) if chunks is not None else first
 
 
 def parse_json(body: bytes, max_depth: int) -> Any:

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from stepline.server._access_log import AccessLog
 from stepline.server._health import health_routes
 from stepline.server._problems import Problem, problem_response
 from stepline.server._responses import JSONResponse
-from stepline.server.event_api import event_routes
+from stepline.server.event_api import EventApi, event_key_in, event_routes
 from stepline.server.inngest_api import inngest_routes
 from stepline.server.inngest_runs import inngest_run_routes
 from stepline.server.metrics import metrics_routes
@@ -45,9 +47,10 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
     """The ASGI application serving ``app`` (default settings: ``ServerSettings()``, which
     leave the APIs closed until keys are configured)."""
     settings = settings or ServerSettings()
+    events = EventApi(app, settings)
     routes: list[BaseRoute] = [
         *health_routes(),
-        *event_routes(),
+        *event_routes(events),
         *inngest_routes(),
         *inngest_run_routes(),
         *rest_routes(),
@@ -57,7 +60,8 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
     dashboard = dashboard_routes(app, settings)
     routes += dashboard or [Route("/", _index, methods=["GET"])]
     level = logging.DEBUG if settings.dev else logging.INFO
-    server = Starlette(
+    server = _Server(
+        events,
         routes=routes,
         middleware=[Middleware(AccessLog, level=level)],
         exception_handlers={Problem: problem_response},
@@ -65,6 +69,25 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
     server.state.stepline_app = app
     server.state.stepline_settings = settings
     return server
+
+
+class _Server(Starlette):
+    """Starlette, with ``POST /e/{key}`` (the hot path) handed to the event API before the
+    middleware stack and the routing: the event API logs and answers its errors itself."""
+
+    def __init__(self, events: EventApi, **options: Any) -> None:
+        super().__init__(**options)
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            key = event_key_in(get_route_path(scope))
+            if key is not None:
+                scope["app"] = self
+                scope["path_params"] = {"key": key}
+                await self._events(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:

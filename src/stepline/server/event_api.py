@@ -9,42 +9,147 @@ one the events before it are ingested and the answer is ``400 {"ids": [their ids
 SDKs send) makes the ids deterministic: the event at position n (1-based) gets the ULID of that
 time with n added to the seed's last 4 bytes (Inngest's ``SeededIDFromString``), and an event
 whose id is already stored (the client retrying the same request) is not ingested again.
+
+This is the server's hot path, so ``EventApi`` is a plain ASGI application: ``create_app``'s
+application hands it ``POST /e/{key}`` before Starlette's middleware and routing (it writes
+its own access-log line and turns its own errors into responses), it reads the headers it needs
+from the scope, and it builds each ``EventRecord`` straight from the parsed JSON
+(``record_from_json``: the checks of ``Engine.event_record`` with the same messages, without
+the exactness walk that values decoded by orjson cannot fail, and the ``data`` it encodes to
+measure the event is the one the store keeps).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+import orjson
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
-from stepline._ids import seeded_id
+from stepline._ids import new_id, seeded_id
 from stepline.engine.engine import Engine
 from stepline.errors import EventError, StoreError, StoreUnavailable
-from stepline.sdk.event import Event
-from stepline.server._body import check_json_content_type, parse_json, read_body
+from stepline.sdk.event import check_event_name, check_event_size, check_event_ts
+from stepline.server._access_log import log as access_log
+from stepline.server._access_log import log_request
+from stepline.server._body import (
+    check_declared_length,
+    check_json_headers,
+    parse_json,
+    receive_body,
+)
 from stepline.server._problems import Problem
-from stepline.server._responses import JSONResponse
-from stepline.server._state import server_settings, stepline_app
 from stepline.server.settings import ServerSettings
 from stepline.store.records import EventRecord
 
+if TYPE_CHECKING:
+    from stepline.sdk.app import App
+
 SEED_HEADER = "x-inngest-event-id-seed"
 RESERVED_PREFIX = "inngest/"
+PREFIX = "/e/"
+INTERNAL_ERROR = b'{"error":"internal server error","status":500}'
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def event_routes() -> list[BaseRoute]:
-    """The event API (POST only: sending is a side effect)."""
-    return [Route("/e/{key}", send_events, methods=["POST"])]
+class EventApi:
+    """The ASGI application of ``POST /e/{key}`` (the key in ``scope["path_params"]``)."""
+
+    def __init__(self, app: App, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.level = logging.DEBUG if settings.dev else logging.INFO
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+        try:
+            status, body, headers = await self._answer(scope, receive)
+            await _respond(send, status, body, headers)
+        except ClientDisconnect:
+            status = 499  # logged only: nobody is there to answer
+        except Exception:  # a bug of ours: answered 500 and raised to the server, which logs it
+            status = 500
+            await _respond(send, 500, INTERNAL_ERROR, None)
+            raise
+        finally:
+            if access_log.isEnabledFor(self.level):
+                log_request(scope, status, started, self.level)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, dict[str, str] | None]:
+        try:
+            ids = await self.send_events(scope, receive)
+        except Problem as problem:
+            answer = {"error": problem.message, "status": problem.status, **problem.extra}
+            return problem.status, orjson.dumps(answer), problem.headers
+        return 200, orjson.dumps({"ids": ids, "status": 200}), None
+
+    async def send_events(self, scope: Scope, receive: Receive) -> list[str]:
+        """Ingest one event or a list; see the module's doc. Raises ``Problem``."""
+        settings = self.settings
+        check_event_key(scope["path_params"]["key"], settings)
+        headers = _headers(scope)
+        check_json_headers(headers.get("content-type"), headers.get("content-encoding"))
+        check_declared_length(headers.get("content-length"), settings.max_body_bytes)
+        body = parse_json(
+            await receive_body(receive, settings.max_body_bytes), settings.max_json_depth
+        )
+        if type(body) is dict:
+            items: list[Any] = [body]
+        elif type(body) is list:
+            items = body
+        else:
+            raise Problem(400, f"expected an event object or a list of events, got {kind(body)}")
+        limit = settings.max_batch_events
+        if len(items) > limit:
+            raise Problem(413, f"{len(items)} events in one request, over the limit of {limit}")
+        engine = self.app.engine
+        now = engine.clock.now()
+        internal_ids = seeded_ids(headers.get(SEED_HEADER), len(items))
+        max_bytes = engine.limits.max_event_bytes
+        records: list[EventRecord] = []
+        problem: Problem | None = None
+        for index, item in enumerate(items):
+            try:
+                given = internal_ids[index] if internal_ids is not None else None
+                records.append(record_from_json(item, now, given, max_bytes))
+            except EventError as exc:
+                name = item.get("name") if isinstance(item, dict) else None
+                named = f" ({name!r})" if isinstance(name, str) and name else ""
+                problem = Problem(400, f"event at index {index}{named}: {exc}", index=index)
+                break
+        ids = await _ingest(engine, records, now, retried=internal_ids is not None)
+        if problem is not None:
+            raise Problem(problem.status, problem.message, ids=ids, **problem.extra)
+        return ids
 
 
-def check_event_key(request: Request, settings: ServerSettings) -> None:
+def event_routes(api: EventApi) -> list[BaseRoute]:
+    """The event API (POST only: sending is a side effect). ``create_app`` serves these
+    requests before routing (``event_key_in``); the route is what routing answers otherwise
+    (405 to any other method) and what lists the server's routes."""
+    return [Route("/e/{key}", api, methods=["POST"])]
+
+
+def event_key_in(path: str) -> str | None:
+    """The key of an event API path (``/e/{key}``), or None for any other path."""
+    if not path.startswith(PREFIX):
+        return None
+    key = path[len(PREFIX) :]
+    return key if key and "/" not in key else None
+
+
+def check_event_key(key: str, settings: ServerSettings) -> None:
     """401 for a key that is not configured; 503 when no keys are and the API is not open."""
-    key = request.path_params["key"]
     if settings.event_keys:
         if not settings.event_key_ok(key):
             raise Problem(401, "Event key not found")
@@ -52,42 +157,17 @@ def check_event_key(request: Request, settings: ServerSettings) -> None:
         raise Problem(503, "no event keys are configured on this server: set STEPLINE_EVENT_KEYS")
 
 
-async def send_events(request: Request) -> Response:
-    """Ingest one event or a list; see the module's doc."""
-    settings = server_settings(request)
-    check_event_key(request, settings)
-    check_json_content_type(request)
-    body = parse_json(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
-    if isinstance(body, dict):
-        items: list[Any] = [body]
-    elif isinstance(body, list):
-        items = body
-    else:
-        raise Problem(400, f"expected an event object or a list of events, got {kind(body)}")
-    if len(items) > settings.max_batch_events:
-        raise Problem(
-            413,
-            f"{len(items)} events in one request, over the limit of {settings.max_batch_events}",
-        )
-    engine = stepline_app(request).engine
-    now = engine.clock.now()
-    internal_ids = seeded_ids(request.headers.get(SEED_HEADER), len(items))
-    records: list[EventRecord] = []
-    problem: Problem | None = None
-    for index, item in enumerate(items):
-        try:
-            event = event_from_json(item)
-            given = internal_ids[index] if internal_ids is not None else None
-            records.append(engine.event_record(event, now, given))  # validates it
-        except EventError as exc:
-            name = item.get("name") if isinstance(item, dict) else None
-            named = f" ({name!r})" if isinstance(name, str) and name else ""
-            problem = Problem(400, f"event at index {index}{named}: {exc}", index=index)
-            break
-    ids = await _ingest(engine, records, now, retried=internal_ids is not None)
-    if problem is not None:
-        raise Problem(problem.status, problem.message, ids=ids, **problem.extra)
-    return JSONResponse({"ids": ids, "status": 200})
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers (latin-1, as Starlette decodes them; a repeated one: the last)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None) -> None:
+    head = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if headers:
+        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _ingest(
@@ -126,23 +206,26 @@ def seeded_ids(seed: str | None, count: int) -> list[str] | None:
     ]
 
 
-def event_from_json(item: Any) -> Event:
-    """An ``Event`` from one JSON event of the API; ``EventError`` saying what is wrong (the
-    engine's ``event_record`` checks the rest: name length, ``ts`` range, size).
+def record_from_json(item: Any, now: float, internal_id: str | None, max_bytes: int) -> EventRecord:
+    """The ``EventRecord`` of one JSON event of the API (decoded by orjson), received at
+    ``now``, with ``internal_id`` (else a new id); ``EventError`` saying what is wrong.
 
-    ``name`` is required and may not start with ``inngest/`` (reserved); ``data`` and ``user``
-    are objects (absent or null: ``{}``; ``data._inngest`` is dropped, as Inngest's server
-    does); ``id`` a string (absent, null or "": none); ``ts`` epoch milliseconds between 1980
-    and 2100 (absent, null or 0: when received). Other fields (``v``) are ignored."""
-    if not isinstance(item, dict):
+    ``name`` is required, a string of at most 255 characters not starting with a space, nor
+    with ``inngest/`` (reserved); ``data`` and ``user`` are objects (absent or null: ``{}``;
+    ``data._inngest`` is dropped, as Inngest's server does); ``id`` a string (absent, null or
+    "": none); ``ts`` epoch milliseconds between 1980 and 2100 (absent, null or 0: when
+    received); ``data`` and ``user`` encoded within ``max_bytes``. Other fields (``v``) are
+    ignored."""
+    if type(item) is not dict:
         raise EventError(f"expected an event object, got {kind(item)}")
     name = item.get("name")
     if name is None or name == "":
         raise EventError("event name is empty")
-    if not isinstance(name, str):
+    if type(name) is not str:
         raise EventError(f"event name must be a string, got {kind(name)}")
     if name.startswith(RESERVED_PREFIX):
         raise EventError(f"event names starting with {RESERVED_PREFIX!r} are reserved")
+    check_event_name(name)
     data = _object(item, "data")
     if "_inngest" in data:
         data = {k: v for k, v in data.items() if k != "_inngest"}
@@ -150,19 +233,36 @@ def event_from_json(item: Any) -> Event:
     sender_id = item.get("id")
     if sender_id == "":
         sender_id = None
-    if sender_id is not None and not isinstance(sender_id, str):
+    if sender_id is not None and type(sender_id) is not str:
         raise EventError(f"id must be a string, got {kind(sender_id)}")
     ts = item.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         raise EventError(f"ts must be epoch milliseconds (a number), got {kind(ts)}")
-    return Event(name=name, data=data, id=sender_id, ts=int(ts) if ts else None, user=user)
+    millis = int(ts) if ts else 0  # 0, like none, means "when received" (as in Inngest)
+    if millis:
+        check_event_ts(name, millis)
+    try:  # values decoded by orjson encode back to themselves (serde's rule holds)
+        data_json = orjson.dumps(data)
+        size = len(data_json) + (len(orjson.dumps(user)) if user else 2)
+    except orjson.JSONEncodeError as exc:  # cannot happen for decoded JSON; never a 500
+        raise EventError(f"data cannot be stored: {exc}") from None
+    check_event_size(name, size, max_bytes)
+    return EventRecord(
+        internal_id or new_id(now),
+        name,
+        data,
+        user,
+        sender_id,
+        millis / 1000 if millis else now,
+        data_json,
+    )
 
 
 def _object(item: dict[str, Any], field: str) -> dict[str, Any]:
     value = item.get(field)
     if value is None:
         return {}
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise EventError(f"{field} must be an object, got {kind(value)}")
     return value
 

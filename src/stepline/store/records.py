@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stepline.gcra import GcraSpec
+from stepline.serde import dumps_exact
 
 RunStatus = Literal[
     "QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED"
@@ -27,7 +28,9 @@ StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING", "RUNNING"]
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """A stored event. ``internal_id`` is Stepline's id; ``id`` the sender's de-duplication id."""
+    """A stored event. ``internal_id`` is Stepline's id; ``id`` the sender's de-duplication id.
+    ``data_json``: ``data`` already encoded (by the validation at the edge, which measures it),
+    so the store does not encode it again; None: encoded when stored."""
 
     internal_id: str
     name: str
@@ -35,6 +38,11 @@ class EventRecord:
     user: dict[str, Any]
     id: str | None
     ts: float
+    data_json: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encoded_data(self) -> bytes:
+        """``data`` as the store keeps it (JSON bytes)."""
+        return self.data_json if self.data_json is not None else dumps_exact(self.data)
 
     def payload(self) -> dict[str, Any]:
         """The event as functions and expressions see it (``ts`` in milliseconds, as Inngest)."""

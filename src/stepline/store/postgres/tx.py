@@ -158,7 +158,7 @@ class PostgresTx:
             (
                 event.internal_id,
                 event.name,
-                dumps_exact(event.data),
+                event.encoded_data(),
                 dumps_exact(event.user) if event.user else b"{}",
                 event.id,
                 event.ts,

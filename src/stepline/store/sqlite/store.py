@@ -502,7 +502,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             (
                 event.internal_id,
                 event.name,
-                dumps_exact(event.data),
+                event.encoded_data(),
                 dumps_exact(event.user) if event.user else b"{}",
                 event.id,
                 event.ts,

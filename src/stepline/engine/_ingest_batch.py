@@ -1,0 +1,171 @@
+"""Group ingestion: concurrent senders in one event loop share one ingest verb per transaction.
+
+The group-commit writer already gives concurrent write jobs one transaction (one fsync). An
+ingest job also pays fixed costs of its own: a savepoint, the index lookups of its event names
+(waits, cancel matchers, each a query), the announcement of cancellations, and after the commit
+a wake-up of the workers, a change for the live dashboard, a lease attempt for an in-process
+worker. With many small senders (an HTTP server answering one event per request), those costs
+dominate; so the ingestions of one event loop are gathered: each ``ingest`` call adds its
+events to the pending group, and one write job takes, when the writer runs it, every group
+pending at that moment and ingests their events with one ``StoreTx.ingest`` call. The events
+keep their order (the order in which ``ingest`` was called, then their order in each call).
+
+Each caller gets its own results once the transaction committed (never before), or the error
+that lost it: the group shares one verb, so an error that fails the verb fails every caller in
+the group (the store's errors are each caller's own copy), as a lost transaction always did.
+
+Retried requests (ids given by the sender, ``retried=True``): an event whose id is already
+stored, or that an earlier retried event of the same group carries, is not ingested again; its
+result is a duplicate's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stepline.errors import StoreError
+from stepline.store.interface import StoreTx
+from stepline.store.records import EventIngest, IngestResult, Lease
+
+if TYPE_CHECKING:
+    from stepline.engine.engine import EagerWorker, Engine
+
+
+@dataclass(slots=True)
+class _Sender:
+    items: list[EventIngest]
+    retried: bool
+    future: asyncio.Future[list[IngestResult]]
+
+
+@dataclass(slots=True)
+class _Group:
+    senders: list[_Sender] = field(default_factory=list)
+    now: float = float("-inf")
+
+
+class IngestBatcher:
+    """Gathers one event loop's ingestions into shared ingest verbs (see the module's doc)."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self._engine = engine
+        self._loop = loop
+        self._lock = threading.Lock()  # the pending group: filled in the loop, taken by the writer
+        self._pending: _Group | None = None
+
+    async def ingest(
+        self, items: list[EventIngest], now: float, retried: bool
+    ) -> list[IngestResult]:
+        """Ingest ``items`` (planned at ``now``) with whatever else is pending; returns their
+        results once committed."""
+        future: asyncio.Future[list[IngestResult]] = self._loop.create_future()
+        with self._lock:
+            group = self._pending
+            start = group is None
+            if group is None:
+                group = self._pending = _Group()
+            group.senders.append(_Sender(items, retried, future))
+            group.now = max(group.now, now)
+        if start:
+            self._start_job()
+        return await asyncio.shield(future)  # a caller that gives up leaves the group intact
+
+    def _take(self) -> _Group | None:
+        with self._lock:
+            group, self._pending = self._pending, None
+        return group
+
+    def _start_job(self) -> None:
+        engine = self._engine
+        worker = engine.eager_worker_in(self._loop)
+        lease_new = worker.lease_new_runs(engine.clock.now()) if worker is not None else None
+        taken: list[_Group] = []
+
+        def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease]]:
+            group = self._take()
+            if group is None:  # cannot happen: only this job takes the group it was made for
+                return [], []
+            taken.append(group)
+            results = self._ingest_group(tx, group)
+            leases: list[Lease] = []
+            if lease_new is not None:
+                leases = lease_new(tx, sum(len(r.run_ids) for r in results))
+            return results, leases
+
+        try:
+            write = engine.writer.submit(job)
+        except RuntimeError as exc:  # the writer is closed: nothing was taken
+            failed: asyncio.Future[Any] = self._loop.create_future()
+            failed.set_exception(exc)
+            write = failed
+        write.add_done_callback(lambda done: self._deliver(done, taken, worker))
+
+    def _ingest_group(self, tx: StoreTx, group: _Group) -> list[IngestResult]:
+        """One ingest verb for every sender's events; results in the senders' order."""
+        engine, now = self._engine, group.now
+        given = [i.event.internal_id for s in group.senders if s.retried for i in s.items]
+        stored = tx.stored_event_ids(given) if given else set()
+        ingested: list[EventIngest] = []
+        repeated: set[int] = set()  # positions whose event is not ingested again
+        position = 0
+        for sender in group.senders:
+            for item in sender.items:
+                if sender.retried:
+                    internal_id = item.event.internal_id
+                    if internal_id in stored:
+                        repeated.add(position)
+                    else:
+                        stored.add(internal_id)  # a later retry in this group repeats it
+                        ingested.append(item)
+                else:
+                    ingested.append(item)
+                position += 1
+        done = iter(tx.ingest(ingested, now, engine.wait_matches))
+        results = [
+            IngestResult(item.event.internal_id, True, (), ()) if p in repeated else next(done)
+            for p, item in enumerate(i for s in group.senders for i in s.items)
+        ]
+        engine.announce_cancellations(tx, results, now)
+        return results
+
+    def _deliver(
+        self,
+        done: asyncio.Future[tuple[list[IngestResult], list[Lease]]],
+        taken: list[_Group],
+        worker: EagerWorker | None,
+    ) -> None:
+        """In the loop, once the transaction committed (or failed): each sender's results."""
+        if not taken:  # the job never ran (the transaction failed before it, a closed writer)
+            group = self._take()
+            if group is None:
+                return
+            taken.append(group)
+        senders = taken[0].senders
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            for sender in senders:
+                _fail(sender.future, error)
+            return
+        results, leases = done.result()
+        try:
+            self._engine.after_ingest(results, leases, worker)
+        finally:  # committed: every sender gets its results, whatever happens after
+            at = 0
+            for sender in senders:
+                mine = results[at : at + len(sender.items)]
+                at += len(sender.items)
+                if not sender.future.done():
+                    sender.future.set_result(mine)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(error, StoreError):  # one exception per waiting caller (as the writer does)
+        copy = type(error)(error.reason, error.database)
+        copy.__cause__ = error.__cause__ or error
+        error = copy
+    future.set_exception(error)
