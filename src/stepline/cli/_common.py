@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -385,7 +385,17 @@ RUN_ID_LENGTH = 26
 MIN_RUN_REF = 4
 
 
-async def find_run(app: App, ref: str) -> Run:
+class RunSource(Protocol):
+    """Where runs are read: an ``App`` on a database, or a server (``_remote.RemoteApp``)."""
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def runs(
+        self, *, limit: int = ..., with_steps: bool = ..., all_apps: bool = ...
+    ) -> list[Run]: ...
+
+
+async def find_run(app: RunSource, ref: str) -> Run:
     """The run ``ref`` names: a full run id, or its last characters (at least ``MIN_RUN_REF``,
     as ``stepline dev`` prints them) among the newest ``RUN_SEARCH_LIMIT`` runs. ``CliError``
     if none or several match, saying how many characters would do and how far back they were

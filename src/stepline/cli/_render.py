@@ -11,7 +11,7 @@ from rich.text import Text
 from stepline.durations import format_duration
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import HistoryEntry, Run, StepInfo
-from stepline.sdk.triggers import TriggerEvent
+from stepline.server.views import function_json
 from stepline.store.records import SkipRecord
 
 DEFAULT_RETRIES = 4  # App.function's default: not worth showing
@@ -28,20 +28,26 @@ STATUS_STYLES = {
 }
 
 
-def trigger_text(trigger: object) -> str:
-    """``order/created if event.data.amount > 0``, or ``cron 0 12 * * 5`` for a schedule."""
-    if isinstance(trigger, TriggerEvent):
-        return trigger.name + (f" if {trigger.if_}" if trigger.if_ else "")
-    cron = getattr(trigger, "cron", None)
-    return f"cron {cron}" if cron is not None else repr(trigger)
+def trigger_text(trigger: dict[str, Any]) -> str:
+    """``order/created if event.data.amount > 0``, or ``cron 0 12 * * 5`` for a schedule (a
+    trigger as ``views.function_json`` gives it)."""
+    if "cron" in trigger:
+        return f"cron {trigger['cron']}"
+    return str(trigger["event"]) + (f" if {trigger['if']}" if trigger.get("if") else "")
 
 
-def function_triggers(fn: FunctionDef) -> list[str]:
+def function_triggers(fn: FunctionDef | dict[str, Any]) -> list[str]:
     """What starts a function: its event triggers and schedules; an ``on_failure`` handler says
-    whose failures it handles."""
-    if fn.on_failure_of is not None:
-        return [f"failure of {fn.on_failure_of}"]
-    return [trigger_text(t) for t in (*fn.triggers, *fn.crons)]
+    whose failures it handles (a function, or its JSON as the REST API gives it)."""
+    data = _function_json(fn)
+    if data.get("on_failure_of") is not None:
+        return [f"failure of {data['on_failure_of']}"]
+    return [trigger_text(t) for t in data["triggers"]]
+
+
+def _function_json(fn: FunctionDef | dict[str, Any]) -> dict[str, Any]:
+    """One shape for a function defined here and one a server describes."""
+    return fn if isinstance(fn, dict) else function_json(fn, "", False)
 
 
 def span(seconds: float | None) -> str:
@@ -53,56 +59,51 @@ def _per(key: str | None) -> str:
     return f" per {key}" if key else ""
 
 
-def function_options(fn: FunctionDef) -> list[str]:
+def function_options(fn: FunctionDef | dict[str, Any]) -> list[str]:
     """A function's flow control and cancellation options, one short phrase each
     (``rate limit 1/1h per event.data.userId``); retries when not the default 4."""
-    o = fn.options
+    data = _function_json(fn)
+    o = data["flow_control"]
     parts: list[str] = []
-    for c in o.concurrency:
-        parts.append(f"concurrency {c.limit}{_per(c.key)}" + (" (app)" if c.scope == "app" else ""))
-    if o.throttle is not None:
-        t = o.throttle
-        burst = f" burst {t.burst}" if t.burst else ""
-        parts.append(f"throttle {t.limit}/{span(t.period_seconds)}{burst}{_per(t.key)}")
-    if o.rate_limit is not None:
-        r = o.rate_limit
-        parts.append(f"rate limit {r.limit}/{span(r.period_seconds)}{_per(r.key)}")
-    if o.debounce is not None:
-        d = o.debounce
-        most = f" (max {span(d.timeout_seconds)})" if d.timeout_seconds is not None else ""
-        parts.append(f"debounce {span(d.period_seconds)}{most}{_per(d.key)}")
-    if o.batch_events is not None:
-        b = o.batch_events
-        only = f" if {b.if_}" if b.if_ else ""
-        parts.append(f"batch {b.max_size} or {span(b.timeout_seconds)}{_per(b.key)}{only}")
-    if o.priority is not None:
-        parts.append(f"priority {o.priority.run}")
-    if o.singleton is not None:
-        parts.append(f"singleton {o.singleton.mode}{_per(o.singleton.key)}")
-    if o.idempotency is not None:
-        parts.append(f"idempotency {o.idempotency.text}")
-    for cancel in o.cancel_on:
+    for c in o["concurrency"]:
+        scope = " (app)" if c["scope"] == "app" else ""
+        parts.append(f"concurrency {c['limit']}{_per(c['key'])}{scope}")
+    if (t := o["throttle"]) is not None:
+        burst = f" burst {t['burst']}" if t["burst"] else ""
+        parts.append(f"throttle {t['limit']}/{span(t['period'])}{burst}{_per(t['key'])}")
+    if (r := o["rate_limit"]) is not None:
+        parts.append(f"rate limit {r['limit']}/{span(r['period'])}{_per(r['key'])}")
+    if (d := o["debounce"]) is not None:
+        most = f" (max {span(d['timeout'])})" if d["timeout"] is not None else ""
+        parts.append(f"debounce {span(d['period'])}{most}{_per(d['key'])}")
+    if (b := o["batch_events"]) is not None:
+        only = f" if {b['if']}" if b["if"] else ""
+        parts.append(f"batch {b['max_size']} or {span(b['timeout'])}{_per(b['key'])}{only}")
+    if o["priority"] is not None:
+        parts.append(f"priority {o['priority']['run']}")
+    if (g := o["singleton"]) is not None:
+        parts.append(f"singleton {g['mode']}{_per(g['key'])}")
+    if o["idempotency"] is not None:
+        parts.append(f"idempotency {o['idempotency']}")
+    for cancel in data["cancel_on"]:
         condition = (
-            f" match {cancel.match}"
-            if cancel.match is not None
-            else f" if {cancel.if_}"
-            if cancel.if_ is not None
+            f" match {cancel['match']}"
+            if cancel["match"] is not None
+            else f" if {cancel['if']}"
+            if cancel["if"] is not None
             else ""
         )
-        within = f" within {span(cancel.timeout_seconds)}" if cancel.timeout_seconds else ""
-        parts.append(f"cancel on {cancel.event}{condition}{within}")
-    if o.timeouts is not None:
-        limits = [
-            f"{name} {span(value)}"
-            for name, value in (
-                ("start", o.timeouts.start_seconds),
-                ("finish", o.timeouts.finish_seconds),
-            )
-            if value is not None
+        within = f" within {span(cancel['timeout'])}" if cancel["timeout"] else ""
+        parts.append(f"cancel on {cancel['event']}{condition}{within}")
+    if (limits := data["timeouts"]) is not None:
+        given = [
+            f"{name} {span(limits[name])}"
+            for name in ("start", "finish")
+            if limits[name] is not None
         ]
-        parts.append("timeouts " + ", ".join(limits))
-    if fn.retries != DEFAULT_RETRIES:
-        parts.append(f"retries {fn.retries}")
+        parts.append("timeouts " + ", ".join(given))
+    if data["retries"] != DEFAULT_RETRIES:
+        parts.append(f"retries {data['retries']}")
     return parts
 
 
@@ -326,19 +327,20 @@ def history_dict(entry: HistoryEntry) -> dict[str, Any]:
     }
 
 
-def function_dict(fn: FunctionDef, paused: bool, held: int | None) -> dict[str, Any]:
+def function_dict(
+    fn: FunctionDef | dict[str, Any], paused: bool, held: int | None
+) -> dict[str, Any]:
     """A function as JSON: its triggers, options (as phrases), and whether it is paused."""
+    data = _function_json(fn)
     return {
-        "id": fn.id,
-        "triggers": [trigger_text(t) for t in (*fn.triggers, *fn.crons)],
-        "on_failure_of": fn.on_failure_of,
-        "retries": fn.retries,
-        "options": function_options(fn),
+        "id": data["id"],
+        "triggers": [trigger_text(t) for t in data["triggers"]],
+        "on_failure_of": data["on_failure_of"],
+        "retries": data["retries"],
+        "options": function_options(data),
         "paused": paused,
         "held_runs": held,
-        "sdk_app": None
-        if fn.served_by is None
-        else {"name": fn.served_by[0], "url": fn.served_by[1]},
+        "sdk_app": data["sdk_app"],
     }
 
 

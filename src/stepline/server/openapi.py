@@ -230,6 +230,8 @@ def openapi_document() -> dict[str, Any]:
         _query("created_after", "ISO 8601 or epoch ms"),
         _query("created_before", "ISO 8601 or epoch ms"),
         _query("steps", "Include each run's steps (default true)", "boolean"),
+        _query("waiting_for_worker", "Only runs no live worker can run", "boolean"),
+        _query("all_apps", "Runs of every app sharing the database", "boolean"),
         *PAGE,
     ]
     fn_id = _path("function_id", "Function id")
@@ -317,6 +319,17 @@ def openapi_document() -> dict[str, Any]:
                         "reason": text,
                         "dry_run": {"type": "boolean"},
                     },
+                },
+            )
+        },
+        "/api/v1/runs/purge": {
+            "post": _op(
+                "Delete runs that ended before a time, with their steps, history and events",
+                _json({"type": "object", "properties": {"deleted": {"type": "integer"}}}),
+                body={
+                    "type": "object",
+                    "required": ["before"],
+                    "properties": {"before": text, "limit": {"type": "integer"}},
                 },
             )
         },

@@ -12,12 +12,13 @@ from stepline.store.records import EventRecord, SkipRecord, StoredEvent
 
 
 def iso(moment: datetime | float | None) -> str | None:
-    """ISO 8601 in UTC with milliseconds (``2026-05-01T12:00:00.123Z``), or None."""
+    """ISO 8601 in UTC with microseconds (``2026-05-01T12:00:00.123456Z``: the time as stored,
+    so a client reading it back, as ``stepline --url`` does, has the same), or None."""
     if moment is None:
         return None
     if not isinstance(moment, datetime):
         moment = datetime.fromtimestamp(moment, UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def step_json(step: StepInfo) -> dict[str, Any]:

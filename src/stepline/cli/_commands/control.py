@@ -27,6 +27,7 @@ from stepline.cli._common import (
     make_console,
     open_app,
 )
+from stepline.cli._remote import RemoteApp, open_remote, remote_options
 from stepline.errors import ConfigError, ExpressionError
 from stepline.expressions import compile_expression
 from stepline.sdk.app import App
@@ -85,6 +86,7 @@ EVENT_CHUNK = 500  # event ids per query (SQLite bounds the parameters of one st
 @json_flag
 @app_option
 @db_option
+@remote_options
 def cancel(
     run_ref: str | None,
     function_id: str | None,
@@ -96,6 +98,8 @@ def cancel(
     as_json: bool,
     app_ref: str | None,
     db: str | None,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """Cancel RUN_ID, or with --function the unfinished runs of a function.
 
@@ -120,7 +124,7 @@ def cancel(
             raise CliUsageError(
                 f"{options}: only for bulk cancellation (--function ID), not with a RUN_ID"
             )
-        app = open_app(app_ref, db)
+        app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db)
         try:
             run = asyncio.run(_cancel_one(app, run_ref, reason))
         finally:
@@ -138,8 +142,9 @@ def cancel(
             compile_expression(condition)
         except ExpressionError as exc:
             raise CliUsageError(f"--if: {exc}") from None
-    every = app_ref is None  # --db alone: the function's runs in every app of the database
-    app = open_app(app_ref, db)
+    # --db alone: the function's runs in every app of the database (--url: the server's app)
+    every = app_ref is None and url is None
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db)
     try:
         cancelled = asyncio.run(
             _cancel_many(
@@ -156,7 +161,7 @@ def _option_name(ctx: click.Context, name: str) -> str:
     return param.opts[0]
 
 
-async def _cancel_one(app: App, ref: str, reason: str) -> Run:
+async def _cancel_one(app: App | RemoteApp, ref: str, reason: str) -> Run:
     run = await find_run(app, ref)
     if run.done or not await app.cancel_run(run.run_id, reason):
         ended = await app.get_run(run.run_id) or run
@@ -165,7 +170,7 @@ async def _cancel_one(app: App, ref: str, reason: str) -> Run:
 
 
 async def _cancel_many(
-    app: App,
+    app: App | RemoteApp,
     function_id: str,
     since: datetime | None,
     until: datetime | None,
@@ -176,10 +181,13 @@ async def _cancel_many(
     all_apps: bool,
 ) -> list[str]:
     if ask and sys.stdin.isatty():
-        candidates = await _unfinished(app, function_id, since, until, all_apps)
-        if not candidates:
+        if isinstance(app, RemoteApp):  # the server counts what its bulk cancel would select
+            unfinished = await app.preview_count(function_id, since, until, None)
+        else:
+            unfinished = len(await _unfinished(app, function_id, since, until, all_apps))
+        if not unfinished:
             return []
-        what = _describe(function_id, since, until, len(candidates))
+        what = _describe(function_id, since, until, unfinished)
         if condition is not None:
             what += f", those whose event matches {condition}"
         click.confirm(f"Cancel {what}?", abort=True, err=True)
@@ -248,19 +256,30 @@ def _print_cancelled(console: Console, function_id: str, run_ids: list[str], as_
 @json_flag
 @app_option
 @db_option
+@remote_options
 def replay(
-    run_ref: str, from_step: str | None, as_json: bool, app_ref: str | None, db: str | None
+    run_ref: str,
+    from_step: str | None,
+    as_json: bool,
+    app_ref: str | None,
+    db: str | None,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """Start a new run of an ended run's function with the same events; print its id.
 
     The new run is queued: it executes when a worker runs (`stepline worker` or `stepline dev`).
     """
-    app = open_app(app_ref, db)
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db)
     try:
         original, new_run_id, paused = asyncio.run(
-            _replay(app, run_ref, from_step, all_apps=app_ref is None)
+            _replay(app, run_ref, from_step, all_apps=app_ref is None and url is None)
         )
-        registered = app_ref is None or any(f.id == original.function_id for f in app.functions)
+        if isinstance(app, RemoteApp):
+            served = asyncio.run(app.functions_json())
+            registered = any(f["id"] == original.function_id for f in served)
+        else:
+            registered = app_ref is None or any(f.id == original.function_id for f in app.functions)
     finally:
         app.close()
     console = make_console()
@@ -297,7 +316,7 @@ def replay(
 
 
 async def _replay(
-    app: App, ref: str, from_step: str | None, *, all_apps: bool
+    app: App | RemoteApp, ref: str, from_step: str | None, *, all_apps: bool
 ) -> tuple[Run, str, bool]:
     original = await find_run(app, ref)
     if not original.done:
@@ -309,8 +328,10 @@ async def _replay(
         new_run_id = await app.replay_run(original.run_id, from_step=from_step, all_apps=all_apps)
     except ConfigError as exc:
         raise CliUsageError(str(exc)) from None
-    store = app.engine.store
-    paused = store.paused_functions(original.app_id or app.id)
+    if isinstance(app, RemoteApp):
+        paused = await app.paused()
+    else:
+        paused = app.engine.store.paused_functions(original.app_id or app.id)
     return original, new_run_id, original.function_id in paused
 
 
@@ -321,12 +342,19 @@ async def _replay(
 @json_flag
 @app_option
 @db_option
+@remote_options
 def skipped(
-    function_id: str | None, limit: int, as_json: bool, app_ref: str | None, db: str | None
+    function_id: str | None,
+    limit: int,
+    as_json: bool,
+    app_ref: str | None,
+    db: str | None,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """List the runs that flow control did not start (rate limit, idempotency, singleton),
     newest first."""
-    app = open_app(app_ref, db)
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db)
     try:
         records, events = asyncio.run(_skipped(app, function_id, limit))
     finally:
@@ -353,11 +381,14 @@ def skipped(
 
 
 async def _skipped(
-    app: App, function_id: str | None, limit: int
+    app: App | RemoteApp, function_id: str | None, limit: int
 ) -> tuple[list[SkipRecord], dict[str, str]]:
     """The skip records, and the names of their events by event id."""
     records = await app.skipped(function_id, limit)
     ids = list(dict.fromkeys(r.event_id for r in records))
+    if isinstance(app, RemoteApp):
+        found = [await app.get_event(event_id) for event_id in ids]
+        return records, {e.internal_id: e.name for e in found if e is not None}
     engine = app.engine
     names: dict[str, str] = {}
     for start in range(0, len(ids), EVENT_CHUNK):
@@ -382,9 +413,17 @@ async def _skipped(
 @limit_option(10_000, "At most this many runs.")
 @app_option
 @db_option
-def purge(before: datetime, limit: int, app_ref: str | None, db: str | None) -> None:
+@remote_options
+def purge(
+    before: datetime,
+    limit: int,
+    app_ref: str | None,
+    db: str | None,
+    url: str | None,
+    token: str | None,
+) -> None:
     """Delete old ended runs (COMPLETED, FAILED, CANCELLED); unfinished runs are never touched."""
-    app = open_app(app_ref, db)
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db)
     try:
         deleted = asyncio.run(app.purge_runs(before=before, limit=limit))
     finally:

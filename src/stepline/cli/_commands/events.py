@@ -20,6 +20,8 @@ from stepline.cli._common import (
     make_console,
     open_app,
 )
+from stepline.cli._remote import RemoteApp, open_remote, remote_options
+from stepline.sdk.app import App
 from stepline.sdk.run import Run
 from stepline.server.views import event_json, run_json
 from stepline.store.records import EventRecord
@@ -56,6 +58,7 @@ def events() -> None:
 @json_flag
 @app_option
 @db_option
+@remote_options
 def list_events(
     name: str | None,
     since: datetime | None,
@@ -64,9 +67,11 @@ def list_events(
     as_json: bool,
     app_ref: str | None,
     db: str | None,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """List events, newest first (of every app sharing the database)."""
-    app = open_app(app_ref, db, read_only=True)
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db, read_only=True)
     try:
         query = app.events(name=name, received_after=since, received_before=until, limit=limit)
         found = asyncio.run(query)
@@ -101,18 +106,19 @@ def list_events(
 @json_flag
 @app_option
 @db_option
-def show_event(event_id: str, as_json: bool, app_ref: str | None, db: str | None) -> None:
+@remote_options
+def show_event(
+    event_id: str,
+    as_json: bool,
+    app_ref: str | None,
+    db: str | None,
+    url: str | None,
+    token: str | None,
+) -> None:
     """Show one event (by the id `send` or the event API returned) and the runs it started."""
-    app = open_app(app_ref, db, read_only=True)
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db, read_only=True)
     try:
-
-        async def read() -> tuple[EventRecord | None, list[Run]]:
-            event = await app.get_event(event_id)
-            if event is None:
-                return None, []
-            return event, await app.runs(event_id=event_id, all_apps=True, with_steps=False)
-
-        event, started = asyncio.run(read())
+        event, started = asyncio.run(_read_event(app, event_id))
     finally:
         app.close()
     if event is None:
@@ -137,3 +143,12 @@ def show_event(event_id: str, as_json: bool, app_ref: str | None, db: str | None
     for run in started:
         table.add_row(run.run_id, run.function_id, render.status_text(run.status))
     console.print(table)
+
+
+async def _read_event(app: App | RemoteApp, event_id: str) -> tuple[EventRecord | None, list[Run]]:
+    event = await app.get_event(event_id)
+    if event is None:
+        return None, []
+    if isinstance(app, RemoteApp):
+        return event, await app.event_runs(event_id)
+    return event, await app.runs(event_id=event_id, all_apps=True, with_steps=False)

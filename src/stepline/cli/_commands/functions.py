@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 from rich.console import Console
@@ -20,7 +21,9 @@ from stepline.cli._common import (
     open_app,
     paused_functions,
 )
+from stepline.cli._remote import RemoteApp, open_remote, remote_options
 from stepline.sdk.app import App
+from stepline.server.views import function_json
 
 HELD_LIMIT = 1000  # queued runs counted for a paused function ("1000+" beyond)
 
@@ -34,11 +37,20 @@ def functions() -> None:
 @json_flag
 @app_option
 @db_option
-def list_functions(as_json: bool, app_ref: str | None, db: str | None) -> None:
+@remote_options
+def list_functions(
+    as_json: bool, app_ref: str | None, db: str | None, url: str | None, token: str | None
+) -> None:
     """List the app's functions: triggers, flow control, and whether each is paused.
 
-    With --db alone only the paused functions are known (the database holds no definitions).
+    With --db alone only the paused functions are known (the database holds no definitions);
+    with --url the server's app's functions.
     """
+    if url:
+        remote = open_remote(url, token, app_ref, db)
+        described, held = asyncio.run(_remote_functions(remote))
+        _print_functions(make_console(), remote.url, described, held, as_json, set())
+        return
     app = open_app(app_ref, db, read_only=True)
     try:
         every = app_ref is None  # --db alone: the functions of every app of the database
@@ -50,30 +62,50 @@ def list_functions(as_json: bool, app_ref: str | None, db: str | None) -> None:
     if app_ref is None:
         _list_paused_only(console, held, as_json)
         return
+    described = [function_json(fn, app.id, fn.id in paused) for fn in app.functions]
+    unknown = paused - {fn.id for fn in app.functions}
+    _print_functions(console, f"App {app.id}", described, held, as_json, unknown)
+
+
+async def _remote_functions(remote: RemoteApp) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    described = await remote.functions_json()
+    paused = sorted(f["id"] for f in described if f["paused"])
+    return described, {fn_id: await _held(remote, fn_id, False) for fn_id in paused}
+
+
+def _print_functions(
+    console: Console,
+    owner: str,
+    described: list[dict[str, Any]],
+    held: dict[str, int],
+    as_json: bool,
+    unknown: set[str],
+) -> None:
+    """The functions (as ``views.function_json`` gives them) as a table or JSON."""
     if as_json:
-        data = [render.function_dict(fn, fn.id in paused, held.get(fn.id)) for fn in app.functions]
-        console.print_json(data=data)
+        rows = [render.function_dict(d, d["paused"], held.get(d["id"])) for d in described]
+        console.print_json(data=rows)
         return
-    if not app.functions:
-        console.print(f"App {escape(app.id)} has no functions.")
+    if not described:
+        console.print(f"{escape(owner)} has no functions.")
         return
     table = Table(box=None, header_style="bold dim", pad_edge=False)
     table.add_column("FUNCTION", style="bold", no_wrap=True)
     table.add_column("STATE", no_wrap=True)
     table.add_column("TRIGGERS", overflow="fold")
     table.add_column("FLOW CONTROL", overflow="fold")
-    for fn in app.functions:
+    for data in described:
         table.add_row(
-            Text(fn.id),
-            _state(fn.id in paused, held.get(fn.id)),
-            Text("\n".join(render.function_triggers(fn)) or "invoke only"),
-            Text("\n".join(render.function_options(fn))),
+            Text(data["id"]),
+            _state(data["paused"], held.get(data["id"])),
+            Text("\n".join(render.function_triggers(data)) or "invoke only"),
+            Text("\n".join(render.function_options(data))),
         )
     console.print(table)
-    unknown = sorted(paused - {fn.id for fn in app.functions})
     if unknown:
         console.print(
-            f"[dim]Also paused in this database, not in the app: {escape(', '.join(unknown))}[/]",
+            "[dim]Also paused in this database, not in the app: "
+            f"{escape(', '.join(sorted(unknown)))}[/]",
             soft_wrap=True,
         )
 
@@ -105,11 +137,11 @@ def _list_paused_only(console: Console, held: dict[str, int], as_json: bool) -> 
     )
 
 
-async def _held_of(app: App, function_ids: list[str], all_apps: bool) -> dict[str, int]:
+async def _held_of(app: App | RemoteApp, function_ids: list[str], all_apps: bool) -> dict[str, int]:
     return {fn_id: await _held(app, fn_id, all_apps) for fn_id in function_ids}
 
 
-async def _held(app: App, function_id: str, all_apps: bool) -> int:
+async def _held(app: App | RemoteApp, function_id: str, all_apps: bool) -> int:
     """The runs of the app's function (or of every app's, ``all_apps``) waiting to start
     (QUEUED), up to ``HELD_LIMIT``."""
     found = await app.runs(
@@ -122,7 +154,10 @@ async def _held(app: App, function_id: str, all_apps: bool) -> int:
 @click.argument("function_id", metavar="ID")
 @app_option
 @db_option
-def pause(function_id: str, app_ref: str | None, db: str | None) -> None:
+@remote_options
+def pause(
+    function_id: str, app_ref: str | None, db: str | None, url: str | None, token: str | None
+) -> None:
     """Pause function ID: the runs it is triggered for are created but held (QUEUED), and its
     unfinished runs make no progress, until `stepline functions resume ID`.
 
@@ -131,19 +166,12 @@ def pause(function_id: str, app_ref: str | None, db: str | None) -> None:
     function can be paused before it is deployed. With --db alone the function is paused in
     every app of the database, until an app that registers it takes the pause over.
     """
-    every = app_ref is None
-    app = open_app(app_ref, db, create=not every)
-    try:
-        was_paused = function_id in paused_functions(app, all_apps=every)
-        _check_known(app, app_ref, function_id)
+    if url:
+        remote = open_remote(url, token, app_ref, db)
+        was_paused, _ = asyncio.run(_remote_toggle(remote, function_id, pause=True))
         unseen = False
-        if not was_paused:
-            unseen = every and not asyncio.run(
-                app.runs(function_id=function_id, limit=1, all_apps=True)
-            )
-            asyncio.run(app.pause_function(function_id, all_apps=every))
-    finally:
-        app.close()
+    else:
+        was_paused, unseen = _pause_here(function_id, app_ref, db)
     console = make_console()
     if unseen:
         click.echo(
@@ -161,14 +189,72 @@ def pause(function_id: str, app_ref: str | None, db: str | None) -> None:
     )
 
 
+async def _remote_toggle(remote: RemoteApp, function_id: str, *, pause: bool) -> tuple[bool, int]:
+    """Pause (or resume) a server's function: whether it was paused before, and (resuming)
+    its held runs, counted before they are released."""
+    described = {f["id"]: f for f in await remote.functions_json()}
+    if function_id not in described:
+        raise CliError(
+            f"the server at {remote.url} has no function {function_id!r} (its functions: "
+            f"{', '.join(described) or 'none'})"
+        )
+    was_paused = bool(described[function_id]["paused"])
+    held = 0
+    if pause and not was_paused:
+        await remote.pause_function(function_id)
+    if not pause and was_paused:
+        held = await _held(remote, function_id, False)
+        await remote.resume_function(function_id)
+    return was_paused, held
+
+
+def _pause_here(function_id: str, app_ref: str | None, db: str | None) -> tuple[bool, bool]:
+    """Pause on a database: (whether it was paused, whether no run of it was ever seen)."""
+    every = app_ref is None
+    app = open_app(app_ref, db, create=not every)
+    try:
+        was_paused = function_id in paused_functions(app, all_apps=every)
+        _check_known(app, app_ref, function_id)
+        unseen = False
+        if not was_paused:
+            unseen = every and not asyncio.run(
+                app.runs(function_id=function_id, limit=1, all_apps=True)
+            )
+            asyncio.run(app.pause_function(function_id, all_apps=every))
+    finally:
+        app.close()
+    return was_paused, unseen
+
+
 @functions.command("resume")
 @click.argument("function_id", metavar="ID")
 @app_option
 @db_option
-def resume(function_id: str, app_ref: str | None, db: str | None) -> None:
+@remote_options
+def resume(
+    function_id: str, app_ref: str | None, db: str | None, url: str | None, token: str | None
+) -> None:
     """Resume function ID: its held runs start, in the order they were queued, once a worker
     runs. With --app only that app's function (and a pause of it in every app); with --db
-    alone, in every app of the database."""
+    alone, in every app of the database; with --url the server's app's."""
+    if url:
+        remote = open_remote(url, token, app_ref, db)
+        was_paused, held = asyncio.run(_remote_toggle(remote, function_id, pause=False))
+    else:
+        was_paused, held = _resume_here(function_id, app_ref, db)
+    console = make_console()
+    if not was_paused:
+        console.print(f"{escape(function_id)} was not paused.")
+        return
+    console.print(
+        f"Resumed {escape(function_id)}: {render.count(held, 'held run')} "
+        f"{'starts' if held == 1 else 'start'} when a worker runs.",
+        soft_wrap=True,
+    )
+
+
+def _resume_here(function_id: str, app_ref: str | None, db: str | None) -> tuple[bool, int]:
+    """Resume on a database: (whether it was paused, its held runs)."""
     every = app_ref is None
     app = open_app(app_ref, db)
     try:
@@ -180,15 +266,7 @@ def resume(function_id: str, app_ref: str | None, db: str | None) -> None:
             held = asyncio.run(_resume(app, function_id, every))
     finally:
         app.close()
-    console = make_console()
-    if not was_paused:
-        console.print(f"{escape(function_id)} was not paused.")
-        return
-    console.print(
-        f"Resumed {escape(function_id)}: {render.count(held, 'held run')} "
-        f"{'starts' if held == 1 else 'start'} when a worker runs.",
-        soft_wrap=True,
-    )
+    return was_paused, held
 
 
 async def _resume(app: App, function_id: str, all_apps: bool) -> int:

@@ -21,6 +21,7 @@ from stepline.cli._common import (
     make_console,
     open_app,
 )
+from stepline.cli._remote import RemoteApp, open_remote, remote_options
 from stepline.sdk.app import App
 from stepline.sdk.run import HistoryEntry, Run
 
@@ -72,6 +73,7 @@ def runs() -> None:
 @json_flag
 @app_option
 @db_option
+@remote_options
 def list_runs(
     function_id: str | None,
     status: str | None,
@@ -81,18 +83,20 @@ def list_runs(
     as_json: bool,
     app_ref: str | None,
     db: str | None,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """List runs, newest first: with --app the app's own (--all-apps: every app's), with --db
-    alone every app's. A run whose function no live worker has is marked "(no worker)": it
-    waits for one."""
-    app = open_app(app_ref, db, read_only=True)
+    alone every app's, with --url the server's app's (--all-apps: every app's). A run whose
+    function no live worker has is marked "(no worker)": it waits for one."""
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db, read_only=True)
     try:
         query = app.runs(
             function_id=function_id,
             status=status,
             limit=limit,
             waiting_for_worker=waiting,
-            all_apps=all_apps or app_ref is None,
+            all_apps=all_apps or (app_ref is None and url is None),
         )
         found = asyncio.run(query)
     finally:
@@ -161,12 +165,20 @@ def _took(run: Run) -> float | None:
 @json_flag
 @app_option
 @db_option
-def show_run(run_ref: str, as_json: bool, app_ref: str | None, db: str | None) -> None:
+@remote_options
+def show_run(
+    run_ref: str,
+    as_json: bool,
+    app_ref: str | None,
+    db: str | None,
+    url: str | None,
+    token: str | None,
+) -> None:
     """Show a run: its outcome, its history as a timeline, and its steps.
 
     RUN_ID may be the full id or its last characters, as `stepline dev` prints them.
     """
-    app = open_app(app_ref, db, read_only=True)
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db, read_only=True)
     try:
         run, history = asyncio.run(_load(app, run_ref))
     finally:
@@ -186,7 +198,7 @@ def show_run(run_ref: str, as_json: bool, app_ref: str | None, db: str | None) -
         console.print(_steps_table(run))
 
 
-async def _load(app: App, ref: str) -> tuple[Run, list[HistoryEntry]]:
+async def _load(app: App | RemoteApp, ref: str) -> tuple[Run, list[HistoryEntry]]:
     run = await find_run(app, ref)
     return run, await app.history(run.run_id)
 

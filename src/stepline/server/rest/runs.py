@@ -31,12 +31,14 @@ PREFIX = "/api/v1/runs"
 STATUSES = get_args(RunStatus)
 PREVIEW_SAMPLE = 20
 MAX_BULK = 100_000
+MAX_PURGE = 10_000
 
 
 def run_routes() -> list[BaseRoute]:
     return [
         Route(PREFIX, list_runs, methods=["GET"]),
         Route(PREFIX + "/cancel", bulk_cancel, methods=["POST"]),
+        Route(PREFIX + "/purge", purge_runs, methods=["POST"]),
         Route(PREFIX + "/{run_id}", get_run, methods=["GET"]),
         Route(PREFIX + "/{run_id}/cancel", cancel_run, methods=["POST"]),
         Route(PREFIX + "/{run_id}/replay", replay_run, methods=["POST"]),
@@ -47,7 +49,8 @@ def run_routes() -> list[BaseRoute]:
 async def list_runs(request: Request) -> Response:
     """Runs, newest first: ``function``, ``status``, ``event``, ``created_after``,
     ``created_before``, ``cursor``, ``limit``, ``steps`` (include each run's steps; default
-    true)."""
+    true), ``waiting_for_worker`` (only runs no live worker can run), ``all_apps`` (the runs
+    of every app sharing the database, not only the server's app's)."""
     require_api_token(request)
     app = stepline_app(request)
     status = request.query_params.get("status") or None
@@ -63,6 +66,8 @@ async def list_runs(request: Request) -> Response:
         after=cursor_param(request),
         limit=limit + 1,
         with_steps=flag_param(request, "steps", True),
+        waiting_for_worker=flag_param(request, "waiting_for_worker", False),
+        all_apps=flag_param(request, "all_apps", False),
     )
     page, more = runs[:limit], len(runs) > limit
     next_cursor = encode_cursor(page[-1].cursor) if more and page[-1].cursor else None
@@ -158,6 +163,20 @@ async def bulk_cancel(request: Request) -> Response:
     if dry_run:
         return JSONResponse({"dry_run": True, "count": len(ids), "sample": ids[:PREVIEW_SAMPLE]})
     return JSONResponse({"dry_run": False, "count": len(ids), "cancelled": ids})
+
+
+async def purge_runs(request: Request) -> Response:
+    """Delete runs that ended before ``{"before": <time>}`` (at most ``limit``, default 10,000),
+    with their steps, history and the events no remaining run uses: ``{"deleted": n}``."""
+    require_api_token(request)
+    app = stepline_app(request)
+    body = await json_body(request)
+    before = parse_time(body.get("before"), "before")
+    limit = body.get("limit", MAX_PURGE)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PURGE:
+        raise Problem(400, f"limit must be a whole number from 1 to {MAX_PURGE}")
+    deleted = await app.purge_runs(before=before, limit=limit)
+    return JSONResponse({"deleted": deleted})
 
 
 async def list_skipped(request: Request) -> Response:
