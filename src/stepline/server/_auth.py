@@ -18,7 +18,7 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="stepline"'}
 def require_api_token(request: HTTPConnection) -> None:
     """401 unless the request carries a configured API token (see the module's doc)."""
     settings = server_settings(request)
-    if not settings.api_tokens:
+    if not settings.api_keyed():
         if settings.allow_unauthenticated:
             return
         raise Problem(503, "no API tokens are configured on this server: set STEPLINE_API_TOKENS")

@@ -150,7 +150,7 @@ def event_key_in(path: str) -> str | None:
 
 def check_event_key(key: str, settings: ServerSettings) -> None:
     """401 for a key that is not configured; 503 when no keys are and the API is not open."""
-    if settings.event_keys:
+    if settings.events_keyed():
         if not settings.event_key_ok(key):
             raise Problem(401, "Event key not found")
     elif not settings.allow_unauthenticated:

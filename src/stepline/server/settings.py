@@ -9,6 +9,9 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from stepline.server._keys import KeysFile
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8288
@@ -44,7 +47,11 @@ class ServerSettings:
     ``POST /e/``; ``max_json_depth``: nesting of a request's JSON. ``signing_key`` /
     ``signing_key_fallback``: the Inngest signing keys shared with SDK apps (``signkey-…``):
     requests to the apps are signed, their replies and ``/fn/register`` calls checked with
-    them; a server that is not ``dev`` serves no SDK app without one.
+    them; a server that is not ``dev`` serves no SDK app without one. ``keys_file``: a file of
+    more event keys and API tokens, re-read when it changes (checked every
+    ``keys_check_every`` seconds), so keys are added and revoked without a restart
+    (``server/_keys.py``); ``accepted_event_keys()`` / ``accepted_api_tokens()`` are what is
+    accepted now.
     """
 
     host: str = DEFAULT_HOST
@@ -60,6 +67,25 @@ class ServerSettings:
     max_json_depth: int = 64
     signing_key: str | None = field(default=None, repr=False)
     signing_key_fallback: str | None = field(default=None, repr=False)
+    keys_file: str | None = None
+    keys_check_every: float = 1.0
+    _keys: KeysFile | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.keys_file is not None:
+            self._keys = KeysFile(Path(self.keys_file), self.keys_check_every)
+
+    def accepted_event_keys(self) -> tuple[str, ...]:
+        """The event keys accepted now: ``event_keys`` and those of the keys file."""
+        if self._keys is None:
+            return self.event_keys
+        return self.event_keys + self._keys.current().event_keys
+
+    def accepted_api_tokens(self) -> tuple[str, ...]:
+        """The API tokens accepted now: ``api_tokens`` and those of the keys file."""
+        if self._keys is None:
+            return self.api_tokens
+        return self.api_tokens + self._keys.current().api_tokens
 
     @property
     def url(self) -> str:
@@ -67,13 +93,22 @@ class ServerSettings:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"http://{host}:{self.port}"
 
+    def events_keyed(self) -> bool:
+        """Whether the event API needs a key: keys are configured, or a keys file is (even
+        one that grants none now: a broken keys file never opens the API)."""
+        return self.keys_file is not None or bool(self.event_keys)
+
+    def api_keyed(self) -> bool:
+        """Whether the REST API needs a token (as ``events_keyed``)."""
+        return self.keys_file is not None or bool(self.api_tokens)
+
     def event_key_ok(self, key: str) -> bool:
-        """Whether ``key`` may send events (constant-time over every configured key)."""
-        return _one_of(key, self.event_keys)
+        """Whether ``key`` may send events (constant-time over every accepted key)."""
+        return _one_of(key, self.accepted_event_keys())
 
     def api_token_ok(self, token: str) -> bool:
-        """Whether ``token`` may use the REST API (constant-time over every configured one)."""
-        return _one_of(token, self.api_tokens)
+        """Whether ``token`` may use the REST API (constant-time over every accepted one)."""
+        return _one_of(token, self.accepted_api_tokens())
 
 
 def _one_of(candidate: str, known: tuple[str, ...]) -> bool:

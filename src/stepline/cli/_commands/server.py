@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import click
 
 from stepline.cli import _render as render
-from stepline.cli._commands._http import http_options, server_settings
+from stepline.cli._commands._http import access_options, http_options, server_settings
 from stepline.cli._commands.worker import LOG_LEVELS, RunFormatter
 from stepline.cli._common import (
     app_argument,
@@ -32,6 +33,7 @@ log = logging.getLogger("stepline.cli")
 @app_argument
 @db_option
 @http_options
+@access_options
 @click.option(
     "--no-worker",
     is_flag=True,
@@ -65,6 +67,9 @@ def server(
     api_tokens: tuple[str, ...],
     signing_key: str | None,
     signing_key_fallback: str | None,
+    keys_file: Path | None,
+    dashboard_password: str | None,
+    dashboard_secret: str | None,
     no_worker: bool,
     concurrency: int,
     worker_id: str | None,
@@ -74,8 +79,9 @@ def server(
     SIGINT/SIGTERM.
 
     Listens on 127.0.0.1:8288 unless told otherwise; any other address needs event keys and
-    API tokens (STEPLINE_EVENT_KEYS, STEPLINE_API_TOKENS). Several servers may share one
-    database.
+    API tokens (STEPLINE_EVENT_KEYS, STEPLINE_API_TOKENS, or a --keys-file, re-read when it
+    changes: keys are revoked without a restart). The dashboard logs in with
+    --dashboard-password or an API token. Several servers may share one database.
     """
     settings = server_settings(
         host,
@@ -85,6 +91,9 @@ def server(
         dev=False,
         signing_key=signing_key,
         signing_key_fallback=signing_key_fallback,
+        keys_file=keys_file,
+        dashboard_password=dashboard_password,
+        dashboard_secret=dashboard_secret,
     )
     app = load_app(app_ref)
     use_db(app, db, memory_ok=False)

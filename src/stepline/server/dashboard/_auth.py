@@ -53,7 +53,7 @@ class Guard:
     @property
     def can_log_in(self) -> bool:
         """Whether any credential is configured (else the login page explains it)."""
-        return bool(self.settings.dashboard_password) or bool(self.settings.api_tokens)
+        return bool(self.settings.dashboard_password) or bool(self.settings.accepted_api_tokens())
 
     def _sign(self, payload: bytes) -> str:
         return hmac.new(self._key.digest(), payload, hashlib.sha256).hexdigest()
