@@ -169,3 +169,26 @@ def restart_cluster(cluster: Cluster, *, mode: str = "fast") -> None:
         check=True,
         capture_output=True,
     )
+
+
+def start_again(cluster: Cluster) -> None:
+    """Start a stopped cluster again on its port (a test's outage ends)."""
+    subprocess.run(
+        _as_owner(
+            [
+                f"{cluster.bindir}/pg_ctl",
+                "-D",
+                cluster.data,
+                "-o",
+                f"-p {cluster.port}",
+                "-l",
+                f"{cluster.data}/server.log",
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from pgcluster import Cluster, NoPostgres, start_cluster, stop_cluster
+from stepline.store.postgres import PostgresStore
 
 DIR_VARIABLE = "STEPLINE_TEST_PG_DIR"
 _STATE = "cluster.json"
@@ -108,3 +109,34 @@ def empty_database(url: str) -> None:
         ]
         # DELETE, not TRUNCATE: the tables hold a few rows, and TRUNCATE makes new files for each
         conn.execute("".join(f'DELETE FROM "{t}";' for t in tables).encode())
+
+
+@contextmanager
+def private_cluster(*, durable: bool = True) -> Iterator[Cluster]:
+    """A cluster of the calling test's own, which it may stop and restart (the session's cluster
+    is shared by every test of the worker): durable (``fsync=on``) unless asked otherwise, in a
+    fresh folder under the system's temporary folder (PostgreSQL's user must reach it), stopped
+    and removed at the end. Missing binaries skip the test, or fail it under ``CI=true``."""
+    folder = Path(tempfile.mkdtemp(prefix="stepline-pg-own-"))
+    try:
+        try:
+            found = start_cluster(folder, durable=durable)
+        except NoPostgres as exc:
+            _missing(str(exc))
+        try:
+            yield found
+        finally:
+            stop_cluster(found)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def migrated_database(found: Cluster, name: str = "stepline") -> str:
+    """A new database ``name`` in ``found`` with Stepline's schema; returns its URL."""
+    url = create_database(found, name)
+    store = PostgresStore(url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    return url

@@ -18,6 +18,8 @@ lease expiries and due times written by different machines agree within that bou
 Errors: a lost connection, a server shutting down, a deadlock or serialization failure, a full
 disk or too many connections are ``StoreUnavailable`` (workers back off and reconnect; the pool
 replaces broken connections); any other database error is a ``StoreError`` naming the database.
+While the server is down a call waits at most ``connect_timeout`` for a connection, then raises
+``StoreUnavailable``; the first call once it is back is served.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ class PostgresStore:
             max_size=max_connections,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
             timeout=connect_timeout,
+            # the pool's background reconnect attempts back off (1 s, doubling) until this many
+            # seconds, then stop until a caller asks for a connection: half of what a caller
+            # waits, so the first call once the server is back is served (left at its 5 min
+            # default, an outage of a few minutes left calls failing for minutes after it)
+            reconnect_timeout=connect_timeout / 2,
             check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
             name="stepline",
