@@ -1,4 +1,5 @@
-"""The app the multi-process tests run in several processes on one SQLite file.
+"""The app the multi-process tests run in several processes on one database (a SQLite file or a
+``postgresql://`` URL).
 
 Functions:
 
@@ -10,13 +11,21 @@ Functions:
   exclusive ``flock`` (``current peak``) and appends ``in|out pid current time`` to
   ``<function>.log``, so the overlap is measured by the steps themselves, across processes.
 - ``dup-fn`` (``dup/event``): records its run in ``dup.log``.
+- Flow control decided when an event is sent (``flow`` senders, no worker needed): ``idem-fn``
+  (``flow/idem``, ``idempotency="event.data.key"``: one run per key), ``rate-fn``
+  (``flow/rate``, ``RateLimit(30, "24h", key)``: a burst of ``30 // 10 + 1`` = 4 runs per key,
+  the next one 48 min later), ``single-fn`` (``flow/single``, ``Singleton(key)``, skip mode: one
+  run per key while it has not ended).
 
 Run as a script: ``worker`` serves a worker until SIGTERM; ``send`` sends one ``dup/event`` per
 id in ``MP_SEND_IDS`` (comma-separated), one event per transaction, and writes the returned
-internal ids (and when it began and ended) as JSON to ``MP_DIR/sent-<pid>.json``. Both first
+internal ids (and when it began and ended) as JSON to ``MP_DIR/sent-<pid>.json``; ``flow`` sends,
+for each key of ``MP_FLOW_KEYS`` in turn, one ``flow/idem``, one ``flow/rate`` and one
+``flow/single`` event, ``MP_FLOW_ROUNDS`` times (one event per transaction), and writes the same
+JSON. Both first
 write ``MP_DIR/ready-<pid>``, then wait for the file ``MP_GO``: every process starts at once.
-Environment: ``MP_DB`` (SQLite file), ``MP_DIR`` (side files), ``MP_GO``, ``MP_WORKER_ID``,
-``MP_CONCURRENCY`` (default 1), ``MP_STEP_SLEEP`` (default 0.1 s).
+Environment: ``MP_DB`` (SQLite file or PostgreSQL URL), ``MP_DIR`` (side files), ``MP_GO``,
+``MP_WORKER_ID``, ``MP_CONCURRENCY`` (default 1), ``MP_STEP_SLEEP`` (default 0.1 s).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stepline import App, Context, Event, TriggerCron, TriggerEvent
+from stepline import App, Context, Event, RateLimit, Singleton, TriggerCron, TriggerEvent
 
 CRON_FUNCTIONS = ("cron-a", "cron-b", "cron-c")
 MINUTELY = "* * * * *"
@@ -39,6 +48,9 @@ YEARLY_FUNCTION = "cron-yearly"
 YEARLY = "0 0 1 1 *"
 LIMITED, UNLIMITED, DUP = "limited", "unlimited", "dup-fn"
 LIMIT = 2
+IDEM, RATE, SINGLE = "idem-fn", "rate-fn", "single-fn"
+RATE_LIMIT = 30  # a burst of RATE_LIMIT // 10 + 1 runs per key, then one every 48 minutes
+RATE_BURST = RATE_LIMIT // 10 + 1
 
 
 def side(name: str) -> Path:
@@ -107,6 +119,22 @@ def build_app(db: str | None) -> App:
         append("dup.log", f"{ctx.run_id} {ctx.event.id} {os.getpid()}")
         return ctx.event.id
 
+    @app.function(id=IDEM, trigger=TriggerEvent("flow/idem"), idempotency="event.data.key")
+    async def idem(ctx: Context) -> Any:
+        return ctx.event.data["key"]
+
+    rate = RateLimit(RATE_LIMIT, "24h", key="event.data.key")
+
+    @app.function(id=RATE, trigger=TriggerEvent("flow/rate"), rate_limit=rate)
+    async def rated(ctx: Context) -> Any:
+        return ctx.event.data["key"]
+
+    single = Singleton(key="event.data.key")
+
+    @app.function(id=SINGLE, trigger=TriggerEvent("flow/single"), singleton=single)
+    async def singled(ctx: Context) -> Any:
+        return ctx.event.data["key"]
+
     return app
 
 
@@ -142,6 +170,19 @@ def main(mode: str) -> None:
             # SQLite's busy handler backs off while the lock holder commits again at once: a
             # short pause lets the other senders in, so copies of one id really interleave
             time.sleep(random.uniform(0, 0.004))  # real time: see above
+        window = {"ids": internal, "began": began, "ended": time.time()}
+        side(f"sent-{os.getpid()}.json").write_text(json.dumps(window))
+    elif mode == "flow":
+        keys = os.environ["MP_FLOW_KEYS"].split(",")
+        rounds = int(os.environ.get("MP_FLOW_ROUNDS", "2"))
+        _ready_and_wait()
+        began = time.time()
+        internal = []
+        for _ in range(rounds):
+            for key in keys:
+                for name in ("flow/idem", "flow/rate", "flow/single"):
+                    internal.append(app.send(Event(name, {"key": key}))[0])
+                    time.sleep(random.uniform(0, 0.002))  # real time: lets senders interleave
         window = {"ids": internal, "began": began, "ended": time.time()}
         side(f"sent-{os.getpid()}.json").write_text(json.dumps(window))
     else:

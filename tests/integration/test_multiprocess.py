@@ -1,10 +1,11 @@
-"""Several real processes on one SQLite file: cron ticks fire once, a concurrency limit holds
-across processes (measured by the steps themselves), duplicate event ids sent at once from
-several processes start one run.
+"""Several real processes on one database, a SQLite file and PostgreSQL (``mp_db``): cron ticks
+fire once, a concurrency limit holds across processes (measured by the steps themselves),
+duplicate event ids sent at once from several processes start one run, and idempotency, rate
+limits and singletons decided by 4 senders at once count exactly.
 
 Every process of a test writes a ready file and then waits for one go file, so they start
-together. Cron rows and the ``duplicate`` flag of events are read straight from SQLite (the
-store has no public verb for them); everything else goes through the public ``App`` API.
+together. Cron rows are read through the store's transaction verbs (``due_crons``), events with
+their ``duplicate`` flag through ``list_events``; everything else through the public ``App`` API.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import importlib.util
 import json
 import math
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -22,13 +22,12 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from _subprocesses import Subprocesses, poll
 
 from stepline import App, Event, Run
-from stepline.store.records import CronRow
+from stepline.store.records import CronRow, EventFilter
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +45,17 @@ def _load_app_module() -> ModuleType:
 
 
 mp = _load_app_module()
+WORKERS = 4  # worker (or sender) processes of each test
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def mp_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database the processes share: a SQLite file, or this xdist worker's emptied
+    PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return str(tmp_path / "mp.db")
 
 
 class Processes(Subprocesses):
@@ -53,9 +63,9 @@ class Processes(Subprocesses):
 
     clean_exit_ok = True
 
-    def __init__(self, tmp_path: Path, db: Path) -> None:
+    def __init__(self, tmp_path: Path, db: str) -> None:
         self.go_file = tmp_path / "go"
-        super().__init__(tmp_path, MP_DB=str(db), MP_DIR=str(tmp_path), MP_GO=str(self.go_file))
+        super().__init__(tmp_path, MP_DB=db, MP_DIR=str(tmp_path), MP_GO=str(self.go_file))
 
     def start(self, mode: str, **env: str) -> subprocess.Popen[bytes]:
         return self.spawn([str(APP_FILE), mode], **env)
@@ -79,16 +89,11 @@ class Processes(Subprocesses):
         return [proc.wait(timeout=20) for proc in self.procs]
 
 
-def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-def cron_next_at(db: Path) -> dict[str, float]:
-    return {str(f): float(at) for f, at in query(db, "SELECT function_id, next_at FROM crons")}
+def cron_next_at(app: App) -> dict[str, float]:
+    """Every cron row's next tick (those due before the end of time: all of them)."""
+    engine = app.engine
+    with engine.store.transaction() as tx:
+        return {r.function_id: r.next_at for r in tx.due_crons(float("inf"), engine.served)}
 
 
 def arm(app: App, rows: list[CronRow]) -> None:
@@ -114,12 +119,12 @@ async def tick_of(app: App, run: Run) -> float:
 
 # -- cron -----------------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
-async def test_cron_ticks_fire_once_across_worker_processes(tmp_path: Path) -> None:
-    """3 workers start at the same moment with four cron ticks due; each tick starts one run.
+async def test_cron_ticks_fire_once_across_worker_processes(tmp_path: Path, mp_db: str) -> None:
+    """4 workers start at the same moment with four cron ticks due; each tick starts one run.
     Then the yearly tick is armed again 4 times while the workers poll (every 50 ms): each
     arming starts exactly one more run."""
-    db = tmp_path / "mp.db"
-    app = mp.build_app(str(db))
+    db = mp_db
+    app = mp.build_app(db)
     procs = Processes(tmp_path, db)
     deadline = time.monotonic() + 45
     try:
@@ -127,13 +132,13 @@ async def test_cron_ticks_fire_once_across_worker_processes(tmp_path: Path) -> N
         new_year = datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC).timestamp()
         yearly = CronRow(mp.YEARLY_FUNCTION, mp.YEARLY, new_year)
         arm(app, [CronRow(f, mp.MINUTELY, minute) for f in mp.CRON_FUNCTIONS] + [yearly])
-        for n in range(3):
+        for n in range(WORKERS):
             procs.start("worker", MP_WORKER_ID=f"w{n}", MP_CONCURRENCY="4")
         await procs.go(deadline)
         armed_at = {f: minute for f in mp.CRON_FUNCTIONS} | {mp.YEARLY_FUNCTION: new_year}
         await poll(
             "the due ticks to be consumed",
-            lambda: all(cron_next_at(db)[f] > at for f, at in armed_at.items()),
+            lambda: all(cron_next_at(app)[f] > at for f, at in armed_at.items()),
             deadline,
             procs,
             interval=0.01,
@@ -145,7 +150,7 @@ async def test_cron_ticks_fire_once_across_worker_processes(tmp_path: Path) -> N
             arm(app, [yearly])
             await poll(
                 f"arming {armed} of the yearly tick to be consumed",
-                lambda: cron_next_at(db)[mp.YEARLY_FUNCTION] > time.time(),
+                lambda: cron_next_at(app)[mp.YEARLY_FUNCTION] > time.time(),
                 deadline,
                 procs,
                 interval=0.01,
@@ -155,7 +160,7 @@ async def test_cron_ticks_fire_once_across_worker_processes(tmp_path: Path) -> N
             await poll(f"{fn}'s runs", partial(_settled, app, fn), deadline, procs)
         yearly_done = partial(all_ended, app, mp.YEARLY_FUNCTION, rounds)
         await poll("the yearly runs", yearly_done, deadline, procs)
-        assert procs.stop() == [0, 0, 0], procs.output()
+        assert procs.stop() == [0] * WORKERS, procs.output()
 
         recorded = Counter(
             line.split()[1] for line in (tmp_path / "cron.log").read_text().splitlines()
@@ -194,23 +199,22 @@ def read_track(tmp_path: Path, function_id: str) -> tuple[int, int, list[list[st
     return int(current), int(peak), lines
 
 
-async def run_tracked(tmp_path: Path, jobs: dict[str, int]) -> App:
-    """3 workers, each leasing one run at a time, run ``jobs`` (event name -> count), one
+async def run_tracked(tmp_path: Path, db: str, jobs: dict[str, int]) -> App:
+    """4 workers, each leasing one run at a time, run ``jobs`` (event name -> count), one
     event name after the other; returns the app once every run completed."""
-    db = tmp_path / "mp.db"
-    app: App = mp.build_app(str(db))
+    app: App = mp.build_app(db)
     procs = Processes(tmp_path, db)
     deadline = time.monotonic() + 40
     functions = {"free/job": mp.UNLIMITED, "limited/job": mp.LIMITED}
     try:
-        for n in range(3):
+        for n in range(WORKERS):
             procs.start("worker", MP_WORKER_ID=f"w{n}", MP_CONCURRENCY="1", MP_STEP_SLEEP="0.15")
         await procs.go(deadline)
         for name, count in jobs.items():
             app.send([Event(name, {"n": n}) for n in range(count)])
             done = partial(all_ended, app, functions[name], count)
             await poll(f"the {name} runs", done, deadline, procs)
-        assert procs.stop() == [0, 0, 0], procs.output()
+        assert procs.stop() == [0] * WORKERS, procs.output()
     except BaseException:
         app.close()
         raise
@@ -220,16 +224,16 @@ async def run_tracked(tmp_path: Path, jobs: dict[str, int]) -> App:
 
 
 @pytest.mark.timeout(60)
-async def test_concurrency_limit_holds_across_worker_processes(tmp_path: Path) -> None:
-    """3 workers, each leasing one run at a time. The control function (no limit) has 3 steps
+async def test_concurrency_limit_holds_across_worker_processes(tmp_path: Path, mp_db: str) -> None:
+    """4 workers, each leasing one run at a time. The control function (no limit) has 4 steps
     executing at once, so the processes could exceed a limit of 2; ``limited``
     (``concurrency=2``) never has more than 2 steps executing, measured by the steps."""
     jobs = 20
-    app = await run_tracked(tmp_path, {"free/job": 6, "limited/job": jobs})
+    app = await run_tracked(tmp_path, mp_db, {"free/job": 8, "limited/job": jobs})
     try:
         free_now, free_peak, _ = read_track(tmp_path, mp.UNLIMITED)
         now, peak, lines = read_track(tmp_path, mp.LIMITED)
-        assert (free_now, free_peak) == (0, 3), "the control never ran 3 steps at once"
+        assert (free_now, free_peak) == (0, WORKERS), "the control never ran 4 steps at once"
         assert now == 0
         assert max(int(fields[2]) for fields in lines) == peak
         assert 1 <= peak <= mp.LIMIT, f"limited peaked at {peak} steps executing at once"
@@ -250,10 +254,12 @@ async def test_concurrency_limit_holds_across_worker_processes(tmp_path: Path) -
 
 
 @pytest.mark.timeout(60)
-async def test_concurrency_limit_is_used_fully_across_worker_processes(tmp_path: Path) -> None:
-    """With 3 workers leasing one run at a time, ``concurrency=2`` has two steps executing at
+async def test_concurrency_limit_is_used_fully_across_worker_processes(
+    tmp_path: Path, mp_db: str
+) -> None:
+    """With 4 workers leasing one run at a time, ``concurrency=2`` has two steps executing at
     once in two processes (the slots are used, not just bounded)."""
-    app = await run_tracked(tmp_path, {"limited/job": 8})
+    app = await run_tracked(tmp_path, mp_db, {"limited/job": 8})
     try:
         _, peak, lines = read_track(tmp_path, mp.LIMITED)
         pids_at_peak = {fields[1] for fields in lines if fields[0] == "in"}
@@ -265,16 +271,19 @@ async def test_concurrency_limit_is_used_fully_across_worker_processes(tmp_path:
 
 # -- duplicate event ids --------------------------------------------------------------------------
 @pytest.mark.timeout(60)
-async def test_duplicate_event_ids_from_concurrent_senders_start_one_run(tmp_path: Path) -> None:
+async def test_duplicate_event_ids_from_concurrent_senders_start_one_run(
+    tmp_path: Path, mp_db: str
+) -> None:
     """4 processes send the same 25 event ids at once, one transaction per event: every id is
-    stored 4 times (3 flagged duplicate) and starts exactly one run, with its first copy."""
-    db = tmp_path / "mp.db"
-    app = mp.build_app(str(db))
+    stored 4 times (3 flagged duplicate) and starts exactly one run, with its copy that was
+    not flagged."""
+    db = mp_db
+    app = mp.build_app(db)
     app.engine  # noqa: B018 - create the schema before the senders start
     procs = Processes(tmp_path, db)
     deadline = time.monotonic() + 45
     keys = [f"dup-{i}" for i in range(25)]
-    senders = 4
+    senders = WORKERS
     try:
         for _ in range(senders):
             procs.start("send", MP_SEND_IDS=",".join(keys))
@@ -292,11 +301,11 @@ async def test_duplicate_event_ids_from_concurrent_senders_start_one_run(tmp_pat
         # the senders ran at the same time
         assert max(b for b, _ in windows) < min(e for _, e in windows), windows
 
-        stored: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-        for internal, sender_id, duplicate, rowid in query(
-            db, "SELECT internal_id, sender_id, duplicate, rowid FROM events"
-        ):
-            stored[sender_id].append((internal, duplicate, rowid))
+        stored: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+        query = EventFilter(name="dup/event", limit=10 * senders * len(keys))
+        for found in await app.engine.read(app.engine.store.list_events, query):
+            assert found.event.id is not None
+            stored[found.event.id].append((found.event.internal_id, found.duplicate))
         assert sorted(stored) == sorted(keys)
         runs = await runs_of(app, mp.DUP)
         assert len(runs) == len(keys)
@@ -306,10 +315,9 @@ async def test_duplicate_event_ids_from_concurrent_senders_start_one_run(tmp_pat
         for key in keys:
             copies = stored[key]
             assert len(copies) == senders
-            [original] = [c for c in copies if c[1] == 0]
+            [original] = [c for c in copies if not c[1]]
             assert sum(c[1] for c in copies) == senders - 1
-            # the copy that triggered is the first one committed; the others start nothing
-            assert original[2] == min(c[2] for c in copies)
+            # the copy not flagged duplicate started the run; the others start nothing
             assert original[0] in run_event, key
             assert all(c[0] not in run_event for c in copies if c[1])
             winners[sent_by[original[0]]] += 1
@@ -317,6 +325,57 @@ async def test_duplicate_event_ids_from_concurrent_senders_start_one_run(tmp_pat
             f"\n[multiprocess-dup] {senders} senders x {len(keys)} ids: "
             f"{len(runs)} runs, {senders * len(keys) - len(runs)} duplicates stored; "
             f"first copies per sender pid {dict(winners)}"
+        )
+    finally:
+        procs.close()
+        app.close()
+
+
+# -- flow control decided at send time ------------------------------------------------------------
+@pytest.mark.timeout(90)
+async def test_flow_control_counts_exactly_with_concurrent_senders(
+    tmp_path: Path, mp_db: str
+) -> None:
+    """4 processes send at once, for each of 10 keys, twice, one event to each of three
+    functions (one transaction per event, no worker running): idempotency starts one run per
+    key, the rate limit exactly its burst per key (4), the singleton one run per key; every
+    other event is recorded as skipped, with the right reason."""
+    app = mp.build_app(mp_db)
+    app.engine  # noqa: B018 - create the schema before the senders start
+    procs = Processes(tmp_path, mp_db)
+    deadline = time.monotonic() + 60
+    keys = [f"k{i}" for i in range(10)]
+    senders, rounds = WORKERS, 2
+    try:
+        for _ in range(senders):
+            procs.start("flow", MP_FLOW_KEYS=",".join(keys), MP_FLOW_ROUNDS=str(rounds))
+        await procs.go(deadline)
+        codes = [proc.wait(timeout=max(1.0, deadline - time.monotonic())) for proc in procs.procs]
+        assert codes == [0] * senders, procs.output()
+        windows = []
+        for proc in procs.procs:
+            sent = json.loads((tmp_path / f"sent-{proc.pid}.json").read_text())
+            windows.append((sent["began"], sent["ended"]))
+        assert max(b for b, _ in windows) < min(e for _, e in windows), windows
+
+        per_key = senders * rounds  # events per function and key
+        expected = {mp.IDEM: 1, mp.RATE: mp.RATE_BURST, mp.SINGLE: 1}
+        reasons = {mp.IDEM: "idempotency", mp.RATE: "rate_limit", mp.SINGLE: "singleton"}
+        counts: dict[str, Counter[str]] = {}
+        for function_id, allowed in expected.items():
+            runs = await runs_of(app, function_id)
+            events = await app.engine.read(
+                app.engine.store.get_events, [r.event_ids[0] for r in runs]
+            )
+            counts[function_id] = Counter(e.data["key"] for e in events)
+            assert counts[function_id] == dict.fromkeys(keys, allowed), (function_id, counts)
+            skips = await app.skipped(function_id, limit=10 * per_key * len(keys))
+            assert len(skips) == (per_key - allowed) * len(keys), (function_id, len(skips))
+            assert {s.reason for s in skips} == {reasons[function_id]}, skips[:3]
+        print(
+            f"\n[multiprocess-flow] {senders} senders x {rounds} rounds x {len(keys)} keys: runs "
+            f"per key idempotency={counts[mp.IDEM]['k0']} rate limit={counts[mp.RATE]['k0']} "
+            f"(burst {mp.RATE_BURST}) singleton={counts[mp.SINGLE]['k0']} of {per_key} events"
         )
     finally:
         procs.close()
