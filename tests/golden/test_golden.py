@@ -1,8 +1,11 @@
 """Golden database: a run recorded (by an earlier version) while it slept must resume on every
-change — same schema (migrated), same step keys and hashes, nothing completed runs again."""
+change — same schema (migrated), same step keys and hashes, nothing completed runs again. On
+SQLite the recording is a database file; on PostgreSQL its tables as data at their schema version
+(``sleeping_order.pg.json``, ``pgdump``), loaded into a database of that version and migrated."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,8 +14,13 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from golden_app import CALLS, T0, build_app  # noqa: E402
+from pgdump import restore  # noqa: E402
 
+import pgtest  # noqa: E402
 from stepline.store import SQLiteStore  # noqa: E402
+from stepline.store.interface import Store  # noqa: E402
+from stepline.store.postgres import PostgresStore  # noqa: E402
+from stepline.store.postgres.schema import MIGRATIONS  # noqa: E402
 from stepline.testing import MockClock, TestEngine  # noqa: E402
 
 
@@ -21,10 +29,25 @@ async def test_a_recorded_sleeping_run_resumes_without_rerunning_its_steps(
 ) -> None:
     db = tmp_path / "golden.db"
     shutil.copy(HERE / "sleeping_order.db", db)
+    await resume_the_recorded_run(SQLiteStore(db))
+
+
+async def test_a_run_recorded_on_postgresql_resumes_without_rerunning_its_steps() -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    url = pgtest.create_database(pgtest.cluster(), f"stepline_golden_{worker}")
+    recorded = restore(HERE / "sleeping_order.pg.json", url)
+    assert 1 <= recorded <= len(MIGRATIONS)
+    store = PostgresStore(url)
+    store.migrate()  # the migrations newer than the recording's, if any
+    assert store.schema_version() == (len(MIGRATIONS), len(MIGRATIONS))
+    await resume_the_recorded_run(store)
+
+
+async def resume_the_recorded_run(store: Store) -> None:
     CALLS.clear()
     app = build_app()
     clock = MockClock(start=T0 + 1800, autojump=False)  # half-way through the 1 h sleep
-    async with TestEngine(app, store=SQLiteStore(db), clock=clock) as t:
+    async with TestEngine(app, store=store, clock=clock) as t:
         [recorded] = await t.runs(function_id="golden-order")
         # read before the sleep is over: a worker leasing the due run (RUNNING) cannot race it
         # (issue 6 item 8)

@@ -1,21 +1,27 @@
 """Property: any program of steps (runs, repeated ids, sleeps, parallel groups, failures that
 recover or not, errors caught for fallbacks) ends with the output a straight reading of it gives,
 every step body runs exactly as many times as its attempts, and the memo lists the steps in
-order with their occurrence counters."""
+order with their occurrence counters. On every store: memory, a SQLite file, PostgreSQL (each
+example on a fresh file, or on this xdist worker's database emptied)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pgtest
 from stepline import App, Context, Event, StepError, TriggerEvent
-from stepline.store import MemoryStore
+from stepline.store import MemoryStore, SQLiteStore
+from stepline.store.interface import Store
+from stepline.store.postgres import PostgresStore
 from stepline.testing import MockClock, TestEngine
 
 RETRIES = 2
@@ -75,17 +81,41 @@ def expected(program: list[Item]) -> tuple[list[Any], Counter[str], list[str]]:
     return output, calls, ids
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """ "memory", "sqlite", or this xdist worker's PostgreSQL database (schema made)."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_database")
+        return url
+    kind: str = request.param
+    return kind
+
+
+def fresh_store(kind: str, folder: str) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SQLiteStore(os.path.join(folder, "stepline.db"), synchronous="NORMAL")
+    pgtest.empty_database(kind)
+    return PostgresStore(kind)
+
+
 @settings(
     max_examples=int(os.environ.get("STEPLINE_PROPERTY_EXAMPLES", "40")),  # scripts/soak: 500
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(program=programs)
-def test_any_program_replays_to_its_straight_reading(program: list[Item]) -> None:
-    asyncio.run(_check(program))
+def test_any_program_replays_to_its_straight_reading(store_kind: str, program: list[Item]) -> None:
+    with tempfile.TemporaryDirectory(prefix="stepline-property-") as folder:
+        store = fresh_store(store_kind, folder)
+        try:
+            asyncio.run(_check(program, store))
+        finally:
+            store.close()
 
 
-async def _check(program: list[Item]) -> None:
+async def _check(program: list[Item], store: Store) -> None:
     app = App("property")
     calls: Counter[str] = Counter()
 
@@ -124,7 +154,7 @@ async def _check(program: list[Item]) -> None:
                 output.extend(await asyncio.gather(*(guarded(s) for s in item.steps)))
         return output
 
-    async with TestEngine(app, store=MemoryStore(), clock=MockClock()) as t:
+    async with TestEngine(app, store=store, clock=MockClock()) as t:
         done = await t.trigger(Event("go"), timeout=60)
     want_output, want_calls, want_ids = expected(program)
     assert done.status == "COMPLETED", done.error

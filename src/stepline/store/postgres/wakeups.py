@@ -20,7 +20,7 @@ import psycopg
 
 CHANNEL = "stepline"
 NOTIFY = "NOTIFY stepline"
-_CHECK_STOP = 0.5  # seconds between looks at the stop flag while no notification comes
+_CHECK_STOP = 0.05  # seconds between looks at the stop flag (how long stop() may wait)
 _RETRY = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnection attempts
 
 log = logging.getLogger("stepline.store.postgres")
