@@ -507,8 +507,8 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
 @pytest.mark.timeout(900)
 async def test_database_restart_mid_run(tmp_path: Path) -> None:
     """500 runs x 5 steps on 2 worker processes, on a durable cluster of the test's own.
-    PostgreSQL is restarted (``pg_ctl restart -m fast``: sessions ended, transactions in flight
-    rolled back) once a fifth of the runs completed, and stopped for a while once three fifths
+    PostgreSQL is crashed and restarted (``pg_ctl restart -m immediate``: the server killed,
+    recovery from its WAL at start) once a fifth of the runs completed, and stopped for a while once three fifths
     did: a ``send`` during that outage raises ``StoreUnavailable`` within a bound or succeeds
     (never hangs, never loses the event; a retry with its id is safe). Every run completes, no
     committed step runs again (a step body re-runs only if it ran before the database was back:
@@ -538,7 +538,9 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
                 workers,
                 interval=0.1,
             )
-            await asyncio.to_thread(restart_cluster, cluster)
+            # immediate: the server process is killed and recovers from its WAL on start, as
+            # after a crash; the cluster is durable (fsync on), so what it acknowledged survives
+            await asyncio.to_thread(restart_cluster, cluster, mode="immediate")
             await poll(
                 "three fifths of the runs to complete",
                 lambda: completed_at_least(app, total * 3 // 5),
@@ -582,7 +584,7 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
                 assert "the store is available again" in said, workers.output()
             print(
                 f"\n[pg-restart] {total} runs x {crash_app.STEPS} steps on {processes} workers: "
-                f"restarted once and stopped once mid-run; all {total + 1} runs completed; "
+                f"crash-restarted once and stopped once mid-run; all {total + 1} runs completed; "
                 f"uncommitted step bodies re-run={reruns}, committed steps re-executed=0; send "
                 f"during the outage: "
                 f"{'StoreUnavailable' if refused else 'stored'} after {send_took:.1f}s"
