@@ -508,11 +508,12 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
 async def test_database_restart_mid_run(tmp_path: Path) -> None:
     """500 runs x 5 steps on 2 worker processes, on a durable cluster of the test's own.
     PostgreSQL is crashed and restarted (``pg_ctl restart -m immediate``: the server killed,
-    recovery from its WAL at start) once a fifth of the runs completed, and stopped for a while once three fifths
-    did: a ``send`` during that outage raises ``StoreUnavailable`` within a bound or succeeds
-    (never hangs, never loses the event; a retry with its id is safe). Every run completes, no
-    committed step runs again (a step body re-runs only if it ran before the database was back:
-    its commit may have failed), the workers log the outage and their recovery, and none exits."""
+    recovery from its WAL at start) once a fifth of the runs completed, and stopped for a while
+    once three fifths did: a ``send`` during that outage raises ``StoreUnavailable`` within a
+    bound or succeeds (never hangs, never loses the event; a retry with its id is safe). Every
+    run completes, no committed step runs again (a step body re-runs only if it ran before the
+    database was back: its commit may have failed), the workers log the outage and their
+    recovery, and none exits."""
     total, processes = RESTART_RUNS, 2
     log = tmp_path / "steps.log"
     with pgtest.private_cluster(durable=True) as cluster:

@@ -225,15 +225,18 @@ async def run_tracked(tmp_path: Path, db: str, jobs: dict[str, int]) -> App:
 
 @pytest.mark.timeout(60)
 async def test_concurrency_limit_holds_across_worker_processes(tmp_path: Path, mp_db: str) -> None:
-    """4 workers, each leasing one run at a time. The control function (no limit) has 4 steps
-    executing at once, so the processes could exceed a limit of 2; ``limited``
+    """4 workers, each leasing one run at a time. The control function (no limit) has 3 or 4
+    steps executing at once, so the processes could exceed a limit of 2; ``limited``
     (``concurrency=2``) never has more than 2 steps executing, measured by the steps."""
     jobs = 20
     app = await run_tracked(tmp_path, mp_db, {"free/job": 8, "limited/job": jobs})
     try:
         free_now, free_peak, _ = read_track(tmp_path, mp.UNLIMITED)
         now, peak, lines = read_track(tmp_path, mp.LIMITED)
-        assert (free_now, free_peak) == (0, WORKERS), "the control never ran 4 steps at once"
+        assert free_now == 0
+        # the processes could exceed the limit: the control ran more steps at once than it allows
+        # (up to one per worker; a loaded machine may not overlap all 4)
+        assert mp.LIMIT < free_peak <= WORKERS, f"the control peaked at {free_peak} steps at once"
         assert now == 0
         assert max(int(fields[2]) for fields in lines) == peak
         assert 1 <= peak <= mp.LIMIT, f"limited peaked at {peak} steps executing at once"
