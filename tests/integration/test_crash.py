@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from _subprocesses import Subprocesses, poll, sigterm
@@ -184,6 +185,17 @@ async def completed(app: App, total: int) -> bool:
     return len(await engine.read(engine.store.list_runs, query)) == total
 
 
+def registered_since(app: App, worker_id: str, since: float) -> Callable[[], Any]:
+    """A check: a worker ``worker_id`` started at ``since`` or later has registered (so it
+    handles SIGTERM: a process still starting up would die of it)."""
+
+    async def check() -> bool:
+        workers = await app.live_workers()
+        return any(w.worker_id == worker_id and w.started_at >= since for w in workers)
+
+    return check
+
+
 async def completed_at_least(app: App, count: int) -> bool:
     engine = app.engine
     query = RunFilter(function_id=crash_app.FUNCTION_ID, status="COMPLETED", limit=count)
@@ -310,6 +322,7 @@ async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
                 break
             workers.kill(proc)
             held = await leased_by(app, worker_id)
+            spawned = time.time()
             proc = workers.start()
             # the restarted worker (same id) reclaims its predecessor's leases at once, in its
             # start transaction, and says so (an expired lease it would announce as such): no
@@ -326,6 +339,9 @@ async def test_repeated_sigkill_loses_nothing_and_reruns_only_uncommitted_steps(
                 assert workers.resumed(proc, worker_id) == len(held), workers.output()
                 release_delays.append(time.time() - workers.kill_times[-1])
         await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.2)
+        if workers.killed:
+            up = registered_since(app, worker_id, spawned)
+            await poll(f"worker {proc.pid} to be up", up, deadline, workers)
         assert workers.stop(proc) == 0, workers.output()
         elapsed = time.monotonic() - began
 
@@ -442,7 +458,11 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
     try:
         event_n = send_runs(app, total)
         deadline = time.monotonic() + 600 * max(1, total // 1000)
-        procs = {f"load-{n}": workers.start(CRASH_WORKER_ID=f"load-{n}") for n in range(processes)}
+        spawned: dict[str, float] = {}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        for n in range(processes):
+            spawned[f"load-{n}"] = time.time()
+            procs[f"load-{n}"] = workers.start(CRASH_WORKER_ID=f"load-{n}")
         resumed: list[int] = []
         while not await completed(app, total):
             # real time: a random moment to SIGKILL at (what the test is about), not a wait for
@@ -458,6 +478,7 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
             worker_id = rng.choice(sorted(procs))
             workers.kill(procs[worker_id])
             held = len(await leased_by(app, worker_id))
+            spawned[worker_id] = time.time()
             proc = procs[worker_id] = workers.start(CRASH_WORKER_ID=worker_id)
             if held:
                 await poll(
@@ -469,6 +490,9 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
                 )
                 resumed.append(held)
         await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.2)
+        for worker_id, since in spawned.items():
+            check = registered_since(app, worker_id, since)
+            await poll(f"{worker_id} to be up", check, deadline, workers)
         codes = [workers.stop(proc) for proc in procs.values()]
         assert codes == [0] * processes, workers.output()
         elapsed = time.monotonic() - began
