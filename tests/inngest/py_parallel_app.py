@@ -198,6 +198,23 @@ async def ai_ask(ctx: inngest.Context) -> dict[str, object]:
     return {"answer": answer}
 
 
+@client.create_function(fn_id="sequence", trigger=inngest.TriggerEvent(event="seq/run"), retries=0)
+async def sequence(ctx: inngest.Context) -> list[int]:
+    """Five sequential steps (a sleep after the second when ``event.data.nap``)."""
+    run = _count(ctx)
+    out = []
+    for i in range(1, 6):
+
+        async def body(i: int = i) -> int:
+            ran[run].append(f"s{i}")
+            return i * 10
+
+        out.append(await ctx.step.run(f"s{i}", body))
+        if i == 2 and ctx.event.data.get("nap"):
+            await ctx.step.sleep("nap", datetime.timedelta(seconds=1))
+    return out
+
+
 app = fastapi.FastAPI()
 inngest.fast_api.serve(
     app,
@@ -211,6 +228,7 @@ inngest.fast_api.serve(
         big_steps,
         big_batch,
         ai_ask,
+        sequence,
     ],
 )
 

@@ -177,7 +177,22 @@ const aiAsk = create(
   },
 );
 
-const functions = [aiAsk, retryParallel, parallelWait, doubler, parallelMixed, bigSteps, bigBatch];
+// five sequential steps (a sleep after the second when event.data.nap)
+const sequence = create(
+  { id: "sequence", retries: 0 },
+  [{ event: "seq/run" }],
+  async ({ event, step, runId }) => {
+    count(runId);
+    const out = [];
+    for (let i = 1; i <= 5; i++) {
+      out.push(await step.run(`s${i}`, () => record(runId, `s${i}`) && i * 10));
+      if (i === 2 && event.data.nap) await step.sleep("nap", "1s");
+    }
+    return out;
+  },
+);
+
+const functions = [sequence, aiAsk, retryParallel, parallelWait, doubler, parallelMixed, bigSteps, bigBatch];
 if (major === 4) functions.push(parallelRace);
 const handler = serve({ client: inngest, functions });
 const port = Number(process.env.PORT);

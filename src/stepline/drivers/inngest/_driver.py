@@ -32,14 +32,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from stepline._ids import new_id
 from stepline.drivers.inngest._ai import AI_ERROR, AI_TIMEOUT, ai_output, ai_request
+from stepline.drivers.inngest._errors import ProtocolError
 from stepline.drivers.inngest._execution import (
     DISCOVERY,
     execution_url,
@@ -58,6 +60,7 @@ from stepline.drivers.inngest._opcodes import (
     StepPlannedOp,
     StepRunOp,
     WaitForEventOp,
+    read_op,
 )
 from stepline.drivers.inngest._responses import (
     FunctionErrored,
@@ -111,8 +114,12 @@ class InngestDriver:
     signing_key: SigningKey | None = None
     verify_keys: SigningKeys | None = None
     timeout: float = REQUEST_TIMEOUT
+    checkpointing: bool = True
     urls: dict[str, str] = field(default_factory=dict)
     _client: httpx.AsyncClient | None = field(default=None, repr=False)
+    _passes: dict[str, tuple[asyncio.AbstractEventLoop, _HttpPass]] = field(
+        default_factory=dict, repr=False
+    )
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -127,7 +134,37 @@ class InngestDriver:
     async def run_pass(
         self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
     ) -> None:
-        await _HttpPass(self, engine, lease, state, fn).execute()
+        http_pass = _HttpPass(self, engine, lease, state, fn)
+        self._passes[lease.run_id] = (asyncio.get_running_loop(), http_pass)
+        try:
+            await http_pass.execute()
+        finally:
+            if self._passes.get(lease.run_id, (None, None))[1] is http_pass:
+                del self._passes[lease.run_id]
+
+    async def checkpoint(self, run_id: str, body: bytes) -> int:
+        """An SDK's ``POST /v1/checkpoint/{run_id}/async``: the steps it ran in the request
+        now in flight, committed as that request's pass would commit them. Returns the HTTP
+        status to answer: 200 once they are durable; 409 when that pass is over or its lease
+        lost (the SDK stops: a newer request drives the run); 503 when the pass runs in
+        another process (the SDK retries, then falls back to plain replies). Raises
+        ``ProtocolError`` for a body that is not a checkpoint."""
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"checkpoint body is not JSON: {exc}") from exc
+        if not isinstance(value, dict) or not isinstance(value.get("steps"), list):
+            raise ProtocolError("checkpoint body without a steps list")
+        found = self._passes.get(run_id)
+        if found is None:
+            return 503
+        loop, http_pass = found
+        if str(value.get("qi_id") or "") != http_pass.lease.token:
+            return 409
+        work = http_pass.checkpoint(value["steps"])
+        if loop is asyncio.get_running_loop():
+            return await work
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, loop))
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str]
@@ -166,6 +203,8 @@ class _HttpPass:
         self.kinds: set[str] = set()
         self.version = -1
         self.state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
+        self.checkpoints = 0  # steps commits an SDK checkpointed during this pass
+        self.aborted: LimitExceededError | None = None  # a checkpoint breached a limit
 
     def now(self) -> float:
         return self.engine.clock.now()
@@ -246,18 +285,48 @@ class _HttpPass:
             return targeted + ([DISCOVERY] if len(targeted) < len(due) else []), plan_only
         return [DISCOVERY], plan_only
 
+    async def checkpoint(self, raw_steps: list[Any]) -> int:
+        """Commit the steps an SDK checkpointed during this pass's request (``StepRun`` ops,
+        as a reply would report them); the HTTP status to answer (see
+        ``InngestDriver.checkpoint``)."""
+        now = datetime.fromtimestamp(self.now(), UTC)
+        ops = [read_op(raw, now) for raw in raw_steps]
+        commit = self.commit()
+        try:
+            for op in ops:
+                if isinstance(op, RunCompleteOp):
+                    continue  # the request's reply reports the run's end
+                if not isinstance(op, StepRunOp):
+                    raise ProtocolError(f"checkpointed op {type(op).__name__} is not a step run")
+                self._settle(op, None, commit)
+        except LimitExceededError as exc:  # the SDK stops; the pass fails the run with it
+            self.aborted = exc
+            return 409
+        try:
+            await self.save(commit)
+        except (LeaseLostError, PassCancelledError):
+            return 409
+        self.checkpoints += 1
+        return 200
+
     async def request(self, url: str, step_id: str, force_plan: bool) -> SdkReply:
         attempt = self.run.attempt
         step = self.memo.get(step_id)
         if step is not None and step.status == "RETRYING":
             attempt = step.attempts
+        checkpoint = None
+        if self.driver.checkpointing and step_id == DISCOVERY and not force_plan:
+            checkpoint = (self.fn.id, self.lease.token)
         request = fit(
-            request_for(
-                self.state,
-                attempt=attempt,
-                max_attempts=self.fn.retries + 1,
-                disable_immediate_execution=force_plan,
-                version=self.version,
+            replace(
+                request_for(
+                    self.state,
+                    attempt=attempt,
+                    max_attempts=self.fn.retries + 1,
+                    disable_immediate_execution=force_plan,
+                    version=self.version,
+                ),
+                checkpoint=checkpoint,
             )
         )
         body = request.encode()
@@ -367,7 +436,7 @@ class _HttpPass:
         self.memo[op_id] = record
         return record
 
-    def _settle(self, op: Op, reply: SdkReply, commit: PassCommit) -> bool:
+    def _settle(self, op: Op, reply: SdkReply | None, commit: PassCommit) -> bool:
         """Record one op in ``commit``; true when the run progressed (a step settled)."""
         now = self.now()
         existing = self.memo.get(op.id)
@@ -404,9 +473,12 @@ class _HttpPass:
             self._fail_step(op.id, op.display_name, op.error, attempts, commit)
             return True
         if isinstance(op, StepErrorOp):
-            retry_at = reply.retry_at.timestamp() if reply.retry_at is not None else None
+            no_retry = reply is not None and reply.no_retry
+            retry_at = None
+            if reply is not None and reply.retry_at is not None:
+                retry_at = reply.retry_at.timestamp()
             return self._attempt_failed(
-                op.id, op.display_name, "run", op.error, attempts, commit, reply.no_retry, retry_at
+                op.id, op.display_name, "run", op.error, attempts, commit, no_retry, retry_at
             )
         if isinstance(op, SleepOp):
             until = op.until.timestamp()
@@ -766,6 +838,8 @@ class _Requests:
         """Commit what one reply reports and send the requests it calls for; true when the
         run ended."""
         p = self.p
+        if p.aborted is not None:
+            raise p.aborted
         outcome = reply.outcome
         if isinstance(outcome, RunCompleted):
             await p._complete(outcome.output)

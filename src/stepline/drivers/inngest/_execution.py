@@ -4,8 +4,11 @@ A request carries the run's first event, all its events (a batch), the memoized 
 (``steps``, keyed by hashed step id) and ``ctx``: run id, attempt (0-based, per queue item),
 ``max_attempts`` (retries + 1), the stack of completed step ids in completion order and
 ``disable_immediate_execution`` (after a parallel reply: plan steps, do not run them). The body
-is sent as canonical JSON and signed as such. ``ctx.fn_id`` is never sent, so a JS 4.x SDK does
-not switch to async checkpointing. Pure: no I/O, the time is a parameter.
+is sent as canonical JSON and signed as such. ``ctx.fn_id`` and ``ctx.qi_id`` are sent only on a
+request that allows async checkpointing (``checkpoint``): a JS 4.x SDK then runs many steps in
+the one request and reports each to ``POST /v1/checkpoint/{run_id}/async`` (echoing ``qi_id``);
+without them every SDK replies as described in the protocol. Pure: no I/O, the time is a
+parameter.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class ExecutionRequest:
     disable_immediate_execution: bool = False
     use_api: bool = False
     version: int = -1
+    checkpoint: tuple[str, str] | None = None  # (fn_id, qi_id): async checkpointing allowed
 
     def body(self) -> dict[str, Any]:
         """The JSON body as a value."""
@@ -89,18 +93,21 @@ class ExecutionRequest:
         missing = [sid for sid in stack if sid not in self.steps]
         if missing:
             raise ProtocolError(f"stack ids without a memo: {missing}")
+        ctx: dict[str, Any] = {
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "disable_immediate_execution": self.disable_immediate_execution,
+            "use_api": self.use_api,
+            "stack": {"stack": stack, "current": len(stack)},
+        }
+        if self.checkpoint is not None:
+            ctx["fn_id"], ctx["qi_id"] = self.checkpoint
         return {
             "event": sdk_event(self.event),
             "events": [] if self.use_api else events,
             "steps": {} if self.use_api else {sid: self.steps[sid] for sid in stack},
-            "ctx": {
-                "run_id": self.run_id,
-                "attempt": self.attempt,
-                "max_attempts": self.max_attempts,
-                "disable_immediate_execution": self.disable_immediate_execution,
-                "use_api": self.use_api,
-                "stack": {"stack": stack, "current": len(stack)},
-            },
+            "ctx": ctx,
             "version": self.version,
             "use_api": self.use_api,
         }
