@@ -300,6 +300,16 @@ def openapi_document() -> dict[str, Any]:
                 tag="events",
             )
         },
+        "/v1/checkpoint/{run_id}/async": {
+            "post": _op(
+                "Steps an Inngest JS SDK ran during the run's request in flight (checkpointing)",
+                _json({"type": "object"}),
+                params=[_path("run_id", "Run id")],
+                body={"type": "object", "required": ["steps"]},
+                security=[],
+                tag="inngest",
+            )
+        },
         "/api/v1/runs": {
             "get": _op("List runs, newest first", _json(_list_of("Run")), params=run_filters)
         },
