@@ -1,4 +1,6 @@
-"""The routes an Inngest SDK app calls by itself: ``POST /fn/register`` (its out-of-band sync).
+"""The routes an Inngest SDK app calls by itself: ``POST /fn/register`` (its out-of-band sync);
+``GET /dev``, what Inngest's dev server says of itself (its test tools poll it until the
+functions they expect are there).
 
 The app's functions are registered in the served ``App`` with driver ``"inngest"``
 (``stepline.drivers.inngest.SdkApps``). When the apps' driver holds signing keys (production),
@@ -9,16 +11,25 @@ until it is given a signing key: it never drives SDK apps unsigned.
 ``serve_sdk_apps(app, settings)`` sets the apps up for a server (``stepline dev`` and ``stepline
 server`` call it at start): the driver gets the settings' signing keys, and the apps synced
 before are registered again from the store, so their runs resume without a new sync.
+
+``keep_synced(apps, urls)`` is ``stepline dev -u URL``: it asks each app to sync (``PUT``) until
+it has, then again at every poll (an app that changed its functions is synced anew; an unchanged
+registration changes nothing), as Inngest's dev server does with its ``--sdk-url``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from stepline import __version__
 from stepline.drivers.inngest import (
     InngestDriver,
     ProtocolError,
@@ -37,6 +48,9 @@ if TYPE_CHECKING:
     from stepline.sdk.app import App
 
 MAX_REGISTER_BYTES = 16 * 1024 * 1024
+SYNC_TIMEOUT = 30.0
+
+log = logging.getLogger("stepline.sdk_apps")
 
 
 NO_SIGNING_KEY = (
@@ -77,16 +91,77 @@ async def _register(request: Request) -> Response:
     if len(body) > MAX_REGISTER_BYTES:
         return error(413, f"register body over {MAX_REGISTER_BYTES} bytes")
     try:
+        before = dict(apps.apps)
         synced = await apps.register(body)
     except ProtocolError as exc:
         return error(400, str(exc))
     except ConfigError as exc:  # SyncRefused too: the message lists every problem
         return error(400, str(exc))
     return JSONResponse(
-        {"ok": True, "modified": True, "app": synced.name, "functions": len(synced.functions)}
+        {
+            "ok": True,
+            "modified": synced is not before.get(synced.name),
+            "app": synced.name,
+            "functions": len(synced.functions),
+        }
     )
 
 
+async def _dev_info(request: Request) -> Response:
+    """``GET /dev``: the apps and their functions, as Inngest's dev server lists them (its
+    ``functions`` are the function configs as synced)."""
+    apps = registered_sdk_apps(stepline_app(request))
+    synced = list(apps.apps.values()) if apps is not None else []
+    return JSONResponse(
+        {
+            "version": f"stepline-{__version__}",
+            "functions": [dict(f.config.config) for app in synced for f in app.functions],
+            "handlers": [
+                {"name": app.name, "url": app.url, "sdk": app.sdk, "functions": len(app.functions)}
+                for app in synced
+            ],
+        }
+    )
+
+
+async def keep_synced(
+    apps: SdkApps, urls: Sequence[str], *, interval: float, poll: bool = True
+) -> None:
+    """Ask the app at each of ``urls`` to sync, every ``interval`` seconds until it has; with
+    ``poll``, go on syncing them at that interval. Logs each app's first sync and each failure
+    once (until it syncs again). Runs until cancelled."""
+    pending = list(dict.fromkeys(urls))
+    failing: set[str] = set()
+    synced: set[str] = set()
+    while pending:
+        for url in list(pending):
+            problem = await _sync_once(apps, url)
+            if problem is None:
+                if url not in synced or url in failing:
+                    log.info("synced the SDK app at %s", url)
+                synced.add(url)
+                failing.discard(url)
+                if not poll:
+                    pending.remove(url)
+            elif url not in failing:
+                failing.add(url)
+                log.warning("could not sync the SDK app at %s (trying again): %s", url, problem)
+        if pending:
+            await asyncio.sleep(interval)
+
+
+async def _sync_once(apps: SdkApps, url: str) -> str | None:
+    """Sync the app at ``url``: None when it answered the ``PUT`` with a success, else why."""
+    try:
+        status = await apps.sync(url, timeout=SYNC_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None if status < 300 else f"it answered {status}"
+
+
 def inngest_routes() -> list[BaseRoute]:
-    """``POST /fn/register``."""
-    return [Route("/fn/register", _register, methods=["POST"])]
+    """``POST /fn/register``, ``GET /dev``."""
+    return [
+        Route("/fn/register", _register, methods=["POST"]),
+        Route("/dev", _dev_info, methods=["GET"]),
+    ]

@@ -1,4 +1,11 @@
-"""``stepline dev``: a worker with a live log of runs, for development."""
+"""``stepline dev``: a worker with a live log of runs, for development.
+
+Without ``MODULE:APP`` it serves Inngest SDK apps alone, as a drop-in for Inngest's dev server
+(``stepline dev --port 8288 -u http://localhost:3000/api/inngest``): the apps started with
+``INNGEST_DEV=1`` and ``INNGEST_BASE_URL`` pointing at it sync (``-u``, the dashboard, ``stepline
+apps sync`` or their own ``POST /fn/register``) and run. Their functions live in an app named
+``SDK_ONLY_APP`` (its database keeps them, and their runs, across restarts).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,6 @@ from stepline.cli._commands._http import http_options, server_settings
 from stepline.cli._common import (
     JSON_OBJECT,
     CliUsageError,
-    app_argument,
     concurrency_option,
     db_label,
     db_option,
@@ -36,18 +43,20 @@ from stepline.cli._common import (
     use_db,
 )
 from stepline.cli._live import LiveLog, LiveLogHandler, RunTracker, RunWatcher
+from stepline.drivers.inngest import SdkApps
 from stepline.engine.worker import default_worker_id
 from stepline.sdk.app import App, on_stop_signals
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
 from stepline.server import HttpServer
-from stepline.server.inngest_api import serve_sdk_apps
+from stepline.server.inngest_api import keep_synced, serve_sdk_apps
 
 POLL_INTERVAL = 0.2
+SDK_ONLY_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP
 
 
 @click.command()
-@app_argument
+@click.argument("app_ref", metavar="[MODULE:APP]", envvar="STEPLINE_APP", required=False)
 @db_option
 @click.option(
     "--send",
@@ -86,8 +95,42 @@ POLL_INTERVAL = 0.2
     "expires); a second `stepline dev` on the same database gets an id of its own.",
 )
 @http_options
+@click.option(
+    "--sdk-url",
+    "-u",
+    "sdk_urls",
+    multiple=True,
+    metavar="URL",
+    envvar="STEPLINE_SDK_URLS",
+    show_envvar=True,
+    help="The serve URL of an Inngest SDK app to sync (repeatable; in the variable, separated "
+    "by spaces), e.g. http://localhost:3000/api/inngest: asked until it syncs, then at every "
+    "poll.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    envvar="STEPLINE_POLL_INTERVAL",
+    show_envvar=True,
+    help="Seconds between two syncs of the --sdk-url apps.",
+)
+@click.option(
+    "--no-poll",
+    is_flag=True,
+    envvar="STEPLINE_NO_POLL",
+    show_envvar=True,
+    help="Sync each --sdk-url app until it has synced once, then no more.",
+)
+@click.option(
+    "--no-discovery",
+    is_flag=True,
+    hidden=True,
+    help="Accepted as Inngest's dev server accepts it; Stepline never scans ports for apps.",
+)
 def dev(
-    app_ref: str,
+    app_ref: str | None,
     db: str | None,
     names: tuple[str, ...],
     datas: tuple[dict[str, Any], ...],
@@ -100,9 +143,16 @@ def dev(
     api_tokens: tuple[str, ...],
     signing_key: str | None,
     signing_key_fallback: str | None,
+    sdk_urls: tuple[str, ...],
+    poll_interval: float,
+    no_poll: bool,
+    no_discovery: bool,
 ) -> None:
     """Run MODULE:APP's functions with a live log of every run, step and retry, and serve the
     dashboard, the event API and the REST API on http://127.0.0.1:8288.
+
+    Without MODULE:APP, serve Inngest SDK apps alone (a drop-in for Inngest's dev server): start
+    them with INNGEST_DEV=1 INNGEST_BASE_URL=http://127.0.0.1:8288 and name them with -u URL.
 
     Runs until Ctrl-C (in-flight steps finish first), or with --exit-when-done until the runs
     started by the --send events have ended.
@@ -123,9 +173,10 @@ def dev(
         signing_key=signing_key,
         signing_key_fallback=signing_key_fallback,
     )
-    app = load_app(app_ref)
+    app = load_app(app_ref) if app_ref else App(SDK_ONLY_APP)
     use_db(app, db)
-    serve_sdk_apps(app, settings)  # the SDK apps synced before run again
+    sdk_apps = serve_sdk_apps(app, settings)  # the SDK apps synced before run again
+    assert sdk_apps is not None  # a dev server always serves them
     if app.retry_backoff is None:  # a failing step is retried within seconds while developing
         app.retry_backoff = RetryBackoff.FAST
     console = make_console()
@@ -135,6 +186,9 @@ def dev(
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+    # httpx logs every request at INFO: the polls of --sdk-url apps and each request of an SDK
+    # app's run (the live log shows the run's steps) would drown the log
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     with contextlib.ExitStack() as held:
         held.callback(app.close)
         held.callback(root.removeHandler, handler)
@@ -142,8 +196,19 @@ def dev(
         if worker_id is None:
             worker_id = held.enter_context(dev_worker_id(db_label(app)))
         try:
+            syncing = _Syncing(sdk_apps, sdk_urls, poll_interval, poll=not no_poll)
             code = asyncio.run(
-                _serve(app, console, live, events, exit_when_done, concurrency, worker_id, http)
+                _serve(
+                    app,
+                    console,
+                    live,
+                    events,
+                    exit_when_done,
+                    concurrency,
+                    worker_id,
+                    http,
+                    syncing,
+                )
             )
         except KeyboardInterrupt:  # a second SIGINT while stopping: stop now, not "Aborted!"
             console.print(
@@ -214,6 +279,23 @@ def _banner(app: App, console: Console, concurrency: int, worker_id: str, url: s
         console.print(line, soft_wrap=True)
 
 
+@dataclass(frozen=True)
+class _Syncing:
+    """The ``--sdk-url`` apps to keep synced, and how."""
+
+    apps: SdkApps
+    urls: tuple[str, ...]
+    interval: float
+    poll: bool
+
+    def start(self) -> asyncio.Task[None] | None:
+        if not self.urls:
+            return None
+        return asyncio.create_task(
+            keep_synced(self.apps, self.urls, interval=self.interval, poll=self.poll)
+        )
+
+
 async def _serve(
     app: App,
     console: Console,
@@ -223,6 +305,7 @@ async def _serve(
     concurrency: int,
     worker_id: str,
     http: HttpServer,
+    syncing: _Syncing,
 ) -> int:
     stop = _stop_on_signals(console)
     _banner(app, console, concurrency, worker_id, http.url)
@@ -231,6 +314,7 @@ async def _serve(
     worker = app.make_worker(concurrency=concurrency, worker_id=worker_id)
     serving = asyncio.create_task(worker.run())
     http_serving = asyncio.create_task(http.run())
+    sync_task = syncing.start()
     tracker: RunTracker | None = None
     try:
         if events:
@@ -250,6 +334,10 @@ async def _serve(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
     finally:
+        if sync_task is not None:
+            sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sync_task
         http.stop()
         worker.stop()
         await http_serving

@@ -5,7 +5,8 @@ function it no longer serves is removed, new ones added, changed ones replaced).
 cannot honour is refused whole (``SyncRefused``), leaving the app as it was.
 
 * ``SdkApps.register(body)``: an app's ``POST /fn/register`` (out-of-band sync), the body parsed
-  with ``parse_registration`` and mapped with ``map_app``.
+  with ``parse_registration`` and mapped with ``map_app``. A body equal to the app's last one
+  changes nothing (the same ``SyncedApp`` is returned; Inngest answers ``modified: false``).
 * ``SdkApps.sync(url)``: Stepline asks the app at ``url`` to sync (``PUT``); the app answers by
   posting to the ``/fn/register`` of the server it is configured with (its API base URL).
 """
@@ -60,6 +61,7 @@ class SdkApps:
         self.driver = driver or InngestDriver()
         self.server_kind: ServerKind = server_kind
         self.apps: dict[str, SyncedApp] = {}
+        self._bodies: dict[str, bytes] = {}  # each app's last registration body
         _REGISTRY[app] = self  # replacing the SDK apps set up before, if any
         app.add_driver(DRIVER, self.driver, self._restore, replace=True)
 
@@ -71,6 +73,7 @@ class SdkApps:
             try:
                 registration = parse_registration(body)
                 self._replace(registration, map_app(registration))
+                self._bodies[name] = body
             except (ProtocolError, ConfigError) as exc:
                 engine.logger.warning("SDK app %r not restored, sync it again: %s", name, exc)
 
@@ -81,11 +84,15 @@ class SdkApps:
         another app (the app stays as it was)."""
         raw = body if isinstance(body, bytes) else canonical_json(dict(body))
         registration = parse_registration(raw)
+        unchanged = self.apps.get(registration.app_name)
+        if unchanged is not None and self._bodies.get(registration.app_name) == raw:
+            return unchanged
         synced = map_app(registration)
         engine = self.app.engine
         app = self._replace(registration, synced)
         name, now = registration.app_name, engine.clock.now()
         await engine.writer.write(lambda tx: tx.put_sdk_app(engine.app_id, name, raw, now))
+        self._bodies[name] = raw
         return app
 
     def _replace(

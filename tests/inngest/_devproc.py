@@ -1,0 +1,134 @@
+"""Real processes for the tests of ``stepline dev`` as Inngest's dev server: ``stepline dev`` itself
+(``dev_process``) and SDK apps configured only by ``INNGEST_DEV=1`` / ``INNGEST_BASE_URL``
+(``sdk_process``), each on a port chosen beforehand, so the apps can be told the server's URL and
+the server the apps' URLs before either is up. Shared by tests/inngest/ and the mixed-app browser
+test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+JS_DIR = HERE / "js"
+DEADLINE = 60.0  # a bound on each wait for a process or a run (never a sleep)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(check: Callable[[], Any], what: str, *, timeout: float = DEADLINE) -> Any:
+    """Poll ``check`` until it returns something truthy (its value) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # real time: the poll interval; the deadline bounds the wait
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def dev_process(
+    directory: Path, port: int, *args: str, app: str | None = None, cwd: Path = HERE
+) -> Iterator[tuple[str, Path]]:
+    """``stepline dev [app] --port PORT --db directory/stepline.db *args``; yields its URL and
+    output file once it serves; stops it with SIGINT (its exit code must be 0)."""
+    out = directory / f"stepline-dev-{port}.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INNGEST_", "STEPLINE_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-m", "stepline.cli", "dev", *([app] if app else [])]
+    argv += ["--port", str(port), "--db", str(directory / "stepline.db"), *args]
+    url = f"http://127.0.0.1:{port}"
+    with out.open("wb") as sink:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"stepline dev exited:\n{out.read_text()}")
+            return url in out.read_text(errors="replace")
+
+        wait_for(up, "stepline dev to serve")
+        yield url, out
+    finally:
+        _stop(process, signal.SIGINT)
+    assert process.returncode == 0, out.read_text()
+
+
+@contextmanager
+def sdk_process(kind: str, port: int, dev_url: str, directory: Path, **env: str) -> Iterator[str]:
+    """The mixed SDK app of ``kind`` (``"py"`` or ``"js"``) on ``port``, set up for Inngest's dev
+    server at ``dev_url`` by the environment alone; yields its serve URL."""
+    if kind == "js":
+        command, cwd = ["node", "mixed_app.js"], JS_DIR
+    else:
+        command, cwd = [sys.executable, "mixed_py_app.py"], HERE
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
+    base.update(PORT=str(port), INNGEST_DEV="1", INNGEST_BASE_URL=dev_url, **env)
+    out = directory / f"sdk-{kind}-{port}.out"
+    with out.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=base, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        yield f"http://127.0.0.1:{port}/api/inngest"
+    finally:
+        _stop(process)
+
+
+def http_json(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """One JSON request: status and decoded body (an error status is returned, not raised)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def gql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``POST /v0/gql`` as Inngest's SDK test helpers send it; the ``data`` of a reply without
+    errors."""
+    status, reply = http_json(
+        "POST", f"{url}/v0/gql", {"query": query, "variables": variables or {}}
+    )
+    assert status == 200, reply
+    assert not reply.get("errors"), reply
+    data: dict[str, Any] = reply["data"]
+    return data

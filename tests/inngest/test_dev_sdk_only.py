@@ -1,0 +1,134 @@
+"""``stepline dev`` with no Python app, as a drop-in for Inngest's dev server: real SDK apps (JS
+4.x and Python) configured only with ``INNGEST_DEV=1`` / ``INNGEST_BASE_URL`` are synced by
+``-u URL`` (asked again until they are up), run, send events to each other and invoke each
+other across apps; ``GET /dev`` lists their functions.
+
+issue 10, "Dev and production modes": ``stepline dev --port 8288`` runs without a Python app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _devproc import dev_process, free_port, http_json, sdk_process, wait_for
+
+from conftest import _npm_ci
+from stepline import App
+from stepline.server import ServerSettings, create_app
+from stepline.testing import MockClock, TestEngine
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def runs_of(url: str, function_id: str) -> list[dict[str, Any]]:
+    status, reply = http_json("GET", f"{url}/api/v1/runs?function={function_id}&steps=false")
+    assert status == 200, reply
+    runs: list[dict[str, Any]] = reply["data"]
+    return runs
+
+
+def ended(url: str, function_id: str) -> dict[str, Any] | None:
+    """The run of ``function_id`` once it ended (the only one), else None."""
+    runs = runs_of(url, function_id)
+    return runs[0] if runs and runs[0]["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
+
+
+def test_sdk_apps_alone_sync_run_send_events_and_invoke_each_other(tmp_path: Path) -> None:
+    _npm_ci()
+    dev_port, py_port, js_port = free_port(), free_port(), free_port()
+    py_url = f"http://127.0.0.1:{py_port}/api/inngest"
+    js_url = f"http://127.0.0.1:{js_port}/api/inngest"
+    args = ("-u", py_url, "-u", js_url, "--poll-interval", "0.2", "--no-discovery")
+    # the server first: it asks the apps to sync until they are up
+    url = f"http://127.0.0.1:{dev_port}"
+    with (
+        dev_process(tmp_path, dev_port, *args) as (_, out),
+        sdk_process("py", py_port, url, tmp_path),
+        sdk_process("js", js_port, url, tmp_path),
+    ):
+
+        def listed() -> set[str]:
+            status, info = http_json("GET", f"{url}/dev")
+            assert status == 200, info
+            return {fn["id"] for fn in info["functions"]}
+
+        wanted = {"py-mixed-greet", "py-mixed-square", "py-mixed-on-native"}
+        wanted |= {"js-mixed-double", "js-mixed-relay"}
+        wait_for(lambda: listed() >= wanted, "both apps' functions")
+        status, sent = http_json(
+            "POST",
+            f"{url}/e/NO_EVENT_KEY_SET",
+            {"name": "mixed/start", "data": {"n": 3, "name": "ada"}},
+        )
+        assert status == 200, sent
+
+        greet = wait_for(lambda: ended(url, "py-mixed-greet"), "the Python run")
+        assert greet["status"] == "COMPLETED", greet
+        assert greet["output"] == {"shouted": "ADA", "doubled": {"doubled": 6}}
+        assert greet["event_ids"] == sent["ids"]
+        relay = wait_for(lambda: ended(url, "js-mixed-relay"), "the JS run")
+        assert relay["status"] == "COMPLETED", relay
+        assert relay["output"] == {"n": 7, "squared": {"squared": 49}}
+        double = wait_for(lambda: ended(url, "js-mixed-double"), "the invoked JS run")
+        square = wait_for(lambda: ended(url, "py-mixed-square"), "the invoked Python run")
+        assert (double["output"], square["output"]) == ({"doubled": 6}, {"squared": 49})
+    log = out.read_text()
+    assert f"synced the SDK app at {py_url}" in log
+    assert f"synced the SDK app at {js_url}" in log
+
+
+REGISTRATION = {
+    "appName": "tiny",
+    "url": "http://127.0.0.1:9/api/inngest",
+    "sdk": "py:v0.5.19",
+    "functions": [
+        {
+            "id": "tiny-a",
+            "name": "a",
+            "triggers": [{"event": "tiny/a"}],
+            "steps": {
+                "step": {
+                    "id": "step",
+                    "name": "a",
+                    "runtime": {
+                        "type": "http",
+                        "url": "http://127.0.0.1:9/api/inngest?fnId=tiny-a&stepId=step",
+                    },
+                }
+            },
+        }
+    ],
+}
+
+
+async def test_a_registration_unchanged_is_not_modified_and_dev_lists_the_functions(
+    tmp_path: Path,
+) -> None:
+    # Inngest's dev server answers `modified: false` to a sync equal to the last one; `stepline
+    # dev -u` syncs its apps at every poll, which must change nothing then
+    async with TestEngine(
+        App("stepline-dev"), store="sqlite", path=tmp_path / "x.db", clock=MockClock()
+    ) as t:
+        settings = ServerSettings(dev=True, allow_unauthenticated=True)
+        transport = httpx.ASGITransport(app=create_app(t.app, settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dev") as client:
+            first = await client.post("/fn/register", json=REGISTRATION)
+            again = await client.post("/fn/register", json=REGISTRATION)
+            changed = await client.post(
+                "/fn/register", json={**REGISTRATION, "url": "http://127.0.0.1:10/api/inngest"}
+            )
+            info = await client.get("/dev")
+    assert [r.status_code for r in (first, again, changed)] == [200, 200, 200]
+    assert [r.json()["modified"] for r in (first, again, changed)] == [True, False, True]
+    assert [fn["id"] for fn in info.json()["functions"]] == ["tiny-a"]
+    assert info.json()["handlers"] == [
+        {
+            "name": "tiny",
+            "url": "http://127.0.0.1:10/api/inngest",
+            "sdk": "py:v0.5.19",
+            "functions": 1,
+        }
+    ]
