@@ -1,0 +1,237 @@
+"""Inngest's dev-server read API on ``stepline dev`` (no Python app), read with the queries
+Inngest's own SDK test helpers send (inngest-py ``test_core/helper.py``): a real Python SDK app's
+runs, their triggers, their steps as trace spans and each span's output, the runs an event
+started; ``GET /v1/events?name=``. Then the GraphQL layer in-process: errors as GraphQL errors,
+a native run's trace.
+
+issue 10, "The dev server's read API".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _devproc import dev_process, free_port, gql, http_json, wait_for
+
+from conftest import SdkApp
+from stepline import App, Context, Event, TriggerEvent
+from stepline.server import ServerSettings, create_app
+from stepline.testing import MockClock, TestEngine
+
+pytestmark = pytest.mark.timeout(300)
+
+# copied from inngest-py's test helpers (pkg/test_core/test_core/helper.py)
+GET_RUN = """
+query GetRun($run_id: String!) {
+    run(runID: $run_id) {
+        output
+        status
+    }
+    runTrigger(runID: $run_id) {
+        payloads
+    }
+}
+"""
+GET_STEPS = """
+query GetHistory($run_id: String!) {
+    run(runID: $run_id) {
+        trace {
+            childrenSpans {
+                name
+                outputID
+            }
+        }
+    }
+}
+"""
+GET_OUTPUT = """
+query GetHistory($output_id: String!) {
+    runTraceSpanOutputByID(outputID: $output_id) {
+        data
+        error {
+            message
+            name
+            stack
+        }
+    }
+}
+"""
+RUNS_OF_EVENT = """
+query GetRunFromEventID($event_id: ID!) {
+    event(query: {eventId: $event_id}) {
+        functionRuns {
+            id
+        }
+    }
+}
+"""
+RUN_OUTPUT_ID = "query($id: String!) { run(runID: $id) { trace { outputID } } }"
+
+
+def send(url: str, name: str, data: dict[str, Any]) -> str:
+    status, reply = http_json("POST", f"{url}/e/NO_EVENT_KEY_SET", {"name": name, "data": data})
+    assert status == 200, reply
+    [event_id] = reply["ids"]
+    return str(event_id)
+
+
+def run_of(url: str, event_id: str) -> str:
+    def started() -> list[str]:
+        event = gql(url, RUNS_OF_EVENT, {"event_id": event_id})["event"]
+        return [r["id"] for r in (event or {}).get("functionRuns") or []]
+
+    [run_id] = wait_for(started, f"the run of event {event_id}")
+    return run_id
+
+
+def until_status(url: str, run_id: str, *statuses: str) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        data = gql(url, GET_RUN, {"run_id": run_id})
+        return data if data["run"]["status"] in statuses else None
+
+    found: dict[str, Any] = wait_for(ended, f"run {run_id} to be {statuses}")
+    return found
+
+
+def spans(url: str, run_id: str) -> list[dict[str, Any]]:
+    data = gql(url, GET_STEPS, {"run_id": run_id})
+    found: list[dict[str, Any]] = data["run"]["trace"]["childrenSpans"]
+    return found
+
+
+def output(url: str, output_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = gql(url, GET_OUTPUT, {"output_id": output_id})["runTraceSpanOutputByID"]
+    return found
+
+
+def test_the_read_api_answers_inngests_queries_about_a_python_sdk_app(
+    tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    sdk = start_app("py", "dev", base_url=url)
+    with dev_process(tmp_path, port, "-u", sdk.serve_url, "--no-poll") as _:
+        wait_for(
+            lambda: any(
+                f["id"] == "py-app-steps" for f in http_json("GET", f"{url}/dev")[1]["functions"]
+            ),
+            "the app to sync",
+        )
+        event_id = send(url, "test/steps", {"n": 1})
+        run_id = run_of(url, event_id)
+        # the run waits for test/go once its span "wait" is there (sleeping 2 s before)
+        wait_for(lambda: any(s["name"] == "wait" for s in spans(url, run_id)), "the wait")
+        assert gql(url, GET_RUN, {"run_id": run_id})["run"] == {"output": None, "status": "RUNNING"}
+        send(url, "test/go", {"n": 1, "why": "go"})
+        done = until_status(url, run_id, "COMPLETED", "FAILED", "CANCELLED")
+
+        assert done["run"]["status"] == "COMPLETED"
+        result = {
+            "a": {"n": 2},
+            "waited": {"n": 1, "why": "go"},
+            "p1": 20,
+            "p2": 200,
+            "called": {"doubled": 40},
+        }
+        assert json.loads(done["run"]["output"]) == result
+        payloads = [json.loads(p) for p in done["runTrigger"]["payloads"]]
+        assert [(p["name"], p["data"], p["id"]) for p in payloads] == [
+            ("test/steps", {"n": 1}, event_id)
+        ]
+
+        steps = spans(url, run_id)
+        names = [s["name"] for s in steps]
+        assert names[:3] == ["a", "nap", "wait"]
+        assert sorted(names[3:5]) == ["p1", "p2"]
+        assert names[5:] == ["call", "announce"]
+        by_name = {s["name"]: output(url, s["outputID"]) for s in steps}
+        assert by_name["a"] == {"data": json.dumps({"n": 2}, separators=(",", ":")), "error": None}
+        assert json.loads(by_name["p2"]["data"]) == 200
+        assert json.loads(by_name["call"]["data"]) == {"doubled": 40}
+        waited = json.loads(by_name["wait"]["data"])
+        assert (waited["name"], waited["data"]) == ("test/go", {"n": 1, "why": "go"})
+        root = gql(url, RUN_OUTPUT_ID, {"id": run_id})["run"]["trace"]["outputID"]
+        assert json.loads(output(url, root)["data"]) == result
+
+        # a step that fails for good: the span's error, the run's output is the error
+        failing = run_of(url, send(url, "test/fail", {"how": "step"}))
+        failed = until_status(url, failing, "COMPLETED", "FAILED", "CANCELLED")
+        assert failed["run"]["status"] == "FAILED"
+        error = json.loads(failed["run"]["output"])
+        assert (error["name"], error["message"]) == ("ValueError", "step went wrong")
+        [boom] = spans(url, failing)
+        assert boom["name"] == "boom"
+        got = output(url, boom["outputID"])
+        assert got["data"] is None
+        assert (got["error"]["name"], got["error"]["message"]) == ("ValueError", "step went wrong")
+        assert "Traceback" in got["error"]["stack"]
+
+        status, listed = http_json("GET", f"{url}/v1/events?name=test/steps")
+        assert status == 200
+        assert [(e["internal_id"], e["name"], e["data"]) for e in listed["data"]] == [
+            (event_id, "test/steps", {"n": 1})
+        ]
+
+
+async def test_graphql_errors_and_a_native_runs_trace(tmp_path: Path) -> None:
+    app = App("native")
+
+    @app.function(id="twice", trigger=TriggerEvent("n/twice"))
+    async def twice(ctx: Context) -> int:
+        one = await ctx.step.run("add", lambda: 1)
+        two = await ctx.step.run("add", lambda: one + 1)
+        return int(two) * 10
+
+    async with TestEngine(app, store="sqlite", path=tmp_path / "x.db", clock=MockClock()) as t:
+        run = await t.trigger(Event("n/twice", {}))
+        event_id = run.event_ids[0]
+        settings = ServerSettings(dev=True, allow_unauthenticated=True)
+        transport = httpx.ASGITransport(app=create_app(app, settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dev") as client:
+
+            async def query(text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+                reply = await client.post("/v0/gql", json={"query": text, "variables": variables})
+                assert reply.status_code == 200, reply.text
+                found: dict[str, Any] = reply.json()
+                return found
+
+            runs = await query(RUNS_OF_EVENT, {"event_id": event_id})
+            [run_id] = [r["id"] for r in runs["data"]["event"]["functionRuns"]]
+            traced = await query(
+                "query($id: String!) { runTrace(runID: $id) { name status isRoot"
+                " childrenSpans { name status stepOp outputID } } }",
+                {"id": run_id},
+            )
+            trace = traced["data"]["runTrace"]
+            assert (trace["name"], trace["status"], trace["isRoot"]) == ("twice", "COMPLETED", True)
+            assert [(s["name"], s["status"], s["stepOp"]) for s in trace["childrenSpans"]] == [
+                ("add", "COMPLETED", "RUN"),
+                ("add:1", "COMPLETED", "RUN"),
+            ]
+            second = await query(GET_OUTPUT, {"output_id": trace["childrenSpans"][1]["outputID"]})
+            assert second["data"]["runTraceSpanOutputByID"] == {"data": "2", "error": None}
+
+            missing = await query(GET_RUN, {"run_id": "06NOSUCHRUN"})
+            assert missing["data"] is None  # runTrigger is non-null: the error nulls the data
+            assert "no run '06NOSUCHRUN'" in missing["errors"][0]["message"]
+            assert (await query(RUNS_OF_EVENT, {"event_id": "nope"}))["data"] == {"event": None}
+            bad = await query(GET_OUTPUT, {"output_id": "!!"})
+            assert "unknown output id" in bad["errors"][0]["message"]
+            unknown = await query('{ run(runID: "x") { noSuchField } }')
+            assert "noSuchField" in unknown["errors"][0]["message"]
+            invalid = await client.post("/v0/gql", json={"variables": {}})
+            assert invalid.status_code == 400
+            functions = await query("{ functions { id slug url triggers { type value } } }")
+            assert functions["data"]["functions"] == [
+                {
+                    "id": "twice",
+                    "slug": "twice",
+                    "url": "",
+                    "triggers": [{"type": "EVENT", "value": "n/twice"}],
+                }
+            ]
