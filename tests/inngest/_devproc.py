@@ -132,3 +132,16 @@ def gql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[s
     assert not reply.get("errors"), reply
     data: dict[str, Any] = reply["data"]
     return data
+
+
+def runs_of(url: str, function_id: str) -> list[dict[str, Any]]:
+    status, reply = http_json("GET", f"{url}/api/v1/runs?function={function_id}&steps=false")
+    assert status == 200, reply
+    runs: list[dict[str, Any]] = reply["data"]
+    return runs
+
+
+def ended(url: str, function_id: str) -> dict[str, Any] | None:
+    """The run of ``function_id`` once it ended (the only one), else None."""
+    runs = runs_of(url, function_id)
+    return runs[0] if runs and runs[0]["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None

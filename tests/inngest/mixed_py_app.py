@@ -6,6 +6,7 @@ JS_APP_ID (default ``js-mixed``), NATIVE_APP_ID (default ``mixed``).
 
 * ``greet`` (``mixed/start``): a step, invokes the JS ``double``, sends ``mixed/js``.
 * ``square`` (invoke only, by the JS ``relay``).
+* ``fail`` (``mixed/fail``, no retries): raises ``RuntimeError("py went wrong")``.
 * ``on-native`` (``mixed/from-native``, sent by the native ``finish``): invokes the native
   ``triple`` by its Inngest id (``<native app>-triple``).
 """
@@ -57,8 +58,13 @@ async def on_native(ctx: inngest.Context) -> dict[str, object]:
     return {"tripled": tripled}
 
 
+@client.create_function(fn_id="fail", trigger=inngest.TriggerEvent(event="mixed/fail"), retries=0)
+async def fail(ctx: inngest.Context) -> None:
+    raise RuntimeError("py went wrong")
+
+
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [greet, square, on_native])
+inngest.fast_api.serve(app, client, [greet, square, fail, on_native])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")

@@ -9,11 +9,10 @@ issue 10, "Dev and production modes": ``stepline dev --port 8288`` runs without 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from _devproc import dev_process, free_port, http_json, sdk_process, wait_for
+from _devproc import dev_process, ended, free_port, http_json, sdk_process, wait_for
 
 from conftest import _npm_ci
 from stepline import App
@@ -21,19 +20,6 @@ from stepline.server import ServerSettings, create_app
 from stepline.testing import MockClock, TestEngine
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def runs_of(url: str, function_id: str) -> list[dict[str, Any]]:
-    status, reply = http_json("GET", f"{url}/api/v1/runs?function={function_id}&steps=false")
-    assert status == 200, reply
-    runs: list[dict[str, Any]] = reply["data"]
-    return runs
-
-
-def ended(url: str, function_id: str) -> dict[str, Any] | None:
-    """The run of ``function_id`` once it ended (the only one), else None."""
-    runs = runs_of(url, function_id)
-    return runs[0] if runs and runs[0]["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
 
 
 def test_sdk_apps_alone_sync_run_send_events_and_invoke_each_other(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from stepline._ids import new_id
 from stepline.engine._executing import ExecutingSteps, executing_records
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
-from stepline.engine._system_events import FUNCTION_INVOKED
+from stepline.engine._system_events import FUNCTION_INVOKED, invoked_data
 from stepline.engine.admission import admission_for
 from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
@@ -390,7 +390,8 @@ class RoundRecorder:
         now: float,
     ) -> None:
         assert op.function_id is not None
-        if op.function_id not in self.engine.functions:
+        fn = self.engine.invoke_target(op.function_id)
+        if fn is None:
             error = {"name": "FunctionNotFound", "message": f"no function {op.function_id!r}"}
             commit.steps.append(self._record(op, "FAILED", error=error, attempts=1))
             commit.history.append(
@@ -400,16 +401,26 @@ class RoundRecorder:
             self._consumed.add(op.hash)
             resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
             return
+        data = invoked_data(
+            op.data or {},
+            fn_id=fn.id,
+            source_app_id=self.engine.app_id,
+            source_fn_id=self.run.function_id,
+            run_id=self.run.run_id,
+            step_hash=op.hash,
+            step_name=op.key,
+            now=now,
+            timeout=None if op.due_at is None else op.due_at - now,
+        )
         event = self.engine.event_record(
-            Event(name=FUNCTION_INVOKED, data=op.data or {}, user=op.user or {}), now
+            Event(name=FUNCTION_INVOKED, data=data, user=op.user or {}), now
         )
         # admitted as any run of the function (the store applies it; a skip fails this step):
         # Inngest schedules an invoke event as any event (runner.go Initialize). Not debounced
         # or batched (docs/inngest.md).
-        fn = self.engine.functions[op.function_id]
         child = NewRun(
             new_id(now),
-            op.function_id,
+            fn.id,
             (event.internal_id,),
             self.run.run_id,
             op.hash,

@@ -13,8 +13,17 @@ them at its end, as in Inngest's ``finalizeEvents`` ("don't recursively trigger 
 handlers"), so two functions listening to ``inngest/function.finished`` cannot trigger each
 other forever; a run started by ``inngest/function.cancelled`` or any other event announces its
 end. A cancellation's error is Inngest's ``{"error": "function cancelled", "message": "function
-cancelled", "name": "Error"}``; Stepline adds ``reason`` (why it was cancelled). Pure functions:
-the engine plans and stores the events.
+cancelled", "name": "Error"}``; Stepline adds ``reason`` (why it was cancelled). A run started by
+an invoke also carries the invoke's ``correlation_id`` (``<parent run id>.<step hash>``), as
+Inngest's ``functionFinishedData`` does.
+
+An invoke starts its child with ``inngest/function.invoked``, whose data is the payload's plus
+``_inngest`` (Inngest's ``InngestMetadata``, ``pkg/event/event.go``): ``fn_id`` (the invoked
+function), ``source_app_id``, ``source_fn_id``, ``source_fn_v``, ``correlation_id``, ``expire``
+(when the invoke times out, Unix ms; a year ahead without a timeout, Inngest's longest),
+``gid`` (no step groups in Stepline: empty) and ``name`` (the invoking step's id).
+
+Pure functions: the engine plans and stores the events.
 """
 
 from __future__ import annotations
@@ -29,6 +38,62 @@ FUNCTION_INVOKED = "inngest/function.invoked"
 # Inngest's StepStatus names, as its enum encodes them in JSON (pkg/enums/step_status.go)
 INNGEST_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
 CANCELLED_ERROR = {"error": "function cancelled", "message": "function cancelled", "name": "Error"}
+INVOKE_MAX_SECONDS = 365 * 24 * 3600  # an invoke without a timeout waits this long (Inngest)
+
+
+def correlation_id(parent_run_id: str, step_hash: str) -> str:
+    """How an invoked run names the step waiting for it."""
+    return f"{parent_run_id}.{step_hash}"
+
+
+def invoked_data(
+    data: dict[str, Any],
+    *,
+    fn_id: str,
+    source_app_id: str,
+    source_fn_id: str,
+    run_id: str,
+    step_hash: str,
+    step_name: str,
+    now: float,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """The data of the ``inngest/function.invoked`` event an invoke sends (``now`` and the
+    ``timeout`` in seconds)."""
+    expire = now + (INVOKE_MAX_SECONDS if timeout is None else timeout)
+    metadata = {
+        "source_app_id": source_app_id,
+        "source_fn_id": source_fn_id,
+        "source_fn_v": 0,
+        "fn_id": fn_id,
+        "correlation_id": correlation_id(run_id, step_hash),
+        "expire": int(expire * 1000),
+        "gid": "",
+        "name": step_name,
+    }
+    return {**data, "_inngest": metadata}
+
+
+def sdk_failure(reply_status: int, no_retry: bool, error: dict[str, Any]) -> dict[str, Any]:
+    """The ``error`` of an SDK function's ending events, as Inngest's executor shapes it: the
+    driver's error text (``"NonRetriableError"`` when the SDK said not to retry, else ``"invalid
+    status code: <n>"``) beside the SDK's ``name``, ``message`` and ``stack``, without its
+    ``code``."""
+    text = "NonRetriableError" if no_retry else f"invalid status code: {reply_status}"
+    failure = {"error": text, "name": error["name"], "message": error["message"]}
+    if "stack" in error:
+        failure["stack"] = error["stack"]
+    return failure
+
+
+def _invoked_correlation(events: list[dict[str, Any]]) -> str | None:
+    first = events[0] if events else {}
+    if first.get("name") != FUNCTION_INVOKED:
+        return None
+    data = first.get("data")
+    metadata = data.get("_inngest") if isinstance(data, dict) else None
+    found = metadata.get("correlation_id") if isinstance(metadata, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 def ending_names(status: str, events: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -67,5 +132,8 @@ def ending_data(
         data["error"] = dict(CANCELLED_ERROR) if status == "CANCELLED" else error
     if reason is not None:
         data["reason"] = reason
+    correlation = _invoked_correlation(events)
+    if correlation is not None:
+        data["correlation_id"] = correlation
     data["_inngest"] = {"status": INNGEST_STATUS[status]}
     return data

@@ -153,6 +153,15 @@ class Engine:
                 self._by_event.pop(trigger.name, None)
 
     # -- events -----------------------------------------------------------------------------------
+    def invoke_target(self, function_id: str) -> FunctionDef | None:
+        """The function an invoke names: by its id, or a native function by its Inngest id
+        (``<app id>-<function id>``, how an SDK app's ``invoke`` names another app's function)."""
+        fn = self.functions.get(function_id)
+        if fn is None and function_id.startswith(f"{self.app_id}-"):
+            native = self.functions.get(function_id.removeprefix(f"{self.app_id}-"))
+            fn = native if native is not None and native.served_by is None else None
+        return fn
+
     def event_record(self, event: Event, now: float, internal_id: str | None = None) -> EventRecord:
         """Validate an event at the edge and give it a Stepline id (``internal_id``, else a
         new one). Raises ``EventError``."""

@@ -4,6 +4,7 @@
 // Environment: PORT, APP_ID (default "js-mixed"), PY_APP_ID (default "py-mixed").
 //   double (invoke only): {doubled: n * 2}
 //   relay (mixed/js): a step, invokes the Python "square", sends mixed/native
+//   fail (mixed/fail, no retries): throws Error("js went wrong")
 import http from "node:http";
 import { Inngest, referenceFunction } from "inngest";
 import { serve } from "inngest/node";
@@ -29,8 +30,15 @@ const relay = inngest.createFunction(
   },
 );
 
+const fail = inngest.createFunction(
+  { id: "fail", retries: 0, triggers: [{ event: "mixed/fail" }] },
+  async () => {
+    throw new Error("js went wrong");
+  },
+);
+
 http
-  .createServer(serve({ client: inngest, functions: [double, relay] }))
+  .createServer(serve({ client: inngest, functions: [double, relay, fail] }))
   .listen(Number(process.env.PORT), "127.0.0.1", () => {
     console.log(`listening on ${process.env.PORT}`);
   });

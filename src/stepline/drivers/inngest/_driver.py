@@ -71,7 +71,13 @@ from stepline.drivers.inngest._responses import (
 from stepline.drivers.inngest._signing import SigningKey, SigningKeys, verify_response
 from stepline.drivers.inngest._state import SETTLED, request_for
 from stepline.engine._attempts import failure_commit, retry_commit
-from stepline.engine._system_events import FUNCTION_INVOKED, ending_data, ending_names
+from stepline.engine._system_events import (
+    FUNCTION_INVOKED,
+    ending_data,
+    ending_names,
+    invoked_data,
+    sdk_failure,
+)
 from stepline.engine.admission import admission_for
 from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
@@ -664,15 +670,26 @@ class _HttpPass:
         self.kinds.add("wait")
 
     def _invoke(self, op: InvokeFunctionOp, commit: PassCommit, now: float) -> bool:
-        fn = self.engine.functions.get(op.function_id)
+        fn = self.engine.invoke_target(op.function_id)
         if fn is None:
             info = ErrorInfo("FunctionNotFound", f"no function {op.function_id!r}")
             self._fail_step(op.id, op.display_name, info, 0, commit)
             return True
-        event = self.engine.event_record(Event(name=FUNCTION_INVOKED, data=dict(op.data)), now)
+        data = invoked_data(
+            dict(op.data),
+            fn_id=fn.id,
+            source_app_id=self.fn.served_by[0] if self.fn.served_by else self.engine.app_id,
+            source_fn_id=self.fn.id,
+            run_id=self.run.run_id,
+            step_hash=op.id,
+            step_name=op.display_name,
+            now=now,
+            timeout=None if op.timeout is None else op.timeout.total_seconds(),
+        )
+        event = self.engine.event_record(Event(name=FUNCTION_INVOKED, data=data), now)
         child = NewRun(
             new_id(now),
-            op.function_id,
+            fn.id,
             (event.internal_id,),
             self.run.run_id,
             op.id,
@@ -770,7 +787,7 @@ class _HttpPass:
         commit = self.commit()
         commit.end = RunEnd(status="FAILED", error=error)
         commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_FAILED", data=error))
-        failure = {"name": error["name"], "message": error["message"]}
+        failure = sdk_failure(reply.status, reply.no_retry, error)
         commit.events.extend(self._ending_events("FAILED", error=failure))
         self._wake_parent(commit, "FAILED", None, error)
         await self.save(commit)
