@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from _devproc import dev_process, ended, free_port, http_json, sdk_process, wait_for
+from click.testing import CliRunner
 
 from conftest import _npm_ci
 from stepline import App
+from stepline.cli import cli
 from stepline.server import ServerSettings, create_app
 from stepline.testing import MockClock, TestEngine
 
@@ -118,3 +120,9 @@ async def test_a_registration_unchanged_is_not_modified_and_dev_lists_the_functi
             "functions": 1,
         }
     ]
+
+
+def test_an_sdk_url_that_is_no_http_url_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["dev", "-u", "localhost:3000/api/inngest"])
+    assert result.exit_code == 2
+    assert "'localhost:3000/api/inngest' is not an app's serve URL" in result.output

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -103,6 +104,7 @@ SDK_ONLY_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP
     metavar="URL",
     envvar="STEPLINE_SDK_URLS",
     show_envvar=True,
+    callback=lambda _ctx, _param, urls: tuple(_sdk_url(u) for u in urls),
     help="The serve URL of an Inngest SDK app to sync (repeatable; in the variable, separated "
     "by spaces), e.g. http://localhost:3000/api/inngest: asked until it syncs, then at every "
     "poll.",
@@ -218,6 +220,18 @@ def dev(
             )
             code = 130
     raise SystemExit(code)
+
+
+def _sdk_url(url: str) -> str:
+    """An ``--sdk-url`` as given, once it is an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(
+            f"{url!r} is not an app's serve URL (http://host:port/path, e.g. "
+            "http://localhost:3000/api/inngest)",
+            param_hint="'--sdk-url'",
+        )
+    return url
 
 
 @contextlib.contextmanager
