@@ -57,12 +57,19 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 
 @contextmanager
 def dev_process(
-    directory: Path, port: int, *args: str, app: str | None = None, cwd: Path = HERE
+    directory: Path,
+    port: int,
+    *args: str,
+    app: str | None = None,
+    cwd: Path = HERE,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, Path]]:
     """``stepline dev [app] --port PORT --db directory/stepline.db *args``; yields its URL and
     output file once it serves; stops it with SIGINT (its exit code must be 0)."""
     out = directory / f"stepline-dev-{port}.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INNGEST_", "STEPLINE_"))}
+    env.pop("PORT", None)
+    env.update(extra_env or {})
     env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(ROOT / "src"), env.get("PYTHONPATH", "")])
     argv = [sys.executable, "-m", "stepline.cli", "dev", *([app] if app else [])]
     argv += ["--port", str(port), "--db", str(directory / "stepline.db"), *args]

@@ -115,7 +115,7 @@ def test_the_read_api_answers_inngests_queries_about_a_python_sdk_app(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sdk = start_app("py", "dev", base_url=url)
-    with dev_process(tmp_path, port, "-u", sdk.serve_url, "--no-poll") as _:
+    with dev_process(tmp_path, port, "-u", sdk.serve_url, "--no-poll", "--no-discovery") as _:
         wait_for(
             lambda: any(
                 f["id"] == "py-app-steps" for f in http_json("GET", f"{url}/dev")[1]["functions"]

@@ -63,9 +63,8 @@ def test_sdk_apps_alone_sync_run_send_events_and_invoke_each_other(tmp_path: Pat
         double = wait_for(lambda: ended(url, "js-mixed-double"), "the invoked JS run")
         square = wait_for(lambda: ended(url, "py-mixed-square"), "the invoked Python run")
         assert (double["output"], square["output"]) == ({"doubled": 6}, {"squared": 49})
-    log = out.read_text()
-    assert f"synced the SDK app at {py_url}" in log
-    assert f"synced the SDK app at {js_url}" in log
+        for line in (f"synced the SDK app at {py_url}", f"synced the SDK app at {js_url}"):
+            wait_for(lambda line=line: line in out.read_text(), line)  # once the PUT is answered
 
 
 REGISTRATION = {
@@ -126,3 +125,24 @@ def test_an_sdk_url_that_is_no_http_url_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["dev", "-u", "localhost:3000/api/inngest"])
     assert result.exit_code == 2
     assert "'localhost:3000/api/inngest' is not an app's serve URL" in result.output
+
+
+def test_an_sdk_app_on_port_is_discovered_and_synced_without_being_named(tmp_path: Path) -> None:
+    # Inngest's dev server looks for apps on the usual local ports and on $PORT, at the usual
+    # serve paths; stepline dev without MODULE:APP does the same (no -u here)
+    dev_port, py_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{dev_port}"
+    with (
+        sdk_process("py", py_port, url, tmp_path),
+        dev_process(
+            tmp_path, dev_port, "--poll-interval", "0.2", extra_env={"PORT": str(py_port)}
+        ) as (_, out),
+    ):
+
+        def listed() -> set[str]:
+            return {fn["id"] for fn in http_json("GET", f"{url}/dev")[1]["functions"]}
+
+        wait_for(lambda: "py-mixed-greet" in listed(), "the discovered app's functions")
+        app_url = f"http://127.0.0.1:{py_port}/api/inngest"
+        wait_for(lambda: f"synced the SDK app at {app_url}" in out.read_text(), "the log")
+    assert f"discovered an SDK app at {app_url}" in out.read_text()

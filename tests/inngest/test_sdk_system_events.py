@@ -57,7 +57,17 @@ def test_invoked_finished_and_failed_events_of_sdk_functions_have_inngests_shape
     with (
         sdk_process("py", py_port, url, tmp_path),
         sdk_process("js", js_port, url, tmp_path),
-        dev_process(tmp_path, dev_port, "-u", py_url, "-u", js_url, "--poll-interval", "0.2"),
+        dev_process(
+            tmp_path,
+            dev_port,
+            "-u",
+            py_url,
+            "-u",
+            js_url,
+            "--poll-interval",
+            "0.2",
+            "--no-discovery",
+        ),
     ):
         wait_for(
             lambda: len(http_json("GET", f"{url}/dev")[1]["functions"]) == 7, "both apps' functions"

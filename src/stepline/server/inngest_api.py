@@ -14,7 +14,8 @@ before are registered again from the store, so their runs resume without a new s
 
 ``keep_synced(apps, urls)`` is ``stepline dev -u URL``: it asks each app to sync (``PUT``) until
 it has, then again at every poll (an app that changed its functions is synced anew; an unchanged
-registration changes nothing), as Inngest's dev server does with its ``--sdk-url``.
+registration changes nothing), as Inngest's dev server does with its ``--sdk-url``; with
+``discover_on``, it also syncs the apps it finds on those local ports (``_discovery``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from stepline.drivers.inngest import (
 )
 from stepline.drivers.inngest._apps import registered_sdk_apps, sdk_apps
 from stepline.errors import ConfigError
+from stepline.server._discovery import discover
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import server_settings, stepline_app
 from stepline.server.settings import ServerSettings
@@ -125,15 +127,29 @@ async def _dev_info(request: Request) -> Response:
 
 
 async def keep_synced(
-    apps: SdkApps, urls: Sequence[str], *, interval: float, poll: bool = True
+    apps: SdkApps,
+    urls: Sequence[str],
+    *,
+    interval: float,
+    poll: bool = True,
+    discover_on: Sequence[int] = (),
 ) -> None:
     """Ask the app at each of ``urls`` to sync, every ``interval`` seconds until it has; with
-    ``poll``, go on syncing them at that interval. Logs each app's first sync and each failure
-    once (until it syncs again). Runs until cancelled."""
+    ``poll``, go on syncing them at that interval. ``discover_on``: at every interval, look for
+    apps on these local ports (``_discovery``) and sync each one found as if it were named.
+    Logs each app's first sync and each failure once (until it syncs again). Runs until
+    cancelled."""
     pending = list(dict.fromkeys(urls))
+    known = set(pending)
     failing: set[str] = set()
     synced: set[str] = set()
-    while pending:
+    while pending or discover_on:
+        if discover_on:
+            for url in await discover(discover_on):
+                if url not in known:
+                    log.info("discovered an SDK app at %s", url)
+                    known.add(url)
+                    pending.append(url)
         for url in list(pending):
             problem = await _sync_once(apps, url)
             if problem is None:
@@ -146,7 +162,7 @@ async def keep_synced(
             elif url not in failing:
                 failing.add(url)
                 log.warning("could not sync the SDK app at %s (trying again): %s", url, problem)
-        if pending:
+        if pending or discover_on:
             await asyncio.sleep(interval)
 
 

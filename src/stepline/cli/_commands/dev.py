@@ -2,8 +2,8 @@
 
 Without ``MODULE:APP`` it serves Inngest SDK apps alone, as a drop-in for Inngest's dev server
 (``stepline dev --port 8288 -u http://localhost:3000/api/inngest``): the apps started with
-``INNGEST_DEV=1`` and ``INNGEST_BASE_URL`` pointing at it sync (``-u``, the dashboard, ``stepline
-apps sync`` or their own ``POST /fn/register``) and run. Their functions live in an app named
+``INNGEST_DEV=1`` and ``INNGEST_BASE_URL`` pointing at it sync (``-u``, discovery on the usual
+local ports, ``stepline apps sync`` or their own ``POST /fn/register``) and run. Their functions live in an app named
 ``SDK_ONLY_APP`` (its database keeps them, and their runs, across restarts).
 """
 
@@ -50,6 +50,7 @@ from stepline.sdk.app import App, on_stop_signals
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event
 from stepline.server import HttpServer
+from stepline.server._discovery import discovery_ports
 from stepline.server.inngest_api import keep_synced, serve_sdk_apps
 
 POLL_INTERVAL = 0.2
@@ -126,10 +127,13 @@ SDK_ONLY_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP
     help="Sync each --sdk-url app until it has synced once, then no more.",
 )
 @click.option(
-    "--no-discovery",
-    is_flag=True,
-    hidden=True,
-    help="Accepted as Inngest's dev server accepts it; Stepline never scans ports for apps.",
+    "--discovery/--no-discovery",
+    default=None,
+    envvar="STEPLINE_DISCOVERY",
+    show_envvar=True,
+    help="Look for SDK apps on this machine's usual development ports (3000-3010, 5000, 5173, "
+    "8000, 8080, 8888, $PORT, ...) at their usual paths (/api/inngest, ...) at every poll, and "
+    "sync those found, as Inngest's dev server does. Default: on without MODULE:APP.",
 )
 def dev(
     app_ref: str | None,
@@ -148,7 +152,7 @@ def dev(
     sdk_urls: tuple[str, ...],
     poll_interval: float,
     no_poll: bool,
-    no_discovery: bool,
+    discovery: bool | None,
 ) -> None:
     """Run MODULE:APP's functions with a live log of every run, step and retry, and serve the
     dashboard, the event API and the REST API on http://127.0.0.1:8288.
@@ -198,7 +202,9 @@ def dev(
         if worker_id is None:
             worker_id = held.enter_context(dev_worker_id(db_label(app)))
         try:
-            syncing = _Syncing(sdk_apps, sdk_urls, poll_interval, poll=not no_poll)
+            discover = discovery if discovery is not None else not app_ref
+            ports = discovery_ports() if discover else ()
+            syncing = _Syncing(sdk_apps, sdk_urls, poll_interval, not no_poll, ports)
             code = asyncio.run(
                 _serve(
                     app,
@@ -295,18 +301,25 @@ def _banner(app: App, console: Console, concurrency: int, worker_id: str, url: s
 
 @dataclass(frozen=True)
 class _Syncing:
-    """The ``--sdk-url`` apps to keep synced, and how."""
+    """The ``--sdk-url`` apps to keep synced, and how; the ports to look for apps on."""
 
     apps: SdkApps
     urls: tuple[str, ...]
     interval: float
     poll: bool
+    discover_on: tuple[int, ...]
 
     def start(self) -> asyncio.Task[None] | None:
-        if not self.urls:
+        if not self.urls and not self.discover_on:
             return None
         return asyncio.create_task(
-            keep_synced(self.apps, self.urls, interval=self.interval, poll=self.poll)
+            keep_synced(
+                self.apps,
+                self.urls,
+                interval=self.interval,
+                poll=self.poll,
+                discover_on=self.discover_on,
+            )
         )
 
 
