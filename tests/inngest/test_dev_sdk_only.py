@@ -146,3 +146,13 @@ def test_an_sdk_app_on_port_is_discovered_and_synced_without_being_named(tmp_pat
         app_url = f"http://127.0.0.1:{py_port}/api/inngest"
         wait_for(lambda: f"synced the SDK app at {app_url}" in out.read_text(), "the log")
     assert f"discovered an SDK app at {app_url}" in out.read_text()
+
+
+async def test_dev_info_asks_for_the_api_token_where_the_rest_api_does(tmp_path: Path) -> None:
+    async with TestEngine(App("a"), store="sqlite", path=tmp_path / "x.db", clock=MockClock()) as t:
+        settings = ServerSettings(api_tokens=("secret",))
+        transport = httpx.ASGITransport(app=create_app(t.app, settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
+            refused = await client.get("/dev")
+            allowed = await client.get("/dev", headers={"Authorization": "Bearer secret"})
+    assert (refused.status_code, allowed.status_code) == (401, 200)

@@ -41,6 +41,7 @@ from stepline.drivers.inngest import (
 )
 from stepline.drivers.inngest._apps import registered_sdk_apps, sdk_apps
 from stepline.errors import ConfigError
+from stepline.server._auth import require_api_token
 from stepline.server._discovery import discover
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import server_settings, stepline_app
@@ -111,7 +112,9 @@ async def _register(request: Request) -> Response:
 
 async def _dev_info(request: Request) -> Response:
     """``GET /dev``: the apps and their functions, as Inngest's dev server lists them (its
-    ``functions`` are the function configs as synced)."""
+    ``functions`` are the function configs as synced). Asks for the REST API's token (open on a
+    loopback ``stepline dev``)."""
+    require_api_token(request)
     apps = registered_sdk_apps(stepline_app(request))
     synced = list(apps.apps.values()) if apps is not None else []
     return JSONResponse(

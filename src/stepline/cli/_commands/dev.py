@@ -3,8 +3,9 @@
 Without ``MODULE:APP`` it serves Inngest SDK apps alone, as a drop-in for Inngest's dev server
 (``stepline dev --port 8288 -u http://localhost:3000/api/inngest``): the apps started with
 ``INNGEST_DEV=1`` and ``INNGEST_BASE_URL`` pointing at it sync (``-u``, discovery on the usual
-local ports, ``stepline apps sync`` or their own ``POST /fn/register``) and run. Their functions live in an app named
-``SDK_ONLY_APP`` (its database keeps them, and their runs, across restarts).
+local ports, ``stepline apps sync`` or their own ``POST /fn/register``) and run. Their functions
+live in an app named ``SDK_ONLY_APP`` (its database keeps them, and their runs, across
+restarts).
 """
 
 from __future__ import annotations
