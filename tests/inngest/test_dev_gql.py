@@ -162,8 +162,9 @@ def test_the_read_api_answers_inngests_queries_about_a_python_sdk_app(
         failing = run_of(url, send(url, "test/fail", {"how": "step"}))
         failed = until_status(url, failing, "COMPLETED", "FAILED", "CANCELLED")
         assert failed["run"]["status"] == "FAILED"
-        error = json.loads(failed["run"]["output"])
+        error = json.loads(failed["run"]["output"])  # the SDK's error body, its code included
         assert (error["name"], error["message"]) == ("ValueError", "step went wrong")
+        assert error["code"] == "step_errored"
         [boom] = spans(url, failing)
         assert boom["name"] == "boom"
         got = output(url, boom["outputID"])

@@ -785,7 +785,9 @@ class _HttpPass:
             await self.save(commit)
             return
         commit = self.commit()
-        commit.end = RunEnd(status="FAILED", error=error)
+        # the run's error is the SDK's error body, its code included (Inngest's run output)
+        coded = error if info.code is None else {**error, "code": info.code}
+        commit.end = RunEnd(status="FAILED", error=coded)
         commit.history.append(HistoryRecord(self.run.run_id, now, "RUN_FAILED", data=error))
         failure = sdk_failure(reply.status, reply.no_retry, error)
         commit.events.extend(self._ending_events("FAILED", error=failure))
