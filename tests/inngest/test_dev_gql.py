@@ -1,7 +1,8 @@
 """Inngest's dev-server read API on ``stepline dev`` (no Python app), read with the queries
-Inngest's own SDK test helpers send (inngest-py ``test_core/helper.py``): a real Python SDK app's
-runs, their triggers, their steps as trace spans and each span's output, the runs an event
-started; ``GET /v1/events?name=``. Then the GraphQL layer in-process: errors as GraphQL errors,
+Inngest's own SDK test helpers send (inngest-py ``test_core/helper.py``, inngest-js
+``src/test/helpers.ts``): a real Python or JS SDK app's runs, their triggers, their steps as
+trace spans and each span's output, the runs an event started, the event stream; ``GET
+/v1/events?name=``. Then the GraphQL layer in-process: errors as GraphQL errors,
 a native run's trace.
 
 issue 10, "The dev server's read API".
@@ -71,6 +72,62 @@ query GetRunFromEventID($event_id: ID!) {
 }
 """
 RUN_OUTPUT_ID = "query($id: String!) { run(runID: $id) { trace { outputID } } }"
+# copied from inngest-js's test helpers (packages/inngest/src/test/helpers.ts)
+JS_EVENTS = """query Events($query: EventsQuery!) {
+  events(query: $query) {
+    id
+    name
+    payload
+  }
+}"""
+JS_STREAM = """query GetEventStream {
+        stream(query: {limit: 999, includeInternalEvents: false}) {
+          id
+          trigger
+          runs {
+            id
+            function {
+              name
+            }
+          }
+        }
+      }"""
+JS_TIMELINE = """query GetRunTimeline($runId: String!) {
+          run(runID: $runId) {
+            trace(preview: true) {
+              name
+              stepType
+              attempts
+              outputID
+              status
+              childrenSpans {
+                name
+                stepType
+                attempts
+                outputID
+                status
+                childrenSpans {
+                  name
+                  stepType
+                  attempts
+                  outputID
+                  status
+                }
+              }
+            }
+          }
+        }"""
+JS_OUTPUT = """query GetRunTimelineOutput($outputId: String!) {
+          runTraceSpanOutputByID(outputID: $outputId) {
+            data
+            error {
+              name
+              message
+              stack
+              cause
+            }
+          }
+        }"""
 
 
 def send(url: str, name: str, data: dict[str, Any]) -> str:
@@ -109,16 +166,21 @@ def output(url: str, output_id: str) -> dict[str, Any]:
     return found
 
 
-def test_the_read_api_answers_inngests_queries_about_a_python_sdk_app(
-    tmp_path: Path, start_app: Callable[..., SdkApp]
+# failure of the step "boom" (3 attempts): (error name, run output's code, stack's mark)
+FAILURES = {"py": ("ValueError", "step_errored", "Traceback"), "js": ("Error", None, "at ")}
+
+
+@pytest.mark.parametrize("kind", ["py", "js"])
+def test_the_read_api_answers_inngests_queries_about_an_sdk_app(
+    tmp_path: Path, start_app: Callable[..., SdkApp], kind: str
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    sdk = start_app("py", "dev", base_url=url)
+    sdk = start_app(kind, "dev", base_url=url)
     with dev_process(tmp_path, port, "-u", sdk.serve_url, "--no-poll", "--no-discovery") as _:
         wait_for(
             lambda: any(
-                f["id"] == "py-app-steps" for f in http_json("GET", f"{url}/dev")[1]["functions"]
+                f["id"] == sdk.slug("steps") for f in http_json("GET", f"{url}/dev")[1]["functions"]
             ),
             "the app to sync",
         )
@@ -159,18 +221,46 @@ def test_the_read_api_answers_inngests_queries_about_a_python_sdk_app(
         assert json.loads(output(url, root)["data"]) == result
 
         # a step that fails for good: the span's error, the run's output is the error
+        name, code, stack_mark = FAILURES[kind]
         failing = run_of(url, send(url, "test/fail", {"how": "step"}))
         failed = until_status(url, failing, "COMPLETED", "FAILED", "CANCELLED")
         assert failed["run"]["status"] == "FAILED"
         error = json.loads(failed["run"]["output"])  # the SDK's error body, its code included
-        assert (error["name"], error["message"]) == ("ValueError", "step went wrong")
-        assert error["code"] == "step_errored"
+        assert (error["name"], error["message"], error.get("code")) == (
+            name,
+            "step went wrong",
+            code,
+        )
         [boom] = spans(url, failing)
         assert boom["name"] == "boom"
         got = output(url, boom["outputID"])
         assert got["data"] is None
-        assert (got["error"]["name"], got["error"]["message"]) == ("ValueError", "step went wrong")
-        assert "Traceback" in got["error"]["stack"]
+        assert (got["error"]["name"], got["error"]["message"]) == (name, "step went wrong")
+        assert stack_mark in got["error"]["stack"]
+
+        # the queries of inngest-js's test helpers (packages/inngest/src/test/helpers.ts)
+        events = gql(url, JS_EVENTS, {"query": {}})["events"]
+        assert {"test/steps", "test/go", "test/fail"} <= {e["name"] for e in events}
+        [sent] = [e for e in events if e["id"] == event_id]
+        assert json.loads(sent["payload"])["data"] == {"n": 1}
+        stream = gql(url, JS_STREAM)["stream"]
+        [item] = [i for i in stream if i["id"] == event_id]
+        assert item["trigger"] == "test/steps"
+        # a function's name: its display name as synced (the SDKs default it to its id)
+        assert [(r["id"], r["function"]["name"]) for r in item["runs"]] == [(run_id, "steps")]
+        assert all(not i["trigger"].startswith("inngest/") for i in stream)
+        trace = gql(url, JS_TIMELINE, {"runId": failing})["run"]["trace"]
+        assert (trace["status"], trace["stepType"]) == ("FAILED", "")
+        [span] = trace["childrenSpans"]
+        assert (span["name"], span["stepType"], span["status"], span["attempts"]) == (
+            "boom",
+            "RUN",
+            "FAILED",
+            3,
+        )
+        timeline = gql(url, JS_OUTPUT, {"outputId": span["outputID"]})["runTraceSpanOutputByID"]
+        assert timeline["error"]["message"] == "step went wrong"
+        assert timeline["error"]["cause"] is None
 
         status, listed = http_json("GET", f"{url}/v1/events?name=test/steps")
         assert status == 200

@@ -110,7 +110,15 @@ async def test_a_registration_unchanged_is_not_modified_and_dev_lists_the_functi
             info = await client.get("/dev")
     assert [r.status_code for r in (first, again, changed)] == [200, 200, 200]
     assert [r.json()["modified"] for r in (first, again, changed)] == [True, False, True]
-    assert [fn["id"] for fn in info.json()["functions"]] == ["tiny-a"]
+    [fn] = info.json()["functions"]  # as inngest-js's test helpers read it (checkIntrospection)
+    assert (fn["id"], fn["slug"], fn["name"], fn["triggers"]) == (
+        "tiny-a",
+        "tiny-a",
+        "a",
+        [{"event": "tiny/a"}],
+    )
+    url = "http://127.0.0.1:9/api/inngest?fnId=tiny-a&stepId=step"
+    assert fn["steps"] == [{"id": "step", "name": "a", "uri": url}]
     assert info.json()["handlers"] == [
         {
             "name": "tiny",

@@ -32,6 +32,10 @@ type Query {
   runTraceSpanOutputByID(outputID: String!): RunTraceSpanOutput!
   "An event by its id (the id the event API returned), with the runs it started."
   event(query: EventQuery!): Event
+  "The latest events (100), newest first."
+  events(query: EventsQuery!): [Event!]
+  "The latest events with the runs each started, newest first."
+  stream(query: StreamQuery!): [StreamItem!]!
   "Every function registered (native and of SDK apps)."
   functions: [Function!]
 }
@@ -39,6 +43,32 @@ type Query {
 input EventQuery {
   workspaceId: ID! = "local"
   eventId: ID!
+}
+
+input EventsQuery {
+  workspaceId: ID! = "local"
+  lastEventId: ID
+}
+
+input StreamQuery {
+  after: ID
+  before: ID
+  limit: Int! = 20
+  includeInternalEvents: Boolean
+}
+
+enum StreamType {
+  EVENT
+  CRON
+}
+
+type StreamItem {
+  id: ID!
+  trigger: String!
+  type: StreamType!
+  createdAt: Time!
+  runs: [FunctionRun]
+  inBatch: Boolean!
 }
 
 enum FunctionRunStatus {
@@ -109,7 +139,7 @@ type FunctionRunV2 {
   eventName: String
   isBatch: Boolean!
   output: Bytes
-  trace: RunTraceSpan
+  trace(preview: Boolean): RunTraceSpan
   hasAI: Boolean!
 }
 
@@ -146,6 +176,8 @@ type RunTraceSpan {
   endedAt: Time
   childrenSpans: [RunTraceSpan!]!
   stepOp: StepOp
+  "The step's kind (RUN, INVOKE, SLEEP, WAIT_FOR_EVENT, AI_GATEWAY); empty for the run's span."
+  stepType: String!
   stepID: String
   isRoot: Boolean!
   parentSpanID: String
@@ -162,6 +194,8 @@ type StepError {
   message: String!
   name: String
   stack: String
+  "The error's cause as the SDK reported it (JSON), when it did."
+  cause: Bytes
 }
 
 type RunTraceTrigger {

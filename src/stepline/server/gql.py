@@ -13,7 +13,9 @@ What each query answers (``Run``/``StepInfo`` of ``stepline.sdk.run``):
   triggered the run), ``IDs`` their ids.
 * ``runTraceSpanOutputByID(outputID)``: ``data`` the step's result (a string of JSON; null until
   it completed), ``error`` its error once it failed.
-* ``event(query: {eventId})``: the event with ``functionRuns``, the runs it started.
+* ``event(query: {eventId})``: the event with ``functionRuns``, the runs it started;
+  ``events(query: {})`` the latest events; ``stream(query: {limit, includeInternalEvents})`` the
+  latest events (``trigger``: the name) with the ``runs`` each started (``function { name }``).
 
 Output ids are opaque (base64 of the run id and the step's position). The route asks for the
 REST API's token (``require_api_token``): open on a loopback dev server, as Inngest's.
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from stepline.sdk.app import App
     from stepline.sdk.function import FunctionDef
     from stepline.sdk.run import Run, StepInfo
+    from stepline.store.records import EventRecord
 
 ROOT = "run"  # the root span's output id names the run's own output
 STEP_OPS = {
@@ -56,6 +59,8 @@ STEP_OPS = {
 }
 ENDED = ("COMPLETED", "FAILED", "CANCELLED")
 MAX_RUNS_PER_EVENT = 1000
+MAX_EVENTS = 100  # the events `events` and `stream` list at most
+CRON_EVENT = "inngest/scheduled.timer"
 
 
 def gql_routes() -> list[BaseRoute]:
@@ -128,10 +133,12 @@ def _error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if error is None:
         return None
     stack = error.get("stack")
+    cause = error.get("cause")
     return {
         "message": str(error.get("message") or ""),
         "name": error.get("name"),
         "stack": stack if isinstance(stack, str) else None,
+        "cause": None if cause is None else _json(cause),
     }
 
 
@@ -197,25 +204,72 @@ class Queries:
         event = await self.app.get_event(event_id)
         if event is None:
             return None
-        runs = await self.app.runs(
-            event_id=event_id, all_apps=True, with_steps=False, limit=MAX_RUNS_PER_EVENT
-        )
-        runs.sort(key=lambda r: (r.created_at, r.run_id))
-        return {
-            "id": event.internal_id,
-            "externalID": event.id,
-            "name": event.name,
-            "createdAt": _from_ts(event.ts),
-            "payload": _json(event.payload()),
-            "raw": _json(event.payload()),
-            "totalRuns": len(runs),
-            "functionRuns": [self._run_v1(r, event_id) for r in runs],
-        }
+        return self._event(event)
+
+    async def events(self, _info: Any, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        found = await self.app.events(limit=MAX_EVENTS)
+        return [self._event(e.event) for e in found]
+
+    async def stream(self, _info: Any, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        limit = max(0, min(int(query.get("limit") or 20), MAX_EVENTS))
+        internal = bool(query.get("includeInternalEvents"))
+        found = await self.app.events(limit=MAX_EVENTS)
+        items = []
+        for stored in found:
+            event = stored.event
+            if not internal and event.name.startswith("inngest/"):
+                continue
+            items.append(self._stream_item(event))
+            if len(items) >= limit:
+                break
+        return items
 
     def functions(self, _info: Any) -> list[dict[str, Any]]:
         return [self._function(fn.id) for fn in self.app.functions]
 
     # -- object builders --------------------------------------------------------------------------
+    def _event(self, event: EventRecord) -> dict[str, Any]:
+        """An ``Event`` (its ``functionRuns`` and ``totalRuns`` read when asked for)."""
+        event_id = event.internal_id
+
+        async def runs(_info: Any) -> list[dict[str, Any]]:
+            return [self._run_v1(r, event_id) for r in await self._runs_of(event_id)]
+
+        async def total(_info: Any) -> int:
+            return len(await self._runs_of(event_id))
+
+        return {
+            "id": event_id,
+            "externalID": event.id,
+            "name": event.name,
+            "createdAt": _from_ts(event.ts),
+            "payload": _json(event.payload()),
+            "raw": _json(event.payload()),
+            "totalRuns": total,
+            "functionRuns": runs,
+        }
+
+    def _stream_item(self, event: EventRecord) -> dict[str, Any]:
+        event_id = event.internal_id
+
+        async def runs(_info: Any) -> list[dict[str, Any]]:
+            return [self._run_v1(r, event_id) for r in await self._runs_of(event_id)]
+
+        return {
+            "id": event_id,
+            "trigger": event.name,
+            "type": "CRON" if event.name == CRON_EVENT else "EVENT",
+            "createdAt": _from_ts(event.ts),
+            "runs": runs,
+            "inBatch": False,
+        }
+
+    async def _runs_of(self, event_id: str) -> list[Run]:
+        runs = await self.app.runs(
+            event_id=event_id, all_apps=True, with_steps=False, limit=MAX_RUNS_PER_EVENT
+        )
+        return sorted(runs, key=lambda r: (r.created_at, r.run_id))
+
     def _function(self, function_id: str) -> dict[str, Any]:
         fn: FunctionDef | None = next((f for f in self.app.functions if f.id == function_id), None)
         config, name = _sdk_config(self.app, function_id)
@@ -268,7 +322,7 @@ class Queries:
             "eventName": event_name,
             "isBatch": len(run.event_ids) > 1,
             "output": _run_output(run),
-            "trace": lambda _info: self._trace(run),
+            "trace": lambda _info, preview=None: self._trace(run),
             "hasAI": any(s.kind == "ai" for s in run.steps),
         }
 
@@ -323,6 +377,7 @@ def _span(run: Run, position: int | None, *, name: str, status: str) -> dict[str
         "endedAt": run.ended_at,
         "childrenSpans": [],
         "stepOp": None,
+        "stepType": "",
         "stepID": None,
         "isRoot": position is None,
         "parentSpanID": None,
@@ -338,6 +393,7 @@ def _step_fields(run: Run, position: int, step: StepInfo) -> dict[str, Any]:
         "startedAt": step.started_at,
         "endedAt": step.ended_at,
         "stepOp": STEP_OPS.get(step.kind),
+        "stepType": STEP_OPS.get(step.kind, ""),
         "stepID": step.id,
         "parentSpanID": f"{run.run_id}:{ROOT}",
     }

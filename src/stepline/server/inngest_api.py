@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.requests import Request
@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from stepline import __version__
 from stepline.drivers.inngest import (
+    FunctionConfig,
     InngestDriver,
     ProtocolError,
     SdkApps,
@@ -111,8 +112,8 @@ async def _register(request: Request) -> Response:
 
 
 async def _dev_info(request: Request) -> Response:
-    """``GET /dev``: the apps and their functions, as Inngest's dev server lists them (its
-    ``functions`` are the function configs as synced). Asks for the REST API's token (open on a
+    """``GET /dev``: the apps and their functions, as Inngest's dev server lists them
+    (``_dev_function``). Asks for the REST API's token (open on a
     loopback ``stepline dev``)."""
     require_api_token(request)
     apps = registered_sdk_apps(stepline_app(request))
@@ -120,13 +121,25 @@ async def _dev_info(request: Request) -> Response:
     return JSONResponse(
         {
             "version": f"stepline-{__version__}",
-            "functions": [dict(f.config.config) for app in synced for f in app.functions],
+            "functions": [_dev_function(f.config) for app in synced for f in app.functions],
             "handlers": [
                 {"name": app.name, "url": app.url, "sdk": app.sdk, "functions": len(app.functions)}
                 for app in synced
             ],
         }
     )
+
+
+def _dev_function(fn: FunctionConfig) -> dict[str, Any]:
+    """A function as Inngest's ``/dev`` lists it: its config as synced, with ``slug`` and its
+    steps as a list of ``{id, name, uri}``."""
+    steps = fn.config.get("steps")
+    listed = [
+        {"id": step.get("id"), "name": step.get("name"), "uri": fn.url}
+        for step in (steps.values() if isinstance(steps, Mapping) else ())
+        if isinstance(step, Mapping)
+    ]
+    return {**fn.config, "slug": fn.slug, "name": fn.name, "steps": listed}
 
 
 async def keep_synced(
