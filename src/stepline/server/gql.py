@@ -213,7 +213,8 @@ class Queries:
     async def stream(self, _info: Any, query: Mapping[str, Any]) -> list[dict[str, Any]]:
         limit = max(0, min(int(query.get("limit") or 20), MAX_EVENTS))
         internal = bool(query.get("includeInternalEvents"))
-        found = await self.app.events(limit=MAX_EVENTS)
+        # system events (a run's ending...) outnumber the others: read further back to skip them
+        found = await self.app.events(limit=MAX_EVENTS if internal else 5 * MAX_EVENTS)
         items = []
         for stored in found:
             event = stored.event
