@@ -26,9 +26,11 @@ _entropy_at = 0
 
 
 def _forget_entropy() -> None:
-    """A forked child must not reuse its parent's unread bytes (both would make the same ids)."""
+    """A forked child must not reuse its parent's unread bytes, nor step on from the last id its
+    parent made in a millisecond (either way both would make the same ids)."""
     global _entropy, _entropy_at, _lock
     _entropy, _entropy_at, _lock = b"", 0, threading.Lock()
+    _last_in.clear()
 
 
 os.register_at_fork(after_in_child=_forget_entropy)

@@ -7,7 +7,7 @@ import os
 import random
 import warnings
 
-from stepline._ids import _encode, new_id
+from stepline._ids import _encode, _last_in, new_id
 
 _RFC4648_TO_CROCKFORD = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -39,7 +39,11 @@ def test_ids_sort_by_creation_time() -> None:
 def test_a_forked_child_never_makes_its_parents_next_id() -> None:
     # new_id reads random bytes from the OS in blocks: a child forked with unread bytes in the
     # block would make the ids its parent makes next (worker processes started by fork)
+    # the parent has made an id in that millisecond before (ids made in one millisecond step on
+    # from the last one): seen failing when another test had used the same instant
     at = 1_700_000_000.0
+    millis = int((at + 1) * 1000)
+    _last_in[millis] = (millis << 80) | ((1 << 80) - 16)  # so both would step on from it
     new_id(at)  # the block is read; most of it is still unread when the child forks
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():  # 3.12+ warns of fork in a threaded process: none here
