@@ -133,10 +133,33 @@ def start_cluster(folder: Path, *, durable: bool = False) -> Cluster:
         except subprocess.CalledProcessError as exc:
             last = exc
             continue
+        _stop_when_gone(Cluster(str(data), port, bindir))
         return Cluster(str(data), port, bindir)
     log = data / "server.log"
     tail = log.read_text()[-2000:] if log.exists() else ""
     raise RuntimeError(f"PostgreSQL did not start: {last and last.stderr!r}\n{tail}")
+
+
+WATCH_PID_VARIABLE = "STEPLINE_PG_WATCH_PID"
+_watchers: list[subprocess.Popen[bytes]] = []  # kept: a collected running Popen warns
+
+
+def _stop_when_gone(cluster: Cluster) -> None:
+    """Stop the cluster once the process it serves has ended, however it ended: a killed test
+    run (SIGKILL, a timeout) left its clusters running for hours. The process watched is the
+    one named by ``STEPLINE_PG_WATCH_PID`` (the pytest run's controller), else this one."""
+    pid = os.environ.get(WATCH_PID_VARIABLE) or str(os.getpid())
+    stop = _as_owner([f"{cluster.bindir}/pg_ctl", "-D", cluster.data, "-m", "immediate", "stop"])
+    watch = 'while kill -0 "$0" 2>/dev/null; do sleep 1; done; exec "$@"'
+    _watchers.append(
+        subprocess.Popen(
+            ["sh", "-c", watch, pid, *stop],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    )
 
 
 def stop_cluster(cluster: Cluster, *, mode: str = "immediate") -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgcluster import Cluster, NoPostgres, start_cluster, stop_cluster
+from pgcluster import WATCH_PID_VARIABLE, Cluster, NoPostgres, start_cluster, stop_cluster
 from stepline.store.postgres import PostgresStore
 
 DIR_VARIABLE = "STEPLINE_TEST_PG_DIR"
@@ -34,6 +34,7 @@ def configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or os.environ.get(DIR_VARIABLE):
         return
     os.environ[DIR_VARIABLE] = tempfile.mkdtemp(prefix="stepline-pg-")
+    os.environ[WATCH_PID_VARIABLE] = str(os.getpid())  # clusters stop when this run ends
     config.stash[_OWNER] = True
 
 
