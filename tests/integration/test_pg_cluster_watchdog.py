@@ -51,5 +51,5 @@ def test_a_cluster_stops_when_the_process_that_started_it_is_killed() -> None:
     deadline = time.monotonic() + 60
     while _running(data):  # the watcher looks once a second, pg_ctl stops it at once
         assert time.monotonic() < deadline, "the cluster outlived the process that started it"
-        time.sleep(0.1)  # real time: the poll interval; the deadline bounds the wait
+        time.sleep(0.02)  # real time: the poll interval; the deadline bounds the wait
     shutil.rmtree(folder, ignore_errors=True)
