@@ -13,8 +13,14 @@ from stepline.store._admission_rules import DeferralRow, new_run_from_dict
 from stepline.store.postgres import queries as q
 from stepline.store.records import (
     EventRecord,
+    RunState,
     StepRecord,
 )
+
+_RUN_WIDTH = len(q.RUN_COLUMNS.split(","))
+_EVENT_WIDTH = len(q.EVENT_COLUMNS.split(","))
+_STEP_WIDTH = len(q.SELECT_STEPS.split(" FROM ")[0].split(","))
+_WAIT_WIDTH = len(q.WAIT_COLUMNS.split(","))
 
 
 def select_steps(conn: psycopg.Connection[Any], run_id: str) -> list[StepRecord]:
@@ -31,3 +37,27 @@ def select_events(conn: psycopg.Connection[Any], ids: list[str]) -> list[EventRe
 
 def deferral(r: Sequence[Any]) -> DeferralRow:
     return DeferralRow(r[0], r[1], r[2], loads(r[3]), r[4], r[5], new_run_from_dict(loads(r[6])))
+
+
+def run_state(row: Sequence[Any]) -> RunState:
+    """A ``LOAD_RUN`` row: the run's columns, then its events', steps' and waits' columns, each
+    an array (NULL where it has none)."""
+    at = _RUN_WIDTH
+    run = shapes.run_record(row[:at])
+    events, at = _rows_of(row, at, _EVENT_WIDTH)
+    steps, at = _rows_of(row, at, _STEP_WIDTH)
+    waits, at = _rows_of(row, at, _WAIT_WIDTH)
+    by_id = {r[0]: shapes.event_record(r) for r in events}
+    return RunState(
+        run=run,
+        events=[by_id[i] for i in run.event_ids if i in by_id],
+        steps={s.hash: s for s in map(shapes.step_record, steps)},
+        waits=[shapes.wait_record(r) for r in waits],
+    )
+
+
+def _rows_of(row: Sequence[Any], at: int, width: int) -> tuple[list[tuple[Any, ...]], int]:
+    columns = row[at : at + width]
+    if columns[0] is None:  # no rows: every array_agg is NULL
+        return [], at + width
+    return list(zip(*columns, strict=True)), at + width

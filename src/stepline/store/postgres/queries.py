@@ -51,7 +51,10 @@ UPDATE steps SET status = %s, output = %s, error = %s, ended_at = %s, attempts =
 WHERE run_id = %s AND hash = %s AND status = 'PENDING'
   AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = steps.run_id
               AND runs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))"""
-SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = %s AND hash = %s"
+INSERT_TIMED_OUT_HISTORY = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+SELECT %s, %s, 'WAIT_TIMED_OUT', (SELECT step_id FROM steps WHERE run_id = %s AND hash = %s),
+       NULL, NULL, NULL, %s"""
 INSERT_STEP_HISTORY = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 SELECT %s, %s, %s, (SELECT step_id FROM steps WHERE run_id = %s AND hash = %s), NULL, NULL, %s,
@@ -144,11 +147,11 @@ WHERE run_id = ANY(%s) AND lease_owner IS NULL AND due_at <= %s FOR UPDATE SKIP 
 TAKE_LEASE = """
 UPDATE queue SET lease_owner = %s, lease_token = %s, lease_expires_at = %s, wake = false,
        app_id = CASE WHEN app_id = '' THEN %s ELSE app_id END
-WHERE run_id = %s"""
+WHERE run_id = ANY(%s)"""
 RECORD_RUN_STARTED = """
 INSERT INTO history (run_id, ts, kind, worker_id)
 SELECT run_id, %s, 'RUN_STARTED', %s FROM runs
-WHERE run_id = %s AND started_at IS NULL
+WHERE run_id = ANY(%s) AND started_at IS NULL
   AND (start_timeout IS NULL OR %s <= created_at + start_timeout)"""
 MARK_LEASED = """
 UPDATE runs SET status = 'RUNNING', worker_id = %(owner)s, passes = passes + 1,
@@ -156,13 +159,16 @@ UPDATE runs SET status = 'RUNNING', worker_id = %(owner)s, passes = passes + 1,
                           AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)
                          THEN %(now)s ELSE started_at END,
        app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
-WHERE run_id = %(run)s"""
+WHERE run_id = ANY(%(runs)s)"""
 MARK_STEP_RUNNING = f"""
 INSERT INTO steps ({_STEP_COLUMNS})
 VALUES (%s, %s, %s, %s, %s, 'RUNNING', NULL, NULL, %s, NULL, %s, NULL)
 ON CONFLICT (run_id, hash) DO UPDATE SET status = 'RUNNING', started_at = excluded.started_at
 WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
-HEARTBEAT = "UPDATE queue SET lease_expires_at = %s WHERE run_id = %s AND lease_owner = %s"
+# the runs whose lease this worker still holds come back (the others it lost)
+HEARTBEAT = """
+UPDATE queue SET lease_expires_at = %s WHERE run_id = ANY(%s) AND lease_owner = %s
+RETURNING run_id"""
 RELEASE_OWNER = """
 UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = false,
        due_at = LEAST(COALESCE(due_at, %s), %s)
@@ -182,10 +188,33 @@ SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
 SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"
+
+EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
+
+
+# a run with its events, steps and waits in one statement (one snapshot: a statement sees what
+# committed before it began), each of them as one array per column, in one order per table
+def _arrays(columns: str, order: str) -> str:
+    return ", ".join(f"array_agg({c.strip()} ORDER BY {order})" for c in columns.split(","))
+
+
+LOAD_RUN = f"""
+SELECT {RUN_COLUMNS}, e.*, s.*, w.*
+FROM runs r
+CROSS JOIN LATERAL (
+    SELECT {_arrays(EVENT_COLUMNS, "internal_id")} FROM events
+    WHERE internal_id IN (SELECT jsonb_array_elements_text(r.event_ids::jsonb))
+) e
+CROSS JOIN LATERAL (
+    SELECT {_arrays(_STEP_COLUMNS, "position, hash")} FROM steps WHERE steps.run_id = r.run_id
+) s
+CROSS JOIN LATERAL (
+    SELECT {_arrays(WAIT_COLUMNS, "created_at, wait_id")} FROM waits WHERE waits.run_id = r.run_id
+) w
+WHERE r.run_id = %s"""
 SELECT_HISTORY = """
 SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
 WHERE run_id = %s ORDER BY seq"""
-EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
 SELECT_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events WHERE internal_id = ANY(%s)"
 _NOT_PAUSED = """function_id NOT IN (SELECT function_id FROM paused WHERE app_id = '')
       AND (app_id, function_id) NOT IN (SELECT app_id, function_id FROM paused)"""

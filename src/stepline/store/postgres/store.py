@@ -253,11 +253,11 @@ class PostgresStore:
     @contextmanager
     def transaction(self) -> Iterator[PostgresTx]:
         try:
-            with self._conn() as conn, conn.transaction():
+            with self._conn() as conn:
                 tx = PostgresTx(conn)
-                yield tx
-                if tx.made_work:  # delivered when (and only if) the transaction commits
-                    conn.execute(NOTIFY)
+                # NOTIFY is delivered when (and only if) the transaction commits
+                with tx.statements.transaction(lambda: NOTIFY if tx.made_work else None):
+                    yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
 
@@ -305,15 +305,11 @@ class PostgresStore:
     # -- reads ------------------------------------------------------------------------------------
     @_reading
     def load_run(self, run_id: str) -> RunState | None:
-        with self._snapshot() as conn:
-            row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
-            if row is None:
-                return None
-            run = shapes.run_record(row)
-            events = _rows.select_events(conn, run.event_ids)
-            steps = {s.hash: s for s in _rows.select_steps(conn, run_id)}
-            waits = [shapes.wait_record(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
-        return RunState(run=run, events=events, steps=steps, waits=waits)
+        with self._conn() as conn:  # one statement: one snapshot
+            row = conn.execute(q.LOAD_RUN, (run_id,)).fetchone()
+        if row is None:
+            return None
+        return _rows.run_state(row)
 
     @_reading
     def get_run(self, run_id: str) -> RunRecord | None:

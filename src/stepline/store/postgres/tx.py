@@ -44,6 +44,7 @@ from stepline.store._pass_rules import commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._statements import Statements
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
@@ -74,7 +75,7 @@ class PostgresTx:
     """The write verbs of one transaction (``Store.transaction()``)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._c = conn
+        self._s = self.statements = Statements(conn)
         self._paths: dict[tuple[str, str], list[str]] = {}
         self._unindexed: dict[tuple[str, str], bool] = {}
         self._locked: set[str] = set()  # advisory locks this transaction holds
@@ -85,20 +86,28 @@ class PostgresTx:
 
     # -- helpers ----------------------------------------------------------------------------------
     @contextmanager
-    def _savepoint(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._c.transaction():
-            yield self._c
+    def _savepoint(self) -> Iterator[Statements]:
+        """A savepoint (``_statements``): a verb that raises is rolled back alone. The advisory
+        locks taken inside it are released by the rollback, so they are forgotten too."""
+        locked = set(self._locked)
+
+        def undo() -> None:
+            self._locked = locked
+
+        with self._s.savepoint(undo):
+            yield self._s
 
     def _lock(self, name: str) -> None:
-        """Hold the advisory lock ``name`` until the transaction ends."""
+        """Hold the advisory lock ``name`` until the transaction ends (taken before the next
+        statement runs: the statements are executed in order)."""
         if name not in self._locked:
-            self._c.execute(q.LOCK_KEY, (name,))
+            self._s.write(q.LOCK_KEY, (name,))
             self._locked.add(name)
 
     def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
         if self._unindexed.get((query, event_name)) is False:
             return []
-        rows = self._c.execute(query, (event_name, *params)).fetchall()
+        rows = self._s.run(query, (event_name, *params)).fetchall()
         if not rows:
             self._unindexed[(query, event_name)] = False
         return rows
@@ -109,25 +118,25 @@ class PostgresTx:
     def _indexed_paths(self, query: str, event_name: str) -> list[str]:
         cached = self._paths.get((query, event_name))
         if cached is None:
-            cached = [r[0] for r in self._c.execute(query, (event_name,))]
+            cached = [r[0] for r in self._s.run(query, (event_name,))]
             self._paths[(query, event_name)] = cached
         return cached
 
     def _add_indexed_path(self, insert: str, query: str, event_name: str, path: str) -> None:
-        self._c.execute(insert, (event_name, path))
+        self._s.write(insert, (event_name, path))
         cached = self._paths.get((query, event_name))
         if cached is not None and path not in cached:
             cached.append(path)
 
     # -- events -----------------------------------------------------------------------------------
     def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
-        with self._savepoint() as c:
-            return {r[0] for r in c.execute(q.STORED_EVENT_IDS, (list(internal_ids),))}
+        with self._savepoint() as s:
+            return {r[0] for r in s.run(q.STORED_EVENT_IDS, (list(internal_ids),))}
 
     def run_events(self, run_id: str) -> list[EventRecord]:
-        with self._savepoint() as c:
-            row = c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
-            return [] if row is None else _rows.select_events(c, loads(row[0]))
+        with self._savepoint() as s:
+            row = s.run(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+            return [] if row is None else _rows.select_events(s.conn, loads(row[0]))
 
     def savepoint(self) -> Any:
         return self._savepoint_none()
@@ -145,15 +154,15 @@ class PostgresTx:
 
     # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
     def insert_event(self, event: EventRecord, now: float) -> bool:
-        c = self._c
+        s = self._s
         new = True
         if event.id is not None:
-            fresh = c.execute(
+            fresh = s.run(
                 q.REMEMBER_SENDER_ID,
                 {"id": event.id, "now": now, "horizon": now - DEDUP_WINDOW},
             ).fetchone()
             new = fresh is not None
-        c.execute(
+        s.write(
             q.INSERT_EVENT,
             (
                 event.internal_id,
@@ -175,7 +184,7 @@ class PostgresTx:
         return [shapes.wait_record(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
 
     def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
-        rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, list(values)))
+        rows = self._s.run(q.WAITS_INDEXED, (event_name, path, list(values)))
         return [shapes.wait_record(r) for r in rows]
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
@@ -188,49 +197,44 @@ class PostgresTx:
     def indexed_matchers(
         self, event_name: str, path: str, values: Sequence[str], now: float
     ) -> list[WaitRecord]:
-        rows = self._c.execute(q.MATCHERS_INDEXED, (event_name, path, list(values), now))
+        rows = self._s.run(q.MATCHERS_INDEXED, (event_name, path, list(values), now))
         return [shapes.wait_record(r) for r in rows]
 
     def delete_wait(self, wait_id: str) -> bool:
         # of an event resolving it, its timeout and a cancellation, the one deleting it decides
-        return bool(self._c.execute(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
+        return bool(self._s.run(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
-        c = self._c
+        s = self._s
         for r in resumed:
-            c.execute(q.COMPLETE_STEP, (r.event_json, now, r.run_id, r.step_hash))
-            c.execute(q.WAKE, (now, r.run_id))
+            s.write(q.COMPLETE_STEP, (r.event_json, now, r.run_id, r.step_hash))
+            s.write(q.WAKE, (now, r.run_id))
             data = dumps({"event_id": r.event_id}).decode()
-            c.execute(
+            s.write(
                 q.INSERT_STEP_HISTORY, (r.run_id, now, "WAIT_MATCHED", r.run_id, r.step_hash, data)
             )
 
     # -- RunPrimitives ----------------------------------------------------------------------------
     def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
-        c = self._c
+        s = self._s
         # the queue row first, locked (as a lease and a commit take it), then the run row: the
         # update's own WHERE decides between two cancels, or a cancel and a pass ending the run
-        c.execute(q.LEASE_TOKEN, (run_id,))
-        row = c.execute(q.CANCEL_RUN, (now, shapes.json_or_none(error), run_id)).fetchone()
+        s.write(q.LEASE_TOKEN, (run_id,))
+        row = s.run(q.CANCEL_RUN, (now, shapes.json_or_none(error), run_id)).fetchone()
         if row is None:
             return None
         return EndedRun(str(row[0]), row[1], row[2])
 
     def drop_run_work(self, run_id: str) -> None:
         self.made_work = True  # a cancelled run's slot is free
-        c = self._c
-        c.execute(q.DELETE_QUEUE, (run_id,))
-        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
-        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-        c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
+        s = self._s
+        s.write(q.DELETE_QUEUE, (run_id,))
+        s.write(q.DELETE_WAITS_OF_RUN, (run_id,))
+        s.write(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+        s.write(q.DELETE_EXECUTING_STEPS, (run_id,))
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
-        if len(records) == 1:
-            self._c.execute(q.INSERT_HISTORY, shapes.history_params(records[0], worker_id))
-        elif records:
-            self._c.cursor().executemany(
-                q.INSERT_HISTORY, [shapes.history_params(h, worker_id) for h in records]
-            )
+        self._s.write_many(q.INSERT_HISTORY, [shapes.history_params(h, worker_id) for h in records])
 
     def settle_pending_step(self, wake: Wake, now: float) -> bool:
         settle = (
@@ -241,37 +245,34 @@ class PostgresTx:
             wake.run_id,
             wake.step_hash,
         )
-        return bool(self._c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1)
+        return bool(self._s.run(q.SETTLE_PENDING_STEP, settle).rowcount == 1)
 
     def wake_run(self, run_id: str, now: float) -> None:
         self.made_work = True
-        self._c.execute(q.WAKE, (now, run_id))
+        self._s.write(q.WAKE, (now, run_id))
 
     # -- PassPrimitives ---------------------------------------------------------------------------
     def hold_lease(self, run_id: str, token: str) -> str | None:
-        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()  # FOR UPDATE: held to commit
+        row = self._s.run(q.LEASE_TOKEN, (run_id,)).fetchone()  # FOR UPDATE: held to commit
         if row is None or row[0] != token:
             return None
         return str(row[1])
 
     def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
-        row = self._c.execute(q.CANCELLED_LEASE, (run_id,)).fetchone()
+        row = self._s.run(q.CANCELLED_LEASE, (run_id,)).fetchone()
         if row is None or row[0] is None:
             return None
         return str(row[0]), row[1]
 
     def put_steps(self, steps: Sequence[StepRecord]) -> None:
-        if steps:
-            self._c.cursor().executemany(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
+        self._s.write_many(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
 
     def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
-        if steps:
-            rows = [shapes.step_params(s) for s in steps]
-            self._c.cursor().executemany(q.INSERT_STEP_IF_UNSETTLED, rows)
+        self._s.write_many(q.INSERT_STEP_IF_UNSETTLED, [shapes.step_params(s) for s in steps])
 
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
-            self._c.execute(q.INSERT_WAIT, shapes.wait_params(wait))
+            self._s.write(q.INSERT_WAIT, shapes.wait_params(wait))
             if wait.index_path is None:
                 self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
@@ -280,11 +281,11 @@ class PostgresTx:
                 )
 
     def mark_running(self, run_id: str, started_at: float) -> None:
-        self._c.execute(q.MARK_RUNNING, (started_at, run_id))
+        self._s.write(q.MARK_RUNNING, (started_at, run_id))
 
     def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
         self.made_work = True  # its concurrency slot is free
-        self._c.execute(
+        self._s.write(
             q.END_RUN_TERMINAL,
             (
                 end.status,
@@ -299,8 +300,8 @@ class PostgresTx:
 
     def suspend_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
         self.made_work = True
-        self._c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id))
-        self._c.execute(q.RESCHEDULE, (now, end.due_at, run_id))
+        self._s.write(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id))
+        self._s.write(q.RESCHEDULE, (now, end.due_at, run_id))
 
     # -- passes -----------------------------------------------------------------------------------
     def commit_pass(
@@ -310,37 +311,31 @@ class PostgresTx:
             return commit_pass(self, commit, now, wait_matches)
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
-        lost: list[str] = []
-        with self._savepoint() as c:
-            for run_id in run_ids:
-                if c.execute(q.HEARTBEAT, (now + ttl, run_id, owner)).rowcount != 1:
-                    lost.append(run_id)
-        return lost
+        if not run_ids:
+            return []
+        with self._savepoint() as s:
+            kept = {r[0] for r in s.run(q.HEARTBEAT, (now + ttl, list(run_ids), owner))}
+        return [run_id for run_id in run_ids if run_id not in kept]
 
     def release_owner(self, owner: str, now: float) -> int:
         self.made_work = True
-        with self._savepoint() as c:
-            return c.execute(q.RELEASE_OWNER, (now, now, owner)).rowcount
+        with self._savepoint() as s:
+            return s.run(q.RELEASE_OWNER, (now, now, owner)).rowcount
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
-        with self._savepoint() as c:
-            row = c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+        with self._savepoint() as s:
+            row = s.run(q.LEASE_TOKEN, (run_id,)).fetchone()
             if row is None or row[0] != lease_token:
                 raise LeaseLostError(f"run {run_id}: lease lost")
             worker = row[1]
             # the rows this statement deletes are the waits it times out: a wait an event
             # resolved (deleted) first is not among them
             expired = [
-                shapes.wait_record(r)
-                for r in c.execute(q.DELETE_EXPIRED_WAITS_OF_RUN, (run_id, now))
+                shapes.wait_record(r) for r in s.run(q.DELETE_EXPIRED_WAITS_OF_RUN, (run_id, now))
             ]
             for wait in sorted(expired, key=lambda w: w.created_at):
-                c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
-                step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
-                step_id = step_row[0] if step_row else None
-                c.execute(
-                    q.INSERT_HISTORY, (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
-                )
+                s.write(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
+                s.write(q.INSERT_TIMED_OUT_HISTORY, (run_id, now, run_id, wait.step_hash, worker))
             return [w.step_hash for w in expired]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
@@ -349,57 +344,54 @@ class PostgresTx:
 
     # -- admission state (FlowState, DeferralState, AdmissionTx) -----------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
-        self._c.execute(q.INSERT_SKIP, (event_id, function_id, reason, now))
+        self._s.write(q.INSERT_SKIP, (event_id, function_id, reason, now))
 
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         self.made_work = True
-        c = self._c
-        c.execute(q.INSERT_RUN, shapes.run_params(new_run, now))
-        for event_id in new_run.event_ids:
-            c.execute(q.INSERT_RUN_EVENT, (event_id, new_run.run_id))
-        c.execute(q.INSERT_QUEUE, shapes.queue_params(new_run, now, due_at))
+        s = self._s
+        s.write(q.INSERT_RUN, shapes.run_params(new_run, now))
+        s.write_many(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
+        s.write(q.INSERT_QUEUE, shapes.queue_params(new_run, now, due_at))
         for spec in new_run.admission.cancel_on:
-            c.execute(
-                q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now))
-            )
+            s.write(q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now)))
             if spec.index_path is None:
                 self._added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
             else:
                 self._add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
-        c.execute(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
+        s.write(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
 
     def idempotency_seen(self, key: str, now: float) -> bool:
         self._lock(f"idempotency\x1f{key}")
-        row = self._c.execute(q.IDEMPOTENCY_SEEN, (key,)).fetchone()
+        row = self._s.run(q.IDEMPOTENCY_SEEN, (key,)).fetchone()
         return row is not None and row[0] > now - IDEMPOTENCY_WINDOW
 
     def remember_idempotency(self, key: str, now: float) -> None:
         self._lock(f"idempotency\x1f{key}")
-        self._c.execute(q.REMEMBER_IDEMPOTENCY, (key, now))
+        self._s.write(q.REMEMBER_IDEMPOTENCY, (key, now))
 
     def gcra_tat(self, bucket: str) -> float | None:
         self._lock(f"gcra\x1f{bucket}")
-        row = self._c.execute(q.GCRA_TAT, (bucket,)).fetchone()
+        row = self._s.run(q.GCRA_TAT, (bucket,)).fetchone()
         return None if row is None else float(row[0])
 
     def set_gcra_tat(self, bucket: str, tat: float) -> None:
         self._lock(f"gcra\x1f{bucket}")
-        self._c.execute(q.SET_GCRA_TAT, (bucket, tat))
+        self._s.write(q.SET_GCRA_TAT, (bucket, tat))
 
     def active_singleton_runs(self, key: str) -> list[str]:
         self._lock(f"singleton\x1f{key}")
-        return [r[0] for r in self._c.execute(q.ACTIVE_SINGLETON_RUNS, (key,))]
+        return [r[0] for r in self._s.run(q.ACTIVE_SINGLETON_RUNS, (key,))]
 
     def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None:
         self._lock(f"deferral\x1f{kind}\x1f{function_id}\x1f{key}")
-        row = self._c.execute(q.GET_DEFERRAL, (kind, function_id, key)).fetchone()
+        row = self._s.run(q.GET_DEFERRAL, (kind, function_id, key)).fetchone()
         return None if row is None else _rows.deferral(row)
 
     def put_deferral(self, row: DeferralRow) -> None:
         self.made_work = True
-        self._c.execute(
+        self._s.write(
             q.PUT_DEFERRAL,
             (
                 row.kind,
@@ -413,22 +405,22 @@ class PostgresTx:
         )
 
     def delete_deferral(self, row: DeferralRow) -> None:
-        self._c.execute(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
+        self._s.write(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
 
     def flush_deferrals(self, now: float) -> list[IngestResult]:
-        with self._savepoint() as c:
+        with self._savepoint() as s:
             due: list[DeferralRow] = []
-            for found in c.execute(q.DUE_DEFERRALS, (now,)).fetchall():
+            for found in s.run(q.DUE_DEFERRALS, (now,)).fetchall():
                 row = _rows.deferral(found)
                 name = f"deferral\x1f{row.kind}\x1f{row.function_id}\x1f{row.key}"
                 # another transaction deciding on this debounce or batch (an event joining it,
                 # another worker flushing it): leave it to that one, it is still due after
                 if name not in self._locked:
-                    got = c.execute(q.TRY_LOCK_KEY, (name,)).fetchone()
+                    got = s.run(q.TRY_LOCK_KEY, (name,)).fetchone()
                     if not (got and got[0]):
                         continue
                     self._locked.add(name)
-                again = c.execute(q.GET_DEFERRAL, (row.kind, row.function_id, row.key)).fetchone()
+                again = s.run(q.GET_DEFERRAL, (row.kind, row.function_id, row.key)).fetchone()
                 if again is not None and again[5] <= now:  # still there and due, as committed
                     due.append(_rows.deferral(again))
             return flush_due(self, due, now)
@@ -436,43 +428,43 @@ class PostgresTx:
     # -- schedules, pauses, workers, replays ------------------------------------------------------
     def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:
         self.made_work = True
-        with self._savepoint() as c:
+        with self._savepoint() as s:
             self.adopt_unowned(functions)
             app, ids = functions.app_id, list(functions.function_ids)
             wanted = {(r.function_id, r.cron) for r in schedules}
-            for fn, cron in c.execute(q.CRONS_OF, (app, ids)).fetchall():
+            for fn, cron in s.run(q.CRONS_OF, (app, ids)).fetchall():
                 if (fn, cron) not in wanted:
-                    c.execute(q.DELETE_CRON, (app, fn, cron))
+                    s.write(q.DELETE_CRON, (app, fn, cron))
             for r in schedules:
-                c.execute(q.INSERT_CRON, (r.function_id, r.cron, r.next_at, app))
+                s.write(q.INSERT_CRON, (r.function_id, r.cron, r.next_at, app))
 
     def due_crons(self, now: float, functions: FunctionSet) -> list[CronRow]:
-        with self._savepoint() as c:
-            rows = c.execute(q.DUE_CRONS, (now, functions.app_id, list(functions.function_ids)))
+        with self._savepoint() as s:
+            rows = s.run(q.DUE_CRONS, (now, functions.app_id, list(functions.function_ids)))
             return [CronRow(*r) for r in rows]
 
     def advance_cron(self, row: CronRow, next_at: float) -> bool:
-        with self._savepoint() as c:
-            cursor = c.execute(
+        with self._savepoint() as s:
+            cursor = s.run(
                 q.ADVANCE_CRON, (next_at, row.app_id, row.function_id, row.cron, row.next_at)
             )
             return cursor.rowcount == 1
 
     def adopt_unowned(self, functions: FunctionSet) -> int:
-        with self._savepoint() as c:
+        with self._savepoint() as s:
             app, ids = functions.app_id, list(functions.function_ids)
-            c.execute(q.ADOPT_QUEUE, (app, ids))
-            adopted = c.execute(q.ADOPT_RUNS, (app, ids)).rowcount
-            c.execute(q.ADOPT_CRONS, {"app": app, "fns": ids})
-            c.execute(q.DROP_UNOWNED_CRONS, (ids,))
-            c.execute(q.ADOPT_PAUSES, {"app": app, "fns": ids})
-            c.execute(q.DROP_UNOWNED_PAUSES, (ids,))
+            s.write(q.ADOPT_QUEUE, (app, ids))
+            adopted = s.run(q.ADOPT_RUNS, (app, ids)).rowcount
+            s.write(q.ADOPT_CRONS, {"app": app, "fns": ids})
+            s.write(q.DROP_UNOWNED_CRONS, (ids,))
+            s.write(q.ADOPT_PAUSES, {"app": app, "fns": ids})
+            s.write(q.DROP_UNOWNED_PAUSES, (ids,))
             return adopted
 
     def register_worker(self, worker: WorkerRecord) -> None:
-        with self._savepoint() as c:
-            c.execute(q.DELETE_WORKER_FUNCTIONS, (worker.worker_id,))
-            c.execute(
+        with self._savepoint() as s:
+            s.write(q.DELETE_WORKER_FUNCTIONS, (worker.worker_id,))
+            s.write(
                 q.REGISTER_WORKER,
                 (
                     worker.worker_id,
@@ -483,30 +475,30 @@ class PostgresTx:
                     worker.expires_at,
                 ),
             )
-            for f in worker.function_ids:
-                c.execute(q.INSERT_WORKER_FUNCTION, (f, worker.app_id, worker.worker_id))
+            rows = [(f, worker.app_id, worker.worker_id) for f in worker.function_ids]
+            s.write_many(q.INSERT_WORKER_FUNCTION, rows)
 
     def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
-        with self._savepoint() as c:
-            c.execute(q.TOUCH_WORKER, (now, expires_at, worker_id))
+        with self._savepoint() as s:
+            s.write(q.TOUCH_WORKER, (now, expires_at, worker_id))
 
     def unregister_worker(self, worker_id: str) -> None:
-        with self._savepoint() as c:
-            c.execute(q.DELETE_WORKER_FUNCTIONS, (worker_id,))
-            c.execute(q.DELETE_WORKER, (worker_id,))
+        with self._savepoint() as s:
+            s.write(q.DELETE_WORKER_FUNCTIONS, (worker_id,))
+            s.write(q.DELETE_WORKER, (worker_id,))
 
     def purge_expired(self, now: float, limit: int = 10_000) -> int:
-        with self._savepoint() as c:
+        with self._savepoint() as s:
             horizon = now - IDEMPOTENCY_WINDOW
-            count = c.execute(q.PURGE_SENDER_IDS, (horizon, limit)).rowcount
-            count += c.execute(q.PURGE_IDEMPOTENCY, (horizon, limit)).rowcount
-            c.execute(q.PURGE_WORKERS, (horizon,))
-            count += c.execute(q.PURGE_WORKER_ROWS, (horizon,)).rowcount
-            return count + c.execute(q.PURGE_GCRA, (now, limit)).rowcount
+            count = s.run(q.PURGE_SENDER_IDS, (horizon, limit)).rowcount
+            count += s.run(q.PURGE_IDEMPOTENCY, (horizon, limit)).rowcount
+            s.write(q.PURGE_WORKERS, (horizon,))
+            count += s.run(q.PURGE_WORKER_ROWS, (horizon,)).rowcount
+            return count + s.run(q.PURGE_GCRA, (now, limit)).rowcount
 
     def purge_before(self, cutoff: float, limit: int) -> Purged:
-        with self._savepoint() as c:
-            run_ids = [r[0] for r in c.execute(q.ENDED_BEFORE, (cutoff, limit))]
+        with self._savepoint() as s:
+            run_ids = [r[0] for r in s.run(q.ENDED_BEFORE, (cutoff, limit))]
             if run_ids:
                 for statement in (
                     q.DELETE_STEPS_OF_RUNS,
@@ -514,36 +506,36 @@ class PostgresTx:
                     q.DELETE_RUN_EVENTS_OF_RUNS,
                     q.DELETE_RUNS,
                 ):
-                    c.execute(statement, (run_ids,))
-            events = c.execute(q.PURGE_EVENTS, (cutoff, limit)).rowcount
-            skips = c.execute(q.PURGE_SKIPS, (cutoff, limit)).rowcount
+                    s.write(statement, (run_ids,))
+            events = s.run(q.PURGE_EVENTS, (cutoff, limit)).rowcount
+            skips = s.run(q.PURGE_SKIPS, (cutoff, limit)).rowcount
             return Purged(len(run_ids), events, skips)
 
     def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
-        with self._savepoint() as c:
-            c.execute(q.PUT_SDK_APP, (app_id, name, bytes(registration), now))
+        with self._savepoint() as s:
+            s.write(q.PUT_SDK_APP, (app_id, name, bytes(registration), now))
 
     def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
         self.made_work = True
-        with self._savepoint() as c:
+        with self._savepoint() as s:
             if paused:
-                c.execute(q.PAUSE, (app_id, function_id))
+                s.write(q.PAUSE, (app_id, function_id))
             elif app_id:
-                c.execute(q.RESUME, (app_id, function_id))
+                s.write(q.RESUME, (app_id, function_id))
             else:
-                c.execute(q.RESUME_EVERY_APP, (function_id,))
+                s.write(q.RESUME_EVERY_APP, (function_id,))
 
     def replay_run(
         self, run_id: str, new_run: NewRun, before_position: int | None, now: float
     ) -> bool:
-        with self._savepoint() as c:
-            if c.execute(q.SELECT_RUN, (run_id,)).fetchone() is None:
+        with self._savepoint() as s:
+            if s.run(q.SELECT_RUN, (run_id,)).fetchone() is None:
                 return False
             self.create_run(new_run, now)
             if before_position is not None:
-                c.execute(q.COPY_STEPS, (new_run.run_id, run_id, before_position))
+                s.write(q.COPY_STEPS, (new_run.run_id, run_id, before_position))
             data = dumps({"of": run_id}).decode()
-            c.execute(
+            s.write(
                 q.INSERT_HISTORY,
                 (new_run.run_id, now, "RUN_REPLAYED", None, None, None, data, None),
             )
@@ -570,11 +562,11 @@ class PostgresTx:
         beyond its limit."""
         token = secrets.token_hex(8)
         horizon = now if due_by is None else max(now, due_by)
-        with self._savepoint() as c:
+        with self._savepoint() as s:
             busy: Counter[str] = Counter()
             limits: dict[str, int] = {}
             live: list[tuple[str, str]] = []
-            for function_id, key1, limit1, key2, limit2 in c.execute(q.LIVE_LEASES, (now,)):
+            for function_id, key1, limit1, key2, limit2 in s.run(q.LIVE_LEASES, (now,)):
                 slots = _slots(key1, limit1, key2, limit2)
                 live.append((function_id, group_of(slots)))
                 for key, cap in slots:
@@ -582,8 +574,8 @@ class PostgresTx:
                     limits[key] = cap
             full = [k for k, n in busy.items() if n >= limits[k]]
             ids = list(functions.function_ids)
-            paused = {r[0] for r in c.execute(q.PAUSED_AMONG, (functions.app_id, ids))}
-            unowned = functions.app_id and c.execute(q.ANY_UNOWNED).fetchone()
+            paused = {r[0] for r in s.run(q.PAUSED_AMONG, (functions.app_id, ids))}
+            unowned = functions.app_id and s.run(q.ANY_UNOWNED).fetchone()
             apps = [functions.app_id, ""] if unowned else [functions.app_id]
             window = limit * 4 + 16
             candidates: list[Candidate] = []
@@ -598,11 +590,11 @@ class PostgresTx:
                         "full": full,
                         "window": window,
                     }
-                    due = c.execute(q.DUE_RUNS, params).fetchall()
+                    due = s.run(q.DUE_RUNS, params).fetchall()
                     candidates += [_candidate(r, fn) for r in due]
-                    candidates += [_candidate(r, fn) for r in c.execute(q.EXPIRED_RUNS, params)]
+                    candidates += [_candidate(r, fn) for r in s.run(q.EXPIRED_RUNS, params)]
                     if len(due) >= window:  # a backlog: its groups' oldest runs too
-                        heads = [_candidate(r, fn) for r in c.execute(q.GROUP_HEADS, params)]
+                        heads = [_candidate(r, fn) for r in s.run(q.GROUP_HEADS, params)]
                         locked = {run.run_id for run in candidates}
                         unlocked.update(h.run_id for h in heads if h.run_id not in locked)
                         candidates += heads
@@ -610,7 +602,7 @@ class PostgresTx:
             if keys:
                 for key in keys:
                     self._lock(f"concurrency\x1f{key}")
-                found = c.execute(q.BUSY_SLOTS_OF, {"now": now, "keys": keys}).fetchall()
+                found = s.run(q.BUSY_SLOTS_OF, {"now": now, "keys": keys}).fetchall()
                 fresh, _ = _count_slots(found)
                 for key in keys:
                     busy[key] = fresh[key]
@@ -618,35 +610,35 @@ class PostgresTx:
             to_lock = [run.run_id for run in picked if run.run_id in unlocked]
             lost: set[str] = set()
             if to_lock:
-                got = {r[0] for r in c.execute(q.LOCK_DUE, (to_lock, horizon))}
+                got = {r[0] for r in s.run(q.LOCK_DUE, (to_lock, horizon))}
                 lost = {r for r in to_lock if r not in got}  # another worker has them
             taken = [run.run_id for run in picked if run.run_id not in lost]
             previous = {run.run_id: run.held_by for run in picked}
             if taken:
                 taken = self._fail_spent(taken, now, max_passes)
-            app_id = functions.app_id
-            for run_id in taken:
-                c.execute(q.TAKE_LEASE, (owner, token, now + ttl, app_id, run_id))
-                c.execute(q.RECORD_RUN_STARTED, (now, owner, run_id, now))
-                c.execute(q.MARK_LEASED, {"owner": owner, "now": now, "app": app_id, "run": run_id})
+            if taken:
+                app_id = functions.app_id
+                s.write(q.TAKE_LEASE, (owner, token, now + ttl, app_id, taken))
+                s.write(q.RECORD_RUN_STARTED, (now, owner, taken, now))
+                s.write(q.MARK_LEASED, {"owner": owner, "now": now, "app": app_id, "runs": taken})
         ahead = {run.run_id: run.due_at for run in picked if run.due_at > now}
         return [Lease(r, token, previous[r], ahead.get(r)) for r in taken]
 
     def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
-        c = self._c
-        spent = c.execute(q.PASSES_SPENT, (run_ids, max_passes)).fetchall()
+        s = self._s
+        spent = s.run(q.PASSES_SPENT, (run_ids, max_passes)).fetchall()
         for run_id, parent_run_id, parent_step_hash in spent:
             data = dumps(reentered_error(run_id, max_passes)).decode()
-            c.execute(q.FAIL_RUN, (data, now, run_id))
-            c.execute(q.DELETE_QUEUE, (run_id,))
-            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
-            c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-            c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
-            c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
+            s.write(q.FAIL_RUN, (data, now, run_id))
+            s.write(q.DELETE_QUEUE, (run_id,))
+            s.write(q.DELETE_WAITS_OF_RUN, (run_id,))
+            s.write(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+            s.write(q.DELETE_EXECUTING_STEPS, (run_id,))
+            s.write(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
             if parent_run_id is not None and parent_step_hash is not None:
                 settle = ("FAILED", None, data, now, parent_run_id, parent_step_hash)
-                if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
-                    c.execute(q.WAKE, (now, parent_run_id))
+                if s.run(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
+                    s.write(q.WAKE, (now, parent_run_id))
         if not spent:
             return run_ids
         failed = {row[0] for row in spent}
@@ -655,15 +647,17 @@ class PostgresTx:
     def mark_steps_running(
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
     ) -> bool:
-        with self._savepoint() as c:
-            row = c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+        with self._savepoint() as s:
+            row = s.run(q.LEASE_TOKEN, (run_id,)).fetchone()
             if row is None or row[0] != lease_token:
                 return False
-            for s in steps:
-                c.execute(
-                    q.MARK_STEP_RUNNING,
-                    (run_id, s.hash, s.step_id, s.kind, s.position, s.attempts, s.started_at),
-                )
+            s.write_many(
+                q.MARK_STEP_RUNNING,
+                [
+                    (run_id, p.hash, p.step_id, p.kind, p.position, p.attempts, p.started_at)
+                    for p in steps
+                ],
+            )
             return True
 
 

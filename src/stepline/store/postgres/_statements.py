@@ -1,0 +1,177 @@
+"""The statements of one write transaction, sent in as few round trips as their results allow.
+
+A statement whose result nobody reads (an ``INSERT`` without ``RETURNING``, an ``UPDATE`` whose
+row count decides nothing, ``SAVEPOINT``, an advisory lock) is queued (``write``); a statement
+whose result is read (``run``) is sent together with everything queued before it, in psycopg's
+pipeline mode: one round trip, the server executing them in order, and the result read after the
+pipeline's sync (so ``rowcount`` and every row are there). Queued statements are also sent at
+the end of each outermost savepoint (a store verb, or an engine job wrapping verbs), so a
+statement that fails raises inside the verb or job that queued it, never in a later one: that
+savepoint is then rolled back alone, as before, and the rest of the group-commit transaction
+goes on.
+
+Savepoints are this module's own (``savepoint``), not psycopg's nested ``transaction()``: their
+``SAVEPOINT`` and ``RELEASE`` are queued like any write. A savepoint that ends in an exception
+before its ``SAVEPOINT`` was sent drops what it queued (nothing reached the server); after, it
+sends ``ROLLBACK TO`` it (the transaction may be in its failed state: a pipeline's sync ended
+the failed statement's pipeline, so the rollback is executed, not skipped).
+
+Outside any savepoint a write is sent at once (nothing may fail later than its statement).
+``BEGIN`` is sent with the transaction's first statement and ``COMMIT`` with its last writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+Params = Sequence[Any] | dict[str, Any] | None
+_OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
+
+
+class Statements:
+    """Queued writes and savepoints on one connection inside a transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._queued: list[tuple[str, Params]] = []
+        self._sent = 0  # statements sent so far (a queued one's number is _sent + its index)
+        self._depth = 0
+        self._open: list[tuple[str, int]] = []  # open savepoints: (name, its statement number)
+        self.round_trips = 0
+
+    # -- statements -------------------------------------------------------------------------------
+    def write(self, query: str, params: Params = None) -> None:
+        """Execute ``query`` before the next statement whose result is read; its own result is
+        never read (an error in it raises at that statement, or at the end of the savepoint)."""
+        if self._depth < _OUTERMOST:
+            self.run(query, params)
+            return
+        self._queued.append((query, params))
+
+    def write_many(self, query: str, rows: Sequence[Params]) -> None:
+        """``write`` for each of ``rows``."""
+        if self._depth < _OUTERMOST:
+            for params in rows:
+                self.write(query, params)
+            return
+        self._queued.extend((query, params) for params in rows)
+
+    def run(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
+        """Execute what is queued, then ``query``, in one round trip; its cursor, with every
+        row and ``rowcount`` there. An error of a queued statement raises here."""
+        self.round_trips += 1
+        if not self._queued:
+            self._sent += 1
+            return self.conn.execute(query, params)
+        queued = self._take()
+        conn = self.conn
+        with conn.pipeline():
+            cursor = conn.cursor()
+            for q, p in queued:
+                cursor.execute(q, p)
+            found = conn.cursor()
+            found.execute(query, params)
+        self._sent += 1
+        return found
+
+    def flush(self) -> None:
+        """Execute every queued statement now (one round trip)."""
+        if not self._queued:
+            return
+        self.round_trips += 1
+        queued = self._take()
+        conn = self.conn
+        if len(queued) == 1:
+            conn.execute(*queued[0])
+            return
+        with conn.pipeline():
+            cursor = conn.cursor()
+            for q, p in queued:
+                cursor.execute(q, p)
+
+    def _take(self) -> list[tuple[str, Params]]:
+        queued = self._queued
+        self._queued = []
+        self._sent += len(queued)
+        return queued
+
+    # -- the transaction --------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, last: Callable[[], str | None]) -> Iterator[None]:
+        """``BEGIN`` … ``COMMIT`` around the block (the connection is in autocommit mode): the
+        ``BEGIN`` goes with the first statement, the ``COMMIT`` with what is still queued and
+        the statement ``last()`` gives, if any (a ``NOTIFY``), in one round trip. An exception
+        rolls it all back."""
+        self._queued.append(("BEGIN", None))
+        self._depth += 1
+        try:
+            yield
+            self._depth -= 1
+            final = last()
+            if final is not None:
+                self._queued.append((final, None))
+            self._queued.append(("COMMIT", None))
+            self.flush()
+        except BaseException:
+            self._depth = 0
+            self._open = []
+            self._queued = []
+            if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except psycopg.Error:  # the connection is gone: the caller's error says why
+                    pass
+            raise
+
+    # -- savepoints -------------------------------------------------------------------------------
+    @contextmanager
+    def savepoint(self, on_undo: Callable[[], None] | None = None) -> Iterator[None]:
+        """A savepoint around the block: an exception rolls back what the block did (and calls
+        ``on_undo``), the rest of the transaction stays. The outermost one sends what it queued
+        before it ends, so its statements' errors raise inside it. A savepoint opened right
+        after its enclosing one (nothing between them: an engine job's savepoint and the verb's
+        inside it) is that one: rolling back to it undoes the same, and it stays open."""
+        self._depth += 1
+        here = self._sent + len(self._queued)  # the number its SAVEPOINT statement would have
+        enclosing = self._open[-1] if self._open else None
+        alias = enclosing is not None and enclosing[1] == here - 1
+        if alias:
+            assert enclosing is not None
+            name, start = enclosing
+        else:
+            name, start = f"s{len(self._open)}", here
+            self._queued.append((f"SAVEPOINT {name}", None))
+        self._open.append((name, start))
+        try:
+            yield
+            if self._depth == _OUTERMOST:
+                self.flush()
+        except BaseException:
+            self._depth -= 1
+            self._open.pop()
+            self._undo(start, name, keep=alias)
+            if on_undo is not None:
+                on_undo()
+            raise
+        self._depth -= 1
+        self._open.pop()
+        if not alias:
+            self._queued.append((f"RELEASE {name}", None))  # sent with the next statements
+
+    def _undo(self, start: int, name: str, *, keep: bool) -> None:
+        """Undo everything since the savepoint ``name`` began (statement number ``start``);
+        ``keep``: it stays open (its enclosing block goes on), else it is released."""
+        if start >= self._sent:  # its SAVEPOINT was never sent: neither was anything after it
+            del self._queued[start - self._sent + (1 if keep else 0) :]
+            return
+        self._queued = []  # all of it queued after the SAVEPOINT that was sent
+        try:
+            self.run(f"ROLLBACK TO {name}")
+            if not keep:
+                self.run(f"RELEASE {name}")
+        except psycopg.Error:  # the connection is gone: the caller's error says why
+            pass
