@@ -1,0 +1,132 @@
+"""The PostgreSQL store's queued statements (``store/postgres/_statements.py``): writes whose
+result nobody reads are sent with the next read or at the end of the outermost savepoint, in one
+round trip; a failing statement still raises inside the savepoint (verb, job) that queued it,
+which is rolled back alone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+
+from stepline.engine.writer import BatchWriter
+from stepline.errors import StoreError
+from stepline.store.postgres import PostgresStore
+from stepline.store.postgres._statements import Statements
+from stepline.store.records import EventIngest, EventRecord
+
+PAUSE = "INSERT INTO paused (app_id, function_id) VALUES ('app', %s)"
+FAILS = "SELECT 1 / 0"  # a statement that fails when the server executes it
+
+
+class GaveUp(Exception):
+    """A verb's own error (raised after its statements were queued or sent)."""
+
+
+def verb(s: Statements, *names: str, then: str | None = None, give_up: bool = False) -> None:
+    """A savepoint writing rows of ``paused`` (a name ``FAILS``: that statement instead), then
+    running ``then`` and giving up if asked."""
+    with s.savepoint():
+        for name in names:
+            s.write(FAILS) if name == FAILS else s.write(PAUSE, (name,))
+        if then is not None:
+            s.run(then)
+        if give_up:
+            raise GaveUp(names)
+
+
+def paused(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT function_id FROM paused")}
+
+
+def test_writes_are_sent_with_the_next_read_in_one_round_trip(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        s = Statements(conn)
+        with s.transaction(lambda: None), s.savepoint():
+            for name in ("a", "b", "c"):
+                s.write(PAUSE, (name,))
+            before = s.round_trips
+            deleted = s.run("DELETE FROM paused WHERE function_id IN ('a', 'b')")
+            assert s.round_trips == before + 1  # BEGIN, SAVEPOINT, 3 writes and the read
+            assert deleted.rowcount == 2  # the row count is there once run() returns
+    assert paused(pg_url) == {"c"}
+
+
+def test_a_failing_write_raises_at_the_end_of_its_savepoint_and_the_transaction_goes_on(
+    pg_url: str,
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        s = Statements(conn)
+        with s.transaction(lambda: None):
+            verb(s, "kept")
+            with pytest.raises(psycopg.errors.DivisionByZero):  # when the savepoint ends
+                verb(s, "undone", FAILS, "never")
+            verb(s, "after")
+    assert paused(pg_url) == {"kept", "after"}
+
+
+def test_a_block_raising_after_its_statements_were_sent_is_rolled_back_alone(
+    pg_url: str,
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        s = Statements(conn)
+        with s.transaction(lambda: None), s.savepoint():
+            s.write(PAUSE, ("outer",))
+            with pytest.raises(GaveUp):  # the SAVEPOINT and the write reach the server
+                verb(s, "inner", then="SELECT 1", give_up=True)
+            with pytest.raises(GaveUp):  # never sent: dropped without a round trip
+                verb(s, "queued only", give_up=True)
+            s.write(PAUSE, ("outer again",))
+    assert paused(pg_url) == {"outer", "outer again"}
+
+
+def test_a_savepoint_right_inside_another_shares_it_and_leaves_it_open(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        s = Statements(conn)
+        with s.transaction(lambda: None), s.savepoint():  # a job's savepoint
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                verb(s, "undone", then=FAILS)  # its verb's savepoint: the same one
+            s.write(PAUSE, ("the job goes on",))
+            verb(s, "its next verb")
+    assert paused(pg_url) == {"the job goes on", "its next verb"}
+
+
+def _event(n: int) -> EventIngest:
+    record = EventRecord(f"evt{n}", "test/ev", {"n": n}, {}, None, 1.0)
+    return EventIngest(record, ())
+
+
+async def _three_jobs(store: PostgresStore) -> list[Any]:
+    writer = BatchWriter(store)
+
+    def fails(tx: Any) -> None:
+        with tx.savepoint():
+            tx.statements.write(FAILS)  # queued: executed only when the job's savepoint ends
+
+    jobs = [
+        writer.submit(lambda tx: tx.ingest([_event(1)], 1.0, lambda w, e: False)),
+        writer.submit(fails),
+        writer.submit(lambda tx: tx.ingest([_event(2)], 1.0, lambda w, e: False)),
+    ]
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert writer.transactions == 1  # the three jobs shared one transaction
+    writer.close()
+    return results
+
+
+def test_a_job_whose_queued_statement_fails_gets_the_error_and_the_batch_commits(
+    pg_url: str,
+) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        first, failed, last = asyncio.run(_three_jobs(store))
+        assert isinstance(failed, StoreError)
+        assert "division by zero" in str(failed)
+        assert not isinstance(first, BaseException) and not isinstance(last, BaseException)
+        with store.transaction() as tx:
+            assert tx.stored_event_ids(["evt1", "evt2"]) == {"evt1", "evt2"}
+    finally:
+        store.close()
