@@ -1,6 +1,7 @@
 """The routes an Inngest SDK app calls by itself: ``POST /fn/register`` (its out-of-band sync);
 ``GET /dev``, what Inngest's dev server says of itself (its test tools poll it until the
-functions they expect are there).
+functions they expect are there); ``GET /v1/events/{id}/runs``, the runs an event started, as
+Inngest's REST API answers it (scripts poll it for a run's status and output).
 
 The app's functions are registered in the served ``App`` with driver ``"inngest"``
 (``stepline.drivers.inngest.SdkApps``). When the apps' driver holds signing keys (production),
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +49,11 @@ from stepline.server._discovery import discover
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import server_settings, stepline_app
 from stepline.server.settings import ServerSettings
+from stepline.server.views import iso
 
 if TYPE_CHECKING:
     from stepline.sdk.app import App
+    from stepline.sdk.run import Run
 
 MAX_REGISTER_BYTES = 16 * 1024 * 1024
 SYNC_TIMEOUT = 30.0
@@ -191,9 +195,50 @@ async def _sync_once(apps: SdkApps, url: str) -> str | None:
     return None if status < 300 else f"it answered {status}"
 
 
+RUN_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
+MAX_EVENT_RUNS = 1000
+
+
+async def _event_runs(request: Request) -> Response:
+    """``GET /v1/events/{event_id}/runs``: the runs the event started (of every app sharing the
+    database), oldest first, as Inngest's REST API lists them (``pkg/api/apiv1``
+    ``GetEventRuns``, the runs of ``cqrs.FunctionRun``): ``{"data": [{run_id, run_started_at,
+    function_id, function_version, event_id, status, ended_at, output}], "metadata"}``, the
+    status ``Running`` until it is ``Completed``, ``Failed`` or ``Cancelled``; ``output`` the
+    function's result, or the error of a failed run. An event that started none (or is
+    unknown) has an empty ``data``. Asks for the REST API's token."""
+    require_api_token(request)
+    event_id = request.path_params["event_id"]
+    runs = await stepline_app(request).runs(
+        event_id=event_id, all_apps=True, with_steps=False, limit=MAX_EVENT_RUNS
+    )
+    runs.sort(key=lambda run: (run.created_at, run.run_id))
+    return JSONResponse(
+        {
+            "data": [_event_run(run, event_id) for run in runs],
+            "metadata": {"fetched_at": iso(time.time()), "cached_until": None},
+        }
+    )
+
+
+def _event_run(run: Run, event_id: str) -> dict[str, Any]:
+    output = run.output if run.status == "COMPLETED" else None
+    return {
+        "run_id": run.run_id,
+        "run_started_at": iso(run.started_at or run.created_at),
+        "function_id": run.function_id,
+        "function_version": 0,
+        "event_id": event_id,
+        "status": RUN_STATUS.get(run.status, "Running"),
+        "ended_at": iso(run.ended_at),
+        "output": run.error if run.status == "FAILED" else output,
+    }
+
+
 def inngest_routes() -> list[BaseRoute]:
-    """``POST /fn/register``, ``GET /dev``."""
+    """``POST /fn/register``, ``GET /dev``, ``GET /v1/events/{event_id}/runs``."""
     return [
         Route("/fn/register", _register, methods=["POST"]),
         Route("/dev", _dev_info, methods=["GET"]),
+        Route("/v1/events/{event_id}/runs", _event_runs, methods=["GET"]),
     ]

@@ -300,6 +300,14 @@ def openapi_document() -> dict[str, Any]:
                 tag="events",
             )
         },
+        "/v1/events/{event_id}/runs": {
+            "get": _op(
+                "The runs an event started (as Inngest's REST API)",
+                _json({"type": "object"}),
+                params=[_path("event_id", "Event id")],
+                tag="events",
+            )
+        },
         "/v1/checkpoint/{run_id}/async": {
             "post": _op(
                 "Steps an Inngest JS SDK ran during the run's request in flight (checkpointing)",

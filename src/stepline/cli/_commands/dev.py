@@ -55,6 +55,7 @@ from stepline.server._discovery import discovery_ports
 from stepline.server.inngest_api import keep_synced, serve_sdk_apps
 
 POLL_INTERVAL = 0.2
+TICK_MS = 250  # the worker's poll interval by default (Worker(poll_interval=0.25))
 SDK_ONLY_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP
 
 
@@ -136,6 +137,29 @@ SDK_ONLY_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP
     "8000, 8080, 8888, $PORT, ...) at their usual paths (/api/inngest, ...) at every poll, and "
     "sync those found, as Inngest's dev server does. Default: on without MODULE:APP.",
 )
+@click.option(
+    "--retry-interval",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    envvar="STEPLINE_RETRY_INTERVAL",
+    show_envvar=True,
+    help="Retry every failed step (or function) after this many seconds, the same wait each "
+    "time (linear backoff, no jitter), as Inngest's dev server's --retry-interval. Default: the "
+    "app's retry_backoff, or 1 s, 2 s, 4 s ... (plus up to 1 s).",
+)
+@click.option(
+    "--tick",
+    type=click.IntRange(min=1),
+    default=TICK_MS,
+    show_default=True,
+    metavar="MS",
+    envvar="STEPLINE_TICK",
+    show_envvar=True,
+    help="Milliseconds between two looks of the worker for work it was not told about (runs "
+    "other processes on the database started or woke), as Inngest's dev server's --tick (the "
+    "interval at which its executor polls the queue).",
+)
 def dev(
     app_ref: str | None,
     db: str | None,
@@ -154,6 +178,8 @@ def dev(
     poll_interval: float,
     no_poll: bool,
     discovery: bool | None,
+    retry_interval: int | None,
+    tick: int,
 ) -> None:
     """Run MODULE:APP's functions with a live log of every run, step and retry, and serve the
     dashboard, the event API and the REST API on http://127.0.0.1:8288.
@@ -184,7 +210,9 @@ def dev(
     use_db(app, db)
     sdk_apps = serve_sdk_apps(app, settings)  # the SDK apps synced before run again
     assert sdk_apps is not None  # a dev server always serves them
-    if app.retry_backoff is None:  # a failing step is retried within seconds while developing
+    if retry_interval is not None:  # Inngest's linear backoff (pkg/backoff GetLinearBackoffFunc)
+        app.retry_backoff = RetryBackoff((retry_interval,))
+    elif app.retry_backoff is None:  # a failing step is retried within seconds while developing
         app.retry_backoff = RetryBackoff.FAST
     console = make_console()
     live = LiveLog(console, [fn.id for fn in app.functions])
@@ -217,6 +245,7 @@ def dev(
                     worker_id,
                     http,
                     syncing,
+                    tick / 1000,
                 )
             )
         except KeyboardInterrupt:  # a second SIGINT while stopping: stop now, not "Aborted!"
@@ -278,12 +307,14 @@ def _events(names: tuple[str, ...], datas: tuple[dict[str, Any], ...]) -> list[E
     return [Event(name=name, data=datas[i] if datas else {}) for i, name in enumerate(names)]
 
 
-def _banner(app: App, console: Console, concurrency: int, worker_id: str, url: str) -> None:
+def _banner(
+    app: App, console: Console, concurrency: int, tick: float, worker_id: str, url: str
+) -> None:
     functions = render.count(len(app.functions), "function")
     console.print(
         f"[bold]stepline dev[/] · app [bold]{escape(app.id)}[/] · {functions} · "
         f"db {escape(db_label(app))} · worker {escape(worker_id)} · concurrency {concurrency} · "
-        "Ctrl-C to stop",
+        f"tick {round(tick * 1000)} ms · Ctrl-C to stop",
         soft_wrap=True,
     )
     console.print(f"  [bold]{url}[/] · events: POST {url}/e/{{key}}", soft_wrap=True)
@@ -334,12 +365,13 @@ async def _serve(
     worker_id: str,
     http: HttpServer,
     syncing: _Syncing,
+    tick: float,
 ) -> int:
     stop = _stop_on_signals(console)
-    _banner(app, console, concurrency, worker_id, http.url)
+    _banner(app, console, concurrency, tick, worker_id, http.url)
     watcher = RunWatcher(app)
     await watcher.start()
-    worker = app.make_worker(concurrency=concurrency, worker_id=worker_id)
+    worker = app.make_worker(concurrency=concurrency, worker_id=worker_id, poll_interval=tick)
     serving = asyncio.create_task(worker.run())
     http_serving = asyncio.create_task(http.run())
     sync_task = syncing.start()
