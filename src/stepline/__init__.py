@@ -38,7 +38,7 @@ from stepline.sdk.options import (
     Throttle,
     Timeouts,
 )
-from stepline.sdk.run import HistoryEntry, Run, StepInfo
+from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
 from stepline.sdk.step import Step, SyncStep
 from stepline.sdk.triggers import TriggerCron, TriggerEvent
 
@@ -57,6 +57,7 @@ __all__ = [
     "DurationError",
     "Event",
     "EventError",
+    "EventRun",
     "ExpressionError",
     "FunctionDef",
     "HistoryEntry",

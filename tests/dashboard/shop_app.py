@@ -35,7 +35,11 @@ async def send_reminder(ctx: Context) -> str:
     return "sent"
 
 
-@app.function(id="await-approval", trigger=stepline.TriggerEvent("expense/submitted"))
+@app.function(
+    id="await-approval",
+    trigger=stepline.TriggerEvent("expense/submitted"),
+    cancel_on=[stepline.CancelOn("expense/withdrawn", match="data.expenseId")],
+)
 async def await_approval(ctx: Context) -> Any:
     approved = await ctx.step.wait_for_event(
         "approval", event="expense/approved", match="data.expenseId", timeout="2d"

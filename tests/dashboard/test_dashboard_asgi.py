@@ -306,6 +306,43 @@ async def test_runs_filters_waiting_on_and_search(shop: tuple[Any, TestEngine]) 
         assert 'id="waiting-on"' in run_page and "times out at" in run_page
 
 
+def _event_rows(html: str) -> dict[str, str]:
+    """The events page's rows by event id."""
+    rows = html.split('<tr data-event="')[1:]
+    return {row.split('"', 1)[0]: row.split("</tr>", 1)[0] for row in rows}
+
+
+async def test_the_event_stream_shows_the_runs_each_event_started_resumed_or_cancelled(
+    shop: tuple[Any, TestEngine],
+) -> None:
+    # issue 9: read back from the store on every load, not only while the outcome is at hand
+    app, _ = shop
+    expenses = [Event("expense/submitted", {"expenseId": f"e-{i}"}) for i in (1, 2)]
+    submitted = await app.send_async(expenses)
+    runs = [(await app.runs(event_id=e))[0].run_id for e in submitted]
+    for run_id in runs:
+        await _settled(app, run_id, {"WAITING"})
+    [approved] = await app.send_async(Event("expense/approved", {"expenseId": "e-1"}))
+    [withdrawn] = await app.send_async(Event("expense/withdrawn", {"expenseId": "e-2"}))
+    [unrelated] = await app.send_async(Event("expense/approved", {"expenseId": "e-9"}))
+    await _settled(app, runs[0], {"COMPLETED"})
+    await _settled(app, runs[1], {"CANCELLED"})
+    async with _client(_server(app, DEV)) as client:
+        rows = _event_rows((await client.get("/events")).text)
+    for event_id, effect, run_id in (
+        (submitted[0], "started", runs[0]),
+        (approved, "resumed", runs[0]),
+        (withdrawn, "cancelled", runs[1]),
+    ):
+        row = rows[event_id]
+        assert row.count("data-effect=") == 1, row
+        assert f'data-effect="{effect}" data-run="{run_id}"' in row
+        assert "await-approval" in row
+    assert 'data-effect="resumed"' in rows[approved] and "↻ resumed" in rows[approved]
+    assert "✕ cancelled" in rows[withdrawn]
+    assert "data-effect" not in rows[unrelated] and "no run" in rows[unrelated]
+
+
 async def test_waiting_on_names_a_function_no_worker_knows(
     shop: tuple[Any, TestEngine],
 ) -> None:

@@ -112,6 +112,33 @@ def test_live_runs_timeline_cancel_and_replay(browser: Browser, tmp_path: Path) 
         expect(load.locator(".status")).to_have_text("completed")
         expect(load.locator(".seg-ok")).to_have_count(0)  # not run again: no attempt here
 
+        # the event stream labels, live, the runs each event started, resumed and cancelled
+        submitted = [
+            _send(sender, url, "expense/submitted", f'{{"expenseId": "{expense}"}}')
+            for expense in ("e-1", "e-2")
+        ]
+        watcher.goto(f"{url}/runs?function=await-approval")
+        waiting = watcher.locator("tr[data-fn=await-approval][data-status=WAITING]")
+        expect(waiting).to_have_count(2, timeout=WAIT_MS)
+        watcher.goto(f"{url}/events")
+        expect(watcher.locator("#live-state")).to_have_attribute(
+            "data-state", "on", timeout=WAIT_MS
+        )
+        watcher.evaluate("window.notReloaded = true")
+        approved = _send(sender, url, "expense/approved", '{"expenseId": "e-1"}')
+        withdrawn = _send(sender, url, "expense/withdrawn", '{"expenseId": "e-2"}')
+        for event_id, effect in ((approved, "resumed"), (withdrawn, "cancelled")):
+            chip = watcher.locator(f"tr[data-event='{event_id}'] .chip[data-effect={effect}]")
+            expect(chip).to_have_count(1, timeout=WAIT_MS)
+            expect(chip).to_contain_text(f"{effect} await-approval")
+        assert watcher.evaluate("window.notReloaded") is True
+        watcher.reload()  # read back from the database, not only pushed
+        expect(watcher.locator(".chip[data-effect=resumed]")).to_have_count(1, timeout=WAIT_MS)
+        expect(watcher.locator(".chip[data-effect=cancelled]")).to_have_count(1)
+        for event_id in submitted:
+            started = watcher.locator(f"tr[data-event='{event_id}'] .chip")
+            expect(started).to_have_attribute("data-effect", "started")
+
         # keyboard: dark mode on and off, "g f" to the functions, "?" for the shortcuts
         theme = watcher.evaluate("document.documentElement.dataset.theme")
         watcher.keyboard.press("d")

@@ -52,6 +52,9 @@ async def resume_the_recorded_run(store: Store) -> None:
         # read before the sleep is over: a worker leasing the due run (RUNNING) cannot race it
         # (issue 6 item 8)
         assert recorded.status == "SLEEPING"
+        # what its event did, recorded before events kept their effects: it started the run
+        [started] = await t.app.event_runs(recorded.event_ids[0])
+        assert (started.effect, started.run.run_id) == ("started", recorded.run_id)
         clock.set(T0 + 2 * 3600)  # the sleep is over
         await t.tick()
         done = await t.wait_for_run(recorded.run_id)

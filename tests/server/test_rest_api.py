@@ -99,7 +99,7 @@ async def test_events_list_filters_cursor_and_get(serve: ServeFn, app: App) -> N
         ]
         one = (await client.get(f"/api/v1/events/{ids[0]}")).json()
         assert one["name"] == "user/signed-up" and one["data"] == {"name": "u0"}
-        assert [r["function_id"] for r in one["runs"]] == ["greet"]
+        assert [(r["function_id"], r["effect"]) for r in one["runs"]] == [("greet", "started")]
         assert (await client.get("/api/v1/events/nope")).status_code == 404
         inngest = (await client.get("/v1/events", params={"name": "other"})).json()
         assert [e["internal_id"] for e in inngest["data"]] == other

@@ -64,6 +64,32 @@ def test_migrate_upgrades_a_file_made_by_an_older_version(tmp_path: Path) -> Non
     store.close()
 
 
+def test_runs_events_started_before_effects_were_recorded_read_as_started(
+    tmp_path: Path,
+) -> None:
+    # issue 9: migration 11 keys run_events by effect too; the rows before it are "started"
+    path = tmp_path / "s.db"
+    with closing(sqlite3.connect(path)) as conn:  # a file at migration 10 with one run
+        for script in MIGRATIONS[:10]:
+            conn.executescript(script)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.executemany(
+            "INSERT INTO schema_version (version) VALUES (?)", [(v,) for v in range(1, 11)]
+        )
+        conn.execute(
+            "INSERT INTO runs (run_id, function_id, status, event_ids, created_at) "
+            "VALUES ('r1', 'fn', 'QUEUED', '[\"e1\"]', ?)",
+            (T0,),
+        )
+        conn.execute("INSERT INTO run_events (event_id, run_id) VALUES ('e1', 'r1')")
+        conn.commit()
+    store = SQLiteStore(path)
+    store.migrate()
+    assert [(r.effect, r.run.run_id) for r in store.event_runs(["e1"])] == [("started", "r1")]
+    assert [r.run_id for r in store.list_runs(RunFilter(event_id="e1"))] == ["r1"]
+    store.close()
+
+
 def test_pauses_recorded_before_they_were_per_app_hold_every_app_until_adopted(
     tmp_path: Path,
 ) -> None:

@@ -18,6 +18,7 @@ EXPECTED = [
     "DurationError",
     "Event",
     "EventError",
+    "EventRun",
     "ExpressionError",
     "FunctionDef",
     "HistoryEntry",

@@ -20,7 +20,7 @@ import click
 import httpx
 
 from stepline.cli._common import CliError, CliUsageError
-from stepline.sdk.run import HistoryEntry, Run, StepInfo
+from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
 from stepline.store.records import EventRecord, SkipRecord, StoredEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,7 +77,7 @@ class RemoteApp:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._history: dict[str, list[HistoryEntry]] = {}
-        self._events: dict[str, tuple[EventRecord, list[Run]]] = {}
+        self._events: dict[str, tuple[EventRecord, list[EventRun]]] = {}
         self._functions: list[dict[str, Any]] | None = None
 
     def close(self) -> None:
@@ -279,11 +279,12 @@ class RemoteApp:
         if found is None:
             return None
         event = event_from_json(found)
-        self._events[event_id] = (event, [run_from_json(r) for r in found.get("runs", [])])
+        runs = [EventRun(r["effect"], run_from_json(r)) for r in found.get("runs", [])]
+        self._events[event_id] = (event, runs)
         return event
 
-    async def event_runs(self, event_id: str) -> list[Run]:
-        """The runs an event started (read with the event)."""
+    async def event_runs(self, event_id: str) -> list[EventRun]:
+        """The runs an event started, resumed and cancelled (read with the event)."""
         if event_id not in self._events:
             await self.get_event(event_id)
         return self._events.get(event_id, (None, []))[1]

@@ -39,7 +39,7 @@ from stepline.sdk.options import (
     Throttle,
     Timeouts,
 )
-from stepline.sdk.run import HistoryEntry, Run
+from stepline.sdk.run import EventRun, HistoryEntry, Run
 from stepline.sdk.search import RunSearch, compile_search, is_match, search_activation
 from stepline.sdk.triggers import TriggerEvent
 from stepline.sdk.waiting import WaitingOn, waiting_on
@@ -434,6 +434,18 @@ class App:
         engine = self.engine
         found = await engine.read(engine.store.get_events, [event_id])
         return found[0] if found else None
+
+    async def event_runs(self, event_id: str, *, limit: int = 1000) -> list[EventRun]:
+        """What an event did to runs (of every app sharing the database): up to ``limit`` runs,
+        newest first, each with its ``effect`` — "started", "resumed" (a ``wait_for_event`` it
+        resolved) or "cancelled" (a ``cancel_on`` it matched, or a singleton run replaced by a
+        run it started); a run the event both resumed and cancelled is listed twice. A
+        duplicate event started nothing but may have resumed or cancelled runs; the runs flow
+        control did not start are in ``skipped``. Empty for an unknown event. Each effect is
+        stored in the transaction that had it, and is purged with its run."""
+        engine = self.engine
+        found = await engine.read(engine.store.event_runs, [event_id], limit)
+        return [EventRun.from_record(r) for r in found]
 
     async def stats(self) -> StoreStats:
         """Runs per status and the queue's depth and lag, now (for monitoring)."""

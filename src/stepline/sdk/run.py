@@ -9,6 +9,7 @@ from typing import Any
 from stepline.serde import loads
 from stepline.store.records import (
     TERMINAL_STATUSES,
+    EventRunRecord,
     HistoryRecord,
     RunRecord,
     StepRecord,
@@ -135,6 +136,23 @@ class Run:
             waiting_for_worker=workers is not None and waits_for_worker(run, workers),
             cursor=(run.created_at, run.run_id),
         )
+
+
+@dataclass(frozen=True)
+class EventRun:
+    """A run an event acted on (``App.event_runs``), and how: ``effect`` is "started" (the
+    event triggered it, alone or with others in a batch or a debounce, or it is a replay of
+    such a run), "resumed" (the event resolved one of its ``wait_for_event`` steps) or
+    "cancelled" (the event matched its ``cancel_on``, or started a singleton run that replaced
+    it). ``run`` is read without its steps."""
+
+    effect: str
+    run: Run
+
+    @classmethod
+    def from_record(cls, record: EventRunRecord) -> EventRun:
+        """Build from a store row."""
+        return cls(record.effect, Run.from_records(record.run, []))
 
 
 def waits_for_worker(run: RunRecord, workers: list[WorkerRecord]) -> bool:

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from stepline import __version__
 from stepline.server._responses import JSONResponse
-from stepline.store.records import RunStatus
+from stepline.store.records import EFFECTS, RunStatus
 
 
 def openapi_routes() -> list[BaseRoute]:
@@ -200,6 +200,32 @@ def openapi_document() -> dict[str, Any]:
                 "duplicate": {"type": "boolean"},
             },
         },
+        "EventRun": {
+            "allOf": [
+                _ref("Run"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "effect": {
+                            "enum": list(EFFECTS),
+                            "description": "What the event did to the run (started: it "
+                            "triggered it; resumed: it resolved one of its waits; cancelled: "
+                            "it matched its cancel_on, or started a singleton run replacing "
+                            "it). A run both resumed and cancelled is listed twice.",
+                        }
+                    },
+                },
+            ]
+        },
+        "EventDetail": {
+            "allOf": [
+                _ref("Event"),
+                {
+                    "type": "object",
+                    "properties": {"runs": {"type": "array", "items": _ref("EventRun")}},
+                },
+            ]
+        },
         "Function": {
             "type": "object",
             "properties": {
@@ -286,8 +312,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/events/{event_id}": {
             "get": _op(
-                "Get an event and the runs it started",
-                _json(_ref("Event")),
+                "Get an event and the runs it started, resumed and cancelled (newest first)",
+                _json(_ref("EventDetail")),
                 params=[_path("event_id", "Event id")],
                 tag="events",
             )

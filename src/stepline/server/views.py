@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stepline.sdk.function import FunctionDef
-from stepline.sdk.run import HistoryEntry, Run, StepInfo
+from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
 from stepline.store.records import EventRecord, SkipRecord, StoredEvent
 
 
@@ -65,6 +65,11 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
         "data": entry.data,
         "worker_id": entry.worker_id,
     }
+
+
+def event_run_json(found: EventRun) -> dict[str, Any]:
+    """A run an event acted on: the run (without steps) and the event's ``effect`` on it."""
+    return {**run_json(found.run, steps=False), "effect": found.effect}
 
 
 def event_json(event: EventRecord, stored: StoredEvent | None = None) -> dict[str, Any]:

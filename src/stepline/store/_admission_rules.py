@@ -7,11 +7,14 @@ processes on one database decide exactly (SQLite serializes writers; PostgreSQL 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from stepline.gcra import GcraSpec, admit_or_reject, schedule
 from stepline.store.records import (
+    CANCELLED,
+    RESUMED,
     Admission,
     Deferral,
     EventIngest,
@@ -105,6 +108,12 @@ class AdmissionTx(FlowState, Protocol):
 
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None: ...
 
+    def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
+        """Record (event id, run id, effect) rows for ``Store.event_runs`` (RESUMED and
+        CANCELLED: ``create_run`` records STARTED for the run's events); a row already there
+        is kept. Inserts only: exact."""
+        ...
+
     def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None: ...
 
     def put_deferral(self, row: DeferralRow) -> None: ...
@@ -148,7 +157,9 @@ def start_child(tx: AdmissionTx, new_run: NewRun, now: float) -> tuple[IngestRes
     cancelled: list[tuple[str, str]] = []
     reason = admit(tx, new_run, now, event_id, cancelled)
     if reason is None:
-        return IngestResult(event_id, False, (new_run.run_id,), (), (), tuple(cancelled)), None
+        result = IngestResult(event_id, False, (new_run.run_id,), (), (), tuple(cancelled))
+        record_effects(tx, [result])
+        return result, None
     wake = None
     if new_run.parent_run_id is not None and new_run.parent_step_hash is not None:
         error = {"name": "Error", "message": INVOKE_SKIPPED[reason]}
@@ -200,7 +211,21 @@ def flush_due(tx: AdmissionTx, rows: list[DeferralRow], now: float) -> list[Inge
         started = (run.run_id,) if reason is None else ()
         skipped = () if reason is None else ((run.function_id, reason),)
         results.append(IngestResult(event_id, False, started, (), skipped, tuple(cancelled)))
+    record_effects(tx, results)
     return results
+
+
+def record_effects(tx: AdmissionTx, results: Sequence[IngestResult]) -> None:
+    """Record what these events did to runs besides starting them (``create_run`` records
+    that): the runs each resumed and cancelled, in one write for them all — none at all when
+    they did neither (the common case)."""
+    effects: list[tuple[str, str, str]] = []
+    for r in results:
+        if r.resumed_run_ids or r.cancelled:
+            effects += [(r.internal_id, run_id, RESUMED) for run_id in r.resumed_run_ids]
+            effects += [(r.internal_id, run_id, CANCELLED) for run_id, _ in r.cancelled]
+    if effects:
+        tx.add_event_effects(list(dict.fromkeys(effects)))
 
 
 # -- deferrals (debounce, batch) ------------------------------------------------------------------

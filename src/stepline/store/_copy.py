@@ -77,7 +77,7 @@ TABLES: tuple[Table, ...] = (
         "run_id",
         blobs="output",
     ),
-    _table("run_events", "event_id run_id", "event_id run_id"),
+    _table("run_events", "event_id run_id effect", "event_id run_id effect"),
     _table(
         "steps",
         "run_id hash step_id kind position status output error attempts due_at started_at ended_at",

@@ -3,8 +3,10 @@
 One event is ingested in this order (DESIGN.md §7.7): it is stored and de-duplicated by sender
 id; the runs whose cancel matchers it satisfies are cancelled; the waits it satisfies are
 resolved; and, unless it is a duplicate (which still cancels and resumes, as in Inngest), its
-runs and deferrals go through admission (``_admission_rules.start_runs``). The backend supplies
-the primitives (``_primitives.EventPrimitives``) and runs these functions inside one verb.
+runs and deferrals go through admission (``_admission_rules.start_runs``). What each event did
+to runs (started, resumed, cancelled) is recorded for ``Store.event_runs`` in the same verb. The
+backend supplies the primitives (``_primitives.EventPrimitives``) and runs these functions inside
+one verb.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Protocol
 
 from stepline.expressions import value_at
 from stepline.serde import dumps_exact
-from stepline.store._admission_rules import AdmissionTx, start_runs
+from stepline.store._admission_rules import AdmissionTx, record_effects, start_runs
 from stepline.store._primitives import EventPrimitives, ResumedWait, RunPrimitives
 from stepline.store.records import (
     INVOKED_CANCELLED,
@@ -44,6 +46,7 @@ def ingest(
     batch = _Batch(tx, [item.event for item in items], now, wait_matches)
     results = [batch.ingest_one(i, item) for i, item in enumerate(items)]
     batch.write_resumed()
+    record_effects(tx, results)
     return results
 
 

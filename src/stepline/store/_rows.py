@@ -181,7 +181,10 @@ def run_filter(query: RunFilter, mark: str, waiting_for_worker: str) -> tuple[st
         clauses.append(f"status = {mark}")
         params.append(query.status)
     if query.event_id is not None:
-        clauses.append(f"run_id IN (SELECT run_id FROM run_events WHERE event_id = {mark})")
+        clauses.append(
+            f"run_id IN (SELECT run_id FROM run_events WHERE event_id = {mark}"
+            " AND effect = 'started')"
+        )
         params.append(query.event_id)
     if query.waiting_for_worker_at is not None:
         clauses.append(waiting_for_worker)

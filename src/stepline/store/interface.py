@@ -23,6 +23,7 @@ from stepline.store.records import (
     EventFilter,
     EventIngest,
     EventRecord,
+    EventRunRecord,
     FunctionSet,
     HistoryRecord,
     IngestResult,
@@ -251,6 +252,15 @@ class Store(Protocol):
 
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         """Events matching the filter, newest first (by time received)."""
+        ...
+
+    def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
+        """The runs these events acted on (of every app), each with what the event did to it:
+        started, resumed or cancelled (``EventRunRecord``; a run one event both resumed and
+        cancelled is there twice). Up to ``limit`` runs per event, newest run first; events in
+        no particular order. A duplicate event started nothing but may have resumed or
+        cancelled runs; runs flow control skipped are in ``list_skips``. Rows are recorded in
+        the transaction that had the effect, and go with their run when it is purged."""
         ...
 
     def stats(self, now: float) -> StoreStats:

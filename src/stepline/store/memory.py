@@ -28,11 +28,13 @@ from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.memory_queue import GROUP_VISITS, QueueTable, candidate_of
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
+    STARTED,
     TERMINAL_STATUSES,
     CronRow,
     EventFilter,
     EventIngest,
     EventRecord,
+    EventRunRecord,
     FunctionSet,
     HistoryRecord,
     IngestResult,
@@ -113,6 +115,8 @@ class MemoryStore:
         self._crons: dict[tuple[str, str, str], CronRow] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._cancelled_leases: dict[str, str] = {}  # run id -> lease token held at its cancel
+        # (event id, run id, effect) rows of ``event_runs``; values unused (a set with undo)
+        self._effects: dict[tuple[str, str, str], None] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -235,6 +239,21 @@ class MemoryStore:
                 for run_id in run_ids
                 if (steps := self._steps.get(run_id))
             }
+
+    def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
+        with self._lock:
+            wanted = set(event_ids)
+            by_event: dict[str, list[tuple[RunRecord, str]]] = {}
+            for event_id, run_id, effect in self._effects:
+                run = self._runs.get(run_id)
+                if event_id in wanted and run is not None:
+                    by_event.setdefault(event_id, []).append((run, effect))
+            found: list[EventRunRecord] = []
+            for event_id in sorted(by_event):
+                rows = sorted(by_event[event_id], key=lambda r: r[1])
+                rows.sort(key=lambda r: (r[0].created_at, r[0].run_id), reverse=True)
+                found += [EventRunRecord(event_id, e, _copy_run(r)) for r, e in rows[:limit]]
+            return found
 
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         with self._lock:
@@ -401,6 +420,10 @@ class _MemoryTx(MemoryControlVerbs):
         skip = SkipRecord(event_id, function_id, reason, now)
         self._put(self._s._skips, len(self._s._skips), skip)
 
+    def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
+        for effect in effects:
+            self._put(self._s._effects, effect, None)
+
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         a = new_run.admission
         run = RunRecord(
@@ -417,6 +440,8 @@ class _MemoryTx(MemoryControlVerbs):
         )
         s = self._s
         self._put(s._runs, new_run.run_id, run)
+        for event_id in new_run.event_ids:
+            self._put(s._effects, (event_id, new_run.run_id, STARTED), None)
         item = _QueueItem(
             due_at=now if due_at is None else due_at,
             function_id=new_run.function_id,

@@ -48,6 +48,8 @@ class MemoryControlVerbs:
 
         def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None: ...
 
+        def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None: ...
+
         def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None: ...
 
         def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
@@ -155,7 +157,10 @@ class MemoryControlVerbs:
                 self._pop(s._history, run_id)
                 self._pop(s._singletons, run_id)
                 self._pop(s._cancelled_leases, run_id)
-            referenced = {e for r in s._runs.values() for e in r.event_ids}
+            gone = set(ended)
+            for effect in [key for key in s._effects if key[1] in gone]:
+                self._pop(s._effects, effect)
+            referenced = {key[0] for key in s._effects}
             referenced |= {e for row in s._deferrals.values() for e in row.event_ids}
             events = [
                 event_id

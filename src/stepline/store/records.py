@@ -213,6 +213,23 @@ class RunRecord:
     worker_id: str | None = None  # the worker that leased its latest pass
 
 
+# what an event did to a run (``Store.event_runs``)
+STARTED, RESUMED, CANCELLED = "started", "resumed", "cancelled"
+EFFECTS: tuple[str, ...] = (STARTED, RESUMED, CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRunRecord:
+    """A run event ``event_id`` acted on, and how (``effect``): STARTED (the event triggered it,
+    alone or with others in a batch or a debounce; a replay of such a run too), RESUMED (the
+    event resolved one of its waits) or CANCELLED (the event matched its ``cancel_on``, or
+    started a singleton run that replaced it)."""
+
+    event_id: str
+    effect: str
+    run: RunRecord
+
+
 @dataclass(slots=True)
 class StepRecord:
     """A step's memo row: its result once it has one, its pending state before; RUNNING while
@@ -342,7 +359,8 @@ class PassCommit:
 
 @dataclass(frozen=True, slots=True)
 class RunFilter:
-    """Filters for listing runs (all optional); newest first. ``waiting_for_worker_at``: only
+    """Filters for listing runs (all optional); newest first. ``event_id``: only the runs that
+    event started (``Store.event_runs`` has all it did). ``waiting_for_worker_at``: only
     unfinished runs whose function no worker alive at that time has registered. ``app_id``:
     only that app's runs (and those recorded without an app id); None: every app's.
     ``created_after``/``created_before``: creation time bounds (inclusive). ``after``: the

@@ -22,8 +22,8 @@ from stepline.cli._common import (
 )
 from stepline.cli._remote import RemoteApp, open_remote, remote_options
 from stepline.sdk.app import App
-from stepline.sdk.run import Run
-from stepline.server.views import event_json, run_json
+from stepline.sdk.run import EventRun
+from stepline.server.views import event_json, event_run_json
 from stepline.store.records import EventRecord
 
 
@@ -115,10 +115,11 @@ def show_event(
     url: str | None,
     token: str | None,
 ) -> None:
-    """Show one event (by the id `send` or the event API returned) and the runs it started."""
+    """Show one event (by the id `send` or the event API returned) and the runs it started,
+    resumed (a wait it resolved) and cancelled."""
     app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db, read_only=True)
     try:
-        event, started = asyncio.run(_read_event(app, event_id))
+        event, acted_on = asyncio.run(_read_event(app, event_id))
     finally:
         app.close()
     if event is None:
@@ -126,7 +127,7 @@ def show_event(
     console = make_console()
     if as_json:
         console.print_json(
-            data={**event_json(event), "runs": [run_json(r, steps=False) for r in started]}
+            data={**event_json(event), "runs": [event_run_json(r) for r in acted_on]}
         )
         return
     console.print(f"[bold]{event.name}[/]  event {event.internal_id}", soft_wrap=True)
@@ -134,21 +135,27 @@ def show_event(
         console.print(f"sender id {event.id}", soft_wrap=True)
     console.print(f"ts {render.short_time(datetime.fromtimestamp(event.ts, UTC))}")
     console.print_json(data={"data": event.data, "user": event.user})
-    if not started:
-        console.print("It started no run.")
+    if not acted_on:
+        console.print("It started, resumed and cancelled no run.")
         return
-    table = Table(title="Runs it started", title_justify="left", box=None, pad_edge=False)
-    for column in ("RUN ID", "FUNCTION", "STATUS"):
+    table = Table(
+        title="Runs it started, resumed or cancelled",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
+    for column in ("EFFECT", "RUN ID", "FUNCTION", "STATUS"):
         table.add_column(column, no_wrap=True)
-    for run in started:
-        table.add_row(run.run_id, run.function_id, render.status_text(run.status))
+    for found in acted_on:
+        run = found.run
+        table.add_row(found.effect, run.run_id, run.function_id, render.status_text(run.status))
     console.print(table)
 
 
-async def _read_event(app: App | RemoteApp, event_id: str) -> tuple[EventRecord | None, list[Run]]:
+async def _read_event(
+    app: App | RemoteApp, event_id: str
+) -> tuple[EventRecord | None, list[EventRun]]:
     event = await app.get_event(event_id)
     if event is None:
         return None, []
-    if isinstance(app, RemoteApp):
-        return event, await app.event_runs(event_id)
-    return event, await app.runs(event_id=event_id, all_apps=True, with_steps=False)
+    return event, await app.event_runs(event_id)

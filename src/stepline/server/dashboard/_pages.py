@@ -22,19 +22,20 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from stepline.engine.changes import Change
 from stepline.errors import ConfigError, EventError, ExpressionError, SteplineError
 from stepline.sdk.event import Event
-from stepline.sdk.run import Run
+from stepline.sdk.run import EventRun, Run
 from stepline.sdk.search import SEARCH_VARIABLES, RunSearch
 from stepline.sdk.waiting import WAITING_KINDS, WaitingOn
 from stepline.server.dashboard import _views as views
 from stepline.server.dashboard._auth import FormTooLarge, Guard, Session, read_form
 from stepline.server.dashboard._live import LiveHub
-from stepline.store.records import TERMINAL_STATUSES, UNFINISHED_STATUSES
+from stepline.store.records import TERMINAL_STATUSES, UNFINISHED_STATUSES, EventRecord
 
 if TYPE_CHECKING:
     from stepline.sdk.app import App
 
 STATUSES = (*UNFINISHED_STATUSES, *sorted(TERMINAL_STATUSES))
 PAGE_SIZE = 50
+RUNS_PER_EVENT = 20  # runs an event row of the event stream shows
 EAGER_STEPS = 50  # steps of a run page rendered whole; the others' details load when opened
 BULK_LIMIT = 1000  # runs a bulk action (and its preview count) covers at most
 SEARCH_SCAN = 2_000  # runs a payload search reads by default (``scan=`` in the URL: more)
@@ -488,32 +489,35 @@ class Dashboard:
 
     # -- events -----------------------------------------------------------------------------------
     async def events(self, request: Request, session: Session) -> Response:
-        """The event stream: newest events, their payloads and the runs each started."""
+        """The event stream: newest events, their payloads and the runs each started, resumed
+        and cancelled."""
         name = request.query_params.get("name") or None
         found = await self.app.events(name=name, limit=PAGE_SIZE)
-        rows = await self._event_rows([stored.event for stored in found])
+        duplicates = {s.event.internal_id for s in found if s.duplicate}
+        rows = await self._event_rows([stored.event for stored in found], duplicates)
         return self.render(
             request, session, "events.html", nav="events", rows=rows, name=name or ""
         )
 
     async def _event_rows(
-        self, events: list[Any], outcomes: dict[str, Any] | None = None
+        self, events: list[EventRecord], duplicates: set[str]
     ) -> list[dict[str, Any]]:
-        rows = []
-        for event in events:
-            started = await self.app.runs(event_id=event.internal_id, limit=20, with_steps=False)
-            outcome = (outcomes or {}).get(event.internal_id)
-            rows.append(
-                {
-                    "event": event,
-                    "payload": event.payload(),
-                    "runs": started,
-                    "resumed": list(outcome.resumed_run_ids) if outcome else [],
-                    "cancelled": [c[0] for c in outcome.cancelled] if outcome else [],
-                    "duplicate": bool(outcome and outcome.duplicate),
-                }
-            )
-        return rows
+        """Each event's row: its payload and what it did to runs (one read for them all)."""
+        engine = self.app.engine
+        ids = [event.internal_id for event in events]
+        acted = await engine.read(engine.store.event_runs, ids, RUNS_PER_EVENT)
+        by_event: dict[str, list[EventRun]] = {}
+        for record in acted:
+            by_event.setdefault(record.event_id, []).append(EventRun.from_record(record))
+        return [
+            {
+                "event": event,
+                "payload": event.payload(),
+                "runs": by_event.get(event.internal_id, []),
+                "duplicate": event.internal_id in duplicates,
+            }
+            for event in events
+        ]
 
     async def send_page(self, request: Request, session: Session) -> Response:
         """The form to send a test event, prefilled from a function's trigger."""
@@ -595,10 +599,11 @@ class Dashboard:
         if ingested:
             engine = self.app.engine
             events = await engine.read(engine.store.get_events, list(ingested))
+            duplicates = {i for i, result in ingested.items() if result.duplicate}
             row = self.env.get_template("_event_row.html")
             items = [
                 {"id": r["event"].internal_id, "name": r["event"].name, "html": row.render(r=r)}
-                for r in await self._event_rows(events, ingested)
+                for r in await self._event_rows(events, duplicates)
             ]
             messages.append(("events", items))
         functions = sorted({f for c in changes for f in c.function_ids})

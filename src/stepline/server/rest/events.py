@@ -1,5 +1,6 @@
-"""``/api/v1/events``: events received (filters, cursor), one event with the runs it started;
-and ``/v1/events?name=`` as Inngest's dev server answers it (for tools built for it)."""
+"""``/api/v1/events``: events received (filters, cursor), one event with the runs it started,
+resumed and cancelled; and ``/v1/events?name=`` as Inngest's dev server answers it (for tools
+built for it)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from stepline.server.rest._params import (
     limit_param,
     time_param,
 )
-from stepline.server.views import event_json, run_json
+from stepline.server.views import event_json, event_run_json
 from stepline.store.records import EventFilter
 
 PREFIX = "/api/v1/events"
@@ -57,15 +58,16 @@ async def list_events(request: Request) -> Response:
 
 
 async def get_event(request: Request) -> Response:
-    """One event, with the runs it started (of every app sharing the database)."""
+    """One event, with the runs it started, resumed and cancelled (of every app sharing the
+    database; ``App.event_runs``), each with its ``effect``."""
     require_api_token(request)
     app = stepline_app(request)
     event_id = request.path_params["event_id"]
     event = await app.get_event(event_id)
     if event is None:
         raise Problem(404, f"no event {event_id!r}")
-    runs = await app.runs(event_id=event_id, all_apps=True, with_steps=False, limit=1000)
-    return JSONResponse({**event_json(event), "runs": [run_json(r, steps=False) for r in runs]})
+    runs = await app.event_runs(event_id, limit=1000)
+    return JSONResponse({**event_json(event), "runs": [event_run_json(r) for r in runs]})
 
 
 async def inngest_list_events(request: Request) -> Response:

@@ -22,7 +22,10 @@ INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run
                   parent_step_hash, start_timeout, finish_timeout, singleton_key, app_id)
 VALUES (%s, %s, 'QUEUED', %s, %s, %s, %s, %s, %s, %s, %s)"""
 INSERT_RUN_EVENT = """
-INSERT INTO run_events (event_id, run_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
+INSERT INTO run_events (event_id, run_id, effect) VALUES (%s, %s, 'started')
+ON CONFLICT DO NOTHING"""
+INSERT_EVENT_EFFECT = """
+INSERT INTO run_events (event_id, run_id, effect) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"""
 INSERT_QUEUE = """
 INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2, app_id)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
@@ -185,6 +188,14 @@ RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at,
     error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
     worker_id"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
+# the runs some events acted on (their ids, then the limit per event), newest first
+EVENT_RUNS = f"""
+SELECT event_id, effect, {RUN_COLUMNS} FROM (
+    SELECT e.event_id, e.effect, r.*, row_number() OVER (
+        PARTITION BY e.event_id ORDER BY r.created_at DESC, r.run_id DESC, e.effect) AS n
+    FROM run_events e JOIN runs r ON r.run_id = e.run_id
+    WHERE e.event_id = ANY(%s)) AS found
+WHERE n <= %s ORDER BY event_id, n"""
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
 SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"

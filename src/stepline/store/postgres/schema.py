@@ -205,4 +205,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app_id, name)
     );
     """,
+    # 3: what an event did to each run it acted on (started, resumed, cancelled): one event
+    # may both resume and cancel a run, so the effect is part of the key; rows recorded before
+    # are the runs their events started
+    """
+    ALTER TABLE run_events ADD COLUMN effect text NOT NULL DEFAULT 'started';
+    ALTER TABLE run_events DROP CONSTRAINT run_events_pkey;
+    ALTER TABLE run_events ADD PRIMARY KEY (event_id, run_id, effect);
+    """,
 )

@@ -46,6 +46,7 @@ from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
 from stepline.store.records import (
     EventFilter,
     EventRecord,
+    EventRunRecord,
     FunctionSet,
     HistoryRecord,
     QueueState,
@@ -399,6 +400,12 @@ class PostgresStore:
             for r in conn.execute(q.STEPS_OF, (list(run_ids),)):
                 found.setdefault(r[0], []).append(shapes.step_record(r))
         return found
+
+    @_reading
+    def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
+        with self._conn() as conn:
+            found = conn.execute(q.EVENT_RUNS, (list(event_ids), limit))
+            return [EventRunRecord(r[0], r[1], shapes.run_record(r[2:])) for r in found]
 
     @_reading
     def stats(self, now: float) -> StoreStats:

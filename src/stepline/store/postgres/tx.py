@@ -346,6 +346,9 @@ class PostgresTx:
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
         self._s.write(q.INSERT_SKIP, (event_id, function_id, reason, now))
 
+    def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
+        self._s.write_many(q.INSERT_EVENT_EFFECT, effects)
+
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         self.made_work = True
         s = self._s

@@ -83,6 +83,9 @@ class SQLiteControlVerbs:
                 )
         c.execute(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
 
+    def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
+        self._c.executemany(q.INSERT_EVENT_EFFECT, effects)
+
     # -- FlowState and DeferralState --------------------------------------------------------------
     def idempotency_seen(self, key: str, now: float) -> bool:
         row = self._c.execute(q.IDEMPOTENCY_SEEN, (key,)).fetchone()

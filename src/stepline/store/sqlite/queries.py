@@ -14,7 +14,9 @@ INSERT_RUN = """
 INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,
                   parent_step_hash, start_timeout, finish_timeout, singleton_key, app_id)
 VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?)"""
-INSERT_RUN_EVENT = "INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)"
+INSERT_RUN_EVENT = """
+INSERT OR IGNORE INTO run_events (event_id, run_id, effect) VALUES (?, ?, 'started')"""
+INSERT_EVENT_EFFECT = "INSERT OR IGNORE INTO run_events (event_id, run_id, effect) VALUES (?, ?, ?)"
 INSERT_QUEUE = """
 INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2, app_id)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -191,6 +193,14 @@ RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at,
     error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
     worker_id"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+# the runs some events acted on (``?1`` their ids, JSON), up to ``?2`` per event, newest first
+EVENT_RUNS = f"""
+SELECT event_id, effect, {RUN_COLUMNS} FROM (
+    SELECT e.event_id, e.effect, r.*, row_number() OVER (
+        PARTITION BY e.event_id ORDER BY r.created_at DESC, r.run_id DESC, e.effect) AS n
+    FROM run_events e JOIN runs r ON r.run_id = e.run_id
+    WHERE e.event_id IN (SELECT value FROM json_each(?1)))
+WHERE n <= ?2 ORDER BY event_id, n"""
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
 SELECT_STEPS = """

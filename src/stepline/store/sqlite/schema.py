@@ -255,4 +255,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app_id, name)
     ) WITHOUT ROWID;
     """,
+    # 11: what an event did to each run it acted on (started, resumed, cancelled): one event
+    # may both resume and cancel a run, so the effect is part of the key; rows recorded before
+    # are the runs their events started. Indexed by run too (a purge deletes a run's rows).
+    """
+    CREATE TABLE run_effects (
+        event_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        effect TEXT NOT NULL,
+        PRIMARY KEY (event_id, run_id, effect)
+    ) WITHOUT ROWID;
+    INSERT INTO run_effects (event_id, run_id, effect)
+        SELECT event_id, run_id, 'started' FROM run_events;
+    DROP TABLE run_events;
+    ALTER TABLE run_effects RENAME TO run_events;
+    CREATE INDEX run_events_run ON run_events(run_id);
+    """,
 )

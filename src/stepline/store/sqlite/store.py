@@ -36,6 +36,7 @@ from stepline.store.records import (
     EventFilter,
     EventIngest,
     EventRecord,
+    EventRunRecord,
     FunctionSet,
     HistoryRecord,
     IngestResult,
@@ -282,6 +283,11 @@ class SQLiteStore:
         where, params = shapes.event_filter(query, "?")
         found = self._conn().execute(q.LIST_EVENTS.format(where=where), [*params, query.limit])
         return [shapes.stored_event(r) for r in found]
+
+    @_reading
+    def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
+        found = self._conn().execute(q.EVENT_RUNS, (dumps(list(event_ids)), limit))
+        return [EventRunRecord(r[0], r[1], shapes.run_record(r[2:])) for r in found]
 
     @_reading
     def stats(self, now: float) -> StoreStats:
