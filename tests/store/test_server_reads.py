@@ -4,8 +4,10 @@ metrics, and which event ids are stored."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from stepline.store import Store
-from stepline.store.records import EventFilter, EventIngest, PassCommit, RunFilter
+from stepline.store.records import EventFilter, EventIngest, NewRun, PassCommit, RunFilter
 
 from .builders import T0, commit, event, ingest, lease, lease_run, start, step
 
@@ -77,3 +79,46 @@ def test_stats_count_runs_and_the_due_queue(store: Store) -> None:
     assert (stats.due_now, stats.oldest_due_at) == (1, T0 + 5)
     empty = store.stats(T0 - 1)
     assert (empty.due_now, empty.oldest_due_at) == (0, None)
+
+
+def _runs_with_data(store: Store, *datas: dict[str, Any]) -> list[str]:
+    """One run per data (oldest first), each started by an event carrying it."""
+    run_ids = [f"r{i}" for i in range(len(datas))]
+    for i, (run_id, data) in enumerate(zip(run_ids, datas, strict=True)):
+        run = NewRun(run_id, "fn", (f"e{i}",))
+        ingest(store, EventIngest(event(f"e{i}", data=data), (run,)), now=T0 + i)
+    return run_ids
+
+
+def test_runs_whose_first_event_holds_values_among_the_newest(store: Store) -> None:
+    # issue 9: the prefilter of a payload search, decided by the store
+    _runs_with_data(
+        store,
+        {"n": 7, "who": {"name": 'a "b"'}},  # r0
+        {"n": 7.0, "who": {"name": "c"}},  # r1: 7.0 equals 7
+        {"n": "7"},  # r2: a string is not the number
+        {"m": 7},  # r3
+        {"n": 8, "who": {"name": 'a "b"'}},  # r4
+        {"n": 7, "who": {"name": 'a "b"'}},  # r5
+    )
+
+    def ids(**changes: Any) -> list[str]:
+        return [r.run_id for r in store.list_runs(RunFilter(**changes))]
+
+    assert ids(event_data=(("n", "7"),)) == ["r5", "r1", "r0"]
+    assert ids(event_data=(("n", "7.0"),), limit=2) == ["r5", "r1"]
+    assert ids(event_data=(("n", '"7"'),)) == ["r2"]
+    assert ids(event_data=(("who.name", '"a \\"b\\""'),)) == ["r5", "r4", "r0"]
+    assert ids(event_data=(("n", "7"), ("who.name", '"a \\"b\\""'))) == ["r5", "r0"]
+    assert ids(event_data=(("n", "7"),), window=3) == ["r5"]  # among r5, r4, r3
+    assert ids(event_data=(("n", "7"),), window=5, status="QUEUED") == ["r5", "r1"]
+    assert ids(event_data=(("n", "7"),), window=2, after=(T0 + 4, "r4")) == []
+    assert ids(event_data=(("absent", "1"),)) == []
+
+
+def test_count_runs_counts_up_to_the_limit(store: Store) -> None:
+    _runs_with_data(store, *({"i": i} for i in range(5)))
+    assert store.count_runs(RunFilter(limit=100)) == 5
+    assert store.count_runs(RunFilter(limit=3)) == 3
+    assert store.count_runs(RunFilter(function_id="other", limit=100)) == 0
+    assert store.count_runs(RunFilter(created_after=T0 + 3, limit=100)) == 2

@@ -76,15 +76,6 @@ def _path(tokens: tuple[Token, ...], variable: str) -> str | None:
     return ".".join(segments)
 
 
-def _equality(text: str, tokens: tuple[Token, ...], variable: str) -> tuple[str, str] | None:
-    """The index key of one conjunct, if it is ``<variable path> == <constant>`` (either order)."""
-    found = _raw_equality(text, tokens, variable)
-    if found is None:
-        return None
-    key = canonical(found[1])
-    return (found[0], key) if key is not None else None
-
-
 def _raw_equality(text: str, tokens: tuple[Token, ...], variable: str) -> tuple[str, Any] | None:
     """``(path, constant)`` if the tokens are ``<variable path> == <non-null JSON constant>``."""
     relations = [
@@ -107,7 +98,7 @@ def _raw_equality(text: str, tokens: tuple[Token, ...], variable: str) -> tuple[
 
 
 def _collect(
-    text: str, tokens: tuple[Token, ...], variable: str, out: list[tuple[str, str]]
+    text: str, tokens: tuple[Token, ...], variable: str, out: list[tuple[str, Any]]
 ) -> bool:
     """Add the keys of a conjunction to ``out``; ``False`` if ``tokens`` is not a conjunction."""
     tokens = _strip_parens(tokens)
@@ -124,18 +115,26 @@ def _collect(
         for start, stop in itertools.pairwise(bounds):
             _collect(text, tokens[start + 1 : stop], variable, out)
         return True
-    key = _equality(text, tokens, variable)
-    if key is not None:
-        out.append(key)
+    found = _raw_equality(text, tokens, variable)
+    if found is not None:
+        out.append(found)
     return True
+
+
+def equalities(text: str, variable: str) -> list[tuple[str, Any]]:
+    """The ``(path, constant)`` pairs of the ``<variable path> == <non-null constant>``
+    conjuncts of ``text``'s top-level conjunction: every value ``text`` is true for has each
+    (none when ``text`` is not a conjunction)."""
+    pairs: list[tuple[str, Any]] = []
+    if not _collect(text, tokenize(text), variable, pairs):
+        return []
+    return pairs
 
 
 def index_keys(text: str, variable: str = "async") -> tuple[tuple[str, str], ...]:
     """The ``(path, canonical value)`` equality keys of ``text``'s top-level conjunction."""
-    keys: list[tuple[str, str]] = []
-    if not _collect(text, tokenize(text), variable, keys):
-        return ()
-    return tuple(dict.fromkeys(keys))
+    keys = [(path, canonical(value)) for path, value in equalities(text, variable)]
+    return tuple(dict.fromkeys((path, key) for path, key in keys if key is not None))
 
 
 def single_equality(text: str, variable: str = "async") -> tuple[str, Any] | None:

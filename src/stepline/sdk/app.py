@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -40,7 +41,13 @@ from stepline.sdk.options import (
     Timeouts,
 )
 from stepline.sdk.run import EventRun, HistoryEntry, Run
-from stepline.sdk.search import RunSearch, compile_search, is_match, search_activation
+from stepline.sdk.search import (
+    RunSearch,
+    compile_search,
+    is_match,
+    search_activation,
+    search_prefilter,
+)
 from stepline.sdk.triggers import TriggerEvent
 from stepline.sdk.waiting import WaitingOn, waiting_on
 from stepline.store import Store, StoreTx, open_store
@@ -658,15 +665,28 @@ class App:
         ``output``, ``error`` and ``run`` (see ``stepline.sdk.search``), newest first: at most
         ``limit`` matches among the newest ``scan`` runs the filters select. Raises
         ``ExpressionError`` for an invalid query; a query that errors on a run does not match
-        it (counted in ``failed``)."""
+        it (counted in ``failed``).
+
+        The equalities ``event.data.<path> == <string, number or boolean>`` among the query's
+        top-level ``&&`` conjuncts are decided by the store first (``RunFilter.event_data``):
+        only the runs among the newest ``scan`` whose first event holds them are read and
+        evaluated, which makes such searches fast over many runs; ``scanned`` then counts the
+        runs the store looked at."""
         expression = compile_search(query)
         engine = self.engine
         app_id = None if all_apps else self.id
         query_filter = RunFilter(function_id, status, None, scan + 1, None, app_id)
-        records = await engine.read(engine.store.list_runs, query_filter)
-        complete = len(records) <= scan
-        records = records[:scan]
         store = engine.store
+        pushed = search_prefilter(query)
+        if pushed:
+            total = await engine.read(store.count_runs, query_filter)
+            window = dataclasses.replace(query_filter, event_data=pushed, window=scan, limit=scan)
+            records = await engine.read(store.list_runs, window)
+            complete, scan = total <= scan, min(total, scan)
+        else:
+            records = await engine.read(store.list_runs, query_filter)
+            complete = len(records) <= scan
+            records = records[:scan]
 
         def search() -> RunSearch:
             found: list[Run] = []
@@ -690,7 +710,8 @@ class App:
                         return RunSearch(found, scanned, done, failed, first_error)
             return RunSearch(found, scanned, complete, failed, first_error)
 
-        return await engine.read(search)
+        result = await engine.read(search)
+        return dataclasses.replace(result, scanned=scan) if pushed else result
 
 
 def on_stop_signals(

@@ -9,12 +9,15 @@ how far it got, so a query that matches nothing reads differently from one that 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from stepline.expressions import Expression, compile_expression
+from stepline.expressions._index import equalities
 from stepline.sdk.run import Run
+from stepline.serde import dumps
 from stepline.store.records import EventRecord
 
 SEARCH_VARIABLES = ("event", "events", "output", "error", "run")
@@ -49,6 +52,25 @@ def search_activation(run: Run, events: Sequence[EventRecord]) -> dict[str, Any]
         "error": run.error,
         "run": {"id": run.run_id, "function_id": run.function_id, "status": run.status},
     }
+
+
+def search_prefilter(text: str) -> tuple[tuple[str, str], ...]:
+    """The conjuncts of a search a store can decide by itself (``RunFilter.event_data``): the
+    ``event.data.<path> == <string, number or boolean>`` equalities among its top-level ``&&``
+    conjuncts, as (path under ``data``, the value's JSON). Every run the search matches holds
+    them all; none for a query of another shape (``||``, a ternary) or paths through lists."""
+    pairs: list[tuple[str, str]] = []
+    for path, value in equalities(text, "event"):
+        segments = path.split(".")
+        if segments[0] != "data" or len(segments) < 2:
+            continue
+        if any(s.isdigit() or '"' in s or "\\" in s for s in segments[1:]):
+            continue  # a list index, or a key a JSON path would have to escape
+        if isinstance(value, bool | str) or (
+            isinstance(value, int | float) and math.isfinite(value) and abs(value) < 2**53
+        ):
+            pairs.append((".".join(segments[1:]), dumps(value).decode()))
+    return tuple(dict.fromkeys(pairs))
 
 
 def is_match(expression: Expression, activation: dict[str, Any]) -> bool:

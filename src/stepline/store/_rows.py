@@ -6,7 +6,7 @@ its own SQL statements; what is written here is the same for both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from stepline.serde import dumps, loads
@@ -199,6 +199,18 @@ def run_filter(query: RunFilter, mark: str, waiting_for_worker: str) -> tuple[st
         clauses.append(f"(created_at, run_id) < ({mark}, {mark})")
         params.extend(query.after)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def event_data_match(
+    query: RunFilter, equals: str, path: Callable[[list[str]], Any]
+) -> tuple[str, list[Any]]:
+    """The clause of ``query.event_data`` (its pairs joined by AND, each the backend's
+    ``equals`` clause) and its parameters: per pair, ``path`` of the path's segments, then the
+    value's JSON."""
+    params: list[Any] = []
+    for dotted, value in query.event_data:
+        params += [path(dotted.split(".")), value]
+    return " AND ".join([equals] * len(query.event_data)), params
 
 
 def event_filter(query: EventFilter, mark: str) -> tuple[str, list[Any]]:

@@ -241,6 +241,11 @@ class Store(Protocol):
         """Runs matching the filter, newest first."""
         ...
 
+    def count_runs(self, query: RunFilter) -> int:
+        """How many runs the filter selects, counting up to ``query.limit`` (a bound on the
+        work: ``min(count, limit)``)."""
+        ...
+
     def get_steps(self, run_id: str) -> list[StepRecord]:
         """A run's memo rows in execution order."""
         ...

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
+from stepline.expressions._index import cel_equal
+from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import apply_wake, cancel, ingest
@@ -159,34 +161,58 @@ class MemoryStore:
 
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         with self._lock:
-            found: list[RunRecord] = []
-            newest_first = sorted(
-                self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True
-            )
-            for run in newest_first:
-                if len(found) >= query.limit:
-                    break
-                if query.function_id is not None and run.function_id != query.function_id:
-                    continue
-                if query.app_id is not None and run.app_id not in (query.app_id, ""):
-                    continue
-                if query.status is not None and run.status != query.status:
-                    continue
-                if query.event_id is not None and query.event_id not in run.event_ids:
-                    continue
-                if query.after is not None and (run.created_at, run.run_id) >= query.after:
-                    continue
-                if query.created_after is not None and run.created_at < query.created_after:
-                    continue
-                if query.created_before is not None and run.created_at > query.created_before:
-                    continue
-                if query.waiting_for_worker_at is not None and (
-                    run.status in TERMINAL_STATUSES
-                    or self._served(run, query.waiting_for_worker_at)
-                ):
-                    continue
-                found.append(_copy_run(run))
-            return found
+            if not query.event_data:
+                return self._select_runs(query, query.limit)
+            window = self._select_runs(query, query.window)
+            pairs = [(path.split("."), loads(value)) for path, value in query.event_data]
+            found = [r for r in window if self._first_event_holds(r, pairs)]
+            return found[: query.limit]
+
+    def count_runs(self, query: RunFilter) -> int:
+        with self._lock:
+            return len(self._select_runs(query, query.limit))
+
+    def _first_event_holds(self, run: RunRecord, pairs: list[tuple[list[str], Any]]) -> bool:
+        event = self._events.get(run.event_ids[0]) if run.event_ids else None
+        if event is None:
+            return False
+        for segments, value in pairs:
+            found: Any = event.data
+            for segment in segments:
+                found = found.get(segment) if isinstance(found, dict) else None
+            if found is None or not cel_equal(found, value):
+                return False
+        return True
+
+    def _select_runs(self, query: RunFilter, limit: int | None) -> list[RunRecord]:
+        """The runs the filter (but ``event_data``) selects, newest first, up to ``limit``."""
+        found: list[RunRecord] = []
+        newest_first = sorted(
+            self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True
+        )
+        for run in newest_first:
+            if limit is not None and len(found) >= limit:
+                break
+            if query.function_id is not None and run.function_id != query.function_id:
+                continue
+            if query.app_id is not None and run.app_id not in (query.app_id, ""):
+                continue
+            if query.status is not None and run.status != query.status:
+                continue
+            if query.event_id is not None and query.event_id not in run.event_ids:
+                continue
+            if query.after is not None and (run.created_at, run.run_id) >= query.after:
+                continue
+            if query.created_after is not None and run.created_at < query.created_after:
+                continue
+            if query.created_before is not None and run.created_at > query.created_before:
+                continue
+            if query.waiting_for_worker_at is not None and (
+                run.status in TERMINAL_STATUSES or self._served(run, query.waiting_for_worker_at)
+            ):
+                continue
+            found.append(_copy_run(run))
+        return found
 
     def _served(self, run: RunRecord, now: float) -> bool:
         """Whether a worker alive at ``now`` has registered the run's function."""

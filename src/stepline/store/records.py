@@ -365,7 +365,11 @@ class RunFilter:
     only that app's runs (and those recorded without an app id); None: every app's.
     ``created_after``/``created_before``: creation time bounds (inclusive). ``after``: the
     (created_at, run_id) of the last run of the previous page: only runs older than it (a
-    cursor that stays exact while runs are added)."""
+    cursor that stays exact while runs are added). ``event_data``: only runs whose first
+    event's ``data`` holds each (dotted path, JSON scalar) pair — equal by value for numbers,
+    exactly for strings; booleans may also equal the numbers 1 and 0 (a prefilter of a payload
+    search: it may keep more runs than the search, never fewer); with ``window``, only among
+    the newest ``window`` runs the other filters select (a bounded scan)."""
 
     function_id: str | None = None
     status: str | None = None
@@ -376,6 +380,8 @@ class RunFilter:
     created_after: float | None = None
     created_before: float | None = None
     after: tuple[float, str] | None = None
+    event_data: tuple[tuple[str, str], ...] = ()
+    window: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

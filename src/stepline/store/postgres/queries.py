@@ -198,6 +198,18 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
 WHERE n <= %s ORDER BY event_id, n"""
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
+# a runs filter with event_data: its pairs ({match}) among the newest runs (the window: NULL
+# for all) the other filters ({where}) select
+LIST_RUNS_MATCHING = f"""
+SELECT {RUN_COLUMNS} FROM (
+    SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s
+) AS newest
+WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
+# one event_data pair: the value at a path (text[]) of the run's first event's data, equal to a
+# JSON scalar (numbers by value)
+EVENT_DATA_EQUALS = """(SELECT convert_from(data, 'UTF8')::jsonb FROM events
+    WHERE internal_id = (event_ids::jsonb ->> 0)) #> %s::text[] = %s::jsonb"""
+COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT %s) AS counted"
 SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"
 
 EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"

@@ -321,9 +321,22 @@ class PostgresStore:
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
-        statement = q.LIST_RUNS.format(where=where)
+        if query.event_data:
+            match, matched = shapes.event_data_match(query, q.EVENT_DATA_EQUALS, list)
+            statement = q.LIST_RUNS_MATCHING.format(where=where, match=match)
+            params = [*params, query.window, *matched]
+        else:
+            statement = q.LIST_RUNS.format(where=where)
         with self._conn() as conn:
             return [shapes.run_record(r) for r in conn.execute(statement, [*params, query.limit])]
+
+    @_reading
+    def count_runs(self, query: RunFilter) -> int:
+        where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
+        statement = q.COUNT_RUNS.format(where=where)
+        with self._conn() as conn:
+            row = conn.execute(statement, [*params, query.limit]).fetchone()
+        return int(row[0]) if row else 0
 
     @_reading
     def get_steps(self, run_id: str) -> list[StepRecord]:

@@ -203,6 +203,17 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
 WHERE n <= ?2 ORDER BY event_id, n"""
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
+# a runs filter with event_data: its pairs ({match}) among the newest runs (the window: -1
+# for all) the other filters ({where}) select
+LIST_RUNS_MATCHING = f"""
+SELECT {RUN_COLUMNS} FROM (
+    SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?)
+WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
+# one event_data pair: the value at a JSON path of the run's first event's data, equal to a
+# JSON scalar (numbers by value)
+EVENT_DATA_EQUALS = """json_extract(CAST((SELECT data FROM events
+    WHERE internal_id = json_extract(event_ids, '$[0]')) AS TEXT), ?) = json_extract(?, '$')"""
+COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT ?)"
 SELECT_STEPS = """
 SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
        started_at, ended_at

@@ -93,6 +93,11 @@ def _reading(read: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+def _json_path(segments: list[str]) -> str:
+    """A JSON path of object keys, each quoted."""
+    return "$" + "".join(f'."{segment}"' for segment in segments)
+
+
 def _json_list(values: Sequence[str]) -> str:
     return dumps_exact(list(values)).decode()
 
@@ -262,10 +267,21 @@ class SQLiteStore:
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
-        statement = q.LIST_RUNS.format(where=where)
-        return [
-            shapes.run_record(r) for r in self._conn().execute(statement, [*params, query.limit])
-        ]
+        if query.event_data:
+            match, matched = shapes.event_data_match(query, q.EVENT_DATA_EQUALS, _json_path)
+            statement = q.LIST_RUNS_MATCHING.format(where=where, match=match)
+            window = -1 if query.window is None else query.window
+            params = [*params, window, *matched]
+        else:
+            statement = q.LIST_RUNS.format(where=where)
+        found = self._conn().execute(statement, [*params, query.limit])
+        return [shapes.run_record(r) for r in found]
+
+    @_reading
+    def count_runs(self, query: RunFilter) -> int:
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        statement = q.COUNT_RUNS.format(where=where)
+        return int(self._conn().execute(statement, [*params, query.limit]).fetchone()[0])
 
     @_reading
     def get_steps(self, run_id: str) -> list[StepRecord]:

@@ -1,0 +1,52 @@
+"""Payload search (issue 9): the ``event.data`` equalities of a query are decided by the store
+first (``RunFilter.event_data``), which changes how fast a search is, never what it finds."""
+
+from __future__ import annotations
+
+from stepline import App, Context, Event, TriggerEvent
+from stepline.sdk.search import search_prefilter
+from stepline.testing import MockClock, TestEngine
+
+QUERIES = [
+    'event.data.n == 1 && event.data.kind == "a"',  # decided by the store, then CEL
+    'event.data.n + 0 == 1 && event.data.kind + "" == "a"',  # the same, CEL alone
+    "event.data.n == 1 || event.data.n == 2",  # no prefilter
+    'event.data.n == 1.0 && run.status == "COMPLETED"',
+]
+
+
+def test_the_prefilter_is_the_event_data_equalities() -> None:
+    assert search_prefilter(QUERIES[0]) == (("n", "1"), ("kind", '"a"'))
+    assert search_prefilter(QUERIES[1]) == ()
+    assert search_prefilter(QUERIES[2]) == ()
+    assert search_prefilter("event.data.ok == true && output.x == 1") == (("ok", "true"),)
+    assert search_prefilter("event.data.items.0 == 1 && event.name == 'x'") == ()
+    assert search_prefilter("event.data.v == null && event.data.w == [1]") == ()
+
+
+async def test_a_prefiltered_search_finds_what_cel_alone_finds(store_kind: str) -> None:
+    app = App("search-app")
+
+    @app.function(id="echo", trigger=TriggerEvent("item"))
+    async def echo(ctx: Context) -> int:
+        return int(ctx.event.data["n"])
+
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store=store_kind, clock=clock) as t:
+        events = [Event("item", {"n": i % 3, "kind": "ab"[i % 2]}) for i in range(30)]
+        runs = [(await t.runs(event_id=e))[0].run_id for e in await t.send(events)]
+        for run_id in runs:
+            await t.wait_for_run(run_id)
+        # n == 1 and kind "a": i = 4, 10, 16, 22, 28, newest first
+        expected = [runs[i] for i in reversed(range(30)) if i % 3 == 1 and i % 2 == 0]
+        pushed, alone = [await app.search_runs(q, limit=100) for q in QUERIES[:2]]
+        assert [r.run_id for r in pushed.runs] == [r.run_id for r in alone.runs] == expected
+        assert len(expected) == 5
+        assert (pushed.scanned, pushed.complete) == (30, True)
+        assert len((await app.search_runs(QUERIES[2])).runs) == 20
+        assert len((await app.search_runs(QUERIES[3])).runs) == 10
+        window = await app.search_runs(QUERIES[0], scan=12)
+        assert (window.scanned, window.complete) == (12, False)
+        assert [r.run_id for r in window.runs] == expected[:2]  # among the 12 newest runs
+        first = await app.search_runs(QUERIES[0], limit=1)
+        assert [r.run_id for r in first.runs] == expected[:1] and not first.complete
