@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ from stepline.store.interface import StoreTx
 from stepline.testing import TestEngine
 
 
-@contextmanager
-def writer_held(app: App) -> Iterator[threading.Event]:
+@asynccontextmanager
+async def writer_held(app: App) -> AsyncIterator[threading.Event]:
     """Holds the group-commit writer in a job until the yielded event is set (or the block
-    ends), so the writes queued meanwhile are taken together."""
+    ends), so the writes queued meanwhile are taken together. The job is awaited from a thread:
+    the writer starts draining a loop's jobs only once that loop runs again, so blocking the
+    loop here would hold the job back until the timeout."""
     release = threading.Event()
     started = threading.Event()
 
@@ -32,12 +34,12 @@ def writer_held(app: App) -> Iterator[threading.Event]:
         release.wait(30)
 
     held = app.engine.writer.submit(gate)
-    started.wait(30)
+    assert await asyncio.to_thread(started.wait, 30), "the writer never took the gate job"
     try:
         yield release
     finally:
         release.set()
-        del held
+        await held
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ async def test_senders_queued_together_share_one_job_and_get_their_own_results(
     async with TestEngine(app, store="sqlite", path=tmp_path / "g.db") as t:
         engine = app.engine
         feed = engine.changes.subscribe()  # one change per committed ingestion
-        with writer_held(app) as release:
+        async with writer_held(app) as release:
             sends = [
                 asyncio.ensure_future(app.send_async([Event("go", {"n": i}), Event("other")]))
                 for i in range(20)
@@ -81,7 +83,7 @@ async def test_retried_ids_in_one_group_are_ingested_once(app: App, tmp_path: Pa
         engine = app.engine
         now = engine.clock.now()
         records = [engine.event_record(Event("go", {"n": n}), now, f"seeded-{n}") for n in (1, 2)]
-        with writer_held(app) as release:
+        async with writer_held(app) as release:
             first = asyncio.ensure_future(engine.ingest_records(records, now, retried=True))
             again = asyncio.ensure_future(engine.ingest_records(records, now, retried=True))
             await asyncio.sleep(0)
@@ -109,7 +111,7 @@ async def test_a_lost_transaction_fails_every_sender_of_the_group(
                 raise StoreUnavailable("disk on fire", "f.db")
             return real()
 
-        with writer_held(app) as release:
+        async with writer_held(app) as release:
             monkeypatch.setattr(store, "transaction", transaction)
             sends = [asyncio.ensure_future(app.send_async(Event("go", {"n": i}))) for i in range(3)]
             await asyncio.sleep(0)
