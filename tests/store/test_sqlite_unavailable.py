@@ -39,6 +39,7 @@ def test_transient_sqlite_errors_read_as_store_unavailable(tmp_path: Path) -> No
         found = store.store_error(sqlite_error(message, code, name))
         assert isinstance(found, StoreUnavailable)
         assert message in str(found) and str(tmp_path / "s.db") in str(found)
+        assert name in str(found)  # the extended code tells which lock or which I/O failed
     # issue 6 review item 1: any other SQLite error is a StoreError naming the file, not None
     found = store.store_error(
         sqlite_error("attempt to write a readonly database", 8, "SQLITE_READONLY")
@@ -129,3 +130,45 @@ async def test_a_disk_full_in_one_job_fails_its_whole_batch(tmp_path: Path) -> N
     assert [e.internal_id for e in store.get_events(["e1", "e2"])] == ["e2"]
     writer.close()
     store.close()
+
+
+def test_a_store_opened_while_another_connection_creates_the_file_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    # a worker and `stepline send` started together on a new file: switching the file to WAL
+    # returns SQLITE_BUSY at once, without SQLite's busy handler, while another connection holds
+    # a write lock on it (SQLite's deadlock avoidance; the CLI failed with "database is locked"
+    # in a suite run, and 3 of 60 trials of 4 processes opening a new file failed)
+    path = tmp_path / "new.db"
+    creator = sqlite3.connect(path, isolation_level=None)
+    creator.execute("BEGIN IMMEDIATE")  # the other process, mid-creation
+    creator.execute("CREATE TABLE other_process (x)")
+    opened = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def open_store() -> None:
+        store = SQLiteStore(path, busy_timeout=30.0)
+        opened.set()
+        try:
+            store.migrate()
+            with store.transaction() as tx:
+                tx.set_paused("f", True)
+            outcome.append(None)
+        except BaseException as exc:  # reported by the assertion below
+            outcome.append(exc)
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=open_store)
+    thread.start()
+    opened.wait(10)
+    # the store is kept waiting while the lock is held: it has not failed meanwhile
+    for _ in range(20):
+        if outcome:
+            break
+        thread.join(0.01)
+    assert not outcome, f"the store gave up while the lock was held: {outcome}"
+    creator.execute("ROLLBACK")
+    creator.close()
+    thread.join(30)
+    assert outcome == [None]

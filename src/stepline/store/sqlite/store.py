@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,6 +68,26 @@ DEDUP_WINDOW = 24 * 3600.0
 _NO_ATTEMPT = (None, None, None)
 # SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
 # of them SQLite may roll the transaction back by itself
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode. SQLite answers SQLITE_BUSY at once, without its busy handler,
+    when another connection holds a write lock while the file is still in rollback mode (a
+    process creating a new file): retried with a short backoff for up to ``timeout`` seconds,
+    as the busy handler would have waited."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_BUSY
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+_SQLITE_BUSY = 5
 _TRANSIENT_CODES = {
     5,  # SQLITE_BUSY: locked past the busy timeout
     6,  # SQLITE_LOCKED
@@ -132,7 +153,7 @@ class SQLiteStore:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn, self._busy_timeout_ms / 1000)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             # statement and savepoint journals (every verb runs in a savepoint) in memory, not
             # in temporary files: they only serve rollbacks inside a transaction, never crash
@@ -159,7 +180,9 @@ class SQLiteStore:
         code = getattr(error, "sqlite_errorcode", None)
         found: StoreError
         if code is not None and code & 0xFF in _TRANSIENT_CODES:
-            found = StoreUnavailable(f"{error} ({self.path})", str(self.path))
+            name = getattr(error, "sqlite_errorname", None)  # e.g. SQLITE_BUSY_SNAPSHOT
+            reason = f"{error} ({name}, {self.path})" if name else f"{error} ({self.path})"
+            found = StoreUnavailable(reason, str(self.path))
         else:  # read-only, corrupt, cannot open, not a database, a schema that is not ours
             found = StoreError(str(error), str(self.path))
         found.__cause__ = error
