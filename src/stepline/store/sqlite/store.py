@@ -66,6 +66,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 DEDUP_WINDOW = 24 * 3600.0
 _NO_ATTEMPT = (None, None, None)
+
+
 # SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
 # of them SQLite may roll the transaction back by itself
 def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
