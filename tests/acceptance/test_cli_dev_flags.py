@@ -1,7 +1,7 @@
 """``stepline dev`` takes the flags of Inngest's dev server that change how it runs functions
 (``cmd/devserver/cmd.go``): ``--retry-interval SECONDS`` (a linear backoff: every retry after
-the same wait, ``pkg/backoff.GetLinearBackoffFunc``, no jitter) and ``--tick MS`` (how often the
-executor polls the queue for work).
+the same wait, ``pkg/backoff.GetLinearBackoffFunc``, no jitter), ``--tick MS`` (how often the
+executor polls the queue for work) and ``--queue-workers N`` (``--concurrency``).
 
 issue 10, "Dev and production modes": a drop-in for Inngest's dev server.
 """
@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from test_cli import Cli, cli_in, wait_until
+
+from stepline.cli import cli as stepline
 
 FLAKY_APP = """
 from stepline import App, Context, TriggerEvent
@@ -65,11 +68,22 @@ def test_retry_interval_retries_after_the_same_wait_each_time(cli: Cli) -> None:
     assert retry_delays(cli) == [pytest.approx(1.0, abs=1e-3)] * 2
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon"])
-def test_retry_interval_must_be_a_whole_number_of_seconds_from_1(cli: Cli, value: str) -> None:
-    result = cli.run("dev", "flaky:app", "--db", cli.db, "--retry-interval", value)
-    assert result.returncode == 2, result.stderr
-    assert "--retry-interval" in result.stderr
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--retry-interval", "0"),
+        ("--retry-interval", "-1"),
+        ("--retry-interval", "soon"),
+        ("--tick", "0"),
+        ("--tick", "1.5"),
+        ("--queue-workers", "0"),
+    ],
+)
+def test_the_flags_take_whole_numbers_from_1(flag: str, value: str) -> None:
+    # refused before anything starts (no app is loaded, no database opened)
+    result = CliRunner().invoke(stepline, ["dev", "nowhere:app", flag, value])
+    assert result.exit_code == 2, result.output
+    assert flag in result.output
 
 
 def test_tick_is_how_often_the_worker_looks_for_work_other_processes_made(
@@ -91,7 +105,8 @@ def test_tick_is_how_often_the_worker_looks_for_work_other_processes_made(
     assert run["output"] == "hello ada"
 
 
-def test_tick_must_be_a_whole_number_of_milliseconds_from_1(cli: Cli) -> None:
-    result = cli.run("dev", "flaky:app", "--db", cli.db, "--tick", "0")
-    assert result.returncode == 2, result.stderr
-    assert "--tick" in result.stderr
+def test_queue_workers_is_concurrency(cli: Cli, tmp_path: Path) -> None:
+    # Inngest's dev server: --queue-workers, the executor's workers; Stepline's: --concurrency
+    log = tmp_path / "dev.log"
+    dev = cli.start("dev", "flaky:app", "--db", cli.db, "--queue-workers", "7", output=log)
+    wait_until(lambda: "concurrency 7 ·" in log.read_text(), "the banner", process=dev, output=log)

@@ -282,6 +282,22 @@ def _run_the_scenario(s: Scenario) -> None:
     # not retried (3.x names the error it rethrows "Error", 4.x "NonRetriableError")
     assert missing["error"]["message"] == "User not found, stopping execution", missing
     assert [step["attempts"] for step in missing["steps"]] == [1], missing
+    # the same runs as Inngest's REST API lists an event's runs (what its "fetch run status and
+    # output" recipe polls): the SDK's error is a failed run's output
+    status, rest = http_json("GET", f"{s.url}/v1/events/{e[17]}/runs")
+    assert status == 200, rest
+    [failed] = rest["data"]
+    assert (failed["run_id"], failed["function_id"], failed["status"]) == (
+        missing["run_id"],
+        f"{APP}-process-user",
+        "Failed",
+    )
+    assert failed["output"]["message"] == "User not found, stopping execution", failed
+    status, rest = http_json("GET", f"{s.url}/v1/events/{e[4]}/runs")  # user/signup: two runs
+    assert sorted((r["function_id"], r["status"]) for r in rest["data"]) == [
+        (f"{APP}-onboard-user", "Completed"),
+        (f"{APP}-welcome-new-user", "Completed"),
+    ], rest
     found = s.run_of(e[18], "process-user")
     assert found["status"] == "COMPLETED" and found["output"]["id"] == "g-1", found
     api = s.run_of(e[19], "api-call")

@@ -196,10 +196,12 @@ def limit_option(default: int, help: str) -> Callable[[F], F]:
     )
 
 
-def concurrency_option(fn: F) -> F:
+def concurrency_option(fn: F, *aliases: str) -> F:
     """``--concurrency N`` (``STEPLINE_CONCURRENCY``): runs a worker executes at once."""
     return click.option(
         "--concurrency",
+        *aliases,
+        "concurrency",
         type=click.IntRange(min=1),
         default=100,
         show_default=True,

@@ -59,6 +59,11 @@ TICK_MS = 250  # the worker's poll interval by default (Worker(poll_interval=0.2
 SDK_ONLY_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP
 
 
+def _concurrency_or_queue_workers(fn: Any) -> Any:
+    """``--concurrency``, also named ``--queue-workers`` as in Inngest's dev server."""
+    return concurrency_option(fn, "--queue-workers")
+
+
 @click.command()
 @click.argument("app_ref", metavar="[MODULE:APP]", envvar="STEPLINE_APP", required=False)
 @db_option
@@ -88,7 +93,7 @@ SDK_ONLY_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP
     help="Exit once the runs the sent events started (and the runs they started) have ended: "
     "exit code 0 if all COMPLETED, 1 otherwise.",
 )
-@concurrency_option
+@_concurrency_or_queue_workers
 @click.option(
     "--worker-id",
     metavar="ID",
