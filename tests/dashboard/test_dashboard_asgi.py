@@ -341,6 +341,20 @@ async def test_the_event_stream_shows_the_runs_each_event_started_resumed_or_can
     assert 'data-effect="resumed"' in rows[approved] and "↻ resumed" in rows[approved]
     assert "✕ cancelled" in rows[withdrawn]
     assert "data-effect" not in rows[unrelated] and "no run" in rows[unrelated]
+    # each event's own page, linked from its row and from its runs' pages
+    async with _client(_server(app, DEV)) as client:
+        assert f'href="/events/{approved}"' in rows[approved]
+        page = (await client.get(f"/events/{approved}")).text
+        assert f'<tr data-effect="resumed" data-run="{runs[0]}">' in page
+        assert "expense/approved" in page and "&#34;e-1&#34;" in page
+        first = (await client.get(f"/events/{submitted[0]}")).text
+        assert f'<tr data-effect="started" data-run="{runs[0]}">' in first
+        alone = (await client.get(f"/events/{unrelated}")).text
+        assert "It started, resumed and cancelled no run." in alone
+        missing = await client.get("/events/nope")
+        assert missing.status_code == 404 and "There is no event nope" in missing.text
+        run_page = (await client.get(f"/runs/{runs[1]}")).text
+        assert f'href="/events/{submitted[1]}"' in run_page
 
 
 async def test_waiting_on_names_a_function_no_worker_knows(

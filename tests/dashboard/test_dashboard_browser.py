@@ -138,6 +138,10 @@ def test_live_runs_timeline_cancel_and_replay(browser: Browser, tmp_path: Path) 
         for event_id in submitted:
             started = watcher.locator(f"tr[data-event='{event_id}'] .chip")
             expect(started).to_have_attribute("data-effect", "started")
+        watcher.locator(f"tr[data-event='{approved}'] td:first-child a").click()  # its page
+        expect(watcher.locator("#event-runs tr[data-effect=resumed]")).to_have_count(
+            1, timeout=WAIT_MS
+        )
 
         # keyboard: dark mode on and off, "g f" to the functions, "?" for the shortcuts
         theme = watcher.evaluate("document.documentElement.dataset.theme")

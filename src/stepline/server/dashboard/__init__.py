@@ -49,6 +49,7 @@ def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
         Route("/runs/{run_id}/cancel", action(board.cancel), methods=["POST"]),
         Route("/runs/{run_id}/replay", action(board.replay), methods=["POST"]),
         Route("/events", page(board.events), methods=["GET"]),
+        Route("/events/{event_id}", page(board.event_page), methods=["GET"]),
         Route("/send", page(board.send_page), methods=["GET"]),
         Route("/send", action(board.send), methods=["POST"]),
         Route("/live", page(board.live), methods=["GET"]),

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 STATUSES = (*UNFINISHED_STATUSES, *sorted(TERMINAL_STATUSES))
 PAGE_SIZE = 50
 RUNS_PER_EVENT = 20  # runs an event row of the event stream shows
+RUNS_PER_EVENT_PAGE = 1000  # runs an event's page shows
 EAGER_STEPS = 50  # steps of a run page rendered whole; the others' details load when opened
 BULK_LIMIT = 1000  # runs a bulk action (and its preview count) covers at most
 SEARCH_SCAN = 2_000  # runs a payload search reads by default (``scan=`` in the URL: more)
@@ -497,6 +498,25 @@ class Dashboard:
         rows = await self._event_rows([stored.event for stored in found], duplicates)
         return self.render(
             request, session, "events.html", nav="events", rows=rows, name=name or ""
+        )
+
+    async def event_page(self, request: Request, session: Session) -> Response:
+        """One event: its payload and the runs it started, resumed and cancelled."""
+        event_id = request.path_params["event_id"]
+        event = await self.app.get_event(event_id)
+        if event is None:
+            return self.render(
+                request, session, "missing.html", 404, what=f"event {event_id}", nav="events"
+            )
+        runs = await self.app.event_runs(event_id, limit=RUNS_PER_EVENT_PAGE)
+        return self.render(
+            request,
+            session,
+            "event.html",
+            nav="events",
+            event=event,
+            payload=event.payload(),
+            runs=runs,
         )
 
     async def _event_rows(

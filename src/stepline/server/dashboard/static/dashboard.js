@@ -254,7 +254,7 @@
     if (key === "k") { move(-1); return; }
     if (key === "Enter") {
       const sel = $(".selected");
-      if (sel && sel.tagName === "TR") { const a = $("a[href^='/runs/']", sel); if (a) { location.href = a.href; ev.preventDefault(); } }
+      if (sel && sel.tagName === "TR") { const a = $("a[href^='/runs/'], a[href^='/events/']", sel); if (a) { location.href = a.href; ev.preventDefault(); } }
       return;
     }
     if (key === "c") { const b = $("#cancel-run"); if (b) b.click(); return; }
