@@ -23,7 +23,7 @@ if not Path(CHROMIUM).exists():  # pragma: no cover - the setup installs it
         f"no Chromium at {CHROMIUM} (bash scripts/setup installs it)", allow_module_level=True
     )
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 WAIT_MS = 20_000  # a bound on each wait for the page (never a sleep)
@@ -177,3 +177,43 @@ def test_login_and_logout_on_stepline_server(browser: Browser, tmp_path: Path) -
         page.goto(f"{url}/functions")
         expect(page).to_have_url(re.compile(r"/login\?next="))
         page.close()
+
+
+def test_a_step_opened_while_the_run_page_refreshes_stays_open(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # the run page re-reads its timeline when its live stream connects; a step opened while
+    # that read was in flight closed when the timeline was replaced (the open steps were noted
+    # before the read, not after it), hiding its buttons under the user's pointer
+    with dev_server(tmp_path) as url:
+        page = browser.new_page()
+        _send(page, url, "order/created", '{"orderId": "o-9", "amount": 5, "customer": "c"}')
+        page.goto(f"{url}/runs?function=process-order")
+        row = page.locator("tr[data-fn=process-order]")
+        expect(row.locator(".status")).to_have_text("completed", timeout=WAIT_MS)
+        run_url = f"{url}/runs/{row.get_attribute('data-run')}"
+
+        held: list[Route] = []
+        fragment = re.compile(r"/runs/[^/?]+\?fragment=1$")
+
+        def hold(route: Route) -> None:
+            held.append(route)
+
+        page.route(fragment, hold)
+        with page.expect_request(lambda r: r.url.endswith("?fragment=1"), timeout=WAIT_MS):
+            page.goto(run_url)  # the stream connects and the page asks for its timeline again
+        step = page.locator("details.tl-step[data-step=charge-card]")
+        step.evaluate("d => { d.dataset.before = 'yes'; }")  # the element the read replaces
+        step.locator("> summary").click()
+        expect(step).to_have_attribute("open", "")
+        for _ in range(500):  # a poll with a deadline: Playwright runs the handler meanwhile
+            if held:
+                break
+            page.wait_for_timeout(20)
+        assert held, "the timeline read was not held"
+        held[0].continue_()
+        page.unroute(fragment)
+        replaced = page.locator("details.tl-step[data-step=charge-card]:not([data-before])")
+        expect(replaced).to_have_count(1, timeout=WAIT_MS)
+        expect(replaced).to_have_attribute("open", "")
+        expect(replaced.locator(".step-output")).to_be_visible()

@@ -156,10 +156,12 @@
     if (!live || refreshing) return;
     refreshing = (async () => {
       try {
-        const open = new Set($$("details[open]", live).map((d) => d.dataset.step || d.className));
         const response = await fetch(`/runs/${encodeURIComponent(live.dataset.run)}?fragment=1`, { credentials: "same-origin" });
         if (!response.ok) return;
-        live.innerHTML = await response.text();
+        const html = await response.text();
+        // the steps open now, not when the read began: one opened meanwhile stays open
+        const open = new Set($$("details[open]", live).map((d) => d.dataset.step || d.className));
+        live.innerHTML = html;
         $$("details", live).forEach((d) => { if (open.has(d.dataset.step || d.className)) d.open = true; });
         localTimes(live);
       } finally { refreshing = null; }
