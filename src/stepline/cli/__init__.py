@@ -8,30 +8,40 @@ unknown step), 1 for the rest.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from stepline import __version__
-from stepline.cli._commands.apps import apps
-from stepline.cli._commands.control import cancel, purge, replay, skipped
-from stepline.cli._commands.db import db
-from stepline.cli._commands.dev import dev
-from stepline.cli._commands.events import events
-from stepline.cli._commands.functions import functions
-from stepline.cli._commands.runs import runs
-from stepline.cli._commands.send import send
-from stepline.cli._commands.server import server
-from stepline.cli._commands.worker import worker
 from stepline.cli._common import CliError, with_db
 from stepline.errors import SteplineError
 
 __all__ = ["cli", "main"]
 
 
+# each command's module, imported when the command is run or listed (`stepline runs list` does
+# not load the HTTP server, the Inngest driver or httpx: a third of the start-up time)
+_COMMANDS = ("apps", "db", "dev", "events", "functions", "runs", "send", "server", "worker")
+_RUNS_SUBCOMMANDS = ("cancel", "replay", "skipped", "purge")  # from _commands.control
+
+
 class _Root(click.Group):
-    """Turns library errors (a bad database URL, an invalid event) into one-line CLI errors."""
+    """Turns library errors (a bad database URL, an invalid event) into one-line CLI errors;
+    imports each command's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        found = self.commands.get(cmd_name)
+        if found is None:
+            found = _load(cmd_name)
+            self.add_command(found)
+        return found
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -54,19 +64,14 @@ def cli() -> None:
     """
 
 
-cli.add_command(dev)
-cli.add_command(worker)
-cli.add_command(server)
-cli.add_command(send)
-cli.add_command(runs)
-cli.add_command(functions)
-cli.add_command(events)
-cli.add_command(apps)
-cli.add_command(db)
-runs.add_command(cancel)
-runs.add_command(replay)
-runs.add_command(skipped)
-runs.add_command(purge)
+def _load(name: str) -> click.Command:
+    module = importlib.import_module(f"stepline.cli._commands.{name}")
+    command: click.Command = getattr(module, name)
+    if isinstance(command, click.Group) and name == "runs":
+        control = importlib.import_module("stepline.cli._commands.control")
+        for sub in _RUNS_SUBCOMMANDS:
+            command.add_command(getattr(control, sub))
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> None:

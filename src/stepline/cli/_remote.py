@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import click
-import httpx
 
 from stepline.cli._common import CliError, CliUsageError
 from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
 from stepline.store.records import EventRecord, SkipRecord, StoredEvent
+
+if TYPE_CHECKING:
+    import httpx
 
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT = 30.0
@@ -94,6 +96,8 @@ class RemoteApp:
         missing_ok: bool = False,
         conflict_ok: bool = False,
     ) -> Any:
+        import httpx  # only with --url: the local commands do not load it
+
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             async with httpx.AsyncClient(headers=self._headers, timeout=TIMEOUT) as client:
