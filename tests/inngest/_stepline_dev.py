@@ -60,6 +60,14 @@ class Dev:
         state: dict[str, Any] = response.json()
         return state
 
+    async def until(self, check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        """Poll until ``check()`` holds (``what`` names it in the failure)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not check():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"never {what}")
+            await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+
     async def until_requests(self, run_id: str, count: int, timeout: float = 60.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while (await self.app_state(run_id))["requests"] < count:

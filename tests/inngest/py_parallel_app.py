@@ -104,6 +104,38 @@ async def parallel_race(ctx: inngest.Context) -> object:
     return await ctx.group.parallel((fast, slow), parallel_mode=inngest.ParallelMode.RACE)
 
 
+@client.create_function(
+    fn_id="race-retry", trigger=inngest.TriggerEvent(event="par/race-retry"), retries=2
+)
+async def race_retry(ctx: inngest.Context) -> dict[str, object]:
+    """A race-mode group: a chain of two steps, the first failing once, next to a wait; the
+    chain goes on after the retry although the wait is still pending."""
+    run = _count(ctx)
+
+    async def flaky() -> str:
+        ran[run].append("flaky")
+        if ran[run].count("flaky") == 1:
+            raise ValueError("the first attempt fails")
+        return "ok"
+
+    async def after() -> str:
+        ran[run].append("after")
+        return "after"
+
+    async def chain() -> object:
+        return [await ctx.step.run("flaky", flaky), await ctx.step.run("after", after)]
+
+    async def release() -> object:
+        return await ctx.step.wait_for_event(
+            "release", event="par/race-release", timeout=datetime.timedelta(hours=1)
+        )
+
+    chained, released = await ctx.group.parallel(
+        (chain, release), parallel_mode=inngest.ParallelMode.RACE
+    )
+    return {"chain": chained, "released": released is not None}
+
+
 @client.create_function(fn_id="doubler", trigger=inngest.TriggerEvent(event="par/double"))
 async def doubler(ctx: inngest.Context) -> int:
     return int(ctx.event.data["n"]) * 2  # type: ignore[call-overload]
@@ -223,6 +255,7 @@ inngest.fast_api.serve(
         retry_parallel,
         parallel_wait,
         parallel_race,
+        race_retry,
         doubler,
         parallel_mixed,
         big_steps,

@@ -2,7 +2,8 @@
 so the SDK runs step after step in that one request, reports each to ``POST
 /v1/checkpoint/{run_id}/async`` (committed by the pass in flight) and ends with a 206
 ``RunComplete``; SDKs without it (JS 3.x, Python) keep the plain path, one request per step.
-A checkpoint for no request in flight here is refused (409 for a stale lease, 503 elsewhere)."""
+A checkpoint for no request in flight here is refused (409 for a stale lease, 503 elsewhere);
+an SDK whose checkpoints are refused falls back to plain replies."""
 
 from __future__ import annotations
 
@@ -85,6 +86,42 @@ async def test_a_sleep_ends_a_checkpointed_request_and_the_next_one_goes_on(
         state = await d.app_state(run_id)
         assert state["ran"] == [f"s{i}" for i in range(1, 6)]
         assert (state["requests"], driver.checkpointed) == (2, 5)
+
+
+class ElsewhereDriver(InngestDriver):
+    """Drives runs here, while its checkpoints reach another process's server (a ``stepline
+    server`` whose workers run elsewhere): no pass in flight there, each one answered 503."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elsewhere = InngestDriver()
+        self.refused = 0
+
+    async def checkpoint(self, run_id: str, body: bytes) -> int:
+        status = await self.elsewhere.checkpoint(run_id, body)
+        self.refused += status == 503
+        return status
+
+
+async def test_a_js_4x_app_whose_checkpoints_are_refused_falls_back_to_plain_replies(
+    tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    driver = ElsewhereDriver()
+    async with stepline_dev(
+        tmp_path, start_app, "js", app, script="parallel_app.js", driver=driver
+    ) as d:
+        run_id = await d.run_of("sequence", Event("seq/run", {}))
+        run = await d.until_status(run_id, "COMPLETED", "FAILED", timeout=120)
+        assert (run.status, run.output) == ("COMPLETED", [10, 20, 30, 40, 50])
+        assert [(s.id, s.status, s.output) for s in run.steps] == [
+            (f"s{i}", "COMPLETED", i * 10) for i in range(1, 6)
+        ]
+        state = await d.app_state(run_id)
+        assert state["ran"] == [f"s{i}" for i in range(1, 6)]  # each step body once
+        # each step: its checkpoint tried 5 times (the SDK's retries), then reported in the
+        # request's 206 as a plain reply; one request a step and the last one (RunComplete)
+        assert (state["requests"], driver.refused) == (6, 25)
 
 
 async def test_a_checkpoint_without_a_request_in_flight_is_refused(tmp_path: Path) -> None:

@@ -16,10 +16,13 @@ from _stepline_dev import stepline_dev
 
 from conftest import SdkApp
 from stepline import App, Event
-from stepline.drivers.inngest import SdkApps
+from stepline.drivers.inngest import InngestDriver, SdkApps
+from stepline.engine.engine import Engine
+from stepline.sdk.function import FunctionDef
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
+from stepline.store.records import Lease, RunState
 from stepline.testing import MockClock, TestEngine
 
 pytestmark = pytest.mark.timeout(600)
@@ -31,29 +34,80 @@ def _script(kind: str) -> str:
     return "py_parallel_app.py" if kind == "py" else "parallel_app.js"
 
 
+class PassCounter(InngestDriver):
+    """The HTTP driver, counting the passes it ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes = 0
+
+    async def run_pass(
+        self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
+    ) -> None:
+        try:
+            await super().run_pass(engine, lease, state, fn)
+        finally:
+            self.passes += 1
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    driver = PassCounter()
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver
+    ) as d:
         run_id = await d.run_of("retry-parallel", Event("par/retry", {}))
         # discovery (the step planned, the wait), the step targeted: it fails, backoff 1 s
-        await d.until_requests(run_id, 2)
-        await d.until_status(run_id, "RETRYING")
+        await d.until(lambda: driver.passes == 1, "the first pass ended")
+        run = await d.until_status(run_id, "RETRYING")
+        assert (await d.app_state(run_id))["requests"] == 2
         await d.t.send(Event("par/release", {}))  # the wait's event wakes the run
-        await d.until_requests(run_id, 3)  # a discovery, planning steps only
+        await d.until(lambda: driver.passes == 2, "the woken pass ended")
         run = await d.until_status(run_id, "RETRYING")
         steps = {s.id: s for s in run.steps}
         assert steps["release"].status == "COMPLETED"
         assert steps["flaky"].status == "RETRYING"
-        assert (await d.app_state(run_id))["ran"] == ["flaky"]  # not again before the backoff
+        # as Go's executor: no request while the group's step backs off (none ran it early)
+        assert await d.app_state(run_id) == {"requests": 2, "ran": ["flaky"]}
         d.clock.advance(3600)
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert (run.status, run.output) == ("COMPLETED", {"flaky": "ok", "released": True})
         state = await d.app_state(run_id)
         assert state["ran"] == ["flaky", "flaky"]
-        assert state["requests"] == 5  # + the step targeted again, the final discovery
+        assert state["requests"] == 4  # + the step targeted again, the final discovery
+
+
+@pytest.mark.parametrize("kind", ["js", "py"])
+async def test_a_race_mode_group_races_on_in_a_later_pass(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+        run_id = await d.run_of("race-retry", Event("par/race-retry", {}))
+        # discovery (flaky planned, the wait), flaky targeted: it fails, the pass ends
+        run = await d.until_status(run_id, "RETRYING")
+        assert await d.app_state(run_id) == {"requests": 2, "ran": ["flaky"]}
+        d.clock.advance(60)  # the retry time: a new pass, the wait still pending
+        # flaky again; its group races: a discovery plans "after" at once, "after"
+        # targeted, one more discovery (race mode: after each step)
+        await d.until_requests(run_id, 5)
+        run = await d.until_status(run_id, "WAITING")
+        assert {s.id: s.status for s in run.steps} == {
+            "flaky": "COMPLETED",
+            "release": "PENDING",
+            "after": "COMPLETED",
+        }
+        assert await d.app_state(run_id) == {"requests": 6, "ran": ["flaky", "flaky", "after"]}
+        await d.t.send(Event("par/race-release", {}))
+        run = await d.until_status(run_id, "COMPLETED", "FAILED")
+        assert (run.status, run.output) == (
+            "COMPLETED",
+            {"chain": ["ok", "after"], "released": True},
+        )
+        assert (await d.app_state(run_id))["requests"] == 7  # the wake's discovery
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -33,6 +33,7 @@ from stepline.drivers.inngest import (
     canonicalize_body,
     check_bearer,
     execution_url,
+    fit,
     hash_step_id,
     map_function,
     parse_registration,
@@ -167,6 +168,28 @@ def test_an_execution_body_has_what_the_sdks_validate() -> None:
     assert (body["version"], body["use_api"]) == (-1, False)
     assert request.encode() == canonical_json(body)
     assert b == transforms.hash_step_id("a:1")
+
+
+def test_a_request_body_is_encoded_once_unless_it_must_shrink(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded: list[object] = []
+
+    def counting(value: object) -> bytes:
+        encoded.append(value)
+        return canonical_json(value)
+
+    monkeypatch.setattr("stepline.drivers.inngest._execution.canonical_json", counting)
+    event = {"name": "x/y", "data": {"pad": "x" * 2000}, "id": "e", "ts": 1}
+    request = ExecutionRequest(run_id="01JRUN", event=event)
+    assert fit(request) == (request, request.encode())
+    encoded.clear()
+    fit(request)
+    assert len(encoded) == 1  # measured and sent: the same bytes
+    encoded.clear()
+    smaller, body = fit(request, max_bytes=1000)
+    assert len(encoded) == 2  # the full body measured, then the use_api body sent
+    assert smaller.use_api and body == smaller.encode()
 
 
 def test_an_execution_url_targets_a_step() -> None:

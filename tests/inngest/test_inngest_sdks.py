@@ -366,9 +366,9 @@ def test_a_request_too_large_for_its_body_is_fetched_by_the_sdk(start_app, kind:
     full = ExecutionRequest(
         run_id=run_id, event=event, events=[event], steps={a: memo_data({"n": 3})}, stack=[a]
     )
-    request = fit(full, max_bytes=1000)
-    assert request.use_api and fit(full) is full
-    body = json.loads(request.encode())
+    request, encoded = fit(full, max_bytes=1000)
+    assert request.use_api and encoded == request.encode() and fit(full) == (full, full.encode())
+    body = json.loads(encoded)
     assert (body["events"], body["steps"], body["ctx"]["use_api"]) == ([], {}, True)
     app.capture.runs[run_id] = {"batch": batch_body(request), "actions": actions_body(request)}
     exchange = post(app.function_url("steps"), request, step_id="step", key=keys.current, keys=keys)

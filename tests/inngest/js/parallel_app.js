@@ -90,6 +90,29 @@ const parallelRace = create(
   },
 );
 
+// the same group in race mode as a chain of two steps, the first failing once, next to a wait:
+// the chain goes on after the retry although the wait is still pending
+const raceRetry = create(
+  { id: "race-retry", retries: 2 },
+  [{ event: "par/race-retry" }],
+  async ({ step, group, runId }) => {
+    count(runId);
+    return group.parallel({ mode: "race" }, async () => {
+      const [chain, released] = await Promise.all([
+        (async () => [
+          await step.run("flaky", () => {
+            if (record(runId, "flaky") === 1) throw new Error("the first attempt fails");
+            return "ok";
+          }),
+          await step.run("after", () => record(runId, "after") && "after"),
+        ])(),
+        step.waitForEvent("release", { event: "par/race-release", timeout: "1h" }),
+      ]);
+      return { chain, released: released !== null };
+    });
+  },
+);
+
 const doubler = create(
   { id: "doubler" },
   major === 3 ? [{ event: "par/double" }] : [],
@@ -193,7 +216,7 @@ const sequence = create(
 );
 
 const functions = [sequence, aiAsk, retryParallel, parallelWait, doubler, parallelMixed, bigSteps, bigBatch];
-if (major === 4) functions.push(parallelRace);
+if (major === 4) functions.push(parallelRace, raceRetry);
 const handler = serve({ client: inngest, functions });
 const port = Number(process.env.PORT);
 http

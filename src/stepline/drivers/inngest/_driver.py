@@ -13,10 +13,13 @@ backoff); this driver only turns replies into records, through the shared ``comm
   function (any driver) whose end wakes the step;
 * ``StepPlanned``: a targeted request for that step, every planned step's at once (parallel
   steps), then one discovery request once none is in flight and nothing is pending (wait
-  mode), or one after each completed step of a race-mode group (``_Requests``);
+  mode), or one after each completed step of a race-mode group (``_Requests``); a group's
+  race mode is kept in its steps' history for later passes;
 * a step in its retry backoff is not asked for before its retry time: a pass whose run was
-  woken meanwhile (a parallel wait's event) asks the SDK to plan steps only; a pass at the
-  retry time sends a targeted request for the step (as Inngest retries the failed request);
+  woken meanwhile (a parallel wait's event) sends no request while steps of its wait-mode
+  group still hold the run (a race-mode group's: a discovery that plans steps only); a pass
+  at the retry time sends a targeted request for the step (as Inngest retries the failed
+  request);
 * HTTP 200: the run completed with the body; an error status: a failed attempt of the run
   (``X-Inngest-No-Retry``: final; ``Retry-After``: its earliest retry);
 * ``AIGateway`` (``step.ai.infer``): Stepline makes the model call (``_ai``) and memoizes its
@@ -210,6 +213,8 @@ class _HttpPass:
         self.version = -1
         self.state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         self.checkpoints = 0  # steps commits an SDK checkpointed during this pass
+        self.held: set[str] = set()  # steps pending or backing off as the pass started
+        self.race: set[str] = set()  # steps of race-mode groups (kept in their history)
         self.aborted: LimitExceededError | None = None  # a checkpoint breached a limit
 
     def now(self) -> float:
@@ -256,6 +261,7 @@ class _HttpPass:
         await self._settle_due(first)
         if first.steps:
             await self.save(first)
+        await self._hold()
         url = self.driver.urls.get(self.fn.id)
         if url is None:
             raise SdkRequestError(f"function {self.fn.id!r} has no synced app URL")
@@ -272,12 +278,40 @@ class _HttpPass:
             and step.due_at > self.now()
         )
 
+    async def _hold(self) -> None:
+        """Note the steps that hold the run as the pass starts: pending (a sleep, a wait, an
+        invoke) or waiting out a retry backoff, with their kinds and deadlines (as a reply
+        reporting them again would note them); when there are any, which steps are of
+        race-mode groups (their history says ``parallel_mode: race``, ``_mode``), as Inngest
+        keeps a group's mode on its queue items and pauses from one request to the next."""
+        for step in self.memo.values():
+            if step.status == "PENDING" and step.kind in ("sleep", "wait", "invoke"):
+                self.kinds.add(step.kind)
+            elif self.backing_off(step.hash):
+                self.kinds.add("retry")
+            else:
+                continue
+            self.held.add(step.hash)
+            if step.due_at is not None:
+                self.deadlines.append(step.due_at)
+        if self.held:
+            history = await self.engine.read(self.engine.store.get_history, self.run.run_id)
+            names = {h.step_id for h in history if (h.data or {}).get("parallel_mode") == "race"}
+            self.race |= {s.hash for s in self.memo.values() if s.step_id in names}
+
+    def _mode(self, op_id: str) -> dict[str, str]:
+        """The history data that keeps a step's race mode for later passes (``_hold``)."""
+        return {"parallel_mode": "race"} if op_id in self.race else {}
+
     def first_requests(self) -> tuple[list[str], bool]:
         """The requests a pass starts with, and whether its discovery plans steps only: the
         ``step.run`` steps whose retry time came, targeted (as Inngest retries the request
         that failed), and a discovery when another kind of step's retry time came (a model
-        call: the SDK reports its op again, an SDK runs no target without a body); else one
-        discovery, planning only (``disable_immediate_execution``) while a step waits out its
+        call: the SDK reports its op again, an SDK runs no target without a body). Else one
+        discovery, except while other steps of a wait-mode group still hold the run (Go's
+        executor enqueues no discovery for a resumed wait while steps are pending, unless
+        the group races): the one discovery follows once the last of them settles. A
+        discovery plans only (``disable_immediate_execution``) while a step waits out its
         backoff, so that the SDK does not run that step early."""
         now = self.now()
         due = [
@@ -289,6 +323,8 @@ class _HttpPass:
         if due:
             targeted = [s.hash for s in due if s.kind == "run"]
             return targeted + ([DISCOVERY] if len(targeted) < len(due) else []), plan_only
+        if self.held and not self.held & self.race:
+            return [], plan_only
         return [DISCOVERY], plan_only
 
     async def checkpoint(self, raw_steps: list[Any]) -> int:
@@ -323,7 +359,7 @@ class _HttpPass:
         checkpoint = None
         if self.driver.checkpointing and step_id == DISCOVERY and not force_plan:
             checkpoint = (self.fn.id, self.lease.token)
-        request = fit(
+        _, body = fit(
             replace(
                 request_for(
                     self.state,
@@ -335,7 +371,6 @@ class _HttpPass:
                 checkpoint=checkpoint,
             )
         )
-        body = request.encode()
         headers = request_headers(
             body,
             run_id=self.run.run_id,
@@ -506,8 +541,16 @@ class _HttpPass:
                     op.id, op.display_name, "sleep", "PENDING", due_at=until, started_at=now
                 )
             )
+            if op.race:
+                self.race.add(op.id)
             commit.history.append(
-                HistoryRecord(self.run.run_id, now, "SLEEP", op.display_name, data={"until": until})
+                HistoryRecord(
+                    self.run.run_id,
+                    now,
+                    "SLEEP",
+                    op.display_name,
+                    data={"until": until, **self._mode(op.id)},
+                )
             )
             self.deadlines.append(until)
             self.kinds.add("sleep")
@@ -554,7 +597,7 @@ class _HttpPass:
                 name,
                 attempts,
                 0.0,
-                {"error": error, "retry_at": due},
+                {"error": error, "retry_at": due, **self._mode(op_id)},
             )
         )
         self.deadlines.append(due)
@@ -634,6 +677,8 @@ class _HttpPass:
         )
 
     def _wait(self, op: WaitForEventOp, commit: PassCommit, now: float) -> None:
+        if op.race:
+            self.race.add(op.id)
         text: str | None = None
         index: tuple[tuple[str, str], ...] = ()
         if op.if_ is not None:
@@ -663,13 +708,15 @@ class _HttpPass:
                 now,
                 "WAIT",
                 op.display_name,
-                data={"event": op.event, "if": op.if_, "until": due},
+                data={"event": op.event, "if": op.if_, "until": due, **self._mode(op.id)},
             )
         )
         self.deadlines.append(due)
         self.kinds.add("wait")
 
     def _invoke(self, op: InvokeFunctionOp, commit: PassCommit, now: float) -> bool:
+        if op.race:
+            self.race.add(op.id)
         fn = self.engine.invoke_target(op.function_id)
         if fn is None:
             info = ErrorInfo("FunctionNotFound", f"no function {op.function_id!r}")
@@ -708,7 +755,11 @@ class _HttpPass:
                 now,
                 "INVOKE",
                 op.display_name,
-                data={"function_id": op.function_id, "child_run_id": child.run_id},
+                data={
+                    "function_id": op.function_id,
+                    "child_run_id": child.run_id,
+                    **self._mode(op.id),
+                },
             )
         )
         if due is not None:
@@ -812,7 +863,6 @@ class _Requests:
         self.sent = 0
         self.over = False  # MAX_REQUESTS_PER_PASS reached: the run goes back to the queue
         self.force_plan = False
-        self.race: set[str] = set()  # planned steps of race-mode groups
         self.progressed = False  # a step settled since the last discovery was sent
 
     def send(self, step_id: str) -> None:
@@ -887,7 +937,7 @@ class _Requests:
                 return True
             if isinstance(op, StepPlannedOp):
                 if op.race:
-                    self.race.add(op.id)
+                    p.race.add(op.id)
                 planned.setdefault(op.id, op.display_name)
                 continue
             progressed |= p._settle(op, reply, commit)
@@ -908,7 +958,7 @@ class _Requests:
             self.send(planned_id)
         if progressed:
             self.progressed = True
-            if step_id in self.race:
+            if step_id in p.race:
                 self.discover()
         return False
 

@@ -117,13 +117,18 @@ class ExecutionRequest:
         return canonical_json(self.body())
 
 
-def fit(request: ExecutionRequest, max_bytes: int = MAX_REQUEST_BYTES) -> ExecutionRequest:
-    """``request`` as sent: when its body would exceed ``max_bytes``, the same request with
-    ``use_api`` set, so the body carries the first event only and the SDK fetches the events
-    (``batch_body``) and the memo (``actions_body``) from the server, as Inngest does."""
-    if request.use_api or len(request.encode()) <= max_bytes:
-        return request
-    return replace(request, use_api=True)
+def fit(
+    request: ExecutionRequest, max_bytes: int = MAX_REQUEST_BYTES
+) -> tuple[ExecutionRequest, bytes]:
+    """``request`` as sent, and its body (``encode()``, encoded once here): when the body would
+    exceed ``max_bytes``, the same request with ``use_api`` set, so the body carries the first
+    event only and the SDK fetches the events (``batch_body``) and the memo (``actions_body``)
+    from the server, as Inngest does."""
+    body = request.encode()
+    if request.use_api or len(body) <= max_bytes:
+        return request, body
+    fetched = replace(request, use_api=True)
+    return fetched, fetched.encode()
 
 
 def batch_body(request: ExecutionRequest) -> bytes:

@@ -94,29 +94,34 @@ class StepFailedOp:
 
 @dataclass(frozen=True)
 class SleepOp:
-    """Sleep until ``until`` (aware UTC), then store ``None`` and continue."""
+    """Sleep until ``until`` (aware UTC), then store ``None`` and continue. ``race``: a step
+    of a race-mode group (``opts.parallelMode``), as on ``StepPlannedOp``."""
 
     id: str
     display_name: str
     until: datetime
+    race: bool = False
 
 
 @dataclass(frozen=True)
 class WaitForEventOp:
     """Wait for ``event`` matching ``if_`` (``event`` = the run's trigger, ``async`` = the
-    incoming event) for at most ``timeout``; store the event, or ``None`` on timeout."""
+    incoming event) for at most ``timeout``; store the event, or ``None`` on timeout.
+    ``race``: a step of a race-mode group."""
 
     id: str
     display_name: str
     event: str
     timeout: timedelta
     if_: str | None = None
+    race: bool = False
 
 
 @dataclass(frozen=True)
 class InvokeFunctionOp:
     """Invoke ``function_id`` (a slug) with ``data`` (and event version ``v``); store
-    ``{"data": output}`` or ``{"error": ...}``; ``timeout`` ``None``: Inngest's one year."""
+    ``{"data": output}`` or ``{"error": ...}``; ``timeout`` ``None``: Inngest's one year.
+    ``race``: a step of a race-mode group."""
 
     id: str
     display_name: str
@@ -124,6 +129,7 @@ class InvokeFunctionOp:
     data: Mapping[str, Any]
     v: str | None = None
     timeout: timedelta | None = None
+    race: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,11 +219,12 @@ def read_op(op: object, now: datetime) -> Op:
     named = op.get("name") if kind not in ("Sleep", "WaitForEvent") else None
     display = op.get("displayName") or userland.get("id") or named or step_id
     display_name = str(display)
+    race = opts.get("parallelMode") == "race"
     if kind in ("StepRun", "Step"):
         sent = opts.get("type") == "step.sendEvent"
         return StepRunOp(step_id, display_name, op.get("data"), sent)
     if kind == "StepPlanned":
-        return StepPlannedOp(step_id, display_name, opts.get("parallelMode") == "race")
+        return StepPlannedOp(step_id, display_name, race)
     if kind in ("StepError", "StepFailed"):
         raw_error = op.get("error")
         if raw_error is None:  # the JS SDK reports a step's final error in ``data``
@@ -227,7 +234,7 @@ def read_op(op: object, now: datetime) -> Op:
             return StepErrorOp(step_id, display_name, error)
         return StepFailedOp(step_id, display_name, error)
     if kind == "Sleep":
-        return SleepOp(step_id, display_name, _sleep_until(op, opts, now))
+        return SleepOp(step_id, display_name, _sleep_until(op, opts, now), race)
     if kind == "WaitForEvent":
         event = opts.get("event") or op.get("name")
         if not isinstance(event, str) or not event:
@@ -239,6 +246,7 @@ def read_op(op: object, now: datetime) -> Op:
             event,
             _duration(opts.get("timeout"), "WaitForEvent opts.timeout"),
             condition if isinstance(condition, str) and condition else None,
+            race,
         )
     if kind == "InvokeFunction":
         function_id = opts.get("function_id")
@@ -256,6 +264,7 @@ def read_op(op: object, now: datetime) -> Op:
             data if isinstance(data, dict) else {},
             v if isinstance(v, str) else None,
             None if timeout is None else _duration(timeout, "InvokeFunction opts.timeout"),
+            race,
         )
     if kind == "AIGateway":
         url = opts.get("url")
