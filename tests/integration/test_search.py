@@ -22,6 +22,8 @@ def test_the_prefilter_is_the_event_data_equalities() -> None:
     assert search_prefilter("event.data.ok == true && output.x == 1") == (("ok", "true"),)
     assert search_prefilter("event.data.items.0 == 1 && event.name == 'x'") == ()
     assert search_prefilter("event.data.v == null && event.data.w == [1]") == ()
+    # keys a JSON path would have to escape: JSON escapes control characters, " and \
+    assert search_prefilter("event.data['a\\tb'] == 1 && event.data['q\"'] == 1") == ()
 
 
 async def test_a_prefiltered_search_finds_what_cel_alone_finds(store_kind: str) -> None:
@@ -50,3 +52,54 @@ async def test_a_prefiltered_search_finds_what_cel_alone_finds(store_kind: str) 
         assert [r.run_id for r in window.runs] == expected[:2]  # among the 12 newest runs
         first = await app.search_runs(QUERIES[0], limit=1)
         assert [r.run_id for r in first.runs] == expected[:1] and not first.complete
+
+
+async def test_the_prefilter_never_finds_fewer_than_cel_for_awkward_data(store_kind: str) -> None:
+    # a string holding U+0000 (PostgreSQL's jsonb refuses it: the pushed search failed on every
+    # query once such an event was among the runs searched) and keys holding control characters
+    # (SQLite's JSON path did not find them: the pushed search found nothing)
+    app = App("awkward-app")
+
+    @app.function(id="echo", trigger=TriggerEvent("item"))
+    async def echo(ctx: Context) -> int:
+        return 1
+
+    async with TestEngine(app, store=store_kind, clock=MockClock(autojump=False)) as t:
+        sent = await t.send(
+            [
+                Event("item", {"n": 1, "a\tb": 1, "note": "nul \u0000 inside"}),
+                Event("item", {"n": 2, "a\tb": 2}),
+                Event("item", {"n": 1, "a\tb": 1}),
+            ]
+        )
+        runs = [(await t.runs(event_id=e))[0].run_id for e in sent]
+        for run_id in runs:
+            await t.wait_for_run(run_id)
+        expected = [runs[2], runs[0]]  # newest first
+        for pushed, alone in [
+            ("event.data.n == 1", "event.data.n + 0 == 1"),
+            ("event.data['a\\tb'] == 1", "event.data['a\\tb'] + 0 == 1"),
+        ]:
+            found = [r.run_id for r in (await app.search_runs(pushed)).runs]
+            cel = [r.run_id for r in (await app.search_runs(alone)).runs]
+            assert found == cel == expected, (pushed, found, cel)
+
+
+async def test_a_search_stopped_by_its_limit_says_how_far_it_read(store_kind: str) -> None:
+    # decided by the store first or by CEL alone, a search that found `limit` matches read the
+    # runs down to its last match: `scanned` counts those, not the whole window
+    app = App("limit-app")
+
+    @app.function(id="echo", trigger=TriggerEvent("item"))
+    async def echo(ctx: Context) -> int:
+        return 1
+
+    async with TestEngine(app, store=store_kind, clock=MockClock(autojump=False)) as t:
+        sent = await t.send([Event("item", {"x": i % 2}) for i in range(20)])
+        for e in sent:
+            await t.wait_for_run((await t.runs(event_id=e))[0].run_id)
+        for query in ("event.data.x == 1", "event.data.x + 0 == 1"):
+            found = await app.search_runs(query, limit=3, scan=100)
+            assert len(found.runs) == 3 and not found.complete, query
+            # the newest run has x == 1 (i = 19): the third match is the fifth newest run
+            assert found.scanned == 5, (query, found.scanned)

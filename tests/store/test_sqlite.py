@@ -87,6 +87,13 @@ def test_runs_events_started_before_effects_were_recorded_read_as_started(
     store.migrate()
     assert [(r.effect, r.run.run_id) for r in store.event_runs(["e1"])] == [("started", "r1")]
     assert [r.run_id for r in store.list_runs(RunFilter(event_id="e1"))] == ["r1"]
+    # a process of the version before 11, still running during the upgrade, records a run its
+    # event started the old way: the row is kept, as started (INSERT OR IGNORE dropped it
+    # without a word while the effect had no default)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES ('e2', 'r1')")
+        conn.commit()
+    assert [(r.effect, r.run.run_id) for r in store.event_runs(["e2"])] == [("started", "r1")]
     store.close()
 
 

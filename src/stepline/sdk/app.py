@@ -670,8 +670,10 @@ class App:
         The equalities ``event.data.<path> == <string, number or boolean>`` among the query's
         top-level ``&&`` conjuncts are decided by the store first (``RunFilter.event_data``):
         only the runs among the newest ``scan`` whose first event holds them are read and
-        evaluated, which makes such searches fast over many runs; ``scanned`` then counts the
-        runs the store looked at."""
+        evaluated, which makes such searches fast over many runs (a backend that cannot decide
+        them for some run keeps it, so the search decides: never fewer matches). ``scanned``
+        counts the newest runs the search covered: down to its last match when ``limit``
+        stopped it, otherwise all it looked at."""
         expression = compile_search(query)
         engine = self.engine
         app_id = None if all_apps else self.id
@@ -707,11 +709,16 @@ class App:
                         first_error = first_error or str(exc)
                     if len(found) >= limit:
                         done = complete and scanned == len(records)
+                        if pushed and done:  # the store's last candidate: the window read
+                            scanned = scan
+                        elif pushed:  # the runs read: those of the window down to this one
+                            newer = (record.created_at, record.run_id)
+                            bound = dataclasses.replace(query_filter, newer_than=newer)
+                            scanned = store.count_runs(bound) + 1
                         return RunSearch(found, scanned, done, failed, first_error)
-            return RunSearch(found, scanned, complete, failed, first_error)
+            return RunSearch(found, scan if pushed else scanned, complete, failed, first_error)
 
-        result = await engine.read(search)
-        return dataclasses.replace(result, scanned=scan) if pushed else result
+        return await engine.read(search)
 
 
 def on_stop_signals(

@@ -64,13 +64,19 @@ def search_prefilter(text: str) -> tuple[tuple[str, str], ...]:
         segments = path.split(".")
         if segments[0] != "data" or len(segments) < 2:
             continue
-        if any(s.isdigit() or '"' in s or "\\" in s for s in segments[1:]):
+        if any(s.isdigit() or not _plain_key(s) for s in segments[1:]):
             continue  # a list index, or a key a JSON path would have to escape
         if isinstance(value, bool | str) or (
             isinstance(value, int | float) and math.isfinite(value) and abs(value) < 2**53
         ):
             pairs.append((".".join(segments[1:]), dumps(value).decode()))
     return tuple(dict.fromkeys(pairs))
+
+
+def _plain_key(segment: str) -> bool:
+    """Whether a key can be written in a quoted JSON path as it is: no ``"``, no ``\\`` and no
+    control character (JSON escapes these, so the stores' paths would not find them)."""
+    return '"' not in segment and "\\" not in segment and all(ch >= " " for ch in segment)
 
 
 def is_match(expression: Expression, activation: dict[str, Any]) -> bool:

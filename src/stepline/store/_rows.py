@@ -198,6 +198,9 @@ def run_filter(query: RunFilter, mark: str, waiting_for_worker: str) -> tuple[st
     if query.after is not None:
         clauses.append(f"(created_at, run_id) < ({mark}, {mark})")
         params.extend(query.after)
+    if query.newer_than is not None:
+        clauses.append(f"(created_at, run_id) > ({mark}, {mark})")
+        params.extend(query.newer_than)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 

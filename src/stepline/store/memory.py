@@ -203,6 +203,8 @@ class MemoryStore:
                 continue
             if query.after is not None and (run.created_at, run.run_id) >= query.after:
                 continue
+            if query.newer_than is not None and (run.created_at, run.run_id) <= query.newer_than:
+                continue
             if query.created_after is not None and run.created_at < query.created_after:
                 continue
             if query.created_before is not None and run.created_at > query.created_before:

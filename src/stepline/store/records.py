@@ -365,7 +365,8 @@ class RunFilter:
     only that app's runs (and those recorded without an app id); None: every app's.
     ``created_after``/``created_before``: creation time bounds (inclusive). ``after``: the
     (created_at, run_id) of the last run of the previous page: only runs older than it (a
-    cursor that stays exact while runs are added). ``event_data``: only runs whose first
+    cursor that stays exact while runs are added); ``newer_than``: a (created_at, run_id): only
+    runs newer than it. ``event_data``: only runs whose first
     event's ``data`` holds each (dotted path, JSON scalar) pair — equal by value for numbers,
     exactly for strings; booleans may also equal the numbers 1 and 0 (a prefilter of a payload
     search: it may keep more runs than the search, never fewer); with ``window``, only among
@@ -382,6 +383,7 @@ class RunFilter:
     after: tuple[float, str] | None = None
     event_data: tuple[tuple[str, str], ...] = ()
     window: int | None = None
+    newer_than: tuple[float, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -271,4 +271,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE run_effects RENAME TO run_events;
     CREATE INDEX run_events_run ON run_events(run_id);
     """,
+    # 12: an effect defaults to 'started', as on PostgreSQL: a process of the version before 11
+    # still running during an upgrade inserts (event_id, run_id) only, which INSERT OR IGNORE
+    # dropped without a word when the column had no default
+    """
+    CREATE TABLE run_effects (
+        event_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        effect TEXT NOT NULL DEFAULT 'started',
+        PRIMARY KEY (event_id, run_id, effect)
+    ) WITHOUT ROWID;
+    INSERT INTO run_effects (event_id, run_id, effect)
+        SELECT event_id, run_id, effect FROM run_events;
+    DROP TABLE run_events;
+    ALTER TABLE run_effects RENAME TO run_events;
+    CREATE INDEX run_events_run ON run_events(run_id);
+    """,
 )

@@ -68,8 +68,6 @@ DEDUP_WINDOW = 24 * 3600.0
 _NO_ATTEMPT = (None, None, None)
 
 
-# SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
-# of them SQLite may roll the transaction back by itself
 def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
     """Put the file in WAL mode. SQLite answers SQLITE_BUSY at once, without its busy handler,
     when another connection holds a write lock while the file is still in rollback mode (a
@@ -90,6 +88,8 @@ def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
 
 
 _SQLITE_BUSY = 5
+# SQLite primary result codes that mean "not now" (https://sqlite.org/rescode.html); after each
+# of them SQLite may roll the transaction back by itself
 _TRANSIENT_CODES = {
     5,  # SQLITE_BUSY: locked past the busy timeout
     6,  # SQLITE_LOCKED
