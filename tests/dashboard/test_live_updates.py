@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from stepline import App, Context, Event, TriggerEvent
+from stepline import App, Context, Debounce, Event, TriggerCron, TriggerEvent
 from stepline.engine.changes import Change, ChangeFeed
 from stepline.server.dashboard import dashboard_routes
 from stepline.server.settings import ServerSettings
@@ -170,3 +170,40 @@ async def test_changes_of_another_process_reach_the_pages(tmp_path: Path) -> Non
             await stream.aclose()  # type: ignore[attr-defined]
     finally:
         board_app.close()
+
+
+async def test_the_engine_publishes_what_housekeeping_ingests(store_kind: str) -> None:
+    # a cron tick's event and the run a debounce's flush starts are ingested by the worker's
+    # housekeeping, not by a send: the live event stream showed them only after a reload
+    app = App("housekept")
+
+    @app.function(id="typed", trigger=TriggerEvent("typed"), debounce=Debounce(period="1m"))
+    async def typed(ctx: Context) -> str:
+        return "saved"
+
+    @app.function(id="hourly", trigger=TriggerCron("0 * * * *"))
+    async def hourly(ctx: Context) -> str:
+        return "ticked"
+
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store=store_kind, clock=clock) as t:
+        [typed_event] = await app.send_async(Event("typed", {"text": "h"}))
+        subscription = app.engine.changes.subscribe()
+        clock.advance(3600)  # the debounce is due, and the hour's cron tick
+        await t.tick()
+        seen: list[Change] = []
+
+        async def published() -> bool:
+            if subscription.pending:
+                seen.extend(await subscription.get())
+            started = {
+                (r.internal_id, run_id) for c in seen for r in c.ingested for run_id in r.run_ids
+            }
+            events = {r.internal_id for c in seen for r in c.ingested}
+            runs = {r.function_id: r.run_id for r in await app.runs()}
+            return (typed_event, runs.get("typed")) in started and any(
+                (e, runs.get("hourly")) in started for e in events
+            )
+
+        await until("the flush's run and the cron tick's event in the feed", published)
+        subscription.close()

@@ -228,9 +228,11 @@ class Engine:
 
     def announce_cancellations(
         self, tx: StoreTx, results: Sequence[IngestResult], now: float
-    ) -> None:
+    ) -> list[IngestResult]:
         """Emit ``inngest/function.cancelled`` for the runs that ingestion cancelled (cancel_on,
-        singleton), in the same transaction; cancellations they cause are announced too."""
+        singleton), in the same transaction; cancellations they cause are announced too.
+        Returns what ingesting those events did."""
+        announced: list[IngestResult] = []
         pending = [pair for r in results for pair in r.cancelled]
         while pending:
             items = [
@@ -239,7 +241,9 @@ class Engine:
                 for event in self.cancelled_events(tx, run_id, fn, "cancelled by an event", now)
             ]
             more = tx.ingest(items, now, self.wait_matches)
+            announced += more
             pending = [pair for r in more for pair in r.cancelled]
+        return announced
 
     def cancel_job(self, run_id: str, reason: str, now: float) -> Callable[[StoreTx], bool]:
         """A write job that cancels one run and announces it."""
@@ -362,10 +366,13 @@ class Engine:
             for trigger in fn.crons
         ]
 
-    def housekeeping(self, tx: StoreTx, now: float) -> None:
+    def housekeeping(self, tx: StoreTx, now: float) -> list[IngestResult]:
         """Start what became due without a run to lease yet: debounces, batches, cron ticks.
         A cron tick fires once whatever the number of workers (``advance_cron`` is a
-        compare-and-set), and ticks missed while no worker ran collapse into one catch-up."""
+        compare-and-set), and ticks missed while no worker ran collapse into one catch-up.
+        Returns what it ingested (the flushed deferrals' events with the runs they started,
+        cron ticks' events, the announcements of runs these cancelled), for the change feed."""
+        ingested: list[IngestResult] = []
         with tx.savepoint():
             if now >= self._next_purge:
                 more = tx.purge_expired(now, PURGE_BATCH) >= PURGE_BATCH
@@ -375,7 +382,9 @@ class Engine:
                 # a full batch: the next round (another transaction) goes on; else in an hour
                 self._next_purge = now if more else now + PURGE_EVERY
             # a debounce's or batch's run may replace a singleton run: announced like ingestion's
-            self.announce_cancellations(tx, tx.flush_deferrals(now), now)
+            flushed = tx.flush_deferrals(now)
+            ingested += flushed
+            ingested += self.announce_cancellations(tx, flushed, now)
             for row in tx.due_crons(now, self.served):
                 fn = self.functions[row.function_id]
                 trigger = next((c for c in fn.crons if c.cron == row.cron), None)
@@ -394,7 +403,9 @@ class Engine:
                 runs = (planned,) if isinstance(planned, NewRun) else ()
                 deferrals = (planned,) if isinstance(planned, Deferral) else ()
                 results = tx.ingest([EventIngest(record, runs, deferrals)], now, self.wait_matches)
-                self.announce_cancellations(tx, results, now)
+                ingested += results
+                ingested += self.announce_cancellations(tx, results, now)
+        return ingested
 
     # -- reads and wake-ups -----------------------------------------------------------------------
     async def read(self, fn: Callable[..., T], *args: Any) -> T:

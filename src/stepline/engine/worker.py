@@ -41,12 +41,19 @@ from collections.abc import Callable, Sequence
 from stepline._ids import new_id
 from stepline.clock import SystemClock
 from stepline.engine._attempts import fail_unloaded_run
+from stepline.engine.changes import ingest_change
 from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
 from stepline.engine.executor import IN_PROCESS
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
 from stepline.store.interface import StoreTx
-from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, Lease, RunState, WorkerRecord
+from stepline.store.records import (
+    MAX_PASSES_WITHOUT_PROGRESS,
+    IngestResult,
+    Lease,
+    RunState,
+    WorkerRecord,
+)
 
 log = logging.getLogger("stepline.worker")
 
@@ -225,10 +232,12 @@ class Worker:
         if free > 0:
             now = self._leased_at = engine.clock.now()
             cut_short = list(self._cut_short)
-            leases = await engine.writer.write(self._lease_job(now, free, cut_short))
+            leases, housekept = await engine.writer.write(self._lease_job(now, free, cut_short))
             self._cut_short.difference_update(cut_short)
             self.outage.recovered()
             _announce_takeovers(leases, self.worker_id)
+            if housekept:
+                engine.changes.publish(ingest_change(housekept))
             engine.changes.publish_runs([lease.run_id for lease in leases])
             for lease in leases:
                 self._start_pass(lease)
@@ -274,11 +283,11 @@ class Worker:
 
     def _lease_job(
         self, now: float, limit: int, cut_short: list[str]
-    ) -> Callable[[StoreTx], list[Lease]]:
+    ) -> Callable[[StoreTx], tuple[list[Lease], list[IngestResult]]]:
         running = list(self.active)
 
-        def job(tx: StoreTx) -> list[Lease]:
-            self.engine.housekeeping(tx, now)
+        def job(tx: StoreTx) -> tuple[list[Lease], list[IngestResult]]:
+            housekept = self.engine.housekeeping(tx, now)
             if running:  # never find our own passes' leases expired (and lease them again)
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again
@@ -286,9 +295,10 @@ class Worker:
             served, max_passes = self.engine.served, self.max_passes
             # ahead only with slots to spare: a busy worker's slots go to runs due now
             due_by = now + (self.lease_ahead if len(running) < self.concurrency // 2 else 0.0)
-            return tx.lease_due(
+            leases = tx.lease_due(
                 self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by
             )
+            return leases, housekept
 
         return job
 
