@@ -105,6 +105,22 @@ def test_tick_is_how_often_the_worker_looks_for_work_other_processes_made(
     assert run["output"] == "hello ada"
 
 
+def test_a_long_tick_leaves_other_processes_runs_until_the_next_look(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # the converse of the test above, so that one cannot pass with --tick ignored: with a tick
+    # of a minute, a run another process starts stays queued (nothing in this process wakes
+    # the worker for it) while runs sent by stepline dev itself run at once
+    log = tmp_path / "dev.log"
+    dev = cli.start("dev", "flaky:app", "--db", cli.db, "--tick", "60000", output=log)
+    wait_until(lambda: "tick 60000 ms" in log.read_text(), "the banner", process=dev, output=log)
+    sent = cli.run("send", "hi", "--data", '{"name": "bo"}', "--app", "flaky:app", "--db", cli.db)
+    assert sent.returncode == 0, sent.stderr
+    for _ in range(3):  # three more commands' time: far past the default 250 ms tick
+        [run] = cli.json("runs", "list", "--db", cli.db, "--function", "hello")
+        assert run["status"] == "QUEUED", run
+
+
 def test_queue_workers_is_concurrency(cli: Cli, tmp_path: Path) -> None:
     # Inngest's dev server: --queue-workers, the executor's workers; Stepline's: --concurrency
     log = tmp_path / "dev.log"
