@@ -58,6 +58,7 @@ from stepline.store.records import (
     EventRecord,
     Purged,
     RunFilter,
+    RunRecord,
     SkipRecord,
     StepRecord,
     StoredEvent,
@@ -659,6 +660,7 @@ class App:
         status: str | None = None,
         limit: int = 50,
         scan: int = 10_000,
+        after: tuple[float, str] | None = None,
         all_apps: bool = False,
     ) -> RunSearch:
         """Runs whose payloads satisfy ``query``, a CEL expression over ``event``, ``events``,
@@ -666,6 +668,12 @@ class App:
         ``limit`` matches among the newest ``scan`` runs the filters select. Raises
         ``ExpressionError`` for an invalid query; a query that errors on a run does not match
         it (counted in ``failed``).
+
+        ``after`` (a previous answer's ``next_cursor``) continues a search below where that
+        page stopped: its last match when ``limit`` stopped it, the oldest run it scanned when
+        ``scan`` did. The cursor is a run's (created_at, run_id), so pages stay exact while runs
+        are added: pages joined equal one search with no bound; ``next_cursor`` is None once
+        every run the filters select has been scanned.
 
         The equalities ``event.data.<path> == <string, number or boolean>`` among the query's
         top-level ``&&`` conjuncts are decided by the store first (``RunFilter.event_data``):
@@ -677,7 +685,7 @@ class App:
         expression = compile_search(query)
         engine = self.engine
         app_id = None if all_apps else self.id
-        query_filter = RunFilter(function_id, status, None, scan + 1, None, app_id)
+        query_filter = RunFilter(function_id, status, None, scan + 1, None, app_id, after=after)
         store = engine.store
         pushed = search_prefilter(query)
         if pushed:
@@ -709,16 +717,26 @@ class App:
                         first_error = first_error or str(exc)
                     if len(found) >= limit:
                         done = complete and scanned == len(records)
+                        last = None if done else (record.created_at, record.run_id)
                         if pushed and done:  # the store's last candidate: the window read
                             scanned = scan
                         elif pushed:  # the runs read: those of the window down to this one
-                            newer = (record.created_at, record.run_id)
-                            bound = dataclasses.replace(query_filter, newer_than=newer)
+                            bound = dataclasses.replace(query_filter, newer_than=last)
                             scanned = store.count_runs(bound) + 1
-                        return RunSearch(found, scanned, done, failed, first_error)
-            return RunSearch(found, scan if pushed else scanned, complete, failed, first_error)
+                        return RunSearch(found, scanned, done, failed, first_error, last)
+            if complete:
+                return RunSearch(found, scan if pushed else scanned, True, failed, first_error)
+            edge = records[-1] if not pushed else _window_edge(store, query_filter, scan)
+            last = (edge.created_at, edge.run_id)
+            return RunSearch(found, scan if pushed else scanned, False, failed, first_error, last)
 
         return await engine.read(search)
+
+
+def _window_edge(store: Store, query: RunFilter, scan: int) -> RunRecord:
+    """The oldest of the newest ``scan`` runs ``query`` selects (there are more than
+    ``scan``): where a search that scanned them all continues."""
+    return store.list_runs(dataclasses.replace(query, limit=scan))[-1]
 
 
 def on_stop_signals(

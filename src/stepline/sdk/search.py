@@ -28,13 +28,15 @@ class RunSearch:
     """A search's answer: the matching ``runs`` (newest first, at most the limit asked),
     ``scanned`` runs read, ``complete`` whether every run the filters select was scanned,
     ``failed`` evaluations (a runtime error of the expression on a run: that run does not
-    match) and the first such ``error`` message."""
+    match), the first such ``error`` message, and ``next_cursor``: where the next page starts
+    (pass it as ``App.search_runs(after=...)``; None when every run was scanned)."""
 
     runs: list[Run]
     scanned: int
     complete: bool
     failed: int = 0
     error: str | None = None
+    next_cursor: tuple[float, str] | None = None
 
 
 def compile_search(text: str) -> Expression:
