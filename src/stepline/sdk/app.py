@@ -40,7 +40,7 @@ from stepline.sdk.options import (
     Throttle,
     Timeouts,
 )
-from stepline.sdk.run import EventRun, HistoryEntry, Run
+from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
 from stepline.sdk.search import (
     RunSearch,
     compile_search,
@@ -661,6 +661,7 @@ class App:
         limit: int = 50,
         scan: int = 10_000,
         after: tuple[float, str] | None = None,
+        with_steps: bool = False,
         all_apps: bool = False,
     ) -> RunSearch:
         """Runs whose payloads satisfy ``query``, a CEL expression over ``event``, ``events``,
@@ -673,7 +674,8 @@ class App:
         page stopped: its last match when ``limit`` stopped it, the oldest run it scanned when
         ``scan`` did. The cursor is a run's (created_at, run_id), so pages stay exact while runs
         are added: pages joined equal one search with no bound; ``next_cursor`` is None once
-        every run the filters select has been scanned.
+        every run the filters select has been scanned. ``with_steps``: the matches' steps are
+        read too (one more query; without it ``run.steps`` is empty).
 
         The equalities ``event.data.<path> == <string, number or boolean>`` among the query's
         top-level ``&&`` conjuncts are decided by the store first (``RunFilter.event_data``):
@@ -730,7 +732,15 @@ class App:
             last = (edge.created_at, edge.run_id)
             return RunSearch(found, scan if pushed else scanned, False, failed, first_error, last)
 
-        return await engine.read(search)
+        result = await engine.read(search)
+        if not with_steps or not result.runs:
+            return result
+        steps = await engine.read(store.steps_of, [r.run_id for r in result.runs])
+        runs = [
+            dataclasses.replace(r, steps=[StepInfo.from_record(s) for s in steps.get(r.run_id, [])])
+            for r in result.runs
+        ]
+        return dataclasses.replace(result, runs=runs)
 
 
 def _window_edge(store: Store, query: RunFilter, scan: int) -> RunRecord:

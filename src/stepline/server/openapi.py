@@ -260,6 +260,33 @@ def openapi_document() -> dict[str, Any]:
         _query("all_apps", "Runs of every app sharing the database", "boolean"),
         *PAGE,
     ]
+    search_params = [
+        _query(
+            "q",
+            "A payload search: a CEL expression over event, events, output, error and run "
+            "(not with event, created_after, created_before, waiting_for_worker; 400 with the "
+            "error when it is invalid). A page scans at most `scan` runs below the cursor: an "
+            "empty page is not the end until next_cursor is null",
+        ),
+        _query(
+            "scan", "With q: the runs a page scans at most (1-100000, default 10000)", "integer"
+        ),
+    ]
+    run_page = _list_of("Run")
+    run_page["properties"]["search"] = {
+        "type": "object",
+        "description": "With q: how far the page scanned",
+        "properties": {
+            "scan": {"type": "integer", "description": "The bound asked"},
+            "scanned": {"type": "integer", "description": "Runs the page covered"},
+            "complete": {
+                "type": "boolean",
+                "description": "Whether every run the filters select (below the cursor) was",
+            },
+            "failed": {"type": "integer", "description": "Runs the expression failed on"},
+            "error": {"type": ["string", "null"], "description": "The first such failure"},
+        },
+    }
     fn_id = _path("function_id", "Function id")
     run_id = _path("run_id", "Run id")
     paths: dict[str, Any] = {
@@ -345,7 +372,11 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/api/v1/runs": {
-            "get": _op("List runs, newest first", _json(_list_of("Run")), params=run_filters)
+            "get": _op(
+                "List runs, newest first; with q, the runs whose payloads match a search",
+                _json(run_page),
+                params=[*run_filters, *search_params],
+            )
         },
         "/api/v1/runs/cancel": {
             "post": _op(

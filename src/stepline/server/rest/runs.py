@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from stepline.errors import ConfigError
+from stepline.errors import ConfigError, ExpressionError
 from stepline.server._auth import require_api_token
 from stepline.server._problems import Problem
 from stepline.server._responses import JSONResponse
@@ -32,6 +32,9 @@ STATUSES = get_args(RunStatus)
 PREVIEW_SAMPLE = 20
 MAX_BULK = 100_000
 MAX_PURGE = 10_000
+SEARCH_SCAN = 10_000  # runs a search page reads by default
+MAX_SEARCH_SCAN = 100_000
+SEARCH_UNSUPPORTED = ("event", "created_after", "created_before")  # filters a search lacks
 
 
 def run_routes() -> list[BaseRoute]:
@@ -50,13 +53,16 @@ async def list_runs(request: Request) -> Response:
     """Runs, newest first: ``function``, ``status``, ``event``, ``created_after``,
     ``created_before``, ``cursor``, ``limit``, ``steps`` (include each run's steps; default
     true), ``waiting_for_worker`` (only runs no live worker can run), ``all_apps`` (the runs
-    of every app sharing the database, not only the server's app's)."""
+    of every app sharing the database, not only the server's app's). ``q``: a payload search
+    (see ``_search_runs``)."""
     require_api_token(request)
     app = stepline_app(request)
     status = request.query_params.get("status") or None
     if status is not None and status.upper() not in STATUSES:
         raise Problem(400, f"status must be one of {', '.join(STATUSES)}, got {status!r}")
     limit = limit_param(request)
+    if request.query_params.get("q"):
+        return await _search_runs(request, status.upper() if status else None, limit)
     runs = await app.runs(
         function_id=request.query_params.get("function") or None,
         status=status.upper() if status else None,
@@ -75,6 +81,61 @@ async def list_runs(request: Request) -> Response:
     return JSONResponse(
         {"data": [run_json(r, steps=steps) for r in page], "next_cursor": next_cursor}
     )
+
+
+async def _search_runs(request: Request, status: str | None, limit: int) -> Response:
+    """The runs whose payloads satisfy ``q`` (a CEL expression, ``App.search_runs``) among the
+    newest ``scan`` runs (default 10,000) below ``cursor``, with ``function``, ``status``,
+    ``steps`` and ``all_apps``. ``search`` says how far the page scanned (``scanned``, and
+    ``complete``: whether every run the filters select was) and how many evaluations failed;
+    ``next_cursor`` continues below the page (also when it holds no match but the scan
+    stopped: an empty page is not the end until ``next_cursor`` is null). 400 for an invalid
+    query, naming its error."""
+    params = request.query_params
+    unsupported = [n for n in SEARCH_UNSUPPORTED if params.get(n)]
+    if flag_param(request, "waiting_for_worker", False):
+        unsupported.append("waiting_for_worker")
+    if unsupported:
+        raise Problem(400, f"q cannot be combined with {', '.join(unsupported)}")
+    scan = _scan_param(request)
+    steps = flag_param(request, "steps", True)
+    try:
+        found = await stepline_app(request).search_runs(
+            params["q"],
+            function_id=params.get("function") or None,
+            status=status,
+            limit=limit,
+            scan=scan,
+            after=cursor_param(request),
+            with_steps=steps,
+            all_apps=flag_param(request, "all_apps", False),
+        )
+    except ExpressionError as exc:
+        raise Problem(400, f"invalid search: {exc}", query=params["q"]) from None
+    next_cursor = encode_cursor(found.next_cursor) if found.next_cursor else None
+    return JSONResponse(
+        {
+            "data": [run_json(r, steps=steps) for r in found.runs],
+            "next_cursor": next_cursor,
+            "search": {
+                "scan": scan,
+                "scanned": found.scanned,
+                "complete": found.complete,
+                "failed": found.failed,
+                "error": found.error,
+            },
+        }
+    )
+
+
+def _scan_param(request: Request) -> int:
+    """``scan``: the runs a search page reads at most (1-100,000)."""
+    text = request.query_params.get("scan")
+    if text is None:
+        return SEARCH_SCAN
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SEARCH_SCAN:
+        raise Problem(400, f"scan must be a whole number from 1 to {MAX_SEARCH_SCAN}, got {text!r}")
+    return int(text)
 
 
 async def get_run(request: Request) -> Response:
