@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -459,3 +460,40 @@ async def test_the_runs_list_pages_with_a_cursor_in_the_url(
             assert "function=send-reminder" in path
         assert seen == newest_first
         assert 'id="newest"' in page and 'data-live="off"' in page
+
+
+async def test_a_search_pages_with_older_matches(
+    shop: tuple[Any, TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with a query the runs list links to older matches: below the page's last match when
+    # the page is full, below the oldest run scanned when the scan bound stopped the search
+    from stepline.server.dashboard import _pages
+
+    monkeypatch.setattr(_pages, "PAGE_SIZE", 2)
+    app, _ = shop
+    await app.send_async(
+        [Event("reminder/scheduled", {"n": i, "k": "ab"[i % 2]}) for i in range(7)]
+    )
+    await app.send_async(Event("order/created", {"amount": 5, "orderId": "o1"}))
+    newest_first = [r.run_id for r in await app.runs(function_id="send-reminder")]
+    expected = newest_first[::2]  # k == "a": i = 6, 4, 2, 0
+    async with _client(_server(app, DEV)) as client:
+        for query in ('event.data.k == "a"', 'event.data.k + "" == "a"'):
+            for scan in ("", "3"):
+                seen: list[str] = []
+                path = "/runs?" + urlencode(
+                    {k: v for k, v in {"q": query, "scan": scan}.items() if v}
+                )
+                for _ in range(10):
+                    page = (await client.get(path)).text
+                    assert 'id="search-summary"' in page and 'id="search-error"' not in page
+                    seen += [r for r in newest_first if f'data-run="{r}"' in page]
+                    found = re.search(
+                        r'href="(/runs\?[^"]*older=[^"]*)" id="older">Older matches', page
+                    )
+                    if found is None:
+                        break
+                    path = found.group(1).replace("&amp;", "&")
+                    assert "q=" in path and (not scan or "scan=3" in path)
+                assert seen == expected, (query, scan)
+                assert 'id="newest"' in page and "(all runs the filters select)" in page

@@ -240,11 +240,7 @@ class Dashboard:
             waiting_kinds=WAITING_KINDS,
             filters=chosen.as_dict(),
             deeper=chosen.deeper() if chosen.scan < MAX_SEARCH_SCAN else None,
-            older=(
-                chosen.page_after(found.runs[PAGE_SIZE - 1])
-                if not chosen.query and len(found.runs) >= PAGE_SIZE
-                else None
-            ),
+            older=_older(chosen, found),
             search=found.search,
             search_error=found.search_error,
             search_variables=SEARCH_VARIABLES,
@@ -265,6 +261,7 @@ class Dashboard:
                     status=chosen.status,
                     limit=limit,
                     scan=chosen.scan,
+                    after=chosen.older,
                 )
                 runs = search.runs
             except ExpressionError as exc:
@@ -679,10 +676,14 @@ class _Filters:
             found["older"] = f"{self.older[0]!r}_{self.older[1]}"
         return found
 
-    def page_after(self, last: Run) -> str:
-        """The URL of the next page (runs older than ``last``)."""
-        created = last.cursor[0] if last.cursor else last.created_at.timestamp()
-        position = f"{created!r}_{last.run_id}"
+    def page_after(self, last: Run | tuple[float, str]) -> str:
+        """The URL of the next page (runs older than ``last``, a run or a position)."""
+        if isinstance(last, tuple):
+            created, run_id = last
+        else:
+            created = last.cursor[0] if last.cursor else last.created_at.timestamp()
+            run_id = last.run_id
+        position = f"{created!r}_{run_id}"
         params = {**self.as_dict(), "older": position}
         return "/runs?" + urlencode({k: v for k, v in params.items() if v})
 
@@ -698,6 +699,17 @@ class _Selection:
     reasons: dict[str, WaitingOn]
     search: RunSearch | None
     search_error: str | None
+
+
+def _older(chosen: _Filters, found: _Selection) -> str | None:
+    """The URL of the page after this one: below its last run when it is full; for a search
+    with fewer matches than a page, below where the search stopped (its ``next_cursor``: the
+    oldest run it scanned), unless it scanned every run the filters select."""
+    if len(found.runs) > PAGE_SIZE or (not chosen.query and len(found.runs) == PAGE_SIZE):
+        return chosen.page_after(found.runs[PAGE_SIZE - 1])
+    if found.search is not None and found.search.next_cursor is not None:
+        return chosen.page_after(found.search.next_cursor)
+    return None
 
 
 def _cursor(text: str) -> tuple[float, str] | None:
