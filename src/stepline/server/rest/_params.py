@@ -20,11 +20,16 @@ MAX_BODY = 64 * 1024  # the REST API's JSON bodies are small commands
 
 def limit_param(request: Request, default: int = 50) -> int:
     """``limit`` (1-1000)."""
-    text = request.query_params.get("limit")
+    return count_param(request, "limit", default, MAX_LIMIT)
+
+
+def count_param(request: Request, name: str, default: int, most: int) -> int:
+    """A whole number from 1 to ``most``."""
+    text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise Problem(400, f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise Problem(400, f"{name} must be a whole number from 1 to {most}, got {text!r}")
     return int(text)
 
 

@@ -15,6 +15,7 @@ from stepline.server._problems import Problem
 from stepline.server._responses import JSONResponse
 from stepline.server._state import stepline_app
 from stepline.server.rest._params import (
+    count_param,
     cursor_param,
     encode_cursor,
     flag_param,
@@ -97,7 +98,7 @@ async def _search_runs(request: Request, status: str | None, limit: int) -> Resp
         unsupported.append("waiting_for_worker")
     if unsupported:
         raise Problem(400, f"q cannot be combined with {', '.join(unsupported)}")
-    scan = _scan_param(request)
+    scan = count_param(request, "scan", SEARCH_SCAN, MAX_SEARCH_SCAN)
     steps = flag_param(request, "steps", True)
     try:
         found = await stepline_app(request).search_runs(
@@ -126,16 +127,6 @@ async def _search_runs(request: Request, status: str | None, limit: int) -> Resp
             },
         }
     )
-
-
-def _scan_param(request: Request) -> int:
-    """``scan``: the runs a search page reads at most (1-100,000)."""
-    text = request.query_params.get("scan")
-    if text is None:
-        return SEARCH_SCAN
-    if not text.isdigit() or not 1 <= int(text) <= MAX_SEARCH_SCAN:
-        raise Problem(400, f"scan must be a whole number from 1 to {MAX_SEARCH_SCAN}, got {text!r}")
-    return int(text)
 
 
 async def get_run(request: Request) -> Response:
