@@ -114,6 +114,12 @@ def test_runs_whose_first_event_holds_values_among_the_newest(store: Store) -> N
     assert ids(event_data=(("n", "7"),), window=5, status="QUEUED") == ["r5", "r1"]
     assert ids(event_data=(("n", "7"),), window=2, after=(T0 + 4, "r4")) == []
     assert ids(event_data=(("absent", "1"),)) == []
+    # offset: the first runs selected are left out (where a bounded search's window ends)
+    assert ids(limit=1, offset=3) == ["r2"]
+    assert ids(limit=2, offset=4, after=(T0 + 5, "r5")) == ["r0"]
+    assert ids(offset=6) == []
+    assert ids(event_data=(("n", "7"),), offset=1) == ["r1", "r0"]
+    assert ids(event_data=(("n", "7"),), window=5, limit=1, offset=1) == ["r1"]
 
 
 def test_count_runs_counts_up_to_the_limit(store: Store) -> None:

@@ -746,7 +746,7 @@ class App:
 def _window_edge(store: Store, query: RunFilter, scan: int) -> RunRecord:
     """The oldest of the newest ``scan`` runs ``query`` selects (there are more than
     ``scan``): where a search that scanned them all continues."""
-    return store.list_runs(dataclasses.replace(query, limit=scan))[-1]
+    return store.list_runs(dataclasses.replace(query, limit=1, offset=scan - 1))[0]
 
 
 def on_stop_signals(

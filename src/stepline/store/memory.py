@@ -161,12 +161,13 @@ class MemoryStore:
 
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         with self._lock:
+            start = query.offset
             if not query.event_data:
-                return self._select_runs(query, query.limit)
+                return self._select_runs(query, start + query.limit)[start:]
             window = self._select_runs(query, query.window)
             pairs = [(path.split("."), loads(value)) for path, value in query.event_data]
             found = [r for r in window if self._first_event_holds(r, pairs)]
-            return found[: query.limit]
+            return found[start : start + query.limit]
 
     def count_runs(self, query: RunFilter) -> int:
         with self._lock:

@@ -370,7 +370,8 @@ class RunFilter:
     event's ``data`` holds each (dotted path, JSON scalar) pair — equal by value for numbers,
     exactly for strings; booleans may also equal the numbers 1 and 0 (a prefilter of a payload
     search: it may keep more runs than the search, never fewer); with ``window``, only among
-    the newest ``window`` runs the other filters select (a bounded scan)."""
+    the newest ``window`` runs the other filters select (a bounded scan). ``offset``: that
+    many of the runs selected (newest first) are left out before ``limit`` counts."""
 
     function_id: str | None = None
     status: str | None = None
@@ -384,6 +385,7 @@ class RunFilter:
     event_data: tuple[tuple[str, str], ...] = ()
     window: int | None = None
     newer_than: tuple[float, str] | None = None
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)

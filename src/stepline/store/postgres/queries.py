@@ -197,14 +197,15 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
     WHERE e.event_id = ANY(%s)) AS found
 WHERE n <= %s ORDER BY event_id, n"""
 LIST_RUNS = f"""
-SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
+SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
+LIMIT %s OFFSET %s"""
 # a runs filter with event_data: its pairs ({match}) among the newest runs (the window: NULL
 # for all) the other filters ({where}) select
 LIST_RUNS_MATCHING = f"""
 SELECT {RUN_COLUMNS} FROM (
     SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s
 ) AS newest
-WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
+WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s"""
 # one event_data pair: the value at a path (text[]) of the run's first event's data, equal to a
 # JSON scalar (numbers by value)
 EVENT_DATA_EQUALS = """(SELECT convert_from(data, 'UTF8')::jsonb FROM events

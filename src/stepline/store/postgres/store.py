@@ -321,21 +321,23 @@ class PostgresStore:
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
-        statement, limit = q.LIST_RUNS.format(where=where), query.limit
+        statement, limit, offset = q.LIST_RUNS.format(where=where), query.limit, query.offset
         if query.event_data:
             match, matched = shapes.event_data_match(query, q.EVENT_DATA_EQUALS, list)
             matching = q.LIST_RUNS_MATCHING.format(where=where, match=match)
             try:
                 with self._conn() as conn:
-                    found = conn.execute(matching, [*params, query.window, *matched, limit])
+                    found = conn.execute(matching, [*params, query.window, *matched, limit, offset])
                     return [shapes.run_record(r) for r in found]
             except psycopg.errors.UntranslatableCharacter:
                 # an event among the window that jsonb cannot hold (a string with U+0000):
                 # ``event_data`` only narrows a search, so the whole window is the answer and
                 # the search decides each run
-                limit = query.window if query.window is not None else limit
+                limit = query.window if query.window is not None else limit + offset
+                offset = 0
         with self._conn() as conn:
-            return [shapes.run_record(r) for r in conn.execute(statement, [*params, limit])]
+            found = conn.execute(statement, [*params, limit, offset])
+            return [shapes.run_record(r) for r in found]
 
     @_reading
     def count_runs(self, query: RunFilter) -> int:

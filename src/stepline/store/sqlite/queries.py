@@ -202,13 +202,13 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
     WHERE e.event_id IN (SELECT value FROM json_each(?1)))
 WHERE n <= ?2 ORDER BY event_id, n"""
 LIST_RUNS = f"""
-SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
+SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"""
 # a runs filter with event_data: its pairs ({match}) among the newest runs (the window: -1
 # for all) the other filters ({where}) select
 LIST_RUNS_MATCHING = f"""
 SELECT {RUN_COLUMNS} FROM (
     SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?)
-WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
+WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"""
 # one event_data pair: the value at a JSON path of the run's first event's data, equal to a
 # JSON scalar (numbers by value)
 EVENT_DATA_EQUALS = """json_extract(CAST((SELECT data FROM events

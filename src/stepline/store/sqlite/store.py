@@ -299,7 +299,7 @@ class SQLiteStore:
             params = [*params, window, *matched]
         else:
             statement = q.LIST_RUNS.format(where=where)
-        found = self._conn().execute(statement, [*params, query.limit])
+        found = self._conn().execute(statement, [*params, query.limit, query.offset])
         return [shapes.run_record(r) for r in found]
 
     @_reading
