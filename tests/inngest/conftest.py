@@ -104,7 +104,8 @@ def _wait_ready(app: SdkApp, timeout: float = 60.0) -> None:
 @pytest.fixture(scope="module")
 def start_app() -> Iterator[Callable[..., SdkApp]]:
     """``start_app(kind, mode="cloud" | "dev")``: the SDK app of that kind (``"js"``: JS 4.x,
-    ``"js3"``: JS 3.x, ``"py"``: Python) and mode, started once per test module; signing key
+    ``"js3"``: JS 3.x, ``"py"``: Python, async functions served by FastAPI, ``"pyflask"``:
+    Python, sync functions served by Flask) and mode, started once per test module; signing key
     ``KEY``, fallback key ``FALLBACK_KEY``; ``base_url``: where it registers and sends events
     (by default a capture server's); ``script``: another app file than ``app.js`` /
     ``py_app.py`` (in ``js/`` for the JS kinds)."""
@@ -119,7 +120,8 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
             _npm_ci()
             command, cwd = ["node", script or "app.js"], JS_DIR
         else:
-            command, cwd = [sys.executable, script or "py_app.py"], HERE
+            default = "py_flask_app.py" if kind == "pyflask" else "py_app.py"
+            command, cwd = [sys.executable, script or default], HERE
         capture = CaptureServer()
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import Any
 
 import fastapi
 import inngest
@@ -19,7 +20,7 @@ cloud = os.environ.get("INNGEST_MODE") == "cloud"
 if os.environ.get("SIGNING_KEY_FALLBACK"):  # the SDK reads the fallback key from its env only
     os.environ["INNGEST_SIGNING_KEY_FALLBACK"] = os.environ["SIGNING_KEY_FALLBACK"]
 client = inngest.Inngest(
-    app_id="py-app",
+    app_id=os.environ.get("APP_ID", "py-app"),
     is_production=cloud,
     signing_key=os.environ.get("SIGNING_KEY") or None,
     event_key="test-event-key",
@@ -86,8 +87,9 @@ async def flow_failed(ctx: inngest.Context) -> str:
     return "handled"
 
 
-# Every flow-control field of the function config, each in a form Stepline honours.
-@client.create_function(
+# Every flow-control field of the function config, each in a form Stepline honours (shared
+# with py_flask_app.py's sync twin).
+FLOW: dict[str, Any] = dict(
     fn_id="flow",
     name="Flow control",
     trigger=[
@@ -124,13 +126,8 @@ async def flow_failed(ctx: inngest.Context) -> str:
         start=datetime.timedelta(seconds=30), finish=datetime.timedelta(hours=1)
     ),
     retries=7,
-    on_failure=flow_failed,
 )
-async def flow(ctx: inngest.Context) -> str:
-    return "ok"
-
-
-@client.create_function(
+BATCH: dict[str, Any] = dict(
     fn_id="batch",
     trigger=inngest.TriggerEvent(event="test/batch"),
     batch_events=inngest.Batch(
@@ -140,6 +137,14 @@ async def flow(ctx: inngest.Context) -> str:
         if_exp="event.data.keep",
     ),
 )
+
+
+@client.create_function(**FLOW, on_failure=flow_failed)
+async def flow(ctx: inngest.Context) -> str:
+    return "ok"
+
+
+@client.create_function(**BATCH)
 async def batch(ctx: inngest.Context) -> int:
     return len(ctx.events)
 

@@ -33,7 +33,7 @@ from stepline.testing import MockClock, TestEngine
 # the first test of a module may install the JS SDKs (npm ci, ~40 s) and start the apps
 pytestmark = pytest.mark.timeout(600)
 
-KINDS = ["js", "js3", "py"]
+KINDS = ["js", "js3", "py", "pyflask"]
 API_TOKEN = "test-api-token"
 
 

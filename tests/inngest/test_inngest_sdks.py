@@ -46,7 +46,7 @@ from stepline.sdk.options import CancelOn, Concurrency
 
 # the first test of a module may install the JS SDKs (npm ci, ~40 s) and start the apps
 pytestmark = pytest.mark.timeout(600)
-SDKS = ["js", "js3", "py"]
+SDKS = ["js", "js3", "py", "pyflask"]
 EVENT = {"name": "test/steps", "data": {"n": 2}, "id": "evt-1", "ts": 1_760_000_000_000}
 
 
