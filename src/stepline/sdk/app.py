@@ -729,7 +729,9 @@ class App:
             if complete:
                 return RunSearch(found, scan if pushed else scanned, True, failed, first_error)
             edge = records[-1] if not pushed else _window_edge(store, query_filter, scan)
-            last = (edge.created_at, edge.run_id)
+            if edge is None and records:  # the window's end was purged meanwhile
+                edge = records[-1]  # below the last candidate: some runs are read again
+            last = None if edge is None else (edge.created_at, edge.run_id)
             return RunSearch(found, scan if pushed else scanned, False, failed, first_error, last)
 
         result = await engine.read(search)
@@ -743,10 +745,12 @@ class App:
         return dataclasses.replace(result, runs=runs)
 
 
-def _window_edge(store: Store, query: RunFilter, scan: int) -> RunRecord:
-    """The oldest of the newest ``scan`` runs ``query`` selects (there are more than
-    ``scan``): where a search that scanned them all continues."""
-    return store.list_runs(dataclasses.replace(query, limit=1, offset=scan - 1))[0]
+def _window_edge(store: Store, query: RunFilter, scan: int) -> RunRecord | None:
+    """The oldest of the newest ``scan`` runs ``query`` selects (there were more than
+    ``scan``): where a search that scanned them all continues; None if runs were purged
+    since they were counted and it is gone."""
+    edge = store.list_runs(dataclasses.replace(query, limit=1, offset=scan - 1))
+    return edge[0] if edge else None
 
 
 def on_stop_signals(
