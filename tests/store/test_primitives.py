@@ -12,7 +12,7 @@ from stepline.expressions import value_at
 from stepline.serde import loads
 from stepline.store import Store
 from stepline.store._pass_rules import PassTx
-from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store._primitives import EndedRun, LeasePrimitives, ResumedWait, SpentRun
 from stepline.store.records import (
     Admission,
     EventIngest,
@@ -237,6 +237,25 @@ def test_end_run_and_mark_running_and_suspend_run(store: Store) -> None:
     assert (r1.status, r1.attempt, r1.started_at) == ("RETRYING", 3, T0)
     assert lease(store, now=T0 + 49) == []
     assert [h.run_id for h in lease(store, now=T0 + 50)] == ["r1"]
+
+
+def test_spent_runs_are_those_leased_max_passes_times_and_fail_run_ends_one(store: Store) -> None:
+    start(store, "r1")
+    lease(store)  # r1: one pass without progress
+    start(store, "r2", now=T0 + 1)
+    with store.transaction() as opened:
+        tx = cast(LeasePrimitives, opened)
+        assert tx.spent_runs(["r1", "r2"], 1) == [SpentRun("r1", None, None)]
+        assert tx.spent_runs(["r1", "r2"], 2) == []
+        tx.fail_run("r1", {"name": "Error", "message": "spent"}, T0 + 5)
+    r1 = store.get_run("r1")
+    assert r1 is not None
+    assert (r1.status, r1.error, r1.ended_at, r1.started_at) == (
+        "FAILED",
+        {"name": "Error", "message": "spent"},
+        T0 + 5,
+        T0,
+    )
 
 
 def test_put_steps_if_unsettled_never_overwrites_a_settled_step(store: Store) -> None:

@@ -16,12 +16,15 @@ from typing import Protocol
 from stepline.errors import LeaseLostError
 from stepline.store._admission_rules import start_child
 from stepline.store._ingest_rules import IngestTx, apply_wake, ingest
-from stepline.store._primitives import PassPrimitives
+from stepline.store._primitives import LeasePrimitives, PassPrimitives
 from stepline.store.records import (
     TERMINAL_STATUSES,
+    HistoryRecord,
     IngestResult,
     PassCommit,
     WaitMatcher,
+    Wake,
+    reentered_error,
 )
 
 _SETTLED = ("COMPLETED", "FAILED")
@@ -80,3 +83,24 @@ def _keep_results_of_cancelled(tx: PassTx, commit: PassCommit, worker: str | Non
     history = [h for h in commit.history if h.step_id in names]
     if history:
         tx.append_history(history, worker)
+
+
+def fail_spent(tx: LeasePrimitives, run_ids: list[str], now: float, max_passes: int) -> list[str]:
+    """The re-entry cap, at lease time: the runs among ``run_ids`` (about to be leased) that were
+    leased ``max_passes`` times without progress fail instead (FAILED with ``reentered_error``,
+    their queue item, waits, matchers and RUNNING marks dropped, a RUN_FAILED history row; an
+    invoking parent's step fails with the same error and the parent is woken). Returns the
+    others, in order."""
+    spent = tx.spent_runs(run_ids, max_passes)
+    for run in spent:
+        error = reentered_error(run.run_id, max_passes)
+        tx.fail_run(run.run_id, error, now)
+        tx.drop_run_work(run.run_id)
+        tx.append_history([HistoryRecord(run.run_id, now, "RUN_FAILED", data=error)], None)
+        if run.parent_run_id is not None and run.parent_step_hash is not None:
+            wake = Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, error)
+            apply_wake(tx, wake, now)
+    if not spent:
+        return run_ids
+    failed = {run.run_id for run in spent}
+    return [run_id for run_id in run_ids if run_id not in failed]

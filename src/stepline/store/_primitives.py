@@ -209,3 +209,27 @@ class PassPrimitives(EventPrimitives, Protocol):
         wake makes it due). Under the held lease; the woken flag is read in the same update
         (``due_at = CASE WHEN wake THEN $now ELSE $due END``)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpentRun:
+    """A run leased ``max_passes`` times without progress (see ``LeasePrimitives.spent_runs``)."""
+
+    run_id: str
+    parent_run_id: str | None
+    parent_step_hash: str | None
+
+
+class LeasePrimitives(RunPrimitives, Protocol):
+    """What the re-entry cap at lease time (``_pass_rules.fail_spent``) needs."""
+
+    def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
+        """The runs among ``run_ids`` (queue items the calling lease holds) leased
+        ``max_passes`` times or more without a pass that made progress. Exact: the lease holds
+        their queue rows (locked), and only a lease or a pass of the run changes its count."""
+        ...
+
+    def fail_run(self, run_id: str, error: dict[str, Any], now: float) -> None:
+        """End the run as FAILED with ``error`` (``ended_at`` ``now``; nothing else of it
+        changes). Called on a run whose queue item the caller holds: exact."""
+        ...

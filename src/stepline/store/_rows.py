@@ -6,7 +6,8 @@ its own SQL statements; what is written here is the same for both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from stepline.serde import dumps, loads
@@ -16,6 +17,7 @@ from stepline.store.records import (
     HistoryRecord,
     MatcherSpec,
     NewRun,
+    QueueState,
     RunFilter,
     RunRecord,
     StepRecord,
@@ -234,3 +236,33 @@ def event_filter(query: EventFilter, mark: str) -> tuple[str, list[Any]]:
         clauses.append(f"(received_at, internal_id) < ({mark}, {mark})")
         params.extend(query.after)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def queue_states(
+    run_ids: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    wait_rows: Iterable[Sequence[Any]],
+    leased_keys: Callable[[], Iterable[tuple[str | None, str | None]]],
+) -> list[QueueState]:
+    """``Store.queue_states`` from one snapshot's rows: ``rows`` of ``QUEUE_STATES`` (run id,
+    due at, leased now, key 1, its limit, key 2, its limit), the runs' wait rows, and
+    ``leased_keys()``: the concurrency keys of every live lease (read only when one of the runs
+    has a key), from which a run not leased learns which of its keys are full."""
+    by_run = {r[0]: r for r in rows}
+    waits: dict[str, list[WaitRecord]] = {}
+    for r in wait_rows:
+        waits.setdefault(r[1], []).append(wait_record(r))
+    held: Counter[str] = Counter()
+    if any(r[3] is not None or r[5] is not None for r in rows):
+        for k1, k2 in leased_keys():
+            held.update(k for k in (k1, k2) if k is not None)
+    states = []
+    for run_id in run_ids:
+        row = by_run.get(run_id)
+        if row is None:
+            continue
+        _, due_at, leased, k1, n1, k2, n2 = row
+        slots = [(k, n) for k, n in ((k1, n1), (k2, n2)) if k is not None]
+        full = () if leased else tuple(k for k, n in slots if held[k] >= n)
+        states.append(QueueState(run_id, due_at, bool(leased), full, tuple(waits.get(run_id, ()))))
+    return states

@@ -23,9 +23,9 @@ from stepline.expressions._index import cel_equal
 from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
 from stepline.store._fair_order import Candidate, fair_pick, group_of
-from stepline.store._ingest_rules import apply_wake, cancel, ingest
-from stepline.store._pass_rules import PassTx, commit_pass
-from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store._ingest_rules import cancel, ingest
+from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
+from stepline.store._primitives import EndedRun, ResumedWait, SpentRun
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.memory_queue import GROUP_VISITS, QueueTable, candidate_of
 from stepline.store.records import (
@@ -56,7 +56,6 @@ from stepline.store.records import (
     WaitRecord,
     Wake,
     WorkerRecord,
-    reentered_error,
 )
 
 DEDUP_WINDOW = 24 * 3600.0
@@ -709,10 +708,6 @@ class _MemoryTx(MemoryControlVerbs):
         if item is not None and item.passes:
             self._put(self._s._queue, run_id, replace(item, passes=0))
 
-    def _apply_wake(self, wake: Wake, now: float) -> None:
-        """Settle the parent's pending step with its child's end, and make the parent due."""
-        apply_wake(self, wake, now)
-
     def lease_due(
         self,
         owner: str,
@@ -762,12 +757,8 @@ class _MemoryTx(MemoryControlVerbs):
         taken: list[str] = []
         previous: dict[str, str | None] = {}
         with self._verb():
-            for run in picked:
-                run_id = run.run_id
+            for run_id in fail_spent(self, [run.run_id for run in picked], now, max_passes):
                 item = queue[run_id]
-                if item.passes >= max_passes:
-                    self._fail_spent(run_id, now, max_passes)
-                    continue
                 previous[run_id] = item.lease_owner
                 leased = replace(
                     item,
@@ -784,19 +775,14 @@ class _MemoryTx(MemoryControlVerbs):
         due = {run.run_id: run.due_at for run in picked if run.due_at > now}
         return [Lease(r, token, previous[r], due.get(r)) for r in taken]
 
-    def _fail_spent(self, run_id: str, now: float, max_passes: int) -> None:
-        """Fail a run leased ``max_passes`` times without progress (see ``lease_due``)."""
+    def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         s = self._s
-        run = s._runs[run_id]
-        error = reentered_error(run_id, max_passes)
-        self._put(s._runs, run_id, replace(run, status="FAILED", ended_at=now, error=error))
-        self._pop(s._queue, run_id)
-        self._drop_waits_of(run_id)
-        self._drop_executing_steps(run_id)
-        self._log(HistoryRecord(run_id, now, "RUN_FAILED", data=error))
-        if run.parent_run_id is not None and run.parent_step_hash is not None:
-            wake = Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, error)
-            self._apply_wake(wake, now)
+        spent = [r for r in run_ids if s._queue[r].passes >= max_passes]
+        return [SpentRun(r, s._runs[r].parent_run_id, s._runs[r].parent_step_hash) for r in spent]
+
+    def fail_run(self, run_id: str, error: dict[str, Any], now: float) -> None:
+        run = self._s._runs[run_id]
+        self._put(self._s._runs, run_id, replace(run, status="FAILED", ended_at=now, error=error))
 
     def _mark_leased(self, run_id: str, owner: str, now: float, app_id: str) -> None:
         """A leased run is RUNNING, by ``owner``; its first pass starts it (unless its start

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -57,7 +56,6 @@ from stepline.store.records import (
     StepRecord,
     StoredEvent,
     StoreStats,
-    WaitRecord,
     WorkerRecord,
 )
 
@@ -443,23 +441,9 @@ class PostgresStore:
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
         ids = list(run_ids)
         with self._snapshot() as conn:
-            rows = {r[0]: r for r in conn.execute(q.QUEUE_STATES, (now, ids))}
-            waits: dict[str, list[WaitRecord]] = {}
-            for r in conn.execute(q.WAITS_OF_RUNS, (ids,)):
-                waits.setdefault(r[1], []).append(shapes.wait_record(r))
-            held: Counter[str] = Counter()
-            if any(r[3] is not None or r[5] is not None for r in rows.values()):
-                for k1, _, k2, _ in conn.execute(q.BUSY_SLOTS, (now,)):
-                    held.update(k for k in (k1, k2) if k is not None)
-        states = []
-        for run_id in ids:
-            row = rows.get(run_id)
-            if row is None:
-                continue
-            _, due_at, leased, k1, n1, k2, n2 = row
-            slots = [(k, n) for k, n in ((k1, n1), (k2, n2)) if k is not None]
-            full = () if leased else tuple(k for k, n in slots if held[k] >= n)
-            states.append(
-                QueueState(run_id, due_at, bool(leased), full, tuple(waits.get(run_id, ())))
+            return shapes.queue_states(
+                ids,
+                conn.execute(q.QUEUE_STATES, (now, ids)).fetchall(),
+                conn.execute(q.WAITS_OF_RUNS, (ids,)).fetchall(),
+                lambda: [(r[0], r[2]) for r in conn.execute(q.BUSY_SLOTS, (now,))],
             )
-        return states

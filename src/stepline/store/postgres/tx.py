@@ -39,9 +39,10 @@ from stepline.store._admission_rules import (
     new_run_to_dict,
 )
 from stepline.store._fair_order import Candidate, fair_pick, group_of
+from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import cancel, ingest
-from stepline.store._pass_rules import commit_pass
-from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store._pass_rules import commit_pass, fail_spent
+from stepline.store._primitives import EndedRun, ResumedWait, SpentRun
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._statements import Statements
@@ -63,7 +64,6 @@ from stepline.store.records import (
     WaitRecord,
     Wake,
     WorkerRecord,
-    reentered_error,
 )
 
 DEDUP_WINDOW = 24 * 3600.0
@@ -76,8 +76,7 @@ class PostgresTx:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._s = self.statements = Statements(conn)
-        self._paths: dict[tuple[str, str], list[str]] = {}
-        self._unindexed: dict[tuple[str, str], bool] = {}
+        self._index = IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
         self._locked: set[str] = set()  # advisory locks this transaction holds
         # whether a verb may have made work due for some worker (new, woken, rescheduled or
         # released runs, freed concurrency slots, deferrals, schedules, resumed functions): the
@@ -103,30 +102,6 @@ class PostgresTx:
         if name not in self._locked:
             self._s.write(q.LOCK_KEY, (name,))
             self._locked.add(name)
-
-    def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
-        if self._unindexed.get((query, event_name)) is False:
-            return []
-        rows = self._s.run(query, (event_name, *params)).fetchall()
-        if not rows:
-            self._unindexed[(query, event_name)] = False
-        return rows
-
-    def _added_unindexed(self, query: str, event_name: str) -> None:
-        self._unindexed.pop((query, event_name), None)
-
-    def _indexed_paths(self, query: str, event_name: str) -> list[str]:
-        cached = self._paths.get((query, event_name))
-        if cached is None:
-            cached = [r[0] for r in self._s.run(query, (event_name,))]
-            self._paths[(query, event_name)] = cached
-        return cached
-
-    def _add_indexed_path(self, insert: str, query: str, event_name: str, path: str) -> None:
-        self._s.write(insert, (event_name, path))
-        cached = self._paths.get((query, event_name))
-        if cached is not None and path not in cached:
-            cached.append(path)
 
     # -- events -----------------------------------------------------------------------------------
     def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
@@ -178,20 +153,22 @@ class PostgresTx:
         return new
 
     def wait_paths(self, event_name: str) -> Sequence[str]:
-        return self._indexed_paths(q.WAIT_PATHS, event_name)
+        return self._index.indexed_paths(q.WAIT_PATHS, event_name)
 
     def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
-        return [shapes.wait_record(r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
+        return [
+            shapes.wait_record(r) for r in self._index.unindexed_rows(q.WAITS_UNINDEXED, event_name)
+        ]
 
     def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
         rows = self._s.run(q.WAITS_INDEXED, (event_name, path, list(values)))
         return [shapes.wait_record(r) for r in rows]
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
-        return self._indexed_paths(q.MATCHER_PATHS, event_name)
+        return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
 
     def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
-        rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
+        rows = self._index.unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
         return [shapes.wait_record(r) for r in rows]
 
     def indexed_matchers(
@@ -274,9 +251,9 @@ class PostgresTx:
         for wait in waits:
             self._s.write(q.INSERT_WAIT, shapes.wait_params(wait))
             if wait.index_path is None:
-                self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
+                self._index.added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
-                self._add_indexed_path(
+                self._index.add_indexed_path(
                     q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
                 )
 
@@ -358,9 +335,9 @@ class PostgresTx:
         for spec in new_run.admission.cancel_on:
             s.write(q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now)))
             if spec.index_path is None:
-                self._added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
+                self._index.added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
             else:
-                self._add_indexed_path(
+                self._index.add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
         s.write(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
@@ -618,7 +595,7 @@ class PostgresTx:
             taken = [run.run_id for run in picked if run.run_id not in lost]
             previous = {run.run_id: run.held_by for run in picked}
             if taken:
-                taken = self._fail_spent(taken, now, max_passes)
+                taken = fail_spent(self, taken, now, max_passes)
             if taken:
                 app_id = functions.app_id
                 s.write(q.TAKE_LEASE, (owner, token, now + ttl, app_id, taken))
@@ -627,25 +604,12 @@ class PostgresTx:
         ahead = {run.run_id: run.due_at for run in picked if run.due_at > now}
         return [Lease(r, token, previous[r], ahead.get(r)) for r in taken]
 
-    def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
-        s = self._s
-        spent = s.run(q.PASSES_SPENT, (run_ids, max_passes)).fetchall()
-        for run_id, parent_run_id, parent_step_hash in spent:
-            data = dumps(reentered_error(run_id, max_passes)).decode()
-            s.write(q.FAIL_RUN, (data, now, run_id))
-            s.write(q.DELETE_QUEUE, (run_id,))
-            s.write(q.DELETE_WAITS_OF_RUN, (run_id,))
-            s.write(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-            s.write(q.DELETE_EXECUTING_STEPS, (run_id,))
-            s.write(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
-            if parent_run_id is not None and parent_step_hash is not None:
-                settle = ("FAILED", None, data, now, parent_run_id, parent_step_hash)
-                if s.run(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
-                    s.write(q.WAKE, (now, parent_run_id))
-        if not spent:
-            return run_ids
-        failed = {row[0] for row in spent}
-        return [run_id for run_id in run_ids if run_id not in failed]
+    def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
+        rows = self._s.run(q.PASSES_SPENT, (list(run_ids), max_passes))
+        return [SpentRun(*r) for r in rows]
+
+    def fail_run(self, run_id: str, error: dict[str, Any], now: float) -> None:
+        self._s.write(q.FAIL_RUN, (dumps(error).decode(), now, run_id))
 
     def mark_steps_running(
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]

@@ -11,7 +11,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stepline._ids import new_id
 from stepline.serde import dumps, loads
@@ -24,6 +24,9 @@ from stepline.store._admission_rules import (
     new_run_to_dict,
 )
 from stepline.store._fair_order import Candidate, fair_pick, group_of
+from stepline.store._index_paths import IndexPaths
+from stepline.store._pass_rules import fail_spent
+from stepline.store._primitives import LeasePrimitives, SpentRun
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
@@ -34,7 +37,6 @@ from stepline.store.records import (
     Purged,
     StepRecord,
     WorkerRecord,
-    reentered_error,
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
@@ -45,22 +47,13 @@ class SQLiteControlVerbs:
 
     _c: sqlite3.Connection
     _group_cursors: dict[tuple[str, str], str]  # per (app, function): see ``_group_heads``
+    _index: IndexPaths
 
     if TYPE_CHECKING:  # provided by _SQLiteTx
 
         def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
         def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
-
-        def _indexed_paths(self, query: str, event_name: str) -> list[str]: ...
-
-        def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]: ...
-
-        def _added_unindexed(self, query: str, event_name: str) -> None: ...
-
-        def _add_indexed_path(
-            self, insert: str, query: str, event_name: str, path: str
-        ) -> None: ...
 
     # -- admission --------------------------------------------------------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
@@ -76,9 +69,9 @@ class SQLiteControlVerbs:
                 q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now))
             )
             if spec.index_path is None:
-                self._added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
+                self._index.added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
             else:
-                self._add_indexed_path(
+                self._index.add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
         c.execute(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
@@ -298,7 +291,8 @@ class SQLiteControlVerbs:
             taken = [run.run_id for run in fair_pick(candidates, live, busy, limit)]
             if not taken:
                 return []
-            taken = self._fail_spent(taken, now, max_passes)
+            # the run primitives it also uses are _SQLiteTx's
+            taken = fail_spent(cast(LeasePrimitives, self), taken, now, max_passes)
             app = functions.app_id
             c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])
@@ -323,28 +317,12 @@ class SQLiteControlVerbs:
             Candidate(r[1], r[2], function_id, _slots(*r[3:7])) for r in rows if r[1] is not None
         ]
 
-    def _fail_spent(self, run_ids: list[str], now: float, max_passes: int) -> list[str]:
-        """Fail the runs among ``run_ids`` leased ``max_passes`` times without progress (see
-        ``lease_due``); returns the others."""
-        c = self._c
-        spent = c.execute(q.PASSES_SPENT, (dumps(run_ids).decode(), max_passes)).fetchall()
-        for run_id, parent_run_id, parent_step_hash in spent:
-            error = reentered_error(run_id, max_passes)
-            data = dumps(error).decode()
-            c.execute(q.FAIL_RUN, (data, now, run_id))
-            c.execute(q.DELETE_QUEUE, (run_id,))
-            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
-            c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-            c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
-            c.execute(q.INSERT_HISTORY, (run_id, now, "RUN_FAILED", None, None, None, data, None))
-            if parent_run_id is not None and parent_step_hash is not None:
-                settle = ("FAILED", None, data, now, parent_run_id, parent_step_hash)
-                if c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1:
-                    c.execute(q.WAKE, (now, parent_run_id))
-        if not spent:
-            return run_ids
-        failed = {row[0] for row in spent}
-        return [run_id for run_id in run_ids if run_id not in failed]
+    def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
+        rows = self._c.execute(q.PASSES_SPENT, (dumps(list(run_ids)).decode(), max_passes))
+        return [SpentRun(*r) for r in rows]
+
+    def fail_run(self, run_id: str, error: dict[str, Any], now: float) -> None:
+        self._c.execute(q.FAIL_RUN, (dumps(error).decode(), now, run_id))
 
     def mark_steps_running(
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]

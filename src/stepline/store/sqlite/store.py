@@ -20,7 +20,6 @@ import functools
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavai
 from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
 from stepline.store._copy import Row, Table
+from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
@@ -392,26 +392,12 @@ class SQLiteStore:
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
         ids = dumps(list(run_ids)).decode()
         with self._read() as conn:
-            rows = {r[0]: r for r in conn.execute(q.QUEUE_STATES, (ids, now))}
-            waits: dict[str, list[WaitRecord]] = {}
-            for r in conn.execute(q.WAITS_OF_RUNS, (ids,)):
-                waits.setdefault(r[1], []).append(shapes.wait_record(r))
-            held: Counter[str] = Counter()
-            if any(r[3] is not None or r[5] is not None for r in rows.values()):
-                for _, k1, _, k2, _ in conn.execute(q.LIVE_LEASES, (now,)):
-                    held.update(k for k in (k1, k2) if k is not None)
-        states = []
-        for run_id in run_ids:
-            row = rows.get(run_id)
-            if row is None:
-                continue
-            _, due_at, leased, k1, n1, k2, n2 = row
-            slots = [(k, n) for k, n in ((k1, n1), (k2, n2)) if k is not None]
-            full = () if leased else tuple(k for k, n in slots if held[k] >= n)
-            states.append(
-                QueueState(run_id, due_at, bool(leased), full, tuple(waits.get(run_id, ())))
+            return shapes.queue_states(
+                run_ids,
+                conn.execute(q.QUEUE_STATES, (ids, now)).fetchall(),
+                conn.execute(q.WAITS_OF_RUNS, (ids,)).fetchall(),
+                lambda: [(r[1], r[3]) for r in conn.execute(q.LIVE_LEASES, (now,))],
             )
-        return states
 
     @_reading
     def schema_version(self) -> tuple[int, int]:
@@ -466,38 +452,9 @@ class _SQLiteTx(SQLiteControlVerbs):
     def __init__(self, conn: sqlite3.Connection, group_cursors: dict[tuple[str, str], str]) -> None:
         self._c = conn
         self._group_cursors = group_cursors
-        # indexed paths per event name, read once per transaction (rows are only ever added,
-        # and the transaction holds the write lock)
-        self._paths: dict[tuple[str, str], list[str]] = {}
-        self._unindexed: dict[tuple[str, str], bool] = {}
+        self._index = IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
         # the trigger event ids (JSON) of the runs this transaction cancelled (see run_events)
         self._event_ids: dict[str, str] = {}
-
-    def _unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
-        """Rows of ``query`` (unindexed waits or matchers of an event name); remembers within
-        the transaction that there are none, so a batch of events asks once."""
-        if self._unindexed.get((query, event_name)) is False:
-            return []
-        rows = self._c.execute(query, (event_name, *params)).fetchall()
-        if not rows:
-            self._unindexed[(query, event_name)] = False
-        return rows
-
-    def _added_unindexed(self, query: str, event_name: str) -> None:
-        self._unindexed.pop((query, event_name), None)
-
-    def _indexed_paths(self, query: str, event_name: str) -> list[str]:
-        cached = self._paths.get((query, event_name))
-        if cached is None:
-            cached = [r[0] for r in self._c.execute(query, (event_name,))]
-            self._paths[(query, event_name)] = cached
-        return cached
-
-    def _add_indexed_path(self, insert: str, query: str, event_name: str, path: str) -> None:
-        self._c.execute(insert, (event_name, path))
-        cached = self._paths.get((query, event_name))
-        if cached is not None and path not in cached:
-            cached.append(path)
 
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
@@ -560,10 +517,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         return not duplicate
 
     def wait_paths(self, event_name: str) -> Sequence[str]:
-        return self._indexed_paths(q.WAIT_PATHS, event_name)
+        return self._index.indexed_paths(q.WAIT_PATHS, event_name)
 
     def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
-        return [WaitRecord(*r) for r in self._unindexed_rows(q.WAITS_UNINDEXED, event_name)]
+        return [WaitRecord(*r) for r in self._index.unindexed_rows(q.WAITS_UNINDEXED, event_name)]
 
     def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
         if len(values) == 1:
@@ -573,10 +530,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         return [WaitRecord(*r) for r in rows]
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
-        return self._indexed_paths(q.MATCHER_PATHS, event_name)
+        return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
 
     def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
-        rows = self._unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
+        rows = self._index.unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
         return [WaitRecord(*r) for r in rows]
 
     def indexed_matchers(
@@ -680,9 +637,9 @@ class _SQLiteTx(SQLiteControlVerbs):
         for wait in waits:
             self._c.execute(q.INSERT_WAIT, shapes.wait_params(wait))
             if wait.index_path is None:
-                self._added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
+                self._index.added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
-                self._add_indexed_path(
+                self._index.add_indexed_path(
                     q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
                 )
 
