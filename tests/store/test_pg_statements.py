@@ -45,7 +45,7 @@ def paused(url: str) -> set[str]:
 def test_writes_are_sent_with_the_next_read_in_one_round_trip(pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         s = Statements(conn)
-        with s.transaction(lambda: None), s.savepoint():
+        with s.transaction(list), s.savepoint():
             for name in ("a", "b", "c"):
                 s.write(PAUSE, (name,))
             before = s.round_trips
@@ -60,7 +60,7 @@ def test_a_failing_write_raises_at_the_end_of_its_savepoint_and_the_transaction_
 ) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         s = Statements(conn)
-        with s.transaction(lambda: None):
+        with s.transaction(list):
             verb(s, "kept")
             with pytest.raises(psycopg.errors.DivisionByZero):  # when the savepoint ends
                 verb(s, "undone", FAILS, "never")
@@ -73,7 +73,7 @@ def test_a_block_raising_after_its_statements_were_sent_is_rolled_back_alone(
 ) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         s = Statements(conn)
-        with s.transaction(lambda: None), s.savepoint():
+        with s.transaction(list), s.savepoint():
             s.write(PAUSE, ("outer",))
             with pytest.raises(GaveUp):  # the SAVEPOINT and the write reach the server
                 verb(s, "inner", then="SELECT 1", give_up=True)
@@ -86,7 +86,7 @@ def test_a_block_raising_after_its_statements_were_sent_is_rolled_back_alone(
 def test_a_savepoint_right_inside_another_shares_it_and_leaves_it_open(pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         s = Statements(conn)
-        with s.transaction(lambda: None), s.savepoint():  # a job's savepoint
+        with s.transaction(list), s.savepoint():  # a job's savepoint
             with pytest.raises(psycopg.errors.DivisionByZero):
                 verb(s, "undone", then=FAILS)  # its verb's savepoint: the same one
             s.write(PAUSE, ("the job goes on",))

@@ -385,7 +385,10 @@ class Engine:
             flushed = tx.flush_deferrals(now)
             ingested += flushed
             ingested += self.announce_cancellations(tx, flushed, now)
-            for row in tx.due_crons(now, self.served):
+            # a tick is fired only for a cron trigger of this code (below): without any, no
+            # schedule row can start a run here, and the store is not asked
+            scheduled = any(self.functions[f].crons for f in self.served.function_ids)
+            for row in tx.due_crons(now, self.served) if scheduled else ():
                 fn = self.functions[row.function_id]
                 trigger = next((c for c in fn.crons if c.cron == row.cron), None)
                 if trigger is None:

@@ -78,6 +78,26 @@ class Statements:
         self._sent += 1
         return found
 
+    def run_all(self, statements: Sequence[tuple[str, Params]]) -> list[psycopg.Cursor[Any]]:
+        """``run`` for several statements whose results are read: sent (after what is
+        queued) in one round trip; their cursors, in order."""
+        if not statements:
+            return []
+        self.round_trips += 1
+        queued = self._take()
+        conn = self.conn
+        found: list[psycopg.Cursor[Any]] = []
+        with conn.pipeline():
+            if queued:
+                cursor = conn.cursor()
+                for q, p in queued:
+                    cursor.execute(q, p)
+            for q, p in statements:
+                found.append(conn.cursor())
+                found[-1].execute(q, p)
+        self._sent += len(statements)
+        return found
+
     def flush(self) -> None:
         """Execute every queued statement now (one round trip)."""
         if not self._queued:
@@ -101,19 +121,17 @@ class Statements:
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
-    def transaction(self, last: Callable[[], str | None]) -> Iterator[None]:
+    def transaction(self, last: Callable[[], Sequence[str]]) -> Iterator[None]:
         """``BEGIN`` … ``COMMIT`` around the block (the connection is in autocommit mode): the
         ``BEGIN`` goes with the first statement, the ``COMMIT`` with what is still queued and
-        the statement ``last()`` gives, if any (a ``NOTIFY``), in one round trip. An exception
-        rolls it all back."""
+        the statements ``last()`` gives (a ``NOTIFY``, a ``SET LOCAL``), in one round trip. An
+        exception rolls it all back."""
         self._queued.append(("BEGIN", None))
         self._depth += 1
         try:
             yield
             self._depth -= 1
-            final = last()
-            if final is not None:
-                self._queued.append((final, None))
+            self._queued.extend((statement, None) for statement in last())
             self._queued.append(("COMMIT", None))
             self.flush()
         except BaseException:

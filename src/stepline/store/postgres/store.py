@@ -25,6 +25,7 @@ While the server is down a call waits at most ``connect_timeout`` for a connecti
 from __future__ import annotations
 
 import functools
+import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ from stepline.store.records import (
 
 P = ParamSpec("P")
 T = TypeVar("T")
+NO_FLUSH_WAIT = "SET LOCAL synchronous_commit TO off"
 MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
 DEFAULT_MAX_CLOCK_SKEW = 1.0
 # SQLSTATE classes and codes that mean "not now": the store may recover by itself
@@ -81,6 +83,28 @@ def _reading(read: Callable[P, T]) -> Callable[P, T]:
             raise store._translated(exc) from exc
 
     return wrapper
+
+
+def _last_statements(tx: PostgresTx) -> list[str]:
+    """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits),
+    and for a transaction that need not be on disk when acknowledged (``PostgresTx.durable``),
+    a commit that does not wait for its WAL to be flushed."""
+    last = [NOTIFY] if tx.made_work else []
+    if not tx.durable:
+        last.append(NO_FLUSH_WAIT)
+    return last
+
+
+def _check_connection(conn: psycopg.Connection[Any]) -> None:
+    """Check a pooled connection before it is handed out again, without a round trip while it is
+    healthy: an idle connection receives nothing, so one whose socket is readable (the server
+    ended the session, closed the socket, or sent anything else) gets the pool's full check (an
+    empty query), which raises if it is unusable (the pool then replaces it)."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        psycopg_pool.ConnectionPool.check_connection(conn)
 
 
 class PostgresStore:
@@ -113,7 +137,7 @@ class PostgresStore:
             # waits, so the first call once the server is back is served (left at its 5 min
             # default, an outage of a few minutes left calls failing for minutes after it)
             reconnect_timeout=connect_timeout / 2,
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=_check_connection,
             open=False,
             name="stepline",
         )
@@ -254,8 +278,7 @@ class PostgresStore:
         try:
             with self._conn() as conn:
                 tx = PostgresTx(conn)
-                # NOTIFY is delivered when (and only if) the transaction commits
-                with tx.statements.transaction(lambda: NOTIFY if tx.made_work else None):
+                with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc

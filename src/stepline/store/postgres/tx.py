@@ -82,12 +82,22 @@ class PostgresTx:
         # released runs, freed concurrency slots, deferrals, schedules, resumed functions): the
         # store then sends NOTIFY before committing (wakeups.py)
         self.made_work = False
+        # whether the transaction must be on disk before it is acknowledged: not when it only
+        # leased runs, renewed leases, looked for due crons and flushed debounces or batches
+        # (verbs that pass durable=False). Such a transaction lost in a crash of the server
+        # leaves those runs due again, as if it never happened, and any durable commit after
+        # it (a step's) writes it to disk first: the WAL is flushed in order
+        self.durable = False
 
     # -- helpers ----------------------------------------------------------------------------------
     @contextmanager
-    def _savepoint(self) -> Iterator[Statements]:
+    def _savepoint(self, durable: bool = True) -> Iterator[Statements]:
         """A savepoint (``_statements``): a verb that raises is rolled back alone. The advisory
-        locks taken inside it are released by the rollback, so they are forgotten too."""
+        locks taken inside it are released by the rollback, so they are forgotten too.
+        ``durable=False``: the verb's writes need not be on disk when the transaction is
+        acknowledged (see ``durable``)."""
+        if durable:
+            self.durable = True
         locked = set(self._locked)
 
         def undo() -> None:
@@ -118,7 +128,7 @@ class PostgresTx:
 
     @contextmanager
     def _savepoint_none(self) -> Iterator[None]:
-        with self._savepoint():
+        with self._savepoint(durable=False):  # the verbs inside it say whether they are
             yield
 
     def ingest(
@@ -290,7 +300,7 @@ class PostgresTx:
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         if not run_ids:
             return []
-        with self._savepoint() as s:
+        with self._savepoint(durable=False) as s:
             kept = {r[0] for r in s.run(q.HEARTBEAT, (now + ttl, list(run_ids), owner))}
         return [run_id for run_id in run_ids if run_id not in kept]
 
@@ -388,7 +398,7 @@ class PostgresTx:
         self._s.write(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
 
     def flush_deferrals(self, now: float) -> list[IngestResult]:
-        with self._savepoint() as s:
+        with self._savepoint(durable=False) as s:
             due: list[DeferralRow] = []
             for found in s.run(q.DUE_DEFERRALS, (now,)).fetchall():
                 row = _rows.deferral(found)
@@ -419,7 +429,7 @@ class PostgresTx:
                 s.write(q.INSERT_CRON, (r.function_id, r.cron, r.next_at, app))
 
     def due_crons(self, now: float, functions: FunctionSet) -> list[CronRow]:
-        with self._savepoint() as s:
+        with self._savepoint(durable=False) as s:
             rows = s.run(q.DUE_CRONS, (now, functions.app_id, list(functions.function_ids)))
             return [CronRow(*r) for r in rows]
 
@@ -459,7 +469,7 @@ class PostgresTx:
             s.write_many(q.INSERT_WORKER_FUNCTION, rows)
 
     def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
-        with self._savepoint() as s:
+        with self._savepoint(durable=False) as s:
             s.write(q.TOUCH_WORKER, (now, expires_at, worker_id))
 
     def unregister_worker(self, worker_id: str) -> None:
@@ -542,42 +552,50 @@ class PostgresTx:
         beyond its limit."""
         token = secrets.token_hex(8)
         horizon = now if due_by is None else max(now, due_by)
-        with self._savepoint() as s:
+        with self._savepoint(durable=False) as s:
             busy: Counter[str] = Counter()
             limits: dict[str, int] = {}
             live: list[tuple[str, str]] = []
-            for function_id, key1, limit1, key2, limit2 in s.run(q.LIVE_LEASES, (now,)):
+            ids = list(functions.function_ids)
+            leases, paused_rows, unowned_rows = s.run_all(  # one round trip
+                [
+                    (q.LIVE_LEASES, (now,)),
+                    (q.PAUSED_AMONG, (functions.app_id, ids)),
+                    (q.ANY_UNOWNED, None),
+                ]
+            )
+            for function_id, key1, limit1, key2, limit2 in leases:
                 slots = _slots(key1, limit1, key2, limit2)
                 live.append((function_id, group_of(slots)))
                 for key, cap in slots:
                     busy[key] += 1
                     limits[key] = cap
             full = [k for k, n in busy.items() if n >= limits[k]]
-            ids = list(functions.function_ids)
-            paused = {r[0] for r in s.run(q.PAUSED_AMONG, (functions.app_id, ids))}
-            unowned = functions.app_id and s.run(q.ANY_UNOWNED).fetchone()
+            paused = {r[0] for r in paused_rows}
+            unowned = functions.app_id and unowned_rows.fetchone()
             apps = [functions.app_id, ""] if unowned else [functions.app_id]
             window = limit * 4 + 16
+            served: list[dict[str, Any]] = [
+                {"app": app, "fn": fn, "now": now, "by": horizon, "full": full, "window": window}
+                for app in apps
+                for fn in ids
+                if fn not in paused
+            ]
+            # every served function's due and expired runs, in one round trip
+            reads = [(query, p) for p in served for query in (q.DUE_RUNS, q.EXPIRED_RUNS)]
+            found = s.run_all(reads)
             candidates: list[Candidate] = []
             unlocked: set[str] = set()
-            for app in apps:
-                for fn in (f for f in ids if f not in paused):
-                    params = {
-                        "app": app,
-                        "fn": fn,
-                        "now": now,
-                        "by": horizon,
-                        "full": full,
-                        "window": window,
-                    }
-                    due = s.run(q.DUE_RUNS, params).fetchall()
-                    candidates += [_candidate(r, fn) for r in due]
-                    candidates += [_candidate(r, fn) for r in s.run(q.EXPIRED_RUNS, params)]
-                    if len(due) >= window:  # a backlog: its groups' oldest runs too
-                        heads = [_candidate(r, fn) for r in s.run(q.GROUP_HEADS, params)]
-                        locked = {run.run_id for run in candidates}
-                        unlocked.update(h.run_id for h in heads if h.run_id not in locked)
-                        candidates += heads
+            for i, params in enumerate(served):
+                fn = params["fn"]
+                due = found[2 * i].fetchall()
+                candidates += [_candidate(r, fn) for r in due]
+                candidates += [_candidate(r, fn) for r in found[2 * i + 1]]
+                if len(due) >= window:  # a backlog: its groups' oldest runs too
+                    heads = [_candidate(r, fn) for r in s.run(q.GROUP_HEADS, params)]
+                    locked = {run.run_id for run in candidates}
+                    unlocked.update(h.run_id for h in heads if h.run_id not in locked)
+                    candidates += heads
             keys = sorted({k for run in candidates for k, _ in run.slots})
             if keys:
                 for key in keys:
