@@ -379,7 +379,8 @@ async def test_other_worker_takes_over_only_after_the_lease_expires(
     tmp_path: Path, crash_db: str
 ) -> None:
     """Worker A is killed; worker B (another id) picks up A's leased runs only once their
-    leases have expired (lease_ttl 2 s), and every run still completes."""
+    leases have expired (lease_ttl 2 s), and every run still completes. On PostgreSQL A's
+    presence lock ended with its process, so B may take them at once (not before the kill)."""
     total = 20
     db, log = crash_db, tmp_path / "steps.log"
     app = crash_app.build_app(db)
@@ -418,6 +419,9 @@ async def test_other_worker_takes_over_only_after_the_lease_expires(
         for run_id, expires in held.items():
             taken = first_by_b.get(run_id)
             assert taken is not None, f"B never ran a step of A's run {run_id}"
+            if crash_db.startswith("postgresql"):
+                assert taken.at >= killed_at, f"B ran {run_id} before A was killed"
+                continue
             assert taken.at >= expires, (
                 f"B ran {run_id} {taken.at - expires:.3f}s before A's lease expired"
             )
@@ -431,6 +435,42 @@ async def test_other_worker_takes_over_only_after_the_lease_expires(
             f"{min(delays):.2f}-{max(delays):.2f}s after expiry; B started {len(unleased)} other "
             f"runs; step bodies re-run={reruns}"
         )
+    finally:
+        workers.close()
+        app.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_killed_workers_runs_are_taken_over_before_its_leases_expire(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL: worker A is killed holding leases of a 60 s TTL; worker B (another id) sees
+    that A's presence lock went with A's session and finishes A's runs long before those
+    leases would have expired."""
+    total, ttl = 20, 60.0
+    log = tmp_path / "steps.log"
+    app = crash_app.build_app(pg_url)
+    workers = Workers(tmp_path, pg_url, log, lease_ttl=ttl, CRASH_STEP_SLEEP="0.05")
+    try:
+        event_n = send_runs(app, total)
+        proc_a = workers.start(CRASH_WORKER_ID="crash-A", CRASH_CONCURRENCY="10")
+        started = time.monotonic()
+        await poll("worker A to run steps", ran_steps(log, proc_a.pid, 3), started + 60, workers)
+        workers.kill(proc_a)
+        killed_at = time.time()
+        held = await leased_by(app, "crash-A", killed_at)
+        assert held, "worker A held no lease when it was killed"
+        proc_b = workers.start(CRASH_WORKER_ID="crash-B", CRASH_CONCURRENCY="20")
+        # half the TTL: only a takeover before the leases expire completes in time
+        deadline = time.monotonic() + ttl / 2
+        await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.1)
+        assert workers.stop(proc_b) == 0, workers.output()
+        executions = read_log(log)
+        await check_outcome(app, event_n, executions, workers)
+        taken = {e.run_id for e in executions if e.pid == proc_b.pid}
+        assert held <= taken
+        after = time.time() - killed_at
+        print(f"\n[presence] B finished A's {len(held)} runs {after:.2f}s after the kill")
     finally:
         workers.close()
         app.close()

@@ -135,8 +135,19 @@ ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
 EXPIRED_RUNS = """
 SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
 WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NOT NULL
-  AND lease_expires_at <= %(now)s
+  AND (lease_expires_at <= %(now)s OR lease_owner = ANY(%(dead)s) AND lease_token LIKE 'p:%%')
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
+# the owners of live leases taken under a presence lock (presence.py) that nobody holds now: the
+# process that held it ended (its leases are treated as expired)
+DEAD_OWNERS = """
+SELECT DISTINCT lease_owner FROM queue
+WHERE lease_owner IS NOT NULL AND lease_token LIKE 'p:%%' AND lease_expires_at > %s
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = ((hashtextextended(%s || lease_owner, 0) >> 32) & 4294967295)::oid
+      AND l.objid = (hashtextextended(%s || lease_owner, 0) & 4294967295)::oid)"""
 # the oldest due run of each concurrency-key group of one function (behind a backlog longer
 # than the window), unlocked: a run picked from these is locked before it is leased
 GROUP_HEADS = """

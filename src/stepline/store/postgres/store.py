@@ -40,6 +40,7 @@ from stepline.store import _rows as shapes
 from stepline.store._copy import Row, Table
 from stepline.store.postgres import _copy, _rows
 from stepline.store.postgres import queries as q
+from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import PostgresTx
 from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
@@ -142,6 +143,7 @@ class PostgresStore:
             name="stepline",
         )
         self._opened = False
+        self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
 
     @property
     def label(self) -> str:
@@ -170,6 +172,7 @@ class PostgresStore:
         return listener.stop
 
     def close(self) -> None:
+        self._presence.close()
         if self._opened:
             self._pool.close()
             self._opened = False
@@ -277,7 +280,7 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTx]:
         try:
             with self._conn() as conn:
-                tx = PostgresTx(conn)
+                tx = PostgresTx(conn, self._presence)
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:

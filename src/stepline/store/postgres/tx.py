@@ -46,6 +46,7 @@ from stepline.store._primitives import EndedRun, ResumedWait, SpentRun
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._statements import Statements
+from stepline.store.postgres.presence import PRESENCE_KEY, PRESENCE_TOKEN, Presence
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
@@ -74,8 +75,9 @@ _CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS and MATCHER_COLUMNS
 class PostgresTx:
     """The write verbs of one transaction (``Store.transaction()``)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], presence: Presence | None = None) -> None:
         self._s = self.statements = Statements(conn)
+        self._presence = presence
         self._index = IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
         self._locked: set[str] = set()  # advisory locks this transaction holds
         # whether a verb may have made work due for some worker (new, woken, rescheduled or
@@ -551,19 +553,23 @@ class PostgresTx:
         order) and their live leases counted after the lock, so two workers never fill one key
         beyond its limit."""
         token = secrets.token_hex(8)
+        if self._presence is not None and self._presence.holds(owner):
+            token = PRESENCE_TOKEN + token  # taken over as soon as the lock is gone
         horizon = now if due_by is None else max(now, due_by)
         with self._savepoint(durable=False) as s:
             busy: Counter[str] = Counter()
             limits: dict[str, int] = {}
             live: list[tuple[str, str]] = []
             ids = list(functions.function_ids)
-            leases, paused_rows, unowned_rows = s.run_all(  # one round trip
+            leases, paused_rows, unowned_rows, dead_rows = s.run_all(  # one round trip
                 [
                     (q.LIVE_LEASES, (now,)),
                     (q.PAUSED_AMONG, (functions.app_id, ids)),
                     (q.ANY_UNOWNED, None),
+                    (q.DEAD_OWNERS, (now, PRESENCE_KEY, PRESENCE_KEY)),
                 ]
             )
+            dead = [r[0] for r in dead_rows]  # their leases are expired (presence.py)
             for function_id, key1, limit1, key2, limit2 in leases:
                 slots = _slots(key1, limit1, key2, limit2)
                 live.append((function_id, group_of(slots)))
@@ -576,7 +582,15 @@ class PostgresTx:
             apps = [functions.app_id, ""] if unowned else [functions.app_id]
             window = limit * 4 + 16
             served: list[dict[str, Any]] = [
-                {"app": app, "fn": fn, "now": now, "by": horizon, "full": full, "window": window}
+                {
+                    "app": app,
+                    "fn": fn,
+                    "now": now,
+                    "by": horizon,
+                    "full": full,
+                    "window": window,
+                    "dead": dead,
+                }
                 for app in apps
                 for fn in ids
                 if fn not in paused

@@ -1,0 +1,85 @@
+"""A worker's presence: other processes learn at once that it died, not a lease TTL later.
+
+A process that leases runs for a worker holds a session-level advisory lock keyed by the
+worker's id (``PRESENCE_KEY``) on a connection of its own, for as long as the store is open.
+PostgreSQL releases a session's locks when the session ends: when the process is killed, its
+connections close and the lock is gone within moments. A lease taken while the lock is held
+gets a token marked ``p:`` (``PRESENCE_TOKEN``); another worker's ``lease_due`` treats such a
+lease whose owner holds no presence lock as expired (``DEAD_OWNERS``), so a killed worker's
+runs are taken over at the next poll instead of when their leases expire.
+
+What it does not change: a worker that stops (SIGSTOP), hangs or is partitioned from the
+database keeps its session, so its leases still expire only after the TTL, and a commit whose
+lease was taken over is still refused (fencing on the token). When the lock is lost while the
+process lives (its presence connection dropped, the server restarted) its leases may be taken
+over early, as a zombie's would after the TTL: the step bodies it was executing may run again
+elsewhere, their commits are refused. A lease of a worker that could not take its lock (another
+live session holds it: the same worker id in two processes) is an ordinary lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+from typing import Any
+
+import psycopg
+
+PRESENCE_KEY = "stepline-worker\x1f"  # + worker id: the advisory lock's name
+PRESENCE_TOKEN = "p:"  # the prefix of a lease token taken while the owner's lock was held
+_LOCK = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+
+log = logging.getLogger("stepline.store.postgres")
+
+
+class Presence:
+    """This process's presence locks, one per worker id it leases for."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+
+    def holds(self, worker_id: str) -> bool:
+        """Whether this process holds ``worker_id``'s presence lock, taking it if it can (a
+        connection of its own, opened the first time). False when it cannot be taken now."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                if worker_id in self._held:
+                    return True
+                row = conn.execute(_LOCK, (PRESENCE_KEY + worker_id,)).fetchone()
+            except psycopg.Error as exc:
+                log.warning("presence: %s", exc)
+                self._drop()
+                return False
+            if row is not None and row[0]:
+                self._held.add(worker_id)
+                return True
+            return False
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed and not _readable(conn):
+            return conn  # an idle session receives nothing while it lives
+        self._drop()  # closed, ended by the server, or told something: start again
+        self._conn = conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._held.clear()  # the locks went with the session
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Release every presence lock (ending the session)."""
+        with self._lock:
+            self._drop()
+
+
+def _readable(conn: psycopg.Connection[Any]) -> bool:
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
