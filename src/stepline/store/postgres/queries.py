@@ -319,6 +319,16 @@ DROP_UNOWNED_PAUSES = "DELETE FROM paused WHERE app_id = '' AND function_id = AN
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = %s"
 # the marks of steps a pass was executing when its run ended (their results never came)
 DELETE_EXECUTING_STEPS = "DELETE FROM steps WHERE run_id = %s AND status = 'RUNNING'"
+# an ended run's queue row, waits, matchers and RUNNING marks, in one statement (four tables,
+# none read by another part: the same as the four statements one after the other)
+DROP_RUN_WORK = f"""
+WITH queue_row AS ({DELETE_QUEUE}), its_waits AS ({DELETE_WAITS_OF_RUN}),
+     its_matchers AS ({DELETE_MATCHERS_OF_RUN})
+{DELETE_EXECUTING_STEPS}"""
+# a new run's row, queue row and RUN_QUEUED history row, in one statement (as DROP_RUN_WORK)
+CREATE_RUN = f"""
+WITH run AS ({INSERT_RUN}), queue_row AS ({INSERT_QUEUE})
+{INSERT_HISTORY}"""
 INSERT_MATCHER = """
 INSERT INTO matchers (matcher_id, run_id, event_name, expression, index_path, index_value,
                       expires_at, created_at)

@@ -216,11 +216,7 @@ class PostgresTx:
 
     def drop_run_work(self, run_id: str) -> None:
         self.made_work = True  # a cancelled run's slot is free
-        s = self._s
-        s.write(q.DELETE_QUEUE, (run_id,))
-        s.write(q.DELETE_WAITS_OF_RUN, (run_id,))
-        s.write(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-        s.write(q.DELETE_EXECUTING_STEPS, (run_id,))
+        self._s.write(q.DROP_RUN_WORK, (run_id,) * 4)
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
         self._s.write_many(q.INSERT_HISTORY, [shapes.history_params(h, worker_id) for h in records])
@@ -341,9 +337,15 @@ class PostgresTx:
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
         self.made_work = True
         s = self._s
-        s.write(q.INSERT_RUN, shapes.run_params(new_run, now))
+        s.write(
+            q.CREATE_RUN,
+            (
+                *shapes.run_params(new_run, now),
+                *shapes.queue_params(new_run, now, due_at),
+                *shapes.queued_history_params(new_run.run_id, now),
+            ),
+        )
         s.write_many(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
-        s.write(q.INSERT_QUEUE, shapes.queue_params(new_run, now, due_at))
         for spec in new_run.admission.cancel_on:
             s.write(q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now)))
             if spec.index_path is None:
@@ -352,7 +354,6 @@ class PostgresTx:
                 self._index.add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
-        s.write(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
 
     def idempotency_seen(self, key: str, now: float) -> bool:
         self._lock(f"idempotency\x1f{key}")
