@@ -14,7 +14,7 @@ import pytest
 from stepline.engine.writer import BatchWriter
 from stepline.errors import StoreError
 from stepline.store.postgres import PostgresStore
-from stepline.store.postgres._statements import Statements
+from stepline.store.postgres._statements import Statements, _merged
 from stepline.store.records import EventIngest, EventRecord
 
 PAUSE = "INSERT INTO paused (app_id, function_id) VALUES ('app', %s)"
@@ -130,3 +130,35 @@ def test_a_job_whose_queued_statement_fails_gets_the_error_and_the_batch_commits
             assert tx.stored_event_ids(["evt1", "evt2"]) == {"evt1", "evt2"}
     finally:
         store.close()
+
+
+def test_adjacent_writes_to_different_tables_are_sent_as_one_statement() -> None:
+    a, b = "INSERT INTO a VALUES (%s)", "INSERT INTO b VALUES (%s)"
+    queued = [(a, (1,)), (b, (2,)), (a, (3,)), ("SAVEPOINT s1", None), (b, (4,)), (a, (5,))]
+    tables = ["a", "b", "a", None, "b", "a"]
+    assert _merged(queued, tables) == [
+        (f"WITH w0 AS ({a}) {b}", [1, 2]),
+        (a, (3,)),  # a second write to a: a statement of its own
+        ("SAVEPOINT s1", None),
+        (f"WITH w0 AS ({b}) {a}", [4, 5]),
+    ]
+
+
+def test_merged_writes_do_what_they_do_one_after_the_other(pg_url: str) -> None:
+    skip = "INSERT INTO skips (event_id, function_id, reason, at) VALUES (%s, 'f', %s, 1)"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        s = Statements(conn)
+
+        def both(name: str | None) -> None:
+            with s.savepoint():
+                s.write(PAUSE, (name or "undone",), "paused")
+                s.write(skip, (name, "merged"), "skips")  # None fails: the whole statement does
+
+        with s.transaction(list):
+            both("merged")
+            with pytest.raises(psycopg.errors.NotNullViolation):
+                both(None)
+            verb(s, "after")
+    assert paused(pg_url) == {"merged", "after"}
+    with psycopg.connect(pg_url) as conn:
+        assert [r[0] for r in conn.execute("SELECT reason FROM skips")] == ["merged"]

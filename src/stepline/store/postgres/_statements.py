@@ -38,27 +38,32 @@ class Statements:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._queued: list[tuple[str, Params]] = []
+        self._tables: list[str | None] = []  # of each queued statement: see write()
         self._sent = 0  # statements sent so far (a queued one's number is _sent + its index)
         self._depth = 0
         self._open: list[tuple[str, int]] = []  # open savepoints: (name, its statement number)
         self.round_trips = 0
 
     # -- statements -------------------------------------------------------------------------------
-    def write(self, query: str, params: Params = None) -> None:
+    def write(self, query: str, params: Params = None, table: str | None = None) -> None:
         """Execute ``query`` before the next statement whose result is read; its own result is
-        never read (an error in it raises at that statement, or at the end of the savepoint)."""
+        never read (an error in it raises at that statement, or at the end of the savepoint).
+        ``table``: the query writes that table only and reads nothing but the rows it writes
+        (positional parameters, no ``WITH``): adjacent such writes to different tables are sent
+        as one statement (``_merged``)."""
         if self._depth < _OUTERMOST:
             self.run(query, params)
             return
-        self._queued.append((query, params))
+        self._queue(query, params, table)
 
-    def write_many(self, query: str, rows: Sequence[Params]) -> None:
+    def _queue(self, query: str, params: Params = None, table: str | None = None) -> None:
+        self._queued.append((query, params))
+        self._tables.append(table)
+
+    def write_many(self, query: str, rows: Sequence[Params], table: str | None = None) -> None:
         """``write`` for each of ``rows``."""
-        if self._depth < _OUTERMOST:
-            for params in rows:
-                self.write(query, params)
-            return
-        self._queued.extend((query, params) for params in rows)
+        for params in rows:
+            self.write(query, params, table)
 
     def run(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
         """Execute what is queued, then ``query``, in one round trip; its cursor, with every
@@ -114,10 +119,10 @@ class Statements:
                 cursor.execute(q, p)
 
     def _take(self) -> list[tuple[str, Params]]:
-        queued = self._queued
-        self._queued = []
+        queued, tables = self._queued, self._tables
+        self._queued, self._tables = [], []
         self._sent += len(queued)
-        return queued
+        return _merged(queued, tables)
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
@@ -126,18 +131,19 @@ class Statements:
         ``BEGIN`` goes with the first statement, the ``COMMIT`` with what is still queued and
         the statements ``last()`` gives (a ``NOTIFY``, a ``SET LOCAL``), in one round trip. An
         exception rolls it all back."""
-        self._queued.append(("BEGIN", None))
+        self._queue("BEGIN")
         self._depth += 1
         try:
             yield
             self._depth -= 1
-            self._queued.extend((statement, None) for statement in last())
-            self._queued.append(("COMMIT", None))
+            for statement in last():
+                self._queue(statement)
+            self._queue("COMMIT")
             self.flush()
         except BaseException:
             self._depth = 0
             self._open = []
-            self._queued = []
+            self._queued, self._tables = [], []
             if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 try:
                     self.conn.execute("ROLLBACK")
@@ -162,7 +168,7 @@ class Statements:
             name, start = enclosing
         else:
             name, start = f"s{len(self._open)}", here
-            self._queued.append((f"SAVEPOINT {name}", None))
+            self._queue(f"SAVEPOINT {name}")
         self._open.append((name, start))
         try:
             yield
@@ -178,18 +184,53 @@ class Statements:
         self._depth -= 1
         self._open.pop()
         if not alias:
-            self._queued.append((f"RELEASE {name}", None))  # sent with the next statements
+            self._queue(f"RELEASE {name}")  # sent with the next statements
 
     def _undo(self, start: int, name: str, *, keep: bool) -> None:
         """Undo everything since the savepoint ``name`` began (statement number ``start``);
         ``keep``: it stays open (its enclosing block goes on), else it is released."""
         if start >= self._sent:  # its SAVEPOINT was never sent: neither was anything after it
             del self._queued[start - self._sent + (1 if keep else 0) :]
+            del self._tables[len(self._queued) :]
             return
-        self._queued = []  # all of it queued after the SAVEPOINT that was sent
+        self._queued, self._tables = [], []  # all queued after the SAVEPOINT that was sent
         try:
             self.run(f"ROLLBACK TO {name}")
             if not keep:
                 self.run(f"RELEASE {name}")
         except psycopg.Error:  # the connection is gone: the caller's error says why
             pass
+
+
+def _merged(queued: list[tuple[str, Params]], tables: list[str | None]) -> list[tuple[str, Params]]:
+    """``queued`` with each run of adjacent writes to different tables (``write(table=…)``) made
+    one statement: ``WITH w1 AS (first), w2 AS (second) last``. Its parts see one snapshot and
+    run to completion in order of need; as none of them reads a table another writes, and no
+    two write one table, the result is the same as theirs one after the other."""
+    if len(queued) < 2:
+        return queued
+    out: list[tuple[str, Params]] = []
+    group: list[tuple[str, Params]] = []
+    seen: set[str] = set()
+
+    def close() -> None:
+        if len(group) == 1:
+            out.append(group[0])
+        elif group:
+            parts = ", ".join(f"w{i} AS ({q})" for i, (q, _) in enumerate(group[:-1]))
+            params = [p for _, ps in group for p in (ps or ())]
+            out.append((f"WITH {parts} {group[-1][0]}", params))
+        group.clear()
+        seen.clear()
+
+    for entry, table in zip(queued, tables, strict=True):
+        if table is None:
+            close()
+            out.append(entry)
+            continue
+        if table in seen:
+            close()
+        group.append(entry)
+        seen.add(table)
+    close()
+    return out

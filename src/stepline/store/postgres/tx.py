@@ -161,6 +161,7 @@ class PostgresTx:
                 now,
                 not new,
             ),
+            "events",
         )
         return new
 
@@ -196,8 +197,8 @@ class PostgresTx:
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         s = self._s
         for r in resumed:
-            s.write(q.COMPLETE_STEP, (r.event_json, now, r.run_id, r.step_hash))
-            s.write(q.WAKE, (now, r.run_id))
+            s.write(q.COMPLETE_STEP, (r.event_json, now, r.run_id, r.step_hash), "steps")
+            s.write(q.WAKE, (now, r.run_id), "queue")
             data = dumps({"event_id": r.event_id}).decode()
             s.write(
                 q.INSERT_STEP_HISTORY, (r.run_id, now, "WAIT_MATCHED", r.run_id, r.step_hash, data)
@@ -219,7 +220,8 @@ class PostgresTx:
         self._s.write(q.DROP_RUN_WORK, (run_id,) * 4)
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
-        self._s.write_many(q.INSERT_HISTORY, [shapes.history_params(h, worker_id) for h in records])
+        rows = [shapes.history_params(h, worker_id) for h in records]
+        self._s.write_many(q.INSERT_HISTORY, rows, "history")
 
     def settle_pending_step(self, wake: Wake, now: float) -> bool:
         settle = (
@@ -234,7 +236,7 @@ class PostgresTx:
 
     def wake_run(self, run_id: str, now: float) -> None:
         self.made_work = True
-        self._s.write(q.WAKE, (now, run_id))
+        self._s.write(q.WAKE, (now, run_id), "queue")
 
     # -- PassPrimitives ---------------------------------------------------------------------------
     def hold_lease(self, run_id: str, token: str) -> str | None:
@@ -250,14 +252,14 @@ class PostgresTx:
         return str(row[0]), row[1]
 
     def put_steps(self, steps: Sequence[StepRecord]) -> None:
-        self._s.write_many(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
+        self._s.write_many(q.UPSERT_STEP, [shapes.step_params(s) for s in steps], "steps")
 
     def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
         self._s.write_many(q.INSERT_STEP_IF_UNSETTLED, [shapes.step_params(s) for s in steps])
 
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
-            self._s.write(q.INSERT_WAIT, shapes.wait_params(wait))
+            self._s.write(q.INSERT_WAIT, shapes.wait_params(wait), "waits")
             if wait.index_path is None:
                 self._index.added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
@@ -266,7 +268,7 @@ class PostgresTx:
                 )
 
     def mark_running(self, run_id: str, started_at: float) -> None:
-        self._s.write(q.MARK_RUNNING, (started_at, run_id))
+        self._s.write(q.MARK_RUNNING, (started_at, run_id), "runs")
 
     def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
         self.made_work = True  # its concurrency slot is free
@@ -281,12 +283,13 @@ class PostgresTx:
                 started_at,
                 run_id,
             ),
+            "runs",
         )
 
     def suspend_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
         self.made_work = True
-        self._s.write(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id))
-        self._s.write(q.RESCHEDULE, (now, end.due_at, run_id))
+        self._s.write(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id), "runs")
+        self._s.write(q.RESCHEDULE, (now, end.due_at, run_id), "queue")
 
     # -- passes -----------------------------------------------------------------------------------
     def commit_pass(
@@ -329,7 +332,7 @@ class PostgresTx:
 
     # -- admission state (FlowState, DeferralState, AdmissionTx) -----------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
-        self._s.write(q.INSERT_SKIP, (event_id, function_id, reason, now))
+        self._s.write(q.INSERT_SKIP, (event_id, function_id, reason, now), "skips")
 
     def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
         self._s.write_many(q.INSERT_EVENT_EFFECT, effects)
@@ -345,7 +348,8 @@ class PostgresTx:
                 *shapes.queued_history_params(new_run.run_id, now),
             ),
         )
-        s.write_many(q.INSERT_RUN_EVENT, [(e, new_run.run_id) for e in new_run.event_ids])
+        rows = [(e, new_run.run_id) for e in new_run.event_ids]
+        s.write_many(q.INSERT_RUN_EVENT, rows, "run_events")
         for spec in new_run.admission.cancel_on:
             s.write(q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now)))
             if spec.index_path is None:
@@ -642,7 +646,7 @@ class PostgresTx:
         return [SpentRun(*r) for r in rows]
 
     def fail_run(self, run_id: str, error: dict[str, Any], now: float) -> None:
-        self._s.write(q.FAIL_RUN, (dumps(error).decode(), now, run_id))
+        self._s.write(q.FAIL_RUN, (dumps(error).decode(), now, run_id), "runs")
 
     def mark_steps_running(
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
