@@ -27,7 +27,7 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -154,6 +154,21 @@ async def leased_by(app: App, owner: str, at: float | None = None) -> set[str]:
     when = time.time() if at is None else at
     states = await engine.read(engine.store.queue_states, [r.run_id for r in runs], when)
     return {s.run_id for s in states if s.leased}
+
+
+def resumed_or_taken(
+    app: App, workers: Workers, proc: subprocess.Popen[bytes], worker_id: str, held: set[str]
+) -> Callable[[], Awaitable[bool]]:
+    """A check: ``proc`` (restarted with ``worker_id``) said how many runs of its predecessor it
+    resumes, or none of ``held`` (its predecessor's leases) is that worker's any more: other
+    workers took them first (PostgreSQL: the predecessor's presence lock went with it)."""
+
+    async def check() -> bool:
+        if workers.resumed(proc, worker_id) is not None:
+            return True
+        return not held & await leased_by(app, worker_id)
+
+    return check
 
 
 async def lease_expiry(app: App, run_id: str, leased_at: float, horizon: float) -> float:
@@ -479,7 +494,8 @@ async def test_a_killed_workers_runs_are_taken_over_before_its_leases_expire(
 @pytest.mark.timeout(900)
 async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
     """1,000 runs x 5 steps on 4 worker processes sharing PostgreSQL; every 1-3 s a random
-    worker is SIGKILLed and restarted with its id (which reclaims its leases at once): every run
+    worker is SIGKILLed and restarted with its id (which reclaims at once the leases other
+    workers did not take first, having seen that the killed one's presence lock was gone): every run
     started completes, and no committed step runs again (checked by ``check_outcome`` on the
     side file, and counted here)."""
     total, processes, concurrency = LOAD_RUNS, 4, 20
@@ -517,18 +533,18 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
                 pytest.fail(f"timed out with {len(workers.killed)} kills\n{workers.output()}")
             worker_id = rng.choice(sorted(procs))
             workers.kill(procs[worker_id])
-            held = len(await leased_by(app, worker_id))
+            held = await leased_by(app, worker_id)
             spawned[worker_id] = time.time()
             proc = procs[worker_id] = workers.start(CRASH_WORKER_ID=worker_id)
             if held:
                 await poll(
                     f"{worker_id} to resume its predecessor's runs",
-                    workers.said_resuming(proc, worker_id),
+                    resumed_or_taken(app, workers, proc, worker_id, held),
                     deadline,
                     workers,
                     interval=0.01,
                 )
-                resumed.append(held)
+                resumed.append(len(held))
         await poll("all runs to complete", lambda: completed(app, total), deadline, workers, 0.2)
         for worker_id, since in spawned.items():
             check = registered_since(app, worker_id, since)
