@@ -137,10 +137,10 @@ def test_adjacent_writes_to_different_tables_are_sent_as_one_statement() -> None
     queued = [(a, (1,)), (b, (2,)), (a, (3,)), ("SAVEPOINT s1", None), (b, (4,)), (a, (5,))]
     tables = ["a", "b", "a", None, "b", "a"]
     assert _merged(queued, tables) == [
-        (f"WITH w0 AS ({a}) {b}", [1, 2]),
-        (a, (3,)),  # a second write to a: a statement of its own
-        ("SAVEPOINT s1", None),
-        (f"WITH w0 AS ({b}) {a}", [4, 5]),
+        (f"WITH w0 AS ({a}) {b}", [1, 2], None),
+        (a, (3,), None),  # a second write to a: a statement of its own
+        ("SAVEPOINT s1", None, None),
+        (f"WITH w0 AS ({b}) {a}", [4, 5], None),
     ]
 
 

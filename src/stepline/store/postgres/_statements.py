@@ -38,7 +38,7 @@ class Statements:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._queued: list[tuple[str, Params]] = []
-        self._tables: list[str | None] = []  # of each queued statement: see write()
+        self._tables: list[str | Later | None] = []  # of each queued statement: see write()
         self._sent = 0  # statements sent so far (a queued one's number is _sent + its index)
         self._depth = 0
         self._open: list[tuple[str, int]] = []  # open savepoints: (name, its statement number)
@@ -65,23 +65,25 @@ class Statements:
         for params in rows:
             self.write(query, params, table)
 
+    def read_later(self, query: str, params: Params = None) -> Later:
+        """Queue ``query`` like a write, keeping its result: the ``Later``'s cursor is there
+        once the statement was sent (by the next ``run`` or ``flush``)."""
+        later = Later()
+        if self._depth < _OUTERMOST:
+            later.cursor = self.run(query, params)
+            return later
+        self._queued.append((query, params))
+        self._tables.append(later)
+        return later
+
     def run(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
         """Execute what is queued, then ``query``, in one round trip; its cursor, with every
         row and ``rowcount`` there. An error of a queued statement raises here."""
-        self.round_trips += 1
         if not self._queued:
+            self.round_trips += 1
             self._sent += 1
             return self.conn.execute(query, params)
-        queued = self._take()
-        conn = self.conn
-        with conn.pipeline():
-            cursor = conn.cursor()
-            for q, p in queued:
-                cursor.execute(q, p)
-            found = conn.cursor()
-            found.execute(query, params)
-        self._sent += 1
-        return found
+        return self.run_all([(query, params)])[0]
 
     def run_all(self, statements: Sequence[tuple[str, Params]]) -> list[psycopg.Cursor[Any]]:
         """``run`` for several statements whose results are read: sent (after what is
@@ -93,10 +95,7 @@ class Statements:
         conn = self.conn
         found: list[psycopg.Cursor[Any]] = []
         with conn.pipeline():
-            if queued:
-                cursor = conn.cursor()
-                for q, p in queued:
-                    cursor.execute(q, p)
+            _execute(conn, queued)
             for q, p in statements:
                 found.append(conn.cursor())
                 found[-1].execute(q, p)
@@ -110,15 +109,13 @@ class Statements:
         self.round_trips += 1
         queued = self._take()
         conn = self.conn
-        if len(queued) == 1:
-            conn.execute(*queued[0])
+        if len(queued) == 1 and queued[0][2] is None:
+            conn.execute(queued[0][0], queued[0][1])
             return
         with conn.pipeline():
-            cursor = conn.cursor()
-            for q, p in queued:
-                cursor.execute(q, p)
+            _execute(conn, queued)
 
-    def _take(self) -> list[tuple[str, Params]]:
+    def _take(self) -> list[tuple[str, Params, Later | None]]:
         queued, tables = self._queued, self._tables
         self._queued, self._tables = [], []
         self._sent += len(queued)
@@ -202,31 +199,32 @@ class Statements:
             pass
 
 
-def _merged(queued: list[tuple[str, Params]], tables: list[str | None]) -> list[tuple[str, Params]]:
+def _merged(
+    queued: list[tuple[str, Params]], tables: list[str | Later | None]
+) -> list[tuple[str, Params, Later | None]]:
     """``queued`` with each run of adjacent writes to different tables (``write(table=…)``) made
-    one statement: ``WITH w1 AS (first), w2 AS (second) last``. Its parts see one snapshot and
-    run to completion in order of need; as none of them reads a table another writes, and no
-    two write one table, the result is the same as theirs one after the other."""
-    if len(queued) < 2:
-        return queued
-    out: list[tuple[str, Params]] = []
+    one statement: ``WITH w0 AS (first), w1 AS (second) last``. Its parts see one snapshot and
+    run to completion; as none of them reads a table another writes, and no two write one
+    table, the result is the same as theirs one after the other. With each statement, the
+    ``Later`` that keeps its result (``read_later``), if any."""
+    out: list[tuple[str, Params, Later | None]] = []
     group: list[tuple[str, Params]] = []
     seen: set[str] = set()
 
     def close() -> None:
         if len(group) == 1:
-            out.append(group[0])
+            out.append((*group[0], None))
         elif group:
             parts = ", ".join(f"w{i} AS ({q})" for i, (q, _) in enumerate(group[:-1]))
             params = [p for _, ps in group for p in (ps or ())]
-            out.append((f"WITH {parts} {group[-1][0]}", params))
+            out.append((f"WITH {parts} {group[-1][0]}", params, None))
         group.clear()
         seen.clear()
 
     for entry, table in zip(queued, tables, strict=True):
-        if table is None:
+        if not isinstance(table, str):
             close()
-            out.append(entry)
+            out.append((*entry, table))
             continue
         if table in seen:
             close()
@@ -234,3 +232,25 @@ def _merged(queued: list[tuple[str, Params]], tables: list[str | None]) -> list[
         seen.add(table)
     close()
     return out
+
+
+class Later:
+    """The result of a statement queued by ``read_later``: ``cursor`` once it was sent."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self) -> None:
+        self.cursor: psycopg.Cursor[Any] | None = None
+
+
+def _execute(conn: psycopg.Connection[Any], queued: list[tuple[str, Params, Later | None]]) -> None:
+    """Send ``queued`` in the pipeline open on ``conn`` (results read at its sync)."""
+    if not queued:
+        return
+    cursor = conn.cursor()
+    for query, params, later in queued:
+        if later is None:
+            cursor.execute(query, params)
+        else:
+            later.cursor = conn.cursor()
+            later.cursor.execute(query, params)

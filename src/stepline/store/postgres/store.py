@@ -42,7 +42,7 @@ from stepline.store.postgres import _copy, _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.schema import MIGRATIONS
-from stepline.store.postgres.tx import PostgresTx
+from stepline.store.postgres.tx import LeaseTokens, PostgresTx
 from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
 from stepline.store.records import (
     EventFilter,
@@ -144,6 +144,7 @@ class PostgresStore:
         )
         self._opened = False
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
+        self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
 
     @property
     def label(self) -> str:
@@ -280,7 +281,7 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTx]:
         try:
             with self._conn() as conn:
-                tx = PostgresTx(conn, self._presence)
+                tx = PostgresTx(conn, self._presence, self._tokens)
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:

@@ -20,7 +20,8 @@ read-then-write decision is exact with many processes writing at once; how, verb
 from __future__ import annotations
 
 import secrets
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
@@ -45,7 +46,7 @@ from stepline.store._pass_rules import commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait, SpentRun
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._statements import Statements
+from stepline.store.postgres._statements import Later, Statements
 from stepline.store.postgres.presence import PRESENCE_KEY, PRESENCE_TOKEN, Presence
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
@@ -75,9 +76,19 @@ _CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS and MATCHER_COLUMNS
 class PostgresTx:
     """The write verbs of one transaction (``Store.transaction()``)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], presence: Presence | None = None) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        presence: Presence | None = None,
+        tokens: LeaseTokens | None = None,
+    ) -> None:
         self._s = self.statements = Statements(conn)
         self._presence = presence
+        self._tokens = tokens if tokens is not None else LeaseTokens()
+        # a commit_pass assuming its lease is held (see commit_pass): (run, token, owner), and
+        # the lease row read along with its writes
+        self._assumed: tuple[str, str, str] | None = None
+        self._lease_read: Later | None = None
         self._index = IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
         self._locked: set[str] = set()  # advisory locks this transaction holds
         # whether a verb may have made work due for some worker (new, woken, rescheduled or
@@ -240,6 +251,11 @@ class PostgresTx:
 
     # -- PassPrimitives ---------------------------------------------------------------------------
     def hold_lease(self, run_id: str, token: str) -> str | None:
+        assumed = self._assumed
+        if assumed is not None and assumed[:2] == (run_id, token):
+            # locked first all the same (the statements run in order); checked by commit_pass
+            self._lease_read = self._s.read_later(q.LEASE_TOKEN, (run_id,))
+            return assumed[2]
         row = self._s.run(q.LEASE_TOKEN, (run_id,)).fetchone()  # FOR UPDATE: held to commit
         if row is None or row[0] != token:
             return None
@@ -295,8 +311,34 @@ class PostgresTx:
     def commit_pass(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult] | None:
-        with self._savepoint():  # the shared sequence; hold_lease locks the run's queue row
+        """The shared sequence; hold_lease locks the run's queue row. A lease this process
+        took is assumed held (the usual case): its lock and token are read in the round trip
+        that sends the commit's writes, then checked; a lease found lost or cancelled undoes
+        all of it, and the commit is made again deciding at each step."""
+        owner = self._tokens.owner(commit.lease_token)
+        if owner is not None:
+            try:
+                return self._commit_assuming(commit, now, wait_matches, owner)
+            except _NotHeld:
+                pass
+        with self._savepoint():
             return commit_pass(self, commit, now, wait_matches)
+
+    def _commit_assuming(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher, owner: str
+    ) -> list[IngestResult] | None:
+        with self._savepoint() as s:
+            self._assumed, self._lease_read = (commit.run_id, commit.lease_token, owner), None
+            try:
+                results = commit_pass(self, commit, now, wait_matches)
+            finally:
+                self._assumed = None
+            read, self._lease_read = self._lease_read, None
+            s.flush()
+            row = None if read is None or read.cursor is None else read.cursor.fetchone()
+            if row is None or row[0] != commit.lease_token:
+                raise _NotHeld  # the savepoint undoes everything the commit wrote
+            return results
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
         if not run_ids:
@@ -634,6 +676,7 @@ class PostgresTx:
             if taken:
                 taken = fail_spent(self, taken, now, max_passes)
             if taken:
+                self._tokens.remember(token, owner)
                 app_id = functions.app_id
                 s.write(q.TAKE_LEASE, (owner, token, now + ttl, app_id, taken))
                 s.write(q.RECORD_RUN_STARTED, (now, owner, taken, now))
@@ -687,3 +730,26 @@ def _count_slots(rows: Sequence[Any]) -> tuple[Counter[str], dict[str, int]]:
                 busy[key] += 1
                 limits[key] = cap
     return busy, limits
+
+
+class _NotHeld(Exception):
+    """A commit assumed its lease held, and it was not (commit_pass decides again)."""
+
+
+class LeaseTokens:
+    """The lease tokens this process issued lately, with their owners (at most ``size``)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def remember(self, token: str, owner: str) -> None:
+        with self._lock:
+            self._owners[token] = owner
+            if len(self._owners) > self._size:
+                self._owners.popitem(last=False)
+
+    def owner(self, token: str) -> str | None:
+        with self._lock:
+            return self._owners.get(token)
