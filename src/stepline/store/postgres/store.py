@@ -25,7 +25,6 @@ While the server is down a call waits at most ``connect_timeout`` for a connecti
 from __future__ import annotations
 
 import functools
-import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -96,18 +95,6 @@ def _last_statements(tx: PostgresTx) -> list[str]:
     return last
 
 
-def _check_connection(conn: psycopg.Connection[Any]) -> None:
-    """Check a pooled connection before it is handed out again, without a round trip while it is
-    healthy: an idle connection receives nothing, so one whose socket is readable (the server
-    ended the session, closed the socket, or sent anything else) gets the pool's full check (an
-    empty query), which raises if it is unusable (the pool then replaces it)."""
-    if conn.closed or conn.broken:
-        raise psycopg.OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
-        psycopg_pool.ConnectionPool.check_connection(conn)
-
-
 class PostgresStore:
     """A Store in a PostgreSQL database (``url``: ``postgresql://user@host:port/dbname``)."""
 
@@ -138,7 +125,7 @@ class PostgresStore:
             # waits, so the first call once the server is back is served (left at its 5 min
             # default, an outage of a few minutes left calls failing for minutes after it)
             reconnect_timeout=connect_timeout / 2,
-            check=_check_connection,
+            check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
             name="stepline",
         )
