@@ -13,11 +13,11 @@ import logging
 from typing import Any
 
 from stepline.engine._ops import error_dict
-from stepline.engine._system_events import ending_data, ending_names
+from stepline.engine._recording import ending_events, parent_wake, retry_rows
 from stepline.engine.engine import Engine
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError
 from stepline.store.interface import StoreTx
-from stepline.store.records import HistoryRecord, Lease, PassCommit, RunEnd, RunRecord, Wake
+from stepline.store.records import HistoryRecord, Lease, PassCommit, RunEnd, RunRecord
 
 log = logging.getLogger("stepline.worker")
 
@@ -32,16 +32,8 @@ def retry_commit(
         return None
     retry_at = now + engine.backoff.delay(attempt)
     commit = PassCommit(run.run_id, token)
-    commit.history.append(
-        HistoryRecord(
-            run.run_id,
-            now,
-            "FUNCTION_FAILED",
-            attempt=attempt,
-            data={"error": error_dict(error), "retry_at": retry_at, "engine": True},
-        )
-    )
-    commit.end = RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
+    history, commit.end = retry_rows(run, error_dict(error), retry_at, now, engine=True)
+    commit.history.append(history)
     return commit
 
 
@@ -61,12 +53,12 @@ def failure_commit(
     commit.history.append(HistoryRecord(run.run_id, now, "RUN_FAILED", data=details))
     if events is not None:
         failure = {"name": details["name"], "message": details["message"]}
-        data = ending_data(run.function_id, run.run_id, events, "FAILED", error=failure)
         commit.events.extend(
-            engine.system_event(name, data, now) for name in ending_names("FAILED", events)
+            ending_events(engine, run.function_id, run.run_id, events, "FAILED", now, error=failure)
         )
-    if run.parent_run_id is not None and run.parent_step_hash is not None:
-        commit.wakes.append(Wake(run.parent_run_id, run.parent_step_hash, "FAILED", None, details))
+    wake = parent_wake(run, "FAILED", None, details)
+    if wake is not None:
+        commit.wakes.append(wake)
     return commit
 
 

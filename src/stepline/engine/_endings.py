@@ -9,7 +9,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from stepline.engine._ops import StepGate, Suspended, _Abort, error_dict
-from stepline.engine._system_events import ending_data, ending_names
+from stepline.engine._recording import ending_events, parent_wake, retry_rows, suspension
 from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
 from stepline.errors import (
@@ -29,7 +29,6 @@ from stepline.store.records import (
     RunEnd,
     RunRecord,
     RunState,
-    Wake,
 )
 
 
@@ -59,19 +58,11 @@ class PassEndings:
 
     async def _suspend(self, task: asyncio.Future[Any]) -> None:
         self.gate.refuse()
-        kinds = self._suspend_kinds
-        status = (
-            "RETRYING"
-            if "retry" in kinds
-            else "WAITING"
-            if kinds & {"wait", "invoke"}
-            else "SLEEPING"
-        )
         commit = self._new_commit()
         deadlines = list(self._deadlines)
         if self._finish_deadline is not None:
             deadlines.append(self._finish_deadline + 0.001)
-        commit.end = RunEnd(status=status, due_at=min(deadlines, default=None))
+        commit.end = suspension(self._suspend_kinds, deadlines)
         await self._commit(commit)
         await self._stop_function(task)
 
@@ -114,16 +105,8 @@ class PassEndings:
                 else now + self.engine.backoff.delay(attempt)
             )
             commit = self._new_commit()
-            commit.history.append(
-                HistoryRecord(
-                    self.run.run_id,
-                    now,
-                    "FUNCTION_FAILED",
-                    attempt=attempt,
-                    data={"error": error_dict(error), "retry_at": retry_at},
-                )
-            )
-            commit.end = RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
+            history, commit.end = retry_rows(self.run, error_dict(error), retry_at, now)
+            commit.history.append(history)
             await self._commit(commit)
             return
         await self._fail_run(error, None)
@@ -131,9 +114,9 @@ class PassEndings:
     def _ending_events(self, status: str, **details: Any) -> list[EventIngest]:
         """The system events this run's end emits (see ``_system_events``)."""
         events = [e.payload() for e in self.state.events]
-        data = ending_data(self.fn.id, self.run.run_id, events, status, **details)
-        now = self.now()
-        return [self.engine.system_event(name, data, now) for name in ending_names(status, events)]
+        return ending_events(
+            self.engine, self.fn.id, self.run.run_id, events, status, self.now(), **details
+        )
 
     async def _complete(self, output: bytes) -> None:
         commit = self._new_commit()
@@ -173,7 +156,6 @@ class PassEndings:
     def _wake_parent(
         self, commit: PassCommit, status: str, output: bytes | None, error: dict[str, Any] | None
     ) -> None:
-        run = self.run
-        if run.parent_run_id is None or run.parent_step_hash is None:
-            return
-        commit.wakes.append(Wake(run.parent_run_id, run.parent_step_hash, status, output, error))
+        wake = parent_wake(self.run, status, output, error)
+        if wake is not None:
+            commit.wakes.append(wake)

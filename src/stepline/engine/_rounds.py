@@ -10,26 +10,19 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stepline._ids import new_id
 from stepline.engine._executing import ExecutingSteps, executing_records
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
-from stepline.engine._system_events import FUNCTION_INVOKED, invoked_data
-from stepline.engine.admission import admission_for
+from stepline.engine._recording import invoke_rows, wait_rows
 from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
-from stepline.expressions import prepare_match
-from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps, loads
 from stepline.store.records import (
-    EventIngest,
     HistoryRecord,
-    NewRun,
     PassCommit,
     RunRecord,
     RunState,
     StepRecord,
-    WaitRecord,
 )
 
 
@@ -348,35 +341,13 @@ class RoundRecorder:
 
     def _settle_wait(self, op: _Op, commit: PassCommit, now: float) -> None:
         assert op.event_name is not None
-        text: str | None = None
-        index: tuple[tuple[str, str], ...] = ()
-        if op.expression is not None:
-            trigger = self.state.events[0].payload() if self.state.events else {}
-            prepared = prepare_match(op.expression, trigger)
-            text, index = prepared.text, prepared.index_keys
+        trigger = self.state.events[0].payload() if self.state.events else {}
+        wait, history = wait_rows(
+            self.run.run_id, op.hash, op.key, op.event_name, op.expression, op.due_at, trigger, now
+        )
         commit.steps.append(self._record(op, "PENDING", due_at=op.due_at, started_at=now))
-        commit.waits.append(
-            WaitRecord(
-                wait_id=new_id(now),
-                run_id=self.run.run_id,
-                step_hash=op.hash,
-                event_name=op.event_name,
-                expression=text,
-                index_path=index[0][0] if index else None,
-                index_value=index[0][1] if index else None,
-                expires_at=op.due_at,
-                created_at=now,
-            )
-        )
-        commit.history.append(
-            HistoryRecord(
-                self.run.run_id,
-                now,
-                "WAIT",
-                op.key,
-                data={"event": op.event_name, "if": op.expression, "until": op.due_at},
-            )
-        )
+        commit.waits.append(wait)
+        commit.history.append(history)
         if op.due_at is not None:
             self._deadlines.append(op.due_at)
         self._suspend_kinds.add("wait")
@@ -401,44 +372,25 @@ class RoundRecorder:
             self._consumed.add(op.hash)
             resolutions.append((op, None, StepError(op.key, error["name"], error["message"])))
             return
-        data = invoked_data(
-            op.data or {},
-            fn_id=fn.id,
-            source_app_id=self.engine.app_id,
-            source_fn_id=self.run.function_id,
-            run_id=self.run.run_id,
-            step_hash=op.hash,
-            step_name=op.key,
-            now=now,
-            timeout=None if op.due_at is None else op.due_at - now,
-        )
-        event = self.engine.event_record(
-            Event(name=FUNCTION_INVOKED, data=data, user=op.user or {}), now
-        )
         # admitted as any run of the function (the store applies it; a skip fails this step):
         # Inngest schedules an invoke event as any event (runner.go Initialize). Not debounced
         # or batched (docs/inngest.md).
-        child = NewRun(
-            new_id(now),
-            fn.id,
-            (event.internal_id,),
-            self.run.run_id,
+        event, child, history = invoke_rows(
+            self.engine,
+            fn,
+            self.run,
             op.hash,
-            admission_for(fn, self.engine.app_id, event.payload()),
-            app_id=self.engine.app_id,
+            op.key,
+            op.function_id,
+            op.data or {},
+            now,
+            due_at=op.due_at,
+            user=op.user,
         )
-        commit.events.append(EventIngest(event))
+        commit.events.append(event)
         commit.child_runs.append(child)
         commit.steps.append(self._record(op, "PENDING", started_at=now, due_at=op.due_at))
-        commit.history.append(
-            HistoryRecord(
-                self.run.run_id,
-                now,
-                "INVOKE",
-                op.key,
-                data={"function_id": op.function_id, "child_run_id": child.run_id},
-            )
-        )
+        commit.history.append(history)
         if op.due_at is not None:  # invoke(timeout=): wake up then to fail the step
             self._deadlines.append(op.due_at)
         self._suspend_kinds.add("invoke")

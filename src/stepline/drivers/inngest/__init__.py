@@ -5,8 +5,13 @@ requests, and SDK replies read into typed ops. The HTTP driver and the server bu
 
 from stepline.drivers.inngest._apps import SdkApps, SyncedApp, sdk_apps
 from stepline.drivers.inngest._canonical import canonical_json, canonicalize_body
-from stepline.drivers.inngest._driver import InngestDriver, SdkRequestError, UnsupportedOpError
-from stepline.drivers.inngest._errors import ProtocolError, SignatureError, SyncRefused
+from stepline.drivers.inngest._driver import InngestDriver, SdkRequestError
+from stepline.drivers.inngest._errors import (
+    ProtocolError,
+    SignatureError,
+    SyncRefused,
+    UnsupportedOpError,
+)
 from stepline.drivers.inngest._execution import (
     DISCOVERY,
     MAX_REQUEST_BYTES,

@@ -25,3 +25,7 @@ class SyncRefused(ConfigError):
         lines = [f"function {fn!r}: {field}: {reason}" for fn, field, reason in self.problems]
         noun = "problem" if len(lines) == 1 else "problems"
         super().__init__(f"sync refused ({len(lines)} {noun}):\n  " + "\n  ".join(lines))
+
+
+class UnsupportedOpError(Exception):
+    """An SDK asked for an op Stepline does not drive."""

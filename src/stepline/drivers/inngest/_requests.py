@@ -1,0 +1,232 @@
+"""The requests of one pass of an SDK run, made as Inngest's executor makes them
+(``PassRequests``): which requests a pass starts with, a targeted request for every planned
+step at once, the discovery requests of wait and race mode, each request built from the run's
+state, signed, sent and its reply read, and the model calls of ``step.ai.infer``. What each
+reply reports is recorded by the pass's ``StepBook`` (``_steps``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from stepline.drivers.inngest._ai import AI_TIMEOUT, ai_output, ai_request
+from stepline.drivers.inngest._execution import (
+    DISCOVERY,
+    execution_url,
+    fit,
+    request_headers,
+)
+from stepline.drivers.inngest._opcodes import AIGatewayOp, RunCompleteOp, StepPlannedOp
+from stepline.drivers.inngest._responses import (
+    FunctionErrored,
+    RunCompleted,
+    SdkReply,
+    parse_reply,
+)
+from stepline.drivers.inngest._state import SETTLED, request_for
+from stepline.store.records import RunEnd
+
+if TYPE_CHECKING:
+    from stepline.drivers.inngest._driver import HttpPass
+
+MAX_REQUESTS_PER_PASS = 200  # then the run goes back to the queue (due now)
+
+
+class PassRequests:
+    """The requests of one pass, made as Inngest's executor makes them. Every step a reply
+    plans (``StepPlanned``) gets its own targeted request, all of them at once; a reply of
+    several ops makes the next requests plan steps only (``disable_immediate_execution``,
+    Go's ForceStepPlan). A discovery request follows once no targeted request is in flight
+    and nothing (a sleep, a wait, an invoke, a step in its retry backoff) is pending (wait
+    mode: one discovery for the whole group), or after each step of a race-mode group
+    completes (race mode). A step already in flight or settled is not asked for twice; one in
+    its retry backoff not before its retry time."""
+
+    def __init__(self, http_pass: HttpPass, url: str) -> None:
+        self.p = http_pass
+        self.book = http_pass.book
+        self.url = url
+        self.version = -1  # the SDK's request version, as its last reply said
+        self.inflight: dict[asyncio.Task[SdkReply], str] = {}
+        self.sent = 0
+        self.over = False  # MAX_REQUESTS_PER_PASS reached: the run goes back to the queue
+        self.force_plan = False
+        self.progressed = False  # a step settled since the last discovery was sent
+
+    def first_requests(self) -> tuple[list[str], bool]:
+        """The requests a pass starts with, and whether its discovery plans steps only: the
+        ``step.run`` steps whose retry time came, targeted (as Inngest retries the request
+        that failed), and a discovery when another kind of step's retry time came (a model
+        call: the SDK reports its op again, an SDK runs no target without a body). Else one
+        discovery, except while other steps of a wait-mode group still hold the run (Go's
+        executor enqueues no discovery for a resumed wait while steps are pending, unless
+        the group races): the one discovery follows once the last of them settles. A
+        discovery plans only (``disable_immediate_execution``) while a step waits out its
+        backoff, so that the SDK does not run that step early."""
+        book = self.book
+        now = book.now()
+        due = [
+            s
+            for s in sorted(book.memo.values(), key=lambda s: s.position)
+            if s.status == "RETRYING" and (s.due_at is None or s.due_at <= now)
+        ]
+        plan_only = any(book.backing_off(h) for h in book.memo)
+        if due:
+            targeted = [s.hash for s in due if s.kind == "run"]
+            return targeted + ([DISCOVERY] if len(targeted) < len(due) else []), plan_only
+        if book.held and not book.held & book.race:
+            return [], plan_only
+        return [DISCOVERY], plan_only
+
+    async def request(self, step_id: str, force_plan: bool) -> SdkReply:
+        """One execution request of the pass (a targeted one for ``step_id``, or a discovery),
+        sent and its reply read. Raises as ``InngestDriver.post`` and ``parse_reply`` do."""
+        p = self.p
+        attempt = p.run.attempt
+        step = self.book.memo.get(step_id)
+        if step is not None and step.status == "RETRYING":
+            attempt = step.attempts
+        checkpoint = None
+        if p.driver.checkpointing and step_id == DISCOVERY and not force_plan:
+            checkpoint = (p.fn.id, p.lease.token)
+        _, body = fit(
+            replace(
+                request_for(
+                    p.state,
+                    attempt=attempt,
+                    max_attempts=p.fn.retries + 1,
+                    disable_immediate_execution=force_plan,
+                    version=self.version,
+                ),
+                checkpoint=checkpoint,
+            )
+        )
+        headers = request_headers(
+            body,
+            run_id=p.run.run_id,
+            step_id=step_id,
+            key=p.driver.signing_key,
+            now=time.time(),
+            request_version=self.version,
+        )
+        status, reply_headers, raw = await p.driver.post(
+            execution_url(self.url, step_id), body, headers
+        )
+        reply = parse_reply(status, reply_headers, raw, datetime.fromtimestamp(p.now(), UTC))
+        if reply.request_version is not None:
+            self.version = reply.request_version
+        return reply
+
+    async def call_model(self, op: AIGatewayOp) -> tuple[Any, str | None]:
+        """Make the model call ``op`` describes: its output, or None and why it failed."""
+        request = ai_request(op)
+        try:
+            response = await self.p.driver.client().post(
+                request.url, content=request.body, headers=request.headers, timeout=AI_TIMEOUT
+            )
+        except httpx.HTTPError as exc:
+            return None, f"request to {request.url} failed: {exc!r}"
+        return ai_output(response.status_code, response.content)
+
+    def send(self, step_id: str) -> None:
+        if self.sent >= MAX_REQUESTS_PER_PASS:
+            self.over = True
+            return
+        self.sent += 1
+        task = asyncio.create_task(self.request(step_id, self.force_plan))
+        self.inflight[task] = step_id
+
+    def discover(self) -> None:
+        self.progressed = False
+        # Go clears ForceStepPlan with a discovery; Stepline keeps it while a step backs off
+        self.force_plan = any(self.book.backing_off(h) for h in self.book.memo)
+        self.send(DISCOVERY)
+
+    async def drive(self) -> None:
+        first, self.force_plan = self.first_requests()
+        try:
+            for step_id in first:
+                self.send(step_id)
+            while self.inflight:
+                done, _ = await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    step_id = self.inflight.pop(task)
+                    if await self.handle(step_id, task.result()):
+                        return  # the run ended
+                if not self.inflight and self.progressed and not self.book.kinds:
+                    self.discover()
+        finally:
+            for task in self.inflight:
+                task.cancel()
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+        if self.over:
+            commit = self.p.commit()
+            commit.end = RunEnd(status="RUNNING", due_at=self.p.now())
+            await self.p.save(commit)
+            return
+        await self.p.suspend()
+
+    async def handle(self, step_id: str, reply: SdkReply) -> bool:
+        """Commit what one reply reports and send the requests it calls for; true when the
+        run ended."""
+        p, book = self.p, self.book
+        if p.aborted is not None:
+            raise p.aborted
+        outcome = reply.outcome
+        if isinstance(outcome, RunCompleted):
+            await p.complete(outcome.output)
+            return True
+        if isinstance(outcome, FunctionErrored):
+            await p.function_errored(reply, outcome.error)
+            return True
+        commit = p.commit()
+        planned: dict[str, str] = {}  # id -> name, in the order planned
+        progressed = False
+        models = [op for op in outcome.ops if isinstance(op, AIGatewayOp)]
+        answers = dict(
+            zip(
+                (op.id for op in models),
+                await asyncio.gather(*(self.call_model(op) for op in models)),
+                strict=True,
+            )
+        )
+        for op in outcome.ops:
+            if isinstance(op, AIGatewayOp):
+                progressed |= book.settle_ai(op, *answers[op.id], commit)
+                continue
+            if isinstance(op, RunCompleteOp):
+                await p.save(commit)
+                await p.complete(op.data)
+                return True
+            if isinstance(op, StepPlannedOp):
+                if op.race:
+                    book.race.add(op.id)
+                planned.setdefault(op.id, op.display_name)
+                continue
+            progressed |= book.settle(op, reply, commit)
+        await p.save(commit)
+        book.check_new_steps(planned)
+        if planned and len(outcome.ops) > 1:
+            self.force_plan = True
+        asked = set(self.inflight.values())
+        for planned_id in planned:
+            step = book.memo.get(planned_id)
+            if planned_id in asked or (step is not None and step.status in SETTLED):
+                continue
+            if book.backing_off(planned_id):
+                assert step is not None and step.due_at is not None
+                book.deadlines.append(step.due_at)
+                book.kinds.add("retry")
+                continue
+            self.send(planned_id)
+        if progressed:
+            self.progressed = True
+            if step_id in book.race:
+                self.discover()
+        return False
