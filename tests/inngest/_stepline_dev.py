@@ -24,6 +24,20 @@ from stepline.testing import MockClock, TestEngine
 API_TOKEN = "test-api-token"
 
 
+def tiny_registration(**fields: Any) -> dict[str, Any]:
+    """An app's registration body (``POST /fn/register``): app ``tiny`` with one function
+    ``tiny-a`` (event ``tiny/a``) at a URL nothing answers; ``fields`` added to the body."""
+    url = "http://127.0.0.1:9/api/inngest"
+    step = {
+        "id": "step",
+        "name": "a",
+        "runtime": {"type": "http", "url": f"{url}?fnId=tiny-a&stepId=step"},
+    }
+    function = {"id": "tiny-a", "name": "a", "triggers": [{"event": "tiny/a"}]}
+    function["steps"] = {"step": step}
+    return {"appName": "tiny", "url": url, **fields, "functions": [function]}
+
+
 @dataclass
 class Dev:
     t: TestEngine

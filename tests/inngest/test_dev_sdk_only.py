@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _devproc import dev_process, ended, free_port, http_json, sdk_process, wait_for
+from _stepline_dev import tiny_registration
 from click.testing import CliRunner
 
 from conftest import _npm_ci
@@ -67,28 +68,7 @@ def test_sdk_apps_alone_sync_run_send_events_and_invoke_each_other(tmp_path: Pat
             wait_for(lambda line=line: line in out.read_text(), line)  # once the PUT is answered
 
 
-REGISTRATION = {
-    "appName": "tiny",
-    "url": "http://127.0.0.1:9/api/inngest",
-    "sdk": "py:v0.5.19",
-    "functions": [
-        {
-            "id": "tiny-a",
-            "name": "a",
-            "triggers": [{"event": "tiny/a"}],
-            "steps": {
-                "step": {
-                    "id": "step",
-                    "name": "a",
-                    "runtime": {
-                        "type": "http",
-                        "url": "http://127.0.0.1:9/api/inngest?fnId=tiny-a&stepId=step",
-                    },
-                }
-            },
-        }
-    ],
-}
+REGISTRATION = tiny_registration(sdk="py:v0.5.19")
 
 
 async def test_a_registration_unchanged_is_not_modified_and_dev_lists_the_functions(

@@ -8,22 +8,21 @@ then failed for good."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from _stepline_dev import API_TOKEN, tiny_registration
+from _stepline_dev import stepline_dev as dev
 from click.testing import CliRunner
 
 from conftest import FALLBACK_KEY, KEY, SdkApp
 from stepline import App, ConfigError, Context, Event, TriggerEvent
 from stepline.cli import cli
 from stepline.drivers.inngest import InngestDriver, SdkApps, SigningKeys, SyncRefused
-from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
@@ -34,55 +33,6 @@ from stepline.testing import MockClock, TestEngine
 pytestmark = pytest.mark.timeout(600)
 
 KINDS = ["js", "js3", "py", "pyflask"]
-API_TOKEN = "test-api-token"
-
-
-@dataclass
-class Dev:
-    """A Stepline app served over HTTP with an SDK app synced into it."""
-
-    t: TestEngine
-    clock: MockClock
-    apps: SdkApps
-    sdk: SdkApp
-    url: str
-
-    async def run_of(self, fn: str, event: Event) -> str:
-        [event_id] = await self.t.send(event)
-        runs = [r for r in await self.t.runs() if event_id in r.event_ids]
-        [run] = [r for r in runs if r.function_id == self.sdk.slug(fn)]
-        return run.run_id
-
-    async def until_status(self, run_id: str, *statuses: str, timeout: float = 60.0) -> Run:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            run = await self.t.app.get_run(run_id)
-            assert run is not None
-            if run.status in statuses:
-                return run
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"run {run_id} is {run.status}, never {statuses}")
-            await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
-
-
-@asynccontextmanager
-async def dev(
-    tmp_path: Path, start_app: Callable[..., SdkApp], kind: str, app: App
-) -> AsyncIterator[Dev]:
-    clock = MockClock(autojump=False)
-    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
-        apps = SdkApps(app)
-        settings = ServerSettings(dev=True, event_keys=("test-event-key",), api_tokens=(API_TOKEN,))
-        server = HttpServer(create_app(app, settings), "127.0.0.1", 0)
-        serving = asyncio.create_task(server.run())
-        try:
-            sdk = start_app(kind, "dev", base_url=server.url)
-            status = await apps.sync(sdk.serve_url)
-            assert status == 200
-            yield Dev(t, clock, apps, sdk, server.url)
-        finally:
-            server.stop()
-            await serving
 
 
 def _native(app: App) -> None:
@@ -172,27 +122,7 @@ async def test_a_resync_replaces_the_function_set_and_a_clash_is_refused(
     clock = MockClock(autojump=False)
     async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock):
         apps = SdkApps(app)
-        body: dict[str, Any] = {
-            "appName": "tiny",
-            "url": "http://127.0.0.1:9/api/inngest",
-            "functions": [
-                {
-                    "id": "tiny-a",
-                    "name": "a",
-                    "triggers": [{"event": "tiny/a"}],
-                    "steps": {
-                        "step": {
-                            "id": "step",
-                            "name": "a",
-                            "runtime": {
-                                "type": "http",
-                                "url": "http://127.0.0.1:9/api/inngest?fnId=tiny-a&stepId=step",
-                            },
-                        }
-                    },
-                }
-            ],
-        }
+        body = tiny_registration()
         await apps.register(body)
         assert "tiny-a" in {f.id for f in app.functions}
         renamed = orjson.loads(orjson.dumps(body).replace(b"tiny-a", b"tiny-b"))
@@ -237,27 +167,7 @@ async def test_stepline_apps_sync_asks_the_app_to_register_again(
 
 @pytest.mark.parametrize("store", ["sqlite", "memory"])
 async def test_a_synced_app_is_kept_across_a_restart(store: str, tmp_path: Path) -> None:
-    body = {
-        "appName": "tiny",
-        "url": "http://127.0.0.1:9/api/inngest",
-        "functions": [
-            {
-                "id": "tiny-a",
-                "name": "a",
-                "triggers": [{"event": "tiny/a"}],
-                "steps": {
-                    "step": {
-                        "id": "step",
-                        "name": "a",
-                        "runtime": {
-                            "type": "http",
-                            "url": "http://127.0.0.1:9/api/inngest?fnId=tiny-a&stepId=step",
-                        },
-                    }
-                },
-            }
-        ],
-    }
+    body = tiny_registration()
     memory = MemoryStore() if store == "memory" else None
     spec: Any = memory if memory is not None else "sqlite"
     path = tmp_path / "stepline.db"
