@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import os
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 import fastapi
 import inngest
@@ -41,6 +42,18 @@ def _count(ctx: inngest.Context) -> str:
     return ctx.run_id
 
 
+def _flaky(run: str) -> Callable[[], Awaitable[str]]:
+    """A step body that fails on its first attempt in run ``run``."""
+
+    async def flaky() -> str:
+        ran[run].append("flaky")
+        if ran[run].count("flaky") == 1:
+            raise ValueError("the first attempt fails")
+        return "ok"
+
+    return flaky
+
+
 @client.create_function(
     fn_id="retry-parallel", trigger=inngest.TriggerEvent(event="par/retry"), retries=2
 )
@@ -48,12 +61,7 @@ async def retry_parallel(ctx: inngest.Context) -> dict[str, object]:
     """A parallel step that fails on its first attempt next to a wait: the wait's event wakes
     the run during the step's retry backoff."""
     run = _count(ctx)
-
-    async def flaky() -> str:
-        ran[run].append("flaky")
-        if ran[run].count("flaky") == 1:
-            raise ValueError("the first attempt fails")
-        return "ok"
+    flaky = _flaky(run)
 
     flaky_out, released = await ctx.group.parallel(
         (
@@ -111,12 +119,7 @@ async def race_retry(ctx: inngest.Context) -> dict[str, object]:
     """A race-mode group: a chain of two steps, the first failing once, next to a wait; the
     chain goes on after the retry although the wait is still pending."""
     run = _count(ctx)
-
-    async def flaky() -> str:
-        ran[run].append("flaky")
-        if ran[run].count("flaky") == 1:
-            raise ValueError("the first attempt fails")
-        return "ok"
+    flaky = _flaky(run)
 
     async def after() -> str:
         ran[run].append("after")

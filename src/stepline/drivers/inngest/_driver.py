@@ -277,15 +277,7 @@ class HttpPass:
                 step.error = {"name": "InngestInvokeTimeoutError", "message": message}
                 commit.steps.append(step)
                 commit.history.append(
-                    HistoryRecord(
-                        self.run.run_id,
-                        now,
-                        "STEP_FAILED",
-                        step.step_id,
-                        0,
-                        0.0,
-                        {"error": step.error, "final": True},
-                    )
+                    self.book.failed_row(step.step_id, 0, now, error=step.error, final=True)
                 )
 
     # -- ends of a pass ---------------------------------------------------------------------------

@@ -240,15 +240,7 @@ class StepBook:
             )
         )
         commit.history.append(
-            HistoryRecord(
-                self.run.run_id,
-                now,
-                "STEP_FAILED",
-                name,
-                attempts,
-                0.0,
-                {"error": error, "retry_at": due, **self.mode(op_id)},
-            )
+            self.failed_row(name, attempts, now, error=error, retry_at=due, **self.mode(op_id))
         )
         self.deadlines.append(due)
         self.kinds.add("retry")
@@ -308,17 +300,11 @@ class StepBook:
                 op_id, name, kind, "FAILED", error=error, attempts=attempts + 1, ended_at=now
             )
         )
-        commit.history.append(
-            HistoryRecord(
-                self.run.run_id,
-                now,
-                "STEP_FAILED",
-                name,
-                attempts,
-                0.0,
-                {"error": error, "final": True},
-            )
-        )
+        commit.history.append(self.failed_row(name, attempts, now, error=error, final=True))
+
+    def failed_row(self, name: str, attempts: int, now: float, **data: Any) -> HistoryRecord:
+        """The STEP_FAILED history row of step ``name``'s failed attempt ``attempts``."""
+        return HistoryRecord(self.run.run_id, now, "STEP_FAILED", name, attempts, 0.0, data)
 
     def wait(self, op: WaitForEventOp, commit: PassCommit, now: float) -> None:
         if op.race:
