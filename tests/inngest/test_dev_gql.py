@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,14 @@ import pytest
 from _devproc import dev_process, free_port, gql, http_json, wait_for
 
 from conftest import SdkApp
-from stepline import App, Context, Event, TriggerEvent
+from stepline import App, BatchEvents, Context, Event, TriggerCron, TriggerEvent
 from stepline.server import ServerSettings, create_app
 from stepline.testing import MockClock, TestEngine
+
+RUN_SOURCES = """query($id: String!) {
+    run(runID: $id) { isBatch batchCreatedAt cronSchedule sourceID eventName }
+    runTrigger(runID: $id) { eventName isBatch cron timestamp IDs }
+}"""
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -326,3 +332,76 @@ async def test_graphql_errors_and_a_native_runs_trace(tmp_path: Path) -> None:
                     "triggers": [{"type": "EVENT", "value": "n/twice"}],
                 }
             ]
+
+
+async def test_a_cron_run_and_a_batch_run_read_as_inngests_dev_server_answers(
+    tmp_path: Path,
+) -> None:
+    app = App("native")
+
+    @app.function(id="hourly", trigger=TriggerCron("TZ=Europe/Paris 0 * * * *"))
+    async def hourly(ctx: Context) -> str:
+        return "tick"
+
+    @app.function(
+        id="bulk", trigger=TriggerEvent("b/item"), batch_events=BatchEvents(2, timeout="1h")
+    )
+    async def bulk(ctx: Context) -> int:
+        return len(ctx.events)
+
+    @app.function(id="single", trigger=TriggerEvent("s/one"))
+    async def single(ctx: Context) -> int:
+        return 1
+
+    start = datetime(2026, 5, 1, 0, 30, tzinfo=UTC).timestamp()
+    clock = MockClock(start=start, autojump=False)
+    async with TestEngine(app, store="sqlite", path=tmp_path / "x.db", clock=clock) as t:
+        first_at = datetime(2026, 5, 1, 0, 40, tzinfo=UTC)
+        clock.set(first_at.timestamp())
+        await t.send(Event("b/item", {"i": 1}))
+        clock.set(datetime(2026, 5, 1, 0, 50, tzinfo=UTC).timestamp())
+        await t.send(Event("b/item", {"i": 2}))
+        one = await t.trigger(Event("s/one", {}))
+        clock.set(datetime(2026, 5, 1, 1, 0, 1, tzinfo=UTC).timestamp())  # the 1:00 tick
+        await t.tick()
+        [cron_run] = await t.runs(function_id="hourly")
+        [batch_run] = await t.runs(function_id="bulk")
+        settings = ServerSettings(dev=True, allow_unauthenticated=True)
+        transport = httpx.ASGITransport(app=create_app(app, settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dev") as client:
+
+            async def sources(run_id: str) -> dict[str, Any]:
+                reply = await client.post(
+                    "/v0/gql", json={"query": RUN_SOURCES, "variables": {"id": run_id}}
+                )
+                assert reply.status_code == 200, reply.text
+                found: dict[str, Any] = reply.json()["data"]
+                return found
+
+            cron = await sources(cron_run.run_id)
+            batch = await sources(batch_run.run_id)
+            plain = await sources(one.run_id)
+    assert cron["run"] == {
+        "isBatch": False,
+        "batchCreatedAt": None,
+        "cronSchedule": "TZ=Europe/Paris 0 * * * *",
+        "sourceID": None,
+        "eventName": "inngest/scheduled.timer",
+    }
+    assert (cron["runTrigger"]["eventName"], cron["runTrigger"]["cron"]) == (
+        None,
+        "TZ=Europe/Paris 0 * * * *",
+    )
+    assert batch["run"]["isBatch"] and batch["runTrigger"]["isBatch"]
+    assert batch["run"]["batchCreatedAt"] == "2026-05-01T00:40:00.000Z"  # its first event
+    assert batch["runTrigger"]["timestamp"] == "2026-05-01T00:40:00.000Z"
+    assert (batch["run"]["cronSchedule"], batch["runTrigger"]["cron"]) == (None, None)
+    assert (batch["runTrigger"]["eventName"], len(batch["runTrigger"]["IDs"])) == ("b/item", 2)
+    assert plain["run"] == {
+        "isBatch": False,
+        "batchCreatedAt": None,
+        "cronSchedule": None,
+        "sourceID": None,
+        "eventName": "s/one",
+    }
+    assert (plain["runTrigger"]["eventName"], plain["runTrigger"]["isBatch"]) == ("s/one", False)

@@ -138,6 +138,10 @@ type FunctionRunV2 {
   triggerIDs: [ULID!]!
   eventName: String
   isBatch: Boolean!
+  "A batch run's: when its batch began (its first event)."
+  batchCreatedAt: Time
+  "A cron run's: the schedule that fired it, as configured."
+  cronSchedule: String
   output: Bytes
   trace(preview: Boolean): RunTraceSpan
   hasAI: Boolean!

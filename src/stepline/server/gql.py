@@ -9,8 +9,12 @@ What each query answers (``Run``/``StepInfo`` of ``stepline.sdk.run``):
   value, or for a failure the error (``name``, ``message``, ``stack``; an SDK's ``code`` too).
   ``trace``: the run as the root span (its ``outputID`` reads the run's output) with one child
   span per step in execution order, ``name`` the user's step id (a repeated id repeats).
+  ``isBatch`` (a run of a function with ``batch_events``), ``batchCreatedAt`` (a batch run's:
+  its first event's time), ``cronSchedule`` (a cron run's: its schedule as configured);
+  ``sourceID`` is null (Stepline keeps no source other than the trigger events).
 * ``runTrigger(runID)``: ``payloads``, each event as a string of JSON (the first is the one that
-  triggered the run), ``IDs`` their ids.
+  triggered the run), ``IDs`` their ids, ``timestamp`` the earliest event's time; a cron run's
+  ``cron`` is its schedule and its ``eventName`` null, as Inngest's dev server answers.
 * ``runTraceSpanOutputByID(outputID)``: ``data`` the step's result (a string of JSON; null until
   it completed), ``error`` its error once it failed.
 * ``event(query: {eventId})``: the event with ``functionRuns``, the runs it started;
@@ -161,16 +165,15 @@ class Queries:
 
     async def runTrigger(self, _info: Any, runID: str) -> dict[str, Any]:
         run = await self._run(runID)
-        events = [await self.app.get_event(event_id) for event_id in run.event_ids]
-        payloads = [e.payload() for e in events if e is not None]
-        first = events[0] if events else None
+        events = await self._events_of(run)
+        cron = _cron_of(events)
         return {
-            "eventName": first.name if first is not None else None,
+            "eventName": events[0].name if events and cron is None else None,
             "IDs": run.event_ids,
-            "payloads": [_json(p) for p in payloads],
-            "timestamp": run.created_at,
-            "isBatch": len(run.event_ids) > 1,
-            "cron": None,
+            "payloads": [_json(e.payload()) for e in events],
+            "timestamp": _from_ts(min(e.ts for e in events)) if events else run.created_at,
+            "isBatch": self._is_batch(run),
+            "cron": cron,
         }
 
     async def runTrace(self, _info: Any, runID: str) -> dict[str, Any]:
@@ -265,6 +268,16 @@ class Queries:
             "inBatch": False,
         }
 
+    async def _events_of(self, run: Run) -> list[EventRecord]:
+        """The events that triggered ``run``, in its order (a purged one left out)."""
+        found = [await self.app.get_event(event_id) for event_id in run.event_ids]
+        return [e for e in found if e is not None]
+
+    def _is_batch(self, run: Run) -> bool:
+        """Whether ``run`` is a batch's (Inngest: it has a batch id), however many events."""
+        fn = next((f for f in self.app.functions if f.id == run.function_id), None)
+        return (fn is not None and fn.options.batch_events is not None) or len(run.event_ids) > 1
+
     async def _runs_of(self, event_id: str) -> list[Run]:
         runs = await self.app.runs(
             event_id=event_id, all_apps=True, with_steps=False, limit=MAX_RUNS_PER_EVENT
@@ -308,6 +321,13 @@ class Queries:
             first = await self.app.get_event(run.event_ids[0]) if run.event_ids else None
             return first.name if first is not None else None
 
+        async def batch_created(_info: Any) -> datetime | None:
+            events = await self._events_of(run) if self._is_batch(run) else []
+            return _from_ts(min(e.ts for e in events)) if events else None
+
+        async def cron_schedule(_info: Any) -> str | None:
+            return _cron_of(await self._events_of(run))
+
         return {
             "id": run.run_id,
             "appID": run.app_id,
@@ -321,7 +341,9 @@ class Queries:
             "sourceID": None,
             "triggerIDs": run.event_ids,
             "eventName": event_name,
-            "isBatch": len(run.event_ids) > 1,
+            "isBatch": self._is_batch(run),
+            "batchCreatedAt": batch_created,
+            "cronSchedule": cron_schedule,
             "output": _run_output(run),
             "trace": lambda _info, preview=None: self._trace(run),
             "hasAI": any(s.kind == "ai" for s in run.steps),
@@ -346,6 +368,13 @@ def _sdk_config(app: App, function_id: str) -> tuple[Mapping[str, Any], str | No
         return {}, None
     fn = next(f for f in synced.functions if f.definition.id == function_id)
     return fn.config.config, fn.config.name
+
+
+def _cron_of(events: list[EventRecord]) -> str | None:
+    """The schedule of a cron run (its event ``inngest/scheduled.timer`` carries it), else None."""
+    first = events[0] if events else None
+    cron = first.data.get("cron") if first is not None and first.name == CRON_EVENT else None
+    return cron if isinstance(cron, str) else None
 
 
 def _span_status(status: str) -> str:
