@@ -110,6 +110,36 @@ async def test_a_race_mode_group_races_on_in_a_later_pass(
         assert (await d.app_state(run_id))["requests"] == 7  # the wake's discovery
 
 
+@pytest.mark.parametrize("kind", ["js", "py"])
+async def test_a_race_mode_group_woken_during_a_backoff_plans_its_steps_at_once(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    app = App("stepline-dev")
+    driver = PassCounter()
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver
+    ) as d:
+        run_id = await d.run_of("race-retry", Event("par/race-retry", {}))
+        await d.until(lambda: driver.passes == 1, "the first pass ended")
+        await d.t.send(Event("par/race-release", {}))  # wakes the run during flaky's backoff
+        await d.until(lambda: driver.passes == 2, "the woken pass ended")
+        run = await d.until_status(run_id, "RETRYING")
+        # race mode (read back from the history): one discovery, planning steps only, so
+        # flaky is not run before its retry time
+        assert await d.app_state(run_id) == {"requests": 3, "ran": ["flaky"]}
+        d.clock.advance(60)
+        run = await d.until_status(run_id, "COMPLETED", "FAILED")
+        assert (run.status, run.output) == (
+            "COMPLETED",
+            {"chain": ["ok", "after"], "released": True},
+        )
+        # flaky targeted, a discovery, "after" targeted, the last discovery
+        assert await d.app_state(run_id) == {
+            "requests": 7,
+            "ran": ["flaky", "flaky", "after"],
+        }
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_parallel_steps_in_wait_mode_make_inngests_requests(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
