@@ -12,13 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _stepline_dev import stepline_dev
+from _stepline_dev import Dev, stepline_dev
 
 from conftest import SdkApp
 from stepline import App, Event
 from stepline.drivers.inngest import InngestDriver, SdkApps
 from stepline.engine.engine import Engine
 from stepline.sdk.function import FunctionDef
+from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
@@ -50,6 +51,20 @@ class PassCounter(InngestDriver):
             self.passes += 1
 
 
+async def _woken_during_backoff(
+    d: Dev, driver: PassCounter, fn: str, trigger: Event, release: Event
+) -> tuple[str, Run]:
+    """Start ``fn``: its first pass (a discovery, then a step of its group targeted) ends with
+    the step failed and backing off; then ``release`` (the event of the group's wait) wakes
+    the run. The run once that woken pass ended."""
+    run_id = await d.run_of(fn, trigger)
+    await d.until(lambda: driver.passes == 1, "the first pass ended")
+    assert await d.app_state(run_id) == {"requests": 2, "ran": ["flaky"]}
+    await d.t.send(release)
+    await d.until(lambda: driver.passes == 2, "the woken pass ended")
+    return run_id, await d.until_status(run_id, "RETRYING")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
@@ -59,14 +74,9 @@ async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
     async with stepline_dev(
         tmp_path, start_app, kind, app, script=_script(kind), driver=driver
     ) as d:
-        run_id = await d.run_of("retry-parallel", Event("par/retry", {}))
-        # discovery (the step planned, the wait), the step targeted: it fails, backoff 1 s
-        await d.until(lambda: driver.passes == 1, "the first pass ended")
-        run = await d.until_status(run_id, "RETRYING")
-        assert (await d.app_state(run_id))["requests"] == 2
-        await d.t.send(Event("par/release", {}))  # the wait's event wakes the run
-        await d.until(lambda: driver.passes == 2, "the woken pass ended")
-        run = await d.until_status(run_id, "RETRYING")
+        run_id, run = await _woken_during_backoff(
+            d, driver, "retry-parallel", Event("par/retry", {}), Event("par/release", {})
+        )
         steps = {s.id: s for s in run.steps}
         assert steps["release"].status == "COMPLETED"
         assert steps["flaky"].status == "RETRYING"
@@ -119,11 +129,9 @@ async def test_a_race_mode_group_woken_during_a_backoff_plans_its_steps_at_once(
     async with stepline_dev(
         tmp_path, start_app, kind, app, script=_script(kind), driver=driver
     ) as d:
-        run_id = await d.run_of("race-retry", Event("par/race-retry", {}))
-        await d.until(lambda: driver.passes == 1, "the first pass ended")
-        await d.t.send(Event("par/race-release", {}))  # wakes the run during flaky's backoff
-        await d.until(lambda: driver.passes == 2, "the woken pass ended")
-        run = await d.until_status(run_id, "RETRYING")
+        run_id, run = await _woken_during_backoff(
+            d, driver, "race-retry", Event("par/race-retry", {}), Event("par/race-release", {})
+        )
         # race mode (read back from the history): one discovery, planning steps only, so
         # flaky is not run before its retry time
         assert await d.app_state(run_id) == {"requests": 3, "ran": ["flaky"]}
