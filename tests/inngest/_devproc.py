@@ -16,7 +16,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,47 @@ def sdk_process(kind: str, port: int, dev_url: str, directory: Path, **env: str)
         yield f"http://127.0.0.1:{port}/api/inngest"
     finally:
         _stop(process)
+
+
+@dataclass(frozen=True)
+class MixedApps:
+    """``stepline dev`` at ``url`` (its output in ``out``) with the Python and JS mixed SDK apps
+    at ``py_url`` and ``js_url``."""
+
+    url: str
+    py_url: str
+    js_url: str
+    out: Path
+
+
+@contextmanager
+def mixed_apps(
+    directory: Path, *args: str, app: str | None = None, dev_first: bool = False
+) -> Iterator[MixedApps]:
+    """The Python and JS mixed SDK apps and ``stepline dev [app] -u <py> -u <js>
+    --poll-interval 0.2 *args``, each told the others' URLs; the apps start first, or the
+    server when ``dev_first`` (it asks them to sync until they are up)."""
+    dev_port, py_port, js_port = free_port(), free_port(), free_port()
+    url = f"http://127.0.0.1:{dev_port}"
+    py_url = f"http://127.0.0.1:{py_port}/api/inngest"
+    js_url = f"http://127.0.0.1:{js_port}/api/inngest"
+    sync = ("-u", py_url, "-u", js_url, "--poll-interval", "0.2", *args)
+    with ExitStack() as stack:
+
+        def server() -> Path:
+            return stack.enter_context(dev_process(directory, dev_port, *sync, app=app))[1]
+
+        def sdks() -> None:
+            stack.enter_context(sdk_process("py", py_port, url, directory))
+            stack.enter_context(sdk_process("js", js_port, url, directory))
+
+        if dev_first:
+            out = server()
+            sdks()
+        else:
+            sdks()
+            out = server()
+        yield MixedApps(url, py_url, js_url, out)
 
 
 def http_json(

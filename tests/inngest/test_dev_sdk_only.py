@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _devproc import dev_process, ended, free_port, http_json, sdk_process, wait_for
+from _devproc import dev_process, ended, free_port, http_json, mixed_apps, sdk_process, wait_for
 from _stepline_dev import tiny_registration
 from click.testing import CliRunner
 
@@ -27,17 +27,9 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_sdk_apps_alone_sync_run_send_events_and_invoke_each_other(tmp_path: Path) -> None:
     _npm_ci()
-    dev_port, py_port, js_port = free_port(), free_port(), free_port()
-    py_url = f"http://127.0.0.1:{py_port}/api/inngest"
-    js_url = f"http://127.0.0.1:{js_port}/api/inngest"
-    args = ("-u", py_url, "-u", js_url, "--poll-interval", "0.2", "--no-discovery")
     # the server first: it asks the apps to sync until they are up
-    url = f"http://127.0.0.1:{dev_port}"
-    with (
-        dev_process(tmp_path, dev_port, *args) as (_, out),
-        sdk_process("py", py_port, url, tmp_path),
-        sdk_process("js", js_port, url, tmp_path),
-    ):
+    with mixed_apps(tmp_path, "--no-discovery", dev_first=True) as apps:
+        url, py_url, js_url, out = apps.url, apps.py_url, apps.js_url, apps.out
 
         def listed() -> set[str]:
             status, info = http_json("GET", f"{url}/dev")

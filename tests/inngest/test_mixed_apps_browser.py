@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _devproc import dev_process, ended, free_port, http_json, sdk_process, wait_for
+from _devproc import ended, http_json, mixed_apps, wait_for
 
 from conftest import _npm_ci
 
@@ -61,16 +61,8 @@ def test_python_js_and_native_functions_pass_events_invoke_each_other_on_one_das
     browser: Browser, tmp_path: Path
 ) -> None:
     _npm_ci()
-    dev_port, py_port, js_port = free_port(), free_port(), free_port()
-    url = f"http://127.0.0.1:{dev_port}"
-    py_url = f"http://127.0.0.1:{py_port}/api/inngest"
-    js_url = f"http://127.0.0.1:{js_port}/api/inngest"
-    sync = ("-u", py_url, "-u", js_url, "--poll-interval", "0.2")
-    with (
-        sdk_process("py", py_port, url, tmp_path),
-        sdk_process("js", js_port, url, tmp_path),
-        dev_process(tmp_path, dev_port, *sync, app="mixed_native:app"),
-    ):
+    with mixed_apps(tmp_path, app="mixed_native:app") as apps:
+        url, py_url, js_url = apps.url, apps.py_url, apps.js_url
         wait_for(
             lambda: len(http_json("GET", f"{url}/dev")[1]["functions"]) == 7, "both apps' functions"
         )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _devproc import dev_process, ended, free_port, http_json, sdk_process, wait_for
+from _devproc import ended, http_json, mixed_apps, wait_for
 
 from conftest import _npm_ci
 from stepline.drivers.inngest import hash_step_id
@@ -50,25 +50,8 @@ def test_invoked_finished_and_failed_events_of_sdk_functions_have_inngests_shape
     tmp_path: Path,
 ) -> None:
     _npm_ci()
-    dev_port, py_port, js_port = free_port(), free_port(), free_port()
-    url = f"http://127.0.0.1:{dev_port}"
-    py_url = f"http://127.0.0.1:{py_port}/api/inngest"
-    js_url = f"http://127.0.0.1:{js_port}/api/inngest"
-    with (
-        sdk_process("py", py_port, url, tmp_path),
-        sdk_process("js", js_port, url, tmp_path),
-        dev_process(
-            tmp_path,
-            dev_port,
-            "-u",
-            py_url,
-            "-u",
-            js_url,
-            "--poll-interval",
-            "0.2",
-            "--no-discovery",
-        ),
-    ):
+    with mixed_apps(tmp_path, "--no-discovery") as apps:
+        url = apps.url
         wait_for(
             lambda: len(http_json("GET", f"{url}/dev")[1]["functions"]) == 7, "both apps' functions"
         )
