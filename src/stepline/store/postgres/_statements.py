@@ -6,9 +6,15 @@ whose result is read (``run``) is sent together with everything queued before it
 pipeline mode: one round trip, the server executing them in order, and the result read after the
 pipeline's sync (so ``rowcount`` and every row are there). Queued statements are also sent at
 the end of each outermost savepoint (a store verb, or an engine job wrapping verbs), so a
-statement that fails raises inside the verb or job that queued it, never in a later one: that
-savepoint is then rolled back alone, as before, and the rest of the group-commit transaction
-goes on.
+statement that fails raises inside the job that queued it, never in a later one: that savepoint
+is then rolled back alone, as before, and the rest of the group-commit transaction goes on.
+
+Inside a job, a verb's queued write may be sent by a later verb's read, and fail there. Its error
+belongs to the innermost savepoint still open that began before the round trip's first statement
+(that savepoint holds every statement the round trip sent): the savepoints opened since pass it
+on untouched, as ``_Elsewhere`` (a ``BaseException``, so a job's ``except Exception`` around a
+later verb cannot take it for that verb's error and go on in a failed transaction), and that
+savepoint rolls back and raises the error itself.
 
 Savepoints are this module's own (``savepoint``), not psycopg's nested ``transaction()``: their
 ``SAVEPOINT`` and ``RELEASE`` are queued like any write. A savepoint that ends in an exception
@@ -43,6 +49,18 @@ class Statements:
         self._depth = 0
         self._open: list[tuple[str, int]] = []  # open savepoints: (name, its statement number)
         self.round_trips = 0
+
+    def _owned(self, error: psycopg.Error, first: int) -> BaseException:
+        """What to raise for ``error`` of a round trip whose first statement that may fail has
+        the number ``first``: ``error`` itself when it is the innermost savepoint's (or no
+        savepoint is open), else an ``_Elsewhere`` for the savepoint that holds the round trip."""
+        open_ = self._open
+        owner = len(open_) - 1
+        while owner >= 0 and open_[owner][1] > first:
+            owner -= 1
+        if owner < 0 or owner == len(open_) - 1:
+            return error
+        return _Elsewhere(error, owner)
 
     # -- statements -------------------------------------------------------------------------------
     def write(self, query: str, params: Params = None, table: str | None = None) -> None:
@@ -82,7 +100,7 @@ class Statements:
         if not self._queued:
             self.round_trips += 1
             self._sent += 1
-            return self.conn.execute(query, params)
+            return self.conn.execute(query, params)  # the innermost savepoint's, if it fails
         return self.run_all([(query, params)])[0]
 
     def run_all(self, statements: Sequence[tuple[str, Params]]) -> list[psycopg.Cursor[Any]]:
@@ -91,15 +109,19 @@ class Statements:
         if not statements:
             return []
         self.round_trips += 1
-        queued = self._take()
+        first, queued = self._take()
         conn = self.conn
         found: list[psycopg.Cursor[Any]] = []
-        with conn.pipeline():
-            _execute(conn, queued)
-            for q, p in statements:
-                found.append(conn.cursor())
-                found[-1].execute(q, p)
-        self._sent += len(statements)
+        try:
+            with conn.pipeline():
+                _execute(conn, queued)
+                for q, p in statements:
+                    found.append(conn.cursor())
+                    found[-1].execute(q, p)
+        except psycopg.Error as exc:
+            raise self._owned(exc, first) from None
+        finally:
+            self._sent += len(statements)
         return found
 
     def flush(self) -> None:
@@ -107,19 +129,29 @@ class Statements:
         if not self._queued:
             return
         self.round_trips += 1
-        queued = self._take()
+        first, queued = self._take()
         conn = self.conn
-        if len(queued) == 1 and queued[0][2] is None:
-            conn.execute(queued[0][0], queued[0][1])
-            return
-        with conn.pipeline():
-            _execute(conn, queued)
+        try:
+            if len(queued) == 1 and queued[0][2] is None:
+                conn.execute(queued[0][0], queued[0][1])
+                return
+            with conn.pipeline():
+                _execute(conn, queued)
+        except psycopg.Error as exc:
+            raise self._owned(exc, first) from None
 
-    def _take(self) -> list[tuple[str, Params, Later | None]]:
+    def _take(self) -> tuple[int, list[tuple[str, Params, Later | None]]]:
+        """The queued statements, merged, and the number of the first one that may fail (a
+        ``RELEASE`` of a savepoint that exists or a ``BEGIN`` cannot)."""
         queued, tables = self._queued, self._tables
         self._queued, self._tables = [], []
+        first = self._sent
+        for query, _ in queued:
+            if not (query.startswith("RELEASE ") or query == "BEGIN"):
+                break
+            first += 1
         self._sent += len(queued)
-        return _merged(queued, tables)
+        return first, _merged(queued, tables)
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
@@ -137,16 +169,23 @@ class Statements:
                 self._queue(statement)
             self._queue("COMMIT")
             self.flush()
+        except _Elsewhere as exc:  # cannot happen (a savepoint that was open took it)
+            self._rollback()
+            raise exc.error from None
         except BaseException:
-            self._depth = 0
-            self._open = []
-            self._queued, self._tables = [], []
-            if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                try:
-                    self.conn.execute("ROLLBACK")
-                except psycopg.Error:  # the connection is gone: the caller's error says why
-                    pass
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """The transaction's end after an exception: ``ROLLBACK`` unless none is open."""
+        self._depth = 0
+        self._open = []
+        self._queued, self._tables = [], []
+        if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                self.conn.execute("ROLLBACK")
+            except psycopg.Error:  # the connection is gone: the caller's error says why
+                pass
 
     # -- savepoints -------------------------------------------------------------------------------
     @contextmanager
@@ -171,6 +210,15 @@ class Statements:
             yield
             if self._depth == _OUTERMOST:
                 self.flush()
+        except _Elsewhere as exc:  # a failed statement sent before this savepoint began
+            self._depth -= 1
+            self._open.pop()
+            if on_undo is not None:
+                on_undo()
+            if exc.owner != len(self._open):
+                raise  # the enclosing savepoint that holds it handles it
+            self._undo(start, name, keep=alias)
+            raise exc.error from None
         except BaseException:
             self._depth -= 1
             self._open.pop()
@@ -232,6 +280,16 @@ def _merged(
         seen.add(table)
     close()
     return out
+
+
+class _Elsewhere(BaseException):
+    """``error`` of a statement held by the open savepoint number ``owner`` (its index among
+    the open ones), raised through the savepoints opened after that one (``_owned``)."""
+
+    def __init__(self, error: psycopg.Error, owner: int) -> None:
+        super().__init__(error, owner)
+        self.error = error
+        self.owner = owner
 
 
 class Later:
