@@ -69,6 +69,14 @@ class Subprocesses:
             tails.append(f"--- {self.label} {i} ---\n{text[-3000:]}")
         return "\n".join(tails)
 
+    def mentions(self, text: str) -> str:
+        """Every output line that contains ``text`` (a run id), for failure messages."""
+        found = []
+        for i in range(len(self.procs)):
+            lines = (self.dir / f"{self.label}-{i}.out").read_text(errors="replace").splitlines()
+            found += [f"{self.label} {i}: {line}" for line in lines if text in line]
+        return "\n".join(found)
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:

@@ -281,7 +281,10 @@ async def check_outcome(
             # a re-run only replaces an execution whose process was killed, once per process
             earlier, last = runs_of_step[:-1], runs_of_step[-1]
             if rerun_ok is not None:
-                assert all(rerun_ok(e) for e in earlier), runs_of_step
+                assert all(rerun_ok(e) for e in earlier), (
+                    runs_of_step,
+                    workers.mentions(run.run_id),
+                )
             else:
                 assert len({e.pid for e in runs_of_step}) == len(runs_of_step), runs_of_step
                 assert all(e.pid in workers.killed for e in earlier), (

@@ -11,10 +11,11 @@ import psycopg
 import pytest
 
 import pgtest
-from pgcluster import start_again, stop_cluster
+from pgcluster import restart_cluster, start_again, stop_cluster
 from stepline import App, Event, StoreUnavailable
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import EventFilter
+from store.builders import T0, lease, start
 
 
 @pytest.mark.timeout(120)
@@ -82,3 +83,34 @@ def test_a_dropped_connection_is_replaced_without_the_caller_seeing_it(pg_url: s
         assert store.paused_functions("app") == {"f"}
     finally:
         store.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_server_restart_does_not_hand_a_live_workers_leases_to_another() -> None:
+    """A restart ends every session, so every worker's presence lock (presence.py) is gone at
+    once, live workers' too. A lease taken under the server that was restarted is then an
+    ordinary lease, taken over only when it expires: before the fix, the first worker to poll
+    after the restart took over the other's live runs, whose step bodies then ran twice (a CI
+    failure of ``test_crash.py::test_database_restart_mid_run``)."""
+    with pgtest.private_cluster(durable=False) as cluster:
+        url = pgtest.migrated_database(cluster)
+        first, second = PostgresStore(url), PostgresStore(url)
+        try:
+            start(first, "r-live")
+            [held] = lease(first, "w-first", now=T0, ttl=60.0)
+            assert held.run_id == "r-live"
+            restart_cluster(cluster, mode="fast")  # every session ends; nothing committed is lost
+            # w-first lives (its process goes on) but has not polled since the restart
+            assert lease(second, "w-second", now=T0 + 1) == []
+            # a lease under the server as it is now is still taken over as soon as its owner dies
+            start(first, "r-after", now=T0 + 1)
+            [after] = lease(first, "w-first", now=T0 + 1, ttl=60.0)
+            assert after.run_id == "r-after"
+            first.close()
+            taken = lease(second, "w-second", now=T0 + 2, ttl=60.0)
+            assert [t.run_id for t in taken] == ["r-after"]
+            # the older lease is left to expire
+            assert [t.run_id for t in lease(second, "w-second", now=T0 + 61)] == ["r-live"]
+        finally:
+            first.close()
+            second.close()

@@ -4,17 +4,24 @@ A process that leases runs for a worker holds a session-level advisory lock keye
 worker's id (``PRESENCE_KEY``) on a connection of its own, for as long as the store is open.
 PostgreSQL releases a session's locks when the session ends: when the process is killed, its
 connections close and the lock is gone within moments. A lease taken while the lock is held
-gets a token marked ``p:`` (``PRESENCE_TOKEN``); another worker's ``lease_due`` treats such a
-lease whose owner holds no presence lock as expired (``DEAD_OWNERS``), so a killed worker's
-runs are taken over at the next poll instead of when their leases expire.
+gets a token marked ``p:<start>:`` (``token_prefix``), ``<start>`` being the time the server
+started (``queries.PRESENCE_NOW``); another worker's ``lease_due`` treats such a lease whose
+owner holds no presence lock as expired (``DEAD_OWNERS``), so a killed worker's runs are taken
+over at the next poll instead of when their leases expire.
+
+A restart of the server ends every session, so every worker loses its lock at once, live ones
+too; a live worker takes it again at its next poll. The leases taken before the restart carry
+the old start time and are ordinary leases from then on: they expire after their TTL, and are
+never taken over because their owner has not polled yet (which made step bodies of live
+workers run twice). A worker never counts itself among the dead.
 
 What it does not change: a worker that stops (SIGSTOP), hangs or is partitioned from the
 database keeps its session, so its leases still expire only after the TTL, and a commit whose
 lease was taken over is still refused (fencing on the token). When the lock is lost while the
-process lives (its presence connection dropped, the server restarted) its leases may be taken
-over early, as a zombie's would after the TTL: the step bodies it was executing may run again
-elsewhere, their commits are refused. A lease of a worker that could not take its lock (another
-live session holds it: the same worker id in two processes) is an ordinary lease.
+process lives and the server does not restart (its presence connection dropped) its leases may
+be taken over early, as a zombie's would after the TTL: the step bodies it was executing may
+run again elsewhere, their commits are refused. A lease of a worker that could not take its
+lock (another live session holds it: the same worker id in two processes) is an ordinary lease.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from typing import Any
 
 import psycopg
 
+from stepline.store.postgres.queries import PRESENCE_NOW
+
 PRESENCE_KEY = "stepline-worker\x1f"  # + worker id: the advisory lock's name
-PRESENCE_TOKEN = "p:"  # the prefix of a lease token taken while the owner's lock was held
-_LOCK = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+# whether the lock was taken, and the prefix of the tokens of leases taken while it is held
+_LOCK = f"SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), {PRESENCE_NOW}"
 
 log = logging.getLogger("stepline.store.postgres")
 
@@ -40,25 +49,28 @@ class Presence:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
         self._held: set[str] = set()
+        self._prefix = ""  # PRESENCE_NOW of the server this connection is on
         self._lock = threading.Lock()
 
-    def holds(self, worker_id: str) -> bool:
-        """Whether this process holds ``worker_id``'s presence lock, taking it if it can (a
-        connection of its own, opened the first time). False when it cannot be taken now."""
+    def token_prefix(self, worker_id: str) -> str:
+        """The prefix of the token of a lease taken now for ``worker_id``: ``p:<start>:`` when
+        this process holds the worker's presence lock (taking it if it can, on a connection of
+        its own opened the first time), "" when it cannot be taken now."""
         with self._lock:
             try:
                 conn = self._connection()
                 if worker_id in self._held:
-                    return True
+                    return self._prefix
                 row = conn.execute(_LOCK, (PRESENCE_KEY + worker_id,)).fetchone()
             except psycopg.Error as exc:
                 log.warning("presence: %s", exc)
                 self._drop()
-                return False
+                return ""
             if row is not None and row[0]:
                 self._held.add(worker_id)
-                return True
-            return False
+                self._prefix = str(row[1])
+                return self._prefix
+            return ""
 
     def _connection(self) -> psycopg.Connection[Any]:
         conn = self._conn

@@ -132,16 +132,23 @@ WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_
   AND (ckey1 IS NULL OR NOT ckey1 = ANY(%(full)s))
   AND (ckey2 IS NULL OR NOT ckey2 = ANY(%(full)s))
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
-EXPIRED_RUNS = """
+# the tokens of leases taken under a presence lock (presence.py) of the server as it runs now:
+# "p:<its start time in microseconds>:" (a restart ends every session, and every lock with it)
+PRESENCE_NOW = "'p:' || (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint || ':'"
+EXPIRED_RUNS = f"""
 SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
 WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NOT NULL
-  AND (lease_expires_at <= %(now)s OR lease_owner = ANY(%(dead)s) AND lease_token LIKE 'p:%%')
+  AND (lease_expires_at <= %(now)s
+       OR lease_owner = ANY(%(dead)s) AND lease_token LIKE {PRESENCE_NOW} || '%%')
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
-# the owners of live leases taken under a presence lock (presence.py) that nobody holds now: the
-# process that held it ended (its leases are treated as expired)
-DEAD_OWNERS = """
+# the owners of live leases taken under a presence lock (presence.py) of the server as it runs
+# now (a restart ends every session: a lease taken before it waits for its expiry) that nobody
+# holds now, other than the worker asking: the process that held it ended (its leases are
+# treated as expired)
+DEAD_OWNERS = f"""
 SELECT DISTINCT lease_owner FROM queue
-WHERE lease_owner IS NOT NULL AND lease_token LIKE 'p:%%' AND lease_expires_at > %s
+WHERE lease_owner IS NOT NULL AND lease_owner <> %s AND lease_expires_at > %s
+  AND lease_token LIKE {PRESENCE_NOW} || '%%'
   AND NOT EXISTS (
     SELECT 1 FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1

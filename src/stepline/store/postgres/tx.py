@@ -47,7 +47,7 @@ from stepline.store._primitives import EndedRun, ResumedWait, SpentRun
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._statements import Later, Statements
-from stepline.store.postgres.presence import PRESENCE_KEY, PRESENCE_TOKEN, Presence
+from stepline.store.postgres.presence import PRESENCE_KEY, Presence
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
@@ -600,8 +600,8 @@ class PostgresTx:
         order) and their live leases counted after the lock, so two workers never fill one key
         beyond its limit."""
         token = secrets.token_hex(8)
-        if self._presence is not None and self._presence.holds(owner):
-            token = PRESENCE_TOKEN + token  # taken over as soon as the lock is gone
+        if self._presence is not None:  # taken over as soon as the lock is gone
+            token = self._presence.token_prefix(owner) + token
         horizon = now if due_by is None else max(now, due_by)
         with self._savepoint(durable=False) as s:
             busy: Counter[str] = Counter()
@@ -613,7 +613,7 @@ class PostgresTx:
                     (q.LIVE_LEASES, (now,)),
                     (q.PAUSED_AMONG, (functions.app_id, ids)),
                     (q.ANY_UNOWNED, None),
-                    (q.DEAD_OWNERS, (now, PRESENCE_KEY, PRESENCE_KEY)),
+                    (q.DEAD_OWNERS, (owner, now, PRESENCE_KEY, PRESENCE_KEY)),
                 ]
             )
             dead = [r[0] for r in dead_rows]  # their leases are expired (presence.py)
