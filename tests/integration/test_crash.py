@@ -601,7 +601,8 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
     log = tmp_path / "steps.log"
     with pgtest.private_cluster(durable=True) as cluster:
         url = pgtest.migrated_database(cluster)
-        app = crash_app.build_app(url)
+        # the sender gives up on the outage after 2 s (its connect timeout), not the default 10
+        app = crash_app.build_app(url + "?connect_timeout=2")
         workers = Workers(
             tmp_path,
             url,
@@ -637,7 +638,7 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
             sending = time.monotonic()
             refused: StoreUnavailable | None = None
             try:
-                # never a hang: the bound is the store's connect timeout (10 s) and the margin
+                # never a hang: the bound is the store's connect timeout (2 s) and the margin
                 await asyncio.wait_for(asyncio.to_thread(app.send, late), 60)
             except StoreUnavailable as exc:
                 refused = exc
