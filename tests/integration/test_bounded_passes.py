@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.testing import MockClock, TestEngine
@@ -120,16 +121,70 @@ async def test_a_run_whose_commits_always_fail_is_failed_after_max_passes(
     assert failed.data is not None and failed.data["limit"] == "passes"
 
 
-def _refuse_commits(t: TestEngine) -> None:
-    """Make every ``commit_pass`` raise (a fault that never clears)."""
+async def test_a_run_failed_by_the_re_entry_cap_announces_its_failure(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # issue 6: a run the store fails at lease time emits inngest/function.finished and
+    # inngest/function.failed as every other failed run does (Inngest's finalize), with the
+    # run's events and the cap's error; a function listening to function.failed runs
+    seen: list[dict[str, Any]] = []
+
+    @app.function(id="stuck", trigger=TriggerEvent("go"))
+    async def stuck(ctx: Context) -> Any:
+        return await ctx.step.run("work", lambda: 1)
+
+    @app.function(
+        id="on-failure",
+        trigger=TriggerEvent("inngest/function.failed", if_='event.data.function_id == "stuck"'),
+    )
+    async def on_failure(ctx: Context) -> Any:
+        seen.append(dict(ctx.event.data))
+
+    async with make_engine() as t:
+        assert t.worker is not None
+        t.worker.max_passes = 3
+        _refuse_commits(t, only_run_of="stuck")
+        run = await t.trigger(Event("go", {"order": 7}), timeout=60)
+        [handler] = await until(
+            "the function.failed handler's run", lambda: t.runs(function_id="on-failure")
+        )
+        await t.wait_for_run(handler.run_id, timeout=60)
+        announced = {
+            name: [e.event.data for e in await app.events(name=name)]
+            for name in ("inngest/function.finished", "inngest/function.failed")
+        }
+    assert run.status == "FAILED"
+    error = {
+        "name": "LimitExceededError",
+        "message": f"run {run.run_id} re-entered 3 times without progress",
+    }
+    for name, [data] in announced.items():
+        assert data["function_id"] == "stuck" and data["run_id"] == run.run_id, name
+        assert data["error"] == error, name
+        assert data["event"]["name"] == "go" and data["event"]["data"] == {"order": 7}
+        assert data["events"] == [data["event"]]
+        assert data["_inngest"] == {"status": "Failed"}
+    assert [d["run_id"] for d in seen] == [run.run_id]
+
+
+def _refuse_commits(t: TestEngine, only_run_of: str | None = None) -> None:
+    """Make every ``commit_pass`` raise (a fault that never clears); ``only_run_of``: only
+    those of runs of this function."""
     store = t.app.engine.store
     transaction = store.transaction
+    refused: set[str] = set()
 
     @contextmanager
     def faulty() -> Iterator[Any]:
         with transaction() as tx:
+            commit_pass = tx.commit_pass
 
             def refusing(commit: Any, now: float, matcher: Any) -> Any:
+                if only_run_of is not None and commit.run_id not in refused:
+                    run = store.get_run(commit.run_id)
+                    if run is None or run.function_id != only_run_of:
+                        return commit_pass(commit, now, matcher)
+                    refused.add(commit.run_id)
                 raise RuntimeError("injected commit fault")
 
             tx.commit_pass = refusing  # type: ignore[method-assign]

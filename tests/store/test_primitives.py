@@ -12,7 +12,7 @@ from stepline.expressions import value_at
 from stepline.serde import loads
 from stepline.store import Store
 from stepline.store._pass_rules import PassTx
-from stepline.store._primitives import EndedRun, LeasePrimitives, ResumedWait, SpentRun
+from stepline.store._primitives import EndedRun, LeasePrimitives, ResumedWait
 from stepline.store.records import (
     Admission,
     EventIngest,
@@ -20,6 +20,7 @@ from stepline.store.records import (
     MatcherSpec,
     NewRun,
     RunEnd,
+    SpentRun,
     Wake,
 )
 
@@ -245,7 +246,7 @@ def test_spent_runs_are_those_leased_max_passes_times_and_fail_run_ends_one(stor
     start(store, "r2", now=T0 + 1)
     with store.transaction() as opened:
         tx = cast(LeasePrimitives, opened)
-        assert tx.spent_runs(["r1", "r2"], 1) == [SpentRun("r1", None, None)]
+        assert tx.spent_runs(["r1", "r2"], 1) == [SpentRun("r1", None, None, "fn")]
         assert tx.spent_runs(["r1", "r2"], 2) == []
         tx.fail_run("r1", {"name": "Error", "message": "spent"}, T0 + 5)
     r1 = store.get_run("r1")

@@ -84,16 +84,17 @@ class IngestBatcher:
         lease_new = worker.lease_new_runs(engine.clock.now()) if worker is not None else None
         taken: list[_Group] = []
 
-        def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease]]:
+        def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease], list[IngestResult]]:
             group = self._take()
             if group is None:  # cannot happen: only this job takes the group it was made for
-                return [], []
+                return [], [], []
             taken.append(group)
             results = self._ingest_group(tx, group)
             leases: list[Lease] = []
+            announced: list[IngestResult] = []
             if lease_new is not None:
-                leases = lease_new(tx, sum(len(r.run_ids) for r in results))
-            return results, leases
+                leases, announced = lease_new(tx, sum(len(r.run_ids) for r in results))
+            return results, leases, announced
 
         try:
             write = engine.writer.submit(job)
@@ -133,7 +134,7 @@ class IngestBatcher:
 
     def _deliver(
         self,
-        done: asyncio.Future[tuple[list[IngestResult], list[Lease]]],
+        done: asyncio.Future[tuple[list[IngestResult], list[Lease], list[IngestResult]]],
         taken: list[_Group],
         worker: EagerWorker | None,
     ) -> None:
@@ -149,9 +150,9 @@ class IngestBatcher:
             for sender in senders:
                 _fail(sender.future, error)
             return
-        results, leases = done.result()
+        results, leases, announced = done.result()
         try:
-            self._engine.after_ingest(results, leases, worker)
+            self._engine.after_ingest(results, leases, worker, announced)
         finally:  # committed: every sender gets its results, whatever happens after
             at = 0
             for sender in senders:

@@ -25,7 +25,7 @@ from stepline.engine.changes import ChangeFeed, ingest_change
 from stepline.engine.driver import PYTHON, Driver
 from stepline.engine.metrics import EngineMetrics
 from stepline.engine.writer import BatchWriter
-from stepline.errors import ConfigError
+from stepline.errors import ConfigError, StoreUnavailable
 from stepline.expressions import load_match
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, validate_event
@@ -43,7 +43,9 @@ from stepline.store.records import (
     IngestResult,
     Lease,
     NewRun,
+    SpentRun,
     WaitRecord,
+    reentered_error,
 )
 
 T = TypeVar("T")
@@ -71,7 +73,9 @@ class EagerWorker(Protocol):
 
     def accepts_in(self, loop: asyncio.AbstractEventLoop) -> bool: ...
 
-    def lease_new_runs(self, now: float) -> Callable[[StoreTx, int], list[Lease]]: ...
+    def lease_new_runs(
+        self, now: float
+    ) -> Callable[[StoreTx, int], tuple[list[Lease], list[IngestResult]]]: ...
 
     def adopt(self, leases: Sequence[Lease]) -> None: ...
 
@@ -245,6 +249,39 @@ class Engine:
             pending = [pair for r in more for pair in r.cancelled]
         return announced
 
+    def announce_failed(
+        self, tx: StoreTx, runs: Sequence[SpentRun], now: float, max_passes: int
+    ) -> list[IngestResult]:
+        """Emit ``inngest/function.finished`` and ``inngest/function.failed`` for the runs that
+        ``lease_due`` failed by the re-entry cap (``runs``), in the same transaction, as for
+        any failed run (see ``_system_events``). Returns what ingesting them did. An error
+        other than the store being unavailable is logged and the announcement dropped (in
+        its savepoint): the cap must end the runs even when something about them keeps
+        failing."""
+        try:
+            with tx.savepoint():
+                return self._announce_failed(tx, runs, now, max_passes)
+        except Exception as exc:
+            if isinstance(self.store.store_error(exc), StoreUnavailable):
+                raise
+            self.logger.error("could not announce the end of %d failed runs: %r", len(runs), exc)
+            return []
+
+    def _announce_failed(
+        self, tx: StoreTx, runs: Sequence[SpentRun], now: float, max_passes: int
+    ) -> list[IngestResult]:
+        items: list[EventIngest] = []
+        for run in runs:
+            error = reentered_error(run.run_id, max_passes)
+            failure = {"name": error["name"], "message": error["message"]}
+            events = [e.payload() for e in tx.run_events(run.run_id)]
+            data = ending_data(run.function_id, run.run_id, events, "FAILED", error=failure)
+            items += [self.system_event(name, data, now) for name in ending_names("FAILED", events)]
+        if not items:
+            return []
+        results = tx.ingest(items, now, self.wait_matches)
+        return results + self.announce_cancellations(tx, results, now)
+
     def cancel_job(self, run_id: str, reason: str, now: float) -> Callable[[StoreTx], bool]:
         """A write job that cancels one run and announces it."""
 
@@ -300,11 +337,15 @@ class Engine:
         return worker if worker is not None and worker.accepts_in(loop) else None
 
     def after_ingest(
-        self, results: list[IngestResult], leases: Sequence[Lease], worker: EagerWorker | None
+        self,
+        results: list[IngestResult],
+        leases: Sequence[Lease],
+        worker: EagerWorker | None,
+        announced: Sequence[IngestResult] = (),
     ) -> None:
         """Once an ingestion committed: count the events, start the passes of the runs leased
         to ``worker`` in its transaction, wake the workers that may have work, tell the live
-        views."""
+        views. ``announced``: what the announcements of runs failed instead of leased did."""
         self.metrics.accept_events(len(results))
         if worker is None:
             self.wake_workers()
@@ -313,11 +354,13 @@ class Engine:
             # the worker that got every run the events started has nothing new to look for: a
             # lease attempt now would only compete with those runs' passes for the writer
             started = {run_id for r in results for run_id in r.run_ids}
-            handed_all = started == {lease.run_id for lease in leases} and not any(
-                r.resumed_run_ids or r.cancelled for r in results
+            handed_all = (
+                started == {lease.run_id for lease in leases}
+                and not announced
+                and not any(r.resumed_run_ids or r.cancelled for r in results)
             )
             self.wake_workers(but=worker if handed_all else None)
-        self.changes.publish(ingest_change(results))
+        self.changes.publish(ingest_change([*results, *announced]))
 
     def offer_runs_to(self, worker: EagerWorker) -> None:
         """Let ``send`` hand the runs it starts to this in-process worker (the first one)."""

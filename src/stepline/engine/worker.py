@@ -52,6 +52,7 @@ from stepline.store.records import (
     IngestResult,
     Lease,
     RunState,
+    SpentRun,
     WorkerRecord,
 )
 
@@ -295,9 +296,12 @@ class Worker:
             served, max_passes = self.engine.served, self.max_passes
             # ahead only with slots to spare: a busy worker's slots go to runs due now
             due_by = now + (self.lease_ahead if len(running) < self.concurrency // 2 else 0.0)
+            failed: list[SpentRun] = []
             leases = tx.lease_due(
-                self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by
+                self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by, failed
             )
+            if failed:
+                housekept += self.engine.announce_failed(tx, failed, now, max_passes)
             return leases, housekept
 
         return job
@@ -330,22 +334,28 @@ class Worker:
         """Whether ``send`` in ``loop`` may lease new runs to this worker."""
         return self.ready.is_set() and not self._stopping.is_set() and loop is self._loop
 
-    def lease_new_runs(self, now: float) -> Callable[[StoreTx, int], list[Lease]]:
+    def lease_new_runs(
+        self, now: float
+    ) -> Callable[[StoreTx, int], tuple[list[Lease], list[IngestResult]]]:
         """A part of a write job: lease up to ``started`` due runs (those the event just
         created come first among runs due now) within this worker's free slots, after
-        heartbeating its own passes (as the lease job does, so none looks expired)."""
+        heartbeating its own passes (as the lease job does, so none looks expired). Returns
+        the leases and what announcing the runs failed instead (the re-entry cap) did."""
         running = list(self.active)
         free = self.concurrency - len(running)
 
-        def lease(tx: StoreTx, started: int) -> list[Lease]:
+        def lease(tx: StoreTx, started: int) -> tuple[list[Lease], list[IngestResult]]:
             if started <= 0 or free <= 0:
-                return []
+                return [], []
             if running:
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
-            served, ttl = self.engine.served, self.lease_ttl
-            return tx.lease_due(
-                self.worker_id, now, min(free, started), ttl, served, self.max_passes
+            served, ttl, max_passes = self.engine.served, self.lease_ttl, self.max_passes
+            failed: list[SpentRun] = []
+            leases = tx.lease_due(
+                self.worker_id, now, min(free, started), ttl, served, max_passes, None, failed
             )
+            announced = self.engine.announce_failed(tx, failed, now, max_passes) if failed else []
+            return leases, announced
 
         return lease
 

@@ -22,6 +22,7 @@ from stepline.store.records import (
     HistoryRecord,
     IngestResult,
     PassCommit,
+    SpentRun,
     WaitMatcher,
     Wake,
     reentered_error,
@@ -85,13 +86,21 @@ def _keep_results_of_cancelled(tx: PassTx, commit: PassCommit, worker: str | Non
         tx.append_history(history, worker)
 
 
-def fail_spent(tx: LeasePrimitives, run_ids: list[str], now: float, max_passes: int) -> list[str]:
+def fail_spent(
+    tx: LeasePrimitives,
+    run_ids: list[str],
+    now: float,
+    max_passes: int,
+    failed: list[SpentRun] | None = None,
+) -> list[str]:
     """The re-entry cap, at lease time: the runs among ``run_ids`` (about to be leased) that were
     leased ``max_passes`` times without progress fail instead (FAILED with ``reentered_error``,
     their queue item, waits, matchers and RUNNING marks dropped, a RUN_FAILED history row; an
-    invoking parent's step fails with the same error and the parent is woken). Returns the
-    others, in order."""
+    invoking parent's step fails with the same error and the parent is woken), and are added to
+    ``failed`` (for the caller to announce). Returns the others, in order."""
     spent = tx.spent_runs(run_ids, max_passes)
+    if failed is not None:
+        failed.extend(spent)
     for run in spent:
         error = reentered_error(run.run_id, max_passes)
         tx.fail_run(run.run_id, error, now)
@@ -102,5 +111,5 @@ def fail_spent(tx: LeasePrimitives, run_ids: list[str], now: float, max_passes: 
             apply_wake(tx, wake, now)
     if not spent:
         return run_ids
-    failed = {run.run_id for run in spent}
-    return [run_id for run_id in run_ids if run_id not in failed]
+    ended = {run.run_id for run in spent}
+    return [run_id for run_id in run_ids if run_id not in ended]

@@ -26,6 +26,7 @@ from stepline.store.records import (
     EventRecord,
     HistoryRecord,
     RunEnd,
+    SpentRun,
     StepRecord,
     WaitRecord,
     Wake,
@@ -209,15 +210,6 @@ class PassPrimitives(EventPrimitives, Protocol):
         wake makes it due). Under the held lease; the woken flag is read in the same update
         (``due_at = CASE WHEN wake THEN $now ELSE $due END``)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class SpentRun:
-    """A run leased ``max_passes`` times without progress (see ``LeasePrimitives.spent_runs``)."""
-
-    run_id: str
-    parent_run_id: str | None
-    parent_step_hash: str | None
 
 
 class LeasePrimitives(RunPrimitives, Protocol):

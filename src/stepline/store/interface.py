@@ -36,6 +36,7 @@ from stepline.store.records import (
     RunRecord,
     RunState,
     SkipRecord,
+    SpentRun,
     StepRecord,
     StoredEvent,
     StoreStats,
@@ -142,6 +143,7 @@ class StoreTx(Protocol):
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
         due_by: float | None = None,
+        failed: list[SpentRun] | None = None,
     ) -> list[Lease]:
         """Lease up to ``limit`` runs of ``functions`` that are due (or whose lease expired)
         until ``now + ttl``, in the fair order (``store/_fair_order.py``: across functions and
@@ -158,7 +160,8 @@ class StoreTx(Protocol):
         back to 0. A due run already leased ``max_passes`` times without one is not leased: it
         is failed here (FAILED with ``reentered_error``, a RUN_FAILED history row, its queue
         item, waits and cancel matchers removed, a parent waiting on it woken with the error),
-        so no run is re-entered without bound."""
+        so no run is re-entered without bound; it is added to ``failed`` when given (the
+        engine announces its end in the same transaction)."""
         ...
 
     def mark_steps_running(

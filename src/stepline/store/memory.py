@@ -25,7 +25,7 @@ from stepline.store._admission_rules import DeferralRow
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
-from stepline.store._primitives import EndedRun, ResumedWait, SpentRun
+from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.memory_queue import GROUP_VISITS, QueueTable, candidate_of
 from stepline.store.records import (
@@ -49,6 +49,7 @@ from stepline.store.records import (
     RunRecord,
     RunState,
     SkipRecord,
+    SpentRun,
     StepRecord,
     StoredEvent,
     StoreStats,
@@ -717,6 +718,7 @@ class _MemoryTx(MemoryControlVerbs):
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
         due_by: float | None = None,
+        failed: list[SpentRun] | None = None,
     ) -> list[Lease]:
         """Lease due runs of ``functions`` (due by ``due_by``, default ``now``) in the fair
         order (``_fair_order``), skipping paused functions and full concurrency keys; a run
@@ -757,7 +759,7 @@ class _MemoryTx(MemoryControlVerbs):
         taken: list[str] = []
         previous: dict[str, str | None] = {}
         with self._verb():
-            for run_id in fail_spent(self, [run.run_id for run in picked], now, max_passes):
+            for run_id in fail_spent(self, [run.run_id for run in picked], now, max_passes, failed):
                 item = queue[run_id]
                 previous[run_id] = item.lease_owner
                 leased = replace(
@@ -778,7 +780,10 @@ class _MemoryTx(MemoryControlVerbs):
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         s = self._s
         spent = [r for r in run_ids if s._queue[r].passes >= max_passes]
-        return [SpentRun(r, s._runs[r].parent_run_id, s._runs[r].parent_step_hash) for r in spent]
+        runs = [s._runs[r] for r in spent]
+        return [
+            SpentRun(r.run_id, r.parent_run_id, r.parent_step_hash, r.function_id) for r in runs
+        ]
 
     def fail_run(self, run_id: str, error: dict[str, Any], now: float) -> None:
         run = self._s._runs[run_id]

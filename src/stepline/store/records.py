@@ -292,6 +292,17 @@ def reentered_error(run_id: str, passes: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class SpentRun:
+    """A run leased ``max_passes`` times without progress, which ``lease_due`` fails instead
+    of leasing it (its error: ``reentered_error``)."""
+
+    run_id: str
+    parent_run_id: str | None
+    parent_step_hash: str | None
+    function_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """A leased run: the pass that holds it commits with ``token``. ``taken_over_from`` names
     the worker whose lease had expired when this one was taken (a crashed or hung worker).

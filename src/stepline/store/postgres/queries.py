@@ -103,7 +103,7 @@ UPDATE runs SET status = %s, attempt = COALESCE(%s, attempt),
 WHERE run_id = %s"""
 DELETE_QUEUE = "DELETE FROM queue WHERE run_id = %s"
 PASSES_SPENT = """
-SELECT run_id, parent_run_id, parent_step_hash FROM runs
+SELECT run_id, parent_run_id, parent_step_hash, function_id FROM runs
 WHERE run_id = ANY(%s) AND passes >= %s"""
 FAIL_RUN = "UPDATE runs SET status = 'FAILED', error = %s, ended_at = %s WHERE run_id = %s"
 RESCHEDULE = """

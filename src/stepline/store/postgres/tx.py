@@ -43,7 +43,7 @@ from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import commit_pass, fail_spent
-from stepline.store._primitives import EndedRun, ResumedWait, SpentRun
+from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._statements import Later, Statements
@@ -61,6 +61,7 @@ from stepline.store.records import (
     PassCommit,
     Purged,
     RunEnd,
+    SpentRun,
     StepRecord,
     WaitMatcher,
     WaitRecord,
@@ -590,6 +591,7 @@ class PostgresTx:
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
         due_by: float | None = None,
+        failed: list[SpentRun] | None = None,
     ) -> list[Lease]:
         """Lease due runs of ``functions`` (due by ``due_by``: leased ahead) in the fair order
         (``_fair_order``), skipping paused functions and full concurrency keys. Each served
@@ -674,7 +676,7 @@ class PostgresTx:
             taken = [run.run_id for run in picked if run.run_id not in lost]
             previous = {run.run_id: run.held_by for run in picked}
             if taken:
-                taken = fail_spent(self, taken, now, max_passes)
+                taken = fail_spent(self, taken, now, max_passes, failed)
             if taken:
                 self._tokens.remember(token, owner)
                 app_id = functions.app_id

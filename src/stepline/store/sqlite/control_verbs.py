@@ -26,7 +26,7 @@ from stepline.store._admission_rules import (
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._index_paths import IndexPaths
 from stepline.store._pass_rules import fail_spent
-from stepline.store._primitives import LeasePrimitives, SpentRun
+from stepline.store._primitives import LeasePrimitives
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     CronRow,
@@ -35,6 +35,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     Purged,
+    SpentRun,
     StepRecord,
     WorkerRecord,
 )
@@ -247,6 +248,7 @@ class SQLiteControlVerbs:
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
         due_by: float | None = None,
+        failed: list[SpentRun] | None = None,
     ) -> list[Lease]:
         """Lease due runs of ``functions`` in the fair order (``_fair_order``), skipping paused
         functions and full concurrency keys (the live leases are few, so they are counted
@@ -292,7 +294,7 @@ class SQLiteControlVerbs:
             if not taken:
                 return []
             # the run primitives it also uses are _SQLiteTx's
-            taken = fail_spent(cast(LeasePrimitives, self), taken, now, max_passes)
+            taken = fail_spent(cast(LeasePrimitives, self), taken, now, max_passes, failed)
             app = functions.app_id
             c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])

@@ -88,7 +88,7 @@ DELETE_QUEUE = "DELETE FROM queue WHERE run_id = ?"
 # runs (of a JSON list of ids) leased ``?2`` times without a commit of their own: lease_due fails
 # them instead of leasing them again
 PASSES_SPENT = """
-SELECT run_id, parent_run_id, parent_step_hash FROM runs
+SELECT run_id, parent_run_id, parent_step_hash, function_id FROM runs
 WHERE run_id IN (SELECT value FROM json_each(?1)) AND passes >= ?2"""
 FAIL_RUN = "UPDATE runs SET status = 'FAILED', error = ?, ended_at = ? WHERE run_id = ?"
 RESCHEDULE = """
