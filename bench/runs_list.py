@@ -4,6 +4,8 @@
     python -m bench.runs_list --runs 1000000                 # the issue's row
     python -m bench.runs_list --runs 100000 --json /tmp/runs_list.json
     python -m bench.runs_list --runs 1000000 --db /tmp/1m.db   # keep (or reuse) the file
+    python -m bench.runs_list --runs 1000000 --pg /tmp/pg1m    # on PostgreSQL (a cluster kept
+                                                               # in that folder, reused)
 
 1. **Fill** (through the store seam, no engine, no worker): ``runs`` events of ``bench/order``
    (data ``{"n": i % 1000, "customer": "c-<i % 5000>"}``) go through the store's ``ingest``
@@ -20,22 +22,28 @@
    dashboard's runs page (with a filter it counts up to 1,000 runs for its bulk actions); a
    payload search (``event.data.n == 7``, one run in a thousand) as the dashboard runs it
    (``/runs?q=``: the newest 2,000 runs scanned) and ``App.search_runs`` (its default scan of
-   10,000 runs), and with a function filter.
+   10,000 runs), and with a function filter; then ``App.search_runs`` of queries of other
+   shapes (``SEARCHES``: comparisons, text calls, the run's status, its output; one CEL alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import random
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from starlette.applications import Starlette
 
 from bench.common import percentile
@@ -43,7 +51,8 @@ from stepline import App, Context, TriggerEvent
 from stepline._ids import new_id
 from stepline.server import ServerSettings, create_app
 from stepline.server.rest._params import encode_cursor
-from stepline.store import SQLiteStore
+from stepline.store import SQLiteStore, Store
+from stepline.store.postgres import PostgresStore
 from stepline.store.records import (
     Admission,
     EventIngest,
@@ -67,7 +76,7 @@ SAMPLES = 20
 TOKEN = "bench-token"
 
 
-def make_app(db: Path) -> App:
+def make_app(db: str) -> App:
     """The app the server serves: the ten functions (never run here)."""
     app = App(APP_ID, db=str(db))
     for function_id in FUNCTIONS:
@@ -79,9 +88,19 @@ def make_app(db: Path) -> App:
     return app
 
 
-def fill(path: Path, runs: int) -> dict[str, Any]:
-    """``runs`` runs in a new file through the store's verbs; returns what the queries need."""
-    store = SQLiteStore(path, synchronous="NORMAL")
+SEARCHES = {
+    "event.data.n > 998": "a comparison (0.1 %)",
+    "event.data.amount > 100": "a field no event has (none)",
+    'event.data.customer.endsWith("-7")': "a text's end (0.02 %)",
+    'run.status == "FAILED" && event.name.startsWith("bench")': "status and name (0.1 %)",
+    "output.ok == true": "the output (0.9 %: 50 found)",
+    'event.data.customer + "" == "c-7"': "CEL alone, every run (0.02 %)",
+}
+
+
+def fill(store: Store, runs: int) -> dict[str, Any]:
+    """``runs`` runs in a new database through the store's verbs; returns what the queries
+    need."""
     store.migrate()
     served = FunctionSet(APP_ID, FUNCTIONS)
     started = time.perf_counter()
@@ -182,6 +201,12 @@ async def time_queries(app: App, facts: dict[str, Any]) -> dict[str, dict[str, f
 
     found["App.search_runs (scans 10,000)"] = await _timed("App.search_runs", search_all)
     found["App.search_runs, by function"] = await _timed("App.search_runs, fn-7", search_fn)
+    for query in SEARCHES:
+
+        async def search_one(query: str = query) -> int:
+            return len((await app.search_runs(query, limit=50)).runs)
+
+        found[f"App.search_runs {query}"] = await _timed(query[:34], search_one)
     return found
 
 
@@ -202,26 +227,63 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--db", type=Path, help="keep the file here (reused if it exists)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pg", type=Path, help="on PostgreSQL: a cluster in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent.parent) as tmp:
-        path = args.db or Path(tmp) / "runs.db"
-        facts_path = path.with_suffix(".facts.json")
-        if path.exists() and facts_path.exists():
-            facts = json.loads(facts_path.read_text())
-            print(f"reusing {path} ({facts['runs']:,} runs)", flush=True)
+        if args.pg:
+            with _pg_cluster(args.pg) as url:
+                _run(url, args.pg / "facts.json", args, lambda: PostgresStore(url))
         else:
-            facts = {"runs": args.runs, **fill(path, args.runs)}
-            facts_path.write_text(json.dumps(facts))
-        load = os.getloadavg()[0]
-        app = make_app(path)
+            path = args.db or Path(tmp) / "runs.db"
+            opened = functools.partial(SQLiteStore, path, synchronous="NORMAL")
+            _run(str(path), path.with_suffix(".facts.json"), args, opened)
+
+
+def _run(db: str, facts_path: Path, args: argparse.Namespace, opened: Any) -> None:
+    """Fill the database (unless ``facts_path`` says it was), then time the queries."""
+    if facts_path.exists():
+        facts = json.loads(facts_path.read_text())
+        print(f"reusing {db} ({facts['runs']:,} runs)", flush=True)
+    else:
+        store = opened()
         try:
-            queries = asyncio.run(time_queries(app, facts))
+            facts = {"runs": args.runs, **fill(store, args.runs)}
         finally:
-            app.close()
-        print(f"load average at the start of the queries: {load:.1f}")
-        result = {**facts, "load": load, "queries": queries}
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=2))
+            store.close()
+        facts_path.write_text(json.dumps(facts))
+    load = os.getloadavg()[0]
+    app = make_app(db)
+    try:
+        queries = asyncio.run(time_queries(app, facts))
+    finally:
+        app.close()
+    print(f"load average at the start of the queries: {load:.1f}")
+    result = {**facts, "load": load, "queries": queries}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+@contextlib.contextmanager
+def _pg_cluster(folder: Path) -> Iterator[str]:
+    """A PostgreSQL cluster in ``folder`` (made on first use, started again later; fsync off:
+    the queries only read) and the URL of its database ``runs``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import pgcluster
+
+    data, port = folder / "data", folder / "port"
+    if port.exists():
+        cluster = pgcluster.Cluster(str(data), int(port.read_text()), pgcluster.find_bindir())
+        pgcluster.start_again(cluster)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        cluster = pgcluster.start_cluster(folder)
+        port.write_text(str(cluster.port))
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE runs")
+    try:
+        yield cluster.url("runs")
+    finally:
+        pgcluster.stop_cluster(cluster)
 
 
 if __name__ == "__main__":

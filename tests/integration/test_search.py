@@ -1,10 +1,14 @@
 """Payload search (issue 9): the ``event.data`` equalities of a query are decided by the store
-first (``RunFilter.event_data``), which changes how fast a search is, never what it finds."""
+first (``Store.search_window``'s clauses), which changes how fast a search is, never what it
+finds."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from stepline import App, Context, Event, TriggerEvent
-from stepline.sdk.search import search_prefilter
+from stepline.sdk.search import search_clauses
+from stepline.store.records import RunClause
 from stepline.testing import MockClock, TestEngine
 
 QUERIES = [
@@ -15,15 +19,36 @@ QUERIES = [
 ]
 
 
-def test_the_prefilter_is_the_event_data_equalities() -> None:
-    assert search_prefilter(QUERIES[0]) == (("n", "1"), ("kind", '"a"'))
-    assert search_prefilter(QUERIES[1]) == ()
-    assert search_prefilter(QUERIES[2]) == ()
-    assert search_prefilter("event.data.ok == true && output.x == 1") == (("ok", "true"),)
-    assert search_prefilter("event.data.items.0 == 1 && event.name == 'x'") == ()
-    assert search_prefilter("event.data.v == null && event.data.w == [1]") == ()
+def test_the_clauses_are_comparisons_of_a_field_with_a_literal() -> None:
+    n1, kind = (
+        RunClause("event.data", ("n",), "==", 1),
+        RunClause("event.data", ("kind",), "==", "a"),
+    )
+    assert search_clauses(QUERIES[0]) == (
+        dataclasses.replace(n1, if_other=False),
+        dataclasses.replace(kind, if_other=False),
+    )
+    assert search_clauses(QUERIES[1]) == ()
+    assert search_clauses(QUERIES[2]) == ()
+    assert [c.field for c in search_clauses("event.data.ok == true && output.x == 1")] == [
+        "event.data",
+        "output",
+    ]
+    assert search_clauses("event.data.items[0] == 1 && event.data.v == null") == ()
+    assert search_clauses("event.data.w == [1] && event.data.n != 1") == ()
+    assert search_clauses("event.data.n > now_minus('1h') && event.data.n > size('ab')") == ()
     # keys a JSON path would have to escape: JSON escapes control characters, " and \
-    assert search_prefilter("event.data['a\\tb'] == 1 && event.data['q\"'] == 1") == ()
+    assert search_clauses("event.data['a\\tb'] == 1 && event.data['q\"'] == 1") == ()
+    # what the conjunct alone gives where the field is missing or null: unknown < x is true,
+    # a null compares as the literal type's zero
+    [below] = search_clauses("event.data.n < 5")
+    assert (below.op, below.if_missing, below.if_null, below.if_other) == ("<", True, True, False)
+    [above] = search_clauses("5 < event.data.n")
+    assert (above.op, above.if_missing, above.if_null) == (">", False, False)
+    [negative] = search_clauses("event.data.n > -5")
+    assert (negative.value, negative.if_null) == (-5, True)
+    [name, status] = search_clauses('event.name.startsWith("order") && run.status == "FAILED"')
+    assert (name.field, name.op, status.field) == ("event.name", "startsWith", "run.status")
 
 
 async def test_a_prefiltered_search_finds_what_cel_alone_finds(store_kind: str) -> None:

@@ -4,11 +4,13 @@ joined equal one search with no bound, also while runs are added between pages."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.sdk.search import RunSearch
-from stepline.store.records import RunFilter, RunRecord
 from stepline.testing import MockClock, TestEngine
 
 PUSHED = 'event.data.x == 1 && event.data.k == "a"'  # decided by the store, then CEL
@@ -91,24 +93,32 @@ async def test_pages_stay_exact_while_runs_are_added(store_kind: str) -> None:
             assert len((await app.search_runs(query, limit=100)).runs) == len(expected) + 2
 
 
-async def test_a_window_end_purged_meanwhile_does_not_fail_the_search(
+async def test_a_search_reads_its_window_and_where_it_ends_in_one_read(
     store_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the runs a pushed search counts, lists and then finds the end of are three reads: runs
-    # purged between them leave no run at the window's end; the next page then starts below
-    # the last candidate (runs read again, none skipped)
+    # the runs a search counts, its candidates and the window's end were three reads (runs
+    # purged between them left no run at the window's end): now one statement, one snapshot
     app = _app()
     clock = MockClock(autojump=False)
     async with TestEngine(app, store=store_kind, clock=clock) as t:
         runs = await _start(t, clock, 0, 12)
         store = app.engine.store
-        list_runs = store.list_runs
+        reads: list[str] = []
+        for verb in ("search_window", "list_runs", "count_runs"):
+            monkeypatch.setattr(store, verb, _counted(reads, verb, getattr(store, verb)))
+        for query in (PUSHED, ALONE):
+            page = await app.search_runs(query, scan=5)
+            # among the 5 newest (i = 11 .. 7) the only match is i = 10, the second newest
+            assert ([r.run_id for r in page.runs], page.complete) == ([runs[10]], False)
+            assert (page.scanned, page.next_cursor) == (5, (await t.runs(limit=12))[4].cursor)
+            stopped = await app.search_runs(query, scan=5, limit=1)
+            assert (stopped.scanned, stopped.next_cursor) == (2, page.runs[0].cursor)
+        assert reads.count("search_window") == 4 and "count_runs" not in reads
 
-        def purged(query: RunFilter) -> list[RunRecord]:
-            return [] if query.offset else list_runs(query)
 
-        monkeypatch.setattr(store, "list_runs", purged)
-        page = await app.search_runs(PUSHED, scan=5)
-        # among the 5 newest (i = 11 .. 7) the only candidate is i = 10, the second newest
-        assert ([r.run_id for r in page.runs], page.complete) == ([runs[10]], False)
-        assert page.next_cursor == (await t.runs(limit=12))[1].cursor
+def _counted(reads: list[str], verb: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def counted(*args: Any) -> Any:
+        reads.append(verb)
+        return call(*args)
+
+    return counted

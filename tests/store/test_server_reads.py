@@ -7,7 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from stepline.store import Store
-from stepline.store.records import EventFilter, EventIngest, NewRun, PassCommit, RunFilter
+from stepline.store.records import (
+    EventFilter,
+    EventIngest,
+    NewRun,
+    PassCommit,
+    RunClause,
+    RunEnd,
+    RunFilter,
+)
 
 from .builders import T0, commit, event, ingest, lease, lease_run, start, step
 
@@ -90,8 +98,8 @@ def _runs_with_data(store: Store, *datas: dict[str, Any]) -> list[str]:
     return run_ids
 
 
-def test_runs_whose_first_event_holds_values_among_the_newest(store: Store) -> None:
-    # issue 9: the prefilter of a payload search, decided by the store
+def test_a_search_window_keeps_the_runs_its_clauses_may_hold(store: Store) -> None:
+    # issue 9: the conjuncts of a payload search a store decides, among the newest runs
     _runs_with_data(
         store,
         {"n": 7, "who": {"name": 'a "b"'}},  # r0
@@ -102,24 +110,66 @@ def test_runs_whose_first_event_holds_values_among_the_newest(store: Store) -> N
         {"n": 7, "who": {"name": 'a "b"'}},  # r5
     )
 
-    def ids(**changes: Any) -> list[str]:
-        return [r.run_id for r in store.list_runs(RunFilter(**changes))]
+    def ids(*clauses: RunClause, window: int = 100, **changes: Any) -> list[str]:
+        found = store.search_window(RunFilter(**changes), window, clauses)
+        return [r.run_id for _, r in found.candidates]
 
-    assert ids(event_data=(("n", "7"),)) == ["r5", "r1", "r0"]
-    assert ids(event_data=(("n", "7.0"),), limit=2) == ["r5", "r1"]
-    assert ids(event_data=(("n", '"7"'),)) == ["r2"]
-    assert ids(event_data=(("who.name", '"a \\"b\\""'),)) == ["r5", "r4", "r0"]
-    assert ids(event_data=(("n", "7"), ("who.name", '"a \\"b\\""'))) == ["r5", "r0"]
-    assert ids(event_data=(("n", "7"),), window=3) == ["r5"]  # among r5, r4, r3
-    assert ids(event_data=(("n", "7"),), window=5, status="QUEUED") == ["r5", "r1"]
-    assert ids(event_data=(("n", "7"),), window=2, after=(T0 + 4, "r4")) == []
-    assert ids(event_data=(("absent", "1"),)) == []
-    # offset: the first runs selected are left out (where a bounded search's window ends)
-    assert ids(limit=1, offset=3) == ["r2"]
-    assert ids(limit=2, offset=4, after=(T0 + 5, "r5")) == ["r0"]
-    assert ids(offset=6) == []
-    assert ids(event_data=(("n", "7"),), offset=1) == ["r1", "r0"]
-    assert ids(event_data=(("n", "7"),), window=5, limit=1, offset=1) == ["r1"]
+    n7 = RunClause("event.data", ("n",), "==", 7, if_other=False)
+    named = RunClause("event.data", ("who", "name"), "==", 'a "b"', if_other=False)
+    assert ids(n7) == ["r5", "r1", "r0"]
+    assert ids(RunClause("event.data", ("n",), "==", 7.0, if_other=False)) == ["r5", "r1", "r0"]
+    assert ids(RunClause("event.data", ("n",), "==", "7", if_other=False)) == ["r2"]
+    assert ids(RunClause("event.data", ("n",), "==", 7)) == ["r5", "r2", "r1", "r0"]
+    assert ids(named) == ["r5", "r4", "r0"]
+    assert ids(n7, named) == ["r5", "r0"]
+    assert ids(n7, window=3) == ["r5"]  # among r5, r4, r3
+    assert ids(n7, window=5, status="QUEUED") == ["r5", "r1"]
+    assert ids(n7, window=2, after=(T0 + 4, "r4")) == []
+    assert ids(RunClause("event.data", ("absent",), "==", 1)) == []
+    assert ids(RunClause("event.data", ("absent",), "<", 1, if_missing=True)) == ids()
+    assert ids(RunClause("event.data", ("n",), ">", 7.5)) == ["r4", "r2"]  # a string: if_other
+    assert ids(RunClause("event.data", ("n",), ">=", 7, if_other=False)) == ["r5", "r4", "r1", "r0"]
+    assert ids(RunClause("event.data", ("n",), "<", 7.5, if_other=False)) == ["r5", "r1", "r0"]
+    assert ids(RunClause("event.data", ("who", "name"), "startsWith", "a ")) == ["r5", "r4", "r0"]
+    assert ids(RunClause("event.data", ("who", "name"), ">", "b", if_other=False)) == ["r1"]
+    assert ids(RunClause("event.name", (), "startsWith", "order/")) == ids()
+    assert ids(RunClause("event.name", (), "==", "other")) == []
+    assert ids(RunClause("run.status", (), "==", "QUEUED"), window=2) == ["r5", "r4"]
+    assert ids(RunClause("run.function_id", (), "==", "other")) == []
+
+
+def test_a_search_window_is_read_whole_with_its_edge(store: Store) -> None:
+    _runs_with_data(store, *({"i": i} for i in range(5)))
+    first = store.search_window(RunFilter(), 3, (RunClause("event.data", ("i",), "==", 3),))
+    assert [(n, r.run_id) for n, r in first.candidates] == [(2, "r3")]
+    assert (first.size, first.more) == (3, True)
+    assert first.edge is not None and first.edge.run_id == "r2"
+    whole = store.search_window(RunFilter(), 10)
+    assert [n for n, _ in whole.candidates] == [1, 2, 3, 4, 5]
+    assert (whole.size, whole.more) == (5, False)
+    assert whole.edge is not None and whole.edge.run_id == "r0"
+    exact = store.search_window(RunFilter(), 5, (RunClause("run.status", (), "==", "x"),))
+    assert (exact.candidates, exact.size, exact.more) == ([], 5, False)
+    assert exact.edge is not None and exact.edge.run_id == "r0"
+    empty = store.search_window(RunFilter(function_id="other"), 5)
+    assert (empty.candidates, empty.size, empty.edge, empty.more) == ([], 0, None, False)
+
+
+def test_a_search_window_reads_outputs_and_errors(store: Store) -> None:
+    _runs_with_data(store, {}, {}, {})
+    held = {h.run_id: h for h in lease(store, now=T0 + 10)}
+    completed = RunEnd("COMPLETED", output_json=b'{"x": 1}')
+    commit(store, PassCommit("r0", held["r0"].token, end=completed), now=T0 + 10)
+    failed = RunEnd("FAILED", error={"name": "Error", "message": "boom!"})
+    commit(store, PassCommit("r1", held["r1"].token, end=failed), now=T0 + 10)
+
+    def ids(clause: RunClause) -> list[str]:
+        return [r.run_id for _, r in store.search_window(RunFilter(), 10, (clause,)).candidates]
+
+    assert ids(RunClause("output", ("x",), "==", 1)) == ["r0"]
+    assert ids(RunClause("output", ("x",), "<", 0.5, if_missing=True)) == ["r2", "r1"]
+    assert ids(RunClause("error", ("message",), "startsWith", "boom")) == ["r1"]
+    assert ids(RunClause("run.status", (), "==", "FAILED")) == ["r1"]
 
 
 def test_count_runs_counts_up_to_the_limit(store: Store) -> None:

@@ -142,6 +142,13 @@ class Expression:
         return self._null_safe
 
     @property
+    def modeled(self) -> bool:
+        """Whether missing fields follow Inngest's rules by rewriting the syntax tree (see
+        :mod:`._lower`): then a top-level ``&&`` conjunct, compiled alone, evaluates on any
+        data as it does inside the expression."""
+        return self._tree is not None
+
+    @property
     def result_type(self) -> str:
         """The CEL type of the result when it can be known before evaluation (``"bool"``,
         ``"string"``, ``"int"``...), ``"not-bool"`` when only that is known, else ``"dyn"``."""

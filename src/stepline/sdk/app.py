@@ -46,7 +46,8 @@ from stepline.sdk.search import (
     compile_search,
     is_match,
     search_activation,
-    search_prefilter,
+    search_clauses,
+    used_variables,
 )
 from stepline.sdk.triggers import TriggerEvent
 from stepline.sdk.waiting import WaitingOn, waiting_on
@@ -58,7 +59,6 @@ from stepline.store.records import (
     EventRecord,
     Purged,
     RunFilter,
-    RunRecord,
     SkipRecord,
     StepRecord,
     StoredEvent,
@@ -677,62 +677,50 @@ class App:
         every run the filters select has been scanned. ``with_steps``: the matches' steps are
         read too (one more query; without it ``run.steps`` is empty).
 
-        The equalities ``event.data.<path> == <string, number or boolean>`` among the query's
-        top-level ``&&`` conjuncts are decided by the store first (``RunFilter.event_data``):
-        only the runs among the newest ``scan`` whose first event holds them are read and
-        evaluated, which makes such searches fast over many runs (a backend that cannot decide
-        them for some run keeps it, so the search decides: never fewer matches). ``scanned``
-        counts the newest runs the search covered: down to its last match when ``limit``
-        stopped it, otherwise all it looked at."""
+        The comparisons of a field with a literal among the query's top-level ``&&``
+        conjuncts (``sdk.search.search_clauses``: ``event.data.amount > 100``,
+        ``run.status == "FAILED"``, ``event.name.startsWith("order")``, ``output.x == 1`` ...)
+        are decided by the store first, in the same read as the window: only the runs among the
+        newest ``scan`` that may hold them are read and evaluated, which makes such searches
+        fast over many runs (a store keeps every run the conjunct may be true for, so the
+        search decides: never fewer matches). ``scanned`` counts the newest runs the search
+        covered: down to its last match when ``limit`` stopped it, otherwise all it looked
+        at."""
         expression = compile_search(query)
         engine = self.engine
-        app_id = None if all_apps else self.id
-        query_filter = RunFilter(function_id, status, None, scan + 1, None, app_id, after=after)
         store = engine.store
-        pushed = search_prefilter(query)
-        if pushed:
-            total = await engine.read(store.count_runs, query_filter)
-            window = dataclasses.replace(query_filter, event_data=pushed, window=scan, limit=scan)
-            records = await engine.read(store.list_runs, window)
-            complete, scan = total <= scan, min(total, scan)
-        else:
-            records = await engine.read(store.list_runs, query_filter)
-            complete = len(records) <= scan
-            records = records[:scan]
+        app_id = None if all_apps else self.id
+        runs_filter = RunFilter(function_id, status, None, scan, None, app_id, after=after)
+        clauses = search_clauses(query)
+        used = used_variables(query)
+        window = await engine.read(store.search_window, runs_filter, scan, clauses)
 
         def search() -> RunSearch:
             found: list[Run] = []
-            failed, first_error, scanned = 0, None, 0
-            for start in range(0, len(records), 500):
-                chunk = records[start : start + 500]
-                ids = sorted({e for r in chunk for e in r.event_ids})
-                events = {e.internal_id: e for e in store.get_events(ids)}
-                for record in chunk:
-                    scanned += 1
-                    run = Run.from_records(record, [])
+            failed, first_error = 0, None
+            candidates = window.candidates
+            for start in range(0, len(candidates), 500):
+                chunk = candidates[start : start + 500]
+                events: dict[str, EventRecord] = {}
+                if not used.isdisjoint(("event", "events")):
+                    ids = sorted({e for _, r in chunk for e in r.event_ids})
+                    events = {e.internal_id: e for e in store.get_events(ids)}
+                for n, record in chunk:
                     mine = [events[e] for e in record.event_ids if e in events]
                     try:
-                        if is_match(expression, search_activation(run, mine)):
-                            found.append(run)
+                        if is_match(expression, search_activation(record, mine, used)):
+                            found.append(Run.from_records(record, []))
                     except ExpressionEvaluationError as exc:
                         failed += 1
                         first_error = first_error or str(exc)
                     if len(found) >= limit:
-                        done = complete and scanned == len(records)
-                        last = None if done else (record.created_at, record.run_id)
-                        if pushed and done:  # the store's last candidate: the window read
-                            scanned = scan
-                        elif pushed:  # the runs read: those of the window down to this one
-                            bound = dataclasses.replace(query_filter, newer_than=last)
-                            scanned = store.count_runs(bound) + 1
-                        return RunSearch(found, scanned, done, failed, first_error, last)
-            if complete:
-                return RunSearch(found, scan if pushed else scanned, True, failed, first_error)
-            edge = records[-1] if not pushed else _window_edge(store, query_filter, scan)
-            if edge is None and records:  # the window's end was purged meanwhile
-                edge = records[-1]  # below the last candidate: some runs are read again
-            last = None if edge is None else (edge.created_at, edge.run_id)
-            return RunSearch(found, scan if pushed else scanned, False, failed, first_error, last)
+                        if window.more or record is not candidates[-1][1]:
+                            cursor = (record.created_at, record.run_id)
+                            return RunSearch(found, n, False, failed, first_error, cursor)
+                        return RunSearch(found, window.size, True, failed, first_error)
+            edge = window.edge
+            last = None if edge is None or not window.more else (edge.created_at, edge.run_id)
+            return RunSearch(found, window.size, last is None, failed, first_error, last)
 
         result = await engine.read(search)
         if not with_steps or not result.runs:
@@ -743,14 +731,6 @@ class App:
             for r in result.runs
         ]
         return dataclasses.replace(result, runs=runs)
-
-
-def _window_edge(store: Store, query: RunFilter, scan: int) -> RunRecord | None:
-    """The oldest of the newest ``scan`` runs ``query`` selects (there were more than
-    ``scan``): where a search that scanned them all continues; None if runs were purged
-    since they were counted and it is gone."""
-    edge = store.list_runs(dataclasses.replace(query, limit=1, offset=scan - 1))
-    return edge[0] if edge else None
 
 
 def on_stop_signals(

@@ -10,15 +10,28 @@ how far it got, so a query that matches nothing reads differently from one that 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stepline.expressions import Expression, compile_expression
-from stepline.expressions._index import equalities
+from stepline.expressions import Expression, ExpressionEvaluationError, compile_expression
+from stepline.expressions._env import MISSING, constant
+from stepline.expressions._lower import chain_path
+from stepline.expressions._parse import (
+    Binary,
+    Call,
+    Ident,
+    Lit,
+    Node,
+    Unary,
+    Unsupported,
+    emit,
+    parse,
+)
 from stepline.sdk.run import Run
-from stepline.serde import dumps
-from stepline.store.records import EventRecord
+from stepline.serde import loads
+from stepline.store._clauses import json_kind
+from stepline.store.records import EventRecord, RunClause, RunRecord
 
 SEARCH_VARIABLES = ("event", "events", "output", "error", "run")
 
@@ -44,41 +57,187 @@ def compile_search(text: str) -> Expression:
     return compile_expression(text, variables=SEARCH_VARIABLES)
 
 
-def search_activation(run: Run, events: Sequence[EventRecord]) -> dict[str, Any]:
-    """What a search expression sees of one run."""
-    payloads = [e.payload() for e in events]
+ALL_VARIABLES = frozenset(SEARCH_VARIABLES)
+
+
+def search_activation(
+    run: RunRecord, events: Sequence[EventRecord], used: frozenset[str] = ALL_VARIABLES
+) -> dict[str, Any]:
+    """What a search expression sees of one run; the variables not in ``used`` (see
+    ``used_variables``) are left empty, as the expression does not read them."""
+    payloads = [e.payload() for e in events] if not used.isdisjoint(("event", "events")) else []
     return {
         "event": payloads[0] if payloads else {},
         "events": payloads,
-        "output": run.output,
+        "output": loads(run.output_json) if "output" in used else None,
         "error": run.error,
         "run": {"id": run.run_id, "function_id": run.function_id, "status": run.status},
     }
 
 
-def search_prefilter(text: str) -> tuple[tuple[str, str], ...]:
-    """The conjuncts of a search a store can decide by itself (``RunFilter.event_data``): the
-    ``event.data.<path> == <string, number or boolean>`` equalities among its top-level ``&&``
-    conjuncts, as (path under ``data``, the value's JSON). Every run the search matches holds
-    them all; none for a query of another shape (``||``, a ternary) or paths through lists."""
-    pairs: list[tuple[str, str]] = []
-    for path, value in equalities(text, "event"):
-        segments = path.split(".")
-        if segments[0] != "data" or len(segments) < 2:
-            continue
-        if any(s.isdigit() or not _plain_key(s) for s in segments[1:]):
-            continue  # a list index, or a key a JSON path would have to escape
-        if isinstance(value, bool | str) or (
-            isinstance(value, int | float) and math.isfinite(value) and abs(value) < 2**53
-        ):
-            pairs.append((".".join(segments[1:]), dumps(value).decode()))
-    return tuple(dict.fromkeys(pairs))
+def search_clauses(text: str) -> tuple[RunClause, ...]:
+    """The conjuncts of a search a store can decide by itself (``Store.search_window``): among
+    its top-level ``&&`` conjuncts, those comparing one field with a literal (``==``, ``<``,
+    ``<=``, ``>``, ``>=``; ``startsWith``, ``endsWith``, ``contains`` on text) where the field
+    is under ``event.data``, ``output`` or ``error``, or is ``event.name``, ``run.status`` or
+    ``run.function_id``.
+
+    Every run the search matches holds each of them (a conjunct is true wherever the whole
+    is). What a conjunct gives where its field is missing, null or of another type is learnt
+    by evaluating it alone on such data, so a store keeps exactly the runs CEL could match
+    there; none for a
+    query of another shape (``||``, a ternary), paths through lists or escaped keys, or an
+    expression whose missing fields are not modeled (see ``Expression.modeled``)."""
+    if not compile_search(text).modeled:
+        return ()
+    clauses = (_clause(node) for node in _conjuncts(parse(text)))
+    return tuple(dict.fromkeys(c for c in clauses if c is not None))
+
+
+def _conjuncts(node: Node) -> Iterator[Node]:
+    if isinstance(node, Binary) and node.op == "&&":
+        yield from _conjuncts(node.left)
+        yield from _conjuncts(node.right)
+    else:
+        yield node
+
+
+_AFFIXES = ("startsWith", "endsWith", "contains")
+_FLIPPED = {"==": "==", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_COLUMNS = {("event", "name"): "event.name", ("run", "status"): "run.status"}
+_COLUMNS[("run", "function_id")] = "run.function_id"
+_JSON_FIELDS = {("event", "data"): "event.data", ("output",): "output", ("error",): "error"}
+
+
+def _clause(node: Node) -> RunClause | None:
+    """The clause ``node`` (one conjunct) is, if a store can decide it."""
+    if isinstance(node, Binary) and node.op in _FLIPPED:
+        for walk, other, op in ((node.left, node.right, node.op), (node.right, node.left, None)):
+            value = _literal(other)
+            field = _field(walk)
+            if value is not MISSING and field is not None:
+                return _decided(node, *field, op or _FLIPPED[node.op], value)
+        return None
+    if isinstance(node, Call) and node.name in _AFFIXES and node.target is not None:
+        field = _field(node.target)
+        value = _literal(node.args[0]) if len(node.args) == 1 else MISSING
+        if field is not None and isinstance(value, str):
+            return _decided(node, *field, node.name, value)
+    return None
+
+
+def _field(node: Node) -> tuple[str, tuple[str, ...]] | None:
+    """(field, path) of a static field walk a store can read."""
+    walk = chain_path(node, SEARCH_VARIABLES)
+    if walk is None or not all(isinstance(k, str) and _plain_key(k) for k in walk):
+        return None  # a list index, or a key a JSON path would have to escape
+    keys = tuple(str(k) for k in walk)
+    if keys in _COLUMNS:
+        return _COLUMNS[keys], ()
+    for head, field in _JSON_FIELDS.items():
+        if keys[: len(head)] == head and len(keys) > len(head):
+            return field, keys[len(head) :]
+    return None
 
 
 def _plain_key(segment: str) -> bool:
     """Whether a key can be written in a quoted JSON path as it is: no ``"``, no ``\\`` and no
     control character (JSON escapes these, so the stores' paths would not find them)."""
     return '"' not in segment and "\\" not in segment and all(ch >= " " for ch in segment)
+
+
+def _literal(node: Node) -> Any:
+    """The scalar a literal (or a negated number literal) is, else ``MISSING``."""
+    if isinstance(node, Unary) and node.op == "-" and isinstance(node.operand, Lit):
+        number = node.operand.type in ("int", "double")
+        value = constant(f"-{node.operand.text}") if number else MISSING
+    elif isinstance(node, Lit):
+        value = constant(node.text)
+    else:
+        return MISSING
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float) and math.isfinite(value) and abs(value) < 2**53:
+        return value
+    return MISSING
+
+
+def _decided(
+    node: Node, field: str, path: tuple[str, ...], op: str, value: Any
+) -> RunClause | None:
+    """The clause, with what the conjunct alone gives where the field is missing, null, or
+    of another type than ``value``."""
+    if isinstance(value, bool) and op != "==":
+        return None
+    if field in _COLUMNS.values() and not isinstance(value, str):
+        return None
+    alone = compile_search(emit(node))
+    return RunClause(
+        field,
+        path,
+        op,
+        value,
+        if_missing=_true_on(alone, _probe(field, path, MISSING)),
+        if_null=_true_on(alone, _probe(field, path, None)),
+        if_other=any(
+            _true_on(alone, _probe(field, path, other))
+            for other in _OTHERS
+            if json_kind(other) != json_kind(value)
+        ),
+    )
+
+
+_OTHERS: tuple[Any, ...] = (1, "x", True, [], {})
+"""A value of each JSON type: CEL's answer across types depends on the types only."""
+
+
+def _probe(field: str, path: tuple[str, ...], leaf: Any) -> dict[str, Any]:
+    """An activation where ``field``'s ``path`` is missing (``leaf`` MISSING) or holds
+    ``leaf``."""
+    value: Any = {} if leaf is MISSING else leaf
+    for key in reversed(path if leaf is not MISSING else ()):
+        value = {key: value}
+    activation: dict[str, Any] = {
+        "event": {},
+        "events": [],
+        "output": None,
+        "error": None,
+        "run": {"id": "", "function_id": "", "status": ""},
+    }
+    if field == "event.data":
+        activation["event"] = {"data": value}
+    elif field in ("output", "error"):
+        activation[field] = None if leaf is MISSING else value
+    return activation
+
+
+def _true_on(expression: Expression, activation: dict[str, Any]) -> bool:
+    try:
+        return expression.evaluate(activation) is True
+    except ExpressionEvaluationError:
+        return False
+
+
+def used_variables(text: str) -> frozenset[str]:
+    """The search variables ``text`` reads (all of them when its syntax is not modeled)."""
+    try:
+        tree = parse(text)
+    except Unsupported:
+        return ALL_VARIABLES
+    found: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, Ident):
+            found.add(node.name)
+        elif isinstance(node, tuple):
+            for item in node:
+                visit(item)
+        elif hasattr(node, "__slots__"):
+            for name in node.__slots__:
+                visit(getattr(node, name))
+
+    visit(tree)
+    return frozenset(found) & ALL_VARIABLES
 
 
 def is_match(expression: Expression, activation: dict[str, Any]) -> bool:

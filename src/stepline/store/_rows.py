@@ -20,6 +20,7 @@ from stepline.store.records import (
     QueueState,
     RunFilter,
     RunRecord,
+    SearchWindow,
     StepRecord,
     StoredEvent,
     WaitRecord,
@@ -206,16 +207,22 @@ def run_filter(query: RunFilter, mark: str, waiting_for_worker: str) -> tuple[st
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
-def event_data_match(
-    query: RunFilter, equals: str, path: Callable[[list[str]], Any]
-) -> tuple[str, list[Any]]:
-    """The clause of ``query.event_data`` (its pairs joined by AND, each the backend's
-    ``equals`` clause) and its parameters: per pair, ``path`` of the path's segments, then the
-    value's JSON."""
-    params: list[Any] = []
-    for dotted, value in query.event_data:
-        params += [path(dotted.split(".")), value]
-    return " AND ".join([equals] * len(query.event_data)), params
+def search_window(rows: Iterable[Sequence[Any]], window: int) -> SearchWindow:
+    """A ``SearchWindow`` from SEARCH_WINDOW's rows: (position, runs selected up to one past
+    the window, kept, the run's columns...)."""
+    candidates: list[tuple[int, RunRecord]] = []
+    size, edge, more = 0, None, False
+    for row in rows:
+        n, selected, kept = row[0], row[1], row[2]
+        size, more = min(selected, window), selected > window
+        if n > window:
+            continue
+        run = run_record(row[3:])
+        if n == size:
+            edge = run
+        if kept:
+            candidates.append((n, run))
+    return SearchWindow(candidates, size, edge, more)
 
 
 def event_filter(query: EventFilter, mark: str) -> tuple[str, list[Any]]:

@@ -32,9 +32,11 @@ from stepline.store.records import (
     PassCommit,
     Purged,
     QueueState,
+    RunClause,
     RunFilter,
     RunRecord,
     RunState,
+    SearchWindow,
     SkipRecord,
     SpentRun,
     StepRecord,
@@ -242,6 +244,14 @@ class Store(Protocol):
 
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         """Runs matching the filter, newest first."""
+        ...
+
+    def search_window(
+        self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
+    ) -> SearchWindow:
+        """The newest ``window`` runs ``query`` selects (its ``limit`` ignored) that every
+        clause keeps (a payload search's candidates, see ``RunClause``), with the window's
+        last run and whether more runs are selected, all read in one snapshot."""
         ...
 
     def count_runs(self, query: RunFilter) -> int:

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
-from stepline.expressions._index import cel_equal
 from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
+from stepline.store._clauses import MISSING, keeps, value_at
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
@@ -44,10 +44,12 @@ from stepline.store.records import (
     NewRun,
     PassCommit,
     QueueState,
+    RunClause,
     RunEnd,
     RunFilter,
     RunRecord,
     RunState,
+    SearchWindow,
     SkipRecord,
     SpentRun,
     StepRecord,
@@ -161,32 +163,45 @@ class MemoryStore:
 
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         with self._lock:
-            start = query.offset
-            if not query.event_data:
-                return self._select_runs(query, start + query.limit)[start:]
-            window = self._select_runs(query, query.window)
-            pairs = [(path.split("."), loads(value)) for path, value in query.event_data]
-            found = [r for r in window if self._first_event_holds(r, pairs)]
-            return found[start : start + query.limit]
+            return self._select_runs(query, query.limit)
+
+    def search_window(
+        self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
+    ) -> SearchWindow:
+        with self._lock:
+            newest = self._select_runs(query, window + 1)
+            candidates = [
+                (n, run)
+                for n, run in enumerate(newest[:window], start=1)
+                if all(keeps(c, self._searched_value(run, c)) for c in clauses)
+            ]
+            size = min(len(newest), window)
+            edge = newest[size - 1] if size else None
+            return SearchWindow(candidates, size, edge, len(newest) > window)
 
     def count_runs(self, query: RunFilter) -> int:
         with self._lock:
             return len(self._select_runs(query, query.limit))
 
-    def _first_event_holds(self, run: RunRecord, pairs: list[tuple[list[str], Any]]) -> bool:
+    def _searched_value(self, run: RunRecord, clause: RunClause) -> Any:
+        """What ``clause`` reads of ``run`` (``MISSING`` where its path reaches nothing)."""
+        if clause.field == "run.status":
+            return run.status
+        if clause.field == "run.function_id":
+            return run.function_id
+        if clause.field == "output":
+            return value_at(loads(run.output_json), clause.path)
+        if clause.field == "error":
+            return value_at(run.error, clause.path)
         event = self._events.get(run.event_ids[0]) if run.event_ids else None
         if event is None:
-            return False
-        for segments, value in pairs:
-            found: Any = event.data
-            for segment in segments:
-                found = found.get(segment) if isinstance(found, dict) else None
-            if found is None or not cel_equal(found, value):
-                return False
-        return True
+            return MISSING
+        if clause.field == "event.name":
+            return event.name
+        return value_at(event.data, clause.path)
 
     def _select_runs(self, query: RunFilter, limit: int | None) -> list[RunRecord]:
-        """The runs the filter (but ``event_data``) selects, newest first, up to ``limit``."""
+        """The runs the filter selects, newest first, up to ``limit``."""
         found: list[RunRecord] = []
         newest_first = sorted(
             self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True

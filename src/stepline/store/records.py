@@ -6,6 +6,7 @@ bytes (``*_json``) so they are encoded once, measured once, and stored as they a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -377,12 +378,7 @@ class RunFilter:
     ``created_after``/``created_before``: creation time bounds (inclusive). ``after``: the
     (created_at, run_id) of the last run of the previous page: only runs older than it (a
     cursor that stays exact while runs are added); ``newer_than``: a (created_at, run_id): only
-    runs newer than it. ``event_data``: only runs whose first
-    event's ``data`` holds each (dotted path, JSON scalar) pair — equal by value for numbers,
-    exactly for strings; booleans may also equal the numbers 1 and 0 (a prefilter of a payload
-    search: it may keep more runs than the search, never fewer); with ``window``, only among
-    the newest ``window`` runs the other filters select (a bounded scan). ``offset``: that
-    many of the runs selected (newest first) are left out before ``limit`` counts."""
+    runs newer than it."""
 
     function_id: str | None = None
     status: str | None = None
@@ -393,10 +389,66 @@ class RunFilter:
     created_after: float | None = None
     created_before: float | None = None
     after: tuple[float, str] | None = None
-    event_data: tuple[tuple[str, str], ...] = ()
-    window: int | None = None
     newer_than: tuple[float, str] | None = None
-    offset: int = 0
+
+
+SEARCH_FIELDS = ("event.data", "event.name", "output", "error", "run.status", "run.function_id")
+"""What a ``RunClause`` may look at: the run's first event's data (JSON) and name, the run's
+output and error (JSON), and its status and function id (text, always present)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunClause:
+    """One conjunct of a payload search that a store decides over a run's rows, so the search
+    evaluates its CEL on fewer runs. It may keep runs the conjunct is false for, never drop one
+    it is true for.
+
+    ``field`` is one of ``SEARCH_FIELDS``; ``path`` the keys under a JSON field (walked through
+    objects only); ``op`` one of ``==``, ``<``, ``<=``, ``>``, ``>=``, and ``startsWith``,
+    ``endsWith``, ``contains`` for texts; ``value`` a JSON scalar (a string, a finite number or
+    a boolean). Where the field holds a value of
+    the same JSON type as ``value`` the op decides (numbers compare by value within ``slack``:
+    ``value - slack`` to ``value + slack`` counts as equal, so a store's rounding of a decimal
+    never drops a run; texts by code point; booleans only by ``==``). A run whose path does not
+    reach a value (no event, a missing key, a walk through a scalar or a list) is kept iff
+    ``if_missing``, one where it reaches JSON null iff ``if_null``, one where it reaches a
+    value of another type iff ``if_other``."""
+
+    field: str
+    path: tuple[str, ...]
+    op: str
+    value: str | float | bool
+    if_missing: bool = False
+    if_null: bool = False
+    if_other: bool = True
+
+    @property
+    def slack(self) -> float:
+        """How far from ``value`` a number still counts as equal to it."""
+        assert isinstance(self.value, int | float) and not isinstance(self.value, bool)
+        return abs(self.value) * 1e-12 + 1e-300
+
+    def bounds(self) -> tuple[float, float]:
+        """(low, high): a number kept by a numeric op lies in [low, high]."""
+        assert isinstance(self.value, int | float) and not isinstance(self.value, bool)
+        value, slack = float(self.value), self.slack
+        low = -math.inf if self.op in ("<", "<=") else value - slack
+        high = math.inf if self.op in (">", ">=") else value + slack
+        return low, high
+
+
+@dataclass(frozen=True, slots=True)
+class SearchWindow:
+    """The newest runs a filter selects, up to a window's size, read at once (one snapshot)
+    for a payload search: ``candidates`` are those every clause keeps, newest first, each with
+    its position in the window (1 = newest); ``size`` is how many runs the window holds,
+    ``edge`` its oldest run (None when empty) and ``more`` whether older runs are selected
+    too."""
+
+    candidates: list[tuple[int, RunRecord]]
+    size: int
+    edge: RunRecord | None
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)

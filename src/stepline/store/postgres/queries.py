@@ -215,19 +215,24 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
     WHERE e.event_id = ANY(%s)) AS found
 WHERE n <= %s ORDER BY event_id, n"""
 LIST_RUNS = f"""
-SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
-LIMIT %s OFFSET %s"""
-# a runs filter with event_data: its pairs ({match}) among the newest runs (the window: NULL
-# for all) the other filters ({where}) select
-LIST_RUNS_MATCHING = f"""
-SELECT {RUN_COLUMNS} FROM (
-    SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s
-) AS newest
-WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s"""
-# one event_data pair: the value at a path (text[]) of the run's first event's data, equal to a
-# JSON scalar (numbers by value)
-EVENT_DATA_EQUALS = """(SELECT convert_from(data, 'UTF8')::jsonb FROM events
-    WHERE internal_id = (event_ids::jsonb ->> 0)) #> %s::text[] = %s::jsonb"""
+SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
+# a payload search's window: the newest runs the filter ({where}) selects, numbered from 1, down
+# to one past the window (the LIMIT), with how many there are; those the clauses ({match})
+# keep, and the window's oldest run and the one past it whether kept or not (with whether they
+# are). The window's columns ({added}, from the run's first event when {join}ed) are computed
+# once a row (OFFSET 0).
+SEARCH_WINDOW = f"""
+SELECT n, selected, CASE WHEN n < LEAST(selected, %s) THEN true ELSE ({{match}}) END,
+       {RUN_COLUMNS}
+FROM (
+    SELECT row_number() OVER (ORDER BY created_at DESC, run_id DESC) AS n,
+           count(*) OVER () AS selected, newest.*{{added}}
+    FROM (SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
+          LIMIT %s) AS newest{{join}}
+    OFFSET 0) AS seen
+WHERE n >= LEAST(selected, %s) OR ({{match}}) ORDER BY n"""
+SEARCH_EVENT_JOIN = """
+    LEFT JOIN events e ON e.internal_id = (newest.event_ids::jsonb ->> 0)"""
 COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT %s) AS counted"
 SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"
 

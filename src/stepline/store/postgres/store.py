@@ -37,7 +37,7 @@ from stepline.errors import ConfigError, StoreError, StoreUnavailable
 from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._copy import Row, Table
-from stepline.store.postgres import _copy, _rows
+from stepline.store.postgres import _copy, _rows, _search
 from stepline.store.postgres import queries as q
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.schema import MIGRATIONS
@@ -50,9 +50,11 @@ from stepline.store.records import (
     FunctionSet,
     HistoryRecord,
     QueueState,
+    RunClause,
     RunFilter,
     RunRecord,
     RunState,
+    SearchWindow,
     SkipRecord,
     StepRecord,
     StoredEvent,
@@ -333,23 +335,37 @@ class PostgresStore:
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
-        statement, limit, offset = q.LIST_RUNS.format(where=where), query.limit, query.offset
-        if query.event_data:
-            match, matched = shapes.event_data_match(query, q.EVENT_DATA_EQUALS, list)
-            matching = q.LIST_RUNS_MATCHING.format(where=where, match=match)
-            try:
-                with self._conn() as conn:
-                    found = conn.execute(matching, [*params, query.window, *matched, limit, offset])
-                    return [shapes.run_record(r) for r in found]
-            except psycopg.errors.UntranslatableCharacter:
-                # an event among the window that jsonb cannot hold (a string with U+0000):
-                # ``event_data`` only narrows a search, so the whole window is the answer and
-                # the search decides each run
-                limit = query.window if query.window is not None else limit + offset
-                offset = 0
         with self._conn() as conn:
-            found = conn.execute(statement, [*params, limit, offset])
+            found = conn.execute(q.LIST_RUNS.format(where=where), [*params, query.limit])
             return [shapes.run_record(r) for r in found]
+
+    @_reading
+    def search_window(
+        self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
+    ) -> SearchWindow:
+        where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
+        try:
+            return self._search_window(where, params, window, clauses)
+        except psycopg.errors.UntranslatableCharacter:
+            # an event among the window that jsonb cannot hold (a string with U+0000): the
+            # clauses only narrow a search, so the whole window is the answer and the search
+            # decides each run
+            return self._search_window(where, params, window, ())
+
+    def _search_window(
+        self, where: str, params: list[Any], window: int, clauses: tuple[RunClause, ...]
+    ) -> SearchWindow:
+        match, matched = _search.match_sql(clauses)
+        statement = q.SEARCH_WINDOW.format(
+            where=where,
+            match=match,
+            added=_search.added_columns(clauses),
+            join=q.SEARCH_EVENT_JOIN if _search.uses_event(clauses) else "",
+        )
+        with self._conn() as conn:
+            values = [window, *matched, *params, window + 1, window, *matched]
+            rows = conn.execute(statement, values)
+            return shapes.search_window(rows, window)
 
     @_reading
     def count_runs(self, query: RunFilter) -> int:

@@ -202,17 +202,23 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
     WHERE e.event_id IN (SELECT value FROM json_each(?1)))
 WHERE n <= ?2 ORDER BY event_id, n"""
 LIST_RUNS = f"""
-SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"""
-# a runs filter with event_data: its pairs ({match}) among the newest runs (the window: -1
-# for all) the other filters ({where}) select
-LIST_RUNS_MATCHING = f"""
-SELECT {RUN_COLUMNS} FROM (
-    SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?)
-WHERE {{match}} ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"""
-# one event_data pair: the value at a JSON path of the run's first event's data, equal to a
-# JSON scalar (numbers by value)
-EVENT_DATA_EQUALS = """json_extract(CAST((SELECT data FROM events
-    WHERE internal_id = json_extract(event_ids, '$[0]')) AS TEXT), ?) = json_extract(?, '$')"""
+SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
+# a payload search's window (``?1``: its size): the newest runs the filter ({where}) selects,
+# numbered from 1, down to one past the window, with how many there are; those the clauses
+# ({match}) keep, and the window's oldest run and the one past it whether kept or not (with
+# whether they are)
+SEARCH_WINDOW = f"""
+SELECT n, selected, CASE WHEN n < min(selected, ?1) THEN 1 ELSE ({{match}}) END, {RUN_COLUMNS}
+FROM (
+    SELECT row_number() OVER (ORDER BY created_at DESC, run_id DESC) AS n,
+           count(*) OVER () AS selected, newest.*{{event}}
+    FROM (SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
+          LIMIT ?1 + 1) AS newest{{join}})
+WHERE n >= min(selected, ?1) OR ({{match}}) ORDER BY n"""
+# the run's first event, for clauses that read it
+SEARCH_EVENT_COLUMNS = ", e.name AS event_name, CAST(e.data AS TEXT) AS event_data"
+SEARCH_EVENT_JOIN = """
+    LEFT JOIN events e ON e.internal_id = json_extract(newest.event_ids, '$[0]')"""
 COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT ?)"
 SELECT_STEPS = """
 SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,

@@ -43,10 +43,12 @@ from stepline.store.records import (
     IngestResult,
     PassCommit,
     QueueState,
+    RunClause,
     RunEnd,
     RunFilter,
     RunRecord,
     RunState,
+    SearchWindow,
     SkipRecord,
     StepRecord,
     StoredEvent,
@@ -56,7 +58,7 @@ from stepline.store.records import (
     Wake,
     WorkerRecord,
 )
-from stepline.store.sqlite import _copy
+from stepline.store.sqlite import _copy, _search
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
@@ -292,15 +294,24 @@ class SQLiteStore:
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
         where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
-        if query.event_data:
-            match, matched = shapes.event_data_match(query, q.EVENT_DATA_EQUALS, _json_path)
-            statement = q.LIST_RUNS_MATCHING.format(where=where, match=match)
-            window = -1 if query.window is None else query.window
-            params = [*params, window, *matched]
-        else:
-            statement = q.LIST_RUNS.format(where=where)
-        found = self._conn().execute(statement, [*params, query.limit, query.offset])
+        found = self._conn().execute(q.LIST_RUNS.format(where=where), [*params, query.limit])
         return [shapes.run_record(r) for r in found]
+
+    @_reading
+    def search_window(
+        self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
+    ) -> SearchWindow:
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        match, matched = _search.match_sql(clauses)
+        joined = _search.uses_event(clauses)
+        statement = q.SEARCH_WINDOW.format(
+            where=where,
+            match=match,
+            event=q.SEARCH_EVENT_COLUMNS if joined else "",
+            join=q.SEARCH_EVENT_JOIN if joined else "",
+        )
+        rows = self._conn().execute(statement, [window, *matched, *params, *matched])
+        return shapes.search_window(rows, window)
 
     @_reading
     def count_runs(self, query: RunFilter) -> int:
