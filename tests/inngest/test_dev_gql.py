@@ -381,11 +381,30 @@ async def test_a_cron_run_and_a_batch_run_read_as_inngests_dev_server_answers(
             cron = await sources(cron_run.run_id)
             batch = await sources(batch_run.run_id)
             plain = await sources(one.run_id)
+
+            async def event_runs(event_id: str) -> dict[str, Any]:
+                reply = await client.get(f"/v1/events/{event_id}/runs")
+                assert reply.status_code == 200, reply.text
+                assert reply.headers["cache-control"] == "private, max-age=15"
+                [found] = reply.json()["data"]
+                return {k: found[k] for k in ("environment_id", "batch_id", "cron")}
+
+            rest = {
+                "cron": await event_runs(cron_run.event_ids[0]),
+                "batch": await event_runs(batch_run.event_ids[1]),
+                "plain": await event_runs(one.event_ids[0]),
+            }
+    zero = "00000000-0000-0000-0000-000000000000"
+    assert rest == {  # GET /v1/events/{id}/runs: Inngest's cqrs.FunctionRun fields
+        "cron": {"environment_id": zero, "batch_id": None, "cron": "TZ=Europe/Paris 0 * * * *"},
+        "batch": {"environment_id": zero, "batch_id": batch_run.event_ids[0], "cron": None},
+        "plain": {"environment_id": zero, "batch_id": None, "cron": None},
+    }
     assert cron["run"] == {
         "isBatch": False,
         "batchCreatedAt": None,
         "cronSchedule": "TZ=Europe/Paris 0 * * * *",
-        "sourceID": None,
+        "sourceID": cron_run.event_ids[0],  # the event that started it (its timer event)
         "eventName": "inngest/scheduled.timer",
     }
     assert (cron["runTrigger"]["eventName"], cron["runTrigger"]["cron"]) == (
@@ -393,6 +412,7 @@ async def test_a_cron_run_and_a_batch_run_read_as_inngests_dev_server_answers(
         "TZ=Europe/Paris 0 * * * *",
     )
     assert batch["run"]["isBatch"] and batch["runTrigger"]["isBatch"]
+    assert batch["run"]["sourceID"] == batch_run.event_ids[0]
     assert batch["run"]["batchCreatedAt"] == "2026-05-01T00:40:00.000Z"  # its first event
     assert batch["runTrigger"]["timestamp"] == "2026-05-01T00:40:00.000Z"
     assert (batch["run"]["cronSchedule"], batch["runTrigger"]["cron"]) == (None, None)
@@ -401,7 +421,7 @@ async def test_a_cron_run_and_a_batch_run_read_as_inngests_dev_server_answers(
         "isBatch": False,
         "batchCreatedAt": None,
         "cronSchedule": None,
-        "sourceID": None,
+        "sourceID": one.event_ids[0],
         "eventName": "s/one",
     }
     assert (plain["runTrigger"]["eventName"], plain["runTrigger"]["isBatch"]) == ("s/one", False)

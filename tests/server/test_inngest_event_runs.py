@@ -70,6 +70,8 @@ async def test_an_events_runs_with_their_status_and_output(serve: ServeFn) -> No
         stored = {r.run_id: r for r in await t.app.runs(event_id=event_id)}
         for run in runs:
             assert run["event_id"] == event_id and run["function_version"] == 0
+            assert run["environment_id"] == "00000000-0000-0000-0000-000000000000"
+            assert (run["batch_id"], run["cron"]) == (None, None)
             assert run["run_id"] in stored
             started = datetime.fromisoformat(run["run_started_at"])
             assert datetime.fromisoformat(run["ended_at"]) >= started
@@ -101,8 +103,24 @@ async def test_an_event_that_started_nothing_has_no_runs(serve: ServeFn) -> None
         sent = await client.post("/e/key", json={"name": "nobody/listens"})
         [event_id] = sent.json()["ids"]
         body = await _runs(client, event_id)
-        assert body["data"] == [] and "fetched_at" in body["metadata"]
+        assert body["data"] == []
+        fetched = datetime.fromisoformat(body["metadata"]["fetched_at"])
+        cached = datetime.fromisoformat(body["metadata"]["cached_until"])
+        assert (cached - fetched).total_seconds() == 15  # as Inngest's API caches it
         assert (await _runs(client, "01HWAVEB858VPPX47Z65GR6P6R"))["data"] == []
+
+
+async def test_an_id_that_is_no_ulid_is_refused_as_inngests(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        for bad in (
+            "nope",
+            "01HWAVEB858VPPX47Z65GR6P6",
+            "01HWAVEB858VPPX47Z65GR6P6U",
+            "81HWAVEB858VPPX47Z65GR6P6R",
+        ):
+            reply = await client.get(f"/v1/events/{bad}/runs")
+            assert reply.status_code == 400, bad
+            assert reply.json()["error"] == f"Invalid event ID: {bad}"
 
 
 async def test_the_api_token_is_required_when_configured(serve: ServeFn) -> None:

@@ -11,7 +11,8 @@ What each query answers (``Run``/``StepInfo`` of ``stepline.sdk.run``):
   span per step in execution order, ``name`` the user's step id (a repeated id repeats).
   ``isBatch`` (a run of a function with ``batch_events``), ``batchCreatedAt`` (a batch run's:
   its first event's time), ``cronSchedule`` (a cron run's: its schedule as configured);
-  ``sourceID`` is null (Stepline keeps no source other than the trigger events).
+  ``sourceID`` the event that started the run (its first trigger event: a cron run's timer
+  event, a batch's first event, an invoked run's ``inngest/function.invoked``).
 * ``runTrigger(runID)``: ``payloads``, each event as a string of JSON (the first is the one that
   triggered the run), ``IDs`` their ids, ``timestamp`` the earliest event's time; a cron run's
   ``cron`` is its schedule and its ``eventName`` null, as Inngest's dev server answers.
@@ -166,7 +167,7 @@ class Queries:
     async def runTrigger(self, _info: Any, runID: str) -> dict[str, Any]:
         run = await self._run(runID)
         events = await self._events_of(run)
-        cron = _cron_of(events)
+        cron = cron_of(events)
         return {
             "eventName": events[0].name if events and cron is None else None,
             "IDs": run.event_ids,
@@ -274,9 +275,7 @@ class Queries:
         return [e for e in found if e is not None]
 
     def _is_batch(self, run: Run) -> bool:
-        """Whether ``run`` is a batch's (Inngest: it has a batch id), however many events."""
-        fn = next((f for f in self.app.functions if f.id == run.function_id), None)
-        return (fn is not None and fn.options.batch_events is not None) or len(run.event_ids) > 1
+        return is_batch_run(self.app, run)
 
     async def _runs_of(self, event_id: str) -> list[Run]:
         runs = await self.app.runs(
@@ -326,7 +325,7 @@ class Queries:
             return _from_ts(min(e.ts for e in events)) if events else None
 
         async def cron_schedule(_info: Any) -> str | None:
-            return _cron_of(await self._events_of(run))
+            return cron_of(await self._events_of(run))
 
         return {
             "id": run.run_id,
@@ -338,7 +337,7 @@ class Queries:
             "startedAt": run.started_at,
             "endedAt": run.ended_at,
             "status": _run_status(run.status),
-            "sourceID": None,
+            "sourceID": run.event_ids[0] if run.event_ids else None,
             "triggerIDs": run.event_ids,
             "eventName": event_name,
             "isBatch": self._is_batch(run),
@@ -370,7 +369,13 @@ def _sdk_config(app: App, function_id: str) -> tuple[Mapping[str, Any], str | No
     return fn.config.config, fn.config.name
 
 
-def _cron_of(events: list[EventRecord]) -> str | None:
+def is_batch_run(app: App, run: Run) -> bool:
+    """Whether ``run`` is a batch's (Inngest: it has a batch id), however many events."""
+    fn = next((f for f in app.functions if f.id == run.function_id), None)
+    return (fn is not None and fn.options.batch_events is not None) or len(run.event_ids) > 1
+
+
+def cron_of(events: list[EventRecord]) -> str | None:
     """The schedule of a cron run (its event ``inngest/scheduled.timer`` carries it), else None."""
     first = events[0] if events else None
     cron = first.data.get("cron") if first is not None and first.name == CRON_EVENT else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ from stepline.server._auth import require_api_token
 from stepline.server._discovery import discover
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import server_settings, stepline_app
+from stepline.server.gql import cron_of, is_batch_run
 from stepline.server.settings import ServerSettings
 from stepline.server.views import iso
 
@@ -197,38 +199,53 @@ async def _sync_once(apps: SdkApps, url: str) -> str | None:
 
 RUN_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
 MAX_EVENT_RUNS = 1000
+EVENT_RUNS_CACHE = 15  # seconds: how long Inngest's API says an event's runs may be cached
+ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
+ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
 
 
 async def _event_runs(request: Request) -> Response:
     """``GET /v1/events/{event_id}/runs``: the runs the event started (of every app sharing the
-    database), oldest first, as Inngest's REST API lists them (``pkg/api/apiv1``
-    ``GetEventRuns``, the runs of ``cqrs.FunctionRun``): ``{"data": [{run_id, run_started_at,
-    function_id, function_version, event_id, status, ended_at, output}], "metadata"}``, the
-    status ``Running`` until it is ``Completed``, ``Failed`` or ``Cancelled``; ``output`` the
-    function's result, or the error of a failed run. An event that started none (or is
-    unknown) has an empty ``data``. Asks for the REST API's token."""
+    database), oldest first, as Inngest's REST API lists them (``pkg/api/apiv1`` ``getEventRuns``,
+    the runs of ``cqrs.FunctionRun``): ``{"data": [{run_id, run_started_at, function_id,
+    function_version, environment_id, event_id, batch_id, cron, status, ended_at, output}],
+    "metadata": {fetched_at, cached_until}}``, the status ``Running`` until it is ``Completed``,
+    ``Failed`` or ``Cancelled``; ``output`` the function's result, or the error of a failed run;
+    ``batch_id`` (a batch's run: its first event's id) and ``cron`` (a cron run: its schedule)
+    null otherwise. 400 for an id that is no ULID (``Invalid event ID: ...``), as Inngest's; an
+    event that started none (or is unknown) has an empty ``data``. Cacheable for 15 s
+    (``Cache-Control: private, max-age=15`` and ``cached_until``), as Inngest's answer is. Asks
+    for the REST API's token."""
     require_api_token(request)
     event_id = request.path_params["event_id"]
-    runs = await stepline_app(request).runs(
-        event_id=event_id, all_apps=True, with_steps=False, limit=MAX_EVENT_RUNS
-    )
+    if not ULID.match(event_id):
+        return error(400, f"Invalid event ID: {event_id}")
+    app = stepline_app(request)
+    runs = await app.runs(event_id=event_id, all_apps=True, with_steps=False, limit=MAX_EVENT_RUNS)
     runs.sort(key=lambda run: (run.created_at, run.run_id))
+    data = [await _event_run(app, run, event_id) for run in runs]
+    now = time.time()
+    metadata = {"fetched_at": iso(now), "cached_until": iso(now + EVENT_RUNS_CACHE)}
     return JSONResponse(
-        {
-            "data": [_event_run(run, event_id) for run in runs],
-            "metadata": {"fetched_at": iso(time.time()), "cached_until": None},
-        }
+        {"data": data, "metadata": metadata},
+        headers={"Cache-Control": f"private, max-age={EVENT_RUNS_CACHE}"},
     )
 
 
-def _event_run(run: Run, event_id: str) -> dict[str, Any]:
+async def _event_run(app: App, run: Run, event_id: str) -> dict[str, Any]:
     output = run.output if run.status == "COMPLETED" else None
+    batch_id = run.event_ids[0] if is_batch_run(app, run) else None
+    first = await app.get_event(event_id) if run.event_ids[:1] == [event_id] else None
+    cron = cron_of([first]) if first is not None else None
     return {
         "run_id": run.run_id,
         "run_started_at": iso(run.started_at or run.created_at),
         "function_id": run.function_id,
         "function_version": 0,
+        "environment_id": ENVIRONMENT_ID,
         "event_id": event_id,
+        "batch_id": batch_id,
+        "cron": cron,
         "status": RUN_STATUS.get(run.status, "Running"),
         "ended_at": iso(run.ended_at),
         "output": run.error if run.status == "FAILED" else output,
