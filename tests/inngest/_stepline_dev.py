@@ -15,10 +15,13 @@ import httpx
 from conftest import SdkApp
 from stepline import App, Event
 from stepline.drivers.inngest import InngestDriver, SdkApps
+from stepline.engine.engine import Engine
+from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
+from stepline.store.records import Lease, RunState
 from stepline.testing import MockClock, TestEngine
 
 API_TOKEN = "test-api-token"
@@ -36,6 +39,25 @@ def tiny_registration(**fields: Any) -> dict[str, Any]:
     function = {"id": "tiny-a", "name": "a", "triggers": [{"event": "tiny/a"}]}
     function["steps"] = {"step": step}
     return {"appName": "tiny", "url": url, **fields, "functions": [function]}
+
+
+class PassCounter(InngestDriver):
+    """The HTTP driver, counting the passes it ended (``passes``) and running (``running``)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.passes = 0
+        self.running = 0
+
+    async def run_pass(
+        self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
+    ) -> None:
+        self.running += 1
+        try:
+            await super().run_pass(engine, lease, state, fn)
+        finally:
+            self.running -= 1
+            self.passes += 1
 
 
 @dataclass

@@ -139,6 +139,78 @@ async def race_retry(ctx: inngest.Context) -> dict[str, object]:
     return {"chain": chained, "released": released is not None}
 
 
+@client.create_function(
+    fn_id="race-same-name", trigger=inngest.TriggerEvent(event="par/same"), retries=0
+)
+async def race_same_name(ctx: inngest.Context) -> dict[str, object]:
+    """A race-mode group with a wait "gate", then a wait-mode group with another wait "gate"
+    (its own step id, the same name) next to a wait "other": resolving "other" sends no
+    request while the second "gate" is pending (that group is not racing)."""
+    run = _count(ctx)
+
+    async def a() -> str:
+        ran[run].append("a")
+        return "a"
+
+    hour = datetime.timedelta(hours=1)
+    await ctx.group.parallel(
+        (
+            lambda: ctx.step.wait_for_event("gate", event="par/same-1", timeout=hour),
+            lambda: ctx.step.run("a", a),
+        ),
+        parallel_mode=inngest.ParallelMode.RACE,
+    )
+    second = await ctx.group.parallel(
+        (
+            lambda: ctx.step.wait_for_event("gate", event="par/same-2", timeout=hour),
+            lambda: ctx.step.wait_for_event("other", event="par/same-3", timeout=hour),
+        )
+    )
+    return {"second": [e is not None for e in second]}
+
+
+async def _steps_next_to_a_wait(ctx: inngest.Context, race: bool) -> list[object]:
+    run = _count(ctx)
+
+    def body(name: str) -> Callable[[], Awaitable[str]]:
+        async def step() -> str:
+            ran[run].append(name)
+            return name
+
+        return step
+
+    mode = inngest.ParallelMode.RACE if race else inngest.ParallelMode.WAIT
+    done = await ctx.group.parallel(
+        (
+            lambda: ctx.step.run("p1", body("p1")),
+            lambda: ctx.step.run("p2", body("p2")),
+            lambda: ctx.step.run("p3", body("p3")),
+            lambda: ctx.step.wait_for_event(
+                "hold", event="par/planned-release", timeout=datetime.timedelta(hours=1)
+            ),
+        ),
+        parallel_mode=mode,
+    )
+    return [x if isinstance(x, str) else x is not None for x in done]
+
+
+@client.create_function(
+    fn_id="planned-wait", trigger=inngest.TriggerEvent(event="par/planned-wait"), retries=0
+)
+async def planned_wait(ctx: inngest.Context) -> object:
+    """Three steps next to a wait in one wait-mode group (a pass cut by the request limit
+    leaves planned steps unsent)."""
+    return await _steps_next_to_a_wait(ctx, False)
+
+
+@client.create_function(
+    fn_id="planned-race", trigger=inngest.TriggerEvent(event="par/planned-race"), retries=0
+)
+async def planned_race(ctx: inngest.Context) -> object:
+    """The same group in race mode."""
+    return await _steps_next_to_a_wait(ctx, True)
+
+
 @client.create_function(fn_id="doubler", trigger=inngest.TriggerEvent(event="par/double"))
 async def doubler(ctx: inngest.Context) -> int:
     return int(ctx.event.data["n"]) * 2  # type: ignore[call-overload]
@@ -259,6 +331,9 @@ inngest.fast_api.serve(
         parallel_wait,
         parallel_race,
         race_retry,
+        race_same_name,
+        planned_wait,
+        planned_race,
         doubler,
         parallel_mixed,
         big_steps,

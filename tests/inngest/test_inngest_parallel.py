@@ -12,18 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _stepline_dev import Dev, stepline_dev
+from _stepline_dev import Dev, PassCounter, stepline_dev
 
 from conftest import SdkApp
 from stepline import App, Event
-from stepline.drivers.inngest import InngestDriver, SdkApps
-from stepline.engine.engine import Engine
-from stepline.sdk.function import FunctionDef
+from stepline.drivers.inngest import SdkApps
 from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
-from stepline.store.records import Lease, RunState
 from stepline.testing import MockClock, TestEngine
 
 pytestmark = pytest.mark.timeout(600)
@@ -33,22 +30,6 @@ KINDS = ["js", "js3", "py"]
 
 def _script(kind: str) -> str:
     return "py_parallel_app.py" if kind == "py" else "parallel_app.js"
-
-
-class PassCounter(InngestDriver):
-    """The HTTP driver, counting the passes it ended."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passes = 0
-
-    async def run_pass(
-        self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
-    ) -> None:
-        try:
-            await super().run_pass(engine, lease, state, fn)
-        finally:
-            self.passes += 1
 
 
 async def _woken_during_backoff(

@@ -113,6 +113,53 @@ const raceRetry = create(
   },
 );
 
+// a race-mode group with a wait "gate", then a wait-mode group with another wait "gate" (its own
+// step id, the same name) next to a wait "other"
+const raceSameName = create(
+  { id: "race-same-name", retries: 0 },
+  [{ event: "par/same" }],
+  async ({ step, group, runId }) => {
+    count(runId);
+    await group.parallel({ mode: "race" }, () =>
+      Promise.all([
+        step.waitForEvent("gate", { event: "par/same-1", timeout: "1h" }),
+        step.run("a", () => record(runId, "a") && "a"),
+      ]),
+    );
+    const second = await Promise.all([
+      step.waitForEvent("gate", { event: "par/same-2", timeout: "1h" }),
+      step.waitForEvent("other", { event: "par/same-3", timeout: "1h" }),
+    ]);
+    return { second: second.map((e) => e !== null) };
+  },
+);
+
+// three steps next to a wait in one group (a pass cut by the request limit leaves planned steps
+// unsent), in wait or race mode
+const stepsNextToAWait = (step, runId) =>
+  Promise.all([
+    ...["p1", "p2", "p3"].map((name) => step.run(name, () => record(runId, name) && name)),
+    step
+      .waitForEvent("hold", { event: "par/planned-release", timeout: "1h" })
+      .then((e) => e !== null),
+  ]);
+const plannedWait = create(
+  { id: "planned-wait", retries: 0 },
+  [{ event: "par/planned-wait" }],
+  async ({ step, runId }) => {
+    count(runId);
+    return stepsNextToAWait(step, runId);
+  },
+);
+const plannedRace = create(
+  { id: "planned-race", retries: 0 },
+  [{ event: "par/planned-race" }],
+  async ({ step, group, runId }) => {
+    count(runId);
+    return group.parallel({ mode: "race" }, () => stepsNextToAWait(step, runId));
+  },
+);
+
 const doubler = create(
   { id: "doubler" },
   major === 3 ? [{ event: "par/double" }] : [],
@@ -215,8 +262,18 @@ const sequence = create(
   },
 );
 
-const functions = [sequence, aiAsk, retryParallel, parallelWait, doubler, parallelMixed, bigSteps, bigBatch];
-if (major === 4) functions.push(parallelRace, raceRetry);
+const functions = [
+  sequence,
+  aiAsk,
+  retryParallel,
+  parallelWait,
+  doubler,
+  parallelMixed,
+  bigSteps,
+  bigBatch,
+  plannedWait,
+];
+if (major === 4) functions.push(parallelRace, raceRetry, raceSameName, plannedRace);
 const handler = serve({ client: inngest, functions });
 const port = Number(process.env.PORT);
 http

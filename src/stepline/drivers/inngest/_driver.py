@@ -66,6 +66,7 @@ from stepline.store.records import (
 )
 
 REQUEST_TIMEOUT = 60.0  # seconds one execution request may take
+MAX_REQUESTS_PER_PASS = 200  # then the run goes back to the queue (due now)
 
 
 class SdkRequestError(Exception):
@@ -76,12 +77,15 @@ class SdkRequestError(Exception):
 class InngestDriver:
     """Drives the functions of synced SDK apps over HTTP. ``urls``: function id -> the URL its
     runs are driven through (set when an app syncs); ``signing_key``: sign every request and
-    verify every reply with ``verify_keys`` (production), unsigned without (dev mode)."""
+    verify every reply with ``verify_keys`` (production), unsigned without (dev mode);
+    ``max_requests_per_pass``: a pass that reaches it ends and the run goes back to the queue
+    (the requests it planned but did not send are sent by the next pass)."""
 
     signing_key: SigningKey | None = None
     verify_keys: SigningKeys | None = None
     timeout: float = REQUEST_TIMEOUT
     checkpointing: bool = True
+    max_requests_per_pass: int = MAX_REQUESTS_PER_PASS
     urls: dict[str, str] = field(default_factory=dict)
     _client: httpx.AsyncClient | None = field(default=None, repr=False)
     _passes: dict[str, tuple[asyncio.AbstractEventLoop, HttpPass]] = field(

@@ -35,8 +35,6 @@ from stepline.store.records import RunEnd
 if TYPE_CHECKING:
     from stepline.drivers.inngest._driver import HttpPass
 
-MAX_REQUESTS_PER_PASS = 200  # then the run goes back to the queue (due now)
-
 
 class PassRequests:
     """The requests of one pass, made as Inngest's executor makes them. Every step a reply
@@ -58,17 +56,20 @@ class PassRequests:
         self.over = False  # MAX_REQUESTS_PER_PASS reached: the run goes back to the queue
         self.force_plan = False
         self.progressed = False  # a step settled since the last discovery was sent
+        self.unsent: dict[str, str] = {}  # planned steps not asked for (the limit): id -> name
+        self.unsent_discovery = False  # a discovery not sent (the limit)
 
     def first_requests(self) -> tuple[list[str], bool]:
         """The requests a pass starts with, and whether its discovery plans steps only: the
-        ``step.run`` steps whose retry time came, targeted (as Inngest retries the request
-        that failed), and a discovery when another kind of step's retry time came (a model
-        call: the SDK reports its op again, an SDK runs no target without a body). Else one
-        discovery, except while other steps of a wait-mode group still hold the run (Go's
-        executor enqueues no discovery for a resumed wait while steps are pending, unless
-        the group races): the one discovery follows once the last of them settles. A
-        discovery plans only (``disable_immediate_execution``) while a step waits out its
-        backoff, so that the SDK does not run that step early."""
+        steps a pass cut by the request limit planned but did not ask for, targeted (with the
+        discovery it left unsent, if any); the ``step.run`` steps whose retry time came,
+        targeted (as Inngest retries the request that failed), and a discovery when another
+        kind of step's retry time came (a model call: the SDK reports its op again, an SDK runs
+        no target without a body). Else one discovery, except while other steps of a wait-mode
+        group still hold the run (Go's executor enqueues no discovery for a resumed wait while
+        steps are pending, unless the group races): the one discovery follows once the last of
+        them settles. A discovery plans only (``disable_immediate_execution``) while a step
+        waits out its backoff, so that the SDK does not run that step early."""
         book = self.book
         now = book.now()
         due = [
@@ -77,9 +78,11 @@ class PassRequests:
             if s.status == "RETRYING" and (s.due_at is None or s.due_at <= now)
         ]
         plan_only = any(book.backing_off(h) for h in book.memo)
-        if due:
-            targeted = [s.hash for s in due if s.kind == "run"]
-            return targeted + ([DISCOVERY] if len(targeted) < len(due) else []), plan_only
+        if due or book.planned:
+            targeted = book.planned + [s.hash for s in due if s.kind == "run"]
+            discover = book.unsent_discovery if book.planned else False
+            discover |= len(targeted) < len(due) + len(book.planned)
+            return targeted + ([DISCOVERY] if discover else []), plan_only
         if book.held and not book.held & book.race:
             return [], plan_only
         return [DISCOVERY], plan_only
@@ -134,10 +137,15 @@ class PassRequests:
             return None, f"request to {request.url} failed: {exc!r}"
         return ai_output(response.status_code, response.content)
 
-    def send(self, step_id: str) -> None:
-        if self.sent >= MAX_REQUESTS_PER_PASS:
+    def send(self, step_id: str, name: str = "") -> None:
+        if self.sent >= self.p.driver.max_requests_per_pass:
             self.over = True
+            if step_id == DISCOVERY:
+                self.unsent_discovery = True
+            else:
+                self.unsent[step_id] = name or step_id
             return
+        self.unsent.pop(step_id, None)
         self.sent += 1
         task = asyncio.create_task(self.request(step_id, self.force_plan))
         self.inflight[task] = step_id
@@ -167,10 +175,16 @@ class PassRequests:
             await asyncio.gather(*self.inflight, return_exceptions=True)
         if self.over:
             commit = self.p.commit()
+            unsent = {i: n for i, n in self.unsent.items() if not self._settled(i)}
+            self.book.yielded(commit, unsent, self.unsent_discovery, self.sent)
             commit.end = RunEnd(status="RUNNING", due_at=self.p.now())
             await self.p.save(commit)
             return
         await self.p.suspend()
+
+    def _settled(self, step_id: str) -> bool:
+        step = self.book.memo.get(step_id)
+        return step is not None and step.status in SETTLED
 
     async def handle(self, step_id: str, reply: SdkReply) -> bool:
         """Commit what one reply reports and send the requests it calls for; true when the
@@ -224,7 +238,7 @@ class PassRequests:
                 book.deadlines.append(step.due_at)
                 book.kinds.add("retry")
                 continue
-            self.send(planned_id)
+            self.send(planned_id, planned[planned_id])
         if progressed:
             self.progressed = True
             if step_id in book.race:

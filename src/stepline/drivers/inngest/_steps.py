@@ -43,7 +43,8 @@ class StepBook:
     """The steps of one pass of ``state``'s run: ``memo`` (hash -> record, updated as ops are
     recorded), ``deadlines`` and ``kinds`` (what the run waits on when the pass suspends:
     ``sleep``, ``wait``, ``invoke``, ``retry``), ``held`` (the steps pending or backing off as
-    the pass started) and ``race`` (the steps of race-mode groups)."""
+    the pass started), ``planned`` (the steps a pass cut by the request limit planned but did
+    not ask for) and ``race`` (the steps of race-mode groups)."""
 
     def __init__(self, engine: Engine, fn: FunctionDef, state: RunState) -> None:
         self.engine = engine
@@ -57,6 +58,8 @@ class StepBook:
         self.state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         self.held: set[str] = set()  # steps pending or backing off as the pass started
         self.race: set[str] = set()  # steps of race-mode groups (kept in their history)
+        self.planned: list[str] = []  # steps a cut pass planned but did not ask for
+        self.unsent_discovery = False  # a cut pass left a discovery unsent
 
     def now(self) -> float:
         return self.engine.clock.now()
@@ -75,10 +78,17 @@ class StepBook:
     async def hold(self) -> None:
         """Note the steps that hold the run as the pass starts: pending (a sleep, a wait, an
         invoke) or waiting out a retry backoff, with their kinds and deadlines (as a reply
-        reporting them again would note them); when there are any, which steps are of
-        race-mode groups (their history says ``parallel_mode: race``, ``mode``), as Inngest
-        keeps a group's mode on its queue items and pauses from one request to the next."""
-        for step in self.memo.values():
+        reporting them again would note them), and the steps a pass cut by the request limit
+        planned but did not ask for (``planned``, status RUNNING). When there are any, which
+        steps are of race-mode groups, as Inngest keeps a group's mode on its queue items and
+        pauses from one request to the next: a row of a step's history says so
+        (``parallel_mode: race`` with the step's ``hash``; a row written before the hash was
+        kept names the step only), a cut pass's PASS_YIELDED row lists them (``race``) and
+        whether a discovery was left unsent (``discover``)."""
+        for step in sorted(self.memo.values(), key=lambda s: s.position):
+            if step.status == "RUNNING":
+                self.planned.append(step.hash)
+                continue
             if step.status == "PENDING" and step.kind in ("sleep", "wait", "invoke"):
                 self.kinds.add(step.kind)
             elif self.backing_off(step.hash):
@@ -88,14 +98,44 @@ class StepBook:
             self.held.add(step.hash)
             if step.due_at is not None:
                 self.deadlines.append(step.due_at)
-        if self.held:
-            history = await self.engine.read(self.engine.store.get_history, self.run.run_id)
-            names = {h.step_id for h in history if (h.data or {}).get("parallel_mode") == "race"}
-            self.race |= {s.hash for s in self.memo.values() if s.step_id in names}
+        if not self.held and not self.planned:
+            return
+        history = await self.engine.read(self.engine.store.get_history, self.run.run_id)
+        names: set[str | None] = set()
+        for row in history:
+            data = row.data or {}
+            if row.kind == "PASS_YIELDED" and "race" in data:
+                self.race.update(data["race"])
+                self.unsent_discovery = bool(data.get("discover"))
+            elif data.get("parallel_mode") == "race":
+                if "hash" in data:
+                    self.race.add(data["hash"])
+                else:
+                    names.add(row.step_id)
+        self.race |= {s.hash for s in self.memo.values() if s.step_id in names}
 
     def mode(self, op_id: str) -> dict[str, str]:
         """The history data that keeps a step's race mode for later passes (``hold``)."""
-        return {"parallel_mode": "race"} if op_id in self.race else {}
+        return {"parallel_mode": "race", "hash": op_id} if op_id in self.race else {}
+
+    def yielded(
+        self, commit: PassCommit, unsent: Mapping[str, str], discover: bool, requests: int
+    ) -> None:
+        """Record in ``commit`` how a pass cut by the request limit after ``requests``
+        requests ends: the steps it planned but did not ask for (``unsent``: id -> name) kept
+        as RUNNING steps, and a PASS_YIELDED row naming which of them race and whether a
+        discovery was left unsent (``hold`` reads them back): the next pass asks for them at
+        once, as Go's executor keeps each planned step queued."""
+        for op_id, name in unsent.items():
+            if op_id not in self.memo:
+                commit.steps.append(self.record(op_id, name, "run", "RUNNING"))
+        planned = [s.hash for s in self.memo.values() if s.status == "RUNNING"]
+        data = {
+            "requests": requests,
+            "race": [h for h in planned if h in self.race],
+            "discover": discover,
+        }
+        commit.history.append(HistoryRecord(self.run.run_id, self.now(), "PASS_YIELDED", data=data))
 
     # -- limits (as a native run's: engine/executor.py, engine/_rounds.py) -----------------------
     def check_new_steps(self, steps: Mapping[str, str]) -> None:
