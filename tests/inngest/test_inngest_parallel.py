@@ -1,9 +1,9 @@
-"""Parallel steps and step retries of real SDK apps (JS 4.x, JS 3.x, Python) driven by the HTTP
-driver as Inngest's server drives them: targeted requests for every planned step at once, one
-discovery once they are all done (wait mode) or one after each (race mode), the exact number of
-requests Inngest's executor makes; a step in its retry backoff is not asked for again before
-the backoff ends, even when something else wakes the run. SDK apps set up before the Stepline
-app is attached to its engine keep their driver."""
+"""Parallel steps and step retries of real SDK apps (JS 4.x, JS 3.x, Python async on FastAPI and
+sync on Flask) driven by the HTTP driver as Inngest's server drives them: targeted requests for
+every planned step at once, one discovery once they are all done (wait mode) or one after each
+(race mode), the exact number of requests Inngest's executor makes; a step in its retry backoff
+is not asked for again before the backoff ends, even when something else wakes the run. SDK
+apps set up before the Stepline app is attached to its engine keep their driver."""
 
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ from stepline.testing import MockClock, TestEngine
 
 pytestmark = pytest.mark.timeout(600)
 
-KINDS = ["js", "js3", "py"]
+KINDS = ["js", "js3", "py", "pyflask"]
+RACING = ["js", "py", "pyflask"]  # JS 3.x has no race mode
+SCRIPTS = {"py": "py_parallel_app.py", "pyflask": "py_flask_parallel_app.py"}
 
 
 def _script(kind: str) -> str:
-    return "py_parallel_app.py" if kind == "py" else "parallel_app.js"
+    return SCRIPTS.get(kind, "parallel_app.js")
 
 
 async def _woken_during_backoff(
@@ -71,7 +73,7 @@ async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
         assert state["requests"] == 4  # + the step targeted again, the final discovery
 
 
-@pytest.mark.parametrize("kind", ["js", "py"])
+@pytest.mark.parametrize("kind", RACING)
 async def test_a_race_mode_group_races_on_in_a_later_pass(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
@@ -101,7 +103,7 @@ async def test_a_race_mode_group_races_on_in_a_later_pass(
         assert (await d.app_state(run_id))["requests"] == 7  # the wake's discovery
 
 
-@pytest.mark.parametrize("kind", ["js", "py"])
+@pytest.mark.parametrize("kind", RACING)
 async def test_a_race_mode_group_woken_during_a_backoff_plans_its_steps_at_once(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
@@ -145,7 +147,7 @@ async def test_parallel_steps_in_wait_mode_make_inngests_requests(
         assert sorted(state["ran"][2:]) == ["a.2", "b.2"]
 
 
-@pytest.mark.parametrize("kind", ["js", "py"])
+@pytest.mark.parametrize("kind", RACING)
 async def test_parallel_steps_in_race_mode_make_inngests_requests(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
