@@ -16,6 +16,7 @@ import {
   chargeCustomer,
   cleanupOrderResources,
   db,
+  doJob,
   externalAPI,
   fetchOrderData,
   fetchProfile,
@@ -236,6 +237,25 @@ const processWithTimeout = inngest.createFunction(
   { event: "long/process.requested" },
   async ({ event, step }) => {
     await step.run("long-process", () => runLongProcess(event.data.jobId));
+  },
+);
+
+// Timeouts that fire: a run not finished within 1 s is cancelled (its sleep outlasts that)...
+const finishInTime = inngest.createFunction(
+  { id: "finish-in-time", timeouts: { finish: "1s" } },
+  { event: "job/slow" },
+  async ({ event, step }) => {
+    await step.sleep("too-long", "1m");
+    await step.run("never", () => runLongProcess(event.data.jobId));
+  },
+);
+
+// ...and a run not started within 1 s (queued behind another one: concurrency 1) is cancelled
+const startInTime = inngest.createFunction(
+  { id: "start-in-time", concurrency: 1, timeouts: { start: "1s" } },
+  { event: "job/queued" },
+  async ({ event, step }) => {
+    await step.run("work", () => doJob(event.data.jobId));
   },
 );
 
@@ -510,9 +530,16 @@ const bulkImport = inngest.createFunction(
   },
 );
 
-// Priority: enterprise tickets jump the queue by up to 2 minutes
+// Priority: one ticket answered at a time; enterprise tickets jump the queue by up to 2 minutes,
+// pro ones by 1
 const supportTicket = inngest.createFunction(
-  { id: "support-ticket", priority: { run: "event.data.plan == 'enterprise' ? 120 : 0" } },
+  {
+    id: "support-ticket",
+    concurrency: 1,
+    priority: {
+      run: "event.data.plan == 'enterprise' ? 120 : (event.data.plan == 'pro' ? 60 : 0)",
+    },
+  },
   { event: "ticket/opened" },
   async ({ event, step }) => {
     await step.run("answer", () => answerTicket(event.data.ticketId, event.data.plan));
@@ -560,6 +587,8 @@ export const functions = [
   sendCheckoutEmail,
   processUserAction,
   processWithTimeout,
+  finishInTime,
+  startInTime,
   cleanupCancelled,
   reliableFunction,
   processUser,

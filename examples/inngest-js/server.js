@@ -3,10 +3,11 @@
 //   POST /checkout/{cartId}: sends cart/checkout.completed with a deduplicating id (the guide's
 //                            producer-side idempotency)
 //   GET /calls:              what the stand-in services were asked to do, in order
+//   POST /gates/{name}:      lets the stand-ins waiting on that gate go on
 import http from "node:http";
 import { client, serve } from "./client.js";
 import { completeCheckout, functions } from "./functions.js";
-import { calls } from "./services.js";
+import { calls, openGate } from "./services.js";
 
 const inngestHandler = serve({ client, functions });
 
@@ -19,6 +20,11 @@ const server = http.createServer(async (req, res) => {
   const { pathname } = new URL(req.url, "http://localhost");
   if (pathname === "/api/inngest") return inngestHandler(req, res);
   if (req.method === "GET" && pathname === "/calls") return reply(res, 200, calls);
+  const opened = pathname.match(/^\/gates\/([\w-]+)$/);
+  if (req.method === "POST" && opened) {
+    openGate(opened[1]);
+    return reply(res, 200, { opened: opened[1] });
+  }
   const checkout = pathname.match(/^\/checkout\/([\w-]+)$/);
   if (req.method === "POST" && checkout) {
     await completeCheckout(checkout[1]);

@@ -3,11 +3,26 @@
 // see that each step body ran exactly once (and a retried one once per attempt).
 export const calls = [];
 
+// Gates a stand-in waits on until they are opened (the server's POST /gates/{name}): a run
+// holding its function's only concurrency slot for as long as a test needs it held.
+const gates = new Map();
+const gate = (name) => {
+  if (!gates.has(name)) {
+    let open;
+    const opened = new Promise((resolve) => {
+      open = resolve;
+    });
+    gates.set(name, { opened, open });
+  }
+  return gates.get(name);
+};
+export const openGate = (name) => gate(name).open();
+
 const inFlight = new Map(); // per account: the syncs running right now
 
 function service(name, body = () => ({ ok: true })) {
   return async (...args) => {
-    calls.push({ service: name, args });
+    calls.push({ service: name, args, at: Date.now() });
     return body(...args);
   };
 }
@@ -49,11 +64,12 @@ export const db = {
   },
 };
 export const updateUser = service("updateUser");
-// answers 429 (retry after 1 s) to the first call for each request, then 200
+// answers 429 (retry after 3 s: later than a dev server's first retry) to the first call for
+// each request, then 200
 export const externalAPI = {
   call: service("externalAPI.call", (data) =>
     nth(`api:${data.requestId}`) === 1
-      ? { status: 429, headers: { "retry-after": "1" } }
+      ? { status: 429, headers: { "retry-after": "3" } }
       : { status: 200, data: { requestId: data.requestId } },
   ),
 };
@@ -79,7 +95,7 @@ export const fetchProfile = service("fetchProfile", (source, userId) => ({ sourc
 // records how many syncs of the same account were running when it started
 export const syncAccount = async (accountId) => {
   const running = inFlight.get(accountId) ?? 0;
-  calls.push({ service: "syncAccount", args: [accountId], running });
+  calls.push({ service: "syncAccount", args: [accountId], running, at: Date.now() });
   inFlight.set(accountId, running + 1);
   await new Promise((resolve) => setTimeout(resolve, 300));
   inFlight.set(accountId, inFlight.get(accountId) - 1);
@@ -88,7 +104,14 @@ export const sendSms = service("sendSms");
 export const syncContacts = service("syncContacts");
 export const indexDocument = service("indexDocument");
 export const importRows = service("importRows", (rows) => rows.length);
-export const answerTicket = service("answerTicket");
+// a ticket of plan "hold" is answered once the gate "tickets" opens
+export const answerTicket = service("answerTicket", async (ticketId, plan) => {
+  if (plan === "hold") await gate("tickets").opened;
+});
+// job "j-hold" is done once the gate "jobs" opens
+export const doJob = service("doJob", async (jobId) => {
+  if (jobId === "j-hold") await gate("jobs").opened;
+});
 export const syncInbox = service("syncInbox");
 export const chargeCard = service("chargeCard", () => {
   throw new Error("card declined");

@@ -4,7 +4,14 @@ dev``, on inngest 3.x (the guide's ``createFunction(options, trigger, handler)``
 scenario below is sent, and each run's outcome, the bodies its steps ran (the app's stand-in
 services record every call: each body exactly once, a retried one once per attempt) and the
 flow control (cancelOn, waits fulfilled and timed out, idempotency, rate limit, debounce,
-batching, singleton, concurrency per key, throttle, onFailure) are checked.
+batching, singleton, concurrency per key, throttle per key, onFailure) are checked. Then, each
+with a check that fails when the behaviour is missing: tickets queued behind a held one start in
+priority order (concurrency 1); a second throttle key is not held back by the first;
+RetryAfterError's 3 s are honoured (its retry is later than a dev server's first retry and within
+1 s of it); a finish timeout and a start timeout cancel their runs; the crons fire (their
+schedules made due in the database, as ``tests/integration/test_multiprocess.py`` arms them);
+4.x reported steps to ``/v1/checkpoint/{run_id}/async`` (``/metrics`` counts the checkpoints
+Stepline committed) and 3.x did not.
 
 issue 10, "What it must show": the seed's own examples, in TypeScript (JS), on both majors.
 """
@@ -13,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -26,11 +35,15 @@ import pytest
 from _devproc import ROOT, dev_process, free_port, http_json, wait_for
 
 from conftest import JS_DIR, _npm_ci
+from stepline.store.records import FunctionSet
+from stepline.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.timeout(300)
 EXAMPLE = ROOT / "examples" / "inngest-js"
 APP = "my-app"
-FUNCTIONS = 34  # the example's 33 functions and the onFailure handler of charge-card
+FUNCTIONS = 36  # the example's 35 functions and the onFailure handler of charge-card
+CRONS = ("onboard-user", "refresh-every-six-hours", "friday-noon-paris", "weekly-report")
+DEV_APP = "stepline-dev"  # the app of `stepline dev` without MODULE:APP (its cron rows' app)
 ENDED = ("COMPLETED", "FAILED", "CANCELLED")
 
 
@@ -164,6 +177,17 @@ def test_the_guides_patterns_on_the_js_sdk_run_on_stepline_dev(major: str, tmp_p
             "the example's functions to sync",
         )
         _run_the_scenario(s)
+        _priority_under_concurrency_1(s)
+        _timeouts_fire(s)
+        _crons_fire(s, tmp_path / "stepline.db")
+        checkpoints = _metric(url, 'stepline_inngest_checkpoints_total{status="200"}')
+        # steps run within a request are reported to /v1/checkpoint/{run_id}/async: on 4.x by
+        # every function (62 checkpoints in a run of this test), on 3.x by the one function
+        # that asks for it (real-time-function's `checkpointing` option: one checkpoint)
+        if major == "4":
+            assert checkpoints >= 20, checkpoints
+        else:
+            assert 1 <= checkpoints <= 3, checkpoints
 
 
 def _run_the_scenario(s: Scenario) -> None:
@@ -218,6 +242,7 @@ def _run_the_scenario(s: Scenario) -> None:
         ("inbox/sync.requested", {"userId": "in-1"}),
         ("inbox/sync.requested", {"userId": "in-1"}),
         ("card/charge.requested", {"invoiceId": "v-1"}),
+        ("sms/requested", {"phone": "+2", "text": "three"}),
     )
     e = dict(enumerate(ids))
     # the producer-side idempotency: the app sends the same event id twice
@@ -302,6 +327,10 @@ def _run_the_scenario(s: Scenario) -> None:
     assert found["status"] == "COMPLETED" and found["output"]["id"] == "g-1", found
     api = s.run_of(e[19], "api-call")
     assert (api["status"], api["output"]) == ("COMPLETED", {"requestId": "q-1"}), api
+    # RetryAfterError("Rate limited", "3s"): retried 3 s later (a dev server's first retry
+    # comes after 1-2 s), within about a second
+    first, second = [c["at"] for c in s.calls() if c["service"] == "externalAPI.call"]
+    assert 2.9 <= (second - first) / 1000 <= 4.0, second - first
     logged = s.run_of(e[20], "process-data")
     assert (logged["status"], logged["output"]) == ("COMPLETED", {"resultCount": 1}), logged
     realtime = s.run_of(e[21], "real-time-function")
@@ -334,6 +363,10 @@ def _run_the_scenario(s: Scenario) -> None:
     # throttled to one start per second for the phone number: a bound the throttle guarantees
     starts = sorted(datetime.fromisoformat(r["started_at"]) for r in sms)
     assert starts[1] - starts[0] >= timedelta(seconds=0.9), starts
+    # another number has a throttle of its own: its message did not wait for +1's second one
+    other = s.run_of(e[49], "send-sms")
+    assert other["status"] == "COMPLETED", other
+    assert datetime.fromisoformat(other["started_at"]) < starts[1], (other, starts)
     contacts = s.ended_runs("sync-contacts", 2)  # one per user a minute: two of the four events
     assert sorted(r["event_ids"][0] for r in contacts) == sorted([e[35], e[38]]), contacts
     assert {skip["reason"] for skip in s.skipped("sync-contacts")} == {"rate_limit"}
@@ -392,7 +425,7 @@ def _run_the_scenario(s: Scenario) -> None:
         "callCriticalService": 3,  # fails twice, then works
         "db.users.findOne": 2,
         "updateUser": 1,
-        "externalAPI.call": 2,  # a 429, then 200 after a second
+        "externalAPI.call": 2,  # a 429, then 200 after 3 seconds
         "process1": 1,
         "process2": 1,
         "getUserData": 2,
@@ -405,7 +438,7 @@ def _run_the_scenario(s: Scenario) -> None:
         "loadNewUsers": 1,
         "fetchProfile": 3,
         "syncAccount": 4,
-        "sendSms": 2,
+        "sendSms": 3,
         "syncContacts": 2,
         "indexDocument": 1,
         "importRows": 1,
@@ -436,3 +469,95 @@ def _run_the_scenario(s: Scenario) -> None:
     assert by_service["notifyBilling"] == [["v-1", "card declined"]]
     # one account's syncs never overlapped (concurrency 1 per account key)
     assert [c["running"] for c in calls if c["service"] == "syncAccount"] == [0, 0, 0, 0]
+
+
+def _priority_under_concurrency_1(s: Scenario) -> None:
+    """A ticket holds support-ticket's only slot; three tickets queue behind it, the lowest
+    priority first: once the slot frees they start highest priority first."""
+    [held] = s.send(("ticket/opened", {"ticketId": "tk-hold", "plan": "hold"}))
+    wait_for(lambda: ["tk-hold", "hold"] in s.calls_to("answerTicket"), "the held ticket")
+    queued = s.send(
+        ("ticket/opened", {"ticketId": "tk-basic", "plan": "basic"}),
+        ("ticket/opened", {"ticketId": "tk-pro", "plan": "pro"}),
+        ("ticket/opened", {"ticketId": "tk-enterprise", "plan": "enterprise"}),
+    )
+    for event_id in queued:  # each waits for the slot
+        s.run_of(event_id, "support-ticket", "QUEUED")
+    status, reply = http_json("POST", f"{s.app}/gates/tickets")
+    assert status == 200, reply
+    for event_id in [held, *queued]:
+        assert s.run_of(event_id, "support-ticket")["status"] == "COMPLETED"
+    answered = [args[0] for args in s.calls_to("answerTicket") if args[0] != "tk-1"]
+    assert answered == ["tk-hold", "tk-enterprise", "tk-pro", "tk-basic"], answered
+
+
+def _timeouts_fire(s: Scenario) -> None:
+    """timeouts.finish: a run still sleeping after 1 s is cancelled; timeouts.start: a run
+    queued behind another (concurrency 1) for over 1 s is cancelled once the slot frees,
+    without running (as Inngest's executor checks it when the run is dequeued)."""
+    [slow] = s.send(("job/slow", {"jobId": "j-slow"}))
+    [held] = s.send(("job/queued", {"jobId": "j-hold"}))
+    wait_for(lambda: ["j-hold"] in s.calls_to("doJob"), "the held job to start")
+    [late] = s.send(("job/queued", {"jobId": "j-late"}))
+    queued = s.run_of(late, "start-in-time", "QUEUED")
+    # the slot is freed only once the late run's start timeout has passed (the condition the
+    # engine checks, read from the run itself)
+    created = datetime.fromisoformat(queued["created_at"]).timestamp()
+    wait_for(lambda: time.time() > created + 1.5, "the late job's start timeout to pass")
+    status, reply = http_json("POST", f"{s.app}/gates/jobs")
+    assert status == 200, reply
+    assert s.run_of(held, "start-in-time")["status"] == "COMPLETED"
+    late_run = s.run_of(late, "start-in-time")
+    assert late_run["status"] == "CANCELLED" and late_run["steps"] == [], late_run
+    assert s.calls_to("doJob") == [["j-hold"]]  # the late job never ran
+    slow_run = s.run_of(slow, "finish-in-time")
+    assert slow_run["status"] == "CANCELLED" and step_ids(slow_run) == ["too-long"], slow_run
+    assert ["j-slow"] not in s.calls_to("runLongProcess")
+
+
+def _crons_fire(s: Scenario, db: Path) -> None:
+    """The cron triggers' schedules made due in ``stepline dev``'s database (their next tick
+    moved a week back, as test_multiprocess arms them): each fires its function."""
+    functions = FunctionSet(DEV_APP, tuple(f"{APP}-{fn}" for fn in CRONS))
+    store = SQLiteStore(db)
+    try:
+
+        def rows() -> list[Any]:
+            with store.transaction() as tx:
+                return tx.due_crons(float("inf"), functions)
+
+        armed = wait_for(lambda: len(found := rows()) == len(CRONS) and found, "the cron rows")
+        week_ago = time.time() - 8 * 86400  # every schedule of the example ticked since then
+        with store.transaction() as tx:
+            for row in armed:
+                assert tx.advance_cron(row, week_ago), row
+    finally:
+        store.close()
+
+    def fired() -> bool:
+        calls = s.calls()
+        return all(
+            any(c["service"] == service and c["args"][: len(args)] == args for c in calls)
+            for service, args in [
+                ("startOnboarding", ["inngest/scheduled.timer"]),
+                ("sendTimedReport", ["6h"]),
+                ("sendTimedReport", ["friday"]),
+                ("buildReport", ["everyone"]),  # weekly-report's cron run invoked generate-report
+            ]
+        )
+
+    wait_for(fired, "every cron to fire")
+    for fn in CRONS:
+        runs = wait_for(
+            lambda fn=fn: (r := s.runs(fn)) and all(x["status"] in ENDED for x in r) and r,
+            f"{fn}'s runs to end",
+        )
+        assert {r["status"] for r in runs} == {"COMPLETED"}, runs
+
+
+def _metric(url: str, name: str) -> int:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{re.escape(name)} (\d+)$", text, re.MULTILINE)
+    assert found is not None, text
+    return int(found.group(1))

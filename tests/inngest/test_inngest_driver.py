@@ -208,3 +208,22 @@ async def test_production_mode_signs_requests_and_checks_the_apps_signatures(
         finally:
             server.stop()
             await serving
+
+
+async def test_the_cron_of_an_app_synced_after_the_worker_started_fires(
+    tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    # the worker wrote the schedules it knew when it started (none of the SDK app's): the sync
+    # writes the app's own
+    async with dev(tmp_path, start_app, "py", App("stepline-dev")) as d:
+        assert await d.t.runs(function_id=d.sdk.slug("flow")) == []
+        d.clock.advance(8 * 86400)  # past a Friday noon in Paris
+        await d.t.tick()
+        d.clock.advance(6)  # "flow" debounces its events by 5 s
+        await d.t.tick()
+        [run] = await d.t.runs(function_id=d.sdk.slug("flow"))
+        event = await d.t.app.get_event(run.event_ids[0])
+        assert event is not None and event.name == "inngest/scheduled.timer"
+        assert event.data == {"cron": "TZ=Europe/Paris 0 12 * * 5"}
+        done = await d.until_status(run.run_id, "COMPLETED", "FAILED")
+        assert (done.status, done.output) == ("COMPLETED", "ok")

@@ -4,7 +4,9 @@ From the database (every process sharing it sees the same): runs by state
 (``stepline_runs{status=...}``), the queue's depth, the runs due and not leased, and the lag of
 the oldest of them (``stepline_queue_oldest_due_seconds``: how long it has been due). From this
 process: step attempts and their durations (``stepline_step_duration_seconds``, a histogram),
-events accepted (``stepline_events_accepted_total``).
+events accepted (``stepline_events_accepted_total``), the async checkpoints of Inngest JS SDK 4.x
+apps answered (``stepline_inngest_checkpoints_total{status=...}``: 200 committed, 409 refused, 503
+not driven here).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from stepline.drivers.inngest._apps import registered_sdk_apps
 from stepline.errors import StoreError
 from stepline.server._auth import require_api_token
 from stepline.server._problems import Problem
@@ -76,4 +79,14 @@ async def metrics(request: Request) -> Response:
     lines.append(f'stepline_step_duration_seconds_bucket{{le="+Inf"}} {cumulative[-1]}')
     lines.append(f"stepline_step_duration_seconds_sum {total:.6f}")
     lines.append(f"stepline_step_duration_seconds_count {count}")
+    apps = registered_sdk_apps(app)
+    if apps is not None:
+        family(
+            "stepline_inngest_checkpoints_total",
+            "counter",
+            "Async checkpoints of SDK apps (POST /v1/checkpoint/{run_id}/async) answered here.",
+        )
+        for code in (200, 409, 503):
+            answered = apps.driver.checkpoint_replies[code]
+            lines.append(f'stepline_inngest_checkpoints_total{{status="{code}"}} {answered}')
     return Response("\n".join(lines) + "\n", media_type=CONTENT_TYPE)

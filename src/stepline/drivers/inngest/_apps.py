@@ -35,6 +35,7 @@ from stepline.errors import ConfigError
 if TYPE_CHECKING:
     from stepline.engine.engine import Engine
     from stepline.sdk.app import App
+    from stepline.store.interface import StoreTx
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,15 @@ class SdkApps:
         engine = self.app.engine
         app = self._replace(registration, synced)
         name, now = registration.app_name, engine.clock.now()
-        await engine.writer.write(lambda tx: tx.put_sdk_app(engine.app_id, name, raw, now))
+        schedules = engine.cron_rows(now)
+
+        def store(tx: StoreTx) -> None:
+            tx.put_sdk_app(engine.app_id, name, raw, now)
+            # its cron triggers' schedules (a worker writes them when it starts: an app synced
+            # later would have none, and its crons would never fire)
+            tx.sync_crons(engine.served, schedules)
+
+        await engine.writer.write(store)
         self._bodies[name] = raw
         return app
 

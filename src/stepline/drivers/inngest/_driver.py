@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,7 +80,8 @@ class InngestDriver:
     runs are driven through (set when an app syncs); ``signing_key``: sign every request and
     verify every reply with ``verify_keys`` (production), unsigned without (dev mode);
     ``max_requests_per_pass``: a pass that reaches it ends and the run goes back to the queue
-    (the requests it planned but did not send are sent by the next pass)."""
+    (the requests it planned but did not send are sent by the next pass);
+    ``checkpoint_replies``: how many SDK checkpoints it answered, by HTTP status (``/metrics``)."""
 
     signing_key: SigningKey | None = None
     verify_keys: SigningKeys | None = None
@@ -87,6 +89,7 @@ class InngestDriver:
     checkpointing: bool = True
     max_requests_per_pass: int = MAX_REQUESTS_PER_PASS
     urls: dict[str, str] = field(default_factory=dict)
+    checkpoint_replies: Counter[int] = field(default_factory=Counter)  # status -> answered
     _client: httpx.AsyncClient | None = field(default=None, repr=False)
     _passes: dict[str, tuple[asyncio.AbstractEventLoop, HttpPass]] = field(
         default_factory=dict, repr=False
@@ -126,6 +129,11 @@ class InngestDriver:
             raise ProtocolError(f"checkpoint body is not JSON: {exc}") from exc
         if not isinstance(value, dict) or not isinstance(value.get("steps"), list):
             raise ProtocolError("checkpoint body without a steps list")
+        status = await self._checkpoint(run_id, value)
+        self.checkpoint_replies[status] += 1
+        return status
+
+    async def _checkpoint(self, run_id: str, value: dict[str, Any]) -> int:
         found = self._passes.get(run_id)
         if found is None:
             return 503
