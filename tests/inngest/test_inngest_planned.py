@@ -62,45 +62,45 @@ async def test_a_wait_mode_step_named_as_a_race_mode_one_does_not_race(
         assert (await d.app_state(run_id))["requests"] == before + 1  # the one discovery
 
 
-@pytest.mark.parametrize("kind", ["js", "py"])
-async def test_steps_planned_in_a_cut_pass_are_asked_for_in_the_next_one(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
-) -> None:
-    driver = PassCounter(max_requests_per_pass=2)
+async def _cut_pass(
+    tmp_path: Path, start_app: Callable[..., SdkApp], kind: str, fn: str, limit: int
+) -> dict[str, object]:
+    """Run ``fn`` (three steps next to a wait "hold") with at most ``limit`` requests a pass:
+    what the SDK app counted once the run waits on the wait alone (its three steps ran), after
+    checking that releasing the wait completes the run."""
+    driver = PassCounter(max_requests_per_pass=limit)
     async with stepline_dev(
         tmp_path, start_app, kind, App("stepline-dev"), script=_script(kind), driver=driver
     ) as d:
-        run_id = await d.run_of("planned-wait", Event("par/planned-wait", {}))
-        # the first pass: a discovery planning p1-p3 next to the wait, p1 asked for, then the
-        # limit; the next pass asks for p2 and p3 although the wait is pending (Go keeps them
-        # queued), then the run waits
+        run_id = await d.run_of(fn, Event(f"par/{fn}", {}))
         await _settled(d, driver, run_id, {"hold"})
         state = await d.app_state(run_id)
         assert sorted(state["ran"]) == ["p1", "p2", "p3"]
-        if kind == "py":
-            assert state["requests"] == 4
         await d.t.send(Event("par/planned-release", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert (run.status, run.output) == ("COMPLETED", ["p1", "p2", "p3", True])
         assert sorted((await d.app_state(run_id))["ran"]) == ["p1", "p2", "p3"]
+        return state
+
+
+@pytest.mark.parametrize("kind", ["js", "py"])
+async def test_steps_planned_in_a_cut_pass_are_asked_for_in_the_next_one(
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+) -> None:
+    # the first pass: a discovery planning p1-p3 next to the wait, p1 asked for, then the
+    # limit; the next pass asks for p2 and p3 although the wait is pending (Go keeps them
+    # queued), then the run waits
+    state = await _cut_pass(tmp_path, start_app, kind, "planned-wait", 2)
+    if kind == "py":
+        assert state["requests"] == 4
 
 
 @pytest.mark.parametrize("kind", ["js", "py"])
 async def test_a_race_mode_step_planned_in_a_cut_pass_races_in_the_next_one(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
-    driver = PassCounter(max_requests_per_pass=3)
-    async with stepline_dev(
-        tmp_path, start_app, kind, App("stepline-dev"), script=_script(kind), driver=driver
-    ) as d:
-        run_id = await d.run_of("planned-race", Event("par/planned-race", {}))
-        await _settled(d, driver, run_id, {"hold"})
-        state = await d.app_state(run_id)
-        assert sorted(state["ran"]) == ["p1", "p2", "p3"]
-        if kind == "py":
-            # pass 1: the discovery, p1 and p2 (the discoveries after them refused by the
-            # limit); pass 2: p3 and the refused discovery, then a discovery after p3 (it races)
-            assert state["requests"] == 6
-        await d.t.send(Event("par/planned-release", {}))
-        run = await d.until_status(run_id, "COMPLETED", "FAILED")
-        assert (run.status, run.output) == ("COMPLETED", ["p1", "p2", "p3", True])
+    state = await _cut_pass(tmp_path, start_app, kind, "planned-race", 3)
+    if kind == "py":
+        # pass 1: the discovery, p1 and p2 (the discoveries after them refused by the limit);
+        # pass 2: p3 and the refused discovery, then a discovery after p3 (it races)
+        assert state["requests"] == 6
