@@ -10,7 +10,8 @@ The HTTP driver is wrapped to time and count its execution requests. Rows:
   wall time from the event's send to the run's completion, divided by the steps (it includes the
   SDK's own work: parsing the request, replaying the memo, hashing ids, serializing the reply);
   requests per step (a step's request runs it and replies ``StepRun``; one more request ends
-  the run);
+  the run); where the time goes: the p50 time inside a POST (loopback HTTP and the SDK) and
+  between a reply and the next POST (Stepline's share: the reply's commit, the next request);
 - event → first request: one event at a time on an idle server, from just before ``send`` to
   the driver starting the run's first request (both in this process, ``time.perf_counter``);
 - parallel steps: one group of ``PARALLEL`` ``step.run`` (wait mode): the requests made (one
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -110,13 +112,16 @@ async def _measure(quick: bool) -> dict[str, Any]:
             super().__init__()
             self.posts: list[tuple[str, float]] = []  # (run id, perf_counter at send)
             self.replies: dict[str, float] = {}  # run id -> perf_counter at its last reply
+            self.spans: dict[str, list[tuple[float, float]]] = {}  # run id -> (send, reply)
 
         async def post(
             self, url: str, body: bytes, headers: Mapping[str, str]
         ) -> tuple[int, dict[str, str], bytes]:
-            self.posts.append((headers["X-Run-ID"], time.perf_counter()))
+            run_id, sent = headers["X-Run-ID"], time.perf_counter()
+            self.posts.append((run_id, sent))
             reply = await super().post(url, body, headers)
-            self.replies[headers["X-Run-ID"]] = time.perf_counter()
+            self.replies[run_id] = time.perf_counter()
+            self.spans.setdefault(run_id, []).append((sent, self.replies[run_id]))
             return reply
 
     runs = 3 if quick else 10
@@ -163,11 +168,15 @@ async def _measure(quick: bool) -> dict[str, Any]:
 
             await run(Event("bench/chain", {"steps": 3}))  # warm up both sides
             per_step, requests_per_step = [], []
+            inside, between = [], []  # ms: in a POST; from a reply to the next POST
             for _ in range(runs):
                 run_id, t0, t1 = await run(Event("bench/chain", {"steps": STEPS}))
                 per_step.append((t1 - t0) / STEPS * 1000)
                 requests = sum(1 for r, _ in driver.posts if r == run_id)
                 requests_per_step.append(requests / STEPS)
+                spans = driver.spans[run_id]
+                inside += [(end - start) * 1000 for start, end in spans]
+                between += [(b[0] - a[1]) * 1000 for a, b in itertools.pairwise(spans)]
             first: list[float] = []
             for _ in range(samples):
                 run_id, t0, _ = await run(Event("bench/noop", {}))
@@ -181,6 +190,8 @@ async def _measure(quick: bool) -> dict[str, Any]:
                 "per_step_ms_p50": round(median(per_step), 3),
                 "per_step_ms_max": round(max(per_step), 3),
                 "requests_per_step": round(median(requests_per_step), 3),
+                "inside_post_ms_p50": round(median(inside), 3),
+                "between_posts_ms_p50": round(median(between), 3),
                 "event_to_first_request_ms_p50": round(median(first), 3),
                 "event_to_first_request_ms_p99": round(percentile(first, 99), 3),
                 "parallel_steps": PARALLEL,

@@ -6,6 +6,7 @@ memo keys and values are the SDK's own)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +21,9 @@ from stepline.drivers.inngest import (
     memo_of,
     request_for,
 )
+from stepline.drivers.inngest._execution import fit
+from stepline.drivers.inngest._state import RequestBuilder
+from stepline.store.records import RunState, StepRecord
 from stepline.testing import MockClock, TestEngine
 
 # the first test of a module may install the JS SDKs (npm ci, ~40 s) and start the apps
@@ -84,6 +88,7 @@ async def test_a_native_runs_memo_replays_in_an_sdk(
     assert memo_of(wait)["name"] == "test/go"
     assert request.steps[hash_step_id("call")] == {"data": {"doubled": 60}}
     assert len(request.stack) == 7
+    _the_drivers_bodies_are_fits(state)
 
     sdk = start_app(kind)
     keys = SigningKeys.parse(KEY)
@@ -91,3 +96,59 @@ async def test_a_native_runs_memo_replays_in_an_sdk(
     assert exchange.reply.outcome == RunCompleted(expected)
     sent = [r for r in sdk.capture.find("/e/") if r.json()[0]["name"] == "test/done"]
     assert sent == []  # memoized: the SDK did not send the event again
+
+
+def _the_drivers_bodies_are_fits(state: RunState) -> None:
+    """The HTTP driver's request bodies (``RequestBuilder``: each memo and the events written
+    once, then assembled) are, byte for byte, the canonical JSON of ``fit(request_for(...))``,
+    whatever the options, with a failed step, text beyond ASCII and an integer past 2**53."""
+    extra = {
+        "f" * 40: StepRecord(
+            state.run.run_id,
+            "f" * 40,
+            "boom",
+            "run",
+            90,
+            "FAILED",
+            error={"name": "Boom", "message": "é ☃ \u2028", "stack": "s"},
+            ended_at=1e10,
+        ),
+        "0" * 40: StepRecord(
+            state.run.run_id,
+            "0" * 40,
+            "big",
+            "run",
+            91,
+            "COMPLETED",
+            output_json=b'{"n": 9007199254740993, "s": "\\ud83d\\ude00"}',
+            ended_at=2e10,
+        ),
+    }
+    extended = replace(state, steps={**state.steps, **extra})
+    for run_state in (state, extended):
+        builder = RequestBuilder(run_state)
+        for attempt, plan_only, version, checkpoint in [
+            (0, False, -1, None),
+            (2, True, 1, ("fn", "qi")),
+            (1, False, 2, ("app-fn", "token")),
+        ]:
+            expected = fit(
+                replace(
+                    request_for(
+                        run_state,
+                        attempt=attempt,
+                        max_attempts=4,
+                        disable_immediate_execution=plan_only,
+                        version=version,
+                    ),
+                    checkpoint=checkpoint,
+                )
+            )[1]
+            built = builder.body(
+                attempt=attempt,
+                max_attempts=4,
+                disable_immediate_execution=plan_only,
+                version=version,
+                checkpoint=checkpoint,
+            )
+            assert built == expected

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from stepline.drivers.inngest._ai import AI_TIMEOUT, ai_output, ai_request
-from stepline.drivers.inngest._execution import (
-    DISCOVERY,
-    execution_url,
-    fit,
-    request_headers,
-)
+from stepline.drivers.inngest._execution import DISCOVERY, execution_url, request_headers
 from stepline.drivers.inngest._opcodes import AIGatewayOp, RunCompleteOp, StepPlannedOp
 from stepline.drivers.inngest._responses import (
     FunctionErrored,
@@ -29,8 +23,8 @@ from stepline.drivers.inngest._responses import (
     SdkReply,
     parse_reply,
 )
-from stepline.drivers.inngest._state import SETTLED, request_for
-from stepline.store.records import RunEnd
+from stepline.drivers.inngest._state import SETTLED, RequestBuilder
+from stepline.store.records import PassCommit, RunEnd
 
 if TYPE_CHECKING:
     from stepline.drivers.inngest._driver import HttpPass
@@ -58,6 +52,8 @@ class PassRequests:
         self.progressed = False  # a step settled since the last discovery was sent
         self.unsent: dict[str, str] = {}  # planned steps not asked for (the limit): id -> name
         self.unsent_discovery = False  # a discovery not sent (the limit)
+        self.builder = RequestBuilder(http_pass.state)
+        self.committing: asyncio.Task[None] | None = None  # the latest commit being written
 
     def first_requests(self) -> tuple[list[str], bool]:
         """The requests a pass starts with, and whether its discovery plans steps only: the
@@ -87,9 +83,13 @@ class PassRequests:
             return [], plan_only
         return [DISCOVERY], plan_only
 
-    async def request(self, step_id: str, force_plan: bool) -> SdkReply:
+    async def request(
+        self, step_id: str, force_plan: bool, after: asyncio.Task[None] | None
+    ) -> SdkReply:
         """One execution request of the pass (a targeted one for ``step_id``, or a discovery),
-        sent and its reply read. Raises as ``InngestDriver.post`` and ``parse_reply`` do."""
+        sent and its reply read. Its body is built while ``after`` (the commit of what the
+        replies before it reported) is written, and sent once that commit is durable. Raises
+        as ``InngestDriver.post`` and ``parse_reply`` do, and as the commit does."""
         p = self.p
         attempt = p.run.attempt
         step = self.book.memo.get(step_id)
@@ -98,17 +98,12 @@ class PassRequests:
         checkpoint = None
         if p.driver.checkpointing and step_id == DISCOVERY and not force_plan:
             checkpoint = (p.fn.id, p.lease.token)
-        _, body = fit(
-            replace(
-                request_for(
-                    p.state,
-                    attempt=attempt,
-                    max_attempts=p.fn.retries + 1,
-                    disable_immediate_execution=force_plan,
-                    version=self.version,
-                ),
-                checkpoint=checkpoint,
-            )
+        body = self.builder.body(
+            attempt=attempt,
+            max_attempts=p.fn.retries + 1,
+            disable_immediate_execution=force_plan,
+            version=self.version,
+            checkpoint=checkpoint,
         )
         headers = request_headers(
             body,
@@ -118,6 +113,8 @@ class PassRequests:
             now=time.time(),
             request_version=self.version,
         )
+        if after is not None:
+            await after
         status, reply_headers, raw = await p.driver.post(
             execution_url(self.url, step_id), body, headers
         )
@@ -125,6 +122,23 @@ class PassRequests:
         if reply.request_version is not None:
             self.version = reply.request_version
         return reply
+
+    def commit_later(self, commit: PassCommit) -> None:
+        """Write ``commit`` after the commits before it, without waiting: the requests sent
+        from now on wait for it (``request``), the pass's end too (``committed``)."""
+        previous = self.committing
+
+        async def save() -> None:
+            if previous is not None:
+                await previous
+            await self.p.save(commit)
+
+        self.committing = asyncio.create_task(save())
+
+    async def committed(self) -> None:
+        """Wait for the commits written so far (raises as the first that failed)."""
+        if self.committing is not None:
+            await self.committing
 
     async def call_model(self, op: AIGatewayOp) -> tuple[Any, str | None]:
         """Make the model call ``op`` describes: its output, or None and why it failed."""
@@ -147,7 +161,7 @@ class PassRequests:
             return
         self.unsent.pop(step_id, None)
         self.sent += 1
-        task = asyncio.create_task(self.request(step_id, self.force_plan))
+        task = asyncio.create_task(self.request(step_id, self.force_plan, self.committing))
         self.inflight[task] = step_id
 
     def discover(self) -> None:
@@ -173,6 +187,9 @@ class PassRequests:
             for task in self.inflight:
                 task.cancel()
             await asyncio.gather(*self.inflight, return_exceptions=True)
+            if self.committing is not None:  # never left behind; its error is raised below
+                await asyncio.gather(self.committing, return_exceptions=True)
+        await self.committed()
         if self.over:
             commit = self.p.commit()
             unsent = {i: n for i, n in self.unsent.items() if not self._settled(i)}
@@ -193,11 +210,12 @@ class PassRequests:
         if p.aborted is not None:
             raise p.aborted
         outcome = reply.outcome
-        if isinstance(outcome, RunCompleted):
-            await p.complete(outcome.output)
-            return True
-        if isinstance(outcome, FunctionErrored):
-            await p.function_errored(reply, outcome.error)
+        if isinstance(outcome, RunCompleted | FunctionErrored):
+            await self.committed()
+            if isinstance(outcome, RunCompleted):
+                await p.complete(outcome.output)
+            else:
+                await p.function_errored(reply, outcome.error)
             return True
         commit = p.commit()
         planned: dict[str, str] = {}  # id -> name, in the order planned
@@ -215,7 +233,8 @@ class PassRequests:
                 progressed |= book.settle_ai(op, *answers[op.id], commit)
                 continue
             if isinstance(op, RunCompleteOp):
-                await p.save(commit)
+                self.commit_later(commit)
+                await self.committed()
                 await p.complete(op.data)
                 return True
             if isinstance(op, StepPlannedOp):
@@ -224,7 +243,7 @@ class PassRequests:
                 planned.setdefault(op.id, op.display_name)
                 continue
             progressed |= book.settle(op, reply, commit)
-        await p.save(commit)
+        self.commit_later(commit)
         book.check_new_steps(planned)
         if planned and len(outcome.ops) > 1:
             self.force_plan = True

@@ -16,9 +16,18 @@ stack lists the settled ids in the order they settled.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from stepline.drivers.inngest._execution import ExecutionRequest, memo_data, memo_error, sdk_event
+from stepline.drivers.inngest._canonical import canonical_json
+from stepline.drivers.inngest._execution import (
+    MAX_REQUEST_BYTES,
+    ExecutionRequest,
+    fit,
+    memo_data,
+    memo_error,
+    sdk_event,
+)
 from stepline.serde import loads
 from stepline.store.records import RunState, StepRecord
 
@@ -54,10 +63,7 @@ def request_for(
 ) -> ExecutionRequest:
     """The execution request that resumes ``state`` in an SDK (``max_attempts`` defaults to
     the run's function retries + 1 as Inngest counts them, 5)."""
-    settled = sorted(
-        (s for s in state.steps.values() if s.status in SETTLED),
-        key=lambda s: (s.ended_at if s.ended_at is not None else float("inf"), s.position),
-    )
+    settled = _settled(state)
     events = [e.payload() for e in state.events]
     if not events:
         raise ValueError(f"run {state.run.run_id} has no trigger event")
@@ -71,4 +77,76 @@ def request_for(
         max_attempts=max_attempts if max_attempts is not None else 5,
         disable_immediate_execution=disable_immediate_execution,
         version=version,
+    )
+
+
+class RequestBuilder:
+    """The bodies of the requests of one run (``state``, its memo updated as steps settle),
+    each as ``fit(request_for(state, ...))`` would encode it, built from parts kept from one
+    request to the next: a settled step's memo and the events do not change, so each is
+    decoded and written as canonical JSON once (RFC 8785 is compositional: an object is its
+    members' canonical forms in key order), not once a request."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self._memos: dict[str, bytes] = {}  # step hash -> its memo's canonical JSON
+        self._events: tuple[bytes, bytes] | None = None  # the first event, all of them
+
+    def body(
+        self,
+        *,
+        attempt: int,
+        max_attempts: int,
+        disable_immediate_execution: bool,
+        version: int,
+        checkpoint: tuple[str, str] | None,
+    ) -> bytes:
+        """The body of the next request (``use_api`` past ``MAX_REQUEST_BYTES``, as ``fit``).
+        Raises ``ValueError`` for a run without a trigger event."""
+        settled = _settled(self.state)
+        if self._events is None:
+            payloads = [sdk_event(e.payload()) for e in self.state.events]
+            if not payloads:
+                raise ValueError(f"run {self.state.run.run_id} has no trigger event")
+            self._events = canonical_json(payloads[0]), canonical_json(payloads)
+        stack = [s.hash for s in settled]
+        for step in settled:
+            if step.hash not in self._memos:
+                self._memos[step.hash] = canonical_json(memo_of(step))
+        ctx: dict[str, Any] = {
+            "run_id": self.state.run.run_id,
+            "attempt": attempt,
+            "max_attempts": max_attempts,
+            "disable_immediate_execution": disable_immediate_execution,
+            "use_api": False,
+            "stack": {"stack": stack, "current": len(stack)},
+        }
+        if checkpoint is not None:
+            ctx["fn_id"], ctx["qi_id"] = checkpoint
+        memos = b",".join(b'"%s":%s' % (h.encode(), self._memos[h]) for h in sorted(stack))
+        first, events = self._events
+        body = b'{"ctx":%s,"event":%s,"events":%s,"steps":{%s},"use_api":false,"version":%s}' % (
+            canonical_json(ctx),
+            first,
+            events,
+            memos,
+            canonical_json(version),
+        )
+        if len(body) <= MAX_REQUEST_BYTES:
+            return body
+        request = request_for(
+            self.state,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            disable_immediate_execution=disable_immediate_execution,
+            version=version,
+        )
+        return fit(replace(request, checkpoint=checkpoint))[1]
+
+
+def _settled(state: RunState) -> list[StepRecord]:
+    """The settled steps of ``state`` in the order they settled (the request's stack)."""
+    return sorted(
+        (s for s in state.steps.values() if s.status in SETTLED),
+        key=lambda s: (s.ended_at if s.ended_at is not None else float("inf"), s.position),
     )
