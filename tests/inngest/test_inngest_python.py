@@ -1,10 +1,10 @@
 """What the official Python SDK's functions do on Stepline (``py_scenario_app.py``, async on
-FastAPI), driven over HTTP on a clock that moves only when told to: RetryAfterError honoured to
-within a second, NonRetriableError not retried, a step error caught and replaced, invoke by
-object and by id, an invoke failing and one timing out, waits fulfilled and timed out (an
-``if`` and a name that do not match), cancel with ``if``, debounce, singleton skip and cancel,
-several triggers, on_failure with Inngest's payload, an unserializable output, and 500 events
-sent at once by the SDK's client.
+FastAPI, and its twin ``py_flask_scenario_app.py``, sync on Flask), driven over HTTP on a clock
+that moves only when told to: RetryAfterError honoured to within a second, NonRetriableError
+not retried, a step error caught and replaced, invoke by object and by id, an invoke failing and
+one timing out, waits fulfilled and timed out (an ``if`` and a name that do not match), cancel
+with ``if``, debounce, singleton skip and cancel, several triggers, on_failure with Inngest's
+payload, an unserializable output, and 500 events sent at once by the SDK's client.
 
 issue 10, "What it must show": the same in Python with the official ``inngest`` PyPI SDK.
 """
@@ -12,6 +12,9 @@ issue 10, "What it must show": the same in Python with the official ``inngest`` 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import inngest
 import pytest
 from _stepline_dev import Dev, stepline_dev
 
@@ -27,13 +29,33 @@ from conftest import SdkApp
 from stepline import App, Event
 from stepline.sdk.run import Run
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.parametrize("kind", ["py", "pyflask"]),  # FastAPI async, Flask sync
+]
+SCRIPTS = {"py": "py_scenario_app.py", "pyflask": "py_flask_scenario_app.py"}
+SEND_500 = """
+import asyncio, json, sys
+import inngest
+
+client = inngest.Inngest(
+    app_id="sender", is_production=False, event_key="test-event-key", event_api_base_url=sys.argv[1]
+)
+
+
+async def main() -> None:
+    sends = (client.send(inngest.Event(name="sc/many", data={"i": i})) for i in range(500))
+    print(json.dumps([i for ids in await asyncio.gather(*sends) for i in ids]))
+
+
+asyncio.run(main())
+"""
 
 
 @asynccontextmanager
-async def _dev(tmp_path: Path, start_app: Callable[..., SdkApp]) -> AsyncIterator[Dev]:
+async def _dev(tmp_path: Path, start_app: Callable[..., SdkApp], kind: str) -> AsyncIterator[Dev]:
     async with stepline_dev(
-        tmp_path, start_app, "py", App("stepline-dev"), script="py_scenario_app.py"
+        tmp_path, start_app, kind, App("stepline-dev"), script=SCRIPTS[kind]
     ) as d:
         yield d
 
@@ -59,9 +81,9 @@ async def _pending(d: Dev, run_id: str, step: str) -> Run:
 
 
 async def test_retry_after_is_honoured_and_non_retriable_is_not_retried(
-    tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
-    async with _dev(tmp_path, start_app) as d:
+    async with _dev(tmp_path, start_app, kind) as d:
         before = time.time()
         run_id = await d.run_of("sc-retry-after", Event("sc/retry", {}))
         await d.until_status(run_id, "RETRYING")
@@ -98,9 +120,9 @@ async def test_retry_after_is_honoured_and_non_retriable_is_not_retried(
 
 
 async def test_invokes_by_object_and_id_a_failing_one_and_one_timing_out(
-    tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
-    async with _dev(tmp_path, start_app) as d:
+    async with _dev(tmp_path, start_app, kind) as d:
         run_id = await d.run_of("sc-invoker", Event("sc/invoke", {}))
         await _pending(d, run_id, "times-out")
         d.clock.advance(6)  # past the invoke's 5 s timeout
@@ -120,9 +142,9 @@ async def test_invokes_by_object_and_id_a_failing_one_and_one_timing_out(
 
 
 async def test_waits_fulfilled_and_timed_out(
-    tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
-    async with _dev(tmp_path, start_app) as d:
+    async with _dev(tmp_path, start_app, kind) as d:
         run_id = await d.run_of("sc-waiter", Event("sc/wait", {"k": 1}))
         await _pending(d, run_id, "fulfilled")
         await d.t.send(Event("sc/go", {"k": 2}))  # the `if` does not match
@@ -142,9 +164,9 @@ async def test_waits_fulfilled_and_timed_out(
 
 
 async def test_cancel_with_if_debounce_and_singletons(
-    tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
-    async with _dev(tmp_path, start_app) as d:
+    async with _dev(tmp_path, start_app, kind) as d:
         one = await d.run_of("sc-cancellable", Event("sc/start", {"id": 1}))
         two = await d.run_of("sc-cancellable", Event("sc/start", {"id": 2}))
         await d.until_status(one, "SLEEPING")
@@ -177,9 +199,9 @@ async def test_cancel_with_if_debounce_and_singletons(
 
 
 async def test_triggers_on_failure_unserializable_output_and_500_sends(
-    tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
-    async with _dev(tmp_path, start_app) as d:
+    async with _dev(tmp_path, start_app, kind) as d:
         x = await d.run_of("sc-multi", Event("sc/x", {}))
         y = await d.run_of("sc-multi", Event("sc/y", {}))
         outputs = [(await d.until_status(r, "COMPLETED", "FAILED")).output for r in (x, y)]
@@ -209,16 +231,15 @@ async def test_triggers_on_failure_unserializable_output_and_500_sends(
         run = await d.until_status(odd, "COMPLETED", "FAILED")
         assert run.status == "FAILED" and run.error is not None, run
 
-        sender = inngest.Inngest(
-            app_id="sender",
-            is_production=False,
-            event_key="test-event-key",
-            event_api_base_url=d.url,
+        # the SDK's client in a process of its own (it leaves its connections open)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", SEND_500, d.url],
+            capture_output=True,
+            check=True,
+            timeout=120,
         )
-        sent = await asyncio.gather(
-            *(sender.send(inngest.Event(name="sc/many", data={"i": i})) for i in range(500))
-        )
-        ids = [i for ids in sent for i in ids]
+        ids = json.loads(done.stdout)
         assert len(set(ids)) == 500
         stored = await d.t.app.events(name="sc/many", limit=1000)
         assert sorted(e.event.data["i"] for e in stored) == list(range(500))
