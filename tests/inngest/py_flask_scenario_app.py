@@ -1,14 +1,7 @@
 """``py_scenario_app.py``'s functions written as sync functions on the official Python SDK,
-served by Flask (the SDK's other serve handler and its sync path, ``inngest.ContextSyncSync``), for
-the behaviour the Python SDK must show on Stepline (``test_inngest_python.py``): RetryAfterError,
-NonRetriableError, a step error caught and replaced, invoke by object and by id, an invoke that
-fails and one that times out, waits fulfilled and timed out (``if`` and name mismatches),
-cancel with ``if``, debounce, singleton skip and cancel, several triggers, on_failure with
-Inngest's payload, an unserializable output. ``GET /calls/{name}`` lists what a step body
-recorded.
-
-Environment as ``py_app.py``: PORT, APP_ID, INNGEST_MODE ("cloud" or "dev"), SIGNING_KEY,
-BASE_URL.
+served by Flask: the SDK's other serve handler and its sync path (``inngest.ContextSync``), for
+the same scenario (``test_inngest_python.py``). Its client, environment and ``GET
+/calls/{name}`` are ``py_scenario_app.py``'s.
 """
 
 from __future__ import annotations
@@ -16,23 +9,12 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections import defaultdict
 from typing import Any
 
 import flask
 import inngest
 import inngest.flask
-
-client = inngest.Inngest(
-    app_id=os.environ.get("APP_ID", "py-app"),
-    is_production=os.environ.get("INNGEST_MODE") == "cloud",
-    signing_key=os.environ.get("SIGNING_KEY") or None,
-    event_key="test-event-key",
-    api_base_url=os.environ.get("BASE_URL"),
-    event_api_base_url=os.environ.get("BASE_URL"),
-)
-HOUR = datetime.timedelta(hours=1)
-calls: dict[str, list[Any]] = defaultdict(list)  # step body -> what each call recorded
+from py_scenario_app import HOUR, calls, client
 
 
 @client.create_function(
