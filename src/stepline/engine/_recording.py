@@ -12,8 +12,6 @@ from typing import Any
 from stepline._ids import new_id
 from stepline.engine._system_events import (
     FUNCTION_INVOKED,
-    ending_data,
-    ending_names,
     invoked_data,
 )
 from stepline.engine.admission import admission_for
@@ -150,8 +148,7 @@ def ending_events(
 ) -> list[EventIngest]:
     """The system events a run ending with ``status`` emits, given its trigger ``events`` (see
     ``_system_events``)."""
-    data = ending_data(function_id, run_id, events, status, **details)
-    return [engine.system_event(name, data, now) for name in ending_names(status, events)]
+    return engine.ending_events(function_id, run_id, events, status, now, **details)
 
 
 def parent_wake(

@@ -32,6 +32,7 @@ from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
 from stepline.sdk.triggers import CRON_EVENT
+from stepline.serde import dumps_exact
 from stepline.store.interface import Store, StoreTx, WakeupSource
 from stepline.store.records import (
     NO_ADMISSION,
@@ -216,10 +217,28 @@ class Engine:
 
         return job
 
-    def system_event(self, name: str, data: dict[str, Any], now: float) -> EventIngest:
-        """A system event about a run's end, planned as any event (it may start a run of the
-        same function, as in Inngest; ``ending_names`` keeps that from looping)."""
-        return self.plan(EventRecord(new_id(now), name, data, {}, None, now))
+    def ending_events(
+        self,
+        function_id: str,
+        run_id: str,
+        events: list[dict[str, Any]],
+        status: str,
+        now: float,
+        **details: Any,
+    ) -> list[EventIngest]:
+        """The system events a run ending with ``status`` emits, given its trigger ``events``
+        (their payloads; see ``_system_events``), planned as any event (one may start a run of
+        the same function, as in Inngest; ``ending_names`` keeps that from looping). They carry
+        the same data, encoded once."""
+        names = ending_names(status, events)
+        if not names:
+            return []
+        data = ending_data(function_id, run_id, events, status, **details)
+        encoded = dumps_exact(data)
+        return [
+            self.plan(EventRecord(new_id(now), name, data, {}, None, now, encoded))
+            for name in names
+        ]
 
     def cancelled_events(
         self, tx: StoreTx, run_id: str, function_id: str, reason: str, now: float
@@ -227,8 +246,7 @@ class Engine:
         """``inngest/function.finished`` and ``inngest/function.cancelled`` for a run just
         cancelled in ``tx`` (see ``_system_events``)."""
         events = [e.payload() for e in tx.run_events(run_id)]
-        data = ending_data(function_id, run_id, events, "CANCELLED", reason=reason)
-        return [self.system_event(name, data, now) for name in ending_names("CANCELLED", events)]
+        return self.ending_events(function_id, run_id, events, "CANCELLED", now, reason=reason)
 
     def announce_cancellations(
         self, tx: StoreTx, results: Sequence[IngestResult], now: float
@@ -275,8 +293,9 @@ class Engine:
             error = reentered_error(run.run_id, max_passes)
             failure = {"name": error["name"], "message": error["message"]}
             events = [e.payload() for e in tx.run_events(run.run_id)]
-            data = ending_data(run.function_id, run.run_id, events, "FAILED", error=failure)
-            items += [self.system_event(name, data, now) for name in ending_names("FAILED", events)]
+            items += self.ending_events(
+                run.function_id, run.run_id, events, "FAILED", now, error=failure
+            )
         if not items:
             return []
         results = tx.ingest(items, now, self.wait_matches)

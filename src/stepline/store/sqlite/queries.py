@@ -180,7 +180,7 @@ UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
        due_at = MIN(COALESCE(due_at, ?), ?)
 WHERE lease_owner = ?"""
 UNFINISHED_RUN_FUNCTION = """
-SELECT function_id, parent_run_id, parent_step_hash, event_ids FROM runs
+SELECT function_id, parent_run_id, parent_step_hash, event_ids, status FROM runs
 WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,

@@ -466,6 +466,9 @@ class _SQLiteTx(SQLiteControlVerbs):
         self._index = IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
         # the trigger event ids (JSON) of the runs this transaction cancelled (see run_events)
         self._event_ids: dict[str, str] = {}
+        # runs this transaction cancelled while QUEUED: never leased, so no pass ever gave them
+        # a wait or a RUNNING step mark (only a commit or a lease does), see drop_run_work
+        self._never_leased: set[str] = set()
 
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
@@ -585,14 +588,17 @@ class _SQLiteTx(SQLiteControlVerbs):
             return None
         c.execute(q.CANCEL_RUN, (now, shapes.json_or_none(error), run_id))
         self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
+        if row[4] == "QUEUED":
+            self._never_leased.add(run_id)
         return EndedRun(str(row[0]), row[1], row[2])
 
     def drop_run_work(self, run_id: str) -> None:
         c = self._c
         c.execute(q.DELETE_QUEUE, (run_id,))
-        c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
-        c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
+        if run_id not in self._never_leased:  # else it has neither
+            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
         if len(records) == 1:
