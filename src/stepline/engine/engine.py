@@ -106,6 +106,9 @@ class Engine:
         self.writer = BatchWriter(store)
         self.changes = ChangeFeed()  # committed changes, for the dashboard's live updates
         self._reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stepline-reader")
+        # the workers' own reads (when is the next run due): never queued behind the loads of
+        # the runs their passes read on the readers (a due run waited for that queue)
+        self._scheduler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepline-sched")
         self.step_threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="stepline-step")
         self.function_threads = ThreadPoolExecutor(
             max_workers=256, thread_name_prefix="stepline-fn"
@@ -473,12 +476,14 @@ class Engine:
         return ingested
 
     # -- reads and wake-ups -----------------------------------------------------------------------
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store read on a reader thread. Raises ``StoreUnavailable`` when the store
+    async def read(self, fn: Callable[..., T], *args: Any, scheduling: bool = False) -> T:
+        """Run a store read on a reader thread (``scheduling``: a worker's read of when work
+        is due next, on a thread of its own). Raises ``StoreUnavailable`` when the store
         cannot be read for now, ``StoreError`` when it cannot be read at all (never the
         backend's raw exception)."""
+        executor = self._scheduler if scheduling else self._reader
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except Exception as exc:
             failed = self.store.store_error(exc)
             if failed is None or failed is exc:
@@ -521,6 +526,7 @@ class Engine:
             unwatch()
         self.writer.close()
         self._reader.shutdown(wait=True)
+        self._scheduler.shutdown(wait=True)
         self.step_threads.shutdown(wait=False)
         self.function_threads.shutdown(wait=False)
         self.store.close()

@@ -258,7 +258,7 @@ class Worker:
 
     async def _idle(self) -> None:
         engine = self.engine
-        next_due = await engine.read(engine.store.next_due_at, engine.served)
+        next_due = await engine.read(engine.store.next_due_at, engine.served, scheduling=True)
         now = engine.clock.now()
         # a run may be leased lease_ahead before it is due (crons, deferrals and expired
         # leases only when due: the lease attempt made ahead did not take those)
