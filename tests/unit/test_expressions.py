@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from typing import Any
 
@@ -14,6 +15,7 @@ from stepline.expressions import (
     Expression,
     ExpressionEvaluationError,
     MatchExpression,
+    _match,
     compile_expression,
     forget_matchers,
     load_match,
@@ -406,13 +408,14 @@ def test_index_keys_agree_with_value_at() -> None:
         assert value_at(incoming, path) == value
 
 
-def test_load_match_round_trips_and_caches() -> None:
+def test_load_match_round_trips_and_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     match = prepare_match("event.data.id == async.data.id", event(id="x"))
     loaded = load_match(match.text)
     assert loaded.text == match.text
     assert loaded.index_keys == match.index_keys
     assert loaded.matches(event(id="x"))
-    assert load_match(match.text) is loaded
+    monkeypatch.setattr(_match, "_load_match", _never_parsed)
+    assert load_match(match.text).index_keys == loaded.index_keys
 
 
 def test_load_match_rejects_event_references() -> None:
@@ -524,14 +527,39 @@ def test_programs_for_missing_fields_are_bounded() -> None:
     assert len(expression._programs) <= 256
 
 
-def test_a_prepared_matcher_is_what_loading_its_stored_text_gives() -> None:
+def test_a_prepared_matcher_is_what_loading_its_stored_text_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # issue 6 matching costs: the process that stores a wait usually matches it next; loading
     # its stored text must not parse it again
     prepared = prepare_match(
         "event.data.orderId == async.data.orderId", {"data": {"orderId": "o-61"}}
     )
-    assert load_match(prepared.text) is prepared
+    with monkeypatch.context() as patched:
+        patched.setattr(_match, "_load_match", _never_parsed)
+        loaded = load_match(prepared.text)
+    assert (loaded.text, loaded.index_keys) == (prepared.text, prepared.index_keys)
+    assert loaded.matches({"data": {"orderId": "o-61"}})
+    assert not loaded.matches({"data": {"orderId": "o-62"}})
     forget_matchers()
     reloaded = load_match(prepared.text)
     assert reloaded is not prepared and reloaded.index_keys == prepared.index_keys
     assert reloaded.matches({"data": {"orderId": "o-61"}})
+
+
+def _never_parsed(text: str) -> Any:
+    raise AssertionError(f"{text!r} was parsed again")
+
+
+def test_the_matcher_cache_holds_nothing_the_garbage_collector_walks() -> None:
+    # issue 6 timer lateness at scale: one object per cached matcher (up to 65,536) made every
+    # full collection, a pause of the whole process, walk as many more objects
+    forget_matchers()
+    for i in range(1000):
+        prepare_match("event.data.k == async.data.k", {"data": {"k": f"k{i}"}})
+        prepare_match("event.data.n == async.data.n", {"data": {"n": i}})
+    for _ in range(3):  # a tuple is untracked once its items are: one level a collection
+        gc.collect()
+    assert len(_match._MATCHERS) == 2000
+    assert not any(gc.is_tracked(parts) for parts in _match._MATCHERS.values())
+    forget_matchers()

@@ -82,8 +82,12 @@ def _compiled(text: str) -> Expression:
 
 # Matchers by stored text, the oldest dropped first past the bound. A dict rather than
 # ``lru_cache`` so that :func:`prepare_match` can put in what it made: the process that stores a
-# wait or a cancel matcher is usually the one whose ingest matches it next.
-_MATCHERS: dict[str, MatchExpression] = {}
+# wait or a cancel matcher is usually the one whose ingest matches it next. Each holds the
+# matcher's parts, a tuple of strings and numbers that the garbage collector stops tracking
+# (a MatchExpression object per entry made every full collection walk 65,536 more objects: a
+# pause of the whole process, worker and writer, that made due timers late at scale).
+_Parts = tuple[tuple[tuple[str, str], ...], tuple[str, Any] | None]
+_MATCHERS: dict[str, _Parts] = {}
 _MATCHERS_MAX = 65536
 _matchers_lock = threading.Lock()
 
@@ -94,7 +98,9 @@ def load_match(text: str) -> MatchExpression:
     Raises ``ExpressionError`` if ``text`` is not a valid expression over ``async``.
     """
     found = _MATCHERS.get(text)
-    return found if found is not None else _remember(_load_match(text))
+    if found is None:
+        return _remember(_load_match(text))
+    return MatchExpression(text, found[0], found[1])
 
 
 def forget_matchers() -> None:
@@ -107,7 +113,7 @@ def _remember(matcher: MatchExpression) -> MatchExpression:
     with _matchers_lock:
         if len(_MATCHERS) >= _MATCHERS_MAX:
             del _MATCHERS[next(iter(_MATCHERS))]
-        _MATCHERS[matcher.text] = matcher
+        _MATCHERS[matcher.text] = (matcher.index_keys, matcher._fast)
     return matcher
 
 
