@@ -231,8 +231,10 @@ FROM (
           LIMIT %s) AS newest{{join}}
     OFFSET 0) AS seen
 WHERE n >= LEAST(selected, %s) OR ({{match}}) ORDER BY n"""
+# (a lateral lookup by the events' key per run: a join let the planner hash all the events)
 SEARCH_EVENT_JOIN = """
-    LEFT JOIN events e ON e.internal_id = (newest.event_ids::jsonb ->> 0)"""
+    LEFT JOIN LATERAL (SELECT name, data FROM events
+                       WHERE internal_id = (newest.event_ids::jsonb ->> 0) LIMIT 1) AS e ON true"""
 COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT %s) AS counted"
 SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"
 
