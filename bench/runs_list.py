@@ -48,9 +48,9 @@ from starlette.applications import Starlette
 
 from bench.common import percentile
 from stepline import App, Context, TriggerEvent
+from stepline._cursor import encode_cursor
 from stepline._ids import new_id
 from stepline.server import ServerSettings, create_app
-from stepline.server.rest._params import encode_cursor
 from stepline.store import SQLiteStore, Store
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import (

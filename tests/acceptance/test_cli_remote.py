@@ -130,6 +130,59 @@ def test_an_unreachable_server_is_one_line(served: Served) -> None:
     assert "not with --db" in result.stderr
 
 
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_runs_list_pages_with_a_cursor(served: Served, where: str) -> None:
+    run = getattr(served, where)
+    whole = [r["run_id"] for r in json.loads(run("runs", "list", "--json"))]
+    seen: list[str] = []
+    cursor: list[str] = []
+    while True:
+        page = run("runs", "list", "--limit", "3", *cursor)
+        seen += [
+            r["run_id"] for r in json.loads(run("runs", "list", "--limit", "3", "--json", *cursor))
+        ]
+        more = re.search(r"More: --cursor (\S+)", page)
+        if more is None:
+            break
+        cursor = ["--cursor", more.group(1)]
+    assert seen == whole and len(whole) == 7
+    json_cursor = json.loads(run("runs", "list", "--limit", "3", "--json"))[-1]["cursor"]
+    rest = json.loads(run("runs", "list", "--json", "--cursor", json_cursor))
+    assert [r["run_id"] for r in rest] == whole[3:]
+
+
+SEARCH = 'event.name == "order/created" && event.data.amount >= 11'
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_runs_search_pages_with_a_cursor(served: Served, where: str) -> None:
+    run = getattr(served, where)
+    whole = json.loads(run("runs", "search", SEARCH, "--json"))
+    assert (whole["complete"], whole["next_cursor"], whole["failed"]) == (True, None, 0)
+    matched = [r["run_id"] for r in whole["runs"]]
+    assert len(matched) == 2  # amounts 11 and 12
+    first = json.loads(run("runs", "search", SEARCH, "--limit", "1", "--json"))
+    assert [r["run_id"] for r in first["runs"]] == matched[:1] and not first["complete"]
+    rest = json.loads(run("runs", "search", SEARCH, "--json", "--cursor", first["next_cursor"]))
+    assert [r["run_id"] for r in rest["runs"]] == matched[1:] and rest["complete"]
+    # a page that stopped at its scan bound says where it stopped
+    scanned = run("runs", "search", SEARCH, "--scan", "1")
+    assert "No runs match so far." in scanned and "Scanned 1 runs (stopped there)" in scanned
+    assert re.search(r"More: --cursor \S+", scanned)
+    assert run("runs", "search", SEARCH, "--json") == served.local(
+        "runs", "search", SEARCH, "--json"
+    )
+
+
+def test_an_invalid_search_is_one_line(served: Served) -> None:
+    for extra in (["--url", served.url, "--token", TOKEN], ["--db", served.cli.db]):
+        result = served.cli.run("runs", "search", "event.data.", *extra)
+        assert result.returncode in (1, 2) and "invalid search" in result.stderr
+        assert "Traceback" not in result.stderr
+    result = served.cli.run("runs", "list", "--db", served.cli.db, "--cursor", "nope")
+    assert result.returncode == 2 and "invalid cursor" in result.stderr
+
+
 def test_cancel_replay_pause_resume_and_purge_act_on_the_server(served: Served) -> None:
     runs = json.loads(served.local("runs", "list", "--function", "send-receipt", "--json"))
     original = runs[0]["run_id"]

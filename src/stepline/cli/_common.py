@@ -17,6 +17,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
+from stepline._cursor import decode_cursor, encode_cursor
 from stepline.durations import parse_duration
 from stepline.errors import DurationError
 from stepline.sdk._location import is_stepline_file, shown_path
@@ -209,6 +210,34 @@ def concurrency_option(fn: F, *aliases: str) -> F:
         show_envvar=True,
         help="Runs executed at once by the worker.",
     )(fn)
+
+
+def cursor_option(fn: F) -> F:
+    """``--cursor CURSOR`` (``STEPLINE_CURSOR``): start below a previous page; passed on as
+    ``after`` (the decoded position), a usage error for a text no page gave."""
+
+    def decoded(ctx: click.Context, param: click.Parameter, text: str | None) -> Any:
+        if not text:
+            return None
+        try:
+            return decode_cursor(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return click.option(
+        "--cursor",
+        "after",
+        metavar="CURSOR",
+        envvar="STEPLINE_CURSOR",
+        show_envvar=True,
+        callback=decoded,
+        help="Continue below a previous page: the cursor its last line (or its JSON) gave.",
+    )(fn)
+
+
+def next_page(position: tuple[float, str]) -> str:
+    """The line that tells how to get the next page."""
+    return f"More: --cursor {encode_cursor(position)}"
 
 
 def json_flag(fn: F) -> F:

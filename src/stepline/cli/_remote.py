@@ -18,8 +18,10 @@ from urllib.parse import quote
 
 import click
 
+from stepline._cursor import decode_cursor, encode_cursor
 from stepline.cli._common import CliError, CliUsageError
 from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
+from stepline.sdk.search import RunSearch
 from stepline.store.records import EventRecord, SkipRecord, StoredEvent
 
 if TYPE_CHECKING:
@@ -128,10 +130,12 @@ class RemoteApp:
         waiting_for_worker: bool = False,
         all_apps: bool = False,
         with_steps: bool = True,
+        after: tuple[float, str] | None = None,
     ) -> list[Run]:
-        """The server's runs, newest first (paged through the API up to ``limit``)."""
+        """The server's runs, newest first (paged through the API up to ``limit``), below
+        ``after`` (a run's ``cursor``) if given."""
         found: list[Run] = []
-        cursor: str | None = None
+        cursor = encode_cursor(after) if after else None
         while len(found) < limit:
             page = await self._call(
                 "GET",
@@ -152,6 +156,43 @@ class RemoteApp:
             if not cursor:
                 break
         return found
+
+    async def search_runs(
+        self,
+        query: str,
+        *,
+        function_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        scan: int = 10_000,
+        after: tuple[float, str] | None = None,
+        with_steps: bool = False,
+        all_apps: bool = False,
+    ) -> RunSearch:
+        """``App.search_runs`` on the server (one page of the API's search)."""
+        found = await self._call(
+            "GET",
+            "/api/v1/runs",
+            params={
+                "q": query,
+                "function": function_id,
+                "status": status,
+                "limit": limit,
+                "scan": scan,
+                "cursor": encode_cursor(after) if after else None,
+                "steps": "true" if with_steps else "false",
+                "all_apps": "true" if all_apps else None,
+            },
+        )
+        search = found["search"]
+        return RunSearch(
+            [run_from_json(r) for r in found["data"]],
+            search["scanned"],
+            search["complete"],
+            search["failed"],
+            search["error"],
+            decode_cursor(found["next_cursor"]) if found.get("next_cursor") else None,
+        )
 
     async def get_run(self, run_id: str) -> Run | None:
         """One run with its steps (its history is kept for ``history``)."""
@@ -333,6 +374,7 @@ def run_from_json(data: dict[str, Any]) -> Run:
         app_id=data.get("app_id") or "",
         worker_id=data.get("worker_id"),
         waiting_for_worker=bool(data.get("waiting_for_worker")),
+        cursor=decode_cursor(data["cursor"]) if data.get("cursor") else None,
     )
 
 

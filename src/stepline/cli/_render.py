@@ -8,9 +8,11 @@ from typing import Any
 import orjson
 from rich.text import Text
 
+from stepline._cursor import encode_cursor
 from stepline.durations import format_duration
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import HistoryEntry, Run, StepInfo
+from stepline.sdk.search import RunSearch
 from stepline.server.views import function_json
 from stepline.store.records import SkipRecord
 
@@ -308,7 +310,29 @@ def run_dict(run: Run) -> dict[str, Any]:
         "output": run.output,
         "error": run.error,
         "steps": [step_dict(s) for s in run.steps],
+        "cursor": encode_cursor(run.cursor) if run.cursor else None,
     }
+
+
+def search_dict(found: RunSearch) -> dict[str, Any]:
+    """A search's page as JSON."""
+    return {
+        "runs": [run_dict(r) for r in found.runs],
+        "next_cursor": encode_cursor(found.next_cursor) if found.next_cursor else None,
+        "scanned": found.scanned,
+        "complete": found.complete,
+        "failed": found.failed,
+        "error": found.error,
+    }
+
+
+def search_summary(found: RunSearch) -> str:
+    """How far a search's page looked, and whether evaluations failed."""
+    how = "every run the filters select" if found.complete else "stopped there"
+    line = f"Scanned {found.scanned:,} runs ({how})."
+    if found.failed:
+        line += f" The query failed on {found.failed:,} of them: {found.error}"
+    return line
 
 
 def history_dict(entry: HistoryEntry) -> dict[str, Any]:

@@ -160,6 +160,7 @@ def openapi_document() -> dict[str, Any]:
                 "attempt": {"type": "integer"},
                 "worker_id": nullable_text,
                 "waiting_for_worker": {"type": "boolean"},
+                "cursor": nullable_text,
                 "steps": {"type": "array", "items": _ref("Step")},
             },
         },

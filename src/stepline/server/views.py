@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from stepline._cursor import encode_cursor
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
 from stepline.store.records import EventRecord, SkipRecord, StoredEvent
@@ -49,6 +50,7 @@ def run_json(run: Run, *, steps: bool = True) -> dict[str, Any]:
         "attempt": run.attempt,
         "worker_id": run.worker_id,
         "waiting_for_worker": run.waiting_for_worker,
+        "cursor": encode_cursor(run.cursor) if run.cursor else None,
     }
     if steps:
         found["steps"] = [step_json(s) for s in run.steps]

@@ -1,4 +1,5 @@
-"""``stepline runs list`` and ``stepline runs show``: what happened to runs."""
+"""``stepline runs list``, ``stepline runs search`` and ``stepline runs show``: what happened to
+runs."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ from rich.text import Text
 
 from stepline.cli import _render as render
 from stepline.cli._common import (
+    CliUsageError,
     app_option,
+    cursor_option,
     db_option,
     find_run,
     function_option,
     json_flag,
     limit_option,
     make_console,
+    next_page,
     open_app,
 )
 from stepline.cli._remote import RemoteApp, open_remote, remote_options
+from stepline.errors import ExpressionError
 from stepline.sdk.app import App
 from stepline.sdk.run import HistoryEntry, Run
 
@@ -70,6 +75,7 @@ def runs() -> None:
     "(--db alone lists every app's runs).",
 )
 @limit_option(20, "At most this many runs.")
+@cursor_option
 @json_flag
 @app_option
 @db_option
@@ -80,6 +86,7 @@ def list_runs(
     waiting: bool,
     all_apps: bool,
     limit: int,
+    after: tuple[float, str] | None,
     as_json: bool,
     app_ref: str | None,
     db: str | None,
@@ -88,19 +95,23 @@ def list_runs(
 ) -> None:
     """List runs, newest first: with --app the app's own (--all-apps: every app's), with --db
     alone every app's, with --url the server's app's (--all-apps: every app's). A run whose
-    function no live worker has is marked "(no worker)": it waits for one."""
+    function no live worker has is marked "(no worker)": it waits for one. When more runs
+    follow, the last line gives the --cursor of the next page (with --json: each run's
+    "cursor"; pass the last one's)."""
     app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db, read_only=True)
     try:
         query = app.runs(
             function_id=function_id,
             status=status,
-            limit=limit,
+            limit=limit + 1,
             waiting_for_worker=waiting,
             all_apps=all_apps or (app_ref is None and url is None),
+            after=after,
         )
         found = asyncio.run(query)
     finally:
         app.close()
+    more, found = len(found) > limit, found[:limit]
     console = make_console()
     if as_json:
         console.print_json(data=[render.run_dict(r) for r in found])
@@ -109,6 +120,90 @@ def list_runs(
         console.print("No runs.")
         return
     console.print(_runs_table(found, console.width))
+    if more and found[-1].cursor:
+        console.print(next_page(found[-1].cursor), style="dim")
+
+
+@runs.command("search")
+@click.argument("query")
+@function_option("Only runs of this function.")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES, case_sensitive=False),
+    envvar="STEPLINE_STATUS",
+    show_envvar=True,
+    help="Only runs in this status.",
+)
+@click.option(
+    "--scan",
+    type=click.IntRange(min=1, max=100_000),
+    default=10_000,
+    show_default=True,
+    envvar="STEPLINE_SCAN",
+    show_envvar=True,
+    help="Look at most at this many runs (the newest the filters select, below --cursor).",
+)
+@click.option(
+    "--all-apps",
+    is_flag=True,
+    envvar="STEPLINE_ALL_APPS",
+    show_envvar=True,
+    help="Search the runs of every app sharing the database (or of the server's database).",
+)
+@limit_option(20, "At most this many matches.")
+@cursor_option
+@json_flag
+@app_option
+@db_option
+@remote_options
+def search_runs(
+    query: str,
+    function_id: str | None,
+    status: str | None,
+    scan: int,
+    all_apps: bool,
+    limit: int,
+    after: tuple[float, str] | None,
+    as_json: bool,
+    app_ref: str | None,
+    db: str | None,
+    url: str | None,
+    token: str | None,
+) -> None:
+    """Find runs by payload: QUERY is a CEL expression over `event`, `events`, `output`,
+    `error` and `run` (e.g. 'event.data.amount > 100 && run.status == "FAILED"'), evaluated on
+    the newest runs (up to --scan), newest first. The last lines say how many runs were
+    looked at and give the --cursor that continues below (also when a page found nothing but
+    stopped early); with --json, an object with "runs", "next_cursor", "scanned",
+    "complete", "failed" and "error"."""
+    app = open_remote(url, token, app_ref, db) if url else open_app(app_ref, db, read_only=True)
+    try:
+        search = app.search_runs(
+            query,
+            function_id=function_id,
+            status=status,
+            limit=limit,
+            scan=scan,
+            after=after,
+            with_steps=True,
+            all_apps=all_apps or (app_ref is None and url is None),
+        )
+        found = asyncio.run(search)
+    except ExpressionError as exc:
+        raise CliUsageError(f"invalid search: {exc}") from None
+    finally:
+        app.close()
+    console = make_console()
+    if as_json:
+        console.print_json(data=render.search_dict(found))
+        return
+    if found.runs:
+        console.print(_runs_table(found.runs, console.width))
+    else:
+        console.print("No runs match." if found.complete else "No runs match so far.")
+    console.print(render.search_summary(found), style="dim")
+    if found.next_cursor:
+        console.print(next_page(found.next_cursor), style="dim")
 
 
 def _runs_table(found: list[Run], width: int) -> Table:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 
+from stepline._cursor import decode_cursor
 from stepline.server._body import check_json_content_type, parse_json, read_body
 from stepline.server._problems import Problem
 from stepline.server._state import server_settings
@@ -77,30 +75,15 @@ def flag_param(request: Request, name: str, default: bool) -> bool:
     raise Problem(400, f"{name} must be true or false, got {text!r}")
 
 
-def encode_cursor(position: tuple[float, str]) -> str:
-    """An opaque cursor for a list position."""
-    return base64.urlsafe_b64encode(orjson.dumps(list(position))).decode().rstrip("=")
-
-
 def cursor_param(request: Request) -> tuple[float, str] | None:
     """The ``cursor`` a previous page gave (``next_cursor``)."""
     text = request.query_params.get("cursor")
     if not text:
         return None
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        value = orjson.loads(raw)
-    except (binascii.Error, ValueError):
-        raise Problem(400, "invalid cursor: pass the next_cursor of a previous page") from None
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not isinstance(value[0], int | float)
-        or isinstance(value[0], bool)
-        or not isinstance(value[1], str)
-    ):
-        raise Problem(400, "invalid cursor: pass the next_cursor of a previous page")
-    return float(value[0]), value[1]
+        return decode_cursor(text)
+    except ValueError as exc:
+        raise Problem(400, str(exc)) from None
 
 
 async def json_body(request: Request, *, optional: bool = False) -> dict[str, Any]:

@@ -8,13 +8,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from stepline._cursor import encode_cursor
 from stepline.server._auth import require_api_token
 from stepline.server._problems import Problem
 from stepline.server._responses import JSONResponse
 from stepline.server._state import stepline_app
 from stepline.server.rest._params import (
     cursor_param,
-    encode_cursor,
     limit_param,
     time_param,
 )

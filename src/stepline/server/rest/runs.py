@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from stepline._cursor import encode_cursor
 from stepline.errors import ConfigError, ExpressionError
 from stepline.server._auth import require_api_token
 from stepline.server._problems import Problem
@@ -17,7 +18,6 @@ from stepline.server._state import stepline_app
 from stepline.server.rest._params import (
     count_param,
     cursor_param,
-    encode_cursor,
     flag_param,
     json_body,
     limit_param,
