@@ -178,3 +178,19 @@ def test_count_runs_counts_up_to_the_limit(store: Store) -> None:
     assert store.count_runs(RunFilter(limit=3)) == 3
     assert store.count_runs(RunFilter(function_id="other", limit=100)) == 0
     assert store.count_runs(RunFilter(created_after=T0 + 3, limit=100)) == 2
+
+
+def test_a_search_window_reads_queue_rows(store: Store) -> None:
+    # the runs list's "waiting on" filter: due by now ("queued") or later ("scheduled")
+    start(store, "r0", now=T0)
+    start(store, "r1", now=T0 + 100)  # due at its creation
+    start(store, "r2", now=T0 + 1)
+    held = {h.run_id: h for h in lease(store, now=T0 + 1, limit=2)}
+    commit(store, PassCommit("r2", held["r2"].token, end=RunEnd("COMPLETED")), now=T0 + 1)
+
+    def ids(query: RunFilter, *clauses: RunClause) -> list[str]:
+        return [r.run_id for _, r in store.search_window(query, 10, clauses).candidates]
+
+    due_by = RunClause("queue.due_at", (), "<=", T0 + 50, if_missing=True)
+    assert ids(RunFilter(), due_by) == ["r2", "r0"]  # r2 has no queue row
+    assert ids(RunFilter(), RunClause("queue.due_at", (), ">", T0 + 50)) == ["r1"]

@@ -50,7 +50,7 @@ from stepline.sdk.search import (
     used_variables,
 )
 from stepline.sdk.triggers import TriggerEvent
-from stepline.sdk.waiting import WaitingOn, waiting_on
+from stepline.sdk.waiting import KIND_STATUSES, WaitingOn, kind_clauses, waiting_on
 from stepline.store import Store, StoreTx, open_store
 from stepline.store.records import (
     TERMINAL_STATUSES,
@@ -59,6 +59,7 @@ from stepline.store.records import (
     EventRecord,
     Purged,
     RunFilter,
+    RunRecord,
     SkipRecord,
     StepRecord,
     StoredEvent,
@@ -651,6 +652,51 @@ class App:
             if reason is not None:
                 found[run.run_id] = reason
         return found
+
+    async def runs_waiting(
+        self,
+        kind: str,
+        *,
+        function_id: str | None = None,
+        status: str | None = None,
+        event_id: str | None = None,
+        limit: int = 100,
+        scan: int = 4_000,
+        after: tuple[float, str] | None = None,
+    ) -> list[Run]:
+        """The runs that wait on ``kind`` (one of ``WAITING_KINDS`` but "worker": see
+        ``waiting_on``), newest first, at most ``limit``, without their steps: found among
+        the newest ``scan`` runs of each status such a run can have (with the filters, below
+        ``after``; a bounded scan, the runs list's "waiting on" filter). The store keeps, in
+        one read per status, the runs whose queue row and workers allow the kind
+        (``kind_clauses``: a "queued" run is due, a "scheduled" one is not yet);
+        ``waiting_on`` decides each of those, newest first, until ``limit`` are found. None
+        is read when no live worker has the function (but for "running" and "paused", a run
+        waits on a worker then)."""
+        engine = self.engine
+        now = engine.clock.now()
+        statuses = KIND_STATUSES.get(kind, UNFINISHED_STATUSES)
+        if status is not None:
+            statuses = tuple(s for s in statuses if s == status)
+        if kind not in ("running", "paused"):
+            served = {f for w in await self.live_workers() for f in w.function_ids}
+            if not served or (function_id is not None and function_id not in served):
+                return []
+        clauses = kind_clauses(kind, now)
+        records: list[RunRecord] = []
+        for wanted in statuses:
+            query = RunFilter(function_id, wanted, event_id, scan, None, self.id, after=after)
+            window = await engine.read(engine.store.search_window, query, scan, clauses)
+            records += [record for _, record in window.candidates]
+        records.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        found: list[Run] = []
+        for start in range(0, len(records), 500):
+            runs = [Run.from_records(r, []) for r in records[start : start + 500]]
+            reasons = await self.waiting_on(runs)
+            found += [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == kind]
+            if len(found) >= limit:
+                break
+        return found[:limit]
 
     async def search_runs(
         self,

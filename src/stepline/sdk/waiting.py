@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import Run
-from stepline.store.records import QueueState, WorkerRecord
+from stepline.store.records import QueueState, RunClause, WorkerRecord
 
 # every kind, in the order the dashboard offers them as filters
 WAITING_KINDS: tuple[str, ...] = (
@@ -29,6 +29,32 @@ WAITING_KINDS: tuple[str, ...] = (
     "paused",
     "worker",
 )
+
+
+# the statuses a run waiting on each kind can have
+KIND_STATUSES: dict[str, tuple[str, ...]] = {
+    "sleep": ("SLEEPING",),
+    "event": ("WAITING",),
+    "invoke": ("WAITING",),
+    "retry": ("RETRYING",),
+    "running": ("RUNNING",),
+    "queued": ("QUEUED", "RUNNING"),
+    "scheduled": ("QUEUED",),
+    "throttle": ("QUEUED",),
+    "concurrency": ("QUEUED",),
+}
+
+
+def kind_clauses(kind: str, now: float) -> tuple[RunClause, ...]:
+    """What the queue row of every run that waits on ``kind`` at ``now`` holds, for a store to
+    decide (``Store.search_window``): due by ``now`` or without a due time ("queued"), due
+    later ("scheduled", "throttle"); nothing for the other kinds. ``waiting_on`` decides each
+    run it keeps."""
+    if kind == "queued":
+        return (RunClause("queue.due_at", (), "<=", now, if_missing=True),)
+    if kind in ("scheduled", "throttle"):
+        return (RunClause("queue.due_at", (), ">", now),)
+    return ()
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,9 @@ class MemoryStore:
             return value_at(loads(run.output_json), clause.path)
         if clause.field == "error":
             return value_at(run.error, clause.path)
+        if clause.field == "queue.due_at":
+            item = self._queue.get(run.run_id)
+            return MISSING if item is None or item.due_at is None else item.due_at
         event = self._events.get(run.event_ids[0]) if run.event_ids else None
         if event is None:
             return MISSING

@@ -392,9 +392,18 @@ class RunFilter:
     newer_than: tuple[float, str] | None = None
 
 
-SEARCH_FIELDS = ("event.data", "event.name", "output", "error", "run.status", "run.function_id")
+SEARCH_FIELDS = (
+    "event.data",
+    "event.name",
+    "output",
+    "error",
+    "run.status",
+    "run.function_id",
+    "queue.due_at",
+)
 """What a ``RunClause`` may look at: the run's first event's data (JSON) and name, the run's
-output and error (JSON), and its status and function id (text, always present)."""
+output and error (JSON), its status and function id (text, always present), and when its
+queue row is due (a number; missing without a queue row or a due time)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,18 +41,6 @@ EAGER_STEPS = 50  # steps of a run page rendered whole; the others' details load
 BULK_LIMIT = 1000  # runs a bulk action (and its preview count) covers at most
 SEARCH_SCAN = 2_000  # runs a payload search reads by default (``scan=`` in the URL: more)
 MAX_SEARCH_SCAN = 100_000
-# which statuses a "waiting on" kind can have (the filter reads only those)
-_WAITING_STATUSES: dict[str, tuple[str, ...]] = {
-    "sleep": ("SLEEPING",),
-    "event": ("WAITING",),
-    "invoke": ("WAITING",),
-    "retry": ("RETRYING",),
-    "running": ("RUNNING",),
-    "queued": ("QUEUED", "RUNNING"),
-    "scheduled": ("QUEUED",),
-    "throttle": ("QUEUED",),
-    "concurrency": ("QUEUED",),
-}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -275,10 +263,13 @@ class Dashboard:
                 limit,
                 chosen.older,
             )
-        reasons = await self.app.waiting_on(runs)
-        if chosen.waiting is not None:
+        if chosen.waiting is not None and (chosen.query or chosen.waiting == "worker"):
+            reasons = await self.app.waiting_on(runs)  # (runs_waiting found the others exactly)
             runs = [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == chosen.waiting]
-        return _Selection(runs[:limit], reasons, search, search_error)
+        runs = runs[:limit]
+        # the reasons of the page shown (the runs past it only count for the bulk actions)
+        reasons = await self.app.waiting_on(runs[:PAGE_SIZE])
+        return _Selection(runs, reasons, search, search_error)
 
     async def bulk(self, request: Request) -> Response:
         """Cancel the unfinished runs the filters select, or replay the failed and cancelled
@@ -343,21 +334,15 @@ class Dashboard:
                 after=older,
                 waiting_for_worker=True,
             )
-        statuses = _WAITING_STATUSES.get(waiting, UNFINISHED_STATUSES)
-        if status is not None:
-            statuses = tuple(s for s in statuses if s == status)
-        found: list[Run] = []
-        for wanted in statuses:
-            found += await app.runs(
-                function_id=function_id,
-                status=wanted,
-                event_id=event_id,
-                limit=limit * 4,
-                with_steps=False,
-                after=older,
-            )
-        found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        return found
+        return await app.runs_waiting(
+            waiting,
+            function_id=function_id,
+            status=status,
+            event_id=event_id,
+            limit=limit,
+            scan=limit * 4,
+            after=older,
+        )
 
     async def _suggestions(self) -> list[str]:
         """Payload keys to suggest in the search box (from recent runs' events)."""
@@ -696,7 +681,7 @@ class _Filters:
 @dataclass(frozen=True)
 class _Selection:
     runs: list[Run]
-    reasons: dict[str, WaitingOn]
+    reasons: dict[str, WaitingOn]  # of the first PAGE_SIZE runs
     search: RunSearch | None
     search_error: str | None
 

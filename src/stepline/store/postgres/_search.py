@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepline.store.postgres import queries as q
 from stepline.store.records import RunClause
 
 # the columns a clause reads on the rows of SEARCH_WINDOW's window, and how the window adds
@@ -20,6 +21,7 @@ _ADDED = {
     "event.data": "convert_from(e.data, 'UTF8')::jsonb AS event_data",
     "output": "convert_from(newest.output, 'UTF8')::jsonb AS output_data",
     "error": "newest.error::jsonb AS error_data",
+    "queue.due_at": "qr.due_at AS queue_due_at",
 }
 _TEXT_OPS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _AFFIXES = {
@@ -30,15 +32,14 @@ _AFFIXES = {
 _KINDS = {bool: "boolean", str: "string"}
 
 
-def added_columns(clauses: tuple[RunClause, ...]) -> str:
-    """The columns the window adds for the clauses (each ", ..."), in a stable order."""
+def window_joins(clauses: tuple[RunClause, ...]) -> tuple[str, str]:
+    """The columns the window adds for the clauses (each ", ...", in a stable order) and the
+    joins they need: the run's first event, its queue row."""
     fields = {c.field for c in clauses}
-    return "".join(f", {sql}" for field, sql in _ADDED.items() if field in fields)
-
-
-def uses_event(clauses: tuple[RunClause, ...]) -> bool:
-    """Whether the clauses read the run's first event (the window then joins it)."""
-    return any(c.field.startswith("event.") for c in clauses)
+    added = "".join(f", {sql}" for field, sql in _ADDED.items() if field in fields)
+    joins = q.SEARCH_EVENT_JOIN if any(f.startswith("event.") for f in fields) else ""
+    joins += q.SEARCH_QUEUE_JOIN if any(f.startswith("queue.") for f in fields) else ""
+    return added, joins
 
 
 def match_sql(clauses: tuple[RunClause, ...]) -> tuple[str, list[Any]]:
@@ -53,6 +54,12 @@ def match_sql(clauses: tuple[RunClause, ...]) -> tuple[str, list[Any]]:
 
 
 def _clause_sql(clause: RunClause) -> tuple[str, list[Any]]:
+    if clause.field == "queue.due_at":  # a number, or NULL
+        test, params = _test("queue_due_at", clause)
+        return f"(CASE WHEN queue_due_at IS NULL THEN %s ELSE {test} END)", [
+            clause.if_missing,
+            *params,
+        ]
     column = _TEXT_COLUMNS.get(clause.field)
     if column is not None:  # text or NULL (a run without an event has no event name)
         if not isinstance(clause.value, str):

@@ -219,13 +219,13 @@ SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC L
 # a payload search's window: the newest runs the filter ({where}) selects, numbered from 1, down
 # to one past the window (the LIMIT), with how many there are; those the clauses ({match})
 # keep, and the window's oldest run and the one past it whether kept or not (with whether they
-# are). The window's columns ({added}, from the run's first event when {join}ed) are computed
-# once a row (OFFSET 0).
+# are). The window's columns ({added}, from the run's first event and its queue row when
+# {join}ed) are computed once a row (OFFSET 0).
 SEARCH_WINDOW = f"""
 SELECT n, selected, CASE WHEN n < LEAST(selected, %s) THEN true ELSE ({{match}}) END,
        {RUN_COLUMNS}
 FROM (
-    SELECT row_number() OVER (ORDER BY created_at DESC, run_id DESC) AS n,
+    SELECT row_number() OVER (ORDER BY newest.created_at DESC, newest.run_id DESC) AS n,
            count(*) OVER () AS selected, newest.*{{added}}
     FROM (SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
           LIMIT %s) AS newest{{join}}
@@ -235,6 +235,9 @@ WHERE n >= LEAST(selected, %s) OR ({{match}}) ORDER BY n"""
 SEARCH_EVENT_JOIN = """
     LEFT JOIN LATERAL (SELECT name, data FROM events
                        WHERE internal_id = (newest.event_ids::jsonb ->> 0) LIMIT 1) AS e ON true"""
+SEARCH_QUEUE_JOIN = """
+    LEFT JOIN LATERAL (SELECT due_at FROM queue WHERE queue.run_id = newest.run_id LIMIT 1)
+        AS qr ON true"""
 COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT %s) AS counted"
 SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"
 

@@ -356,12 +356,8 @@ class PostgresStore:
         self, where: str, params: list[Any], window: int, clauses: tuple[RunClause, ...]
     ) -> SearchWindow:
         match, matched = _search.match_sql(clauses)
-        statement = q.SEARCH_WINDOW.format(
-            where=where,
-            match=match,
-            added=_search.added_columns(clauses),
-            join=q.SEARCH_EVENT_JOIN if _search.uses_event(clauses) else "",
-        )
+        added, joins = _search.window_joins(clauses)
+        statement = q.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
         with self._conn() as conn:
             values = [window, *matched, *params, window + 1, window, *matched]
             rows = conn.execute(statement, values)

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from stepline.store.records import RunClause
+from stepline.store.sqlite import queries as q
 
 # the columns a clause reads, on the rows of SEARCH_WINDOW's window (event_*: the run's first
 # event, NULL without one)
@@ -20,9 +21,15 @@ _TEXT_OPS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _AFFIXES = ("startsWith", "endsWith", "contains")
 
 
-def uses_event(clauses: tuple[RunClause, ...]) -> bool:
-    """Whether the clauses read the run's first event (the window then joins it)."""
-    return any(c.field.startswith("event.") for c in clauses)
+def window_joins(clauses: tuple[RunClause, ...]) -> tuple[str, str]:
+    """The columns the window adds for the clauses (each ", ...") and the joins they need:
+    the run's first event, its queue row."""
+    added, joins = "", ""
+    if any(c.field.startswith("event.") for c in clauses):
+        added, joins = added + q.SEARCH_EVENT_COLUMNS, joins + q.SEARCH_EVENT_JOIN
+    if any(c.field.startswith("queue.") for c in clauses):
+        added, joins = added + q.SEARCH_QUEUE_COLUMNS, joins + q.SEARCH_QUEUE_JOIN
+    return added, joins
 
 
 def match_sql(clauses: tuple[RunClause, ...]) -> tuple[str, list[Any]]:
@@ -37,6 +44,12 @@ def match_sql(clauses: tuple[RunClause, ...]) -> tuple[str, list[Any]]:
 
 
 def _clause_sql(clause: RunClause) -> tuple[str, list[Any]]:
+    if clause.field == "queue.due_at":  # a number, or NULL
+        test, params = _test("queue_due_at", clause)
+        return f"(CASE WHEN queue_due_at IS NULL THEN ? ELSE {test} END)", [
+            clause.if_missing,
+            *params,
+        ]
     column = _TEXT_COLUMNS.get(clause.field)
     if column is not None:  # text or NULL (a run without an event has no event name)
         test, params = _test(column, clause)

@@ -206,12 +206,12 @@ SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC L
 # a payload search's window (``?1``: its size): the newest runs the filter ({where}) selects,
 # numbered from 1, down to one past the window, with how many there are; those the clauses
 # ({match}) keep, and the window's oldest run and the one past it whether kept or not (with
-# whether they are)
+# whether they are). The clauses read the columns {added} from the rows {join}ed.
 SEARCH_WINDOW = f"""
 SELECT n, selected, CASE WHEN n < min(selected, ?1) THEN 1 ELSE ({{match}}) END, {RUN_COLUMNS}
 FROM (
-    SELECT row_number() OVER (ORDER BY created_at DESC, run_id DESC) AS n,
-           count(*) OVER () AS selected, newest.*{{event}}
+    SELECT row_number() OVER (ORDER BY newest.created_at DESC, newest.run_id DESC) AS n,
+           count(*) OVER () AS selected, newest.*{{added}}
     FROM (SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
           LIMIT ?1 + 1) AS newest{{join}})
 WHERE n >= min(selected, ?1) OR ({{match}}) ORDER BY n"""
@@ -219,6 +219,10 @@ WHERE n >= min(selected, ?1) OR ({{match}}) ORDER BY n"""
 SEARCH_EVENT_COLUMNS = ", e.name AS event_name, CAST(e.data AS TEXT) AS event_data"
 SEARCH_EVENT_JOIN = """
     LEFT JOIN events e ON e.internal_id = json_extract(newest.event_ids, '$[0]')"""
+# the run's queue row, for clauses that read it
+SEARCH_QUEUE_COLUMNS = ", qr.due_at AS queue_due_at"
+SEARCH_QUEUE_JOIN = """
+    LEFT JOIN queue qr ON qr.run_id = newest.run_id"""
 COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT ?)"
 SELECT_STEPS = """
 SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,

@@ -303,13 +303,8 @@ class SQLiteStore:
     ) -> SearchWindow:
         where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
         match, matched = _search.match_sql(clauses)
-        joined = _search.uses_event(clauses)
-        statement = q.SEARCH_WINDOW.format(
-            where=where,
-            match=match,
-            event=q.SEARCH_EVENT_COLUMNS if joined else "",
-            join=q.SEARCH_EVENT_JOIN if joined else "",
-        )
+        added, joins = _search.window_joins(clauses)
+        statement = q.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
         rows = self._conn().execute(statement, [window, *matched, *params, *matched])
         return shapes.search_window(rows, window)
 
