@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import socket
 from collections.abc import Coroutine, Iterator
@@ -122,7 +123,15 @@ async def serve_until(http: HttpServer, worker: Worker | None, stop: asyncio.Eve
 
 def run_serving(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` in a new event loop: uvloop's when it is installed (uvicorn[standard]
-    brings it, and uvicorn picks it by default when it owns the loop), else asyncio's."""
+    brings it, and uvicorn picks it by default when it owns the loop), else asyncio's.
+
+    The objects made until now (modules, the app, its routes: ~50,000) are first moved out of
+    the garbage collector's generations (``gc.freeze``): a full collection while serving then
+    walks only what serving made. Otherwise each one walked them all, 20-100 ms on this
+    2-core machine under load with every request in flight waiting on it (4 in a 3 s run of
+    64 clients sending single events: the requests over the p99)."""
+    gc.collect()
+    gc.freeze()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] installs it
