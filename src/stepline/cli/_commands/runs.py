@@ -41,6 +41,13 @@ STATUSES = (
     "CANCELLED",
 )
 MIN_OUTPUT_WIDTH = 12
+_status_option = click.option(
+    "--status",
+    type=click.Choice(STATUSES, case_sensitive=False),
+    envvar="STEPLINE_STATUS",
+    show_envvar=True,
+    help="Only runs in this status.",
+)
 
 
 @click.group()
@@ -50,13 +57,7 @@ def runs() -> None:
 
 @runs.command("list")
 @function_option("Only runs of this function.")
-@click.option(
-    "--status",
-    type=click.Choice(STATUSES, case_sensitive=False),
-    envvar="STEPLINE_STATUS",
-    show_envvar=True,
-    help="Only runs in this status.",
-)
+@_status_option
 @click.option(
     "--waiting-for-worker",
     "waiting",
@@ -127,13 +128,7 @@ def list_runs(
 @runs.command("search")
 @click.argument("query")
 @function_option("Only runs of this function.")
-@click.option(
-    "--status",
-    type=click.Choice(STATUSES, case_sensitive=False),
-    envvar="STEPLINE_STATUS",
-    show_envvar=True,
-    help="Only runs in this status.",
-)
+@_status_option
 @click.option(
     "--scan",
     type=click.IntRange(min=1, max=100_000),

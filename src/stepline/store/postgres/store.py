@@ -36,6 +36,7 @@ import psycopg_pool
 from stepline.errors import ConfigError, StoreError, StoreUnavailable
 from stepline.serde import loads
 from stepline.store import _rows as shapes
+from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store.postgres import _copy, _rows, _search
 from stepline.store.postgres import queries as q
@@ -355,7 +356,7 @@ class PostgresStore:
     def _search_window(
         self, where: str, params: list[Any], window: int, clauses: tuple[RunClause, ...]
     ) -> SearchWindow:
-        match, matched = _search.match_sql(clauses)
+        match, matched = match_sql(clauses, _search.CLAUSES)
         added, joins = _search.window_joins(clauses)
         statement = q.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
         with self._conn() as conn:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
+from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import cancel, ingest
@@ -302,7 +303,7 @@ class SQLiteStore:
         self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
     ) -> SearchWindow:
         where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
-        match, matched = _search.match_sql(clauses)
+        match, matched = match_sql(clauses, _search.CLAUSES)
         added, joins = _search.window_joins(clauses)
         statement = q.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
         rows = self._conn().execute(statement, [window, *matched, *params, *matched])
