@@ -6,13 +6,13 @@ by the store once it has been leased ``max_passes`` times without progress."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _polling import until
+from tests.integration._commit_hook import CommitPass, hook_commit_pass
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.testing import MockClock, TestEngine
@@ -171,23 +171,17 @@ def _refuse_commits(t: TestEngine, only_run_of: str | None = None) -> None:
     """Make every ``commit_pass`` raise (a fault that never clears); ``only_run_of``: only
     those of runs of this function."""
     store = t.app.engine.store
-    transaction = store.transaction
     refused: set[str] = set()
 
-    @contextmanager
-    def faulty() -> Iterator[Any]:
-        with transaction() as tx:
-            commit_pass = tx.commit_pass
+    def refusing(commit_pass: CommitPass) -> CommitPass:
+        def refused_commit(commit: Any, now: float, matcher: Any) -> Any:
+            if only_run_of is not None and commit.run_id not in refused:
+                run = store.get_run(commit.run_id)
+                if run is None or run.function_id != only_run_of:
+                    return commit_pass(commit, now, matcher)
+                refused.add(commit.run_id)
+            raise RuntimeError("injected commit fault")
 
-            def refusing(commit: Any, now: float, matcher: Any) -> Any:
-                if only_run_of is not None and commit.run_id not in refused:
-                    run = store.get_run(commit.run_id)
-                    if run is None or run.function_id != only_run_of:
-                        return commit_pass(commit, now, matcher)
-                    refused.add(commit.run_id)
-                raise RuntimeError("injected commit fault")
+        return refused_commit
 
-            tx.commit_pass = refusing  # type: ignore[method-assign]
-            yield tx
-
-    store.transaction = faulty  # type: ignore[method-assign]
+    hook_commit_pass(store, refusing)

@@ -7,12 +7,12 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from _polling import until
+from tests.integration._commit_hook import CommitPass, hook_commit_pass
 
 from stepline import (
     App,
@@ -39,22 +39,15 @@ async def _commits_for(app: App, make_engine: Callable[..., TestEngine], fn_id: 
     """How many pass commits the run of ``fn_id`` made (counted at the store)."""
     commits: Counter[str] = Counter()
     async with make_engine() as t:
-        store = t.app.engine.store
-        transaction = store.transaction
 
-        @contextmanager
-        def counting() -> Iterator[Any]:
-            with transaction() as tx:
-                commit_pass = tx.commit_pass
+        def counting(commit_pass: CommitPass) -> CommitPass:
+            def counted(commit: Any, now: float, matcher: Any) -> Any:
+                commits[commit.run_id] += 1
+                return commit_pass(commit, now, matcher)
 
-                def counted(commit: Any, now: float, matcher: Any) -> Any:
-                    commits[commit.run_id] += 1
-                    return commit_pass(commit, now, matcher)
+            return counted
 
-                tx.commit_pass = counted  # type: ignore[method-assign]
-                yield tx
-
-        store.transaction = counting  # type: ignore[method-assign]
+        hook_commit_pass(t.app.engine.store, counting)
         run = await t.trigger(Event(fn_id))
         assert run.output == list(range(9))
         return commits[run.run_id]

@@ -5,9 +5,10 @@ with it once its attempts are spent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
+
+from tests.integration._commit_hook import CommitPass, hook_commit_pass
 
 from stepline import App, Context, Event, StepError, TriggerEvent
 from stepline.testing import TestEngine
@@ -93,20 +94,13 @@ async def test_an_engine_fault_in_a_pass_is_a_failed_attempt_and_the_run_fails_a
 
 def _inject_fault(t: TestEngine, when: Callable[[Any], bool]) -> None:
     """Make the store raise inside ``commit_pass`` for the commits ``when`` selects."""
-    store = t.app.engine.store
-    transaction = store.transaction
 
-    @contextmanager
-    def faulty() -> Iterator[Any]:
-        with transaction() as tx:
-            commit_pass = tx.commit_pass
+    def refusing(commit_pass: CommitPass) -> CommitPass:
+        def refused(commit: Any, now: float, matcher: Any) -> Any:
+            if when(commit):
+                raise RuntimeError("injected engine fault")
+            return commit_pass(commit, now, matcher)
 
-            def refusing(commit: Any, now: float, matcher: Any) -> Any:
-                if when(commit):
-                    raise RuntimeError("injected engine fault")
-                return commit_pass(commit, now, matcher)
+        return refused
 
-            tx.commit_pass = refusing  # type: ignore[method-assign]
-            yield tx
-
-    store.transaction = faulty  # type: ignore[method-assign]
+    hook_commit_pass(t.app.engine.store, refusing)

@@ -85,10 +85,12 @@ class IngestBatcher:
         taken: list[_Group] = []
 
         def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease], list[IngestResult]]:
-            group = self._take()
-            if group is None:  # cannot happen: only this job takes the group it was made for
-                return [], [], []
-            taken.append(group)
+            if not taken:  # else applied again (writer.py): the same group
+                group = self._take()
+                if group is None:  # cannot happen: only this job takes the group it was made for
+                    return [], [], []
+                taken.append(group)
+            group = taken[0]
             results = self._ingest_group(tx, group)
             leases: list[Lease] = []
             announced: list[IngestResult] = []

@@ -61,7 +61,7 @@ async def commit_pass(engine: Engine, commit: PassCommit, now: float) -> None:
             if results is None:
                 return False
             engine.announce_cancellations(tx, results, now)
-            ingested.extend(results)
+            ingested[:] = results  # a job applied again (writer.py) replaces what it found
             return True
 
     committed = await engine.writer.write(job)

@@ -118,7 +118,7 @@ class Engine:
         self.backoff = RetryBackoff.INNGEST  # the wait before a failed step's next attempt
         self._eager_worker: EagerWorker | None = None
         self.metrics = EngineMetrics()
-        self._next_purge = float("-inf")
+        self.next_purge = float("-inf")
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._unwatch: Callable[[], None] | None = None  # stops the store's wake-ups
         self._wakers_lock = threading.Lock()  # also guards _batchers
@@ -439,13 +439,13 @@ class Engine:
         cron ticks' events, the announcements of runs these cancelled), for the change feed."""
         ingested: list[IngestResult] = []
         with tx.savepoint():
-            if now >= self._next_purge:
+            if now >= self.next_purge:
                 more = tx.purge_expired(now, PURGE_BATCH) >= PURGE_BATCH
                 if self.retention is not None:
                     purged = tx.purge_before(now - self.retention, PURGE_BATCH)
                     more = more or purged.full(PURGE_BATCH)
                 # a full batch: the next round (another transaction) goes on; else in an hour
-                self._next_purge = now if more else now + PURGE_EVERY
+                self.next_purge = now if more else now + PURGE_EVERY
             # a debounce's or batch's run may replace a singleton run: announced like ingestion's
             flushed = tx.flush_deferrals(now)
             ingested += flushed

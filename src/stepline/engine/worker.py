@@ -286,9 +286,14 @@ class Worker:
         self, now: float, limit: int, cut_short: list[str]
     ) -> Callable[[StoreTx], tuple[list[Lease], list[IngestResult]]]:
         running = list(self.active)
+        purge: list[float] = []  # when the next purge was due as this job was first applied
 
         def job(tx: StoreTx) -> tuple[list[Lease], list[IngestResult]]:
-            housekept = self.engine.housekeeping(tx, now)
+            engine = self.engine
+            if purge:  # applied again (writer.py): the purge is decided again as it was
+                engine.next_purge = purge[0]
+            purge[:] = [engine.next_purge]
+            housekept = engine.housekeeping(tx, now)
             if running:  # never find our own passes' leases expired (and lease them again)
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again

@@ -12,6 +12,12 @@ database: a ``StoreError``, never the backend's raw exception), is rolled back a
 of its batch commits. A failure the store reads as ``StoreUnavailable`` (disk full, I/O error,
 ...) loses the whole transaction: every job of the batch gets a ``StoreUnavailable`` of its own,
 never the backend's raw exception, and nothing of the batch is acknowledged.
+
+A store that can (``OptimisticStore``: PostgreSQL) first applies a batch without a savepoint per
+job, its statements sent together; if anything fails in it (``Replay``: a job raised, a lease was
+lost), nothing of it was committed and the batch is made again as above, each job in its own
+savepoint. A job may therefore be applied twice: its effects outside the transaction must be
+its return value (or be harmless to repeat).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
 from stepline.errors import StoreError, StoreUnavailable
-from stepline.store.interface import Store, StoreTx
+from stepline.store.interface import OptimisticStore, Replay, Store, StoreTx
 
 T = TypeVar("T")
 Job = Callable[[StoreTx], Any]
@@ -51,6 +57,7 @@ class BatchWriter:
         self._closed = False
         self.transactions = 0
         self.jobs = 0
+        self.replays = 0  # optimistic transactions made again with a savepoint per job
 
     async def write(self, job: Callable[[StoreTx], T]) -> T:
         """Run ``job(tx)`` in the next transaction; returns once that transaction committed.
@@ -129,6 +136,20 @@ class BatchWriter:
 
     def _apply(self, jobs: list[Job]) -> list[Outcome]:
         store = self._store
+        if isinstance(store, OptimisticStore):
+            try:
+                with store.optimistic_transaction() as tx:
+                    results = [job(tx) for job in jobs]
+            except Replay:
+                self.replays += 1  # nothing was committed: made again below
+            except Exception as exc:
+                return self._lost(exc, len(jobs))
+            except BaseException as exc:
+                return [(False, exc)] * len(jobs)
+            else:
+                self.transactions += 1
+                self.jobs += len(jobs)
+                return [(True, result) for result in results]
         outcomes: list[Outcome] = []
         try:
             with store.transaction() as tx:
@@ -143,15 +164,19 @@ class BatchWriter:
                         # the job's verb was rolled back alone, never a raw driver exception
                         outcomes.append((False, exc if failed is None else _own_copy(failed)))
         except Exception as exc:  # the transaction itself failed: nothing is acknowledged
-            failed = store.store_error(exc)
-            if failed is None:
-                return [(False, exc)] * len(jobs)
-            return [(False, _own_copy(failed)) for _ in jobs]
+            return self._lost(exc, len(jobs))
         except BaseException as exc:
             return [(False, exc)] * len(jobs)
         self.transactions += 1
         self.jobs += len(jobs)
         return outcomes
+
+    def _lost(self, error: Exception, jobs: int) -> list[Outcome]:
+        """The outcomes of a batch whose transaction failed as a whole."""
+        failed = self._store.store_error(error)
+        if failed is None:
+            return [(False, error)] * jobs
+        return [(False, _own_copy(failed)) for _ in range(jobs)]
 
     @staticmethod
     def _deliver(batch: list[_Pending], outcomes: list[Outcome]) -> None:

@@ -336,3 +336,23 @@ class WakeupSource(Protocol):
         """Call ``on_wake`` (from another thread) whenever a committed write of any process
         may have made work due; returns the function that stops watching."""
         ...
+
+
+class Replay(Exception):
+    """An optimistic transaction was rolled back (a job raised, a statement or a lease check
+    failed): nothing of it was committed, and its jobs are to be made again, each in a
+    savepoint of its own (``Store.transaction()``)."""
+
+
+@runtime_checkable
+class OptimisticStore(Protocol):
+    """A store that can apply a group commit's jobs without a savepoint each, sending their
+    statements together (PostgreSQL: one round trip instead of one per job). Any failure in
+    it raises ``Replay``, except a lost connection (``StoreUnavailable``: its outcome may be
+    unknown). Its jobs must therefore be repeatable: a job's effects outside the transaction
+    are its return value (the writer's contract)."""
+
+    def optimistic_transaction(self) -> AbstractContextManager[StoreTx]:
+        """A write transaction without savepoints, committed at the end of the block unless
+        anything failed in it (``Replay``)."""
+        ...

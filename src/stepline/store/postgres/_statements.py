@@ -24,6 +24,13 @@ the failed statement's pipeline, so the rollback is executed, not skipped).
 
 Outside any savepoint a write is sent at once (nothing may fail later than its statement).
 ``BEGIN`` is sent with the transaction's first statement and ``COMMIT`` with its last writes.
+
+An optimistic transaction (``optimistic=True``) has no savepoints: every write is queued, the
+end of a savepoint sends nothing, and whatever fails — a statement, or an exception raised
+through a savepoint, even one a job then catches — spoils the whole transaction, which then
+ends in ``Spoiled`` (rolled back, never committed) for its jobs to be made again carefully.
+The jobs of a group commit are then sent in one round trip with the ``COMMIT`` (plus one for
+each statement whose result is read).
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 
 class Statements:
     """Queued writes and savepoints on one connection inside a transaction."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], optimistic: bool = False) -> None:
         self.conn = conn
+        self.optimistic = optimistic
+        self.spoiled = False  # an optimistic transaction that must not commit
         self._queued: list[tuple[str, Params]] = []
         self._tables: list[str | Later | None] = []  # of each queued statement: see write()
         self._sent = 0  # statements sent so far (a queued one's number is _sent + its index)
@@ -69,7 +78,7 @@ class Statements:
         ``table``: the query writes that table only and reads nothing but the rows it writes
         (positional parameters, no ``WITH``): adjacent such writes to different tables are sent
         as one statement (``_merged``)."""
-        if self._depth < _OUTERMOST:
+        if self._depth < _OUTERMOST and not self.optimistic:
             self.run(query, params)
             return
         self._queue(query, params, table)
@@ -87,7 +96,7 @@ class Statements:
         """Queue ``query`` like a write, keeping its result: the ``Later``'s cursor is there
         once the statement was sent (by the next ``run`` or ``flush``)."""
         later = Later()
-        if self._depth < _OUTERMOST:
+        if self._depth < _OUTERMOST and not self.optimistic:
             later.cursor = self.run(query, params)
             return later
         self._queued.append((query, params))
@@ -100,7 +109,11 @@ class Statements:
         if not self._queued:
             self.round_trips += 1
             self._sent += 1
-            return self.conn.execute(query, params)  # the innermost savepoint's, if it fails
+            try:
+                return self.conn.execute(query, params)  # the innermost savepoint's, if it fails
+            except psycopg.Error:
+                self.spoiled = self.optimistic
+                raise
         return self.run_all([(query, params)])[0]
 
     def run_all(self, statements: Sequence[tuple[str, Params]]) -> list[psycopg.Cursor[Any]]:
@@ -119,6 +132,9 @@ class Statements:
                     found.append(conn.cursor())
                     found[-1].execute(q, p)
         except psycopg.Error as exc:
+            if self.optimistic:
+                self.spoiled = True
+                raise
             raise self._owned(exc, first) from None
         finally:
             self._sent += len(statements)
@@ -138,6 +154,9 @@ class Statements:
             with conn.pipeline():
                 _execute(conn, queued)
         except psycopg.Error as exc:
+            if self.optimistic:
+                self.spoiled = True
+                raise
             raise self._owned(exc, first) from None
 
     def _take(self) -> tuple[int, list[tuple[str, Params, Later | None]]]:
@@ -164,6 +183,8 @@ class Statements:
         self._depth += 1
         try:
             yield
+            if self.spoiled:
+                raise Spoiled("a job or a statement of this optimistic transaction failed")
             self._depth -= 1
             for statement in last():
                 self._queue(statement)
@@ -194,8 +215,18 @@ class Statements:
         ``on_undo``), the rest of the transaction stays. The outermost one sends what it queued
         before it ends, so its statements' errors raise inside it. A savepoint opened right
         after its enclosing one (nothing between them: an engine job's savepoint and the verb's
-        inside it) is that one: rolling back to it undoes the same, and it stays open."""
+        inside it) is that one: rolling back to it undoes the same, and it stays open. In an
+        optimistic transaction, it only marks an exception raised through it (``spoiled``)."""
         self._depth += 1
+        if self.optimistic:
+            try:
+                yield
+            except BaseException:
+                self.spoiled = True
+                raise
+            finally:
+                self._depth -= 1
+            return
         here = self._sent + len(self._queued)  # the number its SAVEPOINT statement would have
         enclosing = self._open[-1] if self._open else None
         alias = enclosing is not None and enclosing[1] == here - 1
@@ -280,6 +311,10 @@ def _merged(
         seen.add(table)
     close()
     return out
+
+
+class Spoiled(Exception):
+    """An optimistic transaction was rolled back: a job raised or a statement failed."""
 
 
 class _Elsewhere(BaseException):

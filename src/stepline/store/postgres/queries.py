@@ -90,6 +90,12 @@ WHERE run_id = %s"""
 # the run's queue row, locked until the transaction ends: a lease, a cancellation and a commit
 # of the same run are applied one after the other, each seeing the one before
 LEASE_TOKEN = "SELECT lease_token, lease_owner FROM queue WHERE run_id = %s FOR UPDATE"
+# the run's queue row locked if its lease token is this one, else a failure (division by zero)
+# that rolls back the whole transaction (an optimistic one: _statements.Spoiled)
+HOLD_LEASE = """
+SELECT 1 / count(*)::int FROM (
+    SELECT 1 FROM queue WHERE run_id = %s AND lease_token = %s FOR UPDATE
+) AS held"""
 MARK_RUNNING = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, %s), passes = 0
 WHERE run_id = %s"""

@@ -38,6 +38,7 @@ from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
+from stepline.store.interface import Replay
 from stepline.store.postgres import _copy, _rows, _search
 from stepline.store.postgres import queries as q
 from stepline.store.postgres.presence import Presence
@@ -276,6 +277,24 @@ class PostgresStore:
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
+
+    @contextmanager
+    def optimistic_transaction(self) -> Iterator[PostgresTx]:
+        """``transaction()`` without a savepoint per verb and with lease checks made by the
+        server (``_statements``: optimistic): ``Replay`` when anything failed in it (a job's
+        exception, a statement the server refused, a lease lost); a lost connection is
+        ``StoreUnavailable`` as in ``transaction()``."""
+        try:
+            with self._conn() as conn:
+                tx = PostgresTx(conn, self._presence, self._tokens, optimistic=True)
+                with tx.statements.transaction(lambda: _last_statements(tx)):
+                    yield tx
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            if isinstance(exc, psycopg.Error) and exc.sqlstate and exc.sqlstate[:2] != "08":
+                raise Replay(str(exc)) from exc  # the server refused it: never committed
+            raise self._translated(exc) from exc
+        except Exception as exc:  # a job's own exception (Spoiled: one it caught)
+            raise Replay(str(exc)) from exc
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @_reading

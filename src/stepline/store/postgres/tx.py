@@ -82,8 +82,9 @@ class PostgresTx:
         conn: psycopg.Connection[Any],
         presence: Presence | None = None,
         tokens: LeaseTokens | None = None,
+        optimistic: bool = False,
     ) -> None:
-        self._s = self.statements = Statements(conn)
+        self._s = self.statements = Statements(conn, optimistic)
         self._presence = presence
         self._tokens = tokens if tokens is not None else LeaseTokens()
         # a commit_pass assuming its lease is held (see commit_pass): (run, token, owner), and
@@ -254,8 +255,12 @@ class PostgresTx:
     def hold_lease(self, run_id: str, token: str) -> str | None:
         assumed = self._assumed
         if assumed is not None and assumed[:2] == (run_id, token):
-            # locked first all the same (the statements run in order); checked by commit_pass
-            self._lease_read = self._s.read_later(q.LEASE_TOKEN, (run_id,))
+            # locked first all the same (the statements run in order); checked by commit_pass,
+            # or, in an optimistic transaction, by the server (a lost lease fails the statement)
+            if self._s.optimistic:
+                self._s.write(q.HOLD_LEASE, (run_id, token))
+            else:
+                self._lease_read = self._s.read_later(q.LEASE_TOKEN, (run_id,))
             return assumed[2]
         row = self._s.run(q.LEASE_TOKEN, (run_id,)).fetchone()  # FOR UPDATE: held to commit
         if row is None or row[0] != token:
@@ -317,6 +322,14 @@ class PostgresTx:
         that sends the commit's writes, then checked; a lease found lost or cancelled undoes
         all of it, and the commit is made again deciding at each step."""
         owner = self._tokens.owner(commit.lease_token)
+        if owner is not None and self._s.optimistic:
+            # held, or the server fails the transaction, which is made again carefully
+            with self._savepoint():
+                self._assumed = (commit.run_id, commit.lease_token, owner)
+                try:
+                    return commit_pass(self, commit, now, wait_matches)
+                finally:
+                    self._assumed = None
         if owner is not None:
             try:
                 return self._commit_assuming(commit, now, wait_matches, owner)

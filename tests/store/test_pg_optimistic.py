@@ -1,0 +1,144 @@
+"""Optimistic group commits on PostgreSQL (``PostgresStore.optimistic_transaction``, the writer's
+first try): a batch's jobs without a savepoint each, their statements sent together with the
+``COMMIT``, lease checks made by the server; anything failing makes the batch again, each job in
+its own savepoint (``Replay``), so every job gets the outcome it would have had alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+from tests.store.builders import T0, cel_matches, lease, start, step
+
+from stepline import App, Event, TriggerEvent
+from stepline.engine.writer import BatchWriter
+from stepline.errors import LeaseLostError
+from stepline.store.postgres import PostgresStore
+from stepline.store.records import Lease, PassCommit, RunFilter
+
+Job = Callable[[Any], Any]
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    store = PostgresStore(pg_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def one_batch(store: PostgresStore, jobs: Sequence[Job]) -> tuple[list[Any], BatchWriter]:
+    """Every job's outcome (a result or an exception), the jobs applied as one batch."""
+
+    async def run() -> tuple[list[Any], BatchWriter]:
+        writer = BatchWriter(store)
+        try:
+            found = await asyncio.gather(*map(writer.submit, jobs), return_exceptions=True)
+        finally:
+            writer.close()
+        return list(found), writer
+
+    return asyncio.run(run())
+
+
+def commit_job(held: Lease, output: int) -> Job:
+    commit = PassCommit(held.run_id, held.token, steps=[step(held.run_id, "h1", 0, output=output)])
+    return lambda tx: tx.commit_pass(commit, T0, cel_matches)
+
+
+def outputs(store: PostgresStore, *run_ids: str) -> dict[str, bytes | None]:
+    return {r: s.output_json for r in run_ids for s in store.get_steps(r)}
+
+
+def test_a_batch_of_pass_commits_is_sent_with_its_commit(pg_store: PostgresStore) -> None:
+    start(pg_store, "r1", "r2", "r3")
+    held = lease(pg_store)
+
+    def trips(tx: Any) -> int:  # before the COMMIT is sent
+        return int(tx.statements.round_trips)
+
+    found, writer = one_batch(pg_store, [*(commit_job(h, i) for i, h in enumerate(held)), trips])
+    assert found == [[], [], [], 0]  # three commits, not one round trip before the COMMIT's
+    assert (writer.transactions, writer.replays) == (1, 0)
+    assert outputs(pg_store, "r1", "r2", "r3") == {"r1": b"0", "r2": b"1", "r3": b"2"}
+
+
+def test_a_lost_lease_makes_the_batch_again_and_fails_only_its_job(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    start(pg_store, "r1", "r2")
+    held = {h.run_id: h for h in lease(pg_store, "w1")}
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # another process took r2 over
+        conn.execute("UPDATE queue SET lease_token = 'theirs' WHERE run_id = 'r2'")
+    found, writer = one_batch(pg_store, [commit_job(held["r1"], 1), commit_job(held["r2"], 2)])
+    assert found[0] == [] and isinstance(found[1], LeaseLostError)
+    assert (writer.transactions, writer.replays) == (1, 1)
+    assert outputs(pg_store, "r1", "r2") == {"r1": b"1"}
+
+
+def test_a_run_cancelled_during_its_pass_keeps_its_step_result(pg_store: PostgresStore) -> None:
+    start(pg_store, "r1", "r2")
+    held = {h.run_id: h for h in lease(pg_store)}
+    with pg_store.transaction() as tx:
+        assert tx.cancel_run("r1", T0, "by a test") == "fn"
+    found, writer = one_batch(pg_store, [commit_job(held["r1"], 1), commit_job(held["r2"], 2)])
+    assert found == [None, []]  # None: cancelled during its pass
+    assert writer.replays == 1
+    assert outputs(pg_store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
+    cancelled = pg_store.get_run("r1")
+    assert cancelled is not None and cancelled.status == "CANCELLED"
+
+
+def test_a_job_catching_a_failed_statement_gets_its_savepoint_when_made_again(
+    pg_store: PostgresStore,
+) -> None:
+    start(pg_store, "r1")
+    (held,) = lease(pg_store)
+
+    def catches(tx: Any) -> str:
+        try:
+            with tx.savepoint():
+                tx.statements.run("SELECT 1 / 0")
+        except psycopg.errors.DivisionByZero:
+            return "caught"  # optimistic: the transaction is spoiled all the same
+        return "not raised"
+
+    found, writer = one_batch(pg_store, [commit_job(held, 1), catches])
+    assert found == [[], "caught"]
+    assert (writer.transactions, writer.replays) == (1, 1)
+    assert outputs(pg_store, "r1") == {"r1": b"1"}
+
+
+def test_events_sent_in_a_batch_made_again_are_stored_once(pg_url: str) -> None:
+    """The send's group is applied twice (a failing job in its batch): its senders get
+    their ids once, and its events and runs are stored once."""
+    app = App("opt", db=pg_url)
+
+    @app.function(id="fn", trigger=TriggerEvent("opt/ev"))
+    async def fn(ctx: Any) -> None:
+        return None
+
+    def fails(tx: Any) -> None:
+        with tx.savepoint():
+            tx.statements.run("SELECT 1 / 0")
+
+    async def run() -> list[str]:
+        writer = app.engine.writer
+        sending = asyncio.ensure_future(app.send_async([Event(name="opt/ev", data={})] * 2))
+        await asyncio.sleep(0)  # the send's job is queued; this one joins its batch
+        failing = writer.submit(fails)
+        ids = await sending
+        with pytest.raises(Exception, match="division by zero"):
+            await failing
+        assert writer.replays == 1
+        return ids
+
+    try:
+        ids = asyncio.run(run())
+        assert len(set(ids)) == 2
+        assert app.engine.store.count_runs(RunFilter(function_id="fn")) == 2
+    finally:
+        app.close()
