@@ -256,12 +256,14 @@ def _arrays(columns: str, order: str) -> str:
     return ", ".join(f"array_agg({c.strip()} ORDER BY {order})" for c in columns.split(","))
 
 
+# the run's events by primary key from an array (an init plan): with `IN (SELECT …)` the planner
+# chose a hash semi-join over a scan of the whole events table, at every load
 LOAD_RUN = f"""
 SELECT {RUN_COLUMNS}, e.*, s.*, w.*
 FROM runs r
 CROSS JOIN LATERAL (
     SELECT {_arrays(EVENT_COLUMNS, "internal_id")} FROM events
-    WHERE internal_id IN (SELECT jsonb_array_elements_text(r.event_ids::jsonb))
+    WHERE internal_id = ANY(ARRAY(SELECT jsonb_array_elements_text(r.event_ids::jsonb)))
 ) e
 CROSS JOIN LATERAL (
     SELECT {_arrays(_STEP_COLUMNS, "position, hash")} FROM steps WHERE steps.run_id = r.run_id
