@@ -40,6 +40,18 @@ class IndexPaths:
             self._unindexed[(query, event_name)] = False
         return rows
 
+    def known(self, query: str, event_name: str) -> bool:
+        """Whether the paths ``query`` lists for an event name were read in this transaction."""
+        return (query, event_name) in self._paths
+
+    def read_ahead(self, paths: str, unindexed: str, event_name: str, found: Any) -> None:
+        """What ``indexed_paths(paths, …)`` and ``unindexed_rows(unindexed, …)`` would read
+        for an event name, read by the caller in advance (``found``: the rows of each)."""
+        path_rows, unindexed_rows = found
+        self._paths[(paths, event_name)] = [r[0] for r in path_rows]
+        if not unindexed_rows:
+            self._unindexed[(unindexed, event_name)] = False
+
     def added_unindexed(self, query: str, event_name: str) -> None:
         """This transaction added a row ``query`` finds: ask again."""
         self._unindexed.pop((query, event_name), None)

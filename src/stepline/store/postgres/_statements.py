@@ -93,11 +93,11 @@ class Statements:
             self.write(query, params, table)
 
     def read_later(self, query: str, params: Params = None) -> Later:
-        """Queue ``query`` like a write, keeping its result: the ``Later``'s cursor is there
+        """Queue ``query`` like a write, keeping its result: the ``Later``'s rows are there
         once the statement was sent (by the next ``run`` or ``flush``)."""
         later = Later()
         if self._depth < _OUTERMOST and not self.optimistic:
-            later.cursor = self.run(query, params)
+            later.rows = self.run(query, params).fetchall()
             return later
         self._queued.append((query, params))
         self._tables.append(later)
@@ -127,10 +127,11 @@ class Statements:
         found: list[psycopg.Cursor[Any]] = []
         try:
             with conn.pipeline():
-                _execute(conn, queued)
+                cursors = _execute(conn, queued)
                 for q, p in statements:
                     found.append(conn.cursor())
                     found[-1].execute(q, p)
+            _fetch(cursors)
         except psycopg.Error as exc:
             if self.optimistic:
                 self.spoiled = True
@@ -152,7 +153,8 @@ class Statements:
                 conn.execute(queued[0][0], queued[0][1])
                 return
             with conn.pipeline():
-                _execute(conn, queued)
+                cursors = _execute(conn, queued)
+            _fetch(cursors)
         except psycopg.Error as exc:
             if self.optimistic:
                 self.spoiled = True
@@ -328,22 +330,36 @@ class _Elsewhere(BaseException):
 
 
 class Later:
-    """The result of a statement queued by ``read_later``: ``cursor`` once it was sent."""
+    """The result of a statement queued by ``read_later``: its ``rows`` once it was sent."""
 
-    __slots__ = ("cursor",)
+    __slots__ = ("rows",)
 
     def __init__(self) -> None:
-        self.cursor: psycopg.Cursor[Any] | None = None
+        self.rows: list[Any] | None = None
 
 
-def _execute(conn: psycopg.Connection[Any], queued: list[tuple[str, Params, Later | None]]) -> None:
-    """Send ``queued`` in the pipeline open on ``conn`` (results read at its sync)."""
+Fetches = list[tuple[Later, psycopg.Cursor[Any]]]
+
+
+def _execute(
+    conn: psycopg.Connection[Any], queued: list[tuple[str, Params, Later | None]]
+) -> Fetches:
+    """Send ``queued`` in the pipeline open on ``conn`` (results read at its sync); the cursor
+    of each ``Later``, to fetch after the sync (``_fetch``)."""
     if not queued:
-        return
+        return []
     cursor = conn.cursor()
+    fetches: Fetches = []
     for query, params, later in queued:
         if later is None:
             cursor.execute(query, params)
         else:
-            later.cursor = conn.cursor()
-            later.cursor.execute(query, params)
+            fetches.append((later, conn.cursor()))
+            fetches[-1][1].execute(query, params)
+    return fetches
+
+
+def _fetch(fetches: Fetches) -> None:
+    """Each ``Later``'s rows, while the connection is still this transaction's."""
+    for later, cursor in fetches:
+        later.rows = cursor.fetchall()

@@ -133,6 +133,18 @@ class PostgresStore:
             open=False,
             name="stepline",
         )
+        # the worker's hot reads (load_run, next_due_at): connections not checked before use (a
+        # round trip less); a read that finds its connection broken is made again (_read)
+        self._read_pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=0,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            timeout=connect_timeout,
+            reconnect_timeout=connect_timeout / 2,
+            open=False,
+            name="stepline-read",
+        )
         self._opened = False
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
@@ -151,10 +163,36 @@ class PostgresStore:
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         if not self._opened:
-            self._pool.open(wait=False)
-            self._opened = True
+            self._open()
         with self._pool.connection() as conn:
             yield conn
+
+    def _open(self) -> None:
+        self._pool.open(wait=False)
+        self._read_pool.open(wait=False)
+        self._opened = True
+
+    def _read(self, statements: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+        """The rows of each of ``statements`` (reads), sent in one round trip on a connection
+        of the read pool; made once more if that connection was broken (the server restarted
+        or ended it), after the pool replaced its broken idle ones: a read can be repeated."""
+        if not self._opened:
+            self._open()
+        for attempt in (1, 2):
+            try:
+                with self._read_pool.connection() as conn:
+                    if len(statements) == 1:
+                        return [conn.execute(*statements[0]).fetchall()]
+                    with conn.pipeline():
+                        cursors = [conn.cursor() for _ in statements]
+                        for cursor, (query, params) in zip(cursors, statements, strict=True):
+                            cursor.execute(query, params)
+                    return [cursor.fetchall() for cursor in cursors]
+            except psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                self._read_pool.check()  # the other idle ones may be broken too: replaced
+        raise AssertionError("unreachable")
 
     def watch(self, on_wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_wake`` (from a listening thread) after every committed transaction of any
@@ -167,6 +205,7 @@ class PostgresStore:
         self._presence.close()
         if self._opened:
             self._pool.close()
+            self._read_pool.close()
             self._opened = False
 
     def store_error(self, error: Exception) -> StoreError | None:
@@ -340,11 +379,8 @@ class PostgresStore:
     # -- reads ------------------------------------------------------------------------------------
     @_reading
     def load_run(self, run_id: str) -> RunState | None:
-        with self._conn() as conn:  # one statement: one snapshot
-            row = conn.execute(q.LOAD_RUN, (run_id,)).fetchone()
-        if row is None:
-            return None
-        return _rows.run_state(row)
+        [rows] = self._read([(q.LOAD_RUN, (run_id,))])  # one statement: one snapshot
+        return _rows.run_state(rows[0]) if rows else None
 
     @_reading
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -408,21 +444,24 @@ class PostgresStore:
 
     @_reading
     def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
-        with self._conn() as conn:
-            if functions is None:
-                row = conn.execute(q.NEXT_DUE).fetchone()
-            else:
-                ids = list(functions.function_ids)
-                paused = {r[0] for r in conn.execute(q.PAUSED_AMONG, (functions.app_id, ids))}
-                unowned = functions.app_id and conn.execute(q.ANY_UNOWNED).fetchone()
-                params = {
-                    "apps": [functions.app_id, ""] if unowned else [functions.app_id],
-                    "fns": [f for f in ids if f not in paused],
-                    "app": functions.app_id,
-                    "all": ids,
-                }
-                row = conn.execute(q.NEXT_DUE_OF, params).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        if functions is None:
+            [rows] = self._read([(q.NEXT_DUE, None)])
+        else:
+            ids = list(functions.function_ids)
+            paused_rows, unowned = self._read(
+                [(q.PAUSED_AMONG, (functions.app_id, ids)), (q.ANY_UNOWNED, None)]
+            )
+            paused = {r[0] for r in paused_rows}
+            params = {
+                "apps": [functions.app_id, ""]
+                if functions.app_id and unowned
+                else [functions.app_id],
+                "fns": [f for f in ids if f not in paused],
+                "app": functions.app_id,
+                "all": ids,
+            }
+            [rows] = self._read([(q.NEXT_DUE_OF, params)])
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     @_reading
     def live_workers(self, now: float) -> list[WorkerRecord]:

@@ -150,7 +150,25 @@ class PostgresTx:
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
+            self._read_index_ahead({item.event.name for item in items}, now)
             return ingest(self, items, now, wait_matches)
+
+    def _read_index_ahead(self, names: set[str], now: float) -> None:
+        """The wait and cancel-matcher paths of each event name, and whether it has unindexed
+        waits and matchers, in one round trip (the shared rules ask one at a time; reading
+        them earlier in the transaction sees the same: its own writes, and what others
+        committed, which is concurrent with its events either way)."""
+        index = self._index
+        reads: list[tuple[str, tuple[Any, ...]]] = []
+        for name in sorted(n for n in names if not index.known(q.WAIT_PATHS, n)):
+            reads += [(q.WAIT_PATHS, (name,)), (q.WAITS_UNINDEXED, (name,))]
+            reads += [(q.MATCHER_PATHS, (name,)), (q.MATCHERS_UNINDEXED, (name, now))]
+        if not reads:
+            return
+        found = [cursor.fetchall() for cursor in self._s.run_all(reads)]
+        for i in range(0, len(reads), 2):
+            (paths, (name, *_)), (unindexed, _) = reads[i], reads[i + 1]
+            index.read_ahead(paths, unindexed, name, (found[i], found[i + 1]))
 
     # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
     def insert_event(self, event: EventRecord, now: float) -> bool:
@@ -349,7 +367,7 @@ class PostgresTx:
                 self._assumed = None
             read, self._lease_read = self._lease_read, None
             s.flush()
-            row = None if read is None or read.cursor is None else read.cursor.fetchone()
+            row = read.rows[0] if read is not None and read.rows else None
             if row is None or row[0] != commit.lease_token:
                 raise _NotHeld  # the savepoint undoes everything the commit wrote
             return results
