@@ -1,5 +1,5 @@
-"""Wrap ``commit_pass`` in every write transaction a store makes (``transaction()``, and the
-optimistic ones of a store that has them: PostgreSQL), to count or refuse pass commits."""
+"""Wrap a verb in every write transaction a store makes (``transaction()``, and the optimistic
+ones of a store that has them: PostgreSQL), to count or refuse pass commits, or to see leases."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from typing import Any
 from stepline.store.interface import OptimisticStore, Store
 
 CommitPass = Callable[[Any, float, Any], Any]
+Verb = Callable[..., Any]
 
 
-def hook_commit_pass(store: Store, hook: Callable[[CommitPass], CommitPass]) -> None:
-    """Every transaction's ``commit_pass`` becomes ``hook(its commit_pass)``."""
+def hook_verb(store: Store, name: str, hook: Callable[[Verb], Verb]) -> None:
+    """Every transaction's verb ``name`` becomes ``hook(that verb)``."""
 
     def hooked(transaction: Callable[[], Any]) -> Callable[[], Any]:
         @contextmanager
         def with_hook() -> Iterator[Any]:
             with transaction() as tx:
-                tx.commit_pass = hook(tx.commit_pass)
+                setattr(tx, name, hook(getattr(tx, name)))
                 yield tx
 
         return with_hook
@@ -28,3 +29,8 @@ def hook_commit_pass(store: Store, hook: Callable[[CommitPass], CommitPass]) -> 
     if isinstance(store, OptimisticStore):
         optimistic = hooked(store.optimistic_transaction)
         store.optimistic_transaction = optimistic  # type: ignore[method-assign]
+
+
+def hook_commit_pass(store: Store, hook: Callable[[CommitPass], CommitPass]) -> None:
+    """Every transaction's ``commit_pass`` becomes ``hook(its commit_pass)``."""
+    hook_verb(store, "commit_pass", hook)

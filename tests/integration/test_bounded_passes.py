@@ -7,32 +7,48 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _polling import until
-from tests.integration._commit_hook import CommitPass, hook_commit_pass
+from tests.integration._commit_hook import CommitPass, hook_commit_pass, hook_verb
 
 from stepline import App, Context, Event, TriggerEvent
+from stepline.store.records import Lease
 from stepline.testing import MockClock, TestEngine
 
 
 def _count_loads(t: TestEngine, fail: Callable[[str], Exception | None]) -> list[str]:
-    """Count ``load_run`` calls (one per pass begun); ``fail(run_id)`` may give an error to
-    raise instead of loading."""
+    """Count the loads of leased runs (one per pass begun: ``load_run``, or the state a lease
+    carries, read by its own transaction); ``fail(run_id)`` may give an error to raise
+    instead of loading."""
     store = t.app.engine.store
     load_run = store.load_run
     loads: list[str] = []
 
-    def counting(run_id: str) -> Any:
+    def counting(run_id: str, load: Callable[[], Any] | None = None) -> Any:
         loads.append(run_id)
         error = fail(run_id)
         if error is not None:
             raise error
-        return load_run(run_id)
+        return load_run(run_id) if load is None else load()
+
+    def leasing(lease_due: Callable[..., list[Lease]]) -> Callable[..., list[Lease]]:
+        def leased(*args: Any, **kwargs: Any) -> list[Lease]:
+            return [
+                lease
+                if lease.loaded is None
+                else replace(lease, loaded=partial(counting, lease.run_id, lease.loaded))
+                for lease in lease_due(*args, **kwargs)
+            ]
+
+        return leased
 
     store.load_run = counting  # type: ignore[method-assign]
+    hook_verb(store, "lease_due", leasing)
     return loads
 
 

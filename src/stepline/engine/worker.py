@@ -434,6 +434,8 @@ class Worker:
         unknown record): that counts as a failed attempt of the run (``fail_unloaded_run``)."""
         engine = self.engine
         try:
+            if lease.loaded is not None:  # read by the lease's transaction
+                return lease.loaded()
             return await engine.read(engine.store.load_run, lease.run_id)
         except (LeaseLostError, PassCancelledError, StoreError):  # StoreUnavailable too
             raise

@@ -308,12 +308,15 @@ class Lease:
     """A leased run: the pass that holds it commits with ``token``. ``taken_over_from`` names
     the worker whose lease had expired when this one was taken (a crashed or hung worker).
     ``due_at``: when the run is due, if that is after the lease (leased ahead with
-    ``lease_due(..., due_by=)``: its pass must not execute before then)."""
+    ``lease_due(..., due_by=)``: its pass must not execute before then). ``loaded``: the run
+    as the lease's own transaction read it (``load_run`` without another read; PostgreSQL),
+    to be called once that transaction committed; None: ask ``load_run``."""
 
     run_id: str
     token: str
     taken_over_from: str | None = None
     due_at: float | None = None
+    loaded: Callable[[], RunState | None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._admission_rules import DeferralRow, new_run_from_dict
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._statements import Later
 from stepline.store.records import (
     EventRecord,
     RunState,
@@ -54,6 +55,21 @@ def run_state(row: Sequence[Any]) -> RunState:
         steps={s.hash: s for s in map(shapes.step_record, steps)},
         waits=[shapes.wait_record(r) for r in waits],
     )
+
+
+class LoadedRuns:
+    """The ``LOAD_RUNS`` rows of runs a transaction leased (a ``Later``'s), each decoded when
+    asked (``Lease.loaded``), after that transaction committed."""
+
+    def __init__(self, later: Later) -> None:
+        self._later = later
+        self._rows: dict[str, Sequence[Any]] | None = None
+
+    def state(self, run_id: str) -> RunState | None:
+        if self._rows is None:
+            self._rows = {r[0]: r for r in self._later.rows or ()}
+        row = self._rows.get(run_id)
+        return None if row is None else run_state(row)
 
 
 def _rows_of(row: Sequence[Any], at: int, width: int) -> tuple[list[tuple[Any, ...]], int]:

@@ -272,6 +272,7 @@ CROSS JOIN LATERAL (
     SELECT {_arrays(WAIT_COLUMNS, "created_at, wait_id")} FROM waits WHERE waits.run_id = r.run_id
 ) w
 WHERE r.run_id = %s"""
+LOAD_RUNS = LOAD_RUN.replace("WHERE r.run_id = %s", "WHERE r.run_id = ANY(%s)")
 SELECT_HISTORY = """
 SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
 WHERE run_id = %s ORDER BY seq"""

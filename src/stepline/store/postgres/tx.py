@@ -19,6 +19,7 @@ read-then-write decision is exact with many processes writing at once; how, verb
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 from collections import Counter, OrderedDict
@@ -714,8 +715,14 @@ class PostgresTx:
                 s.write(q.TAKE_LEASE, (owner, token, now + ttl, app_id, taken))
                 s.write(q.RECORD_RUN_STARTED, (now, owner, taken, now))
                 s.write(q.MARK_LEASED, {"owner": owner, "now": now, "app": app_id, "runs": taken})
+                # the runs as leased, read with the writes (load_run after the commit, without
+                # another round trip): the rows are there once the transaction committed
+                loaded = _rows.LoadedRuns(s.read_later(q.LOAD_RUNS, (taken,)))
         ahead = {run.run_id: run.due_at for run in picked if run.due_at > now}
-        return [Lease(r, token, previous[r], ahead.get(r)) for r in taken]
+        return [
+            Lease(r, token, previous[r], ahead.get(r), functools.partial(loaded.state, r))
+            for r in taken
+        ]
 
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         rows = self._s.run(q.PASSES_SPENT, (list(run_ids), max_passes))
