@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.store.builders import T0, cel_matches, lease, start, step
+from tests.store.builders import SERVED, T0, cel_matches, lease, start, step
 
 from stepline import App, Event, TriggerEvent
 from stepline.engine.writer import BatchWriter
@@ -142,3 +142,20 @@ def test_events_sent_in_a_batch_made_again_are_stored_once(pg_url: str) -> None:
         assert app.engine.store.count_runs(RunFilter(function_id="fn")) == 2
     finally:
         app.close()
+
+
+def test_a_run_that_spent_its_passes_is_failed_when_the_lease_is_made_again(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    start(pg_store, "r1", "r2")
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # r1 entered 5 passes, no progress
+        conn.execute("UPDATE runs SET passes = 5 WHERE run_id = 'r1'")
+
+    def leasing(tx: Any) -> list[str]:
+        return [h.run_id for h in tx.lease_due("w1", T0, 10, 30.0, SERVED, 3)]
+
+    found, writer = one_batch(pg_store, [leasing])
+    assert found == [["r2"]]
+    assert writer.replays == 1  # the server refused the optimistic lease of r1
+    failed = pg_store.get_run("r1")
+    assert failed is not None and failed.status == "FAILED"

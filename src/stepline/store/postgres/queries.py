@@ -111,6 +111,10 @@ DELETE_QUEUE = "DELETE FROM queue WHERE run_id = %s"
 PASSES_SPENT = """
 SELECT run_id, parent_run_id, parent_step_hash, function_id FROM runs
 WHERE run_id = ANY(%s) AND passes >= %s"""
+# none of the runs has spent its passes, else a failure (division by zero) that rolls back the
+# whole transaction (an optimistic one, made again carefully: PASSES_SPENT then decides)
+NONE_SPENT = """
+SELECT 1 / (count(*) = 0)::int FROM runs WHERE run_id = ANY(%s) AND passes >= %s"""
 FAIL_RUN = "UPDATE runs SET status = 'FAILED', error = %s, ended_at = %s WHERE run_id = %s"
 RESCHEDULE = """
 UPDATE queue SET due_at = CASE WHEN wake THEN %s ELSE %s END,

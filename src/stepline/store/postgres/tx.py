@@ -725,6 +725,9 @@ class PostgresTx:
         ]
 
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
+        if self._s.optimistic:  # none (the usual case), or the server fails the transaction
+            self._s.write(q.NONE_SPENT, (list(run_ids), max_passes))
+            return []
         rows = self._s.run(q.PASSES_SPENT, (list(run_ids), max_passes))
         return [SpentRun(*r) for r in rows]
 
