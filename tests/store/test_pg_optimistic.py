@@ -11,13 +11,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.store.builders import SERVED, T0, cel_matches, lease, start, step
+from tests.store.builders import SERVED, T0, cel_matches, event, ingest, lease, start, step
 
 from stepline import App, Event, TriggerEvent
 from stepline.engine.writer import BatchWriter
 from stepline.errors import LeaseLostError
+from stepline.store._admission_rules import DeferralRow
 from stepline.store.postgres import PostgresStore
-from stepline.store.records import Lease, PassCommit, RunFilter
+from stepline.store.records import EventIngest, Lease, NewRun, PassCommit, RunFilter
 
 Job = Callable[[Any], Any]
 
@@ -159,3 +160,21 @@ def test_a_run_that_spent_its_passes_is_failed_when_the_lease_is_made_again(
     assert writer.replays == 1  # the server refused the optimistic lease of r1
     failed = pg_store.get_run("r1")
     assert failed is not None and failed.status == "FAILED"
+
+
+def test_a_due_debounce_is_flushed_when_the_housekeeping_is_made_again(
+    pg_store: PostgresStore,
+) -> None:
+    ingest(pg_store, EventIngest(event("ev-d"), ()))  # the debounce's event, stored
+    row = DeferralRow("debounce", "fn", "k", ["ev-d"], T0, T0 + 60, NewRun("rd", "fn", ("ev-d",)))
+    with pg_store.transaction() as tx:
+        tx.put_deferral(row)
+
+    def housekeeping(tx: Any) -> list[list[str]]:
+        return [list(r.run_ids) for r in tx.flush_deferrals(T0 + 61)]
+
+    found, writer = one_batch(pg_store, [housekeeping])
+    assert found == [[["rd"]]]
+    assert writer.replays == 1  # the server refused the optimistic "none due"
+    again, writer = one_batch(pg_store, [housekeeping])
+    assert again == [[]] and writer.replays == 0  # read, not assumed, for a while

@@ -398,6 +398,10 @@ ON CONFLICT (kind, function_id, key) DO UPDATE SET event_ids = excluded.event_id
     first_at = excluded.first_at, due_at = excluded.due_at, run = excluded.run"""
 DELETE_DEFERRAL = "DELETE FROM deferrals WHERE kind = %s AND function_id = %s AND key = %s"
 DUE_DEFERRALS = f"SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE due_at <= %s ORDER BY due_at"
+# no debounce or batch is due, else a failure (division by zero) that rolls back the whole
+# transaction (an optimistic one, made again carefully: DUE_DEFERRALS then decides)
+NONE_DUE_DEFERRALS = """
+SELECT 1 / (NOT EXISTS (SELECT 1 FROM deferrals WHERE due_at <= %s))::int"""
 CRONS_OF = "SELECT function_id, cron FROM crons WHERE app_id = %s AND function_id = ANY(%s)"
 INSERT_CRON = """
 INSERT INTO crons (function_id, cron, next_at, app_id) VALUES (%s, %s, %s, %s)

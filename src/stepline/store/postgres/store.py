@@ -43,7 +43,7 @@ from stepline.store.postgres import _copy, _rows, _search
 from stepline.store.postgres import queries as q
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.schema import MIGRATIONS
-from stepline.store.postgres.tx import LeaseTokens, PostgresTx
+from stepline.store.postgres.tx import Hints, LeaseTokens, PostgresTx
 from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
 from stepline.store.records import (
     EventFilter,
@@ -148,6 +148,7 @@ class PostgresStore:
         self._opened = False
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
+        self._hints = Hints()  # what its transactions found lately (optimistic assumptions)
 
     @property
     def label(self) -> str:
@@ -311,7 +312,7 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTx]:
         try:
             with self._conn() as conn:
-                tx = PostgresTx(conn, self._presence, self._tokens)
+                tx = PostgresTx(conn, self._presence, self._tokens, hints=self._hints)
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
@@ -325,7 +326,7 @@ class PostgresStore:
         ``StoreUnavailable`` as in ``transaction()``."""
         try:
             with self._conn() as conn:
-                tx = PostgresTx(conn, self._presence, self._tokens, optimistic=True)
+                tx = PostgresTx(conn, self._presence, self._tokens, True, self._hints)
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:

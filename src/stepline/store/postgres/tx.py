@@ -71,6 +71,7 @@ from stepline.store.records import (
 )
 
 DEDUP_WINDOW = 24 * 3600.0
+_HINT_FOR = 1.0  # seconds a found due deferral keeps optimistic transactions reading them
 _NO_ATTEMPT = (None, None, None)
 _CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS and MATCHER_COLUMNS
 
@@ -84,8 +85,10 @@ class PostgresTx:
         presence: Presence | None = None,
         tokens: LeaseTokens | None = None,
         optimistic: bool = False,
+        hints: Hints | None = None,
     ) -> None:
         self._s = self.statements = Statements(conn, optimistic)
+        self._hints = hints if hints is not None else Hints()
         self._presence = presence
         self._tokens = tokens if tokens is not None else LeaseTokens()
         # a commit_pass assuming its lease is held (see commit_pass): (run, token, owner), and
@@ -480,9 +483,17 @@ class PostgresTx:
         self._s.write(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
 
     def flush_deferrals(self, now: float) -> list[IngestResult]:
+        hints = self._hints
+        if self._s.optimistic and now - hints.deferrals_due_at > _HINT_FOR:
+            # none due (the usual case), or the server fails the transaction
+            self._s.write(q.NONE_DUE_DEFERRALS, (now,))
+            return []
         with self._savepoint(durable=False) as s:
             due: list[DeferralRow] = []
-            for found in s.run(q.DUE_DEFERRALS, (now,)).fetchall():
+            found_due = s.run(q.DUE_DEFERRALS, (now,)).fetchall()
+            if found_due:  # the next optimistic transactions read them too, for a while
+                hints.deferrals_due_at = now
+            for found in found_due:
                 row = _rows.deferral(found)
                 name = f"deferral\x1f{row.kind}\x1f{row.function_id}\x1f{row.key}"
                 # another transaction deciding on this debounce or batch (an event joining it,
@@ -777,6 +788,15 @@ def _count_slots(rows: Sequence[Any]) -> tuple[Counter[str], dict[str, int]]:
 
 class _NotHeld(Exception):
     """A commit assumed its lease held, and it was not (commit_pass decides again)."""
+
+
+class Hints:
+    """What this process's transactions found lately, so that its optimistic ones assume
+    what usually holds (a wrong assumption costs a replay, never a wrong decision):
+    ``deferrals_due_at``, when a transaction last found a debounce or batch due."""
+
+    def __init__(self) -> None:
+        self.deferrals_due_at = float("-inf")
 
 
 class LeaseTokens:
