@@ -11,7 +11,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.store.builders import SERVED, T0, cel_matches, event, ingest, lease, start, step
+from tests.store.builders import (
+    SERVED,
+    T0,
+    cel_matches,
+    event,
+    ingest,
+    lease,
+    start,
+    step,
+    suspend_on_wait,
+    wait,
+)
 
 from stepline import App, Event, TriggerEvent
 from stepline.engine.writer import BatchWriter
@@ -178,3 +189,23 @@ def test_a_due_debounce_is_flushed_when_the_housekeeping_is_made_again(
     assert writer.replays == 1  # the server refused the optimistic "none due"
     again, writer = one_batch(pg_store, [housekeeping])
     assert again == [[]] and writer.replays == 0  # read, not assumed, for a while
+
+
+def test_an_event_a_run_waits_for_resolves_it_when_the_send_is_made_again(
+    pg_store: PostgresStore,
+) -> None:
+    start(pg_store, "r1")
+    (held,) = lease(pg_store)
+    suspend_on_wait(pg_store, held, wait("r1", "w1", 'async.data.order == "o-1"'))
+
+    def sending(n: int) -> Job:
+        paid = event(f"pay-{n}", "payment/received", {"order": "o-1"})
+        return lambda tx: [
+            r.resumed_run_ids for r in tx.ingest([EventIngest(paid)], T0, cel_matches)
+        ]
+
+    found, writer = one_batch(pg_store, [sending(1)])
+    assert found == [[("r1",)]]
+    assert writer.replays == 1  # the server refused the optimistic "nobody waits for it"
+    found, writer = one_batch(pg_store, [sending(2)])
+    assert found == [[()]] and writer.replays == 0  # read, not assumed, from now on

@@ -371,6 +371,19 @@ MATCHER_COLUMNS = """matcher_id, run_id, '' AS step_hash, event_name, expression
 MATCHERS_UNINDEXED = f"""
 SELECT {MATCHER_COLUMNS} FROM matchers
 WHERE event_name = %s AND index_path IS NULL AND (expires_at IS NULL OR expires_at >= %s)"""
+# none of the event names has a wait or cancel matcher (indexed or not), else a failure
+# (division by zero) that rolls back the whole transaction (an optimistic one, made again
+# carefully, reading them)
+NO_WAITS_NOR_MATCHERS = """
+SELECT 1 / (
+    NOT EXISTS (SELECT 1 FROM wait_paths WHERE event_name = ANY(%(names)s))
+    AND NOT EXISTS (SELECT 1 FROM matcher_paths WHERE event_name = ANY(%(names)s))
+    AND NOT EXISTS (
+        SELECT 1 FROM waits WHERE event_name = ANY(%(names)s) AND index_path IS NULL)
+    AND NOT EXISTS (
+        SELECT 1 FROM matchers WHERE event_name = ANY(%(names)s) AND index_path IS NULL
+        AND (expires_at IS NULL OR expires_at >= %(now)s))
+)::int"""
 MATCHERS_INDEXED = f"""
 SELECT {MATCHER_COLUMNS} FROM matchers
 WHERE event_name = %s AND index_path = %s AND index_value = ANY(%s)

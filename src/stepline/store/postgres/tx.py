@@ -162,9 +162,20 @@ class PostgresTx:
         waits and matchers, in one round trip (the shared rules ask one at a time; reading
         them earlier in the transaction sees the same: its own writes, and what others
         committed, which is concurrent with its events either way)."""
-        index = self._index
+        index, hints = self._index, self._hints
+        names = {n for n in names if not index.known(q.WAIT_PATHS, n)}
+        if self._s.optimistic:
+            # names that never had a wait or cancel matcher here: none now (the usual case),
+            # or the server fails the transaction, which is made again reading them
+            bare = sorted(names - hints.indexed_names)
+            if bare:
+                self._s.write(q.NO_WAITS_NOR_MATCHERS, {"names": bare, "now": now})
+                for name in bare:
+                    index.read_ahead(q.WAIT_PATHS, q.WAITS_UNINDEXED, name, ((), ()))
+                    index.read_ahead(q.MATCHER_PATHS, q.MATCHERS_UNINDEXED, name, ((), ()))
+                names -= set(bare)
         reads: list[tuple[str, tuple[Any, ...]]] = []
-        for name in sorted(n for n in names if not index.known(q.WAIT_PATHS, n)):
+        for name in sorted(names):
             reads += [(q.WAIT_PATHS, (name,)), (q.WAITS_UNINDEXED, (name,))]
             reads += [(q.MATCHER_PATHS, (name,)), (q.MATCHERS_UNINDEXED, (name, now))]
         if not reads:
@@ -173,6 +184,8 @@ class PostgresTx:
         for i in range(0, len(reads), 2):
             (paths, (name, *_)), (unindexed, _) = reads[i], reads[i + 1]
             index.read_ahead(paths, unindexed, name, (found[i], found[i + 1]))
+            if found[i] or found[i + 1]:
+                hints.has_index(name)
 
     # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
     def insert_event(self, event: EventRecord, now: float) -> bool:
@@ -793,10 +806,18 @@ class _NotHeld(Exception):
 class Hints:
     """What this process's transactions found lately, so that its optimistic ones assume
     what usually holds (a wrong assumption costs a replay, never a wrong decision):
-    ``deferrals_due_at``, when a transaction last found a debounce or batch due."""
+    ``deferrals_due_at``, when a transaction last found a debounce or batch due;
+    ``indexed_names``, event names found with waits or cancel matchers (paths stay)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 10_000) -> None:
         self.deferrals_due_at = float("-inf")
+        self.indexed_names: set[str] = set()
+        self._size = size
+
+    def has_index(self, event_name: str) -> None:
+        if len(self.indexed_names) >= self._size:  # relearned, at the cost of replays
+            self.indexed_names = set()
+        self.indexed_names = self.indexed_names | {event_name}  # read by other threads
 
 
 class LeaseTokens:
