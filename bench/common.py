@@ -172,8 +172,8 @@ async def count_runs(app: Any, function_id: str, status: str, limit: int) -> int
     return len(records)
 
 
-async def wait_terminal(app: Any, event_id: str, timeout: float = 60.0) -> Any:
-    """The run an event started, once it is terminal (polled every millisecond)."""
+async def wait_terminal(app: Any, event_id: str, timeout: float = 60.0, poll: float = 0.001) -> Any:
+    """The run an event started, once it is terminal (polled every ``poll`` seconds)."""
     engine = app.engine
     deadline = time.monotonic() + timeout
     run_id: str | None = None
@@ -186,7 +186,7 @@ async def wait_terminal(app: Any, event_id: str, timeout: float = 60.0) -> Any:
             if record is not None and record.status in ("COMPLETED", "FAILED", "CANCELLED"):
                 return record
         check_workers()
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(poll)
     raise TimeoutError(f"the run of event {event_id} did not end in {timeout}s")
 
 
