@@ -62,7 +62,11 @@ class Statements:
     def _owned(self, error: psycopg.Error, first: int) -> BaseException:
         """What to raise for ``error`` of a round trip whose first statement that may fail has
         the number ``first``: ``error`` itself when it is the innermost savepoint's (or no
-        savepoint is open), else an ``_Elsewhere`` for the savepoint that holds the round trip."""
+        savepoint is open), else an ``_Elsewhere`` for the savepoint that holds the round trip.
+        In an optimistic transaction, ``error`` itself: the transaction is spoiled."""
+        if self.optimistic:
+            self.spoiled = True
+            return error
         open_ = self._open
         owner = len(open_) - 1
         while owner >= 0 and open_[owner][1] > first:
@@ -133,9 +137,6 @@ class Statements:
                     found[-1].execute(q, p)
             _fetch(cursors)
         except psycopg.Error as exc:
-            if self.optimistic:
-                self.spoiled = True
-                raise
             raise self._owned(exc, first) from None
         finally:
             self._sent += len(statements)
@@ -156,9 +157,6 @@ class Statements:
                 cursors = _execute(conn, queued)
             _fetch(cursors)
         except psycopg.Error as exc:
-            if self.optimistic:
-                self.spoiled = True
-                raise
             raise self._owned(exc, first) from None
 
     def _take(self) -> tuple[int, list[tuple[str, Params, Later | None]]]:

@@ -89,6 +89,28 @@ def _reading(read: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+def _pool(
+    url: str, size: int, timeout: float, name: str, *, checked: bool = False
+) -> psycopg_pool.ConnectionPool[Any]:
+    """A pool of autocommit connections, opened on first use; ``checked``: each connection is
+    checked (a round trip) before it is handed out."""
+    return psycopg_pool.ConnectionPool(
+        url,
+        min_size=1 if checked else 0,
+        max_size=size,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+        timeout=timeout,
+        # the pool's background reconnect attempts back off (1 s, doubling) until this many
+        # seconds, then stop until a caller asks for a connection: half of what a caller
+        # waits, so the first call once the server is back is served (left at its 5 min
+        # default, an outage of a few minutes left calls failing for minutes after it)
+        reconnect_timeout=timeout / 2,
+        check=psycopg_pool.ConnectionPool.check_connection if checked else None,
+        open=False,
+        name=name,
+    )
+
+
 def _last_statements(tx: PostgresTx) -> list[str]:
     """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits),
     and for a transaction that need not be on disk when acknowledged (``PostgresTx.durable``),
@@ -118,33 +140,10 @@ class PostgresStore:
             except psycopg.ProgrammingError as exc:
                 raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
             connect_timeout = float(given) if given else 10.0
-        self._pool = psycopg_pool.ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_connections,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
-            timeout=connect_timeout,
-            # the pool's background reconnect attempts back off (1 s, doubling) until this many
-            # seconds, then stop until a caller asks for a connection: half of what a caller
-            # waits, so the first call once the server is back is served (left at its 5 min
-            # default, an outage of a few minutes left calls failing for minutes after it)
-            reconnect_timeout=connect_timeout / 2,
-            check=psycopg_pool.ConnectionPool.check_connection,
-            open=False,
-            name="stepline",
-        )
+        self._pool = _pool(url, max_connections, connect_timeout, "stepline", checked=True)
         # the worker's hot reads (load_run, next_due_at): connections not checked before use (a
         # round trip less); a read that finds its connection broken is made again (_read)
-        self._read_pool = psycopg_pool.ConnectionPool(
-            url,
-            min_size=0,
-            max_size=max_connections,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
-            timeout=connect_timeout,
-            reconnect_timeout=connect_timeout / 2,
-            open=False,
-            name="stepline-read",
-        )
+        self._read_pool = _pool(url, max_connections, connect_timeout, "stepline-read")
         self._opened = False
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
