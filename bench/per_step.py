@@ -92,7 +92,8 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> dict[str, Any]:
     """One more run, instrumented from outside the engine: where a step's time goes.
 
-    ``transaction_ms``: inside ``store.transaction()`` (BEGIN, the write verbs, COMMIT + fsync);
+    ``transaction_ms``: inside ``store.transaction()``, or a store's optimistic transaction
+    (BEGIN, the write verbs, COMMIT + fsync);
     ``writer_hop_ms``: the rest of ``writer.write()`` (queueing, the hand-off to the writer thread
     and back to the event loop); ``engine_ms``: everything else (the executor, the step call,
     asyncio scheduling). All per step. Skipped (empty) if the engine's shape has changed.
@@ -100,18 +101,25 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     engine = app.engine
     store, writer = engine.store, engine.writer
     totals = {"transaction": 0.0, "write": 0.0, "transactions": 0}
+    kinds = ["transaction", "optimistic_transaction"]
     try:
-        original_tx, original_write = store.transaction, writer.write
+        originals = {kind: getattr(store, kind) for kind in kinds if hasattr(store, kind)}
+        original_write = writer.write
     except AttributeError:
         return {}
 
-    @contextlib.contextmanager
-    def timed_transaction() -> Iterator[Any]:
-        t0 = time.perf_counter()
-        with original_tx() as tx:
-            yield tx
-        totals["transaction"] += time.perf_counter() - t0
-        totals["transactions"] += 1
+    def timed(transaction: Any) -> Any:
+        @contextlib.contextmanager
+        def timed_transaction() -> Iterator[Any]:
+            t0 = time.perf_counter()
+            try:
+                with transaction() as tx:
+                    yield tx
+            finally:  # an optimistic one made again raises: its time counts all the same
+                totals["transaction"] += time.perf_counter() - t0
+                totals["transactions"] += 1
+
+        return timed_transaction
 
     async def timed_write(job: Any) -> Any:
         t0 = time.perf_counter()
@@ -124,7 +132,8 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
     loop = asyncio.get_running_loop()
     try:
-        store.transaction = timed_transaction
+        for kind, transaction in originals.items():
+            setattr(store, kind, timed(transaction))
         writer.write = timed_write
     except AttributeError:
         return {}
@@ -135,7 +144,9 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
         await guard(finished[-1], 60)
         wall = time.perf_counter() - t0
     finally:
-        del store.transaction, writer.write
+        for kind in originals:
+            delattr(store, kind)
+        del writer.write
     return {
         "wall_ms": wall / n * 1000,
         "transaction_ms": totals["transaction"] / n * 1000,
