@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from stepline.engine._ops import error_dict
-from stepline.engine._recording import ending_events, parent_wake, retry_rows
+from stepline.engine._recording import parent_wake, retry_rows
 from stepline.engine.engine import Engine
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError
 from stepline.store.interface import StoreTx
@@ -54,7 +54,7 @@ def failure_commit(
     if events is not None:
         failure = {"name": details["name"], "message": details["message"]}
         commit.events.extend(
-            ending_events(engine, run.function_id, run.run_id, events, "FAILED", now, error=failure)
+            engine.ending_events(run.function_id, run.run_id, events, "FAILED", now, error=failure)
         )
     wake = parent_wake(run, "FAILED", None, details)
     if wake is not None:

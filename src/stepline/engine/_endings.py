@@ -9,7 +9,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from stepline.engine._ops import StepGate, Suspended, _Abort, error_dict
-from stepline.engine._recording import ending_events, parent_wake, retry_rows, suspension
+from stepline.engine._recording import parent_wake, retry_rows, suspension
 from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
 from stepline.errors import (
@@ -114,8 +114,8 @@ class PassEndings:
     def _ending_events(self, status: str, **details: Any) -> list[EventIngest]:
         """The system events this run's end emits (see ``_system_events``)."""
         events = [e.payload() for e in self.state.events]
-        return ending_events(
-            self.engine, self.fn.id, self.run.run_id, events, status, self.now(), **details
+        return self.engine.ending_events(
+            self.fn.id, self.run.run_id, events, status, self.now(), **details
         )
 
     async def _complete(self, output: bytes) -> None:

@@ -137,20 +137,6 @@ def retry_rows(
     return row, RunEnd(status="RETRYING", due_at=retry_at, attempt=attempt + 1)
 
 
-def ending_events(
-    engine: Engine,
-    function_id: str,
-    run_id: str,
-    events: list[dict[str, Any]],
-    status: str,
-    now: float,
-    **details: Any,
-) -> list[EventIngest]:
-    """The system events a run ending with ``status`` emits, given its trigger ``events`` (see
-    ``_system_events``)."""
-    return engine.ending_events(function_id, run_id, events, status, now, **details)
-
-
 def parent_wake(
     run: RunRecord, status: str, output: bytes | None, error: dict[str, Any] | None
 ) -> Wake | None:

@@ -50,7 +50,7 @@ from stepline.drivers.inngest._responses import SdkReply
 from stepline.drivers.inngest._signing import SigningKey, SigningKeys, verify_response
 from stepline.drivers.inngest._steps import StepBook, error_of
 from stepline.engine._attempts import failure_commit, retry_commit
-from stepline.engine._recording import ending_events, parent_wake, retry_rows, suspension
+from stepline.engine._recording import parent_wake, retry_rows, suspension
 from stepline.engine._system_events import sdk_failure
 from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
@@ -307,8 +307,8 @@ class HttpPass:
 
     def _ending_events(self, status: str, **details: Any) -> list[EventIngest]:
         events = [e.payload() for e in self.state.events]
-        return ending_events(
-            self.engine, self.fn.id, self.run.run_id, events, status, self.now(), **details
+        return self.engine.ending_events(
+            self.fn.id, self.run.run_id, events, status, self.now(), **details
         )
 
     def _wake_parent(
