@@ -40,9 +40,10 @@ def test_the_clauses_are_comparisons_of_a_field_with_a_literal() -> None:
     # keys a JSON path would have to escape: JSON escapes control characters, " and \
     assert search_clauses("event.data['a\\tb'] == 1 && event.data['q\"'] == 1") == ()
     # what the conjunct alone gives where the field is missing or null: unknown < x is true,
-    # a null compares as the literal type's zero
+    # a null compares as the literal type's zero; another type errors, so that run is kept
+    # (CEL reports the error)
     [below] = search_clauses("event.data.n < 5")
-    assert (below.op, below.if_missing, below.if_null, below.if_other) == ("<", True, True, False)
+    assert (below.op, below.if_missing, below.if_null, below.if_other) == ("<", True, True, True)
     [above] = search_clauses("5 < event.data.n")
     assert (above.op, above.if_missing, above.if_null) == (">", False, False)
     [negative] = search_clauses("event.data.n > -5")
@@ -128,3 +129,26 @@ async def test_a_search_stopped_by_its_limit_says_how_far_it_read(store_kind: st
             assert len(found.runs) == 3 and not found.complete, query
             # the newest run has x == 1 (i = 19): the third match is the fifth newest run
             assert found.scanned == 5, (query, found.scanned)
+
+
+async def test_a_pushed_conjunct_that_errors_on_a_run_reports_the_error(store_kind: str) -> None:
+    # `"150" > 100` errors in CEL (no overload): the store's prefilter kept only the runs where
+    # the conjunct is true, so the erroring run was dropped and `failed` stayed 0; an error must
+    # read differently from an empty result, whether the conjunct is pushed or not
+    app = App("error-app")
+
+    @app.function(id="echo", trigger=TriggerEvent("item"))
+    async def echo(ctx: Context) -> int:
+        return 1
+
+    async with TestEngine(app, store=store_kind, clock=MockClock(autojump=False)) as t:
+        sent = await t.send([Event("item", {"amount": "150"}), Event("item", {"amount": 150})])
+        runs = [(await t.runs(event_id=e))[0].run_id for e in sent]
+        for run_id in runs:
+            await t.wait_for_run(run_id)
+        for pushed in ("event.data.amount > 100", 'event.data.amount.startsWith("1")'):
+            assert search_clauses(pushed), pushed
+            for query in (pushed, f"({pushed}) || false"):
+                found = await app.search_runs(query)
+                assert found.failed == 1 and found.error, (query, found)
+                assert len(found.runs) == 1, (query, found)

@@ -2,7 +2,8 @@
 ``Store.search_window``) never change what the search finds. On every backend, for random
 queries over runs whose fields hold every JSON type (missing, null, numbers, texts, booleans,
 lists, objects), the runs CEL matches among the store's candidates are exactly the runs CEL
-matches among all runs."""
+matches among all runs, and so are the runs it fails to evaluate on (an error must read
+differently from an empty result)."""
 
 from __future__ import annotations
 
@@ -107,18 +108,19 @@ QUERIES = st.builds(
 )
 
 
-def _matches(store: Store, query: str, runs: list[RunRecord]) -> list[str]:
+def _matches(store: Store, query: str, runs: list[RunRecord]) -> tuple[list[str], list[str]]:
+    """The runs CEL matches, and the runs it fails to evaluate on."""
     expression = compile_search(query)
     events = {e.internal_id: e for e in store.get_events([e for r in runs for e in r.event_ids])}
-    found = []
+    found, errored = [], []
     for run in runs:
         mine = [events[e] for e in run.event_ids if e in events]
         try:
             if is_match(expression, search_activation(run, mine)):
                 found.append(run.run_id)
         except ExpressionEvaluationError:
-            pass
-    return found
+            errored.append(run.run_id)
+    return found, errored
 
 
 @settings(

@@ -212,10 +212,13 @@ def _probe(field: str, path: tuple[str, ...], leaf: Any) -> dict[str, Any]:
 
 
 def _true_on(expression: Expression, activation: dict[str, Any]) -> bool:
+    """Whether a store must keep a run where the conjunct gives what it gives on
+    ``activation``: where it is true, and where it errors (the run is kept so that CEL reports
+    the error in ``RunSearch.failed``: an error must read differently from no match)."""
     try:
         return expression.evaluate(activation) is True
     except ExpressionEvaluationError:
-        return False
+        return True
 
 
 def used_variables(text: str) -> frozenset[str]:
