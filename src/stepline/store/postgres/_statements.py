@@ -52,6 +52,7 @@ class Statements:
         self.conn = conn
         self.optimistic = optimistic
         self.spoiled = False  # an optimistic transaction that must not commit
+        self.maybe_committed = False  # the COMMIT's round trip failed: see transaction()
         self._queued: list[tuple[str, Params]] = []
         self._tables: list[str | Later | None] = []  # of each queued statement: see write()
         self._sent = 0  # statements sent so far (a queued one's number is _sent + its index)
@@ -178,7 +179,9 @@ class Statements:
         """``BEGIN`` … ``COMMIT`` around the block (the connection is in autocommit mode): the
         ``BEGIN`` goes with the first statement, the ``COMMIT`` with what is still queued and
         the statements ``last()`` gives (a ``NOTIFY``, a ``SET LOCAL``), in one round trip. An
-        exception rolls it all back."""
+        exception rolls it all back; when the ``COMMIT``'s round trip failed and the
+        transaction may have committed all the same, ``maybe_committed`` is set
+        (``_maybe_committed``)."""
         self._queue("BEGIN")
         self._depth += 1
         try:
@@ -189,7 +192,11 @@ class Statements:
             for statement in last():
                 self._queue(statement)
             self._queue("COMMIT")
-            self.flush()
+            try:
+                self.flush()
+            except psycopg.Error as exc:
+                self.maybe_committed = _maybe_committed(self.conn, exc)
+                raise
         except _Elsewhere as exc:  # cannot happen (a savepoint that was open took it)
             self._rollback()
             raise exc.error from None
@@ -311,6 +318,23 @@ def _merged(
         seen.add(table)
     close()
     return out
+
+
+def _maybe_committed(conn: psycopg.Connection[Any], error: psycopg.Error) -> bool:
+    """Whether a transaction whose ``COMMIT``'s round trip raised ``error`` may have committed.
+    It did not when a statement before the ``COMMIT`` failed (the transaction is left in its
+    failed state, the ``COMMIT`` was skipped), or when the server refused the ``COMMIT`` with
+    an error that comes before a commit is flushed and goes on serving the connection. A
+    broken connection, no SQLSTATE, or an error of class 57 (operator intervention: a backend
+    terminated after its commit's flush, before its reply), 58 or XX may come after the
+    flush."""
+    if conn.broken or conn.closed:
+        return True
+    status = conn.pgconn.transaction_status
+    if status == psycopg.pq.TransactionStatus.INERROR:
+        return False
+    state = error.sqlstate or ""
+    return status != psycopg.pq.TransactionStatus.IDLE or state[:2] in ("", "08", "57", "58", "XX")
 
 
 class Spoiled(Exception):

@@ -322,13 +322,21 @@ class PostgresStore:
         """``transaction()`` without a savepoint per verb and with lease checks made by the
         server (``_statements``: optimistic): ``Replay`` when anything failed in it (a job's
         exception, a statement the server refused, a lease lost); a lost connection is
-        ``StoreUnavailable`` as in ``transaction()``."""
+        ``StoreUnavailable`` as in ``transaction()``, and so is a failed ``COMMIT`` round trip
+        after which the transaction may have committed (never made again: that would apply
+        its jobs twice)."""
+        statements = None
         try:
             with self._conn() as conn:
                 tx = PostgresTx(conn, self._presence, self._tokens, True, self._hints)
+                statements = tx.statements
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            if statements is not None and statements.maybe_committed:
+                raise StoreUnavailable(
+                    f"the commit's outcome is unknown: {exc} ({self.label})", self.label
+                ) from exc
             if isinstance(exc, psycopg.Error) and exc.sqlstate and exc.sqlstate[:2] != "08":
                 raise Replay(str(exc)) from exc  # the server refused it: never committed
             raise self._translated(exc) from exc
