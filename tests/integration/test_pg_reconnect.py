@@ -5,6 +5,8 @@ the server drops is replaced without the caller seeing it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import psycopg
@@ -110,6 +112,49 @@ def test_a_server_restart_does_not_hand_a_live_workers_leases_to_another() -> No
             taken = lease(second, "w-second", now=T0 + 2, ttl=60.0)
             assert [t.run_id for t in taken] == ["r-after"]
             # the older lease is left to expire
+            assert [t.run_id for t in lease(second, "w-second", now=T0 + 61)] == ["r-live"]
+        finally:
+            first.close()
+            second.close()
+
+
+def _crash_one_backend(url: str) -> None:
+    """SIGKILL one backend: the server ends every session, resets and starts again (as after
+    an out-of-memory kill or a segfault; ``restart_after_crash`` is on by default); wait until
+    it accepts connections."""
+    victim = psycopg.connect(url, autocommit=True)
+    pid = victim.execute("SELECT pg_backend_pid()").fetchone()
+    assert pid is not None
+    os.kill(int(pid[0]), signal.SIGKILL)
+    victim.close()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # the server is in recovery: poll until it is back
+
+
+@pytest.mark.timeout(120)
+def test_a_crash_of_one_backend_does_not_hand_a_live_workers_leases_to_another() -> None:
+    """A crash of any backend also ends every session (every presence lock) while the server's
+    start time stays: the leases taken before it still wait for their expiry."""
+    with pgtest.private_cluster(durable=True) as cluster:
+        url = pgtest.migrated_database(cluster)
+        first, second = PostgresStore(url), PostgresStore(url)
+        try:
+            start(first, "r-live")
+            [held] = lease(first, "w-first", now=T0, ttl=60.0)
+            assert held.run_id == "r-live"
+            assert lease(second, "w-second", now=T0 + 1) == []  # second takes its own lock
+            # a lease commits without waiting for its WAL flush; the next durable commit flushes
+            # it (a run due much later, leased by no one here)
+            start(first, "r-later", now=T0 + 3600)
+            _crash_one_backend(url)
+            assert lease(second, "w-second", now=T0 + 1) == []
             assert [t.run_id for t in lease(second, "w-second", now=T0 + 61)] == ["r-live"]
         finally:
             first.close()

@@ -4,16 +4,20 @@ A process that leases runs for a worker holds a session-level advisory lock keye
 worker's id (``PRESENCE_KEY``) on a connection of its own, for as long as the store is open.
 PostgreSQL releases a session's locks when the session ends: when the process is killed, its
 connections close and the lock is gone within moments. A lease taken while the lock is held
-gets a token marked ``p:<start>:`` (``token_prefix``), ``<start>`` being the time the server
-started (``queries.PRESENCE_NOW``); another worker's ``lease_due`` treats such a lease whose
-owner holds no presence lock as expired (``DEAD_OWNERS``), so a killed worker's runs are taken
-over at the next poll instead of when their leases expire.
+gets a token marked ``p:<epoch>:`` (``token_prefix``); another worker's ``lease_due`` treats
+such a lease whose owner holds no presence lock as expired (``DEAD_OWNERS``), so a killed
+worker's runs are taken over at the next poll instead of when their leases expire.
 
-A restart of the server ends every session, so every worker loses its lock at once, live ones
-too; a live worker takes it again at its next poll. The leases taken before the restart carry
-the old start time and are ordinary leases from then on: they expire after their TTL, and are
-never taken over because their owner has not polled yet (which made step bodies of live
-workers run twice). A worker never counts itself among the dead.
+A restart of the server, or a crash of any one backend (after which the server ends every
+session and reinitializes), makes every worker lose its lock at once, live ones too; a live
+worker takes it again at its next poll. ``<epoch>`` (``queries.PRESENCE_EPOCH``) tells those
+apart: the later of the server's start and the last reset of its shared statistics (which a
+crash resets; a clean restart keeps them, and changes the start). A lease taken under another
+epoch than the server's now is an ordinary lease, taken over only when it expires, never
+because its owner has not polled since the reset (which made step bodies of live workers run
+twice). The worker asking must hold its own lock, so one that lost it judges nobody until it
+has taken it again; it never counts itself among the dead. A manual reset of the shared
+statistics makes the leases of the moment wait for their expiry: slower, never wrong.
 
 What it does not change: a worker that stops (SIGSTOP), hangs or is partitioned from the
 database keeps its session, so its leases still expire only after the TTL, and a commit whose
@@ -33,11 +37,11 @@ from typing import Any
 
 import psycopg
 
-from stepline.store.postgres.queries import PRESENCE_NOW
+from stepline.store.postgres.queries import PRESENCE_EPOCH
 
 PRESENCE_KEY = "stepline-worker\x1f"  # + worker id: the advisory lock's name
 # whether the lock was taken, and the prefix of the tokens of leases taken while it is held
-_LOCK = f"SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), {PRESENCE_NOW}"
+_LOCK = f"SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), {PRESENCE_EPOCH}"
 
 log = logging.getLogger("stepline.store.postgres")
 
@@ -49,7 +53,7 @@ class Presence:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
         self._held: set[str] = set()
-        self._prefix = ""  # PRESENCE_NOW of the server this connection is on
+        self._prefix = ""  # PRESENCE_EPOCH when this connection took its locks
         self._lock = threading.Lock()
 
     def token_prefix(self, worker_id: str) -> str:

@@ -142,29 +142,36 @@ WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_
   AND (ckey1 IS NULL OR NOT ckey1 = ANY(%(full)s))
   AND (ckey2 IS NULL OR NOT ckey2 = ANY(%(full)s))
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
-# the tokens of leases taken under a presence lock (presence.py) of the server as it runs now:
-# "p:<its start time in microseconds>:" (a restart ends every session, and every lock with it)
-PRESENCE_NOW = "'p:' || (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint || ':'"
+# the presence lock of the worker {key} (presence.py), granted to some session
+_PRESENCE_LOCK = """l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = ((hashtextextended(%(prefix)s || {key}, 0) >> 32) & 4294967295)::oid
+  AND l.objid = (hashtextextended(%(prefix)s || {key}, 0) & 4294967295)::oid"""
+# The tokens of leases taken under a presence lock (presence.py) since the server's sessions
+# last all ended: "p:<epoch>:", the epoch the later of the server's start and the last reset of
+# its shared statistics (a crash of any backend ends every session and resets them; a restart
+# keeps them); microseconds
+PRESENCE_EPOCH = """'p:' || (
+  extract(epoch FROM greatest(
+    pg_postmaster_start_time(), (SELECT stats_reset FROM pg_stat_bgwriter))) * 1000000
+)::bigint || ':'"""
+LIVE_PRESENCE = f"lease_token LIKE {PRESENCE_EPOCH} || '%%'"
 EXPIRED_RUNS = f"""
 SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
 WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NOT NULL
   AND (lease_expires_at <= %(now)s
-       OR lease_owner = ANY(%(dead)s) AND lease_token LIKE {PRESENCE_NOW} || '%%')
+       OR lease_owner = ANY(%(dead)s) AND {LIVE_PRESENCE})
 ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
-# the owners of live leases taken under a presence lock (presence.py) of the server as it runs
-# now (a restart ends every session: a lease taken before it waits for its expiry) that nobody
-# holds now, other than the worker asking: the process that held it ended (its leases are
-# treated as expired)
+# the owners of live leases taken under a presence lock since the last reset (LIVE_PRESENCE) that
+# nobody holds now, other than the worker asking, which must hold its own (a worker that lost
+# its lock to a reset judges nobody until it took it again): the process that held it ended
+# (its leases are treated as expired)
 DEAD_OWNERS = f"""
 SELECT DISTINCT lease_owner FROM queue
-WHERE lease_owner IS NOT NULL AND lease_owner <> %s AND lease_expires_at > %s
-  AND lease_token LIKE {PRESENCE_NOW} || '%%'
-  AND NOT EXISTS (
-    SELECT 1 FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid = ((hashtextextended(%s || lease_owner, 0) >> 32) & 4294967295)::oid
-      AND l.objid = (hashtextextended(%s || lease_owner, 0) & 4294967295)::oid)"""
+WHERE lease_owner IS NOT NULL AND lease_owner <> %(owner)s AND lease_expires_at > %(now)s
+  AND {LIVE_PRESENCE}
+  AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE {_PRESENCE_LOCK.format(key="lease_owner")})
+  AND EXISTS (SELECT 1 FROM pg_locks l WHERE {_PRESENCE_LOCK.format(key="%(owner)s")})"""
 # the oldest due run of each concurrency-key group of one function (behind a backlog longer
 # than the window), unlocked: a run picked from these is locked before it is leased
 GROUP_HEADS = """

@@ -671,7 +671,7 @@ class PostgresTx:
                     (q.LIVE_LEASES, (now,)),
                     (q.PAUSED_AMONG, (functions.app_id, ids)),
                     (q.ANY_UNOWNED, None),
-                    (q.DEAD_OWNERS, (owner, now, PRESENCE_KEY, PRESENCE_KEY)),
+                    (q.DEAD_OWNERS, {"owner": owner, "now": now, "prefix": PRESENCE_KEY}),
                 ]
             )
             dead = [r[0] for r in dead_rows]  # their leases are expired (presence.py)
