@@ -109,7 +109,11 @@ def test_a_server_restart_does_not_hand_a_live_workers_leases_to_another() -> No
             [after] = lease(first, "w-first", now=T0 + 1, ttl=60.0)
             assert after.run_id == "r-after"
             first.close()
-            taken = lease(second, "w-second", now=T0 + 2, ttl=60.0)
+            # its session ends a moment after close() returns: poll until its lock is gone
+            deadline = time.monotonic() + 30
+            while not (taken := lease(second, "w-second", now=T0 + 2, ttl=60.0)):
+                assert time.monotonic() < deadline, "w-first's runs were never taken over"
+                time.sleep(0.05)
             assert [t.run_id for t in taken] == ["r-after"]
             # the older lease is left to expire
             assert [t.run_id for t in lease(second, "w-second", now=T0 + 61)] == ["r-live"]
