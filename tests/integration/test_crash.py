@@ -643,6 +643,16 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
             except StoreUnavailable as exc:
                 refused = exc
             send_took = time.monotonic() - sending
+
+            def every_worker_noticed() -> bool:
+                outputs = [tmp_path / f"worker-{n}.out" for n in range(processes)]
+                return all(
+                    "retrying with backoff" in out.read_text(errors="replace") for out in outputs
+                )
+
+            # the outage lasts until each worker has met it (a call fails once its pool's
+            # connect timeout passed): a shorter one may end before a worker notices
+            await poll("every worker to log the outage", every_worker_noticed, deadline, workers)
             await asyncio.to_thread(start_again, cluster)
             back_at = time.time()
             # the sender retries with the event's id: stored once, whatever the first call did
