@@ -19,7 +19,8 @@ added to the engine (``Engine.add_driver``) before the functions it drives are r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepline.engine.changes import pass_change
 from stepline.errors import PassCancelledError
@@ -53,6 +54,13 @@ async def commit_pass(engine: Engine, commit: PassCommit, now: float) -> None:
     ``commit.lease_token``) and publish its change; returns once it is durable. Raises
     ``PassCancelledError`` when the run was cancelled during the pass (nothing is written),
     ``LeaseLostError`` when the lease was lost."""
+    await submit_pass(engine, commit, now)
+
+
+def submit_pass(engine: Engine, commit: PassCommit, now: float) -> Coroutine[Any, Any, None]:
+    """``commit_pass`` with its job queued to the writer now (behind the jobs queued before
+    it: the writer keeps their order), whatever becomes of the caller: the coroutine returned
+    waits for it to be durable, publishes its change and raises as ``commit_pass``."""
     ingested: list[IngestResult] = []
 
     def job(tx: StoreTx) -> bool:
@@ -64,7 +72,12 @@ async def commit_pass(engine: Engine, commit: PassCommit, now: float) -> None:
             ingested[:] = results  # a job applied again (writer.py) replaces what it found
             return True
 
-    committed = await engine.writer.write(job)
-    engine.changes.publish(pass_change(commit, ingested))
-    if not committed:
-        raise PassCancelledError(f"run {commit.run_id} was cancelled during its pass")
+    written = engine.writer.submit(job)
+
+    async def published() -> None:
+        committed = await written
+        engine.changes.publish(pass_change(commit, ingested))
+        if not committed:
+            raise PassCancelledError(f"run {commit.run_id} was cancelled during its pass")
+
+    return published()

@@ -52,7 +52,7 @@ from stepline.drivers.inngest._steps import StepBook, error_of
 from stepline.engine._attempts import failure_commit, retry_commit
 from stepline.engine._recording import parent_wake, retry_rows, suspension
 from stepline.engine._system_events import sdk_failure
-from stepline.engine.driver import commit_pass
+from stepline.engine.driver import commit_pass, submit_pass
 from stepline.engine.engine import Engine
 from stepline.errors import LeaseLostError, LimitExceededError, PassCancelledError, StoreError
 from stepline.sdk.function import FunctionDef
@@ -188,6 +188,11 @@ class HttpPass:
 
     async def save(self, commit: PassCommit) -> None:
         await commit_pass(self.engine, commit, self.now())
+
+    def submit(self, commit: PassCommit) -> asyncio.Task[None]:
+        """``save`` without waiting: ``commit`` is queued to the writer now; the task ends once
+        it is durable (raises as ``save``)."""
+        return asyncio.ensure_future(submit_pass(self.engine, commit, self.now()))
 
     async def execute(self) -> None:
         try:

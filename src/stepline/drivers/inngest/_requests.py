@@ -53,7 +53,7 @@ class PassRequests:
         self.unsent: dict[str, str] = {}  # planned steps not asked for (the limit): id -> name
         self.unsent_discovery = False  # a discovery not sent (the limit)
         self.builder = RequestBuilder(http_pass.state)
-        self.committing: asyncio.Task[None] | None = None  # the latest commit being written
+        self.commits: list[asyncio.Task[None]] = []  # the pass's commits, in the writer's order
 
     def first_requests(self) -> tuple[list[str], bool]:
         """The requests a pass starts with, and whether its discovery plans steps only: the
@@ -84,12 +84,12 @@ class PassRequests:
         return [DISCOVERY], plan_only
 
     async def request(
-        self, step_id: str, force_plan: bool, after: asyncio.Task[None] | None
+        self, step_id: str, force_plan: bool, after: list[asyncio.Task[None]]
     ) -> SdkReply:
         """One execution request of the pass (a targeted one for ``step_id``, or a discovery),
-        sent and its reply read. Its body is built while ``after`` (the commit of what the
-        replies before it reported) is written, and sent once that commit is durable. Raises
-        as ``InngestDriver.post`` and ``parse_reply`` do, and as the commit does."""
+        sent and its reply read. Its body is built while ``after`` (the commits of what the
+        replies before it reported) is written, and sent once those commits are durable.
+        Raises as ``InngestDriver.post`` and ``parse_reply`` do, and as the commits do."""
         p = self.p
         attempt = p.run.attempt
         step = self.book.memo.get(step_id)
@@ -113,8 +113,7 @@ class PassRequests:
             now=time.time(),
             request_version=self.version,
         )
-        if after is not None:
-            await after
+        await written(after)
         status, reply_headers, raw = await p.driver.post(
             execution_url(self.url, step_id), body, headers
         )
@@ -124,21 +123,16 @@ class PassRequests:
         return reply
 
     def commit_later(self, commit: PassCommit) -> None:
-        """Write ``commit`` after the commits before it, without waiting: the requests sent
-        from now on wait for it (``request``), the pass's end too (``committed``)."""
-        previous = self.committing
-
-        async def save() -> None:
-            if previous is not None:
-                await previous
-            await self.p.save(commit)
-
-        self.committing = asyncio.create_task(save())
+        """Queue ``commit`` to the writer now, behind the commits before it (the writer keeps
+        their order), without waiting: the requests sent from now on wait for it (``request``),
+        the pass's end too (``committed``). A cancelled request withdraws no commit."""
+        # the commits already durable are dropped (a failed one stays: its error is raised)
+        self.commits = [c for c in self.commits if not c.done() or c.cancelled() or c.exception()]
+        self.commits.append(self.p.submit(commit))
 
     async def committed(self) -> None:
-        """Wait for the commits written so far (raises as the first that failed)."""
-        if self.committing is not None:
-            await self.committing
+        """Wait for the commits queued so far (raises as the first that failed)."""
+        await written(self.commits)
 
     async def call_model(self, op: AIGatewayOp) -> tuple[Any, str | None]:
         """Make the model call ``op`` describes: its output, or None and why it failed."""
@@ -161,7 +155,7 @@ class PassRequests:
             return
         self.unsent.pop(step_id, None)
         self.sent += 1
-        task = asyncio.create_task(self.request(step_id, self.force_plan, self.committing))
+        task = asyncio.create_task(self.request(step_id, self.force_plan, list(self.commits)))
         self.inflight[task] = step_id
 
     def discover(self) -> None:
@@ -173,23 +167,19 @@ class PassRequests:
     async def drive(self) -> None:
         first, self.force_plan = self.first_requests()
         try:
-            for step_id in first:
-                self.send(step_id)
-            while self.inflight:
-                done, _ = await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    step_id = self.inflight.pop(task)
-                    if await self.handle(step_id, task.result()):
-                        return  # the run ended
-                if not self.inflight and self.progressed and not self.book.kinds:
-                    self.discover()
-        finally:
-            for task in self.inflight:
-                task.cancel()
-            await asyncio.gather(*self.inflight, return_exceptions=True)
-            if self.committing is not None:  # never left behind; its error is raised below
-                await asyncio.gather(self.committing, return_exceptions=True)
+            ended = await self._exchange(first)
+        except BaseException as exc:
+            await self._stop()
+            try:  # the commits of the replies handled are written, whatever ended the pass
+                await self.committed()
+            except Exception as failed:  # a lost lease, a cancelled run, the store: it decides
+                if isinstance(exc, Exception) and failed is not exc:
+                    raise failed from exc
+            raise
+        await self._stop()
         await self.committed()
+        if ended:
+            return
         if self.over:
             commit = self.p.commit()
             unsent = {i: n for i, n in self.unsent.items() if not self._settled(i)}
@@ -198,6 +188,27 @@ class PassRequests:
             await self.p.save(commit)
             return
         await self.p.suspend()
+
+    async def _exchange(self, first: list[str]) -> bool:
+        """Send the first requests, then handle each reply and send what it calls for, until
+        none is in flight; true when the run ended."""
+        for step_id in first:
+            self.send(step_id)
+        while self.inflight:
+            done, _ = await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                step_id = self.inflight.pop(task)
+                if await self.handle(step_id, task.result()):
+                    return True
+            if not self.inflight and self.progressed and not self.book.kinds:
+                self.discover()
+        return False
+
+    async def _stop(self) -> None:
+        """Cancel the requests in flight (not the commits they wait for: ``written``)."""
+        for task in self.inflight:
+            task.cancel()
+        await asyncio.gather(*self.inflight, return_exceptions=True)
 
     def _settled(self, step_id: str) -> bool:
         step = self.book.memo.get(step_id)
@@ -263,3 +274,14 @@ class PassRequests:
             if step_id in book.race:
                 self.discover()
         return False
+
+
+async def written(commits: list[asyncio.Task[None]]) -> None:
+    """Wait for ``commits`` to be durable; raises as the first that failed. Shielded: a
+    cancelled waiter leaves them to be written (a task awaited directly would pass its
+    cancellation on to them, and a commit cancelled before it was queued loses what an SDK
+    reported)."""
+    outcomes = await asyncio.shield(asyncio.gather(*commits, return_exceptions=True))
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
