@@ -14,7 +14,12 @@ belongs to the innermost savepoint still open that began before the round trip's
 (that savepoint holds every statement the round trip sent): the savepoints opened since pass it
 on untouched, as ``_Elsewhere`` (a ``BaseException``, so a job's ``except Exception`` around a
 later verb cannot take it for that verb's error and go on in a failed transaction), and that
-savepoint rolls back and raises the error itself.
+savepoint rolls back and raises the error itself. The rule goes by the round trip's first
+statement that may fail, not by the one that failed: when the later verb's own statement fails
+in a round trip that also carried an earlier verb's queued writes, its error too is the
+enclosing savepoint's (the whole job's), so a job cannot catch it around that verb and go on.
+No job does so today (the ingest, lease and announcement jobs let such errors end the job);
+a verb whose caller must be able to catch its error would send what was queued first (``flush``).
 
 Savepoints are this module's own (``savepoint``), not psycopg's nested ``transaction()``: their
 ``SAVEPOINT`` and ``RELEASE`` are queued like any write. A savepoint that ends in an exception
