@@ -64,6 +64,12 @@ class Statements:
         self._depth = 0
         self._open: list[tuple[str, int]] = []  # open savepoints: (name, its statement number)
         self.round_trips = 0
+        # a connection not checked before use (``unchecked``): its first round trip is the
+        # check. When that round trip fails, the connection may have ended before the
+        # transaction began (``stale``): nothing of it committed, since a COMMIT never goes in
+        # it (a transaction whose first round trip would carry its COMMIT checks first)
+        self.unchecked = False
+        self.stale = False
 
     def _owned(self, error: psycopg.Error, first: int) -> BaseException:
         """What to raise for ``error`` of a round trip whose first statement that may fail has
@@ -123,6 +129,7 @@ class Statements:
                 return self.conn.execute(query, params)  # the innermost savepoint's, if it fails
             except psycopg.Error:
                 self.spoiled = self.optimistic
+                self._failed_trip()
                 raise
         return self.run_all([(query, params)])[0]
 
@@ -143,6 +150,7 @@ class Statements:
                     found[-1].execute(q, p)
             _fetch(cursors)
         except psycopg.Error as exc:
+            self._failed_trip()
             raise self._owned(exc, first) from None
         finally:
             self._sent += len(statements)
@@ -163,7 +171,14 @@ class Statements:
                 cursors = _execute(conn, queued)
             _fetch(cursors)
         except psycopg.Error as exc:
+            self._failed_trip()
             raise self._owned(exc, first) from None
+
+    def _failed_trip(self) -> None:
+        """A round trip failed: on an unchecked connection, the first one says the connection
+        may have been stale (see ``unchecked``)."""
+        if self.unchecked and self.round_trips == 1:
+            self.stale = True
 
     def _take(self) -> tuple[int, list[tuple[str, Params, Later | None]]]:
         """The queued statements, merged, and the number of the first one that may fail (a
@@ -196,6 +211,13 @@ class Statements:
             self._depth -= 1
             for statement in last():
                 self._queue(statement)
+            if self.unchecked and not self.round_trips:  # never a COMMIT on an unchecked one
+                self.round_trips += 1
+                try:
+                    self.conn.execute("")
+                except psycopg.Error:
+                    self.stale = True
+                    raise
             self._queue("COMMIT")
             try:
                 self.flush()

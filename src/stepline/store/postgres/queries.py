@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 # a transaction-level advisory lock on a named key (flow-control state that may not have a row
 # yet): held until the transaction ends, so the next transaction deciding on the same key reads
 # what this one wrote (READ COMMITTED: each statement sees what committed before it began)
@@ -134,14 +136,6 @@ ANY_UNOWNED = "SELECT 1 FROM queue WHERE app_id = '' LIMIT 1"
 LIVE_LEASES = """
 SELECT function_id, ckey1, climit1, ckey2, climit2 FROM queue
 WHERE lease_owner IS NOT NULL AND lease_expires_at > %s"""
-# one function's oldest due runs, then its runs whose lease expired, in queue order, locked;
-# rows another worker is leasing right now are skipped, never waited for
-DUE_RUNS = """
-SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(by)s
-  AND (ckey1 IS NULL OR NOT ckey1 = ANY(%(full)s))
-  AND (ckey2 IS NULL OR NOT ckey2 = ANY(%(full)s))
-ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
 # the presence lock of the worker {key} (presence.py), granted to some session
 _PRESENCE_LOCK = """l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -156,12 +150,6 @@ PRESENCE_EPOCH = """'p:' || (
     pg_postmaster_start_time(), (SELECT stats_reset FROM pg_stat_bgwriter))) * 1000000
 )::bigint || ':'"""
 LIVE_PRESENCE = f"lease_token LIKE {PRESENCE_EPOCH} || '%%'"
-EXPIRED_RUNS = f"""
-SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NOT NULL
-  AND (lease_expires_at <= %(now)s
-       OR lease_owner = ANY(%(dead)s) AND {LIVE_PRESENCE})
-ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED"""
 # the owners of live leases taken under a presence lock since the last reset (LIVE_PRESENCE) that
 # nobody holds now, other than the worker asking, which must hold its own (a worker that lost
 # its lock to a reset judges nobody until it took it again): the process that held it ended
@@ -172,6 +160,61 @@ WHERE lease_owner IS NOT NULL AND lease_owner <> %(owner)s AND lease_expires_at 
   AND {LIVE_PRESENCE}
   AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE {_PRESENCE_LOCK.format(key="lease_owner")})
   AND EXISTS (SELECT 1 FROM pg_locks l WHERE {_PRESENCE_LOCK.format(key="%(owner)s")})"""
+# the concurrency keys whose live leases reached the key's limit
+FULL_KEYS = """
+SELECT key FROM (
+    SELECT ckey1 AS key, climit1 AS cap FROM queue
+    WHERE lease_owner IS NOT NULL AND lease_expires_at > %(now)s
+      AND ckey1 IS NOT NULL AND climit1 IS NOT NULL
+    UNION ALL
+    SELECT ckey2, climit2 FROM queue
+    WHERE lease_owner IS NOT NULL AND lease_expires_at > %(now)s
+      AND ckey2 IS NOT NULL AND climit2 IS NOT NULL
+) AS live GROUP BY key HAVING count(*) >= min(cap)"""
+_NOT_PAUSED_FN = """NOT EXISTS (
+    SELECT 1 FROM paused WHERE app_id IN (%(app)s, '') AND function_id = %(fn{i})s)"""
+# served function {i}'s oldest due runs (of app %(app{i})s), full concurrency keys left out, then
+# its runs whose lease expired or whose owner's presence lock is gone, in queue order, locked:
+# rows another worker is leasing right now are skipped, never waited for
+_DUE_OF = f"""
+SELECT * FROM (
+    SELECT {{i}} AS served, false AS expired,
+           run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
+    WHERE app_id = %(app{{i}})s AND function_id = %(fn{{i}})s AND lease_owner IS NULL
+      AND due_at <= %(by)s
+      AND (ckey1 IS NULL OR NOT ckey1 = ANY(ARRAY(SELECT key FROM full_keys)))
+      AND (ckey2 IS NULL OR NOT ckey2 = ANY(ARRAY(SELECT key FROM full_keys)))
+      AND {_NOT_PAUSED_FN}
+    ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED) AS due{{i}}"""
+_EXPIRED_OF = f"""
+SELECT * FROM (
+    SELECT {{i}} AS served, true AS expired,
+           run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
+    WHERE app_id = %(app{{i}})s AND function_id = %(fn{{i}})s AND lease_owner IS NOT NULL
+      AND (lease_expires_at <= %(now)s
+           OR lease_owner <> %(owner)s AND {LIVE_PRESENCE}
+              AND lease_owner = ANY(ARRAY(SELECT lease_owner FROM dead_owners)))
+      AND {_NOT_PAUSED_FN}
+    ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED) AS expired{{i}}"""
+
+
+@functools.cache
+def lease_candidates(served: int) -> str:
+    """The candidates of a lease (``tx.lease_due``) of ``served`` (app, function) pairs, in one
+    statement: each pair's due runs and runs whose lease expired (``_DUE_OF``, ``_EXPIRED_OF``),
+    tagged with the pair's number and whether the lease expired. Parameters: ``app`` (the
+    served app), ``app<i>`` and ``fn<i>`` (pair i), ``now``, ``by``, ``window``, ``owner`` and
+    ``prefix``. The full keys and the dead owners are computed only if a row asks for them
+    (a scan that finds no run with a concurrency key, or no lease of another owner, never
+    reads them)."""
+    parts = [part.format(i=i) for i in range(served) for part in (_DUE_OF, _EXPIRED_OF)]
+    union = "\nUNION ALL".join(parts)
+    return f"""
+WITH full_keys AS MATERIALIZED ({FULL_KEYS}),
+dead_owners AS MATERIALIZED ({DEAD_OWNERS})
+{union}"""
+
+
 # the oldest due run of each concurrency-key group of one function (behind a backlog longer
 # than the window), unlocked: a run picked from these is locked before it is leased
 GROUP_HEADS = """

@@ -324,12 +324,20 @@ class PostgresStore:
         exception, a statement the server refused, a lease lost); a lost connection is
         ``StoreUnavailable`` as in ``transaction()``, and so is a failed ``COMMIT`` round trip
         after which the transaction may have committed (never made again: that would apply
-        its jobs twice)."""
+        its jobs twice). Its connection is not checked before use: its first round trip, which
+        never carries the ``COMMIT`` (a transaction that would send everything at once checks
+        the connection first), fails when the connection had ended, and the transaction is
+        then made again carefully (``Replay``) on a checked one."""
         statements = None
         try:
-            with self._conn() as conn:
+            if not self._opened:
+                self._open()
+            # a connection of the read pool, not checked before use: the transaction's first
+            # round trip is its check (a round trip less when that is a read, as a lease's)
+            with self._read_pool.connection() as conn:
                 tx = PostgresTx(conn, self._presence, self._tokens, True, self._hints)
                 statements = tx.statements
+                statements.unchecked = True
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
@@ -337,6 +345,10 @@ class PostgresStore:
                 raise StoreUnavailable(
                     f"the commit's outcome is unknown: {exc} ({self.label})", self.label
                 ) from exc
+            if statements is not None and statements.stale:
+                # its first round trip failed: nothing of it committed; made again carefully,
+                # on a checked connection (the pool drops the broken one)
+                raise Replay(f"the connection had ended: {exc}") from exc
             if isinstance(exc, psycopg.Error) and exc.sqlstate and exc.sqlstate[:2] != "08":
                 raise Replay(str(exc)) from exc  # the server refused it: never committed
             raise self._translated(exc) from exc

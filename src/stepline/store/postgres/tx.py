@@ -362,7 +362,7 @@ class PostgresTx:
             with self._savepoint():
                 self._assumed = (commit.run_id, commit.lease_token, owner)
                 try:
-                    return commit_pass(self, commit, now, wait_matches)
+                    return self._commit(commit, now, wait_matches)
                 finally:
                     self._assumed = None
         if owner is not None:
@@ -371,7 +371,17 @@ class PostgresTx:
             except _NotHeld:
                 pass
         with self._savepoint():
-            return commit_pass(self, commit, now, wait_matches)
+            return self._commit(commit, now, wait_matches)
+
+    def _commit(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult] | None:
+        """The shared sequence, the index of the events the pass sent read ahead as an ingest
+        reads it (in an optimistic transaction, an event name never found with waits or cancel
+        matchers costs no read: ``_read_index_ahead``)."""
+        if commit.events:
+            self._read_index_ahead({item.event.name for item in commit.events}, now)
+        return commit_pass(self, commit, now, wait_matches)
 
     def _commit_assuming(
         self, commit: PassCommit, now: float, wait_matches: WaitMatcher, owner: str
@@ -379,7 +389,7 @@ class PostgresTx:
         with self._savepoint() as s:
             self._assumed, self._lease_read = (commit.run_id, commit.lease_token, owner), None
             try:
-                results = commit_pass(self, commit, now, wait_matches)
+                results = self._commit(commit, now, wait_matches)
             finally:
                 self._assumed = None
             read, self._lease_read = self._lease_read, None
@@ -663,55 +673,43 @@ class PostgresTx:
         horizon = now if due_by is None else max(now, due_by)
         with self._savepoint(durable=False) as s:
             busy: Counter[str] = Counter()
-            limits: dict[str, int] = {}
             live: list[tuple[str, str]] = []
-            ids = list(functions.function_ids)
-            leases, paused_rows, unowned_rows, dead_rows = s.run_all(  # one round trip
-                [
-                    (q.LIVE_LEASES, (now,)),
-                    (q.PAUSED_AMONG, (functions.app_id, ids)),
-                    (q.ANY_UNOWNED, None),
-                    (q.DEAD_OWNERS, {"owner": owner, "now": now, "prefix": PRESENCE_KEY}),
-                ]
-            )
-            dead = [r[0] for r in dead_rows]  # their leases are expired (presence.py)
+            # every served function's due and expired runs (of its app, and of none: rows
+            # recorded before runs carried their app), with the live leases: one round trip
+            apps = [functions.app_id, ""] if functions.app_id else [""]
+            served = [(app, fn) for app in apps for fn in functions.function_ids]
+            window = limit * 4 + 16
+            params: dict[str, Any] = {
+                "app": functions.app_id,
+                "now": now,
+                "by": horizon,
+                "window": window,
+                "owner": owner,
+                "prefix": PRESENCE_KEY,
+            }
+            for i, (app, fn) in enumerate(served):
+                params[f"app{i}"], params[f"fn{i}"] = app, fn
+            reads: list[tuple[str, Any]] = [(q.LIVE_LEASES, (now,))]
+            if served:
+                reads.append((q.lease_candidates(len(served)), params))
+            leases, *rows = s.run_all(reads)
             for function_id, key1, limit1, key2, limit2 in leases:
                 slots = _slots(key1, limit1, key2, limit2)
                 live.append((function_id, group_of(slots)))
-                for key, cap in slots:
-                    busy[key] += 1
-                    limits[key] = cap
-            full = [k for k, n in busy.items() if n >= limits[k]]
-            paused = {r[0] for r in paused_rows}
-            unowned = functions.app_id and unowned_rows.fetchone()
-            apps = [functions.app_id, ""] if unowned else [functions.app_id]
-            window = limit * 4 + 16
-            served: list[dict[str, Any]] = [
-                {
-                    "app": app,
-                    "fn": fn,
-                    "now": now,
-                    "by": horizon,
-                    "full": full,
-                    "window": window,
-                    "dead": dead,
-                }
-                for app in apps
-                for fn in ids
-                if fn not in paused
-            ]
-            # every served function's due and expired runs, in one round trip
-            reads = [(query, p) for p in served for query in (q.DUE_RUNS, q.EXPIRED_RUNS)]
-            found = s.run_all(reads)
+                busy.update(key for key, _ in slots)
             candidates: list[Candidate] = []
+            due_count: Counter[int] = Counter()
+            for r in rows[0] if rows else ():
+                i, expired = r[0], r[1]
+                candidates.append(_candidate(r[2:], served[i][1]))
+                if not expired:
+                    due_count[i] += 1
             unlocked: set[str] = set()
-            for i, params in enumerate(served):
-                fn = params["fn"]
-                due = found[2 * i].fetchall()
-                candidates += [_candidate(r, fn) for r in due]
-                candidates += [_candidate(r, fn) for r in found[2 * i + 1]]
-                if len(due) >= window:  # a backlog: its groups' oldest runs too
-                    heads = [_candidate(r, fn) for r in s.run(q.GROUP_HEADS, params)]
+            for i, count in due_count.items():
+                if count >= window:  # a backlog: its groups' oldest runs too
+                    app, fn = served[i]
+                    group_heads = s.run(q.GROUP_HEADS, {"app": app, "fn": fn, "by": horizon})
+                    heads = [_candidate(r, fn) for r in group_heads]
                     locked = {run.run_id for run in candidates}
                     unlocked.update(h.run_id for h in heads if h.run_id not in locked)
                     candidates += heads

@@ -1,0 +1,116 @@
+"""The writer's optimistic transactions on PostgreSQL take a connection that is not checked before
+use: the transaction's first round trip is the check. A connection the server ended while it
+sat in the pool fails that round trip, which never carries the ``COMMIT`` (a transaction that
+would send everything at once checks the connection first), so nothing of it committed and the
+batch is made again on a checked connection, unseen by the callers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+from tests.store.builders import SERVED, T0, TTL, start
+
+from stepline.engine.writer import BatchWriter
+from stepline.store.postgres import PostgresStore
+from stepline.store.records import Lease
+
+Job = Callable[[Any], Any]
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    store = PostgresStore(pg_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def _end_other_sessions(url: str) -> None:
+    """End every other session of the database and wait until they are gone (so a pooled
+    connection has certainly been ended before it is used again)."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        ended = [
+            r[0]
+            for r in admin.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (ended,))
+        deadline = time.monotonic() + 30
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the sessions did not end"
+            time.sleep(0.01)
+
+
+def batches(store: PostgresStore, *rounds: Sequence[Job]) -> tuple[list[list[Any]], BatchWriter]:
+    """Each round's outcomes, its jobs applied as one batch (after the previous round's);
+    between rounds, every session but the test's is ended."""
+
+    async def run() -> tuple[list[list[Any]], BatchWriter]:
+        writer = BatchWriter(store)
+        found: list[list[Any]] = []
+        try:
+            for i, jobs in enumerate(rounds):
+                if i:
+                    await asyncio.to_thread(_end_other_sessions, store.url)
+                done = await asyncio.gather(*map(writer.submit, jobs), return_exceptions=True)
+                found.append(list(done))
+        finally:
+            writer.close()
+        return found, writer
+
+    return asyncio.run(run())
+
+
+def lease_job(now: float = T0) -> Job:
+    return lambda tx: [held.run_id for held in tx.lease_due("w1", now, 10, TTL, SERVED)]
+
+
+def test_a_lease_on_an_ended_connection_is_made_again_unseen(pg_store: PostgresStore) -> None:
+    start(pg_store, "r1", "r2")
+
+    def trips(tx: Any) -> int:
+        return int(tx.statements.round_trips)
+
+    # the first round: the writer's connection is pooled; the second finds it ended at its
+    # first round trip (the lease's read), and is made again on a checked connection
+    found, writer = batches(pg_store, [trips], [lease_job()])
+    assert found[0] == [0]  # no round trip before the COMMIT's: the check comes with it
+    assert found[1] == [["r1", "r2"]]
+    assert (writer.transactions, writer.replays) == (2, 1)
+    held = [q.run_id for q in pg_store.queue_states(["r1", "r2"], T0) if q.leased]
+    assert held == ["r1", "r2"]
+
+
+def test_writes_on_an_ended_connection_are_made_again_unseen(pg_store: PostgresStore) -> None:
+    def pause(tx: Any) -> None:  # writes only: its COMMIT would go in the first round trip
+        tx.set_paused("fn", True, "app")
+
+    found, writer = batches(pg_store, [lease_job()], [pause])
+    assert found == [[[]], [None]]
+    assert (writer.transactions, writer.replays) == (2, 1)
+    assert pg_store.paused_functions("app") == {"fn"}
+
+
+def test_a_lease_on_a_live_connection_makes_two_round_trips(pg_store: PostgresStore) -> None:
+    start(pg_store, "r1")
+    leases: list[Lease] = []
+
+    def lease_and_count(tx: Any) -> int:
+        leases.extend(tx.lease_due("w1", T0, 10, TTL, SERVED))
+        return int(tx.statements.round_trips)
+
+    found, writer = batches(pg_store, [lease_and_count])
+    # the candidates and the live leases in one round trip; the COMMIT (with the leased runs'
+    # state) in the second, and no check of the connection before them
+    assert found == [[1]]
+    assert [held.run_id for held in leases] == ["r1"]
+    assert writer.replays == 0
