@@ -152,3 +152,24 @@ async def test_a_pushed_conjunct_that_errors_on_a_run_reports_the_error(store_ki
                 found = await app.search_runs(query)
                 assert found.failed == 1 and found.error, (query, found)
                 assert len(found.runs) == 1, (query, found)
+
+
+async def test_a_query_whose_result_has_no_python_form_fails_on_each_run() -> None:
+    # an optional result (`event.?data`): the binding's value could not be read back, and the
+    # search raised a TypeError (a 500 on the dashboard) instead of counting the runs it failed
+    # on; a query reading one event field is given that field only, and finds as before
+    app = App("optional-app")
+
+    @app.function(id="echo", trigger=TriggerEvent("item"))
+    async def echo(ctx: Context) -> int:
+        return 1
+
+    async with TestEngine(app, store="sqlite", clock=MockClock(autojump=False)) as t:
+        sent = await t.send([Event("item", {"n": 1}), Event("item", {"n": 2})])
+        for e in sent:
+            await t.wait_for_run((await t.runs(event_id=e))[0].run_id)
+        found = await app.search_runs("event.?data")
+        assert (len(found.runs), found.failed, found.scanned) == (0, 2, 2)
+        assert found.error and "unsupported result" in found.error
+        assert len((await app.search_runs("event.?data.orValue({}).n == 2")).runs) == 1
+        assert len((await app.search_runs('event.name == "item" && size(event) == 5')).runs) == 2

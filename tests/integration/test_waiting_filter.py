@@ -6,7 +6,9 @@ finds exactly the runs ``waiting_on`` names."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
 from _polling import until
 
 from stepline import App, Context, Event, Throttle, TriggerEvent
@@ -81,3 +83,38 @@ async def _ended(t: TestEngine, function_id: str) -> bool:
 
 async def _with_status(t: TestEngine, status: str) -> bool:
     return bool(await t.app.runs(status=status, with_steps=False))
+
+
+async def test_the_filter_and_the_reasons_are_one_read_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # each read hops to a reader thread and back, a wait for a core on a busy machine: the
+    # filter read the live workers, a window per status, then per 500 runs the queue states,
+    # the paused functions and the live workers again (14 hops for the dashboard's page)
+    app = App("hops-app")
+
+    @app.function(id="nap", trigger=TriggerEvent("nap"))
+    async def nap(ctx: Context) -> int:
+        await ctx.step.sleep("rest", "1h")
+        return 3
+
+    async with TestEngine(app, store="sqlite", clock=MockClock(autojump=False)) as t:
+        await t.send([Event("nap", {}) for _ in range(3)])
+        await until("the naps to sleep", lambda: _sleeping(t, 3))
+        engine = app.engine
+        read = engine.read
+        hops: list[str] = []
+
+        async def counted(fn: Any, *args: Any, **options: Any) -> Any:
+            hops.append(getattr(fn, "__qualname__", repr(fn)))
+            return await read(fn, *args, **options)
+
+        monkeypatch.setattr(engine, "read", counted)
+        sleeping = await app.runs_waiting("sleep")
+        assert len(sleeping) == 3 and len(hops) == 1, hops
+        reasons = await app.waiting_on(sleeping)
+        assert {w.kind for w in reasons.values()} == {"sleep"} and len(hops) == 2, hops
+
+
+async def _sleeping(t: TestEngine, count: int) -> bool:
+    return len([r for r in await t.runs() if r.status == "SLEEPING"]) == count

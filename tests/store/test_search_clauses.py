@@ -3,7 +3,9 @@
 queries over runs whose fields hold every JSON type (missing, null, numbers, texts, booleans,
 lists, objects), the runs CEL matches among the store's candidates are exactly the runs CEL
 matches among all runs, and so are the runs it fails to evaluate on (an error must read
-differently from an empty result)."""
+differently from an empty result); the candidates are evaluated as ``App.search_runs`` does,
+on the variables and event fields the query reads only (``used_variables``,
+``event_fields``), all runs on everything a run shows."""
 
 from __future__ import annotations
 
@@ -14,7 +16,15 @@ from hypothesis import strategies as st
 
 from stepline.errors import ExpressionError
 from stepline.expressions import ExpressionEvaluationError
-from stepline.sdk.search import compile_search, is_match, search_activation, search_clauses
+from stepline.sdk.search import (
+    ALL_VARIABLES,
+    compile_search,
+    event_fields,
+    is_match,
+    search_activation,
+    search_clauses,
+    used_variables,
+)
 from stepline.serde import dumps
 from stepline.store import Store
 from stepline.store.records import EventIngest, NewRun, PassCommit, RunEnd, RunFilter, RunRecord
@@ -99,7 +109,19 @@ PREFIXED = st.builds(
     st.sampled_from(["startsWith", "endsWith", "contains"]),
     LITERALS,
 )
-OTHER = st.sampled_from(["size(events) > 0", "event.data.n + 0 == 7", "has(event.data.s)"])
+OTHER = st.sampled_from(
+    [
+        "size(events) > 0",
+        "event.data.n + 0 == 7",
+        "has(event.data.s)",
+        'event.id != ""',
+        "size(event) > 3",
+        "has(event.user)",
+        "event.ts > 0",
+        'events.exists(event, event.name == "other")',
+        'event["name"] == "other"',
+    ]
+)
 ATOMS = st.one_of(COMPARED, PREFIXED, OTHER)
 QUERIES = st.builds(
     lambda atoms, joiner: joiner.join(atoms),
@@ -108,15 +130,21 @@ QUERIES = st.builds(
 )
 
 
-def _matches(store: Store, query: str, runs: list[RunRecord]) -> tuple[list[str], list[str]]:
-    """The runs CEL matches, and the runs it fails to evaluate on."""
+def _matches(
+    store: Store, query: str, runs: list[RunRecord], *, trimmed: bool = False
+) -> tuple[list[str], list[str]]:
+    """The runs CEL matches, and the runs it fails to evaluate on (``trimmed``: given only
+    what the query reads)."""
     expression = compile_search(query)
+    used, fields = (
+        (used_variables(query), event_fields(query)) if trimmed else (ALL_VARIABLES, None)
+    )
     events = {e.internal_id: e for e in store.get_events([e for r in runs for e in r.event_ids])}
     found, errored = [], []
     for run in runs:
         mine = [events[e] for e in run.event_ids if e in events]
         try:
-            if is_match(expression, search_activation(run, mine)):
+            if is_match(expression, search_activation(run, mine, used, fields)):
                 found.append(run.run_id)
         except ExpressionEvaluationError:
             errored.append(run.run_id)
@@ -141,4 +169,4 @@ def test_pushed_clauses_never_change_what_a_search_finds(store: Store, query: st
     assert len(everything) == window.size == 2 * len(VALUES) + 1
     clauses = search_clauses(query)
     kept = [r for _, r in store.search_window(RunFilter(), 1000, clauses).candidates]
-    assert _matches(store, query, kept) == _matches(store, query, everything), clauses
+    assert _matches(store, query, kept, trimmed=True) == _matches(store, query, everything), clauses

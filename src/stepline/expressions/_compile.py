@@ -204,7 +204,11 @@ class Expression:
         except Exception as exc:  # data CEL cannot convert (a tuple, a lone surrogate...)
             raise ExpressionEvaluationError(self._text, str(exc)) from exc
         if value.type() == ERROR_TYPE:
-            raise ExpressionEvaluationError(self._text, str(value.value()))
+            try:
+                message = str(value.value())
+            except Exception:  # an optional result is reported so too, with no Python form
+                message = "unsupported result"
+            raise ExpressionEvaluationError(self._text, message)
         return value
 
     def evaluate(self, activation: Mapping[str, Any]) -> Any:
@@ -219,6 +223,18 @@ class Expression:
             return False
         try:
             return to_python(value)
+        except Exception as exc:  # e.g. an optional value
+            raise ExpressionEvaluationError(self._text, f"unsupported result: {exc}") from exc
+
+    def holds(self, activation: Mapping[str, Any]) -> bool:
+        """Whether the result is ``true`` (what ``evaluate(...) is True`` says, without
+        converting another result to Python); raises ``ExpressionEvaluationError`` when CEL
+        reports an error or the result has no Python form."""
+        value = self._eval(activation)
+        if value is None:
+            return False
+        try:
+            return is_true(value)
         except Exception as exc:  # e.g. an optional value
             raise ExpressionEvaluationError(self._text, f"unsupported result: {exc}") from exc
 

@@ -44,6 +44,7 @@ from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
 from stepline.sdk.search import (
     RunSearch,
     compile_search,
+    event_fields,
     is_match,
     search_activation,
     search_clauses,
@@ -629,18 +630,28 @@ class App:
     async def waiting_on(self, runs: Sequence[Run]) -> dict[str, WaitingOn]:
         """Why each of these runs that has not ended is not running now (sleeping until T,
         waiting for an event, held by a concurrency key, throttled, in retry backoff, its
-        function paused, no live worker knowing its function ...), by run id."""
-        engine = self.engine
+        function paused, no live worker knowing its function ...), by run id (one read on a
+        reader thread)."""
         open_runs = [r for r in runs if not r.done]
         if not open_runs:
             return {}
+        engine = self.engine
         now = engine.clock.now()
-        ids = [r.run_id for r in open_runs]
-        states = {s.run_id: s for s in await engine.read(engine.store.queue_states, ids, now)}
-        paused = await engine.read(engine.store.paused_functions, self.id)
-        workers = await self.live_workers()
+        return await engine.read(lambda: self._decide_waiting(open_runs, now))
+
+    def _decide_waiting(
+        self, runs: Sequence[Run], now: float, workers: list[WorkerRecord] | None = None
+    ) -> dict[str, WaitingOn]:
+        """``waiting_on`` on a reader thread: the runs' queue states, the paused functions
+        and (unless given) the live workers, read here, then each run decided."""
+        engine = self.engine
+        store = engine.store
+        states = {s.run_id: s for s in store.queue_states([r.run_id for r in runs], now)}
+        paused = store.paused_functions(self.id)
+        if workers is None:
+            workers = store.live_workers(now)
         found: dict[str, WaitingOn] = {}
-        for run in open_runs:
+        for run in runs:
             reason = waiting_on(
                 run,
                 states.get(run.run_id),
@@ -672,27 +683,37 @@ class App:
         (``kind_clauses``: a "queued" run is due, a "scheduled" one is not yet);
         ``waiting_on`` decides each of those, newest first, until ``limit`` are found. None
         is read when no live worker has the function (but for "running" and "paused", a run
-        waits on a worker then)."""
-        engine = self.engine
-        now = engine.clock.now()
+        waits on a worker then). All of it is one call on a reader thread (a hop between
+        threads costs a wait for a core on a busy machine)."""
         statuses = KIND_STATUSES.get(kind, UNFINISHED_STATUSES)
         if status is not None:
             statuses = tuple(s for s in statuses if s == status)
+        query = RunFilter(function_id, None, event_id, scan, None, self.id, after=after)
+        now = self.engine.clock.now()
+        return await self.engine.read(lambda: self._runs_waiting(kind, query, statuses, limit, now))
+
+    def _runs_waiting(
+        self, kind: str, query: RunFilter, statuses: tuple[str, ...], limit: int, now: float
+    ) -> list[Run]:
+        """``runs_waiting`` on a reader thread."""
+        store = self.engine.store
+        workers = store.live_workers(now)
         if kind not in ("running", "paused"):
-            served = {f for w in await self.live_workers() for f in w.function_ids}
-            if not served or (function_id is not None and function_id not in served):
+            served = {f for w in workers for f in w.function_ids}
+            if not served or (query.function_id is not None and query.function_id not in served):
                 return []
         clauses = kind_clauses(kind, now)
         records: list[RunRecord] = []
         for wanted in statuses:
-            query = RunFilter(function_id, wanted, event_id, scan, None, self.id, after=after)
-            window = await engine.read(engine.store.search_window, query, scan, clauses)
+            window = store.search_window(
+                dataclasses.replace(query, status=wanted), query.limit, clauses
+            )
             records += [record for _, record in window.candidates]
         records.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         found: list[Run] = []
         for start in range(0, len(records), 500):
             runs = [Run.from_records(r, []) for r in records[start : start + 500]]
-            reasons = await self.waiting_on(runs)
+            reasons = self._decide_waiting([r for r in runs if not r.done], now, workers)
             found += [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == kind]
             if len(found) >= limit:
                 break
@@ -738,7 +759,7 @@ class App:
         app_id = None if all_apps else self.id
         runs_filter = RunFilter(function_id, status, None, scan, None, app_id, after=after)
         clauses = search_clauses(query)
-        used = used_variables(query)
+        used, fields = used_variables(query), event_fields(query)
         window = await engine.read(store.search_window, runs_filter, scan, clauses)
 
         def search() -> RunSearch:
@@ -754,7 +775,7 @@ class App:
                 for n, record in chunk:
                     mine = [events[e] for e in record.event_ids if e in events]
                     try:
-                        if is_match(expression, search_activation(record, mine, used)):
+                        if is_match(expression, search_activation(record, mine, used, fields)):
                             found.append(Run.from_records(record, []))
                     except ExpressionEvaluationError as exc:
                         failed += 1

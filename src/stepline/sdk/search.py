@@ -23,6 +23,7 @@ from stepline.expressions._parse import (
     Ident,
     Lit,
     Node,
+    Select,
     Unary,
     Unsupported,
     emit,
@@ -61,18 +62,47 @@ ALL_VARIABLES = frozenset(SEARCH_VARIABLES)
 
 
 def search_activation(
-    run: RunRecord, events: Sequence[EventRecord], used: frozenset[str] = ALL_VARIABLES
+    run: RunRecord,
+    events: Sequence[EventRecord],
+    used: frozenset[str] = ALL_VARIABLES,
+    event_fields: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """What a search expression sees of one run; the variables not in ``used`` (see
-    ``used_variables``) are left empty, as the expression does not read them."""
-    payloads = [e.payload() for e in events] if not used.isdisjoint(("event", "events")) else []
-    return {
-        "event": payloads[0] if payloads else {},
-        "events": payloads,
-        "output": loads(run.output_json) if "output" in used else None,
-        "error": run.error,
-        "run": {"id": run.run_id, "function_id": run.function_id, "status": run.status},
-    }
+    """What a search expression sees of one run: only the variables in ``used`` (see
+    ``used_variables``; the expression reads no other), and of ``event`` only the fields in
+    ``event_fields`` when given (``event_fields``): CEL converts every value it is handed, so
+    what the expression does not read is not built."""
+    activation: dict[str, Any] = {}
+    if "event" in used:
+        first = events[0] if events else None
+        if first is None:
+            activation["event"] = {}
+        elif event_fields is None:
+            activation["event"] = first.payload()
+        else:
+            activation["event"] = _event_view(first, event_fields)
+    if "events" in used:
+        activation["events"] = [e.payload() for e in events]
+    if "output" in used:
+        activation["output"] = loads(run.output_json)
+    if "error" in used:
+        activation["error"] = run.error
+    if "run" in used:
+        activation["run"] = {"id": run.run_id, "function_id": run.function_id, "status": run.status}
+    return activation
+
+
+_EVENT_FIELDS = frozenset(("id", "name", "data", "user", "ts"))
+
+
+def _event_view(event: EventRecord, fields: frozenset[str]) -> dict[str, Any]:
+    """The fields of ``event.payload()`` in ``fields`` (the usual one: ``data``)."""
+    if fields == _DATA:
+        return {"data": event.data}
+    payload = event.payload()
+    return {k: payload[k] for k in fields if k in payload}
+
+
+_DATA = frozenset(("data",))
 
 
 def search_clauses(text: str) -> tuple[RunClause, ...]:
@@ -216,7 +246,7 @@ def _true_on(expression: Expression, activation: dict[str, Any]) -> bool:
     ``activation``: where it is true, and where it errors (the run is kept so that CEL reports
     the error in ``RunSearch.failed``: an error must read differently from no match)."""
     try:
-        return expression.evaluate(activation) is True
+        return expression.holds(activation)
     except ExpressionEvaluationError:
         return True
 
@@ -227,23 +257,45 @@ def used_variables(text: str) -> frozenset[str]:
         tree = parse(text)
     except Unsupported:
         return ALL_VARIABLES
-    found: set[str] = set()
+    return frozenset(n.name for n in _nodes(tree) if isinstance(n, Ident)) & ALL_VARIABLES
 
-    def visit(node: Any) -> None:
-        if isinstance(node, Ident):
-            found.add(node.name)
-        elif isinstance(node, tuple):
-            for item in node:
-                visit(item)
-        elif hasattr(node, "__slots__"):
-            for name in node.__slots__:
-                visit(getattr(node, name))
 
-    visit(tree)
-    return frozenset(found) & ALL_VARIABLES
+def event_fields(text: str) -> frozenset[str] | None:
+    """The fields of ``event`` that ``text`` reads, when it reads ``event`` only as
+    ``event.<field>``; None when it may read the whole event (``event["data"]``, ``size(event)``,
+    ``event == ...``, a macro over it, syntax that is not modeled)."""
+    try:
+        tree = parse(text)
+    except Unsupported:
+        return None
+    fields: set[str] = set()
+    for node in _nodes(tree):
+        if isinstance(node, Select) and node.operand == Ident("event"):
+            fields.add(node.field)
+        elif any(child == Ident("event") for child in _children(node)):
+            return None  # the event read whole (or an iteration variable named so)
+    return None if tree == Ident("event") else frozenset(fields)
+
+
+def _nodes(node: Any) -> Iterator[Any]:
+    """Every node of a syntax tree, depth first."""
+    yield node
+    for child in _children(node):
+        yield from _nodes(child)
+
+
+def _children(node: Any) -> Iterator[Any]:
+    """The nodes directly under ``node``."""
+    for name in getattr(node, "__slots__", ()):
+        value = getattr(node, name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, tuple):  # a map literal's (key, value)
+                yield from item
+            elif hasattr(item, "__slots__"):
+                yield item
 
 
 def is_match(expression: Expression, activation: dict[str, Any]) -> bool:
     """Whether the search matches (``True`` only for a true result); raises
     ``ExpressionEvaluationError`` when the expression errors on this run."""
-    return expression.evaluate(activation) is True
+    return expression.holds(activation)

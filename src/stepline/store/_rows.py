@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from stepline.serde import dumps, loads
 from stepline.store.records import (
     EventFilter,
@@ -36,23 +38,24 @@ def json_or_none(value: Any) -> str | None:
 # -- rows to records (the column orders of SELECT_RUN, SELECT_STEPS, the wait and event columns,
 # SELECT_HISTORY) ----------------------------------------------------------------------------------
 def run_record(r: Sequence[Any]) -> RunRecord:
+    error = r[8]
     return RunRecord(
-        run_id=r[0],
-        function_id=r[1],
-        status=r[2],
-        event_ids=loads(r[3]),
-        created_at=r[4],
-        started_at=r[5],
-        ended_at=r[6],
-        output_json=r[7],
-        error=loads(r[8]),
-        attempt=r[9],
-        parent_run_id=r[10],
-        parent_step_hash=r[11],
-        start_timeout=r[12],
-        finish_timeout=r[13],
-        app_id=r[14],
-        worker_id=r[15],
+        r[0],
+        r[1],
+        r[2],
+        orjson.loads(r[3]),
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        None if error is None else orjson.loads(error),
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        r[13],
+        r[14],
+        r[15],
     )
 
 
@@ -222,6 +225,27 @@ def search_window(rows: Iterable[Sequence[Any]], window: int) -> SearchWindow:
             edge = run
         if kept:
             candidates.append((n, run))
+    return SearchWindow(candidates, size, edge, more)
+
+
+def kept_window(rows: Iterable[Sequence[Any]], window: int) -> SearchWindow:
+    """A ``SearchWindow`` from rows (kept, the run's columns...) of the newest runs the filter
+    selects, newest first, up to one past the window: only the kept runs and the window's
+    oldest are decoded."""
+    candidates: list[tuple[int, RunRecord]] = []
+    size, last, more = 0, None, False
+    for n, row in enumerate(rows, start=1):
+        if n > window:
+            more = True
+            break
+        size, last = n, row
+        if row[0]:
+            candidates.append((n, run_record(row[1:])))
+    edge = None
+    if last is not None:
+        edge = (
+            candidates[-1][1] if candidates and candidates[-1][0] == size else run_record(last[1:])
+        )
     return SearchWindow(candidates, size, edge, more)
 
 

@@ -28,7 +28,7 @@ from stepline.sdk.waiting import WAITING_KINDS, WaitingOn
 from stepline.server.dashboard import _views as views
 from stepline.server.dashboard._auth import FormTooLarge, Guard, Session, read_form
 from stepline.server.dashboard._live import LiveHub
-from stepline.store.records import TERMINAL_STATUSES, UNFINISHED_STATUSES, EventRecord
+from stepline.store.records import TERMINAL_STATUSES, UNFINISHED_STATUSES, EventRecord, RunFilter
 
 if TYPE_CHECKING:
     from stepline.sdk.app import App
@@ -346,11 +346,14 @@ class Dashboard:
 
     async def _suggestions(self) -> list[str]:
         """Payload keys to suggest in the search box (from recent runs' events)."""
-        app = self.app
-        engine = app.engine
-        recent = await app.runs(limit=20, with_steps=False)
-        ids = [r.event_ids[0] for r in recent if r.event_ids]
-        events = await engine.read(engine.store.get_events, ids)
+        store = self.app.engine.store
+        recent = RunFilter(limit=20, app_id=self.app.id)
+
+        def read() -> list[EventRecord]:  # one read on a reader thread
+            ids = [r.event_ids[0] for r in store.list_runs(recent) if r.event_ids]
+            return store.get_events(ids)
+
+        events = await self.app.engine.read(read)
         keys = sorted({k for e in events for k in e.data if isinstance(k, str)})
         names = sorted({e.name for e in events})
         found = [f"event.data.{k}" for k in keys[:30]]

@@ -203,18 +203,19 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
 WHERE n <= ?2 ORDER BY event_id, n"""
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
-# a payload search's window (``?1``: its size): the newest runs the filter ({where}) selects,
-# numbered from 1, down to one past the window, with how many there are; those the clauses
-# ({match}) keep, and the window's oldest run and the one past it whether kept or not (with
-# whether they are). The clauses read the columns {added} from the rows {join}ed.
+# a payload search's window: the newest runs the filter ({where}) selects, newest first, down to
+# one past the window (the LIMIT), each with whether the clauses ({match}) keep it (the store
+# numbers them and skips the others: SQLite's window functions cost more than the rows). The
+# clauses read the columns {added} from the rows {join}ed; without those, one index scan.
 SEARCH_WINDOW = f"""
-SELECT n, selected, CASE WHEN n < min(selected, ?1) THEN 1 ELSE ({{match}}) END, {RUN_COLUMNS}
-FROM (
-    SELECT row_number() OVER (ORDER BY newest.created_at DESC, newest.run_id DESC) AS n,
-           count(*) OVER () AS selected, newest.*{{added}}
+SELECT ({{match}}), {RUN_COLUMNS} FROM runs {{where}}
+ORDER BY created_at DESC, run_id DESC LIMIT ?"""
+SEARCH_WINDOW_JOINED = f"""
+SELECT ({{match}}), {RUN_COLUMNS} FROM (
+    SELECT newest.*{{added}}
     FROM (SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
-          LIMIT ?1 + 1) AS newest{{join}})
-WHERE n >= min(selected, ?1) OR ({{match}}) ORDER BY n"""
+          LIMIT ?) AS newest{{join}})
+ORDER BY created_at DESC, run_id DESC"""
 # the run's first event, for clauses that read it
 SEARCH_EVENT_COLUMNS = ", e.name AS event_name, CAST(e.data AS TEXT) AS event_data"
 SEARCH_EVENT_JOIN = """

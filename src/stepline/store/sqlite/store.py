@@ -305,9 +305,15 @@ class SQLiteStore:
         where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
         match, matched = match_sql(clauses, _search.CLAUSES)
         added, joins = _search.window_joins(clauses)
-        statement = q.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
-        rows = self._conn().execute(statement, [window, *matched, *params, *matched])
-        return shapes.search_window(rows, window)
+        if joins:
+            statement = q.SEARCH_WINDOW_JOINED.format(
+                where=where, match=match, added=added, join=joins
+            )
+            rows = self._conn().execute(statement, [*matched, *params, window + 1])
+        else:
+            statement = q.SEARCH_WINDOW.format(where=where, match=match)
+            rows = self._conn().execute(statement, [*matched, *params, window + 1])
+        return shapes.kept_window(rows, window)
 
     @_reading
     def count_runs(self, query: RunFilter) -> int:
