@@ -32,7 +32,7 @@ WORKLOADS = (
     *CORE_WORKLOADS,
     *(
         w
-        for w in ("flow", "cancel_on", "scale", "fairness", "http_events")
+        for w in ("flow", "cancel_on", "scale", "fairness", "http_events", "inngest_sdk")
         if w not in CORE_WORKLOADS
     ),
 )

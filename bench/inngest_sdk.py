@@ -1,5 +1,5 @@
 """An Inngest SDK app driven over loopback HTTP (issue 10): ``python -m bench.inngest_sdk
-[--quick]``.
+[--quick]`` (or ``python -m bench --only inngest_sdk``).
 
 This process runs a Stepline app (SQLite WAL + ``synchronous=FULL`` in a temporary folder, the
 real clock, a worker, the HTTP server on 127.0.0.1 in dev mode); a second process runs a FastAPI
@@ -11,7 +11,9 @@ The HTTP driver is wrapped to time and count its execution requests. Rows:
   SDK's own work: parsing the request, replaying the memo, hashing ids, serializing the reply);
   requests per step (a step's request runs it and replies ``StepRun``; one more request ends
   the run); where the time goes: the p50 time inside a POST (loopback HTTP and the SDK) and
-  between a reply and the next POST (Stepline's share: the reply's commit, the next request);
+  between a reply and the next POST (Stepline's share: the reply's commit, the next request),
+  and the CPU time per step of this process and of the SDK app's (``/proc/PID/stat``); the run
+  is not read from the store while it is driven (its end is its 200 reply);
 - event → first request: one event at a time on an idle server, from just before ``send`` to
   the driver starting the run's first request (both in this process, ``time.perf_counter``);
 - parallel steps: one group of ``PARALLEL`` ``step.run`` (wait mode): the requests made (one
@@ -37,7 +39,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.common import median, percentile
+from bench.common import Sizes, median, percentile
+from bench.pg_procs import cpu_seconds
 
 STEPS = 50
 PARALLEL = 10
@@ -113,6 +116,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
             self.posts: list[tuple[str, float]] = []  # (run id, perf_counter at send)
             self.replies: dict[str, float] = {}  # run id -> perf_counter at its last reply
             self.spans: dict[str, list[tuple[float, float]]] = {}  # run id -> (send, reply)
+            self.ended: set[str] = set()  # runs whose last request was answered with a 200
 
         async def post(
             self, url: str, body: bytes, headers: Mapping[str, str]
@@ -121,6 +125,8 @@ async def _measure(quick: bool) -> dict[str, Any]:
             self.posts.append((run_id, sent))
             reply = await super().post(url, body, headers)
             self.replies[run_id] = time.perf_counter()
+            if reply[0] == 200:  # the run's end (its commit follows)
+                self.ended.add(run_id)
             self.spans.setdefault(run_id, []).append((sent, self.replies[run_id]))
             return reply
 
@@ -159,16 +165,20 @@ async def _measure(quick: bool) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 [outcome] = await app.send_with_outcomes(event)
                 [run_id] = outcome.run_ids
-                while True:
-                    await asyncio.sleep(0.02)  # polls: a run's end is timed by its last reply
+                while run_id not in driver.ended and time.perf_counter() - t0 < 60:
+                    # no store reads while the run is driven (they take CPU from it)
+                    await asyncio.sleep(0.005)
+                while True:  # a run's end is timed by its last reply; then its commit is read
                     done = await app.get_run(run_id)
                     if done is not None and done.done:
                         assert done.status == "COMPLETED", done.error
                         return run_id, t0, driver.replies[run_id]
+                    await asyncio.sleep(0.002)
 
             await run(Event("bench/chain", {"steps": 3}))  # warm up both sides
             per_step, requests_per_step = [], []
             inside, between = [], []  # ms: in a POST; from a reply to the next POST
+            cpu0 = cpu_seconds(os.getpid()), cpu_seconds(process.pid)
             for _ in range(runs):
                 run_id, t0, t1 = await run(Event("bench/chain", {"steps": STEPS}))
                 per_step.append((t1 - t0) / STEPS * 1000)
@@ -177,6 +187,8 @@ async def _measure(quick: bool) -> dict[str, Any]:
                 spans = driver.spans[run_id]
                 inside += [(end - start) * 1000 for start, end in spans]
                 between += [(b[0] - a[1]) * 1000 for a, b in itertools.pairwise(spans)]
+            cpu1 = cpu_seconds(os.getpid()), cpu_seconds(process.pid)
+            ours, sdk = ((b - a) * 1000 / (runs * STEPS) for a, b in zip(cpu0, cpu1, strict=True))
             first: list[float] = []
             for _ in range(samples):
                 run_id, t0, _ = await run(Event("bench/noop", {}))
@@ -192,6 +204,8 @@ async def _measure(quick: bool) -> dict[str, Any]:
                 "requests_per_step": round(median(requests_per_step), 3),
                 "inside_post_ms_p50": round(median(inside), 3),
                 "between_posts_ms_p50": round(median(between), 3),
+                "cpu_ms_per_step_stepline": round(ours, 3),
+                "cpu_ms_per_step_sdk_app": round(sdk, 3),
                 "event_to_first_request_ms_p50": round(median(first), 3),
                 "event_to_first_request_ms_p99": round(percentile(first, 99), 3),
                 "parallel_steps": PARALLEL,
@@ -207,6 +221,17 @@ async def _measure(quick: bool) -> dict[str, Any]:
             await serving
             await driver.aclose()
             app.close()
+
+
+def run_stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    """The figures for ``python -m bench --only inngest_sdk`` (``--quick``: fewer runs)."""
+    figures = asyncio.run(_measure(sizes == Sizes.quick()))
+    figures["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return figures
+
+
+def run_dbos(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    return {"na": "n/a: DBOS does not speak the Inngest SDK protocol"}
 
 
 def main() -> None:

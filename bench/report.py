@@ -109,6 +109,7 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
         *_scale_rows(sizes, results),
         *_fairness_rows(sizes, at_most(50.0)),
         *_http_rows(),
+        *_inngest_rows(),
     ]
 
 
@@ -152,6 +153,31 @@ def _http_rows() -> list[Row]:
         Row("Event → first step through HTTP, p50", w, "first_step_p50_ms", "ms", False,
             "≤ 3 ms", at_most(3.0), compare=False),
         Row("  … p99", w, "first_step_p99_ms", "ms", False, "info", compare=False),
+    ]  # fmt: skip
+
+
+def _inngest_rows() -> list[Row]:
+    """An Inngest Python SDK app (FastAPI) driven over loopback HTTP (issue 10)."""
+
+    def at_most(limit: float) -> Callable[[float, float | None, Results], bool | None]:
+        return lambda s, d, r: s <= limit
+
+    w = "inngest_sdk"
+    return [
+        Row("Inngest SDK app (Python, FastAPI): per step p50", w, "per_step_ms_p50", "ms", False,
+            "≤ 3 ms", at_most(3.0), compare=False),
+        Row("  … inside a POST p50 (loopback HTTP and the SDK)", w, "inside_post_ms_p50", "ms",
+            False, "info", compare=False),
+        Row("  … between POSTs p50 (the commit, the next request)", w, "between_posts_ms_p50",
+            "ms", False, "info", compare=False),
+        Row("  … CPU per step: Stepline's process", w, "cpu_ms_per_step_stepline", "ms", False,
+            "info", compare=False),
+        Row("  … CPU per step: the SDK app's process", w, "cpu_ms_per_step_sdk_app", "ms", False,
+            "info", compare=False),
+        Row("  … requests per step", w, "requests_per_step", "requests", False, "info",
+            compare=False),
+        Row("  … event → first request p50", w, "event_to_first_request_ms_p50", "ms", False,
+            "≤ 5 ms", at_most(5.0), compare=False),
     ]  # fmt: skip
 
 

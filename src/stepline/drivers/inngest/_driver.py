@@ -44,6 +44,7 @@ import httpx
 import orjson
 
 from stepline.drivers.inngest._errors import ProtocolError, UnsupportedOpError
+from stepline.drivers.inngest._http import HttpClientError, LeanClient
 from stepline.drivers.inngest._opcodes import ErrorInfo, RunCompleteOp, StepRunOp, read_op
 from stepline.drivers.inngest._requests import PassRequests
 from stepline.drivers.inngest._responses import SdkReply
@@ -91,6 +92,7 @@ class InngestDriver:
     urls: dict[str, str] = field(default_factory=dict)
     checkpoint_replies: Counter[int] = field(default_factory=Counter)  # status -> answered
     _client: httpx.AsyncClient | None = field(default=None, repr=False)
+    _lean: LeanClient | None = field(default=None, repr=False)  # execution requests (_http)
     _passes: dict[str, tuple[asyncio.AbstractEventLoop, HttpPass]] = field(
         default_factory=dict, repr=False
     )
@@ -101,6 +103,9 @@ class InngestDriver:
         return self._client
 
     async def aclose(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -148,20 +153,29 @@ class InngestDriver:
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
-        """One execution request. Raises ``SdkRequestError`` on a time-out or a connection
-        error, ``SignatureError`` for a reply not signed by our keys (production)."""
+        """One execution request (plain ``http://`` through ``_http``'s lean client, else
+        httpx); reply header names lower-cased. Raises ``SdkRequestError`` on a time-out or a
+        connection error, ``SignatureError`` for a reply not signed by our keys (production)."""
+        if self._lean is None:
+            self._lean = LeanClient(self.timeout)
         try:
-            response = await self.client().post(url, content=body, headers=dict(headers))
-        except httpx.HTTPError as exc:
+            if self._lean.handles(url):
+                reply = await self._lean.post(url, body, headers)
+                status, reply_headers, raw = reply.status, reply.headers, reply.body
+            else:
+                response = await self.client().post(url, content=body, headers=dict(headers))
+                status, reply_headers, raw = (
+                    response.status_code,
+                    dict(response.headers),
+                    response.content,
+                )
+        except (HttpClientError, httpx.HTTPError) as exc:
             raise SdkRequestError(f"request to {url} failed: {exc!r}") from exc
-        raw = response.content
-        reply_headers = dict(response.headers)
-        if self.verify_keys is not None and response.status_code != 201:
+        if self.verify_keys is not None and status != 201:
             # a streamed (201) reply's signature covers a placeholder body (see _responses)
-            verify_response(
-                raw, response.headers.get("X-Inngest-Signature"), self.verify_keys, time.time()
-            )
-        return response.status_code, reply_headers, raw
+            signed = reply_headers.get("x-inngest-signature")
+            verify_response(raw, signed, self.verify_keys, time.time())
+        return status, reply_headers, raw
 
 
 class HttpPass:

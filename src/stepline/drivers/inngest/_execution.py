@@ -13,11 +13,12 @@ parameter.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 from stepline.drivers.inngest._canonical import canonical_json
 from stepline.drivers.inngest._errors import ProtocolError
@@ -144,10 +145,19 @@ def actions_body(request: ExecutionRequest) -> bytes:
 def execution_url(function_url: str, step_id: str = DISCOVERY) -> str:
     """The URL of a request: the function's registered URL with ``stepId`` set (``"step"``
     for a discovery request, a hashed step id for a targeted one)."""
+    before, query, after = _url_parts(function_url)
+    return f"{before}?{query}{quote_plus(step_id)}{after}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _url_parts(function_url: str) -> tuple[str, str, str]:
+    """What comes before a function URL's query, its query without ``stepId`` and ending with
+    ``stepId=`` (as ``urlencode`` writes it), and its fragment (``#...``, or empty)."""
     parts = urlsplit(function_url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "stepId"]
-    query.append(("stepId", step_id))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    before = urlunsplit(parts._replace(query="", fragment=""))
+    after = urlunsplit(("", "", "", "", parts.fragment))
+    return before, urlencode([*query, ("stepId", "")]), after
 
 
 def request_headers(

@@ -73,7 +73,7 @@ class PassRequests:
             for s in sorted(book.memo.values(), key=lambda s: s.position)
             if s.status == "RETRYING" and (s.due_at is None or s.due_at <= now)
         ]
-        plan_only = any(book.backing_off(h) for h in book.memo)
+        plan_only = book.any_backing_off()
         if due or book.planned:
             targeted = book.planned + [s.hash for s in due if s.kind == "run"]
             discover = book.unsent_discovery if book.planned else False
@@ -161,7 +161,7 @@ class PassRequests:
     def discover(self) -> None:
         self.progressed = False
         # Go clears ForceStepPlan with a discovery; Stepline keeps it while a step backs off
-        self.force_plan = any(self.book.backing_off(h) for h in self.book.memo)
+        self.force_plan = self.book.any_backing_off()
         self.send(DISCOVERY)
 
     async def drive(self) -> None:

@@ -70,8 +70,8 @@ class SdkReply:
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+    """``name``'s value in ``headers`` whose names are lower-cased."""
+    return headers.get(name.lower())
 
 
 def _json(body: bytes | str, what: str) -> Any:
@@ -111,6 +111,7 @@ def parse_reply(status: int, headers: Mapping[str, str], body: bytes, now: datet
         inner_headers = {**headers, **(wrapper.get("headers") or {})}
         raw = inner.encode() if isinstance(inner, str) else json.dumps(inner).encode()
         return parse_reply(wrapper["status"], inner_headers, raw, now)
+    headers = {name.lower(): value for name, value in headers.items()}
     sdk = _header(headers, "X-Inngest-SDK")
     no_retry = (_header(headers, "X-Inngest-No-Retry") or "").strip().lower() == "true"
     when = retry_at(_header(headers, "Retry-After"), now)

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from stepline.drivers.inngest._canonical import canonical_json
 from stepline.drivers.inngest._execution import (
     MAX_REQUEST_BYTES,
@@ -32,6 +34,7 @@ from stepline.serde import loads
 from stepline.store.records import RunState, StepRecord
 
 SETTLED = ("COMPLETED", "FAILED")
+_SAFE = 2**53 - 1  # larger integers: RFC 8785 writes them as doubles
 
 
 def memo_of(step: StepRecord) -> Any:
@@ -89,7 +92,7 @@ class RequestBuilder:
 
     def __init__(self, state: RunState) -> None:
         self.state = state
-        self._memos: dict[str, bytes] = {}  # step hash -> its memo's canonical JSON
+        self._memos: dict[str, bytes] = {}  # step hash -> its member of steps, canonical
         self._events: tuple[bytes, bytes] | None = None  # the first event, all of them
 
     def body(
@@ -111,8 +114,11 @@ class RequestBuilder:
             self._events = canonical_json(payloads[0]), canonical_json(payloads)
         stack = [s.hash for s in settled]
         for step in settled:
-            if step.hash not in self._memos:
-                self._memos[step.hash] = canonical_json(memo_of(step))
+            if step.hash not in self._memos:  # the member of ``steps``: "<hash>":<memo>
+                self._memos[step.hash] = b"%s:%s" % (
+                    orjson.dumps(step.hash),
+                    canonical_json(memo_of(step)),
+                )
         ctx: dict[str, Any] = {
             "run_id": self.state.run.run_id,
             "attempt": attempt,
@@ -123,14 +129,14 @@ class RequestBuilder:
         }
         if checkpoint is not None:
             ctx["fn_id"], ctx["qi_id"] = checkpoint
-        memos = b",".join(b'"%s":%s' % (h.encode(), self._memos[h]) for h in sorted(stack))
+        memos = b",".join([self._memos[h] for h in sorted(stack)])
         first, events = self._events
         body = b'{"ctx":%s,"event":%s,"events":%s,"steps":{%s},"use_api":false,"version":%s}' % (
-            canonical_json(ctx),
+            _ctx_json(ctx, attempt, max_attempts),
             first,
             events,
             memos,
-            canonical_json(version),
+            b"%d" % version if abs(version) <= _SAFE else canonical_json(version),
         )
         if len(body) <= MAX_REQUEST_BYTES:
             return body
@@ -142,6 +148,16 @@ class RequestBuilder:
             version=version,
         )
         return fit(replace(request, checkpoint=checkpoint))[1]
+
+
+def _ctx_json(ctx: dict[str, Any], *numbers: int) -> bytes:
+    """``ctx`` as canonical JSON, written by orjson (the pure-Python RFC 8785 encoder took
+    about 0.1 ms a request for the stack's ids alone). The same bytes: ``ctx`` holds ASCII
+    keys, strings (orjson escapes exactly the characters RFC 8785 escapes, in the same form:
+    checked for every code point), booleans and integers within +-(2**53 - 1)."""
+    if any(abs(n) > _SAFE for n in numbers):
+        return canonical_json(ctx)
+    return orjson.dumps(ctx, option=orjson.OPT_SORT_KEYS)
 
 
 def _settled(state: RunState) -> list[StepRecord]:

@@ -64,16 +64,16 @@ class StepBook:
     def now(self) -> float:
         return self.engine.clock.now()
 
+    def any_backing_off(self) -> bool:
+        """True while a step of the run waits out its retry backoff (``backing_off``)."""
+        now = self.now()
+        return any(_backs_off(s, now) for s in self.memo.values())
+
     def backing_off(self, step_id: str) -> bool:
         """True while ``step_id`` is a step waiting out its retry backoff: it is not asked for
         before its retry time (the engine wakes the run then)."""
         step = self.memo.get(step_id)
-        return (
-            step is not None
-            and step.status == "RETRYING"
-            and step.due_at is not None
-            and step.due_at > self.now()
-        )
+        return step is not None and _backs_off(step, self.now())
 
     async def hold(self) -> None:
         """Note the steps that hold the run as the pass starts: pending (a sleep, a wait, an
@@ -409,3 +409,7 @@ def error_of(info: ErrorInfo) -> dict[str, Any]:
     if info.stack is not None:
         error["stack"] = info.stack
     return error
+
+
+def _backs_off(step: StepRecord, now: float) -> bool:
+    return step.status == "RETRYING" and step.due_at is not None and step.due_at > now
