@@ -17,7 +17,10 @@ A store that can (``OptimisticStore``: PostgreSQL) first applies a batch without
 job, its statements sent together; if anything fails in it (``Replay``: a job raised, a lease was
 lost), nothing of it was committed and the batch is made again as above, each job in its own
 savepoint. A job may therefore be applied twice: its effects outside the transaction must be
-its return value (or be harmless to repeat).
+its return value (or be harmless to repeat). A job that leaves that careful transaction unable
+to commit (PostgreSQL: a statement outside its savepoints failed and the job went on) makes
+the store raise ``Replay`` instead of committing nothing silently; each job of the batch is
+then applied alone.
 """
 
 from __future__ import annotations
@@ -150,6 +153,12 @@ class BatchWriter:
                 self.transactions += 1
                 self.jobs += len(jobs)
                 return [(True, result) for result in results]
+        return self._apply_carefully(jobs)
+
+    def _apply_carefully(self, jobs: list[Job]) -> list[Outcome]:
+        """The jobs in one transaction, each verb in its savepoint; if a job left the whole
+        transaction unable to commit (``Replay``: nothing committed), each job alone."""
+        store = self._store
         outcomes: list[Outcome] = []
         try:
             with store.transaction() as tx:
@@ -163,6 +172,11 @@ class BatchWriter:
                         # a job's own error, or the store refusing it for good (read-only):
                         # the job's verb was rolled back alone, never a raw driver exception
                         outcomes.append((False, exc if failed is None else _own_copy(failed)))
+        except Replay as exc:
+            if len(jobs) == 1:
+                return [(False, exc)]
+            self.replays += 1
+            return [outcome for job in jobs for outcome in self._apply_carefully([job])]
         except Exception as exc:  # the transaction itself failed: nothing is acknowledged
             return self._lost(exc, len(jobs))
         except BaseException as exc:

@@ -208,6 +208,11 @@ class Statements:
             yield
             if self.spoiled:
                 raise Spoiled("a job or a statement of this optimistic transaction failed")
+            if self.conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                # a statement sent outside every savepoint failed and a job went on (it caught
+                # the error): the server would take the COMMIT for a ROLLBACK without a word,
+                # and the jobs would be told their writes committed
+                raise Spoiled("a statement outside every savepoint failed: nothing can commit")
             self._depth -= 1
             for statement in last():
                 self._queue(statement)

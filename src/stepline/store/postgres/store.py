@@ -41,6 +41,7 @@ from stepline.store._copy import Row, Table
 from stepline.store.interface import Replay
 from stepline.store.postgres import _copy, _rows, _search
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._statements import Spoiled
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import Hints, LeaseTokens, PostgresTx
@@ -309,6 +310,9 @@ class PostgresStore:
     # -- transactions -----------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[PostgresTx]:
+        """A write transaction, each verb in a savepoint. ``Replay`` when a statement sent
+        outside every savepoint failed and the caller went on (nothing was committed: the
+        writer then applies each job of the batch alone)."""
         try:
             with self._conn() as conn:
                 tx = PostgresTx(conn, self._presence, self._tokens, hints=self._hints)
@@ -316,6 +320,8 @@ class PostgresStore:
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
+        except Spoiled as exc:
+            raise Replay(str(exc)) from exc
 
     @contextmanager
     def optimistic_transaction(self) -> Iterator[PostgresTx]:
