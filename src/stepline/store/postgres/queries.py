@@ -225,16 +225,20 @@ ORDER BY ckey1, ckey2, due_at, run_id"""
 LOCK_DUE = """
 SELECT run_id FROM queue
 WHERE run_id = ANY(%s) AND lease_owner IS NULL AND due_at <= %s FOR UPDATE SKIP LOCKED"""
-TAKE_LEASE = """
-UPDATE queue SET lease_owner = %s, lease_token = %s, lease_expires_at = %s, wake = false,
-       app_id = CASE WHEN app_id = '' THEN %s ELSE app_id END
-WHERE run_id = ANY(%s)"""
-RECORD_RUN_STARTED = """
-INSERT INTO history (run_id, ts, kind, worker_id)
-SELECT run_id, %s, 'RUN_STARTED', %s FROM runs
-WHERE run_id = ANY(%s) AND started_at IS NULL
-  AND (start_timeout IS NULL OR %s <= created_at + start_timeout)"""
-MARK_LEASED = """
+# the leases taken (queue), a RUN_STARTED row for each run's first pass (history: it reads the
+# runs as they were before the statement, as when it was sent before the update of runs) and the
+# runs marked leased, in one statement: its parts write different tables
+TAKE_LEASES = """
+WITH leased AS (
+    UPDATE queue SET lease_owner = %(owner)s, lease_token = %(token)s,
+           lease_expires_at = %(expires)s, wake = false,
+           app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
+    WHERE run_id = ANY(%(runs)s)),
+started AS (
+    INSERT INTO history (run_id, ts, kind, worker_id)
+    SELECT run_id, %(now)s, 'RUN_STARTED', %(owner)s FROM runs
+    WHERE run_id = ANY(%(runs)s) AND started_at IS NULL
+      AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout))
 UPDATE runs SET status = 'RUNNING', worker_id = %(owner)s, passes = passes + 1,
        started_at = CASE WHEN started_at IS NULL
                           AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)

@@ -734,9 +734,17 @@ class PostgresTx:
             if taken:
                 self._tokens.remember(token, owner)
                 app_id = functions.app_id
-                s.write(q.TAKE_LEASE, (owner, token, now + ttl, app_id, taken))
-                s.write(q.RECORD_RUN_STARTED, (now, owner, taken, now))
-                s.write(q.MARK_LEASED, {"owner": owner, "now": now, "app": app_id, "runs": taken})
+                s.write(
+                    q.TAKE_LEASES,
+                    {
+                        "owner": owner,
+                        "token": token,
+                        "expires": now + ttl,
+                        "app": app_id,
+                        "runs": taken,
+                        "now": now,
+                    },
+                )
                 # the runs as leased, read with the writes (load_run after the commit, without
                 # another round trip): the rows are there once the transaction committed
                 loaded = _rows.LoadedRuns(s.read_later(q.LOAD_RUNS, (taken,)))
