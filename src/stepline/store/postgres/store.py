@@ -353,7 +353,9 @@ class PostgresStore:
                 ) from exc
             if statements is not None and statements.stale:
                 # its first round trip failed: nothing of it committed; made again carefully,
-                # on a checked connection (the pool drops the broken one)
+                # on a checked connection (the pool drops the broken one, and its other idle
+                # ones are checked: a restarted server ended them all)
+                self._read_pool.check()
                 raise Replay(f"the connection had ended: {exc}") from exc
             if isinstance(exc, psycopg.Error) and exc.sqlstate and exc.sqlstate[:2] != "08":
                 raise Replay(str(exc)) from exc  # the server refused it: never committed
