@@ -172,15 +172,15 @@ SELECT key FROM (
       AND ckey2 IS NOT NULL AND climit2 IS NOT NULL
 ) AS live GROUP BY key HAVING count(*) >= min(cap)"""
 _NOT_PAUSED_FN = """NOT EXISTS (
-    SELECT 1 FROM paused WHERE app_id IN (%(app)s, '') AND function_id = %(fn{i})s)"""
-# served function {i}'s oldest due runs (of app %(app{i})s), full concurrency keys left out, then
+    SELECT 1 FROM paused WHERE app_id IN (%(app)s, '') AND function_id = %(fn)s)"""
+# the served function's oldest due runs of app %(app{i})s, full concurrency keys left out, then
 # its runs whose lease expired or whose owner's presence lock is gone, in queue order, locked:
 # rows another worker is leasing right now are skipped, never waited for
 _DUE_OF = f"""
 SELECT * FROM (
     SELECT {{i}} AS served, false AS expired,
            run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-    WHERE app_id = %(app{{i}})s AND function_id = %(fn{{i}})s AND lease_owner IS NULL
+    WHERE app_id = %(app{{i}})s AND function_id = %(fn)s AND lease_owner IS NULL
       AND due_at <= %(by)s
       AND (ckey1 IS NULL OR NOT ckey1 = ANY(ARRAY(SELECT key FROM full_keys)))
       AND (ckey2 IS NULL OR NOT ckey2 = ANY(ARRAY(SELECT key FROM full_keys)))
@@ -190,7 +190,7 @@ _EXPIRED_OF = f"""
 SELECT * FROM (
     SELECT {{i}} AS served, true AS expired,
            run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-    WHERE app_id = %(app{{i}})s AND function_id = %(fn{{i}})s AND lease_owner IS NOT NULL
+    WHERE app_id = %(app{{i}})s AND function_id = %(fn)s AND lease_owner IS NOT NULL
       AND (lease_expires_at <= %(now)s
            OR lease_owner <> %(owner)s AND {LIVE_PRESENCE}
               AND lease_owner = ANY(ARRAY(SELECT lease_owner FROM dead_owners)))
@@ -199,15 +199,17 @@ SELECT * FROM (
 
 
 @functools.cache
-def lease_candidates(served: int) -> str:
-    """The candidates of a lease (``tx.lease_due``) of ``served`` (app, function) pairs, in one
-    statement: each pair's due runs and runs whose lease expired (``_DUE_OF``, ``_EXPIRED_OF``),
-    tagged with the pair's number and whether the lease expired. Parameters: ``app`` (the
-    served app), ``app<i>`` and ``fn<i>`` (pair i), ``now``, ``by``, ``window``, ``owner`` and
-    ``prefix``. The full keys and the dead owners are computed only if a row asks for them
-    (a scan that finds no run with a concurrency key, or no lease of another owner, never
-    reads them)."""
-    parts = [part.format(i=i) for i in range(served) for part in (_DUE_OF, _EXPIRED_OF)]
+def lease_candidates(apps: int) -> str:
+    """The candidates of a lease (``tx.lease_due``) of one served function, in one statement:
+    its due runs and runs whose lease expired (``_DUE_OF``, ``_EXPIRED_OF``) of each of
+    ``apps`` apps (the served app, and "" for rows recorded before runs carried their app),
+    each row tagged with the app's number and whether the lease expired. Parameters: ``app``
+    (the served app), ``app<i>``, ``fn``, ``now``, ``by``, ``window``, ``owner`` and ``prefix``.
+    One statement a function, the same text for each (prepared once, planned once): one
+    statement for all functions took the planner milliseconds per function. The full keys and
+    the dead owners are computed only if a row asks for them (a scan that finds no run with a
+    concurrency key, or no lease of another owner, never reads them)."""
+    parts = [part.format(i=i) for i in range(apps) for part in (_DUE_OF, _EXPIRED_OF)]
     union = "\nUNION ALL".join(parts)
     return f"""
 WITH full_keys AS MATERIALIZED ({FULL_KEYS}),

@@ -677,42 +677,41 @@ class PostgresTx:
             # every served function's due and expired runs (of its app, and of none: rows
             # recorded before runs carried their app), with the live leases: one round trip
             apps = [functions.app_id, ""] if functions.app_id else [""]
-            served = [(app, fn) for app in apps for fn in functions.function_ids]
             window = limit * 4 + 16
-            params: dict[str, Any] = {
+            common: dict[str, Any] = {
                 "app": functions.app_id,
                 "now": now,
                 "by": horizon,
                 "window": window,
                 "owner": owner,
                 "prefix": PRESENCE_KEY,
+                **{f"app{i}": app for i, app in enumerate(apps)},
             }
-            for i, (app, fn) in enumerate(served):
-                params[f"app{i}"], params[f"fn{i}"] = app, fn
+            fns = list(functions.function_ids)
+            statement = q.lease_candidates(len(apps))
             reads: list[tuple[str, Any]] = [(q.LIVE_LEASES, (now,))]
-            if served:
-                reads.append((q.lease_candidates(len(served)), params))
-            leases, *rows = s.run_all(reads)
+            reads += [(statement, {**common, "fn": fn}) for fn in fns]
+            leases, *found = s.run_all(reads)
             for function_id, key1, limit1, key2, limit2 in leases:
                 slots = _slots(key1, limit1, key2, limit2)
                 live.append((function_id, group_of(slots)))
                 busy.update(key for key, _ in slots)
             candidates: list[Candidate] = []
-            due_count: Counter[int] = Counter()
-            for r in rows[0] if rows else ():
-                i, expired = r[0], r[1]
-                candidates.append(_candidate(r[2:], served[i][1]))
-                if not expired:
-                    due_count[i] += 1
             unlocked: set[str] = set()
-            for i, count in due_count.items():
-                if count >= window:  # a backlog: its groups' oldest runs too
-                    app, fn = served[i]
-                    group_heads = s.run(q.GROUP_HEADS, {"app": app, "fn": fn, "by": horizon})
-                    heads = [_candidate(r, fn) for r in group_heads]
-                    locked = {run.run_id for run in candidates}
-                    unlocked.update(h.run_id for h in heads if h.run_id not in locked)
-                    candidates += heads
+            backlogs: list[tuple[str, str]] = []
+            for fn, rows in zip(fns, found, strict=True):
+                due: Counter[int] = Counter()
+                for r in rows:
+                    candidates.append(_candidate(r[2:], fn))
+                    if not r[1]:  # not an expired lease: a due run of app number r[0]
+                        due[r[0]] += 1
+                backlogs += [(apps[i], fn) for i, count in due.items() if count >= window]
+            for app, fn in backlogs:  # a backlog: its groups' oldest runs too
+                group_heads = s.run(q.GROUP_HEADS, {"app": app, "fn": fn, "by": horizon})
+                heads = [_candidate(r, fn) for r in group_heads]
+                locked = {run.run_id for run in candidates}
+                unlocked.update(h.run_id for h in heads if h.run_id not in locked)
+                candidates += heads
             keys = sorted({k for run in candidates for k, _ in run.slots})
             if keys:
                 for key in keys:
