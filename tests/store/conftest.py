@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from stepline.store import MemoryStore, SQLiteStore, Store
+
+if TYPE_CHECKING:
+    from stepline.store.postgres import PostgresStore
 
 BACKENDS = ["memory", "sqlite", "postgres"]
 
@@ -46,3 +50,14 @@ def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    """A migrated, empty PostgreSQL store (the PostgreSQL-only tests)."""
+    from stepline.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+    store.migrate()
+    yield store
+    store.close()

@@ -6,24 +6,14 @@ server refused before the ``COMMIT`` still makes the batch again (``Replay``).""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from tests.store.builders import lease, start
 from tests.store.test_pg_optimistic import commit_job, one_batch
 
 from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.postgres import PostgresStore
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def test_an_error_after_the_commit_is_unavailable_not_replayed(pg_store: PostgresStore) -> None:

@@ -6,26 +6,17 @@ applies each job alone, so each gets the outcome it would have had alone."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from tests.store.test_pg_optimistic import one_batch
 
-from stepline.engine.writer import BatchWriter
 from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore
 
 Job = Callable[[Any], Any]
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def sync(name: str) -> Job:  # a durable write that sends no NOTIFY: its COMMIT goes alone
@@ -51,15 +42,7 @@ def test_a_job_that_leaves_the_transaction_failed_fails_alone(
 ) -> None:
     jobs = [sync("a1"), fails_outside_its_savepoints, *([] if last else [sync("a3")])]
 
-    async def run() -> tuple[list[Any], BatchWriter]:
-        writer = BatchWriter(pg_store)
-        try:
-            found = await asyncio.gather(*map(writer.submit, jobs), return_exceptions=True)
-        finally:
-            writer.close()
-        return list(found), writer
-
-    (first, failed, *rest), writer = asyncio.run(run())
+    (first, failed, *rest), writer = one_batch(pg_store, jobs)
     assert (first, rest) == (None, [] if last else [None])
     assert isinstance(failed, Replay)
     # told committed: committed (the failing job last, a COMMIT was a silent ROLLBACK)

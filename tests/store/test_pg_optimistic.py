@@ -6,7 +6,7 @@ its own savepoint (``Replay``), so every job gets the outcome it would have had 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -32,14 +32,6 @@ from stepline.store.postgres import PostgresStore
 from stepline.store.records import EventIngest, Lease, NewRun, PassCommit, RunFilter
 
 Job = Callable[[Any], Any]
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def one_batch(store: PostgresStore, jobs: Sequence[Job]) -> tuple[list[Any], BatchWriter]:

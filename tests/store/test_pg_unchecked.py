@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-import pytest
 from tests.store.builders import SERVED, T0, TTL, start
 
 from stepline.engine.writer import BatchWriter
@@ -20,14 +19,6 @@ from stepline.store.postgres import PostgresStore
 from stepline.store.records import Lease
 
 Job = Callable[[Any], Any]
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def _end_other_sessions(url: str) -> None:
