@@ -202,8 +202,10 @@ async def test_flow_control_state_is_per_app_for_functions_of_the_same_id(
             await stack.enter_async_context(serving(shop, "w-shop"))
             await stack.enter_async_context(serving(billing, "w-billing"))
             event = Event("account/changed", {"account": "a1", "change": "c1"})
-            await shop.send_async(event)
-            await billing.send_async(event)  # neither a duplicate nor a second singleton run
+            # events are environment-wide: shop's send starts billing's "sync" too (handed to
+            # billing's worker), and neither app's idempotency key nor singleton holds the other
+            [outcome] = await shop.send_with_outcomes(event)
+            assert outcome.handed_to == (("billing", "sync"),)
             gate.set()
             done = await ended(shop, "sync", 2)
         assert sorted((r.app_id, r.status, r.output) for r in done) == [
@@ -227,7 +229,8 @@ async def test_pausing_and_cancelling_one_apps_function_leaves_the_other_apps_al
     def build(app_id: str) -> App:
         app = App(app_id)
 
-        @app.function(id="f", trigger=TriggerEvent("go"))
+        # an event of its own (events are environment-wide: "go" would start both apps' f)
+        @app.function(id="f", trigger=TriggerEvent(f"go/{app_id}"))
         async def f(ctx: Context) -> Any:
             return await ctx.step.run("work", lambda: app_id)
 
@@ -240,8 +243,8 @@ async def test_pausing_and_cancelling_one_apps_function_leaves_the_other_apps_al
         await a1.pause_function("f")
         await a2.pause_function("f")
         await a2.resume_function("f")  # a2's resume does not resume a1's f
-        await a1.send_async(Event("go", {}))
-        await a2.send_async(Event("go", {}))
+        await a1.send_async(Event("go/a1", {}))
+        await a2.send_async(Event("go/a2", {}))
         assert {r.app_id for r in await a1.runs(function_id="f")} == {"a1"}
         assert {r.app_id for r in await a2.runs(function_id="f")} == {"a2"}
         both = await a1.runs(function_id="f", all_apps=True)
@@ -252,10 +255,10 @@ async def test_pausing_and_cancelling_one_apps_function_leaves_the_other_apps_al
             await looked(w1)
             [held] = await a1.runs(function_id="f")
             assert held.status == "QUEUED"  # a1's f is paused
-            await a2.send_async(Event("go", {}))
+            await a2.send_async(Event("go/a2", {}))
             await ended(a2, "f", 2, all_apps=False)
             await a2.pause_function("f")
-            [queued] = await a2.send_async(Event("go", {}))
+            [queued] = await a2.send_async(Event("go/a2", {}))
             cancelled = await a1.cancel_runs("f")
             assert cancelled == [held.run_id]
             [kept] = await a2.runs(event_id=queued)

@@ -232,6 +232,7 @@ async def test_every_table_is_copied_both_ways_unchanged(tmp_path: Path, pg_url:
     with source.transaction() as tx:  # state a running installation holds besides runs
         tx.register_worker(WorkerRecord("w-1", "movers", ("sleeper",), 1.0, 2.0, 3.0))
         tx.put_sdk_app("movers", "js-app", b'{"functions": []}', 4.0)
+        tx.deliver([("mailers", "welcome", "e-handed")], 5.0)  # an event handed to another app
     original = _dump(source)
     empty = [name for name, rows in original.items() if not rows]
     assert not empty, f"the installation leaves these tables empty: {empty}"

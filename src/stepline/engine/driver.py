@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stepline.engine._handover import handed_over
 from stepline.engine.changes import pass_change
 from stepline.errors import PassCancelledError
 from stepline.store.interface import StoreTx
@@ -76,6 +77,7 @@ def submit_pass(engine: Engine, commit: PassCommit, now: float) -> Coroutine[Any
 
     async def published() -> None:
         committed = await written
+        handed_over(ingested)
         engine.changes.publish(pass_change(commit, ingested))
         if not committed:
             raise PassCancelledError(f"run {commit.run_id} was cancelled during its pass")

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from stepline._ids import new_id
 from stepline.clock import Clock
 from stepline.cron import catch_up_tick
+from stepline.engine._handover import handed_over, listening
 from stepline.engine._ingest_batch import IngestBatcher
 from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine.admission import admission_for, plan_run
@@ -45,6 +46,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     SpentRun,
+    TriggerRow,
     WaitRecord,
     reentered_error,
 )
@@ -124,6 +126,7 @@ class Engine:
         self._wakers_lock = threading.Lock()  # also guards _batchers
         self._batchers: dict[asyncio.AbstractEventLoop, IngestBatcher] = {}
         store.migrate()
+        listening(self)
 
     # -- registry ---------------------------------------------------------------------------------
     def add_driver(self, name: str, driver: Driver) -> None:
@@ -186,10 +189,17 @@ class Engine:
         )
 
     def plan(self, record: EventRecord) -> EventIngest:
-        """The runs an event starts: every function with a trigger it passes."""
+        """The runs an event starts here: every function of this app with a trigger it passes.
+        The store hands the event to the other functions listening to its name (other apps',
+        and this app's that this process does not have: ``EventIngest.sender``)."""
         candidates = self._by_event.get(record.name)
         if not candidates:
-            return EventIngest(record)
+            return EventIngest(record, sender=self.served)
+        return self._planned(record, candidates, self.served)
+
+    def _planned(
+        self, record: EventRecord, candidates: Sequence[FunctionDef], sender: FunctionSet | None
+    ) -> EventIngest:
         payload = record.payload()
         runs: list[NewRun] = []
         deferrals: list[Deferral] = []
@@ -203,7 +213,41 @@ class Engine:
                 runs.append(planned)
             elif planned is not None:
                 deferrals.append(planned)
-        return EventIngest(record, tuple(runs), tuple(deferrals))
+        return EventIngest(record, tuple(runs), tuple(deferrals), sender)
+
+    def trigger_rows(self) -> list[TriggerRow]:
+        """This app's part of the trigger catalog: the event names its functions start runs
+        on (``StoreTx.sync_triggers``, when a worker registers or an SDK app syncs)."""
+        return [
+            TriggerRow(self.app_id, fn.id, trigger.name)
+            for fn in self.functions.values()
+            for trigger in fn.triggers
+        ]
+
+    def take_inbox(self, tx: StoreTx, limit: int) -> Callable[[], list[IngestResult]]:
+        """A part of a worker's lease job: take up to ``limit`` events other apps' senders
+        handed to this app's functions (``StoreTx.take_inbox``) and start their runs with
+        this app's definitions (the ``if`` filter, keys, flow control: as for a direct send).
+        Returns the function that does it once the rows are there (call it before the
+        transaction ends); it returns what starting them did."""
+        pending = tx.take_inbox(self.served, limit)
+
+        def admit() -> list[IngestResult]:
+            items: list[EventIngest] = []
+            for taken in pending():
+                fn = self.functions.get(taken.function_id)
+                if taken.event is None or fn is None:  # purged, or no longer here: dropped
+                    continue
+                item = self._planned(taken.event, [fn], None)
+                if item.new_runs or item.deferrals:
+                    items.append(item)
+            if not items:
+                return []
+            now = self.clock.now()
+            results = tx.admit_taken(items, now)
+            return results + self.announce_cancellations(tx, results, now)
+
+        return admit
 
     @staticmethod
     def wait_matches(wait: WaitRecord, event: EventRecord) -> bool:
@@ -369,6 +413,7 @@ class Engine:
         to ``worker`` in its transaction, wake the workers that may have work, tell the live
         views. ``announced``: what the announcements of runs failed instead of leased did."""
         self.metrics.accept_events(len(results))
+        handed_over(results)
         if worker is None:
             self.wake_workers()
         else:

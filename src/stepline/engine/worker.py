@@ -65,6 +65,8 @@ BACKOFF_MAX = 5.0
 # the due time instead of after it, and the pass starts on time. Only while fewer than half of
 # the worker's slots are busy: a pass waiting for its due time holds a slot.
 LEASE_AHEAD = 0.05
+# inbox rows (events handed to this app's functions by other apps' senders) one lease job takes
+INBOX_BATCH = 256
 
 
 def default_worker_id() -> str:
@@ -159,6 +161,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._leased_at = float("-inf")  # the time of the last lease attempt
         self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
+        # set once its first attempt to register ended (registered, or the store failed)
+        self.tried = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
         self.heartbeats = 0  # heartbeat commits made (tests wait on it instead of on time)
@@ -186,9 +190,11 @@ class Worker:
                 try:
                     await self._serve_once()
                 except StoreUnavailable as exc:
+                    self.tried.set()
                     self.outage.failed(exc)
                     await self._back_off()
                 except StoreError as exc:
+                    self.tried.set()
                     self._fail(exc)
         finally:
             engine.remove_waker(self._wake)
@@ -227,13 +233,18 @@ class Worker:
             if reclaimed:  # a previous process with this id stopped without releasing them
                 log.warning("resuming %s of worker %s", _runs(reclaimed), self.worker_id)
             self.ready.set()
+            self.tried.set()
         self._wake.clear()
         free = self.concurrency - len(self.active)
         leases: list[Lease] = []
         if free > 0:
             now = self._leased_at = engine.clock.now()
             cut_short = list(self._cut_short)
-            leases, housekept = await engine.writer.write(self._lease_job(now, free, cut_short))
+            leases, housekept, inboxed = await engine.writer.write(
+                self._lease_job(now, free, cut_short)
+            )
+            if inboxed:  # runs of handed-over events started: lease them now
+                self._wake.set()
             self._cut_short.difference_update(cut_short)
             self.outage.recovered()
             _announce_takeovers(leases, self.worker_id)
@@ -284,11 +295,14 @@ class Worker:
 
     def _lease_job(
         self, now: float, limit: int, cut_short: list[str]
-    ) -> Callable[[StoreTx], tuple[list[Lease], list[IngestResult]]]:
+    ) -> Callable[[StoreTx], tuple[list[Lease], list[IngestResult], bool]]:
+        """The lease job: housekeeping, heartbeats, the lease, and the runs of events handed
+        to this app's functions by other apps' senders (their runs are leased by the next
+        lease attempt: the job's third value says one is due now)."""
         running = list(self.active)
         purge: list[float] = []  # when the next purge was due as this job was first applied
 
-        def job(tx: StoreTx) -> tuple[list[Lease], list[IngestResult]]:
+        def job(tx: StoreTx) -> tuple[list[Lease], list[IngestResult], bool]:
             engine = self.engine
             if purge:  # applied again (writer.py): the purge is decided again as it was
                 engine.next_purge = purge[0]
@@ -302,12 +316,16 @@ class Worker:
             # ahead only with slots to spare: a busy worker's slots go to runs due now
             due_by = now + (self.lease_ahead if len(running) < self.concurrency // 2 else 0.0)
             failed: list[SpentRun] = []
+            # events other apps' senders handed to this app's functions: taken here (on
+            # PostgreSQL sent with the lease's round trip), their runs started after the lease
+            handed = engine.take_inbox(tx, INBOX_BATCH)
             leases = tx.lease_due(
                 self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by, failed
             )
             if failed:
                 housekept += self.engine.announce_failed(tx, failed, now, max_passes)
-            return leases, housekept
+            started = handed()
+            return leases, housekept + started, bool(started)
 
         return job
 
@@ -321,6 +339,7 @@ class Worker:
             tx.register_worker(me)
             reclaimed = tx.release_owner(self.worker_id, now)
             tx.sync_crons(served, self.engine.cron_rows(now))
+            tx.sync_triggers(served.app_id, self.engine.trigger_rows())
             return reclaimed
 
         return job

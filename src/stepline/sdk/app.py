@@ -301,6 +301,7 @@ class App:
                 tuple(run_id for run_id, _ in r.cancelled),
                 r.skipped,
                 r.duplicate,
+                r.delivered,
             )
             for r in await self.engine.ingest_events(batch)
         ]
@@ -325,10 +326,17 @@ class App:
 
     @contextlib.asynccontextmanager
     async def worker(self, *, concurrency: int = 100, **options: Any) -> AsyncIterator[Worker]:
-        """Run a worker in this event loop for the duration of the block."""
+        """Run a worker in this event loop for the duration of the block. The block starts
+        once the worker registered (its functions' triggers are in the store's catalog, so
+        events other apps send from then on start their runs), or failed to."""
         worker = self.make_worker(concurrency=concurrency, **options)
         task = asyncio.create_task(worker.run())
         try:
+            tried = asyncio.create_task(worker.tried.wait())
+            try:
+                await asyncio.wait([task, tried], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                tried.cancel()
             yield worker
         finally:
             worker.stop()

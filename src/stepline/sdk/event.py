@@ -113,7 +113,10 @@ class EventOutcome:
     """What sending one event did: the ``run_ids`` it started, the waiting runs it resumed
     (``resumed_run_ids``), the runs its ``cancel_on`` (or a singleton) cancelled
     (``cancelled_run_ids``), the runs flow control skipped (``skipped``: (function id, reason)
-    pairs), and whether its id had been seen in the last 24 h (``duplicate``)."""
+    pairs), whether its id had been seen in the last 24 h (``duplicate``), and the functions of
+    other apps (or of this app, not defined in this process) it was handed to (``handed_to``:
+    (app id, function id) pairs): their workers plan and start those runs, with their own
+    ``if_`` filters and flow control, so their run ids are not known here."""
 
     event_id: str
     run_ids: tuple[str, ...] = ()
@@ -121,3 +124,4 @@ class EventOutcome:
     cancelled_run_ids: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
     duplicate: bool = False
+    handed_to: tuple[tuple[str, str], ...] = ()

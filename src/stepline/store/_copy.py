@@ -127,6 +127,9 @@ TABLES: tuple[Table, ...] = (
     ),
     _table("worker_functions", "function_id app_id worker_id", "function_id app_id worker_id"),
     _table("sdk_apps", "app_id name registration synced_at", "app_id name", blobs="registration"),
+    _table("triggers", "app_id event_name function_id", "app_id event_name function_id"),
+    _table("trigger_catalog", "id version", "id"),
+    _table("inbox", "seq app_id function_id event_id received_at", "seq", identity="seq"),
 )
 BY_NAME = {table.name: table for table in TABLES}
 # the table a database keeps its own schema's version in: never copied (each side migrates)

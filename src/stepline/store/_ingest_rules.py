@@ -3,10 +3,12 @@
 One event is ingested in this order (DESIGN.md §7.7): it is stored and de-duplicated by sender
 id; the runs whose cancel matchers it satisfies are cancelled; the waits it satisfies are
 resolved; and, unless it is a duplicate (which still cancels and resumes, as in Inngest), its
-runs and deferrals go through admission (``_admission_rules.start_runs``). What each event did
-to runs (started, resumed, cancelled) is recorded for ``Store.event_runs`` in the same verb. The
-backend supplies the primitives (``_primitives.EventPrimitives``) and runs these functions inside
-one verb.
+runs and deferrals go through admission (``_admission_rules.start_runs``), and it is handed to
+the functions of the trigger catalog listening to its name that its sender did not plan itself
+(an inbox row each, ``deliver``; see ``EventIngest.sender``). What each event did to runs
+(started, resumed, cancelled) is recorded for ``Store.event_runs`` in the same verb. The backend
+supplies the primitives (``_primitives.EventPrimitives``) and runs these functions inside one
+verb. ``admit_taken`` starts the runs a worker planned for the inbox rows it took.
 """
 
 from __future__ import annotations
@@ -46,8 +48,38 @@ def ingest(
     batch = _Batch(tx, [item.event for item in items], now, wait_matches)
     results = [batch.ingest_one(i, item) for i, item in enumerate(items)]
     batch.write_resumed()
+    if batch.delivered:
+        tx.deliver(batch.delivered, now)
     record_effects(tx, results)
     return results
+
+
+def admit_taken(tx: AdmissionTx, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
+    """Start the runs (and deferrals) planned for events already stored, taken from an inbox
+    (the ``StoreTx.admit_taken`` verb, inside the caller's verb): admission as for a direct
+    send; no event is stored again, no wait or matcher looked at (ingestion did that)."""
+    results: list[IngestResult] = []
+    for item in items:
+        cancelled: list[tuple[str, str]] = []
+        started, skipped = start_runs(tx, item, now, cancelled)
+        results.append(
+            IngestResult(item.event.internal_id, False, started, (), skipped, tuple(cancelled))
+        )
+    record_effects(tx, results)
+    return results
+
+
+def _listeners(tx: EventPrimitives, item: EventIngest) -> tuple[tuple[str, str], ...]:
+    """The catalog's (app, function) pairs listening to the item's event that its sender did
+    not plan: none for an event sent for its own runs only (``sender`` None)."""
+    sender = item.sender
+    if sender is None:
+        return ()
+    listening = tx.listeners(item.event.name)
+    if not listening:
+        return ()  # the common case: one dictionary look-up
+    mine, app_id = sender.function_ids, sender.app_id
+    return tuple(pair for pair in listening if pair[0] != app_id or pair[1] not in mine)
 
 
 class _Batch:
@@ -67,6 +99,7 @@ class _Batch:
     ) -> None:
         self.tx, self.now, self.wait_matches = tx, now, wait_matches
         self.resumed: list[ResumedWait] = []
+        self.delivered: list[tuple[str, str, str]] = []  # inbox rows: (app, function, event)
         self.deleted: set[str] = set()  # waits resolved in this verb
         self.ended: set[str] = set()  # runs cancelled in this verb by its events
         # names with no unindexed waits (none are added during ingestion) or matchers (until a
@@ -94,6 +127,9 @@ class _Batch:
         resumed_runs = self._resolve_waits(i, event)
         if duplicate:
             return IngestResult(event.internal_id, True, (), resumed_runs, (), tuple(cancelled))
+        handed = _listeners(self.tx, item)
+        if handed:
+            self.delivered += [(app, fn, event.internal_id) for app, fn in handed]
         if item.new_runs or item.deferrals:
             self.write_resumed()  # a singleton may cancel a resumed run
             started, skipped = start_runs(self.tx, item, self.now, cancelled)
@@ -103,7 +139,7 @@ class _Batch:
         else:
             started, skipped = (), ()
         return IngestResult(
-            event.internal_id, False, started, resumed_runs, skipped, tuple(cancelled)
+            event.internal_id, False, started, resumed_runs, skipped, tuple(cancelled), handed
         )
 
     def _apply_cancel_matchers(self, i: int, event: EventRecord) -> list[tuple[str, str]]:

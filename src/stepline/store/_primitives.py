@@ -110,6 +110,18 @@ class EventPrimitives(RunPrimitives, Protocol):
         concurrent events with one id exactly one is new."""
         ...
 
+    def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
+        """The (app id, function id) pairs of the trigger catalog (``sync_triggers``) that
+        start runs on events named ``event_name``, as this transaction sees the catalog. Cheap
+        when called per event: the catalog is read once per transaction at most (a version
+        check), kept in memory between transactions."""
+        ...
+
+    def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
+        """Add (app id, function id, event id) rows to the inbox, in order, each for the
+        workers of that app having that function to take (``take_inbox``). Inserts: exact."""
+        ...
+
     def wait_paths(self, event_name: str) -> Sequence[str]:
         """The index paths waits for ``event_name`` may be indexed under (a superset: paths may
         stay after their waits are gone). Candidates only."""

@@ -26,6 +26,7 @@ from stepline.store.records import (
     EventRunRecord,
     FunctionSet,
     HistoryRecord,
+    InboxItem,
     IngestResult,
     Lease,
     NewRun,
@@ -42,6 +43,7 @@ from stepline.store.records import (
     StepRecord,
     StoredEvent,
     StoreStats,
+    TriggerRow,
     WaitMatcher,
     WorkerRecord,
 )
@@ -176,6 +178,27 @@ class StoreTx(Protocol):
 
     def register_worker(self, worker: WorkerRecord) -> None:
         """Record (or renew) a worker and the functions it serves."""
+        ...
+
+    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
+        """Make app ``app_id``'s part of the trigger catalog exactly ``rows`` (the event names
+        each of its functions starts runs on; the latest registration of an app wins, as a
+        re-sync does in Inngest). From the commit on, an event ingested by a sender that did
+        not plan these functions itself is handed to them (``EventIngest.sender``)."""
+        ...
+
+    def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
+        """Take (delete) up to ``limit`` of the oldest inbox rows of ``functions`` (their app,
+        those function ids), with their events. Exact: of workers taking at once, each row is
+        taken by one (``DELETE … RETURNING`` over rows locked ``FOR UPDATE SKIP LOCKED``);
+        a transaction that rolls back gives them back. Returns a function giving the rows
+        (call it before the transaction ends, then start their runs in it: ``admit_taken``):
+        PostgreSQL sends the statement with the transaction's next round trip."""
+        ...
+
+    def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
+        """Start the runs (and deferrals) a worker planned for events taken from its inbox:
+        flow control as for a direct send; the events are stored already."""
         ...
 
     def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:

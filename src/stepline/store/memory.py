@@ -9,6 +9,7 @@ a SAVEPOINT (or a ROLLBACK) undoes it in SQL.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 from collections import Counter
@@ -23,7 +24,7 @@ from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
 from stepline.store._clauses import MISSING, keeps, value_at
 from stepline.store._fair_order import Candidate, fair_pick, group_of
-from stepline.store._ingest_rules import cancel, ingest
+from stepline.store._ingest_rules import admit_taken, cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.memory_control_verbs import MemoryControlVerbs
@@ -39,6 +40,7 @@ from stepline.store.records import (
     EventRunRecord,
     FunctionSet,
     HistoryRecord,
+    InboxItem,
     IngestResult,
     Lease,
     NewRun,
@@ -55,6 +57,7 @@ from stepline.store.records import (
     StepRecord,
     StoredEvent,
     StoreStats,
+    TriggerRow,
     WaitMatcher,
     WaitRecord,
     Wake,
@@ -121,6 +124,12 @@ class MemoryStore:
         self._cancelled_leases: dict[str, str] = {}  # run id -> lease token held at its cancel
         # (event id, run id, effect) rows of ``event_runs``; values unused (a set with undo)
         self._effects: dict[tuple[str, str, str], None] = {}
+        # the trigger catalog: app id -> its rows; and (under "by_name") event name -> the
+        # (app, function) pairs listening to it, replaced whole by each sync (undo restores it)
+        self._triggers: dict[str, tuple[TriggerRow, ...]] = {}
+        self._listening: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {"by_name": {}}
+        self._inbox: dict[int, tuple[str, str, str]] = {}  # seq -> (app, function, event id)
+        self._inbox_seq = itertools.count(1)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -512,6 +521,45 @@ class _MemoryTx(MemoryControlVerbs):
             )
             self._put(s._matchers, matcher.wait_id, matcher)
         self._log(HistoryRecord(new_run.run_id, now, "RUN_QUEUED"))
+
+    # -- the trigger catalog and the inbox ------------------------------------------------------
+    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
+        s = self._s
+        with self._verb():
+            wanted = tuple(dict.fromkeys(rows))
+            if s._triggers.get(app_id, ()) == wanted:
+                return
+            self._put(s._triggers, app_id, wanted)
+            by_name: dict[str, list[tuple[str, str]]] = {}
+            for app_rows in s._triggers.values():
+                for row in app_rows:
+                    by_name.setdefault(row.event_name, []).append((row.app_id, row.function_id))
+            listening = {name: tuple(pairs) for name, pairs in by_name.items()}
+            self._put(s._listening, "by_name", listening)
+
+    def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
+        return self._s._listening["by_name"].get(event_name, ())
+
+    def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
+        for row in rows:
+            self._put(self._s._inbox, next(self._s._inbox_seq), row)
+
+    def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
+        s = self._s
+        wanted = set(functions.function_ids)
+        taken: list[InboxItem] = []
+        with self._verb():
+            for seq, (app_id, function_id, event_id) in list(s._inbox.items()):
+                if len(taken) >= limit:
+                    break
+                if app_id == functions.app_id and function_id in wanted:
+                    self._pop(s._inbox, seq)
+                    taken.append(InboxItem(seq, function_id, s._events.get(event_id)))
+        return lambda: taken
+
+    def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
+        with self._verb():
+            return admit_taken(self, items, now)
 
     # -- EventPrimitives (see _primitives; the memory store scans: it keeps no index) ------------
     def insert_event(self, event: EventRecord, now: float) -> bool:

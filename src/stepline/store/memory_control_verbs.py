@@ -162,6 +162,7 @@ class MemoryControlVerbs:
                 self._pop(s._effects, effect)
             referenced = {key[0] for key in s._effects}
             referenced |= {e for row in s._deferrals.values() for e in row.event_ids}
+            referenced |= {event_id for _, _, event_id in s._inbox.values()}
             events = [
                 event_id
                 for event_id, event in s._events.items()

@@ -129,11 +129,18 @@ class Deferral:
 
 @dataclass(frozen=True, slots=True)
 class EventIngest:
-    """An event to store with the runs it starts (or defers) unless it is a duplicate."""
+    """An event to store with the runs it starts (or defers) unless it is a duplicate.
+
+    ``sender``: the functions whose triggers the sender matched the event against itself (its
+    app and function ids). The event is also handed to every other function of the trigger
+    catalog listening to its name (other apps', and functions of the sender's app it does not
+    have): an inbox row each, taken by that app's workers (``StoreTx.take_inbox``). None: an
+    event made for the runs it carries only (a cron tick, an invoke), handed to no one."""
 
     event: EventRecord
     new_runs: tuple[NewRun, ...] = ()
     deferrals: tuple[Deferral, ...] = ()
+    sender: FunctionSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +154,9 @@ class IngestResult:
     resumed_run_ids: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...] = ()
     cancelled: tuple[tuple[str, str], ...] = ()
+    # (app id, function id) of the other apps' functions the event was handed to (their
+    # workers plan and start those runs: ``StoreTx.take_inbox``)
+    delivered: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,26 @@ class FunctionSet:
 
     app_id: str
     function_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRow:
+    """An entry of the trigger catalog: app ``app_id``'s function ``function_id`` starts runs
+    on events named ``event_name``."""
+
+    app_id: str
+    function_id: str
+    event_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """An event handed to a function of another app (``EventIngest.sender``), taken by a
+    worker of that app: ``event`` None when the event was purged meanwhile."""
+
+    seq: int
+    function_id: str
+    event: EventRecord | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,10 +52,14 @@ def send(
     app_ref: str | None,
     db: str | None,
 ) -> None:
-    """Send the event NAME; print its id and the runs it started.
+    """Send the event NAME; print its id, the runs it started and the other apps' functions
+    it was handed to.
 
-    Triggers are evaluated by the app's functions, so --app is required; the runs are queued
-    for a worker (`stepline worker` or `stepline dev`) to execute.
+    The app's own functions' triggers are evaluated here, so --app is required; the runs are
+    queued for a worker (`stepline worker` or `stepline dev`) to execute. Events are
+    environment-wide: the functions of other apps whose workers registered on the database
+    get the event too, and their workers start those runs (with their own filters and flow
+    control).
     """
     if app_ref is None:
         raise CliUsageError(
@@ -97,8 +101,14 @@ async def _send(app: App, app_ref: str, event: Event, console: Console) -> None:
         console.print(
             f"  deferred by {escape(fn_id)} ({how}): its run starts later", soft_wrap=True
         )
+    for other_app, fn_id in outcome.handed_to:
+        console.print(
+            f"  handed to {escape(fn_id)} of app {escape(repr(other_app))}: its workers start "
+            "the run (with that function's filter and flow control)",
+            soft_wrap=True,
+        )
     await _warn_without_workers(app, app_ref, runs, outcome.resumed_run_ids)
-    acted = runs or outcome.resumed_run_ids or outcome.cancelled_run_ids
+    acted = runs or outcome.resumed_run_ids or outcome.cancelled_run_ids or outcome.handed_to
     if not acted and not outcome.skipped and not deferred:
         why = _why_nothing(app, event, outcome)
         if outcome.duplicate:
@@ -142,8 +152,8 @@ def _why_nothing(app: App, event: Event, outcome: EventOutcome) -> str:
     listening = [fn.id for fn in app.functions if any(t.name == event.name for t in fn.triggers)]
     if not listening:
         return (
-            f"no function of app {app.id!r} is triggered by {event.name!r} and no run was "
-            "waiting for it"
+            f"no function of app {app.id!r} is triggered by {event.name!r}, nor of another "
+            "app whose workers registered on this database, and no run was waiting for it"
         )
     return f"the trigger filter of {', '.join(listening)} did not match its data"
 

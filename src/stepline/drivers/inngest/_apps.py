@@ -93,12 +93,14 @@ class SdkApps:
         app = self._replace(registration, synced)
         name, now = registration.app_name, engine.clock.now()
         schedules = engine.cron_rows(now)
+        triggers = engine.trigger_rows()
 
         def store(tx: StoreTx) -> None:
             tx.put_sdk_app(engine.app_id, name, raw, now)
             # its cron triggers' schedules (a worker writes them when it starts: an app synced
             # later would have none, and its crons would never fire)
             tx.sync_crons(engine.served, schedules)
+            tx.sync_triggers(engine.app_id, triggers)  # its event triggers, for other senders
 
         await engine.writer.write(store)
         self._bodies[name] = raw

@@ -523,6 +523,7 @@ DELETE FROM events WHERE internal_id = ANY(ARRAY(
     AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
     AND NOT EXISTS (SELECT 1 FROM deferrals
                     WHERE deferrals.event_ids::jsonb ? events.internal_id)
+    AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.event_id = events.internal_id)
   ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED))"""
 PURGE_SKIPS = """
 DELETE FROM skips WHERE seq = ANY(ARRAY(
@@ -556,3 +557,29 @@ INSERT INTO sdk_apps (app_id, name, registration, synced_at) VALUES (%s, %s, %s,
 ON CONFLICT (app_id, name) DO UPDATE SET registration = excluded.registration,
     synced_at = excluded.synced_at"""
 SDK_APPS = "SELECT name, registration FROM sdk_apps WHERE app_id = %s ORDER BY name"
+
+# -- the trigger catalog and the inbox (events handed to other apps' functions) -------------------
+CATALOG_VERSION = "SELECT coalesce((SELECT version FROM trigger_catalog WHERE id = 1), 0)"
+# fails the (optimistic) transaction unless the catalog's version is still the one given
+CATALOG_IS = """
+SELECT 1 / (coalesce((SELECT version FROM trigger_catalog WHERE id = 1), 0) = %s)::int"""
+CATALOG_ROWS = "SELECT app_id, function_id, event_name FROM triggers"
+TRIGGERS_OF_APP = "SELECT function_id, event_name FROM triggers WHERE app_id = %s"
+DELETE_TRIGGERS_OF_APP = "DELETE FROM triggers WHERE app_id = %s"
+INSERT_TRIGGER = """
+INSERT INTO triggers (app_id, event_name, function_id) VALUES (%s, %s, %s)
+ON CONFLICT DO NOTHING"""
+SET_CATALOG_VERSION = """
+INSERT INTO trigger_catalog (id, version) VALUES (1, %s)
+ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
+DELIVER = "INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (%s, %s, %s, %s)"
+TAKE_INBOX = f"""
+WITH taken AS (
+  DELETE FROM inbox WHERE seq = ANY(ARRAY(
+    SELECT seq FROM inbox WHERE app_id = %s AND function_id = ANY(%s)
+    ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED))
+  RETURNING seq, function_id, event_id)
+SELECT taken.seq, taken.function_id, taken.event_id,
+       {", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))}
+FROM taken LEFT JOIN events e ON e.internal_id = taken.event_id
+ORDER BY taken.seq"""

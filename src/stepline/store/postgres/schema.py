@@ -213,4 +213,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE run_events DROP CONSTRAINT run_events_pkey;
     ALTER TABLE run_events ADD PRIMARY KEY (event_id, run_id, effect);
     """,
+    # 4: events are environment-wide (as in Inngest): the trigger catalog (the event names
+    # each app's functions start runs on, replaced by each registration of the app; its
+    # version changes with it, so a store reads the rows again only then), and the inbox of
+    # events handed to another app's functions, taken by that app's workers
+    """
+    CREATE TABLE triggers (
+        app_id text NOT NULL,
+        event_name text NOT NULL,
+        function_id text NOT NULL,
+        PRIMARY KEY (app_id, event_name, function_id)
+    );
+    CREATE TABLE trigger_catalog (
+        id integer PRIMARY KEY,
+        version bigint NOT NULL
+    );
+    CREATE TABLE inbox (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        app_id text NOT NULL,
+        function_id text NOT NULL,
+        event_id text NOT NULL,
+        received_at double precision NOT NULL
+    );
+    CREATE INDEX inbox_function ON inbox (app_id, function_id, seq);
+    CREATE INDEX inbox_event ON inbox (event_id);
+    """,
 )

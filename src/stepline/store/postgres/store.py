@@ -36,6 +36,7 @@ import psycopg_pool
 from stepline.errors import ConfigError, StoreError, StoreUnavailable
 from stepline.serde import loads
 from stepline.store import _rows as shapes
+from stepline.store._catalog import TriggerCatalog
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Replay
@@ -149,6 +150,7 @@ class PostgresStore:
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
         self._hints = Hints()  # what its transactions found lately (optimistic assumptions)
+        self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
 
     @property
     def label(self) -> str:
@@ -315,7 +317,9 @@ class PostgresStore:
         writer then applies each job of the batch alone)."""
         try:
             with self._conn() as conn:
-                tx = PostgresTx(conn, self._presence, self._tokens, hints=self._hints)
+                tx = PostgresTx(
+                    conn, self._presence, self._tokens, hints=self._hints, catalog=self._catalog
+                )
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
@@ -341,7 +345,9 @@ class PostgresStore:
             # a connection of the read pool, not checked before use: the transaction's first
             # round trip is its check (a round trip less when that is a read, as a lease's)
             with self._read_pool.connection() as conn:
-                tx = PostgresTx(conn, self._presence, self._tokens, True, self._hints)
+                tx = PostgresTx(
+                    conn, self._presence, self._tokens, True, self._hints, self._catalog
+                )
                 statements = tx.statements
                 statements.unchecked = True
                 with tx.statements.transaction(lambda: _last_statements(tx)):

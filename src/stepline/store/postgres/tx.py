@@ -23,7 +23,7 @@ import functools
 import secrets
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
@@ -40,9 +40,10 @@ from stepline.store._admission_rules import (
     flush_due,
     new_run_to_dict,
 )
+from stepline.store._catalog import TriggerCatalog, changed, new_version
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._index_paths import IndexPaths
-from stepline.store._ingest_rules import cancel, ingest
+from stepline.store._ingest_rules import admit_taken, cancel, ingest
 from stepline.store._pass_rules import commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
@@ -56,6 +57,7 @@ from stepline.store.records import (
     EventRecord,
     FunctionSet,
     HistoryRecord,
+    InboxItem,
     IngestResult,
     Lease,
     NewRun,
@@ -64,6 +66,7 @@ from stepline.store.records import (
     RunEnd,
     SpentRun,
     StepRecord,
+    TriggerRow,
     WaitMatcher,
     WaitRecord,
     Wake,
@@ -86,8 +89,13 @@ class PostgresTx:
         tokens: LeaseTokens | None = None,
         optimistic: bool = False,
         hints: Hints | None = None,
+        catalog: TriggerCatalog | None = None,
     ) -> None:
         self._s = self.statements = Statements(conn, optimistic)
+        self._triggers = (catalog or TriggerCatalog()).view(
+            lambda: int(self._s.run(q.CATALOG_VERSION).fetchall()[0][0]),
+            lambda: [TriggerRow(*r) for r in self._s.run(q.CATALOG_ROWS)],
+        )
         self._hints = hints if hints is not None else Hints()
         self._presence = presence
         self._tokens = tokens if tokens is not None else LeaseTokens()
@@ -180,12 +188,63 @@ class PostgresTx:
             reads += [(q.MATCHER_PATHS, (name,)), (q.MATCHERS_UNINDEXED, (name, now))]
         if not reads:
             return
+        version = not self._s.optimistic and self._triggers.unread()
+        if version:  # the catalog's version too, in the same round trip
+            reads.append((q.CATALOG_VERSION, ()))
         found = [cursor.fetchall() for cursor in self._s.run_all(reads)]
+        if version:
+            self._triggers.checked(int(found.pop()[0][0]))
+            reads.pop()
         for i in range(0, len(reads), 2):
             (paths, (name, *_)), (unindexed, _) = reads[i], reads[i + 1]
             index.read_ahead(paths, unindexed, name, (found[i], found[i + 1]))
             if found[i] or found[i + 1]:
                 hints.has_index(name)
+
+    # -- the trigger catalog and the inbox -------------------------------------------------------
+    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
+        with self._savepoint() as s:
+            self._lock(f"triggers\x1f{app_id}")  # two registrations of one app: one by one
+            if not changed(s.run(q.TRIGGERS_OF_APP, (app_id,)), rows):
+                return
+            s.write(q.DELETE_TRIGGERS_OF_APP, (app_id,))
+            s.write_many(q.INSERT_TRIGGER, [(app_id, r.event_name, r.function_id) for r in rows])
+            s.write(q.SET_CATALOG_VERSION, (new_version(),))
+            self._triggers.wrote()
+
+    def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
+        if self._s.optimistic:
+            # the catalog this process knows, checked by a statement sent with the next round
+            # trip: a different version fails the transaction, which is made again reading it
+            version = self._triggers.assumed()
+            if version is not None:
+                self._s.write(q.CATALOG_IS, (version,))
+        return self._triggers.listeners(event_name)
+
+    def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
+        self.made_work = True  # the receiving apps' workers take them (NOTIFY wakes them)
+        self._s.write_many(q.DELIVER, [(*row, now) for row in rows])
+
+    def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
+        with self._savepoint(durable=False) as s:
+            # sent with the transaction's next round trip (the lease's, in a worker's job)
+            later = s.read_later(
+                q.TAKE_INBOX, (functions.app_id, list(functions.function_ids), limit)
+            )
+
+        def taken() -> list[InboxItem]:
+            if later.rows is None:
+                self._s.flush()
+            return [
+                InboxItem(r[0], r[1], None if r[3] is None else shapes.event_record(r[3:]))
+                for r in later.rows or ()
+            ]
+
+        return taken
+
+    def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
+        with self._savepoint():
+            return admit_taken(self, items, now)
 
     # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
     def insert_event(self, event: EventRecord, now: float) -> bool:

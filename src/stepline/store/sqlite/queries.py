@@ -379,6 +379,7 @@ DELETE FROM events WHERE internal_id IN (
   SELECT internal_id FROM events WHERE received_at < ?
     AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
     AND internal_id NOT IN (SELECT value FROM deferrals, json_each(deferrals.event_ids))
+    AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.event_id = events.internal_id)
   LIMIT ?)"""
 PURGE_SKIPS = "DELETE FROM skips WHERE seq IN (SELECT seq FROM skips WHERE at < ? LIMIT ?)"
 
@@ -403,3 +404,20 @@ FROM steps WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY run_id, pos
 RUNS_BY_STATUS = "SELECT status, COUNT(*) FROM runs GROUP BY status"
 QUEUE_DEPTH = "SELECT COUNT(*) FROM queue"
 QUEUE_DUE = "SELECT COUNT(*), MIN(due_at) FROM queue WHERE lease_owner IS NULL AND due_at <= ?"
+
+# -- the trigger catalog and the inbox (events handed to other apps' functions) -------------------
+CATALOG_VERSION = "SELECT coalesce((SELECT version FROM trigger_catalog WHERE id = 1), 0)"
+CATALOG_ROWS = "SELECT app_id, function_id, event_name FROM triggers"
+TRIGGERS_OF_APP = "SELECT function_id, event_name FROM triggers WHERE app_id = ?"
+DELETE_TRIGGERS_OF_APP = "DELETE FROM triggers WHERE app_id = ?"
+INSERT_TRIGGER = "INSERT OR IGNORE INTO triggers (app_id, event_name, function_id) VALUES (?, ?, ?)"
+SET_CATALOG_VERSION = """
+INSERT INTO trigger_catalog (id, version) VALUES (1, ?)
+ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
+DELIVER = """
+INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (?, ?, ?, ?)"""
+TAKE_INBOX = """
+DELETE FROM inbox WHERE seq IN (
+  SELECT seq FROM inbox
+  WHERE app_id = ? AND function_id IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?)
+RETURNING seq, function_id, event_id"""

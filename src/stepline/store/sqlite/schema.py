@@ -287,4 +287,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE run_effects RENAME TO run_events;
     CREATE INDEX run_events_run ON run_events(run_id);
     """,
+    # 13: events are environment-wide (as in Inngest): the trigger catalog (the event names
+    # each app's functions start runs on, replaced by each registration of the app; its
+    # version changes with it, so a store reads the rows again only then), and the inbox of
+    # events handed to another app's functions, taken by that app's workers
+    """
+    CREATE TABLE triggers (
+        app_id TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        PRIMARY KEY (app_id, event_name, function_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE trigger_catalog (
+        id INTEGER PRIMARY KEY,
+        version INTEGER NOT NULL
+    );
+    CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX inbox_function ON inbox(app_id, function_id, seq);
+    CREATE INDEX inbox_event ON inbox(event_id);
+    """,
 )

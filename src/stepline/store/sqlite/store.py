@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
+from stepline.store._catalog import TriggerCatalog, changed, new_version
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store._index_paths import IndexPaths
-from stepline.store._ingest_rules import cancel, ingest
+from stepline.store._ingest_rules import admit_taken, cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.records import (
@@ -41,6 +42,7 @@ from stepline.store.records import (
     EventRunRecord,
     FunctionSet,
     HistoryRecord,
+    InboxItem,
     IngestResult,
     PassCommit,
     QueueState,
@@ -54,6 +56,7 @@ from stepline.store.records import (
     StepRecord,
     StoredEvent,
     StoreStats,
+    TriggerRow,
     WaitMatcher,
     WaitRecord,
     Wake,
@@ -151,6 +154,7 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._group_cursors: dict[tuple[str, str], str] = {}  # where lease_due's visits resume
+        self._catalog = TriggerCatalog()  # the trigger catalog last read (see _catalog)
 
     # -- connections ------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -250,7 +254,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._translated(exc) from exc
         try:
-            yield _SQLiteTx(conn, self._group_cursors)
+            yield _SQLiteTx(conn, self._group_cursors, self._catalog)
             conn.execute("COMMIT")
         except BaseException as exc:  # a COMMIT that failed too: never leave the connection in it
             _rollback(conn)
@@ -462,9 +466,18 @@ class SQLiteStore:
 class _SQLiteTx(SQLiteControlVerbs):
     """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""
 
-    def __init__(self, conn: sqlite3.Connection, group_cursors: dict[tuple[str, str], str]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        group_cursors: dict[tuple[str, str], str],
+        catalog: TriggerCatalog | None = None,
+    ) -> None:
         self._c = conn
         self._group_cursors = group_cursors
+        self._triggers = (catalog or TriggerCatalog()).view(
+            lambda: int(conn.execute(q.CATALOG_VERSION).fetchall()[0][0]),
+            lambda: [TriggerRow(*r) for r in conn.execute(q.CATALOG_ROWS)],
+        )
         self._index = IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
         # the trigger event ids (JSON) of the runs this transaction cancelled (see run_events)
         self._event_ids: dict[str, str] = {}
@@ -507,6 +520,36 @@ class _SQLiteTx(SQLiteControlVerbs):
     ) -> list[IngestResult]:
         with self._savepoint():
             return ingest(self, items, now, wait_matches)
+
+    # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
+    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
+        with self._savepoint() as c:
+            if not changed(c.execute(q.TRIGGERS_OF_APP, (app_id,)), rows):
+                return
+            c.execute(q.DELETE_TRIGGERS_OF_APP, (app_id,))
+            c.executemany(q.INSERT_TRIGGER, [(app_id, r.event_name, r.function_id) for r in rows])
+            c.execute(q.SET_CATALOG_VERSION, (new_version(),))
+            self._triggers.wrote()
+
+    def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
+        return self._triggers.listeners(event_name)
+
+    def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
+        self._c.executemany(q.DELIVER, [(*row, now) for row in rows])
+
+    def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
+        with self._savepoint() as c:
+            wanted = dumps(list(functions.function_ids))
+            rows = sorted(c.execute(q.TAKE_INBOX, (functions.app_id, wanted, limit)).fetchall())
+            events = {e.internal_id: e for e in _select_events(c, [r[2] for r in rows])}
+        taken = [
+            InboxItem(seq, function_id, events.get(event_id)) for seq, function_id, event_id in rows
+        ]
+        return lambda: taken
+
+    def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
+        with self._savepoint():
+            return admit_taken(self, items, now)
 
     # -- EventPrimitives (see _primitives; one writer at a time: each is exact) ------------------
     def insert_event(self, event: EventRecord, now: float) -> bool:

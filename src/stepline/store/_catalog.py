@@ -1,0 +1,107 @@
+"""The trigger catalog as the SQL backends read it: once per transaction at most, and only the
+version row when it has not changed (shared by SQLite and PostgreSQL).
+
+Every event an app ingests is handed to the other apps' functions listening to its name
+(``_ingest_rules``), so each event asks the catalog ``listeners(name)``. That must cost a
+dictionary look-up, not a query: the store object keeps the catalog in memory with the version
+it was read at (``TriggerCatalog``); a transaction reads the version row once, the first time it
+needs the catalog, and reads the rows again only when another process changed them
+(``sync_triggers`` writes a new random version with each change). A transaction that changed
+the catalog itself reads its own rows and keeps them to itself: it may yet roll back.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+
+from stepline.store.records import TriggerRow
+
+Listening = dict[str, tuple[tuple[str, str], ...]]  # event name -> (app id, function id) pairs
+
+
+def listening(rows: Iterable[TriggerRow]) -> Listening:
+    """The catalog by event name."""
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        by_name.setdefault(row.event_name, []).append((row.app_id, row.function_id))
+    return {name: tuple(pairs) for name, pairs in by_name.items()}
+
+
+def new_version() -> int:
+    """A version for a changed catalog: random, so a change rolled back never shares its
+    version with another process's committed change."""
+    return secrets.randbits(62) + 1
+
+
+def changed(current: Iterable[tuple[str, str]], rows: Sequence[TriggerRow]) -> bool:
+    """Whether an app's (function id, event name) rows differ from ``rows``."""
+    return set(current) != {(r.function_id, r.event_name) for r in rows}
+
+
+class TriggerCatalog:
+    """The catalog a store object read last, with its version (0: no catalog yet)."""
+
+    def __init__(self) -> None:
+        self.known: tuple[int, Listening] | None = None  # replaced whole: atomic for threads
+
+    def view(
+        self, read_version: Callable[[], int], read_rows: Callable[[], list[TriggerRow]]
+    ) -> CatalogView:
+        """One transaction's view (``read_*``: its own statements)."""
+        return CatalogView(self, read_version, read_rows)
+
+
+class CatalogView:
+    """The catalog as one transaction sees it."""
+
+    def __init__(
+        self,
+        catalog: TriggerCatalog,
+        read_version: Callable[[], int],
+        read_rows: Callable[[], list[TriggerRow]],
+    ) -> None:
+        self._catalog = catalog
+        self._read_version = read_version
+        self._read_rows = read_rows
+        self._by_name: Listening | None = None
+        self._wrote = False
+
+    def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = self._load(self._read_version())
+        return by_name.get(event_name, ())
+
+    def unread(self) -> bool:
+        """Whether this transaction has not looked at the catalog yet."""
+        return self._by_name is None
+
+    def checked(self, version: int) -> None:
+        """The caller read the version itself (with other statements): use it."""
+        if self._by_name is None:
+            self._by_name = self._load(version)
+
+    def assumed(self) -> int | None:
+        """The version this process knows, to be checked by the caller (``checked`` is not
+        needed then: a different version fails the transaction), or None when the caller must
+        read it."""
+        known = self._catalog.known
+        if known is None or self._wrote or self._by_name is not None:
+            return None
+        self._by_name = known[1]
+        return known[0]
+
+    def wrote(self) -> None:
+        """This transaction changed the catalog: read it again when asked, and keep it here."""
+        self._wrote = True
+        self._by_name = None
+
+    def _load(self, version: int) -> Listening:
+        known = self._catalog.known
+        if not self._wrote and known is not None and known[0] == version:
+            return known[1]
+        by_name = listening(self._read_rows())
+        if not self._wrote:
+            self._catalog.known = (version, by_name)
+        return by_name

@@ -1,0 +1,137 @@
+"""The trigger catalog and the inbox: an event is handed to the functions of other apps that
+listen to its name (events are environment-wide, as in Inngest), exactly once, and a worker
+of that app takes the rows and starts the runs.
+
+Before, the store had no catalog: an event started only the runs its sender planned.
+"""
+
+from __future__ import annotations
+
+from stepline.store import Store
+from stepline.store.records import (
+    EventIngest,
+    FunctionSet,
+    IngestResult,
+    NewRun,
+    TriggerRow,
+)
+
+from .builders import DAY, T0, event, ingest
+
+BILLING = FunctionSet("billing", ("charge",))
+EMAILS = FunctionSet("emails", ("receipt", "welcome"))
+CATALOG = [
+    TriggerRow("emails", "receipt", "order/placed"),
+    TriggerRow("emails", "welcome", "user/signup"),
+    TriggerRow("billing", "charge", "order/placed"),
+]
+
+
+def sync(store: Store, app_id: str, rows: list[TriggerRow]) -> None:
+    with store.transaction() as tx:
+        tx.sync_triggers(app_id, [r for r in rows if r.app_id == app_id])
+
+
+def sent(
+    internal_id: str, name: str, sender: FunctionSet | None = BILLING, sender_id: str | None = None
+) -> EventIngest:
+    return EventIngest(event(internal_id, name, sender_id=sender_id), sender=sender)
+
+
+def take(store: Store, functions: FunctionSet, limit: int = 100) -> list[tuple[str, str]]:
+    with store.transaction() as tx:
+        taken = tx.take_inbox(functions, limit)()
+    return [(i.function_id, i.event.internal_id if i.event else "") for i in taken]
+
+
+def test_an_event_is_handed_to_the_other_apps_listening_functions(store: Store) -> None:
+    sync(store, "emails", CATALOG)
+    sync(store, "billing", CATALOG)
+    results = ingest(
+        store,
+        sent("e1", "order/placed"),
+        sent("e2", "user/signup"),
+        sent("e3", "nobody/listens"),
+        sent("e4", "order/placed", sender=None),  # made for its own runs: handed to no one
+    )
+    # billing planned its own "charge" itself: only emails' function gets the event
+    assert [r.delivered for r in results] == [
+        (("emails", "receipt"),),
+        (("emails", "welcome"),),
+        (),
+        (),
+    ]
+    assert take(store, BILLING) == []
+    assert take(store, FunctionSet("emails", ("welcome",))) == [("welcome", "e2")]
+    assert take(store, EMAILS) == [("receipt", "e1")]
+    assert take(store, EMAILS) == []  # taken once
+
+
+def test_the_senders_app_gets_what_this_process_does_not_have(store: Store) -> None:
+    sync(store, "billing", CATALOG)
+    # a sender of app billing without "charge" (a process that only sends): billing's workers
+    [result] = ingest(store, sent("e1", "order/placed", sender=FunctionSet("billing", ())))
+    assert result.delivered == (("billing", "charge"),)
+    assert take(store, BILLING) == [("charge", "e1")]
+
+
+def test_a_duplicate_event_is_handed_to_no_one(store: Store) -> None:
+    sync(store, "emails", CATALOG)
+    first, again = ingest(
+        store,
+        sent("e1", "order/placed", sender_id="same"),
+        sent("e2", "order/placed", sender_id="same"),
+    )
+    assert (first.delivered, again.duplicate, again.delivered) == (
+        (("emails", "receipt"),),
+        True,
+        (),
+    )
+    assert take(store, EMAILS) == [("receipt", "e1")]
+
+
+def test_the_latest_registration_of_an_app_replaces_its_catalog(store: Store) -> None:
+    sync(store, "emails", CATALOG)
+    assert ingest(store, sent("e1", "user/signup"))[0].delivered == (("emails", "welcome"),)
+    with store.transaction() as tx:  # a new deploy: welcome listens to another event now
+        tx.sync_triggers("emails", [TriggerRow("emails", "welcome", "user/created")])
+        # the transaction that changed the catalog sees its change
+        assert tx.ingest([sent("e2", "user/created")], T0, lambda w, e: True)[0].delivered
+    results = ingest(store, sent("e3", "user/signup"), sent("e4", "order/placed"))
+    assert [r.delivered for r in results] == [(), ()]
+    assert take(store, EMAILS) == [("welcome", "e1"), ("welcome", "e2")]
+
+
+def test_a_rolled_back_take_gives_the_rows_back(store: Store) -> None:
+    sync(store, "emails", CATALOG)
+    ingest(store, sent("e1", "order/placed"))
+    try:
+        with store.transaction() as tx:
+            assert len(tx.take_inbox(EMAILS, 10)()) == 1
+            raise RuntimeError("the lease job failed")
+    except RuntimeError:
+        pass
+    assert take(store, EMAILS, limit=1) == [("receipt", "e1")]
+
+
+def test_taken_events_start_runs_through_admission(store: Store) -> None:
+    sync(store, "emails", CATALOG)
+    ingest(store, sent("e1", "order/placed"))
+    with store.transaction() as tx:
+        [item] = tx.take_inbox(EMAILS, 10)()
+        assert item.event is not None
+        run = NewRun("r1", "receipt", ("e1",), app_id="emails")
+        results = tx.admit_taken([EventIngest(item.event, (run,))], T0)
+    assert results == [IngestResult("e1", False, ("r1",), ())]
+    record = store.get_run("r1")
+    assert record is not None and (record.app_id, record.status) == ("emails", "QUEUED")
+    assert [(r.run.run_id, r.effect) for r in store.event_runs(["e1"])] == [("r1", "started")]
+
+
+def test_an_event_waiting_in_an_inbox_is_not_purged(store: Store) -> None:
+    sync(store, "emails", CATALOG)
+    ingest(store, sent("e1", "order/placed"), sent("e2", "nobody/listens"))
+    with store.transaction() as tx:
+        tx.purge_before(T0 + 2 * DAY, 100)
+    assert [e.internal_id for e in store.get_events(["e1", "e2"])] == ["e1"]
+    assert take(store, EMAILS) == [("receipt", "e1")]
