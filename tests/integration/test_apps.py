@@ -275,3 +275,45 @@ async def test_pausing_and_cancelling_one_apps_function_leaves_the_other_apps_al
     finally:
         a1.close()
         a2.close()
+
+
+async def test_an_event_one_app_sends_starts_another_apps_functions_in_this_process(
+    open_store: Callable[[], Store],
+) -> None:
+    # events are environment-wide, as in Inngest: before, billing's event started only
+    # billing's runs, and shop's "ship" on the same event never ran
+    clock = MockClock()
+    shop, billing = App("shop"), App("billing")
+
+    @shop.function(
+        id="ship",
+        trigger=TriggerEvent("order/paid", if_="event.data.n > 0"),
+        singleton=Singleton(key="event.data.n"),
+    )
+    async def ship(ctx: Context) -> Any:
+        return await ctx.step.run("ship", lambda: {"shipped": ctx.event.data["n"]})
+
+    @billing.function(id="invoice", trigger=TriggerEvent("order/paid"))
+    async def invoice(ctx: Context) -> Any:
+        return {"invoiced": ctx.event.data["n"]}
+
+    shop.attach(open_store(), clock)
+    billing.attach(open_store(), clock)
+    try:
+        async with serving(shop, "w-shop"), serving(billing, "w-billing"):
+            outcomes = await billing.send_with_outcomes(
+                [Event("order/paid", {"n": n}) for n in (0, 1, 2)]
+            )
+            assert [len(o.run_ids) for o in outcomes] == [1, 1, 1]  # billing's own invoices
+            assert {o.handed_to for o in outcomes} == {(("shop", "ship"),)}
+            await ended(billing, "invoice", 3)
+            shipped = await ended(shop, "ship", 2)  # shop's if_ turned n == 0 away
+        assert sorted(r.output["shipped"] for r in shipped) == [1, 2]
+        assert {(r.app_id, r.worker_id, r.status) for r in shipped} == {
+            ("shop", "w-shop", "COMPLETED")
+        }
+        by_event = {r.event_ids[0]: r.output["shipped"] for r in shipped}
+        assert by_event == {outcomes[1].event_id: 1, outcomes[2].event_id: 2}
+    finally:
+        shop.close()
+        billing.close()
