@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from stepline.store.records import TriggerRow
 
@@ -34,9 +35,18 @@ def new_version() -> int:
     return secrets.randbits(62) + 1
 
 
-def changed(current: Iterable[tuple[str, str]], rows: Sequence[TriggerRow]) -> bool:
-    """Whether an app's (function id, event name) rows differ from ``rows``."""
-    return set(current) != {(r.function_id, r.event_name) for r in rows}
+class Statements(Protocol):
+    """A SQL backend's catalog statements (its ``queries`` module)."""
+
+    TRIGGERS_OF_APP: str
+    DELETE_TRIGGERS_OF_APP: str
+    INSERT_TRIGGER: str
+    SET_CATALOG_VERSION: str
+
+
+Read = Callable[[str, Sequence[Any]], Iterable[Sequence[Any]]]
+Write = Callable[[str, Sequence[Any]], object]
+WriteMany = Callable[[str, Sequence[Sequence[Any]]], object]
 
 
 class TriggerCatalog:
@@ -92,8 +102,24 @@ class CatalogView:
         self._by_name = known[1]
         return known[0]
 
-    def wrote(self) -> None:
-        """This transaction changed the catalog: read it again when asked, and keep it here."""
+    def replace(
+        self,
+        app_id: str,
+        rows: Sequence[TriggerRow],
+        q: Statements,
+        read: Read,
+        write: Write,
+        write_many: WriteMany,
+    ) -> None:
+        """``sync_triggers`` with the backend's statements: the app's rows replaced and a new
+        version written only when they changed; this transaction then reads the catalog again
+        when asked, and keeps it to itself."""
+        current = {(r[0], r[1]) for r in read(q.TRIGGERS_OF_APP, (app_id,))}
+        if current == {(r.function_id, r.event_name) for r in rows}:
+            return
+        write(q.DELETE_TRIGGERS_OF_APP, (app_id,))
+        write_many(q.INSERT_TRIGGER, [(app_id, r.event_name, r.function_id) for r in rows])
+        write(q.SET_CATALOG_VERSION, (new_version(),))
         self._wrote = True
         self._by_name = None
 

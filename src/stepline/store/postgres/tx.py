@@ -40,7 +40,7 @@ from stepline.store._admission_rules import (
     flush_due,
     new_run_to_dict,
 )
-from stepline.store._catalog import TriggerCatalog, changed, new_version
+from stepline.store._catalog import TriggerCatalog
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel, ingest
@@ -205,12 +205,9 @@ class PostgresTx:
     def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
         with self._savepoint() as s:
             self._lock(f"triggers\x1f{app_id}")  # two registrations of one app: one by one
-            if not changed(s.run(q.TRIGGERS_OF_APP, (app_id,)), rows):
-                return
-            s.write(q.DELETE_TRIGGERS_OF_APP, (app_id,))
-            s.write_many(q.INSERT_TRIGGER, [(app_id, r.event_name, r.function_id) for r in rows])
-            s.write(q.SET_CATALOG_VERSION, (new_version(),))
-            self._triggers.wrote()
+            self._triggers.replace(
+                app_id, rows, q, lambda sql, p: s.run(sql, p).fetchall(), s.write, s.write_many
+            )
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         if self._s.optimistic:

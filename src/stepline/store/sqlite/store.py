@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
-from stepline.store._catalog import TriggerCatalog, changed, new_version
+from stepline.store._catalog import TriggerCatalog
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store._index_paths import IndexPaths
@@ -524,12 +524,7 @@ class _SQLiteTx(SQLiteControlVerbs):
     # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
     def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
         with self._savepoint() as c:
-            if not changed(c.execute(q.TRIGGERS_OF_APP, (app_id,)), rows):
-                return
-            c.execute(q.DELETE_TRIGGERS_OF_APP, (app_id,))
-            c.executemany(q.INSERT_TRIGGER, [(app_id, r.event_name, r.function_id) for r in rows])
-            c.execute(q.SET_CATALOG_VERSION, (new_version(),))
-            self._triggers.wrote()
+            self._triggers.replace(app_id, rows, q, c.execute, c.execute, c.executemany)
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         return self._triggers.listeners(event_name)
