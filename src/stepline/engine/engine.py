@@ -238,7 +238,13 @@ class Engine:
                 fn = self.functions.get(taken.function_id)
                 if taken.event is None or fn is None:  # purged, or no longer here: dropped
                     continue
-                item = self._planned(taken.event, [fn], None)
+                try:
+                    item = self._planned(taken.event, [fn], None)
+                except Exception as exc:  # never a row that fails every lease job after it
+                    self.logger.error(
+                        "event %s not started for %s: %r", taken.event.internal_id, fn.id, exc
+                    )
+                    continue
                 if item.new_runs or item.deferrals:
                     items.append(item)
             if not items:

@@ -316,15 +316,17 @@ class Worker:
             # ahead only with slots to spare: a busy worker's slots go to runs due now
             due_by = now + (self.lease_ahead if len(running) < self.concurrency // 2 else 0.0)
             failed: list[SpentRun] = []
-            # events other apps' senders handed to this app's functions: taken here (on
-            # PostgreSQL sent with the lease's round trip), their runs started after the lease
-            handed = engine.take_inbox(tx, INBOX_BATCH)
-            leases = tx.lease_due(
-                self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by, failed
-            )
-            if failed:
-                housekept += self.engine.announce_failed(tx, failed, now, max_passes)
-            started = handed()
+            # all or nothing: rows taken from the inbox are never lost to a failure after it
+            with tx.savepoint():
+                # events other apps' senders handed to this app's functions: taken here (on
+                # PostgreSQL sent with the lease's round trip), their runs started after it
+                handed = engine.take_inbox(tx, INBOX_BATCH)
+                leases = tx.lease_due(
+                    self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by, failed
+                )
+                if failed:
+                    housekept += self.engine.announce_failed(tx, failed, now, max_passes)
+                started = handed()
             return leases, housekept + started, bool(started)
 
         return job
