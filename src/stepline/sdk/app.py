@@ -768,9 +768,9 @@ class App:
         runs_filter = RunFilter(function_id, status, None, scan, None, app_id, after=after)
         clauses = search_clauses(query)
         used, fields = used_variables(query), event_fields(query)
-        window = await engine.read(store.search_window, runs_filter, scan, clauses)
 
-        def search() -> RunSearch:
+        def search() -> RunSearch:  # one call on a reader thread: the window, then CEL
+            window = store.search_window(runs_filter, scan, clauses)
             found: list[Run] = []
             failed, first_error = 0, None
             candidates = window.candidates

@@ -70,7 +70,7 @@ def wait_record(r: Sequence[Any]) -> WaitRecord:
 
 
 def event_record(r: Sequence[Any]) -> EventRecord:
-    return EventRecord(r[0], r[1], loads(r[2]), loads(r[3]), r[4], r[5])
+    return EventRecord(r[0], r[1], orjson.loads(r[2]), orjson.loads(r[3]), r[4], r[5])
 
 
 def stored_event(r: Sequence[Any]) -> StoredEvent:
