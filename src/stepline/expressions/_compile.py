@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -218,23 +218,21 @@ class Expression:
         one) or the result has no Python form. A result that is missing (``event.data.missing``
         alone) is ``False``, as in Inngest.
         """
-        value = self._eval(activation)
-        if value is None:
-            return False
-        try:
-            return to_python(value)
-        except Exception as exc:  # e.g. an optional value
-            raise ExpressionEvaluationError(self._text, f"unsupported result: {exc}") from exc
+        return self._result(activation, to_python)
 
     def holds(self, activation: Mapping[str, Any]) -> bool:
         """Whether the result is ``true`` (what ``evaluate(...) is True`` says, without
         converting another result to Python); raises ``ExpressionEvaluationError`` when CEL
         reports an error or the result has no Python form."""
+        return self._result(activation, is_true) is True
+
+    def _result(self, activation: Mapping[str, Any], read: Callable[[cel.Value], Any]) -> Any:
+        """The result ``read`` gives (``False`` when missing)."""
         value = self._eval(activation)
         if value is None:
             return False
         try:
-            return is_true(value)
+            return read(value)
         except Exception as exc:  # e.g. an optional value
             raise ExpressionEvaluationError(self._text, f"unsupported result: {exc}") from exc
 
