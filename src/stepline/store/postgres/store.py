@@ -445,6 +445,10 @@ class PostgresStore:
     def _search_window(
         self, where: str, params: list[Any], window: int, clauses: tuple[RunClause, ...]
     ) -> SearchWindow:
+        if not clauses:  # every run of the window is a candidate: none numbered in SQL
+            with self._conn() as conn:
+                rows = conn.execute(q.WHOLE_WINDOW.format(where=where), [*params, window + 1])
+                return shapes.kept_window(rows, window)
         match, matched = match_sql(clauses, _search.CLAUSES)
         added, joins = _search.window_joins(clauses)
         statement = q.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
