@@ -85,7 +85,7 @@ async def _with_status(t: TestEngine, status: str) -> bool:
     return bool(await t.app.runs(status=status, with_steps=False))
 
 
-async def test_the_filter_and_the_reasons_are_one_read_each(
+async def test_the_runs_list_the_filter_and_the_reasons_are_one_read_each(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # each read hops to a reader thread and back, a wait for a core on a busy machine: the
@@ -114,6 +114,10 @@ async def test_the_filter_and_the_reasons_are_one_read_each(
         assert len(sleeping) == 3 and len(hops) == 1, hops
         reasons = await app.waiting_on(sleeping)
         assert {w.kind for w in reasons.values()} == {"sleep"} and len(hops) == 2, hops
+        # the runs list with steps: the live workers, the runs, their steps (three hops, each
+        # also taking the GIL back and forth with a pass running beside it)
+        listed = await app.runs(with_steps=True)
+        assert [len(r.steps) for r in listed] == [1, 1, 1] and len(hops) == 3, hops
 
 
 async def _sleeping(t: TestEngine, count: int) -> bool:

@@ -401,10 +401,10 @@ class App:
         page: the next page holds the runs older than it (exact while runs are added).
         ``with_steps=False`` skips reading the runs' steps (``run.steps`` is then empty) and
         whether runs wait for a worker: one query in all, for polling; with steps, the page's
-        steps are read in one more query."""
+        steps are read in one more query. The reads are one call on a reader thread."""
         engine = self.engine
-        workers = await self.live_workers() if with_steps or waiting_for_worker else None
-        waiting_at = engine.clock.now() if waiting_for_worker else None
+        now = engine.clock.now()
+        waiting_at = now if waiting_for_worker else None
         app_id = None if all_apps else self.id
         query = RunFilter(
             function_id,
@@ -417,11 +417,17 @@ class App:
             created_before=created_before.timestamp() if created_before else None,
             after=after,
         )
-        records = await engine.read(engine.store.list_runs, query)
-        steps: dict[str, list[StepRecord]] = {}
-        if with_steps and records:
-            steps = await engine.read(engine.store.steps_of, [r.run_id for r in records])
-        return [Run.from_records(r, steps.get(r.run_id, []), workers) for r in records]
+        store = engine.store
+
+        def read() -> list[Run]:
+            workers = store.live_workers(now) if with_steps or waiting_for_worker else None
+            records = store.list_runs(query)
+            steps: dict[str, list[StepRecord]] = {}
+            if with_steps and records:
+                steps = store.steps_of([r.run_id for r in records])
+            return [Run.from_records(r, steps.get(r.run_id, []), workers) for r in records]
+
+        return await engine.read(read)
 
     async def events(
         self,
