@@ -37,6 +37,13 @@ class StepInfo:
     started_at: datetime | None = None
     ended_at: datetime | None = None
 
+    @property
+    def queued(self) -> bool:
+        """A step planned but not started: a step of an SDK run that a pass cut by its
+        request limit planned and left for the next pass (PENDING, of kind ``run``, never
+        started); shown as QUEUED, as Inngest shows a planned step."""
+        return self.status == "PENDING" and self.kind == "run" and self.started_at is None
+
     @classmethod
     def from_record(cls, record: StepRecord) -> StepInfo:
         """Build from a store row."""

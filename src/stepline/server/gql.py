@@ -391,6 +391,8 @@ def _span_status(status: str) -> str:
 def _step_status(step: StepInfo) -> str:
     if step.status in ("COMPLETED", "FAILED"):
         return step.status
+    if step.queued:
+        return "QUEUED"
     return "WAITING" if step.status == "PENDING" else "RUNNING"
 
 

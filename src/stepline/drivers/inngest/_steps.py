@@ -79,14 +79,14 @@ class StepBook:
         """Note the steps that hold the run as the pass starts: pending (a sleep, a wait, an
         invoke) or waiting out a retry backoff, with their kinds and deadlines (as a reply
         reporting them again would note them), and the steps a pass cut by the request limit
-        planned but did not ask for (``planned``, status RUNNING). When there are any, which
+        planned but did not ask for (``planned``: ``planned_step``). When there are any, which
         steps are of race-mode groups, as Inngest keeps a group's mode on its queue items and
         pauses from one request to the next: a row of a step's history says so
         (``parallel_mode: race`` with the step's ``hash``; a row written before the hash was
         kept names the step only), a cut pass's PASS_YIELDED row lists them (``race``) and
         whether a discovery was left unsent (``discover``)."""
         for step in sorted(self.memo.values(), key=lambda s: s.position):
-            if step.status == "RUNNING":
+            if planned_step(step):
                 self.planned.append(step.hash)
                 continue
             if step.status == "PENDING" and step.kind in ("sleep", "wait", "invoke"):
@@ -123,13 +123,14 @@ class StepBook:
     ) -> None:
         """Record in ``commit`` how a pass cut by the request limit after ``requests``
         requests ends: the steps it planned but did not ask for (``unsent``: id -> name) kept
-        as RUNNING steps, and a PASS_YIELDED row naming which of them race and whether a
-        discovery was left unsent (``hold`` reads them back): the next pass asks for them at
+        as PENDING steps that have not started (queued, as the dashboard and the GraphQL API
+        show them, not running), and a PASS_YIELDED row naming which of them race and whether
+        a discovery was left unsent (``hold`` reads them back): the next pass asks for them at
         once, as Go's executor keeps each planned step queued."""
         for op_id, name in unsent.items():
             if op_id not in self.memo:
-                commit.steps.append(self.record(op_id, name, "run", "RUNNING"))
-        planned = [s.hash for s in self.memo.values() if s.status == "RUNNING"]
+                commit.steps.append(self.record(op_id, name, "run", "PENDING"))
+        planned = [s.hash for s in self.memo.values() if planned_step(s)]
         data = {
             "requests": requests,
             "race": [h for h in planned if h in self.race],
@@ -187,7 +188,7 @@ class StepBook:
         existing = self.memo.get(op.id)
         if existing is not None and existing.status in SETTLED:
             return False  # reported again by a request sent before it settled: keep it
-        if existing is not None and existing.status == "PENDING":
+        if existing is not None and existing.status == "PENDING" and not planned_step(existing):
             # met again while it still waits (a parallel branch woke the run): keep it
             if existing.due_at is not None:
                 self.deadlines.append(existing.due_at)
@@ -413,3 +414,12 @@ def error_of(info: ErrorInfo) -> dict[str, Any]:
 
 def _backs_off(step: StepRecord, now: float) -> bool:
     return step.status == "RETRYING" and step.due_at is not None and step.due_at > now
+
+
+def planned_step(step: StepRecord) -> bool:
+    """True for a step a pass cut by the request limit planned and did not ask for: PENDING,
+    of kind ``run``, not started (RUNNING in a database written before Stepline kept them as
+    PENDING: an SDK run's step is never RUNNING otherwise)."""
+    if step.status == "RUNNING":
+        return True
+    return step.status == "PENDING" and step.kind == "run" and step.started_at is None

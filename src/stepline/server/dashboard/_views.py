@@ -220,7 +220,8 @@ def build_timeline(run: Run, history: list[HistoryEntry], now: datetime) -> Time
     rows: dict[str, TimelineStep] = {}
     for step in run.steps:
         output = pretty(step.output) if step.status == "COMPLETED" else None
-        rows[step.id] = TimelineStep(step.id, step.kind, step.status, output=output)
+        status = "QUEUED" if step.queued else step.status
+        rows[step.id] = TimelineStep(step.id, step.kind, status, output=output)
         rows[step.id].error = step.error
         if step.status == "RUNNING" and step.started_at is not None:
             at = step.started_at.timestamp()
