@@ -8,7 +8,10 @@ store's ``ingest`` verb inside one transaction, timed with ``time.thread_time()`
 thread's CPU): events that each resolve one wait; events that each cancel one run, with the
 announcement the engine adds in the same transaction (the run's events read back,
 ``inngest/function.finished`` and ``inngest/function.cancelled`` ingested); events that match
-nothing. Prints min and median µs per event. No commit, no planning: the store alone.
+nothing; the same non-matching events sent by an app's sender (``EventIngest.sender``: the
+trigger catalog is looked at, nothing of another app listens); and events another app's
+function listens to (each handed to it: an inbox row). Prints min and median µs per event. No
+commit, no planning: the store alone.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from stepline.store.records import (
     PassCommit,
     RunEnd,
     StepRecord,
+    TriggerRow,
     WaitRecord,
 )
 
 T0 = 1_700_000_000.0
 BATCH = 250
 MATCHES = Engine.wait_matches
+SENDER = FunctionSet("shop", ("fn", "fc"))  # the sending app's functions, planned by itself
 
 
 def _event(internal_id: str, name: str, order_id: str) -> EventRecord:
@@ -81,10 +86,18 @@ def _setup(store: SQLiteStore, n: int) -> None:
             run = NewRun(f"c{i}", "fc", (f"e-c{i}",), admission=Admission(cancel_on=(spec,)))
             placed.append(EventIngest(_event(f"e-c{i}", "order/placed", f"c{i}"), (run,)))
         tx.ingest(placed, T0, MATCHES)
+    with store.transaction() as tx:  # another app's function listens to order/handed
+        tx.sync_triggers("mailer", [TriggerRow("mailer", "receipt", "order/handed")])
 
 
-def _batch(store: SQLiteStore, name: str, orders: list[str], announce: bool) -> tuple[float, int]:
-    items = [EventIngest(_event(f"in-{name}-{o}", name, o)) for o in orders]
+def _batch(
+    store: SQLiteStore,
+    name: str,
+    orders: list[str],
+    announce: bool,
+    sender: FunctionSet | None = None,
+) -> tuple[float, int]:
+    items = [EventIngest(_event(f"in-{name}-{o}", name, o), sender=sender) for o in orders]
     with store.transaction() as tx:
         start = time.thread_time()
         results = tx.ingest(items, T0 + 1, MATCHES)
@@ -108,7 +121,7 @@ def _batch(store: SQLiteStore, name: str, orders: list[str], announce: bool) -> 
                         system.append(EventIngest(record))
             tx.ingest(system, T0 + 1, MATCHES)
         elapsed = time.thread_time() - start
-    acted = sum(len(r.resumed_run_ids) + len(r.cancelled) for r in results)
+    acted = sum(len(r.resumed_run_ids) + len(r.cancelled) + len(r.delivered) for r in results)
     return elapsed / len(orders) * 1e6, acted
 
 
@@ -140,11 +153,19 @@ def main() -> None:
                 "non-matching": [
                     _batch(store, "payment/received", _orders("x", i), False) for i in range(r)
                 ],
+                "non-matching, an app's sender": [
+                    _batch(store, "payment/received", _orders("y", i), False, SENDER)
+                    for i in range(r)
+                ],
+                "handed to another app's function": [
+                    _batch(store, "order/handed", _orders("h", i), False, SENDER) for i in range(r)
+                ],
             }
         finally:
             store.close()
     assert all(acted == BATCH for _, acted in rows["wait-resolving"]), "a wait was not resolved"
     assert all(acted == BATCH for _, acted in rows["cancelling (+ its announcement)"])
+    assert all(acted == BATCH for _, acted in rows["handed to another app's function"])
     print(f"store CPU per event, {n:,} pending, {r} batches of {BATCH}:")
     for label, found in rows.items():
         times = [t for t, _ in found]
