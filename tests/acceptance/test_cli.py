@@ -248,11 +248,22 @@ def test_send_rejects_bad_json(cli: Cli, data: str, message: str) -> None:
     assert not (cli.cwd / "x.db").exists()
 
 
-def test_send_with_only_a_database_asks_for_the_app(cli: Cli) -> None:
-    result = cli.run("send", "order/created", "--db", cli.db)
+def test_send_without_an_app_nor_a_database_asks_for_one(cli: Cli) -> None:
+    result = cli.run("send", "order/created")
     assert result.returncode == 2
-    assert "needs --app MODULE:APP" in result.stderr
-    assert "triggers are evaluated by the app's functions" in result.stderr
+    assert "needs --app MODULE:APP (or STEPLINE_APP), or --db URL" in result.stderr
+    assert not (cli.cwd / ".stepline").exists()
+
+
+def test_send_with_only_a_database_says_no_registered_app_listens(cli: Cli) -> None:
+    # events are environment-wide: with --db alone the event goes to the apps registered on the
+    # database (tests/integration/test_cross_app_events.py); here none is
+    result = cli.run("send", "order/created", "--db", cli.db)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("event ")
+    assert "no app whose workers registered on this database has a function triggered by" in (
+        result.stderr
+    )
 
 
 # -- runs ----------------------------------------------------------------------------------------

@@ -170,14 +170,14 @@ def test_stepline_send_says_which_other_apps_functions_it_handed_the_event_to(
         while not [w for w in asyncio.run(emails.live_workers()) if w.app_id == "emails"]:
             assert time.monotonic() < deadline and procs.died() is None, procs.output()
             time.sleep(0.02)  # real time: the poll interval; the deadline bounds it
-        args = ["send", "user/signup", "--data", '{"user": "u9", "plan": "pro"}']
-        result = CliRunner().invoke(
-            cli, [*args, "--app", "cross_app:billing_app", "--db", db], catch_exceptions=False
-        )
-        assert result.exit_code == 0, result.output
-        assert "handed to welcome of app 'emails': its workers start the run" in result.stdout
-        assert "started nothing" not in result.stderr
-        while not [r for r in asyncio.run(emails.runs()) if r.status == "COMPLETED"]:
+        for user, sender in (("u8", ["--app", "cross_app:billing_app"]), ("u9", [])):
+            # from billing's code, and from no app's (--db alone: to every registered app)
+            args = ["send", "user/signup", "--data", f'{{"user": "{user}", "plan": "pro"}}']
+            result = CliRunner().invoke(cli, [*args, *sender, "--db", db], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            assert "handed to welcome of app 'emails': its workers start the run" in result.stdout
+            assert "started nothing" not in result.stderr
+        while len([r for r in asyncio.run(emails.runs()) if r.status == "COMPLETED"]) < 2:
             assert time.monotonic() < deadline and procs.died() is None, procs.output()
             time.sleep(0.02)  # real time: the poll interval; the deadline bounds it
         assert procs.stop() == [0]

@@ -25,6 +25,8 @@ from stepline.sdk.app import App
 from stepline.sdk.event import Event, EventOutcome
 from stepline.sdk.run import Run
 
+SENDER_APP = "stepline-send"  # the app events sent with --db alone come from: no functions
+
 
 @click.command()
 @click.argument("name")
@@ -52,25 +54,29 @@ def send(
     app_ref: str | None,
     db: str | None,
 ) -> None:
-    """Send the event NAME; print its id, the runs it started and the other apps' functions
-    it was handed to.
+    """Send the event NAME; print its id, the runs it started and the functions of other
+    apps it was handed to.
 
-    The app's own functions' triggers are evaluated here, so --app is required; the runs are
-    queued for a worker (`stepline worker` or `stepline dev`) to execute. Events are
-    environment-wide: the functions of other apps whose workers registered on the database
-    get the event too, and their workers start those runs (with their own filters and flow
-    control).
+    With --app, the app's own functions' triggers are evaluated here and their runs queued
+    for a worker (`stepline worker` or `stepline dev`) to execute. Events are
+    environment-wide: the functions of every other app whose workers registered on the
+    database get the event too, and their workers start those runs (with their own filters
+    and flow control). With --db alone the event goes to those apps only.
     """
     if app_ref is None:
-        raise CliUsageError(
-            "stepline send needs --app MODULE:APP (or STEPLINE_APP): triggers are evaluated by "
-            "the app's functions, so with --db alone the event would be stored but start no runs"
-        )
-    app = load_app(app_ref)
+        if db is None:
+            raise CliUsageError(
+                "stepline send needs --app MODULE:APP (or STEPLINE_APP), or --db URL (or "
+                "STEPLINE_DB) alone: the event then goes to the functions of the apps whose "
+                "workers registered on that database"
+            )
+        app = App(SENDER_APP)  # no functions: every registered app's listening ones get it
+    else:
+        app = load_app(app_ref)
     use_db(app, db, memory_ok=False)
     try:
         event = Event(name=name, data=data or {}, id=event_id)
-        asyncio.run(_send(app, app_ref, event, make_console()))
+        asyncio.run(_send(app, app_ref or "", event, make_console()))
     finally:
         app.close()
 
@@ -150,6 +156,11 @@ def _why_nothing(app: App, event: Event, outcome: EventOutcome) -> str:
     if outcome.duplicate:
         return f"its id {event.id!r} was seen in the last 24 h (a duplicate starts nothing)"
     listening = [fn.id for fn in app.functions if any(t.name == event.name for t in fn.triggers)]
+    if app.id == SENDER_APP:
+        return (
+            f"no app whose workers registered on this database has a function triggered by "
+            f"{event.name!r}, and no run was waiting for it"
+        )
     if not listening:
         return (
             f"no function of app {app.id!r} is triggered by {event.name!r}, nor of another "
