@@ -46,8 +46,11 @@ from typing import Any
 
 import psycopg
 
+from stepline.store.postgres import queries as q
+
 Params = Sequence[Any] | dict[str, Any] | None
 _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
+_HOLD = "\x00hold"  # the table of a queued lease hold (Statements.hold): combined, never merged
 
 
 class Statements:
@@ -102,6 +105,14 @@ class Statements:
     def _queue(self, query: str, params: Params = None, table: str | None = None) -> None:
         self._queued.append((query, params))
         self._tables.append(table)
+
+    def hold(self, run_id: str, token: str) -> None:
+        """Queue ``HOLD_LEASE`` of ``run_id``: its queue row locked, or a failure when its
+        lease token is not ``token``. The holds sent in one round trip are one statement
+        (``HOLD_LEASES``), where the first of them stood: each lock is still taken before any
+        statement queued after its own, and held until the transaction ends."""
+        self._queued.append((q.HOLD_LEASE, (run_id, token)))
+        self._tables.append(_HOLD)
 
     def write_many(self, query: str, rows: Sequence[Params], table: str | None = None) -> None:
         """``write`` for each of ``rows``."""
@@ -191,7 +202,7 @@ class Statements:
                 break
             first += 1
         self._sent += len(queued)
-        return first, _merged(queued, tables)
+        return first, _merged(*_held(queued, tables))
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
@@ -315,6 +326,25 @@ class Statements:
                 self.run(f"RELEASE {name}")
         except psycopg.Error:  # the connection is gone: the caller's error says why
             pass
+
+
+def _held(
+    queued: list[tuple[str, Params]], tables: list[str | Later | None]
+) -> tuple[list[tuple[str, Params]], list[str | Later | None]]:
+    """``queued`` with its lease holds (``Statements.hold``) made one statement where the first
+    stood (a single hold stays ``HOLD_LEASE``)."""
+    at = [i for i, table in enumerate(tables) if table == _HOLD]
+    if not at:
+        return queued, tables
+    tables = [None if table == _HOLD else table for table in tables]
+    if len(at) == 1:
+        return queued, tables
+    held_params = [queued[i][1] for i in at]
+    pairs = sorted({(str(p[0]), str(p[1])) for p in held_params if isinstance(p, tuple)})
+    held = (q.HOLD_LEASES, (len(pairs), [r for r, _ in pairs], [t for _, t in pairs]))
+    later = set(at[1:])
+    out = [held if i == at[0] else entry for i, entry in enumerate(queued) if i not in later]
+    return out, [table for i, table in enumerate(tables) if i not in later]
 
 
 def _merged(

@@ -98,6 +98,15 @@ HOLD_LEASE = """
 SELECT 1 / count(*)::int FROM (
     SELECT 1 FROM queue WHERE run_id = %s AND lease_token = %s FOR UPDATE
 ) AS held"""
+# the leases of several pass commits held (HOLD_LEASE for each), in one statement: rows locked
+# in run id order (two such statements of different transactions never wait for each other
+# in a cycle), else a failure when one of the tokens is not the row's
+HOLD_LEASES = """
+SELECT 1 / (count(*) = %s)::int FROM (
+    SELECT 1 FROM queue
+    WHERE (run_id, lease_token) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+    ORDER BY run_id FOR UPDATE
+) AS held"""
 MARK_RUNNING = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, %s), passes = 0
 WHERE run_id = %s"""

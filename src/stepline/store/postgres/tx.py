@@ -349,7 +349,7 @@ class PostgresTx:
             # locked first all the same (the statements run in order); checked by commit_pass,
             # or, in an optimistic transaction, by the server (a lost lease fails the statement)
             if self._s.optimistic:
-                self._s.write(q.HOLD_LEASE, (run_id, token))
+                self._s.hold(run_id, token)
             else:
                 self._lease_read = self._s.read_later(q.LEASE_TOKEN, (run_id,))
             return assumed[2]

@@ -1,0 +1,59 @@
+"""The lease holds of an optimistic group commit's pass commits (``HOLD_LEASE``, each locking its
+run's queue row and failing when the token is not its own) are sent as one statement per round
+trip (``HOLD_LEASES``, rows locked in run id order, where the first hold stood): a batch of
+pass commits makes one lock statement, and a lost lease among them still fails its job alone
+once the batch is made again carefully."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from tests.store.builders import lease, start
+from tests.store.test_pg_optimistic import commit_job, one_batch, outputs
+
+from stepline.errors import LeaseLostError
+from stepline.store.postgres import PostgresStore
+from stepline.store.postgres import queries as q
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements psycopg executes from now on."""
+    found: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        found.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    return found
+
+
+def test_the_leases_of_a_batch_of_commits_are_held_in_one_statement(
+    pg_store: PostgresStore, sent: list[str]
+) -> None:
+    start(pg_store, "r1", "r2", "r3")
+    held = lease(pg_store)
+    sent.clear()
+    found, writer = one_batch(pg_store, [commit_job(h, i) for i, h in enumerate(held)])
+    assert found == [[], [], []]
+    assert (writer.transactions, writer.replays) == (1, 0)
+    assert sent.count(q.HOLD_LEASES) == 1 and q.HOLD_LEASE not in sent
+    assert outputs(pg_store, "r1", "r2", "r3") == {"r1": b"0", "r2": b"1", "r3": b"2"}
+
+
+def test_a_lost_lease_among_held_ones_fails_only_its_job(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    start(pg_store, "r1", "r2", "r3")
+    held = {h.run_id: h for h in lease(pg_store, "w1")}
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # another process took r2 over
+        conn.execute("UPDATE queue SET lease_token = 'theirs' WHERE run_id = 'r2'")
+    jobs = [commit_job(held[r], i) for i, r in enumerate(("r1", "r2", "r3"))]
+    found, writer = one_batch(pg_store, jobs)
+    assert found[0] == [] and isinstance(found[1], LeaseLostError) and found[2] == []
+    assert (writer.transactions, writer.replays) == (1, 1)
+    assert outputs(pg_store, "r1", "r2", "r3") == {"r1": b"0", "r3": b"2"}
