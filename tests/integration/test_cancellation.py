@@ -8,7 +8,7 @@ from typing import Any
 
 from _polling import until
 
-from stepline import App, CancelOn, Context, Event, Timeouts, TriggerEvent
+from stepline import App, CancelOn, Concurrency, Context, Event, Timeouts, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
 
@@ -72,6 +72,53 @@ async def test_start_timeout_cancels_runs_that_wait_too_long(
         [fresh_run] = await t.runs(event_id=fresh)
         assert (await t.wait_for_run(late_run.run_id)).status == "CANCELLED"
         assert (await t.wait_for_run(fresh_run.run_id)).output == "ran"
+
+
+async def test_start_timeout_cancels_a_run_held_back_by_concurrency_at_its_deadline(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    """As Inngest's eager cancellation: a run no worker can lease (its concurrency key is
+    full) is cancelled at creation + timeouts.start, while the run holding the slot goes on."""
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    cancelled: list[dict[str, Any]] = []
+
+    @app.function(
+        id="one-at-a-time",
+        trigger=TriggerEvent("go"),
+        concurrency=[Concurrency(limit=1)],
+        timeouts=Timeouts(start="1m"),
+    )
+    async def one_at_a_time(ctx: Context) -> Any:
+        async def hold() -> str:
+            holding.set()
+            await release.wait()
+            return "held"
+
+        return await ctx.step.run("hold", hold)
+
+    @app.function(id="on-cancel", trigger=TriggerEvent("inngest/function.cancelled"))
+    async def on_cancel(ctx: Context) -> Any:
+        cancelled.append(ctx.event.data)
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        [first] = await t.send(Event("go"))
+        await until("the first run holding the slot", holding.is_set)
+        [second] = await t.send(Event("go"))
+        [first_run] = await t.runs(event_id=first)
+        [second_run] = await t.runs(event_id=second)
+        clock.advance(61)
+        try:
+            ended = await t.wait_for_status(second_run.run_id, "CANCELLED", timeout=10)
+            assert ended.error is not None and "timeouts.start" in ended.error["message"]
+            still = await t.app.get_run(first_run.run_id)
+            assert still is not None and still.status == "RUNNING"
+            await until("inngest/function.cancelled", lambda: cancelled)
+        finally:
+            release.set()
+        assert (await t.wait_for_run(first_run.run_id)).output == "held"
+    assert [c["run_id"] for c in cancelled] == [second_run.run_id]
 
 
 async def test_finish_timeout_cancels_long_runs(

@@ -96,6 +96,11 @@ def _invoked_correlation(events: list[dict[str, Any]]) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
+def not_started_reason(start_timeout: float) -> str:
+    """Why a run not started within its start timeout is cancelled."""
+    return f"not started within {start_timeout:g}s (timeouts.start)"
+
+
 def ending_names(status: str, events: list[dict[str, Any]]) -> tuple[str, ...]:
     """The system events a run ending with ``status`` emits, in Inngest's order, given its
     trigger ``events``: none when the run was started by ``function.finished`` or

@@ -20,7 +20,7 @@ from stepline.clock import Clock
 from stepline.cron import catch_up_tick
 from stepline.engine._handover import handed_over, listening
 from stepline.engine._ingest_batch import IngestBatcher
-from stepline.engine._system_events import ending_data, ending_names
+from stepline.engine._system_events import ending_data, ending_names, not_started_reason
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.changes import ChangeFeed, ingest_change
 from stepline.engine.driver import PYTHON, Driver
@@ -53,6 +53,7 @@ from stepline.store.records import (
 
 T = TypeVar("T")
 
+OVERDUE_BATCH = 100  # runs past their start deadline cancelled per housekeeping round
 PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
 # rows of each kind one purge deletes: a small transaction; a full batch goes on next round
 PURGE_BATCH = 1_000
@@ -121,6 +122,7 @@ class Engine:
         self._eager_worker: EagerWorker | None = None
         self.metrics = EngineMetrics()
         self.next_purge = float("-inf")
+        self.overdue_more = False  # housekeeping left runs past their start deadline
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._unwatch: Callable[[], None] | None = None  # stops the store's wake-ups
         self._wakers_lock = threading.Lock()  # also guards _batchers
@@ -358,15 +360,22 @@ class Engine:
         """A write job that cancels one run and announces it."""
 
         def job(tx: StoreTx) -> bool:
-            with tx.savepoint():
-                function_id = tx.cancel_run(run_id, now, reason)
-                if function_id is None:
-                    return False
-                events = self.cancelled_events(tx, run_id, function_id, reason, now)
-                self.announce_cancellations(tx, tx.ingest(events, now, self.wait_matches), now)
-                return True
+            return self.cancel(tx, run_id, reason, now) is not None
 
         return job
+
+    def cancel(
+        self, tx: StoreTx, run_id: str, reason: str, now: float
+    ) -> list[IngestResult] | None:
+        """Cancel one run in ``tx`` and announce it; None if it had already ended. Returns what
+        ingesting the announcements did."""
+        with tx.savepoint():
+            function_id = tx.cancel_run(run_id, now, reason)
+            if function_id is None:
+                return None
+            events = self.cancelled_events(tx, run_id, function_id, reason, now)
+            results = tx.ingest(events, now, self.wait_matches)
+            return results + self.announce_cancellations(tx, results, now)
 
     async def send(self, events: Sequence[Event]) -> list[str]:
         """Ingest events durably (one transaction); returns their ids once committed.
@@ -482,10 +491,22 @@ class Engine:
             for trigger in fn.crons
         ]
 
+    @property
+    def start_timed(self) -> bool:
+        """Whether a function served here has a start timeout (``timeouts.start``)."""
+        return any(
+            (t := self.functions[f].options.timeouts) is not None and t.start_seconds is not None
+            for f in self.served.function_ids
+        )
+
     def housekeeping(self, tx: StoreTx, now: float) -> list[IngestResult]:
-        """Start what became due without a run to lease yet: debounces, batches, cron ticks.
-        A cron tick fires once whatever the number of workers (``advance_cron`` is a
-        compare-and-set), and ticks missed while no worker ran collapse into one catch-up.
+        """Start what became due without a run to lease yet: debounces, batches, cron ticks;
+        cancel the runs not started by their start deadline (as Inngest's eager cancellation:
+        a run held back by a full concurrency key, a throttle or a pause is cancelled at
+        creation + ``timeouts.start`` even though no worker can lease it; ``overdue_more``
+        says a full batch was cancelled, so another round is due now). A cron tick fires once
+        whatever the number of workers (``advance_cron`` is a compare-and-set), and ticks
+        missed while no worker ran collapse into one catch-up.
         Returns what it ingested (the flushed deferrals' events with the runs they started,
         cron ticks' events, the announcements of runs these cancelled), for the change feed."""
         ingested: list[IngestResult] = []
@@ -497,6 +518,11 @@ class Engine:
                     more = more or purged.full(PURGE_BATCH)
                 # a full batch: the next round (another transaction) goes on; else in an hour
                 self.next_purge = now if more else now + PURGE_EVERY
+            # only a function with a start timeout has runs to cancel: else the store is not asked
+            overdue = tx.overdue_starts(now, self.served, OVERDUE_BATCH) if self.start_timed else []
+            for run_id, _, start_timeout in overdue:
+                ingested += self.cancel(tx, run_id, not_started_reason(start_timeout), now) or []
+            self.overdue_more = len(overdue) >= OVERDUE_BATCH
             # a debounce's or batch's run may replace a singleton run: announced like ingestion's
             flushed = tx.flush_deferrals(now)
             ingested += flushed

@@ -25,6 +25,7 @@ from stepline.engine._endings import PassEndings
 from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
 from stepline.engine._rounds import RoundRecorder
+from stepline.engine._system_events import not_started_reason
 from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
@@ -484,8 +485,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         run, now = self.run, self.now()
         start_timeout = run.start_timeout
         late = start_timeout is not None and now > run.created_at + start_timeout
-        if at_start and run.started_at is None and late:
-            return f"not started within {run.start_timeout:g}s (timeouts.start)"
+        if at_start and run.started_at is None and late and start_timeout is not None:
+            return not_started_reason(start_timeout)
         if self._finish_deadline is not None and now > self._finish_deadline:
             return f"not finished within {run.finish_timeout:g}s (timeouts.finish)"
         return None

@@ -67,6 +67,7 @@ BACKOFF_MAX = 5.0
 LEASE_AHEAD = 0.05
 # inbox rows (events handed to this app's functions by other apps' senders) one lease job takes
 INBOX_BATCH = 256
+LATE_MARGIN = 0.001  # a start deadline's run is cancelled this long after it (late: after it)
 
 
 def default_worker_id() -> str:
@@ -243,7 +244,7 @@ class Worker:
             leases, housekept, inboxed = await engine.writer.write(
                 self._lease_job(now, free, cut_short)
             )
-            if inboxed:  # runs of handed-over events started: lease them now
+            if inboxed:  # runs of handed-over events started (or more runs to cancel): now
                 self._wake.set()
             self._cut_short.difference_update(cut_short)
             self.outage.recovered()
@@ -281,8 +282,20 @@ class Worker:
         elif next_due is not None and deadline is not None and deadline <= now < next_due:
             deadline = next_due
         elif deadline is not None and deadline <= now:
-            # due but not leasable (a concurrency key is full): wait for a pass to end
+            # due but not leasable (a concurrency key is full): wait for a pass to end, or for
+            # the next start deadline of a run held back (housekeeping cancels it then)
+            start = None
+            if engine.start_timed:
+                earliest = await engine.read(engine.store.next_start_deadline, engine.served)
+                # a run is late only after its deadline (at it, it may still start)
+                start = None if earliest is None else earliest + LATE_MARGIN
+            if start is not None and self._leased_at < start <= now:
+                return  # it passed after the lease attempt: lease again (and cancel the run)
+            if start is not None and start <= self._leased_at:
+                start = None  # the lease attempt's housekeeping saw it
             deadline = now + (self.poll_interval or 0.05) if not self.active else None
+            if start is not None:
+                deadline = start if deadline is None else min(deadline, start)
         if self.poll_interval is not None:
             # the poll counts from the lease attempt (when there was one: a slot was free), so a
             # clock that moved since then is never slept through
@@ -298,7 +311,8 @@ class Worker:
     ) -> Callable[[StoreTx], tuple[list[Lease], list[IngestResult], bool]]:
         """The lease job: housekeeping, heartbeats, the lease, and the runs of events handed
         to this app's functions by other apps' senders (their runs are leased by the next
-        lease attempt: the job's third value says one is due now)."""
+        lease attempt: the job's third value says one is due now, or that housekeeping left
+        runs past their start deadline to cancel)."""
         running = list(self.active)
         purge: list[float] = []  # when the next purge was due as this job was first applied
 
@@ -327,7 +341,7 @@ class Worker:
                 if failed:
                     housekept += self.engine.announce_failed(tx, failed, now, max_passes)
                 started = handed()
-            return leases, housekept + started, bool(started)
+            return leases, housekept + started, bool(started) or engine.overdue_more
 
         return job
 

@@ -228,6 +228,15 @@ class StoreTx(Protocol):
         becomes COMPLETED with a null result. Returns the step hashes timed out."""
         ...
 
+    def overdue_starts(
+        self, now: float, functions: FunctionSet, limit: int
+    ) -> list[tuple[str, str, float]]:
+        """Up to ``limit`` queued runs of ``functions`` (paused ones too) not started by their
+        start deadline (``created_at + start_timeout < now``: at the deadline itself a run may
+        still start), earliest deadline first:
+        ``(run_id, function_id, start_timeout)``."""
+        ...
+
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         """Cancel a run that has not ended: status CANCELLED, its queue item, waits and cancel
         matchers removed. Returns the run's function id, or None if the run does not exist or
@@ -331,8 +340,13 @@ class Store(Protocol):
 
     def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
         """The earliest time anything becomes due (a run, a lease expiry, a debounce or batch,
-        a cron tick) — with ``functions``, anything a worker serving them could act on; None if
-        nothing waits."""
+        a cron tick) — with ``functions``, anything a worker serving them could act on (also a
+        queued run's start deadline, see ``next_start_deadline``); None if nothing waits."""
+        ...
+
+    def next_start_deadline(self, functions: FunctionSet) -> float | None:
+        """The earliest start deadline (``created_at + start_timeout``) of a queued run of
+        ``functions`` not started yet (paused ones too); None if there is none."""
         ...
 
     def live_workers(self, now: float) -> list[WorkerRecord]:

@@ -113,6 +113,9 @@ class MemoryStore:
         self._queue = QueueTable()  # rows are _QueueItem
         self._matchers: dict[str, WaitRecord] = {}
         self._singletons: dict[str, str] = {}
+        # runs created with a start timeout -> their start deadline (rows of runs that started
+        # or ended are dropped by overdue_starts)
+        self._start_deadlines: dict[str, float] = {}
         self._idempotency: dict[str, float] = {}
         self._gcra: dict[str, float] = {}
         self._skips: dict[int, SkipRecord] = {}
@@ -385,7 +388,30 @@ class MemoryStore:
                 if functions is None
                 or (row.app_id == functions.app_id and row.function_id in functions.function_ids)
             ]
+            if functions is not None:
+                times.append(self.next_start_deadline(functions))
             return min((t for t in times if t is not None), default=None)
+
+    def next_start_deadline(self, functions: FunctionSet) -> float | None:
+        with self._lock:
+            runs = self._runs
+            return min(
+                (
+                    deadline
+                    for run_id, deadline in self._start_deadlines.items()
+                    if (run := runs.get(run_id)) is not None
+                    and run.status == "QUEUED"
+                    and run.started_at is None
+                    and self.serves(functions, run)
+                ),
+                default=None,
+            )
+
+    @staticmethod
+    def serves(functions: FunctionSet, run: RunRecord) -> bool:
+        """Whether a worker serving ``functions`` may act on ``run`` (runs recorded without an
+        app id belong to any app)."""
+        return run.function_id in functions.function_ids and run.app_id in ("", functions.app_id)
 
     def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
         with self._lock:
@@ -507,6 +533,8 @@ class _MemoryTx(MemoryControlVerbs):
         self._put(s._queue, new_run.run_id, item)
         if a.singleton_key is not None:
             self._put(s._singletons, new_run.run_id, a.singleton_key)
+        if a.start_timeout is not None:
+            self._put(s._start_deadlines, new_run.run_id, now + a.start_timeout)
         for spec in a.cancel_on:
             matcher = WaitRecord(
                 new_id(now),
@@ -972,6 +1000,21 @@ class _MemoryTx(MemoryControlVerbs):
                     )
                 )
         return [w.step_hash for w in expired]
+
+    def overdue_starts(
+        self, now: float, functions: FunctionSet, limit: int
+    ) -> list[tuple[str, str, float]]:
+        with self._verb():
+            s = self._s
+            overdue: list[tuple[float, RunRecord]] = []
+            for run_id, deadline in list(s._start_deadlines.items()):
+                run = s._runs.get(run_id)
+                if run is None or run.status != "QUEUED" or run.started_at is not None:
+                    self._pop(s._start_deadlines, run_id)
+                elif deadline < now and s.serves(functions, run):
+                    overdue.append((deadline, run))
+            overdue.sort(key=lambda pair: pair[0])
+            return [(r.run_id, r.function_id, r.start_timeout or 0.0) for _, r in overdue[:limit]]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         with self._verb():

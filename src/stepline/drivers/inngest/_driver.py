@@ -52,7 +52,7 @@ from stepline.drivers.inngest._signing import SigningKey, SigningKeys, verify_re
 from stepline.drivers.inngest._steps import StepBook, error_of
 from stepline.engine._attempts import failure_commit, retry_commit
 from stepline.engine._recording import parent_wake, retry_rows, suspension
-from stepline.engine._system_events import sdk_failure
+from stepline.engine._system_events import not_started_reason, sdk_failure
 from stepline.engine.driver import commit_pass, submit_pass
 from stepline.engine.engine import Engine
 from stepline.errors import LeaseLostError, LimitExceededError, PassCancelledError, StoreError
@@ -275,9 +275,10 @@ class HttpPass:
 
     def _timed_out(self) -> str | None:
         run, now = self.run, self.now()
-        late = run.start_timeout is not None and now > run.created_at + run.start_timeout
-        if run.started_at is None and late:
-            return f"not started within {run.start_timeout:g}s (timeouts.start)"
+        start_timeout = run.start_timeout
+        late = start_timeout is not None and now > run.created_at + start_timeout
+        if run.started_at is None and late and start_timeout is not None:
+            return not_started_reason(start_timeout)
         if run.finish_timeout is not None:
             started = run.started_at if run.started_at is not None else now
             if now > started + run.finish_timeout:

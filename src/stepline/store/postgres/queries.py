@@ -373,7 +373,19 @@ SELECT MIN(t) FROM (
     SELECT MIN(due_at) AS t FROM deferrals
     UNION ALL
     SELECT MIN(next_at) AS t FROM crons WHERE app_id = %(app)s AND function_id = ANY(%(all)s)
+    UNION ALL
+    SELECT MIN(created_at + start_timeout) AS t FROM runs
+    WHERE status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL
+      AND app_id = ANY(%(apps)s) AND function_id = ANY(%(all)s)
 ) AS times"""
+# a queued run not started yet with a start timeout (the index runs_start_deadline)
+_UNSTARTED_OF = """status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL
+  AND app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s)"""
+NEXT_START_DEADLINE_OF = f"SELECT MIN(created_at + start_timeout) FROM runs WHERE {_UNSTARTED_OF}"
+OVERDUE_STARTS = f"""
+SELECT run_id, function_id, start_timeout FROM runs
+WHERE {_UNSTARTED_OF} AND created_at + start_timeout < %(now)s
+ORDER BY created_at + start_timeout LIMIT %(limit)s"""
 WAITING_FOR_WORKER = """status IN ('QUEUED', 'RUNNING', 'SLEEPING', 'WAITING', 'RETRYING')
   AND NOT EXISTS (
     SELECT 1 FROM worker_functions wf JOIN workers w ON w.worker_id = wf.worker_id

@@ -238,4 +238,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX inbox_function ON inbox (app_id, function_id, seq);
     CREATE INDEX inbox_event ON inbox (event_id);
     """,
+    # 5: the start deadlines of queued runs not started yet, for the housekeeping that
+    # cancels them at the deadline (as Inngest's eager cancellation) and the worker's timer
+    """
+    CREATE INDEX runs_start_deadline ON runs ((created_at + start_timeout))
+        WHERE status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL;
+    """,
 )

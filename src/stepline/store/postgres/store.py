@@ -502,6 +502,12 @@ class PostgresStore:
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     @_reading
+    def next_start_deadline(self, functions: FunctionSet) -> float | None:
+        params = {"apps": [functions.app_id, ""], "fns": list(functions.function_ids)}
+        [rows] = self._read([(q.NEXT_START_DEADLINE_OF, params)])
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    @_reading
     def live_workers(self, now: float) -> list[WorkerRecord]:
         with self._conn() as conn:
             return [

@@ -483,6 +483,18 @@ class PostgresTx:
                 s.write(q.INSERT_TIMED_OUT_HISTORY, (run_id, now, run_id, wait.step_hash, worker))
             return [w.step_hash for w in expired]
 
+    def overdue_starts(
+        self, now: float, functions: FunctionSet, limit: int
+    ) -> list[tuple[str, str, float]]:
+        params = {
+            "apps": [functions.app_id, ""],
+            "fns": list(functions.function_ids),
+            "now": now,
+            "limit": limit,
+        }
+        with self._savepoint(durable=False) as s:
+            return [(r[0], r[1], r[2]) for r in s.run(q.OVERDUE_STARTS, params)]
+
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         with self._savepoint():
             return cancel(self, run_id, now, reason)

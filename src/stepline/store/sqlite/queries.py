@@ -249,6 +249,16 @@ SELECT MIN(t) FROM (
     SELECT MIN(next_at) AS t FROM crons
 )"""
 NEXT_DEFERRAL = "SELECT MIN(due_at) FROM deferrals"
+# a queued run not started yet with a start timeout (the index runs_start_deadline)
+_UNSTARTED_OF = """status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL
+  AND app_id IN (?1, '') AND function_id IN (SELECT value FROM json_each(?2))"""
+NEXT_START_DEADLINE_OF = f"""
+SELECT (SELECT created_at + start_timeout FROM runs INDEXED BY runs_start_deadline
+        WHERE {_UNSTARTED_OF} ORDER BY created_at + start_timeout LIMIT 1)"""
+OVERDUE_STARTS = f"""
+SELECT run_id, function_id, start_timeout FROM runs INDEXED BY runs_start_deadline
+WHERE {_UNSTARTED_OF} AND created_at + start_timeout < ?3
+ORDER BY created_at + start_timeout LIMIT ?4"""
 NEXT_CRON_OF = """
 SELECT MIN(next_at) FROM crons
 WHERE app_id = ? AND function_id IN (SELECT value FROM json_each(?))"""

@@ -372,6 +372,8 @@ class SQLiteStore:
             times = [conn.execute(q.NEXT_DEFERRAL).fetchone()[0]]
             ids = dumps(list(functions.function_ids)).decode()
             times.append(conn.execute(q.NEXT_CRON_OF, (functions.app_id, ids)).fetchone()[0])
+            deadline = conn.execute(q.NEXT_START_DEADLINE_OF, (functions.app_id, ids))
+            times.append(deadline.fetchone()[0])
             served = unpaused(conn, functions)
             for app_id in app_ids(conn, functions):
                 for chunk in chunks(served):
@@ -380,6 +382,12 @@ class SQLiteStore:
                     )
                     times += [r[0] for r in conn.execute(arms, (app_id, *chunk))]
         return min((t for t in times if t is not None), default=None)
+
+    @_reading
+    def next_start_deadline(self, functions: FunctionSet) -> float | None:
+        ids = dumps(list(functions.function_ids)).decode()
+        row = self._conn().execute(q.NEXT_START_DEADLINE_OF, (functions.app_id, ids)).fetchone()
+        return None if row is None else row[0]
 
     @_reading
     def live_workers(self, now: float) -> list[WorkerRecord]:
@@ -747,6 +755,13 @@ class _SQLiteTx(SQLiteControlVerbs):
                 row = (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
                 c.execute(q.INSERT_HISTORY, row)
             return [w.step_hash for w in expired]
+
+    def overdue_starts(
+        self, now: float, functions: FunctionSet, limit: int
+    ) -> list[tuple[str, str, float]]:
+        ids = dumps(list(functions.function_ids)).decode()
+        rows = self._c.execute(q.OVERDUE_STARTS, (functions.app_id, ids, now, limit))
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
         with self._savepoint():
