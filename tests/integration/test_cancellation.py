@@ -8,7 +8,16 @@ from typing import Any
 
 from _polling import until
 
-from stepline import App, CancelOn, Concurrency, Context, Event, Timeouts, TriggerEvent
+from stepline import (
+    App,
+    CancelOn,
+    Concurrency,
+    Context,
+    Event,
+    Throttle,
+    Timeouts,
+    TriggerEvent,
+)
 from stepline.testing import MockClock, TestEngine
 
 
@@ -119,6 +128,33 @@ async def test_start_timeout_cancels_a_run_held_back_by_concurrency_at_its_deadl
             release.set()
         assert (await t.wait_for_run(first_run.run_id)).output == "held"
     assert [c["run_id"] for c in cancelled] == [second_run.run_id]
+
+
+async def test_start_timeout_cancels_a_throttled_run_at_its_deadline(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    """A run a throttle delays past its start deadline is cancelled at the deadline, not when
+    the throttle lets it start."""
+
+    @app.function(
+        id="hourly",
+        trigger=TriggerEvent("go"),
+        throttle=Throttle(limit=1, period="1h"),
+        timeouts=Timeouts(start="1m"),
+    )
+    async def hourly(ctx: Context) -> Any:
+        return "ran"
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        first = await t.trigger(Event("go"))
+        [second] = await t.send(Event("go"))
+        [second_run] = await t.runs(event_id=second)
+        assert (await t.app.get_run(second_run.run_id)).status == "QUEUED"  # type: ignore[union-attr]
+        clock.advance(61)
+        ended = await t.wait_for_status(second_run.run_id, "CANCELLED", timeout=10)
+    assert first.output == "ran"
+    assert ended.error is not None and "timeouts.start" in ended.error["message"]
 
 
 async def test_finish_timeout_cancels_long_runs(
