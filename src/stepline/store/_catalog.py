@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from stepline.store.records import TriggerRow
+from stepline.store.records import AppRecord, TriggerRow
 
 Listening = dict[str, tuple[tuple[str, str], ...]]  # event name -> (app id, function id) pairs
 
@@ -27,6 +27,32 @@ def listening(rows: Iterable[TriggerRow]) -> Listening:
     for row in rows:
         by_name.setdefault(row.event_name, []).append((row.app_id, row.function_id))
     return {name: tuple(pairs) for name, pairs in by_name.items()}
+
+
+def app_records(
+    rows: Iterable[Sequence[Any]],
+    workers: Iterable[Sequence[Any]],
+    waiting: Iterable[Sequence[Any]],
+) -> list[AppRecord]:
+    """``Store.apps`` from a backend's rows: the catalog (app, function, event name), its
+    workers by app (app, latest ``seen_at``, how many alive) and its inbox by app (app, rows).
+    The apps listed are those of the catalog and those events wait for (by id); workers only
+    tell about them."""
+    triggers: dict[str, list[TriggerRow]] = {}
+    for app_id, function_id, event_name in rows:
+        triggers.setdefault(app_id, []).append(TriggerRow(app_id, function_id, event_name))
+    seen = {app_id: (last, int(alive or 0)) for app_id, last, alive in workers}
+    inbox = {app_id: int(n) for app_id, n in waiting}
+    return [
+        AppRecord(
+            app_id,
+            tuple(sorted(triggers.get(app_id, ()), key=lambda r: (r.function_id, r.event_name))),
+            seen.get(app_id, (None, 0))[1],
+            seen.get(app_id, (None, 0))[0],
+            inbox.get(app_id, 0),
+        )
+        for app_id in sorted(triggers.keys() | inbox.keys())
+    ]
 
 
 def new_version() -> int:
@@ -110,18 +136,20 @@ class CatalogView:
         read: Read,
         write: Write,
         write_many: WriteMany,
-    ) -> None:
-        """``sync_triggers`` with the backend's statements: the app's rows replaced and a new
-        version written only when they changed; this transaction then reads the catalog again
-        when asked, and keeps it to itself."""
+    ) -> int:
+        """``sync_triggers`` (``remove_app``: no ``rows``) with the backend's statements: the
+        app's rows replaced and a new version written only when they changed; this transaction
+        then reads the catalog again when asked, and keeps it to itself. Returns how many rows
+        the app had."""
         current = {(r[0], r[1]) for r in read(q.TRIGGERS_OF_APP, (app_id,))}
         if current == {(r.function_id, r.event_name) for r in rows}:
-            return
+            return len(current)
         write(q.DELETE_TRIGGERS_OF_APP, (app_id,))
         write_many(q.INSERT_TRIGGER, [(app_id, r.event_name, r.function_id) for r in rows])
         write(q.SET_CATALOG_VERSION, (new_version(),))
         self._wrote = True
         self._by_name = None
+        return len(current)
 
     def _load(self, version: int) -> Listening:
         known = self._catalog.known

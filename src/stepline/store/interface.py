@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 from stepline.errors import StoreError
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
+    AppRecord,
+    AppRemoval,
     CronRow,
     EventFilter,
     EventIngest,
@@ -187,6 +189,16 @@ class StoreTx(Protocol):
         not plan these functions itself is handed to them (``EventIngest.sender``)."""
         ...
 
+    def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
+        """Take app ``app_id`` out of the trigger catalog and drop the inbox rows waiting for
+        it (a decommissioned app: its functions are handed no more events). Refused (nothing
+        done, ``AppRemoval.refused``) when a worker of the app is alive at ``now``, unless
+        ``force``: that worker's app is back in the catalog when a worker of it next starts.
+        Exact with a registration of the app at the same time (PostgreSQL: both take the
+        app's catalog lock): one that committed first is seen alive here; one that waited for
+        the removal re-adds the app after it."""
+        ...
+
     def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
         """Take (delete) up to ``limit`` of the oldest inbox rows of ``functions`` (their app,
         those function ids), with their events. Exact: of workers taking at once, each row is
@@ -347,6 +359,12 @@ class Store(Protocol):
     def next_start_deadline(self, functions: FunctionSet) -> float | None:
         """The earliest start deadline (``created_at + start_timeout``) of a queued run of
         ``functions`` not started yet (paused ones too); None if there is none."""
+        ...
+
+    def apps(self, now: float) -> list[AppRecord]:
+        """The apps of the trigger catalog and those inbox rows wait for, by id: each with its
+        functions' event triggers, its registered workers (alive at ``now``, last seen) and its
+        inbox rows not taken yet."""
         ...
 
     def live_workers(self, now: float) -> list[WorkerRecord]:

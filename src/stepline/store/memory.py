@@ -22,6 +22,7 @@ from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
 from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
+from stepline.store._catalog import app_records, listening
 from stepline.store._clauses import MISSING, keeps, value_at
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import admit_taken, cancel, ingest
@@ -33,6 +34,8 @@ from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     STARTED,
     TERMINAL_STATUSES,
+    AppRecord,
+    AppRemoval,
     CronRow,
     EventFilter,
     EventIngest,
@@ -255,6 +258,18 @@ class MemoryStore:
             and run.app_id in (w.app_id, "")
             for w in self._workers.values()
         )
+
+    def apps(self, now: float) -> list[AppRecord]:
+        with self._lock:
+            rows = [
+                (r.app_id, r.function_id, r.event_name) for v in self._triggers.values() for r in v
+            ]
+            workers: dict[str, tuple[float, int]] = {}
+            for w in self._workers.values():
+                last, alive = workers.get(w.app_id, (w.seen_at, 0))
+                workers[w.app_id] = (max(last, w.seen_at), alive + (w.expires_at > now))
+            waiting = Counter(row[0] for row in self._inbox.values())
+            return app_records(rows, [(a, *seen) for a, seen in workers.items()], waiting.items())
 
     def live_workers(self, now: float) -> list[WorkerRecord]:
         with self._lock:
@@ -558,12 +573,27 @@ class _MemoryTx(MemoryControlVerbs):
             if s._triggers.get(app_id, ()) == wanted:
                 return
             self._put(s._triggers, app_id, wanted)
-            by_name: dict[str, list[tuple[str, str]]] = {}
-            for app_rows in s._triggers.values():
-                for row in app_rows:
-                    by_name.setdefault(row.event_name, []).append((row.app_id, row.function_id))
-            listening = {name: tuple(pairs) for name, pairs in by_name.items()}
-            self._put(s._listening, "by_name", listening)
+            self._relisten()
+
+    def _relisten(self) -> None:
+        s = self._s
+        by_name = listening(row for rows in s._triggers.values() for row in rows)
+        self._put(s._listening, "by_name", by_name)
+
+    def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
+        s = self._s
+        live = sum(1 for w in s._workers.values() if w.app_id == app_id and w.expires_at > now)
+        if live and not force:
+            return AppRemoval(app_id, live, True, 0, 0)
+        with self._verb():
+            triggers = len(s._triggers.get(app_id, ()))
+            if app_id in s._triggers:
+                self._pop(s._triggers, app_id)
+                self._relisten()
+            waiting = [seq for seq, row in s._inbox.items() if row[0] == app_id]
+            for seq in waiting:
+                self._pop(s._inbox, seq)
+        return AppRemoval(app_id, live, False, triggers, len(waiting))
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         return self._s._listening["by_name"].get(event_name, ())

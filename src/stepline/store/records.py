@@ -200,6 +200,32 @@ class TriggerRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AppRecord:
+    """An app as the trigger catalog knows it (``Store.apps``): its functions' event triggers,
+    its workers (``last_seen_at``: the latest sign of life of a registered worker of it, None
+    when none is registered: a worker that stopped gracefully is removed), and the events
+    handed to it that its workers have not taken yet (``waiting``)."""
+
+    app_id: str
+    triggers: tuple[TriggerRow, ...]
+    live_workers: int
+    last_seen_at: float | None
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppRemoval:
+    """What ``StoreTx.remove_app`` did: ``refused`` (nothing done) when a worker of the app is
+    alive and the removal was not forced; else the catalog rows and inbox rows it deleted."""
+
+    app_id: str
+    live_workers: int
+    refused: bool
+    triggers: int
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class InboxItem:
     """An event handed to a function of another app (``EventIngest.sender``), taken by a
     worker of that app: ``event`` None when the event was purged meanwhile."""

@@ -597,6 +597,12 @@ ON CONFLICT DO NOTHING"""
 SET_CATALOG_VERSION = """
 INSERT INTO trigger_catalog (id, version) VALUES (1, %s)
 ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
+# the apps (``Store.apps``, ``remove_app``): their workers and the events waiting for them
+APP_WORKERS = """
+SELECT app_id, max(seen_at), count(*) FILTER (WHERE expires_at > %s) FROM workers GROUP BY app_id"""
+APP_INBOX = "SELECT app_id, count(*) FROM inbox GROUP BY app_id"
+LIVE_WORKERS_OF_APP = "SELECT count(*) FROM workers WHERE app_id = %s AND expires_at > %s"
+DROP_INBOX_OF_APP = "DELETE FROM inbox WHERE app_id = %s"
 DELIVER = "INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (%s, %s, %s, %s)"
 TAKE_INBOX = f"""
 WITH taken AS (

@@ -36,7 +36,7 @@ import psycopg_pool
 from stepline.errors import ConfigError, StoreError, StoreUnavailable
 from stepline.serde import loads
 from stepline.store import _rows as shapes
-from stepline.store._catalog import TriggerCatalog
+from stepline.store._catalog import TriggerCatalog, app_records
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Replay
@@ -48,6 +48,7 @@ from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import Hints, LeaseTokens, PostgresTx
 from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
 from stepline.store.records import (
+    AppRecord,
     EventFilter,
     EventRecord,
     EventRunRecord,
@@ -506,6 +507,13 @@ class PostgresStore:
         params = {"apps": [functions.app_id, ""], "fns": list(functions.function_ids)}
         [rows] = self._read([(q.NEXT_START_DEADLINE_OF, params)])
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    @_reading
+    def apps(self, now: float) -> list[AppRecord]:
+        rows, workers, waiting = self._read(
+            [(q.CATALOG_ROWS, None), (q.APP_WORKERS, (now,)), (q.APP_INBOX, None)]
+        )
+        return app_records(rows, workers, waiting)
 
     @_reading
     def live_workers(self, now: float) -> list[WorkerRecord]:

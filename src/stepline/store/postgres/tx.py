@@ -52,6 +52,7 @@ from stepline.store.postgres._statements import Later, Statements
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
+    AppRemoval,
     CronRow,
     EventIngest,
     EventRecord,
@@ -208,6 +209,20 @@ class PostgresTx:
             self._triggers.replace(
                 app_id, rows, q, lambda sql, p: s.run(sql, p).fetchall(), s.write, s.write_many
             )
+
+    def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
+        with self._savepoint() as s:
+            # the lock sync_triggers takes: a registration of the app committed before it is
+            # seen alive here (refused unless forced); one waiting for it re-adds the app after
+            self._lock(f"triggers\x1f{app_id}")
+            live = int(s.run(q.LIVE_WORKERS_OF_APP, (app_id, now)).fetchall()[0][0])
+            if live and not force:
+                return AppRemoval(app_id, live, True, 0, 0)
+            triggers = self._triggers.replace(
+                app_id, (), q, lambda sql, p: s.run(sql, p).fetchall(), s.write, s.write_many
+            )
+            dropped = s.run(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
+        return AppRemoval(app_id, live, False, triggers, dropped)
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         if self._s.optimistic:

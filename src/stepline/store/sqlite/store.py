@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from stepline.errors import ConfigError, LeaseLostError, StoreError, StoreUnavailable
 from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
-from stepline.store._catalog import TriggerCatalog
+from stepline.store._catalog import TriggerCatalog, app_records
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store._index_paths import IndexPaths
@@ -36,6 +36,8 @@ from stepline.store._ingest_rules import admit_taken, cancel, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.records import (
+    AppRecord,
+    AppRemoval,
     EventFilter,
     EventIngest,
     EventRecord,
@@ -390,6 +392,15 @@ class SQLiteStore:
         return None if row is None else row[0]
 
     @_reading
+    def apps(self, now: float) -> list[AppRecord]:
+        conn = self._conn()
+        return app_records(
+            conn.execute(q.CATALOG_ROWS).fetchall(),
+            conn.execute(q.APP_WORKERS, (now,)).fetchall(),
+            conn.execute(q.APP_INBOX).fetchall(),
+        )
+
+    @_reading
     def live_workers(self, now: float) -> list[WorkerRecord]:
         return [
             WorkerRecord(r[0], r[1], tuple(loads(r[2])), r[3], r[4], r[5])
@@ -533,6 +544,15 @@ class _SQLiteTx(SQLiteControlVerbs):
     def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
         with self._savepoint() as c:
             self._triggers.replace(app_id, rows, q, c.execute, c.execute, c.executemany)
+
+    def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
+        with self._savepoint() as c:  # one writer at a time: exact
+            [live] = c.execute(q.LIVE_WORKERS_OF_APP, (app_id, now)).fetchone()
+            if live and not force:
+                return AppRemoval(app_id, live, True, 0, 0)
+            triggers = self._triggers.replace(app_id, (), q, c.execute, c.execute, c.executemany)
+            dropped = c.execute(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
+        return AppRemoval(app_id, live, False, triggers, dropped)
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         return self._triggers.listeners(event_name)
