@@ -24,14 +24,10 @@ from stepline.store.records import (
 )
 
 from .builders import T0, event, ingest
+from .test_inbox import BILLING, CATALOG, EMAILS
 
-BILLING = FunctionSet("billing", ("charge",))
-EMAILS = FunctionSet("emails", ("receipt", "welcome"))
-EMAILS_ROWS = (
-    TriggerRow("emails", "receipt", "order/placed"),
-    TriggerRow("emails", "welcome", "user/signup"),
-)
-BILLING_ROWS = (TriggerRow("billing", "charge", "order/placed"),)
+EMAILS_ROWS = tuple(r for r in CATALOG if r.app_id == "emails")
+BILLING_ROWS = tuple(r for r in CATALOG if r.app_id == "billing")
 TTL = 30.0
 
 
@@ -123,41 +119,41 @@ def _waiting_for_a_lock(store: Store) -> bool:
     return bool(row and row[0])
 
 
-def _held_open(store: Store, job: Callable[[StoreTx], object]) -> Callable[[], None]:
-    """``job(tx)`` in a transaction of another thread, held open (its locks kept) until the
-    function returned is called (which waits for the commit)."""
+def _race(
+    store: Store, pg_url: str, first: Callable[[StoreTx], object], second: Callable[[Store], object]
+) -> None:
+    """``first(tx)`` in a transaction of ``store`` held open (its locks kept) until
+    ``second(other)`` — ``other`` another process's store on the same database — waits for a
+    lock; then the first commits and the second ends."""
+    from stepline.store.postgres import PostgresStore
+
+    other = PostgresStore(pg_url)
     ready, go = threading.Event(), threading.Event()
 
-    def body() -> None:
+    def held_open() -> None:
         with store.transaction() as tx:
-            job(tx)
+            first(tx)
             ready.set()
             go.wait()
 
-    thread = threading.Thread(target=body)
-    thread.start()
-    assert ready.wait(20)
-
-    def commit() -> None:
+    one = threading.Thread(target=held_open)
+    two = threading.Thread(target=second, args=(other,))
+    try:
+        one.start()
+        assert ready.wait(20)
+        two.start()
+        pause = threading.Event()
+        for _ in range(2000):  # 20 s at most
+            if _waiting_for_a_lock(store):
+                break
+            pause.wait(0.01)
+        else:
+            raise AssertionError("the second transaction never waited for the first one's lock")
+    finally:
         go.set()
-        thread.join()
-
-    return commit
-
-
-def _in_thread(job: Callable[[], object]) -> threading.Thread:
-    thread = threading.Thread(target=job)
-    thread.start()
-    return thread
-
-
-def _until(check: Callable[[], bool]) -> None:
-    pause = threading.Event()
-    for _ in range(2000):  # 20 s at most
-        if check():
-            return
-        pause.wait(0.01)
-    raise AssertionError("the second transaction never waited for the first one's lock")
+        one.join()
+        two.join()
+        other.close()
 
 
 def _register(tx: StoreTx, at: float) -> None:
@@ -167,18 +163,13 @@ def _register(tx: StoreTx, at: float) -> None:
 
 @pytest.mark.parametrize("store", ["postgres"], indirect=True)
 def test_postgres_a_registration_committed_first_is_seen_alive(store: Store, pg_url: str) -> None:
-    from stepline.store.postgres import PostgresStore
-
-    other = PostgresStore(pg_url)  # another process's store
-    try:
-        commit = _held_open(other, lambda tx: _register(tx, T0))
-        result: list[AppRemoval] = []
-        second = _in_thread(lambda: result.append(remove(store, "emails", T0)))
-        _until(lambda: _waiting_for_a_lock(store))
-        commit()
-        second.join()
-    finally:
-        other.close()
+    result: list[AppRemoval] = []
+    _race(
+        store,
+        pg_url,
+        lambda tx: _register(tx, T0),
+        lambda other: result.append(remove(other, "emails", T0)),
+    )
     assert result == [AppRemoval("emails", 1, True, 0, 0)]
     assert [a.app_id for a in store.apps(T0)] == ["emails"]
 
@@ -189,18 +180,13 @@ def test_postgres_a_registration_waiting_for_the_removal_adds_the_app_back(
 ) -> None:
     registered(store, EMAILS, EMAILS_ROWS, at=T0 - 100)
     ingest(store, sent("e1"))
-    from stepline.store.postgres import PostgresStore
-
-    other = PostgresStore(pg_url)  # another process's store
     removal: list[AppRemoval] = []
-    try:
-        commit = _held_open(store, lambda tx: removal.append(tx.remove_app("emails", T0, False)))
-        second = _in_thread(lambda: registered(other, EMAILS, EMAILS_ROWS, at=T0))
-        _until(lambda: _waiting_for_a_lock(store))
-        commit()
-        second.join()
-    finally:
-        other.close()
+    _race(
+        store,
+        pg_url,
+        lambda tx: removal.append(tx.remove_app("emails", T0, False)),
+        lambda other: registered(other, EMAILS, EMAILS_ROWS, at=T0),
+    )
     assert removal == [AppRemoval("emails", 0, False, 2, 1)]
     [app] = store.apps(T0)
     assert (app.app_id, app.triggers, app.live_workers, app.waiting) == (

@@ -56,6 +56,8 @@ from stepline.store import Store, StoreTx, open_store
 from stepline.store.records import (
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
+    AppRecord,
+    AppRemoval,
     EventFilter,
     EventRecord,
     Purged,
@@ -378,6 +380,29 @@ class App:
         """The workers alive now on this app's database (of any app), with their functions."""
         engine = self.engine
         return await engine.read(engine.store.live_workers, engine.clock.now())
+
+    async def apps(self) -> list[AppRecord]:
+        """The apps registered on this app's database (any app), by id: each app of the
+        trigger catalog (a worker of it registered, or an SDK app synced) with its functions'
+        event triggers, its registered workers (how many are alive, when one was last seen:
+        None when none is registered, as a worker that stops gracefully unregisters), and how
+        many events handed to it by other apps wait for its workers (``waiting``). An app that
+        only such events are left for (handed to it while it was being removed) is listed
+        too."""
+        engine = self.engine
+        return await engine.read(engine.store.apps, engine.clock.now())
+
+    async def remove_app(self, app_id: str, *, force: bool = False) -> AppRemoval:
+        """Take app ``app_id`` (decommissioned: none of its workers will start again) out of
+        the trigger catalog and drop the events waiting for it, in one transaction: other
+        apps' events are no longer handed to its functions, and no inbox rows pile up for it.
+        Refused while a worker of the app is alive (nothing is done: the result says
+        ``refused``), unless ``force``: the app comes back when a worker of it next starts (a
+        live worker keeps its own runs going, but is handed no other app's events until then).
+        A worker of the app registering at the same time either registered first (then it is
+        alive: refused unless forced) or re-adds the app right after the removal."""
+        now = self.engine.clock.now()
+        return await self.engine.writer.write(lambda tx: tx.remove_app(app_id, now, force))
 
     async def runs(
         self,
