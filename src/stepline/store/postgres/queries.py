@@ -379,13 +379,20 @@ SELECT MIN(t) FROM (
       AND app_id = ANY(%(apps)s) AND function_id = ANY(%(all)s)
 ) AS times"""
 # a queued run not started yet with a start timeout (the index runs_start_deadline)
-_UNSTARTED_OF = """status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL
-  AND app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s)"""
+_UNSTARTED_OF = """runs.status = 'QUEUED' AND runs.started_at IS NULL
+  AND runs.start_timeout IS NOT NULL AND runs.app_id = ANY(%(apps)s)
+  AND runs.function_id = ANY(%(fns)s)"""
 NEXT_START_DEADLINE_OF = f"SELECT MIN(created_at + start_timeout) FROM runs WHERE {_UNSTARTED_OF}"
+# locked as a lease takes them, the queue row first: a run that a lease holds is skipped, one a
+# lease took meanwhile is not returned (its queue row is read again once locked), and no lease
+# takes a returned run before this transaction has cancelled it
 OVERDUE_STARTS = f"""
-SELECT run_id, function_id, start_timeout FROM runs
-WHERE {_UNSTARTED_OF} AND created_at + start_timeout < %(now)s
-ORDER BY created_at + start_timeout LIMIT %(limit)s"""
+SELECT runs.run_id, runs.function_id, runs.start_timeout
+FROM runs JOIN queue ON queue.run_id = runs.run_id
+WHERE {_UNSTARTED_OF} AND runs.created_at + runs.start_timeout < %(now)s
+  AND queue.lease_owner IS NULL
+ORDER BY runs.created_at + runs.start_timeout LIMIT %(limit)s
+FOR UPDATE OF queue SKIP LOCKED"""
 WAITING_FOR_WORKER = """status IN ('QUEUED', 'RUNNING', 'SLEEPING', 'WAITING', 'RETRYING')
   AND NOT EXISTS (
     SELECT 1 FROM worker_functions wf JOIN workers w ON w.worker_id = wf.worker_id
