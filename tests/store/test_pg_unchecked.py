@@ -105,3 +105,22 @@ def test_a_lease_on_a_live_connection_makes_two_round_trips(pg_store: PostgresSt
     assert found == [[1]]
     assert [held.run_id for held in leases] == ["r1"]
     assert writer.replays == 0
+
+
+def test_a_refused_first_round_trip_does_not_check_the_pool(
+    pg_store: PostgresStore, monkeypatch: Any
+) -> None:
+    # only a connection's own failure says it may have been stale: a statement the server
+    # refuses (here a division by zero) leaves the connection fine, and checking every idle
+    # connection of the pool (a round trip each, in the writer's thread) would be wasted
+    checks: list[int] = []
+    pool = pg_store._read_pool
+    check = pool.check
+    monkeypatch.setattr(pool, "check", lambda: (checks.append(1), check())[1])
+
+    def refused(tx: Any) -> int:
+        return int(tx.statements.run("SELECT 1 / 0", ()).fetchone()[0])
+
+    found, _ = batches(pg_store, [refused])
+    assert isinstance(found[0][0], Exception)  # the job failed (made again alone: failed again)
+    assert checks == []

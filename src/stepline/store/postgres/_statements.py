@@ -138,9 +138,9 @@ class Statements:
             self._sent += 1
             try:
                 return self.conn.execute(query, params)  # the innermost savepoint's, if it fails
-            except psycopg.Error:
+            except psycopg.Error as exc:
                 self.spoiled = self.optimistic
-                self._failed_trip()
+                self._failed_trip(exc)
                 raise
         return self.run_all([(query, params)])[0]
 
@@ -161,7 +161,7 @@ class Statements:
                     found[-1].execute(q, p)
             _fetch(cursors)
         except psycopg.Error as exc:
-            self._failed_trip()
+            self._failed_trip(exc)
             raise self._owned(exc, first) from None
         finally:
             self._sent += len(statements)
@@ -182,14 +182,17 @@ class Statements:
                 cursors = _execute(conn, queued)
             _fetch(cursors)
         except psycopg.Error as exc:
-            self._failed_trip()
+            self._failed_trip(exc)
             raise self._owned(exc, first) from None
 
-    def _failed_trip(self) -> None:
+    def _failed_trip(self, error: psycopg.Error) -> None:
         """A round trip failed: on an unchecked connection, the first one says the connection
-        may have been stale (see ``unchecked``)."""
+        may have been stale (see ``unchecked``) when the error is the connection's (broken, no
+        SQLSTATE, class 08 or 57: a server that ended it), not the server refusing a statement
+        (a lock or a constraint: the connection is fine, the pool need not be checked)."""
         if self.unchecked and self.round_trips == 1:
-            self.stale = True
+            code = error.sqlstate
+            self.stale = self.conn.broken or code is None or code[:2] in ("08", "57")
 
     def _take(self) -> tuple[int, list[tuple[str, Params, Later | None]]]:
         """The queued statements, merged, and the number of the first one that may fail (a
