@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 
 from stepline.drivers.inngest import InngestDriver
 from stepline.drivers.inngest._driver import SdkRequestError
-from stepline.drivers.inngest._http import LeanClient
+from stepline.drivers.inngest._http import HttpClientError, LeanClient
 
 Script = Callable[[int, bytes], bytes | None]  # (connection no., request) -> raw reply or close
 
@@ -27,8 +29,10 @@ class Server:
         self.script = script
         self.close_after = close_after  # close each connection after its first reply
         self.connections = 0
+        self.ended = 0  # connections whose handler finished (the client closed or the script)
         self.requests: list[bytes] = []
         self.port = 0
+        self.hold: asyncio.Event | None = None  # when set: each reply waits for it
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -46,6 +50,8 @@ class Server:
                 reply = self.script(number, request)
                 if reply is None:
                     break
+                if self.hold is not None:
+                    await self.hold.wait()
                 writer.write(reply)
                 await writer.drain()
                 if self.close_after:
@@ -54,6 +60,7 @@ class Server:
             pass
         finally:
             writer.close()
+            self.ended += 1
 
 
 @asynccontextmanager
@@ -128,20 +135,163 @@ async def test_an_interim_reply_is_skipped_and_a_gzip_body_decoded() -> None:
     assert (got.status, got.body) == (200, b'{"op":"StepRun"}')
 
 
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"not within 10 s: {what}"
+        await asyncio.sleep(0.005)
+
+
 async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
-    """The server drops the kept-alive connection on the second request without a reply (as
-    after its keep-alive time-out): the request is made again on a new connection."""
+    """The server closes the kept-alive connection after its reply (as at its keep-alive
+    time-out): the next request, which nothing of was written yet, goes on a new connection."""
+    async with serving(lambda n, r: reply(b"[%d]" % n), close_after=True) as server:
+        client = LeanClient(timeout=5)
+        url = f"http://127.0.0.1:{server.port}/"
+        assert (await client.post(url, b"{}", {})).body == b"[1]"
+        [pool] = client._pools.values()
+        [connection] = pool.idle[("127.0.0.1", server.port)]
+        await until(lambda: connection.closed, "the client sees the server's close")
+        assert (await client.post(url, b"{}", {})).body == b"[2]"
+        client.close()
+    assert server.connections == 2 and len(server.requests) == 2
+
+
+async def test_a_request_the_sdk_read_and_executed_is_not_sent_again() -> None:
+    """The SDK reads the second request on a kept-alive connection, runs the step, then dies
+    before replying (OOM kill, a worker time-out): the request was written, so it is not sent
+    again (httpx and Go's net/http never re-send a written POST). The attempt fails with a
+    request error: the step is retried with backoff, counted against its retries."""
+    executed: list[int] = []
 
     def script(n: int, request: bytes) -> bytes | None:
-        return None if n == 1 and len(server.requests) == 2 else reply(b"[%d]" % n)
+        executed.append(n)
+        return None if len(executed) == 2 else reply(b"[%d]" % n)
 
+    driver = InngestDriver(timeout=5)
     async with serving(script) as server:
-        client = LeanClient(timeout=5)
+        url = f"http://127.0.0.1:{server.port}/api/inngest?fnId=f&stepId=step"
+        await driver.post(url, b"{}", {})
+        with pytest.raises(SdkRequestError, match="closed before the reply"):
+            await driver.post(url, b"{}", {})
+        assert (await driver.post(url, b"{}", {}))[2] == b"[2]"  # a new connection
+    await driver.aclose()
+    assert executed == [1, 1, 2]
+
+
+async def test_an_idle_connection_past_its_idle_time_is_not_reused() -> None:
+    """Idle connections expire before common servers' keep-alive time-outs (gunicorn 2 s,
+    uvicorn 5 s), so a request rarely meets a connection the server is closing."""
+    async with serving(lambda n, r: reply(b"[%d]" % n)) as server:
+        client = LeanClient(timeout=5, idle_timeout=0)
         url = f"http://127.0.0.1:{server.port}/"
         assert (await client.post(url, b"{}", {})).body == b"[1]"
         assert (await client.post(url, b"{}", {})).body == b"[2]"
         client.close()
+        await until(lambda: server.ended == 2, "both connections closed")
     assert server.connections == 2
+
+
+async def test_bytes_on_an_idle_connection_are_not_the_next_reply() -> None:
+    """A server that writes on an idle kept-alive connection (a 408 before it closes it):
+    the connection is not reused, those bytes are not the next request's reply."""
+    async with serving(lambda n, r: reply(b"[%d]" % n)) as server:
+        client = LeanClient(timeout=5)
+        url = f"http://127.0.0.1:{server.port}/"
+        await client.post(url, b"{}", {})
+        [pool] = client._pools.values()
+        [connection] = pool.idle[("127.0.0.1", server.port)]
+        connection.data_received(reply(b"stale", status="408 Request Timeout"))  # while idle
+        got = await client.post(url, b"{}", {})
+        client.close()
+    assert (got.status, got.body) == (200, b"[2]")
+    assert connection.closed
+
+
+@pytest.mark.parametrize("length", ["-1", "+2", "2_0", " ", "2, 3", "\u00b2"])
+async def test_a_bad_content_length_is_a_framing_error(length: str) -> None:
+    raw = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n{{}}".encode("latin-1")
+    async with serving(lambda n, r: raw, close_after=True) as server:
+        driver = InngestDriver(timeout=5)
+        with pytest.raises(SdkRequestError, match="bad Content-Length"):
+            await driver.post(f"http://127.0.0.1:{server.port}/", b"{}", {})
+        await driver.aclose()
+
+
+@pytest.mark.parametrize("size", ["-0", "+2", "0x2", " "])
+async def test_a_bad_chunk_size_is_a_framing_error(size: str) -> None:
+    raw = f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\n{{}}\r\n0\r\n\r\n"
+    async with serving(lambda n, r: raw.encode(), close_after=True) as server:
+        client = LeanClient(timeout=5)
+        with pytest.raises(HttpClientError, match="bad chunk size"):
+            await client.post(f"http://127.0.0.1:{server.port}/", b"{}", {})
+        client.close()
+
+
+async def test_a_url_outside_ascii_is_percent_encoded_as_httpx_does() -> None:
+    async with serving(lambda n, r: reply()) as server:
+        driver = InngestDriver(timeout=5)
+        url = f"http://127.0.0.1:{server.port}/api/\u0444n x%41?q=\u00e9&r=a b/c?d%zz#frag"
+        assert (await driver.post(url, b"{}", {}))[0] == 200
+        await driver.aclose()
+    expected = httpx.URL(url).raw_path  # b"/api/%D1%84n%20x%41?q=%C3%A9&r=a%20b/c?d%zz"
+    assert server.requests[0].startswith(b"POST " + expected + b" HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("value", ["\u0444", "\u00e9", "a\r\nX-Injected: 1"])
+async def test_a_bad_header_value_is_a_request_error(value: str) -> None:
+    """A header value outside ASCII (httpx refuses them too) or with a line break."""
+    async with serving(lambda n, r: reply()) as server:
+        driver = InngestDriver(timeout=5)
+        for url in (f"http://127.0.0.1:{server.port}/", "https://127.0.0.1:1/"):
+            with pytest.raises(SdkRequestError):
+                await driver.post(url, b"{}", {"X-Run-ID": value})
+        await driver.aclose()
+    assert server.requests == []
+
+
+async def test_a_connection_returned_after_close_is_closed() -> None:
+    """``close()`` while a request is in flight: its connection, done after, is not kept."""
+    async with serving(lambda n, r: reply()) as server:
+        server.hold = asyncio.Event()
+        client = LeanClient(timeout=5)
+        request = asyncio.create_task(client.post(f"http://127.0.0.1:{server.port}/", b"", {}))
+        await until(lambda: len(server.requests) == 1, "the request arrives")
+        client.close()
+        server.hold.set()
+        assert (await request).status == 200
+        await until(lambda: server.ended == 1, "the connection is closed")
+
+
+def test_pools_of_loops_in_other_threads_are_closed_in_their_threads() -> None:
+    """Each thread's event loop has its own pool; ``close()`` from another thread closes
+    their idle connections in their loops' threads."""
+    import threading
+
+    client = LeanClient(timeout=5)
+    ready, stop = threading.Barrier(3), threading.Event()
+    ended: list[int] = []
+
+    def serve_and_wait() -> None:
+        async def main() -> None:
+            async with serving(lambda n, r: reply()) as server:
+                await client.post(f"http://127.0.0.1:{server.port}/", b"", {})
+                ready.wait()
+                await until(stop.is_set, "close() called")
+                await until(lambda: server.ended == 1, "the idle connection closed")
+                ended.append(server.ended)
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=serve_and_wait) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    client.close()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert ended == [1, 1]
 
 
 async def test_failures_are_request_errors_of_the_driver() -> None:
@@ -168,6 +318,7 @@ def test_https_and_proxied_urls_are_left_to_httpx(monkeypatch: pytest.MonkeyPatc
     client = LeanClient(timeout=5)
     assert client.handles("http://127.0.0.1:3000/api/inngest")
     assert not client.handles("https://app.example/api/inngest")
+    assert not client.handles("http://b\u00fccher.example/api/inngest")  # IDNA: httpx's
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "localhost")
     proxied = LeanClient(timeout=5)

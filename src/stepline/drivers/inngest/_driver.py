@@ -169,7 +169,8 @@ class InngestDriver:
                     dict(response.headers),
                     response.content,
                 )
-        except (HttpClientError, httpx.HTTPError) as exc:
+        except (HttpClientError, httpx.HTTPError, UnicodeEncodeError) as exc:
+            # UnicodeEncodeError: httpx refuses a header value outside ASCII
             raise SdkRequestError(f"request to {url} failed: {exc!r}") from exc
         if self.verify_keys is not None and status != 201:
             # a streamed (201) reply's signature covers a placeholder body (see _responses)
