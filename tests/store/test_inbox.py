@@ -135,3 +135,31 @@ def test_an_event_waiting_in_an_inbox_is_not_purged(store: Store) -> None:
         tx.purge_before(T0 + 2 * DAY, 100)
     assert [e.internal_id for e in store.get_events(["e1", "e2"])] == ["e1"]
     assert take(store, EMAILS) == [("receipt", "e1")]
+
+
+def test_a_taken_row_says_when_its_event_was_received(store: Store) -> None:
+    sync(store, "emails", CATALOG)
+    ingest(store, sent("e1", "order/placed"), now=T0 + 5)
+    with store.transaction() as tx:
+        [taken] = tx.take_inbox(EMAILS, 10)()
+    assert (taken.function_id, taken.received_at) == ("receipt", T0 + 5)
+
+
+def test_events_received_after_an_event_and_by_a_time(store: Store) -> None:
+    """The events a handed-over run's cancel matchers look at: of these names, strictly after
+    (received time, internal id), at or before a time, oldest first."""
+    ingest(store, sent("a1", "order/cancelled", sender=None), now=T0)
+    ingest(
+        store,
+        sent("a2", "order/cancelled", sender=None),
+        sent("a3", "order/other", sender=None),
+        sent("a4", "order/refunded", sender=None),
+        now=T0 + 1,
+    )
+    ingest(store, sent("a5", "order/cancelled", sender=None), now=T0 + 2)
+    ingest(store, sent("a6", "order/cancelled", sender=None), now=T0 + 3)
+    with store.transaction() as tx:
+        found = tx.events_received(["order/cancelled", "order/refunded"], (T0 + 1, "a2"), T0 + 2)
+        later = tx.events_received(["order/cancelled"], (T0, "a1"), T0 + 3)
+    assert [(at, e.internal_id) for at, e in found] == [(T0 + 1, "a4"), (T0 + 2, "a5")]
+    assert [e.internal_id for _, e in later] == ["a2", "a5", "a6"]

@@ -44,6 +44,7 @@ from stepline.store.records import (
     FunctionSet,
     IngestResult,
     Lease,
+    MatcherSpec,
     NewRun,
     SpentRun,
     TriggerRow,
@@ -200,12 +201,16 @@ class Engine:
         return self._planned(record, candidates, self.served)
 
     def _planned(
-        self, record: EventRecord, candidates: Sequence[FunctionDef], sender: FunctionSet | None
+        self,
+        record: EventRecord,
+        candidates: Sequence[FunctionDef],
+        sender: FunctionSet | None,
+        now: float | None = None,
     ) -> EventIngest:
         payload = record.payload()
         runs: list[NewRun] = []
         deferrals: list[Deferral] = []
-        now = self.clock.now()
+        now = self.clock.now() if now is None else now
         at, not_before = (now, record.ts) if record.ts > now else (record.ts, None)
         for fn in candidates:
             if not any(t.name == record.name and t.matches(payload) for t in fn.triggers):
@@ -229,33 +234,80 @@ class Engine:
     def take_inbox(self, tx: StoreTx, limit: int) -> Callable[[], list[IngestResult]]:
         """A part of a worker's lease job: take up to ``limit`` events other apps' senders
         handed to this app's functions (``StoreTx.take_inbox``) and start their runs with
-        this app's definitions (the ``if`` filter, keys, flow control: as for a direct send).
-        Returns the function that does it once the rows are there (call it before the
-        transaction ends); it returns what starting them did."""
+        this app's definitions (the ``if`` filter, keys, flow control: as for a direct send),
+        decided as of each event's reception (``_admit_taken``). Returns the function that
+        does it once the rows are there (call it before the transaction ends); it returns
+        what starting them did."""
         pending = tx.take_inbox(self.served, limit)
 
         def admit() -> list[IngestResult]:
-            items: list[EventIngest] = []
+            results: list[IngestResult] = []
+            now = self.clock.now()
             for taken in pending():
                 fn = self.functions.get(taken.function_id)
                 if taken.event is None or fn is None:  # purged, or no longer here: dropped
                     continue
-                try:
-                    item = self._planned(taken.event, [fn], None)
-                except Exception as exc:  # never a row that fails every lease job after it
-                    self.logger.error(
-                        "event %s not started for %s: %r", taken.event.internal_id, fn.id, exc
-                    )
-                    continue
-                if item.new_runs or item.deferrals:
-                    items.append(item)
-            if not items:
+                results += self._admit_taken(tx, taken.event, fn, taken.received_at, now)
+            if not results:
                 return []
-            now = self.clock.now()
-            results = tx.admit_taken(items, now)
             return results + self.announce_cancellations(tx, results, now)
 
         return admit
+
+    def _admit_taken(
+        self, tx: StoreTx, event: EventRecord, fn: FunctionDef, received_at: float, now: float
+    ) -> list[IngestResult]:
+        """Start the run (or deferral) of one taken inbox row, in a savepoint of its own: as
+        if at the event's reception (admission at ``received_at``), then cancelled by the
+        events its ``cancel_on`` matches that were received after its event and before the
+        take (they were ingested before its cancel matchers existed). A row whose planning or
+        admission raises is recorded as a skip and dropped: it never fails the lease job
+        (which would stop this app's workers from leasing anything)."""
+        try:
+            with tx.savepoint():
+                item = self._planned(event, [fn], None, received_at)
+                if not (item.new_runs or item.deferrals):
+                    return []
+                results = tx.admit_taken([item], received_at)
+                cancels = self._cancelled_since(tx, item, results, received_at, now)
+        except Exception as exc:
+            if isinstance(self.store.store_error(exc), StoreUnavailable):
+                raise  # transient: the lease job fails and gives the row back
+            self.logger.error("event %s not started for %s: %r", event.internal_id, fn.id, exc)
+            with tx.savepoint():
+                tx.record_skip(event.internal_id, fn.id, f"error: {exc!r}"[:500], now)
+            return [IngestResult(event.internal_id, False, (), (), ((fn.id, "error"),))]
+        return results + cancels
+
+    def _cancelled_since(
+        self,
+        tx: StoreTx,
+        item: EventIngest,
+        results: list[IngestResult],
+        received_at: float,
+        now: float,
+    ) -> list[IngestResult]:
+        """Cancel the runs just started for a taken event whose cancel matchers an event
+        received after it (and by ``now``) satisfies, as ingesting that event would have had
+        the run existed: one result per cancelling event (announced as any cancellation)."""
+        started = {run_id for r in results for run_id in r.run_ids}
+        runs = [run for run in item.new_runs if run.run_id in started and run.admission.cancel_on]
+        if not runs:
+            return []
+        names = [spec.event_name for run in runs for spec in run.admission.cancel_on]
+        later = tx.events_received(names, (received_at, item.event.internal_id), now)
+        cancels: list[IngestResult] = []
+        for run in runs:
+            for at, event in later:
+                if not any(
+                    _cancels(spec, event, received_at, at) for spec in run.admission.cancel_on
+                ):
+                    continue
+                if tx.cancel_run(run.run_id, now, f"cancelled by event {event.name}") is not None:
+                    pair = ((run.run_id, run.function_id),)
+                    cancels.append(IngestResult(event.internal_id, False, (), (), (), pair))
+                break
+        return cancels
 
     @staticmethod
     def wait_matches(wait: WaitRecord, event: EventRecord) -> bool:
@@ -607,3 +659,12 @@ class Engine:
         self.step_threads.shutdown(wait=False)
         self.function_threads.shutdown(wait=False)
         self.store.close()
+
+
+def _cancels(spec: MatcherSpec, event: EventRecord, created_at: float, received_at: float) -> bool:
+    """Whether a run's cancel matcher (created at ``created_at``) cancels it on ``event``."""
+    if event.name != spec.event_name:
+        return False
+    if spec.timeout is not None and received_at > created_at + spec.timeout:
+        return False
+    return spec.expression is None or load_match(spec.expression).matches(event.payload())

@@ -273,6 +273,8 @@ def defer(deferral: Deferral, event_id: str, now: float, state: DeferralState) -
             due = now + deferral.period
             if deferral.timeout is not None:
                 due = min(due, row.first_at + deferral.timeout)
+            if due < row.due_at:  # an event older than the debounce's last (taken from an
+                return None  # inbox, decided at its reception): superseded, as it would be
             row = replace(row, event_ids=[event_id], due_at=due, run=deferral.run)
         state.put_deferral(row)
         return None

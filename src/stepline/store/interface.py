@@ -210,7 +210,20 @@ class StoreTx(Protocol):
 
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
         """Start the runs (and deferrals) a worker planned for events taken from its inbox:
-        flow control as for a direct send; the events are stored already."""
+        flow control as for a direct send, decided at ``now`` (the events' reception); the
+        events are stored already. Raises what it fails with (call it in a savepoint)."""
+        ...
+
+    def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
+        """Record that event ``event_id`` started no run of ``function_id`` (``list_skips``)."""
+        ...
+
+    def events_received(
+        self, names: Sequence[str], after: tuple[float, str], until: float
+    ) -> list[tuple[float, EventRecord]]:
+        """The events of these names received after ``after`` (received time, internal id:
+        strictly later in that order) and at or before ``until``, oldest first, with their
+        received times (an index range on (name, received time))."""
         ...
 
     def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:

@@ -612,8 +612,23 @@ class _MemoryTx(MemoryControlVerbs):
                     break
                 if app_id == functions.app_id and function_id in wanted:
                     self._pop(s._inbox, seq)
-                    taken.append(InboxItem(seq, function_id, s._events.get(event_id)))
+                    received = s._received.get(event_id, 0.0)
+                    taken.append(InboxItem(seq, function_id, s._events.get(event_id), received))
         return lambda: taken
+
+    def events_received(
+        self, names: Sequence[str], after: tuple[float, str], until: float
+    ) -> list[tuple[float, EventRecord]]:
+        s, wanted = self._s, set(names)
+        found = [
+            (received_at, event)
+            for event_id, received_at in s._received.items()
+            if after < (received_at, event_id)
+            and received_at <= until
+            and (event := s._events.get(event_id)) is not None
+            and event.name in wanted
+        ]
+        return sorted(found, key=lambda row: (row[0], row[1].internal_id))
 
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
         with self._verb():

@@ -228,11 +228,13 @@ class AppRemoval:
 @dataclass(frozen=True, slots=True)
 class InboxItem:
     """An event handed to a function of another app (``EventIngest.sender``), taken by a
-    worker of that app: ``event`` None when the event was purged meanwhile."""
+    worker of that app: ``event`` None when the event was purged meanwhile; ``received_at``
+    when the event was ingested (its run is decided as of then)."""
 
     seq: int
     function_id: str
     event: EventRecord | None
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)

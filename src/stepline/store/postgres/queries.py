@@ -616,8 +616,14 @@ WITH taken AS (
   DELETE FROM inbox WHERE seq = ANY(ARRAY(
     SELECT seq FROM inbox WHERE app_id = %s AND function_id = ANY(%s)
     ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED))
-  RETURNING seq, function_id, event_id)
-SELECT taken.seq, taken.function_id, taken.event_id,
+  RETURNING seq, function_id, event_id, received_at)
+SELECT taken.seq, taken.function_id, taken.event_id, taken.received_at,
        {", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))}
 FROM taken LEFT JOIN events e ON e.internal_id = taken.event_id
 ORDER BY taken.seq"""
+# the events of these names received after (received_at, internal_id) and at or before a time
+EVENTS_RECEIVED = f"""
+SELECT received_at, {EVENT_COLUMNS} FROM events
+WHERE name = ANY(%s) AND received_at >= %s AND received_at <= %s
+  AND (received_at > %s OR internal_id > %s)
+ORDER BY received_at, internal_id"""

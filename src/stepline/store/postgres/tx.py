@@ -248,15 +248,26 @@ class PostgresTx:
             if later.rows is None:
                 self._s.flush()
             return [
-                InboxItem(r[0], r[1], None if r[3] is None else shapes.event_record(r[3:]))
+                InboxItem(r[0], r[1], None if r[4] is None else shapes.event_record(r[4:]), r[3])
                 for r in later.rows or ()
             ]
 
         return taken
 
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
-        with self._savepoint():
-            return admit_taken(self, items, now)
+        with self._savepoint() as s:
+            results = admit_taken(self, items, now)
+            if not s.optimistic:  # its statements' errors raise here, rolled back alone
+                s.flush()
+            return results
+
+    def events_received(
+        self, names: Sequence[str], after: tuple[float, str], until: float
+    ) -> list[tuple[float, EventRecord]]:
+        params = (list(dict.fromkeys(names)), after[0], until, after[0], after[1])
+        with self._savepoint(durable=False) as s:
+            rows = s.run(q.EVENTS_RECEIVED, params).fetchall()
+        return [(row[0], shapes.event_record(row[1:])) for row in rows]
 
     # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
     def insert_event(self, event: EventRecord, now: float) -> bool:

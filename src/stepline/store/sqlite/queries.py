@@ -436,4 +436,9 @@ TAKE_INBOX = """
 DELETE FROM inbox WHERE seq IN (
   SELECT seq FROM inbox
   WHERE app_id = ? AND function_id IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?)
-RETURNING seq, function_id, event_id"""
+RETURNING seq, function_id, event_id, received_at"""
+# the events of a name received after (received_at, internal_id) and at or before a time
+EVENTS_RECEIVED = f"""
+SELECT received_at, {EVENT_COLUMNS} FROM events
+WHERE name = ? AND received_at >= ? AND received_at <= ? AND (received_at > ? OR internal_id > ?)
+ORDER BY received_at, internal_id"""

@@ -566,9 +566,20 @@ class _SQLiteTx(SQLiteControlVerbs):
         rows = sorted(c.execute(q.TAKE_INBOX, (functions.app_id, wanted, limit)).fetchall())
         events = {e.internal_id: e for e in _select_events(c, [r[2] for r in rows])}
         taken = [
-            InboxItem(seq, function_id, events.get(event_id)) for seq, function_id, event_id in rows
+            InboxItem(seq, function_id, events.get(event_id), received_at)
+            for seq, function_id, event_id, received_at in rows
         ]
         return lambda: taken
+
+    def events_received(
+        self, names: Sequence[str], after: tuple[float, str], until: float
+    ) -> list[tuple[float, EventRecord]]:
+        found: list[tuple[float, EventRecord]] = []
+        for name in dict.fromkeys(names):
+            params = (name, after[0], until, after[0], after[1])
+            rows = self._c.execute(q.EVENTS_RECEIVED, params).fetchall()
+            found += [(row[0], shapes.event_record(row[1:])) for row in rows]
+        return sorted(found, key=_received_order)
 
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
         with self._savepoint():
@@ -800,6 +811,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
 # -- row mapping ----------------------------------------------------------------------------------
 def _select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
+
+
+def _received_order(row: tuple[float, EventRecord]) -> tuple[float, str]:
+    return row[0], row[1].internal_id
 
 
 def _select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord]:
