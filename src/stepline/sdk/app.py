@@ -20,7 +20,6 @@ from stepline.durations import parse_duration
 from stepline.engine._system_events import FUNCTION_FAILED
 from stepline.engine.changes import Change
 from stepline.engine.engine import PURGE_BATCH, Engine
-from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 from stepline.expressions import ExpressionEvaluationError, compile_expression
 from stepline.sdk._location import located
@@ -74,6 +73,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from stepline.engine.driver import Driver
+    from stepline.engine.worker import Worker
     from stepline.server.settings import ServerSettings
 
 
@@ -318,6 +318,8 @@ class App:
         poll_interval: float | None = 0.25,
     ) -> Worker:
         """A worker for this app (call ``await worker.run()``)."""
+        from stepline.engine.worker import Worker  # not for the CLI's read commands
+
         return Worker(
             self.engine,
             concurrency=concurrency,

@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepline.errors import ConfigError
 from stepline.store._copy import Copyable
 from stepline.store.interface import Store, StoreTx
-from stepline.store.memory import MemoryStore
-from stepline.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from stepline.store.memory import MemoryStore
+    from stepline.store.sqlite import SQLiteStore
+else:
+    # a backend is imported when a URL selects it (`stepline runs list --db F` does not load the
+    # memory store; tests/acceptance/test_cli_startup.py)
+
+    def __getattr__(name: str) -> Any:
+        if name == "MemoryStore":
+            from stepline.store.memory import MemoryStore
+
+            return MemoryStore
+        if name == "SQLiteStore":
+            from stepline.store.sqlite import SQLiteStore
+
+            return SQLiteStore
+        raise AttributeError(f"module 'stepline.store' has no attribute {name!r}")
+
 
 DEFAULT_DB_PATH = Path(".stepline") / "stepline.db"
 
@@ -48,14 +65,14 @@ def open_store(url: str | None = None) -> Store:
     """
     url = url or os.environ.get("STEPLINE_DB") or str(DEFAULT_DB_PATH)
     if url.startswith("memory:"):
+        from stepline.store.memory import MemoryStore
+
         return MemoryStore()
     return open_durable_store(url)
 
 
 def open_durable_store(url: str) -> DurableStore:
     """``open_store`` for a database (``memory://`` is refused with ``ConfigError``)."""
-    if url.startswith("sqlite:///"):
-        return SQLiteStore(url.removeprefix("sqlite:///") or DEFAULT_DB_PATH)
     if url.startswith(("postgres://", "postgresql://")):
         try:
             from stepline.store.postgres import PostgresStore
@@ -64,8 +81,12 @@ def open_durable_store(url: str) -> DurableStore:
                 f"PostgreSQL needs psycopg ({exc}): pip install 'stepline[postgres]'"
             ) from None
         return PostgresStore(url)
-    if "://" in url:
+    if "://" in url and not url.startswith("sqlite:///"):
         raise ConfigError(
             f"unknown database URL {url!r}: use sqlite:///path.db, postgresql://... or memory://"
         )
+    from stepline.store.sqlite import SQLiteStore
+
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(url.removeprefix("sqlite:///") or DEFAULT_DB_PATH)
     return SQLiteStore(url)
