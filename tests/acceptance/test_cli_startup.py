@@ -5,6 +5,8 @@ driver, the other store backends). Checked in a fresh interpreter through ``sys.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import click
 import pytest
+from rich.console import Console
 
 import stepline
 from stepline.cli import _COMMANDS, _load
+from stepline.cli._common import print_json
 
 # loaded by no command that does not serve HTTP or talk to PostgreSQL / an SDK app
 NETWORK_STACK = ("httpx", "starlette", "uvicorn", "graphql", "psycopg", "stepline.server.app")
@@ -75,8 +79,25 @@ def test_runs_list_loads_one_backend_and_no_network_stack(tmp_path: Path) -> Non
     db = migrated(tmp_path)
     modules = loaded_by("runs", "list", "--db", db, "--json", cwd=tmp_path)
     assert "stepline.store.sqlite" in modules  # the command did run
-    unused = ("stepline.store.memory", "stepline.engine.worker", "stepline.drivers")
-    assert heavy(modules, *NETWORK_STACK, *unused) == []
+    unused = ("stepline.store.memory", "stepline.engine.worker", "stepline.drivers", "rich")
+    assert heavy(modules, *NETWORK_STACK, *unused, "stepline.cli._commands.control") == []
+
+
+@pytest.mark.parametrize("args", [("runs", "search", "run.status == 'QUEUED'"), ("events", "list")])
+def test_json_output_loads_no_rich(tmp_path: Path, args: tuple[str, ...]) -> None:
+    modules = loaded_by(*args, "--db", migrated(tmp_path), "--json", cwd=tmp_path)
+    assert "stepline.store.sqlite" in modules
+    assert heavy(modules, "rich") == []
+
+
+def test_plain_json_is_what_rich_prints() -> None:
+    data = [{"b": "é ✓ \u2028 \x00\t", "a": [1, 2.5, None, True, {}, []], "c": {"d": "x" * 300}}]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        print_json(data)
+    by_rich = io.StringIO()
+    Console(file=by_rich, width=80, highlight=False).print_json(data=data)
+    assert printed.getvalue() == by_rich.getvalue()
 
 
 def test_send_loads_no_network_stack(tmp_path: Path) -> None:
@@ -96,7 +117,8 @@ def test_static_short_help_is_the_commands_own(name: str) -> None:
 def test_help_output_is_the_loaded_commands_help() -> None:
     from stepline.cli import cli
 
-    static = cli.get_help(click.Context(cli, info_name="stepline"))
+    settings = cli.context_settings  # -h, --help (a bare Context would have --help alone)
+    static = cli.get_help(click.Context(cli, info_name="stepline", **settings))
     loaded = click.Group(
         "stepline",
         commands={name: _load(name) for name in _COMMANDS},
@@ -104,7 +126,7 @@ def test_help_output_is_the_loaded_commands_help() -> None:
         params=cli.params,
         context_settings=cli.context_settings,
     )
-    assert static == loaded.get_help(click.Context(loaded, info_name="stepline"))
+    assert static == loaded.get_help(click.Context(loaded, info_name="stepline", **settings))
 
 
 def test_every_public_name_imports() -> None:

@@ -38,7 +38,6 @@ _COMMANDS = {
     "SIGINT/SIGTERM.",
     "worker": "Execute MODULE:APP's runs until SIGINT/SIGTERM (in-flight steps finish first).",
 }
-_RUNS_SUBCOMMANDS = ("cancel", "replay", "skipped", "purge")  # from _commands.control
 
 
 class _Root(click.Group):
@@ -90,10 +89,6 @@ def cli() -> None:
 def _load(name: str) -> click.Command:
     module = importlib.import_module(f"stepline.cli._commands.{name}")
     command: click.Command = getattr(module, name)
-    if isinstance(command, click.Group) and name == "runs":
-        control = importlib.import_module("stepline.cli._commands.control")
-        for sub in _RUNS_SUBCOMMANDS:
-            command.add_command(getattr(control, sub))
     return command
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 from click.core import ParameterSource
-from rich.console import Console
 
 from stepline._cursor import decode_cursor, encode_cursor
 from stepline.durations import parse_duration
@@ -24,6 +23,9 @@ from stepline.sdk._location import is_stepline_file, shown_path
 from stepline.sdk.app import App
 from stepline.sdk.run import Run
 from stepline.store import DEFAULT_DB_PATH
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,10 +121,21 @@ PIPE_WIDTH = 200
 
 def make_console() -> Console:
     """A console on stdout. Piped output is not cut at 80 columns (``COLUMNS`` still rules)."""
+    from rich.console import Console  # not for --json: rich is a fifth of a read command's start
+
     console = Console(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = PIPE_WIDTH
     return console
+
+
+def print_json(data: Any) -> None:
+    """``data`` as JSON indented by 2 on stdout: highlighted by rich on a terminal, else the same
+    text written without loading rich (tests/acceptance/test_cli_startup.py)."""
+    if sys.stdout.isatty():
+        make_console().print_json(data=data)
+    else:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 # -- options ---------------------------------------------------------------------------------------

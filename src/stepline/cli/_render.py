@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.text import Text
 
 from stepline._cursor import encode_cursor
 from stepline.durations import format_duration
@@ -15,6 +14,9 @@ from stepline.sdk.run import HistoryEntry, Run, StepInfo
 from stepline.sdk.search import RunSearch
 from stepline.server.views import function_json
 from stepline.store.records import SkipRecord
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 DEFAULT_RETRIES = 4  # App.function's default: not worth showing
 
@@ -261,6 +263,8 @@ def replayed_from(history: list[HistoryEntry]) -> str | None:
 
 def status_text(status: str) -> Text:
     """A run or step status, coloured."""
+    from rich.text import Text  # rich is loaded for a human's output only, never for --json
+
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 

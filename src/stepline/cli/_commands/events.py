@@ -6,8 +6,6 @@ import asyncio
 from datetime import UTC, datetime
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from stepline.cli import _render as render
 from stepline.cli._common import (
@@ -19,6 +17,7 @@ from stepline.cli._common import (
     limit_option,
     make_console,
     open_app,
+    print_json,
 )
 from stepline.cli._remote import RemoteApp, open_remote, remote_options
 from stepline.sdk.app import App
@@ -77,10 +76,13 @@ def list_events(
         found = asyncio.run(query)
     finally:
         app.close()
-    console = make_console()
     if as_json:
-        console.print_json(data=[event_json(e.event, e) for e in found])
+        print_json([event_json(e.event, e) for e in found])
         return
+    from rich.table import Table  # rich is loaded for a human's output only, never for --json
+    from rich.text import Text
+
+    console = make_console()
     if not found:
         console.print("No events.")
         return
@@ -124,12 +126,12 @@ def show_event(
         app.close()
     if event is None:
         raise CliError(f"no event {event_id!r}")
-    console = make_console()
     if as_json:
-        console.print_json(
-            data={**event_json(event), "runs": [event_run_json(r) for r in acted_on]}
-        )
+        print_json({**event_json(event), "runs": [event_run_json(r) for r in acted_on]})
         return
+    from rich.table import Table
+
+    console = make_console()
     console.print(f"[bold]{event.name}[/]  event {event.internal_id}", soft_wrap=True)
     if event.id is not None:
         console.print(f"sender id {event.id}", soft_wrap=True)

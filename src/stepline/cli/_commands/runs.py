@@ -4,12 +4,10 @@ runs."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
 
 from stepline.cli import _render as render
 from stepline.cli._common import (
@@ -24,11 +22,16 @@ from stepline.cli._common import (
     make_console,
     next_page,
     open_app,
+    print_json,
 )
 from stepline.cli._remote import RemoteApp, open_remote, remote_options
 from stepline.errors import ExpressionError
 from stepline.sdk.app import App
 from stepline.sdk.run import HistoryEntry, Run
+
+if TYPE_CHECKING:  # rich is imported for a human's output only, never for --json
+    from rich.console import Group
+    from rich.table import Table
 
 STATUSES = (
     "QUEUED",
@@ -50,7 +53,24 @@ _status_option = click.option(
 )
 
 
-@click.group()
+CONTROL = ("cancel", "replay", "skipped", "purge")  # in control.py
+
+
+class _Runs(click.Group):
+    """``runs`` with the subcommands of control.py imported when one is asked for (``runs list``
+    does not load them)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *CONTROL})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in CONTROL and cmd_name not in self.commands:
+            control = importlib.import_module("stepline.cli._commands.control")
+            self.add_command(getattr(control, cmd_name))
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_Runs)
 def runs() -> None:
     """List, show, cancel and replay runs; list the runs flow control skipped."""
 
@@ -113,10 +133,10 @@ def list_runs(
     finally:
         app.close()
     more, found = len(found) > limit, found[:limit]
-    console = make_console()
     if as_json:
-        console.print_json(data=[render.run_dict(r) for r in found])
+        print_json([render.run_dict(r) for r in found])
         return
+    console = make_console()
     if not found:
         console.print("No runs.")
         return
@@ -188,10 +208,10 @@ def search_runs(
         raise CliUsageError(f"invalid search: {exc}") from None
     finally:
         app.close()
-    console = make_console()
     if as_json:
-        console.print_json(data=render.search_dict(found))
+        print_json(render.search_dict(found))
         return
+    console = make_console()
     if found.runs:
         console.print(_runs_table(found.runs, console.width))
     else:
@@ -204,6 +224,9 @@ def search_runs(
 def _runs_table(found: list[Run], width: int) -> Table:
     """The runs as rows. On a narrow terminal the least useful columns go first (STEPS, TOOK,
     CREATED); the output column gets the width left, or is left out when that is too little."""
+    from rich.table import Table
+    from rich.text import Text
+
     columns: dict[str, list[str]] = {
         "RUN ID": [r.run_id for r in found],
         "FUNCTION": [r.function_id for r in found],
@@ -273,11 +296,12 @@ def show_run(
         run, history = asyncio.run(_load(app, run_ref))
     finally:
         app.close()
-    console = make_console()
     if as_json:
-        data = {**render.run_dict(run), "history": [render.history_dict(h) for h in history]}
-        console.print_json(data=data)
+        print_json({**render.run_dict(run), "history": [render.history_dict(h) for h in history]})
         return
+    from rich.text import Text
+
+    console = make_console()
     console.print(_header(run, history))
     console.print()
     console.print(Text("History", style="bold"))
@@ -294,6 +318,10 @@ async def _load(app: App | RemoteApp, ref: str) -> tuple[Run, list[HistoryEntry]
 
 
 def _header(run: Run, history: list[HistoryEntry]) -> Group:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
@@ -341,6 +369,9 @@ def _header(run: Run, history: list[HistoryEntry]) -> Group:
 
 
 def _timeline(run: Run, history: list[HistoryEntry]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(justify="right", style="dim", no_wrap=True)
     table.add_column(no_wrap=True)
@@ -362,6 +393,9 @@ def _timeline(run: Run, history: list[HistoryEntry]) -> Table:
 
 
 def _steps_table(run: Run) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, header_style="bold dim", pad_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("STEP", style="bold", no_wrap=True)
