@@ -25,7 +25,7 @@ __all__ = ["cli", "main"]
 # lists the commands with these short helps without importing any (the SDK with them: 0.35 s ->
 # 0.04 s CPU); tests/acceptance/test_cli_startup.py checks they are each command's own
 _COMMANDS = {
-    "apps": "Inngest SDK apps (served over HTTP, driven by Stepline).",
+    "apps": "The apps registered on a database; Inngest SDK apps (served over HTTP).",
     "db": "The database: schema migrations and a health check.",
     "dev": "Run MODULE:APP's functions with a live log of every run, step and retry, and serve "
     "the dashboard, the event API and the REST API on http://127.0.0.1:8288.",
