@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.test_apps import serving
+from tests.integration.test_apps import ended, serving
 
-from stepline import App, CancelOn, Context, Event, RateLimit, TriggerEvent
+from stepline import App, CancelOn, Context, Debounce, Event, RateLimit, TriggerEvent
 from stepline.store import MemoryStore, SQLiteStore, Store
 from stepline.store.records import EventIngest, IngestResult
 from stepline.testing import MockClock
@@ -211,4 +211,32 @@ async def test_a_row_that_cannot_be_started_is_skipped_and_the_workers_go_on(
     assert found == {2: "COMPLETED", 3: "COMPLETED"}
     assert skip.function_id == "notify"
     assert skip.reason.startswith("error: RuntimeError('cannot admit this one')")
+    shop.close()
+
+
+async def test_an_older_handed_over_event_does_not_replace_a_debounces_later_event(
+    stores: Stores,
+) -> None:
+    """Debounce, last event wins: billing's event (n=1) arrives first, shop's own (n=2) ten
+    seconds later while shop's workers are down. Taken afterwards, n=1 is older than the
+    debounce's event: superseded (before, it replaced n=2 and moved the debounce back)."""
+    clock = MockClock()
+    shop, billing = App("shop"), billing_app()
+
+    @shop.function(id="settle", trigger=TriggerEvent("order/noted"), debounce=Debounce("1m"))
+    async def settle(ctx: Context) -> Any:
+        return ctx.event.data["n"]
+
+    shop.attach(stores(), clock)
+    billing.attach(stores(), clock)
+    async with serving(shop, "w-shop"):
+        pass
+    await billing.send_async(Event("order/noted", {"n": 1}))
+    clock.advance(10)
+    await shop.send_async(Event("order/noted", {"n": 2}))
+    billing.close()
+    async with serving(shop, "w-shop"):
+        clock.advance(120)
+        [run] = await ended(shop, "settle", 1)
+    assert run.output == 2
     shop.close()
