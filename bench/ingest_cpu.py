@@ -87,7 +87,7 @@ def _setup(store: SQLiteStore, n: int) -> None:
             placed.append(EventIngest(_event(f"e-c{i}", "order/placed", f"c{i}"), (run,)))
         tx.ingest(placed, T0, MATCHES)
     with store.transaction() as tx:  # another app's function listens to order/handed
-        tx.sync_triggers("mailer", [TriggerRow("mailer", "receipt", "order/handed")])
+        tx.sync_triggers("mailer", [TriggerRow("mailer", "receipt", "order/handed")], T0)
 
 
 def _batch(

@@ -40,7 +40,7 @@ def registered(
     )
     with store.transaction() as tx:
         tx.register_worker(worker)
-        tx.sync_triggers(functions.app_id, rows)
+        tx.sync_triggers(functions.app_id, rows, at, functions)
 
 
 def sent(internal_id: str, name: str = "order/placed") -> EventIngest:
@@ -158,7 +158,7 @@ def _race(
 
 def _register(tx: StoreTx, at: float) -> None:
     tx.register_worker(WorkerRecord("w-emails", "emails", EMAILS.function_ids, at, at, at + TTL))
-    tx.sync_triggers("emails", EMAILS_ROWS)
+    tx.sync_triggers("emails", EMAILS_ROWS, at, EMAILS)
 
 
 @pytest.mark.parametrize("store", ["postgres"], indirect=True)

@@ -14,6 +14,7 @@ from stepline.store.records import (
     IngestResult,
     NewRun,
     TriggerRow,
+    WorkerRecord,
 )
 
 from .builders import DAY, T0, event, ingest
@@ -29,7 +30,7 @@ CATALOG = [
 
 def sync(store: Store, app_id: str, rows: list[TriggerRow]) -> None:
     with store.transaction() as tx:
-        tx.sync_triggers(app_id, [r for r in rows if r.app_id == app_id])
+        tx.sync_triggers(app_id, [r for r in rows if r.app_id == app_id], T0)
 
 
 def sent(
@@ -94,7 +95,7 @@ def test_the_latest_registration_of_an_app_replaces_its_catalog(store: Store) ->
     sync(store, "emails", CATALOG)
     assert ingest(store, sent("e1", "user/signup"))[0].delivered == (("emails", "welcome"),)
     with store.transaction() as tx:  # a new deploy: welcome listens to another event now
-        tx.sync_triggers("emails", [TriggerRow("emails", "welcome", "user/created")])
+        tx.sync_triggers("emails", [TriggerRow("emails", "welcome", "user/created")], T0)
         # the transaction that changed the catalog sees its change
         assert tx.ingest([sent("e2", "user/created")], T0, lambda w, e: True)[0].delivered
     results = ingest(store, sent("e3", "user/signup"), sent("e4", "order/placed"))
@@ -128,13 +129,16 @@ def test_taken_events_start_runs_through_admission(store: Store) -> None:
     assert [(r.run.run_id, r.effect) for r in store.event_runs(["e1"])] == [("r1", "started")]
 
 
-def test_an_event_waiting_in_an_inbox_is_not_purged(store: Store) -> None:
+def test_an_event_waiting_in_an_inbox_is_not_purged_before_the_cutoff(store: Store) -> None:
     sync(store, "emails", CATALOG)
     ingest(store, sent("e1", "order/placed"), sent("e2", "nobody/listens"))
+    ingest(store, sent("e3", "order/placed"), now=T0 + 3 * DAY)
     with store.transaction() as tx:
         tx.purge_before(T0 + 2 * DAY, 100)
-    assert [e.internal_id for e in store.get_events(["e1", "e2"])] == ["e1"]
-    assert take(store, EMAILS) == [("receipt", "e1")]
+    # a row older than the retention is dropped with its event (nobody took it in all that
+    # time: it must not keep its event forever); a younger one keeps its event
+    assert [e.internal_id for e in store.get_events(["e1", "e2", "e3"])] == ["e3"]
+    assert take(store, EMAILS) == [("receipt", "e3")]
 
 
 def test_a_taken_row_says_when_its_event_was_received(store: Store) -> None:
@@ -163,3 +167,67 @@ def test_events_received_after_an_event_and_by_a_time(store: Store) -> None:
         later = tx.events_received(["order/cancelled"], (T0, "a1"), T0 + 3)
     assert [(at, e.internal_id) for at, e in found] == [(T0 + 1, "a4"), (T0 + 2, "a5")]
     assert [e.internal_id for _, e in later] == ["a2", "a5", "a6"]
+
+
+def register(
+    store: Store, worker_id: str, functions: FunctionSet, rows: list[TriggerRow], now: float
+) -> None:
+    """A worker's registration: the worker, then its app's catalog."""
+    with store.transaction() as tx:
+        app_id, ids = functions.app_id, functions.function_ids
+        tx.register_worker(WorkerRecord(worker_id, app_id, ids, now, now, now + 60))
+        tx.sync_triggers(app_id, rows, now, functions)
+
+
+V1 = FunctionSet("emails", ("welcome",))
+V1_ROWS = [TriggerRow("emails", "welcome", "user/signup")]
+
+
+def test_a_registration_keeps_the_functions_another_live_worker_of_its_app_serves(
+    store: Store,
+) -> None:
+    """A rolling deploy: v2 adds "receipt"; a v1 worker starting after v2's (autoscaling, a
+    crash restart) must not unhook it while v2's worker lives."""
+    register(store, "w-v2", EMAILS, CATALOG[:2], T0)
+    register(store, "w-v1", V1, V1_ROWS, T0 + 1)
+    results = ingest(store, sent("e1", "order/placed"), sent("e2", "user/signup"), now=T0 + 2)
+    assert [r.delivered for r in results] == [(("emails", "receipt"),), (("emails", "welcome"),)]
+    # a dead worker (its registration expired) serves nothing: a registration replaces
+    register(store, "w-v1b", V1, V1_ROWS, T0 + 100)
+    [result] = ingest(store, sent("e3", "order/placed"), now=T0 + 101)
+    assert result.delivered == ()
+
+
+def test_a_registration_alone_replaces_its_apps_catalog(store: Store) -> None:
+    register(store, "w-v2", EMAILS, CATALOG[:2], T0)
+    with store.transaction() as tx:
+        tx.unregister_worker("w-v2")  # stopped: v1 is the app now (a rollback, a redeploy)
+    register(store, "w-v1", V1, V1_ROWS, T0 + 1)
+    [result] = ingest(store, sent("e1", "order/placed"), now=T0 + 2)
+    assert result.delivered == ()
+
+
+def test_a_registration_redefines_the_triggers_of_its_own_functions(store: Store) -> None:
+    register(store, "w-v1", V1, V1_ROWS, T0)
+    # a newer worker's welcome listens to another event: its definition wins, v1's is alive
+    register(store, "w-v2", V1, [TriggerRow("emails", "welcome", "user/created")], T0 + 1)
+    results = ingest(store, sent("e1", "user/signup"), sent("e2", "user/created"), now=T0 + 2)
+    assert [r.delivered for r in results] == [(), (("emails", "welcome"),)]
+
+
+def test_a_function_removed_from_its_apps_catalog_drops_its_waiting_rows_as_skipped(
+    store: Store,
+) -> None:
+    sync(store, "emails", CATALOG)
+    ingest(store, sent("e1", "order/placed"), sent("e2", "user/signup"), sent("e3", "order/placed"))
+    with store.transaction() as tx:  # a new deploy without "receipt"
+        tx.sync_triggers("emails", V1_ROWS, T0 + 5)
+    skips = [(s.event_id, s.function_id, s.reason, s.at) for s in store.list_skips()]
+    assert sorted(skips) == [
+        ("e1", "receipt", "unregistered", T0 + 5),
+        ("e3", "receipt", "unregistered", T0 + 5),
+    ]
+    assert take(store, EMAILS) == [("welcome", "e2")]
+    with store.transaction() as tx:  # nothing pins their events any more
+        tx.purge_before(T0 + 2 * DAY, 100)
+    assert store.get_events(["e1", "e3"]) == []

@@ -355,7 +355,7 @@ class Worker:
             tx.register_worker(me)
             reclaimed = tx.release_owner(self.worker_id, now)
             tx.sync_crons(served, self.engine.cron_rows(now))
-            tx.sync_triggers(served.app_id, self.engine.trigger_rows())
+            tx.sync_triggers(served.app_id, self.engine.trigger_rows(), now, served)
             return reclaimed
 
         return job

@@ -16,8 +16,9 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from stepline.store.records import AppRecord, TriggerRow
+from stepline.store.records import AppRecord, FunctionSet, TriggerRow
 
+UNREGISTERED = "unregistered"  # the skip reason of an inbox row whose function left the catalog
 Listening = dict[str, tuple[tuple[str, str], ...]]  # event name -> (app id, function id) pairs
 
 
@@ -55,6 +56,31 @@ def app_records(
     ]
 
 
+def catalog_of_app(
+    rows: Sequence[TriggerRow],
+    current: set[tuple[str, str]],
+    served: FunctionSet | None,
+    live: Iterable[str],
+) -> set[tuple[str, str]]:
+    """The (function, event name) pairs an app's catalog must hold after a registration of
+    ``rows``: ``served`` (a worker's registration: the functions it serves) keeps the
+    ``current`` pairs of the app's other functions a live worker of the app serves
+    (``live``), so an older worker starting mid-rollout does not unhook a newer one's
+    functions; without another live worker, or for an SDK app's sync (``served`` None), the
+    registration replaces the app's part. A function the registration serves is defined by
+    it (its triggers may have changed)."""
+    wanted = {(r.function_id, r.event_name) for r in rows}
+    if served is None:
+        return wanted
+    kept = set(live) - set(served.function_ids)
+    return wanted | {pair for pair in current if pair[0] in kept}
+
+
+def dropped_functions(current: set[tuple[str, str]], wanted: set[tuple[str, str]]) -> list[str]:
+    """The app's functions a change of its catalog removes (their inbox rows are dropped)."""
+    return sorted({f for f, _ in current} - {f for f, _ in wanted})
+
+
 def new_version() -> int:
     """A version for a changed catalog: random, so a change rolled back never shares its
     version with another process's committed change."""
@@ -65,6 +91,9 @@ class Statements(Protocol):
     """A SQL backend's catalog statements (its ``queries`` module)."""
 
     TRIGGERS_OF_APP: str
+    LIVE_FUNCTIONS_OF_APP: str
+    DROP_INBOX_OF_FUNCTION: str
+    INSERT_SKIP: str
     DELETE_TRIGGERS_OF_APP: str
     INSERT_TRIGGER: str
     SET_CATALOG_VERSION: str
@@ -132,24 +161,39 @@ class CatalogView:
         self,
         app_id: str,
         rows: Sequence[TriggerRow],
+        now: float,
+        served: FunctionSet | None,
         q: Statements,
         read: Read,
         write: Write,
         write_many: WriteMany,
-    ) -> int:
+    ) -> tuple[int, int]:
         """``sync_triggers`` (``remove_app``: no ``rows``) with the backend's statements: the
-        app's rows replaced and a new version written only when they changed; this transaction
-        then reads the catalog again when asked, and keeps it to itself. Returns how many rows
-        the app had."""
+        app's rows replaced (``catalog_of_app``) and a new version written only when they
+        changed; the waiting inbox rows of the functions it removed are dropped and recorded
+        as skipped. This transaction then reads the catalog again when asked, and keeps it to
+        itself. Returns how many rows the app had and how many inbox rows were dropped."""
         current = {(r[0], r[1]) for r in read(q.TRIGGERS_OF_APP, (app_id,))}
-        if current == {(r.function_id, r.event_name) for r in rows}:
-            return len(current)
+        live = (
+            () if served is None else [r[0] for r in read(q.LIVE_FUNCTIONS_OF_APP, (app_id, now))]
+        )
+        wanted = catalog_of_app(rows, current, served, live)
+        if current == wanted:
+            return len(current), 0
         write(q.DELETE_TRIGGERS_OF_APP, (app_id,))
-        write_many(q.INSERT_TRIGGER, [(app_id, r.event_name, r.function_id) for r in rows])
+        write_many(q.INSERT_TRIGGER, [(app_id, name, f) for f, name in sorted(wanted)])
         write(q.SET_CATALOG_VERSION, (new_version(),))
         self._wrote = True
         self._by_name = None
-        return len(current)
+        dropped = 0
+        for function_id in dropped_functions(current, wanted):
+            gone = sorted(
+                (r[0], r[1]) for r in read(q.DROP_INBOX_OF_FUNCTION, (app_id, function_id))
+            )
+            skips = [(event_id, function_id, UNREGISTERED, now) for _, event_id in gone]
+            write_many(q.INSERT_SKIP, skips)
+            dropped += len(skips)
+        return len(current), dropped
 
     def _load(self, version: int) -> Listening:
         known = self._catalog.known

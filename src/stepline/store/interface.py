@@ -182,16 +182,31 @@ class StoreTx(Protocol):
         """Record (or renew) a worker and the functions it serves."""
         ...
 
-    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
-        """Make app ``app_id``'s part of the trigger catalog exactly ``rows`` (the event names
-        each of its functions starts runs on; the latest registration of an app wins, as a
-        re-sync does in Inngest). From the commit on, an event ingested by a sender that did
-        not plan these functions itself is handed to them (``EventIngest.sender``)."""
+    def sync_triggers(
+        self,
+        app_id: str,
+        rows: Sequence[TriggerRow],
+        now: float,
+        served: FunctionSet | None = None,
+    ) -> None:
+        """Make app ``app_id``'s part of the trigger catalog ``rows`` (the event names each of
+        its functions starts runs on), as a re-sync does in Inngest. ``served``: a worker's
+        registration (registered in this transaction, at ``now``): the rows of the app's other
+        functions that a live worker of the app serves (``expires_at`` after ``now``) are kept,
+        so an older worker starting mid-rollout does not unhook a newer one's functions; with
+        no other live worker, or without ``served`` (an SDK app's sync), ``rows`` replace the
+        app's part. Exact under concurrent registrations of one app (PostgreSQL: serialized by
+        an advisory lock per app). The waiting inbox rows of functions the change removes are
+        dropped and recorded as skipped (reason "unregistered"). From the commit on, an event
+        ingested by a sender that did not plan these functions itself is handed to them
+        (``EventIngest.sender``)."""
         ...
 
     def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
         """Take app ``app_id`` out of the trigger catalog and drop the inbox rows waiting for
-        it (a decommissioned app: its functions are handed no more events). Refused (nothing
+        it (a decommissioned app: its functions are handed no more events; the rows of its
+        catalog's functions are recorded as skipped, reason "unregistered", as when a
+        registration removes a function). Refused (nothing
         done, ``AppRemoval.refused``) when a worker of the app is alive at ``now``, unless
         ``force``: that worker's app is back in the catalog when a worker of it next starts.
         Exact with a registration of the app at the same time (PostgreSQL: both take the

@@ -22,7 +22,13 @@ from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
 from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
-from stepline.store._catalog import app_records, listening
+from stepline.store._catalog import (
+    UNREGISTERED,
+    app_records,
+    catalog_of_app,
+    dropped_functions,
+    listening,
+)
 from stepline.store._clauses import MISSING, keeps, value_at
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import admit_taken, cancel, ingest
@@ -566,14 +572,43 @@ class _MemoryTx(MemoryControlVerbs):
         self._log(HistoryRecord(new_run.run_id, now, "RUN_QUEUED"))
 
     # -- the trigger catalog and the inbox ------------------------------------------------------
-    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
+    def sync_triggers(
+        self,
+        app_id: str,
+        rows: Sequence[TriggerRow],
+        now: float,
+        served: FunctionSet | None = None,
+    ) -> None:
         s = self._s
         with self._verb():
-            wanted = tuple(dict.fromkeys(rows))
-            if s._triggers.get(app_id, ()) == wanted:
+            held = s._triggers.get(app_id, ())
+            current = {(r.function_id, r.event_name) for r in held}
+            live = [
+                f
+                for w in s._workers.values()
+                if w.app_id == app_id and w.expires_at > now
+                for f in w.function_ids
+            ]
+            wanted = catalog_of_app(rows, current, served, live)
+            if current == wanted:
                 return
-            self._put(s._triggers, app_id, wanted)
+            self._put(
+                s._triggers, app_id, tuple(TriggerRow(app_id, f, n) for f, n in sorted(wanted))
+            )
             self._relisten()
+            self._drop_unregistered(app_id, set(dropped_functions(current, wanted)), now)
+
+    def _drop_unregistered(self, app_id: str, functions: set[str], now: float) -> int:
+        """Drop the waiting inbox rows of app ``app_id``'s ``functions`` (gone from its
+        catalog), recorded as skipped."""
+        s = self._s
+        dropped = 0
+        for seq, (app, function_id, event_id) in list(s._inbox.items()):
+            if app == app_id and function_id in functions:
+                self._pop(s._inbox, seq)
+                self.record_skip(event_id, function_id, UNREGISTERED, now)
+                dropped += 1
+        return dropped
 
     def _relisten(self) -> None:
         s = self._s
@@ -586,14 +621,17 @@ class _MemoryTx(MemoryControlVerbs):
         if live and not force:
             return AppRemoval(app_id, live, True, 0, 0)
         with self._verb():
-            triggers = len(s._triggers.get(app_id, ()))
+            held = s._triggers.get(app_id, ())
             if app_id in s._triggers:
                 self._pop(s._triggers, app_id)
                 self._relisten()
+            # the rows of its catalog's functions are skipped (as a registration removing
+            # them does); any other row of the app is dropped
+            dropped = self._drop_unregistered(app_id, {r.function_id for r in held}, now)
             waiting = [seq for seq, row in s._inbox.items() if row[0] == app_id]
             for seq in waiting:
                 self._pop(s._inbox, seq)
-        return AppRemoval(app_id, live, False, triggers, len(waiting))
+        return AppRemoval(app_id, live, False, len(held), dropped + len(waiting))
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         return self._s._listening["by_name"].get(event_name, ())

@@ -162,6 +162,13 @@ class MemoryControlVerbs:
                 self._pop(s._effects, effect)
             referenced = {key[0] for key in s._effects}
             referenced |= {e for row in s._deferrals.values() for e in row.event_ids}
+            expired = [  # inbox rows nobody took within the retention: their events go too
+                seq
+                for seq, (_, _, event_id) in s._inbox.items()
+                if s._received.get(event_id, cutoff) < cutoff
+            ][:limit]
+            for seq in expired:
+                self._pop(s._inbox, seq)
             referenced |= {event_id for _, _, event_id in s._inbox.values()}
             events = [
                 event_id

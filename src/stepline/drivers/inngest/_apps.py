@@ -100,7 +100,7 @@ class SdkApps:
             # its cron triggers' schedules (a worker writes them when it starts: an app synced
             # later would have none, and its crons would never fire)
             tx.sync_crons(engine.served, schedules)
-            tx.sync_triggers(engine.app_id, triggers)  # its event triggers, for other senders
+            tx.sync_triggers(engine.app_id, triggers, now)  # its event triggers, for other senders
 
         await engine.writer.write(store)
         self._bodies[name] = raw

@@ -549,6 +549,10 @@ DELETE_RUNS = "DELETE FROM runs WHERE run_id = ANY(%s)"
 DELETE_STEPS_OF_RUNS = "DELETE FROM steps WHERE run_id = ANY(%s)"
 DELETE_HISTORY_OF_RUNS = "DELETE FROM history WHERE run_id = ANY(%s)"
 DELETE_RUN_EVENTS_OF_RUNS = "DELETE FROM run_events WHERE run_id = ANY(%s)"
+# inbox rows nobody took within the retention (a retired app's, ...): their events go too
+PURGE_INBOX = """
+DELETE FROM inbox WHERE seq = ANY(ARRAY(
+  SELECT seq FROM inbox WHERE received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
 PURGE_EVENTS = """
 DELETE FROM events WHERE internal_id = ANY(ARRAY(
   SELECT internal_id FROM events WHERE received_at < %s
@@ -597,6 +601,13 @@ CATALOG_IS = """
 SELECT 1 / (coalesce((SELECT version FROM trigger_catalog WHERE id = 1), 0) = %s)::int"""
 CATALOG_ROWS = "SELECT app_id, function_id, event_name FROM triggers"
 TRIGGERS_OF_APP = "SELECT function_id, event_name FROM triggers WHERE app_id = %s"
+# the functions the app's live workers serve (a registration keeps their rows)
+LIVE_FUNCTIONS_OF_APP = """
+SELECT DISTINCT f.function_id FROM workers w JOIN worker_functions f ON f.worker_id = w.worker_id
+WHERE w.app_id = %s AND w.expires_at > %s"""
+DROP_INBOX_OF_FUNCTION = (
+    "DELETE FROM inbox WHERE app_id = %s AND function_id = %s RETURNING seq, event_id"
+)
 DELETE_TRIGGERS_OF_APP = "DELETE FROM triggers WHERE app_id = %s"
 INSERT_TRIGGER = """
 INSERT INTO triggers (app_id, event_name, function_id) VALUES (%s, %s, %s)

@@ -203,11 +203,26 @@ class PostgresTx:
                 hints.has_index(name)
 
     # -- the trigger catalog and the inbox -------------------------------------------------------
-    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
+    def sync_triggers(
+        self,
+        app_id: str,
+        rows: Sequence[TriggerRow],
+        now: float,
+        served: FunctionSet | None = None,
+    ) -> None:
         with self._savepoint() as s:
-            self._lock(f"triggers\x1f{app_id}")  # two registrations of one app: one by one
+            # two registrations of one app: one by one, the later reading (READ COMMITTED:
+            # each statement sees what committed before it) the earlier's worker and rows
+            self._lock(f"triggers\x1f{app_id}")
             self._triggers.replace(
-                app_id, rows, q, lambda sql, p: s.run(sql, p).fetchall(), s.write, s.write_many
+                app_id,
+                rows,
+                now,
+                served,
+                q,
+                lambda sql, p: s.run(sql, p).fetchall(),
+                s.write,
+                s.write_many,
             )
 
     def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
@@ -218,10 +233,18 @@ class PostgresTx:
             live = int(s.run(q.LIVE_WORKERS_OF_APP, (app_id, now)).fetchall()[0][0])
             if live and not force:
                 return AppRemoval(app_id, live, True, 0, 0)
-            triggers = self._triggers.replace(
-                app_id, (), q, lambda sql, p: s.run(sql, p).fetchall(), s.write, s.write_many
+            # the rows of its catalog's functions are skipped (as a registration removing them)
+            triggers, skipped = self._triggers.replace(
+                app_id,
+                (),
+                now,
+                None,
+                q,
+                lambda sql, p: s.run(sql, p).fetchall(),
+                s.write,
+                s.write_many,
             )
-            dropped = s.run(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
+            dropped = skipped + s.run(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
         return AppRemoval(app_id, live, False, triggers, dropped)
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
@@ -707,6 +730,7 @@ class PostgresTx:
                     q.DELETE_RUNS,
                 ):
                     s.write(statement, (run_ids,))
+            s.write(q.PURGE_INBOX, (cutoff, limit))
             events = s.run(q.PURGE_EVENTS, (cutoff, limit)).rowcount
             skips = s.run(q.PURGE_SKIPS, (cutoff, limit)).rowcount
             return Purged(len(run_ids), events, skips)

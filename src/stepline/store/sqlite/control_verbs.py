@@ -210,6 +210,7 @@ class SQLiteControlVerbs:
                 q.DELETE_RUN,
             ):
                 c.executemany(statement, [(r,) for r in run_ids])
+            c.execute(q.PURGE_INBOX, (cutoff, limit))
             events = c.execute(q.PURGE_EVENTS, (cutoff, limit)).rowcount
             skips = c.execute(q.PURGE_SKIPS, (cutoff, limit)).rowcount
             return Purged(len(run_ids), events, skips)

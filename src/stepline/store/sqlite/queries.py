@@ -384,6 +384,9 @@ DELETE_RUN = "DELETE FROM runs WHERE run_id = ?"
 DELETE_STEPS_OF_RUN = "DELETE FROM steps WHERE run_id = ?"
 DELETE_HISTORY_OF_RUN = "DELETE FROM history WHERE run_id = ?"
 DELETE_RUN_EVENTS_OF_RUN = "DELETE FROM run_events WHERE run_id = ?"
+# inbox rows nobody took within the retention (a retired app's, ...): their events go too
+PURGE_INBOX = """
+DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE received_at < ? LIMIT ?)"""
 PURGE_EVENTS = """
 DELETE FROM events WHERE internal_id IN (
   SELECT internal_id FROM events WHERE received_at < ?
@@ -419,6 +422,13 @@ QUEUE_DUE = "SELECT COUNT(*), MIN(due_at) FROM queue WHERE lease_owner IS NULL A
 CATALOG_VERSION = "SELECT coalesce((SELECT version FROM trigger_catalog WHERE id = 1), 0)"
 CATALOG_ROWS = "SELECT app_id, function_id, event_name FROM triggers"
 TRIGGERS_OF_APP = "SELECT function_id, event_name FROM triggers WHERE app_id = ?"
+# the functions the app's live workers serve (a registration keeps their rows)
+LIVE_FUNCTIONS_OF_APP = """
+SELECT DISTINCT f.function_id FROM workers w JOIN worker_functions f ON f.worker_id = w.worker_id
+WHERE w.app_id = ? AND w.expires_at > ?"""
+DROP_INBOX_OF_FUNCTION = (
+    "DELETE FROM inbox WHERE app_id = ? AND function_id = ? RETURNING seq, event_id"
+)
 DELETE_TRIGGERS_OF_APP = "DELETE FROM triggers WHERE app_id = ?"
 INSERT_TRIGGER = "INSERT OR IGNORE INTO triggers (app_id, event_name, function_id) VALUES (?, ?, ?)"
 SET_CATALOG_VERSION = """

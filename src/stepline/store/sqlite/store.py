@@ -541,17 +541,28 @@ class _SQLiteTx(SQLiteControlVerbs):
             return ingest(self, items, now, wait_matches)
 
     # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
-    def sync_triggers(self, app_id: str, rows: Sequence[TriggerRow]) -> None:
+    def sync_triggers(
+        self,
+        app_id: str,
+        rows: Sequence[TriggerRow],
+        now: float,
+        served: FunctionSet | None = None,
+    ) -> None:
         with self._savepoint() as c:
-            self._triggers.replace(app_id, rows, q, c.execute, c.execute, c.executemany)
+            self._triggers.replace(
+                app_id, rows, now, served, q, c.execute, c.execute, c.executemany
+            )
 
     def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
         with self._savepoint() as c:  # one writer at a time: exact
             [live] = c.execute(q.LIVE_WORKERS_OF_APP, (app_id, now)).fetchone()
             if live and not force:
                 return AppRemoval(app_id, live, True, 0, 0)
-            triggers = self._triggers.replace(app_id, (), q, c.execute, c.execute, c.executemany)
-            dropped = c.execute(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
+            # the rows of its catalog's functions are skipped (as a registration removing them)
+            triggers, skipped = self._triggers.replace(
+                app_id, (), now, None, q, c.execute, c.execute, c.executemany
+            )
+            dropped = skipped + c.execute(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
         return AppRemoval(app_id, live, False, triggers, dropped)
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
