@@ -3,7 +3,9 @@ of both (each keeps the functions the other live worker serves), whichever commi
 
 Without the per-app lock taken before the catalog is read, the later transaction would not see
 the earlier one's uncommitted worker and would replace the app's rows with its own functions
-only (an older worker starting mid-rollout unhooking a newer one's function)."""
+only (an older worker starting mid-rollout unhooking a newer one's function): here v2's rows
+are in the catalog already (an earlier v2 worker, expired), so v2's new registration changes
+nothing and v1's, not seeing v2's worker, would delete "receipt"."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def _lock_waiters(url: str) -> int:
 def test_concurrent_registrations_of_one_app_keep_both_workers_functions(
     pg_store: PostgresStore,
 ) -> None:
+    register(pg_store, "w-v2-gone", EMAILS, CATALOG[:2], T0 - 100)  # expired at T0 - 40
     synced, release = threading.Event(), threading.Event()
     failures: list[BaseException] = []
 
