@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -174,6 +175,44 @@ def test_synchronous_normal_on_request(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ValueError, match="synchronous"):
         SQLiteStore(tmp_path / "s.db", synchronous="OFF")
+
+
+def test_commits_never_checkpoint_the_checkpointer_thread_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 6 (timer lateness at scale): a checkpoint inside a COMMIT held the writer for
+    # 100-300 ms on a large file; the WAL is checkpointed on a thread of its own instead
+    limit = 64 * 1024
+    monkeypatch.setattr("stepline.store.sqlite.store.CHECKPOINT_WAL_BYTES", limit)
+    store = SQLiteStore(tmp_path / "s.db")
+    store.migrate()
+    wal = Path(f"{store.path}-wal")
+    conn = store._conn()
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == limit
+
+    def write(n: int, size: int) -> None:
+        with store.transaction() as tx:
+            tx.put_sdk_app("app", f"n{n}", b"x" * size, T0)
+
+    for n in range(20):  # about 12 times the limit
+        write(n, 40_000)
+    assert wal.stat().st_size > limit
+    deadline = time.monotonic() + 10
+    while store._checkpointer.checkpoints == 0:
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.01)
+    # once a checkpoint has copied the whole WAL, a write starts it over and cuts the file back
+    n = 20
+    while wal.stat().st_size > limit:
+        assert time.monotonic() < deadline, "the WAL was never started over"
+        write(n, 100)
+        n += 1
+        time.sleep(0.01)
+    with closing(sqlite3.connect(store.path)) as other:
+        assert other.execute("SELECT count(*) FROM sdk_apps").fetchone()[0] == n
+    store.close()
+    assert store._checkpointer.checkpoints == 0  # a fresh one, started when needed
 
 
 def test_two_stores_on_one_file_never_lease_the_same_run(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ from stepline.store.records import (
 from stepline.store.sqlite import _copy, _search
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
+from stepline.store.sqlite._checkpoint import CHECKPOINT_WAL_BYTES, Checkpointer
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.schema import MIGRATIONS
 
@@ -157,6 +158,15 @@ class SQLiteStore:
         self._all_lock = threading.Lock()
         self._group_cursors: dict[tuple[str, str], str] = {}  # where lease_due's visits resume
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see _catalog)
+        self._checkpointer = self._new_checkpointer()
+
+    def _new_checkpointer(self) -> Checkpointer:
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            return conn
+
+        return Checkpointer(f"{self.path}-wal", connect, CHECKPOINT_WAL_BYTES)
 
     # -- connections ------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -166,6 +176,9 @@ class SQLiteStore:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             _use_wal(conn, self._busy_timeout_ms / 1000)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # no checkpoint inside a COMMIT: the checkpointer's thread runs them (_checkpoint)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_WAL_BYTES}")
             # statement and savepoint journals (every verb runs in a savepoint) in memory, not
             # in temporary files: they only serve rollbacks inside a transaction, never crash
             # recovery (the WAL does), so this saves write syscalls and changes no durability
@@ -177,6 +190,8 @@ class SQLiteStore:
         return conn
 
     def close(self) -> None:
+        self._checkpointer.close()
+        self._checkpointer = self._new_checkpointer()  # the store may be used again
         with self._all_lock:
             for conn in self._all:
                 conn.close()
@@ -263,6 +278,7 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.Error):
                 raise self._translated(exc) from exc
             raise
+        self._checkpointer.committed(conn)
 
     def _translated(self, error: sqlite3.Error) -> StoreError:
         found = self.store_error(error)
