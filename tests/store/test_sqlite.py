@@ -259,3 +259,34 @@ def test_two_stores_on_one_file_never_lease_the_same_run(tmp_path: Path) -> None
     assert sorted(taken["a"] + taken["b"]) == run_ids
     assert taken["a"]
     assert taken["b"]
+
+
+def test_a_failed_checkpoint_does_not_stop_the_next_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # commits never checkpoint (wal_autocheckpoint = 0): if the checkpointer's thread died on
+    # an error, the WAL would grow without bound
+    limit = 64 * 1024
+    monkeypatch.setattr("stepline.store.sqlite.store.CHECKPOINT_WAL_BYTES", limit)
+    store = SQLiteStore(tmp_path / "s.db")
+    store.migrate()
+    checkpointer = store._checkpointer
+    connect = checkpointer._connect
+    failures = [sqlite3.OperationalError("unable to open database file")]
+
+    def flaky() -> sqlite3.Connection:
+        if failures:
+            raise failures.pop()
+        return connect()
+
+    monkeypatch.setattr(checkpointer, "_connect", flaky)
+    deadline = time.monotonic() + 10
+    n = 0
+    while checkpointer.checkpoints == 0:
+        assert time.monotonic() < deadline, "no checkpoint after the failed one"
+        with store.transaction() as tx:
+            tx.put_sdk_app("app", f"n{n}", b"x" * 40_000, T0)
+        n += 1
+        time.sleep(0.01)  # real time: lets the checkpointer's thread run; the deadline bounds it
+    assert failures == []
+    store.close()

@@ -98,9 +98,16 @@ class Checkpointer:
                     if self._closed:
                         return
                     self._due.clear()
-                if conn is None:
-                    conn = self._connect()
-                copied = self._copy(conn)
+                copied = False
+                try:
+                    if conn is None:
+                        conn = self._connect()
+                    copied = self._copy(conn)
+                except Exception as exc:  # never end the thread: the WAL would grow unchecked
+                    log.warning("checkpoint of %s failed: %s", self._wal_path, exc)
+                    if conn is not None:
+                        conn.close()
+                        conn = None
                 with self._lock:
                     self._copying = False
                     self._tail_left = copied
