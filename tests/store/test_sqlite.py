@@ -197,7 +197,7 @@ def test_commits_never_checkpoint_the_checkpointer_thread_does(
 
     for n in range(20):  # about 12 times the limit
         write(n, 40_000)
-    assert wal.stat().st_size > limit
+    # (the WAL's size here is a race with the checkpointer's thread: not asserted)
     deadline = time.monotonic() + 10
     while store._checkpointer.checkpoints == 0:
         assert time.monotonic() < deadline, "no checkpoint"
