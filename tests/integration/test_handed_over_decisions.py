@@ -148,6 +148,27 @@ async def test_a_cancel_sent_after_the_trigger_before_the_take_cancels_the_run(
     shop.close()
 
 
+async def test_a_cancel_applied_at_the_take_is_linked_to_its_event(stores: Stores) -> None:
+    """The cancel event of a run cancelled at the take lists it as cancelled (``event_runs``,
+    what ``stepline events show`` prints), as it would had it cancelled the run directly."""
+    sent: list[str] = []
+
+    async def send(shop: App, billing: App, clock: MockClock) -> None:
+        await billing.send_async(Event("order/paid", {"n": 1}))
+        clock.advance(1)
+        sent.extend(await billing.send_async(Event("order/cancelled", {"n": 1})))
+
+    shop = await handed_over(stores, send)
+    async with serving(shop, "w-shop"):
+        found = await statuses(shop, "ship", 1)
+    assert found == {1: "CANCELLED"}
+    [run] = await shop.runs(function_id="ship", all_apps=True)
+    assert [(r.effect, r.run.run_id) for r in await shop.event_runs(sent[0])] == [
+        ("cancelled", run.run_id)
+    ]
+    shop.close()
+
+
 async def test_rate_limit_of_handed_over_events_counts_their_arrival(stores: Stores) -> None:
     """Two events two hours apart under a 1/h rate limit, taken together: both start (the
     second was skipped: the take's time counted for both); a third sent a minute after the

@@ -303,7 +303,8 @@ class Engine:
                     _cancels(spec, event, received_at, at) for spec in run.admission.cancel_on
                 ):
                     continue
-                if tx.cancel_run(run.run_id, now, f"cancelled by event {event.name}") is not None:
+                reason = f"cancelled by event {event.name}"
+                if tx.cancel_run(run.run_id, now, reason, event.internal_id) is not None:
                     pair = ((run.run_id, run.function_id),)
                     cancels.append(IngestResult(event.internal_id, False, (), (), (), pair))
                 break

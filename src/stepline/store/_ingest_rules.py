@@ -22,6 +22,7 @@ from stepline.serde import dumps_exact
 from stepline.store._admission_rules import AdmissionTx, record_effects, start_runs
 from stepline.store._primitives import EventPrimitives, ResumedWait, RunPrimitives
 from stepline.store.records import (
+    CANCELLED,
     INVOKED_CANCELLED,
     EventIngest,
     EventRecord,
@@ -263,6 +264,21 @@ def cancel(tx: RunPrimitives, run_id: str, now: float, reason: str) -> str | Non
             tx, Wake(ended.parent_run_id, ended.parent_step_hash, "FAILED", None, error), now
         )
     return ended.function_id
+
+
+class _CancelTx(RunPrimitives, Protocol):
+    def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None: ...
+
+
+def cancel_by(
+    tx: _CancelTx, run_id: str, now: float, reason: str, event_id: str | None
+) -> str | None:
+    """``cancel``, and the run linked to the event that cancelled it (``event_id``, if any) as
+    CANCELLED for ``Store.event_runs``, as an ingested event's cancellations are."""
+    function_id = cancel(tx, run_id, now, reason)
+    if function_id is not None and event_id is not None:
+        tx.add_event_effects([(event_id, run_id, CANCELLED)])
+    return function_id
 
 
 def apply_wake(tx: RunPrimitives, wake: Wake, now: float) -> None:

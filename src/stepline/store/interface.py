@@ -277,10 +277,13 @@ class StoreTx(Protocol):
         ``(run_id, function_id, start_timeout)``."""
         ...
 
-    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
+    def cancel_run(
+        self, run_id: str, now: float, reason: str, event_id: str | None = None
+    ) -> str | None:
         """Cancel a run that has not ended: status CANCELLED, its queue item, waits and cancel
-        matchers removed. Returns the run's function id, or None if the run does not exist or
-        has already ended."""
+        matchers removed; ``event_id``: the event that cancelled it (its ``cancel_on``), linked
+        to the run as CANCELLED (``Store.event_runs``). Returns the run's function id, or None
+        if the run does not exist or has already ended (nothing written)."""
         ...
 
 

@@ -31,7 +31,7 @@ from stepline.store._catalog import (
 )
 from stepline.store._clauses import MISSING, keeps, value_at
 from stepline.store._fair_order import Candidate, fair_pick, group_of
-from stepline.store._ingest_rules import admit_taken, cancel, ingest
+from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.memory_control_verbs import MemoryControlVerbs
@@ -1099,9 +1099,11 @@ class _MemoryTx(MemoryControlVerbs):
             overdue.sort(key=lambda pair: pair[0])
             return [(r.run_id, r.function_id, r.start_timeout or 0.0) for _, r in overdue[:limit]]
 
-    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
+    def cancel_run(
+        self, run_id: str, now: float, reason: str, event_id: str | None = None
+    ) -> str | None:
         with self._verb():
-            return cancel(self, run_id, now, reason)
+            return cancel_by(self, run_id, now, reason, event_id)
 
 
 def _copy_run(run: RunRecord) -> RunRecord:

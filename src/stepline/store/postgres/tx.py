@@ -43,7 +43,7 @@ from stepline.store._admission_rules import (
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._index_paths import IndexPaths
-from stepline.store._ingest_rules import admit_taken, cancel, ingest
+from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
@@ -544,9 +544,11 @@ class PostgresTx:
         with self._savepoint(durable=False) as s:
             return [(r[0], r[1], r[2]) for r in s.run(q.OVERDUE_STARTS, params)]
 
-    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
+    def cancel_run(
+        self, run_id: str, now: float, reason: str, event_id: str | None = None
+    ) -> str | None:
         with self._savepoint():
-            return cancel(self, run_id, now, reason)
+            return cancel_by(self, run_id, now, reason, event_id)
 
     # -- admission state (FlowState, DeferralState, AdmissionTx) -----------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:

@@ -54,7 +54,9 @@ class SQLiteControlVerbs:
 
         def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
-        def cancel_run(self, run_id: str, now: float, reason: str) -> str | None: ...
+        def cancel_run(
+            self, run_id: str, now: float, reason: str, event_id: str | None = None
+        ) -> str | None: ...
 
     # -- admission --------------------------------------------------------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:

@@ -32,7 +32,7 @@ from stepline.store._catalog import TriggerCatalog, app_records
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store._index_paths import IndexPaths
-from stepline.store._ingest_rules import admit_taken, cancel, ingest
+from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.records import (
@@ -821,9 +821,11 @@ class _SQLiteTx(SQLiteControlVerbs):
         rows = self._c.execute(q.OVERDUE_STARTS, (functions.app_id, ids, now, limit))
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def cancel_run(self, run_id: str, now: float, reason: str) -> str | None:
+    def cancel_run(
+        self, run_id: str, now: float, reason: str, event_id: str | None = None
+    ) -> str | None:
         with self._savepoint():
-            return cancel(self, run_id, now, reason)
+            return cancel_by(self, run_id, now, reason, event_id)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
