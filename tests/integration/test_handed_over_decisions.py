@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from tests.integration.test_apps import ended, serving
 
-from stepline import App, CancelOn, Context, Debounce, Event, RateLimit, TriggerEvent
+from stepline import App, BatchEvents, CancelOn, Context, Debounce, Event, RateLimit, TriggerEvent
 from stepline.store import MemoryStore, SQLiteStore, Store
 from stepline.store.records import EventIngest, IngestResult
 from stepline.testing import MockClock
@@ -260,4 +260,36 @@ async def test_an_older_handed_over_event_does_not_replace_a_debounces_later_eve
         clock.advance(120)
         [run] = await ended(shop, "settle", 1)
     assert run.output == 2
+    shop.close()
+
+
+async def test_a_batch_filled_at_the_take_is_not_cancelled_by_a_later_event(
+    stores: Stores,
+) -> None:
+    """A batch's run has no ``cancel_on`` (as in Inngest: cancellation pauses only for a run
+    that is not a batch's), so there is nothing for the take's later-cancel check to apply: a
+    batch filled at the take runs, as it would had its events been sent directly."""
+    clock = MockClock()
+    shop, billing = App("shop"), billing_app()
+
+    @shop.function(
+        id="pack",
+        trigger=TriggerEvent("order/paid"),
+        batch_events=BatchEvents(max_size=2, timeout="1h"),
+        cancel_on=CancelOn("order/cancelled"),
+    )
+    async def pack(ctx: Context) -> Any:
+        return sorted(e.data["n"] for e in ctx.events)
+
+    shop.attach(stores(), clock)
+    billing.attach(stores(), clock)
+    async with serving(shop, "w-shop"):
+        pass
+    await billing.send_async([Event("order/paid", {"n": 1}), Event("order/paid", {"n": 2})])
+    clock.advance(1)
+    await billing.send_async(Event("order/cancelled", {}))
+    billing.close()
+    async with serving(shop, "w-shop"):
+        [run] = await ended(shop, "pack", 1)
+    assert (run.status, run.output) == ("COMPLETED", [1, 2])
     shop.close()
