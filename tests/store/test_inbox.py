@@ -7,7 +7,12 @@ Before, the store had no catalog: an event started only the runs its sender plan
 
 from __future__ import annotations
 
-from stepline.store import Store
+from pathlib import Path
+
+import psycopg
+
+from stepline.store import SQLiteStore, Store
+from stepline.store.sqlite import queries as sq
 from stepline.store.records import (
     EventIngest,
     FunctionSet,
@@ -231,3 +236,37 @@ def test_a_function_removed_from_its_apps_catalog_drops_its_waiting_rows_as_skip
     with store.transaction() as tx:  # nothing pins their events any more
         tx.purge_before(T0 + 2 * DAY, 100)
     assert store.get_events(["e1", "e3"]) == []
+
+
+def test_the_purge_finds_old_inbox_rows_by_index_on_sqlite(tmp_path: Path) -> None:
+    """Purge asks for the inbox rows received before its cutoff: a range of an index on
+    ``received_at`` (the inbox may hold many rows waiting for a retired app), not a scan."""
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        store.migrate()
+        plan = [
+            str(row[3])
+            for row in store._conn().execute("EXPLAIN QUERY PLAN " + sq.PURGE_INBOX, (T0, 10))
+        ]
+    finally:
+        store.close()
+    reads = [p for p in plan if "inbox" in p and "PRIMARY KEY" not in p]
+    assert reads and all("USING COVERING INDEX inbox_received" in p for p in reads), plan
+
+
+def test_the_purge_finds_old_inbox_rows_by_index_on_postgres(pg_url: str) -> None:
+    from stepline.store.postgres import PostgresStore
+    from stepline.store.postgres import queries as pq
+
+    store = PostgresStore(pg_url)
+    try:
+        store.migrate()
+        sync(store, "emails", CATALOG)
+        ingest(store, *(sent(f"e{n}", "user/signup") for n in range(3000)))
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ANALYZE inbox")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + pq.PURGE_INBOX, (T0 - 1, 10)))
+    assert "Seq Scan on inbox" not in plan, plan
+    assert "inbox_received" in plan, plan

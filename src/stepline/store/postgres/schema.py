@@ -244,4 +244,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_start_deadline ON runs ((created_at + start_timeout))
         WHERE status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL;
     """,
+    # 6: the inbox by received time, for the purge of rows nobody took within the
+    # retention (a range, never a scan of the rows waiting for a retired app)
+    """
+    CREATE INDEX inbox_received ON inbox (received_at);
+    """,
 )
