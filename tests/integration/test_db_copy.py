@@ -3,6 +3,7 @@ finish there, every step body run once; every table the schemas hold is copied, 
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -233,6 +234,8 @@ async def test_every_table_is_copied_both_ways_unchanged(tmp_path: Path, pg_url:
         tx.register_worker(WorkerRecord("w-1", "movers", ("sleeper",), 1.0, 2.0, 3.0))
         tx.put_sdk_app("movers", "js-app", b'{"functions": []}', 4.0)
         tx.deliver([("mailers", "welcome", "e-handed")], 5.0)  # an event handed to another app
+    with sqlite3.connect(path) as conn:  # PostgreSQL's: an event noted beside a take
+        conn.execute("INSERT INTO cancel_notes (event_id, bucket, tx) VALUES ('e-noted', 7, 1)")
     original = _dump(source)
     empty = [name for name, rows in original.items() if not rows]
     assert not empty, f"the installation leaves these tables empty: {empty}"

@@ -12,7 +12,6 @@ from pathlib import Path
 import psycopg
 
 from stepline.store import SQLiteStore, Store
-from stepline.store.sqlite import queries as sq
 from stepline.store.records import (
     EventIngest,
     FunctionSet,
@@ -21,6 +20,7 @@ from stepline.store.records import (
     TriggerRow,
     WorkerRecord,
 )
+from stepline.store.sqlite import queries as sq
 
 from .builders import DAY, T0, event, ingest
 

@@ -47,6 +47,7 @@ from stepline.store.records import (
     MatcherSpec,
     NewRun,
     SpentRun,
+    TakeContended,
     TriggerRow,
     WaitRecord,
     reentered_error,
@@ -270,6 +271,9 @@ class Engine:
                     return []
                 results = tx.admit_taken([item], received_at)
                 cancels = self._cancelled_since(tx, item, results, received_at, now)
+        except TakeContended:  # an ingestion of its cancel events in flight: taken again later
+            tx.deliver([(self.app_id, fn.id, event.internal_id)], received_at)
+            return []
         except Exception as exc:
             if isinstance(self.store.store_error(exc), StoreUnavailable):
                 raise  # transient: the lease job fails and gives the row back
@@ -576,6 +580,9 @@ class Engine:
             for run_id, _, start_timeout in overdue:
                 ingested += self.cancel(tx, run_id, not_started_reason(start_timeout), now) or []
             self.overdue_more = len(overdue) >= OVERDUE_BATCH
+            # events ingested beside a take of runs they cancel (PostgreSQL): matched again
+            late = tx.late_cancels(now, self.wait_matches)
+            ingested += late + self.announce_cancellations(tx, late, now)
             # a debounce's or batch's run may replace a singleton run: announced like ingestion's
             flushed = tx.flush_deferrals(now)
             ingested += flushed

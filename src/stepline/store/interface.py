@@ -238,7 +238,26 @@ class StoreTx(Protocol):
     ) -> list[tuple[float, EventRecord]]:
         """The events of these names received after ``after`` (received time, internal id:
         strictly later in that order) and at or before ``until``, oldest first, with their
-        received times (an index range on (name, received time))."""
+        received times (an index range on (name, received time)), for the cancel check of
+        runs just started from taken inbox rows. PostgreSQL orders it with the ingestion of
+        events of those names (docs/design.md, "Handing over"): it raises ``TakeContended``
+        (call it in a savepoint; give the row back: ``deliver``) while one is in flight, and
+        an ingestion during the rest of this transaction notes its event for ``late_cancels``.
+        Memory and SQLite: one writer at a time, never raises."""
+        ...
+
+    def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
+        """Add (app id, function id, event id) rows to the inbox, received at ``now`` (a taken
+        row given back: ``events_received``)."""
+        ...
+
+    def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
+        """Apply the cancel matchers created before each noted event (``events_received``:
+        an ingestion that ran beside a take) to it, once no take is in flight for its name,
+        as ingesting it would have (cancelled at ``now``, linked to the event); one result a
+        noted event, for the caller to announce. Only PostgreSQL notes events (memory and
+        SQLite return nothing). PostgreSQL reads the notes only when this process's takes
+        may have caused some lately, or every ``LATE_CANCELS_EVERY`` seconds."""
         ...
 
     def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:

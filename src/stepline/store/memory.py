@@ -668,6 +668,9 @@ class _MemoryTx(MemoryControlVerbs):
         ]
         return sorted(found, key=lambda row: (row[0], row[1].internal_id))
 
+    def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
+        return []  # one writer at a time: a take and an ingestion never overlap
+
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
         with self._verb():
             return admit_taken(self, items, now)

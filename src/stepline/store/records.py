@@ -586,3 +586,9 @@ class QueueState:
     leased: bool
     full_keys: tuple[str, ...]
     waits: tuple[WaitRecord, ...]
+
+
+class TakeContended(Exception):
+    """``StoreTx.events_received`` (PostgreSQL): an ingestion of events of those names is in
+    flight, so events it may not have matched against the runs just started are not visible
+    yet; the caller rolls the row's savepoint back and gives the row back to the inbox."""

@@ -249,4 +249,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX inbox_received ON inbox (received_at);
     """,
+    # 7: the events ingested while a take of runs with cancel_on held its lock: their
+    # cancel matching is made again once the take ended (docs/design.md, "Handing over")
+    """
+    CREATE TABLE cancel_notes (
+        event_id text PRIMARY KEY,
+        bucket integer NOT NULL,
+        tx bigint NOT NULL
+    );
+    """,
 )

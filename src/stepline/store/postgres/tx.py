@@ -48,6 +48,7 @@ from stepline.store._pass_rules import commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._late_cancels import NOTES_AFTER_TAKE, late_cancels
 from stepline.store.postgres._statements import Later, Statements
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
 from stepline.store.records import (
@@ -67,6 +68,7 @@ from stepline.store.records import (
     RunEnd,
     SpentRun,
     StepRecord,
+    TakeContended,
     TriggerRow,
     WaitMatcher,
     WaitRecord,
@@ -97,7 +99,7 @@ class PostgresTx:
             lambda: int(self._s.run(q.CATALOG_VERSION).fetchall()[0][0]),
             lambda: [TriggerRow(*r) for r in self._s.run(q.CATALOG_ROWS)],
         )
-        self._hints = hints if hints is not None else Hints()
+        self._hints = self.hints = hints if hints is not None else Hints()
         self._presence = presence
         self._tokens = tokens if tokens is not None else LeaseTokens()
         # a commit_pass assuming its lease is held (see commit_pass): (run, token, owner), and
@@ -163,6 +165,10 @@ class PostgresTx:
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
+            # before any cancel matcher is read: ordered with takes (q.NOTE_UNLESS_SHARED)
+            events = [item.event for item in items]
+            ids, names = [e.internal_id for e in events], [e.name for e in events]
+            self._s.write(q.NOTE_UNLESS_SHARED, (ids, names))
             self._read_index_ahead({item.event.name for item in items}, now)
             return ingest(self, items, now, wait_matches)
 
@@ -287,10 +293,23 @@ class PostgresTx:
     def events_received(
         self, names: Sequence[str], after: tuple[float, str], until: float
     ) -> list[tuple[float, EventRecord]]:
-        params = (list(dict.fromkeys(names)), after[0], until, after[0], after[1])
+        distinct = list(dict.fromkeys(names))
+        params = (distinct, after[0], until, after[0], after[1])
         with self._savepoint(durable=False) as s:
-            rows = s.run(q.EVENTS_RECEIVED, params).fetchall()
+            # the names' buckets exclusive, then the read (its snapshot after them): the
+            # ingestions that held one ended, and those after it note their events
+            held, found = s.run_all(
+                [(q.TRY_TAKE_BUCKETS, (distinct,)), (q.EVENTS_RECEIVED, params)]
+            )
+            if not held.fetchall()[0][0]:
+                raise TakeContended(f"an ingestion of {distinct} is in flight")
+            rows = found.fetchall()
+            self._hints.notes_until = until + NOTES_AFTER_TAKE
         return [(row[0], shapes.event_record(row[1:])) for row in rows]
+
+    def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
+        with self._savepoint(durable=False):  # durable if it cancelled (cancel_run's own)
+            return late_cancels(self, now, wait_matches)
 
     # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
     def insert_event(self, event: EventRecord, now: float) -> bool:
@@ -936,6 +955,9 @@ class Hints:
 
     def __init__(self, size: int = 10_000) -> None:
         self.deferrals_due_at = float("-inf")
+        # until when a take of this process may have caused notes, and when they were read
+        self.notes_until = float("-inf")
+        self.notes_read_at = float("-inf")
         self.indexed_names: set[str] = set()
         self._size = size
 

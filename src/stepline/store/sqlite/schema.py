@@ -323,4 +323,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX inbox_received ON inbox(received_at);
     """,
+    # 16: the events ingested while a take of runs with cancel_on held its lock: their
+    # cancel matching is made again once the take ended (docs/design.md, "Handing over")
+    # (written by PostgreSQL only: SQLite has one writer, so a take and an ingestion never
+    # overlap; the table is here so that both schemas hold the same tables, for db copy)
+    """
+    CREATE TABLE cancel_notes (
+        event_id TEXT PRIMARY KEY,
+        bucket INTEGER NOT NULL,
+        tx INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )

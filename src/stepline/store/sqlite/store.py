@@ -608,6 +608,9 @@ class _SQLiteTx(SQLiteControlVerbs):
             found += [(row[0], shapes.event_record(row[1:])) for row in rows]
         return sorted(found, key=_received_order)
 
+    def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
+        return []  # one writer at a time: a take and an ingestion never overlap
+
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
         with self._savepoint():
             return admit_taken(self, items, now)

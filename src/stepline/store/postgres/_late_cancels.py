@@ -1,0 +1,68 @@
+"""The ingestions that ran beside a take of inbox rows (PostgreSQL; docs/design.md, "Handing
+over"): a cancel event committed while a take started runs with ``cancel_on`` was matched by
+neither (its ingestion did not see the take's uncommitted cancel matchers; the take's check
+did not see the uncommitted event). Such an event is noted by its ingestion
+(``NOTE_UNLESS_SHARED``), and its cancel matching is made again here, once the take ended:
+against the cancel matchers created before the event was received, as ingesting it would
+have had they existed, with fresh reads (never what the transaction remembers of the index,
+which may predate the take's commit)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from stepline.expressions import value_at
+from stepline.store import _rows as shapes
+from stepline.store.postgres import queries as q
+from stepline.store.records import EventRecord, IngestResult, WaitMatcher, WaitRecord
+
+if TYPE_CHECKING:
+    from stepline.store.postgres.tx import PostgresTx
+
+LATE_CANCELS_EVERY = 10.0  # seconds between two looks at the notes with no hint of any
+NOTES_AFTER_TAKE = 5.0  # seconds a take's process looks at the notes in every transaction
+NOTES_BATCH = 100
+
+
+def late_cancels(tx: PostgresTx, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
+    """``StoreTx.late_cancels`` on PostgreSQL (inside the verb's savepoint)."""
+    s, hints = tx.statements, tx.hints
+    if now < hints.notes_until or now - hints.notes_read_at >= LATE_CANCELS_EVERY:
+        hints.notes_read_at = now
+    else:
+        return []
+    rows = s.run(q.CANCEL_NOTES, (NOTES_BATCH,)).fetchall()
+    if not rows:
+        return []
+    results: list[IngestResult] = []
+    for row in rows:
+        if row[1] is None:  # its event was purged: nothing to match
+            continue
+        event, received_at = shapes.event_record(row[2:]), float(row[1])
+        cancelled: list[tuple[str, str]] = []
+        reason = f"cancelled by event {event.name}"
+        for matcher in _matchers_before(tx, event, received_at):
+            if any(run_id == matcher.run_id for run_id, _ in cancelled):
+                continue
+            if wait_matches(matcher, event):
+                function_id = tx.cancel_run(matcher.run_id, now, reason, event.internal_id)
+                if function_id is not None:
+                    cancelled.append((matcher.run_id, function_id))
+        if cancelled:
+            results.append(IngestResult(event.internal_id, False, (), (), (), tuple(cancelled)))
+    s.write(q.DELETE_CANCEL_NOTES, ([row[0] for row in rows],))
+    return results
+
+
+def _matchers_before(tx: PostgresTx, event: EventRecord, received_at: float) -> list[WaitRecord]:
+    """The cancel matchers of the event's name that existed when it was received (created
+    then or before, not expired then), oldest first."""
+    s = tx.statements
+    reads: list[tuple[str, Any]] = [(q.MATCHERS_UNINDEXED, (event.name, received_at))]
+    payload = event.payload()
+    for (path,) in s.run(q.MATCHER_PATHS, (event.name,)).fetchall():
+        value = value_at(payload, path)
+        if value is not None:
+            reads.append((q.MATCHERS_INDEXED, (event.name, path, [value], received_at)))
+    found = [shapes.wait_record(r) for cursor in s.run_all(reads) for r in cursor.fetchall()]
+    return sorted((m for m in found if m.created_at <= received_at), key=lambda m: m.created_at)

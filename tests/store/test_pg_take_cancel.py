@@ -1,0 +1,110 @@
+"""A cancel event ingested while another process takes the inbox row of the run it cancels
+(PostgreSQL): the run is cancelled, whichever way the two transactions interleave.
+
+Before, the take checked for cancel events received after the run's trigger with a read of
+its own, and the ingestion matched the cancel matchers it could see: a cancel event whose
+transaction committed inside the take's own (after the take's read, before its commit: the
+ingestion did not see the uncommitted matchers, the take did not see the uncommitted event)
+cancelled nothing, and the run went on. Each test holds both transactions open on two
+connections, in one thread, in the order it names (no thread, no timing: nothing waits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from stepline import App, CancelOn, Context, TriggerEvent
+from stepline.store.postgres import PostgresStore
+from stepline.store.records import EventFilter, EventIngest, FunctionSet, RunFilter
+from stepline.testing import MockClock
+
+from .builders import T0, cel_matches, event
+
+BILLING = FunctionSet("billing", ("noop",))
+
+
+@pytest.fixture
+def stores(pg_url: str) -> Iterator[tuple[App, PostgresStore, PostgresStore]]:
+    """shop (its worker's store: ``taker``) and billing's sending store (``sender``), one
+    database; shop's ``ship`` is in the catalog, and billing handed it order 1."""
+    taker, sender = PostgresStore(pg_url), PostgresStore(pg_url)
+    taker.migrate()
+    shop = App("shop")
+
+    @shop.function(
+        id="ship",
+        trigger=TriggerEvent("order/paid"),
+        cancel_on=CancelOn("order/cancelled", match="data.n"),
+    )
+    async def ship(ctx: Context) -> Any:
+        await ctx.step.sleep("hold", "1h")
+
+    engine = shop.attach(taker, MockClock(T0 + 10))
+    with taker.transaction() as tx:
+        tx.sync_triggers("shop", engine.trigger_rows(), T0, engine.served)
+    with sender.transaction() as tx:
+        paid = EventIngest(event("paid-1", "order/paid", {"n": 1}), sender=BILLING)
+        assert tx.ingest([paid], T0, cel_matches)[0].delivered == (("shop", "ship"),)
+    try:
+        yield shop, taker, sender
+    finally:
+        shop.close()
+        sender.close()
+        taker.close()
+
+
+def cancelled_event(internal_id: str = "cancel-1") -> EventIngest:
+    return EventIngest(event(internal_id, "order/cancelled", {"n": 1}), sender=BILLING)
+
+
+def take(shop: App, taker: PostgresStore) -> list[str]:
+    """One take by shop's engine, committed: the runs it started."""
+    with taker.transaction() as tx:
+        results = shop.engine.take_inbox(tx, 100)()
+    return [run_id for r in results for run_id in r.run_ids]
+
+
+def status(shop: App, taker: PostgresStore) -> tuple[str, str, list[tuple[str, str]]]:
+    [run] = taker.list_runs(RunFilter(function_id="ship", app_id=None))
+    effects = [(r.effect, r.event_id) for r in taker.event_runs(["cancel-1"])]
+    return run.run_id, run.status, effects
+
+
+def test_a_cancel_ingested_while_the_take_holds_its_runs_is_applied_after_it(
+    stores: tuple[App, PostgresStore, PostgresStore],
+) -> None:
+    """take (started the run, checked for cancel events, not committed) → the cancel event
+    ingested and committed → the take commits: the event was noted, and the next
+    housekeeping matches it against the run's cancel matchers."""
+    shop, taker, sender = stores
+    with taker.transaction() as take_tx:
+        started = [run_id for r in shop.engine.take_inbox(take_tx, 100)() for run_id in r.run_ids]
+        assert len(started) == 1
+        with sender.transaction() as tx:  # committed inside the take's window
+            assert tx.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
+    with taker.transaction() as tx:
+        late = shop.engine.housekeeping(tx, T0 + 20)
+    assert [(r.internal_id, r.cancelled) for r in late if r.cancelled] == [
+        ("cancel-1", ((started[0], "ship"),))
+    ]
+    assert status(shop, taker) == (started[0], "CANCELLED", [("cancelled", "cancel-1")])
+    # announced as any cancellation
+    assert taker.list_events(EventFilter(name="inngest/function.cancelled"))
+
+
+def test_a_take_while_a_cancel_is_being_ingested_gives_the_row_back_until_it_ended(
+    stores: tuple[App, PostgresStore, PostgresStore],
+) -> None:
+    """the cancel event ingested (its cancel matching done, not committed) → a take: it cannot
+    see the event yet, so it gives the row back → the ingestion commits → the next take
+    starts the run and cancels it at once (its check sees the event)."""
+    shop, taker, sender = stores
+    with sender.transaction() as tx:
+        assert tx.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
+        tx.stored_event_ids(["cancel-1"])  # its statements sent: the ingestion is in flight
+        assert take(shop, taker) == []
+    [run_id] = take(shop, taker)
+    assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
