@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from stepline import App, CancelOn, Context, TriggerEvent
+from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import EventFilter, EventIngest, FunctionSet, RunFilter
 from stepline.testing import MockClock
@@ -105,6 +106,22 @@ def test_a_take_while_a_cancel_is_being_ingested_gives_the_row_back_until_it_end
     with sender.transaction() as tx:
         assert tx.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
         tx.stored_event_ids(["cancel-1"])  # its statements sent: the ingestion is in flight
+        assert take(shop, taker) == []
+    [run_id] = take(shop, taker)
+    assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
+
+
+def test_the_optimistic_first_try_of_a_refused_take_is_made_again_carefully(
+    stores: tuple[App, PostgresStore, PostgresStore],
+) -> None:
+    """The writer's optimistic transaction has no savepoint to roll a refused row back to: it
+    is made again carefully (``Replay``), which gives the row back."""
+    shop, taker, sender = stores
+    with sender.transaction() as tx:
+        tx.ingest([cancelled_event()], T0 + 5, cel_matches)
+        tx.stored_event_ids(["cancel-1"])
+        with pytest.raises(Replay), taker.optimistic_transaction() as otx:
+            assert shop.engine.take_inbox(otx, 100)() == []
         assert take(shop, taker) == []
     [run_id] = take(shop, taker)
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])

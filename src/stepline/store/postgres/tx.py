@@ -165,12 +165,16 @@ class PostgresTx:
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
-            # before any cancel matcher is read: ordered with takes (q.NOTE_UNLESS_SHARED)
-            events = [item.event for item in items]
-            ids, names = [e.internal_id for e in events], [e.name for e in events]
-            self._s.write(q.NOTE_UNLESS_SHARED, (ids, names))
+            self._note_unless_shared(items)
             self._read_index_ahead({item.event.name for item in items}, now)
             return ingest(self, items, now, wait_matches)
+
+    def _note_unless_shared(self, items: Sequence[EventIngest]) -> None:
+        """Before any cancel matcher of these events is read: their name buckets tried shared,
+        each event noted for ``late_cancels`` if a take holds its bucket (q.NOTE_UNLESS_SHARED;
+        queued: no round trip)."""
+        ids = [item.event.internal_id for item in items]
+        self._s.write(q.NOTE_UNLESS_SHARED, (ids, [item.event.name for item in items]))
 
     def _read_index_ahead(self, names: set[str], now: float) -> None:
         """The wait and cancel-matcher paths of each event name, and whether it has unindexed
@@ -504,6 +508,7 @@ class PostgresTx:
         reads it (in an optimistic transaction, an event name never found with waits or cancel
         matchers costs no read: ``_read_index_ahead``)."""
         if commit.events:
+            self._note_unless_shared(commit.events)
             self._read_index_ahead({item.event.name for item in commit.events}, now)
         return commit_pass(self, commit, now, wait_matches)
 
