@@ -47,6 +47,7 @@ from typing import Any
 import psycopg
 
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._coalesce import OneOff, coalesced
 
 Params = Sequence[Any] | dict[str, Any] | None
 _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
@@ -176,7 +177,11 @@ class Statements:
         conn = self.conn
         try:
             if len(queued) == 1 and queued[0][2] is None:
-                conn.execute(queued[0][0], queued[0][1])
+                query, params, _ = queued[0]
+                if isinstance(query, OneOff):  # a group of writes (_coalesce): $n placeholders
+                    psycopg.RawCursor(conn).execute(query, params, prepare=False)
+                else:
+                    conn.execute(query, params)
                 return
             with conn.pipeline():
                 cursors = _execute(conn, queued)
@@ -205,7 +210,7 @@ class Statements:
                 break
             first += 1
         self._sent += len(queued)
-        return first, _merged(*_held(queued, tables))
+        return first, _merged(*coalesced(*_held(queued, tables)))
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
@@ -373,9 +378,9 @@ def _merged(
         seen.clear()
 
     for entry, table in zip(queued, tables, strict=True):
-        if not isinstance(table, str):
+        if not isinstance(table, str) or isinstance(entry[0], OneOff):
             close()
-            out.append((*entry, table))
+            out.append((*entry, table if isinstance(table, Later) else None))
             continue
         if table in seen:
             close()
@@ -436,9 +441,13 @@ def _execute(
     if not queued:
         return []
     cursor = conn.cursor()
+    raw: psycopg.RawCursor[Any] | None = None
     fetches: Fetches = []
     for query, params, later in queued:
-        if later is None:
+        if isinstance(query, OneOff):  # a group of writes (_coalesce): $n placeholders
+            raw = raw or psycopg.RawCursor(conn)
+            raw.execute(query, params, prepare=False)
+        elif later is None:
             cursor.execute(query, params)
         else:
             fetches.append((later, conn.cursor()))

@@ -114,6 +114,20 @@ END_RUN_TERMINAL = """
 UPDATE runs SET status = %s, output = %s, error = %s, ended_at = %s,
        attempt = COALESCE(%s, attempt), started_at = COALESCE(started_at, %s)
 WHERE run_id = %s"""
+# MARK_RUNNING and END_RUN_TERMINAL of several runs (each once), each parameter an array
+MARK_RUNNING_MANY = """
+UPDATE runs SET status = 'RUNNING', started_at = COALESCE(runs.started_at, v.started_at),
+       passes = 0
+FROM unnest(%s::double precision[], %s::text[]) AS v (started_at, run_id)
+WHERE runs.run_id = v.run_id"""
+END_RUN_TERMINAL_MANY = """
+UPDATE runs SET status = v.status, output = v.output, error = v.error, ended_at = v.ended_at,
+       attempt = COALESCE(v.attempt, runs.attempt),
+       started_at = COALESCE(runs.started_at, v.started_at)
+FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::double precision[], %s::integer[],
+            %s::double precision[], %s::text[])
+     AS v (status, output, error, ended_at, attempt, started_at, run_id)
+WHERE runs.run_id = v.run_id"""
 END_RUN_SUSPENDED = """
 UPDATE runs SET status = %s, attempt = COALESCE(%s, attempt),
        started_at = COALESCE(started_at, %s), passes = 0

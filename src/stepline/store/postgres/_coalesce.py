@@ -1,0 +1,258 @@
+"""The queued writes of one round trip that do the same to different runs, made one statement.
+
+A group commit of 80 pass commits used to send 80 statements that each upsert a step, append a
+history row and mark a run RUNNING (``_statements._merged`` made each commit's three writes one
+statement). Each statement costs this process its own parameter binding and result, and the
+server its own execution start; here, the writes of one text (``UPSERT_STEP`` of every commit,
+say) become one statement with all their rows, sent where the first of them stood.
+
+Moving a write ahead of the statements queued between it and the first write of its text is
+exact when it commutes with each of them. Two queued writes commute when they touch different
+tables, or when each touches rows of one run only and the runs differ (``Shape``: the tables a
+statement touches and the parameter that names its run; like ``write(table=…)``, a shaped write
+reads nothing but the rows it writes). A write therefore joins the group of its text only when
+no statement queued since the group began touches its tables unless that statement is shaped
+and names another run; a statement that is not shaped (a read, a lock, a ``SAVEPOINT``, any
+write whose rows are not known here) ends every group. Rows of one group keep their order (a
+run's history rows keep their sequence); a group whose rows must differ (``unique``: an upsert,
+or an update joined to its rows, applies each row once) takes no row whose key it holds.
+
+Groups form among the statements queued for one round trip only, so every statement still runs
+in the same transaction, inside the same savepoints (a ``SAVEPOINT`` or ``RELEASE`` ends every
+group), after every statement whose result an earlier verb read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stepline.store.postgres import queries as q
+
+Params = Sequence[Any] | dict[str, Any] | None
+MAX_PARAMS = 30_000  # a statement may carry 65,535 parameters: a group stops well before
+
+
+class OneOff(str):
+    """A statement made for a group of writes with ``$n`` placeholders (its text varies with
+    the rows' count): sent with a raw cursor, never prepared, never merged with another."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a queued write touches, and how several of its text are made one statement.
+
+    ``tables``: the tables it touches; ``run``: the index of the parameter naming the one run
+    whose rows it touches (None: any rows of its tables); ``build``: the statement and the
+    parameters doing what the given statements do, in order (None: never grouped);
+    ``unique``: the key that must differ between the rows of one group (None: any rows)."""
+
+    tables: frozenset[str]
+    run: int | None = None
+    build: Callable[[list[Sequence[Any]]], tuple[str, Sequence[Any]]] | None = None
+    unique: Callable[[Sequence[Any]], Hashable] | None = None
+
+
+def _values_rows(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Sequence[Any]]]:
+    """``build`` for an ``INSERT`` whose parameters all stand in its ``VALUES (…)`` tuples (one
+    tuple per inserted table): each tuple repeated once per statement, the parameters of the
+    statements' first tuples first, then of their second tuples, and so on. The text has
+    PostgreSQL's own ``$n`` placeholders (``OneOff``: sent as it is, never parsed for ``%s``,
+    which costs more than the statements it replaces)."""
+    parts: list[str] = []
+    tuples: list[list[str]] = []  # each tuple's text, split at its placeholders
+    rest = query
+    while (at := rest.find("VALUES (")) >= 0:
+        start = at + len("VALUES ")
+        depth, end = 0, start
+        for end in range(start, len(rest)):
+            depth += {"(": 1, ")": -1}.get(rest[end], 0)
+            if depth == 0:
+                break
+        parts.append(rest[:start])
+        tuples.append(rest[start : end + 1].split("%s"))
+        rest = rest[end + 1 :]
+    parts.append(rest)
+    counts = [len(pieces) - 1 for pieces in tuples]
+    if not tuples or sum(counts) != query.count("%s") or "$" in query:
+        raise ValueError(f"not an INSERT with its parameters in VALUES tuples: {query}")
+    texts: dict[int, OneOff] = {}  # by the number of rows (the usual ones)
+
+    def text_of(rows: int) -> OneOff:
+        text = texts.get(rows)
+        if text is not None:
+            return text
+        out = [parts[0]]
+        number = 1
+        for pieces, tail in zip(tuples, parts[1:], strict=True):
+            for row in range(rows):
+                if row:
+                    out.append(", ")
+                out.append(pieces[0])
+                for piece in pieces[1:]:
+                    out.append(f"${number}")
+                    out.append(piece)
+                    number += 1
+            out.append(tail)
+        text = OneOff("".join(out))
+        if len(texts) < 256:
+            texts[rows] = text
+        return text
+
+    def build(rows: list[Sequence[Any]]) -> tuple[str, Sequence[Any]]:
+        params: list[Any] = []
+        first = 0
+        for count in counts:
+            for row in rows:
+                params.extend(row[first : first + count])
+            first += count
+        return text_of(len(rows)), params
+
+    return build
+
+
+def _arrays(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Sequence[Any]]]:
+    """``build`` for a statement made of arrays, one per parameter of the single statement
+    (``query``'s ``%s`` each takes the list of that parameter's values, in order)."""
+
+    def build(rows: list[Sequence[Any]]) -> tuple[str, Sequence[Any]]:
+        return query, [list(column) for column in zip(*rows, strict=True)]
+
+    return build
+
+
+SHAPES: dict[str, Shape] = {
+    q.UPSERT_STEP: Shape(
+        frozenset({"steps"}), 0, _values_rows(q.UPSERT_STEP), lambda p: (p[0], p[1])
+    ),
+    q.INSERT_HISTORY: Shape(frozenset({"history"}), 0, _values_rows(q.INSERT_HISTORY)),
+    q.MARK_RUNNING: Shape(frozenset({"runs"}), 1, _arrays(q.MARK_RUNNING_MANY), lambda p: p[1]),
+    q.END_RUN_TERMINAL: Shape(
+        frozenset({"runs"}), 6, _arrays(q.END_RUN_TERMINAL_MANY), lambda p: p[6]
+    ),
+    q.END_RUN_SUSPENDED: Shape(frozenset({"runs"}), 3),
+    q.FAIL_RUN: Shape(frozenset({"runs"}), 2),
+    q.RESCHEDULE: Shape(frozenset({"queue"}), 2),
+    q.WAKE: Shape(frozenset({"queue"}), 1),
+    q.COMPLETE_STEP: Shape(frozenset({"steps"}), 2),
+    q.INSERT_WAIT: Shape(frozenset({"waits"}), 1),
+    # never grouped: a run's ending comes after its own writes of the same commit, which the
+    # writes of other runs' commits between two endings (moved ahead) pass, but it cannot
+    q.DROP_RUN_WORK: Shape(frozenset({"queue", "waits", "matchers", "steps"}), 0),
+    q.CREATE_RUN: Shape(
+        frozenset({"runs", "queue", "history"}), 0, _values_rows(q.CREATE_RUN), lambda p: p[0]
+    ),
+    q.INSERT_RUN_EVENT: Shape(frozenset({"run_events"}), 1, _values_rows(q.INSERT_RUN_EVENT)),
+    q.INSERT_EVENT: Shape(frozenset({"events"}), None, _values_rows(q.INSERT_EVENT)),
+}
+
+
+class _Group:
+    __slots__ = ("forbidden", "indexes", "params", "sealed", "shape", "uniques")
+
+    def __init__(self, shape: Shape, index: int, params: Sequence[Any]) -> None:
+        self.shape = shape
+        self.indexes = [index]
+        self.params = len(params)
+        self.forbidden: set[Any] = set()  # runs whose rows of its tables were touched since
+        self.uniques: set[Hashable] = set()
+        self.sealed = False  # rows of any run of its tables were touched since it began
+        if shape.unique is not None:
+            self.uniques.add(shape.unique(params))
+
+    def takes(self, params: Sequence[Any]) -> bool:
+        shape = self.shape
+        if self.sealed or self.params + len(params) > MAX_PARAMS:
+            return False
+        if shape.run is not None and params[shape.run] in self.forbidden:
+            return False
+        return shape.unique is None or shape.unique(params) not in self.uniques
+
+    def add(self, index: int, params: Sequence[Any]) -> None:
+        self.indexes.append(index)
+        self.params += len(params)
+        if self.shape.unique is not None:
+            self.uniques.add(self.shape.unique(params))
+
+
+_TABLE_SHAPES: dict[str, Shape] = {}
+
+
+def _shape(query: str, params: Params, table: Any) -> Shape | None:
+    """The shape of a queued statement; None: unknown (a barrier)."""
+    if type(params) is not tuple and type(params) is not list:
+        return None  # named parameters, or none: not a write this module knows
+    shape = SHAPES.get(query)
+    if shape is None and type(table) is str:
+        shape = _TABLE_SHAPES.get(table)
+        if shape is None:
+            shape = _TABLE_SHAPES[table] = Shape(frozenset({table}))
+    return shape
+
+
+def coalesced(
+    queued: list[tuple[str, Params]], tables: list[Any]
+) -> tuple[list[tuple[str, Params]], list[Any]]:
+    """``queued`` (with the ``tables`` of ``Statements.write``) with each group of writes of one
+    text made one statement where the first of them stood (see the module's docstring)."""
+    shapes = [
+        _shape(query, params, table) for (query, params), table in zip(queued, tables, strict=True)
+    ]
+    if sum(1 for s in shapes if s is not None and s.build is not None) < 2:
+        return queued, tables
+    open_: dict[str, _Group] = {}  # the open group of each text
+    on_table: dict[str, list[_Group]] = {}  # the open groups touching each table
+    starts: dict[int, _Group] = {}  # the index of each group's first statement: the group
+    grouped = False
+    for i, ((query, params), shape) in enumerate(zip(queued, shapes, strict=True)):
+        if shape is None:  # a barrier: every group ends here
+            open_.clear()
+            on_table.clear()
+            continue
+        assert isinstance(params, tuple | list)  # a shaped statement's (_shape)
+        group: _Group | None = None
+        if shape.build is not None:
+            group = open_.get(query)
+            if group is not None and group.takes(params):
+                group.add(i, params)
+                grouped = True
+            else:
+                if group is not None:  # closed: takes nothing more
+                    for table in shape.tables:
+                        on_table[table].remove(group)
+                group = open_[query] = starts[i] = _Group(shape, i, params)
+        run = None if shape.run is None else params[shape.run]
+        for table in shape.tables:
+            others = on_table.get(table)
+            if others is None:
+                others = on_table[table] = []
+            for other in others:
+                if other is group:
+                    continue
+                if run is None or other.shape.run is None:
+                    other.sealed = True
+                else:
+                    other.forbidden.add(run)
+            if group is not None and len(group.indexes) == 1:
+                others.append(group)
+    if not grouped:
+        return queued, tables
+    out: list[tuple[str, Params]] = []
+    out_tables: list[Any] = []
+    moved = {i for g in starts.values() for i in g.indexes[1:]}
+    for i, entry in enumerate(queued):
+        if i in moved:
+            continue
+        group = starts.get(i)
+        if group is None or len(group.indexes) == 1:
+            out.append(entry)
+            out_tables.append(tables[i])
+            continue
+        assert group.shape.build is not None
+        rows = [queued[j][1] for j in group.indexes]
+        out.append(group.shape.build(rows))  # type: ignore[arg-type]
+        out_tables.append(tables[i] if len(group.shape.tables) == 1 else None)
+    return out, out_tables
