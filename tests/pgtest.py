@@ -22,7 +22,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgcluster import WATCH_PID_VARIABLE, Cluster, NoPostgres, start_cluster, stop_cluster
+from pgcluster import (
+    TEMPLATE_VARIABLE,
+    WATCH_PID_VARIABLE,
+    Cluster,
+    NoPostgres,
+    start_cluster,
+    stop_cluster,
+)
 from stepline.store.postgres import PostgresStore
 
 DIR_VARIABLE = "STEPLINE_TEST_PG_DIR"
@@ -33,8 +40,12 @@ def configure(config: pytest.Config) -> None:
     """In the controlling process: name the folder the cluster will live in (starts nothing)."""
     if hasattr(config, "workerinput") or os.environ.get(DIR_VARIABLE):
         return
-    os.environ[DIR_VARIABLE] = tempfile.mkdtemp(prefix="stepline-pg-")
+    folder = tempfile.mkdtemp(prefix="stepline-pg-")
+    os.chmod(folder, 0o755)  # PostgreSQL's own user must reach the folders inside
+    os.environ[DIR_VARIABLE] = folder
     os.environ[WATCH_PID_VARIABLE] = str(os.getpid())  # clusters stop when this run ends
+    # every cluster of the run (the session's, the tests' own) starts from one initdb
+    os.environ[TEMPLATE_VARIABLE] = os.path.join(folder, "template")
     config.stash[_OWNER] = True
 
 
@@ -43,6 +54,7 @@ def unconfigure(config: pytest.Config) -> None:
     if not config.stash.get(_OWNER, False):
         return
     folder = Path(os.environ.pop(DIR_VARIABLE))
+    os.environ.pop(TEMPLATE_VARIABLE, None)
     state = folder / _STATE
     if state.exists():
         stop_cluster(Cluster(**json.loads(state.read_text())))
