@@ -125,21 +125,30 @@ def test_a_server_restart_does_not_hand_a_live_workers_leases_to_another() -> No
 def _crash_one_backend(url: str) -> None:
     """SIGKILL one backend: the server ends every session, resets and starts again (as after
     an out-of-memory kill or a segfault; ``restart_after_crash`` is on by default); wait until
-    it accepts connections."""
+    it accepts connections again after its reset (a connection made before the server has
+    noticed the kill is no sign of that: it was red under load)."""
     victim = psycopg.connect(url, autocommit=True)
-    pid = victim.execute("SELECT pg_backend_pid()").fetchone()
-    assert pid is not None
-    os.kill(int(pid[0]), signal.SIGKILL)
+    row = victim.execute("SELECT pg_backend_pid(), " + _STATS_RESET).fetchone()
+    assert row is not None
+    pid, reset_before = row
+    os.kill(int(pid), signal.SIGKILL)
     victim.close()
     deadline = time.monotonic() + 60
     while True:
         try:
-            psycopg.connect(url, connect_timeout=2).close()
-            return
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                after = conn.execute("SELECT " + _STATS_RESET).fetchone()
+            if after is not None and after[0] != reset_before:
+                return
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.1)  # the server is in recovery: poll until it is back
+        assert time.monotonic() < deadline, "the server never reset after the kill"
+        time.sleep(0.1)  # the server is in recovery: poll until it is back
+
+
+# the crash's reset of the shared statistics (the time the lease tokens' epoch reads too)
+_STATS_RESET = "(SELECT stats_reset FROM pg_stat_bgwriter)"
 
 
 @pytest.mark.timeout(120)
