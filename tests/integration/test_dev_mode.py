@@ -23,10 +23,13 @@ MODULES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_representative_integration_modules_are_clean_under_dev_mode(tmp_path: Path) -> None:
     # issue 6 "What it must show": python -X dev -W error runs of the integration suite are clean
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPLINE_", "PYTEST_"))}
+    # its own PostgreSQL cluster, started from the test run's initdb (tests/pgcluster.py)
+    env.update({k: v for k, v in os.environ.items() if k == "STEPLINE_PG_TEMPLATE"})
     pytest_args = ["-q", "-p", "no:xdist", "--basetemp", str(tmp_path / "base"), *MODULES]
     done = subprocess.run(
         [sys.executable, "-X", "dev", "-W", "error", "-m", "pytest", *pytest_args],

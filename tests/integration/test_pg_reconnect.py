@@ -19,6 +19,8 @@ from stepline.store.postgres import PostgresStore
 from stepline.store.records import EventFilter
 from store.builders import T0, lease, start
 
+pytestmark = pytest.mark.slow  # each test starts (stops, crashes, restarts) a cluster of its own
+
 
 @pytest.mark.timeout(120)
 def test_the_first_call_after_a_long_outage_succeeds() -> None:
