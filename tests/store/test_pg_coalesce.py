@@ -35,6 +35,10 @@ def _ended(run: str) -> tuple[str, tuple[Any, ...]]:
     return q.END_RUN_TERMINAL, ("COMPLETED", b"3", None, T0, None, T0, run)
 
 
+def _dropped(run: str) -> tuple[str, tuple[Any, ...]]:
+    return q.DROP_RUN_WORK, (run,) * 4
+
+
 def _tables(queued: list[tuple[str, Any]]) -> list[Any]:
     table = {q.UPSERT_STEP: "steps", q.INSERT_HISTORY: "history", q.MARK_RUNNING: "runs"}
     return [
@@ -51,6 +55,9 @@ def _texts(queued: list[tuple[str, Any]]) -> list[str]:
         q.MARK_RUNNING_MANY: "running",
         q.END_RUN_TERMINAL: "ended",
         q.END_RUN_TERMINAL_MANY: "ended",
+        q.DROP_RUN_WORK: "dropped",
+        q.DROP_RUN_WORK_MANY: "dropped",
+        q.COMPLETE_STEP: "completed",
     }
     out, _ = coalesced(queued, _tables(queued))
     found = []
@@ -58,7 +65,7 @@ def _texts(queued: list[tuple[str, Any]]) -> list[str]:
         if isinstance(query, OneOff):  # VALUES rows with $n placeholders
             name = "steps" if "INSERT INTO steps" in query else "history"
             found.append(f"{query.count('$') // (12 if name == 'steps' else 8)} x {name}")
-        elif query in (q.MARK_RUNNING_MANY, q.END_RUN_TERMINAL_MANY):
+        elif query in (q.MARK_RUNNING_MANY, q.END_RUN_TERMINAL_MANY, q.DROP_RUN_WORK_MANY):
             found.append(f"{len(params[0])} x {names[query]}")
         else:
             found.append(names.get(query, query))
@@ -83,6 +90,23 @@ def test_a_write_does_not_move_ahead_of_another_write_to_its_run_in_its_table() 
     assert _texts(queued) == ["running", "ended", "2 x running"]
     queued = [_running("r1"), _ended("r9"), _running("r2")]  # another run: it moves
     assert _texts(queued) == ["2 x running", "ended"]
+
+
+def test_a_write_moves_past_statements_that_moved_ahead_of_its_group() -> None:
+    # r3's step and end join groups that began before r1's ending: they no longer stand
+    # between the two endings, so r3's ending joins r1's (still after every write of r3)
+    queued = [
+        *(_steps("r1"), _ended("r1"), _dropped("r1")),
+        *(_steps("r2"), _running("r2")),
+        *(_steps("r3"), _ended("r3"), _dropped("r3")),
+    ]
+    assert _texts(queued) == ["3 x steps", "2 x ended", "2 x dropped", "running"]
+
+
+def test_a_write_that_stays_between_keeps_a_later_one_of_its_run_behind_it() -> None:
+    completed = (q.COMPLETE_STEP, (b"1", T0, "r3", "h"))  # known, never grouped: it stays
+    queued = [_dropped("r1"), completed, _dropped("r3"), _dropped("r4")]
+    assert _texts(queued) == ["dropped", "completed", "2 x dropped"]
 
 
 def test_an_unknown_statement_ends_every_group() -> None:
@@ -148,7 +172,7 @@ def test_a_group_commit_of_many_passes_applies_what_each_applies(
     assert (writer.transactions, writer.replays) == (1, 0)
     assert sum("INSERT INTO steps" in s for s in sent) == 1
     assert sent.count(q.MARK_RUNNING_MANY) == 1 and sent.count(q.END_RUN_TERMINAL_MANY) == 1
-    assert sent.count(q.DROP_RUN_WORK) == 3  # each ending after its own run's writes
+    assert sent.count(q.DROP_RUN_WORK_MANY) == 1  # after the writes of its runs, moved ahead
     for i, run_id in enumerate(runs):
         record = pg_store.get_run(run_id)
         assert record is not None

@@ -11,11 +11,13 @@ exact when it commutes with each of them. Two queued writes commute when they to
 tables, or when each touches rows of one run only and the runs differ (``Shape``: the tables a
 statement touches and the parameter that names its run; like ``write(table=…)``, a shaped write
 reads nothing but the rows it writes). A write therefore joins the group of its text only when
-no statement queued since the group began touches its tables unless that statement is shaped
-and names another run; a statement that is not shaped (a read, a lock, a ``SAVEPOINT``, any
-write whose rows are not known here) ends every group. Rows of one group keep their order (a
-run's history rows keep their sequence); a group whose rows must differ (``unique``: an upsert,
-or an update joined to its rows, applies each row once) takes no row whose key it holds.
+each statement queued since the group began touches other tables, names another run, or itself
+moved ahead of the group's place (it joined a group that began earlier, a move checked the same
+way when it was made): every two statements whose order changes were checked when the later
+one moved. A statement that is not shaped (a read, a lock, a ``SAVEPOINT``, any write whose
+rows are not known here) ends every group. Rows of one group keep their order (a run's history
+rows keep their sequence); a group whose rows must differ (``unique``: an upsert, or an update
+joined to its rows, applies each row once) takes no row whose key it holds.
 
 Groups form among the statements queued for one round trip only, so every statement still runs
 in the same transaction, inside the same savepoints (a ``SAVEPOINT`` or ``RELEASE`` ends every
@@ -139,9 +141,11 @@ SHAPES: dict[str, Shape] = {
     q.WAKE: Shape(frozenset({"queue"}), 1),
     q.COMPLETE_STEP: Shape(frozenset({"steps"}), 2),
     q.INSERT_WAIT: Shape(frozenset({"waits"}), 1),
-    # never grouped: a run's ending comes after its own writes of the same commit, which the
-    # writes of other runs' commits between two endings (moved ahead) pass, but it cannot
-    q.DROP_RUN_WORK: Shape(frozenset({"queue", "waits", "matchers", "steps"}), 0),
+    q.DROP_RUN_WORK: Shape(
+        frozenset({"queue", "waits", "matchers", "steps"}),
+        0,
+        lambda rows: (q.DROP_RUN_WORK_MANY, [[r[0] for r in rows]] * 4),
+    ),
     q.CREATE_RUN: Shape(
         frozenset({"runs", "queue", "history"}), 0, _values_rows(q.CREATE_RUN), lambda p: p[0]
     ),
@@ -214,11 +218,13 @@ def coalesced(
             continue
         assert isinstance(params, tuple | list)  # a shaped statement's (_shape)
         group: _Group | None = None
+        at = i  # where the statement will stand: the start of the group it joins, or here
         if shape.build is not None:
             group = open_.get(query)
             if group is not None and group.takes(params):
                 group.add(i, params)
                 grouped = True
+                at = group.indexes[0]
             else:
                 if group is not None:  # closed: takes nothing more
                     for table in shape.tables:
@@ -230,7 +236,9 @@ def coalesced(
             if others is None:
                 others = on_table[table] = []
             for other in others:
-                if other is group:
+                # a group that begins after where the statement will stand: its later
+                # statements do not move ahead of this one (it is no longer between them)
+                if other is group or other.indexes[0] > at:
                     continue
                 if run is None or other.shape.run is None:
                     other.sealed = True

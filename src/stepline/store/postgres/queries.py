@@ -457,6 +457,12 @@ DROP_RUN_WORK = f"""
 WITH queue_row AS ({DELETE_QUEUE}), its_waits AS ({DELETE_WAITS_OF_RUN}),
      its_matchers AS ({DELETE_MATCHERS_OF_RUN})
 {DELETE_EXECUTING_STEPS}"""
+# DROP_RUN_WORK of several runs (the array of their ids, four times)
+DROP_RUN_WORK_MANY = """
+WITH queue_row AS (DELETE FROM queue WHERE run_id = ANY(%s::text[])),
+     its_waits AS (DELETE FROM waits WHERE run_id = ANY(%s::text[])),
+     its_matchers AS (DELETE FROM matchers WHERE run_id = ANY(%s::text[]))
+DELETE FROM steps WHERE run_id = ANY(%s::text[]) AND status = 'RUNNING'"""
 # a new run's row, queue row and RUN_QUEUED history row, in one statement (as DROP_RUN_WORK)
 CREATE_RUN = f"""
 WITH run AS ({INSERT_RUN}), queue_row AS ({INSERT_QUEUE})
