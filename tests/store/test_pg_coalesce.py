@@ -52,21 +52,24 @@ def _texts(queued: list[tuple[str, Any]]) -> list[str]:
         q.UPSERT_STEP: "steps",
         q.INSERT_HISTORY: "history",
         q.MARK_RUNNING: "running",
-        q.MARK_RUNNING_MANY: "running",
         q.END_RUN_TERMINAL: "ended",
-        q.END_RUN_TERMINAL_MANY: "ended",
         q.DROP_RUN_WORK: "dropped",
-        q.DROP_RUN_WORK_MANY: "dropped",
         q.COMPLETE_STEP: "completed",
+    }
+    groups = {  # a group's statement (VALUES rows, $n placeholders): its head, its parameters
+        "INSERT INTO steps": ("steps", 12),
+        "INSERT INTO history": ("history", 8),
+        "UPDATE runs SET status = 'RUNNING'": ("running", 2),
+        "UPDATE runs SET status = v.status": ("ended", 7),
+        "WITH queue_row AS (DELETE": ("dropped", 4),
     }
     out, _ = coalesced(queued, _tables(queued))
     found = []
     for query, params in out:
-        if isinstance(query, OneOff):  # VALUES rows with $n placeholders
-            name = "steps" if "INSERT INTO steps" in query else "history"
-            found.append(f"{query.count('$') // (12 if name == 'steps' else 8)} x {name}")
-        elif query in (q.MARK_RUNNING_MANY, q.END_RUN_TERMINAL_MANY, q.DROP_RUN_WORK_MANY):
-            found.append(f"{len(params[0])} x {names[query]}")
+        if isinstance(query, OneOff):
+            [(name, width)] = [v for head, v in groups.items() if query.strip().startswith(head)]
+            assert params is not None
+            found.append(f"{len(params) // width} x {name}")
         else:
             found.append(names.get(query, query))
     return found
@@ -81,7 +84,7 @@ def test_the_writes_of_one_text_are_one_statement_where_the_first_stood() -> Non
     assert _texts(queued) == ["3 x steps", "3 x history", "3 x running"]
     out, _ = coalesced(queued, _tables(queued))
     assert out[1][1][::8] == ["r1", "r2", "r3"]  # the rows in their order
-    assert out[2][1] == [[T0, T0, T0], ["r1", "r2", "r3"]]
+    assert out[2][1] == [T0, "r1", T0, "r2", T0, "r3"]
 
 
 def test_a_write_does_not_move_ahead_of_another_write_to_its_run_in_its_table() -> None:
@@ -119,7 +122,8 @@ def test_a_write_of_unknown_rows_in_a_table_ends_its_groups_only() -> None:
     queued = [_history("r1"), _running("r1"), (other, ("r9", T0)), _history("r2"), _running("r2")]
     tables = ["history", "runs", "history", "history", "runs"]
     out, _ = coalesced(queued, tables)
-    assert [query for query, _ in out][1:4] == [q.MARK_RUNNING_MANY, other, q.INSERT_HISTORY]
+    assert [query for query, _ in out][2:] == [other, q.INSERT_HISTORY]  # history: in order
+    assert out[1][0].strip().startswith("UPDATE runs") and out[1][1] == [T0, "r1", T0, "r2"]
 
 
 def test_rows_that_must_differ_are_never_in_one_statement() -> None:
@@ -171,8 +175,9 @@ def test_a_group_commit_of_many_passes_applies_what_each_applies(
     assert found == [[]] * 6
     assert (writer.transactions, writer.replays) == (1, 0)
     assert sum("INSERT INTO steps" in s for s in sent) == 1
-    assert sent.count(q.MARK_RUNNING_MANY) == 1 and sent.count(q.END_RUN_TERMINAL_MANY) == 1
-    assert sent.count(q.DROP_RUN_WORK_MANY) == 1  # after the writes of its runs, moved ahead
+    heads = ["UPDATE runs SET status = 'RUNNING'", "UPDATE runs SET status = v.status"]
+    heads.append("WITH queue_row AS (DELETE")  # the endings, after the writes of their runs
+    assert [sum(s.strip().startswith(head) for s in sent) for head in heads] == [1, 1, 1]
     for i, run_id in enumerate(runs):
         record = pg_store.get_run(run_id)
         assert record is not None
@@ -183,3 +188,24 @@ def test_a_group_commit_of_many_passes_applies_what_each_applies(
     with psycopg.connect(pg_store.url, autocommit=True) as conn:
         queued = {r[0] for r in conn.execute("SELECT run_id FROM queue")}
     assert queued == {"r0", "r2", "r4"}
+
+
+def test_a_pass_commit_rewrites_its_runs_row_only_when_it_changes(pg_store: PostgresStore) -> None:
+    start(pg_store, "r1")
+    [held] = lease(pg_store)  # RUNNING, one pass spent
+
+    def version() -> tuple[str, int]:
+        with psycopg.connect(pg_store.url, autocommit=True) as conn:
+            row = conn.execute("SELECT xmin::text, passes FROM runs WHERE run_id = 'r1'").fetchone()
+        assert row is not None
+        return str(row[0]), int(row[1])
+
+    leased = version()
+    commit = PassCommit("r1", held.token, steps=[step("r1", "h1", 0, output=1)])
+    one_batch(pg_store, [lambda tx: tx.commit_pass(commit, T0, cel_matches)])
+    first = version()
+    assert first[0] != leased[0] and first[1] == 0  # progress: no pass spent
+    commit = PassCommit("r1", held.token, steps=[step("r1", "h2", 1, output=2)])
+    one_batch(pg_store, [lambda tx: tx.commit_pass(commit, T0, cel_matches)])
+    assert version() == first  # nothing of the row changed: no new version of it
+    assert [s.output_json for s in pg_store.get_steps("r1")] == [b"1", b"2"]

@@ -59,11 +59,13 @@ class Shape:
 
 
 def _values_rows(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Sequence[Any]]]:
-    """``build`` for an ``INSERT`` whose parameters all stand in its ``VALUES (…)`` tuples (one
-    tuple per inserted table): each tuple repeated once per statement, the parameters of the
-    statements' first tuples first, then of their second tuples, and so on. The text has
-    PostgreSQL's own ``$n`` placeholders (``OneOff``: sent as it is, never parsed for ``%s``,
-    which costs more than the statements it replaces)."""
+    """``build`` for a statement whose parameters all stand in its ``VALUES (…)`` tuples (an
+    ``INSERT``'s, or the rows an ``UPDATE`` or ``DELETE`` is joined to): ``query`` with each
+    tuple repeated once per statement, the parameters of the statements' first tuples first,
+    then of their second tuples, and so on. The text has PostgreSQL's own ``$n`` placeholders
+    (``OneOff``: sent as it is, never parsed for ``%s``, which costs more than the statements
+    it replaces; every parameter is dumped by psycopg's C code, where a list parameter's
+    elements would each cost a Python call)."""
     parts: list[str] = []
     tuples: list[list[str]] = []  # each tuple's text, split at its placeholders
     rest = query
@@ -116,24 +118,16 @@ def _values_rows(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Seque
     return build
 
 
-def _arrays(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Sequence[Any]]]:
-    """``build`` for a statement made of arrays, one per parameter of the single statement
-    (``query``'s ``%s`` each takes the list of that parameter's values, in order)."""
-
-    def build(rows: list[Sequence[Any]]) -> tuple[str, Sequence[Any]]:
-        return query, [list(column) for column in zip(*rows, strict=True)]
-
-    return build
-
-
 SHAPES: dict[str, Shape] = {
     q.UPSERT_STEP: Shape(
         frozenset({"steps"}), 0, _values_rows(q.UPSERT_STEP), lambda p: (p[0], p[1])
     ),
     q.INSERT_HISTORY: Shape(frozenset({"history"}), 0, _values_rows(q.INSERT_HISTORY)),
-    q.MARK_RUNNING: Shape(frozenset({"runs"}), 1, _arrays(q.MARK_RUNNING_MANY), lambda p: p[1]),
+    q.MARK_RUNNING: Shape(
+        frozenset({"runs"}), 1, _values_rows(q.MARK_RUNNING_MANY), lambda p: p[1]
+    ),
     q.END_RUN_TERMINAL: Shape(
-        frozenset({"runs"}), 6, _arrays(q.END_RUN_TERMINAL_MANY), lambda p: p[6]
+        frozenset({"runs"}), 6, _values_rows(q.END_RUN_TERMINAL_MANY), lambda p: p[6]
     ),
     q.END_RUN_SUSPENDED: Shape(frozenset({"runs"}), 3),
     q.FAIL_RUN: Shape(frozenset({"runs"}), 2),
@@ -144,7 +138,7 @@ SHAPES: dict[str, Shape] = {
     q.DROP_RUN_WORK: Shape(
         frozenset({"queue", "waits", "matchers", "steps"}),
         0,
-        lambda rows: (q.DROP_RUN_WORK_MANY, [[r[0] for r in rows]] * 4),
+        _values_rows(q.DROP_RUN_WORK_MANY),
     ),
     q.CREATE_RUN: Shape(
         frozenset({"runs", "queue", "history"}), 0, _values_rows(q.CREATE_RUN), lambda p: p[0]

@@ -107,25 +107,30 @@ SELECT 1 / (count(*) = %s)::int FROM (
     WHERE (run_id, lease_token) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
     ORDER BY run_id FOR UPDATE
 ) AS held"""
+# a run's row rewritten only when it changes: a pass's later commits find it RUNNING, started
+# and with no pass spent, and a new row version would cost the server every index of runs
 MARK_RUNNING = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, %s), passes = 0
-WHERE run_id = %s"""
+WHERE run_id = %s
+  AND (status IS DISTINCT FROM 'RUNNING' OR started_at IS NULL OR passes <> 0)"""
 END_RUN_TERMINAL = """
 UPDATE runs SET status = %s, output = %s, error = %s, ended_at = %s,
        attempt = COALESCE(%s, attempt), started_at = COALESCE(started_at, %s)
 WHERE run_id = %s"""
-# MARK_RUNNING and END_RUN_TERMINAL of several runs (each once), each parameter an array
+# MARK_RUNNING and END_RUN_TERMINAL of several runs (each once): their VALUES tuple is repeated
+# for each run (store/postgres/_coalesce.py)
 MARK_RUNNING_MANY = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(runs.started_at, v.started_at),
        passes = 0
-FROM unnest(%s::double precision[], %s::text[]) AS v (started_at, run_id)
-WHERE runs.run_id = v.run_id"""
+FROM (VALUES (%s::double precision, %s::text)) AS v (started_at, run_id)
+WHERE runs.run_id = v.run_id
+  AND (runs.status IS DISTINCT FROM 'RUNNING' OR runs.started_at IS NULL OR runs.passes <> 0)"""
 END_RUN_TERMINAL_MANY = """
 UPDATE runs SET status = v.status, output = v.output, error = v.error, ended_at = v.ended_at,
        attempt = COALESCE(v.attempt, runs.attempt),
        started_at = COALESCE(runs.started_at, v.started_at)
-FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::double precision[], %s::integer[],
-            %s::double precision[], %s::text[])
+FROM (VALUES (%s::text, %s::bytea, %s::text, %s::double precision, %s::integer,
+              %s::double precision, %s::text))
      AS v (status, output, error, ended_at, attempt, started_at, run_id)
 WHERE runs.run_id = v.run_id"""
 END_RUN_SUSPENDED = """
@@ -457,12 +462,12 @@ DROP_RUN_WORK = f"""
 WITH queue_row AS ({DELETE_QUEUE}), its_waits AS ({DELETE_WAITS_OF_RUN}),
      its_matchers AS ({DELETE_MATCHERS_OF_RUN})
 {DELETE_EXECUTING_STEPS}"""
-# DROP_RUN_WORK of several runs (the array of their ids, four times)
+# DROP_RUN_WORK of several runs (each VALUES tuple repeated for each run)
 DROP_RUN_WORK_MANY = """
-WITH queue_row AS (DELETE FROM queue WHERE run_id = ANY(%s::text[])),
-     its_waits AS (DELETE FROM waits WHERE run_id = ANY(%s::text[])),
-     its_matchers AS (DELETE FROM matchers WHERE run_id = ANY(%s::text[]))
-DELETE FROM steps WHERE run_id = ANY(%s::text[]) AND status = 'RUNNING'"""
+WITH queue_row AS (DELETE FROM queue WHERE run_id IN (VALUES (%s::text))),
+     its_waits AS (DELETE FROM waits WHERE run_id IN (VALUES (%s::text))),
+     its_matchers AS (DELETE FROM matchers WHERE run_id IN (VALUES (%s::text)))
+DELETE FROM steps WHERE run_id IN (VALUES (%s::text)) AND status = 'RUNNING'"""
 # a new run's row, queue row and RUN_QUEUED history row, in one statement (as DROP_RUN_WORK)
 CREATE_RUN = f"""
 WITH run AS ({INSERT_RUN}), queue_row AS ({INSERT_QUEUE})
