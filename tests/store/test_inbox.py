@@ -254,6 +254,19 @@ def test_the_purge_finds_old_inbox_rows_by_index_on_sqlite(tmp_path: Path) -> No
     assert reads and all("USING COVERING INDEX inbox_received" in p for p in reads), plan
 
 
+def test_a_worker_asks_for_its_inbox_rows_by_index_on_sqlite(tmp_path: Path) -> None:
+    """``next_due_at``'s look at the inbox (each idle worker's) is a probe per function."""
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        store.migrate()
+        query = "EXPLAIN QUERY PLAN " + sq.NEXT_INBOX_OF
+        plan = [str(row[3]) for row in store._conn().execute(query, ("emails", '["receipt"]'))]
+    finally:
+        store.close()
+    reads = [p for p in plan if "inbox" in p]
+    assert reads and all("USING INDEX inbox_function" in p for p in reads), plan
+
+
 def test_the_purge_finds_old_inbox_rows_by_index_on_postgres(pg_url: str) -> None:
     from stepline.store.postgres import PostgresStore
     from stepline.store.postgres import queries as pq
@@ -270,3 +283,18 @@ def test_the_purge_finds_old_inbox_rows_by_index_on_postgres(pg_url: str) -> Non
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + pq.PURGE_INBOX, (T0 - 1, 10)))
     assert "Seq Scan on inbox" not in plan, plan
     assert "inbox_received" in plan, plan
+
+
+def test_an_inbox_row_waiting_is_work_due_for_the_receiving_apps_workers(store: Store) -> None:
+    """``next_due_at`` (when a worker leases next) counts the rows handed to its app's
+    functions, due at their reception: a SQLite worker of another process that finds one
+    there goes on at once instead of sleeping until its poll. Another app's rows are not its."""
+    sync(store, "emails", CATALOG)
+    assert store.next_due_at(EMAILS) is None
+    ingest(store, sent("e1", "order/placed"), now=T0 + 5)
+    ingest(store, sent("e2", "user/signup"), now=T0 + 7)
+    assert store.next_due_at(EMAILS) == T0 + 5
+    assert store.next_due_at(FunctionSet("emails", ("welcome",))) == T0 + 7
+    assert store.next_due_at(FunctionSet("shipping", ("receipt", "welcome"))) is None
+    take(store, EMAILS)
+    assert store.next_due_at(EMAILS) is None

@@ -403,7 +403,8 @@ class Store(Protocol):
     def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
         """The earliest time anything becomes due (a run, a lease expiry, a debounce or batch,
         a cron tick) — with ``functions``, anything a worker serving them could act on (also a
-        queued run's start deadline, see ``next_start_deadline``); None if nothing waits."""
+        queued run's start deadline, see ``next_start_deadline``, and an inbox row handed to
+        them, due at its reception); None if nothing waits."""
         ...
 
     def next_start_deadline(self, functions: FunctionSet) -> float | None:

@@ -411,6 +411,11 @@ class MemoryStore:
             ]
             if functions is not None:
                 times.append(self.next_start_deadline(functions))
+                times += [  # rows handed to its functions: due at their reception
+                    self._received.get(event_id, 0.0)
+                    for app_id, function_id, event_id in self._inbox.values()
+                    if app_id == functions.app_id and function_id in functions.function_ids
+                ]
             return min((t for t in times if t is not None), default=None)
 
     def next_start_deadline(self, functions: FunctionSet) -> float | None:

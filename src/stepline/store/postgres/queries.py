@@ -396,6 +396,8 @@ SELECT MIN(t) FROM (
     SELECT MIN(created_at + start_timeout) AS t FROM runs
     WHERE status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL
       AND app_id = ANY(%(apps)s) AND function_id = ANY(%(all)s)
+    UNION ALL
+    SELECT MIN(received_at) AS t FROM inbox WHERE app_id = %(app)s AND function_id = ANY(%(all)s)
 ) AS times"""
 # a queued run not started yet with a start timeout (the index runs_start_deadline)
 _UNSTARTED_OF = """runs.status = 'QUEUED' AND runs.started_at IS NULL

@@ -442,6 +442,11 @@ LIVE_WORKERS_OF_APP = "SELECT count(*) FROM workers WHERE app_id = ? AND expires
 DROP_INBOX_OF_APP = "DELETE FROM inbox WHERE app_id = ?"
 DELIVER = """
 INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (?, ?, ?, ?)"""
+# the oldest inbox row of these functions (the index inbox_function: a probe per function when
+# none waits), for next_due_at
+NEXT_INBOX_OF = """
+SELECT MIN(received_at) FROM inbox
+WHERE app_id = ? AND function_id IN (SELECT value FROM json_each(?))"""
 TAKE_INBOX = """
 DELETE FROM inbox WHERE seq IN (
   SELECT seq FROM inbox

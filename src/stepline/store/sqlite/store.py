@@ -390,6 +390,7 @@ class SQLiteStore:
             times = [conn.execute(q.NEXT_DEFERRAL).fetchone()[0]]
             ids = dumps(list(functions.function_ids)).decode()
             times.append(conn.execute(q.NEXT_CRON_OF, (functions.app_id, ids)).fetchone()[0])
+            times.append(conn.execute(q.NEXT_INBOX_OF, (functions.app_id, ids)).fetchone()[0])
             deadline = conn.execute(q.NEXT_START_DEADLINE_OF, (functions.app_id, ids))
             times.append(deadline.fetchone()[0])
             served = unpaused(conn, functions)
