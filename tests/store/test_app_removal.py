@@ -196,3 +196,19 @@ def test_postgres_a_registration_waiting_for_the_removal_adds_the_app_back(
         0,
     )
     assert ingest(store, sent("e2"))[0].delivered == (("emails", "receipt"),)
+
+
+def test_removing_an_app_removes_the_sdk_apps_it_stored(store: Store) -> None:
+    """An app serving Inngest-SDK apps (``stepline dev``, ``stepline server``) stored their
+    syncs to restore them when it starts: a removed app (decommissioned) keeps none, so one
+    started again under its id does not bring back functions nobody synced to it since.
+    Another app's stored SDK apps stay."""
+    registered(store, EMAILS, EMAILS_ROWS, at=T0 - 100)
+    with store.transaction() as tx:
+        tx.put_sdk_app("emails", "js-app", b'{"appName": "js-app"}', T0 - 50)
+        tx.put_sdk_app("emails", "py-app", b'{"appName": "py-app"}', T0 - 50)
+        tx.put_sdk_app("billing", "go-app", b'{"appName": "go-app"}', T0 - 50)
+    done = remove(store, "emails", T0)
+    assert (done.refused, done.sdk_apps) == (False, 2)
+    assert store.sdk_apps("emails") == []
+    assert [name for name, _ in store.sdk_apps("billing")] == ["go-app"]

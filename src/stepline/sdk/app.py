@@ -397,7 +397,9 @@ class App:
     async def remove_app(self, app_id: str, *, force: bool = False) -> AppRemoval:
         """Take app ``app_id`` (decommissioned: none of its workers will start again) out of
         the trigger catalog and drop the events waiting for it, in one transaction: other
-        apps' events are no longer handed to its functions, and no inbox rows pile up for it.
+        apps' events are no longer handed to its functions, and no inbox rows pile up for it;
+        the Inngest-SDK apps it stored (``stepline dev``/``server`` serving them under its id)
+        are deleted too, so a server started again under its id restores none.
         Refused while a worker of the app is alive (nothing is done: the result says
         ``refused``), unless ``force``: the app comes back when a worker of it next starts (a
         live worker keeps its own runs going, but is handed no other app's events until then).

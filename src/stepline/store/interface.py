@@ -206,7 +206,8 @@ class StoreTx(Protocol):
         """Take app ``app_id`` out of the trigger catalog and drop the inbox rows waiting for
         it (a decommissioned app: its functions are handed no more events; the rows of its
         catalog's functions are recorded as skipped, reason "unregistered", as when a
-        registration removes a function). Refused (nothing
+        registration removes a function), and the Inngest-SDK apps it stored (``sdk_apps``:
+        an app started again under its id restores none). Refused (nothing
         done, ``AppRemoval.refused``) when a worker of the app is alive at ``now``, unless
         ``force``: that worker's app is back in the catalog when a worker of it next starts.
         Exact with a registration of the app at the same time (PostgreSQL: both take the

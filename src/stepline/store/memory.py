@@ -636,7 +636,10 @@ class _MemoryTx(MemoryControlVerbs):
             waiting = [seq for seq, row in s._inbox.items() if row[0] == app_id]
             for seq in waiting:
                 self._pop(s._inbox, seq)
-        return AppRemoval(app_id, live, False, len(held), dropped + len(waiting))
+            synced = [key for key in s._sdk_apps if key[0] == app_id]
+            for key in synced:
+                self._pop(s._sdk_apps, key)
+        return AppRemoval(app_id, live, False, len(held), dropped + len(waiting), len(synced))
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         return self._s._listening["by_name"].get(event_name, ())

@@ -216,13 +216,15 @@ class AppRecord:
 @dataclass(frozen=True, slots=True)
 class AppRemoval:
     """What ``StoreTx.remove_app`` did: ``refused`` (nothing done) when a worker of the app is
-    alive and the removal was not forced; else the catalog rows and inbox rows it deleted."""
+    alive and the removal was not forced; else the catalog rows, inbox rows and stored SDK
+    apps (``sdk_apps``) it deleted."""
 
     app_id: str
     live_workers: int
     refused: bool
     triggers: int
     dropped: int
+    sdk_apps: int = 0
 
 
 @dataclass(frozen=True, slots=True)

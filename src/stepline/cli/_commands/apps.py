@@ -108,7 +108,8 @@ def _app_dict(record: AppRecord) -> dict[str, Any]:
 def remove(app_id: str, force: bool, db: str | None) -> None:
     """Remove app APP (decommissioned: none of its workers will start again) from the trigger
     catalog of the database (--db) and drop the events waiting for it: other apps' events are
-    no longer handed to its functions. Its runs and events stay. Refused while a worker of it
+    no longer handed to its functions, and the Inngest-SDK apps it stored (a server started
+    again under its id restores none). Its runs and events stay. Refused while a worker of it
     is alive, unless --force: a worker of the app that starts again registers it again."""
     app = open_app(None, db)
     try:
@@ -124,9 +125,10 @@ def remove(app_id: str, force: bool, db: str | None) -> None:
             f"app {app_id!r} has {render.count(done.live_workers, 'live worker')}: stop "
             "them first (a worker that starts registers its app again), or pass --force"
         )
+    sdk = f", {render.count(done.sdk_apps, 'stored SDK app')}" if done.sdk_apps else ""
     make_console().print(
         f"Removed app {escape(app_id)}: {render.count(done.triggers, 'trigger')}, "
-        f"{render.count(done.dropped, 'waiting event')} dropped.",
+        f"{render.count(done.dropped, 'waiting event')} dropped{sdk}.",
         soft_wrap=True,
     )
 

@@ -648,6 +648,7 @@ SELECT app_id, max(seen_at), count(*) FILTER (WHERE expires_at > %s) FROM worker
 APP_INBOX = "SELECT app_id, count(*) FROM inbox GROUP BY app_id"
 LIVE_WORKERS_OF_APP = "SELECT count(*) FROM workers WHERE app_id = %s AND expires_at > %s"
 DROP_INBOX_OF_APP = "DELETE FROM inbox WHERE app_id = %s"
+DROP_SDK_APPS_OF_APP = "DELETE FROM sdk_apps WHERE app_id = %s"
 DELIVER = "INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (%s, %s, %s, %s)"
 TAKE_INBOX = f"""
 WITH taken AS (

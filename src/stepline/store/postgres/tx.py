@@ -255,7 +255,8 @@ class PostgresTx:
                 s.write_many,
             )
             dropped = skipped + s.run(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
-        return AppRemoval(app_id, live, False, triggers, dropped)
+            sdk = s.run(q.DROP_SDK_APPS_OF_APP, (app_id,)).rowcount
+        return AppRemoval(app_id, live, False, triggers, dropped, sdk)
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         if self._s.optimistic:

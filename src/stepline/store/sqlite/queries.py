@@ -440,6 +440,7 @@ SELECT app_id, max(seen_at), count(*) FILTER (WHERE expires_at > ?) FROM workers
 APP_INBOX = "SELECT app_id, count(*) FROM inbox GROUP BY app_id"
 LIVE_WORKERS_OF_APP = "SELECT count(*) FROM workers WHERE app_id = ? AND expires_at > ?"
 DROP_INBOX_OF_APP = "DELETE FROM inbox WHERE app_id = ?"
+DROP_SDK_APPS_OF_APP = "DELETE FROM sdk_apps WHERE app_id = ?"
 DELIVER = """
 INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (?, ?, ?, ?)"""
 # the oldest inbox row of these functions (the index inbox_function: a probe per function when

@@ -580,7 +580,8 @@ class _SQLiteTx(SQLiteControlVerbs):
                 app_id, (), now, None, q, c.execute, c.execute, c.executemany
             )
             dropped = skipped + c.execute(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
-        return AppRemoval(app_id, live, False, triggers, dropped)
+            sdk = c.execute(q.DROP_SDK_APPS_OF_APP, (app_id,)).rowcount
+        return AppRemoval(app_id, live, False, triggers, dropped, sdk)
 
     def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
         return self._triggers.listeners(event_name)
