@@ -22,26 +22,18 @@ from stepline._ids import new_id
 from stepline.errors import LeaseLostError, StoreError
 from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
-from stepline.store._catalog import (
-    UNREGISTERED,
-    app_records,
-    catalog_of_app,
-    dropped_functions,
-    listening,
-)
 from stepline.store._clauses import MISSING, keeps, value_at
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store.memory_app_verbs import MemoryAppReads, MemoryAppVerbs
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.memory_queue import GROUP_VISITS, QueueTable, candidate_of
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     STARTED,
     TERMINAL_STATUSES,
-    AppRecord,
-    AppRemoval,
     CronRow,
     EventFilter,
     EventIngest,
@@ -49,7 +41,6 @@ from stepline.store.records import (
     EventRunRecord,
     FunctionSet,
     HistoryRecord,
-    InboxItem,
     IngestResult,
     Lease,
     NewRun,
@@ -106,7 +97,7 @@ class _QueueItem:
         )
 
 
-class MemoryStore:
+class MemoryStore(MemoryAppReads):
     """A Store kept in dictionaries behind one lock."""
 
     def __init__(self) -> None:
@@ -264,23 +255,6 @@ class MemoryStore:
             and run.app_id in (w.app_id, "")
             for w in self._workers.values()
         )
-
-    def apps(self, now: float) -> list[AppRecord]:
-        with self._lock:
-            rows = [
-                (r.app_id, r.function_id, r.event_name) for v in self._triggers.values() for r in v
-            ]
-            workers: dict[str, tuple[float, int]] = {}
-            for w in self._workers.values():
-                last, alive = workers.get(w.app_id, (w.seen_at, 0))
-                workers[w.app_id] = (max(last, w.seen_at), alive + (w.expires_at > now))
-            waiting = Counter(row[0] for row in self._inbox.values())
-            return app_records(rows, [(a, *seen) for a, seen in workers.items()], waiting.items())
-
-    def live_workers(self, now: float) -> list[WorkerRecord]:
-        with self._lock:
-            alive = [w for w in self._workers.values() if w.expires_at > now]
-            return sorted(alive, key=lambda w: w.worker_id)
 
     def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
         with self._lock:
@@ -444,10 +418,6 @@ class MemoryStore:
             skips = [s for s in self._skips.values() if function_id in (None, s.function_id)]
             return list(reversed(skips))[:limit]
 
-    def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
-        with self._lock:
-            return sorted((n, body) for (a, n), body in self._sdk_apps.items() if a == app_id)
-
     def paused_functions(self, app_id: str | None = None) -> set[str]:
         with self._lock:
             return {f for app, f in self._paused if app_id is None or app in (app_id, "")}
@@ -458,7 +428,7 @@ class MemoryStore:
         return (app_id, function_id) in paused or ("", function_id) in paused
 
 
-class _MemoryTx(MemoryControlVerbs):
+class _MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
     """Write verbs over a locked MemoryStore, journaled so each verb is all or nothing."""
 
     def __init__(self, store: MemoryStore) -> None:
@@ -524,6 +494,10 @@ class _MemoryTx(MemoryControlVerbs):
         events = self._s._events
         return [] if run is None else [events[i] for i in run.event_ids if i in events]
 
+    def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
+        with self._verb():
+            return admit_taken(self, items, now)
+
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
         skip = SkipRecord(event_id, function_id, reason, now)
         self._put(self._s._skips, len(self._s._skips), skip)
@@ -575,113 +549,6 @@ class _MemoryTx(MemoryControlVerbs):
             )
             self._put(s._matchers, matcher.wait_id, matcher)
         self._log(HistoryRecord(new_run.run_id, now, "RUN_QUEUED"))
-
-    # -- the trigger catalog and the inbox ------------------------------------------------------
-    def sync_triggers(
-        self,
-        app_id: str,
-        rows: Sequence[TriggerRow],
-        now: float,
-        served: FunctionSet | None = None,
-    ) -> None:
-        s = self._s
-        with self._verb():
-            held = s._triggers.get(app_id, ())
-            current = {(r.function_id, r.event_name) for r in held}
-            live = [
-                f
-                for w in s._workers.values()
-                if w.app_id == app_id and w.expires_at > now
-                for f in w.function_ids
-            ]
-            wanted = catalog_of_app(rows, current, served, live)
-            if current == wanted:
-                return
-            self._put(
-                s._triggers, app_id, tuple(TriggerRow(app_id, f, n) for f, n in sorted(wanted))
-            )
-            self._relisten()
-            self._drop_unregistered(app_id, set(dropped_functions(current, wanted)), now)
-
-    def _drop_unregistered(self, app_id: str, functions: set[str], now: float) -> int:
-        """Drop the waiting inbox rows of app ``app_id``'s ``functions`` (gone from its
-        catalog), recorded as skipped."""
-        s = self._s
-        dropped = 0
-        for seq, (app, function_id, event_id) in list(s._inbox.items()):
-            if app == app_id and function_id in functions:
-                self._pop(s._inbox, seq)
-                self.record_skip(event_id, function_id, UNREGISTERED, now)
-                dropped += 1
-        return dropped
-
-    def _relisten(self) -> None:
-        s = self._s
-        by_name = listening(row for rows in s._triggers.values() for row in rows)
-        self._put(s._listening, "by_name", by_name)
-
-    def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
-        s = self._s
-        live = sum(1 for w in s._workers.values() if w.app_id == app_id and w.expires_at > now)
-        if live and not force:
-            return AppRemoval(app_id, live, True, 0, 0)
-        with self._verb():
-            held = s._triggers.get(app_id, ())
-            if app_id in s._triggers:
-                self._pop(s._triggers, app_id)
-                self._relisten()
-            # the rows of its catalog's functions are skipped (as a registration removing
-            # them does); any other row of the app is dropped
-            dropped = self._drop_unregistered(app_id, {r.function_id for r in held}, now)
-            waiting = [seq for seq, row in s._inbox.items() if row[0] == app_id]
-            for seq in waiting:
-                self._pop(s._inbox, seq)
-            synced = [key for key in s._sdk_apps if key[0] == app_id]
-            for key in synced:
-                self._pop(s._sdk_apps, key)
-        return AppRemoval(app_id, live, False, len(held), dropped + len(waiting), len(synced))
-
-    def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
-        return self._s._listening["by_name"].get(event_name, ())
-
-    def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
-        for row in rows:
-            self._put(self._s._inbox, next(self._s._inbox_seq), row)
-
-    def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
-        s = self._s
-        wanted = set(functions.function_ids)
-        taken: list[InboxItem] = []
-        with self._verb():
-            for seq, (app_id, function_id, event_id) in list(s._inbox.items()):
-                if len(taken) >= limit:
-                    break
-                if app_id == functions.app_id and function_id in wanted:
-                    self._pop(s._inbox, seq)
-                    received = s._received.get(event_id, 0.0)
-                    taken.append(InboxItem(seq, function_id, s._events.get(event_id), received))
-        return lambda: taken
-
-    def events_received(
-        self, names: Sequence[str], after: tuple[float, str], until: float
-    ) -> list[tuple[float, EventRecord]]:
-        s, wanted = self._s, set(names)
-        found = [
-            (received_at, event)
-            for event_id, received_at in s._received.items()
-            if after < (received_at, event_id)
-            and received_at <= until
-            and (event := s._events.get(event_id)) is not None
-            and event.name in wanted
-        ]
-        return sorted(found, key=lambda row: (row[0], row[1].internal_id))
-
-    def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
-        return []  # one writer at a time: a take and an ingestion never overlap
-
-    def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
-        with self._verb():
-            return admit_taken(self, items, now)
 
     # -- EventPrimitives (see _primitives; the memory store scans: it keeps no index) ------------
     def insert_event(self, event: EventRecord, now: float) -> bool:
@@ -1012,62 +879,6 @@ class _MemoryTx(MemoryControlVerbs):
                     marked = replace(current, status="RUNNING", started_at=step.started_at)
                 self._put(memo, step.hash, marked)
         return True
-
-    def register_worker(self, worker: WorkerRecord) -> None:
-        self._put(self._s._workers, worker.worker_id, worker)
-
-    def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
-        worker = self._s._workers.get(worker_id)
-        if worker is not None:
-            renewed = replace(worker, seen_at=now, expires_at=expires_at)
-            self._put(self._s._workers, worker_id, renewed)
-
-    def unregister_worker(self, worker_id: str) -> None:
-        self._pop(self._s._workers, worker_id)
-
-    def adopt_unowned(self, functions: FunctionSet) -> int:
-        s = self._s
-        wanted = set(functions.function_ids)
-        adopted = 0
-        with self._verb():
-            for run_id, run in list(s._runs.items()):
-                if run.app_id == "" and run.function_id in wanted:
-                    self._put(s._runs, run_id, replace(run, app_id=functions.app_id))
-                    item = s._queue.get(run_id)
-                    if item is not None:
-                        self._put(s._queue, run_id, replace(item, app_id=functions.app_id))
-                    adopted += 1
-            for key, row in list(s._crons.items()):
-                if row.app_id == "" and row.function_id in wanted:
-                    self._pop(s._crons, key)
-                    mine = (functions.app_id, row.function_id, row.cron)
-                    if mine not in s._crons:
-                        self._put(s._crons, mine, replace(row, app_id=functions.app_id))
-            for app, function_id in list(s._paused):
-                if app == "" and function_id in wanted:
-                    self._pop(s._paused, (app, function_id))
-                    self._put(s._paused, (functions.app_id, function_id), True)
-        return adopted
-
-    def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
-        lost: list[str] = []
-        with self._verb():
-            for run_id in run_ids:
-                item = self._s._queue.get(run_id)
-                if item is None or item.lease_owner != owner:
-                    lost.append(run_id)
-                else:
-                    self._put(self._s._queue, run_id, replace(item, lease_expires_at=now + ttl))
-        return lost
-
-    def release_owner(self, owner: str, now: float) -> int:
-        mine = [run_id for run_id, item in self._s._queue.items() if item.lease_owner == owner]
-        with self._verb():
-            for run_id in mine:
-                item = self._s._queue[run_id]
-                due_at = now if item.due_at is None else min(item.due_at, now)
-                self._put(self._s._queue, run_id, item.released(due_at))
-        return len(mine)
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
         s = self._s
