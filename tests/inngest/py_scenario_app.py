@@ -3,8 +3,9 @@ Python SDK must show on Stepline (``test_inngest_python.py``): RetryAfterError,
 NonRetriableError, a step error caught and replaced, invoke by object and by id, an invoke that
 fails and one that times out, waits fulfilled and timed out (``if`` and name mismatches),
 cancel with ``if``, debounce, singleton skip and cancel, several triggers, on_failure with
-Inngest's payload, an unserializable output. ``GET /calls/{name}`` lists what a step body
-recorded.
+Inngest's payload, an unserializable output, a run held back by a full concurrency key
+past its start timeout. ``GET /calls/{name}`` lists what a step body recorded; ``POST
+/release/{name}`` releases a step body waiting for it.
 
 Environment as ``py_app.py``: PORT, APP_ID, INNGEST_MODE ("cloud" or "dev"), SIGNING_KEY,
 BASE_URL.
@@ -12,6 +13,7 @@ BASE_URL.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 from collections import defaultdict
@@ -202,6 +204,24 @@ async def unserializable(ctx: inngest.Context) -> object:
     return object()
 
 
+gates: dict[str, asyncio.Event] = defaultdict(asyncio.Event)  # released by POST /release/{name}
+
+
+@client.create_function(
+    fn_id="sc-one-at-a-time",
+    trigger=inngest.TriggerEvent(event="sc/hold"),
+    concurrency=[inngest.Concurrency(limit=1)],
+    timeouts=inngest.Timeouts(start=datetime.timedelta(minutes=1)),
+)
+async def one_at_a_time(ctx: inngest.Context) -> str:
+    async def hold() -> str:  # holds the function's one slot until released
+        calls["hold"].append(ctx.run_id)
+        await gates["hold"].wait()
+        return "held"
+
+    return await ctx.step.run("hold", hold)
+
+
 app = fastapi.FastAPI()
 inngest.fast_api.serve(
     app,
@@ -222,6 +242,7 @@ inngest.fast_api.serve(
         multi,
         broken,
         unserializable,
+        one_at_a_time,
     ],
 )
 
@@ -229,6 +250,11 @@ inngest.fast_api.serve(
 @app.get("/calls/{name}")
 async def recorded(name: str) -> list[Any]:
     return calls.get(name, [])
+
+
+@app.post("/release/{name}")
+async def release(name: str) -> None:
+    gates[name].set()
 
 
 if __name__ == "__main__":
