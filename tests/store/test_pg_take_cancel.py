@@ -12,11 +12,11 @@ connections, in one thread, in the order it names (no thread, no timing: nothing
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from tests.integration.test_handed_over_decisions import shop_app
 
-from stepline import App, CancelOn, Context, TriggerEvent
+from stepline import App
 from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import EventFilter, EventIngest, FunctionSet, RunFilter
@@ -33,16 +33,7 @@ def stores(pg_url: str) -> Iterator[tuple[App, PostgresStore, PostgresStore]]:
     database; shop's ``ship`` is in the catalog, and billing handed it order 1."""
     taker, sender = PostgresStore(pg_url), PostgresStore(pg_url)
     taker.migrate()
-    shop = App("shop")
-
-    @shop.function(
-        id="ship",
-        trigger=TriggerEvent("order/paid"),
-        cancel_on=CancelOn("order/cancelled", match="data.n"),
-    )
-    async def ship(ctx: Context) -> Any:
-        await ctx.step.sleep("hold", "1h")
-
+    shop = shop_app()  # ship: order/paid, cancel_on order/cancelled matching data.n
     engine = shop.attach(taker, MockClock(T0 + 10))
     with taker.transaction() as tx:
         tx.sync_triggers("shop", engine.trigger_rows(), T0, engine.served)
