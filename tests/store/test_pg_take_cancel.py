@@ -116,3 +116,23 @@ def test_the_optimistic_first_try_of_a_refused_take_is_made_again_carefully(
         assert take(shop, taker) == []
     [run_id] = take(shop, taker)
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
+
+
+def test_an_ingestion_refused_once_notes_its_later_events_of_that_bucket_too(
+    stores: tuple[App, PostgresStore, PostgresStore],
+) -> None:
+    """An ingestion refused while the take held the bucket, then the take commits, then the
+    same transaction ingests the cancel event that matches: its bucket is free now, but the
+    transaction read the name's cancel matchers (none) before the take committed and does not
+    read them again, so that event is noted too, and the run cancelled after."""
+    shop, taker, sender = stores
+    with sender.transaction() as tx:
+        with taker.transaction() as take_tx:
+            [started] = [r for r in shop.engine.take_inbox(take_tx, 100)() if r.run_ids]
+            other = EventIngest(event("cancel-2", "order/cancelled", {"n": 2}), sender=BILLING)
+            assert tx.ingest([other], T0 + 4, cel_matches)[0].cancelled == ()
+            tx.stored_event_ids(["cancel-2"])  # sent while the take holds the bucket
+        assert tx.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
+    with taker.transaction() as tx:
+        shop.engine.housekeeping(tx, T0 + 20)
+    assert status(shop, taker) == (started.run_ids[0], "CANCELLED", [("cancelled", "cancel-1")])

@@ -9,6 +9,8 @@ which may predate the take's commit)."""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from stepline.expressions import value_at
@@ -18,6 +20,19 @@ from stepline.store.records import EventRecord, IngestResult, WaitMatcher, WaitR
 
 if TYPE_CHECKING:
     from stepline.store.postgres.tx import PostgresTx
+
+BUCKETS = 64  # event names are ordered in 64 buckets: a transaction holds at most 64 locks
+
+
+def bucket(name: str) -> int:
+    """The advisory lock (second key, ``queries.CANCEL_LOCKS`` the first) of an event name."""
+    return zlib.crc32(name.encode()) % BUCKETS
+
+
+def buckets(names: Sequence[str]) -> list[int]:
+    """The distinct buckets of these names, in order (a take tries them all)."""
+    return sorted({bucket(name) for name in names})
+
 
 LATE_CANCELS_EVERY = 10.0  # seconds between two looks at the notes with no hint of any
 NOTES_AFTER_TAKE = 5.0  # seconds a take's process looks at the notes in every transaction

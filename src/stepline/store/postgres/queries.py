@@ -672,22 +672,15 @@ ORDER BY received_at, internal_id"""
 # at most 64 of them, whatever the number of names it ingests). An ingestion tries each of its
 # events' buckets shared, a take tries its runs' cancel_on buckets exclusive; neither waits.
 CANCEL_LOCKS = 1_953_066_350  # the lock class (the first key of the two-key advisory locks)
-_BUCKET = "(hashtext({name}) & 63)"
-# an ingested event whose bucket a take holds (or held earlier in this transaction, whose
+# an ingested event whose bucket a take holds (or refused earlier in this transaction, whose
 # cancel matchers were then read without the take's runs) is noted, for its cancel matching to
 # be made again once the take ended; the try takes the bucket shared till the commit otherwise
-NOTE_UNLESS_SHARED = f"""
-INSERT INTO cancel_notes (event_id, bucket, tx)
-SELECT t.e, t.b, pg_current_xact_id()::text::bigint
-FROM (SELECT e, {_BUCKET.format(name="n")} AS b FROM unnest(%s::text[], %s::text[]) AS u(e, n)) t
-WHERE NOT pg_try_advisory_xact_lock_shared({CANCEL_LOCKS}, t.b)
-   OR EXISTS (SELECT 1 FROM cancel_notes c
-              WHERE c.bucket = t.b AND c.tx = pg_current_xact_id()::text::bigint)
-ON CONFLICT (event_id) DO NOTHING"""
+# (the function of PostgreSQL migration 8; the buckets: _late_cancels.bucket)
+NOTE_UNLESS_SHARED = "SELECT stepline_note_unless_shared(%s::text[], %s::int[])"
 # a take's buckets, exclusive till its commit, if no ingestion holds one (all of them tried)
 TRY_TAKE_BUCKETS = f"""
 SELECT coalesce(bool_and(pg_try_advisory_xact_lock({CANCEL_LOCKS}, b)), true)
-FROM (SELECT DISTINCT {_BUCKET.format(name="n")} AS b FROM unnest(%s::text[]) AS u(n)) t"""
+FROM unnest(%s::int[]) AS b"""
 # the notes of ended takes (their bucket taken shared: no take holds it), with their events
 CANCEL_NOTES = f"""
 SELECT c.event_id, e.received_at,

@@ -48,7 +48,7 @@ from stepline.store._pass_rules import commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._late_cancels import NOTES_AFTER_TAKE, late_cancels
+from stepline.store.postgres._late_cancels import NOTES_AFTER_TAKE, bucket, buckets, late_cancels
 from stepline.store.postgres._statements import Later, Statements
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
 from stepline.store.records import (
@@ -174,7 +174,7 @@ class PostgresTx:
         each event noted for ``late_cancels`` if a take holds its bucket (q.NOTE_UNLESS_SHARED;
         queued: no round trip)."""
         ids = [item.event.internal_id for item in items]
-        self._s.write(q.NOTE_UNLESS_SHARED, (ids, [item.event.name for item in items]))
+        self._s.write(q.NOTE_UNLESS_SHARED, (ids, [bucket(item.event.name) for item in items]))
 
     def _read_index_ahead(self, names: set[str], now: float) -> None:
         """The wait and cancel-matcher paths of each event name, and whether it has unindexed
@@ -304,7 +304,7 @@ class PostgresTx:
             # the names' buckets exclusive, then the read (its snapshot after them): the
             # ingestions that held one ended, and those after it note their events
             held, found = s.run_all(
-                [(q.TRY_TAKE_BUCKETS, (distinct,)), (q.EVENTS_RECEIVED, params)]
+                [(q.TRY_TAKE_BUCKETS, (buckets(distinct),)), (q.EVENTS_RECEIVED, params)]
             )
             if not held.fetchall()[0][0]:
                 raise TakeContended(f"an ingestion of {distinct} is in flight")
