@@ -16,6 +16,7 @@ from tests.store.builders import SERVED, T0, TTL, start
 
 from stepline.engine.writer import BatchWriter
 from stepline.store.postgres import PostgresStore
+from stepline.store.postgres._statements import _quiet
 from stepline.store.records import Lease
 
 Job = Callable[[Any], Any]
@@ -124,3 +125,38 @@ def test_a_refused_first_round_trip_does_not_check_the_pool(
     found, _ = batches(pg_store, [refused])
     assert isinstance(found[0][0], Exception)  # the job failed (made again alone: failed again)
     assert checks == []
+
+
+def test_writes_on_a_live_connection_make_one_round_trip(pg_store: PostgresStore) -> None:
+    # nothing to read on the pooled connection's socket: the COMMIT goes in the first round
+    # trip (an event sent from another process is one round trip, not a check and a commit)
+    def pause(tx: Any) -> Any:
+        tx.set_paused("fn", True, "app")
+        return tx.statements
+
+    found, writer = batches(pg_store, [pause])
+    assert found[0][0].round_trips == 1
+    assert (writer.transactions, writer.replays) == (1, 0)
+    assert pg_store.paused_functions("app") == {"fn"}
+
+
+def test_only_a_connection_with_nothing_to_read_is_quiet(pg_url: str) -> None:
+    # an ended connection has its end waiting to be read; so has one a notification reached
+    with (
+        psycopg.connect(pg_url, autocommit=True) as conn,
+        psycopg.connect(pg_url, autocommit=True) as other,
+    ):
+        conn.execute("LISTEN quiet_test")
+        assert _quiet(conn)
+        other.execute("NOTIFY quiet_test")
+        deadline = time.monotonic() + 30
+        while _quiet(conn):
+            assert time.monotonic() < deadline, "the notification never arrived"
+            time.sleep(0.001)
+        assert len(list(conn.notifies(timeout=0, stop_after=1))) == 1
+        assert _quiet(conn)
+        pid = conn.info.backend_pid
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        while _quiet(conn):
+            assert time.monotonic() < deadline, "the ended connection still looks quiet"
+            time.sleep(0.001)

@@ -40,6 +40,7 @@ each statement whose result is read).
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -71,7 +72,8 @@ class Statements:
         # a connection not checked before use (``unchecked``): its first round trip is the
         # check. When that round trip fails, the connection may have ended before the
         # transaction began (``stale``): nothing of it committed, since a COMMIT never goes in
-        # it (a transaction whose first round trip would carry its COMMIT checks first)
+        # it unless the connection's socket had nothing to read (``_quiet``: a connection the
+        # server ended has that end waiting); otherwise an empty statement checks it first
         self.unchecked = False
         self.stale = False
 
@@ -235,7 +237,8 @@ class Statements:
             self._depth -= 1
             for statement in last():
                 self._queue(statement)
-            if self.unchecked and not self.round_trips:  # never a COMMIT on an unchecked one
+            if self.unchecked and not self.round_trips and not _quiet(self.conn):
+                # never a COMMIT on an unchecked connection with something to read (see _quiet)
                 self.round_trips += 1
                 try:
                     self.conn.execute("")
@@ -388,6 +391,25 @@ def _merged(
         seen.add(table)
     close()
     return out
+
+
+def _quiet(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn``, idle, has nothing to read on its socket (a look without a round trip).
+    The server sends nothing unasked on an idle connection that does not ``LISTEN``; one it
+    ended (a restart, ``pg_terminate_backend``, a crashed backend) has that end waiting to be
+    read: its error message, or the end of the stream the kernel of a closed socket sent. Such
+    a connection, or one with anything else to read, is checked by a round trip before a
+    ``COMMIT`` is sent on it (``transaction``). A connection cut off without its end reaching
+    this machine (a network failure) looks quiet: its ``COMMIT``'s round trip then fails, and
+    its outcome is unknown (``maybe_committed``), as for a connection lost during a commit."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
 
 
 def _maybe_committed(conn: psycopg.Connection[Any], error: psycopg.Error) -> bool:

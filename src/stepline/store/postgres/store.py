@@ -335,10 +335,12 @@ class PostgresStore:
         exception, a statement the server refused, a lease lost); a lost connection is
         ``StoreUnavailable`` as in ``transaction()``, and so is a failed ``COMMIT`` round trip
         after which the transaction may have committed (never made again: that would apply
-        its jobs twice). Its connection is not checked before use: its first round trip, which
-        never carries the ``COMMIT`` (a transaction that would send everything at once checks
-        the connection first), fails when the connection had ended, and the transaction is
-        then made again carefully (``Replay``) on a checked one."""
+        its jobs twice). Its connection is not checked before use: its first round trip fails
+        when the connection had ended, and the transaction is then made again carefully
+        (``Replay``) on a checked one. That round trip carries the ``COMMIT`` (a transaction
+        that sends everything at once: an ingest, a batch of pass commits) only when the
+        connection's socket has nothing to read, which one the server ended has
+        (``_statements._quiet``); else an empty statement checks the connection first."""
         statements = None
         try:
             if not self._opened:
