@@ -16,7 +16,7 @@ async def test_a_commit_that_makes_work_due_wakes_the_watchers(pg_url: str) -> N
     watcher, sender = PostgresStore(pg_url), PostgresStore(pg_url)
     watcher.migrate()
     woken = threading.Event()
-    stop = watcher.watch(woken.set)
+    stop = watcher.watch(lambda named: woken.set())
     try:
         await until("the listener to say it listens", woken.is_set)  # woken once connected
         woken.clear()
@@ -54,6 +54,8 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
             await until("the worker to have looked for work once", lambda: worker.loops >= 1)
             await asyncio.to_thread(sender.send, Event("greet/please"))
             await asyncio.wait_for(done.wait(), 30)
+            # the notification named the new run: the worker leased it by name (one round trip)
+            assert worker.leased_by_name == 1
     finally:
         sender.close()
         app.close()

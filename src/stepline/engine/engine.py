@@ -7,6 +7,7 @@ writes goes through the ``BatchWriter`` so concurrent writers share transactions
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from stepline.cron import catch_up_tick
 from stepline.engine._handover import handed_over, listening
 from stepline.engine._ingest_batch import IngestBatcher
 from stepline.engine._system_events import ending_data, ending_names, not_started_reason
+from stepline.engine._wake import WakeSignal
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.changes import ChangeFeed, ingest_change
 from stepline.engine.driver import PYTHON, Driver
@@ -633,7 +635,7 @@ class Engine:
             self._wakers.append((asyncio.get_running_loop(), event))
             # other processes' commits wake this process's workers (PostgreSQL: LISTEN/NOTIFY)
             if self._unwatch is None and isinstance(self.store, WakeupSource):
-                self._unwatch = self.store.watch(self.wake_workers)
+                self._unwatch = self.store.watch(self._notified)
 
     def remove_waker(self, event: asyncio.Event) -> None:
         """Unregister a worker's wake-up signal."""
@@ -642,6 +644,14 @@ class Engine:
 
     def wake_workers(self, but: EagerWorker | None = None) -> None:
         """Tell this process's workers (``but`` one) that work may be due now."""
+        self._wake(but, ())
+
+    def _notified(self, named: Sequence[tuple[str, str]]) -> None:
+        """The store's wake-up (another thread): work may be due, or only the ``named`` new
+        runs (function id, run id), which a worker may lease by name (``WakeSignal``)."""
+        self._wake(None, named)
+
+    def _wake(self, but: EagerWorker | None, named: Sequence[tuple[str, str]]) -> None:
         with self._wakers_lock:
             wakers = list(self._wakers)
         if but is not None:
@@ -651,10 +661,14 @@ class Engine:
         except RuntimeError:
             current = None
         for loop, event in wakers:
+            if named and isinstance(event, WakeSignal):
+                wake: Callable[[], None] = functools.partial(event.name, named)
+            else:
+                wake = event.set
             if loop is current:
-                event.set()
+                wake()
             elif not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(wake)
 
     def close(self) -> None:
         """Stop threads and close the store."""

@@ -41,12 +41,13 @@ from collections.abc import Callable, Sequence
 from stepline._ids import new_id
 from stepline.clock import SystemClock
 from stepline.engine._attempts import fail_unloaded_run
+from stepline.engine._wake import WakeSignal
 from stepline.engine.changes import ingest_change
 from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
 from stepline.engine.executor import IN_PROCESS
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
-from stepline.store.interface import StoreTx
+from stepline.store.interface import NamedLeases, StoreTx
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     IngestResult,
@@ -158,7 +159,10 @@ class Worker:
         self.lease_ahead = lease_ahead
         self.active: dict[str, asyncio.Task[None]] = {}
         self.passes = 0
-        self._wake = asyncio.Event()
+        self._wake = WakeSignal()
+        # whether the last lease attempt filled every free slot (more may be due): runs named
+        # by a wake-up are then left to the next attempt, which leases in the fair order
+        self._backlogged = True
         self._stopping = asyncio.Event()
         self._leased_at = float("-inf")  # the time of the last lease attempt
         self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
@@ -167,6 +171,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
         self.heartbeats = 0  # heartbeat commits made (tests wait on it instead of on time)
+        self.leased_by_name = 0  # runs leased by name (named by a wake-up: NamedLeases)
         self.outage = StoreOutage(self.worker_id)
         self.failed: StoreError | None = None  # the store error that stopped this worker
         self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
@@ -235,30 +240,46 @@ class Worker:
                 log.warning("resuming %s of worker %s", _runs(reclaimed), self.worker_id)
             self.ready.set()
             self.tried.set()
-        self._wake.clear()
+        plain, named = self._wake.take()
         free = self.concurrency - len(self.active)
         leases: list[Lease] = []
+        if free > 0 and named and not plain and not self._backlogged:
+            # woken only for new runs another process made due: those of this worker's
+            # functions are leased by name (one round trip), and if that took them all there
+            # is nothing else to look for (_idle still sees any other due work)
+            served = engine.served.function_ids
+            mine = [run_id for run_id, fn in named.items() if fn in served][:free]
+            if mine:
+                leases = await self._lease_named(mine)
+                free -= len(leases)
+            if len(leases) == len(mine):
+                self.loops += 1
+                await self._idle(bool(leases))
+                return
         if free > 0:
             now = self._leased_at = engine.clock.now()
             cut_short = list(self._cut_short)
-            leases, housekept, inboxed = await engine.writer.write(
+            leased, housekept, inboxed = await engine.writer.write(
                 self._lease_job(now, free, cut_short)
             )
+            self._backlogged = len(leased) == free or inboxed
+            free -= len(leased)
+            leases += leased
             if inboxed:  # runs of handed-over events started (or more runs to cancel): now
                 self._wake.set()
             self._cut_short.difference_update(cut_short)
             self.outage.recovered()
-            _announce_takeovers(leases, self.worker_id)
+            _announce_takeovers(leased, self.worker_id)
             if housekept:
                 engine.changes.publish(ingest_change(housekept))
-            engine.changes.publish_runs([lease.run_id for lease in leases])
-            for lease in leases:
+            engine.changes.publish_runs([lease.run_id for lease in leased])
+            for lease in leased:
                 self._start_pass(lease)
         self.loops += 1
-        if leases and len(leases) == free:
+        if leases and not free:
             await asyncio.sleep(0)
             return
-        await self._idle()
+        await self._idle(bool(leases))
 
     async def _back_off(self) -> None:
         """Wait before trying the store again (real time: an outage is not virtual); a stop
@@ -268,8 +289,12 @@ class Worker:
         except TimeoutError:
             pass
 
-    async def _idle(self) -> None:
+    async def _idle(self, started: bool = False) -> None:
+        """Wait until work may be due (``started``: passes were just started, and begin first:
+        the read of the next due time, on another thread, would compete with them)."""
         engine = self.engine
+        if started:
+            await asyncio.sleep(0)
         next_due = await engine.read(engine.store.next_due_at, engine.served, scheduling=True)
         now = engine.clock.now()
         # a run may be leased lease_ahead before it is due (crons, deferrals and expired
@@ -305,6 +330,30 @@ class Worker:
         if self._stopping.is_set():
             return
         await engine.clock.sleep_until(deadline, self._wake, idle=not self.active)
+
+    async def _lease_named(self, run_ids: list[str]) -> list[Lease]:
+        """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)
+        and start their passes."""
+        engine = self.engine
+        now, ttl, served, max_passes = (
+            engine.clock.now(),
+            self.lease_ttl,
+            engine.served,
+            self.max_passes,
+        )
+
+        def job(tx: StoreTx) -> Callable[[], list[Lease]]:
+            if not isinstance(tx, NamedLeases):  # only such a store names runs
+                return list
+            return tx.lease_named(self.worker_id, now, run_ids, ttl, served, max_passes)
+
+        leases = (await engine.writer.write(job))()
+        self.leased_by_name += len(leases)
+        self.outage.recovered()
+        engine.changes.publish_runs([lease.run_id for lease in leases])
+        for lease in leases:
+            self._start_pass(lease)
+        return leases
 
     def _lease_job(
         self, now: float, limit: int, cut_short: list[str]

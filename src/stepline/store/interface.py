@@ -439,9 +439,35 @@ class WakeupSource(Protocol):
     ``LISTEN/NOTIFY``). Stores without it (memory, SQLite) rely on the in-process wake-up and
     the workers' poll."""
 
-    def watch(self, on_wake: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> Callable[[], None]:
         """Call ``on_wake`` (from another thread) whenever a committed write of any process
-        may have made work due; returns the function that stops watching."""
+        may have made work due; returns the function that stops watching. Its argument names
+        the (function id, run id) of new runs the write made due, when that is all it did and
+        they are few (else it is empty: look for any due work): a worker may lease those with
+        its transaction's ``lease_named`` (``NamedLeases``)."""
+        ...
+
+
+@runtime_checkable
+class NamedLeases(Protocol):
+    """A transaction of a ``WakeupSource`` store: leases runs named by a wake-up."""
+
+    def lease_named(
+        self,
+        owner: str,
+        now: float,
+        run_ids: Sequence[str],
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+    ) -> Callable[[], list[Lease]]:
+        """Lease those of ``run_ids`` that ``lease_due`` would take first, in one statement
+        and without a round trip of their own: runs of ``functions``, due, not leased, without
+        concurrency keys, of an unpaused function, that have not spent their passes nor passed
+        their start deadline, and with nothing of their function ahead of them in the queue
+        order (a due run other than the named ones, an expired lease); the others are left to
+        ``lease_due``. They are marked as ``lease_due`` marks them. Returns the function that
+        gives the leases once the transaction committed."""
         ...
 
 

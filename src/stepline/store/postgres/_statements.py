@@ -216,7 +216,7 @@ class Statements:
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
-    def transaction(self, last: Callable[[], Sequence[str]]) -> Iterator[None]:
+    def transaction(self, last: Callable[[], Sequence[tuple[str, Params]]]) -> Iterator[None]:
         """``BEGIN`` … ``COMMIT`` around the block (the connection is in autocommit mode): the
         ``BEGIN`` goes with the first statement, the ``COMMIT`` with what is still queued and
         the statements ``last()`` gives (a ``NOTIFY``, a ``SET LOCAL``), in one round trip. An
@@ -235,8 +235,8 @@ class Statements:
                 # and the jobs would be told their writes committed
                 raise Spoiled("a statement outside every savepoint failed: nothing can commit")
             self._depth -= 1
-            for statement in last():
-                self._queue(statement)
+            for statement, params in last():
+                self._queue(statement, params)
             if self.unchecked and not self.round_trips and not _quiet(self.conn):
                 # never a COMMIT on an unchecked connection with something to read (see _quiet)
                 self.round_trips += 1

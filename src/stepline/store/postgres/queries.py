@@ -257,24 +257,57 @@ SELECT run_id FROM queue
 WHERE run_id = ANY(%s) AND lease_owner IS NULL AND due_at <= %s FOR UPDATE SKIP LOCKED"""
 # the leases taken (queue), a RUN_STARTED row for each run's first pass (history: it reads the
 # runs as they were before the statement, as when it was sent before the update of runs) and the
-# runs marked leased, in one statement: its parts write different tables
-TAKE_LEASES = """
-WITH leased AS (
+# runs marked leased, in one statement: its parts write different tables. {runs}: the runs
+_TAKE = """
+leased AS (
     UPDATE queue SET lease_owner = %(owner)s, lease_token = %(token)s,
            lease_expires_at = %(expires)s, wake = false,
            app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
-    WHERE run_id = ANY(%(runs)s)),
+    WHERE run_id {runs}),
 started AS (
     INSERT INTO history (run_id, ts, kind, worker_id)
     SELECT run_id, %(now)s, 'RUN_STARTED', %(owner)s FROM runs
-    WHERE run_id = ANY(%(runs)s) AND started_at IS NULL
-      AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout))
-UPDATE runs SET status = 'RUNNING', worker_id = %(owner)s, passes = passes + 1,
-       started_at = CASE WHEN started_at IS NULL
-                          AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)
-                         THEN %(now)s ELSE started_at END,
-       app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
-WHERE run_id = ANY(%(runs)s)"""
+    WHERE run_id {runs} AND started_at IS NULL
+      AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)),
+marked AS (
+    UPDATE runs SET status = 'RUNNING', worker_id = %(owner)s, passes = passes + 1,
+           started_at = CASE WHEN started_at IS NULL
+                              AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)
+                             THEN %(now)s ELSE started_at END,
+           app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
+    WHERE run_id {runs})"""
+TAKE_LEASES = f"WITH {_TAKE.format(runs='= ANY(%(runs)s)')}\nSELECT 1"
+# A lease of named runs (the new runs a NOTIFY named, tx.lease_named), in one statement that
+# decides and takes: of %(runs)s, those of the served functions %(fns)s (of app %(app)s, or
+# of none), due, not leased, without concurrency keys, of an unpaused function, that have not
+# spent their passes nor passed their start deadline, and that nothing of their function is
+# ahead of (no due run earlier in the queue order, other than the named ones, and no expired
+# lease), locked SKIP LOCKED; the runs taken come back. Any other run is left to lease_due.
+LEASE_NAMED = f"""
+WITH picked AS (
+    SELECT run_id FROM queue q
+    WHERE run_id = ANY(%(runs)s) AND function_id = ANY(%(fns)s) AND app_id IN (%(app)s, '')
+      AND lease_owner IS NULL AND due_at <= %(now)s AND ckey1 IS NULL AND ckey2 IS NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM paused p
+          WHERE p.app_id IN (%(app)s, '') AND p.function_id = q.function_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM queue o
+          WHERE o.app_id IN (%(app)s, '') AND o.function_id = q.function_id
+            AND o.lease_owner IS NULL AND (o.due_at, o.run_id) < (q.due_at, q.run_id)
+            AND NOT o.run_id = ANY(%(runs)s))
+      AND NOT EXISTS (
+          SELECT 1 FROM queue o
+          WHERE o.app_id IN (%(app)s, '') AND o.function_id = q.function_id
+            AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= %(now)s)
+      AND EXISTS (
+          SELECT 1 FROM runs r
+          WHERE r.run_id = q.run_id AND r.passes < %(max_passes)s
+            AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout))
+    ORDER BY due_at, run_id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED),
+{_TAKE.format(runs="IN (SELECT run_id FROM picked)")}
+SELECT run_id FROM picked"""
 MARK_STEP_RUNNING = f"""
 INSERT INTO steps ({_STEP_COLUMNS})
 VALUES (%s, %s, %s, %s, %s, 'RUNNING', NULL, NULL, %s, NULL, %s, NULL)

@@ -46,7 +46,7 @@ from stepline.store.postgres._statements import Spoiled
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import Hints, LeaseTokens, PostgresTx
-from stepline.store.postgres.wakeups import NOTIFY, WakeupListener
+from stepline.store.postgres.wakeups import WakeupListener, notify
 from stepline.store.records import (
     AppRecord,
     EventFilter,
@@ -114,13 +114,14 @@ def _pool(
     )
 
 
-def _last_statements(tx: PostgresTx) -> list[str]:
-    """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits),
-    and for a transaction that need not be on disk when acknowledged (``PostgresTx.durable``),
-    a commit that does not wait for its WAL to be flushed."""
-    last = [NOTIFY] if tx.made_work else []
+def _last_statements(tx: PostgresTx) -> list[tuple[str, Any]]:
+    """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits;
+    naming the new runs when they are the only work it made: ``wakeups.notify``), and for a
+    transaction that need not be on disk when acknowledged (``PostgresTx.durable``), a commit
+    that does not wait for its WAL to be flushed."""
+    last = [notify(tx.new_runs, tx.made_work)] if tx.made_work or tx.new_runs else []
     if not tx.durable:
-        last.append(NO_FLUSH_WAIT)
+        last.append((NO_FLUSH_WAIT, None))
     return last
 
 
@@ -198,9 +199,10 @@ class PostgresStore:
                 self._read_pool.check()  # the other idle ones may be broken too: replaced
         raise AssertionError("unreachable")
 
-    def watch(self, on_wake: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> Callable[[], None]:
         """Call ``on_wake`` (from a listening thread) after every committed transaction of any
-        process that may have made work due (``LISTEN/NOTIFY``, see ``wakeups``)."""
+        process that may have made work due, with the new runs it names, if any
+        (``LISTEN/NOTIFY``, see ``wakeups``)."""
         listener = WakeupListener(self.url, on_wake)
         listener.start()
         return listener.stop

@@ -112,6 +112,10 @@ class PostgresTx:
         # released runs, freed concurrency slots, deferrals, schedules, resumed functions): the
         # store then sends NOTIFY before committing (wakeups.py)
         self.made_work = False
+        # the (function id, run id) of the runs it created due now, without concurrency keys,
+        # and not leased by itself: its NOTIFY names them when they are the only work it made
+        # (a worker leases those with one statement: lease_named)
+        self.new_runs: dict[str, str] = {}
         # whether the transaction must be on disk before it is acknowledged: not when it only
         # leased runs, renewed leases, looked for due crons and flushed debounces or batches
         # (verbs that pass durable=False). Such a transaction lost in a crash of the server
@@ -583,7 +587,10 @@ class PostgresTx:
         self._s.write_many(q.INSERT_EVENT_EFFECT, effects)
 
     def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
-        self.made_work = True
+        if (due_at is None or due_at <= now) and not new_run.admission.concurrency:
+            self.new_runs[new_run.run_id] = new_run.function_id
+        else:
+            self.made_work = True  # a run due later (a worker's next due time moved) or keyed
         s = self._s
         s.write(
             q.CREATE_RUN,
@@ -877,6 +884,8 @@ class PostgresTx:
                 taken = fail_spent(self, taken, now, max_passes, failed)
             if taken:
                 self._tokens.remember(token, owner)
+                for run_id in taken:  # leased here: no other worker need look for them
+                    self.new_runs.pop(run_id, None)
                 app_id = functions.app_id
                 s.write(
                     q.TAKE_LEASES,
@@ -897,6 +906,45 @@ class PostgresTx:
             Lease(r, token, previous[r], ahead.get(r), functools.partial(loaded.state, r))
             for r in taken
         ]
+
+    def lease_named(
+        self,
+        owner: str,
+        now: float,
+        run_ids: Sequence[str],
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+    ) -> Callable[[], list[Lease]]:
+        """``NamedLeases.lease_named``: one statement deciding and taking (``LEASE_NAMED``),
+        and the runs as leased (``LOAD_RUNS``), queued: sent with the ``COMMIT``."""
+        token = secrets.token_hex(8)
+        if self._presence is not None:
+            token = self._presence.token_prefix(owner) + token
+        self._tokens.remember(token, owner)
+        runs = list(dict.fromkeys(run_ids))
+        params = {
+            "owner": owner,
+            "token": token,
+            "expires": now + ttl,
+            "app": functions.app_id,
+            "runs": runs,
+            "fns": list(functions.function_ids),
+            "now": now,
+            "limit": len(runs),
+            "max_passes": max_passes,
+        }
+        with self._savepoint(durable=False) as s:
+            taken = s.read_later(q.LEASE_NAMED, params)
+            loaded = _rows.LoadedRuns(s.read_later(q.LOAD_RUNS, (runs,)))
+
+        def leases() -> list[Lease]:
+            return [
+                Lease(r[0], token, None, None, functools.partial(loaded.state, r[0]))
+                for r in taken.rows or ()
+            ]
+
+        return leases
 
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         if self._s.optimistic:  # none (the usual case), or the server fails the transaction

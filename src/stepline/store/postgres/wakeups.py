@@ -8,28 +8,63 @@ listening connection (a daemon thread) and wakes its workers on every notificati
 look for due work at once instead of at their next poll. The workers' bounded poll stays as the
 safety net: a notification lost while the listener reconnects costs at most one poll interval
 (the listener also wakes the workers each time it has reconnected).
+
+A transaction whose only work made is a few new runs due now (an event sent, usually) names them
+in the notification's payload (``notify``): a worker serving their function may lease them with
+one statement sent with its ``COMMIT`` (``PostgresTx.lease_named``, one round trip) instead of
+looking for any due work (``lease_due``: two). A notification without a payload says "look".
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import psycopg
 
 CHANNEL = "stepline"
 NOTIFY = "NOTIFY stepline"
+NOTIFY_NAMING = "SELECT pg_notify('stepline', %s)"
+MAX_NAMED = 16  # new runs a notification names at most (more: a plain one)
+_MAX_PAYLOAD = 4000  # bytes (PostgreSQL's bound is 8,000)
 _CHECK_STOP = 0.05  # seconds between looks at the stop flag (how long stop() may wait)
 _RETRY = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnection attempts
 
 log = logging.getLogger("stepline.store.postgres")
 
 
-class WakeupListener:
-    """Calls ``on_wake`` (from its own thread) for each notification on ``stepline``."""
+def notify(new_runs: Mapping[str, str], made_other_work: bool) -> tuple[str, Any]:
+    """The statement that wakes the workers of a transaction that created ``new_runs`` (run id:
+    function id; due now, without concurrency keys) and, ``made_other_work``, made other work
+    due: naming the runs (a JSON list of [function id, run id]) when they are all it made and
+    at most ``MAX_NAMED``, else a plain ``NOTIFY``."""
+    if made_other_work or len(new_runs) > MAX_NAMED:
+        return NOTIFY, None
+    payload = json.dumps([[fn, run] for run, fn in new_runs.items()], separators=(",", ":"))
+    if len(payload.encode()) > _MAX_PAYLOAD:
+        return NOTIFY, None
+    return NOTIFY_NAMING, (payload,)
 
-    def __init__(self, url: str, on_wake: Callable[[], None]) -> None:
+
+def named_runs(payload: str) -> list[tuple[str, str]]:
+    """The (function id, run id) a notification's payload names (none: look for any work)."""
+    if not payload:
+        return []
+    try:
+        found = json.loads(payload)
+        return [(str(fn), str(run)) for fn, run in found]
+    except (ValueError, TypeError):  # not ours: a plain wake-up
+        return []
+
+
+class WakeupListener:
+    """Calls ``on_wake`` (from its own thread) for each notification on ``stepline``, with the
+    runs it names (``named_runs``; empty: look for any due work)."""
+
+    def __init__(self, url: str, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> None:
         self._url = url
         self._on_wake = on_wake
         self._stopped = threading.Event()
@@ -51,7 +86,7 @@ class WakeupListener:
                 with psycopg.connect(self._url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     failures = 0
-                    self._on_wake()  # anything committed while nobody listened
+                    self._on_wake(())  # anything committed while nobody listened
                     self._listen(conn)
             except psycopg.Error as exc:
                 delay = _RETRY[min(failures, len(_RETRY) - 1)]
@@ -62,8 +97,8 @@ class WakeupListener:
 
     def _listen(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         while not self._stopped.is_set():
-            for _ in conn.notifies(timeout=_CHECK_STOP):
+            for notification in conn.notifies(timeout=_CHECK_STOP):
                 self.notifications += 1
-                self._on_wake()
+                self._on_wake(named_runs(notification.payload))
                 if self._stopped.is_set():
                     return

@@ -1,0 +1,43 @@
+"""A worker's wake-up signal, saying why it was set.
+
+``set()`` (a pass ended, an in-process send, a plain notification, a stop): look for any due
+work. ``name(runs)`` (a notification naming the new runs another process's transaction made due,
+and nothing else: ``store/postgres/wakeups.py``): a lease of those runs may do. ``take()``
+clears the signal and says which it was since the last ``take()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+MAX_NAMED = 64  # runs kept between two takes (more: look for any due work)
+
+
+class WakeSignal(asyncio.Event):
+    """An ``asyncio.Event`` that also keeps the runs named since it was last taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._plain = False
+        self._named: dict[str, str] = {}  # run id: function id
+
+    def set(self) -> None:
+        self._plain = True
+        super().set()
+
+    def name(self, runs: Sequence[tuple[str, str]]) -> None:
+        """Wake for the (function id, run id) ``runs`` only (in the signal's event loop)."""
+        for function_id, run_id in runs:
+            self._named[run_id] = function_id
+        if len(self._named) > MAX_NAMED:
+            self._plain = True
+        super().set()
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        """Clear the signal; whether it was set to look for any work since the last take, and
+        the runs named since then (run id: function id)."""
+        plain, named = self._plain, self._named
+        self._plain, self._named = False, {}
+        self.clear()
+        return plain, named
