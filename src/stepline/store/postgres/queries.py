@@ -308,6 +308,8 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED),
 {_TAKE.format(runs="IN (SELECT run_id FROM picked)")}
 SELECT run_id FROM picked"""
+GENERIC_PLANS = "SET LOCAL plan_cache_mode TO force_generic_plan"
+DEFAULT_PLANS = "SET LOCAL plan_cache_mode TO DEFAULT"
 MARK_STEP_RUNNING = f"""
 INSERT INTO steps ({_STEP_COLUMNS})
 VALUES (%s, %s, %s, %s, %s, 'RUNNING', NULL, NULL, %s, NULL, %s, NULL)

@@ -935,8 +935,12 @@ class PostgresTx:
             "max_passes": max_passes,
         }
         with self._savepoint(durable=False) as s:
+            # planned once per connection (a prepared statement's generic plan): planning them
+            # for each lease cost more than executing them
+            s.write(q.GENERIC_PLANS)
             taken = s.read_later(q.LEASE_NAMED, params)
             loaded = _rows.LoadedRuns(s.read_later(q.LOAD_RUNS, (runs,)))
+            s.write(q.DEFAULT_PLANS)
 
         def leases() -> list[Lease]:
             return [
