@@ -283,30 +283,43 @@ TAKE_LEASES = f"WITH {_TAKE.format(runs='= ANY(%(runs)s)')}\nSELECT 1"
 # spent their passes nor passed their start deadline, and that nothing of their function is
 # ahead of (no due run earlier in the queue order, other than the named ones, and no expired
 # lease), locked SKIP LOCKED; the runs taken come back. Any other run is left to lease_due.
+# Each look is a probe by key whatever the plan: the named rows by their primary key, then per
+# row and app (the served one, and none) a subquery in the order of queue_fn_due /
+# queue_fn_lease, LIMIT 1 (it stops at the first row ahead; without the ORDER BY a plan may scan
+# the table for that row, and with both apps in one subquery it sorts all the rows ahead), and
+# one on the run's primary key; the writes by primary key (= ANY(ARRAY)). Planned once per
+# connection (tx.lease_named sends it with plan_cache_mode force_generic_plan).
+_AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
+           WHERE o.app_id = {app} AND o.function_id = n.function_id
+             AND o.lease_owner IS NULL AND o.due_at <= n.due_at
+             AND (o.due_at, o.run_id) < (n.due_at, n.run_id)
+             AND NOT o.run_id = ANY(%(runs)s)
+           ORDER BY o.due_at, o.run_id LIMIT 1) IS NULL
+      AND (SELECT 1 FROM queue o
+           WHERE o.app_id = {app} AND o.function_id = n.function_id
+             AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= %(now)s
+           ORDER BY o.lease_expires_at LIMIT 1) IS NULL"""
 LEASE_NAMED = f"""
-WITH picked AS (
-    SELECT run_id FROM queue q
-    WHERE run_id = ANY(%(runs)s) AND function_id = ANY(%(fns)s) AND app_id IN (%(app)s, '')
-      AND lease_owner IS NULL AND due_at <= %(now)s AND ckey1 IS NULL AND ckey2 IS NULL
-      AND NOT EXISTS (
-          SELECT 1 FROM paused p
-          WHERE p.app_id IN (%(app)s, '') AND p.function_id = q.function_id)
-      AND NOT EXISTS (
-          SELECT 1 FROM queue o
-          WHERE o.app_id IN (%(app)s, '') AND o.function_id = q.function_id
-            AND o.lease_owner IS NULL AND (o.due_at, o.run_id) < (q.due_at, q.run_id)
-            AND NOT o.run_id = ANY(%(runs)s))
-      AND NOT EXISTS (
-          SELECT 1 FROM queue o
-          WHERE o.app_id IN (%(app)s, '') AND o.function_id = q.function_id
-            AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= %(now)s)
-      AND EXISTS (
-          SELECT 1 FROM runs r
-          WHERE r.run_id = q.run_id AND r.passes < %(max_passes)s
-            AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout))
+WITH named AS MATERIALIZED (
+    SELECT run_id, function_id, due_at FROM queue
+    WHERE run_id = ANY(%(runs)s)
+      AND function_id = ANY(%(fns)s) AND app_id IN (%(app)s, '')
+      AND lease_owner IS NULL AND due_at <= %(now)s AND ckey1 IS NULL AND ckey2 IS NULL),
+eligible AS MATERIALIZED (
+    SELECT n.run_id FROM named n
+    WHERE (SELECT 1 FROM paused p
+           WHERE p.app_id IN (%(app)s, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
+      {_AHEAD_OF_NAMED.format(app="%(app)s")}
+      {_AHEAD_OF_NAMED.format(app="''")}
+      AND (SELECT 1 FROM runs r
+           WHERE r.run_id = n.run_id AND r.passes < %(max_passes)s
+             AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout)) = 1),
+picked AS (
+    SELECT run_id FROM queue
+    WHERE run_id = ANY(ARRAY(SELECT run_id FROM eligible)) AND lease_owner IS NULL
     ORDER BY due_at, run_id LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED),
-{_TAKE.format(runs="IN (SELECT run_id FROM picked)")}
+{_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))")}
 SELECT run_id FROM picked"""
 GENERIC_PLANS = "SET LOCAL plan_cache_mode TO force_generic_plan"
 DEFAULT_PLANS = "SET LOCAL plan_cache_mode TO DEFAULT"
