@@ -39,6 +39,9 @@ class SystemClock:
         if wake.is_set():
             return
         try:
-            await asyncio.wait_for(wake.wait(), timeout)
+            # in this task (wait_for would wrap the wait in a task of its own: a wake-up then
+            # took two more turns of the event loop to reach the sleeper)
+            async with asyncio.timeout(timeout):
+                await wake.wait()
         except TimeoutError:
             pass

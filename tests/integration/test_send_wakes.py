@@ -5,16 +5,16 @@ more than start runs it was handed (a wait resumed, a run it could not take)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
+from stepline.engine._wake import WakeSignal
 
 
-class CountingEvent(asyncio.Event):
+class CountingEvent(WakeSignal):
     def __init__(self) -> None:
         super().__init__()
         self.sets = 0
