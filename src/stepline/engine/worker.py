@@ -163,6 +163,7 @@ class Worker:
         # whether the last lease attempt filled every free slot (more may be due): runs named
         # by a wake-up are then left to the next attempt, which leases in the fair order
         self._backlogged = True
+        self._next_due: float | None = None  # as the last read of it said (_idle)
         self._stopping = asyncio.Event()
         self._leased_at = float("-inf")  # the time of the last lease attempt
         self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
@@ -246,7 +247,9 @@ class Worker:
         if free > 0 and named and not plain and not self._backlogged:
             # woken only for new runs another process made due: those of this worker's
             # functions are leased by name (one round trip), and if that took them all there
-            # is nothing else to look for (_idle still sees any other due work)
+            # is nothing else to look for. What else is due is what the last read of the next
+            # due time said: anything due since then came with a plain wake-up, and a lease
+            # only moves its runs' due time away (no read racing the passes just started)
             served = engine.served.function_ids
             mine = [run_id for run_id, fn in named.items() if fn in served][:free]
             if mine:
@@ -254,7 +257,7 @@ class Worker:
                 free -= len(leases)
             if len(leases) == len(mine):
                 self.loops += 1
-                await self._idle(bool(leases))
+                await self._idle(read=False)
                 return
         if free > 0:
             now = self._leased_at = engine.clock.now()
@@ -279,7 +282,7 @@ class Worker:
         if leases and not free:
             await asyncio.sleep(0)
             return
-        await self._idle(bool(leases))
+        await self._idle()
 
     async def _back_off(self) -> None:
         """Wait before trying the store again (real time: an outage is not virtual); a stop
@@ -289,13 +292,15 @@ class Worker:
         except TimeoutError:
             pass
 
-    async def _idle(self, started: bool = False) -> None:
-        """Wait until work may be due (``started``: passes were just started, and begin first:
-        the read of the next due time, on another thread, would compete with them)."""
+    async def _idle(self, *, read: bool = True) -> None:
+        """Wait until work may be due (``read=False``: as the last read of the next due time
+        said)."""
         engine = self.engine
-        if started:
-            await asyncio.sleep(0)
-        next_due = await engine.read(engine.store.next_due_at, engine.served, scheduling=True)
+        if read:
+            self._next_due = await engine.read(
+                engine.store.next_due_at, engine.served, scheduling=True
+            )
+        next_due = self._next_due
         now = engine.clock.now()
         # a run may be leased lease_ahead before it is due (crons, deferrals and expired
         # leases only when due: the lease attempt made ahead did not take those)
