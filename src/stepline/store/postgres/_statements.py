@@ -216,10 +216,13 @@ class Statements:
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
-    def transaction(self, last: Callable[[], Sequence[tuple[str, Params]]]) -> Iterator[None]:
+    def transaction(
+        self, last: Callable[[], Sequence[tuple[str, Params, str | None]]]
+    ) -> Iterator[None]:
         """``BEGIN`` … ``COMMIT`` around the block (the connection is in autocommit mode): the
         ``BEGIN`` goes with the first statement, the ``COMMIT`` with what is still queued and
-        the statements ``last()`` gives (a ``NOTIFY``, a ``SET LOCAL``), in one round trip. An
+        the statements ``last()`` gives (query, parameters, ``write`` table: a ``NOTIFY``, a
+        ``SET LOCAL``), in one round trip. An
         exception rolls it all back; when the ``COMMIT``'s round trip failed and the
         transaction may have committed all the same, ``maybe_committed`` is set
         (``_maybe_committed``)."""
@@ -235,8 +238,8 @@ class Statements:
                 # and the jobs would be told their writes committed
                 raise Spoiled("a statement outside every savepoint failed: nothing can commit")
             self._depth -= 1
-            for statement, params in last():
-                self._queue(statement, params)
+            for statement, params, table in last():
+                self._queue(statement, params, table)
             if self.unchecked and not self.round_trips and not _quiet(self.conn):
                 # never a COMMIT on an unchecked connection with something to read (see _quiet)
                 self.round_trips += 1

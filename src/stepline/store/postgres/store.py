@@ -114,14 +114,16 @@ def _pool(
     )
 
 
-def _last_statements(tx: PostgresTx) -> list[tuple[str, Any]]:
+def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
     """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits;
     naming the new runs when they are the only work it made: ``wakeups.notify``), and for a
     transaction that need not be on disk when acknowledged (``PostgresTx.durable``), a commit
     that does not wait for its WAL to be flushed."""
-    last = [notify(tx.new_runs, tx.made_work)] if tx.made_work or tx.new_runs else []
+    last: list[tuple[str, Any, str | None]] = []
+    if tx.made_work or tx.new_runs:
+        last.append(notify(tx.new_runs, tx.made_work))
     if not tx.durable:
-        last.append((NO_FLUSH_WAIT, None))
+        last.append((NO_FLUSH_WAIT, None, None))
     return last
 
 

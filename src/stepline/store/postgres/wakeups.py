@@ -26,8 +26,10 @@ from typing import Any
 import psycopg
 
 CHANNEL = "stepline"
-NOTIFY = "NOTIFY stepline"
-NOTIFY_NAMING = "SELECT pg_notify('stepline', %s)"
+# pg_notify (not NOTIFY): a write that reads nothing, sent as the last part of the statement of
+# the writes before it (_statements._merged: a statement less a transaction); "": plain
+NOTIFY = "SELECT pg_notify('stepline', %s)"
+NOTIFY_TABLE = "\x00notify"  # its write(table=…): no table of the database
 MAX_NAMED = 16  # new runs a notification names at most (more: a plain one)
 _MAX_PAYLOAD = 4000  # bytes (PostgreSQL's bound is 8,000)
 _CHECK_STOP = 0.05  # seconds between looks at the stop flag (how long stop() may wait)
@@ -36,17 +38,17 @@ _RETRY = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnection attempts
 log = logging.getLogger("stepline.store.postgres")
 
 
-def notify(new_runs: Mapping[str, str], made_other_work: bool) -> tuple[str, Any]:
-    """The statement that wakes the workers of a transaction that created ``new_runs`` (run id:
-    function id; due now, without concurrency keys) and, ``made_other_work``, made other work
-    due: naming the runs (a JSON list of [function id, run id]) when they are all it made and
-    at most ``MAX_NAMED``, else a plain ``NOTIFY``."""
-    if made_other_work or len(new_runs) > MAX_NAMED:
-        return NOTIFY, None
-    payload = json.dumps([[fn, run] for run, fn in new_runs.items()], separators=(",", ":"))
-    if len(payload.encode()) > _MAX_PAYLOAD:
-        return NOTIFY, None
-    return NOTIFY_NAMING, (payload,)
+def notify(new_runs: Mapping[str, str], made_other_work: bool) -> tuple[str, Any, str]:
+    """The statement (query, parameters, its ``write`` table) that wakes the workers of a
+    transaction that created ``new_runs`` (run id: function id; due now, without concurrency
+    keys) and, ``made_other_work``, made other work due: naming the runs (a JSON list of
+    [function id, run id]) when they are all it made and at most ``MAX_NAMED``, else plain."""
+    payload = ""
+    if not made_other_work and len(new_runs) <= MAX_NAMED:
+        named = json.dumps([[fn, run] for run, fn in new_runs.items()], separators=(",", ":"))
+        if len(named.encode()) <= _MAX_PAYLOAD:
+            payload = named
+    return NOTIFY, (payload,), NOTIFY_TABLE
 
 
 def named_runs(payload: str) -> list[tuple[str, str]]:
