@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from stepline.store.records import RunFilter
+from stepline.store.sqlite import SQLiteStore
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 60.0
 
@@ -59,6 +62,29 @@ class Cli:
             timeout=timeout,
             check=False,
         )
+
+    def statuses(self, function_id: str | None = None) -> list[tuple[str, str]]:
+        """(function id, status) of the database's runs, newest first, read in this process: what
+        a wait polls (a CLI process for each poll cost ~0.2 s of CPU); what a command shows is
+        asserted through the command."""
+        if not (self.cwd / "x.db").exists():
+            return []
+        store = SQLiteStore(self.cwd / "x.db")
+        try:
+            return [(r.function_id, r.status) for r in store.list_runs(RunFilter(function_id))]
+        finally:
+            store.close()
+
+    def status(self, run_id: str) -> str | None:
+        """A run's status, read in this process (see ``statuses``)."""
+        if not (self.cwd / "x.db").exists():
+            return None
+        store = SQLiteStore(self.cwd / "x.db")
+        try:
+            record = store.get_run(run_id)
+            return None if record is None else record.status
+        finally:
+            store.close()
 
     def json(self, *args: str) -> Any:
         """Run a command that prints JSON (``--json`` is added) and parse its output."""
@@ -201,8 +227,7 @@ def test_worker_runs_events_sent_by_send_and_stops_on_sigterm(cli: Cli, tmp_path
     assert "process-order" in sent.stdout
 
     def completed() -> list[str]:
-        listed = cli.run("runs", "list", "--db", cli.db, "--json", "--status", "COMPLETED")
-        return [run["function_id"] for run in json.loads(listed.stdout)]
+        return [function_id for function_id, status in cli.statuses() if status == "COMPLETED"]
 
     wait_until(
         lambda: sorted(completed()) == ["process-order", "send-receipt"],

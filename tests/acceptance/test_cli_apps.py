@@ -71,7 +71,7 @@ def test_two_app_processes_share_a_database_and_waiting_runs_are_shown(
         "worker", "shop:app", "--db", cli.db, output=shop_log, STEPLINE_WORKER_ID="w-shop"
     )
     wait_until(
-        lambda: show(cli, shop_run)["status"] == "SLEEPING",
+        lambda: cli.status(shop_run) == "SLEEPING",
         "shop's run to sleep",
         process=shop,
         output=shop_log,
@@ -85,7 +85,7 @@ def test_two_app_processes_share_a_database_and_waiting_runs_are_shown(
         "worker", "billing:app", "--db", cli.db, output=billing_log, STEPLINE_WORKER_ID="w-billing"
     )
     wait_until(
-        lambda: show(cli, billing_run)["status"] == "SLEEPING",
+        lambda: cli.status(billing_run) == "SLEEPING",
         "billing's run to sleep",
         process=billing,
         output=billing_log,

@@ -97,8 +97,8 @@ def test_tick_is_how_often_the_worker_looks_for_work_other_processes_made(
     assert sent.returncode == 0, sent.stderr
 
     def completed() -> bool:
-        runs = cli.json("runs", "list", "--db", cli.db, "--function", "hello")
-        return bool(runs) and runs[0]["status"] == "COMPLETED"
+        runs = cli.statuses("hello")
+        return bool(runs) and runs[0][1] == "COMPLETED"
 
     wait_until(completed, "the run the other process started", process=dev, output=log)
     [run] = cli.json("runs", "list", "--db", cli.db, "--function", "hello")

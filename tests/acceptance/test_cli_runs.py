@@ -90,10 +90,8 @@ def show(cli: Cli, run_id: str) -> dict[str, Any]:
 
 
 def wait_for_status(cli: Cli, run_id: str, status: str, process: subprocess.Popen[bytes]) -> None:
-    """Poll ``runs show --json`` until the run is in ``status``."""
-    wait_until(
-        lambda: show(cli, run_id)["status"] == status, f"run {run_id} {status}", process=process
-    )
+    """Poll until the run is in ``status``."""
+    wait_until(lambda: cli.status(run_id) == status, f"run {run_id} {status}", process=process)
 
 
 def on_a_terminal(cli: Cli, *args: str, answer: str) -> subprocess.CompletedProcess[bytes]:
