@@ -29,17 +29,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """How the suite is spread over its processes (``pytest -n 4 --dist loadgroup``,
-    scripts/test): the tests of a module that use one of its module-scoped fixtures (a server, a
-    browser, SDK apps) run in one process, which sets the fixture up once (spread, each process
-    set it up again); and the real-process tests (marked ``slow``, the longest) are handed out
-    first, so that no process is left running one of them at the end while the others idle."""
+    """How the suite is spread over its processes (``pytest -n 4 --dist loadgroup
+    --no-loadscope-reorder``, scripts/test): the tests of a module that use one of its
+    module-scoped fixtures (a server, a browser, SDK apps) run in one process, which sets the
+    fixture up once (spread, each process set it up again); every other test is handed out
+    alone, in the order collected (the real-process tests in the middle, spread among light
+    ones; the quick unit tests last, so no process idles long at the end)."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
         if any(d[-1].scope in ("module", "package", "class") for d in defs if d):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
