@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import pgtest
+import sqlitetest
 from stepline import App
 from stepline.testing import TestEngine
 
@@ -85,6 +86,9 @@ def make_engine(app: App, store_kind: str, tmp_path: Path) -> Callable[..., Test
     """``async with make_engine() as t:`` runs ``app`` with a worker and a MockClock."""
 
     def make(**options: Any) -> TestEngine:
-        return TestEngine(app, store=store_kind, path=tmp_path / "stepline.db", **options)
+        path = tmp_path / "stepline.db"
+        if store_kind == "sqlite":
+            sqlitetest.fresh_database(path)
+        return TestEngine(app, store=store_kind, path=path, **options)
 
     return make

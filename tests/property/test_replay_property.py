@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pgtest
+import sqlitetest
 from stepline import App, Context, Event, StepError, TriggerEvent
 from stepline.store import MemoryStore, SQLiteStore
 from stepline.store.interface import Store
@@ -95,7 +96,8 @@ def fresh_store(kind: str, folder: str) -> Store:
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite":
-        return SQLiteStore(os.path.join(folder, "stepline.db"), synchronous="NORMAL")
+        path = sqlitetest.fresh_database(os.path.join(folder, "stepline.db"))
+        return SQLiteStore(path, synchronous="NORMAL")
     pgtest.empty_database(kind)
     return PostgresStore(kind)
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+import sqlitetest
 from stepline import App
 from stepline.server import ServerSettings, create_app
 from stepline.testing import TestEngine
@@ -59,7 +60,10 @@ def serve(app: App, store_kind: str, tmp_path: Path) -> ServeFn:
     async def open_(
         settings: ServerSettings | None = None, **options: Any
     ) -> AsyncIterator[tuple[httpx.AsyncClient, TestEngine]]:
-        async with TestEngine(app, store=store_kind, path=tmp_path / "db.sqlite", **options) as t:
+        path = tmp_path / "db.sqlite"
+        if store_kind == "sqlite":
+            sqlitetest.fresh_database(path)
+        async with TestEngine(app, store=store_kind, path=path, **options) as t:
             asgi = create_app(app, settings or open_settings())
             transport = httpx.ASGITransport(app=asgi)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import sqlitetest
 from stepline.store import MemoryStore, SQLiteStore, Store
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def open_backend(kind: str, path: Path, pg_url: str | None = None) -> Store:
     if kind == "memory":
         store = MemoryStore()
     elif kind == "sqlite":
-        store = SQLiteStore(path)
+        store = SQLiteStore(sqlitetest.fresh_database(path))
     else:
         from stepline.store.postgres import PostgresStore
 
@@ -46,7 +47,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     """A fresh SQLite store (for backend-specific tests)."""
-    opened = SQLiteStore(tmp_path / "s.db")
+    opened = SQLiteStore(sqlitetest.fresh_database(tmp_path / "s.db"))
     opened.migrate()
     yield opened
     opened.close()
