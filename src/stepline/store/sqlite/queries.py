@@ -121,26 +121,28 @@ SELECT * FROM (
     WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NOT NULL
       AND lease_expires_at <= ?1
     ORDER BY due_at, run_id LIMIT ?3)"""
-# a run's concurrency-key group, as the queue_fn_group index has it
+# a run's concurrency-key group, as the queue_fn_group index has it (runs with a key only)
 _GROUP = "(coalesce(ckey1, '') || char(30) || coalesce(ckey2, ''))"
+_KEYED = "lease_owner IS NULL AND ckey1 IS NOT NULL"
 # The oldest due run of each concurrency-key group of one function (``?1`` app id, ``?2``
 # function id) whose group sorts after ``?3``, visiting at most ``?4`` groups (a skip-scan of
 # queue_fn_group: two index probes a group); ``?5`` the time runs are due by. A visited group
-# without a due run gives a row of NULLs but its name (where the next call starts).
+# without a due run gives a row of NULLs but its name (where the next call starts). Runs without
+# a concurrency key are not visited: their oldest are DUE_ARM's.
 GROUP_HEADS = f"""
 WITH RECURSIVE g(k) AS (
     SELECT (SELECT {_GROUP} FROM queue
-            WHERE app_id = ?1 AND function_id = ?2 AND lease_owner IS NULL AND {_GROUP} > ?3
+            WHERE app_id = ?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} > ?3
             ORDER BY {_GROUP} LIMIT 1)
     UNION ALL
     SELECT (SELECT {_GROUP} FROM queue
-            WHERE app_id = ?1 AND function_id = ?2 AND lease_owner IS NULL AND {_GROUP} > g.k
+            WHERE app_id = ?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} > g.k
             ORDER BY {_GROUP} LIMIT 1)
     FROM g WHERE g.k IS NOT NULL LIMIT ?4)
 SELECT g.k, q.run_id, q.due_at, q.ckey1, q.climit1, q.ckey2, q.climit2
 FROM g LEFT JOIN queue q ON q.run_id = (
     SELECT run_id FROM queue
-    WHERE app_id = ?1 AND function_id = ?2 AND lease_owner IS NULL AND {_GROUP} = g.k
+    WHERE app_id = ?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} = g.k
       AND due_at <= ?5
     ORDER BY due_at, run_id LIMIT 1)
 WHERE g.k IS NOT NULL"""

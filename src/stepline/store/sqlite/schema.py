@@ -334,4 +334,16 @@ MIGRATIONS: tuple[str, ...] = (
         tx INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 17: fewer index entries moved each time a run becomes due, is leased, woken or cancelled
+    # (each costs a B-tree delete and insert): ``queue_due`` served only the global reads
+    # (``stats``, ``next_due_at`` of every function), which ``queue_fn_due`` serves as well;
+    # ``queue_fn_group`` holds only the runs with a concurrency key (a function without one
+    # has a single group, whose oldest due run ``queue_fn_due`` already gives the lease)
+    """
+    DROP INDEX queue_due;
+    DROP INDEX queue_fn_group;
+    CREATE INDEX queue_fn_group ON queue(
+        app_id, function_id, (coalesce(ckey1, '') || char(30) || coalesce(ckey2, '')), due_at)
+        WHERE lease_owner IS NULL AND ckey1 IS NOT NULL;
+    """,
 )
