@@ -15,6 +15,7 @@ from stepline.store._pass_rules import PassTx
 from stepline.store._primitives import EndedRun, LeasePrimitives, ResumedWait
 from stepline.store.records import (
     Admission,
+    EventFilter,
     EventIngest,
     HistoryRecord,
     MatcherSpec,
@@ -46,18 +47,19 @@ def primitives(store: Store) -> Iterator[PassTx]:
         yield cast(PassTx, tx)
 
 
-def test_insert_event_is_new_once_per_sender_id_within_a_day(store: Store) -> None:
+def test_insert_events_is_new_once_per_sender_id_within_a_day(store: Store) -> None:
     with primitives(store) as tx:
-        assert tx.insert_event(event("e1", sender_id="s"), T0)
-        assert not tx.insert_event(event("e2", sender_id="s"), T0 + 10)
-        assert tx.insert_event(event("e3"), T0)  # no sender id: always new
-        assert tx.insert_event(event("e4"), T0)
+        first = [event("e1", sender_id="s"), event("e2", sender_id="s"), event("e3"), event("e4")]
+        # an earlier event of the same list counts; no sender id: always new
+        assert tx.insert_events(first, T0) == [True, False, True, True]
     with primitives(store) as tx:
-        assert not tx.insert_event(event("e5", sender_id="s"), T0 + DAY - 1)
-        assert tx.insert_event(event("e6", sender_id="s"), T0 + DAY + 1)  # seen a day ago
-        assert not tx.insert_event(event("e7", sender_id="s"), T0 + DAY + 2)
+        assert tx.insert_events([event("e5", sender_id="s")], T0 + DAY - 1) == [False]
+        later = [event("e6", sender_id="s"), event("e7", sender_id="s")]
+        assert tx.insert_events(later, T0 + DAY + 1) == [True, False]  # seen a day ago
     ids = ["e1", "e2", "e3", "e4", "e5", "e6", "e7"]
     assert [e.internal_id for e in store.get_events(ids)] == ids  # duplicates are stored too
+    marked = {s.event.internal_id: s.duplicate for s in store.list_events(EventFilter(limit=10))}
+    assert marked == {i: i in ("e2", "e5", "e7") for i in ids}
 
 
 def pending_wait(

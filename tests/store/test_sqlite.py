@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -12,12 +14,22 @@ import pytest
 
 from stepline.errors import LeaseLostError
 from stepline.store import SQLiteStore
-from stepline.store.records import FunctionSet, PassCommit, RunEnd, RunFilter
+from stepline.store.records import (
+    EventIngest,
+    EventRecord,
+    FunctionSet,
+    PassCommit,
+    RunEnd,
+    RunFilter,
+    WaitRecord,
+)
 from stepline.store.sqlite.schema import MIGRATIONS
+from stepline.store.sqlite.store import _SQLiteTx
 
 from .builders import (
     SERVED,
     T0,
+    cel_matches,
     commit,
     history,
     lease,
@@ -290,3 +302,28 @@ def test_a_failed_checkpoint_does_not_stop_the_next_ones(
         time.sleep(0.01)  # real time: lets the checkpointer's thread run; the deadline bounds it
     assert failures == []
     store.close()
+
+
+def test_a_resolved_wait_gone_before_its_batched_delete_is_decided_again(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inside ingest the waits an event resolves are deleted together, trusting the candidates
+    # read in the transaction; if one were gone by then, the verb is made again, each delete
+    # deciding. Here the index offers a wait that is not stored (a stale candidate).
+    start(sqlite_store, "r1")
+    pending = wait("r1", "w-r1", 'async.data.orderId == "o-1"')
+    suspend_on_wait(sqlite_store, lease_run(sqlite_store, "r1"), pending)
+    phantom = dataclasses.replace(pending, wait_id="w-gone", created_at=T0 - 1)
+    real = _SQLiteTx.indexed_waits
+
+    def stale(self: _SQLiteTx, name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+        return [phantom, *real(self, name, path, values)]
+
+    monkeypatch.setattr(_SQLiteTx, "indexed_waits", stale)
+    paid = EventIngest(EventRecord("pay-1", "payment/received", {"orderId": "o-1"}, {}, None, T0))
+    with sqlite_store.transaction() as tx:
+        [result] = tx.ingest([paid], T0 + 1, cel_matches)
+    assert result.resumed_run_ids == ("r1",)  # once: by the wait that was there
+    kinds = [h.kind for h in sqlite_store.get_history("r1")]
+    assert kinds.count("WAIT_MATCHED") == 1
+    assert sqlite_store.get_events(["pay-1"])[0].internal_id == "pay-1"  # stored once

@@ -1,14 +1,15 @@
 """The ingest order and the cancellation of a run, shared by every store backend.
 
 One event is ingested in this order (DESIGN.md §7.7): it is stored and de-duplicated by sender
-id; the runs whose cancel matchers it satisfies are cancelled; the waits it satisfies are
-resolved; and, unless it is a duplicate (which still cancels and resumes, as in Inngest), its
-runs and deferrals go through admission (``_admission_rules.start_runs``), and it is handed to
-the functions of the trigger catalog listening to its name that its sender did not plan itself
-(an inbox row each, ``deliver``; see ``EventIngest.sender``). What each event did to runs
-(started, resumed, cancelled) is recorded for ``Store.event_runs`` in the same verb. The backend
-supplies the primitives (``_primitives.EventPrimitives``) and runs these functions inside one
-verb. ``admit_taken`` starts the runs a worker planned for the inbox rows it took.
+id (a verb stores its events together first, in their order); the runs whose cancel matchers it
+satisfies are cancelled; the waits it satisfies are resolved; and, unless it is a duplicate
+(which still cancels and resumes, as in Inngest), its runs and deferrals go through admission
+(``_admission_rules.start_runs``), and it is handed to the functions of the trigger catalog
+listening to its name that its sender did not plan itself (an inbox row each, ``deliver``; see
+``EventIngest.sender``). What each event did to runs (started, resumed, cancelled) is recorded
+for ``Store.event_runs`` in the same verb. The backend supplies the primitives
+(``_primitives.EventPrimitives``) and runs these functions inside one verb. ``admit_taken``
+starts the runs a worker planned for the inbox rows it took.
 """
 
 from __future__ import annotations
@@ -102,11 +103,12 @@ class _Batch:
         self.resumed: list[ResumedWait] = []
         self.delivered: list[tuple[str, str, str]] = []  # inbox rows: (app, function, event)
         self.deleted: set[str] = set()  # waits resolved in this verb
-        self.ended: set[str] = set()  # runs cancelled in this verb by its events
+        self.ended: set[str] = set()  # runs cancelled in this verb (cancel_on, singleton)
         # names with no unindexed waits (none are added during ingestion) or matchers (until a
         # run with cancel_on is created): their primitives are not asked again in this verb
         self.no_unindexed_waits: set[str] = set()
         self.no_unindexed_matchers: set[str] = set()
+        self.new = tx.insert_events(events, now)  # one statement for the batch, where it can
         self.waits = _indexed(events, tx.wait_paths, tx.indexed_waits)
         self.matchers: list[list[WaitRecord]] | None = _indexed(
             events, tx.matcher_paths, self._indexed_matchers
@@ -122,7 +124,7 @@ class _Batch:
 
     def ingest_one(self, i: int, item: EventIngest) -> IngestResult:
         event = item.event
-        duplicate = not self.tx.insert_event(event, self.now)
+        duplicate = not self.new[i]
         # a duplicate id starts no run but still cancels and resumes, as in Inngest
         cancelled = self._apply_cancel_matchers(i, event)
         resumed_runs = self._resolve_waits(i, event)
@@ -134,6 +136,7 @@ class _Batch:
         if item.new_runs or item.deferrals:
             self.write_resumed()  # a singleton may cancel a resumed run
             started, skipped = start_runs(self.tx, item, self.now, cancelled)
+            self.ended.update(run_id for run_id, _ in cancelled)  # a singleton's too
             if self.matchers is not None and _adds_matchers(item):
                 self.matchers = None  # a new run's cancel_on: look matchers up per event now
                 self.no_unindexed_matchers.clear()

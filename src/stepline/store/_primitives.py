@@ -98,12 +98,14 @@ class RunPrimitives(Protocol):
 class EventPrimitives(RunPrimitives, Protocol):
     """What the ingest order (``_ingest_rules``) needs, besides admission (``AdmissionTx``)."""
 
-    def insert_event(self, event: EventRecord, now: float) -> bool:
-        """Store ``event`` (received ``now``); True if it is new, False if its sender id
-        (``event.id``) was seen in the last 24 hours (``DEDUP_WINDOW``): the event is then stored
-        marked duplicate. A new sender id is remembered as seen ``now``; an event without one is
-        always new. ``event.data`` and ``event.user`` are exact JSON values (checked at the
-        edge, or built from decoded JSON): ``serde.dumps_exact`` encodes them.
+    def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
+        """Store ``events`` (received ``now``), in order; for each, True if it is new, False if
+        its sender id (``event.id``) was seen in the last 24 hours (``DEDUP_WINDOW``), by an
+        earlier event of the list too: the event is then stored marked duplicate. A new sender
+        id is remembered as seen ``now``; an event without one is always new. ``event.data``
+        and ``event.user`` are exact JSON values (checked at the edge, or built from decoded
+        JSON): ``serde.dumps_exact`` encodes them. The ingest order stores a verb's events
+        first, then acts on them one by one (nothing it does reads events stored after).
 
         Exact: the sender-id row that comes back decides — ``INSERT … ON CONFLICT (sender_id) DO
         UPDATE SET seen_at = $now WHERE event_ids.seen_at <= $now - window RETURNING``: of two

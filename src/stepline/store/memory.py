@@ -551,7 +551,10 @@ class _MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
         self._log(HistoryRecord(new_run.run_id, now, "RUN_QUEUED"))
 
     # -- EventPrimitives (see _primitives; the memory store scans: it keeps no index) ------------
-    def insert_event(self, event: EventRecord, now: float) -> bool:
+    def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
+        return [self._insert_event(event, now) for event in events]
+
+    def _insert_event(self, event: EventRecord, now: float) -> bool:
         s = self._s
         self._put(s._events, event.internal_id, event)
         self._put(s._received, event.internal_id, now)

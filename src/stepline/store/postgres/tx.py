@@ -321,7 +321,10 @@ class PostgresTx:
             return late_cancels(self, now, wait_matches)
 
     # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
-    def insert_event(self, event: EventRecord, now: float) -> bool:
+    def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
+        return [self._insert_event(event, now) for event in events]
+
+    def _insert_event(self, event: EventRecord, now: float) -> bool:
         s = self._s
         new = True
         if event.id is not None:

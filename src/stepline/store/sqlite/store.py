@@ -520,6 +520,8 @@ class _SQLiteTx(SQLiteControlVerbs):
         # runs this transaction cancelled while QUEUED: never leased, so no pass ever gave them
         # a wait or a RUNNING step mark (only a commit or a lease does), see drop_run_work
         self._never_leased: set[str] = set()
+        # inside ``ingest``: the waits ``delete_wait`` resolved, deleted by ``resume_waits``
+        self._doomed: list[tuple[str]] | None = None
 
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
@@ -555,6 +557,14 @@ class _SQLiteTx(SQLiteControlVerbs):
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
+            try:  # the resolved waits deleted together (``delete_wait``), in a savepoint
+                self._doomed = []
+                with self._savepoint():
+                    return ingest(self, items, now, wait_matches)
+            except _ClaimLost:  # cannot happen (see delete_wait); if it did: each one decides
+                pass
+            finally:
+                self._doomed = None
             return ingest(self, items, now, wait_matches)
 
     # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
@@ -618,28 +628,26 @@ class _SQLiteTx(SQLiteControlVerbs):
             return admit_taken(self, items, now)
 
     # -- EventPrimitives (see _primitives; one writer at a time: each is exact) ------------------
-    def insert_event(self, event: EventRecord, now: float) -> bool:
+    def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
         c = self._c
-        duplicate = False
-        if event.id is not None:
-            row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
-            duplicate = row is not None and row[0] > now - DEDUP_WINDOW
-            if not duplicate:
-                c.execute(q.REMEMBER_SENDER_ID, (event.id, now))
-        c.execute(
-            q.INSERT_EVENT,
-            (
-                event.internal_id,
-                event.name,
-                event.encoded_data(),
-                dumps_exact(event.user) if event.user else b"{}",
-                event.id,
-                event.ts,
-                now,
-                int(duplicate),
-            ),
-        )
-        return not duplicate
+        new: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            fresh = True
+            if event.id is not None:  # in order: an earlier event of the list counts
+                row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
+                fresh = row is None or row[0] <= now - DEDUP_WINDOW
+                if fresh:
+                    c.execute(q.REMEMBER_SENDER_ID, (event.id, now))
+            new.append(fresh)
+            user = dumps_exact(event.user) if event.user else b"{}"
+            data = event.encoded_data()
+            duplicate = int(not fresh)
+            rows.append(
+                (event.internal_id, event.name, data, user, event.id, event.ts, now, duplicate)
+            )
+        c.executemany(q.INSERT_EVENT, rows)  # one statement: the B-trees' pages stay hot
+        return new
 
     def wait_paths(self, event_name: str) -> Sequence[str]:
         return self._index.indexed_paths(q.WAIT_PATHS, event_name)
@@ -673,10 +681,23 @@ class _SQLiteTx(SQLiteControlVerbs):
         return [WaitRecord(*r) for r in rows]
 
     def delete_wait(self, wait_id: str) -> bool:
-        return bool(self._c.execute(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
+        if self._doomed is None:
+            return bool(self._c.execute(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
+        # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
+        # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
+        # the wait is there, and its delete waits for ``resume_waits`` (one statement for the
+        # batch), which checks that every one of them deleted a row.
+        self._doomed.append((wait_id,))
+        return True
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         c = self._c
+        doomed = self._doomed
+        if doomed:
+            deleted = c.executemany(q.DELETE_WAIT, doomed).rowcount
+            if deleted != len(doomed):
+                raise _ClaimLost
+            doomed.clear()
         c.executemany(
             q.COMPLETE_STEP, [(r.event_json, now, r.run_id, r.step_hash) for r in resumed]
         )
@@ -831,6 +852,10 @@ class _SQLiteTx(SQLiteControlVerbs):
     ) -> str | None:
         with self._savepoint():
             return cancel_by(self, run_id, now, reason, event_id)
+
+
+class _ClaimLost(Exception):
+    """A wait ``delete_wait`` resolved inside ``ingest`` was gone when deleted."""
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
