@@ -6,6 +6,9 @@ INSERT_EVENT = """
 INSERT OR IGNORE INTO events (internal_id, name, data, user_data, sender_id, ts, received_at,
                               duplicate)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+EVENTS_AMONG = """
+SELECT internal_id, name, data, user_data, sender_id, ts FROM events
+WHERE internal_id IN (SELECT value FROM json_each(?))"""
 STORED_EVENT_IDS = """
 SELECT internal_id FROM events WHERE internal_id IN (SELECT value FROM json_each(?))"""
 SEEN_SENDER_ID = "SELECT seen_at FROM event_ids WHERE sender_id = ?"

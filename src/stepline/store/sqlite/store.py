@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -520,8 +521,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         # runs this transaction cancelled while QUEUED: never leased, so no pass ever gave them
         # a wait or a RUNNING step mark (only a commit or a lease does), see drop_run_work
         self._never_leased: set[str] = set()
-        # inside ``ingest``: the waits ``delete_wait`` resolved, deleted by ``resume_waits``
-        self._doomed: list[tuple[str]] | None = None
+        # inside ``ingest``: its writes made together (see ``ingest``)
+        self._deferred: _Deferred | None = None
+        # the events of the runs this transaction cancelled, read together (see run_events)
+        self._cancelled_events: dict[str, list[EventRecord]] = {}
 
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
@@ -545,27 +548,65 @@ class _SQLiteTx(SQLiteControlVerbs):
         return {r[0] for r in rows}
 
     def run_events(self, run_id: str) -> list[EventRecord]:
-        ids = self._event_ids.get(run_id)  # the run was just cancelled: its ids were read then
-        if ids is None:
-            row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
-            if row is None:
-                return []
-            ids = row[0]
-        return _select_events(self._c, loads(ids))
+        if run_id in self._event_ids:  # cancelled in this transaction: its ids were read then
+            if run_id not in self._cancelled_events:
+                self._read_cancelled_events()
+            return self._cancelled_events[run_id]
+        row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+        return [] if row is None else _select_events(self._c, loads(row[0]))
+
+    def _read_cancelled_events(self) -> None:
+        """The events of every run cancelled in this transaction and not read yet, with one
+        statement (each cancellation is announced with its run's events)."""
+        unread = {
+            run_id: loads(ids)
+            for run_id, ids in self._event_ids.items()
+            if run_id not in self._cancelled_events
+        }
+        wanted = list(dict.fromkeys(i for ids in unread.values() for i in ids))
+        rows = self._c.execute(q.EVENTS_AMONG, (_json_list(wanted),))
+        found = {r[0]: shapes.event_record(r) for r in rows}
+        for run_id, ids in unread.items():
+            self._cancelled_events[run_id] = [found[i] for i in ids if i in found]
 
     def ingest(
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
-            try:  # the resolved waits deleted together (``delete_wait``), in a savepoint
-                self._doomed = []
+            try:  # the writes of many events made together (``_Deferred``), in a savepoint
+                self._deferred = _Deferred()
                 with self._savepoint():
-                    return ingest(self, items, now, wait_matches)
+                    results = ingest(self, items, now, wait_matches)
+                    self._write_deferred()
+                    return results
             except _ClaimLost:  # cannot happen (see delete_wait); if it did: each one decides
                 pass
             finally:
-                self._doomed = None
+                self._deferred = None
             return ingest(self, items, now, wait_matches)
+
+    def _write_deferred(self) -> None:
+        deferred, c = self._deferred, self._c
+        if deferred is None:
+            return
+        self._delete_resolved(deferred)
+        if deferred.runs:
+            c.executemany(q.DELETE_QUEUE, deferred.runs)
+            c.executemany(q.DELETE_MATCHERS_OF_RUN, deferred.runs)
+            deferred.runs.clear()
+        if deferred.leased:
+            c.executemany(q.DELETE_WAITS_OF_RUN, deferred.leased)
+            c.executemany(q.DELETE_EXECUTING_STEPS, deferred.leased)
+            deferred.leased.clear()
+        if deferred.history:
+            c.executemany(q.INSERT_HISTORY, deferred.history)
+            deferred.history.clear()
+
+    def _delete_resolved(self, deferred: _Deferred) -> None:
+        if deferred.waits:
+            if self._c.executemany(q.DELETE_WAIT, deferred.waits).rowcount != len(deferred.waits):
+                raise _ClaimLost
+            deferred.waits.clear()
 
     # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
     def sync_triggers(
@@ -681,23 +722,19 @@ class _SQLiteTx(SQLiteControlVerbs):
         return [WaitRecord(*r) for r in rows]
 
     def delete_wait(self, wait_id: str) -> bool:
-        if self._doomed is None:
+        if self._deferred is None:
             return bool(self._c.execute(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
         # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
         # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
         # the wait is there, and its delete waits for ``resume_waits`` (one statement for the
         # batch), which checks that every one of them deleted a row.
-        self._doomed.append((wait_id,))
+        self._deferred.waits.append((wait_id,))
         return True
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         c = self._c
-        doomed = self._doomed
-        if doomed:
-            deleted = c.executemany(q.DELETE_WAIT, doomed).rowcount
-            if deleted != len(doomed):
-                raise _ClaimLost
-            doomed.clear()
+        if self._deferred is not None:
+            self._delete_resolved(self._deferred)
         c.executemany(
             q.COMPLETE_STEP, [(r.event_json, now, r.run_id, r.step_hash) for r in resumed]
         )
@@ -725,6 +762,13 @@ class _SQLiteTx(SQLiteControlVerbs):
         return EndedRun(str(row[0]), row[1], row[2])
 
     def drop_run_work(self, run_id: str) -> None:
+        deferred = self._deferred
+        if deferred is not None:  # inside ``ingest``: nothing it reads later reads them (the
+            # ingest order skips the runs it cancelled), written at its end with one statement
+            deferred.runs.append((run_id,))
+            if run_id not in self._never_leased:
+                deferred.leased.append((run_id,))
+            return
         c = self._c
         c.execute(q.DELETE_QUEUE, (run_id,))
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
@@ -733,6 +777,9 @@ class _SQLiteTx(SQLiteControlVerbs):
             c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
+        if self._deferred is not None:  # inside ``ingest``: a cancelled run's, written at its end
+            self._deferred.history += [shapes.history_params(h, worker_id) for h in records]
+            return
         if len(records) == 1:
             self._c.execute(q.INSERT_HISTORY, shapes.history_params(records[0], worker_id))
         elif records:
@@ -852,6 +899,19 @@ class _SQLiteTx(SQLiteControlVerbs):
     ) -> str | None:
         with self._savepoint():
             return cancel_by(self, run_id, now, reason, event_id)
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """The writes an ingest verb makes for many events, each kind with one statement when the
+    verb ends (the waits it resolved: before their steps complete, ``resume_waits``): the
+    cancelled runs' queue items and cancel matchers (``runs``), the waits and RUNNING step marks
+    of those that were leased (``leased``), their RUN_CANCELLED rows (``history``)."""
+
+    waits: list[tuple[str]] = field(default_factory=list)
+    runs: list[tuple[str]] = field(default_factory=list)
+    leased: list[tuple[str]] = field(default_factory=list)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 class _ClaimLost(Exception):
