@@ -288,8 +288,10 @@ def _notes(results: Results) -> list[str]:
     if "match_store_resolved" in waits:
         notes.append(
             f"waits: {waits['waits']:,} pending waits set up in {waits['setup_s']:.1f} s; the "
-            f"store-only matching batch resolved {waits['match_store_resolved']} of "
-            f"{waits['matched_events']} waits"
+            f"store-only matching batches resolved {waits['match_store_resolved']} of "
+            f"{waits['matched_events']} waits; matching batches (whole / store only, "
+            f"alternated): {waits.get('match_rounds_us')} / {waits.get('match_store_rounds_us')} "
+            "µs per event"
         )
     rec = get("recovery", "stepline")
     if "same_id_from_kill_s" in rec:
@@ -326,7 +328,11 @@ def _notes(results: Results) -> list[str]:
             f"QUEUED), batches of {cancel['events']:,}; the matching batches cancelled "
             f"{cancel['cancelled']:,} runs and emitted {cancel['cancelled_events']:,} "
             f"inngest/function.cancelled; SLEEPING: {cancel.get('sleeping_setup_s', 0):.1f} s "
-            f"to set up, {cancel.get('sleeping_cancelled', 0):,} runs cancelled"
+            f"to set up, {cancel.get('sleeping_cancelled', 0):,} runs cancelled; matching "
+            f"batches (whole / store only, alternated): {cancel.get('match_rounds_us')} / "
+            f"{cancel.get('match_store_rounds_us')} µs per event (SLEEPING: "
+            f"{cancel.get('sleeping_match_rounds_us')} / "
+            f"{cancel.get('sleeping_match_store_rounds_us')})"
         )
     scale = get("scale", "stepline")
     if "create_s" in scale:

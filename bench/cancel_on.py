@@ -10,9 +10,11 @@ running, in µs per incoming event (batches of 1,000, one ``send_async`` each):
 - ``nonmatch_us``: ``order/cancelled`` events whose orderId no run has (index lookup only).
 - ``match_us``: ``order/cancelled`` events each matching one pending run: the run is cancelled
   (queue item, waits and matchers removed, RUN_CANCELLED history) and
-  ``inngest/function.cancelled`` is emitted in the same transaction.
+  ``inngest/function.cancelled`` is emitted in the same transaction. The mean of
+  ``MATCH_ROUNDS`` batches, the first matching batch included.
 - ``nonmatch_store_us`` / ``match_store_us``: the same, the store's ``ingest`` (and the
-  announcement of the cancellations) alone, timed inside the write transaction.
+  announcement of the cancellations) alone, timed inside the write transaction; the matching
+  one a batch sent after each ``match_us`` batch (the rounds alternate), the mean of those.
 - ``baseline_us``: events of a name nothing listens to (ingestion itself).
 - ``create_us``: the 10,000 ``order/created`` events (each creates a run and its matcher).
 - ``cold_match_us``: matching events again, after emptying the process's matcher cache
@@ -23,7 +25,7 @@ running, in µs per incoming event (batches of 1,000, one ``send_async`` each):
 Twice: with the runs QUEUED (no worker ever ran: the matcher exists from the run's creation),
 and, on a second database, with the runs SLEEPING inside their step (a worker ran them into the
 sleep, then stopped): ``sleeping_nonmatch_us``, ``sleeping_match_us``, … . Each database starts
-the measurements with 10,000 runs pending; the matching batches cancel 2,000 of them (3,000 on
+the measurements with 10,000 runs pending; the matching batches cancel 6,000 of them (7,000 on
 the first, with the cold-cache batch).
 
 ``python -m bench.cancel_on --profile [--runs N]`` prints cProfile tables of one matching batch.
@@ -50,6 +52,7 @@ FUNCTION_ID = "cancellable"
 CREATED = "order/created"
 CANCELLED = "order/cancelled"
 BATCH = 1000
+MATCH_ROUNDS = 3  # whole batches and store-only batches, alternated
 DBOS_NA = "DBOS has no event-matched cancellation (cancel_workflow takes a workflow id)"
 
 
@@ -109,7 +112,8 @@ async def timed_send(app: Any, batch: list[Any]) -> float:
 
 async def measure(app: Any, n: int, m: int, prefix: str, result: dict[str, Any]) -> None:
     """The measurements on ``n`` pending runs (orderIds o0…o<n-1>), ``m`` events a batch; the
-    matching batches cancel o0…o<2m-1> (o<3m-1> with the cold-cache batch)."""
+    matching batches cancel o0…o<2 MATCH_ROUNDS m - 1> (and m more with the cold-cache
+    batch)."""
     noise = orders("bench/unrelated", "x", 0, m)
     result[f"{prefix}baseline_us"] = await timed_send(app, noise)
     result[f"{prefix}nonmatch_us"] = await timed_send(app, orders(CANCELLED, "x", 0, m))
@@ -117,13 +121,24 @@ async def measure(app: Any, n: int, m: int, prefix: str, result: dict[str, Any])
     if split is not None:
         result[f"{prefix}nonmatch_store_us"] = split["store"] / m * 1e6
         result[f"{prefix}nonmatch_plan_us"] = split["plan"] / m * 1e6
-    result[f"{prefix}match_us"] = await timed_send(app, orders(CANCELLED, "o", 0, m))
-    split = await split_batch(app, orders(CANCELLED, "o", m, m))
-    if split is not None:
-        result[f"{prefix}match_store_us"] = split["store"] / m * 1e6
-        result[f"{prefix}match_plan_us"] = split["plan"] / m * 1e6
+    whole: list[float] = []
+    store: list[float] = []
+    plan: list[float] = []
+    for r in range(MATCH_ROUNDS):
+        whole.append(await timed_send(app, orders(CANCELLED, "o", 2 * r * m, m)))
+        split = await split_batch(app, orders(CANCELLED, "o", (2 * r + 1) * m, m))
+        if split is not None:
+            store.append(split["store"] / m * 1e6)
+            plan.append(split["plan"] / m * 1e6)
+    result[f"{prefix}match_us"] = sum(whole) / len(whole)
+    result[f"{prefix}match_rounds_us"] = [round(us, 1) for us in whole]
+    if store:
+        result[f"{prefix}match_store_us"] = sum(store) / len(store)
+        result[f"{prefix}match_store_rounds_us"] = [round(us, 1) for us in store]
+        result[f"{prefix}match_plan_us"] = sum(plan) / len(plan)
     if not prefix and clear_matcher_cache():
-        result["cold_match_us"] = await timed_send(app, orders(CANCELLED, "o", 2 * m, m))
+        start = 2 * MATCH_ROUNDS * m
+        result["cold_match_us"] = await timed_send(app, orders(CANCELLED, "o", start, m))
 
 
 def clear_matcher_cache() -> bool:
@@ -139,7 +154,7 @@ def clear_matcher_cache() -> bool:
 
 
 async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
-    n, m = sizes.waits, min(BATCH, sizes.waits // 4)
+    n, m = sizes.waits, min(BATCH, sizes.waits // (2 * MATCH_ROUNDS + 1))
     result: dict[str, Any] = {"runs": n, "events": m}
 
     # Runs QUEUED: no worker ever runs; the matchers exist from the runs' creation.
