@@ -57,15 +57,20 @@ def dumps(value: Any, what: str = "value") -> bytes:
         raise _refusal(value, what, str(exc)) from exc
     if not _exact(value, 0):
         raise _refusal(value, what, "the value would not decode back to itself")
-    return data
+    return memoryview(data).tobytes()  # see dumps_exact
 
 
 def dumps_exact(value: Any) -> bytes:
     """``dumps`` for a value already known to decode back to itself: one ``dumps`` accepted it
     (an event's data at the edge), or it is built of such values and of decoded JSON (a system
     event's data). The same bytes, without walking the value again (the store encodes every
-    event it stores this way)."""
-    return orjson.dumps(value, default=_default, option=_OPTIONS)
+    event it stores this way).
+
+    The bytes are copied out of orjson's result: orjson writes into a buffer it over-allocates
+    then shrinks, and such buffers, kept alive by the thousand (a batch of events, the outputs
+    of the steps their waits resolve) then freed together, cost ~2 µs each to allocate and free
+    (glibc's malloc, trimming and growing the heap) against ~0.2 µs for a copy of the size."""
+    return memoryview(orjson.dumps(value, default=_default, option=_OPTIONS)).tobytes()
 
 
 def loads(data: bytes | str | None) -> Any:
