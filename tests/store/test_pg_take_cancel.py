@@ -11,14 +11,17 @@ connections, in one thread, in the order it names (no thread, no timing: nothing
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from tests.integration.test_handed_over_decisions import shop_app
 
 from stepline import App
 from stepline.store.interface import Replay
-from stepline.store.postgres import PostgresStore
+from stepline.store.postgres import PostgresStore, _late_cancels
 from stepline.store.records import EventFilter, EventIngest, FunctionSet, RunFilter
 from stepline.testing import MockClock
 
@@ -136,3 +139,50 @@ def test_an_ingestion_refused_once_notes_its_later_events_of_that_bucket_too(
     with taker.transaction() as tx:
         shop.engine.housekeeping(tx, T0 + 20)
     assert status(shop, taker) == (started.run_ids[0], "CANCELLED", [("cancelled", "cancel-1")])
+
+
+def _waiting_for_advisory(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+
+def test_a_waiting_take_is_not_starved_by_ingestions_that_keep_coming(
+    stores: tuple[App, PostgresStore, PostgresStore],
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A take waits (boundedly) for the ingestions holding its bucket; one that starts while
+    it waits is refused (and notes its event) instead of holding the bucket in turn, so a
+    stream of overlapping ingestions never keeps the take from its runs. Here: an ingestion
+    in flight, the take waiting for it, a second ingestion (the matching cancel) refused and
+    noted, the first commits: the take goes on, starts the run and cancels it."""
+    monkeypatch.setattr(_late_cancels, "TAKE_WAIT", 60.0)  # the test says when it ends
+    shop, taker, sender = stores
+    second = PostgresStore(pg_url)
+    taken: list[list[str]] = []
+    try:
+        with sender.transaction() as tx:
+            other = EventIngest(event("cancel-2", "order/cancelled", {"n": 2}), sender=BILLING)
+            tx.ingest([other], T0 + 4, cel_matches)
+            tx.stored_event_ids(["cancel-2"])  # in flight, holding the bucket
+            thread = threading.Thread(target=lambda: taken.append(take(shop, taker)))
+            thread.start()
+            deadline = time.monotonic() + 30
+            while not _waiting_for_advisory(pg_url):
+                assert time.monotonic() < deadline, "the take never waited"
+                time.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+            with second.transaction() as tx2:  # refused while the take waits: noted
+                assert tx2.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
+            with psycopg.connect(pg_url) as conn:
+                noted = [r[0] for r in conn.execute("SELECT event_id FROM cancel_notes")]
+            assert noted == ["cancel-1"]
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        [[run_id]] = taken  # the take went on once the first ingestion ended
+        assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
+    finally:
+        second.close()

@@ -725,10 +725,9 @@ CANCEL_LOCKS = 1_953_066_350  # the lock class (the first key of the two-key adv
 # be made again once the take ended; the try takes the bucket shared till the commit otherwise
 # (the function of PostgreSQL migration 8; the buckets: _late_cancels.bucket)
 NOTE_UNLESS_SHARED = "SELECT stepline_note_unless_shared(%s::text[], %s::int[])"
-# a take's buckets, exclusive till its commit, if no ingestion holds one (all of them tried)
-TRY_TAKE_BUCKETS = f"""
-SELECT coalesce(bool_and(pg_try_advisory_xact_lock({CANCEL_LOCKS}, b)), true)
-FROM unnest(%s::int[]) AS b"""
+# a take's buckets (in order), exclusive till its commit, waiting a bounded time for the
+# ingestions that hold them: true if it has them (the function of PostgreSQL migration 9)
+TRY_TAKE_BUCKETS = "SELECT stepline_take_buckets(%s::int[], %s)"
 # the notes of ended takes (their bucket taken shared: no take holds it), with their events
 CANCEL_NOTES = f"""
 SELECT c.event_id, e.received_at,

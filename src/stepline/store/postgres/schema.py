@@ -286,4 +286,27 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 9: a take's buckets exclusive, waiting at most ``wait`` for the ingestions holding them
+    # (queries.TRY_TAKE_BUCKETS): an ingestion that tries one meanwhile is refused (it notes its
+    # event), so a take is never starved by ingestions that keep overlapping; one that cannot
+    # have them in time (it may hold row locks such an ingestion waits for) gives up, its locks
+    # released with the block, and the caller gives the row back
+    """
+    CREATE FUNCTION stepline_take_buckets(buckets integer[], wait text)
+    RETURNS boolean LANGUAGE plpgsql AS $$
+    DECLARE
+        previous text := current_setting('lock_timeout');
+        b integer;
+    BEGIN
+        PERFORM set_config('lock_timeout', wait, true);
+        FOREACH b IN ARRAY buckets LOOP
+            PERFORM pg_advisory_xact_lock(1953066350, b);
+        END LOOP;
+        PERFORM set_config('lock_timeout', previous, true);
+        RETURN true;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN false;
+    END
+    $$;
+    """,
 )

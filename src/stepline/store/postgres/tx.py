@@ -48,7 +48,13 @@ from stepline.store._pass_rules import commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _rows
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._late_cancels import NOTES_AFTER_TAKE, bucket, buckets, late_cancels
+from stepline.store.postgres._late_cancels import (
+    NOTES_AFTER_TAKE,
+    bucket,
+    buckets,
+    late_cancels,
+    take_wait,
+)
 from stepline.store.postgres._statements import Later, Statements
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
 from stepline.store.records import (
@@ -308,7 +314,10 @@ class PostgresTx:
             # the names' buckets exclusive, then the read (its snapshot after them): the
             # ingestions that held one ended, and those after it note their events
             held, found = s.run_all(
-                [(q.TRY_TAKE_BUCKETS, (buckets(distinct),)), (q.EVENTS_RECEIVED, params)]
+                [
+                    (q.TRY_TAKE_BUCKETS, (buckets(distinct), take_wait())),
+                    (q.EVENTS_RECEIVED, params),
+                ]
             )
             if not held.fetchall()[0][0]:
                 raise TakeContended(f"an ingestion of {distinct} is in flight")
