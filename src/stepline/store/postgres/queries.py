@@ -275,52 +275,8 @@ marked AS (
                               AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)
                              THEN %(now)s ELSE started_at END,
            app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
-    WHERE run_id {runs})"""
-TAKE_LEASES = f"WITH {_TAKE.format(runs='= ANY(%(runs)s)')}\nSELECT 1"
-# A lease of named runs (the new runs a NOTIFY named, tx.lease_named), in one statement that
-# decides and takes: of %(runs)s, those of the served functions %(fns)s (of app %(app)s, or
-# of none), due, not leased, without concurrency keys, of an unpaused function, that have not
-# spent their passes nor passed their start deadline, and that nothing of their function is
-# ahead of (no due run earlier in the queue order, other than the named ones, and no expired
-# lease), locked SKIP LOCKED; the runs taken come back. Any other run is left to lease_due.
-# Each look is a probe by key whatever the plan: the named rows by their primary key, then per
-# row and app (the served one, and none) a subquery in the order of queue_fn_due /
-# queue_fn_lease, LIMIT 1 (it stops at the first row ahead; without the ORDER BY a plan may scan
-# the table for that row, and with both apps in one subquery it sorts all the rows ahead), and
-# one on the run's primary key; the writes by primary key (= ANY(ARRAY)). Planned once per
-# connection (tx.lease_named sends it with plan_cache_mode force_generic_plan).
-_AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
-           WHERE o.app_id = {app} AND o.function_id = n.function_id
-             AND o.lease_owner IS NULL AND o.due_at <= n.due_at
-             AND (o.due_at, o.run_id) < (n.due_at, n.run_id)
-             AND NOT o.run_id = ANY(%(runs)s)
-           ORDER BY o.due_at, o.run_id LIMIT 1) IS NULL
-      AND (SELECT 1 FROM queue o
-           WHERE o.app_id = {app} AND o.function_id = n.function_id
-             AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= %(now)s
-           ORDER BY o.lease_expires_at LIMIT 1) IS NULL"""
-LEASE_NAMED = f"""
-WITH named AS MATERIALIZED (
-    SELECT run_id, function_id, due_at FROM queue
-    WHERE run_id = ANY(%(runs)s)
-      AND function_id = ANY(%(fns)s) AND app_id IN (%(app)s, '')
-      AND lease_owner IS NULL AND due_at <= %(now)s AND ckey1 IS NULL AND ckey2 IS NULL),
-eligible AS MATERIALIZED (
-    SELECT n.run_id FROM named n
-    WHERE (SELECT 1 FROM paused p
-           WHERE p.app_id IN (%(app)s, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
-      {_AHEAD_OF_NAMED.format(app="%(app)s")}
-      {_AHEAD_OF_NAMED.format(app="''")}
-      AND (SELECT 1 FROM runs r
-           WHERE r.run_id = n.run_id AND r.passes < %(max_passes)s
-             AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout)) = 1),
-picked AS (
-    SELECT run_id FROM queue
-    WHERE run_id = ANY(ARRAY(SELECT run_id FROM eligible)) AND lease_owner IS NULL
-    ORDER BY due_at, run_id LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED),
-{_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))")}
-SELECT run_id FROM picked"""
+    WHERE run_id {runs}{returning})"""
+TAKE_LEASES = f"WITH {_TAKE.format(runs='= ANY(%(runs)s)', returning='')}\nSELECT 1"
 GENERIC_PLANS = "SET LOCAL plan_cache_mode TO force_generic_plan"
 DEFAULT_PLANS = "SET LOCAL plan_cache_mode TO DEFAULT"
 MARK_STEP_RUNNING = f"""
@@ -413,6 +369,54 @@ CROSS JOIN LATERAL (
 ) w
 WHERE r.run_id = %s"""
 LOAD_RUNS = LOAD_RUN.replace("WHERE r.run_id = %s", "WHERE r.run_id = ANY(%s)")
+_LOAD_MARKED = LOAD_RUN.replace("FROM runs r", "FROM marked r").replace("\nWHERE r.run_id = %s", "")
+# A lease of named runs (the new runs a NOTIFY named, tx.lease_named), in one statement that
+# decides and takes: of %(runs)s, those of the served functions %(fns)s (of app %(app)s, or
+# of none), due, not leased, without concurrency keys, of an unpaused function, that have not
+# spent their passes nor passed their start deadline, and that nothing of their function is
+# ahead of (no due run earlier in the queue order, other than the named ones, and no expired
+# lease), locked SKIP LOCKED; the runs taken come back as LOAD_RUNS reads them (their runs rows
+# as the statement left them, RETURNING; their events, steps and waits, which it does not
+# write). Any other run is left to lease_due.
+# Each look is a probe by key whatever the plan: the named rows by their primary key, then per
+# row and app (the served one, and none) a subquery in the order of queue_fn_due /
+# queue_fn_lease, LIMIT 1 (it stops at the first row ahead; without the ORDER BY a plan may scan
+# the table for that row, and with both apps in one subquery it sorts all the rows ahead), and
+# one on the run's primary key; the writes by primary key (= ANY(ARRAY)). Planned once per
+# connection (tx.lease_named sends it with plan_cache_mode force_generic_plan).
+_AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
+           WHERE o.app_id = {app} AND o.function_id = n.function_id
+             AND o.lease_owner IS NULL AND o.due_at <= n.due_at
+             AND (o.due_at, o.run_id) < (n.due_at, n.run_id)
+             AND NOT o.run_id = ANY(%(runs)s)
+           ORDER BY o.due_at, o.run_id LIMIT 1) IS NULL
+      AND (SELECT 1 FROM queue o
+           WHERE o.app_id = {app} AND o.function_id = n.function_id
+             AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= %(now)s
+           ORDER BY o.lease_expires_at LIMIT 1) IS NULL"""
+LEASE_NAMED = f"""
+WITH named AS MATERIALIZED (
+    SELECT run_id, function_id, due_at FROM queue
+    WHERE run_id = ANY(%(runs)s)
+      AND function_id = ANY(%(fns)s) AND app_id IN (%(app)s, '')
+      AND lease_owner IS NULL AND due_at <= %(now)s AND ckey1 IS NULL AND ckey2 IS NULL),
+eligible AS MATERIALIZED (
+    SELECT n.run_id FROM named n
+    WHERE (SELECT 1 FROM paused p
+           WHERE p.app_id IN (%(app)s, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
+      {_AHEAD_OF_NAMED.format(app="%(app)s")}
+      {_AHEAD_OF_NAMED.format(app="''")}
+      AND (SELECT 1 FROM runs r
+           WHERE r.run_id = n.run_id AND r.passes < %(max_passes)s
+             AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout)) = 1),
+picked AS (
+    SELECT run_id FROM queue
+    WHERE run_id = ANY(ARRAY(SELECT run_id FROM eligible)) AND lease_owner IS NULL
+    ORDER BY due_at, run_id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED),
+{_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))", returning=" RETURNING *")}
+{_LOAD_MARKED}
+ORDER BY array_position(ARRAY(SELECT run_id FROM picked), r.run_id)"""
 SELECT_HISTORY = """
 SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
 WHERE run_id = %s ORDER BY seq"""

@@ -932,8 +932,8 @@ class PostgresTx:
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> Callable[[], list[Lease]]:
-        """``NamedLeases.lease_named``: one statement deciding and taking (``LEASE_NAMED``),
-        and the runs as leased (``LOAD_RUNS``), queued: sent with the ``COMMIT``."""
+        """``NamedLeases.lease_named``: one statement deciding, taking and reading the runs as
+        leased (``LEASE_NAMED``), queued: sent with the ``COMMIT``."""
         token = secrets.token_hex(8)
         if self._presence is not None:
             token = self._presence.token_prefix(owner) + token
@@ -955,8 +955,8 @@ class PostgresTx:
             # by key whatever the plan): planning them for each lease cost more than running
             # them (0.4 and 0.2 ms against 0.1 each; lease_due's by run ids alike)
             s.write(q.GENERIC_PLANS)
-            taken = s.read_later(q.LEASE_NAMED, params)
-            loaded = _rows.LoadedRuns(s.read_later(q.LOAD_RUNS, (runs,)))
+            taken = s.read_later(q.LEASE_NAMED, params)  # the runs as leased (LOAD_RUNS)
+            loaded = _rows.LoadedRuns(taken)
             s.write(q.DEFAULT_PLANS)
 
         def leases() -> list[Lease]:
