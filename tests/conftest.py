@@ -4,6 +4,7 @@ time."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,31 +31,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # How the suite is spread over its processes (``pytest -n 4 --dist loadscope
-# --no-loadscope-reorder``, scripts/test): the tests of these modules share a module-scoped (or
-# class-scoped) fixture (a server, Chromium, SDK apps, a store) and run in one process, which sets
-# it up once (spread over the 4, each set it up again); every other test is handed out alone, in
-# the order collected (the real-process tests in the middle among light ones, the quick unit
-# tests last, so no process idles long at the end). A module that starts sharing such a fixture
-# must be listed (the collection fails until it is).
-SHARED_FIXTURE_MODULES = frozenset(
-    {
-        "tests/acceptance/test_cli.py",
-        "tests/acceptance/test_cli_remote.py",
-        "tests/dashboard/test_dashboard_browser.py",
-        "tests/inngest/test_dev_gql.py",
-        "tests/inngest/test_inngest_ai.py",
-        "tests/inngest/test_inngest_checkpoint.py",
-        "tests/inngest/test_inngest_driver.py",
-        "tests/inngest/test_inngest_large.py",
-        "tests/inngest/test_inngest_parallel.py",
-        "tests/inngest/test_inngest_planned.py",
-        "tests/inngest/test_inngest_python.py",
-        "tests/inngest/test_inngest_sdks.py",
-        "tests/inngest/test_inngest_state.py",
-        "tests/inngest/test_mixed_apps_browser.py",
-        "tests/store/test_lease_property.py",
-    }
-)
+# --no-loadscope-reorder``, scripts/test): the tests of a module that share a module- or
+# class-scoped fixture (a server, Chromium, SDK apps, a store) run in one process, which sets it up
+# once (spread over the 4, each set it up again); every other test is handed out alone, in the
+# order collected (the real-process tests in the middle among light ones, the quick unit tests
+# last, so no process idles long at the end). The workers collect and see the fixtures; the
+# process that hands the tests out only gets their ids: the workers write the modules down in the
+# run's folder (``pgtest``'s) for it.
+_SHARED = "shared-fixture-modules.json"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    folder = os.environ.get(pgtest.DIR_VARIABLE)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not folder:
+        return
+    shared = set()
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope in ("module", "package", "class") for d in defs if d):
+            shared.add(item.nodeid.split("::", 1)[0])
+    written = Path(folder) / f"{_SHARED}.{os.getpid()}"
+    written.write_text(json.dumps(sorted(shared)))
+    written.replace(Path(folder) / _SHARED)  # whole, whichever worker writes last
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice
@@ -64,26 +63,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedFixtureScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        shared: frozenset[str] | None = None
+
         def _split_scope(self, nodeid: str) -> str:
+            if self.shared is None:  # read once every worker has collected
+                path = Path(os.environ.get(pgtest.DIR_VARIABLE, ".")) / _SHARED
+                self.shared = frozenset(json.loads(path.read_text()) if path.exists() else ())
             module = nodeid.split("::", 1)[0]
-            return module if module in SHARED_FIXTURE_MODULES else nodeid
+            return module if module in self.shared else nodeid
 
     return SharedFixtureScheduling(config, log)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    unlisted = set()
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope in ("module", "package", "class") for d in defs if d):
-            unlisted.add(item.nodeid.split("::", 1)[0])
-    unlisted -= SHARED_FIXTURE_MODULES
-    if unlisted:
-        raise pytest.UsageError(
-            f"{', '.join(sorted(unlisted))}: a module-scoped fixture is shared by these tests: "
-            "add the module to SHARED_FIXTURE_MODULES in tests/conftest.py"
-        )
 
 
 @pytest.fixture(scope="session")
