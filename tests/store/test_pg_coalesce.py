@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-import pytest
 from tests.store.builders import T0, cel_matches, lease, start, step
 from tests.store.test_pg_optimistic import one_batch
 
@@ -135,20 +134,6 @@ def test_a_group_stops_short_of_the_parameters_a_statement_may_carry() -> None:
     queued = [_steps(f"r{i}") for i in range(MAX_PARAMS // 12 + 10)]
     groups = [int(t.split()[0]) for t in _texts(queued)]
     assert groups == [MAX_PARAMS // 12, 10]
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The statements psycopg executes from now on (a raw cursor's too: a subclass)."""
-    found: list[str] = []
-    execute = psycopg.Cursor.execute
-
-    def recording(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        found.append(str(query))
-        return execute(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
-    return found
 
 
 def _pass(held: Lease, output: int, end: bool) -> Any:

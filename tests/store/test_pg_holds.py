@@ -6,30 +6,13 @@ once the batch is made again carefully."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
-import pytest
 from tests.store.builders import lease, start
 from tests.store.test_pg_optimistic import commit_job, one_batch, outputs
 
 from stepline.errors import LeaseLostError
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import queries as q
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The statements psycopg executes from now on."""
-    found: list[str] = []
-    execute = psycopg.Cursor.execute
-
-    def recording(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        found.append(str(query))
-        return execute(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
-    return found
 
 
 def test_the_leases_of_a_batch_of_commits_are_held_in_one_statement(
