@@ -14,7 +14,7 @@ from tests.store.test_pg_optimistic import one_batch
 
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._coalesce import MAX_PARAMS, OneOff, coalesced
+from stepline.store.postgres._coalesce import MAX_VALUES, coalesced
 from stepline.store.records import HistoryRecord, Lease, PassCommit, RunEnd
 
 
@@ -55,20 +55,19 @@ def _texts(queued: list[tuple[str, Any]]) -> list[str]:
         q.DROP_RUN_WORK: "dropped",
         q.COMPLETE_STEP: "completed",
     }
-    groups = {  # a group's statement (VALUES rows, $n placeholders): its head, its parameters
-        "INSERT INTO steps": ("steps", 12),
-        "INSERT INTO history": ("history", 8),
-        "UPDATE runs SET status = 'RUNNING'": ("running", 2),
-        "UPDATE runs SET status = v.status": ("ended", 7),
-        "WITH queue_row AS (DELETE": ("dropped", 4),
+    groups = {  # a group's statement (an array per parameter): its name
+        q.UPSERT_STEP_MANY: "steps",
+        q.INSERT_HISTORY_MANY: "history",
+        q.MARK_RUNNING_MANY: "running",
+        q.END_RUN_TERMINAL_MANY: "ended",
+        q.DROP_RUN_WORK_MANY: "dropped",
     }
     out, _ = coalesced(queued, _tables(queued))
     found = []
     for query, params in out:
-        if isinstance(query, OneOff):
-            [(name, width)] = [v for head, v in groups.items() if query.strip().startswith(head)]
-            assert params is not None
-            found.append(f"{len(params) // width} x {name}")
+        if query in groups:
+            assert isinstance(params, list)
+            found.append(f"{len(params[0])} x {groups[query]}")
         else:
             found.append(names.get(query, query))
     return found
@@ -82,8 +81,8 @@ def test_the_writes_of_one_text_are_one_statement_where_the_first_stood() -> Non
     ]
     assert _texts(queued) == ["3 x steps", "3 x history", "3 x running"]
     out, _ = coalesced(queued, _tables(queued))
-    assert out[1][1][::8] == ["r1", "r2", "r3"]  # the rows in their order
-    assert out[2][1] == [T0, "r1", T0, "r2", T0, "r3"]
+    assert out[1][1][0] == ["r1", "r2", "r3"]  # the rows in their order
+    assert out[2][1] == [[T0, T0, T0], ["r1", "r2", "r3"]]
 
 
 def test_a_write_does_not_move_ahead_of_another_write_to_its_run_in_its_table() -> None:
@@ -111,6 +110,14 @@ def test_a_write_that_stays_between_keeps_a_later_one_of_its_run_behind_it() -> 
     assert _texts(queued) == ["dropped", "completed", "2 x dropped"]
 
 
+def test_the_notes_of_events_beside_a_take_are_one_statement_taken_earlier() -> None:
+    first = (q.NOTE_UNLESS_SHARED, (["e1"], ["a"]))
+    second = (q.NOTE_UNLESS_SHARED, (["e2", "e3"], ["b", "a"]))
+    out, _ = coalesced([first, _steps("r1"), second, _steps("r2")], [None, "steps", None, "steps"])
+    assert out[0] == (q.NOTE_UNLESS_SHARED, [["e1", "e2", "e3"], ["a", "b", "a"]])
+    assert [query for query, _ in out[1:]] == [q.UPSERT_STEP_MANY]
+
+
 def test_an_unknown_statement_ends_every_group() -> None:
     queued = [_running("r1"), ("SELECT pg_advisory_xact_lock(1)", ()), _running("r2")]
     assert _texts(queued) == ["running", "SELECT pg_advisory_xact_lock(1)", "running"]
@@ -122,7 +129,7 @@ def test_a_write_of_unknown_rows_in_a_table_ends_its_groups_only() -> None:
     tables = ["history", "runs", "history", "history", "runs"]
     out, _ = coalesced(queued, tables)
     assert [query for query, _ in out][2:] == [other, q.INSERT_HISTORY]  # history: in order
-    assert out[1][0].strip().startswith("UPDATE runs") and out[1][1] == [T0, "r1", T0, "r2"]
+    assert out[1] == (q.MARK_RUNNING_MANY, [[T0, T0], ["r1", "r2"]])
 
 
 def test_rows_that_must_differ_are_never_in_one_statement() -> None:
@@ -130,10 +137,10 @@ def test_rows_that_must_differ_are_never_in_one_statement() -> None:
     assert _texts(queued) == ["steps", "2 x steps"]  # an upsert applies each row once
 
 
-def test_a_group_stops_short_of_the_parameters_a_statement_may_carry() -> None:
-    queued = [_steps(f"r{i}") for i in range(MAX_PARAMS // 12 + 10)]
+def test_a_group_stops_at_its_bound_of_values() -> None:
+    queued = [_steps(f"r{i}") for i in range(MAX_VALUES // 12 + 10)]
     groups = [int(t.split()[0]) for t in _texts(queued)]
-    assert groups == [MAX_PARAMS // 12, 10]
+    assert groups == [MAX_VALUES // 12, 10]
 
 
 def _pass(held: Lease, output: int, end: bool) -> Any:
@@ -159,10 +166,10 @@ def test_a_group_commit_of_many_passes_applies_what_each_applies(
     found, writer = one_batch(pg_store, [_pass(h, i, i % 2 == 1) for i, h in enumerate(held)])
     assert found == [[]] * 6
     assert (writer.transactions, writer.replays) == (1, 0)
-    assert sum("INSERT INTO steps" in s for s in sent) == 1
-    heads = ["UPDATE runs SET status = 'RUNNING'", "UPDATE runs SET status = v.status"]
-    heads.append("WITH queue_row AS (DELETE")  # the endings, after the writes of their runs
-    assert [sum(s.strip().startswith(head) for s in sent) for head in heads] == [1, 1, 1]
+    many = [q.UPSERT_STEP_MANY, q.MARK_RUNNING_MANY, q.END_RUN_TERMINAL_MANY]
+    many.append(q.DROP_RUN_WORK_MANY)  # the endings, after the writes of their runs
+    # each sent once (a part of a WITH … statement, some: adjacent writes to other tables)
+    assert [sum(query in text for text in sent) for query in many] == [1, 1, 1, 1]
     for i, run_id in enumerate(runs):
         record = pg_store.get_run(run_id)
         assert record is not None
@@ -194,3 +201,26 @@ def test_a_pass_commit_rewrites_its_runs_row_only_when_it_changes(pg_store: Post
     one_batch(pg_store, [lambda tx: tx.commit_pass(commit, T0, cel_matches)])
     assert version() == first  # nothing of the row changed: no new version of it
     assert [s.output_json for s in pg_store.get_steps("r1")] == [b"1", b"2"]
+
+
+def test_a_group_takes_numbers_of_either_type_and_columns_of_nulls_only(
+    pg_store: PostgresStore,
+) -> None:
+    start(pg_store, "r1", "r2")
+    held = sorted(lease(pg_store), key=lambda h: h.run_id)
+    steps = [step(h.run_id, "h1", 0, output=i) for i, h in enumerate(held)]
+    steps[0].started_at, steps[1].started_at = 1_700_000_000, 1_700_000_000.5  # int, float
+    history = [HistoryRecord(h.run_id, T0, "NOTE", None, None, None, None) for h in held]
+    commits = [
+        PassCommit(h.run_id, h.token, steps=[s], history=[r])
+        for h, s, r in zip(held, steps, history, strict=True)
+    ]
+    jobs = [lambda tx, c=c: tx.commit_pass(c, T0, cel_matches) for c in commits]
+    found, writer = one_batch(pg_store, jobs)
+    assert found == [[], []] and (writer.transactions, writer.replays) == (1, 0)
+    assert [s.started_at for r in ("r1", "r2") for s in pg_store.get_steps(r)] == [
+        1_700_000_000.0,
+        1_700_000_000.5,
+    ]
+    notes = [h for r in ("r1", "r2") for h in pg_store.get_history(r) if h.kind == "NOTE"]
+    assert [(h.step_id, h.attempt, h.data) for h in notes] == [(None, None, None)] * 2

@@ -26,6 +26,7 @@ group), after every statement whose result an earlier verb read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,14 +34,7 @@ from typing import Any
 from stepline.store.postgres import queries as q
 
 Params = Sequence[Any] | dict[str, Any] | None
-MAX_PARAMS = 30_000  # a statement may carry 65,535 parameters: a group stops well before
-
-
-class OneOff(str):
-    """A statement made for a group of writes with ``$n`` placeholders (its text varies with
-    the rows' count): sent with a raw cursor, never prepared, never merged with another."""
-
-    __slots__ = ()
+MAX_VALUES = 100_000  # a group's values at most (one statement's arrays: its bind message)
 
 
 @dataclass(frozen=True)
@@ -58,76 +52,45 @@ class Shape:
     unique: Callable[[Sequence[Any]], Hashable] | None = None
 
 
-def _values_rows(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Sequence[Any]]]:
-    """``build`` for a statement whose parameters all stand in its ``VALUES (…)`` tuples (an
-    ``INSERT``'s, or the rows an ``UPDATE`` or ``DELETE`` is joined to): ``query`` with each
-    tuple repeated once per statement, the parameters of the statements' first tuples first,
-    then of their second tuples, and so on. The text has PostgreSQL's own ``$n`` placeholders
-    (``OneOff``: sent as it is, never parsed for ``%s``, which costs more than the statements
-    it replaces; every parameter is dumped by psycopg's C code, where a list parameter's
-    elements would each cost a Python call)."""
-    parts: list[str] = []
-    tuples: list[list[str]] = []  # each tuple's text, split at its placeholders
-    rest = query
-    while (at := rest.find("VALUES (")) >= 0:
-        start = at + len("VALUES ")
-        depth, end = 0, start
-        for end in range(start, len(rest)):
-            depth += {"(": 1, ")": -1}.get(rest[end], 0)
-            if depth == 0:
-                break
-        parts.append(rest[:start])
-        tuples.append(rest[start : end + 1].split("%s"))
-        rest = rest[end + 1 :]
-    parts.append(rest)
-    counts = [len(pieces) - 1 for pieces in tuples]
-    if not tuples or sum(counts) != query.count("%s") or "$" in query:
-        raise ValueError(f"not an INSERT with its parameters in VALUES tuples: {query}")
-    texts: dict[int, OneOff] = {}  # by the number of rows (the usual ones)
+_CONVERT: dict[str, Callable[[Any], Any] | None] = {
+    "double precision": float,  # an int among floats would make psycopg dump the array as ints
+    "integer": int,
+    "text": None,
+    "bytea": None,
+    "boolean": None,
+}
 
-    def text_of(rows: int) -> OneOff:
-        text = texts.get(rows)
-        if text is not None:
-            return text
-        out = [parts[0]]
-        number = 1
-        for pieces, tail in zip(tuples, parts[1:], strict=True):
-            for row in range(rows):
-                if row:
-                    out.append(", ")
-                out.append(pieces[0])
-                for piece in pieces[1:]:
-                    out.append(f"${number}")
-                    out.append(piece)
-                    number += 1
-            out.append(tail)
-        text = OneOff("".join(out))
-        if len(texts) < 256:
-            texts[rows] = text
-        return text
+
+def _arrays(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Sequence[Any]]]:
+    """``build`` for ``query``, a statement of several rows that takes for each parameter of
+    the single statement, in its order, the array of that parameter's values (``%b::TYPE[]``):
+    a constant text (prepared once), its arrays dumped in binary by psycopg. Each array holds
+    one Python type (psycopg types an array by its elements): numbers are made the column's."""
+    types = re.findall(r"%b::([a-z ]+)\[\]", query)
+    if len(types) != query.count("%") or any(t not in _CONVERT for t in types):
+        raise ValueError(f"not a statement of one typed array per parameter: {query}")
+    converts = [_CONVERT[t] for t in types]
 
     def build(rows: list[Sequence[Any]]) -> tuple[str, Sequence[Any]]:
-        params: list[Any] = []
-        first = 0
-        for count in counts:
-            for row in rows:
-                params.extend(row[first : first + count])
-            first += count
-        return text_of(len(rows)), params
+        columns: list[Any] = []
+        for convert, column in zip(converts, zip(*rows, strict=True), strict=True):
+            if convert is None:
+                columns.append(list(column))
+            else:
+                columns.append([None if v is None else convert(v) for v in column])
+        return query, columns
 
     return build
 
 
 SHAPES: dict[str, Shape] = {
     q.UPSERT_STEP: Shape(
-        frozenset({"steps"}), 0, _values_rows(q.UPSERT_STEP), lambda p: (p[0], p[1])
+        frozenset({"steps"}), 0, _arrays(q.UPSERT_STEP_MANY), lambda p: (p[0], p[1])
     ),
-    q.INSERT_HISTORY: Shape(frozenset({"history"}), 0, _values_rows(q.INSERT_HISTORY)),
-    q.MARK_RUNNING: Shape(
-        frozenset({"runs"}), 1, _values_rows(q.MARK_RUNNING_MANY), lambda p: p[1]
-    ),
+    q.INSERT_HISTORY: Shape(frozenset({"history"}), 0, _arrays(q.INSERT_HISTORY_MANY)),
+    q.MARK_RUNNING: Shape(frozenset({"runs"}), 1, _arrays(q.MARK_RUNNING_MANY), lambda p: p[1]),
     q.END_RUN_TERMINAL: Shape(
-        frozenset({"runs"}), 6, _values_rows(q.END_RUN_TERMINAL_MANY), lambda p: p[6]
+        frozenset({"runs"}), 6, _arrays(q.END_RUN_TERMINAL_MANY), lambda p: p[6]
     ),
     q.END_RUN_SUSPENDED: Shape(frozenset({"runs"}), 3),
     q.FAIL_RUN: Shape(frozenset({"runs"}), 2),
@@ -138,13 +101,24 @@ SHAPES: dict[str, Shape] = {
     q.DROP_RUN_WORK: Shape(
         frozenset({"queue", "waits", "matchers", "steps"}),
         0,
-        _values_rows(q.DROP_RUN_WORK_MANY),
+        _arrays(q.DROP_RUN_WORK_MANY),
     ),
     q.CREATE_RUN: Shape(
-        frozenset({"runs", "queue", "history"}), 0, _values_rows(q.CREATE_RUN), lambda p: p[0]
+        frozenset({"runs", "queue", "history"}), 0, _arrays(q.CREATE_RUN_MANY), lambda p: p[0]
     ),
-    q.INSERT_RUN_EVENT: Shape(frozenset({"run_events"}), 1, _values_rows(q.INSERT_RUN_EVENT)),
-    q.INSERT_EVENT: Shape(frozenset({"events"}), None, _values_rows(q.INSERT_EVENT)),
+    q.INSERT_RUN_EVENT: Shape(frozenset({"run_events"}), 1, _arrays(q.INSERT_RUN_EVENT_MANY)),
+    q.INSERT_EVENT: Shape(frozenset({"events"}), None, _arrays(q.INSERT_EVENT_MANY)),
+    # notes of events beside a take (``_late_cancels``): their arrays one after the other; its
+    # bucket locks (tried shared, held to the commit) are taken earlier, never later, than
+    # before, so still before any cancel matcher of those events is read
+    q.NOTE_UNLESS_SHARED: Shape(
+        frozenset({"cancel_notes", "cancel buckets"}),
+        None,
+        lambda rows: (
+            q.NOTE_UNLESS_SHARED,
+            [[v for row in rows for v in row[0]], [v for row in rows for v in row[1]]],
+        ),
+    ),
 }
 
 
@@ -163,7 +137,7 @@ class _Group:
 
     def takes(self, params: Sequence[Any]) -> bool:
         shape = self.shape
-        if self.sealed or self.params + len(params) > MAX_PARAMS:
+        if self.sealed or self.params + len(params) > MAX_VALUES:
             return False
         if shape.run is not None and params[shape.run] in self.forbidden:
             return False

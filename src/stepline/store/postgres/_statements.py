@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import select
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
 
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._coalesce import OneOff, coalesced
+from stepline.store.postgres._coalesce import coalesced
 
 Params = Sequence[Any] | dict[str, Any] | None
 _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
@@ -179,11 +179,7 @@ class Statements:
         conn = self.conn
         try:
             if len(queued) == 1 and queued[0][2] is None:
-                query, params, _ = queued[0]
-                if isinstance(query, OneOff):  # a group of writes (_coalesce): $n placeholders
-                    psycopg.RawCursor(conn).execute(query, params, prepare=False)
-                else:
-                    conn.execute(query, params)
+                conn.execute(queued[0][0], queued[0][1])
                 return
             with conn.pipeline():
                 cursors = _execute(conn, queued)
@@ -273,24 +269,21 @@ class Statements:
                 pass
 
     # -- savepoints -------------------------------------------------------------------------------
-    @contextmanager
-    def savepoint(self, on_undo: Callable[[], None] | None = None) -> Iterator[None]:
+    def savepoint(self, on_undo: Callable[[], None] | None = None) -> AbstractContextManager[Any]:
         """A savepoint around the block: an exception rolls back what the block did (and calls
         ``on_undo``), the rest of the transaction stays. The outermost one sends what it queued
         before it ends, so its statements' errors raise inside it. A savepoint opened right
         after its enclosing one (nothing between them: an engine job's savepoint and the verb's
         inside it) is that one: rolling back to it undoes the same, and it stays open. In an
-        optimistic transaction, it only marks an exception raised through it (``spoiled``)."""
-        self._depth += 1
+        optimistic transaction, it only marks an exception raised through it (``spoiled``):
+        ``Marked``, a plain object (a job's verbs open several: a generator's cost shows)."""
         if self.optimistic:
-            try:
-                yield
-            except BaseException:
-                self.spoiled = True
-                raise
-            finally:
-                self._depth -= 1
-            return
+            return Marked(self)
+        return self._savepoint(on_undo)
+
+    @contextmanager
+    def _savepoint(self, on_undo: Callable[[], None] | None) -> Iterator[None]:
+        self._depth += 1
         here = self._sent + len(self._queued)  # the number its SAVEPOINT statement would have
         enclosing = self._open[-1] if self._open else None
         alias = enclosing is not None and enclosing[1] == here - 1
@@ -384,7 +377,7 @@ def _merged(
         seen.clear()
 
     for entry, table in zip(queued, tables, strict=True):
-        if not isinstance(table, str) or isinstance(entry[0], OneOff):
+        if not isinstance(table, str):
             close()
             out.append((*entry, table if isinstance(table, Later) else None))
             continue
@@ -432,6 +425,25 @@ def _maybe_committed(conn: psycopg.Connection[Any], error: psycopg.Error) -> boo
     return status != psycopg.pq.TransactionStatus.IDLE or state[:2] in ("", "08", "57", "58", "XX")
 
 
+class Marked:
+    """An optimistic transaction's savepoint: an exception raised through it spoils the
+    transaction (``Statements.spoiled``), which then never commits."""
+
+    __slots__ = ("_statements",)
+
+    def __init__(self, statements: Statements) -> None:
+        self._statements = statements
+
+    def __enter__(self) -> Statements:
+        self._statements._depth += 1
+        return self._statements
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._statements._depth -= 1
+        if kind is not None:
+            self._statements.spoiled = True
+
+
 class Spoiled(Exception):
     """An optimistic transaction was rolled back: a job raised or a statement failed."""
 
@@ -466,13 +478,9 @@ def _execute(
     if not queued:
         return []
     cursor = conn.cursor()
-    raw: psycopg.RawCursor[Any] | None = None
     fetches: Fetches = []
     for query, params, later in queued:
-        if isinstance(query, OneOff):  # a group of writes (_coalesce): $n placeholders
-            raw = raw or psycopg.RawCursor(conn)
-            raw.execute(query, params, prepare=False)
-        elif later is None:
+        if later is None:
             cursor.execute(query, params)
         else:
             fetches.append((later, conn.cursor()))

@@ -117,22 +117,6 @@ END_RUN_TERMINAL = """
 UPDATE runs SET status = %s, output = %s, error = %s, ended_at = %s,
        attempt = COALESCE(%s, attempt), started_at = COALESCE(started_at, %s)
 WHERE run_id = %s"""
-# MARK_RUNNING and END_RUN_TERMINAL of several runs (each once): their VALUES tuple is repeated
-# for each run (store/postgres/_coalesce.py)
-MARK_RUNNING_MANY = """
-UPDATE runs SET status = 'RUNNING', started_at = COALESCE(runs.started_at, v.started_at),
-       passes = 0
-FROM (VALUES (%s::double precision, %s::text)) AS v (started_at, run_id)
-WHERE runs.run_id = v.run_id
-  AND (runs.status IS DISTINCT FROM 'RUNNING' OR runs.started_at IS NULL OR runs.passes <> 0)"""
-END_RUN_TERMINAL_MANY = """
-UPDATE runs SET status = v.status, output = v.output, error = v.error, ended_at = v.ended_at,
-       attempt = COALESCE(v.attempt, runs.attempt),
-       started_at = COALESCE(runs.started_at, v.started_at)
-FROM (VALUES (%s::text, %s::bytea, %s::text, %s::double precision, %s::integer,
-              %s::double precision, %s::text))
-     AS v (status, output, error, ended_at, attempt, started_at, run_id)
-WHERE runs.run_id = v.run_id"""
 END_RUN_SUSPENDED = """
 UPDATE runs SET status = %s, attempt = COALESCE(%s, attempt),
        started_at = COALESCE(started_at, %s), passes = 0
@@ -516,12 +500,6 @@ DROP_RUN_WORK = f"""
 WITH queue_row AS ({DELETE_QUEUE}), its_waits AS ({DELETE_WAITS_OF_RUN}),
      its_matchers AS ({DELETE_MATCHERS_OF_RUN})
 {DELETE_EXECUTING_STEPS}"""
-# DROP_RUN_WORK of several runs (each VALUES tuple repeated for each run)
-DROP_RUN_WORK_MANY = """
-WITH queue_row AS (DELETE FROM queue WHERE run_id IN (VALUES (%s::text))),
-     its_waits AS (DELETE FROM waits WHERE run_id IN (VALUES (%s::text))),
-     its_matchers AS (DELETE FROM matchers WHERE run_id IN (VALUES (%s::text)))
-DELETE FROM steps WHERE run_id IN (VALUES (%s::text)) AND status = 'RUNNING'"""
 # a new run's row, queue row and RUN_QUEUED history row, in one statement (as DROP_RUN_WORK)
 CREATE_RUN = f"""
 WITH run AS ({INSERT_RUN}), queue_row AS ({INSERT_QUEUE})
@@ -740,3 +718,66 @@ FROM cancel_notes c LEFT JOIN events e ON e.internal_id = c.event_id
 WHERE pg_try_advisory_xact_lock_shared({CANCEL_LOCKS}, c.bucket)
 ORDER BY e.received_at NULLS FIRST LIMIT %s FOR UPDATE OF c SKIP LOCKED"""
 DELETE_CANCEL_NOTES = "DELETE FROM cancel_notes WHERE event_id = ANY(%s)"
+
+
+# -- several statements of one text as one (store/postgres/_coalesce.py) ------------------------
+# Each takes, for each parameter of the single statement and in its order, the array of that
+# parameter's values (binary, ``%b``): a constant text, prepared once, whose rows come in order
+# (``WITH ORDINALITY … ORDER BY``, where the order is kept: history rows get their sequence).
+_T, _F, _I, _B = "%b::text[]", "%b::double precision[]", "%b::integer[]", "%b::bytea[]"
+UPSERT_STEP_MANY = f"""
+INSERT INTO steps ({_STEP_COLUMNS})
+SELECT * FROM unnest({_T}, {_T}, {_T}, {_T}, {_I}, {_T}, {_B}, {_T}, {_I}, {_F}, {_F}, {_F})
+ON CONFLICT (run_id, hash) DO UPDATE SET
+    step_id = excluded.step_id, kind = excluded.kind, position = excluded.position,
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, due_at = excluded.due_at, started_at = excluded.started_at,
+    ended_at = excluded.ended_at"""
+_HISTORY_ROWS = f"""
+SELECT h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, h.data, h.worker_id
+FROM unnest({_T}, {_F}, {_T}, {_T}, {_I}, {_F}, {_T}, {_T}) WITH ORDINALITY
+     AS h (run_id, ts, kind, step_id, attempt, duration, data, worker_id, n)
+ORDER BY h.n"""
+INSERT_HISTORY_MANY = f"""
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+{_HISTORY_ROWS}"""
+MARK_RUNNING_MANY = f"""
+UPDATE runs SET status = 'RUNNING', started_at = COALESCE(runs.started_at, v.started_at),
+       passes = 0
+FROM unnest({_F}, {_T}) AS v (started_at, run_id)
+WHERE runs.run_id = v.run_id
+  AND (runs.status IS DISTINCT FROM 'RUNNING' OR runs.started_at IS NULL OR runs.passes <> 0)"""
+END_RUN_TERMINAL_MANY = f"""
+UPDATE runs SET status = v.status, output = v.output, error = v.error, ended_at = v.ended_at,
+       attempt = COALESCE(v.attempt, runs.attempt),
+       started_at = COALESCE(runs.started_at, v.started_at)
+FROM unnest({_T}, {_B}, {_T}, {_F}, {_I}, {_F}, {_T})
+     AS v (status, output, error, ended_at, attempt, started_at, run_id)
+WHERE runs.run_id = v.run_id"""
+DROP_RUN_WORK_MANY = f"""
+WITH queue_row AS (DELETE FROM queue WHERE run_id = ANY({_T})),
+     its_waits AS (DELETE FROM waits WHERE run_id = ANY({_T})),
+     its_matchers AS (DELETE FROM matchers WHERE run_id = ANY({_T}))
+DELETE FROM steps WHERE run_id = ANY({_T}) AND status = 'RUNNING'"""
+CREATE_RUN_MANY = f"""
+WITH run AS (
+    INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,
+                      parent_step_hash, start_timeout, finish_timeout, singleton_key, app_id)
+    SELECT r.run_id, r.function_id, 'QUEUED', r.event_ids, r.created_at, r.parent_run_id,
+           r.parent_step_hash, r.start_timeout, r.finish_timeout, r.singleton_key, r.app_id
+    FROM unnest({_T}, {_T}, {_T}, {_F}, {_T}, {_T}, {_F}, {_F}, {_T}, {_T})
+         AS r (run_id, function_id, event_ids, created_at, parent_run_id, parent_step_hash,
+               start_timeout, finish_timeout, singleton_key, app_id)),
+queue_row AS (
+    INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2, app_id)
+    SELECT * FROM unnest({_T}, {_F}, {_T}, {_T}, {_I}, {_T}, {_I}, {_T}))
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+{_HISTORY_ROWS}"""
+INSERT_RUN_EVENT_MANY = f"""
+INSERT INTO run_events (event_id, run_id, effect)
+SELECT e.event_id, e.run_id, 'started' FROM unnest({_T}, {_T}) AS e (event_id, run_id)
+ON CONFLICT DO NOTHING"""
+INSERT_EVENT_MANY = f"""
+INSERT INTO events (internal_id, name, data, user_data, sender_id, ts, received_at, duplicate)
+SELECT * FROM unnest({_T}, {_T}, {_B}, {_B}, {_T}, {_F}, {_F}, %b::boolean[])
+ON CONFLICT (internal_id) DO NOTHING"""

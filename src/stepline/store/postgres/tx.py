@@ -24,7 +24,7 @@ import secrets
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from operator import itemgetter
 from typing import Any
 
@@ -130,14 +130,20 @@ class PostgresTx:
         self.durable = False
 
     # -- helpers ----------------------------------------------------------------------------------
-    @contextmanager
-    def _savepoint(self, durable: bool = True) -> Iterator[Statements]:
+    def _savepoint(self, durable: bool = True) -> AbstractContextManager[Statements]:
         """A savepoint (``_statements``): a verb that raises is rolled back alone. The advisory
         locks taken inside it are released by the rollback, so they are forgotten too.
         ``durable=False``: the verb's writes need not be on disk when the transaction is
-        acknowledged (see ``durable``)."""
+        acknowledged (see ``durable``). In an optimistic transaction, a mark only (nothing is
+        rolled back alone there: whatever raises spoils the whole transaction)."""
         if durable:
             self.durable = True
+        if self._s.optimistic:
+            return self._s.savepoint()  # a mark (_statements.Marked): its statements
+        return self._careful_savepoint()
+
+    @contextmanager
+    def _careful_savepoint(self) -> Iterator[Statements]:
         locked = set(self._locked)
 
         def undo() -> None:
@@ -163,7 +169,9 @@ class PostgresTx:
             row = s.run(q.RUN_EVENT_IDS, (run_id,)).fetchone()
             return [] if row is None else _rows.select_events(s.conn, loads(row[0]))
 
-    def savepoint(self) -> Any:
+    def savepoint(self) -> AbstractContextManager[Any]:
+        if self._s.optimistic:
+            return self._s.savepoint()
         return self._savepoint_none()
 
     @contextmanager
