@@ -104,7 +104,7 @@ SELECT 1 / count(*)::int FROM (
 HOLD_LEASES = """
 SELECT 1 / (count(*) = %s)::int FROM (
     SELECT 1 FROM queue
-    WHERE (run_id, lease_token) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+    WHERE (run_id, lease_token) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
     ORDER BY run_id FOR UPDATE
 ) AS held"""
 # a run's row rewritten only when it changes: a pass's later commits find it RUNNING, started
