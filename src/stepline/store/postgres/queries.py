@@ -36,13 +36,15 @@ INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
 _STEP_COLUMNS = """run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
                    started_at, ended_at"""
-UPSERT_STEP = f"""
-INSERT INTO steps ({_STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+_UPSERT_STEP_CONFLICT = """
 ON CONFLICT (run_id, hash) DO UPDATE SET
     step_id = excluded.step_id, kind = excluded.kind, position = excluded.position,
     status = excluded.status, output = excluded.output, error = excluded.error,
     attempts = excluded.attempts, due_at = excluded.due_at, started_at = excluded.started_at,
     ended_at = excluded.ended_at"""
+UPSERT_STEP = f"""
+INSERT INTO steps ({_STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)\
+{_UPSERT_STEP_CONFLICT}"""
 INSERT_STEP_IF_UNSETTLED = f"""
 INSERT INTO steps ({_STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, hash) DO UPDATE SET
@@ -727,12 +729,8 @@ DELETE_CANCEL_NOTES = "DELETE FROM cancel_notes WHERE event_id = ANY(%s)"
 _T, _F, _I, _B = "%b::text[]", "%b::double precision[]", "%b::integer[]", "%b::bytea[]"
 UPSERT_STEP_MANY = f"""
 INSERT INTO steps ({_STEP_COLUMNS})
-SELECT * FROM unnest({_T}, {_T}, {_T}, {_T}, {_I}, {_T}, {_B}, {_T}, {_I}, {_F}, {_F}, {_F})
-ON CONFLICT (run_id, hash) DO UPDATE SET
-    step_id = excluded.step_id, kind = excluded.kind, position = excluded.position,
-    status = excluded.status, output = excluded.output, error = excluded.error,
-    attempts = excluded.attempts, due_at = excluded.due_at, started_at = excluded.started_at,
-    ended_at = excluded.ended_at"""
+SELECT * FROM unnest({_T}, {_T}, {_T}, {_T}, {_I}, {_T}, {_B}, {_T}, {_I}, {_F}, {_F}, {_F})\
+{_UPSERT_STEP_CONFLICT}"""
 _HISTORY_ROWS = f"""
 SELECT h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, h.data, h.worker_id
 FROM unnest({_T}, {_F}, {_T}, {_T}, {_I}, {_F}, {_T}, {_T}) WITH ORDINALITY
