@@ -111,10 +111,10 @@ def test_a_write_that_stays_between_keeps_a_later_one_of_its_run_behind_it() -> 
 
 
 def test_the_notes_of_events_beside_a_take_are_one_statement_taken_earlier() -> None:
-    first = (q.NOTE_UNLESS_SHARED, (["e1"], ["a"]))
-    second = (q.NOTE_UNLESS_SHARED, (["e2", "e3"], ["b", "a"]))
+    first = (q.NOTE_UNLESS_SHARED, (["e1"], [7]))  # event ids, their name buckets
+    second = (q.NOTE_UNLESS_SHARED, (["e2", "e3"], [3, 7]))
     out, _ = coalesced([first, _steps("r1"), second, _steps("r2")], [None, "steps", None, "steps"])
-    assert out[0] == (q.NOTE_UNLESS_SHARED, [["e1", "e2", "e3"], ["a", "b", "a"]])
+    assert out[0] == (q.NOTE_UNLESS_SHARED, [["e1", "e2", "e3"], [7, 3, 7]])
     assert [query for query, _ in out[1:]] == [q.UPSERT_STEP_MANY]
 
 

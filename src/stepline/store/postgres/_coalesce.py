@@ -108,9 +108,10 @@ SHAPES: dict[str, Shape] = {
     ),
     q.INSERT_RUN_EVENT: Shape(frozenset({"run_events"}), 1, _arrays(q.INSERT_RUN_EVENT_MANY)),
     q.INSERT_EVENT: Shape(frozenset({"events"}), None, _arrays(q.INSERT_EVENT_MANY)),
-    # notes of events beside a take (``_late_cancels``): their arrays one after the other; its
-    # bucket locks (tried shared, held to the commit) are taken earlier, never later, than
-    # before, so still before any cancel matcher of those events is read
+    # notes of events beside a take (``_late_cancels``): their arrays one after the other (the
+    # function goes through them in order, as through each call's in turn); its bucket locks
+    # (tried shared, held to the commit) are taken earlier, never later, than before, so still
+    # before any cancel matcher of those events is read
     q.NOTE_UNLESS_SHARED: Shape(
         frozenset({"cancel_notes", "cancel buckets"}),
         None,
