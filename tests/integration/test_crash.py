@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import psycopg
 import pytest
 from _subprocesses import Subprocesses, poll, sigterm
 
@@ -118,16 +119,38 @@ class Workers(Subprocesses):
             **env,
         )
         self.kill_times: list[float] = []
+        self.db = db
 
     def start(self, **env: str) -> subprocess.Popen[bytes]:
-        return self.spawn([str(CRASH_APP)], **env)
+        # libpq names the process's sessions, so that a kill can wait for the server to end them
+        return self.spawn([str(CRASH_APP)], PGAPPNAME=self.session_name(len(self.procs)), **env)
+
+    @staticmethod
+    def session_name(index: int) -> str:
+        return f"stepline-crash-worker-{index}"
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL and reap; the process is gone when this returns."""
+        """SIGKILL and reap; the process is gone when this returns, and on PostgreSQL so are its
+        sessions: a transaction it had sent whole before it died (its COMMIT included) may still
+        commit after the process is gone, so what it held is read only once the server has ended
+        every session of it."""
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         self.killed.add(proc.pid)
         self.kill_times.append(time.time())
+        if self.db.startswith("postgresql"):
+            self.wait_for_sessions_to_end(self.session_name(self.procs.index(proc)))
+
+    def wait_for_sessions_to_end(self, name: str) -> None:
+        deadline = time.monotonic() + 60
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            while conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone() != (0,):
+                # a poll with a deadline: the server ends a dead client's sessions when it next
+                # reads from their sockets
+                assert time.monotonic() < deadline, f"the server kept {name}'s sessions 60 s"
+                time.sleep(0.01)
 
     def resumed(self, proc: subprocess.Popen[bytes], worker_id: str) -> int | None:
         """How many runs ``proc`` said it reclaimed from its predecessor with ``worker_id`` at
