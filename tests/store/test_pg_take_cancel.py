@@ -20,9 +20,10 @@ import pytest
 from tests.integration.test_handed_over_decisions import shop_app
 
 from stepline import App
+from stepline.errors import LeaseLostError
 from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore, _late_cancels
-from stepline.store.records import EventFilter, EventIngest, FunctionSet, RunFilter
+from stepline.store.records import EventFilter, EventIngest, FunctionSet, PassCommit, RunFilter
 from stepline.testing import MockClock
 
 from .builders import T0, cel_matches, event
@@ -139,6 +140,27 @@ def test_an_ingestion_refused_once_notes_its_later_events_of_that_bucket_too(
     with taker.transaction() as tx:
         shop.engine.housekeeping(tx, T0 + 20)
     assert status(shop, taker) == (started.run_ids[0], "CANCELLED", [("cancelled", "cancel-1")])
+
+
+def test_a_cancel_after_a_committed_take_in_a_transaction_that_read_the_name_before_cancels(
+    stores: tuple[App, PostgresStore, PostgresStore],
+) -> None:
+    """A verb rolled back to its savepoint releases the advisory locks it took, so the
+    transaction forgets what it read of the index too: a zombie pass commit (its lease lost)
+    that sent an order/cancelled event read that name's cancel matchers (none) and was rolled
+    back; a take then starts the run with cancel_on and commits; the same transaction's
+    ingestion of the cancel reads the matchers again and cancels the run."""
+    shop, taker, sender = stores
+    with sender.transaction() as tx:
+        other = EventIngest(event("cancel-0", "order/cancelled", {"n": 0}), sender=BILLING)
+        zombie = PassCommit("ghost-run", "lost-token", events=[other])
+        with pytest.raises(LeaseLostError):
+            tx.commit_pass(zombie, T0 + 3, cel_matches)
+        [started] = take(shop, taker)
+        tx.ingest([cancelled_event()], T0 + 5, cel_matches)
+    with taker.transaction() as tx:
+        shop.engine.housekeeping(tx, T0 + 20)  # late cancels, if it was noted
+    assert status(shop, taker) == (started, "CANCELLED", [("cancelled", "cancel-1")])
 
 
 def _waiting_for_advisory(url: str) -> int:

@@ -30,6 +30,11 @@ class IndexPaths:
         self._paths: dict[tuple[str, str], list[str]] = {}
         self._unindexed: dict[tuple[str, str], bool] = {}
 
+    def forget(self) -> None:
+        """Read everything again (the transaction may have released what kept it valid)."""
+        self._paths.clear()
+        self._unindexed.clear()
+
     def unindexed_rows(self, query: str, event_name: str, *params: Any) -> list[Any]:
         """Rows of ``query`` (the unindexed waits or matchers of an event name); none without
         asking once they were found to be none."""

@@ -132,7 +132,9 @@ class PostgresTx:
     # -- helpers ----------------------------------------------------------------------------------
     def _savepoint(self, durable: bool = True) -> AbstractContextManager[Statements]:
         """A savepoint (``_statements``): a verb that raises is rolled back alone. The advisory
-        locks taken inside it are released by the rollback, so they are forgotten too.
+        locks taken inside it are released by the rollback, so they are forgotten too, and so
+        is what the transaction read of the index (a take may hold a name's bucket, start runs
+        with cancel matchers and commit before the transaction's next ingestion of that name).
         ``durable=False``: the verb's writes need not be on disk when the transaction is
         acknowledged (see ``durable``). In an optimistic transaction, a mark only (nothing is
         rolled back alone there: whatever raises spoils the whole transaction)."""
@@ -148,6 +150,7 @@ class PostgresTx:
 
         def undo() -> None:
             self._locked = locked
+            self._index.forget()
 
         with self._s.savepoint(undo):
             yield self._s
