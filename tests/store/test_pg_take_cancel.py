@@ -163,6 +163,24 @@ def test_a_cancel_after_a_committed_take_in_a_transaction_that_read_the_name_bef
     assert status(shop, taker) == (started, "CANCELLED", [("cancelled", "cancel-1")])
 
 
+def test_a_cancel_committed_before_the_take_with_a_later_timestamp_cancels(
+    stores: tuple[App, PostgresStore, PostgresStore],
+) -> None:
+    """An ingestion that committed before the take's read ran without the run's matchers,
+    whatever its received time: the sender's clock may read later than the worker's ``now``
+    (skew between machines, or a sender that read its clock after the worker did and
+    committed its send before the take's read). The take's read has no upper bound, so it
+    sees it. Here: shop's worker clock says T0+10, billing's cancel (received T0+15)
+    committed before the take."""
+    shop, taker, sender = stores
+    with sender.transaction() as tx:
+        tx.ingest([cancelled_event()], T0 + 15, cel_matches)  # committed before the take
+    [started] = take(shop, taker)  # the worker's clock: T0 + 10
+    with taker.transaction() as tx:
+        shop.engine.housekeeping(tx, T0 + 20)
+    assert status(shop, taker) == (started, "CANCELLED", [("cancelled", "cancel-1")])
+
+
 def _waiting_for_advisory(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as admin:
         row = admin.execute(

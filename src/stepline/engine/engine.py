@@ -294,8 +294,9 @@ class Engine:
         now: float,
     ) -> list[IngestResult]:
         """Cancel the runs just started for a taken event whose cancel matchers an event
-        received after it (and by ``now``) satisfies, as ingesting that event would have had
-        the run existed: one result per cancelling event (announced as any cancellation)."""
+        received after it (by ``now`` on memory and SQLite; any committed, on PostgreSQL)
+        satisfies, as ingesting that event would have had the run existed: one result per
+        cancelling event (announced as any cancellation)."""
         started = {run_id for r in results for run_id in r.run_ids}
         runs = [run for run in item.new_runs if run.run_id in started and run.admission.cancel_on]
         if not runs:

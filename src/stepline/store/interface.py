@@ -238,10 +238,13 @@ class StoreTx(Protocol):
         self, names: Sequence[str], after: tuple[float, str], until: float
     ) -> list[tuple[float, EventRecord]]:
         """The events of these names received after ``after`` (received time, internal id:
-        strictly later in that order) and at or before ``until``, oldest first, with their
-        received times (an index range on (name, received time)), for the cancel check of
-        runs just started from taken inbox rows. PostgreSQL orders it with the ingestion of
-        events of those names (docs/design.md, "Handing over"): it raises ``TakeContended``
+        strictly later in that order) and, on memory and SQLite (one writer: an event stored
+        before the take was received by its ``now``), at or before ``until``, oldest first,
+        with their received times (an index range on (name, received time)), for the cancel
+        check of runs just started from taken inbox rows. PostgreSQL reads every one committed
+        before its read, whatever its received time (another process's clock may read later
+        than ``until``), and orders it with the ingestion of events of those names
+        (docs/design.md, "Handing over"): it raises ``TakeContended``
         (call it in a savepoint; give the row back: ``deliver``) while one is in flight, and
         an ingestion during the rest of this transaction notes its event for ``late_cancels``.
         Memory and SQLite: one writer at a time, never raises."""

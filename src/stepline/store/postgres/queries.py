@@ -695,8 +695,7 @@ ORDER BY taken.seq"""
 # the events of these names received after (received_at, internal_id) and at or before a time
 EVENTS_RECEIVED = f"""
 SELECT received_at, {EVENT_COLUMNS} FROM events
-WHERE name = ANY(%s) AND received_at >= %s AND received_at <= %s
-  AND (received_at > %s OR internal_id > %s)
+WHERE name = ANY(%s) AND received_at >= %s AND (received_at > %s OR internal_id > %s)
 ORDER BY received_at, internal_id"""
 
 # -- a take's later-cancel check and the ingestion of cancel events (docs/design.md) ---------------

@@ -320,7 +320,9 @@ class PostgresTx:
         self, names: Sequence[str], after: tuple[float, str], until: float
     ) -> list[tuple[float, EventRecord]]:
         distinct = list(dict.fromkeys(names))
-        params = (distinct, after[0], until, after[0], after[1])
+        # no upper bound: every ingestion that committed before the read ran without the
+        # runs' matchers, whatever its sender's clock said (docs/design.md, "Handing over")
+        params = (distinct, after[0], after[0], after[1])
         with self._savepoint(durable=False) as s:
             # the names' buckets exclusive, then the read (its snapshot after them): the
             # ingestions that held one ended, and those after it note their events
