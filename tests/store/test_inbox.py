@@ -7,6 +7,7 @@ Before, the store had no catalog: an event started only the runs its sender plan
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -268,6 +269,73 @@ def test_a_worker_asks_for_its_inbox_rows_by_index_on_sqlite(tmp_path: Path) -> 
         store.close()
     reads = [p for p in plan if "inbox" in p]
     assert reads and all("USING INDEX inbox_function" in p for p in reads), plan
+
+
+def _vm_steps_of_next_inbox(tmp_path: Path, waiting: int) -> int:
+    """The SQLite VM steps of ``next_due_at``'s inbox read with ``waiting`` rows waiting for
+    one function (given back rows included: a later seq, an older reception)."""
+    store = SQLiteStore(tmp_path / f"steps-{waiting}.db")
+    try:
+        store.migrate()
+        conn = store._conn()
+        with conn:
+            conn.executemany(
+                "INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (?,?,?,?)",
+                [("emails", "receipt", f"e{n}", T0 + 100 - n) for n in range(waiting)],
+            )
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        conn.set_progress_handler(count, 1)
+        [(at,)] = conn.execute(sq.NEXT_INBOX_OF, ("emails", '["receipt", "welcome"]')).fetchall()
+        conn.set_progress_handler(None, 1)
+        assert at is not None and at <= T0 + 100
+        return steps[0]
+    finally:
+        store.close()
+
+
+def test_a_worker_reads_one_inbox_row_per_function_whatever_waits_on_sqlite(
+    tmp_path: Path,
+) -> None:
+    """``next_due_at``'s inbox read (each idle worker's turn while a backlog drains) reads
+    the first row of each function, not every waiting row: its work does not grow with
+    them."""
+    few, many = _vm_steps_of_next_inbox(tmp_path, 2), _vm_steps_of_next_inbox(tmp_path, 3000)
+    assert many == few, (few, many)
+
+
+def test_a_worker_reads_one_inbox_row_per_function_whatever_waits_on_postgres(
+    pg_url: str,
+) -> None:
+    from stepline.store.postgres import queries as pq
+
+    store = PostgresStore(pg_url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # rows of another app received earlier, then the backlog of one function of this one
+        for app_id, start in (("shipping", T0), ("emails", T0 + 5000)):
+            conn.execute(
+                "INSERT INTO inbox (app_id, function_id, event_id, received_at) "
+                "SELECT %s, 'receipt', %s || n, %s + n FROM generate_series(1, 3000) n",
+                (app_id, app_id, start),
+            )
+        conn.execute("ANALYZE inbox")
+        fns = ["receipt", "welcome"]
+        params = {"apps": ["emails", ""], "fns": fns, "app": "emails", "all": fns}
+        query = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + pq.NEXT_DUE_OF
+        plan = "\n".join(r[0] for r in conn.execute(query, params))
+    # each scan of the inbox returns at most one row and drops none
+    scans = [part.split("->")[0] for part in plan.split(" on inbox")[1:]]
+    assert scans, plan
+    for scan in scans:
+        assert re.search(r"actual rows=[01] ", scan) and "Rows Removed" not in scan, plan
 
 
 def test_the_purge_finds_old_inbox_rows_by_index_on_postgres(pg_url: str) -> None:

@@ -419,6 +419,9 @@ SELECT MIN(t) FROM (
     UNION ALL
     SELECT MIN(next_at) AS t FROM crons
 ) AS times"""
+# its inbox arm: when the first row of each function was received (sqlite/queries.py,
+# NEXT_INBOX_OF), one probe of inbox_function a function: the first index entry at or after
+# the function's (a range of a row comparison, so no plan filters the primary key's order)
 NEXT_DUE_OF = """
 SELECT MIN(t) FROM (
     SELECT MIN(due_at) AS t FROM queue
@@ -435,7 +438,10 @@ SELECT MIN(t) FROM (
     WHERE status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL
       AND app_id = ANY(%(apps)s) AND function_id = ANY(%(all)s)
     UNION ALL
-    SELECT MIN(received_at) AS t FROM inbox WHERE app_id = %(app)s AND function_id = ANY(%(all)s)
+    SELECT MIN((SELECT CASE WHEN app_id = %(app)s AND function_id = f THEN received_at END
+                FROM inbox WHERE (app_id, function_id, seq) > (%(app)s, f, 0)
+                ORDER BY app_id, function_id, seq LIMIT 1)) AS t
+    FROM unnest(%(all)s::text[]) AS f
 ) AS times"""
 # a queued run not started yet with a start timeout (the index runs_start_deadline)
 _UNSTARTED_OF = """runs.status = 'QUEUED' AND runs.started_at IS NULL

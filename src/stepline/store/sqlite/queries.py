@@ -448,11 +448,14 @@ DROP_INBOX_OF_APP = "DELETE FROM inbox WHERE app_id = ?"
 DROP_SDK_APPS_OF_APP = "DELETE FROM sdk_apps WHERE app_id = ?"
 DELIVER = """
 INSERT INTO inbox (app_id, function_id, event_id, received_at) VALUES (?, ?, ?, ?)"""
-# the oldest inbox row of these functions (the index inbox_function: a probe per function when
-# none waits), for next_due_at
+# when the first inbox row of each of these functions was received, for next_due_at: one probe
+# of the index inbox_function a function (the row of its lowest seq), never a read of every row
+# waiting. A row given back (TakeContended) has a later seq and its older reception, so the time
+# may be a later reception than the oldest's: any waiting row's is past, so due now either way
 NEXT_INBOX_OF = """
-SELECT MIN(received_at) FROM inbox
-WHERE app_id = ? AND function_id IN (SELECT value FROM json_each(?))"""
+SELECT MIN((SELECT received_at FROM inbox WHERE app_id = ?1 AND function_id = f.value
+            ORDER BY seq LIMIT 1))
+FROM json_each(?2) AS f"""
 TAKE_INBOX = """
 DELETE FROM inbox WHERE seq IN (
   SELECT seq FROM inbox
