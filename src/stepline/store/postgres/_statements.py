@@ -401,8 +401,12 @@ def _quiet(conn: psycopg.Connection[Any]) -> bool:
     if conn.closed or conn.broken:
         return False
     try:
+        socket = conn.pgconn.socket
+        if not hasattr(select, "poll"):
+            # Windows has no poll: select (past its limit of sockets it raises ValueError)
+            return not any(select.select([socket], [], [socket], 0))
         poller = select.poll()
-        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+        poller.register(socket, select.POLLIN | select.POLLPRI)
         return not poller.poll(0)
     except (OSError, ValueError, psycopg.Error):
         return False
