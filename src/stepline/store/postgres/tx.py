@@ -19,10 +19,8 @@ read-then-write decision is exact with many processes writing at once; how, verb
 
 from __future__ import annotations
 
-import functools
-import secrets
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from operator import itemgetter
@@ -41,12 +39,11 @@ from stepline.store._admission_rules import (
     new_run_to_dict,
 )
 from stepline.store._catalog import TriggerCatalog
-from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
-from stepline.store._pass_rules import commit_pass, fail_spent
+from stepline.store._pass_rules import commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
-from stepline.store.postgres import _rows
+from stepline.store.postgres import _leases, _rows
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._late_cancels import (
     NOTES_AFTER_TAKE,
@@ -56,7 +53,7 @@ from stepline.store.postgres._late_cancels import (
     take_wait,
 )
 from stepline.store.postgres._statements import Later, Statements
-from stepline.store.postgres.presence import PRESENCE_KEY, Presence
+from stepline.store.postgres.presence import Presence
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     AppRemoval,
@@ -824,7 +821,7 @@ class PostgresTx:
             )
             return True
 
-    # -- leasing ----------------------------------------------------------------------------------
+    # -- leasing (store/postgres/_leases.py) -------------------------------------------------------
     def lease_due(
         self,
         owner: str,
@@ -836,105 +833,10 @@ class PostgresTx:
         due_by: float | None = None,
         failed: list[SpentRun] | None = None,
     ) -> list[Lease]:
-        """Lease due runs of ``functions`` (due by ``due_by``: leased ahead) in the fair order
-        (``_fair_order``), skipping paused functions and full concurrency keys. Each served
-        function's oldest due runs (a window) and expired leases are locked ``FOR UPDATE SKIP
-        LOCKED`` (two workers never take one row); behind a longer backlog, the oldest due run
-        of each of its concurrency-key groups is read too, and locked (``SKIP LOCKED``) only if
-        picked. The concurrency keys among the candidates are locked (advisory, in sorted
-        order) and their live leases counted after the lock, so two workers never fill one key
-        beyond its limit."""
-        token = secrets.token_hex(8)
-        if self._presence is not None:  # taken over as soon as the lock is gone
-            token = self._presence.token_prefix(owner) + token
-        horizon = now if due_by is None else max(now, due_by)
-        with self._savepoint(durable=False) as s:
-            busy: Counter[str] = Counter()
-            live: list[tuple[str, str]] = []
-            # every served function's due and expired runs (of its app, and of none: rows
-            # recorded before runs carried their app), with the live leases: one round trip
-            apps = [functions.app_id, ""] if functions.app_id else [""]
-            window = limit * 4 + 16
-            common: dict[str, Any] = {
-                "app": functions.app_id,
-                "now": now,
-                "by": horizon,
-                "window": window,
-                "owner": owner,
-                "prefix": PRESENCE_KEY,
-                **{f"app{i}": app for i, app in enumerate(apps)},
-            }
-            fns = list(functions.function_ids)
-            statement = q.lease_candidates(len(apps))
-            reads: list[tuple[str, Any]] = [(q.LIVE_LEASES, (now,))]
-            reads += [(statement, {**common, "fn": fn}) for fn in fns]
-            leases, *found = s.run_all(reads)
-            for function_id, key1, limit1, key2, limit2 in leases:
-                slots = _slots(key1, limit1, key2, limit2)
-                live.append((function_id, group_of(slots)))
-                busy.update(key for key, _ in slots)
-            candidates: list[Candidate] = []
-            unlocked: set[str] = set()
-            backlogs: list[tuple[str, str]] = []
-            for fn, rows in zip(fns, found, strict=True):
-                due: Counter[int] = Counter()
-                for r in rows:
-                    candidates.append(_candidate(r[2:], fn))
-                    if not r[1]:  # not an expired lease: a due run of app number r[0]
-                        due[r[0]] += 1
-                backlogs += [(apps[i], fn) for i, count in due.items() if count >= window]
-            for app, fn in backlogs:  # a backlog: its groups' oldest runs too
-                group_heads = s.run(q.GROUP_HEADS, {"app": app, "fn": fn, "by": horizon})
-                heads = [_candidate(r, fn) for r in group_heads]
-                locked = {run.run_id for run in candidates}
-                unlocked.update(h.run_id for h in heads if h.run_id not in locked)
-                candidates += heads
-            keys = sorted({k for run in candidates for k, _ in run.slots})
-            if keys:
-                for key in keys:
-                    self._lock(f"concurrency\x1f{key}")
-                found = s.run(q.BUSY_SLOTS_OF, {"now": now, "keys": keys}).fetchall()
-                fresh, _ = _count_slots(found)
-                for key in keys:
-                    busy[key] = fresh[key]
-            picked = fair_pick(candidates, live, busy, limit)
-            to_lock = [run.run_id for run in picked if run.run_id in unlocked]
-            lost: set[str] = set()
-            if to_lock:
-                got = {r[0] for r in s.run(q.LOCK_DUE, (to_lock, horizon))}
-                lost = {r for r in to_lock if r not in got}  # another worker has them
-            taken = [run.run_id for run in picked if run.run_id not in lost]
-            previous = {run.run_id: run.held_by for run in picked}
-            generic = bool(taken)
-            if generic:  # the statements by run ids, with their generic plans (lease_named)
-                s.write(q.GENERIC_PLANS)
-                taken = fail_spent(self, taken, now, max_passes, failed)
-            if taken:
-                self._tokens.remember(token, owner)
-                for run_id in taken:  # leased here: no other worker need look for them
-                    self.new_runs.pop(run_id, None)
-                app_id = functions.app_id
-                s.write(
-                    q.TAKE_LEASES,
-                    {
-                        "owner": owner,
-                        "token": token,
-                        "expires": now + ttl,
-                        "app": app_id,
-                        "runs": taken,
-                        "now": now,
-                    },
-                )
-                # the runs as leased, read with the writes (load_run after the commit, without
-                # another round trip): the rows are there once the transaction committed
-                loaded = _rows.LoadedRuns(s.read_later(q.LOAD_RUNS, (taken,)))
-            if generic:
-                s.write(q.DEFAULT_PLANS)
-        ahead = {run.run_id: run.due_at for run in picked if run.due_at > now}
-        return [
-            Lease(r, token, previous[r], ahead.get(r), functools.partial(loaded.state, r))
-            for r in taken
-        ]
+        """``_leases.lease_due``: due runs of ``functions`` in the fair order."""
+        return _leases.lease_due(
+            self, owner, now, limit, ttl, functions, max_passes, due_by, failed
+        )
 
     def lease_named(
         self,
@@ -945,40 +847,8 @@ class PostgresTx:
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> Callable[[], list[Lease]]:
-        """``NamedLeases.lease_named``: one statement deciding, taking and reading the runs as
-        leased (``LEASE_NAMED``), queued: sent with the ``COMMIT``."""
-        token = secrets.token_hex(8)
-        if self._presence is not None:
-            token = self._presence.token_prefix(owner) + token
-        self._tokens.remember(token, owner)
-        runs = list(dict.fromkeys(run_ids))
-        params = {
-            "owner": owner,
-            "token": token,
-            "expires": now + ttl,
-            "app": functions.app_id,
-            "runs": runs,
-            "fns": list(functions.function_ids),
-            "now": now,
-            "limit": len(runs),
-            "max_passes": max_passes,
-        }
-        with self._savepoint(durable=False) as s:
-            # planned once per connection (a prepared statement's generic plan: each look is
-            # by key whatever the plan): planning them for each lease cost more than running
-            # them (0.4 and 0.2 ms against 0.1 each; lease_due's by run ids alike)
-            s.write(q.GENERIC_PLANS)
-            taken = s.read_later(q.LEASE_NAMED, params)  # the runs as leased (LOAD_RUNS)
-            loaded = _rows.LoadedRuns(taken)
-            s.write(q.DEFAULT_PLANS)
-
-        def leases() -> list[Lease]:
-            return [
-                Lease(r[0], token, None, None, functools.partial(loaded.state, r[0]))
-                for r in taken.rows or ()
-            ]
-
-        return leases
+        """``_leases.lease_named``: the runs a wake-up named, in one statement."""
+        return _leases.lease_named(self, owner, now, run_ids, ttl, functions, max_passes)
 
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         if self._s.optimistic:  # none (the usual case), or the server fails the transaction
@@ -1005,30 +875,6 @@ class PostgresTx:
                 ],
             )
             return True
-
-
-def _slots(
-    key1: str | None, limit1: int | None, key2: str | None, limit2: int | None
-) -> tuple[tuple[str, int], ...]:
-    return tuple(
-        (k, int(n)) for k, n in ((key1, limit1), (key2, limit2)) if k is not None and n is not None
-    )
-
-
-def _candidate(r: Sequence[Any], function_id: str) -> Candidate:
-    return Candidate(r[0], r[1], function_id, _slots(r[2], r[3], r[4], r[5]), r[6])
-
-
-def _count_slots(rows: Sequence[Any]) -> tuple[Counter[str], dict[str, int]]:
-    """Live leases per concurrency key, and each key's limit."""
-    busy: Counter[str] = Counter()
-    limits: dict[str, int] = {}
-    for key1, limit1, key2, limit2 in rows:
-        for key, cap in ((key1, limit1), (key2, limit2)):
-            if key is not None:
-                busy[key] += 1
-                limits[key] = cap
-    return busy, limits
 
 
 class _NotHeld(Exception):
