@@ -123,3 +123,18 @@ def test_effects_are_purged_with_their_runs(store: Store) -> None:
     assert store.get_events(["ev-r1", "stop"]) == []
     assert effects(store, "pay") == [("pay", "resumed", "live")]  # kept with its live run
     assert [e.internal_id for e in store.get_events(["pay"])] == ["pay"]
+
+
+def test_a_run_an_event_cancelled_frees_its_singleton_key_for_the_next_event_of_the_batch(
+    store: Store,
+) -> None:
+    # SQLite writes a batch's cancellations when its ingest verb ends: until then the singleton
+    # check must see the cancelled run as ended, as every backend does
+    skip = Admission(singleton_key="fn:k", singleton_mode="skip", cancel_on=CANCEL_ON)
+    ingest(store, EventIngest(event("ev-r1"), (NewRun("r1", "fn", ("ev-r1",), admission=skip),)))
+    stop = EventIngest(event("stop", "order/cancelled"))
+    again = EventIngest(event("ev-r2"), (NewRun("r2", "fn", ("ev-r2",), admission=skip),))
+    first, second = ingest(store, stop, again, now=T0 + 1)
+    assert first.cancelled == (("r1", "fn"),)
+    assert (second.run_ids, second.skipped) == (("r2",), ())
+    assert effects(store, "stop") == [("stop", "cancelled", "r1")]

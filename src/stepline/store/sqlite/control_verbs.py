@@ -58,6 +58,8 @@ class SQLiteControlVerbs:
             self, run_id: str, now: float, reason: str, event_id: str | None = None
         ) -> str | None: ...
 
+        def _ended_here(self, run_id: str) -> bool: ...
+
     # -- admission --------------------------------------------------------------------------------
     def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
         self._c.execute(q.INSERT_SKIP, (event_id, function_id, reason, now))
@@ -98,7 +100,8 @@ class SQLiteControlVerbs:
         self._c.execute(q.SET_GCRA_TAT, (bucket, tat))
 
     def active_singleton_runs(self, key: str) -> list[str]:
-        return [r[0] for r in self._c.execute(q.ACTIVE_SINGLETON_RUNS, (key,))]
+        rows = self._c.execute(q.ACTIVE_SINGLETON_RUNS, (key,))
+        return [r[0] for r in rows if not self._ended_here(r[0])]
 
     def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None:
         row = self._c.execute(q.GET_DEFERRAL, (kind, function_id, key)).fetchone()

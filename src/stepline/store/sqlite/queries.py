@@ -187,6 +187,10 @@ WHERE lease_owner = ?"""
 UNFINISHED_RUN_FUNCTION = """
 SELECT function_id, parent_run_id, parent_step_hash, event_ids, status FROM runs
 WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
+UNFINISHED_RUNS_AMONG = """
+SELECT run_id, function_id, parent_run_id, parent_step_hash, event_ids, status FROM runs
+WHERE run_id IN (SELECT value FROM json_each(?))
+  AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,
        cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)

@@ -590,6 +590,9 @@ class _SQLiteTx(SQLiteControlVerbs):
         if deferred is None:
             return
         self._delete_resolved(deferred)
+        if deferred.cancels:  # before the queue items go: the lease token is read from them
+            c.executemany(q.CANCEL_RUN, deferred.cancels)
+            deferred.cancels.clear()
         if deferred.runs:
             c.executemany(q.DELETE_QUEUE, deferred.runs)
             c.executemany(q.DELETE_MATCHERS_OF_RUN, deferred.runs)
@@ -708,7 +711,7 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
         rows = self._index.unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
-        return [WaitRecord(*r) for r in rows]
+        return self._read_runs_of([WaitRecord(*r) for r in rows])
 
     def indexed_matchers(
         self, event_name: str, path: str, values: Sequence[str], now: float
@@ -719,7 +722,23 @@ class _SQLiteTx(SQLiteControlVerbs):
         else:
             params = (event_name, path, _json_list(values), now)
             rows = self._c.execute(q.MATCHERS_INDEXED_AMONG, params)
-        return [WaitRecord(*r) for r in rows]
+        return self._read_runs_of([WaitRecord(*r) for r in rows])
+
+    def _read_runs_of(self, matchers: list[WaitRecord]) -> list[WaitRecord]:
+        """Inside ``ingest``: read the runs of these cancel-matcher candidates that were not
+        read yet, with one statement, for ``mark_cancelled`` (what it reads of a run, or that
+        the run has ended). Exact: only this transaction writes, and it records its own
+        cancellations there."""
+        deferred = self._deferred
+        if deferred is None or not matchers:
+            return matchers
+        unread = [m.run_id for m in matchers if m.run_id not in deferred.unfinished]
+        if unread:
+            rows = self._c.execute(q.UNFINISHED_RUNS_AMONG, (_json_list(unread),))
+            found = {r[0]: tuple(r[1:]) for r in rows}
+            for run_id in unread:
+                deferred.unfinished[run_id] = found.get(run_id)
+        return matchers
 
     def delete_wait(self, wait_id: str) -> bool:
         if self._deferred is None:
@@ -749,13 +768,24 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     # -- RunPrimitives ----------------------------------------------------------------------------
     def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
-        c = self._c
+        c, deferred = self._c, self._deferred
         # a SELECT then a plain UPDATE (the transaction holds the write lock): cheaper than
-        # UPDATE ... RETURNING, which SQLite runs through a temporary table
-        row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
+        # UPDATE ... RETURNING, which SQLite runs through a temporary table; inside ``ingest``
+        # the run was usually read with the other candidates' (``_read_runs_of``) and the
+        # UPDATE is made with the others' when the verb ends (until then ``active_singleton_runs``
+        # and ``settle_pending_step`` see the run as ended through ``deferred.unfinished``)
+        if deferred is not None and run_id in deferred.unfinished:
+            row = deferred.unfinished[run_id]
+        else:
+            row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
         if row is None:
             return None
-        c.execute(q.CANCEL_RUN, (now, shapes.json_or_none(error), run_id))
+        params = (now, shapes.json_or_none(error), run_id)
+        if deferred is None:
+            c.execute(q.CANCEL_RUN, params)
+        else:
+            deferred.cancels.append(params)
+            deferred.unfinished[run_id] = None  # ended
         self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
         if row[4] == "QUEUED":
             self._never_leased.add(run_id)
@@ -787,6 +817,8 @@ class _SQLiteTx(SQLiteControlVerbs):
             self._c.executemany(q.INSERT_HISTORY, params)
 
     def settle_pending_step(self, wake: Wake, now: float) -> bool:
+        if self._ended_here(wake.run_id):
+            return False
         settle = (
             wake.status,
             wake.output_json,
@@ -799,6 +831,15 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     def wake_run(self, run_id: str, now: float) -> None:
         self._c.execute(q.WAKE, (now, run_id))
+
+    def _ended_here(self, run_id: str) -> bool:
+        """Whether ``ingest`` cancelled the run and its UPDATE is still to be made."""
+        deferred = self._deferred
+        return (
+            deferred is not None
+            and run_id in deferred.unfinished
+            and (deferred.unfinished[run_id] is None)
+        )
 
     # -- passes -----------------------------------------------------------------------------------
     def commit_pass(
@@ -904,11 +945,15 @@ class _SQLiteTx(SQLiteControlVerbs):
 @dataclass(slots=True)
 class _Deferred:
     """The writes an ingest verb makes for many events, each kind with one statement when the
-    verb ends (the waits it resolved: before their steps complete, ``resume_waits``): the
-    cancelled runs' queue items and cancel matchers (``runs``), the waits and RUNNING step marks
-    of those that were leased (``leased``), their RUN_CANCELLED rows (``history``)."""
+    verb ends (the waits it resolved: before their steps complete, ``resume_waits``): the runs
+    it cancelled (``cancels``, their rows read together in ``unfinished``), their queue items
+    and cancel matchers (``runs``), the waits and RUNNING step marks of those that were leased
+    (``leased``), their RUN_CANCELLED rows (``history``)."""
 
     waits: list[tuple[str]] = field(default_factory=list)
+    cancels: list[tuple[Any, ...]] = field(default_factory=list)  # CANCEL_RUN's parameters
+    # the runs read for mark_cancelled (UNFINISHED_RUN_FUNCTION's row; None: ended or missing)
+    unfinished: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
     runs: list[tuple[str]] = field(default_factory=list)
     leased: list[tuple[str]] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
