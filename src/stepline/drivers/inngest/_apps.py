@@ -73,7 +73,8 @@ class SdkApps:
         for name, body in engine.store.sdk_apps(engine.app_id):
             try:
                 registration = parse_registration(body)
-                self._replace(registration, map_app(registration))
+                restored = self._replace(registration, map_app(registration))
+                self.apps[registration.app_name] = restored
                 self._bodies[name] = body
             except (ProtocolError, ConfigError) as exc:
                 engine.logger.warning("SDK app %r not restored, sync it again: %s", name, exc)
@@ -103,6 +104,9 @@ class SdkApps:
             tx.sync_triggers(engine.app_id, triggers, now)  # its event triggers, for other senders
 
         await engine.writer.write(store)
+        # listed (``/dev``, the dashboard) once its triggers are in the catalog: an event sent
+        # by another process after it is seen synced reaches it
+        self.apps[name] = app
         self._bodies[name] = raw
         return app
 
@@ -132,9 +136,7 @@ class SdkApps:
         for fn in served:
             self.app._add(fn.definition)
             self.driver.urls[fn.definition.id] = fn.config.url
-        app = SyncedApp(registration.app_name, registration.url, registration.sdk, served)
-        self.apps[registration.app_name] = app
-        return app
+        return SyncedApp(registration.app_name, registration.url, registration.sdk, served)
 
     async def run_data(self, run_id: str, part: str) -> bytes | None:
         """What an SDK fetches when a request says ``use_api``: ``part`` ``"batch"`` (``GET
