@@ -227,3 +227,32 @@ async def test_the_cron_of_an_app_synced_after_the_worker_started_fires(
         assert event.data == {"cron": "TZ=Europe/Paris 0 12 * * 5"}
         done = await d.until_status(run.run_id, "COMPLETED", "FAILED")
         assert (done.status, done.output) == ("COMPLETED", "ok")
+
+
+async def test_a_synced_app_is_listed_only_once_its_triggers_are_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/dev`` and the dashboard list ``SdkApps.apps``: an app shown there must already be in
+    the trigger catalog, or an event another process sends on seeing it synced reaches nothing
+    (tests/inngest/test_cross_app_sdk.py was red with ``handed_to == []``)."""
+    app = App("stepline-dev")
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db"):
+        writer = app.engine.writer
+        write, held, release = writer.write, asyncio.Event(), asyncio.Event()
+
+        async def held_write(job: Callable[..., Any]) -> Any:
+            held.set()
+            await release.wait()
+            return await write(job)
+
+        monkeypatch.setattr(writer, "write", held_write)
+        apps = SdkApps(app)
+        sync = asyncio.create_task(apps.register(tiny_registration()))
+        await held.wait()  # the registration's write is not committed yet
+        try:
+            listed_before_commit = dict(apps.apps)
+        finally:
+            release.set()
+        synced = await sync
+        assert listed_before_commit == {}
+        assert apps.apps == {synced.name: synced}
