@@ -322,6 +322,64 @@ async def test_a_retry_keeps_its_backoff_when_the_run_wakes_early(
     assert attempts[1] - attempts[0] >= 600
 
 
+async def test_a_retry_keeps_its_backoff_when_its_running_mark_was_late(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The RUNNING mark of a round (engine/_executing.py) is made when the round is still
+    # executing after SHOW_AFTER. The step here ends right after that timer fired: its
+    # RETRYING result must not be overwritten by the mark, or the run, woken early by the
+    # parallel wait, re-executes the step at once (red once in a gate, sixth stop)
+    import asyncio
+
+    from stepline.engine._executing import ExecutingSteps
+    from stepline.testing import MockClock
+
+    shown = asyncio.Event()
+    show = ExecutingSteps._write
+
+    def spy(self: ExecutingSteps, records: Any) -> None:
+        shown.set()  # the step's end is then seen first, as when its thread ends meanwhile
+        show(self, records)
+
+    monkeypatch.setattr(ExecutingSteps, "_write", spy)
+    attempts: list[float] = []
+
+    @app.function(id="late-mark", trigger=TriggerEvent("go"), retries=1)
+    async def late_mark(ctx: Context) -> Any:
+        async def flaky() -> str:
+            attempts.append(clock.now())
+            if len(attempts) == 1:
+                await shown.wait()  # ends in the loop turn right after the mark was asked for
+                raise RetryAfterError("later", 600)
+            return "ok"
+
+        result, _ = await asyncio.gather(
+            ctx.step.run("flaky", flaky),
+            ctx.step.wait_for_event("ping", event="ping", timeout="1h"),
+        )
+        return result
+
+    clock = MockClock(autojump=False)
+    async with make_engine(clock=clock) as t:
+        [event_id] = await t.send(Event("go"))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "RETRYING")
+        await t.send(Event("ping"))  # wakes the run before the retry is due
+        await t.tick()
+        await t.tick()
+        assert len(attempts) == 1
+        engine = t.app.engine
+        steps = await engine.read(engine.store.get_steps, run.run_id)
+        assert [(s.step_id, s.status, s.attempts) for s in steps if s.kind == "run"] == [
+            ("flaky", "RETRYING", 1)
+        ]
+        clock.advance(601)
+        await t.tick()
+        done = await t.wait_for_run(run.run_id)
+    assert done.output == "ok"
+    assert attempts[1] - attempts[0] >= 600
+
+
 async def test_parallel_steps_each_see_their_own_attempt(
     app: App, make_engine: Callable[..., TestEngine]
 ) -> None:

@@ -311,3 +311,33 @@ def test_executing_steps_are_shown_running_until_their_result(store: Store) -> N
     with store.transaction() as tx:  # a late marker never hides a result
         assert tx.mark_steps_running("r1", held.token, [running])
     assert [s.status for s in store.get_steps("r1")] == ["COMPLETED"]
+
+
+def test_a_late_running_mark_never_hides_the_retry_of_its_attempt(store: Store) -> None:
+    # a round's RUNNING mark (attempt 0 executing) that lands after the attempt's RETRYING
+    # result must leave it (and its due_at) alone: a pass reading RUNNING re-executes the step
+    # at once, before its backoff (test_retries' run woken early, red once in a gate)
+    start(store, "r1")
+    held = lease_run(store, "r1", "w1")
+    retrying = StepRecord(
+        "r1",
+        "h-a",
+        "a",
+        "run",
+        0,
+        "RETRYING",
+        error={"name": "E", "message": "m"},
+        attempts=1,
+        due_at=T0 + 600,
+    )
+    commit(store, PassCommit("r1", held.token, steps=[retrying]))
+    late = StepRecord("r1", "h-a", "a", "run", 0, "RUNNING", attempts=0, started_at=T0 + 1)
+    with store.transaction() as tx:
+        assert tx.mark_steps_running("r1", held.token, [late])
+    [kept] = store.get_steps("r1")
+    assert (kept.status, kept.attempts, kept.due_at) == ("RETRYING", 1, T0 + 600)
+    retried = replace(late, attempts=1, started_at=T0 + 601)  # the retry itself executing
+    with store.transaction() as tx:
+        assert tx.mark_steps_running("r1", held.token, [retried])
+    [shown] = store.get_steps("r1")
+    assert (shown.status, shown.attempts, shown.started_at) == ("RUNNING", 1, T0 + 601)

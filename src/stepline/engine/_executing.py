@@ -3,7 +3,8 @@
 The write goes through the group-commit writer and nothing waits for it; it is made only when a
 round's steps are still executing ``SHOW_AFTER`` seconds after they started, so quick steps (the
 common case) never write it and add no transaction. The store applies it only while the pass
-holds its lease and never over a settled step; the step's own result replaces it.
+holds its lease, never over a settled step nor over the row of a later attempt; the step's own
+result replaces it.
 """
 
 from __future__ import annotations
@@ -66,8 +67,15 @@ class ExecutingSteps:
     def _write(self, make_records: Callable[[], list[StepRecord]]) -> None:
         records = make_records()
         run_id, token = self._lease.run_id, self._lease.token
-        write = self._engine.writer.write(lambda tx: tx.mark_steps_running(run_id, token, records))
-        future = asyncio.ensure_future(write, loop=self._loop)
+        # queued now, so ahead of the round's own commit (the writer keeps the order of its
+        # jobs): a task queuing it at its first turn could come after the round ended and
+        # committed a RETRYING result; the store also drops a mark older than the step's row
+        try:
+            future = self._engine.writer.submit(
+                lambda tx: tx.mark_steps_running(run_id, token, records)
+            )
+        except RuntimeError:  # the writer is closed: the engine is stopping
+            return
         self._writes.add(future)
         future.add_done_callback(self._written)
 

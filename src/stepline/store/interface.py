@@ -174,8 +174,10 @@ class StoreTx(Protocol):
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
     ) -> bool:
         """Record that these step attempts are executing (status RUNNING, ``started_at``,
-        ``attempts`` made before). Never over a settled step; nothing (False) when the lease
-        token is not ``lease_token`` any more."""
+        ``attempts`` made before). Never over a settled step, nor over a row of more attempts
+        (the attempt marked has ended: its RETRYING row must keep its ``due_at``, a mark that
+        lands after it is late); nothing (False) when the lease token is not ``lease_token``
+        any more."""
         ...
 
     def register_worker(self, worker: WorkerRecord) -> None:

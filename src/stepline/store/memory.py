@@ -875,8 +875,10 @@ class _MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
             memo = self._memo(run_id)
             for step in steps:
                 current = memo.get(step.hash)
-                if current is not None and current.status in _SETTLED:
-                    continue
+                if current is not None and (
+                    current.status in _SETTLED or current.attempts > step.attempts
+                ):
+                    continue  # a result, or the end of this attempt: the mark is late
                 marked = replace(step, status="RUNNING")
                 if current is not None:
                     marked = replace(current, status="RUNNING", started_at=step.started_at)

@@ -269,7 +269,7 @@ MARK_STEP_RUNNING = f"""
 INSERT INTO steps ({_STEP_COLUMNS})
 VALUES (%s, %s, %s, %s, %s, 'RUNNING', NULL, NULL, %s, NULL, %s, NULL)
 ON CONFLICT (run_id, hash) DO UPDATE SET status = 'RUNNING', started_at = excluded.started_at
-WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
+WHERE steps.status NOT IN ('COMPLETED', 'FAILED') AND steps.attempts <= excluded.attempts"""
 # the runs whose lease this worker still holds come back (the others it lost)
 HEARTBEAT = """
 UPDATE queue SET lease_expires_at = %s WHERE run_id = ANY(%s) AND lease_owner = %s

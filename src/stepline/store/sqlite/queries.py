@@ -177,7 +177,7 @@ INSERT INTO steps (run_id, hash, step_id, kind, position, status, output, error,
                    due_at, started_at, ended_at)
 VALUES (?, ?, ?, ?, ?, 'RUNNING', NULL, NULL, ?, NULL, ?, NULL)
 ON CONFLICT (run_id, hash) DO UPDATE SET status = 'RUNNING', started_at = excluded.started_at
-WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
+WHERE steps.status NOT IN ('COMPLETED', 'FAILED') AND steps.attempts <= excluded.attempts"""
 HEARTBEAT = """
 UPDATE queue SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"""
 RELEASE_OWNER = """
