@@ -12,8 +12,8 @@ connections, in one thread, in the order it names (no thread, no timing: nothing
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import psycopg
 import pytest
@@ -22,7 +22,8 @@ from tests.integration.test_handed_over_decisions import shop_app
 from stepline import App
 from stepline.errors import LeaseLostError
 from stepline.store.interface import Replay
-from stepline.store.postgres import PostgresStore, _late_cancels
+from stepline.store.postgres import PostgresStore, _late_cancels, _take_gates
+from stepline.store.postgres.queries import CANCEL_GATES
 from stepline.store.records import EventFilter, EventIngest, FunctionSet, PassCommit, RunFilter
 from stepline.testing import MockClock
 
@@ -181,48 +182,85 @@ def test_a_cancel_committed_before_the_take_with_a_later_timestamp_cancels(
     assert status(shop, taker) == (started, "CANCELLED", [("cancelled", "cancel-1")])
 
 
-def _waiting_for_advisory(url: str) -> int:
+def _closed_gates(url: str) -> list[int]:
+    """The buckets whose gate some session holds closed (_take_gates.py)."""
     with psycopg.connect(url, autocommit=True) as admin:
-        row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-        ).fetchone()
-        return 0 if row is None else int(row[0])
+        rows = admin.execute(
+            "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid::bigint = %s AND mode = 'ExclusiveLock' ORDER BY 1",
+            (CANCEL_GATES,),
+        )
+        return [int(r[0]) for r in rows]
 
 
-def test_a_waiting_take_is_not_starved_by_ingestions_that_keep_coming(
+def test_a_refused_take_never_waits_inside_its_transaction(
+    stores: tuple[App, PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A take runs inside the worker's group-commit transaction: waiting there for an
+    ingestion that holds its bucket would hold up every other commit of the process (review
+    finding 3). It gives the row back at once, while the ingestion is still in flight.
+    (Before, it waited up to ``TAKE_WAIT``: made long here, the take would block until the
+    ingestion ended and then start the run, and the thread would still be waiting.)"""
+    monkeypatch.setattr(_late_cancels, "TAKE_WAIT", 60.0, raising=False)
+    shop, taker, sender = stores
+    taken: list[list[str]] = []
+    with sender.transaction() as tx:
+        assert tx.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
+        tx.stored_event_ids(["cancel-1"])  # in flight, holding the bucket
+        thread = threading.Thread(target=lambda: taken.append(take(shop, taker)))
+        thread.start()
+        thread.join(timeout=30)  # the ingestion stays open till then: a waiting take waits
+        assert not thread.is_alive(), "the take waited for the ingestion"
+        assert taken == [[]]  # the row given back
+    thread.join(timeout=60)
+    [run_id] = take(shop, taker)
+    assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
+
+
+def test_a_refused_take_is_not_starved_by_ingestions_that_keep_coming(
+    stores: tuple[App, PostgresStore, PostgresStore], pg_url: str
+) -> None:
+    """A refused take closes its buckets' gates: an ingestion that starts then notes its event
+    instead of holding the bucket in turn, so once the ingestions in flight ended the next
+    take gets the bucket, however many overlap (before: the second ingestion held it, and the
+    take was refused again). Here: an ingestion in flight, the take refused, the matching
+    cancel ingested while the gate is closed (noted, still in flight), the first commits: the
+    take starts the run and opens the gate; the cancel commits and housekeeping cancels."""
+    shop, taker, sender = stores
+    second = PostgresStore(pg_url)
+    with ExitStack() as first, ExitStack() as then:
+        tx = first.enter_context(sender.transaction())
+        other = EventIngest(event("cancel-2", "order/cancelled", {"n": 2}), sender=BILLING)
+        tx.ingest([other], T0 + 4, cel_matches)
+        tx.stored_event_ids(["cancel-2"])  # in flight, holding the bucket
+        assert take(shop, taker) == []  # refused: the row given back, the gate closed
+        assert _closed_gates(pg_url) == [_late_cancels.bucket("order/cancelled")]
+        then.callback(second.close)
+        tx2 = then.enter_context(second.transaction())
+        assert tx2.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
+        tx2.stored_event_ids(["cancel-1"])  # in flight, noted, not holding the bucket
+        first.close()  # the first ingestion commits
+        [run_id] = take(shop, taker)  # while the second is still in flight
+        assert _closed_gates(pg_url) == []
+    with taker.transaction() as tx:  # the second committed: its note is matched again
+        shop.engine.housekeeping(tx, T0 + 20)
+    assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
+
+
+def test_a_gate_no_take_of_its_process_opened_is_opened_by_housekeeping(
     stores: tuple[App, PostgresStore, PostgresStore],
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A take waits (boundedly) for the ingestions holding its bucket; one that starts while
-    it waits is refused (and notes its event) instead of holding the bucket in turn, so a
-    stream of overlapping ingestions never keeps the take from its runs. Here: an ingestion
-    in flight, the take waiting for it, a second ingestion (the matching cancel) refused and
-    noted, the first commits: the take goes on, starts the run and cancels it."""
-    monkeypatch.setattr(_late_cancels, "TAKE_WAIT", 60.0)  # the test says when it ends
+    """A gate stays closed only while its process may take the row again: another worker may
+    have taken it. After ``GATE_HOLD`` the process's housekeeping opens it."""
+    monkeypatch.setattr(_take_gates, "GATE_HOLD", 0.0)
     shop, taker, sender = stores
-    second = PostgresStore(pg_url)
-    taken: list[list[str]] = []
-    try:
-        with sender.transaction() as tx:
-            other = EventIngest(event("cancel-2", "order/cancelled", {"n": 2}), sender=BILLING)
-            tx.ingest([other], T0 + 4, cel_matches)
-            tx.stored_event_ids(["cancel-2"])  # in flight, holding the bucket
-            thread = threading.Thread(target=lambda: taken.append(take(shop, taker)))
-            thread.start()
-            deadline = time.monotonic() + 30
-            while not _waiting_for_advisory(pg_url):
-                assert time.monotonic() < deadline, "the take never waited"
-                time.sleep(0.01)  # real time: the poll interval; the deadline bounds it
-            with second.transaction() as tx2:  # refused while the take waits: noted
-                assert tx2.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
-            with psycopg.connect(pg_url) as conn:
-                noted = [r[0] for r in conn.execute("SELECT event_id FROM cancel_notes")]
-            assert noted == ["cancel-1"]
-        thread.join(timeout=30)
-        assert not thread.is_alive()
-        [[run_id]] = taken  # the take went on once the first ingestion ended
-        assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
-    finally:
-        second.close()
+    with sender.transaction() as tx:
+        tx.ingest([cancelled_event()], T0 + 5, cel_matches)
+        tx.stored_event_ids(["cancel-1"])
+        assert take(shop, taker) == []
+        assert _closed_gates(pg_url) == [_late_cancels.bucket("order/cancelled")]
+    with taker.transaction() as tx:
+        shop.engine.housekeeping(tx, T0 + 20)
+    assert _closed_gates(pg_url) == []

@@ -34,14 +34,6 @@ def buckets(names: Sequence[str]) -> list[int]:
     return sorted({bucket(name) for name in names})
 
 
-TAKE_WAIT = 0.1  # seconds a take waits for the ingestions holding its buckets (then gives up)
-
-
-def take_wait() -> str:
-    """``TAKE_WAIT`` as a ``lock_timeout`` setting."""
-    return f"{max(1, round(TAKE_WAIT * 1000))}ms"
-
-
 LATE_CANCELS_EVERY = 10.0  # seconds between two looks at the notes with no hint of any
 NOTES_AFTER_TAKE = 5.0  # seconds a take's process looks at the notes in every transaction
 NOTES_BATCH = 100

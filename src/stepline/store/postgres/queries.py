@@ -711,12 +711,20 @@ ORDER BY received_at, internal_id"""
 CANCEL_LOCKS = 1_953_066_350  # the lock class (the first key of the two-key advisory locks)
 # an ingested event whose bucket a take holds (or refused earlier in this transaction, whose
 # cancel matchers were then read without the take's runs) is noted, for its cancel matching to
-# be made again once the take ended; the try takes the bucket shared till the commit otherwise
-# (the function of PostgreSQL migration 8; the buckets: _late_cancels.bucket)
+# be made again once the take ended, and so is one whose bucket's gate a refused take closed;
+# the try takes the bucket shared till the commit otherwise (the function of PostgreSQL
+# migrations 8 and 10; the buckets: _late_cancels.bucket)
 NOTE_UNLESS_SHARED = "SELECT stepline_note_unless_shared(%s::text[], %s::int[])"
-# a take's buckets (in order), exclusive till its commit, waiting a bounded time for the
-# ingestions that hold them: true if it has them (the function of PostgreSQL migration 9)
-TRY_TAKE_BUCKETS = "SELECT stepline_take_buckets(%s::int[], %s)"
+# a take's buckets, tried exclusive till its commit, never waited for: true if it has them all
+# (refused: the savepoint that took some is rolled back, and the take closes their gates)
+TRY_TAKE_BUCKETS = f"""
+SELECT coalesce(bool_and(pg_try_advisory_xact_lock({CANCEL_LOCKS}, b)), true)
+FROM unnest(%s::int[]) b"""
+# a bucket's gate (session-level, store/postgres/_take_gates.py): closed, an ingestion notes
+# its events of the bucket without holding it (the function of PostgreSQL migration 10)
+CANCEL_GATES = CANCEL_LOCKS + 1
+CLOSE_GATE = f"SELECT pg_try_advisory_lock({CANCEL_GATES}, %s)"
+OPEN_GATE = f"SELECT pg_advisory_unlock({CANCEL_GATES}, %s)"
 # the notes of ended takes (their bucket taken shared: no take holds it), with their events
 CANCEL_NOTES = f"""
 SELECT c.event_id, e.received_at,

@@ -309,4 +309,42 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 10: an ingestion's try of its events' buckets also looks at the bucket's gate (class
+    # 1953066351, session-level): a take refused the bucket closes it (_take_gates.py), and
+    # an ingestion that finds it closed notes its event without holding the bucket, so the
+    # take gets it once the ingestions in flight ended. The gate is looked at by taking it
+    # shared and letting it go at once (nested IFs: never the bucket when the gate is closed).
+    # A take no longer waits (queries.TRY_TAKE_BUCKETS): migration 9's function is unused
+    """
+    CREATE OR REPLACE FUNCTION stepline_note_unless_shared(ids text[], buckets integer[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        i integer;
+        noted text;
+        refused boolean;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+            noted := coalesce(current_setting('stepline.noted_buckets', true), '');
+            refused := position(',' || buckets[i] || ',' IN noted) > 0;
+            IF NOT refused THEN
+                IF pg_try_advisory_lock_shared(1953066351, buckets[i]) THEN
+                    PERFORM pg_advisory_unlock_shared(1953066351, buckets[i]);
+                    refused := NOT pg_try_advisory_xact_lock_shared(1953066350, buckets[i]);
+                ELSE
+                    refused := true;
+                END IF;
+            END IF;
+            IF refused THEN
+                INSERT INTO cancel_notes (event_id, bucket, tx)
+                VALUES (ids[i], buckets[i], pg_current_xact_id()::text::bigint)
+                ON CONFLICT (event_id) DO NOTHING;
+                IF position(',' || buckets[i] || ',' IN noted) = 0 THEN
+                    PERFORM set_config('stepline.noted_buckets',
+                                       coalesce(nullif(noted, ''), ',') || buckets[i] || ',', true);
+                END IF;
+            END IF;
+        END LOOP;
+    END
+    $$;
+    """,
 )

@@ -43,6 +43,7 @@ from stepline.store.interface import Replay
 from stepline.store.postgres import _copy, _rows, _search
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._statements import Spoiled
+from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.schema import MIGRATIONS
 from stepline.store.postgres.tx import Hints, LeaseTokens, PostgresTx
@@ -152,6 +153,7 @@ class PostgresStore:
         self._read_pool = _pool(url, max_connections, connect_timeout, "stepline-read")
         self._opened = False
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
+        self._gates = TakeGates(url)  # the gates its refused takes closed (_take_gates.py)
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
         self._hints = Hints()  # what its transactions found lately (optimistic assumptions)
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
@@ -211,6 +213,7 @@ class PostgresStore:
 
     def close(self) -> None:
         self._presence.close()
+        self._gates.close()
         if self._opened:
             self._pool.close()
             self._read_pool.close()
@@ -323,7 +326,12 @@ class PostgresStore:
         try:
             with self._conn() as conn:
                 tx = PostgresTx(
-                    conn, self._presence, self._tokens, hints=self._hints, catalog=self._catalog
+                    conn,
+                    self._presence,
+                    self._tokens,
+                    hints=self._hints,
+                    catalog=self._catalog,
+                    gates=self._gates,
                 )
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
@@ -353,7 +361,13 @@ class PostgresStore:
             # round trip is its check (a round trip less when that is a read, as a lease's)
             with self._read_pool.connection() as conn:
                 tx = PostgresTx(
-                    conn, self._presence, self._tokens, True, self._hints, self._catalog
+                    conn,
+                    self._presence,
+                    self._tokens,
+                    True,
+                    self._hints,
+                    self._catalog,
+                    self._gates,
                 )
                 statements = tx.statements
                 statements.unchecked = True

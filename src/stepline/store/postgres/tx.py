@@ -50,9 +50,9 @@ from stepline.store.postgres._late_cancels import (
     bucket,
     buckets,
     late_cancels,
-    take_wait,
 )
 from stepline.store.postgres._statements import Later, Statements
+from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
@@ -96,8 +96,10 @@ class PostgresTx:
         optimistic: bool = False,
         hints: Hints | None = None,
         catalog: TriggerCatalog | None = None,
+        gates: TakeGates | None = None,
     ) -> None:
         self._s = self.statements = Statements(conn, optimistic)
+        self._gates = gates  # the gates of the buckets its takes were refused (_take_gates)
         self._triggers = (catalog or TriggerCatalog()).view(
             lambda: int(self._s.run(q.CATALOG_VERSION).fetchall()[0][0]),
             lambda: [TriggerRow(*r) for r in self._s.run(q.CATALOG_ROWS)],
@@ -320,22 +322,25 @@ class PostgresTx:
         # no upper bound: every ingestion that committed before the read ran without the
         # runs' matchers, whatever its sender's clock said (docs/design.md, "Handing over")
         params = (distinct, after[0], after[0], after[1])
+        wanted = buckets(distinct)
         with self._savepoint(durable=False) as s:
-            # the names' buckets exclusive, then the read (its snapshot after them): the
-            # ingestions that held one ended, and those after it note their events
-            held, found = s.run_all(
-                [
-                    (q.TRY_TAKE_BUCKETS, (buckets(distinct), take_wait())),
-                    (q.EVENTS_RECEIVED, params),
-                ]
-            )
+            # the names' buckets exclusive (tried: never waited for, which would hold up the
+            # other commits of this transaction), then the read (its snapshot after them): no
+            # ingestion holds one, and those after it note their events
+            held, found = s.run_all([(q.TRY_TAKE_BUCKETS, (wanted,)), (q.EVENTS_RECEIVED, params)])
             if not held.fetchall()[0][0]:
+                if self._gates is not None:  # new ingestions note their events: tried again,
+                    self._gates.close_gates(wanted)  # the take gets them (_take_gates.py)
                 raise TakeContended(f"an ingestion of {distinct} is in flight")
             rows = found.fetchall()
             self._hints.notes_until = until + NOTES_AFTER_TAKE
+        if self._gates is not None:
+            self._gates.open_gates(wanted)
         return [(row[0], shapes.event_record(row[1:])) for row in rows]
 
     def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
+        if self._gates is not None:  # those of takes another worker made (it took the rows)
+            self._gates.open_stale()
         with self._savepoint(durable=False):  # durable if it cancelled (cancel_run's own)
             return late_cancels(self, now, wait_matches)
 
