@@ -272,14 +272,16 @@ async def test_a_batch_filled_at_the_take_is_not_cancelled_by_a_later_event(
     clock = MockClock()
     shop, billing = App("shop"), billing_app()
 
-    @shop.function(
-        id="pack",
-        trigger=TriggerEvent("order/paid"),
-        batch_events=BatchEvents(max_size=2, timeout="1h"),
-        cancel_on=CancelOn("order/cancelled"),
-    )
-    async def pack(ctx: Context) -> Any:
-        return sorted(e.data["n"] for e in ctx.events)
+    with pytest.warns(UserWarning, match="cancel_on .* is ignored"):  # said at registration
+
+        @shop.function(
+            id="pack",
+            trigger=TriggerEvent("order/paid"),
+            batch_events=BatchEvents(max_size=2, timeout="1h"),
+            cancel_on=CancelOn("order/cancelled"),
+        )
+        async def pack(ctx: Context) -> Any:
+            return sorted(e.data["n"] for e in ctx.events)
 
     shop.attach(stores(), clock)
     billing.attach(stores(), clock)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,15 @@ def user_location() -> str | None:
             return f"{shown_path(filename)}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return None
+
+
+def warn_user(message: str) -> None:
+    """``warnings.warn(message)`` (a ``UserWarning``) shown at the innermost frame of the call
+    stack outside Stepline: the user's line."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and is_stepline_file(frame.f_code.co_filename):
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    warnings.warn(message, UserWarning, stacklevel=level + 1)
 
 
 def locate(exc: ConfigError) -> None:

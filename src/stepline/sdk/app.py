@@ -22,10 +22,16 @@ from stepline.engine.changes import Change
 from stepline.engine.engine import PURGE_BATCH, Engine
 from stepline.errors import ConfigError
 from stepline.expressions import ExpressionEvaluationError, compile_expression
-from stepline.sdk._location import located
+from stepline.sdk._location import located, warn_user
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, EventOutcome
-from stepline.sdk.function import FunctionDef, Handler, Trigger, build_function
+from stepline.sdk.function import (
+    FunctionDef,
+    Handler,
+    Trigger,
+    build_function,
+    ignored_options,
+)
 from stepline.sdk.limits import Limits
 from stepline.sdk.options import (
     BatchEvents,
@@ -160,7 +166,9 @@ class App:
         ``throttle``, ``rate_limit``, ``debounce``, ``batch_events``, ``priority``,
         ``singleton``, ``idempotency`` (a CEL key: one run per value per 24 h); cancellation:
         ``cancel_on``, ``timeouts``; ``checkpointing`` commits step results in groups. Invalid
-        options raise ``ConfigError`` here, at definition.
+        options raise ``ConfigError`` here, at definition; options the function's runs would
+        never use (a ``batch_events`` function's ``cancel_on`` and ``timeouts.start``, as in
+        Inngest) warn (``UserWarning``) here.
         """
 
         @located
@@ -183,6 +191,8 @@ class App:
                 timeouts=timeouts,
                 checkpointing=checkpointing,
             )
+            for message in ignored_options(fn):
+                warn_user(message)
             self._add(fn)
             if on_failure is not None:
                 failure = build_function(

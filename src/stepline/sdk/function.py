@@ -190,3 +190,28 @@ def build_function(
         on_failure_of=on_failure_of,
         driver=driver,
     )
+
+
+def ignored_options(fn: FunctionDef) -> list[str]:
+    """What a definition sets that its runs never use, one message each: a ``batch_events``
+    function's ``cancel_on`` and ``timeouts.start``. A batch's run gets neither, as in
+    Inngest (its executor, ``Schedule``, creates cancellations and the start timeout only for
+    a run that is not a batch's); Stepline's own definitions say so at registration
+    (``App.function`` warns), an SDK app's sync logs it."""
+    options = fn.options
+    if options.batch_events is None:
+        return []
+    ignored = []
+    if options.cancel_on:
+        names = ", ".join(repr(c.event) for c in options.cancel_on)
+        ignored.append(
+            f"function {fn.id!r}: cancel_on ({names}) is ignored: a batch_events function's "
+            "runs are never cancelled by an event, as in Inngest (App.cancel_run still "
+            "cancels one)"
+        )
+    if options.timeouts is not None and options.timeouts.start is not None:
+        ignored.append(
+            f"function {fn.id!r}: timeouts.start is ignored: a batch_events function's run "
+            "starts when its batch fires (as in Inngest); timeouts.finish applies"
+        )
+    return ignored

@@ -31,6 +31,7 @@ from stepline.drivers.inngest._register import AppRegistration, parse_registrati
 from stepline.drivers.inngest._state import request_for
 from stepline.drivers.inngest._sync import ServerKind, sync_request
 from stepline.errors import ConfigError
+from stepline.sdk.function import ignored_options
 
 if TYPE_CHECKING:
     from stepline.engine.engine import Engine
@@ -92,6 +93,9 @@ class SdkApps:
         synced = map_app(registration)
         engine = self.app.engine
         app = self._replace(registration, synced)
+        for fn in synced:  # accepted, as Inngest's server does: said once a sync
+            for message in ignored_options(fn.definition):
+                engine.logger.warning("SDK app %r: %s", registration.app_name, message)
         name, now = registration.app_name, engine.clock.now()
         schedules = engine.cron_rows(now)
         triggers = engine.trigger_rows()
