@@ -54,7 +54,7 @@ def test_a_batch_function_with_a_start_timeout_warns(app: App) -> None:
     assert len(caught) == 1  # finish applies: nothing said of it
 
 
-def test_cancel_on_and_timeouts_without_batch_events_warn_nothing(app: App) -> None:
+def test_cancel_on_and_timeouts_a_function_uses_warn_nothing(app: App) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
 
@@ -74,4 +74,13 @@ def test_cancel_on_and_timeouts_without_batch_events_warn_nothing(app: App) -> N
             timeouts=Timeouts(finish="1h"),
         )
         async def batched(ctx: Context) -> Any:
+            return None
+
+        @app.function(  # the events its if_ rejects run alone, with cancel_on
+            id="filtered",
+            trigger=TriggerEvent("item"),
+            batch_events=BatchEvents(max_size=10, timeout="1m", if_="event.data.bulk == true"),
+            cancel_on=CancelOn("stop"),
+        )
+        async def filtered(ctx: Context) -> Any:
             return None

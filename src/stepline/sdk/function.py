@@ -193,13 +193,14 @@ def build_function(
 
 
 def ignored_options(fn: FunctionDef) -> list[str]:
-    """What a definition sets that its runs never use, one message each: a ``batch_events``
-    function's ``cancel_on`` and ``timeouts.start``. A batch's run gets neither, as in
-    Inngest (its executor, ``Schedule``, creates cancellations and the start timeout only for
-    a run that is not a batch's); Stepline's own definitions say so at registration
-    (``App.function`` warns), an SDK app's sync logs it."""
+    """What a definition sets that its runs never use, one message each: the ``cancel_on``
+    and ``timeouts.start`` of a ``batch_events`` function without ``if_``. A batch's run gets
+    neither, as in Inngest (its executor, ``Schedule``, creates cancellations and the start
+    timeout only for a run that is not a batch's); with ``if_``, the runs of the events it
+    rejects (each alone, not a batch's) get them. Stepline's own definitions say so at
+    registration (``App.function`` warns), an SDK app's sync logs it."""
     options = fn.options
-    if options.batch_events is None:
+    if options.batch_events is None or options.batch_events.if_ is not None:
         return []
     ignored = []
     if options.cancel_on:
