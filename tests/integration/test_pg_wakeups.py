@@ -4,12 +4,18 @@ store wakes its workers, so a worker that never polls still starts runs another 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from collections.abc import Callable
+from functools import partial
 
+import psycopg
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
+from stepline.engine._wake import WakeSignal
 from stepline.store.postgres import PostgresStore
+from stepline.store.postgres.wakeups import NOTIFY
 
 
 async def test_a_commit_that_makes_work_due_wakes_the_watchers(pg_url: str) -> None:
@@ -27,6 +33,30 @@ async def test_a_commit_that_makes_work_due_wakes_the_watchers(pg_url: str) -> N
         stop()
         watcher.close()
         sender.close()
+
+
+class Takes(WakeSignal):
+    """A worker's wake-up signal that records what each of its takes said, and how many
+    loops the worker had made before it (``loops()``: the take starts the next one)."""
+
+    def __init__(self, loops: Callable[[], int]) -> None:
+        super().__init__()
+        self.taken: list[tuple[bool, dict[str, str], int]] = []
+        self._loops = loops
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        plain, named = super().take()
+        self.taken.append((plain, dict(named), self._loops()))
+        return plain, named
+
+    def seen(self, run_id: str) -> list[bool]:
+        """Whether each take that named ``run_id`` was also plain."""
+        return [plain for plain, named, _ in self.taken if run_id in named]
+
+    def done_with(self, run_id: str) -> bool:
+        """Whether a take named ``run_id`` and the loop it started has ended."""
+        loops = [n for _, named, n in self.taken if run_id in named]
+        return bool(loops) and self._loops() > loops[0]
 
 
 async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
@@ -48,23 +78,38 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
     async def greet_too(ctx: Context) -> str:
         return "never here"
 
+    async def send() -> str:
+        done.clear()
+        [event_id] = await asyncio.to_thread(sender.send, Event("greet/please"))
+        await asyncio.wait_for(done.wait(), 30)
+        [run] = await app.runs(event_id=event_id)
+        await until("the worker idle", lambda: not worker.active)
+        return run.run_id
+
     try:
         async with app.worker(worker_id="listener", poll_interval=None) as worker:
             await asyncio.wait_for(worker.ready.wait(), 30)
             await until("the worker to have looked for work once", lambda: worker.loops >= 1)
-            await asyncio.to_thread(sender.send, Event("greet/please"))
-            await asyncio.wait_for(done.wait(), 30)
-            # a notification that names new runs: an idle worker leases them by name (one round
-            # trip). A plain one meanwhile (the sender registering its app, a pass ending, the
-            # listener connecting) makes it look for any work instead: sent again until named
-            for _ in range(20):
-                if worker.leased_by_name:
-                    break
-                await until("the worker idle", lambda: not worker.active)
-                done.clear()
-                await asyncio.to_thread(sender.send, Event("greet/please"))
-                await asyncio.wait_for(done.wait(), 30)
-            assert worker.leased_by_name >= 1
+            takes, first = Takes(lambda: worker.loops), worker._wake
+            app.engine.remove_waker(first)
+            worker._wake = takes
+            app.engine.add_waker(takes)
+            first.set()  # it waited on the first signal: it waits on takes from now on
+            await send()  # the sender's first send registers it too (a plain wake-up)
+            # each send now: after every notification before it was taken and the loop it
+            # started ended (a notification of our own, naming no run of the worker's, marks
+            # the point: they come in commit order), so its notification comes alone, names
+            # its new run, and the idle worker leases it by name (one round trip), never by
+            # looking for any due work
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                for n in range(3):
+                    barrier = f"barrier-{n}"
+                    conn.execute(NOTIFY, (json.dumps([["no-such-function", barrier]]),))
+                    await until("the barrier's loop ended", partial(takes.done_with, barrier))
+                    by_name = worker.leased_by_name
+                    run_id = await send()
+                    assert takes.seen(run_id) == [False], takes.taken  # named, alone
+                    assert worker.leased_by_name == by_name + 1
     finally:
         sender.close()
         app.close()
