@@ -8,7 +8,8 @@ Without ``--url`` it starts a throwaway cluster (``tests/pgcluster.py``, fsync o
 and CPU are measured). Also printed: the CPU time this process and the server used per run
 (``--no-count``: without the counting, which costs CPU itself). A round trip is one statement
 sent and its result awaited; ``executemany``'s and a pipeline's statements share theirs
-(counted once, at their sync). Statements queued by the store are counted under the verb that
+(counted once, at their sync), as do those of a round trip of the store's own pipeline
+(``store/postgres/_pipeline.send_all``). Statements queued by the store are counted under the verb that
 sends them.
 
 This is a measurement tool: it patches psycopg in its own process only.
@@ -74,6 +75,7 @@ def install() -> None:
     import psycopg
     from psycopg import Connection, Cursor
 
+    from stepline.store.postgres import _pipeline
     from stepline.store.postgres.store import PostgresStore
     from stepline.store.postgres.tx import PostgresTx
 
@@ -103,6 +105,14 @@ def install() -> None:
             round_trips[_verb()] += 1
         return pipeline_exit.original(self, *args)  # type: ignore[attr-defined]
 
+    def send_all(conn: Any, sent: Any) -> Any:  # store/postgres/_pipeline: one round trip
+        for query, _ in sent:
+            _count(_kind(query), 0)
+        round_trips[_verb()] += 1
+        return send_all.original(conn, sent)  # type: ignore[attr-defined]
+
+    send_all.original = _pipeline.send_all  # type: ignore[attr-defined]
+    _pipeline.send_all = send_all  # type: ignore[assignment]
     execute.original = Cursor.execute  # type: ignore[attr-defined]
     executemany.original = Cursor.executemany  # type: ignore[attr-defined]
     exec_command.original = Connection._exec_command  # type: ignore[attr-defined]

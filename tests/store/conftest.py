@@ -66,7 +66,8 @@ def pg_store(pg_url: str) -> Iterator[PostgresStore]:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The statements psycopg executes from now on (a raw cursor's too: a subclass)."""
+    """The statements psycopg executes from now on (a raw cursor's too: a subclass), and those
+    sent by ``_pipeline.send_all``."""
     import psycopg
 
     found: list[str] = []
@@ -77,4 +78,13 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return execute(self, query, *args, **kwargs)
 
     monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    from stepline.store.postgres import _pipeline
+
+    send_all = _pipeline.send_all
+
+    def recording_all(conn: Any, statements: Any) -> Any:  # a round trip of our own pipeline
+        found.extend(str(query) for query, _ in statements)
+        return send_all(conn, statements)
+
+    monkeypatch.setattr(_pipeline, "send_all", recording_all)
     return found

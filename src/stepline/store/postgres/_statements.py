@@ -47,6 +47,7 @@ from typing import Any
 
 import psycopg
 
+from stepline.store.postgres import _pipeline
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._coalesce import coalesced
 
@@ -181,12 +182,13 @@ class Statements:
             if len(queued) == 1 and queued[0][2] is None:
                 conn.execute(queued[0][0], queued[0][1])
                 return
-            with conn.pipeline():
-                cursors = _execute(conn, queued)
-            _fetch(cursors)
+            rows = _pipeline.send_all(conn, [(query, params) for query, params, _ in queued])
         except psycopg.Error as exc:
             self._failed_trip(exc)
             raise self._owned(exc, first) from None
+        for (_, _, later), found in zip(queued, rows, strict=True):
+            if later is not None:
+                later.rows = found
 
     def _failed_trip(self, error: psycopg.Error) -> None:
         """A round trip failed: on an unchecked connection, the first one says the connection

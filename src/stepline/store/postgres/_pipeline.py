@@ -1,0 +1,158 @@
+"""One round trip's statements written at once, their results read once: a pipeline of our own.
+
+psycopg's pipeline mode (``conn.pipeline()``) sends each statement as it is executed and reads
+what came back each time (a send, a poll and a read per statement), and drives the pipeline's
+entry, sync and exit each through its wait loop: a round trip cost this process about 130 µs
+plus 20-30 µs a statement (a send's eight statements ~0.45 ms of CPU, the larger part of the
+sender's share of an event's way to its first step). Here (``send_all``) the statements of a
+round trip are buffered in libpq's pipeline mode, their parameters adapted by psycopg's own
+query conversion, the sync appended and the whole buffer written; then every result is read in
+order: the same protocol messages the server got from psycopg's pipeline (it executes each as it
+arrives; a failed one aborts the rest up to the sync), at about a third of the CPU.
+
+Prepared statements are psycopg's: its per-connection cache decides (a text executed five times
+is prepared, named ``_pg3_N``) and is kept up to date with what each statement returned, as
+psycopg's own pipeline does (a ``ROLLBACK`` or ``DROP`` makes it deallocate them all, which it
+does after the round trip). So a statement is prepared once per connection whichever way it
+is sent, and the generic plans ``lease_named`` asks for are kept.
+
+This leans on three psycopg internals (``PostgresQuery``, the connection's ``_prepared``
+cache, ``Prepare``), stable from psycopg 3.1 to 3.3; ``tests/store/test_pg_pipeline.py``
+checks what it relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import abc, errors, pq
+from psycopg._preparing import Prepare
+from psycopg._queries import PostgresQuery
+from psycopg.adapt import Transformer
+from psycopg.waiting import Ready, Wait
+
+Params = Sequence[Any] | dict[str, Any] | None
+_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
+_Cached = tuple[Any, Prepare, bytes] | None  # (key, prepare?, name) to tell psycopg's cache
+# per statement: its Parse sent first (psycopg's cache told if it failed), its new cache entry
+_Sent = tuple[_Cached, _Cached]
+
+
+def send_all(
+    conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
+) -> list[list[Any] | None]:
+    """Execute ``statements`` in order in one round trip; the rows of each (None for one that
+    returned none). Raises the first failed statement's error (psycopg's class for its
+    SQLSTATE) once the round trip has ended; an ``OperationalError`` if the connection broke
+    (it is then unusable, as after psycopg's own pipeline)."""
+    pgconn = conn.pgconn
+    cache = conn._prepared
+    transformer = Transformer.from_context(conn)
+    sent: list[_Sent] = []
+    error: BaseException | None = None
+    with conn.lock:
+        if pgconn.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError("the connection is closed")
+        pgconn.enter_pipeline_mode()
+        try:
+            try:
+                for query, params in statements:
+                    converted = PostgresQuery(transformer)
+                    converted.convert(query, params)
+                    sent.append(_send(pgconn, cache, converted))
+            except Exception as exc:  # not adapted: what was sent runs, then this raises
+                error = exc
+            pgconn.pipeline_sync()
+            results = conn.wait(_round_trip(pgconn))
+        finally:
+            if pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy():
+                pgconn.exit_pipeline_mode()
+        rows, failed = _rows(conn, transformer, sent, results)
+        conn.wait(cache.maintain_gen(conn))  # deallocations the results called for
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise failed
+    return rows
+
+
+def _send(pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery) -> _Sent:
+    """Buffer ``query``, prepared first if psycopg's cache says so (as a cursor would)."""
+    prep, name = cache.get(query)
+    parse: _Cached = None
+    if prep is Prepare.NO:
+        pgconn.send_query_params(
+            query.query, query.params, param_formats=query.formats, param_types=query.types
+        )
+    else:
+        if prep is Prepare.SHOULD:
+            pgconn.send_prepare(name, query.query, param_types=query.types)
+            parse = (cache.key(query), prep, name)
+        pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+    key = cache.maybe_add_to_cache(query, prep, name)
+    return parse, None if key is None else (key, prep, name)
+
+
+def _rows(
+    conn: psycopg.Connection[Any],
+    transformer: abc.Transformer,
+    sent: list[_Sent],
+    results: list[list[pq.abc.PGresult]],
+) -> tuple[list[list[Any] | None], psycopg.Error | None]:
+    """Each statement's rows, psycopg's cache told what each returned, and the first error."""
+    found: list[list[Any] | None] = []
+    failed: psycopg.Error | None = None
+    at = 0
+    for parse, cached in sent:
+        if parse is not None:  # the Parse's own result
+            parsed = results[at]
+            at += 1
+            if parsed[-1].status not in _OK:  # not prepared (psycopg's own pipeline keeps it)
+                conn._prepared.validate(*parse, parsed)
+                if failed is None:
+                    failed = _error(conn, parsed[-1])
+        outcome = results[at]
+        at += 1
+        if cached is not None:
+            conn._prepared.validate(*cached, outcome)
+        result = outcome[-1]
+        if result.status == pq.ExecStatus.TUPLES_OK:
+            transformer.set_pgresult(result)
+            found.append(transformer.load_rows(0, result.ntuples, tuple))
+        else:
+            found.append(None)
+            if result.status not in _OK and failed is None:
+                failed = _error(conn, result)
+    return found, failed
+
+
+def _error(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> psycopg.Error:
+    if result.status == pq.ExecStatus.PIPELINE_ABORTED:  # an earlier one failed: said first
+        return errors.PipelineAborted("pipeline aborted")
+    return errors.error_from_result(result, encoding=conn.info.encoding)
+
+
+def _round_trip(pgconn: pq.abc.PGconn) -> Any:
+    """The generator (driven by ``Connection.wait``) writing what is buffered and reading
+    every result up to the pipeline's sync: one list per command (a Parse, a statement)."""
+    while pgconn.flush():  # the server may answer before it has read everything: read too
+        ready = yield Wait.RW
+        if ready & Ready.R:
+            pgconn.consume_input()
+    results: list[list[pq.abc.PGresult]] = []
+    current: list[pq.abc.PGresult] = []
+    while True:
+        while pgconn.is_busy():
+            if (yield Wait.R):
+                pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:  # the end of one command's results
+            if current:
+                results.append(current)
+                current = []
+            continue
+        if result.status == pq.ExecStatus.PIPELINE_SYNC:
+            return results
+        current.append(result)

@@ -1,0 +1,119 @@
+"""One round trip's statements written at once (``store/postgres/_pipeline.py``): the rows and
+errors psycopg's own execution gives, statements prepared by psycopg's cache (and prepared again
+after psycopg deallocated them all), the connection idle and usable after a failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from stepline.store.postgres._pipeline import send_all
+
+TABLE = "CREATE TEMP TABLE t (id int PRIMARY KEY, name text, score float8, tags text[])"
+INSERT = "INSERT INTO t (id, name, score, tags) VALUES (%s, %s, %s, %s)"
+INSERT_NAMED = "INSERT INTO t (id, name) VALUES (%(id)s, %(name)s)"
+SELECT = "SELECT id, name, score, tags FROM t WHERE id = ANY(%s) ORDER BY id"
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(TABLE)
+    return conn
+
+
+def _prepared(conn: psycopg.Connection[Any]) -> set[str]:
+    found = conn.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+    return {r[0] for r in found}
+
+
+def test_each_statement_runs_in_order_and_returns_what_a_cursor_returns(pg_url: str) -> None:
+    with _connect(pg_url) as conn:
+        values: list[tuple[Any, ...]] = [
+            (1, "a", 1.5, ["x", "y"]),
+            (2, None, float("inf"), []),
+            (3, "é'\"\\", -0.0, None),
+        ]
+        found = send_all(
+            conn,
+            [("BEGIN", None)]
+            + [(INSERT, v) for v in values]
+            + [(INSERT_NAMED, {"id": 4, "name": "d"}), (SELECT, ([1, 2, 3, 4],))]
+            + [("SELECT %s::jsonb, %b::bytea", (Jsonb({"k": [1, None]}), b"\x00\xff"))]
+            + [("COMMIT", None)],
+        )
+        assert found[:5] == [None] * 5  # BEGIN and the writes return no rows
+        expected = conn.execute(SELECT, ([1, 2, 3, 4],)).fetchall()
+        assert found[5] == expected == [(*v, None)[:4] for v in values] + [(4, "d", None, None)]
+        assert found[6] == [({"k": [1, None]}, b"\x00\xff")]
+        assert found[7] is None
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_failed_statement_raises_its_error_and_the_rest_of_the_round_trip_is_not_executed(
+    pg_url: str,
+) -> None:
+    with _connect(pg_url) as conn:
+        conn.execute(INSERT, (1, "a", 0.0, None))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            send_all(
+                conn,
+                [
+                    ("BEGIN", None),
+                    (INSERT, (2, "b", 0.0, None)),
+                    (INSERT, (1, "again", 0.0, None)),  # fails: the rest is aborted
+                    (INSERT, (3, "c", 0.0, None)),
+                    ("COMMIT", None),
+                ],
+            )
+        # the transaction is in its failed state, the connection idle (no result left to read)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(1,)]
+
+
+def test_a_parameter_that_cannot_be_adapted_raises_after_what_was_sent_before_it_ran(
+    pg_url: str,
+) -> None:
+    with _connect(pg_url) as conn:
+        with pytest.raises(psycopg.ProgrammingError):
+            send_all(conn, [(INSERT, (1, "a", 0.0, None)), (INSERT, (2, object(), 0.0, None))])
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT id FROM t").fetchall() == [(1,)]  # psycopg's pipeline too
+
+
+def test_a_statement_sent_six_times_is_prepared_and_prepared_again_after_a_deallocation(
+    pg_url: str,
+) -> None:
+    with _connect(pg_url) as conn:
+        for i in range(6):  # psycopg prepares a text at its sixth execution
+            assert _prepared(conn) == set()
+            send_all(conn, [(INSERT, (i, "a", 0.0, None)), (SELECT, ([i],))])
+        assert len(_prepared(conn)) == 2  # both texts, psycopg's cache (as a cursor's would be)
+        assert send_all(conn, [(SELECT, ([4],))]) == [[(4, "a", 0.0, None)]]
+        # a ROLLBACK through psycopg makes it deallocate every prepared statement: the next
+        # round trips prepare them again instead of naming statements that are gone
+        conn.execute("BEGIN")
+        conn.execute("ROLLBACK")
+        conn.execute("SELECT 1")
+        assert _prepared(conn) == set()
+        for i in range(7):
+            assert send_all(conn, [(SELECT, ([i % 6],))]) == [[(i % 6, "a", 0.0, None)]]
+        assert len(_prepared(conn)) == 1
+
+
+def test_a_statement_to_prepare_in_an_aborted_round_trip_is_prepared_at_a_later_use(
+    pg_url: str,
+) -> None:
+    with _connect(pg_url) as conn:
+        conn.execute(INSERT, (0, "a", 0.0, None))
+        for _ in range(5):
+            send_all(conn, [(SELECT, ([0],))])
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            send_all(conn, [("SELECT 1 / 0", None), (SELECT, ([0],))])  # its Parse is aborted
+        assert _prepared(conn) == set()
+        for _ in range(7):  # never named while not prepared; counted again, then prepared
+            assert send_all(conn, [(SELECT, ([0],))]) == [[(0, "a", 0.0, None)]]
+        assert len(_prepared(conn)) == 1
