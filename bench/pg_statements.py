@@ -9,8 +9,8 @@ and CPU are measured). Also printed: the CPU time this process and the server us
 (``--no-count``: without the counting, which costs CPU itself). A round trip is one statement
 sent and its result awaited; ``executemany``'s and a pipeline's statements share theirs
 (counted once, at their sync), as do those of a round trip of the store's own pipeline
-(``store/postgres/_pipeline.send_all``). Statements queued by the store are counted under the verb that
-sends them.
+(``store/postgres/_pipeline.send_all``). Statements queued by the store are counted under the
+verb that sends them.
 
 This is a measurement tool: it patches psycopg in its own process only.
 """
