@@ -187,7 +187,10 @@ def _closed_gates(url: str) -> list[int]:
     with psycopg.connect(url, autocommit=True) as admin:
         rows = admin.execute(
             "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid::bigint = %s AND mode = 'ExclusiveLock' ORDER BY 1",
+            "AND classid::bigint = %s AND mode = 'ExclusiveLock' "
+            # pg_locks is the cluster's: another test process's database has gates too
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "ORDER BY 1",
             (CANCEL_GATES,),
         )
         return [int(r[0]) for r in rows]
