@@ -70,7 +70,8 @@ def send_all(
             if pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy():
                 pgconn.exit_pipeline_mode()
         rows, failed = _rows(conn, transformer, sent, results)
-        conn.wait(cache.maintain_gen(conn))  # deallocations the results called for
+        if error is None and failed is None:  # else at psycopg's next statement, as its own
+            conn.wait(cache.maintain_gen(conn))  # deallocations the results called for
     if error is not None:
         raise error
     if failed is not None:
