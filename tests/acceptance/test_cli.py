@@ -1,5 +1,6 @@
-"""The ``stepline`` command line, run as a real process (``python -m stepline.cli``) in a
-temporary directory, on a real SQLite file."""
+"""The ``stepline`` command line, run as a real process (``python -m stepline.cli``; forked from
+a warm interpreter for the commands run to their end, ``_cli_fork``) in a temporary directory, on
+a real SQLite file."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli_fork import run_cli
 
 from stepline.store.records import RunFilter
 from stepline.store.sqlite import SQLiteStore
@@ -49,19 +51,12 @@ class Cli:
         return {**env, **extra}
 
     def run(
-        self, *args: str, timeout: float = TIMEOUT, **env: str
+        self, *args: str, timeout: float = TIMEOUT, fresh: bool = False, **env: str
     ) -> subprocess.CompletedProcess[str]:
-        """Run one command to its end."""
-        return subprocess.run(
-            [sys.executable, "-m", "stepline.cli", *args],
-            cwd=self.cwd,
-            env=self.env(**env),
-            stdin=subprocess.DEVNULL,  # never the terminal pytest runs in: no prompts
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        """Run one command to its end: a process of its own, forked from a warm one
+        (``_cli_fork``), or with ``fresh`` a new interpreter; stdin is never the terminal
+        pytest runs in (no prompts)."""
+        return run_cli(args, env=self.env(**env), cwd=self.cwd, timeout=timeout, fresh=fresh)
 
     def statuses(self, function_id: str | None = None) -> list[tuple[str, str]]:
         """(function id, status) of the database's runs, newest first, read in this process: what
