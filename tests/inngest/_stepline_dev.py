@@ -16,6 +16,7 @@ from conftest import SdkApp
 from stepline import App, Event
 from stepline.drivers.inngest import InngestDriver, SdkApps
 from stepline.engine.engine import Engine
+from stepline.errors import ConfigError
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import Run
 from stepline.server import create_app
@@ -112,6 +113,25 @@ class Dev:
             await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
 
 
+# the port of the last server stepline_dev(..., same_sdk_app=True) served for a module's
+# ``start_app`` (by its id: a later module's may get the same id, and then the port, unharmed)
+_ports: dict[int, int] = {}
+
+
+def _http_server(asgi: Any, start_app: Callable[..., SdkApp] | None) -> HttpServer:
+    """A server on any free port, or (``start_app`` given) on the port the module's last one
+    served, so the SDK app started for that URL (``base_url``) is the module's same one."""
+    if start_app is not None and id(start_app) in _ports:
+        try:
+            return HttpServer(asgi, "127.0.0.1", _ports[id(start_app)])
+        except ConfigError:  # taken meanwhile by another process: a new URL, a new SDK app
+            pass
+    server = HttpServer(asgi, "127.0.0.1", 0)
+    if start_app is not None:
+        _ports[id(start_app)] = server.port
+    return server
+
+
 @asynccontextmanager
 async def stepline_dev(
     tmp_path: Path,
@@ -122,12 +142,18 @@ async def stepline_dev(
     script: str | None = None,
     driver: InngestDriver | None = None,
     clock: MockClock | None = None,
+    same_sdk_app: bool = False,
 ) -> AsyncIterator[Dev]:
+    """A Stepline app served over HTTP with the SDK app of ``kind`` (``script``) synced into it.
+    ``same_sdk_app``: the server listens where the module's previous one did, so every test of
+    the module that asks for it syncs the same SDK app process (started once: ~0.5 s of CPU
+    each), for tests whose app keeps what it counts per run id (``/state/<run id>``); the app
+    is synced into each test's own server and database all the same."""
     clock = clock or MockClock(autojump=False)
     async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
         apps = SdkApps(app, driver)
         settings = ServerSettings(dev=True, event_keys=("test-event-key",), api_tokens=(API_TOKEN,))
-        server = HttpServer(create_app(app, settings), "127.0.0.1", 0)
+        server = _http_server(create_app(app, settings), start_app if same_sdk_app else None)
         serving = asyncio.create_task(server.run())
         try:
             sdk = start_app(kind, "dev", base_url=server.url, script=script)

@@ -101,7 +101,9 @@ async def test_the_server_calls_the_model_once_and_memoizes_its_reply(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], model: MockModel
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         event = Event("ai/ask", {"url": f"{model.url}/ok/v1", "format": "openai"})
         run_id = await d.run_of("ai-ask", event)
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
@@ -122,7 +124,9 @@ async def test_an_anthropic_model_gets_its_key_in_x_api_key(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], model: MockModel
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         event = Event("ai/ask", {"url": f"{model.url}/ok/v1", "format": "anthropic"})
         run_id = await d.run_of("ai-ask", event)
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
@@ -140,7 +144,9 @@ async def test_a_failing_model_is_retried_then_raised_in_user_code(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], model: MockModel
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         event = Event("ai/ask", {"url": f"{model.url}/down/v1", "format": "openai"})
         run_id = await d.run_of("ai-ask", event)
         await d.until_status(run_id, "RETRYING")

@@ -54,7 +54,7 @@ async def test_ten_steps_of_a_mebibyte_make_the_sdk_fetch_the_memo(
     # JS 4.x would run all ten steps in one request (async checkpointing): the plain path here
     driver = RecordingDriver(checkpointing=False)
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
     ) as d:
         run_id = await d.run_of("big-steps", Event("big/steps", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
@@ -74,7 +74,7 @@ async def test_a_batch_of_large_events_makes_the_sdk_fetch_the_batch(
     driver = RecordingDriver()
     blob = "b" * (450 * 1024)
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
     ) as d:
         ids = await d.t.send([Event("big/batch", {"blob": blob, "i": i}) for i in range(10)])
         runs = [r for r in await d.t.runs() if r.function_id == d.sdk.slug("big-batch")]
@@ -135,7 +135,9 @@ async def test_an_sdk_run_breaching_a_limit_fails_naming_it(
     start_app: Callable[..., SdkApp],
 ) -> None:
     app = App("stepline-dev", limits=limits)
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         run_id = await d.run_of("big-steps", Event("big/steps", data))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert run.status == "FAILED"

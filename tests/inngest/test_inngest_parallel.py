@@ -55,7 +55,7 @@ async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
     app = App("stepline-dev")
     driver = PassCounter()
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
     ) as d:
         run_id, run = await _woken_during_backoff(
             d, driver, "retry-parallel", Event("par/retry", {}), Event("par/release", {})
@@ -78,7 +78,9 @@ async def test_a_race_mode_group_races_on_in_a_later_pass(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         run_id = await d.run_of("race-retry", Event("par/race-retry", {}))
         # discovery (flaky planned, the wait), flaky targeted: it fails, the pass ends
         run = await d.until_status(run_id, "RETRYING")
@@ -110,7 +112,7 @@ async def test_a_race_mode_group_woken_during_a_backoff_plans_its_steps_at_once(
     app = App("stepline-dev")
     driver = PassCounter()
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
     ) as d:
         run_id, run = await _woken_during_backoff(
             d, driver, "race-retry", Event("par/race-retry", {}), Event("par/race-release", {})
@@ -136,7 +138,9 @@ async def test_parallel_steps_in_wait_mode_make_inngests_requests(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         run_id = await d.run_of("parallel-wait", Event("par/wait", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert (run.status, run.output) == ("COMPLETED", [["a.1", "a.2"], ["b.1", "b.2"]])
@@ -152,7 +156,9 @@ async def test_parallel_steps_in_race_mode_make_inngests_requests(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         run_id = await d.run_of("parallel-race", Event("par/race", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert run.status == "COMPLETED", run.error
@@ -168,7 +174,9 @@ async def test_an_invoke_runs_and_a_sent_event_in_one_group(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(tmp_path, start_app, kind, app, script=_script(kind)) as d:
+    async with stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+    ) as d:
         run_id = await d.run_of("parallel-mixed", Event("par/mixed", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert (run.status, run.output) == (

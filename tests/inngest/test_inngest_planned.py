@@ -44,7 +44,13 @@ async def test_a_wait_mode_step_named_as_a_race_mode_one_does_not_race(
 ) -> None:
     driver = PassCounter()
     async with stepline_dev(
-        tmp_path, start_app, kind, App("stepline-dev"), script=_script(kind), driver=driver
+        tmp_path,
+        start_app,
+        kind,
+        App("stepline-dev"),
+        script=_script(kind),
+        driver=driver,
+        same_sdk_app=True,
     ) as d:
         run_id = await d.run_of("race-same-name", Event("par/same", {}))
         await _settled(d, driver, run_id, {"gate"})
@@ -70,7 +76,13 @@ async def _cut_pass(
     checking that releasing the wait completes the run."""
     driver = PassCounter(max_requests_per_pass=limit)
     async with stepline_dev(
-        tmp_path, start_app, kind, App("stepline-dev"), script=_script(kind), driver=driver
+        tmp_path,
+        start_app,
+        kind,
+        App("stepline-dev"),
+        script=_script(kind),
+        driver=driver,
+        same_sdk_app=True,
     ) as d:
         run_id = await d.run_of(fn, Event(f"par/{fn}", {}))
         await _settled(d, driver, run_id, {"hold"})
