@@ -208,11 +208,12 @@ async def test_a_row_that_cannot_be_started_is_skipped_and_the_workers_go_on(
     """One taken row's admission raises every time: it is recorded as a skip with the reason
     and dropped (what it wrote rolled back), the other rows' runs start, and the worker goes
     on leasing (a run shop sends itself afterwards completes)."""
-    import stepline.store.memory
+    import stepline.store.memory_tx
     import stepline.store.postgres.tx
     import stepline.store.sqlite.store
 
-    for module in (stepline.store.memory, stepline.store.sqlite.store, stepline.store.postgres.tx):
+    stores_tx = (stepline.store.memory_tx, stepline.store.sqlite.store, stepline.store.postgres.tx)
+    for module in stores_tx:
         monkeypatch.setattr(module, "admit_taken", poisoning(module.admit_taken))
 
     async def send(shop: App, billing: App, clock: MockClock) -> None:

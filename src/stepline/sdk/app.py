@@ -21,7 +21,7 @@ from stepline.engine._system_events import FUNCTION_FAILED
 from stepline.engine.changes import Change
 from stepline.engine.engine import PURGE_BATCH, Engine
 from stepline.errors import ConfigError
-from stepline.expressions import ExpressionEvaluationError, compile_expression
+from stepline.expressions import compile_expression
 from stepline.sdk._location import located, warn_user
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, EventOutcome
@@ -50,13 +50,12 @@ from stepline.sdk.search import (
     RunSearch,
     compile_search,
     event_fields,
-    is_match,
-    search_activation,
+    search,
     search_clauses,
     used_variables,
 )
 from stepline.sdk.triggers import TriggerEvent
-from stepline.sdk.waiting import KIND_STATUSES, WaitingOn, kind_clauses, waiting_on
+from stepline.sdk.waiting import KIND_STATUSES, WaitingOn, decide_waiting, runs_waiting_on
 from stepline.store import Store, StoreTx, open_store
 from stepline.store.records import (
     TERMINAL_STATUSES,
@@ -67,7 +66,6 @@ from stepline.store.records import (
     EventRecord,
     Purged,
     RunFilter,
-    RunRecord,
     SkipRecord,
     StepRecord,
     StoredEvent,
@@ -690,32 +688,8 @@ class App:
             return {}
         engine = self.engine
         now = engine.clock.now()
-        return await engine.read(lambda: self._decide_waiting(open_runs, now))
-
-    def _decide_waiting(
-        self, runs: Sequence[Run], now: float, workers: list[WorkerRecord] | None = None
-    ) -> dict[str, WaitingOn]:
-        """``waiting_on`` on a reader thread: the runs' queue states, the paused functions
-        and (unless given) the live workers, read here, then each run decided."""
-        engine = self.engine
-        store = engine.store
-        states = {s.run_id: s for s in store.queue_states([r.run_id for r in runs], now)}
-        paused = store.paused_functions(self.id)
-        if workers is None:
-            workers = store.live_workers(now)
-        found: dict[str, WaitingOn] = {}
-        for run in runs:
-            reason = waiting_on(
-                run,
-                states.get(run.run_id),
-                now=now,
-                paused=paused,
-                workers=workers,
-                function=engine.functions.get(run.function_id),
-            )
-            if reason is not None:
-                found[run.run_id] = reason
-        return found
+        store, functions = engine.store, engine.functions
+        return await engine.read(lambda: decide_waiting(store, functions, self.id, open_runs, now))
 
     async def runs_waiting(
         self,
@@ -742,35 +716,11 @@ class App:
         if status is not None:
             statuses = tuple(s for s in statuses if s == status)
         query = RunFilter(function_id, None, event_id, scan, None, self.id, after=after)
-        now = self.engine.clock.now()
-        return await self.engine.read(lambda: self._runs_waiting(kind, query, statuses, limit, now))
-
-    def _runs_waiting(
-        self, kind: str, query: RunFilter, statuses: tuple[str, ...], limit: int, now: float
-    ) -> list[Run]:
-        """``runs_waiting`` on a reader thread."""
-        store = self.engine.store
-        workers = store.live_workers(now)
-        if kind not in ("running", "paused"):
-            served = {f for w in workers for f in w.function_ids}
-            if not served or (query.function_id is not None and query.function_id not in served):
-                return []
-        clauses = kind_clauses(kind, now)
-        records: list[RunRecord] = []
-        for wanted in statuses:
-            window = store.search_window(
-                dataclasses.replace(query, status=wanted), query.limit, clauses
-            )
-            records += [record for _, record in window.candidates]
-        records.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        found: list[Run] = []
-        for start in range(0, len(records), 500):
-            runs = [Run.from_records(r, []) for r in records[start : start + 500]]
-            reasons = self._decide_waiting([r for r in runs if not r.done], now, workers)
-            found += [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == kind]
-            if len(found) >= limit:
-                break
-        return found[:limit]
+        engine = self.engine
+        store, functions, now = engine.store, engine.functions, engine.clock.now()
+        return await engine.read(
+            lambda: runs_waiting_on(store, functions, kind, query, statuses, limit, now)
+        )
 
     async def search_runs(
         self,
@@ -814,35 +764,9 @@ class App:
         clauses = search_clauses(query)
         used, fields = used_variables(query), event_fields(query)
 
-        def search() -> RunSearch:  # one call on a reader thread: the window, then CEL
-            window = store.search_window(runs_filter, scan, clauses)
-            found: list[Run] = []
-            failed, first_error = 0, None
-            candidates = window.candidates
-            for start in range(0, len(candidates), 500):
-                chunk = candidates[start : start + 500]
-                events: dict[str, EventRecord] = {}
-                if not used.isdisjoint(("event", "events")):
-                    ids = sorted({e for _, r in chunk for e in r.event_ids})
-                    events = {e.internal_id: e for e in store.get_events(ids)}
-                for n, record in chunk:
-                    mine = [events[e] for e in record.event_ids if e in events]
-                    try:
-                        if is_match(expression, search_activation(record, mine, used, fields)):
-                            found.append(Run.from_records(record, []))
-                    except ExpressionEvaluationError as exc:
-                        failed += 1
-                        first_error = first_error or str(exc)
-                    if len(found) >= limit:
-                        if window.more or record is not candidates[-1][1]:
-                            cursor = (record.created_at, record.run_id)
-                            return RunSearch(found, n, False, failed, first_error, cursor)
-                        return RunSearch(found, window.size, True, failed, first_error)
-            edge = window.edge
-            last = None if edge is None or not window.more else (edge.created_at, edge.run_id)
-            return RunSearch(found, window.size, last is None, failed, first_error, last)
-
-        result = await engine.read(search)
+        result = await engine.read(
+            lambda: search(store, runs_filter, scan, clauses, expression, used, fields, limit)
+        )
         if not with_steps or not result.runs:
             return result
         steps = await engine.read(store.steps_of, [r.run_id for r in result.runs])

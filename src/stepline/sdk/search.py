@@ -32,7 +32,8 @@ from stepline.expressions._parse import (
 from stepline.sdk.run import Run
 from stepline.serde import loads
 from stepline.store._clauses import json_kind
-from stepline.store.records import EventRecord, RunClause, RunRecord
+from stepline.store.interface import Store
+from stepline.store.records import EventRecord, RunClause, RunFilter, RunRecord
 
 SEARCH_VARIABLES = ("event", "events", "output", "error", "run")
 
@@ -299,3 +300,44 @@ def is_match(expression: Expression, activation: dict[str, Any]) -> bool:
     """Whether the search matches (``True`` only for a true result); raises
     ``ExpressionEvaluationError`` when the expression errors on this run."""
     return expression.holds(activation)
+
+
+def search(
+    store: Store,
+    runs_filter: RunFilter,
+    scan: int,
+    clauses: tuple[RunClause, ...],
+    expression: Expression,
+    used: frozenset[str],
+    fields: frozenset[str] | None,
+    limit: int,
+) -> RunSearch:
+    """``App.search_runs`` on a reader thread (one call: a hop between threads costs a wait
+    for a core on a busy machine): the store's window of the newest ``scan`` runs that may
+    hold ``clauses``, then ``expression`` evaluated on each, until ``limit`` match."""
+    window = store.search_window(runs_filter, scan, clauses)
+    found: list[Run] = []
+    failed, first_error = 0, None
+    candidates = window.candidates
+    for start in range(0, len(candidates), 500):
+        chunk = candidates[start : start + 500]
+        events: dict[str, EventRecord] = {}
+        if not used.isdisjoint(("event", "events")):
+            ids = sorted({e for _, r in chunk for e in r.event_ids})
+            events = {e.internal_id: e for e in store.get_events(ids)}
+        for n, record in chunk:
+            mine = [events[e] for e in record.event_ids if e in events]
+            try:
+                if is_match(expression, search_activation(record, mine, used, fields)):
+                    found.append(Run.from_records(record, []))
+            except ExpressionEvaluationError as exc:
+                failed += 1
+                first_error = first_error or str(exc)
+            if len(found) >= limit:
+                if window.more or record is not candidates[-1][1]:
+                    cursor = (record.created_at, record.run_id)
+                    return RunSearch(found, n, False, failed, first_error, cursor)
+                return RunSearch(found, window.size, True, failed, first_error)
+    edge = window.edge
+    last = None if edge is None or not window.more else (edge.created_at, edge.run_id)
+    return RunSearch(found, window.size, last is None, failed, first_error, last)

@@ -7,13 +7,14 @@ the live workers; no I/O here (``App.waiting_on`` reads them).
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import Run
-from stepline.store.records import QueueState, RunClause, WorkerRecord
+from stepline.store.interface import Store
+from stepline.store.records import QueueState, RunClause, RunFilter, RunRecord, WorkerRecord
 
 # every kind, in the order the dashboard offers them as filters
 WAITING_KINDS: tuple[str, ...] = (
@@ -136,3 +137,66 @@ def waiting_on(
             return WaitingOn("throttle", f"throttled until {_clock(due)}", _at(due))
         return WaitingOn("scheduled", f"scheduled for {_clock(due)}", _at(due))
     return WaitingOn("queued", "queued: due now, waiting for a free worker slot")
+
+
+def decide_waiting(
+    store: Store,
+    functions: Mapping[str, FunctionDef],
+    app_id: str,
+    runs: Sequence[Run],
+    now: float,
+    workers: list[WorkerRecord] | None = None,
+) -> dict[str, WaitingOn]:
+    """``App.waiting_on`` on a reader thread: the runs' queue states, the app's paused
+    functions and (unless given) the live workers, read here, then each run decided."""
+    states = {s.run_id: s for s in store.queue_states([r.run_id for r in runs], now)}
+    paused = store.paused_functions(app_id)
+    if workers is None:
+        workers = store.live_workers(now)
+    found: dict[str, WaitingOn] = {}
+    for run in runs:
+        reason = waiting_on(
+            run,
+            states.get(run.run_id),
+            now=now,
+            paused=paused,
+            workers=workers,
+            function=functions.get(run.function_id),
+        )
+        if reason is not None:
+            found[run.run_id] = reason
+    return found
+
+
+def runs_waiting_on(
+    store: Store,
+    functions: Mapping[str, FunctionDef],
+    kind: str,
+    query: RunFilter,
+    statuses: tuple[str, ...],
+    limit: int,
+    now: float,
+) -> list[Run]:
+    """``App.runs_waiting`` on a reader thread (``query``: its filters, ``query.app_id`` the
+    app, ``query.limit`` the runs scanned per status)."""
+    workers = store.live_workers(now)
+    if kind not in ("running", "paused"):
+        served = {f for w in workers for f in w.function_ids}
+        if not served or (query.function_id is not None and query.function_id not in served):
+            return []
+    clauses = kind_clauses(kind, now)
+    records: list[RunRecord] = []
+    for wanted in statuses:
+        window = store.search_window(replace(query, status=wanted), query.limit, clauses)
+        records += [record for _, record in window.candidates]
+    records.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+    found: list[Run] = []
+    app_id = query.app_id or ""
+    for start in range(0, len(records), 500):
+        runs = [Run.from_records(r, []) for r in records[start : start + 500]]
+        open_runs = [r for r in runs if not r.done]
+        reasons = decide_waiting(store, functions, app_id, open_runs, now, workers)
+        found += [r for r in runs if (w := reasons.get(r.run_id)) and w.kind == kind]
+        if len(found) >= limit:
+            break
+    return found[:limit]

@@ -1,6 +1,6 @@
 """The memory store's verbs of apps: the trigger catalog, the inbox of events handed to other
 apps' functions, app removal, and the registry of workers, with the reads of them (``apps``,
-``live_workers``, ``sdk_apps``). Mixins of ``MemoryStore`` and ``_MemoryTx`` (every write goes
+``live_workers``, ``sdk_apps``). Mixins of ``MemoryStore`` and ``MemoryTx`` (every write goes
 through the transaction's undo journal, ``_put``/``_pop``, so each verb stays all-or-nothing).
 """
 
@@ -76,7 +76,7 @@ class MemoryAppVerbs:
 
     _s: MemoryStore
 
-    if TYPE_CHECKING:  # provided by _MemoryTx
+    if TYPE_CHECKING:  # provided by MemoryTx
 
         def _verb(self) -> AbstractContextManager[None]: ...
 

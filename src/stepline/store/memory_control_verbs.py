@@ -1,5 +1,5 @@
 """The memory store's flow-control verbs: admission state, deferrals (debounce, batch), cron
-schedules, pausing, replay and retention. A mixin of ``_MemoryTx``: every write goes through its
+schedules, pausing, replay and retention. A mixin of ``MemoryTx``: every write goes through its
 undo journal (``_put``/``_pop``), so each verb stays all-or-nothing.
 """
 
@@ -34,7 +34,7 @@ class MemoryControlVerbs:
 
     _s: MemoryStore
 
-    if TYPE_CHECKING:  # provided by _MemoryTx
+    if TYPE_CHECKING:  # provided by MemoryTx
 
         def _verb(self) -> AbstractContextManager[None]: ...
 

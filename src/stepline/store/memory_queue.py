@@ -12,14 +12,16 @@ undo journal's too, so a rolled-back verb leaves the index as right as the rows.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from heapq import heappop, heappush
 from typing import Any, Protocol
 
 from stepline.store._fair_order import Candidate, group_of
+from stepline.store.records import FunctionSet
 
 
 class QueueRow(Protocol):
-    """What the index reads of a queue row (``memory._QueueItem``)."""
+    """What the index reads of a queue row (``QueueItem``)."""
 
     @property
     def due_at(self) -> float | None: ...
@@ -161,3 +163,37 @@ def candidate_of(run_id: str, row: QueueRow) -> Candidate:
 
 def _candidate(entry: Entry, row: QueueRow) -> Candidate:
     return Candidate(entry[1], entry[0], row.function_id, row.concurrency, None)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """A run's queue row: when it is due, its lease, and what leasing it reads."""
+
+    due_at: float | None
+    lease_owner: str | None = None
+    lease_token: str | None = None
+    lease_expires_at: float | None = None
+    wake: bool = False
+    function_id: str = ""
+    concurrency: tuple[tuple[str, int], ...] = ()
+    app_id: str = ""
+    passes: int = 0  # leased since the run's last commit (see ``lease_due``)
+
+    def served_by(self, functions: FunctionSet) -> bool:
+        """Whether a worker serving ``functions`` may lease this run."""
+        return self.app_id in (functions.app_id, "") and self.function_id in functions.function_ids
+
+    def released(self, due_at: float | None) -> QueueItem:
+        return replace(
+            self,
+            due_at=due_at,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            wake=False,
+        )
+
+
+def live_lease(item: QueueItem, now: float) -> bool:
+    """Whether a row's lease is held at ``now`` (not expired)."""
+    return item.lease_owner is not None and (item.lease_expires_at or 0.0) > now
