@@ -35,7 +35,11 @@ async def _stepline(url: str, sizes: Sizes) -> dict[str, Any]:
             t0 = time.monotonic()
             [event_id] = await app.send_async(Event("bench/remote", {"i": i}))
             # the figure is the first step's start, taken by the worker: polled every 10 ms, the
-            # wait for the run's end does not take the CPU the worker and the server need
+            # wait for the run's end does not take the CPU the worker and the server need, and
+            # its first look only 10 ms after the send (send_async returns once the event is
+            # committed, while the worker is still leasing the run: a look then took a core
+            # from the worker or its server process in that window, on a 2-core machine)
+            await asyncio.sleep(0.01)
             record = await wait_terminal(app, event_id, poll=0.01)
             if record.status != "COMPLETED":
                 raise RuntimeError(f"run ended {record.status}: {record.error}")
