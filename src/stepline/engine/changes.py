@@ -106,6 +106,11 @@ class ChangeFeed:
         with self._lock:
             self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
 
+    @property
+    def watched(self) -> bool:
+        """Whether anyone subscribes (a change need not be built otherwise)."""
+        return bool(self._subscriptions)
+
     def publish(self, change: Change) -> None:
         """Hand a committed change to every subscriber (never blocks, never raises)."""
         subscriptions = self._subscriptions

@@ -77,8 +77,10 @@ def submit_pass(engine: Engine, commit: PassCommit, now: float) -> Coroutine[Any
 
     async def published() -> None:
         committed = await written
-        handed_over(ingested)
-        engine.changes.publish(pass_change(commit, ingested))
+        if ingested:
+            handed_over(ingested)
+        if engine.changes.watched:
+            engine.changes.publish(pass_change(commit, ingested))
         if not committed:
             raise PassCancelledError(f"run {commit.run_id} was cancelled during its pass")
 

@@ -203,7 +203,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         return StepError(memo.step_id, INVOKE_TIMEOUT, message)
 
     def _notify(self) -> None:
-        """Wake ``_settle``: an operation was registered (or the run must abort)."""
+        """Wake ``_settle``: an operation was registered, the run must abort, or the function
+        ended."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -282,9 +283,13 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     def _start_function(self) -> asyncio.Future[Any]:
         handler = self.fn.handler
+        task: asyncio.Future[Any]
         if self.fn.is_async:
-            return self.loop.create_task(handler(self.ctx))
-        return self.loop.run_in_executor(self.engine.function_threads, handler, self.ctx)
+            task = self.loop.create_task(handler(self.ctx))
+        else:
+            task = self.loop.run_in_executor(self.engine.function_threads, handler, self.ctx)
+        task.add_done_callback(lambda _: self._notify())  # its end wakes _settle too
+        return task
 
     async def _drive(self, task: asyncio.Future[Any]) -> None:
         while True:
@@ -328,7 +333,10 @@ class PassExecutor(RoundRecorder, PassEndings):
                         return
                 return
             waiter = self._waiter = self.loop.create_future()
-            await self._wait_flushing({task, waiter})
+            if self._flush_due_at() is None:
+                await waiter  # set by _notify: a new operation, an abort, the function's end
+            else:
+                await self._wait_flushing({task, waiter})
             self._waiter = None
 
     # -- a round of new operations ----------------------------------------------------------------
