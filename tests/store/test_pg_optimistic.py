@@ -29,7 +29,15 @@ from stepline.engine.writer import BatchWriter
 from stepline.errors import LeaseLostError
 from stepline.store._admission_rules import DeferralRow
 from stepline.store.postgres import PostgresStore
-from stepline.store.records import EventIngest, Lease, NewRun, PassCommit, RunFilter
+from stepline.store.postgres import queries as q
+from stepline.store.records import (
+    EventIngest,
+    HistoryRecord,
+    Lease,
+    NewRun,
+    PassCommit,
+    RunFilter,
+)
 
 Job = Callable[[Any], Any]
 
@@ -201,3 +209,38 @@ def test_an_event_a_run_waits_for_resolves_it_when_the_send_is_made_again(
     assert writer.replays == 1  # the server refused the optimistic "nobody waits for it"
     found, writer = one_batch(pg_store, [sending(2)])
     assert found == [[()]] and writer.replays == 0  # read, not assumed, from now on
+
+
+def test_a_pass_commit_sent_whole_has_no_begin_and_commit(
+    pg_store: PostgresStore, sent: list[str]
+) -> None:
+    """All of it in one round trip: the pipeline's statements are one transaction, committed by
+    its sync (two statements fewer for the server); the lease lock comes first."""
+    start(pg_store, "r1")
+    (held,) = lease(pg_store)
+    sent.clear()
+    found, writer = one_batch(pg_store, [commit_job(held, 1)])
+    assert found == [[]] and (writer.transactions, writer.replays) == (1, 0)
+    assert sent[0] == q.HOLD_LEASE and "INSERT INTO steps" in sent[1]
+    assert not {"BEGIN", "COMMIT"} & {text.strip() for text in sent}
+    assert outputs(pg_store, "r1") == {"r1": b"1"}
+
+
+def test_a_pass_commit_sent_without_begin_is_undone_whole_when_its_lease_was_lost(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    start(pg_store, "r1")
+    (held,) = lease(pg_store, "w1")
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # another process took r1 over
+        conn.execute("UPDATE queue SET lease_token = 'theirs' WHERE run_id = 'r1'")
+    history = pg_store.get_history("r1")
+    commit = PassCommit(
+        "r1",
+        held.token,
+        steps=[step("r1", "h1", 0, output=1)],
+        history=[HistoryRecord("r1", T0 + 1, "STEP_COMPLETED", "s1")],
+    )
+    found, writer = one_batch(pg_store, [lambda tx: tx.commit_pass(commit, T0, cel_matches)])
+    assert isinstance(found[0], LeaseLostError) and writer.replays == 1
+    assert outputs(pg_store, "r1") == {}
+    assert pg_store.get_history("r1") == history

@@ -117,3 +117,36 @@ def test_a_statement_to_prepare_in_an_aborted_round_trip_is_prepared_at_a_later_
         for _ in range(7):  # never named while not prepared; counted again, then prepared
             assert send_all(conn, [(SELECT, ([0],))]) == [[(0, "a", 0.0, None)]]
         assert len(_prepared(conn)) == 1
+
+
+def test_placeholders_convert_as_a_cursor_converts_them(pg_url: str) -> None:
+    """Binary array parameters (``%b``), a name used twice, a literal ``%%``."""
+    statements: list[tuple[str, Any]] = [
+        ("SELECT x FROM unnest(%b::text[]) AS x ORDER BY x", (["b", "a"],)),
+        ("SELECT %(name)s::text || %(name)s::text, %(n)s::bigint", {"name": "ab", "n": 2**40}),
+        ("SELECT %s::double precision[], 'lit%%'", ([0.5, 2.0],)),
+        ("SELECT %s::bytea, %s::text", (b"\x00x", None)),
+    ]
+    with _connect(pg_url) as conn:
+        expected = [conn.execute(query, params).fetchall() for query, params in statements]
+        for _ in range(7):  # prepared by psycopg's cache meanwhile
+            assert send_all(conn, statements) == expected
+
+
+def test_statements_outside_begin_are_one_transaction_committed_by_the_sync(pg_url: str) -> None:
+    """What an optimistic transaction sent whole in one round trip relies on (no ``BEGIN``,
+    no ``COMMIT``: ``Statements.transaction``): a failure undoes the statements before it."""
+    with _connect(pg_url) as conn:
+        failing = [
+            (INSERT, (1, "a", 0.0, None)),
+            ("SELECT 1 / %s", (0,)),
+            (INSERT, (2, "b", 0, None)),
+        ]
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            send_all(conn, failing)
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        ids = "SELECT txid_current()"
+        found = send_all(conn, [(INSERT, (1, "a", 0.0, None)), (ids, None), (ids, None)])
+        assert found[1] == found[2]  # one transaction
+        assert conn.execute("SELECT id FROM t").fetchall() == [(1,)]

@@ -246,7 +246,11 @@ class Statements:
                 except psycopg.Error:
                     self.stale = True
                     raise
-            self._queue("COMMIT")
+            if self._implicit():
+                del self._queued[0], self._tables[0]
+                self._sent += 1
+            else:
+                self._queue("COMMIT")
             try:
                 self.flush()
             except psycopg.Error as exc:
@@ -258,6 +262,22 @@ class Statements:
         except BaseException:
             self._rollback()
             raise
+
+    def _implicit(self) -> bool:
+        """Whether the transaction, about to commit, is better sent without ``BEGIN`` and
+        ``COMMIT`` (two statements fewer for the server): an optimistic one (no savepoints) whose
+        statements all go in this one round trip, where a pipeline's statements are one
+        transaction, committed by its sync (``_pipeline``), or a single statement, committed
+        alone. Not with a ``SET LOCAL``, which warns outside ``BEGIN`` (``set_config(…, true)``
+        does not)."""
+        queued = self._queued
+        return (
+            self.optimistic
+            and not self.round_trips
+            and bool(queued)
+            and queued[0][0] == "BEGIN"
+            and not any(query.startswith("SET ") for query, _ in queued)
+        )
 
     def _rollback(self) -> None:
         """The transaction's end after an exception: ``ROLLBACK`` unless none is open."""

@@ -70,7 +70,9 @@ from stepline.store.records import (
 
 P = ParamSpec("P")
 T = TypeVar("T")
-NO_FLUSH_WAIT = "SET LOCAL synchronous_commit TO off"
+# for this transaction only; set_config, not SET LOCAL: an optimistic transaction sent in one
+# round trip has no BEGIN (Statements.transaction), where SET LOCAL would warn
+NO_FLUSH_WAIT = "SELECT set_config('synchronous_commit', 'off', true)"
 MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
 DEFAULT_MAX_CLOCK_SKEW = 1.0
 # SQLSTATE classes and codes that mean "not now": the store may recover by itself
