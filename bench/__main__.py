@@ -264,6 +264,11 @@ def _notes(results: Results) -> list[str]:
             f"transaction {parts['transaction_ms']:.3f} (BEGIN, SQL, COMMIT+fsync) + writer "
             f"thread hop {parts['writer_hop_ms']:.3f} + executor/asyncio {parts['engine_ms']:.3f}"
         )
+    if "cpu_ms_per_step" in per_step:
+        notes.append(
+            f"CPU per step (median of the runs): this process {per_step['cpu_ms_per_step']:.3f} "
+            f"ms, the PostgreSQL server {per_step['server_cpu_ms_per_step']:.3f} ms (0: SQLite)"
+        )
     floor = get("floor", "stepline")
     if "commit_ms" in floor:
         notes.append(

@@ -46,6 +46,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     per_step: list[float] = []
     floor: list[float] = []
     tx_per_run: list[int] = []
+    cpu: list[list[float]] = []  # per run: (this process, the PostgreSQL server) CPU per step
     loop = asyncio.get_running_loop()
     commits = commit_loop(workdir, "per_step_floor")
     try:
@@ -60,6 +61,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
                 await asyncio.sleep(0.01)
                 finished.append(loop.create_future())
                 tx0 = writer.transactions
+                cpu0 = _cpu()
                 t0 = time.time()
                 [event_id] = await app.send_async(Event(name="bench/per-step", data={"n": n}))
                 await guard(finished[-1], 60)
@@ -71,6 +73,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
                 if repeat > 0:  # the first run warms up
                     per_step.append(elapsed / n)
                     tx_per_run.append(writer.transactions - tx0)
+                    cpu.append([(b - a) / n for a, b in zip(cpu0, _cpu(), strict=True)])
                 await asyncio.sleep(0.02)
             breakdown = await _breakdown(app, n, finished)
     finally:
@@ -86,7 +89,16 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         "floor_ms": median(floor) * 1000,
         "ratio_to_floor": median(per_step) / median(floor),
         "breakdown": breakdown,
+        "cpu_ms_per_step": median([c[0] for c in cpu]) * 1000,
+        "server_cpu_ms_per_step": median([c[1] for c in cpu]) * 1000,
     }
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds so far of this process and of the bench's PostgreSQL server (0 without)."""
+    from bench.pg_procs import cpu_seconds, postgres_pids
+
+    return time.process_time(), sum(cpu_seconds(pid) for pid in postgres_pids())
 
 
 async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> dict[str, Any]:
@@ -94,9 +106,10 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
     ``transaction_ms``: inside ``store.transaction()``, or a store's optimistic transaction
     (BEGIN, the write verbs, COMMIT + fsync);
-    ``writer_hop_ms``: the rest of ``writer.write()`` (queueing, the hand-off to the writer thread
-    and back to the event loop); ``engine_ms``: everything else (the executor, the step call,
-    asyncio scheduling). All per step. Skipped (empty) if the engine's shape has changed.
+    ``writer_hop_ms``: the rest of a write (``writer.submit`` until its caller is woken:
+    queueing, the hand-off to the writer thread and back to the event loop); ``engine_ms``:
+    everything else (the executor, the step call, asyncio scheduling). All per step. Skipped
+    (empty) if the engine's shape has changed.
     """
     engine = app.engine
     store, writer = engine.store, engine.writer
@@ -104,7 +117,7 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     kinds = ["transaction", "optimistic_transaction"]
     try:
         originals = {kind: getattr(store, kind) for kind in kinds if hasattr(store, kind)}
-        original_write = writer.write
+        original_submit = writer.submit  # every write goes through it (write awaits it)
     except AttributeError:
         return {}
 
@@ -121,12 +134,15 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
         return timed_transaction
 
-    async def timed_write(job: Any) -> Any:
+    def timed_submit(job: Any) -> Any:
         t0 = time.perf_counter()
-        try:
-            return await original_write(job)
-        finally:
+
+        def done(_: Any) -> None:  # called back when the caller is woken
             totals["write"] += time.perf_counter() - t0
+
+        future = original_submit(job)
+        future.add_done_callback(done)
+        return future
 
     from stepline import Event
 
@@ -134,7 +150,7 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     try:
         for kind, transaction in originals.items():
             setattr(store, kind, timed(transaction))
-        writer.write = timed_write
+        writer.submit = timed_submit
     except AttributeError:
         return {}
     try:
@@ -146,7 +162,7 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     finally:
         for kind in originals:
             delattr(store, kind)
-        del writer.write
+        del writer.submit
     return {
         "wall_ms": wall / n * 1000,
         "transaction_ms": totals["transaction"] / n * 1000,
