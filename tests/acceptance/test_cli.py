@@ -1,6 +1,5 @@
-"""The ``stepline`` command line, run as a real process (``python -m stepline.cli``; forked from
-a warm interpreter for the commands run to their end, ``_cli_fork``) in a temporary directory, on
-a real SQLite file."""
+"""The ``stepline`` command line, run as a real process (``python -m stepline.cli``, forked from
+a warm interpreter: ``_cli_fork``) in a temporary directory, on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cli_fork import run_cli
+from _cli_fork import run_cli, start_cli
 
+from forkserver import Process
 from stepline.store.records import RunFilter
 from stepline.store.sqlite import SQLiteStore
 
@@ -32,7 +31,7 @@ class Cli:
     database in ``cwd``."""
 
     cwd: Path
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: list[Process] = field(default_factory=list)
 
     @property
     def db(self) -> str:
@@ -53,9 +52,9 @@ class Cli:
     def run(
         self, *args: str, timeout: float = TIMEOUT, fresh: bool = False, **env: str
     ) -> subprocess.CompletedProcess[str]:
-        """Run one command to its end: a process of its own, forked from a warm one
-        (``_cli_fork``), or with ``fresh`` a new interpreter; stdin is never the terminal
-        pytest runs in (no prompts)."""
+        """Run one command to its end: a process of its own, forked from a warm interpreter
+        (``_cli_fork``), or with ``fresh`` a new one; stdin is never the terminal pytest runs
+        in (no prompts)."""
         return run_cli(args, env=self.env(**env), cwd=self.cwd, timeout=timeout, fresh=fresh)
 
     def statuses(self, function_id: str | None = None) -> list[tuple[str, str]]:
@@ -87,17 +86,11 @@ class Cli:
         assert result.returncode == 0, (args, result.stderr)
         return json.loads(result.stdout)
 
-    def start(self, *args: str, output: Path, **env: str) -> subprocess.Popen[bytes]:
-        """Start a long-running command; stdout and stderr go to ``output``."""
+    def start(self, *args: str, output: Path, **env: str) -> Process:
+        """Start a long-running command (forked as ``run``'s); stdout and stderr go to
+        ``output``."""
         with output.open("wb") as sink:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "stepline.cli", *args],
-                cwd=self.cwd,
-                env=self.env(**env),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
+            process = start_cli(args, env=self.env(**env), cwd=self.cwd, output=sink.fileno())
         self.started.append(process)
         return process
 

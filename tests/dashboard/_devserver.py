@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import forkserver
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 CHROMIUM = os.environ.get("STEPLINE_CHROMIUM", "/usr/bin/chromium")
@@ -33,8 +35,15 @@ def dev_server(directory: Path, *args: str, command: str = "dev") -> Iterator[st
     env.pop("STEPLINE_DB", None)
     argv = [sys.executable, "-m", "stepline.cli", command, "shop_app:app"]
     argv += ["--db", str(directory / "stepline.db"), "--port", "0", *args]
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(argv, cwd=HERE, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    with out.open("wb") as sink:  # forked from a warm interpreter (tests/forkserver.py)
+        proc = forkserver.popen(
+            argv,
+            cwd=HERE,
+            env=env,
+            preload=forkserver.CLI,
+            stdout=sink.fileno(),
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         url = None

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import forkserver
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 JS_DIR = HERE / "js"
@@ -46,7 +48,7 @@ def wait_for(check: Callable[[], Any], what: str, *, timeout: float = DEADLINE) 
         time.sleep(0.05)  # real time: the poll interval; the deadline bounds the wait
 
 
-def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+def _stop(process: forkserver.Process, sig: int = signal.SIGTERM) -> None:
     if process.poll() is None:
         process.send_signal(sig)
         try:
@@ -75,8 +77,15 @@ def dev_process(
     argv = [sys.executable, "-m", "stepline.cli", "dev", *([app] if app else [])]
     argv += ["--port", str(port), "--db", str(directory / "stepline.db"), *args]
     url = f"http://127.0.0.1:{port}"
-    with out.open("wb") as sink:
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    with out.open("wb") as sink:  # forked from a warm interpreter (tests/forkserver.py)
+        process = forkserver.popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            preload=forkserver.CLI,
+            stdout=sink.fileno(),
+            stderr=subprocess.STDOUT,
+        )
     try:
 
         def up() -> bool:
@@ -102,9 +111,14 @@ def sdk_process(kind: str, port: int, dev_url: str, directory: Path, **env: str)
     base = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
     base.update(PORT=str(port), INNGEST_DEV="1", INNGEST_BASE_URL=dev_url, **env)
     out = directory / f"sdk-{kind}-{port}.out"
-    with out.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=base, stdout=sink, stderr=subprocess.STDOUT
+    with out.open("wb") as sink:  # a Python app forked from a warm interpreter (forkserver)
+        process = forkserver.popen(
+            command,
+            cwd=cwd,
+            env=base,
+            preload=forkserver.SDK_APPS,
+            stdout=sink.fileno(),
+            stderr=subprocess.STDOUT,
         )
     try:
         yield f"http://127.0.0.1:{port}/api/inngest"

@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from _capture import CaptureServer
 
+import forkserver
+
 HERE = Path(__file__).parent
 JS_DIR = HERE / "js"
 KEY = "signkey-test-8f3c2a6b0d9e4f17a5b3c8d2e1f0a9b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1"
@@ -71,7 +73,7 @@ class SdkApp:
     kind: str
     serve_url: str
     capture: CaptureServer
-    process: subprocess.Popen[bytes]
+    process: forkserver.Process
 
     @property
     def app_id(self) -> str:
@@ -136,7 +138,10 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
             INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY,
             BASE_URL=base_url or capture.url,
         )
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+        # a Python app is forked from a warm interpreter (tests/forkserver.py), node started
+        process = forkserver.popen(
+            command, cwd=cwd, env=env, preload=forkserver.SDK_APPS, stdout=subprocess.DEVNULL
+        )
         app = SdkApp(kind, f"http://127.0.0.1:{port}/api/inngest", capture, process)
         started[kind, mode, base_url, script] = app
         _wait_ready(app)

@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+import forkserver
+from forkserver import Process
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -35,24 +38,26 @@ class Subprocesses:
             **env,
         }
         self.env.pop("STEPLINE_DB", None)
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[Process] = []
         self.killed: set[int] = set()
 
-    def spawn(self, argv: Sequence[str], **env: str) -> subprocess.Popen[bytes]:
-        """Start ``python argv...`` with the test's environment (plus ``env``)."""
+    def spawn(self, argv: Sequence[str], **env: str) -> Process:
+        """Start ``python argv...`` with the test's environment (plus ``env``): a process of
+        its own, forked from a warm interpreter (``forkserver``)."""
         out = self.dir / f"{self.label}-{len(self.procs)}.out"
         with out.open("wb") as sink:
-            proc = subprocess.Popen(
+            proc = forkserver.popen(
                 [sys.executable, *argv],
                 env={**self.env, **env},
                 cwd=self.dir,
-                stdout=sink,
+                preload=forkserver.WORKER,
+                stdout=sink.fileno(),
                 stderr=subprocess.STDOUT,
             )
         self.procs.append(proc)
         return proc
 
-    def died(self) -> subprocess.Popen[bytes] | None:
+    def died(self) -> Process | None:
         """A process that ended on its own when it should not have."""
         for proc in self.procs:
             code = proc.poll()
@@ -107,7 +112,7 @@ async def poll(
         await asyncio.sleep(interval)  # real time: polls real processes; the deadline bounds it
 
 
-def sigterm(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
+def sigterm(proc: Process, timeout: float = 20) -> int:
     """SIGTERM (graceful: passes in flight finish) and wait; the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,402 @@
+"""Python processes for the tests, forked from a warm interpreter instead of started afresh.
+
+The suite starts a few hundred Python processes (CLI commands, ``stepline dev``/``server``/
+``worker``, the multi-process and crash tests' workers): a new interpreter spent 0.15-0.25 s of
+CPU importing Python's and Stepline's modules before doing anything. ``popen`` and ``run`` start
+``python -m MODULE ARGS`` or ``python SCRIPT ARGS`` as a process forked from a server process (one
+per test process and kind of command, started on first use) that imported those modules once; the
+forked process then runs the module or script as ``__main__`` as ``python`` does (``runpy``; the
+working directory, or the script's folder, first on ``sys.path``).
+
+Each is a process of its own, as with ``subprocess``: its own pid, argv, environment, working
+directory, stdin/stdout/stderr, signals (SIGKILL, SIGTERM and SIGINT act as on any process), exit
+code, interpreter shutdown, and traceback on an uncaught error. What differs: what the interpreter
+reads when it starts (the ``PYTHON*``, ``LANG`` and ``LC_*`` variables: a command with other
+values than a server's gets a server of its own), the hash seed (shared by the forked processes),
+and its parent process (the server, which reports its exit code). A command line with interpreter
+options (``python -X dev``) is started afresh; so is every one with
+``STEPLINE_TEST_FRESH_PROCESSES=1``.
+
+Run as a script, this file is the server: ``forkserver.py SOCKET MODULE...`` imports the modules,
+then forks a process for each request (a JSON object: how to run, argv, env, cwd; stdin, stdout
+and stderr passed as file descriptors) and answers its pid, then, on the same connection, its exit
+code (``-N``: killed by signal N, as ``subprocess`` reports it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+_MAX_MESSAGE = 1 << 20
+
+# what each kind of process the tests start imports, loaded once in its fork server:
+# ``python -m stepline.cli ...`` (each command's module)
+CLI = (
+    "stepline.cli",
+    "stepline.cli._common",
+    "stepline.cli._render",
+    *(
+        f"stepline.cli._commands.{name}"
+        for name in ("apps", "control", "db", "dev", "events", "functions", "runs", "send")
+    ),
+    *("stepline.cli._commands.server", "stepline.cli._commands.worker"),
+    "stepline.store.sqlite",
+    "rich.console",
+    "rich.table",
+    "rich.text",
+)
+# the multi-process and crash tests' worker scripts (an App, its worker, both stores)
+WORKER = (
+    "stepline",
+    "stepline.sdk.app",
+    "stepline.engine.worker",
+    "stepline.store.sqlite",
+    "stepline.store.postgres",
+)
+# the Python Inngest SDK apps (tests/inngest: FastAPI or Flask apps served by uvicorn / Flask)
+SDK_APPS = ("inngest", "inngest.fast_api", "inngest.flask", "fastapi", "flask", "uvicorn")
+
+
+def _startup_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables the interpreter reads when it starts (sys.path, buffering, warnings,
+    encodings...)."""
+    read = ("PYTHON", "LANG", "LC_")
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(read)))
+
+
+def _how(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
+    """``("module", name, args)`` or ``("script", path, args)`` for ``python -m ...`` and
+    ``python SCRIPT ...``; None for anything else (another program, interpreter options)."""
+    if len(argv) < 2 or argv[0] != sys.executable:
+        return None
+    if argv[1] == "-m" and len(argv) >= 3:
+        return "module", argv[2], list(argv[3:])
+    if argv[1].startswith("-"):
+        return None
+    return "script", argv[1], list(argv[2:])
+
+
+# -- the server (this file run as a script) ----------------------------------------------------
+def _serve(path: str, preload: Sequence[str]) -> None:
+    import importlib
+    import selectors
+
+    for name in preload:
+        importlib.import_module(name)
+    parent = os.getppid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(64)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    running: dict[int, socket.socket] = {}  # pid -> the connection its exit code goes to
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while os.getppid() == parent:  # the test process ended: so does the server
+        for key, _ in selector.select(timeout=1.0):
+            if key.fileobj is listener:
+                conn, _ = listener.accept()
+                selector.register(conn, selectors.EVENT_READ)
+            elif key.fileobj == wake_r:
+                while True:
+                    try:
+                        if not os.read(wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+            else:
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                selector.unregister(conn)  # one request a connection; then only its answers
+                try:
+                    message, fds, _flags, _addr = socket.recv_fds(conn, _MAX_MESSAGE, 3)
+                except OSError:
+                    message, fds = b"", []
+                if not message:
+                    conn.close()
+                    continue
+                pid = os.fork()
+                if pid == 0:  # the requested process: never returns to this loop
+                    open_sockets = [listener, *running.values()]
+                    open_sockets += [k.fileobj for k in selector.get_map().values()]
+                    selector.close()
+                    for sock in open_sockets:
+                        if isinstance(sock, socket.socket):
+                            sock.close()
+                    _become(json.loads(message), fds, conn, (wake_r, wake_w))
+                for fd in fds:
+                    os.close(fd)
+                running[pid] = conn
+                conn.send(json.dumps({"pid": pid}).encode())
+        while running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn = running.pop(pid)
+            try:
+                conn.send(json.dumps({"code": os.waitstatus_to_exitcode(status)}).encode())
+            except OSError:
+                pass  # its client is gone
+            conn.close()
+
+
+def _become(
+    request: dict[str, Any], fds: list[int], conn: socket.socket, wake: tuple[int, int]
+) -> None:
+    """In the forked child: become ``python -m MODULE ARGS`` or ``python SCRIPT ARGS``
+    (SystemExit, or an uncaught error printed with its traceback by the interpreter, ends the
+    process as it would)."""
+    import runpy
+
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    conn.close()
+    for fd in wake:
+        os.close(fd)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in set(fds):
+        if fd > 2:
+            os.close(fd)
+    cwd = str(request["cwd"])
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    kind, target, args = request["how"]
+    if kind == "module":
+        sys.argv = ["-m", *args]  # runpy puts the module's path first, as python -m does
+        sys.path[0] = cwd  # python -m: the working directory comes first
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = [target, *args]
+        sys.path[0] = os.path.dirname(os.path.abspath(target))  # python SCRIPT: its folder
+        runpy.run_path(target, run_name="__main__")
+    sys.exit(0)
+
+
+# -- the client ---------------------------------------------------------------------------------
+class _Server:
+    """A fork server of this test process: started with ``env``'s start-up variables, with the
+    modules ``preload`` imported."""
+
+    def __init__(self, env: Mapping[str, str], preload: Sequence[str]) -> None:
+        self.folder = tempfile.mkdtemp(prefix="stepline-forkserver-")
+        self.path = os.path.join(self.folder, "socket")
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, self.path, *preload],
+            env=dict(env),
+            cwd=self.folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline() != b"ready\n":
+            raise RuntimeError(f"the fork server did not start ({self.process.wait()})")
+
+    def spawn(
+        self,
+        args: Sequence[str],
+        how: tuple[str, str, list[str]],
+        env: Mapping[str, str],
+        cwd: Path | str,
+        fds: Sequence[int],
+    ) -> Forked:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        conn.connect(self.path)
+        request = json.dumps({"how": how, "env": dict(env), "cwd": str(cwd)}).encode()
+        socket.send_fds(conn, [request], list(fds))
+        conn.settimeout(30)
+        return Forked(list(args), conn, json.loads(conn.recv(_MAX_MESSAGE))["pid"])
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        for name in os.listdir(self.folder):
+            os.unlink(os.path.join(self.folder, name))
+        os.rmdir(self.folder)
+
+
+class Forked:
+    """A forked process, as ``subprocess.Popen`` shows one: ``pid``, ``poll()``, ``wait()``,
+    ``send_signal()``, ``terminate()``, ``kill()``, ``returncode``."""
+
+    def __init__(self, args: list[str], conn: socket.socket, pid: int) -> None:
+        self.args = args
+        self.pid = pid
+        self.returncode: int | None = None
+        self._conn = conn
+
+    def _ended(self, message: bytes) -> int:
+        self._conn.close()
+        if not message:
+            raise RuntimeError(f"the fork server of process {self.pid} ended before it")
+        code: int = json.loads(message)["code"]
+        self.returncode = code
+        return code
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._conn.setblocking(False)
+            try:
+                message = self._conn.recv(_MAX_MESSAGE)
+            except BlockingIOError:
+                return None
+            return self._ended(message)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                message = self._conn.recv(_MAX_MESSAGE)
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+            return self._ended(message)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # as Popen: an ended process is not signalled
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def __enter__(self) -> Forked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait()
+
+
+Process = Forked | subprocess.Popen[bytes]  # what popen returns
+
+_servers: dict[tuple[Any, ...], _Server] = {}
+_lock = threading.Lock()
+
+
+def _fresh() -> bool:
+    return os.environ.get("STEPLINE_TEST_FRESH_PROCESSES", "") not in ("", "0")
+
+
+def popen(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | str,
+    preload: Sequence[str],
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+) -> Process:
+    """``subprocess.Popen(argv, env=env, cwd=cwd, stdin=..., stdout=..., stderr=...)`` for
+    ``python -m MODULE ...`` / ``python SCRIPT ...``, forked from the server that imported
+    ``preload`` (see the module's docstring). ``stdin``/``stdout``/``stderr``: file
+    descriptors, ``subprocess.DEVNULL``, ``subprocess.STDOUT`` (stderr), or None (this
+    process's own)."""
+    how = _how(argv)
+    if how is None or _fresh():
+        return subprocess.Popen(
+            argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+    key = (_startup_env(env), tuple(preload))
+    with _lock:
+        if key not in _servers:
+            _servers[key] = _Server(env, preload)
+        server = _servers[key]
+    with open(os.devnull, "r+b") as null:
+        fds = [_fd(stdin, 0, null), _fd(stdout, 1, null)]
+        fds.append(fds[1] if stderr == subprocess.STDOUT else _fd(stderr, 2, null))
+        return server.spawn(argv, how, env, cwd, fds)
+
+
+def _fd(given: int | None, own: int, null: Any) -> int:
+    if given is None:
+        return own
+    if given == subprocess.DEVNULL:
+        fd: int = null.fileno()
+        return fd
+    return given
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | str,
+    timeout: float,
+    preload: Sequence[str],
+    fresh: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, env=env, cwd=cwd, stdin=DEVNULL, capture_output=True, text=True,
+    timeout=timeout)``, the process forked as ``popen`` does (with ``fresh``: started afresh)."""
+    if fresh or _how(argv) is None or _fresh():
+        return subprocess.run(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            preload=preload,
+            stdin=subprocess.DEVNULL,
+            stdout=out.fileno(),
+            stderr=err.fileno(),
+        )
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()  # as subprocess.run does
+            process.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(list(argv), code, _text(out.read()), _text(err.read()))
+
+
+def _text(data: bytes) -> str:
+    """What ``subprocess.run(text=True)`` makes of the bytes (universal newlines)."""
+    return data.decode().replace("\r\n", "\n").replace("\r", "\n")
+
+
+@atexit.register
+def _close() -> None:
+    with _lock:
+        while _servers:
+            _servers.popitem()[1].close()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], sys.argv[2:])
