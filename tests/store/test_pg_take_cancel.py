@@ -12,8 +12,10 @@ connections, in one thread, in the order it names (no thread, no timing: nothing
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from typing import Any
 
 import psycopg
 import pytest
@@ -196,6 +198,15 @@ def _closed_gates(url: str) -> list[int]:
         return [int(r[0]) for r in rows]
 
 
+def _gates_become(url: str, expected: list[int]) -> None:
+    """Wait until the closed gates are ``expected`` (a take asks; the gates' own thread closes
+    and opens them: _take_gates.py)."""
+    deadline = time.monotonic() + 30
+    while (closed := _closed_gates(url)) != expected:
+        assert time.monotonic() < deadline, closed
+        time.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+
+
 def test_a_refused_take_never_waits_inside_its_transaction(
     stores: tuple[App, PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,6 +231,38 @@ def test_a_refused_take_never_waits_inside_its_transaction(
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
 
 
+def test_a_refused_take_never_waits_for_its_gates(
+    stores: tuple[App, PostgresStore, PostgresStore],
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Closing the gates takes a round trip, the first time a connection: asked of the gates'
+    own thread, never made inside the take's transaction. Here the gates' connection is held
+    up until the test lets it go: the refused take has given its row back by then."""
+    let_go = threading.Event()
+    connection = _take_gates.TakeGates._connection
+
+    def held_up(gates: _take_gates.TakeGates) -> Any:
+        assert let_go.wait(30)
+        return connection(gates)
+
+    monkeypatch.setattr(_take_gates.TakeGates, "_connection", held_up)
+    shop, taker, sender = stores
+    taken: list[list[str]] = []
+    with sender.transaction() as tx:
+        tx.ingest([cancelled_event()], T0 + 5, cel_matches)
+        tx.stored_event_ids(["cancel-1"])  # in flight, holding the bucket
+        thread = threading.Thread(target=lambda: taken.append(take(shop, taker)))
+        thread.start()
+        thread.join(timeout=20)
+        alive = thread.is_alive()
+        let_go.set()
+        assert not alive, "the take waited for its gates' connection"
+        assert taken == [[]]
+        _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
+    thread.join(timeout=30)
+
+
 def test_a_refused_take_is_not_starved_by_ingestions_that_keep_coming(
     stores: tuple[App, PostgresStore, PostgresStore], pg_url: str
 ) -> None:
@@ -237,14 +280,14 @@ def test_a_refused_take_is_not_starved_by_ingestions_that_keep_coming(
         tx.ingest([other], T0 + 4, cel_matches)
         tx.stored_event_ids(["cancel-2"])  # in flight, holding the bucket
         assert take(shop, taker) == []  # refused: the row given back, the gate closed
-        assert _closed_gates(pg_url) == [_late_cancels.bucket("order/cancelled")]
+        _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
         then.callback(second.close)
         tx2 = then.enter_context(second.transaction())
         assert tx2.ingest([cancelled_event()], T0 + 5, cel_matches)[0].cancelled == ()
         tx2.stored_event_ids(["cancel-1"])  # in flight, noted, not holding the bucket
         first.close()  # the first ingestion commits
         [run_id] = take(shop, taker)  # while the second is still in flight
-        assert _closed_gates(pg_url) == []
+        _gates_become(pg_url, [])
     with taker.transaction() as tx:  # the second committed: its note is matched again
         shop.engine.housekeeping(tx, T0 + 20)
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
@@ -263,7 +306,7 @@ def test_a_gate_no_take_of_its_process_opened_is_opened_by_housekeeping(
         tx.ingest([cancelled_event()], T0 + 5, cel_matches)
         tx.stored_event_ids(["cancel-1"])
         assert take(shop, taker) == []
-        assert _closed_gates(pg_url) == [_late_cancels.bucket("order/cancelled")]
+        _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
     with taker.transaction() as tx:
         shop.engine.housekeeping(tx, T0 + 20)
-    assert _closed_gates(pg_url) == []
+    _gates_become(pg_url, [])
