@@ -34,5 +34,5 @@ async def test_a_synced_batch_function_with_cancel_is_accepted_and_the_ignored_c
     assert said == [
         "SDK app 'tiny': function 'tiny-a': cancel_on ('tiny/stop') is ignored: a "
         "batch_events function's runs are never cancelled by an event, as in Inngest "
-        "(App.cancel_run still cancels one)"
+        "(cancelling a run by hand still works)"
     ]

@@ -33,7 +33,7 @@ def test_a_batch_function_with_cancel_on_warns_at_the_users_line(app: App) -> No
     [warning] = caught
     assert str(warning.message) == (
         "function 'batched': cancel_on ('stop', 'halt') is ignored: a batch_events function's "
-        "runs are never cancelled by an event, as in Inngest (App.cancel_run still cancels one)"
+        "runs are never cancelled by an event, as in Inngest (cancelling a run by hand still works)"
     )
     assert warning.filename == __file__  # the user's line, not Stepline's
     assert "batched" in {f.id for f in app.functions}  # registered all the same

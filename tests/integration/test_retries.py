@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -283,78 +283,42 @@ async def test_retry_after_accepts_duration_strings(
     assert times[1] - times[0] == pytest.approx(expected, abs=0.5)
 
 
-async def test_a_retry_keeps_its_backoff_when_the_run_wakes_early(
-    app: App, make_engine: Callable[..., TestEngine]
+async def _a_retry_woken_early(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    first_attempt_ends: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
+    """A run whose step raises ``RetryAfterError(600)`` once, beside a wait for "ping" that
+    wakes the run before the retry is due: the retry keeps its backoff (it runs only once the
+    clock passed it), and the step's row stays RETRYING meanwhile. The step runs in a thread,
+    or, given ``first_attempt_ends``, is async and awaits it before failing."""
+    import asyncio
+
     from stepline.testing import MockClock
 
     attempts: list[float] = []
+
+    def attempt() -> bool:
+        attempts.append(clock.now())
+        return len(attempts) == 1
+
+    def flaky() -> str:
+        if attempt():
+            raise RetryAfterError("later", 600)
+        return "ok"
+
+    async def flaky_async() -> str:
+        if attempt():
+            assert first_attempt_ends is not None
+            await first_attempt_ends()
+            raise RetryAfterError("later", 600)
+        return "ok"
 
     @app.function(id="early-wake", trigger=TriggerEvent("go"), retries=1)
     async def early_wake(ctx: Context) -> Any:
-        def flaky() -> str:
-            attempts.append(clock.now())
-            if len(attempts) == 1:
-                raise RetryAfterError("later", 600)
-            return "ok"
-
-        import asyncio
-
+        step = flaky if first_attempt_ends is None else flaky_async
         result, _ = await asyncio.gather(
-            ctx.step.run("flaky", flaky),
-            ctx.step.wait_for_event("ping", event="ping", timeout="1h"),
-        )
-        return result
-
-    clock = MockClock(autojump=False)
-    async with make_engine(clock=clock) as t:
-        [event_id] = await t.send(Event("go"))
-        [run] = await t.runs(event_id=event_id)
-        await t.wait_for_status(run.run_id, "RETRYING")
-        await t.send(Event("ping"))  # wakes the run before the retry is due
-        await t.tick()
-        await t.tick()
-        assert len(attempts) == 1
-        clock.advance(601)
-        await t.tick()
-        done = await t.wait_for_run(run.run_id)
-    assert done.output == "ok"
-    assert attempts[1] - attempts[0] >= 600
-
-
-async def test_a_retry_keeps_its_backoff_when_its_running_mark_was_late(
-    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The RUNNING mark of a round (engine/_executing.py) is made when the round is still
-    # executing after SHOW_AFTER. The step here ends right after that timer fired: its
-    # RETRYING result must not be overwritten by the mark, or the run, woken early by the
-    # parallel wait, re-executes the step at once (red once in a gate, sixth stop)
-    import asyncio
-
-    from stepline.engine._executing import ExecutingSteps
-    from stepline.testing import MockClock
-
-    shown = asyncio.Event()
-    show = ExecutingSteps._write
-
-    def spy(self: ExecutingSteps, records: Any) -> None:
-        shown.set()  # the step's end is then seen first, as when its thread ends meanwhile
-        show(self, records)
-
-    monkeypatch.setattr(ExecutingSteps, "_write", spy)
-    attempts: list[float] = []
-
-    @app.function(id="late-mark", trigger=TriggerEvent("go"), retries=1)
-    async def late_mark(ctx: Context) -> Any:
-        async def flaky() -> str:
-            attempts.append(clock.now())
-            if len(attempts) == 1:
-                await shown.wait()  # ends in the loop turn right after the mark was asked for
-                raise RetryAfterError("later", 600)
-            return "ok"
-
-        result, _ = await asyncio.gather(
-            ctx.step.run("flaky", flaky),
+            ctx.step.run("flaky", step),
             ctx.step.wait_for_event("ping", event="ping", timeout="1h"),
         )
         return result
@@ -378,6 +342,34 @@ async def test_a_retry_keeps_its_backoff_when_its_running_mark_was_late(
         done = await t.wait_for_run(run.run_id)
     assert done.output == "ok"
     assert attempts[1] - attempts[0] >= 600
+
+
+async def test_a_retry_keeps_its_backoff_when_the_run_wakes_early(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    await _a_retry_woken_early(app, make_engine)
+
+
+async def test_a_retry_keeps_its_backoff_when_its_running_mark_was_late(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The RUNNING mark of a round (engine/_executing.py) is made when the round is still
+    # executing after SHOW_AFTER. The step here ends right after that timer fired: its
+    # RETRYING result must not be overwritten by the mark, or the run, woken early by the
+    # parallel wait, re-executes the step at once (red once in a gate, sixth stop)
+    import asyncio
+
+    from stepline.engine._executing import ExecutingSteps
+
+    shown = asyncio.Event()
+    show = ExecutingSteps._write
+
+    def spy(self: ExecutingSteps, records: Any) -> None:
+        shown.set()  # the step's end is then seen first, as when its thread ends meanwhile
+        show(self, records)
+
+    monkeypatch.setattr(ExecutingSteps, "_write", spy)
+    await _a_retry_woken_early(app, make_engine, shown.wait)  # ends right after the mark
 
 
 async def test_parallel_steps_each_see_their_own_attempt(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -208,14 +208,12 @@ def _gates_become(url: str, expected: list[int]) -> None:
 
 
 def test_a_refused_take_never_waits_inside_its_transaction(
-    stores: tuple[App, PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+    stores: tuple[App, PostgresStore, PostgresStore],
 ) -> None:
     """A take runs inside the worker's group-commit transaction: waiting there for an
     ingestion that holds its bucket would hold up every other commit of the process (review
-    finding 3). It gives the row back at once, while the ingestion is still in flight.
-    (Before, it waited up to ``TAKE_WAIT``: made long here, the take would block until the
-    ingestion ended and then start the run, and the thread would still be waiting.)"""
-    monkeypatch.setattr(_late_cancels, "TAKE_WAIT", 60.0, raising=False)
+    finding 3). It gives the row back at once, while the ingestion is still in flight (the
+    ingestion stays open until the take has ended, or 30 s)."""
     shop, taker, sender = stores
     taken: list[list[str]] = []
     with sender.transaction() as tx:
@@ -293,20 +291,35 @@ def test_a_refused_take_is_not_starved_by_ingestions_that_keep_coming(
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
 
 
-def test_a_gate_no_take_of_its_process_opened_is_opened_by_housekeeping(
+def test_a_gate_no_take_of_its_process_opened_is_opened_after_gate_hold(
     stores: tuple[App, PostgresStore, PostgresStore],
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A gate stays closed only while its process may take the row again: another worker may
-    have taken it. After ``GATE_HOLD`` the process's housekeeping opens it."""
-    monkeypatch.setattr(_take_gates, "GATE_HOLD", 0.0)
+    have taken it. ``GATE_HOLD`` after it closed, a timer opens it, whether or not the process
+    looks for work meanwhile (an idle worker may not for long). The timer is the test's: it
+    fires when the test says."""
+    timers: list[tuple[float, Callable[[], None]]] = []
+
+    class Timer:
+        def __init__(self, interval: float, function: Callable[[], None]) -> None:
+            timers.append((interval, function))
+
+        def start(self) -> None:
+            return None
+
+    monkeypatch.setattr(_take_gates.threading, "Timer", Timer)
     shop, taker, sender = stores
     with sender.transaction() as tx:
         tx.ingest([cancelled_event()], T0 + 5, cel_matches)
         tx.stored_event_ids(["cancel-1"])
         assert take(shop, taker) == []
-        _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
-    with taker.transaction() as tx:
-        shop.engine.housekeeping(tx, T0 + 20)
-    _gates_become(pg_url, [])
+    _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
+    [(interval, fire)] = timers
+    assert interval == _take_gates.GATE_HOLD
+    monkeypatch.setattr(_take_gates, "GATE_HOLD", 0.0)  # its time has come
+    fire()
+    _gates_become(pg_url, [])  # nobody else came by
+    [run_id] = take(shop, taker)  # the next take gets the bucket
+    assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])

@@ -207,8 +207,8 @@ def ignored_options(fn: FunctionDef) -> list[str]:
         names = ", ".join(repr(c.event) for c in options.cancel_on)
         ignored.append(
             f"function {fn.id!r}: cancel_on ({names}) is ignored: a batch_events function's "
-            "runs are never cancelled by an event, as in Inngest (App.cancel_run still "
-            "cancels one)"
+            "runs are never cancelled by an event, as in Inngest (cancelling a run by hand "
+            "still works)"
         )
     if options.timeouts is not None and options.timeouts.start is not None:
         ignored.append(

@@ -9,9 +9,10 @@ that finds a bucket's gate closed notes its event (``cancel_notes``, matched aga
 take holds the bucket) instead of holding the bucket (PostgreSQL migration 10), so once the
 ingestions in flight when the gate closed have ended, the next try of the take succeeds, and
 a stream of overlapping ingestions cannot starve it. A gate is opened by the take that gets
-its bucket, or after ``GATE_HOLD`` seconds when no take of this process got it (another
-worker took the row), or when its session ends (the process died). The gates' statements run
-on a thread of their own, in the order they were asked for: the take asks and goes on, so
+its bucket, or ``GATE_HOLD`` seconds after it closed when no take of this process got it
+(another worker took the row: a timer), or when its session ends (the process died). The
+gates' statements run on a thread of their own, in the order they were asked for: the take
+asks and goes on, so
 neither the gates' round trips nor their connection's opening ever hold up the transaction (a
 retried take may find a gate still closing: it is refused once more, a moment later).
 
@@ -97,6 +98,7 @@ class TakeGates:
                 row = self._connection().execute(q.CLOSE_GATE, (b,)).fetchone()
                 if row is not None and row[0]:
                     self._closed_at[b] = now
+                    self._open_later()
                 else:  # another process's gate: closed already, and not ours to open
                     with self._lock:
                         self._asked.discard(b)
@@ -105,6 +107,13 @@ class TakeGates:
             with self._lock:  # not closed: asked again by the take's next refusal
                 self._asked.difference_update(b for b in buckets if b not in self._closed_at)
             self._drop()
+
+    def _open_later(self) -> None:
+        """Open the gates still closed ``GATE_HOLD`` from now (a timer of its own: no lease
+        job, no housekeeping of this process need come by, an idle worker's neither)."""
+        timer = threading.Timer(GATE_HOLD, self.open_stale)
+        timer.daemon = True
+        timer.start()
 
     def _open_stale(self) -> None:
         since = time.monotonic() - GATE_HOLD

@@ -339,8 +339,6 @@ class PostgresTx:
         return [(row[0], shapes.event_record(row[1:])) for row in rows]
 
     def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
-        if self._gates is not None:  # those of takes another worker made (it took the rows)
-            self._gates.open_stale()
         with self._savepoint(durable=False):  # durable if it cancelled (cancel_run's own)
             return late_cancels(self, now, wait_matches)
 
