@@ -101,16 +101,16 @@ def test_wait_candidates_by_index_and_unindexed(store: Store) -> None:
 def test_delete_wait_is_won_once(store: Store) -> None:
     pending_wait(store, "r1", None)
     with primitives(store) as tx:
-        assert tx.delete_wait("w-r1")
-        assert not tx.delete_wait("w-r1")
-        assert not tx.delete_wait("never")
+        assert tx.delete_wait("r1", "w-r1")
+        assert not tx.delete_wait("r1", "w-r1")
+        assert not tx.delete_wait("r1", "never")
         assert tx.unindexed_waits("payment/received") == []
 
 
 def test_resume_waits_completes_the_step_wakes_the_run_and_logs(store: Store) -> None:
     pending_wait(store, "r1", None, expires_at=T0 + 1000)
     with primitives(store) as tx:
-        assert tx.delete_wait("w-r1")
+        assert tx.delete_wait("r1", "w-r1")
         tx.resume_waits([ResumedWait("r1", "h-wait", b'{"n":1}', "e-9")], T0 + 5)
     [memo] = store.get_steps("r1")
     assert (memo.status, loads(memo.output_json), memo.ended_at) == ("COMPLETED", {"n": 1}, T0 + 5)

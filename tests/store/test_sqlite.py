@@ -134,6 +134,69 @@ def test_pauses_recorded_before_they_were_per_app_hold_every_app_until_adopted(
     store.close()
 
 
+def test_waits_stored_before_they_carried_their_step_id_name_it_when_resolved(
+    tmp_path: Path,
+) -> None:
+    # migration 18 keys waits by run and stores each wait's step id (its WAIT_MATCHED history
+    # row names the step without reading it): the waits a file holds get it from their step;
+    # one a process of the version before stores without it still names its step when resolved
+    path = tmp_path / "s.db"
+    old_wait = (
+        "INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, "
+        "index_value, expires_at, created_at) VALUES (?, ?, ?, 'payment/received', NULL, NULL, "
+        "NULL, NULL, ?)"
+    )
+    with closing(sqlite3.connect(path)) as conn:  # a file at migration 17, r1 and r2 waiting
+        for script in MIGRATIONS[:17]:
+            conn.executescript(script)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.executemany(
+            "INSERT INTO schema_version (version) VALUES (?)", [(v,) for v in range(1, 18)]
+        )
+        for run_id in ("r1", "r2", "r3"):
+            conn.execute(
+                "INSERT INTO runs (run_id, function_id, status, event_ids, created_at) "
+                "VALUES (?, 'fn', 'WAITING', '[]', ?)",
+                (run_id, T0),
+            )
+            conn.execute("INSERT INTO queue (run_id, due_at) VALUES (?, NULL)", (run_id,))
+        for run_id, step_id in (("r1", "pay"), ("r3", "ship")):
+            conn.execute(
+                "INSERT INTO steps (run_id, hash, step_id, kind, position, status) "
+                "VALUES (?, 'h-w', ?, 'wait', 0, 'PENDING')",
+                (run_id, step_id),
+            )
+        conn.execute(old_wait, ("w1", "r1", "h-w", T0))
+        conn.execute(old_wait, ("w2", "r2", "h-none", T0))  # no step row: nothing to name
+        conn.commit()
+    store = SQLiteStore(path)
+    store.migrate()
+    loaded = [store.load_run(run_id) for run_id in ("r1", "r2")]
+    assert [w.step_id for run in loaded if run is not None for w in run.waits] == ["pay", None]
+    with closing(sqlite3.connect(path)) as conn:
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(waits)")}
+        assert "waits_run" not in indexes  # the key (run_id, wait_id) serves a run's waits
+        conn.execute(old_wait, ("w3", "r3", "h-w", T0 + 1))  # a process of the version before
+        conn.commit()
+    event = EventRecord("e1", "payment/received", {}, {}, None, T0 + 2)
+    with store.transaction() as tx:
+        [result] = tx.ingest([EventIngest(event)], T0 + 2, cel_matches)
+    assert sorted(result.resumed_run_ids) == ["r1", "r2", "r3"]
+    matched = {
+        run_id: [(h.kind, h.step_id) for h in store.get_history(run_id)]
+        for run_id in ("r1", "r2", "r3")
+    }
+    assert matched == {
+        "r1": [("WAIT_MATCHED", "pay")],
+        "r2": [("WAIT_MATCHED", None)],
+        "r3": [("WAIT_MATCHED", "ship")],
+    }
+    for run_id in ("r1", "r2", "r3"):
+        state = store.load_run(run_id)
+        assert state is not None and state.waits == []
+    store.close()
+
+
 def test_data_survives_closing_and_reopening(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SQLiteStore(path)

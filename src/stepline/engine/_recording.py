@@ -59,6 +59,7 @@ def wait_rows(
         index_value=index[0][1] if index else None,
         expires_at=due_at,
         created_at=now,
+        step_id=step_name,
     )
     data = {"event": event_name, "if": expression, "until": due_at, **(history or {})}
     return wait, HistoryRecord(run_id, now, "WAIT", step_name, data=data)

@@ -502,7 +502,8 @@ class Engine:
                 and not any(r.resumed_run_ids or r.cancelled for r in results)
             )
             self.wake_workers(but=worker if handed_all else None)
-        self.changes.publish(ingest_change([*results, *announced]))
+        if self.changes.watched:  # else building the change is a cost of every event
+            self.changes.publish(ingest_change([*results, *announced]))
 
     def offer_runs_to(self, worker: EagerWorker) -> None:
         """Let ``send`` hand the runs it starts to this in-process worker (the first one)."""

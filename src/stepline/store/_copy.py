@@ -93,7 +93,7 @@ TABLES: tuple[Table, ...] = (
     _table(
         "waits",
         "wait_id run_id step_hash event_name expression index_path index_value expires_at "
-        "created_at",
+        "created_at step_id",
         "wait_id",
     ),
     _table("wait_paths", "event_name path", "event_name path"),

@@ -182,13 +182,17 @@ class _Batch:
         for wait in _oldest_first(unindexed, indexed):
             if wait.wait_id in self.deleted or wait.run_id in self.ended:
                 continue
-            if not self.wait_matches(wait, event) or not self.tx.delete_wait(wait.wait_id):
+            if not self.wait_matches(wait, event):
+                continue
+            if not self.tx.delete_wait(wait.run_id, wait.wait_id):
                 continue
             self.deleted.add(wait.wait_id)
             if event_json is None:
                 event_json = dumps_exact(event.payload())
             self.resumed.append(
-                ResumedWait(wait.run_id, wait.step_hash, event_json, event.internal_id)
+                ResumedWait(
+                    wait.run_id, wait.step_hash, event_json, event.internal_id, wait.step_id
+                )
             )
             runs.append(wait.run_id)
         return tuple(runs)

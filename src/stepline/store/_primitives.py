@@ -37,12 +37,14 @@ from stepline.store.records import (
 class ResumedWait:
     """A wait an event resolved (its row already deleted by ``delete_wait``): its step completes
     with ``event_json`` (the event's payload as JSON), its run is woken, and a WAIT_MATCHED row
-    naming ``event_id`` goes to the run's history."""
+    naming ``event_id`` goes to the run's history (``step_id``: the step's id when the wait
+    carried it, else read from the step)."""
 
     run_id: str
     step_hash: str
     event_json: bytes
     event_id: str
+    step_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +158,8 @@ class EventPrimitives(RunPrimitives, Protocol):
         ``values``, not expired at ``now``. Candidates only."""
         ...
 
-    def delete_wait(self, wait_id: str) -> bool:
-        """Delete a wait; True if this call deleted it.
+    def delete_wait(self, run_id: str, wait_id: str) -> bool:
+        """Delete a wait (of run ``run_id``); True if this call deleted it.
 
         Exact: ``DELETE FROM waits WHERE wait_id = $1 RETURNING`` (or its rowcount): a wait is
         resolved by an event, timed out or dropped with its run by exactly one of them — the

@@ -237,7 +237,7 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
             and (m.expires_at is None or m.expires_at >= now)
         ]
 
-    def delete_wait(self, wait_id: str) -> bool:
+    def delete_wait(self, run_id: str, wait_id: str) -> bool:
         if wait_id not in self._s._waits:
             return False
         self._pop(self._s._waits, wait_id)

@@ -341,6 +341,9 @@ class WaitRecord:
     index_value: str | None
     expires_at: float | None
     created_at: float
+    # the id of the wait's step (its WAIT_MATCHED history row names it); None: not stored
+    # with the wait (a matcher, or a wait written before it was), read from the step
+    step_id: str | None = None
 
 
 def reentered_error(run_id: str, passes: int) -> dict[str, Any]:

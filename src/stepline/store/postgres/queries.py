@@ -68,8 +68,8 @@ SELECT %s, %s, %s, (SELECT step_id FROM steps WHERE run_id = %s AND hash = %s), 
        NULL"""
 INSERT_WAIT = """
 INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
-                   expires_at, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+                   expires_at, created_at, step_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 INSERT_WAIT_PATH = """
 INSERT INTO wait_paths (event_name, path) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
 WAIT_PATHS = "SELECT path FROM wait_paths WHERE event_name = %s"

@@ -347,4 +347,12 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 11: a wait carries its step's id, as on SQLite (schema 18 there, where its WAIT_MATCHED
+    # row names the step without reading it; here it is written, so both schemas hold the same
+    # columns for db copy, and the resolution still reads the step)
+    """
+    ALTER TABLE waits ADD COLUMN step_id TEXT;
+    UPDATE waits SET step_id = steps.step_id FROM steps
+        WHERE steps.run_id = waits.run_id AND steps.hash = waits.step_hash;
+    """,
 )

@@ -396,7 +396,7 @@ class PostgresTx:
         rows = self._s.run(q.MATCHERS_INDEXED, (event_name, path, list(values), now))
         return [shapes.wait_record(r) for r in rows]
 
-    def delete_wait(self, wait_id: str) -> bool:
+    def delete_wait(self, run_id: str, wait_id: str) -> bool:
         # of an event resolving it, its timeout and a cancellation, the one deleting it decides
         return bool(self._s.run(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
 
@@ -474,7 +474,7 @@ class PostgresTx:
 
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
-            self._s.write(q.INSERT_WAIT, shapes.wait_params(wait), "waits")
+            self._s.write(q.INSERT_WAIT, (*shapes.wait_params(wait), wait.step_id), "waits")
             if wait.index_path is None:
                 self._index.added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:

@@ -46,17 +46,23 @@ WHERE run_id = ? AND hash = ? AND status = 'PENDING'
   AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = steps.run_id
               AND runs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))"""
 SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = ? AND hash = ?"
-INSERT_STEP_HISTORY = """
+# the WAIT_MATCHED row of a resolved wait, which carries its step's id; the second form reads
+# the step's where the wait has none (stored by a process of the version before schema 18)
+INSERT_WAIT_MATCHED = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
-SELECT ?, ?, ?, (SELECT step_id FROM steps WHERE run_id = ? AND hash = ?), NULL, NULL, ?, NULL"""
+VALUES (?, ?, 'WAIT_MATCHED', ?, NULL, NULL, ?, NULL)"""
+INSERT_WAIT_MATCHED_READING_STEP = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+SELECT ?, ?, 'WAIT_MATCHED', coalesce(?, (SELECT step_id FROM steps WHERE run_id = ? AND hash = ?)),
+       NULL, NULL, ?, NULL"""
 INSERT_WAIT = """
 INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
-                   expires_at, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+                   expires_at, created_at, step_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_WAIT_PATH = "INSERT OR IGNORE INTO wait_paths (event_name, path) VALUES (?, ?)"
 WAIT_PATHS = "SELECT path FROM wait_paths WHERE event_name = ?"
 WAIT_COLUMNS = """wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
-    expires_at, created_at"""
+    expires_at, created_at, step_id"""
 WAITS_UNINDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL"""
 WAITS_INDEXED = f"""
@@ -68,7 +74,7 @@ WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM js
 WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ?"
 EXPIRED_WAITS_OF_RUN = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ?"""
-DELETE_WAIT = "DELETE FROM waits WHERE wait_id = ?"
+DELETE_WAIT = "DELETE FROM waits WHERE run_id = ? AND wait_id = ?"
 DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = ?"
 WAKE = """
 UPDATE queue SET wake = 1,

@@ -346,4 +346,33 @@ MIGRATIONS: tuple[str, ...] = (
         app_id, function_id, (coalesce(ckey1, '') || char(30) || coalesce(ckey2, '')), due_at)
         WHERE lease_owner IS NULL AND ckey1 IS NOT NULL;
     """,
+    # 18: a wait resolved by an event writes fewer B-trees and reads no step: the waits are
+    # kept by run (the key serves the reads and deletes of a run's waits, so no ``waits_run``
+    # index to move), and each carries its step's id, which its WAIT_MATCHED history row
+    # names (waits stored before get it from their step here; a wait a process of the version
+    # before stores without it has its step read when it is resolved)
+    """
+    CREATE TABLE waits_by_run (
+        wait_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        step_hash TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        expression TEXT,
+        index_path TEXT,
+        index_value TEXT,
+        expires_at REAL,
+        created_at REAL NOT NULL,
+        step_id TEXT,
+        PRIMARY KEY (run_id, wait_id)
+    ) WITHOUT ROWID;
+    INSERT INTO waits_by_run (wait_id, run_id, step_hash, event_name, expression, index_path,
+                              index_value, expires_at, created_at, step_id)
+        SELECT w.wait_id, w.run_id, w.step_hash, w.event_name, w.expression, w.index_path,
+               w.index_value, w.expires_at, w.created_at,
+               (SELECT s.step_id FROM steps s WHERE s.run_id = w.run_id AND s.hash = w.step_hash)
+        FROM waits w;
+    DROP TABLE waits;
+    ALTER TABLE waits_by_run RENAME TO waits;
+    CREATE INDEX waits_lookup ON waits(event_name, index_path, index_value);
+    """,
 )

@@ -740,14 +740,14 @@ class _SQLiteTx(SQLiteControlVerbs):
                 deferred.unfinished[run_id] = found.get(run_id)
         return matchers
 
-    def delete_wait(self, wait_id: str) -> bool:
+    def delete_wait(self, run_id: str, wait_id: str) -> bool:
         if self._deferred is None:
-            return bool(self._c.execute(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
+            return bool(self._c.execute(q.DELETE_WAIT, (run_id, wait_id)).rowcount == 1)
         # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
         # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
         # the wait is there, and its delete waits for ``resume_waits`` (one statement for the
         # batch), which checks that every one of them deleted a row.
-        self._deferred.waits.append((wait_id,))
+        self._deferred.waits.append((run_id, wait_id))
         return True
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
@@ -758,13 +758,15 @@ class _SQLiteTx(SQLiteControlVerbs):
             q.COMPLETE_STEP, [(r.event_json, now, r.run_id, r.step_hash) for r in resumed]
         )
         c.executemany(q.WAKE, [(now, r.run_id) for r in resumed])
-        c.executemany(
-            q.INSERT_STEP_HISTORY,
-            [
-                (r.run_id, now, "WAIT_MATCHED", r.run_id, r.step_hash, _event_id_data(r.event_id))
+        if all(r.step_id is not None for r in resumed):
+            rows = [(r.run_id, now, r.step_id, _event_id_data(r.event_id)) for r in resumed]
+            c.executemany(q.INSERT_WAIT_MATCHED, rows)
+        else:  # a wait stored without its step's id (schema 18): the step is read
+            reading = [
+                (r.run_id, now, r.step_id, r.run_id, r.step_hash, _event_id_data(r.event_id))
                 for r in resumed
-            ],
-        )
+            ]
+            c.executemany(q.INSERT_WAIT_MATCHED_READING_STEP, reading)
 
     # -- RunPrimitives ----------------------------------------------------------------------------
     def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
@@ -872,7 +874,7 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
-            self._c.execute(q.INSERT_WAIT, shapes.wait_params(wait))
+            self._c.execute(q.INSERT_WAIT, (*shapes.wait_params(wait), wait.step_id))
             if wait.index_path is None:
                 self._index.added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
             else:
@@ -920,10 +922,12 @@ class _SQLiteTx(SQLiteControlVerbs):
             due = c.execute(q.EXPIRED_WAITS_OF_RUN, (run_id, now))
             expired = [shapes.wait_record(r) for r in due]
             for wait in expired:
-                c.execute(q.DELETE_WAIT, (wait.wait_id,))
+                c.execute(q.DELETE_WAIT, (run_id, wait.wait_id))
                 c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
-                step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
-                step_id = step_row[0] if step_row else None
+                step_id = wait.step_id
+                if step_id is None:  # stored without it (see schema 18)
+                    step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
+                    step_id = step_row[0] if step_row else None
                 row = (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
                 c.execute(q.INSERT_HISTORY, row)
             return [w.step_hash for w in expired]
@@ -950,7 +954,7 @@ class _Deferred:
     and cancel matchers (``runs``), the waits and RUNNING step marks of those that were leased
     (``leased``), their RUN_CANCELLED rows (``history``)."""
 
-    waits: list[tuple[str]] = field(default_factory=list)
+    waits: list[tuple[str, str]] = field(default_factory=list)  # (run id, wait id)
     cancels: list[tuple[Any, ...]] = field(default_factory=list)  # CANCEL_RUN's parameters
     # the runs read for mark_cancelled (UNFINISHED_RUN_FUNCTION's row; None: ended or missing)
     unfinished: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
