@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from stepline._ids import new_id
+from stepline._ids import new_id, new_ids
 from stepline.clock import Clock
 from stepline.cron import catch_up_tick
 from stepline.engine._handover import handed_over, listening
@@ -29,7 +29,7 @@ from stepline.engine.driver import PYTHON, Driver
 from stepline.engine.metrics import EngineMetrics
 from stepline.engine.writer import BatchWriter
 from stepline.errors import ConfigError, StoreUnavailable
-from stepline.expressions import load_match
+from stepline.expressions import stored_matches
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
@@ -322,7 +322,7 @@ class Engine:
         """Whether an incoming event satisfies a stored wait's (substituted) expression."""
         if wait.expression is None:
             return True
-        return load_match(wait.expression).matches(event.payload())
+        return stored_matches(wait.expression, event.payload())
 
     def _ingest_job(self, items: list[EventIngest], now: float) -> Callable[[StoreTx], Any]:
         def job(tx: StoreTx) -> list[IngestResult]:
@@ -351,8 +351,8 @@ class Engine:
         data = ending_data(function_id, run_id, events, status, **details)
         encoded = dumps_exact(data)
         return [
-            self.plan(EventRecord(new_id(now), name, data, {}, None, now, encoded))
-            for name in names
+            self.plan(EventRecord(internal_id, name, data, {}, None, now, encoded))
+            for internal_id, name in zip(new_ids(len(names), now), names, strict=True)
         ]
 
     def cancelled_events(
@@ -449,7 +449,12 @@ class Engine:
         """``send``, returning what each event did (runs started, waits resumed, runs
         cancelled, runs skipped by flow control)."""
         now = self.clock.now()
-        return await self.ingest_records([self.event_record(e, now) for e in events], now)
+        return await self.ingest_records(self._event_records(events, now), now)
+
+    def _event_records(self, events: Sequence[Event], now: float) -> list[EventRecord]:
+        """``event_record`` of each event, their ids made together (one lock for them all)."""
+        ids = new_ids(len(events), now)
+        return [self.event_record(e, now, i) for e, i in zip(events, ids, strict=True)]
 
     async def ingest_records(
         self, records: Sequence[EventRecord], now: float, *, retried: bool = False
@@ -518,7 +523,7 @@ class Engine:
     def send_sync(self, events: Sequence[Event]) -> list[str]:
         """``send`` for code with no running event loop (or outside it)."""
         now = self.clock.now()
-        items = [self.plan(self.event_record(e, now)) for e in events]
+        items = [self.plan(record) for record in self._event_records(events, now)]
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))
         self.after_ingest(results, (), None)
         return [r.internal_id for r in results]
@@ -691,4 +696,4 @@ def _cancels(spec: MatcherSpec, event: EventRecord, created_at: float, received_
         return False
     if spec.timeout is not None and received_at > created_at + spec.timeout:
         return False
-    return spec.expression is None or load_match(spec.expression).matches(event.payload())
+    return spec.expression is None or stored_matches(spec.expression, event.payload())

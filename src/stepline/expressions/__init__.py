@@ -19,6 +19,7 @@ from stepline.expressions._match import (
     load_match,
     match_shorthand,
     prepare_match,
+    stored_matches,
     value_at,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "load_match",
     "match_shorthand",
     "prepare_match",
+    "stored_matches",
     "value_at",
 ]

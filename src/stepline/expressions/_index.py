@@ -150,6 +150,8 @@ def single_equality(text: str, variable: str = "async") -> tuple[str, Any] | Non
 def cel_equal(left: Any, right: Any) -> bool:
     """CEL's equality on JSON-like values: numbers compare by value whatever their type, other
     types never equal each other (``true != 1``, ``"1" != 1``), lists and maps element-wise."""
+    if type(left) is str and type(right) is str:  # the common case: two strings
+        return left == right
     if isinstance(left, bool) or isinstance(right, bool):
         return isinstance(left, bool) and isinstance(right, bool) and left == right
     if isinstance(left, int | float) and isinstance(right, int | float):

@@ -65,7 +65,7 @@ class MatchExpression:
 
     def matches(self, async_event: Mapping[str, Any]) -> bool:
         """Whether the incoming event satisfies the matcher (errors are ``False``)."""
-        if self._fast is not None:
+        if self._fast is not None:  # (as ``stored_matches`` decides a cached one)
             path, wanted = self._fast
             value = lookup(async_event, path.split("."))
             return value is not MISSING and cel_equal(cel_view(value), wanted)
@@ -101,6 +101,18 @@ def load_match(text: str) -> MatchExpression:
     if found is None:
         return _remember(_load_match(text))
     return MatchExpression(text, found[0], found[1])
+
+
+def stored_matches(text: str, async_event: Mapping[str, Any]) -> bool:
+    """``load_match(text).matches(async_event)``: once per candidate wait or cancel matcher
+    of an ingested event, so a cached one is decided from its parts, without making the
+    matcher object (errors are ``False``; raises ``ExpressionError`` as ``load_match``)."""
+    found = _MATCHERS.get(text)
+    if found is None or found[1] is None:
+        return load_match(text).matches(async_event)
+    path, wanted = found[1]
+    value = lookup(async_event, path.split("."))
+    return value is not MISSING and cel_equal(cel_view(value), wanted)
 
 
 def forget_matchers() -> None:

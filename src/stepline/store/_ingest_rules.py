@@ -71,15 +71,21 @@ def admit_taken(tx: AdmissionTx, items: Sequence[EventIngest], now: float) -> li
     return results
 
 
-def _listeners(tx: EventPrimitives, item: EventIngest) -> tuple[tuple[str, str], ...]:
+def _listeners(
+    listeners: dict[str, Sequence[tuple[str, str]]], tx: EventPrimitives, item: EventIngest
+) -> tuple[tuple[str, str], ...]:
     """The catalog's (app, function) pairs listening to the item's event that its sender did
-    not plan: none for an event sent for its own runs only (``sender`` None)."""
+    not plan: none for an event sent for its own runs only (``sender`` None). ``listeners``:
+    the catalog's answers by event name so far in this verb (the catalog is one verb's)."""
     sender = item.sender
     if sender is None:
         return ()
-    listening = tx.listeners(item.event.name)
+    name = item.event.name
+    listening = listeners.get(name)
+    if listening is None:
+        listening = listeners[name] = tx.listeners(name)
     if not listening:
-        return ()  # the common case: one dictionary look-up
+        return ()  # the common case
     mine, app_id = sender.function_ids, sender.app_id
     return tuple(pair for pair in listening if pair[0] != app_id or pair[1] not in mine)
 
@@ -108,6 +114,7 @@ class _Batch:
         # run with cancel_on is created): their primitives are not asked again in this verb
         self.no_unindexed_waits: set[str] = set()
         self.no_unindexed_matchers: set[str] = set()
+        self.listeners: dict[str, Sequence[tuple[str, str]]] = {}  # see _listeners
         self.new = tx.insert_events(events, now)  # one statement for the batch, where it can
         self.waits = _indexed(events, tx.wait_paths, tx.indexed_waits)
         self.matchers: list[list[WaitRecord]] | None = _indexed(
@@ -124,13 +131,20 @@ class _Batch:
 
     def ingest_one(self, i: int, item: EventIngest) -> IngestResult:
         event = item.event
+        name = event.name
         duplicate = not self.new[i]
-        # a duplicate id starts no run but still cancels and resumes, as in Inngest
-        cancelled = self._apply_cancel_matchers(i, event)
-        resumed_runs = self._resolve_waits(i, event)
+        # a duplicate id starts no run but still cancels and resumes, as in Inngest; an event
+        # with no candidate (of a name known to have no unindexed ones) asks nothing
+        cancelled: list[tuple[str, str]] = []
+        matchers = self.matchers
+        if matchers is None or matchers[i] or name not in self.no_unindexed_matchers:
+            cancelled = self._apply_cancel_matchers(i, event)
+        resumed_runs: tuple[str, ...] = ()
+        if self.waits[i] or name not in self.no_unindexed_waits:
+            resumed_runs = self._resolve_waits(i, event)
         if duplicate:
             return IngestResult(event.internal_id, True, (), resumed_runs, (), tuple(cancelled))
-        handed = _listeners(self.tx, item)
+        handed = _listeners(self.listeners, self.tx, item)
         if handed:
             self.delivered += [(app, fn, event.internal_id) for app, fn in handed]
         if item.new_runs or item.deferrals:

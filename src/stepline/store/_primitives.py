@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stepline.store._quick_init import quick_init
 from stepline.store.records import (
     EventRecord,
     HistoryRecord,
@@ -33,6 +34,7 @@ from stepline.store.records import (
 )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ResumedWait:
     """A wait an event resolved (its row already deleted by ``delete_wait``): its step completes
@@ -47,6 +49,7 @@ class ResumedWait:
     step_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EndedRun:
     """What ``mark_cancelled`` returns about the run it ended."""

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from stepline.gcra import GcraSpec
 from stepline.serde import dumps_exact
+from stepline.store._quick_init import quick_init
 
 RunStatus = Literal[
     "QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED"
@@ -27,6 +28,7 @@ StepKind = Literal["run", "sleep", "wait", "invoke", "send"]
 StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING", "RUNNING"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EventRecord:
     """A stored event. ``internal_id`` is Stepline's id; ``id`` the sender's de-duplication id.
@@ -95,6 +97,7 @@ class Admission:
 NO_ADMISSION = Admission()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """A run to create: for a triggering event, an invoke, or a system event. ``app_id`` is
@@ -127,6 +130,7 @@ class Deferral:
     run: NewRun
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EventIngest:
     """An event to store with the runs it starts (or defers) unless it is a duplicate.
@@ -143,6 +147,7 @@ class EventIngest:
     sender: FunctionSet | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """What ingesting one event did. ``skipped`` lists (function id, reason) for runs that
@@ -310,6 +315,7 @@ class StepRecord:
     ended_at: float | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HistoryRecord:
     """One line of a run's history: a transition, a step attempt, a warning."""
@@ -324,6 +330,7 @@ class HistoryRecord:
     worker_id: str | None = None  # the worker whose pass wrote it (None: not written by a pass)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class WaitRecord:
     """A pending ``wait_for_event``: the expression has the run's own event already substituted.

@@ -136,6 +136,8 @@ def _json_list(values: Sequence[str]) -> str:
 
 
 def _event_id_data(event_id: str) -> str:
+    if event_id.isascii() and event_id.isalnum():  # Stepline's ids: nothing to escape
+        return f'{{"event_id":"{event_id}"}}'
     return dumps_exact({"event_id": event_id}).decode()
 
 

@@ -1,0 +1,48 @@
+"""A cheaper ``__init__`` for the frozen records made once or more per event.
+
+A frozen dataclass's generated ``__init__`` sets each field with ``object.__setattr__(self, name,
+value)``: a global look-up, an attribute look-up and a search of the type for the slot, per
+field. The records an ingested event makes (its ``EventRecord`` and ``EventIngest``, a
+``WaitRecord`` per candidate, an ``IngestResult``, …) cost about 1 µs each that way on this
+machine, at 10,000 events a second a few percent of the engine. ``quick_init`` replaces the
+generated ``__init__`` with one that calls each slot's own setter: the same signature, the same
+defaults, still frozen (assigning a field raises ``FrozenInstanceError``), about half the cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def quick_init(cls: type[T]) -> type[T]:
+    """Give a frozen, slotted dataclass without ``__post_init__``, ``default_factory`` or
+    keyword-only fields an ``__init__`` that sets its slots directly (same signature)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or not hasattr(cls, "__slots__"):
+        raise TypeError(f"{cls.__name__}: quick_init is for frozen, slotted dataclasses")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: quick_init cannot run __post_init__")
+    namespace: dict[str, Any] = {}
+    signature: list[str] = []
+    body: list[str] = []
+    for number, f in enumerate(fields):
+        if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name}: quick_init supports plain fields only")
+        namespace[f"_set{number}"] = cls.__dict__[f.name].__set__  # the slot's setter
+        if f.default is dataclasses.MISSING:
+            signature.append(f.name)
+        else:
+            namespace[f"_default{number}"] = f.default
+            signature.append(f"{f.name}=_default{number}")
+        body.append(f"    _set{number}(self, {f.name})")
+    source = f"def __init__(self, {', '.join(signature)}):\n" + "\n".join(body or ["    pass"])
+    exec(source, namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    setattr(cls, "__init__", init)  # noqa: B010 (replaces the generated __init__)
+    return cls
