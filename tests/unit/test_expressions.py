@@ -21,6 +21,7 @@ from stepline.expressions import (
     load_match,
     match_shorthand,
     prepare_match,
+    stored_matches,
     value_at,
 )
 
@@ -563,3 +564,26 @@ def test_the_matcher_cache_holds_nothing_the_garbage_collector_walks() -> None:
     assert len(_match._MATCHERS) == 2000
     assert not any(gc.is_tracked(parts) for parts in _match._MATCHERS.values())
     forget_matchers()
+
+
+def test_stored_matches_decides_as_the_loaded_matcher() -> None:
+    # the per-candidate path of ingestion (a cached equality decided from its parts) answers
+    # what load_match(text).matches answers, cached or not, for strings, numbers and others
+    texts = [
+        'async.data.orderId == dyn("o-1")',
+        "async.data.n == dyn(3)",
+        'async.data.orderId == "o-1" && async.data.n > 2',
+        "async.data.missing == dyn(1)",
+    ]
+    events = [
+        {"data": {"orderId": "o-1", "n": 3, "items": [1]}},
+        {"data": {"orderId": "o-2", "n": 3.0, "items": [1.0]}},
+        {"data": {"orderId": 1, "n": "3", "items": []}},
+        {"data": {}},
+    ]
+    for cached in (False, True):
+        if not cached:
+            forget_matchers()
+        for text in texts:
+            for event in events:
+                assert stored_matches(text, event) == load_match(text).matches(event)
