@@ -115,22 +115,25 @@ class IngestBatcher:
         repeated: set[int] = set()  # positions whose event is not ingested again
         position = 0
         for sender in group.senders:
+            if not sender.retried:
+                ingested += sender.items
+                position += len(sender.items)
+                continue
             for item in sender.items:
-                if sender.retried:
-                    internal_id = item.event.internal_id
-                    if internal_id in stored:
-                        repeated.add(position)
-                    else:
-                        stored.add(internal_id)  # a later retry in this group repeats it
-                        ingested.append(item)
+                internal_id = item.event.internal_id
+                if internal_id in stored:
+                    repeated.add(position)
                 else:
+                    stored.add(internal_id)  # a later retry in this group repeats it
                     ingested.append(item)
                 position += 1
-        done = iter(tx.ingest(ingested, now, engine.wait_matches))
-        results = [
-            IngestResult(item.event.internal_id, True, (), ()) if p in repeated else next(done)
-            for p, item in enumerate(i for s in group.senders for i in s.items)
-        ]
+        results = tx.ingest(ingested, now, engine.wait_matches)
+        if repeated:  # a retried event already stored: a duplicate's result in its place
+            done = iter(results)
+            results = [
+                IngestResult(item.event.internal_id, True, (), ()) if p in repeated else next(done)
+                for p, item in enumerate(i for s in group.senders for i in s.items)
+            ]
         engine.announce_cancellations(tx, results, now)
         return results
 
