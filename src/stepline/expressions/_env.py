@@ -155,7 +155,7 @@ def lookup(value: Any, path: Sequence[str | int]) -> Any:
     """
     current = value
     for key in path:
-        if isinstance(current, Mapping):
+        if type(current) is dict or isinstance(current, Mapping):  # a dict without the ABC's check
             if key not in current:
                 return MISSING
             current = current[key]
