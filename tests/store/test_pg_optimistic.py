@@ -6,7 +6,8 @@ its own savepoint (``Replay``), so every job gets the outcome it would have had 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -244,3 +245,53 @@ def test_a_pass_commit_sent_without_begin_is_undone_whole_when_its_lease_was_los
     assert isinstance(found[0], LeaseLostError) and writer.replays == 1
     assert outputs(pg_store, "r1") == {}
     assert pg_store.get_history("r1") == history
+
+
+AT_COMMIT = """
+CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION {raised}; END $$;
+CREATE CONSTRAINT TRIGGER refused AFTER INSERT ON steps {deferred} FOR EACH ROW
+EXECUTE FUNCTION refuse();
+"""
+
+
+@contextmanager
+def _refusing(pg_url: str, raised: str, deferred: str) -> Iterator[None]:
+    """Every insert into steps refused (``raised``), at the commit when ``deferred``."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(AT_COMMIT.format(raised=raised, deferred=deferred).encode())
+        try:
+            yield
+        finally:  # the database is the next test's too
+            conn.execute("DROP FUNCTION refuse CASCADE")
+
+
+def test_a_pass_commit_refused_by_the_commit_is_made_again_never_reported_committed(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """Sent without BEGIN, its commit's error (a deferred constraint here, a full NOTIFY queue
+    or a serialization failure alike) comes after the last statement's: the transaction was
+    rolled back, so it is made again carefully, where its COMMIT fails the job (review2's
+    finding 1: the job was told it committed, and its step was lost)."""
+    start(pg_store, "r1")
+    (held,) = lease(pg_store)
+    with _refusing(pg_url, "'refused at commit'", "DEFERRABLE INITIALLY DEFERRED"):
+        found, writer = one_batch(pg_store, [commit_job(held, 1)])
+    assert isinstance(found[0], BaseException), f"told it committed: {found}"
+    assert writer.replays == 1  # known not committed, not an unknown outcome
+    assert outputs(pg_store, "r1") == {}
+
+
+def test_a_statement_cancelled_in_a_pass_commit_sent_without_begin_is_known_not_committed(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """A statement's error of class 57 (a statement_timeout, a cancel) in a transaction sent
+    without BEGIN: the sync rolled it back (with BEGIN, it was left failed), so the batch is
+    made again carefully, its outcome not reported unknown."""
+    start(pg_store, "r1")
+    (held,) = lease(pg_store)
+    with _refusing(pg_url, "USING ERRCODE = 'query_canceled'", ""):
+        found, writer = one_batch(pg_store, [commit_job(held, 1)])
+    assert isinstance(found[0], BaseException)
+    assert writer.replays == 1
+    assert outputs(pg_store, "r1") == {}

@@ -10,12 +10,20 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from stepline.store.postgres._pipeline import send_all
+from stepline.store.postgres._pipeline import at_sync, send_all
 
 TABLE = "CREATE TEMP TABLE t (id int PRIMARY KEY, name text, score float8, tags text[])"
 INSERT = "INSERT INTO t (id, name, score, tags) VALUES (%s, %s, %s, %s)"
 INSERT_NAMED = "INSERT INTO t (id, name) VALUES (%(id)s, %(name)s)"
 SELECT = "SELECT id, name, score, tags FROM t WHERE id = ANY(%s) ORDER BY id"
+# an error raised by the commit itself, as a deferred constraint, a full NOTIFY queue or a
+# serialization failure would
+REFUSED_AT_COMMIT = """
+CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
+CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON t
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();
+"""
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
@@ -74,14 +82,17 @@ def test_a_failed_statement_raises_its_error_and_the_rest_of_the_round_trip_is_n
         assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(1,)]
 
 
-def test_a_parameter_that_cannot_be_adapted_raises_after_what_was_sent_before_it_ran(
-    pg_url: str,
-) -> None:
+def test_a_parameter_that_cannot_be_adapted_raises_before_anything_is_sent(pg_url: str) -> None:
+    """Statements sent without ``BEGIN`` are one transaction, committed by the sync: none of
+    them may run when one of them cannot be sent (psycopg's own pipeline runs those before)."""
     with _connect(pg_url) as conn:
         with pytest.raises(psycopg.ProgrammingError):
             send_all(conn, [(INSERT, (1, "a", 0.0, None)), (INSERT, (2, object(), 0.0, None))])
+        with pytest.raises(psycopg.DataError):  # a NUL in a text, refused by psycopg itself
+            send_all(conn, [(INSERT, (1, "a", 0.0, None)), (INSERT, (2, "\x00", 0.0, None))])
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        assert conn.execute("SELECT id FROM t").fetchall() == [(1,)]  # psycopg's pipeline too
+        assert conn.execute("SELECT id FROM t").fetchall() == []
+        assert send_all(conn, [(INSERT, (1, "a", 0.0, None)), ("SELECT 1", None)])[1] == [(1,)]
 
 
 def test_a_statement_sent_six_times_is_prepared_and_prepared_again_after_a_deallocation(
@@ -150,3 +161,21 @@ def test_statements_outside_begin_are_one_transaction_committed_by_the_sync(pg_u
         found = send_all(conn, [(INSERT, (1, "a", 0.0, None)), (ids, None), (ids, None)])
         assert found[1] == found[2]  # one transaction
         assert conn.execute("SELECT id FROM t").fetchall() == [(1,)]
+
+
+def test_an_error_of_the_commit_of_statements_sent_without_begin_raises(pg_url: str) -> None:
+    """It comes after the last statement's result, before the sync's: the transaction was
+    rolled back, never reported as done (review2's finding 1). A statement's own error is
+    not the sync's."""
+    with _connect(pg_url) as conn:
+        conn.execute("DROP FUNCTION IF EXISTS refuse CASCADE")
+        conn.execute(REFUSED_AT_COMMIT.encode())
+        with pytest.raises(psycopg.errors.RaiseException, match="refused at commit") as raised:
+            send_all(conn, [(INSERT, (1, "a", 0.0, None)), ("SELECT 1", None)])
+        assert at_sync(raised.value)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.DivisionByZero) as raised:
+            send_all(conn, [(INSERT, (1, "a", 0.0, None)), ("SELECT 1 / 0", None)])
+        assert not at_sync(raised.value)
+        assert send_all(conn, [("SELECT 2", None), ("SELECT 3", None)]) == [[(2,)], [(3,)]]

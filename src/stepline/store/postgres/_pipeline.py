@@ -38,45 +38,56 @@ _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QU
 _Cached = tuple[Any, Prepare, bytes] | None  # (key, prepare?, name) to tell psycopg's cache
 # per statement: its Parse sent first (psycopg's cache told if it failed), its new cache entry
 _Sent = tuple[_Cached, _Cached]
+_AT_SYNC = "_stepline_at_sync"  # set on an error of the sync (at_sync)
 
 
 def send_all(
     conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
 ) -> list[list[Any] | None]:
     """Execute ``statements`` in order in one round trip; the rows of each (None for one that
-    returned none). Raises the first failed statement's error (psycopg's class for its
-    SQLSTATE) once the round trip has ended; an ``OperationalError`` if the connection broke
-    (it is then unusable, as after psycopg's own pipeline)."""
+    returned none). Every parameter is adapted before anything is sent: one that cannot be
+    raises with nothing sent (so statements sent without ``BEGIN``, one transaction committed
+    by the sync, are never committed in part). Raises the first failed statement's error
+    (psycopg's class for its SQLSTATE) once the round trip has ended, or, when every statement
+    succeeded, the error of the sync itself: the commit of statements sent without ``BEGIN``,
+    refused (a deferred constraint, a ``NOTIFY`` queue full, a serialization failure:
+    ``at_sync`` tells it); an ``OperationalError`` if the connection broke (it is then unusable,
+    as after psycopg's own pipeline)."""
     pgconn = conn.pgconn
     cache = conn._prepared
     transformer = Transformer.from_context(conn)
-    sent: list[_Sent] = []
-    error: BaseException | None = None
+    converted = []
+    for query, params in statements:
+        converted.append(PostgresQuery(transformer))
+        converted[-1].convert(query, params)
     with conn.lock:
         if pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError("the connection is closed")
         pgconn.enter_pipeline_mode()
         try:
             try:
-                for query, params in statements:
-                    converted = PostgresQuery(transformer)
-                    converted.convert(query, params)
-                    sent.append(_send(pgconn, cache, converted))
-            except Exception as exc:  # not adapted: what was sent runs, then this raises
-                error = exc
+                sent = [_send(pgconn, cache, query) for query in converted]
+            except BaseException:  # libpq could not buffer one: never sync (commit) a part
+                pgconn.finish()  # the server rolls back what it got; the connection is broken
+                raise
             pgconn.pipeline_sync()
             results = conn.wait(_round_trip(pgconn))
         finally:
             if pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy():
                 pgconn.exit_pipeline_mode()
         rows, failed = _rows(conn, transformer, sent, results)
-        if error is None and failed is None:  # else at psycopg's next statement, as its own
+        if failed is None:  # else at psycopg's next statement, as its own
             conn.wait(cache.maintain_gen(conn))  # deallocations the results called for
-    if error is not None:
-        raise error
     if failed is not None:
         raise failed
     return rows
+
+
+def at_sync(error: BaseException) -> bool:
+    """Whether ``error``, raised by ``send_all``, is its sync's: every statement succeeded and
+    the commit of statements sent without ``BEGIN`` was refused (nothing of them committed
+    unless the error is one that may come after the commit's flush: ``_statements``)."""
+    return getattr(error, _AT_SYNC, False) is True
 
 
 def _send(pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery) -> _Sent:
@@ -102,7 +113,11 @@ def _rows(
     sent: list[_Sent],
     results: list[list[pq.abc.PGresult]],
 ) -> tuple[list[list[Any] | None], psycopg.Error | None]:
-    """Each statement's rows, psycopg's cache told what each returned, and the first error."""
+    """Each statement's rows, psycopg's cache told what each returned, and the first error: a
+    statement's, or else the sync's. Without ``BEGIN`` the statements are one transaction that
+    the sync commits, and an error of that commit comes as one more command's results after the
+    last statement's (none come otherwise: notices, ``NOTIFY`` messages and parameter changes
+    are not results)."""
     found: list[list[Any] | None] = []
     failed: psycopg.Error | None = None
     at = 0
@@ -126,6 +141,12 @@ def _rows(
             found.append(None)
             if result.status not in _OK and failed is None:
                 failed = _error(conn, result)
+    if failed is None and at < len(results):  # the sync's: an implicit transaction's commit
+        failed = next(
+            (_error(conn, r) for r in results[at] if r.status not in _OK),
+            psycopg.InterfaceError(f"unexpected results after the last statement: {results[at]}"),
+        )
+        setattr(failed, _AT_SYNC, True)
     return found, failed
 
 

@@ -64,6 +64,9 @@ class Statements:
         self.optimistic = optimistic
         self.spoiled = False  # an optimistic transaction that must not commit
         self.maybe_committed = False  # the COMMIT's round trip failed: see transaction()
+        # the last round trip's pipeline failed at one of its statements, not at its sync, the
+        # connection fine: a transaction without BEGIN in it was rolled back by the sync
+        self.statement_failed = False
         self._queued: list[tuple[str, Params]] = []
         self._tables: list[str | Later | None] = []  # of each queued statement: see write()
         self._sent = 0  # statements sent so far (a queued one's number is _sent + its index)
@@ -178,12 +181,14 @@ class Statements:
         self.round_trips += 1
         first, queued = self._take()
         conn = self.conn
+        alone = len(queued) == 1 and queued[0][2] is None
         try:
-            if len(queued) == 1 and queued[0][2] is None:
+            if alone:  # its error may be its commit's (a transaction without BEGIN)
                 conn.execute(queued[0][0], queued[0][1])
                 return
             rows = _pipeline.send_all(conn, [(query, params) for query, params, _ in queued])
         except psycopg.Error as exc:
+            self.statement_failed = not (alone or conn.broken or _pipeline.at_sync(exc))
             self._failed_trip(exc)
             raise self._owned(exc, first) from None
         for (_, _, later), found in zip(queued, rows, strict=True):
@@ -246,7 +251,8 @@ class Statements:
                 except psycopg.Error:
                     self.stale = True
                     raise
-            if self._implicit():
+            implicit = self._implicit()
+            if implicit:
                 del self._queued[0], self._tables[0]
                 self._sent += 1
             else:
@@ -254,7 +260,10 @@ class Statements:
             try:
                 self.flush()
             except psycopg.Error as exc:
-                self.maybe_committed = _maybe_committed(self.conn, exc)
+                # without BEGIN, a statement's error (not the sync's: the commit's) means the
+                # sync rolled the transaction back; else as a COMMIT's error
+                rolled_back = implicit and self.statement_failed
+                self.maybe_committed = not rolled_back and _maybe_committed(self.conn, exc)
                 raise
         except _Elsewhere as exc:  # cannot happen (a savepoint that was open took it)
             self._rollback()
