@@ -130,6 +130,33 @@ def test_a_statement_to_prepare_in_an_aborted_round_trip_is_prepared_at_a_later_
         assert len(_prepared(conn)) == 1
 
 
+def test_a_deallocation_a_failed_round_trip_left_waiting_spares_statements_prepared_since(
+    pg_url: str,
+) -> None:
+    """A ``DROP`` clears psycopg's cache; its ``DEALLOCATE ALL`` waits for the next statement
+    when the round trip failed. It runs before the next round trip, not after the statement
+    that round trip prepared (a text sent six times), which it would drop while the cache
+    still names it (review2's finding 4: "prepared statement _pg3_N does not exist" from then
+    on)."""
+    with _connect(pg_url) as conn:
+        for _ in range(7):
+            send_all(conn, [("SELECT %s::int", (1,)), ("SELECT 0", None)])
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            send_all(conn, [("DROP TABLE IF EXISTS no_such_table", None), ("SELECT 1 / 0", None)])
+        assert send_all(conn, [("SELECT %s::bigint", (i,)) for i in range(7)])[6] == [(6,)]
+        assert send_all(conn, [("SELECT %s::bigint", (5,)), ("SELECT 0", None)])[0] == [(5,)]
+        assert len(_prepared(conn)) == 1
+        # left in a failed transaction, where it cannot run: nothing is prepared meanwhile
+        conn.execute("BEGIN")
+        conn.execute("SAVEPOINT a")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            send_all(conn, [("DROP TABLE IF EXISTS no_such_table", None), ("SELECT 1 / 0", None)])
+        again = [("ROLLBACK TO SAVEPOINT a", None)] + [("SELECT %s::int", (i,)) for i in range(7)]
+        assert send_all(conn, again)[7] == [(6,)]
+        conn.execute("COMMIT")
+        assert send_all(conn, [("SELECT %s::int", (5,)), ("SELECT 0", None)])[0] == [(5,)]
+
+
 def test_placeholders_convert_as_a_cursor_converts_them(pg_url: str) -> None:
     """Binary array parameters (``%b``), a name used twice, a literal ``%%``."""
     statements: list[tuple[str, Any]] = [

@@ -63,10 +63,11 @@ def send_all(
     with conn.lock:
         if pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError("the connection is closed")
+        fresh = _deallocated(conn)
         pgconn.enter_pipeline_mode()
         try:
             try:
-                sent = [_send(pgconn, cache, query) for query in converted]
+                sent = [_send(pgconn, cache, query, fresh) for query in converted]
             except BaseException:  # libpq could not buffer one: never sync (commit) a part
                 pgconn.finish()  # the server rolls back what it got; the connection is broken
                 raise
@@ -90,9 +91,26 @@ def at_sync(error: BaseException) -> bool:
     return getattr(error, _AT_SYNC, False) is True
 
 
-def _send(pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery) -> _Sent:
-    """Buffer ``query``, prepared first if psycopg's cache says so (as a cursor would)."""
+def _deallocated(conn: psycopg.Connection[Any]) -> bool:
+    """Run the ``DEALLOCATE ALL`` a failed round trip left waiting (psycopg's cache was cleared
+    by a result of it: a ``ROLLBACK``, ``DROP``, ``DISCARD ALL`` …), before this round trip
+    prepares anything it would then drop; whether it must still wait (the transaction is in
+    its failed state, where it cannot run): nothing is prepared in this round trip then."""
+    cache = conn._prepared
+    if None not in cache._to_flush:  # an evicted statement's own DEALLOCATE drops only it
+        return False
+    if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
+        return True
+    conn.wait(cache.maintain_gen(conn))
+    return False
+
+
+def _send(pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery, unprepared: bool) -> _Sent:
+    """Buffer ``query``, prepared first if psycopg's cache says so (as a cursor would), never
+    prepared anew when ``unprepared``."""
     prep, name = cache.get(query)
+    if unprepared and prep is Prepare.SHOULD:
+        prep, name = Prepare.NO, b""
     parse: _Cached = None
     if prep is Prepare.NO:
         pgconn.send_query_params(
