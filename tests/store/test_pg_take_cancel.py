@@ -25,7 +25,7 @@ from stepline import App
 from stepline.errors import LeaseLostError
 from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore, _late_cancels, _take_gates
-from stepline.store.postgres.queries import CANCEL_GATES
+from stepline.store.postgres.queries import CANCEL_GATES, CLOSE_GATE, NOTE_UNLESS_SHARED
 from stepline.store.records import EventFilter, EventIngest, FunctionSet, PassCommit, RunFilter
 from stepline.testing import MockClock
 
@@ -323,3 +323,41 @@ def test_a_gate_no_take_of_its_process_opened_is_opened_after_gate_hold(
     _gates_become(pg_url, [])  # nobody else came by
     [run_id] = take(shop, taker)  # the next take gets the bucket
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
+
+
+# a cancel (statement_timeout, pg_cancel_backend) delivered right after an ingestion's look at a
+# gate: the first of these functions the look's next statement calls raises it
+CANCELLED_AFTER_THE_LOOK = f"""
+CREATE SCHEMA trap;
+CREATE FUNCTION trap.pg_advisory_unlock_shared(a integer, b integer) RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN RAISE SQLSTATE '57014'; END $$;
+CREATE FUNCTION trap.pg_try_advisory_xact_lock_shared(a integer, b integer) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF a = {CANCEL_GATES - 1} THEN RAISE SQLSTATE '57014'; END IF;
+    RETURN pg_catalog.pg_try_advisory_xact_lock_shared(a, b);
+END $$;
+"""
+
+
+def test_a_cancel_right_after_an_ingestion_looked_at_a_gate_leaves_the_gate_free(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """The look takes the gate shared and lets it go at once; cancelled in between, the
+    transaction ends but the connection (a pooled one, for its whole life) kept the gate when
+    the look was a session-level lock, and that bucket's gate could never be closed again
+    (review2's finding 5). The trap stands for the cancel: it raises where it would be
+    serviced, before the statement after the look."""
+    with psycopg.connect(pg_url, autocommit=True) as conn, psycopg.connect(pg_url) as closer:
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        conn.execute(CANCELLED_AFTER_THE_LOOK.encode())
+        try:
+            # the trap's schema first, then pg_catalog (searched first when not named)
+            conn.execute(f"SET search_path = trap, {schema[0] if schema else 'public'}, pg_catalog")
+            with pytest.raises(psycopg.errors.QueryCanceled), conn.transaction():
+                conn.execute(NOTE_UNLESS_SHARED, (["e1"], [7]))
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert closer.execute(CLOSE_GATE, (7,)).fetchone() == (True,)
+        finally:
+            conn.execute("RESET search_path")
+            conn.execute("DROP SCHEMA trap CASCADE")

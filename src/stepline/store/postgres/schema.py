@@ -355,4 +355,44 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE waits SET step_id = steps.step_id FROM steps
         WHERE steps.run_id = waits.run_id AND steps.hash = waits.step_hash;
     """,
+    # 12: migration 10's look at a gate, made with a transaction-level lock in a block rolled
+    # back at once (its subtransaction's end lets the lock go, whatever happens): a session-level
+    # lock, let go by the next statement, stayed held for the connection's life when a cancel
+    # (statement_timeout, pg_cancel_backend) came between the two, and that bucket's gate could
+    # never be closed again. The block writes nothing (no transaction id of its own)
+    """
+    CREATE OR REPLACE FUNCTION stepline_note_unless_shared(ids text[], buckets integer[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        i integer;
+        noted text;
+        refused boolean;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+            noted := coalesce(current_setting('stepline.noted_buckets', true), '');
+            refused := position(',' || buckets[i] || ',' IN noted) > 0;
+            IF NOT refused THEN
+                BEGIN
+                    refused := NOT pg_try_advisory_xact_lock_shared(1953066351, buckets[i]);
+                    RAISE SQLSTATE 'SLG01';  -- rolls the block back: the gate let go
+                EXCEPTION WHEN SQLSTATE 'SLG01' THEN
+                    NULL;
+                END;
+                IF NOT refused THEN
+                    refused := NOT pg_try_advisory_xact_lock_shared(1953066350, buckets[i]);
+                END IF;
+            END IF;
+            IF refused THEN
+                INSERT INTO cancel_notes (event_id, bucket, tx)
+                VALUES (ids[i], buckets[i], pg_current_xact_id()::text::bigint)
+                ON CONFLICT (event_id) DO NOTHING;
+                IF position(',' || buckets[i] || ',' IN noted) = 0 THEN
+                    PERFORM set_config('stepline.noted_buckets',
+                                       coalesce(nullif(noted, ''), ',') || buckets[i] || ',', true);
+                END IF;
+            END IF;
+        END LOOP;
+    END
+    $$;
+    """,
 )
