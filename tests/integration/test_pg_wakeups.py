@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import psycopg
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
-from stepline.engine._wake import WakeSignal
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres.wakeups import NOTIFY
 
@@ -35,19 +34,16 @@ async def test_a_commit_that_makes_work_due_wakes_the_watchers(pg_url: str) -> N
         sender.close()
 
 
-class Takes(WakeSignal):
-    """A worker's wake-up signal that records what each of its takes said, and how many
-    loops the worker had made before it (``loops()``: the take starts the next one)."""
+class Takes:
+    """What each wake-up of a worker said (``Worker.on_wake``), and how many loops the worker
+    had made before it (``loops()``: the wake-up starts the next one)."""
 
     def __init__(self, loops: Callable[[], int]) -> None:
-        super().__init__()
         self.taken: list[tuple[bool, dict[str, str], int]] = []
         self._loops = loops
 
-    def take(self) -> tuple[bool, dict[str, str]]:
-        plain, named = super().take()
+    def __call__(self, plain: bool, named: Mapping[str, str]) -> None:
         self.taken.append((plain, dict(named), self._loops()))
-        return plain, named
 
     def seen(self, run_id: str) -> list[bool]:
         """Whether each take that named ``run_id`` was also plain."""
@@ -90,11 +86,7 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
         async with app.worker(worker_id="listener", poll_interval=None) as worker:
             await asyncio.wait_for(worker.ready.wait(), 30)
             await until("the worker to have looked for work once", lambda: worker.loops >= 1)
-            takes, first = Takes(lambda: worker.loops), worker._wake
-            app.engine.remove_waker(first)
-            worker._wake = takes
-            app.engine.add_waker(takes)
-            first.set()  # it waited on the first signal: it waits on takes from now on
+            worker.on_wake = takes = Takes(lambda: worker.loops)
             await send()  # the sender's first send registers it too (a plain wake-up)
             # each send now: after every notification before it was taken and the loop it
             # started ended (a notification of our own, naming no run of the worker's, marks

@@ -36,7 +36,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from stepline._ids import new_id
 from stepline.clock import SystemClock
@@ -173,6 +173,9 @@ class Worker:
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
         self.heartbeats = 0  # heartbeat commits made (tests wait on it instead of on time)
         self.leased_by_name = 0  # runs leased by name (named by a wake-up: NamedLeases)
+        # called with what each wake-up said (any due work?, the runs it named: run id ->
+        # function id) as the lease attempt it starts begins (tests, diagnostics)
+        self.on_wake: Callable[[bool, Mapping[str, str]], None] | None = None
         self.outage = StoreOutage(self.worker_id)
         self.failed: StoreError | None = None  # the store error that stopped this worker
         self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
@@ -242,6 +245,8 @@ class Worker:
             self.ready.set()
             self.tried.set()
         plain, named = self._wake.take()
+        if self.on_wake is not None:
+            self.on_wake(plain, named)
         free = self.concurrency - len(self.active)
         leases: list[Lease] = []
         if free > 0 and named and not plain and not self._backlogged:
