@@ -217,3 +217,99 @@ def test_a_step_opened_while_the_run_page_refreshes_stays_open(
         expect(replaced).to_have_count(1, timeout=WAIT_MS)
         expect(replaced).to_have_attribute("open", "")
         expect(replaced.locator(".step-output")).to_be_visible()
+
+
+COUNT_RUNS_MESSAGES = """
+const listen = EventSource.prototype.addEventListener;
+EventSource.prototype.addEventListener = function (type, handler, ...rest) {
+  if (type !== "runs") return listen.call(this, type, handler, ...rest);
+  const counted = (e) => { handler(e); window.runsHandled = (window.runsHandled || 0) + 1; };
+  return listen.call(this, type, counted, ...rest);
+};
+"""
+
+
+def test_a_change_pushed_while_the_run_page_refreshes_is_shown(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # the run page re-reads its timeline when its stream connects; a change pushed while that
+    # read was in flight was dropped (one read at a time, and the later one not asked again), so
+    # a run that ended meanwhile stayed "sleeping" on its page until a reload
+    with dev_server(tmp_path) as url:
+        page = browser.new_page()
+        page.add_init_script(COUNT_RUNS_MESSAGES)
+        _send(page, url, "reminder/scheduled", '{"email": "b@example.com"}')
+        page.goto(f"{url}/runs?function=send-reminder")
+        row = page.locator("tr[data-fn=send-reminder]")
+        expect(row).to_have_attribute("data-status", "SLEEPING", timeout=WAIT_MS)
+        run_url = f"{url}/runs/{row.get_attribute('data-run')}"
+
+        held: list[tuple[Route, object]] = []
+        fragment = re.compile(r"/runs/[^/?]+\?fragment=1$")
+
+        def hold(route: Route) -> None:
+            held.append((route, route.fetch()))  # read now (sleeping), answered later
+
+        page.route(fragment, hold)
+        with page.expect_request(lambda r: r.url.endswith("?fragment=1"), timeout=WAIT_MS):
+            page.goto(run_url)  # the stream connects and the page asks for its timeline again
+        for _ in range(500):  # a poll with a deadline: Playwright runs the handler meanwhile
+            if held:
+                break
+            page.wait_for_timeout(20)
+        assert held, "the timeline read was not held"
+
+        other = browser.new_page()  # the run cancelled elsewhere while the read is in flight
+        other.goto(run_url)
+        other.once("dialog", lambda dialog: dialog.accept())
+        other.click("#cancel-run")
+        expect(other.locator("h1 .status")).to_have_text("cancelled", timeout=WAIT_MS)
+        page.wait_for_function("window.runsHandled >= 1", timeout=WAIT_MS)
+
+        route, stale = held[0]
+        route.fulfill(response=stale)  # type: ignore[arg-type]
+        page.unroute(fragment)
+        expect(page.locator("h1 .status")).to_have_text("cancelled", timeout=WAIT_MS)
+        expect(page.locator("#cancel-run")).to_have_count(0)
+
+
+def test_a_run_pushed_while_the_runs_page_resyncs_stays_listed(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # the runs page reads its rows again when its stream connects and replaces its table with
+    # them; a run pushed while that read was in flight was added, then replaced away by the
+    # older rows the read brought back
+    with dev_server(tmp_path) as url:
+        page = browser.new_page()
+        page.add_init_script(COUNT_RUNS_MESSAGES)
+        runs_url = f"{url}/runs?function=process-order"
+        held: list[tuple[Route, object]] = []
+        seen: list[str] = []
+
+        def hold(route: Route) -> None:
+            seen.append(route.request.url)
+            if len(seen) == 1:  # the page itself
+                route.continue_()
+            else:  # the stream's re-read: read now (no run), answered later
+                held.append((route, route.fetch()))
+
+        page.route(runs_url, hold)
+        page.goto(runs_url)
+        for _ in range(500):  # a poll with a deadline: Playwright runs the handler meanwhile
+            if held:
+                break
+            page.wait_for_timeout(20)
+        assert held, "the runs page's re-read was not held"
+
+        sender = browser.new_page()
+        _send(sender, url, "order/created", '{"orderId": "o-7", "amount": 7, "customer": "c"}')
+        row = page.locator("tr[data-fn=process-order]")
+        expect(row).to_have_count(1, timeout=WAIT_MS)  # pushed while the read is held
+        page.wait_for_function("window.runsHandled >= 1", timeout=WAIT_MS)
+
+        route, stale = held[0]
+        route.fulfill(response=stale)  # type: ignore[arg-type]
+        page.unroute(runs_url)
+        expect(page.locator("#runs-empty")).to_have_count(0, timeout=WAIT_MS)
+        expect(row).to_have_count(1, timeout=WAIT_MS)
+        expect(row.locator(".status")).to_have_text("completed", timeout=WAIT_MS)

@@ -108,6 +108,7 @@
     return t.firstElementChild;
   }
   function onRuns(items) {
+    if (resyncing) resyncAgain = true;
     const table = $("table.runs");
     if (table) {
       const body = $("tbody", table);
@@ -135,6 +136,7 @@
     if (page === "functions") refreshSoon();
   }
   function onEvents(items) {
+    if (resyncing) resyncAgain = true;
     const table = $("table.events");
     if (!table) return;
     const body = $("tbody", table);
@@ -150,10 +152,14 @@
       while (body.children.length > 200) body.lastElementChild.remove();
     }
   }
+  // one read of the timeline at a time; a change announced while one is in flight may not be in
+  // what it read, so one more read follows it
   let refreshing = null;
+  let refreshAgain = false;
   async function refreshRun() {
     const live = $("#run-live");
-    if (!live || refreshing) return;
+    if (!live) return;
+    if (refreshing) { refreshAgain = true; return; }
     refreshing = (async () => {
       try {
         const response = await fetch(`/runs/${encodeURIComponent(live.dataset.run)}?fragment=1`, { credentials: "same-origin" });
@@ -164,7 +170,10 @@
         live.innerHTML = html;
         $$("details", live).forEach((d) => { if (open.has(d.dataset.step || d.className)) d.open = true; });
         localTimes(live);
-      } finally { refreshing = null; }
+      } finally {
+        refreshing = null;
+        if (refreshAgain) { refreshAgain = false; refreshRun(); }
+      }
     })();
   }
   let soon = null;
@@ -181,9 +190,20 @@
   }
   // what changed between the page's render and the stream's (re)connection was not pushed to
   // this page: read the page once more and take its rows
+  // (rows pushed while that read is in flight may be older in what it read: one more read follows)
+  let resyncing = false;
+  let resyncAgain = false;
   async function resync() {
     if (page === "run") { refreshRun(); return; }
     if (page === "functions") { refreshSoon(); return; }
+    if (resyncing) { resyncAgain = true; return; }
+    resyncing = true;
+    try { await resyncTable(); } finally {
+      resyncing = false;
+      if (resyncAgain) { resyncAgain = false; resync(); }
+    }
+  }
+  async function resyncTable() {
     const table = $("table.runs[data-live=on], table.events");
     if (!table) return;
     const response = await fetch(location.href, { credentials: "same-origin" });
