@@ -164,9 +164,10 @@ class EventPrimitives(RunPrimitives, Protocol):
     def delete_wait(self, run_id: str, wait_id: str) -> bool:
         """Delete a wait (of run ``run_id``); True if this call deleted it.
 
-        Exact: ``DELETE FROM waits WHERE wait_id = $1 RETURNING`` (or its rowcount): a wait is
-        resolved by an event, timed out or dropped with its run by exactly one of them — the
-        one that deleted the row. Everything a resolution writes follows a True."""
+        Exact: ``DELETE FROM waits WHERE run_id = $1 AND wait_id = $2 RETURNING`` (or its
+        rowcount): a wait is resolved by an event, timed out or dropped with its run by exactly
+        one of them — the one that deleted the row. Everything a resolution writes follows a
+        True."""
         ...
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
