@@ -377,8 +377,8 @@ def run(
         )
         try:
             code = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()  # as subprocess.run does
+        except BaseException:  # a timeout, or the test interrupted: as subprocess.run does
+            process.kill()
             process.wait()
             raise
         out.seek(0)

@@ -17,10 +17,11 @@ import fcntl
 import glob
 import os
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from ports import free_port as _free_port
 
 SUPERUSER = "stepline"
 
@@ -59,13 +60,6 @@ def find_bindir() -> str:
             "run scripts/setup (it installs Debian's postgresql package)"
         )
     return str(Path(candidates[-1]).parent)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _as_owner(command: list[str]) -> list[str]:

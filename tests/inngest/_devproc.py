@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import forkserver
+from ports import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 JS_DIR = HERE / "js"
 DEADLINE = 60.0  # a bound on each wait for a process or a run (never a sleep)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(check: Callable[[], Any], what: str, *, timeout: float = DEADLINE) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 from _capture import CaptureServer
 
 import forkserver
+from ports import free_port as _free_port
 
 HERE = Path(__file__).parent
 JS_DIR = HERE / "js"
@@ -57,13 +57,6 @@ def _npm_ci() -> None:
             timeout=300,
         )
         stamp.write_bytes(lock)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
