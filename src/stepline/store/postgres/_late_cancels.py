@@ -5,18 +5,31 @@ did not see the uncommitted event). Such an event is noted by its ingestion
 (``NOTE_UNLESS_SHARED``), and its cancel matching is made again here, once the take ended:
 against the cancel matchers created before the event was received, as ingesting it would
 have had they existed, with fresh reads (never what the transaction remembers of the index,
-which may predate the take's commit)."""
+which may predate the take's commit).
+
+The take's own verbs are here too (``take_inbox``, ``events_received``: its buckets tried
+exclusive, its gates closed when refused, ``_take_gates.py``), and the ingestion's try of its
+events' buckets (``note_unless_shared``); ``tx.py``'s verbs call them."""
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stepline.expressions import value_at
 from stepline.store import _rows as shapes
 from stepline.store.postgres import queries as q
-from stepline.store.records import EventRecord, IngestResult, WaitMatcher, WaitRecord
+from stepline.store.records import (
+    EventIngest,
+    EventRecord,
+    FunctionSet,
+    InboxItem,
+    IngestResult,
+    TakeContended,
+    WaitMatcher,
+    WaitRecord,
+)
 
 if TYPE_CHECKING:
     from stepline.store.postgres.tx import PostgresTx
@@ -37,6 +50,58 @@ def buckets(names: Sequence[str]) -> list[int]:
 LATE_CANCELS_EVERY = 10.0  # seconds between two looks at the notes with no hint of any
 NOTES_AFTER_TAKE = 5.0  # seconds a take's process looks at the notes in every transaction
 NOTES_BATCH = 100
+
+
+def note_unless_shared(tx: PostgresTx, items: Sequence[EventIngest]) -> None:
+    """Before any cancel matcher of these events is read: their name buckets tried shared,
+    each event noted for ``late_cancels`` if a take holds its bucket (q.NOTE_UNLESS_SHARED;
+    queued: no round trip)."""
+    ids = [item.event.internal_id for item in items]
+    tx.statements.write(q.NOTE_UNLESS_SHARED, (ids, [bucket(item.event.name) for item in items]))
+
+
+def take_inbox(tx: PostgresTx, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
+    """``StoreTx.take_inbox`` on PostgreSQL."""
+    with tx._savepoint(durable=False) as s:
+        # sent with the transaction's next round trip (the lease's, in a worker's job)
+        later = s.read_later(q.TAKE_INBOX, (functions.app_id, list(functions.function_ids), limit))
+
+    def taken() -> list[InboxItem]:
+        if later.rows is None:
+            tx.statements.flush()
+        return [
+            InboxItem(r[0], r[1], None if r[4] is None else shapes.event_record(r[4:]), r[3])
+            for r in later.rows or ()
+        ]
+
+    return taken
+
+
+def events_received(
+    tx: PostgresTx, names: Sequence[str], after: tuple[float, str], until: float
+) -> list[tuple[float, EventRecord]]:
+    """``StoreTx.events_received`` on PostgreSQL: ``TakeContended`` when an ingestion holds
+    one of the names' buckets."""
+    distinct = list(dict.fromkeys(names))
+    # no upper bound: every ingestion that committed before the read ran without the
+    # runs' matchers, whatever its sender's clock said (docs/design.md, "Handing over")
+    params = (distinct, after[0], after[0], after[1])
+    wanted = buckets(distinct)
+    gates = tx._gates
+    with tx._savepoint(durable=False) as s:
+        # the names' buckets exclusive (tried: never waited for, which would hold up the
+        # other commits of this transaction), then the read (its snapshot after them): no
+        # ingestion holds one, and those after it note their events
+        held, found = s.run_all([(q.TRY_TAKE_BUCKETS, (wanted,)), (q.EVENTS_RECEIVED, params)])
+        if not held.fetchall()[0][0]:
+            if gates is not None:  # new ingestions note their events: tried again,
+                gates.close_gates(wanted)  # the take gets them (_take_gates.py)
+            raise TakeContended(f"an ingestion of {distinct} is in flight")
+        rows = found.fetchall()
+        tx.hints.notes_until = until + NOTES_AFTER_TAKE
+    if gates is not None:
+        gates.open_gates(wanted)
+    return [(row[0], shapes.event_record(row[1:])) for row in rows]
 
 
 def late_cancels(tx: PostgresTx, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:

@@ -40,13 +40,13 @@ from stepline.store._catalog import TriggerCatalog, app_records
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Replay
-from stepline.store.postgres import _copy, _rows, _search
+from stepline.store.postgres import _copy, _database, _rows, _search
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._statements import Spoiled
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
-from stepline.store.postgres.schema import MIGRATIONS
-from stepline.store.postgres.tx import Hints, LeaseTokens, PostgresTx
+from stepline.store.postgres.tx import PostgresTx
 from stepline.store.postgres.wakeups import WakeupListener, notify
 from stepline.store.records import (
     AppRecord,
@@ -73,11 +73,7 @@ T = TypeVar("T")
 # for this transaction only; set_config, not SET LOCAL: an optimistic transaction sent in one
 # round trip has no BEGIN (Statements.transaction), where SET LOCAL would warn
 NO_FLUSH_WAIT = "SELECT set_config('synchronous_commit', 'off', true)"
-MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
 DEFAULT_MAX_CLOCK_SKEW = 1.0
-# SQLSTATE classes and codes that mean "not now": the store may recover by itself
-_TRANSIENT_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator
-_TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
 
 
 def _reading(read: Callable[P, T]) -> Callable[P, T]:
@@ -93,28 +89,6 @@ def _reading(read: Callable[P, T]) -> Callable[P, T]:
             raise store._translated(exc) from exc
 
     return wrapper
-
-
-def _pool(
-    url: str, size: int, timeout: float, name: str, *, checked: bool = False
-) -> psycopg_pool.ConnectionPool[Any]:
-    """A pool of autocommit connections, opened on first use; ``checked``: each connection is
-    checked (a round trip) before it is handed out."""
-    return psycopg_pool.ConnectionPool(
-        url,
-        min_size=1 if checked else 0,
-        max_size=size,
-        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
-        timeout=timeout,
-        # the pool's background reconnect attempts back off (1 s, doubling) until this many
-        # seconds, then stop until a caller asks for a connection: half of what a caller
-        # waits, so the first call once the server is back is served (left at its 5 min
-        # default, an outage of a few minutes left calls failing for minutes after it)
-        reconnect_timeout=timeout / 2,
-        check=psycopg_pool.ConnectionPool.check_connection if checked else None,
-        open=False,
-        name=name,
-    )
 
 
 def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
@@ -149,10 +123,10 @@ class PostgresStore:
             except psycopg.ProgrammingError as exc:
                 raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
             connect_timeout = float(given) if given else 10.0
-        self._pool = _pool(url, max_connections, connect_timeout, "stepline", checked=True)
+        self._pool = _database.pool(url, max_connections, connect_timeout, "stepline", checked=True)
         # the worker's hot reads (load_run, next_due_at): connections not checked before use (a
         # round trip less); a read that finds its connection broken is made again (_read)
-        self._read_pool = _pool(url, max_connections, connect_timeout, "stepline-read")
+        self._read_pool = _database.pool(url, max_connections, connect_timeout, "stepline-read")
         self._opened = False
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._gates = TakeGates(url)  # the gates its refused takes closed (_take_gates.py)
@@ -222,25 +196,7 @@ class PostgresStore:
             self._opened = False
 
     def store_error(self, error: Exception) -> StoreError | None:
-        if isinstance(error, StoreError):
-            return error
-        found: StoreError
-        if isinstance(error, psycopg_pool.PoolTimeout):
-            found = StoreUnavailable(f"cannot connect: {error} ({self.label})", self.label)
-        elif isinstance(error, psycopg.Error):
-            state = error.sqlstate or ""
-            if (
-                isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
-                or state[:2] in _TRANSIENT_CLASSES
-                or state in _TRANSIENT_CODES
-            ):
-                found = StoreUnavailable(f"{error} ({self.label})", self.label)
-            else:
-                found = StoreError(str(error), self.label)
-        else:
-            return None
-        found.__cause__ = error
-        return found
+        return _database.store_error(error, self.label)
 
     def _translated(self, error: Exception) -> StoreError:
         found = self.store_error(error)
@@ -254,15 +210,8 @@ class PostgresStore:
         newer Stepline made, that cannot be used, or whose clock is too far from this machine's;
         ``StoreUnavailable`` when the server cannot be reached for now."""
         try:
-            with self._conn() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-                self._check_is_ours(conn)
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
-                current = self._version(conn)
-                for number, script in enumerate(MIGRATIONS, start=1):
-                    if number > current:
-                        conn.execute(script.encode())
-                        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+            with self._conn() as conn:
+                _database.migrate(conn, self.label)
             skew = self.clock_skew()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             found = self._translated(exc)
@@ -277,35 +226,11 @@ class PostgresStore:
                 "machines): synchronize the clocks (NTP)"
             )
 
-    def _version(self, conn: psycopg.Connection[Any]) -> int:
-        row = conn.execute(q.SCHEMA_VERSION).fetchone()
-        current = int(row[0] or 0) if row else 0
-        if current > len(MIGRATIONS):
-            raise ConfigError(
-                f"the database {self.label} was made by a newer Stepline (schema version "
-                f"{current}; this one knows up to {len(MIGRATIONS)}): upgrade Stepline"
-            )
-        return current
-
-    def _check_is_ours(self, conn: psycopg.Connection[Any]) -> None:
-        tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
-        if not tables or ("schema_version" in tables and "runs" in tables):
-            return
-        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        raise ConfigError(
-            f"{self.label} is not a Stepline database: it holds other tables ({shown}); give "
-            "Stepline a database (or a schema, with ?options=-csearch_path=...) of its own"
-        )
-
     def schema_version(self) -> tuple[int, int]:
         """(the database's schema version, the newest this Stepline knows); 0: no schema."""
         try:
             with self._conn() as conn:
-                tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
-                if "schema_version" not in tables:
-                    return 0, len(MIGRATIONS)
-                row = conn.execute(q.SCHEMA_VERSION).fetchone()
-                return (int(row[0] or 0) if row else 0), len(MIGRATIONS)
+                return _database.schema_version(conn)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
 

@@ -19,8 +19,6 @@ read-then-write decision is exact with many processes writing at once; how, verb
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from operator import itemgetter
@@ -45,11 +43,12 @@ from stepline.store._pass_rules import commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.postgres import _leases, _rows
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._late_cancels import (
-    NOTES_AFTER_TAKE,
-    bucket,
-    buckets,
+    events_received,
     late_cancels,
+    note_unless_shared,
+    take_inbox,
 )
 from stepline.store.postgres._statements import Later, Statements
 from stepline.store.postgres._take_gates import TakeGates
@@ -71,7 +70,6 @@ from stepline.store.records import (
     RunEnd,
     SpentRun,
     StepRecord,
-    TakeContended,
     TriggerRow,
     WaitMatcher,
     WaitRecord,
@@ -185,16 +183,9 @@ class PostgresTx:
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
     ) -> list[IngestResult]:
         with self._savepoint():
-            self._note_unless_shared(items)
+            note_unless_shared(self, items)
             self._read_index_ahead({item.event.name for item in items}, now)
             return ingest(self, items, now, wait_matches)
-
-    def _note_unless_shared(self, items: Sequence[EventIngest]) -> None:
-        """Before any cancel matcher of these events is read: their name buckets tried shared,
-        each event noted for ``late_cancels`` if a take holds its bucket (q.NOTE_UNLESS_SHARED;
-        queued: no round trip)."""
-        ids = [item.event.internal_id for item in items]
-        self._s.write(q.NOTE_UNLESS_SHARED, (ids, [bucket(item.event.name) for item in items]))
 
     def _read_index_ahead(self, names: set[str], now: float) -> None:
         """The wait and cancel-matcher paths of each event name, and whether it has unindexed
@@ -292,21 +283,7 @@ class PostgresTx:
         self._s.write_many(q.DELIVER, [(*row, now) for row in rows])
 
     def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
-        with self._savepoint(durable=False) as s:
-            # sent with the transaction's next round trip (the lease's, in a worker's job)
-            later = s.read_later(
-                q.TAKE_INBOX, (functions.app_id, list(functions.function_ids), limit)
-            )
-
-        def taken() -> list[InboxItem]:
-            if later.rows is None:
-                self._s.flush()
-            return [
-                InboxItem(r[0], r[1], None if r[4] is None else shapes.event_record(r[4:]), r[3])
-                for r in later.rows or ()
-            ]
-
-        return taken
+        return take_inbox(self, functions, limit)
 
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
         with self._savepoint() as s:
@@ -318,25 +295,7 @@ class PostgresTx:
     def events_received(
         self, names: Sequence[str], after: tuple[float, str], until: float
     ) -> list[tuple[float, EventRecord]]:
-        distinct = list(dict.fromkeys(names))
-        # no upper bound: every ingestion that committed before the read ran without the
-        # runs' matchers, whatever its sender's clock said (docs/design.md, "Handing over")
-        params = (distinct, after[0], after[0], after[1])
-        wanted = buckets(distinct)
-        with self._savepoint(durable=False) as s:
-            # the names' buckets exclusive (tried: never waited for, which would hold up the
-            # other commits of this transaction), then the read (its snapshot after them): no
-            # ingestion holds one, and those after it note their events
-            held, found = s.run_all([(q.TRY_TAKE_BUCKETS, (wanted,)), (q.EVENTS_RECEIVED, params)])
-            if not held.fetchall()[0][0]:
-                if self._gates is not None:  # new ingestions note their events: tried again,
-                    self._gates.close_gates(wanted)  # the take gets them (_take_gates.py)
-                raise TakeContended(f"an ingestion of {distinct} is in flight")
-            rows = found.fetchall()
-            self._hints.notes_until = until + NOTES_AFTER_TAKE
-        if self._gates is not None:
-            self._gates.open_gates(wanted)
-        return [(row[0], shapes.event_record(row[1:])) for row in rows]
+        return events_received(self, names, after, until)
 
     def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
         with self._savepoint(durable=False):  # durable if it cancelled (cancel_run's own)
@@ -538,7 +497,7 @@ class PostgresTx:
         reads it (in an optimistic transaction, an event name never found with waits or cancel
         matchers costs no read: ``_read_index_ahead``)."""
         if commit.events:
-            self._note_unless_shared(commit.events)
+            note_unless_shared(self, commit.events)
             self._read_index_ahead({item.event.name for item in commit.events}, now)
         return commit_pass(self, commit, now, wait_matches)
 
@@ -882,42 +841,3 @@ class PostgresTx:
 
 class _NotHeld(Exception):
     """A commit assumed its lease held, and it was not (commit_pass decides again)."""
-
-
-class Hints:
-    """What this process's transactions found lately, so that its optimistic ones assume
-    what usually holds (a wrong assumption costs a replay, never a wrong decision):
-    ``deferrals_due_at``, when a transaction last found a debounce or batch due;
-    ``indexed_names``, event names found with waits or cancel matchers (paths stay)."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.deferrals_due_at = float("-inf")
-        # until when a take of this process may have caused notes, and when they were read
-        self.notes_until = float("-inf")
-        self.notes_read_at = float("-inf")
-        self.indexed_names: set[str] = set()
-        self._size = size
-
-    def has_index(self, event_name: str) -> None:
-        if len(self.indexed_names) >= self._size:  # relearned, at the cost of replays
-            self.indexed_names = set()
-        self.indexed_names = self.indexed_names | {event_name}  # read by other threads
-
-
-class LeaseTokens:
-    """The lease tokens this process issued lately, with their owners (at most ``size``)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._owners: OrderedDict[str, str] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def remember(self, token: str, owner: str) -> None:
-        with self._lock:
-            self._owners[token] = owner
-            if len(self._owners) > self._size:
-                self._owners.popitem(last=False)
-
-    def owner(self, token: str) -> str | None:
-        with self._lock:
-            return self._owners.get(token)

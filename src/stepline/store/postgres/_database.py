@@ -1,0 +1,110 @@
+"""How a PostgreSQL store reaches its database: its connection pools, psycopg's errors as the
+store's (``StoreUnavailable`` when the store may recover by itself), and the schema's migration
+(``schema.MIGRATIONS``, one transaction under an advisory lock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from stepline.errors import ConfigError, StoreError, StoreUnavailable
+from stepline.store.postgres import queries as q
+from stepline.store.postgres.schema import MIGRATIONS
+
+MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
+# SQLSTATE classes and codes that mean "not now": the store may recover by itself
+_TRANSIENT_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator
+_TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
+
+
+def pool(
+    url: str, size: int, timeout: float, name: str, *, checked: bool = False
+) -> psycopg_pool.ConnectionPool[Any]:
+    """A pool of autocommit connections, opened on first use; ``checked``: each connection is
+    checked (a round trip) before it is handed out."""
+    return psycopg_pool.ConnectionPool(
+        url,
+        min_size=1 if checked else 0,
+        max_size=size,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+        timeout=timeout,
+        # the pool's background reconnect attempts back off (1 s, doubling) until this many
+        # seconds, then stop until a caller asks for a connection: half of what a caller
+        # waits, so the first call once the server is back is served (left at its 5 min
+        # default, an outage of a few minutes left calls failing for minutes after it)
+        reconnect_timeout=timeout / 2,
+        check=psycopg_pool.ConnectionPool.check_connection if checked else None,
+        open=False,
+        name=name,
+    )
+
+
+def store_error(error: Exception, label: str) -> StoreError | None:
+    """``Store.store_error`` for the database ``label``."""
+    if isinstance(error, StoreError):
+        return error
+    found: StoreError
+    if isinstance(error, psycopg_pool.PoolTimeout):
+        found = StoreUnavailable(f"cannot connect: {error} ({label})", label)
+    elif isinstance(error, psycopg.Error):
+        state = error.sqlstate or ""
+        if (
+            isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+            or state[:2] in _TRANSIENT_CLASSES
+            or state in _TRANSIENT_CODES
+        ):
+            found = StoreUnavailable(f"{error} ({label})", label)
+        else:
+            found = StoreError(str(error), label)
+    else:
+        return None
+    found.__cause__ = error
+    return found
+
+
+def migrate(conn: psycopg.Connection[Any], label: str) -> None:
+    """Bring the schema of ``conn``'s database (``label``) up to date, in one transaction.
+    Raises ``ConfigError`` for a database that holds another application's tables or that a
+    newer Stepline made."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+        _check_is_ours(conn, label)
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        current = _version(conn, label)
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number > current:
+                conn.execute(script.encode())
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """(the database's schema version, the newest this Stepline knows); 0: no schema."""
+    tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
+    if "schema_version" not in tables:
+        return 0, len(MIGRATIONS)
+    row = conn.execute(q.SCHEMA_VERSION).fetchone()
+    return (int(row[0] or 0) if row else 0), len(MIGRATIONS)
+
+
+def _version(conn: psycopg.Connection[Any], label: str) -> int:
+    row = conn.execute(q.SCHEMA_VERSION).fetchone()
+    current = int(row[0] or 0) if row else 0
+    if current > len(MIGRATIONS):
+        raise ConfigError(
+            f"the database {label} was made by a newer Stepline (schema version "
+            f"{current}; this one knows up to {len(MIGRATIONS)}): upgrade Stepline"
+        )
+    return current
+
+
+def _check_is_ours(conn: psycopg.Connection[Any], label: str) -> None:
+    tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
+    if not tables or ("schema_version" in tables and "runs" in tables):
+        return
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise ConfigError(
+        f"{label} is not a Stepline database: it holds other tables ({shown}); give "
+        "Stepline a database (or a schema, with ?options=-csearch_path=...) of its own"
+    )

@@ -1,0 +1,46 @@
+"""What a PostgreSQL store's transactions remember between them, in this process: the hints its
+optimistic transactions assume (``Hints``) and the lease tokens it issued (``LeaseTokens``)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+
+class Hints:
+    """What this process's transactions found lately, so that its optimistic ones assume
+    what usually holds (a wrong assumption costs a replay, never a wrong decision):
+    ``deferrals_due_at``, when a transaction last found a debounce or batch due;
+    ``indexed_names``, event names found with waits or cancel matchers (paths stay)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.deferrals_due_at = float("-inf")
+        # until when a take of this process may have caused notes, and when they were read
+        self.notes_until = float("-inf")
+        self.notes_read_at = float("-inf")
+        self.indexed_names: set[str] = set()
+        self._size = size
+
+    def has_index(self, event_name: str) -> None:
+        if len(self.indexed_names) >= self._size:  # relearned, at the cost of replays
+            self.indexed_names = set()
+        self.indexed_names = self.indexed_names | {event_name}  # read by other threads
+
+
+class LeaseTokens:
+    """The lease tokens this process issued lately, with their owners (at most ``size``)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def remember(self, token: str, owner: str) -> None:
+        with self._lock:
+            self._owners[token] = owner
+            if len(self._owners) > self._size:
+                self._owners.popitem(last=False)
+
+    def owner(self, token: str) -> str | None:
+        with self._lock:
+            return self._owners.get(token)
