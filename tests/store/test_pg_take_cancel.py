@@ -316,6 +316,7 @@ def test_a_gate_no_take_of_its_process_opened_is_opened_after_gate_hold(
         tx.stored_event_ids(["cancel-1"])
         assert take(shop, taker) == []
     _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
+    taker._gates.wait()  # the gate shows closed before its thread made the timer
     [(interval, fire)] = timers
     assert interval == _take_gates.GATE_HOLD
     monkeypatch.setattr(_take_gates, "GATE_HOLD", 0.0)  # its time has come
