@@ -179,6 +179,17 @@ async def leased_by(app: App, owner: str, at: float | None = None) -> set[str]:
     return {s.run_id for s in states if s.leased}
 
 
+def shows_leases(app: App, owner: str) -> Callable[[], Awaitable[bool]]:
+    """A check: some run shows ``owner`` as its worker and is leased now (a run's worker is
+    written with its RUNNING mark or its first commit, a little after its lease: killed before
+    that, the worker held leases no run names it for)."""
+
+    async def check() -> bool:
+        return bool(await leased_by(app, owner))
+
+    return check
+
+
 def resumed_or_taken(
     app: App, workers: Workers, proc: subprocess.Popen[bytes], worker_id: str, held: set[str]
 ) -> Callable[[], Awaitable[bool]]:
@@ -437,8 +448,11 @@ async def test_other_worker_takes_over_only_after_the_lease_expires(
             workers,
             interval=0.01,
         )
+        await poll(
+            "worker A's runs to be shown as its", shows_leases(app, "crash-A"), deadline, workers
+        )
         workers.kill(proc_a)
-        killed_at = time.time()
+        killed_at = workers.kill_times[-1]  # not after the wait for its sessions to end
         horizon = killed_at + LEASE_TTL + 5  # no lease outlives its TTL after the kill
         held = {
             run_id: await lease_expiry(app, run_id, killed_at, horizon)
@@ -497,8 +511,14 @@ async def test_a_killed_workers_runs_are_taken_over_before_its_leases_expire(
         proc_a = workers.start(CRASH_WORKER_ID="crash-A", CRASH_CONCURRENCY="10")
         started = time.monotonic()
         await poll("worker A to run steps", ran_steps(log, proc_a.pid, 3), started + 60, workers)
+        await poll(
+            "worker A's runs to be shown as its",
+            shows_leases(app, "crash-A"),
+            started + 60,
+            workers,
+        )
         workers.kill(proc_a)
-        killed_at = time.time()
+        killed_at = workers.kill_times[-1]  # not after the wait for its sessions to end
         held = await leased_by(app, "crash-A", killed_at)
         assert held, "worker A held no lease when it was killed"
         proc_b = workers.start(CRASH_WORKER_ID="crash-B", CRASH_CONCURRENCY="20")
