@@ -343,6 +343,22 @@ def _fd(given: int | None, own: int, null: Any) -> int:
     return given
 
 
+def popen_logged(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | str,
+    preload: Sequence[str],
+    log: Path,
+) -> Process:
+    """``popen`` with stdout and stderr both written to the file ``log`` (created or
+    truncated): a server or worker process whose output a test reads, or shows on failure."""
+    with log.open("wb") as sink:
+        return popen(
+            argv, env=env, cwd=cwd, preload=preload, stdout=sink.fileno(), stderr=subprocess.STDOUT
+        )
+
+
 def run(
     argv: Sequence[str],
     *,

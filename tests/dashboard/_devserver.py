@@ -35,15 +35,8 @@ def dev_server(directory: Path, *args: str, command: str = "dev") -> Iterator[st
     env.pop("STEPLINE_DB", None)
     argv = [sys.executable, "-m", "stepline.cli", command, "shop_app:app"]
     argv += ["--db", str(directory / "stepline.db"), "--port", "0", *args]
-    with out.open("wb") as sink:  # forked from a warm interpreter (tests/forkserver.py)
-        proc = forkserver.popen(
-            argv,
-            cwd=HERE,
-            env=env,
-            preload=forkserver.CLI,
-            stdout=sink.fileno(),
-            stderr=subprocess.STDOUT,
-        )
+    # forked from a warm interpreter (tests/forkserver.py)
+    proc = forkserver.popen_logged(argv, cwd=HERE, env=env, preload=forkserver.CLI, log=out)
     try:
         deadline = time.monotonic() + 30
         url = None

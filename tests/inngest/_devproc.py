@@ -70,15 +70,8 @@ def dev_process(
     argv = [sys.executable, "-m", "stepline.cli", "dev", *([app] if app else [])]
     argv += ["--port", str(port), "--db", str(directory / "stepline.db"), *args]
     url = f"http://127.0.0.1:{port}"
-    with out.open("wb") as sink:  # forked from a warm interpreter (tests/forkserver.py)
-        process = forkserver.popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            preload=forkserver.CLI,
-            stdout=sink.fileno(),
-            stderr=subprocess.STDOUT,
-        )
+    # forked from a warm interpreter (tests/forkserver.py)
+    process = forkserver.popen_logged(argv, cwd=cwd, env=env, preload=forkserver.CLI, log=out)
     try:
 
         def up() -> bool:
@@ -104,15 +97,10 @@ def sdk_process(kind: str, port: int, dev_url: str, directory: Path, **env: str)
     base = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
     base.update(PORT=str(port), INNGEST_DEV="1", INNGEST_BASE_URL=dev_url, **env)
     out = directory / f"sdk-{kind}-{port}.out"
-    with out.open("wb") as sink:  # a Python app forked from a warm interpreter (forkserver)
-        process = forkserver.popen(
-            command,
-            cwd=cwd,
-            env=base,
-            preload=forkserver.SDK_APPS,
-            stdout=sink.fileno(),
-            stderr=subprocess.STDOUT,
-        )
+    # a Python app forked from a warm interpreter (forkserver)
+    process = forkserver.popen_logged(
+        command, cwd=cwd, env=base, preload=forkserver.SDK_APPS, log=out
+    )
     try:
         yield f"http://127.0.0.1:{port}/api/inngest"
     finally:

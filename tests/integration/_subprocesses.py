@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,15 +44,13 @@ class Subprocesses:
         """Start ``python argv...`` with the test's environment (plus ``env``): a process of
         its own, forked from a warm interpreter (``forkserver``)."""
         out = self.dir / f"{self.label}-{len(self.procs)}.out"
-        with out.open("wb") as sink:
-            proc = forkserver.popen(
-                [sys.executable, *argv],
-                env={**self.env, **env},
-                cwd=self.dir,
-                preload=forkserver.WORKER,
-                stdout=sink.fileno(),
-                stderr=subprocess.STDOUT,
-            )
+        proc = forkserver.popen_logged(
+            [sys.executable, *argv],
+            env={**self.env, **env},
+            cwd=self.dir,
+            preload=forkserver.WORKER,
+            log=out,
+        )
         self.procs.append(proc)
         return proc
 
