@@ -210,9 +210,9 @@ async def test_a_row_that_cannot_be_started_is_skipped_and_the_workers_go_on(
     on leasing (a run shop sends itself afterwards completes)."""
     import stepline.store.memory_tx
     import stepline.store.postgres.tx
-    import stepline.store.sqlite.store
+    import stepline.store.sqlite.tx
 
-    stores_tx = (stepline.store.memory_tx, stepline.store.sqlite.store, stepline.store.postgres.tx)
+    stores_tx = (stepline.store.memory_tx, stepline.store.sqlite.tx, stepline.store.postgres.tx)
     for module in stores_tx:
         monkeypatch.setattr(module, "admit_taken", poisoning(module.admit_taken))
 

@@ -24,7 +24,7 @@ from stepline.store.records import (
     WaitRecord,
 )
 from stepline.store.sqlite.schema import MIGRATIONS
-from stepline.store.sqlite.store import _SQLiteTx
+from stepline.store.sqlite.tx import _SQLiteTx
 
 from .builders import (
     SERVED,
@@ -258,7 +258,7 @@ def test_commits_never_checkpoint_the_checkpointer_thread_does(
     # issue 6 (timer lateness at scale): a checkpoint inside a COMMIT held the writer for
     # 100-300 ms on a large file; the WAL is checkpointed on a thread of its own instead
     limit = 64 * 1024
-    monkeypatch.setattr("stepline.store.sqlite.store.CHECKPOINT_WAL_BYTES", limit)
+    monkeypatch.setattr("stepline.store.sqlite._database.CHECKPOINT_WAL_BYTES", limit)
     store = SQLiteStore(tmp_path / "s.db")
     store.migrate()
     wal = Path(f"{store.path}-wal")
@@ -342,7 +342,7 @@ def test_a_failed_checkpoint_does_not_stop_the_next_ones(
     # commits never checkpoint (wal_autocheckpoint = 0): if the checkpointer's thread died on
     # an error, the WAL would grow without bound
     limit = 64 * 1024
-    monkeypatch.setattr("stepline.store.sqlite.store.CHECKPOINT_WAL_BYTES", limit)
+    monkeypatch.setattr("stepline.store.sqlite._database.CHECKPOINT_WAL_BYTES", limit)
     store = SQLiteStore(tmp_path / "s.db")
     store.migrate()
     checkpointer = store._checkpointer

@@ -1,0 +1,27 @@
+"""What an ingest verb of the SQLite store writes at its end (see ``_SQLiteTx.ingest``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Deferred:
+    """The writes an ingest verb makes for many events, each kind with one statement when the
+    verb ends (the waits it resolved: before their steps complete, ``resume_waits``): the runs
+    it cancelled (``cancels``, their rows read together in ``unfinished``), their queue items
+    and cancel matchers (``runs``), the waits and RUNNING step marks of those that were leased
+    (``leased``), their RUN_CANCELLED rows (``history``)."""
+
+    waits: list[tuple[str, str]] = field(default_factory=list)  # (run id, wait id)
+    cancels: list[tuple[Any, ...]] = field(default_factory=list)  # CANCEL_RUN's parameters
+    # the runs read for mark_cancelled (UNFINISHED_RUN_FUNCTION's row; None: ended or missing)
+    unfinished: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
+    runs: list[tuple[str]] = field(default_factory=list)
+    leased: list[tuple[str]] = field(default_factory=list)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class ClaimLost(Exception):
+    """A wait ``delete_wait`` resolved inside ``ingest`` was gone when deleted."""

@@ -1,0 +1,214 @@
+"""The SQLite store's reads, each on the thread's connection (``@reading``: SQLite's errors
+read as ``StoreError``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from stepline.serde import dumps, loads
+from stepline.store import _rows as shapes
+from stepline.store._catalog import app_records
+from stepline.store._clauses import match_sql
+from stepline.store.records import (
+    AppRecord,
+    EventFilter,
+    EventRecord,
+    EventRunRecord,
+    FunctionSet,
+    HistoryRecord,
+    QueueState,
+    RunClause,
+    RunFilter,
+    RunRecord,
+    RunState,
+    SearchWindow,
+    SkipRecord,
+    StepRecord,
+    StoredEvent,
+    StoreStats,
+    WorkerRecord,
+)
+from stepline.store.sqlite import _search
+from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._arms import app_ids, chunks, unpaused
+from stepline.store.sqlite._database import Database, reading
+
+
+class SQLiteReads(Database):
+    """The Store's reads of the file."""
+
+    # -- reads ------------------------------------------------------------------------------------
+    @reading
+    def load_run(self, run_id: str) -> RunState | None:
+        with self._read() as conn:
+            row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
+            if row is None:
+                return None
+            run = shapes.run_record(row)
+            events = select_events(conn, run.event_ids)
+            steps = {s.hash: s for s in select_steps(conn, run_id)}
+            waits = [shapes.wait_record(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
+            return RunState(run=run, events=events, steps=steps, waits=waits)
+
+    @reading
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._conn().execute(q.SELECT_RUN, (run_id,)).fetchone()
+        return None if row is None else shapes.run_record(row)
+
+    @reading
+    def list_runs(self, query: RunFilter) -> list[RunRecord]:
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        found = self._conn().execute(q.LIST_RUNS.format(where=where), [*params, query.limit])
+        return [shapes.run_record(r) for r in found]
+
+    @reading
+    def search_window(
+        self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
+    ) -> SearchWindow:
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        match, matched = match_sql(clauses, _search.CLAUSES)
+        added, joins = _search.window_joins(clauses)
+        if joins:
+            statement = q.SEARCH_WINDOW_JOINED.format(
+                where=where, match=match, added=added, join=joins
+            )
+            rows = self._conn().execute(statement, [*matched, *params, window + 1])
+        else:
+            statement = q.SEARCH_WINDOW.format(where=where, match=match)
+            rows = self._conn().execute(statement, [*matched, *params, window + 1])
+        return shapes.kept_window(rows, window)
+
+    @reading
+    def count_runs(self, query: RunFilter) -> int:
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        statement = q.COUNT_RUNS.format(where=where)
+        return int(self._conn().execute(statement, [*params, query.limit]).fetchone()[0])
+
+    @reading
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        return select_steps(self._conn(), run_id)
+
+    @reading
+    def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {}
+        for row in self._conn().execute(q.STEPS_OF, (dumps(list(run_ids)),)):
+            found.setdefault(row[0], []).append(shapes.step_record(row))
+        return found
+
+    @reading
+    def list_events(self, query: EventFilter) -> list[StoredEvent]:
+        where, params = shapes.event_filter(query, "?")
+        found = self._conn().execute(q.LIST_EVENTS.format(where=where), [*params, query.limit])
+        return [shapes.stored_event(r) for r in found]
+
+    @reading
+    def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
+        found = self._conn().execute(q.EVENT_RUNS, (dumps(list(event_ids)), limit))
+        return [EventRunRecord(r[0], r[1], shapes.run_record(r[2:])) for r in found]
+
+    @reading
+    def stats(self, now: float) -> StoreStats:
+        conn = self._conn()
+        by_status = {r[0]: r[1] for r in conn.execute(q.RUNS_BY_STATUS)}
+        depth = conn.execute(q.QUEUE_DEPTH).fetchone()[0]
+        due, oldest = conn.execute(q.QUEUE_DUE, (now,)).fetchone()
+        return StoreStats(by_status, depth, due, oldest)
+
+    @reading
+    def get_history(self, run_id: str) -> list[HistoryRecord]:
+        return [shapes.history_record(r) for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))]
+
+    @reading
+    def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
+        return select_events(self._conn(), list(internal_ids))
+
+    @reading
+    def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
+        if functions is None:
+            row = self._conn().execute(q.NEXT_DUE).fetchone()
+            return None if row is None else row[0]
+        with self._read() as conn:
+            times = [conn.execute(q.NEXT_DEFERRAL).fetchone()[0]]
+            ids = dumps(list(functions.function_ids)).decode()
+            times.append(conn.execute(q.NEXT_CRON_OF, (functions.app_id, ids)).fetchone()[0])
+            times.append(conn.execute(q.NEXT_INBOX_OF, (functions.app_id, ids)).fetchone()[0])
+            deadline = conn.execute(q.NEXT_START_DEADLINE_OF, (functions.app_id, ids))
+            times.append(deadline.fetchone()[0])
+            served = unpaused(conn, functions)
+            for app_id in app_ids(conn, functions):
+                for chunk in chunks(served):
+                    arms = " UNION ALL ".join(
+                        q.NEXT_DUE_ARM.format(n=i + 2) for i in range(len(chunk))
+                    )
+                    times += [r[0] for r in conn.execute(arms, (app_id, *chunk))]
+        return min((t for t in times if t is not None), default=None)
+
+    @reading
+    def next_start_deadline(self, functions: FunctionSet) -> float | None:
+        ids = dumps(list(functions.function_ids)).decode()
+        row = self._conn().execute(q.NEXT_START_DEADLINE_OF, (functions.app_id, ids)).fetchone()
+        return None if row is None else row[0]
+
+    @reading
+    def apps(self, now: float) -> list[AppRecord]:
+        conn = self._conn()
+        return app_records(
+            conn.execute(q.CATALOG_ROWS).fetchall(),
+            conn.execute(q.APP_WORKERS, (now,)).fetchall(),
+            conn.execute(q.APP_INBOX).fetchall(),
+        )
+
+    @reading
+    def live_workers(self, now: float) -> list[WorkerRecord]:
+        return [
+            WorkerRecord(r[0], r[1], tuple(loads(r[2])), r[3], r[4], r[5])
+            for r in self._conn().execute(q.LIVE_WORKERS, (now,))
+        ]
+
+    @reading
+    def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
+        where, params = ("WHERE function_id = ?", [function_id]) if function_id else ("", [])
+        rows = self._conn().execute(q.LIST_SKIPS.format(where=where), [*params, limit])
+        return [SkipRecord(*r) for r in rows]
+
+    @reading
+    def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
+        rows = self._conn().execute(q.SDK_APPS, (app_id,))
+        return [(str(name), bytes(body)) for name, body in rows]
+
+    @reading
+    def paused_functions(self, app_id: str | None = None) -> set[str]:
+        if app_id is None:
+            return {r[0] for r in self._conn().execute(q.PAUSED)}
+        return {r[0] for r in self._conn().execute(q.PAUSED_IN, (app_id,))}
+
+    @reading
+    def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
+        ids = dumps(list(run_ids)).decode()
+        with self._read() as conn:
+            return shapes.queue_states(
+                run_ids,
+                conn.execute(q.QUEUE_STATES, (ids, now)).fetchall(),
+                conn.execute(q.WAITS_OF_RUNS, (ids,)).fetchall(),
+                lambda: [(r[1], r[3]) for r in conn.execute(q.LIVE_LEASES, (now,))],
+            )
+
+    def clock_skew(self) -> float:
+        """The database's clock minus this machine's: 0, a SQLite file has no clock of its own."""
+        return 0.0
+
+
+# -- row mapping ----------------------------------------------------------------------------------
+def select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
+    return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
+
+
+def select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord]:
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    statement = f"SELECT {q.EVENT_COLUMNS} FROM events WHERE internal_id IN ({marks})"
+    found = conn.execute(statement, ids)
+    by_id = {r[0]: shapes.event_record(r) for r in found}
+    return [by_id[i] for i in ids if i in by_id]

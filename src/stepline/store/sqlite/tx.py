@@ -1,0 +1,507 @@
+"""The SQLite store's write verbs inside one BEGIN IMMEDIATE transaction (``_SQLiteTx``), each
+in its own SAVEPOINT: one writer at a time holds the file, so each read-then-write is exact."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from stepline.errors import LeaseLostError, StoreUnavailable
+from stepline.serde import dumps, dumps_exact, loads
+from stepline.store import _rows as shapes
+from stepline.store._catalog import TriggerCatalog
+from stepline.store._index_paths import IndexPaths
+from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
+from stepline.store._pass_rules import PassTx, commit_pass
+from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store.records import (
+    AppRemoval,
+    EventIngest,
+    EventRecord,
+    FunctionSet,
+    HistoryRecord,
+    InboxItem,
+    IngestResult,
+    PassCommit,
+    RunEnd,
+    StepRecord,
+    TriggerRow,
+    WaitMatcher,
+    WaitRecord,
+    Wake,
+)
+from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._deferred import ClaimLost, Deferred
+from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
+from stepline.store.sqlite.reads import select_events
+
+DEDUP_WINDOW = 24 * 3600.0
+_NO_ATTEMPT = (None, None, None)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return dumps_exact(list(values)).decode()
+
+
+def _event_id_data(event_id: str) -> str:
+    if event_id.isascii() and event_id.isalnum():  # Stepline's ids: nothing to escape
+        return f'{{"event_id":"{event_id}"}}'
+    return dumps_exact({"event_id": event_id}).decode()
+
+
+class _SQLiteTx(SQLiteControlVerbs):
+    """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        group_cursors: dict[tuple[str, str], str],
+        catalog: TriggerCatalog | None = None,
+    ) -> None:
+        self._c = conn
+        self._group_cursors = group_cursors
+        self._triggers = (catalog or TriggerCatalog()).view(
+            lambda: int(conn.execute(q.CATALOG_VERSION).fetchall()[0][0]),
+            lambda: [TriggerRow(*r) for r in conn.execute(q.CATALOG_ROWS)],
+        )
+        self._index = IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
+        # the trigger event ids (JSON) of the runs this transaction cancelled (see run_events)
+        self._event_ids: dict[str, str] = {}
+        # runs this transaction cancelled while QUEUED: never leased, so no pass ever gave them
+        # a wait or a RUNNING step mark (only a commit or a lease does), see drop_run_work
+        self._never_leased: set[str] = set()
+        # inside ``ingest``: its writes made together (see ``ingest``)
+        self._deferred: Deferred | None = None
+        # the events of the runs this transaction cancelled, read together (see run_events)
+        self._cancelled_events: dict[str, list[EventRecord]] = {}
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        c = self._c
+        if not c.in_transaction:  # SQLite rolled it back (disk full, I/O error): a SAVEPOINT
+            # here would start a transaction of its own and commit this verb alone
+            raise StoreUnavailable("the transaction was rolled back by SQLite")
+        c.execute("SAVEPOINT verb")
+        try:
+            yield c
+        except BaseException:
+            if c.in_transaction:  # else SQLite already rolled the whole transaction back
+                c.execute("ROLLBACK TO verb")
+                c.execute("RELEASE verb")
+            raise
+        c.execute("RELEASE verb")
+
+    # -- events -----------------------------------------------------------------------------------
+    def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
+        rows = self._c.execute(q.STORED_EVENT_IDS, (dumps(list(internal_ids)),))
+        return {r[0] for r in rows}
+
+    def run_events(self, run_id: str) -> list[EventRecord]:
+        if run_id in self._event_ids:  # cancelled in this transaction: its ids were read then
+            if run_id not in self._cancelled_events:
+                self._read_cancelled_events()
+            return self._cancelled_events[run_id]
+        row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+        return [] if row is None else select_events(self._c, loads(row[0]))
+
+    def _read_cancelled_events(self) -> None:
+        """The events of every run cancelled in this transaction and not read yet, with one
+        statement (each cancellation is announced with its run's events)."""
+        unread = {
+            run_id: loads(ids)
+            for run_id, ids in self._event_ids.items()
+            if run_id not in self._cancelled_events
+        }
+        wanted = list(dict.fromkeys(i for ids in unread.values() for i in ids))
+        rows = self._c.execute(q.EVENTS_AMONG, (_json_list(wanted),))
+        found = {r[0]: shapes.event_record(r) for r in rows}
+        for run_id, ids in unread.items():
+            self._cancelled_events[run_id] = [found[i] for i in ids if i in found]
+
+    def ingest(
+        self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult]:
+        with self._savepoint():
+            try:  # the writes of many events made together (``Deferred``), in a savepoint
+                self._deferred = Deferred()
+                with self._savepoint():
+                    results = ingest(self, items, now, wait_matches)
+                    self._write_deferred()
+                    return results
+            except ClaimLost:  # cannot happen (see delete_wait); if it did: each one decides
+                pass
+            finally:
+                self._deferred = None
+            return ingest(self, items, now, wait_matches)
+
+    def _write_deferred(self) -> None:
+        deferred, c = self._deferred, self._c
+        if deferred is None:
+            return
+        self._delete_resolved(deferred)
+        if deferred.cancels:  # before the queue items go: the lease token is read from them
+            c.executemany(q.CANCEL_RUN, deferred.cancels)
+            deferred.cancels.clear()
+        if deferred.runs:
+            c.executemany(q.DELETE_QUEUE, deferred.runs)
+            c.executemany(q.DELETE_MATCHERS_OF_RUN, deferred.runs)
+            deferred.runs.clear()
+        if deferred.leased:
+            c.executemany(q.DELETE_WAITS_OF_RUN, deferred.leased)
+            c.executemany(q.DELETE_EXECUTING_STEPS, deferred.leased)
+            deferred.leased.clear()
+        if deferred.history:
+            c.executemany(q.INSERT_HISTORY, deferred.history)
+            deferred.history.clear()
+
+    def _delete_resolved(self, deferred: Deferred) -> None:
+        if deferred.waits:
+            if self._c.executemany(q.DELETE_WAIT, deferred.waits).rowcount != len(deferred.waits):
+                raise ClaimLost
+            deferred.waits.clear()
+
+    # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
+    def sync_triggers(
+        self,
+        app_id: str,
+        rows: Sequence[TriggerRow],
+        now: float,
+        served: FunctionSet | None = None,
+    ) -> None:
+        with self._savepoint() as c:
+            self._triggers.replace(
+                app_id, rows, now, served, q, c.execute, c.execute, c.executemany
+            )
+
+    def remove_app(self, app_id: str, now: float, force: bool) -> AppRemoval:
+        with self._savepoint() as c:  # one writer at a time: exact
+            [live] = c.execute(q.LIVE_WORKERS_OF_APP, (app_id, now)).fetchone()
+            if live and not force:
+                return AppRemoval(app_id, live, True, 0, 0)
+            # the rows of its catalog's functions are skipped (as a registration removing them)
+            triggers, skipped = self._triggers.replace(
+                app_id, (), now, None, q, c.execute, c.execute, c.executemany
+            )
+            dropped = skipped + c.execute(q.DROP_INBOX_OF_APP, (app_id,)).rowcount
+            sdk = c.execute(q.DROP_SDK_APPS_OF_APP, (app_id,)).rowcount
+        return AppRemoval(app_id, live, False, triggers, dropped, sdk)
+
+    def listeners(self, event_name: str) -> Sequence[tuple[str, str]]:
+        return self._triggers.listeners(event_name)
+
+    def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
+        self._c.executemany(q.DELIVER, [(*row, now) for row in rows])
+
+    def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
+        c = self._c  # one statement writes: atomic without a savepoint (a lease job's cost)
+        wanted = dumps(list(functions.function_ids))
+        rows = sorted(c.execute(q.TAKE_INBOX, (functions.app_id, wanted, limit)).fetchall())
+        events = {e.internal_id: e for e in select_events(c, [r[2] for r in rows])}
+        taken = [
+            InboxItem(seq, function_id, events.get(event_id), received_at)
+            for seq, function_id, event_id, received_at in rows
+        ]
+        return lambda: taken
+
+    def events_received(
+        self, names: Sequence[str], after: tuple[float, str], until: float
+    ) -> list[tuple[float, EventRecord]]:
+        found: list[tuple[float, EventRecord]] = []
+        for name in dict.fromkeys(names):
+            params = (name, after[0], until, after[0], after[1])
+            rows = self._c.execute(q.EVENTS_RECEIVED, params).fetchall()
+            found += [(row[0], shapes.event_record(row[1:])) for row in rows]
+        return sorted(found, key=_received_order)
+
+    def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
+        return []  # one writer at a time: a take and an ingestion never overlap
+
+    def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
+        with self._savepoint():
+            return admit_taken(self, items, now)
+
+    # -- EventPrimitives (see _primitives; one writer at a time: each is exact) ------------------
+    def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
+        c = self._c
+        new: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            fresh = True
+            if event.id is not None:  # in order: an earlier event of the list counts
+                row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
+                fresh = row is None or row[0] <= now - DEDUP_WINDOW
+                if fresh:
+                    c.execute(q.REMEMBER_SENDER_ID, (event.id, now))
+            new.append(fresh)
+            user = dumps_exact(event.user) if event.user else b"{}"
+            data = event.encoded_data()
+            duplicate = int(not fresh)
+            rows.append(
+                (event.internal_id, event.name, data, user, event.id, event.ts, now, duplicate)
+            )
+        c.executemany(q.INSERT_EVENT, rows)  # one statement: the B-trees' pages stay hot
+        return new
+
+    def wait_paths(self, event_name: str) -> Sequence[str]:
+        return self._index.indexed_paths(q.WAIT_PATHS, event_name)
+
+    def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
+        return [WaitRecord(*r) for r in self._index.unindexed_rows(q.WAITS_UNINDEXED, event_name)]
+
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+        if len(values) == 1:
+            rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, values[0]))
+        else:
+            rows = self._c.execute(q.WAITS_INDEXED_AMONG, (event_name, path, _json_list(values)))
+        return [WaitRecord(*r) for r in rows]
+
+    def matcher_paths(self, event_name: str) -> Sequence[str]:
+        return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
+
+    def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
+        rows = self._index.unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
+        return self._read_runs_of([WaitRecord(*r) for r in rows])
+
+    def indexed_matchers(
+        self, event_name: str, path: str, values: Sequence[str], now: float
+    ) -> list[WaitRecord]:
+        if len(values) == 1:
+            params: tuple[Any, ...] = (event_name, path, values[0], now)
+            rows = self._c.execute(q.MATCHERS_INDEXED, params)
+        else:
+            params = (event_name, path, _json_list(values), now)
+            rows = self._c.execute(q.MATCHERS_INDEXED_AMONG, params)
+        return self._read_runs_of([WaitRecord(*r) for r in rows])
+
+    def _read_runs_of(self, matchers: list[WaitRecord]) -> list[WaitRecord]:
+        """Inside ``ingest``: read the runs of these cancel-matcher candidates that were not
+        read yet, with one statement, for ``mark_cancelled`` (what it reads of a run, or that
+        the run has ended). Exact: only this transaction writes, and it records its own
+        cancellations there."""
+        deferred = self._deferred
+        if deferred is None or not matchers:
+            return matchers
+        unread = [m.run_id for m in matchers if m.run_id not in deferred.unfinished]
+        if unread:
+            rows = self._c.execute(q.UNFINISHED_RUNS_AMONG, (_json_list(unread),))
+            found = {r[0]: tuple(r[1:]) for r in rows}
+            for run_id in unread:
+                deferred.unfinished[run_id] = found.get(run_id)
+        return matchers
+
+    def delete_wait(self, run_id: str, wait_id: str) -> bool:
+        if self._deferred is None:
+            return bool(self._c.execute(q.DELETE_WAIT, (run_id, wait_id)).rowcount == 1)
+        # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
+        # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
+        # the wait is there, and its delete waits for ``resume_waits`` (one statement for the
+        # batch), which checks that every one of them deleted a row.
+        self._deferred.waits.append((run_id, wait_id))
+        return True
+
+    def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
+        c = self._c
+        if self._deferred is not None:
+            self._delete_resolved(self._deferred)
+        c.executemany(
+            q.COMPLETE_STEP, [(r.event_json, now, r.run_id, r.step_hash) for r in resumed]
+        )
+        c.executemany(q.WAKE, [(now, r.run_id) for r in resumed])
+        if all(r.step_id is not None for r in resumed):
+            rows = [(r.run_id, now, r.step_id, _event_id_data(r.event_id)) for r in resumed]
+            c.executemany(q.INSERT_WAIT_MATCHED, rows)
+        else:  # a wait stored without its step's id (schema 18): the step is read
+            reading = [
+                (r.run_id, now, r.step_id, r.run_id, r.step_hash, _event_id_data(r.event_id))
+                for r in resumed
+            ]
+            c.executemany(q.INSERT_WAIT_MATCHED_READING_STEP, reading)
+
+    # -- RunPrimitives ----------------------------------------------------------------------------
+    def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
+        c, deferred = self._c, self._deferred
+        # a SELECT then a plain UPDATE (the transaction holds the write lock): cheaper than
+        # UPDATE ... RETURNING, which SQLite runs through a temporary table; inside ``ingest``
+        # the run was usually read with the other candidates' (``_read_runs_of``) and the
+        # UPDATE is made with the others' when the verb ends (until then ``active_singleton_runs``
+        # and ``settle_pending_step`` see the run as ended through ``deferred.unfinished``)
+        if deferred is not None and run_id in deferred.unfinished:
+            row = deferred.unfinished[run_id]
+        else:
+            row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
+        if row is None:
+            return None
+        params = (now, shapes.json_or_none(error), run_id)
+        if deferred is None:
+            c.execute(q.CANCEL_RUN, params)
+        else:
+            deferred.cancels.append(params)
+            deferred.unfinished[run_id] = None  # ended
+        self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
+        if row[4] == "QUEUED":
+            self._never_leased.add(run_id)
+        return EndedRun(str(row[0]), row[1], row[2])
+
+    def drop_run_work(self, run_id: str) -> None:
+        deferred = self._deferred
+        if deferred is not None:  # inside ``ingest``: nothing it reads later reads them (the
+            # ingest order skips the runs it cancelled), written at its end with one statement
+            deferred.runs.append((run_id,))
+            if run_id not in self._never_leased:
+                deferred.leased.append((run_id,))
+            return
+        c = self._c
+        c.execute(q.DELETE_QUEUE, (run_id,))
+        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+        if run_id not in self._never_leased:  # else it has neither
+            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
+
+    def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
+        if self._deferred is not None:  # inside ``ingest``: a cancelled run's, written at its end
+            self._deferred.history += [shapes.history_params(h, worker_id) for h in records]
+            return
+        if len(records) == 1:
+            self._c.execute(q.INSERT_HISTORY, shapes.history_params(records[0], worker_id))
+        elif records:
+            params = [shapes.history_params(h, worker_id) for h in records]
+            self._c.executemany(q.INSERT_HISTORY, params)
+
+    def settle_pending_step(self, wake: Wake, now: float) -> bool:
+        if self._ended_here(wake.run_id):
+            return False
+        settle = (
+            wake.status,
+            wake.output_json,
+            shapes.json_or_none(wake.error),
+            now,
+            wake.run_id,
+            wake.step_hash,
+        )
+        return bool(self._c.execute(q.SETTLE_PENDING_STEP, settle).rowcount == 1)
+
+    def wake_run(self, run_id: str, now: float) -> None:
+        self._c.execute(q.WAKE, (now, run_id))
+
+    def _ended_here(self, run_id: str) -> bool:
+        """Whether ``ingest`` cancelled the run and its UPDATE is still to be made."""
+        deferred = self._deferred
+        return (
+            deferred is not None
+            and run_id in deferred.unfinished
+            and (deferred.unfinished[run_id] is None)
+        )
+
+    # -- passes -----------------------------------------------------------------------------------
+    def commit_pass(
+        self, commit: PassCommit, now: float, wait_matches: WaitMatcher
+    ) -> list[IngestResult] | None:
+        with self._savepoint():
+            return commit_pass(self, commit, now, wait_matches)
+
+    def _check_lease(self, run_id: str, token: str) -> str:
+        """The worker holding the run's lease, if ``token`` is its lease."""
+        worker = self.hold_lease(run_id, token)
+        if worker is None:
+            raise LeaseLostError(f"run {run_id}: lease lost")
+        return worker
+
+    # -- PassPrimitives ---------------------------------------------------------------------------
+    def hold_lease(self, run_id: str, token: str) -> str | None:
+        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
+        return None if row is None or row[0] != token else str(row[1])
+
+    def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
+        row = self._c.execute(q.CANCELLED_LEASE, (run_id,)).fetchone()
+        return None if row is None or row[0] is None else (str(row[0]), row[1])
+
+    def put_steps(self, steps: Sequence[StepRecord]) -> None:
+        self._c.executemany(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
+
+    def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
+        self._c.executemany(q.INSERT_STEP_IF_UNSETTLED, [shapes.step_params(s) for s in steps])
+
+    def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
+        for wait in waits:
+            self._c.execute(q.INSERT_WAIT, (*shapes.wait_params(wait), wait.step_id))
+            if wait.index_path is None:
+                self._index.added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
+            else:
+                self._index.add_indexed_path(
+                    q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
+                )
+
+    def mark_running(self, run_id: str, started_at: float) -> None:
+        self._c.execute(q.MARK_RUNNING, (started_at, run_id))
+
+    def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        self._c.execute(
+            q.END_RUN_TERMINAL,
+            (
+                end.status,
+                end.output_json,
+                shapes.json_or_none(end.error),
+                now,
+                end.attempt,
+                started_at,
+                run_id,
+            ),
+        )
+
+    def suspend_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
+        c = self._c
+        c.execute(q.END_RUN_SUSPENDED, (end.status, end.attempt, started_at, run_id))
+        c.execute(q.RESCHEDULE, (now, end.due_at, run_id))
+
+    def heartbeat(self, owner: str, run_ids: Sequence[str], now: float, ttl: float) -> list[str]:
+        lost: list[str] = []
+        with self._savepoint() as c:
+            for run_id in run_ids:
+                if c.execute(q.HEARTBEAT, (now + ttl, run_id, owner)).rowcount != 1:
+                    lost.append(run_id)
+        return lost
+
+    def release_owner(self, owner: str, now: float) -> int:
+        with self._savepoint() as c:
+            return c.execute(q.RELEASE_OWNER, (now, now, owner)).rowcount
+
+    def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
+        with self._savepoint() as c:
+            worker = self._check_lease(run_id, lease_token)
+            due = c.execute(q.EXPIRED_WAITS_OF_RUN, (run_id, now))
+            expired = [shapes.wait_record(r) for r in due]
+            for wait in expired:
+                c.execute(q.DELETE_WAIT, (run_id, wait.wait_id))
+                c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
+                step_id = wait.step_id
+                if step_id is None:  # stored without it (see schema 18)
+                    step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
+                    step_id = step_row[0] if step_row else None
+                row = (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
+                c.execute(q.INSERT_HISTORY, row)
+            return [w.step_hash for w in expired]
+
+    def overdue_starts(
+        self, now: float, functions: FunctionSet, limit: int
+    ) -> list[tuple[str, str, float]]:
+        ids = dumps(list(functions.function_ids)).decode()
+        rows = self._c.execute(q.OVERDUE_STARTS, (functions.app_id, ids, now, limit))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def cancel_run(
+        self, run_id: str, now: float, reason: str, event_id: str | None = None
+    ) -> str | None:
+        with self._savepoint():
+            return cancel_by(self, run_id, now, reason, event_id)
+
+
+def _received_order(row: tuple[float, EventRecord]) -> tuple[float, str]:
+    return row[0], row[1].internal_id
+
+
+if TYPE_CHECKING:  # mypy proves the backend supplies every primitive of the shared algorithms
+
+    def _supplies_primitives(tx: _SQLiteTx) -> PassTx:
+        return tx
