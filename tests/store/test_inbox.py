@@ -311,7 +311,7 @@ def test_a_worker_reads_one_inbox_row_per_function_whatever_waits_on_sqlite(
 def test_a_worker_reads_one_inbox_row_per_function_whatever_waits_on_postgres(
     pg_url: str,
 ) -> None:
-    from stepline.store.postgres import queries as pq
+    from stepline.store.postgres import _lease_queries as pq
 
     store = PostgresStore(pg_url)
     try:
@@ -340,7 +340,7 @@ def test_a_worker_reads_one_inbox_row_per_function_whatever_waits_on_postgres(
 
 def test_the_purge_finds_old_inbox_rows_by_index_on_postgres(pg_url: str) -> None:
     from stepline.store.postgres import PostgresStore
-    from stepline.store.postgres import queries as pq
+    from stepline.store.postgres import _upkeep_queries as pq
 
     store = PostgresStore(pg_url)
     try:

@@ -186,13 +186,13 @@ def test_a_payload_names_function_and_run() -> None:
 def test_the_lease_statements_are_short_enough_for_psycopg_to_cache_their_conversion() -> None:
     from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
+    from stepline.store.postgres import _lease_queries as lq
     from stepline.store.postgres import _leases
-    from stepline.store.postgres import queries as q
 
     # psycopg parses a longer text's placeholders again at each execution (45-65 µs)
     for text in (_leases.LEASE_NAMED, _leases._candidates(1), _leases._candidates(2)):
         assert len(text.encode()) <= MAX_CACHED_STATEMENT_LENGTH
-    assert len(q.LEASE_NAMED.encode()) > MAX_CACHED_STATEMENT_LENGTH  # as written: not cached
+    assert len(lq.LEASE_NAMED.encode()) > MAX_CACHED_STATEMENT_LENGTH  # as written: not cached
 
 
 def test_compact_keeps_string_literals_and_tokens() -> None:

@@ -7,7 +7,7 @@ import psycopg
 from tests.store.builders import cel_matches, event, start
 
 from stepline.store.postgres import PostgresStore
-from stepline.store.postgres import queries as q
+from stepline.store.postgres import _read_queries as rq
 from stepline.store.records import EventIngest
 
 
@@ -25,6 +25,6 @@ def test_load_run_finds_its_events_by_primary_key(pg_url: str) -> None:
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("ANALYZE events")
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q.LOAD_RUN, ("r1",)))
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + rq.LOAD_RUN, ("r1",)))
     assert "Seq Scan on events" not in plan, plan
     assert "events_pkey" in plan, plan

@@ -10,7 +10,7 @@ import psycopg
 import psycopg_pool
 
 from stepline.errors import ConfigError, StoreError, StoreUnavailable
-from stepline.store.postgres import queries as q
+from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres.schema import MIGRATIONS
 
 MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
@@ -81,15 +81,15 @@ def migrate(conn: psycopg.Connection[Any], label: str) -> None:
 
 def schema_version(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     """(the database's schema version, the newest this Stepline knows); 0: no schema."""
-    tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
+    tables = {r[0] for r in conn.execute(uq.TABLE_NAMES)}
     if "schema_version" not in tables:
         return 0, len(MIGRATIONS)
-    row = conn.execute(q.SCHEMA_VERSION).fetchone()
+    row = conn.execute(uq.SCHEMA_VERSION).fetchone()
     return (int(row[0] or 0) if row else 0), len(MIGRATIONS)
 
 
 def _version(conn: psycopg.Connection[Any], label: str) -> int:
-    row = conn.execute(q.SCHEMA_VERSION).fetchone()
+    row = conn.execute(uq.SCHEMA_VERSION).fetchone()
     current = int(row[0] or 0) if row else 0
     if current > len(MIGRATIONS):
         raise ConfigError(
@@ -100,7 +100,7 @@ def _version(conn: psycopg.Connection[Any], label: str) -> int:
 
 
 def _check_is_ours(conn: psycopg.Connection[Any], label: str) -> None:
-    tables = {r[0] for r in conn.execute(q.TABLE_NAMES)}
+    tables = {r[0] for r in conn.execute(uq.TABLE_NAMES)}
     if not tables or ("schema_version" in tables and "runs" in tables):
         return
     shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")

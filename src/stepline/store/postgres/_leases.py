@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._pass_rules import fail_spent
+from stepline.store.postgres import _lease_queries as lq
+from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import _rows
-from stepline.store.postgres import queries as q
 from stepline.store.postgres.presence import PRESENCE_KEY
 from stepline.store.records import FunctionSet, Lease, SpentRun
 
@@ -63,7 +64,7 @@ def lease_due(
         }
         fns = list(functions.function_ids)
         statement = _candidates(len(apps))
-        reads: list[tuple[str, Any]] = [(q.LIVE_LEASES, (now,))]
+        reads: list[tuple[str, Any]] = [(lq.LIVE_LEASES, (now,))]
         reads += [(statement, {**common, "fn": fn}) for fn in fns]
         leases, *found = s.run_all(reads)
         for function_id, key1, limit1, key2, limit2 in leases:
@@ -81,7 +82,7 @@ def lease_due(
                     due[r[0]] += 1
             backlogs += [(apps[i], fn) for i, count in due.items() if count >= window]
         for app, fn in backlogs:  # a backlog: its groups' oldest runs too
-            group_heads = s.run(q.GROUP_HEADS, {"app": app, "fn": fn, "by": horizon})
+            group_heads = s.run(lq.GROUP_HEADS, {"app": app, "fn": fn, "by": horizon})
             heads = [_candidate(r, fn) for r in group_heads]
             locked = {run.run_id for run in candidates}
             unlocked.update(h.run_id for h in heads if h.run_id not in locked)
@@ -90,7 +91,7 @@ def lease_due(
         if keys:
             for key in keys:
                 tx._lock(f"concurrency\x1f{key}")
-            found = s.run(q.BUSY_SLOTS_OF, {"now": now, "keys": keys}).fetchall()
+            found = s.run(lq.BUSY_SLOTS_OF, {"now": now, "keys": keys}).fetchall()
             fresh, _ = _count_slots(found)
             for key in keys:
                 busy[key] = fresh[key]
@@ -98,13 +99,13 @@ def lease_due(
         to_lock = [run.run_id for run in picked if run.run_id in unlocked]
         lost: set[str] = set()
         if to_lock:
-            got = {r[0] for r in s.run(q.LOCK_DUE, (to_lock, horizon))}
+            got = {r[0] for r in s.run(lq.LOCK_DUE, (to_lock, horizon))}
             lost = {r for r in to_lock if r not in got}  # another worker has them
         taken = [run.run_id for run in picked if run.run_id not in lost]
         previous = {run.run_id: run.held_by for run in picked}
         generic = bool(taken)
         if generic:  # the statements by run ids, with their generic plans (lease_named)
-            s.write(q.GENERIC_PLANS)
+            s.write(lq.GENERIC_PLANS)
             taken = fail_spent(tx, taken, now, max_passes, failed)
         if taken:
             tx._tokens.remember(token, owner)
@@ -112,7 +113,7 @@ def lease_due(
                 tx.new_runs.pop(run_id, None)
             app_id = functions.app_id
             s.write(
-                q.TAKE_LEASES,
+                lq.TAKE_LEASES,
                 {
                     "owner": owner,
                     "token": token,
@@ -124,9 +125,9 @@ def lease_due(
             )
             # the runs as leased, read with the writes (load_run after the commit, without
             # another round trip): the rows are there once the transaction committed
-            loaded = _rows.LoadedRuns(s.read_later(q.LOAD_RUNS, (taken,)))
+            loaded = _rows.LoadedRuns(s.read_later(rq.LOAD_RUNS, (taken,)))
         if generic:
-            s.write(q.DEFAULT_PLANS)
+            s.write(lq.DEFAULT_PLANS)
     ahead = {run.run_id: run.due_at for run in picked if run.due_at > now}
     return [
         Lease(r, token, previous[r], ahead.get(r), functools.partial(loaded.state, r))
@@ -165,10 +166,10 @@ def lease_named(
         # planned once per connection (a prepared statement's generic plan: each look is
         # by key whatever the plan): planning them for each lease cost more than running
         # them (0.4 and 0.2 ms against 0.1 each; lease_due's by run ids alike)
-        s.write(q.GENERIC_PLANS)
+        s.write(lq.GENERIC_PLANS)
         taken = s.read_later(LEASE_NAMED, params)  # the runs as leased (LOAD_RUNS)
         loaded = _rows.LoadedRuns(taken)
-        s.write(q.DEFAULT_PLANS)
+        s.write(lq.DEFAULT_PLANS)
 
     def leases() -> list[Lease]:
         return [
@@ -199,12 +200,12 @@ def compact(query: str) -> str:
 
 
 _AROUND_PUNCTUATION = re.compile(r" ?([(),=<>]) ?")
-LEASE_NAMED = compact(q.LEASE_NAMED)
+LEASE_NAMED = compact(lq.LEASE_NAMED)
 
 
 @functools.cache
 def _candidates(apps: int) -> str:
-    return compact(q.lease_candidates(apps))
+    return compact(lq.lease_candidates(apps))
 
 
 def _slots(

@@ -10,6 +10,7 @@ import psycopg
 from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._admission_rules import DeferralRow, new_run_from_dict
+from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._statements import Later
 from stepline.store.records import (
@@ -18,20 +19,20 @@ from stepline.store.records import (
     StepRecord,
 )
 
-_RUN_WIDTH = len(q.RUN_COLUMNS.split(","))
+_RUN_WIDTH = len(rq.RUN_COLUMNS.split(","))
 _EVENT_WIDTH = len(q.EVENT_COLUMNS.split(","))
-_STEP_WIDTH = len(q.SELECT_STEPS.split(" FROM ")[0].split(","))
+_STEP_WIDTH = len(rq.SELECT_STEPS.split(" FROM ")[0].split(","))
 _WAIT_WIDTH = len(q.WAIT_COLUMNS.split(","))
 
 
 def select_steps(conn: psycopg.Connection[Any], run_id: str) -> list[StepRecord]:
-    return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
+    return [shapes.step_record(r) for r in conn.execute(rq.SELECT_STEPS, (run_id,))]
 
 
 def select_events(conn: psycopg.Connection[Any], ids: list[str]) -> list[EventRecord]:
     if not ids:
         return []
-    found = conn.execute(q.SELECT_EVENTS, (ids,))
+    found = conn.execute(rq.SELECT_EVENTS, (ids,))
     by_id = {r[0]: shapes.event_record(r) for r in found}
     return [by_id[i] for i in ids if i in by_id]
 

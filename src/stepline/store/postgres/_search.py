@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepline.store._clauses import ClauseSql
-from stepline.store.postgres import queries as q
+from stepline.store.postgres import _read_queries as rq
 from stepline.store.records import RunClause
 
 # how the window adds the columns a clause reads (event_*: the run's first event, NULL
@@ -31,8 +31,8 @@ def window_joins(clauses: tuple[RunClause, ...]) -> tuple[str, str]:
     joins they need: the run's first event, its queue row."""
     fields = {c.field for c in clauses}
     added = "".join(f", {sql}" for field, sql in _ADDED.items() if field in fields)
-    joins = q.SEARCH_EVENT_JOIN if any(f.startswith("event.") for f in fields) else ""
-    joins += q.SEARCH_QUEUE_JOIN if any(f.startswith("queue.") for f in fields) else ""
+    joins = rq.SEARCH_EVENT_JOIN if any(f.startswith("event.") for f in fields) else ""
+    joins += rq.SEARCH_QUEUE_JOIN if any(f.startswith("queue.") for f in fields) else ""
     return added, joins
 
 

@@ -10,7 +10,7 @@ worker's runs are taken over at the next poll instead of when their leases expir
 
 A restart of the server, or a crash of any one backend (after which the server ends every
 session and reinitializes), makes every worker lose its lock at once, live ones too; a live
-worker takes it again at its next poll. ``<epoch>`` (``queries.PRESENCE_EPOCH``) tells those
+worker takes it again at its next poll. ``<epoch>`` (``_lease_queries.PRESENCE_EPOCH``) tells those
 apart: the later of the server's start and the last reset of its shared statistics (which a
 crash resets; a clean restart keeps them, and changes the start). A lease taken under another
 epoch than the server's now is an ordinary lease, taken over only when it expires, never
@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg
 
-from stepline.store.postgres.queries import PRESENCE_EPOCH
+from stepline.store.postgres._lease_queries import PRESENCE_EPOCH
 
 PRESENCE_KEY = "stepline-worker\x1f"  # + worker id: the advisory lock's name
 # whether the lock was taken, and the prefix of the tokens of leases taken while it is held

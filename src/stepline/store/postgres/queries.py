@@ -1,8 +1,10 @@
-"""Every SQL statement the PostgreSQL store runs, by name (psycopg placeholders)."""
+"""The PostgreSQL store's statements that commit passes and ingest events, by name (psycopg
+placeholders): events, runs, steps, waits, cancel matchers, admission state, the trigger catalog
+and the inbox, the cancel locks, and the coalesced forms. The others by concern: leasing and due
+times (``_lease_queries``), reads (``_read_queries``), keeping the database
+(``_upkeep_queries``)."""
 
 from __future__ import annotations
-
-import functools
 
 # a transaction-level advisory lock on a named key (flow-control state that may not have a row
 # yet): held until the transaction ends, so the next transaction deciding on the same key reads
@@ -34,7 +36,7 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
 INSERT_HISTORY = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
-_STEP_COLUMNS = """run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
+STEP_COLUMNS = """run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
                    started_at, ended_at"""
 _UPSERT_STEP_CONFLICT = """
 ON CONFLICT (run_id, hash) DO UPDATE SET
@@ -43,10 +45,10 @@ ON CONFLICT (run_id, hash) DO UPDATE SET
     attempts = excluded.attempts, due_at = excluded.due_at, started_at = excluded.started_at,
     ended_at = excluded.ended_at"""
 UPSERT_STEP = f"""
-INSERT INTO steps ({_STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)\
+INSERT INTO steps ({STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)\
 {_UPSERT_STEP_CONFLICT}"""
 INSERT_STEP_IF_UNSETTLED = f"""
-INSERT INTO steps ({_STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO steps ({STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, hash) DO UPDATE SET
     status = excluded.status, output = excluded.output, error = excluded.error,
     attempts = excluded.attempts, started_at = excluded.started_at, ended_at = excluded.ended_at
@@ -136,148 +138,6 @@ RESCHEDULE = """
 UPDATE queue SET due_at = CASE WHEN wake THEN %s ELSE %s END,
        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = false
 WHERE run_id = %s"""
-BUSY_SLOTS = """
-SELECT ckey1, climit1, ckey2, climit2 FROM queue
-WHERE lease_owner IS NOT NULL AND lease_expires_at > %s
-  AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)"""
-BUSY_SLOTS_OF = """
-SELECT ckey1, climit1, ckey2, climit2 FROM queue
-WHERE lease_owner IS NOT NULL AND lease_expires_at > %(now)s
-  AND (ckey1 = ANY(%(keys)s) OR ckey2 = ANY(%(keys)s))"""
-PAUSED_AMONG = """
-SELECT function_id FROM paused WHERE app_id IN (%s, '') AND function_id = ANY(%s)"""
-ANY_UNOWNED = "SELECT 1 FROM queue WHERE app_id = '' LIMIT 1"
-LIVE_LEASES = """
-SELECT function_id, ckey1, climit1, ckey2, climit2 FROM queue
-WHERE lease_owner IS NOT NULL AND lease_expires_at > %s"""
-# the presence lock of the worker {key} (presence.py), granted to some session
-_PRESENCE_LOCK = """l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid = ((hashtextextended(%(prefix)s || {key}, 0) >> 32) & 4294967295)::oid
-  AND l.objid = (hashtextextended(%(prefix)s || {key}, 0) & 4294967295)::oid"""
-# The tokens of leases taken under a presence lock (presence.py) since the server's sessions
-# last all ended: "p:<epoch>:", the epoch the later of the server's start and the last reset of
-# its shared statistics (a crash of any backend ends every session and resets them; a restart
-# keeps them); microseconds
-PRESENCE_EPOCH = """'p:' || (
-  extract(epoch FROM greatest(
-    pg_postmaster_start_time(), (SELECT stats_reset FROM pg_stat_bgwriter))) * 1000000
-)::bigint || ':'"""
-LIVE_PRESENCE = f"lease_token LIKE {PRESENCE_EPOCH} || '%%'"
-# the owners of live leases taken under a presence lock since the last reset (LIVE_PRESENCE) that
-# nobody holds now, other than the worker asking, which must hold its own (a worker that lost
-# its lock to a reset judges nobody until it took it again): the process that held it ended
-# (its leases are treated as expired)
-DEAD_OWNERS = f"""
-SELECT DISTINCT lease_owner FROM queue
-WHERE lease_owner IS NOT NULL AND lease_owner <> %(owner)s AND lease_expires_at > %(now)s
-  AND {LIVE_PRESENCE}
-  AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE {_PRESENCE_LOCK.format(key="lease_owner")})
-  AND EXISTS (SELECT 1 FROM pg_locks l WHERE {_PRESENCE_LOCK.format(key="%(owner)s")})"""
-# the concurrency keys whose live leases reached the key's limit
-FULL_KEYS = """
-SELECT key FROM (
-    SELECT ckey1 AS key, climit1 AS cap FROM queue
-    WHERE lease_owner IS NOT NULL AND lease_expires_at > %(now)s
-      AND ckey1 IS NOT NULL AND climit1 IS NOT NULL
-    UNION ALL
-    SELECT ckey2, climit2 FROM queue
-    WHERE lease_owner IS NOT NULL AND lease_expires_at > %(now)s
-      AND ckey2 IS NOT NULL AND climit2 IS NOT NULL
-) AS live GROUP BY key HAVING count(*) >= min(cap)"""
-_NOT_PAUSED_FN = """NOT EXISTS (
-    SELECT 1 FROM paused WHERE app_id IN (%(app)s, '') AND function_id = %(fn)s)"""
-# the served function's oldest due runs of app %(app{i})s, full concurrency keys left out, then
-# its runs whose lease expired or whose owner's presence lock is gone, in queue order, locked:
-# rows another worker is leasing right now are skipped, never waited for
-_DUE_OF = f"""
-SELECT * FROM (
-    SELECT {{i}} AS served, false AS expired,
-           run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-    WHERE app_id = %(app{{i}})s AND function_id = %(fn)s AND lease_owner IS NULL
-      AND due_at <= %(by)s
-      AND (ckey1 IS NULL OR NOT ckey1 = ANY(ARRAY(SELECT key FROM full_keys)))
-      AND (ckey2 IS NULL OR NOT ckey2 = ANY(ARRAY(SELECT key FROM full_keys)))
-      AND {_NOT_PAUSED_FN}
-    ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED) AS due{{i}}"""
-_EXPIRED_OF = f"""
-SELECT * FROM (
-    SELECT {{i}} AS served, true AS expired,
-           run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner FROM queue
-    WHERE app_id = %(app{{i}})s AND function_id = %(fn)s AND lease_owner IS NOT NULL
-      AND (lease_expires_at <= %(now)s
-           OR lease_owner <> %(owner)s AND {LIVE_PRESENCE}
-              AND lease_owner = ANY(ARRAY(SELECT lease_owner FROM dead_owners)))
-      AND {_NOT_PAUSED_FN}
-    ORDER BY due_at, run_id LIMIT %(window)s FOR UPDATE SKIP LOCKED) AS expired{{i}}"""
-
-
-@functools.cache
-def lease_candidates(apps: int) -> str:
-    """The candidates of a lease (``tx.lease_due``) of one served function, in one statement:
-    its due runs and runs whose lease expired (``_DUE_OF``, ``_EXPIRED_OF``) of each of
-    ``apps`` apps (the served app, and "" for rows recorded before runs carried their app),
-    each row tagged with the app's number and whether the lease expired. Parameters: ``app``
-    (the served app), ``app<i>``, ``fn``, ``now``, ``by``, ``window``, ``owner`` and ``prefix``.
-    One statement a function, the same text for each (prepared once, planned once): one
-    statement for all functions took the planner milliseconds per function. The full keys and
-    the dead owners are computed only if a row asks for them (a scan that finds no run with a
-    concurrency key, or no lease of another owner, never reads them)."""
-    parts = [part.format(i=i) for i in range(apps) for part in (_DUE_OF, _EXPIRED_OF)]
-    union = "\nUNION ALL".join(parts)
-    return f"""
-WITH full_keys AS MATERIALIZED ({FULL_KEYS}),
-dead_owners AS MATERIALIZED ({DEAD_OWNERS})
-{union}"""
-
-
-# the oldest due run of each concurrency-key group of one function (behind a backlog longer
-# than the window), unlocked: a run picked from these is locked before it is leased
-GROUP_HEADS = """
-SELECT DISTINCT ON (ckey1, ckey2) run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner
-FROM queue
-WHERE app_id = %(app)s AND function_id = %(fn)s AND lease_owner IS NULL AND due_at <= %(by)s
-ORDER BY ckey1, ckey2, due_at, run_id"""
-LOCK_DUE = """
-SELECT run_id FROM queue
-WHERE run_id = ANY(%s) AND lease_owner IS NULL AND due_at <= %s FOR UPDATE SKIP LOCKED"""
-# the leases taken (queue), a RUN_STARTED row for each run's first pass (history: it reads the
-# runs as they were before the statement, as when it was sent before the update of runs) and the
-# runs marked leased, in one statement: its parts write different tables. {runs}: the runs
-_TAKE = """
-leased AS (
-    UPDATE queue SET lease_owner = %(owner)s, lease_token = %(token)s,
-           lease_expires_at = %(expires)s, wake = false,
-           app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
-    WHERE run_id {runs}),
-started AS (
-    INSERT INTO history (run_id, ts, kind, worker_id)
-    SELECT run_id, %(now)s, 'RUN_STARTED', %(owner)s FROM runs
-    WHERE run_id {runs} AND started_at IS NULL
-      AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)),
-marked AS (
-    UPDATE runs SET status = 'RUNNING', worker_id = %(owner)s, passes = passes + 1,
-           started_at = CASE WHEN started_at IS NULL
-                              AND (start_timeout IS NULL OR %(now)s <= created_at + start_timeout)
-                             THEN %(now)s ELSE started_at END,
-           app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
-    WHERE run_id {runs}{returning})"""
-TAKE_LEASES = f"WITH {_TAKE.format(runs='= ANY(%(runs)s)', returning='')}\nSELECT 1"
-GENERIC_PLANS = "SET LOCAL plan_cache_mode TO force_generic_plan"
-DEFAULT_PLANS = "SET LOCAL plan_cache_mode TO DEFAULT"
-MARK_STEP_RUNNING = f"""
-INSERT INTO steps ({_STEP_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, 'RUNNING', NULL, NULL, %s, NULL, %s, NULL)
-ON CONFLICT (run_id, hash) DO UPDATE SET status = 'RUNNING', started_at = excluded.started_at
-WHERE steps.status NOT IN ('COMPLETED', 'FAILED') AND steps.attempts <= excluded.attempts"""
-# the runs whose lease this worker still holds come back (the others it lost)
-HEARTBEAT = """
-UPDATE queue SET lease_expires_at = %s WHERE run_id = ANY(%s) AND lease_owner = %s
-RETURNING run_id"""
-RELEASE_OWNER = """
-UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = false,
-       due_at = LEAST(COALESCE(due_at, %s), %s)
-WHERE lease_owner = %s"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = %s, error = %s,
        cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
@@ -286,217 +146,8 @@ RETURNING function_id, parent_run_id, parent_step_hash"""
 RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = %s"
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = %s AND status = 'CANCELLED'"""
-RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
-    error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
-    worker_id"""
-SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
-# the runs some events acted on (their ids, then the limit per event), newest first
-EVENT_RUNS = f"""
-SELECT event_id, effect, {RUN_COLUMNS} FROM (
-    SELECT e.event_id, e.effect, r.*, row_number() OVER (
-        PARTITION BY e.event_id ORDER BY r.created_at DESC, r.run_id DESC, e.effect) AS n
-    FROM run_events e JOIN runs r ON r.run_id = e.run_id
-    WHERE e.event_id = ANY(%s)) AS found
-WHERE n <= %s ORDER BY event_id, n"""
-LIST_RUNS = f"""
-SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
-# a payload search's window: the newest runs the filter ({where}) selects, numbered from 1, down
-# to one past the window (the LIMIT), with how many there are; those the clauses ({match})
-# keep, and the window's oldest run and the one past it whether kept or not (with whether they
-# are). The window's columns ({added}, from the run's first event and its queue row when
-# {join}ed) are computed once a row (OFFSET 0).
-SEARCH_WINDOW = f"""
-SELECT n, selected, CASE WHEN n < LEAST(selected, %s) THEN true ELSE ({{match}}) END,
-       {RUN_COLUMNS}
-FROM (
-    SELECT row_number() OVER (ORDER BY newest.created_at DESC, newest.run_id DESC) AS n,
-           count(*) OVER () AS selected, newest.*{{added}}
-    FROM (SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC
-          LIMIT %s) AS newest{{join}}
-    OFFSET 0) AS seen
-WHERE n >= LEAST(selected, %s) OR ({{match}}) ORDER BY n"""
-# a window without clauses: its runs up to one past it, each kept (the store numbers them;
-# row_number() and count(*) OVER cost the server 40 ms for 10,000 runs)
-WHOLE_WINDOW = f"""
-SELECT true, {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT %s"""
-# (a lateral lookup by the events' key per run: a join let the planner hash all the events)
-SEARCH_EVENT_JOIN = """
-    LEFT JOIN LATERAL (SELECT name, data FROM events
-                       WHERE internal_id = (newest.event_ids::jsonb ->> 0) LIMIT 1) AS e ON true"""
-SEARCH_QUEUE_JOIN = """
-    LEFT JOIN LATERAL (SELECT due_at FROM queue WHERE queue.run_id = newest.run_id LIMIT 1)
-        AS qr ON true"""
-COUNT_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs {where} LIMIT %s) AS counted"
-SELECT_STEPS = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY position"
 
 EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
-
-
-# a run with its events, steps and waits in one statement (one snapshot: a statement sees what
-# committed before it began), each of them as one array per column, in one order per table
-def _arrays(columns: str, order: str) -> str:
-    return ", ".join(f"array_agg({c.strip()} ORDER BY {order})" for c in columns.split(","))
-
-
-# the run's events by primary key from an array (an init plan): with `IN (SELECT …)` the planner
-# chose a hash semi-join over a scan of the whole events table, at every load
-LOAD_RUN = f"""
-SELECT {RUN_COLUMNS}, e.*, s.*, w.*
-FROM runs r
-CROSS JOIN LATERAL (
-    SELECT {_arrays(EVENT_COLUMNS, "internal_id")} FROM events
-    WHERE internal_id = ANY(ARRAY(SELECT jsonb_array_elements_text(r.event_ids::jsonb)))
-) e
-CROSS JOIN LATERAL (
-    SELECT {_arrays(_STEP_COLUMNS, "position, hash")} FROM steps WHERE steps.run_id = r.run_id
-) s
-CROSS JOIN LATERAL (
-    SELECT {_arrays(WAIT_COLUMNS, "created_at, wait_id")} FROM waits WHERE waits.run_id = r.run_id
-) w
-WHERE r.run_id = %s"""
-LOAD_RUNS = LOAD_RUN.replace("WHERE r.run_id = %s", "WHERE r.run_id = ANY(%s)")
-_LOAD_MARKED = LOAD_RUN.replace("FROM runs r", "FROM marked r").replace("\nWHERE r.run_id = %s", "")
-# A lease of named runs (the new runs a NOTIFY named, tx.lease_named), in one statement that
-# decides and takes: of %(runs)s, those of the served functions %(fns)s (of app %(app)s, or
-# of none), due, not leased, without concurrency keys, of an unpaused function, that have not
-# spent their passes nor passed their start deadline, and that nothing of their function is
-# ahead of (no due run earlier in the queue order, other than the named ones, and no expired
-# lease), locked SKIP LOCKED; the runs taken come back as LOAD_RUNS reads them (their runs rows
-# as the statement left them, RETURNING; their events, steps and waits, which it does not
-# write). Any other run is left to lease_due.
-# Each look is a probe by key whatever the plan: the named rows by their primary key, then per
-# row and app (the served one, and none) a subquery in the order of queue_fn_due /
-# queue_fn_lease, LIMIT 1 (it stops at the first row ahead; without the ORDER BY a plan may scan
-# the table for that row, and with both apps in one subquery it sorts all the rows ahead), and
-# one on the run's primary key; the writes by primary key (= ANY(ARRAY)). Planned once per
-# connection (tx.lease_named sends it with plan_cache_mode force_generic_plan).
-_AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
-           WHERE o.app_id = {app} AND o.function_id = n.function_id
-             AND o.lease_owner IS NULL AND o.due_at <= n.due_at
-             AND (o.due_at, o.run_id) < (n.due_at, n.run_id)
-             AND NOT o.run_id = ANY(%(runs)s)
-           ORDER BY o.due_at, o.run_id LIMIT 1) IS NULL
-      AND (SELECT 1 FROM queue o
-           WHERE o.app_id = {app} AND o.function_id = n.function_id
-             AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= %(now)s
-           ORDER BY o.lease_expires_at LIMIT 1) IS NULL"""
-LEASE_NAMED = f"""
-WITH named AS MATERIALIZED (
-    SELECT run_id, function_id, due_at FROM queue
-    WHERE run_id = ANY(%(runs)s)
-      AND function_id = ANY(%(fns)s) AND app_id IN (%(app)s, '')
-      AND lease_owner IS NULL AND due_at <= %(now)s AND ckey1 IS NULL AND ckey2 IS NULL),
-eligible AS MATERIALIZED (
-    SELECT n.run_id FROM named n
-    WHERE (SELECT 1 FROM paused p
-           WHERE p.app_id IN (%(app)s, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
-      {_AHEAD_OF_NAMED.format(app="%(app)s")}
-      {_AHEAD_OF_NAMED.format(app="''")}
-      AND (SELECT 1 FROM runs r
-           WHERE r.run_id = n.run_id AND r.passes < %(max_passes)s
-             AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout)) = 1),
-picked AS (
-    SELECT run_id FROM queue
-    WHERE run_id = ANY(ARRAY(SELECT run_id FROM eligible)) AND lease_owner IS NULL
-    ORDER BY due_at, run_id LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED),
-{_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))", returning=" RETURNING *")}
-{_LOAD_MARKED}
-ORDER BY array_position(ARRAY(SELECT run_id FROM picked), r.run_id)"""
-SELECT_HISTORY = """
-SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
-WHERE run_id = %s ORDER BY seq"""
-SELECT_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events WHERE internal_id = ANY(%s)"
-_NOT_PAUSED = """function_id NOT IN (SELECT function_id FROM paused WHERE app_id = '')
-      AND (app_id, function_id) NOT IN (SELECT app_id, function_id FROM paused)"""
-NEXT_DUE = f"""
-SELECT MIN(t) FROM (
-    SELECT MIN(due_at) AS t FROM queue WHERE lease_owner IS NULL AND {_NOT_PAUSED}
-    UNION ALL
-    SELECT MIN(lease_expires_at) AS t FROM queue WHERE lease_owner IS NOT NULL AND {_NOT_PAUSED}
-    UNION ALL
-    SELECT MIN(due_at) AS t FROM deferrals
-    UNION ALL
-    SELECT MIN(next_at) AS t FROM crons
-) AS times"""
-# its inbox arm: when the first row of each function was received (sqlite/queries.py,
-# NEXT_INBOX_OF), one probe of inbox_function a function: the first index entry at or after
-# the function's (a range of a row comparison, so no plan filters the primary key's order)
-NEXT_DUE_OF = """
-SELECT MIN(t) FROM (
-    SELECT MIN(due_at) AS t FROM queue
-    WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NULL
-    UNION ALL
-    SELECT MIN(lease_expires_at) AS t FROM queue
-    WHERE app_id = ANY(%(apps)s) AND function_id = ANY(%(fns)s) AND lease_owner IS NOT NULL
-    UNION ALL
-    SELECT MIN(due_at) AS t FROM deferrals
-    UNION ALL
-    SELECT MIN(next_at) AS t FROM crons WHERE app_id = %(app)s AND function_id = ANY(%(all)s)
-    UNION ALL
-    SELECT MIN(created_at + start_timeout) AS t FROM runs
-    WHERE status = 'QUEUED' AND started_at IS NULL AND start_timeout IS NOT NULL
-      AND app_id = ANY(%(apps)s) AND function_id = ANY(%(all)s)
-    UNION ALL
-    SELECT MIN((SELECT CASE WHEN app_id = %(app)s AND function_id = f THEN received_at END
-                FROM inbox WHERE (app_id, function_id, seq) > (%(app)s, f, 0)
-                ORDER BY app_id, function_id, seq LIMIT 1)) AS t
-    FROM unnest(%(all)s::text[]) AS f
-) AS times"""
-# a queued run not started yet with a start timeout (the index runs_start_deadline)
-_UNSTARTED_OF = """runs.status = 'QUEUED' AND runs.started_at IS NULL
-  AND runs.start_timeout IS NOT NULL AND runs.app_id = ANY(%(apps)s)
-  AND runs.function_id = ANY(%(fns)s)"""
-NEXT_START_DEADLINE_OF = f"SELECT MIN(created_at + start_timeout) FROM runs WHERE {_UNSTARTED_OF}"
-# locked as a lease takes them, the queue row first: a run that a lease holds is skipped, one a
-# lease took meanwhile is not returned (its queue row is read again once locked), and no lease
-# takes a returned run before this transaction has cancelled it
-OVERDUE_STARTS = f"""
-SELECT runs.run_id, runs.function_id, runs.start_timeout
-FROM runs JOIN queue ON queue.run_id = runs.run_id
-WHERE {_UNSTARTED_OF} AND runs.created_at + runs.start_timeout < %(now)s
-  AND queue.lease_owner IS NULL
-ORDER BY runs.created_at + runs.start_timeout LIMIT %(limit)s
-FOR UPDATE OF queue SKIP LOCKED"""
-WAITING_FOR_WORKER = """status IN ('QUEUED', 'RUNNING', 'SLEEPING', 'WAITING', 'RETRYING')
-  AND NOT EXISTS (
-    SELECT 1 FROM worker_functions wf JOIN workers w ON w.worker_id = wf.worker_id
-    WHERE wf.function_id = runs.function_id AND (runs.app_id = '' OR wf.app_id = runs.app_id)
-      AND w.expires_at > %s)"""
-REGISTER_WORKER = """
-INSERT INTO workers (worker_id, app_id, function_ids, started_at, seen_at, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT (worker_id) DO UPDATE SET app_id = excluded.app_id,
-    function_ids = excluded.function_ids, started_at = excluded.started_at,
-    seen_at = excluded.seen_at, expires_at = excluded.expires_at"""
-INSERT_WORKER_FUNCTION = """
-INSERT INTO worker_functions (function_id, app_id, worker_id) VALUES (%s, %s, %s)
-ON CONFLICT DO NOTHING"""
-DELETE_WORKER = "DELETE FROM workers WHERE worker_id = %s"
-DELETE_WORKER_FUNCTIONS = "DELETE FROM worker_functions WHERE worker_id = %s"
-TOUCH_WORKER = "UPDATE workers SET seen_at = %s, expires_at = %s WHERE worker_id = %s"
-LIVE_WORKERS = """
-SELECT worker_id, app_id, function_ids, started_at, seen_at, expires_at FROM workers
-WHERE expires_at > %s ORDER BY worker_id"""
-PURGE_WORKERS = """
-DELETE FROM worker_functions
-WHERE worker_id IN (SELECT worker_id FROM workers WHERE expires_at < %s)"""
-PURGE_WORKER_ROWS = "DELETE FROM workers WHERE expires_at < %s"
-ADOPT_RUNS = "UPDATE runs SET app_id = %s WHERE app_id = '' AND function_id = ANY(%s)"
-ADOPT_QUEUE = "UPDATE queue SET app_id = %s WHERE app_id = '' AND function_id = ANY(%s)"
-# schedules and pauses recorded without an app become the app's, unless it has them already
-ADOPT_CRONS = """
-UPDATE crons u SET app_id = %(app)s
-WHERE u.app_id = '' AND u.function_id = ANY(%(fns)s)
-  AND NOT EXISTS (SELECT 1 FROM crons o WHERE o.app_id = %(app)s
-                  AND o.function_id = u.function_id AND o.cron = u.cron)"""
-DROP_UNOWNED_CRONS = "DELETE FROM crons WHERE app_id = '' AND function_id = ANY(%s)"
-ADOPT_PAUSES = """
-UPDATE paused u SET app_id = %(app)s
-WHERE u.app_id = '' AND u.function_id = ANY(%(fns)s)
-  AND NOT EXISTS (SELECT 1 FROM paused o WHERE o.app_id = %(app)s
-                  AND o.function_id = u.function_id)"""
-DROP_UNOWNED_PAUSES = "DELETE FROM paused WHERE app_id = '' AND function_id = ANY(%s)"
 
 # -- flow control ---------------------------------------------------------------------------------
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = %s"
@@ -568,96 +219,7 @@ DUE_DEFERRALS = f"SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE due_at <= %s OR
 # transaction (an optimistic one, made again carefully: DUE_DEFERRALS then decides)
 NONE_DUE_DEFERRALS = """
 SELECT 1 / (NOT EXISTS (SELECT 1 FROM deferrals WHERE due_at <= %s))::int"""
-CRONS_OF = "SELECT function_id, cron FROM crons WHERE app_id = %s AND function_id = ANY(%s)"
-INSERT_CRON = """
-INSERT INTO crons (function_id, cron, next_at, app_id) VALUES (%s, %s, %s, %s)
-ON CONFLICT DO NOTHING"""
-DELETE_CRON = "DELETE FROM crons WHERE app_id = %s AND function_id = %s AND cron = %s"
-DUE_CRONS = """
-SELECT function_id, cron, next_at, app_id FROM crons
-WHERE next_at <= %s AND app_id = %s AND function_id = ANY(%s)"""
-# compare-and-set: under READ COMMITTED a second worker's UPDATE waits for the first, re-checks
-# ``next_at`` against the committed row and updates nothing
-ADVANCE_CRON = """
-UPDATE crons SET next_at = %s
-WHERE app_id = %s AND function_id = %s AND cron = %s AND next_at = %s"""
-PAUSE = "INSERT INTO paused (app_id, function_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-RESUME = "DELETE FROM paused WHERE app_id IN (%s, '') AND function_id = %s"
-RESUME_EVERY_APP = "DELETE FROM paused WHERE function_id = %s"
-PAUSED = "SELECT DISTINCT function_id FROM paused"
-PAUSED_IN = "SELECT function_id FROM paused WHERE app_id IN (%s, '')"
-COPY_STEPS = f"""
-INSERT INTO steps ({_STEP_COLUMNS})
-SELECT %s, hash, step_id, kind, position, status, output, error, attempts, due_at, started_at,
-       ended_at
-FROM steps WHERE run_id = %s AND position < %s AND status = 'COMPLETED'"""
-
-# -- retention ------------------------------------------------------------------------------------
-# purges delete a bounded batch (the last parameter) per statement, skipping rows another
-# transaction holds (a flow-control decision in flight) instead of waiting for them. The batch
-# is picked once, in an ARRAY(...) subquery (an init plan): `IN (SELECT … LIMIT … SKIP LOCKED)`
-# may be rescanned by a nested-loop plan and pick other rows each time, deleting past the limit
-PURGE_SENDER_IDS = """
-DELETE FROM event_ids WHERE sender_id = ANY(ARRAY(
-  SELECT sender_id FROM event_ids WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
-PURGE_IDEMPOTENCY = """
-DELETE FROM idempotency WHERE key = ANY(ARRAY(
-  SELECT key FROM idempotency WHERE seen_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
-PURGE_GCRA = """
-DELETE FROM gcra WHERE bucket = ANY(ARRAY(
-  SELECT bucket FROM gcra WHERE tat < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
-ENDED_BEFORE = """
-SELECT run_id FROM runs
-WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND ended_at < %s
-ORDER BY ended_at LIMIT %s FOR UPDATE SKIP LOCKED"""
-DELETE_RUNS = "DELETE FROM runs WHERE run_id = ANY(%s)"
-DELETE_STEPS_OF_RUNS = "DELETE FROM steps WHERE run_id = ANY(%s)"
-DELETE_HISTORY_OF_RUNS = "DELETE FROM history WHERE run_id = ANY(%s)"
-DELETE_RUN_EVENTS_OF_RUNS = "DELETE FROM run_events WHERE run_id = ANY(%s)"
-# inbox rows nobody took within the retention (a retired app's, ...): their events go too
-PURGE_INBOX = """
-DELETE FROM inbox WHERE seq = ANY(ARRAY(
-  SELECT seq FROM inbox WHERE received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))"""
-PURGE_EVENTS = """
-DELETE FROM events WHERE internal_id = ANY(ARRAY(
-  SELECT internal_id FROM events WHERE received_at < %s
-    AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
-    AND NOT EXISTS (SELECT 1 FROM deferrals
-                    WHERE deferrals.event_ids::jsonb ? events.internal_id)
-    AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.event_id = events.internal_id)
-  ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED))"""
-PURGE_SKIPS = """
-DELETE FROM skips WHERE seq = ANY(ARRAY(
-  SELECT seq FROM skips WHERE at < %s ORDER BY at LIMIT %s FOR UPDATE SKIP LOCKED))"""
-
-# -- schema ---------------------------------------------------------------------------------------
-TABLE_NAMES = """
-SELECT table_name FROM information_schema.tables
-WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"""
-SCHEMA_VERSION = "SELECT MAX(version) FROM schema_version"
-SERVER_TIME = "SELECT extract(epoch FROM clock_timestamp())::double precision"
-
-# -- what the dashboard reads ---------------------------------------------------------------------
-QUEUE_STATES = """
-SELECT run_id, due_at, lease_owner IS NOT NULL AND lease_expires_at > %s, ckey1, climit1, ckey2,
-       climit2
-FROM queue WHERE run_id = ANY(%s)"""
-WAITS_OF_RUNS = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ANY(%s)"
-LIST_EVENTS = f"""
-SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
-ORDER BY received_at DESC, internal_id DESC LIMIT %s"""
-STEPS_OF = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ANY(%s) ORDER BY run_id, position"
-RUNS_BY_STATUS = "SELECT status, COUNT(*) FROM runs GROUP BY status"
-QUEUE_DEPTH = "SELECT COUNT(*) FROM queue"
-QUEUE_DUE = "SELECT COUNT(*), MIN(due_at) FROM queue WHERE lease_owner IS NULL AND due_at <= %s"
 STORED_EVENT_IDS = "SELECT internal_id FROM events WHERE internal_id = ANY(%s)"
-
-# -- Inngest SDK apps -----------------------------------------------------------------------------
-PUT_SDK_APP = """
-INSERT INTO sdk_apps (app_id, name, registration, synced_at) VALUES (%s, %s, %s, %s)
-ON CONFLICT (app_id, name) DO UPDATE SET registration = excluded.registration,
-    synced_at = excluded.synced_at"""
-SDK_APPS = "SELECT name, registration FROM sdk_apps WHERE app_id = %s ORDER BY name"
 
 # -- the trigger catalog and the inbox (events handed to other apps' functions) -------------------
 CATALOG_VERSION = "SELECT coalesce((SELECT version FROM trigger_catalog WHERE id = 1), 0)"
@@ -734,14 +296,13 @@ WHERE pg_try_advisory_xact_lock_shared({CANCEL_LOCKS}, c.bucket)
 ORDER BY e.received_at NULLS FIRST LIMIT %s FOR UPDATE OF c SKIP LOCKED"""
 DELETE_CANCEL_NOTES = "DELETE FROM cancel_notes WHERE event_id = ANY(%s)"
 
-
 # -- several statements of one text as one (store/postgres/_coalesce.py) ------------------------
 # Each takes, for each parameter of the single statement and in its order, the array of that
 # parameter's values (binary, ``%b``): a constant text, prepared once, whose rows come in order
 # (``WITH ORDINALITY … ORDER BY``, where the order is kept: history rows get their sequence).
 _T, _F, _I, _B = "%b::text[]", "%b::double precision[]", "%b::integer[]", "%b::bytea[]"
 UPSERT_STEP_MANY = f"""
-INSERT INTO steps ({_STEP_COLUMNS})
+INSERT INTO steps ({STEP_COLUMNS})
 SELECT * FROM unnest({_T}, {_T}, {_T}, {_T}, {_I}, {_T}, {_B}, {_T}, {_I}, {_F}, {_F}, {_F})\
 {_UPSERT_STEP_CONFLICT}"""
 _HISTORY_ROWS = f"""

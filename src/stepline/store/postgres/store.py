@@ -41,6 +41,9 @@ from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Replay
 from stepline.store.postgres import _copy, _database, _rows, _search
+from stepline.store.postgres import _lease_queries as lq
+from stepline.store.postgres import _read_queries as rq
+from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._statements import Spoiled
@@ -239,7 +242,7 @@ class PostgresStore:
         round trip)."""
         with self._conn() as conn:
             before = time.time()
-            row = conn.execute(q.SERVER_TIME).fetchone()
+            row = conn.execute(uq.SERVER_TIME).fetchone()
             after = time.time()
         assert row is not None
         return float(row[0]) - (before + after) / 2
@@ -361,27 +364,27 @@ class PostgresStore:
     # -- reads ------------------------------------------------------------------------------------
     @_reading
     def load_run(self, run_id: str) -> RunState | None:
-        [rows] = self._read([(q.LOAD_RUN, (run_id,))])  # one statement: one snapshot
+        [rows] = self._read([(rq.LOAD_RUN, (run_id,))])  # one statement: one snapshot
         return _rows.run_state(rows[0]) if rows else None
 
     @_reading
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._conn() as conn:
-            row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
+            row = conn.execute(rq.SELECT_RUN, (run_id,)).fetchone()
         return None if row is None else shapes.run_record(row)
 
     @_reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
-        where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
+        where, params = shapes.run_filter(query, "%s", uq.WAITING_FOR_WORKER)
         with self._conn() as conn:
-            found = conn.execute(q.LIST_RUNS.format(where=where), [*params, query.limit])
+            found = conn.execute(rq.LIST_RUNS.format(where=where), [*params, query.limit])
             return [shapes.run_record(r) for r in found]
 
     @_reading
     def search_window(
         self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
     ) -> SearchWindow:
-        where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
+        where, params = shapes.run_filter(query, "%s", uq.WAITING_FOR_WORKER)
         try:
             return self._search_window(where, params, window, clauses)
         except psycopg.errors.UntranslatableCharacter:
@@ -395,11 +398,11 @@ class PostgresStore:
     ) -> SearchWindow:
         if not clauses:  # every run of the window is a candidate: none numbered in SQL
             with self._conn() as conn:
-                rows = conn.execute(q.WHOLE_WINDOW.format(where=where), [*params, window + 1])
+                rows = conn.execute(rq.WHOLE_WINDOW.format(where=where), [*params, window + 1])
                 return shapes.kept_window(rows, window)
         match, matched = match_sql(clauses, _search.CLAUSES)
         added, joins = _search.window_joins(clauses)
-        statement = q.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
+        statement = rq.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
         with self._conn() as conn:
             values = [window, *matched, *params, window + 1, window, *matched]
             rows = conn.execute(statement, values)
@@ -407,8 +410,8 @@ class PostgresStore:
 
     @_reading
     def count_runs(self, query: RunFilter) -> int:
-        where, params = shapes.run_filter(query, "%s", q.WAITING_FOR_WORKER)
-        statement = q.COUNT_RUNS.format(where=where)
+        where, params = shapes.run_filter(query, "%s", uq.WAITING_FOR_WORKER)
+        statement = rq.COUNT_RUNS.format(where=where)
         with self._conn() as conn:
             row = conn.execute(statement, [*params, query.limit]).fetchone()
         return int(row[0]) if row else 0
@@ -421,7 +424,7 @@ class PostgresStore:
     @_reading
     def get_history(self, run_id: str) -> list[HistoryRecord]:
         with self._conn() as conn:
-            return [shapes.history_record(r) for r in conn.execute(q.SELECT_HISTORY, (run_id,))]
+            return [shapes.history_record(r) for r in conn.execute(rq.SELECT_HISTORY, (run_id,))]
 
     @_reading
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
@@ -431,11 +434,11 @@ class PostgresStore:
     @_reading
     def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
         if functions is None:
-            [rows] = self._read([(q.NEXT_DUE, None)])
+            [rows] = self._read([(lq.NEXT_DUE, None)])
         else:
             ids = list(functions.function_ids)
             paused_rows, unowned = self._read(
-                [(q.PAUSED_AMONG, (functions.app_id, ids)), (q.ANY_UNOWNED, None)]
+                [(lq.PAUSED_AMONG, (functions.app_id, ids)), (lq.ANY_UNOWNED, None)]
             )
             paused = {r[0] for r in paused_rows}
             params = {
@@ -446,13 +449,13 @@ class PostgresStore:
                 "app": functions.app_id,
                 "all": ids,
             }
-            [rows] = self._read([(q.NEXT_DUE_OF, params)])
+            [rows] = self._read([(lq.NEXT_DUE_OF, params)])
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     @_reading
     def next_start_deadline(self, functions: FunctionSet) -> float | None:
         params = {"apps": [functions.app_id, ""], "fns": list(functions.function_ids)}
-        [rows] = self._read([(q.NEXT_START_DEADLINE_OF, params)])
+        [rows] = self._read([(lq.NEXT_START_DEADLINE_OF, params)])
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     @_reading
@@ -467,7 +470,7 @@ class PostgresStore:
         with self._conn() as conn:
             return [
                 WorkerRecord(r[0], r[1], tuple(loads(r[2])), r[3], r[4], r[5])
-                for r in conn.execute(q.LIVE_WORKERS, (now,))
+                for r in conn.execute(uq.LIVE_WORKERS, (now,))
             ]
 
     @_reading
@@ -480,20 +483,20 @@ class PostgresStore:
     @_reading
     def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
         with self._conn() as conn:
-            rows = conn.execute(q.SDK_APPS, (app_id,)).fetchall()
+            rows = conn.execute(uq.SDK_APPS, (app_id,)).fetchall()
         return [(str(name), bytes(body)) for name, body in rows]
 
     @_reading
     def paused_functions(self, app_id: str | None = None) -> set[str]:
         with self._conn() as conn:
             if app_id is None:
-                return {r[0] for r in conn.execute(q.PAUSED)}
-            return {r[0] for r in conn.execute(q.PAUSED_IN, (app_id,))}
+                return {r[0] for r in conn.execute(uq.PAUSED)}
+            return {r[0] for r in conn.execute(uq.PAUSED_IN, (app_id,))}
 
     @_reading
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         where, params = shapes.event_filter(query, "%s")
-        statement = q.LIST_EVENTS.format(where=where)
+        statement = rq.LIST_EVENTS.format(where=where)
         with self._conn() as conn:
             return [shapes.stored_event(r) for r in conn.execute(statement, [*params, query.limit])]
 
@@ -501,22 +504,22 @@ class PostgresStore:
     def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         found: dict[str, list[StepRecord]] = {}
         with self._conn() as conn:
-            for r in conn.execute(q.STEPS_OF, (list(run_ids),)):
+            for r in conn.execute(rq.STEPS_OF, (list(run_ids),)):
                 found.setdefault(r[0], []).append(shapes.step_record(r))
         return found
 
     @_reading
     def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
         with self._conn() as conn:
-            found = conn.execute(q.EVENT_RUNS, (list(event_ids), limit))
+            found = conn.execute(rq.EVENT_RUNS, (list(event_ids), limit))
             return [EventRunRecord(r[0], r[1], shapes.run_record(r[2:])) for r in found]
 
     @_reading
     def stats(self, now: float) -> StoreStats:
         with self._snapshot() as conn:
-            by_status = {r[0]: int(r[1]) for r in conn.execute(q.RUNS_BY_STATUS)}
-            depth_row = conn.execute(q.QUEUE_DEPTH).fetchone()
-            due_row = conn.execute(q.QUEUE_DUE, (now,)).fetchone()
+            by_status = {r[0]: int(r[1]) for r in conn.execute(rq.RUNS_BY_STATUS)}
+            depth_row = conn.execute(rq.QUEUE_DEPTH).fetchone()
+            due_row = conn.execute(rq.QUEUE_DUE, (now,)).fetchone()
         depth = int(depth_row[0]) if depth_row else 0
         due, oldest = (int(due_row[0]), due_row[1]) if due_row else (0, None)
         return StoreStats(by_status, depth, due, oldest)
@@ -527,7 +530,7 @@ class PostgresStore:
         with self._snapshot() as conn:
             return shapes.queue_states(
                 ids,
-                conn.execute(q.QUEUE_STATES, (now, ids)).fetchall(),
-                conn.execute(q.WAITS_OF_RUNS, (ids,)).fetchall(),
-                lambda: [(r[0], r[2]) for r in conn.execute(q.BUSY_SLOTS, (now,))],
+                conn.execute(rq.QUEUE_STATES, (now, ids)).fetchall(),
+                conn.execute(rq.WAITS_OF_RUNS, (ids,)).fetchall(),
+                lambda: [(r[0], r[2]) for r in conn.execute(lq.BUSY_SLOTS, (now,))],
             )

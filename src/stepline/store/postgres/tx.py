@@ -21,27 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from operator import itemgetter
 from typing import Any
 
 import psycopg
 
-from stepline._ids import new_id
 from stepline.errors import LeaseLostError
-from stepline.serde import dumps, dumps_exact, loads
+from stepline.serde import dumps, loads
 from stepline.store import _rows as shapes
-from stepline.store._admission_rules import (
-    IDEMPOTENCY_WINDOW,
-    DeferralRow,
-    flush_due,
-    new_run_to_dict,
-)
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import commit_pass
-from stepline.store._primitives import EndedRun, ResumedWait
-from stepline.store.postgres import _leases, _rows
+from stepline.store._primitives import EndedRun
+from stepline.store.postgres import _admission, _leases, _matching, _rows, _upkeep
+from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._late_cancels import (
@@ -56,7 +49,6 @@ from stepline.store.postgres.presence import Presence
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     AppRemoval,
-    CronRow,
     EventIngest,
     EventRecord,
     FunctionSet,
@@ -64,9 +56,7 @@ from stepline.store.records import (
     InboxItem,
     IngestResult,
     Lease,
-    NewRun,
     PassCommit,
-    Purged,
     RunEnd,
     SpentRun,
     StepRecord,
@@ -74,17 +64,13 @@ from stepline.store.records import (
     WaitMatcher,
     WaitRecord,
     Wake,
-    WorkerRecord,
 )
-
-DEDUP_WINDOW = 24 * 3600.0
-_HINT_FOR = 1.0  # seconds a found due deferral keeps optimistic transactions reading them
-_NO_ATTEMPT = (None, None, None)
-_CREATED_AT = itemgetter(8)  # created_at in WAIT_COLUMNS and MATCHER_COLUMNS
 
 
 class PostgresTx:
-    """The write verbs of one transaction (``Store.transaction()``)."""
+    """The write verbs of one transaction (``Store.transaction()``). Those of one concern are
+    functions of the transaction in their own module, bound here as its methods (``_matching``,
+    ``_admission``, ``_upkeep``) or called by them (``_leases``, ``_late_cancels``)."""
 
     def __init__(
         self,
@@ -184,44 +170,8 @@ class PostgresTx:
     ) -> list[IngestResult]:
         with self._savepoint():
             note_unless_shared(self, items)
-            self._read_index_ahead({item.event.name for item in items}, now)
+            _matching.read_index_ahead(self, {item.event.name for item in items}, now)
             return ingest(self, items, now, wait_matches)
-
-    def _read_index_ahead(self, names: set[str], now: float) -> None:
-        """The wait and cancel-matcher paths of each event name, and whether it has unindexed
-        waits and matchers, in one round trip (the shared rules ask one at a time; reading
-        them earlier in the transaction sees the same: its own writes, and what others
-        committed, which is concurrent with its events either way)."""
-        index, hints = self._index, self._hints
-        names = {n for n in names if not index.known(q.WAIT_PATHS, n)}
-        if self._s.optimistic:
-            # names that never had a wait or cancel matcher here: none now (the usual case),
-            # or the server fails the transaction, which is made again reading them
-            bare = sorted(names - hints.indexed_names)
-            if bare:
-                self._s.write(q.NO_WAITS_NOR_MATCHERS, {"names": bare, "now": now})
-                for name in bare:
-                    index.read_ahead(q.WAIT_PATHS, q.WAITS_UNINDEXED, name, ((), ()))
-                    index.read_ahead(q.MATCHER_PATHS, q.MATCHERS_UNINDEXED, name, ((), ()))
-                names -= set(bare)
-        reads: list[tuple[str, tuple[Any, ...]]] = []
-        for name in sorted(names):
-            reads += [(q.WAIT_PATHS, (name,)), (q.WAITS_UNINDEXED, (name,))]
-            reads += [(q.MATCHER_PATHS, (name,)), (q.MATCHERS_UNINDEXED, (name, now))]
-        if not reads:
-            return
-        version = not self._s.optimistic and self._triggers.unread()
-        if version:  # the catalog's version too, in the same round trip
-            reads.append((q.CATALOG_VERSION, ()))
-        found = [cursor.fetchall() for cursor in self._s.run_all(reads)]
-        if version:
-            self._triggers.checked(int(found.pop()[0][0]))
-            reads.pop()
-        for i in range(0, len(reads), 2):
-            (paths, (name, *_)), (unindexed, _) = reads[i], reads[i + 1]
-            index.read_ahead(paths, unindexed, name, (found[i], found[i + 1]))
-            if found[i] or found[i + 1]:
-                hints.has_index(name)
 
     # -- the trigger catalog and the inbox -------------------------------------------------------
     def sync_triggers(
@@ -301,73 +251,16 @@ class PostgresTx:
         with self._savepoint(durable=False):  # durable if it cancelled (cancel_run's own)
             return late_cancels(self, now, wait_matches)
 
-    # -- EventPrimitives (see store/_primitives: each states how it is exact) ---------------------
-    def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
-        return [self._insert_event(event, now) for event in events]
-
-    def _insert_event(self, event: EventRecord, now: float) -> bool:
-        s = self._s
-        new = True
-        if event.id is not None:
-            fresh = s.run(
-                q.REMEMBER_SENDER_ID,
-                {"id": event.id, "now": now, "horizon": now - DEDUP_WINDOW},
-            ).fetchone()
-            new = fresh is not None
-        s.write(
-            q.INSERT_EVENT,
-            (
-                event.internal_id,
-                event.name,
-                event.encoded_data(),
-                dumps_exact(event.user) if event.user else b"{}",
-                event.id,
-                event.ts,
-                now,
-                not new,
-            ),
-            "events",
-        )
-        return new
-
-    def wait_paths(self, event_name: str) -> Sequence[str]:
-        return self._index.indexed_paths(q.WAIT_PATHS, event_name)
-
-    def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
-        return [
-            shapes.wait_record(r) for r in self._index.unindexed_rows(q.WAITS_UNINDEXED, event_name)
-        ]
-
-    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
-        rows = self._s.run(q.WAITS_INDEXED, (event_name, path, list(values)))
-        return [shapes.wait_record(r) for r in rows]
-
-    def matcher_paths(self, event_name: str) -> Sequence[str]:
-        return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
-
-    def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
-        rows = self._index.unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
-        return [shapes.wait_record(r) for r in rows]
-
-    def indexed_matchers(
-        self, event_name: str, path: str, values: Sequence[str], now: float
-    ) -> list[WaitRecord]:
-        rows = self._s.run(q.MATCHERS_INDEXED, (event_name, path, list(values), now))
-        return [shapes.wait_record(r) for r in rows]
-
-    def delete_wait(self, run_id: str, wait_id: str) -> bool:
-        # of an event resolving it, its timeout and a cancellation, the one deleting it decides
-        return bool(self._s.run(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
-
-    def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
-        s = self._s
-        for r in resumed:
-            s.write(q.COMPLETE_STEP, (r.event_json, now, r.run_id, r.step_hash), "steps")
-            s.write(q.WAKE, (now, r.run_id), "queue")
-            data = dumps({"event_id": r.event_id}).decode()
-            s.write(
-                q.INSERT_STEP_HISTORY, (r.run_id, now, "WAIT_MATCHED", r.run_id, r.step_hash, data)
-            )
+    # -- EventPrimitives (_matching.py; store/_primitives: each states how it is exact) -----------
+    insert_events = _matching.insert_events
+    wait_paths = _matching.wait_paths
+    unindexed_waits = _matching.unindexed_waits
+    indexed_waits = _matching.indexed_waits
+    matcher_paths = _matching.matcher_paths
+    unindexed_matchers = _matching.unindexed_matchers
+    indexed_matchers = _matching.indexed_matchers
+    delete_wait = _matching.delete_wait
+    resume_waits = _matching.resume_waits
 
     # -- RunPrimitives ----------------------------------------------------------------------------
     def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
@@ -495,10 +388,10 @@ class PostgresTx:
     ) -> list[IngestResult] | None:
         """The shared sequence, the index of the events the pass sent read ahead as an ingest
         reads it (in an optimistic transaction, an event name never found with waits or cancel
-        matchers costs no read: ``_read_index_ahead``)."""
+        matchers costs no read: ``_matching.read_index_ahead``)."""
         if commit.events:
             note_unless_shared(self, commit.events)
-            self._read_index_ahead({item.event.name for item in commit.events}, now)
+            _matching.read_index_ahead(self, {item.event.name for item in commit.events}, now)
         return commit_pass(self, commit, now, wait_matches)
 
     def _commit_assuming(
@@ -521,13 +414,13 @@ class PostgresTx:
         if not run_ids:
             return []
         with self._savepoint(durable=False) as s:
-            kept = {r[0] for r in s.run(q.HEARTBEAT, (now + ttl, list(run_ids), owner))}
+            kept = {r[0] for r in s.run(lq.HEARTBEAT, (now + ttl, list(run_ids), owner))}
         return [run_id for run_id in run_ids if run_id not in kept]
 
     def release_owner(self, owner: str, now: float) -> int:
         self.made_work = True
         with self._savepoint() as s:
-            return s.run(q.RELEASE_OWNER, (now, now, owner)).rowcount
+            return s.run(lq.RELEASE_OWNER, (now, now, owner)).rowcount
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
         with self._savepoint() as s:
@@ -555,7 +448,7 @@ class PostgresTx:
             "limit": limit,
         }
         with self._savepoint(durable=False) as s:
-            return [(r[0], r[1], r[2]) for r in s.run(q.OVERDUE_STARTS, params)]
+            return [(r[0], r[1], r[2]) for r in s.run(lq.OVERDUE_STARTS, params)]
 
     def cancel_run(
         self, run_id: str, now: float, reason: str, event_id: str | None = None
@@ -563,225 +456,33 @@ class PostgresTx:
         with self._savepoint():
             return cancel_by(self, run_id, now, reason, event_id)
 
-    # -- admission state (FlowState, DeferralState, AdmissionTx) -----------------------------------
-    def record_skip(self, event_id: str, function_id: str, reason: str, now: float) -> None:
-        self._s.write(q.INSERT_SKIP, (event_id, function_id, reason, now), "skips")
+    # -- admission state (FlowState, DeferralState, AdmissionTx: _admission.py) -------------------
+    record_skip = _admission.record_skip
+    add_event_effects = _admission.add_event_effects
+    create_run = _admission.create_run
+    idempotency_seen = _admission.idempotency_seen
+    remember_idempotency = _admission.remember_idempotency
+    gcra_tat = _admission.gcra_tat
+    set_gcra_tat = _admission.set_gcra_tat
+    active_singleton_runs = _admission.active_singleton_runs
+    get_deferral = _admission.get_deferral
+    put_deferral = _admission.put_deferral
+    delete_deferral = _admission.delete_deferral
+    flush_deferrals = _admission.flush_deferrals
 
-    def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
-        self._s.write_many(q.INSERT_EVENT_EFFECT, effects)
-
-    def create_run(self, new_run: NewRun, now: float, due_at: float | None = None) -> None:
-        if (due_at is None or due_at <= now) and not new_run.admission.concurrency:
-            self.new_runs[new_run.run_id] = new_run.function_id
-        else:
-            self.made_work = True  # a run due later (a worker's next due time moved) or keyed
-        s = self._s
-        s.write(
-            q.CREATE_RUN,
-            (
-                *shapes.run_params(new_run, now),
-                *shapes.queue_params(new_run, now, due_at),
-                *shapes.queued_history_params(new_run.run_id, now),
-            ),
-        )
-        rows = [(e, new_run.run_id) for e in new_run.event_ids]
-        s.write_many(q.INSERT_RUN_EVENT, rows, "run_events")
-        for spec in new_run.admission.cancel_on:
-            s.write(q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now)))
-            if spec.index_path is None:
-                self._index.added_unindexed(q.MATCHERS_UNINDEXED, spec.event_name)
-            else:
-                self._index.add_indexed_path(
-                    q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
-                )
-
-    def idempotency_seen(self, key: str, now: float) -> bool:
-        self._lock(f"idempotency\x1f{key}")
-        row = self._s.run(q.IDEMPOTENCY_SEEN, (key,)).fetchone()
-        return row is not None and row[0] > now - IDEMPOTENCY_WINDOW
-
-    def remember_idempotency(self, key: str, now: float) -> None:
-        self._lock(f"idempotency\x1f{key}")
-        self._s.write(q.REMEMBER_IDEMPOTENCY, (key, now))
-
-    def gcra_tat(self, bucket: str) -> float | None:
-        self._lock(f"gcra\x1f{bucket}")
-        row = self._s.run(q.GCRA_TAT, (bucket,)).fetchone()
-        return None if row is None else float(row[0])
-
-    def set_gcra_tat(self, bucket: str, tat: float) -> None:
-        self._lock(f"gcra\x1f{bucket}")
-        self._s.write(q.SET_GCRA_TAT, (bucket, tat))
-
-    def active_singleton_runs(self, key: str) -> list[str]:
-        self._lock(f"singleton\x1f{key}")
-        return [r[0] for r in self._s.run(q.ACTIVE_SINGLETON_RUNS, (key,))]
-
-    def get_deferral(self, kind: str, function_id: str, key: str) -> DeferralRow | None:
-        self._lock(f"deferral\x1f{kind}\x1f{function_id}\x1f{key}")
-        row = self._s.run(q.GET_DEFERRAL, (kind, function_id, key)).fetchone()
-        return None if row is None else _rows.deferral(row)
-
-    def put_deferral(self, row: DeferralRow) -> None:
-        self.made_work = True
-        self._s.write(
-            q.PUT_DEFERRAL,
-            (
-                row.kind,
-                row.function_id,
-                row.key,
-                dumps(row.event_ids).decode(),
-                row.first_at,
-                row.due_at,
-                dumps(new_run_to_dict(row.run)).decode(),
-            ),
-        )
-
-    def delete_deferral(self, row: DeferralRow) -> None:
-        self._s.write(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
-
-    def flush_deferrals(self, now: float) -> list[IngestResult]:
-        hints = self._hints
-        if self._s.optimistic and now - hints.deferrals_due_at > _HINT_FOR:
-            # none due (the usual case), or the server fails the transaction
-            self._s.write(q.NONE_DUE_DEFERRALS, (now,))
-            return []
-        with self._savepoint(durable=False) as s:
-            due: list[DeferralRow] = []
-            found_due = s.run(q.DUE_DEFERRALS, (now,)).fetchall()
-            if found_due:  # the next optimistic transactions read them too, for a while
-                hints.deferrals_due_at = now
-            for found in found_due:
-                row = _rows.deferral(found)
-                name = f"deferral\x1f{row.kind}\x1f{row.function_id}\x1f{row.key}"
-                # another transaction deciding on this debounce or batch (an event joining it,
-                # another worker flushing it): leave it to that one, it is still due after
-                if name not in self._locked:
-                    got = s.run(q.TRY_LOCK_KEY, (name,)).fetchone()
-                    if not (got and got[0]):
-                        continue
-                    self._locked.add(name)
-                again = s.run(q.GET_DEFERRAL, (row.kind, row.function_id, row.key)).fetchone()
-                if again is not None and again[5] <= now:  # still there and due, as committed
-                    due.append(_rows.deferral(again))
-            return flush_due(self, due, now)
-
-    # -- schedules, pauses, workers, replays ------------------------------------------------------
-    def sync_crons(self, functions: FunctionSet, schedules: Sequence[CronRow]) -> None:
-        self.made_work = True
-        with self._savepoint() as s:
-            self.adopt_unowned(functions)
-            app, ids = functions.app_id, list(functions.function_ids)
-            wanted = {(r.function_id, r.cron) for r in schedules}
-            for fn, cron in s.run(q.CRONS_OF, (app, ids)).fetchall():
-                if (fn, cron) not in wanted:
-                    s.write(q.DELETE_CRON, (app, fn, cron))
-            for r in schedules:
-                s.write(q.INSERT_CRON, (r.function_id, r.cron, r.next_at, app))
-
-    def due_crons(self, now: float, functions: FunctionSet) -> list[CronRow]:
-        with self._savepoint(durable=False) as s:
-            rows = s.run(q.DUE_CRONS, (now, functions.app_id, list(functions.function_ids)))
-            return [CronRow(*r) for r in rows]
-
-    def advance_cron(self, row: CronRow, next_at: float) -> bool:
-        with self._savepoint() as s:
-            cursor = s.run(
-                q.ADVANCE_CRON, (next_at, row.app_id, row.function_id, row.cron, row.next_at)
-            )
-            return cursor.rowcount == 1
-
-    def adopt_unowned(self, functions: FunctionSet) -> int:
-        with self._savepoint() as s:
-            app, ids = functions.app_id, list(functions.function_ids)
-            s.write(q.ADOPT_QUEUE, (app, ids))
-            adopted = s.run(q.ADOPT_RUNS, (app, ids)).rowcount
-            s.write(q.ADOPT_CRONS, {"app": app, "fns": ids})
-            s.write(q.DROP_UNOWNED_CRONS, (ids,))
-            s.write(q.ADOPT_PAUSES, {"app": app, "fns": ids})
-            s.write(q.DROP_UNOWNED_PAUSES, (ids,))
-            return adopted
-
-    def register_worker(self, worker: WorkerRecord) -> None:
-        with self._savepoint() as s:
-            s.write(q.DELETE_WORKER_FUNCTIONS, (worker.worker_id,))
-            s.write(
-                q.REGISTER_WORKER,
-                (
-                    worker.worker_id,
-                    worker.app_id,
-                    dumps(list(worker.function_ids)).decode(),
-                    worker.started_at,
-                    worker.seen_at,
-                    worker.expires_at,
-                ),
-            )
-            rows = [(f, worker.app_id, worker.worker_id) for f in worker.function_ids]
-            s.write_many(q.INSERT_WORKER_FUNCTION, rows)
-
-    def touch_worker(self, worker_id: str, now: float, expires_at: float) -> None:
-        with self._savepoint(durable=False) as s:
-            s.write(q.TOUCH_WORKER, (now, expires_at, worker_id))
-
-    def unregister_worker(self, worker_id: str) -> None:
-        with self._savepoint() as s:
-            s.write(q.DELETE_WORKER_FUNCTIONS, (worker_id,))
-            s.write(q.DELETE_WORKER, (worker_id,))
-
-    def purge_expired(self, now: float, limit: int = 10_000) -> int:
-        with self._savepoint() as s:
-            horizon = now - IDEMPOTENCY_WINDOW
-            count = s.run(q.PURGE_SENDER_IDS, (horizon, limit)).rowcount
-            count += s.run(q.PURGE_IDEMPOTENCY, (horizon, limit)).rowcount
-            s.write(q.PURGE_WORKERS, (horizon,))
-            count += s.run(q.PURGE_WORKER_ROWS, (horizon,)).rowcount
-            return count + s.run(q.PURGE_GCRA, (now, limit)).rowcount
-
-    def purge_before(self, cutoff: float, limit: int) -> Purged:
-        with self._savepoint() as s:
-            run_ids = [r[0] for r in s.run(q.ENDED_BEFORE, (cutoff, limit))]
-            if run_ids:
-                for statement in (
-                    q.DELETE_STEPS_OF_RUNS,
-                    q.DELETE_HISTORY_OF_RUNS,
-                    q.DELETE_RUN_EVENTS_OF_RUNS,
-                    q.DELETE_RUNS,
-                ):
-                    s.write(statement, (run_ids,))
-            s.write(q.PURGE_INBOX, (cutoff, limit))
-            events = s.run(q.PURGE_EVENTS, (cutoff, limit)).rowcount
-            skips = s.run(q.PURGE_SKIPS, (cutoff, limit)).rowcount
-            return Purged(len(run_ids), events, skips)
-
-    def put_sdk_app(self, app_id: str, name: str, registration: bytes, now: float) -> None:
-        with self._savepoint() as s:
-            s.write(q.PUT_SDK_APP, (app_id, name, bytes(registration), now))
-
-    def set_paused(self, function_id: str, paused: bool, app_id: str = "") -> None:
-        self.made_work = True
-        with self._savepoint() as s:
-            if paused:
-                s.write(q.PAUSE, (app_id, function_id))
-            elif app_id:
-                s.write(q.RESUME, (app_id, function_id))
-            else:
-                s.write(q.RESUME_EVERY_APP, (function_id,))
-
-    def replay_run(
-        self, run_id: str, new_run: NewRun, before_position: int | None, now: float
-    ) -> bool:
-        with self._savepoint() as s:
-            if s.run(q.SELECT_RUN, (run_id,)).fetchone() is None:
-                return False
-            self.create_run(new_run, now)
-            if before_position is not None:
-                s.write(q.COPY_STEPS, (new_run.run_id, run_id, before_position))
-            data = dumps({"of": run_id}).decode()
-            s.write(
-                q.INSERT_HISTORY,
-                (new_run.run_id, now, "RUN_REPLAYED", None, None, None, data, None),
-            )
-            return True
+    # -- schedules, workers, retention, SDK apps, pauses, replays (_upkeep.py) --------------------
+    sync_crons = _upkeep.sync_crons
+    due_crons = _upkeep.due_crons
+    advance_cron = _upkeep.advance_cron
+    adopt_unowned = _upkeep.adopt_unowned
+    register_worker = _upkeep.register_worker
+    touch_worker = _upkeep.touch_worker
+    unregister_worker = _upkeep.unregister_worker
+    purge_expired = _upkeep.purge_expired
+    purge_before = _upkeep.purge_before
+    put_sdk_app = _upkeep.put_sdk_app
+    set_paused = _upkeep.set_paused
+    replay_run = _upkeep.replay_run
 
     # -- leasing (store/postgres/_leases.py) -------------------------------------------------------
     def lease_due(
@@ -830,7 +531,7 @@ class PostgresTx:
             if row is None or row[0] != lease_token:
                 return False
             s.write_many(
-                q.MARK_STEP_RUNNING,
+                lq.MARK_STEP_RUNNING,
                 [
                     (run_id, p.hash, p.step_id, p.kind, p.position, p.attempts, p.started_at)
                     for p in steps
