@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,16 @@ pytestmark = pytest.mark.timeout(600)
 
 def _script(kind: str) -> str:
     return "py_parallel_app.py" if kind == "py" else "parallel_app.js"
+
+
+def _dev(
+    tmp_path: Path, start_app: Callable[..., SdkApp], kind: str, driver: PassCounter
+) -> AbstractAsyncContextManager[Dev]:
+    """The module's dev server, its SDK app the module's one (``same_sdk_app``)."""
+    app = App("stepline-dev")
+    return stepline_dev(
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
+    )
 
 
 async def _settled(d: Dev, driver: PassCounter, run_id: str, pending: set[str]) -> Run:
@@ -43,15 +54,7 @@ async def test_a_wait_mode_step_named_as_a_race_mode_one_does_not_race(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
 ) -> None:
     driver = PassCounter()
-    async with stepline_dev(
-        tmp_path,
-        start_app,
-        kind,
-        App("stepline-dev"),
-        script=_script(kind),
-        driver=driver,
-        same_sdk_app=True,
-    ) as d:
+    async with _dev(tmp_path, start_app, kind, driver) as d:
         run_id = await d.run_of("race-same-name", Event("par/same", {}))
         await _settled(d, driver, run_id, {"gate"})
         await d.t.send(Event("par/same-1", {}))  # the race-mode group ends
@@ -75,15 +78,7 @@ async def _cut_pass(
     what the SDK app counted once the run waits on the wait alone (its three steps ran), after
     checking that releasing the wait completes the run."""
     driver = PassCounter(max_requests_per_pass=limit)
-    async with stepline_dev(
-        tmp_path,
-        start_app,
-        kind,
-        App("stepline-dev"),
-        script=_script(kind),
-        driver=driver,
-        same_sdk_app=True,
-    ) as d:
+    async with _dev(tmp_path, start_app, kind, driver) as d:
         run_id = await d.run_of(fn, Event(f"par/{fn}", {}))
         await _settled(d, driver, run_id, {"hold"})
         state = await d.app_state(run_id)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _ignored import batch_with_cancel_on
 
 from stepline import (
     App,
@@ -482,17 +483,11 @@ async def test_a_batch_run_gets_no_cancel_on(app: App, make_engine: Make) -> Non
     # issue 7 (review, item 3c); Inngest: pkg/execution/executor/executor.go (Schedule: "Create
     # cancellation pauses immediately, only if this is a non-batch event"). Said at
     # registration (issue 6 risks d): tests/integration/test_ignored_options.py
-    with pytest.warns(UserWarning, match=r"cancel_on \('stop'\) is ignored"):
+    async def batched(ctx: Context) -> Any:
+        await ctx.step.sleep("hold", "1h")
+        return len(ctx.events)
 
-        @app.function(
-            id="batched",
-            trigger=TriggerEvent("item"),
-            batch_events=BatchEvents(max_size=2, timeout="10s"),
-            cancel_on=CancelOn("stop"),
-        )
-        async def batched(ctx: Context) -> Any:
-            await ctx.step.sleep("hold", "1h")
-            return len(ctx.events)
+    batch_with_cancel_on(app, batched, "item", BatchEvents(max_size=2, timeout="10s"), "stop")
 
     clock = MockClock(start=T0, autojump=False)
     async with make_engine(clock=clock) as t:

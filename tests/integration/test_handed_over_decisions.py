@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.integration._ignored import batch_with_cancel_on
 from tests.integration.test_apps import ended, serving
 
 from stepline import App, BatchEvents, CancelOn, Context, Debounce, Event, RateLimit, TriggerEvent
@@ -273,16 +274,11 @@ async def test_a_batch_filled_at_the_take_is_not_cancelled_by_a_later_event(
     clock = MockClock()
     shop, billing = App("shop"), billing_app()
 
-    with pytest.warns(UserWarning, match="cancel_on .* is ignored"):  # said at registration
+    async def pack(ctx: Context) -> Any:
+        return sorted(e.data["n"] for e in ctx.events)
 
-        @shop.function(
-            id="pack",
-            trigger=TriggerEvent("order/paid"),
-            batch_events=BatchEvents(max_size=2, timeout="1h"),
-            cancel_on=CancelOn("order/cancelled"),
-        )
-        async def pack(ctx: Context) -> Any:
-            return sorted(e.data["n"] for e in ctx.events)
+    batch = BatchEvents(max_size=2, timeout="1h")
+    batch_with_cancel_on(shop, pack, "order/paid", batch, "order/cancelled")
 
     shop.attach(stores(), clock)
     billing.attach(stores(), clock)

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
 from stepline.engine._system_events import FUNCTION_FAILED
 from stepline.engine.changes import Change
-from stepline.engine.engine import PURGE_BATCH, Engine
+from stepline.engine.engine import Engine
 from stepline.errors import ConfigError
-from stepline.expressions import compile_expression
+from stepline.sdk import _app_runs
 from stepline.sdk._location import located, warn_user
 from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, EventOutcome
@@ -45,29 +42,20 @@ from stepline.sdk.options import (
     Throttle,
     Timeouts,
 )
-from stepline.sdk.run import EventRun, HistoryEntry, Run, StepInfo
+from stepline.sdk.run import EventRun, HistoryEntry, Run
 from stepline.sdk.search import (
     RunSearch,
-    compile_search,
-    event_fields,
-    search,
-    search_clauses,
-    used_variables,
 )
 from stepline.sdk.triggers import TriggerEvent
 from stepline.sdk.waiting import KIND_STATUSES, WaitingOn, decide_waiting, runs_waiting_on
-from stepline.store import Store, StoreTx, open_store
+from stepline.store import Store, open_store
 from stepline.store.records import (
-    TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
     AppRecord,
     AppRemoval,
-    EventFilter,
     EventRecord,
-    Purged,
     RunFilter,
     SkipRecord,
-    StepRecord,
     StoredEvent,
     StoreStats,
     WorkerRecord,
@@ -439,32 +427,20 @@ class App:
         ``with_steps=False`` skips reading the runs' steps (``run.steps`` is then empty) and
         whether runs wait for a worker: one query in all, for polling; with steps, the page's
         steps are read in one more query. The reads are one call on a reader thread."""
-        engine = self.engine
-        now = engine.clock.now()
-        waiting_at = now if waiting_for_worker else None
         app_id = None if all_apps else self.id
-        query = RunFilter(
-            function_id,
-            status,
-            event_id,
-            limit,
-            waiting_at,
+        return await _app_runs.list_runs(
+            self.engine,
             app_id,
-            created_after=created_after.timestamp() if created_after else None,
-            created_before=created_before.timestamp() if created_before else None,
+            event_id=event_id,
+            function_id=function_id,
+            status=status,
+            limit=limit,
+            with_steps=with_steps,
+            waiting_for_worker=waiting_for_worker,
+            created_after=created_after,
+            created_before=created_before,
             after=after,
         )
-        store = engine.store
-
-        def read() -> list[Run]:
-            workers = store.live_workers(now) if with_steps or waiting_for_worker else None
-            records = store.list_runs(query)
-            steps: dict[str, list[StepRecord]] = {}
-            if with_steps and records:
-                steps = store.steps_of([r.run_id for r in records])
-            return [Run.from_records(r, steps.get(r.run_id, []), workers) for r in records]
-
-        return await engine.read(read)
 
     async def events(
         self,
@@ -480,15 +456,14 @@ class App:
         previous page (the next page holds older ones). Each says when it was received and
         whether it was a duplicate (its sender id seen in the 24 h before: it started no
         run)."""
-        engine = self.engine
-        query = EventFilter(
-            name,
-            received_after.timestamp() if received_after else None,
-            received_before.timestamp() if received_before else None,
-            (after.received_at, after.event.internal_id) if after is not None else None,
-            limit,
+        return await _app_runs.list_events(
+            self.engine,
+            name=name,
+            received_after=received_after,
+            received_before=received_before,
+            after=after,
+            limit=limit,
         )
-        return await engine.read(engine.store.list_events, query)
 
     async def get_event(self, event_id: str) -> EventRecord | None:
         """One stored event by the id ``send`` returned, or None."""
@@ -521,19 +496,7 @@ class App:
 
     async def wait_for_run(self, run_id: str, timeout: float = 30.0) -> Run:
         """Return the run once it has ended; ``TimeoutError`` after ``timeout`` real seconds."""
-        engine = self.engine
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            record = await engine.read(engine.store.get_run, run_id)
-            if record is not None and record.status in TERMINAL_STATUSES:
-                steps = await engine.read(engine.store.get_steps, run_id)
-                return Run.from_records(record, steps)
-            if time.monotonic() >= deadline:
-                status = record.status if record else "unknown"
-                raise TimeoutError(f"run {run_id} has not ended after {timeout}s (it is {status})")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+        return await _app_runs.wait_for_run(self.engine, run_id, timeout)
 
     async def cancel_run(self, run_id: str, reason: str = "cancelled by API") -> bool:
         """Cancel a run that has not ended: its timers and waits are removed, it ends CANCELLED
@@ -564,43 +527,17 @@ class App:
         oldest first; ``all_apps=True``: the runs of the function of that id in every app
         sharing the database. Returns the ids of the runs cancelled; ``dry_run=True``: of the
         runs it would cancel now, cancelling none (a preview)."""
-        engine = self.engine
-        condition = compile_expression(if_) if if_ is not None else None
-        # datetimes hold microseconds: bounds are inclusive at that resolution
-        after = started_after.timestamp() - 1e-6 if started_after else float("-inf")
-        before = started_before.timestamp() + 1e-6 if started_before else float("inf")
-        cancelled: list[str] = []
-        records = []
-        for status in UNFINISHED_STATUSES:
-            query = RunFilter(
-                function_id=function_id,
-                status=status,
-                limit=1_000_000,
-                app_id=None if all_apps else self.id,
-            )
-            found = await engine.read(engine.store.list_runs, query)
-            records += [r for r in found if after <= r.created_at <= before]
-        # a run that changed status between two of these reads is listed twice: once each
-        records = list({r.run_id: r for r in records}.values())
-        records.sort(key=lambda r: r.created_at)
-        for record in records:
-            if len(cancelled) >= limit:
-                break
-            if condition is not None:
-                events = await engine.read(engine.store.get_events, record.event_ids[:1])
-                payload = events[0].payload() if events else {}
-                if not condition.matches({"event": payload}):
-                    continue
-            if dry_run:
-                cancelled.append(record.run_id)
-                continue
-            job = engine.cancel_job(record.run_id, reason, engine.clock.now())
-            if await engine.writer.write(job):
-                cancelled.append(record.run_id)
-                engine.changes.publish_runs([record.run_id])
-        if not dry_run:
-            engine.wake_workers()
-        return cancelled
+        return await _app_runs.cancel_runs(
+            self.engine,
+            None if all_apps else self.id,
+            function_id,
+            started_after=started_after,
+            started_before=started_before,
+            if_=if_,
+            reason=reason,
+            limit=limit,
+            dry_run=dry_run,
+        )
 
     async def replay_run(
         self, run_id: str, *, from_step: str | None = None, all_apps: bool = False
@@ -610,29 +547,10 @@ class App:
         results and do not run again. The run must be this app's (or recorded before runs
         carried their app); ``all_apps=True`` replays another app's run too (the new run is that
         app's). Returns the new run's id."""
-        engine = self.engine
         original = await self.get_run(run_id)
-        if original is None:
-            raise ConfigError(f"no run {run_id!r}")
-        if not all_apps and original.app_id not in (self.id, ""):
-            raise ConfigError(
-                f"run {run_id} is a run of app {original.app_id!r}, not of {self.id!r} "
-                "(all_apps=True replays it)"
-            )
-        before: int | None = None
-        if from_step is not None:
-            records = await engine.read(engine.store.get_steps, run_id)
-            match = next((s for s in records if s.step_id == from_step), None)
-            if match is None:
-                known = ", ".join(s.step_id for s in records) or "none"
-                raise ConfigError(f"run {run_id} has no step {from_step!r} (steps: {known})")
-            before = match.position
-        now = engine.clock.now()
-        new_run = engine.replay_of(original, now)
-        await engine.writer.write(lambda tx: tx.replay_run(run_id, new_run, before, now))
-        engine.wake_workers()
-        engine.changes.publish_runs([new_run.run_id])
-        return new_run.run_id
+        return await _app_runs.replay_run(
+            self.engine, self.id, original, run_id, from_step, all_apps=all_apps
+        )
 
     async def pause_function(self, function_id: str, *, all_apps: bool = False) -> None:
         """Pause this app's function: runs it triggers are created and held (not executed)
@@ -668,15 +586,7 @@ class App:
         """Delete runs that ended before ``before`` (at most ``limit``), with their steps and
         history, and the events and skip records older than it that no remaining run uses, in
         small batches (one short transaction each). Returns the number of runs deleted."""
-        cutoff = before.timestamp()
-        deleted = 0
-        while deleted < limit:
-            batch = min(PURGE_BATCH, limit - deleted)
-            purged = await self.engine.writer.write(partial(_purge, cutoff=cutoff, limit=batch))
-            deleted += purged.runs
-            if not purged.full(batch):
-                break
-        return deleted
+        return await _app_runs.purge_runs(self.engine, before, limit)
 
     async def waiting_on(self, runs: Sequence[Run]) -> dict[str, WaitingOn]:
         """Why each of these runs that has not ended is not running now (sleeping until T,
@@ -756,25 +666,17 @@ class App:
         search decides: never fewer matches). ``scanned`` counts the newest runs the search
         covered: down to its last match when ``limit`` stopped it, otherwise all it looked
         at."""
-        expression = compile_search(query)
-        engine = self.engine
-        store = engine.store
-        app_id = None if all_apps else self.id
-        runs_filter = RunFilter(function_id, status, None, scan, None, app_id, after=after)
-        clauses = search_clauses(query)
-        used, fields = used_variables(query), event_fields(query)
-
-        result = await engine.read(
-            lambda: search(store, runs_filter, scan, clauses, expression, used, fields, limit)
+        return await _app_runs.search_runs(
+            self.engine,
+            None if all_apps else self.id,
+            query,
+            function_id=function_id,
+            status=status,
+            limit=limit,
+            scan=scan,
+            after=after,
+            with_steps=with_steps,
         )
-        if not with_steps or not result.runs:
-            return result
-        steps = await engine.read(store.steps_of, [r.run_id for r in result.runs])
-        runs = [
-            dataclasses.replace(r, steps=[StepInfo.from_record(s) for s in steps.get(r.run_id, [])])
-            for r in result.runs
-        ]
-        return dataclasses.replace(result, runs=runs)
 
 
 def on_stop_signals(
@@ -786,7 +688,3 @@ def on_stop_signals(
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handler, sig)
-
-
-def _purge(tx: StoreTx, *, cutoff: float, limit: int) -> Purged:
-    return tx.purge_before(cutoff, limit)
