@@ -326,6 +326,37 @@ def test_a_gate_no_take_of_its_process_opened_is_opened_after_gate_hold(
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
 
 
+def test_a_gate_whose_timer_was_lost_is_opened_by_housekeeping(
+    stores: tuple[App, PostgresStore, PostgresStore],
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The timer is the usual way a gate no take of its process got is opened; a timer that
+    never fires (its thread could not start) must not leave the gate closed until a take of
+    this process gets the bucket (every ingestion of its names noting its event meanwhile):
+    the process's housekeeping opens the gates closed ``GATE_HOLD`` ago as well."""
+
+    class LostTimer:
+        def __init__(self, interval: float, function: Callable[[], None]) -> None:
+            pass
+
+        def start(self) -> None:
+            return None  # never fires
+
+    monkeypatch.setattr(_take_gates.threading, "Timer", LostTimer)
+    shop, taker, sender = stores
+    with sender.transaction() as tx:
+        tx.ingest([cancelled_event()], T0 + 5, cel_matches)
+        tx.stored_event_ids(["cancel-1"])
+        assert take(shop, taker) == []
+    _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
+    taker._gates.wait()
+    monkeypatch.setattr(_take_gates, "GATE_HOLD", 0.0)  # its time has come
+    with taker.transaction() as tx:
+        shop.engine.housekeeping(tx, T0 + 20)
+    _gates_become(pg_url, [])
+
+
 # a cancel (statement_timeout, pg_cancel_backend) delivered right after an ingestion's look at a
 # gate: the first of these functions the look's next statement calls raises it
 CANCELLED_AFTER_THE_LOOK = f"""

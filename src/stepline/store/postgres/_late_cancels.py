@@ -105,7 +105,11 @@ def events_received(
 
 
 def late_cancels(tx: PostgresTx, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
-    """``StoreTx.late_cancels`` on PostgreSQL (inside the verb's savepoint)."""
+    """``StoreTx.late_cancels`` on PostgreSQL (inside the verb's savepoint). Housekeeping
+    calls it: the gates of this process's refused takes closed ``GATE_HOLD`` ago are opened
+    here too, should their timer be lost (``_take_gates.py``; asked of the gates' thread)."""
+    if tx._gates is not None:
+        tx._gates.open_stale()
     s, hints = tx.statements, tx.hints
     if now < hints.notes_until or now - hints.notes_read_at >= LATE_CANCELS_EVERY:
         hints.notes_read_at = now

@@ -10,7 +10,8 @@ take holds the bucket) instead of holding the bucket (PostgreSQL migration 10), 
 ingestions in flight when the gate closed have ended, the next try of the take succeeds, and
 a stream of overlapping ingestions cannot starve it. A gate is opened by the take that gets
 its bucket, or ``GATE_HOLD`` seconds after it closed when no take of this process got it
-(another worker took the row: a timer), or when its session ends (the process died). The
+(another worker took the row: a timer, and the process's housekeeping should the timer be
+lost: ``_late_cancels.late_cancels``), or when its session ends (the process died). The
 gates' statements run on a thread of their own, in the order they were asked for: the take
 asks and goes on, so
 neither the gates' round trips nor their connection's opening ever hold up the transaction (a
