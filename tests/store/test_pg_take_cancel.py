@@ -24,7 +24,7 @@ from tests.integration.test_handed_over_decisions import shop_app
 from stepline import App
 from stepline.errors import LeaseLostError
 from stepline.store.interface import Replay
-from stepline.store.postgres import PostgresStore, _late_cancels, _take_gates
+from stepline.store.postgres import PostgresStore, _late_cancels, _take_gates, wakeups
 from stepline.store.postgres.queries import CANCEL_GATES, CLOSE_GATE, NOTE_UNLESS_SHARED
 from stepline.store.records import EventFilter, EventIngest, FunctionSet, PassCommit, RunFilter
 from stepline.testing import MockClock
@@ -259,6 +259,33 @@ def test_a_refused_take_never_waits_for_its_gates(
         assert taken == [[]]
         _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
     thread.join(timeout=30)
+
+
+def test_a_refused_take_gives_its_row_back_without_waking_every_worker(
+    stores: tuple[App, PostgresStore, PostgresStore], pg_url: str
+) -> None:
+    """A refused take gives its row back to the inbox, due as it was: the workers that may take
+    it see it due and look again by themselves (a worker's poll while work is due and not
+    leasable), so its transaction sends no notification, which would wake every worker of
+    every app on the database (and the taker at once, to be refused again while the ingestion
+    is in flight). Notifications arrive in commit order: none may come before the marker,
+    sent once the take committed and before the ingestion does."""
+    shop, taker, sender = stores
+    with psycopg.connect(pg_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {wakeups.CHANNEL}")
+        with sender.transaction() as tx:
+            tx.ingest([cancelled_event()], T0 + 5, cel_matches)
+            tx.stored_event_ids(["cancel-1"])  # in flight, holding the bucket
+            assert take(shop, taker) == []  # refused: the row given back
+            listener.execute("SELECT pg_notify(%s, 'marker')", (wakeups.CHANNEL,))
+        payloads: list[str] = []
+        deadline = time.monotonic() + 30
+        while "marker" not in payloads:
+            assert time.monotonic() < deadline, payloads
+            payloads += [n.payload for n in listener.notifies(timeout=1, stop_after=1)]
+    assert payloads[: payloads.index("marker")] == []
+    [run_id] = take(shop, taker)
+    assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
 
 
 def test_a_refused_take_is_not_starved_by_ingestions_that_keep_coming(

@@ -274,7 +274,7 @@ class Engine:
                 results = tx.admit_taken([item], received_at)
                 cancels = self._cancelled_since(tx, item, results, received_at, now)
         except TakeContended:  # an ingestion of its cancel events in flight: taken again later
-            tx.deliver([(self.app_id, fn.id, event.internal_id)], received_at)
+            tx.give_back([(self.app_id, fn.id, event.internal_id)], received_at)
             return []
         except Exception as exc:
             if isinstance(self.store.store_error(exc), StoreUnavailable):

@@ -247,14 +247,24 @@ class StoreTx(Protocol):
         before its read, whatever its received time (another process's clock may read later
         than ``until``), and orders it with the ingestion of events of those names
         (docs/design.md, "Handing over"): it raises ``TakeContended``
-        (call it in a savepoint; give the row back: ``deliver``) while one is in flight, and
+        (call it in a savepoint; give the row back: ``give_back``) while one is in flight, and
         an ingestion during the rest of this transaction notes its event for ``late_cancels``.
         Memory and SQLite: one writer at a time, never raises."""
         ...
 
     def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
-        """Add (app id, function id, event id) rows to the inbox, received at ``now`` (a taken
-        row given back: ``events_received``)."""
+        """Add (app id, function id, event id) rows to the inbox, received at ``now``, for the
+        workers of those apps to take (on PostgreSQL the commit wakes the database's workers)."""
+        ...
+
+    def give_back(self, rows: Sequence[tuple[str, str, str]], received_at: float) -> None:
+        """Put (app id, function id, event id) rows a take got back in the inbox, received at
+        ``received_at`` as before (``events_received`` refused the take: ``TakeContended``).
+        Wakes no worker: the row is due as it was, and the workers that take it, the refused
+        one among them, look again by themselves while work is due that they could not lease
+        (``Worker``'s poll); a wake-up would call every worker of the database, the refused
+        one at once, to be refused again while the ingestion is in flight. Memory and SQLite
+        never refuse a take (``deliver`` there)."""
         ...
 
     def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:

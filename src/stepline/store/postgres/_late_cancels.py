@@ -77,6 +77,11 @@ def take_inbox(tx: PostgresTx, functions: FunctionSet, limit: int) -> Callable[[
     return taken
 
 
+def give_back(tx: PostgresTx, rows: Sequence[tuple[str, str, str]], received_at: float) -> None:
+    """``StoreTx.give_back`` on PostgreSQL: ``deliver``'s rows, without a notification."""
+    tx.statements.write_many(q.DELIVER, [(*row, received_at) for row in rows])
+
+
 def events_received(
     tx: PostgresTx, names: Sequence[str], after: tuple[float, str], until: float
 ) -> list[tuple[float, EventRecord]]:

@@ -39,6 +39,7 @@ from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._late_cancels import (
     events_received,
+    give_back,
     late_cancels,
     note_unless_shared,
     take_inbox,
@@ -130,10 +131,13 @@ class PostgresTx:
     @contextmanager
     def _careful_savepoint(self) -> Iterator[Statements]:
         locked = set(self._locked)
+        # what the commit's notification says: never work a rolled-back verb made
+        made_work, new_runs = self.made_work, dict(self.new_runs) if self.new_runs else None
 
         def undo() -> None:
             self._locked = locked
             self._index.forget()
+            self.made_work, self.new_runs = made_work, new_runs or {}
 
         with self._s.savepoint(undo):
             yield self._s
@@ -231,6 +235,9 @@ class PostgresTx:
     def deliver(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
         self.made_work = True  # the receiving apps' workers take them (NOTIFY wakes them)
         self._s.write_many(q.DELIVER, [(*row, now) for row in rows])
+
+    def give_back(self, rows: Sequence[tuple[str, str, str]], received_at: float) -> None:
+        give_back(self, rows, received_at)
 
     def take_inbox(self, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:
         return take_inbox(self, functions, limit)
