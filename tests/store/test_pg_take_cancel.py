@@ -11,6 +11,7 @@ connections, in one thread, in the order it names (no thread, no timing: nothing
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore, _late_cancels, _take_gates, wakeups
 from stepline.store.postgres.queries import CANCEL_GATES, CLOSE_GATE, NOTE_UNLESS_SHARED
 from stepline.store.records import EventFilter, EventIngest, FunctionSet, PassCommit, RunFilter
+from stepline.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from stepline.testing import MockClock
 
 from .builders import T0, cel_matches, event
@@ -420,3 +422,33 @@ def test_a_cancel_right_after_an_ingestion_looked_at_a_gate_leaves_the_gate_free
         finally:
             conn.execute("RESET search_path")
             conn.execute("DROP SCHEMA trap CASCADE")
+
+
+def test_nothing_unread_of_the_notes_and_takes_is_kept(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """A note's transaction id (written, never read: the only use of ``pg_current_xact_id``,
+    which PostgreSQL 12 lacks) and migration 9's function (a take no longer waits for its
+    buckets) are gone from the PostgreSQL schema, and the id from SQLite's too (both hold the
+    same columns, for db copy: tests/integration/test_db_copy.py)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'cancel_notes' "
+            "ORDER BY ordinal_position"
+        ).fetchall()
+        functions = dict(
+            conn.execute(
+                "SELECT proname, prosrc FROM pg_proc WHERE proname LIKE 'stepline%%' "
+                "AND pronamespace = current_schema()::regnamespace"
+            ).fetchall()
+        )
+    assert [c[0] for c in columns] == ["event_id", "bucket"]
+    assert sorted(functions) == ["stepline_note_unless_shared"]
+    assert "pg_current_xact_id" not in functions["stepline_note_unless_shared"]
+    with sqlite3.connect(":memory:") as lite:
+        lite.executescript("".join(SQLITE_MIGRATIONS))
+        assert [r[1] for r in lite.execute("PRAGMA table_info(cancel_notes)")] == [
+            "event_id",
+            "bucket",
+        ]

@@ -130,7 +130,7 @@ TABLES: tuple[Table, ...] = (
     _table("triggers", "app_id event_name function_id", "app_id event_name function_id"),
     _table("trigger_catalog", "id version", "id"),
     _table("inbox", "seq app_id function_id event_id received_at", "seq", identity="seq"),
-    _table("cancel_notes", "event_id bucket tx", "event_id"),
+    _table("cancel_notes", "event_id bucket", "event_id"),
 )
 BY_NAME = {table.name: table for table in TABLES}
 # the table a database keeps its own schema's version in: never copied (each side migrates)

@@ -395,4 +395,43 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 13: what nothing reads is gone: a note's transaction id (``cancel_notes.tx``, the only use
+    # of ``pg_current_xact_id``, which PostgreSQL 12 lacks) and migration 9's function (a take
+    # tries its buckets, queries.TRY_TAKE_BUCKETS); migration 12's function writes no id
+    """
+    DROP FUNCTION stepline_take_buckets(integer[], text);
+    CREATE OR REPLACE FUNCTION stepline_note_unless_shared(ids text[], buckets integer[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        i integer;
+        noted text;
+        refused boolean;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+            noted := coalesce(current_setting('stepline.noted_buckets', true), '');
+            refused := position(',' || buckets[i] || ',' IN noted) > 0;
+            IF NOT refused THEN
+                BEGIN
+                    refused := NOT pg_try_advisory_xact_lock_shared(1953066351, buckets[i]);
+                    RAISE SQLSTATE 'SLG01';  -- rolls the block back: the gate let go
+                EXCEPTION WHEN SQLSTATE 'SLG01' THEN
+                    NULL;
+                END;
+                IF NOT refused THEN
+                    refused := NOT pg_try_advisory_xact_lock_shared(1953066350, buckets[i]);
+                END IF;
+            END IF;
+            IF refused THEN
+                INSERT INTO cancel_notes (event_id, bucket) VALUES (ids[i], buckets[i])
+                ON CONFLICT (event_id) DO NOTHING;
+                IF position(',' || buckets[i] || ',' IN noted) = 0 THEN
+                    PERFORM set_config('stepline.noted_buckets',
+                                       coalesce(nullif(noted, ''), ',') || buckets[i] || ',', true);
+                END IF;
+            END IF;
+        END LOOP;
+    END
+    $$;
+    ALTER TABLE cancel_notes DROP COLUMN tx;
+    """,
 )

@@ -375,4 +375,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE waits_by_run RENAME TO waits;
     CREATE INDEX waits_lookup ON waits(event_name, index_path, index_value);
     """,
+    # 19: the column PostgreSQL migration 13 drops from its ``cancel_notes`` (a note's
+    # transaction id, read by nothing), so both schemas hold the same columns, for db copy
+    """
+    CREATE TABLE cancel_notes_kept (
+        event_id TEXT PRIMARY KEY,
+        bucket INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO cancel_notes_kept (event_id, bucket) SELECT event_id, bucket FROM cancel_notes;
+    DROP TABLE cancel_notes;
+    ALTER TABLE cancel_notes_kept RENAME TO cancel_notes;
+    """,
 )
