@@ -320,15 +320,13 @@ def test_a_refused_take_is_not_starved_by_ingestions_that_keep_coming(
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
 
 
-def test_a_gate_no_take_of_its_process_opened_is_opened_after_gate_hold(
+def _gate_closed(
     stores: tuple[App, PostgresStore, PostgresStore],
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A gate stays closed only while its process may take the row again: another worker may
-    have taken it. ``GATE_HOLD`` after it closed, a timer opens it, whether or not the process
-    looks for work meanwhile (an idle worker may not for long). The timer is the test's: it
-    fires when the test says."""
+) -> list[tuple[float, Callable[[], None]]]:
+    """Close the gate of order/cancelled by a refused take; the timers ``TakeGates`` made
+    meanwhile (interval, function): the test's, they never fire by themselves."""
     timers: list[tuple[float, Callable[[], None]]] = []
 
     class Timer:
@@ -346,11 +344,24 @@ def test_a_gate_no_take_of_its_process_opened_is_opened_after_gate_hold(
         assert take(shop, taker) == []
     _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
     taker._gates.wait()  # the gate shows closed before its thread made the timer
-    [(interval, fire)] = timers
+    return timers
+
+
+def test_a_gate_no_take_of_its_process_opened_is_opened_after_gate_hold(
+    stores: tuple[App, PostgresStore, PostgresStore],
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gate stays closed only while its process may take the row again: another worker may
+    have taken it. ``GATE_HOLD`` after it closed, a timer opens it, whether or not the process
+    looks for work meanwhile (an idle worker may not for long). The timer is the test's: it
+    fires when the test says."""
+    [(interval, fire)] = _gate_closed(stores, pg_url, monkeypatch)
     assert interval == _take_gates.GATE_HOLD
     monkeypatch.setattr(_take_gates, "GATE_HOLD", 0.0)  # its time has come
     fire()
     _gates_become(pg_url, [])  # nobody else came by
+    shop, taker, _ = stores
     [run_id] = take(shop, taker)  # the next take gets the bucket
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
 
@@ -364,23 +375,9 @@ def test_a_gate_whose_timer_was_lost_is_opened_by_housekeeping(
     never fires (its thread could not start) must not leave the gate closed until a take of
     this process gets the bucket (every ingestion of its names noting its event meanwhile):
     the process's housekeeping opens the gates closed ``GATE_HOLD`` ago as well."""
-
-    class LostTimer:
-        def __init__(self, interval: float, function: Callable[[], None]) -> None:
-            pass
-
-        def start(self) -> None:
-            return None  # never fires
-
-    monkeypatch.setattr(_take_gates.threading, "Timer", LostTimer)
-    shop, taker, sender = stores
-    with sender.transaction() as tx:
-        tx.ingest([cancelled_event()], T0 + 5, cel_matches)
-        tx.stored_event_ids(["cancel-1"])
-        assert take(shop, taker) == []
-    _gates_become(pg_url, [_late_cancels.bucket("order/cancelled")])
-    taker._gates.wait()
+    _gate_closed(stores, pg_url, monkeypatch)  # its timer never fires
     monkeypatch.setattr(_take_gates, "GATE_HOLD", 0.0)  # its time has come
+    shop, taker, _ = stores
     with taker.transaction() as tx:
         shop.engine.housekeeping(tx, T0 + 20)
     _gates_become(pg_url, [])
