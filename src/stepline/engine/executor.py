@@ -73,6 +73,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         self.gate = StepGate(self.loop)  # every future of a step call; released when it ends
         self._blocked: list[asyncio.Future[Any]] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Future[Any] | None = None  # the function's task (its main branch)
+        self._branched = False  # a step was called from another task than the function's own
         self._consumed: set[str] = set()
         self._memo_done = {h for h, s in self.memo.items() if s.status in ("COMPLETED", "FAILED")}
         self._memo_at_load = set(self.memo)
@@ -143,6 +145,8 @@ class PassExecutor(RoundRecorder, PassEndings):
     # -- registering operations -------------------------------------------------------------------
     async def _request(self, kind: str, step_id: str, **spec: Any) -> Any:
         self.gate.check()
+        if not self._branched and asyncio.current_task() is not self._task:
+            self._branched = True
         n = self._counts[step_id]
         self._counts[step_id] += 1
         key = step_id if n == 0 else f"{step_id}:{n}"
@@ -210,6 +214,8 @@ class PassExecutor(RoundRecorder, PassEndings):
             waiter.set_result(None)
 
     async def _block(self) -> Any:
+        if not self._branched and asyncio.current_task() is not self._task:
+            self._branched = True
         future = self.gate.future()
         self._blocked.append(future)
         self._notify()
@@ -285,8 +291,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         handler = self.fn.handler
         task: asyncio.Future[Any]
         if self.fn.is_async:
-            task = self.loop.create_task(handler(self.ctx))
-        else:
+            task = self._task = self.loop.create_task(handler(self.ctx))
+        else:  # its steps are called from tasks of their own: never one branch (_settle)
             task = self.loop.run_in_executor(self.engine.function_threads, handler, self.ctx)
         task.add_done_callback(lambda _: self._notify())  # its end wakes _settle too
         return task
@@ -318,11 +324,17 @@ class PassExecutor(RoundRecorder, PassEndings):
             return
 
     async def _settle(self, task: asyncio.Future[Any]) -> None:
-        """Wait until the function is done or every branch waits on a step."""
+        """Wait until the function is done or every branch waits on a step. While every step
+        was called from the function's own task (one branch: a sequential function), that task
+        is blocked on the step it called last, so the round starts at once; once a step comes
+        from another task (``gather``, a task group), "every branch" is when nothing new was
+        registered for two loop iterations."""
         while True:
             if task.done() or self._abort is not None:
                 return
             if self._new_ops or self._blocked:
+                if not self._branched:
+                    return
                 last, stable = (-1, -1), 0
                 while stable < 2:
                     await asyncio.sleep(0)

@@ -7,6 +7,12 @@ paying N. Jobs may come from any event loop and any thread at once: a result is 
 loop of the caller that is waiting for it (``call_soon_threadsafe``, once per loop per
 transaction), or to a thread blocked in ``submit_sync``.
 
+The writer thread is the writer's own (started at its first job) and waits on a queue of
+wake-ups: a hop to it and back is one thread wake-up each way and nothing more (a thread pool
+added a work item, a future and their locks to each hop, and the pool's bookkeeping held the
+GIL while the event loop woke up for the result). At interpreter exit, as a pool's thread
+would, it finishes the jobs queued before it stops.
+
 A job that fails on its own (a lost lease), or that the store refuses for good (a read-only
 database: a ``StoreError``, never the backend's raw exception), is rolled back alone and the rest
 of its batch commits. A failure the store reads as ``StoreUnavailable`` (disk full, I/O error,
@@ -26,10 +32,14 @@ then applied alone.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from stepline.errors import StoreError, StoreUnavailable
@@ -38,6 +48,8 @@ from stepline.store.interface import OptimisticStore, Replay, Store, StoreTx
 T = TypeVar("T")
 Job = Callable[[StoreTx], Any]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
+
+log = logging.getLogger("stepline.writer")
 
 
 class _Pending(NamedTuple):
@@ -54,7 +66,10 @@ class BatchWriter:
         # decided once: isinstance on a runtime-checkable Protocol costs ~8.5 µs a call
         self._optimistic = store if isinstance(store, OptimisticStore) else None
         self._max_batch = max_batch
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepline-writer")
+        self._thread: threading.Thread | None = None  # started at the first drain
+        # the writer thread's wake-ups: this writer (drain it) or None (stop)
+        self._wakes: queue.SimpleQueue[BatchWriter | None] = queue.SimpleQueue()
+        self._at_exit = partial(_close_at_exit, weakref.ref(self))
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _draining, _kicks and _closed
         self._draining = False  # a drain is submitted to or running on the writer thread
@@ -94,8 +109,7 @@ class BatchWriter:
             if self._draining:
                 return
             if loop is None:  # a blocked thread: start the drain now
-                self._draining = True
-                self._thread.submit(self._drain)
+                self._start_drain()
                 return
             if loop in self._kicks:
                 return
@@ -110,8 +124,29 @@ class BatchWriter:
             self._kicks.discard(loop)
             if self._draining or self._queue.empty():
                 return
-            self._draining = True
-            self._thread.submit(self._drain)
+            self._start_drain()
+
+    def _start_drain(self) -> None:
+        """Wake the writer thread to drain the queue (under ``_lock``)."""
+        self._draining = True
+        if self._thread is None:
+            wakes, at_exit = self._wakes, self._at_exit
+
+            def dropped(_: weakref.ref[BatchWriter]) -> None:  # never closed: the thread ends
+                wakes.put(None)
+                atexit.unregister(at_exit)
+
+            # the writer is held by a wake-up until its drain ends, never by the idle thread
+            # (a writer dropped without close is collected, and its thread ends)
+            self._thread = threading.Thread(
+                target=_serve,
+                args=(wakes, weakref.ref(self, dropped)),
+                name="stepline-writer",
+                daemon=True,
+            )
+            self._thread.start()
+            atexit.register(at_exit)
+        self._wakes.put(self)
 
     # -- the writer thread ----------------------------------------------------------------------
     def _drain(self) -> None:
@@ -214,9 +249,31 @@ class BatchWriter:
         with self._lock:
             self._closed = True
             if not self._draining and not self._queue.empty():
-                self._draining = True
-                self._thread.submit(self._drain)
-        self._thread.shutdown(wait=True)
+                self._start_drain()
+            thread = self._thread
+        if thread is None:
+            return
+        self._wakes.put(None)  # after the drains asked before: served in order
+        thread.join()
+        atexit.unregister(self._at_exit)
+
+
+def _serve(wakes: queue.SimpleQueue[BatchWriter | None], writer: weakref.ref[BatchWriter]) -> None:
+    """The writer thread: a drain per wake-up, until told to stop (``close``, or the writer
+    was dropped: ``writer``'s callback; the reference is held here for it)."""
+    while (draining := wakes.get()) is not None:
+        try:
+            draining._drain()
+        except Exception:  # cannot happen (_apply catches everything); keep serving
+            log.exception("the writer thread failed draining its queue")
+        del draining
+
+
+def _close_at_exit(writer: weakref.ref[BatchWriter]) -> None:
+    """At interpreter exit (the writer thread is a daemon): finish the queued jobs first."""
+    alive = writer()
+    if alive is not None:
+        alive.close()
 
 
 def _own_copy(error: StoreError) -> StoreError:
