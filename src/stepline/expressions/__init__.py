@@ -21,6 +21,7 @@ from stepline.expressions._match import (
     prepare_match,
     stored_matches,
     value_at,
+    values_at,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "prepare_match",
     "stored_matches",
     "value_at",
+    "values_at",
 ]

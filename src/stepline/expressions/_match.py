@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -183,6 +183,19 @@ def match_shorthand(field: str) -> str:
             str(field), "match must be a dotted field path such as 'data.orderId'"
         )
     return f"event.{field} == async.{field}"
+
+
+def values_at(events: Sequence[Mapping[str, Any]], path: str) -> list[str | None]:
+    """``value_at(event, path)`` of each event, the path split once (an ingest verb looks a
+    batch of events up in the index under each indexed path of their name)."""
+    if not path:
+        return [value_at(event, path) for event in events]
+    segments = path.split(".")
+    values: list[str | None] = []
+    for event in events:
+        value = lookup(event, segments)
+        values.append(None if value is MISSING else canonical(cel_view(value)))
+    return values
 
 
 def value_at(event: Mapping[str, Any], path: str) -> str | None:

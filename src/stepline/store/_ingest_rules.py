@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Protocol
+from typing import Any, Protocol
 
-from stepline.expressions import value_at
+from stepline.expressions import values_at
 from stepline.serde import dumps_exact
 from stepline.store._admission_rules import AdmissionTx, record_effects, start_runs
 from stepline.store._primitives import EventPrimitives, ResumedWait, RunPrimitives
@@ -116,10 +116,21 @@ class _Batch:
         self.no_unindexed_matchers: set[str] = set()
         self.listeners: dict[str, Sequence[tuple[str, str]]] = {}  # see _listeners
         self.new = tx.insert_events(events, now)  # one statement for the batch, where it can
-        self.waits = _indexed(events, tx.wait_paths, tx.indexed_waits)
+        # each event's payload, built once (see payload)
+        self.events = events
+        self.payloads: list[dict[str, Any] | None] = [None] * len(events)
+        self.waits = _indexed(self, range(len(events)), tx.wait_paths, tx.indexed_waits)
         self.matchers: list[list[WaitRecord]] | None = _indexed(
-            events, tx.matcher_paths, self._indexed_matchers
+            self, range(len(events)), tx.matcher_paths, self._indexed_matchers
         )
+
+    def payload(self, i: int) -> dict[str, Any]:
+        """The payload of the batch's event ``i``: built once, for the index lookups and the
+        resolved waits' step output (which only read it)."""
+        payload = self.payloads[i]
+        if payload is None:
+            payload = self.payloads[i] = self.events[i].payload()
+        return payload
 
     def _indexed_matchers(self, name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
         return self.tx.indexed_matchers(name, path, values, self.now)
@@ -166,7 +177,7 @@ class _Batch:
         if self.matchers is not None:
             indexed = self.matchers[i]
         else:
-            indexed = _indexed([event], tx.matcher_paths, self._indexed_matchers)[0]
+            indexed = _indexed(self, (i,), tx.matcher_paths, self._indexed_matchers)[0]
         if not indexed and not unindexed:
             return []
         cancelled: list[tuple[str, str]] = []
@@ -202,7 +213,7 @@ class _Batch:
                 continue
             self.deleted.add(wait.wait_id)
             if event_json is None:
-                event_json = dumps_exact(event.payload())
+                event_json = dumps_exact(self.payload(i))
             self.resumed.append(
                 ResumedWait(
                     wait.run_id, wait.step_hash, event_json, event.internal_id, wait.step_id
@@ -217,31 +228,34 @@ class _Lookup(Protocol):
 
 
 def _indexed(
-    events: list[EventRecord], paths_of: Callable[[str], Sequence[str]], lookup: _Lookup
+    batch: _Batch,
+    positions: Sequence[int],
+    paths_of: Callable[[str], Sequence[str]],
+    lookup: _Lookup,
 ) -> list[list[WaitRecord]]:
-    """For each event, the waits (or matchers) the index offers under the event's values at the
-    indexed paths of its name: one lookup per (name, path) for all the events. The payload is
-    only built for events of a name something is indexed under."""
-    found: list[list[WaitRecord]] = [[] for _ in events]
+    """For each of the batch's events at ``positions``, the waits (or matchers) the index offers
+    under the event's values at the indexed paths of its name: one lookup per (name, path) for
+    all the events. The payload is only built for events of a name something is indexed under."""
+    found: list[list[WaitRecord]] = [[] for _ in positions]
     by_name: dict[str, list[int]] = {}
-    for i, event in enumerate(events):
-        by_name.setdefault(event.name, []).append(i)
-    for name, positions in by_name.items():
+    events = batch.events
+    for at, i in enumerate(positions):
+        by_name.setdefault(events[i].name, []).append(at)
+    for name, ats in by_name.items():
         paths = paths_of(name)
         if not paths:
             continue
-        payloads = [events[i].payload() for i in positions]
+        payloads = [batch.payload(positions[at]) for at in ats]
         for path in paths:
-            at: dict[str, list[int]] = {}
-            for i, payload in zip(positions, payloads, strict=True):
-                value = value_at(payload, path)
+            under: dict[str, list[int]] = {}
+            for at, value in zip(ats, values_at(payloads, path), strict=True):
                 if value is not None:
-                    at.setdefault(value, []).append(i)
-            if not at:
+                    under.setdefault(value, []).append(at)
+            if not under:
                 continue
-            for record in lookup(name, path, list(at)):
-                for i in at.get(record.index_value or "", ()):
-                    found[i].append(record)
+            for record in lookup(name, path, list(under)):
+                for at in under.get(record.index_value or "", ()):
+                    found[at].append(record)
     return found
 
 
