@@ -4,8 +4,10 @@ they resolved, runs they cancelled."""
 
 from __future__ import annotations
 
+from stepline.serde import loads
 from stepline.store import Store
-from stepline.store.records import Admission, EventIngest, MatcherSpec, NewRun
+from stepline.store.records import RESUMED, Admission, EventIngest, MatcherSpec, NewRun
+from stepline.store.sqlite._multirow import CHUNK
 
 from .builders import (
     T0,
@@ -90,3 +92,29 @@ def test_each_event_of_a_batch_resumes_the_runs_waiting_for_its_values(store: St
         [],
         ["r1", "r4"],
     ]
+
+
+def test_a_batch_of_more_rows_than_a_statement_writes_each_once_in_order(store: Store) -> None:
+    """More events, resolved waits and effects than one multi-row statement holds (SQLite
+    writes them in statements of ``CHUNK`` rows, the rest a row at a time): every event is
+    stored, every run woken with its WAIT_MATCHED and its step's output, every effect
+    recorded, once each."""
+    count = 2 * CHUNK + 7
+    for i in range(count):
+        waiting(store, f"r{i:03d}", f"o-{i}")
+    ids = [f"p-{i:03d}" for i in range(count)]
+    results = ingest(store, *(pay(ids[i], f"o-{i}") for i in range(count)), now=T0 + 1)
+    assert [r.resumed_run_ids for r in results] == [(f"r{i:03d}",) for i in range(count)]
+    assert [e.data for e in store.get_events(ids)] == [{"orderId": f"o-{i}"} for i in range(count)]
+    runs = [f"r{i:03d}" for i in range(count)]
+    assert [(s.run_id, s.due_at, s.waits) for s in store.queue_states(runs, T0 + 1)] == [
+        (run_id, T0 + 1, ()) for run_id in runs
+    ]
+    for i, run_id in enumerate(runs):
+        [matched] = [h for h in store.get_history(run_id) if h.kind == "WAIT_MATCHED"]
+        assert matched.data == {"event_id": ids[i]}
+        [resolved] = store.get_steps(run_id)
+        assert resolved.status == "COMPLETED"
+        assert resolved.output_json is not None and loads(resolved.output_json)["id"] == ids[i]
+    effects = {(r.event_id, r.effect, r.run.run_id) for r in store.event_runs(ids)}
+    assert effects == {(ids[i], RESUMED, runs[i]) for i in range(count)}

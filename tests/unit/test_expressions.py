@@ -23,6 +23,7 @@ from stepline.expressions import (
     prepare_match,
     stored_matches,
     value_at,
+    values_at,
 )
 
 
@@ -444,6 +445,17 @@ def test_value_at() -> None:
     assert value_at(incoming, "data.items.5") is None
     assert value_at(incoming, "data.orderId.x") is None
     assert value_at(incoming, "data.z") is None
+
+
+def test_values_at_is_value_at_of_each_event() -> None:
+    events = [
+        event(orderId="o-1", n=3, items=[{"sku": "a"}], s="a\x00b"),
+        event(orderId=None, n=2.0, items=[]),
+        event(),
+    ]
+    paths = ["data.orderId", "data.n", "data.items.0.sku", "data.s", "data", "name", "", "x.y"]
+    for path in paths:
+        assert values_at(events, path) == [value_at(e, path) for e in events]
 
 
 def test_strings_with_nul_match_as_cel_sees_them() -> None:

@@ -41,6 +41,7 @@ from stepline.store.records import (
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
+from stepline.store.sqlite._multirow import insert_rows
 
 
 class SQLiteControlVerbs:
@@ -82,7 +83,7 @@ class SQLiteControlVerbs:
         c.execute(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
 
     def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
-        self._c.executemany(q.INSERT_EVENT_EFFECT, effects)
+        insert_rows(self._c, q.INSERT_EVENT_EFFECT, effects)
 
     # -- FlowState and DeferralState --------------------------------------------------------------
     def idempotency_seen(self, key: str, now: float) -> bool:

@@ -80,6 +80,11 @@ WAKE = """
 UPDATE queue SET wake = 1,
        due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
 WHERE run_id = ?"""
+# WAKE of several runs (``_multirow.update_among``: ``{}`` is the list of their ids)
+WAKE_AMONG = """
+UPDATE queue SET wake = 1,
+       due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
+WHERE run_id IN ({})"""
 LEASE_TOKEN = "SELECT lease_token, lease_owner FROM queue WHERE run_id = ?"
 # a commit of the run's own is progress: its count of passes begun starts again (lease_due)
 MARK_RUNNING = """

@@ -34,6 +34,7 @@ from stepline.store.records import (
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
+from stepline.store.sqlite._multirow import insert_rows, update_among
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.reads import select_events
 
@@ -243,7 +244,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             rows.append(
                 (event.internal_id, event.name, data, user, event.id, event.ts, now, duplicate)
             )
-        c.executemany(q.INSERT_EVENT, rows)  # one statement: the B-trees' pages stay hot
+        insert_rows(c, q.INSERT_EVENT, rows)  # together: the B-trees' pages stay hot
         return new
 
     def wait_paths(self, event_name: str) -> Sequence[str]:
@@ -310,10 +311,10 @@ class _SQLiteTx(SQLiteControlVerbs):
         c.executemany(
             q.COMPLETE_STEP, [(r.event_json, now, r.run_id, r.step_hash) for r in resumed]
         )
-        c.executemany(q.WAKE, [(now, r.run_id) for r in resumed])
+        update_among(c, q.WAKE, q.WAKE_AMONG, (now,), [r.run_id for r in resumed])
         if all(r.step_id is not None for r in resumed):
             rows = [(r.run_id, now, r.step_id, _event_id_data(r.event_id)) for r in resumed]
-            c.executemany(q.INSERT_WAIT_MATCHED, rows)
+            insert_rows(c, q.INSERT_WAIT_MATCHED, rows)
         else:  # a wait stored without its step's id (schema 18): the step is read
             reading = [
                 (r.run_id, now, r.step_id, r.run_id, r.step_hash, _event_id_data(r.event_id))

@@ -1,0 +1,43 @@
+"""``store/sqlite/_multirow``: rows written in multi-row statements are the rows
+``executemany`` of the one-row statement writes, in the same order, with the same conflicts."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from stepline.store.sqlite._multirow import CHUNK, insert_rows, update_among
+
+INSERT = "INSERT OR IGNORE INTO t (k, v) VALUES (?, ?)"
+UPDATE = "UPDATE t SET v = ? WHERE k = ?"
+UPDATE_AMONG = "UPDATE t SET v = ? WHERE k IN ({})"
+
+
+def table() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, k TEXT UNIQUE, v TEXT)")
+    return conn
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
+def test_rows_are_inserted_as_executemany_inserts_them(count: int) -> None:
+    # every fifth key repeats an earlier one (ignored, within a chunk or across chunks)
+    rows = [(f"k{i - 3 if i % 5 == 4 else i}", f"v{i}") for i in range(count)]
+    expected, written = table(), table()
+    expected.executemany(INSERT, rows)
+    insert_rows(written, INSERT, rows)
+    query = "SELECT seq, k, v FROM t ORDER BY seq"
+    assert written.execute(query).fetchall() == expected.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK, CHUNK + 3, 2 * CHUNK + 7])
+def test_an_update_among_keys_updates_the_rows_executemany_updates(count: int) -> None:
+    keys = [f"k{i % (count - 2) if count > 2 else i}" for i in range(count)]  # some twice
+    expected, written = table(), table()
+    for conn in (expected, written):
+        conn.executemany(INSERT, [(f"k{i}", "old") for i in range(3 * CHUNK)])
+    expected.executemany(UPDATE, [("new", key) for key in keys])
+    update_among(written, UPDATE, UPDATE_AMONG, ("new",), keys)
+    query = "SELECT k, v FROM t ORDER BY seq"
+    assert written.execute(query).fetchall() == expected.execute(query).fetchall()
