@@ -7,7 +7,8 @@ from typing import Any
 
 from _polling import until
 
-from stepline import App, Context, Debounce, Event, Singleton, TriggerEvent
+from stepline import App, CancelOn, Context, Debounce, Event, Singleton, TriggerEvent
+from stepline.store.records import EventFilter
 from stepline.testing import MockClock, TestEngine
 
 Make = Callable[..., TestEngine]
@@ -165,6 +166,65 @@ async def test_a_cancelled_run_emits_function_finished_and_function_cancelled_wi
         assert data["reason"] == "no longer needed"  # Stepline's addition
         assert data["event"]["data"] == {"n": 3}
         assert data["events"] == [data["event"]]
+
+
+async def test_one_send_cancelling_several_runs_announces_each_in_order(
+    app: App, make_engine: Make
+) -> None:
+    """The runs one ingestion cancels are announced together: each run's function.finished
+    then function.cancelled, ids increasing in the order of the cancellations, each with its
+    own run's data; a run started by function.finished, cancelled among them, announces
+    nothing (Inngest's finalizeEvents)."""
+
+    @app.function(id="work", trigger=TriggerEvent("begin"))
+    async def work(ctx: Context) -> Any:
+        return 1
+
+    @app.function(
+        id="late",
+        trigger=TriggerEvent(FINISHED, if_='event.data.function_id == "work"'),
+        cancel_on=CancelOn("stop", if_='async.data.id == "late"'),
+    )
+    async def late(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")
+
+    @app.function(
+        id="subject", trigger=TriggerEvent("go"), cancel_on=CancelOn("stop", match="data.id")
+    )
+    async def subject(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")
+
+    async with make_engine(clock=MockClock(start=T0, autojump=False)) as t:
+        await t.send(Event("begin"))
+        [late_run] = await until("the late run", lambda: _runs_if(t, "late", 1))
+        await t.send([Event("go", {"id": "a"}), Event("go", {"id": "b"})])
+        subjects = await until("two subject runs", lambda: _runs_if(t, "subject", 2))
+        for run in [late_run, *subjects]:
+            await t.wait_for_status(run.run_id, "SLEEPING")
+        stops = [Event("stop", {"id": key}) for key in ("a", "late", "b")]
+        await t.send(stops)
+        for run in [late_run, *subjects]:
+            assert (await t.wait_for_run(run.run_id)).status == "CANCELLED"
+        store = t.app.engine.store
+        announced = [
+            stored.event
+            for name in (FINISHED, CANCELLED)
+            for stored in store.list_events(EventFilter(name=name))
+            if stored.event.data["function_id"] != "work"
+        ]
+    by_id = sorted(announced, key=lambda e: e.internal_id)
+    assert [(e.name, e.data["event"]["data"]["id"]) for e in by_id] == [
+        (FINISHED, "a"),
+        (CANCELLED, "a"),
+        (FINISHED, "b"),
+        (CANCELLED, "b"),
+    ]
+    assert {e.data["run_id"] for e in by_id} == {run.run_id for run in subjects}
+    assert by_id[0].data["run_id"] == by_id[1].data["run_id"] != by_id[2].data["run_id"]
+    for e in by_id:
+        assert e.data["events"] == [e.data["event"]]
+        assert e.data["error"]["message"] == "function cancelled"
+        assert e.data["reason"] == "cancelled by an event"
 
 
 # -- runs started by a system event announce nothing ----------------------------------------------

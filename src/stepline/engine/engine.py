@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from stepline._ids import new_id, new_ids
 from stepline.clock import Clock
 from stepline.cron import catch_up_tick
+from stepline.engine._announce import cancelled_events
 from stepline.engine._handover import handed_over, listening
 from stepline.engine._ingest_batch import IngestBatcher
 from stepline.engine._system_events import ending_data, ending_names, not_started_reason
@@ -360,8 +361,7 @@ class Engine:
     ) -> list[EventIngest]:
         """``inngest/function.finished`` and ``inngest/function.cancelled`` for a run just
         cancelled in ``tx`` (see ``_system_events``)."""
-        events = [e.payload() for e in tx.run_events(run_id)]
-        return self.ending_events(function_id, run_id, events, "CANCELLED", now, reason=reason)
+        return cancelled_events(self.plan, tx, [(run_id, function_id)], reason, now)
 
     def announce_cancellations(
         self, tx: StoreTx, results: Sequence[IngestResult], now: float
@@ -372,11 +372,7 @@ class Engine:
         announced: list[IngestResult] = []
         pending = [pair for r in results for pair in r.cancelled]
         while pending:
-            items = [
-                event
-                for run_id, fn in pending
-                for event in self.cancelled_events(tx, run_id, fn, "cancelled by an event", now)
-            ]
+            items = cancelled_events(self.plan, tx, pending, "cancelled by an event", now)
             more = tx.ingest(items, now, self.wait_matches)
             announced += more
             pending = [pair for r in more for pair in r.cancelled]
