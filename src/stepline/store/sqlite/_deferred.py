@@ -10,12 +10,14 @@ from typing import Any
 class Deferred:
     """The writes an ingest verb makes for many events, each kind with one statement when the
     verb ends (the waits it resolved: before their steps complete, ``resume_waits``): the runs
-    it cancelled (``cancels``, their rows read together in ``unfinished``), their queue items
-    and cancel matchers (``runs``), the waits and RUNNING step marks of those that were leased
-    (``leased``), their RUN_CANCELLED rows (``history``)."""
+    it cancelled (``cancels``, ``cancels_queued``; their rows read together in ``unfinished``),
+    their queue items and cancel matchers (``runs``), the waits and RUNNING step marks of those
+    that were leased (``leased``), their RUN_CANCELLED rows (``history``)."""
 
     waits: list[tuple[str, str]] = field(default_factory=list)  # (run id, wait id)
     cancels: list[tuple[Any, ...]] = field(default_factory=list)  # CANCEL_RUN's parameters
+    # those of runs cancelled while QUEUED (never leased: CANCEL_QUEUED_RUN)
+    cancels_queued: list[tuple[Any, ...]] = field(default_factory=list)
     # the runs read for mark_cancelled (UNFINISHED_RUN_FUNCTION's row; None: ended or missing)
     unfinished: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
     runs: list[tuple[str]] = field(default_factory=list)

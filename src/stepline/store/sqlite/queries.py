@@ -206,6 +206,9 @@ CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,
        cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
 WHERE run_id = ?"""
+# a run cancelled while QUEUED was never leased (a lease makes it RUNNING in the same
+# transaction that gives its queue item a token): no lease token to remember
+CANCEL_QUEUED_RUN = "UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ? WHERE run_id = ?"
 RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = ?"
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = ? AND status = 'CANCELLED'"""
@@ -344,6 +347,17 @@ MATCHERS_INDEXED_AMONG = f"""
 SELECT {MATCHER_COLUMNS} FROM matchers
 WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM json_each(?))
   AND (expires_at IS NULL OR expires_at >= ?)"""
+# the same, each with its run's UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended)
+MATCHERS_INDEXED_AMONG_WITH_RUNS = """
+SELECT m.matcher_id, m.run_id, '' AS step_hash, m.event_name, m.expression, m.index_path,
+       m.index_value, m.expires_at, m.created_at,
+       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status
+FROM matchers AS m
+LEFT JOIN runs AS r
+  ON r.run_id = m.run_id AND r.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+WHERE m.event_name = ? AND m.index_path = ?
+  AND m.index_value IN (SELECT value FROM json_each(?))
+  AND (m.expires_at IS NULL OR m.expires_at >= ?)"""
 IDEMPOTENCY_SEEN = "SELECT seen_at FROM idempotency WHERE key = ?"
 REMEMBER_IDEMPOTENCY = "INSERT OR REPLACE INTO idempotency (key, seen_at) VALUES (?, ?)"
 GCRA_TAT = "SELECT tat FROM gcra WHERE bucket = ?"

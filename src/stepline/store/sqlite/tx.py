@@ -4,7 +4,7 @@ in its own SAVEPOINT: one writer at a time holds the file, so each read-then-wri
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,9 @@ class _SQLiteTx(SQLiteControlVerbs):
         if deferred.cancels:  # before the queue items go: the lease token is read from them
             c.executemany(q.CANCEL_RUN, deferred.cancels)
             deferred.cancels.clear()
+        if deferred.cancels_queued:
+            c.executemany(q.CANCEL_QUEUED_RUN, deferred.cancels_queued)
+            deferred.cancels_queued.clear()
         if deferred.runs:
             c.executemany(q.DELETE_QUEUE, deferred.runs)
             c.executemany(q.DELETE_MATCHERS_OF_RUN, deferred.runs)
@@ -273,10 +276,29 @@ class _SQLiteTx(SQLiteControlVerbs):
         if len(values) == 1:
             params: tuple[Any, ...] = (event_name, path, values[0], now)
             rows = self._c.execute(q.MATCHERS_INDEXED, params)
+        elif self._deferred is not None:  # inside ``ingest``: their runs read with them
+            params = (event_name, path, _json_list(values), now)
+            rows = self._c.execute(q.MATCHERS_INDEXED_AMONG_WITH_RUNS, params)
+            return self._with_runs(rows, self._deferred.unfinished)
         else:
             params = (event_name, path, _json_list(values), now)
             rows = self._c.execute(q.MATCHERS_INDEXED_AMONG, params)
         return self._read_runs_of([WaitRecord(*r) for r in rows])
+
+    @staticmethod
+    def _with_runs(
+        rows: Iterable[tuple[Any, ...]], unfinished: dict[str, tuple[Any, ...] | None]
+    ) -> list[WaitRecord]:
+        """The matchers of MATCHERS_INDEXED_AMONG_WITH_RUNS's rows, their runs noted as
+        ``_read_runs_of`` notes them (a run read before in this verb is kept: it may have been
+        cancelled since)."""
+        matchers: list[WaitRecord] = []
+        for r in rows:
+            matchers.append(WaitRecord(*r[:9]))
+            run_id = r[1]
+            if run_id not in unfinished:
+                unfinished[run_id] = None if r[13] is None else r[9:]
+        return matchers
 
     def _read_runs_of(self, matchers: list[WaitRecord]) -> list[WaitRecord]:
         """Inside ``ingest``: read the runs of these cancel-matcher candidates that were not
@@ -337,13 +359,14 @@ class _SQLiteTx(SQLiteControlVerbs):
         if row is None:
             return None
         params = (now, shapes.json_or_none(error), run_id)
+        queued = row[4] == "QUEUED"
         if deferred is None:
-            c.execute(q.CANCEL_RUN, params)
+            c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
         else:
-            deferred.cancels.append(params)
+            (deferred.cancels_queued if queued else deferred.cancels).append(params)
             deferred.unfinished[run_id] = None  # ended
         self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
-        if row[4] == "QUEUED":
+        if queued:
             self._never_leased.add(run_id)
         return EndedRun(str(row[0]), row[1], row[2])
 
