@@ -14,6 +14,7 @@ import pytest
 
 from stepline.errors import LeaseLostError
 from stepline.store import SQLiteStore
+from stepline.store._rows import json_or_none
 from stepline.store.records import (
     EventIngest,
     EventRecord,
@@ -23,6 +24,7 @@ from stepline.store.records import (
     RunFilter,
     WaitRecord,
 )
+from stepline.store.sqlite._deferred import Deferred
 from stepline.store.sqlite.schema import MIGRATIONS
 from stepline.store.sqlite.tx import _SQLiteTx
 
@@ -390,3 +392,19 @@ def test_a_resolved_wait_gone_before_its_batched_delete_is_decided_again(
     kinds = [h.kind for h in sqlite_store.get_history("r1")]
     assert kinds.count("WAIT_MATCHED") == 1
     assert sqlite_store.get_events(["pay-1"])[0].internal_id == "pay-1"  # stored once
+
+
+def test_an_ingest_verb_encodes_each_repeated_dict_of_strings_once() -> None:
+    # issue 6 (matching costs): every run one verb cancels has the same error and RUN_CANCELLED
+    # data; what is remembered is exactly what json_or_none gives, key order included
+    deferred = Deferred()
+    error = {"name": "Cancelled", "message": "cancelled by event order/cancelled"}
+    first = deferred.json_of(error)
+    assert first == json_or_none(error)
+    assert deferred.json_of(dict(error)) is first  # encoded once
+    reordered = {"message": error["message"], "name": "Cancelled"}
+    assert deferred.json_of(reordered) == json_or_none(reordered) != first
+    for other in ({"n": 1}, {"n": "1"}, {"a": {"b": "c"}}, {"x": None}, {}):
+        assert deferred.json_of(other) == json_or_none(other)
+    assert deferred.json_of(None) is None
+    assert deferred.json_of({"n": 1}) != deferred.json_of({"n": "1"})

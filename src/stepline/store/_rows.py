@@ -101,8 +101,10 @@ def step_params(s: StepRecord) -> Params:
     )
 
 
-def history_params(h: HistoryRecord, worker: str | None) -> Params:
-    return (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, json_or_none(h.data), worker)
+def history_params(
+    h: HistoryRecord, worker: str | None, encode: Callable[[Any], str | None] = json_or_none
+) -> Params:
+    return (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, encode(h.data), worker)
 
 
 def queued_history_params(run_id: str, now: float) -> Params:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepline.store._rows import json_or_none
+
 
 @dataclass(slots=True)
 class Deferred:
@@ -23,6 +25,22 @@ class Deferred:
     runs: list[tuple[str]] = field(default_factory=list)
     leased: list[tuple[str]] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
+    # the JSON of the dicts of strings its cancellations repeat (see ``json_of``)
+    texts: dict[tuple[tuple[Any, Any], ...], str | None] = field(default_factory=dict)
+
+    def json_of(self, value: dict[str, Any] | None) -> str | None:
+        """``json_or_none(value)``, remembered for a dict of strings: every run a verb cancels
+        has the same error and RUN_CANCELLED data (encoded once, not once a run)."""
+        if value is None:
+            return None
+        key = tuple(value.items())
+        for k, v in key:
+            if type(k) is not str or type(v) is not str:
+                return json_or_none(value)
+        found = self.texts.get(key)
+        if found is None:
+            found = self.texts[key] = json_or_none(value)
+        return found
 
 
 class ClaimLost(Exception):

@@ -358,7 +358,8 @@ class _SQLiteTx(SQLiteControlVerbs):
             row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
         if row is None:
             return None
-        params = (now, shapes.json_or_none(error), run_id)
+        error_json = shapes.json_or_none(error) if deferred is None else deferred.json_of(error)
+        params = (now, error_json, run_id)
         queued = row[4] == "QUEUED"
         if deferred is None:
             c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
@@ -386,8 +387,10 @@ class _SQLiteTx(SQLiteControlVerbs):
             c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
-        if self._deferred is not None:  # inside ``ingest``: a cancelled run's, written at its end
-            self._deferred.history += [shapes.history_params(h, worker_id) for h in records]
+        deferred = self._deferred
+        if deferred is not None:  # inside ``ingest``: a cancelled run's, written at its end
+            encode = deferred.json_of
+            deferred.history += [shapes.history_params(h, worker_id, encode) for h in records]
             return
         if len(records) == 1:
             self._c.execute(q.INSERT_HISTORY, shapes.history_params(records[0], worker_id))
