@@ -171,6 +171,8 @@ def coalesced(
 ) -> tuple[list[tuple[str, Params]], list[Any]]:
     """``queued`` (with the ``tables`` of ``Statements.write``) with each group of writes of one
     text made one statement where the first of them stood (see the module's docstring)."""
+    if len({query for query, _ in queued}) == len(queued):
+        return queued, tables  # no text twice (one pass commit, say): no group can form
     shapes = [
         _shape(query, params, table) for (query, params), table in zip(queued, tables, strict=True)
     ]

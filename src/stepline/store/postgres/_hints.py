@@ -28,10 +28,12 @@ class Hints:
 
 
 class LeaseTokens:
-    """The lease tokens this process issued lately, with their owners (at most ``size``)."""
+    """The lease tokens this process issued lately, with their owners (at most ``size``), and
+    those whose run a committed pass commit marked RUNNING (``mark_running``)."""
 
     def __init__(self, size: int = 4096) -> None:
         self._owners: OrderedDict[str, str] = OrderedDict()
+        self._running: set[str] = set()
         self._size = size
         self._lock = threading.Lock()
 
@@ -39,7 +41,18 @@ class LeaseTokens:
         with self._lock:
             self._owners[token] = owner
             if len(self._owners) > self._size:
-                self._owners.popitem(last=False)
+                self._running.discard(self._owners.popitem(last=False)[0])
+
+    def mark_running(self, tokens: list[str]) -> None:
+        """A transaction that committed marked the runs of these leases RUNNING (started, no
+        pass spent): the run of such a lease stays so until the lease ends (a lease taken
+        anew counts a pass, with another token; an end, a suspension or a cancellation ends
+        it), so its later pass commits need not mark it again (``PostgresTx.mark_running``)."""
+        with self._lock:
+            self._running.update(t for t in tokens if t in self._owners)
+
+    def marked_running(self, token: str) -> bool:
+        return token in self._running
 
     def owner(self, token: str) -> str | None:
         with self._lock:

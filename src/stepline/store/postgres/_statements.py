@@ -40,6 +40,7 @@ each statement whose result is read).
 
 from __future__ import annotations
 
+import functools
 import select
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -401,9 +402,8 @@ def _merged(
         if len(group) == 1:
             out.append((*group[0], None))
         elif group:
-            parts = ", ".join(f"w{i} AS ({q})" for i, (q, _) in enumerate(group[:-1]))
             params = [p for _, ps in group for p in (ps or ())]
-            out.append((f"WITH {parts} {group[-1][0]}", params, None))
+            out.append((_with(tuple(query for query, _ in group)), params, None))
         group.clear()
         seen.clear()
 
@@ -418,6 +418,14 @@ def _merged(
         seen.add(table)
     close()
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _with(queries: tuple[str, ...]) -> str:
+    """The statement ``_merged`` makes of ``queries``: ``WITH w0 AS (first), … last`` (one text
+    object for each sequence of texts, made once)."""
+    parts = ", ".join(f"w{i} AS ({query})" for i, query in enumerate(queries[:-1]))
+    return f"WITH {parts} {queries[-1]}"
 
 
 def _quiet(conn: psycopg.Connection[Any]) -> bool:

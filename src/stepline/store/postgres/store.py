@@ -303,6 +303,8 @@ class PostgresStore:
                 statements.unchecked = True
                 with tx.statements.transaction(lambda: _last_statements(tx)):
                     yield tx
+                if tx.marked:  # committed
+                    self._tokens.mark_running(tx.marked)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             if statements is not None and statements.maybe_committed:
                 raise StoreUnavailable(

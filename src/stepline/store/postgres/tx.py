@@ -96,6 +96,11 @@ class PostgresTx:
         # the lease row read along with its writes
         self._assumed: tuple[str, str, str] | None = None
         self._lease_read: Later | None = None
+        # the lease token of each run whose lease a pass commit held (hold_lease), and those
+        # whose run this (optimistic) transaction marked RUNNING (mark_running): the store
+        # remembers them once it committed
+        self._held: dict[str, str] = {}
+        self.marked: list[str] = []
         self._index = IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
         self._locked: set[str] = set()  # advisory locks this transaction holds
         # whether a verb may have made work due for some worker (new, woken, rescheduled or
@@ -313,10 +318,12 @@ class PostgresTx:
                 self._s.hold(run_id, token)
             else:
                 self._lease_read = self._s.read_later(q.LEASE_TOKEN, (run_id,))
+            self._held[run_id] = token
             return assumed[2]
         row = self._s.run(q.LEASE_TOKEN, (run_id,)).fetchone()  # FOR UPDATE: held to commit
         if row is None or row[0] != token:
             return None
+        self._held[run_id] = token
         return str(row[1])
 
     def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
@@ -342,7 +349,14 @@ class PostgresTx:
                 )
 
     def mark_running(self, run_id: str, started_at: float) -> None:
+        token = self._held.get(run_id)
+        if token is not None and self._tokens.marked_running(token):
+            # a committed commit of the lease held marked the run, which stays marked until
+            # the lease ends (LeaseTokens.mark_running): the update would change nothing
+            return
         self._s.write(q.MARK_RUNNING, (started_at, run_id), "runs")
+        if token is not None and self._s.optimistic:  # all or nothing: no savepoint undoes it
+            self.marked.append(token)
 
     def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
         self.made_work = True  # its concurrency slot is free
