@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from stepline.store.sqlite._multirow import CHUNK, insert_rows, update_among
+from stepline.store.sqlite._multirow import CHUNK, delete_rows, insert_rows, update_among
 
 INSERT = "INSERT OR IGNORE INTO t (k, v) VALUES (?, ?)"
 UPDATE = "UPDATE t SET v = ? WHERE k = ?"
@@ -39,5 +39,20 @@ def test_an_update_among_keys_updates_the_rows_executemany_updates(count: int) -
         conn.executemany(INSERT, [(f"k{i}", "old") for i in range(3 * CHUNK)])
     expected.executemany(UPDATE, [("new", key) for key in keys])
     update_among(written, UPDATE, UPDATE_AMONG, ("new",), keys)
+    query = "SELECT k, v FROM t ORDER BY seq"
+    assert written.execute(query).fetchall() == expected.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK, CHUNK + 3, 2 * CHUNK + 7])
+def test_rows_deleted_by_key_are_the_rows_executemany_deletes(count: int) -> None:
+    # keys (k, v): some absent, some twice, some matching k but not v
+    rows = [(f"k{i}", "v" if i % 7 else "other") for i in range(count)]
+    rows += [(f"k{i}", "v") for i in range(0, count, 4)] + [("absent", "v")]
+    delete = "DELETE FROM t WHERE k = ? AND v = ?"
+    expected, written = table(), table()
+    for conn in (expected, written):
+        conn.executemany(INSERT, [(f"k{i}", "v") for i in range(3 * CHUNK)])
+    counted = expected.executemany(delete, rows).rowcount
+    assert delete_rows(written, delete, rows) == counted
     query = "SELECT k, v FROM t ORDER BY seq"
     assert written.execute(query).fetchall() == expected.execute(query).fetchall()

@@ -1,12 +1,13 @@
 """Many rows in few statements.
 
 Each execution of a statement opens a cursor on its table and on each of the table's indexes,
-so ``executemany`` of a one-row INSERT (or of an UPDATE by key) pays that once per row. A batch
-of events writes 1,000 rows at a time into tables of 2-5 B-trees (events, history, run_events,
-queue), where a multi-row statement of ``CHUNK`` rows costs 25-40 % less a row (measured on a
-copy of the wait-matching bench's database). The rows are written in their order, with the same
-conflict rules; the statements of a full chunk are prepared once per connection (the sqlite3
-module's statement cache), the rows past the last full chunk go through ``executemany``.
+so ``executemany`` of a one-row INSERT (or of an UPDATE or DELETE by key) pays that once per
+row. A batch of events writes 1,000 rows at a time into tables of 2-5 B-trees (events,
+history, run_events, queue, waits), where a statement of ``CHUNK`` rows costs 25-40 % less a
+row (measured on a copy of the wait-matching bench's database). The rows are written in their
+order, with the same conflict rules; the statements of a full chunk are prepared once per
+connection (the sqlite3 module's statement cache), the rows past the last full chunk go
+through ``executemany``.
 """
 
 from __future__ import annotations
@@ -46,10 +47,32 @@ def update_among(
         conn.executemany(update, [(*params, key) for key in keys[full:]])
 
 
+def delete_rows(conn: sqlite3.Connection, delete: str, rows: Sequence[Sequence[Any]]) -> int:
+    """``conn.executemany(delete, rows).rowcount`` for a ``DELETE ... WHERE <term>`` of one
+    row (a key), made as DELETEs whose WHERE is the terms of ``CHUNK`` rows joined by OR (a probe
+    of the key each; a row value ``IN (VALUES ...)`` would scan the table)."""
+    deleted = 0
+    full = len(rows) - len(rows) % CHUNK
+    if full:
+        many = _either(delete, CHUNK)
+        for start in range(0, full, CHUNK):
+            params = [value for row in rows[start : start + CHUNK] for value in row]
+            deleted += conn.execute(many, params).rowcount
+    if full < len(rows):
+        deleted += conn.executemany(delete, rows[full:]).rowcount
+    return deleted
+
+
 @lru_cache(maxsize=32)
 def _values(insert: str, count: int) -> str:
     head, values = insert.rsplit("VALUES", 1)
     return f"{head}VALUES {', '.join([values.strip()] * count)}"
+
+
+@lru_cache(maxsize=32)
+def _either(delete: str, count: int) -> str:
+    head, term = delete.split(" WHERE ", 1)
+    return f"{head} WHERE " + " OR ".join([f"({term})"] * count)
 
 
 @lru_cache(maxsize=32)

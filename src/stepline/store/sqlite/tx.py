@@ -34,7 +34,7 @@ from stepline.store.records import (
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
-from stepline.store.sqlite._multirow import insert_rows, update_among
+from stepline.store.sqlite._multirow import delete_rows, insert_rows, update_among
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.reads import select_events
 
@@ -162,7 +162,7 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     def _delete_resolved(self, deferred: Deferred) -> None:
         if deferred.waits:
-            if self._c.executemany(q.DELETE_WAIT, deferred.waits).rowcount != len(deferred.waits):
+            if delete_rows(self._c, q.DELETE_WAIT, deferred.waits) != len(deferred.waits):
                 raise ClaimLost
             deferred.waits.clear()
 
