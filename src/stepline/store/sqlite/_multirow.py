@@ -15,9 +15,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 CHUNK = 50
+_flat = chain.from_iterable  # the rows' values, one after the other
 
 
 def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -27,7 +29,7 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[A
     if full:
         many = _values(insert, CHUNK)
         for start in range(0, full, CHUNK):
-            conn.execute(many, [value for row in rows[start : start + CHUNK] for value in row])
+            conn.execute(many, list(_flat(rows[start : start + CHUNK])))
     if full < len(rows):
         conn.executemany(insert, rows[full:])
 
@@ -56,8 +58,7 @@ def delete_rows(conn: sqlite3.Connection, delete: str, rows: Sequence[Sequence[A
     if full:
         many = _either(delete, CHUNK)
         for start in range(0, full, CHUNK):
-            params = [value for row in rows[start : start + CHUNK] for value in row]
-            deleted += conn.execute(many, params).rowcount
+            deleted += conn.execute(many, list(_flat(rows[start : start + CHUNK]))).rowcount
     if full < len(rows):
         deleted += conn.executemany(delete, rows[full:]).rowcount
     return deleted
