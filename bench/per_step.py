@@ -134,13 +134,13 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
         return timed_transaction
 
-    def timed_submit(job: Any) -> Any:
+    def timed_submit(job: Any, *then: Any) -> Any:
         t0 = time.perf_counter()
 
         def done(_: Any) -> None:  # called back when the caller is woken
             totals["write"] += time.perf_counter() - t0
 
-        future = original_submit(job)
+        future = original_submit(job, *then)
         future.add_done_callback(done)
         return future
 

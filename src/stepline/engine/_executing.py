@@ -2,9 +2,11 @@
 
 The write goes through the group-commit writer and nothing waits for it; it is made only when a
 round's steps are still executing ``SHOW_AFTER`` seconds after they started, so quick steps (the
-common case) never write it and add no transaction. The store applies it only while the pass
-holds its lease, never over a settled step nor over the row of a later attempt; the step's own
-result replaces it.
+common case) never write it and add no transaction. One timer per pass looks at the round
+executing when it fires (and is set again for that round's own ``SHOW_AFTER`` if the round is
+younger): a round of quick steps only notes its start, no timer made and cancelled per round.
+The store applies it only while the pass holds its lease, never over a settled step nor over the
+row of a later attempt; the step's own result replaces it.
 """
 
 from __future__ import annotations
@@ -58,11 +60,34 @@ class ExecutingSteps:
         self._lease = lease
         self._loop = loop
         self._writes: set[asyncio.Future[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None  # at most one, whatever the rounds
+        self._executing: Callable[[], list[StepRecord]] | None = None  # the round's rows
+        self._since = 0.0  # when that round started (the loop's time)
 
-    def show_later(self, records: Callable[[], list[StepRecord]]) -> asyncio.TimerHandle:
-        """Schedule the write of ``records()`` (built then: quick rounds pay only the timer);
-        cancel the returned handle when the round is over."""
-        return self._loop.call_later(SHOW_AFTER, self._write, records)
+    def show_later(self, records: Callable[[], list[StepRecord]]) -> None:
+        """A round's steps start: write ``records()`` (built then: quick rounds build nothing)
+        if the round still executes ``SHOW_AFTER`` seconds from now; ``done`` ends it."""
+        self._executing = records
+        self._since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + SHOW_AFTER, self._due)
+
+    def done(self) -> None:
+        """The round has ended: its rows are no longer written (a pending timer finds no
+        round, or a later one)."""
+        self._executing = None
+
+    def _due(self) -> None:
+        self._timer = None
+        records = self._executing
+        if records is None:  # no round executing: the next one sets the timer
+            return
+        due = self._since + SHOW_AFTER
+        if self._loop.time() < due:  # a round younger than the one the timer was set for
+            self._timer = self._loop.call_at(due, self._due)
+            return
+        self._executing = None  # written once
+        self._write(records)
 
     def _write(self, make_records: Callable[[], list[StepRecord]]) -> None:
         records = make_records()

@@ -7,6 +7,7 @@ invokes, and sent events of a round are recorded here; the executor drives round
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,9 @@ class RoundRecorder:
 
         async def _wait_flushing(self, waitables: set[asyncio.Future[Any]]) -> None: ...
 
-        async def _commit(self, commit: PassCommit) -> None: ...
+        async def _commit(
+            self, commit: PassCommit, then: Callable[[], object] | None = None
+        ) -> None: ...
 
         async def _attempt(self, op: _Op) -> _Outcome: ...
 
@@ -123,17 +126,16 @@ class RoundRecorder:
         self._check_determinism(ops, commit)
         now = self.now()
         run_ops = [op for op in ops if op.kind == "run"]
-        showing = None
         if run_ops:  # the rows are built only if the round is still executing then
             at = self._next_position
-            showing = self.executing.show_later(
+            self.executing.show_later(
                 lambda: executing_records(self.run.run_id, run_ops, self.memo, at, now)
             )
         try:
             outcomes = await self._attempts(run_ops)
         finally:
-            if showing is not None:
-                showing.cancel()
+            if run_ops:
+                self.executing.done()
         self._take_buffer(commit)
         resolutions: list[tuple[_Op, Any, BaseException | None]] = []
         for op, outcome in zip(run_ops, outcomes, strict=True):
@@ -153,17 +155,34 @@ class RoundRecorder:
         if self._abort is not None:
             self._release_ops(ops, _Abort())
             return
+        resolved = False
+        failed: list[Exception] = []  # raised here, not in the writer's delivery
+
+        def resolve() -> None:  # the steps' callers continue (with their results, or errors)
+            nonlocal resolved
+            resolved = True
+            try:
+                for op, value, error in resolutions:
+                    if error is not None:
+                        op.future.set_exception(error)
+                    else:
+                        op.future.set_result(value)
+            except Exception as exc:  # a step call's future cancelled meanwhile
+                failed.append(exc)
+
         if self._keep_buffered(ops, commit, resolutions, now):
             self._buffer = commit  # results acknowledged before their commit (Checkpointing)
         else:
             self._buffered = 0
             self._buffer_since = None
-            await self._commit(commit)
-        for op, value, error in resolutions:
-            if error is not None:
-                op.future.set_exception(error)
-            else:
-                op.future.set_result(value)
+            # resolved as the commit is delivered: the function continues at the loop's next
+            # turn, ahead of this task (which then finds its next step registered), not a
+            # turn after it
+            await self._commit(commit, resolve)
+        if not resolved:
+            resolve()
+        if failed:
+            raise failed[0]
 
     async def _attempts(self, run_ops: list[_Op]) -> list[_Outcome]:
         """Execute one attempt of each ``run`` step, concurrently; committing buffered results

@@ -19,7 +19,7 @@ added to the engine (``Engine.add_driver``) before the functions it drives are r
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stepline.engine._handover import handed_over
@@ -50,15 +50,21 @@ class Driver(Protocol):
         ...
 
 
-async def commit_pass(engine: Engine, commit: PassCommit, now: float) -> None:
+async def commit_pass(
+    engine: Engine, commit: PassCommit, now: float, then: Callable[[], object] | None = None
+) -> None:
     """Commit one transaction of a pass through the engine's group-commit writer (fenced by
     ``commit.lease_token``) and publish its change; returns once it is durable. Raises
     ``PassCancelledError`` when the run was cancelled during the pass (nothing is written),
-    ``LeaseLostError`` when the lease was lost."""
-    await submit_pass(engine, commit, now)
+    ``LeaseLostError`` when the lease was lost. ``then()`` is called in the loop as soon as
+    the commit is known durable (``BatchWriter.submit``), only if it was, before this
+    returns and before its change is published."""
+    await submit_pass(engine, commit, now, then)
 
 
-def submit_pass(engine: Engine, commit: PassCommit, now: float) -> Coroutine[Any, Any, None]:
+def submit_pass(
+    engine: Engine, commit: PassCommit, now: float, then: Callable[[], object] | None = None
+) -> Coroutine[Any, Any, None]:
     """``commit_pass`` with its job queued to the writer now (behind the jobs queued before
     it: the writer keeps their order), whatever becomes of the caller: the coroutine returned
     waits for it to be durable, publishes its change and raises as ``commit_pass``."""
@@ -73,7 +79,11 @@ def submit_pass(engine: Engine, commit: PassCommit, now: float) -> Coroutine[Any
             ingested[:] = results  # a job applied again (writer.py) replaces what it found
             return True
 
-    written = engine.writer.submit(job)
+    def committed(applied: bool) -> None:
+        if applied and then is not None:
+            then()
+
+    written = engine.writer.submit(job) if then is None else engine.writer.submit(job, committed)
 
     async def published() -> None:
         committed = await written

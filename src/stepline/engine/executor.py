@@ -451,8 +451,8 @@ class PassExecutor(RoundRecorder, PassEndings):
                 self._buffered, self._buffer_since = 0, None
                 await self._commit(commit)
 
-    async def _commit(self, commit: PassCommit) -> None:
-        await commit_pass(self.engine, commit, self.now())
+    async def _commit(self, commit: PassCommit, then: Callable[[], object] | None = None) -> None:
+        await commit_pass(self.engine, commit, self.now(), then)
 
     async def _fail_attempt(self, error: Exception) -> None:
         """The engine itself failed handling this pass (not the function: its errors are

@@ -56,6 +56,7 @@ class _Pending(NamedTuple):
     job: Job
     loop: asyncio.AbstractEventLoop | None  # the waiting caller's loop; None: a blocked thread
     future: asyncio.Future[Any] | Future[Any]
+    then: Callable[[Any], object] | None = None  # called with the result (``submit``)
 
 
 class BatchWriter:
@@ -86,12 +87,17 @@ class BatchWriter:
         Cancelling the caller does not withdraw a job already queued."""
         return await self.submit(job)
 
-    def submit(self, job: Callable[[StoreTx], T]) -> asyncio.Future[T]:
+    def submit(
+        self, job: Callable[[StoreTx], T], then: Callable[[T], object] | None = None
+    ) -> asyncio.Future[T]:
         """``write`` without awaiting: the future (of the running loop) gets the job's result
-        once its transaction committed, or its error. Raises ``RuntimeError`` when closed."""
+        once its transaction committed, or its error. Raises ``RuntimeError`` when closed.
+        ``then(result)`` is called in the loop right before the result is set (not for an
+        error, nor once the caller stopped waiting): what it wakes runs at the loop's next
+        turn, ahead of the caller, not a turn after it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._enqueue(_Pending(job, loop, future))
+        self._enqueue(_Pending(job, loop, future, then))
         return future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
@@ -231,13 +237,13 @@ class BatchWriter:
 
     @staticmethod
     def _deliver(batch: list[_Pending], outcomes: list[Outcome]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome]]] = {}
         for pending, outcome in zip(batch, outcomes, strict=True):
             future = pending.future
             if isinstance(future, Future):
                 _settle(future, outcome)
             elif pending.loop is not None:
-                by_loop.setdefault(pending.loop, []).append((future, outcome))
+                by_loop.setdefault(pending.loop, []).append((pending, outcome))
         for loop, settled in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle_all, settled)
@@ -293,7 +299,14 @@ def _settle(future: asyncio.Future[Any] | Future[Any], outcome: Outcome) -> None
         future.set_exception(value)
 
 
-def _settle_all(settled: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
+def _settle_all(settled: list[tuple[_Pending, Outcome]]) -> None:
     """Runs in the callers' loop."""
-    for future, outcome in settled:
-        _settle(future, outcome)
+    for pending, outcome in settled:
+        ok, value = outcome
+        then = pending.then
+        if ok and then is not None and not pending.future.done():
+            try:  # first: what it wakes runs ahead of the caller at the next loop turn
+                then(value)
+            except Exception:  # its own caller's bug: the other callers still get theirs
+                log.exception("a write's continuation failed")
+        _settle(pending.future, outcome)

@@ -1,0 +1,89 @@
+"""``BatchWriter.submit(job, then)``: ``then`` runs in the caller's loop as the job's result is
+set (what it wakes runs at the next loop turn together with the caller), never after an error
+or once the caller stopped waiting, and a failing ``then`` costs no other caller its result."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from stepline.engine.writer import BatchWriter
+from stepline.store.interface import StoreTx
+from stepline.store.memory import MemoryStore
+
+
+@pytest.fixture
+async def writer() -> AsyncIterator[BatchWriter]:
+    w = BatchWriter(MemoryStore())
+    yield w
+    w.close()
+
+
+async def test_then_runs_as_the_result_is_set(writer: BatchWriter) -> None:
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+    seen: list[object] = []
+
+    def then(result: int) -> None:
+        seen.append(result)
+        woken.set_result(None)  # as a step's future set by a pass
+
+    future = writer.submit(lambda tx: 41, then)
+    assert await future == 41
+    # then ran at the delivery, before the caller resumed: what it woke is ready to run
+    # in the same loop turn as the caller, not a turn later
+    assert woken.done()
+    assert seen == [41]
+
+
+async def test_then_is_not_called_after_an_error(writer: BatchWriter) -> None:
+    called: list[object] = []
+
+    def job(tx: StoreTx) -> None:
+        raise ValueError("the job's own error")
+
+    with pytest.raises(ValueError, match="own error"):
+        await writer.submit(job, called.append)
+    assert called == []
+
+
+async def test_then_is_not_called_once_the_caller_stopped_waiting(writer: BatchWriter) -> None:
+    called: list[object] = []
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(tx: StoreTx) -> int:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
+        return 1
+
+    future = writer.submit(slow, called.append)
+    future.cancel()
+    release.set()
+    assert await writer.write(lambda tx: 2) == 2  # the slow job's transaction is over
+    assert called == []
+
+
+async def test_a_failing_then_costs_no_other_caller_its_result(
+    writer: BatchWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def first(tx: StoreTx) -> int:  # holds the writer so the next two share a transaction
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
+        return 0
+
+    def broken(result: int) -> None:
+        raise RuntimeError("a continuation's bug")
+
+    held = writer.submit(first)
+    await asyncio.sleep(0)  # the writer thread takes the first job alone
+    a = writer.submit(lambda tx: 1, broken)
+    b = writer.submit(lambda tx: 2)
+    release.set()
+    assert await held == 0
+    assert await a == 1
+    assert await b == 2
+    assert "a write's continuation failed" in caplog.text
