@@ -17,13 +17,14 @@ class Deferred:
     that were leased (``leased``), their RUN_CANCELLED rows (``history``)."""
 
     waits: list[tuple[str, str]] = field(default_factory=list)  # (run id, wait id)
-    cancels: list[tuple[Any, ...]] = field(default_factory=list)  # CANCEL_RUN's parameters
-    # those of runs cancelled while QUEUED (never leased: CANCEL_QUEUED_RUN)
-    cancels_queued: list[tuple[Any, ...]] = field(default_factory=list)
+    # the runs to end with CANCEL_RUN, by its other parameters (ended at, error)
+    cancels: dict[tuple[float, str | None], list[str]] = field(default_factory=dict)
+    # those cancelled while QUEUED (never leased: CANCEL_QUEUED_RUN)
+    cancels_queued: dict[tuple[float, str | None], list[str]] = field(default_factory=dict)
     # the runs read for mark_cancelled (UNFINISHED_RUN_FUNCTION's row; None: ended or missing)
     unfinished: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
-    runs: list[tuple[str]] = field(default_factory=list)
-    leased: list[tuple[str]] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    leased: list[str] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     # the JSON of the dicts of strings its cancellations repeat (see ``json_of``)
     texts: dict[tuple[tuple[Any, Any], ...], str | None] = field(default_factory=dict)

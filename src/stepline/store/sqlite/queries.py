@@ -76,6 +76,7 @@ EXPIRED_WAITS_OF_RUN = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ?"""
 DELETE_WAIT = "DELETE FROM waits WHERE run_id = ? AND wait_id = ?"
 DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = ?"
+DELETE_WAITS_OF_RUNS = "DELETE FROM waits WHERE run_id IN ({})"  # _multirow.update_among
 WAKE = """
 UPDATE queue SET wake = 1,
        due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
@@ -99,6 +100,7 @@ UPDATE runs SET status = ?, attempt = COALESCE(?, attempt), started_at = COALESC
        passes = 0
 WHERE run_id = ?"""
 DELETE_QUEUE = "DELETE FROM queue WHERE run_id = ?"
+DELETE_QUEUE_AMONG = "DELETE FROM queue WHERE run_id IN ({})"  # _multirow.update_among
 # runs (of a JSON list of ids) leased ``?2`` times without a commit of their own: lease_due fails
 # them instead of leasing them again
 PASSES_SPENT = """
@@ -209,6 +211,13 @@ WHERE run_id = ?"""
 # a run cancelled while QUEUED was never leased (a lease makes it RUNNING in the same
 # transaction that gives its queue item a token): no lease token to remember
 CANCEL_QUEUED_RUN = "UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ? WHERE run_id = ?"
+# CANCEL_RUN and CANCEL_QUEUED_RUN of several runs (``_multirow.update_among``)
+CANCEL_RUN_AMONG = """
+UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ?,
+       cancelled_lease = (SELECT lease_token FROM queue WHERE queue.run_id = runs.run_id)
+WHERE run_id IN ({})"""
+CANCEL_QUEUED_RUN_AMONG = """
+UPDATE runs SET status = 'CANCELLED', ended_at = ?, error = ? WHERE run_id IN ({})"""
 RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = ?"
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = ? AND status = 'CANCELLED'"""
@@ -326,8 +335,10 @@ DELETE FROM paused WHERE app_id = '' AND function_id IN (SELECT value FROM json_
 
 # -- flow control ---------------------------------------------------------------------------------
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = ?"
+DELETE_MATCHERS_OF_RUNS = "DELETE FROM matchers WHERE run_id IN ({})"  # _multirow.update_among
 # the marks of steps a pass was executing when its run ended (their results never came)
 DELETE_EXECUTING_STEPS = "DELETE FROM steps WHERE run_id = ? AND status = 'RUNNING'"
+DELETE_EXECUTING_STEPS_AMONG = "DELETE FROM steps WHERE run_id IN ({}) AND status = 'RUNNING'"
 INSERT_MATCHER = """
 INSERT INTO matchers (matcher_id, run_id, event_name, expression, index_path, index_value,
                       expires_at, created_at)

@@ -142,22 +142,24 @@ class _SQLiteTx(SQLiteControlVerbs):
         if deferred is None:
             return
         self._delete_resolved(deferred)
-        if deferred.cancels:  # before the queue items go: the lease token is read from them
-            c.executemany(q.CANCEL_RUN, deferred.cancels)
-            deferred.cancels.clear()
-        if deferred.cancels_queued:
-            c.executemany(q.CANCEL_QUEUED_RUN, deferred.cancels_queued)
-            deferred.cancels_queued.clear()
+        # the runs' updates before their queue items go: CANCEL_RUN reads the lease token there
+        for params, run_ids in deferred.cancels.items():
+            update_among(c, q.CANCEL_RUN, q.CANCEL_RUN_AMONG, params, run_ids)
+        for params, run_ids in deferred.cancels_queued.items():
+            update_among(c, q.CANCEL_QUEUED_RUN, q.CANCEL_QUEUED_RUN_AMONG, params, run_ids)
+        deferred.cancels.clear()
+        deferred.cancels_queued.clear()
         if deferred.runs:
-            c.executemany(q.DELETE_QUEUE, deferred.runs)
-            c.executemany(q.DELETE_MATCHERS_OF_RUN, deferred.runs)
+            update_among(c, q.DELETE_QUEUE, q.DELETE_QUEUE_AMONG, (), deferred.runs)
+            update_among(c, q.DELETE_MATCHERS_OF_RUN, q.DELETE_MATCHERS_OF_RUNS, (), deferred.runs)
             deferred.runs.clear()
         if deferred.leased:
-            c.executemany(q.DELETE_WAITS_OF_RUN, deferred.leased)
-            c.executemany(q.DELETE_EXECUTING_STEPS, deferred.leased)
+            update_among(c, q.DELETE_WAITS_OF_RUN, q.DELETE_WAITS_OF_RUNS, (), deferred.leased)
+            among = q.DELETE_EXECUTING_STEPS_AMONG
+            update_among(c, q.DELETE_EXECUTING_STEPS, among, (), deferred.leased)
             deferred.leased.clear()
         if deferred.history:
-            c.executemany(q.INSERT_HISTORY, deferred.history)
+            insert_rows(c, q.INSERT_HISTORY, deferred.history)
             deferred.history.clear()
 
     def _delete_resolved(self, deferred: Deferred) -> None:
@@ -358,13 +360,13 @@ class _SQLiteTx(SQLiteControlVerbs):
             row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
         if row is None:
             return None
-        error_json = shapes.json_or_none(error) if deferred is None else deferred.json_of(error)
-        params = (now, error_json, run_id)
         queued = row[4] == "QUEUED"
         if deferred is None:
+            params = (now, shapes.json_or_none(error), run_id)
             c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
         else:
-            (deferred.cancels_queued if queued else deferred.cancels).append(params)
+            cancels = deferred.cancels_queued if queued else deferred.cancels
+            cancels.setdefault((now, deferred.json_of(error)), []).append(run_id)
             deferred.unfinished[run_id] = None  # ended
         self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
         if queued:
@@ -375,9 +377,9 @@ class _SQLiteTx(SQLiteControlVerbs):
         deferred = self._deferred
         if deferred is not None:  # inside ``ingest``: nothing it reads later reads them (the
             # ingest order skips the runs it cancelled), written at its end with one statement
-            deferred.runs.append((run_id,))
+            deferred.runs.append(run_id)
             if run_id not in self._never_leased:
-                deferred.leased.append((run_id,))
+                deferred.leased.append(run_id)
             return
         c = self._c
         c.execute(q.DELETE_QUEUE, (run_id,))
