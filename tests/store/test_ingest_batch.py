@@ -4,8 +4,11 @@ they resolved, runs they cancelled."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from stepline.serde import loads
 from stepline.store import Store
+from stepline.store._pass_rules import PassTx
 from stepline.store.records import RESUMED, Admission, EventIngest, MatcherSpec, NewRun
 from stepline.store.sqlite._multirow import CHUNK
 
@@ -15,6 +18,7 @@ from .builders import (
     event,
     history_kinds,
     ingest,
+    lease,
     lease_run,
     start,
     suspend_on_wait,
@@ -22,16 +26,17 @@ from .builders import (
 )
 
 
-def cancellable(run_id: str, order_id: str) -> EventIngest:
-    """An event that starts ``run_id``, cancelled by ``order/cancelled`` for ``order_id``."""
+def cancellable(run_id: str, order_id: str, name: str = "order/cancelled") -> EventIngest:
+    """An event that starts ``run_id``, cancelled by ``name`` (default ``order/cancelled``)
+    for ``order_id``."""
     expression = f'async.data.orderId == "{order_id}"'
-    spec = MatcherSpec("order/cancelled", expression, "data.orderId", order_id, None)
+    spec = MatcherSpec(name, expression, "data.orderId", order_id, None)
     run = NewRun(run_id, "fn", (f"ev-{run_id}",), admission=Admission(cancel_on=(spec,)))
     return EventIngest(event(f"ev-{run_id}"), (run,))
 
 
-def cancel_order(internal_id: str, order_id: str) -> EventIngest:
-    return EventIngest(event(internal_id, "order/cancelled", {"orderId": order_id}))
+def cancel_order(internal_id: str, order_id: str, name: str = "order/cancelled") -> EventIngest:
+    return EventIngest(event(internal_id, name, {"orderId": order_id}))
 
 
 def pay(internal_id: str, order_id: str) -> EventIngest:
@@ -118,3 +123,45 @@ def test_a_batch_of_more_rows_than_a_statement_writes_each_once_in_order(store: 
         assert resolved.output_json is not None and loads(resolved.output_json)["id"] == ids[i]
     effects = {(r.event_id, r.effect, r.run.run_id) for r in store.event_runs(ids)}
     assert effects == {(ids[i], RESUMED, runs[i]) for i in range(count)}
+
+
+def test_a_batch_cancelling_more_runs_than_a_statement_ends_each_once(store: Store) -> None:
+    """The runs one verb cancels (on SQLite ended, and their queue items, matchers and waits
+    removed, in statements of ``CHUNK`` runs per error, the rest a run at a time): every run
+    once, with its own event's error and RUN_CANCELLED, whether it was queued, leased (its
+    lease token kept for its pass) or waiting (its wait removed)."""
+    count = 4 * CHUNK + 7
+    names = ("order/cancelled", "order/voided")  # two errors: two groups of statements
+    runs = [f"r{i:03d}" for i in range(count)]
+    for i, run_id in enumerate(runs):
+        ingest(store, cancellable(run_id, f"o-{i}", names[i % 2]))
+    held = lease(store, limit=2 * CHUNK + 11)
+    tokens = {h.run_id: h.token for h in held[::2]}  # still leased when cancelled
+    for h in held[1::2]:  # waiting: a wait each to remove, and no lease
+        suspend_on_wait(store, h, wait(h.run_id, f"w-{h.run_id}", f'async.data.n == "{h.run_id}"'))
+    ids = [f"c-{i:03d}" for i in range(count)]
+    cancels = (cancel_order(ids[i], f"o-{i}", names[i % 2]) for i in range(count))
+    results = ingest(store, *cancels, now=T0 + 1)
+    assert [r.cancelled for r in results] == [((run_id, "fn"),) for run_id in runs]
+    for i, run_id in enumerate(runs):
+        record = store.get_run(run_id)
+        assert record is not None
+        message = f"cancelled by event {names[i % 2]}"
+        assert (record.status, record.ended_at, record.error) == (
+            "CANCELLED",
+            T0 + 1,
+            {"name": "Cancelled", "message": message},
+        )
+        assert history_kinds(store, run_id).count("RUN_CANCELLED") == 1
+        state = store.load_run(run_id)
+        assert state is not None and state.waits == []
+    assert lease(store, now=T0 + 10_000) == []  # no queue item left
+    with store.transaction() as tx:
+        primitives = cast(PassTx, tx)
+        values = [f"o-{i}" for i in range(count)]
+        for name in names:
+            assert primitives.indexed_matchers(name, "data.orderId", values, T0 + 1) == []
+        for run_id in runs:
+            token = tokens.get(run_id)
+            assert primitives.cancelled_lease(run_id) == (None if token is None else (token, "w1"))
+    assert len(held) == 2 * CHUNK + 11
