@@ -8,6 +8,7 @@ issue 10, "Dev and production modes": a drop-in for Inngest's dev server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -105,25 +106,69 @@ def test_tick_is_how_often_the_worker_looks_for_work_other_processes_made(
     assert run["output"] == "hello ada"
 
 
+HELD_APP = """
+import os
+import time
+from functools import partial
+
+from stepline import App, Context, TriggerEvent
+
+app = App("held")
+
+
+def until_released(path: str) -> None:
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path):  # the test releases the step by creating the file
+        assert time.monotonic() < deadline, "never released"
+        time.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+
+
+@app.function(id="held", trigger=TriggerEvent("hold"))
+async def held(ctx: Context) -> None:
+    await ctx.step.run("held", partial(until_released, ctx.event.data["until"]))
+
+
+@app.function(id="hello", trigger=TriggerEvent("hi"))
+async def hello(ctx: Context) -> str:
+    return "hello " + ctx.event.data["name"]
+"""
+
+
 def test_a_long_tick_leaves_other_processes_runs_until_the_next_look(
     cli: Cli, tmp_path: Path
 ) -> None:
     # the converse of the test above, so that one cannot pass with --tick ignored: with a tick
     # of a minute, a run another process starts stays queued (nothing in this process wakes
-    # the worker for it) while runs sent by stepline dev itself run at once
+    # the worker for it) while runs sent by stepline dev itself run at once. The worker's first
+    # look leases whatever is due then: a run made before it is the look's, not the tick's
+    # (a race the test lost under load). So the first look is seen to have been made: it
+    # leases the held run, sent before dev started, whose step runs until the test releases it
+    (tmp_path / "held.py").write_text(HELD_APP)
+    release = tmp_path / "release"
+    hold = json.dumps({"until": str(release)})
+    sent = cli.run("send", "hold", "--data", hold, "--app", "held:app", "--db", cli.db)
+    assert sent.returncode == 0, sent.stderr
     log = tmp_path / "dev.log"
-    dev = cli.start("dev", "flaky:app", "--db", cli.db, "--tick", "60000", output=log)
-    wait_until(lambda: "tick 60000 ms" in log.read_text(), "the banner", process=dev, output=log)
-    # a new interpreter, as this test was written: the worker's first look comes right after the
-    # banner, and a run made before it is leased by it; a forked command (``_cli_fork``) can be
-    # that fast, a new interpreter's start (~0.2 s of CPU) has not been (not a bound: a race)
-    sent = cli.run(
-        "send", "hi", "--data", '{"name": "bo"}', "--app", "flaky:app", "--db", cli.db, fresh=True
-    )
+    dev = cli.start("dev", "held:app", "--db", cli.db, "--tick", "60000", output=log)
+
+    def looked() -> bool:  # the held run leased and running: the first look was made
+        return cli.statuses("held") == [("held", "RUNNING")]
+
+    wait_until(looked, "the first look", process=dev, output=log)
+    sent = cli.run("send", "hi", "--data", '{"name": "bo"}', "--app", "held:app", "--db", cli.db)
     assert sent.returncode == 0, sent.stderr
     for _ in range(3):  # three more commands' time: far past the default 250 ms tick
         [run] = cli.json("runs", "list", "--db", cli.db, "--function", "hello")
         assert run["status"] == "QUEUED", run
+    release.touch()  # the held pass ends: the worker looks again (and runs hello)
+
+    def done() -> bool:
+        return cli.statuses("held") + cli.statuses("hello") == [
+            ("held", "COMPLETED"),
+            ("hello", "COMPLETED"),
+        ]
+
+    wait_until(done, "both runs", process=dev, output=log)
 
 
 def test_queue_workers_is_concurrency(cli: Cli, tmp_path: Path) -> None:
