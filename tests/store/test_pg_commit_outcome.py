@@ -6,9 +6,11 @@ server refused before the ``COMMIT`` still makes the batch again (``Replay``).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 from tests.store.builders import lease, start
 from tests.store.test_pg_optimistic import commit_job, one_batch
 
@@ -52,3 +54,65 @@ def test_a_statement_refused_before_the_commit_still_replays(pg_store: PostgresS
     assert found[0] == []  # made again carefully: the pass commit stands alone
     assert isinstance(found[1], StoreError) and "division by zero" in str(found[1])
     assert [s.output_json for s in pg_store.get_steps("r1")] == [b"1"]
+
+
+def _interrupted(store: PostgresStore, job: Callable[[Any], None]) -> Any:
+    """The statements of an optimistic transaction of ``job`` (which interrupts its
+    ``COMMIT``'s round trip) once the ``KeyboardInterrupt`` went through it."""
+    seen: list[Any] = []
+
+    def transaction() -> None:
+        with store.optimistic_transaction() as tx:
+            seen.append(tx.statements)
+            job(tx)
+
+    with pytest.raises(KeyboardInterrupt):
+        transaction()
+    return seen[0]
+
+
+def test_an_interrupt_during_the_commit_round_trip_leaves_its_outcome_unknown(
+    pg_store: PostgresStore,
+) -> None:
+    """Ctrl-C (``KeyboardInterrupt``) while the ``COMMIT``'s round trip is in flight: psycopg
+    cancels the statement, too late for a commit already flushed, and the reply is lost. The
+    interrupt is raised as it is (never turned into another error), and the transaction says
+    that it may have committed (``maybe_committed``), as for a connection lost then (before,
+    only a psycopg error set it: the transaction read as surely not committed). Here the
+    interrupt comes once the commit's reply was read, where the transaction did commit."""
+    start(pg_store, "r1")
+    [held] = lease(pg_store)
+
+    def job(tx: Any) -> None:
+        commit_job(held, 1)(tx)
+        flush = tx.statements.flush
+
+        def interrupted() -> None:
+            flush()
+            raise KeyboardInterrupt
+
+        tx.statements.flush = interrupted
+
+    assert _interrupted(pg_store, job).maybe_committed
+    assert [s.output_json for s in pg_store.get_steps("r1")] == [b"1"]  # it had committed
+
+
+def test_an_interrupt_before_the_commit_of_a_transaction_with_begin_did_not_commit(
+    pg_store: PostgresStore,
+) -> None:
+    """The converse: a transaction that sent ``BEGIN`` (its first round trip a read) and is
+    interrupted before its ``COMMIT`` ran is still open: surely not committed (rolled back)."""
+    start(pg_store, "r1")
+    [held] = lease(pg_store)
+
+    def job(tx: Any) -> None:
+        tx.statements.run("SELECT 1")  # BEGIN and a read: the transaction is open
+        commit_job(held, 1)(tx)
+
+        def interrupted() -> None:
+            raise KeyboardInterrupt  # before anything of the COMMIT's round trip was sent
+
+        tx.statements.flush = interrupted
+
+    assert not _interrupted(pg_store, job).maybe_committed
+    assert pg_store.get_steps("r1") == []

@@ -266,6 +266,9 @@ class Statements:
                 rolled_back = implicit and self.statement_failed
                 self.maybe_committed = not rolled_back and _maybe_committed(self.conn, exc)
                 raise
+            except BaseException:  # interrupted (Ctrl-C) during the round trip: raised as is
+                self.maybe_committed = _maybe_committed_when_interrupted(self.conn)
+                raise
         except _Elsewhere as exc:  # cannot happen (a savepoint that was open took it)
             self._rollback()
             raise exc.error from None
@@ -466,6 +469,23 @@ def _maybe_committed(conn: psycopg.Connection[Any], error: psycopg.Error) -> boo
         return False
     state = error.sqlstate or ""
     return status != psycopg.pq.TransactionStatus.IDLE or state[:2] in ("", "08", "57", "58", "XX")
+
+
+def _maybe_committed_when_interrupted(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a transaction whose ``COMMIT``'s round trip was interrupted (``KeyboardInterrupt``
+    and the like, not an error of the connection) may have committed: psycopg cancels the
+    statement in flight, too late for a commit already flushed, and the reply is lost with the
+    interrupt. Only a transaction still open (``BEGIN`` sent, ``COMMIT`` not run: in it or in
+    its failed state) surely did not; a connection idle again may have ended it either way (a
+    transaction without ``BEGIN`` is committed or rolled back by its sync), and one that is
+    broken or still busy is unknown."""
+    if conn.broken or conn.closed:
+        return True
+    status = conn.pgconn.transaction_status
+    return status not in (
+        psycopg.pq.TransactionStatus.INTRANS,
+        psycopg.pq.TransactionStatus.INERROR,
+    )
 
 
 class Marked:
