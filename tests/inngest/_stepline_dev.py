@@ -148,8 +148,12 @@ async def stepline_dev(
     ``same_sdk_app``: the server listens where the module's previous one did, so every test of
     the module that asks for it syncs the same SDK app process (started once: ~0.5 s of CPU
     each), for tests whose app keeps what it counts per run id (``/state/<run id>``); the app
-    is synced into each test's own server and database all the same."""
+    is synced into each test's own server and database all the same. Such a test ends once
+    the app handles no request (``GET /busy``), after its server stopped: whatever the app still
+    did for this test (an event a step sends, a checkpoint) met no server on that port, and never
+    reaches the next test's."""
     clock = clock or MockClock(autojump=False)
+    sdk: SdkApp | None = None
     async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
         apps = SdkApps(app, driver)
         settings = ServerSettings(dev=True, event_keys=("test-event-key",), api_tokens=(API_TOKEN,))
@@ -162,3 +166,24 @@ async def stepline_dev(
         finally:
             server.stop()
             await serving
+    if same_sdk_app and sdk is not None:
+        await until_idle(sdk)
+
+
+async def busy(sdk: SdkApp) -> int:
+    """How many requests to its Inngest endpoint ``sdk`` is handling (``GET /busy``)."""
+    base = sdk.serve_url.removesuffix("/api/inngest")
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/busy")
+    response.raise_for_status()
+    return int(response.json()["busy"])
+
+
+async def until_idle(sdk: SdkApp, timeout: float = 120.0) -> None:
+    """Wait until ``sdk`` handles no request (a step body may wait up to 60 s: the apps' race
+    groups)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := await busy(sdk)) > 0:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the {sdk.kind} SDK app still handles {left} requests")
+        await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it

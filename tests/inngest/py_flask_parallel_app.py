@@ -6,7 +6,7 @@ invokes) proved on the SDK's other serve handler and its sync execution path
 Started by the parallel-step tests as the ``pyflask`` kind (``python
 py_flask_parallel_app.py``), with ``py_app.py``'s environment (its client is reused); each
 function counts the requests it is called with and the step bodies it runs (per run), served at
-``GET /state/{run_id}``.
+``GET /state/{run_id}``, and how many requests it is handling (``GET /busy``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import logging
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import flask
 import inngest
@@ -162,6 +163,33 @@ inngest.flask.serve(
 def state(run_id: str) -> dict[str, object]:
     with lock:
         return {"requests": requests.get(run_id, 0), "ran": list(ran.get(run_id, []))}
+
+
+busy = 0  # requests to the Inngest endpoint being handled (GET /busy)
+handle = app.wsgi_app
+
+
+@app.get("/busy")
+def busy_requests() -> dict[str, int]:
+    with lock:
+        return {"busy": busy}
+
+
+def counted(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """The app, counting the requests to its Inngest endpoint until each is handled."""
+    global busy
+    if environ.get("PATH_INFO") != "/api/inngest":
+        return handle(environ, start_response)
+    with lock:
+        busy += 1
+    try:
+        return list(handle(environ, start_response))
+    finally:
+        with lock:
+            busy -= 1
+
+
+app.wsgi_app = counted  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """An Inngest app on the official Python SDK for the driver's tests (parallel steps, retries,
 large payloads, limits): each function
 counts the requests it is called with and the step bodies it runs (per run), served at
-``GET /state/{run_id}`` so a test can check how the server drove it.
+``GET /state/{run_id}`` so a test can check how the server drove it, and how many requests it is
+handling (``GET /busy``).
 
 Environment as ``py_app.py``: PORT, APP_ID, INNGEST_MODE ("cloud" or "dev"), SIGNING_KEY, BASE_URL.
 """
@@ -349,5 +350,26 @@ async def state(run_id: str) -> dict[str, object]:
     return {"requests": requests.get(run_id, 0), "ran": ran.get(run_id, [])}
 
 
+busy = 0  # requests to the Inngest endpoint being handled (GET /busy)
+
+
+@app.get("/busy")
+async def busy_requests() -> dict[str, int]:
+    return {"busy": busy}
+
+
+async def counted(scope: dict[str, object], receive: object, send: object) -> None:
+    """The app, counting the requests to its Inngest endpoint until each is handled (a plain
+    ASGI wrapper: a request whose client went away is handled to its end all the same)."""
+    global busy
+    if scope["type"] != "http" or scope["path"] != "/api/inngest":
+        return await app(scope, receive, send)  # type: ignore[arg-type]
+    busy += 1
+    try:
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    finally:
+        busy -= 1
+
+
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
+    uvicorn.run(counted, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")

@@ -1,6 +1,7 @@
 // An Inngest app on the official JS SDK (4.x "inngest" or 3.x alias "inngest3") for the
 // driver's tests (parallel steps, retries, large payloads, limits): each function counts the requests its handler is called with
-// and the step bodies it runs (per run), served at GET /state/<run id>.
+// and the step bodies it runs (per run), served at GET /state/<run id>, and how many requests it
+// is handling (GET /busy).
 // Environment as app.js: PORT, INNGEST_MAJOR, APP_ID, INNGEST_MODE, SIGNING_KEY, BASE_URL.
 import http from "node:http";
 
@@ -276,6 +277,7 @@ const functions = [
 if (major === 4) functions.push(parallelRace, raceRetry, raceSameName, plannedRace);
 const handler = serve({ client: inngest, functions });
 const port = Number(process.env.PORT);
+let busy = 0; // requests to the Inngest endpoint being handled (GET /busy)
 http
   .createServer((req, res) => {
     if (req.url.startsWith("/state/")) {
@@ -284,7 +286,16 @@ http
       res.end(JSON.stringify({ requests: requests.get(runId) ?? 0, ran: ran.get(runId) ?? [] }));
       return;
     }
-    handler(req, res);
+    if (req.url === "/busy") {
+      res.writeHead(200, { "Content-Type": "application/json" });
+      res.end(JSON.stringify({ busy }));
+      return;
+    }
+    // counted until the SDK has handled it to its end (a client that went away or not)
+    busy += 1;
+    Promise.resolve(handler(req, res)).finally(() => {
+      busy -= 1;
+    });
   })
   .listen(port, "127.0.0.1", () => {
     console.log(`listening on ${port}`);
