@@ -11,6 +11,7 @@ connections, in one thread, in the order it names (no thread, no timing: nothing
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -266,12 +267,11 @@ def test_a_refused_take_never_waits_for_its_gates(
 def test_a_refused_take_gives_its_row_back_without_waking_every_worker(
     stores: tuple[App, PostgresStore, PostgresStore], pg_url: str
 ) -> None:
-    """A refused take gives its row back to the inbox, due as it was: the workers that may take
-    it see it due and look again by themselves (a worker's poll while work is due and not
-    leasable), so its transaction sends no notification, which would wake every worker of
-    every app on the database (and the taker at once, to be refused again while the ingestion
-    is in flight). Notifications arrive in commit order: none may come before the marker,
-    sent once the take committed and before the ingestion does."""
+    """A refused take gives its row back to the inbox, due as it was: its engine wakes its own
+    workers to take it again (the next test), and other workers of the app see it due, so its
+    transaction sends no notification, which would wake every worker of every app on the
+    database. Notifications arrive in commit order: none may come before the marker, sent
+    once the take committed and before the ingestion does."""
     shop, taker, sender = stores
     with psycopg.connect(pg_url, autocommit=True) as listener:
         listener.execute(f"LISTEN {wakeups.CHANNEL}")
@@ -288,6 +288,55 @@ def test_a_refused_take_gives_its_row_back_without_waking_every_worker(
     assert payloads[: payloads.index("marker")] == []
     [run_id] = take(shop, taker)
     assert status(shop, taker) == (run_id, "CANCELLED", [("cancelled", "cancel-1")])
+
+
+async def test_a_worker_whose_take_was_refused_takes_the_row_again_by_itself(
+    stores: tuple[App, PostgresStore, PostgresStore], pg_url: str
+) -> None:
+    """With no notification for the row given back, the refused worker's own engine wakes it
+    to take the row again (any worker of the app in this process may): not the poll of a
+    worker with work due, which never comes on a clock that does not move (here a MockClock,
+    and a worker without a poll interval), nor a wait for a pass to end."""
+    shop, _, sender = stores
+    taker = PostgresStore(pg_url)  # the engine's (attaching again closes the one before)
+    shop.attach(taker, MockClock(T0 + 10, autojump=False))  # a clock that does not move
+    holding, commit = threading.Event(), threading.Event()
+
+    def ingestion_in_flight() -> None:  # an unrelated cancel (n=2): the run is started
+        with sender.transaction() as tx:
+            other = EventIngest(event("cancel-2", "order/cancelled", {"n": 2}), sender=BILLING)
+            tx.ingest([other], T0 + 5, cel_matches)
+            tx.stored_event_ids(["cancel-2"])  # in flight, holding the bucket
+            holding.set()
+            assert commit.wait(30)
+
+    thread = threading.Thread(target=ingestion_in_flight)
+    thread.start()
+    worker = shop.make_worker(worker_id="w-shop", poll_interval=None)
+    serving = asyncio.create_task(worker.run())
+    try:
+        assert await asyncio.to_thread(holding.wait, 30)
+        # the take refused, and the lease job that gave the row back committed
+        bucket = _late_cancels.bucket("order/cancelled")
+        await asyncio.to_thread(_gates_become, pg_url, [bucket])
+        deadline = time.monotonic() + 30
+        while worker.loops < 1:
+            assert time.monotonic() < deadline, "no lease attempt"
+            await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+        assert taker.list_runs(RunFilter(function_id="ship", app_id=None)) == []
+        commit.set()
+        await asyncio.to_thread(thread.join, 30)
+        deadline = time.monotonic() + 30
+        while not taker.list_runs(RunFilter(function_id="ship", app_id=None)):
+            assert time.monotonic() < deadline, "the row was never taken again"
+            await asyncio.sleep(0.01)  # real time: the poll interval; the deadline bounds it
+    finally:
+        commit.set()
+        worker.stop()
+        await serving
+        thread.join(30)
+    [run] = taker.list_runs(RunFilter(function_id="ship", app_id=None))
+    assert run.status in ("QUEUED", "RUNNING", "SLEEPING")  # started, not cancelled
 
 
 def test_a_refused_take_is_not_starved_by_ingestions_that_keep_coming(

@@ -274,8 +274,10 @@ class Engine:
                     return []
                 results = tx.admit_taken([item], received_at)
                 cancels = self._cancelled_since(tx, item, results, received_at, now)
-        except TakeContended:  # an ingestion of its cancel events in flight: taken again later
+        except TakeContended:  # an ingestion of its cancel events in flight: taken again soon
             tx.give_back([(self.app_id, fn.id, event.internal_id)], received_at)
+            # by this process's workers, woken here (the database wakes no worker for it)
+            self.wake_workers()
             return []
         except Exception as exc:
             if isinstance(self.store.store_error(exc), StoreUnavailable):

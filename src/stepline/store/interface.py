@@ -260,11 +260,11 @@ class StoreTx(Protocol):
     def give_back(self, rows: Sequence[tuple[str, str, str]], received_at: float) -> None:
         """Put (app id, function id, event id) rows a take got back in the inbox, received at
         ``received_at`` as before (``events_received`` refused the take: ``TakeContended``).
-        Wakes no worker: the row is due as it was, and the workers that take it, the refused
-        one among them, look again by themselves while work is due that they could not lease
-        (``Worker``'s poll); a wake-up would call every worker of the database, the refused
-        one at once, to be refused again while the ingestion is in flight. Memory and SQLite
-        never refuse a take (``deliver`` there)."""
+        Wakes no worker (on PostgreSQL no notification: it would call every worker of the
+        database): the row is due as it was, the refused take's engine wakes its own workers
+        to take it again, and other workers of the app look again while work is due that they
+        could not lease (``Worker``'s poll). Memory and SQLite never refuse a take
+        (``deliver`` there)."""
         ...
 
     def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:
