@@ -172,12 +172,11 @@ class BatchWriter:
             raise
 
     def _take(self) -> list[_Pending]:
-        batch: list[_Pending] = []
-        while len(batch) < self._max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        # this thread is the queue's only consumer: what empty() says stays true until it takes
+        # (no queue.Empty raised and caught at the end of every take, twice per lone job)
+        pending, batch = self._queue, list[_Pending]()
+        while not pending.empty() and len(batch) < self._max_batch:
+            batch.append(pending.get_nowait())
         return batch
 
     def _apply(self, jobs: list[Job]) -> list[Outcome]:
