@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from stepline.store.sqlite._multirow import CHUNK, delete_rows, insert_rows, update_among
+from stepline.store.sqlite._multirow import CHUNK, blob, delete_rows, insert_rows, update_among
 
 INSERT = "INSERT OR IGNORE INTO t (k, v) VALUES (?, ?)"
 UPDATE = "UPDATE t SET v = ? WHERE k = ?"
@@ -56,3 +56,11 @@ def test_rows_deleted_by_key_are_the_rows_executemany_deletes(count: int) -> Non
     assert delete_rows(written, delete, rows) == counted
     query = "SELECT k, v FROM t ORDER BY seq"
     assert written.execute(query).fetchall() == expected.execute(query).fetchall()
+
+
+def test_a_blob_parameter_is_stored_as_the_bytes_are() -> None:
+    conn = table()
+    conn.execute(INSERT, ("bytes", b'{"a":1}'))
+    conn.execute(INSERT, ("blob", blob(b'{"a":1}')))
+    rows = conn.execute("SELECT k, v, typeof(v) FROM t ORDER BY seq").fetchall()
+    assert rows == [("bytes", b'{"a":1}', "blob"), ("blob", b'{"a":1}', "blob")]

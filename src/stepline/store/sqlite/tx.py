@@ -34,7 +34,7 @@ from stepline.store.records import (
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
-from stepline.store.sqlite._multirow import delete_rows, insert_rows, update_among
+from stepline.store.sqlite._multirow import blob, delete_rows, insert_rows, update_among
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.reads import select_events
 
@@ -243,8 +243,8 @@ class _SQLiteTx(SQLiteControlVerbs):
                 if fresh:
                     c.execute(q.REMEMBER_SENDER_ID, (event.id, now))
             new.append(fresh)
-            user = dumps_exact(event.user) if event.user else b"{}"
-            data = event.encoded_data()
+            user = blob(dumps_exact(event.user) if event.user else b"{}")
+            data = blob(event.encoded_data())
             duplicate = int(not fresh)
             rows.append(
                 (event.internal_id, event.name, data, user, event.id, event.ts, now, duplicate)
@@ -333,7 +333,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         if self._deferred is not None:
             self._delete_resolved(self._deferred)
         c.executemany(
-            q.COMPLETE_STEP, [(r.event_json, now, r.run_id, r.step_hash) for r in resumed]
+            q.COMPLETE_STEP, [(blob(r.event_json), now, r.run_id, r.step_hash) for r in resumed]
         )
         update_among(c, q.WAKE, q.WAKE_AMONG, (now,), [r.run_id for r in resumed])
         if all(r.step_id is not None for r in resumed):
