@@ -7,7 +7,7 @@ import os
 import random
 import warnings
 
-from stepline._ids import _encode, _last_in, new_id
+from stepline._ids import _encode, _encode_all, _last_in, new_id, new_ids
 
 _RFC4648_TO_CROCKFORD = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -27,6 +27,31 @@ def test_encoding_is_the_base32_text_ids_always_had() -> None:
     values = [0, 1, (1 << 128) - 1, 1 << 127, *(rng.getrandbits(128) for _ in range(5000))]
     for value in values:
         assert _encode(value) == _reference(value)
+
+
+def test_a_batch_is_encoded_as_each_value_alone() -> None:
+    # new_ids encodes a batch from the text before where a value is the one before plus one:
+    # runs of such values crossing every carry of the low bits, and values apart
+    rng = random.Random(8)
+    values = [rng.getrandbits(128) for _ in range(1000)]
+    for start in (0, 250, 1023, (5 << 80) | 0xFFFF_FFFF_FFFF_FFFF_FFF0, (1 << 128) - 600):
+        values += [start + i for i in range(530)]
+    values += [7, 7, 8, 8, 9]
+    assert _encode_all(values) == [_reference(value) for value in values]
+
+
+def test_a_batch_of_ids_is_strictly_increasing() -> None:
+    ids = new_ids(2000, 1_700_000_000.5)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(len(i) == 26 and _reference(_decode(i)) == i for i in ids)
+
+
+def _decode(text: str) -> int:
+    digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    value = 0
+    for char in text:
+        value = value * 32 + digits.index(char)
+    return value >> 2
 
 
 def test_ids_sort_by_creation_time() -> None:
