@@ -165,3 +165,18 @@ def test_a_batch_cancelling_more_runs_than_a_statement_ends_each_once(store: Sto
             token = tokens.get(run_id)
             assert primitives.cancelled_lease(run_id) == (None if token is None else (token, "w1"))
     assert len(held) == 2 * CHUNK + 11
+
+
+def test_a_batch_mixing_events_with_and_without_sender_ids_stores_each_as_sent(
+    store: Store,
+) -> None:
+    """A batch of more events than a statement holds, every third with a sender id (one of
+    them repeated): each is stored with its id (or none), the repeat as a duplicate."""
+    count = 2 * CHUNK + 7
+    sender = [f"s-{i}" if i % 3 == 0 else None for i in range(count)]
+    sender[count - 1] = "s-0"  # a repeat of the first event's id
+    items = [EventIngest(event(f"e-{i:03d}", sender_id=sender[i])) for i in range(count)]
+    results = ingest(store, *items)
+    assert [r.duplicate for r in results] == [i == count - 1 for i in range(count)]
+    stored = store.get_events([f"e-{i:03d}" for i in range(count)])
+    assert [e.id for e in stored] == sender

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 INSERT_EVENT = """
-INSERT OR IGNORE INTO events (internal_id, name, data, user_data, sender_id, ts, received_at,
-                              duplicate)
+INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate,
+                              sender_id)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+# the same for events without a sender id (most): sender_id NULL, not a None parameter
+INSERT_UNSENT_EVENT = """
+INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)
+VALUES (?, ?, ?, ?, ?, ?, ?)"""
 EVENTS_AMONG = """
 SELECT internal_id, name, data, user_data, sender_id, ts FROM events
 WHERE internal_id IN (SELECT value FROM json_each(?))"""

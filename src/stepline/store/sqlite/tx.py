@@ -235,9 +235,11 @@ class _SQLiteTx(SQLiteControlVerbs):
         c = self._c
         new: list[bool] = []
         rows: list[tuple[Any, ...]] = []
+        sent = False  # whether an event has a sender id
         for event in events:
             fresh = True
             if event.id is not None:  # in order: an earlier event of the list counts
+                sent = True
                 row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
                 fresh = row is None or row[0] <= now - DEDUP_WINDOW
                 if fresh:
@@ -245,11 +247,13 @@ class _SQLiteTx(SQLiteControlVerbs):
             new.append(fresh)
             user = blob(dumps_exact(event.user) if event.user else b"{}")
             data = blob(event.encoded_data())
-            duplicate = int(not fresh)
-            rows.append(
-                (event.internal_id, event.name, data, user, event.id, event.ts, now, duplicate)
-            )
-        insert_rows(c, q.INSERT_EVENT, rows)  # together: the B-trees' pages stay hot
+            rows.append((event.internal_id, event.name, data, user, event.ts, now, int(not fresh)))
+        # together: the B-trees' pages stay hot; without sender ids, no None parameter (blob)
+        if sent:
+            rows = [(*row, event.id) for row, event in zip(rows, events, strict=True)]
+            insert_rows(c, q.INSERT_EVENT, rows)
+        else:
+            insert_rows(c, q.INSERT_UNSENT_EVENT, rows)
         return new
 
     def wait_paths(self, event_name: str) -> Sequence[str]:
