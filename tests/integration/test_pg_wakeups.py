@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from typing import Any
 
 import psycopg
+import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
-from stepline.store.postgres import PostgresStore
+from stepline.store.postgres import PostgresStore, wakeups
 from stepline.store.postgres.wakeups import NOTIFY
 
 
@@ -105,3 +108,65 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
     finally:
         sender.close()
         app.close()
+
+
+class CountedSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The listener's selector, recording the timeout of each of its waits."""
+
+    timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        CountedSelector.timeouts.append(timeout)
+        return super().select(timeout)  # type: ignore[no-any-return]
+
+
+async def test_the_listener_sleeps_until_a_notification_or_its_stop(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No timer wakes the listening thread (a 50 ms poll cost it ~14 ms of CPU a second): it
+    waits on the connection's socket and its stop socket only, and ``stop()`` ends it."""
+    monkeypatch.setattr(wakeups.selectors, "DefaultSelector", CountedSelector)
+    CountedSelector.timeouts = []
+    watcher, sender = PostgresStore(pg_url), PostgresStore(pg_url)
+    watcher.migrate()
+    heard: list[Sequence[tuple[str, str]]] = []
+    stop = watcher.watch(heard.append)
+    listener = stop.__self__  # type: ignore[attr-defined]
+    try:
+        await until("the listener to say it listens", lambda: heard)
+        for n in range(3):
+            with sender.transaction() as tx:
+                tx.set_paused(f"f{n}", True, "app")
+            await until(f"notification {n + 1}", lambda n=n: len(heard) == n + 2)
+    finally:
+        stop()
+        watcher.close()
+        sender.close()
+    assert not listener._thread.is_alive()
+    assert CountedSelector.timeouts and set(CountedSelector.timeouts) == {None}
+
+
+async def test_a_listener_whose_session_ended_listens_again(pg_url: str) -> None:
+    """The server ends the listening session: the listener connects again, says so (a look for
+    any work, for what was committed meanwhile) and hears the next notification."""
+    watcher, sender = PostgresStore(pg_url), PostgresStore(pg_url)
+    watcher.migrate()
+    heard: list[Sequence[tuple[str, str]]] = []
+    stop = watcher.watch(heard.append)
+    try:
+        await until("the listener to say it listens", lambda: heard)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query = %s",
+                (f"LISTEN {wakeups.CHANNEL}",),
+            ).fetchall()
+        assert ended == [(True,)]
+        await until("the listener to listen again", lambda: len(heard) == 2)
+        with sender.transaction() as tx:
+            tx.set_paused("f", True, "app")
+        await until("the next notification", lambda: len(heard) == 3)
+    finally:
+        stop()
+        watcher.close()
+        sender.close()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import selectors
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -32,7 +34,6 @@ NOTIFY = "SELECT pg_notify('stepline', %s)"
 NOTIFY_TABLE = "\x00notify"  # its write(table=…): no table of the database
 MAX_NAMED = 16  # new runs a notification names at most (more: a plain one)
 _MAX_PAYLOAD = 4000  # bytes (PostgreSQL's bound is 8,000)
-_CHECK_STOP = 0.05  # seconds between looks at the stop flag (how long stop() may wait)
 _RETRY = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnection attempts
 
 log = logging.getLogger("stepline.store.postgres")
@@ -64,12 +65,16 @@ def named_runs(payload: str) -> list[tuple[str, str]]:
 
 class WakeupListener:
     """Calls ``on_wake`` (from its own thread) for each notification on ``stepline``, with the
-    runs it names (``named_runs``; empty: look for any due work)."""
+    runs it names (``named_runs``; empty: look for any due work). Its thread sleeps until the
+    connection's socket or its stop socket has something to read: no CPU while nothing
+    happens (a 50 ms ``notifies(timeout=…)`` loop cost it ~14 ms of CPU a second)."""
 
     def __init__(self, url: str, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> None:
         self._url = url
         self._on_wake = on_wake
         self._stopped = threading.Event()
+        # stop() writes a byte to one end; the listening thread waits on the other too
+        self._stop_w, self._stop_r = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="stepline-pg-listen", daemon=True)
         self.notifications = 0  # received so far (tests read it)
 
@@ -78,8 +83,15 @@ class WakeupListener:
 
     def stop(self) -> None:
         self._stopped.set()
+        try:
+            self._stop_w.send(b"\0")
+        except OSError:  # stopped before: the sockets are closed
+            pass
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._stop_w.close()
+            self._stop_r.close()
 
     def _run(self) -> None:
         failures = 0
@@ -90,7 +102,7 @@ class WakeupListener:
                     failures = 0
                     self._on_wake(())  # anything committed while nobody listened
                     self._listen(conn)
-            except psycopg.Error as exc:
+            except (psycopg.Error, OSError) as exc:  # OSError: its socket's, in select
                 delay = _RETRY[min(failures, len(_RETRY) - 1)]
                 failures += 1
                 if failures == 1:
@@ -98,9 +110,22 @@ class WakeupListener:
                 self._stopped.wait(delay)
 
     def _listen(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        while not self._stopped.is_set():
-            for notification in conn.notifies(timeout=_CHECK_STOP):
-                self.notifications += 1
-                self._on_wake(named_runs(notification.payload))
+        """Read the notifications as they come, until ``stop()``. The connection is this
+        thread's alone: its socket is read here (libpq's ``consume_input``, which raises
+        ``OperationalError`` when the server ended the connection: ``_run`` reconnects). Any
+        notification psycopg read while ``LISTEN`` ran is covered by the look ``_run`` asks for
+        right after it."""
+        pgconn, encoding = conn.pgconn, conn.info.encoding
+        with selectors.DefaultSelector() as selector:
+            selector.register(pgconn.socket, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while not self._stopped.is_set():
+                selector.select()
                 if self._stopped.is_set():
                     return
+                pgconn.consume_input()
+                while (notification := pgconn.notifies()) is not None:
+                    self.notifications += 1
+                    self._on_wake(named_runs(notification.extra.decode(encoding)))
+                    if self._stopped.is_set():
+                        return
