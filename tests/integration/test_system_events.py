@@ -306,3 +306,64 @@ async def test_a_function_finished_handler_runs_once_for_its_own_other_trigger(
         runs = await _ended(t, "both", 2)
         assert len(await t.runs(function_id="both")) == 2
     assert sorted(r.output for r in runs) == ["go", FINISHED]
+
+
+# -- announcements nothing listens to are only stored (_ingest_rules._unheard) --------------------
+async def test_announcements_nothing_listens_to_are_stored_and_listeners_still_get_them(
+    app: App, make_engine: Make
+) -> None:
+    """A cancellation by an event while nothing listens to inngest/function.*: both
+    announcements stored, visible in the event list with their data. Then a run waiting for
+    function.finished and a function triggered by function.cancelled: the next cancellation's
+    announcements resume the one and start the other."""
+    seen: list[str] = []
+
+    @app.function(
+        id="subject", trigger=TriggerEvent("go"), cancel_on=CancelOn("stop", match="data.id")
+    )
+    async def subject(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")
+
+    @app.function(id="watcher", trigger=TriggerEvent("watch"))
+    async def watcher(ctx: Context) -> Any:
+        found = await ctx.step.wait_for_event(
+            "end", event=FINISHED, timeout="1h", if_='async.data.function_id == "subject"'
+        )
+        return None if found is None else found.data["run_id"]
+
+    clock = MockClock(start=T0, autojump=False)
+    async with make_engine(clock=clock) as t:
+        [first_event] = await t.send(Event("go", {"id": "a"}))
+        [first] = await t.runs(event_id=first_event)
+        await t.wait_for_status(first.run_id, "SLEEPING")
+        await t.send(Event("stop", {"id": "a"}))
+        assert (await t.wait_for_run(first.run_id)).status == "CANCELLED"
+        store = t.app.engine.store
+        stored = [
+            s.event
+            for name in (FINISHED, CANCELLED)
+            for s in store.list_events(EventFilter(name=name))
+        ]
+        assert sorted(e.name for e in stored) == [CANCELLED, FINISHED]
+        for e in stored:
+            assert e.data["run_id"] == first.run_id and e.data["event"]["data"] == {"id": "a"}
+            assert e.data["_inngest"] == {"status": "Cancelled"}
+
+        @app.function(id="cleanup", trigger=TriggerEvent(CANCELLED))
+        async def cleanup(ctx: Context) -> Any:
+            seen.append(ctx.event.data["run_id"])
+
+    async with make_engine(clock=clock) as t:
+        [watch_event] = await t.send(Event("watch"))
+        [watching] = await t.runs(event_id=watch_event)
+        await t.wait_for_status(watching.run_id, "WAITING")
+        [second_event] = await t.send(Event("go", {"id": "b"}))
+        [second] = await t.runs(event_id=second_event)
+        await t.wait_for_status(second.run_id, "SLEEPING")
+        await t.send(Event("stop", {"id": "b"}))
+        assert (await t.wait_for_run(second.run_id)).status == "CANCELLED"
+        done = await t.wait_for_run(watching.run_id)
+        assert (done.status, done.output) == ("COMPLETED", second.run_id)
+        [cleanup_run] = await until("the cleanup run", lambda: _runs_if(t, "cleanup", 1))
+        await t.wait_for_run(cleanup_run.run_id)
+    assert seen == [second.run_id]

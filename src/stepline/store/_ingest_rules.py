@@ -7,7 +7,8 @@ satisfies are cancelled; the waits it satisfies are resolved; and, unless it is 
 (``_admission_rules.start_runs``), and it is handed to the functions of the trigger catalog
 listening to its name that its sender did not plan itself (an inbox row each, ``deliver``; see
 ``EventIngest.sender``). What each event did to runs (started, resumed, cancelled) is recorded
-for ``Store.event_runs`` in the same verb. The backend supplies the primitives
+for ``Store.event_runs`` in the same verb. Events nothing listens to (``_unheard``: the
+announcements of cancelled runs, usually) are only stored. The backend supplies the primitives
 (``_primitives.EventPrimitives``) and runs these functions inside one verb. ``admit_taken``
 starts the runs a worker planned for the inbox rows it took.
 """
@@ -47,7 +48,12 @@ def ingest(
     """Ingest ``items`` in order (the ``StoreTx.ingest`` verb, inside the caller's verb)."""
     if not items:
         return []
-    batch = _Batch(tx, [item.event for item in items], now, wait_matches)
+    events = [item.event for item in items]
+    new = tx.insert_events(events, now)  # one statement for the batch, where it can
+    if _unheard(tx, items, now):
+        pairs = zip(events, new, strict=True)
+        return [IngestResult(e.internal_id, not fresh, (), ()) for e, fresh in pairs]
+    batch = _Batch(tx, events, new, now, wait_matches)
     results = [batch.ingest_one(i, item) for i, item in enumerate(items)]
     batch.write_resumed()
     if batch.delivered:
@@ -69,6 +75,33 @@ def admit_taken(tx: AdmissionTx, items: Sequence[EventIngest], now: float) -> li
         )
     record_effects(tx, results)
     return results
+
+
+def _unheard(tx: IngestTx, items: Sequence[EventIngest], now: float) -> bool:
+    """Whether nothing listens to the items' events, which are then only stored: no run or
+    deferral planned for one, no function of the catalog to hand one to, no wait and no cancel
+    matcher of their names (the announcements of cancelled runs, usually: nothing listens to
+    ``inngest/function.*``). The ingest order would do nothing else with them. Asks each name
+    once, and stops at the first event something may listen to (a batch of events resolving
+    waits pays for one name)."""
+    listeners: dict[str, Sequence[tuple[str, str]]] = {}
+    quiet: set[str] = set()
+    for item in items:
+        if item.new_runs or item.deferrals:
+            return False
+        name = item.event.name
+        if name not in quiet:
+            if (
+                tx.matcher_paths(name)
+                or tx.wait_paths(name)
+                or tx.unindexed_matchers(name, now)
+                or tx.unindexed_waits(name)
+            ):
+                return False
+            quiet.add(name)
+        if _listeners(listeners, tx, item):
+            return False
+    return True
 
 
 def _listeners(
@@ -103,7 +136,12 @@ class _Batch:
     precedes its RUN_CANCELLED) and at the end."""
 
     def __init__(
-        self, tx: IngestTx, events: list[EventRecord], now: float, wait_matches: WaitMatcher
+        self,
+        tx: IngestTx,
+        events: list[EventRecord],
+        new: list[bool],
+        now: float,
+        wait_matches: WaitMatcher,
     ) -> None:
         self.tx, self.now, self.wait_matches = tx, now, wait_matches
         self.resumed: list[ResumedWait] = []
@@ -115,7 +153,7 @@ class _Batch:
         self.no_unindexed_waits: set[str] = set()
         self.no_unindexed_matchers: set[str] = set()
         self.listeners: dict[str, Sequence[tuple[str, str]]] = {}  # see _listeners
-        self.new = tx.insert_events(events, now)  # one statement for the batch, where it can
+        self.new = new  # whether each event is new (not a duplicate)
         # each event's payload, built once (see payload)
         self.events = events
         self.payloads: list[dict[str, Any] | None] = [None] * len(events)
