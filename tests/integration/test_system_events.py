@@ -8,7 +8,7 @@ from typing import Any
 from _polling import until
 
 from stepline import App, CancelOn, Context, Debounce, Event, Singleton, TriggerEvent
-from stepline.store.records import EventFilter
+from stepline.store.records import EventFilter, EventRecord
 from stepline.testing import MockClock, TestEngine
 
 Make = Callable[..., TestEngine]
@@ -205,13 +205,7 @@ async def test_one_send_cancelling_several_runs_announces_each_in_order(
         await t.send(stops)
         for run in [late_run, *subjects]:
             assert (await t.wait_for_run(run.run_id)).status == "CANCELLED"
-        store = t.app.engine.store
-        announced = [
-            stored.event
-            for name in (FINISHED, CANCELLED)
-            for stored in store.list_events(EventFilter(name=name))
-            if stored.event.data["function_id"] != "work"
-        ]
+        announced = [e for e in _stored_announcements(t) if e.data["function_id"] != "work"]
     by_id = sorted(announced, key=lambda e: e.internal_id)
     assert [(e.name, e.data["event"]["data"]["id"]) for e in by_id] == [
         (FINISHED, "a"),
@@ -333,17 +327,8 @@ async def test_announcements_nothing_listens_to_are_stored_and_listeners_still_g
 
     clock = MockClock(start=T0, autojump=False)
     async with make_engine(clock=clock) as t:
-        [first_event] = await t.send(Event("go", {"id": "a"}))
-        [first] = await t.runs(event_id=first_event)
-        await t.wait_for_status(first.run_id, "SLEEPING")
-        await t.send(Event("stop", {"id": "a"}))
-        assert (await t.wait_for_run(first.run_id)).status == "CANCELLED"
-        store = t.app.engine.store
-        stored = [
-            s.event
-            for name in (FINISHED, CANCELLED)
-            for s in store.list_events(EventFilter(name=name))
-        ]
+        first = await _cancelled_by_stop(t, "a")
+        stored = _stored_announcements(t)
         assert sorted(e.name for e in stored) == [CANCELLED, FINISHED]
         for e in stored:
             assert e.data["run_id"] == first.run_id and e.data["event"]["data"] == {"id": "a"}
@@ -357,13 +342,29 @@ async def test_announcements_nothing_listens_to_are_stored_and_listeners_still_g
         [watch_event] = await t.send(Event("watch"))
         [watching] = await t.runs(event_id=watch_event)
         await t.wait_for_status(watching.run_id, "WAITING")
-        [second_event] = await t.send(Event("go", {"id": "b"}))
-        [second] = await t.runs(event_id=second_event)
-        await t.wait_for_status(second.run_id, "SLEEPING")
-        await t.send(Event("stop", {"id": "b"}))
-        assert (await t.wait_for_run(second.run_id)).status == "CANCELLED"
+        second = await _cancelled_by_stop(t, "b")
         done = await t.wait_for_run(watching.run_id)
         assert (done.status, done.output) == ("COMPLETED", second.run_id)
         [cleanup_run] = await until("the cleanup run", lambda: _runs_if(t, "cleanup", 1))
         await t.wait_for_run(cleanup_run.run_id)
     assert seen == [second.run_id]
+
+
+async def _cancelled_by_stop(t: TestEngine, key: str) -> Any:
+    """A run of ``subject`` for ``key``, sleeping, then cancelled by its ``stop`` event."""
+    [event_id] = await t.send(Event("go", {"id": key}))
+    [run] = await t.runs(event_id=event_id)
+    await t.wait_for_status(run.run_id, "SLEEPING")
+    await t.send(Event("stop", {"id": key}))
+    assert (await t.wait_for_run(run.run_id)).status == "CANCELLED"
+    return run
+
+
+def _stored_announcements(t: TestEngine) -> list[EventRecord]:
+    """The stored function.finished and function.cancelled events."""
+    store = t.app.engine.store
+    return [
+        stored.event
+        for name in (FINISHED, CANCELLED)
+        for stored in store.list_events(EventFilter(name=name))
+    ]
