@@ -1,7 +1,8 @@
 """A pass's step commits on PostgreSQL: the run's RUNNING mark (``MARK_RUNNING``: RUNNING,
 started, no pass spent) is sent by the first commit of a lease; once a transaction that sent it
 committed, the later commits of that lease leave the run's row alone (it stays so until the
-lease ends), and a new lease's first commit marks the run again."""
+lease ends), and a new lease's first commit marks the run again. The memory is per run: the
+runs one lease statement takes share its token."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.store.builders import T0, cel_matches, lease, start, step
+from tests.store.builders import T0, TTL, cel_matches, lease, start, step
 
 from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore, _pipeline
 from stepline.store.postgres import queries as q
-from stepline.store.records import Lease, PassCommit, RunEnd
+from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, Lease, PassCommit, RunEnd
 
 
 class JobFailed(Exception):
@@ -129,6 +130,36 @@ def test_a_careful_transaction_s_mark_is_not_taken_for_committed(
             assert tx.commit_pass(commit, T0, cel_matches) == []
     assert marks(sent) == 2
     assert run_row(pg_url, "r1")[:2] == ("RUNNING", 0)
+
+
+def test_each_run_of_a_shared_lease_token_is_marked_by_its_own_first_commit(
+    pg_store: PostgresStore, pg_url: str, sent: list[str]
+) -> None:
+    """One lease statement gives every run it takes the same token: a commit of one of them
+    marks that run only, so another run's first commit under the token still marks it."""
+    start(pg_store, "r1", "r2")
+    held = {h.run_id: h for h in lease(pg_store)}
+    assert held["r1"].token == held["r2"].token  # one lease statement, one token
+    commit_marks(pg_store, pg_url, sent, held["r1"], 1)
+    commit_marks(pg_store, pg_url, sent, held["r2"], 1)  # progress committed: no pass spent
+    sent.clear()
+    commit_step(pg_store, held["r2"], 2)
+    assert marks(sent) == 0  # r2's own mark is remembered
+
+
+def test_runs_progressing_in_every_pass_are_not_failed_by_the_re_entry_cap(
+    pg_store: PostgresStore,
+) -> None:
+    """Two runs leased together, each committing a step in every pass, their leases then lost
+    (a worker killed) and taken again: neither is failed by the re-entry cap, since every
+    pass of each made progress."""
+    start(pg_store, "r1", "r2")
+    for n in range(MAX_PASSES_WITHOUT_PROGRESS + 1):
+        now = T0 + n * (TTL + 1)  # the last leases expired: taken again
+        held = {h.run_id: h for h in lease(pg_store, now=now)}
+        assert set(held) == {"r1", "r2"}, (n, set(held))
+        for run_id in ("r1", "r2"):
+            commit_step(pg_store, held[run_id], n + 1)
 
 
 def test_statements_of_distinct_texts_are_left_as_they_are() -> None:

@@ -33,7 +33,7 @@ class LeaseTokens:
 
     def __init__(self, size: int = 4096) -> None:
         self._owners: OrderedDict[str, str] = OrderedDict()
-        self._running: set[str] = set()
+        self._running: dict[str, set[str]] = {}  # token -> the runs of its lease marked
         self._size = size
         self._lock = threading.Lock()
 
@@ -41,18 +41,21 @@ class LeaseTokens:
         with self._lock:
             self._owners[token] = owner
             if len(self._owners) > self._size:
-                self._running.discard(self._owners.popitem(last=False)[0])
+                self._running.pop(self._owners.popitem(last=False)[0], None)
 
-    def mark_running(self, tokens: list[str]) -> None:
-        """A transaction that committed marked the runs of these leases RUNNING (started, no
-        pass spent): the run of such a lease stays so until the lease ends (a lease taken
+    def mark_running(self, marked: list[tuple[str, str]]) -> None:
+        """A transaction that committed marked these runs RUNNING (started, no pass spent),
+        each under its lease's token: such a run stays so until its lease ends (a lease taken
         anew counts a pass, with another token; an end, a suspension or a cancellation ends
-        it), so its later pass commits need not mark it again (``PostgresTx.mark_running``)."""
+        it), so its later pass commits need not mark it again (``PostgresTx.mark_running``).
+        Keyed by run as well: one lease statement gives all the runs it takes one token."""
         with self._lock:
-            self._running.update(t for t in tokens if t in self._owners)
+            for token, run_id in marked:
+                if token in self._owners:
+                    self._running.setdefault(token, set()).add(run_id)
 
-    def marked_running(self, token: str) -> bool:
-        return token in self._running
+    def marked_running(self, token: str, run_id: str) -> bool:
+        return run_id in self._running.get(token, ())
 
     def owner(self, token: str) -> str | None:
         with self._lock:

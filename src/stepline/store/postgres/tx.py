@@ -100,7 +100,7 @@ class PostgresTx:
         # whose run this (optimistic) transaction marked RUNNING (mark_running): the store
         # remembers them once it committed
         self._held: dict[str, str] = {}
-        self.marked: list[str] = []
+        self.marked: list[tuple[str, str]] = []  # (token, run_id)
         self._index = IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
         self._locked: set[str] = set()  # advisory locks this transaction holds
         # whether a verb may have made work due for some worker (new, woken, rescheduled or
@@ -350,13 +350,13 @@ class PostgresTx:
 
     def mark_running(self, run_id: str, started_at: float) -> None:
         token = self._held.get(run_id)
-        if token is not None and self._tokens.marked_running(token):
+        if token is not None and self._tokens.marked_running(token, run_id):
             # a committed commit of the lease held marked the run, which stays marked until
             # the lease ends (LeaseTokens.mark_running): the update would change nothing
             return
         self._s.write(q.MARK_RUNNING, (started_at, run_id), "runs")
         if token is not None and self._s.optimistic:  # all or nothing: no savepoint undoes it
-            self.marked.append(token)
+            self.marked.append((token, run_id))
 
     def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
         self.made_work = True  # its concurrency slot is free
