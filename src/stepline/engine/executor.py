@@ -326,14 +326,16 @@ class PassExecutor(RoundRecorder, PassEndings):
     async def _settle(self, task: asyncio.Future[Any]) -> None:
         """Wait until the function is done or every branch waits on a step. While every step
         was called from the function's own task (one branch: a sequential function), that task
-        is blocked on the step it called last, so the round starts at once; once a step comes
-        from another task (``gather``, a task group), "every branch" is when nothing new was
-        registered for two loop iterations."""
+        is blocked on the new step it called last, so the round starts at once (a task that
+        has not called its step yet joins the next round); otherwise, and always before the
+        pass suspends (on a wait, a sleep or a retry not due: a task of the function that has
+        not called its step yet would lose it until the run is woken), "every branch" is when
+        nothing new was registered for two loop iterations."""
         while True:
             if task.done() or self._abort is not None:
                 return
             if self._new_ops or self._blocked:
-                if not self._branched:
+                if not self._branched and self._new_ops:
                     return
                 last, stable = (-1, -1), 0
                 while stable < 2:
