@@ -87,3 +87,32 @@ async def test_a_failing_then_costs_no_other_caller_its_result(
     assert await a == 1
     assert await b == 2
     assert "a write's continuation failed" in caplog.text
+
+
+async def test_a_job_raising_stop_iteration_costs_no_caller_its_answer(
+    writer: BatchWriter,
+) -> None:
+    # an asyncio future refuses StopIteration (``next()`` on an empty iterator in a store
+    # verb): the caller gets it wrapped in a RuntimeError, as asyncio does for a coroutine, and
+    # the callers delivered after it in the same loop turn still get theirs
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def first(tx: StoreTx) -> int:  # holds the writer so the next two share a transaction
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
+        return 0
+
+    def empty_next(tx: StoreTx) -> int:
+        return next(iter([]))
+
+    held = writer.submit(first)
+    await asyncio.sleep(0)  # the writer thread takes the first job alone
+    stopped = writer.submit(empty_next)
+    after = writer.submit(lambda tx: 2)
+    release.set()
+    assert await held == 0
+    done, _ = await asyncio.wait({stopped, after}, timeout=30)
+    assert after in done and after.result() == 2
+    assert stopped in done
+    error = stopped.exception()
+    assert isinstance(error, RuntimeError) and isinstance(error.__cause__, StopIteration)

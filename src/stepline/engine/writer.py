@@ -294,6 +294,11 @@ def _settle(future: asyncio.Future[Any] | Future[Any], outcome: Outcome) -> None
     ok, value = outcome
     if ok:
         future.set_result(value)
+    elif isinstance(value, StopIteration | StopAsyncIteration):
+        # a future refuses them (TypeError): wrapped as asyncio wraps a coroutine's
+        error = RuntimeError(f"a write raised {type(value).__name__}")
+        error.__cause__ = value
+        future.set_exception(error)
     else:
         future.set_exception(value)
 
@@ -308,4 +313,7 @@ def _settle_all(settled: list[tuple[_Pending, Outcome]]) -> None:
                 then(value)
             except Exception:  # its own caller's bug: the other callers still get theirs
                 log.exception("a write's continuation failed")
-        _settle(pending.future, outcome)
+        try:
+            _settle(pending.future, outcome)
+        except Exception:  # cannot happen; one caller's future never strands the others'
+            log.exception("a write's result could not be delivered")
