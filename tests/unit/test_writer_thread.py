@@ -50,24 +50,33 @@ def test_a_writer_dropped_without_close_is_collected_and_its_thread_ends() -> No
 def test_jobs_queued_at_interpreter_exit_are_committed_before_it_exits(tmp_path: Path) -> None:
     # the writer thread is a daemon (a thread waiting for jobs must not hold the interpreter),
     # so an exit hook finishes what was queued, as a thread pool's thread did
+    # The job cannot end before the interpreter exits: it waits for the end of a pipe whose
+    # other end the script closes as its last statement, then takes a moment (the interpreter,
+    # unless the hook holds it, is gone by then: without the hook this fails every time)
     marker = tmp_path / "committed"
     script = textwrap.dedent(
         f"""
-        import asyncio, time
+        import asyncio, os, threading, time
         from pathlib import Path
         from stepline.engine.writer import BatchWriter
         from stepline.store.memory import MemoryStore
 
+        started = threading.Event()
+        exiting, last = os.pipe()
+
         def slow(tx):
-            time.sleep(0.2)  # still running when the interpreter starts to exit
+            started.set()
+            os.read(exiting, 1)  # b"": the script closed its end, the interpreter exits
+            time.sleep(0.2)
             Path({str(marker)!r}).write_text("done")
 
         async def main():
             writer = BatchWriter(MemoryStore())
             writer.submit(slow)  # queued, never awaited, the writer never closed
-            await asyncio.sleep(0)  # the drain starts
 
         asyncio.run(main())
+        started.wait({DEADLINE})
+        os.close(last)
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=DEADLINE)
