@@ -5,6 +5,7 @@ or once the caller stopped waiting, and a failing ``then`` costs no other caller
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,6 +20,24 @@ async def writer() -> AsyncIterator[BatchWriter]:
     w = BatchWriter(MemoryStore())
     yield w
     w.close()
+
+
+@contextlib.asynccontextmanager
+async def holding(writer: BatchWriter) -> AsyncIterator[None]:
+    """The jobs submitted in the block share one transaction: a job of its own holds the
+    writer thread until the block ends."""
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def first(tx: StoreTx) -> int:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
+        return 0
+
+    held = writer.submit(first)
+    await asyncio.sleep(0)  # the writer thread takes the first job alone
+    yield
+    release.set()
+    assert await held == 0
 
 
 async def test_then_runs_as_the_result_is_set(writer: BatchWriter) -> None:
@@ -68,22 +87,12 @@ async def test_then_is_not_called_once_the_caller_stopped_waiting(writer: BatchW
 async def test_a_failing_then_costs_no_other_caller_its_result(
     writer: BatchWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    release = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def first(tx: StoreTx) -> int:  # holds the writer so the next two share a transaction
-        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
-        return 0
-
     def broken(result: int) -> None:
         raise RuntimeError("a continuation's bug")
 
-    held = writer.submit(first)
-    await asyncio.sleep(0)  # the writer thread takes the first job alone
-    a = writer.submit(lambda tx: 1, broken)
-    b = writer.submit(lambda tx: 2)
-    release.set()
-    assert await held == 0
+    async with holding(writer):
+        a = writer.submit(lambda tx: 1, broken)
+        b = writer.submit(lambda tx: 2)
     assert await a == 1
     assert await b == 2
     assert "a write's continuation failed" in caplog.text
@@ -95,22 +104,12 @@ async def test_a_job_raising_stop_iteration_costs_no_caller_its_answer(
     # an asyncio future refuses StopIteration (``next()`` on an empty iterator in a store
     # verb): the caller gets it wrapped in a RuntimeError, as asyncio does for a coroutine, and
     # the callers delivered after it in the same loop turn still get theirs
-    release = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def first(tx: StoreTx) -> int:  # holds the writer so the next two share a transaction
-        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
-        return 0
-
     def empty_next(tx: StoreTx) -> int:
         return next(iter([]))
 
-    held = writer.submit(first)
-    await asyncio.sleep(0)  # the writer thread takes the first job alone
-    stopped = writer.submit(empty_next)
-    after = writer.submit(lambda tx: 2)
-    release.set()
-    assert await held == 0
+    async with holding(writer):
+        stopped = writer.submit(empty_next)
+        after = writer.submit(lambda tx: 2)
     done, _ = await asyncio.wait({stopped, after}, timeout=30)
     assert after in done and after.result() == 2
     assert stopped in done
