@@ -105,11 +105,15 @@ def test_a_refused_commit_leaves_the_rest_of_its_transaction(store: Store) -> No
     assert_untouched(store, "r2", "bad")
 
 
-def test_a_verb_that_fails_midway_leaves_nothing_behind(store: Store) -> None:
-    held = started(store)
+def broken_matcher(*_: object) -> bool:
+    raise RuntimeError("matcher failed")
+
+
+def failing_midway(store: Store, held: Lease) -> PassCommit:
+    """A commit of ``held`` (``full_commit(…, "x")``) that fails after its first writes, in
+    ``broken_matcher``: another run waits for its event with no index, so the matcher is asked."""
     start(store, "other")
     other = lease_run(store, "other")
-    # The other run waits for "payment/received" with no index: every such event asks the matcher.
     commit(
         store,
         PassCommit(
@@ -120,23 +124,83 @@ def test_a_verb_that_fails_midway_leaves_nothing_behind(store: Store) -> None:
             end=RunEnd("WAITING"),
         ),
     )
-
-    def broken_matcher(*_: object) -> bool:
-        raise RuntimeError("matcher failed")
-
     failing = full_commit(held, "x")
     failing.events.append(EventIngest(event("pay-1", "payment/received")))
-    with store.transaction() as tx:
-        with pytest.raises(RuntimeError, match="matcher failed"):
-            tx.commit_pass(failing, T0 + 1, broken_matcher)
-        tx.ingest([trigger("after")], T0 + 1, cel_matches)
+    return failing
+
+
+def assert_failed_midway_untouched(store: Store) -> None:
+    """Nothing of ``failing_midway``'s commit reached the store."""
     assert_untouched(store, "r1", "x")
     assert store.get_events(["pay-1"]) == []
     assert [s.status for s in store.get_steps("other")] == ["PENDING"]
     other_state = store.load_run("other")
     assert other_state is not None
     assert [w.wait_id for w in other_state.waits] == ["wait-other"]
+
+
+def test_a_verb_that_fails_midway_leaves_nothing_behind(store: Store) -> None:
+    held = started(store)
+    failing = failing_midway(store, held)
+    with store.transaction() as tx:
+        with pytest.raises(RuntimeError, match="matcher failed"):
+            tx.commit_pass(failing, T0 + 1, broken_matcher)
+        tx.ingest([trigger("after")], T0 + 1, cel_matches)
+    assert_failed_midway_untouched(store)
     assert store.get_run("after") is not None
+    commit(store, full_commit(held, "y"), T0 + 2)  # the lease survived
+    assert [s.hash for s in store.get_steps("r1")] == ["h-y"]
+
+
+def test_a_failing_job_of_a_group_commit_rolls_back_only_itself(store: Store) -> None:
+    """Jobs as the writer applies them: each one's verb first thing in the job's savepoint, the
+    job's error caught outside it, the transaction committed with the other jobs."""
+    held = started(store)
+    failing = failing_midway(store, held)
+    good, later = started(store, "r2"), started(store, "r3")
+    failed: list[Exception] = []
+    with store.transaction() as tx:
+        for job_commit, matches in [
+            (full_commit(good, "good"), cel_matches),
+            (failing, broken_matcher),
+            (full_commit(later, "later"), cel_matches),
+        ]:
+            try:
+                with tx.savepoint():
+                    tx.commit_pass(job_commit, T0 + 1, matches)
+            except RuntimeError as exc:
+                failed.append(exc)
+    assert [str(e) for e in failed] == ["matcher failed"]
+    assert_failed_midway_untouched(store)
+    for run_id, tag in [("r2", "good"), ("r3", "later")]:
+        assert [s.hash for s in store.get_steps(run_id)] == [f"h-{tag}"]
+        assert store.get_run(f"child-{tag}") is not None
+
+
+def test_a_verb_failing_first_thing_in_a_savepoint_undoes_only_itself(store: Store) -> None:
+    """The caller catches the verb's error inside the savepoint and goes on: the savepoint keeps
+    what it writes next, and is undone as a whole when it fails itself."""
+    held = started(store)
+    failing = failing_midway(store, held)
+    good = started(store, "r2")
+    with store.transaction() as tx:
+        with tx.savepoint():
+            with pytest.raises(RuntimeError, match="matcher failed"):
+                tx.commit_pass(failing, T0 + 1, broken_matcher)
+            tx.commit_pass(full_commit(good, "good"), T0 + 1, cel_matches)
+            with pytest.raises(RuntimeError, match="matcher failed"):  # after a write now
+                tx.commit_pass(failing, T0 + 1, broken_matcher)
+
+        def written_then_failing() -> None:
+            with tx.savepoint():
+                tx.ingest([trigger("kept-then-undone")], T0 + 1, cel_matches)
+                tx.commit_pass(failing, T0 + 1, broken_matcher)
+
+        with pytest.raises(RuntimeError, match="matcher failed"):
+            written_then_failing()
+    assert_failed_midway_untouched(store)
+    assert [s.hash for s in store.get_steps("r2")] == ["h-good"]
+    assert store.get_run("kept-then-undone") is None
     commit(store, full_commit(held, "y"), T0 + 2)  # the lease survived
     assert [s.hash for s in store.get_steps("r1")] == ["h-y"]
 

@@ -30,10 +30,20 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_HISTORY = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+# a history row without data (a step's attempt), its NULL written by the statement
+INSERT_HISTORY_NO_DATA = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"""
 UPSERT_STEP = """
 INSERT OR REPLACE INTO steps (run_id, hash, step_id, kind, position, status, output, error,
                               attempts, due_at, started_at, ended_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+# a step with its output and neither an error nor a due time (a step that completed), NULLs
+# written by the statement: a None parameter costs an adapter lookup (see _multirow.blob)
+UPSERT_STEP_DONE = """
+INSERT OR REPLACE INTO steps (run_id, hash, step_id, kind, position, status, output, error,
+                              attempts, due_at, started_at, ended_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?)"""
 INSERT_STEP_IF_UNSETTLED = """
 INSERT INTO steps (run_id, hash, step_id, kind, position, status, output, error, attempts,
                    due_at, started_at, ended_at)

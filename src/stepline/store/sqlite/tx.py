@@ -1,5 +1,6 @@
 """The SQLite store's write verbs inside one BEGIN IMMEDIATE transaction (``_SQLiteTx``), each
-in its own SAVEPOINT: one writer at a time holds the file, so each read-then-write is exact."""
+in its own SAVEPOINT (or in the enclosing one when it is called first thing in it, see
+``_savepoint``): one writer at a time holds the file, so each read-then-write is exact."""
 
 from __future__ import annotations
 
@@ -77,21 +78,41 @@ class _SQLiteTx(SQLiteControlVerbs):
         self._deferred: Deferred | None = None
         # the events of the runs this transaction cancelled, read together (see run_events)
         self._cancelled_events: dict[str, list[EventRecord]] = {}
+        # per open SAVEPOINT (innermost last): the connection's changed rows when it began
+        self._opened: list[int] = []
 
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        """A verb's SAVEPOINT: when it fails, what it wrote is undone and the transaction goes on.
+
+        A verb called first thing in an open savepoint (a group-commit job's around its verb:
+        nothing written since that one began, as the connection's count of changed rows shows)
+        needs none of its own: rolling back to the enclosing one restores what this verb
+        started from, and that one stays open for what follows (``ROLLBACK TO`` keeps it)."""
         c = self._c
         if not c.in_transaction:  # SQLite rolled it back (disk full, I/O error): a SAVEPOINT
             # here would start a transaction of its own and commit this verb alone
             raise StoreUnavailable("the transaction was rolled back by SQLite")
+        opened, changes = self._opened, c.total_changes
+        if opened and opened[-1] == changes:
+            try:
+                yield c
+            except BaseException:
+                if c.in_transaction:  # else SQLite already rolled the whole transaction back
+                    c.execute("ROLLBACK TO verb")
+                raise
+            return
         c.execute("SAVEPOINT verb")
+        opened.append(changes)
         try:
             yield c
         except BaseException:
-            if c.in_transaction:  # else SQLite already rolled the whole transaction back
+            opened.pop()
+            if c.in_transaction:
                 c.execute("ROLLBACK TO verb")
                 c.execute("RELEASE verb")
             raise
+        opened.pop()
         c.execute("RELEASE verb")
 
     # -- events -----------------------------------------------------------------------------------
@@ -399,7 +420,12 @@ class _SQLiteTx(SQLiteControlVerbs):
             deferred.history += [shapes.history_params(h, worker_id, encode) for h in records]
             return
         if len(records) == 1:
-            self._c.execute(q.INSERT_HISTORY, shapes.history_params(records[0], worker_id))
+            h = records[0]
+            if h.data is None:  # a step's attempt: its NULL written by the statement
+                row = (h.run_id, h.ts, h.kind, h.step_id, h.attempt, h.duration, worker_id)
+                self._c.execute(q.INSERT_HISTORY_NO_DATA, row)
+            else:
+                self._c.execute(q.INSERT_HISTORY, shapes.history_params(h, worker_id))
         elif records:
             params = [shapes.history_params(h, worker_id) for h in records]
             self._c.executemany(q.INSERT_HISTORY, params)
@@ -453,7 +479,16 @@ class _SQLiteTx(SQLiteControlVerbs):
         return None if row is None or row[0] is None else (str(row[0]), row[1])
 
     def put_steps(self, steps: Sequence[StepRecord]) -> None:
-        self._c.executemany(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
+        if len(steps) != 1:
+            self._c.executemany(q.UPSERT_STEP, [shapes.step_params(s) for s in steps])
+            return
+        s = steps[0]  # a pass of one step at a time: its output bound as a BLOB (blob)
+        output = s.output_json
+        if output is None or s.error is not None or s.due_at is not None:
+            self._c.execute(q.UPSERT_STEP, shapes.step_params(s))
+            return
+        row = (s.run_id, s.hash, s.step_id, s.kind, s.position, s.status, blob(output))
+        self._c.execute(q.UPSERT_STEP_DONE, (*row, s.attempts, s.started_at, s.ended_at))
 
     def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
         self._c.executemany(q.INSERT_STEP_IF_UNSETTLED, [shapes.step_params(s) for s in steps])
