@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 from stepline._ids import new_id
@@ -42,6 +42,7 @@ from stepline.store.records import (
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
 from stepline.store.sqlite._multirow import insert_rows
+from stepline.store.sqlite._savepoints import JobSavepoint
 
 
 class SQLiteControlVerbs:
@@ -50,6 +51,7 @@ class SQLiteControlVerbs:
     _c: sqlite3.Connection
     _group_cursors: dict[tuple[str, str], str]  # per (app, function): see ``_group_heads``
     _index: IndexPaths
+    _opened: list[int]  # see _savepoints
 
     if TYPE_CHECKING:  # provided by _SQLiteTx
 
@@ -126,10 +128,8 @@ class SQLiteControlVerbs:
         self._c.execute(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
 
     # -- verbs ------------------------------------------------------------------------------------
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        with self._savepoint():
-            yield
+    def savepoint(self) -> AbstractContextManager[None]:
+        return JobSavepoint(self._c, self._opened)
 
     def flush_deferrals(self, now: float) -> list[IngestResult]:
         with self._savepoint() as c:

@@ -1,15 +1,14 @@
 """The SQLite store's write verbs inside one BEGIN IMMEDIATE transaction (``_SQLiteTx``), each
 in its own SAVEPOINT (or in the enclosing one when it is called first thing in it, see
-``_savepoint``): one writer at a time holds the file, so each read-then-write is exact."""
+``_savepoints``): one writer at a time holds the file, so each read-then-write is exact."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from stepline.errors import LeaseLostError, StoreUnavailable
+from stepline.errors import LeaseLostError
 from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
 from stepline.store._catalog import TriggerCatalog
@@ -36,6 +35,7 @@ from stepline.store.records import (
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._multirow import blob, delete_rows, insert_rows, update_among
+from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.reads import select_events
 
@@ -81,39 +81,8 @@ class _SQLiteTx(SQLiteControlVerbs):
         # per open SAVEPOINT (innermost last): the connection's changed rows when it began
         self._opened: list[int] = []
 
-    @contextmanager
-    def _savepoint(self) -> Iterator[sqlite3.Connection]:
-        """A verb's SAVEPOINT: when it fails, what it wrote is undone and the transaction goes on.
-
-        A verb called first thing in an open savepoint (a group-commit job's around its verb:
-        nothing written since that one began, as the connection's count of changed rows shows)
-        needs none of its own: rolling back to the enclosing one restores what this verb
-        started from, and that one stays open for what follows (``ROLLBACK TO`` keeps it)."""
-        c = self._c
-        if not c.in_transaction:  # SQLite rolled it back (disk full, I/O error): a SAVEPOINT
-            # here would start a transaction of its own and commit this verb alone
-            raise StoreUnavailable("the transaction was rolled back by SQLite")
-        opened, changes = self._opened, c.total_changes
-        if opened and opened[-1] == changes:
-            try:
-                yield c
-            except BaseException:
-                if c.in_transaction:  # else SQLite already rolled the whole transaction back
-                    c.execute("ROLLBACK TO verb")
-                raise
-            return
-        c.execute("SAVEPOINT verb")
-        opened.append(changes)
-        try:
-            yield c
-        except BaseException:
-            opened.pop()
-            if c.in_transaction:
-                c.execute("ROLLBACK TO verb")
-                c.execute("RELEASE verb")
-            raise
-        opened.pop()
-        c.execute("RELEASE verb")
+    def _savepoint(self) -> Savepoint:
+        return Savepoint(self._c, self._opened)
 
     # -- events -----------------------------------------------------------------------------------
     def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:

@@ -1,0 +1,70 @@
+"""The SAVEPOINTs of the SQLite store's verbs and of a group-commit job (``StoreTx.savepoint``).
+
+When one fails, what was written inside it is undone and the transaction goes on. One opened
+first thing in an open savepoint (a job's verb: nothing written since that one began, as the
+connection's count of changed rows shows) makes none of its own: rolling back to the enclosing
+one restores what it started from, and that one stays open for what follows (``ROLLBACK TO``
+keeps it). Classes rather than generator context managers: a step commit enters two."""
+
+from __future__ import annotations
+
+import sqlite3
+from types import TracebackType
+
+from stepline.errors import StoreUnavailable
+
+
+class _Mark:
+    __slots__ = ("_c", "_opened", "_own")
+
+    def __init__(self, conn: sqlite3.Connection, opened: list[int]) -> None:
+        self._c = conn
+        self._opened = opened  # per open SAVEPOINT (innermost last): the changed rows then
+        self._own = False
+
+    def _begin(self) -> None:
+        c = self._c
+        if not c.in_transaction:  # SQLite rolled it back (disk full, I/O error): a SAVEPOINT
+            # here would start a transaction of its own and commit this verb alone
+            raise StoreUnavailable("the transaction was rolled back by SQLite")
+        opened, changes = self._opened, c.total_changes
+        if not opened or opened[-1] != changes:
+            c.execute("SAVEPOINT verb")
+            opened.append(changes)
+            self._own = True
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        c = self._c
+        if self._own:
+            self._opened.pop()
+            if kind is None:
+                c.execute("RELEASE verb")
+            elif c.in_transaction:  # else SQLite already rolled the whole transaction back
+                c.execute("ROLLBACK TO verb")
+                c.execute("RELEASE verb")
+        elif kind is not None and c.in_transaction:
+            c.execute("ROLLBACK TO verb")  # the enclosing savepoint's, which stays open
+
+
+class Savepoint(_Mark):
+    """A verb's savepoint: ``with Savepoint(conn, opened) as c``."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._begin()
+        return self._c
+
+
+class JobSavepoint(_Mark):
+    """A group-commit job's savepoint (``StoreTx.savepoint``)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        self._begin()
