@@ -50,10 +50,12 @@ class SQLiteControlVerbs:
 
     _c: sqlite3.Connection
     _group_cursors: dict[tuple[str, str], str]  # per (app, function): see ``_group_heads``
-    _index: IndexPaths
     _opened: list[int]  # see _savepoints
 
     if TYPE_CHECKING:  # provided by _SQLiteTx
+
+        @property
+        def _index(self) -> IndexPaths: ...
 
         def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
 

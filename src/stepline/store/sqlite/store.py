@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
@@ -37,22 +38,8 @@ class SQLiteStore(SQLiteReads):
         self._group_cursors: dict[tuple[str, str], str] = {}  # where lease_due's visits resume
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see _catalog)
 
-    @contextmanager
-    def transaction(self) -> Iterator[_SQLiteTx]:
-        try:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._translated(exc) from exc
-        try:
-            yield _SQLiteTx(conn, self._group_cursors, self._catalog)
-            conn.execute("COMMIT")
-        except BaseException as exc:  # a COMMIT that failed too: never leave the connection in it
-            rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise self._translated(exc) from exc
-            raise
-        self._checkpointer.committed(conn)
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @reading
@@ -86,3 +73,43 @@ class SQLiteStore(SQLiteReads):
     @reading
     def wipe(self) -> None:
         _copy.wipe(self._conn())
+
+
+class _Transaction:
+    """``SQLiteStore.transaction()``: BEGIN IMMEDIATE, then COMMIT unless the block raised (a
+    class rather than a generator context manager: one a step commit)."""
+
+    __slots__ = ("_conn", "_store")
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> _SQLiteTx:
+        store = self._store
+        try:
+            conn = self._conn = store._conn()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store._translated(exc) from exc
+        return _SQLiteTx(conn, store._group_cursors, store._catalog)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        conn, store = self._conn, self._store
+        if kind is None:
+            try:
+                conn.execute("COMMIT")
+            except BaseException as exc:  # never leave the connection in the transaction
+                rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise store._translated(exc) from exc
+                raise
+            store._checkpointer.committed(conn)
+            return
+        rollback(conn)
+        if isinstance(error, sqlite3.Error):
+            raise store._translated(error) from error

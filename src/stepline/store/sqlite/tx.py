@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from stepline.errors import LeaseLostError
 from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
-from stepline.store._catalog import TriggerCatalog
+from stepline.store._catalog import CatalogView, TriggerCatalog
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import PassTx, commit_pass
@@ -64,11 +65,7 @@ class _SQLiteTx(SQLiteControlVerbs):
     ) -> None:
         self._c = conn
         self._group_cursors = group_cursors
-        self._triggers = (catalog or TriggerCatalog()).view(
-            lambda: int(conn.execute(q.CATALOG_VERSION).fetchall()[0][0]),
-            lambda: [TriggerRow(*r) for r in conn.execute(q.CATALOG_ROWS)],
-        )
-        self._index = IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
+        self._catalog = catalog
         # the trigger event ids (JSON) of the runs this transaction cancelled (see run_events)
         self._event_ids: dict[str, str] = {}
         # runs this transaction cancelled while QUEUED: never leased, so no pass ever gave them
@@ -80,6 +77,20 @@ class _SQLiteTx(SQLiteControlVerbs):
         self._cancelled_events: dict[str, list[EventRecord]] = {}
         # per open SAVEPOINT (innermost last): the connection's changed rows when it began
         self._opened: list[int] = []
+
+    # made at their first use: most transactions (a step's commit) use neither
+    @cached_property
+    def _triggers(self) -> CatalogView:
+        conn = self._c
+        return (self._catalog or TriggerCatalog()).view(
+            lambda: int(conn.execute(q.CATALOG_VERSION).fetchall()[0][0]),
+            lambda: [TriggerRow(*r) for r in conn.execute(q.CATALOG_ROWS)],
+        )
+
+    @cached_property
+    def _index(self) -> IndexPaths:
+        conn = self._c
+        return IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
 
     def _savepoint(self) -> Savepoint:
         return Savepoint(self._c, self._opened)
