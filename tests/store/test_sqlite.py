@@ -408,3 +408,33 @@ def test_an_ingest_verb_encodes_each_repeated_dict_of_strings_once() -> None:
         assert deferred.json_of(other) == json_or_none(other)
     assert deferred.json_of(None) is None
     assert deferred.json_of({"n": 1}) != deferred.json_of({"n": "1"})
+
+
+def test_the_later_commits_of_a_pass_write_no_run_row(sqlite_store: SQLiteStore) -> None:
+    # issue 8 (per step): a pass's first commit marks its run RUNNING with its pass count back
+    # to 0; the later ones find it so and write only their step and history rows
+    start(sqlite_store, "r1")
+    held = lease_run(sqlite_store, "r1")
+    conn = sqlite_store._conn()  # the writes are made on this thread's connection
+
+    def rows_written(position: int) -> int:
+        before = conn.total_changes
+        now = T0 + position
+        commit(
+            sqlite_store,
+            PassCommit(
+                "r1",
+                held.token,
+                steps=[step("r1", f"h{position}", position)],
+                history=[history("r1", "STEP_COMPLETED", ts=now)],
+            ),
+            now,
+        )
+        return conn.total_changes - before
+
+    assert rows_written(1) == 3  # the step, its history row, the run's mark
+    assert [rows_written(position) for position in (2, 3)] == [2, 2]
+    run = sqlite_store.get_run("r1")
+    assert run is not None
+    assert (run.status, run.started_at) == ("RUNNING", T0)
+    assert [s.hash for s in sqlite_store.get_steps("r1")] == ["h1", "h2", "h3"]

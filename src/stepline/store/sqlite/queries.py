@@ -102,9 +102,11 @@ UPDATE queue SET wake = 1,
 WHERE run_id IN ({})"""
 LEASE_TOKEN = "SELECT lease_token, lease_owner FROM queue WHERE run_id = ?"
 # a commit of the run's own is progress: its count of passes begun starts again (lease_due)
+# a pass's later commits find the run so already: no row written, no page of runs or of its
+# status index in the commit (a step's commit writes 3 pages instead of 4)
 MARK_RUNNING = """
 UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, ?), passes = 0
-WHERE run_id = ?"""
+WHERE run_id = ? AND (status != 'RUNNING' OR started_at IS NULL OR passes != 0)"""
 END_RUN_TERMINAL = """
 UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?,
        attempt = COALESCE(?, attempt), started_at = COALESCE(started_at, ?)
