@@ -9,7 +9,6 @@ keeps it). Classes rather than generator context managers: a step commit enters 
 from __future__ import annotations
 
 import sqlite3
-from types import TracebackType
 
 from stepline.errors import StoreUnavailable
 
@@ -33,12 +32,7 @@ class _Mark:
             opened.append(changes)
             self._own = True
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         c = self._c
         if self._own:
             self._opened.pop()

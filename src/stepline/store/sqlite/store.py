@@ -20,7 +20,6 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
@@ -93,12 +92,7 @@ class _Transaction:
             raise store._translated(exc) from exc
         return _SQLiteTx(conn, store._group_cursors, store._catalog)
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: object, *_: object) -> None:
         conn, store = self._conn, self._store
         if kind is None:
             try:
