@@ -4,7 +4,9 @@ When one fails, what was written inside it is undone and the transaction goes on
 first thing in an open savepoint (a job's verb: nothing written since that one began, as the
 connection's count of changed rows shows) makes none of its own: rolling back to the enclosing
 one restores what it started from, and that one stays open for what follows (``ROLLBACK TO``
-keeps it). Classes rather than generator context managers: a step commit enters two."""
+keeps it). SQLite counts a statement's changed rows once it is done: the store reads every
+``... RETURNING`` cursor to its end before anything else runs. Classes rather than generator
+context managers: a step commit enters two."""
 
 from __future__ import annotations
 
