@@ -138,6 +138,11 @@ class CatalogView:
             by_name = self._by_name = self._load(self._read_version())
         return by_name.get(event_name, ())
 
+    def forget(self) -> None:
+        """Read the catalog again when next asked (a rolled-back savepoint may have changed it,
+        or read it after a change it undid)."""
+        self._by_name = None
+
     def unread(self) -> bool:
         """Whether this transaction has not looked at the catalog yet."""
         return self._by_name is None

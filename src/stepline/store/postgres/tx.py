@@ -142,6 +142,7 @@ class PostgresTx:
         def undo() -> None:
             self._locked = locked
             self._index.forget()
+            self._triggers.forget()
             self.made_work, self.new_runs = made_work, new_runs or {}
 
         with self._s.savepoint(undo):

@@ -6,22 +6,27 @@ connection's count of changed rows shows) makes none of its own: rolling back to
 one restores what it started from, and that one stays open for what follows (``ROLLBACK TO``
 keeps it). SQLite counts a statement's changed rows once it is done: the store reads every
 ``... RETURNING`` cursor to its end before anything else runs. Classes rather than generator
-context managers: a step commit enters two."""
+context managers: a step commit enters two. A rollback also calls the transaction's ``undo``: what
+it remembers of what it read (the index's paths, the trigger catalog) may have been read inside."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from stepline.errors import StoreUnavailable
 
 
 class _Mark:
-    __slots__ = ("_c", "_opened", "_own")
+    __slots__ = ("_c", "_opened", "_own", "_undo")
 
-    def __init__(self, conn: sqlite3.Connection, opened: list[int]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, opened: list[int], undo: Callable[[], None]
+    ) -> None:
         self._c = conn
         self._opened = opened  # per open SAVEPOINT (innermost last): the changed rows then
         self._own = False
+        self._undo = undo  # the transaction's memory of what it read, forgotten at a rollback
 
     def _begin(self) -> None:
         c = self._c
@@ -43,8 +48,10 @@ class _Mark:
             elif c.in_transaction:  # else SQLite already rolled the whole transaction back
                 c.execute("ROLLBACK TO verb")
                 c.execute("RELEASE verb")
+                self._undo()
         elif kind is not None and c.in_transaction:
             c.execute("ROLLBACK TO verb")  # the enclosing savepoint's, which stays open
+            self._undo()
 
 
 class Savepoint(_Mark):

@@ -59,6 +59,8 @@ class SQLiteControlVerbs:
 
         def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
+        def _forget_reads(self) -> None: ...
+
         def cancel_run(
             self, run_id: str, now: float, reason: str, event_id: str | None = None
         ) -> str | None: ...
@@ -131,7 +133,7 @@ class SQLiteControlVerbs:
 
     # -- verbs ------------------------------------------------------------------------------------
     def savepoint(self) -> AbstractContextManager[None]:
-        return JobSavepoint(self._c, self._opened)
+        return JobSavepoint(self._c, self._opened, self._forget_reads)
 
     def flush_deferrals(self, now: float) -> list[IngestResult]:
         with self._savepoint() as c:

@@ -93,7 +93,17 @@ class _SQLiteTx(SQLiteControlVerbs):
         return IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
 
     def _savepoint(self) -> Savepoint:
-        return Savepoint(self._c, self._opened)
+        return Savepoint(self._c, self._opened, self._forget_reads)
+
+    def _forget_reads(self) -> None:
+        """After a rollback to a savepoint: what this transaction remembers of the index and the
+        catalog may have been read inside it (a wait it resolved, a trigger it removed), so both
+        are read again when next asked."""
+        made = self.__dict__  # the cached properties made so far
+        if "_index" in made:
+            self._index.forget()
+        if "_triggers" in made:
+            self._triggers.forget()
 
     # -- events -----------------------------------------------------------------------------------
     def stored_event_ids(self, internal_ids: Sequence[str]) -> set[str]:
