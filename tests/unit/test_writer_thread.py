@@ -67,6 +67,9 @@ def test_jobs_queued_at_interpreter_exit_are_committed_before_it_exits(tmp_path:
         def slow(tx):
             started.set()
             os.read(exiting, 1)  # b"": the script closed its end, the interpreter exits
+            # real time, on purpose: it gives an interpreter not held by the exit hook time
+            # to end first (the test then fails, as it must); with the hook, the exit waits
+            # for this job whatever the time, so it cannot fail a correct writer
             time.sleep(0.2)
             Path({str(marker)!r}).write_text("done")
 
