@@ -10,7 +10,7 @@ import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
-from stepline.engine import engine as engine_module
+from stepline.engine import _housekeeping
 from stepline.store.records import Purged
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.testing import MockClock, TestEngine
@@ -57,7 +57,7 @@ async def test_purge_runs_by_api(tmp_path: Path) -> None:
 async def test_workers_purge_in_small_batches_one_round_after_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "PURGE_BATCH", 4)
+    monkeypatch.setattr(_housekeeping, "PURGE_BATCH", 4)
     batches: list[int] = []
     purge_before = SQLiteControlVerbs.purge_before
 

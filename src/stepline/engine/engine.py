@@ -13,16 +13,16 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from stepline._ids import new_id, new_ids
 from stepline.clock import Clock
-from stepline.cron import catch_up_tick
 from stepline.engine._announce import cancelled_events
 from stepline.engine._handover import handed_over, listening
+from stepline.engine._housekeeping import housekeeping
+from stepline.engine._inbox import take_inbox
 from stepline.engine._ingest_batch import IngestBatcher
-from stepline.engine._system_events import ending_data, ending_names, not_started_reason
+from stepline.engine._system_events import ending_data, ending_names
 from stepline.engine._wake import WakeSignal
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.changes import ChangeFeed, ingest_change
@@ -35,33 +35,24 @@ from stepline.sdk.backoff import RetryBackoff
 from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
-from stepline.sdk.triggers import CRON_EVENT
 from stepline.serde import dumps_exact
 from stepline.store.interface import Store, StoreTx, WakeupSource
 from stepline.store.records import (
     NO_ADMISSION,
-    CronRow,
     Deferral,
     EventIngest,
     EventRecord,
     FunctionSet,
     IngestResult,
     Lease,
-    MatcherSpec,
     NewRun,
     SpentRun,
-    TakeContended,
     TriggerRow,
     WaitRecord,
     reentered_error,
 )
 
 T = TypeVar("T")
-
-OVERDUE_BATCH = 100  # runs past their start deadline cancelled per housekeeping round
-PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
-# rows of each kind one purge deletes: a small transaction; a full batch goes on next round
-PURGE_BATCH = 1_000
 
 
 class RunView(Protocol):
@@ -202,15 +193,17 @@ class Engine:
         candidates = self._by_event.get(record.name)
         if not candidates:
             return EventIngest(record, sender=self.served)
-        return self._planned(record, candidates, self.served)
+        return self.plan_for(record, candidates, self.served)
 
-    def _planned(
+    def plan_for(
         self,
         record: EventRecord,
         candidates: Sequence[FunctionDef],
         sender: FunctionSet | None,
         now: float | None = None,
     ) -> EventIngest:
+        """The runs and deferrals ``record`` starts among ``candidates`` (at ``now``, else the
+        clock's now), for ``sender`` (``EventIngest.sender``)."""
         payload = record.payload()
         runs: list[NewRun] = []
         deferrals: list[Deferral] = []
@@ -237,88 +230,8 @@ class Engine:
 
     def take_inbox(self, tx: StoreTx, limit: int) -> Callable[[], list[IngestResult]]:
         """A part of a worker's lease job: take up to ``limit`` events other apps' senders
-        handed to this app's functions (``StoreTx.take_inbox``) and start their runs with
-        this app's definitions (the ``if`` filter, keys, flow control: as for a direct send),
-        decided as of each event's reception (``_admit_taken``). Returns the function that
-        does it once the rows are there (call it before the transaction ends); it returns
-        what starting them did."""
-        pending = tx.take_inbox(self.served, limit)
-
-        def admit() -> list[IngestResult]:
-            results: list[IngestResult] = []
-            now = self.clock.now()
-            for taken in pending():
-                fn = self.functions.get(taken.function_id)
-                if taken.event is None or fn is None:  # purged, or no longer here: dropped
-                    continue
-                results += self._admit_taken(tx, taken.event, fn, taken.received_at, now)
-            if not results:
-                return []
-            return results + self.announce_cancellations(tx, results, now)
-
-        return admit
-
-    def _admit_taken(
-        self, tx: StoreTx, event: EventRecord, fn: FunctionDef, received_at: float, now: float
-    ) -> list[IngestResult]:
-        """Start the run (or deferral) of one taken inbox row, in a savepoint of its own: as
-        if at the event's reception (admission at ``received_at``), then cancelled by the
-        events its ``cancel_on`` matches that were received after its event and before the
-        take (they were ingested before its cancel matchers existed). A row whose planning or
-        admission raises is recorded as a skip and dropped: it never fails the lease job
-        (which would stop this app's workers from leasing anything)."""
-        try:
-            with tx.savepoint():
-                item = self._planned(event, [fn], None, received_at)
-                if not (item.new_runs or item.deferrals):
-                    return []
-                results = tx.admit_taken([item], received_at)
-                cancels = self._cancelled_since(tx, item, results, received_at, now)
-        except TakeContended:  # an ingestion of its cancel events in flight: taken again soon
-            tx.give_back([(self.app_id, fn.id, event.internal_id)], received_at)
-            # by this process's workers, woken here (the database wakes no worker for it)
-            self.wake_workers()
-            return []
-        except Exception as exc:
-            if isinstance(self.store.store_error(exc), StoreUnavailable):
-                raise  # transient: the lease job fails and gives the row back
-            self.logger.error("event %s not started for %s: %r", event.internal_id, fn.id, exc)
-            with tx.savepoint():
-                tx.record_skip(event.internal_id, fn.id, f"error: {exc!r}"[:500], now)
-            return [IngestResult(event.internal_id, False, (), (), ((fn.id, "error"),))]
-        return results + cancels
-
-    def _cancelled_since(
-        self,
-        tx: StoreTx,
-        item: EventIngest,
-        results: list[IngestResult],
-        received_at: float,
-        now: float,
-    ) -> list[IngestResult]:
-        """Cancel the runs just started for a taken event whose cancel matchers an event
-        received after it (by ``now`` on memory and SQLite; any committed, on PostgreSQL)
-        satisfies, as ingesting that event would have had the run existed: one result per
-        cancelling event (announced as any cancellation)."""
-        started = {run_id for r in results for run_id in r.run_ids}
-        runs = [run for run in item.new_runs if run.run_id in started and run.admission.cancel_on]
-        if not runs:
-            return []
-        names = [spec.event_name for run in runs for spec in run.admission.cancel_on]
-        later = tx.events_received(names, (received_at, item.event.internal_id), now)
-        cancels: list[IngestResult] = []
-        for run in runs:
-            for at, event in later:
-                if not any(
-                    _cancels(spec, event, received_at, at) for spec in run.admission.cancel_on
-                ):
-                    continue
-                reason = f"cancelled by event {event.name}"
-                if tx.cancel_run(run.run_id, now, reason, event.internal_id) is not None:
-                    pair = ((run.run_id, run.function_id),)
-                    cancels.append(IngestResult(event.internal_id, False, (), (), (), pair))
-                break
-        return cancels
+        handed to this app's functions and start their runs (``_inbox.take_inbox``)."""
+        return take_inbox(self, tx, limit)
 
     @staticmethod
     def wait_matches(wait: WaitRecord, event: EventRecord) -> bool:
@@ -544,80 +457,11 @@ class Engine:
         )
 
     # -- schedules and deferred runs -----------------------------------------------------------
-    def cron_rows(self, now: float) -> list[CronRow]:
-        """Every cron trigger of the app with its next tick after ``now``."""
-        instant = datetime.fromtimestamp(now, UTC)
-        return [
-            CronRow(
-                fn.id, trigger.cron, trigger.schedule.next_after(instant).timestamp(), self.app_id
-            )
-            for fn in self.functions.values()
-            for trigger in fn.crons
-        ]
-
-    @property
-    def start_timed(self) -> bool:
-        """Whether a function served here has a start timeout (``timeouts.start``)."""
-        return any(
-            (t := self.functions[f].options.timeouts) is not None and t.start_seconds is not None
-            for f in self.served.function_ids
-        )
-
     def housekeeping(self, tx: StoreTx, now: float) -> list[IngestResult]:
-        """Start what became due without a run to lease yet: debounces, batches, cron ticks;
-        cancel the runs not started by their start deadline (as Inngest's eager cancellation:
-        a run held back by a full concurrency key, a throttle or a pause is cancelled at
-        creation + ``timeouts.start`` even though no worker can lease it; ``overdue_more``
-        says a full batch was cancelled, so another round is due now). A cron tick fires once
-        whatever the number of workers (``advance_cron`` is a compare-and-set), and ticks
-        missed while no worker ran collapse into one catch-up.
-        Returns what it ingested (the flushed deferrals' events with the runs they started,
-        cron ticks' events, the announcements of runs these cancelled), for the change feed."""
-        ingested: list[IngestResult] = []
-        with tx.savepoint():
-            if now >= self.next_purge:
-                more = tx.purge_expired(now, PURGE_BATCH) >= PURGE_BATCH
-                if self.retention is not None:
-                    purged = tx.purge_before(now - self.retention, PURGE_BATCH)
-                    more = more or purged.full(PURGE_BATCH)
-                # a full batch: the next round (another transaction) goes on; else in an hour
-                self.next_purge = now if more else now + PURGE_EVERY
-            # only a function with a start timeout has runs to cancel: else the store is not asked
-            overdue = tx.overdue_starts(now, self.served, OVERDUE_BATCH) if self.start_timed else []
-            for run_id, _, start_timeout in overdue:
-                ingested += self.cancel(tx, run_id, not_started_reason(start_timeout), now) or []
-            self.overdue_more = len(overdue) >= OVERDUE_BATCH
-            # events ingested beside a take of runs they cancel (PostgreSQL): matched again
-            late = tx.late_cancels(now, self.wait_matches)
-            ingested += late + self.announce_cancellations(tx, late, now)
-            # a debounce's or batch's run may replace a singleton run: announced like ingestion's
-            flushed = tx.flush_deferrals(now)
-            ingested += flushed
-            ingested += self.announce_cancellations(tx, flushed, now)
-            # a tick is fired only for a cron trigger of this code (below): without any, no
-            # schedule row can start a run here, and the store is not asked
-            scheduled = any(self.functions[f].crons for f in self.served.function_ids)
-            for row in tx.due_crons(now, self.served) if scheduled else ():
-                fn = self.functions[row.function_id]
-                trigger = next((c for c in fn.crons if c.cron == row.cron), None)
-                if trigger is None:
-                    continue
-                instant = datetime.fromtimestamp(now, UTC)
-                tick = catch_up_tick(
-                    trigger.schedule, datetime.fromtimestamp(row.next_at - 0.001, UTC), instant
-                )
-                next_at = trigger.schedule.next_after(instant).timestamp()
-                if tick is None or not tx.advance_cron(row, next_at):
-                    continue
-                at = tick.timestamp()
-                record = EventRecord(new_id(at), CRON_EVENT, {"cron": trigger.cron}, {}, None, at)
-                planned = plan_run(fn, self.app_id, record.internal_id, record.payload(), now)
-                runs = (planned,) if isinstance(planned, NewRun) else ()
-                deferrals = (planned,) if isinstance(planned, Deferral) else ()
-                results = tx.ingest([EventIngest(record, runs, deferrals)], now, self.wait_matches)
-                ingested += results
-                ingested += self.announce_cancellations(tx, results, now)
-        return ingested
+        """Start what became due without a run to lease yet, cancel the runs not started by
+        their start deadline, purge (``_housekeeping.housekeeping``). Returns what it
+        ingested, for the change feed."""
+        return housekeeping(self, tx, now)
 
     # -- reads and wake-ups -----------------------------------------------------------------------
     async def read(self, fn: Callable[..., T], *args: Any, scheduling: bool = False) -> T:
@@ -686,12 +530,3 @@ class Engine:
         self.step_threads.shutdown(wait=False)
         self.function_threads.shutdown(wait=False)
         self.store.close()
-
-
-def _cancels(spec: MatcherSpec, event: EventRecord, created_at: float, received_at: float) -> bool:
-    """Whether a run's cancel matcher (created at ``created_at``) cancels it on ``event``."""
-    if event.name != spec.event_name:
-        return False
-    if spec.timeout is not None and received_at > created_at + spec.timeout:
-        return False
-    return spec.expression is None or stored_matches(spec.expression, event.payload())

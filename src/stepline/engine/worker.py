@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from stepline._ids import new_id
 from stepline.clock import SystemClock
 from stepline.engine._attempts import fail_unloaded_run
+from stepline.engine._housekeeping import cron_rows, start_timed
 from stepline.engine._wake import WakeSignal
 from stepline.engine.changes import ingest_change
 from stepline.engine.driver import PYTHON
@@ -320,7 +321,7 @@ class Worker:
             # due but not leasable (a concurrency key is full): wait for a pass to end, or for
             # the next start deadline of a run held back (housekeeping cancels it then)
             start = None
-            if engine.start_timed:
+            if start_timed(engine):
                 earliest = await engine.read(engine.store.next_start_deadline, engine.served)
                 # a run is late only after its deadline (at it, it may still start)
                 start = None if earliest is None else earliest + LATE_MARGIN
@@ -413,7 +414,7 @@ class Worker:
         def job(tx: StoreTx) -> int:
             tx.register_worker(me)
             reclaimed = tx.release_owner(self.worker_id, now)
-            tx.sync_crons(served, self.engine.cron_rows(now))
+            tx.sync_crons(served, cron_rows(self.engine, now))
             tx.sync_triggers(served.app_id, self.engine.trigger_rows(), now, served)
             return reclaimed
 

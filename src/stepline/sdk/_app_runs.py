@@ -1,4 +1,4 @@
-"""What ``App``'s run and event methods do (``sdk/app.py`` states each one's contract): the
+"""What ``App``'s run and event methods do (``sdk/_app_control.py`` states each one's contract): the
 reads and writes of runs, events and functions on the app's engine, given the app's id."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import time
 from datetime import datetime
 from functools import partial
 
-from stepline.engine.engine import PURGE_BATCH, Engine
+from stepline.engine._housekeeping import PURGE_BATCH
+from stepline.engine.engine import Engine
 from stepline.errors import ConfigError
 from stepline.expressions import compile_expression
 from stepline.sdk.run import Run, StepInfo

@@ -30,6 +30,7 @@ from stepline.drivers.inngest._mapping import DRIVER, SyncedFunction, map_app
 from stepline.drivers.inngest._register import AppRegistration, parse_registration
 from stepline.drivers.inngest._state import request_for
 from stepline.drivers.inngest._sync import ServerKind, sync_request
+from stepline.engine._housekeeping import cron_rows
 from stepline.errors import ConfigError
 from stepline.sdk.function import ignored_options
 
@@ -97,7 +98,7 @@ class SdkApps:
             for message in ignored_options(fn.definition):
                 engine.logger.warning("SDK app %r: %s", registration.app_name, message)
         name, now = registration.app_name, engine.clock.now()
-        schedules = engine.cron_rows(now)
+        schedules = cron_rows(engine, now)
         triggers = engine.trigger_rows()
 
         def store(tx: StoreTx) -> None:
