@@ -57,27 +57,29 @@ def new_id(at: float | None = None) -> str:
 
 
 def new_ids(count: int, at: float | None = None) -> list[str]:
-    """``count`` ids as that many calls of ``new_id(at)`` would make them (strictly increasing),
-    with one lock and one look-up of the millisecond's last id for them all (a batch of events,
-    the events announcing a batch of cancellations)."""
+    """``count`` strictly increasing ids of the time ``at``, as a monotonic ULID generator
+    makes them within a millisecond: the first as ``new_id(at)`` would make it, each next one
+    the one before plus one (one lock, one look-up of the millisecond's last id and 10 bytes of
+    entropy for them all: a batch of events, the events announcing a batch of cancellations).
+    Two processes' batches of one millisecond overlap only if their first ids are fewer than
+    ``count`` apart out of 2**80."""
     global _entropy, _entropy_at
+    if count <= 0:
+        return []
     millis = int((time.time() if at is None else at) * 1000) & ((1 << 48) - 1)
-    base = millis << _RANDOM_BITS
-    values: list[int] = []
     with _lock:
-        last = _last_in.get(millis, -1)
-        for _ in range(count):
-            if _entropy_at >= len(_entropy):
-                _entropy, _entropy_at = os.urandom(_ENTROPY_BLOCK), 0
-            value = base | int.from_bytes(_entropy[_entropy_at : _entropy_at + 10], "big")
-            _entropy_at += 10
-            last = value if value > last else last + 1
-            values.append(last)
-        if values:
-            _last_in[millis] = last
-            if len(_last_in) > 64:
-                del _last_in[next(iter(_last_in))]
-    return _encode_all(values)
+        if _entropy_at >= len(_entropy):
+            _entropy, _entropy_at = os.urandom(_ENTROPY_BLOCK), 0
+        value = (millis << _RANDOM_BITS) | int.from_bytes(
+            _entropy[_entropy_at : _entropy_at + 10], "big"
+        )
+        _entropy_at += 10
+        last = _last_in.get(millis)
+        first = value if last is None or value > last else last + 1
+        _last_in[millis] = first + count - 1
+        if len(_last_in) > 64:
+            del _last_in[next(iter(_last_in))]
+    return _encode_all(list(range(first, first + count)))
 
 
 def _encode_all(values: list[int]) -> list[str]:

@@ -25,6 +25,8 @@ class Deferred:
     unfinished: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     leased: list[str] = field(default_factory=list)
+    # INSERT_HISTORY's parameters, or INSERT_RUN_HISTORY's four for a run's own row (no NULL
+    # to bind: RUN_CANCELLED), see ``_SQLiteTx.append_history``
     history: list[tuple[Any, ...]] = field(default_factory=list)
     # the JSON of the dicts of strings its cancellations repeat (see ``json_of``)
     texts: dict[tuple[tuple[Any, Any], ...], str | None] = field(default_factory=dict)

@@ -30,6 +30,11 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_HISTORY = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+# a history row of a run's own (no step, attempt, duration or worker: RUN_CANCELLED), its NULLs
+# written by the statement (each NULL bound costs ~0.4 us, see _multirow.blob)
+INSERT_RUN_HISTORY = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+VALUES (?, ?, ?, NULL, NULL, NULL, ?, NULL)"""
 # a history row without data (a step's attempt), its NULL written by the statement
 INSERT_HISTORY_NO_DATA = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)

@@ -170,7 +170,11 @@ class _SQLiteTx(SQLiteControlVerbs):
             update_among(c, q.DELETE_EXECUTING_STEPS, among, (), deferred.leased)
             deferred.leased.clear()
         if deferred.history:
-            insert_rows(c, q.INSERT_HISTORY, deferred.history)
+            rows = deferred.history
+            if all(len(row) == 4 for row in rows):  # a run's own rows (RUN_CANCELLED)
+                insert_rows(c, q.INSERT_RUN_HISTORY, rows)
+            else:
+                insert_rows(c, q.INSERT_HISTORY, [_history_row(row) for row in rows])
             deferred.history.clear()
 
     def _delete_resolved(self, deferred: Deferred) -> None:
@@ -407,7 +411,12 @@ class _SQLiteTx(SQLiteControlVerbs):
         deferred = self._deferred
         if deferred is not None:  # inside ``ingest``: a cancelled run's, written at its end
             encode = deferred.json_of
-            deferred.history += [shapes.history_params(h, worker_id, encode) for h in records]
+            for h in records:
+                own = worker_id is None and h.step_id is None and h.data is not None
+                if own and h.attempt is None and h.duration is None:  # no NULL to bind
+                    deferred.history.append((h.run_id, h.ts, h.kind, encode(h.data)))
+                else:
+                    deferred.history.append(shapes.history_params(h, worker_id, encode))
             return
         if len(records) == 1:
             h = records[0]
@@ -555,6 +564,14 @@ class _SQLiteTx(SQLiteControlVerbs):
     ) -> str | None:
         with self._savepoint():
             return cancel_by(self, run_id, now, reason, event_id)
+
+
+def _history_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """INSERT_HISTORY's parameters of a row of ``Deferred.history`` (INSERT_RUN_HISTORY's
+    four, or already INSERT_HISTORY's)."""
+    if len(row) == 4:
+        return (*row[:3], None, None, None, row[3], None)
+    return row
 
 
 def _received_order(row: tuple[float, EventRecord]) -> tuple[float, str]:
