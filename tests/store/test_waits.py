@@ -141,7 +141,7 @@ def test_the_matcher_is_asked_only_about_candidates(store: Store) -> None:
     with store.transaction() as tx:
         for held in leases:
             n = int(held.run_id[1:])
-            w = wait(held.run_id, f"w-{n}", f'async.data.orderId == "o-{n}"')
+            w = wait(held.run_id, f"w-{n}", f"async.data.orderId == {n}")  # asks the matcher
             tx.commit_pass(
                 PassCommit(
                     held.run_id,
@@ -155,11 +155,41 @@ def test_the_matcher_is_asked_only_about_candidates(store: Store) -> None:
             )
 
     matcher = CountingMatcher()
-    assert pay(store, "pay", T0 + 1, matcher, orderId="o-500").resumed_run_ids == ("r0500",)
+    assert pay(store, "pay", T0 + 1, matcher, orderId=500).resumed_run_ids == ("r0500",)
     assert matcher.asked == ["w-500"]
-    assert pay(store, "none", T0 + 2, matcher, orderId="o-nobody").resumed_run_ids == ()
+    assert pay(store, "none", T0 + 2, matcher, orderId=-1).resumed_run_ids == ()
     assert pay(store, "bare", T0 + 3, matcher, amount=1).resumed_run_ids == ()
     assert matcher.asked == ["w-500"]
+
+
+def test_the_index_decides_a_wait_on_one_string_equality(store: Store) -> None:
+    """A candidate found under the event's string value, whose expression is exactly that
+    equality, is resolved without asking the matcher: the lookup compared the two strings."""
+    waiting(store, "r1", ORDER_O1)
+    waiting(store, "r2", 'async.data.orderId == "o-1" && async.data.amount > 1')
+    matcher = CountingMatcher()
+    result = pay(store, "pay", T0 + 1, matcher, orderId="o-1", amount=5)
+    assert sorted(result.resumed_run_ids) == ["r1", "r2"]
+    assert matcher.asked == ["w-r2"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ('async.data.orderId == "5"', 5),  # the same key ("5"), not equal in CEL
+        ('async.data.orderId == "5"', 5.0),
+        ("async.data.orderId == 5", "5"),
+        ('async.data.orderId == "[1]"', [1]),
+        ('async.data.orderId == "true"', True),
+    ],
+)
+def test_a_value_of_another_type_under_the_same_key_does_not_resolve_a_wait(
+    store: Store, expression: str, value: Any
+) -> None:
+    waiting(store, "r1", expression)
+    [pending] = wait_step(store)[1]
+    assert pay(store, "other", T0 + 1, orderId=value).resumed_run_ids == ()
+    assert [w.wait_id for w in wait_step(store)[1]] == [pending.wait_id]
 
 
 def test_an_event_ingested_before_the_wait_never_resolves_it(store: Store) -> None:

@@ -16,6 +16,7 @@ from stepline.expressions._compile import (
 from stepline.expressions._match import (
     MatchExpression,
     forget_matchers,
+    index_decides,
     load_match,
     match_shorthand,
     prepare_match,
@@ -31,6 +32,7 @@ __all__ = [
     "compile_condition",
     "compile_expression",
     "forget_matchers",
+    "index_decides",
     "load_match",
     "match_shorthand",
     "prepare_match",

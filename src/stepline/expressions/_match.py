@@ -115,6 +115,19 @@ def stored_matches(text: str, async_event: Mapping[str, Any]) -> bool:
     return value is not MISSING and cel_equal(cel_view(value), wanted)
 
 
+def index_decides(text: str | None, path: str, value: str) -> bool:
+    """Whether the stored matcher ``text`` is exactly ``async.<path> == <value>`` for the string
+    ``value``: then an incoming event whose value at ``path`` is a string that an index lookup
+    found equal to ``value`` (``values_at``) satisfies it (CEL's equality of two strings), with
+    nothing left to evaluate. False when the matcher is not in the cache (``stored_matches``
+    decides it then, and caches it)."""
+    found = _MATCHERS.get(text) if text is not None else None
+    if found is None or found[1] is None:
+        return False
+    fast_path, wanted = found[1]
+    return fast_path == path and type(wanted) is str and wanted == value
+
+
 def forget_matchers() -> None:
     """Empty the matcher cache (as in a process that has just started)."""
     with _matchers_lock:
@@ -185,16 +198,25 @@ def match_shorthand(field: str) -> str:
     return f"event.{field} == async.{field}"
 
 
-def values_at(events: Sequence[Mapping[str, Any]], path: str) -> list[str | None]:
+def values_at(
+    events: Sequence[Mapping[str, Any]], path: str, strings: set[int] | None = None
+) -> list[str | None]:
     """``value_at(event, path)`` of each event, the path split once (an ingest verb looks a
-    batch of events up in the index under each indexed path of their name)."""
+    batch of events up in the index under each indexed path of their name). ``strings``, if
+    given, gets the positions of the events whose value there is a string (its canonical form
+    is the string as CEL sees it: see ``index_decides``)."""
     if not path:
         return [value_at(event, path) for event in events]
     segments = path.split(".")
     values: list[str | None] = []
-    for event in events:
+    for at, event in enumerate(events):
         value = lookup(event, segments)
-        values.append(None if value is MISSING else canonical(cel_view(value)))
+        if type(value) is str:
+            values.append(cel_view(value))  # canonical(a string) is the string
+            if strings is not None:
+                strings.add(at)
+        else:
+            values.append(None if value is MISSING else canonical(cel_view(value)))
     return values
 
 

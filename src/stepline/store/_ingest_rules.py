@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any, Protocol
 
-from stepline.expressions import values_at
+from stepline.expressions import index_decides, values_at
 from stepline.serde import dumps_exact
 from stepline.store._admission_rules import AdmissionTx, record_effects, start_runs
 from stepline.store._primitives import EventPrimitives, ResumedWait, RunPrimitives
@@ -45,7 +45,10 @@ class IngestTx(EventPrimitives, AdmissionTx, Protocol):
 def ingest(
     tx: IngestTx, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
 ) -> list[IngestResult]:
-    """Ingest ``items`` in order (the ``StoreTx.ingest`` verb, inside the caller's verb)."""
+    """Ingest ``items`` in order (the ``StoreTx.ingest`` verb, inside the caller's verb).
+    ``wait_matches`` is asked about each candidate wait and cancel matcher, except a wait the
+    index lookup decided: found under the event's string value at its index path, with a
+    stored expression that is exactly that one equality (``index_decides``)."""
     if not items:
         return []
     events = [item.event for item in items]
@@ -157,7 +160,11 @@ class _Batch:
         # each event's payload, built once (see payload)
         self.events = events
         self.payloads: list[dict[str, Any] | None] = [None] * len(events)
-        self.waits = _indexed(self, range(len(events)), tx.wait_paths, tx.indexed_waits)
+        # by index path: the events whose value there is a string (see _resolve_waits)
+        self.strings: dict[str, set[int]] = {}
+        self.waits = _indexed(
+            self, range(len(events)), tx.wait_paths, tx.indexed_waits, self.strings
+        )
         self.matchers: list[list[WaitRecord]] | None = _indexed(
             self, range(len(events)), tx.matcher_paths, self._indexed_matchers
         )
@@ -242,10 +249,18 @@ class _Batch:
             return ()  # nothing waits for this event: the common case
         event_json: bytes | None = None
         runs: list[str] = []
+        strings = self.strings
         for wait in _oldest_first(unindexed, indexed):
             if wait.wait_id in self.deleted or wait.run_id in self.ended:
                 continue
-            if not self.wait_matches(wait, event):
+            # a candidate found under the event's string value at its path, whose expression
+            # is exactly that equality, is matched: the lookup compared the two strings
+            path = wait.index_path
+            if not (
+                path is not None
+                and i in strings.get(path, ())
+                and index_decides(wait.expression, path, wait.index_value or "")
+            ) and not self.wait_matches(wait, event):
                 continue
             if not self.tx.delete_wait(wait.run_id, wait.wait_id):
                 continue
@@ -270,10 +285,13 @@ def _indexed(
     positions: Sequence[int],
     paths_of: Callable[[str], Sequence[str]],
     lookup: _Lookup,
+    strings: dict[str, set[int]] | None = None,
 ) -> list[list[WaitRecord]]:
     """For each of the batch's events at ``positions``, the waits (or matchers) the index offers
     under the event's values at the indexed paths of its name: one lookup per (name, path) for
-    all the events. The payload is only built for events of a name something is indexed under."""
+    all the events. The payload is only built for events of a name something is indexed under.
+    ``strings``, if given, gets by path the positions of the events whose value there is a
+    string."""
     found: list[list[WaitRecord]] = [[] for _ in positions]
     by_name: dict[str, list[int]] = {}
     events = batch.events
@@ -286,9 +304,13 @@ def _indexed(
         payloads = [batch.payload(positions[at]) for at in ats]
         for path in paths:
             under: dict[str, list[int]] = {}
-            for at, value in zip(ats, values_at(payloads, path), strict=True):
+            plain: set[int] | None = set() if strings is not None else None
+            for at, value in zip(ats, values_at(payloads, path, plain), strict=True):
                 if value is not None:
                     under.setdefault(value, []).append(at)
+            if strings is not None and plain:
+                string_at = strings.setdefault(path, set())
+                string_at.update(positions[ats[j]] for j in plain)
             if not under:
                 continue
             for record in lookup(name, path, list(under)):

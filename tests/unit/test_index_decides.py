@@ -1,0 +1,72 @@
+"""``index_decides``: the wait candidates an index lookup alone decides (one string equality),
+and ``values_at`` noting the events whose value is a string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepline.errors import ExpressionError
+from stepline.expressions import (
+    forget_matchers,
+    index_decides,
+    load_match,
+    prepare_match,
+    stored_matches,
+    values_at,
+)
+
+
+def event(**data: Any) -> dict[str, Any]:
+    return {"name": "order/created", "data": data}
+
+
+def test_values_at_notes_the_events_whose_value_is_a_string() -> None:
+    events = [event(x="o-1"), event(x=1), event(x=["o-1"]), event(), event(x="")]
+    strings: set[int] = set()
+    assert values_at(events, "data.x", strings) == ["o-1", "1", '["o-1"]', None, ""]
+    assert strings == {0, 4}
+
+
+def test_the_index_decides_one_string_equality_only() -> None:
+    forget_matchers()
+    assert not index_decides('async.data.x == "o-1"', "data.x", "o-1")  # not cached: ask
+    string = prepare_match("event.data.x == async.data.x", event(x="o-1")).text
+    number = prepare_match("event.data.x == async.data.x", event(x=7)).text
+    both = load_match('async.data.x == "o-1" && async.data.y == 2').text
+    assert index_decides(string, "data.x", "o-1")
+    assert not index_decides(string, "data.x", "o-2")
+    assert not index_decides(string, "data.y", "o-1")
+    assert not index_decides(number, "data.x", "7")
+    assert not index_decides(both, "data.x", "o-1")
+    assert not index_decides(None, "data.x", "o-1")
+
+
+_JSON_SCALARS = st.one_of(
+    st.text(max_size=4),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+)
+_JSON = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_size=2), max_leaves=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(own=_JSON, incoming=_JSON, same=st.booleans())
+def test_what_the_index_decides_the_matcher_matches(own: Any, incoming: Any, same: bool) -> None:
+    """An event whose string value at a matcher's index path is the matcher's index value,
+    where ``index_decides`` says the index decides, satisfies the matcher."""
+    incoming = own if same else incoming
+    try:
+        match = prepare_match("event.data.x == async.data.x", event(x=own))
+    except ExpressionError:
+        return  # a value CEL cannot represent: no matcher
+    for path, key in match.index_keys:
+        strings: set[int] = set()
+        [value] = values_at([event(x=incoming)], path, strings)
+        if strings and value == key and index_decides(match.text, path, key):
+            assert stored_matches(match.text, event(x=incoming))
+            assert match.matches(event(x=incoming))
