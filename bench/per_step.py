@@ -104,8 +104,9 @@ def _cpu() -> tuple[float, float]:
 async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> dict[str, Any]:
     """One more run, instrumented from outside the engine: where a step's time goes.
 
-    ``transaction_ms``: inside ``store.transaction()``, or a store's optimistic transaction
-    (BEGIN, the write verbs, COMMIT + fsync);
+    ``transaction_ms``: inside ``store.transaction()``, or a store's optimistic transaction,
+    or its commit on the event loop (``commit_on_loop``) (BEGIN, the write verbs, COMMIT +
+    fsync);
     ``writer_hop_ms``: the rest of a write (``writer.submit`` until its caller is woken:
     queueing, the hand-off to the writer thread and back to the event loop); ``engine_ms``:
     everything else (the executor, the step call, asyncio scheduling). All per step. Skipped
@@ -114,7 +115,7 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     engine = app.engine
     store, writer = engine.store, engine.writer
     totals = {"transaction": 0.0, "write": 0.0, "transactions": 0}
-    kinds = ["transaction", "optimistic_transaction"]
+    kinds = ["transaction", "optimistic_transaction", "commit_on_loop"]
     try:
         originals = {kind: getattr(store, kind) for kind in kinds if hasattr(store, kind)}
         original_submit = writer.submit  # every write goes through it (write awaits it)
@@ -134,6 +135,17 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
         return timed_transaction
 
+    def timed_on_loop(commit: Any) -> Any:
+        async def timed_commit(jobs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await commit(jobs)
+            finally:
+                totals["transaction"] += time.perf_counter() - t0
+                totals["transactions"] += 1
+
+        return timed_commit
+
     def timed_submit(job: Any, *then: Any) -> Any:
         t0 = time.perf_counter()
 
@@ -149,7 +161,8 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     loop = asyncio.get_running_loop()
     try:
         for kind, transaction in originals.items():
-            setattr(store, kind, timed(transaction))
+            wrap = timed_on_loop if kind == "commit_on_loop" else timed
+            setattr(store, kind, wrap(transaction))
         writer.submit = timed_submit
     except AttributeError:
         return {}

@@ -47,7 +47,7 @@ def one_batch(store: PostgresStore, jobs: Sequence[Job]) -> tuple[list[Any], Bat
     """Every job's outcome (a result or an exception), the jobs applied as one batch."""
 
     async def run() -> tuple[list[Any], BatchWriter]:
-        writer = BatchWriter(store)
+        writer = BatchWriter(store, loop_batch=0)  # the thread's path (loop: test_pg_loop_commits)
         try:
             found = await asyncio.gather(*map(writer.submit, jobs), return_exceptions=True)
         finally:

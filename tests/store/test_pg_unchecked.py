@@ -49,7 +49,7 @@ def batches(store: PostgresStore, *rounds: Sequence[Job]) -> tuple[list[list[Any
     between rounds, every session but the test's is ended."""
 
     async def run() -> tuple[list[list[Any]], BatchWriter]:
-        writer = BatchWriter(store)
+        writer = BatchWriter(store, loop_batch=0)  # the thread's path (loop: test_pg_loop_commits)
         found: list[list[Any]] = []
         try:
             for i, jobs in enumerate(rounds):

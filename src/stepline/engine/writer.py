@@ -27,6 +27,14 @@ its return value (or be harmless to repeat). A job that leaves that careful tran
 to commit (PostgreSQL: a statement outside its savepoints failed and the job went on) makes
 the store raise ``Replay`` instead of committing nothing silently; each job of the batch is
 then applied alone.
+
+A store that can commit from an event loop without blocking it (``LoopCommits``: PostgreSQL)
+is given the jobs of an idle writer on the loop itself, when they are at most ``loop_batch``
+and all of the loop that kicks the writer: they run there and the commit's round trip is
+awaited there, with no hop to the writer thread and back (a lone step's commit). Jobs queued
+meanwhile wait for it, then the thread takes them (group commit under load is the thread's).
+The store refusing to wait on the loop (``WouldBlock``: nothing was sent) hands the batch to
+the thread, to be made as any; ``Replay`` hands it to the thread to be made carefully.
 """
 
 from __future__ import annotations
@@ -43,7 +51,14 @@ from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from stepline.errors import StoreError, StoreUnavailable
-from stepline.store.interface import OptimisticStore, Replay, Store, StoreTx
+from stepline.store.interface import (
+    LoopCommits,
+    OptimisticStore,
+    Replay,
+    Store,
+    StoreTx,
+    WouldBlock,
+)
 
 T = TypeVar("T")
 Job = Callable[[StoreTx], Any]
@@ -62,10 +77,13 @@ class _Pending(NamedTuple):
 class BatchWriter:
     """Serializes this process's writes to a Store and batches them into shared transactions."""
 
-    def __init__(self, store: Store, max_batch: int = 512) -> None:
+    def __init__(self, store: Store, max_batch: int = 512, loop_batch: int = 8) -> None:
+        """``loop_batch``: the most jobs committed on their loop (``LoopCommits``); 0: never."""
         self._store = store
         # decided once: isinstance on a runtime-checkable Protocol costs ~8.5 µs a call
         self._optimistic = store if isinstance(store, OptimisticStore) else None
+        self._on_loop = store if loop_batch > 0 and isinstance(store, LoopCommits) else None
+        self._loop_batch = loop_batch
         self._max_batch = max_batch
         self._thread: threading.Thread | None = None  # started at the first drain
         # the writer thread's wake-ups: this writer (drain it) or None (stop)
@@ -74,11 +92,17 @@ class BatchWriter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _draining, _kicks and _closed
         self._draining = False  # a drain is submitted to or running on the writer thread
+        self._looping: asyncio.Task[None] | None = None  # a commit in flight on a loop
+        self._loop_started = False  # whether its coroutine began (else it never ran at all)
+        # batches a loop commit gave up, for the thread first: (batch, to be made carefully)
+        self._handed: list[tuple[list[_Pending], bool]] = []
         self._kicks: set[asyncio.AbstractEventLoop] = set()  # loops with a _kick scheduled
         self._closed = False
         self.transactions = 0
         self.jobs = 0
         self.replays = 0  # optimistic transactions made again with a savepoint per job
+        self.loop_commits = 0  # transactions committed on their loop (``LoopCommits``)
+        self.loop_refusals = 0  # batches the store would not commit on the loop (WouldBlock)
 
     async def write(self, job: Callable[[StoreTx], T]) -> T:
         """Run ``job(tx)`` in the next transaction; returns once that transaction committed.
@@ -112,7 +136,7 @@ class BatchWriter:
             if self._closed:
                 raise RuntimeError("the writer is closed")
             self._queue.put(pending)
-            if self._draining:
+            if self._draining or self._looping is not None:
                 return
             if loop is None:  # a blocked thread: start the drain now
                 self._start_drain()
@@ -128,9 +152,87 @@ class BatchWriter:
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._kicks.discard(loop)
-            if self._draining or self._queue.empty():
+            if self._draining or self._looping is not None or self._queue.empty():
                 return
-            self._start_drain()
+            batch = self._loop_batch_of(loop)
+            if batch is None:
+                self._start_drain()
+                return
+            self._loop_started = False
+            self._looping = task = loop.create_task(self._commit_on_loop(batch))
+        task.add_done_callback(partial(self._never_started, batch))
+
+    def _loop_batch_of(self, loop: asyncio.AbstractEventLoop) -> list[_Pending] | None:
+        """The queued jobs, taken to be committed on ``loop`` (under ``_lock``, idle), or None
+        (left to the thread: a store that cannot, too many, or not all of ``loop``)."""
+        if self._on_loop is None or self._queue.qsize() > self._loop_batch:
+            return None
+        batch = self._take()  # the only consumer while idle
+        if all(pending.loop is loop for pending in batch):
+            return batch
+        self._handed.append((batch, False))
+        return None
+
+    async def _commit_on_loop(self, batch: list[_Pending]) -> None:
+        """Commit ``batch`` on this loop (``LoopCommits``) and hand back its results here."""
+        self._loop_started = True
+        store = self._on_loop
+        assert store is not None
+        jobs = [pending.job for pending in batch]
+        try:
+            results = await store.commit_on_loop(jobs)
+        except WouldBlock:  # nothing was sent: the thread makes it as any batch
+            self.loop_refusals += 1
+            outcomes = await self._hand_over(batch, careful=False)
+        except Replay:  # nothing committed: made again carefully
+            self.replays += 1
+            outcomes = await self._hand_over(batch, careful=True)
+        except Exception as exc:
+            outcomes = self._lost(exc, len(jobs))
+        except BaseException:  # cancelled during the round trip: its outcome is unknown
+            unknown = StoreUnavailable("the commit's outcome is unknown: it was cancelled")
+            _settle_all([(pending, (False, _own_copy(unknown))) for pending in batch])
+            self._loop_ended()
+            raise
+        else:
+            self.transactions += 1
+            self.loop_commits += 1
+            self.jobs += len(jobs)
+            outcomes = [(True, result) for result in results]
+        if outcomes is not None:
+            _settle_all(list(zip(batch, outcomes, strict=True)))
+        self._loop_ended()
+
+    def _never_started(self, batch: list[_Pending], _: asyncio.Task[None]) -> None:
+        """A loop commit cancelled before it began (its loop shut down first): nothing of it
+        ran, so the thread makes it (now, once the writer is closed)."""
+        if self._loop_started:
+            return
+        with self._lock:
+            self._looping = None
+            if not self._closed:
+                self._handed.append((batch, False))
+                if not self._draining:
+                    self._start_drain()
+                return
+        self._deliver(batch, self._apply([pending.job for pending in batch]))
+
+    async def _hand_over(self, batch: list[_Pending], careful: bool) -> list[Outcome] | None:
+        """Give ``batch`` to the writer thread (None: it delivers the outcomes); once the
+        writer is closed (its thread may be gone), made here on a thread of the loop's."""
+        with self._lock:
+            if not self._closed:
+                self._handed.append((batch, careful))
+                return None
+        apply = self._apply_carefully if careful else self._apply
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, apply, [pending.job for pending in batch])
+
+    def _loop_ended(self) -> None:
+        with self._lock:
+            self._looping = None
+            if not self._draining and (self._handed or not self._queue.empty()):
+                self._start_drain()  # what queued meanwhile: a batch, the thread's
 
     def _start_drain(self) -> None:
         """Wake the writer thread to drain the queue (under ``_lock``)."""
@@ -158,12 +260,17 @@ class BatchWriter:
     def _drain(self) -> None:
         try:
             while True:
-                batch = self._take()
+                with self._lock:
+                    batch, careful = self._handed.pop(0) if self._handed else (None, False)
+                if batch is None:
+                    batch = self._take()
                 if batch:
-                    self._deliver(batch, self._apply([p.job for p in batch]))
+                    jobs = [p.job for p in batch]
+                    apply = self._apply_carefully if careful else self._apply
+                    self._deliver(batch, apply(jobs))
                     continue
                 with self._lock:  # a job queued after the take is seen here, or drains anew
-                    if self._queue.empty():
+                    if self._queue.empty() and not self._handed:
                         self._draining = False
                         return
         except BaseException:  # cannot happen (_apply catches everything); never strand jobs
@@ -250,11 +357,13 @@ class BatchWriter:
                 pass
 
     def close(self) -> None:
-        """Stop the writer thread (jobs already queued are finished first)."""
+        """Stop the writer thread (jobs already queued are finished first; a commit in flight
+        on a loop ends when that loop runs it, or with an unknown outcome if it is
+        cancelled)."""
         with self._lock:
             self._closed = True
-            if not self._draining and not self._queue.empty():
-                self._start_drain()
+            if not self._draining and (self._handed or not self._queue.empty()):
+                self._start_drain()  # beside a loop commit in flight, if any: never stranded
             thread = self._thread
         if thread is None:
             return

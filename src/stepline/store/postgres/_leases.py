@@ -44,6 +44,7 @@ def lease_due(
     beyond its limit."""
     token = secrets.token_hex(8)
     if tx._presence is not None:  # taken over as soon as the lock is gone
+        tx.statements.would_block("the presence lock")  # may connect: never on a loop
         token = tx._presence.token_prefix(owner) + token
     horizon = now if due_by is None else max(now, due_by)
     with tx._savepoint(durable=False) as s:
@@ -148,6 +149,7 @@ def lease_named(
     leased (``LEASE_NAMED``), queued: sent with the ``COMMIT``."""
     token = secrets.token_hex(8)
     if tx._presence is not None:
+        tx.statements.would_block("the presence lock")  # may connect: never on a loop
         token = tx._presence.token_prefix(owner) + token
     tx._tokens.remember(token, owner)
     runs = list(dict.fromkeys(run_ids))

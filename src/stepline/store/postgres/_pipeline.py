@@ -23,8 +23,9 @@ checks what it relies on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import abc, errors, pq
@@ -33,6 +34,7 @@ from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from psycopg.waiting import Ready, Wait
 
+T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any] | None
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
 _Cached = tuple[Any, Prepare, bytes] | None  # (key, prepare?, name) to tell psycopg's cache
@@ -53,35 +55,91 @@ def send_all(
     refused (a deferred constraint, a ``NOTIFY`` queue full, a serialization failure:
     ``at_sync`` tells it); an ``OperationalError`` if the connection broke (it is then unusable,
     as after psycopg's own pipeline)."""
-    pgconn = conn.pgconn
-    cache = conn._prepared
+    transformer, converted = _converted(conn, statements)
+    with conn.lock:
+        _check_open(conn)
+        fresh = _deallocated(conn)
+        sent = _sent(conn, converted, fresh)
+        try:
+            results = conn.wait(_round_trip(conn.pgconn))
+        finally:
+            _leave_pipeline(conn.pgconn)
+        rows, failed = _rows(conn, transformer, sent, results)
+        if failed is None:  # else at psycopg's next statement, as its own
+            conn.wait(conn._prepared.maintain_gen(conn))  # deallocations the results called for
+    if failed is not None:
+        raise failed
+    return rows
+
+
+async def send_all_async(
+    conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
+) -> list[list[Any] | None]:
+    """``send_all`` on the running event loop, never blocking it: the same messages, written
+    with libpq in non-blocking mode, every wait for the socket awaited through asyncio
+    (``_drive``: the same generators ``Connection.wait`` drives).
+    Cancelled while the round trip is in flight, the connection is left busy mid-protocol:
+    the caller must close it (its outcome is unknown when it carried a commit)."""
+    transformer, converted = _converted(conn, statements)
+    if not conn.lock.acquire(blocking=False):  # a connection of the caller's alone: never
+        raise psycopg.InterfaceError("the connection is in use by another thread")
+    try:
+        _check_open(conn)
+        socket = conn.pgconn.socket
+        if _deallocation_due(conn):
+            await _drive(conn._prepared.maintain_gen(conn), socket)
+        fresh = _deallocated(conn)  # no round trip left to make
+        sent = _sent(conn, converted, fresh)
+        try:
+            results = await _drive(_round_trip(conn.pgconn), socket)
+        finally:
+            _leave_pipeline(conn.pgconn)
+        rows, failed = _rows(conn, transformer, sent, results)
+        if failed is None:
+            await _drive(conn._prepared.maintain_gen(conn), socket)
+    finally:
+        conn.lock.release()
+    if failed is not None:
+        raise failed
+    return rows
+
+
+def _converted(
+    conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
+) -> tuple[abc.Transformer, list[PostgresQuery]]:
+    """Every statement's parameters adapted (psycopg's query conversion), nothing sent."""
     transformer = Transformer.from_context(conn)
     converted = []
     for query, params in statements:
         converted.append(PostgresQuery(transformer))
         converted[-1].convert(query, params)
-    with conn.lock:
-        if pgconn.status != pq.ConnStatus.OK:
-            raise psycopg.OperationalError("the connection is closed")
-        fresh = _deallocated(conn)
-        pgconn.enter_pipeline_mode()
-        try:
-            try:
-                sent = [_send(pgconn, cache, query, fresh) for query in converted]
-            except BaseException:  # libpq could not buffer one: never sync (commit) a part
-                pgconn.finish()  # the server rolls back what it got; the connection is broken
-                raise
-            pgconn.pipeline_sync()
-            results = conn.wait(_round_trip(pgconn))
-        finally:
-            if pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy():
-                pgconn.exit_pipeline_mode()
-        rows, failed = _rows(conn, transformer, sent, results)
-        if failed is None:  # else at psycopg's next statement, as its own
-            conn.wait(cache.maintain_gen(conn))  # deallocations the results called for
-    if failed is not None:
-        raise failed
-    return rows
+    return transformer, converted
+
+
+def _check_open(conn: psycopg.Connection[Any]) -> None:
+    if conn.pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed")
+
+
+def _sent(
+    conn: psycopg.Connection[Any], converted: list[PostgresQuery], fresh: bool
+) -> list[_Sent]:
+    """``converted`` buffered in libpq's pipeline mode, then the sync (nothing written yet)."""
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        sent = [_send(pgconn, conn._prepared, query, fresh) for query in converted]
+    except BaseException:  # libpq could not buffer one: never sync (commit) a part
+        pgconn.finish()  # the server rolls back what it got; the connection is broken
+        raise
+    pgconn.pipeline_sync()
+    return sent
+
+
+def _leave_pipeline(pgconn: pq.abc.PGconn) -> None:
+    """Out of pipeline mode once every result was read (a round trip cut off leaves it in)."""
+    if pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy():
+        pgconn.exit_pipeline_mode()
 
 
 def at_sync(error: BaseException) -> bool:
@@ -96,13 +154,19 @@ def _deallocated(conn: psycopg.Connection[Any]) -> bool:
     by a result of it: a ``ROLLBACK``, ``DROP``, ``DISCARD ALL`` …), before this round trip
     prepares anything it would then drop; whether it must still wait (the transaction is in
     its failed state, where it cannot run): nothing is prepared in this round trip then."""
-    cache = conn._prepared
-    if None not in cache._to_flush:  # an evicted statement's own DEALLOCATE drops only it
+    if _deallocation_due(conn):
+        conn.wait(conn._prepared.maintain_gen(conn))
         return False
-    if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
-        return True
-    conn.wait(cache.maintain_gen(conn))
-    return False
+    return None in conn._prepared._to_flush
+
+
+def _deallocation_due(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a ``DEALLOCATE ALL`` waits (``_deallocated``) and can run now (an evicted
+    statement's own ``DEALLOCATE`` drops only it: it waits for psycopg's next statement)."""
+    return (
+        None in conn._prepared._to_flush
+        and conn.pgconn.transaction_status != pq.TransactionStatus.INERROR
+    )
 
 
 def _send(pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery, unprepared: bool) -> _Sent:
@@ -196,3 +260,37 @@ def _round_trip(pgconn: pq.abc.PGconn) -> Any:
         if result.status == pq.ExecStatus.PIPELINE_SYNC:
             return results
         current.append(result)
+
+
+async def _drive(gen: Generator[Wait, Ready, T], fileno: int) -> T:
+    """``Connection.wait`` on the running event loop: ``gen`` resumed each time the socket is
+    ready as it asks (a reader or writer callback of the loop's, removed after each wait; no
+    timer, as psycopg's ``wait_async`` sets one per wait). A socket closed under it raises
+    ``OperationalError``, as psycopg's waits do."""
+    loop = asyncio.get_running_loop()
+    try:
+        wait = next(gen)
+        while True:
+            woken: asyncio.Future[Ready] = loop.create_future()
+            if wait & Wait.R:
+                loop.add_reader(fileno, _woken, woken, Ready.R)
+            if wait & Wait.W:
+                loop.add_writer(fileno, _woken, woken, Ready.W)
+            try:
+                ready = await woken
+            finally:
+                if wait & Wait.R:
+                    loop.remove_reader(fileno)
+                if wait & Wait.W:
+                    loop.remove_writer(fileno)
+            wait = gen.send(ready)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    except OSError as exc:
+        raise psycopg.OperationalError(f"connection socket closed: {exc}") from exc
+
+
+def _woken(future: asyncio.Future[Ready], ready: Ready) -> None:
+    if not future.done():
+        future.set_result(ready)

@@ -44,16 +44,18 @@ import functools
 import select
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
+from stepline.store.interface import WouldBlock
 from stepline.store.postgres import _pipeline
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._coalesce import coalesced
 
 Params = Sequence[Any] | dict[str, Any] | None
 _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
+T = TypeVar("T")
 _HOLD = "\x00hold"  # the table of a queued lease hold (Statements.hold): combined, never merged
 
 
@@ -81,6 +83,17 @@ class Statements:
         # server ended has that end waiting); otherwise an empty statement checks it first
         self.unchecked = False
         self.stale = False
+        # a transaction driven from an event loop (``commit_on_loop``): any round trip but its
+        # commit's refuses to be made (``WouldBlock``, nothing sent: the jobs go to a thread)
+        self.on_loop = False
+        self.blocked = False
+
+    def would_block(self, why: str) -> None:
+        """On an event loop: refuse a round trip that would block it (the transaction is
+        spoiled, should a job catch the error and go on)."""
+        if self.on_loop:
+            self.spoiled = self.blocked = True
+            raise WouldBlock(why)
 
     def _owned(self, error: psycopg.Error, first: int) -> BaseException:
         """What to raise for ``error`` of a round trip whose first statement that may fail has
@@ -141,6 +154,7 @@ class Statements:
     def run(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
         """Execute what is queued, then ``query``, in one round trip; its cursor, with every
         row and ``rowcount`` there. An error of a queued statement raises here."""
+        self.would_block("a statement whose result is read before the commit")
         if not self._queued:
             self.round_trips += 1
             self._sent += 1
@@ -157,6 +171,7 @@ class Statements:
         queued) in one round trip; their cursors, in order."""
         if not statements:
             return []
+        self.would_block("statements whose results are read before the commit")
         self.round_trips += 1
         first, queued = self._take()
         conn = self.conn
@@ -179,6 +194,7 @@ class Statements:
         """Execute every queued statement now (one round trip)."""
         if not self._queued:
             return
+        self.would_block("a round trip before the commit")
         self.round_trips += 1
         first, queued = self._take()
         conn = self.conn
@@ -234,37 +250,11 @@ class Statements:
         self._depth += 1
         try:
             yield
-            if self.spoiled:
-                raise Spoiled("a job or a statement of this optimistic transaction failed")
-            if self.conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                # a statement sent outside every savepoint failed and a job went on (it caught
-                # the error): the server would take the COMMIT for a ROLLBACK without a word,
-                # and the jobs would be told their writes committed
-                raise Spoiled("a statement outside every savepoint failed: nothing can commit")
-            self._depth -= 1
-            for statement, params, table in last():
-                self._queue(statement, params, table)
-            if self.unchecked and not self.round_trips and not _quiet(self.conn):
-                # never a COMMIT on an unchecked connection with something to read (see _quiet)
-                self.round_trips += 1
-                try:
-                    self.conn.execute("")
-                except psycopg.Error:
-                    self.stale = True
-                    raise
-            implicit = self._implicit()
-            if implicit:
-                del self._queued[0], self._tables[0]
-                self._sent += 1
-            else:
-                self._queue("COMMIT")
+            implicit = self._ending(last)
             try:
                 self.flush()
             except psycopg.Error as exc:
-                # without BEGIN, a statement's error (not the sync's: the commit's) means the
-                # sync rolled the transaction back; else as a COMMIT's error
-                rolled_back = implicit and self.statement_failed
-                self.maybe_committed = not rolled_back and _maybe_committed(self.conn, exc)
+                self._commit_failed(exc, implicit)
                 raise
             except BaseException:  # interrupted (Ctrl-C) during the round trip: raised as is
                 self.maybe_committed = _maybe_committed_when_interrupted(self.conn)
@@ -275,6 +265,103 @@ class Statements:
         except BaseException:
             self._rollback()
             raise
+
+    async def commit_on_loop(
+        self, body: Callable[[], T], last: Callable[[], Sequence[tuple[str, Params, str | None]]]
+    ) -> T:
+        """``transaction()`` around ``body()`` (an optimistic transaction's jobs), in the running
+        event loop and never blocking it: every round trip but the commit's raises
+        ``WouldBlock`` with nothing sent (``on_loop``), as does a commit that would need one
+        more (a ``BEGIN`` … ``COMMIT`` transaction, a connection to check first); the commit's
+        is awaited (``_pipeline.send_all_async``). Never a ``ROLLBACK`` round trip: nothing was
+        sent, or the pipeline's sync ended the transaction; a connection left in any other
+        state (a cancelled round trip: busy mid-protocol) is closed. ``body``'s result."""
+        self.on_loop = True
+        self._queue("BEGIN")
+        self._depth += 1
+        try:
+            result = body()
+            implicit = self._ending(last)
+            if not implicit:  # its failure would leave a transaction open, to roll back
+                self.would_block("a transaction that needs BEGIN")
+            try:
+                await self._flush_async()
+            except psycopg.Error as exc:
+                self._commit_failed(exc, implicit)
+                raise
+            except BaseException:  # cancelled during the round trip: the reply is lost
+                self.maybe_committed = _maybe_committed_when_interrupted(self.conn)
+                raise
+            return result
+        except BaseException:
+            self._depth = 0
+            self._open = []
+            self._queued, self._tables = [], []
+            if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.conn.close()  # never waited for on the loop: the pool replaces it
+            raise
+
+    def _ending(self, last: Callable[[], Sequence[tuple[str, Params, str | None]]]) -> bool:
+        """Ready the commit: what ``last()`` gives queued, then ``COMMIT`` unless the
+        transaction is sent without ``BEGIN`` (``_implicit``: whether it is). Raises
+        ``Spoiled`` (``WouldBlock`` on a loop that refused a round trip) when it must not
+        commit."""
+        if self.blocked:
+            raise WouldBlock("a job needed a round trip before the commit")
+        if self.spoiled:
+            raise Spoiled("a job or a statement of this optimistic transaction failed")
+        if self.conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            # a statement sent outside every savepoint failed and a job went on (it caught
+            # the error): the server would take the COMMIT for a ROLLBACK without a word,
+            # and the jobs would be told their writes committed
+            raise Spoiled("a statement outside every savepoint failed: nothing can commit")
+        self._depth -= 1
+        for statement, params, table in last():
+            self._queue(statement, params, table)
+        if self.unchecked and not self.round_trips and not _quiet(self.conn):
+            # never a COMMIT on an unchecked connection with something to read (see _quiet)
+            if self.on_loop:
+                self.conn.close()  # most likely ended by the server: the pool replaces it
+            self.would_block("a connection to check")
+            self.round_trips += 1
+            try:
+                self.conn.execute("")
+            except psycopg.Error:
+                self.stale = True
+                raise
+        implicit = self._implicit()
+        if implicit:
+            del self._queued[0], self._tables[0]
+            self._sent += 1
+        else:
+            self._queue("COMMIT")
+        return implicit
+
+    def _commit_failed(self, error: psycopg.Error, implicit: bool) -> None:
+        """The commit's round trip failed with ``error``: whether it may have committed all
+        the same (``maybe_committed``). Without ``BEGIN``, a statement's error (not the
+        sync's: the commit's) means the sync rolled the transaction back; else as a
+        ``COMMIT``'s error."""
+        rolled_back = implicit and self.statement_failed
+        self.maybe_committed = not rolled_back and _maybe_committed(self.conn, error)
+
+    async def _flush_async(self) -> None:
+        """``flush`` awaited on the running loop (always one pipeline: a lone statement's
+        error is told from its sync's, the commit's, as for several)."""
+        if not self._queued:
+            return
+        self.round_trips += 1
+        first, queued = self._take()
+        conn = self.conn
+        try:
+            rows = await _pipeline.send_all_async(conn, [(query, p) for query, p, _ in queued])
+        except psycopg.Error as exc:
+            self.statement_failed = not (conn.broken or _pipeline.at_sync(exc))
+            self._failed_trip(exc)
+            raise self._owned(exc, first) from None
+        for (_, _, later), found in zip(queued, rows, strict=True):
+            if later is not None:
+                later.rows = found
 
     def _implicit(self) -> bool:
         """Whether the transaction, about to commit, is better sent without ``BEGIN`` and

@@ -39,7 +39,7 @@ from stepline.store import _rows as shapes
 from stepline.store._catalog import TriggerCatalog, app_records
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
-from stepline.store.interface import Replay
+from stepline.store.interface import Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _rows, _search
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
@@ -321,6 +321,48 @@ class PostgresStore:
             raise self._translated(exc) from exc
         except Exception as exc:  # a job's own exception (Spoiled: one it caught)
             raise Replay(str(exc)) from exc
+
+    async def commit_on_loop(self, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
+        """``LoopCommits``: ``optimistic_transaction()`` of ``jobs`` on the running event loop,
+        on an idle connection of the read pool (none idle: ``WouldBlock``), its commit's round
+        trip awaited (``Statements.commit_on_loop``). A failure maps as there, except that a
+        round trip other than the commit's is ``WouldBlock``, and a stale connection is not
+        checked here (``Replay``: made again carefully, on a checked connection)."""
+        if not self._opened:
+            self._open()
+        conn = _database.take_idle(self._read_pool)
+        if conn is None:
+            raise WouldBlock("no idle connection")
+        statements = None
+        try:
+            tx = PostgresTx(
+                conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
+            )
+            statements = tx.statements
+            statements.unchecked = True
+            results = await statements.commit_on_loop(
+                lambda: [job(tx) for job in jobs], lambda: _last_statements(tx)
+            )
+            if tx.marked:
+                self._tokens.mark_running(tx.marked)
+            return results
+        except WouldBlock:
+            raise
+        except psycopg.Error as exc:
+            assert statements is not None  # PostgresTx() sends nothing
+            if statements.maybe_committed:
+                raise StoreUnavailable(
+                    f"the commit's outcome is unknown: {exc} ({self.label})", self.label
+                ) from exc
+            if statements.stale or (exc.sqlstate and exc.sqlstate[:2] != "08"):
+                raise Replay(str(exc)) from exc  # nothing of it committed
+            raise self._translated(exc) from exc
+        except Exception as exc:  # a job's own exception (Spoiled: one it caught)
+            if statements is not None and statements.blocked:
+                raise WouldBlock(str(exc)) from exc
+            raise Replay(str(exc)) from exc
+        finally:
+            self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @_reading
