@@ -5,11 +5,38 @@ suspends only after the other branches settled, whatever task its steps came fro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from stepline import App, Context, Event, TriggerEvent
+import pytest
+
+from stepline import App, Context, Event, SyncContext, TriggerEvent
+from stepline.engine import executor
 from stepline.testing import TestEngine
+
+
+async def five_loop_turns() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def a_real_await() -> None:
+    # real time, on purpose: a timer of the loop (as an HTTP call would be) is an await no
+    # count of loop turns sees the end of; 10 ms is the shortest that is surely not a turn
+    await asyncio.sleep(0.01)
+
+
+async def one_loop_turn() -> None:
+    await asyncio.sleep(0)
+
+
+GRACE_SPENT = "suspending while tasks of the function still run"  # logged when it ran out
+
+BEFORE_THE_STEP = pytest.mark.parametrize(
+    "before", [one_loop_turn, five_loop_turns, a_real_await], ids=["1turn", "5turns", "real"]
+)
 
 
 async def test_a_sequential_functions_step_starts_at_the_next_loop_turn(
@@ -80,12 +107,45 @@ async def test_a_step_called_from_a_task_of_the_function_joins_the_same_round(
     assert sorted(overlapped) == ["a", "b"]
 
 
-async def test_a_branch_awaiting_before_its_step_is_retried_on_its_backoff(
+async def test_parallel_steps_of_a_sync_function_run_in_one_round(
     app: App, make_engine: Callable[..., TestEngine]
 ) -> None:
+    # a sync function's own thread starts rounds at once (it is blocked on its step call), but
+    # the tasks of its step.parallel are branches: both steps run concurrently (no clock)
+    started = {"a": threading.Event(), "b": threading.Event()}
+    overlapped: list[str] = []
+
+    def body(name: str, other: str) -> Callable[[], str]:
+        def run() -> str:
+            started[name].set()
+            if started[other].wait(10):
+                overlapped.append(name)
+            return name
+
+        return run
+
+    @app.function(id="sync-parallel", trigger=TriggerEvent("go"))
+    def sync_parallel(ctx: SyncContext) -> Any:
+        first = ctx.step.run("first", lambda: 1)
+        return [first, *ctx.step.parallel(("a", body("a", "b")), ("b", body("b", "a")))]
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == [1, "a", "b"]
+    assert sorted(overlapped) == ["a", "b"]
+
+
+@BEFORE_THE_STEP
+async def test_a_branch_awaiting_before_its_step_is_retried_on_its_backoff(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    before: Callable[[], Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # a pass that replays the function up to a wait still pending suspends only once the other
-    # branches settled: a branch that awaits something before its first step call (here one
-    # loop turn) has its due retry made in that pass, not when the wait ends (its 1 h timeout)
+    # branches settled: a branch that awaits something before its first step call (loop turns,
+    # or a real await) has its due retry made in that pass, not when the wait ends (its 1 h
+    # timeout)
     attempts: list[float] = []
 
     @app.function(id="branching", trigger=TriggerEvent("go"), retries=1)
@@ -97,15 +157,185 @@ async def test_a_branch_awaiting_before_its_step_is_retried_on_its_backoff(
             return "a"
 
         async def side() -> Any:
-            await asyncio.sleep(0)  # anything awaited before the step: one loop turn
+            await before()
             return await ctx.step.run("a", flaky)
 
         branch = asyncio.create_task(side())
         paid = await ctx.step.wait_for_event("w", event="paid", timeout="1h")
         return [await branch, paid is None]
 
+    caplog.set_level(logging.WARNING, logger="stepline")
     async with make_engine() as t:
         run = await t.trigger(Event("go"))
     assert run.output == ["a", True]
     assert len(attempts) == 2
     assert attempts[1] - attempts[0] < 600, attempts  # on its backoff (seconds), not 1 h later
+    assert GRACE_SPENT not in caplog.text  # it settled: no task left working
+
+
+class Passes:
+    """Which pass of a function (its invocations: each pass replays it) ran a step's body."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ran_in: list[int] = []
+
+    def side(self, ctx: Context, before: Callable[[], Any]) -> Coroutine[Any, Any, Any]:
+        """A branch: ``before()``, then step ``a``."""
+
+        def body() -> str:
+            self.ran_in.append(self.count)
+            return "a"
+
+        async def side() -> Any:
+            await before()
+            return await ctx.step.run("a", body)
+
+        return side()
+
+
+Branch = Coroutine[Any, Any, Any]
+
+
+async def gathered(wait: Branch, side: Branch) -> list[Any]:
+    return list(await asyncio.gather(wait, side))
+
+
+async def grouped(wait: Branch, side: Branch) -> list[Any]:
+    async with asyncio.TaskGroup() as group:  # the function's task waits in its exit
+        tasks = [group.create_task(wait), group.create_task(side)]
+    return [task.result() for task in tasks]
+
+
+@pytest.mark.parametrize(
+    ("join", "before"),
+    [
+        (gathered, one_loop_turn),
+        (gathered, five_loop_turns),
+        (gathered, a_real_await),
+        (grouped, five_loop_turns),
+    ],
+    ids=["gather-1turn", "gather-5turns", "gather-real", "taskgroup-5turns"],
+)
+async def test_a_joined_branch_awaiting_before_its_step_runs_it_in_the_same_pass(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    join: Callable[[Branch, Branch], Awaitable[list[Any]]],
+    before: Callable[[], Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the function's own task waits on the gather or in the TaskGroup's exit (not on a step,
+    # not on a task): the pass still waits for the branch that has not called its step yet,
+    # which runs in the first pass
+    passes = Passes()
+
+    @app.function(id="joining", trigger=TriggerEvent("go"))
+    async def joining(ctx: Context) -> Any:
+        passes.count += 1
+        wait = ctx.step.wait_for_event("w", event="paid", timeout="1h")
+        paid, a = await join(wait, passes.side(ctx, before))
+        return [a, paid is None]
+
+    caplog.set_level(logging.WARNING, logger="stepline")
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == ["a", True]
+    assert passes.ran_in == [1]  # not in the pass the wait's timeout woke (the second)
+    assert GRACE_SPENT not in caplog.text  # it settled: no task left working
+
+
+@BEFORE_THE_STEP
+async def test_a_sequential_functions_task_gets_its_step_before_the_pass_suspends(
+    app: App, make_engine: Callable[..., TestEngine], before: Callable[[], Any]
+) -> None:
+    # every step so far came from the function's own task (its rounds start at once), which
+    # then sleeps 1 h: the task it started still gets its step run in that pass
+    passes = Passes()
+
+    @app.function(id="napping", trigger=TriggerEvent("go"))
+    async def napping(ctx: Context) -> Any:
+        passes.count += 1
+        branch = asyncio.create_task(passes.side(ctx, before))
+        await ctx.step.sleep("nap", "1h")
+        return await branch
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == "a"
+    assert passes.ran_in == [1]
+
+
+async def test_a_task_left_working_delays_the_suspension_by_a_grace_then_is_cancelled(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a task that neither calls a step nor ends (fire and forget) cannot hold the run: the pass
+    # suspends after SUSPEND_GRACE and cancels it (real seconds, shortened here to 50 ms); the
+    # task a pass leaves running when the function returns is cancelled after STOP_GRACE
+    monkeypatch.setattr(executor, "SUSPEND_GRACE", 0.05)
+    monkeypatch.setattr(executor, "STOP_GRACE", 0.05)
+    cancelled: list[int] = []
+    passes = 0
+
+    async def forever(n: int) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(n)
+            raise
+
+    @app.function(id="forgetting", trigger=TriggerEvent("go"))
+    async def forgetting(ctx: Context) -> Any:
+        nonlocal passes
+        passes += 1
+        asyncio.create_task(forever(passes))  # noqa: RUF006 (kept by the pass, on purpose)
+        paid = await ctx.step.wait_for_event("w", event="paid", timeout="1h")
+        return paid is None
+
+    caplog.set_level(logging.WARNING, logger="stepline")
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output is True
+    assert passes == 2
+    await asyncio.sleep(0)  # the second pass's cancellation is delivered at the next loop turn
+    assert cancelled == [1, 2]
+    assert GRACE_SPENT in caplog.text
+
+
+async def test_the_loops_task_factory_is_chained_while_a_pass_runs_and_given_back(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+    during: list[object] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        made.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    @app.function(id="factory", trigger=TriggerEvent("go"))
+    async def with_factory(ctx: Context) -> Any:
+        during.append(asyncio.get_running_loop().get_task_factory())
+
+        async def side() -> int:
+            return await ctx.step.run("a", lambda: 1)
+
+        return await asyncio.gather(side(), ctx.step.run("b", lambda: 2))
+
+    assert loop.get_task_factory() is None
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == [1, 2]
+    assert loop.get_task_factory() is None  # no pass runs: no factory left behind
+    loop.set_task_factory(factory)
+    try:
+        async with make_engine() as t:
+            run = await t.trigger(Event("go"))
+        assert run.output == [1, 2]
+        assert loop.get_task_factory() is factory  # given back
+    finally:
+        loop.set_task_factory(None)
+    assert during[0] is not None and during[1] not in (None, factory)  # chained while it ran
+    assert any(name.endswith("with_factory.<locals>.side") for name in made), made

@@ -52,6 +52,10 @@ class StepGate:
         future.add_done_callback(self._pending.discard)
         return future
 
+    def holds(self, future: object) -> bool:
+        """True if ``future`` is a step call's, not resolved yet."""
+        return isinstance(future, asyncio.Future) and future in self._pending and not future.done()
+
     def refuse(self, signal: type[BaseException] = Suspended) -> None:
         """Make every later step call raise ``signal`` (the first refusal wins)."""
         if self._refusal is None:

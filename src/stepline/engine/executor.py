@@ -1,7 +1,8 @@
 """One pass over one run: replay the memo, execute new steps, commit, suspend or finish.
 
 The function runs as a task (async) or in a thread (sync). Each step call registers an ``_Op``
-and awaits its future. When every branch of the function is blocked on a step, the pass takes the
+and awaits its future. When the function's branches have settled (``_settle``; the tasks it starts
+are tracked in ``_branches``), the pass takes the
 operations registered since the last round in registration order (deterministic on replay),
 executes the ``run`` steps concurrently, persists everything in one commit and only then resolves
 the futures, so the function continues in the same pass. Sleeps, waits and invokes are persisted
@@ -21,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from stepline.engine._attempts import retry_commit
+from stepline.engine._branches import Branches
 from stepline.engine._endings import PassEndings
 from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
@@ -53,7 +55,9 @@ from stepline.store.records import (
     StepRecord,
 )
 
-STOP_GRACE = 1.0  # real seconds an ended pass lets its async function unwind before cancelling it
+STOP_GRACE = 1.0  # real seconds an ended pass lets its function's tasks unwind before cancelling
+SUSPEND_GRACE = 10.0  # real seconds a pass that could suspend waits for its function's busy tasks
+ROUND_TURNS = 16  # loop turns a round of new steps waits at most for tasks that stay ready to run
 INVOKE_TIMEOUT = "InngestInvokeTimeoutError"
 
 
@@ -75,6 +79,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Future[Any] | None = None  # the function's task (its main branch)
         self._branched = False  # a step was called from another task than the function's own
+        # the function's tasks (tracked from its start), and its sync thread's step calls
+        self.branches = Branches(self.loop, self.gate.holds, self._notify, sync=not fn.is_async)
         self._consumed: set[str] = set()
         self._memo_done = {h for h, s in self.memo.items() if s.status in ("COMPLETED", "FAILED")}
         self._memo_at_load = set(self.memo)
@@ -146,7 +152,7 @@ class PassExecutor(RoundRecorder, PassEndings):
     async def _request(self, kind: str, step_id: str, **spec: Any) -> Any:
         self.gate.check()
         if not self._branched and asyncio.current_task() is not self._task:
-            self._branched = True
+            self._branched = not self.branches.from_own_thread()
         n = self._counts[step_id]
         self._counts[step_id] += 1
         key = step_id if n == 0 else f"{step_id}:{n}"
@@ -185,7 +191,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             self._notify()
             raise _Abort()
         self._new_ops_seen = True
-        op = _Op(kind, step_id, key, digest, self.gate.future(), **spec)
+        op = _Op(kind, step_id, key, digest, self._step_future(), **spec)
         if memo is not None and memo.status in ("RETRYING", "RUNNING"):
             op.attempts = memo.attempts  # RUNNING: an attempt a crashed pass was executing
         self._new_ops.append(op)
@@ -215,11 +221,17 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     async def _block(self) -> Any:
         if not self._branched and asyncio.current_task() is not self._task:
-            self._branched = True
-        future = self.gate.future()
+            self._branched = not self.branches.from_own_thread()
+        future = self._step_future()
         self._blocked.append(future)
         self._notify()
         return await future
+
+    def _step_future(self) -> asyncio.Future[Any]:
+        future = self.gate.future()
+        if not self.fn.is_async:
+            self.branches.step_called(future)
+        return future
 
     # -- the pass ---------------------------------------------------------------------------------
     def _make_context(self) -> Context | SyncContext:
@@ -290,10 +302,12 @@ class PassExecutor(RoundRecorder, PassEndings):
     def _start_function(self) -> asyncio.Future[Any]:
         handler = self.fn.handler
         task: asyncio.Future[Any]
+        context = self.branches.context()  # the tasks made in it are the function's (_settle)
         if self.fn.is_async:
-            task = self._task = self.loop.create_task(handler(self.ctx))
-        else:  # its steps are called from tasks of their own: never one branch (_settle)
-            task = self.loop.run_in_executor(self.engine.function_threads, handler, self.ctx)
+            task = self._task = self.loop.create_task(handler(self.ctx), context=context)
+        else:  # each step call of its thread is a task of its own, made in that context
+            call = partial(context.run, handler, self.ctx)
+            task = self.loop.run_in_executor(self.engine.function_threads, call)
         task.add_done_callback(lambda _: self._notify())  # its end wakes _settle too
         return task
 
@@ -324,33 +338,60 @@ class PassExecutor(RoundRecorder, PassEndings):
             return
 
     async def _settle(self, task: asyncio.Future[Any]) -> None:
-        """Wait until the function is done or every branch waits on a step. While every step
-        was called from the function's own task (one branch: a sequential function), that task
-        is blocked on the new step it called last, so the round starts at once (a task that
-        has not called its step yet joins the next round); otherwise, and always before the
-        pass suspends (on a wait, a sleep or a retry not due: a task of the function that has
-        not called its step yet would lose it until the run is woken), "every branch" is when
-        nothing new was registered for two loop iterations."""
+        """Wait until the function is done, or its branches have settled for a round of new
+        steps or for the pass to suspend (``docs/design.md``, "Branches"). A round starts at
+        once while every step came from the function's own task or thread (blocked on the step
+        it called last), else once no task of the function is ready to run (``ROUND_TURNS``
+        loop turns at most). The pass suspends once every task waits for the engine
+        (``Branches.may_suspend``: a task still working may call a step yet, which would wait
+        for the next pass), or after ``SUSPEND_GRACE`` (``_stop_function`` then cancels the
+        tasks still working)."""
+        turns = 0
+        grace_until: float | None = None
         while True:
             if task.done() or self._abort is not None:
                 return
-            if self._new_ops or self._blocked:
-                if not self._branched and self._new_ops:
+            timeout: float | None = None
+            if self._new_ops:
+                if not self._branched or turns >= ROUND_TURNS or self.branches.quiet():
                     return
-                last, stable = (-1, -1), 0
-                while stable < 2:
-                    await asyncio.sleep(0)
-                    counts = (len(self._new_ops), len(self._blocked))
-                    stable = stable + 1 if counts == last else 0
-                    last = counts
-                    if task.done():
-                        return
+                turns += 1
+            elif self._blocked:
+                if self.branches.may_suspend():
+                    return
+                if grace_until is None:
+                    grace_until = self.loop.time() + SUSPEND_GRACE
+                timeout = grace_until - self.loop.time()
+                if timeout <= 0:
+                    self.engine.logger.warning(
+                        "run %s: suspending while tasks of the function still run after %gs "
+                        "(they are cancelled; a step they call later waits for the next pass)",
+                        self.run.run_id,
+                        SUSPEND_GRACE,
+                    )
+                    return
+            await self._wait_for_change(task, timeout)
+
+    async def _wait_for_change(self, task: asyncio.Future[Any], timeout: float | None) -> None:
+        """Wait for ``_notify`` (a new operation, an abort, the function's end, a task of the
+        function yielding, starting or ending), at most ``timeout`` seconds."""
+        waiter = self._waiter = self.loop.create_future()
+        try:
+            if self._flush_due_at() is None and timeout is None:
+                await waiter
                 return
-            waiter = self._waiter = self.loop.create_future()
-            if self._flush_due_at() is None:
-                await waiter  # set by _notify: a new operation, an abort, the function's end
-            else:
-                await self._wait_flushing({task, waiter})
+            waitables: set[asyncio.Future[Any]] = {task, waiter}
+            timer: asyncio.TimerHandle | None = None
+            if timeout is not None:
+                expired: asyncio.Future[None] = self.loop.create_future()
+                timer = self.loop.call_later(timeout, expired.set_result, None)
+                waitables.add(expired)
+            try:
+                await self._wait_flushing(waitables)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        finally:
             self._waiter = None
 
     # -- a round of new operations ----------------------------------------------------------------
@@ -528,15 +569,20 @@ class PassExecutor(RoundRecorder, PassEndings):
     ) -> None:
         """End the pass's hold on the function: refuse its later step calls, release the pending
         ones with ``signal``, and wait until it has unwound. An async function still running
-        after ``STOP_GRACE`` (awaiting something that is not a step) is cancelled; a sync
-        function's thread is waited for (no step call of it can block any more)."""
+        after ``STOP_GRACE`` (awaiting something that is not a step) is cancelled, and so are
+        the tasks it started that still run then; a sync function's thread is waited for (no
+        step call of it can block any more)."""
         self.gate.close(signal)
-        while not task.done():
-            done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
-            if not done and self.fn.is_async:
-                task.cancel()
-        if not task.cancelled():
-            task.exception()  # retrieved: it is the signal we raised (or the function's end)
+        deadline = self.loop.time() + STOP_GRACE
+        try:
+            while not task.done():
+                done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
+                if not done and self.fn.is_async:
+                    task.cancel()
+            if not task.cancelled():
+                task.exception()  # retrieved: it is the signal we raised (or the function's end)
+        finally:
+            await self.branches.stop(deadline)
 
 
 class PythonDriver:

@@ -1,0 +1,269 @@
+"""The tasks a function starts during a pass, and whether they have all settled.
+
+A pass runs the function in a context where ``_OWNER`` names the pass's ``Branches``. While any
+pass runs on a loop, the loop's task factory is ``_Hook`` (chained to the factory it found): a
+task created in such a context (``create_task``, ``gather``, ``TaskGroup``, ``wait_for``, and the
+function's own task) gets its coroutine wrapped in ``_Traced``, which remembers what the task
+awaits each time it yields to the loop. ``Branches`` reads that to tell, without counting loop
+turns, whether any task of the function is ready to run (``quiet``) and whether every one waits
+for the engine (``settled``): done, blocked on a step call, or waiting on its own tasks that
+are. Tasks created elsewhere (the engine's, step bodies') are never wrapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Coroutine, Generator
+from contextvars import Context, ContextVar, copy_context
+from typing import Any
+
+_OWNER: ContextVar[Branches | None] = ContextVar("stepline_branches", default=None)
+_NEW = object()  # what a task not started yet "awaits": it is ready to run
+_TaskFactory = Callable[..., "asyncio.Future[Any]"]
+
+
+class _Traced(Coroutine[Any, Any, Any]):
+    """A task's coroutine, remembering what it yielded last (the future its task awaits, or
+    ``None`` for a bare yield: ready again at the next loop turn)."""
+
+    __slots__ = ("coro", "owner", "parent", "waiting")
+
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], owner: Branches, parent: asyncio.Task[Any] | None
+    ) -> None:
+        self.coro = coro
+        self.owner = owner
+        self.parent = parent  # the task that created this one (gather's, a TaskGroup's caller)
+        self.waiting: object = _NEW
+
+    def send(self, value: Any) -> Any:
+        self.waiting = yielded = self.coro.send(value)
+        self.owner.changed()
+        return yielded
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        if val is None and tb is None:
+            yielded = self.coro.throw(typ)
+        else:  # the legacy signature, as asked
+            yielded = self.coro.throw(typ, val, tb)
+        self.waiting = yielded
+        self.owner.changed()
+        return yielded
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.coro.__await__()
+
+    def __getattr__(self, name: str) -> Any:  # cr_frame, cr_code, __qualname__... (reprs, stacks)
+        return getattr(self.coro, name)
+
+
+class _Hook:
+    """A loop's task factory while passes run on it: wraps the coroutine of a task created in a
+    function's context, then creates the task as the factory it replaced would."""
+
+    def __init__(self, previous: _TaskFactory | None) -> None:
+        self.previous = previous
+        self.users = 0
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        context: Context | None = kwargs.get("context")
+        owner = _OWNER.get() if context is None else context.get(_OWNER)
+        traced = None
+        if owner is not None and owner.open and not isinstance(coro, _Traced):
+            traced = coro = _Traced(coro, owner, asyncio.current_task(loop))
+        if self.previous is None:
+            task: asyncio.Future[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        else:
+            task = self.previous(loop, coro, **kwargs)
+        if traced is not None and isinstance(task, asyncio.Task):
+            traced.owner.adopt(task, traced)
+        return task
+
+
+_HOOKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hook] = weakref.WeakKeyDictionary()
+
+
+def _acquire(loop: asyncio.AbstractEventLoop) -> None:
+    """One more pass runs on ``loop``: its task factory is a ``_Hook`` (the one the last pass
+    left, or a new one chaining a factory set over it meanwhile, which takes over its count)."""
+    hook = _HOOKS.get(loop)
+    users = 0 if hook is None else hook.users
+    if hook is not None and loop.get_task_factory() is hook:
+        _HOOKS[loop].users += 1
+        return
+    fresh = _Hook(loop.get_task_factory())
+    fresh.users = 1 + users
+    loop.set_task_factory(fresh)
+    _HOOKS[loop] = fresh
+
+
+def _release(loop: asyncio.AbstractEventLoop) -> None:
+    """One pass less runs on ``loop``: after the last, the loop gets back the factory its hook
+    replaced (unless another factory was set over the hook meanwhile: that one stays)."""
+    hook = _HOOKS[loop]
+    hook.users -= 1
+    if hook.users == 0:
+        del _HOOKS[loop]
+        if loop.get_task_factory() is hook:
+            loop.set_task_factory(hook.previous)
+
+
+class Branches:
+    """The live tasks of one pass's function, and the questions a pass asks about them.
+
+    ``is_step(future)`` tells a step call's future; ``changed()`` is called whenever a task
+    yields, starts or ends (the pass re-reads the state then). ``sync``: the function runs in
+    a thread (its step calls are tasks made in its context). ``context`` hooks the loop's task
+    factory, ``stop`` gives it back when no other pass uses it.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        is_step: Callable[[object], bool],
+        changed: Callable[[], None],
+        *,
+        sync: bool,
+    ) -> None:
+        self.live: dict[asyncio.Task[Any], _Traced] = {}
+        self.open = True
+        self.changed = changed
+        self._is_step = is_step
+        self._loop = loop
+        self._sync = sync
+        self._hooked = False
+        self._foreign: list[asyncio.Future[Any]] = []  # step calls of threads a sync fn started
+
+    def context(self) -> Context:
+        """A copy of the current context in which this pass's function runs: the tasks created
+        in it (and in the contexts they copy) are this pass's branches."""
+        if not self._hooked:
+            _acquire(self._loop)
+            self._hooked = True
+        context = copy_context()
+        context.run(_OWNER.set, self)
+        return context
+
+    def adopt(self, task: asyncio.Task[Any], traced: _Traced) -> None:
+        if task.done() or not self.open:
+            return
+        self.live[task] = traced
+        task.add_done_callback(self._ended)
+        self.changed()
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self.live.pop(task, None)
+        self.changed()
+
+    def tracks(self, task: asyncio.Task[Any] | None) -> bool:
+        """True if ``task`` is one of this pass's branches."""
+        return task is not None and task in self.live
+
+    def from_own_thread(self) -> bool:
+        """True if a sync function's own thread made the current step call (from a task its
+        ``SyncStep`` made in the thread's context), not a task of such a call (``parallel``)."""
+        task = asyncio.current_task() if self._sync else None
+        traced = None if task is None else self.live.get(task)
+        return traced is not None and traced.parent is None
+
+    def step_called(self, future: asyncio.Future[Any]) -> None:
+        """A sync function's step call made ``future``: one of a thread the function started
+        (not a tracked task) is remembered, for ``may_suspend``."""
+        if not self.tracks(asyncio.current_task()):
+            self._foreign = [f for f in self._foreign if not f.done()]
+            self._foreign.append(future)
+
+    def may_suspend(self) -> bool:
+        """Whether the pass may suspend: every task of an async function waits for the engine
+        (``settled``); a sync function's thread is blocked on a step call (or, while a step
+        call of a thread it started is pending, is not seen working: the engine cannot see
+        those threads)."""
+        if not self._sync:
+            return self.settled()
+        if not self.quiet():
+            return False
+        return self.at_step() or any(not f.done() for f in self._foreign)
+
+    @staticmethod
+    def _ready(task: asyncio.Task[Any], traced: _Traced) -> bool:
+        if task.done():
+            return False
+        waiting = traced.waiting
+        if waiting is _NEW or waiting is None:
+            return True
+        done = getattr(waiting, "done", None)  # a future, asyncio's or one that quacks like it
+        return done is not None and bool(done())
+
+    def quiet(self) -> bool:
+        """True if no task of the function is ready to run: each is done or awaits a future
+        not done yet (a step call, another task, I/O, a timer)."""
+        return not any(self._ready(task, traced) for task, traced in self.live.items())
+
+    def at_step(self) -> bool:
+        """True if some task of the function awaits a step call not resolved yet."""
+        return any(
+            not task.done() and self._is_step(traced.waiting) for task, traced in self.live.items()
+        )
+
+    def settled(self) -> bool:
+        """True if every task of the function waits for the engine: it is done, blocked on a
+        step call, awaiting another task of the function that is, or awaiting some other
+        future (a ``gather``, a ``TaskGroup``, ``asyncio.wait``) while every task it created
+        that is still running is. A task awaiting anything else (I/O, a timer, an event no
+        task of its own will set) is still working: the function has not settled."""
+        children: dict[asyncio.Task[Any], list[asyncio.Task[Any]]] = {}
+        for task, traced in self.live.items():
+            if traced.parent is not None and traced.parent in self.live:
+                children.setdefault(traced.parent, []).append(task)
+        known: dict[asyncio.Task[Any], bool] = {}
+
+        def blocked(task: asyncio.Task[Any]) -> bool:
+            if task.done():
+                return True
+            if task in known:
+                return known[task]
+            traced = self.live.get(task)
+            if traced is None:  # not the function's: its own business, not the engine's
+                return False
+            known[task] = True  # tasks awaiting each other in a cycle wait for the engine too
+            waiting = traced.waiting
+            if self._ready(task, traced):
+                result = False
+            elif self._is_step(waiting):
+                result = True
+            elif isinstance(waiting, asyncio.Task):
+                result = blocked(waiting)
+            else:  # a gather, a TaskGroup, asyncio.wait: what it waits for is its own tasks
+                kids = children.get(task)
+                result = kids is not None and all(blocked(kid) for kid in kids)
+            known[task] = result
+            return result
+
+        return all(blocked(task) for task in list(self.live))
+
+    async def stop(self, deadline: float) -> None:
+        """Wait until every task of the function has ended, until ``deadline`` (the loop's
+        time); then cancel those still running. Later tasks are not tracked any more."""
+        if not self.open:
+            return
+        self.open = False
+        if self._hooked:
+            _release(self._loop)
+        pending = [task for task in self.live if not task.done()]
+        timeout = deadline - self._loop.time()
+        try:
+            if pending and timeout > 0:
+                await asyncio.wait(pending, timeout=timeout)
+        finally:
+            for task in pending:
+                if not task.done():
+                    task.cancel()
+
+
+__all__ = ["Branches"]
