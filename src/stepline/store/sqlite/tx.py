@@ -248,27 +248,20 @@ class _SQLiteTx(SQLiteControlVerbs):
     # -- EventPrimitives (see _primitives; one writer at a time: each is exact) ------------------
     def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
         c = self._c
+        if all(event.id is None for event in events):  # no sender id: none is a duplicate
+            insert_rows(c, q.INSERT_UNSENT_EVENT, _event_rows(events, now, None))
+            return [True] * len(events)
         new: list[bool] = []
-        rows: list[tuple[Any, ...]] = []
-        sent = False  # whether an event has a sender id
         for event in events:
             fresh = True
             if event.id is not None:  # in order: an earlier event of the list counts
-                sent = True
                 row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
                 fresh = row is None or row[0] <= now - DEDUP_WINDOW
                 if fresh:
                     c.execute(q.REMEMBER_SENDER_ID, (event.id, now))
             new.append(fresh)
-            user = blob(dumps_exact(event.user) if event.user else b"{}")
-            data = blob(event.encoded_data())
-            rows.append((event.internal_id, event.name, data, user, event.ts, now, int(not fresh)))
-        # together: the B-trees' pages stay hot; without sender ids, no None parameter (blob)
-        if sent:
-            rows = [(*row, event.id) for row, event in zip(rows, events, strict=True)]
-            insert_rows(c, q.INSERT_EVENT, rows)
-        else:
-            insert_rows(c, q.INSERT_UNSENT_EVENT, rows)
+        # together: the B-trees' pages stay hot
+        insert_rows(c, q.INSERT_EVENT, _event_rows(events, now, new))
         return new
 
     def wait_paths(self, event_name: str) -> Sequence[str]:
@@ -564,6 +557,34 @@ class _SQLiteTx(SQLiteControlVerbs):
     ) -> str | None:
         with self._savepoint():
             return cancel_by(self, run_id, now, reason, event_id)
+
+
+_EMPTY_OBJECT = bytearray(b"{}")  # bound as is, never changed (sqlite3 copies what it binds)
+
+
+def _event_rows(
+    events: Sequence[EventRecord], now: float, new: list[bool] | None
+) -> list[tuple[Any, ...]]:
+    """INSERT_EVENT's parameters of each event (``new``: whether each is not a duplicate), or
+    INSERT_UNSENT_EVENT's (``new`` None: none has a sender id, none is a duplicate). The BLOBs
+    bound as ``bytearray`` (``blob``): an empty ``user`` as one shared object, the data of
+    events that share their encoded data (a cancelled run's two announcements) copied once."""
+    rows: list[tuple[Any, ...]] = []
+    last: bytes | None = None
+    data = _EMPTY_OBJECT
+    for at, event in enumerate(events):
+        encoded = event.encoded_data()
+        if encoded is not last:
+            last, data = encoded, blob(encoded)
+        user = blob(dumps_exact(event.user)) if event.user else _EMPTY_OBJECT
+        if new is None:
+            rows.append((event.internal_id, event.name, data, user, event.ts, now, 0))
+        else:
+            duplicate = int(not new[at])
+            rows.append(
+                (event.internal_id, event.name, data, user, event.ts, now, duplicate, event.id)
+            )
+    return rows
 
 
 def _history_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
