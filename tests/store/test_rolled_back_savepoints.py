@@ -5,12 +5,15 @@ job), as the rows are: later ingestions of the same transaction see the rows as 
 from __future__ import annotations
 
 from tests.store.builders import (
+    SERVED,
     T0,
+    TTL,
     cel_matches,
     event,
     ingest,
     lease_run,
     start,
+    step,
     suspend_on_wait,
     wait,
 )
@@ -22,6 +25,8 @@ from stepline.store.records import (
     FunctionSet,
     MatcherSpec,
     NewRun,
+    PassCommit,
+    RunEnd,
     TriggerRow,
 )
 
@@ -85,3 +90,34 @@ def test_a_trigger_restored_by_a_rolled_back_savepoint_still_gets_the_next_event
             pass
         [second] = tx.ingest([sent("e2", "order/paid")], T0, cel_matches)  # the trigger is back
     assert second.delivered == (("emails", "receipt"),)
+
+
+def test_a_run_cancelled_in_a_rolled_back_savepoint_loses_its_waits_when_cancelled(
+    store: Store,
+) -> None:
+    # contrived (one transaction leases the run and commits its pass): what the transaction
+    # remembers of the runs it cancelled while QUEUED (they have no waits to delete) is undone
+    # with the savepoint, as the cancellation is
+    start(store, "r1")
+    pending = wait("r1", "w1", None, event_name="paid")
+    with store.transaction() as tx:
+        try:
+            with tx.savepoint():
+                assert tx.cancel_run("r1", T0 + 1, "first") == "fn"  # QUEUED: never leased
+                raise Boom
+        except Boom:
+            pass
+        [held] = tx.lease_due("w1", T0 + 1, 100, TTL, SERVED)  # r1 is QUEUED again
+        suspend = PassCommit(
+            "r1",
+            held.token,
+            steps=[step("r1", pending.step_hash, 0, "PENDING", kind="wait")],
+            waits=[pending],
+            end=RunEnd("WAITING"),
+        )
+        assert tx.commit_pass(suspend, T0 + 1, cel_matches) is not None
+        assert tx.cancel_run("r1", T0 + 2, "second") == "fn"
+    loaded = store.load_run("r1")
+    assert loaded is not None and loaded.waits == []
+    [resolving] = ingest(store, sent("e1", "paid"), now=T0 + 3)
+    assert resolving.resumed_run_ids == ()

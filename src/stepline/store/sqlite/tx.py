@@ -98,7 +98,11 @@ class _SQLiteTx(SQLiteControlVerbs):
     def _forget_reads(self) -> None:
         """After a rollback to a savepoint: what this transaction remembers of the index and the
         catalog may have been read inside it (a wait it resolved, a trigger it removed), so both
-        are read again when next asked."""
+        are read again when next asked; and a run it cancelled while QUEUED inside it is QUEUED
+        again (it may be leased and given waits before it is cancelled again): no run is taken
+        for never leased any more (the runs cancelled before the savepoint have ended, and an
+        ended run is not cancelled again)."""
+        self._never_leased.clear()
         made = self.__dict__  # the cached properties made so far
         if "_index" in made:
             self._index.forget()
