@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.store.builders import lease, start
+from tests.store.builders import SERVED, T0, TTL, lease, start
 from tests.store.test_pg_optimistic import commit_job, outputs
 from tests.store.test_pg_unchecked import _end_other_sessions
 
@@ -109,16 +109,10 @@ def test_a_job_that_catches_the_refusal_cannot_commit(store: PostgresStore) -> N
     assert store.paused_functions("app") == set()
 
 
-def test_a_lease_job_would_block(store: PostgresStore) -> None:
+def test_a_lease_without_its_presence_lock_would_block(store: PostgresStore) -> None:
     start(store, "r1")
     with pytest.raises(WouldBlock):
-        commit(store, lambda tx: tx.lease_due("w1", 0.0, 10, 30.0, _served()))
-
-
-def _served() -> Any:
-    from tests.store.builders import SERVED
-
-    return SERVED
+        commit(store, lambda tx: tx.lease_due("w1", T0, 10, TTL, SERVED))
 
 
 def test_a_lost_lease_is_replayed_with_nothing_committed(store: PostgresStore, pg_url: str) -> None:
@@ -246,7 +240,7 @@ def test_a_cancelled_round_trip_closes_its_connection(
 
     asyncio.run(run())
     assert taken[0].closed
-    assert idle(store) == 0  # not given back open
+    assert taken[0] not in store._read_pool._pool  # not given back (the pool replaces it)
 
 
 def test_take_idle_never_waits(pg_store: PostgresStore) -> None:
@@ -259,3 +253,24 @@ def test_take_idle_never_waits(pg_store: PostgresStore) -> None:
     assert _database.take_idle(pool) is None  # none idle: None at once, nothing waited for
     pool.putconn(conn)
     assert idle(pg_store) == 1
+
+
+def test_a_named_lease_is_committed_on_the_loop_once_its_presence_lock_is_held(
+    store: PostgresStore,
+) -> None:
+    """A worker told of new runs (``lease_named``) leases them on the loop: its presence
+    lock is held already (a poll says its session is alive), and its generic plans are set
+    without ``SET LOCAL``, so the transaction goes without ``BEGIN``, in one round trip."""
+    start(store, "r1", "r2")
+
+    def named(run_id: str) -> Job:
+        return lambda tx: tx.lease_named("w1", T0, [run_id], TTL, SERVED)
+
+    with pytest.raises(WouldBlock):  # the lock is not held yet: taking it may connect
+        commit(store, named("r1"))
+    [first] = lease(store, limit=1)  # on the thread: takes the lock
+    assert first.token.startswith("p:")
+    [taken] = commit(store, named("r2"))
+    [held] = taken()
+    assert held.run_id == "r2" and held.token.startswith("p:")
+    assert [q.run_id for q in store.queue_states(["r1", "r2"], T0) if q.leased] == ["r1", "r2"]

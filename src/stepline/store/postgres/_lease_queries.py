@@ -136,8 +136,13 @@ marked AS (
            app_id = CASE WHEN app_id = '' THEN %(app)s ELSE app_id END
     WHERE run_id {runs}{returning})"""
 TAKE_LEASES = f"WITH {_TAKE.format(runs='= ANY(%(runs)s)', returning='')}\nSELECT 1"
-GENERIC_PLANS = "SET LOCAL plan_cache_mode TO force_generic_plan"
-DEFAULT_PLANS = "SET LOCAL plan_cache_mode TO DEFAULT"
+# generic plans for the rest of the transaction, then the mode before back (set_config, not SET
+# LOCAL: a transaction sent without BEGIN, committed by its pipeline's sync, may carry them)
+GENERIC_PLANS = (
+    "SELECT set_config('stepline.plans', current_setting('plan_cache_mode'), true), "
+    "set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
+DEFAULT_PLANS = "SELECT set_config('plan_cache_mode', current_setting('stepline.plans'), true)"
 MARK_STEP_RUNNING = f"""
 INSERT INTO steps ({STEP_COLUMNS})
 VALUES (%s, %s, %s, %s, %s, 'RUNNING', NULL, NULL, %s, NULL, %s, NULL)

@@ -44,8 +44,7 @@ def lease_due(
     beyond its limit."""
     token = secrets.token_hex(8)
     if tx._presence is not None:  # taken over as soon as the lock is gone
-        tx.statements.would_block("the presence lock")  # may connect: never on a loop
-        token = tx._presence.token_prefix(owner) + token
+        token = _prefix(tx, owner) + token
     horizon = now if due_by is None else max(now, due_by)
     with tx._savepoint(durable=False) as s:
         busy: Counter[str] = Counter()
@@ -149,8 +148,7 @@ def lease_named(
     leased (``LEASE_NAMED``), queued: sent with the ``COMMIT``."""
     token = secrets.token_hex(8)
     if tx._presence is not None:
-        tx.statements.would_block("the presence lock")  # may connect: never on a loop
-        token = tx._presence.token_prefix(owner) + token
+        token = _prefix(tx, owner) + token
     tx._tokens.remember(token, owner)
     runs = list(dict.fromkeys(run_ids))
     params = {
@@ -232,3 +230,16 @@ def _count_slots(rows: Sequence[Any]) -> tuple[Counter[str], dict[str, int]]:
                 busy[key] += 1
                 limits[key] = cap
     return busy, limits
+
+
+def _prefix(tx: PostgresTx, owner: str) -> str:
+    """The presence prefix of a token of ``owner``'s (``Presence.token_prefix``), on an event
+    loop only when held already (taking it may connect: ``WouldBlock`` then)."""
+    presence = tx._presence
+    assert presence is not None
+    if tx.statements.on_loop:
+        held = presence.held_prefix(owner)
+        if held is not None:
+            return held
+        tx.statements.would_block("the presence lock")
+    return presence.token_prefix(owner)

@@ -76,6 +76,20 @@ class Presence:
                 return self._prefix
             return ""
 
+    def held_prefix(self, worker_id: str) -> str | None:
+        """``token_prefix`` without waiting: the prefix while this process holds the worker's
+        lock on a session that looks alive (nothing to read on it: a poll, no round trip),
+        else None (``token_prefix`` then, where it may wait)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._conn
+            if conn is None or conn.closed or worker_id not in self._held or _readable(conn):
+                return None
+            return self._prefix
+        finally:
+            self._lock.release()
+
     def _connection(self) -> psycopg.Connection[Any]:
         conn = self._conn
         if conn is not None and not conn.closed and not _readable(conn):
