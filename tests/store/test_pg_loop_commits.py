@@ -18,6 +18,7 @@ from tests.store.test_pg_unchecked import _end_other_sessions
 from stepline.errors import LeaseLostError, StoreUnavailable
 from stepline.store.interface import LoopCommits, Replay, WouldBlock
 from stepline.store.postgres import PostgresStore, _database
+from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres._statements import Statements
 
 Job = Callable[[Any], Any]
@@ -274,3 +275,23 @@ def test_a_named_lease_is_committed_on_the_loop_once_its_presence_lock_is_held(
     [held] = taken()
     assert held.run_id == "r2" and held.token.startswith("p:")
     assert [q.run_id for q in store.queue_states(["r1", "r2"], T0) if q.leased] == ["r1", "r2"]
+
+
+def test_generic_plans_last_until_put_back_in_a_transaction_without_begin(
+    store: PostgresStore,
+) -> None:
+    """``lease_named``'s generic plans: set for the statements after ``GENERIC_PLANS`` and
+    the mode before put back by ``DEFAULT_PLANS``, also in a transaction sent without
+    ``BEGIN`` (its pipeline's sync commits it: one implicit transaction)."""
+    mode = "SELECT current_setting('plan_cache_mode')"
+
+    def modes(tx: Any) -> Callable[[], list[Any]]:
+        s = tx.statements
+        s.write(lq.GENERIC_PLANS)
+        during = s.read_later(mode)
+        s.write(lq.DEFAULT_PLANS)
+        after = s.read_later(mode)
+        return lambda: [during.rows, after.rows]
+
+    [found] = commit(store, modes)
+    assert found() == [[("force_generic_plan",)], [("auto",)]]
