@@ -295,3 +295,20 @@ def test_generic_plans_last_until_put_back_in_a_transaction_without_begin(
 
     [found] = commit(store, modes)
     assert found() == [[("force_generic_plan",)], [("auto",)]]
+
+
+def test_a_refusal_names_the_job_that_needed_a_read(store: PostgresStore) -> None:
+    start(store, "r1")
+
+    def pause(tx: Any) -> None:
+        tx.set_paused("fn", True, "app")
+
+    def reads(tx: Any) -> None:
+        tx.stored_event_ids(["e1"])
+
+    with pytest.raises(WouldBlock) as refused:
+        commit(store, pause, reads)
+    assert refused.value.job == 1
+    with pytest.raises(WouldBlock) as refused:  # the presence lock: not the job's every time
+        commit(store, lambda tx: tx.lease_due("w1", T0, 10, TTL, SERVED))
+    assert refused.value.job is None

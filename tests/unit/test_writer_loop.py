@@ -244,3 +244,35 @@ def test_a_loop_commit_cancelled_before_it_began_is_made_on_the_thread() -> None
     writer.close()  # joins the thread, which made the job
     assert done == [1]
     assert (writer.loop_commits, writer.transactions) == (0, 1)
+
+
+async def test_a_job_that_needed_a_read_goes_to_the_thread_from_then_on() -> None:
+    """A refusal naming its job (a read before the commit): jobs of that kind (their
+    function's code) are the thread's from then on, never made on the loop first in vain;
+    others still go on the loop."""
+    store = LoopStore()
+    writer = BatchWriter(store)
+
+    def reads(tx: StoreTx) -> str:
+        return "read"
+
+    def writes(tx: StoreTx) -> str:
+        return "written"
+
+    try:
+        store.refuse = WouldBlock("a read before the commit", job=1)
+        assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
+            "written",
+            "read",
+        ]
+        store.refuse = None
+        assert await writer.write(reads) == "read"
+        assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
+            "written",
+            "read",
+        ]
+        assert store.batches == [2]  # neither batch with the reading job reached the store
+        assert await writer.write(writes) == "written"
+        assert (store.batches, writer.loop_commits, writer.loop_refusals) == ([2, 1], 1, 1)
+    finally:
+        writer.close()

@@ -48,6 +48,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
+from types import CodeType
 from typing import Any, NamedTuple, TypeVar
 
 from stepline.errors import StoreError, StoreUnavailable
@@ -63,6 +64,7 @@ from stepline.store.interface import (
 T = TypeVar("T")
 Job = Callable[[StoreTx], Any]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
+_READING_KINDS = 256  # the kinds of jobs remembered as needing a read (``_reading``)
 
 log = logging.getLogger("stepline.writer")
 
@@ -103,6 +105,8 @@ class BatchWriter:
         self.replays = 0  # optimistic transactions made again with a savepoint per job
         self.loop_commits = 0  # transactions committed on their loop (``LoopCommits``)
         self.loop_refusals = 0  # batches the store would not commit on the loop (WouldBlock)
+        # the code of jobs that needed a read before the commit: the thread's from then on
+        self._reading: set[CodeType] = set()
 
     async def write(self, job: Callable[[StoreTx], T]) -> T:
         """Run ``job(tx)`` in the next transaction; returns once that transaction committed.
@@ -168,7 +172,8 @@ class BatchWriter:
         if self._on_loop is None or self._queue.qsize() > self._loop_batch:
             return None
         batch = self._take()  # the only consumer while idle
-        if all(pending.loop is loop for pending in batch):
+        reading = self._reading
+        if all(pending.loop is loop and _code(pending.job) not in reading for pending in batch):
             return batch
         self._handed.append((batch, False))
         return None
@@ -181,8 +186,13 @@ class BatchWriter:
         jobs = [pending.job for pending in batch]
         try:
             results = await store.commit_on_loop(jobs)
-        except WouldBlock:  # nothing was sent: the thread makes it as any batch
+        except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
             self.loop_refusals += 1
+            code = None if exc.job is None else _code(jobs[exc.job])
+            if code is not None:
+                if len(self._reading) >= _READING_KINDS:  # relearned, at a refusal each
+                    self._reading = set()
+                self._reading = self._reading | {code}  # replaced: other loops may read it
             outcomes = await self._hand_over(batch, careful=False)
         except Replay:  # nothing committed: made again carefully
             self.replays += 1
@@ -381,6 +391,11 @@ def _serve(wakes: queue.SimpleQueue[BatchWriter | None], writer: weakref.ref[Bat
         except Exception:  # cannot happen (_apply catches everything); keep serving
             log.exception("the writer thread failed draining its queue")
         del draining
+
+
+def _code(job: Job) -> CodeType | None:
+    """What tells a job's kind: its function's code (the closures of one ``def`` share it)."""
+    return getattr(job, "__code__", None)
 
 
 def _close_at_exit(writer: weakref.ref[BatchWriter]) -> None:

@@ -509,7 +509,13 @@ class OptimisticStore(Protocol):
 class WouldBlock(Exception):
     """A ``LoopCommits`` transaction could not go on without waiting (no idle connection, a
     job's read before the commit, a connection to check): nothing of it was sent, and its jobs
-    are to be applied on a thread instead (they may run again: the writer's contract)."""
+    are to be applied on a thread instead (they may run again: the writer's contract). ``job``:
+    the index of the job that needed a read before the commit (it will again: the writer gives
+    such jobs to its thread from then on), None for any other cause."""
+
+    def __init__(self, reason: str, job: int | None = None) -> None:
+        super().__init__(reason)
+        self.job = job
 
 
 @runtime_checkable

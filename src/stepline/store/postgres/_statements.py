@@ -87,13 +87,18 @@ class Statements:
         # commit's refuses to be made (``WouldBlock``, nothing sent: the jobs go to a thread)
         self.on_loop = False
         self.blocked = False
+        self.job = 0  # the index of the job running (set by the caller: commit_on_loop)
+        self.read_by: int | None = None  # the job refused a read, if that was the refusal
 
-    def would_block(self, why: str) -> None:
+    def would_block(self, why: str, read: bool = False) -> None:
         """On an event loop: refuse a round trip that would block it (the transaction is
-        spoiled, should a job catch the error and go on)."""
+        spoiled, should a job catch the error and go on). ``read``: a job's statement whose
+        result is read before the commit (the job, ``WouldBlock.job``, needs one each time)."""
         if self.on_loop:
+            if not self.blocked and read:
+                self.read_by = self.job
             self.spoiled = self.blocked = True
-            raise WouldBlock(why)
+            raise WouldBlock(why, self.read_by)
 
     def _owned(self, error: psycopg.Error, first: int) -> BaseException:
         """What to raise for ``error`` of a round trip whose first statement that may fail has
@@ -154,7 +159,7 @@ class Statements:
     def run(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
         """Execute what is queued, then ``query``, in one round trip; its cursor, with every
         row and ``rowcount`` there. An error of a queued statement raises here."""
-        self.would_block("a statement whose result is read before the commit")
+        self.would_block("a statement whose result is read before the commit", read=True)
         if not self._queued:
             self.round_trips += 1
             self._sent += 1
@@ -171,7 +176,7 @@ class Statements:
         queued) in one round trip; their cursors, in order."""
         if not statements:
             return []
-        self.would_block("statements whose results are read before the commit")
+        self.would_block("statements whose results are read before the commit", read=True)
         self.round_trips += 1
         first, queued = self._take()
         conn = self.conn
@@ -194,7 +199,7 @@ class Statements:
         """Execute every queued statement now (one round trip)."""
         if not self._queued:
             return
-        self.would_block("a round trip before the commit")
+        self.would_block("a round trip before the commit", read=True)
         self.round_trips += 1
         first, queued = self._take()
         conn = self.conn
@@ -307,7 +312,7 @@ class Statements:
         ``Spoiled`` (``WouldBlock`` on a loop that refused a round trip) when it must not
         commit."""
         if self.blocked:
-            raise WouldBlock("a job needed a round trip before the commit")
+            raise WouldBlock("a job needed a round trip before the commit", self.read_by)
         if self.spoiled:
             raise Spoiled("a job or a statement of this optimistic transaction failed")
         if self.conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:

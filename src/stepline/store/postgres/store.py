@@ -107,6 +107,16 @@ def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
     return last
 
 
+def _each(tx: PostgresTx, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
+    """Each job's result, in order, the running job's index told to the statements."""
+    results = []
+    statements = tx.statements
+    for index, job in enumerate(jobs):
+        statements.job = index
+        results.append(job(tx))
+    return results
+
+
 class PostgresStore:
     """A Store in a PostgreSQL database (``url``: ``postgresql://user@host:port/dbname``)."""
 
@@ -341,7 +351,7 @@ class PostgresStore:
             statements = tx.statements
             statements.unchecked = True
             results = await statements.commit_on_loop(
-                lambda: [job(tx) for job in jobs], lambda: _last_statements(tx)
+                lambda: _each(tx, jobs), lambda: _last_statements(tx)
             )
             if tx.marked:
                 self._tokens.mark_running(tx.marked)
@@ -359,7 +369,7 @@ class PostgresStore:
             raise self._translated(exc) from exc
         except Exception as exc:  # a job's own exception (Spoiled: one it caught)
             if statements is not None and statements.blocked:
-                raise WouldBlock(str(exc)) from exc
+                raise WouldBlock(str(exc), statements.read_by) from exc
             raise Replay(str(exc)) from exc
         finally:
             self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
