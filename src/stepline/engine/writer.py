@@ -65,6 +65,7 @@ T = TypeVar("T")
 Job = Callable[[StoreTx], Any]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
 _READING_KINDS = 256  # the kinds of jobs remembered as needing a read (``_reading``)
+_SKIPS = (16, 1024)  # a reading kind's batches left to the thread: first, at most (doubling)
 
 log = logging.getLogger("stepline.writer")
 
@@ -105,8 +106,9 @@ class BatchWriter:
         self.replays = 0  # optimistic transactions made again with a savepoint per job
         self.loop_commits = 0  # transactions committed on their loop (``LoopCommits``)
         self.loop_refusals = 0  # batches the store would not commit on the loop (WouldBlock)
-        # the code of jobs that needed a read before the commit: the thread's from then on
-        self._reading: set[CodeType] = set()
+        # the kinds of job (their code) that needed a read before the commit: [batches still
+        # left to the thread, how many the next refusal leaves] (under _lock)
+        self._reading: dict[CodeType, list[int]] = {}
 
     async def write(self, job: Callable[[StoreTx], T]) -> T:
         """Run ``job(tx)`` in the next transaction; returns once that transaction committed.
@@ -172,11 +174,39 @@ class BatchWriter:
         if self._on_loop is None or self._queue.qsize() > self._loop_batch:
             return None
         batch = self._take()  # the only consumer while idle
-        reading = self._reading
-        if all(pending.loop is loop and _code(pending.job) not in reading for pending in batch):
+        if all(pending.loop is loop for pending in batch) and not self._reads(batch):
             return batch
         self._handed.append((batch, False))
         return None
+
+    def _reads(self, batch: list[_Pending]) -> bool:
+        """Whether a job of ``batch`` is of a kind that needed a read before the commit lately
+        (under ``_lock``): each such batch counts its kinds' skips down, and once they are
+        spent the kind is tried on the loop again (a kind that reads only at times, as a pass
+        commit sending an event some waits match, loses a few loop commits, not all)."""
+        if not self._reading:
+            return False
+        found = False
+        for pending in batch:
+            code = _code(pending.job)
+            skips = None if code is None else self._reading.get(code)
+            if skips is not None and skips[0] > 0:
+                skips[0] -= 1
+                found = True
+        return found
+
+    def _refused(self, job: Job) -> None:
+        """``job`` needed a read before the commit: its kind is left to the thread for a
+        while, twice as long as the last time."""
+        code = _code(job)
+        if code is None:
+            return
+        with self._lock:
+            if code not in self._reading and len(self._reading) >= _READING_KINDS:
+                self._reading.clear()  # relearned, at a refusal each
+            skips = self._reading.setdefault(code, [0, _SKIPS[0]])
+            skips[0] = skips[1]
+            skips[1] = min(skips[1] * 2, _SKIPS[1])
 
     async def _commit_on_loop(self, batch: list[_Pending]) -> None:
         """Commit ``batch`` on this loop (``LoopCommits``) and hand back its results here."""
@@ -188,11 +218,8 @@ class BatchWriter:
             results = await store.commit_on_loop(jobs)
         except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
             self.loop_refusals += 1
-            code = None if exc.job is None else _code(jobs[exc.job])
-            if code is not None:
-                if len(self._reading) >= _READING_KINDS:  # relearned, at a refusal each
-                    self._reading = set()
-                self._reading = self._reading | {code}  # replaced: other loops may read it
+            if exc.job is not None:
+                self._refused(jobs[exc.job])
             outcomes = await self._hand_over(batch, careful=False)
         except Replay:  # nothing committed: made again carefully
             self.replays += 1
