@@ -62,6 +62,13 @@ def _writer_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "stepline-writer"}
 
 
+def held() -> tuple[LoopStore, BatchWriter, asyncio.Future[None]]:
+    """A writer of a ``LoopStore`` whose round trips wait until the test sets the reply."""
+    store = LoopStore()
+    store.reply = reply = asyncio.get_running_loop().create_future()
+    return store, BatchWriter(store), reply
+
+
 def recorder(done: list[int]) -> Callable[[int], Callable[[StoreTx], int]]:
     def job(n: int) -> Callable[[StoreTx], int]:
         def record(tx: StoreTx) -> int:
@@ -86,9 +93,7 @@ async def test_a_lone_job_is_committed_on_its_loop_without_the_thread() -> None:
 
 
 async def test_jobs_queued_during_a_loop_commit_are_the_threads_next_batch() -> None:
-    store = LoopStore()
-    store.reply = asyncio.get_running_loop().create_future()
-    writer = BatchWriter(store)
+    store, writer, reply = held()
     done: list[int] = []
     job = recorder(done)
     try:
@@ -97,7 +102,7 @@ async def test_jobs_queued_during_a_loop_commit_are_the_threads_next_batch() -> 
         later = [writer.submit(job(n)) for n in (2, 3, 4)]
         await asyncio.sleep(0)
         assert done == [1] and not any(f.done() for f in later)  # they wait for the commit
-        store.reply.set_result(None)
+        reply.set_result(None)
         assert await first == 1
         assert await asyncio.gather(*later) == [2, 3, 4]
         assert done == [1, 2, 3, 4]
@@ -156,9 +161,7 @@ async def test_a_failed_loop_commit_fails_each_job_with_its_own_error() -> None:
 
 
 async def test_a_cancelled_loop_commit_leaves_its_outcome_unknown() -> None:
-    store = LoopStore()
-    store.reply = asyncio.get_running_loop().create_future()
-    writer = BatchWriter(store)
+    store, writer, _ = held()
     try:
         pending = writer.submit(lambda tx: 1)
         await store.in_flight.wait()
@@ -207,9 +210,7 @@ async def test_without_loop_batch_every_job_goes_to_the_thread() -> None:
 
 
 async def test_close_during_a_loop_commit_strands_no_job() -> None:
-    store = LoopStore()
-    store.reply = asyncio.get_running_loop().create_future()
-    writer = BatchWriter(store)
+    store, writer, reply = held()
     done: list[int] = []
     job = recorder(done)
     first = writer.submit(job(1))
@@ -218,16 +219,14 @@ async def test_close_during_a_loop_commit_strands_no_job() -> None:
     writer.close()  # the thread commits the queued job before it stops
     assert done == [1, 2]
     assert await second == 2
-    store.reply.set_result(None)
+    reply.set_result(None)
     assert await first == 1  # the loop commit ends when its loop runs it
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit(job(3))
 
 
 async def test_a_job_whose_caller_stopped_waiting_is_committed_all_the_same() -> None:
-    store = LoopStore()
-    store.reply = asyncio.get_running_loop().create_future()
-    writer = BatchWriter(store)
+    store, writer, reply = held()
     done: list[int] = []
     job = recorder(done)
     try:
@@ -235,7 +234,7 @@ async def test_a_job_whose_caller_stopped_waiting_is_committed_all_the_same() ->
         await store.in_flight.wait()
         second = writer.submit(job(2))
         second.cancel()  # the caller gave up: the job stays queued
-        store.reply.set_result(None)
+        reply.set_result(None)
         assert await first == 1
         assert await writer.write(job(3)) == 3  # committed after the one before it
         assert done == [1, 2, 3]
