@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from stepline.expressions import load_match
 from stepline.serde import loads
 from stepline.store import Store
 from stepline.store._pass_rules import PassTx
@@ -182,3 +183,33 @@ def test_a_batch_mixing_events_with_and_without_sender_ids_stores_each_as_sent(
     assert [r.duplicate for r in results] == [i == count - 1 for i in range(count)]
     stored = store.get_events([f"e-{i:03d}" for i in range(count)])
     assert [e.id for e in stored] == sender
+
+
+def test_the_index_decides_a_cancel_matcher_on_one_string_equality(store: Store) -> None:
+    """As for waits: a cancel matcher found under the event's string value, whose expression is
+    exactly that equality, cancels its run without asking the matcher (the lookup compared the
+    two strings); a compound one is still asked about."""
+    compound = 'async.data.orderId == "o-1" && async.data.amount > 1'
+    spec = MatcherSpec("order/cancelled", compound, "data.orderId", "o-1", None)
+    run = NewRun("r2", "fn", ("ev-r2",), admission=Admission(cancel_on=(spec,)))
+    ingest(store, cancellable("r1", "o-1"), EventIngest(event("ev-r2"), (run,)))
+    load_match('async.data.orderId == "o-1"')  # cached, as the engine leaves it when it plans
+    matcher = CountingMatcher()
+    paid = EventIngest(event("c-1", "order/cancelled", {"orderId": "o-1", "amount": 5}))
+    with store.transaction() as tx:
+        [result] = tx.ingest([paid], T0 + 1, matcher)
+    assert sorted(result.cancelled) == [("r1", "fn"), ("r2", "fn")]
+    assert len(matcher.asked) == 1  # r2's compound matcher only
+
+
+def test_a_value_of_another_type_under_the_same_key_does_not_cancel(store: Store) -> None:
+    ingest(store, cancellable("r1", "5"))  # async.data.orderId == "5"
+    load_match('async.data.orderId == "5"')
+    [result] = ingest(store, cancel_order_of("c-1", 5), now=T0 + 1)
+    assert result.cancelled == ()
+    [result] = ingest(store, cancel_order_of("c-2", "5"), now=T0 + 2)
+    assert result.cancelled == (("r1", "fn"),)
+
+
+def cancel_order_of(internal_id: str, order_id: object) -> EventIngest:
+    return EventIngest(event(internal_id, "order/cancelled", {"orderId": order_id}))

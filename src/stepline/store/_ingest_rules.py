@@ -46,7 +46,7 @@ def ingest(
     tx: IngestTx, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
 ) -> list[IngestResult]:
     """Ingest ``items`` in order (the ``StoreTx.ingest`` verb, inside the caller's verb).
-    ``wait_matches`` is asked about each candidate wait and cancel matcher, except a wait the
+    ``wait_matches`` is asked about each candidate wait and cancel matcher, except one the
     index lookup decided: found under the event's string value at its index path, with a
     stored expression that is exactly that one equality (``index_decides``)."""
     if not items:
@@ -160,13 +160,13 @@ class _Batch:
         # each event's payload, built once (see payload)
         self.events = events
         self.payloads: list[dict[str, Any] | None] = [None] * len(events)
-        # by index path: the events whose value there is a string (see _resolve_waits)
+        # by index path: the events whose value there is a string (see _decided)
         self.strings: dict[str, set[int]] = {}
         self.waits = _indexed(
             self, range(len(events)), tx.wait_paths, tx.indexed_waits, self.strings
         )
         self.matchers: list[list[WaitRecord]] | None = _indexed(
-            self, range(len(events)), tx.matcher_paths, self._indexed_matchers
+            self, range(len(events)), tx.matcher_paths, self._indexed_matchers, self.strings
         )
 
     def payload(self, i: int) -> dict[str, Any]:
@@ -222,14 +222,17 @@ class _Batch:
         if self.matchers is not None:
             indexed = self.matchers[i]
         else:
-            indexed = _indexed(self, (i,), tx.matcher_paths, self._indexed_matchers)[0]
+            lookup = self._indexed_matchers
+            indexed = _indexed(self, (i,), tx.matcher_paths, lookup, self.strings)[0]
         if not indexed and not unindexed:
             return []
         cancelled: list[tuple[str, str]] = []
         reason = f"cancelled by event {event.name}"
         for matcher in _oldest_first(unindexed, indexed):
             run_id = matcher.run_id
-            if run_id in self.ended or not self.wait_matches(matcher, event):
+            if run_id in self.ended:
+                continue
+            if not self._decided(i, matcher) and not self.wait_matches(matcher, event):
                 continue
             self.write_resumed()  # a wait this verb resolved stays before the cancellation
             function_id = cancel(tx, run_id, now, reason)
@@ -237,6 +240,18 @@ class _Batch:
             if function_id is not None:
                 cancelled.append((run_id, function_id))
         return cancelled
+
+    def _decided(self, i: int, candidate: WaitRecord) -> bool:
+        """Whether the index lookup decided that the batch's event ``i`` satisfies ``candidate``
+        (a wait or a cancel matcher): found under the event's string value at its index path,
+        with a stored expression that is exactly that equality (the lookup compared the two
+        strings), so the matcher is not asked."""
+        path = candidate.index_path
+        return (
+            path is not None
+            and i in self.strings.get(path, ())
+            and index_decides(candidate.expression, path, candidate.index_value or "")
+        )
 
     def _resolve_waits(self, i: int, event: EventRecord) -> tuple[str, ...]:
         indexed = self.waits[i]
@@ -249,18 +264,10 @@ class _Batch:
             return ()  # nothing waits for this event: the common case
         event_json: bytes | None = None
         runs: list[str] = []
-        strings = self.strings
         for wait in _oldest_first(unindexed, indexed):
             if wait.wait_id in self.deleted or wait.run_id in self.ended:
                 continue
-            # a candidate found under the event's string value at its path, whose expression
-            # is exactly that equality, is matched: the lookup compared the two strings
-            path = wait.index_path
-            if not (
-                path is not None
-                and i in strings.get(path, ())
-                and index_decides(wait.expression, path, wait.index_value or "")
-            ) and not self.wait_matches(wait, event):
+            if not self._decided(i, wait) and not self.wait_matches(wait, event):
                 continue
             if not self.tx.delete_wait(wait.run_id, wait.wait_id):
                 continue
