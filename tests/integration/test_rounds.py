@@ -265,6 +265,32 @@ async def test_a_sequential_functions_task_gets_its_step_before_the_pass_suspend
     assert passes.ran_in == [1]
 
 
+@pytest.mark.parametrize("before", [five_loop_turns, a_real_await], ids=["5turns", "real"])
+async def test_the_functions_task_working_while_its_branch_waits_gets_its_step_in_the_pass(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    before: Callable[[], Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the function's own task has a task of its own blocked on a wait, and awaits something
+    # else (not its task) before its next step: it is working, not waiting for its branch
+    passes = Passes()
+
+    @app.function(id="working", trigger=TriggerEvent("go"))
+    async def working(ctx: Context) -> Any:
+        passes.count += 1
+        branch = asyncio.create_task(ctx.step.wait_for_event("w", event="paid", timeout="1h"))
+        a = await passes.side(ctx, before)  # in the function's own task
+        return [a, await branch is None]
+
+    caplog.set_level(logging.WARNING, logger="stepline")
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == ["a", True]
+    assert passes.ran_in == [1]
+    assert GRACE_SPENT not in caplog.text
+
+
 async def test_a_task_left_working_delays_the_suspension_by_a_grace_then_is_cancelled(
     app: App,
     make_engine: Callable[..., TestEngine],

@@ -13,6 +13,7 @@ are. Tasks created elsewhere (the engine's, step bodies') are never wrapped.
 from __future__ import annotations
 
 import asyncio
+import asyncio.tasks
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context, ContextVar, copy_context
@@ -20,6 +21,18 @@ from typing import Any
 
 _OWNER: ContextVar[Branches | None] = ContextVar("stepline_branches", default=None)
 _NEW = object()  # what a task not started yet "awaits": it is ready to run
+# what a task awaiting its own tasks awaits: gather's future (asyncio's private class, stable
+# since 3.4), or a plain future awaited in TaskGroup's exit, asyncio.wait or 3.11's wait_for
+_GATHERING: type | None = getattr(asyncio.tasks, "_GatheringFuture", None)
+_JOINING_CODE = {
+    code
+    for code in (
+        getattr(asyncio.TaskGroup.__aexit__, "__code__", None),
+        getattr(getattr(asyncio.tasks, "_wait", None), "__code__", None),
+        getattr(asyncio.wait_for, "__code__", None),
+    )
+    if code is not None
+}
 _TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
@@ -53,6 +66,20 @@ class _Traced(Coroutine[Any, Any, Any]):
 
     def close(self) -> None:
         self.coro.close()
+
+    def joining(self) -> bool:
+        """True if the task awaits a ``gather`` of tasks, or awaits in a ``TaskGroup``'s exit,
+        ``asyncio.wait`` or ``asyncio.wait_for`` (the innermost coroutine it awaits through:
+        its ``cr_await`` chain); not if it awaits anything else (I/O, a timer, an event)."""
+        if _GATHERING is not None and isinstance(self.waiting, _GATHERING):
+            return True
+        inner: Any = self.coro
+        while True:  # down the coroutines awaiting each other, to the one awaiting the future
+            awaited = getattr(inner, "cr_await", None) or getattr(inner, "gi_yieldfrom", None)
+            if awaited is None or not hasattr(awaited, "cr_code"):
+                break
+            inner = awaited
+        return getattr(inner, "cr_code", None) in _JOINING_CODE
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.coro.__await__()
@@ -213,10 +240,10 @@ class Branches:
 
     def settled(self) -> bool:
         """True if every task of the function waits for the engine: it is done, blocked on a
-        step call, awaiting another task of the function that is, or awaiting some other
-        future (a ``gather``, a ``TaskGroup``, ``asyncio.wait``) while every task it created
-        that is still running is. A task awaiting anything else (I/O, a timer, an event no
-        task of its own will set) is still working: the function has not settled."""
+        step call, awaiting another task of the function that is, or joining its own tasks
+        (``_Traced.joining``) while every task it created that is still running is. A task
+        awaiting anything else (I/O, a timer, an event no task of its own will set) is still
+        working: the function has not settled."""
         children: dict[asyncio.Task[Any], list[asyncio.Task[Any]]] = {}
         for task, traced in self.live.items():
             if traced.parent is not None and traced.parent in self.live:
@@ -239,9 +266,11 @@ class Branches:
                 result = True
             elif isinstance(waiting, asyncio.Task):
                 result = blocked(waiting)
-            else:  # a gather, a TaskGroup, asyncio.wait: what it waits for is its own tasks
+            elif traced.joining():  # gather, TaskGroup, asyncio.wait: waits for its own tasks
                 kids = children.get(task)
                 result = kids is not None and all(blocked(kid) for kid in kids)
+            else:  # I/O, a timer, an event: working (it may call a step yet)
+                result = False
             known[task] = result
             return result
 
