@@ -258,9 +258,9 @@ def test_a_loop_commit_cancelled_before_it_began_is_made_on_the_thread() -> None
 
 
 async def test_a_job_that_needed_a_read_goes_to_the_thread_for_a_while() -> None:
-    """A refusal naming its job (a read before the commit): the batches with jobs of that
-    kind (their function's code) are the thread's for a while (16 batches, then twice as many
-    after each refusal), not made on the loop first in vain; others still go on the loop."""
+    """Refusals naming their job (a read before the commit): a kind of job (its function's
+    code) refused twice in a row is the thread's for 16 batches, not made on the loop first
+    in vain; others still go on the loop; then it is tried on the loop again."""
     store = LoopStore()
     writer = BatchWriter(store)
 
@@ -272,19 +272,44 @@ async def test_a_job_that_needed_a_read_goes_to_the_thread_for_a_while() -> None
 
     try:
         store.refuse = WouldBlock("a read before the commit", job=1)
-        assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
-            "written",
-            "read",
-        ]
+        for _ in range(2):
+            await idle(writer)
+            assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
+                "written",
+                "read",
+            ]
         store.refuse = None
         for _ in range(16):  # its batches left to the thread
             await idle(writer)
             assert await writer.write(reads) == "read"
             await idle(writer)
             assert await writer.write(writes) == "written"  # other kinds: on the loop
-        assert (store.batches, writer.loop_commits, writer.loop_refusals) == ([2] + [1] * 16, 16, 1)
+        assert (writer.loop_commits, writer.loop_refusals) == (16, 2)
+        assert store.batches == [2, 2] + [1] * 16
         await idle(writer)
         assert await writer.write(reads) == "read"  # then tried on the loop again
-        assert (store.batches, writer.loop_commits) == ([2] + [1] * 17, 17)
+        assert (store.batches, writer.loop_commits) == ([2, 2] + [1] * 17, 17)
+    finally:
+        writer.close()
+
+
+async def test_a_kind_that_reads_only_at_times_stays_on_the_loop() -> None:
+    """A kind refused once, then committed on the loop (a pass commit that ended its run,
+    then the next run's step commits): never left to the thread."""
+    store = LoopStore()
+    writer = BatchWriter(store)
+
+    def commit(tx: StoreTx) -> str:
+        return "committed"
+
+    try:
+        for _ in range(3):
+            store.refuse = WouldBlock("a read before the commit", job=0)
+            await idle(writer)
+            assert await writer.write(commit) == "committed"
+            store.refuse = None
+            await idle(writer)
+            assert await writer.write(commit) == "committed"
+        assert (store.batches, writer.loop_commits, writer.loop_refusals) == ([1] * 6, 3, 3)
     finally:
         writer.close()

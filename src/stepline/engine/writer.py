@@ -34,7 +34,9 @@ and all of the loop that kicks the writer: they run there and the commit's round
 awaited there, with no hop to the writer thread and back (a lone step's commit). Jobs queued
 meanwhile wait for it, then the thread takes them (group commit under load is the thread's).
 The store refusing to wait on the loop (``WouldBlock``: nothing was sent) hands the batch to
-the thread, to be made as any; ``Replay`` hands it to the thread to be made carefully.
+the thread, to be made as any; ``Replay`` hands it to the thread to be made carefully. Kinds of
+job refused for a read before their commit, again and again, are left to the thread for a while
+(``_reading_kinds``), not run on the loop first in vain.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from types import CodeType
 from typing import Any, NamedTuple, TypeVar
 
+from stepline.engine._reading_kinds import ReadingKinds
 from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.interface import (
     LoopCommits,
@@ -64,8 +66,6 @@ from stepline.store.interface import (
 T = TypeVar("T")
 Job = Callable[[StoreTx], Any]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
-_READING_KINDS = 256  # the kinds of jobs remembered as needing a read (``_reading``)
-_SKIPS = (16, 1024)  # a reading kind's batches left to the thread: first, at most (doubling)
 
 log = logging.getLogger("stepline.writer")
 
@@ -106,9 +106,7 @@ class BatchWriter:
         self.replays = 0  # optimistic transactions made again with a savepoint per job
         self.loop_commits = 0  # transactions committed on their loop (``LoopCommits``)
         self.loop_refusals = 0  # batches the store would not commit on the loop (WouldBlock)
-        # the kinds of job (their code) that needed a read before the commit: [batches still
-        # left to the thread, how many the next refusal leaves] (under _lock)
-        self._reading: dict[CodeType, list[int]] = {}
+        self._reading = ReadingKinds()  # jobs that need a read: the thread's (under _lock)
 
     async def write(self, job: Callable[[StoreTx], T]) -> T:
         """Run ``job(tx)`` in the next transaction; returns once that transaction committed.
@@ -174,39 +172,12 @@ class BatchWriter:
         if self._on_loop is None or self._queue.qsize() > self._loop_batch:
             return None
         batch = self._take()  # the only consumer while idle
-        if all(pending.loop is loop for pending in batch) and not self._reads(batch):
+        if all(pending.loop is loop for pending in batch) and not self._reading.skip(
+            pending.job for pending in batch
+        ):
             return batch
         self._handed.append((batch, False))
         return None
-
-    def _reads(self, batch: list[_Pending]) -> bool:
-        """Whether a job of ``batch`` is of a kind that needed a read before the commit lately
-        (under ``_lock``): each such batch counts its kinds' skips down, and once they are
-        spent the kind is tried on the loop again (a kind that reads only at times, as a pass
-        commit sending an event some waits match, loses a few loop commits, not all)."""
-        if not self._reading:
-            return False
-        found = False
-        for pending in batch:
-            code = _code(pending.job)
-            skips = None if code is None else self._reading.get(code)
-            if skips is not None and skips[0] > 0:
-                skips[0] -= 1
-                found = True
-        return found
-
-    def _refused(self, job: Job) -> None:
-        """``job`` needed a read before the commit: its kind is left to the thread for a
-        while, twice as long as the last time."""
-        code = _code(job)
-        if code is None:
-            return
-        with self._lock:
-            if code not in self._reading and len(self._reading) >= _READING_KINDS:
-                self._reading.clear()  # relearned, at a refusal each
-            skips = self._reading.setdefault(code, [0, _SKIPS[0]])
-            skips[0] = skips[1]
-            skips[1] = min(skips[1] * 2, _SKIPS[1])
 
     async def _commit_on_loop(self, batch: list[_Pending]) -> None:
         """Commit ``batch`` on this loop (``LoopCommits``) and hand back its results here."""
@@ -219,7 +190,8 @@ class BatchWriter:
         except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
             self.loop_refusals += 1
             if exc.job is not None:
-                self._refused(jobs[exc.job])
+                with self._lock:
+                    self._reading.refused(jobs[exc.job])
             outcomes = await self._hand_over(batch, careful=False)
         except Replay:  # nothing committed: made again carefully
             self.replays += 1
@@ -236,6 +208,9 @@ class BatchWriter:
             self.loop_commits += 1
             self.jobs += len(jobs)
             outcomes = [(True, result) for result in results]
+            if self._reading:
+                with self._lock:
+                    self._reading.committed(jobs)
         if outcomes is not None:
             _settle_all(list(zip(batch, outcomes, strict=True)))
         self._loop_ended()
@@ -418,11 +393,6 @@ def _serve(wakes: queue.SimpleQueue[BatchWriter | None], writer: weakref.ref[Bat
         except Exception:  # cannot happen (_apply catches everything); keep serving
             log.exception("the writer thread failed draining its queue")
         del draining
-
-
-def _code(job: Job) -> CodeType | None:
-    """What tells a job's kind: its function's code (the closures of one ``def`` share it)."""
-    return getattr(job, "__code__", None)
 
 
 def _close_at_exit(writer: weakref.ref[BatchWriter]) -> None:
