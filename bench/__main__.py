@@ -296,7 +296,8 @@ def _notes(results: Results) -> list[str]:
             f"store-only matching batches resolved {waits['match_store_resolved']} of "
             f"{waits['matched_events']} waits; matching batches (whole / store only, "
             f"alternated): {waits.get('match_rounds_us')} / {waits.get('match_store_rounds_us')} "
-            "µs per event"
+            f"µs per event; full garbage collections in the whole batches: "
+            f"{waits.get('match_full_collections')}"
         )
     rec = get("recovery", "stepline")
     if "same_id_from_kill_s" in rec:

@@ -14,6 +14,9 @@ incoming event:
 - ``nonmatch_store_us`` / ``match_store_us``: the store's ``ingest`` verb alone, timed inside the
   write transaction (no validation, no commit); the matching one a batch sent after each
   ``match_us`` batch (the rounds alternate), the mean of those.
+- ``match_full_collections``: the full (generation-2) garbage collections that ran during each
+  whole matching batch: one walks every object of the process (tens of ms here), so a batch it
+  lands in is slower by that much; counted to tell such a batch from the code's own cost.
 - ``baseline_us``: 1,000 events of a name nothing listens to (the cost of ingestion itself).
 - ``single_us``: non-matching events sent one ``send_async`` at a time (each pays its own
   durable commit).
@@ -25,6 +28,7 @@ message on a topic; there is no matching of event contents against pending waits
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,11 @@ async def _timed_send(app: Any, events: list[Any]) -> float:
     t0 = time.perf_counter()
     await app.send_async(events)
     return time.perf_counter() - t0
+
+
+def _full_collections() -> int:
+    """The generation-2 collections the garbage collector has run in this process so far."""
+    return int(gc.get_stats()[2]["collections"])
 
 
 async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
@@ -121,15 +130,19 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         k = min(m, n // (2 * MATCH_ROUNDS))
         whole: list[float] = []
         store: list[float] = []
+        full: list[int] = []
         resolved = 0
         for r in range(MATCH_ROUNDS):
+            before = _full_collections()
             whole.append(await _timed_send(app, payments("o", k, offset=2 * r * k)) / k * 1e6)
+            full.append(_full_collections() - before)
             stored = await _store_ingest(app, payments("o", k, offset=(2 * r + 1) * k))
             if stored is not None:
                 store.append(stored[0] / k * 1e6)
                 resolved += stored[1]
         result["match_us"] = sum(whole) / len(whole)
         result["match_rounds_us"] = [round(us, 1) for us in whole]
+        result["match_full_collections"] = full
         result["matched_events"] = k * len(store)
         if store:
             result["match_store_us"] = sum(store) / len(store)
