@@ -86,7 +86,7 @@ class SQLiteControlVerbs:
                 self._index.add_indexed_path(
                     q.INSERT_MATCHER_PATH, q.MATCHER_PATHS, spec.event_name, spec.index_path
                 )
-        c.execute(q.INSERT_HISTORY, shapes.queued_history_params(new_run.run_id, now))
+        c.execute(q.INSERT_RUN_QUEUED, (new_run.run_id, now))  # no None to bind
 
     def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
         insert_rows(self._c, q.INSERT_EVENT_EFFECT, effects)

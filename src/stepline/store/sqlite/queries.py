@@ -35,6 +35,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_RUN_HISTORY = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 VALUES (?, ?, ?, NULL, NULL, NULL, ?, NULL)"""
+# a new run's RUN_QUEUED row, its NULLs written by the statement
+INSERT_RUN_QUEUED = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+VALUES (?, ?, 'RUN_QUEUED', NULL, NULL, NULL, NULL, NULL)"""
 # a history row without data (a step's attempt), its NULL written by the statement
 INSERT_HISTORY_NO_DATA = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
