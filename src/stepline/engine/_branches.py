@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.tasks
+import sys
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context, ContextVar, copy_context
@@ -22,7 +23,8 @@ from typing import Any
 _OWNER: ContextVar[Branches | None] = ContextVar("stepline_branches", default=None)
 _NEW = object()  # what a task not started yet "awaits": it is ready to run
 # what a task awaiting its own tasks awaits: gather's future (asyncio's private class, stable
-# since 3.4), or a plain future awaited in TaskGroup's exit, asyncio.wait or 3.11's wait_for
+# since 3.4), or a plain future awaited in TaskGroup's exit, asyncio.wait or 3.11's wait_for (and
+# anyio's task group on asyncio, once anyio is imported: ``_joining_code``)
 _GATHERING: type | None = getattr(asyncio.tasks, "_GatheringFuture", None)
 _JOINING_CODE = {
     code
@@ -34,6 +36,32 @@ _JOINING_CODE = {
     if code is not None
 }
 _TaskFactory = Callable[..., "asyncio.Future[Any]"]
+_ANYIO_BACKEND = "anyio._backends._asyncio"  # its TaskGroup awaits in __aexit__ what its tasks end
+
+
+def _joining_code() -> set[Any]:
+    """The code of the coroutines that await their own tasks: asyncio's, and anyio's task group
+    exit once anyio's asyncio backend is imported (never imported here)."""
+    backend = sys.modules.get(_ANYIO_BACKEND)
+    if backend is not None and backend not in _ANYIO_SEEN:
+        _ANYIO_SEEN.add(backend)
+        exit_code = getattr(
+            getattr(getattr(backend, "TaskGroup", None), "__aexit__", None), "__code__", None
+        )
+        if exit_code is not None:
+            _JOINING_CODE.add(exit_code)
+    return _JOINING_CODE
+
+
+_ANYIO_SEEN: set[Any] = set()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _never(_: object) -> bool:
+    return False
 
 
 class _Traced(Coroutine[Any, Any, Any]):
@@ -79,7 +107,11 @@ class _Traced(Coroutine[Any, Any, Any]):
             if awaited is None or not hasattr(awaited, "cr_code"):
                 break
             inner = awaited
-        return getattr(inner, "cr_code", None) in _JOINING_CODE
+        return getattr(inner, "cr_code", None) in _joining_code()
+
+    def describe(self, task: asyncio.Task[Any]) -> str:
+        """The task's name and its coroutine's qualified name, for a log line."""
+        return f"{task.get_name()} ({getattr(self.coro, '__qualname__', type(self.coro).__name__)})"
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.coro.__await__()
@@ -160,7 +192,7 @@ class Branches:
     ) -> None:
         self.live: dict[asyncio.Task[Any], _Traced] = {}
         self.open = True
-        self.changed = changed
+        self._changed = changed
         self._is_step = is_step
         self._loop = loop
         self._sync = sync
@@ -176,6 +208,11 @@ class Branches:
         context = copy_context()
         context.run(_OWNER.set, self)
         return context
+
+    def changed(self) -> None:
+        """A task of the function yielded, started or ended: tell the pass (while it tracks
+        them)."""
+        self._changed()
 
     def adopt(self, task: asyncio.Task[Any], traced: _Traced) -> None:
         if task.done() or not self.open:
@@ -244,6 +281,11 @@ class Branches:
         (``_Traced.joining``) while every task it created that is still running is. A task
         awaiting anything else (I/O, a timer, an event no task of its own will set) is still
         working: the function has not settled."""
+        return not self.working()
+
+    def working(self) -> list[str]:
+        """The tasks of the function still working (``settled``), described (name and
+        coroutine)."""
         children: dict[asyncio.Task[Any], list[asyncio.Task[Any]]] = {}
         for task, traced in self.live.items():
             if traced.parent is not None and traced.parent in self.live:
@@ -274,25 +316,22 @@ class Branches:
             known[task] = result
             return result
 
-        return all(blocked(task) for task in list(self.live))
+        live = list(self.live.items())
+        return [traced.describe(task) for task, traced in live if not blocked(task)]
 
-    async def stop(self, deadline: float) -> None:
-        """Wait until every task of the function has ended, until ``deadline`` (the loop's
-        time); then cancel those still running. Later tasks are not tracked any more."""
+    def stop(self) -> None:
+        """Stop tracking: the tasks of the function still running are released, never
+        cancelled (a library's background task its first use started in the function must
+        outlive the pass); a step they call later is refused by the ended pass. Later tasks are
+        not tracked, and the released ones no longer reach the pass."""
         if not self.open:
             return
         self.open = False
         if self._hooked:
             _release(self._loop)
-        pending = [task for task in self.live if not task.done()]
-        timeout = deadline - self._loop.time()
-        try:
-            if pending and timeout > 0:
-                await asyncio.wait(pending, timeout=timeout)
-        finally:
-            for task in pending:
-                if not task.done():
-                    task.cancel()
+        self.live.clear()
+        self._foreign.clear()
+        self._changed, self._is_step = _nothing, _never  # drop the pass: released tasks live on
 
 
 __all__ = ["Branches"]

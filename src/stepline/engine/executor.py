@@ -55,7 +55,7 @@ from stepline.store.records import (
     StepRecord,
 )
 
-STOP_GRACE = 1.0  # real seconds an ended pass lets its function's tasks unwind before cancelling
+STOP_GRACE = 1.0  # real seconds an ended pass lets its async function unwind before cancelling it
 SUSPEND_GRACE = 10.0  # real seconds a pass that could suspend waits for its function's busy tasks
 ROUND_TURNS = 16  # loop turns a round of new steps waits at most for tasks that stay ready to run
 INVOKE_TIMEOUT = "InngestInvokeTimeoutError"
@@ -344,8 +344,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         it called last), else once no task of the function is ready to run (``ROUND_TURNS``
         loop turns at most). The pass suspends once every task waits for the engine
         (``Branches.may_suspend``: a task still working may call a step yet, which would wait
-        for the next pass), or after ``SUSPEND_GRACE`` (``_stop_function`` then cancels the
-        tasks still working)."""
+        for the next pass), or after ``SUSPEND_GRACE`` (the tasks still working are then
+        released by ``_stop_function``: they keep running, untracked)."""
         turns = 0
         grace_until: float | None = None
         while True:
@@ -364,10 +364,12 @@ class PassExecutor(RoundRecorder, PassEndings):
                 timeout = grace_until - self.loop.time()
                 if timeout <= 0:
                     self.engine.logger.warning(
-                        "run %s: suspending while tasks of the function still run after %gs "
-                        "(they are cancelled; a step they call later waits for the next pass)",
+                        "run %s: suspending while tasks of the function still run after %gs: "
+                        "%s (they keep running, no longer tracked by the run; a step they call "
+                        "later is refused)",
                         self.run.run_id,
                         SUSPEND_GRACE,
+                        ", ".join(self.branches.working()) or "the function's thread",
                     )
                     return
             await self._wait_for_change(task, timeout)
@@ -569,11 +571,10 @@ class PassExecutor(RoundRecorder, PassEndings):
     ) -> None:
         """End the pass's hold on the function: refuse its later step calls, release the pending
         ones with ``signal``, and wait until it has unwound. An async function still running
-        after ``STOP_GRACE`` (awaiting something that is not a step) is cancelled, and so are
-        the tasks it started that still run then; a sync function's thread is waited for (no
-        step call of it can block any more)."""
+        after ``STOP_GRACE`` (awaiting something that is not a step) is cancelled; a sync
+        function's thread is waited for (no step call of it can block any more). The tasks it
+        started that still run are released, never cancelled (``Branches.stop``)."""
         self.gate.close(signal)
-        deadline = self.loop.time() + STOP_GRACE
         try:
             while not task.done():
                 done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
@@ -582,7 +583,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             if not task.cancelled():
                 task.exception()  # retrieved: it is the signal we raised (or the function's end)
         finally:
-            await self.branches.stop(deadline)
+            self.branches.stop()
 
 
 class PythonDriver:

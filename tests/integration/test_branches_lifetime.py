@@ -1,0 +1,140 @@
+"""A pass's branches after the pass: a task still running is released, never cancelled (a
+library's background task started lazily inside a function must outlive the pass); and the
+joins of branches the pass recognizes, so that a function joining blocked branches suspends
+without SUSPEND_GRACE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from stepline import App, Context, Event, TriggerEvent
+from stepline.engine import executor
+from stepline.testing import TestEngine
+
+GRACE_SPENT = "suspending while tasks of the function still run"  # logged when it ran out
+
+
+class Client:
+    """A library client that starts its background task at first use (a connection keeper, a
+    producer's sender loop, a cache refresher), as many asyncio libraries do lazily."""
+
+    def __init__(self) -> None:
+        self.keeper: asyncio.Task[None] | None = None
+        self.beats = 0
+
+    def use(self) -> None:
+        if self.keeper is None:
+            self.keeper = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _keep(self) -> None:
+        while True:  # its own timer: what a keep-alive loop awaits
+            self.beats += 1
+            await asyncio.sleep(0.01)
+
+
+async def test_a_librarys_background_task_started_in_a_function_outlives_the_pass(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first use of a shared client happens inside a function body: its background task is
+    # created in the function's context, so the pass tracks it; at the pass's end it is
+    # released, not cancelled (b506f9a cancelled it STOP_GRACE after the pass)
+    monkeypatch.setattr(executor, "STOP_GRACE", 0.05)
+    client = Client()
+
+    @app.function(id="uses-a-client", trigger=TriggerEvent("go"))
+    async def uses_a_client(ctx: Context) -> Any:
+        client.use()
+        return await ctx.step.run("a", lambda: "a")
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        assert run.output == "a"
+        # real time, on purpose: past STOP_GRACE (real seconds, 50 ms here), when b506f9a
+        # cancelled the tasks the pass left running
+        await asyncio.sleep(0.2)
+        keeper = client.keeper
+        assert keeper is not None
+        assert not keeper.done(), "the client's background task was cancelled with the pass"
+        beats = client.beats
+        await asyncio.sleep(0.05)  # real time: the keeper's own timer (10 ms) fires again
+        assert client.beats > beats
+        keeper.cancel()
+
+
+async def test_a_step_a_released_task_calls_after_its_pass_is_refused(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a task left running after its function returned calls a step: the ended pass refuses it
+    # (it raises in that task), nothing is recorded, and the run stays completed
+    monkeypatch.setattr(executor, "STOP_GRACE", 0.05)
+    go_on = asyncio.Event()
+    outcome: list[BaseException | str] = []
+
+    @app.function(id="late-step", trigger=TriggerEvent("go"))
+    async def late_step(ctx: Context) -> Any:
+        async def late() -> None:
+            await go_on.wait()
+            try:
+                outcome.append(await ctx.step.run("late", lambda: "late"))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        asyncio.create_task(late())  # noqa: RUF006 (left running, on purpose)
+        return await ctx.step.run("a", lambda: "a")
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        assert run.output == "a"
+        go_on.set()
+        for _ in range(20):  # loop turns until the late task has called its step
+            if outcome:
+                break
+            await asyncio.sleep(0)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], BaseException), outcome
+        again = await t.wait_for_run(run.run_id)
+        assert again.status == "COMPLETED"
+        assert again.output == "a"
+
+
+async def _join_anyio(branches: list[Callable[[], Awaitable[Any]]]) -> None:
+    import anyio
+
+    async with anyio.create_task_group() as group:
+        for branch in branches:
+            group.start_soon(branch)
+
+
+async def test_a_function_joining_its_branches_in_an_anyio_task_group_suspends_without_the_grace(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # anyio's task group (asyncio backend) waits in its __aexit__ on a plain future its tasks
+    # complete: a join, seen as one; with every branch blocked on a step the pass suspends at
+    # once (SUSPEND_GRACE, shortened here, is not spent: no warning)
+    monkeypatch.setattr(executor, "SUSPEND_GRACE", 0.5)
+    found: dict[str, Any] = {}
+
+    @app.function(id="joined", trigger=TriggerEvent("go"))
+    async def joined(ctx: Context) -> Any:
+        async def wait() -> None:
+            found["w"] = await ctx.step.wait_for_event("w", event="paid", timeout="1h")
+
+        async def side() -> None:
+            found["a"] = await ctx.step.run("a", lambda: "a")
+
+        await _join_anyio([wait, side])
+        return found["a"]
+
+    caplog.set_level(logging.WARNING, logger="stepline")
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        assert run.output == "a"
+    assert GRACE_SPENT not in caplog.text  # it settled: no task left working
