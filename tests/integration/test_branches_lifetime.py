@@ -110,15 +110,34 @@ async def _join_anyio(branches: list[Callable[[], Awaitable[Any]]]) -> None:
             group.start_soon(branch)
 
 
-async def test_a_function_joining_its_branches_in_an_anyio_task_group_suspends_without_the_grace(
+async def _join_shielded(branches: list[Callable[[], Awaitable[Any]]]) -> None:
+    await asyncio.shield(asyncio.gather(*(branch() for branch in branches)))
+
+
+async def _join_shielded_task(branches: list[Callable[[], Awaitable[Any]]]) -> None:
+    async def both() -> None:
+        for branch in branches:  # one after the other, in a task of its own
+            await branch()
+
+    await asyncio.shield(asyncio.ensure_future(both()))
+
+
+@pytest.mark.parametrize(
+    "join",
+    [_join_anyio, _join_shielded, _join_shielded_task],
+    ids=["anyio", "shield-gather", "shield-task"],
+)
+async def test_a_function_joining_its_branches_otherwise_suspends_without_the_grace(
+    join: Callable[[list[Callable[[], Awaitable[Any]]]], Awaitable[None]],
     app: App,
     make_engine: Callable[..., TestEngine],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # anyio's task group (asyncio backend) waits in its __aexit__ on a plain future its tasks
-    # complete: a join, seen as one; with every branch blocked on a step the pass suspends at
-    # once (SUSPEND_GRACE, shortened here, is not spent: no warning)
+    # complete, asyncio.shield on a plain future a done callback of its task (or of the gather
+    # of its tasks) completes: joins, seen as ones; with every branch blocked on a step the pass
+    # suspends at once (SUSPEND_GRACE, shortened here, is not spent: no warning)
     monkeypatch.setattr(executor, "SUSPEND_GRACE", 0.5)
     found: dict[str, Any] = {}
 
@@ -130,7 +149,7 @@ async def test_a_function_joining_its_branches_in_an_anyio_task_group_suspends_w
         async def side() -> None:
             found["a"] = await ctx.step.run("a", lambda: "a")
 
-        await _join_anyio([wait, side])
+        await join([wait, side])
         return found["a"]
 
     caplog.set_level(logging.WARNING, logger="stepline")

@@ -56,6 +56,38 @@ def _joining_code() -> set[Any]:
 _ANYIO_SEEN: set[Any] = set()
 
 
+def _nested_code(function: Any, name: str) -> Any:
+    consts = getattr(getattr(function, "__code__", None), "co_consts", ())
+    return next((c for c in consts if getattr(c, "co_name", None) == name), None)
+
+
+# the done callbacks by which asyncio.shield completes its outer future, and gather its own
+_SHIELD_DONE = _nested_code(asyncio.shield, "_inner_done_callback")
+_GATHER_DONE = _nested_code(asyncio.gather, "_done_callback")
+
+
+def _outer(source: object, code: Any) -> Any:
+    """The futures the done callbacks of ``source`` made by ``code`` complete (their closure's
+    ``outer``)."""
+    found = []
+    for callback, *_ in getattr(source, "_callbacks", None) or ():
+        if code is None or getattr(callback, "__code__", None) is not code:
+            continue
+        try:
+            cell = callback.__closure__[callback.__code__.co_freevars.index("outer")]
+            found.append(cell.cell_contents)
+        except (ValueError, IndexError, TypeError):  # not the shape asyncio's has
+            continue
+    return found
+
+
+def _shields(kid: asyncio.Task[Any], future: object) -> bool:
+    """True if ``future`` is the outer future of an ``asyncio.shield`` of ``kid``, or of a
+    ``gather`` that ``kid`` is a child of."""
+    inner = [kid, *_outer(kid, _GATHER_DONE)]
+    return any(outer is future for source in inner for outer in _outer(source, _SHIELD_DONE))
+
+
 def _nothing() -> None:
     return None
 
@@ -308,7 +340,8 @@ class Branches:
                 result = True
             elif isinstance(waiting, asyncio.Task):
                 result = blocked(waiting)
-            elif traced.joining():  # gather, TaskGroup, asyncio.wait: waits for its own tasks
+            elif traced.joining() or any(_shields(kid, waiting) for kid in children.get(task, ())):
+                # gather, TaskGroup, asyncio.wait, shield of its own task or gather: a join
                 kids = children.get(task)
                 result = kids is not None and all(blocked(kid) for kid in kids)
             else:  # I/O, a timer, an event: working (it may call a step yet)
