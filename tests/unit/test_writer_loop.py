@@ -20,6 +20,8 @@ from stepline.errors import StoreUnavailable
 from stepline.store.interface import Replay, StoreTx, WouldBlock
 from stepline.store.memory import MemoryStore
 
+WAIT = 30.0  # a bound on each hand-shake between the two loops' threads (never reached)
+
 
 class LoopStore(MemoryStore):
     """A memory store that commits on the loop: ``refuse`` raised instead, if set; else the
@@ -313,3 +315,153 @@ async def test_a_kind_that_reads_only_at_times_stays_on_the_loop() -> None:
         assert (store.batches, writer.loop_commits, writer.loop_refusals) == ([1] * 6, 3, 3)
     finally:
         writer.close()
+
+
+def named(done: list[str]) -> Callable[[str], Callable[[StoreTx], str]]:
+    """``recorder`` for jobs named by a string."""
+
+    def job(name: str) -> Callable[[StoreTx], str]:
+        def record(tx: StoreTx) -> str:
+            done.append(name)
+            return name
+
+        return record
+
+    return job
+
+
+async def test_a_committed_loop_batch_is_never_made_again_when_another_loop_kicks() -> None:
+    """Review F1. Two loops share one writer (senders in several loops: test_write_path_threads.py).
+    Loop 1's commit of A ends; before its task's done callback (``_never_started``) runs, loop
+    2 kicks the idle writer, which resets the writer-wide ``_loop_started`` to False for B.
+    ``_never_started(A)`` then reads that flag as A's own: it takes A for a task that never
+    began, clears ``_looping`` (B's, still in flight) and hands A's batch to the thread, which
+    applies A a second time: a committed job committed twice, after later jobs."""
+    writer = BatchWriter(LoopStore())
+    done: list[str] = []
+    job = named(done)
+    go_b, kicked, a_settled = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def second_loop() -> None:
+        async def submit_b() -> str:
+            loop = asyncio.get_running_loop()
+            written = writer.submit(job("B"))  # the writer is idle: its kick is scheduled
+            loop.call_soon(hold)  # runs right after the kick, before B's task starts
+            return await written
+
+        def hold() -> None:
+            kicked.set()
+            a_settled.wait(WAIT)  # loop 1 runs A's done callback meanwhile
+
+        try:
+            assert go_b.wait(WAIT)
+            asyncio.run(submit_b())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second_loop)
+    thread.start()
+    loop = asyncio.get_running_loop()
+
+    def a_committed(_: asyncio.Future[str]) -> None:
+        # runs in loop 1 after A's commit ended (_loop_ended) and before its task's done
+        # callbacks (scheduled when its coroutine returned, after this one)
+        go_b.set()
+        assert kicked.wait(WAIT)
+        loop.call_soon(a_settled.set)  # after _never_started(A)
+
+    try:
+        first = writer.submit(job("A"))
+        first.add_done_callback(a_committed)
+        assert await first == "A"
+        await asyncio.to_thread(thread.join, WAIT)
+    finally:
+        a_settled.set()
+        writer.close()
+    assert not errors, errors
+    assert sorted(done) == ["A", "B"], done  # each job applied once
+
+
+async def test_the_writers_loop_commit_is_never_a_branch_of_a_function() -> None:
+    """Review F4 (b506f9a + f47dadf): a function whose body calls an App write (``app.cancel_run``,
+    ``app.pause_function``: ``writer.write`` in the function's task) schedules the writer's
+    kick in the function's context (``call_soon`` copies it), so the loop-commit task the kick
+    creates is wrapped by the pass's task-factory hook and adopted as one of the function's
+    branches. The pass then waits for it (``settled``) and, when it stops the function's tasks
+    (``Branches.stop``: STOP_GRACE after the pass ended, or SUSPEND_GRACE), cancels it mid
+    round trip: every job of that batch (other runs' step commits queued in the same loop
+    turn) ends with an unknown outcome, its connection closed."""
+    from stepline.engine._branches import Branches
+
+    loop = asyncio.get_running_loop()
+    store = LoopStore()
+    store.reply = loop.create_future()
+    writer = BatchWriter(store)
+    done: list[str] = []
+    job = named(done)
+    branches = Branches(loop, lambda future: False, lambda: None, sync=False)
+
+    async def function_body() -> str:
+        return await writer.write(job("the function's"))  # e.g. app.pause_function(...)
+
+    function = loop.create_task(function_body(), context=branches.context())
+    await asyncio.sleep(0)  # the function's task runs: its write is queued, the kick scheduled
+    other = writer.submit(job("another run's"))  # the engine's, same loop turn: same batch
+    while len(done) < 2:  # the batch's jobs ran on the loop: its round trip is in flight
+        await asyncio.sleep(0)
+    try:
+        adopted = writer._looping in branches.live  # the writer's task, the function's?
+        await branches.stop(loop.time())  # the pass ends: its function's tasks are cancelled
+        if not store.reply.done():  # (cancelled with the loop commit that awaited it)
+            store.reply.set_result(None)
+        try:
+            result: object = await other
+        except StoreUnavailable as exc:  # "the commit's outcome is unknown: it was cancelled"
+            result = exc
+    finally:
+        function.cancel()
+        writer.close()
+    assert not adopted and result == "another run's", (adopted, result)
+
+
+def test_a_write_queued_while_asyncio_run_shuts_down_never_wedges_the_writer() -> None:
+    """Review F6. A write submitted and not awaited while ``asyncio.run`` cancels the leftover
+    tasks (a task's cleanup, a timer's fire-and-forget write such as ``_executing``'s) makes the
+    idle writer kick a loop commit during that cancel phase: its task is created after the
+    snapshot of tasks to cancel, so it is never cancelled; its round trip is still in flight
+    when the loop closes, and the task stays pending for good. ``_looping`` is never cleared:
+    every later write of the process (another ``asyncio.run`` of the same app, as the CLI makes,
+    a thread's ``App.send``) only queues, forever."""
+    store = LoopStore()
+    writer = BatchWriter(store)
+    done: list[str] = []
+    job = named(done)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        store.reply = loop.create_future()  # the round trip's reply: after the loop closed
+
+        async def background() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:  # cancelled by asyncio.run's shutdown: a write nobody awaits
+                writer.submit(job("A"))
+
+        left = loop.create_task(background())  # left running: asyncio.run cancels it
+        await asyncio.sleep(0)
+        assert not left.done()
+
+    asyncio.run(main())
+    b_done = threading.Event()
+
+    def send() -> None:
+        writer.submit_sync(job("B"))
+        b_done.set()
+
+    other = threading.Thread(target=send, daemon=True)
+    other.start()
+    committed = b_done.wait(10.0)  # a bound: the thread path commits it in milliseconds
+    writer.close()  # (drains what is queued: the thread above ends)
+    other.join(WAIT)
+    assert committed, "B waited for a loop commit whose loop is gone"

@@ -36,13 +36,17 @@ meanwhile wait for it, then the thread takes them (group commit under load is th
 The store refusing to wait on the loop (``WouldBlock``: nothing was sent) hands the batch to
 the thread, to be made as any; ``Replay`` hands it to the thread to be made carefully. Kinds of
 job refused for a read before their commit, again and again, are left to the thread for a while
-(``_reading_kinds``), not run on the loop first in vain.
+(``_reading_kinds``), not run on the loop first in vain. A loop commit whose loop will not run
+it again (closed, or stopped while another loop or thread writes) is given up: its outcome is
+unknown, and the thread takes the queue. The kick and the loop commit run in an empty context
+(never a caller's: a function's task factory would adopt the task as one of its branches).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import queue
 import threading
@@ -77,6 +81,19 @@ class _Pending(NamedTuple):
     then: Callable[[Any], object] | None = None  # called with the result (``submit``)
 
 
+class _Flight:
+    """A loop commit: its batch, its loop, and whether its coroutine began (else it never ran
+    at all) or the writer gave it up (``_abandon``)."""
+
+    __slots__ = ("abandoned", "batch", "loop", "started")
+
+    def __init__(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        self.batch = batch
+        self.loop = loop
+        self.started = False
+        self.abandoned = False
+
+
 class BatchWriter:
     """Serializes this process's writes to a Store and batches them into shared transactions."""
 
@@ -96,7 +113,7 @@ class BatchWriter:
         self._lock = threading.Lock()  # guards _draining, _kicks and _closed
         self._draining = False  # a drain is submitted to or running on the writer thread
         self._looping: asyncio.Task[None] | None = None  # a commit in flight on a loop
-        self._loop_started = False  # whether its coroutine began (else it never ran at all)
+        self._flight: _Flight | None = None  # its batch and loop (with _looping)
         # batches a loop commit gave up, for the thread first: (batch, to be made carefully)
         self._handed: list[tuple[list[_Pending], bool]] = []
         self._kicks: set[asyncio.AbstractEventLoop] = set()  # loops with a _kick scheduled
@@ -140,6 +157,8 @@ class BatchWriter:
             if self._closed:
                 raise RuntimeError("the writer is closed")
             self._queue.put(pending)
+            if self._looping is not None and self._stranded(loop):
+                self._abandon()
             if self._draining or self._looping is not None:
                 return
             if loop is None:  # a blocked thread: start the drain now
@@ -151,7 +170,8 @@ class BatchWriter:
         # The drain starts once this loop has run the callbacks that are ready: the jobs its
         # other tasks queue meanwhile join the same transaction, and the writer thread does not
         # wake up to fight this loop for the GIL. Only this loop's jobs wait for this kick.
-        loop.call_soon(self._kick, loop)
+        # (in an empty context: never the caller's, whose task factory may adopt the task)
+        loop.call_soon(self._kick, loop, context=contextvars.Context())
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -162,9 +182,34 @@ class BatchWriter:
             if batch is None:
                 self._start_drain()
                 return
-            self._loop_started = False
-            self._looping = task = loop.create_task(self._commit_on_loop(batch))
-        task.add_done_callback(partial(self._never_started, batch))
+            flight = _Flight(batch, loop)
+            self._looping = task = loop.create_task(self._commit_on_loop(flight))
+            self._flight = flight
+        task.add_done_callback(partial(self._never_started, flight))
+
+    def _stranded(self, loop: asyncio.AbstractEventLoop | None) -> bool:
+        """Whether the loop commit in flight waits on a loop that will never run it (closed,
+        or stopped while a job of another loop or thread waits): under ``_lock``."""
+        flight = self._flight
+        assert flight is not None
+        if flight.loop.is_closed():
+            return True
+        return loop is not flight.loop and not flight.loop.is_running()
+
+    def _abandon(self) -> None:
+        """Give up the loop commit in flight (``_stranded``): its outcome is unknown (its
+        callers', if any still wait), the writer is idle again (under ``_lock``)."""
+        flight = self._flight
+        assert flight is not None
+        self._looping = self._flight = None
+        flight.abandoned = True
+        unknown = StoreUnavailable("the commit's outcome is unknown: its event loop stopped")
+        if flight.loop.is_closed():  # nothing will settle them; nobody can wait there either
+            for pending in flight.batch:
+                if isinstance(pending.future, Future):
+                    _settle(pending.future, (False, _own_copy(unknown)))
+        if (self._handed or not self._queue.empty()) and not self._draining:
+            self._start_drain()
 
     def _loop_batch_of(self, loop: asyncio.AbstractEventLoop) -> list[_Pending] | None:
         """The queued jobs, taken to be committed on ``loop`` (under ``_lock``, idle), or None
@@ -179,9 +224,10 @@ class BatchWriter:
         self._handed.append((batch, False))
         return None
 
-    async def _commit_on_loop(self, batch: list[_Pending]) -> None:
-        """Commit ``batch`` on this loop (``LoopCommits``) and hand back its results here."""
-        self._loop_started = True
+    async def _commit_on_loop(self, flight: _Flight) -> None:
+        """Commit ``flight``'s batch on this loop (``LoopCommits``), results handed back here."""
+        flight.started = True
+        batch = flight.batch
         store = self._on_loop
         assert store is not None
         jobs = [pending.job for pending in batch]
@@ -201,7 +247,7 @@ class BatchWriter:
         except BaseException:  # cancelled during the round trip: its outcome is unknown
             unknown = StoreUnavailable("the commit's outcome is unknown: it was cancelled")
             _settle_all([(pending, (False, _own_copy(unknown))) for pending in batch])
-            self._loop_ended()
+            self._loop_ended(flight)
             raise
         else:
             self.transactions += 1
@@ -213,15 +259,19 @@ class BatchWriter:
                     self._reading.committed(jobs)
         if outcomes is not None:
             _settle_all(list(zip(batch, outcomes, strict=True)))
-        self._loop_ended()
+        self._loop_ended(flight)
 
-    def _never_started(self, batch: list[_Pending], _: asyncio.Task[None]) -> None:
+    def _never_started(self, flight: _Flight, task: asyncio.Task[None]) -> None:
         """A loop commit cancelled before it began (its loop shut down first): nothing of it
         ran, so the thread makes it (now, once the writer is closed)."""
-        if self._loop_started:
+        if flight.started or not task.cancelled():
             return
+        batch = flight.batch
         with self._lock:
-            self._looping = None
+            if flight.abandoned:
+                return
+            if self._flight is flight:
+                self._looping = self._flight = None
             if not self._closed:
                 self._handed.append((batch, False))
                 if not self._draining:
@@ -240,9 +290,10 @@ class BatchWriter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, apply, [pending.job for pending in batch])
 
-    def _loop_ended(self) -> None:
+    def _loop_ended(self, flight: _Flight) -> None:
         with self._lock:
-            self._looping = None
+            if self._flight is flight:
+                self._looping = self._flight = None
             if not self._draining and (self._handed or not self._queue.empty()):
                 self._start_drain()  # what queued meanwhile: a batch, the thread's
 
