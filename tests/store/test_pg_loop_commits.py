@@ -6,6 +6,7 @@ fails in the round trip maps as in the writer thread's optimistic transaction.""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -312,3 +313,59 @@ def test_a_refusal_names_the_job_that_needed_a_read(store: PostgresStore) -> Non
     with pytest.raises(WouldBlock) as refused:  # the presence lock: not the job's every time
         commit(store, lambda tx: tx.lease_due("w1", T0, 10, TTL, SERVED))
     assert refused.value.job is None
+
+
+class NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop without ``add_reader``/``add_writer``, as asyncio's ``ProactorEventLoop`` (the
+    default event loop on Windows) is: both raise ``NotImplementedError``."""
+
+    def add_reader(self, *args: Any) -> None:
+        raise NotImplementedError
+
+    def add_writer(self, *args: Any) -> None:
+        raise NotImplementedError
+
+
+class FailingReaderLoop(asyncio.SelectorEventLoop):
+    """A loop whose ``add_reader`` works once (the store's probe) and then fails, as a loop's
+    own error on the socket would (a ``RuntimeError``: not a ``psycopg.Error``)."""
+
+    readers = 0
+
+    def add_reader(self, *args: Any) -> None:
+        self.readers += 1
+        if self.readers > 1:
+            raise RuntimeError("the loop failed on the socket")
+        super().add_reader(*args)
+
+
+def test_a_loop_that_cannot_wait_on_a_socket_would_block_with_nothing_sent(
+    store: PostgresStore,
+) -> None:
+    """Review F2: a Proactor-like loop is refused before the commit is written (the thread
+    makes it), never found out after the server got it."""
+    start(store, "r1")
+    [held] = lease(store)
+    with asyncio.Runner(loop_factory=NoReaderLoop) as runner, pytest.raises(WouldBlock):
+        runner.run(store.commit_on_loop([commit_job(held, 1)]))
+    assert outputs(store, "r1") == {}
+
+
+def test_an_error_of_the_loop_after_the_commit_was_written_is_never_a_replay(
+    store: PostgresStore,
+) -> None:
+    """Review F2: the pipeline (statements and sync: the commit) is written, then the wait
+    for its reply fails with an error that is not psycopg's: the outcome is unknown
+    (``StoreUnavailable``), never ``Replay``, which would apply the jobs a second time."""
+    start(store, "r1")
+    [held] = lease(store)
+    with (
+        asyncio.Runner(loop_factory=FailingReaderLoop) as runner,
+        pytest.raises(StoreUnavailable, match="outcome is unknown"),
+    ):
+        runner.run(store.commit_on_loop([commit_job(held, 1)]))
+    deadline = 300
+    while outputs(store, "r1") == {} and deadline:  # the server commits what it got
+        deadline -= 1
+        time.sleep(0.1)  # polling a real server's state under a bound (its commit is async)
+    assert outputs(store, "r1") == {"r1": b"1"}

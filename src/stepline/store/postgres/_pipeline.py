@@ -24,6 +24,7 @@ checks what it relies on.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
@@ -294,3 +295,29 @@ async def _drive(gen: Generator[Wait, Ready, T], fileno: int) -> T:
 def _woken(future: asyncio.Future[Ready], ready: Ready) -> None:
     if not future.done():
         future.set_result(ready)
+
+
+_WAITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
+
+
+def loop_waits(loop: asyncio.AbstractEventLoop, fileno: int) -> bool:
+    """Whether ``loop`` can wait on a socket (``add_reader``/``add_writer``, which ``_drive``
+    needs: asyncio's ``ProactorEventLoop`` has neither). Probed once per loop on ``fileno``
+    (nothing sent), before a commit is written: never found out after."""
+    waits = _WAITS.get(loop)
+    if waits is None:
+        try:
+            loop.add_reader(fileno, _no_op)
+            loop.remove_reader(fileno)
+            loop.add_writer(fileno, _no_op)
+            loop.remove_writer(fileno)
+        except NotImplementedError:
+            waits = False
+        else:
+            waits = True
+        _WAITS[loop] = waits
+    return waits
+
+
+def _no_op() -> None:
+    pass

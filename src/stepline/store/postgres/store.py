@@ -24,6 +24,7 @@ While the server is down a call waits at most ``connect_timeout`` for a connecti
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,13 +41,13 @@ from stepline.store._catalog import TriggerCatalog, app_records
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Replay, WouldBlock
-from stepline.store.postgres import _copy, _database, _rows, _search
+from stepline.store.postgres import _copy, _database, _pipeline, _rows, _search
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
-from stepline.store.postgres._statements import Spoiled
+from stepline.store.postgres._statements import Spoiled, Statements
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.tx import PostgresTx
@@ -330,7 +331,17 @@ class PostgresStore:
                 raise Replay(str(exc)) from exc  # the server refused it: never committed
             raise self._translated(exc) from exc
         except Exception as exc:  # a job's own exception (Spoiled: one it caught)
+            self._unknown_outcome(statements, exc)
             raise Replay(str(exc)) from exc
+
+    def _unknown_outcome(self, statements: Statements | None, exc: Exception) -> None:
+        """Raise ``StoreUnavailable`` (outcome unknown) for an error that came after the commit
+        may have been sent (``maybe_committed``): never a ``Replay``, which would apply the jobs
+        a second time."""
+        if statements is not None and statements.maybe_committed:
+            raise StoreUnavailable(
+                f"the commit's outcome is unknown: {exc!r} ({self.label})", self.label
+            ) from exc
 
     async def commit_on_loop(self, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
         """``LoopCommits``: ``optimistic_transaction()`` of ``jobs`` on the running event loop,
@@ -345,6 +356,8 @@ class PostgresStore:
             raise WouldBlock("no idle connection")
         statements = None
         try:
+            if not _pipeline.loop_waits(asyncio.get_running_loop(), conn.fileno()):
+                raise WouldBlock("the event loop cannot wait on a socket (no add_reader)")
             tx = PostgresTx(
                 conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
             )
@@ -370,6 +383,7 @@ class PostgresStore:
         except Exception as exc:  # a job's own exception (Spoiled: one it caught)
             if statements is not None and statements.blocked:
                 raise WouldBlock(str(exc), statements.read_by) from exc
+            self._unknown_outcome(statements, exc)
             raise Replay(str(exc)) from exc
         finally:
             self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
