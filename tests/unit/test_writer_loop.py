@@ -465,3 +465,65 @@ def test_a_write_queued_while_asyncio_run_shuts_down_never_wedges_the_writer() -
     writer.close()  # (drains what is queued: the thread above ends)
     other.join(WAIT)
     assert committed, "B waited for a loop commit whose loop is gone"
+
+
+def test_a_blocked_loop_does_not_hold_up_another_threads_write() -> None:
+    """Review F3. A loop commit in flight made the writer busy until its loop runs it again: while
+    that loop is blocked (a CPU-bound callback or step, a GC pause, a synchronous call), a job
+    from another thread (``submit_sync``: ``App.send``) or loop only queues; before f47dadf the
+    writer thread committed it at once. One slow loop stalls every write of the process."""
+    store = LoopStore()
+    writer = BatchWriter(store)
+    done: list[str] = []
+    job = named(done)
+    in_flight, release = threading.Event(), threading.Event()
+
+    async def first_loop() -> str:
+        loop = asyncio.get_running_loop()
+        store.reply = loop.create_future()
+        written = writer.submit(job("A"))
+        while not done:  # A's jobs ran: its round trip is in flight
+            await asyncio.sleep(0)
+        store.reply.set_result(None)  # its reply is there, but the loop is busy:
+        in_flight.set()
+        release.wait(WAIT)  # a blocking call on the loop
+        return await written
+
+    thread = threading.Thread(target=asyncio.run, args=(first_loop(),))
+    thread.start()
+    try:
+        assert in_flight.wait(WAIT)
+        b_done = threading.Event()
+        other = threading.Thread(target=lambda: (writer.submit_sync(job("B")), b_done.set()))
+        other.start()
+        committed = b_done.wait(10.0)  # a bound: the thread path commits it in milliseconds
+    finally:
+        release.set()
+        thread.join(WAIT)
+        other.join(WAIT)
+        writer.close()
+    assert committed, "B waited for the blocked loop"
+    assert done == ["A", "B"]
+
+
+async def test_a_loops_jobs_wait_for_its_commit_while_the_thread_makes_another_threads() -> None:
+    """Review F3: a job of another thread, arriving while a loop commit is in flight, is
+    made at once by the thread; a job of that loop queued meanwhile waits for its commit (a
+    run's jobs come from one loop: they stay in order)."""
+    store, writer, reply = held()
+    done: list[int] = []
+    job = recorder(done)
+    try:
+        first = writer.submit(job(1))
+        await store.in_flight.wait()
+        second = writer.submit(job(2))  # this loop's: after the commit in flight
+        # another thread's: made beside it (a bound: on the thread in milliseconds)
+        third = asyncio.to_thread(writer.submit_sync, job(3))
+        assert await asyncio.wait_for(third, WAIT) == 3
+        assert done == [1, 3]
+        reply.set_result(None)
+        assert await first == 1
+        assert await second == 2
+        assert done == [1, 3, 2]
+    finally:
+        writer.close()

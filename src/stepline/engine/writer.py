@@ -31,8 +31,11 @@ then applied alone.
 A store that can commit from an event loop without blocking it (``LoopCommits``: PostgreSQL)
 is given the jobs of an idle writer on the loop itself, when they are at most ``loop_batch``
 and all of the loop that kicks the writer: they run there and the commit's round trip is
-awaited there, with no hop to the writer thread and back (a lone step's commit). Jobs queued
-meanwhile wait for it, then the thread takes them (group commit under load is the thread's).
+awaited there, with no hop to the writer thread and back (a lone step's commit). Jobs of that
+loop queued meanwhile wait for it, then the thread takes them (group commit under load is the
+thread's); a job of another loop or thread starts the thread at once, beside it (never held up
+by a busy loop), and the jobs of the commit's loop the thread finds are held until it ended (a
+run's jobs come from one loop: they stay in order).
 The store refusing to wait on the loop (``WouldBlock``: nothing was sent) hands the batch to
 the thread, to be made as any; ``Replay`` hands it to the thread to be made carefully. Kinds of
 job refused for a read before their commit, again and again, are left to the thread for a while
@@ -117,6 +120,8 @@ class BatchWriter:
         # batches a loop commit gave up, for the thread first: (batch, to be made carefully)
         self._handed: list[tuple[list[_Pending], bool]] = []
         self._kicks: set[asyncio.AbstractEventLoop] = set()  # loops with a _kick scheduled
+        # jobs of a loop commit's loop the thread took meanwhile: made after it (its runs')
+        self._held: list[_Pending] = []
         self._closed = False
         self.transactions = 0
         self.jobs = 0
@@ -159,7 +164,11 @@ class BatchWriter:
             self._queue.put(pending)
             if self._looping is not None and self._stranded(loop):
                 self._abandon()
-            if self._draining or self._looping is not None:
+            if self._draining:
+                return
+            if self._looping is not None:
+                if loop is not self._loop_of_flight():  # never held up by another loop
+                    self._start_drain()
                 return
             if loop is None:  # a blocked thread: start the drain now
                 self._start_drain()
@@ -176,7 +185,7 @@ class BatchWriter:
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._kicks.discard(loop)
-            if self._draining or self._looping is not None or self._queue.empty():
+            if self._draining or self._looping is not None or not self._waiting():
                 return
             batch = self._loop_batch_of(loop)
             if batch is None:
@@ -208,13 +217,21 @@ class BatchWriter:
             for pending in flight.batch:
                 if isinstance(pending.future, Future):
                     _settle(pending.future, (False, _own_copy(unknown)))
-        if (self._handed or not self._queue.empty()) and not self._draining:
+        if self._waiting() and not self._draining:
             self._start_drain()
+
+    def _loop_of_flight(self) -> asyncio.AbstractEventLoop | None:
+        flight = self._flight
+        return None if flight is None else flight.loop
+
+    def _waiting(self) -> bool:
+        """Whether jobs wait for the thread (under ``_lock``)."""
+        return bool(self._handed or self._held) or not self._queue.empty()
 
     def _loop_batch_of(self, loop: asyncio.AbstractEventLoop) -> list[_Pending] | None:
         """The queued jobs, taken to be committed on ``loop`` (under ``_lock``, idle), or None
         (left to the thread: a store that cannot, too many, or not all of ``loop``)."""
-        if self._on_loop is None or self._queue.qsize() > self._loop_batch:
+        if self._on_loop is None or self._queue.qsize() + len(self._held) > self._loop_batch:
             return None
         batch = self._take()  # the only consumer while idle
         if all(pending.loop is loop for pending in batch) and not self._reading.skip(
@@ -294,7 +311,7 @@ class BatchWriter:
         with self._lock:
             if self._flight is flight:
                 self._looping = self._flight = None
-            if not self._draining and (self._handed or not self._queue.empty()):
+            if not self._draining and self._waiting():
                 self._start_drain()  # what queued meanwhile: a batch, the thread's
 
     def _start_drain(self) -> None:
@@ -326,14 +343,15 @@ class BatchWriter:
                 with self._lock:
                     batch, careful = self._handed.pop(0) if self._handed else (None, False)
                 if batch is None:
-                    batch = self._take()
+                    with self._lock:
+                        batch = self._take()
                 if batch:
                     jobs = [p.job for p in batch]
                     apply = self._apply_carefully if careful else self._apply
                     self._deliver(batch, apply(jobs))
                     continue
                 with self._lock:  # a job queued after the take is seen here, or drains anew
-                    if self._queue.empty() and not self._handed:
+                    if self._queue.empty() and not self._handed and not self._taking_held():
                         self._draining = False
                         return
         except BaseException:  # cannot happen (_apply catches everything); never strand jobs
@@ -341,12 +359,26 @@ class BatchWriter:
                 self._draining = False
             raise
 
+    def _taking_held(self) -> bool:
+        """Whether the held jobs are the thread's now (under ``_lock``)."""
+        return bool(self._held) and (self._flight is None or self._closed)
+
     def _take(self) -> list[_Pending]:
-        # this thread is the queue's only consumer: what empty() says stays true until it takes
-        # (no queue.Empty raised and caught at the end of every take, twice per lone job)
-        pending, batch = self._queue, list[_Pending]()
-        while not pending.empty() and len(batch) < self._max_batch:
-            batch.append(pending.get_nowait())
+        """The next batch (under ``_lock``): held jobs first once their loop commit ended;
+        while one is in flight (and the writer is open), the jobs of its loop are held, never
+        made beside it (a run's jobs come from one loop: they stay in order)."""
+        # the queue's only consumer: what empty() says stays true until it takes (no
+        # queue.Empty raised and caught at the end of every take, twice per lone job)
+        pending, batch, most = self._queue, list[_Pending](), self._max_batch
+        if self._taking_held():
+            batch, self._held = self._held[:most], self._held[most:]
+        hold = None if self._closed else self._loop_of_flight()
+        while not pending.empty() and len(batch) < most:
+            job = pending.get_nowait()
+            if hold is not None and job.loop is hold:
+                self._held.append(job)
+            else:
+                batch.append(job)
         return batch
 
     def _apply(self, jobs: list[Job]) -> list[Outcome]:
@@ -425,7 +457,7 @@ class BatchWriter:
         cancelled)."""
         with self._lock:
             self._closed = True
-            if not self._draining and (self._handed or not self._queue.empty()):
+            if not self._draining and self._waiting():
                 self._start_drain()  # beside a loop commit in flight, if any: never stranded
             thread = self._thread
         if thread is None:
