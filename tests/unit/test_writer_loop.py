@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +20,7 @@ from stepline.errors import StoreUnavailable
 from stepline.store.interface import Replay, StoreTx, WouldBlock
 from stepline.store.memory import MemoryStore
 
+J = TypeVar("J")
 WAIT = 30.0  # a bound on each hand-shake between the two loops' threads (never reached)
 
 
@@ -71,9 +72,9 @@ def held() -> tuple[LoopStore, BatchWriter, asyncio.Future[None]]:
     return store, BatchWriter(store), reply
 
 
-def recorder(done: list[int]) -> Callable[[int], Callable[[StoreTx], int]]:
-    def job(n: int) -> Callable[[StoreTx], int]:
-        def record(tx: StoreTx) -> int:
+def recorder(done: list[J]) -> Callable[[J], Callable[[StoreTx], J]]:
+    def job(n: J) -> Callable[[StoreTx], J]:
+        def record(tx: StoreTx) -> J:
             done.append(n)
             return n
 
@@ -317,19 +318,6 @@ async def test_a_kind_that_reads_only_at_times_stays_on_the_loop() -> None:
         writer.close()
 
 
-def named(done: list[str]) -> Callable[[str], Callable[[StoreTx], str]]:
-    """``recorder`` for jobs named by a string."""
-
-    def job(name: str) -> Callable[[StoreTx], str]:
-        def record(tx: StoreTx) -> str:
-            done.append(name)
-            return name
-
-        return record
-
-    return job
-
-
 async def test_a_committed_loop_batch_is_never_made_again_when_another_loop_kicks() -> None:
     """Review F1. Two loops share one writer (senders in several loops: test_write_path_threads.py).
     Loop 1's commit of A ends; before its task's done callback (``_never_started``) runs, loop
@@ -339,7 +327,7 @@ async def test_a_committed_loop_batch_is_never_made_again_when_another_loop_kick
     applies A a second time: a committed job committed twice, after later jobs."""
     writer = BatchWriter(LoopStore())
     done: list[str] = []
-    job = named(done)
+    job = recorder(done)
     go_b, kicked, a_settled = threading.Event(), threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
@@ -399,7 +387,7 @@ async def test_the_writers_loop_commit_is_never_a_branch_of_a_function() -> None
     store.reply = loop.create_future()
     writer = BatchWriter(store)
     done: list[str] = []
-    job = named(done)
+    job = recorder(done)
     branches = Branches(loop, lambda future: False, lambda: None, sync=False)
 
     async def function_body() -> str:
@@ -436,7 +424,7 @@ def test_a_write_queued_while_asyncio_run_shuts_down_never_wedges_the_writer() -
     store = LoopStore()
     writer = BatchWriter(store)
     done: list[str] = []
-    job = named(done)
+    job = recorder(done)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -475,7 +463,7 @@ def test_a_blocked_loop_does_not_hold_up_another_threads_write() -> None:
     store = LoopStore()
     writer = BatchWriter(store)
     done: list[str] = []
-    job = named(done)
+    job = recorder(done)
     in_flight, release = threading.Event(), threading.Event()
 
     async def first_loop() -> str:
