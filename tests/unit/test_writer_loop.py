@@ -400,7 +400,7 @@ async def test_the_writers_loop_commit_is_never_a_branch_of_a_function() -> None
         await asyncio.sleep(0)
     try:
         adopted = writer._looping in branches.live  # the writer's task, the function's?
-        await branches.stop(loop.time())  # the pass ends: its function's tasks are cancelled
+        branches.stop()  # the pass ends
         if not store.reply.done():  # (cancelled with the loop commit that awaited it)
             store.reply.set_result(None)
         try:
