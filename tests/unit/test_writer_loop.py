@@ -515,3 +515,37 @@ async def test_a_loops_jobs_wait_for_its_commit_while_the_thread_makes_another_t
         assert done == [1, 3, 2]
     finally:
         writer.close()
+
+
+def test_a_loop_commit_given_up_before_it_began_is_still_made() -> None:
+    """A job submitted (not awaited) in a loop's last turn: its kick creates the loop-commit
+    task, but the loop stops before the task's first step (asyncio.run's main returned; the
+    leftover tasks are cancelled a moment later). A thread's write in that window finds the
+    loop stopped: the commit is given up (``_abandon``). The leftover task is then cancelled
+    before it began: ``_never_started`` returns for an abandoned flight, so A, which never
+    ran, is never made by anyone (no error anywhere)."""
+    store = LoopStore()
+    writer = BatchWriter(store)
+    done: list[str] = []
+    job = recorder(done)
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def main() -> None:
+            writer.submit(job("A"))  # fire-and-forget: the kick runs in the loop's last turn
+
+        loop.run_until_complete(main())
+        assert writer._looping is not None and not loop.is_running()
+        # another thread writes while the loop is between its main and its shutdown
+        other = threading.Thread(target=writer.submit_sync, args=(job("B"),))
+        other.start()
+        other.join(WAIT)
+        # asyncio.run's shutdown: the leftover tasks are cancelled, then the loop closes
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+    finally:
+        loop.close()
+        writer.close()
+    assert sorted(done) == ["A", "B"], done

@@ -362,6 +362,8 @@ class Branches:
         self.open = False
         if self._hooked:
             _release(self._loop)
+        for traced in self.live.values():  # its parent, the function's task, keeps the pass
+            traced.parent = None
         self.live.clear()
         self._foreign.clear()
         self._changed, self._is_step = _nothing, _never  # drop the pass: released tasks live on

@@ -212,8 +212,10 @@ class BatchWriter:
         assert flight is not None
         self._looping = self._flight = None
         flight.abandoned = True
-        unknown = StoreUnavailable("the commit's outcome is unknown: its event loop stopped")
-        if flight.loop.is_closed():  # nothing will settle them; nobody can wait there either
+        if not flight.started:  # nothing of it ran (nor will: see _commit_on_loop): the thread's
+            self._handed.append((flight.batch, False))
+        elif flight.loop.is_closed():  # nothing will settle them; nobody can wait there either
+            unknown = StoreUnavailable("the commit's outcome is unknown: its event loop stopped")
             for pending in flight.batch:
                 if isinstance(pending.future, Future):
                     _settle(pending.future, (False, _own_copy(unknown)))
@@ -243,7 +245,10 @@ class BatchWriter:
 
     async def _commit_on_loop(self, flight: _Flight) -> None:
         """Commit ``flight``'s batch on this loop (``LoopCommits``), results handed back here."""
-        flight.started = True
+        with self._lock:
+            if flight.abandoned:  # given up before it began: its batch is the thread's
+                return
+            flight.started = True
         batch = flight.batch
         store = self._on_loop
         assert store is not None
