@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from stepline.durations import parse_duration, parse_instant
 from stepline.errors import ConfigError
@@ -62,6 +62,16 @@ class Step:
 
     def __init__(self, driver: StepDriver) -> None:
         self._driver = driver
+
+    # Two overloads, not one union parameter: with ``Callable[..., Awaitable[T]] | Callable[...,
+    # T]`` mypy inferred T as Never for an ``async def`` (every call an arg-type error).
+    @overload
+    async def run(
+        self, step_id: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T: ...
+
+    @overload
+    async def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
     async def run(
         self,
