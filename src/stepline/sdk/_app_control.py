@@ -5,6 +5,7 @@ Each method states its contract; ``_app_runs`` holds the longer ones' implementa
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -27,15 +28,15 @@ from stepline.store.records import (
 )
 
 
-class AppControl:
+class AppControl(ABC):
     """The runs, events, apps and functions methods of ``App`` (its base class)."""
 
     id: str
 
     @property
+    @abstractmethod
     def engine(self) -> Engine:
         """The engine the app runs on (``App.engine``)."""
-        raise NotImplementedError
 
     # -- runs -------------------------------------------------------------------------------------
     async def get_run(self, run_id: str) -> Run | None:
