@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol
+
+# whether nothing else is in flight: asked when a virtual clock would jump (what is in flight
+# changes while it waits), or a fixed answer
+Idle = bool | Callable[[], bool]
 
 
 class Clock(Protocol):
@@ -19,10 +24,11 @@ class Clock(Protocol):
         ...
 
     async def sleep_until(
-        self, deadline: float | None, wake: asyncio.Event, *, idle: bool = False
+        self, deadline: float | None, wake: asyncio.Event, *, idle: Idle = False
     ) -> None:
         """Return at ``deadline`` (never, if None) or as soon as ``wake`` is set. ``idle`` tells
-        a virtual clock that nothing else is in flight, so it may jump to ``deadline``."""
+        a virtual clock that nothing else is in flight, so it may jump to ``deadline``: a
+        callable is asked again at the moment it would jump."""
         ...
 
 
@@ -33,7 +39,7 @@ class SystemClock:
         return time.time()
 
     async def sleep_until(
-        self, deadline: float | None, wake: asyncio.Event, *, idle: bool = False
+        self, deadline: float | None, wake: asyncio.Event, *, idle: Idle = False
     ) -> None:
         timeout = None if deadline is None else max(0.0, deadline - time.time())
         if wake.is_set():

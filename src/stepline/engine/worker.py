@@ -340,7 +340,11 @@ class Worker:
             deadline = cap if deadline is None else min(deadline, cap)
         if self._stopping.is_set():
             return
-        await engine.clock.sleep_until(deadline, self._wake, idle=not self.active)
+        # idle as long as no pass runs: one ``send`` hands over starts without waking this wait
+        await engine.clock.sleep_until(deadline, self._wake, idle=self._no_pass)
+
+    def _no_pass(self) -> bool:
+        return not self.active
 
     async def _lease_named(self, run_ids: list[str]) -> list[Lease]:
         """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)
