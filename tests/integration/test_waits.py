@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 from _polling import until
 
+import sqlitetest
 from stepline import (
     App,
     Context,
@@ -17,6 +21,7 @@ from stepline import (
     SyncContext,
     TriggerEvent,
 )
+from stepline.engine._housekeeping import WAIT_PURGE_EVERY
 from stepline.testing import MockClock, TestEngine
 
 
@@ -197,3 +202,33 @@ async def test_invoke_of_an_unknown_function_fails_the_step(
     assert run.error is not None and "does-not-exist" in run.error["message"]
     assert [(s.id, s.status) for s in run.steps] == [("call", "FAILED")]
     assert ("STEP_FAILED", "call") in history
+
+
+async def test_a_worker_purges_the_rows_of_resolved_waits_the_sqlite_store_kept(
+    app: App, tmp_path: Path
+) -> None:
+    # issue 6 (matching costs): the SQLite store keeps a resolved wait's row (marked resolved)
+    # for a batched delete, past its run's end; a worker's housekeeping deletes those rows
+    # every WAIT_PURGE_EVERY seconds, many at a time
+    _register_waiter(app)
+    path = tmp_path / "stepline.db"
+    sqlitetest.fresh_database(path)
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=path, clock=clock) as t:
+        [event_id] = await t.send(Event("order/created", {"orderId": "o1"}))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "WAITING")
+        await t.send(Event("payment/received", {"orderId": "o1", "amount": 99}))
+        assert (await t.wait_for_run(run.run_id)).output == {"paid": True, "amount": 99}
+        assert _wait_rows(path) == (1, 1)  # kept, marked resolved (the run's end left it)
+        clock.advance(WAIT_PURGE_EVERY)
+        await t.tick()
+        assert _wait_rows(path) == (0, 0)
+
+
+def _wait_rows(path: Path) -> tuple[int, int]:
+    """How many rows ``waits`` and ``waits_resolved`` hold."""
+    with closing(sqlite3.connect(path)) as conn:
+        [(rows,)] = conn.execute("SELECT count(*) FROM waits")
+        [(marked,)] = conn.execute("SELECT count(*) FROM waits_resolved")
+    return rows, marked

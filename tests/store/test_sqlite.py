@@ -14,6 +14,7 @@ import pytest
 
 from stepline.errors import LeaseLostError
 from stepline.store import SQLiteStore
+from stepline.store._copy import copy_database
 from stepline.store._rows import json_or_none
 from stepline.store.records import (
     EventIngest,
@@ -438,3 +439,69 @@ def test_the_later_commits_of_a_pass_write_no_run_row(sqlite_store: SQLiteStore)
     assert run is not None
     assert (run.status, run.started_at) == ("RUNNING", T0)
     assert [s.hash for s in sqlite_store.get_steps("r1")] == ["h1", "h2", "h3"]
+
+
+def _wait_rows(path: Path) -> tuple[list[str], list[str]]:
+    """The wait ids in ``waits`` and in ``waits_resolved`` (sorted)."""
+    with closing(sqlite3.connect(path)) as conn:
+        rows = sorted(r[0] for r in conn.execute("SELECT wait_id FROM waits"))
+        marked = sorted(r[0] for r in conn.execute("SELECT wait_id FROM waits_resolved"))
+    return rows, marked
+
+
+def test_a_resolved_wait_keeps_its_row_until_a_purge_deletes_it_with_others(
+    sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    # issue 6 (matching costs): deleting each resolved wait at once rewrote a page of
+    # waits_lookup per wait (44 % of a resolving batch's WAL pages); the ingest marks it
+    # resolved instead, and purge_resolved_waits deletes the rows in batches, the oldest keys
+    # first. A run's end (here a cancellation after the event) drops its pending waits only:
+    # its resolved one stays for the purge, so that end writes no page of the index either.
+    for run_id in ("r1", "r2", "r3"):
+        start(sqlite_store, run_id)
+        pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
+        suspend_on_wait(sqlite_store, lease_run(sqlite_store, run_id), pending)
+    start(sqlite_store, "r4")
+    suspend_on_wait(sqlite_store, lease_run(sqlite_store, "r4"), wait("r4", "w-r4", None))
+    paid = [
+        EventIngest(EventRecord(f"pay-{r}", "payment/received", {"orderId": r}, {}, None, T0))
+        for r in ("r1", "r2")
+    ]
+    with sqlite_store.transaction() as tx:
+        results = tx.ingest(paid, T0 + 1, cel_matches)
+    assert [sorted(r.resumed_run_ids) for r in results] == [["r1", "r4"], ["r2"]]
+    path = tmp_path / "s.db"
+    every = ["w-r1", "w-r2", "w-r3", "w-r4"]
+    assert _wait_rows(path) == (every, ["w-r1", "w-r2", "w-r4"])
+    with sqlite_store.transaction() as tx:
+        assert tx.cancel_run("r2", T0 + 2, "by hand") is not None
+        assert tx.cancel_run("r3", T0 + 2, "by hand") is not None  # its wait was pending
+    assert _wait_rows(path) == (["w-r1", "w-r2", "w-r4"], ["w-r1", "w-r2", "w-r4"])
+    with sqlite_store.transaction() as tx:
+        assert tx.purge_resolved_waits(1) == 1  # the oldest key first: r1's row and mark
+    assert _wait_rows(path) == (["w-r2", "w-r4"], ["w-r2", "w-r4"])
+    with sqlite_store.transaction() as tx:
+        assert tx.purge_resolved_waits(10) == 2
+        assert tx.purge_resolved_waits(10) == 0
+    assert _wait_rows(path) == ([], [])
+
+
+def test_a_database_copy_leaves_out_the_waits_resolved_but_not_purged(tmp_path: Path) -> None:
+    # a resolved wait whose row waits for its purge is no state of the installation: a copy
+    # holds the pending waits only, and no table of resolved keys
+    source = SQLiteStore(tmp_path / "a.db")
+    source.migrate()
+    for run_id in ("r1", "r2"):
+        start(source, run_id)
+        pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
+        suspend_on_wait(source, lease_run(source, run_id), pending)
+    paid = EventRecord("pay-1", "payment/received", {"orderId": "r1"}, {}, None, T0)
+    with source.transaction() as tx:
+        [result] = tx.ingest([EventIngest(paid)], T0 + 1, cel_matches)
+    assert result.resumed_run_ids == ("r1",)
+    target = SQLiteStore(tmp_path / "b.db")
+    target.migrate()
+    copy_database(source, target)
+    source.close()
+    target.close()
+    assert _wait_rows(tmp_path / "b.db") == (["w-r2"], [])

@@ -297,6 +297,42 @@ def test_a_wait_resolved_by_an_event_is_not_timed_out(store: Store) -> None:
     assert "WAIT_TIMED_OUT" not in history_kinds(store, "r1")
 
 
+def _pending_nowhere(store: Store, run_id: str, event_id: str) -> None:
+    """``run_id``'s wait, resolved by ``event_id``, is pending for no read and no claim."""
+    settled, waits = wait_step(store, run_id)
+    assert (settled.status, waits) == ("COMPLETED", [])
+    assert loads(settled.output_json)["id"] == event_id
+    [state] = store.queue_states([run_id], T0 + 70)
+    assert state.waits == ()
+    assert history_kinds(store, run_id).count("WAIT_MATCHED") == 1
+
+
+def test_a_resolved_wait_is_pending_nowhere_before_or_after_its_row_is_purged(
+    store: Store,
+) -> None:
+    # issue 6 (matching costs): the SQLite store keeps a resolved wait's row, marked resolved,
+    # and deletes such rows later in batches (purge_resolved_waits); until then, and after,
+    # no read shows it pending, no event resolves it again and no timeout claims it
+    waiting(store, "r1", ORDER_O1, expires_at=T0 + 60)
+    waiting(store, "r2", None, expires_at=T0 + 60)
+    assert sorted(pay(store, "pay-1", T0 + 10, orderId="o-1").resumed_run_ids) == ["r1", "r2"]
+    for purged in (False, True):
+        for run_id in ("r1", "r2"):
+            _pending_nowhere(store, run_id, "pay-1")
+        again = pay(store, f"pay-again-{purged}", T0 + 20, orderId="o-1")
+        assert again.resumed_run_ids == ()
+        if not purged:
+            with store.transaction() as tx:
+                count = tx.purge_resolved_waits(1)  # one at a time: a batch's limit holds
+                assert count in (0, 1)  # 0: a store that deletes a wait as it resolves it
+                assert tx.purge_resolved_waits(10) == (1 if count else 0)
+                assert tx.purge_resolved_waits(10) == 0
+    held = lease_run(store, "r1", now=T0 + 61)
+    assert expire(store, "r1", held.token, T0 + 61) == []
+    _pending_nowhere(store, "r1", "pay-1")
+    assert "WAIT_TIMED_OUT" not in history_kinds(store, "r1")
+
+
 def test_a_wait_resolved_then_its_run_cancelled_in_one_ingest_keeps_both_in_order(
     store: Store,
 ) -> None:

@@ -23,6 +23,11 @@ OVERDUE_BATCH = 100  # runs past their start deadline cancelled per housekeeping
 PURGE_EVERY = 3600.0  # seconds between purges of expired state (and of old runs, with retention)
 # rows of each kind one purge deletes: a small transaction; a full batch goes on next round
 PURGE_BATCH = 1_000
+# resolved waits whose rows a store kept (SQLite: ``purge_resolved_waits``) are deleted this
+# often, this many at a time: a batch of deletes rewrites each page of the waits' index once
+# for the many waits it holds, where deleting each as it was resolved rewrote one per wait
+WAIT_PURGE_EVERY = 10.0
+WAIT_PURGE_BATCH = 5_000
 
 
 def housekeeping(engine: Engine, tx: StoreTx, now: float) -> list[IngestResult]:
@@ -44,6 +49,9 @@ def housekeeping(engine: Engine, tx: StoreTx, now: float) -> list[IngestResult]:
                 more = more or purged.full(PURGE_BATCH)
             # a full batch: the next round (another transaction) goes on; else in an hour
             engine.next_purge = now if more else now + PURGE_EVERY
+        if now >= engine.next_wait_purge:
+            more = tx.purge_resolved_waits(WAIT_PURGE_BATCH) >= WAIT_PURGE_BATCH
+            engine.next_wait_purge = now if more else now + WAIT_PURGE_EVERY
         # only a function with a start timeout has runs to cancel: else the store is not asked
         overdue = (
             tx.overdue_starts(now, engine.served, OVERDUE_BATCH) if start_timed(engine) else []

@@ -118,6 +118,7 @@ class Engine:
         self._eager_worker: EagerWorker | None = None
         self.metrics = EngineMetrics()
         self.next_purge = float("-inf")
+        self.next_wait_purge = float("-inf")  # see _housekeeping.WAIT_PURGE_EVERY
         self.overdue_more = False  # housekeeping left runs past their start deadline
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._unwatch: Callable[[], None] | None = None  # stops the store's wake-ups

@@ -378,13 +378,13 @@ class Worker:
         lease attempt: the job's third value says one is due now, or that housekeeping left
         runs past their start deadline to cancel)."""
         running = list(self.active)
-        purge: list[float] = []  # when the next purge was due as this job was first applied
+        purge: list[float] = []  # when the next purges were due as this job was first applied
 
         def job(tx: StoreTx) -> tuple[list[Lease], list[IngestResult], bool]:
             engine = self.engine
-            if purge:  # applied again (writer.py): the purge is decided again as it was
-                engine.next_purge = purge[0]
-            purge[:] = [engine.next_purge]
+            if purge:  # applied again (writer.py): the purges are decided again as they were
+                engine.next_purge, engine.next_wait_purge = purge
+            purge[:] = [engine.next_purge, engine.next_wait_purge]
             housekept = engine.housekeeping(tx, now)
             if running:  # never find our own passes' leases expired (and lease them again)
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)

@@ -90,6 +90,13 @@ class StoreTx(Protocol):
         workers not alive for 24 h. Returns the count."""
         ...
 
+    def purge_resolved_waits(self, limit: int) -> int:
+        """Delete up to ``limit`` of the waits an ingest resolved whose rows the store kept to
+        delete many together (SQLite: deleting each at once rewrote a page of the waits' index
+        per wait; such a wait is pending for no read and no claim). Returns the count (call
+        again while it is ``limit``); 0 for a store that deletes a wait as it resolves it."""
+        ...
+
     def purge_before(self, cutoff: float, limit: int) -> Purged:
         """Delete up to ``limit`` runs that ended before ``cutoff`` with their steps and
         history, then up to ``limit`` of the events no remaining run (or debounce or batch)

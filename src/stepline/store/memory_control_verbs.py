@@ -145,6 +145,9 @@ class MemoryControlVerbs:
                 self._pop(s._workers, key)
         return sum(len(keys) for _, keys in stale) + len(gone)
 
+    def purge_resolved_waits(self, limit: int) -> int:
+        return 0  # a wait is deleted as it is resolved
+
     def purge_before(self, cutoff: float, limit: int) -> Purged:
         s = self._s
         ended = [

@@ -502,6 +502,10 @@ class PostgresTx:
     unregister_worker = _upkeep.unregister_worker
     purge_expired = _upkeep.purge_expired
     purge_before = _upkeep.purge_before
+
+    def purge_resolved_waits(self, limit: int) -> int:
+        return 0  # a wait is deleted as it is resolved (no index page rewritten: MVCC)
+
     put_sdk_app = _upkeep.put_sdk_app
     set_paused = _upkeep.set_paused
     replay_run = _upkeep.replay_run

@@ -7,11 +7,20 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from stepline.store._copy import TABLES, Row, Table, normalized
+from stepline.store.sqlite.queries import PENDING
+
+# the table of resolved waits' keys whose rows are still in ``waits`` (schema 20): not copied,
+# and those rows are not either (resolved, they are no state of the installation's)
+KEPT_HERE = "waits_resolved"
+
+
+def _rows_of(table: Table) -> str:
+    return f"{table.name} WHERE {PENDING}" if table.name == "waits" else table.name
 
 
 def select_all(table: Table) -> str:
     columns = ", ".join(table.columns)
-    return f"SELECT {columns} FROM {table.name} ORDER BY {', '.join(table.key)}"
+    return f"SELECT {columns} FROM {_rows_of(table)} ORDER BY {', '.join(table.key)}"
 
 
 def insert(table: Table) -> str:
@@ -24,7 +33,7 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
         r[0]
         for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            "AND name <> 'schema_version'"
+            f"AND name NOT IN ('schema_version', '{KEPT_HERE}')"
         )
     ]
     return {name: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({name})")) for name in names}
@@ -38,7 +47,7 @@ class SQLiteSnapshot:
         self._conn = conn
 
     def count(self, table: Table) -> int:
-        row = self._conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()
+        row = self._conn.execute(f"SELECT count(*) FROM {_rows_of(table)}").fetchone()
         return int(row[0])
 
     def rows(self, table: Table, batch: int) -> Iterator[list[Row]]:
@@ -63,6 +72,7 @@ def wipe(conn: sqlite3.Connection) -> None:
     try:
         for table in TABLES:
             conn.execute(f"DELETE FROM {table.name}")
+        conn.execute(f"DELETE FROM {KEPT_HERE}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

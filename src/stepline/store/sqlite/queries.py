@@ -86,20 +86,39 @@ INSERT_WAIT_PATH = "INSERT OR IGNORE INTO wait_paths (event_name, path) VALUES (
 WAIT_PATHS = "SELECT path FROM wait_paths WHERE event_name = ?"
 WAIT_COLUMNS = """wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
     expires_at, created_at, step_id"""
+# a wait is pending while its row is in ``waits`` and its key is not in ``waits_resolved``
+# (resolved by an ingest, its row deleted later with others: ``PURGE_RESOLVED_WAITS``)
+PENDING = """NOT EXISTS (
+    SELECT 1 FROM waits_resolved r WHERE r.run_id = waits.run_id AND r.wait_id = waits.wait_id)"""
 WAITS_UNINDEXED = f"""
-SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL AND {PENDING}"""
 WAITS_INDEXED = f"""
-SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path = ? AND index_value = ?"""
+SELECT {WAIT_COLUMNS} FROM waits
+WHERE event_name = ? AND index_path = ? AND index_value = ? AND {PENDING}"""
 # the same for any of several values (``?3``, a JSON list): one index probe per value
 WAITS_INDEXED_AMONG = f"""
 SELECT {WAIT_COLUMNS} FROM waits
-WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM json_each(?))"""
-WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ?"
+WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM json_each(?))
+  AND {PENDING}"""
+WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND {PENDING}"
 EXPIRED_WAITS_OF_RUN = f"""
-SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ?"""
-DELETE_WAIT = "DELETE FROM waits WHERE run_id = ? AND wait_id = ?"
-DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = ?"
-DELETE_WAITS_OF_RUNS = "DELETE FROM waits WHERE run_id IN ({})"  # _multirow.update_among
+SELECT {WAIT_COLUMNS} FROM waits
+WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND {PENDING}"""
+# a pending wait's claim (a resolved one's row is not claimed again)
+DELETE_WAIT = f"DELETE FROM waits WHERE run_id = ? AND wait_id = ? AND {PENDING}"
+# an ingest's claim of a wait it resolved (``_multirow.delete_rows``: the terms of many OR-ed):
+# one row inserted if the wait is stored and not resolved yet, none otherwise
+RESOLVE_WAIT = """
+INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
+SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
+# the oldest resolved waits' keys, then their rows and keys deleted (``_multirow.delete_rows``)
+RESOLVED_WAITS = "SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?"
+PURGE_RESOLVED_WAIT = "DELETE FROM waits WHERE run_id = ? AND wait_id = ?"
+FORGET_RESOLVED_WAIT = "DELETE FROM waits_resolved WHERE run_id = ? AND wait_id = ?"
+# a run's pending waits, dropped with its work (its resolved ones are left to the purge, which
+# deletes them with others: a run ending just after its wait resolved writes no index page)
+DELETE_WAITS_OF_RUN = f"DELETE FROM waits WHERE run_id = ? AND {PENDING}"
+DELETE_WAITS_OF_RUNS = f"DELETE FROM waits WHERE run_id IN ({{}}) AND {PENDING}"  # update_among
 WAKE = """
 UPDATE queue SET wake = 1,
        due_at = CASE WHEN lease_owner IS NULL THEN ? ELSE due_at END
@@ -474,7 +493,7 @@ SELECT run_id, due_at, lease_owner IS NOT NULL AND lease_expires_at > ?2, ckey1,
        climit2
 FROM queue WHERE run_id IN (SELECT value FROM json_each(?1))"""
 WAITS_OF_RUNS = f"""
-SELECT {WAIT_COLUMNS} FROM waits WHERE run_id IN (SELECT value FROM json_each(?1))"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE run_id IN (SELECT value FROM json_each(?1)) AND {PENDING}"""
 
 # -- the server's reads (listing events, a page of runs' steps, monitoring) ------------------------
 LIST_EVENTS = f"""

@@ -182,8 +182,10 @@ class _SQLiteTx(SQLiteControlVerbs):
             deferred.history.clear()
 
     def _delete_resolved(self, deferred: Deferred) -> None:
+        """The waits ``delete_wait`` claimed inside ``ingest``: marked resolved, their rows
+        deleted later with others (``purge_resolved_waits``; see schema 20)."""
         if deferred.waits:
-            if delete_rows(self._c, q.DELETE_WAIT, deferred.waits) != len(deferred.waits):
+            if delete_rows(self._c, q.RESOLVE_WAIT, deferred.waits) != len(deferred.waits):
                 raise ClaimLost
             deferred.waits.clear()
 
@@ -339,8 +341,8 @@ class _SQLiteTx(SQLiteControlVerbs):
             return bool(self._c.execute(q.DELETE_WAIT, (run_id, wait_id)).rowcount == 1)
         # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
         # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
-        # the wait is there, and its delete waits for ``resume_waits`` (one statement for the
-        # batch), which checks that every one of them deleted a row.
+        # the wait is pending, and its claim waits for ``resume_waits`` (one statement for the
+        # batch: ``_delete_resolved``), which checks that each of them was marked resolved.
         self._deferred.waits.append((run_id, wait_id))
         return True
 
