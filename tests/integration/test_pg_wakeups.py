@@ -98,9 +98,7 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
             # looking for any due work
             with psycopg.connect(pg_url, autocommit=True) as conn:
                 for n in range(3):
-                    barrier = f"barrier-{n}"
-                    conn.execute(NOTIFY, (json.dumps([["no-such-function", barrier]]),))
-                    await until("the barrier's loop ended", partial(takes.done_with, barrier))
+                    await _barrier(conn, takes, f"barrier-{n}")
                     by_name = worker.leased_by_name
                     run_id = await send()
                     assert takes.seen(run_id) == [False], takes.taken  # named, alone
@@ -108,6 +106,23 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
     finally:
         sender.close()
         app.close()
+
+
+async def _barrier(conn: psycopg.Connection[Any], takes: Takes, name: str) -> None:
+    """Notify, naming no run of the worker's, until such a notification comes alone (no plain
+    wake-up in its take) and the loop it started ended: that loop leased nothing and went back
+    to sleep without reading when work is due next. A barrier taken with a plain wake-up (the
+    worker's own, when a pass ended: its loop may still be reading) started a loop that looks
+    for any due work and then reads the next due time; a send meanwhile made that read see its
+    run due, and the worker leased it by looking for due work before the notification naming
+    it was taken (a red at line 106 under load)."""
+    for attempt in range(20):
+        barrier = f"{name}-{attempt}"
+        conn.execute(NOTIFY, (json.dumps([["no-such-function", barrier]]),))
+        await until("the barrier's loop ended", partial(takes.done_with, barrier))
+        if takes.seen(barrier) == [False]:
+            return
+    raise AssertionError(f"no barrier came alone: {takes.taken}")
 
 
 class CountedSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
