@@ -17,6 +17,9 @@ import sqlitetest
 from stepline import App
 from stepline.testing import TestEngine
 
+# a failure is reported as itself, never as a dead worker (see report_guard.py)
+pytest_plugins = ["report_guard"]
+
 # `stepline dev` invoked in-process (CliRunner) serves HTTP: on any free port, so tests running
 # at once never fight over 8288
 os.environ.setdefault("STEPLINE_PORT", "0")
