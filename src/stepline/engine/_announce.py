@@ -1,5 +1,11 @@
 """The events announcing the runs cancelled in a transaction (``_system_events``), made for many
-runs at once: a batch of events that cancels a thousand runs announces them with one call."""
+runs at once: a batch of events that cancels a thousand runs announces them with one call.
+
+When nothing hears them (no function of the app plans a run for them, and the store finds no
+wait, cancel matcher or other app's function for their names: ``UnheardEvents``), they are
+only stored: their data is made of the runs' trigger events as the store keeps them, encoded
+(``cancelled_data_json``), with no decoding, planning or matching. Else, or with a store
+without that verb, they are ingested as any event (``cancelled_events``)."""
 
 from __future__ import annotations
 
@@ -7,10 +13,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from stepline._ids import new_ids
-from stepline.engine._system_events import ending_data, ending_names
+from stepline.engine._system_events import (
+    cancelled_data_json,
+    ending_data,
+    ending_names,
+    ending_names_after,
+)
 from stepline.serde import dumps_exact
-from stepline.store.interface import StoreTx
-from stepline.store.records import EventIngest, EventRecord
+from stepline.store.interface import StoreTx, UnheardEvents
+from stepline.store.records import EventIngest, EventRecord, FunctionSet, IngestResult
 
 
 def cancelled_events(
@@ -39,3 +50,29 @@ def cancelled_events(
         for names, data, encoded in made
         for name in names
     ]
+
+
+def store_unheard_announcements(
+    tx: UnheardEvents,
+    cancelled: Sequence[tuple[str, str]],
+    reason: str,
+    now: float,
+    sender: FunctionSet | None,
+) -> list[IngestResult] | None:
+    """The events ``cancelled_events`` makes (the same names, ids and data), stored by
+    ``tx.store_unheard`` for ``sender``, whose functions plan no run for them; what ingesting
+    them did (nothing but store them). None, with nothing stored, when something may hear
+    them: ``cancelled_events`` and ingest them then."""
+    runs = tx.encoded_run_events([run_id for run_id, _ in cancelled])
+    made: list[tuple[tuple[str, ...], bytes]] = []
+    count = 0
+    for (run_id, function_id), events in zip(cancelled, runs, strict=True):
+        names = ending_names_after("CANCELLED", events[0][0] if events else None)
+        if names:
+            made.append((names, cancelled_data_json(function_id, run_id, events, reason)))
+            count += len(names)
+    ids = iter(new_ids(count, now))
+    rows = [(next(ids), name, data) for names, data in made for name in names]
+    if rows and not tx.store_unheard(rows, now, sender):
+        return None
+    return [IngestResult(internal_id, False, (), ()) for internal_id, _, _ in rows]

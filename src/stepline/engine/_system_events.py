@@ -28,7 +28,10 @@ Pure functions: the engine plans and stores the events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from stepline.serde import dumps_exact, loads
 
 FUNCTION_FINISHED = "inngest/function.finished"
 FUNCTION_FAILED = "inngest/function.failed"
@@ -38,6 +41,14 @@ FUNCTION_INVOKED = "inngest/function.invoked"
 # Inngest's StepStatus names, as its enum encodes them in JSON (pkg/enums/step_status.go)
 INNGEST_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
 CANCELLED_ERROR = {"error": "function cancelled", "message": "function cancelled", "name": "Error"}
+# ``ending_data``'s keys, in its order, for a cancellation (see ``cancelled_data_json``)
+_CANCELLED_DATA = (
+    b'{"function_id":%b,"run_id":%b,"event":%b,"events":[%b],"error":'
+    + dumps_exact(CANCELLED_ERROR)
+    + b',"reason":%b%b,"_inngest":'
+    + dumps_exact({"status": INNGEST_STATUS["CANCELLED"]})
+    + b"}"
+)
 INVOKE_MAX_SECONDS = 365 * 24 * 3600  # an invoke without a timeout waits this long (Inngest)
 
 
@@ -105,7 +116,12 @@ def ending_names(status: str, events: list[dict[str, Any]]) -> tuple[str, ...]:
     """The system events a run ending with ``status`` emits, in Inngest's order, given its
     trigger ``events``: none when the run was started by ``function.finished`` or
     ``function.failed`` (Inngest looks at the first event of a batch, as here)."""
-    if events and events[0].get("name") in (FUNCTION_FINISHED, FUNCTION_FAILED):
+    return ending_names_after(status, events[0].get("name") if events else None)
+
+
+def ending_names_after(status: str, first: str | None) -> tuple[str, ...]:
+    """``ending_names`` given the name of the run's first trigger event (None: none)."""
+    if first in (FUNCTION_FINISHED, FUNCTION_FAILED):
         return ()
     if status == "FAILED":
         return (FUNCTION_FINISHED, FUNCTION_FAILED)
@@ -142,3 +158,27 @@ def ending_data(
         data["correlation_id"] = correlation
     data["_inngest"] = {"status": INNGEST_STATUS[status]}
     return data
+
+
+def cancelled_data_json(
+    function_id: str, run_id: str, events: Sequence[tuple[str, bytes]], reason: str
+) -> bytes:
+    """The data of a cancelled run's ending events as ``dumps_exact`` encodes
+    ``ending_data(function_id, run_id, <payloads>, "CANCELLED", reason=reason)`` (the same
+    bytes), made of its trigger events' payloads already encoded (``events``: each one's name
+    and payload JSON, ``UnheardEvents.encoded_run_events``) without decoding them; only the
+    first one of a run started by an invoke is, for its ``correlation_id``."""
+    first = events[0][1] if events else b"{}"
+    correlation = b""
+    if events and events[0][0] == FUNCTION_INVOKED:
+        found = _invoked_correlation([loads(first)])
+        if found is not None:
+            correlation = b',"correlation_id":' + dumps_exact(found)
+    return _CANCELLED_DATA % (
+        dumps_exact(function_id),
+        dumps_exact(run_id),
+        first,
+        b",".join([payload for _, payload in events]),
+        dumps_exact(reason),
+        correlation,
+    )

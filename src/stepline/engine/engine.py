@@ -17,12 +17,17 @@ from typing import Any, Protocol, TypeVar
 
 from stepline._ids import new_id, new_ids
 from stepline.clock import Clock
-from stepline.engine._announce import cancelled_events
+from stepline.engine._announce import cancelled_events, store_unheard_announcements
 from stepline.engine._handover import handed_over, listening
 from stepline.engine._housekeeping import housekeeping
 from stepline.engine._inbox import take_inbox
 from stepline.engine._ingest_batch import IngestBatcher
-from stepline.engine._system_events import ending_data, ending_names
+from stepline.engine._system_events import (
+    FUNCTION_CANCELLED,
+    FUNCTION_FINISHED,
+    ending_data,
+    ending_names,
+)
 from stepline.engine._wake import WakeSignal
 from stepline.engine.admission import admission_for, plan_run
 from stepline.engine.changes import ChangeFeed, ingest_change
@@ -36,7 +41,7 @@ from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
 from stepline.serde import dumps_exact
-from stepline.store.interface import Store, StoreTx, WakeupSource
+from stepline.store.interface import Store, StoreTx, UnheardEvents, WakeupSource
 from stepline.store.records import (
     NO_ADMISSION,
     Deferral,
@@ -288,11 +293,27 @@ class Engine:
         announced: list[IngestResult] = []
         pending = [pair for r in results for pair in r.cancelled]
         while pending:
-            items = cancelled_events(self.plan, tx, pending, "cancelled by an event", now)
-            more = tx.ingest(items, now, self.wait_matches)
+            more = self._announce(tx, pending, "cancelled by an event", now)
             announced += more
             pending = [pair for r in more for pair in r.cancelled]
         return announced
+
+    def _announce(
+        self, tx: StoreTx, cancelled: Sequence[tuple[str, str]], reason: str, now: float
+    ) -> list[IngestResult]:
+        """Ingest the ending events of runs just cancelled in ``tx`` (``cancelled_events``):
+        only stored when nothing hears them (``store_unheard_announcements``)."""
+        if isinstance(tx, UnheardEvents) and not self._plans_endings():
+            stored = store_unheard_announcements(tx, cancelled, reason, now, self.served)
+            if stored is not None:
+                return stored
+        items = cancelled_events(self.plan, tx, cancelled, reason, now)
+        return tx.ingest(items, now, self.wait_matches)
+
+    def _plans_endings(self) -> bool:
+        """Whether a function of this app may start a run on a cancellation's events."""
+        by_event = self._by_event
+        return FUNCTION_FINISHED in by_event or FUNCTION_CANCELLED in by_event
 
     def announce_failed(
         self, tx: StoreTx, runs: Sequence[SpentRun], now: float, max_passes: int
@@ -345,8 +366,7 @@ class Engine:
             function_id = tx.cancel_run(run_id, now, reason)
             if function_id is None:
                 return None
-            events = self.cancelled_events(tx, run_id, function_id, reason, now)
-            results = tx.ingest(events, now, self.wait_matches)
+            results = self._announce(tx, [(run_id, function_id)], reason, now)
             return results + self.announce_cancellations(tx, results, now)
 
     async def send(self, events: Sequence[Event]) -> list[str]:

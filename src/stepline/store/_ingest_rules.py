@@ -15,7 +15,7 @@ starts the runs a worker planned for the inbox rows it took.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from stepline.store.records import (
     INVOKED_CANCELLED,
     EventIngest,
     EventRecord,
+    FunctionSet,
     HistoryRecord,
     IngestResult,
     WaitMatcher,
@@ -94,17 +95,36 @@ def _unheard(tx: IngestTx, items: Sequence[EventIngest], now: float) -> bool:
             return False
         name = item.event.name
         if name not in quiet:
-            if (
-                tx.matcher_paths(name)
-                or tx.wait_paths(name)
-                or tx.unindexed_matchers(name, now)
-                or tx.unindexed_waits(name)
-            ):
+            if not _unmatched(tx, name, now):
                 return False
             quiet.add(name)
         if _listeners(listeners, tx, item):
             return False
     return True
+
+
+def unheard(
+    tx: EventPrimitives, names: Iterable[str], sender: FunctionSet | None, now: float
+) -> bool:
+    """Whether events of these names, planned by ``sender`` (``EventIngest.sender``) to start
+    no run, would only be stored by the ingest order (``_unheard``): no wait and no cancel
+    matcher of their names, no function of the catalog but the sender's listening to them."""
+    for name in dict.fromkeys(names):
+        if not _unmatched(tx, name, now):
+            return False
+        if sender is not None and _others(tx.listeners(name), sender):
+            return False
+    return True
+
+
+def _unmatched(tx: EventPrimitives, name: str, now: float) -> bool:
+    """No wait and no cancel matcher of events named ``name``, indexed or not."""
+    return not (
+        tx.matcher_paths(name)
+        or tx.wait_paths(name)
+        or tx.unindexed_matchers(name, now)
+        or tx.unindexed_waits(name)
+    )
 
 
 def _listeners(
@@ -122,6 +142,13 @@ def _listeners(
         listening = listeners[name] = tx.listeners(name)
     if not listening:
         return ()  # the common case
+    return _others(listening, sender)
+
+
+def _others(
+    listening: Sequence[tuple[str, str]], sender: FunctionSet
+) -> tuple[tuple[str, str], ...]:
+    """The pairs of ``listening`` that are not the sender's own functions."""
     mine, app_id = sender.function_ids, sender.app_id
     return tuple(pair for pair in listening if pair[0] != app_id or pair[1] not in mine)
 

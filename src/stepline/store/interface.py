@@ -493,6 +493,30 @@ class NamedLeases(Protocol):
         ...
 
 
+@runtime_checkable
+class UnheardEvents(Protocol):
+    """A transaction that stores events nothing hears without planning or matching them (memory,
+    SQLite): the announcements of the runs a batch of events cancelled, made from their trigger
+    events still encoded (``engine/_announce.py``). A store without it (PostgreSQL) has them
+    ingested as any event."""
+
+    def encoded_run_events(self, run_ids: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        """The events that triggered each run, in order, as ``run_events`` gives them: each
+        one's name and its payload (``EventRecord.payload()``) encoded as JSON."""
+        ...
+
+    def store_unheard(
+        self, events: Sequence[tuple[str, str, bytes]], now: float, sender: FunctionSet | None
+    ) -> bool:
+        """Store these events (each its Stepline id, name and data encoded as JSON; no user
+        data, no sender id, sent and received at ``now``) if the ingest order would do nothing
+        else with them: no wait and no cancel matcher of their names, and no function of the
+        trigger catalog listening to them but ``sender``'s (which planned them and started no
+        run: ``EventIngest.sender``). False, having stored nothing, when something may hear
+        them: ``ingest`` them then."""
+        ...
+
+
 class Replay(Exception):
     """An optimistic transaction was rolled back (a job raised, a statement or a lease check
     failed): nothing of it was committed, and its jobs are to be made again, each in a

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepline._ids import new_id
 from stepline.errors import LeaseLostError
+from stepline.serde import dumps_exact, loads
 from stepline.store._fair_order import Candidate, fair_pick, group_of
-from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
+from stepline.store._ingest_rules import admit_taken, cancel_by, ingest, unheard
 from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.memory_app_verbs import MemoryAppVerbs
@@ -120,6 +121,23 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
         run = self._s._runs.get(run_id)
         events = self._s._events
         return [] if run is None else [events[i] for i in run.event_ids if i in events]
+
+    # -- UnheardEvents: the announcements of cancelled runs (engine/_announce.py) ---------------
+    def encoded_run_events(self, run_ids: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        return [
+            [(e.name, dumps_exact(e.payload())) for e in self.run_events(run_id)]
+            for run_id in run_ids
+        ]
+
+    def store_unheard(
+        self, events: Sequence[tuple[str, str, bytes]], now: float, sender: FunctionSet | None
+    ) -> bool:
+        with self._verb():
+            if not unheard(self, [name for _, name, _ in events], sender, now):
+                return False
+            for internal_id, name, data in events:
+                self._insert_event(EventRecord(internal_id, name, loads(data), {}, None, now), now)
+            return True
 
     def admit_taken(self, items: Sequence[EventIngest], now: float) -> list[IngestResult]:
         with self._verb():

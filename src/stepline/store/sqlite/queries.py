@@ -10,6 +10,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_UNSENT_EVENT = """
 INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)
 VALUES (?, ?, ?, ?, ?, ?, ?)"""
+# an event nothing hears (an announcement of a cancelled run): no user data, no sender id
+INSERT_UNHEARD_EVENT = """
+INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)
+VALUES (?, ?, ?, X'7B7D', ?, ?, 0)"""
 EVENTS_AMONG = """
 SELECT internal_id, name, data, user_data, sender_id, ts FROM events
 WHERE internal_id IN (SELECT value FROM json_each(?))"""

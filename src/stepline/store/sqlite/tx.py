@@ -14,7 +14,7 @@ from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
 from stepline.store._catalog import CatalogView, TriggerCatalog
 from stepline.store._index_paths import IndexPaths
-from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
+from stepline.store._ingest_rules import admit_taken, cancel_by, ingest, unheard
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, ResumedWait
 from stepline.store.records import (
@@ -34,6 +34,7 @@ from stepline.store.records import (
     Wake,
 )
 from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._announcements import CancelledRunEvents, unheard_rows
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._multirow import blob, delete_rows, insert_rows, update_among
 from stepline.store.sqlite._savepoints import Savepoint
@@ -66,15 +67,13 @@ class _SQLiteTx(SQLiteControlVerbs):
         self._c = conn
         self._group_cursors = group_cursors
         self._catalog = catalog
-        # the trigger event ids (JSON) of the runs this transaction cancelled (see run_events)
-        self._event_ids: dict[str, str] = {}
+        # the trigger events of the runs this transaction cancelled (see run_events)
+        self._cancelled = CancelledRunEvents()
         # runs this transaction cancelled while QUEUED: never leased, so no pass ever gave them
         # a wait or a RUNNING step mark (only a commit or a lease does), see drop_run_work
         self._never_leased: set[str] = set()
         # inside ``ingest``: its writes made together (see ``ingest``)
         self._deferred: Deferred | None = None
-        # the events of the runs this transaction cancelled, read together (see run_events)
-        self._cancelled_events: dict[str, list[EventRecord]] = {}
         # per open SAVEPOINT (innermost last): the connection's changed rows when it began
         self._opened: list[int] = []
 
@@ -115,26 +114,24 @@ class _SQLiteTx(SQLiteControlVerbs):
         return {r[0] for r in rows}
 
     def run_events(self, run_id: str) -> list[EventRecord]:
-        if run_id in self._event_ids:  # cancelled in this transaction: its ids were read then
-            if run_id not in self._cancelled_events:
-                self._read_cancelled_events()
-            return self._cancelled_events[run_id]
+        cancelled = self._cancelled.records(self._c, run_id)  # read together, if cancelled here
+        if cancelled is not None:
+            return cancelled
         row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
         return [] if row is None else select_events(self._c, loads(row[0]))
 
-    def _read_cancelled_events(self) -> None:
-        """The events of every run cancelled in this transaction and not read yet, with one
-        statement (each cancellation is announced with its run's events)."""
-        unread = {
-            run_id: loads(ids)
-            for run_id, ids in self._event_ids.items()
-            if run_id not in self._cancelled_events
-        }
-        wanted = list(dict.fromkeys(i for ids in unread.values() for i in ids))
-        rows = self._c.execute(q.EVENTS_AMONG, (_json_list(wanted),))
-        found = {r[0]: shapes.event_record(r) for r in rows}
-        for run_id, ids in unread.items():
-            self._cancelled_events[run_id] = [found[i] for i in ids if i in found]
+    # -- UnheardEvents: the announcements of cancelled runs (engine/_announce.py) ---------------
+    def encoded_run_events(self, run_ids: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        return self._cancelled.encoded(self._c, run_ids)
+
+    def store_unheard(
+        self, events: Sequence[tuple[str, str, bytes]], now: float, sender: FunctionSet | None
+    ) -> bool:
+        with self._savepoint() as c:
+            if not unheard(self, [name for _, name, _ in events], sender, now):
+                return False
+            insert_rows(c, q.INSERT_UNHEARD_EVENT, unheard_rows(events, now))
+            return True
 
     def ingest(
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher
@@ -386,7 +383,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             cancels = deferred.cancels_queued if queued else deferred.cancels
             cancels.setdefault((now, deferred.json_of(error)), []).append(run_id)
             deferred.unfinished[run_id] = None  # ended
-        self._event_ids[run_id] = row[3]  # a run's events never change: run_events reads them
+        self._cancelled.ids[run_id] = row[3]  # a run's events never change: run_events reads them
         if queued:
             self._never_leased.add(run_id)
         return EndedRun(str(row[0]), row[1], row[2])

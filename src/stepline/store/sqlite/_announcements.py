@@ -1,0 +1,97 @@
+"""What the SQLite store reads and writes to announce the runs a transaction cancelled
+(``run_events``, and the ``UnheardEvents`` verbs of ``_SQLiteTx``).
+
+A cancelled run's ending events carry its trigger events (``engine/_system_events.py``). The
+runs a transaction cancelled have their trigger events read together, with one statement, and
+``encoded_run_events`` gives each one's payload as JSON made of its stored columns (its data and
+user data are stored as the JSON ``dumps_exact`` made of them): the bytes
+``dumps_exact(event.payload())`` would give, without decoding the event first. The
+announcements nothing hears are written with one multi-row statement per 50.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from stepline.serde import dumps_exact, loads
+from stepline.store import _rows as shapes
+from stepline.store.records import EventRecord
+from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._multirow import blob
+
+# EventRecord.payload()'s keys, in its order
+_PAYLOAD = b'{"id":%b,"name":%b,"data":%b,"user":%b,"ts":%d}'
+
+
+class CancelledRunEvents:
+    """The trigger events of the runs a transaction cancelled: their ids, noted by
+    ``mark_cancelled`` from the run row it read (a run's events never change), and the events,
+    read together the first time one is asked for."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}  # run id -> its event ids (JSON), noted when cancelled
+        self._read: dict[str, list[EventRecord]] = {}
+
+    def records(self, conn: sqlite3.Connection, run_id: str) -> list[EventRecord] | None:
+        """The events of a run this transaction cancelled (None: it did not cancel it), read
+        with those of every such run not read yet."""
+        if run_id not in self.ids:
+            return None
+        if run_id not in self._read:
+            unread = {r: loads(ids) for r, ids in self.ids.items() if r not in self._read}
+            found = {row[0]: shapes.event_record(row) for row in _rows(conn, unread.values())}
+            for unread_run, ids in unread.items():
+                self._read[unread_run] = [found[i] for i in ids if i in found]
+        return self._read[run_id]
+
+    def encoded(
+        self, conn: sqlite3.Connection, run_ids: Sequence[str]
+    ) -> list[list[tuple[str, bytes]]]:
+        """``UnheardEvents.encoded_run_events``: one statement for the events of all the runs
+        (and one for the event ids of each run this transaction did not cancel)."""
+        ids_of = [loads(self.ids.get(run_id) or _event_ids(conn, run_id)) for run_id in run_ids]
+        found = {row[0]: (row[1], payload_json(row)) for row in _rows(conn, ids_of)}
+        return [[found[i] for i in ids if i in found] for ids in ids_of]
+
+
+def payload_json(row: Sequence[Any]) -> bytes:
+    """The payload of the event of an ``EVENTS_AMONG`` row as JSON: ``dumps_exact`` of
+    ``shapes.event_record(row).payload()``, made of the stored columns."""
+    internal_id, name, data, user, sender_id, ts = row
+    return _PAYLOAD % (
+        orjson.dumps(internal_id if sender_id is None else sender_id),
+        orjson.dumps(name),
+        data if type(data) is bytes else data.encode(),
+        user if type(user) is bytes else user.encode(),
+        int(ts * 1000),
+    )
+
+
+def unheard_rows(events: Sequence[tuple[str, str, bytes]], now: float) -> list[tuple[Any, ...]]:
+    """INSERT_UNHEARD_EVENT's parameters of each event (id, name, data): the data of events
+    that share their encoded bytes (a cancelled run's two announcements) copied once."""
+    rows: list[tuple[Any, ...]] = []
+    last: bytes | None = None
+    data = bytearray()
+    for internal_id, name, encoded in events:
+        if encoded is not last:
+            last, data = encoded, blob(encoded)
+        rows.append((internal_id, name, data, now, now))
+    return rows
+
+
+def _event_ids(conn: sqlite3.Connection, run_id: str) -> str:
+    row = conn.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+    return "[]" if row is None else str(row[0])
+
+
+def _rows(conn: sqlite3.Connection, ids_of: Iterable[list[str]]) -> list[Any]:
+    """The EVENTS_AMONG rows of the events listed in ``ids_of`` (lists of ids), each once."""
+    wanted = list(dict.fromkeys(i for ids in ids_of for i in ids))
+    if not wanted:
+        return []
+    return conn.execute(q.EVENTS_AMONG, (dumps_exact(wanted).decode(),)).fetchall()
