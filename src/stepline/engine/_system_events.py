@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from stepline.serde import dumps_exact, loads
 
 FUNCTION_FINISHED = "inngest/function.finished"
@@ -174,11 +176,12 @@ def cancelled_data_json(
         found = _invoked_correlation([loads(first)])
         if found is not None:
             correlation = b',"correlation_id":' + dumps_exact(found)
+    quote = orjson.dumps  # a string's JSON: what dumps_exact writes of it, copied into the result
     return _CANCELLED_DATA % (
-        dumps_exact(function_id),
-        dumps_exact(run_id),
+        quote(function_id),
+        quote(run_id),
         first,
-        b",".join([payload for _, payload in events]),
-        dumps_exact(reason),
+        first if len(events) == 1 else b",".join([payload for _, payload in events]),
+        quote(reason),
         correlation,
     )
