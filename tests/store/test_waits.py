@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from stepline.errors import LeaseLostError
+from stepline.expressions import forget_matchers, prepare_match
 from stepline.serde import loads
 from stepline.store import Store
 from stepline.store.records import (
@@ -171,6 +172,23 @@ def test_the_index_decides_a_wait_on_one_string_equality(store: Store) -> None:
     result = pay(store, "pay", T0 + 1, matcher, orderId="o-1", amount=5)
     assert sorted(result.resumed_run_ids) == ["r1", "r2"]
     assert matcher.asked == ["w-r2"]
+
+
+def test_the_index_decides_a_wait_as_prepare_match_stored_it_with_the_matcher_cache_empty(
+    store: Store,
+) -> None:
+    # issue 6 (matching costs): a process that did not store the wait (or restarted since)
+    # decided nothing by the index before: each candidate was parsed (``load_match``, ~7 us)
+    # and asked. The text prepare_match stores for one string equality decides it as it is.
+    for run_id, order in (("r1", "o-1"), ("r2", 'o "2"')):
+        own = {"data": {"orderId": order}}
+        waiting(store, run_id, prepare_match("event.data.orderId == async.data.orderId", own).text)
+    forget_matchers()
+    matcher = CountingMatcher()
+    assert pay(store, "none", T0 + 1, matcher, orderId="o-3").resumed_run_ids == ()
+    assert pay(store, "pay", T0 + 2, matcher, orderId="o-1").resumed_run_ids == ("r1",)
+    assert pay(store, "pay-2", T0 + 3, matcher, orderId='o "2"').resumed_run_ids == ("r2",)
+    assert matcher.asked == []
 
 
 @pytest.mark.parametrize(

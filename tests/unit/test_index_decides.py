@@ -44,6 +44,21 @@ def test_the_index_decides_one_string_equality_only() -> None:
     assert not index_decides(None, "data.x", "o-1")
 
 
+def test_the_index_decides_by_the_text_prepare_match_stores_when_the_cache_is_empty() -> None:
+    # issue 6 (matching costs): a process that did not store the matcher parses nothing for it
+    string = prepare_match("event.data.x == async.data.x", event(x="o-1")).text
+    quoted = prepare_match("event.data.x == async.data.x", event(x='a"\\b\n')).text
+    number = prepare_match("event.data.x == async.data.x", event(x=7)).text
+    forget_matchers()
+    assert index_decides(string, "data.x", "o-1")
+    assert index_decides(quoted, "data.x", 'a"\\b\n')
+    assert not index_decides(string, "data.x", "o-2")
+    assert not index_decides(string, "data.y", "o-1")
+    assert not index_decides(number, "data.x", "7")
+    assert not index_decides('async.data.x == "o-1"', "data.x", "o-1")  # not that text: ask
+    assert not index_decides(string + " && true", "data.x", "o-1")
+
+
 _JSON_SCALARS = st.one_of(
     st.text(max_size=4),
     st.integers(-(2**70), 2**70),
@@ -70,3 +85,35 @@ def test_what_the_index_decides_the_matcher_matches(own: Any, incoming: Any, sam
         if strings and value == key and index_decides(match.text, path, key):
             assert stored_matches(match.text, event(x=incoming))
             assert match.matches(event(x=incoming))
+        forget_matchers()  # decided by the text alone: the same decision, never a wrong one
+        cold = strings and value == key and index_decides(match.text, path, key)
+        if cold:
+            assert stored_matches(match.text, event(x=incoming))
+        assert cold == (strings and value == key and index_decides(match.text, path, key))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(max_size=6), path=st.sampled_from(["data.x", "data.a.b", "id"]))
+def test_the_text_decided_without_the_cache_is_the_one_prepare_match_stores(
+    value: str, path: str
+) -> None:
+    forget_matchers()
+    try:
+        match = prepare_match(f"event.{path} == async.{path}", _at(path, value))
+    except ExpressionError:
+        return  # a string CEL cannot write: no matcher
+    for key_path, key in match.index_keys:
+        warm = index_decides(match.text, key_path, key)  # prepare_match cached it
+        forget_matchers()
+        assert index_decides(match.text, key_path, key) == warm
+
+
+def _at(path: str, value: Any) -> dict[str, Any]:
+    """An event holding ``value`` at dotted ``path``."""
+    root: dict[str, Any] = {}
+    here = root
+    *parents, last = path.split(".")
+    for key in parents:
+        here = here.setdefault(key, {})
+    here[last] = value
+    return root

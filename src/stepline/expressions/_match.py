@@ -119,13 +119,31 @@ def index_decides(text: str | None, path: str, value: str) -> bool:
     """Whether the stored matcher ``text`` is exactly ``async.<path> == <value>`` for the string
     ``value``: then an incoming event whose value at ``path`` is a string that an index lookup
     found equal to ``value`` (``values_at``) satisfies it (CEL's equality of two strings), with
-    nothing left to evaluate. False when the matcher is not in the cache (``stored_matches``
-    decides it then, and caches it)."""
-    found = _MATCHERS.get(text) if text is not None else None
-    if found is None or found[1] is None:
+    nothing left to evaluate. A matcher not in the cache is decided by its text when it is the
+    one :func:`prepare_match` stores for that equality (``_string_equality``): a process that
+    did not store the wait (or restarted since) parses nothing for it."""
+    if text is None:
+        return False
+    found = _MATCHERS.get(text)
+    if found is None:
+        return text == _string_equality(path, value)
+    if found[1] is None:
         return False
     fast_path, wanted = found[1]
     return fast_path == path and type(wanted) is str and wanted == value
+
+
+def _string_equality(path: str, value: str) -> str | None:
+    """The text :func:`prepare_match` stores for ``async.<path> == <the string value>`` (its
+    literal in ``dyn``); None for a string CEL cannot write."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        literal = f'"{value}"'  # string_literal's, without its loop over the characters
+    else:
+        try:
+            literal = to_literal(value)
+        except ValueError:
+            return None
+    return f"async.{path} == dyn({literal})"
 
 
 def forget_matchers() -> None:
