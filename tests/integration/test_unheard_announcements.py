@@ -181,3 +181,32 @@ async def test_a_cancel_matcher_on_function_cancelled_cancels_and_is_announced(
 async def _runs_if(t: TestEngine, function_id: str, count: int) -> list[Any] | None:
     runs = await t.runs(function_id=function_id)
     return runs if len(runs) == count else None
+
+
+async def test_a_cancellation_reports_its_announcements_only_to_callers_that_use_them(
+    app: App, make_engine: Make
+) -> None:
+    """``Engine.cancel`` (the API's and the start timeout's cancellations, whose results go to
+    the change feed) reports each announcement as an event ingested; an ingest job, which does
+    not use them, gets none (``report=False``) and the events are stored all the same."""
+    _subject(app)
+    async with make_engine(clock=MockClock(start=T0, autojump=False)) as t:
+        engine = t.app.engine
+        first, second = await _sleeping(t, "a", "b")
+        reported = await engine.writer.write(lambda tx: engine.cancel(tx, first.run_id, "why", T0))
+        assert reported is not None
+        assert [(r.duplicate, r.run_ids, r.cancelled) for r in reported] == [(False, (), ())] * 2
+        stored = sorted(_stored(t, FINISHED) + _stored(t, CANCELLED), key=lambda e: e.internal_id)
+        assert [r.internal_id for r in reported] == [e.internal_id for e in stored]
+
+        def cancelled_by_an_event(tx: Any) -> list[Any]:
+            [stop] = tx.ingest(
+                [engine.plan(engine.event_record(Event("stop", {"id": "b"}), T0))],
+                T0,
+                engine.wait_matches,
+            )
+            assert stop.cancelled == ((second.run_id, "subject"),)
+            return engine.announce_cancellations(tx, [stop], T0, report=False)
+
+        assert await engine.writer.write(cancelled_by_an_event) == []
+        assert len(_stored(t, CANCELLED)) == 2

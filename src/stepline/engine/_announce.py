@@ -58,11 +58,12 @@ def store_unheard_announcements(
     reason: str,
     now: float,
     sender: FunctionSet | None,
+    report: bool = True,
 ) -> list[IngestResult] | None:
     """The events ``cancelled_events`` makes (the same names, ids and data), stored by
     ``tx.store_unheard`` for ``sender``, whose functions plan no run for them; what ingesting
-    them did (nothing but store them). None, with nothing stored, when something may hear
-    them: ``cancelled_events`` and ingest them then."""
+    them did (nothing but store them; none made unless ``report``). None, with nothing
+    stored, when something may hear them: ``cancelled_events`` and ingest them then."""
     runs = tx.encoded_run_events([run_id for run_id, _ in cancelled])
     made: list[tuple[tuple[str, ...], bytes]] = []
     count = 0
@@ -75,4 +76,6 @@ def store_unheard_announcements(
     rows = [(next(ids), name, data) for names, data in made for name in names]
     if rows and not tx.store_unheard(rows, now, sender):
         return None
+    if not report:
+        return []
     return [IngestResult(internal_id, False, (), ()) for internal_id, _, _ in rows]

@@ -136,7 +136,7 @@ class IngestBatcher:
                 IngestResult(item.event.internal_id, True, (), ()) if p in repeated else next(done)
                 for p, item in enumerate(i for s in group.senders for i in s.items)
             ]
-        engine.announce_cancellations(tx, results, now)
+        engine.announce_cancellations(tx, results, now, report=False)  # results unused
         return results
 
     def _deliver(

@@ -249,7 +249,7 @@ class Engine:
     def _ingest_job(self, items: list[EventIngest], now: float) -> Callable[[StoreTx], Any]:
         def job(tx: StoreTx) -> list[IngestResult]:
             results = tx.ingest(items, now, self.wait_matches)
-            self.announce_cancellations(tx, results, now)
+            self.announce_cancellations(tx, results, now, report=False)
             return results
 
         return job
@@ -285,26 +285,39 @@ class Engine:
         return cancelled_events(self.plan, tx, [(run_id, function_id)], reason, now)
 
     def announce_cancellations(
-        self, tx: StoreTx, results: Sequence[IngestResult], now: float
+        self,
+        tx: StoreTx,
+        results: Sequence[IngestResult],
+        now: float,
+        *,
+        report: bool = True,
     ) -> list[IngestResult]:
         """Emit ``inngest/function.cancelled`` for the runs that ingestion cancelled (cancel_on,
         singleton), in the same transaction; cancellations they cause are announced too.
-        Returns what ingesting those events did."""
+        Returns what ingesting those events did (``report`` False: nothing, for a caller that
+        does not use it; the events nothing hears then make no result at all)."""
         announced: list[IngestResult] = []
         pending = [pair for r in results for pair in r.cancelled]
         while pending:
-            more = self._announce(tx, pending, "cancelled by an event", now)
-            announced += more
+            more = self._announce(tx, pending, "cancelled by an event", now, report)
+            if report:
+                announced += more
             pending = [pair for r in more for pair in r.cancelled]
         return announced
 
     def _announce(
-        self, tx: StoreTx, cancelled: Sequence[tuple[str, str]], reason: str, now: float
+        self,
+        tx: StoreTx,
+        cancelled: Sequence[tuple[str, str]],
+        reason: str,
+        now: float,
+        report: bool = True,
     ) -> list[IngestResult]:
         """Ingest the ending events of runs just cancelled in ``tx`` (``cancelled_events``):
-        only stored when nothing hears them (``store_unheard_announcements``)."""
+        only stored when nothing hears them (``store_unheard_announcements``; no result made
+        for them unless ``report``)."""
         if isinstance(tx, UnheardEvents) and not self._plans_endings():
-            stored = store_unheard_announcements(tx, cancelled, reason, now, self.served)
+            stored = store_unheard_announcements(tx, cancelled, reason, now, self.served, report)
             if stored is not None:
                 return stored
         items = cancelled_events(self.plan, tx, cancelled, reason, now)
