@@ -1,5 +1,6 @@
-"""A pass's branches after the pass: a task still running is released, never cancelled (a
-library's background task started lazily inside a function must outlive the pass); and the
+"""A pass's branches after the pass: a task still running is released, not cancelled (a
+library's background task started lazily inside a function must outlive the pass), unless a
+gather or TaskGroup whose joining task ended joins it (nobody will: cancelled); and the
 joins of branches the pass recognizes, so that a function joining blocked branches suspends
 without SUSPEND_GRACE."""
 
@@ -100,6 +101,51 @@ async def test_a_step_a_released_task_calls_after_its_pass_is_refused(
         again = await t.wait_for_run(run.run_id)
         assert again.status == "COMPLETED"
         assert again.output == "a"
+
+
+async def test_a_gathered_sibling_still_working_when_the_pass_ends_is_cancelled(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gather(step.wait_for_event(...), poll()): the step's call ends the pass (Suspended), the
+    # gather hands that to the function at once and never cancels the poller, its other child.
+    # Released with the pass, the poller ran on after every suspension and each replay started
+    # another one (review N1). Nobody can join it any more: it is cancelled. A task the
+    # function created and did not join (a library's keep-alive) is still released.
+    monkeypatch.setattr(executor, "SUSPEND_GRACE", 0.05)  # the poller keeps the pass working
+    monkeypatch.setattr(executor, "STOP_GRACE", 0.05)
+    passes = 0
+    pollers: list[asyncio.Task[Any]] = []
+    detached: list[asyncio.Task[Any]] = []
+
+    async def poll(n: int) -> str:
+        pollers.append(asyncio.current_task())  # type: ignore[arg-type]
+        if n == 1:
+            await asyncio.Event().wait()  # polls something, forever
+        return "polled"
+
+    async def keep_alive() -> None:
+        await asyncio.Event().wait()
+
+    @app.function(id="polling", trigger=TriggerEvent("go"))
+    async def polling(ctx: Context) -> Any:
+        nonlocal passes
+        passes += 1
+        if passes == 1:
+            detached.append(asyncio.create_task(keep_alive()))
+        paid, polled = await asyncio.gather(
+            ctx.step.wait_for_event("w", event="paid", timeout="1h"), poll(passes)
+        )
+        return [paid, polled]
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))  # the wait times out an hour later (virtual)
+    assert run.output == [None, "polled"]
+    assert passes == 2
+    first = pollers[0]
+    assert first.cancelled(), "the first pass's poller runs on"
+    [keeper] = detached
+    assert not keeper.done()
+    keeper.cancel()
 
 
 async def _join_anyio(branches: list[Callable[[], Awaitable[Any]]]) -> None:

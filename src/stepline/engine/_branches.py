@@ -88,6 +88,23 @@ def _shields(kid: asyncio.Task[Any], future: object) -> bool:
     return any(outer is future for source in inner for outer in _outer(source, _SHIELD_DONE))
 
 
+def _orphaned(task: asyncio.Task[Any], traced: _Traced) -> bool:
+    """True if ``task`` runs on as a child of a ``gather`` or a ``TaskGroup`` whose joining
+    task (gather's caller, the task in the group's ``async with``) has ended."""
+    if task.done():
+        return False
+    for callback, *_ in getattr(task, "_callbacks", None) or ():
+        if getattr(callback, "__code__", None) is _GATHER_DONE and _GATHER_DONE is not None:
+            joiner = traced.parent
+        elif isinstance(getattr(callback, "__self__", None), asyncio.TaskGroup):
+            joiner = getattr(callback.__self__, "_parent_task", None)
+        else:
+            continue
+        if joiner is None or joiner.done():
+            return True
+    return False
+
+
 def _nothing() -> None:
     return None
 
@@ -353,15 +370,23 @@ class Branches:
         return [traced.describe(task) for task, traced in live if not blocked(task)]
 
     def stop(self) -> None:
-        """Stop tracking: the tasks of the function still running are released, never
-        cancelled (a library's background task its first use started in the function must
-        outlive the pass); a step they call later is refused by the ended pass. Later tasks are
-        not tracked, and the released ones no longer reach the pass."""
+        """Stop tracking. A task of the function still running that a ``gather`` or a
+        ``TaskGroup`` joins, and whose joining task has ended (the function's, which the pass's
+        signal ended), is cancelled: nobody can join it any more, and left running it would
+        outlive every suspension, with another one at each replay (``gather`` does not cancel
+        a child's siblings when it raises). The others are released, never cancelled: a task
+        the function created and did not join (a library's background task its first use
+        started in the function must outlive the pass). A step they call later is refused by
+        the ended pass. Later tasks are not tracked, and the released ones no longer reach the
+        pass."""
         if not self.open:
             return
         self.open = False
         if self._hooked:
             _release(self._loop)
+        for task, traced in self.live.items():
+            if _orphaned(task, traced):
+                task.cancel()
         for traced in self.live.values():  # its parent, the function's task, keeps the pass
             traced.parent = None
         self.live.clear()

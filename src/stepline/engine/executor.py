@@ -573,7 +573,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         ones with ``signal``, and wait until it has unwound. An async function still running
         after ``STOP_GRACE`` (awaiting something that is not a step) is cancelled; a sync
         function's thread is waited for (no step call of it can block any more). The tasks it
-        started that still run are released, never cancelled (``Branches.stop``)."""
+        started that still run are released (``Branches.stop``: but a ``gather``'s or a
+        ``TaskGroup``'s child whose joining task ended is cancelled)."""
         self.gate.close(signal)
         try:
             while not task.done():
