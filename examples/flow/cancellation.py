@@ -46,7 +46,7 @@ upload_down = {"value": True}
 )
 async def process_order(ctx: Context) -> str:
     """Reserve stock, give the customer 30 minutes to change their mind, then charge."""
-    order_id = ctx.event.data["orderId"]
+    order_id: str = ctx.event.data["orderId"]
     await ctx.step.run("reserve-stock", lambda: order_id)
     await ctx.step.sleep("grace-period", "30m")
     await ctx.step.run("charge", lambda: charged.append(order_id))
@@ -61,7 +61,8 @@ async def process_order(ctx: Context) -> str:
 )
 async def release_stock(ctx: Context) -> str:
     """Clean up after a cancelled order: ``data`` has ``run_id``, ``function_id``, ``reason``."""
-    return ctx.event.data["run_id"]
+    run_id: str = ctx.event.data["run_id"]
+    return run_id
 
 
 @app.function(

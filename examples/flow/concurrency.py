@@ -56,7 +56,7 @@ async def generate_report(ctx: Context) -> dict[str, Any]:
 @app.function(id="nightly-digest", trigger=TriggerEvent("digest/due"), concurrency=1)
 async def nightly_digest(ctx: Context) -> str:
     """One digest executes at a time, but a digest that sleeps does not block the others."""
-    user = ctx.event.data["userId"]
+    user: str = ctx.event.data["userId"]
     await ctx.step.run("collect", lambda: f"news for {user}")
     await ctx.step.sleep("wait-for-send-window", "1h")
     await ctx.step.run("send", lambda: None)

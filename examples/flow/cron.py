@@ -40,8 +40,8 @@ async def weekly_report(ctx: Context) -> dict[str, Any]:
     return {"by": ctx.event.data.get("requestedBy")}
 
 
-def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()
+def utc(year: int, month: int, day: int, hour: int, minute: int) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
 
 
 async def demo() -> dict[str, Any]:

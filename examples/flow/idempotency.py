@@ -42,7 +42,8 @@ async def send_checkout_email(ctx: Context) -> str:
 @app.function(id="audit-checkout", trigger=TriggerEvent("cart/checkout.completed"))
 async def audit_checkout(ctx: Context) -> str:
     """Every checkout event (no idempotency key)."""
-    return ctx.event.data["cartId"]
+    cart_id: str = ctx.event.data["cartId"]
+    return cart_id
 
 
 async def demo() -> dict[str, Any]:

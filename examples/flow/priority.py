@@ -42,8 +42,9 @@ async def summarize(customer: str, text: str) -> str:
 async def summarize_document(ctx: Context) -> str:
     """Summarize a document; enterprise requests first."""
     data = ctx.event.data
-    await ctx.step.run("summarize", summarize, data["customer"], data["text"])
-    return data["customer"]
+    customer: str = data["customer"]
+    await ctx.step.run("summarize", summarize, customer, data["text"])
+    return customer
 
 
 async def demo() -> dict[str, Any]:

@@ -33,7 +33,8 @@ async def sync_inbox(ctx: Context) -> str:
     await ctx.step.run("fetch-mail", lambda: None)
     await ctx.step.sleep("provider-cooldown", "10m")
     await ctx.step.run("store-mail", lambda: None)
-    return ctx.event.data["userId"]
+    user_id: str = ctx.event.data["userId"]
+    return user_id
 
 
 @app.function(
@@ -66,7 +67,7 @@ async def demo() -> dict[str, Any]:
         inbox = await ended_runs(t, "sync-inbox")
         recs = await ended_runs(t, "rebuild-recommendations")
         skips = await t.app.skipped("sync-inbox")
-    summary = {
+    summary: dict[str, Any] = {
         "inbox": sorted((r.output, r.status) for r in inbox),
         "inbox_skipped": [s.reason for s in skips],
         "recs": sorted((r.status, r.error["message"] if r.error else r.output) for r in recs),

@@ -48,5 +48,6 @@ async def send_receipt(email: str, cart_id: str) -> None:
 async def send_checkout_email(ctx: Context) -> str:
     """Runs once per checkout, however many times the producer sent the event."""
     data = ctx.event.data
-    await ctx.step.run("send-receipt", send_receipt, data["email"], data["cartId"])
-    return data["cartId"]
+    cart_id: str = data["cartId"]
+    await ctx.step.run("send-receipt", send_receipt, data["email"], cart_id)
+    return cart_id

@@ -55,6 +55,7 @@ async def weekly_digest(ctx: Context) -> dict[str, int]:
 @app.function(id="send-user-digest", trigger=TriggerEvent("digest/user.requested"))
 async def send_user_digest(ctx: Context) -> str:
     """Build and send one subscriber's digest."""
-    digest = await ctx.step.run("build-digest", build_digest, ctx.event.data["userId"])
+    user_id: str = ctx.event.data["userId"]
+    digest = await ctx.step.run("build-digest", build_digest, user_id)
     await ctx.step.run("send-email", send_email, ctx.event.data["email"], digest)
-    return ctx.event.data["userId"]
+    return user_id

@@ -56,6 +56,6 @@ async def process_data(ctx: Context) -> int:
         return await fetch_user_data(user_id)
 
     rows = await ctx.step.run("fetch-data", fetch)
-    saved = await ctx.step.run("save-results", save_results, rows)
+    saved: int = await ctx.step.run("save-results", save_results, rows)
     ctx.logger.info("processing complete", extra={"resultCount": saved})  # once per run
     return saved

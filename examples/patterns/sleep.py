@@ -24,7 +24,7 @@ async def send_email(address: str, template: str) -> None:
 @app.function(id="trial-reminders", trigger=TriggerEvent("user/trial.started"))
 async def trial_reminders(ctx: Context) -> str:
     """Emails over a trial period: now, a week later, and when the trial ends."""
-    email = ctx.event.data["email"]
+    email: str = ctx.event.data["email"]
     await ctx.step.run("send-welcome", send_email, email, "welcome")
     await ctx.step.sleep("wait-a-week", "7d")
     await ctx.step.run("send-tips", send_email, email, "tips")

@@ -63,6 +63,6 @@ async def checkout(ctx: Context) -> dict[str, Any]:
     """Descriptive ids: the run's history reads like the business process."""
     order = ctx.event.data
     await ctx.step.run("validate-payment", validate_payment, order["paymentId"])
-    charge = await ctx.step.run("charge-customer", charge_customer, order)
+    charge: dict[str, Any] = await ctx.step.run("charge-customer", charge_customer, order)
     await ctx.step.run("send-confirmation", send_email, order["email"])
     return charge
