@@ -108,8 +108,13 @@ async def send_all_async(
 def _converted(
     conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
 ) -> tuple[abc.Transformer, list[PostgresQuery]]:
-    """Every statement's parameters adapted (psycopg's query conversion), nothing sent."""
-    transformer = Transformer.from_context(conn)
+    """Every statement's parameters adapted (psycopg's query conversion), nothing sent. The
+    connection's transformer is kept (as a cursor keeps its own): the dumper of each type is
+    looked up once per connection, not once per statement's parameter (a new transformer for
+    each round trip cost an ingest's ~40 parameters ~50 µs)."""
+    transformer = _TRANSFORMERS.get(conn)
+    if transformer is None:
+        transformer = _TRANSFORMERS[conn] = Transformer.from_context(conn)
     converted = []
     for query, params in statements:
         converted.append(PostgresQuery(transformer))
@@ -297,6 +302,10 @@ def _woken(future: asyncio.Future[Ready], ready: Ready) -> None:
         future.set_result(ready)
 
 
+# each connection's transformer (_converted); used by one thread at a time, as the connection
+_TRANSFORMERS: weakref.WeakKeyDictionary[psycopg.Connection[Any], abc.Transformer] = (
+    weakref.WeakKeyDictionary()
+)
 _WAITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
 
 

@@ -203,14 +203,10 @@ class Statements:
         self.round_trips += 1
         first, queued = self._take()
         conn = self.conn
-        alone = len(queued) == 1 and queued[0][2] is None
-        try:
-            if alone:  # its error may be its commit's (a transaction without BEGIN)
-                conn.execute(queued[0][0], queued[0][1])
-                return
+        try:  # one pipeline, even for one statement: its error is told from its sync's
             rows = _pipeline.send_all(conn, [(query, params) for query, params, _ in queued])
         except psycopg.Error as exc:
-            self.statement_failed = not (alone or conn.broken or _pipeline.at_sync(exc))
+            self.statement_failed = not (conn.broken or _pipeline.at_sync(exc))
             self._failed_trip(exc)
             raise self._owned(exc, first) from None
         for (_, _, later), found in zip(queued, rows, strict=True):
@@ -487,25 +483,37 @@ def _merged(
     """``queued`` with each run of adjacent writes to different tables (``write(table=…)``) made
     one statement: ``WITH w0 AS (first), w1 AS (second) last``. Its parts see one snapshot and
     run to completion; as none of them reads a table another writes, and no two write one
-    table, the result is the same as theirs one after the other. With each statement, the
-    ``Later`` that keeps its result (``read_later``), if any."""
+    table, the result is the same as theirs one after the other. A lease hold right before
+    such a run joins it (``_held_with``) when none of its writes touches the queue (the rows
+    the hold locks) and each is an ``INSERT``, ``UPDATE`` or ``DELETE``. With each statement,
+    the ``Later`` that keeps its result (``read_later``), if any."""
     out: list[tuple[str, Params, Later | None]] = []
     group: list[tuple[str, Params]] = []
     seen: set[str] = set()
+    head: list[tuple[str, Params]] = []  # a hold the next run of writes may join
 
     def close() -> None:
-        if len(group) == 1:
-            out.append((*group[0], None))
-        elif group:
-            params = [p for _, ps in group for p in (ps or ())]
-            out.append((_with(tuple(query for query, _ in group)), params, None))
+        if head and group and "queue" not in seen and all(_modifies(w) for w, _ in group):
+            params = [p for _, ps in (*head, *group) for p in (ps or ())]
+            out.append((_held_with(head[0][0], tuple(w for w, _ in group)), params, None))
+        else:
+            out.extend((*entry, None) for entry in head)
+            if len(group) == 1:
+                out.append((*group[0], None))
+            elif group:
+                params = [p for _, ps in group for p in (ps or ())]
+                out.append((_with(tuple(query for query, _ in group)), params, None))
+        head.clear()
         group.clear()
         seen.clear()
 
     for entry, table in zip(queued, tables, strict=True):
         if not isinstance(table, str):
             close()
-            out.append((*entry, table if isinstance(table, Later) else None))
+            if table is None and entry[0] in _HOLDS:
+                head.append(entry)
+            else:
+                out.append((*entry, table if isinstance(table, Later) else None))
             continue
         if table in seen:
             close()
@@ -515,12 +523,34 @@ def _merged(
     return out
 
 
+_HOLDS = (q.HOLD_LEASE, q.HOLD_LEASES)
+
+
 @functools.lru_cache(maxsize=1024)
 def _with(queries: tuple[str, ...]) -> str:
     """The statement ``_merged`` makes of ``queries``: ``WITH w0 AS (first), … last`` (one text
     object for each sequence of texts, made once)."""
     parts = ", ".join(f"w{i} AS ({query})" for i, query in enumerate(queries[:-1]))
     return f"WITH {parts} {queries[-1]}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _held_with(hold: str, queries: tuple[str, ...]) -> str:
+    """The statement of a lease ``hold`` and the writes ``queries`` after it: ``WITH h AS
+    (hold), w0 AS (first), … SELECT * FROM h``. The statement reads the hold first (its rows
+    locked, or the statement failed), and its data-modifying parts run to completion after
+    (as every such part is run, whether or not the statement reads it): the same order, locks
+    and failures as the hold and then the writes, in one statement (one execution for the
+    server, one result for this process, a step commit's lone statement)."""
+    parts = ", ".join(f"w{i} AS ({query})" for i, query in enumerate(queries))
+    return f"WITH h AS ({hold}), {parts} SELECT * FROM h"
+
+
+@functools.lru_cache(maxsize=1024)
+def _modifies(query: str) -> bool:
+    """Whether ``query`` is a plain ``INSERT``, ``UPDATE`` or ``DELETE`` (a part ``WITH`` runs
+    whether or not it is read; a ``SELECT`` part, as ``pg_notify``'s, only if it is)."""
+    return query.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
 
 
 def _quiet(conn: psycopg.Connection[Any]) -> bool:
