@@ -549,3 +549,37 @@ def test_a_loop_commit_given_up_before_it_began_is_still_made() -> None:
         loop.close()
         writer.close()
     assert sorted(done) == ["A", "B"], done
+
+
+def test_a_stopped_loops_later_jobs_wait_for_its_commit_in_flight() -> None:
+    """Review 2, R1's ordering note. A loop commit in flight (begun: its round trip sent) on a
+    loop that stopped without closing (``run_until_complete`` returned; it may run again) was
+    given up when another thread wrote: the thread then made that loop's later job C before
+    A's commit had ended (A's commit might land after C, or, made again after a Replay, be
+    applied after it). The thread makes the other thread's job at once and holds C."""
+    store = LoopStore()
+    writer = BatchWriter(store)
+    done: list[str] = []
+    job = recorder(done)
+    loop = asyncio.new_event_loop()
+    try:
+        store.reply = loop.create_future()
+
+        async def main() -> tuple[asyncio.Future[str], asyncio.Future[str]]:
+            first = writer.submit(job("A"))
+            await store.in_flight.wait()  # A's round trip is in flight
+            return first, writer.submit(job("C"))  # this loop's: after A's commit
+
+        first, later = loop.run_until_complete(main())
+        assert writer._looping is not None and not loop.is_running()
+        other = threading.Thread(target=writer.submit_sync, args=(job("B"),))
+        other.start()
+        other.join(WAIT)
+        assert done == ["A", "B"], done  # C waits for A's commit, B did not
+        store.reply.set_result(None)  # the loop runs again: A's commit ends, then C is made
+        both = asyncio.gather(first, later)
+        assert loop.run_until_complete(asyncio.wait_for(both, WAIT)) == ["A", "C"]
+        assert done == ["A", "B", "C"]
+    finally:
+        loop.close()
+        writer.close()

@@ -197,13 +197,16 @@ class BatchWriter:
         task.add_done_callback(partial(self._never_started, flight))
 
     def _stranded(self, loop: asyncio.AbstractEventLoop | None) -> bool:
-        """Whether the loop commit in flight waits on a loop that will never run it (closed,
-        or stopped while a job of another loop or thread waits): under ``_lock``."""
+        """Whether the loop commit in flight waits on a loop that will never run it (closed),
+        or that has stopped before it began while a job of another loop or thread waits
+        (under ``_lock``). One that began on a stopped loop is kept: the loop may run again
+        and end it, and its loop's later jobs wait for it (held, ``_take``) while the thread
+        makes the others'; given up, the thread would make those later jobs first."""
         flight = self._flight
         assert flight is not None
         if flight.loop.is_closed():
             return True
-        return loop is not flight.loop and not flight.loop.is_running()
+        return not flight.started and loop is not flight.loop and not flight.loop.is_running()
 
     def _abandon(self) -> None:
         """Give up the loop commit in flight (``_stranded``): its outcome is unknown (its
@@ -214,11 +217,8 @@ class BatchWriter:
         flight.abandoned = True
         if not flight.started:  # nothing of it ran (nor will: see _commit_on_loop): the thread's
             self._handed.append((flight.batch, False))
-        elif flight.loop.is_closed():  # nothing will settle them; nobody can wait there either
-            unknown = StoreUnavailable("the commit's outcome is unknown: its event loop stopped")
-            for pending in flight.batch:
-                if isinstance(pending.future, Future):
-                    _settle(pending.future, (False, _own_copy(unknown)))
+        # else its loop is closed: its jobs' futures are all that loop's (_loop_batch_of), and
+        # nobody can wait for them there
         if self._waiting() and not self._draining:
             self._start_drain()
 
