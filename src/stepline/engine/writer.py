@@ -17,7 +17,9 @@ A job that fails on its own (a lost lease), or that the store refuses for good (
 database: a ``StoreError``, never the backend's raw exception), is rolled back alone and the rest
 of its batch commits. A failure the store reads as ``StoreUnavailable`` (disk full, I/O error,
 ...) loses the whole transaction: every job of the batch gets a ``StoreUnavailable`` of its own,
-never the backend's raw exception, and nothing of the batch is acknowledged.
+never the backend's raw exception, and nothing of the batch is acknowledged. A transaction the
+store ended on a conflict with another (``Conflict``: a deadlock, a serialization failure;
+nothing of it committed) is made again, a few times, before its batch is lost.
 
 A store that can (``OptimisticStore``: PostgreSQL) first applies a batch without a savepoint per
 job, its statements sent together; if anything fails in it (``Replay``: a job raised, a lease was
@@ -62,6 +64,7 @@ from typing import Any, NamedTuple, TypeVar
 from stepline.engine._reading_kinds import ReadingKinds
 from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.interface import (
+    Conflict,
     LoopCommits,
     OptimisticStore,
     Replay,
@@ -75,6 +78,7 @@ Job = Callable[[StoreTx], Any]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
 
 log = logging.getLogger("stepline.writer")
+CONFLICT_RETRIES = 3  # a careful transaction ended on a conflict (``Conflict``) made again
 
 
 class _Pending(NamedTuple):
@@ -126,6 +130,7 @@ class BatchWriter:
         self.transactions = 0
         self.jobs = 0
         self.replays = 0  # optimistic transactions made again with a savepoint per job
+        self.conflicts = 0  # careful transactions made again after a conflict (``Conflict``)
         self.loop_commits = 0  # transactions committed on their loop (``LoopCommits``)
         self.loop_refusals = 0  # batches the store would not commit on the loop (WouldBlock)
         self._reading = ReadingKinds()  # jobs that need a read: the thread's (under _lock)
@@ -404,9 +409,11 @@ class BatchWriter:
                 return [(True, result) for result in results]
         return self._apply_carefully(jobs)
 
-    def _apply_carefully(self, jobs: list[Job]) -> list[Outcome]:
+    def _apply_carefully(self, jobs: list[Job], conflicts: int = 0) -> list[Outcome]:
         """The jobs in one transaction, each verb in its savepoint; if a job left the whole
-        transaction unable to commit (``Replay``: nothing committed), each job alone."""
+        transaction unable to commit (``Replay``: nothing committed), each job alone; if the
+        store ended it on a conflict with another transaction (``Conflict``: nothing
+        committed), the same again, up to ``CONFLICT_RETRIES`` times, then lost."""
         store = self._store
         outcomes: list[Outcome] = []
         try:
@@ -421,6 +428,12 @@ class BatchWriter:
                         # a job's own error, or the store refusing it for good (read-only):
                         # the job's verb was rolled back alone, never a raw driver exception
                         outcomes.append((False, exc if failed is None else _own_copy(failed)))
+        except Conflict as exc:
+            if conflicts < CONFLICT_RETRIES:
+                self.conflicts += 1
+                return self._apply_carefully(jobs, conflicts + 1)
+            cause = exc.__cause__
+            return self._lost(cause if isinstance(cause, Exception) else exc, len(jobs))
         except Replay as exc:
             if len(jobs) == 1:
                 return [(False, exc)]

@@ -523,6 +523,12 @@ class Replay(Exception):
     savepoint of its own (``Store.transaction()``)."""
 
 
+class Conflict(Replay):
+    """The server ended a transaction on a conflict with another one (PostgreSQL: a deadlock,
+    a serialization failure): nothing of it was committed, and it may be made again as it was
+    (the other transaction went on). ``Store.transaction()`` raises it as well."""
+
+
 @runtime_checkable
 class OptimisticStore(Protocol):
     """A store that can apply a group commit's jobs without a savepoint each, sending their

@@ -57,6 +57,15 @@ def take_idle(pool: psycopg_pool.ConnectionPool[Any]) -> psycopg.Connection[Any]
     return conn
 
 
+def conflicted(error: Exception) -> bool:
+    """Whether ``error`` ended its transaction on a conflict with another (a deadlock, a
+    serialization failure): the server rolled it back, nothing of it committed."""
+    return isinstance(error, psycopg.Error) and error.sqlstate in _CONFLICTS
+
+
+_CONFLICTS = ("40001", "40P01")
+
+
 def store_error(error: Exception, label: str) -> StoreError | None:
     """``Store.store_error`` for the database ``label``."""
     if isinstance(error, StoreError):

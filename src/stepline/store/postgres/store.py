@@ -40,7 +40,7 @@ from stepline.store import _rows as shapes
 from stepline.store._catalog import TriggerCatalog, app_records
 from stepline.store._clauses import match_sql
 from stepline.store._copy import Row, Table
-from stepline.store.interface import Replay, WouldBlock
+from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _pipeline, _rows, _search
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
@@ -263,7 +263,11 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTx]:
         """A write transaction, each verb in a savepoint. ``Replay`` when a statement sent
         outside every savepoint failed and the caller went on (nothing was committed: the
-        writer then applies each job of the batch alone)."""
+        writer then applies each job of the batch alone); ``Conflict`` when the server ended
+        it on a conflict with another transaction (a deadlock, a serialization failure: one
+        of this process's own, since its thread and event loop commit at once) and nothing of
+        it committed."""
+        statements = None
         try:
             with self._conn() as conn:
                 tx = PostgresTx(
@@ -274,9 +278,12 @@ class PostgresStore:
                     catalog=self._catalog,
                     gates=self._gates,
                 )
-                with tx.statements.transaction(lambda: _last_statements(tx)):
+                statements = tx.statements
+                with statements.transaction(lambda: _last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            if _database.conflicted(exc) and not (statements and statements.maybe_committed):
+                raise Conflict(str(exc)) from exc
             raise self._translated(exc) from exc
         except Spoiled as exc:
             raise Replay(str(exc)) from exc
