@@ -93,6 +93,8 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
             False, "info"),
         Row("  … store ingest only, matching", "waits", "match_store_us", "µs/event", False,
             "info"),
+        Row("  … resolved waits' rows purged later (per wait)", "waits", "purge_us", "µs/wait",
+            False, "info"),
         Row("  … baseline: event nothing waits for", "waits", "baseline_us", "µs/event", False,
             "info"),
         Row("  … one event per send_async (own commit)", "waits", "single_us", "µs/event",
@@ -277,7 +279,7 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "jobs/tx":
         return f"{value:.1f}"
-    if unit == "µs/event":
+    if unit in ("µs/event", "µs/wait"):
         return f"{value:,.1f} µs"
     if unit == "ms":
         return f"{value:.3f} ms" if value < 10 else f"{value:,.1f} ms"

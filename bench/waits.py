@@ -17,6 +17,10 @@ incoming event:
 - ``match_full_collections``: the full (generation-2) garbage collections that ran during each
   whole matching batch: one walks every object of the process (tens of ms here), so a batch it
   lands in is slower by that much; counted to tell such a batch from the code's own cost.
+- ``purge_us``: per resolved wait, deleting the rows of the waits the matching batches resolved
+  (the SQLite store keeps a resolved wait's row, marked resolved, and the worker's housekeeping
+  deletes such rows in batches: ``purge_resolved_waits``), timed inside one write transaction
+  (no commit); absent for a store that deletes a wait as it resolves it.
 - ``baseline_us``: 1,000 events of a name nothing listens to (the cost of ingestion itself).
 - ``single_us``: non-matching events sent one ``send_async`` at a time (each pays its own
   durable commit).
@@ -63,6 +67,31 @@ async def _store_ingest(app: Any, events: list[Any]) -> tuple[float, int] | None
         for r in results
     )
     return box["elapsed"], resumed
+
+
+async def _purge(app: Any) -> tuple[float, int] | None:
+    """Seconds deleting every resolved wait's row the store kept takes, in the housekeeping's
+    batches (inside one write transaction), and how many; None if the store kept none (or the
+    engine's internals moved)."""
+    try:
+        from stepline.engine._housekeeping import WAIT_PURGE_BATCH
+    except ImportError:
+        return None
+    box: dict[str, float] = {}
+
+    def job(tx: Any) -> int:
+        t0 = time.perf_counter()
+        purged = 0
+        while (count := tx.purge_resolved_waits(WAIT_PURGE_BATCH)) > 0:
+            purged += count
+        box["elapsed"] = time.perf_counter() - t0
+        return purged
+
+    try:
+        purged = await app.engine.writer.write(job)
+    except AttributeError:
+        return None
+    return (box["elapsed"], purged) if purged else None
 
 
 async def _timed_send(app: Any, events: list[Any]) -> float:
@@ -144,6 +173,10 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         result["match_rounds_us"] = [round(us, 1) for us in whole]
         result["match_full_collections"] = full
         result["matched_events"] = k * len(store)
+        purged = await _purge(app)
+        if purged is not None:
+            result["purge_us"] = purged[0] / purged[1] * 1e6
+            result["purged_waits"] = purged[1]
         if store:
             result["match_store_us"] = sum(store) / len(store)
             result["match_store_rounds_us"] = [round(us, 1) for us in store]

@@ -41,7 +41,7 @@ from stepline.store.records import (
 )
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
-from stepline.store.sqlite._multirow import delete_rows, insert_rows
+from stepline.store.sqlite._multirow import insert_rows
 from stepline.store.sqlite._savepoints import JobSavepoint
 
 
@@ -211,12 +211,14 @@ class SQLiteControlVerbs:
             return count + c.execute(q.PURGE_GCRA, (now, limit)).rowcount
 
     def purge_resolved_waits(self, limit: int) -> int:
+        if limit < 1:
+            return 0
         with self._savepoint() as c:
-            keys = c.execute(q.RESOLVED_WAITS, (limit,)).fetchall()
-            if keys:  # a wait dropped with its run since has no row left: its key goes too
-                delete_rows(c, q.PURGE_RESOLVED_WAIT, keys)
-                delete_rows(c, q.FORGET_RESOLVED_WAIT, keys)
-            return len(keys)
+            c.execute(q.PURGE_RESOLVED_WAITS, (limit,))
+            last = c.execute(q.NTH_RESOLVED_WAIT, (limit - 1,)).fetchone()
+            if last is None:
+                return int(c.execute(q.FORGET_RESOLVED_WAITS).rowcount)
+            return int(c.execute(q.FORGET_RESOLVED_WAITS_UP_TO, last).rowcount)
 
     def purge_before(self, cutoff: float, limit: int) -> Purged:
         with self._savepoint() as c:

@@ -115,10 +115,16 @@ DELETE_WAIT = f"DELETE FROM waits WHERE run_id = ? AND wait_id = ? AND {PENDING}
 RESOLVE_WAIT = """
 INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
 SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
-# the oldest resolved waits' keys, then their rows and keys deleted (``_multirow.delete_rows``)
-RESOLVED_WAITS = "SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?"
-PURGE_RESOLVED_WAIT = "DELETE FROM waits WHERE run_id = ? AND wait_id = ?"
-FORGET_RESOLVED_WAIT = "DELETE FROM waits_resolved WHERE run_id = ? AND wait_id = ?"
+# the rows of the first ``?`` resolved waits in key order (a probe of each key; a wait dropped
+# with its run since has no row left), then their keys: up to the last of them (a range of the
+# key), or all of them when there are no more
+PURGE_RESOLVED_WAITS = """
+DELETE FROM waits WHERE (run_id, wait_id) IN (
+    SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?)"""
+NTH_RESOLVED_WAIT = """
+SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT 1 OFFSET ?"""
+FORGET_RESOLVED_WAITS_UP_TO = "DELETE FROM waits_resolved WHERE (run_id, wait_id) <= (?, ?)"
+FORGET_RESOLVED_WAITS = "DELETE FROM waits_resolved"
 # a run's pending waits, dropped with its work (its resolved ones are left to the purge, which
 # deletes them with others: a run ending just after its wait resolved writes no index page)
 DELETE_WAITS_OF_RUN = f"DELETE FROM waits WHERE run_id = ? AND {PENDING}"
