@@ -13,10 +13,12 @@ from stepline.serde import dumps_exact
 from stepline.store import Store
 from stepline.store.interface import UnheardEvents
 from stepline.store.records import (
+    Admission,
     EventFilter,
     EventIngest,
     EventRecord,
     FunctionSet,
+    MatcherSpec,
     NewRun,
     TriggerRow,
 )
@@ -79,6 +81,29 @@ def test_a_runs_events_encoded_are_their_payloads_as_run_events_gives_them(
     assert encoded == expected
     assert [len(events) for events in encoded] == [2, 1, 1, 0]
     assert encoded[0][0][1].startswith(b'{"id":"sender-1","name":"batch/item"')
+
+
+def test_a_cancelled_run_of_several_events_gets_them_all_in_order(store: Store) -> None:
+    # SQLite reads a cancelled run's one event with its cancel matcher; a run of two events
+    # has them read after
+    spec = MatcherSpec(
+        "order/cancelled", 'async.data.orderId == "o-1"', "data.orderId", "o-1", None
+    )
+    both = (NewRun("r1", "fn", ("e2", "e1"), admission=Admission(cancel_on=(spec,))),)
+    ingest(store, EventIngest(EventRecord("e1", "a", {"n": 1}, {}, None, T0)))
+    ingest(store, EventIngest(EventRecord("e2", "b", {"n": 2}, {}, None, T0), both))
+    ingest(store, cancellable("r2", "o-1"))
+    with store.transaction() as tx:
+        assert isinstance(tx, UnheardEvents)
+        [result] = tx.ingest([cancel_order("c1", "o-1")], T0 + 1, lambda w, e: True)
+        assert sorted(result.cancelled) == [("r1", "fn"), ("r2", "fn")]
+        encoded = tx.encoded_run_events(["r2", "r1"])
+        expected = [
+            [(e.name, dumps_exact(e.payload())) for e in tx.run_events(run_id)]
+            for run_id in ["r2", "r1"]
+        ]
+    assert encoded == expected
+    assert [[name for name, _ in events] for events in encoded] == [["order/created"], ["b", "a"]]
 
 
 def test_events_nothing_hears_are_stored_as_sent_now_without_user_data(store: Store) -> None:

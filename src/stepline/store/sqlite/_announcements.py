@@ -29,12 +29,21 @@ _PAYLOAD = b'{"id":%b,"name":%b,"data":%b,"user":%b,"ts":%d}'
 
 class CancelledRunEvents:
     """The trigger events of the runs a transaction cancelled: their ids, noted by
-    ``mark_cancelled`` from the run row it read (a run's events never change), and the events,
-    read together the first time one is asked for."""
+    ``mark_cancelled`` from the run row it read (a run's events never change), with the event
+    itself for a run of one event read with its cancel matcher (MATCHERS_INDEXED_AMONG_WITH_RUNS);
+    the other events read together the first time one is asked for."""
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}  # run id -> its event ids (JSON), noted when cancelled
+        self._only: dict[str, tuple[Any, ...]] = {}  # run id -> its one event's EVENTS_AMONG row
         self._read: dict[str, list[EventRecord]] = {}
+
+    def note(self, run_id: str, row: Sequence[Any]) -> None:
+        """A run cancelled, as ``mark_cancelled`` read it: UNFINISHED_RUN_FUNCTION's columns,
+        then (from MATCHERS_INDEXED_AMONG_WITH_RUNS) its one event's, if it has one."""
+        self.ids[run_id] = row[3]
+        if len(row) > 5 and row[5] is not None:
+            self._only[run_id] = tuple(row[5:])
 
     def records(self, conn: sqlite3.Connection, run_id: str) -> list[EventRecord] | None:
         """The events of a run this transaction cancelled (None: it did not cancel it), read
@@ -53,9 +62,18 @@ class CancelledRunEvents:
     ) -> list[list[tuple[str, bytes]]]:
         """``UnheardEvents.encoded_run_events``: one statement for the events of all the runs
         (and one for the event ids of each run this transaction did not cancel)."""
-        ids_of = [loads(self.ids.get(run_id) or _event_ids(conn, run_id)) for run_id in run_ids]
+        only = self._only
+        ids_of = [
+            [] if run_id in only else loads(self.ids.get(run_id) or _event_ids(conn, run_id))
+            for run_id in run_ids
+        ]
         found = {row[0]: (row[1], payload_json(row)) for row in _rows(conn, ids_of)}
-        return [[found[i] for i in ids if i in found] for ids in ids_of]
+        return [
+            [(only[run_id][1], payload_json(only[run_id]))]
+            if run_id in only
+            else [found[i] for i in ids if i in found]
+            for run_id, ids in zip(run_ids, ids_of, strict=True)
+        ]
 
 
 def payload_json(row: Sequence[Any]) -> bytes:

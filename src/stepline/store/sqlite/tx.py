@@ -383,7 +383,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             cancels = deferred.cancels_queued if queued else deferred.cancels
             cancels.setdefault((now, deferred.json_of(error)), []).append(run_id)
             deferred.unfinished[run_id] = None  # ended
-        self._cancelled.ids[run_id] = row[3]  # a run's events never change: run_events reads them
+        self._cancelled.note(run_id, row)  # a run's events never change: read them later
         if queued:
             self._never_leased.add(run_id)
         return EndedRun(str(row[0]), row[1], row[2])
