@@ -124,6 +124,6 @@ def make_engine(app: App, store_kind: str, tmp_path: Path) -> Callable[..., Test
         path = tmp_path / "stepline.db"
         if store_kind == "sqlite":
             sqlitetest.fresh_database(path)
-        return TestEngine(app, store=store_kind, path=path, **options)
+        return TestEngine(app, store=pgtest.engine_store(store_kind), path=path, **options)
 
     return make

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+import pgtest
 import sqlitetest
 from stepline import App
 from stepline.server import ServerSettings, create_app
@@ -63,7 +64,8 @@ def serve(app: App, store_kind: str, tmp_path: Path) -> ServeFn:
         path = tmp_path / "db.sqlite"
         if store_kind == "sqlite":
             sqlitetest.fresh_database(path)
-        async with TestEngine(app, store=store_kind, path=path, **options) as t:
+        store = pgtest.engine_store(store_kind)
+        async with TestEngine(app, store=store, path=path, **options) as t:
             asgi = create_app(app, settings or open_settings())
             transport = httpx.ASGITransport(app=asgi)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

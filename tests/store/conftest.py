@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import pgtest
 import sqlitetest
 from stepline.store import MemoryStore, SQLiteStore, Store
 
@@ -27,10 +28,8 @@ def open_backend(kind: str, path: Path, pg_url: str | None = None) -> Store:
     elif kind == "sqlite":
         store = SQLiteStore(sqlitetest.fresh_database(path))
     else:
-        from stepline.store.postgres import PostgresStore
-
         assert pg_url is not None
-        store = PostgresStore(pg_url)
+        store = pgtest.warm_store(pg_url)
     store.migrate()
     return store
 
