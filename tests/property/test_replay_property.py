@@ -22,7 +22,6 @@ import sqlitetest
 from stepline import App, Context, Event, StepError, TriggerEvent
 from stepline.store import MemoryStore, SQLiteStore
 from stepline.store.interface import Store
-from stepline.store.postgres import PostgresStore
 from stepline.testing import MockClock, TestEngine
 
 RETRIES = 2
@@ -99,7 +98,7 @@ def fresh_store(kind: str, folder: str) -> Store:
         path = sqlitetest.fresh_database(os.path.join(folder, "stepline.db"))
         return SQLiteStore(path, synchronous="NORMAL")
     pgtest.empty_database(kind)
-    return PostgresStore(kind)
+    return pgtest.warm_store(kind)
 
 
 @settings(
