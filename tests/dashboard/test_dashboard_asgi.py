@@ -17,6 +17,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
+import pgtest
 from stepline import Event
 from stepline.server import create_app
 from stepline.server.dashboard import dashboard_routes
@@ -50,7 +51,7 @@ async def shop(store_kind: str, tmp_path: Path) -> AsyncIterator[tuple[Any, Test
     module = _shop()
     clock = MockClock(autojump=False)
     async with TestEngine(
-        module.app, store=store_kind, path=tmp_path / "db.sqlite", clock=clock
+        module.app, store=pgtest.engine_store(store_kind), path=tmp_path / "db.sqlite", clock=clock
     ) as engine:
         yield module.app, engine
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+import pgtest
 from stepline import App, Context, Debounce, Event, TriggerCron, TriggerEvent
 from stepline.engine.changes import Change, ChangeFeed
 from stepline.server.dashboard import dashboard_routes
@@ -50,7 +51,9 @@ async def test_the_engine_publishes_ingests_passes_and_cancellations(store_kind:
         await ctx.step.sleep("long", "1d")
         return "done"
 
-    async with TestEngine(app, store=store_kind, clock=MockClock(autojump=False)):
+    async with TestEngine(
+        app, store=pgtest.engine_store(store_kind), clock=MockClock(autojump=False)
+    ):
         subscription = app.engine.changes.subscribe()
         [event_id] = await app.send_async(Event("nap", {}))
         [run] = await app.runs(event_id=event_id)
@@ -186,7 +189,7 @@ async def test_the_engine_publishes_what_housekeeping_ingests(store_kind: str) -
         return "ticked"
 
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store=store_kind, clock=clock) as t:
+    async with TestEngine(app, store=pgtest.engine_store(store_kind), clock=clock) as t:
         [typed_event] = await app.send_async(Event("typed", {"text": "h"}))
         subscription = app.engine.changes.subscribe()
         clock.advance(3600)  # the debounce is due, and the hour's cron tick

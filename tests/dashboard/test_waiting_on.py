@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pgtest
 import stepline
 from stepline import App, Context, Event
 from stepline.sdk.run import Run
@@ -96,7 +97,9 @@ async def test_queue_states_and_list_events_on_both_stores(store_kind: str, tmp_
         await ctx.step.wait_for_event("w", event="go", match="data.k", timeout="1h")
 
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store=store_kind, path=tmp_path / "db", clock=clock):
+    async with TestEngine(
+        app, store=pgtest.engine_store(store_kind), path=tmp_path / "db", clock=clock
+    ):
         ids = await app.send_async([Event("hold", {"k": "a"}), Event("other", {"n": 1})])
         [run] = await app.runs(event_id=ids[0])
 

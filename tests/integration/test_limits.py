@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import pgtest
 from stepline import App, Context, Event, EventError, Limits, TriggerEvent
 from stepline.testing import TestEngine
 
@@ -28,7 +29,9 @@ def small_app() -> App:
 @pytest.fixture
 def make_small(small_app: App, store_kind: str, tmp_path: Path) -> Callable[..., TestEngine]:
     def make(**options: Any) -> TestEngine:
-        return TestEngine(small_app, store=store_kind, path=tmp_path / "s.db", **options)
+        return TestEngine(
+            small_app, store=pgtest.engine_store(store_kind), path=tmp_path / "s.db", **options
+        )
 
     return make
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pgtest
 from stepline import App, Context, Event, Limits, Run, TriggerEvent
 from stepline.testing import MockClock, TestEngine
 
@@ -113,7 +114,9 @@ async def test_a_run_that_ends_while_a_step_is_shown_running_keeps_no_running_st
         for i in range(4):
             await ctx.step.run(f"chunk{i}", chunk, i)
 
-    async with TestEngine(limited, store=store_kind, path=tmp_path / "s.db") as t:
+    async with TestEngine(
+        limited, store=pgtest.engine_store(store_kind), path=tmp_path / "s.db"
+    ) as t:
         [event_id] = await t.send(Event("go"))
         [queued] = await t.runs(event_id=event_id)
         await poll_run(t, queued.run_id, lambda r: len(r.steps) == 4)  # chunk3 shown RUNNING

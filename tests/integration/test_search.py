@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pgtest
 from stepline import App, Context, Event, TriggerEvent
 from stepline.sdk.search import search_clauses
 from stepline.store.records import RunClause
@@ -60,7 +61,7 @@ async def test_a_prefiltered_search_finds_what_cel_alone_finds(store_kind: str) 
         return int(ctx.event.data["n"])
 
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store=store_kind, clock=clock) as t:
+    async with TestEngine(app, store=pgtest.engine_store(store_kind), clock=clock) as t:
         events = [Event("item", {"n": i % 3, "kind": "ab"[i % 2]}) for i in range(30)]
         runs = [(await t.runs(event_id=e))[0].run_id for e in await t.send(events)]
         for run_id in runs:
@@ -90,7 +91,9 @@ async def test_the_prefilter_never_finds_fewer_than_cel_for_awkward_data(store_k
     async def echo(ctx: Context) -> int:
         return 1
 
-    async with TestEngine(app, store=store_kind, clock=MockClock(autojump=False)) as t:
+    async with TestEngine(
+        app, store=pgtest.engine_store(store_kind), clock=MockClock(autojump=False)
+    ) as t:
         sent = await t.send(
             [
                 Event("item", {"n": 1, "a\tb": 1, "note": "nul \u0000 inside"}),
@@ -120,7 +123,9 @@ async def test_a_search_stopped_by_its_limit_says_how_far_it_read(store_kind: st
     async def echo(ctx: Context) -> int:
         return 1
 
-    async with TestEngine(app, store=store_kind, clock=MockClock(autojump=False)) as t:
+    async with TestEngine(
+        app, store=pgtest.engine_store(store_kind), clock=MockClock(autojump=False)
+    ) as t:
         sent = await t.send([Event("item", {"x": i % 2}) for i in range(20)])
         for e in sent:
             await t.wait_for_run((await t.runs(event_id=e))[0].run_id)
@@ -141,7 +146,9 @@ async def test_a_pushed_conjunct_that_errors_on_a_run_reports_the_error(store_ki
     async def echo(ctx: Context) -> int:
         return 1
 
-    async with TestEngine(app, store=store_kind, clock=MockClock(autojump=False)) as t:
+    async with TestEngine(
+        app, store=pgtest.engine_store(store_kind), clock=MockClock(autojump=False)
+    ) as t:
         sent = await t.send([Event("item", {"amount": "150"}), Event("item", {"amount": 150})])
         runs = [(await t.runs(event_id=e))[0].run_id for e in sent]
         for run_id in runs:

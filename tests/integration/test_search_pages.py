@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import pgtest
 from stepline import App, Context, Event, TriggerEvent
 from stepline.sdk.search import RunSearch
 from stepline.testing import MockClock, TestEngine
@@ -52,7 +53,7 @@ async def _pages(app: App, query: str, limit: int, scan: int) -> list[RunSearch]
 async def test_pages_joined_equal_one_search(store_kind: str) -> None:
     app = _app()
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store=store_kind, clock=clock) as t:
+    async with TestEngine(app, store=pgtest.engine_store(store_kind), clock=clock) as t:
         runs = await _start(t, clock, 0, 40)
         # x == 1 and k == "a": i = 4, 10, 16, 22, 28, 34, newest first
         expected = [runs[i] for i in reversed(range(40)) if i % 3 == 1 and i % 2 == 0]
@@ -76,7 +77,7 @@ async def test_pages_joined_equal_one_search(store_kind: str) -> None:
 async def test_pages_stay_exact_while_runs_are_added(store_kind: str) -> None:
     app = _app()
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store=store_kind, clock=clock) as t:
+    async with TestEngine(app, store=pgtest.engine_store(store_kind), clock=clock) as t:
         runs = await _start(t, clock, 0, 30)
         expected = [runs[i] for i in reversed(range(30)) if i % 3 == 1 and i % 2 == 0]
         firsts = {q: await app.search_runs(q, limit=2, scan=100) for q in (PUSHED, ALONE)}
@@ -100,7 +101,7 @@ async def test_a_search_reads_its_window_and_where_it_ends_in_one_read(
     # purged between them left no run at the window's end): now one statement, one snapshot
     app = _app()
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store=store_kind, clock=clock) as t:
+    async with TestEngine(app, store=pgtest.engine_store(store_kind), clock=clock) as t:
         runs = await _start(t, clock, 0, 12)
         store = app.engine.store
         reads: list[str] = []

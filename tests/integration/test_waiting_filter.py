@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from _polling import until
 
+import pgtest
 from stepline import App, Context, Event, Throttle, TriggerEvent
 from stepline.sdk.waiting import WAITING_KINDS
 from stepline.testing import MockClock, TestEngine
@@ -35,7 +36,9 @@ async def test_each_kind_finds_the_runs_waiting_on_it(store_kind: str) -> None:
         return 3
 
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store=store_kind, clock=clock, concurrency=1) as t:
+    async with TestEngine(
+        app, store=pgtest.engine_store(store_kind), clock=clock, concurrency=1
+    ) as t:
         try:
             await t.send(Event("slow", {}))
             await until("the first throttled run to end", lambda: _ended(t, "slow"))
