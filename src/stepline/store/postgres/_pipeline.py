@@ -66,7 +66,7 @@ def send_all(
         finally:
             _leave_pipeline(conn.pgconn)
         rows, failed = _rows(conn, transformer, sent, results)
-        if failed is None:  # else at psycopg's next statement, as its own
+        if failed is None and conn._prepared._to_flush:  # else at psycopg's next statement
             conn.wait(conn._prepared.maintain_gen(conn))  # deallocations the results called for
     if failed is not None:
         raise failed
@@ -96,7 +96,7 @@ async def send_all_async(
         finally:
             _leave_pipeline(conn.pgconn)
         rows, failed = _rows(conn, transformer, sent, results)
-        if failed is None:
+        if failed is None and conn._prepared._to_flush:
             await _drive(conn._prepared.maintain_gen(conn), socket)
     finally:
         conn.lock.release()
