@@ -501,7 +501,38 @@ def test_a_database_copy_leaves_out_the_waits_resolved_but_not_purged(tmp_path: 
     assert result.resumed_run_ids == ("r1",)
     target = SQLiteStore(tmp_path / "b.db")
     target.migrate()
-    copy_database(source, target)
+    start(target, "t1")  # a target replaced: its own resolved waits kept for a purge go too
+    suspend_on_wait(target, lease_run(target, "t1"), wait("t1", "w-t1", None))
+    with target.transaction() as tx:
+        [result] = tx.ingest([EventIngest(paid)], T0 + 1, cel_matches)
+    assert result.resumed_run_ids == ("t1",)
+    copy_database(source, target, replace=True)
     source.close()
     target.close()
     assert _wait_rows(tmp_path / "b.db") == (["w-r2"], [])
+
+
+def test_a_process_of_the_version_before_the_marks_does_not_claim_a_kept_resolved_wait(
+    sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    # a process started before migration 20 and still running on the file (a rolling
+    # restart) claims a wait with a plain DELETE whose count decides: it must not delete (and
+    # so resolve again) a resolved wait whose row is kept for the purge; a pending one it can
+    for run_id in ("r1", "r2"):
+        start(sqlite_store, run_id)
+        pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
+        suspend_on_wait(sqlite_store, lease_run(sqlite_store, run_id), pending)
+    paid = EventRecord("pay-r1", "payment/received", {"orderId": "r1"}, {}, None, T0)
+    with sqlite_store.transaction() as tx:
+        [result] = tx.ingest([EventIngest(paid)], T0 + 1, cel_matches)
+    assert result.resumed_run_ids == ("r1",)
+    path = tmp_path / "s.db"
+    old_claim = "DELETE FROM waits WHERE run_id = ? AND wait_id = ?"  # before schema 20
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute(old_claim, ("r1", "w-r1")).rowcount == 0
+        assert conn.execute(old_claim, ("r2", "w-r2")).rowcount == 1
+        conn.commit()
+    assert _wait_rows(path) == (["w-r1"], ["w-r1"])
+    with sqlite_store.transaction() as tx:
+        assert tx.purge_resolved_waits(10) == 1
+    assert _wait_rows(path) == ([], [])

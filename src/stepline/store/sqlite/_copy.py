@@ -70,9 +70,9 @@ def load_rows(conn: sqlite3.Connection, table: Table, rows: Sequence[Row]) -> No
 def wipe(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
+        conn.execute(f"DELETE FROM {KEPT_HERE}")  # first: a marked wait's row is not deleted
         for table in TABLES:
             conn.execute(f"DELETE FROM {table.name}")
-        conn.execute(f"DELETE FROM {KEPT_HERE}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -180,9 +180,8 @@ class Database:
                 )
             for number, script in enumerate(MIGRATIONS, start=1):
                 if number > current:
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    for statement in _statements(script):
+                        conn.execute(statement)
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
             conn.execute("COMMIT")
         except BaseException:
@@ -225,3 +224,19 @@ class Database:
             rollback(conn)
             raise
         conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script, in order (a trigger's body holds semicolons of
+    its own: a piece is joined to the next until it is a complete statement)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending)
+    return statements

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 from stepline._ids import new_id
-from stepline.serde import dumps, loads
+from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
 from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
@@ -214,11 +214,15 @@ class SQLiteControlVerbs:
         if limit < 1:
             return 0
         with self._savepoint() as c:
-            c.execute(q.PURGE_RESOLVED_WAITS, (limit,))
-            last = c.execute(q.NTH_RESOLVED_WAIT, (limit - 1,)).fetchone()
-            if last is None:
-                return int(c.execute(q.FORGET_RESOLVED_WAITS).rowcount)
-            return int(c.execute(q.FORGET_RESOLVED_WAITS_UP_TO, last).rowcount)
+            keys = c.execute(q.FIRST_RESOLVED_WAITS, (limit,)).fetchall()
+            if not keys:
+                return 0
+            if len(keys) < limit:
+                c.execute(q.FORGET_RESOLVED_WAITS)
+            else:
+                c.execute(q.FORGET_RESOLVED_WAITS_UP_TO, keys[-1])
+            c.execute(q.PURGE_RESOLVED_WAITS, (dumps_exact(keys).decode(),))
+            return len(keys)
 
     def purge_before(self, cutoff: float, limit: int) -> Purged:
         with self._savepoint() as c:

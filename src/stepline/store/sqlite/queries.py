@@ -115,16 +115,15 @@ DELETE_WAIT = f"DELETE FROM waits WHERE run_id = ? AND wait_id = ? AND {PENDING}
 RESOLVE_WAIT = """
 INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
 SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
-# the rows of the first ``?`` resolved waits in key order (a probe of each key; a wait dropped
-# with its run since has no row left), then their keys: up to the last of them (a range of the
-# key), or all of them when there are no more
-PURGE_RESOLVED_WAITS = """
-DELETE FROM waits WHERE (run_id, wait_id) IN (
-    SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?)"""
-NTH_RESOLVED_WAIT = """
-SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT 1 OFFSET ?"""
+# the first ``?`` resolved waits' keys in key order; their marks are removed (up to the last
+# of them, or all when there are no more), then their rows (``?``: the keys as a JSON list of
+# pairs, a probe of each; a wait dropped with its run since has no row left): in that order,
+# since a marked row is not deleted (``waits_keep_resolved``, schema 21)
+FIRST_RESOLVED_WAITS = "SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?"
 FORGET_RESOLVED_WAITS_UP_TO = "DELETE FROM waits_resolved WHERE (run_id, wait_id) <= (?, ?)"
 FORGET_RESOLVED_WAITS = "DELETE FROM waits_resolved"
+PURGE_RESOLVED_WAITS = """
+DELETE FROM waits WHERE (run_id, wait_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"""
 # a run's pending waits, dropped with its work (its resolved ones are left to the purge, which
 # deletes them with others: a run ending just after its wait resolved writes no index page)
 DELETE_WAITS_OF_RUN = f"DELETE FROM waits WHERE run_id = ? AND {PENDING}"

@@ -398,4 +398,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, wait_id)
     ) WITHOUT ROWID;
     """,
+    # 21: a process of a version before 20 still running on the file (a rolling restart) does
+    # not know the marks: its claim of a resolved wait whose row is kept (a plain DELETE, whose
+    # count decides) deletes nothing, so it does not resolve the wait again. The purge removes
+    # a wait's mark before its row
+    """
+    CREATE TRIGGER waits_keep_resolved BEFORE DELETE ON waits
+    WHEN EXISTS (
+        SELECT 1 FROM waits_resolved r WHERE r.run_id = OLD.run_id AND r.wait_id = OLD.wait_id)
+    BEGIN
+        SELECT RAISE(IGNORE);
+    END;
+    """,
 )
