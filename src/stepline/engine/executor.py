@@ -345,7 +345,8 @@ class PassExecutor(RoundRecorder, PassEndings):
         loop turns at most). The pass suspends once every task waits for the engine
         (``Branches.may_suspend``: a task still working may call a step yet, which would wait
         for the next pass), or after ``SUSPEND_GRACE`` (the tasks still working are then
-        released by ``_stop_function``: they keep running, untracked)."""
+        released by ``_stop_function``: they keep running, untracked, but for a gather's or
+        TaskGroup's child whose joining task ended: ``Branches.stop``)."""
         turns = 0
         grace_until: float | None = None
         while True:
@@ -365,8 +366,9 @@ class PassExecutor(RoundRecorder, PassEndings):
                 if timeout <= 0:
                     self.engine.logger.warning(
                         "run %s: suspending while tasks of the function still run after %gs: "
-                        "%s (they keep running, no longer tracked by the run; a step they call "
-                        "later is refused)",
+                        "%s (they keep running, no longer tracked by the run, but for those a "
+                        "gather or TaskGroup of the ended function joins: cancelled; a step "
+                        "they call later is refused)",
                         self.run.run_id,
                         SUSPEND_GRACE,
                         ", ".join(self.branches.working()) or "the function's thread",
