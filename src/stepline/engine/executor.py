@@ -345,8 +345,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         loop turns at most). The pass suspends once every task waits for the engine
         (``Branches.may_suspend``: a task still working may call a step yet, which would wait
         for the next pass), or after ``SUSPEND_GRACE`` (the tasks still working are then
-        released by ``_stop_function``: they keep running, untracked, but for a gather's or
-        TaskGroup's child whose joining task ended: ``Branches.stop``)."""
+        released or cancelled by ``_stop_function``: ``Branches.stop``)."""
         turns = 0
         grace_until: float | None = None
         while True:
@@ -575,8 +574,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         ones with ``signal``, and wait until it has unwound. An async function still running
         after ``STOP_GRACE`` (awaiting something that is not a step) is cancelled; a sync
         function's thread is waited for (no step call of it can block any more). The tasks it
-        started that still run are released (``Branches.stop``: but a ``gather``'s or a
-        ``TaskGroup``'s child whose joining task ended is cancelled)."""
+        started that still run are released or cancelled (``Branches.stop``)."""
         self.gate.close(signal)
         try:
             while not task.done():
