@@ -9,6 +9,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _polling import until
 
 import sqlitetest
@@ -22,6 +23,7 @@ from stepline import (
     TriggerEvent,
 )
 from stepline.engine._housekeeping import WAIT_PURGE_EVERY
+from stepline.expressions import forget_matchers
 from stepline.testing import MockClock, TestEngine
 
 
@@ -85,6 +87,61 @@ async def test_an_event_sent_before_the_wait_does_not_match(
         t.worker.wake()  # type: ignore[union-attr]
         done = await t.wait_for_run(run.run_id)
     assert done.output == {"paid": False}
+
+
+@pytest.mark.parametrize(
+    ("if_", "own", "stray", "paid"),
+    [
+        # a list index: the stray event's value is a number the index does not decide
+        (
+            "async.data.items[0] == event.data.items[0]",
+            {"items": [5]},
+            {"items": [6]},
+            {"items": [5]},
+        ),
+        # a key that is no identifier: the NUMBER 5 is found under the string's index key ("5")
+        (
+            'async.data["order-id"] == event.data["order-id"]',
+            {"order-id": "5"},
+            {"order-id": 5},
+            {"order-id": "5"},
+        ),
+        (
+            "async.data.items[0].id == event.data.items[0].id",
+            {"items": [{"id": 3}]},
+            {"items": [{"id": 4}]},
+            {"items": [{"id": 3}]},
+        ),
+    ],
+)
+async def test_a_wait_on_an_index_or_a_bracketed_key_matches_in_a_process_that_did_not_prepare_it(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    if_: str,
+    own: dict[str, Any],
+    stray: dict[str, Any],
+    paid: dict[str, Any],
+) -> None:
+    """The wait's stored text is read by a process whose matcher cache does not hold it (another
+    sender, a restarted worker, past the cache's bound): it must be an expression that process
+    can load. It was ``async.data.items.0 == dyn(5)`` (review F1), which does not parse: the send
+    of any event of that name the index did not decide raised ``ExpressionError``."""
+
+    @app.function(id="checkout", trigger=TriggerEvent("order/created"))
+    async def checkout(ctx: Context) -> Any:
+        got = await ctx.step.wait_for_event(
+            "payment", event="payment/received", if_=if_, timeout="1d"
+        )
+        return None if got is None else got.data["amount"]
+
+    async with make_engine(clock=MockClock(autojump=False)) as t:
+        [event_id] = await t.send(Event("order/created", own))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "WAITING")
+        forget_matchers()  # as in a process that has just started
+        await t.send(Event("payment/received", {**stray, "amount": 1}))  # does not match
+        await t.send(Event("payment/received", {**paid, "amount": 7}))
+        assert (await t.wait_for_run(run.run_id)).output == 7
 
 
 async def test_match_shorthand_and_unfiltered_waits(

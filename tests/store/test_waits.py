@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -189,6 +190,29 @@ def test_the_index_decides_a_wait_as_prepare_match_stored_it_with_the_matcher_ca
     assert pay(store, "pay", T0 + 2, matcher, orderId="o-1").resumed_run_ids == ("r1",)
     assert pay(store, "pay-2", T0 + 3, matcher, orderId='o "2"').resumed_run_ids == ("r2",)
     assert matcher.asked == []
+
+
+@pytest.mark.parametrize(
+    ("stored", "path", "key", "field", "value", "stray"),
+    [
+        ("async.data.items.0 == dyn(5)", "data.items.0", "5", "items", [5], [5.5]),
+        ('async.data.order-id == dyn("5")', "data.order-id", "5", "order-id", "5", 5),
+    ],
+    ids=["list-index", "dash"],
+)
+def test_a_wait_text_stored_dotted_by_earlier_versions_is_matched_by_a_cold_process(
+    store: Store, stored: str, path: str, key: str, field: str, value: Any, stray: Any
+) -> None:
+    # review F1: versions since 58cd524 stored a wait over a list index or a key that is no
+    # identifier as this dotted text, with its index key; a process without it cached parsed it
+    # for any event the index did not decide, and the parse raised out of the ingest
+    start(store, "r1")
+    pending = replace(wait("r1", "w-r1", None), expression=stored, index_path=path, index_value=key)
+    suspend_on_wait(store, lease_run(store, "r1"), pending)
+    forget_matchers()
+    assert pay(store, "stray", T0 + 1, **{field: stray}).resumed_run_ids == ()
+    forget_matchers()
+    assert pay(store, "pay", T0 + 2, **{field: value}).resumed_run_ids == ("r1",)
 
 
 @pytest.mark.parametrize(

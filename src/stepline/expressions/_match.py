@@ -27,6 +27,7 @@ from stepline.expressions._values import canonical, to_literal
 
 _FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _SIMPLE_MATCHER = re.compile(r"async\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*) == (dyn\(.*\))")
+_DOTTED_SPLIT = " == dyn("
 
 
 class MatchExpression:
@@ -135,7 +136,9 @@ def index_decides(text: str | None, path: str, value: str) -> bool:
 
 def _string_equality(path: str, value: str) -> str | None:
     """The text :func:`prepare_match` stores for ``async.<path> == <the string value>`` (its
-    literal in ``dyn``); None for a string CEL cannot write."""
+    literal in ``dyn``); None for a string CEL cannot write. For a path that is not all
+    identifiers it is the text earlier versions stored, which loads as that same equality
+    (``_dotted_equality``)."""
     if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
         literal = f'"{value}"'  # string_literal's, without its loop over the characters
     else:
@@ -163,14 +166,52 @@ def _remember(matcher: MatchExpression) -> MatchExpression:
 def _load_match(text: str) -> MatchExpression:
     simple = _SIMPLE_MATCHER.fullmatch(text)
     if simple is not None:  # the shape prepare_match writes for equality templates
-        value = constant(simple.group(2))
-        key = canonical(value) if isinstance(value, str | int) else None
-        if key is not None and not isinstance(value, bool):
-            return MatchExpression(text, ((simple.group(1), key),), (simple.group(1), value))
+        found = _equality(text, simple.group(1), simple.group(2)[4:-1])
+        if found is not None:
+            return found
     fast = single_equality(text)
     if fast is None:
-        _compiled(text)  # validate now
+        try:
+            _compiled(text)  # validate now
+        except ExpressionError:
+            dotted = _dotted_equality(text)
+            if dotted is None:
+                raise
+            return dotted
     return MatchExpression(text, index_keys(text), fast)
+
+
+def _equality(text: str, path: str, literal: str, *, exact: bool = False) -> MatchExpression | None:
+    """``text``, which is ``async.<path> == dyn(<literal>)``, as a matcher decided without CEL
+    when the literal is a string or an integer (``exact``: written as ``to_literal`` writes
+    that value)."""
+    value = constant(f"dyn({literal})")
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    key = canonical(value)
+    if key is None or (exact and to_literal(value) != literal):
+        return None
+    return MatchExpression(text, ((path, key),), (path, value))
+
+
+def _dotted_equality(text: str) -> MatchExpression | None:
+    """A text that is no expression, as versions from 58cd524 stored an equality over a list
+    index or a key that is no identifier (``async.data.items.0 == dyn(5)``,
+    ``async.data.order-id == dyn("5")``): the equality it stood for, decided as those versions
+    decided it (the dotted path looked up, digits indexing lists). Its literal is exactly the
+    one they wrote; a segment may hold anything but a dot, so the first split that leaves such
+    a literal is taken."""
+    if not text.startswith("async.") or not text.endswith(")"):
+        return None
+    at = text.find(_DOTTED_SPLIT)
+    while at != -1:
+        path, literal = text[len("async.") : at], text[at + len(_DOTTED_SPLIT) : -1]
+        if "" not in path.split("."):
+            found = _equality(text, path, literal, exact=True)
+            if found is not None:
+                return found
+        at = text.find(_DOTTED_SPLIT, at + 1)
+    return None
 
 
 def prepare_match(text: str, own_event: Mapping[str, Any]) -> MatchExpression:
@@ -189,7 +230,11 @@ def prepare_match(text: str, own_event: Mapping[str, Any]) -> MatchExpression:
             value = cel_view(value)
             literal = to_literal(value)
             key = canonical(value)
-            if key is not None and constant(f"dyn({literal})") == value:
+            if (
+                key is not None
+                and constant(f"dyn({literal})") == value
+                and _FIELD_PATH.fullmatch(paths[1]) is not None  # written back as it was read
+            ):
                 fast = (paths[1], value)
                 stored = f"async.{paths[1]} == dyn({literal})"
                 return _remember(MatchExpression(stored, ((paths[1], key),), fast))
