@@ -7,16 +7,25 @@ transaction) starts its pass without waking it: the clock then jumped under that
 lease, whose next commit was refused, and the run was entered again (``test_poison_passes.py``
 saw ``entered == [1, 1]`` under load on PostgreSQL, where a worker's next deadline can be the
 expiry of the lease just taken). Idleness is now asked again when the clock would jump.
+
+No pass is not enough: a ``send`` leases the runs it starts for the worker inside its own write
+and hands them over once that write is done. While the write is in flight no pass runs; the
+clock jumped (to a sleeping run's hour) and the lease handed over had expired before its pass
+began: the run was entered twice (review F4). A write that may hand runs over counts as work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from stepline import App, Context, Event, TriggerEvent
 from stepline.clock import Idle
+from stepline.engine._ingest_batch import IngestBatcher
 from stepline.testing import MockClock, TestEngine
 
 
@@ -108,3 +117,101 @@ async def test_the_clock_does_not_jump_under_a_pass_that_send_handed_over(
         run = await t.wait_for_run(going.run_id)
     assert moved == 0
     assert (run.status, entered) == ("COMPLETED", ["go"])
+
+
+async def test_the_clock_does_not_jump_while_a_send_that_hands_runs_over_is_written(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    store_kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the send's write is held (on the writer thread in its ingest, or, on PostgreSQL, in its
+    # commit on the loop) while the test gives the threshold's cue: the worker runs no pass
+    # then, and the runs the write leases for it are not handed over yet
+    entered: list[str] = []
+    in_write, go_on = threading.Event(), threading.Event()
+    armed: list[asyncio.Event] = []
+    ingest_group = IngestBatcher._ingest_group
+
+    def held(self: IngestBatcher, tx: Any, group: Any) -> Any:
+        on_loop = threading.current_thread() is threading.main_thread()
+        if not on_loop and any(i.event.name == "go" for s in group.senders for i in s.items):
+            in_write.set()
+            go_on.wait(30)
+        return ingest_group(self, tx, group)
+
+    monkeypatch.setattr(IngestBatcher, "_ingest_group", held)
+    if store_kind.startswith("postgres"):
+        from stepline.store.postgres import PostgresStore
+
+        commit_on_loop = PostgresStore.commit_on_loop
+
+        async def held_on_loop(self: PostgresStore, jobs: Any) -> Any:
+            if armed:  # the send's write: the worker is idle, it writes nothing meanwhile
+                in_write.set()
+                await armed[0].wait()
+            return await commit_on_loop(self, jobs)
+
+        monkeypatch.setattr(PostgresStore, "commit_on_loop", held_on_loop)
+
+    @app.function(id="sleeper", trigger=TriggerEvent("nap"))
+    async def sleeper(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")  # the worker's next deadline: an hour on
+        return "woke"
+
+    @app.function(id="goer", trigger=TriggerEvent("go"))
+    async def goer(ctx: Context) -> Any:
+        entered.append("go")
+        await ctx.step.run("one", lambda: 1)
+        return "done"
+
+    clock = _ThresholdOnCue()
+    async with make_engine(clock=clock) as t:
+        [nap] = await t.send(Event("nap"))
+        [napping] = await t.runs(event_id=nap)
+        await t.wait_for_status(napping.run_id, "SLEEPING")
+        await asyncio.wait_for(clock.idle_wait.wait(), 30)  # idle, an hour's jump ahead
+        before = clock.now()
+        armed.append(asyncio.Event())
+        sending = asyncio.ensure_future(t.send(Event("go")))  # leases its run for the worker
+        await asyncio.wait_for(asyncio.to_thread(in_write.wait, 30), 35)
+        clock.cue.set()  # the threshold passes now, the send's write in flight
+        while clock.cue.is_set() and clock.idle_wait.is_set():
+            await asyncio.sleep(0.001)  # until the clock's wait has seen it (a few turns)
+        moved = clock.now() - before
+        go_on.set()
+        armed.pop().set()
+        [go] = await sending
+        [going] = await t.runs(event_id=go)
+        run = await t.wait_for_run(going.run_id)
+    assert moved == 0
+    assert (run.status, entered) == ("COMPLETED", ["go"])
+
+
+class _Worker:
+    """A worker as the clock sees it: whether it is idle, and how often it was asked."""
+
+    def __init__(self, idle: bool) -> None:
+        self.idle, self.asked = idle, 0
+
+    def at_rest(self) -> bool:
+        self.asked += 1
+        return self.idle
+
+
+async def test_the_clock_does_not_jump_while_another_worker_on_it_runs_a_pass() -> None:
+    # two workers on one clock (two apps, test_apps.py): each answered "idle" for itself only,
+    # so an idle one's jump could land under the other's pass
+    clock = MockClock(autojump_threshold=0.001)
+    start = clock.now()
+    busy, idle = _Worker(False), _Worker(True)
+    await clock.sleep_until(start, asyncio.Event(), idle=busy.at_rest)  # it waited here once
+    sleeping = asyncio.ensure_future(
+        clock.sleep_until(start + 3600, asyncio.Event(), idle=idle.at_rest)
+    )
+    while not sleeping.done() and busy.asked < 2:  # asked when the idle one would jump, twice
+        await asyncio.sleep(0.001)
+    assert clock.now() == start, "the clock jumped under the other worker's pass"
+    busy.idle = True
+    await asyncio.wait_for(sleeping, 30)  # both idle: it jumps
+    assert clock.now() == start + 3600

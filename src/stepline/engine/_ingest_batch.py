@@ -146,13 +146,15 @@ class IngestBatcher:
         worker: EagerWorker | None,
     ) -> None:
         """In the loop, once the transaction committed (or failed): each sender's results."""
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if error is not None and worker is not None:
+            worker.adopt(())  # nothing leased for it: it no longer waits for this write
         if not taken:  # the job never ran (the transaction failed before it, a closed writer)
             group = self._take()
             if group is None:
                 return
             taken.append(group)
         senders = taken[0].senders
-        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         if error is not None:
             for sender in senders:
                 _fail(sender.future, error)

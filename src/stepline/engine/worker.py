@@ -165,6 +165,9 @@ class Worker:
         # by a wake-up are then left to the next attempt, which leases in the fair order
         self._backlogged = True
         self._next_due: float | None = None  # as the last read of it said (_idle)
+        # sends whose write leases runs for this worker, their runs not handed over yet
+        # (``adopt``): work in flight for a virtual clock, as a pass is (``_at_rest``)
+        self._handovers = 0
         self._stopping = asyncio.Event()
         self._leased_at = float("-inf")  # the time of the last lease attempt
         self.ready = asyncio.Event()  # set once the worker has registered (crons, old leases)
@@ -340,11 +343,15 @@ class Worker:
             deadline = cap if deadline is None else min(deadline, cap)
         if self._stopping.is_set():
             return
-        # idle as long as no pass runs: one ``send`` hands over starts without waking this wait
-        await engine.clock.sleep_until(deadline, self._wake, idle=self._no_pass)
+        # idle as long as no pass runs and no send's write leases runs for it: one ``send``
+        # hands over starts without waking this wait
+        await engine.clock.sleep_until(deadline, self._wake, idle=self._at_rest)
 
-    def _no_pass(self) -> bool:
-        return not self.active
+    def _at_rest(self) -> bool:
+        """Whether nothing this worker does depends on the clock standing still: no pass in
+        flight and no run leased for it by a ``send`` whose write is not handed over yet (its
+        lease's expiry counts from the time the write began)."""
+        return not self.active and not self._handovers
 
     async def _lease_named(self, run_ids: list[str]) -> list[Lease]:
         """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)
@@ -444,7 +451,9 @@ class Worker:
         """A part of a write job: lease up to ``started`` due runs (those the event just
         created come first among runs due now) within this worker's free slots, after
         heartbeating its own passes (as the lease job does, so none looks expired). Returns
-        the leases and what announcing the runs failed instead (the re-entry cap) did."""
+        the leases and what announcing the runs failed instead (the re-entry cap) did.
+        Each call is answered by one ``adopt`` (with no leases if the write failed)."""
+        self._handovers += 1
         running = list(self.active)
         free = self.concurrency - len(running)
 
@@ -468,7 +477,9 @@ class Worker:
         return event is self._wake
 
     def adopt(self, leases: Sequence[Lease]) -> None:
-        """Start the passes of runs leased to this worker by ``send``."""
+        """Start the passes of runs leased to this worker by ``send`` (the write of one
+        ``lease_new_runs`` ended: none if it failed)."""
+        self._handovers = max(0, self._handovers - 1)
         for lease in leases:
             self._start_pass(lease)
 
