@@ -6,13 +6,11 @@ its own transactions may deadlock (review 2, N5): their jobs must not be reporte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-import psycopg
 import pytest
 from tests.store.builders import lease, start
-from tests.store.test_pg_optimistic import commit_job, one_batch, outputs
+from tests.store.test_pg_optimistic import commit_job, installed, one_batch, outputs
 
 from stepline.errors import StoreUnavailable
 from stepline.store.postgres import PostgresStore
@@ -30,16 +28,12 @@ CREATE TRIGGER conflicted BEFORE INSERT ON steps FOR EACH ROW EXECUTE FUNCTION c
 """
 
 
-@contextmanager
-def _conflicting(pg_url: str, code: str, times: int) -> Iterator[None]:
+def _conflicting(pg_url: str, code: str, times: int) -> AbstractContextManager[None]:
     """The first ``times`` inserts into steps fail with the SQLSTATE ``code``."""
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(CONFLICTS.format(code=code, times=times).encode())
-        try:
-            yield
-        finally:  # the database is the next test's too
-            conn.execute("DROP FUNCTION conflict CASCADE")
-            conn.execute("DROP SEQUENCE conflicted_inserts")
+    create = CONFLICTS.format(code=code, times=times)
+    return installed(
+        pg_url, create, "DROP FUNCTION conflict CASCADE; DROP SEQUENCE conflicted_inserts"
+    )
 
 
 @pytest.mark.parametrize("code", ["40P01", "40001"])

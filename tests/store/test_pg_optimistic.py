@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -258,14 +258,20 @@ EXECUTE FUNCTION refuse();
 
 
 @contextmanager
-def _refusing(pg_url: str, raised: str, deferred: str) -> Iterator[None]:
-    """Every insert into steps refused (``raised``), at the commit when ``deferred``."""
+def installed(pg_url: str, create: str, drop: str) -> Iterator[None]:
+    """The statements ``create`` run on the database for the block, ``drop`` after it."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(AT_COMMIT.format(raised=raised, deferred=deferred).encode())
+        conn.execute(create.encode())
         try:
             yield
         finally:  # the database is the next test's too
-            conn.execute("DROP FUNCTION refuse CASCADE")
+            conn.execute(drop.encode())
+
+
+def _refusing(pg_url: str, raised: str, deferred: str) -> AbstractContextManager[None]:
+    """Every insert into steps refused (``raised``), at the commit when ``deferred``."""
+    create = AT_COMMIT.format(raised=raised, deferred=deferred)
+    return installed(pg_url, create, "DROP FUNCTION refuse CASCADE")
 
 
 def test_a_pass_commit_refused_by_the_commit_is_made_again_never_reported_committed(
