@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 from stepline.store.sqlite import SQLiteStore
+from stepline.store.sqlite.schema import MIGRATIONS
 
 _made: list[Path] = []
 
@@ -36,3 +39,21 @@ def fresh_database(path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_template(), path)
     return path
+
+
+def file_at_version(path: Path, version: int, *workers: tuple[str, float]) -> None:
+    """A file a Stepline of schema ``version`` made, with these (worker id, expires at)
+    registered as its running workers are."""
+    with closing(sqlite3.connect(path)) as conn:
+        for script in MIGRATIONS[:version]:
+            conn.executescript(script)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.executemany(
+            "INSERT INTO schema_version (version) VALUES (?)", [(v,) for v in range(1, version + 1)]
+        )
+        conn.executemany(
+            "INSERT INTO workers (worker_id, app_id, function_ids, started_at, seen_at, "
+            "expires_at) VALUES (?, 'app', '[]', 0, 0, ?)",
+            workers,
+        )
+        conn.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psycopg
@@ -9,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import pgtest
+import sqlitetest
 from stepline.cli import cli
 from stepline.store.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from stepline.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
@@ -76,3 +78,22 @@ def test_memory_has_no_schema() -> None:
     result = invoke("db", "check", "--db", "memory://")
     assert result.exit_code == 1
     assert "memory:// has no schema" in result.output
+
+
+def test_migrate_up_waits_for_the_workers_of_the_version_before_unless_forced(
+    tmp_path: Path,
+) -> None:
+    # review F3: migration 20 changes what a worker of schema 19 reads (a resolved wait kept)
+    path = tmp_path / "m.db"
+    sqlitetest.file_at_version(path, 19, ("w-old", time.time() + 600))
+    url = f"sqlite:///{path}"
+    refused = invoke("db", "migrate", "up", "--db", url)
+    assert refused.exit_code == 1
+    assert "1 worker(s) are alive" in refused.output and "(w-old)" in refused.output
+    assert "Traceback" not in refused.output and len(refused.output.splitlines()) == 1
+    assert "schema version 19 of" in invoke("db", "migrate", "status", "--db", url).output
+    sent = invoke("send", "go", "--db", url)  # any process opening it: the same refusal
+    assert sent.exit_code == 1 and "stop them before the first start" in sent.output
+    forced = invoke("db", "migrate", "up", "--force", "--db", url)
+    assert forced.exit_code == 0, forced.output
+    assert f"applied migrations 20..{len(SQLITE_MIGRATIONS)}" in forced.output

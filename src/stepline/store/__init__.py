@@ -47,6 +47,12 @@ class DurableStore(Store, Copyable, Protocol):
     """A store kept in a database (SQLite, PostgreSQL): its schema can be inspected, and it can
     be copied to another database (``store/_copy.py``)."""
 
+    def migrate(self, *, force: bool = False) -> None:
+        """Create or upgrade the schema (idempotent). A migration that code of the version
+        before would read differently is refused (``ConfigError``) while workers are alive on
+        the database, unless ``force`` (``stepline db migrate up --force``)."""
+        ...
+
     def schema_version(self) -> tuple[int, int]:
         """(the database's schema version, the newest this Stepline knows); 0: no schema."""
         ...

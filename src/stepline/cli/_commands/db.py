@@ -34,7 +34,9 @@ def migrate() -> None:
     """Schema migrations: `status` shows the database's version, `up` applies what is missing.
 
     Workers and senders apply missing migrations when they open the database; `migrate up`
-    does it ahead of a deployment (concurrent runs wait for one another)."""
+    does it ahead of a deployment (concurrent runs wait for one another). A migration that
+    code of the version before reads differently waits until no worker is alive on the
+    database: stop the old workers first."""
 
 
 @migrate.command("status")
@@ -56,12 +58,21 @@ def migrate_status(db: str | None) -> None:
 
 @migrate.command("up")
 @db_option
-def migrate_up(db: str | None) -> None:
-    """Apply the missing migrations (none if the schema is up to date)."""
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Apply even a migration that workers of the version before would read differently "
+    "while workers are registered as alive (they must be stopped: a worker that stopped "
+    "without saying so counts as alive until its registration expires).",
+)
+def migrate_up(db: str | None, force: bool) -> None:
+    """Apply the missing migrations (none if the schema is up to date). A migration that code
+    of the version before reads differently is refused while workers are alive on the
+    database: stop them first (or --force once they are)."""
     store, _ = _open(db)
     try:
         before, _ = store.schema_version()
-        store.migrate()
+        store.migrate(force=force)
         after, latest = store.schema_version()
     finally:
         store.close()

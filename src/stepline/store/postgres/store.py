@@ -218,11 +218,13 @@ class PostgresStore:
         return found
 
     # -- schema -----------------------------------------------------------------------------------
-    def migrate(self) -> None:
+    def migrate(self, *, force: bool = False) -> None:
         """Bring the schema up to date, then check this machine's clock against the server's.
         Raises ``ConfigError`` for a database that holds another application's tables, that a
         newer Stepline made, that cannot be used, or whose clock is too far from this machine's;
-        ``StoreUnavailable`` when the server cannot be reached for now."""
+        ``StoreUnavailable`` when the server cannot be reached for now. No PostgreSQL migration
+        needs the workers of the version before stopped yet (SQLite's ``STOP_WORKERS_FIRST``),
+        so ``force`` changes nothing here."""
         try:
             with self._conn() as conn:
                 _database.migrate(conn, self.label)

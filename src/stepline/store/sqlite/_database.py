@@ -15,7 +15,7 @@ from typing import ParamSpec, TypeVar
 from stepline.errors import ConfigError, StoreError, StoreUnavailable
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._checkpoint import CHECKPOINT_WAL_BYTES, Checkpointer
-from stepline.store.sqlite.schema import MIGRATIONS
+from stepline.store.sqlite.schema import MIGRATIONS, STOP_WORKERS_FIRST
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -152,20 +152,22 @@ class Database:
         found.__cause__ = error
         return found
 
-    def migrate(self) -> None:
+    def migrate(self, *, force: bool = False) -> None:
         """Bring the schema up to date (the first use of the file). Raises ``ConfigError`` for
         a file that cannot be opened or written, that is not a SQLite database, that holds
-        another application's tables, or that a newer Stepline created; ``StoreUnavailable``
-        for a transient error (locked, disk full)."""
+        another application's tables, or that a newer Stepline created, and for a migration
+        older code reads differently (``STOP_WORKERS_FIRST``) while workers are alive on the
+        file, unless ``force``; ``StoreUnavailable`` for a transient error (locked, disk
+        full)."""
         try:
-            self._migrate()
+            self._migrate(force)
         except sqlite3.Error as exc:
             transient = self.store_error(exc)  # locked, disk full: may work a moment later
             if isinstance(transient, StoreUnavailable):
                 raise transient from None
             raise ConfigError(f"cannot use the database {self.path}: {exc}") from None
 
-    def _migrate(self) -> None:
+    def _migrate(self, force: bool) -> None:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -178,6 +180,8 @@ class Database:
                     f"the database {self.path} was made by a newer Stepline (schema version "
                     f"{current}; this one knows up to {len(MIGRATIONS)}): upgrade Stepline"
                 )
+            if not force:
+                self._check_no_live_workers(conn, current)
             for number, script in enumerate(MIGRATIONS, start=1):
                 if number > current:
                     for statement in _statements(script):
@@ -188,6 +192,23 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _check_no_live_workers(self, conn: sqlite3.Connection, current: int) -> None:
+        """Refuse to apply a migration of ``STOP_WORKERS_FIRST`` while workers (of the version
+        before, since this one migrates before it registers) are alive on the file."""
+        needed = sorted(n for n in STOP_WORKERS_FIRST if current < n <= len(MIGRATIONS))
+        if not needed or "workers" not in {r[0] for r in conn.execute(q.TABLE_NAMES)}:
+            return
+        alive = [r[0] for r in conn.execute(q.LIVE_WORKERS, (time.time(),))]
+        if alive:
+            names = ", ".join(alive[:5]) + (", ..." if len(alive) > 5 else "")
+            raise ConfigError(
+                f"{len(alive)} worker(s) are alive on {self.path} ({names}) and its schema "
+                f"needs migration {needed[0]}, which their version reads differently: stop "
+                "them before the first start of this version (a worker that stopped without "
+                "saying so counts as alive until its registration expires), or apply it with "
+                "`stepline db migrate up --force` once they are stopped"
+            )
 
     def _check_is_ours(self, conn: sqlite3.Connection) -> None:
         """Refuse a SQLite file holding tables that are not Stepline's (an empty one is fine)."""

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+# The migrations that change what rows mean to the code of the version before them, beyond
+# adding what it does not read: that code, still running on the file (a worker of the previous
+# version in a rolling deploy), would read the migrated rows as it knows them. ``migrate``
+# applies them only while no worker is alive on the file (``stepline db migrate up --force``
+# for an operator who knows the old ones are stopped). 20: a resolved wait's row is kept until
+# a purge, which an older worker reads as pending: it resolved it again (21 makes its claim
+# delete nothing) or times it out on the run's next pass (writing null over the event).
+STOP_WORKERS_FIRST: frozenset[int] = frozenset({20})
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the core tables
     """
