@@ -139,12 +139,19 @@ class WarmStore(PostgresStore):
 
     def __init__(self, url: str, keeper: PostgresStore) -> None:
         super().__init__(url)
-        self._pool, self._read_pool = keeper._pool, keeper._read_pool  # its own: never opened
+        self._spent = self._pool, self._read_pool  # its own: never opened
+        self._pool, self._read_pool = keeper._pool, keeper._read_pool
         self._opened = True
 
     def close(self) -> None:
         self._opened = False  # the pools stay open for the next test
         super().close()
+        # used after close, a real store's pools raise PoolClosed: so do this one's (its own
+        # pools, never opened, marked spent), so that an engine thread touching the store after
+        # its test ended fails that test instead of writing into the next test's database
+        self._pool, self._read_pool = self._spent
+        for pool in self._spent:
+            pool._opened = True  # opened and closed: psycopg_pool refuses to (re)open it
 
 
 def warm_store(url: str) -> PostgresStore:
