@@ -265,19 +265,38 @@ async def test_a_worker_purges_the_rows_of_resolved_waits_the_sqlite_store_kept(
     app: App, tmp_path: Path
 ) -> None:
     # issue 6 (matching costs): the SQLite store keeps a resolved wait's row (marked resolved)
-    # for a batched delete, past its run's end; a worker's housekeeping deletes those rows
-    # every WAIT_PURGE_EVERY seconds, many at a time
+    # for a batched delete: a run that ends drops it with its work; one that goes on (here
+    # into a sleep) keeps it until a worker's housekeeping deletes such rows, every
+    # WAIT_PURGE_EVERY seconds, many at a time
     _register_waiter(app)
+
+    @app.function(id="sleeper", trigger=TriggerEvent("order/held"))
+    async def sleeper(ctx: Context) -> str:
+        await ctx.step.wait_for_event(
+            "payment",
+            event="payment/received",
+            if_="async.data.orderId == event.data.orderId",
+            timeout="1d",
+        )
+        await ctx.step.sleep("nap", "1h")
+        return "done"
+
     path = tmp_path / "stepline.db"
     sqlitetest.fresh_database(path)
     clock = MockClock(autojump=False)
     async with TestEngine(app, store="sqlite", path=path, clock=clock) as t:
-        [event_id] = await t.send(Event("order/created", {"orderId": "o1"}))
-        [run] = await t.runs(event_id=event_id)
-        await t.wait_for_status(run.run_id, "WAITING")
+        [ended_id] = await t.send(Event("order/created", {"orderId": "o1"}))
+        [going_id] = await t.send(Event("order/held", {"orderId": "o2"}))
+        [ended] = await t.runs(event_id=ended_id)
+        [going] = await t.runs(event_id=going_id)
+        await t.wait_for_status(ended.run_id, "WAITING")
+        await t.wait_for_status(going.run_id, "WAITING")
         await t.send(Event("payment/received", {"orderId": "o1", "amount": 99}))
-        assert (await t.wait_for_run(run.run_id)).output == {"paid": True, "amount": 99}
-        assert _wait_rows(path) == (1, 1)  # kept, marked resolved (the run's end left it)
+        assert (await t.wait_for_run(ended.run_id)).output == {"paid": True, "amount": 99}
+        assert _wait_rows(path) == (1, 0)  # the ended run's went with it
+        await t.send(Event("payment/received", {"orderId": "o2", "amount": 5}))
+        await t.wait_for_status(going.run_id, "SLEEPING")
+        assert _wait_rows(path) == (1, 1)  # kept, marked resolved
         clock.advance(WAIT_PURGE_EVERY)
         await t.tick()
         assert _wait_rows(path) == (0, 0)

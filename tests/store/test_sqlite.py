@@ -455,8 +455,8 @@ def test_a_resolved_wait_keeps_its_row_until_a_purge_deletes_it_with_others(
     # issue 6 (matching costs): deleting each resolved wait at once rewrote a page of
     # waits_lookup per wait (44 % of a resolving batch's WAL pages); the ingest marks it
     # resolved instead, and purge_resolved_waits deletes the rows in batches, the oldest keys
-    # first. A run's end (here a cancellation after the event) drops its pending waits only:
-    # its resolved one stays for the purge, so that end writes no page of the index either.
+    # first. A run's end by a pass or a verb (here a cancellation after the event) drops its
+    # waits, the resolved ones too (their marks first), leaving nothing for the purge.
     for run_id in ("r1", "r2", "r3"):
         start(sqlite_store, run_id)
         pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
@@ -476,12 +476,12 @@ def test_a_resolved_wait_keeps_its_row_until_a_purge_deletes_it_with_others(
     with sqlite_store.transaction() as tx:
         assert tx.cancel_run("r2", T0 + 2, "by hand") is not None
         assert tx.cancel_run("r3", T0 + 2, "by hand") is not None  # its wait was pending
-    assert _wait_rows(path) == (["w-r1", "w-r2", "w-r4"], ["w-r1", "w-r2", "w-r4"])
+    assert _wait_rows(path) == (["w-r1", "w-r4"], ["w-r1", "w-r4"])
     with sqlite_store.transaction() as tx:
         assert tx.purge_resolved_waits(1) == 1  # the oldest key first: r1's row and mark
-    assert _wait_rows(path) == (["w-r2", "w-r4"], ["w-r2", "w-r4"])
+    assert _wait_rows(path) == (["w-r4"], ["w-r4"])
     with sqlite_store.transaction() as tx:
-        assert tx.purge_resolved_waits(10) == 2
+        assert tx.purge_resolved_waits(10) == 1
         assert tx.purge_resolved_waits(10) == 0
     assert _wait_rows(path) == ([], [])
 

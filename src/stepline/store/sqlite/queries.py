@@ -124,9 +124,12 @@ FORGET_RESOLVED_WAITS_UP_TO = "DELETE FROM waits_resolved WHERE (run_id, wait_id
 FORGET_RESOLVED_WAITS = "DELETE FROM waits_resolved"
 PURGE_RESOLVED_WAITS = """
 DELETE FROM waits WHERE (run_id, wait_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"""
-# a run's pending waits, dropped with its work (its resolved ones are left to the purge, which
-# deletes them with others: a run ending just after its wait resolved writes no index page)
-DELETE_WAITS_OF_RUN = f"DELETE FROM waits WHERE run_id = ? AND {PENDING}"
+# a run's waits dropped with its work: by a pass or a verb, every one (the marks of the resolved
+# ones first: ``waits_keep_resolved`` ignores the delete of a marked row); inside an ingest (a
+# run it cancelled: ``Deferred.leased``) its pending ones only, the resolved ones left to the
+# purge (the cancelling batch writes no page of the index for them)
+FORGET_RESOLVED_WAITS_OF_RUN = "DELETE FROM waits_resolved WHERE run_id = ?"
+DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = ?"
 DELETE_WAITS_OF_RUNS = f"DELETE FROM waits WHERE run_id IN ({{}}) AND {PENDING}"  # update_among
 WAKE = """
 UPDATE queue SET wake = 1,
