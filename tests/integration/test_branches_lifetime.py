@@ -148,6 +148,99 @@ async def test_a_gathered_sibling_still_working_when_the_pass_ends_is_cancelled(
     keeper.cancel()
 
 
+async def _await_directly(task: asyncio.Task[str]) -> str:
+    return await task
+
+
+async def _await_through_gather(task: asyncio.Task[str]) -> str:
+    [value] = await asyncio.gather(task)
+    return value
+
+
+@pytest.mark.parametrize(
+    "await_shared", [_await_directly, _await_through_gather], ids=["task", "gather"]
+)
+async def test_a_shared_task_an_orphaned_gathered_branch_awaits_outlives_the_pass(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    await_shared: Callable[[asyncio.Task[str]], Awaitable[str]],
+) -> None:
+    # a gathered branch still running when the pass ends awaits a task shared beyond the pass
+    # (a "single flight" token refresh a library caches in a global, awaited by every caller):
+    # cancelling the branch would cancel the refresh with it (Task.cancel cancels what it
+    # awaits), and every later pass, or other run, awaiting it got CancelledError (review F2).
+    # The branch is released instead, and the refresh runs to its end.
+    monkeypatch.setattr(executor, "SUSPEND_GRACE", 0.05)
+    monkeypatch.setattr(executor, "STOP_GRACE", 0.05)
+    shared: dict[str, asyncio.Task[str]] = {}
+    gate = asyncio.Event()
+    seen: list[bool] = []
+
+    async def refresh() -> str:
+        await gate.wait()  # a request to an identity provider
+        return "token"
+
+    async def get_token() -> str:
+        if "t" not in shared:
+            shared["t"] = asyncio.get_running_loop().create_task(refresh())
+        return await await_shared(shared["t"])
+
+    @app.function(id="tokened", trigger=TriggerEvent("go"))
+    async def tokened(ctx: Context) -> Any:
+        if "t" in shared:  # a later pass: the refresh the first one started
+            seen.append(shared["t"].cancelled())
+            gate.set()
+            if shared["t"].cancelled():
+                del shared["t"]
+        paid, token = await asyncio.gather(
+            ctx.step.wait_for_event("w", event="paid", timeout="1h"), get_token()
+        )
+        return [paid, token]
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))  # the wait times out an hour later (virtual)
+    assert run.output == [None, "token"]
+    assert seen == [False], "the shared refresh was cancelled with the first pass"
+
+
+async def test_a_task_the_function_caches_and_gathers_outlives_the_pass(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a warm-up task the function starts once, keeps in a module-level cache for every pass and
+    # gathers with a wait: a task the function made and passed to gather may be held elsewhere,
+    # so it is released with the pass, never cancelled (only the tasks gather made from the
+    # coroutines it was given are: nobody else holds those) (review F2)
+    monkeypatch.setattr(executor, "SUSPEND_GRACE", 0.05)
+    monkeypatch.setattr(executor, "STOP_GRACE", 0.05)
+    cache: dict[str, asyncio.Task[str]] = {}
+    gate = asyncio.Event()
+    seen: list[bool] = []
+
+    async def warm_up() -> str:
+        await gate.wait()  # loads a model, fills a connection pool...
+        return "warm"
+
+    @app.function(id="warmed", trigger=TriggerEvent("go"))
+    async def warmed(ctx: Context) -> Any:
+        if "t" in cache:
+            seen.append(cache["t"].cancelled())
+            gate.set()
+            if cache["t"].cancelled():
+                del cache["t"]
+        if "t" not in cache:
+            cache["t"] = asyncio.get_running_loop().create_task(warm_up())
+        paid, state = await asyncio.gather(
+            ctx.step.wait_for_event("w", event="paid", timeout="1h"), cache["t"]
+        )
+        return [paid, state]
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == [None, "warm"]
+    assert seen == [False], "the cached task was cancelled with the first pass"
+
+
 async def _join_anyio(branches: list[Callable[[], Awaitable[Any]]]) -> None:
     import anyio
 

@@ -18,6 +18,7 @@ import sys
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context, ContextVar, copy_context
+from types import FrameType
 from typing import Any
 
 _OWNER: ContextVar[Branches | None] = ContextVar("stepline_branches", default=None)
@@ -64,6 +65,21 @@ def _nested_code(function: Any, name: str) -> Any:
 # the done callbacks by which asyncio.shield completes its outer future, and gather its own
 _SHIELD_DONE = _nested_code(asyncio.shield, "_inner_done_callback")
 _GATHER_DONE = _nested_code(asyncio.gather, "_done_callback")
+_GATHER_CODE = getattr(asyncio.gather, "__code__", None)
+
+
+def _made_by_gather() -> bool:
+    """True if the task being created is one ``gather`` makes of a coroutine (or other
+    awaitable) it was given: asked from the task factory, whose callers are the loop's
+    ``create_task`` (unless the loop's is native code) and ``ensure_future``'s helper."""
+    frame: FrameType | None = sys._getframe(2)  # the task factory's caller
+    for _ in range(5):  # a factory set over the hook (chaining to it) adds a frame or two
+        if frame is None:
+            return False
+        if frame.f_code is _GATHER_CODE:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _outer(source: object, code: Any) -> Any:
@@ -90,11 +106,15 @@ def _shields(kid: asyncio.Task[Any], future: object) -> bool:
 
 def _orphaned(task: asyncio.Task[Any], traced: _Traced) -> bool:
     """True if ``task`` runs on as a child of a ``gather`` or a ``TaskGroup`` whose joining
-    task (gather's caller, the task in the group's ``async with``) has ended."""
+    task (gather's caller, the task in the group's ``async with``) has ended, and the group or
+    the gather made it (of a coroutine it was given): a task the function made and passed to
+    ``gather`` may be held elsewhere (a cache), it is not gather's to end."""
     if task.done():
         return False
     for callback, *_ in getattr(task, "_callbacks", None) or ():
         if getattr(callback, "__code__", None) is _GATHER_DONE and _GATHER_DONE is not None:
+            if not traced.gathered:
+                continue
             joiner = traced.parent
         elif isinstance(getattr(callback, "__self__", None), asyncio.TaskGroup):
             joiner = getattr(callback.__self__, "_parent_task", None)
@@ -117,14 +137,20 @@ class _Traced(Coroutine[Any, Any, Any]):
     """A task's coroutine, remembering what it yielded last (the future its task awaits, or
     ``None`` for a bare yield: ready again at the next loop turn)."""
 
-    __slots__ = ("coro", "owner", "parent", "waiting")
+    __slots__ = ("coro", "gathered", "owner", "parent", "waiting")
 
     def __init__(
-        self, coro: Coroutine[Any, Any, Any], owner: Branches, parent: asyncio.Task[Any] | None
+        self,
+        coro: Coroutine[Any, Any, Any],
+        owner: Branches,
+        parent: asyncio.Task[Any] | None,
+        *,
+        gathered: bool = False,
     ) -> None:
         self.coro = coro
         self.owner = owner
         self.parent = parent  # the task that created this one (gather's, a TaskGroup's caller)
+        self.gathered = gathered  # made by gather of a coroutine it was given (_made_by_gather)
         self.waiting: object = _NEW
 
     def send(self, value: Any) -> Any:
@@ -184,7 +210,8 @@ class _Hook:
         owner = _OWNER.get() if context is None else context.get(_OWNER)
         traced = None
         if owner is not None and owner.open and not isinstance(coro, _Traced):
-            traced = coro = _Traced(coro, owner, asyncio.current_task(loop))
+            current = asyncio.current_task(loop)
+            traced = coro = _Traced(coro, owner, current, gathered=_made_by_gather())
         if self.previous is None:
             task: asyncio.Future[Any] = asyncio.Task(coro, loop=loop, **kwargs)
         else:
@@ -370,28 +397,62 @@ class Branches:
         return [traced.describe(task) for task, traced in live if not blocked(task)]
 
     def stop(self) -> None:
-        """Stop tracking. A task of the function still running that a ``gather`` or a
-        ``TaskGroup`` joins, and whose joining task has ended (the function's, which the pass's
-        signal ended), is cancelled: nobody can join it any more, and left running it would
-        outlive every suspension, with another one at each replay (``gather`` does not cancel
-        a child's siblings when it raises). The others are released, never cancelled: a task
-        the function created and did not join (a library's background task its first use
-        started in the function must outlive the pass). A step they call later is refused by
-        the ended pass. Later tasks are not tracked, and the released ones no longer reach the
-        pass."""
+        """Stop tracking. A task of the function still running that a ``gather`` (of a
+        coroutine it was given) or a ``TaskGroup`` made, and whose joining task has ended (the
+        function's, which the pass's signal ended), is cancelled: nobody can join it any more,
+        and left running it would outlive every suspension, with another one at each replay
+        (``gather`` does not cancel a child's siblings when it raises). Unless it awaits a task
+        that stays alive after the pass (``_doomed``). The others are released, never
+        cancelled: a task the function created and did not join (a library's background task
+        its first use started in the function must outlive the pass), or created and passed to
+        ``gather``. A step they call later is refused by the ended pass. Later tasks are not
+        tracked, and the released ones no longer reach the pass."""
         if not self.open:
             return
         self.open = False
         if self._hooked:
             _release(self._loop)
-        for task, traced in self.live.items():
-            if _orphaned(task, traced):
-                task.cancel()
+        for task in self._doomed():
+            task.cancel()
         for traced in self.live.values():  # its parent, the function's task, keeps the pass
             traced.parent = None
         self.live.clear()
         self._foreign.clear()
         self._changed, self._is_step = _nothing, _never  # drop the pass: released tasks live on
+
+    def _doomed(self) -> list[asyncio.Task[Any]]:
+        """The orphaned tasks (``_orphaned``) that can be cancelled without cancelling anything
+        that outlives the pass. Cancelling a task cancels the future it awaits: a task awaiting
+        another task (directly, or through a ``gather`` of tasks it was given) that is not
+        cancelled too is released instead (that task may be shared: a token refresh a library
+        caches and every caller awaits)."""
+        doomed = {task for task, traced in self.live.items() if _orphaned(task, traced)}
+        while True:
+            spared = {task for task in doomed if not self._only_doomed(task, doomed, set())}
+            if not spared:
+                return list(doomed)
+            doomed -= spared
+
+    def _only_doomed(
+        self, task: asyncio.Task[Any], doomed: set[asyncio.Task[Any]], seen: set[object]
+    ) -> bool:
+        """True if cancelling ``task`` cancels no task but those in ``doomed`` (or done), and
+        children a ``gather`` it awaits made of coroutines, which nothing else holds."""
+        waiter = getattr(task, "_fut_waiter", None)
+        if waiter is None or waiter in seen:
+            return True
+        seen.add(waiter)
+        if isinstance(waiter, asyncio.Task):
+            return waiter.done() or waiter in doomed
+        if _GATHERING is None or not isinstance(waiter, _GATHERING):
+            return True  # a future of its own: a timer, I/O, an event
+        for child in getattr(waiter, "_children", None) or ():
+            traced = self.live.get(child) if isinstance(child, asyncio.Task) else None
+            if child.done() or child in doomed:
+                continue
+            if traced is None or not traced.gathered or not self._only_doomed(child, doomed, seen):
+                return False
+        return True
 
 
 __all__ = ["Branches"]
