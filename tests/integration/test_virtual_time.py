@@ -77,16 +77,37 @@ class _ThresholdOnCue(MockClock):
             self.idle_wait.clear()
 
 
+def _register_sleeper(app: App) -> None:
+    @app.function(id="sleeper", trigger=TriggerEvent("nap"))
+    async def sleeper(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")  # the worker's next deadline: an hour on
+        return "woke"
+
+
+async def _idle_an_hour_ahead(t: TestEngine, clock: _ThresholdOnCue) -> float:
+    """Start the sleeper and return the clock's time once the worker waits idle, an hour's
+    jump ahead."""
+    [nap] = await t.send(Event("nap"))
+    [napping] = await t.runs(event_id=nap)
+    await t.wait_for_status(napping.run_id, "SLEEPING")
+    await asyncio.wait_for(clock.idle_wait.wait(), 30)
+    return clock.now()
+
+
+async def _threshold_passes(clock: _ThresholdOnCue) -> None:
+    """Give the cue, and return once the clock's wait has seen it (a few turns)."""
+    clock.cue.set()
+    while clock.cue.is_set() and clock.idle_wait.is_set():
+        await asyncio.sleep(0.001)
+
+
 async def test_the_clock_does_not_jump_under_a_pass_that_send_handed_over(
     app: App, make_engine: Callable[..., TestEngine]
 ) -> None:
     entered: list[str] = []
     started, release = asyncio.Event(), asyncio.Event()
 
-    @app.function(id="sleeper", trigger=TriggerEvent("nap"))
-    async def sleeper(ctx: Context) -> Any:
-        await ctx.step.sleep("nap", "1h")  # the worker's next deadline: an hour on
-        return "woke"
+    _register_sleeper(app)
 
     @app.function(id="holder", trigger=TriggerEvent("go"))
     async def holder(ctx: Context) -> Any:
@@ -101,16 +122,10 @@ async def test_the_clock_does_not_jump_under_a_pass_that_send_handed_over(
 
     clock = _ThresholdOnCue()
     async with make_engine(clock=clock) as t:
-        [nap] = await t.send(Event("nap"))
-        [napping] = await t.runs(event_id=nap)
-        await t.wait_for_status(napping.run_id, "SLEEPING")
-        await asyncio.wait_for(clock.idle_wait.wait(), 30)  # idle, an hour's jump ahead
-        before = clock.now()
+        before = await _idle_an_hour_ahead(t, clock)
         [go] = await t.send(Event("go"))  # handed over to the worker: no wake-up
         await asyncio.wait_for(started.wait(), 30)
-        clock.cue.set()  # the threshold passes now, the pass in flight
-        while clock.cue.is_set() and clock.idle_wait.is_set():
-            await asyncio.sleep(0.001)  # until the clock's wait has seen it (a few turns)
+        await _threshold_passes(clock)  # now, the pass in flight
         moved = clock.now() - before
         release.set()
         [going] = await t.runs(event_id=go)
@@ -154,10 +169,7 @@ async def test_the_clock_does_not_jump_while_a_send_that_hands_runs_over_is_writ
 
         monkeypatch.setattr(PostgresStore, "commit_on_loop", held_on_loop)
 
-    @app.function(id="sleeper", trigger=TriggerEvent("nap"))
-    async def sleeper(ctx: Context) -> Any:
-        await ctx.step.sleep("nap", "1h")  # the worker's next deadline: an hour on
-        return "woke"
+    _register_sleeper(app)
 
     @app.function(id="goer", trigger=TriggerEvent("go"))
     async def goer(ctx: Context) -> Any:
@@ -167,17 +179,11 @@ async def test_the_clock_does_not_jump_while_a_send_that_hands_runs_over_is_writ
 
     clock = _ThresholdOnCue()
     async with make_engine(clock=clock) as t:
-        [nap] = await t.send(Event("nap"))
-        [napping] = await t.runs(event_id=nap)
-        await t.wait_for_status(napping.run_id, "SLEEPING")
-        await asyncio.wait_for(clock.idle_wait.wait(), 30)  # idle, an hour's jump ahead
-        before = clock.now()
+        before = await _idle_an_hour_ahead(t, clock)
         armed.append(asyncio.Event())
         sending = asyncio.ensure_future(t.send(Event("go")))  # leases its run for the worker
         await asyncio.wait_for(asyncio.to_thread(in_write.wait, 30), 35)
-        clock.cue.set()  # the threshold passes now, the send's write in flight
-        while clock.cue.is_set() and clock.idle_wait.is_set():
-            await asyncio.sleep(0.001)  # until the clock's wait has seen it (a few turns)
+        await _threshold_passes(clock)  # now, the send's write in flight
         moved = clock.now() - before
         go_on.set()
         armed.pop().set()
