@@ -6,7 +6,7 @@ runs a transaction cancelled have their trigger events read together, with one s
 ``encoded_run_events`` gives each one's payload as JSON made of its stored columns (its data and
 user data are stored as the JSON ``dumps_exact`` made of them): the bytes
 ``dumps_exact(event.payload())`` would give, without decoding the event first. The
-announcements nothing hears are written with one multi-row statement per 50.
+announcements nothing hears are written with one multi-row statement per ``_multirow.CHUNK``.
 """
 
 from __future__ import annotations
