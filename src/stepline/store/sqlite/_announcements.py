@@ -61,8 +61,11 @@ class CancelledRunEvents:
         self, conn: sqlite3.Connection, run_ids: Sequence[str]
     ) -> list[list[tuple[str, bytes]]]:
         """``UnheardEvents.encoded_run_events``: one statement for the events of all the runs
-        (and one for the event ids of each run this transaction did not cancel)."""
+        (and one for the event ids of each run this transaction did not cancel); none when each
+        run's one event was read with its cancel matcher."""
         only = self._only
+        if all(run_id in only for run_id in run_ids):  # the usual: each read with its matcher
+            return [[(only[run_id][1], payload_json(only[run_id]))] for run_id in run_ids]
         ids_of = [
             [] if run_id in only else loads(self.ids.get(run_id) or _event_ids(conn, run_id))
             for run_id in run_ids

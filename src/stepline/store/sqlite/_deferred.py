@@ -37,11 +37,11 @@ class Deferred:
         if value is None:
             return None
         key = tuple(value.items())
-        for k, v in key:
-            if type(k) is not str or type(v) is not str:
-                return json_or_none(value)
-        found = self.texts.get(key)
+        found = self.texts.get(key)  # only dicts of strings are kept: a hit is one
         if found is None:
+            for k, v in key:
+                if type(k) is not str or type(v) is not str:
+                    return json_or_none(value)
             found = self.texts[key] = json_or_none(value)
         return found
 
