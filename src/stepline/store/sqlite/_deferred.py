@@ -37,7 +37,10 @@ class Deferred:
         if value is None:
             return None
         key = tuple(value.items())
-        found = self.texts.get(key)  # only dicts of strings are kept: a hit is one
+        try:
+            found = self.texts.get(key)  # only dicts of strings are kept: a hit is one
+        except TypeError:  # a value that cannot be hashed (a dict, a list): not one
+            return json_or_none(value)
         if found is None:
             for k, v in key:
                 if type(k) is not str or type(v) is not str:
