@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from _polling import until
 
 from stepline import (
@@ -18,6 +19,7 @@ from stepline import (
     Timeouts,
     TriggerEvent,
 )
+from stepline.expressions import forget_matchers
 from stepline.testing import MockClock, TestEngine
 
 
@@ -61,6 +63,46 @@ async def test_cancel_on_a_matching_event(app: App, make_engine: Callable[..., T
         await t.wait_for_run(cleanup_run.run_id)
     assert charged == ["o2"]
     assert [(c["run_id"], c["function_id"]) for c in cancelled] == [(r1.run_id, "process-order")]
+
+
+@pytest.mark.parametrize(
+    ("if_", "own", "stray", "cancelling"),
+    [
+        ("async.data.items[0] == event.data.items[0]", {"items": [5]}, [6], [5]),
+        ('async.data["order-id"] == event.data["order-id"]', {"order-id": "5"}, 5, "5"),
+    ],
+    ids=["list-index", "key-no-identifier"],
+)
+async def test_cancel_on_an_index_or_a_bracketed_key_matches_in_a_process_that_did_not_prepare_it(
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    if_: str,
+    own: dict[str, Any],
+    stray: Any,
+    cancelling: Any,
+) -> None:
+    # review F1: the cancel matcher was stored as dotted text that is no expression
+    # (``async.data.order-id == dyn("5")``); a process without it cached raised out of send
+    field = next(iter(own))
+
+    @app.function(
+        id="process-order",
+        trigger=TriggerEvent("order/created"),
+        cancel_on=[CancelOn("order/cancelled", if_=if_)],
+    )
+    async def process_order(ctx: Context) -> Any:
+        await ctx.step.sleep("a-while", "1h")
+
+    async with make_engine(clock=MockClock(autojump=False)) as t:
+        [event_id] = await t.send(Event("order/created", own))
+        [run] = await t.runs(event_id=event_id)
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        forget_matchers()  # as in a process that has just started
+        await t.send(Event("order/cancelled", {field: stray}))  # does not match
+        current = await t.app.get_run(run.run_id)
+        assert current is not None and current.status == "SLEEPING"
+        await t.send(Event("order/cancelled", {field: cancelling}))
+        assert (await t.wait_for_run(run.run_id)).status == "CANCELLED"
 
 
 async def test_start_timeout_cancels_runs_that_wait_too_long(
