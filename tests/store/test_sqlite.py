@@ -441,6 +441,14 @@ def test_the_later_commits_of_a_pass_write_no_run_row(sqlite_store: SQLiteStore)
     assert [s.hash for s in sqlite_store.get_steps("r1")] == ["h1", "h2", "h3"]
 
 
+def _waiting_on_their_ids(store: SQLiteStore, *run_ids: str) -> None:
+    """Start each run and suspend it on a wait "w-<run id>" for orderId "<run id>"."""
+    for run_id in run_ids:
+        start(store, run_id)
+        pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
+        suspend_on_wait(store, lease_run(store, run_id), pending)
+
+
 def _wait_rows(path: Path) -> tuple[list[str], list[str]]:
     """The wait ids in ``waits`` and in ``waits_resolved`` (sorted)."""
     with closing(sqlite3.connect(path)) as conn:
@@ -457,10 +465,7 @@ def test_a_resolved_wait_keeps_its_row_until_a_purge_deletes_it_with_others(
     # resolved instead, and purge_resolved_waits deletes the rows in batches, the oldest keys
     # first. A run's end by a pass or a verb (here a cancellation after the event) drops its
     # waits, the resolved ones too (their marks first), leaving nothing for the purge.
-    for run_id in ("r1", "r2", "r3"):
-        start(sqlite_store, run_id)
-        pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
-        suspend_on_wait(sqlite_store, lease_run(sqlite_store, run_id), pending)
+    _waiting_on_their_ids(sqlite_store, "r1", "r2", "r3")
     start(sqlite_store, "r4")
     suspend_on_wait(sqlite_store, lease_run(sqlite_store, "r4"), wait("r4", "w-r4", None))
     paid = [
@@ -491,10 +496,7 @@ def test_a_database_copy_leaves_out_the_waits_resolved_but_not_purged(tmp_path: 
     # holds the pending waits only, and no table of resolved keys
     source = SQLiteStore(tmp_path / "a.db")
     source.migrate()
-    for run_id in ("r1", "r2"):
-        start(source, run_id)
-        pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
-        suspend_on_wait(source, lease_run(source, run_id), pending)
+    _waiting_on_their_ids(source, "r1", "r2")
     paid = EventRecord("pay-1", "payment/received", {"orderId": "r1"}, {}, None, T0)
     with source.transaction() as tx:
         [result] = tx.ingest([EventIngest(paid)], T0 + 1, cel_matches)
@@ -518,10 +520,7 @@ def test_a_process_of_the_version_before_the_marks_does_not_claim_a_kept_resolve
     # a process started before migration 20 and still running on the file (a rolling
     # restart) claims a wait with a plain DELETE whose count decides: it must not delete (and
     # so resolve again) a resolved wait whose row is kept for the purge; a pending one it can
-    for run_id in ("r1", "r2"):
-        start(sqlite_store, run_id)
-        pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
-        suspend_on_wait(sqlite_store, lease_run(sqlite_store, run_id), pending)
+    _waiting_on_their_ids(sqlite_store, "r1", "r2")
     paid = EventRecord("pay-r1", "payment/received", {"orderId": "r1"}, {}, None, T0)
     with sqlite_store.transaction() as tx:
         [result] = tx.ingest([EventIngest(paid)], T0 + 1, cel_matches)
