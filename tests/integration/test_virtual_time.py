@@ -221,3 +221,44 @@ async def test_the_clock_does_not_jump_while_another_worker_on_it_runs_a_pass() 
     busy.idle = True
     await asyncio.wait_for(sleeping, 30)  # both idle: it jumps
     assert clock.now() == start + 3600
+
+
+async def test_a_send_whose_after_ingest_raises_still_hands_its_runs_over(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``Engine.after_ingest`` raising before it handed the runs over (here waking another
+    # app's engine: its loop closed between the check and the call) left the worker's count of
+    # writes in flight raised, so MockClock never jumped again, and the run the send leased
+    # for it without a pass until its lease expired (which a stopped clock never reaches)
+    import stepline.engine.engine as engine_module
+
+    raised: list[BaseException] = []
+    handed_over = engine_module.handed_over
+
+    def closed_loop_once(results: Any) -> None:
+        if not raised:
+            raised.append(RuntimeError("Event loop is closed"))
+            raise raised[0]
+        handed_over(results)
+
+    def reported(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("exception") is not raised[0]:
+            loop.default_exception_handler(context)
+
+    @app.function(id="napper", trigger=TriggerEvent("go"))
+    async def napper(ctx: Context) -> Any:
+        await ctx.step.run("one", lambda: 1)
+        await ctx.step.sleep("nap", "1h")  # the clock must jump to finish it
+        return "woke"
+
+    async with make_engine() as t:
+        assert t.worker is not None
+        await t.worker.ready.wait()
+        asyncio.get_running_loop().set_exception_handler(reported)
+        monkeypatch.setattr(engine_module, "handed_over", closed_loop_once)
+        [go] = await t.send(Event("go"))  # its run leased for the worker in the send's write
+        [going] = await t.runs(event_id=go)
+        run = await t.wait_for_run(going.run_id, timeout=20)
+        assert t.worker._handovers == 0
+    assert raised, "the send never reached after_ingest"
+    assert (run.status, run.output) == ("COMPLETED", "woke")

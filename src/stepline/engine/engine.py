@@ -439,13 +439,17 @@ class Engine:
     ) -> None:
         """Once an ingestion committed: count the events, start the passes of the runs leased
         to ``worker`` in its transaction, wake the workers that may have work, tell the live
-        views. ``announced``: what the announcements of runs failed instead of leased did."""
+        views. ``announced``: what the announcements of runs failed instead of leased did.
+        The runs are handed over first: whatever raises after it, none is left leased without
+        a pass until its lease expires, and the worker no longer counts the write as work in
+        flight (a virtual clock would never jump again)."""
+        if worker is not None:
+            worker.adopt(leases)
         self.metrics.accept_events(len(results))
         handed_over(results)
         if worker is None:
             self.wake_workers()
         else:
-            worker.adopt(leases)
             # the worker that got every run the events started has nothing new to look for: a
             # lease attempt now would only compete with those runs' passes for the writer
             started = {run_id for r in results for run_id in r.run_ids}
