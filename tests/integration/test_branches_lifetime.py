@@ -103,14 +103,28 @@ async def test_a_step_a_released_task_calls_after_its_pass_is_refused(
         assert again.output == "a"
 
 
+async def _within_an_hour(poller: Awaitable[str]) -> str:
+    # real seconds, never reached; on Python 3.11 wait_for runs the poller in a task of its own
+    return await asyncio.wait_for(poller, 3600)
+
+
+async def _as_is(poller: Awaitable[str]) -> str:
+    return await poller
+
+
+@pytest.mark.parametrize("wrap", [_as_is, _within_an_hour], ids=["as-is", "wait_for"])
 async def test_a_gathered_sibling_still_working_when_the_pass_ends_is_cancelled(
-    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+    app: App,
+    make_engine: Callable[..., TestEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    wrap: Callable[[Awaitable[str]], Awaitable[str]],
 ) -> None:
     # gather(step.wait_for_event(...), poll()): the step's call ends the pass (Suspended), the
     # gather hands that to the function at once and never cancels the poller, its other child.
     # Released with the pass, the poller ran on after every suspension and each replay started
     # another one (review N1). Nobody can join it any more: it is cancelled. A task the
-    # function created and did not join (a library's keep-alive) is still released.
+    # function created and did not join (a library's keep-alive) is still released. Polled
+    # through wait_for, the poller is wait_for's own task (nobody else holds it): cancelled too.
     monkeypatch.setattr(executor, "SUSPEND_GRACE", 0.05)  # the poller keeps the pass working
     monkeypatch.setattr(executor, "STOP_GRACE", 0.05)
     passes = 0
@@ -133,7 +147,7 @@ async def test_a_gathered_sibling_still_working_when_the_pass_ends_is_cancelled(
         if passes == 1:
             detached.append(asyncio.create_task(keep_alive()))
         paid, polled = await asyncio.gather(
-            ctx.step.wait_for_event("w", event="paid", timeout="1h"), poll(passes)
+            ctx.step.wait_for_event("w", event="paid", timeout="1h"), wrap(poll(passes))
         )
         return [paid, polled]
 
@@ -157,8 +171,31 @@ async def _await_through_gather(task: asyncio.Task[str]) -> str:
     return value
 
 
+async def _await_through_wait_for(task: asyncio.Task[str]) -> str:
+    # on Python 3.11 wait_for awaits a future of its own and, cancelled, cancels the task
+    return await asyncio.wait_for(task, 3600)  # real seconds, never reached: the gate opens
+
+
+async def _await_through_timeout(task: asyncio.Task[str]) -> str:
+    async with asyncio.timeout(3600):  # real seconds, never reached: the gate opens
+        return await task
+
+
+async def _await_through_wait_for_of_a_coroutine(task: asyncio.Task[str]) -> str:
+    # wait_for's own task (3.11) awaits the shared one: cancelling it would cancel that
+    return await asyncio.wait_for(_await_directly(task), 3600)  # real seconds, never reached
+
+
 @pytest.mark.parametrize(
-    "await_shared", [_await_directly, _await_through_gather], ids=["task", "gather"]
+    "await_shared",
+    [
+        _await_directly,
+        _await_through_gather,
+        _await_through_wait_for,
+        _await_through_wait_for_of_a_coroutine,
+        _await_through_timeout,
+    ],
+    ids=["task", "gather", "wait_for", "wait_for-coroutine", "timeout"],
 )
 async def test_a_shared_task_an_orphaned_gathered_branch_awaits_outlives_the_pass(
     app: App,

@@ -66,17 +66,22 @@ def _nested_code(function: Any, name: str) -> Any:
 _SHIELD_DONE = _nested_code(asyncio.shield, "_inner_done_callback")
 _GATHER_DONE = _nested_code(asyncio.gather, "_done_callback")
 _GATHER_CODE = getattr(asyncio.gather, "__code__", None)
+_WAIT_FOR_CODE = getattr(asyncio.wait_for, "__code__", None)
+# the joins that make a task of a coroutine they were given, held by nobody else (wait_for on
+# Python 3.11 only: from 3.12 on it awaits the coroutine itself)
+_PRIVATE_MAKERS = {code for code in (_GATHER_CODE, _WAIT_FOR_CODE) if code is not None}
 
 
-def _made_by_gather() -> bool:
-    """True if the task being created is one ``gather`` makes of a coroutine (or other
-    awaitable) it was given: asked from the task factory, whose callers are the loop's
-    ``create_task`` (unless the loop's is native code) and ``ensure_future``'s helper."""
+def _made_privately() -> bool:
+    """True if the task being created is one ``gather`` or ``wait_for`` makes of a coroutine
+    (or other awaitable) it was given: asked from the task factory, whose callers are the
+    loop's ``create_task`` (unless the loop's is native code) and ``ensure_future``'s
+    helper."""
     frame: FrameType | None = sys._getframe(2)  # the task factory's caller
     for _ in range(5):  # a factory set over the hook (chaining to it) adds a frame or two
         if frame is None:
             return False
-        if frame.f_code is _GATHER_CODE:
+        if frame.f_code in _PRIVATE_MAKERS:
             return True
         frame = frame.f_back
     return False
@@ -108,12 +113,12 @@ def _orphaned(task: asyncio.Task[Any], traced: _Traced) -> bool:
     """True if ``task`` runs on as a child of a ``gather`` or a ``TaskGroup`` whose joining
     task (gather's caller, the task in the group's ``async with``) has ended, and the group or
     the gather made it (of a coroutine it was given): a task the function made and passed to
-    ``gather`` may be held elsewhere (a cache), it is not gather's to end."""
+    ``gather`` may be held elsewhere (a cache), it is not gather's to end (``private``)."""
     if task.done():
         return False
     for callback, *_ in getattr(task, "_callbacks", None) or ():
         if getattr(callback, "__code__", None) is _GATHER_DONE and _GATHER_DONE is not None:
-            if not traced.gathered:
+            if not traced.private:
                 continue
             joiner = traced.parent
         elif isinstance(getattr(callback, "__self__", None), asyncio.TaskGroup):
@@ -137,7 +142,7 @@ class _Traced(Coroutine[Any, Any, Any]):
     """A task's coroutine, remembering what it yielded last (the future its task awaits, or
     ``None`` for a bare yield: ready again at the next loop turn)."""
 
-    __slots__ = ("coro", "gathered", "owner", "parent", "waiting")
+    __slots__ = ("coro", "owner", "parent", "private", "waiting")
 
     def __init__(
         self,
@@ -145,12 +150,14 @@ class _Traced(Coroutine[Any, Any, Any]):
         owner: Branches,
         parent: asyncio.Task[Any] | None,
         *,
-        gathered: bool = False,
+        private: bool = False,
     ) -> None:
         self.coro = coro
         self.owner = owner
         self.parent = parent  # the task that created this one (gather's, a TaskGroup's caller)
-        self.gathered = gathered  # made by gather of a coroutine it was given (_made_by_gather)
+        # made by gather or wait_for of a coroutine it was given (_made_privately): only that
+        # join holds it
+        self.private = private
         self.waiting: object = _NEW
 
     def send(self, value: Any) -> Any:
@@ -176,13 +183,28 @@ class _Traced(Coroutine[Any, Any, Any]):
         its ``cr_await`` chain); not if it awaits anything else (I/O, a timer, an event)."""
         if _GATHERING is not None and isinstance(self.waiting, _GATHERING):
             return True
+        return getattr(self._innermost(), "cr_code", None) in _joining_code()
+
+    def timed(self) -> object:
+        """The future an ``asyncio.wait_for`` the task is in waits for, or ``None``: on Python
+        3.11 the task then awaits a future of wait_for's own, and wait_for cancels the one it
+        was given when the task is cancelled (from 3.12 on the task awaits that one)."""
+        inner = self._innermost()
+        frame = getattr(inner, "cr_frame", None)
+        if frame is None or getattr(inner, "cr_code", None) is not _WAIT_FOR_CODE:
+            return None
+        given = frame.f_locals.get("fut")
+        return given if isinstance(given, asyncio.Future) else None
+
+    def _innermost(self) -> Any:
+        """The innermost coroutine the task awaits through (its ``cr_await`` chain): the one
+        awaiting the future the task yielded."""
         inner: Any = self.coro
-        while True:  # down the coroutines awaiting each other, to the one awaiting the future
+        while True:
             awaited = getattr(inner, "cr_await", None) or getattr(inner, "gi_yieldfrom", None)
             if awaited is None or not hasattr(awaited, "cr_code"):
-                break
+                return inner
             inner = awaited
-        return getattr(inner, "cr_code", None) in _joining_code()
 
     def describe(self, task: asyncio.Task[Any]) -> str:
         """The task's name and its coroutine's qualified name, for a log line."""
@@ -211,7 +233,7 @@ class _Hook:
         traced = None
         if owner is not None and owner.open and not isinstance(coro, _Traced):
             current = asyncio.current_task(loop)
-            traced = coro = _Traced(coro, owner, current, gathered=_made_by_gather())
+            traced = coro = _Traced(coro, owner, current, private=_made_privately())
         if self.previous is None:
             task: asyncio.Future[Any] = asyncio.Task(coro, loop=loop, **kwargs)
         else:
@@ -423,9 +445,9 @@ class Branches:
     def _doomed(self) -> list[asyncio.Task[Any]]:
         """The orphaned tasks (``_orphaned``) that can be cancelled without cancelling anything
         that outlives the pass. Cancelling a task cancels the future it awaits: a task awaiting
-        another task (directly, or through a ``gather`` of tasks it was given) that is not
-        cancelled too is released instead (that task may be shared: a token refresh a library
-        caches and every caller awaits)."""
+        another task (directly, or through a ``gather`` of tasks it was given or a
+        ``wait_for``) that is not cancelled too is released instead (that task may be
+        shared: a token refresh a library caches and every caller awaits)."""
         doomed = {task for task, traced in self.live.items() if _orphaned(task, traced)}
         while True:
             spared = {task for task in doomed if not self._only_doomed(task, doomed, set())}
@@ -437,22 +459,34 @@ class Branches:
         self, task: asyncio.Task[Any], doomed: set[asyncio.Task[Any]], seen: set[object]
     ) -> bool:
         """True if cancelling ``task`` cancels no task but those in ``doomed`` (or done), and
-        children a ``gather`` it awaits made of coroutines, which nothing else holds."""
-        waiter = getattr(task, "_fut_waiter", None)
-        if waiter is None or waiter in seen:
+        tasks a ``gather`` or ``wait_for`` it awaits made of coroutines, which nothing else
+        holds (``private``). Cancelling a task cancels the future it awaits, or, in a
+        ``wait_for`` (3.11), the future wait_for was given."""
+        traced = self.live.get(task)
+        timed = traced.timed() if traced is not None else None
+        return self._cancels_only_doomed(
+            timed if timed is not None else getattr(task, "_fut_waiter", None), doomed, seen
+        )
+
+    def _cancels_only_doomed(
+        self, future: object, doomed: set[asyncio.Task[Any]], seen: set[object]
+    ) -> bool:
+        """``_only_doomed`` for what cancelling ``future`` cancels."""
+        if future is None or future in seen:
             return True
-        seen.add(waiter)
-        if isinstance(waiter, asyncio.Task):
-            return waiter.done() or waiter in doomed
-        if _GATHERING is None or not isinstance(waiter, _GATHERING):
+        seen.add(future)
+        if isinstance(future, asyncio.Task):
+            if future.done() or future in doomed:
+                return True
+            traced = self.live.get(future)
+            return traced is not None and traced.private and self._only_doomed(future, doomed, seen)
+        if _GATHERING is None or not isinstance(future, _GATHERING):
             return True  # a future of its own: a timer, I/O, an event
-        for child in getattr(waiter, "_children", None) or ():
-            traced = self.live.get(child) if isinstance(child, asyncio.Task) else None
-            if child.done() or child in doomed:
-                continue
-            if traced is None or not traced.gathered or not self._only_doomed(child, doomed, seen):
-                return False
-        return True
+        return all(  # a gathered future not a task: the function's, maybe held elsewhere
+            child.done()
+            or (isinstance(child, asyncio.Task) and self._cancels_only_doomed(child, doomed, seen))
+            for child in getattr(future, "_children", None) or ()
+        )
 
 
 __all__ = ["Branches"]
