@@ -4,6 +4,7 @@ finish there, every step body run once; every table the schemas hold is copied, 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from _polling import until
 from click.testing import CliRunner
 
+from sqlitetest import file_at_version
 from stepline import (
     App,
     BatchEvents,
@@ -347,3 +349,50 @@ def test_live_workers_on_the_source_are_refused(tmp_path: Path, pg_url: str) -> 
     assert "w-9" in refused.output
     forced = CliRunner().invoke(cli, ["db", "copy", url, pg_url, "--ignore-live-workers"])
     assert forced.exit_code == 0, forced.output
+
+
+def _schema_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+
+def test_a_source_of_the_schema_before_is_copied_with_its_workers_alive_and_left_as_it_was(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # a SQLite file of schema 19 with a worker of that version still alive on it: migration 20
+    # waits until it stops (its version would read resolved waits as pending), so a copy that
+    # was told to ignore the live workers stopped at that refusal. It now migrates a copy of
+    # the file beside it and copies that one: the file stays at schema 19, as its worker reads it
+    path = tmp_path / "old.db"
+    file_at_version(path, 19, ("w-old", time.time() + 600))
+    with sqlite3.connect(path) as conn:  # a run of that version waiting for an event
+        conn.execute(
+            "INSERT INTO events (internal_id, name, data, user_data, ts, received_at) "
+            "VALUES ('e-1', 'order/created', X'7B7D', X'7B7D', 1, 1)"
+        )
+        conn.execute(
+            "INSERT INTO runs (run_id, function_id, status, event_ids, created_at, app_id) "
+            "VALUES ('r-1', 'waiter', 'WAITING', '[\"e-1\"]', 1, 'app')"
+        )
+        conn.execute(
+            "INSERT INTO waits (wait_id, run_id, step_hash, event_name, expires_at, created_at, "
+            "step_id) VALUES ('w-1', 'r-1', 'h', 'payment/received', 4e9, 1, 'paid')"
+        )
+    url = f"sqlite:///{path}"
+
+    refused = CliRunner().invoke(cli, ["db", "copy", url, pg_url])
+    assert refused.exit_code == 1 and "w-old" in refused.output, refused.output
+    copied = CliRunner().invoke(cli, ["db", "copy", url, pg_url, "--ignore-live-workers"])
+    assert copied.exit_code == 0, copied.output
+
+    assert _schema_version(path) == 19
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []  # the copy aside gone
+    target = PostgresStore(pg_url)
+    try:
+        run = target.get_run("r-1")
+        assert run is not None and run.status == "WAITING"
+        with target.snapshot() as snap:
+            counts = {t.name: snap.count(t) for t in TABLES if snap.count(t)}
+        assert counts == {"events": 1, "runs": 1, "waits": 1, "workers": 1}
+    finally:
+        target.close()

@@ -1,5 +1,6 @@
 """A new version opening a SQLite file on which workers of the version before still run: a
-migration that their code reads differently waits until they are stopped (review F3)."""
+migration that their code reads differently waits until they are stopped (review F3), and
+``db copy --ignore-live-workers`` copies the file meanwhile without migrating it in place."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from stepline.cli import cli
 from stepline.errors import ConfigError
 from stepline.store import SQLiteStore
 from stepline.store.sqlite.schema import MIGRATIONS
@@ -101,6 +104,14 @@ def test_a_worker_of_the_version_before_is_stopped_before_migration_20_applies(
             store.migrate()
         assert old_worker in str(refused.value)
         assert _schema_version(path) == 19
+        # moving to another database meanwhile: the copy migrates a copy of the file aside
+        moved = f"sqlite:///{tmp_path / 'moved.db'}"
+        copied = CliRunner().invoke(
+            cli, ["db", "copy", f"sqlite:///{path}", moved, "--ignore-live-workers"]
+        )
+        assert copied.exit_code == 0, copied.output
+        assert _schema_version(path) == 19 and worker.poll() is None
+        assert _schema_version(tmp_path / "moved.db") == len(MIGRATIONS)
         worker.send_signal(signal.SIGTERM)  # a graceful stop unregisters it
         assert worker.wait(timeout=60) == 0, (tmp_path / "old-worker.out").read_text()
         store.migrate()

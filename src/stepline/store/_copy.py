@@ -1,6 +1,8 @@
 """Copying a whole installation from one database to another (``stepline db copy``).
 
-The rule lives here once: both schemas are brought up to date; every table either database
+The rule lives here once: both schemas are brought up to date (the source's in a copy of
+it when migrating it in place is refused while its workers are alive and the copy goes on
+regardless: the file stays as they read it); every table either database
 holds must be one this module knows (``TABLES``: the schema's tables with their columns), so a
 table added by a migration without copy support makes the copy refuse instead of silently
 leaving state behind; the target must be empty unless told to replace what it holds; the
@@ -156,6 +158,13 @@ class Copyable(Protocol):
 
     def migrate(self) -> None: ...
 
+    def migrated_source(self, *, workers_alive: bool) -> AbstractContextManager[Copyable]:
+        """This database, migrated, to be copied from while the block runs: itself, migrated
+        in place, or (``workers_alive``: the copy goes on although workers are alive on it)
+        when migrating it in place is refused while they are (a migration their version
+        reads differently), a migrated copy of it, the database left as they read it."""
+        ...
+
     def live_workers(self, now: float) -> list[WorkerRecord]: ...
 
     def table_columns(self) -> dict[str, tuple[str, ...]]:
@@ -229,50 +238,51 @@ def copy_database(
     on_plan: Callable[[CopyPlan], None] | None = None,
     on_rows: Callable[[Table, int], None] | None = None,
 ) -> CopyPlan:
-    """Copy every row of ``source`` into ``target`` (both migrated first). Raises
-    ``CopyRefused`` (nothing copied) when the target holds rows and ``replace`` is False, or
-    when either database holds a table this module does not know, or (``live_workers_at``
-    given) when workers are alive on the source at that time: what they commit after the
-    snapshot would be lost, and the runs they hold would run in two places. ``on_plan`` is
-    told the row counts before the first row is written, ``on_rows`` after each batch is
-    committed. A copy that fails midway leaves the batches committed so far in the target:
-    copy again with ``replace``."""
+    """Copy every row of ``source`` into ``target`` (both migrated first: the source in a
+    copy of its own when workers are alive on it and ``live_workers_at`` is None, see
+    ``Copyable.migrated_source``). Raises ``CopyRefused`` (nothing copied) when the target
+    holds rows and ``replace`` is False, or when either database holds a table this module
+    does not know, or (``live_workers_at`` given) when workers are alive on the source at
+    that time: what they commit after the snapshot would be lost, and the runs they hold
+    would run in two places. ``on_plan`` is told the row counts before the first row is
+    written, ``on_rows`` after each batch is committed. A copy that fails midway leaves the
+    batches committed so far in the target: copy again with ``replace``."""
     if batch < 1:
         raise ValueError("batch must be at least 1")
-    source.migrate()
-    target.migrate()
-    check_covered(source.table_columns(), source_name)
-    check_covered(target.table_columns(), target_name)
-    if live_workers_at is not None:
-        alive = source.live_workers(live_workers_at)
-        if alive:
-            names = ", ".join(sorted(w.worker_id for w in alive)[:5])
-            raise CopyRefused(
-                f"{len(alive)} worker(s) are alive on {source_name} ({names}): stop them first "
-                "(a worker that stopped without saying so counts as alive until its "
-                "registration expires)"
-            )
-    if not replace:
-        with target.snapshot() as held:
-            filled = [t.name for t in TABLES if held.count(t)]
-        if filled:
-            raise CopyRefused(
-                f"{target_name} is not empty (it holds {', '.join(filled)}): give an empty "
-                "database, or --replace to delete what it holds first"
-            )
-    with source.snapshot() as snap:
-        plan = CopyPlan({t.name: snap.count(t) for t in TABLES})
-        if on_plan is not None:
-            on_plan(plan)
-        if replace:
-            target.wipe()
-        for table in TABLES:
-            for rows in snap.rows(table, batch):
-                target.load_rows(table, rows)
-                if on_rows is not None:
-                    on_rows(table, len(rows))
-            target.loaded(table)
-    return plan
+    with source.migrated_source(workers_alive=live_workers_at is None) as source:
+        target.migrate()
+        check_covered(source.table_columns(), source_name)
+        check_covered(target.table_columns(), target_name)
+        if live_workers_at is not None:
+            alive = source.live_workers(live_workers_at)
+            if alive:
+                names = ", ".join(sorted(w.worker_id for w in alive)[:5])
+                raise CopyRefused(
+                    f"{len(alive)} worker(s) are alive on {source_name} ({names}): stop them "
+                    "first (a worker that stopped without saying so counts as alive until its "
+                    "registration expires)"
+                )
+        if not replace:
+            with target.snapshot() as held:
+                filled = [t.name for t in TABLES if held.count(t)]
+            if filled:
+                raise CopyRefused(
+                    f"{target_name} is not empty (it holds {', '.join(filled)}): give an empty "
+                    "database, or --replace to delete what it holds first"
+                )
+        with source.snapshot() as snap:
+            plan = CopyPlan({t.name: snap.count(t) for t in TABLES})
+            if on_plan is not None:
+                on_plan(plan)
+            if replace:
+                target.wipe()
+            for table in TABLES:
+                for rows in snap.rows(table, batch):
+                    target.load_rows(table, rows)
+                    if on_rows is not None:
+                        on_rows(table, len(rows))
+                target.loaded(table)
+        return plan
 
 
 def normalized(table: Table, row: Sequence[Any]) -> Row:

@@ -398,6 +398,13 @@ class PostgresStore:
             self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
+    @contextmanager
+    def migrated_source(self, *, workers_alive: bool) -> Iterator[PostgresStore]:
+        """The database, migrated in place: no PostgreSQL migration waits for the workers of
+        the version before to stop (``migrate``)."""
+        self.migrate()
+        yield self
+
     @_reading
     def table_columns(self) -> dict[str, tuple[str, ...]]:
         with self._conn() as conn:

@@ -196,10 +196,7 @@ class Database:
     def _check_no_live_workers(self, conn: sqlite3.Connection, current: int) -> None:
         """Refuse to apply a migration of ``STOP_WORKERS_FIRST`` while workers (of the version
         before, since this one migrates before it registers) are alive on the file."""
-        needed = sorted(n for n in STOP_WORKERS_FIRST if current < n <= len(MIGRATIONS))
-        if not needed or "workers" not in {r[0] for r in conn.execute(q.TABLE_NAMES)}:
-            return
-        alive = [r[0] for r in conn.execute(q.LIVE_WORKERS, (time.time(),))]
+        needed, alive = self._workers_first(conn, current)
         if alive:
             names = ", ".join(alive[:5]) + (", ..." if len(alive) > 5 else "")
             raise ConfigError(
@@ -209,6 +206,22 @@ class Database:
                 "saying so counts as alive until its registration expires), or apply it with "
                 "`stepline db migrate up --force` once they are stopped"
             )
+
+    @staticmethod
+    def _workers_first(conn: sqlite3.Connection, current: int) -> tuple[list[int], list[str]]:
+        """The migrations of ``STOP_WORKERS_FIRST`` a file at schema ``current`` needs, and
+        the workers alive on it if it needs any."""
+        needed = sorted(n for n in STOP_WORKERS_FIRST if current < n <= len(MIGRATIONS))
+        if not needed or "workers" not in {r[0] for r in conn.execute(q.TABLE_NAMES)}:
+            return needed, []
+        return needed, [r[0] for r in conn.execute(q.LIVE_WORKERS, (time.time(),))]
+
+    @reading
+    def waits_for_workers(self) -> bool:
+        """True if ``migrate`` refuses now (without ``force``): the schema needs a migration
+        of ``STOP_WORKERS_FIRST`` and workers are alive on the file."""
+        current, _ = self.schema_version()
+        return bool(self._workers_first(self._conn(), current)[1])
 
     def _check_is_ours(self, conn: sqlite3.Connection) -> None:
         """Refuse a SQLite file holding tables that are not Stepline's (an empty one is fine)."""

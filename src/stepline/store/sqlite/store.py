@@ -17,8 +17,9 @@ SQLite may have rolled the whole transaction back by itself: the transaction is 
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from stepline.store._catalog import TriggerCatalog
@@ -41,6 +42,34 @@ class SQLiteStore(SQLiteReads):
         return _Transaction(self)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
+    @contextmanager
+    def migrated_source(self, *, workers_alive: bool) -> Iterator[SQLiteStore]:
+        """The file, migrated; or, with ``workers_alive`` while ``migrate`` refuses because
+        workers of the version before are alive on it, a copy of it (SQLite's backup: one
+        consistent read) in a folder beside it, migrated there, deleted after the block: the
+        file stays at its schema, as its workers read it."""
+        if not workers_alive or not self.waits_for_workers():
+            self.migrate()
+            yield self
+            return
+        with tempfile.TemporaryDirectory(prefix=".stepline-copy-", dir=self.path.parent) as aside:
+            path = Path(aside) / self.path.name
+            try:
+                with (
+                    closing(sqlite3.connect(self.path)) as read,
+                    closing(sqlite3.connect(path)) as write,
+                ):
+                    read.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                    read.backup(write)
+            except sqlite3.Error as exc:
+                raise self._translated(exc) from exc
+            migrated = SQLiteStore(path, synchronous="NORMAL")
+            try:
+                migrated.migrate(force=True)  # its workers are alive on the file, not here
+                yield migrated
+            finally:
+                migrated.close()
+
     @reading
     def table_columns(self) -> dict[str, tuple[str, ...]]:
         return _copy.table_columns(self._conn())
