@@ -1,6 +1,7 @@
 """The public step API type-checks as users write it: mypy --strict on a small function that
 passes ``async def`` and plain functions to ``ctx.step.run`` (a union parameter once made mypy
-infer ``Never`` for every ``async def``: 55 errors in the examples)."""
+infer ``Never`` for every ``async def``: 55 errors in the examples; an ``async def`` whose
+signature mentions ``Any`` matched two overloads, and mypy gave ``Any``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from mypy import api
 ROOT = Path(__file__).resolve().parents[2]
 
 USER_CODE = """
-from typing import assert_type
+import asyncio
+from typing import Any, assert_type
 
 from stepline import App, Context, SyncContext, TriggerEvent
 
@@ -22,8 +24,20 @@ async def fetch(user_id: int) -> dict[str, int]:
     return {"id": user_id}
 
 
+async def fetch_loosely(user_id: int) -> dict[str, Any]:
+    return {"id": user_id}
+
+
 def total(values: list[int]) -> int:
     return sum(values)
+
+
+def loosely(values: list[Any]) -> dict[str, Any]:
+    return {"n": len(values)}
+
+
+def scheduled() -> asyncio.Task[dict[str, int]]:
+    return asyncio.ensure_future(fetch(1))
 
 
 @app.function(id="async-fn", trigger=TriggerEvent("typing/async"))
@@ -33,6 +47,12 @@ async def async_fn(ctx: Context) -> int:
     await ctx.step.run("fetch-again", fetch, 2)  # result unused
     summed = await ctx.step.run("total", total, [user["id"], 2])
     assert_type(summed, int)
+    # a signature mentioning Any: both overloads of the time matched, and mypy gave Any
+    assert_type(await ctx.step.run("loose", fetch_loosely, 1), dict[str, Any])
+    assert_type(await ctx.step.run("loose-plain", loosely, [1]), dict[str, Any])
+    assert_type(await ctx.step.run("loose-lambda", lambda: fetch_loosely(2)), dict[str, Any])
+    assert_type(await ctx.step.run("task", scheduled), dict[str, int])
+    assert_type(await ctx.step.run("literal", lambda: 1), int)
     return summed
 
 
@@ -40,6 +60,9 @@ async def async_fn(ctx: Context) -> int:
 def sync_fn(ctx: SyncContext) -> int:
     summed = ctx.step.run("total", total, [1, 2])
     assert_type(summed, int)
+    assert_type(ctx.step.run("fetch", fetch, 1), dict[str, int])
+    assert_type(ctx.step.run("loose", fetch_loosely, 1), dict[str, Any])
+    assert_type(ctx.step.run("loose-plain", loosely, [1]), dict[str, Any])
     return summed
 """
 

@@ -9,7 +9,7 @@ again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, overload
 
@@ -63,11 +63,24 @@ class Step:
     def __init__(self, driver: StepDriver) -> None:
         self._driver = driver
 
-    # Two overloads, not one union parameter: with ``Callable[..., Awaitable[T]] | Callable[...,
-    # T]`` mypy inferred T as Never for an ``async def`` (every call an arg-type error).
+    # Overloads for a coroutine function (or a callable returning a coroutine), one returning
+    # an asyncio future (a task), and anything else. Not ``Callable[..., Awaitable[T]]``: an
+    # ``async def`` matches it and ``Callable[..., T]`` with different parameter types, which
+    # mypy counts as ambiguous when the function's signature mentions ``Any`` (``-> dict[str,
+    # Any]``): the result was ``Any``. With ``Coroutine[Any, Any, T]`` both matches infer the
+    # same parameter type, which is no ambiguity. Nor one union parameter: with
+    # ``Callable[..., Awaitable[T]] | Callable[..., T]`` mypy inferred ``Never`` for an
+    # ``async def``. A function returning a future whose type mentions ``Any`` still gets
+    # ``Any`` (it matches the last overload with another parameter type); another awaitable a
+    # plain function returns is awaited too, typed as returned.
     @overload
     async def run(
-        self, step_id: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+        self, step_id: str, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> T: ...
+
+    @overload
+    async def run(
+        self, step_id: str, fn: Callable[..., asyncio.Future[T]], *args: Any, **kwargs: Any
     ) -> T: ...
 
     @overload
@@ -180,8 +193,21 @@ class SyncStep:
 
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result()
 
-    def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """See ``Step.run``."""
+    @overload
+    def run(
+        self, step_id: str, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> T: ...
+
+    @overload
+    def run(
+        self, step_id: str, fn: Callable[..., asyncio.Future[T]], *args: Any, **kwargs: Any
+    ) -> T: ...
+
+    @overload
+    def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    def run(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """See ``Step.run`` (the same overloads)."""
         return self._call(self._step.run(step_id, fn, *args, **kwargs))
 
     def sleep(self, step_id: str, duration: DurationLike) -> None:
