@@ -13,9 +13,6 @@ raises ``Suspended`` (a BaseException user code does not catch) into the blocked
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
-import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -27,21 +24,18 @@ from stepline.engine._endings import PassEndings
 from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import StepGate, Suspended, _Abort, _Op, _Outcome, step_hash
 from stepline.engine._rounds import RoundRecorder
+from stepline.engine._step_attempt import attempt_step
 from stepline.engine._system_events import not_started_reason
 from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
-from stepline.engine.retry import retry_after_time
 from stepline.errors import (
     LeaseLostError,
     LimitExceededError,
-    NonRetriableError,
     PassCancelledError,
-    RetryAfterError,
-    SerializationError,
     StepError,
     StoreError,
 )
-from stepline.sdk.context import STEP_ATTEMPT, Context, ReplayAwareLogger, SyncContext
+from stepline.sdk.context import Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
@@ -400,44 +394,7 @@ class PassExecutor(RoundRecorder, PassEndings):
     # -- a round of new operations ----------------------------------------------------------------
     async def _attempt(self, op: _Op) -> _Outcome:
         """Execute one attempt of a ``run`` step; never raises."""
-        fn = self.engine.step_mocks.get(op.step_id, op.fn)
-        assert fn is not None
-        attempt_token = STEP_ATTEMPT.set(op.attempts)  # ctx.attempt inside this step body
-        started = self.now()
-        t0 = time.perf_counter()
-        outcome = _Outcome(started_at=started)
-        try:
-            if inspect.iscoroutinefunction(fn):
-                value = await fn(*op.args, **op.kwargs)
-            else:
-                call = partial(contextvars.copy_context().run, fn, *op.args, **op.kwargs)
-                value = await self.loop.run_in_executor(self.engine.step_threads, call)
-                if inspect.isawaitable(value):
-                    value = await value
-            outcome.output_json = dumps(value, f"output of step {op.key!r}")
-            limit = self.engine.limits.max_step_output_bytes
-            if len(outcome.output_json) > limit:
-                outcome.error = LimitExceededError(
-                    "step_output",
-                    f"output of step {op.key!r} is {len(outcome.output_json)} bytes, over the "
-                    f"limit of {limit} bytes",
-                )
-        except (NonRetriableError, SerializationError) as exc:
-            outcome.error = exc
-        except RetryAfterError as exc:
-            outcome.error = exc
-            if op.attempts < self.fn.retries:
-                backoff = self.engine.backoff
-                outcome.retry_at = retry_after_time(exc, self.now(), backoff, op.attempts)
-        except Exception as exc:
-            outcome.error = exc
-            if op.attempts < self.fn.retries:
-                outcome.retry_at = self.now() + self.engine.backoff.delay(op.attempts)
-        outcome.duration = time.perf_counter() - t0
-        outcome.ended_at = self.now()
-        self.engine.metrics.step_attempt(outcome.duration, outcome.error is None)
-        STEP_ATTEMPT.reset(attempt_token)
-        return outcome
+        return await attempt_step(self.engine, self.loop, self.fn.retries, op)
 
     # -- ends of a pass ---------------------------------------------------------------------------
     def _new_commit(self, take_buffer: bool = True) -> PassCommit:

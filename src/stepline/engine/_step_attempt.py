@@ -1,0 +1,70 @@
+"""One attempt of a ``run`` step: its body called (a coroutine function on the loop, anything
+else in a step thread, an awaitable it returns awaited), its result serialized and checked
+against the output limit, its error read as the retry policy says (``NonRetriableError`` and
+an unserializable result fail the step; ``RetryAfterError`` retries at the time it names;
+another error after the function's backoff), while it has retries left."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import time
+from functools import partial
+
+from stepline.engine._ops import _Op, _Outcome
+from stepline.engine.engine import Engine
+from stepline.engine.retry import retry_after_time
+from stepline.errors import (
+    LimitExceededError,
+    NonRetriableError,
+    RetryAfterError,
+    SerializationError,
+)
+from stepline.sdk.context import STEP_ATTEMPT
+from stepline.serde import dumps
+
+
+async def attempt_step(
+    engine: Engine, loop: asyncio.AbstractEventLoop, retries: int, op: _Op
+) -> _Outcome:
+    """Execute one attempt of ``op`` (a ``run`` step of a function with ``retries``); never
+    raises: the outcome holds the result's JSON or the error, and when to retry."""
+    fn = engine.step_mocks.get(op.step_id, op.fn)
+    assert fn is not None
+    attempt_token = STEP_ATTEMPT.set(op.attempts)  # ctx.attempt inside this step body
+    started = engine.clock.now()
+    t0 = time.perf_counter()
+    outcome = _Outcome(started_at=started)
+    try:
+        if inspect.iscoroutinefunction(fn):
+            value = await fn(*op.args, **op.kwargs)
+        else:
+            call = partial(contextvars.copy_context().run, fn, *op.args, **op.kwargs)
+            value = await loop.run_in_executor(engine.step_threads, call)
+            if inspect.isawaitable(value):
+                value = await value
+        outcome.output_json = dumps(value, f"output of step {op.key!r}")
+        limit = engine.limits.max_step_output_bytes
+        if len(outcome.output_json) > limit:
+            outcome.error = LimitExceededError(
+                "step_output",
+                f"output of step {op.key!r} is {len(outcome.output_json)} bytes, over the "
+                f"limit of {limit} bytes",
+            )
+    except (NonRetriableError, SerializationError) as exc:
+        outcome.error = exc
+    except RetryAfterError as exc:
+        outcome.error = exc
+        if op.attempts < retries:
+            now = engine.clock.now()
+            outcome.retry_at = retry_after_time(exc, now, engine.backoff, op.attempts)
+    except Exception as exc:
+        outcome.error = exc
+        if op.attempts < retries:
+            outcome.retry_at = engine.clock.now() + engine.backoff.delay(op.attempts)
+    outcome.duration = time.perf_counter() - t0
+    outcome.ended_at = engine.clock.now()
+    engine.metrics.step_attempt(outcome.duration, outcome.error is None)
+    STEP_ATTEMPT.reset(attempt_token)
+    return outcome
