@@ -9,9 +9,7 @@ Without Node the JS tests skip locally and fail under ``CI=true``.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import js_install
 import pytest
 from _capture import CaptureServer
 
@@ -28,7 +27,7 @@ import forkserver
 from ports import free_port as _free_port
 
 HERE = Path(__file__).parent
-JS_DIR = HERE / "js"
+JS_DIR = js_install.JS_DIR
 KEY = "signkey-test-8f3c2a6b0d9e4f17a5b3c8d2e1f0a9b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1"
 FALLBACK_KEY = "signkey-test-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
 OTHER_KEY = "signkey-prod-fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
@@ -41,22 +40,11 @@ def _missing(what: str) -> None:
 
 
 def _npm_ci() -> None:
-    """``npm ci`` once per lockfile (several pytest workers wait on one lock file)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
+    """``npm ci`` once per lockfile (``js_install``: several pytest workers wait on one lock
+    file; ``scripts/test`` has usually done it before the run)."""
+    if js_install.node_missing():
         _missing("Node.js (node + npm)")
-    stamp = JS_DIR / "node_modules" / ".stepline-lock-copy.json"
-    lock = (JS_DIR / "package-lock.json").read_bytes()
-    with open(JS_DIR / ".npm-ci.lock", "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        if stamp.exists() and stamp.read_bytes() == lock:
-            return
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"],
-            cwd=JS_DIR,
-            check=True,
-            timeout=300,
-        )
-        stamp.write_bytes(lock)
+    js_install.install()
 
 
 @dataclass
