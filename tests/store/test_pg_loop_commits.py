@@ -32,6 +32,13 @@ def idle(store: PostgresStore) -> int:
 
 
 @pytest.fixture
+def pg_store(own_pg_store: PostgresStore) -> PostgresStore:
+    """A store with connection pools of its own (not the warm ones of ``pg_store``):
+    these tests count, take and close its idle connections."""
+    return own_pg_store
+
+
+@pytest.fixture
 def store(pg_store: PostgresStore) -> PostgresStore:
     """``pg_store`` with one idle connection in its read pool (a read made one)."""
     pg_store.load_run("none")

@@ -64,6 +64,13 @@ def batches(store: PostgresStore, *rounds: Sequence[Job]) -> tuple[list[list[Any
     return asyncio.run(run())
 
 
+@pytest.fixture
+def pg_store(own_pg_store: PostgresStore) -> PostgresStore:
+    """A store with connection pools of its own (not the warm ones of ``pg_store``):
+    these tests end every session and count what is made again."""
+    return own_pg_store
+
+
 def lease_job(now: float = T0) -> Job:
     return lambda tx: [held.run_id for held in tx.lease_due("w1", now, 10, TTL, SERVED)]
 
