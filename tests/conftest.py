@@ -4,6 +4,7 @@ time."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -31,6 +32,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     pgtest.unconfigure(config)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the collection made (~1.1 million objects in a test process: the modules, the
+    items, their fixture closures) lives until the run ends: moved out of the collector's
+    generations (``gc.freeze``), as the fork servers and ``stepline server`` do, so that a full
+    collection walks only what the tests made since. Each walked them all: 11 full collections,
+    3.2 s of CPU in 919 tests of tests/unit and tests/server; 0.8 s with them frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 # How the suite is spread over its processes (``pytest -n 4 --dist loadscope
