@@ -4,6 +4,7 @@ store's (``StoreUnavailable`` when the store may recover by itself), and the sch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,10 +21,17 @@ _TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadloc
 
 
 def pool(
-    url: str, size: int, timeout: float, name: str, *, checked: bool = False
+    url: str,
+    size: int,
+    timeout: float,
+    name: str,
+    *,
+    checked: bool = False,
+    configure: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> psycopg_pool.ConnectionPool[Any]:
     """A pool of autocommit connections, opened on first use; ``checked``: each connection is
-    checked (a round trip) before it is handed out."""
+    checked (a round trip) before it is handed out; ``configure``: called with each new
+    connection before the pool hands it out."""
     return psycopg_pool.ConnectionPool(
         url,
         min_size=1 if checked else 0,
@@ -36,6 +44,7 @@ def pool(
         # default, an outage of a few minutes left calls failing for minutes after it)
         reconnect_timeout=timeout / 2,
         check=psycopg_pool.ConnectionPool.check_connection if checked else None,
+        configure=configure,
         open=False,
         name=name,
     )

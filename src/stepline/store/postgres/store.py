@@ -47,6 +47,7 @@ from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
+from stepline.store.postgres._leases import prepare_named
 from stepline.store.postgres._statements import Spoiled, Statements
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
@@ -137,10 +138,15 @@ class PostgresStore:
             except psycopg.ProgrammingError as exc:
                 raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
             connect_timeout = float(given) if given else 10.0
-        self._pool = _database.pool(url, max_connections, connect_timeout, "stepline", checked=True)
+        # each new connection prepares the lease by name (prepare_named)
+        self._pool = _database.pool(
+            url, max_connections, connect_timeout, "stepline", checked=True, configure=prepare_named
+        )
         # the worker's hot reads (load_run, next_due_at): connections not checked before use (a
         # round trip less); a read that finds its connection broken is made again (_read)
-        self._read_pool = _database.pool(url, max_connections, connect_timeout, "stepline-read")
+        self._read_pool = _database.pool(
+            url, max_connections, connect_timeout, "stepline-read", configure=prepare_named
+        )
         self._opened = False
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._gates = TakeGates(url)  # the gates its refused takes closed (_take_gates.py)
