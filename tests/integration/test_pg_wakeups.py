@@ -7,6 +7,7 @@ import asyncio
 import json
 import selectors
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -135,17 +136,16 @@ class CountedSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-typ
         return super().select(timeout)  # type: ignore[no-any-return]
 
 
-async def test_the_listener_sleeps_until_a_notification_or_its_stop(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No timer wakes the listening thread (a 50 ms poll cost it ~14 ms of CPU a second): it
-    waits on the connection's socket and its stop socket only, and ``stop()`` ends it."""
-    monkeypatch.setattr(wakeups.selectors, "DefaultSelector", CountedSelector)
-    CountedSelector.timeouts = []
+async def _heard_three(
+    watch: Callable[[Callable[[Sequence[tuple[str, str]]], None]], Callable[[], None]],
+    pg_url: str,
+) -> tuple[list[int], wakeups.WakeupListener]:
+    """Watch (``watch``: the store's, called here or in a thread), hear three notifications,
+    stop; the thread each ``on_wake`` ran in (the first: "listening") and the listener."""
     watcher, sender = PostgresStore(pg_url), PostgresStore(pg_url)
     watcher.migrate()
-    heard: list[Sequence[tuple[str, str]]] = []
-    stop = watcher.watch(heard.append)
+    heard: list[int] = []
+    stop = await watch(partial(watcher.watch), lambda named: heard.append(threading.get_ident()))
     listener = stop.__self__  # type: ignore[attr-defined]
     try:
         await until("the listener to say it listens", lambda: heard)
@@ -158,7 +158,77 @@ async def test_the_listener_sleeps_until_a_notification_or_its_stop(
         watcher.close()
         sender.close()
     assert not listener._thread.is_alive()
+    return heard, listener
+
+
+async def _here(watch: Callable[..., Any], on_wake: Any) -> Any:
+    return watch(on_wake)
+
+
+async def _in_a_thread(watch: Callable[..., Any], on_wake: Any) -> Any:
+    return await asyncio.to_thread(watch, on_wake)
+
+
+async def test_the_listener_sleeps_until_a_notification_or_its_stop(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watched outside an event loop, the listening thread reads the notifications, and no
+    timer wakes it (a 50 ms poll cost it ~14 ms of CPU a second): it waits on the connection's
+    socket and its stop socket only, and ``stop()`` ends it."""
+    monkeypatch.setattr(wakeups.selectors, "DefaultSelector", CountedSelector)
+    CountedSelector.timeouts = []
+    heard, listener = await _heard_three(_in_a_thread, pg_url)
+    assert set(heard) == {listener._thread.ident}
     assert CountedSelector.timeouts and set(CountedSelector.timeouts) == {None}
+
+
+async def test_a_listener_started_in_a_loop_reads_the_notifications_in_it(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watched in a running loop (a worker's), the notifications are read and ``on_wake``
+    called in that loop (before: the listening thread woke, then handed each to the loop);
+    the thread, which connected and said it listens, waits meanwhile for its stop, the
+    connection given back, or the loop closed (looked at once a second), never per
+    notification."""
+    monkeypatch.setattr(wakeups.selectors, "DefaultSelector", CountedSelector)
+    CountedSelector.timeouts = []
+    heard, listener = await _heard_three(_here, pg_url)
+    assert heard[0] == listener._thread.ident
+    assert heard[1:] == [threading.get_ident()] * 3
+    assert set(CountedSelector.timeouts) == {wakeups._LOOP_CHECK}
+
+
+def test_a_listener_whose_loop_closed_reads_the_notifications_in_its_thread(
+    pg_url: str,
+) -> None:
+    """The loop the listener read in closed (an engine that outlives an ``asyncio.run``): its
+    thread reads the notifications from then on."""
+    watcher, sender = PostgresStore(pg_url), PostgresStore(pg_url)
+    watcher.migrate()
+    heard: list[int] = []
+
+    async def watch() -> Callable[[], None]:
+        stop = watcher.watch(lambda named: heard.append(threading.get_ident()))
+        await until("the listener to say it listens", lambda: heard)
+        with sender.transaction() as tx:
+            tx.set_paused("f0", True, "app")
+        await until("a notification read in the loop", lambda: len(heard) == 2)
+        return stop
+
+    stop = asyncio.run(watch())  # the loop closes
+    listener = stop.__self__  # type: ignore[attr-defined]
+    try:
+        with sender.transaction() as tx:
+            tx.set_paused("f1", True, "app")
+        deadline = time.monotonic() + 30
+        while len(heard) < 3:  # real time: the thread looks at the loop once a second
+            assert time.monotonic() < deadline, "the thread never read the notification"
+            time.sleep(0.01)
+    finally:
+        stop()
+        watcher.close()
+        sender.close()
+    assert heard[0] == heard[2] == listener._thread.ident != heard[1]
 
 
 async def test_a_listener_whose_session_ended_listens_again(pg_url: str) -> None:

@@ -17,6 +17,7 @@ looking for any due work (``lease_due``: two). A notification without a payload 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import selectors
@@ -35,6 +36,7 @@ NOTIFY_TABLE = "\x00notify"  # its write(table=…): no table of the database
 MAX_NAMED = 16  # new runs a notification names at most (more: a plain one)
 _MAX_PAYLOAD = 4000  # bytes (PostgreSQL's bound is 8,000)
 _RETRY = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnection attempts
+_LOOP_CHECK = 1.0  # seconds between two looks at whether the reading loop closed
 
 log = logging.getLogger("stepline.store.postgres")
 
@@ -64,10 +66,21 @@ def named_runs(payload: str) -> list[tuple[str, str]]:
 
 
 class WakeupListener:
-    """Calls ``on_wake`` (from its own thread) for each notification on ``stepline``, with the
-    runs it names (``named_runs``; empty: look for any due work). Its thread sleeps until the
-    connection's socket or its stop socket has something to read: no CPU while nothing
-    happens (a 50 ms ``notifies(timeout=…)`` loop cost it ~14 ms of CPU a second)."""
+    """Calls ``on_wake`` for each notification on ``stepline``, with the runs it names
+    (``named_runs``; empty: look for any due work).
+
+    Started in a running event loop (a worker's: ``Engine.add_waker``), the notifications are
+    read in that loop (``add_reader`` on the listening connection's socket) and ``on_wake`` is
+    called there: a notification reaches the worker without a thread's wake-up and a hop to
+    the loop (the listening thread → the loop: 0.10-0.18 ms of an event's way to its first
+    step, and one more process to schedule on busy cores). Its thread connects, listens and
+    reconnects (a blocking connect never runs in the loop), hands the connection to the loop
+    and sleeps until the loop gives it back (the session ended: it connects again), ``stop()``,
+    or the loop closed (checked once a second: it then reads the notifications itself).
+    Started without a running loop (or in one that cannot wait on a socket), its thread reads
+    them and calls ``on_wake`` there. Either way nothing polls: the thread sleeps until a socket
+    has something to read (a 50 ms ``notifies(timeout=…)`` loop cost it ~14 ms of CPU a
+    second)."""
 
     def __init__(self, url: str, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> None:
         self._url = url
@@ -75,14 +88,25 @@ class WakeupListener:
         self._stopped = threading.Event()
         # stop() writes a byte to one end; the listening thread waits on the other too
         self._stop_w, self._stop_r = socket.socketpair()
+        # the loop writes a byte to one end when it gives the connection back
+        self._back_w, self._back_r = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="stepline-pg-listen", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop to read in, if any
+        self._lock = threading.Lock()
+        self._reading: tuple[asyncio.AbstractEventLoop, int] | None = None  # (loop, socket)
+        self._lost: psycopg.Error | OSError | None = None  # why the loop gave it back
         self.notifications = 0  # received so far (tests read it)
 
     def start(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
+        self._detach()  # the loop reads the connection no more: the thread may close it
         try:
             self._stop_w.send(b"\0")
         except OSError:  # stopped before: the sockets are closed
@@ -90,8 +114,8 @@ class WakeupListener:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
         if not self._thread.is_alive():
-            self._stop_w.close()
-            self._stop_r.close()
+            for end in (self._stop_w, self._stop_r, self._back_w, self._back_r):
+                end.close()
 
     def _run(self) -> None:
         failures = 0
@@ -101,7 +125,8 @@ class WakeupListener:
                     conn.execute(f"LISTEN {CHANNEL}")
                     failures = 0
                     self._on_wake(())  # anything committed while nobody listened
-                    self._listen(conn)
+                    if not self._listen_in_loop(conn):
+                        self._listen(conn)
             except (psycopg.Error, OSError) as exc:  # OSError: its socket's, in select
                 delay = _RETRY[min(failures, len(_RETRY) - 1)]
                 failures += 1
@@ -115,17 +140,103 @@ class WakeupListener:
         ``OperationalError`` when the server ended the connection: ``_run`` reconnects). Any
         notification psycopg read while ``LISTEN`` ran is covered by the look ``_run`` asks for
         right after it."""
-        pgconn, encoding = conn.pgconn, conn.info.encoding
         with selectors.DefaultSelector() as selector:
-            selector.register(pgconn.socket, selectors.EVENT_READ)
+            selector.register(conn.pgconn.socket, selectors.EVENT_READ)
             selector.register(self._stop_r, selectors.EVENT_READ)
             while not self._stopped.is_set():
                 selector.select()
                 if self._stopped.is_set():
                     return
-                pgconn.consume_input()
-                while (notification := pgconn.notifies()) is not None:
-                    self.notifications += 1
-                    self._on_wake(named_runs(notification.extra.decode(encoding)))
+                self._read(conn)
+
+    def _read(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Call ``on_wake`` for each notification that came (``stop()``: no more)."""
+        pgconn, encoding = conn.pgconn, conn.info.encoding
+        pgconn.consume_input()
+        while (notification := pgconn.notifies()) is not None:
+            self.notifications += 1
+            self._on_wake(named_runs(notification.extra.decode(encoding)))
+            if self._stopped.is_set():
+                return
+
+    def _listen_in_loop(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+        """Have the loop read ``conn`` until ``stop()`` (True) or it gives it back: the
+        session ended (its error raised here: ``_run`` reconnects). False, at once or once
+        the loop closed: this thread reads it (no loop, or one without ``add_reader``)."""
+        loop = self._loop
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(self._attach, conn)
+        except RuntimeError:  # closed
+            self._loop = None
+            return False
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            selector.register(self._back_r, selectors.EVENT_READ)
+            while not self._stopped.is_set():
+                if selector.select(_LOOP_CHECK):
                     if self._stopped.is_set():
-                        return
+                        break
+                    self._back_r.recv(1)
+                    lost, self._lost = self._lost, None
+                    if lost is not None:
+                        raise lost
+                    return False  # the loop cannot wait on a socket (self._loop is None)
+                if loop.is_closed():  # it will call nothing more: its readers are gone
+                    with self._lock:
+                        self._reading = None
+                    self._loop = None
+                    return False
+        return True
+
+    def _attach(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """(In the loop) read ``conn``'s notifications here, as they come."""
+        loop = asyncio.get_running_loop()
+        fileno = conn.pgconn.socket
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            try:
+                loop.add_reader(fileno, self._readable, conn)
+            except NotImplementedError:  # a loop without add_reader: the thread reads
+                self._loop = None
+                self._back_w.send(b"\0")
+                return
+            self._reading = (loop, fileno)
+
+    def _readable(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """(In the loop) the connection's socket has something to read."""
+        if self._stopped.is_set():
+            return
+        try:
+            self._read(conn)
+        except (psycopg.Error, OSError) as exc:  # the session ended: the thread reconnects
+            self._detach()
+            self._lost = exc
+            self._back_w.send(b"\0")
+
+    def _detach(self) -> None:
+        """Make sure no loop reads the connection any more (from any thread): at once in the
+        loop's own thread or a loop not running, else in the loop, waited for."""
+        with self._lock:
+            reading = self._reading
+            if reading is None:
+                return
+            loop, fileno = reading
+            try:
+                current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                current = None
+            if loop is current or not loop.is_running():
+                self._reading = None
+                if not loop.is_closed():
+                    loop.remove_reader(fileno)
+                return
+            done = threading.Event()
+            loop.call_soon_threadsafe(self._detached, done)
+        done.wait(5)
+
+    def _detached(self, done: threading.Event) -> None:
+        self._detach()
+        done.set()
