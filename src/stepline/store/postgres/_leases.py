@@ -10,9 +10,13 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
+from psycopg import pq
+from psycopg._preparing import Prepare
+from psycopg._queries import PostgresQuery
+from psycopg.adapt import Transformer
 
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._pass_rules import fail_spent
@@ -201,23 +205,43 @@ def _named(
 
 
 def prepare_named(conn: psycopg.Connection[Any]) -> None:
-    """Prepare ``LEASE_NAMED`` on the new connection ``conn`` (psycopg's cache names it) and
-    make its generic plan (executed once, leasing nothing), so that a worker's first leases
-    by name on it do not plan it: psycopg prepares a statement at its fifth execution on a
-    connection, and before that each of those leases planned it for its parameters (about
-    2.5 ms of the server's CPU each, on the way of a wake-up to its run's first step). The
-    parameters' types are a lease's (their cache key): a lease with other types (a pass
-    limit beyond a smallint) prepares its own at its fifth. A database without the schema
-    yet (migrated later) leaves it to that."""
+    """Prepare ``LEASE_NAMED`` on the new connection ``conn`` (in psycopg's cache, as its
+    fifth execution would) and make its generic plan (executed once, leasing nothing), so
+    that a worker's first leases by name on it do not plan it: before psycopg prepares it, each
+    of those leases planned it for its parameters (about 2.5 ms of the server's CPU each, on
+    the way of a wake-up to its run's first step). The parameters' types are a lease's (the
+    cache's key): a lease with others (a pass limit beyond a smallint) prepares its own at its
+    fifth execution, as would a database without the schema yet (migrated later). Sent with
+    libpq's calls, as a connection's setup (the pool's thread may make a connection at any
+    time): nothing goes through psycopg's cursors."""
     params = _named("", "", 0.0, "", [""], None, 0.0, MAX_PASSES_WITHOUT_PROGRESS)
-    try:
-        with conn.pipeline():  # one round trip, one implicit transaction
-            conn.execute(lq.GENERIC_PLANS)
-            conn.execute(LEASE_NAMED, params, prepare=True)
-    except psycopg.Error as exc:
-        if conn.broken or conn.closed:
-            raise
-        log.debug("lease_named not prepared on a new connection: %s", exc)
+    query = PostgresQuery(Transformer.from_context(conn))
+    query.convert(LEASE_NAMED, params)
+    cache = conn._prepared
+    prep, name = cache.get(query, prepare=True)
+    if prep is not Prepare.SHOULD:  # prepared already, or preparing is off
+        return
+    pgconn = conn.pgconn
+    with conn.lock:
+        pgconn.exec_(b"BEGIN")
+        pgconn.exec_(lq.GENERIC_PLANS.encode())
+        results = [
+            pgconn.prepare(name, query.query, param_types=query.types),
+            pgconn.exec_prepared(name, cast(Any, query.params), param_formats=query.formats),
+        ]
+        pgconn.exec_(b"ROLLBACK")  # nothing was written: the settings go with it
+    if pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection broke while it was set up")
+    failed = [r.error_message.decode(errors="replace") for r in results if r.status > _TUPLES]
+    if failed:
+        log.debug("lease_named not prepared on a new connection: %s", failed[0])
+        return
+    key = cache.maybe_add_to_cache(query, prep, name)
+    if key is not None:
+        cache.validate(key, prep, name, results[1:])
+
+
+_TUPLES = pq.ExecStatus.TUPLES_OK  # and COMMAND_OK below it: a result that did not fail
 
 
 def compact(query: str) -> str:
