@@ -17,6 +17,7 @@ import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
+from stepline.store.interface import WouldBlock
 from stepline.store.postgres import PostgresStore, wakeups
 from stepline.store.postgres.wakeups import NOTIFY
 
@@ -59,9 +60,13 @@ class Takes:
         return bool(loops) and self._loops() > loops[0]
 
 
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-its-loop", "store-would-block"])
 async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
-    pg_url: str,
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, on_loop: bool
 ) -> None:
+    """...leasing it by name, committed in the worker's loop at once (before: through the
+    writer, two turns of the loop later), or by the writer when the store cannot commit in
+    the loop now (``WouldBlock``: nothing was sent)."""
     app = App("wakeups", db=pg_url)
     done = asyncio.Event()
 
@@ -92,6 +97,16 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
             await until("the worker to have looked for work once", lambda: worker.loops >= 1)
             worker.on_wake = takes = Takes(lambda: worker.loops)
             await send()  # the sender's first send registers it too (a plain wake-up)
+            written: list[str] = []  # the jobs the writer was given from now on
+            write = app.engine.writer.write
+
+            def recording(job: Callable[..., Any]) -> Any:
+                written.append(job.__qualname__)
+                return write(job)
+
+            monkeypatch.setattr(app.engine.writer, "write", recording)
+            if not on_loop:
+                monkeypatch.setattr(app.engine.store, "commit_on_loop", _would_block)
             # each send now: after every notification before it was taken and the loop it
             # started ended (a notification of our own, naming no run of the worker's, marks
             # the point: they come in commit order), so its notification comes alone, names
@@ -104,9 +119,15 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
                     run_id = await send()
                     assert takes.seen(run_id) == [False], takes.taken  # named, alone
                     assert worker.leased_by_name == by_name + 1
+            by_writer = [job for job in written if job.startswith("Worker._lease_named.")]
+            assert len(by_writer) == (0 if on_loop else 3), written
     finally:
         sender.close()
         app.close()
+
+
+async def _would_block(jobs: Any) -> Any:
+    raise WouldBlock("no idle connection")
 
 
 async def _barrier(conn: psycopg.Connection[Any], takes: Takes, name: str) -> None:

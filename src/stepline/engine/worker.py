@@ -37,6 +37,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar, cast
 
 from stepline._ids import new_id
 from stepline.clock import SystemClock
@@ -48,7 +49,7 @@ from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
 from stepline.engine.executor import IN_PROCESS
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
-from stepline.store.interface import NamedLeases, StoreTx
+from stepline.store.interface import LoopCommits, NamedLeases, Replay, StoreTx, WouldBlock
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     IngestResult,
@@ -59,6 +60,7 @@ from stepline.store.records import (
 )
 
 log = logging.getLogger("stepline.worker")
+T = TypeVar("T")
 
 BACKOFF_FIRST = 0.1  # real seconds before the first retry after the store failed
 BACKOFF_MAX = 5.0
@@ -369,13 +371,28 @@ class Worker:
                 return list
             return tx.lease_named(self.worker_id, now, run_ids, ttl, served, max_passes)
 
-        leases = (await engine.writer.write(job))()
+        leases = (await self._commit_now(job))()
         self.leased_by_name += len(leases)
         self.outage.recovered()
         engine.changes.publish_runs([lease.run_id for lease in leases])
         for lease in leases:
             self._start_pass(lease)
         return leases
+
+    async def _commit_now(self, job: Callable[[StoreTx], T]) -> T:
+        """``job`` committed at once in this loop (``LoopCommits``) when the store can, else
+        by the writer (when nothing was committed: ``WouldBlock``, ``Replay``). A lease by name
+        is a wake-up's way to its run's first step: through the writer it waited two turns of
+        the loop before its commit began (the writer's kick, its task) and one after (its
+        future), and behind any commit in flight."""
+        store = self.engine.store
+        if isinstance(store, LoopCommits):
+            try:
+                [result] = await store.commit_on_loop([job])
+                return cast(T, result)
+            except (WouldBlock, Replay):
+                pass
+        return await self.engine.writer.write(job)
 
     def _lease_job(
         self, now: float, limit: int, cut_short: list[str]
