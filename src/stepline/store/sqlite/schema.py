@@ -419,4 +419,32 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT RAISE(IGNORE);
     END;
     """,
+    # 22: a run's cancel matchers are kept by run (as the waits since 18): the key serves the
+    # deletes of a run's matchers (its end, its cancellation), so no ``matchers_run`` index is
+    # written when a run with ``cancel_on`` is created or removed when it ends; and the lookup
+    # of an event's candidates reads ``matchers_lookup`` alone (it holds every column a
+    # candidate needs). The same columns, so code of the version before reads and writes the
+    # table as it did
+    """
+    CREATE TABLE matchers_by_run (
+        matcher_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        expression TEXT,
+        index_path TEXT,
+        index_value TEXT,
+        expires_at REAL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, matcher_id)
+    ) WITHOUT ROWID;
+    INSERT INTO matchers_by_run (matcher_id, run_id, event_name, expression, index_path,
+                                 index_value, expires_at, created_at)
+        SELECT matcher_id, run_id, event_name, expression, index_path, index_value, expires_at,
+               created_at
+        FROM matchers;
+    DROP TABLE matchers;
+    ALTER TABLE matchers_by_run RENAME TO matchers;
+    CREATE INDEX matchers_lookup ON matchers(event_name, index_path, index_value, expires_at,
+                                             created_at, expression);
+    """,
 )
