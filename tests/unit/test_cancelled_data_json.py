@@ -1,6 +1,6 @@
-"""``cancelled_data_json`` makes the data of a cancelled run's ending events from its trigger
-events' payloads still encoded: the same bytes as ``dumps_exact(ending_data(...))`` of the
-decoded payloads, whatever the events hold."""
+"""``cancelled_announcements`` makes the data of a cancelled run's ending events from its
+trigger events' payloads still encoded: the same bytes as ``dumps_exact(ending_data(...))`` of
+the decoded payloads, whatever the events hold, and the names ``ending_names`` gives."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from stepline.engine._system_events import (
     FUNCTION_CANCELLED,
+    FUNCTION_FAILED,
     FUNCTION_FINISHED,
     FUNCTION_INVOKED,
-    cancelled_data_json,
+    cancelled_announcements,
     ending_data,
     ending_names,
     ending_names_after,
@@ -52,6 +53,15 @@ def _encoded(events: list[EventRecord]) -> list[tuple[str, bytes]]:
     return [(e.name, dumps_exact(e.payload())) for e in events]
 
 
+def cancelled_data_json(
+    function_id: str, run_id: str, events: list[tuple[str, bytes]], reason: str
+) -> bytes:
+    """The data ``cancelled_announcements`` makes for one run (of a name announced)."""
+    [(names, data)] = cancelled_announcements([(run_id, function_id)], [events], reason)
+    assert names == (FUNCTION_FINISHED, FUNCTION_CANCELLED)
+    return data
+
+
 def _expected(function_id: str, run_id: str, events: list[EventRecord], reason: str) -> bytes:
     payloads = [e.payload() for e in events]
     return dumps_exact(ending_data(function_id, run_id, payloads, "CANCELLED", reason=reason))
@@ -60,7 +70,9 @@ def _expected(function_id: str, run_id: str, events: list[EventRecord], reason: 
 @given(
     function_id=st.text(max_size=20),
     run_id=st.text(max_size=30),
-    events=st.lists(_events, max_size=3),
+    events=st.lists(_events, max_size=3).filter(
+        lambda events: not events or events[0].name not in (FUNCTION_FINISHED, FUNCTION_FAILED)
+    ),
     reason=st.text(max_size=40),
 )
 def test_the_same_bytes_as_ending_data_encoded(
@@ -92,3 +104,31 @@ def test_the_names_follow_the_first_event_as_ending_names(first: str | None) -> 
         assert ending_names_after("CANCELLED", first) == ()
     else:
         assert ending_names_after("CANCELLED", first) == (FUNCTION_FINISHED, FUNCTION_CANCELLED)
+
+
+@given(
+    runs=st.lists(
+        st.tuples(
+            st.text(max_size=10),
+            st.sampled_from(["fn-a", "fn-b", 'fn"c']),
+            st.lists(_events, max_size=2)
+            | st.sampled_from([FUNCTION_FINISHED, FUNCTION_FAILED]).map(
+                lambda name: [EventRecord("f1", name, {}, {}, None, T0)]
+            ),
+        ),
+        max_size=6,
+    ),
+    reason=st.text(max_size=20),
+)
+def test_many_runs_each_as_one_and_none_for_a_run_started_by_an_ending(
+    runs: list[tuple[str, str, list[EventRecord]]], reason: str
+) -> None:
+    cancelled = [(run_id, function_id) for run_id, function_id, _ in runs]
+    made = cancelled_announcements(cancelled, [_encoded(events) for _, _, events in runs], reason)
+    expected = [
+        (ending_names("CANCELLED", [e.payload() for e in events]),
+         _expected(function_id, run_id, events, reason))
+        for run_id, function_id, events in runs
+        if ending_names("CANCELLED", [e.payload() for e in events])
+    ]  # fmt: skip
+    assert made == expected

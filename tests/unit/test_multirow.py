@@ -7,7 +7,14 @@ import sqlite3
 
 import pytest
 
-from stepline.store.sqlite._multirow import CHUNK, blob, delete_rows, insert_rows, update_among
+from stepline.store.sqlite._multirow import (
+    CHUNK,
+    blob,
+    delete_rows,
+    insert_rows,
+    insert_sharing,
+    update_among,
+)
 
 INSERT = "INSERT OR IGNORE INTO t (k, v) VALUES (?, ?)"
 UPDATE = "UPDATE t SET v = ? WHERE k = ?"
@@ -28,6 +35,22 @@ def test_rows_are_inserted_as_executemany_inserts_them(count: int) -> None:
     expected.executemany(INSERT, rows)
     insert_rows(written, INSERT, rows)
     query = "SELECT seq, k, v FROM t ORDER BY seq"
+    assert written.execute(query).fetchall() == expected.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
+def test_rows_sharing_all_but_their_key_are_inserted_as_executemany_inserts_them(
+    count: int,
+) -> None:
+    keys = [f"k{i - 3 if i % 5 == 4 else i}" for i in range(count)]  # some repeated: ignored
+    expected, written = table(), table()
+    for conn in (expected, written):
+        conn.execute("ALTER TABLE t ADD COLUMN w TEXT")
+        conn.execute("ALTER TABLE t ADD COLUMN n INTEGER")
+    insert = "INSERT OR IGNORE INTO t (k, v, w, n) VALUES (?, ?, NULL, ?)"
+    expected.executemany(insert, [(key, "shared", 7) for key in keys])
+    insert_sharing(written, insert, keys, ("shared", 7))
+    query = "SELECT seq, k, v, w, n FROM t ORDER BY seq"
     assert written.execute(query).fetchall() == expected.execute(query).fetchall()
 
 

@@ -4,7 +4,7 @@ runs at once: a batch of events that cancels a thousand runs announces them with
 When nothing hears them (no function of the app plans a run for them, and the store finds no
 wait, cancel matcher or other app's function for their names: ``UnheardEvents``), they are
 only stored: their data is made of the runs' trigger events as the store keeps them, encoded
-(``cancelled_data_json``), with no decoding, planning or matching. Else, or with a store
+(``cancelled_announcements``), with no decoding, planning or matching. Else, or with a store
 without that verb, they are ingested as any event (``cancelled_events``)."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Any
 
 from stepline._ids import new_ids
 from stepline.engine._system_events import (
-    cancelled_data_json,
+    cancelled_announcements,
     ending_data,
     ending_names,
-    ending_names_after,
 )
 from stepline.serde import dumps_exact
 from stepline.store.interface import StoreTx, UnheardEvents
@@ -65,14 +64,8 @@ def store_unheard_announcements(
     them did (nothing but store them; none made unless ``report``). None, with nothing
     stored, when something may hear them: ``cancelled_events`` and ingest them then."""
     runs = tx.encoded_run_events([run_id for run_id, _ in cancelled])
-    made: list[tuple[tuple[str, ...], bytes]] = []
-    count = 0
-    for (run_id, function_id), events in zip(cancelled, runs, strict=True):
-        names = ending_names_after("CANCELLED", events[0][0] if events else None)
-        if names:
-            made.append((names, cancelled_data_json(function_id, run_id, events, reason)))
-            count += len(names)
-    ids = iter(new_ids(count, now))
+    made = cancelled_announcements(cancelled, runs, reason)
+    ids = iter(new_ids(sum(len(names) for names, _ in made), now))
     rows = [(next(ids), name, data) for names, data in made for name in names]
     if rows and not tx.store_unheard(rows, now, sender):
         return None

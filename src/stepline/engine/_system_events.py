@@ -43,7 +43,7 @@ FUNCTION_INVOKED = "inngest/function.invoked"
 # Inngest's StepStatus names, as its enum encodes them in JSON (pkg/enums/step_status.go)
 INNGEST_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
 CANCELLED_ERROR = {"error": "function cancelled", "message": "function cancelled", "name": "Error"}
-# ``ending_data``'s keys, in its order, for a cancellation (see ``cancelled_data_json``)
+# ``ending_data``'s keys, in its order, for a cancellation (see ``cancelled_announcements``)
 _CANCELLED_DATA = (
     b'{"function_id":%b,"run_id":%b,"event":%b,"events":[%b],"error":'
     + dumps_exact(CANCELLED_ERROR)
@@ -162,26 +162,51 @@ def ending_data(
     return data
 
 
-def cancelled_data_json(
-    function_id: str, run_id: str, events: Sequence[tuple[str, bytes]], reason: str
+def cancelled_announcements(
+    cancelled: Sequence[tuple[str, str]],
+    runs: Sequence[Sequence[tuple[str, bytes]]],
+    reason: str,
+) -> list[tuple[tuple[str, ...], bytes]]:
+    """The names (``ending_names_after``) and data of the ending events of each run in
+    ``cancelled`` (its run id and function id) that has some: its data as ``dumps_exact``
+    encodes ``ending_data(function_id, run_id, <payloads>, "CANCELLED", reason=reason)`` (the
+    same bytes), made of its trigger events' payloads already encoded (``runs``: each one's
+    name and payload JSON, ``UnheardEvents.encoded_run_events``) without decoding them; only
+    the first one of a run started by an invoke is, for its ``correlation_id``. The reason and
+    each function id are quoted once for all the runs."""
+    quote = orjson.dumps
+    reason_json = quote(reason)
+    functions: dict[str, bytes] = {}
+    names_after: dict[str | None, tuple[str, ...]] = {}
+    made: list[tuple[tuple[str, ...], bytes]] = []
+    for (run_id, function_id), events in zip(cancelled, runs, strict=True):
+        first = events[0][0] if events else None
+        names = names_after.get(first)
+        if names is None:
+            names = names_after[first] = ending_names_after("CANCELLED", first)
+        if names:
+            function_json = functions.get(function_id)
+            if function_json is None:
+                function_json = functions[function_id] = quote(function_id)
+            made.append((names, _cancelled_data(function_json, quote(run_id), events, reason_json)))
+    return made
+
+
+def _cancelled_data(
+    function_json: bytes, run_json: bytes, events: Sequence[tuple[str, bytes]], reason_json: bytes
 ) -> bytes:
-    """The data of a cancelled run's ending events as ``dumps_exact`` encodes
-    ``ending_data(function_id, run_id, <payloads>, "CANCELLED", reason=reason)`` (the same
-    bytes), made of its trigger events' payloads already encoded (``events``: each one's name
-    and payload JSON, ``UnheardEvents.encoded_run_events``) without decoding them; only the
-    first one of a run started by an invoke is, for its ``correlation_id``."""
+    """A run's data (see ``cancelled_announcements``) given the JSON of its strings."""
     first = events[0][1] if events else b"{}"
     correlation = b""
     if events and events[0][0] == FUNCTION_INVOKED:
         found = _invoked_correlation([loads(first)])
         if found is not None:
             correlation = b',"correlation_id":' + dumps_exact(found)
-    quote = orjson.dumps  # a string's JSON: what dumps_exact writes of it, copied into the result
     return _CANCELLED_DATA % (
-        quote(function_id),
-        quote(run_id),
+        function_json,
+        run_json,
         first,
         first if len(events) == 1 else b",".join([payload for _, payload in events]),
-        quote(reason),
+        reason_json,
         correlation,
     )

@@ -44,6 +44,17 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[A
         conn.executemany(insert, rows[full:])
 
 
+def insert_sharing(
+    conn: sqlite3.Connection, insert: str, key_rows: Sequence[Any], shared: Sequence[Any]
+) -> None:
+    """``insert_rows(conn, insert, [(key, *shared) for key in key_rows])`` for rows that differ
+    in their first value only (a run's id, in rows the same for every run of a verb): the
+    shared values bound once a statement (``_sharing``), one parameter a row."""
+    for start in range(0, len(key_rows), CHUNK):
+        keys = key_rows[start : start + CHUNK]
+        conn.execute(_sharing(insert, len(keys), len(shared)), (*shared, *keys))
+
+
 def update_among(
     conn: sqlite3.Connection, update: str, among: str, params: tuple[Any, ...], keys: Sequence[Any]
 ) -> None:
@@ -78,6 +89,19 @@ def delete_rows(conn: sqlite3.Connection, delete: str, rows: Sequence[Sequence[A
 def _values(insert: str, count: int) -> str:
     head, values = insert.rsplit("VALUES", 1)
     return f"{head}VALUES {', '.join([values.strip()] * count)}"
+
+
+@lru_cache(maxsize=32)
+def _sharing(insert: str, count: int, shared: int) -> str:
+    """``insert`` of ``count`` rows whose first parameter is the row's (?<shared + row>) and
+    whose ``shared`` others are ?1 ... ?<shared>."""
+    head, values = insert.rsplit("VALUES", 1)
+    first, *rest = values.strip().split("?")
+    if len(rest) != shared + 1:
+        raise ValueError(f"{shared + 1} parameters expected in {insert!r}")
+    tail = "".join(f"?{at}{text}" for at, text in enumerate(rest[1:], start=1))
+    rows = [f"{first}?{shared + 1 + row}{rest[0]}{tail}" for row in range(count)]
+    return f"{head}VALUES {', '.join(rows)}"
 
 
 @lru_cache(maxsize=32)

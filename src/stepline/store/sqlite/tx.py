@@ -34,9 +34,15 @@ from stepline.store.records import (
     Wake,
 )
 from stepline.store.sqlite import queries as q
-from stepline.store.sqlite._announcements import CancelledRunEvents, unheard_rows
+from stepline.store.sqlite._announcements import CancelledRunEvents, insert_unheard
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
-from stepline.store.sqlite._multirow import blob, delete_rows, insert_rows, update_among
+from stepline.store.sqlite._multirow import (
+    blob,
+    delete_rows,
+    insert_rows,
+    insert_sharing,
+    update_among,
+)
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 from stepline.store.sqlite.reads import select_events
@@ -130,7 +136,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         with self._savepoint() as c:
             if not unheard(self, [name for _, name, _ in events], sender, now):
                 return False
-            insert_rows(c, q.INSERT_UNHEARD_EVENT, unheard_rows(events, now))
+            insert_unheard(c, events, now)
             return True
 
     def ingest(
@@ -172,7 +178,10 @@ class _SQLiteTx(SQLiteControlVerbs):
             deferred.leased.clear()
         if deferred.history:
             rows = deferred.history
-            if all(len(row) == 4 for row in rows):  # a run's own rows (RUN_CANCELLED)
+            shared = rows[0][1:]
+            if all(len(row) == 4 and row[1:] == shared for row in rows):  # RUN_CANCELLED's
+                insert_sharing(c, q.INSERT_RUN_HISTORY, [row[0] for row in rows], shared)
+            elif all(len(row) == 4 for row in rows):  # a run's own rows
                 insert_rows(c, q.INSERT_RUN_HISTORY, rows)
             else:
                 insert_rows(c, q.INSERT_HISTORY, [_history_row(row) for row in rows])
@@ -296,7 +305,7 @@ class _SQLiteTx(SQLiteControlVerbs):
         elif self._deferred is not None:  # inside ``ingest``: their runs read with them
             params = (event_name, path, _json_list(values), now)
             rows = self._c.execute(q.MATCHERS_INDEXED_AMONG_WITH_RUNS, params)
-            return self._with_runs(rows, self._deferred.unfinished)
+            return self._with_runs(rows, self._deferred.unfinished, event_name, path)
         else:
             params = (event_name, path, _json_list(values), now)
             rows = self._c.execute(q.MATCHERS_INDEXED_AMONG, params)
@@ -304,17 +313,20 @@ class _SQLiteTx(SQLiteControlVerbs):
 
     @staticmethod
     def _with_runs(
-        rows: Iterable[tuple[Any, ...]], unfinished: dict[str, tuple[Any, ...] | None]
+        rows: Iterable[tuple[Any, ...]],
+        unfinished: dict[str, tuple[Any, ...] | None],
+        name: str,
+        path: str,
     ) -> list[WaitRecord]:
-        """The matchers of MATCHERS_INDEXED_AMONG_WITH_RUNS's rows, their runs noted as
-        ``_read_runs_of`` notes them (a run read before in this verb is kept: it may have been
-        cancelled since)."""
+        """The matchers of MATCHERS_INDEXED_AMONG_WITH_RUNS's rows (of the event ``name`` and
+        index ``path`` asked for), their runs noted as ``_read_runs_of`` notes them (a run read
+        before in this verb is kept: it may have been cancelled since)."""
         matchers: list[WaitRecord] = []
         for r in rows:
-            matchers.append(WaitRecord(*r[:9]))
             run_id = r[1]
+            matchers.append(WaitRecord(r[0], run_id, "", name, r[2], path, r[3], r[4], r[5]))
             if run_id not in unfinished:
-                unfinished[run_id] = None if r[13] is None else r[9:]
+                unfinished[run_id] = None if r[10] is None else r[6:]
         return matchers
 
     def _read_runs_of(self, matchers: list[WaitRecord]) -> list[WaitRecord]:
