@@ -6,9 +6,9 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import sqlitetest
 from stepline.store import SQLiteStore
 from stepline.store.records import EventIngest, EventRecord
-from stepline.store.sqlite.schema import MIGRATIONS
 
 from .builders import T0, cel_matches
 
@@ -22,13 +22,8 @@ _OLD_MATCHER = (
 def _file_at_21(path: Path) -> None:
     """A file at migration 21: runs r1-r3 QUEUED, r1 and r2 with an indexed cancel matcher
     each, r3 with an unindexed one."""
+    sqlitetest.file_at_version(path, 21)
     with closing(sqlite3.connect(path)) as conn:
-        for script in MIGRATIONS[:21]:
-            conn.executescript(script)
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        conn.executemany(
-            "INSERT INTO schema_version (version) VALUES (?)", [(v,) for v in range(1, 22)]
-        )
         for run_id in ("r1", "r2", "r3"):
             conn.execute(
                 "INSERT INTO runs (run_id, function_id, status, event_ids, created_at) "
