@@ -178,9 +178,11 @@ class _SQLiteTx(SQLiteControlVerbs):
             deferred.leased.clear()
         if deferred.history:
             rows = deferred.history
-            shared = rows[0][1:]
-            if all(len(row) == 4 and row[1:] == shared for row in rows):  # RUN_CANCELLED's
-                insert_sharing(c, q.INSERT_RUN_HISTORY, [row[0] for row in rows], shared)
+            _, ts, kind, data = rows[0] if len(rows[0]) == 4 else (None, None, None, None)
+            # RUN_CANCELLED's of a verb: the same objects (the same time, kind and encoded data;
+            # identical, so binding the first row's is binding each row's)
+            if all(len(r) == 4 and r[1] is ts and r[2] is kind and r[3] is data for r in rows):
+                insert_sharing(c, q.INSERT_RUN_HISTORY, [r[0] for r in rows], (ts, kind, data))
             elif all(len(row) == 4 for row in rows):  # a run's own rows
                 insert_rows(c, q.INSERT_RUN_HISTORY, rows)
             else:
