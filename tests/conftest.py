@@ -94,7 +94,9 @@ def pg_database() -> str:
     """This worker's PostgreSQL database (schema made), in the session's throwaway cluster."""
     from stepline.store.postgres import PostgresStore
 
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # a run without xdist: named by its pid (tests/integration/test_dev_mode.py runs one inside
+    # a test of the run, on the run's cluster)
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or f"main{os.getpid()}"
     url = pgtest.create_database(pgtest.cluster(), f"stepline_{worker}")
     store = PostgresStore(url)
     store.migrate()
