@@ -34,6 +34,7 @@ from pgcluster import (
 )
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres._statements import _quiet
+from stepline.store.postgres.presence import Presence
 
 DIR_VARIABLE = "STEPLINE_TEST_PG_DIR"
 _STATE = "cluster.json"
@@ -60,6 +61,8 @@ def unconfigure(config: pytest.Config) -> None:
         _emptiers.popitem()[1].close()
     while _keepers:
         _keepers.popitem()[1].close()
+    while _presences:
+        _presences.popitem()[1].end()
     if not config.stash.get(_OWNER, False):
         return
     folder = Path(os.environ.pop(DIR_VARIABLE))
@@ -147,25 +150,58 @@ def _replace_broken(pool: psycopg_pool.ConnectionPool[Any]) -> None:
 class WarmStore(PostgresStore):
     """A test's PostgresStore whose connection pools are its process's (``warm_store``): open
     from one test to the next, so a test pays no server session starts for them, and their
-    sessions' catalog caches and prepared plans are warm. Everything else is the store's own,
-    fresh for each test (its presence and its listener sessions, its caches of leases, hints,
-    the trigger catalog and the take gates)."""
+    sessions' catalog caches and prepared plans are warm; so is its presence session
+    (``KeptPresence``) unless another open store of the process has it. Everything else is the
+    store's own, fresh for each test (its listener session, its caches of leases, hints, the
+    trigger catalog and the take gates)."""
 
     def __init__(self, url: str, keeper: PostgresStore) -> None:
         super().__init__(url)
         self._spent = self._pool, self._read_pool  # its own: never opened
         self._pool, self._read_pool = keeper._pool, keeper._read_pool
         self._opened = True
+        self._kept: KeptPresence | None = None
+        kept = _presences.setdefault(url, KeptPresence(url))
+        if not kept.in_use:
+            kept.in_use = True
+            self._kept, self._presence = kept, kept  # its own Presence: never connected
 
     def close(self) -> None:
         self._opened = False  # the pools stay open for the next test
-        super().close()
+        super().close()  # the kept presence releases its locks, its session stays
         # used after close, a real store's pools raise PoolClosed: so do this one's (its own
         # pools, never opened, marked spent), so that an engine thread touching the store after
         # its test ended fails that test instead of writing into the next test's database
         self._pool, self._read_pool = self._spent
         for pool in self._spent:
             pool._opened = True  # opened and closed: psycopg_pool refuses to (re)open it
+        if self._kept is not None:  # for the next store; this one's presence as a closed one
+            self._kept.in_use, self._kept = False, None
+            self._presence = Presence(self.url)
+
+
+class KeptPresence(Presence):
+    """A presence (presence.py) whose session is kept from one test to the next: lent to one
+    ``WarmStore`` at a time; closing it releases the locks it holds (``pg_advisory_unlock_all``:
+    what the end of its session did, for the other sessions) and keeps the session. A session
+    start cost ~7 ms of CPU (client and server), and each PostgreSQL test that leases started
+    one."""
+
+    in_use = False
+
+    def close(self) -> None:
+        with self._lock:
+            conn = self._conn
+            if self._held and conn is not None and not conn.closed:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock_all()")
+                except psycopg.Error:
+                    self._drop()  # its session's end released them
+            self._held.clear()
+
+    def end(self) -> None:
+        """End its session (the test process ends)."""
+        super().close()
 
 
 def warm_store(url: str) -> PostgresStore:
@@ -181,6 +217,7 @@ def warm_store(url: str) -> PostgresStore:
 
 
 _keepers: dict[str, PostgresStore] = {}  # the pools of each database, kept across tests
+_presences: dict[str, KeptPresence] = {}  # the presence session of each database, the same
 
 
 def engine_store(kind: str) -> str | PostgresStore:
