@@ -5,6 +5,7 @@ more than start runs it was handed (a wait resumed, a run it could not take)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,24 @@ async def _idle(worker: Any) -> bool:
 async def _status(app: App, event_id: str, status: str) -> bool:
     runs = await app.runs(event_id=event_id)
     return bool(runs) and runs[0].status == status
+
+
+async def test_a_waker_whose_loop_just_closed_does_not_keep_the_others_asleep(
+    tmp_path: Path,
+) -> None:
+    # a worker's loop in another thread closes between ``Engine._wake``'s is_closed() check
+    # and its call_soon_threadsafe: the call raised out of the wake-up (and out of a send's
+    # after_ingest), and the wakers after it were never woken
+    app = App("wakes", db=f"sqlite:///{tmp_path / 'w.db'}")
+    gone = asyncio.new_event_loop()
+    gone.close()
+    try:
+        gone.is_closed = lambda: False  # type: ignore[method-assign]  # closed after the check
+        app.engine._wakers.append((gone, asyncio.Event()))
+        mine = asyncio.Event()
+        app.engine.add_waker(mine)
+        app.engine.wake_workers()
+        assert mine.is_set()
+    finally:
+        del gone.is_closed  # the loop's own again: it is closed (its finalizer asks)
+        app.close()

@@ -558,7 +558,10 @@ class Engine:
             if loop is current:
                 wake()
             elif not loop.is_closed():
-                loop.call_soon_threadsafe(wake)
+                try:
+                    loop.call_soon_threadsafe(wake)
+                except RuntimeError:  # closed since the check (another thread): none to wake
+                    pass
 
     def close(self) -> None:
         """Stop threads and close the store."""
