@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import selectors
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -250,6 +252,93 @@ def test_a_listener_whose_loop_closed_reads_the_notifications_in_its_thread(
         watcher.close()
         sender.close()
     assert heard[0] == heard[2] == listener._thread.ident != heard[1]
+
+
+def test_a_listener_whose_loop_stopped_without_closing_reads_in_its_thread(pg_url: str) -> None:
+    """The loop the listener read in stopped and nobody closed it (review R2: before, no
+    notification was read until that loop ran again): its thread takes the reading back
+    (it looks once a second) and hears the next notification."""
+    watcher, sender = PostgresStore(pg_url), PostgresStore(pg_url)
+    watcher.migrate()
+    heard: list[int] = []
+    loop = asyncio.new_event_loop()
+
+    async def watch() -> Callable[[], None]:
+        stop = watcher.watch(lambda named: heard.append(threading.get_ident()))
+        await until("the listener to say it listens", lambda: heard)
+        return stop
+
+    stop = loop.run_until_complete(watch())  # the loop stops here; nobody closes it (yet)
+    listener = stop.__self__  # type: ignore[attr-defined]
+    try:
+        with sender.transaction() as tx:
+            tx.set_paused("f1", True, "app")
+        deadline = time.monotonic() + 30
+        while len(heard) < 2:  # real time: the thread looks at the loop once a second
+            assert time.monotonic() < deadline, "the notification was never read"
+            time.sleep(0.01)
+    finally:
+        stop()
+        loop.close()
+        watcher.close()
+        sender.close()
+    assert heard == [listener._thread.ident] * 2
+
+
+_SEND = """
+import sys
+from stepline import App, Event, TriggerEvent
+app = App("two-loops", db=sys.argv[1])
+@app.function(id="f", trigger=TriggerEvent("go"))
+async def f(ctx):
+    return 1
+[event_id] = app.send(Event(name="go"))
+print(event_id)
+app.close()
+"""
+
+
+def test_a_worker_in_a_second_loop_starts_a_run_another_process_sent(pg_url: str) -> None:
+    """The engine's first worker ran in a loop the program keeps (stopped, not closed); a
+    second worker, in another loop and never polling, is woken by another process's send
+    (review R2: before, the listener stayed bound to the first loop and nothing woke it)."""
+    app = App("two-loops", db=pg_url)
+
+    @app.function(id="f", trigger=TriggerEvent("go"))
+    async def f(ctx: Context) -> int:
+        return 1
+
+    first = asyncio.new_event_loop()
+
+    async def briefly() -> None:
+        async with app.worker(poll_interval=None):
+            pass
+
+    first.run_until_complete(briefly())
+
+    async def second() -> str:
+        async with app.worker(poll_interval=None) as worker:
+            await asyncio.wait_for(worker.ready.wait(), 30)
+            await until("the worker to have looked for work once", lambda: worker.loops >= 1)
+            sender = await asyncio.create_subprocess_exec(  # another process sends the event
+                sys.executable, "-c", _SEND, pg_url, stdout=subprocess.PIPE
+            )
+            out, _ = await sender.communicate()
+            assert sender.returncode == 0
+            event_id = out.decode().strip()
+
+            async def ended() -> bool:
+                runs = await app.runs(event_id=event_id)
+                return bool(runs) and runs[0].status == "COMPLETED"
+
+            await until("the run sent by another process to end", ended, timeout=30)
+            return "COMPLETED"
+
+    try:
+        assert asyncio.run(second()) == "COMPLETED"
+    finally:
+        first.close()
+        app.close()
 
 
 async def test_a_listener_whose_session_ended_listens_again(pg_url: str) -> None:

@@ -76,7 +76,9 @@ class WakeupListener:
     step, and one more process to schedule on busy cores). Its thread connects, listens and
     reconnects (a blocking connect never runs in the loop), hands the connection to the loop
     and sleeps until the loop gives it back (the session ended: it connects again), ``stop()``,
-    or the loop closed (checked once a second: it then reads the notifications itself).
+    or the loop stopped or closed (looked at once a second: the thread then takes the reading
+    back and reads the notifications itself from then on, so that workers of the engine in
+    other loops still hear them).
     Started without a running loop (or in one that cannot wait on a socket), its thread reads
     them and calls ``on_wake`` there. Either way nothing polls: the thread sleeps until a socket
     has something to read (a 50 ms ``notifies(timeout=…)`` loop cost it ~14 ms of CPU a
@@ -92,7 +94,10 @@ class WakeupListener:
         self._back_w, self._back_r = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="stepline-pg-listen", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop to read in, if any
-        self._lock = threading.Lock()
+        # guards the hand-over: the loop reads the connection only while it is handed to it
+        # (re-entrant: on_wake, called in the loop under it, may stop the listener)
+        self._lock = threading.RLock()
+        self._handed: object | None = None  # the connection handed to the loop, if any
         self._reading: tuple[asyncio.AbstractEventLoop, int] | None = None  # (loop, socket)
         self._lost: psycopg.Error | OSError | None = None  # why the loop gave it back
         self.notifications = 0  # received so far (tests read it)
@@ -162,10 +167,13 @@ class WakeupListener:
     def _listen_in_loop(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         """Have the loop read ``conn`` until ``stop()`` (True) or it gives it back: the
         session ended (its error raised here: ``_run`` reconnects). False, at once or once
-        the loop closed: this thread reads it (no loop, or one without ``add_reader``)."""
+        the loop is seen not running (stopped or closed): this thread reads it (no loop, or
+        one without ``add_reader``)."""
         loop = self._loop
         if loop is None:
             return False
+        with self._lock:
+            self._handed = conn
         try:
             loop.call_soon_threadsafe(self._attach, conn)
         except RuntimeError:  # closed
@@ -183,19 +191,28 @@ class WakeupListener:
                     if lost is not None:
                         raise lost
                     return False  # the loop cannot wait on a socket (self._loop is None)
-                if loop.is_closed():  # it will call nothing more: its readers are gone
-                    with self._lock:
-                        self._reading = None
-                    self._loop = None
+                if not loop.is_running():  # stopped or closed: nothing is read there now
+                    self._take_back(loop)
                     return False
         return True
+
+    def _take_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(In the thread) the loop reads the connection no more, nor will (not even a call
+        to ``_attach`` or ``_readable`` it still has queued): this thread reads it from now on.
+        The loop is not running (it was not a moment ago): its reader is removed from here."""
+        with self._lock:
+            self._handed = None
+            reading, self._reading = self._reading, None
+            self._loop = None
+            if reading is not None and not loop.is_closed():
+                loop.remove_reader(reading[1])
 
     def _attach(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """(In the loop) read ``conn``'s notifications here, as they come."""
         loop = asyncio.get_running_loop()
         fileno = conn.pgconn.socket
         with self._lock:
-            if self._stopped.is_set():
+            if self._stopped.is_set() or self._handed is not conn:  # taken back meanwhile
                 return
             try:
                 loop.add_reader(fileno, self._readable, conn)
@@ -207,14 +224,16 @@ class WakeupListener:
 
     def _readable(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """(In the loop) the connection's socket has something to read."""
-        if self._stopped.is_set():
-            return
-        try:
-            self._read(conn)
-        except (psycopg.Error, OSError) as exc:  # the session ended: the thread reconnects
-            self._detach()
-            self._lost = exc
-            self._back_w.send(b"\0")
+        with self._lock:
+            if self._stopped.is_set() or self._handed is not conn or self._reading is None:
+                return  # taken back by the thread (a call the loop had queued)
+            try:
+                self._read(conn)
+            except (psycopg.Error, OSError) as exc:  # the session ended: the thread reconnects
+                self._detach()
+                self._handed = None
+                self._lost = exc
+                self._back_w.send(b"\0")
 
     def _detach(self) -> None:
         """Make sure no loop reads the connection any more (from any thread): at once in the
