@@ -33,7 +33,9 @@ then applied alone.
 A store that can commit from an event loop without blocking it (``LoopCommits``: PostgreSQL)
 is given the jobs of an idle writer on the loop itself, when they are at most ``loop_batch``
 and all of the loop that kicks the writer: they run there and the commit's round trip is
-awaited there, with no hop to the writer thread and back (a lone step's commit). Jobs of that
+awaited there, with no hop to the writer thread and back (a lone step's commit). The commit
+is no task: its coroutine starts in the kick itself and is resumed by the socket's readiness
+callback (``stepline._driven``), two turns of the loop fewer per commit. Jobs of that
 loop queued meanwhile wait for it, then the thread takes them (group commit under load is the
 thread's); a job of another loop or thread starts the thread at once, beside it (never held up
 by a busy loop), and the jobs of the commit's loop the thread finds are held until it ended (a
@@ -42,9 +44,8 @@ The store refusing to wait on the loop (``WouldBlock``: nothing was sent) hands 
 the thread, to be made as any; ``Replay`` hands it to the thread to be made carefully. Kinds of
 job refused for a read before their commit, again and again, are left to the thread for a while
 (``_reading_kinds``), not run on the loop first in vain. A loop commit whose loop will not run
-it again (closed, or stopped while another loop or thread writes) is given up: its outcome is
-unknown, and the thread takes the queue. The kick and the loop commit run in an empty context
-(never a caller's: a function's task factory would adopt the task as one of its branches).
+it again (closed) is given up: its outcome is unknown, and the thread takes the queue. The kick
+and the loop commit run in an empty context (never a caller's).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
+from stepline._driven import Driven
 from stepline.engine._reading_kinds import ReadingKinds
 from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.interface import (
@@ -89,16 +91,13 @@ class _Pending(NamedTuple):
 
 
 class _Flight:
-    """A loop commit: its batch, its loop, and whether its coroutine began (else it never ran
-    at all) or the writer gave it up (``_abandon``)."""
+    """A loop commit: its batch and its loop."""
 
-    __slots__ = ("abandoned", "batch", "loop", "started")
+    __slots__ = ("batch", "loop")
 
     def __init__(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
         self.batch = batch
         self.loop = loop
-        self.started = False
-        self.abandoned = False
 
 
 class BatchWriter:
@@ -119,8 +118,8 @@ class BatchWriter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _draining, _kicks and _closed
         self._draining = False  # a drain is submitted to or running on the writer thread
-        self._looping: asyncio.Task[None] | None = None  # a commit in flight on a loop
-        self._flight: _Flight | None = None  # its batch and loop (with _looping)
+        self._flight: _Flight | None = None  # a commit in flight on a loop: its batch and loop
+        self._looping: Driven | None = None  # its coroutine, once its first step returned
         # batches a loop commit gave up, for the thread first: (batch, to be made carefully)
         self._handed: list[tuple[list[_Pending], bool]] = []
         self._kicks: set[asyncio.AbstractEventLoop] = set()  # loops with a _kick scheduled
@@ -167,11 +166,11 @@ class BatchWriter:
             if self._closed:
                 raise RuntimeError("the writer is closed")
             self._queue.put(pending)
-            if self._looping is not None and self._stranded(loop):
+            if self._flight is not None and self._stranded():
                 self._abandon()
             if self._draining:
                 return
-            if self._looping is not None:
+            if self._flight is not None:
                 if loop is not self._loop_of_flight():  # never held up by another loop
                     self._start_drain()
                 return
@@ -184,46 +183,40 @@ class BatchWriter:
         # The drain starts once this loop has run the callbacks that are ready: the jobs its
         # other tasks queue meanwhile join the same transaction, and the writer thread does not
         # wake up to fight this loop for the GIL. Only this loop's jobs wait for this kick.
-        # (in an empty context: never the caller's, whose task factory may adopt the task)
+        # (in an empty context: never the caller's)
         loop.call_soon(self._kick, loop, context=contextvars.Context())
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._kicks.discard(loop)
-            if self._draining or self._looping is not None or not self._waiting():
+            if self._draining or self._flight is not None or not self._waiting():
                 return
             batch = self._loop_batch_of(loop)
             if batch is None:
                 self._start_drain()
                 return
             flight = _Flight(batch, loop)
-            self._looping = task = loop.create_task(self._commit_on_loop(flight))
-            self._flight = flight
-        task.add_done_callback(partial(self._never_started, flight))
+            self._flight = flight  # busy from now on
+        # run at once, in this callback (no task: ``Driven``), outside the lock
+        driven = Driven(self._commit_on_loop(flight), loop)
+        with self._lock:
+            if self._flight is flight:  # still in flight (else it ended in its first step)
+                self._looping = driven
 
-    def _stranded(self, loop: asyncio.AbstractEventLoop | None) -> bool:
-        """Whether the loop commit in flight waits on a loop that will never run it (closed),
-        or that has stopped before it began while a job of another loop or thread waits
-        (under ``_lock``). One that began on a stopped loop is kept: the loop may run again
-        and end it, and its loop's later jobs wait for it (held, ``_take``) while the thread
-        makes the others'; given up, the thread would make those later jobs first."""
+    def _stranded(self) -> bool:
+        """Whether the loop commit in flight waits on a loop that will never run it (closed)
+        (under ``_lock``). One on a stopped loop is kept: the loop may run again and end it,
+        and its loop's later jobs wait for it (held, ``_take``) while the thread makes the
+        others'; given up, the thread would make those later jobs first."""
         flight = self._flight
         assert flight is not None
-        if flight.loop.is_closed():
-            return True
-        return not flight.started and loop is not flight.loop and not flight.loop.is_running()
+        return flight.loop.is_closed()
 
     def _abandon(self) -> None:
-        """Give up the loop commit in flight (``_stranded``): its outcome is unknown (its
-        callers', if any still wait), the writer is idle again (under ``_lock``)."""
-        flight = self._flight
-        assert flight is not None
+        """Give up the loop commit in flight (``_stranded``): its outcome is unknown, the
+        writer is idle again (under ``_lock``). Its jobs' futures are all its closed loop's
+        (``_loop_batch_of``): nobody can wait for them there."""
         self._looping = self._flight = None
-        flight.abandoned = True
-        if not flight.started:  # nothing of it ran (nor will: see _commit_on_loop): the thread's
-            self._handed.append((flight.batch, False))
-        # else its loop is closed: its jobs' futures are all that loop's (_loop_batch_of), and
-        # nobody can wait for them there
         if self._waiting() and not self._draining:
             self._start_drain()
 
@@ -249,11 +242,8 @@ class BatchWriter:
         return None
 
     async def _commit_on_loop(self, flight: _Flight) -> None:
-        """Commit ``flight``'s batch on this loop (``LoopCommits``), results handed back here."""
-        with self._lock:
-            if flight.abandoned:  # given up before it began: its batch is the thread's
-                return
-            flight.started = True
+        """Commit ``flight``'s batch on this loop (``LoopCommits``), results handed back here
+        (run by ``Driven``, from the kick on)."""
         batch = flight.batch
         store = self._on_loop
         assert store is not None
@@ -287,24 +277,6 @@ class BatchWriter:
         if outcomes is not None:
             _settle_all(list(zip(batch, outcomes, strict=True)))
         self._loop_ended(flight)
-
-    def _never_started(self, flight: _Flight, task: asyncio.Task[None]) -> None:
-        """A loop commit cancelled before it began (its loop shut down first): nothing of it
-        ran, so the thread makes it (now, once the writer is closed)."""
-        if flight.started or not task.cancelled():
-            return
-        batch = flight.batch
-        with self._lock:
-            if flight.abandoned:
-                return
-            if self._flight is flight:
-                self._looping = self._flight = None
-            if not self._closed:
-                self._handed.append((batch, False))
-                if not self._draining:
-                    self._start_drain()
-                return
-        self._deliver(batch, self._apply([pending.job for pending in batch]))
 
     async def _hand_over(self, batch: list[_Pending], careful: bool) -> list[Outcome] | None:
         """Give ``batch`` to the writer thread (None: it delivers the outcomes); once the

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import abc, errors, pq
@@ -34,6 +34,8 @@ from psycopg._preparing import Prepare
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from psycopg.waiting import Ready, Wait
+
+from stepline._driven import SocketWait, driving
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any] | None
@@ -271,11 +273,16 @@ def _round_trip(pgconn: pq.abc.PGconn) -> Any:
 async def _drive(gen: Generator[Wait, Ready, T], fileno: int) -> T:
     """``Connection.wait`` on the running event loop: ``gen`` resumed each time the socket is
     ready as it asks (a reader or writer callback of the loop's, removed after each wait; no
-    timer, as psycopg's ``wait_async`` sets one per wait). A socket closed under it raises
-    ``OperationalError``, as psycopg's waits do."""
-    loop = asyncio.get_running_loop()
+    timer, as psycopg's ``wait_async`` sets one per wait). In a ``Driven`` coroutine (the
+    writer's loop commit) that callback resumes it itself (``SocketWait``), with no future set
+    and no task woken a loop turn later. A socket closed under it raises ``OperationalError``,
+    as psycopg's waits do."""
     try:
         wait = next(gen)
+        if driving():
+            while True:
+                wait = gen.send(cast(Ready, await SocketWait(fileno, wait)))
+        loop = asyncio.get_running_loop()
         while True:
             woken: asyncio.Future[Ready] = loop.create_future()
             if wait & Wait.R:
