@@ -14,7 +14,10 @@ import pytest
 from stepline.engine.writer import BatchWriter
 from stepline.errors import StoreError
 from stepline.store.postgres import PostgresStore
-from stepline.store.postgres._statements import Statements, _merged
+from stepline.store.postgres import queries as q
+from stepline.store.postgres._coalesce import coalesced
+from stepline.store.postgres._merging import _HOLD, Later, _held, _merged, _planned
+from stepline.store.postgres._statements import Statements
 from stepline.store.records import EventIngest, EventRecord
 
 PAUSE = "INSERT INTO paused (app_id, function_id) VALUES ('app', %s)"
@@ -142,6 +145,57 @@ def test_adjacent_writes_to_different_tables_are_sent_as_one_statement() -> None
         ("SAVEPOINT s1", None, None),
         (f"WITH w0 AS ({b}) {a}", [4, 5], None),
     ]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "a step's commit",
+        "two runs' commits",
+        "a write, a savepoint, a read",
+        "one hold",
+        "a lone statement with named parameters",
+    ],
+)
+def test_a_planned_round_trip_sends_what_merging_it_anew_would(shape: str) -> None:
+    """``_planned``: a shape's plan, made once, gives what ``_merged(coalesced(_held(…)))``
+    gives for it, the first time and every time after (with other parameters), whether or
+    not the shape can be planned (several holds, a text twice, a read are not)."""
+    hold, step, history = q.HOLD_LEASE, q.UPSERT_STEP, q.INSERT_HISTORY
+    later = Later()
+
+    def queued(n: int) -> tuple[list[tuple[str, Any]], list[Any]]:
+        step_row = (f"r{n}", "h", "s", "run", 0, "COMPLETED", b"1", None, 1, None, 1.0, 2.0)
+        history_row = (f"r{n}", 2.0, "STEP_COMPLETED", "s", 0, 1.0, None, "w")
+        if shape == "a step's commit":
+            return [
+                ("BEGIN", None),
+                (hold, (f"r{n}", "t")),
+                (step, step_row),
+                (history, history_row),
+            ], [None, _HOLD, "steps", "history"]
+        if shape == "two runs' commits":
+            other = (f"x{n}", *step_row[1:])
+            return [
+                (hold, (f"r{n}", "t")),
+                (step, step_row),
+                (hold, (f"x{n}", "t")),
+                (step, other),
+            ], [_HOLD, "steps", _HOLD, "steps"]
+        if shape == "a write, a savepoint, a read":
+            return [(history, history_row), ("SAVEPOINT s0", None), ("SELECT %s", (n,))], [
+                "history",
+                None,
+                later,
+            ]
+        if shape == "one hold":
+            return [(hold, (f"r{n}", "t"))], [_HOLD]
+        return [("SELECT %(n)s", {"n": n})], [None]
+
+    for n in range(3):
+        statements, tables = queued(n)
+        expected = _merged(*coalesced(*_held(statements, list(tables))))
+        assert _planned(statements, list(tables)) == expected, (shape, n)
 
 
 def test_merged_writes_do_what_they_do_one_after_the_other(pg_url: str) -> None:

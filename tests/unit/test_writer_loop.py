@@ -556,6 +556,7 @@ def test_a_loop_commit_in_flight_when_its_loop_closes_holds_up_no_later_write() 
     assert done == ["A", "B", "C"], done
     assert writer._looping is None
 
+
 def test_a_stopped_loops_later_jobs_wait_for_its_commit_in_flight() -> None:
     """Review 2, R1's ordering note. A loop commit in flight (begun: its round trip sent) on a
     loop that stopped without closing (``run_until_complete`` returned; it may run again) was

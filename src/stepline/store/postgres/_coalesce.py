@@ -1,7 +1,7 @@
 """The queued writes of one round trip that do the same to different runs, made one statement.
 
 A group commit of 80 pass commits used to send 80 statements that each upsert a step, append a
-history row and mark a run RUNNING (``_statements._merged`` made each commit's three writes one
+history row and mark a run RUNNING (``_merging._merged`` made each commit's three writes one
 statement). Each statement costs this process its own parameter binding and result, and the
 server its own execution start; here, the writes of one text (``UPSERT_STEP`` of every commit,
 say) become one statement with all their rows, sent where the first of them stood.

@@ -12,7 +12,7 @@ from stepline.store import _rows as shapes
 from stepline.store._admission_rules import DeferralRow, new_run_from_dict
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._statements import Later
+from stepline.store.postgres._merging import Later
 from stepline.store.records import (
     EventRecord,
     RunState,

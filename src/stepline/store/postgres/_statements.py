@@ -40,7 +40,6 @@ each statement whose result is read).
 
 from __future__ import annotations
 
-import functools
 import select
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -51,12 +50,11 @@ import psycopg
 from stepline.store.interface import WouldBlock
 from stepline.store.postgres import _pipeline
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._coalesce import coalesced
+from stepline.store.postgres._merging import _HOLD, Later, _planned
 
 Params = Sequence[Any] | dict[str, Any] | None
 _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
 T = TypeVar("T")
-_HOLD = "\x00hold"  # the table of a queued lease hold (Statements.hold): combined, never merged
 
 
 class Statements:
@@ -233,7 +231,7 @@ class Statements:
                 break
             first += 1
         self._sent += len(queued)
-        return first, _merged(*coalesced(*_held(queued, tables)))
+        return first, _planned(queued, tables)
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
@@ -458,101 +456,6 @@ class Statements:
             pass
 
 
-def _held(
-    queued: list[tuple[str, Params]], tables: list[str | Later | None]
-) -> tuple[list[tuple[str, Params]], list[str | Later | None]]:
-    """``queued`` with its lease holds (``Statements.hold``) made one statement where the first
-    stood (a single hold stays ``HOLD_LEASE``)."""
-    at = [i for i, table in enumerate(tables) if table == _HOLD]
-    if not at:
-        return queued, tables
-    tables = [None if table == _HOLD else table for table in tables]
-    if len(at) == 1:
-        return queued, tables
-    held_params = [queued[i][1] for i in at]
-    pairs = sorted({(str(p[0]), str(p[1])) for p in held_params if isinstance(p, tuple)})
-    held = (q.HOLD_LEASES, (len(pairs), [r for r, _ in pairs], [t for _, t in pairs]))
-    later = set(at[1:])
-    out = [held if i == at[0] else entry for i, entry in enumerate(queued) if i not in later]
-    return out, [table for i, table in enumerate(tables) if i not in later]
-
-
-def _merged(
-    queued: list[tuple[str, Params]], tables: list[str | Later | None]
-) -> list[tuple[str, Params, Later | None]]:
-    """``queued`` with each run of adjacent writes to different tables (``write(table=…)``) made
-    one statement: ``WITH w0 AS (first), w1 AS (second) last``. Its parts see one snapshot and
-    run to completion; as none of them reads a table another writes, and no two write one
-    table, the result is the same as theirs one after the other. A lease hold right before
-    such a run joins it (``_held_with``) when none of its writes touches the queue (the rows
-    the hold locks) and each is an ``INSERT``, ``UPDATE`` or ``DELETE``. With each statement,
-    the ``Later`` that keeps its result (``read_later``), if any."""
-    out: list[tuple[str, Params, Later | None]] = []
-    group: list[tuple[str, Params]] = []
-    seen: set[str] = set()
-    head: list[tuple[str, Params]] = []  # a hold the next run of writes may join
-
-    def close() -> None:
-        if head and group and "queue" not in seen and all(_modifies(w) for w, _ in group):
-            params = [p for _, ps in (*head, *group) for p in (ps or ())]
-            out.append((_held_with(head[0][0], tuple(w for w, _ in group)), params, None))
-        else:
-            out.extend((*entry, None) for entry in head)
-            if len(group) == 1:
-                out.append((*group[0], None))
-            elif group:
-                params = [p for _, ps in group for p in (ps or ())]
-                out.append((_with(tuple(query for query, _ in group)), params, None))
-        head.clear()
-        group.clear()
-        seen.clear()
-
-    for entry, table in zip(queued, tables, strict=True):
-        if not isinstance(table, str):
-            close()
-            if table is None and entry[0] in _HOLDS:
-                head.append(entry)
-            else:
-                out.append((*entry, table if isinstance(table, Later) else None))
-            continue
-        if table in seen:
-            close()
-        group.append(entry)
-        seen.add(table)
-    close()
-    return out
-
-
-_HOLDS = (q.HOLD_LEASE, q.HOLD_LEASES)
-
-
-@functools.lru_cache(maxsize=1024)
-def _with(queries: tuple[str, ...]) -> str:
-    """The statement ``_merged`` makes of ``queries``: ``WITH w0 AS (first), … last`` (one text
-    object for each sequence of texts, made once)."""
-    parts = ", ".join(f"w{i} AS ({query})" for i, query in enumerate(queries[:-1]))
-    return f"WITH {parts} {queries[-1]}"
-
-
-@functools.lru_cache(maxsize=1024)
-def _held_with(hold: str, queries: tuple[str, ...]) -> str:
-    """The statement of a lease ``hold`` and the writes ``queries`` after it: ``WITH h AS
-    (hold), w0 AS (first), … SELECT * FROM h``. The statement reads the hold first (its rows
-    locked, or the statement failed), and its data-modifying parts run to completion after
-    (as every such part is run, whether or not the statement reads it): the same order, locks
-    and failures as the hold and then the writes, in one statement (one execution for the
-    server, one result for this process, a step commit's lone statement)."""
-    parts = ", ".join(f"w{i} AS ({query})" for i, query in enumerate(queries))
-    return f"WITH h AS ({hold}), {parts} SELECT * FROM h"
-
-
-@functools.lru_cache(maxsize=1024)
-def _modifies(query: str) -> bool:
-    """Whether ``query`` is a plain ``INSERT``, ``UPDATE`` or ``DELETE`` (a part ``WITH`` runs
-    whether or not it is read; a ``SELECT`` part, as ``pg_notify``'s, only if it is)."""
-    return query.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
-
-
 def _quiet(conn: psycopg.Connection[Any]) -> bool:
     """Whether ``conn``, idle, has nothing to read on its socket (a look without a round trip).
     The server sends nothing unasked on an idle connection that does not ``LISTEN``; one it
@@ -641,15 +544,6 @@ class _Elsewhere(BaseException):
         super().__init__(error, owner)
         self.error = error
         self.owner = owner
-
-
-class Later:
-    """The result of a statement queued by ``read_later``: its ``rows`` once it was sent."""
-
-    __slots__ = ("rows",)
-
-    def __init__(self) -> None:
-        self.rows: list[Any] | None = None
 
 
 Fetches = list[tuple[Later, psycopg.Cursor[Any]]]

@@ -44,7 +44,8 @@ from stepline.store.postgres._late_cancels import (
     note_unless_shared,
     take_inbox,
 )
-from stepline.store.postgres._statements import Later, Statements
+from stepline.store.postgres._merging import Later
+from stepline.store.postgres._statements import Statements
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
 from stepline.store.records import (
