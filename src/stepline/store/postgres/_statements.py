@@ -40,6 +40,7 @@ each statement whose result is read).
 
 from __future__ import annotations
 
+import operator
 import select
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -54,6 +55,8 @@ from stepline.store.postgres._merging import _HOLD, Later, _planned
 
 Params = Sequence[Any] | dict[str, Any] | None
 _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
+_TEXT = operator.itemgetter(0)  # a queued statement's text
+_A_SET = operator.methodcaller("startswith", "SET ")  # whether a text is a SET
 T = TypeVar("T")
 
 
@@ -375,7 +378,7 @@ class Statements:
             and not self.round_trips
             and bool(queued)
             and queued[0][0] == "BEGIN"
-            and not any(query.startswith("SET ") for query, _ in queued)
+            and not any(map(_A_SET, map(_TEXT, queued)))
         )
 
     def _rollback(self) -> None:

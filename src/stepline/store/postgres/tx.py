@@ -19,6 +19,7 @@ read-then-write decision is exact with many processes writing at once; how, verb
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -28,7 +29,7 @@ import psycopg
 from stepline.errors import LeaseLostError
 from stepline.serde import dumps, loads
 from stepline.store import _rows as shapes
-from stepline.store._catalog import TriggerCatalog
+from stepline.store._catalog import CatalogView, TriggerCatalog
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import commit_pass
@@ -86,10 +87,7 @@ class PostgresTx:
     ) -> None:
         self._s = self.statements = Statements(conn, optimistic)
         self._gates = gates  # the gates of the buckets its takes were refused (_take_gates)
-        self._triggers = (catalog or TriggerCatalog()).view(
-            lambda: int(self._s.run(q.CATALOG_VERSION).fetchall()[0][0]),
-            lambda: [TriggerRow(*r) for r in self._s.run(q.CATALOG_ROWS)],
-        )
+        self._catalog = catalog  # its view (_triggers) and _index: made when a verb needs them
         self._hints = self.hints = hints if hints is not None else Hints()
         self._presence = presence
         self._tokens = tokens if tokens is not None else LeaseTokens()
@@ -102,7 +100,6 @@ class PostgresTx:
         # remembers them once it committed
         self._held: dict[str, str] = {}
         self.marked: list[tuple[str, str]] = []  # (token, run_id)
-        self._index = IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
         self._locked: set[str] = set()  # advisory locks this transaction holds
         # whether a verb may have made work due for some worker (new, woken, rescheduled or
         # released runs, freed concurrency slots, deferrals, schedules, resumed functions): the
@@ -118,6 +115,20 @@ class PostgresTx:
         # leaves those runs due again, as if it never happened, and any durable commit after
         # it (a step's) writes it to disk first: the WAL is flushed in order
         self.durable = False
+
+    @functools.cached_property
+    def _triggers(self) -> CatalogView:
+        """The trigger catalog as this transaction sees it (made at its first use: most
+        transactions, a step's commit, never look)."""
+        return (self._catalog or TriggerCatalog()).view(
+            lambda: int(self._s.run(q.CATALOG_VERSION).fetchall()[0][0]),
+            lambda: [TriggerRow(*r) for r in self._s.run(q.CATALOG_ROWS)],
+        )
+
+    @functools.cached_property
+    def _index(self) -> IndexPaths:
+        """The index paths this transaction read or wrote (made at its first use)."""
+        return IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _savepoint(self, durable: bool = True) -> AbstractContextManager[Statements]:
