@@ -54,12 +54,14 @@ def take_idle(pool: psycopg_pool.ConnectionPool[Any]) -> psycopg.Connection[Any]
     """An idle connection of ``pool`` if one is there now, else None: never a wait nor a
     connect (for an event loop). Given back with ``pool.putconn``, which never waits either
     for a connection idle or broken (one in a transaction would be rolled back: close it
-    first). Leans on psycopg_pool's internals (its lock and deque of idle connections, as
+    first). The one given back last (``getconn`` takes the oldest): a loop's step commits,
+    one after the other, go to one server process while it is free, not to each idle one in
+    turn. Leans on psycopg_pool's internals (its lock and deque of idle connections, as
     ``getconn`` takes one), stable from 3.1 to 3.3: tests/store/test_pg_loop_commits.py."""
     with pool._lock:  # held briefly by the pool's threads, never across I/O
         if pool._closed or not pool._pool:
             return None
-        conn: psycopg.Connection[Any] = pool._pool.popleft()
+        conn: psycopg.Connection[Any] = pool._pool.pop()
         if len(pool._pool) < pool._nconns_min:
             pool._nconns_min = len(pool._pool)
     conn._pool = pool  # as getconn marks it (putconn checks it)

@@ -316,12 +316,20 @@ _TRANSFORMERS: weakref.WeakKeyDictionary[psycopg.Connection[Any], abc.Transforme
 _WAITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
 
 
-def loop_waits(loop: asyncio.AbstractEventLoop, fileno: int) -> bool:
+_waited: weakref.ref[asyncio.AbstractEventLoop] | None = None  # the last loop found to wait
+
+
+def loop_waits(loop: asyncio.AbstractEventLoop, conn: psycopg.Connection[Any]) -> bool:
     """Whether ``loop`` can wait on a socket (``add_reader``/``add_writer``, which ``_drive``
-    needs: asyncio's ``ProactorEventLoop`` has neither). Probed once per loop on ``fileno``
-    (nothing sent), before a commit is written: never found out after."""
+    needs: asyncio's ``ProactorEventLoop`` has neither). Probed once per loop on ``conn``'s
+    socket (nothing sent), before a commit is written: never found out after. The last loop
+    found to wait is told at once (a step's commit after another, on one loop)."""
+    global _waited
+    if _waited is not None and _waited() is loop:
+        return True
     waits = _WAITS.get(loop)
     if waits is None:
+        fileno = conn.fileno()
         try:
             loop.add_reader(fileno, _no_op)
             loop.remove_reader(fileno)
@@ -332,6 +340,8 @@ def loop_waits(loop: asyncio.AbstractEventLoop, fileno: int) -> bool:
         else:
             waits = True
         _WAITS[loop] = waits
+    if waits:
+        _waited = weakref.ref(loop)
     return waits
 
 

@@ -371,7 +371,7 @@ class PostgresStore:
             raise WouldBlock("no idle connection")
         statements = None
         try:
-            if not _pipeline.loop_waits(asyncio.get_running_loop(), conn.fileno()):
+            if not _pipeline.loop_waits(asyncio.get_running_loop(), conn):
                 raise WouldBlock("the event loop cannot wait on a socket (no add_reader)")
             tx = PostgresTx(
                 conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
