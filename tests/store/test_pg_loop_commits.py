@@ -264,6 +264,19 @@ def test_take_idle_never_waits(pg_store: PostgresStore) -> None:
     assert idle(pg_store) == 1
 
 
+def test_take_idle_takes_the_connection_given_back_last(pg_store: PostgresStore) -> None:
+    """A loop's commits, one after the other, go to one server process (LIFO), not to each
+    idle connection in turn (``getconn`` takes the oldest)."""
+    pool = pg_store._read_pool
+    pg_store.load_run("none")  # opens the pool
+    first, second = pool.getconn(), pool.getconn()
+    pool.putconn(first)
+    pool.putconn(second)
+    taken = _database.take_idle(pool)
+    assert taken is second
+    pool.putconn(taken)
+
+
 def test_a_named_lease_is_committed_on_the_loop_once_its_presence_lock_is_held(
     store: PostgresStore,
 ) -> None:
