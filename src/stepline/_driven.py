@@ -77,6 +77,9 @@ class Driven(asyncio.Future[Any]):
         except asyncio.CancelledError:
             super().cancel()
             return
+        except (KeyboardInterrupt, SystemExit) as exc:  # told, and raised on (as a task does)
+            super().set_exception(exc)
+            raise
         except BaseException as exc:  # the coroutine's own: told to whoever waits
             super().set_exception(exc)
             return
