@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from stepline import (
     SyncContext,
     TriggerEvent,
 )
+from stepline.store.interface import LoopCommits, WouldBlock
 from stepline.testing import MockClock, TestEngine
 
 
@@ -35,22 +35,49 @@ def _steps(count: int) -> Callable[[Context], Any]:
     return body
 
 
-async def _commits_for(app: App, make_engine: Callable[..., TestEngine], fn_id: str) -> int:
-    """How many pass commits the run of ``fn_id`` made (counted at the store)."""
-    commits: Counter[str] = Counter()
+async def _commits_for(
+    app: App, make_engine: Callable[..., TestEngine], fn_id: str, refuse_on_loop: bool = False
+) -> int:
+    """How many pass commits the run of ``fn_id`` made (counted at the store, each once: a
+    commit whose jobs the writer ran again is the same ``commit`` object). ``refuse_on_loop``:
+    every loop commit of the store (a store that has them) runs its jobs, then refuses
+    (``WouldBlock``), as one that needed a round trip before its commit does."""
+    made: list[Any] = []  # kept alive: identity is the commit's
     async with make_engine() as t:
 
         def counting(commit_pass: CommitPass) -> CommitPass:
             def counted(commit: Any, now: float, matcher: Any) -> Any:
-                commits[commit.run_id] += 1
+                if not any(seen is commit for seen in made):
+                    made.append(commit)
                 return commit_pass(commit, now, matcher)
 
             return counted
 
-        hook_commit_pass(t.app.engine.store, counting)
+        store = t.app.engine.store
+        hook_commit_pass(store, counting)
+        if refuse_on_loop:
+            if not isinstance(store, LoopCommits):
+                pytest.skip("only a store that commits on the event loop refuses there")
+            _refuse_loop_commits(store)
         run = await t.trigger(Event(fn_id))
         assert run.output == list(range(9))
-        return commits[run.run_id]
+        return sum(1 for commit in made if commit.run_id == run.run_id)
+
+
+def _refuse_loop_commits(store: LoopCommits) -> None:
+    """Every loop commit of ``store`` runs its jobs, then refuses: nothing sent (the writer's
+    thread makes it)."""
+    commit_on_loop = store.commit_on_loop
+
+    async def refusing(jobs: Sequence[Callable[[Any], Any]]) -> list[Any]:
+        def then_refuse(tx: Any) -> Any:
+            for job in jobs:
+                job(tx)
+            raise WouldBlock("refused by the test after its jobs ran")
+
+        return await commit_on_loop([then_refuse])
+
+    store.commit_on_loop = refusing  # type: ignore[method-assign]
 
 
 async def test_buffered_steps_commit_in_groups(
@@ -64,6 +91,16 @@ async def test_buffered_steps_commit_in_groups(
     )(_steps(9))
     assert await _commits_for(app, make_engine, "each") == 10  # 9 steps, then the end
     assert await _commits_for(app, make_engine, "grouped") == 4  # 3 groups of 3, then the end
+
+
+async def test_a_pass_commit_the_store_refused_on_the_loop_and_made_again_counts_once(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    """A loop commit's jobs may run again on the writer's thread (``WouldBlock``: nothing sent,
+    the writer's contract): the count is of commits made, not of ``commit_pass`` calls (a gate
+    at load 13 counted 11 for the 9 steps of "each")."""
+    app.function(id="each", trigger=TriggerEvent("each"))(_steps(9))
+    assert await _commits_for(app, make_engine, "each", refuse_on_loop=True) == 10
 
 
 async def test_a_failing_step_flushes_the_group_first(
