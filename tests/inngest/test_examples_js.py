@@ -516,7 +516,11 @@ def _timeouts_fire(s: Scenario) -> None:
     assert late_run["status"] == "CANCELLED" and late_run["steps"] == [], late_run
     assert s.calls_to("doJob") == [["j-hold"]]  # the late job never ran
     slow_run = s.run_of(slow, "finish-in-time")
-    assert slow_run["status"] == "CANCELLED" and step_ids(slow_run) == ["too-long"], slow_run
+    assert slow_run["status"] == "CANCELLED", slow_run
+    assert "timeouts.finish" in slow_run["error"]["message"], slow_run
+    # its sleep is recorded when the first pass ended within the 1 s; a first pass slower than
+    # that (a gate at load 13 saw one) is cancelled before it: both are the timeout's rule
+    assert step_ids(slow_run) in (["too-long"], []), slow_run
     assert ["j-slow"] not in s.calls_to("runLongProcess")
 
 
