@@ -78,7 +78,8 @@ class WakeupListener:
     and sleeps until the loop gives it back (the session ended: it connects again), ``stop()``,
     or the loop stopped or closed (looked at once a second: the thread then takes the reading
     back and reads the notifications itself from then on, so that workers of the engine in
-    other loops still hear them).
+    other loops still hear them). While that loop runs but is blocked (a long synchronous call
+    in it), the notifications wait for it, those of the engine's workers in other loops too.
     Started without a running loop (or in one that cannot wait on a socket), its thread reads
     them and calls ``on_wake`` there. Either way nothing polls: the thread sleeps until a socket
     has something to read (a 50 ms ``notifies(timeout=…)`` loop cost it ~14 ms of CPU a
