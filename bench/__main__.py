@@ -297,7 +297,8 @@ def _notes(results: Results) -> list[str]:
             f"{waits['matched_events']} waits; matching batches (whole / store only, "
             f"alternated): {waits.get('match_rounds_us')} / {waits.get('match_store_rounds_us')} "
             f"µs per event; full garbage collections in the whole batches: "
-            f"{waits.get('match_full_collections')}"
+            f"{waits.get('match_full_collections')}; CPU of the whole batches [writer, event "
+            f"loop]: {waits.get('match_cpu_us')} µs per event"
         )
     rec = get("recovery", "stepline")
     if "same_id_from_kill_s" in rec:

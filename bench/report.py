@@ -95,6 +95,8 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
             "info"),
         Row("  … resolved waits' rows purged later (per wait)", "waits", "purge_us", "µs/wait",
             False, "info"),
+        Row("  … its WAL pages checkpointed later (per event)", "waits", "checkpoint_us",
+            "µs/event", False, "info"),
         Row("  … baseline: event nothing waits for", "waits", "baseline_us", "µs/event", False,
             "info"),
         Row("  … one event per send_async (own commit)", "waits", "single_us", "µs/event",

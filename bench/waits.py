@@ -21,6 +21,16 @@ incoming event:
   (the SQLite store keeps a resolved wait's row, marked resolved, and the worker's housekeeping
   deletes such rows in batches: ``purge_resolved_waits``), timed inside one write transaction
   (no commit); absent for a store that deletes a wait as it resolves it.
+- ``checkpoint_us``: per event, copying the WAL pages a whole matching batch wrote into the
+  database file (SQLite; a TRUNCATE checkpoint timed after each whole batch). Every timed batch
+  starts with the WAL checkpointed: without that, the store's checkpoint (a thread copying the
+  WAL past 1,000 pages, then the writer's next commit finishing it) landed in whichever timed
+  batches the setup's and the earlier batches' pages took the WAL past the size (at times two
+  of the three), each adding a copy of a thousand pages or more and a sync of the database
+  file: one reason the same code read 35.9 and 54.0 µs minutes apart.
+- ``match_cpu_us``: per whole matching batch, the CPU the writer thread and the event loop's
+  thread spent on it, per event (Linux): a batch slower in wall time with the same CPU is the
+  host's minute (waiting for a core or the disk), not the code.
 - ``baseline_us``: 1,000 events of a name nothing listens to (the cost of ingestion itself).
 - ``single_us``: non-matching events sent one ``send_async`` at a time (each pays its own
   durable commit).
@@ -33,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +112,34 @@ async def _timed_send(app: Any, events: list[Any]) -> float:
     return time.perf_counter() - t0
 
 
+def _checkpoint(db: str) -> float:
+    """Seconds a TRUNCATE checkpoint of the SQLite file ``db`` takes (copying its WAL into the
+    database file, then emptying the WAL); 0 for another store. The app is idle meanwhile (no
+    worker runs, no write is pending), so nothing holds it back."""
+    if not db.startswith("sqlite:///"):
+        return 0.0
+    t0 = time.perf_counter()
+    conn = sqlite3.connect(db.removeprefix("sqlite:///"), timeout=30)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
+    return time.perf_counter() - t0
+
+
+def _thread_cpu(names: tuple[str, ...]) -> list[float]:
+    """Seconds of CPU each named thread of this process has used so far (0 when unknown)."""
+    ids = {t.name: t.native_id for t in threading.enumerate()}
+    seconds: list[float] = []
+    for name in names:
+        try:
+            with open(f"/proc/self/task/{ids[name]}/schedstat") as stat:
+                seconds.append(int(stat.read().split()[0]) / 1e9)
+        except (KeyError, OSError, ValueError):
+            seconds.append(0.0)
+    return seconds
+
+
 def _full_collections() -> int:
     """The generation-2 collections the garbage collector has run in this process so far."""
     return int(gc.get_stats()[2]["collections"])
@@ -108,7 +148,8 @@ def _full_collections() -> int:
 async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     from stepline import App, Event, TriggerEvent
 
-    app = App("bench", db=stepline_db(workdir, "waits"))
+    db = stepline_db(workdir, "waits")
+    app = App("bench", db=db)
 
     @app.function(id=FUNCTION_ID, trigger=TriggerEvent("order/created"))
     async def waiter(ctx: Any) -> bool:
@@ -146,8 +187,11 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
             ]
 
         noise = [Event(name="bench/unrelated", data={"orderId": f"x{i}"}) for i in range(m)]
+        _checkpoint(db)
         result["baseline_us"] = await _timed_send(app, noise) / m * 1e6
+        _checkpoint(db)
         result["nonmatch_us"] = await _timed_send(app, payments("x", m)) / m * 1e6
+        _checkpoint(db)
         stored = await _store_ingest(app, payments("y", m))
         if stored is not None:
             result["nonmatch_store_us"] = stored[0] / m * 1e6
@@ -160,11 +204,18 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         whole: list[float] = []
         store: list[float] = []
         full: list[int] = []
+        cpu: list[list[float]] = []
+        checkpoints: list[float] = []
+        threads = ("stepline-writer", threading.current_thread().name)
         resolved = 0
         for r in range(MATCH_ROUNDS):
-            before = _full_collections()
+            _checkpoint(db)
+            before, cpu_before = _full_collections(), _thread_cpu(threads)
             whole.append(await _timed_send(app, payments("o", k, offset=2 * r * k)) / k * 1e6)
             full.append(_full_collections() - before)
+            spent = zip(_thread_cpu(threads), cpu_before, strict=True)
+            cpu.append([round((after - at) / k * 1e6, 1) for after, at in spent])
+            checkpoints.append(_checkpoint(db) / k * 1e6)
             stored = await _store_ingest(app, payments("o", k, offset=(2 * r + 1) * k))
             if stored is not None:
                 store.append(stored[0] / k * 1e6)
@@ -172,6 +223,10 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         result["match_us"] = sum(whole) / len(whole)
         result["match_rounds_us"] = [round(us, 1) for us in whole]
         result["match_full_collections"] = full
+        if any(any(spent) for spent in cpu):  # Linux: [writer, event loop] per whole batch
+            result["match_cpu_us"] = cpu
+        if db.startswith("sqlite:///"):
+            result["checkpoint_us"] = sum(checkpoints) / len(checkpoints)
         result["matched_events"] = k * len(store)
         purged = await _purge(app)
         if purged is not None:
