@@ -60,6 +60,16 @@ def dumps(value: Any, what: str = "value") -> bytes:
     return memoryview(data).tobytes()  # see dumps_exact
 
 
+def dumps_if_exact(value: Any) -> bytes | None:
+    """``dumps(value)``, or None where ``dumps`` would refuse it (it says why): the check of a
+    value at the edge, without making the text naming it unless it is refused."""
+    try:
+        data = orjson.dumps(value, default=_default, option=_OPTIONS)
+    except TypeError:
+        return None
+    return memoryview(data).tobytes() if _exact(value, 0) else None
+
+
 def dumps_exact(value: Any) -> bytes:
     """``dumps`` for a value already known to decode back to itself: one ``dumps`` accepted it
     (an event's data at the edge), or it is built of such values and of decoded JSON (a system

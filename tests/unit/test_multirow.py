@@ -10,10 +10,10 @@ import pytest
 from stepline.store.sqlite._multirow import (
     CHUNK,
     blob,
-    delete_rows,
     insert_rows,
     insert_sharing,
     update_among,
+    write_among,
 )
 
 INSERT = "INSERT OR IGNORE INTO t (k, v) VALUES (?, ?)"
@@ -67,17 +67,23 @@ def test_an_update_among_keys_updates_the_rows_executemany_updates(count: int) -
 
 
 @pytest.mark.parametrize("count", [0, 1, CHUNK, CHUNK + 3, 2 * CHUNK + 7])
-def test_rows_deleted_by_key_are_the_rows_executemany_deletes(count: int) -> None:
-    # keys (k, v): some absent, some twice, some matching k but not v
-    rows = [(f"k{i}", "v" if i % 7 else "other") for i in range(count)]
-    rows += [(f"k{i}", "v") for i in range(0, count, 4)] + [("absent", "v")]
-    delete = "DELETE FROM t WHERE k = ? AND v = ?"
+def test_rows_written_among_values_are_the_rows_executemany_writes(count: int) -> None:
+    # rows (k, v): an insert of each key that is in the table, some absent, some twice
+    one = "INSERT OR IGNORE INTO u (k, v) SELECT k, ? FROM t WHERE k = ?"
+    among = (
+        "INSERT OR IGNORE INTO u (k, v) SELECT t.k, r.column1 FROM (VALUES {}) AS r "
+        "CROSS JOIN t WHERE t.k = r.column2"
+    )
+    rows = [(f"v{i}", f"k{i}") for i in range(count)]
+    rows += [("again", f"k{i}") for i in range(0, count, 4)] + [("v", "absent")]
     expected, written = table(), table()
     for conn in (expected, written):
         conn.executemany(INSERT, [(f"k{i}", "v") for i in range(3 * CHUNK)])
-    counted = expected.executemany(delete, rows).rowcount
-    assert delete_rows(written, delete, rows) == counted
-    query = "SELECT k, v FROM t ORDER BY seq"
+        conn.execute("CREATE TABLE u (seq INTEGER PRIMARY KEY, k TEXT UNIQUE, v TEXT)")
+    before = expected.total_changes
+    expected.executemany(one, rows)
+    assert write_among(written, one, among, rows) == expected.total_changes - before
+    query = "SELECT k, v FROM u ORDER BY seq"
     assert written.execute(query).fetchall() == expected.execute(query).fetchall()
 
 

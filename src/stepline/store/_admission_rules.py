@@ -220,10 +220,15 @@ def record_effects(tx: AdmissionTx, results: Sequence[IngestResult]) -> None:
     that): the runs each resumed and cancelled, in one write for them all — none at all when
     they did neither (the common case)."""
     effects: list[tuple[str, str, str]] = []
+    add = effects.append  # a loop, not two comprehensions per event: each makes a function
     for r in results:
-        if r.resumed_run_ids or r.cancelled:
-            effects += [(r.internal_id, run_id, RESUMED) for run_id in r.resumed_run_ids]
-            effects += [(r.internal_id, run_id, CANCELLED) for run_id, _ in r.cancelled]
+        resumed, cancelled = r.resumed_run_ids, r.cancelled
+        if resumed or cancelled:
+            event_id = r.internal_id
+            for run_id in resumed:
+                add((event_id, run_id, RESUMED))
+            for run_id, _ in cancelled:
+                add((event_id, run_id, CANCELLED))
     if effects:
         tx.add_event_effects(list(dict.fromkeys(effects)))
 

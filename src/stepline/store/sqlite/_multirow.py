@@ -70,19 +70,27 @@ def update_among(
         conn.executemany(update, [(*params, key) for key in keys[full:]])
 
 
-def delete_rows(conn: sqlite3.Connection, delete: str, rows: Sequence[Sequence[Any]]) -> int:
-    """``conn.executemany(delete, rows).rowcount`` for a ``DELETE ... WHERE <term>`` of one
-    row (a key), made as DELETEs whose WHERE is the terms of ``CHUNK`` rows joined by OR (a probe
-    of the key each; a row value ``IN (VALUES ...)`` would scan the table)."""
-    deleted = 0
+def write_among(
+    conn: sqlite3.Connection, one: str, among: str, rows: Sequence[Sequence[Any]]
+) -> int:
+    """``conn.executemany(one, rows)`` for a statement of one row's parameters, made as
+    ``among``: the same statement reading the rows from ``(VALUES {})`` (``{}``: a
+    ``(?, ...)`` per row). Returns the rows the statements changed."""
+    before = conn.total_changes
     full = len(rows) - len(rows) % CHUNK
     if full:
-        many = _either(delete, CHUNK)
+        many = _rows_among(among, CHUNK, len(rows[0]))
         for start in range(0, full, CHUNK):
-            deleted += conn.execute(many, list(_flat(rows[start : start + CHUNK]))).rowcount
+            conn.execute(many, list(_flat(rows[start : start + CHUNK])))
     if full < len(rows):
-        deleted += conn.executemany(delete, rows[full:]).rowcount
-    return deleted
+        conn.executemany(one, rows[full:])
+    return conn.total_changes - before
+
+
+@lru_cache(maxsize=32)
+def _rows_among(among: str, count: int, width: int) -> str:
+    row = f"({', '.join(['?'] * width)})"
+    return among.format(", ".join([row] * count))
 
 
 @lru_cache(maxsize=32)
@@ -102,12 +110,6 @@ def _sharing(insert: str, count: int, shared: int) -> str:
     tail = "".join(f"?{at}{text}" for at, text in enumerate(rest[1:], start=1))
     rows = [f"{first}?{shared + 1 + row}{rest[0]}{tail}" for row in range(count)]
     return f"{head}VALUES {', '.join(rows)}"
-
-
-@lru_cache(maxsize=32)
-def _either(delete: str, count: int) -> str:
-    head, term = delete.split(" WHERE ", 1)
-    return f"{head} WHERE " + " OR ".join([f"({term})"] * count)
 
 
 @lru_cache(maxsize=32)

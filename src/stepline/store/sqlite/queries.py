@@ -99,10 +99,12 @@ SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL AND
 WAITS_INDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits
 WHERE event_name = ? AND index_path = ? AND index_value = ? AND {PENDING}"""
-# the same for any of several values (``?3``, a JSON list): one index probe per value
+# the same for any of several distinct values (``?3``, a JSON list): one index probe per value,
+# in the list's order (a join: ``IN (SELECT ...)`` would first copy the list into a temporary
+# index, a B-tree insert per value)
 WAITS_INDEXED_AMONG = f"""
-SELECT {WAIT_COLUMNS} FROM waits
-WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM json_each(?))
+SELECT {WAIT_COLUMNS} FROM json_each(?3) AS v CROSS JOIN waits
+WHERE waits.event_name = ?1 AND waits.index_path = ?2 AND waits.index_value = v.value
   AND {PENDING}"""
 WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND {PENDING}"
 EXPIRED_WAITS_OF_RUN = f"""
@@ -110,11 +112,16 @@ SELECT {WAIT_COLUMNS} FROM waits
 WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND {PENDING}"""
 # a pending wait's claim (a resolved one's row is not claimed again)
 DELETE_WAIT = f"DELETE FROM waits WHERE run_id = ? AND wait_id = ? AND {PENDING}"
-# an ingest's claim of a wait it resolved (``_multirow.delete_rows``: the terms of many OR-ed):
-# one row inserted if the wait is stored and not resolved yet, none otherwise
+# an ingest's claim of a wait it resolved: one row inserted if the wait is stored and not
+# resolved yet, none otherwise; RESOLVE_WAITS_AMONG the same for many (``{}``: their ``(?, ?)``
+# pairs), a probe of the waits' key each (the terms of many OR-ed cost twice as much)
 RESOLVE_WAIT = """
 INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
 SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
+RESOLVE_WAITS_AMONG = """
+INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
+SELECT w.run_id, w.wait_id FROM (VALUES {}) AS v CROSS JOIN waits AS w
+WHERE w.run_id = v.column1 AND w.wait_id = v.column2"""
 # the first ``?`` resolved waits' keys in key order; their marks are removed (up to the last
 # of them, or all when there are no more), then their rows (``?``: the keys as a JSON list of
 # pairs, a probe of each; a wait dropped with its run since has no row left): in that order,

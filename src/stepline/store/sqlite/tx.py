@@ -38,10 +38,10 @@ from stepline.store.sqlite._announcements import CancelledRunEvents, insert_unhe
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._multirow import (
     blob,
-    delete_rows,
     insert_rows,
     insert_sharing,
     update_among,
+    write_among,
 )
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
@@ -190,12 +190,12 @@ class _SQLiteTx(SQLiteControlVerbs):
             deferred.history.clear()
 
     def _delete_resolved(self, deferred: Deferred) -> None:
-        """The waits ``delete_wait`` claimed inside ``ingest``: marked resolved, their rows
-        deleted later with others (``purge_resolved_waits``; see schema 20)."""
-        if deferred.waits:
-            if delete_rows(self._c, q.RESOLVE_WAIT, deferred.waits) != len(deferred.waits):
+        """The waits ``delete_wait`` claimed inside ``ingest``: marked resolved (one not stored,
+        or marked already, is not: ``ClaimLost``), their rows deleted later (schema 20)."""
+        if waits := deferred.waits:
+            if write_among(self._c, q.RESOLVE_WAIT, q.RESOLVE_WAITS_AMONG, waits) != len(waits):
                 raise ClaimLost
-            deferred.waits.clear()
+            waits.clear()
 
     # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
     def sync_triggers(
