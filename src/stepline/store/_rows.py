@@ -69,6 +69,12 @@ def wait_record(r: Sequence[Any]) -> WaitRecord:
     return WaitRecord(*r)
 
 
+def indexed_waits(rows: Iterable[Sequence[Any]], event_name: str, path: str) -> list[WaitRecord]:
+    """The waits of an index lookup's rows (SQLite's INDEXED_WAIT_COLUMNS: neither the event's
+    name nor the path, which are the ones looked up)."""
+    return [WaitRecord(w, r, h, event_name, e, path, v, x, c, s) for w, r, h, e, v, x, c, s in rows]
+
+
 def event_record(r: Sequence[Any]) -> EventRecord:
     return EventRecord(r[0], r[1], orjson.loads(r[2]), orjson.loads(r[3]), r[4], r[5])
 

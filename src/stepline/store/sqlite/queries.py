@@ -96,14 +96,17 @@ PENDING = """NOT EXISTS (
     SELECT 1 FROM waits_resolved r WHERE r.run_id = waits.run_id AND r.wait_id = waits.wait_id)"""
 WAITS_UNINDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL AND {PENDING}"""
+# an index lookup reads neither the event name nor the path: they are the ones asked for
+INDEXED_WAIT_COLUMNS = """wait_id, run_id, step_hash, expression, index_value, expires_at,
+    created_at, step_id"""
 WAITS_INDEXED = f"""
-SELECT {WAIT_COLUMNS} FROM waits
+SELECT {INDEXED_WAIT_COLUMNS} FROM waits
 WHERE event_name = ? AND index_path = ? AND index_value = ? AND {PENDING}"""
 # the same for any of several distinct values (``?3``, a JSON list): one index probe per value,
 # in the list's order (a join: ``IN (SELECT ...)`` would first copy the list into a temporary
 # index, a B-tree insert per value)
 WAITS_INDEXED_AMONG = f"""
-SELECT {WAIT_COLUMNS} FROM json_each(?3) AS v CROSS JOIN waits
+SELECT {INDEXED_WAIT_COLUMNS} FROM json_each(?3) AS v CROSS JOIN waits
 WHERE waits.event_name = ?1 AND waits.index_path = ?2 AND waits.index_value = v.value
   AND {PENDING}"""
 WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND {PENDING}"

@@ -289,7 +289,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, values[0]))
         else:
             rows = self._c.execute(q.WAITS_INDEXED_AMONG, (event_name, path, _json_list(values)))
-        return [WaitRecord(*r) for r in rows]
+        return shapes.indexed_waits(rows, event_name, path)
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
         return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
