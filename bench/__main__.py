@@ -296,7 +296,9 @@ def _notes(results: Results) -> list[str]:
             f"store-only matching batches resolved {waits['match_store_resolved']} of "
             f"{waits['matched_events']} waits; matching batches (whole / store only, "
             f"alternated): {waits.get('match_rounds_us')} / {waits.get('match_store_rounds_us')} "
-            f"µs per event; full garbage collections in the whole batches: "
+            f"µs per event, the whole batches' checkpoints "
+            f"{waits.get('match_checkpoint_rounds_us')} µs per event; full garbage collections in "
+            f"the whole batches: "
             f"{waits.get('match_full_collections')}; CPU of the whole batches [writer, event "
             f"loop]: {waits.get('match_cpu_us')} µs per event"
         )
