@@ -262,3 +262,36 @@ async def test_a_send_whose_after_ingest_raises_still_hands_its_runs_over(
         assert t.worker._handovers == 0
     assert raised, "the send never reached after_ingest"
     assert (run.status, run.output) == ("COMPLETED", "woke")
+
+
+async def test_a_send_whose_write_cannot_be_submitted_fails_and_keeps_the_clock_jumping(
+    app: App, make_engine: Callable[..., TestEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the send's batch raised the worker's count of writes in flight before it submitted its
+    # job; an error of submit other than the closed writer's RuntimeError reached nobody: the
+    # senders' futures were never settled (the send hung) and the count stayed raised
+    @app.function(id="napper", trigger=TriggerEvent("go"))
+    async def napper(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")  # the clock must jump to finish it
+        return "woke"
+
+    async with make_engine() as t:
+        assert t.worker is not None
+        await t.worker.ready.wait()
+        writer = t.app.engine.writer
+        submit = writer.submit
+        refused = MemoryError("the job could not be queued")
+
+        def refusing_once(job: Any) -> Any:
+            monkeypatch.setattr(writer, "submit", submit)
+            raise refused
+
+        monkeypatch.setattr(writer, "submit", refusing_once)
+        with pytest.raises(MemoryError) as caught:
+            await asyncio.wait_for(t.send(Event("go")), 20)  # a hang guard, not a timing
+        assert caught.value is refused
+        assert t.worker._handovers == 0
+        [go] = await t.send(Event("go"))
+        [going] = await t.runs(event_id=go)
+        run = await t.wait_for_run(going.run_id, timeout=20)
+    assert (run.status, run.output) == ("COMPLETED", "woke")

@@ -102,7 +102,8 @@ class IngestBatcher:
 
         try:
             write = engine.writer.submit(job)
-        except RuntimeError as exc:  # the writer is closed: nothing was taken
+        except Exception as exc:  # nothing was taken (the writer closed, or the job was not
+            # queued): every sender is told, and _deliver hands the worker its count back
             failed: asyncio.Future[Any] = self._loop.create_future()
             failed.set_exception(exc)
             write = failed
