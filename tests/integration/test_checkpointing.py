@@ -56,8 +56,7 @@ async def _commits_for(
         store = t.app.engine.store
         hook_commit_pass(store, counting)
         if refuse_on_loop:
-            if not isinstance(store, LoopCommits):
-                pytest.skip("only a store that commits on the event loop refuses there")
+            assert isinstance(store, LoopCommits), "only a store that commits on its loop refuses"
             _refuse_loop_commits(store)
         run = await t.trigger(Event(fn_id))
         assert run.output == list(range(9))
@@ -93,6 +92,7 @@ async def test_buffered_steps_commit_in_groups(
     assert await _commits_for(app, make_engine, "grouped") == 4  # 3 groups of 3, then the end
 
 
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)  # commits on its loop
 async def test_a_pass_commit_the_store_refused_on_the_loop_and_made_again_counts_once(
     app: App, make_engine: Callable[..., TestEngine]
 ) -> None:
