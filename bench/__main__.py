@@ -262,7 +262,8 @@ def _notes(results: Results) -> list[str]:
         notes.append(
             f"per-step breakdown (one instrumented run): {parts['wall_ms']:.3f} ms = "
             f"transaction {parts['transaction_ms']:.3f} (BEGIN, SQL, COMMIT+fsync) + writer "
-            f"thread hop {parts['writer_hop_ms']:.3f} + executor/asyncio {parts['engine_ms']:.3f}"
+            f"hand-off {parts['writer_hop_ms']:.3f} (its queue, its thread or the loop's commit) "
+            f"+ executor/asyncio {parts['engine_ms']:.3f}"
         )
     if "cpu_ms_per_step" in per_step:
         notes.append(

@@ -108,7 +108,8 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     or its commit on the event loop (``commit_on_loop``) (BEGIN, the write verbs, COMMIT +
     fsync);
     ``writer_hop_ms``: the rest of a write (``writer.submit`` until its caller is woken:
-    queueing, the hand-off to the writer thread and back to the event loop); ``engine_ms``:
+    queueing, and the hand-off to the writer's thread and back, or, for a store that commits on
+    the event loop (PostgreSQL), the writer's kick of the loop commit); ``engine_ms``:
     everything else (the executor, the step call, asyncio scheduling). All per step. Skipped
     (empty) if the engine's shape has changed.
     """
