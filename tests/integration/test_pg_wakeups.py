@@ -243,15 +243,21 @@ def test_a_listener_whose_loop_closed_reads_the_notifications_in_its_thread(
     try:
         with sender.transaction() as tx:
             tx.set_paused("f1", True, "app")
-        deadline = time.monotonic() + 30
-        while len(heard) < 3:  # real time: the thread looks at the loop once a second
-            assert time.monotonic() < deadline, "the thread never read the notification"
-            time.sleep(0.01)
+        _until_the_thread_hears(heard, 3)
     finally:
         stop()
         watcher.close()
         sender.close()
     assert heard[0] == heard[2] == listener._thread.ident != heard[1]
+
+
+def _until_the_thread_hears(heard: list[int], count: int) -> None:
+    """Until ``heard`` holds ``count`` notifications: polled in real time, as the listener's
+    thread looks at the loop it handed the reading to once a second (bounded: 30 s)."""
+    deadline = time.monotonic() + 30
+    while len(heard) < count:
+        assert time.monotonic() < deadline, f"notification {count} was never read"
+        time.sleep(0.01)
 
 
 def test_a_listener_whose_loop_stopped_without_closing_reads_in_its_thread(pg_url: str) -> None:
@@ -273,10 +279,7 @@ def test_a_listener_whose_loop_stopped_without_closing_reads_in_its_thread(pg_ur
     try:
         with sender.transaction() as tx:
             tx.set_paused("f1", True, "app")
-        deadline = time.monotonic() + 30
-        while len(heard) < 2:  # real time: the thread looks at the loop once a second
-            assert time.monotonic() < deadline, "the notification was never read"
-            time.sleep(0.01)
+        _until_the_thread_hears(heard, 2)
     finally:
         stop()
         loop.close()
