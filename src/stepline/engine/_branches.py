@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.tasks
+import inspect
 import sys
 import weakref
 from collections.abc import Callable, Coroutine, Generator
@@ -70,19 +71,29 @@ _WAIT_FOR_CODE = getattr(asyncio.wait_for, "__code__", None)
 # the joins that make a task of a coroutine they were given, held by nobody else (wait_for on
 # Python 3.11 only: from 3.12 on it awaits the coroutine itself)
 _PRIVATE_MAKERS = {code for code in (_GATHER_CODE, _WAIT_FOR_CODE) if code is not None}
+# the code flags of a frame that awaits (the coroutine asking for a task), and how far up a
+# factory's caller that frame is looked for (factories chained over the hook add frames)
+_AWAITING = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_MAX_MAKER_DEPTH = 16
 
 
 def _made_privately() -> bool:
     """True if the task being created is one ``gather`` or ``wait_for`` makes of a coroutine
-    (or other awaitable) it was given: asked from the task factory, whose callers are the
-    loop's ``create_task`` (unless the loop's is native code) and ``ensure_future``'s
-    helper."""
+    (or other awaitable) it was given: asked from the task factory. The frames between the
+    factory and the coroutine that asked for the task (the loop's ``create_task``,
+    ``ensure_future``'s helpers, ``gather``, factories chained over the hook) are plain
+    functions; the first coroutine frame up is the one that awaits: ``wait_for`` itself on
+    Python 3.11 (private), else the function's code (not private, even when a ``wait_for``
+    awaiting it directly, as from 3.12 on, sits above it)."""
     frame: FrameType | None = sys._getframe(2)  # the task factory's caller
-    for _ in range(5):  # a factory set over the hook (chaining to it) adds a frame or two
+    for _ in range(_MAX_MAKER_DEPTH):
         if frame is None:
             return False
-        if frame.f_code in _PRIVATE_MAKERS:
+        code = frame.f_code
+        if code in _PRIVATE_MAKERS:
             return True
+        if code.co_flags & _AWAITING:
+            return False
         frame = frame.f_back
     return False
 
