@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Generator
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Protocol
 
 _READ, _WRITE = 1, 2  # the bits of a socket wait (psycopg's ``Wait`` and ``Ready``)
 
@@ -39,15 +39,28 @@ def driving() -> bool:
     return _local.driving
 
 
+class Watch(Protocol):
+    """A socket's reader registered with the loop for good by its owner: a wait for it to be
+    readable arms it, instead of adding a reader and removing it again."""
+
+    def arm(self, resume: Callable[[int], object]) -> None:
+        """Call ``resume(1)`` (once) when the socket is readable."""
+
+    def disarm(self) -> None:
+        """Forget the ``resume`` armed, if any."""
+
+
 class SocketWait:
     """Awaited in a ``Driven`` coroutine: resumed once ``fileno`` is ready as ``wait`` asks
-    (bits: 1 read, 2 write); the await's value is what is ready (the same bits)."""
+    (bits: 1 read, 2 write); the await's value is what is ready (the same bits). ``watch``:
+    the socket's reader, registered for good (``Watch``), if it has one."""
 
-    __slots__ = ("fileno", "wait")
+    __slots__ = ("fileno", "wait", "watch")
 
-    def __init__(self, fileno: int, wait: int) -> None:
+    def __init__(self, fileno: int, wait: int, watch: Watch | None = None) -> None:
         self.fileno = fileno
         self.wait = wait
+        self.watch = watch
 
     def __await__(self) -> Generator[SocketWait, int, int]:
         ready: int = yield self
@@ -90,7 +103,10 @@ class Driven(asyncio.Future[Any]):
             self._waiting = yielded
             try:
                 if yielded.wait & _READ:
-                    loop.add_reader(yielded.fileno, self._socket_ready, _READ)
+                    if yielded.watch is not None:
+                        yielded.watch.arm(self._socket_ready)
+                    else:
+                        loop.add_reader(yielded.fileno, self._socket_ready, _READ)
                 if yielded.wait & _WRITE:
                     loop.add_writer(yielded.fileno, self._socket_ready, _WRITE)
             except BaseException as exc:  # the socket closed under it: told where it waits
@@ -114,7 +130,10 @@ class Driven(asyncio.Future[Any]):
     def _unwatch(self, waiting: SocketWait) -> None:
         loop = self.get_loop()
         if waiting.wait & _READ:
-            loop.remove_reader(waiting.fileno)
+            if waiting.watch is not None:
+                waiting.watch.disarm()
+            else:
+                loop.remove_reader(waiting.fileno)
         if waiting.wait & _WRITE:
             loop.remove_writer(waiting.fileno)
 

@@ -59,15 +59,21 @@ async def commit_pass(
     ``LeaseLostError`` when the lease was lost. ``then()`` is called in the loop as soon as
     the commit is known durable (``BatchWriter.submit``), only if it was, before this
     returns and before its change is published."""
-    await submit_pass(engine, commit, now, then)
+    await submit_pass(engine, commit, now, then, alone=True)  # awaited at once
 
 
 def submit_pass(
-    engine: Engine, commit: PassCommit, now: float, then: Callable[[], object] | None = None
+    engine: Engine,
+    commit: PassCommit,
+    now: float,
+    then: Callable[[], object] | None = None,
+    *,
+    alone: bool = False,
 ) -> Coroutine[Any, Any, None]:
     """``commit_pass`` with its job queued to the writer now (behind the jobs queued before
     it: the writer keeps their order), whatever becomes of the caller: the coroutine returned
-    waits for it to be durable, publishes its change and raises as ``commit_pass``."""
+    waits for it to be durable, publishes its change and raises as ``commit_pass``.
+    ``alone``: the caller submits nothing else before it awaits it (``BatchWriter.submit``)."""
     ingested: list[IngestResult] = []
 
     def job(tx: StoreTx) -> bool:
@@ -83,7 +89,7 @@ def submit_pass(
         if applied and then is not None:
             then()
 
-    written = engine.writer.submit(job) if then is None else engine.writer.submit(job, committed)
+    written = engine.writer.submit(job, None if then is None else committed, alone=alone)
 
     async def published() -> None:
         committed = await written

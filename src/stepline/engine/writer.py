@@ -62,7 +62,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
-from stepline._driven import Driven
+from stepline._driven import Driven, driving
 from stepline.engine._reading_kinds import ReadingKinds
 from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.interface import (
@@ -142,16 +142,23 @@ class BatchWriter:
         return await self.submit(job)
 
     def submit(
-        self, job: Callable[[StoreTx], T], then: Callable[[T], object] | None = None
+        self,
+        job: Callable[[StoreTx], T],
+        then: Callable[[T], object] | None = None,
+        *,
+        alone: bool = False,
     ) -> asyncio.Future[T]:
         """``write`` without awaiting: the future (of the running loop) gets the job's result
         once its transaction committed, or its error. Raises ``RuntimeError`` when closed.
         ``then(result)`` is called in the loop right before the result is set (not for an
         error, nor once the caller stopped waiting): what it wakes runs at the loop's next
-        turn, ahead of the caller, not a turn after it."""
+        turn, ahead of the caller, not a turn after it. ``alone``: the caller submits no other
+        job before it awaits this one (a pass's commit); when the loop has no other callback
+        ready, none can queue a job to join this one before the writer's kick, so the kick
+        runs now, in this callback (``_kick_now``), not a loop turn later."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._enqueue(_Pending(job, loop, future, then))
+        self._enqueue(_Pending(job, loop, future, then), alone)
         return future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
@@ -160,7 +167,7 @@ class BatchWriter:
         self._enqueue(_Pending(job, None, future))
         return future.result()
 
-    def _enqueue(self, pending: _Pending) -> None:
+    def _enqueue(self, pending: _Pending, alone: bool = False) -> None:
         loop = pending.loop
         with self._lock:
             if self._closed:
@@ -180,6 +187,9 @@ class BatchWriter:
             if loop in self._kicks:
                 return
             self._kicks.add(loop)
+        if alone and _nothing_ready(loop) and not driving():
+            _kick_now(self._kick, loop)
+            return
         # The drain starts once this loop has run the callbacks that are ready: the jobs its
         # other tasks queue meanwhile join the same transaction, and the writer thread does not
         # wake up to fight this loop for the GIL. Only this loop's jobs wait for this kick.
@@ -455,6 +465,22 @@ class BatchWriter:
         self._wakes.put(None)  # after the drains asked before: served in order
         thread.join()
         atexit.unregister(self._at_exit)
+
+
+def _nothing_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` has no callback ready to run after the running one, in this turn or
+    the next (asyncio's loops keep them in ``_ready``; the next turn's I/O and timer callbacks
+    come after a kick scheduled now: they could not join its batch either). False for a loop
+    that does not say (uvloop): its kick is scheduled as any."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
+
+
+def _kick_now(
+    kick: Callable[[asyncio.AbstractEventLoop], None], loop: asyncio.AbstractEventLoop
+) -> None:
+    """``kick(loop)`` in the caller's callback, in an empty context (as scheduled)."""
+    contextvars.Context().run(kick, loop)
 
 
 def _serve(wakes: queue.SimpleQueue[BatchWriter | None], writer: weakref.ref[BatchWriter]) -> None:

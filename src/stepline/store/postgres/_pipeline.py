@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Generator, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -35,7 +36,7 @@ from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from psycopg.waiting import Ready, Wait
 
-from stepline._driven import SocketWait, driving
+from stepline._driven import SocketWait, Watch, driving
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any] | None
@@ -76,11 +77,14 @@ def send_all(
 
 
 async def send_all_async(
-    conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
+    conn: psycopg.Connection[Any],
+    statements: Sequence[tuple[str, Params]],
+    watch: Watch | None = None,
 ) -> list[list[Any] | None]:
     """``send_all`` on the running event loop, never blocking it: the same messages, written
     with libpq in non-blocking mode, every wait for the socket awaited through asyncio
-    (``_drive``: the same generators ``Connection.wait`` drives).
+    (``_drive``: the same generators ``Connection.wait`` drives; ``watch``: the socket's
+    reader, registered with the loop for good, if it has one).
     Cancelled while the round trip is in flight, the connection is left busy mid-protocol:
     the caller must close it (its outcome is unknown when it carried a commit)."""
     transformer, converted = _converted(conn, statements)
@@ -90,16 +94,16 @@ async def send_all_async(
         _check_open(conn)
         socket = conn.pgconn.socket
         if _deallocation_due(conn):
-            await _drive(conn._prepared.maintain_gen(conn), socket)
+            await _drive(conn._prepared.maintain_gen(conn), socket, watch)
         fresh = _deallocated(conn)  # no round trip left to make
         sent = _sent(conn, converted, fresh)
         try:
-            results = await _drive(_round_trip(conn.pgconn), socket)
+            results = await _drive(_round_trip(conn.pgconn), socket, watch)
         finally:
             _leave_pipeline(conn.pgconn)
         rows, failed = _rows(conn, transformer, sent, results)
         if failed is None and conn._prepared._to_flush:
-            await _drive(conn._prepared.maintain_gen(conn), socket)
+            await _drive(conn._prepared.maintain_gen(conn), socket, watch)
     finally:
         conn.lock.release()
     if failed is not None:
@@ -270,30 +274,36 @@ def _round_trip(pgconn: pq.abc.PGconn) -> Any:
         current.append(result)
 
 
-async def _drive(gen: Generator[Wait, Ready, T], fileno: int) -> T:
+async def _drive(gen: Generator[Wait, Ready, T], fileno: int, watch: Watch | None = None) -> T:
     """``Connection.wait`` on the running event loop: ``gen`` resumed each time the socket is
-    ready as it asks (a reader or writer callback of the loop's, removed after each wait; no
-    timer, as psycopg's ``wait_async`` sets one per wait). In a ``Driven`` coroutine (the
-    writer's loop commit) that callback resumes it itself (``SocketWait``), with no future set
-    and no task woken a loop turn later. A socket closed under it raises ``OperationalError``,
-    as psycopg's waits do."""
+    ready as it asks (a reader or writer callback of the loop's, removed after each wait, or
+    ``watch`` armed: a reader registered for good; no timer, as psycopg's ``wait_async`` sets
+    one per wait). In a ``Driven`` coroutine (the writer's loop commit) that callback resumes
+    it itself (``SocketWait``), with no future set and no task woken a loop turn later. A
+    socket closed under it raises ``OperationalError``, as psycopg's waits do."""
     try:
         wait = next(gen)
         if driving():
             while True:
-                wait = gen.send(cast(Ready, await SocketWait(fileno, wait)))
+                wait = gen.send(cast(Ready, await SocketWait(fileno, wait, watch)))
         loop = asyncio.get_running_loop()
         while True:
             woken: asyncio.Future[Ready] = loop.create_future()
             if wait & Wait.R:
-                loop.add_reader(fileno, _woken, woken, Ready.R)
+                if watch is not None:
+                    watch.arm(partial(_woken, woken))
+                else:
+                    loop.add_reader(fileno, _woken, woken, Ready.R)
             if wait & Wait.W:
                 loop.add_writer(fileno, _woken, woken, Ready.W)
             try:
                 ready = await woken
             finally:
                 if wait & Wait.R:
-                    loop.remove_reader(fileno)
+                    if watch is not None:
+                        watch.disarm()
+                    else:
+                        loop.remove_reader(fileno)
                 if wait & Wait.W:
                     loop.remove_writer(fileno)
             wait = gen.send(ready)
@@ -304,9 +314,9 @@ async def _drive(gen: Generator[Wait, Ready, T], fileno: int) -> T:
         raise psycopg.OperationalError(f"connection socket closed: {exc}") from exc
 
 
-def _woken(future: asyncio.Future[Ready], ready: Ready) -> None:
+def _woken(future: asyncio.Future[Ready], ready: Ready | int) -> None:
     if not future.done():
-        future.set_result(ready)
+        future.set_result(Ready(ready))
 
 
 # each connection's transformer (_converted); used by one thread at a time, as the connection

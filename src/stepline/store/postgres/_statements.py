@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from stepline._driven import Watch
 from stepline.store.interface import WouldBlock
 from stepline.store.postgres import _pipeline
 from stepline.store.postgres import queries as q
@@ -87,6 +88,7 @@ class Statements:
         # a transaction driven from an event loop (``commit_on_loop``): any round trip but its
         # commit's refuses to be made (``WouldBlock``, nothing sent: the jobs go to a thread)
         self.on_loop = False
+        self.watch: Watch | None = None  # its socket's reader, registered for good (_kept)
         self.blocked = False
         self.job = 0  # the index of the job running (set by the caller: commit_on_loop)
         self.read_by: int | None = None  # the job refused a read, if that was the refusal
@@ -356,7 +358,9 @@ class Statements:
         first, queued = self._take()
         conn = self.conn
         try:
-            rows = await _pipeline.send_all_async(conn, [(query, p) for query, p, _ in queued])
+            rows = await _pipeline.send_all_async(
+                conn, [(query, p) for query, p, _ in queued], self.watch
+            )
         except psycopg.Error as exc:
             self.statement_failed = not (conn.broken or _pipeline.at_sync(exc))
             self._failed_trip(exc)

@@ -47,6 +47,7 @@ from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
+from stepline.store.postgres._kept import LoopConnections
 from stepline.store.postgres._leases import prepare_named
 from stepline.store.postgres._statements import Spoiled, Statements
 from stepline.store.postgres._take_gates import TakeGates
@@ -153,6 +154,7 @@ class PostgresStore:
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
         self._hints = Hints()  # what its transactions found lately (optimistic assumptions)
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
+        self._loop_conns = LoopConnections()  # the read pool's connection each loop keeps
 
     @property
     def label(self) -> str:
@@ -208,6 +210,7 @@ class PostgresStore:
         return listener.stop
 
     def close(self) -> None:
+        self._loop_conns.close()
         self._presence.close()
         self._gates.close()
         if self._opened:
@@ -360,24 +363,32 @@ class PostgresStore:
 
     async def commit_on_loop(self, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
         """``LoopCommits``: ``optimistic_transaction()`` of ``jobs`` on the running event loop,
-        on an idle connection of the read pool (none idle: ``WouldBlock``), its commit's round
-        trip awaited (``Statements.commit_on_loop``). A failure maps as there, except that a
+        on the connection the loop keeps (``_kept``), or, while that one is busy, on an idle
+        connection of the read pool (none idle: ``WouldBlock``), its commit's round trip
+        awaited (``Statements.commit_on_loop``). A failure maps as there, except that a
         round trip other than the commit's is ``WouldBlock``, and a stale connection is not
         checked here (``Replay``: made again carefully, on a checked connection)."""
         if not self._opened:
             self._open()
-        conn = _database.take_idle(self._read_pool)
-        if conn is None:
-            raise WouldBlock("no idle connection")
+        loop = asyncio.get_running_loop()
+        kept = self._loop_conns.take(loop, self._read_pool)
+        if kept is not None:
+            conn = kept.conn
+        else:
+            taken = _database.take_idle(self._read_pool)
+            if taken is None:
+                raise WouldBlock("no idle connection")
+            conn = taken
         statements = None
         try:
-            if not _pipeline.loop_waits(asyncio.get_running_loop(), conn):
+            if kept is None and not _pipeline.loop_waits(loop, conn):
                 raise WouldBlock("the event loop cannot wait on a socket (no add_reader)")
             tx = PostgresTx(
                 conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
             )
             statements = tx.statements
             statements.unchecked = True
+            statements.watch = kept
             results = await statements.commit_on_loop(
                 lambda: _each(tx, jobs), lambda: _last_statements(tx)
             )
@@ -401,7 +412,10 @@ class PostgresStore:
             self._unknown_outcome(statements, exc)
             raise Replay(str(exc)) from exc
         finally:
-            self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
+            if kept is not None:
+                self._loop_conns.done(kept)  # kept, or given back
+            else:
+                self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @contextmanager

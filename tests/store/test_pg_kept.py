@@ -1,0 +1,127 @@
+"""The connection an event loop keeps for its commits (``store/postgres/_kept.py``): one
+connection of the read pool, its reader registered once, for every commit of the loop; given
+back when the loop shuts down or closes, when a commit leaves it other than idle, or when the
+server ends it while it is idle; a commit beside it, while it is busy, takes a pooled one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from tests.store import test_pg_loop_commits as loop_commits
+from tests.store.builders import lease, start
+from tests.store.test_pg_loop_commits import idle
+from tests.store.test_pg_optimistic import commit_job, outputs
+from tests.store.test_pg_unchecked import _end_other_sessions
+
+from stepline.store.postgres import PostgresStore
+
+DEADLINE = 30.0
+taken = loop_commits.taken  # the fixture: the connections commit_on_loop takes from the pool
+
+
+@pytest.fixture
+def store(own_pg_store: PostgresStore) -> PostgresStore:
+    """A store with pools of its own and one idle connection in its read pool."""
+    own_pg_store.load_run("none")
+    assert idle(own_pg_store) == 1
+    return own_pg_store
+
+
+def kept_by(store: PostgresStore, loop: asyncio.AbstractEventLoop) -> Any:
+    return store._loop_conns._kept.get(loop)
+
+
+def test_a_loops_commits_go_on_the_connection_it_keeps_until_it_shuts_down(
+    store: PostgresStore, taken: list[psycopg.Connection[Any]]
+) -> None:
+    start(store, "r1", "r2")
+    first, second = lease(store)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        assert await store.commit_on_loop([commit_job(first, 1)]) == [[]]
+        assert kept_by(store, loop).conn is taken[0]
+        assert idle(store) == 0  # kept by the loop, its reader registered
+        assert await store.commit_on_loop([commit_job(second, 2)]) == [[]]
+        assert len(taken) == 1  # the same connection, never taken from the pool again
+
+    asyncio.run(run())  # its shutdown (shutdown_asyncgens) gives the connection back
+    assert idle(store) == 1 and not taken[0].closed
+    assert store._loop_conns._kept == {}
+    assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
+
+
+def test_a_commit_beside_a_busy_kept_connection_takes_a_pooled_one(
+    store: PostgresStore, taken: list[psycopg.Connection[Any]]
+) -> None:
+    start(store, "r1", "r2")
+    first, second = lease(store)
+    conns = [store._read_pool.getconn() for _ in range(2)]  # two idle connections
+    for conn in conns:
+        store._read_pool.putconn(conn)
+
+    async def run() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                store.commit_on_loop([commit_job(first, 1)]),
+                store.commit_on_loop([commit_job(second, 2)]),
+            )
+        )
+
+    assert asyncio.run(run()) == [[[]], [[]]]
+    assert len(taken) == 2  # the kept one, and a pooled one for the commit beside it
+    assert idle(store) == 2
+    assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
+
+
+def test_the_server_ending_the_idle_kept_connection_gives_it_back_closed(
+    store: PostgresStore, taken: list[psycopg.Connection[Any]]
+) -> None:
+    """A restart ends the session while the loop keeps it: the loop's reader reads its end,
+    and the connection is closed and given back (the pool replaces it); the next commit takes
+    the new one."""
+    start(store, "r1", "r2")
+    first, second = lease(store)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        await store.commit_on_loop([commit_job(first, 1)])
+        await asyncio.to_thread(_end_other_sessions, store.url)
+        deadline = time.monotonic() + DEADLINE
+        while kept_by(store, loop) is not None or idle(store) == 0:
+            assert time.monotonic() < deadline, "the ended connection was not given back"
+            await asyncio.sleep(0.01)  # the reader runs as the loop polls; the pool reconnects
+        assert taken[0].closed
+        assert await store.commit_on_loop([commit_job(second, 2)]) == [[]]
+        assert kept_by(store, loop).conn is taken[1]
+
+    asyncio.run(run())
+    assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
+
+
+def test_a_loop_closed_without_shutting_down_gives_its_connection_back_later(
+    store: PostgresStore, taken: list[psycopg.Connection[Any]]
+) -> None:
+    """Closed without ``shutdown_asyncgens`` (not by ``asyncio.run``): its connection stays
+    out of the pool until another loop takes one of its own, or the store closes."""
+    start(store, "r1", "r2")
+    first, second = lease(store)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(store.commit_on_loop([commit_job(first, 1)]))
+    loop.close()
+    assert idle(store) == 0
+    asyncio.run(store.commit_on_loop([commit_job(second, 2)]))  # given back, taken, given back
+    assert idle(store) == 1
+    assert store._loop_conns._kept == {}
+    assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
+
+    other = asyncio.new_event_loop()
+    other.run_until_complete(store.commit_on_loop([lambda tx: tx.set_paused("f", True, "a")]))
+    other.close()
+    store.close()
+    assert store._loop_conns._kept == {}
+    assert taken[-1].closed  # given back to the closed pool, which closed it

@@ -1,0 +1,68 @@
+"""``BatchWriter.submit(job, alone=True)``: a caller that submits nothing more before awaiting
+(a pass's commit) has its job's loop commit begun in the submitting callback when the loop has
+no other callback ready (none could queue a job to join it before the kick), one loop turn
+sooner; otherwise the kick waits for the loop's next turn, as for any job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+from tests.unit.test_writer_loop import LoopStore
+
+from stepline.engine.writer import BatchWriter
+from stepline.store.interface import StoreTx
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+async def test_a_lone_job_on_an_idle_loop_begins_its_commit_at_once() -> None:
+    store = LoopStore()
+    writer = BatchWriter(store)
+    try:
+        await asyncio.sleep(0)  # whatever the test's start scheduled has run
+        VAR.set("the caller's")
+        seen: list[str] = []
+
+        def job(tx: StoreTx) -> int:
+            seen.append(VAR.get())
+            return 1
+
+        written = writer.submit(job, alone=True)
+        assert store.batches == [1]  # begun in this callback: its jobs ran already
+        assert seen == ["unset"]  # in an empty context, as the kick's (never the caller's)
+        assert await written == 1
+        assert writer.loop_commits == 1
+    finally:
+        writer.close()
+
+
+async def test_a_lone_job_waits_for_the_kick_when_the_loop_has_callbacks_ready() -> None:
+    store = LoopStore()
+    writer = BatchWriter(store)
+    try:
+        await asyncio.sleep(0)
+        others: list[asyncio.Future[int]] = []
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: others.append(writer.submit(lambda tx: 2)))  # ready: it runs first
+        written = writer.submit(lambda tx: 1, alone=True)
+        assert store.batches == []  # the kick is the loop's next turn's
+        assert await written == 1
+        assert await others[0] == 2
+        assert store.batches == [2]  # the job queued by the ready callback joined it
+    finally:
+        writer.close()
+
+
+async def test_a_job_not_alone_waits_for_the_kick() -> None:
+    store = LoopStore()
+    writer = BatchWriter(store)
+    try:
+        await asyncio.sleep(0)
+        first = writer.submit(lambda tx: 1)
+        second = writer.submit(lambda tx: 2, alone=True)  # queued in the same callback
+        assert store.batches == []
+        assert (await first, await second) == (1, 2)
+        assert store.batches == [2]  # one transaction
+    finally:
+        writer.close()
