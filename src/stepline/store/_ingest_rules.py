@@ -57,7 +57,11 @@ def ingest(
     if _unheard(tx, items, now):
         pairs = zip(events, new, strict=True)
         return [IngestResult(e.internal_id, not fresh, (), ()) for e, fresh in pairs]
-    batch = _Batch(tx, events, new, now, wait_matches)
+    looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]] = {}
+    resolved = _resolving_only(tx, items, new, now, looked_up)
+    if resolved is not None:
+        return resolved
+    batch = _Batch(tx, events, new, now, wait_matches, looked_up)
     results = [batch.ingest_one(i, item) for i, item in enumerate(items)]
     batch.write_resumed()
     if batch.delivered:
@@ -153,6 +157,85 @@ def _others(
     return tuple(pair for pair in listening if pair[0] != app_id or pair[1] not in mine)
 
 
+def _resolving_only(
+    tx: IngestTx,
+    items: Sequence[EventIngest],
+    new: list[bool],
+    now: float,
+    looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]],
+) -> list[IngestResult] | None:
+    """The ingest order of a batch that can do nothing but resolve waits the index decides (the
+    common batch of events resuming runs): no event is a duplicate, starts a run or a deferral,
+    or is handed to a function of the catalog; no cancel matcher and no unindexed wait of their
+    names; and at each indexed path of its name, each event's value is a string or missing, and
+    every wait found under it is the one equality the lookup compared (``index_decides``). The
+    order is then that each event, in turn, resolves every wait found under its values that no
+    earlier event of the batch resolved, oldest first, which ``_Batch`` would do with a record,
+    a list and a few calls per event; here the lookup's records are handed out by value, each to
+    the first event holding it. None, with nothing written, for any other batch (``_Batch``),
+    and the lookups made in ``looked_up`` (by name, path and values), which ``_Batch`` reuses."""
+    listeners: dict[str, Sequence[tuple[str, str]]] = {}
+    by_name: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.new_runs or item.deferrals or not new[i] or _listeners(listeners, tx, item):
+            return None
+        by_name.setdefault(item.event.name, []).append(i)
+    found: dict[int, list[WaitRecord]] = {}  # by the position of the event that resolves them
+    for name, positions in by_name.items():
+        if tx.matcher_paths(name) or tx.unindexed_matchers(name, now) or tx.unindexed_waits(name):
+            return None
+        for path in tx.wait_paths(name):
+            strings: set[int] = set()
+            first: dict[str, int] = {}  # each value's first event: the one its waits go to
+            for at, value in enumerate(_values(items, positions, path, strings)):
+                if value is not None:
+                    if at not in strings:
+                        return None  # not a string: the matcher decides (``_Batch``)
+                    first.setdefault(value, positions[at])
+            if not first:
+                continue
+            values = list(first)
+            offered = looked_up[name, path, tuple(values)] = tx.indexed_waits(name, path, values)
+            for wait in offered:
+                value = wait.index_value or ""
+                if not index_decides(wait.expression, path, value):
+                    return None
+                found.setdefault(first[value], []).append(wait)
+    resumed: list[ResumedWait] = []
+    results: list[IngestResult] = []
+    for i, item in enumerate(items):
+        event = item.event
+        waits = found.get(i)
+        if not waits:
+            results.append(IngestResult(event.internal_id, False, (), ()))
+            continue
+        event_json = dumps_exact(event.payload())
+        runs: list[str] = []
+        for wait in sorted(waits, key=_CREATED_AT) if len(waits) > 1 else waits:
+            if tx.delete_wait(wait.run_id, wait.wait_id):
+                resumed.append(
+                    ResumedWait(
+                        wait.run_id, wait.step_hash, event_json, event.internal_id, wait.step_id
+                    )
+                )
+                runs.append(wait.run_id)
+        results.append(IngestResult(event.internal_id, False, (), tuple(runs)))
+    if resumed:
+        tx.resume_waits(resumed, now)
+    record_effects(tx, results)
+    return results
+
+
+def _values(
+    items: Sequence[EventIngest], positions: Sequence[int], path: str, strings: set[int]
+) -> list[str | None]:
+    """``values_at`` the payloads of the events at ``positions``: under ``data.`` read in each
+    event's data, which is its payload's, without making the payload."""
+    if path.startswith("data.") and len(path) > 5:
+        return values_at([items[i].event.data for i in positions], path[5:], strings)
+    return values_at([items[i].event.payload() for i in positions], path, strings)
+
+
 class _Batch:
     """One ingest verb.
 
@@ -172,6 +255,7 @@ class _Batch:
         new: list[bool],
         now: float,
         wait_matches: WaitMatcher,
+        looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]],
     ) -> None:
         self.tx, self.now, self.wait_matches = tx, now, wait_matches
         self.resumed: list[ResumedWait] = []
@@ -190,7 +274,7 @@ class _Batch:
         # by index path: the events whose value there is a string (see _decided)
         self.strings: dict[str, set[int]] = {}
         self.waits = _indexed(
-            self, range(len(events)), tx.wait_paths, tx.indexed_waits, self.strings
+            self, range(len(events)), tx.wait_paths, _reusing(looked_up, tx), self.strings
         )
         self.matchers: list[list[WaitRecord]] | None = _indexed(
             self, range(len(events)), tx.matcher_paths, self._indexed_matchers, self.strings
@@ -351,6 +435,19 @@ def _indexed(
                 for at in under.get(record.index_value or "", ()):
                     found[at].append(record)
     return found
+
+
+def _reusing(
+    looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]], tx: IngestTx
+) -> _Lookup:
+    """``tx.indexed_waits``, answered from ``looked_up`` when ``_resolving_only`` made the same
+    lookup in this verb (nothing was written since: it gave up first)."""
+
+    def lookup(name: str, path: str, values: Sequence[str], /) -> list[WaitRecord]:
+        found = looked_up.pop((name, path, tuple(values)), None)
+        return tx.indexed_waits(name, path, values) if found is None else found
+
+    return lookup
 
 
 def _unindexed(
