@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from stepline.store._copy import TABLES, Row, Table, normalized
-from stepline.store.sqlite.queries import PENDING
+from stepline.store.sqlite.queries import PENDING, RESUMED_RUN_EVENTS
 
 # the table of resolved waits' keys whose rows are still in ``waits`` (schema 20): not copied,
 # and those rows are not either (resolved, they are no state of the installation's)
@@ -15,7 +15,11 @@ KEPT_HERE = "waits_resolved"
 
 
 def _rows_of(table: Table) -> str:
-    return f"{table.name} WHERE {PENDING}" if table.name == "waits" else table.name
+    if table.name == "waits":
+        return f"{table.name} WHERE {PENDING}"
+    if table.name == "run_events":  # with the resumed runs' links kept in history (schema 23)
+        return f"(SELECT * FROM run_events UNION {RESUMED_RUN_EVENTS})"
+    return table.name
 
 
 def select_all(table: Table) -> str:

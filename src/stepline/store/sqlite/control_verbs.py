@@ -29,6 +29,7 @@ from stepline.store._pass_rules import fail_spent
 from stepline.store._primitives import LeasePrimitives
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
+    RESUMED,
     CronRow,
     FunctionSet,
     IngestResult,
@@ -89,7 +90,11 @@ class SQLiteControlVerbs:
         c.execute(q.INSERT_RUN_QUEUED, (new_run.run_id, now))  # no None to bind
 
     def add_event_effects(self, effects: Sequence[tuple[str, str, str]]) -> None:
-        insert_rows(self._c, q.INSERT_EVENT_EFFECT, effects)
+        # a resumed run's link is its WAIT_MATCHED row, written with the wait's resolution
+        # (``resume_waits``), which names the event (schema 23: read by ``EVENT_RUNS``)
+        kept = [effect for effect in effects if effect[2] != RESUMED]
+        if kept:
+            insert_rows(self._c, q.INSERT_EVENT_EFFECT, kept)
 
     # -- FlowState and DeferralState --------------------------------------------------------------
     def idempotency_seen(self, key: str, now: float) -> bool:

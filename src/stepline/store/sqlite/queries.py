@@ -291,14 +291,26 @@ RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at,
     error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
     worker_id"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
-# the runs some events acted on (``?1`` their ids, JSON), up to ``?2`` per event, newest first
+# the runs some events acted on, up to ``?2`` per event, newest first (``?1``: JSON pairs of
+# each event's id and the data of a WAIT_MATCHED row naming it): their ``run_events`` rows, and
+# the runs they resumed read from their WAIT_MATCHED rows (schema 23: an ingest writes no
+# ``run_events`` row for a resumed run; a process of the version before does: the union)
 EVENT_RUNS = f"""
 SELECT event_id, effect, {RUN_COLUMNS} FROM (
     SELECT e.event_id, e.effect, r.*, row_number() OVER (
         PARTITION BY e.event_id ORDER BY r.created_at DESC, r.run_id DESC, e.effect) AS n
-    FROM run_events e JOIN runs r ON r.run_id = e.run_id
-    WHERE e.event_id IN (SELECT value FROM json_each(?1)))
+    FROM (SELECT event_id, run_id, effect FROM run_events
+          WHERE event_id IN (SELECT value ->> 0 FROM json_each(?1))
+          UNION
+          SELECT v.value ->> 0, h.run_id, 'resumed' FROM json_each(?1) AS v
+          JOIN history AS h ON h.kind = 'WAIT_MATCHED' AND h.data = v.value ->> 1) AS e
+    JOIN runs r ON r.run_id = e.run_id)
 WHERE n <= ?2 ORDER BY event_id, n"""
+# the runs an event resumed, as ``run_events`` rows (``db copy``: the store it copies into
+# reads them there)
+RESUMED_RUN_EVENTS = """
+SELECT data ->> '$.event_id', run_id, 'resumed' FROM history
+WHERE kind = 'WAIT_MATCHED' AND data ->> '$.event_id' IS NOT NULL"""
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS} FROM runs {{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"""
 # a payload search's window: the newest runs the filter ({where}) selects, newest first, down to
@@ -507,6 +519,8 @@ PURGE_EVENTS = """
 DELETE FROM events WHERE internal_id IN (
   SELECT internal_id FROM events WHERE received_at < ?
     AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
+    AND NOT EXISTS (SELECT 1 FROM history WHERE history.kind = 'WAIT_MATCHED'
+                    AND history.data = json_object('event_id', events.internal_id))
     AND internal_id NOT IN (SELECT value FROM deferrals, json_each(deferrals.event_ids))
     AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.event_id = events.internal_id)
   LIMIT ?)"""

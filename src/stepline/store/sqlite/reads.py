@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from stepline.serde import dumps, loads
+from stepline.serde import dumps, dumps_exact, loads
 from stepline.store import _rows as shapes
 from stepline.store._catalog import app_records
 from stepline.store._clauses import match_sql
@@ -104,7 +104,8 @@ class SQLiteReads(Database):
 
     @reading
     def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
-        found = self._conn().execute(q.EVENT_RUNS, (dumps(list(event_ids)), limit))
+        pairs = [(event_id, event_id_data(event_id)) for event_id in event_ids]
+        found = self._conn().execute(q.EVENT_RUNS, (dumps(pairs), limit))
         return [EventRunRecord(r[0], r[1], shapes.run_record(r[2:])) for r in found]
 
     @reading
@@ -200,6 +201,14 @@ class SQLiteReads(Database):
 
 
 # -- row mapping ----------------------------------------------------------------------------------
+def event_id_data(event_id: str) -> str:
+    """The data of the WAIT_MATCHED row of a wait the event ``event_id`` resolved (the runs an
+    event resumed are read by it: ``EVENT_RUNS``)."""
+    if event_id.isascii() and event_id.isalnum():  # Stepline's ids: nothing to escape
+        return f'{{"event_id":"{event_id}"}}'
+    return dumps_exact({"event_id": event_id}).decode()
+
+
 def select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
 

@@ -45,7 +45,7 @@ from stepline.store.sqlite._multirow import (
 )
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
-from stepline.store.sqlite.reads import select_events
+from stepline.store.sqlite.reads import event_id_data, select_events
 
 DEDUP_WINDOW = 24 * 3600.0
 _NO_ATTEMPT = (None, None, None)
@@ -53,12 +53,6 @@ _NO_ATTEMPT = (None, None, None)
 
 def _json_list(values: Sequence[str]) -> str:
     return dumps_exact(list(values)).decode()
-
-
-def _event_id_data(event_id: str) -> str:
-    if event_id.isascii() and event_id.isalnum():  # Stepline's ids: nothing to escape
-        return f'{{"event_id":"{event_id}"}}'
-    return dumps_exact({"event_id": event_id}).decode()
 
 
 class _SQLiteTx(SQLiteControlVerbs):
@@ -366,11 +360,11 @@ class _SQLiteTx(SQLiteControlVerbs):
         )
         update_among(c, q.WAKE, q.WAKE_AMONG, (now,), [r.run_id for r in resumed])
         if all(r.step_id is not None for r in resumed):
-            rows = [(r.run_id, now, r.step_id, _event_id_data(r.event_id)) for r in resumed]
+            rows = [(r.run_id, now, r.step_id, event_id_data(r.event_id)) for r in resumed]
             insert_rows(c, q.INSERT_WAIT_MATCHED, rows)
         else:  # a wait stored without its step's id (schema 18): the step is read
             reading = [
-                (r.run_id, now, r.step_id, r.run_id, r.step_hash, _event_id_data(r.event_id))
+                (r.run_id, now, r.step_id, r.run_id, r.step_hash, event_id_data(r.event_id))
                 for r in resumed
             ]
             c.executemany(q.INSERT_WAIT_MATCHED_READING_STEP, reading)
