@@ -8,9 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg._queries import PostgresQuery
 from psycopg.types.json import Jsonb
 
-from stepline.store.postgres._pipeline import at_sync, send_all
+from stepline.store.postgres._pipeline import _convert, _converted, _Query, at_sync, send_all
 
 TABLE = "CREATE TEMP TABLE t (id int PRIMARY KEY, name text, score float8, tags text[])"
 INSERT = "INSERT INTO t (id, name, score, tags) VALUES (%s, %s, %s, %s)"
@@ -206,3 +207,36 @@ def test_an_error_of_the_commit_of_statements_sent_without_begin_raises(pg_url: 
             send_all(conn, [(INSERT, (1, "a", 0.0, None)), ("SELECT 1 / 0", None)])
         assert not at_sync(raised.value)
         assert send_all(conn, [("SELECT 2", None), ("SELECT 3", None)]) == [[(2,)], [(3,)]]
+
+
+def test_a_text_with_positional_parameters_converts_as_psycopg_converts_it(pg_url: str) -> None:
+    """``_convert``: a text's part of the conversion is made once (``_SHAPES``), its parameters
+    adapted each time: the same bytes, parameters, types and formats as ``PostgresQuery``."""
+    with _connect(pg_url) as conn:
+        transformer, _ = _converted(conn, [])
+        cases: list[tuple[str, Any]] = [
+            (INSERT, (1, "a", 1.5, ["x", "y"])),
+            (INSERT, [2, None, None, []]),
+            ("SELECT %s::jsonb, %b::bytea, %t::int", (Jsonb({"k": 1}), b"\x00", 3)),
+        ]
+        for query, params in cases * 2:  # the second time from the shape kept
+            ours = _convert(transformer, query, params)
+            psycopgs = PostgresQuery(transformer)
+            psycopgs.convert(query, params)
+            assert isinstance(ours, _Query)
+            assert (ours.query, list(ours.params or ()), ours.types, ours.formats) == (
+                psycopgs.query,
+                list(psycopgs.params or ()),
+                psycopgs.types,
+                psycopgs.formats,
+            )
+
+
+def test_other_parameters_are_psycopgs_conversion_and_raise_as_it_does(pg_url: str) -> None:
+    with _connect(pg_url) as conn:
+        transformer, _ = _converted(conn, [])
+        named = _convert(transformer, INSERT_NAMED, {"id": 4, "name": "d"})
+        assert isinstance(named, PostgresQuery)
+        assert isinstance(_convert(transformer, "SELECT 1", None), PostgresQuery)
+        with pytest.raises(psycopg.ProgrammingError):  # a parameter too few: psycopg's error
+            _convert(transformer, INSERT, (1, "a", 1.5))

@@ -21,6 +21,9 @@ class _Abort(BaseException):
     """Raised into the function when the run must fail at once (a limit was breached)."""
 
 
+_PRUNED = 64  # the step calls' futures kept before the resolved ones are dropped (at least)
+
+
 class StepGate:
     """The futures a pass hands to its function's step calls, and their release.
 
@@ -32,7 +35,10 @@ class StepGate:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        # the step calls' futures; the resolved ones are dropped now and then (_PRUNED), not
+        # each by a done callback (a loop callback scheduled for every step)
         self._pending: set[asyncio.Future[Any]] = set()
+        self._prune_at = _PRUNED
         self._refusal: type[BaseException] | None = None
 
     @property
@@ -49,8 +55,11 @@ class StepGate:
         """A future for a step call (raises the refusal signal once refused)."""
         self.check()
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        pending = self._pending
+        if len(pending) >= self._prune_at:
+            pending = self._pending = {f for f in pending if not f.done()}
+            self._prune_at = max(_PRUNED, 2 * len(pending))
+        pending.add(future)
         return future
 
     def holds(self, future: object) -> bool:

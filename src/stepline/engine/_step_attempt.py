@@ -11,6 +11,9 @@ import contextvars
 import inspect
 import time
 from functools import partial
+from inspect import CO_COROUTINE
+from types import FunctionType
+from typing import Any
 
 from stepline.engine._ops import _Op, _Outcome
 from stepline.engine.engine import Engine
@@ -25,6 +28,14 @@ from stepline.sdk.context import STEP_ATTEMPT
 from stepline.serde import dumps
 
 
+def _is_coroutine_function(fn: Any) -> bool:
+    """``inspect.iscoroutinefunction(fn)``, read straight off a plain function's code (what
+    inspect ends up reading, after unwrapping methods and partials: ~45 bytecodes a step)."""
+    if type(fn) is FunctionType:
+        return bool(fn.__code__.co_flags & CO_COROUTINE)
+    return inspect.iscoroutinefunction(fn)
+
+
 async def attempt_step(
     engine: Engine, loop: asyncio.AbstractEventLoop, retries: int, op: _Op
 ) -> _Outcome:
@@ -37,7 +48,7 @@ async def attempt_step(
     t0 = time.perf_counter()
     outcome = _Outcome(started_at=started)
     try:
-        if inspect.iscoroutinefunction(fn):
+        if _is_coroutine_function(fn):
             value = await fn(*op.args, **op.kwargs)
         else:
             call = partial(contextvars.copy_context().run, fn, *op.args, **op.kwargs)

@@ -172,29 +172,50 @@ class BatchWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
-            self._queue.put(pending)
-            if self._flight is not None and self._stranded():
-                self._abandon()
-            if self._draining:
-                return
-            if self._flight is not None:
-                if loop is not self._loop_of_flight():  # never held up by another loop
+            if alone and loop is not None and self._flies_now(pending, loop):
+                flight = self._flight = _Flight([pending], loop)  # busy from now on
+            else:
+                flight = None
+                self._queue.put(pending)
+                if self._flight is not None and self._stranded():
+                    self._abandon()
+                if self._draining:
+                    return
+                if self._flight is not None:
+                    if loop is not self._loop_of_flight():  # never held up by another loop
+                        self._start_drain()
+                    return
+                if loop is None:  # a blocked thread: start the drain now
                     self._start_drain()
-                return
-            if loop is None:  # a blocked thread: start the drain now
-                self._start_drain()
-                return
-            if loop in self._kicks:
-                return
-            self._kicks.add(loop)
-        if alone and _nothing_ready(loop) and not driving():
-            _kick_now(self._kick, loop)
+                    return
+                if loop in self._kicks:
+                    return
+                self._kicks.add(loop)
+        if flight is not None:  # in an empty context, as the kick's (never the caller's)
+            contextvars.Context().run(self._fly, flight)
             return
         # The drain starts once this loop has run the callbacks that are ready: the jobs its
         # other tasks queue meanwhile join the same transaction, and the writer thread does not
         # wake up to fight this loop for the GIL. Only this loop's jobs wait for this kick.
         # (in an empty context: never the caller's)
         loop.call_soon(self._kick, loop, context=contextvars.Context())
+
+    def _flies_now(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``pending``, submitted ``alone``, is committed on its loop now, a batch of
+        its own, with no kick (under ``_lock``): the writer is idle with nothing queued, and
+        the loop has no other callback ready, so no job could join it before a kick."""
+        return (
+            self._on_loop is not None
+            and self._flight is None
+            and not self._draining
+            and not self._handed
+            and not self._held
+            and self._queue.empty()
+            and loop not in self._kicks
+            and _nothing_ready(loop)
+            and not driving()
+            and not (self._reading and self._reading.skip((pending.job,)))
+        )
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -207,8 +228,12 @@ class BatchWriter:
                 return
             flight = _Flight(batch, loop)
             self._flight = flight  # busy from now on
-        # run at once, in this callback (no task: ``Driven``), outside the lock
-        driven = Driven(self._commit_on_loop(flight), loop)
+        self._fly(flight)
+
+    def _fly(self, flight: _Flight) -> None:
+        """Commit ``flight`` on its loop, run at once, in this callback (no task: ``Driven``),
+        outside the lock."""
+        driven = Driven(self._commit_on_loop(flight), flight.loop)
         with self._lock:
             if self._flight is flight:  # still in flight (else it ended in its first step)
                 self._looping = driven
@@ -474,13 +499,6 @@ def _nothing_ready(loop: asyncio.AbstractEventLoop) -> bool:
     that does not say (uvloop): its kick is scheduled as any."""
     ready = getattr(loop, "_ready", None)
     return ready is not None and not ready
-
-
-def _kick_now(
-    kick: Callable[[asyncio.AbstractEventLoop], None], loop: asyncio.AbstractEventLoop
-) -> None:
-    """``kick(loop)`` in the caller's callback, in an empty context (as scheduled)."""
-    contextvars.Context().run(kick, loop)
 
 
 def _serve(wakes: queue.SimpleQueue[BatchWriter | None], writer: weakref.ref[BatchWriter]) -> None:

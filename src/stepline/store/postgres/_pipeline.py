@@ -32,7 +32,12 @@ from typing import Any, TypeVar, cast
 import psycopg
 from psycopg import abc, errors, pq
 from psycopg._preparing import Prepare
-from psycopg._queries import PostgresQuery
+from psycopg._queries import (
+    MAX_CACHED_STATEMENT_LENGTH,
+    MAX_CACHED_STATEMENT_PARAMS,
+    PostgresQuery,
+    _query2pg,
+)
 from psycopg.adapt import Transformer
 from psycopg.waiting import Ready, Wait
 
@@ -113,7 +118,7 @@ async def send_all_async(
 
 def _converted(
     conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
-) -> tuple[abc.Transformer, list[PostgresQuery]]:
+) -> tuple[abc.Transformer, list[PostgresQuery | _Query]]:
     """Every statement's parameters adapted (psycopg's query conversion), nothing sent. The
     connection's transformer is kept (as a cursor keeps its own): the dumper of each type is
     looked up once per connection, not once per statement's parameter (a new transformer for
@@ -121,11 +126,69 @@ def _converted(
     transformer = _TRANSFORMERS.get(conn)
     if transformer is None:
         transformer = _TRANSFORMERS[conn] = Transformer.from_context(conn)
-    converted = []
-    for query, params in statements:
-        converted.append(PostgresQuery(transformer))
-        converted[-1].convert(query, params)
-    return transformer, converted
+    return transformer, [_convert(transformer, query, params) for query, params in statements]
+
+
+class _Query:
+    """A statement as ``_send`` and psycopg's prepared-statement cache read it (what a
+    ``PostgresQuery`` holds once converted)."""
+
+    __slots__ = ("formats", "params", "query", "types")
+
+    def __init__(
+        self,
+        query: bytes,
+        params: Sequence[Any] | None,
+        types: Sequence[int],
+        formats: Sequence[Any] | None,
+    ) -> None:
+        self.query = query
+        self.params = params
+        self.types = types
+        self.formats = formats
+
+
+_Shape = tuple[bytes, list[Any]]  # a text's bytes for libpq, and each parameter's format
+_SHAPES: dict[tuple[str, str], _Shape | None] = {}
+_MOST_SHAPES = 1024  # texts come from the code: a bound, never reached in practice
+_UNKNOWN: _Shape = (b"", [])
+
+
+def _convert(transformer: abc.Transformer, query: str, params: Params) -> PostgresQuery | _Query:
+    """``query`` and ``params`` converted as ``PostgresQuery.convert`` does, its text's part of
+    the work (encoding, placeholders, formats) done once per text: a statement with
+    positional parameters in a list or tuple has only its parameters adapted
+    (``Transformer.dump_sequence``: ~180 bytecodes of psycopg's Python a statement, ~40 here).
+    Any other (named parameters, none, a long text or many parameters, a count that does not
+    match) is psycopg's own conversion, which raises as it does."""
+    kind = type(params)
+    if kind is tuple or kind is list:
+        key = (query, transformer.encoding)
+        shape = _SHAPES.get(key, _UNKNOWN)
+        if shape is _UNKNOWN:
+            shape = _shape(query, transformer.encoding, len(params))  # type: ignore[arg-type]
+            if len(_SHAPES) >= _MOST_SHAPES:
+                _SHAPES.clear()
+            _SHAPES[key] = shape
+        if shape is not None and len(shape[1]) == len(params):  # type: ignore[arg-type]
+            dumped = transformer.dump_sequence(params, shape[1])  # type: ignore[arg-type]
+            return _Query(shape[0], dumped, transformer.types or (), transformer.formats)
+    query_ = PostgresQuery(transformer)
+    query_.convert(query, params)
+    return query_
+
+
+def _shape(query: str, encoding: str, count: int) -> _Shape | None:
+    """What ``PostgresQuery.convert`` makes of ``query``'s text, when it has positional
+    placeholders only and psycopg would cache it (None otherwise)."""
+    encoded = query.encode(encoding)
+    if len(encoded) > MAX_CACHED_STATEMENT_LENGTH or count > MAX_CACHED_STATEMENT_PARAMS:
+        return None
+    try:
+        text, formats, order, _ = _query2pg(encoded, encoding)
+    except Exception:  # psycopg's own conversion raises it
+        return None
+    return None if order is not None else (text, formats)
 
 
 def _check_open(conn: psycopg.Connection[Any]) -> None:
@@ -134,7 +197,7 @@ def _check_open(conn: psycopg.Connection[Any]) -> None:
 
 
 def _sent(
-    conn: psycopg.Connection[Any], converted: list[PostgresQuery], fresh: bool
+    conn: psycopg.Connection[Any], converted: list[PostgresQuery | _Query], fresh: bool
 ) -> list[_Sent]:
     """``converted`` buffered in libpq's pipeline mode, then the sync (nothing written yet)."""
     pgconn = conn.pgconn
@@ -181,7 +244,9 @@ def _deallocation_due(conn: psycopg.Connection[Any]) -> bool:
     )
 
 
-def _send(pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery, unprepared: bool) -> _Sent:
+def _send(
+    pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery | _Query, unprepared: bool
+) -> _Sent:
     """Buffer ``query``, prepared first if psycopg's cache says so (as a cursor would), never
     prepared anew when ``unprepared``."""
     prep, name = cache.get(query)
