@@ -1,7 +1,9 @@
-"""The connection an event loop keeps for its commits (``store/postgres/_kept.py``): one
+"""The connection one event loop keeps for its commits (``store/postgres/_kept.py``): one
 connection of the read pool, its reader registered once, for every commit of the loop; given
 back when the loop shuts down or closes, when a commit leaves it other than idle, or when the
-server ends it while it is idle; a commit beside it, while it is busy, takes a pooled one."""
+server ends it while it is idle; a commit beside it, while it is busy, or of another loop takes
+a pooled one; never kept when the pool has nothing more to give (review R3); the store's close
+during a commit on it lets that commit end (review R4)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,15 @@ def store(own_pg_store: PostgresStore) -> PostgresStore:
 
 
 def kept_by(store: PostgresStore, loop: asyncio.AbstractEventLoop) -> Any:
-    return store._loop_conns._kept.get(loop)
+    kept = store._loop_conns._kept
+    return kept if kept is not None and kept.loop() is loop else None
+
+
+def warm(store: PostgresStore, count: int) -> None:
+    """``count`` idle connections in the read pool."""
+    conns = [store._read_pool.getconn() for _ in range(count)]
+    for conn in conns:
+        store._read_pool.putconn(conn)
 
 
 def test_a_loops_commits_go_on_the_connection_it_keeps_until_it_shuts_down(
@@ -51,7 +61,7 @@ def test_a_loops_commits_go_on_the_connection_it_keeps_until_it_shuts_down(
 
     asyncio.run(run())  # its shutdown (shutdown_asyncgens) gives the connection back
     assert idle(store) == 1 and not taken[0].closed
-    assert store._loop_conns._kept == {}
+    assert store._loop_conns._kept is None
     assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
 
 
@@ -60,9 +70,7 @@ def test_a_commit_beside_a_busy_kept_connection_takes_a_pooled_one(
 ) -> None:
     start(store, "r1", "r2")
     first, second = lease(store)
-    conns = [store._read_pool.getconn() for _ in range(2)]  # two idle connections
-    for conn in conns:
-        store._read_pool.putconn(conn)
+    warm(store, 2)
 
     async def run() -> list[Any]:
         return list(
@@ -116,12 +124,58 @@ def test_a_loop_closed_without_shutting_down_gives_its_connection_back_later(
     assert idle(store) == 0
     asyncio.run(store.commit_on_loop([commit_job(second, 2)]))  # given back, taken, given back
     assert idle(store) == 1
-    assert store._loop_conns._kept == {}
+    assert store._loop_conns._kept is None
     assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
 
     other = asyncio.new_event_loop()
     other.run_until_complete(store.commit_on_loop([lambda tx: tx.set_paused("f", True, "a")]))
     other.close()
     store.close()
-    assert store._loop_conns._kept == {}
+    assert store._loop_conns._kept is None
     assert taken[-1].closed  # given back to the closed pool, which closed it
+
+
+def test_one_loop_keeps_a_connection_and_another_loops_commits_take_pooled_ones(
+    store: PostgresStore, taken: list[psycopg.Connection[Any]]
+) -> None:
+    start(store, "r1", "r2", "r3")
+    first, second, third = lease(store)
+    warm(store, 2)
+    keeper = asyncio.new_event_loop()
+    try:
+        keeper.run_until_complete(store.commit_on_loop([commit_job(first, 1)]))
+        assert kept_by(store, keeper) is not None and idle(store) == 1
+        for held, output in ((second, 2), (third, 3)):  # another loop, open all along
+            asyncio.run(store.commit_on_loop([commit_job(held, output)]))
+            assert kept_by(store, keeper) is not None and idle(store) == 1  # taken, given back
+        assert len(taken) == 3 and taken[1] is taken[2]  # the pooled one, twice
+    finally:
+        keeper.run_until_complete(keeper.shutdown_asyncgens())
+        keeper.close()
+    assert idle(store) == 2 and store._loop_conns._kept is None
+    assert outputs(store, "r1", "r2", "r3") == {"r1": b"1", "r2": b"2", "r3": b"3"}
+
+
+def test_a_pool_with_nothing_more_to_give_is_never_pinned(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review R3: a pool of one connection (its only idle one, no room to open another) is
+    never kept by a loop: the writer thread's transactions and the reads need it."""
+    store = PostgresStore(pg_url, max_connections=1)
+    try:
+        store.migrate()
+        start(store, "r1", "r2")
+        first, second = lease(store)
+        store.load_run("none")  # the read pool's one connection, idle
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(store.commit_on_loop([commit_job(first, 1)]))
+            assert store._loop_conns._kept is None and idle(store) == 1  # taken, given back
+            with store.optimistic_transaction() as tx:  # the thread's path: not kept from it
+                commit_job(second, 2)(tx)
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+        assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
+    finally:
+        store.close()

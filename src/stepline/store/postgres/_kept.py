@@ -1,25 +1,30 @@
-"""The connection an event loop keeps for its commits (``PostgresStore.commit_on_loop``), its
+"""The connection one event loop keeps for its commits (``PostgresStore.commit_on_loop``), its
 socket watched by the loop for good.
 
 A commit on the loop used to take an idle connection of the read pool, register its socket with
 the loop's selector for the reply (``add_reader``), remove it and give the connection back: per
 step, the selector's registration and removal and the pool's take and give-back (~740 Python
-bytecodes, a tenth of a step's). A loop now keeps the first connection it takes
+bytecodes, a tenth of a step's). A loop now keeps the connection it takes
 (``LoopConnections.take``) with a reader registered once: a round trip's wait arms it
 (``arm``, as ``stepline._driven.Watch``), and the reader resumes that round trip.
+
+One loop at a time keeps one (the worker's, whose steps commit one after the other); a commit
+of another loop, or beside the kept connection while it is busy (``take`` returns None), takes
+an idle pooled connection for itself, as before. It is kept only while the pool has more to
+give: another idle connection, or room to open one (a pool of one connection is never pinned:
+the writer thread's transactions and the reads need it).
 
 The connection goes back to its pool, its reader removed (``LoopConnections.drop``):
 - when its loop shuts down: ``asyncio.run`` closes the loop's async generators first
   (``shutdown_asyncgens``), the one the connection's life is tied to among them (``_life``);
-  a commit then in flight keeps it until it ends (the shutdown runs the loop on);
-- when its loop closed without that: at the next take of a new connection by any loop, or at
-  the store's ``close``;
+- when its loop closed without that, or was dropped unclosed (it is held weakly): at the next
+  take by another loop, or at the store's ``close``;
 - after a commit that left it other than idle (an error, a cancelled round trip: closed,
   the pool replaces it);
 - when the server sends something unasked while it is idle (its end, once it ended the
   session: a restart), closed: the pool replaces it, as it would a broken idle connection.
-A commit on the loop while its connection is busy (a lease by name beside a step's commit)
-takes an idle pooled connection for itself, as before (``take`` returns None).
+A commit in flight keeps it until it ends (``closing``: the shutdown or the store's ``close``
+came meanwhile): its reply still resumes it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -40,7 +46,7 @@ _READ = 1  # the readiness a resumed wait is told (``_driven``'s bits)
 
 
 class Kept:
-    """One loop's connection, its reader registered (``_readable``) while it is kept."""
+    """The loop's connection, its reader registered (``_readable``) while it is kept."""
 
     __slots__ = ("_life", "_resume", "busy", "closing", "conn", "loop", "pool", "socket")
 
@@ -53,10 +59,10 @@ class Kept:
     ) -> None:
         self.conn = conn
         self.pool = pool
-        self.loop = loop
+        self.loop = weakref.ref(loop)  # a loop dropped unclosed is collected (never held here)
         self.socket = conn.pgconn.socket
         self.busy = False  # a commit uses it
-        self.closing = False  # its loop shuts down: given back once the commit in flight ends
+        self.closing = False  # given back once the commit in flight ends
         self._resume: Callable[[int], object] | None = None
         loop.add_reader(self.socket, self._readable, owner)  # NotImplementedError: cannot
         self._life = _life(self, owner)
@@ -109,24 +115,34 @@ def _ended(life: AsyncGenerator[None, None]) -> None:
         return
 
 
+def _spare(pool: psycopg_pool.ConnectionPool[Any]) -> bool:
+    """Whether ``pool`` has more to give than one idle connection: another idle one, or room
+    to open one (its lock and counts: as ``_database.take_idle`` reads them)."""
+    with pool._lock:
+        return len(pool._pool) >= 2 or pool._nconns < pool.max_size
+
+
 class LoopConnections:
-    """The connection each event loop keeps (``Kept``), of a store's read pool."""
+    """The connection one event loop keeps (``Kept``), of a store's read pool."""
 
     def __init__(self) -> None:
-        self._kept: dict[asyncio.AbstractEventLoop, Kept] = {}
-        self._lock = threading.Lock()  # guards _kept's changes (loops of several threads)
+        self._kept: Kept | None = None
+        self._lock = threading.Lock()  # guards _kept's change (loops of several threads)
 
     def take(
         self, loop: asyncio.AbstractEventLoop, pool: psycopg_pool.ConnectionPool[Any]
     ) -> Kept | None:
         """``loop``'s connection, marked busy (``done`` when the commit ended): the one it
-        keeps, or an idle one of ``pool`` it keeps from now on. None: it is busy, or none is
-        idle, or the loop cannot wait on a socket (the caller takes its own, or refuses)."""
-        kept = self._kept.get(loop)
-        if kept is None:
-            kept = self._new(loop, pool)
-        elif kept.busy:
-            return None
+        keeps, or an idle one of ``pool`` it keeps from now on. None: it is busy, another
+        loop keeps one, the pool has none to spare, or the loop cannot wait on a socket (the
+        caller takes one of its own for the commit, or refuses)."""
+        kept = self._kept
+        if kept is not None and kept.loop() is loop:
+            if kept.busy:
+                return None
+            kept.busy = True
+            return kept
+        kept = self._new(loop, pool)
         if kept is not None:
             kept.busy = True
         return kept
@@ -134,7 +150,16 @@ class LoopConnections:
     def _new(
         self, loop: asyncio.AbstractEventLoop, pool: psycopg_pool.ConnectionPool[Any]
     ) -> Kept | None:
-        self._give_back_closed()
+        with self._lock:
+            old = self._kept
+            if old is not None:
+                keeper = old.loop()
+                if keeper is not None and not keeper.is_closed():
+                    return None  # another loop's, alive
+        if old is not None:  # its loop closed without shutting down, or was dropped
+            self.drop(old)
+        if not _spare(pool):
+            return None
         conn = _database.take_idle(pool)
         if conn is None:
             return None
@@ -144,8 +169,12 @@ class LoopConnections:
             pool.putconn(conn)
             return None
         with self._lock:
-            self._kept[loop] = kept
-        return kept
+            if self._kept is None:
+                self._kept = kept
+                return kept
+        _ended(kept._life)  # another loop's thread kept one meanwhile: this one goes back
+        self._give_back(kept, loop)
+        return None
 
     def done(self, kept: Kept) -> None:
         """A commit on ``kept`` ended: kept for the next one, or given back (see the module)."""
@@ -164,13 +193,17 @@ class LoopConnections:
         its loop no longer runs); closed first (the pool replaces it) unless idle, or when
         the server ``ended`` it (its end unread, it looks idle)."""
         with self._lock:
-            if self._kept.get(kept.loop) is not kept:
+            if self._kept is not kept:
                 return  # given back already
-            del self._kept[kept.loop]
-        if not kept.loop.is_closed():
-            kept.loop.remove_reader(kept.socket)
+            self._kept = None
         if not from_life:
             _ended(kept._life)
+        self._give_back(kept, kept.loop(), ended)
+
+    @staticmethod
+    def _give_back(kept: Kept, loop: asyncio.AbstractEventLoop | None, ended: bool = False) -> None:
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(kept.socket)
         conn = kept.conn
         if not conn.closed and (
             ended
@@ -180,24 +213,27 @@ class LoopConnections:
             conn.close()
         kept.pool.putconn(conn)
 
-    def _give_back_closed(self) -> None:
-        """Give back the connections of loops that closed without shutting down (no
-        ``shutdown_asyncgens``)."""
-        for kept in [kept for loop, kept in list(self._kept.items()) if loop.is_closed()]:
-            self.drop(kept)
-
     def close(self) -> None:
-        """Give every connection back (the store closes): in its loop's thread if that loop
-        runs in another."""
-        for kept in list(self._kept.values()):
-            loop = kept.loop
-            if loop.is_closed() or not loop.is_running() or _running() is loop:
-                self.drop(kept)
-                continue
+        """Give the connection back (the store closes), in its loop's thread if that loop runs
+        in another; a commit in flight on it keeps it until it ends (``closing``)."""
+        kept = self._kept
+        if kept is None:
+            return
+        loop = kept.loop()
+        if loop is not None and loop.is_running() and _running() is not loop:
             try:
-                loop.call_soon_threadsafe(self.drop, kept)
+                loop.call_soon_threadsafe(self._drop_idle, kept)
+                return
             except RuntimeError:  # closed meanwhile
-                self.drop(kept)
+                pass
+        self._drop_idle(kept)
+
+    def _drop_idle(self, kept: Kept) -> None:
+        """``drop`` unless a commit is in flight on it: then once it ends (``done``)."""
+        if kept.busy:
+            kept.closing = True
+        else:
+            self.drop(kept)
 
 
 def _running() -> asyncio.AbstractEventLoop | None:

@@ -1,0 +1,61 @@
+"""Review R4 (regression test; pgstep 4dde5ab, store/postgres/_kept.py): ``PostgresStore.close()``
+from another thread while a loop's commit is in flight on the connection that loop keeps.
+``LoopConnections .close`` asks the loop to ``drop`` it, which, the connection being busy,
+closes it and removes its reader: the commit's coroutine, armed on that reader, is never
+resumed: its caller waits for ever (its outcome never told, though the server may have committed
+it). Before 4dde5ab the commit went on on its pooled connection and ended when its reply came."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import psycopg
+from tests.store.builders import lease, start
+from tests.store.test_pg_optimistic import commit_job
+
+from stepline.store.postgres import PostgresStore
+
+DEADLINE = 20.0
+
+
+def test_closing_the_store_during_a_loop_commit_ends_that_commit(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.migrate()
+    start(store, "r1")
+    [held] = lease(store)
+    warm = store._read_pool.getconn()  # one idle connection for the loop to take
+    store._read_pool.putconn(warm)
+    blocker = psycopg.connect(pg_url)  # holds the run's rows: the commit waits on the server
+    blocker.execute("SELECT 1 FROM queue WHERE run_id = 'r1' FOR UPDATE")
+    blocker.execute("SELECT 1 FROM runs WHERE run_id = 'r1' FOR UPDATE")
+    outcome: list[Any] = []
+    sent = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def commit() -> None:
+        task = asyncio.ensure_future(store.commit_on_loop([commit_job(held, 1)]))
+        await asyncio.sleep(0.2)  # the round trip is written; the server waits on the lock
+        sent.set()
+        try:
+            outcome.append(await task)
+        except BaseException as exc:  # any end is fine: it must end
+            outcome.append(exc)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(commit(),), daemon=True)
+    thread.start()
+    try:
+        assert sent.wait(DEADLINE)
+        store.close()  # from this thread, the commit in flight on the loop's thread
+        blocker.rollback()  # the server answers the commit now
+        deadline = time.monotonic() + DEADLINE
+        while not outcome:
+            assert time.monotonic() < deadline, "the loop's commit never ended after close()"
+            time.sleep(0.05)
+    finally:
+        blocker.close()
+        thread.join(DEADLINE)
+        if not thread.is_alive():
+            loop.close()
