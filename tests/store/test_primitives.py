@@ -89,9 +89,15 @@ def test_wait_candidates_by_index_and_unindexed(store: Store) -> None:
     pending_wait(store, "r4", "async.data.orderId == 'o-1'", event_name="other/name")
     with primitives(store) as tx:
         assert list(tx.wait_paths("payment/received")) == ["data.orderId"]
-        found = tx.indexed_waits("payment/received", "data.orderId", [key("o-1")])
-        assert [w.run_id for w in found] == ["r1"]
-        assert (found[0].wait_id, found[0].step_hash) == ("w-r1", "h-wait")
+        [found] = tx.indexed_waits("payment/received", "data.orderId", [key("o-1")])
+        wait_id, run_id, step_hash, _, value, _, created_at, _ = found
+        assert (wait_id, run_id, step_hash, value, created_at) == (
+            "w-r1",
+            "r1",
+            "h-wait",
+            "o-1",
+            T0,
+        )
         assert tx.indexed_waits("payment/received", "data.orderId", [key("o-9")]) == []
         assert [w.run_id for w in tx.unindexed_waits("payment/received")] == ["r3"]
         assert list(tx.wait_paths("nothing/waits")) == []

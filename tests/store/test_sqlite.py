@@ -15,6 +15,7 @@ import pytest
 from stepline.errors import LeaseLostError
 from stepline.store import SQLiteStore
 from stepline.store._copy import copy_database
+from stepline.store._primitives import IndexedWait, indexed_wait
 from stepline.store._rows import json_or_none
 from stepline.store.records import (
     EventIngest,
@@ -23,7 +24,6 @@ from stepline.store.records import (
     PassCommit,
     RunEnd,
     RunFilter,
-    WaitRecord,
 )
 from stepline.store.sqlite._deferred import Deferred
 from stepline.store.sqlite.schema import MIGRATIONS
@@ -382,8 +382,8 @@ def test_a_resolved_wait_gone_before_its_batched_delete_is_decided_again(
     phantom = dataclasses.replace(pending, wait_id="w-gone", created_at=T0 - 1)
     real = _SQLiteTx.indexed_waits
 
-    def stale(self: _SQLiteTx, name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
-        return [phantom, *real(self, name, path, values)]
+    def stale(self: _SQLiteTx, name: str, path: str, values: Sequence[str]) -> list[IndexedWait]:
+        return [indexed_wait(phantom), *real(self, name, path, values)]
 
     monkeypatch.setattr(_SQLiteTx, "indexed_waits", stale)
     paid = EventIngest(EventRecord("pay-1", "payment/received", {"orderId": "o-1"}, {}, None, T0))

@@ -16,13 +16,14 @@ starts the runs a worker planned for the inbox rows it took.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 from stepline.expressions import index_decides, values_at
 from stepline.serde import dumps_exact
 from stepline.store._admission_rules import AdmissionTx, record_effects, start_runs
-from stepline.store._primitives import EventPrimitives, ResumedWait, RunPrimitives
+from stepline.store._primitives import EventPrimitives, IndexedWait, ResumedWait, RunPrimitives
+from stepline.store._rows import indexed_waits
 from stepline.store.records import (
     CANCELLED,
     INVOKED_CANCELLED,
@@ -37,6 +38,7 @@ from stepline.store.records import (
 )
 
 _CREATED_AT = attrgetter("created_at")
+_ROW_CREATED_AT = itemgetter(6)  # an IndexedWait's
 
 
 class IngestTx(EventPrimitives, AdmissionTx, Protocol):
@@ -57,7 +59,7 @@ def ingest(
     if _unheard(tx, items, now):
         pairs = zip(events, new, strict=True)
         return [IngestResult(e.internal_id, not fresh, (), ()) for e, fresh in pairs]
-    looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]] = {}
+    looked_up: dict[tuple[str, str, tuple[str, ...]], list[IndexedWait]] = {}
     resolved = _resolving_only(tx, items, new, now, looked_up)
     if resolved is not None:
         return resolved
@@ -162,7 +164,7 @@ def _resolving_only(
     items: Sequence[EventIngest],
     new: list[bool],
     now: float,
-    looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]],
+    looked_up: dict[tuple[str, str, tuple[str, ...]], list[IndexedWait]],
 ) -> list[IngestResult] | None:
     """The ingest order of a batch that can do nothing but resolve waits the index decides (the
     common batch of events resuming runs): no event is a duplicate, starts a run or a deferral,
@@ -171,7 +173,7 @@ def _resolving_only(
     every wait found under it is the one equality the lookup compared (``index_decides``). The
     order is then that each event, in turn, resolves every wait found under its values that no
     earlier event of the batch resolved, oldest first, which ``_Batch`` would do with a record,
-    a list and a few calls per event; here the lookup's records are handed out by value, each to
+    a list and a few calls per event; here the lookup's rows are handed out by value, each to
     the first event holding it. None, with nothing written, for any other batch (``_Batch``),
     and the lookups made in ``looked_up`` (by name, path and values), which ``_Batch`` reuses."""
     listeners: dict[str, Sequence[tuple[str, str]]] = {}
@@ -180,7 +182,7 @@ def _resolving_only(
         if item.new_runs or item.deferrals or not new[i] or _listeners(listeners, tx, item):
             return None
         by_name.setdefault(item.event.name, []).append(i)
-    found: dict[int, list[WaitRecord]] = {}  # by the position of the event that resolves them
+    found: dict[int, list[IndexedWait]] = {}  # by the position of the event resolving them
     for name, positions in by_name.items():
         if tx.matcher_paths(name) or tx.unindexed_matchers(name, now) or tx.unindexed_waits(name):
             return None
@@ -196,29 +198,28 @@ def _resolving_only(
                 continue
             values = list(first)
             offered = looked_up[name, path, tuple(values)] = tx.indexed_waits(name, path, values)
-            for wait in offered:
-                value = wait.index_value or ""
-                if not index_decides(wait.expression, path, value):
+            for row in offered:  # IndexedWait: expression 3, index value 4
+                if not index_decides(row[3], path, row[4]):
                     return None
-                found.setdefault(first[value], []).append(wait)
+                found.setdefault(first[row[4]], []).append(row)
     resumed: list[ResumedWait] = []
     results: list[IngestResult] = []
     for i, item in enumerate(items):
         event = item.event
-        waits = found.get(i)
-        if not waits:
+        rows = found.get(i)
+        if not rows:
             results.append(IngestResult(event.internal_id, False, (), ()))
             continue
         event_json = dumps_exact(event.payload())
         runs: list[str] = []
-        for wait in sorted(waits, key=_CREATED_AT) if len(waits) > 1 else waits:
-            if tx.delete_wait(wait.run_id, wait.wait_id):
+        for wait_id, run_id, step_hash, *_, step_id in (
+            sorted(rows, key=_ROW_CREATED_AT) if len(rows) > 1 else rows
+        ):
+            if tx.delete_wait(run_id, wait_id):
                 resumed.append(
-                    ResumedWait(
-                        wait.run_id, wait.step_hash, event_json, event.internal_id, wait.step_id
-                    )
+                    ResumedWait(run_id, step_hash, event_json, event.internal_id, step_id)
                 )
-                runs.append(wait.run_id)
+                runs.append(run_id)
         results.append(IngestResult(event.internal_id, False, (), tuple(runs)))
     if resumed:
         tx.resume_waits(resumed, now)
@@ -255,7 +256,7 @@ class _Batch:
         new: list[bool],
         now: float,
         wait_matches: WaitMatcher,
-        looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]],
+        looked_up: dict[tuple[str, str, tuple[str, ...]], list[IndexedWait]],
     ) -> None:
         self.tx, self.now, self.wait_matches = tx, now, wait_matches
         self.resumed: list[ResumedWait] = []
@@ -438,14 +439,16 @@ def _indexed(
 
 
 def _reusing(
-    looked_up: dict[tuple[str, str, tuple[str, ...]], list[WaitRecord]], tx: IngestTx
+    looked_up: dict[tuple[str, str, tuple[str, ...]], list[IndexedWait]], tx: IngestTx
 ) -> _Lookup:
-    """``tx.indexed_waits``, answered from ``looked_up`` when ``_resolving_only`` made the same
-    lookup in this verb (nothing was written since: it gave up first)."""
+    """The records of ``tx.indexed_waits``, its rows taken from ``looked_up`` when
+    ``_resolving_only`` made the same lookup in this verb (nothing was written since: it gave up
+    first)."""
 
     def lookup(name: str, path: str, values: Sequence[str], /) -> list[WaitRecord]:
         found = looked_up.pop((name, path, tuple(values)), None)
-        return tx.indexed_waits(name, path, values) if found is None else found
+        rows = tx.indexed_waits(name, path, values) if found is None else found
+        return indexed_waits(rows, name, path)
 
     return lookup
 

@@ -33,6 +33,26 @@ from stepline.store.records import (
     Wake,
 )
 
+# a wait an index lookup found (``indexed_waits``): wait id, run id, step hash, expression,
+# index value, expires at, created at, step id (the wait's record without the event name and
+# the path, which are the ones looked up: ``_rows.indexed_waits`` makes it); a tuple, as the
+# database gives the row, since a batch of events resuming runs reads one per event
+IndexedWait = tuple[str, str, str, str | None, str, float | None, float, str | None]
+
+
+def indexed_wait(w: WaitRecord) -> IndexedWait:
+    """The ``IndexedWait`` of an indexed wait's record."""
+    return (
+        w.wait_id,
+        w.run_id,
+        w.step_hash,
+        w.expression,
+        w.index_value or "",
+        w.expires_at,
+        w.created_at,
+        w.step_id,
+    )
+
 
 @quick_init
 @dataclass(frozen=True, slots=True)
@@ -139,10 +159,10 @@ class EventPrimitives(RunPrimitives, Protocol):
         of the name), expired or not. Candidates only."""
         ...
 
-    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[IndexedWait]:
         """The waits for ``event_name`` indexed under ``path`` with any of ``values`` (one
-        lookup for a whole batch of events: on a networked database one round trip). Candidates
-        only."""
+        lookup for a whole batch of events: on a networked database one round trip), as
+        ``IndexedWait`` rows. Candidates only."""
         ...
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:

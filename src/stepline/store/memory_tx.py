@@ -21,7 +21,7 @@ from stepline.serde import dumps_exact, loads
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest, unheard
 from stepline.store._pass_rules import PassTx, commit_pass, fail_spent
-from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store._primitives import EndedRun, IndexedWait, ResumedWait, indexed_wait
 from stepline.store.memory_app_verbs import MemoryAppVerbs
 from stepline.store.memory_control_verbs import MemoryControlVerbs
 from stepline.store.memory_queue import GROUP_VISITS, QueueItem, candidate_of
@@ -222,10 +222,10 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
             if w.event_name == event_name and w.index_path is None
         ]
 
-    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[IndexedWait]:
         wanted = set(values)
         return [
-            w
+            indexed_wait(w)
             for w in self._s._waits.values()
             if w.event_name == event_name and w.index_path == path and w.index_value in wanted
         ]

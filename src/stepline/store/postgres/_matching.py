@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepline.serde import dumps, dumps_exact
 from stepline.store import _rows as shapes
-from stepline.store._primitives import ResumedWait
+from stepline.store._primitives import IndexedWait, ResumedWait, indexed_wait
 from stepline.store.postgres import queries as q
 from stepline.store.records import (
     EventRecord,
@@ -100,9 +100,9 @@ def unindexed_waits(tx: PostgresTx, event_name: str) -> list[WaitRecord]:
 
 def indexed_waits(
     tx: PostgresTx, event_name: str, path: str, values: Sequence[str]
-) -> list[WaitRecord]:
+) -> list[IndexedWait]:
     rows = tx._s.run(q.WAITS_INDEXED, (event_name, path, list(values)))
-    return [shapes.wait_record(r) for r in rows]
+    return [indexed_wait(shapes.wait_record(r)) for r in rows]
 
 
 def matcher_paths(tx: PostgresTx, event_name: str) -> Sequence[str]:

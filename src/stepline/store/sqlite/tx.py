@@ -16,7 +16,7 @@ from stepline.store._catalog import CatalogView, TriggerCatalog
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest, unheard
 from stepline.store._pass_rules import PassTx, commit_pass
-from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store._primitives import EndedRun, IndexedWait, ResumedWait
 from stepline.store.records import (
     AppRemoval,
     EventIngest,
@@ -278,12 +278,12 @@ class _SQLiteTx(SQLiteControlVerbs):
     def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
         return [WaitRecord(*r) for r in self._index.unindexed_rows(q.WAITS_UNINDEXED, event_name)]
 
-    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[WaitRecord]:
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[IndexedWait]:
         if len(values) == 1:
             rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, values[0]))
         else:
             rows = self._c.execute(q.WAITS_INDEXED_AMONG, (event_name, path, _json_list(values)))
-        return shapes.indexed_waits(rows, event_name, path)
+        return rows.fetchall()  # INDEXED_WAIT_COLUMNS: IndexedWait's order
 
     def matcher_paths(self, event_name: str) -> Sequence[str]:
         return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
