@@ -13,7 +13,6 @@ raises ``Suspended`` (a BaseException user code does not catch) into the blocked
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -66,7 +65,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         self.run = state.run
         self.loop = asyncio.get_running_loop()
         self.memo: dict[str, StepRecord] = state.steps
-        self._counts: Counter[str] = Counter()
+        self._counts: dict[str, int] = {}  # how many times each step id was asked for
         self._new_ops: list[_Op] = []
         self.gate = StepGate(self.loop)  # every future of a step call; released when it ends
         self._blocked: list[asyncio.Future[Any]] = []
@@ -147,8 +146,9 @@ class PassExecutor(RoundRecorder, PassEndings):
         self.gate.check()
         if not self._branched and asyncio.current_task() is not self._task:
             self._branched = not self.branches.from_own_thread()
-        n = self._counts[step_id]
-        self._counts[step_id] += 1
+        counts = self._counts
+        n = counts.get(step_id, 0)
+        counts[step_id] = n + 1
         key = step_id if n == 0 else f"{step_id}:{n}"
         digest = step_hash(key)
         memo = self.memo.get(digest)

@@ -24,10 +24,13 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         """Count one observation."""
-        slot = bisect.bisect_left(self.bounds, value)
         with self._lock:
-            self._counts[slot] += 1
-            self._sum += value
+            self._observe(value)
+
+    def _observe(self, value: float) -> None:
+        """``observe`` under ``_lock`` (held by the caller)."""
+        self._counts[bisect.bisect_left(self.bounds, value)] += 1
+        self._sum += value
 
     def snapshot(self) -> tuple[list[int], float, int]:
         """(cumulative counts per bound then +Inf, sum, count)."""
@@ -46,7 +49,7 @@ class EngineMetrics:
 
     def __init__(self) -> None:
         self.step_seconds = Histogram(STEP_BUCKETS)
-        self._lock = threading.Lock()
+        self._lock = self.step_seconds._lock  # one lock: a step attempt's two counts at once
         self._step_attempts = {"completed": 0, "failed": 0}
         self._events_accepted = 0
 
@@ -68,6 +71,6 @@ class EngineMetrics:
 
     def step_attempt(self, duration: float, ok: bool) -> None:
         """A step attempt ended after ``duration`` seconds (``ok``: it returned a value)."""
-        self.step_seconds.observe(duration)
         with self._lock:
+            self.step_seconds._observe(duration)
             self._step_attempts["completed" if ok else "failed"] += 1

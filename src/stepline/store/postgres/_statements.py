@@ -64,34 +64,37 @@ T = TypeVar("T")
 class Statements:
     """Queued writes and savepoints on one connection inside a transaction."""
 
+    # what a transaction starts with (class attributes: set on the instance when they change;
+    # a transaction is made per commit, and these never change for most)
+    spoiled = False  # an optimistic transaction that must not commit
+    maybe_committed = False  # the COMMIT's round trip failed: see transaction()
+    # the last round trip's pipeline failed at one of its statements, not at its sync, the
+    # connection fine: a transaction without BEGIN in it was rolled back by the sync
+    statement_failed = False
+    _sent = 0  # statements sent so far (a queued one's number is _sent + its index)
+    _depth = 0
+    round_trips = 0
+    # a connection not checked before use (``unchecked``): its first round trip is the
+    # check. When that round trip fails, the connection may have ended before the
+    # transaction began (``stale``): nothing of it committed, since a COMMIT never goes in
+    # it unless the connection's socket had nothing to read (``_quiet``: a connection the
+    # server ended has that end waiting); otherwise an empty statement checks it first
+    unchecked = False
+    stale = False
+    # a transaction driven from an event loop (``commit_on_loop``): any round trip but its
+    # commit's refuses to be made (``WouldBlock``, nothing sent: the jobs go to a thread)
+    on_loop = False
+    watch: Watch | None = None  # its socket's reader, registered for good (_kept)
+    blocked = False
+    job = 0  # the index of the job running (set by the caller: commit_on_loop)
+    read_by: int | None = None  # the job refused a read, if that was the refusal
+
     def __init__(self, conn: psycopg.Connection[Any], optimistic: bool = False) -> None:
         self.conn = conn
         self.optimistic = optimistic
-        self.spoiled = False  # an optimistic transaction that must not commit
-        self.maybe_committed = False  # the COMMIT's round trip failed: see transaction()
-        # the last round trip's pipeline failed at one of its statements, not at its sync, the
-        # connection fine: a transaction without BEGIN in it was rolled back by the sync
-        self.statement_failed = False
         self._queued: list[tuple[str, Params]] = []
         self._tables: list[str | Later | None] = []  # of each queued statement: see write()
-        self._sent = 0  # statements sent so far (a queued one's number is _sent + its index)
-        self._depth = 0
         self._open: list[tuple[str, int]] = []  # open savepoints: (name, its statement number)
-        self.round_trips = 0
-        # a connection not checked before use (``unchecked``): its first round trip is the
-        # check. When that round trip fails, the connection may have ended before the
-        # transaction began (``stale``): nothing of it committed, since a COMMIT never goes in
-        # it unless the connection's socket had nothing to read (``_quiet``: a connection the
-        # server ended has that end waiting); otherwise an empty statement checks it first
-        self.unchecked = False
-        self.stale = False
-        # a transaction driven from an event loop (``commit_on_loop``): any round trip but its
-        # commit's refuses to be made (``WouldBlock``, nothing sent: the jobs go to a thread)
-        self.on_loop = False
-        self.watch: Watch | None = None  # its socket's reader, registered for good (_kept)
-        self.blocked = False
-        self.job = 0  # the index of the job running (set by the caller: commit_on_loop)
-        self.read_by: int | None = None  # the job refused a read, if that was the refusal
 
     def would_block(self, why: str, read: bool = False) -> None:
         """On an event loop: refuse a round trip that would block it (the transaction is
