@@ -147,13 +147,13 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
         return timed_commit
 
-    def timed_submit(job: Any, *then: Any) -> Any:
+    def timed_submit(job: Any, *then: Any, **options: Any) -> Any:
         t0 = time.perf_counter()
 
         def done(_: Any) -> None:  # called back when the caller is woken
             totals["write"] += time.perf_counter() - t0
 
-        future = original_submit(job, *then)
+        future = original_submit(job, *then, **options)  # alone=: a pass's commit
         future.add_done_callback(done)
         return future
 
