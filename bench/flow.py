@@ -145,8 +145,9 @@ async def split_batch(
 ) -> dict[str, float] | None:
     """Send ``batch`` the way ``send_async`` does, timing its parts (seconds): ``plan``
     (validation and planning on the event loop), ``store`` (the store's ``ingest`` and the
-    announcement of cancellations, inside the write transaction) and ``total`` (plan + the
-    whole ``writer.write``). None if the engine's internals moved."""
+    announcement of cancellations as ``send`` makes it, on SQLite owed: see _announce.py,
+    inside the write transaction) and ``total`` (plan + the whole ``writer.write``). None if
+    the engine's internals moved."""
     engine = app.engine
     try:
         t0 = time.perf_counter()
@@ -164,7 +165,7 @@ async def split_batch(
                 profiles[1].enable()
             s0 = time.perf_counter()
             results = tx.ingest(items, now, engine.wait_matches)
-            engine.announce_cancellations(tx, results, now)
+            engine.announce_cancellations(tx, results, now, report=False)  # as send_async
             box["store"] = time.perf_counter() - s0
             if profiles:
                 profiles[1].disable()

@@ -307,7 +307,8 @@ async def test_announcements_nothing_listens_to_are_stored_and_listeners_still_g
     app: App, make_engine: Make
 ) -> None:
     """A cancellation by an event while nothing listens to inngest/function.*: both
-    announcements stored, visible in the event list with their data. Then a run waiting for
+    announcements stored (on SQLite owed by the sender's transaction and written by the
+    worker's housekeeping), visible in the event list with their data. Then a run waiting for
     function.finished and a function triggered by function.cancelled: the next cancellation's
     announcements resume the one and start the other."""
     seen: list[str] = []
@@ -328,7 +329,7 @@ async def test_announcements_nothing_listens_to_are_stored_and_listeners_still_g
     clock = MockClock(start=T0, autojump=False)
     async with make_engine(clock=clock) as t:
         first = await _cancelled_by_stop(t, "a")
-        stored = _stored_announcements(t)
+        stored = await until("both announcements", lambda: _announcements_if(t, 2))
         assert sorted(e.name for e in stored) == [CANCELLED, FINISHED]
         for e in stored:
             assert e.data["run_id"] == first.run_id and e.data["event"]["data"] == {"id": "a"}
@@ -358,6 +359,12 @@ async def _cancelled_by_stop(t: TestEngine, key: str) -> Any:
     await t.send(Event("stop", {"id": key}))
     assert (await t.wait_for_run(run.run_id)).status == "CANCELLED"
     return run
+
+
+def _announcements_if(t: TestEngine, count: int) -> list[EventRecord] | None:
+    """The stored function.finished and function.cancelled events, once there are ``count``."""
+    stored = _stored_announcements(t)
+    return stored if len(stored) == count else None
 
 
 def _stored_announcements(t: TestEngine) -> list[EventRecord]:

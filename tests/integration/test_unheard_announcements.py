@@ -188,7 +188,9 @@ async def test_a_cancellation_reports_its_announcements_only_to_callers_that_use
 ) -> None:
     """``Engine.cancel`` (the API's and the start timeout's cancellations, whose results go to
     the change feed) reports each announcement as an event ingested; an ingest job, which does
-    not use them, gets none (``report=False``) and the events are stored all the same."""
+    not use them, gets none (``report=False``) and the events are stored all the same (on
+    SQLite owed by its transaction and made by ``announce_owed``: a worker's housekeeping, or
+    here)."""
     _subject(app)
     async with make_engine(clock=MockClock(start=T0, autojump=False)) as t:
         engine = t.app.engine
@@ -209,4 +211,5 @@ async def test_a_cancellation_reports_its_announcements_only_to_callers_that_use
             return engine.announce_cancellations(tx, [stop], T0, report=False)
 
         assert await engine.writer.write(cancelled_by_an_event) == []
+        await engine.writer.write(lambda tx: engine.announce_owed(tx, T0))
         assert len(_stored(t, CANCELLED)) == 2

@@ -5,7 +5,14 @@ When nothing hears them (no function of the app plans a run for them, and the st
 wait, cancel matcher or other app's function for their names: ``UnheardEvents``), they are
 only stored: their data is made of the runs' trigger events as the store keeps them, encoded
 (``cancelled_announcements``), with no decoding, planning or matching. Else, or with a store
-without that verb, they are ingested as any event (``cancelled_events``)."""
+without that verb, they are ingested as any event (``cancelled_events``).
+
+A sender's transaction (``send``) may owe them instead, when nothing hears them
+(``owe_announcements``, SQLite: ``OwedAnnouncements``): its runs are cancelled when it commits,
+and their announcements, durably owed with it, are made later by ``Engine.announce_owed`` (a
+worker's housekeeping, or the sender's engine as it closes) with the time of the cancellation,
+as Inngest's executor emits them after the cancellation, apart from the event that caused it.
+Their two rows were most of a cancelling batch's pages."""
 
 from __future__ import annotations
 
@@ -14,13 +21,17 @@ from typing import Any
 
 from stepline._ids import new_ids
 from stepline.engine._system_events import (
+    FUNCTION_CANCELLED,
+    FUNCTION_FINISHED,
     cancelled_announcements,
     ending_data,
     ending_names,
 )
 from stepline.serde import dumps_exact
-from stepline.store.interface import StoreTx, UnheardEvents
+from stepline.store.interface import OwedAnnouncements, StoreTx, UnheardEvents
 from stepline.store.records import EventIngest, EventRecord, FunctionSet, IngestResult
+
+OWED_BATCH = 1_000  # runs whose owed announcements one housekeeping round makes
 
 
 def cancelled_events(
@@ -72,3 +83,44 @@ def store_unheard_announcements(
     if not report:
         return []
     return [IngestResult(internal_id, False, (), ()) for internal_id, _, _ in rows]
+
+
+def owe_announcements(
+    tx: StoreTx,
+    cancelled: Sequence[tuple[str, str]],
+    reason: str,
+    now: float,
+    sender: FunctionSet | None,
+) -> bool:
+    """Owe the announcements of these runs just cancelled in ``tx`` (``OwedAnnouncements``)
+    when nothing would hear them; False (nothing owed: announce them now) when something may,
+    or when the store cannot owe them."""
+    names = (FUNCTION_FINISHED, FUNCTION_CANCELLED)
+    return isinstance(tx, OwedAnnouncements) and tx.owe_announcements(
+        [run_id for run_id, _ in cancelled], names, reason, now, sender
+    )
+
+
+def make_owed(
+    tx: StoreTx, announce: Callable[[list[tuple[str, str]], str, float], list[IngestResult]]
+) -> tuple[list[IngestResult], bool]:
+    """Make up to ``OWED_BATCH`` of the announcements owed in the store (any app's senders'),
+    oldest first, in a savepoint with forgetting them: ``announce(runs, reason, at)`` for the
+    runs (run and function ids) cancelled at ``at`` for ``reason`` (the engine's announcement
+    with that time); a run gone since (purged) is left out. Returns what they did, and
+    whether a full batch was made (more may be owed). Nothing without ``OwedAnnouncements``."""
+    if not isinstance(tx, OwedAnnouncements):
+        return [], False
+    owed = tx.owed_announcements(OWED_BATCH)
+    if not owed:
+        return [], False
+    groups: dict[tuple[str, float], list[tuple[str, str]]] = {}
+    for one in owed:
+        if one.function_id is not None:
+            groups.setdefault((one.reason, one.at), []).append((one.run_id, one.function_id))
+    made: list[IngestResult] = []
+    with tx.savepoint():
+        for (reason, at), runs in groups.items():
+            made += announce(runs, reason, at)
+        tx.forget_owed_announcements(owed[-1].seq)
+    return made, len(owed) >= OWED_BATCH

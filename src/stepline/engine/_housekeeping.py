@@ -35,9 +35,9 @@ def housekeeping(engine: Engine, tx: StoreTx, now: float) -> list[IngestResult]:
     cancel the runs not started by their start deadline (as Inngest's eager cancellation:
     a run held back by a full concurrency key, a throttle or a pause is cancelled at
     creation + ``timeouts.start`` even though no worker can lease it; ``overdue_more``
-    says a full batch was cancelled, so another round is due now). A cron tick fires once
-    whatever the number of workers (``advance_cron`` is a compare-and-set), and ticks
-    missed while no worker ran collapse into one catch-up.
+    says a full batch was cancelled, or of owed announcements made, so another round is due
+    now). A cron tick fires once whatever the number of workers (``advance_cron`` is a
+    compare-and-set), and ticks missed while no worker ran collapse into one catch-up.
     Returns what it ingested (the flushed deferrals' events with the runs they started,
     cron ticks' events, the announcements of runs these cancelled), for the change feed."""
     ingested: list[IngestResult] = []
@@ -58,7 +58,10 @@ def housekeeping(engine: Engine, tx: StoreTx, now: float) -> list[IngestResult]:
         )
         for run_id, _, start_timeout in overdue:
             ingested += engine.cancel(tx, run_id, not_started_reason(start_timeout), now) or []
-        engine.overdue_more = len(overdue) >= OVERDUE_BATCH
+        # announcements senders owed (SQLite): a full batch made, the next round is due now
+        owed, owed_more = engine.announce_owed(tx, now)
+        ingested += owed
+        engine.overdue_more = len(overdue) >= OVERDUE_BATCH or owed_more
         # events ingested beside a take of runs they cancel (PostgreSQL): matched again
         late = tx.late_cancels(now, engine.wait_matches)
         ingested += late + engine.announce_cancellations(tx, late, now)

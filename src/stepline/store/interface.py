@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from stepline.errors import StoreError
 from stepline.store.records import (
@@ -514,6 +514,48 @@ class UnheardEvents(Protocol):
         trigger catalog listening to them but ``sender``'s (which planned them and started no
         run: ``EventIngest.sender``). False, having stored nothing, when something may hear
         them: ``ingest`` them then."""
+        ...
+
+
+class OwedAnnouncement(NamedTuple):
+    """A run whose announcements a transaction owes (``OwedAnnouncements``): its place in the
+    order they were owed, its function (None: the run is gone), why it was cancelled, when."""
+
+    seq: int
+    run_id: str
+    function_id: str | None
+    reason: str
+    at: float
+
+
+@runtime_checkable
+class OwedAnnouncements(Protocol):
+    """A transaction that can owe the announcements of runs its events cancelled instead of
+    storing them (SQLite: their rows are most of a cancelling batch's pages): the cancellation
+    is made and committed, and the owed ``inngest/function.finished`` / ``.cancelled`` are
+    written later by ``Engine.announce_owed`` (a worker's housekeeping; the sender's engine as
+    it closes), with the data, names and time they would have had. A store without it (memory,
+    PostgreSQL) has them announced at once."""
+
+    def owe_announcements(
+        self,
+        run_ids: Sequence[str],
+        names: Sequence[str],
+        reason: str,
+        now: float,
+        sender: FunctionSet | None,
+    ) -> bool:
+        """Owe the announcements (events of ``names``) of these runs cancelled at ``now`` for
+        ``reason``, durably with the transaction, if nothing would hear them now (as
+        ``UnheardEvents.store_unheard`` decides); False, having owed nothing, else."""
+        ...
+
+    def owed_announcements(self, limit: int) -> list[OwedAnnouncement]:
+        """Up to ``limit`` of the runs whose announcements are owed, oldest first."""
+        ...
+
+    def forget_owed_announcements(self, through: int) -> None:
+        """The owed announcements up to ``through`` (an ``OwedAnnouncement.seq``) were made."""
         ...
 
 

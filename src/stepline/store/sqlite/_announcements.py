@@ -29,10 +29,11 @@ _PAYLOAD = b'{"id":%b,"name":%b,"data":%b,"user":%b,"ts":%d}'
 
 
 class CancelledRunEvents:
-    """The trigger events of the runs a transaction cancelled: their ids, noted by
-    ``mark_cancelled`` from the run row it read (a run's events never change), with the event
-    itself for a run of one event read with its cancel matcher (MATCHERS_INDEXED_AMONG_WITH_RUNS);
-    the other events read together the first time one is asked for."""
+    """The trigger events of the runs a transaction cancelled (or whose owed announcements it
+    makes): their ids, noted by ``mark_cancelled`` from the run row it read (a run's events
+    never change), or with the owed announcement (OWED_ANNOUNCEMENTS), then with the event
+    itself for a run of one event; the other events read together the first time one is asked
+    for."""
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}  # run id -> its event ids (JSON), noted when cancelled
@@ -40,11 +41,16 @@ class CancelledRunEvents:
         self._read: dict[str, list[EventRecord]] = {}
 
     def note(self, run_id: str, row: Sequence[Any]) -> None:
-        """A run cancelled, as ``mark_cancelled`` read it: UNFINISHED_RUN_FUNCTION's columns,
-        then (from MATCHERS_INDEXED_AMONG_WITH_RUNS) its one event's, if it has one."""
-        self.ids[run_id] = row[3]
-        if len(row) > 5 and row[5] is not None:
-            self._only[run_id] = tuple(row[5:])
+        """A run cancelled, as ``mark_cancelled`` read it: UNFINISHED_RUN_FUNCTION's columns."""
+        self.known(run_id, row[3], ())
+
+    def known(self, run_id: str, ids: str, event: Sequence[Any]) -> None:
+        """A run's event ids (JSON) and, if it has one event read with them, its EVENTS_AMONG
+        columns (else empty or NULLs): a run this transaction cancelled, or one whose
+        announcements were owed (OWED_ANNOUNCEMENTS)."""
+        self.ids[run_id] = ids
+        if event and event[0] is not None:
+            self._only[run_id] = tuple(event)
 
     def records(self, conn: sqlite3.Connection, run_id: str) -> list[EventRecord] | None:
         """The events of a run this transaction cancelled (None: it did not cancel it), read
@@ -62,13 +68,16 @@ class CancelledRunEvents:
         self, conn: sqlite3.Connection, run_ids: Sequence[str]
     ) -> list[list[tuple[str, bytes]]]:
         """``UnheardEvents.encoded_run_events``: one statement for the events of all the runs
-        (and one for the event ids of each run this transaction did not cancel); none when each
-        run's one event was read with its cancel matcher."""
+        (and one for the event ids of the runs this transaction did not cancel); none when each
+        run's one event was read with its owed announcement."""
         only = self._only
-        if all(run_id in only for run_id in run_ids):  # the usual: each read with its matcher
+        if all(run_id in only for run_id in run_ids):  # owed: each read with its row
             return [[(only[run_id][1], payload_json(only[run_id]))] for run_id in run_ids]
+        known = self.ids
+        unknown = [r for r in run_ids if r not in only and r not in known]
+        read = _event_ids_of(conn, unknown) if unknown else {}
         ids_of = [
-            [] if run_id in only else loads(self.ids.get(run_id) or _event_ids(conn, run_id))
+            [] if run_id in only else loads(known.get(run_id) or read.get(run_id, "[]"))
             for run_id in run_ids
         ]
         found = {row[0]: (row[1], payload_json(row)) for row in _rows(conn, ids_of)}
@@ -156,9 +165,11 @@ def unheard_rows(events: Sequence[tuple[str, str, bytes]], now: float) -> list[t
     return rows
 
 
-def _event_ids(conn: sqlite3.Connection, run_id: str) -> str:
-    row = conn.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
-    return "[]" if row is None else str(row[0])
+def _event_ids_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, str]:
+    """The event ids (JSON) of each of these runs that is stored, read with one statement
+    (runs this transaction did not cancel: those whose announcements were owed, schema 23)."""
+    rows = conn.execute(q.RUNS_EVENT_IDS_AMONG, (dumps_exact(list(run_ids)).decode(),))
+    return {run_id: str(ids) for run_id, ids in rows}
 
 
 def _rows(conn: sqlite3.Connection, ids_of: Iterable[list[str]]) -> list[Any]:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 
-from stepline.store._copy import TABLES, Row, Table, normalized
-from stepline.store.sqlite.queries import PENDING, RESUMED_RUN_EVENTS
+from stepline.store._copy import TABLES, CopyRefused, Row, Table, normalized
+from stepline.store.sqlite.queries import COUNT_OWED_ANNOUNCEMENTS, PENDING, RESUMED_RUN_EVENTS
 
 # the table of resolved waits' keys whose rows are still in ``waits`` (schema 20): not copied,
 # and those rows are not either (resolved, they are no state of the installation's)
 KEPT_HERE = "waits_resolved"
+# the runs whose announcements are still to be written (schema 23): not copied; a source with
+# any is refused until a worker wrote them (``refuse_owed``), so none is lost
+OWED = "owed_announcements"
 
 
 def _rows_of(table: Table) -> str:
@@ -37,10 +40,22 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
         r[0]
         for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            f"AND name NOT IN ('schema_version', '{KEPT_HERE}')"
+            f"AND name NOT IN ('schema_version', '{KEPT_HERE}', '{OWED}')"
         )
     ]
     return {name: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({name})")) for name in names}
+
+
+def refuse_owed(conn: sqlite3.Connection) -> None:
+    """Refuse to copy a file while announcements of cancelled runs are owed (schema 23): a
+    worker (or a sender's engine as it closes) writes them, as events; the copy carries them
+    then."""
+    [(owed,)] = conn.execute(COUNT_OWED_ANNOUNCEMENTS).fetchall()
+    if owed:
+        raise CopyRefused(
+            f"the announcements of {owed} cancelled runs are still to be written: run a worker"
+            " on the source (e.g. stepline dev) until they are, then copy"
+        )
 
 
 class SQLiteSnapshot:

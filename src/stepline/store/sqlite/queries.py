@@ -438,20 +438,34 @@ WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM js
   AND (expires_at IS NULL OR expires_at >= ?)"""
 # the same (but the columns the caller knows: the event name and index path it asked for, and
 # the empty step hash; each column read costs ~1.4k instructions), each with its run's
-# UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended) and, for a run of one trigger
-# event, that event's EVENTS_AMONG columns (its cancellation's announcements carry it)
+# UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended). Its trigger events are not read
+# here: a sender's cancellations owe their announcements (schema 23), made from
+# OWED_ANNOUNCEMENTS' rows later
 MATCHERS_INDEXED_AMONG_WITH_RUNS = """
 SELECT m.matcher_id, m.run_id, m.expression, m.index_value, m.expires_at, m.created_at,
-       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status,
-       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts
+       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status
 FROM matchers AS m
 LEFT JOIN runs AS r
   ON r.run_id = m.run_id AND r.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
-LEFT JOIN events AS e
-  ON e.internal_id = json_extract(r.event_ids, '$[0]') AND json_array_length(r.event_ids) = 1
 WHERE m.event_name = ? AND m.index_path = ?
   AND m.index_value IN (SELECT value FROM json_each(?))
   AND (m.expires_at IS NULL OR m.expires_at >= ?)"""
+# the runs whose announcements a transaction owes (schema 23), oldest first, each with its
+# function (NULL: the run is gone, purged since), its event ids and, for a run of one trigger
+# event, that event's EVENTS_AMONG columns (the announcements carry it)
+OWE_ANNOUNCEMENTS = "INSERT INTO owed_announcements (run_id, reason, at) VALUES (?, ?, ?)"
+OWED_ANNOUNCEMENTS = """
+SELECT o.seq, o.run_id, r.function_id, o.reason, o.at, r.event_ids,
+       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts
+FROM owed_announcements AS o
+LEFT JOIN runs AS r ON r.run_id = o.run_id
+LEFT JOIN events AS e
+  ON e.internal_id = json_extract(r.event_ids, '$[0]') AND json_array_length(r.event_ids) = 1
+ORDER BY o.seq LIMIT ?"""
+FORGET_OWED_ANNOUNCEMENTS = "DELETE FROM owed_announcements WHERE seq <= ?"
+COUNT_OWED_ANNOUNCEMENTS = "SELECT count(*) FROM owed_announcements"
+RUNS_EVENT_IDS_AMONG = """
+SELECT run_id, event_ids FROM runs WHERE run_id IN (SELECT value FROM json_each(?))"""
 IDEMPOTENCY_SEEN = "SELECT seen_at FROM idempotency WHERE key = ?"
 REMEMBER_IDEMPOTENCY = "INSERT OR REPLACE INTO idempotency (key, seen_at) VALUES (?, ?)"
 GCRA_TAT = "SELECT tat FROM gcra WHERE bucket = ?"

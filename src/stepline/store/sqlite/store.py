@@ -85,6 +85,7 @@ class SQLiteStore(SQLiteReads):
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             conn.execute("BEGIN")
             conn.execute("SELECT count(*) FROM schema_version").fetchone()  # the snapshot starts
+            _copy.refuse_owed(conn)
             yield _copy.SQLiteSnapshot(conn)
         except sqlite3.Error as exc:
             raise self._translated(exc) from exc

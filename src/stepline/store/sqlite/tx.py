@@ -17,6 +17,7 @@ from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest, unheard
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store._primitives import EndedRun, IndexedWait, ResumedWait
+from stepline.store.interface import OwedAnnouncement
 from stepline.store.records import (
     AppRemoval,
     EventIngest,
@@ -132,6 +133,32 @@ class _SQLiteTx(SQLiteControlVerbs):
                 return False
             insert_unheard(c, events, now)
             return True
+
+    # -- OwedAnnouncements: announcements written later (schema 23, engine/_announce.py) -------
+    def owe_announcements(
+        self,
+        run_ids: Sequence[str],
+        names: Sequence[str],
+        reason: str,
+        now: float,
+        sender: FunctionSet | None,
+    ) -> bool:
+        with self._savepoint() as c:
+            if not unheard(self, names, sender, now):
+                return False
+            insert_sharing(c, q.OWE_ANNOUNCEMENTS, run_ids, (reason, now))
+            return True
+
+    def owed_announcements(self, limit: int) -> list[OwedAnnouncement]:
+        owed: list[OwedAnnouncement] = []
+        for r in self._c.execute(q.OWED_ANNOUNCEMENTS, (limit,)):
+            owed.append(OwedAnnouncement(*r[:5]))
+            if r[2] is not None:  # its events, for encoded_run_events (they never change)
+                self._cancelled.known(r[1], r[5], r[6:])
+        return owed
+
+    def forget_owed_announcements(self, through: int) -> None:
+        self._c.execute(q.FORGET_OWED_ANNOUNCEMENTS, (through,))
 
     def ingest(
         self, items: Sequence[EventIngest], now: float, wait_matches: WaitMatcher

@@ -1,0 +1,166 @@
+"""Announcements owed by a sender's transaction (SQLite, schema 23, ``OwedAnnouncements``): an
+event that cancels a run while nothing hears ``inngest/function.finished`` /
+``inngest/function.cancelled`` commits the cancellation and owes the two events; they are
+written later (``Engine.announce_owed``: a worker's housekeeping, or the sender's engine as it
+closes) with the data, names, order and time they would have had, and never lost: a process
+that ends without writing them leaves them to the next worker, a copy of the database waits
+for them, and a listener that appeared meanwhile gets them as any event."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _polling import until
+
+from stepline import App, CancelOn, Context, Event, TriggerEvent
+from stepline.engine._system_events import ending_data
+from stepline.store import SQLiteStore
+from stepline.store._copy import CopyRefused, copy_database
+from stepline.store.records import EventFilter, EventRecord
+from stepline.testing import MockClock, TestEngine
+
+T0 = 1_700_000_000.0
+FINISHED, CANCELLED = "inngest/function.finished", "inngest/function.cancelled"
+REASON = "cancelled by an event"
+
+
+def _subject_app() -> App:
+    app = App("subject-app")
+
+    @app.function(
+        id="subject", trigger=TriggerEvent("go"), cancel_on=CancelOn("stop", match="data.id")
+    )
+    async def subject(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", "1h")
+
+    return app
+
+
+async def _owing(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]]:
+    """The subject app on ``path`` with no worker: a run made (QUEUED) and cancelled by its
+    ``stop`` event; the run's id and its trigger event's payload."""
+    app = _subject_app()
+    app.attach(SQLiteStore(path, synchronous="NORMAL"), clock)
+    [go] = await app.send_async(Event("go", {"id": "a", "note": 'ñ"\\'}))
+    [run] = await app.runs(event_id=go)
+    await app.send_async(Event("stop", {"id": "a"}))
+    payload = app.engine.store.list_events(EventFilter(name="go"))[0].event.payload()
+    return app, run.run_id, payload
+
+
+def _owed(path: Path) -> list[tuple[str, str, float]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT run_id, reason, at FROM owed_announcements").fetchall()
+
+
+def _announcements(path: Path) -> list[EventRecord]:
+    store = SQLiteStore(path)
+    try:
+        found = [s.event for n in (FINISHED, CANCELLED) for s in store.list_events(EventFilter(n))]
+    finally:
+        store.close()
+    return sorted(found, key=lambda e: e.internal_id)
+
+
+async def test_the_run_is_cancelled_when_send_returns_and_its_announcements_are_owed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    clock = MockClock(start=T0, autojump=False)
+    app, run_id, payload = await _owing(path, clock)
+    try:
+        [run] = await app.runs(function_id="subject")
+        assert run.status == "CANCELLED"
+        assert _owed(path) == [(run_id, REASON, T0)]
+        assert _announcements(path) == []
+        clock.advance(60.0)  # written a minute later: with the time of the cancellation
+        engine = app.engine
+        _, more = await engine.writer.write(lambda tx: engine.announce_owed(tx, clock.now()))
+        assert more is False
+    finally:
+        app.close()
+    finished, cancelled = _announcements(path)
+    assert [finished.name, cancelled.name] == [FINISHED, CANCELLED]
+    data = ending_data("subject", run_id, [payload], "CANCELLED", reason=REASON)
+    assert finished.data == data and cancelled.data == data
+    assert finished.ts == cancelled.ts == T0
+    assert _owed(path) == []
+
+
+async def test_closing_the_sender_writes_what_it_owed(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    app, run_id, _ = await _owing(path, MockClock(start=T0, autojump=False))
+    assert len(_owed(path)) == 1
+    app.close()
+    assert _owed(path) == []
+    assert [(e.name, e.data["run_id"]) for e in _announcements(path)] == [
+        (FINISHED, run_id),
+        (CANCELLED, run_id),
+    ]
+
+
+async def test_announcements_a_sender_left_owed_are_written_by_a_worker(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    clock = MockClock(start=T0, autojump=False)
+    app, run_id, _ = await _owing(path, clock)
+    app.engine.owed = False  # as a process that ended without closing its engine
+    app.close()
+    assert len(_owed(path)) == 1 and _announcements(path) == []
+    async with TestEngine(_subject_app(), path=path, clock=clock):  # its worker's housekeeping
+        made = await until("the owed announcements", lambda: _announcements(path))
+    assert [(e.name, e.data["run_id"], e.ts) for e in made] == [
+        (FINISHED, run_id, T0),
+        (CANCELLED, run_id, T0),
+    ]
+    assert _owed(path) == []
+
+
+async def test_a_listener_that_appeared_since_gets_them_as_any_event(tmp_path: Path) -> None:
+    """Owed while nothing listened; another app's function on function.cancelled registered
+    before they are written: they are ingested (its inbox gets the event), not only stored."""
+    path = tmp_path / "a.db"
+    clock = MockClock(start=T0, autojump=False)
+    app, run_id, _ = await _owing(path, clock)
+    other = App("other-app")
+
+    @other.function(id="cleanup", trigger=TriggerEvent(CANCELLED))
+    async def cleanup(ctx: Context) -> Any:
+        return ctx.event.data["run_id"]
+
+    try:
+        engine = app.engine
+        rows = other.attach(SQLiteStore(path, synchronous="NORMAL"), clock).trigger_rows()
+        await engine.writer.write(lambda tx: tx.sync_triggers("other-app", rows, T0))
+        made, _ = await engine.writer.write(lambda tx: engine.announce_owed(tx, T0 + 5.0))
+        assert len(made) == 2
+    finally:
+        app.close()
+        other.close()
+    _, cancelled = _announcements(path)
+    assert cancelled.data["run_id"] == run_id
+    with sqlite3.connect(path) as conn:
+        inbox = conn.execute("SELECT app_id, function_id, event_id FROM inbox").fetchall()
+    assert inbox == [("other-app", "cleanup", cancelled.internal_id)]
+    assert _owed(path) == []
+
+
+async def test_a_copy_waits_until_no_announcement_is_owed(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    app, _, _ = await _owing(path, MockClock(start=T0, autojump=False))
+    app.engine.owed = False  # left owed
+    app.close()
+    source = SQLiteStore(path)
+    target = SQLiteStore(tmp_path / "copy.db")
+    try:
+        with pytest.raises(CopyRefused, match="announcements of 1 cancelled runs"):
+            copy_database(source, target)
+        async with TestEngine(_subject_app(), path=path, clock=MockClock(start=T0)):
+            await until("the owed announcements", lambda: not _owed(path))
+        copy_database(source, target)
+    finally:
+        source.close()
+        target.close()
+    assert len(_announcements(tmp_path / "copy.db")) == 2
