@@ -605,6 +605,7 @@ class Engine:
         try:  # what this engine's senders owed, made (else a worker's housekeeping makes it)
             while self.owed and self.writer.submit_sync(self._owed_job)[1]:
                 pass
+            self.owed = False
         except Exception as exc:
             self.logger.warning("owed announcements left for a worker to make: %r", exc)
         self.writer.close()
