@@ -9,9 +9,13 @@ running, in µs per incoming event (batches of 1,000, one ``send_async`` each):
 
 - ``nonmatch_us``: ``order/cancelled`` events whose orderId no run has (index lookup only).
 - ``match_us``: ``order/cancelled`` events each matching one pending run: the run is cancelled
-  (queue item, waits and matchers removed, RUN_CANCELLED history) and
-  ``inngest/function.cancelled`` is emitted in the same transaction. The mean of
-  ``MATCH_ROUNDS`` batches, the first matching batch included.
+  (queue item, waits and matchers removed, RUN_CANCELLED history) and its
+  ``inngest/function.finished`` / ``.cancelled`` are owed in the same transaction (SQLite,
+  nothing listening to them: see ``engine/_announce.py``). The mean of ``MATCH_ROUNDS``
+  batches, the first matching batch included.
+- ``announce_later_us``: then the owed announcements written as a worker's housekeeping writes
+  them (``Engine.announce_owed``, 1,000 runs a transaction), per cancelled run: the work the
+  cancelling events no longer do in their transaction, off the sender's path.
 - ``nonmatch_store_us`` / ``match_store_us``: the same, the store's ``ingest`` (and the
   announcement of the cancellations) alone, timed inside the write transaction; the matching
   one a batch sent after each ``match_us`` batch (the rounds alternate), the mean of those.
@@ -87,13 +91,18 @@ def store_counts(path: Path) -> dict[str, int]:
         def one(sql: str) -> int:
             return int(conn.execute(sql).fetchone()[0])
 
-        return {
+        counts = {
             "cancelled_runs": one("SELECT count(*) FROM runs WHERE status = 'CANCELLED'"),
             "matchers": one("SELECT count(*) FROM matchers"),
             "cancelled_events": one(
                 "SELECT count(*) FROM events WHERE name = 'inngest/function.cancelled'"
             ),
         }
+        try:  # announcements owed, to be written later (schema 23)
+            counts["owed"] = one("SELECT count(*) FROM owed_announcements")
+        except sqlite3.OperationalError:  # a Stepline before it: none
+            pass
+        return counts
 
 
 async def create_runs(app: Any, n: int) -> float:
@@ -141,6 +150,20 @@ async def measure(app: Any, n: int, m: int, prefix: str, result: dict[str, Any])
         result["cold_match_us"] = await timed_send(app, orders(CANCELLED, "o", start, m))
 
 
+async def write_owed(app: Any, path: Path) -> float | None:
+    """Write the announcements the matching batches owed (SQLite: a worker's housekeeping
+    writes them after the cancellations, ``Engine.announce_owed``) as a worker does, in
+    transactions of up to 1,000 runs; µs per cancelled run (None: none owed)."""
+    runs = store_counts(path).get("owed", 0)
+    engine = app.engine
+    if not runs:
+        return None
+    t0 = time.perf_counter()
+    while (await engine.writer.write(lambda tx: engine.announce_owed(tx, engine.clock.now())))[1]:
+        pass
+    return (time.perf_counter() - t0) / runs * 1e6
+
+
 def clear_matcher_cache() -> bool:
     """Empty the process's cache of loaded matchers (as in a process that did not create the
     runs, or after a restart); False if it moved."""
@@ -167,6 +190,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         # the warm-up's runs were cancelled by its own events: n QUEUED runs remain
         result["queued_before"] = await count_runs(app, FUNCTION_ID, "QUEUED", n + 1000)
         await measure(app, n, m, "", result)
+        result["announce_later_us"] = await write_owed(app, path)
         after = store_counts(path)
         result["cancelled"] = after["cancelled_runs"] - base["cancelled_runs"]
         result["cancelled_events"] = after["cancelled_events"] - base["cancelled_events"]
@@ -189,6 +213,7 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         await asyncio.sleep(0.1)
         base = store_counts(path)
         await measure(app, n, m, "sleeping_", result)
+        result["sleeping_announce_later_us"] = await write_owed(app, path)
         after = store_counts(path)
         result["sleeping_cancelled"] = after["cancelled_runs"] - base["cancelled_runs"]
         result["sleeping_cancelled_events"] = after["cancelled_events"] - base["cancelled_events"]
