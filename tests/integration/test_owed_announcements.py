@@ -164,3 +164,26 @@ async def test_a_copy_waits_until_no_announcement_is_owed(tmp_path: Path) -> Non
         source.close()
         target.close()
     assert len(_announcements(tmp_path / "copy.db")) == 2
+
+
+async def test_owed_announcements_that_raise_are_logged_and_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a failed run's announcements (``announce_failed``): an error other than the store
+    being unavailable never makes a worker's housekeeping fail again and again."""
+    path = tmp_path / "a.db"
+    app, _, _ = await _owing(path, MockClock(start=T0, autojump=False))
+    try:
+        engine = app.engine
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            raise ValueError("no announcement today")
+
+        monkeypatch.setattr(engine, "_announce", failing)
+        made, more = await engine.writer.write(lambda tx: engine.announce_owed(tx, T0))
+        assert (made, more) == ([], False)
+        assert _owed(path) == [] and _announcements(path) == []
+        assert "could not announce the end of 1 cancelled runs" in caplog.text
+        assert "no announcement today" in caplog.text
+    finally:
+        app.close()

@@ -102,13 +102,18 @@ def owe_announcements(
 
 
 def make_owed(
-    tx: StoreTx, announce: Callable[[list[tuple[str, str]], str, float], list[IngestResult]]
+    tx: StoreTx,
+    announce: Callable[[list[tuple[str, str]], str, float], list[IngestResult]],
+    failed: Callable[[Exception, int], None],
 ) -> tuple[list[IngestResult], bool]:
     """Make up to ``OWED_BATCH`` of the announcements owed in the store (any app's senders'),
-    oldest first, in a savepoint with forgetting them: ``announce(runs, reason, at)`` for the
-    runs (run and function ids) cancelled at ``at`` for ``reason`` (the engine's announcement
-    with that time); a run gone since (purged) is left out. Returns what they did, and
-    whether a full batch was made (more may be owed). Nothing without ``OwedAnnouncements``."""
+    oldest first, and forget them: ``announce(runs, reason, at)`` for the runs (run and
+    function ids) cancelled at ``at`` for ``reason`` (the engine's announcement with that
+    time), all in a savepoint; a run gone since (purged) is left out. If they raise, the
+    savepoint is rolled back and ``failed(error, runs)`` decides: it raises (nothing is
+    forgotten) or returns (they are forgotten all the same, so that a worker's housekeeping
+    never fails on them again and again). Returns what they did, and whether a full batch was
+    made (more may be owed). Nothing without ``OwedAnnouncements``."""
     if not isinstance(tx, OwedAnnouncements):
         return [], False
     owed = tx.owed_announcements(OWED_BATCH)
@@ -119,8 +124,12 @@ def make_owed(
         if one.function_id is not None:
             groups.setdefault((one.reason, one.at), []).append((one.run_id, one.function_id))
     made: list[IngestResult] = []
-    with tx.savepoint():
-        for (reason, at), runs in groups.items():
-            made += announce(runs, reason, at)
-        tx.forget_owed_announcements(owed[-1].seq)
+    try:
+        with tx.savepoint():
+            for (reason, at), runs in groups.items():
+                made += announce(runs, reason, at)
+    except Exception as exc:
+        failed(exc, len(owed))
+        made = []
+    tx.forget_owed_announcements(owed[-1].seq)
     return made, len(owed) >= OWED_BATCH

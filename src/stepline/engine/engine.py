@@ -355,7 +355,14 @@ class Engine:
             return made + self.announce_cancellations(tx, made, now)
 
         with collector_paused():  # as an ingest job's (see _collector)
-            return make_owed(tx, announce)
+            return make_owed(tx, announce, self._owed_failed)
+
+    def _owed_failed(self, error: Exception, runs: int) -> None:
+        """Owed announcements that raised: the store being unavailable is raised (they stay
+        owed); any other error is logged and they are dropped, as ``announce_failed``'s."""
+        if isinstance(self.store.store_error(error), StoreUnavailable):
+            raise error
+        self.logger.error("could not announce the end of %d cancelled runs: %r", runs, error)
 
     def _owed_job(self, tx: StoreTx) -> tuple[list[IngestResult], bool]:
         return self.announce_owed(tx, self.clock.now())
