@@ -98,7 +98,7 @@ def store_counts(path: Path) -> dict[str, int]:
                 "SELECT count(*) FROM events WHERE name = 'inngest/function.cancelled'"
             ),
         }
-        try:  # announcements owed, to be written later (schema 23)
+        try:  # announcements owed, to be written later (schema 24)
             counts["owed"] = one("SELECT count(*) FROM owed_announcements")
         except sqlite3.OperationalError:  # a Stepline before it: none
             pass

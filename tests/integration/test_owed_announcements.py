@@ -1,4 +1,4 @@
-"""Announcements owed by a sender's transaction (SQLite, schema 23, ``OwedAnnouncements``): an
+"""Announcements owed by a sender's transaction (SQLite, schema 24, ``OwedAnnouncements``): an
 event that cancels a run while nothing hears ``inngest/function.finished`` /
 ``inngest/function.cancelled`` commits the cancellation and owes the two events; they are
 written later (``Engine.announce_owed``: a worker's housekeeping, or the sender's engine as it

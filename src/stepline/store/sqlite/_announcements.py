@@ -167,7 +167,7 @@ def unheard_rows(events: Sequence[tuple[str, str, bytes]], now: float) -> list[t
 
 def _event_ids_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, str]:
     """The event ids (JSON) of each of these runs that is stored, read with one statement
-    (runs this transaction did not cancel: those whose announcements were owed, schema 23)."""
+    (runs this transaction did not cancel: those whose announcements were owed, schema 24)."""
     rows = conn.execute(q.RUNS_EVENT_IDS_AMONG, (dumps_exact(list(run_ids)).decode(),))
     return {run_id: str(ids) for run_id, ids in rows}
 

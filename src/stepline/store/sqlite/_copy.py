@@ -12,7 +12,7 @@ from stepline.store.sqlite.queries import COUNT_OWED_ANNOUNCEMENTS, PENDING, RES
 # the table of resolved waits' keys whose rows are still in ``waits`` (schema 20): not copied,
 # and those rows are not either (resolved, they are no state of the installation's)
 KEPT_HERE = "waits_resolved"
-# the runs whose announcements are still to be written (schema 23): not copied; a source with
+# the runs whose announcements are still to be written (schema 24): not copied; a source with
 # any is refused until a worker wrote them (``refuse_owed``), so none is lost
 OWED = "owed_announcements"
 
@@ -47,7 +47,7 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
 
 
 def refuse_owed(conn: sqlite3.Connection) -> None:
-    """Refuse to copy a file while announcements of cancelled runs are owed (schema 23): a
+    """Refuse to copy a file while announcements of cancelled runs are owed (schema 24): a
     worker (or a sender's engine as it closes) writes them, as events; the copy carries them
     then."""
     [(owed,)] = conn.execute(COUNT_OWED_ANNOUNCEMENTS).fetchall()

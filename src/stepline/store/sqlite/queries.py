@@ -439,7 +439,7 @@ WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM js
 # the same (but the columns the caller knows: the event name and index path it asked for, and
 # the empty step hash; each column read costs ~1.4k instructions), each with its run's
 # UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended). Its trigger events are not read
-# here: a sender's cancellations owe their announcements (schema 23), made from
+# here: a sender's cancellations owe their announcements (schema 24), made from
 # OWED_ANNOUNCEMENTS' rows later
 MATCHERS_INDEXED_AMONG_WITH_RUNS = """
 SELECT m.matcher_id, m.run_id, m.expression, m.index_value, m.expires_at, m.created_at,
@@ -450,7 +450,7 @@ LEFT JOIN runs AS r
 WHERE m.event_name = ? AND m.index_path = ?
   AND m.index_value IN (SELECT value FROM json_each(?))
   AND (m.expires_at IS NULL OR m.expires_at >= ?)"""
-# the runs whose announcements a transaction owes (schema 23), oldest first, each with its
+# the runs whose announcements a transaction owes (schema 24), oldest first, each with its
 # function (NULL: the run is gone, purged since), its event ids and, for a run of one trigger
 # event, that event's EVENTS_AMONG columns (the announcements carry it)
 OWE_ANNOUNCEMENTS = "INSERT INTO owed_announcements (run_id, reason, at) VALUES (?, ?, ?)"

@@ -134,7 +134,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             insert_unheard(c, events, now)
             return True
 
-    # -- OwedAnnouncements: announcements written later (schema 23, engine/_announce.py) -------
+    # -- OwedAnnouncements: announcements written later (schema 24, engine/_announce.py) -------
     def owe_announcements(
         self,
         run_ids: Sequence[str],
