@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
-from tests.unit.test_writer_loop import LoopStore
+from tests.unit.test_writer_loop import LoopStore, idle
 
 from stepline.engine.writer import BatchWriter
-from stepline.store.interface import StoreTx
+from stepline.store.interface import StoreTx, WouldBlock
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
@@ -64,5 +64,39 @@ async def test_a_job_not_alone_waits_for_the_kick() -> None:
         assert store.batches == []
         assert (await first, await second) == (1, 2)
         assert store.batches == [2]  # one transaction
+    finally:
+        writer.close()
+
+
+async def test_a_lone_job_of_a_kind_left_to_the_thread_counts_one_of_its_batches() -> None:
+    """A lone job (``alone=True``) of a kind left to the thread goes to the thread and counts
+    one of its 16 batches, as any batch (it counted two before: eight lone jobs, not 16)."""
+    store = LoopStore()
+    writer = BatchWriter(store)
+
+    def reads(tx: StoreTx) -> str:
+        return "read"
+
+    def writes(tx: StoreTx) -> str:
+        return "written"
+
+    try:
+        store.refuse = WouldBlock("a read before the commit", job=1)
+        for _ in range(2):
+            await idle(writer)
+            assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
+                "written",
+                "read",
+            ]
+        store.refuse = None
+        for _ in range(16):  # its batches left to the thread
+            await idle(writer)
+            await asyncio.sleep(0)  # nothing else ready: a lone job's own batch
+            assert await writer.submit(reads, alone=True) == "read"
+        assert store.batches == [2, 2]  # none tried on the loop
+        await idle(writer)
+        await asyncio.sleep(0)
+        assert await writer.submit(reads, alone=True) == "read"  # then on the loop again
+        assert store.batches == [2, 2, 1]
     finally:
         writer.close()

@@ -172,7 +172,11 @@ class BatchWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
-            if alone and loop is not None and self._flies_now(pending, loop):
+            if alone and loop is not None and self._flies_now(loop):
+                if self._reading and self._reading.skip((pending.job,)):
+                    self._queue.put(pending)  # its kind is the thread's: one batch counted
+                    self._start_drain()
+                    return
                 flight = self._flight = _Flight([pending], loop)  # busy from now on
             else:
                 flight = None
@@ -200,10 +204,11 @@ class BatchWriter:
         # (in an empty context: never the caller's)
         loop.call_soon(self._kick, loop, context=contextvars.Context())
 
-    def _flies_now(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether ``pending``, submitted ``alone``, is committed on its loop now, a batch of
-        its own, with no kick (under ``_lock``): the writer is idle with nothing queued, and
-        the loop has no other callback ready, so no job could join it before a kick."""
+    def _flies_now(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether a job submitted ``alone`` is a batch of its own now, with no kick (under
+        ``_lock``): the writer is idle with nothing queued, and the loop has no other callback
+        ready, so no job could join it before a kick. Committed on its loop unless its kind is
+        left to the thread (``_reading``)."""
         return (
             self._on_loop is not None
             and self._flight is None
@@ -214,7 +219,6 @@ class BatchWriter:
             and loop not in self._kicks
             and _nothing_ready(loop)
             and not driving()
-            and not (self._reading and self._reading.skip((pending.job,)))
         )
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
