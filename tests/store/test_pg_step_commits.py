@@ -45,7 +45,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def commit_step(store: PostgresStore, held: Lease, position: int, fail: bool = False) -> None:
     """One step's pass commit, in an optimistic transaction (the writer's first try); ``fail``:
     the job raises after its commit was queued, so nothing of the transaction commits."""
-    commit = PassCommit(held.run_id, held.token, steps=[step(held.run_id, f"h{position}", 0)])
+    commit = PassCommit(
+        held.run_id, held.token, steps=[step(held.run_id, f"h{position}", position)]
+    )
     with store.optimistic_transaction() as tx:
         assert tx.commit_pass(commit, T0 + position, cel_matches) == []
         if fail:
@@ -125,7 +127,7 @@ def test_a_careful_transaction_s_mark_is_not_taken_for_committed(
     start(pg_store, "r1")
     (held,) = lease(pg_store)
     for position in (1, 2):
-        commit = PassCommit("r1", held.token, steps=[step("r1", f"h{position}", 0)])
+        commit = PassCommit("r1", held.token, steps=[step("r1", f"h{position}", position)])
         with pg_store.transaction() as tx:
             assert tx.commit_pass(commit, T0, cel_matches) == []
     assert marks(sent) == 2
