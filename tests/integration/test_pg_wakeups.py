@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,8 @@ import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
+from stepline.engine.worker import Worker
+from stepline.errors import StoreUnavailable
 from stepline.store.interface import WouldBlock
 from stepline.store.postgres import PostgresStore, wakeups
 from stepline.store.postgres.wakeups import NOTIFY
@@ -47,10 +50,15 @@ class Takes:
 
     def __init__(self, loops: Callable[[], int]) -> None:
         self.taken: list[tuple[bool, dict[str, str], int]] = []
+        self.claimed: list[str] = []  # runs named by takes made in the wake-up's own callback
+        self.named: list[str] = []  # runs named by any take
         self._loops = loops
 
     def __call__(self, plain: bool, named: Mapping[str, str]) -> None:
         self.taken.append((plain, dict(named), self._loops()))
+        self.named += named
+        if asyncio.current_task() is None:  # not the worker's task: its claim (Worker._claim)
+            self.claimed += named
 
     def seen(self, run_id: str) -> list[bool]:
         """Whether each take that named ``run_id`` was also plain."""
@@ -62,13 +70,14 @@ class Takes:
         return bool(loops) and self._loops() > loops[0]
 
 
-@pytest.mark.parametrize("on_loop", [True, False], ids=["on-its-loop", "store-would-block"])
+@pytest.mark.parametrize("way", ["alone", "by-the-writer"])
 async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch, on_loop: bool
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
-    """...leasing it by name, committed in the worker's loop at once (before: through the
-    writer, two turns of the loop later), or by the writer when the store cannot commit in
-    the loop now (``WouldBlock``: nothing was sent)."""
+    """...leasing it by name as the notification is read, without waking the worker's task
+    (``Worker._claim``), in a transaction of its own (``lease_named_alone``: one statement;
+    before: a loop commit of the writer's job, its transaction's set-up around it), else
+    (``WouldBlock``: nothing was sent) by the writer."""
     app = App("wakeups", db=pg_url)
     done = asyncio.Event()
 
@@ -107,8 +116,18 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
                 return write(job)
 
             monkeypatch.setattr(app.engine.writer, "write", recording)
-            if not on_loop:
-                monkeypatch.setattr(app.engine.store, "commit_on_loop", _would_block)
+            store = app.engine.store
+            alone: list[str] = []  # the runs leased alone
+            lease_alone = store.lease_named_alone
+
+            async def leasing_alone(*args: Any) -> Any:
+                leases = await lease_alone(*args)
+                alone.extend(lease.run_id for lease in leases)
+                return leases
+
+            monkeypatch.setattr(store, "lease_named_alone", leasing_alone)
+            if way == "by-the-writer":
+                monkeypatch.setattr(store, "lease_named_alone", _would_block)
             # each send now: after every notification before it was taken and the loop it
             # started ended (a notification of our own, naming no run of the worker's, marks
             # the point: they come in commit order), so its notification comes alone, names
@@ -120,15 +139,17 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
                     by_name = worker.leased_by_name
                     run_id = await send()
                     assert takes.seen(run_id) == [False], takes.taken  # named, alone
+                    assert run_id in takes.claimed, takes.taken
                     assert worker.leased_by_name == by_name + 1
+                    assert (run_id in alone) == (way == "alone")
             by_writer = [job for job in written if job.startswith("Worker._lease_named.")]
-            assert len(by_writer) == (0 if on_loop else 3), written
+            assert len(by_writer) == (3 if way == "by-the-writer" else 0), written
     finally:
         sender.close()
         app.close()
 
 
-async def _would_block(jobs: Any) -> Any:
+async def _would_block(*args: Any) -> Any:
     raise WouldBlock("no idle connection")
 
 
@@ -368,3 +389,105 @@ async def test_a_listener_whose_session_ended_listens_again(pg_url: str) -> None
         stop()
         watcher.close()
         sender.close()
+
+
+class Sent:
+    """An app whose worker never polls, and another App on the same database sending to it
+    (its own engine and store, as another process would have: only NOTIFY wakes the worker);
+    ``send`` once the worker waits for work (``_barrier``), so that a claim may take it."""
+
+    def __init__(self, pg_url: str) -> None:
+        self.url = pg_url
+        self.app = App("claims", db=pg_url)
+        self.sender = App("claims", db=pg_url)
+        self.started: list[int] = []
+        self.go = asyncio.Event()  # a step of a run sent with {"wait": True} waits for it
+        self.go.set()
+        go, started = self.go, self.started
+
+        @self.app.function(id="job", trigger=TriggerEvent("job/please"))
+        async def job(ctx: Context) -> int:
+            n = int(ctx.event.data["n"])
+            started.append(n)
+            if ctx.event.data.get("wait"):
+                await go.wait()
+            return n
+
+        @self.sender.function(id="job", trigger=TriggerEvent("job/please"))
+        async def job_too(ctx: Context) -> int:
+            return -1
+
+    async def send(self, n: int, *, barrier: bool = True, **data: Any) -> str:
+        if barrier:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                await _barrier(conn, self.takes, f"barrier-{n}")
+        event = Event("job/please", {"n": n, **data})
+        [event_id] = await asyncio.to_thread(self.sender.send, event)
+        await until(f"run {n} started", lambda: n in self.started)
+        [run] = await self.app.runs(event_id=event_id)
+        return run.run_id
+
+    @asynccontextmanager
+    async def worker(self, **options: Any) -> AsyncIterator[Worker]:
+        try:
+            async with self.app.worker(worker_id="claims", poll_interval=None, **options) as w:
+                await asyncio.wait_for(w.ready.wait(), 30)
+                await until("the worker to have looked for work once", lambda: w.loops >= 1)
+                w.on_wake = self.takes = Takes(lambda: w.loops)
+                await self.send(0, barrier=False)  # registers the sender (a plain wake-up)
+                await until("the worker idle", lambda: not w.active)
+                yield w
+        finally:
+            self.sender.close()
+            self.app.close()
+
+
+async def _nothing(*args: Any) -> list[Any]:
+    return []  # as if a run ahead of the named one kept it from being leased by name
+
+
+async def _unavailable(*args: Any) -> list[Any]:
+    raise StoreUnavailable("the database restarts", "test")
+
+
+async def test_a_named_run_the_claim_did_not_lease_is_looked_for_in_the_fair_order(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """...by the worker's loop, woken plainly (it never polls: else never leased)."""
+    sent = Sent(pg_url)
+    async with sent.worker() as worker:
+        monkeypatch.setattr(sent.app.engine.store, "lease_named_alone", _nothing)
+        by_name = worker.leased_by_name
+        run_id = await sent.send(1)
+        assert run_id in sent.takes.claimed
+        assert worker.leased_by_name == by_name  # lease_due took it
+
+
+async def test_a_claim_that_finds_the_store_unavailable_leaves_the_run_to_the_loop(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """...which counts the outage once, backs off and leases it once the store answers."""
+    sent = Sent(pg_url)
+    async with sent.worker() as worker:
+        monkeypatch.setattr(sent.app.engine.store, "lease_named_alone", _unavailable)
+        run_id = await sent.send(1)
+        assert run_id in sent.takes.claimed
+        assert worker.outage.outages == 1
+
+
+async def test_a_worker_without_a_free_slot_claims_nothing(pg_url: str) -> None:
+    """A claim never takes the worker past its concurrency: a run named while its one slot is
+    busy is leased by the worker's loop once the pass in that slot ended."""
+    sent = Sent(pg_url)
+    async with sent.worker(concurrency=1) as worker:
+        sent.go.clear()
+        first = await sent.send(1, wait=True)
+        assert first in sent.takes.claimed
+        event = Event("job/please", {"n": 2})
+        [event_id] = await asyncio.to_thread(sent.sender.send, event)
+        [second] = await sent.app.runs(event_id=event_id)
+        await until("the wake-up naming it", lambda: second.run_id in sent.takes.named)
+        assert 2 not in sent.started and len(worker.active) == 1
+        sent.go.set()
+        await until("the second run started", lambda: 2 in sent.started)
+        assert second.run_id not in sent.takes.claimed

@@ -14,6 +14,7 @@ import pytest
 from tests.store.builders import SERVED, T0, TTL, event, ingest, lease, start, trigger
 
 from stepline.engine.writer import BatchWriter
+from stepline.store.interface import WouldBlock
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres.wakeups import MAX_NAMED, named_runs
 from stepline.store.records import Admission, EventIngest, Lease, NewRun
@@ -26,12 +27,27 @@ def wait_for(what: str, check: Any) -> None:
         time.sleep(0.002)
 
 
+@pytest.fixture(params=[False, True], ids=["in-a-transaction", "alone"])
+def alone(request: pytest.FixtureRequest) -> bool:
+    """Whether ``lease_named`` leases in a transaction of its own, in an event loop
+    (``lease_named_alone``) rather than in a transaction's (``tx.lease_named``)."""
+    return bool(request.param)
+
+
 def lease_named(
-    store: PostgresStore, *run_ids: str, now: float = T0, max_passes: int = 10
+    store: PostgresStore, *run_ids: str, now: float = T0, max_passes: int = 10, alone: bool
 ) -> list[Lease]:
+    if alone:
+        return asyncio.run(_alone(store, list(run_ids), now, max_passes))
     with store.transaction() as tx:
         leases = tx.lease_named("w2", now, run_ids, TTL, SERVED, max_passes)
     return leases()
+
+
+async def _alone(store: PostgresStore, run_ids: list[str], now: float, max_passes: int) -> Any:
+    store._presence.token_prefix("w2")  # held: the loop never takes it (WouldBlock)
+    store.load_run("none")  # a read: the read pool has an idle connection (never made on a loop)
+    return await store.lease_named_alone("w2", now, run_ids, TTL, SERVED, max_passes)
 
 
 def leased(store: PostgresStore, *run_ids: str) -> list[str]:
@@ -70,49 +86,78 @@ def test_a_named_run_is_leased_and_loaded_in_one_round_trip(pg_store: PostgresSt
     assert lease(pg_store, "w1") == []  # held: lease_due takes it no more
 
 
+def test_a_named_run_leased_alone_is_leased_and_loaded(pg_store: PostgresStore) -> None:
+    """...in a transaction of its own, committed by the reply to its one statement."""
+    start(pg_store, "r1")
+    [held] = lease_named(pg_store, "r1", alone=True)
+    assert held.run_id == "r1" and held.loaded is not None
+    state = held.loaded()
+    assert state is not None and state.run.status == "RUNNING" and state.run.started_at == T0
+    assert [h.kind for h in pg_store.get_history("r1")][-1] == "RUN_STARTED"
+    assert leased(pg_store, "r1") == ["r1"]
+    assert lease(pg_store, "w1") == []  # held: lease_due takes it no more
+
+
+def test_a_lease_alone_sends_nothing_without_the_presence_lock(pg_store: PostgresStore) -> None:
+    """Taking the lock may connect: never on the loop (``WouldBlock``)."""
+    start(pg_store, "r1", "r2")
+    pg_store.load_run("r1")  # a read: the read pool has an idle connection
+
+    async def unheld() -> None:
+        with pytest.raises(WouldBlock, match="presence"):
+            await pg_store.lease_named_alone("w9", T0, ["r2"], TTL, SERVED)
+
+    asyncio.run(unheld())
+    assert leased(pg_store, "r2") == []
+
+
 def test_only_the_runs_lease_due_would_take_first_are_leased_by_name(
-    pg_store: PostgresStore,
+    pg_store: PostgresStore, alone: bool
 ) -> None:
     start(pg_store, "r1", "r2")  # r1 is ahead of r2 in fn's queue (due at once, then run id)
     start(pg_store, "other-fn", function_id="unserved")
     ingest(pg_store, keyed("keyed"))
-    assert lease_named(pg_store, "r2", "other-fn", "keyed", "missing") == []
+    assert lease_named(pg_store, "r2", "other-fn", "keyed", "missing", alone=alone) == []
     # named with the run ahead of it: both taken, in the queue order
-    assert [held.run_id for held in lease_named(pg_store, "r2", "r1")] == ["r1", "r2"]
+    assert [held.run_id for held in lease_named(pg_store, "r2", "r1", alone=alone)] == ["r1", "r2"]
 
 
 def test_a_named_run_behind_an_expired_lease_is_left_to_lease_due(
-    pg_store: PostgresStore,
+    pg_store: PostgresStore, alone: bool
 ) -> None:
     start(pg_store, "crashed")
     assert [held.run_id for held in lease(pg_store, "w1")] == ["crashed"]
     start(pg_store, "new", now=T0 + 1)
     later = T0 + TTL + 1  # the lease of "crashed" expired: it comes first
-    assert lease_named(pg_store, "new", now=later) == []
+    assert lease_named(pg_store, "new", now=later, alone=alone) == []
     assert [held.run_id for held in lease(pg_store, "w2", later)] == ["crashed", "new"]
 
 
 def test_paused_spent_late_and_not_yet_due_runs_are_not_leased_by_name(
-    pg_store: PostgresStore,
+    pg_store: PostgresStore, alone: bool
 ) -> None:
     start(pg_store, "soon", now=T0 + 60)
-    assert lease_named(pg_store, "soon") == []  # not due yet
+    assert lease_named(pg_store, "soon", alone=alone) == []  # not due yet
     start(pg_store, "spent")
-    assert lease_named(pg_store, "spent", max_passes=0) == []  # lease_due fails it instead
+    assert (
+        lease_named(pg_store, "spent", max_passes=0, alone=alone) == []
+    )  # lease_due fails it instead
     late = EventIngest(
         event("ev-late"),
         (NewRun("late", "fa", ("ev-late",), None, None, Admission(start_timeout=5.0)),),
     )
     ingest(pg_store, late)
-    assert lease_named(pg_store, "late", now=T0 + 6) == []  # housekeeping cancels it instead
+    assert (
+        lease_named(pg_store, "late", now=T0 + 6, alone=alone) == []
+    )  # housekeeping cancels it instead
     with pg_store.transaction() as tx:
         tx.set_paused("fn", True, "")
-    assert lease_named(pg_store, "spent") == []
+    assert lease_named(pg_store, "spent", alone=alone) == []
     assert leased(pg_store, "soon", "spent", "late") == []
 
 
 def test_a_run_another_worker_is_leasing_is_skipped_not_waited_for(
-    pg_store: PostgresStore, pg_url: str
+    pg_store: PostgresStore, pg_url: str, alone: bool
 ) -> None:
     start(pg_store, "r1")
     other = PostgresStore(pg_url)
@@ -121,10 +166,10 @@ def test_a_run_another_worker_is_leasing_is_skipped_not_waited_for(
             assert [held.run_id for held in tx.lease_due("w1", T0, 10, TTL, SERVED)] == ["r1"]
             tx.statements.flush()
             # r1's queue row is locked by that transaction, not yet committed
-            assert lease_named(pg_store, "r1") == []
+            assert lease_named(pg_store, "r1", alone=alone) == []
     finally:
         other.close()
-    assert lease_named(pg_store, "r1") == []  # leased by w1 now
+    assert lease_named(pg_store, "r1", alone=alone) == []  # leased by w1 now
 
 
 def test_a_send_names_its_new_runs_in_the_notification(pg_store: PostgresStore) -> None:

@@ -3,13 +3,14 @@
 ``set()`` (a pass ended, an in-process send, a plain notification, a stop): look for any due
 work. ``name(runs)`` (a notification naming the new runs another process's transaction made due,
 and nothing else: ``store/postgres/wakeups.py``): a lease of those runs may do. ``take()``
-clears the signal and says which it was since the last ``take()``.
+clears the signal and says which it was since the last ``take()``. A worker may claim named runs
+as they are named (``claim``): it leases them itself then, and the signal is not set.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 MAX_NAMED = 64  # runs kept between two takes (more: look for any due work)
 
@@ -21,13 +22,19 @@ class WakeSignal(asyncio.Event):
         super().__init__()
         self._plain = False
         self._named: dict[str, str] = {}  # run id: function id
+        # asked first with the runs a wake-up names: True when it took them over (the
+        # signal is then left as it was), False to have the signal set as usual
+        self.claim: Callable[[Sequence[tuple[str, str]]], bool] | None = None
 
     def set(self) -> None:
         self._plain = True
         super().set()
 
     def name(self, runs: Sequence[tuple[str, str]]) -> None:
-        """Wake for the (function id, run id) ``runs`` only (in the signal's event loop)."""
+        """Wake for the (function id, run id) ``runs`` only (in the signal's event loop), unless
+        ``claim`` takes them over."""
+        if self.claim is not None and self.claim(runs):
+            return
         for function_id, run_id in runs:
             self._named[run_id] = function_id
         if len(self._named) > MAX_NAMED:

@@ -32,24 +32,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar, cast
 
+from stepline._driven import Driven
 from stepline._ids import new_id
 from stepline.clock import SystemClock
 from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine._housekeeping import cron_rows, start_timed
+from stepline.engine._outage import StoreOutage
 from stepline.engine._wake import WakeSignal
 from stepline.engine.changes import ingest_change
 from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
 from stepline.engine.executor import IN_PROCESS
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
-from stepline.store.interface import LoopCommits, NamedLeases, Replay, StoreTx, WouldBlock
+from stepline.store.interface import (
+    NamedLeases,
+    NamedLeasesAlone,
+    Replay,
+    StoreTx,
+    WouldBlock,
+)
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     IngestResult,
@@ -60,10 +65,7 @@ from stepline.store.records import (
 )
 
 log = logging.getLogger("stepline.worker")
-T = TypeVar("T")
 
-BACKOFF_FIRST = 0.1  # real seconds before the first retry after the store failed
-BACKOFF_MAX = 5.0
 # Runs due within this many seconds are leased ahead of time (real clock): the lease
 # transaction, which waits behind the group commit in flight, and the run's load happen before
 # the due time instead of after it, and the pass starts on time. Only while fewer than half of
@@ -77,46 +79,6 @@ LATE_MARGIN = 0.001  # a start deadline's run is cancelled this long after it (l
 def default_worker_id() -> str:
     """``STEPLINE_WORKER_ID``, else a fresh id for this process."""
     return os.environ.get("STEPLINE_WORKER_ID") or f"{socket.gethostname()}-{new_id()[-10:]}"
-
-
-class StoreOutage:
-    """A worker's view of its store's health: logs an outage once and its end once, and says
-    how long to back off before the next attempt."""
-
-    def __init__(self, worker_id: str) -> None:
-        self.worker_id = worker_id
-        self.since: float | None = None  # time.monotonic() of the first failure, while down
-        self.failures = 0  # failed attempts in the current outage
-        self.outages = 0  # outages seen (tests read it)
-
-    def failed(self, error: StoreUnavailable) -> None:
-        """An operation failed because the store is unavailable."""
-        self.failures += 1
-        if self.since is None:
-            self.since = time.monotonic()
-            self.outages += 1
-            log.warning(
-                "worker %s: %s; retrying with backoff until it recovers", self.worker_id, error
-            )
-        else:
-            log.debug("worker %s: still unavailable: %s", self.worker_id, error)
-
-    def recovered(self) -> None:
-        """An operation succeeded: ends the outage, if there was one."""
-        if self.since is not None:
-            log.warning(
-                "worker %s: the store is available again after %.1f s (%d failed attempts)",
-                self.worker_id,
-                time.monotonic() - self.since,
-                self.failures,
-            )
-            self.since = None
-            self.failures = 0
-
-    def delay(self) -> float:
-        """Real seconds to wait before the next attempt (exponential, jittered, capped)."""
-        exponent = min(self.failures, 16) - 1
-        return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, exponent)) * random.uniform(0.5, 1)
 
 
 def _runs(n: int) -> str:
@@ -189,6 +151,15 @@ class Worker:
         self._next_pass: dict[str, Lease] = {}
         # passes begun on a run without a commit of its own before lease_due fails it
         self.max_passes = MAX_PASSES_WITHOUT_PROGRESS
+        # the store, if it leases named runs alone (looked at once: a protocol's isinstance
+        # took 40 µs on a wake-up's way to its lease)
+        store = engine.store
+        self._alone = store if isinstance(store, NamedLeasesAlone) else None
+        self._sleeping = False  # waiting for work (_idle)
+        self._claims: set[Driven] = set()  # leases of named runs claimed as they were named
+        self._claimed = 0  # the runs those leases are for (slots they may take)
+        if self._alone is not None:
+            self._wake.claim = self._claim
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -217,8 +188,9 @@ class Worker:
             engine.stop_offering_to(self)
             # passes in flight finish first, their leases still heartbeated: a long step during
             # a graceful stop must not be taken over (and run again) by another worker
-            while self.active:  # a pass that ends may start its run's next one (_next_pass)
-                await asyncio.gather(*self.active.values(), return_exceptions=True)
+            # a pass that ends may start its run's next one (_next_pass), a claim its passes
+            while self.active or self._claims:
+                await asyncio.gather(*self.active.values(), *self._claims, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             if self.ready.is_set() and self.failed is None:
@@ -253,7 +225,7 @@ class Worker:
         plain, named = self._wake.take()
         if self.on_wake is not None:
             self.on_wake(plain, named)
-        free = self.concurrency - len(self.active)
+        free = self.concurrency - len(self.active) - self._claimed
         leases: list[Lease] = []
         if free > 0 and named and not plain and not self._backlogged:
             # woken only for new runs another process made due: those of this worker's
@@ -347,17 +319,71 @@ class Worker:
             return
         # idle as long as no pass runs and no send's write leases runs for it: one ``send``
         # hands over starts without waking this wait
-        await engine.clock.sleep_until(deadline, self._wake, idle=self._at_rest)
+        self._sleeping = True
+        try:
+            await engine.clock.sleep_until(deadline, self._wake, idle=self._at_rest)
+        finally:
+            self._sleeping = False
 
     def _at_rest(self) -> bool:
         """Whether nothing this worker does depends on the clock standing still: no pass in
-        flight and no run leased for it by a ``send`` whose write is not handed over yet (its
-        lease's expiry counts from the time the write began)."""
-        return not self.active and not self._handovers
+        flight, no lease of named runs claimed, and no run leased for it by a ``send`` whose
+        write is not handed over yet (its lease's expiry counts from the time the write
+        began)."""
+        return not self.active and not self._claims and not self._handovers
+
+    def _claim(self, runs: Sequence[tuple[str, str]]) -> bool:
+        """(``WakeSignal.claim``, in this worker's loop, as a wake-up names ``runs``) Lease
+        those of this worker's functions at once, as the loop the wake-up would start would
+        (``_serve_once``), when that loop would lease them by name and nothing else: this
+        worker waits for work, was not woken to look for any, saw no backlog, and has a slot
+        for each. The lease is sent in this very callback (``Driven``: no task) and its passes
+        start in the callback that reads its reply: the wake-up's way to its passes saves the
+        two turns of the loop that woke the worker's task and resumed it after the reply.
+        False: the signal wakes the worker as usual."""
+        if not self._sleeping or self._wake.is_set() or self._backlogged:
+            return False  # busy (it looks for work when it is done), or woken already
+        served = self.engine.served.function_ids
+        named = {run_id: fn for fn, run_id in runs if fn in served}
+        free = self.concurrency - len(self.active) - self._claimed
+        if not named or len(named) > free or self._stopping.is_set():
+            return False
+        self._claimed += len(named)
+        claim = Driven(self._lease_claimed(named), asyncio.get_running_loop())
+        if not claim.done():
+            self._claims.add(claim)
+            claim.add_done_callback(self._claims.discard)
+        return True
+
+    async def _lease_claimed(self, named: dict[str, str]) -> None:
+        """The lease of a claim (``_claim``): the runs it did not get are looked for in the
+        fair order (the worker is woken); a store that failed is handled as a loop's lease
+        attempt would be."""
+        try:
+            if self.on_wake is not None:
+                self.on_wake(False, named)
+            mine = list(named)
+            leases = await self._lease_named(mine)
+            if len(leases) < len(mine):
+                self._wake.set()
+        except StoreUnavailable as exc:
+            self.outage.failed(exc)
+            self._wake.set()  # the worker's loop backs off and tries again
+        except StoreError as exc:
+            self._fail(exc)
+        except Exception:
+            log.exception("worker %s: a lease of named runs failed", self.worker_id)
+            self._wake.set()
+        finally:
+            self._claimed -= len(named)
+            self.loops += 1
 
     async def _lease_named(self, run_ids: list[str]) -> list[Lease]:
         """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)
-        and start their passes."""
+        and start their passes: in a transaction of their own sent from this loop when the
+        store can (``NamedLeasesAlone``: one statement, without a transaction's set-up around
+        it), else (nothing sent, or nothing committed: ``WouldBlock``, ``Replay``) by the
+        writer."""
         engine = self.engine
         now, ttl, served, max_passes = (
             engine.clock.now(),
@@ -365,34 +391,28 @@ class Worker:
             engine.served,
             self.max_passes,
         )
+        leases = None
+        if self._alone is not None:
+            try:
+                leases = await self._alone.lease_named_alone(
+                    self.worker_id, now, run_ids, ttl, served, max_passes
+                )
+            except (WouldBlock, Replay):
+                pass
+        if leases is None:
 
-        def job(tx: StoreTx) -> Callable[[], list[Lease]]:
-            if not isinstance(tx, NamedLeases):  # only such a store names runs
-                return list
-            return tx.lease_named(self.worker_id, now, run_ids, ttl, served, max_passes)
+            def job(tx: StoreTx) -> Callable[[], list[Lease]]:
+                if not isinstance(tx, NamedLeases):  # only such a store names runs
+                    return list
+                return tx.lease_named(self.worker_id, now, run_ids, ttl, served, max_passes)
 
-        leases = (await self._commit_now(job))()
+            leases = (await engine.writer.write(job))()
         self.leased_by_name += len(leases)
         self.outage.recovered()
         engine.changes.publish_runs([lease.run_id for lease in leases])
         for lease in leases:
             self._start_pass(lease)
         return leases
-
-    async def _commit_now(self, job: Callable[[StoreTx], T]) -> T:
-        """``job`` committed at once in this loop (``LoopCommits``) when the store can, else
-        by the writer (when nothing was committed: ``WouldBlock``, ``Replay``). A lease by name
-        is a wake-up's way to its run's first step: through the writer it waited two turns of
-        the loop before its commit began (the writer's kick, its task) and one after (its
-        future), and behind any commit in flight."""
-        store = self.engine.store
-        if isinstance(store, LoopCommits):
-            try:
-                [result] = await store.commit_on_loop([job])
-                return cast(T, result)
-            except (WouldBlock, Replay):
-                pass
-        return await self.engine.writer.write(job)
 
     def _lease_job(
         self, now: float, limit: int, cut_short: list[str]

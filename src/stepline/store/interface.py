@@ -572,6 +572,28 @@ class Conflict(Replay):
 
 
 @runtime_checkable
+class NamedLeasesAlone(Protocol):
+    """A ``WakeupSource`` store that leases runs named by a wake-up in a transaction of their
+    own from an event loop, without blocking it (PostgreSQL: one statement, one round trip)."""
+
+    async def lease_named_alone(
+        self,
+        owner: str,
+        now: float,
+        run_ids: Sequence[str],
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+    ) -> list[Lease]:
+        """``NamedLeases.lease_named`` as a transaction of its own, committed when this
+        returns, called in the running event loop. Raises ``WouldBlock`` when it would have
+        to wait other than for its reply (nothing was sent), ``Replay`` when nothing
+        committed, ``StoreUnavailable`` when its outcome is unknown (the connection broke
+        after it was sent): as ``LoopCommits.commit_on_loop``."""
+        ...
+
+
+@runtime_checkable
 class OptimisticStore(Protocol):
     """A store that can apply a group commit's jobs without a savepoint each, sending their
     statements together (PostgreSQL: one round trip instead of one per job). Any failure in

@@ -148,6 +148,15 @@ GENERIC_PLANS = (
     "set_config('plan_cache_mode', 'force_generic_plan', true), "
     "set_config('enable_seqscan', 'off', true)"
 )
+# a lease by name sent as a transaction of its own (_leases.lease_named_alone), committed by its
+# pipeline's sync: the generic plans of GENERIC_PLANS, and a commit that does not wait for its
+# WAL to be flushed (as any lease: lost in a crash of the server, its runs are due again, and a
+# durable commit after it flushes it); the transaction's own settings, gone at its end
+LEASE_ALONE = (
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), "
+    "set_config('enable_seqscan', 'off', true), "
+    "set_config('synchronous_commit', 'off', true)"
+)
 DEFAULT_PLANS = (
     "SELECT set_config('plan_cache_mode', current_setting('stepline.plans'), true), "
     "set_config('enable_seqscan', current_setting('stepline.scans'), true)"

@@ -48,19 +48,21 @@ from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
-from stepline.store.postgres._leases import prepare_named
+from stepline.store.postgres._leases import lease_named_alone, prepare_named
 from stepline.store.postgres._statements import Spoiled, Statements
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.tx import PostgresTx
 from stepline.store.postgres.wakeups import WakeupListener, notify
 from stepline.store.records import (
+    MAX_PASSES_WITHOUT_PROGRESS,
     AppRecord,
     EventFilter,
     EventRecord,
     EventRunRecord,
     FunctionSet,
     HistoryRecord,
+    Lease,
     QueueState,
     RunClause,
     RunFilter,
@@ -416,6 +418,38 @@ class PostgresStore:
                 self._loop_conns.done(kept)  # kept, or given back
             else:
                 self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
+
+    async def lease_named_alone(
+        self,
+        owner: str,
+        now: float,
+        run_ids: Sequence[str],
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+    ) -> list[Lease]:
+        """``NamedLeasesAlone``: on an idle connection of the read pool (none: ``WouldBlock``),
+        ``_leases.lease_named_alone``."""
+        if not self._opened:
+            self._open()
+        conn = _database.take_idle(self._read_pool)
+        if conn is None:
+            raise WouldBlock("no idle connection")
+        try:
+            return await lease_named_alone(
+                conn,
+                self._presence,
+                self._tokens,
+                lambda: self.label,
+                owner,
+                now,
+                run_ids,
+                ttl,
+                functions,
+                max_passes,
+            )
+        finally:
+            self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @contextmanager
