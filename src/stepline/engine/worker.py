@@ -492,7 +492,7 @@ class Worker:
         Each call is answered by one ``adopt`` (with no leases if the write failed)."""
         self._handovers += 1
         running = list(self.active)
-        free = self.concurrency - len(running)
+        free = self.concurrency - len(running) - self._claimed
 
         def lease(tx: StoreTx, started: int) -> tuple[list[Lease], list[IngestResult]]:
             if started <= 0 or free <= 0:
