@@ -309,6 +309,53 @@ def test_a_listener_whose_loop_stopped_without_closing_reads_in_its_thread(pg_ur
     assert heard == [listener._thread.ident] * 2
 
 
+def test_an_engine_whose_listening_loop_closed_reads_in_the_loop_of_its_next_waker(
+    pg_url: str,
+) -> None:
+    """The loop the engine's notifications were read in closed and its thread took the
+    reading back; a worker registering in another running loop (``Engine.add_waker``) has
+    that loop read them again (before: the thread read them for good, each then handed to
+    the loop a turn later)."""
+    app = App("reattach", db=pg_url)
+    sender = PostgresStore(pg_url)
+    engine = app.engine
+
+    def read_in(loop: asyncio.AbstractEventLoop | None) -> bool:
+        listener = engine._unwatch.__self__  # type: ignore[union-attr]
+        reading = listener._reading
+        return (reading is None) if loop is None else (reading is not None and reading[0] is loop)
+
+    async def register() -> None:
+        woken = asyncio.Event()
+        engine.add_waker(woken)
+        await until("the notifications read in this loop", partial(read_in, _running()))
+        engine.remove_waker(woken)
+
+    try:
+        asyncio.run(register())  # its loop closes
+        deadline = time.monotonic() + 30  # the thread looks at that loop once a second
+        while not read_in(None):
+            assert time.monotonic() < deadline, "the thread never took the reading back"
+            time.sleep(0.01)
+
+        async def again() -> None:
+            woken = asyncio.Event()
+            engine.add_waker(woken)
+            await until("the notifications read in this loop", partial(read_in, _running()))
+            with sender.transaction() as tx:
+                tx.set_paused("f", True, "reattach")
+            await until("the worker woken", woken.is_set)
+
+        asyncio.run(again())
+    finally:
+        sender.close()
+        app.close()
+
+
+def _running() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
 _SEND = """
 import sys
 from stepline import App, Event, TriggerEvent

@@ -564,9 +564,13 @@ class Engine:
         """Register a worker's wake-up signal (set when work may have become due)."""
         with self._wakers_lock:
             self._wakers.append((asyncio.get_running_loop(), event))
-            # other processes' commits wake this process's workers (PostgreSQL: LISTEN/NOTIFY)
-            if self._unwatch is None and isinstance(self.store, WakeupSource):
-                self._unwatch = self.store.watch(self._notified)
+            # other processes' commits wake this process's workers (PostgreSQL: LISTEN/NOTIFY);
+            # watched again from each waker's loop: this one reads them if the loop they were
+            # read in stopped
+            if isinstance(self.store, WakeupSource):
+                unwatch = self.store.watch(self._notified)
+                if self._unwatch is None:
+                    self._unwatch = unwatch
 
     def remove_waker(self, event: asyncio.Event) -> None:
         """Unregister a worker's wake-up signal."""

@@ -466,7 +466,10 @@ class WakeupSource(Protocol):
         may have made work due; returns the function that stops watching. Its argument names
         the (function id, run id) of new runs the write made due, when that is all it did and
         they are few (else it is empty: look for any due work): a worker may lease those with
-        its transaction's ``lease_named`` (``NamedLeases``)."""
+        its transaction's ``lease_named`` (``NamedLeases``). Called again with the same
+        ``on_wake``, it watches no more than before and returns the same function; in a
+        running event loop, that loop may read the notifications from then on (when the loop
+        they were read in stopped)."""
         ...
 
 

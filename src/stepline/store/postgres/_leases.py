@@ -4,7 +4,6 @@ in one statement). ``PostgresTx`` delegates its two lease verbs here."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -19,6 +18,7 @@ from psycopg._preparing import Prepare
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 
+from stepline._driven import Watch
 from stepline.errors import StoreUnavailable
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._pass_rules import fail_spent
@@ -187,26 +187,22 @@ def lease_named(
 
 async def lease_named_alone(
     conn: psycopg.Connection[Any],
+    watch: Watch | None,
     presence: Presence,
     tokens: LeaseTokens,
     label: Callable[[], str],
-    owner: str,
-    now: float,
-    run_ids: Sequence[str],
-    ttl: float,
-    functions: FunctionSet,
-    max_passes: int,
+    lease: tuple[str, float, Sequence[str], float, FunctionSet, int],
 ) -> list[Lease]:
-    """``NamedLeasesAlone.lease_named_alone`` on ``conn``, an idle connection taken for it in
-    the running loop: ``LEASE_NAMED`` as the transaction of its own it is (``LEASE_ALONE``'s
-    settings, then it, committed by the pipeline's sync: one round trip), without a
-    ``PostgresTx`` and its ``Statements`` around it (their set-up, jobs, endings and four
-    statements to convert cost 0.27 ms of this process's time before the lease was written).
-    ``WouldBlock``: nothing sent (the connection has something to read, the presence lock is
-    not held yet); ``Replay``: nothing committed (a statement failed); ``StoreUnavailable``:
-    the connection broke after the lease was written (its outcome is unknown)."""
-    if not _pipeline.loop_waits(asyncio.get_running_loop(), conn):
-        raise WouldBlock("the event loop cannot wait on a socket (no add_reader)")
+    """``NamedLeasesAlone.lease_named_alone`` of ``lease`` (its arguments) on ``conn``, an idle
+    connection of the running loop's (``watch``: its reader, registered for good): ``LEASE_NAMED``
+    as the transaction of its own it is (``LEASE_ALONE``'s settings, then it, committed by the
+    pipeline's sync: one round trip), without a ``PostgresTx`` and its ``Statements`` around
+    it (their set-up, jobs, endings and four statements to convert cost 0.27 ms of this
+    process's time before the lease was written). ``WouldBlock``: nothing sent (the connection
+    has something to read, the presence lock is not held yet); ``Replay``: nothing committed
+    (a statement failed); ``StoreUnavailable``: the connection broke after the lease was
+    written (its outcome is unknown)."""
+    owner, now, run_ids, ttl, functions, max_passes = lease
     if not _quiet(conn):  # most likely ended by the server: the pool replaces it
         conn.close()
         raise WouldBlock("a connection to check")
@@ -218,7 +214,7 @@ async def lease_named_alone(
     params = _named(owner, token, now + ttl, functions.app_id, run_ids, functions, now, max_passes)
     try:
         _, rows = await _pipeline.send_all_async(
-            conn, [(lq.LEASE_ALONE, None), (LEASE_NAMED, params)]
+            conn, [(lq.LEASE_ALONE, None), (LEASE_NAMED, params)], watch
         )
     except psycopg.Error as exc:
         if conn.broken or conn.closed or not exc.sqlstate or exc.sqlstate[:2] == "08":

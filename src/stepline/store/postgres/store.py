@@ -157,6 +157,7 @@ class PostgresStore:
         self._hints = Hints()  # what its transactions found lately (optimistic assumptions)
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
         self._loop_conns = LoopConnections()  # the read pool's connection each loop keeps
+        self._listeners: dict[object, WakeupListener] = {}  # watch(): by their on_wake
 
     @property
     def label(self) -> str:
@@ -206,8 +207,13 @@ class PostgresStore:
     def watch(self, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> Callable[[], None]:
         """Call ``on_wake`` (from a listening thread) after every committed transaction of any
         process that may have made work due, with the new runs it names, if any
-        (``LISTEN/NOTIFY``, see ``wakeups``)."""
-        listener = WakeupListener(self.url, on_wake)
+        (``LISTEN/NOTIFY``, see ``wakeups``). Again with the same ``on_wake``: its listener,
+        told that a running loop may read (``WakeupListener.attach``)."""
+        listener = self._listeners.get(on_wake)
+        if listener is not None and not listener.stopped:
+            listener.attach()
+            return listener.stop
+        self._listeners[on_wake] = listener = WakeupListener(self.url, on_wake)
         listener.start()
         return listener.stop
 
@@ -428,28 +434,32 @@ class PostgresStore:
         functions: FunctionSet,
         max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
     ) -> list[Lease]:
-        """``NamedLeasesAlone``: on an idle connection of the read pool (none: ``WouldBlock``),
-        ``_leases.lease_named_alone``."""
+        """``NamedLeasesAlone`` (``_leases.lease_named_alone``): on the connection the loop
+        keeps (``_kept``), or while that one is busy on an idle one of the read pool (none:
+        ``WouldBlock``), as ``commit_on_loop``."""
         if not self._opened:
             self._open()
-        conn = _database.take_idle(self._read_pool)
+        loop = asyncio.get_running_loop()
+        kept = self._loop_conns.take(loop, self._read_pool)
+        conn = kept.conn if kept is not None else _database.take_idle(self._read_pool)
         if conn is None:
             raise WouldBlock("no idle connection")
         try:
+            if kept is None and not _pipeline.loop_waits(loop, conn):
+                raise WouldBlock("the event loop cannot wait on a socket (no add_reader)")
             return await lease_named_alone(
                 conn,
+                kept,
                 self._presence,
                 self._tokens,
                 lambda: self.label,
-                owner,
-                now,
-                run_ids,
-                ttl,
-                functions,
-                max_passes,
+                (owner, now, run_ids, ttl, functions, max_passes),
             )
         finally:
-            self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
+            if kept is not None:
+                self._loop_conns.done(kept)
+            else:
+                self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @contextmanager

@@ -93,6 +93,8 @@ class WakeupListener:
         self._stop_w, self._stop_r = socket.socketpair()
         # the loop writes a byte to one end when it gives the connection back
         self._back_w, self._back_r = socket.socketpair()
+        # attach() writes a byte to one end: a running loop may read the connection again
+        self._loop_w, self._loop_r = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="stepline-pg-listen", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop to read in, if any
         # guards the hand-over: the loop reads the connection only while it is handed to it
@@ -110,6 +112,24 @@ class WakeupListener:
             self._loop = None
         self._thread.start()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def attach(self) -> None:
+        """(In a running event loop) Read the notifications in this loop from now on if no
+        loop reads them (the one they were read in stopped or closed, and this thread took the
+        reading back: ``_take_back``; or the listener started without a loop). Else nothing."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is not None or self._stopped.is_set():
+                return
+            self._loop = loop
+        try:
+            self._loop_w.send(b"\0")  # the thread's _listen hands the connection to it
+        except OSError:  # stopped meanwhile: its sockets are closed
+            pass
+
     def stop(self) -> None:
         self._stopped.set()
         self._detach()  # the loop reads the connection no more: the thread may close it
@@ -122,6 +142,8 @@ class WakeupListener:
         if not self._thread.is_alive():
             for end in (self._stop_w, self._stop_r, self._back_w, self._back_r):
                 end.close()
+            self._loop_w.close()
+            self._loop_r.close()
 
     def _run(self) -> None:
         failures = 0
@@ -131,8 +153,10 @@ class WakeupListener:
                     conn.execute(f"LISTEN {CHANNEL}")
                     failures = 0
                     self._on_wake(())  # anything committed while nobody listened
-                    if not self._listen_in_loop(conn):
-                        self._listen(conn)
+                    # read in the loop, in this thread when it cannot be, and in the loop
+                    # again when a running loop attaches (until stopped)
+                    while not self._listen_in_loop(conn) and self._listen(conn):
+                        pass
             except (psycopg.Error, OSError) as exc:  # OSError: its socket's, in select
                 delay = _RETRY[min(failures, len(_RETRY) - 1)]
                 failures += 1
@@ -140,20 +164,27 @@ class WakeupListener:
                     log.warning("wake-ups: lost the listening connection (%s); reconnecting", exc)
                 self._stopped.wait(delay)
 
-    def _listen(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        """Read the notifications as they come, until ``stop()``. The connection is this
-        thread's alone: its socket is read here (libpq's ``consume_input``, which raises
+    def _listen(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+        """Read the notifications as they come, until ``stop()`` (False) or a running loop
+        attached (True: hand it the connection). The connection is this thread's alone
+        meanwhile: its socket is read here (libpq's ``consume_input``, which raises
         ``OperationalError`` when the server ended the connection: ``_run`` reconnects). Any
         notification psycopg read while ``LISTEN`` ran is covered by the look ``_run`` asks for
         right after it."""
         with selectors.DefaultSelector() as selector:
             selector.register(conn.pgconn.socket, selectors.EVENT_READ)
             selector.register(self._stop_r, selectors.EVENT_READ)
+            selector.register(self._loop_r, selectors.EVENT_READ)
             while not self._stopped.is_set():
-                selector.select()
+                ready = {key.fileobj for key, _ in selector.select()}
                 if self._stopped.is_set():
-                    return
+                    return False
                 self._read(conn)
+                if self._loop_r in ready:
+                    self._loop_r.recv(64)
+                    if self._loop is not None:  # else an attach the loop since gave back
+                        return True
+        return False
 
     def _read(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """Call ``on_wake`` for each notification that came (``stop()``: no more)."""
