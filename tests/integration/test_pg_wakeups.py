@@ -497,29 +497,21 @@ async def _unavailable(*args: Any) -> list[Any]:
     raise StoreUnavailable("the database restarts", "test")
 
 
-async def test_a_named_run_the_claim_did_not_lease_is_looked_for_in_the_fair_order(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("lease", [_nothing, _unavailable], ids=["leased-nothing", "unavailable"])
+async def test_a_named_run_the_claim_did_not_lease_is_left_to_the_workers_loop(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, lease: Callable[..., Any]
 ) -> None:
-    """...by the worker's loop, woken plainly (it never polls: else never leased)."""
+    """...woken plainly (it never polls: else never leased), which leases it in the fair order
+    (``lease_due``); a store that failed (``StoreUnavailable``) counts as one outage, and the
+    loop backs off and leases the run once the store answers."""
     sent = Sent(pg_url)
     async with sent.worker() as worker:
-        monkeypatch.setattr(sent.app.engine.store, "lease_named_alone", _nothing)
+        monkeypatch.setattr(sent.app.engine.store, "lease_named_alone", lease)
         by_name = worker.leased_by_name
         run_id = await sent.send(1)
         assert run_id in sent.takes.claimed
         assert worker.leased_by_name == by_name  # lease_due took it
-
-
-async def test_a_claim_that_finds_the_store_unavailable_leaves_the_run_to_the_loop(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """...which counts the outage once, backs off and leases it once the store answers."""
-    sent = Sent(pg_url)
-    async with sent.worker() as worker:
-        monkeypatch.setattr(sent.app.engine.store, "lease_named_alone", _unavailable)
-        run_id = await sent.send(1)
-        assert run_id in sent.takes.claimed
-        assert worker.outage.outages == 1
+        assert worker.outage.outages == (1 if lease is _unavailable else 0)
 
 
 async def test_a_worker_without_a_free_slot_claims_nothing(pg_url: str) -> None:
