@@ -4,6 +4,7 @@ store wakes its workers, so a worker that never polls still starts runs another 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import selectors
 import subprocess
@@ -495,6 +496,36 @@ async def _nothing(*args: Any) -> list[Any]:
 
 async def _unavailable(*args: Any) -> list[Any]:
     raise StoreUnavailable("the database restarts", "test")
+
+
+_TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+
+
+async def test_a_claimed_runs_pass_sees_the_context_the_worker_started_in(pg_url: str) -> None:
+    """A pass started by a claim (in the callback that read the lease's reply, not in the
+    worker's task) runs in a copy of the context the worker was started in, as the passes its
+    task starts do: a context variable set before the worker started is seen in a step."""
+    sent = Sent(pg_url)
+    seen: list[str] = []
+
+    @sent.app.function(id="tenant", trigger=TriggerEvent("tenant/please"))
+    async def tenant(ctx: Context) -> str:
+        seen.append(_TENANT.get())
+        return await ctx.step.run("read", lambda: _TENANT.get())
+
+    @sent.sender.function(id="tenant", trigger=TriggerEvent("tenant/please"))
+    async def tenant_too(ctx: Context) -> str:
+        return "never here"
+
+    _TENANT.set("acme")
+    async with sent.worker():
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            await _barrier(conn, sent.takes, "barrier-tenant")
+        await asyncio.to_thread(sent.sender.send, Event("tenant/please"))
+        await until("the run started", lambda: seen)
+        [run] = await sent.app.runs(function_id="tenant")
+        assert run.run_id in sent.takes.claimed
+    assert seen == ["acme"]
 
 
 @pytest.mark.parametrize("lease", [_nothing, _unavailable], ids=["leased-nothing", "unavailable"])

@@ -30,6 +30,7 @@ someone must fix behind a worker that looks alive.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
@@ -138,6 +139,7 @@ class Worker:
         # set once its first attempt to register ended (registered, or the store failed)
         self.tried = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._context = contextvars.copy_context()  # run()'s, once it runs
         self.loops = 0  # lease attempts made (tests wait on it to know the worker looked)
         self.heartbeats = 0  # heartbeat commits made (tests wait on it instead of on time)
         self.leased_by_name = 0  # runs leased by name (named by a wake-up: NamedLeases)
@@ -170,6 +172,9 @@ class Worker:
         engine = self.engine
         engine.add_waker(self._wake)
         self._loop = asyncio.get_running_loop()
+        # each pass runs in a copy of this context, wherever it is started (a claim starts
+        # passes in the callback that read its lease's reply, outside this task)
+        self._context = contextvars.copy_context()
         engine.offer_runs_to(self)
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
@@ -535,7 +540,7 @@ class Worker:
         if lease.run_id in self.active:
             self._next_pass[lease.run_id] = lease
             return
-        task = asyncio.create_task(self._pass(lease))
+        task = asyncio.create_task(self._pass(lease), context=self._context.copy())
         self.active[lease.run_id] = task
 
     async def _pass(self, lease: Lease) -> None:
