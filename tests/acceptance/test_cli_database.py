@@ -15,8 +15,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 import stepline
+import stepline.sdk.app
 from stepline import App, Context, Event
 from stepline.cli import cli
+from stepline.store import Store, open_store
 from stepline.store.records import WorkerRecord
 
 FULL_ID = 26
@@ -193,9 +195,42 @@ def test_an_empty_sqlite_file_is_taken_and_a_foreign_one_refused_by_the_library(
     assert names == {"users"}
 
 
+def test_the_store_of_a_refused_database_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store an app opened for a database its engine refused is closed, not left to the
+    # garbage collector (its connections, its checkpointer; a PostgreSQL pool's threads): an
+    # app retrying a database that is not ready opened one more each time
+    opened: list[Store] = []
+    closes: list[Store] = []
+
+    def opening(url: str) -> Store:
+        store = open_store(url)
+        opened.append(store)
+        close = store.close
+
+        def closing() -> None:
+            closes.append(store)
+            close()
+
+        monkeypatch.setattr(store, "close", closing)
+        return store
+
+    monkeypatch.setattr(stepline.sdk.app, "open_store", opening)
+    foreign = tmp_path / "foreign.db"
+    _foreign(foreign)
+    app = App("lib", db=str(foreign))
+    for _ in range(2):
+        with pytest.raises(stepline.ConfigError, match="not a Stepline database"):
+            app.send(Event(name="x/y"))
+    assert len(opened) == 2
+    assert closes == opened
+
+
 # -- what stepline send did -----------------------------------------------------------------------
 PAY_APP = """
 import stepline
+import stepline.sdk.app
 from stepline import App, CancelOn, Context
 
 app = App("pay")

@@ -172,3 +172,35 @@ def test_a_store_opened_while_another_connection_creates_the_file_waits_for_it(
     creator.close()
     thread.join(30)
     assert outcome == [None]
+
+
+def test_a_connection_whose_set_up_fails_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a connection the store opens and cannot set up (the disk full as it enters WAL mode) is
+    # closed at once, and the next use opens one anew: none is left to the garbage collector
+    # (a worker retrying through a full disk opened one a retry)
+    store = SQLiteStore(tmp_path / "s.db")
+    store.migrate()
+    store.close()
+    made: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def connecting(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        made.append(conn)
+        return conn
+
+    def full(conn: sqlite3.Connection, timeout: float) -> None:
+        raise sqlite_error("database or disk is full", 13, "SQLITE_FULL")
+
+    monkeypatch.setattr(sqlite3, "connect", connecting)
+    monkeypatch.setattr("stepline.store.sqlite._database.use_wal", full)
+    with pytest.raises(StoreUnavailable):
+        store.get_run("r1")
+    [refused] = made
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        refused.execute("SELECT 1")
+    monkeypatch.undo()
+    assert store.get_run("r1") is None  # made anew
+    store.close()

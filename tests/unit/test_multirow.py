@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,8 +22,20 @@ UPDATE = "UPDATE t SET v = ? WHERE k = ?"
 UPDATE_AMONG = "UPDATE t SET v = ? WHERE k IN ({})"
 
 
+_OPEN: list[sqlite3.Connection] = []  # closed after each test (3.13 warns of a connection
+# collected unclosed, and the suite turns warnings into errors)
+
+
+@pytest.fixture(autouse=True)
+def _closed_after() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def table() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
+    _OPEN.append(conn)
     conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, k TEXT UNIQUE, v TEXT)")
     return conn
 

@@ -4,6 +4,7 @@ rows ``executemany`` of INSERT_UNHEARD_EVENT writes, in the same order."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,8 +16,20 @@ NOW = 1_700_000_000.25
 A, B = "inngest/function.finished", "inngest/function.cancelled"
 
 
+_OPEN: list[sqlite3.Connection] = []  # closed after each test (3.13 warns of a connection
+# collected unclosed, and the suite turns warnings into errors)
+
+
+@pytest.fixture(autouse=True)
+def _closed_after() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def database() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
+    _OPEN.append(conn)
     for script in MIGRATIONS:
         conn.executescript(script)
     return conn

@@ -200,7 +200,12 @@ class App(AppControl):
     def engine(self) -> Engine:
         """The engine (opened on first use)."""
         if self._engine is None:
-            self.attach(open_store(self.db), SystemClock())
+            store = open_store(self.db)
+            try:
+                self.attach(store, SystemClock())
+            except BaseException:  # refused (not a Stepline database, unavailable): not kept
+                store.close()
+                raise
         assert self._engine is not None
         return self._engine
 

@@ -111,21 +111,28 @@ class Database:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            use_wal(conn, self._busy_timeout_ms / 1000)
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            # no checkpoint inside a COMMIT: the checkpointer's thread runs them (_checkpoint)
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            conn.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_WAL_BYTES}")
-            # statement and savepoint journals (every verb runs in a savepoint) in memory, not
-            # in temporary files: they only serve rollbacks inside a transaction, never crash
-            # recovery (the WAL does), so this saves write syscalls and changes no durability
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                self._set_up(conn)
+            except BaseException:  # (disk full, locked): closed now, made again next time
+                conn.close()
+                raise
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        use_wal(conn, self._busy_timeout_ms / 1000)
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # no checkpoint inside a COMMIT: the checkpointer's thread runs them (_checkpoint)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_WAL_BYTES}")
+        # statement and savepoint journals (every verb runs in a savepoint) in memory, not in
+        # temporary files: they only serve rollbacks inside a transaction, never crash recovery
+        # (the WAL does), so this saves write syscalls and changes no durability
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA foreign_keys = OFF")
 
     def close(self) -> None:
         self._checkpointer.close()
