@@ -227,6 +227,34 @@ def test_the_store_of_a_refused_database_is_closed(
     assert closes == opened
 
 
+def test_an_engine_whose_driver_failed_to_attach_is_not_kept(pg_url: str) -> None:
+    # a driver's on_attach that raises comes after the app kept its engine: the engine is
+    # dropped with its store, and the next use opens both anew. Kept, it was an engine on a
+    # closed store: on PostgreSQL every use failed (its pools closed) (review R5, twelfth stop)
+    app = App("attach", db=pg_url)
+    attached: list[object] = []
+
+    def on_attach(engine: object) -> None:
+        attached.append(engine)
+        if len(attached) == 1:
+            raise RuntimeError("the driver could not attach (first try)")
+
+    app.add_driver("flaky", _NeverDriven(), on_attach)
+    try:
+        with pytest.raises(RuntimeError, match="could not attach"):
+            _ = app.engine
+        engine = app.engine
+        assert engine is attached[1] is not attached[0]
+        assert engine.store.load_run("no-such-run") is None
+    finally:
+        app.close()
+
+
+class _NeverDriven:
+    async def run_pass(self, engine: object, lease: object, state: object, fn: object) -> None:
+        raise AssertionError("no pass is driven here")
+
+
 # -- what stepline send did -----------------------------------------------------------------------
 PAY_APP = """
 import stepline

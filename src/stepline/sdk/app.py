@@ -203,8 +203,13 @@ class App(AppControl):
             store = open_store(self.db)
             try:
                 self.attach(store, SystemClock())
-            except BaseException:  # refused (not a Stepline database, unavailable): not kept
-                store.close()
+            except BaseException:  # refused (not a Stepline database, unavailable), or a
+                # driver's on_attach failed after the engine was kept: neither is kept
+                engine, self._engine = self._engine, None
+                if engine is not None:
+                    engine.close()  # its store with it
+                else:
+                    store.close()
                 raise
         assert self._engine is not None
         return self._engine
