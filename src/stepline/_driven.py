@@ -35,7 +35,11 @@ _local = _Local()
 
 def driving() -> bool:
     """Whether the running coroutine is a ``Driven``'s, stepped right now: it may await
-    ``SocketWait`` (under a task it must await a future)."""
+    ``SocketWait`` (under a task it must await a future). A trap (review R1, no code reaches
+    it today): a task started eagerly inside a Driven's step (Python 3.12's
+    ``eager_task_factory``) runs its first step there and would be told True; telling it apart
+    needs the task current when the Driven's step began, compared here (``current_task`` is
+    Python in 3.11: ~60 bytecodes a step on the per-step path, so not done)."""
     return _local.driving
 
 
