@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
-from tests.unit.test_writer_loop import LoopStore, idle
+from tests.unit.test_writer_loop import LoopStore, idle, left_to_the_thread, reads
 
 from stepline.engine.writer import BatchWriter
-from stepline.store.interface import StoreTx, WouldBlock
+from stepline.store.interface import StoreTx
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
@@ -73,22 +73,8 @@ async def test_a_lone_job_of_a_kind_left_to_the_thread_counts_one_of_its_batches
     one of its 16 batches, as any batch (it counted two before: eight lone jobs, not 16)."""
     store = LoopStore()
     writer = BatchWriter(store)
-
-    def reads(tx: StoreTx) -> str:
-        return "read"
-
-    def writes(tx: StoreTx) -> str:
-        return "written"
-
     try:
-        store.refuse = WouldBlock("a read before the commit", job=1)
-        for _ in range(2):
-            await idle(writer)
-            assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
-                "written",
-                "read",
-            ]
-        store.refuse = None
+        await left_to_the_thread(store, writer)
         for _ in range(16):  # its batches left to the thread
             await idle(writer)
             await asyncio.sleep(0)  # nothing else ready: a lone job's own batch

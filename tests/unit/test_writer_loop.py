@@ -61,6 +61,29 @@ async def idle(writer: BatchWriter) -> None:
         await asyncio.sleep(0.001)
 
 
+def reads(tx: StoreTx) -> str:
+    """A job that reads before its commit (the kind ``left_to_the_thread`` refuses)."""
+    return "read"
+
+
+def writes(tx: StoreTx) -> str:
+    """A job of another kind."""
+    return "written"
+
+
+async def left_to_the_thread(store: LoopStore, writer: BatchWriter) -> None:
+    """Make ``reads`` the thread's for 16 batches: refused twice in a row on the loop (a read
+    before the commit), as the second job of a batch; ``store`` refuses nothing after."""
+    store.refuse = WouldBlock("a read before the commit", job=1)
+    for _ in range(2):
+        await idle(writer)
+        assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
+            "written",
+            "read",
+        ]
+    store.refuse = None
+
+
 def _writer_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "stepline-writer"}
 
@@ -267,22 +290,8 @@ async def test_a_job_that_needed_a_read_goes_to_the_thread_for_a_while() -> None
     in vain; others still go on the loop; then it is tried on the loop again."""
     store = LoopStore()
     writer = BatchWriter(store)
-
-    def reads(tx: StoreTx) -> str:
-        return "read"
-
-    def writes(tx: StoreTx) -> str:
-        return "written"
-
     try:
-        store.refuse = WouldBlock("a read before the commit", job=1)
-        for _ in range(2):
-            await idle(writer)
-            assert await asyncio.gather(writer.write(writes), writer.write(reads)) == [
-                "written",
-                "read",
-            ]
-        store.refuse = None
+        await left_to_the_thread(store, writer)
         for _ in range(16):  # its batches left to the thread
             await idle(writer)
             assert await writer.write(reads) == "read"
