@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from stepline import App, Context, Event, SyncContext, TriggerEvent
+from stepline.store.interface import StoreTx
+from stepline.store.records import Lease
 from stepline.testing import MockClock, TestEngine
 
 DEADLINE = 20.0  # real seconds; a hang fails here (or at the pytest timeout), never a timing race
@@ -112,12 +114,16 @@ async def test_a_step_in_finally_after_lease_loss_ends_the_pass(
         await t.send(Event("go"))
         await asyncio.to_thread(gate.entered.wait, DEADLINE)
         engine = t.app.engine
-        # another worker takes the run over: this pass's lease token is no longer the run's
-        await engine.writer.write(lambda tx: tx.release_owner("test-worker", clock.now()))
+        # another worker takes the run over: this pass's lease token is no longer the run's.
+        # In one job: between a release and a lease of their own, this worker's loop could
+        # lease the run again itself (review R7 of the twelfth stop: a flake in a gate)
         served = engine.served
-        await engine.writer.write(
-            lambda tx: tx.lease_due("other-worker", clock.now(), 10, 60, served)
-        )
+
+        def take_over(tx: StoreTx) -> list[Lease]:
+            tx.release_owner("test-worker", clock.now())
+            return tx.lease_due("other-worker", clock.now(), 10, 60, served)
+
+        assert len(await engine.writer.write(take_over)) == 1
         gate.opened.set()
         await _eventually(lambda: bool(ended), "the step in `finally:` returned or raised")
         assert ended == ["Suspended"]
