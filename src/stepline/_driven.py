@@ -19,6 +19,7 @@ outcome is unknown (see ``BatchWriter._stranded``).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
@@ -28,19 +29,33 @@ _READ, _WRITE = 1, 2  # the bits of a socket wait (psycopg's ``Wait`` and ``Read
 
 class _Local(threading.local):
     driving = False
+    # Python 3.12+: the loop of the Driven being stepped and the task current there when its
+    # step began (a task started eagerly inside the step is current while its first step runs)
+    loop: asyncio.AbstractEventLoop | None = None
+    task: object = None
 
 
 _local = _Local()
+# from Python 3.12 on a task may run its first step eagerly, inside the Driven's step
+# (``asyncio.eager_task_factory``); on 3.11 none can, and the check would cost ~60 bytecodes a
+# step on the per-step path (``current_task`` is Python there)
+_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
-def driving() -> bool:
-    """Whether the running coroutine is a ``Driven``'s, stepped right now: it may await
-    ``SocketWait`` (under a task it must await a future). A trap (review R1, no code reaches
-    it today): a task started eagerly inside a Driven's step (Python 3.12's
-    ``eager_task_factory``) runs its first step there and would be told True; telling it apart
-    needs the task current when the Driven's step began, compared here (``current_task`` is
-    Python in 3.11: ~60 bytecodes a step on the per-step path, so not done)."""
-    return _local.driving
+if sys.version_info >= (3, 12):
+
+    def driving() -> bool:
+        """Whether the running coroutine is a ``Driven``'s, stepped right now: it may await
+        ``SocketWait`` (under a task it must await a future); not a task started eagerly
+        inside a Driven's step, running its first step there (review R1)."""
+        return _local.driving and asyncio.current_task(_local.loop) is _local.task
+
+else:
+
+    def driving() -> bool:
+        """Whether the running coroutine is a ``Driven``'s, stepped right now: it may await
+        ``SocketWait`` (under a task it must await a future)."""
+        return _local.driving
 
 
 class Watch(Protocol):
@@ -86,6 +101,9 @@ class Driven(asyncio.Future[Any]):
             return
         self._waiting = None
         _local.driving = True
+        if _EAGER_TASKS:
+            _local.loop = loop = self.get_loop()
+            _local.task = asyncio.current_task(loop)
         try:
             yielded = self._coro.send(ready) if error is None else self._coro.throw(error)
         except StopIteration as done:

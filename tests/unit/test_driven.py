@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+from collections.abc import Generator
 from typing import Any
 
 import pytest
+from psycopg.waiting import Ready, Wait
 
 from stepline._driven import Driven, SocketWait, driving
+from stepline.store.postgres import _pipeline
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -116,3 +120,38 @@ async def test_a_closed_socket_is_raised_where_it_waits() -> None:
         return "resumed"
 
     assert await Driven(body(), loop) in ("OSError", "ValueError")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are Python 3.12+")
+async def test_a_task_started_eagerly_inside_a_step_is_not_told_it_is_driven() -> None:
+    # a task whose first step runs inside a Driven's step (asyncio.eager_task_factory) is a
+    # task: it must await a future, never yield a SocketWait to itself ("Task got bad yield"
+    # in the round trip it had written) (review R1 of the twelfth stop)
+    loop = asyncio.get_running_loop()
+    left, right = _pair()
+    told: list[bool] = []
+    made: list[asyncio.Task[str]] = []
+
+    def reading_once() -> Generator[Wait, Ready, str]:
+        ready = yield Wait.R  # a round trip written, now waiting for the reply
+        return f"read {ready}"
+
+    async def inner() -> str:  # a task a callback run in the Driven's step started
+        told.append(driving())
+        return await _pipeline._drive(reading_once(), left.fileno())
+
+    async def body() -> None:
+        told.append(driving())
+        made.append(loop.create_task(inner()))  # eager: its first step runs here, now
+        told.append(driving())
+
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    try:
+        await Driven(body(), loop)
+        right.send(b"x")
+        assert await asyncio.wait_for(made[0], 5) == f"read {Ready.R}"
+        assert told == [True, False, True]
+    finally:
+        loop.set_task_factory(None)
+        left.close()
+        right.close()
