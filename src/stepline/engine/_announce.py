@@ -17,7 +17,7 @@ Their two rows were most of a cancelling batch's pages."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_ids
 from stepline.engine._system_events import (
@@ -27,9 +27,20 @@ from stepline.engine._system_events import (
     ending_data,
     ending_names,
 )
+from stepline.errors import StoreUnavailable
 from stepline.serde import dumps_exact
 from stepline.store.interface import OwedAnnouncements, StoreTx, UnheardEvents
-from stepline.store.records import EventIngest, EventRecord, FunctionSet, IngestResult
+from stepline.store.records import (
+    EventIngest,
+    EventRecord,
+    FunctionSet,
+    IngestResult,
+    SpentRun,
+    reentered_error,
+)
+
+if TYPE_CHECKING:
+    from stepline.engine.engine import Engine
 
 OWED_BATCH = 1_000  # runs whose owed announcements one housekeeping round makes
 
@@ -133,3 +144,38 @@ def make_owed(
         made = []
     tx.forget_owed_announcements(owed[-1].seq)
     return made, len(owed) >= OWED_BATCH
+
+
+def announce_failed(
+    engine: Engine, tx: StoreTx, runs: Sequence[SpentRun], now: float, max_passes: int
+) -> list[IngestResult]:
+    """Emit ``inngest/function.finished`` and ``inngest/function.failed`` for the runs that
+    ``lease_due`` failed by the re-entry cap (``runs``), in the same transaction, as for any
+    failed run (see ``_system_events``). Returns what ingesting them did. An error other than
+    the store being unavailable is logged and the announcement dropped (in its savepoint): the
+    cap must end the runs even when something about them keeps failing."""
+    try:
+        with tx.savepoint():
+            return _announce_failed(engine, tx, runs, now, max_passes)
+    except Exception as exc:
+        if isinstance(engine.store.store_error(exc), StoreUnavailable):
+            raise
+        engine.logger.error("could not announce the end of %d failed runs: %r", len(runs), exc)
+        return []
+
+
+def _announce_failed(
+    engine: Engine, tx: StoreTx, runs: Sequence[SpentRun], now: float, max_passes: int
+) -> list[IngestResult]:
+    items: list[EventIngest] = []
+    for run in runs:
+        error = reentered_error(run.run_id, max_passes)
+        failure = {"name": error["name"], "message": error["message"]}
+        events = [e.payload() for e in tx.run_events(run.run_id)]
+        items += engine.ending_events(
+            run.function_id, run.run_id, events, "FAILED", now, error=failure
+        )
+    if not items:
+        return []
+    results = tx.ingest(items, now, engine.wait_matches)
+    return results + engine.announce_cancellations(tx, results, now)

@@ -57,10 +57,8 @@ from stepline.store.records import (
     IngestResult,
     Lease,
     NewRun,
-    SpentRun,
     TriggerRow,
     WaitRecord,
-    reentered_error,
 )
 
 T = TypeVar("T")
@@ -359,7 +357,8 @@ class Engine:
 
     def _owed_failed(self, error: Exception, runs: int) -> None:
         """Owed announcements that raised: the store being unavailable is raised (they stay
-        owed); any other error is logged and they are dropped, as ``announce_failed``'s."""
+        owed); any other error is logged and they are dropped, as a failed run's are
+        (``_announce.announce_failed``)."""
         if isinstance(self.store.store_error(error), StoreUnavailable):
             raise error
         self.logger.error("could not announce the end of %d cancelled runs: %r", runs, error)
@@ -371,40 +370,6 @@ class Engine:
         """Whether a function of this app may start a run on a cancellation's events."""
         by_event = self._by_event
         return FUNCTION_FINISHED in by_event or FUNCTION_CANCELLED in by_event
-
-    def announce_failed(
-        self, tx: StoreTx, runs: Sequence[SpentRun], now: float, max_passes: int
-    ) -> list[IngestResult]:
-        """Emit ``inngest/function.finished`` and ``inngest/function.failed`` for the runs that
-        ``lease_due`` failed by the re-entry cap (``runs``), in the same transaction, as for
-        any failed run (see ``_system_events``). Returns what ingesting them did. An error
-        other than the store being unavailable is logged and the announcement dropped (in
-        its savepoint): the cap must end the runs even when something about them keeps
-        failing."""
-        try:
-            with tx.savepoint():
-                return self._announce_failed(tx, runs, now, max_passes)
-        except Exception as exc:
-            if isinstance(self.store.store_error(exc), StoreUnavailable):
-                raise
-            self.logger.error("could not announce the end of %d failed runs: %r", len(runs), exc)
-            return []
-
-    def _announce_failed(
-        self, tx: StoreTx, runs: Sequence[SpentRun], now: float, max_passes: int
-    ) -> list[IngestResult]:
-        items: list[EventIngest] = []
-        for run in runs:
-            error = reentered_error(run.run_id, max_passes)
-            failure = {"name": error["name"], "message": error["message"]}
-            events = [e.payload() for e in tx.run_events(run.run_id)]
-            items += self.ending_events(
-                run.function_id, run.run_id, events, "FAILED", now, error=failure
-            )
-        if not items:
-            return []
-        results = tx.ingest(items, now, self.wait_matches)
-        return results + self.announce_cancellations(tx, results, now)
 
     def cancel_job(self, run_id: str, reason: str, now: float) -> Callable[[StoreTx], bool]:
         """A write job that cancels one run and announces it."""

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from stepline._driven import Driven
 from stepline._ids import new_id
 from stepline.clock import SystemClock
+from stepline.engine._announce import announce_failed
 from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine._housekeeping import cron_rows, start_timed
 from stepline.engine._outage import StoreOutage
@@ -452,7 +453,7 @@ class Worker:
                     self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by, failed
                 )
                 if failed:
-                    housekept += self.engine.announce_failed(tx, failed, now, max_passes)
+                    housekept += announce_failed(self.engine, tx, failed, now, max_passes)
                 started = handed()
             return leases, housekept + started, bool(started) or engine.overdue_more
 
@@ -509,7 +510,7 @@ class Worker:
             leases = tx.lease_due(
                 self.worker_id, now, min(free, started), ttl, served, max_passes, None, failed
             )
-            announced = self.engine.announce_failed(tx, failed, now, max_passes) if failed else []
+            announced = announce_failed(self.engine, tx, failed, now, max_passes) if failed else []
             return leases, announced
 
         return lease
