@@ -46,6 +46,7 @@ import cProfile
 import shutil
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def orders(name: str, prefix: str, start: int, count: int) -> list[Any]:
 
 def store_counts(path: Path) -> dict[str, int]:
     """Cancelled runs, pending matchers and function.cancelled events in the store."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn, conn:
 
         def one(sql: str) -> int:
             return int(conn.execute(sql).fetchone()[0])

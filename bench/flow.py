@@ -36,6 +36,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def events(prefix: str, start: int, count: int) -> list[Any]:
 def store_counts(path: Path) -> dict[str, int]:
     """Rows the store holds after admission (a separate read-only connection)."""
     tables = {"runs": "runs", "deferrals": "deferrals", "skips": "skips", "matchers": "matchers"}
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn, conn:
         return {
             name: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
             for name, table in tables.items()

@@ -9,6 +9,7 @@ import importlib
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def _runs_of(app: App, event_id: str) -> list[stepline.Run]:
 
 def rename_runs(db: str, renames: dict[str, str]) -> None:
     """Give runs chosen ids (in the runs table, which is what ``find_run`` searches)."""
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+    with closing(sqlite3.connect(db.removeprefix("sqlite:///"))) as conn, conn:
         for old, new in renames.items():
             conn.execute("UPDATE runs SET run_id = ? WHERE run_id = ?", (new, old))
     conn.close()
@@ -131,7 +132,7 @@ def test_memory_is_refused_for_commands_that_end_with_the_process(command: list[
 
 
 def _foreign(path: Path) -> None:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
     conn.close()
 
@@ -189,7 +190,7 @@ def test_an_empty_sqlite_file_is_taken_and_a_foreign_one_refused_by_the_library(
     with pytest.raises(stepline.ConfigError, match="not a Stepline database"):
         other.send(Event(name="x/y"))
     other.close()
-    with sqlite3.connect(foreign) as conn:  # untouched
+    with closing(sqlite3.connect(foreign)) as conn, conn:  # untouched
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     conn.close()
     assert names == {"users"}
@@ -374,7 +375,7 @@ def test_a_restarted_dev_resumes_its_predecessors_runs_at_once(
         [left] = [r.run_id for r in _runs_of(app, event_id)]
     finally:
         app.close()
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+    with closing(sqlite3.connect(db.removeprefix("sqlite:///"))) as conn, conn:
         conn.execute(
             "UPDATE queue SET lease_owner = ?, lease_token = 'dead', lease_expires_at = ?",
             (stable, time.time() + 3600),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ def test_runs_list_on_an_empty_file_creates_no_tables(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "No runs." in result.output
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
     conn.close()
 
@@ -95,6 +96,6 @@ def test_functions_list_on_an_empty_file_creates_no_tables(tmp_path: Path) -> No
         stepline_cli, ["functions", "list", "--db", str(path)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
     conn.close()

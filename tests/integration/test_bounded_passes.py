@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -92,7 +93,7 @@ async def test_a_run_whose_stored_event_is_corrupt_fails_after_its_attempts(
         [event_id] = await t.send(Event("go", {"n": 1}))
         [run] = await app.runs(event_id=event_id)
         await t.wait_for_status(run.run_id, "SLEEPING", timeout=30)
-        with sqlite3.connect(path) as db:  # the event's data is no JSON any more
+        with closing(sqlite3.connect(path)) as db, db:  # the event's data is no JSON any more
             db.execute("UPDATE events SET data = x'ff00fe'")
         db.close()
         loads = _count_loads(t, lambda run_id: None)

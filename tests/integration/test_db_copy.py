@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,7 @@ async def test_every_table_is_copied_both_ways_unchanged(tmp_path: Path, pg_url:
         tx.register_worker(WorkerRecord("w-1", "movers", ("sleeper",), 1.0, 2.0, 3.0))
         tx.put_sdk_app("movers", "js-app", b'{"functions": []}', 4.0)
         tx.deliver([("mailers", "welcome", "e-handed")], 5.0)  # an event handed to another app
-    with sqlite3.connect(path) as conn:  # PostgreSQL's: an event noted beside a take
+    with closing(sqlite3.connect(path)) as conn, conn:  # PostgreSQL's: an event noted beside a take
         conn.execute("INSERT INTO cancel_notes (event_id, bucket) VALUES ('e-noted', 7)")
     original = _dump(source)
     empty = [name for name, rows in original.items() if not rows]
@@ -352,7 +353,7 @@ def test_live_workers_on_the_source_are_refused(tmp_path: Path, pg_url: str) -> 
 
 
 def _schema_version(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
 
 
@@ -365,7 +366,7 @@ def test_a_source_of_the_schema_before_is_copied_with_its_workers_alive_and_left
     # the file beside it and copies that one: the file stays at schema 19, as its worker reads it
     path = tmp_path / "old.db"
     file_at_version(path, 19, ("w-old", time.time() + 600))
-    with sqlite3.connect(path) as conn:  # a run of that version waiting for an event
+    with closing(sqlite3.connect(path)) as conn, conn:  # a run of that version waiting for an event
         conn.execute(
             "INSERT INTO events (internal_id, name, data, user_data, ts, received_at) "
             "VALUES ('e-1', 'order/created', X'7B7D', X'7B7D', 1, 1)"

@@ -9,6 +9,7 @@ for them, and a listener that appeared meanwhile gets them as any event."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ async def _owing(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]
 
 
 def _owed(path: Path) -> list[tuple[str, str, float]]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return conn.execute("SELECT run_id, reason, at FROM owed_announcements").fetchall()
 
 
@@ -141,7 +142,7 @@ async def test_a_listener_that_appeared_since_gets_them_as_any_event(tmp_path: P
         other.close()
     _, cancelled = _announcements(path)
     assert cancelled.data["run_id"] == run_id
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         inbox = conn.execute("SELECT app_id, function_id, event_id FROM inbox").fetchall()
     assert inbox == [("other-app", "cleanup", cancelled.internal_id)]
     assert _owed(path) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def _orphans(db: Path, n: int, owner: str, expires_at: float) -> list[str]:
         ids = app.send([Event(name="noop/go") for _ in range(n)])
     finally:
         app.close()
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         conn.execute(
             "UPDATE queue SET lease_owner = ?, lease_token = 'dead', lease_expires_at = ?",
             (owner, expires_at),

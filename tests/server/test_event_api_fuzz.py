@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def test_fuzz_event_api(tmp_path: Path) -> None:
         loop.run_until_complete(client.aclose())
         loop.close()
         app.close()
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         stored = [row[0] for row in conn.execute("SELECT internal_id FROM events")]
     conn.close()
     assert len(stored) == len(set(stored))  # none stored twice

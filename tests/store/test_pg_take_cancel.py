@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from typing import Any
 
 import psycopg
@@ -492,7 +492,7 @@ def test_nothing_unread_of_the_notes_and_takes_is_kept(
     assert [c[0] for c in columns] == ["event_id", "bucket"]
     assert sorted(functions) == ["stepline_note_unless_shared"]
     assert "pg_current_xact_id" not in functions["stepline_note_unless_shared"]
-    with sqlite3.connect(":memory:") as lite:
+    with closing(sqlite3.connect(":memory:")) as lite, lite:
         lite.executescript("".join(SQLITE_MIGRATIONS))
         assert [r[1] for r in lite.execute("PRAGMA table_info(cancel_notes)")] == [
             "event_id",
