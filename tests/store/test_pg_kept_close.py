@@ -32,22 +32,18 @@ def test_closing_the_store_during_a_loop_commit_ends_that_commit(pg_url: str) ->
     blocker.execute("SELECT 1 FROM queue WHERE run_id = 'r1' FOR UPDATE")
     blocker.execute("SELECT 1 FROM runs WHERE run_id = 'r1' FOR UPDATE")
     outcome: list[Any] = []
-    sent = threading.Event()
     loop = asyncio.new_event_loop()
 
     async def commit() -> None:
-        task = asyncio.ensure_future(store.commit_on_loop([commit_job(held, 1)]))
-        await asyncio.sleep(0.2)  # the round trip is written; the server waits on the lock
-        sent.set()
         try:
-            outcome.append(await task)
+            outcome.append(await store.commit_on_loop([commit_job(held, 1)]))
         except BaseException as exc:  # any end is fine: it must end
             outcome.append(exc)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(commit(),), daemon=True)
     thread.start()
     try:
-        assert sent.wait(DEADLINE)
+        _until_a_session_waits_on_a_lock(pg_url)  # the round trip is written and waits
         store.close()  # from this thread, the commit in flight on the loop's thread
         blocker.rollback()  # the server answers the commit now
         deadline = time.monotonic() + DEADLINE
@@ -59,3 +55,20 @@ def test_closing_the_store_during_a_loop_commit_ends_that_commit(pg_url: str) ->
         thread.join(DEADLINE)
         if not thread.is_alive():
             loop.close()
+
+
+def _until_a_session_waits_on_a_lock(url: str) -> None:
+    """Until a session of this database waits on a lock (the commit, behind the blocker's row
+    locks), polled under DEADLINE on a connection of its own in autocommit (a transaction
+    would read one snapshot of the sessions): the server's state, not a guess of real time."""
+    deadline = time.monotonic() + DEADLINE
+    with psycopg.connect(url, autocommit=True) as observer:
+        while True:
+            row = observer.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row is not None and row[0] > 0:
+                return
+            assert time.monotonic() < deadline, "the loop's commit never reached the server"
+            time.sleep(0.01)
