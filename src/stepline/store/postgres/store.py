@@ -25,78 +25,39 @@ While the server is down a call waits at most ``connect_timeout`` for a connecti
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import psycopg
 import psycopg_pool
 
-from stepline.errors import ConfigError, StoreError, StoreUnavailable
-from stepline.serde import loads
-from stepline.store import _rows as shapes
-from stepline.store._catalog import TriggerCatalog, app_records
-from stepline.store._clauses import match_sql
+from stepline.errors import ConfigError, StoreUnavailable
+from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Conflict, Replay, WouldBlock
-from stepline.store.postgres import _copy, _database, _pipeline, _rows, _search
-from stepline.store.postgres import _lease_queries as lq
-from stepline.store.postgres import _read_queries as rq
+from stepline.store.postgres import _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
-from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
-from stepline.store.postgres._leases import lease_named_alone, prepare_named
+from stepline.store.postgres._leases import lease_named_alone
 from stepline.store.postgres._statements import Spoiled, Statements
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
+from stepline.store.postgres.reads import PostgresReads, raising_store_errors
 from stepline.store.postgres.tx import PostgresTx
 from stepline.store.postgres.wakeups import WakeupListener, notify
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
-    AppRecord,
-    EventFilter,
-    EventRecord,
-    EventRunRecord,
     FunctionSet,
-    HistoryRecord,
     Lease,
-    QueueState,
-    RunClause,
-    RunFilter,
-    RunRecord,
-    RunState,
-    SearchWindow,
-    SkipRecord,
-    StepRecord,
-    StoredEvent,
-    StoreStats,
-    WorkerRecord,
 )
 
-P = ParamSpec("P")
-T = TypeVar("T")
 # for this transaction only; set_config, not SET LOCAL: an optimistic transaction sent in one
 # round trip has no BEGIN (Statements.transaction), where SET LOCAL would warn
 NO_FLUSH_WAIT = "SELECT set_config('synchronous_commit', 'off', true)"
 DEFAULT_MAX_CLOCK_SKEW = 1.0
-
-
-def _reading(read: Callable[P, T]) -> Callable[P, T]:
-    """A read that raises ``StoreError`` (``StoreUnavailable`` when transient), never psycopg's."""
-
-    @functools.wraps(read)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return read(*args, **kwargs)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            store = args[0]
-            assert isinstance(store, PostgresStore)
-            raise store._translated(exc) from exc
-
-    return wrapper
 
 
 def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
@@ -122,7 +83,7 @@ def _each(tx: PostgresTx, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[A
     return results
 
 
-class PostgresStore:
+class PostgresStore(PostgresReads):
     """A Store in a PostgreSQL database (``url``: ``postgresql://user@host:port/dbname``)."""
 
     def __init__(
@@ -133,7 +94,6 @@ class PostgresStore:
         max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
         connect_timeout: float | None = None,
     ) -> None:
-        self.url = url
         self.max_clock_skew = max_clock_skew
         if connect_timeout is None:  # the URL's own connect_timeout, else 10 s
             try:
@@ -141,16 +101,7 @@ class PostgresStore:
             except psycopg.ProgrammingError as exc:
                 raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
             connect_timeout = float(given) if given else 10.0
-        # each new connection prepares the lease by name (prepare_named)
-        self._pool = _database.pool(
-            url, max_connections, connect_timeout, "stepline", checked=True, configure=prepare_named
-        )
-        # the worker's hot reads (load_run, next_due_at): connections not checked before use (a
-        # round trip less); a read that finds its connection broken is made again (_read)
-        self._read_pool = _database.pool(
-            url, max_connections, connect_timeout, "stepline-read", configure=prepare_named
-        )
-        self._opened = False
+        super().__init__(url, max_connections, connect_timeout)
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._gates = TakeGates(url)  # the gates its refused takes closed (_take_gates.py)
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
@@ -158,51 +109,6 @@ class PostgresStore:
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
         self._loop_conns = LoopConnections()  # the read pool's connection each loop keeps
         self._listeners: dict[object, WakeupListener] = {}  # watch(): by their on_wake
-
-    @property
-    def label(self) -> str:
-        """The database for messages (without a password)."""
-        try:
-            info = psycopg.conninfo.conninfo_to_dict(self.url)
-        except psycopg.ProgrammingError:
-            return "postgresql"
-        host, port, db = info.get("host", ""), info.get("port", ""), info.get("dbname", "")
-        return f"postgresql://{host}{':' + str(port) if port else ''}/{db}"
-
-    # -- connections ------------------------------------------------------------------------------
-    @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        if not self._opened:
-            self._open()
-        with self._pool.connection() as conn:
-            yield conn
-
-    def _open(self) -> None:
-        self._pool.open(wait=False)
-        self._read_pool.open(wait=False)
-        self._opened = True
-
-    def _read(self, statements: Sequence[tuple[str, Any]]) -> list[list[Any]]:
-        """The rows of each of ``statements`` (reads), sent in one round trip on a connection
-        of the read pool; made once more if that connection was broken (the server restarted
-        or ended it), after the pool replaced its broken idle ones: a read can be repeated."""
-        if not self._opened:
-            self._open()
-        for attempt in (1, 2):
-            try:
-                with self._read_pool.connection() as conn:
-                    if len(statements) == 1:
-                        return [conn.execute(*statements[0]).fetchall()]
-                    with conn.pipeline():
-                        cursors = [conn.cursor() for _ in statements]
-                        for cursor, (query, params) in zip(cursors, statements, strict=True):
-                            cursor.execute(query, params)
-                    return [cursor.fetchall() for cursor in cursors]
-            except psycopg.OperationalError:
-                if attempt == 2:
-                    raise
-                self._read_pool.check()  # the other idle ones may be broken too: replaced
-        raise AssertionError("unreachable")
 
     def watch(self, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> Callable[[], None]:
         """Call ``on_wake`` (from a listening thread) after every committed transaction of any
@@ -221,18 +127,7 @@ class PostgresStore:
         self._loop_conns.close()
         self._presence.close()
         self._gates.close()
-        if self._opened:
-            self._pool.close()
-            self._read_pool.close()
-            self._opened = False
-
-    def store_error(self, error: Exception) -> StoreError | None:
-        return _database.store_error(error, self.label)
-
-    def _translated(self, error: Exception) -> StoreError:
-        found = self.store_error(error)
-        assert found is not None
-        return found
+        super().close()
 
     # -- schema -----------------------------------------------------------------------------------
     def migrate(self, *, force: bool = False) -> None:
@@ -469,7 +364,7 @@ class PostgresStore:
         self.migrate()
         yield self
 
-    @_reading
+    @raising_store_errors
     def table_columns(self) -> dict[str, tuple[str, ...]]:
         with self._conn() as conn:
             return _copy.table_columns(conn)
@@ -483,202 +378,17 @@ class PostgresStore:
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
 
-    @_reading
+    @raising_store_errors
     def load_rows(self, table: Table, rows: Sequence[Row]) -> None:
         with self._conn() as conn:
             _copy.load_rows(conn, table, rows)
 
-    @_reading
+    @raising_store_errors
     def loaded(self, table: Table) -> None:
         with self._conn() as conn:
             _copy.loaded(conn, table)
 
-    @_reading
+    @raising_store_errors
     def wipe(self) -> None:
         with self._conn() as conn:
             _copy.wipe(conn)
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._conn() as conn:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.execute("COMMIT")
-
-    # -- reads ------------------------------------------------------------------------------------
-    @_reading
-    def load_run(self, run_id: str) -> RunState | None:
-        [rows] = self._read([(rq.LOAD_RUN, (run_id,))])  # one statement: one snapshot
-        return _rows.run_state(rows[0]) if rows else None
-
-    @_reading
-    def get_run(self, run_id: str) -> RunRecord | None:
-        with self._conn() as conn:
-            row = conn.execute(rq.SELECT_RUN, (run_id,)).fetchone()
-        return None if row is None else shapes.run_record(row)
-
-    @_reading
-    def list_runs(self, query: RunFilter) -> list[RunRecord]:
-        where, params = shapes.run_filter(query, "%s", uq.WAITING_FOR_WORKER)
-        with self._conn() as conn:
-            found = conn.execute(rq.LIST_RUNS.format(where=where), [*params, query.limit])
-            return [shapes.run_record(r) for r in found]
-
-    @_reading
-    def search_window(
-        self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
-    ) -> SearchWindow:
-        where, params = shapes.run_filter(query, "%s", uq.WAITING_FOR_WORKER)
-        try:
-            return self._search_window(where, params, window, clauses)
-        except psycopg.errors.UntranslatableCharacter:
-            # an event among the window that jsonb cannot hold (a string with U+0000): the
-            # clauses only narrow a search, so the whole window is the answer and the search
-            # decides each run
-            return self._search_window(where, params, window, ())
-
-    def _search_window(
-        self, where: str, params: list[Any], window: int, clauses: tuple[RunClause, ...]
-    ) -> SearchWindow:
-        if not clauses:  # every run of the window is a candidate: none numbered in SQL
-            with self._conn() as conn:
-                rows = conn.execute(rq.WHOLE_WINDOW.format(where=where), [*params, window + 1])
-                return shapes.kept_window(rows, window)
-        match, matched = match_sql(clauses, _search.CLAUSES)
-        added, joins = _search.window_joins(clauses)
-        statement = rq.SEARCH_WINDOW.format(where=where, match=match, added=added, join=joins)
-        with self._conn() as conn:
-            values = [window, *matched, *params, window + 1, window, *matched]
-            rows = conn.execute(statement, values)
-            return shapes.search_window(rows, window)
-
-    @_reading
-    def count_runs(self, query: RunFilter) -> int:
-        where, params = shapes.run_filter(query, "%s", uq.WAITING_FOR_WORKER)
-        statement = rq.COUNT_RUNS.format(where=where)
-        with self._conn() as conn:
-            row = conn.execute(statement, [*params, query.limit]).fetchone()
-        return int(row[0]) if row else 0
-
-    @_reading
-    def get_steps(self, run_id: str) -> list[StepRecord]:
-        with self._conn() as conn:
-            return _rows.select_steps(conn, run_id)
-
-    @_reading
-    def get_history(self, run_id: str) -> list[HistoryRecord]:
-        with self._conn() as conn:
-            return [shapes.history_record(r) for r in conn.execute(rq.SELECT_HISTORY, (run_id,))]
-
-    @_reading
-    def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
-        with self._conn() as conn:
-            return _rows.select_events(conn, list(internal_ids))
-
-    @_reading
-    def next_due_at(self, functions: FunctionSet | None = None) -> float | None:
-        if functions is None:
-            [rows] = self._read([(lq.NEXT_DUE, None)])
-        else:
-            ids = list(functions.function_ids)
-            paused_rows, unowned = self._read(
-                [(lq.PAUSED_AMONG, (functions.app_id, ids)), (lq.ANY_UNOWNED, None)]
-            )
-            paused = {r[0] for r in paused_rows}
-            params = {
-                "apps": [functions.app_id, ""]
-                if functions.app_id and unowned
-                else [functions.app_id],
-                "fns": [f for f in ids if f not in paused],
-                "app": functions.app_id,
-                "all": ids,
-            }
-            [rows] = self._read([(lq.NEXT_DUE_OF, params)])
-        return None if not rows or rows[0][0] is None else float(rows[0][0])
-
-    @_reading
-    def next_start_deadline(self, functions: FunctionSet) -> float | None:
-        params = {"apps": [functions.app_id, ""], "fns": list(functions.function_ids)}
-        [rows] = self._read([(lq.NEXT_START_DEADLINE_OF, params)])
-        return None if not rows or rows[0][0] is None else float(rows[0][0])
-
-    @_reading
-    def apps(self, now: float) -> list[AppRecord]:
-        rows, workers, waiting = self._read(
-            [(q.CATALOG_ROWS, None), (q.APP_WORKERS, (now,)), (q.APP_INBOX, None)]
-        )
-        return app_records(rows, workers, waiting)
-
-    @_reading
-    def live_workers(self, now: float) -> list[WorkerRecord]:
-        with self._conn() as conn:
-            return [
-                WorkerRecord(r[0], r[1], tuple(loads(r[2])), r[3], r[4], r[5])
-                for r in conn.execute(uq.LIVE_WORKERS, (now,))
-            ]
-
-    @_reading
-    def list_skips(self, function_id: str | None = None, limit: int = 100) -> list[SkipRecord]:
-        where, params = ("WHERE function_id = %s", [function_id]) if function_id else ("", [])
-        statement = q.LIST_SKIPS.format(where=where)
-        with self._conn() as conn:
-            return [SkipRecord(*r) for r in conn.execute(statement, [*params, limit])]
-
-    @_reading
-    def sdk_apps(self, app_id: str) -> list[tuple[str, bytes]]:
-        with self._conn() as conn:
-            rows = conn.execute(uq.SDK_APPS, (app_id,)).fetchall()
-        return [(str(name), bytes(body)) for name, body in rows]
-
-    @_reading
-    def paused_functions(self, app_id: str | None = None) -> set[str]:
-        with self._conn() as conn:
-            if app_id is None:
-                return {r[0] for r in conn.execute(uq.PAUSED)}
-            return {r[0] for r in conn.execute(uq.PAUSED_IN, (app_id,))}
-
-    @_reading
-    def list_events(self, query: EventFilter) -> list[StoredEvent]:
-        where, params = shapes.event_filter(query, "%s")
-        statement = rq.LIST_EVENTS.format(where=where)
-        with self._conn() as conn:
-            return [shapes.stored_event(r) for r in conn.execute(statement, [*params, query.limit])]
-
-    @_reading
-    def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
-        found: dict[str, list[StepRecord]] = {}
-        with self._conn() as conn:
-            for r in conn.execute(rq.STEPS_OF, (list(run_ids),)):
-                found.setdefault(r[0], []).append(shapes.step_record(r))
-        return found
-
-    @_reading
-    def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:
-        with self._conn() as conn:
-            found = conn.execute(rq.EVENT_RUNS, (list(event_ids), limit))
-            return [EventRunRecord(r[0], r[1], shapes.run_record(r[2:])) for r in found]
-
-    @_reading
-    def stats(self, now: float) -> StoreStats:
-        with self._snapshot() as conn:
-            by_status = {r[0]: int(r[1]) for r in conn.execute(rq.RUNS_BY_STATUS)}
-            depth_row = conn.execute(rq.QUEUE_DEPTH).fetchone()
-            due_row = conn.execute(rq.QUEUE_DUE, (now,)).fetchone()
-        depth = int(depth_row[0]) if depth_row else 0
-        due, oldest = (int(due_row[0]), due_row[1]) if due_row else (0, None)
-        return StoreStats(by_status, depth, due, oldest)
-
-    @_reading
-    def queue_states(self, run_ids: Sequence[str], now: float) -> list[QueueState]:
-        ids = list(run_ids)
-        with self._snapshot() as conn:
-            return shapes.queue_states(
-                ids,
-                conn.execute(rq.QUEUE_STATES, (now, ids)).fetchall(),
-                conn.execute(rq.WAITS_OF_RUNS, (ids,)).fetchall(),
-                lambda: [(r[0], r[2]) for r in conn.execute(lq.BUSY_SLOTS, (now,))],
-            )
