@@ -146,8 +146,8 @@ async def split_batch(
 ) -> dict[str, float] | None:
     """Send ``batch`` the way ``send_async`` does, timing its parts (seconds): ``plan``
     (validation and planning on the event loop), ``store`` (the store's ``ingest`` and the
-    announcement of cancellations as ``send`` makes it, on SQLite owed: see _announce.py,
-    inside the write transaction) and ``total`` (plan + the whole ``writer.write``). None if
+    announcement of cancellations as ``send`` makes it, see _announce.py, inside the write
+    transaction) and ``total`` (plan + the whole ``writer.write``). None if
     the engine's internals moved."""
     engine = app.engine
     try:

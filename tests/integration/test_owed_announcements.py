@@ -1,9 +1,9 @@
-"""Announcements owed by a sender's transaction (SQLite, schema 24, ``OwedAnnouncements``): an
-event that cancels a run while nothing hears ``inngest/function.finished`` /
-``inngest/function.cancelled`` commits the cancellation and owes the two events; they are
-written later (``Engine.announce_owed``: a worker's housekeeping, or the sender's engine as it
-closes) with the data, names, order and time they would have had, and never lost: a process
-that ends without writing them leaves them to the next worker, a copy of the database waits
+"""Announcements of cancelled runs on SQLite: a sender's transaction stores them with the
+cancellation (``inngest/function.finished`` / ``inngest/function.cancelled``, nothing owed).
+The version before owed them when nothing heard them (schema 24, ``OwedAnnouncements``: the
+cancellation committed with an owed row, the two events written later); those a process of
+that version left are written by a worker's housekeeping (``Engine.announce_owed``) with the
+data, names, order and time they would have had, and never lost: a copy of the database waits
 for them, and a listener that appeared meanwhile gets them as any event."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _subject_app() -> App:
     return app
 
 
-async def _owing(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]]:
+async def _cancelling(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]]:
     """The subject app on ``path`` with no worker: a run made (QUEUED) and cancelled by its
     ``stop`` event; the run's id and its trigger event's payload."""
     app = _subject_app()
@@ -50,6 +50,18 @@ async def _owing(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]
     await app.send_async(Event("stop", {"id": "a"}))
     payload = app.engine.store.list_events(EventFilter(name="go"))[0].event.payload()
     return app, run.run_id, payload
+
+
+async def _owing(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]]:
+    """``_cancelling``, the run's announcements then left owed as a sender of the version
+    before left them (schema 24): its two events not written, an owed row instead."""
+    app, run_id, payload = await _cancelling(path, clock)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        gone = conn.execute("DELETE FROM events WHERE name IN (?, ?)", (FINISHED, CANCELLED))
+        assert gone.rowcount == 2
+        owed = "INSERT INTO owed_announcements (run_id, reason, at) VALUES (?, ?, ?)"
+        conn.execute(owed, (run_id, REASON, T0))
+    return app, run_id, payload
 
 
 def _owed(path: Path) -> list[tuple[str, str, float]]:
@@ -66,15 +78,29 @@ def _announcements(path: Path) -> list[EventRecord]:
     return sorted(found, key=lambda e: e.internal_id)
 
 
-async def test_the_run_is_cancelled_when_send_returns_and_its_announcements_are_owed(
+async def test_the_run_is_cancelled_and_announced_when_send_returns(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    app, run_id, payload = await _cancelling(path, MockClock(start=T0, autojump=False))
+    try:
+        [run] = await app.runs(function_id="subject")
+        assert run.status == "CANCELLED"
+        assert _owed(path) == []
+        finished, cancelled = _announcements(path)
+    finally:
+        app.close()
+    assert [finished.name, cancelled.name] == [FINISHED, CANCELLED]
+    data = ending_data("subject", run_id, [payload], "CANCELLED", reason=REASON)
+    assert finished.data == data and cancelled.data == data
+    assert finished.ts == cancelled.ts == T0
+
+
+async def test_owed_announcements_are_written_with_the_time_of_the_cancellation(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "a.db"
     clock = MockClock(start=T0, autojump=False)
     app, run_id, payload = await _owing(path, clock)
     try:
-        [run] = await app.runs(function_id="subject")
-        assert run.status == "CANCELLED"
         assert _owed(path) == [(run_id, REASON, T0)]
         assert _announcements(path) == []
         clock.advance(60.0)  # written a minute later: with the time of the cancellation
@@ -91,23 +117,10 @@ async def test_the_run_is_cancelled_when_send_returns_and_its_announcements_are_
     assert _owed(path) == []
 
 
-async def test_closing_the_sender_writes_what_it_owed(tmp_path: Path) -> None:
-    path = tmp_path / "a.db"
-    app, run_id, _ = await _owing(path, MockClock(start=T0, autojump=False))
-    assert len(_owed(path)) == 1
-    app.close()
-    assert _owed(path) == []
-    assert [(e.name, e.data["run_id"]) for e in _announcements(path)] == [
-        (FINISHED, run_id),
-        (CANCELLED, run_id),
-    ]
-
-
 async def test_announcements_a_sender_left_owed_are_written_by_a_worker(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     clock = MockClock(start=T0, autojump=False)
     app, run_id, _ = await _owing(path, clock)
-    app.engine.owed = False  # as a process that ended without closing its engine
     app.close()
     assert len(_owed(path)) == 1 and _announcements(path) == []
     async with TestEngine(_subject_app(), path=path, clock=clock):  # its worker's housekeeping
@@ -120,8 +133,9 @@ async def test_announcements_a_sender_left_owed_are_written_by_a_worker(tmp_path
 
 
 async def test_a_listener_that_appeared_since_gets_them_as_any_event(tmp_path: Path) -> None:
-    """Owed while nothing listened; another app's function on function.cancelled registered
-    before they are written: they are ingested (its inbox gets the event), not only stored."""
+    """Owed (by the version before) while nothing listened; another app's function on
+    function.cancelled registered before they are written: they are ingested (its inbox gets
+    the event), not only stored."""
     path = tmp_path / "a.db"
     clock = MockClock(start=T0, autojump=False)
     app, run_id, _ = await _owing(path, clock)
@@ -151,7 +165,6 @@ async def test_a_listener_that_appeared_since_gets_them_as_any_event(tmp_path: P
 async def test_a_copy_waits_until_no_announcement_is_owed(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     app, _, _ = await _owing(path, MockClock(start=T0, autojump=False))
-    app.engine.owed = False  # left owed
     app.close()
     source = SQLiteStore(path)
     target = SQLiteStore(tmp_path / "copy.db")

@@ -307,10 +307,9 @@ async def test_announcements_nothing_listens_to_are_stored_and_listeners_still_g
     app: App, make_engine: Make
 ) -> None:
     """A cancellation by an event while nothing listens to inngest/function.*: both
-    announcements stored (on SQLite owed by the sender's transaction and written by the
-    worker's housekeeping), visible in the event list with their data. Then a run waiting for
-    function.finished and a function triggered by function.cancelled: the next cancellation's
-    announcements resume the one and start the other."""
+    announcements stored with the cancellation, visible in the event list with their data.
+    Then a run waiting for function.finished and a function triggered by function.cancelled:
+    the next cancellation's announcements resume the one and start the other."""
     seen: list[str] = []
 
     @app.function(

@@ -102,7 +102,7 @@ async def test_announcements_nothing_hears_are_stored_with_the_ingest_paths_data
         store = t.app.engine.store
         with store.transaction() as tx:
             quick = isinstance(tx, UnheardEvents)
-        announced = sorted(  # on SQLite written by the worker's housekeeping: owed by the send
+        announced = sorted(
             await until("the announcements", lambda: _announced_if(t, 6)),
             key=lambda e: e.internal_id,
         )
@@ -195,9 +195,8 @@ async def test_a_cancellation_reports_its_announcements_only_to_callers_that_use
 ) -> None:
     """``Engine.cancel`` (the API's and the start timeout's cancellations, whose results go to
     the change feed) reports each announcement as an event ingested; an ingest job, which does
-    not use them, gets none (``report=False``) and the events are stored all the same (on
-    SQLite owed by its transaction and made by ``announce_owed``: a worker's housekeeping, or
-    here)."""
+    not use them, gets none (``report=False``) and the events are stored all the same, in its
+    transaction."""
     _subject(app)
     async with make_engine(clock=MockClock(start=T0, autojump=False)) as t:
         engine = t.app.engine
@@ -218,5 +217,4 @@ async def test_a_cancellation_reports_its_announcements_only_to_callers_that_use
             return engine.announce_cancellations(tx, [stop], T0, report=False)
 
         assert await engine.writer.write(cancelled_by_an_event) == []
-        await engine.writer.write(lambda tx: engine.announce_owed(tx, T0))
         assert len(_stored(t, CANCELLED)) == 2

@@ -7,12 +7,11 @@ only stored: their data is made of the runs' trigger events as the store keeps t
 (``cancelled_announcements``), with no decoding, planning or matching. Else, or with a store
 without that verb, they are ingested as any event (``cancelled_events``).
 
-A sender's transaction (``send``) may owe them instead, when nothing hears them
-(``owe_announcements``, SQLite: ``OwedAnnouncements``): its runs are cancelled when it commits,
-and their announcements, durably owed with it, are made later by ``Engine.announce_owed`` (a
-worker's housekeeping, or the sender's engine as it closes) with the time of the cancellation,
-as Inngest's executor emits them after the cancellation, apart from the event that caused it.
-Their two rows were most of a cancelling batch's pages."""
+A sender's transaction stores them itself. The version before owed them instead (SQLite schema
+24, ``OwedAnnouncements``: a small row a run, the events written later by a worker); writing
+them later cost the writer more than writing them at once (~106k instructions a run against
+~88k), so this version owes none, and ``Engine.announce_owed`` (a worker's housekeeping) makes
+those a process of that version left, with the time of their cancellation."""
 
 from __future__ import annotations
 
@@ -21,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_ids
 from stepline.engine._system_events import (
-    FUNCTION_CANCELLED,
-    FUNCTION_FINISHED,
     cancelled_announcements,
     ending_data,
     ending_names,
@@ -96,28 +93,13 @@ def store_unheard_announcements(
     return [IngestResult(internal_id, False, (), ()) for internal_id, _, _ in rows]
 
 
-def owe_announcements(
-    tx: StoreTx,
-    cancelled: Sequence[tuple[str, str]],
-    reason: str,
-    now: float,
-    sender: FunctionSet | None,
-) -> bool:
-    """Owe the announcements of these runs just cancelled in ``tx`` (``OwedAnnouncements``)
-    when nothing would hear them; False (nothing owed: announce them now) when something may,
-    or when the store cannot owe them."""
-    names = (FUNCTION_FINISHED, FUNCTION_CANCELLED)
-    return isinstance(tx, OwedAnnouncements) and tx.owe_announcements(
-        [run_id for run_id, _ in cancelled], names, reason, now, sender
-    )
-
-
 def make_owed(
     tx: StoreTx,
     announce: Callable[[list[tuple[str, str]], str, float], list[IngestResult]],
     failed: Callable[[Exception, int], None],
 ) -> tuple[list[IngestResult], bool]:
-    """Make up to ``OWED_BATCH`` of the announcements owed in the store (any app's senders'),
+    """Make up to ``OWED_BATCH`` of the announcements owed in the store (by senders of the
+    version before, any app's),
     oldest first, and forget them: ``announce(runs, reason, at)`` for the runs (run and
     function ids) cancelled at ``at`` for ``reason`` (the engine's announcement with that
     time), all in a savepoint; a run gone since (purged) is left out. If they raise, the

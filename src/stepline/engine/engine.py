@@ -20,7 +20,6 @@ from stepline.clock import Clock
 from stepline.engine._announce import (
     cancelled_events,
     make_owed,
-    owe_announcements,
     store_unheard_announcements,
 )
 from stepline.engine._collector import collector_paused
@@ -132,7 +131,6 @@ class Engine:
         self.next_purge = float("-inf")
         self.next_wait_purge = float("-inf")  # see _housekeeping.WAIT_PURGE_EVERY
         self.overdue_more = False  # housekeeping left runs past their start deadline
-        self.owed = False  # this engine's senders owed announcements (made as it closes)
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._unwatch: Callable[[], None] | None = None  # stops the store's wake-ups
         self._wakers_lock = threading.Lock()  # also guards _batchers
@@ -324,27 +322,22 @@ class Engine:
     ) -> list[IngestResult]:
         """Ingest the ending events of runs cancelled in ``tx`` (``cancelled_events``): only
         stored when nothing hears them (``store_unheard_announcements``; no result made for
-        them unless ``report``), or, by a sender that does not want the results (``report``
-        False), owed (``owe_announcements``: made by ``announce_owed`` later). Owed ones are
+        them unless ``report``). Those an older version's sender owed (``announce_owed``) are
         made with ``cancelled_at``, when their runs were cancelled: stored with that time if
         nothing hears them, else ingested ``now``."""
-        if not self._plans_endings():
-            owing = not report and cancelled_at is None  # a sender's: owed if none hears them
-            if owing and owe_announcements(tx, cancelled, reason, now, self.served):
-                self.owed = True
-                return []
-            if isinstance(tx, UnheardEvents):
-                at = now if cancelled_at is None else cancelled_at
-                stored = store_unheard_announcements(tx, cancelled, reason, at, self.served, report)
-                if stored is not None:
-                    return stored
+        if not self._plans_endings() and isinstance(tx, UnheardEvents):
+            at = now if cancelled_at is None else cancelled_at
+            stored = store_unheard_announcements(tx, cancelled, reason, at, self.served, report)
+            if stored is not None:
+                return stored
         items = cancelled_events(self.plan, tx, cancelled, reason, now)
         return tx.ingest(items, now, self.wait_matches)
 
     def announce_owed(self, tx: StoreTx, now: float) -> tuple[list[IngestResult], bool]:
-        """Make up to ``OWED_BATCH`` of the announcements senders owe (``make_owed``), and
-        those of the runs they cancel. Returns what ingesting them did (those only stored: when
-        the change feed is watched), and whether a full batch was made (more may be owed)."""
+        """Make up to ``OWED_BATCH`` of the announcements an older version's senders owed
+        (``make_owed``, SQLite schema 24), and those of the runs they cancel. Returns what
+        ingesting them did (those only stored: when the change feed is watched), and whether a
+        full batch was made (more may be owed)."""
 
         report = self.changes.watched  # else nothing reads the results of those only stored
 
@@ -362,9 +355,6 @@ class Engine:
         if isinstance(self.store.store_error(error), StoreUnavailable):
             raise error
         self.logger.error("could not announce the end of %d cancelled runs: %r", runs, error)
-
-    def _owed_job(self, tx: StoreTx) -> tuple[list[IngestResult], bool]:
-        return self.announce_owed(tx, self.clock.now())
 
     def _plans_endings(self) -> bool:
         """Whether a function of this app may start a run on a cancellation's events."""
@@ -578,12 +568,6 @@ class Engine:
         unwatch, self._unwatch = self._unwatch, None
         if unwatch is not None:
             unwatch()
-        try:  # what this engine's senders owed, made (else a worker's housekeeping makes it)
-            while self.owed and self.writer.submit_sync(self._owed_job)[1]:
-                pass
-            self.owed = False
-        except Exception as exc:
-            self.logger.warning("owed announcements left for a worker to make: %r", exc)
         self.writer.close()
         self._reader.shutdown(wait=True)
         self._scheduler.shutdown(wait=True)

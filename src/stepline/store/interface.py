@@ -533,25 +533,11 @@ class OwedAnnouncement(NamedTuple):
 
 @runtime_checkable
 class OwedAnnouncements(Protocol):
-    """A transaction that can owe the announcements of runs its events cancelled instead of
-    storing them (SQLite: their rows are most of a cancelling batch's pages): the cancellation
-    is made and committed, and the owed ``inngest/function.finished`` / ``.cancelled`` are
-    written later by ``Engine.announce_owed`` (a worker's housekeeping; the sender's engine as
-    it closes), with the data, names and time they would have had. A store without it (memory,
-    PostgreSQL) has them announced at once."""
-
-    def owe_announcements(
-        self,
-        run_ids: Sequence[str],
-        names: Sequence[str],
-        reason: str,
-        now: float,
-        sender: FunctionSet | None,
-    ) -> bool:
-        """Owe the announcements (events of ``names``) of these runs cancelled at ``now`` for
-        ``reason``, durably with the transaction, if nothing would hear them now (as
-        ``UnheardEvents.store_unheard`` decides); False, having owed nothing, else."""
-        ...
+    """A transaction of a store where the version before owed the announcements of runs its
+    senders cancelled (SQLite schema 24: the cancellation committed with a small owed row, the
+    ``inngest/function.finished`` / ``.cancelled`` events to be written later). This version
+    owes none; ``Engine.announce_owed`` (a worker's housekeeping) writes those left, with the
+    data, names and time they would have had."""
 
     def owed_announcements(self, limit: int) -> list[OwedAnnouncement]:
         """Up to ``limit`` of the runs whose announcements are owed, oldest first."""

@@ -31,9 +31,9 @@ _PAYLOAD = b'{"id":%b,"name":%b,"data":%b,"user":%b,"ts":%d}'
 class CancelledRunEvents:
     """The trigger events of the runs a transaction cancelled (or whose owed announcements it
     makes): their ids, noted by ``mark_cancelled`` from the run row it read (a run's events
-    never change), or with the owed announcement (OWED_ANNOUNCEMENTS), then with the event
-    itself for a run of one event; the other events read together the first time one is asked
-    for."""
+    never change), or with the owed announcement (OWED_ANNOUNCEMENTS), with the event itself
+    for a run of one event read with its cancel matcher (MATCHERS_INDEXED_AMONG_WITH_RUNS) or
+    its owed row; the other events read together the first time one is asked for."""
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}  # run id -> its event ids (JSON), noted when cancelled
@@ -41,8 +41,9 @@ class CancelledRunEvents:
         self._read: dict[str, list[EventRecord]] = {}
 
     def note(self, run_id: str, row: Sequence[Any]) -> None:
-        """A run cancelled, as ``mark_cancelled`` read it: UNFINISHED_RUN_FUNCTION's columns."""
-        self.known(run_id, row[3], ())
+        """A run cancelled, as ``mark_cancelled`` read it: UNFINISHED_RUN_FUNCTION's columns,
+        then (from MATCHERS_INDEXED_AMONG_WITH_RUNS) its one event's, if it has one."""
+        self.known(run_id, row[3], row[5:])
 
     def known(self, run_id: str, ids: str, event: Sequence[Any]) -> None:
         """A run's event ids (JSON) and, if it has one event read with them, its EVENTS_AMONG
@@ -69,9 +70,9 @@ class CancelledRunEvents:
     ) -> list[list[tuple[str, bytes]]]:
         """``UnheardEvents.encoded_run_events``: one statement for the events of all the runs
         (and one for the event ids of the runs this transaction did not cancel); none when each
-        run's one event was read with its owed announcement."""
+        run's one event was read with its cancel matcher or its owed row."""
         only = self._only
-        if all(run_id in only for run_id in run_ids):  # owed: each read with its row
+        if all(run_id in only for run_id in run_ids):  # the usual: each read with its run
             return [[(only[run_id][1], payload_json(only[run_id]))] for run_id in run_ids]
         known = self.ids
         unknown = [r for r in run_ids if r not in only and r not in known]

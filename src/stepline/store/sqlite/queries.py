@@ -438,22 +438,23 @@ WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM js
   AND (expires_at IS NULL OR expires_at >= ?)"""
 # the same (but the columns the caller knows: the event name and index path it asked for, and
 # the empty step hash; each column read costs ~1.4k instructions), each with its run's
-# UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended). Its trigger events are not read
-# here: a sender's cancellations owe their announcements (schema 24), made from
-# OWED_ANNOUNCEMENTS' rows later
+# UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended) and, for a run of one trigger
+# event, that event's EVENTS_AMONG columns (its cancellation's announcements carry it)
 MATCHERS_INDEXED_AMONG_WITH_RUNS = """
 SELECT m.matcher_id, m.run_id, m.expression, m.index_value, m.expires_at, m.created_at,
-       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status
+       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status,
+       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts
 FROM matchers AS m
 LEFT JOIN runs AS r
   ON r.run_id = m.run_id AND r.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+LEFT JOIN events AS e
+  ON e.internal_id = json_extract(r.event_ids, '$[0]') AND json_array_length(r.event_ids) = 1
 WHERE m.event_name = ? AND m.index_path = ?
   AND m.index_value IN (SELECT value FROM json_each(?))
   AND (m.expires_at IS NULL OR m.expires_at >= ?)"""
-# the runs whose announcements a transaction owes (schema 24), oldest first, each with its
-# function (NULL: the run is gone, purged since), its event ids and, for a run of one trigger
-# event, that event's EVENTS_AMONG columns (the announcements carry it)
-OWE_ANNOUNCEMENTS = "INSERT INTO owed_announcements (run_id, reason, at) VALUES (?, ?, ?)"
+# the runs whose announcements a sender of the version before owed (schema 24), oldest first,
+# each with its function (NULL: the run is gone, purged since), its event ids and, for a run of
+# one trigger event, that event's EVENTS_AMONG columns (the announcements carry it)
 OWED_ANNOUNCEMENTS = """
 SELECT o.seq, o.run_id, r.function_id, o.reason, o.at, r.event_ids,
        e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts

@@ -134,21 +134,7 @@ class _SQLiteTx(SQLiteControlVerbs):
             insert_unheard(c, events, now)
             return True
 
-    # -- OwedAnnouncements: announcements written later (schema 24, engine/_announce.py) -------
-    def owe_announcements(
-        self,
-        run_ids: Sequence[str],
-        names: Sequence[str],
-        reason: str,
-        now: float,
-        sender: FunctionSet | None,
-    ) -> bool:
-        with self._savepoint() as c:
-            if not unheard(self, names, sender, now):
-                return False
-            insert_sharing(c, q.OWE_ANNOUNCEMENTS, run_ids, (reason, now))
-            return True
-
+    # -- OwedAnnouncements: those the version before owed (schema 24, engine/_announce.py) ----
     def owed_announcements(self, limit: int) -> list[OwedAnnouncement]:
         owed: list[OwedAnnouncement] = []
         for r in self._c.execute(q.OWED_ANNOUNCEMENTS, (limit,)):
