@@ -7,7 +7,8 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from stepline.store._copy import TABLES, CopyRefused, Row, Table, normalized
-from stepline.store.sqlite.queries import COUNT_OWED_ANNOUNCEMENTS, PENDING, RESUMED_RUN_EVENTS
+from stepline.store.sqlite._wait_queries import PENDING
+from stepline.store.sqlite.queries import COUNT_OWED_ANNOUNCEMENTS, RESUMED_RUN_EVENTS
 
 # the table of resolved waits' keys whose rows are still in ``waits`` (schema 20): not copied,
 # and those rows are not either (resolved, they are no state of the installation's)

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 from stepline._ids import new_id
-from stepline.serde import dumps, dumps_exact, loads
+from stepline.serde import dumps, loads
 from stepline.store import _rows as shapes
 from stepline.store._admission_rules import (
     IDEMPOTENCY_WINDOW,
@@ -214,20 +214,6 @@ class SQLiteControlVerbs:
             c.execute(q.PURGE_WORKERS, (horizon,))
             count += c.execute(q.PURGE_WORKER_ROWS, (horizon,)).rowcount
             return count + c.execute(q.PURGE_GCRA, (now, limit)).rowcount
-
-    def purge_resolved_waits(self, limit: int) -> int:
-        if limit < 1:
-            return 0
-        with self._savepoint() as c:
-            keys = c.execute(q.FIRST_RESOLVED_WAITS, (limit,)).fetchall()
-            if not keys:
-                return 0
-            if len(keys) < limit:
-                c.execute(q.FORGET_RESOLVED_WAITS)
-            else:
-                c.execute(q.FORGET_RESOLVED_WAITS_UP_TO, keys[-1])
-            c.execute(q.PURGE_RESOLVED_WAITS, (dumps_exact(keys).decode(),))
-            return len(keys)
 
     def purge_before(self, cutoff: float, limit: int) -> Purged:
         with self._savepoint() as c:

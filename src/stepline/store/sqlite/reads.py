@@ -30,6 +30,7 @@ from stepline.store.records import (
     WorkerRecord,
 )
 from stepline.store.sqlite import _search
+from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite._database import Database, reading
@@ -48,7 +49,7 @@ class SQLiteReads(Database):
             run = shapes.run_record(row)
             events = select_events(conn, run.event_ids)
             steps = {s.hash: s for s in select_steps(conn, run_id)}
-            waits = [shapes.wait_record(r) for r in conn.execute(q.WAITS_OF_RUN, (run_id,))]
+            waits = [shapes.wait_record(r) for r in conn.execute(w.WAITS_OF_RUN, (run_id,))]
             return RunState(run=run, events=events, steps=steps, waits=waits)
 
     @reading
@@ -191,7 +192,7 @@ class SQLiteReads(Database):
             return shapes.queue_states(
                 run_ids,
                 conn.execute(q.QUEUE_STATES, (ids, now)).fetchall(),
-                conn.execute(q.WAITS_OF_RUNS, (ids,)).fetchall(),
+                conn.execute(w.WAITS_OF_RUNS, (ids,)).fetchall(),
                 lambda: [(r[1], r[3]) for r in conn.execute(q.LIVE_LEASES, (now,))],
             )
 

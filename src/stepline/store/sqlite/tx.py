@@ -16,7 +16,7 @@ from stepline.store._catalog import CatalogView, TriggerCatalog
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest, unheard
 from stepline.store._pass_rules import PassTx, commit_pass
-from stepline.store._primitives import EndedRun, IndexedWait, ResumedWait
+from stepline.store._primitives import EndedRun
 from stepline.store.interface import OwedAnnouncement
 from stepline.store.records import (
     AppRemoval,
@@ -42,21 +42,16 @@ from stepline.store.sqlite._multirow import (
     insert_rows,
     insert_sharing,
     update_among,
-    write_among,
 )
 from stepline.store.sqlite._savepoints import Savepoint
+from stepline.store.sqlite._waits import SQLiteWaitVerbs, json_list
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
-from stepline.store.sqlite.reads import event_id_data, select_events
+from stepline.store.sqlite.reads import select_events
 
 DEDUP_WINDOW = 24 * 3600.0
-_NO_ATTEMPT = (None, None, None)
 
 
-def _json_list(values: Sequence[str]) -> str:
-    return dumps_exact(list(values)).decode()
-
-
-class _SQLiteTx(SQLiteControlVerbs):
+class _SQLiteTx(SQLiteControlVerbs, SQLiteWaitVerbs):
     """Write verbs inside one BEGIN IMMEDIATE transaction; each verb in its own SAVEPOINT."""
 
     def __init__(
@@ -196,14 +191,6 @@ class _SQLiteTx(SQLiteControlVerbs):
                 insert_rows(c, q.INSERT_HISTORY, [_history_row(row) for row in rows])
             deferred.history.clear()
 
-    def _delete_resolved(self, deferred: Deferred) -> None:
-        """The waits ``delete_wait`` claimed inside ``ingest``: marked resolved (one not stored,
-        or marked already, is not: ``ClaimLost``), their rows deleted later (schema 20)."""
-        if waits := deferred.waits:
-            if write_among(self._c, q.RESOLVE_WAIT, q.RESOLVE_WAITS_AMONG, waits) != len(waits):
-                raise ClaimLost
-            waits.clear()
-
     # -- the trigger catalog and the inbox (one writer at a time: exact) --------------------------
     def sync_triggers(
         self,
@@ -285,19 +272,6 @@ class _SQLiteTx(SQLiteControlVerbs):
         insert_rows(c, q.INSERT_EVENT, _event_rows(events, now, new))
         return new
 
-    def wait_paths(self, event_name: str) -> Sequence[str]:
-        return self._index.indexed_paths(q.WAIT_PATHS, event_name)
-
-    def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
-        return [WaitRecord(*r) for r in self._index.unindexed_rows(q.WAITS_UNINDEXED, event_name)]
-
-    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[IndexedWait]:
-        if len(values) == 1:
-            rows = self._c.execute(q.WAITS_INDEXED, (event_name, path, values[0]))
-        else:
-            rows = self._c.execute(q.WAITS_INDEXED_AMONG, (event_name, path, _json_list(values)))
-        return rows.fetchall()  # INDEXED_WAIT_COLUMNS: IndexedWait's order
-
     def matcher_paths(self, event_name: str) -> Sequence[str]:
         return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
 
@@ -312,11 +286,11 @@ class _SQLiteTx(SQLiteControlVerbs):
             params: tuple[Any, ...] = (event_name, path, values[0], now)
             rows = self._c.execute(q.MATCHERS_INDEXED, params)
         elif self._deferred is not None:  # inside ``ingest``: their runs read with them
-            params = (event_name, path, _json_list(values), now)
+            params = (event_name, path, json_list(values), now)
             rows = self._c.execute(q.MATCHERS_INDEXED_AMONG_WITH_RUNS, params)
             return self._with_runs(rows, self._deferred.unfinished, event_name, path)
         else:
-            params = (event_name, path, _json_list(values), now)
+            params = (event_name, path, json_list(values), now)
             rows = self._c.execute(q.MATCHERS_INDEXED_AMONG, params)
         return self._read_runs_of([WaitRecord(*r) for r in rows])
 
@@ -348,39 +322,11 @@ class _SQLiteTx(SQLiteControlVerbs):
             return matchers
         unread = [m.run_id for m in matchers if m.run_id not in deferred.unfinished]
         if unread:
-            rows = self._c.execute(q.UNFINISHED_RUNS_AMONG, (_json_list(unread),))
+            rows = self._c.execute(q.UNFINISHED_RUNS_AMONG, (json_list(unread),))
             found = {r[0]: tuple(r[1:]) for r in rows}
             for run_id in unread:
                 deferred.unfinished[run_id] = found.get(run_id)
         return matchers
-
-    def delete_wait(self, run_id: str, wait_id: str) -> bool:
-        if self._deferred is None:
-            return bool(self._c.execute(q.DELETE_WAIT, (run_id, wait_id)).rowcount == 1)
-        # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
-        # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
-        # the wait is pending, and its claim waits for ``resume_waits`` (one statement for the
-        # batch: ``_delete_resolved``), which checks that each of them was marked resolved.
-        self._deferred.waits.append((run_id, wait_id))
-        return True
-
-    def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
-        c = self._c
-        if self._deferred is not None:
-            self._delete_resolved(self._deferred)
-        c.executemany(
-            q.COMPLETE_STEP, [(blob(r.event_json), now, r.run_id, r.step_hash) for r in resumed]
-        )
-        update_among(c, q.WAKE, q.WAKE_AMONG, (now,), [r.run_id for r in resumed])
-        if all(r.step_id is not None for r in resumed):
-            rows = [(r.run_id, now, r.step_id, event_id_data(r.event_id)) for r in resumed]
-            insert_rows(c, q.INSERT_WAIT_MATCHED, rows)
-        else:  # a wait stored without its step's id (schema 18): the step is read
-            reading = [
-                (r.run_id, now, r.step_id, r.run_id, r.step_hash, event_id_data(r.event_id))
-                for r in resumed
-            ]
-            c.executemany(q.INSERT_WAIT_MATCHED_READING_STEP, reading)
 
     # -- RunPrimitives ----------------------------------------------------------------------------
     def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
@@ -510,16 +456,6 @@ class _SQLiteTx(SQLiteControlVerbs):
     def put_steps_if_unsettled(self, steps: Sequence[StepRecord]) -> None:
         self._c.executemany(q.INSERT_STEP_IF_UNSETTLED, [shapes.step_params(s) for s in steps])
 
-    def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
-        for wait in waits:
-            self._c.execute(q.INSERT_WAIT, (*shapes.wait_params(wait), wait.step_id))
-            if wait.index_path is None:
-                self._index.added_unindexed(q.WAITS_UNINDEXED, wait.event_name)
-            else:
-                self._index.add_indexed_path(
-                    q.INSERT_WAIT_PATH, q.WAIT_PATHS, wait.event_name, wait.index_path
-                )
-
     def mark_running(self, run_id: str, started_at: float) -> None:
         self._c.execute(q.MARK_RUNNING, (started_at, run_id))
 
@@ -553,22 +489,6 @@ class _SQLiteTx(SQLiteControlVerbs):
     def release_owner(self, owner: str, now: float) -> int:
         with self._savepoint() as c:
             return c.execute(q.RELEASE_OWNER, (now, now, owner)).rowcount
-
-    def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
-        with self._savepoint() as c:
-            worker = self._check_lease(run_id, lease_token)
-            due = c.execute(q.EXPIRED_WAITS_OF_RUN, (run_id, now))
-            expired = [shapes.wait_record(r) for r in due]
-            for wait in expired:
-                c.execute(q.DELETE_WAIT, (run_id, wait.wait_id))
-                c.execute(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
-                step_id = wait.step_id
-                if step_id is None:  # stored without it (see schema 18)
-                    step_row = c.execute(q.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
-                    step_id = step_row[0] if step_row else None
-                row = (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
-                c.execute(q.INSERT_HISTORY, row)
-            return [w.step_hash for w in expired]
 
     def overdue_starts(
         self, now: float, functions: FunctionSet, limit: int

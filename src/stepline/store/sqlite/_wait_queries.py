@@ -1,0 +1,73 @@
+"""The SQLite store's statements of waits: stored by a pass, looked up and resolved by an
+ingest (marked resolved in ``waits_resolved``, schema 20, their rows purged later), timed out,
+and read by the store's reads."""
+
+from __future__ import annotations
+
+COMPLETE_STEP = """
+UPDATE steps SET status = 'COMPLETED', output = ?, ended_at = ? WHERE run_id = ? AND hash = ?"""
+SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = ? AND hash = ?"
+# the WAIT_MATCHED row of a resolved wait, which carries its step's id; the second form reads
+# the step's where the wait has none (stored by a process of the version before schema 18)
+INSERT_WAIT_MATCHED = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+VALUES (?, ?, 'WAIT_MATCHED', ?, NULL, NULL, ?, NULL)"""
+INSERT_WAIT_MATCHED_READING_STEP = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+SELECT ?, ?, 'WAIT_MATCHED', coalesce(?, (SELECT step_id FROM steps WHERE run_id = ? AND hash = ?)),
+       NULL, NULL, ?, NULL"""
+INSERT_WAIT = """
+INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
+                   expires_at, created_at, step_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT_WAIT_PATH = "INSERT OR IGNORE INTO wait_paths (event_name, path) VALUES (?, ?)"
+WAIT_PATHS = "SELECT path FROM wait_paths WHERE event_name = ?"
+WAIT_COLUMNS = """wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
+    expires_at, created_at, step_id"""
+# a wait is pending while its row is in ``waits`` and its key is not in ``waits_resolved``
+# (resolved by an ingest, its row deleted later with others: ``PURGE_RESOLVED_WAITS``)
+PENDING = """NOT EXISTS (
+    SELECT 1 FROM waits_resolved r WHERE r.run_id = waits.run_id AND r.wait_id = waits.wait_id)"""
+WAITS_UNINDEXED = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL AND {PENDING}"""
+# an index lookup reads neither the event name nor the path: they are the ones asked for
+INDEXED_WAIT_COLUMNS = """wait_id, run_id, step_hash, expression, index_value, expires_at,
+    created_at, step_id"""
+WAITS_INDEXED = f"""
+SELECT {INDEXED_WAIT_COLUMNS} FROM waits
+WHERE event_name = ? AND index_path = ? AND index_value = ? AND {PENDING}"""
+# the same for any of several distinct values (``?3``, a JSON list): one index probe per value,
+# in the list's order (a join: ``IN (SELECT ...)`` would first copy the list into a temporary
+# index, a B-tree insert per value)
+WAITS_INDEXED_AMONG = f"""
+SELECT {INDEXED_WAIT_COLUMNS} FROM json_each(?3) AS v CROSS JOIN waits
+WHERE waits.event_name = ?1 AND waits.index_path = ?2 AND waits.index_value = v.value
+  AND {PENDING}"""
+WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND {PENDING}"
+EXPIRED_WAITS_OF_RUN = f"""
+SELECT {WAIT_COLUMNS} FROM waits
+WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND {PENDING}"""
+# a pending wait's claim (a resolved one's row is not claimed again)
+DELETE_WAIT = f"DELETE FROM waits WHERE run_id = ? AND wait_id = ? AND {PENDING}"
+# an ingest's claim of a wait it resolved: one row inserted if the wait is stored and not
+# resolved yet, none otherwise; RESOLVE_WAITS_AMONG the same for many (``{}``: their ``(?, ?)``
+# pairs), a probe of the waits' key each (the terms of many OR-ed cost twice as much)
+RESOLVE_WAIT = """
+INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
+SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
+RESOLVE_WAITS_AMONG = """
+INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
+SELECT w.run_id, w.wait_id FROM (VALUES {}) AS v CROSS JOIN waits AS w
+WHERE w.run_id = v.column1 AND w.wait_id = v.column2"""
+# the first ``?`` resolved waits' keys in key order; their marks are removed (up to the last
+# of them, or all when there are no more), then their rows (``?``: the keys as a JSON list of
+# pairs, a probe of each; a wait dropped with its run since has no row left): in that order,
+# since a marked row is not deleted (``waits_keep_resolved``, schema 21)
+FIRST_RESOLVED_WAITS = "SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?"
+FORGET_RESOLVED_WAITS_UP_TO = "DELETE FROM waits_resolved WHERE (run_id, wait_id) <= (?, ?)"
+FORGET_RESOLVED_WAITS = "DELETE FROM waits_resolved"
+PURGE_RESOLVED_WAITS = """
+DELETE FROM waits WHERE (run_id, wait_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"""
+# the pending waits of several runs (``?1``: their ids, a JSON list; the dashboard)
+WAITS_OF_RUNS = f"""
+SELECT {WAIT_COLUMNS} FROM waits WHERE run_id IN (SELECT value FROM json_each(?1)) AND {PENDING}"""

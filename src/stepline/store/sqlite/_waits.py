@@ -1,0 +1,134 @@
+"""The SQLite store's verbs of waits (a mixin of ``_SQLiteTx``): stored by a pass, looked up
+and claimed by an ingest (marked resolved, schema 20: their rows deleted later in batches by
+``purge_resolved_waits``), their steps completed when an event resolves them, and timed out.
+Every method runs inside the caller's transaction on ``self._c``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from stepline.serde import dumps_exact
+from stepline.store import _rows as shapes
+from stepline.store._index_paths import IndexPaths
+from stepline.store._primitives import IndexedWait, ResumedWait
+from stepline.store.records import WaitRecord
+from stepline.store.sqlite import _wait_queries as w
+from stepline.store.sqlite._deferred import ClaimLost, Deferred
+from stepline.store.sqlite._multirow import blob, insert_rows, update_among, write_among
+from stepline.store.sqlite.queries import INSERT_HISTORY, WAKE, WAKE_AMONG
+from stepline.store.sqlite.reads import event_id_data
+
+_NO_ATTEMPT = (None, None, None)
+
+
+class SQLiteWaitVerbs:
+    """The verbs of waits over one SQLite connection inside a transaction."""
+
+    _c: sqlite3.Connection
+    _deferred: Deferred | None  # inside ``ingest``: its writes made together
+
+    if TYPE_CHECKING:  # provided by _SQLiteTx
+
+        @property
+        def _index(self) -> IndexPaths: ...
+
+        def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _check_lease(self, run_id: str, token: str) -> str: ...
+
+    def _delete_resolved(self, deferred: Deferred) -> None:
+        """The waits ``delete_wait`` claimed inside ``ingest``: marked resolved (one not stored,
+        or marked already, is not: ``ClaimLost``), their rows deleted later (schema 20)."""
+        if waits := deferred.waits:
+            if write_among(self._c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, waits) != len(waits):
+                raise ClaimLost
+            waits.clear()
+
+    def wait_paths(self, event_name: str) -> Sequence[str]:
+        return self._index.indexed_paths(w.WAIT_PATHS, event_name)
+
+    def unindexed_waits(self, event_name: str) -> list[WaitRecord]:
+        return [WaitRecord(*r) for r in self._index.unindexed_rows(w.WAITS_UNINDEXED, event_name)]
+
+    def indexed_waits(self, event_name: str, path: str, values: Sequence[str]) -> list[IndexedWait]:
+        if len(values) == 1:
+            rows = self._c.execute(w.WAITS_INDEXED, (event_name, path, values[0]))
+        else:
+            rows = self._c.execute(w.WAITS_INDEXED_AMONG, (event_name, path, json_list(values)))
+        return rows.fetchall()  # INDEXED_WAIT_COLUMNS: IndexedWait's order
+
+    def delete_wait(self, run_id: str, wait_id: str) -> bool:
+        if self._deferred is None:
+            return bool(self._c.execute(w.DELETE_WAIT, (run_id, wait_id)).rowcount == 1)
+        # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
+        # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
+        # the wait is pending, and its claim waits for ``resume_waits`` (one statement for the
+        # batch: ``_delete_resolved``), which checks that each of them was marked resolved.
+        self._deferred.waits.append((run_id, wait_id))
+        return True
+
+    def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
+        c = self._c
+        if self._deferred is not None:
+            self._delete_resolved(self._deferred)
+        c.executemany(
+            w.COMPLETE_STEP, [(blob(r.event_json), now, r.run_id, r.step_hash) for r in resumed]
+        )
+        update_among(c, WAKE, WAKE_AMONG, (now,), [r.run_id for r in resumed])
+        if all(r.step_id is not None for r in resumed):
+            rows = [(r.run_id, now, r.step_id, event_id_data(r.event_id)) for r in resumed]
+            insert_rows(c, w.INSERT_WAIT_MATCHED, rows)
+        else:  # a wait stored without its step's id (schema 18): the step is read
+            reading = [
+                (r.run_id, now, r.step_id, r.run_id, r.step_hash, event_id_data(r.event_id))
+                for r in resumed
+            ]
+            c.executemany(w.INSERT_WAIT_MATCHED_READING_STEP, reading)
+
+    def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
+        for wait in waits:
+            self._c.execute(w.INSERT_WAIT, (*shapes.wait_params(wait), wait.step_id))
+            if wait.index_path is None:
+                self._index.added_unindexed(w.WAITS_UNINDEXED, wait.event_name)
+            else:
+                self._index.add_indexed_path(
+                    w.INSERT_WAIT_PATH, w.WAIT_PATHS, wait.event_name, wait.index_path
+                )
+
+    def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
+        with self._savepoint() as c:
+            worker = self._check_lease(run_id, lease_token)
+            due = c.execute(w.EXPIRED_WAITS_OF_RUN, (run_id, now))
+            expired = [shapes.wait_record(r) for r in due]
+            for wait in expired:
+                c.execute(w.DELETE_WAIT, (run_id, wait.wait_id))
+                c.execute(w.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
+                step_id = wait.step_id
+                if step_id is None:  # stored without it (see schema 18)
+                    step_row = c.execute(w.SELECT_STEP_ID, (run_id, wait.step_hash)).fetchone()
+                    step_id = step_row[0] if step_row else None
+                row = (run_id, now, "WAIT_TIMED_OUT", step_id, *_NO_ATTEMPT, worker)
+                c.execute(INSERT_HISTORY, row)
+            return [wait.step_hash for wait in expired]
+
+    def purge_resolved_waits(self, limit: int) -> int:
+        if limit < 1:
+            return 0
+        with self._savepoint() as c:
+            keys = c.execute(w.FIRST_RESOLVED_WAITS, (limit,)).fetchall()
+            if not keys:
+                return 0
+            if len(keys) < limit:
+                c.execute(w.FORGET_RESOLVED_WAITS)
+            else:
+                c.execute(w.FORGET_RESOLVED_WAITS_UP_TO, keys[-1])
+            c.execute(w.PURGE_RESOLVED_WAITS, (dumps_exact(keys).decode(),))
+            return len(keys)
+
+
+def json_list(values: Sequence[str]) -> str:
+    """``values`` as a JSON list (bound as text: ``json_each``)."""
+    return dumps_exact(list(values)).decode()
