@@ -1,0 +1,165 @@
+"""The SQLite store's cancellation primitives: the cancel matchers' lookups (with their runs,
+inside ``ingest``), a run's cancellation (``mark_cancelled``, ``drop_run_work``) and the
+trigger events of the runs a transaction cancelled, for their announcements (``run_events``,
+``encoded_run_events``; ``OwedAnnouncements`` for the rows the version before left).
+
+A mixin of ``_SQLiteTx``: every method runs inside the caller's transaction on ``self._c``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from stepline.serde import loads
+from stepline.store import _rows as shapes
+from stepline.store._index_paths import IndexPaths
+from stepline.store._primitives import EndedRun
+from stepline.store.interface import OwedAnnouncement
+from stepline.store.records import EventRecord, WaitRecord
+from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._announcements import CancelledRunEvents
+from stepline.store.sqlite._deferred import Deferred
+from stepline.store.sqlite._savepoints import Savepoint
+from stepline.store.sqlite._waits import json_list
+from stepline.store.sqlite.reads import select_events
+
+
+class SQLiteCancels:
+    """Cancellation verbs over one SQLite connection inside a transaction."""
+
+    _c: sqlite3.Connection
+    # the trigger events of the runs this transaction cancelled (see run_events)
+    _cancelled: CancelledRunEvents
+    # runs this transaction cancelled while QUEUED (see ``_SQLiteTx.__init__``)
+    _never_leased: set[str]
+    _deferred: Deferred | None  # inside ``ingest``: its writes made together
+
+    if TYPE_CHECKING:  # provided by _SQLiteTx
+
+        @property
+        def _index(self) -> IndexPaths: ...
+
+        def _savepoint(self) -> Savepoint: ...
+
+    def run_events(self, run_id: str) -> list[EventRecord]:
+        cancelled = self._cancelled.records(self._c, run_id)  # read together, if cancelled here
+        if cancelled is not None:
+            return cancelled
+        row = self._c.execute(q.RUN_EVENT_IDS, (run_id,)).fetchone()
+        return [] if row is None else select_events(self._c, loads(row[0]))
+
+    # -- UnheardEvents: the announcements of cancelled runs (engine/_announce.py) ---------------
+    def encoded_run_events(self, run_ids: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        return self._cancelled.encoded(self._c, run_ids)
+
+    # -- OwedAnnouncements: those the version before owed (schema 24, engine/_announce.py) ----
+    def owed_announcements(self, limit: int) -> list[OwedAnnouncement]:
+        owed: list[OwedAnnouncement] = []
+        for r in self._c.execute(q.OWED_ANNOUNCEMENTS, (limit,)):
+            owed.append(OwedAnnouncement(*r[:5]))
+            if r[2] is not None:  # its events, for encoded_run_events (they never change)
+                self._cancelled.known(r[1], r[5], r[6:])
+        return owed
+
+    def forget_owed_announcements(self, through: int) -> None:
+        self._c.execute(q.FORGET_OWED_ANNOUNCEMENTS, (through,))
+
+    def matcher_paths(self, event_name: str) -> Sequence[str]:
+        return self._index.indexed_paths(q.MATCHER_PATHS, event_name)
+
+    def unindexed_matchers(self, event_name: str, now: float) -> list[WaitRecord]:
+        rows = self._index.unindexed_rows(q.MATCHERS_UNINDEXED, event_name, now)
+        return self._read_runs_of([WaitRecord(*r) for r in rows])
+
+    def indexed_matchers(
+        self, event_name: str, path: str, values: Sequence[str], now: float
+    ) -> list[WaitRecord]:
+        if len(values) == 1:
+            params: tuple[Any, ...] = (event_name, path, values[0], now)
+            rows = self._c.execute(q.MATCHERS_INDEXED, params)
+        elif self._deferred is not None:  # inside ``ingest``: their runs read with them
+            params = (event_name, path, json_list(values), now)
+            rows = self._c.execute(q.MATCHERS_INDEXED_AMONG_WITH_RUNS, params)
+            return self._with_runs(rows, self._deferred.unfinished, event_name, path)
+        else:
+            params = (event_name, path, json_list(values), now)
+            rows = self._c.execute(q.MATCHERS_INDEXED_AMONG, params)
+        return self._read_runs_of([WaitRecord(*r) for r in rows])
+
+    @staticmethod
+    def _with_runs(
+        rows: Iterable[tuple[Any, ...]],
+        unfinished: dict[str, tuple[Any, ...] | None],
+        name: str,
+        path: str,
+    ) -> list[WaitRecord]:
+        """The matchers of MATCHERS_INDEXED_AMONG_WITH_RUNS's rows (of the event ``name`` and
+        index ``path`` asked for), their runs noted as ``_read_runs_of`` notes them (a run read
+        before in this verb is kept: it may have been cancelled since)."""
+        matchers: list[WaitRecord] = []
+        for r in rows:
+            run_id = r[1]
+            matchers.append(WaitRecord(r[0], run_id, "", name, r[2], path, r[3], r[4], r[5]))
+            if run_id not in unfinished:
+                unfinished[run_id] = None if r[10] is None else r[6:]
+        return matchers
+
+    def _read_runs_of(self, matchers: list[WaitRecord]) -> list[WaitRecord]:
+        """Inside ``ingest``: read the runs of these cancel-matcher candidates that were not
+        read yet, with one statement, for ``mark_cancelled`` (what it reads of a run, or that
+        the run has ended). Exact: only this transaction writes, and it records its own
+        cancellations there."""
+        deferred = self._deferred
+        if deferred is None or not matchers:
+            return matchers
+        unread = [m.run_id for m in matchers if m.run_id not in deferred.unfinished]
+        if unread:
+            rows = self._c.execute(q.UNFINISHED_RUNS_AMONG, (json_list(unread),))
+            found = {r[0]: tuple(r[1:]) for r in rows}
+            for run_id in unread:
+                deferred.unfinished[run_id] = found.get(run_id)
+        return matchers
+
+    def mark_cancelled(self, run_id: str, now: float, error: dict[str, Any]) -> EndedRun | None:
+        c, deferred = self._c, self._deferred
+        # a SELECT then a plain UPDATE (the transaction holds the write lock): cheaper than
+        # UPDATE ... RETURNING, which SQLite runs through a temporary table; inside ``ingest``
+        # the run was usually read with the other candidates' (``_read_runs_of``) and the
+        # UPDATE is made with the others' when the verb ends (until then ``active_singleton_runs``
+        # and ``settle_pending_step`` see the run as ended through ``deferred.unfinished``)
+        if deferred is not None and run_id in deferred.unfinished:
+            row = deferred.unfinished[run_id]
+        else:
+            row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
+        if row is None:
+            return None
+        queued = row[4] == "QUEUED"
+        if deferred is None:
+            params = (now, shapes.json_or_none(error), run_id)
+            c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
+        else:
+            cancels = deferred.cancels_queued if queued else deferred.cancels
+            cancels.setdefault((now, deferred.json_of(error)), []).append(run_id)
+            deferred.unfinished[run_id] = None  # ended
+        self._cancelled.note(run_id, row)  # a run's events never change: read them later
+        if queued:
+            self._never_leased.add(run_id)
+        return EndedRun(str(row[0]), row[1], row[2])
+
+    def drop_run_work(self, run_id: str) -> None:
+        deferred = self._deferred
+        if deferred is not None:  # inside ``ingest``: nothing it reads later reads them (the
+            # ingest order skips the runs it cancelled), written at its end with one statement
+            deferred.runs.append(run_id)
+            if run_id not in self._never_leased:
+                deferred.leased.append(run_id)
+            return
+        c = self._c
+        c.execute(q.DELETE_QUEUE, (run_id,))
+        c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
+        if run_id not in self._never_leased:  # else it has neither
+            c.execute(q.FORGET_RESOLVED_WAITS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
+            c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))
