@@ -65,6 +65,32 @@ def test_a_loops_commits_go_on_the_connection_it_keeps_until_it_shuts_down(
     assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
 
 
+def test_a_round_trip_awaited_in_a_task_is_read_in_the_readers_callback(
+    store: PostgresStore, taken: list[psycopg.Connection[Any]]
+) -> None:
+    """A task's commit on the kept connection (a lone step's: ``BatchWriter.commit_now``) has
+    its reply read by the reader's callback, which wakes the task: the socket is not left
+    readable, so the loop's next turn (the task's) runs no reader callback again."""
+    start(store, "r1", "r2")
+    first, second = lease(store)
+
+    def readers(loop: asyncio.AbstractEventLoop) -> list[str]:
+        ready = loop._ready  # type: ignore[attr-defined]
+        return [str(handle) for handle in ready if "_readable" in str(handle)]
+
+    async def run() -> list[list[str]]:
+        loop = asyncio.get_running_loop()
+        found = []
+        for held, output in ((first, 1), (second, 2)):  # taken, then kept
+            assert await store.commit_on_loop([commit_job(held, output)]) == [[]]
+            found.append(readers(loop))  # the task's turn, right after the reply's
+        assert kept_by(store, loop) is not None
+        return found
+
+    assert asyncio.run(run()) == [[], []]
+    assert outputs(store, "r1", "r2") == {"r1": b"1", "r2": b"2"}
+
+
 def test_a_commit_beside_a_busy_kept_connection_takes_a_pooled_one(
     store: PostgresStore, taken: list[psycopg.Connection[Any]]
 ) -> None:

@@ -119,6 +119,7 @@ class _Op:
     data: dict[str, Any] | None = None
     user: dict[str, Any] | None = None
     events: list[Event] | None = None
+    outcome: _Outcome | None = None  # its attempt, executed by a lone round (executor.py)
 
 
 @dataclass

@@ -10,10 +10,11 @@ import asyncio
 import contextvars
 import inspect
 import time
+from collections.abc import Coroutine, Generator
 from functools import partial
 from inspect import CO_COROUTINE
 from types import FunctionType
-from typing import Any
+from typing import Any, TypeVar
 
 from stepline.engine._ops import _Op, _Outcome
 from stepline.engine.engine import Engine
@@ -26,6 +27,8 @@ from stepline.errors import (
 )
 from stepline.sdk.context import STEP_ATTEMPT
 from stepline.serde import dumps
+
+T = TypeVar("T")
 
 
 def _is_coroutine_function(fn: Any) -> bool:
@@ -79,3 +82,28 @@ async def attempt_step(
     engine.metrics.step_attempt(outcome.duration, outcome.error is None)
     STEP_ATTEMPT.reset(attempt_token)
     return outcome
+
+
+class InContext:
+    """``coro`` awaited in the running task, each of its steps run in ``context`` (its own
+    context, not the task's: what it sets stays there, and it sees none of the task's)."""
+
+    __slots__ = ("_context", "_coro")
+
+    def __init__(self, context: contextvars.Context, coro: Coroutine[Any, Any, T]) -> None:
+        self._context = context
+        self._coro = coro
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run, coro = self._context.run, self._coro
+        try:
+            yielded = run(coro.send, None)
+            while True:
+                try:
+                    value = yield yielded
+                except BaseException as exc:  # thrown into the task (a cancellation): into coro
+                    yielded = run(coro.throw, exc)
+                else:
+                    yielded = run(coro.send, value)
+        except StopIteration as done:
+            return done.value

@@ -62,6 +62,46 @@ async def commit_pass(
     await submit_pass(engine, commit, now, then, alone=True)  # awaited at once
 
 
+async def commit_pass_now(engine: Engine, commit: PassCommit, now: float) -> None:
+    """``commit_pass`` in the caller's task when the writer is idle (``BatchWriter.commit_now``):
+    for a lone step's round (``PassExecutor._lone_round``)."""
+    job, ingested = _pass_job(engine, commit, now)
+    committed = await engine.writer.commit_now(job)
+    _published(engine, commit, ingested, committed)
+
+
+def _pass_job(
+    engine: Engine, commit: PassCommit, now: float
+) -> tuple[Callable[[StoreTx], bool], list[IngestResult]]:
+    """The writer's job of ``commit`` (True: applied; False: the run was cancelled) and the
+    list it fills with the ingest's results."""
+    ingested: list[IngestResult] = []
+
+    def job(tx: StoreTx) -> bool:
+        with tx.savepoint():
+            results = tx.commit_pass(commit, now, engine.wait_matches)
+            if results is None:
+                return False
+            engine.announce_cancellations(tx, results, now)
+            ingested[:] = results  # a job applied again (writer.py) replaces what it found
+            return True
+
+    return job, ingested
+
+
+def _published(
+    engine: Engine, commit: PassCommit, ingested: list[IngestResult], committed: bool
+) -> None:
+    """After ``commit``'s job: its results handed over, its change published; raises
+    ``PassCancelledError`` when the run was cancelled (nothing was written)."""
+    if ingested:
+        handed_over(ingested)
+    if engine.changes.watched:
+        engine.changes.publish(pass_change(commit, ingested))
+    if not committed:
+        raise PassCancelledError(f"run {commit.run_id} was cancelled during its pass")
+
+
 def submit_pass(
     engine: Engine,
     commit: PassCommit,
@@ -74,16 +114,7 @@ def submit_pass(
     it: the writer keeps their order), whatever becomes of the caller: the coroutine returned
     waits for it to be durable, publishes its change and raises as ``commit_pass``.
     ``alone``: the caller submits nothing else before it awaits it (``BatchWriter.submit``)."""
-    ingested: list[IngestResult] = []
-
-    def job(tx: StoreTx) -> bool:
-        with tx.savepoint():
-            results = tx.commit_pass(commit, now, engine.wait_matches)
-            if results is None:
-                return False
-            engine.announce_cancellations(tx, results, now)
-            ingested[:] = results  # a job applied again (writer.py) replaces what it found
-            return True
+    job, ingested = _pass_job(engine, commit, now)
 
     def committed(applied: bool) -> None:
         if applied and then is not None:
@@ -92,12 +123,6 @@ def submit_pass(
     written = engine.writer.submit(job, None if then is None else committed, alone=alone)
 
     async def published() -> None:
-        committed = await written
-        if ingested:
-            handed_over(ingested)
-        if engine.changes.watched:
-            engine.changes.publish(pass_change(commit, ingested))
-        if not committed:
-            raise PassCancelledError(f"run {commit.run_id} was cancelled during its pass")
+        _published(engine, commit, ingested, await written)
 
     return published()

@@ -60,11 +60,12 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import TypeVar, cast
 
 from stepline._driven import Driven, driving
 from stepline.engine._reading_kinds import ReadingKinds
-from stepline.errors import StoreError, StoreUnavailable
+from stepline.engine._writer_jobs import Job, Outcome, _own_copy, _Pending, _settle, _settle_all
+from stepline.errors import StoreUnavailable
 from stepline.store.interface import (
     Conflict,
     LoopCommits,
@@ -76,18 +77,9 @@ from stepline.store.interface import (
 )
 
 T = TypeVar("T")
-Job = Callable[[StoreTx], Any]
-Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
 
 log = logging.getLogger("stepline.writer")
 CONFLICT_RETRIES = 3  # a careful transaction ended on a conflict (``Conflict``) made again
-
-
-class _Pending(NamedTuple):
-    job: Job
-    loop: asyncio.AbstractEventLoop | None  # the waiting caller's loop; None: a blocked thread
-    future: asyncio.Future[Any] | Future[Any]
-    then: Callable[[Any], object] | None = None  # called with the result (``submit``)
 
 
 class _Flight:
@@ -160,6 +152,73 @@ class BatchWriter:
         future: asyncio.Future[T] = loop.create_future()
         self._enqueue(_Pending(job, loop, future, then), alone)
         return future
+
+    async def commit_now(self, job: Callable[[StoreTx], T]) -> T:
+        """``write(job)`` for a caller that submits nothing else before it has this one's
+        result (a lone step's commit): when it would fly at once (``submit``'s ``alone``), its
+        commit's round trip is awaited right here, in the caller's task (no ``Driven``, no
+        future of the writer's, nothing to deliver). Cancelled during the round trip, the
+        connection is closed and the commit's outcome is unknown (``LoopCommits``)."""
+        store = self._on_loop
+        if store is None:
+            return await self.submit(job, alone=True)
+        loop = asyncio.get_running_loop()
+        queued: asyncio.Future[T] | None = None
+        flight: _Flight | None = None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the writer is closed")
+            if not self._flies_now(loop):
+                pass
+            elif self._reading and self._reading.skip((job,)):  # its kind is the thread's
+                queued = loop.create_future()
+                self._queue.put(_Pending(job, loop, queued))  # one of its batches counted
+                self._start_drain()
+            else:
+                flight = self._flight = _Flight([], loop)  # busy from now on
+        if queued is not None:
+            return await queued
+        if flight is None:
+            return await self.submit(job, alone=True)
+        try:
+            [result] = await store.commit_on_loop((job,))  # the job's result: a T
+        except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
+            self.loop_refusals += 1
+            if exc.job is not None:
+                with self._lock:
+                    self._reading.refused(job)
+            return await self._after(flight, job, careful=False)
+        except Replay:  # nothing committed: made again carefully
+            self.replays += 1
+            return await self._after(flight, job, careful=True)
+        except Exception as exc:
+            self._loop_ended(flight)
+            error = self._lost(exc, 1)[0][1]
+            if error is exc:  # the job's own
+                raise
+            raise error from error.__cause__
+        except BaseException:  # cancelled during the round trip: its outcome is unknown
+            self._loop_ended(flight)
+            raise
+        self.transactions += 1
+        self.loop_commits += 1
+        self.jobs += 1
+        if self._reading:
+            with self._lock:
+                self._reading.committed((job,))
+        self._loop_ended(flight)
+        return cast(T, result)
+
+    async def _after(self, flight: _Flight, job: Callable[[StoreTx], T], careful: bool) -> T:
+        """``commit_now``'s job made on the thread (first, before what queued meanwhile)
+        once its loop commit gave it up."""
+        future: asyncio.Future[T] = flight.loop.create_future()
+        pending = _Pending(job, flight.loop, future)
+        outcomes = await self._hand_over([pending], careful)
+        self._loop_ended(flight)
+        if outcomes is not None:
+            _settle(future, outcomes[0])
+        return await future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
         """``write`` for a thread with no running event loop: blocks until committed."""
@@ -521,41 +580,3 @@ def _close_at_exit(writer: weakref.ref[BatchWriter]) -> None:
     alive = writer()
     if alive is not None:
         alive.close()
-
-
-def _own_copy(error: StoreError) -> StoreError:
-    """One exception per waiting caller (each raise adds to its traceback)."""
-    copy = type(error)(error.reason, error.database)
-    copy.__cause__ = error.__cause__ or error
-    return copy
-
-
-def _settle(future: asyncio.Future[Any] | Future[Any], outcome: Outcome) -> None:
-    if future.done():  # the caller gave up waiting (cancelled)
-        return
-    ok, value = outcome
-    if ok:
-        future.set_result(value)
-    elif isinstance(value, StopIteration | StopAsyncIteration):
-        # a future refuses them (TypeError): wrapped as asyncio wraps a coroutine's
-        error = RuntimeError(f"a write raised {type(value).__name__}")
-        error.__cause__ = value
-        future.set_exception(error)
-    else:
-        future.set_exception(value)
-
-
-def _settle_all(settled: list[tuple[_Pending, Outcome]]) -> None:
-    """Runs in the callers' loop."""
-    for pending, outcome in settled:
-        ok, value = outcome
-        then = pending.then
-        if ok and then is not None and not pending.future.done():
-            try:  # first: what it wakes runs ahead of the caller at the next loop turn
-                then(value)
-            except Exception:  # its own caller's bug: the other callers still get theirs
-                log.exception("a write's continuation failed")
-        try:
-            _settle(pending.future, outcome)
-        except Exception:  # cannot happen; one caller's future never strands the others'
-            log.exception("a write's result could not be delivered")

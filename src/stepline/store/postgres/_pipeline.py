@@ -353,6 +353,19 @@ async def _drive(gen: Generator[Wait, Ready, T], fileno: int, watch: Watch | Non
                 wait = gen.send(cast(Ready, await SocketWait(fileno, wait, watch)))
         loop = asyncio.get_running_loop()
         while True:
+            if watch is not None and wait == Wait.R:
+                # the reader steps ``gen`` itself while it reads (its input consumed in that
+                # callback: the socket does not stay readable for the loop's next turn)
+                stepped: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+                watch.arm(partial(_advance, gen, stepped, watch))
+                try:
+                    ended, value = await stepped
+                finally:
+                    watch.disarm()
+                if ended:
+                    return cast(T, value)
+                wait = value
+                continue
             woken: asyncio.Future[Ready] = loop.create_future()
             if wait & Wait.R:
                 if watch is not None:
@@ -377,6 +390,31 @@ async def _drive(gen: Generator[Wait, Ready, T], fileno: int, watch: Watch | Non
         return result
     except OSError as exc:
         raise psycopg.OperationalError(f"connection socket closed: {exc}") from exc
+
+
+def _advance(
+    gen: Generator[Wait, Ready, Any],
+    future: asyncio.Future[tuple[bool, Any]],
+    watch: Watch,
+    ready: int,
+) -> None:
+    """``watch``'s reader callback: ``gen`` resumed here while it waits to read (armed again);
+    ``future`` told once it returned (True, its value), raised, or waits otherwise (False, the
+    wait)."""
+    if future.done():  # its task was cancelled
+        return
+    try:
+        wait = gen.send(Ready(ready))
+    except StopIteration as done:
+        future.set_result((True, done.value))
+        return
+    except BaseException as exc:  # OSError: told where it waits (``_drive``)
+        future.set_exception(exc)
+        return
+    if wait == Wait.R:
+        watch.arm(partial(_advance, gen, future, watch))
+    else:
+        future.set_result((False, wait))
 
 
 def _woken(future: asyncio.Future[Ready], ready: Ready | int) -> None:
