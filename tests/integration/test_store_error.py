@@ -85,5 +85,8 @@ async def test_a_store_that_fails_for_good_stops_the_worker_without_a_traceback(
     ]
     assert all(r.exc_info is None for r in caplog.records)
     store.failing = False
-    [run] = store.inner.list_runs(RunFilter())
+    try:  # read after the engine closed the store: its connection is opened again, closed here
+        [run] = store.inner.list_runs(RunFilter())
+    finally:
+        store.inner.close()
     assert run.attempt == 0  # not the run's fault: no attempt counted
