@@ -63,6 +63,11 @@ def ingest(
     resolved = _resolving_only(tx, items, new, now, looked_up)
     if resolved is not None:
         return resolved
+    from stepline.store._cancel_rules import cancelling_only  # it imports this module
+
+    cancelled = cancelling_only(tx, items, new, now)
+    if cancelled is not None:
+        return cancelled
     batch = _Batch(tx, events, new, now, wait_matches, looked_up)
     results = [batch.ingest_one(i, item) for i, item in enumerate(items)]
     batch.write_resumed()

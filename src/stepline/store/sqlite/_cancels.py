@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._index_paths import IndexPaths
-from stepline.store._primitives import EndedRun
+from stepline.store._ingest_rules import cancel
+from stepline.store._primitives import EndedRun, RunPrimitives
 from stepline.store.interface import OwedAnnouncement
 from stepline.store.records import EventRecord, WaitRecord
 from stepline.store.sqlite import queries as q
@@ -24,6 +25,8 @@ from stepline.store.sqlite._deferred import Deferred
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite._waits import json_list
 from stepline.store.sqlite.reads import select_events
+
+_UNREAD: Any = object()  # a run ``ingest`` did not read with a matcher (see cancel_matched)
 
 
 class SQLiteCancels:
@@ -135,18 +138,49 @@ class SQLiteCancels:
             row = c.execute(q.UNFINISHED_RUN_FUNCTION, (run_id,)).fetchone()
         if row is None:
             return None
+        if deferred is not None:
+            self._end_deferred(deferred, run_id, row, now, deferred.json_of(error))
+            return EndedRun(str(row[0]), row[1], row[2])
         queued = row[4] == "QUEUED"
-        if deferred is None:
-            params = (now, shapes.json_or_none(error), run_id)
-            c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
-        else:
-            cancels = deferred.cancels_queued if queued else deferred.cancels
-            cancels.setdefault((now, deferred.json_of(error)), []).append(run_id)
-            deferred.unfinished[run_id] = None  # ended
+        params = (now, shapes.json_or_none(error), run_id)
+        c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
         self._cancelled.note(run_id, row)  # a run's events never change: read them later
         if queued:
             self._never_leased.add(run_id)
         return EndedRun(str(row[0]), row[1], row[2])
+
+    def _end_deferred(
+        self, deferred: Deferred, run_id: str, row: Sequence[Any], now: float, error: str | None
+    ) -> bool:
+        """``mark_cancelled`` inside ``ingest`` of a run not ended (``row``: what it read of the
+        run), its UPDATE made with the others' when the verb ends; whether it was QUEUED."""
+        queued: bool = row[4] == "QUEUED"
+        cancels = deferred.cancels_queued if queued else deferred.cancels
+        cancels.setdefault((now, error), []).append(run_id)
+        deferred.unfinished[run_id] = None  # ended
+        self._cancelled.note(run_id, row)  # a run's events never change: read them later
+        if queued:
+            self._never_leased.add(run_id)
+        return queued
+
+    # -- CancelsMatched (_cancel_rules) -----------------------------------------------------------
+    def cancel_matched(self, run_id: str, now: float, reason: str) -> str | None:
+        """``_ingest_rules.cancel`` of a run read with its matcher inside ``ingest``: the same
+        writes as its primitives make there (``mark_cancelled``, ``drop_run_work`` and
+        ``append_history`` of RUN_CANCELLED), without their records. A run not read so, or
+        started by an invoke (its parent's step fails), goes through ``cancel``."""
+        deferred = self._deferred
+        row = _UNREAD if deferred is None else deferred.unfinished.get(run_id, _UNREAD)
+        if row is _UNREAD or (row is not None and row[1] is not None and row[2] is not None):
+            return cancel(cast("RunPrimitives", self), run_id, now, reason)  # a _SQLiteTx
+        if row is None or deferred is None:
+            return None  # ended, or cancelled earlier in this verb
+        error, data = deferred.cancelled_json(reason)
+        if not self._end_deferred(deferred, run_id, row, now, error):
+            deferred.leased.append(run_id)
+        deferred.runs.append(run_id)
+        deferred.history.append((run_id, now, "RUN_CANCELLED", data))
+        return str(row[0])
 
     def drop_run_work(self, run_id: str) -> None:
         deferred = self._deferred

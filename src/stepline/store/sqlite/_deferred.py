@@ -30,6 +30,17 @@ class Deferred:
     history: list[tuple[Any, ...]] = field(default_factory=list)
     # the JSON of the dicts of strings its cancellations repeat (see ``json_of``)
     texts: dict[tuple[tuple[Any, Any], ...], str | None] = field(default_factory=dict)
+    # by reason: the JSON of a run's error and RUN_CANCELLED data (see ``cancelled_json``)
+    reasons: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+    def cancelled_json(self, reason: str) -> tuple[str | None, str | None]:
+        """``json_of`` the error and the RUN_CANCELLED data ``_ingest_rules.cancel`` gives a run
+        it cancels for ``reason``: the same objects for every run (see ``json_of``)."""
+        found = self.reasons.get(reason)
+        if found is None:
+            error = self.json_of({"name": "Cancelled", "message": reason})
+            found = self.reasons[reason] = (error, self.json_of({"reason": reason}))
+        return found
 
     def json_of(self, value: dict[str, Any] | None) -> str | None:
         """``json_or_none(value)``, remembered for a dict of strings: every run a verb cancels
