@@ -192,13 +192,9 @@ def _resolving_only(
         if tx.matcher_paths(name) or tx.unindexed_matchers(name, now) or tx.unindexed_waits(name):
             return None
         for path in tx.wait_paths(name):
-            strings: set[int] = set()
-            first: dict[str, int] = {}  # each value's first event: the one its waits go to
-            for at, value in enumerate(_values(items, positions, path, strings)):
-                if value is not None:
-                    if at not in strings:
-                        return None  # not a string: the matcher decides (``_Batch``)
-                    first.setdefault(value, positions[at])
+            first = first_holders(items, positions, path)  # the event its waits go to
+            if first is None:
+                return None  # not a string: the matcher decides (``_Batch``)
             if not first:
                 continue
             values = list(first)
@@ -230,6 +226,22 @@ def _resolving_only(
         tx.resume_waits(resumed, now)
     record_effects(tx, results)
     return results
+
+
+def first_holders(
+    items: Sequence[EventIngest], positions: Sequence[int], path: str
+) -> dict[str, int] | None:
+    """Each value at ``path`` of the events at ``positions`` (``_values``), with the position
+    of the first event holding it; None when one of them holds a value that is not a string
+    there (the index does not decide it: ``index_decides``)."""
+    strings: set[int] = set()
+    first: dict[str, int] = {}
+    for at, value in enumerate(_values(items, positions, path, strings)):
+        if value is not None:
+            if at not in strings:
+                return None
+            first.setdefault(value, positions[at])
+    return first
 
 
 def _values(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from stepline.serde import loads
 from stepline.store import _rows as shapes
+from stepline.store._cancel_rules import MatcherRow
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import cancel
 from stepline.store._primitives import EndedRun, RunPrimitives
@@ -108,6 +109,24 @@ class SQLiteCancels:
             if run_id not in unfinished:
                 unfinished[run_id] = None if r[10] is None else r[6:]
         return matchers
+
+    def matcher_rows(
+        self, event_name: str, path: str, values: Sequence[str], now: float
+    ) -> list[MatcherRow]:
+        """``CancelsMatched.matcher_rows``: inside ``ingest``, the lookup of ``indexed_matchers``
+        with the runs noted as it notes them, and no record made of each row."""
+        deferred = self._deferred
+        if deferred is None or len(values) == 1:
+            found = self.indexed_matchers(event_name, path, values, now)
+            return [(m.run_id, m.expression, m.index_value, m.created_at) for m in found]
+        params = (event_name, path, json_list(values), now)
+        unfinished, rows = deferred.unfinished, []
+        for r in self._c.execute(q.MATCHER_ROWS_AMONG_WITH_RUNS, params):
+            run_id = r[0]
+            rows.append(r[:4])
+            if run_id not in unfinished:
+                unfinished[run_id] = None if r[8] is None else r[4:]
+        return rows
 
     def _read_runs_of(self, matchers: list[WaitRecord]) -> list[WaitRecord]:
         """Inside ``ingest``: read the runs of these cancel-matcher candidates that were not

@@ -378,10 +378,7 @@ WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM js
 # the empty step hash; each column read costs ~1.4k instructions), each with its run's
 # UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended) and, for a run of one trigger
 # event, that event's EVENTS_AMONG columns (its cancellation's announcements carry it)
-MATCHERS_INDEXED_AMONG_WITH_RUNS = """
-SELECT m.matcher_id, m.run_id, m.expression, m.index_value, m.expires_at, m.created_at,
-       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status,
-       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts
+_MATCHERS_WITH_RUNS = """
 FROM matchers AS m
 LEFT JOIN runs AS r
   ON r.run_id = m.run_id AND r.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
@@ -390,6 +387,15 @@ LEFT JOIN events AS e
 WHERE m.event_name = ? AND m.index_path = ?
   AND m.index_value IN (SELECT value FROM json_each(?))
   AND (m.expires_at IS NULL OR m.expires_at >= ?)"""
+MATCHERS_INDEXED_AMONG_WITH_RUNS = f"""
+SELECT m.matcher_id, m.run_id, m.expression, m.index_value, m.expires_at, m.created_at,
+       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status,
+       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts{_MATCHERS_WITH_RUNS}"""
+# the same but a candidate's matcher id and expiry (``_cancel_rules.MatcherRow``'s columns first)
+MATCHER_ROWS_AMONG_WITH_RUNS = f"""
+SELECT m.run_id, m.expression, m.index_value, m.created_at,
+       r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status,
+       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts{_MATCHERS_WITH_RUNS}"""
 # the runs whose announcements a sender of the version before owed (schema 24), oldest first,
 # each with its function (NULL: the run is gone, purged since), its event ids and, for a run of
 # one trigger event, that event's EVENTS_AMONG columns (the announcements carry it)
