@@ -12,7 +12,7 @@ from stepline.expressions import value_at
 from stepline.serde import loads
 from stepline.store import Store
 from stepline.store._pass_rules import PassTx
-from stepline.store._primitives import EndedRun, LeasePrimitives, ResumedWait
+from stepline.store._primitives import EndedRun, EventJson, LeasePrimitives, ResumedWait
 from stepline.store.records import (
     Admission,
     EventFilter,
@@ -117,7 +117,8 @@ def test_resume_waits_completes_the_step_wakes_the_run_and_logs(store: Store) ->
     pending_wait(store, "r1", None, expires_at=T0 + 1000)
     with primitives(store) as tx:
         assert tx.delete_wait("r1", "w-r1")
-        tx.resume_waits([ResumedWait("r1", "h-wait", b'{"n":1}', "e-9")], T0 + 5)
+        payload = EventJson(lambda: {"n": 1})
+        tx.resume_waits([ResumedWait("r1", "h-wait", payload, "e-9", None, "w-r1")], T0 + 5)
     [memo] = store.get_steps("r1")
     assert (memo.status, loads(memo.output_json), memo.ended_at) == ("COMPLETED", {"n": 1}, T0 + 5)
     matched = store.get_history("r1")[-1]

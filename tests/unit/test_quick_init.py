@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from stepline.store._primitives import EndedRun, ResumedWait
+from stepline.store._primitives import EndedRun, EventJson, ResumedWait
 from stepline.store._quick_init import quick_init
 from stepline.store.records import (
     EventIngest,
@@ -36,7 +36,8 @@ def test_records_keep_arguments_defaults_and_stay_frozen() -> None:
     assert (result.skipped, result.cancelled, result.delivered) == ((), (), ())
     assert HistoryRecord("r1", 1.0, "RUN_QUEUED").worker_id is None
     assert NewRun("r1", "fn", ("e1",)).app_id == ""
-    assert ResumedWait("r1", "h", b"{}", "e1").step_id is None
+    resumed = ResumedWait("r1", "h", EventJson(dict), "e1")
+    assert (resumed.step_id, resumed.wait_id, resumed.event_json) == (None, "", b"{}")
     assert EndedRun("fn", None, None).function_id == "fn"
     for record in (event, item, wait, result):
         with pytest.raises(dataclasses.FrozenInstanceError):

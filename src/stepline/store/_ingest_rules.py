@@ -16,13 +16,19 @@ starts the runs a worker planned for the inbox rows it took.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 from stepline.expressions import index_decides, values_at
-from stepline.serde import dumps_exact
 from stepline.store._admission_rules import AdmissionTx, record_effects, start_runs
-from stepline.store._primitives import EventPrimitives, IndexedWait, ResumedWait, RunPrimitives
+from stepline.store._primitives import (
+    EventJson,
+    EventPrimitives,
+    IndexedWait,
+    ResumedWait,
+    RunPrimitives,
+)
 from stepline.store._rows import indexed_waits
 from stepline.store.records import (
     CANCELLED,
@@ -211,14 +217,14 @@ def _resolving_only(
         if not rows:
             results.append(IngestResult(event.internal_id, False, (), ()))
             continue
-        event_json = dumps_exact(event.payload())
+        encoded = EventJson(event.payload)
         runs: list[str] = []
         for wait_id, run_id, step_hash, *_, step_id in (
             sorted(rows, key=_ROW_CREATED_AT) if len(rows) > 1 else rows
         ):
             if tx.delete_wait(run_id, wait_id):
                 resumed.append(
-                    ResumedWait(run_id, step_hash, event_json, event.internal_id, step_id)
+                    ResumedWait(run_id, step_hash, encoded, event.internal_id, step_id, wait_id)
                 )
                 runs.append(run_id)
         results.append(IngestResult(event.internal_id, False, (), tuple(runs)))
@@ -391,7 +397,7 @@ class _Batch:
                 self.no_unindexed_waits.add(event.name)
         if not indexed and not unindexed:
             return ()  # nothing waits for this event: the common case
-        event_json: bytes | None = None
+        encoded: EventJson | None = None
         runs: list[str] = []
         for wait in _oldest_first(unindexed, indexed):
             if wait.wait_id in self.deleted or wait.run_id in self.ended:
@@ -401,11 +407,16 @@ class _Batch:
             if not self.tx.delete_wait(wait.run_id, wait.wait_id):
                 continue
             self.deleted.add(wait.wait_id)
-            if event_json is None:
-                event_json = dumps_exact(self.payload(i))
+            if encoded is None:
+                encoded = EventJson(partial(self.payload, i))
             self.resumed.append(
                 ResumedWait(
-                    wait.run_id, wait.step_hash, event_json, event.internal_id, wait.step_id
+                    wait.run_id,
+                    wait.step_hash,
+                    encoded,
+                    event.internal_id,
+                    wait.step_id,
+                    wait.wait_id,
                 )
             )
             runs.append(wait.run_id)

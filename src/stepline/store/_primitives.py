@@ -18,10 +18,11 @@ savepoints of their own, and a failure anywhere undoes the whole verb.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stepline.serde import dumps_exact
 from stepline.store._quick_init import quick_init
 from stepline.store.records import (
     EventRecord,
@@ -57,16 +58,41 @@ def indexed_wait(w: WaitRecord) -> IndexedWait:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class ResumedWait:
-    """A wait an event resolved (its row already deleted by ``delete_wait``): its step completes
-    with ``event_json`` (the event's payload as JSON), its run is woken, and a WAIT_MATCHED row
+    """A wait an event resolved (claimed by ``delete_wait``): its step completes with
+    ``event_json`` (the event's payload as JSON), its run is woken, and a WAIT_MATCHED row
     naming ``event_id`` goes to the run's history (``step_id``: the step's id when the wait
-    carried it, else read from the step)."""
+    carried it, else read from the step). ``wait_id``: the wait's (a store that writes the step
+    and the row later keeps it, see store/sqlite/_resolved.py)."""
 
     run_id: str
     step_hash: str
-    event_json: bytes
+    encoded: EventJson
     event_id: str
     step_id: str | None = None
+    wait_id: str = ""
+
+    @property
+    def event_json(self) -> bytes:
+        """The event's payload as JSON (encoded at the first ask, once for all its waits)."""
+        return self.encoded.json()
+
+
+class EventJson:
+    """An event's payload as JSON, encoded when first asked for: the waits one event resolves
+    share it, and a store that derives their steps' output later never asks."""
+
+    __slots__ = ("_encoded", "_payload")
+
+    def __init__(self, payload: Callable[[], dict[str, Any]]) -> None:
+        self._payload = payload
+        self._encoded: bytes | None = None
+
+    def json(self) -> bytes:
+        """The payload as JSON (``dumps_exact``)."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = dumps_exact(self._payload())
+        return encoded
 
 
 @quick_init

@@ -23,9 +23,10 @@ from stepline.store.records import EventRecord, WaitRecord
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._announcements import CancelledRunEvents
 from stepline.store.sqlite._deferred import Deferred
+from stepline.store.sqlite._event_rows import select_events
+from stepline.store.sqlite._resolved import fold
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite._waits import json_list
-from stepline.store.sqlite.reads import select_events
 
 _UNREAD: Any = object()  # a run ``ingest`` did not read with a matcher (see cancel_matched)
 
@@ -161,6 +162,8 @@ class SQLiteCancels:
             self._end_deferred(deferred, run_id, row, now, deferred.json_of(error))
             return EndedRun(str(row[0]), row[1], row[2])
         queued = row[4] == "QUEUED"
+        if not queued:  # the effects of its resolved waits before RUN_CANCELLED (_resolved)
+            fold(c, [run_id])
         params = (now, shapes.json_or_none(error), run_id)
         c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
         self._cancelled.note(run_id, row)  # a run's events never change: read them later

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from stepline.serde import dumps, dumps_exact, loads
+from stepline.serde import dumps, loads
 from stepline.store import _rows as shapes
 from stepline.store._catalog import app_records
 from stepline.store._clauses import match_sql
@@ -34,6 +34,8 @@ from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite._database import Database, reading
+from stepline.store.sqlite._event_rows import event_id_data, select_events
+from stepline.store.sqlite._resolved import derive_steps, derived_history, unfolded, waits_of_run
 
 
 class SQLiteReads(Database):
@@ -48,8 +50,8 @@ class SQLiteReads(Database):
                 return None
             run = shapes.run_record(row)
             events = select_events(conn, run.event_ids)
-            steps = {s.hash: s for s in select_steps(conn, run_id)}
-            waits = [shapes.wait_record(r) for r in conn.execute(w.WAITS_OF_RUN, (run_id,))]
+            waits, resolved = waits_of_run(conn, run_id)  # and those resolved, unfolded
+            steps = {s.hash: s for s in derive_steps(select_steps(conn, run_id), resolved)}
             return RunState(run=run, events=events, steps=steps, waits=waits)
 
     @reading
@@ -88,14 +90,19 @@ class SQLiteReads(Database):
 
     @reading
     def get_steps(self, run_id: str) -> list[StepRecord]:
-        return select_steps(self._conn(), run_id)
+        with self._read() as conn:
+            steps = select_steps(conn, run_id)
+            return derive_steps(steps, unfolded(conn, [run_id]))
 
     @reading
     def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
-        found: dict[str, list[StepRecord]] = {}
-        for row in self._conn().execute(q.STEPS_OF, (dumps(list(run_ids)),)):
-            found.setdefault(row[0], []).append(shapes.step_record(row))
-        return found
+        with self._read() as conn:
+            rows = conn.execute(q.STEPS_OF, (dumps(list(run_ids)),))
+            steps = [shapes.step_record(r) for r in rows]
+            found: dict[str, list[StepRecord]] = {}
+            for step in derive_steps(steps, unfolded(conn, run_ids)):
+                found.setdefault(step.run_id, []).append(step)
+            return found
 
     @reading
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
@@ -119,7 +126,13 @@ class SQLiteReads(Database):
 
     @reading
     def get_history(self, run_id: str) -> list[HistoryRecord]:
-        return [shapes.history_record(r) for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))]
+        with self._read() as conn:
+            rows = [shapes.history_record(r) for r in conn.execute(q.SELECT_HISTORY, (run_id,))]
+            resolved = unfolded(conn, [run_id])
+            if not resolved:
+                return rows
+            step_ids = {s.hash: s.step_id for s in select_steps(conn, run_id)}
+            return rows + derived_history(resolved, step_ids)  # after every row of the run
 
     @reading
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:
@@ -202,23 +215,5 @@ class SQLiteReads(Database):
 
 
 # -- row mapping ----------------------------------------------------------------------------------
-def event_id_data(event_id: str) -> str:
-    """The data of the WAIT_MATCHED row of a wait the event ``event_id`` resolved (the runs an
-    event resumed are read by it: ``EVENT_RUNS``)."""
-    if event_id.isascii() and event_id.isalnum():  # Stepline's ids: nothing to escape
-        return f'{{"event_id":"{event_id}"}}'
-    return dumps_exact({"event_id": event_id}).decode()
-
-
 def select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
-
-
-def select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord]:
-    if not ids:
-        return []
-    marks = ",".join("?" * len(ids))
-    statement = f"SELECT {q.EVENT_COLUMNS} FROM events WHERE internal_id IN ({marks})"
-    found = conn.execute(statement, ids)
-    by_id = {r[0]: shapes.event_record(r) for r in found}
-    return [by_id[i] for i in ids if i in by_id]

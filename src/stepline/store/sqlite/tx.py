@@ -31,20 +31,22 @@ from stepline.store.records import (
     WaitMatcher,
     Wake,
 )
+from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._announcements import CancelledRunEvents, insert_unheard
 from stepline.store.sqlite._cancels import SQLiteCancels
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
+from stepline.store.sqlite._event_rows import select_events
 from stepline.store.sqlite._multirow import (
     blob,
     insert_rows,
     insert_sharing,
     update_among,
 )
+from stepline.store.sqlite._resolved import fold
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite._waits import SQLiteWaitVerbs
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
-from stepline.store.sqlite.reads import select_events
 
 DEDUP_WINDOW = 24 * 3600.0
 
@@ -138,6 +140,8 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         if deferred is None:
             return
         self._delete_resolved(deferred)
+        if deferred.leased:  # the effects of their resolved waits before RUN_CANCELLED (_resolved)
+            fold(c, deferred.leased)
         # the runs' updates before their queue items go: CANCEL_RUN reads the lease token there
         for params, run_ids in deferred.cancels.items():
             update_among(c, q.CANCEL_RUN, q.CANCEL_RUN_AMONG, params, run_ids)
@@ -312,8 +316,12 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
 
     # -- PassPrimitives ---------------------------------------------------------------------------
     def hold_lease(self, run_id: str, token: str) -> str | None:
-        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
-        return None if row is None or row[0] != token else str(row[1])
+        row = self._c.execute(w.LEASE_TOKEN_WOKEN, (run_id,)).fetchone()
+        if row is None or row[0] != token:
+            return None
+        if row[2]:  # woken while leased: an event may have resolved a wait (_resolved)
+            fold(self._c, [run_id])
+        return str(row[1])
 
     def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
         row = self._c.execute(q.CANCELLED_LEASE, (run_id,)).fetchone()

@@ -1,0 +1,370 @@
+"""SQLite migration 25: an event's sender that resolves a wait writes the event, the wait's mark
+(naming the event and the time) and the run's wake, not the waiting step's output nor its
+WAIT_MATCHED row (the run's link to the event): every read derives those from the mark, exactly as
+they are written later, by the first transaction that writes anything else of the run (its pass's
+first commit, its cancellation, another wait's timeout, the re-entry cap, the purge of marks, a
+replay, ``db copy``), before that transaction's own rows (store/sqlite/_resolved.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqlitetest import file_at_version
+from stepline.errors import ConfigError
+from stepline.serde import dumps_exact, loads
+from stepline.store import SQLiteStore, Store
+from stepline.store._copy import copy_database
+from stepline.store.records import (
+    RESUMED,
+    Admission,
+    EventIngest,
+    EventRecord,
+    HistoryRecord,
+    MatcherSpec,
+    NewRun,
+    PassCommit,
+    RunEnd,
+)
+from stepline.store.sqlite.schema import MIGRATIONS, STOP_WORKERS_FIRST
+
+from .builders import (
+    DAY,
+    SERVED,
+    T0,
+    TTL,
+    commit,
+    ingest,
+    lease_run,
+    start,
+    step,
+    suspend_on_wait,
+    wait,
+)
+
+PAID_AT = T0 + 1
+
+
+def _waiting(store: Store, run_id: str = "r1") -> None:
+    """``run_id`` suspended on its wait ``w-<run_id>`` for ``payment/received`` of its order."""
+    start(store, run_id)
+    pending = wait(run_id, f"w-{run_id}", f'async.data.orderId == "{run_id}"')
+    suspend_on_wait(store, lease_run(store, run_id), pending)
+
+
+def _paid(order_id: str, internal_id: str = "p-1") -> EventRecord:
+    return EventRecord(internal_id, "payment/received", {"orderId": order_id}, {}, None, T0)
+
+
+def _pay(store: Store, order_id: str = "r1", internal_id: str = "p-1") -> None:
+    [result] = ingest(store, EventIngest(_paid(order_id, internal_id)), now=PAID_AT)
+    assert result.resumed_run_ids == (order_id,)
+
+
+def _rows(path: Path, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def _written(path: Path, run_id: str = "r1") -> list[str]:
+    """The history rows of the run as the file holds them, in order."""
+    return [
+        r[0] for r in _rows(path, "SELECT kind FROM history WHERE run_id = ? ORDER BY seq", run_id)
+    ]
+
+
+def _unfolded(path: Path) -> list[tuple[Any, ...]]:
+    return _rows(
+        path, "SELECT run_id, wait_id, event_id, at FROM waits_resolved WHERE event_id IS NOT NULL"
+    )
+
+
+def _reads(store: Store, run_id: str = "r1") -> tuple[Any, ...]:
+    state = store.load_run(run_id)
+    assert state is not None
+    return (
+        store.get_steps(run_id),
+        store.get_history(run_id),
+        sorted(state.steps.values(), key=lambda s: s.position),
+        state.waits,
+        store.steps_of([run_id])[run_id],
+        [(r.event_id, r.effect, r.run.run_id) for r in store.event_runs(["p-1"])],
+    )
+
+
+PAYLOAD = dumps_exact(_paid("r1").payload())
+# a pass waiting for a payment and a shipment at once (two waits of one run)
+PENDING = [
+    step("r1", "h-wait", 0, "PENDING", kind="wait"),
+    step("r1", "h-ship", 1, "PENDING", kind="wait"),
+]
+
+
+def test_the_sender_writes_the_mark_and_every_read_derives_the_resolution(
+    sqlite_store: SQLiteStore,
+) -> None:
+    _waiting(sqlite_store)
+    _pay(sqlite_store)
+    path = sqlite_store.path
+    # the file: the step still PENDING, no WAIT_MATCHED row, the mark naming the event
+    assert _rows(path, "SELECT status, output FROM steps WHERE hash = 'h-wait'") == [
+        ("PENDING", None)
+    ]
+    assert "WAIT_MATCHED" not in _written(path)
+    assert _unfolded(path) == [("r1", "w-r1", "p-1", PAID_AT)]
+    # what every read sees: the step completed with the event, its WAIT_MATCHED row, the link
+    steps, history, loaded, waits, of_runs, links = _reads(sqlite_store)
+    [memo] = [s for s in steps if s.hash == "h-wait"]
+    assert (memo.status, memo.output_json, memo.ended_at) == ("COMPLETED", PAYLOAD, PAID_AT)
+    assert loaded == steps == of_runs
+    assert waits == []
+    assert history[-1] == HistoryRecord(
+        "r1", PAID_AT, "WAIT_MATCHED", "step-h-wait", data={"event_id": "p-1"}
+    )
+    assert links == [("p-1", RESUMED, "r1")]
+
+
+def test_the_runs_first_commit_writes_what_the_reads_derived(store: Store) -> None:
+    # every backend: the reads before the run's next commit and after it agree (SQLite derives
+    # them until then; the others wrote them with the resolution)
+    _waiting(store)
+    _pay(store)
+    before = _reads(store)
+    held = lease_run(store, "r1", now=T0 + 2)
+    assert _reads(store) == before  # the lease writes none of it
+    done = step("r1", "h-next", 1, output={"ok": True})
+    commit(
+        store, PassCommit("r1", held.token, steps=[done], end=RunEnd("SLEEPING", T0 + DAY)), T0 + 3
+    )
+    steps, history, _, _, _, links = _reads(store)
+    assert [s for s in steps if s.hash == "h-wait"] == [s for s in before[0] if s.hash == "h-wait"]
+    assert history == before[1]  # the commit wrote no history of its own
+    assert links == before[5]
+
+
+def test_the_lease_writes_the_resolutions_of_the_runs_it_takes_before_their_passes(
+    sqlite_store: SQLiteStore,
+) -> None:
+    _waiting(sqlite_store, "r1")
+    _waiting(sqlite_store, "r2")
+    _pay(sqlite_store, "r1", "p-1")
+    _pay(sqlite_store, "r2", "p-2")
+    path = sqlite_store.path
+    assert len(_unfolded(path)) == 2
+    with sqlite_store.transaction() as tx:
+        held = {h.run_id: h for h in tx.lease_due("w1", T0 + 2, 10, TTL, SERVED)}
+    assert sorted(held) == ["r1", "r2"]
+    assert _unfolded(path) == []
+    for run_id, event_id in (("r1", "p-1"), ("r2", "p-2")):
+        assert _written(path, run_id)[-1] == "WAIT_MATCHED"
+        memo = "SELECT status, output, ended_at FROM steps WHERE run_id = ? AND hash = 'h-wait'"
+        [(status, output, ended)] = _rows(path, memo, run_id)
+        expected = dumps_exact(_paid(run_id, event_id).payload())
+        assert (status, bytes(output), ended) == ("COMPLETED", expected, PAID_AT)
+    state = sqlite_store.load_run("r1")
+    assert state is not None and state.steps["h-wait"].output_json == PAYLOAD
+    attempt = HistoryRecord("r1", T0 + 3, "STEP_COMPLETED", "step-h-next", 1, 0.1)
+    done = step("r1", "h-next", 1, output=1)
+    commit(
+        sqlite_store, PassCommit("r1", held["r1"].token, steps=[done], history=[attempt]), T0 + 3
+    )
+    assert _written(path)[-2:] == ["WAIT_MATCHED", "STEP_COMPLETED"]
+
+
+def test_a_wait_resolved_while_the_pass_runs_is_written_before_the_passs_next_rows(
+    sqlite_store: SQLiteStore,
+) -> None:
+    start(sqlite_store, "r1")
+    held = lease_run(sqlite_store, "r1")
+    pay = wait("r1", "w-pay", 'async.data.orderId == "r1"')
+    ship = wait(
+        "r1", "w-ship", 'async.data.orderId == "r1"', event_name="shipment/sent", step_hash="h-ship"
+    )
+    pending = [
+        step("r1", "h-wait", 0, "PENDING", kind="wait"),
+        step("r1", "h-ship", 1, "PENDING", kind="wait"),
+    ]
+    commit(
+        sqlite_store,
+        PassCommit("r1", held.token, steps=pending, waits=[pay, ship], end=RunEnd("WAITING")),
+    )
+    _pay(sqlite_store)
+    held = lease_run(sqlite_store, "r1", now=T0 + 2)
+    first = HistoryRecord("r1", T0 + 3, "STEP_COMPLETED", "step-h-a", 1, 0.1)
+    commit(
+        sqlite_store,
+        PassCommit("r1", held.token, steps=[step("r1", "h-a", 2)], history=[first]),
+        T0 + 3,
+    )
+    shipped = EventRecord("s-1", "shipment/sent", {"orderId": "r1"}, {}, None, T0)
+    [result] = ingest(sqlite_store, EventIngest(shipped), now=T0 + 4)  # while the pass runs
+    assert result.resumed_run_ids == ("r1",)
+    kinds = [h.kind for h in sqlite_store.get_history("r1")]
+    assert kinds[-3:] == ["WAIT_MATCHED", "STEP_COMPLETED", "WAIT_MATCHED"]
+    second = HistoryRecord("r1", T0 + 5, "STEP_COMPLETED", "step-h-b", 1, 0.1)
+    commit(
+        sqlite_store,
+        PassCommit("r1", held.token, steps=[step("r1", "h-b", 3)], history=[second]),
+        T0 + 5,
+    )
+    expected = ["WAIT_MATCHED", "STEP_COMPLETED", "WAIT_MATCHED", "STEP_COMPLETED"]
+    assert _written(sqlite_store.path)[-4:] == expected
+    assert [h.kind for h in sqlite_store.get_history("r1")][-4:] == expected
+    assert _unfolded(sqlite_store.path) == []
+
+
+def test_a_cancellation_comes_after_the_resolution_it_follows(sqlite_store: SQLiteStore) -> None:
+    _waiting(sqlite_store)
+    _pay(sqlite_store)
+    with sqlite_store.transaction() as tx:
+        assert tx.cancel_run("r1", T0 + 2, "by hand") == "fn"
+    assert _written(sqlite_store.path)[-2:] == ["WAIT_MATCHED", "RUN_CANCELLED"]
+    assert [h.kind for h in sqlite_store.get_history("r1")][-2:] == [
+        "WAIT_MATCHED",
+        "RUN_CANCELLED",
+    ]
+    assert _rows(sqlite_store.path, "SELECT count(*) FROM waits_resolved") == [(0,)]
+
+
+def test_a_cancelling_event_comes_after_the_resolution_it_follows(
+    sqlite_store: SQLiteStore,
+) -> None:
+    matcher = MatcherSpec("order/cancelled", 'async.data.id == "r1"', "data.id", "r1", None)
+    run = NewRun("r1", "fn", ("ev-r1",), admission=Admission(cancel_on=(matcher,)))
+    ingest(
+        sqlite_store, EventIngest(EventRecord("ev-r1", "order/created", {}, {}, None, T0), (run,))
+    )
+    suspend_on_wait(
+        sqlite_store,
+        lease_run(sqlite_store, "r1"),
+        wait("r1", "w-r1", 'async.data.orderId == "r1"'),
+    )
+    _pay(sqlite_store)
+    stop = EventRecord("c-1", "order/cancelled", {"id": "r1"}, {}, None, T0)
+    [result] = ingest(sqlite_store, EventIngest(stop), now=T0 + 2)
+    assert [run_id for run_id, _ in result.cancelled] == ["r1"]
+    assert _written(sqlite_store.path)[-2:] == ["WAIT_MATCHED", "RUN_CANCELLED"]
+    [memo] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
+    assert (memo.status, memo.output_json) == ("COMPLETED", PAYLOAD)
+
+
+def test_another_waits_timeout_comes_after_the_resolution(sqlite_store: SQLiteStore) -> None:
+    start(sqlite_store, "r1")
+    held = lease_run(sqlite_store, "r1")
+    pay = wait("r1", "w-pay", 'async.data.orderId == "r1"')
+    ship = wait(
+        "r1", "w-ship", None, event_name="shipment/sent", step_hash="h-ship", expires_at=T0 + 10
+    )
+    pending = [
+        step("r1", "h-wait", 0, "PENDING", kind="wait"),
+        step("r1", "h-ship", 1, "PENDING", kind="wait"),
+    ]
+    commit(
+        sqlite_store,
+        PassCommit(
+            "r1", held.token, steps=pending, waits=[pay, ship], end=RunEnd("WAITING", T0 + 10)
+        ),
+    )
+    _pay(sqlite_store)
+    held = lease_run(sqlite_store, "r1", now=T0 + 20)
+    with sqlite_store.transaction() as tx:
+        assert tx.expire_waits("r1", held.token, T0 + 20) == ["h-ship"]
+    assert _written(sqlite_store.path)[-2:] == ["WAIT_MATCHED", "WAIT_TIMED_OUT"]
+
+
+def test_the_re_entry_cap_fails_the_run_after_the_resolution(sqlite_store: SQLiteStore) -> None:
+    _waiting(sqlite_store)
+    _pay(sqlite_store)
+    lease_run(sqlite_store, "r1", now=T0 + 2)  # a pass that never commits (its worker died)
+    with sqlite_store.transaction() as tx:
+        assert tx.lease_due("w2", T0 + 3 + TTL, 10, TTL, SERVED, max_passes=1) == []
+    assert _written(sqlite_store.path)[-2:] == ["WAIT_MATCHED", "RUN_FAILED"]
+
+
+def test_the_purge_of_marks_writes_the_resolution_first(sqlite_store: SQLiteStore) -> None:
+    _waiting(sqlite_store)
+    _pay(sqlite_store)
+    before = _reads(sqlite_store)
+    with sqlite_store.transaction() as tx:
+        assert tx.purge_resolved_waits(100) == 1
+    path = sqlite_store.path
+    assert _rows(path, "SELECT count(*) FROM waits_resolved") == [(0,)]
+    assert _rows(path, "SELECT count(*) FROM waits") == [(0,)]
+    assert _written(path)[-1] == "WAIT_MATCHED"
+    assert _reads(sqlite_store) == before
+
+
+def test_the_retention_keeps_the_event_an_unwritten_resolution_names(
+    sqlite_store: SQLiteStore,
+) -> None:
+    _waiting(sqlite_store)
+    _pay(sqlite_store)
+    with sqlite_store.transaction() as tx:
+        tx.purge_before(T0 + 10 * DAY, 1000)
+    assert [e.internal_id for e in sqlite_store.get_events(["p-1"])] == ["p-1"]
+    [memo] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
+    assert memo.output_json == PAYLOAD
+
+
+def test_a_replay_copies_the_resolved_step(sqlite_store: SQLiteStore) -> None:
+    _waiting(sqlite_store)
+    _pay(sqlite_store)
+    with sqlite_store.transaction() as tx:
+        assert tx.replay_run("r1", NewRun("r2", "fn", ("ev-r1",)), 1, T0 + 2)
+    [copied] = sqlite_store.get_steps("r2")
+    assert (copied.hash, copied.status, copied.output_json) == ("h-wait", "COMPLETED", PAYLOAD)
+
+
+def test_a_copy_carries_the_resolution(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    _waiting(sqlite_store)
+    _pay(sqlite_store)
+    before = _reads(sqlite_store)
+    target = SQLiteStore(tmp_path / "copy.db")
+    try:
+        target.migrate()
+        copy_database(sqlite_store, target)
+        assert _reads(target) == before
+    finally:
+        target.close()
+
+
+def test_migration_25_is_refused_while_a_worker_of_the_version_before_is_alive(
+    tmp_path: Path,
+) -> None:
+    # a worker of schema 24 would replay a resolved wait whose step it finds still PENDING, and
+    # whose wait it no longer finds pending: the run would wait for ever (or time out)
+    assert 25 in STOP_WORKERS_FIRST
+    path = tmp_path / "s.db"
+    file_at_version(path, 24, ("w-old", time.time() + 600))
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            store.migrate()
+        assert "w-old" in str(refused.value)
+        assert _rows(path, "SELECT MAX(version) FROM schema_version") == [(24,)]
+        store.migrate(force=True)
+        assert _rows(path, "SELECT MAX(version) FROM schema_version") == [(len(MIGRATIONS),)]
+    finally:
+        store.close()
+
+
+def test_a_wait_resolved_by_a_passs_event_is_written_at_once(sqlite_store: SQLiteStore) -> None:
+    # an event a pass sends (inside ``commit_pass``) resolves the other run's wait as before:
+    # its step and WAIT_MATCHED written with it, no mark left
+    _waiting(sqlite_store, "r1")
+    start(sqlite_store, "r2")
+    held = lease_run(sqlite_store, "r2", now=T0 + 1)
+    sent = EventIngest(_paid("r1"))
+    commit(
+        sqlite_store, PassCommit("r2", held.token, events=[sent], end=RunEnd("COMPLETED")), PAID_AT
+    )
+    assert _unfolded(sqlite_store.path) == []
+    assert _written(sqlite_store.path)[-1] == "WAIT_MATCHED"
+    [memo] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
+    assert loads(memo.output_json or b"null")["data"] == {"orderId": "r1"}
+    assert sqlite_store.get_history("r1")[-1].data == {"event_id": "p-1"}
