@@ -23,7 +23,10 @@ incoming event:
 - ``purge_us``: per resolved wait, deleting the rows of the waits the matching batches resolved
   (the SQLite store keeps a resolved wait's row, marked resolved, and the worker's housekeeping
   deletes such rows in batches: ``purge_resolved_waits``), timed inside one write transaction
-  (no commit); absent for a store that deletes a wait as it resolves it.
+  (no commit); absent for a store that deletes a wait as it resolves it. On SQLite (schema 25)
+  the sender does not write the resolved step's output nor its WAIT_MATCHED row: the run's
+  lease does, or, here, where no worker leases the runs, the purge first (their cost moved,
+  shown here, not gone: the lease of a resumed run pays about as much).
 - ``checkpoint_us``: per event, copying the WAL pages a whole matching batch wrote into the
   database file and syncing it (SQLite; a TRUNCATE checkpoint timed after each whole batch),
   part of ``match_us``. Every timed batch starts with the WAL checkpointed: before, the store's

@@ -368,3 +368,26 @@ def test_a_wait_resolved_by_a_passs_event_is_written_at_once(sqlite_store: SQLit
     [memo] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
     assert loads(memo.output_json or b"null")["data"] == {"orderId": "r1"}
     assert sqlite_store.get_history("r1")[-1].data == {"event_id": "p-1"}
+
+
+@pytest.mark.parametrize(
+    ("data", "user", "sender_id"),
+    [
+        ({"orderId": "r1"}, {}, None),
+        ({"orderId": "r1", "n": 1.0, "big": 2**63, "tiny": 1e-7, "neg": -0.0}, {"u": 1}, "s-1"),
+        ({"orderId": "r1", "text": 'ñ"\\\n\t\u2028😀', "nested": [{"a": None}, True]}, {}, 'i"d'),
+    ],
+)
+def test_the_derived_and_written_output_is_the_payload_the_sender_would_have_written(
+    sqlite_store: SQLiteStore, data: dict[str, Any], user: dict[str, Any], sender_id: str | None
+) -> None:
+    _waiting(sqlite_store)
+    paid = EventRecord("p-1", "payment/received", data, user, sender_id, T0 + 0.0007)
+    [result] = ingest(sqlite_store, EventIngest(paid), now=PAID_AT)
+    assert result.resumed_run_ids == ("r1",)
+    expected = dumps_exact(paid.payload())
+    [derived] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
+    assert derived.output_json == expected
+    lease_run(sqlite_store, "r1", now=T0 + 2)
+    [(written,)] = _rows(sqlite_store.path, "SELECT output FROM steps WHERE hash = 'h-wait'")
+    assert bytes(written) == expected

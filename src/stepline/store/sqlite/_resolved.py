@@ -48,7 +48,6 @@ class Unfolded(NamedTuple):
     a wait that ended without one: it cannot be, the retention keeps it)."""
 
     run_id: str
-    wait_id: str
     event_id: str
     at: float
     step_hash: str
@@ -65,18 +64,35 @@ def unfolded(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[Unfolded]
 
 
 def _unfolded(rows: Iterable[Sequence[Any]]) -> list[Unfolded]:
-    """``Unfolded`` of UNFOLDED's rows (the mark, the wait, the event's EVENT_COLUMNS), each
-    event's payload encoded once."""
+    """``Unfolded`` of UNFOLDED's rows (the mark, the wait, the event), each event's payload
+    encoded once (``payload_json``)."""
     encoded: dict[str, bytes] = {}
     found: list[Unfolded] = []
-    for r in rows:
-        event_id = r[2]
+    for run_id, event_id, at, step_hash, step_id, *event in rows:
         output = encoded.get(event_id)
         if output is None:
-            output = _NULL if r[6] is None else dumps_exact(shapes.event_record(r[6:]).payload())
-            encoded[event_id] = output
-        found.append(Unfolded(r[0], r[1], event_id, r[3], r[4], r[5], output))
+            output = encoded[event_id] = payload_json(event_id, *event)
+        found.append(Unfolded(run_id, event_id, at, step_hash, step_id, output))
     return found
+
+
+def payload_json(
+    event_id: str,
+    name: str | None,
+    data: bytes | None,
+    user: bytes | None,
+    sender_id: str | None,
+    ts: float | None,
+) -> bytes:
+    """``dumps_exact(event.payload())`` of a stored event, from its row's columns (``null`` if
+    it is gone): its data and user data are stored as ``dumps_exact`` wrote them (values that
+    encode back to themselves: the edge's rule), so the payload's JSON is theirs put together,
+    without decoding them to encode them again."""
+    if name is None or data is None or user is None or ts is None:
+        return _NULL
+    identity = dumps_exact(sender_id if sender_id is not None else event_id)
+    head = b'{"id":%s,"name":%s,"data":' % (identity, dumps_exact(name))
+    return b'%s%s,"user":%s,"ts":%d}' % (head, data, user, int(ts * 1000))
 
 
 def fold(conn: sqlite3.Connection, run_ids: Sequence[str]) -> None:

@@ -79,9 +79,9 @@ SELECT {WAIT_COLUMNS} FROM waits WHERE run_id IN (SELECT value FROM json_each(?1
 # the waits ingests resolved among the runs ``?1`` (a JSON list of ids) whose effects are not
 # written yet (their mark still names the event), in the order they were resolved (the time,
 # then the event: ids made in order, then the wait's age: an event resolves the oldest first),
-# each with its event's EVENT_COLUMNS (NULL: gone)
-_UNFOLDED_COLUMNS = """r.run_id, r.wait_id, r.event_id, r.at, w.step_hash, w.step_id,
-       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts"""
+# each with its event's columns that make its payload (NULL: gone)
+_UNFOLDED_COLUMNS = """r.run_id, r.event_id, r.at, w.step_hash, w.step_id,
+       e.name, e.data, e.user_data, e.sender_id, e.ts"""
 _UNFOLDED_ORDER = "ORDER BY r.run_id, r.at, r.event_id, w.created_at, w.wait_id"
 UNFOLDED_OF_RUNS = f"""
 SELECT {_UNFOLDED_COLUMNS}
