@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, MutableMapping
-from contextvars import ContextVar
 from typing import Any
 
 from stepline.sdk.event import Event
+from stepline.sdk.step import STEP_ATTEMPT as STEP_ATTEMPT  # where the engine sets it
 from stepline.sdk.step import Step, SyncStep
 
 
@@ -32,9 +32,6 @@ class ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
         return msg, kwargs
-
-
-STEP_ATTEMPT: ContextVar[int | None] = ContextVar("stepline_step_attempt", default=None)
 
 
 class _BaseContext:

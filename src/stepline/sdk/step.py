@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, overload
 
 from stepline.durations import parse_duration, parse_instant
-from stepline.errors import ConfigError
+from stepline.errors import ConfigError, NonRetriableError
 from stepline.expressions import compile_condition, match_shorthand
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
@@ -52,9 +53,20 @@ class StepDriver(Protocol):
     async def step_send(self, step_id: str, events: list[Event]) -> list[str]: ...
 
 
+# the attempt of the step whose body runs in this context (``ctx.attempt``), None outside bodies
+STEP_ATTEMPT: ContextVar[int | None] = ContextVar("stepline_step_attempt", default=None)
+
+
 def _check_id(step_id: str) -> None:
     if not isinstance(step_id, str) or not step_id:
         raise ConfigError(f"step id must be a non-empty string, got {step_id!r}")
+    if STEP_ATTEMPT.get() is not None:  # a body's own context, and the tasks it starts
+        # the pass waits for that body, so a step it waits for would never be run: refused, as
+        # Inngest's SDKs refuse nested steps; not retried, as the code would do it again
+        raise NonRetriableError(
+            f"step {step_id!r} was called inside the body of another step: steps cannot be "
+            "nested; call it from the function itself, after that step"
+        )
 
 
 class Step:
