@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -97,3 +99,23 @@ def test_migrate_up_waits_for_the_workers_of_the_version_before_unless_forced(
     forced = invoke("db", "migrate", "up", "--force", "--db", url)
     assert forced.exit_code == 0, forced.output
     assert f"applied migrations 20..{len(SQLITE_MIGRATIONS)}" in forced.output
+
+
+def test_a_copy_from_a_missing_source_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    # review R5 (thirteenth stop): a typo in SOURCE made an empty database there, "copied 0 rows"
+    source = tmp_path / "typo" / "stepline.db"
+    result = invoke("db", "copy", str(source), str(tmp_path / "target.db"))
+    assert result.exit_code == 1, result.output
+    assert f"no database at {source}: nothing to copy" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither folder nor target made
+
+
+def test_a_copy_from_a_database_without_stepline_schema_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "empty.db"
+    source.touch()  # a file, but no Stepline database in it: not migrated into one
+    result = invoke("db", "copy", f"sqlite:///{source}", str(tmp_path / "target.db"))
+    assert result.exit_code == 1, result.output
+    assert "holds no Stepline database: nothing to copy" in result.output
+    with closing(sqlite3.connect(source)) as conn:  # no schema written into it
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    assert not (tmp_path / "target.db").exists()

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stepline.cli._common import CliError, db_option
+from stepline.cli._common import CliError, db_option, sqlite_path
 from stepline.errors import StoreError
 from stepline.store import DEFAULT_DB_PATH, DurableStore, open_durable_store
 from stepline.store._copy import DEFAULT_BATCH, CopyPlan, Table, copy_database
@@ -22,6 +22,24 @@ def _open(db: str | None) -> tuple[DurableStore, str]:
     if url.startswith("memory:"):
         raise CliError("memory:// has no schema to manage: give a database (--db or STEPLINE_DB)")
     return open_durable_store(url), url
+
+
+def _open_source(source: str) -> DurableStore:
+    """The database to copy from: one that exists and holds Stepline's schema (a typo in a path
+    would otherwise make an empty database there and copy nothing, "successfully")."""
+    path = sqlite_path(source)
+    if path is not None and not path.exists():
+        raise CliError(f"no database at {path}: nothing to copy")
+    store, _ = _open(source)
+    try:
+        version, _ = store.schema_version()
+    except StoreError as exc:
+        store.close()
+        raise CliError(f"cannot read the schema of {_without_password(source)}: {exc}") from exc
+    if version == 0:
+        store.close()
+        raise CliError(f"{_without_password(source)} holds no Stepline database: nothing to copy")
+    return store
 
 
 @click.group()
@@ -135,7 +153,7 @@ def copy(source: str, target: str, replace: bool, ignore_live_workers: bool, bat
     TARGET must be empty unless --replace."""
     if source == target:
         raise CliError("the source and the target are the same database")
-    source_store, _ = _open(source)
+    source_store = _open_source(source)
     try:
         target_store, _ = _open(target)
     except BaseException:
