@@ -14,8 +14,9 @@ from tests.unit.test_writer_loop import LoopStore, held, idle, left_to_the_threa
 
 from stepline.engine.writer import BatchWriter
 from stepline.errors import StoreUnavailable
-from stepline.store.interface import StoreTx, WouldBlock
+from stepline.store.interface import Replay, StoreTx, WouldBlock
 from stepline.store.memory import MemoryStore
+from stepline.store.records import PassCommit
 
 
 async def test_an_idle_writers_job_is_committed_in_the_callers_task() -> None:
@@ -150,5 +151,63 @@ async def test_a_job_of_a_kind_left_to_the_thread_counts_one_of_its_batches() ->
         await asyncio.sleep(0)
         assert await writer.commit_now(reads) == "read"
         assert store.batches == [2, 2, 1]
+    finally:
+        writer.close()
+
+
+class LoneStore(LoopStore):
+    """A ``LoopStore`` that commits a lone step commit without its job (``LoneStepCommits``):
+    ``alone`` raised instead, if set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alone: Exception | None = None
+        self.lone: list[PassCommit] = []
+
+    async def commit_steps_on_loop(self, commit: PassCommit) -> bool:
+        if self.alone is not None:
+            raise self.alone
+        self.lone.append(commit)
+        return True
+
+
+async def test_a_lone_step_commit_goes_without_its_job_where_the_store_can() -> None:
+    store = LoneStore()
+    writer = BatchWriter(store)
+    commit = PassCommit("r1", "t1")
+    done: list[int] = []
+    try:
+        await asyncio.sleep(0)
+        assert await writer.commit_now(recorder(done)(1), commit) is True
+        assert store.lone == [commit] and done == []  # the job never ran
+        assert (writer.loop_commits, writer.transactions, writer.jobs) == (1, 1, 1)
+    finally:
+        writer.close()
+
+
+async def test_a_lone_step_commit_the_store_refuses_is_its_jobs() -> None:
+    store = LoneStore()
+    store.alone = WouldBlock("not a commit of step results alone")
+    writer = BatchWriter(store)
+    done: list[int] = []
+    try:
+        await asyncio.sleep(0)
+        assert await writer.commit_now(recorder(done)(1), PassCommit("r1", "t1")) == 1
+        assert store.lone == [] and done == [1] and store.batches == [1]  # on the loop
+        assert (writer.loop_commits, writer.loop_refusals) == (1, 0)
+    finally:
+        writer.close()
+
+
+async def test_a_lone_step_commit_that_committed_nothing_is_its_job_made_carefully() -> None:
+    store = LoneStore()
+    store.alone = Replay("the lease was lost")
+    writer = BatchWriter(store)
+    done: list[int] = []
+    try:
+        await asyncio.sleep(0)
+        assert await writer.commit_now(recorder(done)(1), PassCommit("r1", "t1")) == 1
+        assert done == [1] and store.batches == []  # on the thread
+        assert (writer.replays, writer.loop_commits, writer.transactions) == (1, 0, 1)
     finally:
         writer.close()

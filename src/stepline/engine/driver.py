@@ -66,7 +66,7 @@ async def commit_pass_now(engine: Engine, commit: PassCommit, now: float) -> Non
     """``commit_pass`` in the caller's task when the writer is idle (``BatchWriter.commit_now``):
     for a lone step's round (``PassExecutor._lone_round``)."""
     job, ingested = _pass_job(engine, commit, now)
-    committed = await engine.writer.commit_now(job)
+    committed = await engine.writer.commit_now(job, commit)
     _published(engine, commit, ingested, committed)
 
 

@@ -60,7 +60,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from typing import TypeVar, cast
+from typing import Any, TypeVar
 
 from stepline._driven import Driven, driving
 from stepline.engine._reading_kinds import ReadingKinds
@@ -68,6 +68,7 @@ from stepline.engine._writer_jobs import Job, Outcome, _own_copy, _Pending, _set
 from stepline.errors import StoreUnavailable
 from stepline.store.interface import (
     Conflict,
+    LoneStepCommits,
     LoopCommits,
     OptimisticStore,
     Replay,
@@ -75,6 +76,7 @@ from stepline.store.interface import (
     StoreTx,
     WouldBlock,
 )
+from stepline.store.records import PassCommit
 
 T = TypeVar("T")
 
@@ -101,6 +103,8 @@ class BatchWriter:
         # decided once: isinstance on a runtime-checkable Protocol costs ~8.5 µs a call
         self._optimistic = store if isinstance(store, OptimisticStore) else None
         self._on_loop = store if loop_batch > 0 and isinstance(store, LoopCommits) else None
+        on_loop = self._on_loop
+        self._lone_steps = on_loop if isinstance(on_loop, LoneStepCommits) else None
         self._loop_batch = loop_batch
         self._max_batch = max_batch
         self._thread: threading.Thread | None = None  # started at the first drain
@@ -153,12 +157,14 @@ class BatchWriter:
         self._enqueue(_Pending(job, loop, future, then), alone)
         return future
 
-    async def commit_now(self, job: Callable[[StoreTx], T]) -> T:
+    async def commit_now(self, job: Callable[[StoreTx], T], steps: PassCommit | None = None) -> T:
         """``write(job)`` for a caller that submits nothing else before it has this one's
         result (a lone step's commit): when it would fly at once (``submit``'s ``alone``), its
         commit's round trip is awaited right here, in the caller's task (no ``Driven``, no
         future of the writer's, nothing to deliver). Cancelled during the round trip, the
-        connection is closed and the commit's outcome is unknown (``LoopCommits``)."""
+        connection is closed and the commit's outcome is unknown (``LoopCommits``). ``steps``:
+        the pass commit ``job`` applies (its result: True, applied), for a store that commits
+        one of step results alone without the job (``LoneStepCommits``); any other, the job."""
         store = self._on_loop
         if store is None:
             return await self.submit(job, alone=True)
@@ -181,7 +187,7 @@ class BatchWriter:
         if flight is None:
             return await self.submit(job, alone=True)
         try:
-            [result] = await store.commit_on_loop((job,))  # the job's result: a T
+            results: list[T] = await self._on_loop_now(store, job, steps)
         except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
             self.loop_refusals += 1
             if exc.job is not None:
@@ -207,7 +213,20 @@ class BatchWriter:
             with self._lock:
                 self._reading.committed((job,))
         self._loop_ended(flight)
-        return cast(T, result)
+        return results[0]
+
+    async def _on_loop_now(
+        self, store: LoopCommits, job: Callable[[StoreTx], T], steps: PassCommit | None
+    ) -> list[Any]:
+        """``commit_now``'s loop commit: ``steps`` alone if the store can (``WouldBlock``:
+        not such a commit, or not now; nothing was sent), else the job."""
+        lone = self._lone_steps
+        if steps is not None and lone is not None:
+            try:
+                return [await lone.commit_steps_on_loop(steps)]
+            except WouldBlock:
+                pass
+        return await store.commit_on_loop((job,))
 
     async def _after(self, flight: _Flight, job: Callable[[StoreTx], T], careful: bool) -> T:
         """``commit_now``'s job made on the thread (first, before what queued meanwhile)

@@ -14,9 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from stepline.errors import StoreError
+
+# the loop-commit verbs (PostgreSQL) live in loop_commits.py, named here as before
+from stepline.store.loop_commits import LoneStepCommits as LoneStepCommits
+from stepline.store.loop_commits import LoopCommits as LoopCommits
+from stepline.store.loop_commits import WouldBlock as WouldBlock
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     AppRecord,
@@ -593,37 +598,4 @@ class OptimisticStore(Protocol):
     def optimistic_transaction(self) -> AbstractContextManager[StoreTx]:
         """A write transaction without savepoints, committed at the end of the block unless
         anything failed in it (``Replay``)."""
-        ...
-
-
-class WouldBlock(Exception):
-    """A ``LoopCommits`` transaction could not go on without waiting (no idle connection, a
-    job's read before the commit, a connection to check): nothing of it was sent, and its jobs
-    are to be applied on a thread instead (they may run again: the writer's contract). ``job``:
-    the index of the job that needed a read before the commit (it will again: the writer gives
-    such jobs to its thread from then on), None for any other cause."""
-
-    def __init__(self, reason: str, job: int | None = None) -> None:
-        super().__init__(reason)
-        self.job = job
-
-
-@runtime_checkable
-class LoopCommits(Protocol):
-    """A store that can commit a group commit's jobs from an event loop without blocking it
-    (PostgreSQL: the commit's round trip written without blocking, its reply awaited through
-    the loop), so that a lone commit costs no hop to a thread and back. Memory and SQLite do
-    not: the writer applies their jobs on its thread."""
-
-    async def commit_on_loop(self, jobs: Sequence[Callable[[StoreTx], Any]]) -> list[Any]:
-        """Apply ``jobs`` in order in one transaction as ``OptimisticStore`` does, called in
-        the running event loop and never blocking it: the jobs run in this call before
-        anything is sent, then the commit's round trip is awaited. Returns their results once
-        the transaction committed. Raises ``WouldBlock`` (nothing was sent) when it would have
-        to wait other than for the commit's reply, ``Replay`` when nothing committed (a job
-        raised, a statement failed or a lease was lost: make the jobs again carefully), and
-        ``StoreUnavailable`` (or another ``StoreError``) when the transaction failed as a
-        whole, "the commit's outcome is unknown" when its round trip failed after the commit
-        may have been flushed. Cancelled during the round trip, it closes the connection
-        (the outcome is unknown then) and the cancellation goes on."""
         ...

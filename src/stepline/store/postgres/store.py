@@ -28,6 +28,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -39,6 +40,7 @@ from stepline.store._copy import Row, Table
 from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
+from stepline.store.postgres._alone import owner_of_lone_steps, queue_steps
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
 from stepline.store.postgres._leases import lease_named_alone
@@ -52,6 +54,7 @@ from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     FunctionSet,
     Lease,
+    PassCommit,
 )
 
 # for this transaction only; set_config, not SET LOCAL: an optimistic transaction sent in one
@@ -71,6 +74,11 @@ def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
     if not tx.durable:
         last.append((NO_FLUSH_WAIT, None, None))
     return last
+
+
+def _nothing_last() -> list[tuple[str, Any, str | None]]:
+    """What a lone step commit sends with its commit: nothing (durable, it makes no work)."""
+    return []
 
 
 def _each(tx: PostgresTx, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
@@ -271,6 +279,25 @@ class PostgresStore(PostgresReads):
         awaited (``Statements.commit_on_loop``). A failure maps as there, except that a
         round trip other than the commit's is ``WouldBlock``, and a stale connection is not
         checked here (``Replay``: made again carefully, on a checked connection)."""
+        return await self._on_loop(jobs, None, None)
+
+    async def commit_steps_on_loop(self, commit: PassCommit) -> bool:
+        """``LoopCommits.commit_steps_on_loop``: ``commit`` of step results alone (``_alone``),
+        its statements queued straight, as ``commit_on_loop`` of a job of its ``commit_pass``
+        commits it (True: applied); ``WouldBlock`` (nothing sent) for any other commit."""
+        owner = owner_of_lone_steps(commit, self._tokens)
+        if owner is None:
+            raise WouldBlock("not a commit of step results alone")
+        results: list[bool] = await self._on_loop((), commit, owner)
+        return results[0]
+
+    async def _on_loop(
+        self,
+        jobs: Sequence[Callable[[PostgresTx], Any]],
+        steps: PassCommit | None,
+        owner: str | None,
+    ) -> list[Any]:
+        """``commit_on_loop`` of ``jobs``, or of ``steps``'s statements queued straight."""
         if not self._opened:
             self._open()
         loop = asyncio.get_running_loop()
@@ -286,6 +313,13 @@ class PostgresStore(PostgresReads):
         try:
             if kept is None and not _pipeline.loop_waits(loop, conn):
                 raise WouldBlock("the event loop cannot wait on a socket (no add_reader)")
+            if steps is not None:
+                assert owner is not None
+                statements = Statements(conn, optimistic=True)
+                statements.unchecked = True
+                statements.watch = kept
+                queued = partial(queue_steps, statements, steps, owner)
+                return [await statements.commit_on_loop(queued, _nothing_last)]
             tx = PostgresTx(
                 conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
             )

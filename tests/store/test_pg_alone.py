@@ -1,0 +1,127 @@
+"""A lone step's commit on the event loop (``PostgresStore.commit_steps_on_loop``,
+``store/postgres/_alone.py``): for a pass commit of step results alone, under a lease this
+process took whose run a committed commit marked running, the statements the shared sequence
+queues (``PostgresTx.commit_pass``, optimistic) are queued straight, the same ones in the same
+order; it commits them as ``commit_on_loop`` of that job would, a lost lease commits nothing
+(``Replay``), and any other commit is refused with nothing sent (``WouldBlock``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from tests.store.builders import T0, cel_matches, history, lease, start, step
+from tests.store.test_pg_loop_commits import idle
+from tests.store.test_pg_optimistic import commit_job, outputs
+
+from stepline.store.interface import LoneStepCommits, Replay, WouldBlock
+from stepline.store.postgres import PostgresStore
+from stepline.store.postgres._alone import owner_of_lone_steps, queue_steps
+from stepline.store.postgres._statements import Statements
+from stepline.store.postgres.tx import PostgresTx
+from stepline.store.records import Lease, PassCommit, RunEnd, StepRecord
+
+
+@pytest.fixture
+def store(own_pg_store: PostgresStore) -> PostgresStore:
+    own_pg_store.load_run("none")  # one idle connection in the read pool
+    return own_pg_store
+
+
+def marked(store: PostgresStore, *run_ids: str) -> list[Lease]:
+    """The runs started and leased, each marked running by a committed pass commit."""
+    start(store, *run_ids)
+    held = lease(store)
+    assert asyncio.run(store.commit_on_loop([commit_job(h, 0) for h in held])) == [[]] * len(held)
+    return held
+
+
+def steps_of(held: Lease, *outputs: int) -> PassCommit:
+    steps: list[StepRecord] = [
+        step(held.run_id, f"h{n}", n + 1, output=output) for n, output in enumerate(outputs)
+    ]
+    rows = [history(held.run_id, "STEP_COMPLETED", T0 + n) for n in range(len(outputs))]
+    return PassCommit(held.run_id, held.token, steps=steps, history=rows)
+
+
+def queued_by_the_shared_sequence(store: PostgresStore, commit: PassCommit) -> list[Any]:
+    """What ``PostgresTx.commit_pass`` queues for ``commit`` in an optimistic transaction
+    (nothing sent: it is queued until the commit), as ``(text, params, table)``."""
+    conn = store._read_pool.getconn()
+    try:
+        tx = PostgresTx(conn, store._presence, store._tokens, True, store._hints)
+        assert tx.commit_pass(commit, T0, cel_matches) == []
+        assert not tx.marked and not tx.made_work and tx.durable
+        s = tx.statements
+        return list(
+            zip([t for t, _ in s._queued], [p for _, p in s._queued], s._tables, strict=True)
+        )
+    finally:
+        store._read_pool.putconn(conn)
+
+
+def queued_straight(store: PostgresStore, commit: PassCommit, owner: str) -> list[Any]:
+    conn = store._read_pool.getconn()
+    try:
+        s = Statements(conn, optimistic=True)
+        assert queue_steps(s, commit, owner) is True
+        return list(
+            zip([t for t, _ in s._queued], [p for _, p in s._queued], s._tables, strict=True)
+        )
+    finally:
+        store._read_pool.putconn(conn)
+
+
+def test_the_statements_are_those_the_shared_sequence_queues(store: PostgresStore) -> None:
+    [held] = marked(store, "r1")
+    for commit in (steps_of(held, 1), steps_of(held, 1, 2, 3)):
+        owner = owner_of_lone_steps(commit, store._tokens)
+        assert owner == "w1"
+        assert queued_straight(store, commit, owner) == queued_by_the_shared_sequence(store, commit)
+
+
+def test_only_a_commit_of_steps_alone_under_a_marked_lease_of_this_process_qualifies(
+    store: PostgresStore,
+) -> None:
+    [held] = marked(store, "r1")
+    tokens = store._tokens
+    assert owner_of_lone_steps(steps_of(held, 1), tokens) == "w1"
+    others = [
+        PassCommit(held.run_id, held.token),  # no step
+        PassCommit(held.run_id, held.token, steps_of(held, 1).steps, end=RunEnd("COMPLETED")),
+        PassCommit(held.run_id, held.token, steps_of(held, 1).steps, started_at=T0),
+        PassCommit(held.run_id, "another token", steps_of(held, 1).steps),  # not this process's
+    ]
+    assert [owner_of_lone_steps(commit, tokens) for commit in others] == [None] * 4
+    start(store, "r2")
+    [fresh] = lease(store)  # taken here, its run not marked by a commit yet
+    assert owner_of_lone_steps(steps_of(fresh, 1), tokens) is None
+
+
+def test_a_lone_step_commit_is_committed_on_the_loop(store: PostgresStore) -> None:
+    assert isinstance(store, LoneStepCommits)
+    [held] = marked(store, "r1")
+    assert asyncio.run(store.commit_steps_on_loop(steps_of(held, 7))) is True
+    assert outputs(store, "r1") == {"r1": b"7"}
+    assert [h.kind for h in store.get_history("r1")][-1] == "STEP_COMPLETED"
+    assert [h.worker_id for h in store.get_history("r1")][-1] == "w1"
+    assert idle(store) >= 1  # the connection given back
+
+
+def test_another_commit_is_refused_with_nothing_sent(store: PostgresStore) -> None:
+    [held] = marked(store, "r1")
+    done = PassCommit(held.run_id, held.token, steps_of(held, 7).steps, end=RunEnd("COMPLETED"))
+    with pytest.raises(WouldBlock):
+        asyncio.run(store.commit_steps_on_loop(done))
+    assert outputs(store, "r1") == {"r1": b"0"}
+
+
+def test_a_lost_lease_commits_nothing(store: PostgresStore) -> None:
+    [held] = marked(store, "r1")
+    with store.transaction() as tx:  # another worker takes the run over
+        tx.release_owner("w1", T0)
+    lease(store, owner="w2", now=T0 + 1)
+    with pytest.raises(Replay):
+        asyncio.run(store.commit_steps_on_loop(steps_of(held, 7)))
+    assert outputs(store, "r1") == {"r1": b"0"}
