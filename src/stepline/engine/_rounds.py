@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from stepline.engine._executing import ExecutingSteps, executing_records
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
 from stepline.engine._recording import invoke_rows, wait_rows
-from stepline.engine._step_attempt import InContext
+from stepline.engine._step_attempt import InContext, run_or_hand_over
 from stepline.engine.driver import commit_pass_now
 from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
@@ -83,6 +83,7 @@ class RoundRecorder:
     _late_steps: list[StepRecord]
     _late_history: list[HistoryRecord]
     lease: Lease
+    loop: asyncio.AbstractEventLoop
 
     if TYPE_CHECKING:  # provided by PassExecutor
 
@@ -181,6 +182,8 @@ class RoundRecorder:
             resolved = True
             try:
                 for op, value, error in resolutions:
+                    if op.future.done():  # its caller stopped waiting: committed all the same
+                        continue
                     if error is not None:
                         op.future.set_exception(error)
                     else:
@@ -205,10 +208,13 @@ class RoundRecorder:
     async def _lone_round(self, op: _Op) -> Any:
         """A round of one ``run`` step called by the function's own task while the pass waits
         for it (``PassExecutor._request``), run in that task: its attempt, then its commit, and
-        its result returned once committed, with no wake-up of the pass. An attempt that failed
-        is the pass's round (its outcome kept: ``_Op.outcome``); a commit that failed is the
-        pass's failure (``_failure``, raised by its ``_drive``), and the step call waits for
-        the pass to release it, as a step call of its rounds does."""
+        its result returned once committed, with no wake-up of the pass. A body that waits (it
+        yields to the loop) is the pass's round's from that wait on: the rest of its attempt
+        runs in a task of its own (``_Op.running``), so the function's own cancellation (its
+        ``asyncio.timeout``) never reaches the body, as in the pass's rounds; so is an attempt
+        that failed (its outcome kept: ``_Op.outcome``). A commit that failed is the pass's
+        failure (``_failure``, raised by its ``_drive``), and the step call waits for the pass
+        to release it, as a step call of its rounds does."""
         self._lone = True
         run_id = self.run.run_id
         try:
@@ -216,16 +222,18 @@ class RoundRecorder:
             at = self._next_position
             self.executing.show_later(lambda: executing_records(run_id, [op], self.memo, at, now))
             try:  # in the pass's context, as in its rounds (never the function's)
-                outcome = await InContext(self._step_context, self._attempt(op))
+                done, running = run_or_hand_over(self._step_context, self._attempt(op), self.loop)
             finally:
                 self.executing.done()
-            output = outcome.output_json
-            if outcome.error is not None or output is None:
-                op.outcome = outcome  # the pass's round records it (a retry, a failure)
+            # a body that waits is the pass's round's from its first wait on (a task of its
+            # own: the function's cancellation never reaches it), as a failed attempt is
+            if done is None or done.error is not None or done.output_json is None:
+                op.outcome, op.running = done, running
                 self._new_ops.append(op)
                 self._lone = False
                 self._notify()
                 return await op.future
+            outcome, output = done, done.output_json
             if self._late_steps or self._late_history:
                 commit = self._new_commit(take_buffer=False)
             else:  # (its lists given: a dataclass's factories cost a step ~40 bytecodes)

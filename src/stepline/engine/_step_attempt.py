@@ -107,3 +107,50 @@ class InContext:
                     yielded = run(coro.send, value)
         except StopIteration as done:
             return done.value
+
+
+def run_or_hand_over(
+    context: contextvars.Context, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop
+) -> tuple[T | None, asyncio.Future[T] | None]:
+    """``coro``'s first step run here, in ``context``: ``(its result, None)`` if it ended there,
+    else ``(None, a task of ``context`` running the rest of it)``: from its first wait on, it
+    is that task's, and a cancellation of the running task never reaches it."""
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration as done:
+        return done.value, None
+    rest: asyncio.Future[T] = loop.create_task(_rest(coro, yielded), context=context)
+    return None, rest
+
+
+async def _rest(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+    """The rest of ``coro``, which yielded ``yielded`` last (in the task running this)."""
+    result: T = await _Resumed(coro, yielded)
+    return result
+
+
+class _Resumed:
+    """Awaited in a task: ``coro`` driven on from what it yielded last (``yielded``, given to
+    that task first, as if the task had run ``coro`` from its start)."""
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self._coro, self._yielded
+        while True:
+            try:
+                value = yield yielded
+            except BaseException as exc:  # thrown into the task (a cancellation): into coro
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    yielded = coro.send(value)
+                except StopIteration as done:
+                    return done.value

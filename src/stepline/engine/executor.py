@@ -31,11 +31,12 @@ from stepline.engine.engine import Engine
 from stepline.errors import (
     LeaseLostError,
     LimitExceededError,
+    NonRetriableError,
     PassCancelledError,
     StepError,
     StoreError,
 )
-from stepline.sdk.context import Context, ReplayAwareLogger, SyncContext
+from stepline.sdk.context import STEP_ATTEMPT, Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
@@ -149,6 +150,10 @@ class PassExecutor(RoundRecorder, PassEndings):
     # -- registering operations -------------------------------------------------------------------
     async def _request(self, kind: str, step_id: str, **spec: Any) -> Any:
         self.gate.check()
+        if STEP_ATTEMPT.get() is not None:  # in a step's body (or a task it started)
+            raise NonRetriableError(
+                f"step {step_id!r} was called inside another step's body: steps do not nest"
+            )
         if not self._branched and asyncio.current_task() is not self._task:
             self._branched = not self.branches.from_own_thread()
         counts = self._counts
@@ -418,10 +423,12 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     # -- a round of new operations ----------------------------------------------------------------
     async def _attempt(self, op: _Op) -> _Outcome:
-        """Execute one attempt of a ``run`` step (unless a lone round executed it: ``_Op.outcome``);
-        never raises."""
+        """Execute one attempt of a ``run`` step (unless a lone round executed it, ``_Op.outcome``,
+        or began it, ``_Op.running``); never raises."""
         if op.outcome is not None:
             return op.outcome
+        if op.running is not None:  # begun by a lone round, in a task of its own
+            return await op.running
         return await attempt_step(self.engine, self.loop, self.fn.retries, op)
 
     # -- ends of a pass ---------------------------------------------------------------------------
