@@ -163,11 +163,11 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
     original_now = writer.commit_now  # a lone step's commit, awaited in the function's task
 
-    async def timed_now(job: Any) -> Any:
+    async def timed_now(job: Any, *args: Any, **options: Any) -> Any:
         t0 = time.perf_counter()
         lone[0] += 1
         try:
-            return await original_now(job)
+            return await original_now(job, *args, **options)  # steps=: a lone step's commit
         finally:
             lone[0] -= 1
             totals["write"] += time.perf_counter() - t0
