@@ -119,7 +119,7 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     kinds = ["transaction", "optimistic_transaction", "commit_on_loop"]
     try:
         originals = {kind: getattr(store, kind) for kind in kinds if hasattr(store, kind)}
-        original_submit = writer.submit  # every other write goes through it (write awaits it)
+        original_submit = writer.submit  # every write goes through it (write awaits it)
     except AttributeError:
         return {}
 
@@ -147,30 +147,15 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
         return timed_commit
 
-    lone = [0]  # lone commits in flight (timed_now): a submit of theirs is not counted again
-
     def timed_submit(job: Any, *then: Any, **options: Any) -> Any:
         t0 = time.perf_counter()
-        counted = not lone[0]
 
         def done(_: Any) -> None:  # called back when the caller is woken
-            if counted:
-                totals["write"] += time.perf_counter() - t0
+            totals["write"] += time.perf_counter() - t0
 
         future = original_submit(job, *then, **options)  # alone=: a pass's commit
         future.add_done_callback(done)
         return future
-
-    original_now = writer.commit_now  # a lone step's commit, awaited in the function's task
-
-    async def timed_now(job: Any, *args: Any, **options: Any) -> Any:
-        t0 = time.perf_counter()
-        lone[0] += 1
-        try:
-            return await original_now(job, *args, **options)  # steps=: a lone step's commit
-        finally:
-            lone[0] -= 1
-            totals["write"] += time.perf_counter() - t0
 
     from stepline import Event
 
@@ -180,7 +165,6 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
             wrap = timed_on_loop if kind == "commit_on_loop" else timed
             setattr(store, kind, wrap(transaction))
         writer.submit = timed_submit
-        writer.commit_now = timed_now
     except AttributeError:
         return {}
     try:
@@ -193,7 +177,6 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
         for kind in originals:
             delattr(store, kind)
         del writer.submit
-        del writer.commit_now
     return {
         "wall_ms": wall / n * 1000,
         "transaction_ms": totals["transaction"] / n * 1000,

@@ -1,6 +1,7 @@
 """Wrap a verb in every write transaction a store makes (``transaction()``, and the optimistic
-ones and those committed on the event loop of a store that has them: PostgreSQL), to count or
-refuse pass commits, or to see leases."""
+ones and those committed on the event loop of a store that has them: PostgreSQL; its lone step
+commits, made without a transaction's verbs, are then made as jobs), to count or refuse pass
+commits, or to see leases."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from stepline.store.interface import LoopCommits, OptimisticStore, Store
+from stepline.store.interface import (
+    LoneStepCommits,
+    LoopCommits,
+    OptimisticStore,
+    Store,
+    WouldBlock,
+)
 
 CommitPass = Callable[[Any, float, Any], Any]
 Verb = Callable[..., Any]
@@ -50,6 +57,12 @@ def hook_verb(store: Store, name: str, hook: Callable[[Verb], Verb]) -> None:
                 hooked_txs.clear()  # one transaction at a time: ids are not reused meanwhile
 
         store.commit_on_loop = on_loop  # type: ignore[method-assign]
+    if isinstance(store, LoneStepCommits):  # its lone step commits: made as jobs, hooked
+
+        async def as_jobs(commit: Any) -> bool:
+            raise WouldBlock("a hooked store commits its lone steps as jobs")
+
+        store.commit_steps_on_loop = as_jobs  # type: ignore[method-assign]
 
 
 def hook_commit_pass(store: Store, hook: Callable[[CommitPass], CommitPass]) -> None:

@@ -119,8 +119,6 @@ class _Op:
     data: dict[str, Any] | None = None
     user: dict[str, Any] | None = None
     events: list[Event] | None = None
-    outcome: _Outcome | None = None  # its attempt, executed by a lone round (executor.py)
-    running: asyncio.Future[_Outcome] | None = None  # its attempt a lone round handed over
 
 
 @dataclass

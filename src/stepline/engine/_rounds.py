@@ -7,23 +7,19 @@ invokes, and sent events of a round are recorded here; the executor drives round
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from contextvars import Context
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stepline.engine._executing import ExecutingSteps, executing_records
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
 from stepline.engine._recording import invoke_rows, wait_rows
-from stepline.engine._step_attempt import InContext, run_or_hand_over
-from stepline.engine.driver import commit_pass_now
 from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps, loads
 from stepline.store.records import (
     HistoryRecord,
-    Lease,
     PassCommit,
     RunRecord,
     RunState,
@@ -44,11 +40,6 @@ class _Mark:
     def restore(self, commit: PassCommit) -> None:
         for part, size in zip(_parts(commit), self.sizes, strict=True):
             del part[size:]
-
-
-def _gathered(attempts: list[Coroutine[Any, Any, _Outcome]]) -> asyncio.Future[list[_Outcome]]:
-    """A task of each attempt (made in the context this runs in), gathered."""
-    return asyncio.ensure_future(asyncio.gather(*attempts))
 
 
 def _parts(commit: PassCommit) -> tuple[list[Any], ...]:
@@ -76,20 +67,10 @@ class RoundRecorder:
     _next_position: int
     _state_bytes: int
     executing: ExecutingSteps
-    _lone: bool
-    _failure: Exception | None
-    _new_ops: list[_Op]
-    _step_context: Context
-    _late_steps: list[StepRecord]
-    _late_history: list[HistoryRecord]
-    lease: Lease
-    loop: asyncio.AbstractEventLoop
 
     if TYPE_CHECKING:  # provided by PassExecutor
 
         def now(self) -> float: ...
-
-        def _notify(self) -> None: ...
 
         def _new_commit(self, take_buffer: bool = True) -> PassCommit: ...
 
@@ -205,92 +186,14 @@ class RoundRecorder:
         if failed:
             raise failed[0]
 
-    async def _lone_round(self, op: _Op) -> Any:
-        """A round of one ``run`` step called by the function's own task while the pass waits
-        for it (``PassExecutor._request``), run in that task: its attempt, then its commit, and
-        its result returned once committed, with no wake-up of the pass. A body that waits (it
-        yields to the loop) is the pass's round's from that wait on: the rest of its attempt
-        runs in a task of its own (``_Op.running``), so the function's own cancellation (its
-        ``asyncio.timeout``) never reaches the body, as in the pass's rounds; so is an attempt
-        that failed (its outcome kept: ``_Op.outcome``). A commit that failed is the pass's
-        failure (``_failure``, raised by its ``_drive``), and the step call waits for the pass
-        to release it, as a step call of its rounds does."""
-        self._lone = True
-        run_id = self.run.run_id
-        try:
-            now = self.now()
-            at = self._next_position
-            self.executing.show_later(lambda: executing_records(run_id, [op], self.memo, at, now))
-            try:  # in the pass's context, as in its rounds (never the function's)
-                done, running = run_or_hand_over(self._step_context, self._attempt(op), self.loop)
-            finally:
-                self.executing.done()
-            # a body that waits is the pass's round's from its first wait on (a task of its
-            # own: the function's cancellation never reaches it), as a failed attempt is
-            if done is None or done.error is not None or done.output_json is None:
-                op.outcome, op.running = done, running
-                self._new_ops.append(op)
-                self._lone = False
-                self._notify()
-                return await op.future
-            outcome, output = done, done.output_json
-            if self._late_steps or self._late_history:
-                commit = self._new_commit(take_buffer=False)
-            else:  # (its lists given: a dataclass's factories cost a step ~40 bytecodes)
-                commit = PassCommit(run_id, self.lease.token, [], [], [], [], [], [])
-            self._check_determinism([op], commit)
-            attempt = op.attempts
-            commit.steps.append(
-                self._record(
-                    op,
-                    "COMPLETED",
-                    output_json=output,
-                    attempts=attempt + 1,
-                    started_at=outcome.started_at,
-                    ended_at=outcome.ended_at,
-                )
-            )
-            commit.history.append(
-                HistoryRecord(
-                    run_id, outcome.ended_at, "STEP_COMPLETED", op.key, attempt, outcome.duration
-                )
-            )
-            size = self._state_bytes + len(output)
-            if size > self.engine.limits.max_run_state_bytes:
-                self._abort = LimitExceededError(
-                    "run_state",
-                    f"run {run_id} state would be {size} bytes, over the limit of "
-                    f"{self.engine.limits.max_run_state_bytes}",
-                )
-                self._lone = False
-                self._notify()
-                raise _Abort()
-            self._state_bytes = size
-            try:
-                await commit_pass_now(self.engine, commit, self.now())
-            except Exception as exc:  # the pass's failure, raised by its _drive
-                self._failure = exc
-                self._lone = False
-                self._notify()
-                return await op.future
-            return loads(output)
-        finally:
-            if self._lone:
-                self._lone = False
-                if self._new_ops or self._blocked or self._abort is not None:
-                    self._notify()
-
     async def _attempts(self, run_ops: list[_Op]) -> list[_Outcome]:
         """Execute one attempt of each ``run`` step, concurrently; committing buffered results
         if ``max_interval`` passes meanwhile."""
         if not run_ops:
             return []
-        context = self._step_context  # the step bodies' (as in a lone round: _lone_round)
         if len(run_ops) == 1 and self._buffer is None:
-            return [await InContext(context, self._attempt(run_ops[0]))]
-        attempts = [self._attempt(op) for op in run_ops]
-        # its tasks copy the step bodies' context, each its own
-        gathered = context.run(_gathered, attempts)
+            return [await self._attempt(run_ops[0])]
+        gathered = asyncio.ensure_future(asyncio.gather(*(self._attempt(op) for op in run_ops)))
         try:
             await self._wait_flushing({gathered})
             return list(await gathered)

@@ -10,11 +10,10 @@ import asyncio
 import contextvars
 import inspect
 import time
-from collections.abc import Coroutine, Generator
 from functools import partial
 from inspect import CO_COROUTINE
 from types import FunctionType
-from typing import Any, TypeVar
+from typing import Any
 
 from stepline.engine._ops import _Op, _Outcome
 from stepline.engine.engine import Engine
@@ -27,8 +26,6 @@ from stepline.errors import (
 )
 from stepline.sdk.context import STEP_ATTEMPT
 from stepline.serde import dumps
-
-T = TypeVar("T")
 
 
 def _is_coroutine_function(fn: Any) -> bool:
@@ -82,75 +79,3 @@ async def attempt_step(
     engine.metrics.step_attempt(outcome.duration, outcome.error is None)
     STEP_ATTEMPT.reset(attempt_token)
     return outcome
-
-
-class InContext:
-    """``coro`` awaited in the running task, each of its steps run in ``context`` (its own
-    context, not the task's: what it sets stays there, and it sees none of the task's)."""
-
-    __slots__ = ("_context", "_coro")
-
-    def __init__(self, context: contextvars.Context, coro: Coroutine[Any, Any, T]) -> None:
-        self._context = context
-        self._coro = coro
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        run, coro = self._context.run, self._coro
-        try:
-            yielded = run(coro.send, None)
-            while True:
-                try:
-                    value = yield yielded
-                except BaseException as exc:  # thrown into the task (a cancellation): into coro
-                    yielded = run(coro.throw, exc)
-                else:
-                    yielded = run(coro.send, value)
-        except StopIteration as done:
-            return done.value
-
-
-def run_or_hand_over(
-    context: contextvars.Context, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop
-) -> tuple[T | None, asyncio.Future[T] | None]:
-    """``coro``'s first step run here, in ``context``: ``(its result, None)`` if it ended there,
-    else ``(None, a task of ``context`` running the rest of it)``: from its first wait on, it
-    is that task's, and a cancellation of the running task never reaches it."""
-    try:
-        yielded = context.run(coro.send, None)
-    except StopIteration as done:
-        return done.value, None
-    rest: asyncio.Future[T] = loop.create_task(_rest(coro, yielded), context=context)
-    return None, rest
-
-
-async def _rest(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
-    """The rest of ``coro``, which yielded ``yielded`` last (in the task running this)."""
-    result: T = await _Resumed(coro, yielded)
-    return result
-
-
-class _Resumed:
-    """Awaited in a task: ``coro`` driven on from what it yielded last (``yielded``, given to
-    that task first, as if the task had run ``coro`` from its start)."""
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self._coro, self._yielded
-        while True:
-            try:
-                value = yield yielded
-            except BaseException as exc:  # thrown into the task (a cancellation): into coro
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    yielded = coro.send(value)
-                except StopIteration as done:
-                    return done.value

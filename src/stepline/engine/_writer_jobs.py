@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from stepline.errors import StoreError
 from stepline.store.interface import StoreTx
+from stepline.store.records import PassCommit
 
 Job = Callable[[StoreTx], Any]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
@@ -23,6 +24,7 @@ class _Pending(NamedTuple):
     loop: asyncio.AbstractEventLoop | None  # the waiting caller's loop; None: a blocked thread
     future: asyncio.Future[Any] | Future[Any]
     then: Callable[[Any], object] | None = None  # called with the result (``submit``)
+    steps: PassCommit | None = None  # the pass commit the job applies (``submit``)
 
 
 def _own_copy(error: StoreError) -> StoreError:

@@ -62,14 +62,6 @@ async def commit_pass(
     await submit_pass(engine, commit, now, then, alone=True)  # awaited at once
 
 
-async def commit_pass_now(engine: Engine, commit: PassCommit, now: float) -> None:
-    """``commit_pass`` in the caller's task when the writer is idle (``BatchWriter.commit_now``):
-    for a lone step's round (``PassExecutor._lone_round``)."""
-    job, ingested = _pass_job(engine, commit, now)
-    committed = await engine.writer.commit_now(job, commit)
-    _published(engine, commit, ingested, committed)
-
-
 def _pass_job(
     engine: Engine, commit: PassCommit, now: float
 ) -> tuple[Callable[[StoreTx], bool], list[IngestResult]]:
@@ -120,7 +112,10 @@ def submit_pass(
         if applied and then is not None:
             then()
 
-    written = engine.writer.submit(job, None if then is None else committed, alone=alone)
+    # a lone step commit may be committed without its job (writer: LoneStepCommits)
+    written = engine.writer.submit(
+        job, None if then is None else committed, alone=alone, steps=commit
+    )
 
     async def published() -> None:
         _published(engine, commit, ingested, await written)

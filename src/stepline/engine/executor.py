@@ -13,7 +13,6 @@ raises ``Suspended`` (a BaseException user code does not catch) into the blocked
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -31,12 +30,11 @@ from stepline.engine.engine import Engine
 from stepline.errors import (
     LeaseLostError,
     LimitExceededError,
-    NonRetriableError,
     PassCancelledError,
     StepError,
     StoreError,
 )
-from stepline.sdk.context import STEP_ATTEMPT, Context, ReplayAwareLogger, SyncContext
+from stepline.sdk.context import Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
@@ -90,10 +88,6 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._buffer: PassCommit | None = None  # step results awaiting their commit
         self._buffered = 0
         self._buffer_since: float | None = None
-        self._lone = False  # a lone step's round runs in the function's own task (_lone_round)
-        # where step bodies run: the pass's context (a copy), wherever their round runs
-        self._step_context = contextvars.copy_context()
-        self._failure: Exception | None = None  # how that round failed: the pass raises it
         self._pass_started_at = self.now()
         self._state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         self._state_bytes += sum(len(dumps(e.data)) for e in state.events)
@@ -150,10 +144,6 @@ class PassExecutor(RoundRecorder, PassEndings):
     # -- registering operations -------------------------------------------------------------------
     async def _request(self, kind: str, step_id: str, **spec: Any) -> Any:
         self.gate.check()
-        if STEP_ATTEMPT.get() is not None:  # in a step's body (or a task it started)
-            raise NonRetriableError(
-                f"step {step_id!r} was called inside another step's body: steps do not nest"
-            )
         if not self._branched and asyncio.current_task() is not self._task:
             self._branched = not self.branches.from_own_thread()
         counts = self._counts
@@ -198,21 +188,6 @@ class PassExecutor(RoundRecorder, PassEndings):
         op = _Op(kind, step_id, key, digest, self._step_future(), **spec)
         if memo is not None and memo.status in ("RETRYING", "RUNNING"):
             op.attempts = memo.attempts  # RUNNING: an attempt a crashed pass was executing
-        if (
-            kind == "run"
-            and not self._branched
-            and self._task is not None
-            and not self._new_ops
-            and not self._blocked
-            and not self._lone
-            and len(self.branches.live) == 1  # no other task of the function: none can call a step
-            and self._buffer is None
-            and self._abort is None
-            and self._failure is None
-            and self.fn.options.checkpointing is None
-            and (self._finish_deadline is None or self.now() <= self._finish_deadline)
-        ):
-            return await self._lone_round(op)
         self._new_ops.append(op)
         self._notify()
         return await op.future
@@ -235,7 +210,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         """Wake ``_settle``: an operation was registered, the run must abort, or the function
         ended."""
         waiter = self._waiter
-        if waiter is not None and not self._lone and not waiter.done():
+        if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def _block(self) -> Any:
@@ -333,8 +308,6 @@ class PassExecutor(RoundRecorder, PassEndings):
     async def _drive(self, task: asyncio.Future[Any]) -> None:
         while True:
             await self._settle(task)
-            if self._failure is not None:
-                raise self._failure
             if self._abort is not None:
                 await self._fail_run(self._abort, task)
                 return
@@ -370,10 +343,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         turns = 0
         grace_until: float | None = None
         while True:
-            if self._lone:  # a lone step's round runs in the function's task: wait for its end
-                await self._wait_for_change(task, None)
-                continue
-            if task.done() or self._abort is not None or self._failure is not None:
+            if task.done() or self._abort is not None:
                 return
             timeout: float | None = None
             if self._new_ops:
@@ -423,12 +393,7 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     # -- a round of new operations ----------------------------------------------------------------
     async def _attempt(self, op: _Op) -> _Outcome:
-        """Execute one attempt of a ``run`` step (unless a lone round executed it, ``_Op.outcome``,
-        or began it, ``_Op.running``); never raises."""
-        if op.outcome is not None:
-            return op.outcome
-        if op.running is not None:  # begun by a lone round, in a task of its own
-            return await op.running
+        """Execute one attempt of a ``run`` step; never raises."""
         return await attempt_step(self.engine, self.loop, self.fn.retries, op)
 
     # -- ends of a pass ---------------------------------------------------------------------------

@@ -143,6 +143,7 @@ class BatchWriter:
         then: Callable[[T], object] | None = None,
         *,
         alone: bool = False,
+        steps: PassCommit | None = None,
     ) -> asyncio.Future[T]:
         """``write`` without awaiting: the future (of the running loop) gets the job's result
         once its transaction committed, or its error. Raises ``RuntimeError`` when closed.
@@ -151,93 +152,13 @@ class BatchWriter:
         turn, ahead of the caller, not a turn after it. ``alone``: the caller submits no other
         job before it awaits this one (a pass's commit); when the loop has no other callback
         ready, none can queue a job to join this one before the writer's kick, so the kick
-        runs now, in this callback (``_kick_now``), not a loop turn later."""
+        runs now, in this callback (``_kick_now``), not a loop turn later. ``steps``: the pass
+        commit ``job`` applies (its result: True, applied), committed without the job by a
+        store that can (``LoneStepCommits``) when it is a loop commit's only job."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._enqueue(_Pending(job, loop, future, then), alone)
+        self._enqueue(_Pending(job, loop, future, then, steps), alone)
         return future
-
-    async def commit_now(self, job: Callable[[StoreTx], T], steps: PassCommit | None = None) -> T:
-        """``write(job)`` for a caller that submits nothing else before it has this one's
-        result (a lone step's commit): when it would fly at once (``submit``'s ``alone``), its
-        commit's round trip is awaited right here, in the caller's task (no ``Driven``, no
-        future of the writer's, nothing to deliver). Cancelled during the round trip, the
-        connection is closed and the commit's outcome is unknown (``LoopCommits``). ``steps``:
-        the pass commit ``job`` applies (its result: True, applied), for a store that commits
-        one of step results alone without the job (``LoneStepCommits``); any other, the job."""
-        store = self._on_loop
-        if store is None:
-            return await self.submit(job, alone=True)
-        loop = asyncio.get_running_loop()
-        queued: asyncio.Future[T] | None = None
-        flight: _Flight | None = None
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the writer is closed")
-            if not self._flies_now(loop):
-                pass
-            elif self._reading and self._reading.skip((job,)):  # its kind is the thread's
-                queued = loop.create_future()
-                self._queue.put(_Pending(job, loop, queued))  # one of its batches counted
-                self._start_drain()
-            else:
-                flight = self._flight = _Flight([], loop)  # busy from now on
-        if queued is not None:
-            return await queued
-        if flight is None:
-            return await self.submit(job, alone=True)
-        try:
-            results: list[T] = await self._on_loop_now(store, job, steps)
-        except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
-            self.loop_refusals += 1
-            if exc.job is not None:
-                with self._lock:
-                    self._reading.refused(job)
-            return await self._after(flight, job, careful=False)
-        except Replay:  # nothing committed: made again carefully
-            self.replays += 1
-            return await self._after(flight, job, careful=True)
-        except Exception as exc:
-            self._loop_ended(flight)
-            error = self._lost(exc, 1)[0][1]
-            if error is exc:  # the job's own
-                raise
-            raise error from error.__cause__
-        except BaseException:  # cancelled during the round trip: its outcome is unknown
-            self._loop_ended(flight)
-            raise
-        self.transactions += 1
-        self.loop_commits += 1
-        self.jobs += 1
-        if self._reading:
-            with self._lock:
-                self._reading.committed((job,))
-        self._loop_ended(flight)
-        return results[0]
-
-    async def _on_loop_now(
-        self, store: LoopCommits, job: Callable[[StoreTx], T], steps: PassCommit | None
-    ) -> list[Any]:
-        """``commit_now``'s loop commit: ``steps`` alone if the store can (``WouldBlock``:
-        not such a commit, or not now; nothing was sent), else the job."""
-        lone = self._lone_steps
-        if steps is not None and lone is not None:
-            try:
-                return [await lone.commit_steps_on_loop(steps)]
-            except WouldBlock:
-                pass
-        return await store.commit_on_loop((job,))
-
-    async def _after(self, flight: _Flight, job: Callable[[StoreTx], T], careful: bool) -> T:
-        """``commit_now``'s job made on the thread (first, before what queued meanwhile)
-        once its loop commit gave it up."""
-        future: asyncio.Future[T] = flight.loop.create_future()
-        pending = _Pending(job, flight.loop, future)
-        outcomes = await self._hand_over([pending], careful)
-        self._loop_ended(flight)
-        if outcomes is not None:
-            _settle(future, outcomes[0])
-        return await future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
         """``write`` for a thread with no running event loop: blocks until committed."""
@@ -366,7 +287,7 @@ class BatchWriter:
         assert store is not None
         jobs = [pending.job for pending in batch]
         try:
-            results = await store.commit_on_loop(jobs)
+            results = await self._on_loop_batch(store, batch, jobs)
         except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
             self.loop_refusals += 1
             if exc.job is not None:
@@ -394,6 +315,21 @@ class BatchWriter:
         if outcomes is not None:
             _settle_all(list(zip(batch, outcomes, strict=True)))
         self._loop_ended(flight)
+
+    async def _on_loop_batch(
+        self, store: LoopCommits, batch: list[_Pending], jobs: list[Job]
+    ) -> list[Any]:
+        """``batch`` committed on the loop: a lone step commit alone, without its job, if the
+        store can (``WouldBlock``: not such a commit, or not now; nothing was sent), else the
+        jobs."""
+        lone = self._lone_steps
+        steps = batch[0].steps
+        if steps is not None and lone is not None and len(batch) == 1:
+            try:
+                return [await lone.commit_steps_on_loop(steps)]
+            except WouldBlock:
+                pass
+        return await store.commit_on_loop(jobs)
 
     async def _hand_over(self, batch: list[_Pending], careful: bool) -> list[Outcome] | None:
         """Give ``batch`` to the writer thread (None: it delivers the outcomes); once the
