@@ -6,12 +6,14 @@ same outcome."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest
 
 from stepline.expressions import load_match
-from stepline.store import Store, _cancel_rules, _ingest_rules
+from stepline.store import SQLiteStore, Store, _cancel_rules, _ingest_rules
 from stepline.store.records import (
     CANCELLED,
     Admission,
@@ -32,6 +34,8 @@ from .builders import (
     lease_run,
     start,
     step,
+    suspend_on_wait,
+    wait,
 )
 
 CANCEL = "order/cancelled"
@@ -165,6 +169,38 @@ def test_a_cancelling_batch_does_not_go_the_general_way(
         store, cancel("c-0", {"orderId": "o-0"}), cancel("c-1", {"orderId": "o-1"}), now=T0 + 1
     )
     assert [r.cancelled for r in results] == [(), (("r1", "fn"),)]
+
+
+def test_a_quick_cancellation_comes_after_the_resolution_it_follows(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a waiting run's wait resolved by a sender (only its mark written, schema 25), then
+    the run cancelled by a cancel-only batch (``cancel_matched``, not the general way): the
+    resolution's rows are written first (WAIT_MATCHED before RUN_CANCELLED in the file)."""
+    made(sqlite_store, cancellable("r1", "o-1"), cancellable("r2", "o-2"))
+    pending = wait("r1", "w-r1", 'async.data.orderId == "p-1"')
+    suspend_on_wait(sqlite_store, lease_run(sqlite_store, "r1"), pending)
+    paid = EventIngest(event("p-1", "payment/received", {"orderId": "p-1"}))
+    [resolved] = ingest(sqlite_store, paid, now=T0 + 1)
+    assert resolved.resumed_run_ids == ("r1",)
+
+    def general(*args: Any) -> None:
+        raise AssertionError("the general way")
+
+    monkeypatch.setattr(_ingest_rules, "_Batch", general)
+    results = ingest(
+        sqlite_store,
+        cancel("c-1", {"orderId": "o-1"}),
+        cancel("c-2", {"orderId": "o-2"}),
+        now=T0 + 2,
+    )
+    assert [r.cancelled for r in results] == [(("r1", "fn"),), (("r2", "fn"),)]
+    with closing(sqlite3.connect(sqlite_store.path)) as conn:
+        query = "SELECT kind FROM history WHERE run_id = ? ORDER BY seq"
+        written = [kind for (kind,) in conn.execute(query, ("r1",))]
+    assert written[-2:] == ["WAIT_MATCHED", "RUN_CANCELLED"]
+    [step] = sqlite_store.get_steps("r1")
+    assert step.status == "COMPLETED"
 
 
 def _scenario(store: Store, p: str) -> list[tuple[Any, ...]]:
