@@ -17,8 +17,9 @@ import pytest
 
 from sqlitetest import file_at_version
 from stepline.errors import ConfigError
+from stepline.expressions import load_match
 from stepline.serde import dumps_exact, loads
-from stepline.store import SQLiteStore, Store
+from stepline.store import SQLiteStore, Store, _cancel_rules
 from stepline.store._copy import copy_database
 from stepline.store.records import (
     RESUMED,
@@ -31,6 +32,7 @@ from stepline.store.records import (
     PassCommit,
     RunEnd,
 )
+from stepline.store.sqlite._cancels import SQLiteCancels
 from stepline.store.sqlite.schema import MIGRATIONS, STOP_WORKERS_FIRST
 
 from .builders import (
@@ -231,23 +233,34 @@ def test_a_cancellation_comes_after_the_resolution_it_follows(sqlite_store: SQLi
     assert _rows(sqlite_store.path, "SELECT count(*) FROM waits_resolved") == [(0,)]
 
 
+@pytest.mark.parametrize("order", ["cancel-only", "general"])
 def test_a_cancelling_event_comes_after_the_resolution_it_follows(
-    sqlite_store: SQLiteStore,
+    sqlite_store: SQLiteStore, order: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    matcher = MatcherSpec("order/cancelled", 'async.data.id == "r1"', "data.id", "r1", None)
+    # both ingest orders of a cancelling batch: the cancel-only one (``cancel_matched``, the
+    # matcher cached as the engine leaves it) and ``_Batch``'s (``mark_cancelled``)
+    expression = 'async.data.id == "r1"'
+    load_match(expression)
+    if order == "general":
+        monkeypatch.setattr(_cancel_rules, "cancelling_only", lambda *args: None)
+    quick: list[str] = []
+    cancel_matched = SQLiteCancels.cancel_matched
+    monkeypatch.setattr(
+        SQLiteCancels,
+        "cancel_matched",
+        lambda tx, run_id, *rest: quick.append(run_id) or cancel_matched(tx, run_id, *rest),
+    )
+    matcher = MatcherSpec("order/cancelled", expression, "data.id", "r1", None)
     run = NewRun("r1", "fn", ("ev-r1",), admission=Admission(cancel_on=(matcher,)))
-    ingest(
-        sqlite_store, EventIngest(EventRecord("ev-r1", "order/created", {}, {}, None, T0), (run,))
-    )
-    suspend_on_wait(
-        sqlite_store,
-        lease_run(sqlite_store, "r1"),
-        wait("r1", "w-r1", 'async.data.orderId == "r1"'),
-    )
+    created = EventRecord("ev-r1", "order/created", {}, {}, None, T0)
+    ingest(sqlite_store, EventIngest(created, (run,)))
+    pending = wait("r1", "w-r1", 'async.data.orderId == "r1"')
+    suspend_on_wait(sqlite_store, lease_run(sqlite_store, "r1"), pending)
     _pay(sqlite_store)
     stop = EventRecord("c-1", "order/cancelled", {"id": "r1"}, {}, None, T0)
     [result] = ingest(sqlite_store, EventIngest(stop), now=T0 + 2)
     assert [run_id for run_id, _ in result.cancelled] == ["r1"]
+    assert quick == (["r1"] if order == "cancel-only" else [])
     assert _written(sqlite_store.path)[-2:] == ["WAIT_MATCHED", "RUN_CANCELLED"]
     [memo] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
     assert (memo.status, memo.output_json) == ("COMPLETED", PAYLOAD)
