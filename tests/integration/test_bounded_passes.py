@@ -50,6 +50,8 @@ def _count_loads(t: TestEngine, fail: Callable[[str], Exception | None]) -> list
 
     store.load_run = counting  # type: ignore[method-assign]
     hook_verb(store, "lease_due", leasing)
+    if hasattr(store, "take_handed"):  # PostgreSQL: a run handed to the worker by its sender
+        store.take_handed = leasing(store.take_handed)
     return loads
 
 

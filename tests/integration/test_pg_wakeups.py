@@ -104,7 +104,7 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
         return run.run_id
 
     try:
-        async with app.worker(worker_id="listener", poll_interval=None) as worker:
+        async with leasing_by_name(app, worker_id="listener", poll_interval=None) as worker:
             await asyncio.wait_for(worker.ready.wait(), 30)
             await until("the worker to have looked for work once", lambda: worker.loops >= 1)
             worker.on_wake = takes = Takes(lambda: worker.loops)
@@ -143,11 +143,25 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
                     assert run_id in takes.claimed, takes.taken
                     assert worker.leased_by_name == by_name + 1
                     assert (run_id in alone) == (way == "alone")
-            by_writer = [job for job in written if job.startswith("Worker._lease_named.")]
+            by_writer = [job for job in written if job.startswith("NamedRuns.lease.")]
             assert len(by_writer) == (3 if way == "by-the-writer" else 0), written
     finally:
         sender.close()
         app.close()
+
+
+@asynccontextmanager
+async def leasing_by_name(app: App, **options: Any) -> AsyncIterator[Worker]:
+    """``app.worker(**options)`` taking no hand-offs (``test_pg_handoffs.py``): the runs other
+    processes send are named to it, and it leases them itself."""
+    worker = Worker(app.engine, handoffs=False, **options)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.tried.wait(), 30)
+        yield worker
+    finally:
+        worker.stop()
+        await task
 
 
 async def _would_block(*args: Any) -> Any:
@@ -478,7 +492,9 @@ class Sent:
     @asynccontextmanager
     async def worker(self, **options: Any) -> AsyncIterator[Worker]:
         try:
-            async with self.app.worker(worker_id="claims", poll_interval=None, **options) as w:
+            async with leasing_by_name(
+                self.app, worker_id="claims", poll_interval=None, **options
+            ) as w:
                 await asyncio.wait_for(w.ready.wait(), 30)
                 await until("the worker to have looked for work once", lambda: w.loops >= 1)
                 w.on_wake = self.takes = Takes(lambda: w.loops)

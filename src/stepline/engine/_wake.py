@@ -4,7 +4,8 @@
 work. ``name(runs)`` (a notification naming the new runs another process's transaction made due,
 and nothing else: ``store/postgres/wakeups.py``): a lease of those runs may do. ``take()``
 clears the signal and says which it was since the last ``take()``. A worker may claim named runs
-as they are named (``claim``): it leases them itself then, and the signal is not set.
+as they are named (``claim``): it leases them itself then (or starts the passes of those handed
+to it with their leases), and the signal is not set for them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ class WakeSignal(asyncio.Event):
         super().__init__()
         self._plain = False
         self._named: dict[str, str] = {}  # run id: function id
-        # asked first with the runs a wake-up names: True when it took them over (the
-        # signal is then left as it was), False to have the signal set as usual
-        self.claim: Callable[[Sequence[tuple[str, str]]], bool] | None = None
+        # asked first with the runs a wake-up names: those it did not take over, for which
+        # the signal is set as usual (none: the signal is left as it was)
+        self.claim: Callable[[Sequence[tuple[str, str]]], Sequence[tuple[str, str]]] | None = None
 
     def set(self) -> None:
         self._plain = True
@@ -33,8 +34,10 @@ class WakeSignal(asyncio.Event):
     def name(self, runs: Sequence[tuple[str, str]]) -> None:
         """Wake for the (function id, run id) ``runs`` only (in the signal's event loop), unless
         ``claim`` takes them over."""
-        if self.claim is not None and self.claim(runs):
-            return
+        if self.claim is not None:
+            runs = self.claim(runs)
+            if not runs:
+                return
         for function_id, run_id in runs:
             self._named[run_id] = function_id
         if len(self._named) > MAX_NAMED:

@@ -10,7 +10,9 @@ restarted with the same ``worker_id`` reclaims its predecessor's leases at once.
 
 A worker running in the same event loop as ``App.send_async`` is also handed the runs an event
 starts, leased inside the event's own transaction (one commit before the first step instead of
-two). Its ``concurrency`` is a bound on passes it leases per attempt; a handed-over batch and a
+two). On PostgreSQL, a worker with a free slot is also handed the new runs another process
+sends, leased to it in that process's transaction (``_named_runs.py``, ``handoffs=False``: none).
+Its ``concurrency`` is a bound on passes it leases per attempt; a handed-over batch and a
 lease attempt made at the same moment can briefly take it past that bound.
 
 A store that is unavailable for a while (``StoreUnavailable``: disk full, I/O errors, locked past
@@ -35,14 +37,15 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
-from stepline._driven import Driven
 from stepline._ids import new_id
 from stepline.clock import SystemClock
 from stepline.engine._announce import announce_failed
 from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine._housekeeping import cron_rows, start_timed
+from stepline.engine._named_runs import NamedRuns
 from stepline.engine._outage import StoreOutage
 from stepline.engine._wake import WakeSignal
 from stepline.engine.changes import ingest_change
@@ -50,13 +53,7 @@ from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
 from stepline.engine.executor import IN_PROCESS
 from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
-from stepline.store.interface import (
-    NamedLeases,
-    NamedLeasesAlone,
-    Replay,
-    StoreTx,
-    WouldBlock,
-)
+from stepline.store.interface import StoreTx
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     IngestResult,
@@ -67,6 +64,7 @@ from stepline.store.records import (
 )
 
 log = logging.getLogger("stepline.worker")
+T = TypeVar("T")
 
 # Runs due within this many seconds are leased ahead of time (real clock): the lease
 # transaction, which waits behind the group commit in flight, and the run's load happen before
@@ -111,6 +109,7 @@ class Worker:
         lease_ttl: float = 10.0,
         poll_interval: float | None = 0.25,
         lease_ahead: float | None = None,
+        handoffs: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -154,15 +153,11 @@ class Worker:
         self._next_pass: dict[str, Lease] = {}
         # passes begun on a run without a commit of its own before lease_due fails it
         self.max_passes = MAX_PASSES_WITHOUT_PROGRESS
-        # the store, if it leases named runs alone (looked at once: a protocol's isinstance
-        # took 40 µs on a wake-up's way to its lease)
-        store = engine.store
-        self._alone = store if isinstance(store, NamedLeasesAlone) else None
-        self._sleeping = False  # waiting for work (_idle)
-        self._claims: set[Driven] = set()  # leases of named runs claimed as they were named
-        self._claimed = 0  # the runs those leases are for (slots they may take)
-        if self._alone is not None:
-            self._wake.claim = self._claim
+        self.handed = 0  # runs handed to it by their senders with their leases (HandedLeases)
+        # its runs named by wake-ups: claimed, leased by name, handed to it (_named_runs.py)
+        self._named = NamedRuns(self, engine.store, handoffs)
+        if self._named.alone is not None:
+            self._wake.claim = self._named.claim
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -190,17 +185,20 @@ class Worker:
                     self.tried.set()
                     self._fail(exc)
         finally:
+            await self._named.withdraw()
             engine.remove_waker(self._wake)
             engine.stop_offering_to(self)
             # passes in flight finish first, their leases still heartbeated: a long step during
             # a graceful stop must not be taken over (and run again) by another worker
             # a pass that ends may start its run's next one (_next_pass), a claim its passes
-            while self.active or self._claims:
-                await asyncio.gather(*self.active.values(), *self._claims, return_exceptions=True)
+            while self.active or self._named.claims:
+                running = (*self.active.values(), *self._named.claims)
+                await asyncio.gather(*running, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             if self.ready.is_set() and self.failed is None:
                 await self._unregister()
+            self._named.refuse()
         if self.failed is not None:
             raise self.failed
 
@@ -223,6 +221,7 @@ class Worker:
         more work unless every free slot was filled."""
         engine = self.engine
         if not self.ready.is_set():
+            self._named.accept()  # before its row says it takes them
             reclaimed = await engine.writer.write(self._start_job(engine.clock.now()))
             if reclaimed:  # a previous process with this id stopped without releasing them
                 log.warning("resuming %s of worker %s", _runs(reclaimed), self.worker_id)
@@ -231,7 +230,7 @@ class Worker:
         plain, named = self._wake.take()
         if self.on_wake is not None:
             self.on_wake(plain, named)
-        free = self.concurrency - len(self.active) - self._claimed
+        free = self.concurrency - len(self.active) - self._named.claimed
         leases: list[Lease] = []
         if free > 0 and named and not plain and not self._backlogged:
             # woken only for new runs another process made due: those of this worker's
@@ -242,17 +241,20 @@ class Worker:
             served = engine.served.function_ids
             mine = [run_id for run_id, fn in named.items() if fn in served][:free]
             if mine:
-                leases = await self._lease_named(mine)
+                leases = await self._reserving(len(mine), self._named.lease(mine))
+                self._named.start_waiting()  # its passes started: the waiting runs' turn
                 free -= len(leases)
             if len(leases) == len(mine):
                 self.loops += 1
                 await self._idle(read=False)
                 return
+            # counted again: a run handed to this worker meanwhile may have taken a slot
+            free = self.concurrency - len(self.active) - self._named.claimed
         if free > 0:
             now = self._leased_at = engine.clock.now()
             cut_short = list(self._cut_short)
-            leased, housekept, inboxed = await engine.writer.write(
-                self._lease_job(now, free, cut_short)
+            leased, housekept, inboxed = await self._reserving(
+                free, engine.writer.write(self._lease_job(now, free, cut_short))
             )
             self._backlogged = len(leased) == free or inboxed
             free -= len(leased)
@@ -267,11 +269,27 @@ class Worker:
             engine.changes.publish_runs([lease.run_id for lease in leased])
             for lease in leased:
                 self._start_pass(lease)
+            self._named.start_waiting()
         self.loops += 1
         if leases and not free:
             await asyncio.sleep(0)
             return
         await self._idle()
+
+    async def _reserving(self, slots: int, attempt: Awaitable[T]) -> T:
+        """``attempt`` (a lease of up to ``slots`` runs), those slots reserved meanwhile: a run
+        handed to this worker then waits for a slot (``NamedRuns.waiting``) instead of taking
+        one the attempt may fill (which took the worker past its concurrency). The caller
+        starts the attempt's passes, then the waiting runs that still have a slot."""
+        self._named.claimed += slots
+        try:
+            result = await attempt
+        except BaseException:
+            self._named.claimed -= slots
+            self._named.start_waiting()
+            raise
+        self._named.claimed -= slots  # the caller starts its passes, then the waiting ones
+        return result
 
     async def _back_off(self) -> None:
         """Wait before trying the store again (real time: an outage is not virtual); a stop
@@ -325,100 +343,19 @@ class Worker:
             return
         # idle as long as no pass runs and no send's write leases runs for it: one ``send``
         # hands over starts without waking this wait
-        self._sleeping = True
+        self._named.sleeping = True
         try:
             await engine.clock.sleep_until(deadline, self._wake, idle=self._at_rest)
         finally:
-            self._sleeping = False
+            self._named.sleeping = False
 
     def _at_rest(self) -> bool:
         """Whether nothing this worker does depends on the clock standing still: no pass in
         flight, no lease of named runs claimed, and no run leased for it by a ``send`` whose
         write is not handed over yet (its lease's expiry counts from the time the write
         began)."""
-        return not self.active and not self._claims and not self._handovers
-
-    def _claim(self, runs: Sequence[tuple[str, str]]) -> bool:
-        """(``WakeSignal.claim``, in this worker's loop, as a wake-up names ``runs``) Lease
-        those of this worker's functions at once, as the loop the wake-up would start would
-        (``_serve_once``), when that loop would lease them by name and nothing else: this
-        worker waits for work, was not woken to look for any, saw no backlog, and has a slot
-        for each. The lease is sent in this very callback (``Driven``: no task) and its passes
-        start in the callback that reads its reply: the wake-up's way to its passes saves the
-        two turns of the loop that woke the worker's task and resumed it after the reply.
-        False: the signal wakes the worker as usual."""
-        if not self._sleeping or self._wake.is_set() or self._backlogged:
-            return False  # busy (it looks for work when it is done), or woken already
-        served = self.engine.served.function_ids
-        named = {run_id: fn for fn, run_id in runs if fn in served}
-        free = self.concurrency - len(self.active) - self._claimed
-        if not named or len(named) > free or self._stopping.is_set():
-            return False
-        self._claimed += len(named)
-        claim = Driven(self._lease_claimed(named), asyncio.get_running_loop())
-        if not claim.done():
-            self._claims.add(claim)
-            claim.add_done_callback(self._claims.discard)
-        return True
-
-    async def _lease_claimed(self, named: dict[str, str]) -> None:
-        """The lease of a claim (``_claim``): the runs it did not get are looked for in the
-        fair order (the worker is woken); a store that failed is handled as a loop's lease
-        attempt would be."""
-        try:
-            if self.on_wake is not None:
-                self.on_wake(False, named)
-            mine = list(named)
-            leases = await self._lease_named(mine)
-            if len(leases) < len(mine):
-                self._wake.set()
-        except StoreUnavailable as exc:
-            self.outage.failed(exc)
-            self._wake.set()  # the worker's loop backs off and tries again
-        except StoreError as exc:
-            self._fail(exc)
-        except Exception:
-            log.exception("worker %s: a lease of named runs failed", self.worker_id)
-            self._wake.set()
-        finally:
-            self._claimed -= len(named)
-            self.loops += 1
-
-    async def _lease_named(self, run_ids: list[str]) -> list[Lease]:
-        """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)
-        and start their passes: in a transaction of their own sent from this loop when the
-        store can (``NamedLeasesAlone``: one statement, without a transaction's set-up around
-        it), else (nothing sent, or nothing committed: ``WouldBlock``, ``Replay``) by the
-        writer."""
-        engine = self.engine
-        now, ttl, served, max_passes = (
-            engine.clock.now(),
-            self.lease_ttl,
-            engine.served,
-            self.max_passes,
-        )
-        leases = None
-        if self._alone is not None:
-            try:
-                leases = await self._alone.lease_named_alone(
-                    self.worker_id, now, run_ids, ttl, served, max_passes
-                )
-            except (WouldBlock, Replay):
-                pass
-        if leases is None:
-
-            def job(tx: StoreTx) -> Callable[[], list[Lease]]:
-                if not isinstance(tx, NamedLeases):  # only such a store names runs
-                    return list
-                return tx.lease_named(self.worker_id, now, run_ids, ttl, served, max_passes)
-
-            leases = (await engine.writer.write(job))()
-        self.leased_by_name += len(leases)
-        self.outage.recovered()
-        engine.changes.publish_runs([lease.run_id for lease in leases])
-        for lease in leases:
-            self._start_pass(lease)
-        return leases
+        named = self._named
+        return not self.active and not named.claims and not named.waiting and not self._handovers
 
     def _lease_job(
         self, now: float, limit: int, cut_short: list[str]
@@ -467,6 +404,7 @@ class Worker:
 
         def job(tx: StoreTx) -> int:
             tx.register_worker(me)
+            self._named.offer(tx)
             reclaimed = tx.release_owner(self.worker_id, now)
             tx.sync_crons(served, cron_rows(self.engine, now))
             tx.sync_triggers(served.app_id, self.engine.trigger_rows(), now, served)
@@ -498,7 +436,7 @@ class Worker:
         Each call is answered by one ``adopt`` (with no leases if the write failed)."""
         self._handovers += 1
         running = list(self.active)
-        free = self.concurrency - len(running) - self._claimed
+        free = self.concurrency - len(running) - self._named.claimed
 
         def lease(tx: StoreTx, started: int) -> tuple[list[Lease], list[IngestResult]]:
             if started <= 0 or free <= 0:
@@ -580,6 +518,7 @@ class Worker:
             following = self._next_pass.pop(lease.run_id, None)
             if following is not None:
                 self._start_pass(following)
+            self._named.start_waiting()  # a handed run waiting for this slot
             self._wake.set()
 
     async def _load(self, lease: Lease) -> RunState | None:
@@ -600,7 +539,7 @@ class Worker:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
-            run_ids = list(self.active)
+            run_ids = [*self.active, *self._named.waiting]  # handed runs waiting: theirs too
             now = self.engine.clock.now()  # an idle worker heartbeats too: it is alive
             try:
                 lost = await self.engine.writer.write(self._heartbeat_job(run_ids, now))

@@ -12,7 +12,7 @@ several processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -584,6 +584,36 @@ class NamedLeasesAlone(Protocol):
         to wait other than for its reply (nothing was sent), ``Replay`` when nothing
         committed, ``StoreUnavailable`` when its outcome is unknown (the connection broke
         after it was sent): as ``LoopCommits.commit_on_loop``."""
+        ...
+
+
+@runtime_checkable
+class HandedLeases(Protocol):
+    """A ``WakeupSource`` store whose senders may lease a new run to an idle worker that offers
+    hand-offs (``OffersHandOffs``), its wake-up carrying the lease (PostgreSQL): the worker
+    starts the pass without a lease of its own."""
+
+    def accept_handoffs(self, owner: str) -> None:
+        """Keep the leases wake-ups hand to ``owner`` until it takes them (``take_handed``)."""
+        ...
+
+    def refuse_handoffs(self, owner: str) -> None:
+        """Keep no more of them (those kept are dropped: their leases expire)."""
+        ...
+
+    def take_handed(self, owner: str, run_ids: Iterable[str]) -> list[Lease]:
+        """The leases of ``run_ids`` a wake-up handed to ``owner`` (each once), the run as
+        the lease left it in ``Lease.loaded``; called in the event loop, never blocks."""
+        ...
+
+
+@runtime_checkable
+class OffersHandOffs(Protocol):
+    """A write transaction in which a worker offers to take hand-offs (``HandedLeases``)."""
+
+    def offer_handoffs(self, owner: str, slots: int | None, ttl: float) -> None:
+        """``owner`` (registered) takes leases of new runs while it has fewer than ``slots``
+        live leases, each for ``ttl`` seconds; ``slots`` None: it takes none from now on."""
         ...
 
 

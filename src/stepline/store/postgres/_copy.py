@@ -11,9 +11,13 @@ import psycopg
 
 from stepline.store._copy import TABLES, Row, Table
 
+# the tables a copy reads and writes: not the schema's version (each side migrates), nor the
+# hand-offs live workers offer (_handoffs.py: PostgreSQL's only; a copy refuses live workers),
+# nor the rows written to wait for a flush (_statements.FLUSHED)
 TABLE_COLUMNS = """
 SELECT table_name, column_name FROM information_schema.columns
-WHERE table_schema = current_schema() AND table_name <> 'schema_version'
+WHERE table_schema = current_schema()
+  AND table_name NOT IN ('schema_version', 'handoffs', 'wal_flushes')
   AND table_name IN (
     SELECT table_name FROM information_schema.tables
     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE')

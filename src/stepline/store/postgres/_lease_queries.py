@@ -189,7 +189,7 @@ _LOAD_MARKED = LOAD_RUN.replace("FROM runs r", "FROM marked r").replace("\nWHERE
 # the table for that row, and with both apps in one subquery it sorts all the rows ahead), and
 # one on the run's primary key; the writes by primary key (= ANY(ARRAY)). Planned once per
 # connection (tx.lease_named sends it with plan_cache_mode force_generic_plan).
-_AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
+AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
            WHERE o.app_id = {app} AND o.function_id = n.function_id
              AND o.lease_owner IS NULL AND o.due_at <= n.due_at
              AND (o.due_at, o.run_id) < (n.due_at, n.run_id)
@@ -197,7 +197,7 @@ _AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
            ORDER BY o.due_at, o.run_id LIMIT 1) IS NULL
       AND (SELECT 1 FROM queue o
            WHERE o.app_id = {app} AND o.function_id = n.function_id
-             AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= %(now)s
+             AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= {now}
            ORDER BY o.lease_expires_at LIMIT 1) IS NULL"""
 LEASE_NAMED = f"""
 WITH named AS MATERIALIZED (
@@ -209,8 +209,8 @@ eligible AS MATERIALIZED (
     SELECT n.run_id FROM named n
     WHERE (SELECT 1 FROM paused p
            WHERE p.app_id IN (%(app)s, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
-      {_AHEAD_OF_NAMED.format(app="%(app)s")}
-      {_AHEAD_OF_NAMED.format(app="''")}
+      {AHEAD_OF_NAMED.format(app="%(app)s", now="%(now)s")}
+      {AHEAD_OF_NAMED.format(app="''", now="%(now)s")}
       AND (SELECT 1 FROM runs r
            WHERE r.run_id = n.run_id AND r.passes < %(max_passes)s
              AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout)) = 1),

@@ -266,12 +266,18 @@ def prepare_named(conn: psycopg.Connection[Any]) -> None:
     of those leases planned it for its parameters (about 2.5 ms of the server's CPU each, on
     the way of a wake-up to its run's first step). The parameters' types are a lease's (the
     cache's key): a lease with others (a pass limit beyond a smallint) prepares its own at its
-    fifth execution, as would a database without the schema yet (migrated later). Sent with
-    libpq's calls, as a connection's setup (the pool's thread may make a connection at any
-    time): nothing goes through psycopg's cursors."""
+    fifth execution, as would a database without the schema yet (migrated later)."""
     params = _named("", "", 0.0, "", [""], None, 0.0, MAX_PASSES_WITHOUT_PROGRESS)
+    prepare(conn, LEASE_NAMED, params)
+
+
+def prepare(conn: psycopg.Connection[Any], statement: str, params: dict[str, Any]) -> None:
+    """Prepare ``statement`` on the new connection ``conn`` (``prepare_named``), executed once
+    with ``params`` (which must write nothing: it is rolled back) under ``GENERIC_PLANS``.
+    Sent with libpq's calls, as a connection's setup (the pool's thread may make a connection
+    at any time): nothing goes through psycopg's cursors."""
     query = PostgresQuery(Transformer.from_context(conn))
-    query.convert(LEASE_NAMED, params)
+    query.convert(statement, params)
     cache = conn._prepared
     prep, name = cache.get(query, prepare=True)
     if prep is not Prepare.SHOULD:  # prepared already, or preparing is off
@@ -289,7 +295,7 @@ def prepare_named(conn: psycopg.Connection[Any]) -> None:
         raise psycopg.OperationalError("the connection broke while it was set up")
     failed = [r.error_message.decode(errors="replace") for r in results if r.status > _TUPLES]
     if failed:
-        log.debug("lease_named not prepared on a new connection: %s", failed[0])
+        log.debug("a statement not prepared on a new connection: %s", failed[0])
         return
     key = cache.maybe_add_to_cache(query, prep, name)
     if key is not None:

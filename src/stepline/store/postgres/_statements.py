@@ -61,6 +61,14 @@ _A_SET = operator.methodcaller("startswith", "SET ")  # whether a text is a SET
 T = TypeVar("T")
 
 
+# a transaction of its own whose commit waits for the WAL's flush up to its commit record: it
+# writes a row (a commit that wrote no WAL, as one that only took a transaction id, waits for
+# nothing), its server process's own (migration 15), so concurrent ones never wait for each other
+FLUSHED = """
+INSERT INTO wal_flushes (backend, flushes) VALUES (pg_backend_pid() % 1024, 1)
+ON CONFLICT (backend) DO UPDATE SET flushes = wal_flushes.flushes + 1"""
+
+
 class Statements:
     """Queued writes and savepoints on one connection inside a transaction."""
 
@@ -68,6 +76,9 @@ class Statements:
     # a transaction is made per commit, and these never change for most)
     spoiled = False  # an optimistic transaction that must not commit
     maybe_committed = False  # the COMMIT's round trip failed: see transaction()
+    # committed without waiting for its WAL's flush, which it then waits for (_wait_flush): so
+    # its notification goes out at its commit (the store sets it: store._last_statements)
+    flush_after = False
     # the last round trip's pipeline failed at one of its statements, not at its sync, the
     # connection fine: a transaction without BEGIN in it was rolled back by the sync
     statement_failed = False
@@ -266,6 +277,8 @@ class Statements:
             except BaseException:  # interrupted (Ctrl-C) during the round trip: raised as is
                 self.maybe_committed = _maybe_committed_when_interrupted(self.conn)
                 raise
+            if self.flush_after:
+                self._wait_flush()
         except _Elsewhere as exc:  # cannot happen (a savepoint that was open took it)
             self._rollback()
             raise exc.error from None
@@ -299,6 +312,8 @@ class Statements:
             except BaseException:  # cancelled during the round trip: the reply is lost
                 self.maybe_committed = _maybe_committed_when_interrupted(self.conn)
                 raise
+            if self.flush_after:
+                await self._wait_flush_async()
             return result
         except BaseException:
             self._depth = 0
@@ -343,6 +358,30 @@ class Statements:
         else:
             self._queue("COMMIT")
         return implicit
+
+    def _wait_flush(self) -> None:
+        """(A transaction committed without waiting for its WAL's flush: ``flush_after``) Wait
+        for that flush: ``FLUSHED``, a transaction of its own committed after it with
+        ``synchronous_commit`` on, so the server flushes the WAL up to that one's commit record,
+        past this one's. Failed or interrupted, the transaction's outcome is unknown
+        (committed, perhaps not on disk)."""
+        self.flush_after = False
+        self.round_trips += 1
+        try:
+            _pipeline.send_all(self.conn, [(FLUSHED, None)])
+        except BaseException:
+            self.maybe_committed = True
+            raise
+
+    async def _wait_flush_async(self) -> None:
+        """``_wait_flush`` awaited on the running loop."""
+        self.flush_after = False
+        self.round_trips += 1
+        try:
+            await _pipeline.send_all_async(self.conn, [(FLUSHED, None)], self.watch)
+        except BaseException:
+            self.maybe_committed = True
+            raise
 
     def _commit_failed(self, error: psycopg.Error, implicit: bool) -> None:
         """The commit's round trip failed with ``error``: whether it may have committed all

@@ -90,6 +90,13 @@ class Presence:
         finally:
             self._lock.release()
 
+    def issued(self, worker_id: str, token: str) -> bool:
+        """Whether ``token`` is of a lease taken under this process's presence lock of
+        ``worker_id`` (as it last knew it: no wait, no look at the session). A process running
+        a worker id whose lock another process holds (the same id twice) issued no such token."""
+        held, prefix = worker_id in self._held, self._prefix
+        return held and bool(prefix) and token.startswith(prefix)
+
     def _connection(self) -> psycopg.Connection[Any]:
         conn = self._conn
         if conn is not None and not conn.closed and not _readable(conn):

@@ -28,7 +28,7 @@ from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._leases import prepare_named
+from stepline.store.postgres._handoffs import prepare_statements
 from stepline.store.records import (
     AppRecord,
     EventFilter,
@@ -74,14 +74,19 @@ class PostgresReads:
 
     def __init__(self, url: str, max_connections: int, connect_timeout: float) -> None:
         self.url = url
-        # each new connection prepares the lease by name (prepare_named)
+        # each new connection prepares the lease by name and the hand-off (prepare_statements)
         self._pool = _database.pool(
-            url, max_connections, connect_timeout, "stepline", checked=True, configure=prepare_named
+            url,
+            max_connections,
+            connect_timeout,
+            "stepline",
+            checked=True,
+            configure=prepare_statements,
         )
         # the worker's hot reads (load_run, next_due_at): connections not checked before use (a
         # round trip less); a read that finds its connection broken is made again (_read)
         self._read_pool = _database.pool(
-            url, max_connections, connect_timeout, "stepline-read", configure=prepare_named
+            url, max_connections, connect_timeout, "stepline-read", configure=prepare_statements
         )
         self._opened = False
 

@@ -434,4 +434,26 @@ MIGRATIONS: tuple[str, ...] = (
     $$;
     ALTER TABLE cancel_notes DROP COLUMN tx;
     """,
+    # 14: the hand-offs workers offer (_handoffs.py): the transaction that makes a new run due
+    # leases it to an idle live worker of its function and its NOTIFY carries the lease. A
+    # row per offering worker: the prefix of its lease tokens (its presence lock's), its slots
+    # and lease TTL (a worker of an earlier version never offers). The offers of live workers
+    # only: never copied (db copy refuses a source with live workers; each offers as it starts)
+    """
+    CREATE TABLE handoffs (
+        worker_id text PRIMARY KEY,
+        prefix text NOT NULL,
+        slots integer NOT NULL,
+        ttl double precision NOT NULL
+    );
+    """,
+    # 15: the rows a transaction committed without waiting for its WAL's flush writes to wait for
+    # it (_statements.FLUSHED: a commit waits for the flush only when its transaction wrote
+    # WAL); one a server process (its pid modulo 1024), never copied
+    """
+    CREATE TABLE wal_flushes (
+        backend integer PRIMARY KEY,
+        flushes bigint NOT NULL
+    );
+    """,
 )

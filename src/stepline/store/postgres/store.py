@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -41,6 +41,7 @@ from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres._alone import owner_of_lone_steps, queue_steps
+from stepline.store.postgres._handoffs import HandOffs
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
 from stepline.store.postgres._leases import lease_named_alone
@@ -49,7 +50,7 @@ from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.reads import PostgresReads, raising_store_errors
 from stepline.store.postgres.tx import PostgresTx
-from stepline.store.postgres.wakeups import WakeupListener, notify
+from stepline.store.postgres.wakeups import WakeupListener, names_runs, notify
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     FunctionSet,
@@ -67,10 +68,16 @@ def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
     """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits;
     naming the new runs when they are the only work it made: ``wakeups.notify``), and for a
     transaction that need not be on disk when acknowledged (``PostgresTx.durable``), a commit
-    that does not wait for its WAL to be flushed."""
+    that does not wait for its WAL to be flushed. A durable one that names its new runs does
+    not wait either, and waits for the flush after its commit (``Statements.flush_after``):
+    its notification goes out without waiting for the disk (``wakeups``)."""
     last: list[tuple[str, Any, str | None]] = []
     if tx.made_work or tx.new_runs:
-        last.append(notify(tx.new_runs, tx.made_work))
+        notifying = notify(tx.new_runs, tx.made_work)
+        last += notifying
+        if tx.durable and names_runs(notifying):  # notified at its commit, flushed after
+            last.append((NO_FLUSH_WAIT, None, None))
+            tx.statements.flush_after = True
     if not tx.durable:
         last.append((NO_FLUSH_WAIT, None, None))
     return last
@@ -117,6 +124,7 @@ class PostgresStore(PostgresReads):
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
         self._loop_conns = LoopConnections()  # the read pool's connection each loop keeps
         self._listeners: dict[object, WakeupListener] = {}  # watch(): by their on_wake
+        self._handoffs = HandOffs(self._tokens)  # the leases wake-ups handed to its workers
 
     def watch(self, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> Callable[[], None]:
         """Call ``on_wake`` (from a listening thread) after every committed transaction of any
@@ -127,7 +135,8 @@ class PostgresStore(PostgresReads):
         if listener is not None and not listener.stopped:
             listener.attach()
             return listener.stop
-        self._listeners[on_wake] = listener = WakeupListener(self.url, on_wake)
+        listener = WakeupListener(self.url, on_wake, self._handoffs.put)
+        self._listeners[on_wake] = listener
         listener.start()
         return listener.stop
 
@@ -353,6 +362,16 @@ class PostgresStore(PostgresReads):
                 self._loop_conns.done(kept)  # kept, or given back
             else:
                 self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
+
+    def accept_handoffs(self, owner: str) -> None:
+        """``HandedLeases`` (``_handoffs.HandOffs``)."""
+        self._handoffs.accept(owner)
+
+    def refuse_handoffs(self, owner: str) -> None:
+        self._handoffs.refuse(owner)
+
+    def take_handed(self, owner: str, run_ids: Iterable[str]) -> list[Lease]:
+        return self._handoffs.take(owner, run_ids, self._presence)
 
     async def lease_named_alone(
         self,

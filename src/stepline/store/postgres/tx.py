@@ -34,7 +34,7 @@ from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import commit_pass
 from stepline.store._primitives import EndedRun
-from stepline.store.postgres import _admission, _leases, _matching, _rows, _upkeep
+from stepline.store.postgres import _admission, _handoffs, _leases, _matching, _rows, _upkeep
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import Hints, LeaseTokens
@@ -510,6 +510,7 @@ class PostgresTx:
     advance_cron = _upkeep.advance_cron
     adopt_unowned = _upkeep.adopt_unowned
     register_worker = _upkeep.register_worker
+    offer_handoffs = _handoffs.offer
     touch_worker = _upkeep.touch_worker
     unregister_worker = _upkeep.unregister_worker
     purge_expired = _upkeep.purge_expired

@@ -12,7 +12,18 @@ safety net: a notification lost while the listener reconnects costs at most one 
 A transaction whose only work made is a few new runs due now (an event sent, usually) names them
 in the notification's payload (``notify``): a worker serving their function may lease them with
 one statement sent with its ``COMMIT`` (``PostgresTx.lease_named``, one round trip) instead of
-looking for any due work (``lease_due``: two). A notification without a payload says "look".
+looking for any due work (``lease_due``: two). Before naming them, the same round trip leases
+each to an idle live worker of its function that offers hand-offs, and the payload carries that
+lease (``_handoffs.py``): that worker starts the pass without a lease of its own. Such a
+transaction, durable (an event sent), commits without waiting for its WAL's flush and then waits
+for it (``Statements.flush_after``: a transaction of its own committed after it, with
+``synchronous_commit`` on) before it is acknowledged: its notification, sent at its commit, goes
+out a disk flush earlier (1-2 ms). Meanwhile other sessions may act on its rows (a worker may run
+the run's first step); if the server crashes then, the transaction is lost with everything
+after it in the WAL (a commit made after it, a step's, cannot be on disk without it), and the
+sender is told the outcome is unknown (``StoreUnavailable``): a step body may have run for a run
+that is gone, as a crash between a step body and its commit runs it again. A notification
+without a payload says "look".
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import selectors
 import socket
 import threading
@@ -27,6 +39,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
+
+from stepline.store.postgres._handoffs import (
+    GENERIC,
+    HAND_OFF,
+    Handed,
+    hand_off_params,
+    read_payload,
+)
 
 CHANNEL = "stepline"
 # pg_notify (not NOTIFY): a write that reads nothing, sent as the last part of the statement of
@@ -41,28 +61,33 @@ _LOOP_CHECK = 1.0  # seconds between two looks at whether the reading loop close
 log = logging.getLogger("stepline.store.postgres")
 
 
-def notify(new_runs: Mapping[str, str], made_other_work: bool) -> tuple[str, Any, str]:
+def notify(new_runs: Mapping[str, str], made_other_work: bool) -> list[tuple[str, Any, str | None]]:
     """The statement (query, parameters, its ``write`` table) that wakes the workers of a
     transaction that created ``new_runs`` (run id: function id; due now, without concurrency
     keys) and, ``made_other_work``, made other work due: naming the runs (a JSON list of
-    [function id, run id]) when they are all it made and at most ``MAX_NAMED``, else plain."""
-    payload = ""
-    if not made_other_work and len(new_runs) <= MAX_NAMED:
+    [function id, run id]) when they are all it made and at most ``MAX_NAMED``, each handed
+    to an idle worker that takes it (``_handoffs.HAND_OFF``: a statement of its own, its
+    generic plan asked for by the statement before it), else plain."""
+    if not made_other_work and 0 < len(new_runs) <= MAX_NAMED:
         named = json.dumps([[fn, run] for run, fn in new_runs.items()], separators=(",", ":"))
-        if len(named.encode()) <= _MAX_PAYLOAD:
-            payload = named
-    return NOTIFY, (payload,), NOTIFY_TABLE
+        size = len(named.encode())
+        if size <= _MAX_PAYLOAD:
+            tokens = [secrets.token_hex(8) for _ in new_runs]
+            return [
+                (GENERIC, None, None),
+                (HAND_OFF, hand_off_params(dict(new_runs), tokens, size), None),
+            ]
+    return [(NOTIFY, ("",), NOTIFY_TABLE)]
+
+
+def names_runs(statements: list[tuple[str, Any, str | None]]) -> bool:
+    """Whether ``statements`` (``notify``'s) name new runs (and may hand them over)."""
+    return statements[-1][0] is HAND_OFF
 
 
 def named_runs(payload: str) -> list[tuple[str, str]]:
     """The (function id, run id) a notification's payload names (none: look for any work)."""
-    if not payload:
-        return []
-    try:
-        found = json.loads(payload)
-        return [(str(fn), str(run)) for fn, run in found]
-    except (ValueError, TypeError):  # not ours: a plain wake-up
-        return []
+    return read_payload(payload)[0]
 
 
 class WakeupListener:
@@ -85,9 +110,15 @@ class WakeupListener:
     has something to read (a 50 ms ``notifies(timeout=…)`` loop cost it ~14 ms of CPU a
     second)."""
 
-    def __init__(self, url: str, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_wake: Callable[[Sequence[tuple[str, str]]], None],
+        on_handed: Callable[[list[Handed]], None] | None = None,
+    ) -> None:
         self._url = url
         self._on_wake = on_wake
+        self._on_handed = on_handed  # called first with the leases a notification hands over
         self._stopped = threading.Event()
         # stop() writes a byte to one end; the listening thread waits on the other too
         self._stop_w, self._stop_r = socket.socketpair()
@@ -192,7 +223,10 @@ class WakeupListener:
         pgconn.consume_input()
         while (notification := pgconn.notifies()) is not None:
             self.notifications += 1
-            self._on_wake(named_runs(notification.extra.decode(encoding)))
+            named, handed = read_payload(notification.extra.decode(encoding))
+            if handed and self._on_handed is not None:
+                self._on_handed(handed)
+            self._on_wake(named)
             if self._stopped.is_set():
                 return
 

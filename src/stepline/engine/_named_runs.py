@@ -1,0 +1,205 @@
+"""A worker's runs named by a wake-up (PostgreSQL's ``NOTIFY`` naming the new runs another
+process made due): leased by name (``NamedLeases``: one statement), claimed as the wake-up is
+read (``claim``: the lease sent in that very callback), or handed to the worker with their
+leases by the sender's own transaction (``HandedLeases``: no lease at all on the worker's side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from stepline._driven import Driven
+from stepline.errors import StoreError, StoreUnavailable
+from stepline.store.interface import (
+    HandedLeases,
+    NamedLeases,
+    NamedLeasesAlone,
+    OffersHandOffs,
+    Replay,
+    StoreTx,
+    WouldBlock,
+)
+from stepline.store.records import Lease
+
+if TYPE_CHECKING:
+    from stepline.engine.worker import Worker
+
+log = logging.getLogger("stepline.worker")
+
+
+class NamedRuns:
+    """The named runs of ``worker``, whose store is ``store`` (``handoffs``: take hand-offs
+    when the store has them)."""
+
+    def __init__(self, worker: Worker, store: object, handoffs: bool) -> None:
+        self._w = worker
+        # the store, if it leases named runs alone (looked at once: a protocol's isinstance
+        # took 40 µs on a wake-up's way to its lease)
+        self.alone = store if isinstance(store, NamedLeasesAlone) else None
+        # the store, if its senders may hand new runs to this worker with their leases
+        self.handed = store if handoffs and self.alone and isinstance(store, HandedLeases) else None
+        self.sleeping = False  # the worker waits for work (Worker._idle)
+        self.claims: set[Driven] = set()  # leases of named runs claimed as they were named
+        # the runs those leases are for, and the handed runs waiting for a slot (slots they
+        # take): the worker's free slots are its concurrency less its passes and these
+        self.claimed = 0
+        # runs handed to the worker while every slot was taken: started as passes end, in the
+        # order they came (their leases heartbeated meanwhile, as its passes')
+        self.waiting: dict[str, Lease] = {}
+
+    # -- hand-offs --------------------------------------------------------------------------------
+    def accept(self) -> None:
+        """(Before the worker's row offers them) keep the leases wake-ups hand to it."""
+        if self.handed is not None:
+            self.handed.accept_handoffs(self._w.worker_id)
+
+    def offer(self, tx: StoreTx) -> None:
+        """(In the worker's start job) its row offers hand-offs: its slots and lease TTL."""
+        if self.handed is not None and isinstance(tx, OffersHandOffs):
+            tx.offer_handoffs(self._w.worker_id, self._w.concurrency, self._w.lease_ttl)
+
+    async def withdraw(self) -> None:
+        """(Stopping) take no more hand-offs; those handed meanwhile still start here."""
+        worker = self._w
+        if self.handed is None or not worker.ready.is_set() or worker.failed is not None:
+            return
+
+        def job(tx: StoreTx) -> None:
+            if isinstance(tx, OffersHandOffs):
+                tx.offer_handoffs(worker.worker_id, None, worker.lease_ttl)
+
+        try:
+            await worker.engine.writer.write(job)
+        except Exception:
+            log.warning("worker %s: could not withdraw its offer", worker.worker_id, exc_info=True)
+
+    def refuse(self) -> None:
+        """(Stopped) keep no more of its hand-offs."""
+        if self.handed is not None:
+            self.handed.refuse_handoffs(self._w.worker_id)
+
+    def _take_handed(self, runs: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
+        """Start the passes of ``runs`` handed to the worker, each in a free slot (the others
+        wait for one: ``waiting``, never past its concurrency); the rest are returned."""
+        assert self.handed is not None
+        worker = self._w
+        leases = self.handed.take_handed(worker.worker_id, [run_id for _, run_id in runs])
+        if not leases:
+            return runs
+        worker.handed += len(leases)
+        worker.engine.changes.publish_runs([lease.run_id for lease in leases])
+        for lease in leases:
+            self.waiting[lease.run_id] = lease
+        self.claimed += len(leases)
+        self.start_waiting()
+        taken = {lease.run_id for lease in leases}
+        return [(fn, run_id) for fn, run_id in runs if run_id not in taken]
+
+    def start_waiting(self) -> None:
+        """Start the passes of handed runs waiting for a slot, while one is free (a pass
+        ended, a claim's lease ended, or they just came)."""
+        worker = self._w
+        while self.waiting and (
+            len(worker.active) + self.claimed - len(self.waiting) < worker.concurrency
+        ):
+            run_id = next(iter(self.waiting))
+            lease = self.waiting.pop(run_id)
+            self.claimed -= 1
+            worker._start_pass(lease)
+
+    # -- claims and leases by name ----------------------------------------------------------------
+    def claim(self, runs: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
+        """(``WakeSignal.claim``, in the worker's loop, as a wake-up names ``runs``) Lease
+        those of the worker's functions at once, as the loop the wake-up would start would
+        (``Worker._serve_once``), when that loop would lease them by name and nothing else:
+        the worker waits for work, was not woken to look for any, saw no backlog, and has a
+        slot for each. The lease is sent in this very callback (``Driven``: no task) and its
+        passes start in the callback that reads its reply: the wake-up's way to its passes
+        saves the two turns of the loop that woke the worker's task and resumed it after the
+        reply. Runs handed to the worker with their leases (``HandedLeases``) start at once,
+        whatever it is doing. Returns the runs left to the signal (it wakes the worker as
+        usual)."""
+        if self.handed is not None:
+            runs = self._take_handed(runs)
+            if not runs:
+                return runs
+        worker = self._w
+        if not self.sleeping or worker._wake.is_set() or worker._backlogged:
+            return runs  # busy (it looks for work when it is done), or woken already
+        served = worker.engine.served.function_ids
+        named = {run_id: fn for fn, run_id in runs if fn in served}
+        free = worker.concurrency - len(worker.active) - self.claimed
+        if not named or len(named) > free or worker._stopping.is_set():
+            return runs
+        self.claimed += len(named)
+        claim = Driven(self._lease_claimed(named), asyncio.get_running_loop())
+        if not claim.done():
+            self.claims.add(claim)
+            claim.add_done_callback(self.claims.discard)
+        return ()
+
+    async def _lease_claimed(self, named: dict[str, str]) -> None:
+        """The lease of a claim (``claim``): the runs it did not get are looked for in the
+        fair order (the worker is woken); a store that failed is handled as a loop's lease
+        attempt would be."""
+        worker = self._w
+        try:
+            if worker.on_wake is not None:
+                worker.on_wake(False, named)
+            mine = list(named)
+            leases = await self.lease(mine)
+            if len(leases) < len(mine):
+                worker._wake.set()
+        except StoreUnavailable as exc:
+            worker.outage.failed(exc)
+            worker._wake.set()  # the worker's loop backs off and tries again
+        except StoreError as exc:
+            worker._fail(exc)
+        except Exception:
+            log.exception("worker %s: a lease of named runs failed", worker.worker_id)
+            worker._wake.set()
+        finally:
+            self.claimed -= len(named)
+            worker.loops += 1
+            self.start_waiting()
+
+    async def lease(self, run_ids: list[str]) -> list[Lease]:
+        """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)
+        and start their passes: in a transaction of their own sent from this loop when the
+        store can (``NamedLeasesAlone``: one statement, without a transaction's set-up around
+        it), else (nothing sent, or nothing committed: ``WouldBlock``, ``Replay``) by the
+        writer."""
+        worker = self._w
+        engine = worker.engine
+        owner, now, ttl, served, max_passes = (
+            worker.worker_id,
+            engine.clock.now(),
+            worker.lease_ttl,
+            engine.served,
+            worker.max_passes,
+        )
+        leases = None
+        if self.alone is not None:
+            try:
+                leases = await self.alone.lease_named_alone(
+                    owner, now, run_ids, ttl, served, max_passes
+                )
+            except (WouldBlock, Replay):
+                pass
+        if leases is None:
+
+            def job(tx: StoreTx) -> Callable[[], list[Lease]]:
+                if not isinstance(tx, NamedLeases):  # only such a store names runs
+                    return list
+                return tx.lease_named(owner, now, run_ids, ttl, served, max_passes)
+
+            leases = (await engine.writer.write(job))()
+        worker.leased_by_name += len(leases)
+        worker.outage.recovered()
+        engine.changes.publish_runs([lease.run_id for lease in leases])
+        for lease in leases:
+            worker._start_pass(lease)
+        return leases

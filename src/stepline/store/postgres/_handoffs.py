@@ -1,0 +1,283 @@
+"""Runs handed to an idle worker by the transaction that made them (PostgreSQL).
+
+A transaction whose only work made is a few new runs due now names them in its ``NOTIFY``
+(``wakeups.notify``). Before that, in the same round trip, ``HAND_OFF`` leases each of them
+that a lease by name would take (``LEASE_NAMED``'s rules: due, no concurrency key, its function
+not paused, nothing of its function ahead of it, its start deadline left) and that has no steps
+(a replay's copied ones) to a live worker serving its function that offers hand-offs (``OFFER``:
+its presence prefix, slots and lease TTL in the ``handoffs`` table) and has fewer live leases
+than slots, and the notification carries that lease with the run as the lease left it (the
+columns ``LOAD_RUN`` reads: such a new run has no steps and no waits). That worker starts the
+pass as it reads the notification: no lease round trip between the event and its first step
+(its server work, about 0.4 ms, is done in the sender's transaction, before its commit).
+
+Exactness: the sender's runs are its own until it commits (nobody else sees their rows), so
+the lease it takes is the only one; the lease is an ordinary one (its token fences the pass's
+commits, it expires after the worker's TTL, and its token carries the worker's presence prefix:
+a worker that died is found dead, ``DEAD_OWNERS``, and its runs taken over at the next poll of
+another). A worker whose presence lock is free is not chosen (``pg_try_advisory_xact_lock_shared``
+succeeds on it). A notification lost (the listener reconnecting) leaves its lease to expire.
+The notification's payload is bounded (8,000 bytes): runs whose events are larger are named,
+not handed.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from stepline.store.postgres import _rows
+from stepline.store.postgres._hints import LeaseTokens
+from stepline.store.postgres._lease_queries import AHEAD_OF_NAMED
+from stepline.store.postgres._leases import _prefix, compact, prepare, prepare_named
+from stepline.store.postgres._read_queries import RUN_COLUMNS
+from stepline.store.postgres.presence import PRESENCE_KEY, Presence
+from stepline.store.records import Lease
+
+if TYPE_CHECKING:
+    from stepline.store.postgres.tx import PostgresTx
+
+# a worker offers hand-offs (its presence prefix, its slots, its lease TTL), and the offers of
+# workers no longer registered (ended without withdrawing theirs) go
+OFFER = """
+WITH gone AS (DELETE FROM handoffs WHERE worker_id NOT IN (SELECT worker_id FROM workers))
+INSERT INTO handoffs (worker_id, prefix, slots, ttl) VALUES (%s, %s, %s, %s)
+ON CONFLICT (worker_id) DO UPDATE SET
+    prefix = excluded.prefix, slots = excluded.slots, ttl = excluded.ttl"""
+WITHDRAW = "DELETE FROM handoffs WHERE worker_id = %s"
+# the most a notification's payload may take (PostgreSQL refuses one of 8,000 bytes or more)
+_MOST_BYTES = 7900
+
+# bytea as base64 (its line breaks, JSON-escaped, are skipped by the decoder)
+_B64 = "encode({}, 'base64')"
+_RUN_JSON = ", ".join(
+    _B64.format(f"r.{c.strip()}") if c.strip() == "output" else f"r.{c.strip()}"
+    for c in RUN_COLUMNS.split(",")
+)
+_EVENT_JSON = f"internal_id, name, {_B64.format('data')}, {_B64.format('user_data')}, sender_id, ts"
+# %(runs)s, %(fns)s, %(tokens)s: the new runs, their functions and a token each (the lease's,
+# after the worker's presence prefix); %(named)s: the bytes of the payload naming them all.
+# "now" is the run's creation time (the sender's clock). A handed entry carries the run's
+# columns as they were before the lease marked them (``Handed.lease`` marks them as the lease
+# did). The payload's size is known before any lease is taken: each eligible run's entry made
+# with nulls for its worker and token (``bytes``), plus theirs (the longest of the workers it
+# may go to), plus twice the bytes naming them all, under ``_MOST_BYTES``; else nothing is
+# handed. Each worker is handed at most its free slots (its offer's less its live leases),
+# counted over the runs of this statement (numbered per worker)
+_HAND_OFF = f"""
+WITH named AS MATERIALIZED (
+    SELECT q.run_id, q.function_id, q.app_id, q.due_at, r.created_at AS now, t.token,
+           r.start_timeout, json_build_array({_RUN_JSON}) AS run,
+           (SELECT json_agg(json_build_array({_EVENT_JSON}) ORDER BY internal_id) FROM events
+            WHERE internal_id = ANY(ARRAY(SELECT jsonb_array_elements_text(r.event_ids::jsonb)))
+           ) AS events
+    FROM unnest(%(runs)s::text[], %(tokens)s::text[]) AS t(run_id, token)
+    JOIN queue q ON q.run_id = t.run_id
+    JOIN runs r ON r.run_id = t.run_id
+    WHERE q.lease_owner IS NULL AND q.app_id <> '' AND q.ckey1 IS NULL AND q.ckey2 IS NULL
+      AND q.due_at <= r.created_at),
+eligible AS MATERIALIZED (
+    SELECT n.*, octet_length(
+        json_build_array(n.function_id, n.run_id, NULL, NULL, n.run, n.events)::text) AS bytes
+    FROM named n
+    WHERE (SELECT 1 FROM paused p
+           WHERE p.app_id IN (n.app_id, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
+      {AHEAD_OF_NAMED.format(app="n.app_id", now="n.now")}
+      {AHEAD_OF_NAMED.format(app="''", now="n.now")}
+      AND (n.start_timeout IS NULL OR n.start_timeout >= 0)
+      AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = n.run_id)),
+offered AS MATERIALIZED (
+    SELECT e.run_id, e.now, w.worker_id, h.prefix || e.token AS token, e.now + h.ttl AS expires,
+           octet_length(to_json(w.worker_id)::text) + octet_length(h.prefix || e.token) + 2
+             AS marks,
+           row_number() OVER (PARTITION BY w.worker_id ORDER BY e.run_id) AS n,
+           h.slots - (SELECT count(*) FROM queue l
+                      WHERE l.lease_owner = w.worker_id AND l.lease_expires_at > e.now) AS free
+    FROM eligible e
+    JOIN worker_functions f ON f.function_id = e.function_id AND f.app_id = e.app_id
+    JOIN workers w ON w.worker_id = f.worker_id
+    JOIN handoffs h ON h.worker_id = f.worker_id
+    WHERE w.expires_at > e.now
+      AND NOT pg_try_advisory_xact_lock_shared(
+          hashtextextended(%(prefix)s || w.worker_id, 0))),
+chosen AS MATERIALIZED (
+    SELECT DISTINCT ON (o.run_id) o.run_id, o.now, o.worker_id, o.token, o.expires
+    FROM offered o
+    WHERE o.n <= o.free
+      AND 2 * %(named)s + (SELECT sum(bytes) FROM eligible)
+          + (SELECT count(*) FROM eligible) * (SELECT max(marks) FROM offered) <= {_MOST_BYTES}
+    ORDER BY o.run_id, o.worker_id),
+leased AS (
+    UPDATE queue SET lease_owner = c.worker_id, lease_token = c.token,
+           lease_expires_at = c.expires, wake = false
+    FROM chosen c WHERE queue.run_id = c.run_id),
+started AS (
+    INSERT INTO history (run_id, ts, kind, worker_id)
+    SELECT c.run_id, c.now, 'RUN_STARTED', c.worker_id FROM chosen c),
+marked AS (
+    UPDATE runs SET status = 'RUNNING', worker_id = c.worker_id, passes = runs.passes + 1,
+           started_at = coalesce(runs.started_at, c.now)
+    FROM chosen c WHERE runs.run_id = c.run_id),
+handed AS (
+    SELECT c.run_id, json_build_array(e.function_id, e.run_id, c.worker_id, c.token, e.run,
+                                      e.events) AS entry
+    FROM chosen c JOIN eligible e ON e.run_id = c.run_id),
+payload AS (
+    SELECT json_agg(coalesce(h.entry, json_build_array(t.fn, t.run_id)) ORDER BY t.i)::text
+             AS handing,
+           json_agg(json_build_array(t.fn, t.run_id) ORDER BY t.i)::text AS naming
+    FROM unnest(%(runs)s::text[], %(fns)s::text[]) WITH ORDINALITY AS t(run_id, fn, i)
+    LEFT JOIN handed h ON h.run_id = t.run_id)
+SELECT pg_notify('stepline', CASE WHEN octet_length(handing) < 8000 THEN handing ELSE naming END)
+FROM payload"""
+
+
+HAND_OFF = compact(_HAND_OFF)
+# sent before HAND_OFF, the transaction's last statements: its prepared generic plan (planned
+# for each send, 0.8 ms of the server's CPU; generic, 0.02), whatever the tables' statistics
+# (the lookups are by key); the transaction's own settings, gone at its commit
+GENERIC = (
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), "
+    "set_config('enable_seqscan', 'off', true)"
+)
+
+
+def hand_off_params(new_runs: dict[str, str], tokens: Sequence[str], named: int) -> dict[str, Any]:
+    """``HAND_OFF``'s parameters for ``new_runs`` (run id: function id), a token each, and the
+    bytes of the payload naming them (``named``)."""
+    return {
+        "runs": list(new_runs),
+        "fns": list(new_runs.values()),
+        "tokens": list(tokens),
+        "prefix": PRESENCE_KEY,
+        "named": named,
+    }
+
+
+def prepare_statements(conn: psycopg.Connection[Any]) -> None:
+    """(Each new pool connection) prepare ``LEASE_NAMED`` and ``HAND_OFF`` and make their
+    generic plans (``_leases.prepare``): no lease by name and no send plans them."""
+    prepare_named(conn)
+    prepare(conn, HAND_OFF, hand_off_params({"": ""}, [""], 0))
+
+
+class Handed:
+    """A lease a notification carried: its owner, token, and the run as it left it."""
+
+    __slots__ = ("function_id", "owner", "run", "run_id", "token")
+
+    def __init__(self, entry: Sequence[Any]) -> None:
+        self.function_id, self.run_id, self.owner, self.token = map(str, entry[:4])
+        self.run: Sequence[Any] = entry[4:]
+
+    def lease(self) -> Lease:
+        run = functools.partial(_state, self.run, self.owner)
+        return Lease(self.run_id, self.token, None, None, run)
+
+
+_EVENT_WIDTH = 6
+_EMPTY_STEPS = (None,) * _rows._STEP_WIDTH
+_EMPTY_WAITS = (None,) * _rows._WAIT_WIDTH
+_COLUMNS = [c.strip() for c in RUN_COLUMNS.split(",")]
+_OUTPUT, _STATUS, _WORKER = (_COLUMNS.index(c) for c in ("output", "status", "worker_id"))
+_STARTED, _CREATED = _COLUMNS.index("started_at"), _COLUMNS.index("created_at")
+
+
+def _state(run: Sequence[Any], owner: str) -> Any:
+    """The ``RunState`` of a handed run's payload (``LOAD_RUN``'s row made of it), its columns
+    marked as ``HAND_OFF``'s lease marked them (``marked``: leased by ``owner``, started at its
+    creation if it had not started)."""
+    columns, events = run
+    columns = list(columns)
+    columns[_STATUS], columns[_WORKER] = "RUNNING", owner
+    if columns[_STARTED] is None:
+        columns[_STARTED] = columns[_CREATED]
+    if columns[_OUTPUT] is not None:
+        columns[_OUTPUT] = base64.b64decode(columns[_OUTPUT])
+    rows = [
+        (e[0], e[1], base64.b64decode(e[2]), base64.b64decode(e[3]), e[4], e[5])
+        for e in events or ()
+    ]
+    arrays = tuple(zip(*rows, strict=True)) if rows else (None,) * _EVENT_WIDTH
+    return _rows.run_state((*columns, *arrays, *_EMPTY_STEPS, *_EMPTY_WAITS))
+
+
+def read_payload(payload: str) -> tuple[list[tuple[str, str]], list[Handed]]:
+    """The (function id, run id) a notification's payload names (none: look for any work), and
+    the leases it hands over (each also named)."""
+    if not payload:
+        return [], []
+    try:
+        found = json.loads(payload)
+        named = [(str(entry[0]), str(entry[1])) for entry in found]
+        handed = [Handed(entry) for entry in found if len(entry) > 2]
+        return named, handed
+    except (ValueError, TypeError, IndexError):  # not ours: a plain wake-up
+        return [], []
+
+
+class HandOffs:
+    """The leases notifications handed to this process's workers, until each takes its own
+    (``take``): kept only for owners that ``accept`` them, at most ``size``."""
+
+    def __init__(self, tokens: LeaseTokens, size: int = 1024) -> None:
+        self._tokens = tokens
+        self._owners: set[str] = set()
+        self._leases: OrderedDict[str, Handed] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def accept(self, owner: str) -> None:
+        with self._lock:
+            self._owners.add(owner)
+
+    def refuse(self, owner: str) -> None:
+        with self._lock:
+            self._owners.discard(owner)
+            for run_id in [r for r, h in self._leases.items() if h.owner == owner]:
+                del self._leases[run_id]
+
+    def put(self, handed: Iterable[Handed]) -> None:
+        with self._lock:
+            for lease in handed:
+                if lease.owner in self._owners:
+                    self._leases[lease.run_id] = lease
+                    if len(self._leases) > self._size:
+                        self._leases.popitem(last=False)
+
+    def take(self, owner: str, run_ids: Iterable[str], presence: Presence) -> list[Lease]:
+        """The leases handed to ``owner`` of ``run_ids`` (each once), those taken under its
+        presence lock held by this process (``presence``) only: a worker id run by two
+        processes (a mistake) has its hand-offs run by the one whose lock they were taken
+        under, never by both."""
+        with self._lock:
+            if not self._leases:
+                return []
+            found = []
+            for run_id in run_ids:
+                handed = self._leases.get(run_id)
+                if handed is not None and handed.owner == owner:
+                    del self._leases[run_id]
+                    found.append(handed)
+        found = [handed for handed in found if presence.issued(owner, handed.token)]
+        for handed in found:
+            self._tokens.remember(handed.token, owner)
+        return [handed.lease() for handed in found]
+
+
+def offer(tx: PostgresTx, owner: str, slots: int | None, ttl: float) -> None:
+    """``OffersHandOffs.offer_handoffs``: the worker's offer, with its presence prefix (a
+    worker whose presence lock this process cannot hold takes none), or withdrawn."""
+    prefix = _prefix(tx, owner) if tx._presence is not None and slots is not None else ""
+    with tx._savepoint() as s:
+        if prefix and slots is not None:
+            s.write(OFFER, (owner, prefix, slots, ttl))
+        else:
+            s.write(WITHDRAW, (owner,))
