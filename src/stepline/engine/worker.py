@@ -155,7 +155,10 @@ class Worker:
         self.max_passes = MAX_PASSES_WITHOUT_PROGRESS
         self.handed = 0  # runs handed to it by their senders with their leases (HandedLeases)
         # its runs named by wake-ups: claimed, leased by name, handed to it (_named_runs.py)
-        self._named = NamedRuns(self, engine.store, handoffs)
+        # hand-offs with the system's clock only: a lease handed by another engine is in flight
+        # until its notification is read, which a virtual clock would jump past (and expire it)
+        real = isinstance(engine.clock, SystemClock)
+        self._named = NamedRuns(self, engine.store, handoffs and real)
         if self._named.alone is not None:
             self._wake.claim = self._named.claim
 
