@@ -52,6 +52,14 @@ def _count_loads(t: TestEngine, fail: Callable[[str], Exception | None]) -> list
     hook_verb(store, "lease_due", leasing)
     if hasattr(store, "take_handed"):  # PostgreSQL: a run handed to the worker by its sender
         store.take_handed = leasing(store.take_handed)
+    if hasattr(store, "lease_named_alone"):  # PostgreSQL: a run its notification named
+        named = store.lease_named_alone
+
+        async def leased_named(*args: Any, **kwargs: Any) -> list[Lease]:
+            found = await named(*args, **kwargs)
+            return leasing(lambda: found)()
+
+        store.lease_named_alone = leased_named
     return loads
 
 
