@@ -5,6 +5,7 @@ notification, with no lease of its own (``store/postgres/_handoffs.py``)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 from typing import Any
 
@@ -133,7 +134,7 @@ async def test_a_stopping_worker_is_handed_nothing_more(pg_url: str) -> None:
         store._handoffs.put(  # type: ignore[attr-defined]
             [Handed(["greet", "r9", "taker", "tok", [], []])]
         )
-        assert store.take_handed("taker", ["r9"]) == []  # refused since it stopped
+        assert store.take_handed("taker", ["r9"], time.time()) == []  # refused since it stopped
     finally:
         sender.close()
         app.close()

@@ -15,7 +15,7 @@ from tests.store.builders import T0, event, ingest, lease, step
 
 import pgtest
 from stepline.errors import StoreUnavailable
-from stepline.store.postgres import PostgresStore, _pipeline
+from stepline.store.postgres import PostgresStore, _handoffs, _pipeline
 from stepline.store.postgres._handoffs import HAND_OFF, Handed, HandOffs, read_payload
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._statements import FLUSHED, Statements
@@ -110,15 +110,15 @@ def test_a_new_run_is_handed_with_its_lease_and_state(
     assert given.token.startswith("p:")  # the worker's presence prefix: found dead at once
     assert queue_row(pg_url, "r1") == ("w1", given.token, T0 + TTL)
     twin = HandOffs(LeaseTokens())  # w1's id in another process, which holds not its lock
-    twin.accept("w1")
+    twin.accept("w1", TTL)
     twin.put(handed)
-    assert twin.take("w1", ["r1"], own_pg_store._presence) == []  # never run twice
+    assert twin.take("w1", ["r1"], own_pg_store._presence, T0) == []  # never run twice
     offers = HandOffs(LeaseTokens())
-    offers.accept("w1")
+    offers.accept("w1", TTL)
     offers.put(handed)
-    assert offers.take("w2", ["r1"], pg_store._presence) == []  # another owner's
-    [held] = offers.take("w1", ["r1"], pg_store._presence)
-    assert offers.take("w1", ["r1"], pg_store._presence) == []  # once
+    assert offers.take("w2", ["r1"], pg_store._presence, T0) == []  # another owner's
+    [held] = offers.take("w1", ["r1"], pg_store._presence, T0)
+    assert offers.take("w1", ["r1"], pg_store._presence, T0) == []  # once
     assert (held.run_id, held.token) == ("r1", given.token)
     assert held.loaded is not None
     state = held.loaded()
@@ -133,12 +133,12 @@ def test_a_new_run_is_handed_with_its_lease_and_state(
 
 def test_the_store_keeps_the_leases_of_its_accepting_workers_only(pg_store: PostgresStore) -> None:
     store = pg_store
-    store.accept_handoffs("w1")
+    store.accept_handoffs("w1", TTL)
     entry = ["fn", "r1", "w1", "tok", [], []]
     store._handoffs.put([Handed(entry), Handed(["fn", "r2", "w9", "tok", [], []])])
-    assert [h.run_id for h in store.take_handed("w9", ["r2"])] == []
+    assert [h.run_id for h in store.take_handed("w9", ["r2"], T0)] == []
     store.refuse_handoffs("w1")
-    assert store.take_handed("w1", ["r1"]) == []  # dropped with its owner
+    assert store.take_handed("w1", ["r1"], T0) == []  # dropped with its owner
 
 
 def _no_offer(store: PostgresStore, url: str) -> None:
@@ -247,11 +247,11 @@ def test_a_run_handed_to_a_worker_that_died_is_taken_over(
 def test_a_handed_lease_is_a_lease_like_any_other(pg_store: PostgresStore, heard: Heard) -> None:
     """Its token is remembered as taken here (the pass's commits are optimistic)."""
     register(pg_store, "w1")
-    pg_store.accept_handoffs("w1")
+    pg_store.accept_handoffs("w1", TTL)
     send(pg_store, "r1")
     _, handed = heard.of("r1")
     pg_store._handoffs.put(handed)
-    [held] = pg_store.take_handed("w1", ["r1"])
+    [held] = pg_store.take_handed("w1", ["r1"], T0)
     assert isinstance(held, Lease)
     assert pg_store._tokens.owner(held.token) == "w1"
 
@@ -354,3 +354,26 @@ def test_an_acknowledged_send_is_on_disk() -> None:
             assert flushed
         finally:
             store.close()
+
+
+class _AnyPresence:
+    """A presence that issued every token (the age check comes before it)."""
+
+    def issued(self, owner: str, token: str) -> bool:
+        return True
+
+
+def test_a_hand_off_leased_more_than_half_its_ttl_ago_is_dropped() -> None:
+    # review R8 (thirteenth stop): a worker whose loop was held past the TTL started a pass from
+    # the handed state after another worker had taken the run over and committed a step
+    offers = HandOffs(LeaseTokens())
+    offers.accept("w1", 2.0)
+    presence: Any = _AnyPresence()
+    columns = [None] * len(_handoffs._COLUMNS)
+    columns[_handoffs._CREATED] = 1000.0  # the lease's start: its run's creation
+    offers.put([Handed(["fn", r, "w1", "t", columns, []]) for r in ("r1", "r2")])
+    # under half the TTL: given
+    assert [lease.run_id for lease in offers.take("w1", ["r1"], presence, 1000.9)] == ["r1"]
+    # 1.1 s after it was leased: dropped, and not kept for later
+    assert offers.take("w1", ["r2"], presence, 1001.1) == []
+    assert offers.take("w1", ["r2"], presence, 1000.0) == []

@@ -54,7 +54,7 @@ class NamedRuns:
     def accept(self) -> None:
         """(Before the worker's row offers them) keep the leases wake-ups hand to it."""
         if self.handed is not None:
-            self.handed.accept_handoffs(self._w.worker_id)
+            self.handed.accept_handoffs(self._w.worker_id, self._w.lease_ttl)
 
     def offer(self, tx: StoreTx) -> None:
         """(In the worker's start job) its row offers hand-offs: its slots and lease TTL."""
@@ -86,7 +86,8 @@ class NamedRuns:
         wait for one: ``waiting``, never past its concurrency); the rest are returned."""
         assert self.handed is not None
         worker = self._w
-        leases = self.handed.take_handed(worker.worker_id, [run_id for _, run_id in runs])
+        run_ids = [run_id for _, run_id in runs]
+        leases = self.handed.take_handed(worker.worker_id, run_ids, worker.engine.clock.now())
         if not leases:
             return runs
         worker.handed += len(leases)

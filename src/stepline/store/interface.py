@@ -593,17 +593,21 @@ class HandedLeases(Protocol):
     hand-offs (``OffersHandOffs``), its wake-up carrying the lease (PostgreSQL): the worker
     starts the pass without a lease of its own."""
 
-    def accept_handoffs(self, owner: str) -> None:
-        """Keep the leases wake-ups hand to ``owner`` until it takes them (``take_handed``)."""
+    def accept_handoffs(self, owner: str, ttl: float) -> None:
+        """Keep the leases wake-ups hand to ``owner`` (whose leases last ``ttl`` seconds) until
+        it takes them (``take_handed``)."""
         ...
 
     def refuse_handoffs(self, owner: str) -> None:
         """Keep no more of them (those kept are dropped: their leases expire)."""
         ...
 
-    def take_handed(self, owner: str, run_ids: Iterable[str]) -> list[Lease]:
+    def take_handed(self, owner: str, run_ids: Iterable[str], now: float) -> list[Lease]:
         """The leases of ``run_ids`` a wake-up handed to ``owner`` (each once), the run as
-        the lease left it in ``Lease.loaded``; called in the event loop, never blocks."""
+        the lease left it in ``Lease.loaded``; called in the event loop, never blocks. A lease
+        taken more than half its TTL before ``now`` is not given (dropped: it may have expired
+        and another worker may have taken the run and committed steps its handed state does
+        not have; the lease expires and the run is leased again with a fresh read)."""
         ...
 
 

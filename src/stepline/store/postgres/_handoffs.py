@@ -177,6 +177,10 @@ class Handed:
         self.function_id, self.run_id, self.owner, self.token = map(str, entry[:4])
         self.run: Sequence[Any] = entry[4:]
 
+    def leased_at(self) -> float:
+        """When the sender took the lease (``HAND_OFF``: the run's creation)."""
+        return float(self.run[0][_CREATED])
+
     def lease(self) -> Lease:
         run = functools.partial(_state, self.run, self.owner)
         return Lease(self.run_id, self.token, None, None, run)
@@ -229,18 +233,24 @@ class HandOffs:
 
     def __init__(self, tokens: LeaseTokens, size: int = 1024) -> None:
         self._tokens = tokens
-        self._owners: set[str] = set()
+        self._owners: dict[str, float] = {}  # owner -> the age past which its leases are stale
         self._leases: OrderedDict[str, Handed] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def accept(self, owner: str) -> None:
+    def accept(self, owner: str, ttl: float) -> None:
+        """Keep ``owner``'s hand-offs; ``take`` gives only those whose lease has half its
+        ``ttl`` left (review R8: an owner whose loop was held past the TTL, the notification
+        unread meanwhile, must not start a pass from a handed state that another worker's
+        takeover has made stale). A lease starts at its run's creation (``HAND_OFF``: the
+        sender's clock, within the skew ``migrate`` allows of this machine's; hand-offs are
+        offered under the system's clock only)."""
         with self._lock:
-            self._owners.add(owner)
+            self._owners[owner] = ttl / 2
 
     def refuse(self, owner: str) -> None:
         with self._lock:
-            self._owners.discard(owner)
+            self._owners.pop(owner, None)
             for run_id in [r for r, h in self._leases.items() if h.owner == owner]:
                 del self._leases[run_id]
 
@@ -252,7 +262,9 @@ class HandOffs:
                     if len(self._leases) > self._size:
                         self._leases.popitem(last=False)
 
-    def take(self, owner: str, run_ids: Iterable[str], presence: Presence) -> list[Lease]:
+    def take(
+        self, owner: str, run_ids: Iterable[str], presence: Presence, now: float
+    ) -> list[Lease]:
         """The leases handed to ``owner`` of ``run_ids`` (each once), those taken under its
         presence lock held by this process (``presence``) only: a worker id run by two
         processes (a mistake) has its hand-offs run by the one whose lock they were taken
@@ -261,11 +273,13 @@ class HandOffs:
             if not self._leases:
                 return []
             found = []
+            oldest = now - self._owners.get(owner, 0.0)
             for run_id in run_ids:
                 handed = self._leases.get(run_id)
                 if handed is not None and handed.owner == owner:
                     del self._leases[run_id]
-                    found.append(handed)
+                    if handed.leased_at() >= oldest:  # else dropped: its lease expires, and
+                        found.append(handed)  # the run is leased again with a fresh read
         found = [handed for handed in found if presence.issued(owner, handed.token)]
         for handed in found:
             self._tokens.remember(handed.token, owner)

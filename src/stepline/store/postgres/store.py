@@ -363,15 +363,15 @@ class PostgresStore(PostgresReads):
             else:
                 self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
-    def accept_handoffs(self, owner: str) -> None:
+    def accept_handoffs(self, owner: str, ttl: float) -> None:
         """``HandedLeases`` (``_handoffs.HandOffs``)."""
-        self._handoffs.accept(owner)
+        self._handoffs.accept(owner, ttl)
 
     def refuse_handoffs(self, owner: str) -> None:
         self._handoffs.refuse(owner)
 
-    def take_handed(self, owner: str, run_ids: Iterable[str]) -> list[Lease]:
-        return self._handoffs.take(owner, run_ids, self._presence)
+    def take_handed(self, owner: str, run_ids: Iterable[str], now: float) -> list[Lease]:
+        return self._handoffs.take(owner, run_ids, self._presence, now)
 
     async def lease_named_alone(
         self,
