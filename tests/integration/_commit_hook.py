@@ -9,13 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from stepline.store.interface import (
-    LoneStepCommits,
-    LoopCommits,
-    OptimisticStore,
-    Store,
-    WouldBlock,
-)
+from stepline.store.capabilities import OptimisticStore
+from stepline.store.interface import LoneStepCommits, LoopCommits, Store, WouldBlock
 
 CommitPass = Callable[[Any, float, Any], Any]
 Verb = Callable[..., Any]

@@ -14,7 +14,7 @@ from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.engine.worker import Worker
-from stepline.store.interface import HandedLeases
+from stepline.store.capabilities import HandedLeases
 from stepline.store.postgres._handoffs import Handed
 
 

@@ -9,7 +9,7 @@ import dataclasses
 import pgtest
 from stepline import App, Context, Event, TriggerEvent
 from stepline.sdk.search import search_clauses
-from stepline.store.records import RunClause
+from stepline.store.search_records import RunClause
 from stepline.testing import MockClock, TestEngine
 
 QUERIES = [

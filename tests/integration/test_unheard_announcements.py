@@ -13,7 +13,7 @@ from _polling import until
 
 from stepline import App, CancelOn, Context, Event, TriggerEvent
 from stepline.engine._system_events import ending_data
-from stepline.store.interface import UnheardEvents
+from stepline.store.capabilities import UnheardEvents
 from stepline.store.records import EventFilter, EventIngest, EventRecord
 from stepline.testing import MockClock, TestEngine
 

@@ -7,15 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from stepline.store import Store
-from stepline.store.records import (
-    EventFilter,
-    EventIngest,
-    NewRun,
-    PassCommit,
-    RunClause,
-    RunEnd,
-    RunFilter,
-)
+from stepline.store.records import EventFilter, EventIngest, NewRun, PassCommit, RunEnd, RunFilter
+from stepline.store.search_records import RunClause
 
 from .builders import T0, commit, event, ingest, lease, lease_run, start, step
 

@@ -11,7 +11,7 @@ import pytest
 
 from stepline.serde import dumps_exact
 from stepline.store import Store
-from stepline.store.interface import UnheardEvents
+from stepline.store.capabilities import UnheardEvents
 from stepline.store.records import (
     Admission,
     EventFilter,

@@ -26,7 +26,8 @@ from stepline.engine._system_events import (
 )
 from stepline.errors import StoreUnavailable
 from stepline.serde import dumps_exact
-from stepline.store.interface import OwedAnnouncements, StoreTx, UnheardEvents
+from stepline.store.capabilities import OwedAnnouncements, UnheardEvents
+from stepline.store.interface import StoreTx
 from stepline.store.records import (
     EventIngest,
     EventRecord,

@@ -13,15 +13,8 @@ from typing import TYPE_CHECKING
 
 from stepline._driven import Driven
 from stepline.errors import StoreError, StoreUnavailable
-from stepline.store.interface import (
-    HandedLeases,
-    NamedLeases,
-    NamedLeasesAlone,
-    OffersHandOffs,
-    Replay,
-    StoreTx,
-    WouldBlock,
-)
+from stepline.store.capabilities import HandedLeases, NamedLeases, NamedLeasesAlone, OffersHandOffs
+from stepline.store.interface import Replay, StoreTx, WouldBlock
 from stepline.store.records import Lease
 
 if TYPE_CHECKING:

@@ -46,7 +46,8 @@ from stepline.sdk.event import Event, validate_event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.limits import Limits
 from stepline.serde import dumps_exact
-from stepline.store.interface import Store, StoreTx, UnheardEvents, WakeupSource
+from stepline.store.capabilities import UnheardEvents, WakeupSource
+from stepline.store.interface import Store, StoreTx
 from stepline.store.records import (
     NO_ADMISSION,
     Deferral,

@@ -66,11 +66,11 @@ from stepline._driven import Driven, driving
 from stepline.engine._reading_kinds import ReadingKinds
 from stepline.engine._writer_jobs import Job, Outcome, _own_copy, _Pending, _settle, _settle_all
 from stepline.errors import StoreUnavailable
+from stepline.store.capabilities import OptimisticStore
 from stepline.store.interface import (
     Conflict,
     LoneStepCommits,
     LoopCommits,
-    OptimisticStore,
     Replay,
     Store,
     StoreTx,

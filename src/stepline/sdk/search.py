@@ -33,7 +33,8 @@ from stepline.sdk.run import Run
 from stepline.serde import loads
 from stepline.store._clauses import json_kind
 from stepline.store.interface import Store
-from stepline.store.records import EventRecord, RunClause, RunFilter, RunRecord
+from stepline.store.records import EventRecord, RunFilter, RunRecord
+from stepline.store.search_records import RunClause
 
 SEARCH_VARIABLES = ("event", "events", "output", "error", "run")
 

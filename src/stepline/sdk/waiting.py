@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.run import Run
 from stepline.store.interface import Store
-from stepline.store.records import QueueState, RunClause, RunFilter, RunRecord, WorkerRecord
+from stepline.store.records import QueueState, RunFilter, RunRecord, WorkerRecord
+from stepline.store.search_records import RunClause
 
 # every kind, in the order the dashboard offers them as filters
 WAITING_KINDS: tuple[str, ...] = (

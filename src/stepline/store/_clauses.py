@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from stepline.store.records import RunClause
+from stepline.store.search_records import RunClause
 
 MISSING: Final = object()
 """The value of a path that reaches nothing."""

@@ -22,11 +22,11 @@ from stepline.store.records import (
     QueueState,
     RunFilter,
     RunRecord,
-    SearchWindow,
     StepRecord,
     StoredEvent,
     WaitRecord,
 )
+from stepline.store.search_records import SearchWindow
 
 Params = tuple[Any, ...]
 

@@ -12,9 +12,9 @@ several processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Protocol
 
 from stepline.errors import StoreError
 
@@ -40,11 +40,9 @@ from stepline.store.records import (
     PassCommit,
     Purged,
     QueueState,
-    RunClause,
     RunFilter,
     RunRecord,
     RunState,
-    SearchWindow,
     SkipRecord,
     SpentRun,
     StepRecord,
@@ -54,6 +52,7 @@ from stepline.store.records import (
     WaitMatcher,
     WorkerRecord,
 )
+from stepline.store.search_records import RunClause, SearchWindow
 
 
 class StoreTx(Protocol):
@@ -460,99 +459,6 @@ class Store(Protocol):
         ...
 
 
-@runtime_checkable
-class WakeupSource(Protocol):
-    """A store that tells a process when other processes may have made work due (PostgreSQL's
-    ``LISTEN/NOTIFY``). Stores without it (memory, SQLite) rely on the in-process wake-up and
-    the workers' poll."""
-
-    def watch(self, on_wake: Callable[[Sequence[tuple[str, str]]], None]) -> Callable[[], None]:
-        """Call ``on_wake`` (from another thread) whenever a committed write of any process
-        may have made work due; returns the function that stops watching. Its argument names
-        the (function id, run id) of new runs the write made due, when that is all it did and
-        they are few (else it is empty: look for any due work): a worker may lease those with
-        its transaction's ``lease_named`` (``NamedLeases``). Called again with the same
-        ``on_wake``, it watches no more than before and returns the same function; in a
-        running event loop, that loop may read the notifications from then on (when the loop
-        they were read in stopped)."""
-        ...
-
-
-@runtime_checkable
-class NamedLeases(Protocol):
-    """A transaction of a ``WakeupSource`` store: leases runs named by a wake-up."""
-
-    def lease_named(
-        self,
-        owner: str,
-        now: float,
-        run_ids: Sequence[str],
-        ttl: float,
-        functions: FunctionSet,
-        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
-    ) -> Callable[[], list[Lease]]:
-        """Lease those of ``run_ids`` that ``lease_due`` would take first, in one statement
-        and without a round trip of their own: runs of ``functions``, due, not leased, without
-        concurrency keys, of an unpaused function, that have not spent their passes nor passed
-        their start deadline, and with nothing of their function ahead of them in the queue
-        order (a due run other than the named ones, an expired lease); the others are left to
-        ``lease_due``. They are marked as ``lease_due`` marks them. Returns the function that
-        gives the leases once the transaction committed."""
-        ...
-
-
-@runtime_checkable
-class UnheardEvents(Protocol):
-    """A transaction that stores events nothing hears without planning or matching them (memory,
-    SQLite): the announcements of the runs a batch of events cancelled, made from their trigger
-    events still encoded (``engine/_announce.py``). A store without it (PostgreSQL) has them
-    ingested as any event."""
-
-    def encoded_run_events(self, run_ids: Sequence[str]) -> list[list[tuple[str, bytes]]]:
-        """The events that triggered each run, in order, as ``run_events`` gives them: each
-        one's name and its payload (``EventRecord.payload()``) encoded as JSON."""
-        ...
-
-    def store_unheard(
-        self, events: Sequence[tuple[str, str, bytes]], now: float, sender: FunctionSet | None
-    ) -> bool:
-        """Store these events (each its Stepline id, name and data encoded as JSON; no user
-        data, no sender id, sent and received at ``now``) if the ingest order would do nothing
-        else with them: no wait and no cancel matcher of their names, and no function of the
-        trigger catalog listening to them but ``sender``'s (which planned them and started no
-        run: ``EventIngest.sender``). False, having stored nothing, when something may hear
-        them: ``ingest`` them then."""
-        ...
-
-
-class OwedAnnouncement(NamedTuple):
-    """A run whose announcements a transaction owes (``OwedAnnouncements``): its place in the
-    order they were owed, its function (None: the run is gone), why it was cancelled, when."""
-
-    seq: int
-    run_id: str
-    function_id: str | None
-    reason: str
-    at: float
-
-
-@runtime_checkable
-class OwedAnnouncements(Protocol):
-    """A transaction of a store where the version before owed the announcements of runs its
-    senders cancelled (SQLite schema 24: the cancellation committed with a small owed row, the
-    ``inngest/function.finished`` / ``.cancelled`` events to be written later). This version
-    owes none; ``Engine.announce_owed`` (a worker's housekeeping) writes those left, with the
-    data, names and time they would have had."""
-
-    def owed_announcements(self, limit: int) -> list[OwedAnnouncement]:
-        """Up to ``limit`` of the runs whose announcements are owed, oldest first."""
-        ...
-
-    def forget_owed_announcements(self, through: int) -> None:
-        """The owed announcements up to ``through`` (an ``OwedAnnouncement.seq``) were made."""
-        ...
-
-
 class Replay(Exception):
     """An optimistic transaction was rolled back (a job raised, a statement or a lease check
     failed): nothing of it was committed, and its jobs are to be made again, each in a
@@ -563,73 +469,3 @@ class Conflict(Replay):
     """The server ended a transaction on a conflict with another one (PostgreSQL: a deadlock,
     a serialization failure): nothing of it was committed, and it may be made again as it was
     (the other transaction went on). ``Store.transaction()`` raises it as well."""
-
-
-@runtime_checkable
-class NamedLeasesAlone(Protocol):
-    """A ``WakeupSource`` store that leases runs named by a wake-up in a transaction of their
-    own from an event loop, without blocking it (PostgreSQL: one statement, one round trip)."""
-
-    async def lease_named_alone(
-        self,
-        owner: str,
-        now: float,
-        run_ids: Sequence[str],
-        ttl: float,
-        functions: FunctionSet,
-        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
-    ) -> list[Lease]:
-        """``NamedLeases.lease_named`` as a transaction of its own, committed when this
-        returns, called in the running event loop. Raises ``WouldBlock`` when it would have
-        to wait other than for its reply (nothing was sent), ``Replay`` when nothing
-        committed, ``StoreUnavailable`` when its outcome is unknown (the connection broke
-        after it was sent): as ``LoopCommits.commit_on_loop``."""
-        ...
-
-
-@runtime_checkable
-class HandedLeases(Protocol):
-    """A ``WakeupSource`` store whose senders may lease a new run to an idle worker that offers
-    hand-offs (``OffersHandOffs``), its wake-up carrying the lease (PostgreSQL): the worker
-    starts the pass without a lease of its own."""
-
-    def accept_handoffs(self, owner: str, ttl: float) -> None:
-        """Keep the leases wake-ups hand to ``owner`` (whose leases last ``ttl`` seconds) until
-        it takes them (``take_handed``)."""
-        ...
-
-    def refuse_handoffs(self, owner: str) -> None:
-        """Keep no more of them (those kept are dropped: their leases expire)."""
-        ...
-
-    def take_handed(self, owner: str, run_ids: Iterable[str], now: float) -> list[Lease]:
-        """The leases of ``run_ids`` a wake-up handed to ``owner`` (each once), the run as
-        the lease left it in ``Lease.loaded``; called in the event loop, never blocks. A lease
-        taken more than half its TTL before ``now`` is not given (dropped: it may have expired
-        and another worker may have taken the run and committed steps its handed state does
-        not have; the lease expires and the run is leased again with a fresh read)."""
-        ...
-
-
-@runtime_checkable
-class OffersHandOffs(Protocol):
-    """A write transaction in which a worker offers to take hand-offs (``HandedLeases``)."""
-
-    def offer_handoffs(self, owner: str, slots: int | None, ttl: float) -> None:
-        """``owner`` (registered) takes leases of new runs while it has fewer than ``slots``
-        live leases, each for ``ttl`` seconds; ``slots`` None: it takes none from now on."""
-        ...
-
-
-@runtime_checkable
-class OptimisticStore(Protocol):
-    """A store that can apply a group commit's jobs without a savepoint each, sending their
-    statements together (PostgreSQL: one round trip instead of one per job). Any failure in
-    it raises ``Replay``, except a lost connection (``StoreUnavailable``: its outcome may be
-    unknown). Its jobs must therefore be repeatable: a job's effects outside the transaction
-    are its return value (the writer's contract)."""
-
-    def optimistic_transaction(self) -> AbstractContextManager[StoreTx]:
-        """A write transaction without savepoints, committed at the end of the block unless
-        anything failed in it (``Replay``)."""
-        ...

@@ -34,11 +34,9 @@ from stepline.store.records import (
     FunctionSet,
     HistoryRecord,
     QueueState,
-    RunClause,
     RunFilter,
     RunRecord,
     RunState,
-    SearchWindow,
     SkipRecord,
     StepRecord,
     StoredEvent,
@@ -47,6 +45,7 @@ from stepline.store.records import (
     WaitRecord,
     WorkerRecord,
 )
+from stepline.store.search_records import RunClause, SearchWindow
 
 
 class MemoryStore(MemoryAppReads):

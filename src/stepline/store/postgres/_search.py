@@ -8,7 +8,7 @@ from typing import Any
 
 from stepline.store._clauses import ClauseSql
 from stepline.store.postgres import _read_queries as rq
-from stepline.store.records import RunClause
+from stepline.store.search_records import RunClause
 
 # how the window adds the columns a clause reads (event_*: the run's first event, NULL
 # without one): JSON decoded once a row

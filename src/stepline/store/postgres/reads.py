@@ -37,17 +37,16 @@ from stepline.store.records import (
     FunctionSet,
     HistoryRecord,
     QueueState,
-    RunClause,
     RunFilter,
     RunRecord,
     RunState,
-    SearchWindow,
     SkipRecord,
     StepRecord,
     StoredEvent,
     StoreStats,
     WorkerRecord,
 )
+from stepline.store.search_records import RunClause, SearchWindow
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from stepline.store._cancel_rules import MatcherRow
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import cancel
 from stepline.store._primitives import EndedRun, RunPrimitives
-from stepline.store.interface import OwedAnnouncement
+from stepline.store.capabilities import OwedAnnouncement
 from stepline.store.records import EventRecord, WaitRecord
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._announcements import CancelledRunEvents

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepline.store._clauses import ClauseSql
-from stepline.store.records import RunClause
+from stepline.store.search_records import RunClause
 from stepline.store.sqlite import queries as q
 
 

@@ -18,17 +18,16 @@ from stepline.store.records import (
     FunctionSet,
     HistoryRecord,
     QueueState,
-    RunClause,
     RunFilter,
     RunRecord,
     RunState,
-    SearchWindow,
     SkipRecord,
     StepRecord,
     StoredEvent,
     StoreStats,
     WorkerRecord,
 )
+from stepline.store.search_records import RunClause, SearchWindow
 from stepline.store.sqlite import _search
 from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite import queries as q
