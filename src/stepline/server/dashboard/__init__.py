@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from stepline.server.dashboard._auth import Guard
+from stepline.server.dashboard._event_pages import EventPages
 from stepline.server.dashboard._pages import Dashboard
 from stepline.server.settings import ServerSettings
 
@@ -28,6 +29,7 @@ def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
     """The dashboard's routes for ``app`` (pages are GET, every action is a CSRF-checked
     POST; a login is required unless ``settings`` is the development server on loopback)."""
     board = Dashboard(app, Guard(settings))
+    events = EventPages(board)
     page, action = board.page, board.action
 
     async def index(request: Request) -> Response:
@@ -48,10 +50,10 @@ def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
         Route("/runs/{run_id}/steps/{step_id:path}", page(board.step_body), methods=["GET"]),
         Route("/runs/{run_id}/cancel", action(board.cancel), methods=["POST"]),
         Route("/runs/{run_id}/replay", action(board.replay), methods=["POST"]),
-        Route("/events", page(board.events), methods=["GET"]),
-        Route("/events/{event_id}", page(board.event_page), methods=["GET"]),
-        Route("/send", page(board.send_page), methods=["GET"]),
-        Route("/send", action(board.send), methods=["POST"]),
+        Route("/events", page(events.events), methods=["GET"]),
+        Route("/events/{event_id}", page(events.event_page), methods=["GET"]),
+        Route("/send", page(events.send_page), methods=["GET"]),
+        Route("/send", action(events.send), methods=["POST"]),
         Route("/live", page(board.live), methods=["GET"]),
         Mount(
             "/static",

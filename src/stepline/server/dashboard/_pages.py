@@ -7,9 +7,7 @@ without script) or JSON (the page's script sends ``Accept: application/json``).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -20,27 +18,36 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from stepline.engine.changes import Change
-from stepline.errors import ConfigError, EventError, ExpressionError, SteplineError
-from stepline.sdk.event import Event
-from stepline.sdk.run import EventRun, Run
-from stepline.sdk.search import SEARCH_VARIABLES, RunSearch
-from stepline.sdk.waiting import WAITING_KINDS, WaitingOn
+from stepline.errors import ConfigError, ExpressionError
+from stepline.sdk.run import Run
+from stepline.sdk.search import SEARCH_VARIABLES
+from stepline.sdk.waiting import WAITING_KINDS
 from stepline.server.dashboard import _views as views
 from stepline.server.dashboard._auth import FormTooLarge, Guard, Session, read_form
+from stepline.server.dashboard._event_pages import event_rows
 from stepline.server.dashboard._live import LiveHub
-from stepline.store.records import TERMINAL_STATUSES, UNFINISHED_STATUSES, EventRecord, RunFilter
+from stepline.server.dashboard._responses import (
+    json_or_text,
+    run_json,
+    safe_name,
+    safe_next,
+    succeeded,
+)
+from stepline.server.dashboard._run_filters import (
+    MAX_SEARCH_SCAN,
+    PAGE_SIZE,
+    STATUSES,
+    RunFilters,
+    Selection,
+    older_page,
+)
+from stepline.store.records import EventRecord, RunFilter
 
 if TYPE_CHECKING:
     from stepline.sdk.app import App
 
-STATUSES = (*UNFINISHED_STATUSES, *sorted(TERMINAL_STATUSES))
-PAGE_SIZE = 50
-RUNS_PER_EVENT = 20  # runs an event row of the event stream shows
-RUNS_PER_EVENT_PAGE = 1000  # runs an event's page shows
 EAGER_STEPS = 50  # steps of a run page rendered whole; the others' details load when opened
 BULK_LIMIT = 1000  # runs a bulk action (and its preview count) covers at most
-SEARCH_SCAN = 2_000  # runs a payload search reads by default (``scan=`` in the URL: more)
-MAX_SEARCH_SCAN = 100_000
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -113,12 +120,12 @@ class Dashboard:
         async def endpoint(request: Request) -> Response:
             session = self.guard.read(request)
             if not self.guard.allowed(session):
-                return _json_or_text({"error": "log in first"}, 401)
+                return json_or_text({"error": "log in first"}, 401)
             try:
                 if not await self.guard.csrf_ok(request, session):
-                    return _json_or_text({"error": "missing or wrong CSRF token"}, 403)
+                    return json_or_text({"error": "missing or wrong CSRF token"}, 403)
             except FormTooLarge:
-                return _json_or_text({"error": "form too large"}, 413)
+                return json_or_text({"error": "form too large"}, 413)
             return await handler(request)
 
         return endpoint
@@ -128,7 +135,7 @@ class Dashboard:
         """The login form (or straight to the dashboard when it is open)."""
         session = self.guard.read(request)
         if self.guard.allowed(session):
-            return RedirectResponse(_safe_next(request.query_params.get("next")), 303)
+            return RedirectResponse(safe_next(request.query_params.get("next")), 303)
         session = session or self.guard.new_session(authenticated=False)
         response = self.render(
             request, session, "login.html", next=request.query_params.get("next", "/")
@@ -142,9 +149,9 @@ class Dashboard:
         try:
             form = await read_form(request)
         except FormTooLarge:
-            return _json_or_text({"error": "form too large"}, 413)
+            return json_or_text({"error": "form too large"}, 413)
         if not await self.guard.csrf_ok(request, session):
-            return _json_or_text({"error": "missing or wrong CSRF token"}, 403)
+            return json_or_text({"error": "missing or wrong CSRF token"}, 403)
         assert session is not None
         secret = form.get("secret")
         nxt = str(form.get("next") or "/")
@@ -152,7 +159,7 @@ class Dashboard:
             return self.render(
                 request, session, "login.html", 401, next=nxt, error="Wrong password or token."
             )
-        redirect = RedirectResponse(_safe_next(nxt), 303)
+        redirect = RedirectResponse(safe_next(nxt), 303)
         self.guard.set_cookie(request, redirect, self.guard.new_session(authenticated=True))
         return redirect
 
@@ -189,23 +196,23 @@ class Dashboard:
         """Pause a function (POST)."""
         fn = request.path_params["function_id"]
         if not any(f.id == fn for f in self.app.functions):
-            return _json_or_text({"error": f"no function {fn}"}, 404)
+            return json_or_text({"error": f"no function {fn}"}, 404)
         await self.app.pause_function(fn)
-        return _done(request, "/functions", {"paused": fn})
+        return succeeded(request, "/functions", {"paused": fn})
 
     async def resume(self, request: Request) -> Response:
         """Resume a function (POST)."""
         fn = request.path_params["function_id"]
         if not any(f.id == fn for f in self.app.functions):
-            return _json_or_text({"error": f"no function {fn}"}, 404)
+            return json_or_text({"error": f"no function {fn}"}, 404)
         await self.app.resume_function(fn)
-        return _done(request, "/functions", {"resumed": fn})
+        return succeeded(request, "/functions", {"resumed": fn})
 
     # -- runs -------------------------------------------------------------------------------------
     async def runs(self, request: Request, session: Session) -> Response:
         """The runs list: filters in the URL, a payload search, the waiting-on column; with a
         filter, the count of runs it selects (up to ``BULK_LIMIT``) and the bulk actions."""
-        chosen = _Filters.of(request.query_params)
+        chosen = RunFilters.of(request.query_params)
         limit = BULK_LIMIT if chosen.active else PAGE_SIZE
         found = await self._select(chosen, limit)
         now = datetime.now(UTC)
@@ -228,7 +235,7 @@ class Dashboard:
             waiting_kinds=WAITING_KINDS,
             filters=chosen.as_dict(),
             deeper=chosen.deeper() if chosen.scan < MAX_SEARCH_SCAN else None,
-            older=_older(chosen, found),
+            older=older_page(chosen, found, PAGE_SIZE),
             search=found.search,
             search_error=found.search_error,
             search_variables=SEARCH_VARIABLES,
@@ -236,7 +243,7 @@ class Dashboard:
             run_duration=views.run_duration,
         )
 
-    async def _select(self, chosen: _Filters, limit: int) -> _Selection:
+    async def _select(self, chosen: RunFilters, limit: int) -> Selection:
         """The runs the filters select, newest first, at most ``limit``."""
         search = None
         search_error = None
@@ -269,7 +276,7 @@ class Dashboard:
         runs = runs[:limit]
         # the reasons of the page shown (the runs past it only count for the bulk actions)
         reasons = await self.app.waiting_on(runs[:PAGE_SIZE])
-        return _Selection(runs, reasons, search, search_error)
+        return Selection(runs, reasons, search, search_error)
 
     async def bulk(self, request: Request) -> Response:
         """Cancel the unfinished runs the filters select, or replay the failed and cancelled
@@ -278,12 +285,12 @@ class Dashboard:
         run's new state reaches the open pages live."""
         form = await read_form(request)
         action = form.get("action")
-        chosen = _Filters.of(form)
+        chosen = RunFilters.of(form)
         if action not in ("cancel", "replay") or not chosen.active:
-            return _json_or_text({"error": "choose cancel or replay, and at least a filter"}, 400)
+            return json_or_text({"error": "choose cancel or replay, and at least a filter"}, 400)
         found = await self._select(chosen, BULK_LIMIT)
         if found.search_error is not None:
-            return _json_or_text({"error": found.search_error}, 400)
+            return json_or_text({"error": found.search_error}, 400)
         done: list[str] = []
         if action == "cancel":
             for run in found.runs:
@@ -303,7 +310,7 @@ class Dashboard:
                     step = failed[0].id if failed else None
                 done.append(await self.app.replay_run(run.run_id, from_step=step))
         result = {"action": action, "selected": len(found.runs), "done": len(done), "runs": done}
-        return _done(request, "/runs?" + urlencode(chosen.as_dict()), result)
+        return succeeded(request, "/runs?" + urlencode(chosen.as_dict()), result)
 
     async def _list(
         self,
@@ -380,7 +387,7 @@ class Dashboard:
         if values is not None:
             step = next((s for s in values["timeline"].steps if s.id == step_id), None)
         if values is None or step is None:
-            return _json_or_text({"error": f"no step {step_id} in run {run_id}"}, 404)
+            return json_or_text({"error": f"no step {step_id} in run {run_id}"}, 404)
         return self.render(request, session, "_step_body.html", run=values["run"], step=step)
 
     async def _run_values(self, run_id: str) -> dict[str, Any] | None:
@@ -414,12 +421,12 @@ class Dashboard:
         app = self.app
         run = await app.get_run(run_id)
         if run is None:
-            return _json_or_text({"error": f"no run {run_id}"}, 404)
+            return json_or_text({"error": f"no run {run_id}"}, 404)
         history = await app.history(run_id)
         engine = app.engine
         events = await engine.read(engine.store.get_events, run.event_ids)
         document = {
-            "run": _run_json(run),
+            "run": run_json(run),
             "steps": [
                 {
                     "id": s.id,
@@ -448,7 +455,7 @@ class Dashboard:
             "events": [e.payload() for e in events],
         }
         body = orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str)
-        disposition = f'attachment; filename="run-{_safe_name(run_id)}.json"'
+        disposition = f'attachment; filename="run-{safe_name(run_id)}.json"'
         return Response(
             body, media_type="application/json", headers={"Content-Disposition": disposition}
         )
@@ -458,8 +465,8 @@ class Dashboard:
         run_id = request.path_params["run_id"]
         cancelled = await self.app.cancel_run(run_id, reason="cancelled from the dashboard")
         if not cancelled:
-            return _json_or_text({"error": f"run {run_id} does not exist or has ended"}, 409)
-        return _done(request, f"/runs/{run_id}", {"cancelled": run_id})
+            return json_or_text({"error": f"run {run_id} does not exist or has ended"}, 409)
+        return succeeded(request, f"/runs/{run_id}", {"cancelled": run_id})
 
     async def replay(self, request: Request) -> Response:
         """Replay a run, from the start or from a step (form field ``from_step``) (POST)."""
@@ -470,104 +477,8 @@ class Dashboard:
         try:
             new_run = await self.app.replay_run(run_id, from_step=from_step)
         except ConfigError as exc:
-            return _json_or_text({"error": str(exc)}, 404 if "no run" in str(exc) else 400)
-        return _done(request, f"/runs/{new_run}", {"run_id": new_run})
-
-    # -- events -----------------------------------------------------------------------------------
-    async def events(self, request: Request, session: Session) -> Response:
-        """The event stream: newest events, their payloads and the runs each started, resumed
-        and cancelled."""
-        name = request.query_params.get("name") or None
-        found = await self.app.events(name=name, limit=PAGE_SIZE)
-        duplicates = {s.event.internal_id for s in found if s.duplicate}
-        rows = await self._event_rows([stored.event for stored in found], duplicates)
-        return self.render(
-            request, session, "events.html", nav="events", rows=rows, name=name or ""
-        )
-
-    async def event_page(self, request: Request, session: Session) -> Response:
-        """One event: its payload and the runs it started, resumed and cancelled."""
-        event_id = request.path_params["event_id"]
-        event = await self.app.get_event(event_id)
-        if event is None:
-            return self.render(
-                request, session, "missing.html", 404, what=f"event {event_id}", nav="events"
-            )
-        runs = await self.app.event_runs(event_id, limit=RUNS_PER_EVENT_PAGE)
-        return self.render(
-            request,
-            session,
-            "event.html",
-            nav="events",
-            event=event,
-            payload=event.payload(),
-            runs=runs,
-        )
-
-    async def _event_rows(
-        self, events: list[EventRecord], duplicates: set[str]
-    ) -> list[dict[str, Any]]:
-        """Each event's row: its payload and what it did to runs (one read for them all)."""
-        engine = self.app.engine
-        ids = [event.internal_id for event in events]
-        acted = await engine.read(engine.store.event_runs, ids, RUNS_PER_EVENT)
-        by_event: dict[str, list[EventRun]] = {}
-        for record in acted:
-            by_event.setdefault(record.event_id, []).append(EventRun.from_record(record))
-        return [
-            {
-                "event": event,
-                "payload": event.payload(),
-                "runs": by_event.get(event.internal_id, []),
-                "duplicate": event.internal_id in duplicates,
-            }
-            for event in events
-        ]
-
-    async def send_page(self, request: Request, session: Session) -> Response:
-        """The form to send a test event, prefilled from a function's trigger."""
-        fn_id = request.query_params.get("function")
-        name, data = "", "{}"
-        fn = next((f for f in self.app.functions if f.id == fn_id), None)
-        if fn is not None:
-            name, data = views.trigger_example(fn)
-        return self.render(
-            request,
-            session,
-            "send.html",
-            nav="send",
-            name=request.query_params.get("name", name),
-            data=data,
-            examples=self._examples(),
-        )
-
-    def _examples(self) -> list[dict[str, str]]:
-        found = []
-        for fn in self.app.functions:
-            name, data = views.trigger_example(fn)
-            if name:
-                found.append({"function": fn.id, "name": name, "data": data})
-        return found
-
-    async def send(self, request: Request) -> Response:
-        """Send an event (POST: ``name``, ``data`` a JSON object)."""
-        form = await read_form(request)
-        name = form.get("name")
-        raw = form.get("data") or "{}"
-        if not isinstance(name, str) or not name.strip() or not isinstance(raw, str):
-            return _json_or_text({"error": "give the event a name"}, 400)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return _json_or_text({"error": f"data is not JSON: {exc}"}, 400)
-        if not isinstance(data, dict):
-            return _json_or_text({"error": "data must be a JSON object"}, 400)
-        try:
-            [outcome] = await self.app.send_with_outcomes(Event(name=name.strip(), data=data))
-        except (EventError, SteplineError) as exc:
-            return _json_or_text({"error": str(exc)}, 400)
-        result = {"event_id": outcome.event_id, "run_ids": list(outcome.run_ids)}
-        return _done(request, "/runs?" + urlencode({"event": outcome.event_id}), result)
+            return json_or_text({"error": str(exc)}, 404 if "no run" in str(exc) else 400)
+        return succeeded(request, f"/runs/{new_run}", {"run_id": new_run})
 
     async def live(self, request: Request, session: Session) -> Response:
         """The Server-Sent Events stream of live updates."""
@@ -608,148 +519,10 @@ class Dashboard:
             row = self.env.get_template("_event_row.html")
             items = [
                 {"id": r["event"].internal_id, "name": r["event"].name, "html": row.render(r=r)}
-                for r in await self._event_rows(events, duplicates)
+                for r in await event_rows(self.app, events, duplicates)
             ]
             messages.append(("events", items))
         functions = sorted({f for c in changes for f in c.function_ids})
         if functions:
             messages.append(("functions", functions))
         return messages
-
-
-@dataclass(frozen=True)
-class _Filters:
-    """The runs list's filters (from the URL, or a bulk action's form)."""
-
-    function_id: str | None
-    status: str | None
-    waiting: str | None
-    event_id: str | None
-    query: str
-    scan: int = SEARCH_SCAN
-    older: tuple[float, str] | None = None  # the last run of the previous page
-
-    @classmethod
-    def of(cls, params: Mapping[str, str]) -> _Filters:
-        status = params.get("status") or None
-        waiting = params.get("waiting") or None
-        scan = params.get("scan") or ""
-        return cls(
-            params.get("function") or None,
-            status if status in STATUSES else None,
-            waiting if waiting in WAITING_KINDS else None,
-            params.get("event") or None,
-            (params.get("q") or "").strip(),
-            min(int(scan), MAX_SEARCH_SCAN) if scan.isdigit() and int(scan) > 0 else SEARCH_SCAN,
-            _cursor(params.get("older") or ""),
-        )
-
-    @property
-    def active(self) -> bool:
-        """Whether any filter is set."""
-        return any((self.function_id, self.status, self.waiting, self.event_id, self.query))
-
-    def as_dict(self) -> dict[str, str]:
-        """As URL parameters (empty strings for unset filters)."""
-        found = {
-            "function": self.function_id or "",
-            "status": self.status or "",
-            "waiting": self.waiting or "",
-            "event": self.event_id or "",
-            "q": self.query,
-        }
-        if self.scan != SEARCH_SCAN:
-            found["scan"] = str(self.scan)
-        if self.older is not None:
-            found["older"] = f"{self.older[0]!r}_{self.older[1]}"
-        return found
-
-    def page_after(self, last: Run | tuple[float, str]) -> str:
-        """The URL of the next page (runs older than ``last``, a run or a position)."""
-        if isinstance(last, tuple):
-            created, run_id = last
-        else:
-            created = last.cursor[0] if last.cursor else last.created_at.timestamp()
-            run_id = last.run_id
-        position = f"{created!r}_{run_id}"
-        params = {**self.as_dict(), "older": position}
-        return "/runs?" + urlencode({k: v for k, v in params.items() if v})
-
-    def deeper(self) -> str:
-        """The URL of the same search scanning ten times more runs."""
-        wider = {**self.as_dict(), "scan": str(min(self.scan * 10, MAX_SEARCH_SCAN))}
-        return "/runs?" + urlencode({k: v for k, v in wider.items() if v})
-
-
-@dataclass(frozen=True)
-class _Selection:
-    runs: list[Run]
-    reasons: dict[str, WaitingOn]  # of the first PAGE_SIZE runs
-    search: RunSearch | None
-    search_error: str | None
-
-
-def _older(chosen: _Filters, found: _Selection) -> str | None:
-    """The URL of the page after this one: below its last run when it is full; for a search
-    with fewer matches than a page, below where the search stopped (its ``next_cursor``: the
-    oldest run it scanned), unless it scanned every run the filters select."""
-    if len(found.runs) > PAGE_SIZE or (not chosen.query and len(found.runs) == PAGE_SIZE):
-        return chosen.page_after(found.runs[PAGE_SIZE - 1])
-    if found.search is not None and found.search.next_cursor is not None:
-        return chosen.page_after(found.search.next_cursor)
-    return None
-
-
-def _cursor(text: str) -> tuple[float, str] | None:
-    """A page position ``<created_at>_<run_id>`` (None if absent or malformed)."""
-    created, _, run_id = text.partition("_")
-    try:
-        return (float(created), run_id) if run_id else None
-    except ValueError:
-        return None
-
-
-def _run_json(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "function_id": run.function_id,
-        "app_id": run.app_id,
-        "status": run.status,
-        "output": run.output,
-        "error": run.error,
-        "event_ids": run.event_ids,
-        "created_at": views.stamp(run.created_at),
-        "started_at": views.stamp(run.started_at) or None,
-        "ended_at": views.stamp(run.ended_at) or None,
-        "attempt": run.attempt,
-    }
-
-
-def waiting_text(reason: WaitingOn | None) -> str:
-    """The waiting-on column's text."""
-    return reason.text if reason is not None else ""
-
-
-def _wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
-
-
-def _done(request: Request, redirect: str, result: dict[str, Any]) -> Response:
-    if _wants_json(request):
-        return Response(orjson.dumps({"ok": True, **result}), media_type="application/json")
-    return RedirectResponse(redirect, 303)
-
-
-def _json_or_text(body: dict[str, Any], status: int) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
-
-
-def _safe_next(target: str | None) -> str:
-    """A local path to go back to after the login (never another site)."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/"
-    return target
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:100]
