@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--wal", action="store_true", help="WAL frames and CPU, no valgrind")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.runs < (args.batches + 1) * BATCH:
+        parser.error(f"--runs must be at least {(args.batches + 1) * BATCH} (a warm-up batch)")
     if args.child or args.wal:
         asyncio.run(_child(args))
         return
