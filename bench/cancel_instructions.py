@@ -1,19 +1,20 @@
 """Instructions per cancelling event, counted in all: the deterministic measure behind the
 cancel-on rows, which this 2-core host's noise hides below ~20 %.
 
-``python -m bench.cancel_instructions [--runs N] [--batches B] [--cold] [--non-matching]``
-runs itself under ``valgrind --tool=callgrind`` (instrumentation off at start): the bench's
-shape (``bench.cancel_on.make_app``: N QUEUED cancellable runs made in the process, a
-non-matching and a matching warm-up batch), then, instrumented, B batches of 1,000
-``order/cancelled`` events each matching one run (``--non-matching``: none), sent with
-``send_async``, and whatever they left owed written as a worker writes it
-(``Engine.announce_owed``, when the code has it). Prints instructions per event for each
-thread (the event loop, the writer) and their sum: what a cancelling event costs, now or
-later. The events are built before the instrumentation starts (the bench's timing leaves
-their construction out too). ``--wal``: no valgrind; the WAL frames each measured batch wrote
-(the WAL truncated before each) and the process's CPU per event.
+``python -m bench.cancel_instructions [--runs N] [--batches B] [--cold] [--non-matching]
+[--sleeping] [--wal]`` runs itself under ``valgrind --tool=callgrind`` (instrumentation off
+at start): the bench's shape (``bench.cancel_on.make_app``: N QUEUED cancellable runs made in
+the process; ``--sleeping``: SLEEPING in their step, a worker ran them into it and stopped, as
+on the bench's second database), a non-matching and a matching warm-up batch, then,
+instrumented, B batches of 1,000 ``order/cancelled`` events each matching one run
+(``--non-matching``: none), sent with ``send_async``, and whatever they left owed written as
+a worker writes it (``Engine.announce_owed``, when the code has it). Prints instructions per
+event for each thread (the event loop, the writer) and their sum: what a cancelling event
+costs, now or later. The events are built before the instrumentation starts (the bench's
+timing leaves their construction out too). ``--wal``: no valgrind; the WAL frames each
+measured batch wrote (the WAL truncated before each) and the process's CPU per event.
 
-To compare two trees, run it from each (``PYTHONPATH=/tmp/old/src:/tmp/old``): the numbers
+To compare two trees, run it from each (``PYTHONPATH=<tree>/src:<this checkout>``): the numbers
 of one tree repeat within ~0.3 %.
 """
 
@@ -33,7 +34,16 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from bench.cancel_on import BATCH, CANCELLED, CREATED, create_runs, make_app, orders
+from bench.cancel_on import (
+    BATCH,
+    CANCELLED,
+    CREATED,
+    FUNCTION_ID,
+    create_runs,
+    make_app,
+    orders,
+)
+from bench.common import count_runs, worker
 
 PAGE = 4096 + 24  # a WAL frame: its page and its header
 
@@ -63,13 +73,24 @@ def _checkpoint(path: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
+async def _into_sleep(app: Any, n: int) -> None:
+    """``n`` runs made and run into their sleep step by a worker, which then stops."""
+    async with worker(app, concurrency=200):
+        await create_runs(app, n)
+        while await count_runs(app, FUNCTION_ID, "SLEEPING", n + 1) < n:
+            await asyncio.sleep(0.25)
+
+
 async def _child(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cancel-instructions-"))
     app, path = make_app(workdir, "instructions")
     try:
         await app.send_async(orders(CREATED, "w", 0, 100))
         await app.send_async(orders(CANCELLED, "w", 0, 100))
-        await create_runs(app, args.runs)
+        if args.sleeping:
+            await _into_sleep(app, args.runs)
+        else:
+            await create_runs(app, args.runs)
         await app.send_async(orders(CANCELLED, "x", 0, BATCH))  # non-matching warm-up
         await app.send_async(orders(CANCELLED, "o", 0, BATCH))  # matching warm-up
         await _drain(app)
@@ -122,6 +143,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="empty the matcher cache first")
     parser.add_argument("--non-matching", action="store_true")
+    parser.add_argument("--sleeping", action="store_true", help="runs SLEEPING, not QUEUED")
     parser.add_argument("--wal", action="store_true", help="WAL frames and CPU, no valgrind")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
