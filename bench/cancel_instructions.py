@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import glob
 import os
 import re
@@ -79,6 +80,7 @@ async def _into_sleep(app: Any, n: int) -> None:
         await create_runs(app, n)
         while await count_runs(app, FUNCTION_ID, "SLEEPING", n + 1) < n:
             await asyncio.sleep(0.25)
+    gc.collect()  # the worker's garbage (as bench.cancel_on does)
 
 
 async def _child(args: argparse.Namespace) -> None:
