@@ -15,14 +15,18 @@ from stepline import App, Context, Event, TriggerEvent
 from stepline.engine._wake import WakeSignal
 
 
-class CountingEvent(WakeSignal):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sets = 0
+class Counted:
+    """Counts the ``set()`` calls of a worker's own wake-up signal (the loop waits on it)."""
 
-    def set(self) -> None:
-        self.sets += 1
-        super().set()
+    def __init__(self, signal: WakeSignal) -> None:
+        self.sets = 0
+        original = signal.set
+
+        def counting() -> None:
+            self.sets += 1
+            original()
+
+        signal.set = counting  # type: ignore[method-assign]
 
 
 async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(tmp_path: Path) -> None:
@@ -37,22 +41,24 @@ async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(tmp_path: 
         return await ctx.step.wait_for_event("paid", event="wait/paid", timeout="1h")
 
     try:
-        async with app.worker() as worker:
+        # no periodic poll: a lease attempt reserves the worker's free slots while it is in
+        # flight, and a send made meanwhile could hand it nothing (so it woke the worker, as it
+        # should: 1 wake-up, the flake of 12:50 on main; every 0.25 s, the default poll)
+        async with app.worker(poll_interval=None) as worker:
             await worker.ready.wait()
             [started] = await app.send_async(Event(name="wait/go"))
             await until("the run waiting", lambda: _status(app, started, "WAITING"))
-            # a pass that ends wakes its worker (a slot is free): let the waiter's end first
-            await until("the waiting run's pass to end", lambda: _idle(worker))
-            counted = CountingEvent()
-            app.engine.remove_waker(worker._wake)
-            worker._wake = counted
-            app.engine.add_waker(counted)
+            # a pass that ends wakes its worker (a slot is free), whose lease attempt then
+            # reserves its slots: let both end, the worker asleep
+            await until("the worker to sleep", lambda: _asleep(worker))
+            counted = Counted(worker._wake)
 
             [quick_event] = await app.send_async(Event(name="quick/go"))
             assert counted.sets == 0  # its run was handed over: nothing else to look for
             await until("the quick run", lambda: _status(app, quick_event, "COMPLETED"))
-            await until("the quick run's pass to end", lambda: _idle(worker))
-            counted.sets = 0  # its pass's end woke the worker: a slot was free
+            # its pass's end woke the worker (a slot was free), which looked for work
+            await until("the worker to sleep again", lambda: _asleep(worker))
+            counted.sets = 0
 
             await app.send_async(Event(name="wait/paid"))
             assert counted.sets == 1  # a wait resumed: that run is due, look for it
@@ -60,8 +66,9 @@ async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(tmp_path: 
         app.close()
 
 
-async def _idle(worker: Any) -> bool:
-    return not worker.active
+def _asleep(worker: Any) -> bool:
+    """No pass, no lease attempt in flight: the worker waits for a wake-up."""
+    return not worker.active and worker._named.sleeping and not worker._wake.is_set()
 
 
 async def _status(app: App, event_id: str, status: str) -> bool:
