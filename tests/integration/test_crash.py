@@ -648,9 +648,14 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
         app = crash_app.build_app(url + "?connect_timeout=2")
         workers = Workers(
             tmp_path,
-            url,
+            # the workers meet the outage within 2 s too (a call waits its pool's connect
+            # timeout for a connection): "every worker to log the outage" waited up to 10 s
+            url + "?connect_timeout=2",
             log,
-            lease_ttl=30.0,
+            # a lease attempt the server committed as it went down, its reply lost, leaves its
+            # runs leased to a worker that does not know it: they wait for the TTL (~22 s of
+            # the test's 44 with 30 s); 10 s stays far above a heartbeat's delay under load
+            lease_ttl=10.0,
             CRASH_CONCURRENCY="20",
             CRASH_STEP_SLEEP="0.05",
         )
