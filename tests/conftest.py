@@ -56,6 +56,7 @@ _SHARED = "shared-fixture-modules.json"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _in_dev_mode_only(config, items)
     folder = os.environ.get(pgtest.DIR_VARIABLE)
     if not os.environ.get("PYTEST_XDIST_WORKER") or not folder:
         return
@@ -68,6 +69,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     written = Path(folder) / f"{_SHARED}.{os.getpid()}"
     written.write_text(json.dumps(sorted(shared)))
     written.replace(Path(folder) / _SHARED)  # whole, whichever worker writes last
+
+
+# The modules tests/integration/test_dev_mode.py runs whole under ``python -X dev -W error`` (its
+# ``MODULES``, in a pytest process of its own): in a run that collects that test too, they run
+# there only, their every test once, under the stricter checks. Run as well in the run itself,
+# they cost ~13 s of its processes' time (12.7 s wall-sum at load ~4: 75 tests), for nothing.
+_DEV_MODE = "tests/integration/test_dev_mode.py::"
+
+
+def _in_dev_mode_only(config: pytest.Config, items: list[pytest.Item]) -> None:
+    runner = next((item for item in items if item.nodeid.startswith(_DEV_MODE)), None)
+    if runner is None:
+        return
+    modules = {f"{module}::" for module in runner.module.MODULES}
+    inside = [item for item in items if item.nodeid.startswith(tuple(modules))]
+    if inside:
+        config.hook.pytest_deselected(items=inside)
+        items[:] = [item for item in items if not item.nodeid.startswith(tuple(modules))]
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice
