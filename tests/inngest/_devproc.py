@@ -32,11 +32,9 @@ DEADLINE = 60.0  # a bound on each wait for a process or a run (never a sleep)
 def wait_for(check: Callable[[], Any], what: str, *, timeout: float = DEADLINE) -> Any:
     """Poll ``check`` until it returns something truthy (its value) or the deadline passes."""
     deadline = time.monotonic() + timeout
-    _t0 = time.monotonic()
     while True:
         value = check()
         if value:
-            print(f"\n[wait_for] {what}: {time.monotonic() - _t0:.2f}s", flush=True)
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

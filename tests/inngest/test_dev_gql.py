@@ -183,7 +183,10 @@ def test_the_read_api_answers_inngests_queries_about_an_sdk_app(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sdk = start_app(kind, "dev", base_url=url)
-    with dev_process(tmp_path, port, "-u", sdk.serve_url, "--no-poll", "--no-discovery") as _:
+    # a retry every second (Inngest's --retry-interval): the failing step's 3 attempts took
+    # 3-5 s after the default 1 s, 2 s (plus up to 1 s each)
+    sync = ("-u", sdk.serve_url, "--no-poll", "--no-discovery", "--retry-interval", "1")
+    with dev_process(tmp_path, port, *sync) as _:
         wait_for(
             lambda: any(
                 f["id"] == sdk.slug("steps") for f in http_json("GET", f"{url}/dev")[1]["functions"]
