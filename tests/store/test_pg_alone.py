@@ -3,24 +3,33 @@
 process took whose run a committed commit marked running, the statements the shared sequence
 queues (``PostgresTx.commit_pass``, optimistic) are queued straight, the same ones in the same
 order; it commits them as ``commit_on_loop`` of that job would, a lost lease commits nothing
-(``Replay``), and any other commit is refused with nothing sent (``WouldBlock``)."""
+(``Replay``), and any other commit is refused with nothing sent (``WouldBlock``). A commit of
+one step and one history row is sent whole, as the one statement the queue makes
+(``one_step``), under the same rules: an ended connection refused and closed, an error after
+the commit an unknown outcome, a cancelled round trip its connection closed."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import psycopg
 import pytest
+from tests.store import test_pg_loop_commits as loop_commits
 from tests.store.builders import T0, cel_matches, history, lease, start, step
-from tests.store.test_pg_loop_commits import idle
+from tests.store.test_pg_loop_commits import _end_other_sessions, _lock_wait_seen, idle
 from tests.store.test_pg_optimistic import commit_job, outputs
 
+from stepline.errors import StoreUnavailable
 from stepline.store.interface import LoneStepCommits, Replay, WouldBlock
 from stepline.store.postgres import PostgresStore
-from stepline.store.postgres._alone import owner_of_lone_steps, queue_steps
+from stepline.store.postgres._alone import one_step, owner_of_lone_steps, queue_steps
+from stepline.store.postgres._merging import _planned
 from stepline.store.postgres._statements import Statements
 from stepline.store.postgres.tx import PostgresTx
 from stepline.store.records import Lease, PassCommit, RunEnd, StepRecord
+
+taken = loop_commits.taken  # the connections commit_on_loop takes (a fixture)
 
 
 @pytest.fixture
@@ -125,3 +134,66 @@ def test_a_lost_lease_commits_nothing(store: PostgresStore) -> None:
     with pytest.raises(Replay):
         asyncio.run(store.commit_steps_on_loop(steps_of(held, 7)))
     assert outputs(store, "r1") == {"r1": b"0"}
+
+
+def test_one_step_is_sent_as_the_statement_its_queue_makes(store: PostgresStore) -> None:
+    [held] = marked(store, "r1")
+    commit = steps_of(held, 1)
+    queued = queued_by_the_shared_sequence(store, commit)
+    [(text, params, _)] = _planned([(t, p) for t, p, _ in queued], [t for _, _, t in queued])
+    assert one_step(commit, "w1") == (text, params)
+    assert one_step(steps_of(held, 1, 2), "w1") is None  # two steps: queued
+
+
+def test_several_steps_are_committed_on_the_loop_as_queued(store: PostgresStore) -> None:
+    [held] = marked(store, "r1")
+    assert asyncio.run(store.commit_steps_on_loop(steps_of(held, 7, 8))) is True
+    assert [s.output_json for s in store.get_steps("r1")][-2:] == [b"7", b"8"]
+    assert [h.kind for h in store.get_history("r1")][-2:] == ["STEP_COMPLETED"] * 2
+
+
+def test_one_step_on_an_ended_connection_is_refused_and_closed(
+    store: PostgresStore, taken: list[psycopg.Connection[Any]]
+) -> None:
+    [held] = marked(store, "r1")
+    _end_other_sessions(store.url)
+    with pytest.raises(WouldBlock):
+        asyncio.run(store.commit_steps_on_loop(steps_of(held, 7)))
+    assert taken[-1].closed
+    assert outputs(store, "r1") == {"r1": b"0"}
+
+
+def test_one_step_whose_reply_fails_after_its_commit_has_an_unknown_outcome(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [held] = marked(store, "r1")
+    sent = Statements._sent_async
+
+    async def crashed(statements: Statements, *args: Any) -> Any:
+        await sent(statements, *args)  # committed; then the reply is an error (57P02)
+        raise psycopg.errors.CrashShutdown("terminating connection: another process crashed")
+
+    monkeypatch.setattr(Statements, "_sent_async", crashed)
+    with pytest.raises(StoreUnavailable, match="outcome is unknown"):
+        asyncio.run(store.commit_steps_on_loop(steps_of(held, 7)))
+    assert outputs(store, "r1") == {"r1": b"7"}  # committed once: never made again
+
+
+def test_one_step_cancelled_in_its_round_trip_closes_its_connection(
+    store: PostgresStore, pg_url: str, taken: list[psycopg.Connection[Any]]
+) -> None:
+    [held] = marked(store, "r1")
+
+    async def run() -> None:
+        with psycopg.connect(pg_url) as locker:  # another process holds the run's queue row
+            locker.execute("SELECT 1 FROM queue WHERE run_id = 'r1' FOR UPDATE")
+            commit = asyncio.create_task(store.commit_steps_on_loop(steps_of(held, 7)))
+            await _lock_wait_seen(pg_url)
+            commit.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await commit
+            locker.rollback()
+
+    asyncio.run(run())
+    assert taken[-1].closed
+    assert taken[-1] not in store._read_pool._pool  # not given back (the pool replaces it)

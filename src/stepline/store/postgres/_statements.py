@@ -41,8 +41,7 @@ each statement whose result is read).
 from __future__ import annotations
 
 import operator
-import select
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
@@ -53,6 +52,11 @@ from stepline.store.interface import WouldBlock
 from stepline.store.postgres import _pipeline
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._merging import _HOLD, Later, _planned
+from stepline.store.postgres._outcomes import _maybe_committed as _maybe_committed
+from stepline.store.postgres._outcomes import (
+    _maybe_committed_when_interrupted as _maybe_committed_when_interrupted,
+)
+from stepline.store.postgres._outcomes import _quiet as _quiet
 
 Params = Sequence[Any] | dict[str, Any] | None
 _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 1)
@@ -304,24 +308,47 @@ class Statements:
             implicit = self._ending(last)
             if not implicit:  # its failure would leave a transaction open, to roll back
                 self.would_block("a transaction that needs BEGIN")
-            try:
-                await self._flush_async()
-            except psycopg.Error as exc:
-                self._commit_failed(exc, implicit)
-                raise
-            except BaseException:  # cancelled during the round trip: the reply is lost
-                self.maybe_committed = _maybe_committed_when_interrupted(self.conn)
-                raise
+            await self._committed_async(implicit, self._flush_async())
             if self.flush_after:
                 await self._wait_flush_async()
             return result
         except BaseException:
-            self._depth = 0
-            self._open = []
-            self._queued, self._tables = [], []
-            if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                self.conn.close()  # never waited for on the loop: the pool replaces it
+            self._ended_on_loop()
             raise
+
+    async def commit_statement_on_loop(self, query: str, params: Params) -> None:
+        """``commit_on_loop`` of one statement given whole, that reads nothing before its
+        commit and makes no notification (a lone step's commit: ``_alone``): sent without
+        ``BEGIN``, committed by its pipeline's sync (as ``_implicit`` sends a transaction),
+        the connection checked first as there (``WouldBlock``), the same outcome rules."""
+        self.on_loop = True
+        try:
+            self._check_connection()
+            await self._committed_async(True, self._sent_async([(query, params)], 0))
+        except BaseException:
+            self._ended_on_loop()
+            raise
+
+    async def _committed_async(self, implicit: bool, round_trip: Awaitable[object]) -> None:
+        """``round_trip`` (the commit's) awaited: when it failed, whether the transaction may
+        have committed all the same (``maybe_committed``)."""
+        try:
+            await round_trip
+        except psycopg.Error as exc:
+            self._commit_failed(exc, implicit)
+            raise
+        except BaseException:  # cancelled during the round trip: the reply is lost
+            self.maybe_committed = _maybe_committed_when_interrupted(self.conn)
+            raise
+
+    def _ended_on_loop(self) -> None:
+        """A transaction on the loop failed: nothing left queued, the connection closed unless
+        idle (never waited for on the loop: the pool replaces it)."""
+        self._depth = 0
+        self._open = []
+        self._queued, self._tables = [], []
+        if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.conn.close()
 
     def _ending(self, last: Callable[[], Sequence[tuple[str, Params, str | None]]]) -> bool:
         """Ready the commit: what ``last()`` gives queued, then ``COMMIT`` unless the
@@ -340,6 +367,18 @@ class Statements:
         self._depth -= 1
         for statement, params, table in last():
             self._queue(statement, params, table)
+        self._check_connection()
+        implicit = self._implicit()
+        if implicit:
+            del self._queued[0], self._tables[0]
+            self._sent += 1
+        else:
+            self._queue("COMMIT")
+        return implicit
+
+    def _check_connection(self) -> None:
+        """Before the commit: an unchecked connection with something to read is checked by a
+        round trip first (``WouldBlock`` on a loop, after closing it)."""
         if self.unchecked and not self.round_trips and not _quiet(self.conn):
             # never a COMMIT on an unchecked connection with something to read (see _quiet)
             if self.on_loop:
@@ -351,13 +390,6 @@ class Statements:
             except psycopg.Error:
                 self.stale = True
                 raise
-        implicit = self._implicit()
-        if implicit:
-            del self._queued[0], self._tables[0]
-            self._sent += 1
-        else:
-            self._queue("COMMIT")
-        return implicit
 
     def _wait_flush(self) -> None:
         """(A transaction committed without waiting for its WAL's flush: ``flush_after``) Wait
@@ -396,20 +428,25 @@ class Statements:
         error is told from its sync's, the commit's, as for several)."""
         if not self._queued:
             return
-        self.round_trips += 1
         first, queued = self._take()
+        rows = await self._sent_async([(query, p) for query, p, _ in queued], first)
+        for (_, _, later), found in zip(queued, rows, strict=True):
+            if later is not None:
+                later.rows = found
+
+    async def _sent_async(
+        self, statements: list[tuple[str, Params]], first: int
+    ) -> list[list[Any] | None]:
+        """``statements`` sent in one round trip awaited on the loop (the number of the first
+        that may fail: ``first``); each one's rows."""
+        self.round_trips += 1
         conn = self.conn
         try:
-            rows = await _pipeline.send_all_async(
-                conn, [(query, p) for query, p, _ in queued], self.watch
-            )
+            return await _pipeline.send_all_async(conn, statements, self.watch)
         except psycopg.Error as exc:
             self.statement_failed = not (conn.broken or _pipeline.at_sync(exc))
             self._failed_trip(exc)
             raise self._owned(exc, first) from None
-        for (_, _, later), found in zip(queued, rows, strict=True):
-            if later is not None:
-                later.rows = found
 
     def _implicit(self) -> bool:
         """Whether the transaction, about to commit, is better sent without ``BEGIN`` and
@@ -503,63 +540,6 @@ class Statements:
                 self.run(f"RELEASE {name}")
         except psycopg.Error:  # the connection is gone: the caller's error says why
             pass
-
-
-def _quiet(conn: psycopg.Connection[Any]) -> bool:
-    """Whether ``conn``, idle, has nothing to read on its socket (a look without a round trip).
-    The server sends nothing unasked on an idle connection that does not ``LISTEN``; one it
-    ended (a restart, ``pg_terminate_backend``, a crashed backend) has that end waiting to be
-    read: its error message, or the end of the stream the kernel of a closed socket sent. Such
-    a connection, or one with anything else to read, is checked by a round trip before a
-    ``COMMIT`` is sent on it (``transaction``). A connection cut off without its end reaching
-    this machine (a network failure) looks quiet: its ``COMMIT``'s round trip then fails, and
-    its outcome is unknown (``maybe_committed``), as for a connection lost during a commit."""
-    if conn.closed or conn.broken:
-        return False
-    try:
-        socket = conn.pgconn.socket
-        if not hasattr(select, "poll"):
-            # Windows has no poll: select (past its limit of sockets it raises ValueError)
-            return not any(select.select([socket], [], [socket], 0))
-        poller = select.poll()
-        poller.register(socket, select.POLLIN | select.POLLPRI)
-        return not poller.poll(0)
-    except (OSError, ValueError, psycopg.Error):
-        return False
-
-
-def _maybe_committed(conn: psycopg.Connection[Any], error: psycopg.Error) -> bool:
-    """Whether a transaction whose ``COMMIT``'s round trip raised ``error`` may have committed.
-    It did not when a statement before the ``COMMIT`` failed (the transaction is left in its
-    failed state, the ``COMMIT`` was skipped), or when the server refused the ``COMMIT`` with
-    an error that comes before a commit is flushed and goes on serving the connection. A
-    broken connection, no SQLSTATE, or an error of class 57 (operator intervention: a backend
-    terminated after its commit's flush, before its reply), 58 or XX may come after the
-    flush."""
-    if conn.broken or conn.closed:
-        return True
-    status = conn.pgconn.transaction_status
-    if status == psycopg.pq.TransactionStatus.INERROR:
-        return False
-    state = error.sqlstate or ""
-    return status != psycopg.pq.TransactionStatus.IDLE or state[:2] in ("", "08", "57", "58", "XX")
-
-
-def _maybe_committed_when_interrupted(conn: psycopg.Connection[Any]) -> bool:
-    """Whether a transaction whose ``COMMIT``'s round trip was interrupted (``KeyboardInterrupt``
-    and the like, not an error of the connection) may have committed: psycopg cancels the
-    statement in flight, too late for a commit already flushed, and the reply is lost with the
-    interrupt. Only a transaction still open (``BEGIN`` sent, ``COMMIT`` not run: in it or in
-    its failed state) surely did not; a connection idle again may have ended it either way (a
-    transaction without ``BEGIN`` is committed or rolled back by its sync), and one that is
-    broken or still busy is unknown."""
-    if conn.broken or conn.closed:
-        return True
-    status = conn.pgconn.transaction_status
-    return status not in (
-        psycopg.pq.TransactionStatus.INTRANS,
-        psycopg.pq.TransactionStatus.INERROR,
-    )
 
 
 class Marked:

@@ -28,7 +28,6 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 import psycopg
@@ -40,7 +39,7 @@ from stepline.store._copy import Row, Table
 from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
-from stepline.store.postgres._alone import owner_of_lone_steps, queue_steps
+from stepline.store.postgres._alone import commit_steps, owner_of_lone_steps
 from stepline.store.postgres._handoffs import HandOffs
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
@@ -81,11 +80,6 @@ def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
     if not tx.durable:
         last.append((NO_FLUSH_WAIT, None, None))
     return last
-
-
-def _nothing_last() -> list[tuple[str, Any, str | None]]:
-    """What a lone step commit sends with its commit: nothing (durable, it makes no work)."""
-    return []
 
 
 def _each(tx: PostgresTx, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
@@ -327,8 +321,7 @@ class PostgresStore(PostgresReads):
                 statements = Statements(conn, optimistic=True)
                 statements.unchecked = True
                 statements.watch = kept
-                queued = partial(queue_steps, statements, steps, owner)
-                return [await statements.commit_on_loop(queued, _nothing_last)]
+                return [await commit_steps(statements, steps, owner)]
             tx = PostgresTx(
                 conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
             )
