@@ -36,12 +36,7 @@ class NamedRuns:
         self.handed = store if handoffs and self.alone and isinstance(store, HandedLeases) else None
         self.sleeping = False  # the worker waits for work (Worker._idle)
         self.claims: set[Driven] = set()  # leases of named runs claimed as they were named
-        # the runs those leases are for, and the handed runs waiting for a slot (slots they
-        # take): the worker's free slots are its concurrency less its passes and these
-        self.claimed = 0
-        # runs handed to the worker while every slot was taken: started as passes end, in the
-        # order they came (their leases heartbeated meanwhile, as its passes')
-        self.waiting: dict[str, Lease] = {}
+        self.claimed = 0  # the runs those leases are for: the worker's free slots are fewer
 
     # -- hand-offs --------------------------------------------------------------------------------
     def accept(self) -> None:
@@ -75,8 +70,11 @@ class NamedRuns:
             self.handed.refuse_handoffs(self._w.worker_id)
 
     def _take_handed(self, runs: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
-        """Start the passes of ``runs`` handed to the worker, each in a free slot (the others
-        wait for one: ``waiting``, never past its concurrency); the rest are returned."""
+        """Start the passes of ``runs`` handed to the worker, each in a free slot; the rest are
+        returned. A run handed beyond the worker's free slots (the store saw a slot it counts
+        as taken: a pass whose function is unwinding, a lease attempt in flight) is given back
+        (``Worker.give_back``: never started later from the handed state, which may be stale
+        by then: review R1, R3)."""
         assert self.handed is not None
         worker = self._w
         run_ids = [run_id for _, run_id in runs]
@@ -85,24 +83,13 @@ class NamedRuns:
             return runs
         worker.handed += len(leases)
         worker.engine.changes.publish_runs([lease.run_id for lease in leases])
-        for lease in leases:
-            self.waiting[lease.run_id] = lease
-        self.claimed += len(leases)
-        self.start_waiting()
+        free = max(0, worker.concurrency - len(worker.active) - self.claimed)
+        for lease in leases[:free]:
+            worker._start_pass(lease)
+        for lease in leases[free:]:
+            worker.give_back(lease.run_id)
         taken = {lease.run_id for lease in leases}
         return [(fn, run_id) for fn, run_id in runs if run_id not in taken]
-
-    def start_waiting(self) -> None:
-        """Start the passes of handed runs waiting for a slot, while one is free (a pass
-        ended, a claim's lease ended, or they just came)."""
-        worker = self._w
-        while self.waiting and (
-            len(worker.active) + self.claimed - len(self.waiting) < worker.concurrency
-        ):
-            run_id = next(iter(self.waiting))
-            lease = self.waiting.pop(run_id)
-            self.claimed -= 1
-            worker._start_pass(lease)
 
     # -- claims and leases by name ----------------------------------------------------------------
     def claim(self, runs: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
@@ -158,7 +145,6 @@ class NamedRuns:
         finally:
             self.claimed -= len(named)
             worker.loops += 1
-            self.start_waiting()
 
     async def lease(self, run_ids: list[str]) -> list[Lease]:
         """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)

@@ -148,7 +148,9 @@ class Worker:
         self.on_wake: Callable[[bool, Mapping[str, str]], None] | None = None
         self.outage = StoreOutage(self.worker_id)
         self.failed: StoreError | None = None  # the store error that stopped this worker
-        self._cut_short: set[str] = set()  # runs whose pass ended on StoreUnavailable
+        # runs leased to it without a pass (one ended on StoreUnavailable, a hand-off beyond
+        # its free slots): their leases expire at its next lease attempt, to be leased again
+        self._cut_short: set[str] = set()
         # runs leased again while their previous pass here is still ending: started after it
         self._next_pass: dict[str, Lease] = {}
         # passes begun on a run without a commit of its own before lease_due fails it
@@ -245,7 +247,6 @@ class Worker:
             mine = [run_id for run_id, fn in named.items() if fn in served][:free]
             if mine:
                 leases = await self._reserving(len(mine), self._named.lease(mine))
-                self._named.start_waiting()  # its passes started: the waiting runs' turn
                 free -= len(leases)
             if len(leases) == len(mine):
                 self.loops += 1
@@ -255,7 +256,8 @@ class Worker:
             free = self.concurrency - len(self.active) - self._named.claimed
         if free > 0:
             now = self._leased_at = engine.clock.now()
-            cut_short = list(self._cut_short)
+            # (never a run with a pass here: leased again meanwhile, its lease is its pass's)
+            cut_short = [run_id for run_id in self._cut_short if run_id not in self.active]
             leased, housekept, inboxed = await self._reserving(
                 free, engine.writer.write(self._lease_job(now, free, cut_short))
             )
@@ -272,7 +274,6 @@ class Worker:
             engine.changes.publish_runs([lease.run_id for lease in leased])
             for lease in leased:
                 self._start_pass(lease)
-            self._named.start_waiting()
         self.loops += 1
         if leases and not free:
             await asyncio.sleep(0)
@@ -281,18 +282,14 @@ class Worker:
 
     async def _reserving(self, slots: int, attempt: Awaitable[T]) -> T:
         """``attempt`` (a lease of up to ``slots`` runs), those slots reserved meanwhile: a run
-        handed to this worker then waits for a slot (``NamedRuns.waiting``) instead of taking
-        one the attempt may fill (which took the worker past its concurrency). The caller
-        starts the attempt's passes, then the waiting runs that still have a slot."""
+        handed to this worker then is given back (``give_back``) instead of taking one the
+        attempt may fill (which took the worker past its concurrency). The caller starts the
+        attempt's passes."""
         self._named.claimed += slots
         try:
-            result = await attempt
-        except BaseException:
+            return await attempt
+        finally:
             self._named.claimed -= slots
-            self._named.start_waiting()
-            raise
-        self._named.claimed -= slots  # the caller starts its passes, then the waiting ones
-        return result
 
     async def _back_off(self) -> None:
         """Wait before trying the store again (real time: an outage is not virtual); a stop
@@ -358,7 +355,7 @@ class Worker:
         write is not handed over yet (its lease's expiry counts from the time the write
         began)."""
         named = self._named
-        return not self.active and not named.claims and not named.waiting and not self._handovers
+        return not self.active and not named.claims and not self._handovers
 
     def _lease_job(
         self, now: float, limit: int, cut_short: list[str]
@@ -467,6 +464,13 @@ class Worker:
         for lease in leases:
             self._start_pass(lease)
 
+    def give_back(self, run_id: str) -> None:
+        """A run leased to this worker that gets no pass now (handed beyond its free slots):
+        its lease expires at the next lease attempt (``_cut_short``), which the worker makes
+        at once, and it is leased again there, or by another worker, with a fresh read."""
+        self._cut_short.add(run_id)
+        self._wake.set()
+
     def stop(self) -> None:
         """Ask the loop to stop (passes in flight finish first)."""
         self._stopping.set()
@@ -521,7 +525,6 @@ class Worker:
             following = self._next_pass.pop(lease.run_id, None)
             if following is not None:
                 self._start_pass(following)
-            self._named.start_waiting()  # a handed run waiting for this slot
             self._wake.set()
 
     async def _load(self, lease: Lease) -> RunState | None:
@@ -542,7 +545,7 @@ class Worker:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
-            run_ids = [*self.active, *self._named.waiting]  # handed runs waiting: theirs too
+            run_ids = list(self.active)
             now = self.engine.clock.now()  # an idle worker heartbeats too: it is alive
             try:
                 lost = await self.engine.writer.write(self._heartbeat_job(run_ids, now))
