@@ -37,6 +37,12 @@ def test_representative_integration_modules_are_clean_under_dev_mode(tmp_path: P
     run = (pgtest.DIR_VARIABLE, pgcluster.WATCH_PID_VARIABLE, pgcluster.TEMPLATE_VARIABLE)
     env.update({k: v for k, v in os.environ.items() if k in run})
     pytest_args = ["-q", "-p", "no:xdist", "--basetemp", str(tmp_path / "base"), *MODULES]
+    if (3, 12) <= sys.version_info < (3, 13):
+        # early 3.12 releases' sqlite3 warns of numbered placeholders (?1) bound by a sequence,
+        # which SQLite documents and the stores use; 3.13 binds them without a word (so do
+        # later 3.12 releases): scripts/test-pythons filters the same warning (pytest's own -W:
+        # the ini's "error" is applied in each test, after the interpreter's options)
+        pytest_args += ["-W", "ignore:Binding:DeprecationWarning"]
     done = subprocess.run(
         [sys.executable, "-X", "dev", "-W", "error", "-m", "pytest", *pytest_args],
         cwd=ROOT,
