@@ -89,8 +89,6 @@ def rows(sizes: Sizes, results: Results) -> list[Row]:
             "µs/event", False, "≤ 50 µs", at_most(50.0)),
         Row("  … matching event (resolves its wait), with its checkpoint", "waits", "match_us",
             "µs/event", False, "≤ 35 µs", at_most(35.0)),
-        Row("  … its wait's step and WAIT_MATCHED, written by the run's lease later (per wait)",
-            "waits", "fold_us", "µs/wait", False, "info"),
         Row("  … the send alone (its WAL pages not checkpointed)", "waits", "match_send_us",
             "µs/event", False, "info"),
         Row("  … store ingest only, non-matching", "waits", "nonmatch_store_us", "µs/event",

@@ -20,11 +20,6 @@ incoming event:
 - ``match_full_collections``: the full (generation-2) garbage collections that ran during each
   whole matching batch: one walks every object of the process (tens of ms here), so a batch it
   lands in is slower by that much; counted to tell such a batch from the code's own cost.
-- ``fold_us``: per resolved wait, what the SQLite store (schema 25) no longer writes in the
-  sender's transaction but on the run's lease: the waiting step's output and its WAIT_MATCHED
-  row (``store/sqlite/_resolved.fold``), for the runs the matching batches resumed, in the
-  lease's batches (``FOLD_BATCH`` runs), timed inside one write transaction (no commit); absent
-  for a store whose senders write them. Moved, not gone: count it with ``match_us``.
 - ``purge_us``: per resolved wait, deleting the rows of the waits the matching batches resolved
   (the SQLite store keeps a resolved wait's row, marked resolved, and the worker's housekeeping
   deletes such rows in batches: ``purge_resolved_waits``), timed inside one write transaction
@@ -62,7 +57,6 @@ from typing import Any
 from bench.common import Sizes, count_runs, stepline_db, worker
 
 FUNCTION_ID = "waiter"
-FOLD_BATCH = 100  # runs a worker's lease takes at most at a time (its concurrency's free slots)
 MATCH_ROUNDS = 3  # whole batches and store-only batches, alternated (6,000 of the 10,000 waits)
 DBOS_NA = "DBOS has no content-matched waits (send addresses a workflow id)"
 
@@ -115,38 +109,6 @@ async def _purge(app: Any) -> tuple[float, int] | None:
     except AttributeError:
         return None
     return (box["elapsed"], purged) if purged else None
-
-
-async def _fold(app: Any, db: str) -> tuple[float, int] | None:
-    """Seconds the leases of the runs whose waits were resolved spend writing what their senders
-    did not (SQLite, schema 25: ``_resolved.fold``, ``FOLD_BATCH`` runs at a time as a worker's
-    lease takes them), inside one write transaction, and how many waits; None for another store
-    (or if the store's internals moved)."""
-    if not db.startswith("sqlite:///"):
-        return None
-    try:
-        from stepline.store.sqlite._resolved import fold
-    except ImportError:
-        return None
-    conn = sqlite3.connect(db.removeprefix("sqlite:///"), timeout=30)
-    try:
-        marks = "SELECT run_id FROM waits_resolved WHERE event_id IS NOT NULL"
-        runs = [r[0] for r in conn.execute(marks)]
-    finally:
-        conn.close()
-    box: dict[str, float] = {}
-
-    def job(tx: Any) -> None:
-        t0 = time.perf_counter()
-        for start in range(0, len(runs), FOLD_BATCH):
-            fold(tx._c, runs[start : start + FOLD_BATCH])
-        box["elapsed"] = time.perf_counter() - t0
-
-    try:
-        await app.engine.writer.write(job)
-    except AttributeError:
-        return None
-    return (box["elapsed"], len(runs)) if runs else None
 
 
 async def _timed_send(app: Any, events: list[Any]) -> float:
@@ -273,9 +235,6 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         if db.startswith("sqlite:///"):
             result["checkpoint_us"] = sum(checkpoints) / len(checkpoints)
         result["matched_events"] = k * len(store)
-        folded = await _fold(app, db)
-        if folded is not None:
-            result["fold_us"] = folded[0] / folded[1] * 1e6
         purged = await _purge(app)
         if purged is not None:
             result["purge_us"] = purged[0] / purged[1] * 1e6

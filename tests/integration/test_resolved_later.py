@@ -1,6 +1,6 @@
 """A wait resolved by an event whose sender is killed (SIGKILL) as soon as the send returned
-(SQLite, schema 25: the sender writes the event and the wait's mark, the run's next pass writes
-the step's output and WAIT_MATCHED, store/sqlite/_resolved.py): nothing acknowledged is lost.
+(SQLite: the sender writes the event, the wait's mark, the step's output and WAIT_MATCHED in
+its transaction; schema 25 left the last two to the run's lease): nothing acknowledged is lost.
 Before any worker runs again every read shows the step completed with the event; the next
 worker resumes the run with the event's data, and the history holds one WAIT_MATCHED row."""
 

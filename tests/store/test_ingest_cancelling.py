@@ -174,9 +174,9 @@ def test_a_cancelling_batch_does_not_go_the_general_way(
 def test_a_quick_cancellation_comes_after_the_resolution_it_follows(
     sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite: a waiting run's wait resolved by a sender (only its mark written, schema 25), then
-    the run cancelled by a cancel-only batch (``cancel_matched``, not the general way): the
-    resolution's rows are written first (WAIT_MATCHED before RUN_CANCELLED in the file)."""
+    """SQLite: a waiting run's wait resolved by a sender, then the run cancelled by a cancel-only
+    batch (``cancel_matched``, not the general way): the resolution's rows come first
+    (WAIT_MATCHED before RUN_CANCELLED in the file)."""
     made(sqlite_store, cancellable("r1", "o-1"), cancellable("r2", "o-2"))
     pending = wait("r1", "w-r1", 'async.data.orderId == "p-1"')
     suspend_on_wait(sqlite_store, lease_run(sqlite_store, "r1"), pending)

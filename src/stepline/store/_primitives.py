@@ -61,8 +61,7 @@ class ResumedWait:
     """A wait an event resolved (claimed by ``delete_wait``): its step completes with
     ``event_json`` (the event's payload as JSON), its run is woken, and a WAIT_MATCHED row
     naming ``event_id`` goes to the run's history (``step_id``: the step's id when the wait
-    carried it, else read from the step). ``wait_id``: the wait's (a store that writes the step
-    and the row later keeps it, see store/sqlite/_resolved.py)."""
+    carried it, else read from the step). ``wait_id``: the wait's (SQLite marks it resolved)."""
 
     run_id: str
     step_hash: str

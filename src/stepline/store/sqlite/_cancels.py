@@ -24,7 +24,6 @@ from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._announcements import CancelledRunEvents
 from stepline.store.sqlite._deferred import Deferred
 from stepline.store.sqlite._event_rows import select_events
-from stepline.store.sqlite._resolved import fold
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite._waits import json_list
 
@@ -162,8 +161,6 @@ class SQLiteCancels:
             self._end_deferred(deferred, run_id, row, now, deferred.json_of(error))
             return EndedRun(str(row[0]), row[1], row[2])
         queued = row[4] == "QUEUED"
-        if not queued:  # the effects of its resolved waits before RUN_CANCELLED (_resolved)
-            fold(c, [run_id])
         params = (now, shapes.json_or_none(error), run_id)
         c.execute(q.CANCEL_QUEUED_RUN if queued else q.CANCEL_RUN, params)
         self._cancelled.note(run_id, row)  # a run's events never change: read them later

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from stepline.store._copy import TABLES, CopyRefused, Row, Table, normalized
-from stepline.store.sqlite._wait_queries import COUNT_UNFOLDED, PENDING
+from stepline.store.sqlite._wait_queries import PENDING
 from stepline.store.sqlite.queries import COUNT_OWED_ANNOUNCEMENTS, RESUMED_RUN_EVENTS
 
 # the table of resolved waits' keys whose rows are still in ``waits`` (schema 20): not copied,
@@ -56,17 +56,6 @@ def refuse_owed(conn: sqlite3.Connection) -> None:
         raise CopyRefused(
             f"the announcements of {owed} cancelled runs are still to be written: run a worker"
             " on the source (e.g. stepline dev) until they are, then copy"
-        )
-
-
-def refuse_unfolded(conn: sqlite3.Connection) -> None:
-    """Refuse to copy a file where waits were resolved after ``snapshot`` wrote the effects of
-    those resolved before (schema 25, ``_resolved``): a sender on the file meanwhile."""
-    [(unfolded,)] = conn.execute(COUNT_UNFOLDED).fetchall()
-    if unfolded:
-        raise CopyRefused(
-            f"{unfolded} waits were resolved while the copy began (a process is sending events"
-            " to the source): copy again, or stop the senders first"
         )
 
 

@@ -16,8 +16,7 @@ class Deferred:
     their queue items and cancel matchers (``runs``), the waits and RUNNING step marks of those
     that were leased (``leased``), their RUN_CANCELLED rows (``history``)."""
 
-    # the waits resolved, to mark: (run id, wait id, event id, at), see ``resume_waits``
-    waits: list[tuple[str, str, str, float]] = field(default_factory=list)
+    waits: list[tuple[str, str]] = field(default_factory=list)  # (run id, wait id)
     # the runs to end with CANCEL_RUN, by its other parameters (ended at, error)
     cancels: dict[tuple[float, str | None], list[str]] = field(default_factory=dict)
     # those cancelled while QUEUED (never leased: CANCEL_QUEUED_RUN)

@@ -49,25 +49,21 @@ SELECT {WAIT_COLUMNS} FROM waits
 WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND {PENDING}"""
 # a pending wait's claim (a resolved one's row is not claimed again)
 DELETE_WAIT = f"DELETE FROM waits WHERE run_id = ? AND wait_id = ? AND {PENDING}"
-# an ingest's claim of a wait it resolved, marked with the event that resolved it and the time
-# (schema 25: its effects are written later, ``_resolved``): one row inserted if the wait is
-# stored and not resolved yet, none otherwise; RESOLVE_WAITS_AMONG the same for many (``{}``:
-# their ``(?, ?, ?, ?)`` rows), a probe of the waits' key each (the terms of many OR-ed cost
-# twice as much)
+# an ingest's claim of a wait it resolved: one row inserted if the wait is stored and not
+# resolved yet, none otherwise; RESOLVE_WAITS_AMONG the same for many (``{}``: their ``(?, ?)``
+# pairs), a probe of the waits' key each (the terms of many OR-ed cost twice as much)
 RESOLVE_WAIT = """
-INSERT OR IGNORE INTO waits_resolved (run_id, wait_id, event_id, at)
-SELECT run_id, wait_id, ?3, ?4 FROM waits WHERE run_id = ?1 AND wait_id = ?2"""
+INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
+SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
 RESOLVE_WAITS_AMONG = """
-INSERT OR IGNORE INTO waits_resolved (run_id, wait_id, event_id, at)
-SELECT w.run_id, w.wait_id, v.column3, v.column4 FROM (VALUES {}) AS v CROSS JOIN waits AS w
+INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
+SELECT w.run_id, w.wait_id FROM (VALUES {}) AS v CROSS JOIN waits AS w
 WHERE w.run_id = v.column1 AND w.wait_id = v.column2"""
 # the first ``?`` resolved waits' keys in key order; their marks are removed (up to the last
 # of them, or all when there are no more), then their rows (``?``: the keys as a JSON list of
 # pairs, a probe of each; a wait dropped with its run since has no row left): in that order,
 # since a marked row is not deleted (``waits_keep_resolved``, schema 21)
-# (with the event a mark still names: its effects are written first, ``_resolved``)
-FIRST_RESOLVED_WAITS = """
-SELECT run_id, wait_id, event_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?"""
+FIRST_RESOLVED_WAITS = "SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?"
 FORGET_RESOLVED_WAITS_UP_TO = "DELETE FROM waits_resolved WHERE (run_id, wait_id) <= (?, ?)"
 FORGET_RESOLVED_WAITS = "DELETE FROM waits_resolved"
 PURGE_RESOLVED_WAITS = """
@@ -75,45 +71,3 @@ DELETE FROM waits WHERE (run_id, wait_id) IN (SELECT value ->> 0, value ->> 1 FR
 # the pending waits of several runs (``?1``: their ids, a JSON list; the dashboard)
 WAITS_OF_RUNS = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE run_id IN (SELECT value FROM json_each(?1)) AND {PENDING}"""
-# -- resolutions written later (schema 25: ``_resolved``) -----------------------------------------
-# the waits ingests resolved among the runs ``?1`` (a JSON list of ids) whose effects are not
-# written yet (their mark still names the event), in the order they were resolved (the time,
-# then the event: ids made in order, then the wait's age: an event resolves the oldest first),
-# each with its event's columns that make its payload (NULL: gone)
-_UNFOLDED_COLUMNS = """r.run_id, r.event_id, r.at, w.step_hash, w.step_id,
-       e.name, e.data, e.user_data, e.sender_id, e.ts"""
-_UNFOLDED_ORDER = "ORDER BY r.run_id, r.at, r.event_id, w.created_at, w.wait_id"
-UNFOLDED_OF_RUNS = f"""
-SELECT {_UNFOLDED_COLUMNS}
-FROM json_each(?1) AS v
-CROSS JOIN waits_resolved AS r ON r.run_id = v.value
-CROSS JOIN waits AS w ON w.run_id = r.run_id AND w.wait_id = r.wait_id
-LEFT JOIN events AS e ON e.internal_id = r.event_id
-WHERE r.event_id IS NOT NULL
-{_UNFOLDED_ORDER}"""
-# the same for every run (``db copy`` writes them all first)
-UNFOLDED = f"""
-SELECT {_UNFOLDED_COLUMNS}
-FROM waits_resolved AS r
-CROSS JOIN waits AS w ON w.run_id = r.run_id AND w.wait_id = r.wait_id
-LEFT JOIN events AS e ON e.internal_id = r.event_id
-WHERE r.event_id IS NOT NULL
-{_UNFOLDED_ORDER}"""
-COUNT_UNFOLDED = "SELECT count(*) FROM waits_resolved WHERE event_id IS NOT NULL"
-# marks whose effects are written: they name no event any more (their rows purged later)
-FOLDED_AMONG = """
-UPDATE waits_resolved SET event_id = NULL
-WHERE run_id IN (SELECT value FROM json_each(?1)) AND event_id IS NOT NULL"""
-FOLDED_ALL = "UPDATE waits_resolved SET event_id = NULL WHERE event_id IS NOT NULL"
-# a run's waits as ``load_run`` reads them: the pending ones (event id NULL) and those resolved
-# whose effects are not written yet (their event's id)
-WAITS_OF_RUN_WITH_UNFOLDED = """
-SELECT w.wait_id, w.run_id, w.step_hash, w.event_name, w.expression, w.index_path,
-       w.index_value, w.expires_at, w.created_at, w.step_id, r.event_id
-FROM waits AS w
-LEFT JOIN waits_resolved AS r ON r.run_id = w.run_id AND r.wait_id = w.wait_id
-WHERE w.run_id = ? AND (r.run_id IS NULL OR r.event_id IS NOT NULL)"""
-# a pass's lease of its run, and whether the run was woken since it was leased (a wake while
-# leased sets ``wake``; the lease, a release and the pass's suspension clear it): an event may
-# then have resolved one of its waits, whose effects its commit writes first
-LEASE_TOKEN_WOKEN = "SELECT lease_token, lease_owner, wake FROM queue WHERE run_id = ?"

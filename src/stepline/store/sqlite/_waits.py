@@ -19,7 +19,6 @@ from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._event_rows import event_id_data
 from stepline.store.sqlite._multirow import blob, insert_rows, update_among, write_among
-from stepline.store.sqlite._resolved import fold, fold_all
 from stepline.store.sqlite.queries import INSERT_HISTORY, WAKE, WAKE_AMONG
 
 _NO_ATTEMPT = (None, None, None)
@@ -41,9 +40,9 @@ class SQLiteWaitVerbs:
         def _check_lease(self, run_id: str, token: str) -> str: ...
 
     def _delete_resolved(self, deferred: Deferred) -> None:
-        """The waits ``resume_waits`` resolved inside ``ingest``: marked resolved with their
-        event (one not stored, or marked already, is not: ``ClaimLost``), their effects written
-        later (schema 25, ``_resolved``), their rows deleted later (schema 20)."""
+        """The waits ``resume_waits`` resolved inside ``ingest``: marked resolved (one not
+        stored, or marked already, is not: ``ClaimLost``), their rows deleted later (schema
+        20)."""
         if waits := deferred.waits:
             if write_among(self._c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, waits) != len(waits):
                 raise ClaimLost
@@ -75,12 +74,10 @@ class SQLiteWaitVerbs:
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         c = self._c
         deferred = self._deferred
-        if deferred is not None:  # inside ``ingest``: the marks name the events (schema 25)
-            deferred.waits += [(r.run_id, r.wait_id, r.event_id, now) for r in resumed]
+        if deferred is not None:  # inside ``ingest``: the waits marked resolved (one statement)
+            deferred.waits += [(r.run_id, r.wait_id) for r in resumed]
             self._delete_resolved(deferred)
-            update_among(c, WAKE, WAKE_AMONG, (now,), [r.run_id for r in resumed])
-            return
-        # a pass's event (``commit_pass``): each wait's row deleted, its effects written now
+        # (a pass's event, ``commit_pass``: each wait's row was deleted by ``delete_wait``)
         c.executemany(
             w.COMPLETE_STEP, [(blob(r.event_json), now, r.run_id, r.step_hash) for r in resumed]
         )
@@ -121,22 +118,13 @@ class SQLiteWaitVerbs:
                 c.execute(INSERT_HISTORY, row)
             return [wait.step_hash for wait in expired]
 
-    def fold_all(self) -> None:
-        """Write the effects of every wait an ingest resolved that are not written yet
-        (``_resolved``; ``db copy``, before its snapshot)."""
-        with self._savepoint() as c:
-            fold_all(c)
-
     def purge_resolved_waits(self, limit: int) -> int:
         if limit < 1:
             return 0
         with self._savepoint() as c:
-            rows = c.execute(w.FIRST_RESOLVED_WAITS, (limit,)).fetchall()
-            if not rows:
+            keys = c.execute(w.FIRST_RESOLVED_WAITS, (limit,)).fetchall()
+            if not keys:
                 return 0
-            # the effects of resolutions not written yet go first: no mark is dropped unwritten
-            fold(c, list(dict.fromkeys(r[0] for r in rows if r[2] is not None)))
-            keys = [(r[0], r[1]) for r in rows]
             if len(keys) < limit:
                 c.execute(w.FORGET_RESOLVED_WAITS)
             else:

@@ -43,7 +43,6 @@ from stepline.store.records import (
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
 from stepline.store.sqlite._multirow import insert_rows
-from stepline.store.sqlite._resolved import fold
 from stepline.store.sqlite._savepoints import JobSavepoint
 
 
@@ -249,7 +248,6 @@ class SQLiteControlVerbs:
         with self._savepoint() as c:
             if c.execute(q.SELECT_RUN, (run_id,)).fetchone() is None:
                 return False
-            fold(c, [run_id])  # its resolved waits' steps, to copy (_resolved)
             self.create_run(new_run, now)
             if before_position is not None:
                 c.execute(q.COPY_STEPS, (new_run_id, run_id, before_position))
@@ -311,9 +309,6 @@ class SQLiteControlVerbs:
             taken = [run.run_id for run in fair_pick(candidates, live, busy, limit)]
             if not taken:
                 return []
-            # the effects of their resolved waits first (_resolved): before a pass reads the
-            # run, before the re-entry cap fails it
-            fold(c, taken)
             # the run primitives it also uses are _SQLiteTx's
             taken = fail_spent(cast(LeasePrimitives, self), taken, now, max_passes, failed)
             app = functions.app_id

@@ -232,9 +232,7 @@ SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 # the runs some events acted on, up to ``?2`` per event, newest first (``?1``: JSON pairs of
 # each event's id and the data of a WAIT_MATCHED row naming it): their ``run_events`` rows, and
 # the runs they resumed read from their WAIT_MATCHED rows (schema 23: an ingest writes no
-# ``run_events`` row for a resumed run; a process of the version before does: the union) or
-# from the marks of waits they resolved whose row is not written yet (schema 25, _resolved; a
-# scan of the marks, few: the purge removes them)
+# ``run_events`` row for a resumed run; a process of the version before does: the union)
 EVENT_RUNS = f"""
 SELECT event_id, effect, {RUN_COLUMNS} FROM (
     SELECT e.event_id, e.effect, r.*, row_number() OVER (
@@ -243,10 +241,7 @@ SELECT event_id, effect, {RUN_COLUMNS} FROM (
           WHERE event_id IN (SELECT value ->> 0 FROM json_each(?1))
           UNION
           SELECT v.value ->> 0, h.run_id, 'resumed' FROM json_each(?1) AS v
-          JOIN history AS h ON h.kind = 'WAIT_MATCHED' AND h.data = v.value ->> 1
-          UNION
-          SELECT r.event_id, r.run_id, 'resumed' FROM waits_resolved AS r
-          WHERE r.event_id IN (SELECT value ->> 0 FROM json_each(?1))) AS e
+          JOIN history AS h ON h.kind = 'WAIT_MATCHED' AND h.data = v.value ->> 1) AS e
     JOIN runs r ON r.run_id = e.run_id)
 WHERE n <= ?2 ORDER BY event_id, n"""
 # the runs an event resumed, as ``run_events`` rows (``db copy``: the store it copies into
@@ -479,15 +474,12 @@ DELETE_RUN_EVENTS_OF_RUN = "DELETE FROM run_events WHERE run_id = ?"
 # inbox rows nobody took within the retention (a retired app's, ...): their events go too
 PURGE_INBOX = """
 DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE received_at < ? LIMIT ?)"""
-# events past the retention that nothing refers to: no run's, no deferral's, no inbox row's, no
-# resumed link's (a WAIT_MATCHED row's, or a mark's whose row is not written yet: schema 25)
 PURGE_EVENTS = """
 DELETE FROM events WHERE internal_id IN (
   SELECT internal_id FROM events WHERE received_at < ?
     AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_events.event_id = events.internal_id)
     AND NOT EXISTS (SELECT 1 FROM history WHERE history.kind = 'WAIT_MATCHED'
                     AND history.data = json_object('event_id', events.internal_id))
-    AND internal_id NOT IN (SELECT event_id FROM waits_resolved WHERE event_id IS NOT NULL)
     AND internal_id NOT IN (SELECT value FROM deferrals, json_each(deferrals.event_ids))
     AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.event_id = events.internal_id)
   LIMIT ?)"""

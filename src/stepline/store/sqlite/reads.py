@@ -34,7 +34,6 @@ from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite._database import Database, reading
 from stepline.store.sqlite._event_rows import event_id_data, select_events
-from stepline.store.sqlite._resolved import derive_steps, derived_history, unfolded, waits_of_run
 
 
 class SQLiteReads(Database):
@@ -49,8 +48,8 @@ class SQLiteReads(Database):
                 return None
             run = shapes.run_record(row)
             events = select_events(conn, run.event_ids)
-            waits, resolved = waits_of_run(conn, run_id)  # and those resolved, unfolded
-            steps = {s.hash: s for s in derive_steps(select_steps(conn, run_id), resolved)}
+            steps = {s.hash: s for s in select_steps(conn, run_id)}
+            waits = [shapes.wait_record(r) for r in conn.execute(w.WAITS_OF_RUN, (run_id,))]
             return RunState(run=run, events=events, steps=steps, waits=waits)
 
     @reading
@@ -89,19 +88,14 @@ class SQLiteReads(Database):
 
     @reading
     def get_steps(self, run_id: str) -> list[StepRecord]:
-        with self._read() as conn:
-            steps = select_steps(conn, run_id)
-            return derive_steps(steps, unfolded(conn, [run_id]))
+        return select_steps(self._conn(), run_id)
 
     @reading
     def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
-        with self._read() as conn:
-            rows = conn.execute(q.STEPS_OF, (dumps(list(run_ids)),))
-            steps = [shapes.step_record(r) for r in rows]
-            found: dict[str, list[StepRecord]] = {}
-            for step in derive_steps(steps, unfolded(conn, run_ids)):
-                found.setdefault(step.run_id, []).append(step)
-            return found
+        found: dict[str, list[StepRecord]] = {}
+        for row in self._conn().execute(q.STEPS_OF, (dumps(list(run_ids)),)):
+            found.setdefault(row[0], []).append(shapes.step_record(row))
+        return found
 
     @reading
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
@@ -125,13 +119,7 @@ class SQLiteReads(Database):
 
     @reading
     def get_history(self, run_id: str) -> list[HistoryRecord]:
-        with self._read() as conn:
-            rows = [shapes.history_record(r) for r in conn.execute(q.SELECT_HISTORY, (run_id,))]
-            resolved = unfolded(conn, [run_id])
-            if not resolved:
-                return rows
-            step_ids = {s.hash: s.step_id for s in select_steps(conn, run_id)}
-            return rows + derived_history(resolved, step_ids)  # after every row of the run
+        return [shapes.history_record(r) for r in self._conn().execute(q.SELECT_HISTORY, (run_id,))]
 
     @reading
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:

@@ -76,10 +76,7 @@ class SQLiteStore(SQLiteReads):
 
     @contextmanager
     def snapshot(self) -> Iterator[_copy.SQLiteSnapshot]:
-        """A consistent read of the whole file on a connection of its own, once the effects of
-        the waits ingests resolved are written (``_resolved``: the copy carries them as rows)."""
-        with self.transaction() as tx:
-            tx.fold_all()
+        """A consistent read of the whole file on a connection of its own."""
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -89,7 +86,6 @@ class SQLiteStore(SQLiteReads):
             conn.execute("BEGIN")
             conn.execute("SELECT count(*) FROM schema_version").fetchone()  # the snapshot starts
             _copy.refuse_owed(conn)
-            _copy.refuse_unfolded(conn)
             yield _copy.SQLiteSnapshot(conn)
         except sqlite3.Error as exc:
             raise self._translated(exc) from exc

@@ -31,7 +31,6 @@ from stepline.store.records import (
     WaitMatcher,
     Wake,
 )
-from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._announcements import CancelledRunEvents, insert_unheard
 from stepline.store.sqlite._cancels import SQLiteCancels
@@ -43,7 +42,6 @@ from stepline.store.sqlite._multirow import (
     insert_sharing,
     update_among,
 )
-from stepline.store.sqlite._resolved import fold
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite._waits import SQLiteWaitVerbs
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
@@ -140,8 +138,6 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         if deferred is None:
             return
         self._delete_resolved(deferred)
-        if deferred.leased:  # the effects of their resolved waits before RUN_CANCELLED (_resolved)
-            fold(c, deferred.leased)
         # the runs' updates before their queue items go: CANCEL_RUN reads the lease token there
         for params, run_ids in deferred.cancels.items():
             update_among(c, q.CANCEL_RUN, q.CANCEL_RUN_AMONG, params, run_ids)
@@ -316,11 +312,9 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
 
     # -- PassPrimitives ---------------------------------------------------------------------------
     def hold_lease(self, run_id: str, token: str) -> str | None:
-        row = self._c.execute(w.LEASE_TOKEN_WOKEN, (run_id,)).fetchone()
+        row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
         if row is None or row[0] != token:
             return None
-        if row[2]:  # woken while leased: an event may have resolved a wait (_resolved)
-            fold(self._c, [run_id])
         return str(row[1])
 
     def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:

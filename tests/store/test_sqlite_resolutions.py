@@ -1,15 +1,16 @@
-"""SQLite migration 25: an event's sender that resolves a wait writes the event, the wait's mark
-(naming the event and the time) and the run's wake, not the waiting step's output nor its
-WAIT_MATCHED row (the run's link to the event): every read derives those from the mark, exactly as
-they are written later, by the first transaction that writes anything else of the run (its pass's
-first commit, its cancellation, another wait's timeout, the re-entry cap, the purge of marks, a
-replay, ``db copy``), before that transaction's own rows (store/sqlite/_resolved.py)."""
+"""SQLite: an event's sender that resolves a wait writes, in its transaction, the event, the
+wait's mark, the waiting step's output, its WAIT_MATCHED row (the run's link to the event) and the
+run's wake; whatever the run does next (its pass's commits, its cancellation, another wait's
+timeout, the re-entry cap, the purge of marks, a replay, ``db copy``) comes after them. Migration
+26 writes what senders of schema 25 left to the runs' leases (the step and WAIT_MATCHED of a mark
+naming its event) as those leases would have."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,8 @@ def _written(path: Path, run_id: str = "r1") -> list[str]:
     ]
 
 
-def _unfolded(path: Path) -> list[tuple[Any, ...]]:
+def _unwritten(path: Path) -> list[tuple[Any, ...]]:
+    """The marks that name their event (schema 25's, whose effects were left to the lease)."""
     return _rows(
         path, "SELECT run_id, wait_id, event_id, at FROM waits_resolved WHERE event_id IS NOT NULL"
     )
@@ -107,22 +109,26 @@ PENDING = [
 ]
 
 
-def test_the_sender_writes_the_mark_and_every_read_derives_the_resolution(
-    sqlite_store: SQLiteStore,
-) -> None:
+def test_the_sender_writes_the_resolution(sqlite_store: SQLiteStore) -> None:
     _waiting(sqlite_store)
     _pay(sqlite_store)
     path = sqlite_store.path
-    # the file: the step still PENDING, no WAIT_MATCHED row, the mark naming the event
-    assert _rows(path, "SELECT status, output FROM steps WHERE hash = 'h-wait'") == [
-        ("PENDING", None)
+    # the file: the step completed with the event, its WAIT_MATCHED row, the mark naming nothing
+    memo = "SELECT status, output, ended_at FROM steps WHERE hash = 'h-wait'"
+    assert [(st, bytes(out), at) for st, out, at in _rows(path, memo)] == [
+        ("COMPLETED", PAYLOAD, PAID_AT)
     ]
-    assert "WAIT_MATCHED" not in _written(path)
-    assert _unfolded(path) == [("r1", "w-r1", "p-1", PAID_AT)]
-    # what every read sees: the step completed with the event, its WAIT_MATCHED row, the link
+    assert _written(path)[-1] == "WAIT_MATCHED"
+    assert _rows(path, "SELECT run_id, wait_id, event_id, at FROM waits_resolved") == [
+        ("r1", "w-r1", None, None)
+    ]
     steps, history, loaded, waits, of_runs, links = _reads(sqlite_store)
-    [memo] = [s for s in steps if s.hash == "h-wait"]
-    assert (memo.status, memo.output_json, memo.ended_at) == ("COMPLETED", PAYLOAD, PAID_AT)
+    [step_read] = [s for s in steps if s.hash == "h-wait"]
+    assert (step_read.status, step_read.output_json, step_read.ended_at) == (
+        "COMPLETED",
+        PAYLOAD,
+        PAID_AT,
+    )
     assert loaded == steps == of_runs
     assert waits == []
     assert history[-1] == HistoryRecord(
@@ -131,9 +137,8 @@ def test_the_sender_writes_the_mark_and_every_read_derives_the_resolution(
     assert links == [("p-1", RESUMED, "r1")]
 
 
-def test_the_runs_first_commit_writes_what_the_reads_derived(store: Store) -> None:
-    # every backend: the reads before the run's next commit and after it agree (SQLite derives
-    # them until then; the others wrote them with the resolution)
+def test_the_runs_next_commit_leaves_the_resolution_as_it_was(store: Store) -> None:
+    # every backend: the reads before the run's next commit and after it agree
     _waiting(store)
     _pay(store)
     before = _reads(store)
@@ -149,7 +154,7 @@ def test_the_runs_first_commit_writes_what_the_reads_derived(store: Store) -> No
     assert links == before[5]
 
 
-def test_the_lease_writes_the_resolutions_of_the_runs_it_takes_before_their_passes(
+def test_the_resolutions_come_before_the_rows_of_the_passes_that_follow(
     sqlite_store: SQLiteStore,
 ) -> None:
     _waiting(sqlite_store, "r1")
@@ -157,11 +162,10 @@ def test_the_lease_writes_the_resolutions_of_the_runs_it_takes_before_their_pass
     _pay(sqlite_store, "r1", "p-1")
     _pay(sqlite_store, "r2", "p-2")
     path = sqlite_store.path
-    assert len(_unfolded(path)) == 2
+    assert _unwritten(path) == []
     with sqlite_store.transaction() as tx:
         held = {h.run_id: h for h in tx.lease_due("w1", T0 + 2, 10, TTL, SERVED)}
     assert sorted(held) == ["r1", "r2"]
-    assert _unfolded(path) == []
     for run_id, event_id in (("r1", "p-1"), ("r2", "p-2")):
         assert _written(path, run_id)[-1] == "WAIT_MATCHED"
         memo = "SELECT status, output, ended_at FROM steps WHERE run_id = ? AND hash = 'h-wait'"
@@ -217,7 +221,7 @@ def test_a_wait_resolved_while_the_pass_runs_is_written_before_the_passs_next_ro
     expected = ["WAIT_MATCHED", "STEP_COMPLETED", "WAIT_MATCHED", "STEP_COMPLETED"]
     assert _written(sqlite_store.path)[-4:] == expected
     assert [h.kind for h in sqlite_store.get_history("r1")][-4:] == expected
-    assert _unfolded(sqlite_store.path) == []
+    assert _unwritten(sqlite_store.path) == []
 
 
 def test_a_cancellation_comes_after_the_resolution_it_follows(sqlite_store: SQLiteStore) -> None:
@@ -346,20 +350,22 @@ def test_a_copy_carries_the_resolution(sqlite_store: SQLiteStore, tmp_path: Path
         target.close()
 
 
-def test_migration_25_is_refused_while_a_worker_of_the_version_before_is_alive(
-    tmp_path: Path,
+@pytest.mark.parametrize("before", [24, 25])
+def test_migrations_25_and_26_are_refused_while_a_worker_of_the_version_before_is_alive(
+    tmp_path: Path, before: int
 ) -> None:
-    # a worker of schema 24 would replay a resolved wait whose step it finds still PENDING, and
-    # whose wait it no longer finds pending: the run would wait for ever (or time out)
-    assert 25 in STOP_WORKERS_FIRST
+    # a worker of schema 24 would replay a resolved wait whose step it finds still PENDING (25
+    # leaves it to the lease), and a worker of 25 would go on leaving it to leases that no
+    # longer write it (26): either run would wait for ever, or time out
+    assert {25, 26} <= STOP_WORKERS_FIRST
     path = tmp_path / "s.db"
-    file_at_version(path, 24, ("w-old", time.time() + 600))
+    file_at_version(path, before, ("w-old", time.time() + 600))
     store = SQLiteStore(path)
     try:
         with pytest.raises(ConfigError) as refused:
             store.migrate()
         assert "w-old" in str(refused.value)
-        assert _rows(path, "SELECT MAX(version) FROM schema_version") == [(24,)]
+        assert _rows(path, "SELECT MAX(version) FROM schema_version") == [(before,)]
         store.migrate(force=True)
         assert _rows(path, "SELECT MAX(version) FROM schema_version") == [(len(MIGRATIONS),)]
     finally:
@@ -376,22 +382,22 @@ def test_a_wait_resolved_by_a_passs_event_is_written_at_once(sqlite_store: SQLit
     commit(
         sqlite_store, PassCommit("r2", held.token, events=[sent], end=RunEnd("COMPLETED")), PAID_AT
     )
-    assert _unfolded(sqlite_store.path) == []
+    assert _unwritten(sqlite_store.path) == []
     assert _written(sqlite_store.path)[-1] == "WAIT_MATCHED"
     [memo] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
     assert loads(memo.output_json or b"null")["data"] == {"orderId": "r1"}
     assert sqlite_store.get_history("r1")[-1].data == {"event_id": "p-1"}
 
 
-@pytest.mark.parametrize(
-    ("data", "user", "sender_id"),
-    [
-        ({"orderId": "r1"}, {}, None),
-        ({"orderId": "r1", "n": 1.0, "big": 2**63, "tiny": 1e-7, "neg": -0.0}, {"u": 1}, "s-1"),
-        ({"orderId": "r1", "text": 'ñ"\\\n\t\u2028😀', "nested": [{"a": None}, True]}, {}, 'i"d'),
-    ],
-)
-def test_the_derived_and_written_output_is_the_payload_the_sender_would_have_written(
+PAYLOADS = [
+    ({"orderId": "r1"}, {}, None),
+    ({"orderId": "r1", "n": 1.0, "big": 2**63, "tiny": 1e-7, "neg": -0.0}, {"u": 1}, "s-1"),
+    ({"orderId": "r1", "text": 'ñ"\\\n\t\u2028😀', "nested": [{"a": None}, True]}, {}, 'i"d'),
+]
+
+
+@pytest.mark.parametrize(("data", "user", "sender_id"), PAYLOADS)
+def test_the_written_output_is_the_events_payload(
     sqlite_store: SQLiteStore, data: dict[str, Any], user: dict[str, Any], sender_id: str | None
 ) -> None:
     _waiting(sqlite_store)
@@ -399,8 +405,132 @@ def test_the_derived_and_written_output_is_the_payload_the_sender_would_have_wri
     [result] = ingest(sqlite_store, EventIngest(paid), now=PAID_AT)
     assert result.resumed_run_ids == ("r1",)
     expected = dumps_exact(paid.payload())
-    [derived] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
-    assert derived.output_json == expected
-    lease_run(sqlite_store, "r1", now=T0 + 2)
+    [read] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
+    assert read.output_json == expected
     [(written,)] = _rows(sqlite_store.path, "SELECT output FROM steps WHERE hash = 'h-wait'")
     assert bytes(written) == expected
+
+
+# -- migration 26: what senders of schema 25 left to the runs' leases -----------------------------
+def _as_schema_25_left_it(path: Path, resolutions: list[tuple[str, str, str, float]]) -> None:
+    """The file as a sender of schema 25 would have left these resolutions (run, wait, event,
+    time) that this version's sender wrote: each waiting step PENDING again, its WAIT_MATCHED row
+    not written, its mark naming the event and the time; the file at schema 25."""
+    with closing(sqlite3.connect(path)) as conn:
+        for run_id, wait_id, event_id, at in resolutions:
+            conn.execute(
+                "UPDATE steps SET status = 'PENDING', output = NULL, ended_at = NULL"
+                " WHERE run_id = ?1 AND hash = (SELECT step_hash FROM waits"
+                " WHERE run_id = ?1 AND wait_id = ?2)",
+                (run_id, wait_id),
+            )
+            conn.execute(
+                "DELETE FROM history WHERE run_id = ? AND kind = 'WAIT_MATCHED'"
+                " AND data = json_object('event_id', ?)",
+                (run_id, event_id),
+            )
+            conn.execute(
+                "UPDATE waits_resolved SET event_id = ?, at = ? WHERE run_id = ? AND wait_id = ?",
+                (event_id, at, run_id, wait_id),
+            )
+        conn.execute("DELETE FROM schema_version WHERE version > 25")
+        conn.commit()
+
+
+def _file(path: Path) -> list[list[tuple[Any, ...]]]:
+    """The steps and history rows the file holds, in their order (``seq`` left out)."""
+    steps = "SELECT run_id, hash, status, output, ended_at FROM steps ORDER BY run_id, hash"
+    history = "SELECT run_id, ts, kind, step_id, data FROM history ORDER BY run_id, seq"
+    return [_rows(path, steps), _rows(path, history)]
+
+
+def _migrated(path: Path) -> None:
+    store = SQLiteStore(path)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("data", "user", "sender_id"), PAYLOADS)
+def test_migration_26_writes_what_a_sender_of_25_left_as_its_sender_writes_it(
+    tmp_path: Path, data: dict[str, Any], user: dict[str, Any], sender_id: str | None
+) -> None:
+    # r1: a wait stored with its step's id; r2: two waits, resolved by two events in turn (the
+    # second one first in key order); r3: a wait stored without it (schema 18: the step's is read)
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    try:
+        store.migrate()
+        start(store, "r1")
+        pending = replace(wait("r1", "w-r1", 'async.data.orderId == "r1"'), step_id="step-h-wait")
+        suspend_on_wait(store, lease_run(store, "r1"), pending)
+        start(store, "r2")
+        held = lease_run(store, "r2")
+        pay = wait("r2", "w-2b", 'async.data.orderId == "r2"', created_at=T0 - 1)
+        ship = wait(
+            "r2",
+            "w-2a",
+            'async.data.orderId == "r2"',
+            event_name="shipment/sent",
+            step_hash="h-ship",
+        )
+        steps = [
+            step("r2", "h-wait", 0, "PENDING", kind="wait"),
+            step("r2", "h-ship", 1, "PENDING", kind="wait"),
+        ]
+        commit(
+            store,
+            PassCommit("r2", held.token, steps=steps, waits=[pay, ship], end=RunEnd("WAITING")),
+        )
+        _waiting(store, "r3")
+        paid = EventRecord("p-1", "payment/received", data | {"orderId": "r1"}, user, sender_id, T0)
+        ingest(store, EventIngest(paid), now=PAID_AT)
+        ingest(
+            store, EventIngest(_paid("r2", "p-2")), EventIngest(_paid("r3", "p-3")), now=PAID_AT + 1
+        )
+        shipped = EventRecord("s-1", "shipment/sent", {"orderId": "r2"}, {}, None, T0)
+        ingest(store, EventIngest(shipped), now=PAID_AT + 2)
+        reads = {run_id: _reads(store, run_id)[:5] for run_id in ("r1", "r2", "r3")}
+    finally:
+        store.close()
+    written = _file(path)
+    resolutions = [
+        ("r1", "w-r1", "p-1", PAID_AT),
+        ("r2", "w-2b", "p-2", PAID_AT + 1),
+        ("r3", "w-r3", "p-3", PAID_AT + 1),
+        ("r2", "w-2a", "s-1", PAID_AT + 2),
+    ]
+    _as_schema_25_left_it(path, resolutions)
+    assert _file(path) != written
+    _migrated(path)
+    assert _file(path) == written
+    assert _unwritten(path) == []
+    store = SQLiteStore(path)
+    try:
+        assert {run_id: _reads(store, run_id)[:5] for run_id in reads} == reads
+    finally:
+        store.close()
+
+
+def test_migration_26_writes_null_for_an_event_gone(tmp_path: Path) -> None:
+    # schema 25's retention kept an event a mark named, so none is gone; if one were (a file
+    # edited by hand), its step gets null, as a wait that ended without an event
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    try:
+        store.migrate()
+        _waiting(store)
+        _pay(store)
+    finally:
+        store.close()
+    _as_schema_25_left_it(path, [("r1", "w-r1", "p-1", PAID_AT)])
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("DELETE FROM events WHERE internal_id = 'p-1'")
+        conn.commit()
+    _migrated(path)
+    memo = "SELECT status, output, ended_at FROM steps WHERE hash = 'h-wait'"
+    assert [(st, bytes(out), at) for st, out, at in _rows(path, memo)] == [
+        ("COMPLETED", b"null", PAID_AT)
+    ]
+    assert _written(path)[-1] == "WAIT_MATCHED"
