@@ -81,11 +81,9 @@ def _written(path: Path, run_id: str = "r1") -> list[str]:
     ]
 
 
-def _unwritten(path: Path) -> list[tuple[Any, ...]]:
-    """The marks that name their event (schema 25's, whose effects were left to the lease)."""
-    return _rows(
-        path, "SELECT run_id, wait_id, event_id, at FROM waits_resolved WHERE event_id IS NOT NULL"
-    )
+def _mark_columns(path: Path) -> list[str]:
+    """The columns of the marks (26: no event, no time, as before 25)."""
+    return [r[1] for r in _rows(path, "PRAGMA table_info(waits_resolved)")]
 
 
 def _reads(store: Store, run_id: str = "r1") -> tuple[Any, ...]:
@@ -119,9 +117,7 @@ def test_the_sender_writes_the_resolution(sqlite_store: SQLiteStore) -> None:
         ("COMPLETED", PAYLOAD, PAID_AT)
     ]
     assert _written(path)[-1] == "WAIT_MATCHED"
-    assert _rows(path, "SELECT run_id, wait_id, event_id, at FROM waits_resolved") == [
-        ("r1", "w-r1", None, None)
-    ]
+    assert _rows(path, "SELECT * FROM waits_resolved") == [("r1", "w-r1")]
     steps, history, loaded, waits, of_runs, links = _reads(sqlite_store)
     [step_read] = [s for s in steps if s.hash == "h-wait"]
     assert (step_read.status, step_read.output_json, step_read.ended_at) == (
@@ -162,7 +158,6 @@ def test_the_resolutions_come_before_the_rows_of_the_passes_that_follow(
     _pay(sqlite_store, "r1", "p-1")
     _pay(sqlite_store, "r2", "p-2")
     path = sqlite_store.path
-    assert _unwritten(path) == []
     with sqlite_store.transaction() as tx:
         held = {h.run_id: h for h in tx.lease_due("w1", T0 + 2, 10, TTL, SERVED)}
     assert sorted(held) == ["r1", "r2"]
@@ -221,7 +216,6 @@ def test_a_wait_resolved_while_the_pass_runs_is_written_before_the_passs_next_ro
     expected = ["WAIT_MATCHED", "STEP_COMPLETED", "WAIT_MATCHED", "STEP_COMPLETED"]
     assert _written(sqlite_store.path)[-4:] == expected
     assert [h.kind for h in sqlite_store.get_history("r1")][-4:] == expected
-    assert _unwritten(sqlite_store.path) == []
 
 
 def test_a_cancellation_comes_after_the_resolution_it_follows(sqlite_store: SQLiteStore) -> None:
@@ -382,7 +376,6 @@ def test_a_wait_resolved_by_a_passs_event_is_written_at_once(sqlite_store: SQLit
     commit(
         sqlite_store, PassCommit("r2", held.token, events=[sent], end=RunEnd("COMPLETED")), PAID_AT
     )
-    assert _unwritten(sqlite_store.path) == []
     assert _written(sqlite_store.path)[-1] == "WAIT_MATCHED"
     [memo] = [s for s in sqlite_store.get_steps("r1") if s.hash == "h-wait"]
     assert loads(memo.output_json or b"null")["data"] == {"orderId": "r1"}
@@ -417,6 +410,8 @@ def _as_schema_25_left_it(path: Path, resolutions: list[tuple[str, str, str, flo
     time) that this version's sender wrote: each waiting step PENDING again, its WAIT_MATCHED row
     not written, its mark naming the event and the time; the file at schema 25."""
     with closing(sqlite3.connect(path)) as conn:
+        conn.execute("ALTER TABLE waits_resolved ADD COLUMN event_id TEXT")  # 25's
+        conn.execute("ALTER TABLE waits_resolved ADD COLUMN at REAL")
         for run_id, wait_id, event_id, at in resolutions:
             conn.execute(
                 "UPDATE steps SET status = 'PENDING', output = NULL, ended_at = NULL"
@@ -505,7 +500,7 @@ def test_migration_26_writes_what_a_sender_of_25_left_as_its_sender_writes_it(
     assert _file(path) != written
     _migrated(path)
     assert _file(path) == written
-    assert _unwritten(path) == []
+    assert _mark_columns(path) == ["run_id", "wait_id"]
     store = SQLiteStore(path)
     try:
         assert {run_id: _reads(store, run_id)[:5] for run_id in reads} == reads

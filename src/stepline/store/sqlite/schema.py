@@ -12,8 +12,18 @@ from __future__ import annotations
 # wait an ingest resolves gets its step's output and WAIT_MATCHED row on its run's next lease or
 # commit, which an older worker does not make: it would replay the wait without its event. 26:
 # the other way back (a sender writes them again): a worker of 25 would go on leaving them to
-# leases that no longer write them.
+# leases that no longer write them (a sender of 25 still open fails: the marks lose 25's columns).
 STOP_WORKERS_FIRST: frozenset[int] = frozenset({20, 25, 26})
+
+# 21 (made again by 26): a marked wait's row is not deleted
+_KEEP_RESOLVED = """
+    CREATE TRIGGER waits_keep_resolved BEFORE DELETE ON waits
+    WHEN EXISTS (
+        SELECT 1 FROM waits_resolved r WHERE r.run_id = OLD.run_id AND r.wait_id = OLD.wait_id)
+    BEGIN
+        SELECT RAISE(IGNORE);
+    END;
+"""
 
 # 26: the resolutions a sender of schema 25 left unwritten (a mark naming the event, ``at`` its
 # time), as its runs' leases would have written them: the waiting step completed at that time
@@ -438,14 +448,7 @@ MIGRATIONS: tuple[str, ...] = (
     # not know the marks: its claim of a resolved wait whose row is kept (a plain DELETE, whose
     # count decides) deletes nothing, so it does not resolve the wait again. The purge removes
     # a wait's mark before its row
-    """
-    CREATE TRIGGER waits_keep_resolved BEFORE DELETE ON waits
-    WHEN EXISTS (
-        SELECT 1 FROM waits_resolved r WHERE r.run_id = OLD.run_id AND r.wait_id = OLD.wait_id)
-    BEGIN
-        SELECT RAISE(IGNORE);
-    END;
-    """,
+    _KEEP_RESOLVED,
     # 22: a run's cancel matchers are kept by run (as the waits since 18): the key serves the
     # deletes of a run's matchers (its end, its cancellation), so no ``matchers_run`` index is
     # written when a run with ``cancel_on`` is created or removed when it ends; and the lookup
@@ -510,9 +513,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 26: a wait an ingest resolves gets its step's output and WAIT_MATCHED row from the sender
     # again (25 undone: its fold on the run's lease cost more than the sender saved, counted
-    # together: 238 k instructions a resolution against 196 k); what senders of 25 left
-    # unwritten is written here (``_UNWRITTEN``), and their marks name no event any more (the
-    # columns stay, unused). Purged events: 25 kept those a mark named, so none is gone
+    # together: 247 k instructions a resolution against 192 k); what senders of 25 left
+    # unwritten is written here (``_UNWRITTEN``; 25 kept the events a mark named, so none is
+    # gone), and the marks lose 25's columns (the table rebuilt as 20 made it, around 21's
+    # trigger): a process of 25 still open on the file (a sender: ``STOP_WORKERS_FIRST`` sees
+    # only workers) fails its next resolution loudly instead of leaving it to leases that no
+    # longer write it (its run would wait for ever)
     f"""
     {_UNWRITTEN}
     UPDATE steps
@@ -527,6 +533,15 @@ MIGRATIONS: tuple[str, ...] = (
     SELECT run_id, at, 'WAIT_MATCHED', step_id, NULL, NULL,
            json_object('event_id', event_id), NULL
     FROM unwritten ORDER BY run_id, at, event_id, created_at, wait_id;
-    UPDATE waits_resolved SET event_id = NULL, at = NULL WHERE event_id IS NOT NULL;
+    DROP TRIGGER waits_keep_resolved;
+    CREATE TABLE waits_resolved_by_key (
+        run_id TEXT NOT NULL,
+        wait_id TEXT NOT NULL,
+        PRIMARY KEY (run_id, wait_id)
+    ) WITHOUT ROWID;
+    INSERT INTO waits_resolved_by_key (run_id, wait_id) SELECT run_id, wait_id FROM waits_resolved;
+    DROP TABLE waits_resolved;
+    ALTER TABLE waits_resolved_by_key RENAME TO waits_resolved;
+    {_KEEP_RESOLVED}
     """,
 )
