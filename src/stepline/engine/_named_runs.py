@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from stepline.engine.worker import Worker
 
 log = logging.getLogger("stepline.worker")
+# after the worker gave back its leases (``Worker.lost_a_lease``), hand-offs it reads within
+# this share of its lease TTL (plus a second of clock skew) are given back, not started: one
+# taken before the give-back may have been released by it (and leased again since); an older
+# one is dropped anyway (``HandOffs.take``: over half its TTL)
+RECLAIM_WINDOW = 0.5
 
 
 class NamedRuns:
@@ -84,6 +89,10 @@ class NamedRuns:
         worker.handed += len(leases)
         worker.engine.changes.publish_runs([lease.run_id for lease in leases])
         free = max(0, worker.concurrency - len(worker.active) - self.claimed)
+        reclaimed = worker.reclaimed_at
+        window = RECLAIM_WINDOW * worker.lease_ttl + 1.0
+        if reclaimed is not None and worker.engine.clock.now() - reclaimed < window:
+            free = 0  # maybe taken before its leases were given back: given back too
         for lease in leases[:free]:
             worker._start_pass(lease)
         for lease in leases[free:]:
@@ -136,6 +145,7 @@ class NamedRuns:
                 worker._wake.set()
         except StoreUnavailable as exc:
             worker.outage.failed(exc)
+            worker.lost_a_lease()
             worker._wake.set()  # the worker's loop backs off and tries again
         except StoreError as exc:
             worker._fail(exc)

@@ -151,6 +151,12 @@ class Worker:
         # runs leased to it without a pass (one ended on StoreUnavailable, a hand-off beyond
         # its free slots): their leases expire at its next lease attempt, to be leased again
         self._cut_short: set[str] = set()
+        # a lease write of its own failed (StoreUnavailable): it may have committed leases this
+        # worker never heard of, given back by its next lease attempt made with no pass here
+        self._unheard = False
+        # when it last gave them back (its clock): hand-offs read within half a TTL after it
+        # may be leases that give-back released (and leased again), never started as handed
+        self.reclaimed_at: float | None = None
         # runs leased again while their previous pass here is still ending: started after it
         self._next_pass: dict[str, Lease] = {}
         # passes begun on a run without a commit of its own before lease_due fails it
@@ -258,9 +264,20 @@ class Worker:
             now = self._leased_at = engine.clock.now()
             # (never a run with a pass here: leased again meanwhile, its lease is its pass's)
             cut_short = [run_id for run_id in self._cut_short if run_id not in self.active]
-            leased, housekept, inboxed = await self._reserving(
-                free, engine.writer.write(self._lease_job(now, free, cut_short))
+            # every lease of its own given back first: none has a pass here, and none can get
+            # one during the attempt (it reserves every slot)
+            reclaim = (
+                self._unheard
+                and not self.active
+                and not self._named.claimed
+                and not self._handovers  # an in-process send's lease in flight
             )
+            leased, housekept, inboxed = await self._reserving(
+                free, engine.writer.write(self._lease_job(now, free, cut_short, reclaim))
+            )
+            if reclaim:
+                self._unheard = False
+                self.reclaimed_at = now
             self._backlogged = len(leased) == free or inboxed
             free -= len(leased)
             leases += leased
@@ -288,6 +305,9 @@ class Worker:
         self._named.claimed += slots
         try:
             return await attempt
+        except StoreUnavailable:
+            self.lost_a_lease()
+            raise
         finally:
             self._named.claimed -= slots
 
@@ -358,12 +378,13 @@ class Worker:
         return not self.active and not named.claims and not self._handovers
 
     def _lease_job(
-        self, now: float, limit: int, cut_short: list[str]
+        self, now: float, limit: int, cut_short: list[str], reclaim: bool = False
     ) -> Callable[[StoreTx], tuple[list[Lease], list[IngestResult], bool]]:
         """The lease job: housekeeping, heartbeats, the lease, and the runs of events handed
         to this app's functions by other apps' senders (their runs are leased by the next
         lease attempt: the job's third value says one is due now, or that housekeeping left
-        runs past their start deadline to cancel)."""
+        runs past their start deadline to cancel). ``reclaim`` (no pass here): every run
+        leased to this worker is made due first (``lost_a_lease``)."""
         running = list(self.active)
         purge: list[float] = []  # when the next purges were due as this job was first applied
 
@@ -373,6 +394,10 @@ class Worker:
                 engine.next_purge, engine.next_wait_purge = purge
             purge[:] = [engine.next_purge, engine.next_wait_purge]
             housekept = engine.housekeeping(tx, now)
+            if reclaim:
+                reclaimed = tx.release_owner(self.worker_id, now)
+                if reclaimed:
+                    log.info("worker %s: gives back %s", self.worker_id, _runs(reclaimed))
             if running:  # never find our own passes' leases expired (and lease them again)
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again
@@ -463,6 +488,13 @@ class Worker:
         self._handovers = max(0, self._handovers - 1)
         for lease in leases:
             self._start_pass(lease)
+
+    def lost_a_lease(self) -> None:
+        """A lease write of this worker failed (``StoreUnavailable``): it may have committed
+        all the same, leasing runs this worker never heard of. Its next lease attempt with no
+        pass running gives back every lease of its own, as a restart with its id would, so
+        that they are leased again now, not once their TTL has passed."""
+        self._unheard = True
 
     def give_back(self, run_id: str) -> None:
         """A run leased to this worker that gets no pass now (handed beyond its free slots):
