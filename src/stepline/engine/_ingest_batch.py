@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stepline.engine._collector import collector_paused
-from stepline.errors import StoreError
+from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.interface import StoreTx
 from stepline.store.records import EventIngest, IngestResult, Lease
 
@@ -150,6 +150,8 @@ class IngestBatcher:
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         if error is not None and worker is not None:
             worker.adopt(())  # nothing leased for it: it no longer waits for this write
+            if isinstance(error, StoreUnavailable):  # it may have committed all the same
+                worker.lost_a_lease()
         if not taken:  # the job never ran (the transaction failed before it, a closed writer)
             group = self._take()
             if group is None:

@@ -91,6 +91,11 @@ class EagerWorker(Protocol):
         write ended (with none if it failed)."""
         ...
 
+    def lost_a_lease(self) -> None:
+        """A write that may have leased runs for it failed (``StoreUnavailable``): it may
+        have committed all the same (``Worker.lost_a_lease``)."""
+        ...
+
     def wakes_with(self, event: asyncio.Event) -> bool: ...
 
 

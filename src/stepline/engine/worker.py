@@ -275,9 +275,9 @@ class Worker:
             leased, housekept, inboxed = await self._reserving(
                 free, engine.writer.write(self._lease_job(now, free, cut_short, reclaim))
             )
-            if reclaim:
+            if reclaim:  # from its end on (the release committed): the window of hand-offs
                 self._unheard = False
-                self.reclaimed_at = now
+                self.reclaimed_at = engine.clock.now()
             self._backlogged = len(leased) == free or inboxed
             free -= len(leased)
             leases += leased
@@ -493,8 +493,10 @@ class Worker:
         """A lease write of this worker failed (``StoreUnavailable``): it may have committed
         all the same, leasing runs this worker never heard of. Its next lease attempt with no
         pass running gives back every lease of its own, as a restart with its id would, so
-        that they are leased again now, not once their TTL has passed."""
+        that they are leased again now, not once their TTL has passed (an in-process send's
+        lease too: ``IngestBatcher._deliver``)."""
         self._unheard = True
+        self._wake.set()
 
     def give_back(self, run_id: str) -> None:
         """A run leased to this worker that gets no pass now (handed beyond its free slots):
