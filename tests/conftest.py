@@ -7,12 +7,14 @@ from __future__ import annotations
 import gc
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import forkserver
 import pgtest
 import sqlitetest
 from stepline import App
@@ -28,6 +30,11 @@ os.environ.setdefault("STEPLINE_PORT", "0")
 
 def pytest_configure(config: pytest.Config) -> None:
     pgtest.configure(config)
+    if not hasattr(config, "workerinput") and not os.environ.get(forkserver.SHARED_VARIABLE):
+        # the run's test processes share their fork servers (in the run's folder, which the
+        # controlling process removes at its end: pgtest); each started its own of each kind
+        run = os.environ.get(pgtest.DIR_VARIABLE)
+        forkserver.share_in(tempfile.mkdtemp(prefix="stepline-forkservers-", dir=run))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -17,6 +17,12 @@ the preloaded modules' objects (frozen: never collected, ``gc.freeze``), and its
 (the server, which reports its exit code). A command line with interpreter options (``python -X
 dev``) is started afresh; so is every one with ``STEPLINE_TEST_FRESH_PROCESSES=1``.
 
+The test processes of one run share their servers (``SHARED_VARIABLE``: a folder the run's
+controlling process names, ``share_in``): each kind is started once, by the first test process
+that needs it, not once in each (~0.6-0.9 s of CPU and 2-3 s of waiting at load each), and lives
+until the controlling process ends (``WATCH_VARIABLE``). Without that folder, a test process has
+servers of its own, which end with it.
+
 Run as a script, this file is the server: ``forkserver.py SOCKET MODULE...`` imports the modules,
 then forks a process for each request (a JSON object: how to run, argv, env, cwd; stdin, stdout
 and stderr passed as file descriptors) and answers its pid, then, on the same connection, its exit
@@ -26,6 +32,8 @@ code (``-N``: killed by signal N, as ``subprocess`` reports it).
 from __future__ import annotations
 
 import atexit
+import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -39,6 +47,10 @@ from pathlib import Path
 from typing import Any
 
 _MAX_MESSAGE = 1 << 20
+# the folder where the run's shared servers listen, and the process whose end ends them
+SHARED_VARIABLE = "STEPLINE_TEST_FORKSERVERS"
+WATCH_VARIABLE = "STEPLINE_TEST_FORKSERVERS_WATCH"
+_DETACH = "--detach"
 
 # what each kind of process the tests start imports, loaded once in its fork server:
 # ``python -m stepline.cli ...`` (each command's module)
@@ -88,7 +100,9 @@ def _how(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
 
 
 # -- the server (this file run as a script) ----------------------------------------------------
-def _serve(path: str, preload: Sequence[str]) -> None:
+def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
+    """Serve on ``path`` until the test process that started it ends, or with ``watch`` (a
+    server shared by the run's test processes) until process ``watch`` ends."""
     import gc
     import importlib
     import selectors
@@ -105,6 +119,25 @@ def _serve(path: str, preload: Sequence[str]) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
+    if watch is not None:  # shared: its starter goes on without it (and need not reap it)
+        server = os.fork()
+        if server:
+            sys.stdout.write(f"ready {server}\n")
+            sys.stdout.flush()
+            os._exit(0)
+        os.setsid()  # no signal to its starter's process group reaches it
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+
+    def serving() -> bool:
+        if watch is None:
+            return os.getppid() == parent  # the test process ended: so does the server
+        try:
+            os.kill(watch, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -114,9 +147,10 @@ def _serve(path: str, preload: Sequence[str]) -> None:
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     running: dict[int, socket.socket] = {}  # pid -> the connection its exit code goes to
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    while os.getppid() == parent:  # the test process ended: so does the server
+    if watch is None:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+    while serving():
         for key, _ in selector.select(timeout=1.0):
             if key.fileobj is listener:
                 conn, _ = listener.accept()
@@ -203,22 +237,38 @@ def _become(
 
 # -- the client ---------------------------------------------------------------------------------
 class _Server:
-    """A fork server of this test process: started with ``env``'s start-up variables, with the
-    modules ``preload`` imported."""
+    """A fork server with the modules ``preload`` imported, started with ``env``'s start-up
+    variables: this test process's own (``own``), or the run's (``shared``)."""
 
-    def __init__(self, env: Mapping[str, str], preload: Sequence[str]) -> None:
-        self.folder = tempfile.mkdtemp(prefix="stepline-forkserver-")
-        self.path = os.path.join(self.folder, "socket")
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, self.path, *preload],
-            env=dict(env),
-            cwd=self.folder,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-        )
-        assert self.process.stdout is not None
-        if self.process.stdout.readline() != b"ready\n":
-            raise RuntimeError(f"the fork server did not start ({self.process.wait()})")
+    def __init__(self, path: str, pid: int, process: subprocess.Popen[bytes] | None) -> None:
+        self.path = path
+        self.pid = pid  # the server's: the processes it forks are its children
+        self.process = process  # None: shared, not this process's to stop
+
+    @classmethod
+    def own(cls, env: Mapping[str, str], preload: Sequence[str]) -> _Server:
+        """A server of this test process's, which ends with it."""
+        path = os.path.join(tempfile.mkdtemp(prefix="stepline-forkserver-"), "socket")
+        process, _ = _start(path, env, preload)
+        return cls(path, process.pid, process)
+
+    @classmethod
+    def shared(
+        cls, folder: str, watch: str, env: Mapping[str, str], preload: Sequence[str]
+    ) -> _Server:
+        """The run's server of this kind in ``folder``, started (under a lock: the test
+        processes start one between them) by the first that needs it, ending with ``watch``."""
+        kind = json.dumps([_startup_env(env), list(preload)]).encode()
+        path = os.path.join(folder, hashlib.sha256(kind).hexdigest()[:16])
+        with open(f"{path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(f"{path}.pid"):
+                starter, pid = _start(path, env, preload, watch)
+                starter.wait()  # the server went on detached
+                with open(f"{path}.pid", "w") as written:
+                    written.write(str(pid))
+            with open(f"{path}.pid") as found:
+                return cls(path, int(found.read()), None)
 
     def spawn(
         self,
@@ -236,13 +286,43 @@ class _Server:
         return Forked(list(args), conn, json.loads(conn.recv(_MAX_MESSAGE))["pid"])
 
     def close(self) -> None:
+        """Stop this test process's own server (a shared one ends with its watched process)."""
+        if self.process is None:
+            return
         self.process.kill()
         self.process.wait()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        for name in os.listdir(self.folder):
-            os.unlink(os.path.join(self.folder, name))
-        os.rmdir(self.folder)
+        folder = os.path.dirname(self.path)
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
+def _start(
+    path: str, env: Mapping[str, str], preload: Sequence[str], watch: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A server listening on ``path`` once this returns, and its pid (``watch``: shared, the
+    process started is gone once the server, forked from it, is ready)."""
+    detach = [_DETACH, watch] if watch is not None else []
+    process = subprocess.Popen(
+        [sys.executable, __file__, *detach, path, *preload],
+        env=dict(env),
+        cwd=os.path.dirname(path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    with process.stdout:
+        ready = process.stdout.readline().split()
+    if not ready or ready[0] != b"ready":
+        raise RuntimeError(f"the fork server did not start ({process.wait()})")
+    return process, int(ready[1]) if len(ready) > 1 else process.pid
+
+
+def share_in(folder: str) -> None:
+    """Make this process and those it starts (the run's test processes) share their servers
+    in ``folder``, until this process ends (called by the run's controlling process)."""
+    os.environ[SHARED_VARIABLE] = folder
+    os.environ[WATCH_VARIABLE] = str(os.getpid())
 
 
 class Forked:
@@ -333,7 +413,11 @@ def popen(
     key = (_startup_env(env), tuple(preload))
     with _lock:
         if key not in _servers:
-            _servers[key] = _Server(env, preload)
+            shared, watch = os.environ.get(SHARED_VARIABLE), os.environ.get(WATCH_VARIABLE)
+            if shared and watch:
+                _servers[key] = _Server.shared(shared, watch, env, preload)
+            else:
+                _servers[key] = _Server.own(env, preload)
         server = _servers[key]
     with open(os.devnull, "r+b") as null:
         fds = [_fd(stdin, 0, null), _fd(stdout, 1, null)]
@@ -422,4 +506,7 @@ def _close() -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2:])
+    if sys.argv[1] == _DETACH:
+        _serve(sys.argv[3], sys.argv[4:], watch=int(sys.argv[2]))
+    else:
+        _serve(sys.argv[1], sys.argv[2:])

@@ -47,17 +47,23 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_an_interrupted_command_does_not_outlive_its_run(tmp_path: Path) -> None:
+def test_an_interrupted_command_does_not_outlive_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
+    # a server of this test's own (a start-up variable no other command has, and not the run's
+    # shared ones): its children are this test's commands only
+    env["PYTHONSTEPLINETEST"] = str(tmp_path)
+    monkeypatch.delenv(forkserver.SHARED_VARIABLE, raising=False)
     db = tmp_path / "locked.db"
     store = SQLiteStore(db)
     store.migrate()
     store.close()
     first = _cli_fork.run_cli(["runs", "list", "--db", str(db)], env=env, cwd=tmp_path, timeout=60)
     assert first.returncode == 0, first.stderr
-    servers = list(forkserver._servers.values())  # this test process's (others' ended)
+    server = forkserver._servers[forkserver._startup_env(env), forkserver.CLI]
     lock = sqlite3.connect(db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # the next command waits for it (busy timeout)
     previous = signal.signal(signal.SIGALRM, _raise)
@@ -66,7 +72,7 @@ def test_an_interrupted_command_does_not_outlive_its_run(tmp_path: Path) -> None
     try:
         with pytest.raises(Interrupted):  # as pytest-timeout's Failed: Timeout would
             _cli_fork.run_cli(["send", "x", "--db", str(db)], env=env, cwd=tmp_path, timeout=60)
-        left = [pid for server in servers for pid in _children(server.process.pid)]
+        left = _children(server.pid)
         assert left == [], "the interrupted command still runs"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
