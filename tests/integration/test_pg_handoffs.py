@@ -71,10 +71,11 @@ async def test_an_idle_worker_starts_the_run_another_process_handed_it(pg_url: s
 
 
 async def test_a_worker_that_takes_no_handoffs_offers_none(pg_url: str) -> None:
-    """(Its runs are leased by name then: ``test_pg_wakeups.py``, whose workers take none.)"""
+    """(Its runs are leased by name then: ``test_pg_wakeups.py``, whose workers take none.)
+    The switch is the public ``App.make_worker``'s."""
     app, sender, done = _apps(pg_url)
     try:
-        worker = Worker(app.engine, worker_id="leaser", poll_interval=None, handoffs=False)
+        worker = app.make_worker(worker_id="leaser", poll_interval=None, handoffs=False)
         task = asyncio.create_task(worker.run())
         await asyncio.wait_for(worker.ready.wait(), 30)
         await until("the worker to have looked for work once", lambda: worker.loops >= 1)

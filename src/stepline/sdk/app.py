@@ -305,8 +305,15 @@ class App(AppControl):
         worker_id: str | None = None,
         lease_ttl: float = 10.0,
         poll_interval: float | None = 0.25,
+        handoffs: bool = True,
     ) -> Worker:
-        """A worker for this app (call ``await worker.run()``)."""
+        """A worker for this app (call ``await worker.run()``).
+
+        ``handoffs`` (PostgreSQL): whether another process's ``send`` may lease the new runs it
+        starts to this worker, when it has a free slot, in the send's own transaction (its
+        wake-up then carries the lease, and the pass starts without a lease round trip of its
+        own); False: the worker leases every run itself (by name when a wake-up names it).
+        Other stores hand nothing across processes."""
         from stepline.engine.worker import Worker  # not for the CLI's read commands
 
         return Worker(
@@ -315,6 +322,7 @@ class App(AppControl):
             worker_id=worker_id,
             lease_ttl=lease_ttl,
             poll_interval=poll_interval,
+            handoffs=handoffs,
         )
 
     @contextlib.asynccontextmanager
