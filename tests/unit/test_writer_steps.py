@@ -7,6 +7,8 @@ thread. The store is ``test_writer_loop``'s fake."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from tests.unit.test_writer_loop import LoopStore, recorder
 
@@ -60,31 +62,36 @@ async def test_jobs_batched_together_are_committed_as_jobs() -> None:
         writer.close()
 
 
-async def test_a_lone_step_commit_the_store_refuses_is_its_jobs() -> None:
+@contextlib.asynccontextmanager
+async def _lone_commit_failing(
+    error: Exception,
+) -> AsyncIterator[tuple[LoneStore, BatchWriter, list[int]]]:
+    """A lone step commit the store answers with ``error``: its job is still written (its
+    result 1); the block then sees where it went."""
     store = LoneStore()
-    store.alone = WouldBlock("not a commit of step results alone")
+    store.alone = error
     writer = BatchWriter(store)
     done: list[int] = []
     try:
         await asyncio.sleep(0)
         written = writer.submit(recorder(done)(1), alone=True, steps=PassCommit("r1", "t1"))
         assert await written == 1
-        assert store.lone == [] and done == [1] and store.batches == [1]  # on the loop
-        assert (writer.loop_commits, writer.loop_refusals) == (1, 0)
+        yield store, writer, done
     finally:
         writer.close()
+
+
+async def test_a_lone_step_commit_the_store_refuses_is_its_jobs() -> None:
+    async with _lone_commit_failing(WouldBlock("not a commit of step results alone")) as (
+        store,
+        writer,
+        done,
+    ):
+        assert store.lone == [] and done == [1] and store.batches == [1]  # on the loop
+        assert (writer.loop_commits, writer.loop_refusals) == (1, 0)
 
 
 async def test_a_lone_step_commit_that_committed_nothing_is_its_job_made_carefully() -> None:
-    store = LoneStore()
-    store.alone = Replay("the lease was lost")
-    writer = BatchWriter(store)
-    done: list[int] = []
-    try:
-        await asyncio.sleep(0)
-        written = writer.submit(recorder(done)(1), alone=True, steps=PassCommit("r1", "t1"))
-        assert await written == 1
+    async with _lone_commit_failing(Replay("the lease was lost")) as (store, writer, done):
         assert done == [1] and store.batches == []  # on the thread
         assert (writer.replays, writer.loop_commits, writer.transactions) == (1, 0, 1)
-    finally:
-        writer.close()
