@@ -297,3 +297,23 @@ async def test_without_tokens_a_closed_server_answers_503(
         response = await client.request(method, path)
         assert response.status_code == 503
         assert "no API tokens are configured" in response.json()["error"]
+
+
+async def test_the_dashboards_export_of_a_run_is_the_rest_apis_shape(
+    serve: ServeFn, app: App
+) -> None:
+    # One JSON shape for a run (server/views.py): the dashboard's export had its own (times to the
+    # millisecond with "+00:00", no worker_id, no executing_attempt), unlike REST and the CLI.
+    async with serve() as (client, _):
+        [event_id] = await _send(client, {"name": "fragile/go"})
+        run_id = await _run_of(app, event_id)
+        await app.wait_for_run(run_id)
+        detail = (await client.get(f"/api/v1/runs/{run_id}")).json()
+        exported = (await client.get(f"/runs/{run_id}/export")).json()
+    run_fields = {k: v for k, v in detail.items() if k not in ("steps", "history", "events")}
+    assert exported["run"] == run_fields
+    assert exported["steps"] == detail["steps"]
+    assert exported["history"] == detail["history"]
+    assert [s["id"] for s in exported["steps"]] == ["first", "boom"]
+    assert {"executing_attempt", "started_at"} <= set(exported["steps"][0])
+    assert {"started_at", "worker_id"} <= set(exported["history"][0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -10,9 +10,9 @@ import orjson
 from stepline._cursor import encode_cursor
 from stepline.durations import format_duration
 from stepline.sdk.function import FunctionDef
-from stepline.sdk.run import HistoryEntry, Run, StepInfo
+from stepline.sdk.run import HistoryEntry, Run
 from stepline.sdk.search import RunSearch
-from stepline.server.views import function_json
+from stepline.server.views import function_json, run_json
 from stepline.store.records import SkipRecord
 
 if TYPE_CHECKING:
@@ -276,52 +276,10 @@ def attempt_label(entry: HistoryEntry) -> str:
 
 
 # -- JSON ------------------------------------------------------------------------------------------
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
-
-
-def step_dict(step: StepInfo) -> dict[str, Any]:
-    """A step as JSON: ``attempts`` made before the one executing, ``executing_attempt`` the
-    1-based number of the attempt executing now (null unless RUNNING), as the table shows it
-    ("attempt N executing since ..."), with ``started_at`` its start."""
-    return {
-        "id": step.id,
-        "kind": step.kind,
-        "status": step.status,
-        "attempts": step.attempts,
-        "executing_attempt": step.attempts + 1 if step.status == "RUNNING" else None,
-        "output": step.output,
-        "error": step.error,
-        "started_at": _iso(step.started_at),
-        "ended_at": _iso(step.ended_at),
-    }
-
-
-def run_dict(run: Run) -> dict[str, Any]:
-    """A run as JSON."""
-    return {
-        "run_id": run.run_id,
-        "app_id": run.app_id,
-        "function_id": run.function_id,
-        "status": run.status,
-        "worker_id": run.worker_id,
-        "waiting_for_worker": run.waiting_for_worker,
-        "event_ids": run.event_ids,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
-        "attempt": run.attempt,
-        "output": run.output,
-        "error": run.error,
-        "steps": [step_dict(s) for s in run.steps],
-        "cursor": encode_cursor(run.cursor) if run.cursor else None,
-    }
-
-
 def search_dict(found: RunSearch) -> dict[str, Any]:
     """A search's page as JSON."""
     return {
-        "runs": [run_dict(r) for r in found.runs],
+        "runs": [run_json(r) for r in found.runs],
         "next_cursor": encode_cursor(found.next_cursor) if found.next_cursor else None,
         "scanned": found.scanned,
         "complete": found.complete,
@@ -337,22 +295,6 @@ def search_summary(found: RunSearch) -> str:
     if found.failed:
         line += f" The query failed on {found.failed:,} of them: {found.error}"
     return line
-
-
-def history_dict(entry: HistoryEntry) -> dict[str, Any]:
-    """A history entry as JSON."""
-    return {
-        "at": _iso(entry.at),
-        "kind": entry.kind,
-        "step_id": entry.step_id,
-        "attempt": entry.attempt,
-        "started_at": _iso(entry.at - timedelta(seconds=entry.duration))
-        if entry.duration is not None
-        else None,
-        "duration": entry.duration,
-        "data": entry.data,
-        "worker_id": entry.worker_id,
-    }
 
 
 def function_dict(

@@ -3,7 +3,7 @@ the CLI's --json and the dashboard."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stepline._cursor import encode_cursor
@@ -23,11 +23,15 @@ def iso(moment: datetime | float | None) -> str | None:
 
 
 def step_json(step: StepInfo) -> dict[str, Any]:
+    """A step: ``attempts`` made before the one executing, ``executing_attempt`` the 1-based
+    number of the attempt executing now (null unless RUNNING), as the CLI's table shows it
+    ("attempt N executing since ..."), with ``started_at`` its start."""
     return {
         "id": step.id,
         "kind": step.kind,
         "status": step.status,
         "attempts": step.attempts,
+        "executing_attempt": step.attempts + 1 if step.status == "RUNNING" else None,
         "output": step.output,
         "error": step.error,
         "started_at": iso(step.started_at),
@@ -36,6 +40,7 @@ def step_json(step: StepInfo) -> dict[str, Any]:
 
 
 def run_json(run: Run, *, steps: bool = True) -> dict[str, Any]:
+    """A run, with its steps unless ``steps`` is false."""
     found: dict[str, Any] = {
         "run_id": run.run_id,
         "app_id": run.app_id,
@@ -58,11 +63,16 @@ def run_json(run: Run, *, steps: bool = True) -> dict[str, Any]:
 
 
 def history_json(entry: HistoryEntry) -> dict[str, Any]:
+    """A history entry: ``at`` when it happened; ``started_at`` is ``at`` less its
+    ``duration`` (a step's start) when it has one."""
     return {
         "at": iso(entry.at),
         "kind": entry.kind,
         "step_id": entry.step_id,
         "attempt": entry.attempt,
+        "started_at": None
+        if entry.duration is None
+        else iso(entry.at - timedelta(seconds=entry.duration)),
         "duration": entry.duration,
         "data": entry.data,
         "worker_id": entry.worker_id,

@@ -28,6 +28,7 @@ from stepline.cli._remote import RemoteApp, open_remote, remote_options
 from stepline.errors import ExpressionError
 from stepline.sdk.app import App
 from stepline.sdk.run import HistoryEntry, Run
+from stepline.server import views
 
 if TYPE_CHECKING:  # rich is imported for a human's output only, never for --json
     from rich.console import Group
@@ -134,7 +135,7 @@ def list_runs(
         app.close()
     more, found = len(found) > limit, found[:limit]
     if as_json:
-        print_json([render.run_dict(r) for r in found])
+        print_json([views.run_json(r) for r in found])
         return
     console = make_console()
     if not found:
@@ -297,7 +298,7 @@ def show_run(
     finally:
         app.close()
     if as_json:
-        print_json({**render.run_dict(run), "history": [render.history_dict(h) for h in history]})
+        print_json({**views.run_json(run), "history": [views.history_json(h) for h in history]})
         return
     from rich.text import Text
 

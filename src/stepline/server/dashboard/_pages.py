@@ -22,13 +22,13 @@ from stepline.errors import ConfigError, ExpressionError
 from stepline.sdk.run import Run
 from stepline.sdk.search import SEARCH_VARIABLES
 from stepline.sdk.waiting import WAITING_KINDS
+from stepline.server import views as rest_views
 from stepline.server.dashboard import _views as views
 from stepline.server.dashboard._auth import FormTooLarge, Guard, Session, read_form
 from stepline.server.dashboard._event_pages import event_rows
 from stepline.server.dashboard._live import LiveHub
 from stepline.server.dashboard._responses import (
     json_or_text,
-    run_json,
     safe_name,
     safe_next,
     succeeded,
@@ -426,32 +426,9 @@ class Dashboard:
         engine = app.engine
         events = await engine.read(engine.store.get_events, run.event_ids)
         document = {
-            "run": run_json(run),
-            "steps": [
-                {
-                    "id": s.id,
-                    "kind": s.kind,
-                    "status": s.status,
-                    "attempts": s.attempts,
-                    "output": s.output,
-                    "error": s.error,
-                    "started_at": views.stamp(s.started_at) or None,
-                    "ended_at": views.stamp(s.ended_at) or None,
-                }
-                for s in run.steps
-            ],
-            "history": [
-                {
-                    "at": views.stamp(h.at),
-                    "kind": h.kind,
-                    "step_id": h.step_id,
-                    "attempt": h.attempt,
-                    "duration": h.duration,
-                    "data": h.data,
-                    "worker_id": h.worker_id,
-                }
-                for h in history
-            ],
+            "run": rest_views.run_json(run, steps=False),
+            "steps": [rest_views.step_json(s) for s in run.steps],
+            "history": [rest_views.history_json(h) for h in history],
             "events": [e.payload() for e in events],
         }
         body = orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str)

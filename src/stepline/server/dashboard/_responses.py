@@ -1,5 +1,5 @@
-"""The dashboard's small answers: an action's JSON or redirect, its errors, the JSON export of a
-run, and the names and paths it echoes back made safe."""
+"""The dashboard's small answers: an action's JSON or redirect, its errors, and the names and
+paths it echoes back made safe."""
 
 from __future__ import annotations
 
@@ -9,26 +9,6 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-
-from stepline.sdk.run import Run
-from stepline.server.dashboard import _views as views
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    """A run as its JSON export shows it."""
-    return {
-        "run_id": run.run_id,
-        "function_id": run.function_id,
-        "app_id": run.app_id,
-        "status": run.status,
-        "output": run.output,
-        "error": run.error,
-        "event_ids": run.event_ids,
-        "created_at": views.stamp(run.created_at),
-        "started_at": views.stamp(run.started_at) or None,
-        "ended_at": views.stamp(run.ended_at) or None,
-        "attempt": run.attempt,
-    }
 
 
 def wants_json(request: Request) -> bool:
