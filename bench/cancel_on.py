@@ -108,6 +108,11 @@ def store_counts(path: Path) -> dict[str, int]:
             counts["owed"] = one("SELECT count(*) FROM owed_announcements")
         except sqlite3.OperationalError:  # a Stepline before it: none
             pass
+        try:  # a row a run stands for its two announcements (schema 27; the bench's runs are
+            # started by order/created: each row stands for one function.cancelled)
+            counts["cancelled_events"] += one("SELECT count(*) FROM cancel_announcements")
+        except sqlite3.OperationalError:  # a Stepline before it: none
+            pass
         return counts
 
 

@@ -54,11 +54,12 @@ async def _cancelling(path: Path, clock: MockClock) -> tuple[App, str, dict[str,
 
 async def _owing(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]]:
     """``_cancelling``, the run's announcements then left owed as a sender of the version
-    before left them (schema 24): its two events not written, an owed row instead."""
+    before left them (schema 24): its two events not written (here a row standing for them,
+    schema 27), an owed row instead."""
     app, run_id, payload = await _cancelling(path, clock)
     with closing(sqlite3.connect(path)) as conn, conn:
-        gone = conn.execute("DELETE FROM events WHERE name IN (?, ?)", (FINISHED, CANCELLED))
-        assert gone.rowcount == 2
+        gone = conn.execute("DELETE FROM cancel_announcements WHERE run_id = ?", (run_id,))
+        assert gone.rowcount == 1
         owed = "INSERT INTO owed_announcements (run_id, reason, at) VALUES (?, ?, ?)"
         conn.execute(owed, (run_id, REASON, T0))
     return app, run_id, payload

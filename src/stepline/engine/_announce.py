@@ -4,8 +4,10 @@ runs at once: a batch of events that cancels a thousand runs announces them with
 When nothing hears them (no function of the app plans a run for them, and the store finds no
 wait, cancel matcher or other app's function for their names: ``UnheardEvents``), they are
 only stored: their data is made of the runs' trigger events as the store keeps them, encoded
-(``cancelled_announcements``), with no decoding, planning or matching. Else, or with a store
-without that verb, they are ingested as any event (``cancelled_events``).
+(``cancelled_announcements``), with no decoding, planning or matching; a store that keeps them
+as one row a run (``KeptAnnouncements``, SQLite schema 27) is only told which runs, and makes
+their data when they are read. Else, or with a store without those verbs, they are ingested as
+any event (``cancelled_events``).
 
 A sender's transaction stores them itself. The version before owed them instead (SQLite schema
 24, ``OwedAnnouncements``: a small row a run, the events written later by a worker); writing
@@ -19,14 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stepline._ids import new_ids
-from stepline.engine._system_events import (
-    cancelled_announcements,
-    ending_data,
-    ending_names,
-)
+from stepline.engine._system_events import ending_data, ending_names
 from stepline.errors import StoreUnavailable
 from stepline.serde import dumps_exact
-from stepline.store.capabilities import OwedAnnouncements, UnheardEvents
+from stepline.store._cancelled_data import cancelled_announcements
+from stepline.store.capabilities import KeptAnnouncements, OwedAnnouncements, UnheardEvents
 from stepline.store.interface import StoreTx
 from stepline.store.records import (
     EventIngest,
@@ -80,9 +79,15 @@ def store_unheard_announcements(
     report: bool = True,
 ) -> list[IngestResult] | None:
     """The events ``cancelled_events`` makes (the same names, ids and data), stored by
-    ``tx.store_unheard`` for ``sender``, whose functions plan no run for them; what ingesting
+    ``tx.store_unheard`` (or kept as a row a run, ``tx.store_cancelled_unheard``) for
+    ``sender``, whose functions plan no run for them; what ingesting
     them did (nothing but store them; none made unless ``report``). None, with nothing
     stored, when something may hear them: ``cancelled_events`` and ingest them then."""
+    if isinstance(tx, KeptAnnouncements):  # a row a run, read as these events (SQLite 27)
+        stored = tx.store_cancelled_unheard(cancelled, reason, now, sender, report)
+        if stored is None:
+            return None
+        return [IngestResult(internal_id, False, (), ()) for internal_id in stored]
     runs = tx.encoded_run_events([run_id for run_id, _ in cancelled])
     made = cancelled_announcements(cancelled, runs, reason)
     ids = iter(new_ids(sum(len(names) for names, _ in made), now))

@@ -23,34 +23,24 @@ function), ``source_app_id``, ``source_fn_id``, ``source_fn_v``, ``correlation_i
 (when the invoke times out, Unix ms; a year ahead without a timeout, Inngest's longest),
 ``gid`` (no step groups in Stepline: empty) and ``name`` (the invoking step's id).
 
-Pure functions: the engine plans and stores the events.
+Pure functions: the engine plans and stores the events. The names, and the data of a
+cancellation's events made of encoded trigger events, are in ``store/_cancelled_data.py`` (a
+store makes them again when it reads the announcements it keeps as a row).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import orjson
+from stepline.store._cancelled_data import CANCELLED_ERROR as CANCELLED_ERROR
+from stepline.store._cancelled_data import FUNCTION_CANCELLED as FUNCTION_CANCELLED
+from stepline.store._cancelled_data import FUNCTION_FAILED as FUNCTION_FAILED
+from stepline.store._cancelled_data import FUNCTION_FINISHED as FUNCTION_FINISHED
+from stepline.store._cancelled_data import FUNCTION_INVOKED as FUNCTION_INVOKED
+from stepline.store._cancelled_data import INNGEST_STATUS as INNGEST_STATUS
+from stepline.store._cancelled_data import ending_names_after as ending_names_after
+from stepline.store._cancelled_data import invoked_correlation
 
-from stepline.serde import dumps_exact, loads
-
-FUNCTION_FINISHED = "inngest/function.finished"
-FUNCTION_FAILED = "inngest/function.failed"
-FUNCTION_CANCELLED = "inngest/function.cancelled"
-FUNCTION_INVOKED = "inngest/function.invoked"
-
-# Inngest's StepStatus names, as its enum encodes them in JSON (pkg/enums/step_status.go)
-INNGEST_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
-CANCELLED_ERROR = {"error": "function cancelled", "message": "function cancelled", "name": "Error"}
-# ``ending_data``'s keys, in its order, for a cancellation (see ``cancelled_announcements``)
-_CANCELLED_DATA = (
-    b'{"function_id":%b,"run_id":%b,"event":%b,"events":[%b],"error":'
-    + dumps_exact(CANCELLED_ERROR)
-    + b',"reason":%b%b,"_inngest":'
-    + dumps_exact({"status": INNGEST_STATUS["CANCELLED"]})
-    + b"}"
-)
 INVOKE_MAX_SECONDS = 365 * 24 * 3600  # an invoke without a timeout waits this long (Inngest)
 
 
@@ -99,16 +89,6 @@ def sdk_failure(reply_status: int, no_retry: bool, error: dict[str, Any]) -> dic
     return failure
 
 
-def _invoked_correlation(events: list[dict[str, Any]]) -> str | None:
-    first = events[0] if events else {}
-    if first.get("name") != FUNCTION_INVOKED:
-        return None
-    data = first.get("data")
-    metadata = data.get("_inngest") if isinstance(data, dict) else None
-    found = metadata.get("correlation_id") if isinstance(metadata, dict) else None
-    return found if isinstance(found, str) and found else None
-
-
 def not_started_reason(start_timeout: float) -> str:
     """Why a run not started within its start timeout is cancelled."""
     return f"not started within {start_timeout:g}s (timeouts.start)"
@@ -119,17 +99,6 @@ def ending_names(status: str, events: list[dict[str, Any]]) -> tuple[str, ...]:
     trigger ``events``: none when the run was started by ``function.finished`` or
     ``function.failed`` (Inngest looks at the first event of a batch, as here)."""
     return ending_names_after(status, events[0].get("name") if events else None)
-
-
-def ending_names_after(status: str, first: str | None) -> tuple[str, ...]:
-    """``ending_names`` given the name of the run's first trigger event (None: none)."""
-    if first in (FUNCTION_FINISHED, FUNCTION_FAILED):
-        return ()
-    if status == "FAILED":
-        return (FUNCTION_FINISHED, FUNCTION_FAILED)
-    if status == "CANCELLED":
-        return (FUNCTION_FINISHED, FUNCTION_CANCELLED)
-    return (FUNCTION_FINISHED,)
 
 
 def ending_data(
@@ -155,58 +124,8 @@ def ending_data(
         data["error"] = dict(CANCELLED_ERROR) if status == "CANCELLED" else error
     if reason is not None:
         data["reason"] = reason
-    correlation = _invoked_correlation(events)
+    correlation = invoked_correlation(events)
     if correlation is not None:
         data["correlation_id"] = correlation
     data["_inngest"] = {"status": INNGEST_STATUS[status]}
     return data
-
-
-def cancelled_announcements(
-    cancelled: Sequence[tuple[str, str]],
-    runs: Sequence[Sequence[tuple[str, bytes]]],
-    reason: str,
-) -> list[tuple[tuple[str, ...], bytes]]:
-    """The names (``ending_names_after``) and data of the ending events of each run in
-    ``cancelled`` (its run id and function id) that has some: its data as ``dumps_exact``
-    encodes ``ending_data(function_id, run_id, <payloads>, "CANCELLED", reason=reason)`` (the
-    same bytes), made of its trigger events' payloads already encoded (``runs``: each one's
-    name and payload JSON, ``UnheardEvents.encoded_run_events``) without decoding them; only
-    the first one of a run started by an invoke is, for its ``correlation_id``. The reason and
-    each function id are quoted once for all the runs."""
-    quote = orjson.dumps
-    reason_json = quote(reason)
-    functions: dict[str, bytes] = {}
-    names_after: dict[str | None, tuple[str, ...]] = {}
-    made: list[tuple[tuple[str, ...], bytes]] = []
-    for (run_id, function_id), events in zip(cancelled, runs, strict=True):
-        first = events[0][0] if events else None
-        names = names_after.get(first)
-        if names is None:
-            names = names_after[first] = ending_names_after("CANCELLED", first)
-        if names:
-            function_json = functions.get(function_id)
-            if function_json is None:
-                function_json = functions[function_id] = quote(function_id)
-            made.append((names, _cancelled_data(function_json, quote(run_id), events, reason_json)))
-    return made
-
-
-def _cancelled_data(
-    function_json: bytes, run_json: bytes, events: Sequence[tuple[str, bytes]], reason_json: bytes
-) -> bytes:
-    """A run's data (see ``cancelled_announcements``) given the JSON of its strings."""
-    first = events[0][1] if events else b"{}"
-    correlation = b""
-    if events and events[0][0] == FUNCTION_INVOKED:
-        found = _invoked_correlation([loads(first)])
-        if found is not None:
-            correlation = b',"correlation_id":' + dumps_exact(found)
-    return _CANCELLED_DATA % (
-        function_json,
-        run_json,
-        first,
-        first if len(events) == 1 else b",".join([payload for _, payload in events]),
-        reason_json,
-        correlation,
-    )

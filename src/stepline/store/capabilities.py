@@ -135,6 +135,30 @@ class UnheardEvents(Protocol):
         ...
 
 
+@runtime_checkable
+class KeptAnnouncements(Protocol):
+    """A transaction of a store that keeps the announcements nothing hears of a run cancelled
+    in it as one small row, their data made again from the run when they are read (SQLite
+    schema 27: ``store/sqlite/_derived.py``); every reader of events shows them as
+    ``UnheardEvents.store_unheard`` would have stored them."""
+
+    def store_cancelled_unheard(
+        self,
+        cancelled: Sequence[tuple[str, str]],
+        reason: str,
+        now: float,
+        sender: FunctionSet | None,
+        report: bool = True,
+    ) -> list[str] | None:
+        """Store the announcements of the runs ``cancelled`` in this transaction (each its run
+        id and function id) for ``reason``, sent at ``now``, as ``store_unheard`` stores those
+        ``engine/_announce.cancelled_events`` makes (the same names, ids in the same order,
+        data), if nothing but storing them would be done with them (see ``store_unheard``).
+        Returns their ids (none unless ``report``), or None, having stored nothing, when
+        something may hear them."""
+        ...
+
+
 class OwedAnnouncement(NamedTuple):
     """A run whose announcements a transaction owes (``OwedAnnouncements``): its place in the
     order they were owed, its function (None: the run is gone), why it was cancelled, when."""

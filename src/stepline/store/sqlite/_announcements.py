@@ -31,27 +31,32 @@ _PAYLOAD = b'{"id":%b,"name":%b,"data":%b,"user":%b,"ts":%d}'
 class CancelledRunEvents:
     """The trigger events of the runs a transaction cancelled (or whose owed announcements it
     makes): their ids, noted by ``mark_cancelled`` from the run row it read (a run's events
-    never change), or with the owed announcement (OWED_ANNOUNCEMENTS), with the event itself
-    for a run of one event read with its cancel matcher (MATCHERS_INDEXED_AMONG_WITH_RUNS) or
-    its owed row; the other events read together the first time one is asked for."""
+    never change) or with the owed announcement (OWED_ANNOUNCEMENTS), with whether the run
+    has one event (its announcements are then kept as a row, schema 27: nothing of the event
+    is needed); the events themselves read together the first time one is asked for."""
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}  # run id -> its event ids (JSON), noted when cancelled
-        self._only: dict[str, tuple[Any, ...]] = {}  # run id -> its one event's EVENTS_AMONG row
+        self._one: set[str] = set()  # runs of one event, so read
         self._read: dict[str, list[EventRecord]] = {}
 
     def note(self, run_id: str, row: Sequence[Any]) -> None:
-        """A run cancelled, as ``mark_cancelled`` read it: UNFINISHED_RUN_FUNCTION's columns,
-        then (from MATCHERS_INDEXED_AMONG_WITH_RUNS) its one event's, if it has one."""
+        """A run cancelled, as ``mark_cancelled`` read it: UNFINISHED_RUN_FUNCTION's columns
+        (or MATCHER_ROWS_AMONG_WITH_RUNS's of the run), the last one whether it has one event."""
         self.known(run_id, row[3], row[5:])
 
-    def known(self, run_id: str, ids: str, event: Sequence[Any]) -> None:
-        """A run's event ids (JSON) and, if it has one event read with them, its EVENTS_AMONG
-        columns (else empty or NULLs): a run this transaction cancelled, or one whose
-        announcements were owed (OWED_ANNOUNCEMENTS)."""
+    def known(self, run_id: str, ids: str, one: Sequence[Any]) -> None:
+        """A run's event ids (JSON) and whether it has one event (``one[0]``; NULL for a run
+        gone): a run this transaction cancelled, or one whose announcements were owed
+        (OWED_ANNOUNCEMENTS)."""
         self.ids[run_id] = ids
-        if event and event[0] is not None:
-            self._only[run_id] = tuple(event)
+        if one and one[0]:
+            self._one.add(run_id)
+
+    def has_one_event(self, run_id: str) -> bool:
+        """Whether a run this transaction cancelled (or whose announcements were owed) has one
+        trigger event."""
+        return run_id in self._one
 
     def records(self, conn: sqlite3.Connection, run_id: str) -> list[EventRecord] | None:
         """The events of a run this transaction cancelled (None: it did not cancel it), read
@@ -69,25 +74,15 @@ class CancelledRunEvents:
         self, conn: sqlite3.Connection, run_ids: Sequence[str]
     ) -> list[list[tuple[str, bytes]]]:
         """``UnheardEvents.encoded_run_events``: one statement for the events of all the runs
-        (and one for the event ids of the runs this transaction did not cancel); none when each
-        run's one event was read with its cancel matcher or its owed row."""
-        only = self._only
-        if all(run_id in only for run_id in run_ids):  # the usual: each read with its run
-            return [[(only[run_id][1], payload_json(only[run_id]))] for run_id in run_ids]
+        (and one for the event ids of the runs this transaction did not cancel)."""
+        if not run_ids:
+            return []
         known = self.ids
-        unknown = [r for r in run_ids if r not in only and r not in known]
+        unknown = [r for r in run_ids if r not in known]
         read = _event_ids_of(conn, unknown) if unknown else {}
-        ids_of = [
-            [] if run_id in only else loads(known.get(run_id) or read.get(run_id, "[]"))
-            for run_id in run_ids
-        ]
+        ids_of = [loads(known.get(run_id) or read.get(run_id, "[]")) for run_id in run_ids]
         found = {row[0]: (row[1], payload_json(row)) for row in _rows(conn, ids_of)}
-        return [
-            [(only[run_id][1], payload_json(only[run_id]))]
-            if run_id in only
-            else [found[i] for i in ids if i in found]
-            for run_id, ids in zip(run_ids, ids_of, strict=True)
-        ]
+        return [[found[i] for i in ids if i in found] for ids in ids_of]
 
 
 def payload_json(row: Sequence[Any]) -> bytes:

@@ -1,7 +1,8 @@
 """The SQLite store's cancellation primitives: the cancel matchers' lookups (with their runs,
 inside ``ingest``), a run's cancellation (``mark_cancelled``, ``drop_run_work``) and the
 trigger events of the runs a transaction cancelled, for their announcements (``run_events``,
-``encoded_run_events``; ``OwedAnnouncements`` for the rows the version before left).
+``encoded_run_events``; ``KeptAnnouncements``: those nothing hears, a row a run of one event,
+schema 27; ``OwedAnnouncements`` for the rows the version of schema 24 left).
 
 A mixin of ``_SQLiteTx``: every method runs inside the caller's transaction on ``self._c``.
 """
@@ -12,17 +13,20 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from stepline._ids import new_ids
 from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._cancel_rules import MatcherRow
+from stepline.store._cancelled_data import CANCELLED_NAMES, cancelled_announcements
 from stepline.store._index_paths import IndexPaths
-from stepline.store._ingest_rules import cancel
-from stepline.store._primitives import EndedRun, RunPrimitives
+from stepline.store._ingest_rules import cancel, unheard
+from stepline.store._primitives import EndedRun, EventPrimitives, RunPrimitives
 from stepline.store.capabilities import OwedAnnouncement
-from stepline.store.records import EventRecord, WaitRecord
+from stepline.store.records import EventRecord, FunctionSet, WaitRecord
 from stepline.store.sqlite import queries as q
-from stepline.store.sqlite._announcements import CancelledRunEvents
+from stepline.store.sqlite._announcements import CancelledRunEvents, insert_unheard
 from stepline.store.sqlite._deferred import Deferred
+from stepline.store.sqlite._derived import id_before, insert_announcements, silent
 from stepline.store.sqlite._event_rows import select_events
 from stepline.store.sqlite._savepoints import Savepoint
 from stepline.store.sqlite._waits import json_list
@@ -57,6 +61,52 @@ class SQLiteCancels:
     # -- UnheardEvents: the announcements of cancelled runs (engine/_announce.py) ---------------
     def encoded_run_events(self, run_ids: Sequence[str]) -> list[list[tuple[str, bytes]]]:
         return self._cancelled.encoded(self._c, run_ids)
+
+    # -- KeptAnnouncements: those nothing hears, a row a run (schema 27, engine/_announce.py) -----
+    def store_cancelled_unheard(
+        self,
+        cancelled: Sequence[tuple[str, str]],
+        reason: str,
+        now: float,
+        sender: FunctionSet | None,
+        report: bool = True,
+    ) -> list[str] | None:
+        # a run of one trigger event: a row (none read if it announces nothing: ``_derived``)
+        one = self._cancelled.has_one_event
+        kept = [one(run_id) for run_id, _ in cancelled]
+        others = [pair for pair, keep in zip(cancelled, kept, strict=True) if not keep]
+        encoded = self._cancelled.encoded(self._c, [run_id for run_id, _ in others])
+        made = iter(cancelled_announcements(others, encoded, reason))
+        # in the runs' order: None for a run kept as a row (its two names), else what it makes
+        plan = [None if keep else next(made) for keep in kept]
+        names = {n for entry in plan for n in (CANCELLED_NAMES if entry is None else entry[0])}
+        if not names:
+            return []
+        with self._savepoint() as c:
+            if not unheard(cast("EventPrimitives", self), names, sender, now):
+                return None
+            ids = new_ids(sum(2 if e is None else len(e[0]) for e in plan), now)
+            rows: list[tuple[str, str]] = []
+            events: list[tuple[str, str, bytes]] = []
+            at = 0
+            for (run_id, _), entry in zip(cancelled, plan, strict=True):
+                if entry is None:
+                    rows.append((ids[at], run_id))
+                    at += 2
+                    continue
+                for name in entry[0]:
+                    events.append((ids[at], name, entry[1]))
+                    at += 1
+            if events:
+                insert_unheard(c, events, now)
+            if rows:
+                insert_announcements(c, rows, now, reason)
+            if not report:
+                return []
+            quiet = silent(c, [first for first, _ in rows], now) if rows else set()
+            if quiet:  # runs started by an announcement: their rows stand for no event
+                ids = [i for i in ids if i not in quiet and id_before(i) not in quiet]
+            return ids
 
     # -- OwedAnnouncements: those the version before owed (schema 24, engine/_announce.py) ----
     def owed_announcements(self, limit: int) -> list[OwedAnnouncement]:

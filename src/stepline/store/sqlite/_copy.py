@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from stepline.store._copy import TABLES, CopyRefused, Row, Table, normalized
+from stepline.store.sqlite import _derived
 from stepline.store.sqlite._wait_queries import PENDING
 from stepline.store.sqlite.queries import COUNT_OWED_ANNOUNCEMENTS, RESUMED_RUN_EVENTS
 
@@ -16,6 +17,8 @@ KEPT_HERE = "waits_resolved"
 # the runs whose announcements are still to be written (schema 24): not copied; a source with
 # any is refused until a worker wrote them (``refuse_owed``), so none is lost
 OWED = "owed_announcements"
+# the announcements kept as a row (schema 27): copied as the events they stand for (``_derived``)
+KEPT_AS_ROWS = "cancel_announcements"
 
 
 def _rows_of(table: Table) -> str:
@@ -41,7 +44,7 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
         r[0]
         for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            f"AND name NOT IN ('schema_version', '{KEPT_HERE}', '{OWED}')"
+            f"AND name NOT IN ('schema_version', '{KEPT_HERE}', '{OWED}', '{KEPT_AS_ROWS}')"
         )
     ]
     return {name: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({name})")) for name in names}
@@ -68,12 +71,17 @@ class SQLiteSnapshot:
 
     def count(self, table: Table) -> int:
         row = self._conn.execute(f"SELECT count(*) FROM {_rows_of(table)}").fetchone()
+        if table.name == "events":  # and those of the announcements kept as a row
+            return int(row[0]) + _derived.count(self._conn)
         return int(row[0])
 
     def rows(self, table: Table, batch: int) -> Iterator[list[Row]]:
         cursor = self._conn.execute(select_all(table))
         while chunk := cursor.fetchmany(batch):
             yield [normalized(table, r) for r in chunk]
+        if table.name == "events":  # the announcements kept as a row, as events
+            for kept in _derived.every_event(self._conn, batch):
+                yield [normalized(table, r) for r in kept]
 
 
 def load_rows(conn: sqlite3.Connection, table: Table, rows: Sequence[Row]) -> None:
@@ -91,6 +99,7 @@ def wipe(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(f"DELETE FROM {KEPT_HERE}")  # first: a marked wait's row is not deleted
+        conn.execute(_derived.WIPE)
         for table in TABLES:
             conn.execute(f"DELETE FROM {table.name}")
         conn.execute("COMMIT")

@@ -9,6 +9,7 @@ from stepline.serde import dumps_exact
 from stepline.store import _rows as shapes
 from stepline.store.records import EventRecord
 from stepline.store.sqlite import queries as q
+from stepline.store.sqlite._derived import by_ids
 
 
 def event_id_data(event_id: str) -> str:
@@ -20,10 +21,16 @@ def event_id_data(event_id: str) -> str:
 
 
 def select_events(conn: sqlite3.Connection, ids: list[str]) -> list[EventRecord]:
+    """The events of these ids that are stored, in their order: the events table's, and the
+    announcements kept as a row (schema 27, ``_derived``) for the ids it does not hold."""
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
     statement = f"SELECT {q.EVENT_COLUMNS} FROM events WHERE internal_id IN ({marks})"
     found = conn.execute(statement, ids)
     by_id = {r[0]: shapes.event_record(r) for r in found}
+    if len(by_id) < len(ids):
+        missing = [i for i in dict.fromkeys(ids) if i not in by_id]
+        for internal_id, row in by_ids(conn, missing).items():
+            by_id[internal_id] = shapes.event_record(row)
     return [by_id[i] for i in ids if i in by_id]

@@ -40,6 +40,7 @@ from stepline.store.records import (
     StepRecord,
     WorkerRecord,
 )
+from stepline.store.sqlite import _derived
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
 from stepline.store.sqlite._multirow import insert_rows
@@ -217,6 +218,7 @@ class SQLiteControlVerbs:
 
     def purge_before(self, cutoff: float, limit: int) -> Purged:
         with self._savepoint() as c:
+            kept = _derived.purge(c, cutoff, limit)  # announcements kept as a row, before runs
             run_ids = [r[0] for r in c.execute(q.ENDED_BEFORE, (cutoff, limit))]
             for statement in (
                 q.DELETE_STEPS_OF_RUN,
@@ -227,6 +229,7 @@ class SQLiteControlVerbs:
                 c.executemany(statement, [(r,) for r in run_ids])
             c.execute(q.PURGE_INBOX, (cutoff, limit))
             events = c.execute(q.PURGE_EVENTS, (cutoff, limit)).rowcount
+            events += kept
             skips = c.execute(q.PURGE_SKIPS, (cutoff, limit)).rowcount
             return Purged(len(run_ids), events, skips)
 

@@ -201,11 +201,15 @@ RELEASE_OWNER = """
 UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, wake = 0,
        due_at = MIN(COALESCE(due_at, ?), ?)
 WHERE lease_owner = ?"""
+# and whether the run has one trigger event (its announcements are kept as a row, schema 27)
 UNFINISHED_RUN_FUNCTION = """
-SELECT function_id, parent_run_id, parent_step_hash, event_ids, status FROM runs
-WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
+SELECT function_id, parent_run_id, parent_step_hash, event_ids, status,
+       json_array_length(event_ids) = 1
+FROM runs WHERE run_id = ? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 UNFINISHED_RUNS_AMONG = """
-SELECT run_id, function_id, parent_run_id, parent_step_hash, event_ids, status FROM runs
+SELECT run_id, function_id, parent_run_id, parent_step_hash, event_ids, status,
+       json_array_length(event_ids) = 1
+FROM runs
 WHERE run_id IN (SELECT value FROM json_each(?))
   AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""
 CANCEL_RUN = """
@@ -376,36 +380,33 @@ WHERE event_name = ? AND index_path = ? AND index_value IN (SELECT value FROM js
   AND (expires_at IS NULL OR expires_at >= ?)"""
 # the same (but the columns the caller knows: the event name and index path it asked for, and
 # the empty step hash; each column read costs ~1.4k instructions), each with its run's
-# UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended) and, for a run of one trigger
-# event, that event's EVENTS_AMONG columns (its cancellation's announcements carry it)
+# UNFINISHED_RUN_FUNCTION columns (NULL: the run has ended) and whether it has one trigger event
+# (its cancellation's announcements are then kept as a row, schema 27, made of the run and the
+# event when read: ``_cancels._kept``; the event itself is not read here)
 _MATCHERS_WITH_RUNS = """
 FROM matchers AS m
 LEFT JOIN runs AS r
   ON r.run_id = m.run_id AND r.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
-LEFT JOIN events AS e
-  ON e.internal_id = json_extract(r.event_ids, '$[0]') AND json_array_length(r.event_ids) = 1
 WHERE m.event_name = ? AND m.index_path = ?
   AND m.index_value IN (SELECT value FROM json_each(?))
   AND (m.expires_at IS NULL OR m.expires_at >= ?)"""
 MATCHERS_INDEXED_AMONG_WITH_RUNS = f"""
 SELECT m.matcher_id, m.run_id, m.expression, m.index_value, m.expires_at, m.created_at,
        r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status,
-       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts{_MATCHERS_WITH_RUNS}"""
+       json_array_length(r.event_ids) = 1{_MATCHERS_WITH_RUNS}"""
 # the same but a candidate's matcher id and expiry (``_cancel_rules.MatcherRow``'s columns first)
 MATCHER_ROWS_AMONG_WITH_RUNS = f"""
 SELECT m.run_id, m.expression, m.index_value, m.created_at,
        r.function_id, r.parent_run_id, r.parent_step_hash, r.event_ids, r.status,
-       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts{_MATCHERS_WITH_RUNS}"""
+       json_array_length(r.event_ids) = 1{_MATCHERS_WITH_RUNS}"""
 # the runs whose announcements a sender of the version before owed (schema 24), oldest first,
 # each with its function (NULL: the run is gone, purged since), its event ids and, for a run of
-# one trigger event, that event's EVENTS_AMONG columns (the announcements carry it)
+# whether it has one trigger event (its announcements are then kept as a row, schema 27)
 OWED_ANNOUNCEMENTS = """
 SELECT o.seq, o.run_id, r.function_id, o.reason, o.at, r.event_ids,
-       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts
+       json_array_length(r.event_ids) = 1
 FROM owed_announcements AS o
 LEFT JOIN runs AS r ON r.run_id = o.run_id
-LEFT JOIN events AS e
-  ON e.internal_id = json_extract(r.event_ids, '$[0]') AND json_array_length(r.event_ids) = 1
 ORDER BY o.seq LIMIT ?"""
 FORGET_OWED_ANNOUNCEMENTS = "DELETE FROM owed_announcements WHERE seq <= ?"
 COUNT_OWED_ANNOUNCEMENTS = "SELECT count(*) FROM owed_announcements"

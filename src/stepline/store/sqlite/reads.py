@@ -28,7 +28,7 @@ from stepline.store.records import (
     WorkerRecord,
 )
 from stepline.store.search_records import RunClause, SearchWindow
-from stepline.store.sqlite import _search
+from stepline.store.sqlite import _derived, _search
 from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import app_ids, chunks, unpaused
@@ -100,8 +100,11 @@ class SQLiteReads(Database):
     @reading
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         where, params = shapes.event_filter(query, "?")
-        found = self._conn().execute(q.LIST_EVENTS.format(where=where), [*params, query.limit])
-        return [shapes.stored_event(r) for r in found]
+        with self._read() as conn:  # and the announcements kept as a row, merged in its order
+            found = conn.execute(q.LIST_EVENTS.format(where=where), [*params, query.limit])
+            rows = [*found.fetchall(), *_derived.listed(conn, query)]
+        rows.sort(key=lambda r: (r[6], r[0]), reverse=True)
+        return [shapes.stored_event(r) for r in rows[: query.limit]]
 
     @reading
     def event_runs(self, event_ids: Sequence[str], limit: int = 100) -> list[EventRunRecord]:

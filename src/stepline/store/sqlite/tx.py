@@ -35,6 +35,7 @@ from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._announcements import CancelledRunEvents, insert_unheard
 from stepline.store.sqlite._cancels import SQLiteCancels
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
+from stepline.store.sqlite._derived import received
 from stepline.store.sqlite._event_rows import select_events
 from stepline.store.sqlite._multirow import (
     blob,
@@ -220,6 +221,8 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
             params = (name, after[0], until, after[0], after[1])
             rows = self._c.execute(q.EVENTS_RECEIVED, params).fetchall()
             found += [(row[0], shapes.event_record(row[1:])) for row in rows]
+            kept = received(self._c, name, after, until)  # announcements kept as a row
+            found += [(at, shapes.event_record(row)) for at, row in kept]
         return sorted(found, key=_received_order)
 
     def late_cancels(self, now: float, wait_matches: WaitMatcher) -> list[IngestResult]:

@@ -1,0 +1,252 @@
+"""The announcements of cancelled runs kept as one ``cancel_announcements`` row (schema 27), read
+back as the two events they stand for: ``inngest/function.finished`` (the row's id) and
+``inngest/function.cancelled`` (the next id), received and sent at the row's time, no user data,
+no sender id, their data made again from the run's function and trigger event with the code the
+sender's announcements are made with (``store/_cancelled_data.py``: the same bytes).
+
+A row is kept only for a run of one trigger event not started by an invoke; its run and that
+event are kept while it is (the run's ``run_events`` row holds the event; a run and its
+announcements are due for the purge at the same time: the run ended when they were sent). A
+row whose run is gone (purged first, by a limit) is no event any more.
+
+Each reader of events (``_event_rows.select_events``, ``reads.list_events``,
+``tx.events_received``, the purge, ``db copy``) reads the events table and these rows and
+merges them in its order: (received_at, internal_id). A SQL view of both does not serve: SQLite
+does not flatten a UNION ALL whose arm is a join (each list would read every event and sort).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from stepline.serde import dumps_exact
+from stepline.store._cancelled_data import (
+    CANCELLED_NAMES,
+    FUNCTION_FAILED,
+    FUNCTION_FINISHED,
+    cancelled_data,
+)
+from stepline.store.records import EventFilter
+from stepline.store.sqlite._announcements import payload_json
+
+# a row, its run's function and its trigger event (EVENTS_AMONG's columns); none for a run
+# started by an announcement (the row was written without reading its event: it announces
+# nothing, ``ending_names_after``)
+_JOINED = f"""
+FROM cancel_announcements AS a
+JOIN runs AS r ON r.run_id = a.run_id
+JOIN events AS e ON e.internal_id = json_extract(r.event_ids, '$[0]')
+WHERE e.name NOT IN ('{FUNCTION_FINISHED}', '{FUNCTION_FAILED}')"""
+_DERIVED = f"""
+SELECT a.received_at, a.internal_id, a.reason, a.run_id, r.function_id,
+       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts{_JOINED}"""
+# one id's row: its time is its id's millisecond (an id is looked up as the first of its pair
+# and as the second: the id before it)
+_BY_ID = f"{_DERIVED}\n  AND a.received_at >= ? AND a.received_at < ? AND a.internal_id = ?"
+_RECEIVED = f"""{_DERIVED}
+  AND a.received_at >= ? AND a.received_at <= ? ORDER BY a.received_at, a.internal_id"""
+_LISTED = f"{_DERIVED}{{where}}\nORDER BY a.received_at DESC, a.internal_id DESC LIMIT ?"
+_COUNT = f"SELECT count(*){_JOINED}"
+_ALL = f"{_DERIVED}\nORDER BY a.received_at, a.internal_id"
+# the rows of runs started by an announcement among those just written at a time (their ids
+# are no events)
+_SILENT = f"""
+SELECT a.internal_id FROM cancel_announcements AS a
+JOIN runs AS r ON r.run_id = a.run_id
+JOIN events AS e ON e.internal_id = json_extract(r.event_ids, '$[0]')
+WHERE a.received_at = ? AND a.internal_id IN (SELECT value FROM json_each(?))
+  AND e.name IN ('{FUNCTION_FINISHED}', '{FUNCTION_FAILED}')"""
+# the events the rows received before a time stand for (``purge_before``), up to a limit
+_DUE = f"""
+SELECT count(*) FROM (
+  SELECT run_id FROM cancel_announcements WHERE received_at < ? ORDER BY received_at LIMIT ?)
+  AS a
+JOIN runs AS r ON r.run_id = a.run_id
+JOIN events AS e ON e.internal_id = json_extract(r.event_ids, '$[0]')
+WHERE e.name NOT IN ('{FUNCTION_FINISHED}', '{FUNCTION_FAILED}')"""
+_PURGE = """
+DELETE FROM cancel_announcements WHERE (received_at, internal_id) IN (
+  SELECT received_at, internal_id FROM cancel_announcements WHERE received_at < ?
+  ORDER BY received_at LIMIT ?)"""
+WIPE = "DELETE FROM cancel_announcements"
+
+# an event row as EVENTS_AMONG reads it: internal_id, name, data, user_data, sender_id, ts
+EventRow = tuple[str, str, bytes, bytes, None, float]
+_NO_USER_DATA = b"{}"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_DIGIT = {c: i for i, c in enumerate(_CROCKFORD)}
+_SLACK = 0.002  # seconds around an id's millisecond (a float's rounding either way)
+
+
+def insert_announcements(
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, str]], now: float, reason: str
+) -> None:
+    """A row for each (first id, run id) of ``rows``, sent at ``now`` for ``reason``: ``_CHUNK``
+    rows a statement, the time and the reason bound once."""
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        params: list[Any] = [now, reason]
+        for pair in chunk:
+            params += pair
+        conn.execute(_insert(len(chunk)), params)
+
+
+_CHUNK = 400  # 2 + 2 x 400 parameters: under the 999 of SQLite before 3.32
+
+
+@lru_cache(maxsize=8)
+def _insert(count: int) -> str:
+    rows = ", ".join(f"(?1, ?{3 + 2 * i}, ?{4 + 2 * i}, ?2)" for i in range(count))
+    return f"{_INSERT} VALUES {rows}"
+
+
+_INSERT = "INSERT INTO cancel_announcements (received_at, internal_id, run_id, reason)"
+
+
+def silent(conn: sqlite3.Connection, first_ids: Sequence[str], now: float) -> set[str]:
+    """Those of the rows just written at ``now`` (by their first ids) whose run was started by
+    an announcement: their ids are no events (the row was written without reading the run's
+    event, which is read when the row is)."""
+    found = conn.execute(_SILENT, (now, dumps_exact(list(first_ids)).decode()))
+    return {row[0] for row in found}
+
+
+def purge(conn: sqlite3.Connection, cutoff: float, limit: int) -> int:
+    """Delete up to ``limit`` rows received before ``cutoff``, the oldest first; how many events
+    they stood for. Before the runs' purge: a row whose run is gone stands for none."""
+    events = 2 * int(conn.execute(_DUE, (cutoff, limit)).fetchone()[0])
+    conn.execute(_PURGE, (cutoff, limit))
+    return events
+
+
+def _events(row: Sequence[Any], names: Sequence[str] = CANCELLED_NAMES) -> list[EventRow]:
+    """The events a ``_DERIVED`` row stands for, of these names (``CANCELLED_NAMES``' order)."""
+    received_at, first_id, reason, run_id, function_id, *event = row
+    payload = payload_json(event)
+    quote = orjson.dumps
+    data = cancelled_data(quote(function_id), quote(run_id), [(event[1], payload)], quote(reason))
+    finished, cancelled = CANCELLED_NAMES
+    made: list[EventRow] = []
+    if finished in names:
+        made.append((first_id, finished, data, _NO_USER_DATA, None, received_at))
+    if cancelled in names:
+        made.append((id_after(first_id), cancelled, data, _NO_USER_DATA, None, received_at))
+    return made
+
+
+def by_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, EventRow]:
+    """The announcements among ``ids`` (the ids the events table does not hold), by id."""
+    found: dict[str, EventRow] = {}
+    for internal_id in ids:
+        value = _value(internal_id)
+        if value is None:
+            continue
+        at = (value >> 80) / 1000
+        window = (at - _SLACK, at + _SLACK)
+        for first_id in (internal_id, _text(value - 1)):  # the first of its pair, the second
+            for row in conn.execute(_BY_ID, (*window, first_id)):
+                for event in _events(row):
+                    if event[0] == internal_id:
+                        found[internal_id] = event
+    return found
+
+
+def listed(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]]:
+    """The announcements ``LIST_EVENTS`` would list for ``query`` (its rows' shape: the event's
+    columns, received_at, duplicate), newest first, up to its limit."""
+    names = _names(query.name)
+    if not names:
+        return []
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.received_after is not None:
+        clauses.append("a.received_at >= ?")
+        params.append(query.received_after)
+    if query.received_before is not None:
+        clauses.append("a.received_at <= ?")
+        params.append(query.received_before)
+    if query.after is not None:  # a row whose first id is before it: its second may be too
+        clauses.append("(a.received_at, a.internal_id) < (?, ?)")
+        params.extend(query.after)
+    where = "".join(f"\n  AND {clause}" for clause in clauses)
+    # one row more: the row whose second event is the cursor's stands for one event past it
+    rows = conn.execute(_LISTED.format(where=where), [*params, query.limit + 1])
+    made = [(*e, e[5], 0) for row in rows for e in reversed(_events(row, names))]
+    if query.after is not None:
+        after = query.after
+        made = [e for e in made if (e[6], e[0]) < after]
+    return made[: query.limit]
+
+
+def received(
+    conn: sqlite3.Connection, name: str, after: tuple[float, str], until: float
+) -> list[tuple[float, EventRow]]:
+    """The announcements named ``name`` that ``EVENTS_RECEIVED`` would read: received after
+    ``after`` (received_at, internal_id) and at or before ``until``, oldest first."""
+    names = _names(name)
+    if not names:
+        return []
+    found: list[tuple[float, EventRow]] = []
+    for row in conn.execute(_RECEIVED, (after[0], until)):
+        for event in _events(row, names):
+            if (event[5], event[0]) > after:
+                found.append((event[5], event))
+    return found
+
+
+def count(conn: sqlite3.Connection) -> int:
+    """How many events the rows stand for (``db copy``'s plan)."""
+    return 2 * int(conn.execute(_COUNT).fetchone()[0])
+
+
+def every_event(conn: sqlite3.Connection, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+    """Each event the rows stand for as a row of the events table (``db copy``: the target
+    stores them as events), ``batch`` rows at a time (a row's two in the same batch or not)."""
+    cursor = conn.execute(_ALL)
+    while chunk := cursor.fetchmany(max(1, batch // 2)):
+        yield [(*e, e[5], 0) for row in chunk for e in _events(row)]
+
+
+def _names(name: str | None) -> Sequence[str]:
+    """The names of the announcements a filter by ``name`` (None: any) keeps."""
+    if name is None:
+        return CANCELLED_NAMES
+    return (name,) if name in CANCELLED_NAMES else ()
+
+
+def _value(internal_id: str) -> int | None:
+    """The 128-bit value of a Stepline id (None: not one)."""
+    if len(internal_id) != 26:
+        return None
+    value = 0
+    for char in internal_id:
+        digit = _DIGIT.get(char)
+        if digit is None:
+            return None
+        value = value << 5 | digit
+    return None if value & 3 else value >> 2
+
+
+def _text(value: int) -> str:
+    """The id of a 128-bit value (``_ids``' layout: 26 Crockford digits, the last 2 bits 0)."""
+    v = (value % (1 << 128)) << 2
+    return "".join(_CROCKFORD[(v >> (5 * (25 - at))) & 31] for at in range(26))
+
+
+def id_after(internal_id: str) -> str:
+    """The id after a Stepline id (the second of a pair ``new_ids`` made)."""
+    value = _value(internal_id)
+    if value is None:
+        raise ValueError(f"not a Stepline id: {internal_id!r}")
+    return _text(value + 1)
+
+
+def id_before(internal_id: str) -> str | None:
+    """The id before a Stepline id (None: not one)."""
+    value = _value(internal_id)
+    return None if value is None else _text(value - 1)
