@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -280,3 +281,27 @@ def migrated_database(found: Cluster, name: str = "stepline") -> str:
     finally:
         store.close()
     return url
+
+
+def end_other_sessions(url: str) -> None:
+    """End every other session of ``url``'s database and wait until they are gone.
+    ``pg_terminate_backend`` only signals a session: one not scheduled yet ends later, when it
+    wakes, possibly in the next test of the process, whose pooled connection (the warm stores'
+    pools, checked idle before each test: ``_replace_broken``) then dies under a commit, whose
+    outcome is unknown (``StoreUnavailable``: the pass ends, and its step bodies since its last
+    commit run again, as after a crash)."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        ended = [
+            r[0]
+            for r in admin.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (ended,))
+        deadline = time.monotonic() + 30
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the sessions did not end"
+            time.sleep(0.01)

@@ -76,11 +76,7 @@ def test_a_dropped_connection_is_replaced_without_the_caller_seeing_it(pg_url: s
     store = PostgresStore(pg_url)
     try:
         assert store.get_run("nope") is None  # a pooled connection exists now
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+        pgtest.end_other_sessions(pg_url)
         assert store.get_run("nope") is None
         with store.transaction() as tx:
             tx.set_paused("f", True, "app")

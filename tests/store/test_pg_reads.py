@@ -4,18 +4,10 @@ another, unseen by the caller."""
 
 from __future__ import annotations
 
-import psycopg
 from tests.store.builders import SERVED, T0, start
 
+import pgtest
 from stepline.store.postgres import PostgresStore
-
-
-def _end_other_sessions(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
 
 
 def test_a_read_whose_connection_was_ended_is_made_again(pg_url: str) -> None:
@@ -25,10 +17,10 @@ def test_a_read_whose_connection_was_ended_is_made_again(pg_url: str) -> None:
         start(store, "r1", now=T0)
         assert store.load_run("nope") is None  # a read connection is pooled now
         assert store.next_due_at(SERVED) == T0
-        _end_other_sessions(pg_url)
+        pgtest.end_other_sessions(pg_url)
         state = store.load_run("r1")
         assert state is not None and state.run.run_id == "r1"
-        _end_other_sessions(pg_url)
+        pgtest.end_other_sessions(pg_url)
         assert store.next_due_at(SERVED) == T0
         assert store.next_due_at() == T0
     finally:

@@ -16,32 +16,13 @@ import psycopg
 import pytest
 from tests.store.builders import SERVED, T0, TTL, start
 
+import pgtest
 from stepline.engine.writer import BatchWriter
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres._statements import _quiet
 from stepline.store.records import Lease
 
 Job = Callable[[Any], Any]
-
-
-def _end_other_sessions(url: str) -> None:
-    """End every other session of the database and wait until they are gone (so a pooled
-    connection has certainly been ended before it is used again)."""
-    with psycopg.connect(url, autocommit=True) as admin:
-        ended = [
-            r[0]
-            for r in admin.execute(
-                "SELECT pid FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        ]
-        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (ended,))
-        deadline = time.monotonic() + 30
-        while admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)
-        ).fetchone() != (0,):
-            assert time.monotonic() < deadline, "the sessions did not end"
-            time.sleep(0.01)
 
 
 def batches(store: PostgresStore, *rounds: Sequence[Job]) -> tuple[list[list[Any]], BatchWriter]:
@@ -54,7 +35,7 @@ def batches(store: PostgresStore, *rounds: Sequence[Job]) -> tuple[list[list[Any
         try:
             for i, jobs in enumerate(rounds):
                 if i:
-                    await asyncio.to_thread(_end_other_sessions, store.url)
+                    await asyncio.to_thread(pgtest.end_other_sessions, store.url)
                 done = await asyncio.gather(*map(writer.submit, jobs), return_exceptions=True)
                 found.append(list(done))
         finally:
