@@ -17,9 +17,10 @@ import psycopg
 import pytest
 from tests.store import test_pg_loop_commits as loop_commits
 from tests.store.builders import T0, cel_matches, history, lease, start, step
-from tests.store.test_pg_loop_commits import _end_other_sessions, _lock_wait_seen, idle
+from tests.store.test_pg_loop_commits import _lock_wait_seen, idle
 from tests.store.test_pg_optimistic import commit_job, outputs
 
+import pgtest
 from stepline.errors import StoreUnavailable
 from stepline.store.interface import LoneStepCommits, Replay, WouldBlock
 from stepline.store.postgres import PostgresStore
@@ -156,7 +157,7 @@ def test_one_step_on_an_ended_connection_is_refused_and_closed(
     store: PostgresStore, taken: list[psycopg.Connection[Any]]
 ) -> None:
     [held] = marked(store, "r1")
-    _end_other_sessions(store.url)
+    pgtest.end_other_sessions(store.url)
     with pytest.raises(WouldBlock):
         asyncio.run(store.commit_steps_on_loop(steps_of(held, 7)))
     assert taken[-1].closed

@@ -17,8 +17,8 @@ from tests.store import test_pg_loop_commits as loop_commits
 from tests.store.builders import lease, start
 from tests.store.test_pg_loop_commits import idle
 from tests.store.test_pg_optimistic import commit_job, outputs
-from tests.store.test_pg_unchecked import _end_other_sessions
 
+import pgtest
 from stepline.store.postgres import PostgresStore
 
 DEADLINE = 30.0
@@ -124,7 +124,7 @@ def test_the_server_ending_the_idle_kept_connection_gives_it_back_closed(
     async def run() -> None:
         loop = asyncio.get_running_loop()
         await store.commit_on_loop([commit_job(first, 1)])
-        await asyncio.to_thread(_end_other_sessions, store.url)
+        await asyncio.to_thread(pgtest.end_other_sessions, store.url)
         deadline = time.monotonic() + DEADLINE
         while kept_by(store, loop) is not None or idle(store) == 0:
             assert time.monotonic() < deadline, "the ended connection was not given back"

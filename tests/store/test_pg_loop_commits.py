@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from tests.store.builders import SERVED, T0, TTL, lease, start
 from tests.store.test_pg_optimistic import commit_job, outputs
-from tests.store.test_pg_unchecked import _end_other_sessions
 
+import pgtest
 from stepline.errors import LeaseLostError, StoreUnavailable
 from stepline.store.interface import LoopCommits, Replay, WouldBlock
 from stepline.store.postgres import PostgresStore, _database
@@ -184,7 +184,7 @@ def test_an_ended_connection_is_refused_and_closed(
     """The server ended the idle connection (a restart): its end waits on the socket, so no
     commit goes on it; checking it would be a round trip: refused, the connection closed
     (the pool replaces it)."""
-    _end_other_sessions(store.url)
+    pgtest.end_other_sessions(store.url)
     with pytest.raises(WouldBlock):
         commit(store, lambda tx: tx.set_paused("fn", True, "app"))
     assert taken[0].closed
