@@ -156,3 +156,18 @@ def test_only_a_connection_with_nothing_to_read_is_quiet(
         while _quiet(conn):
             assert time.monotonic() < deadline, "the ended connection still looks quiet"
             time.sleep(0.001)
+
+
+def test_ending_the_other_sessions_returns_once_each_end_can_be_read(pg_url: str) -> None:
+    # the suite's helper (pgtest.end_other_sessions) waits until the sessions are gone: a bare
+    # pg_terminate_backend returns before a session not scheduled yet has ended, whose pooled
+    # connection then looks quiet to the next test's check and dies under its next commit
+    conns = [psycopg.connect(pg_url, autocommit=True) for _ in range(4)]
+    try:
+        for conn in conns:
+            conn.execute("SELECT 1")
+        pgtest.end_other_sessions(pg_url)
+        assert not any(_quiet(conn) for conn in conns)
+    finally:
+        for conn in conns:
+            conn.close()
