@@ -45,9 +45,11 @@ WHERE e.name NOT IN ('{FUNCTION_FINISHED}', '{FUNCTION_FAILED}')"""
 _DERIVED = f"""
 SELECT a.received_at, a.internal_id, a.reason, a.run_id, r.function_id,
        e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts{_JOINED}"""
-# one id's row: its time is its id's millisecond (an id is looked up as the first of its pair
-# and as the second: the id before it)
-_BY_ID = f"{_DERIVED}\n  AND a.received_at >= ? AND a.received_at < ? AND a.internal_id = ?"
+# the rows of some first ids (JSON) received in a time window: an id's time is its millisecond
+# (an id is looked up as the first of its pair and as the second: the id before it)
+_BY_IDS = f"""{_DERIVED}
+  AND a.received_at >= ? AND a.received_at < ?
+  AND a.internal_id IN (SELECT value FROM json_each(?))"""
 _RECEIVED = f"""{_DERIVED}
   AND a.received_at >= ? AND a.received_at <= ? ORDER BY a.received_at, a.internal_id"""
 _LISTED = f"{_DERIVED}{{where}}\nORDER BY a.received_at DESC, a.internal_id DESC LIMIT ?"
@@ -80,6 +82,8 @@ EventRow = tuple[str, str, bytes, bytes, None, float]
 _NO_USER_DATA = b"{}"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DIGIT = {c: i for i, c in enumerate(_CROCKFORD)}
+_DIGITS = frozenset(_CROCKFORD)
+_TO_BASE32 = str.maketrans(_CROCKFORD, "0123456789abcdefghijklmnopqrstuv")  # int(..., 32)
 _SLACK = 0.002  # seconds around an id's millisecond (a float's rounding either way)
 
 
@@ -140,19 +144,23 @@ def _events(row: Sequence[Any], names: Sequence[str] = CANCELLED_NAMES) -> list[
 
 
 def by_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, EventRow]:
-    """The announcements among ``ids`` (the ids the events table does not hold), by id."""
-    found: dict[str, EventRow] = {}
+    """The announcements among ``ids`` (the ids the events table does not hold), by id: one
+    statement for the ids of each millisecond (its window of the rows' order read once)."""
+    firsts: dict[int, list[str]] = {}  # millisecond -> the first ids that may be asked for
     for internal_id in ids:
         value = _value(internal_id)
-        if value is None:
-            continue
-        at = (value >> 80) / 1000
-        window = (at - _SLACK, at + _SLACK)
-        for first_id in (internal_id, _text(value - 1)):  # the first of its pair, the second
-            for row in conn.execute(_BY_ID, (*window, first_id)):
-                for event in _events(row):
-                    if event[0] == internal_id:
-                        found[internal_id] = event
+        if value is not None:
+            before = id_before(internal_id)
+            firsts.setdefault(value >> 80, []).extend((internal_id, before or internal_id))
+    wanted = set(ids)
+    found: dict[str, EventRow] = {}
+    for millis, candidates in firsts.items():
+        at = millis / 1000
+        params = (at - _SLACK, at + _SLACK, dumps_exact(candidates).decode())
+        for row in conn.execute(_BY_IDS, params):
+            for event in _events(row):
+                if event[0] in wanted:
+                    found[event[0]] = event
     return found
 
 
@@ -221,15 +229,9 @@ def _names(name: str | None) -> Sequence[str]:
 
 def _value(internal_id: str) -> int | None:
     """The 128-bit value of a Stepline id (None: not one)."""
-    if len(internal_id) != 26:
+    if len(internal_id) != 26 or not _DIGITS.issuperset(internal_id) or _DIGIT[internal_id[-1]] & 3:
         return None
-    value = 0
-    for char in internal_id:
-        digit = _DIGIT.get(char)
-        if digit is None:
-            return None
-        value = value << 5 | digit
-    return None if value & 3 else value >> 2
+    return int(internal_id.translate(_TO_BASE32), 32) >> 2
 
 
 def _text(value: int) -> str:
@@ -239,7 +241,11 @@ def _text(value: int) -> str:
 
 
 def id_after(internal_id: str) -> str:
-    """The id after a Stepline id (the second of a pair ``new_ids`` made)."""
+    """The id after a Stepline id (the second of a pair ``new_ids`` made): its last digit
+    (the value's 3 low bits, then two 0 bits) moved on, unless they are all 1 (a carry)."""
+    last = _DIGIT.get(internal_id[-1], 28) if len(internal_id) == 26 else 28
+    if last < 28 and not last & 3:
+        return internal_id[:25] + _CROCKFORD[last + 4]
     value = _value(internal_id)
     if value is None:
         raise ValueError(f"not a Stepline id: {internal_id!r}")
@@ -247,6 +253,10 @@ def id_after(internal_id: str) -> str:
 
 
 def id_before(internal_id: str) -> str | None:
-    """The id before a Stepline id (None: not one)."""
+    """The id before a Stepline id (None: not one): its last digit moved back, unless the
+    value's 3 low bits are all 0 (a borrow)."""
+    last = _DIGIT.get(internal_id[-1], 0) if len(internal_id) == 26 else 0
+    if last and not last & 3 and _DIGITS.issuperset(internal_id):
+        return internal_id[:25] + _CROCKFORD[last - 4]
     value = _value(internal_id)
     return None if value is None else _text(value - 1)
