@@ -4,10 +4,12 @@ back as the two events they stand for: ``inngest/function.finished`` (the row's 
 no sender id, their data made again from the run's function and trigger event with the code the
 sender's announcements are made with (``store/_cancelled_data.py``: the same bytes).
 
-A row is kept only for a run of one trigger event not started by an invoke; its run and that
-event are kept while it is (the run's ``run_events`` row holds the event; a run and its
-announcements are due for the purge at the same time: the run ended when they were sent). A
-row whose run is gone (purged first, by a limit) is no event any more.
+A row is kept for a run of one trigger event (the run of several has its announcements stored
+as events); its run and that event are kept while it is (the run's ``run_events`` row holds the
+event; a run and its announcements are due for the purge at the same time: the run ended when
+they were sent). A row whose run is gone (purged by a process of schema 26) is no event, nor
+one of a run started by an announcement (written without reading the run's event: such a run
+announces nothing, ``ending_names_after``).
 
 Each reader of events (``_event_rows.select_events``, ``reads.list_events``,
 ``tx.events_received``, the purge, ``db copy``) reads the events table and these rows and
