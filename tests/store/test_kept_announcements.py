@@ -4,7 +4,7 @@ reader of events shows the same events as when they were stored as event rows (t
 before): the file made now is compared with the same file whose rows are written as events by
 the code that stored them before (``encoded_run_events``, ``cancelled_announcements``,
 ``store_unheard``): by id, in lists (filters, pages), to a worker taking another app's events
-(``events_received``), after a purge, in a copy (SQLite, PostgreSQL)."""
+(``events_received``), the CLI, after a purge, in a copy (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from sqlitetest import file_at_version
 from stepline._ids import new_id
+from stepline.cli import cli
 from stepline.engine._announce import store_unheard_announcements
 from stepline.engine._system_events import ending_data
 from stepline.errors import ConfigError
@@ -205,6 +207,25 @@ def test_their_data_is_what_the_engine_makes_of_the_run(
     assert [e.name for e in announced] == [FUNCTION_FINISHED, FUNCTION_CANCELLED] * 5
     assert [e.data["run_id"] for e in announced[::2]] == ["r2", "r1", "r3", "r5", "r6"]
     assert ids == sorted(ids)
+
+
+def _cli(store: SQLiteStore, *args: str) -> str:
+    result = CliRunner().invoke(cli, [*args, "--json", "--db", f"sqlite:///{store.path}"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_cli_shows_them_as_the_events_stored_before(
+    files: tuple[SQLiteStore, SQLiteStore, list[str]],
+) -> None:
+    # what a user reads: `stepline events list` (every name, by name) and `events show` (each)
+    kept, stored, ids = files
+    for args in (
+        ("events", "list", "--limit", "100"),
+        ("events", "list", "--name", FUNCTION_CANCELLED, "--limit", "3"),
+        *(("events", "show", i) for i in ids),
+    ):
+        assert _cli(kept, *args) == _cli(stored, *args)
 
 
 def test_a_purge_deletes_them_as_it_deleted_the_events(
