@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, Protocol
 
 from stepline.expressions import index_decides, values_at
@@ -44,7 +44,6 @@ from stepline.store.records import (
 )
 
 _CREATED_AT = attrgetter("created_at")
-_ROW_CREATED_AT = itemgetter(6)  # an IndexedWait's
 
 
 class IngestTx(EventPrimitives, AdmissionTx, Protocol):
@@ -65,8 +64,10 @@ def ingest(
     if _unheard(tx, items, now):
         pairs = zip(events, new, strict=True)
         return [IngestResult(e.internal_id, not fresh, (), ()) for e, fresh in pairs]
+    from stepline.store._resolving_rules import resolving_only  # it imports this module
+
     looked_up: dict[tuple[str, str, tuple[str, ...]], list[IndexedWait]] = {}
-    resolved = _resolving_only(tx, items, new, now, looked_up)
+    resolved = resolving_only(tx, items, new, now, looked_up)
     if resolved is not None:
         return resolved
     from stepline.store._cancel_rules import cancelling_only  # it imports this module
@@ -168,70 +169,6 @@ def _others(
     """The pairs of ``listening`` that are not the sender's own functions."""
     mine, app_id = sender.function_ids, sender.app_id
     return tuple(pair for pair in listening if pair[0] != app_id or pair[1] not in mine)
-
-
-def _resolving_only(
-    tx: IngestTx,
-    items: Sequence[EventIngest],
-    new: list[bool],
-    now: float,
-    looked_up: dict[tuple[str, str, tuple[str, ...]], list[IndexedWait]],
-) -> list[IngestResult] | None:
-    """The ingest order of a batch that can do nothing but resolve waits the index decides (the
-    common batch of events resuming runs): no event is a duplicate, starts a run or a deferral,
-    or is handed to a function of the catalog; no cancel matcher and no unindexed wait of their
-    names; and at each indexed path of its name, each event's value is a string or missing, and
-    every wait found under it is the one equality the lookup compared (``index_decides``). The
-    order is then that each event, in turn, resolves every wait found under its values that no
-    earlier event of the batch resolved, oldest first, which ``_Batch`` would do with a record,
-    a list and a few calls per event; here the lookup's rows are handed out by value, each to
-    the first event holding it. None, with nothing written, for any other batch (``_Batch``),
-    and the lookups made in ``looked_up`` (by name, path and values), which ``_Batch`` reuses."""
-    listeners: dict[str, Sequence[tuple[str, str]]] = {}
-    by_name: dict[str, list[int]] = {}
-    for i, item in enumerate(items):
-        if item.new_runs or item.deferrals or not new[i] or _listeners(listeners, tx, item):
-            return None
-        by_name.setdefault(item.event.name, []).append(i)
-    found: dict[int, list[IndexedWait]] = {}  # by the position of the event resolving them
-    for name, positions in by_name.items():
-        if tx.matcher_paths(name) or tx.unindexed_matchers(name, now) or tx.unindexed_waits(name):
-            return None
-        for path in tx.wait_paths(name):
-            first = first_holders(items, positions, path)  # the event its waits go to
-            if first is None:
-                return None  # not a string: the matcher decides (``_Batch``)
-            if not first:
-                continue
-            values = list(first)
-            offered = looked_up[name, path, tuple(values)] = tx.indexed_waits(name, path, values)
-            for row in offered:  # IndexedWait: expression 3, index value 4
-                if not index_decides(row[3], path, row[4]):
-                    return None
-                found.setdefault(first[row[4]], []).append(row)
-    resumed: list[ResumedWait] = []
-    results: list[IngestResult] = []
-    for i, item in enumerate(items):
-        event = item.event
-        rows = found.get(i)
-        if not rows:
-            results.append(IngestResult(event.internal_id, False, (), ()))
-            continue
-        encoded = EventJson(event.payload)
-        runs: list[str] = []
-        for wait_id, run_id, step_hash, *_, step_id in (
-            sorted(rows, key=_ROW_CREATED_AT) if len(rows) > 1 else rows
-        ):
-            if tx.delete_wait(run_id, wait_id):
-                resumed.append(
-                    ResumedWait(run_id, step_hash, encoded, event.internal_id, step_id, wait_id)
-                )
-                runs.append(run_id)
-        results.append(IngestResult(event.internal_id, False, (), tuple(runs)))
-    if resumed:
-        tx.resume_waits(resumed, now)
-    record_effects(tx, results)
-    return results
 
 
 def first_holders(
@@ -470,8 +407,8 @@ def _reusing(
     looked_up: dict[tuple[str, str, tuple[str, ...]], list[IndexedWait]], tx: IngestTx
 ) -> _Lookup:
     """The records of ``tx.indexed_waits``, its rows taken from ``looked_up`` when
-    ``_resolving_only`` made the same lookup in this verb (nothing was written since: it gave up
-    first)."""
+    ``resolving_only`` (``_resolving_rules``) made the same lookup in this verb (nothing was
+    written since: it gave up first)."""
 
     def lookup(name: str, path: str, values: Sequence[str], /) -> list[WaitRecord]:
         found = looked_up.pop((name, path, tuple(values)), None)

@@ -14,7 +14,8 @@ from stepline.serde import dumps_exact
 from stepline.store import _rows as shapes
 from stepline.store._index_paths import IndexPaths
 from stepline.store._primitives import IndexedWait, ResumedWait
-from stepline.store.records import WaitRecord
+from stepline.store._resolving_rules import ResolveIndexed
+from stepline.store.records import EventRecord, WaitRecord
 from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._event_rows import event_id_data
@@ -92,6 +93,45 @@ class SQLiteWaitVerbs:
             ]
             c.executemany(w.INSERT_WAIT_MATCHED_READING_STEP, reading)
 
+    # -- IndexedResolutions (``_resolving_rules``) ------------------------------------------------
+    def indexed_resolver(self) -> ResolveIndexed | None:
+        # inside ``ingest`` only: its claims are one statement, checked (``ClaimLost``)
+        return self._resolve_indexed if self._deferred is not None else None
+
+    def _resolve_indexed(
+        self, resolved: Sequence[tuple[IndexedWait, EventRecord]], now: float
+    ) -> None:
+        """``resume_waits`` of the lookup's rows, the waits marked resolved first (one statement
+        per 100: ``ClaimLost`` unless each was), made without a ``ResumedWait`` each: an event's
+        step output and WAIT_MATCHED data made once for all its waits."""
+        marks: list[tuple[str, str]] = []
+        steps: list[tuple[bytearray, float, str, str]] = []
+        runs: list[str] = []
+        matched: list[tuple[str, float, str | None, str]] = []
+        event: EventRecord | None = None
+        output, link = bytearray(), ""
+        for row, by in resolved:  # IndexedWait: wait 0, run 1, step hash 2, step id 7
+            if by is not event:
+                event, output, link = by, step_output(by), event_id_data(by.internal_id)
+            run_id = row[1]
+            marks.append((run_id, row[0]))
+            steps.append((output, now, run_id, row[2]))
+            runs.append(run_id)
+            matched.append((run_id, now, row[7], link))
+        c = self._c
+        if write_among(c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, marks) != len(marks):
+            raise ClaimLost
+        c.executemany(w.COMPLETE_STEP, steps)
+        update_among(c, WAKE, WAKE_AMONG, (now,), runs)
+        if all(m[2] is not None for m in matched):
+            insert_rows(c, w.INSERT_WAIT_MATCHED, matched)
+        else:  # a wait stored without its step's id (schema 18): the step is read
+            reading = [
+                (run_id, at, step_id, run_id, step[3], link)
+                for (run_id, at, step_id, link), step in zip(matched, steps, strict=True)
+            ]
+            c.executemany(w.INSERT_WAIT_MATCHED_READING_STEP, reading)
+
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
             self._c.execute(w.INSERT_WAIT, (*shapes.wait_params(wait), wait.step_id))
@@ -131,6 +171,33 @@ class SQLiteWaitVerbs:
                 c.execute(w.FORGET_RESOLVED_WAITS_UP_TO, keys[-1])
             c.execute(w.PURGE_RESOLVED_WAITS, (dumps_exact(keys).decode(),))
             return len(keys)
+
+
+def step_output(event: EventRecord) -> bytearray:
+    """The output of a step whose wait ``event`` resolved: ``dumps_exact(event.payload())``,
+    made of its parts (the data as validated at the edge, the name's JSON remembered), bound as
+    a BLOB (``blob``). orjson writes a value the same alone or inside a dict, so the bytes are
+    the same."""
+    data = event.data_json
+    if data is None:
+        data = dumps_exact(event.data)
+    name = _NAMES.get(event.name)
+    if name is None:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        name = _NAMES[event.name] = dumps_exact(event.name)
+    user = dumps_exact(event.user) if event.user else b"{}"
+    ident = event.id if event.id is not None else event.internal_id
+    quoted = b'"%s"' % ident.encode() if ident.isascii() and ident.isalnum() else dumps_exact(ident)
+    return bytearray(
+        b'{"id":%s,"name":%s,"data":%s,"user":%s,"ts":%d}'
+        % (quoted, name, data, user, int(event.ts * 1000))
+    )
+
+
+# the JSON of the names of the events that resolved waits (a process resolves few names)
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 1024
 
 
 def json_list(values: Sequence[str]) -> str:

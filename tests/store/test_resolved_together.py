@@ -1,0 +1,97 @@
+"""SQLite: a batch that can only resolve waits the index decides hands the lookup's rows to the
+store at once (``_resolving_rules.IndexedResolutions``), without a record per wait. What it
+writes is what the waits resolved one by one (``resume_waits``) write, row for row and byte for
+byte: the marks, the steps' outputs (each event's payload made of its encoded parts), the wakes,
+the WAIT_MATCHED rows (the step's id read where a wait of schema 18 has none)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepline.store import SQLiteStore
+from stepline.store.records import EventIngest, EventRecord, PassCommit, RunEnd
+from stepline.store.sqlite._waits import SQLiteWaitVerbs
+
+from .builders import T0, commit, ingest, lease_run, start, step, suspend_on_wait, wait
+
+PAYLOADS = [
+    ({"orderId": "r1"}, {}, None),
+    ({"orderId": "r1", "n": 1.0, "big": 2**63, "tiny": 1e-7, "neg": -0.0}, {"u": 1}, "s-1"),
+    ({"orderId": "r1", "text": 'ñ"\\\n\t\u2028😀', "nested": [{"a": None}, True]}, {}, 'i"d'),
+]
+
+
+def _scenario(path: Path, data: dict[str, Any], user: dict[str, Any], sender: str | None) -> Any:
+    """r1 waits with its step's id; r2 has two waits on one order (the older resolved first);
+    r3's wait has no step id (schema 18); then one batch resolves them all, with an event that
+    resolves nothing among them. Returns the results and the file's rows."""
+    store = SQLiteStore(path)
+    try:
+        store.migrate()
+        start(store, "r1")
+        pending = replace(wait("r1", "w-r1", 'async.data.orderId == "r1"'), step_id="step-h-wait")
+        suspend_on_wait(store, lease_run(store, "r1"), pending)
+        start(store, "r2")
+        held = lease_run(store, "r2")
+        newer = wait("r2", "w-2a", 'async.data.orderId == "r2"', step_hash="h-a")
+        older = wait("r2", "w-2b", 'async.data.orderId == "r2"', step_hash="h-b", created_at=T0 - 1)
+        steps = [step("r2", "h-a", 0, "PENDING", kind="wait"), step("r2", "h-b", 1, "PENDING")]
+        commit(
+            store,
+            PassCommit("r2", held.token, steps=steps, waits=[newer, older], end=RunEnd("WAITING")),
+        )
+        start(store, "r3")
+        suspend_on_wait(
+            store, lease_run(store, "r3"), wait("r3", "w-r3", 'async.data.orderId == "r3"')
+        )
+        events = [
+            EventRecord("p-1", "payment/received", data, user, sender, T0 + 0.0007),
+            EventRecord("p-0", "payment/received", {"orderId": "none"}, {}, None, T0),
+            EventRecord("p-2", "payment/received", {"orderId": "r2"}, {"u": "v"}, None, T0),
+            EventRecord("p-3", "payment/received", {"orderId": "r3"}, {}, "s-3", T0),
+        ]
+        results = ingest(store, *(EventIngest(e) for e in events), now=T0 + 1)
+    finally:
+        store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        rows = [
+            conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+            for table, order in (
+                ("steps", "run_id, hash"),
+                ("history", "seq"),
+                ("queue", "run_id"),
+                ("waits_resolved", "run_id, wait_id"),
+            )
+        ]
+    return [(r.internal_id, r.resumed_run_ids) for r in results], rows
+
+
+@pytest.mark.parametrize(("data", "user", "sender"), PAYLOADS)
+def test_a_batch_resolved_together_writes_what_its_waits_resolved_one_by_one_write(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    data: dict[str, Any],
+    user: dict[str, Any],
+    sender: str | None,
+) -> None:
+    resolver = SQLiteWaitVerbs.indexed_resolver
+    together: list[int] = []
+
+    def counting(self: SQLiteWaitVerbs) -> Any:
+        found = resolver(self)
+        together.append(found is not None)
+        return found
+
+    monkeypatch.setattr(SQLiteWaitVerbs, "indexed_resolver", counting)
+    written = _scenario(tmp_path / "together.db", data, user, sender)
+    assert together == [True]
+    monkeypatch.setattr(SQLiteWaitVerbs, "indexed_resolver", lambda self: None)
+    assert _scenario(tmp_path / "one-by-one.db", data, user, sender) == written
+    results, _ = written
+    assert results == [("p-1", ("r1",)), ("p-0", ()), ("p-2", ("r2", "r2")), ("p-3", ("r3",))]
