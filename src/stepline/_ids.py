@@ -79,34 +79,21 @@ def new_ids(count: int, at: float | None = None) -> list[str]:
         _last_in[millis] = first + count - 1
         if len(_last_in) > 64:
             del _last_in[next(iter(_last_in))]
-    return _encode_all(list(range(first, first + count)))
+    return _encode_run(first, count)
 
 
-def _encode_all(values: list[int]) -> list[str]:
-    """``_encode`` of each value. Values made together are mostly the one before plus one (the
-    random part of a millisecond's later ids is incremented, see ``new_ids``): such a value's
-    text is the one before with its last two characters (the value's low 8 bits, shifted) made
-    again, unless those bits wrapped to zero. The others share their top 40 bits (the first
-    eight characters: time only), encoded once per run of values sharing them; the rest is cut
-    into 30-bit pieces first, so the lookups shift small ints, not the 130-bit value."""
-    p, texts, top, prefix, last, text = _PAIRS, [], -1, "", -2, ""
-    for value in values:
-        if value == last + 1 and value & 255:
-            text = text[:24] + p[(value & 255) << 2]
-        else:
-            v = value << 2
-            if v >> 90 != top:
-                top = v >> 90
-                high, low = top >> 20, top & 1048575
-                prefix = p[high >> 10] + p[high & 1023] + p[low >> 10] + p[low & 1023]
-            a, b, c = (v >> 60) & _BITS30, (v >> 30) & _BITS30, v & _BITS30
-            text = (
-                prefix + p[a >> 20] + p[(a >> 10) & 1023] + p[a & 1023] + p[b >> 20]
-                + p[(b >> 10) & 1023] + p[b & 1023] + p[c >> 20] + p[(c >> 10) & 1023]
-                + p[c & 1023]
-            )  # fmt: skip
-        texts.append(text)
-        last = value
+def _encode_run(first: int, count: int) -> list[str]:
+    """``_encode`` of ``first`` and the ``count - 1`` values after it. A value's last two
+    characters are its low 8 bits (shifted) and the 24 before them the rest: the values of a
+    run that share all but their low 8 bits (up to 256) have the text of the first one's 24
+    characters, encoded once, and two characters each from the table."""
+    p, texts = _PAIRS, []
+    value, end = first, first + count
+    while value < end:
+        low, stop = value & 255, min(end, (value | 255) + 1)
+        head = _encode(value)[:24]
+        texts += [head + p[bits << 2] for bits in range(low, low + stop - value)]
+        value = stop
     return texts
 
 

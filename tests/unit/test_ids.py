@@ -7,7 +7,7 @@ import os
 import random
 import warnings
 
-from stepline._ids import _encode, _encode_all, _last_in, new_id, new_ids
+from stepline._ids import _encode, _encode_run, _last_in, new_id, new_ids
 
 _RFC4648_TO_CROCKFORD = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -30,14 +30,17 @@ def test_encoding_is_the_base32_text_ids_always_had() -> None:
 
 
 def test_a_batch_is_encoded_as_each_value_alone() -> None:
-    # new_ids encodes a batch from the text before where a value is the one before plus one:
-    # runs of such values crossing every carry of the low bits, and values apart
+    # new_ids encodes a run of values from its first one's text, 256 values at a time: runs
+    # crossing every carry of the low bits, starting anywhere in a block, of every short length
     rng = random.Random(8)
-    values = [rng.getrandbits(128) for _ in range(1000)]
-    for start in (0, 250, 1023, (5 << 80) | 0xFFFF_FFFF_FFFF_FFFF_FFF0, (1 << 128) - 600):
-        values += [start + i for i in range(530)]
-    values += [7, 7, 8, 8, 9]
-    assert _encode_all(values) == [_reference(value) for value in values]
+    starts = [0, 250, 255, 256, 1023, (5 << 80) | 0xFFFF_FFFF_FFFF_FFFF_FFF0, (1 << 128) - 600]
+    starts += [rng.getrandbits(128) >> 1 for _ in range(40)]
+    for start in starts:
+        for count in (1, 2, 255, 256, 257, 530):
+            if start + count <= 1 << 128:
+                expected = [_reference(start + i) for i in range(count)]
+                assert _encode_run(start, count) == expected
+    assert _encode_run(7, 0) == []
 
 
 def test_a_batch_of_ids_is_strictly_increasing() -> None:

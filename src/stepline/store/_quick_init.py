@@ -5,8 +5,12 @@ value)``: a global look-up, an attribute look-up and a search of the type for th
 field. The records an ingested event makes (its ``EventRecord`` and ``EventIngest``, a
 ``WaitRecord`` per candidate, an ``IngestResult``, …) cost about 1 µs each that way on this
 machine, at 10,000 events a second a few percent of the engine. ``quick_init`` replaces the
-generated ``__init__`` with one that calls each slot's own setter: the same signature, the same
-defaults, still frozen (assigning a field raises ``FrozenInstanceError``), about half the cost.
+generated ``__init__`` with one that sets the fields as plain attribute stores: the instance is
+made of the class, turned into a twin class with the same slots (no frozen ``__setattr__``, so
+each store is the interpreter's own slot store, not a call), its fields set, and turned back.
+The same signature and defaults, still frozen afterwards (assigning a field raises
+``FrozenInstanceError``): 11.3k instructions a record of seven fields as generated, 6.5k with a
+call to each slot's setter, 4.6k this way (callgrind, Python 3.11).
 """
 
 from __future__ import annotations
@@ -26,20 +30,24 @@ def quick_init(cls: type[T]) -> type[T]:
         raise TypeError(f"{cls.__name__}: quick_init is for frozen, slotted dataclasses")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__}: quick_init cannot run __post_init__")
-    namespace: dict[str, Any] = {}
+    if cls.__bases__ != (object,):
+        raise TypeError(f"{cls.__name__}: quick_init is for records without a base class")
+    # the same slots, in the same order: an instance's class may be switched between the two
+    twin = type(f"_{cls.__name__}Fields", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
+    namespace: dict[str, Any] = {"_cls": cls, "_twin": twin, "_switch": object.__setattr__}
     signature: list[str] = []
-    body: list[str] = []
+    body: list[str] = ["    _switch(self, '__class__', _twin)"]  # past the frozen __setattr__
     for number, f in enumerate(fields):
         if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING:
             raise TypeError(f"{cls.__name__}.{f.name}: quick_init supports plain fields only")
-        namespace[f"_set{number}"] = cls.__dict__[f.name].__set__  # the slot's setter
         if f.default is dataclasses.MISSING:
             signature.append(f.name)
         else:
             namespace[f"_default{number}"] = f.default
             signature.append(f"{f.name}=_default{number}")
-        body.append(f"    _set{number}(self, {f.name})")
-    source = f"def __init__(self, {', '.join(signature)}):\n" + "\n".join(body or ["    pass"])
+        body.append(f"    self.{f.name} = {f.name}")
+    body.append("    self.__class__ = _cls")
+    source = f"def __init__(self, {', '.join(signature)}):\n" + "\n".join(body)
     exec(source, namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
