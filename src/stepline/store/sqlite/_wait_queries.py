@@ -59,8 +59,6 @@ RESOLVE_WAITS_AMONG = """
 INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
 SELECT w.run_id, w.wait_id FROM (VALUES {}) AS v CROSS JOIN waits AS w
 WHERE w.run_id = v.column1 AND w.wait_id = v.column2"""
-# the mark of a wait an ingest read pending in its own transaction (``_resolve_indexed``)
-MARK_RESOLVED = "INSERT OR IGNORE INTO waits_resolved (run_id, wait_id) VALUES (?, ?)"
 # the first ``?`` resolved waits' keys in key order; their marks are removed (up to the last
 # of them, or all when there are no more), then their rows (``?``: the keys as a JSON list of
 # pairs, a probe of each; a wait dropped with its run since has no row left): in that order,

@@ -101,11 +101,9 @@ class SQLiteWaitVerbs:
     def _resolve_indexed(
         self, resolved: Sequence[tuple[IndexedWait, EventRecord]], now: float
     ) -> None:
-        """``resume_waits`` of the lookup's rows, the waits marked resolved first (100 a
-        statement; ``ClaimLost`` unless each was: one marked already), made without a
-        ``ResumedWait`` each: an event's step output and WAIT_MATCHED data made once for all its
-        waits. The rows were read pending in this verb, the one writer's: each is stored, so the
-        marks are inserted without ``RESOLVE_WAIT``'s probe of the wait."""
+        """``resume_waits`` of the lookup's rows, the waits marked resolved first (one statement
+        per 100: ``ClaimLost`` unless each was), made without a ``ResumedWait`` each: an event's
+        step output and WAIT_MATCHED data made once for all its waits."""
         marks: list[tuple[str, str]] = []
         steps: list[tuple[bytearray, float, str, str]] = []
         runs: list[str] = []
@@ -121,9 +119,7 @@ class SQLiteWaitVerbs:
             runs.append(run_id)
             matched.append((run_id, now, row[7], link))
         c = self._c
-        before = c.total_changes
-        insert_rows(c, w.MARK_RESOLVED, marks)  # read pending in this verb: no probe of waits
-        if c.total_changes - before != len(marks):
+        if write_among(c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, marks) != len(marks):
             raise ClaimLost
         c.executemany(w.COMPLETE_STEP, steps)
         update_among(c, WAKE, WAKE_AMONG, (now,), runs)
