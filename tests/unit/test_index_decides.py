@@ -15,6 +15,7 @@ from stepline.expressions import (
     load_match,
     prepare_match,
     stored_matches,
+    value_at,
     values_at,
 )
 
@@ -28,6 +29,13 @@ def test_values_at_notes_the_events_whose_value_is_a_string() -> None:
     strings: set[int] = set()
     assert values_at(events, "data.x", strings) == ["o-1", "1", '["o-1"]', None, ""]
     assert strings == {0, 4}
+
+
+def test_values_at_a_key_of_the_data_is_value_at_it() -> None:
+    # an event's data and a one-segment path (the ingest's usual lookup): read without a walk
+    datas = [{"x": "o-1"}, {"x": "a\x00b"}, {"x": 2.0}, {"x": None}, {}, {"y": {"x": "o"}}]
+    assert values_at(datas, "x") == [value_at(d, "x") for d in datas]
+    assert values_at(datas, "x") == ["o-1", value_at({"x": "a\x00b"}, "x"), "2", None, None, None]
 
 
 def test_the_index_decides_one_string_equality_only() -> None:

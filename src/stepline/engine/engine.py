@@ -210,7 +210,7 @@ class Engine:
         and this app's that this process does not have: ``EventIngest.sender``)."""
         candidates = self._by_event.get(record.name)
         if not candidates:
-            return EventIngest(record, sender=self.served)
+            return EventIngest(record, (), (), self.served)  # positional: cheaper
         return self.plan_for(record, candidates, self.served)
 
     def plan_for(

@@ -271,11 +271,16 @@ def values_at(
     if not path:
         return [value_at(event, path) for event in events]
     segments = path.split(".")
+    key = segments[0] if len(segments) == 1 else None  # a key of the event itself: no walk
     values: list[str | None] = []
     for at, event in enumerate(events):
-        value = lookup(event, segments)
+        if key is not None and type(event) is dict:
+            value = event.get(key, MISSING)
+        else:
+            value = lookup(event, segments)
         if type(value) is str:
-            values.append(cel_view(value))  # canonical(a string) is the string
+            # canonical(a string) is the string, as CEL sees it (cut at a NUL: cel_view)
+            values.append(value if "\x00" not in value else cel_view(value))
             if strings is not None:
                 strings.add(at)
         else:

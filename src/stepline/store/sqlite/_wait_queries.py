@@ -43,6 +43,18 @@ WAITS_INDEXED_AMONG = f"""
 SELECT {INDEXED_WAIT_COLUMNS} FROM json_each(?3) AS v CROSS JOIN waits
 WHERE waits.event_name = ?1 AND waits.index_path = ?2 AND waits.index_value = v.value
   AND {PENDING}"""
+# whether a wait's stored expression is the one equality ``prepare_match`` stores for its index
+# value at the path ``?2`` (``expressions._string_equality``: a plain literal, nothing escaped):
+# an incoming event whose string value there the lookup found equal to it satisfies it
+DECIDED = """waits.expression = 'async.' || ?2 || ' == dyn("' || waits.index_value || '")'
+    AND instr(waits.index_value, '"') = 0 AND instr(waits.index_value, '\\') = 0"""
+# WAITS_INDEXED_AMONG as ``decided_waits`` reads them: their created_at NULL (never NULL in the
+# table) where the index does not decide one by its text; neither expression nor expires_at
+WAITS_DECIDED_AMONG = f"""
+SELECT wait_id, run_id, step_hash, index_value, CASE WHEN {DECIDED} THEN created_at END, step_id
+FROM json_each(?3) AS v CROSS JOIN waits
+WHERE waits.event_name = ?1 AND waits.index_path = ?2 AND waits.index_value = v.value
+  AND {PENDING}"""
 WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? AND {PENDING}"
 EXPIRED_WAITS_OF_RUN = f"""
 SELECT {WAIT_COLUMNS} FROM waits

@@ -14,7 +14,7 @@ from stepline.serde import dumps_exact
 from stepline.store import _rows as shapes
 from stepline.store._index_paths import IndexPaths
 from stepline.store._primitives import IndexedWait, ResumedWait
-from stepline.store._resolving_rules import ResolveIndexed
+from stepline.store._resolving_rules import DecidedWait, ResolveIndexed
 from stepline.store.records import EventRecord, WaitRecord
 from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
@@ -98,8 +98,18 @@ class SQLiteWaitVerbs:
         # inside ``ingest`` only: its claims are one statement, checked (``ClaimLost``)
         return self._resolve_indexed if self._deferred is not None else None
 
+    def decided_waits(
+        self, event_name: str, path: str, values: Sequence[str]
+    ) -> list[DecidedWait] | None:
+        params = (event_name, path, json_list(values))
+        rows: list[DecidedWait] = self._c.execute(w.WAITS_DECIDED_AMONG, params).fetchall()
+        for row in rows:
+            if row[4] is None:  # not decided by its text (``w.DECIDED``): ``_Batch`` decides
+                return None
+        return rows
+
     def _resolve_indexed(
-        self, resolved: Sequence[tuple[IndexedWait, EventRecord]], now: float
+        self, resolved: Sequence[tuple[DecidedWait, EventRecord]], now: float
     ) -> None:
         """``resume_waits`` of the lookup's rows, the waits marked resolved first (one statement
         per 100: ``ClaimLost`` unless each was), made without a ``ResumedWait`` each: an event's
@@ -110,14 +120,14 @@ class SQLiteWaitVerbs:
         matched: list[tuple[str, float, str | None, str]] = []
         event: EventRecord | None = None
         output, link = bytearray(), ""
-        for row, by in resolved:  # IndexedWait: wait 0, run 1, step hash 2, step id 7
+        for row, by in resolved:  # DecidedWait: wait 0, run 1, step hash 2, step id 5
             if by is not event:
                 event, output, link = by, step_output(by), event_id_data(by.internal_id)
             run_id = row[1]
             marks.append((run_id, row[0]))
             steps.append((output, now, run_id, row[2]))
             runs.append(run_id)
-            matched.append((run_id, now, row[7], link))
+            matched.append((run_id, now, row[5], link))
         c = self._c
         if write_among(c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, marks) != len(marks):
             raise ClaimLost
