@@ -3,7 +3,9 @@ keyword arguments, defaults, frozen fields, equality and hashing) with the cheap
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 
 import pytest
 
@@ -44,6 +46,10 @@ def test_records_keep_arguments_defaults_and_stay_frozen() -> None:
             record.__setattr__(dataclasses.fields(record)[0].name, "changed")
     with pytest.raises(TypeError):
         WaitRecord("w1", "r1")  # type: ignore[call-arg]
+    for record in (event, item, wait, result):  # made again by the constructor
+        assert copy.copy(record) == record == copy.deepcopy(record)
+        assert pickle.loads(pickle.dumps(record)) == record
+    assert copy.copy(resumed) == resumed  # its EventJson the same object
 
 
 def test_quick_init_refuses_what_it_cannot_build() -> None:
