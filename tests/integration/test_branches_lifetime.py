@@ -57,9 +57,9 @@ async def test_a_librarys_background_task_started_in_a_function_outlives_the_pas
     async with make_engine() as t:
         run = await t.trigger(Event("go"))
         assert run.output == "a"
-        # real time, on purpose: past STOP_GRACE (real seconds, 50 ms here), when b506f9a
-        # cancelled the tasks the pass left running
-        await asyncio.sleep(0.2)
+        # past STOP_GRACE (real seconds, 50 ms here), when b506f9a cancelled the tasks the pass
+        # left running: the grace's timer, on this loop and due first, has fired by then
+        await asyncio.sleep(0.2)  # real time, on purpose: STOP_GRACE is real time
         keeper = client.keeper
         assert keeper is not None
         assert not keeper.done(), "the client's background task was cancelled with the pass"

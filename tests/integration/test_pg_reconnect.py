@@ -142,9 +142,9 @@ def _crash_one_backend(url: str) -> None:
             if time.monotonic() > deadline:
                 raise
         assert time.monotonic() < deadline, "the server never reset after the kill"
-        # real time: the server (a real process) is in recovery; poll it until it is back,
-        # bounded by the deadline above
-        time.sleep(0.1)
+        # the server (a real process) is in recovery; poll it until it is back, bounded by the
+        # deadline above
+        time.sleep(0.1)  # real time: polls a real server's recovery
 
 
 # the crash's reset of the shared statistics (the time the lease tokens' epoch reads too)

@@ -20,10 +20,10 @@ async def _slow_call(kind: str) -> None:
     """A slow call (2 s, real time) under the body's own deadline of 0.2 s."""
     if kind == "asyncio.timeout":
         async with asyncio.timeout(0.2):
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # real time: the slow call; its deadline cuts it at 0.2 s
     else:
         with anyio.fail_after(0.2):
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # real time: the slow call; its deadline cuts it at 0.2 s
 
 
 @pytest.mark.parametrize("kind", ["asyncio.timeout", "anyio.fail_after"])

@@ -70,7 +70,7 @@ def test_jobs_queued_at_interpreter_exit_are_committed_before_it_exits(tmp_path:
             # real time, on purpose: it gives an interpreter not held by the exit hook time
             # to end first (the test then fails, as it must); with the hook, the exit waits
             # for this job whatever the time, so it cannot fail a correct writer
-            time.sleep(0.2)
+            time.sleep(0.2)  # real time, on purpose: see above
             Path({str(marker)!r}).write_text("done")
 
         async def main():
