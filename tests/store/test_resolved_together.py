@@ -83,6 +83,23 @@ def _scenario(
     return [(r.internal_id, r.resumed_run_ids) for r in results], rows
 
 
+def _answers(monkeypatch: pytest.MonkeyPatch, verb: str) -> list[bool]:
+    """Whether each call of ``SQLiteWaitVerbs.<verb>`` (from now on) answered something."""
+    real = getattr(SQLiteWaitVerbs, verb)
+    answers: list[bool] = []
+
+    def answering(self: SQLiteWaitVerbs, *args: Any) -> Any:
+        found = real(self, *args)
+        answers.append(found is not None)
+        return found
+
+    monkeypatch.setattr(SQLiteWaitVerbs, verb, answering)
+    return answers
+
+
+RESULTS = [("p-1", ("r1",)), ("p-0", ()), ("p-2", ("r2", "r2")), ("p-3", ("r3",))]
+
+
 @pytest.mark.parametrize(("data", "user", "sender"), PAYLOADS)
 def test_a_batch_resolved_together_writes_what_its_waits_resolved_one_by_one_write(
     tmp_path: Path,
@@ -91,52 +108,26 @@ def test_a_batch_resolved_together_writes_what_its_waits_resolved_one_by_one_wri
     user: dict[str, Any],
     sender: str | None,
 ) -> None:
-    resolver = SQLiteWaitVerbs.indexed_resolver
-    together: list[int] = []
-
-    def counting(self: SQLiteWaitVerbs) -> Any:
-        found = resolver(self)
-        together.append(found is not None)
-        return found
-
-    decided = SQLiteWaitVerbs.decided_waits
-    answers: list[bool] = []
-
-    def answering(self: SQLiteWaitVerbs, *args: Any) -> Any:
-        found = decided(self, *args)
-        answers.append(found is not None)
-        return found
-
-    monkeypatch.setattr(SQLiteWaitVerbs, "indexed_resolver", counting)
-    monkeypatch.setattr(SQLiteWaitVerbs, "decided_waits", answering)
+    together = _answers(monkeypatch, "indexed_resolver")
+    decided = _answers(monkeypatch, "decided_waits")
     written = _scenario(tmp_path / "together.db", data, user, sender)
-    assert (together, answers) == ([True], [True])
+    assert (together, decided) == ([True], [True])
     monkeypatch.setattr(SQLiteWaitVerbs, "indexed_resolver", lambda self: None)
     assert _scenario(tmp_path / "one-by-one.db", data, user, sender) == written
-    results, _ = written
-    assert results == [("p-1", ("r1",)), ("p-0", ()), ("p-2", ("r2", "r2")), ("p-3", ("r3",))]
+    assert written[0] == RESULTS
 
 
 def test_a_batch_with_a_wait_its_text_does_not_decide_goes_the_general_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # r3's wait stored as an equality of another text (not prepare_match's): the matcher decides
-    decided = SQLiteWaitVerbs.decided_waits
-    answers: list[bool] = []
-
-    def counting(self: SQLiteWaitVerbs, *args: Any) -> Any:
-        found = decided(self, *args)
-        answers.append(found is not None)
-        return found
-
-    monkeypatch.setattr(SQLiteWaitVerbs, "decided_waits", counting)
+    decided = _answers(monkeypatch, "decided_waits")
     other = 'async.data.orderId == "r3"'
     written = _scenario(tmp_path / "general.db", {"orderId": "r1"}, {}, None, other)
-    assert answers == [False]
+    assert decided == [False]
     monkeypatch.setattr(SQLiteWaitVerbs, "indexed_resolver", lambda self: None)
     assert _scenario(tmp_path / "one-by-one.db", {"orderId": "r1"}, {}, None, other) == written
-    results, _ = written
-    assert results == [("p-1", ("r1",)), ("p-0", ()), ("p-2", ("r2", "r2")), ("p-3", ("r3",))]
+    assert written[0] == RESULTS
 
 
 def test_a_wait_offered_but_not_stored_is_not_claimed(
