@@ -46,6 +46,7 @@ from stepline.engine._announce import announce_failed
 from stepline.engine._attempts import fail_unloaded_run
 from stepline.engine._housekeeping import cron_rows, start_timed
 from stepline.engine._named_runs import NamedRuns
+from stepline.engine._new_runs import LeaseJob, lease_job
 from stepline.engine._outage import StoreOutage
 from stepline.engine._wake import WakeSignal
 from stepline.engine.changes import ingest_change
@@ -451,32 +452,16 @@ class Worker:
         """Whether ``send`` in ``loop`` may lease new runs to this worker."""
         return self.ready.is_set() and not self._stopping.is_set() and loop is self._loop
 
-    def lease_new_runs(
-        self, now: float
-    ) -> Callable[[StoreTx, int], tuple[list[Lease], list[IngestResult]]]:
+    def lease_new_runs(self, now: float) -> LeaseJob:
         """A part of a write job: lease up to ``started`` due runs (those the event just
-        created come first among runs due now) within this worker's free slots, after
-        heartbeating its own passes (as the lease job does, so none looks expired). Returns
-        the leases and what announcing the runs failed instead (the re-entry cap) did.
-        Each call is answered by one ``adopt`` (with no leases if the write failed)."""
+        created come first among runs due now) within this worker's free slots
+        (``_new_runs.lease_job``). Each call is answered by one ``adopt`` (with no leases if
+        the write failed)."""
         self._handovers += 1
         running = list(self.active)
         free = self.concurrency - len(running) - self._named.claimed
-
-        def lease(tx: StoreTx, started: int) -> tuple[list[Lease], list[IngestResult]]:
-            if started <= 0 or free <= 0:
-                return [], []
-            if running:
-                tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
-            served, ttl, max_passes = self.engine.served, self.lease_ttl, self.max_passes
-            failed: list[SpentRun] = []
-            leases = tx.lease_due(
-                self.worker_id, now, min(free, started), ttl, served, max_passes, None, failed
-            )
-            announced = announce_failed(self.engine, tx, failed, now, max_passes) if failed else []
-            return leases, announced
-
-        return lease
+        ttl, max_passes = self.lease_ttl, self.max_passes
+        return lease_job(self.engine, self.worker_id, running, free, now, ttl, max_passes)
 
     def wakes_with(self, event: asyncio.Event) -> bool:
         """Whether ``event`` is this worker's wake-up signal."""

@@ -102,6 +102,20 @@ class HandedLeases(Protocol):
 
 
 @runtime_checkable
+class LoadsLeased(Protocol):
+    """A write transaction that reads the runs it just leased (SQLite, whose ``lease_due``
+    reads none): an in-process send's new runs start their pass loaded (``Lease.loaded``), not
+    read again on a reader thread once committed (two thread hops and a read transaction
+    between the event and its run's first step)."""
+
+    def load_leased(self, leases: Sequence[Lease]) -> list[Lease]:
+        """``leases`` (taken in this transaction), each with ``loaded`` set to the run as this
+        transaction reads it now; one this transaction cannot decode keeps ``loaded`` None
+        (its pass reads it again, and fails the attempt there)."""
+        ...
+
+
+@runtime_checkable
 class OffersHandOffs(Protocol):
     """A write transaction in which a worker offers to take hand-offs (``HandedLeases``)."""
 

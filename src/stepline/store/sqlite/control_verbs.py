@@ -11,6 +11,8 @@ import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from stepline._ids import new_id
@@ -36,6 +38,7 @@ from stepline.store.records import (
     Lease,
     NewRun,
     Purged,
+    RunState,
     SpentRun,
     StepRecord,
     WorkerRecord,
@@ -45,6 +48,7 @@ from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
 from stepline.store.sqlite._multirow import insert_rows
 from stepline.store.sqlite._savepoints import JobSavepoint
+from stepline.store.sqlite.reads import load_state
 
 
 class SQLiteControlVerbs:
@@ -320,6 +324,20 @@ class SQLiteControlVerbs:
             c.executemany(q.MARK_LEASED, [(owner, now, now, app, r) for r in taken])
         return [Lease(r, token, previous[r], due.get(r)) for r in taken]
 
+    def load_leased(self, leases: Sequence[Lease]) -> list[Lease]:
+        """``LoadsLeased``: each run as this transaction reads it (``load_run``'s statements)."""
+        loaded: list[Lease] = []
+        for lease in leases:
+            try:
+                state = load_state(self._c, lease.run_id)
+            except sqlite3.Error:
+                raise
+            except Exception:  # undecodable: its pass reads it again and fails the attempt
+                loaded.append(lease)
+                continue
+            loaded.append(replace(lease, loaded=partial(_same, state)))
+        return loaded
+
     def _group_heads(
         self, app_id: str, function_id: str, now: float, visits: int
     ) -> list[Candidate]:
@@ -372,3 +390,7 @@ def _slots(
 
 def _deferral(r: Sequence[Any]) -> DeferralRow:
     return DeferralRow(r[0], r[1], r[2], loads(r[3]), r[4], r[5], new_run_from_dict(loads(r[6])))
+
+
+def _same(state: RunState | None) -> RunState | None:
+    return state

@@ -43,14 +43,7 @@ class SQLiteReads(Database):
     @reading
     def load_run(self, run_id: str) -> RunState | None:
         with self._read() as conn:
-            row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
-            if row is None:
-                return None
-            run = shapes.run_record(row)
-            events = select_events(conn, run.event_ids)
-            steps = {s.hash: s for s in select_steps(conn, run_id)}
-            waits = [shapes.wait_record(r) for r in conn.execute(w.WAITS_OF_RUN, (run_id,))]
-            return RunState(run=run, events=events, steps=steps, waits=waits)
+            return load_state(conn, run_id)
 
     @reading
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -205,5 +198,17 @@ class SQLiteReads(Database):
 
 
 # -- row mapping ----------------------------------------------------------------------------------
+def load_state(conn: sqlite3.Connection, run_id: str) -> RunState | None:
+    """The run ``run_id`` with its events, steps and waits, as ``conn`` reads it."""
+    row = conn.execute(q.SELECT_RUN, (run_id,)).fetchone()
+    if row is None:
+        return None
+    run = shapes.run_record(row)
+    events = select_events(conn, run.event_ids)
+    steps = {s.hash: s for s in select_steps(conn, run_id)}
+    waits = [shapes.wait_record(r) for r in conn.execute(w.WAITS_OF_RUN, (run_id,))]
+    return RunState(run=run, events=events, steps=steps, waits=waits)
+
+
 def select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
