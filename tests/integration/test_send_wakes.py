@@ -1,7 +1,9 @@
 """``send`` hands the runs it starts to the in-process worker in its own transaction (issue 6,
 event → first step): that worker is then not woken for a lease attempt that would find nothing
 new and only compete with those runs' passes for the writer. It is woken when the event did
-more than start runs it was handed (a wait resumed, a run it could not take)."""
+more than start runs it was handed (a wait resumed, a run it could not take). On SQLite those runs
+are handed loaded, read in that transaction too (``LoadsLeased``): their first pass starts with
+no read of its own (``load_run`` on a reader thread: a hop there and back, a read transaction)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.engine._wake import WakeSignal
+from stepline.store.records import RunState
 
 
 class Counted:
@@ -62,6 +65,39 @@ async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(tmp_path: 
 
             await app.send_async(Event(name="wait/paid"))
             assert counted.sets == 1  # a wait resumed: that run is due, look for it
+    finally:
+        app.close()
+
+
+async def test_a_run_an_in_process_send_starts_is_not_read_again_by_its_pass(
+    tmp_path: Path,
+) -> None:
+    app = App("loaded", db=f"sqlite:///{tmp_path / 'l.db'}")
+
+    @app.function(id="quick", trigger=TriggerEvent("quick/go"))
+    async def quick(ctx: Context) -> Any:
+        return await ctx.step.run("one", lambda: ctx.event.data["n"] + 1)
+
+    store = app.engine.store
+    load_run = store.load_run
+    reads: list[str] = []
+
+    def counting(run_id: str) -> RunState | None:
+        reads.append(run_id)
+        return load_run(run_id)
+
+    store.load_run = counting  # type: ignore[method-assign]
+    try:
+        async with app.worker(poll_interval=None) as worker:
+            await worker.ready.wait()
+            # its first lease attempt reserves its free slots while in flight: a send made
+            # meanwhile hands it nothing (that attempt leases the run, and the pass reads it)
+            await until("the worker to sleep", lambda: _asleep(worker))
+            [event_id] = await app.send_async(Event(name="quick/go", data={"n": 41}))
+            [run] = await app.runs(event_id=event_id)
+            ended = await app.wait_for_run(run.run_id, timeout=30)
+        assert ended.status == "COMPLETED" and ended.output == 42
+        assert reads == []  # before: [run.run_id], its pass's own read
     finally:
         app.close()
 

@@ -378,8 +378,9 @@ class Lease:
     the worker whose lease had expired when this one was taken (a crashed or hung worker).
     ``due_at``: when the run is due, if that is after the lease (leased ahead with
     ``lease_due(..., due_by=)``: its pass must not execute before then). ``loaded``: the run
-    as the lease's own transaction read it (``load_run`` without another read; PostgreSQL),
-    to be called once that transaction committed; None: ask ``load_run``."""
+    as the lease's own transaction read it (``load_run`` without another read; PostgreSQL, and
+    SQLite's runs an in-process send leased: ``LoadsLeased``), to be called once that
+    transaction committed; None: ask ``load_run``."""
 
     run_id: str
     token: str
