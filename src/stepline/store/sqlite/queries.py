@@ -128,17 +128,21 @@ WHERE app_id IN (?1, '') AND function_id IN (SELECT value FROM json_each(?2))"""
 # cut at the LIMIT: runs of other apps and functions are never read. ``?1`` now, ``?2`` the full
 # concurrency keys (JSON), ``?3`` the limit (per function: the fair order needs each one's),
 # ``?5`` the time runs are leased due by (now, or a little later to lease timers ahead).
+# ``app_id = +?`` here and below, never ``app_id = ?``: compared with the partial index
+# queue_unowned's ``app_id = ''``, a bare parameter makes SQLite re-prepare the statement each
+# time it is bound (whether the index applies depends on its value): ~470k instructions a run,
+# ten times the statement itself. The unary plus is a no-op on the value.
 DUE_ARM = """
 SELECT * FROM (
     SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner, function_id FROM queue
-    WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NULL AND due_at <= ?5
+    WHERE app_id = +?4 AND function_id = ?{n} AND lease_owner IS NULL AND due_at <= ?5
       AND (ckey1 IS NULL OR ckey1 NOT IN (SELECT value FROM json_each(?2)))
       AND (ckey2 IS NULL OR ckey2 NOT IN (SELECT value FROM json_each(?2)))
     ORDER BY due_at, run_id LIMIT ?3)
 UNION ALL
 SELECT * FROM (
     SELECT run_id, due_at, ckey1, climit1, ckey2, climit2, lease_owner, function_id FROM queue
-    WHERE app_id = ?4 AND function_id = ?{n} AND lease_owner IS NOT NULL
+    WHERE app_id = +?4 AND function_id = ?{n} AND lease_owner IS NOT NULL
       AND lease_expires_at <= ?1
     ORDER BY due_at, run_id LIMIT ?3)"""
 # a run's concurrency-key group, as the queue_fn_group index has it (runs with a key only)
@@ -152,26 +156,26 @@ _KEYED = "lease_owner IS NULL AND ckey1 IS NOT NULL"
 GROUP_HEADS = f"""
 WITH RECURSIVE g(k) AS (
     SELECT (SELECT {_GROUP} FROM queue
-            WHERE app_id = ?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} > ?3
+            WHERE app_id = +?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} > ?3
             ORDER BY {_GROUP} LIMIT 1)
     UNION ALL
     SELECT (SELECT {_GROUP} FROM queue
-            WHERE app_id = ?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} > g.k
+            WHERE app_id = +?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} > g.k
             ORDER BY {_GROUP} LIMIT 1)
     FROM g WHERE g.k IS NOT NULL LIMIT ?4)
 SELECT g.k, q.run_id, q.due_at, q.ckey1, q.climit1, q.ckey2, q.climit2
 FROM g LEFT JOIN queue q ON q.run_id = (
     SELECT run_id FROM queue
-    WHERE app_id = ?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} = g.k
+    WHERE app_id = +?1 AND function_id = ?2 AND {_KEYED} AND {_GROUP} = g.k
       AND due_at <= ?5
     ORDER BY due_at, run_id LIMIT 1)
 WHERE g.k IS NOT NULL"""
 NEXT_DUE_ARM = """
 SELECT MIN(due_at) AS t FROM queue
-WHERE app_id = ?1 AND function_id = ?{n} AND lease_owner IS NULL
+WHERE app_id = +?1 AND function_id = ?{n} AND lease_owner IS NULL
 UNION ALL
 SELECT MIN(lease_expires_at) AS t FROM queue
-WHERE app_id = ?1 AND function_id = ?{n} AND lease_owner IS NOT NULL"""
+WHERE app_id = +?1 AND function_id = ?{n} AND lease_owner IS NOT NULL"""
 TAKE_LEASE = """
 UPDATE queue SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, wake = 0,
        app_id = CASE WHEN app_id = '' THEN ? ELSE app_id END
