@@ -26,14 +26,11 @@ def test_a_lease_loaded_in_its_transaction_reads_as_load_run_does(
     start(sqlite_store, "r1", "r2")
     first = lease_run(sqlite_store, "r1", "w1", T0)
     commit(sqlite_store, PassCommit("r1", first.token, steps=[step("r1", "h1", 0, output=7)]))
-    leases = {held.run_id: held for held in _lease_loaded(sqlite_store, T0 + 3600)}  # expired
-    assert set(leases) == {"r1", "r2"}
-    for run_id, held in leases.items():
-        assert held.loaded is not None
-        assert held.loaded() == sqlite_store.load_run(run_id)
-    loaded = leases["r1"].loaded
-    assert loaded is not None
-    state = loaded()
+    leases = _lease_loaded(sqlite_store, T0 + 3600)  # w1's expired
+    assert [held.run_id for held in leases] == ["r1", "r2"]
+    states = [held.loaded() if held.loaded else None for held in leases]
+    assert states == [sqlite_store.load_run("r1"), sqlite_store.load_run("r2")]
+    state = states[0]
     assert state is not None
     assert state.run.status == "RUNNING" and state.run.worker_id == "w2"
     assert [s.output_json for s in state.steps.values()] == [b"7"]
