@@ -20,6 +20,7 @@ from stepline.expressions import (
     load_match,
     prepare_match,
     stored_matches,
+    string_holders,
     value_at,
     values_at,
 )
@@ -42,6 +43,36 @@ def test_values_at_a_key_of_the_data_is_value_at_it() -> None:
     datas = [{"x": "o-1"}, {"x": "a\x00b"}, {"x": 2.0}, {"x": None}, {}, {"y": {"x": "o"}}]
     assert values_at(datas, "x") == [value_at(d, "x") for d in datas]
     assert values_at(datas, "x") == ["o-1", value_at({"x": "a\x00b"}, "x"), "2", None, None, None]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    datas=st.lists(st.dictionaries(st.sampled_from(["x", "y", "0"]), json_values), max_size=6),
+    path=st.sampled_from(["x", "y", "0", "x.y", "x.0"]),
+)
+def test_string_holders_are_the_first_events_of_each_string_value(
+    datas: list[dict[str, Any]], path: str
+) -> None:
+    # the one pass an ingest makes over a batch's data: values_at's strings, each with the
+    # first position holding it; None where a value is there and is not a string
+    positions = [10 + 3 * at for at in range(len(datas))]
+    strings: set[int] = set()
+    values = values_at(datas, path, strings)
+    expected: dict[str, int] | None = {}
+    for at, value in enumerate(values):
+        if value is not None and at not in strings:
+            expected = None
+            break
+        if value is not None and expected is not None:
+            expected.setdefault(value, positions[at])
+    assert string_holders(datas, positions, path) == expected
 
 
 def test_the_index_decides_one_string_equality_only() -> None:

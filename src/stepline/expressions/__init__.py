@@ -21,6 +21,7 @@ from stepline.expressions._match import (
     match_shorthand,
     prepare_match,
     stored_matches,
+    string_holders,
     value_at,
     values_at,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "match_shorthand",
     "prepare_match",
     "stored_matches",
+    "string_holders",
     "value_at",
     "values_at",
 ]

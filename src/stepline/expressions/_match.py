@@ -288,6 +288,30 @@ def values_at(
     return values
 
 
+def string_holders(
+    events: Sequence[Mapping[str, Any]], positions: Sequence[int], path: str
+) -> dict[str, int] | None:
+    """Each string among ``values_at(events, path)`` with the first of ``positions`` (one per
+    event) whose event holds it; None when an event holds a value there that is not a string
+    (missing and null are none). ``path`` is not empty. One pass, no list of the values."""
+    segments = path.split(".")
+    key = segments[0] if len(segments) == 1 else None  # a key of the event itself: no walk
+    first: dict[str, int] = {}
+    for event, position in zip(events, positions, strict=True):
+        if key is not None and type(event) is dict:
+            value = event.get(key)
+        else:
+            value = lookup(event, segments)
+        if type(value) is str:
+            if "\x00" in value:
+                value = cel_view(value)
+            if value not in first:
+                first[value] = position
+        elif value is not MISSING and value is not None:
+            return None
+    return first
+
+
 def value_at(event: Mapping[str, Any], path: str) -> str | None:
     """The canonical value at dotted ``path`` in ``event`` (``None`` when missing or null).
 

@@ -20,7 +20,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, Protocol
 
-from stepline.expressions import index_decides, values_at
+from stepline.expressions import index_decides, string_holders, values_at
 from stepline.store._admission_rules import AdmissionTx, record_effects, start_runs
 from stepline.store._primitives import (
     EventJson,
@@ -177,6 +177,8 @@ def first_holders(
     """Each value at ``path`` of the events at ``positions`` (``_values``), with the position
     of the first event holding it; None when one of them holds a value that is not a string
     there (the index does not decide it: ``index_decides``)."""
+    if path.startswith("data.") and len(path) > 5:  # read in each event's data (``_values``)
+        return string_holders([items[i].event.data for i in positions], positions, path[5:])
     strings: set[int] = set()
     first: dict[str, int] = {}
     for at, value in enumerate(_values(items, positions, path, strings)):
