@@ -111,7 +111,7 @@ def _insert(count: int) -> str:
     return f"{_INSERT} VALUES {rows}"
 
 
-_INSERT = "INSERT INTO cancel_announcements (received_at, internal_id, run_id, reason)"
+_INSERT = "INSERT OR IGNORE INTO cancel_announcements (received_at, internal_id, run_id, reason)"
 
 
 def silent(conn: sqlite3.Connection, first_ids: Sequence[str], now: float) -> set[str]:
