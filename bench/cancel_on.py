@@ -11,8 +11,9 @@ running, in µs per incoming event (batches of 1,000, one ``send_async`` each):
 - ``match_us``: ``order/cancelled`` events each matching one pending run: the run is cancelled
   (queue item, waits and matchers removed, RUN_CANCELLED history) and its
   ``inngest/function.finished`` / ``.cancelled`` stored in the same transaction (nothing
-  listening to them: see ``engine/_announce.py``). The mean of ``MATCH_ROUNDS`` batches, the
-  first matching batch included.
+  listening to them: see ``engine/_announce.py``; on SQLite since schema 27 one row standing
+  for both, their data made when they are read: ``store/sqlite/_derived.py``). The mean of
+  ``MATCH_ROUNDS`` batches, the first matching batch included.
 - ``announce_later_us``: then any announcements the matching batches left owed (a Stepline of
   the twelfth stop owed them on SQLite: written later by a worker's housekeeping,
   ``Engine.announce_owed``, 1,000 runs a transaction), per cancelled run; None when none is
