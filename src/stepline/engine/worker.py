@@ -38,6 +38,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from stepline._ids import new_id
@@ -57,6 +58,7 @@ from stepline.errors import LeaseLostError, PassCancelledError, StoreError, Stor
 from stepline.store.interface import StoreTx
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
+    TERMINAL_STATUSES,
     IngestResult,
     Lease,
     RunState,
@@ -501,9 +503,11 @@ class Worker:
         once if an event resolved its wait or a child finished meanwhile), then the pass waits
         for the function to unwind (its ``finally:`` blocks): a lease taken in that window is
         kept for the next pass, never dropped (dropped, the run stayed leased with no pass
-        until the lease expired)."""
+        until the lease expired). Such a lease's state is read when its pass starts, not
+        taken from the lease: the run may have been cancelled while the previous pass
+        unwound (review R1 of the fifteenth stop)."""
         if lease.run_id in self.active:
-            self._next_pass[lease.run_id] = lease
+            self._next_pass[lease.run_id] = replace(lease, loaded=None)
             return
         task = asyncio.create_task(self._pass(lease), context=self._context.copy())
         self.active[lease.run_id] = task
@@ -512,7 +516,7 @@ class Worker:
         engine = self.engine
         try:
             state = await self._load(lease)
-            if state is None:
+            if state is None or state.run.status in TERMINAL_STATUSES:  # cancelled meanwhile
                 return
             if lease.due_at is not None:  # leased ahead: loaded by now, executes when due
                 await engine.clock.sleep_until(lease.due_at, asyncio.Event())
