@@ -181,7 +181,8 @@ class Passes:
         self.ran_in: list[int] = []
 
     async def ran_once(self, t: TestEngine, run: Run, caplog: pytest.LogCaptureFixture) -> None:
-        """Assert the step's body ran once, in the first pass (inside ``async with``). Else
+        """Assert the step's body ran once, in the first pass (inside ``async with``; the tests
+        assert it again once the worker stopped, for a pass that ends after the run). Else
         the failure tells the two ways it can run again apart: the first pass's commit of it
         never landed (a store failure between the body and its commit: passes 3, one
         STEP_COMPLETED, the log says what failed; at least once, by design), or it landed
@@ -261,6 +262,7 @@ async def test_a_joined_branch_awaiting_before_its_step_runs_it_in_the_same_pass
     async with make_engine() as t:
         run = await t.trigger(Event("go"))
         await passes.ran_once(t, run, caplog)  # not in the pass the wait's timeout woke
+    assert passes.ran_in == [1]  # also once the worker stopped: no pass ending late ran it
     assert run.output == ["a", True]
     assert GRACE_SPENT not in caplog.text  # it settled: no task left working
 
@@ -287,6 +289,7 @@ async def test_a_sequential_functions_task_gets_its_step_before_the_pass_suspend
     async with make_engine() as t:
         run = await t.trigger(Event("go"))
         await passes.ran_once(t, run, caplog)
+    assert passes.ran_in == [1]  # also once the worker stopped: no pass ending late ran it
     assert run.output == "a"
 
 
@@ -312,6 +315,7 @@ async def test_the_functions_task_working_while_its_branch_waits_gets_its_step_i
     async with make_engine() as t:
         run = await t.trigger(Event("go"))
         await passes.ran_once(t, run, caplog)
+    assert passes.ran_in == [1]  # also once the worker stopped: no pass ending late ran it
     assert run.output == ["a", True]
     assert GRACE_SPENT not in caplog.text
 
