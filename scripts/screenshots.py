@@ -5,7 +5,8 @@
 Starts ``stepline dev`` on the test shop app (a fresh database in a temporary folder), sends
 events through the dashboard's own form, waits for the runs to settle, and captures the runs
 list, a run's timeline, the functions, the event stream and the send form, light and dark, with
-Debian's Chromium (``STEPLINE_CHROMIUM``, default /usr/bin/chromium) driven by Playwright.
+Debian's headless Chromium (``STEPLINE_CHROMIUM``, default /usr/bin/chromium-headless-shell)
+driven by Playwright.
 """
 
 from __future__ import annotations

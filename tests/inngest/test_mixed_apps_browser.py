@@ -25,7 +25,8 @@ from _devproc import ended, http_json, mixed_apps, wait_for
 
 from conftest import _npm_ci
 
-CHROMIUM = os.environ.get("STEPLINE_CHROMIUM", "/usr/bin/chromium")  # as tests/dashboard/
+# as tests/dashboard/_devserver.py (Debian's chromium-headless-shell)
+CHROMIUM = os.environ.get("STEPLINE_CHROMIUM", "/usr/bin/chromium-headless-shell")
 
 if not Path(CHROMIUM).exists():  # pragma: no cover - the setup installs it
     if os.environ.get("CI"):
