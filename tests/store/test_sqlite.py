@@ -535,3 +535,36 @@ def test_a_process_of_the_version_before_the_marks_does_not_claim_a_kept_resolve
     with sqlite_store.transaction() as tx:
         assert tx.purge_resolved_waits(10) == 1
     assert _wait_rows(path) == ([], [])
+
+
+@pytest.mark.parametrize("count", [1, 150])
+def test_a_batch_of_one_name_without_user_data_stores_the_rows_a_mixed_batch_stores(
+    tmp_path: Path, count: int
+) -> None:
+    # issue 6 (matching costs): such a batch binds its name and receiving time once a statement
+    # (``insert_shared``); the rows are those each event makes in a batch of mixed names
+    events = [
+        EventRecord(
+            f"e-{i:03}", "payment/received", {"orderId": f"o{i}", "n": i / 3}, {}, None, T0 + i
+        )
+        for i in range(count)
+    ]
+    stored: list[list[tuple[object, ...]]] = []
+    other = EventRecord("x", "other", {}, {}, None, T0)
+    mixed = [[e, dataclasses.replace(other, internal_id=f"x-{e.internal_id}")] for e in events]
+    for name, batches in (("batch", [events]), ("mixed", mixed)):
+        store = SQLiteStore(tmp_path / f"{name}.db")
+        try:
+            store.migrate()
+            for batch in batches:
+                with store.transaction() as tx:
+                    tx.ingest([EventIngest(e) for e in batch], T0 + 1000, cel_matches)
+        finally:
+            store.close()
+        with closing(sqlite3.connect(tmp_path / f"{name}.db")) as conn:
+            query = """SELECT *, typeof(data), typeof(user_data) FROM events
+                       WHERE name = 'payment/received' ORDER BY internal_id"""
+            stored.append(conn.execute(query).fetchall())
+    assert stored[0] == stored[1]
+    assert len(stored[0]) == count
+    assert stored[0][0][2:4] == (b'{"orderId":"o0","n":0.0}', b"{}")

@@ -12,6 +12,7 @@ from stepline.store.sqlite._multirow import (
     CHUNK,
     blob,
     insert_rows,
+    insert_shared,
     insert_sharing,
     update_among,
     write_among,
@@ -65,6 +66,28 @@ def test_rows_sharing_all_but_their_key_are_inserted_as_executemany_inserts_them
     insert_sharing(written, insert, keys, ("shared", 7))
     query = "SELECT seq, k, v, w, n FROM t ORDER BY seq"
     assert written.execute(query).fetchall() == expected.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
+def test_rows_with_shared_values_are_inserted_as_executemany_inserts_them(count: int) -> None:
+    # ?1 and ?2 are the same in every row (bound once a statement), the bare ? each row's own
+    rows = [(f"k{i - 3 if i % 5 == 4 else i}", f"w{i}") for i in range(count)]
+    expected, written = table(), table()
+    for conn in (expected, written):
+        conn.execute("ALTER TABLE t ADD COLUMN w TEXT")
+        conn.execute("ALTER TABLE t ADD COLUMN n INTEGER")
+    one = "INSERT OR IGNORE INTO t (k, v, w, n) VALUES (?, ?, ?, ?)"
+    expected.executemany(one, [(key, "shared", w, 7) for key, w in rows])
+    insert_shared(
+        written, "INSERT OR IGNORE INTO t (k, v, w, n) VALUES (?, ?1, ?, ?2)", rows, ("shared", 7)
+    )
+    query = "SELECT seq, k, v, w, n FROM t ORDER BY seq"
+    assert written.execute(query).fetchall() == expected.execute(query).fetchall()
+
+
+def test_a_shared_value_the_statement_numbers_past_the_shared_ones_is_refused() -> None:
+    with pytest.raises(ValueError, match="shared"):
+        insert_shared(table(), "INSERT INTO t (k, v) VALUES (?, ?3)", [("k",)], ("a", "b"))
 
 
 @pytest.mark.parametrize("count", [0, 1, CHUNK, CHUNK + 3, 2 * CHUNK + 7])

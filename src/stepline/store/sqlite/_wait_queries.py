@@ -7,11 +7,16 @@ from __future__ import annotations
 COMPLETE_STEP = """
 UPDATE steps SET status = 'COMPLETED', output = ?, ended_at = ? WHERE run_id = ? AND hash = ?"""
 SELECT_STEP_ID = "SELECT step_id FROM steps WHERE run_id = ? AND hash = ?"
-# the WAIT_MATCHED row of a resolved wait, which carries its step's id; the second form reads
-# the step's where the wait has none (stored by a process of the version before schema 18)
-INSERT_WAIT_MATCHED = """
+# the WAIT_MATCHED row of a resolved wait, which carries its step's id: the time (?1) bound once
+# for many rows (``_multirow.insert_shared``), and the step's id (?2) too where they share it;
+# the last form reads the step's where the wait has none (stored by a process of the version
+# before schema 18)
+INSERT_WAIT_MATCHED_AT = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
-VALUES (?, ?, 'WAIT_MATCHED', ?, NULL, NULL, ?, NULL)"""
+VALUES (?, ?1, 'WAIT_MATCHED', ?, NULL, NULL, ?, NULL)"""
+INSERT_WAIT_MATCHED_OF_STEP = """
+INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
+VALUES (?, ?1, 'WAIT_MATCHED', ?2, NULL, NULL, ?, NULL)"""
 INSERT_WAIT_MATCHED_READING_STEP = """
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 SELECT ?, ?, 'WAIT_MATCHED', coalesce(?, (SELECT step_id FROM steps WHERE run_id = ? AND hash = ?)),

@@ -19,7 +19,12 @@ from stepline.store.records import EventRecord, WaitRecord
 from stepline.store.sqlite import _wait_queries as w
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._event_rows import event_id_data
-from stepline.store.sqlite._multirow import blob, insert_rows, update_among, write_among
+from stepline.store.sqlite._multirow import (
+    blob,
+    insert_shared,
+    update_among,
+    write_among,
+)
 from stepline.store.sqlite.queries import INSERT_HISTORY, WAKE, WAKE_AMONG
 
 _NO_ATTEMPT = (None, None, None)
@@ -82,16 +87,11 @@ class SQLiteWaitVerbs:
         c.executemany(
             w.COMPLETE_STEP, [(blob(r.event_json), now, r.run_id, r.step_hash) for r in resumed]
         )
-        update_among(c, WAKE, WAKE_AMONG, (now,), [r.run_id for r in resumed])
-        if all(r.step_id is not None for r in resumed):
-            rows = [(r.run_id, now, r.step_id, event_id_data(r.event_id)) for r in resumed]
-            insert_rows(c, w.INSERT_WAIT_MATCHED, rows)
-        else:  # a wait stored without its step's id (schema 18): the step is read
-            reading = [
-                (r.run_id, now, r.step_id, r.run_id, r.step_hash, event_id_data(r.event_id))
-                for r in resumed
-            ]
-            c.executemany(w.INSERT_WAIT_MATCHED_READING_STEP, reading)
+        runs = [r.run_id for r in resumed]
+        update_among(c, WAKE, WAKE_AMONG, (now,), runs)
+        step_ids = [r.step_id for r in resumed]
+        links = [event_id_data(r.event_id) for r in resumed]
+        insert_wait_matched(c, runs, step_ids, links, [r.step_hash for r in resumed], now)
 
     # -- IndexedResolutions (``_resolving_rules``) ------------------------------------------------
     def indexed_resolver(self) -> ResolveIndexed | None:
@@ -117,7 +117,8 @@ class SQLiteWaitVerbs:
         marks: list[tuple[str, str]] = []
         steps: list[tuple[bytearray, float, str, str]] = []
         runs: list[str] = []
-        matched: list[tuple[str, float, str | None, str]] = []
+        step_ids: list[str | None] = []
+        links: list[str] = []
         event: EventRecord | None = None
         output, link = bytearray(), ""
         for row, by in resolved:  # DecidedWait: wait 0, run 1, step hash 2, step id 5
@@ -127,20 +128,14 @@ class SQLiteWaitVerbs:
             marks.append((run_id, row[0]))
             steps.append((output, now, run_id, row[2]))
             runs.append(run_id)
-            matched.append((run_id, now, row[5], link))
+            step_ids.append(row[5])
+            links.append(link)
         c = self._c
         if write_among(c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, marks) != len(marks):
             raise ClaimLost
         c.executemany(w.COMPLETE_STEP, steps)
         update_among(c, WAKE, WAKE_AMONG, (now,), runs)
-        if all(m[2] is not None for m in matched):
-            insert_rows(c, w.INSERT_WAIT_MATCHED, matched)
-        else:  # a wait stored without its step's id (schema 18): the step is read
-            reading = [
-                (run_id, at, step_id, run_id, step[3], link)
-                for (run_id, at, step_id, link), step in zip(matched, steps, strict=True)
-            ]
-            c.executemany(w.INSERT_WAIT_MATCHED_READING_STEP, reading)
+        insert_wait_matched(c, runs, step_ids, links, [s[3] for s in steps], now)
 
     def insert_waits(self, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
@@ -181,6 +176,35 @@ class SQLiteWaitVerbs:
                 c.execute(w.FORGET_RESOLVED_WAITS_UP_TO, keys[-1])
             c.execute(w.PURGE_RESOLVED_WAITS, (dumps_exact(keys).decode(),))
             return len(keys)
+
+
+def insert_wait_matched(
+    c: sqlite3.Connection,
+    runs: Sequence[str],
+    step_ids: Sequence[str | None],
+    links: Sequence[str],
+    hashes: Sequence[str],
+    now: float,
+) -> None:
+    """The WAIT_MATCHED rows of waits resolved at ``now``: each run's, naming its step and the
+    event (``links``: ``event_id_data``), in their order; the time (and the step's id, when
+    they share it: the waits of one ``wait_for_event`` call, usually) bound once a statement
+    (``insert_shared``). A wait stored without its step's id (schema 18) has its step read
+    (by its hash, ``hashes``)."""
+    first = step_ids[0] if step_ids else None
+    if first is not None and all(step_id == first for step_id in step_ids):
+        insert_shared(
+            c, w.INSERT_WAIT_MATCHED_OF_STEP, list(zip(runs, links, strict=True)), (now, first)
+        )
+    elif None not in step_ids:
+        rows = list(zip(runs, step_ids, links, strict=True))
+        insert_shared(c, w.INSERT_WAIT_MATCHED_AT, rows, (now,))
+    else:
+        reading = [
+            (run_id, now, step_id, run_id, step_hash, link)
+            for run_id, step_id, link, step_hash in zip(runs, step_ids, links, hashes, strict=True)
+        ]
+        c.executemany(w.INSERT_WAIT_MATCHED_READING_STEP, reading)
 
 
 def step_output(event: EventRecord) -> bytearray:

@@ -12,6 +12,11 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_UNSENT_EVENT = """
 INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)
 VALUES (?, ?, ?, ?, ?, ?, ?)"""
+# the same for events of one name (?1) without user data, received at ?2 (a batch, usually):
+# those two bound once a statement (``_multirow.insert_shared``), the rest each event's own
+INSERT_UNSENT_EVENTS_OF_NAME = """
+INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)
+VALUES (?, ?1, ?, X'7B7D', ?, ?2, 0)"""
 # an event nothing hears (an announcement of a cancelled run): no user data, no sender id
 INSERT_UNHEARD_EVENT = """
 INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)

@@ -40,6 +40,7 @@ from stepline.store.sqlite._event_rows import select_events
 from stepline.store.sqlite._multirow import (
     blob,
     insert_rows,
+    insert_shared,
     insert_sharing,
     update_among,
 )
@@ -236,7 +237,11 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
     def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
         c = self._c
         if all(event.id is None for event in events):  # no sender id: none is a duplicate
-            insert_rows(c, q.INSERT_UNSENT_EVENT, _event_rows(events, now, None))
+            name = events[0].name if events else ""
+            if all(event.name == name and not event.user for event in events):  # the usual
+                insert_shared(c, q.INSERT_UNSENT_EVENTS_OF_NAME, _own_rows(events), (name, now))
+            else:
+                insert_rows(c, q.INSERT_UNSENT_EVENT, _event_rows(events, now, None))
             return [True] * len(events)
         new: list[bool] = []
         for event in events:
@@ -412,6 +417,21 @@ def _event_rows(
             rows.append(
                 (event.internal_id, event.name, data, user, event.ts, now, duplicate, event.id)
             )
+    return rows
+
+
+def _own_rows(events: Sequence[EventRecord]) -> list[tuple[str, bytearray, float]]:
+    """INSERT_UNSENT_EVENTS_OF_NAME's own parameters of each event (``insert_shared``): its id,
+    its data (a BLOB, copied once for events that share their encoded data, as
+    ``_event_rows``) and its time."""
+    rows: list[tuple[str, bytearray, float]] = []
+    last: bytes | None = None
+    data = _EMPTY_OBJECT
+    for event in events:
+        encoded = event.encoded_data()
+        if encoded is not last:
+            last, data = encoded, blob(encoded)
+        rows.append((event.internal_id, data, event.ts))
     return rows
 
 
