@@ -179,10 +179,13 @@ def matcher_params(run_id: str, spec: MatcherSpec, now: float, matcher_id: str) 
 
 
 # -- a runs filter ---------------------------------------------------------------------------------
-def run_filter(query: RunFilter, mark: str, waiting_for_worker: str) -> tuple[str, list[Any]]:
+def run_filter(
+    query: RunFilter, mark: str, waiting_for_worker: str, status_mark: str | None = None
+) -> tuple[str, list[Any]]:
     """The WHERE clause (or "") of ``query`` with ``mark`` as the parameter placeholder, and its
     parameters (the limit not included). ``waiting_for_worker`` is the backend's clause for
-    runs no live worker serves (one parameter: the time)."""
+    runs no live worker serves (one parameter: the time). ``status_mark`` (default ``mark``):
+    the placeholder the status is compared with (SQLite's ``queries.STATUS_MARK``)."""
     clauses: list[str] = []
     params: list[Any] = []
     if query.function_id is not None:
@@ -192,7 +195,7 @@ def run_filter(query: RunFilter, mark: str, waiting_for_worker: str) -> tuple[st
         clauses.append(f"app_id IN ({mark}, '')")
         params.append(query.app_id)
     if query.status is not None:
-        clauses.append(f"status = {mark}")
+        clauses.append(f"status = {status_mark or mark}")
         params.append(query.status)
     if query.event_id is not None:
         clauses.append(

@@ -52,7 +52,7 @@ class SQLiteReads(Database):
 
     @reading
     def list_runs(self, query: RunFilter) -> list[RunRecord]:
-        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER, q.STATUS_MARK)
         found = self._conn().execute(q.LIST_RUNS.format(where=where), [*params, query.limit])
         return [shapes.run_record(r) for r in found]
 
@@ -60,7 +60,7 @@ class SQLiteReads(Database):
     def search_window(
         self, query: RunFilter, window: int, clauses: tuple[RunClause, ...] = ()
     ) -> SearchWindow:
-        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER, q.STATUS_MARK)
         match, matched = match_sql(clauses, _search.CLAUSES)
         added, joins = _search.window_joins(clauses)
         if joins:
@@ -75,7 +75,7 @@ class SQLiteReads(Database):
 
     @reading
     def count_runs(self, query: RunFilter) -> int:
-        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER)
+        where, params = shapes.run_filter(query, "?", q.WAITING_FOR_WORKER, q.STATUS_MARK)
         statement = q.COUNT_RUNS.format(where=where)
         return int(self._conn().execute(statement, [*params, query.limit]).fetchone()[0])
 
