@@ -13,8 +13,8 @@ from tests.store.builders import SERVED, T0, TTL, cel_matches, event, start
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
-from stepline.store.postgres._leases import LEASE_NAMED, _named
-from stepline.store.records import EventIngest
+from stepline.store.postgres._leases import LEASE_NAMED, _candidates, _named
+from stepline.store.records import EventIngest, FunctionSet
 
 
 def test_load_run_finds_its_events_by_primary_key(pg_url: str) -> None:
@@ -100,3 +100,75 @@ def test_the_lease_by_name_scans_no_table_whatever_the_statistics(pg_url: str) -
             ).fetchone()
     assert "Seq Scan" not in plan, plan
     assert settings == ("auto", "on")  # the transaction's own settings back after it
+
+
+def _plans_of(conn: psycopg.Connection[Any], fragment: str) -> tuple[int, int] | None:
+    """(generic plans, custom plans) of the statement prepared on ``conn`` whose text holds
+    ``fragment``; None: none is."""
+    row = conn.execute(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+        (f"%{fragment}%",),
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def test_a_connections_due_leases_plan_their_candidates_once(pg_url: str) -> None:
+    # before: psycopg prepared the candidates' statement at a connection's fifth lease, and
+    # each lease before it planned it for its parameters (1.6-3.5 ms of the server's CPU: on
+    # the way of an in-process send to its run's first step); prepared then, PostgreSQL made
+    # custom plans for five more
+    store = PostgresStore(pg_url)
+    try:
+        store.migrate()
+        start(store, "r1", "r2", "r3")
+        for run_id in ("r1", "r2", "r3"):
+            with store.optimistic_transaction() as tx:
+                conn = tx.statements.conn
+                leases = tx.lease_due("w1", T0, 1, TTL, SERVED, 10)
+            assert [held.run_id for held in leases] == [run_id]
+            # prepared at once, its generic plan used by each read (one a served function)
+            for read in ("full_keys AS MATERIALIZED", "lease_expires_at > $1"):  # live leases
+                found = _plans_of(conn, read)
+                assert found is not None and found[0] > 0 and found[1] == 0, (read, found)
+    finally:
+        store.close()
+
+
+def test_a_connections_next_due_times_plan_their_statement_once(pg_url: str) -> None:
+    # before: each of a connection's first next_due_at planned it (2.5-3.8 ms of the
+    # server's CPU, at every idle moment of a new worker)
+    store = PostgresStore(pg_url)
+    try:
+        store.migrate()
+        start(store, "r1", now=T0 + 60)
+        functions = FunctionSet("app", SERVED.function_ids)
+        for _ in range(3):
+            assert store.next_due_at(functions) == T0 + 60
+        with store._read_pool.connection() as conn:  # the one connection the reads took
+            found = _plans_of(conn, "MIN(lease_expires_at)")
+            assert found is not None and found[0] > 0 and found[1] == 0, found
+    finally:
+        store.close()
+
+
+def test_the_due_leases_candidates_scan_no_queue_whatever_the_statistics(pg_url: str) -> None:
+    # their generic plan (made once per connection: _leases.lease_due) looks the rows up by
+    # index, as their custom ones did
+    store = PostgresStore(pg_url)
+    try:
+        store.migrate()
+        start(store, "r1")
+    finally:
+        store.close()
+    query = PostgresQuery(Transformer(None))
+    params = {"app": "a", "now": T0, "by": T0, "window": 20, "owner": "w", "prefix": "p"}
+    query.convert(_candidates(2), {**params, "app0": "a", "app1": "", "fn": "fn"})
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM pg_statistic WHERE starelid = 'queue'::regclass")
+        with conn.transaction():
+            conn.execute(lq.GENERIC_PLANS)
+            conn.pgconn.prepare(b"due", query.query, param_types=query.types)
+            nulls = ", ".join(["NULL"] * len(query.types))
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE due({nulls})"))
+            conn.execute(lq.DEFAULT_PLANS)
+    assert "Seq Scan on queue" not in plan, plan

@@ -28,7 +28,7 @@ from stepline.store.postgres import _pipeline, _rows
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._merging import Later
-from stepline.store.postgres._statements import _quiet
+from stepline.store.postgres._statements import _quiet, at_once
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
 from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, FunctionSet, Lease, SpentRun
 
@@ -79,9 +79,12 @@ def lease_due(
         }
         fns = list(functions.function_ids)
         statement = _candidates(len(apps))
-        reads: list[tuple[str, Any]] = [(lq.LIVE_LEASES, (now,))]
+        reads: list[tuple[str, Any]] = [(_LIVE_LEASES, (now,))]
         reads += [(statement, {**common, "fn": fn}) for fn in fns]
+        # planned once per connection (``at_once``: each look is by key whatever the plan)
+        s.write(lq.GENERIC_PLANS)
         leases, *found = s.run_all(reads)
+        s.write(lq.DEFAULT_PLANS)
         for function_id, key1, limit1, key2, limit2 in leases:
             slots = _slots(key1, limit1, key2, limit2)
             live.append((function_id, group_of(slots)))
@@ -326,11 +329,12 @@ def compact(query: str) -> str:
 
 _AROUND_PUNCTUATION = re.compile(r" ?([(),=<>]) ?")
 LEASE_NAMED = compact(lq.LEASE_NAMED)
+_LIVE_LEASES = at_once(lq.LIVE_LEASES)
 
 
 @functools.cache
 def _candidates(apps: int) -> str:
-    return compact(lq.lease_candidates(apps))
+    return at_once(compact(lq.lease_candidates(apps)))
 
 
 def _slots(
