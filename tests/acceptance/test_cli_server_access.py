@@ -15,6 +15,7 @@ import httpx
 import pytest
 from test_cli import TIMEOUT, Cli, cli_in, wait_until
 
+from stepline._tls import tls_context
 from stepline.cli._commands._http import server_settings
 from stepline.cli._common import CliUsageError
 
@@ -54,7 +55,7 @@ def test_the_dashboard_password_logs_in(cli: Cli, tmp_path: Path, given: str) ->
     else:
         url = _start(cli, log, STEPLINE_DASHBOARD_PASSWORD="hunter2", STEPLINE_API_TOKENS="tok")
     try:
-        with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=url, timeout=TIMEOUT, verify=tls_context()) as client:
             assert client.get("/functions").status_code == 303  # not `stepline dev`: a login
             csrf = _csrf(client.get("/login").text)
             wrong = client.post("/login", data={"csrf": csrf, "secret": "nope", "next": "/"})
@@ -75,7 +76,7 @@ def test_a_key_removed_from_the_keys_file_is_refused_without_a_restart(
     keys.write_text("event-key ek-old\nevent-key ek-new\napi-token tok-1\n")
     url = _start(cli, tmp_path / "server.log", STEPLINE_KEYS_FILE=str(keys))
     try:
-        with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=url, timeout=TIMEOUT, verify=tls_context()) as client:
             assert client.post("/e/ek-old", json={"name": "a"}).status_code == 200
             auth = {"Authorization": "Bearer tok-1"}
             assert client.get("/api/v1/functions", headers=auth).status_code == 200

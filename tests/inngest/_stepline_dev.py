@@ -14,6 +14,7 @@ import httpx
 
 from conftest import SdkApp
 from stepline import App, Event
+from stepline._tls import tls_context
 from stepline.drivers.inngest import InngestDriver, SdkApps
 from stepline.engine.engine import Engine
 from stepline.errors import ConfigError
@@ -92,7 +93,7 @@ class Dev:
     async def app_state(self, run_id: str) -> dict[str, Any]:
         """What the SDK app counted for ``run_id``: ``requests`` and the step bodies ``ran``."""
         base = self.sdk.serve_url.removesuffix("/api/inngest")
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=tls_context()) as client:
             response = await client.get(f"{base}/state/{run_id}")
         state: dict[str, Any] = response.json()
         return state
@@ -173,7 +174,7 @@ async def stepline_dev(
 async def busy(sdk: SdkApp) -> int:
     """How many requests to its Inngest endpoint ``sdk`` is handling (``GET /busy``)."""
     base = sdk.serve_url.removesuffix("/api/inngest")
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=tls_context()) as client:
         response = await client.get(f"{base}/busy")
     response.raise_for_status()
     return int(response.json()["busy"])

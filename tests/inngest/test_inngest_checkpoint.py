@@ -17,6 +17,7 @@ from _stepline_dev import stepline_dev
 
 from conftest import SdkApp
 from stepline import App, Event
+from stepline._tls import tls_context
 from stepline.drivers.inngest import InngestDriver, SdkApps
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
@@ -132,7 +133,7 @@ async def test_a_checkpoint_without_a_request_in_flight_is_refused(tmp_path: Pat
         server = HttpServer(create_app(app, ServerSettings(dev=True)), "127.0.0.1", 0)
         serving = asyncio.create_task(server.run())
         try:
-            async with httpx.AsyncClient(base_url=server.url) as client:
+            async with httpx.AsyncClient(base_url=server.url, verify=tls_context()) as client:
                 elsewhere = await client.post(
                     "/v1/checkpoint/01JX0000000000000000000000/async",
                     json={"run_id": "01JX0000000000000000000000", "qi_id": "x", "steps": []},

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from conftest import FALLBACK_KEY, KEY, SdkApp
 from stepline import App, ConfigError, Context, Event, TriggerEvent
+from stepline._tls import tls_context
 from stepline.cli import cli
 from stepline.drivers.inngest import InngestDriver, SdkApps, SigningKeys, SyncRefused
 from stepline.server import create_app
@@ -51,7 +52,7 @@ async def test_an_sdk_function_runs_end_to_end(
         synced = d.apps.apps[f"{kind}-app"]
         assert {f.definition.id for f in synced.functions} >= {d.sdk.slug("steps")}
         assert d.sdk.slug("steps") in {f.id for f in app.functions}
-        async with httpx.AsyncClient(base_url=d.url) as client:
+        async with httpx.AsyncClient(base_url=d.url, verify=tls_context()) as client:
             listed = await client.get(
                 f"/api/v1/functions/{d.sdk.slug('steps')}",
                 headers={"Authorization": f"Bearer {API_TOKEN}"},
@@ -196,7 +197,7 @@ async def test_production_mode_signs_requests_and_checks_the_apps_signatures(
         serving = asyncio.create_task(server.run())
         try:
             sdk = start_app("py", "cloud", base_url=server.url)
-            async with httpx.AsyncClient(base_url=server.url) as client:
+            async with httpx.AsyncClient(base_url=server.url, verify=tls_context()) as client:
                 unsigned = await client.post("/fn/register", content=b"{}")
             assert unsigned.status_code == 401
             assert await apps.sync(sdk.serve_url) == 200

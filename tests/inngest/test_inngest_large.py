@@ -17,6 +17,7 @@ from _stepline_dev import stepline_dev
 
 from conftest import KEY, SdkApp
 from stepline import App, Event, Limits
+from stepline._tls import tls_context
 from stepline.drivers.inngest import InngestDriver, SdkApps, SigningKeys
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
@@ -95,7 +96,7 @@ async def test_the_run_data_routes_check_the_bearer_token_and_the_run(tmp_path: 
         serving = asyncio.create_task(server.run())
         try:
             bearer = {"Authorization": f"Bearer {keys.current.hashed}"}
-            async with httpx.AsyncClient(base_url=server.url) as client:
+            async with httpx.AsyncClient(base_url=server.url, verify=tls_context()) as client:
                 unsigned = await client.get("/v0/runs/01JX0000000000000000000000/actions")
                 malformed = await client.get("/v0/runs/not-a-run/batch", headers=bearer)
                 gone = await client.get("/v0/runs/01JX0000000000000000000000/batch", headers=bearer)

@@ -27,6 +27,7 @@ from _stepline_dev import Dev, stepline_dev
 
 from conftest import SdkApp
 from stepline import App, Event
+from stepline._tls import tls_context
 from stepline.sdk.run import Run
 
 pytestmark = [
@@ -71,7 +72,7 @@ async def _dev(tmp_path: Path, start_app: Callable[..., SdkApp], kind: str) -> A
 
 async def _calls(d: Dev, name: str) -> list[Any]:
     base = d.sdk.serve_url.removesuffix("/api/inngest")
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=tls_context()) as client:
         found: list[Any] = (await client.get(f"{base}/calls/{name}")).json()
     return found
 

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stepline import App
+from stepline._tls import tls_context
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
@@ -52,7 +53,7 @@ async def test_a_send_retried_by_the_sdk_gets_the_same_ids_and_stores_the_events
         first: list[list[str]] = []  # the ids Stepline answered the first request with
 
         async def flaky(request: Request) -> Response:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=tls_context()) as client:
                 reply = await client.post(
                     f"http://127.0.0.1:{stepline.port}{request.url.path}",
                     content=await request.body(),

@@ -18,6 +18,7 @@ from _stepline_dev import stepline_dev
 
 from conftest import SdkApp
 from stepline import App, Event
+from stepline._tls import tls_context
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,7 +43,7 @@ async def test_a_held_back_sdk_run_is_cancelled_at_its_start_deadline(
             still = await d.t.app.get_run(first)
             assert still is not None and still.status == "RUNNING"
         finally:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=tls_context()) as client:
                 await client.post(f"{base}/release/hold")
         done = await d.until_status(first, "COMPLETED", "FAILED")
         assert (done.status, done.output) == ("COMPLETED", "held")
@@ -50,6 +51,6 @@ async def test_a_held_back_sdk_run_is_cancelled_at_its_start_deadline(
         assert [(e.event.data["function_id"], e.event.data["run_id"]) for e in announced] == [
             (slug, second)
         ]
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=tls_context()) as client:
             held = (await client.get(f"{base}/calls/hold")).json()
         assert held == [first]  # the cancelled run's step never ran

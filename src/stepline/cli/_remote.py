@@ -100,9 +100,13 @@ class RemoteApp:
     ) -> Any:
         import httpx  # only with --url: the local commands do not load it
 
+        from stepline._tls import tls_context
+
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            async with httpx.AsyncClient(headers=self._headers, timeout=TIMEOUT) as client:
+            async with httpx.AsyncClient(
+                headers=self._headers, timeout=TIMEOUT, verify=tls_context()
+            ) as client:
                 response = await client.request(method, self.url + path, params=query, json=body)
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach {self.url}: {exc}") from None

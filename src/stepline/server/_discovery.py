@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import httpx
 
+from stepline._tls import tls_context
+
 # Inngest's list: web servers' usual development ports
 PORTS = (
     80,
@@ -43,7 +45,9 @@ async def discover(ports: Sequence[int], *, timeout: float = TIMEOUT) -> list[st
     """The serve URLs of the SDK apps found on ``ports`` of this machine."""
     opened = await asyncio.gather(*(_accepts(port, timeout) for port in ports))
     found: list[str] = []
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    if not any(opened):  # nothing listens: no client to make (at every poll of `stepline dev`)
+        return found
+    async with httpx.AsyncClient(timeout=timeout, verify=tls_context()) as client:
         for port, accepts in zip(ports, opened, strict=True):
             if not accepts:
                 continue

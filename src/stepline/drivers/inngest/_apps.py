@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from stepline._tls import tls_context
 from stepline.drivers.inngest._canonical import canonical_json
 from stepline.drivers.inngest._driver import InngestDriver
 from stepline.drivers.inngest._errors import ProtocolError
@@ -170,7 +171,7 @@ class SdkApps:
         body, headers = sync_request(
             url, server_kind=self.server_kind, key=self.driver.signing_key, now=time.time()
         )
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with httpx.AsyncClient(timeout=timeout, verify=tls_context()) as client:
             response = await client.put(url, content=body, headers=headers)
         return response.status_code
 

@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 import orjson
 
+from stepline._tls import tls_context
 from stepline.drivers.inngest._errors import ProtocolError, UnsupportedOpError
 from stepline.drivers.inngest._http import HttpClientError, LeanClient
 from stepline.drivers.inngest._opcodes import ErrorInfo, RunCompleteOp, StepRunOp, read_op
@@ -99,7 +100,7 @@ class InngestDriver:
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout)
+            self._client = httpx.AsyncClient(timeout=self.timeout, verify=tls_context())
         return self._client
 
     async def aclose(self) -> None:
