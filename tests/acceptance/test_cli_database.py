@@ -406,6 +406,39 @@ def _register_worker(ref: str, db: str, worker_id: str, function_ids: tuple[str,
         app.close()
 
 
+def test_send_with_db_alone_warns_when_the_app_it_hands_to_has_no_live_worker(
+    pay_app: str, db: str
+) -> None:
+    # review G6 of the sixteenth stop: an app's registration (its triggers) outlives its
+    # workers, so an event sent with --db alone was "handed to ping of app 'pay'" with no
+    # word that nothing would run it
+    app: App = importlib.import_module(pay_app.split(":")[0]).app
+    app.db = db
+
+    async def registered_once() -> None:
+        async with app.worker():  # registers app pay, then stops (and unregisters)
+            pass
+
+    try:
+        asyncio.run(registered_once())
+    finally:
+        app.close()
+    gone = invoke("send", "ping", "--db", db)
+    assert gone.exit_code == 0, gone.output
+    assert "handed to ping of app 'pay'" in gone.stdout
+    assert gone.stderr.startswith(
+        "Warning: no worker is running on this database (none seen recently)"
+    )
+    _register_worker(pay_app, db, "w-other", ("order",))
+    other = invoke("send", "ping", "--db", db)
+    assert other.stderr.startswith("Warning: no running worker has ping of app 'pay'")
+    _register_worker(pay_app, db, "w-ping", ("order", "ping"))
+    served = invoke("send", "ping", "--db", db)
+    assert served.exit_code == 0
+    assert "handed to ping of app 'pay'" in served.stdout
+    assert served.stderr == ""
+
+
 def test_send_warns_when_no_worker_runs_on_the_database(pay_app: str, db: str) -> None:
     # issue 6 "Which database": send warns when the database has no workers seen recently
     alone = invoke("send", "ping", "--app", pay_app, "--db", db)

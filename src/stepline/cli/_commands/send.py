@@ -113,7 +113,7 @@ async def _send(app: App, app_ref: str, event: Event, console: Console) -> None:
             "the run (with that function's filter and flow control)",
             soft_wrap=True,
         )
-    await _warn_without_workers(app, app_ref, runs, outcome.resumed_run_ids)
+    await _warn_without_workers(app, app_ref, runs, outcome.resumed_run_ids, outcome.handed_to)
     acted = runs or outcome.resumed_run_ids or outcome.cancelled_run_ids or outcome.handed_to
     if not acted and not outcome.skipped and not deferred:
         why = _why_nothing(app, event, outcome)
@@ -124,27 +124,50 @@ async def _send(app: App, app_ref: str, event: Event, console: Console) -> None:
 
 
 async def _warn_without_workers(
-    app: App, app_ref: str, runs: list[Run], resumed: Sequence[str]
+    app: App,
+    app_ref: str,
+    runs: list[Run],
+    resumed: Sequence[str],
+    handed_to: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Warn when the runs the event started or resumed have no live worker to execute them."""
+    """Warn when the runs the event started or resumed, or the functions of other apps it was
+    handed to, have no live worker to execute them."""
     pending = [r for r in runs if not r.done]
     for run_id in resumed:
         run = await app.get_run(run_id)
         if run is not None and not run.done:
             pending.append(run)
     stranded = sorted({r.function_id for r in pending if r.waiting_for_worker})
-    if not stranded:
+    if not stranded and not handed_to:
         return
-    if not await app.live_workers():
-        warn(
-            "no worker is running on this database (none seen recently): the runs wait until "
-            f"one starts (`stepline worker {app_ref}` or `stepline dev {app_ref}`)"
-        )
-        return
-    warn(
-        f"no running worker has {', '.join(stranded)} (of app {app.id!r}): "
-        "its runs wait until a worker with it starts"
+    live = await app.live_workers()
+    # an app's registration (its triggers) outlives its workers: the event waits in its inbox
+    unserved = sorted(
+        (other, fn_id)
+        for other, fn_id in handed_to
+        if not any(w.app_id == other and fn_id in w.function_ids for w in live)
     )
+    if not stranded and not unserved:
+        return
+    if not live:
+        what = (
+            f"the runs wait until one starts (`stepline worker {app_ref}` or "
+            f"`stepline dev {app_ref}`)"
+            if app_ref
+            else "the event waits for a worker of each app it was handed to"
+        )
+        warn(f"no worker is running on this database (none seen recently): {what}")
+        return
+    if stranded:
+        warn(
+            f"no running worker has {', '.join(stranded)} (of app {app.id!r}): "
+            "its runs wait until a worker with it starts"
+        )
+    for other, fn_id in unserved:
+        warn(
+            f"no running worker has {fn_id} of app {other!r}: the event waits for one "
+            "(`stepline apps list` shows what waits)"
+        )
 
 
 async def _of(app: App, run_id: str) -> str:
