@@ -40,6 +40,7 @@ WORKLOADS = (
 # throughput with several worker processes and event latency from another process
 PG_WORKLOADS = (
     "floor", "per_step", "throughput", "latency", "recovery", "processes", "remote_latency",
+    "fairness",
 )  # fmt: skip
 
 

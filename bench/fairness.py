@@ -5,7 +5,8 @@ then a worker (concurrency 100) starts on them and, once it is saturated (its fi
 completed), one event of function ``fair-b`` is sent at a time: from just before ``send_async``
 to ``fair-b``'s first step body starting (``time.perf_counter()`` inside the step). Median and
 max of a few samples, each ``fair-b`` run completing before the next is sent, on SQLite (the
-default durability) and on the memory store. With one global FIFO the run waited for the whole
+default durability) and on the memory store (``python -m bench --pg``: on PostgreSQL). With one
+global FIFO the run waited for the whole
 backlog (about 70 s behind 100,000); the fair order leases it at the next lease attempt.
 """
 
@@ -23,6 +24,7 @@ from bench.common import (
     count_runs,
     guard,
     median,
+    pg_server,
     poll_until,
     stepline_db,
     wait_terminal,
@@ -95,6 +97,14 @@ async def _first_step_behind(db: str, backlog: int, samples: int) -> dict[str, A
 
 def run_stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     backlog = sizes.fairness_backlog
+    if pg_server():  # python -m bench --pg: on the bench's PostgreSQL only
+        postgres = asyncio.run(_first_step_behind(stepline_db(workdir, "fair"), backlog, SAMPLES))
+        return {
+            "backlog": backlog,
+            "postgres_p50_ms": postgres["first_step_p50_ms"],
+            "postgres_max_ms": postgres["first_step_max_ms"],
+            "postgres": postgres,
+        }
     sqlite = asyncio.run(_first_step_behind(stepline_db(workdir, "fair"), backlog, SAMPLES))
     memory = asyncio.run(_first_step_behind("memory://", backlog, SAMPLES))
     return {

@@ -372,6 +372,10 @@ def pg_rows(sizes: Sizes, results: Results) -> list[Row]:
             False, "at once (≤ 1 s)", at_most(1.0)),
         Row("Recovery after SIGKILL: other worker", "recovery", "new_id_s", "s", False,
             f"≤ lease TTL ({ttl:g} s)", at_most(ttl)),
+        Row(f"First step of a function behind {sizes.fairness_backlog:,} queued runs of "
+            "another, p50", "fairness", "postgres_p50_ms", "ms", False, "≤ 50 ms",
+            at_most(50.0), compare=False),
+        Row("  … max", "fairness", "postgres_max_ms", "ms", False, "info", compare=False),
     ]  # fmt: skip
 
 

@@ -94,3 +94,18 @@ def test_old_work_is_not_starved_by_a_stream_of_new_runs(store: Store) -> None:
         complete(store, got, now)
         now += 1
     assert [r for r in taken if r.startswith("a")] == [f"a{i}" for i in range(6)]
+
+
+def test_key_values_beyond_one_leases_visits_are_served_in_turn(store: Store) -> None:
+    # one key value's backlog fills the lease's window and holds 10 live leases; 40 other
+    # values (more than a lease visits behind a backlog: GROUP_VISITS) have one run each.
+    # Leased one at a time, each lease takes a run of a value with no live lease: the visits
+    # go on from where the last one stopped, so every value is reached, none twice
+    for i in range(BACKLOG):
+        start_keyed(store, f"x{i:03}", "tenant-x", now=T0)
+    assert len(lease(store, now=T0, limit=10)) == 10
+    others = [f"y{i:02}" for i in range(40)]
+    for run_id in others:
+        start_keyed(store, run_id, f"tenant-{run_id}", now=T0 + 1)
+    taken = [run for _ in range(40) for run in ids(lease(store, now=T0 + 2, limit=1))]
+    assert sorted(taken) == others

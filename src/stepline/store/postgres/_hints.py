@@ -19,6 +19,8 @@ class Hints:
         self.notes_until = float("-inf")
         self.notes_read_at = float("-inf")
         self.indexed_names: set[str] = set()
+        # per (app, function): the concurrency-key group where lease_due's visits resume
+        self.group_cursors: dict[tuple[str, str], str] = {}
         self._size = size
 
     def has_index(self, event_name: str) -> None:

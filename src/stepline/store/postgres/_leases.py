@@ -23,6 +23,7 @@ from stepline.errors import StoreUnavailable
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._pass_rules import fail_spent
 from stepline.store.interface import Replay, WouldBlock
+from stepline.store.memory_queue import GROUP_VISITS
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _pipeline, _rows
 from stepline.store.postgres import _read_queries as rq
@@ -33,6 +34,7 @@ from stepline.store.postgres.presence import PRESENCE_KEY, Presence
 from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, FunctionSet, Lease, SpentRun
 
 if TYPE_CHECKING:
+    from stepline.store.postgres._statements import Statements
     from stepline.store.postgres.tx import PostgresTx
 
 log = logging.getLogger("stepline.store.postgres")
@@ -99,9 +101,9 @@ def lease_due(
                 if not r[1]:  # not an expired lease: a due run of app number r[0]
                     due[r[0]] += 1
             backlogs += [(apps[i], fn) for i, count in due.items() if count >= window]
+        visits = max(limit, GROUP_VISITS)
         for app, fn in backlogs:  # a backlog: its groups' oldest runs too
-            group_heads = s.run(lq.GROUP_HEADS, {"app": app, "fn": fn, "by": horizon})
-            heads = [_candidate(r, fn) for r in group_heads]
+            heads = _group_heads(tx, s, app, fn, horizon, visits)
             locked = {run.run_id for run in candidates}
             unlocked.update(h.run_id for h in heads if h.run_id not in locked)
             candidates += heads
@@ -347,6 +349,25 @@ def _slots(
 
 def _candidate(r: Sequence[Any], function_id: str) -> Candidate:
     return Candidate(r[0], r[1], function_id, _slots(r[2], r[3], r[4], r[5]), r[6])
+
+
+def _group_heads(
+    tx: PostgresTx, s: Statements, app: str, fn: str, by: float, visits: int
+) -> list[Candidate]:
+    """The oldest due run of up to ``visits`` concurrency-key groups of one function, starting
+    after the group where this process's previous read stopped and wrapping around once (as
+    SQLite's ``_group_heads``): a function with more groups than a lease visits is served in
+    turn, and a backlog of one group costs two index probes, never a read of its runs."""
+    cursors = tx.hints.group_cursors
+    start = cursors.get((app, fn), "")
+    params = {"app": app, "fn": fn, "by": by, "start": start, "visits": visits}
+    rows = s.run(lq.GROUP_HEADS, params).fetchall()
+    if len(rows) < visits and start:  # the end of the groups: on from the first
+        more = {**params, "start": "", "visits": visits - len(rows)}
+        rows += [r for r in s.run(lq.GROUP_HEADS, more).fetchall() if r[0] <= start]
+    if rows:
+        cursors[app, fn] = rows[-1][0]
+    return [_candidate(r[1:], fn) for r in rows if r[1] is not None]
 
 
 def _count_slots(rows: Sequence[Any]) -> tuple[Counter[str], dict[str, int]]:
