@@ -1,0 +1,59 @@
+"""PostgreSQL compares lease expiries and due times across machines (issue 8, "Time"): a
+machine whose clock is further than ``max_clock_skew`` from the server's is refused when it
+opens the database, with a message that says by how much and what to do."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from stepline import App, Event
+from stepline.errors import ConfigError
+from stepline.store.postgres import PostgresStore
+
+
+def skewed(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """This machine's clock ``seconds`` behind the server's, as ``clock_skew`` measures it."""
+    monkeypatch.setattr(PostgresStore, "clock_skew", lambda self: seconds)
+
+
+def test_a_clock_too_far_from_the_servers_is_refused_at_open(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skewed(monkeypatch, 5.0)
+    store = PostgresStore(pg_url)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            store.migrate()
+    finally:
+        store.close()
+    message = str(refused.value)
+    assert "this machine's clock is +5.000 s from the database server's" in message
+    assert "within 1.0 s" in message
+    assert message.endswith("synchronize the clocks (NTP)")
+
+
+def test_an_app_on_a_skewed_machine_sends_nothing(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skewed(monkeypatch, -2.5)
+    app = App("skewed", db=pg_url)
+    try:
+        with pytest.raises(ConfigError, match=r"clock is -2\.500 s from the database server's"):
+            app.send(Event(name="x"))
+    finally:
+        app.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("seconds", [0.9, -0.9])
+def test_a_skew_within_the_bound_is_accepted(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> None:
+    skewed(monkeypatch, seconds)
+    store = PostgresStore(pg_url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
