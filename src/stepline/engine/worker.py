@@ -97,7 +97,7 @@ def _announce_takeovers(leases: Sequence[Lease], worker_id: str) -> None:
         if lease.taken_over_from and lease.taken_over_from != worker_id
     )
     for owner, n in taken.items():
-        log.warning("resuming %s of worker %s (its lease expired)", _runs(n), owner)
+        log.warning("resuming %s of worker %s (it stopped or its lease expired)", _runs(n), owner)
 
 
 class Worker:
