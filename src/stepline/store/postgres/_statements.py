@@ -69,12 +69,14 @@ AT_ONCE: set[str] = set()
 
 
 def at_once(query: str) -> str:
-    """``query``, marked to be prepared at its first execution on a connection (``AT_ONCE``):
-    sent with ``GENERIC_PLANS`` (``_lease_queries``), its generic plan is made once per
-    connection and kept, where each of its first executions planned it for its parameters (a
-    lease's candidates and the next due time: 1.6-3.8 ms of the server's CPU each, on every
-    lease of a process's first ten or so on a connection, and on every one of a statement
-    whose generic plan PostgreSQL judges dearer than its custom ones)."""
+    """``query``, marked to be prepared at its first execution on a connection (``AT_ONCE``:
+    ``run_all``, and the reads' ``PostgresReads._read``). Sent where ``plan_cache_mode`` is
+    ``force_generic_plan`` (``_lease_queries.GENERIC_PLANS`` in a transaction, or
+    ``_handoffs.GENERIC`` before it in a pipeline's implicit one), its generic plan is made
+    once per connection and kept, where each of its first executions planned it for its
+    parameters (a lease's candidates and the next due time: 1.6-3.8 ms of the server's CPU
+    each, at each of a connection's first ten or so, and at every one of a statement whose
+    generic plan PostgreSQL judges dearer than its custom ones)."""
     AT_ONCE.add(query)
     return query
 
