@@ -153,12 +153,22 @@ EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = %s"
 # the marks of steps a pass was executing when its run ended (their results never came)
 DELETE_EXECUTING_STEPS = "DELETE FROM steps WHERE run_id = %s AND status = 'RUNNING'"
+# An ended run's lease frees a slot of each of its concurrency keys: a run a key held back is
+# due, and the workers of other processes (its own pass's end wakes the one that ran it) learn
+# of it by a notification (wakeups.CHANNEL, delivered at the commit, dropped with a rolled-back
+# savepoint). Only then: a run without keys, or not leased, frees nothing another run waits for
+_FREES_A_SLOT = """
+SELECT pg_notify('stepline', '') WHERE EXISTS (
+    SELECT 1 FROM queue_row
+    WHERE lease_owner IS NOT NULL AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL))"""
 # an ended run's queue row, waits, matchers and RUNNING marks, in one statement (four tables,
-# none read by another part: the same as the four statements one after the other)
+# none read by another part: the same as the four statements one after the other), and the
+# workers woken if its lease held a concurrency slot
 DROP_RUN_WORK = f"""
-WITH queue_row AS ({DELETE_QUEUE}), its_waits AS ({DELETE_WAITS_OF_RUN}),
-     its_matchers AS ({DELETE_MATCHERS_OF_RUN})
-{DELETE_EXECUTING_STEPS}"""
+WITH queue_row AS ({DELETE_QUEUE} RETURNING lease_owner, ckey1, ckey2),
+     its_waits AS ({DELETE_WAITS_OF_RUN}), its_matchers AS ({DELETE_MATCHERS_OF_RUN}),
+     its_steps AS ({DELETE_EXECUTING_STEPS})
+{_FREES_A_SLOT}"""
 # a new run's row, queue row and RUN_QUEUED history row, in one statement (as DROP_RUN_WORK)
 CREATE_RUN = f"""
 WITH run AS ({INSERT_RUN}), queue_row AS ({INSERT_QUEUE})
@@ -327,10 +337,12 @@ FROM unnest({_T}, {_B}, {_T}, {_F}, {_I}, {_F}, {_T})
      AS v (status, output, error, ended_at, attempt, started_at, run_id)
 WHERE runs.run_id = v.run_id"""
 DROP_RUN_WORK_MANY = f"""
-WITH queue_row AS (DELETE FROM queue WHERE run_id = ANY({_T})),
+WITH queue_row AS (
+         DELETE FROM queue WHERE run_id = ANY({_T}) RETURNING lease_owner, ckey1, ckey2),
      its_waits AS (DELETE FROM waits WHERE run_id = ANY({_T})),
-     its_matchers AS (DELETE FROM matchers WHERE run_id = ANY({_T}))
-DELETE FROM steps WHERE run_id = ANY({_T}) AND status = 'RUNNING'"""
+     its_matchers AS (DELETE FROM matchers WHERE run_id = ANY({_T})),
+     its_steps AS (DELETE FROM steps WHERE run_id = ANY({_T}) AND status = 'RUNNING')
+{_FREES_A_SLOT}"""
 CREATE_RUN_MANY = f"""
 WITH run AS (
     INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,

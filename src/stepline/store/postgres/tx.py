@@ -102,8 +102,9 @@ class PostgresTx:
         self.marked: list[tuple[str, str]] = []  # (token, run_id)
         self._locked: set[str] = set()  # advisory locks this transaction holds
         # whether a verb may have made work due for some worker (new, woken, rescheduled or
-        # released runs, freed concurrency slots, deferrals, schedules, resumed functions): the
-        # store then sends NOTIFY before committing (wakeups.py)
+        # released runs, deferrals, schedules, resumed functions): the store then sends NOTIFY
+        # before committing (wakeups.py). An ended run's freed concurrency slot: the statement
+        # that drops its queue row notifies itself (drop_run_work)
         self.made_work = False
         # the (function id, run id) of the runs it created due now, without concurrency keys,
         # and not leased by itself: its NOTIFY names them when they are the only work it made
@@ -299,7 +300,9 @@ class PostgresTx:
         return EndedRun(str(row[0]), row[1], row[2])
 
     def drop_run_work(self, run_id: str) -> None:
-        self.made_work = True  # a cancelled run's slot is free
+        # the statement wakes the workers itself when the run's lease held a concurrency slot:
+        # an ended run without one frees nothing another run waits for (its own pass's end
+        # wakes the worker that ran it)
         self._s.write(q.DROP_RUN_WORK, (run_id,) * 4)
 
     def append_history(self, records: Sequence[HistoryRecord], worker_id: str | None) -> None:
@@ -372,7 +375,7 @@ class PostgresTx:
             self.marked.append((token, run_id))
 
     def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
-        self.made_work = True  # its concurrency slot is free
+        # no wake-up of its own: drop_run_work's, if its lease held a concurrency slot
         self._s.write(
             q.END_RUN_TERMINAL,
             (
