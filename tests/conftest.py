@@ -41,6 +41,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     pgtest.unconfigure(config)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Any:
+    """The automatic collector paused while the tests are collected: the ~1.1 million objects
+    the collection makes live until the run ends, so its collections (~440 young, 40 middle and
+    4 full ones in each test process, ~0.5 s of CPU) walked them and freed nothing; one
+    collection at its end (``pytest_collection_finish``) finds any cycle it left."""
+    if not gc.isenabled():
+        return (yield)
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        gc.enable()
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What the collection made (~1.1 million objects in a test process: the modules, the
     items, their fixture closures) lives until the run ends: moved out of the collector's
