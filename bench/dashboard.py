@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,8 @@ from stepline import App, Context, Event, TriggerEvent
 from stepline.server.dashboard import dashboard_routes
 from stepline.server.settings import ServerSettings
 
-CHROMIUM = "/usr/bin/chromium"
+# the browser the dashboard tests use (tests/dashboard/_devserver.py; scripts/setup installs it)
+CHROMIUM = os.environ.get("STEPLINE_CHROMIUM", "/usr/bin/chromium-headless-shell")
 SAMPLES = 20
 
 
