@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._arrays import Int4Array, TextArray
 
 Params = Sequence[Any] | dict[str, Any] | None
 MAX_VALUES = 100_000  # a group's values at most (one statement's arrays: its bind message)
@@ -117,7 +118,10 @@ SHAPES: dict[str, Shape] = {
         None,
         lambda rows: (
             q.NOTE_UNLESS_SHARED,
-            [[v for row in rows for v in row[0]], [v for row in rows for v in row[1]]],
+            [
+                TextArray([v for row in rows for v in row[0]]),
+                Int4Array([v for row in rows for v in row[1]]),
+            ],
         ),
     ),
 }

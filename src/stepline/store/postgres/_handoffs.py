@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from stepline.store.postgres import _rows
+from stepline.store.postgres._arrays import TextArray
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._lease_queries import AHEAD_OF_NAMED
 from stepline.store.postgres._leases import _prefix, compact, prepare, prepare_named
@@ -153,9 +154,9 @@ def hand_off_params(new_runs: dict[str, str], tokens: Sequence[str], named: int)
     """``HAND_OFF``'s parameters for ``new_runs`` (run id: function id), a token each, and the
     bytes of the payload naming them (``named``)."""
     return {
-        "runs": list(new_runs),
-        "fns": list(new_runs.values()),
-        "tokens": list(tokens),
+        "runs": TextArray(new_runs),
+        "fns": TextArray(new_runs.values()),
+        "tokens": TextArray(tokens),
         "prefix": PRESENCE_KEY,
         "named": named,
     }

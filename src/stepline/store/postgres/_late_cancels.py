@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from stepline.expressions import value_at
 from stepline.store import _rows as shapes
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._arrays import Int4Array, TextArray
 from stepline.store.records import (
     EventIngest,
     EventRecord,
@@ -56,8 +57,9 @@ def note_unless_shared(tx: PostgresTx, items: Sequence[EventIngest]) -> None:
     """Before any cancel matcher of these events is read: their name buckets tried shared,
     each event noted for ``late_cancels`` if a take holds its bucket (q.NOTE_UNLESS_SHARED;
     queued: no round trip)."""
-    ids = [item.event.internal_id for item in items]
-    tx.statements.write(q.NOTE_UNLESS_SHARED, (ids, [bucket(item.event.name) for item in items]))
+    ids = TextArray([item.event.internal_id for item in items])
+    names = Int4Array([bucket(item.event.name) for item in items])
+    tx.statements.write(q.NOTE_UNLESS_SHARED, (ids, names))
 
 
 def take_inbox(tx: PostgresTx, functions: FunctionSet, limit: int) -> Callable[[], list[InboxItem]]:

@@ -12,6 +12,7 @@ from stepline.serde import dumps, dumps_exact
 from stepline.store import _rows as shapes
 from stepline.store._primitives import IndexedWait, ResumedWait, indexed_wait
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._arrays import TextArray
 from stepline.store.records import (
     EventRecord,
     WaitRecord,
@@ -35,7 +36,7 @@ def read_index_ahead(tx: PostgresTx, names: set[str], now: float) -> None:
         # or the server fails the transaction, which is made again reading them
         bare = sorted(names - hints.indexed_names)
         if bare:
-            tx._s.write(q.NO_WAITS_NOR_MATCHERS, {"names": bare, "now": now})
+            tx._s.write(q.NO_WAITS_NOR_MATCHERS, {"names": TextArray(bare), "now": now})
             for name in bare:
                 index.read_ahead(q.WAIT_PATHS, q.WAITS_UNINDEXED, name, ((), ()))
                 index.read_ahead(q.MATCHER_PATHS, q.MATCHERS_UNINDEXED, name, ((), ()))
