@@ -255,13 +255,20 @@ class HandOffs:
             for run_id in [r for r, h in self._leases.items() if h.owner == owner]:
                 del self._leases[run_id]
 
-    def put(self, handed: Iterable[Handed]) -> None:
+    def put(self, handed: Iterable[Handed]) -> set[str]:
+        """Keep the leases of ``handed`` whose owner accepts them here; the runs of the others
+        (leased to workers of other processes: no worker here can lease them while those
+        leases live)."""
+        elsewhere = set()
         with self._lock:
             for lease in handed:
                 if lease.owner in self._owners:
                     self._leases[lease.run_id] = lease
                     if len(self._leases) > self._size:
                         self._leases.popitem(last=False)
+                else:
+                    elsewhere.add(lease.run_id)
+        return elsewhere
 
     def take(
         self, owner: str, run_ids: Iterable[str], presence: Presence, now: float

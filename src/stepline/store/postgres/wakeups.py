@@ -14,7 +14,9 @@ in the notification's payload (``notify``): a worker serving their function may 
 one statement sent with its ``COMMIT`` (``PostgresTx.lease_named``, one round trip) instead of
 looking for any due work (``lease_due``: two). Before naming them, the same round trip leases
 each to an idle live worker of its function that offers hand-offs, and the payload carries that
-lease (``_handoffs.py``): that worker starts the pass without a lease of its own. Such a
+lease (``_handoffs.py``): that worker starts the pass without a lease of its own; the
+listeners of other processes name such a run to none of their workers (none could lease it
+while that lease lives), and wake nobody for a notification that hands only such runs. Such a
 transaction, durable (an event sent), commits without waiting for its WAL's flush and then waits
 for it (``Statements.flush_after``: a transaction of its own committed after it, with
 ``synchronous_commit`` on) before it is acknowledged: its notification, sent at its commit, goes
@@ -35,7 +37,7 @@ import secrets
 import selectors
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -114,11 +116,13 @@ class WakeupListener:
         self,
         url: str,
         on_wake: Callable[[Sequence[tuple[str, str]]], None],
-        on_handed: Callable[[list[Handed]], None] | None = None,
+        on_handed: Callable[[list[Handed]], Collection[str]] | None = None,
     ) -> None:
         self._url = url
         self._on_wake = on_wake
-        self._on_handed = on_handed  # called first with the leases a notification hands over
+        # called first with the leases a notification hands over; returns the runs leased to
+        # workers it does not keep leases for (another process's)
+        self._on_handed = on_handed
         self._stopped = threading.Event()
         # stop() writes a byte to one end; the listening thread waits on the other too
         self._stop_w, self._stop_r = socket.socketpair()
@@ -225,8 +229,14 @@ class WakeupListener:
             self.notifications += 1
             named, handed = read_payload(notification.extra.decode(encoding))
             if handed and self._on_handed is not None:
-                self._on_handed(handed)
-            self._on_wake(named)
+                elsewhere = self._on_handed(handed)
+                # a run leased to another process's worker is no work for this one's (a lease
+                # by name cannot take it; a full look would not either, while its lease lives):
+                # not named to them, and a notification of such runs only wakes nobody
+                if elsewhere:
+                    named = [run for run in named if run[1] not in elsewhere]
+            if named or not handed:  # (an empty list alone: a plain wake-up)
+                self._on_wake(named)
             if self._stopped.is_set():
                 return
 
