@@ -75,10 +75,19 @@ def check_event_name(name: object) -> None:
         raise EventError(
             f"event name must be a non-empty string of at most 255 characters, got {name!r}"
         )
+    if "\x00" in name:  # stored as text: PostgreSQL's cannot hold it (the same on every store)
+        raise EventError(f"event name {name!r} contains a NUL character (\\x00)")
     if type(name) is str:
         if len(_NAMES_SEEN) >= _NAMES_SEEN_MAX:
             _NAMES_SEEN.clear()
         _NAMES_SEEN.add(name)
+
+
+def check_event_id(name: str, event_id: str) -> None:
+    """``EventError`` if an event's de-duplication id holds a NUL character (stored as text:
+    PostgreSQL's cannot hold it; refused the same on every store)."""
+    if "\x00" in event_id:
+        raise EventError(f"event {name!r}: id {event_id!r} contains a NUL character (\\x00)")
 
 
 # names that passed ``check_event_name`` (the pattern costs ~0.5 us a match), at most this many
@@ -98,6 +107,8 @@ def validate_event(event: Event, max_bytes: int) -> bytes:
         )
     if event.id is not None and (not isinstance(event.id, str) or not event.id):
         raise EventError(f"event {event.name!r}: id must be a non-empty string")
+    if event.id is not None:
+        check_event_id(event.name, event.id)
     if event.ts:  # 0, like None, means "when received" (as in Inngest)
         check_event_ts(event.name, event.ts)
     data = dumps_if_exact(event.data)

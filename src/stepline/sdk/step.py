@@ -60,6 +60,8 @@ STEP_ATTEMPT: ContextVar[int | None] = ContextVar("stepline_step_attempt", defau
 def _check_id(step_id: str) -> None:
     if not isinstance(step_id, str) or not step_id:
         raise ConfigError(f"step id must be a non-empty string, got {step_id!r}")
+    if "\x00" in step_id:  # stored as text: PostgreSQL's cannot hold it (the same on every store)
+        raise ConfigError(f"step id {step_id!r} contains a NUL character (\\x00)")
     if STEP_ATTEMPT.get() is not None:  # a body's own context, and the tasks it starts
         # the pass waits for that body, so a step it waits for would never be run: refused, as
         # Inngest's SDKs refuse nested steps; not retried, as the code would do it again

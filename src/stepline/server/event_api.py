@@ -36,7 +36,12 @@ from starlette.types import Receive, Scope, Send
 from stepline._ids import new_id, seeded_id
 from stepline.engine.engine import Engine
 from stepline.errors import EventError, StoreError, StoreUnavailable
-from stepline.sdk.event import check_event_name, check_event_size, check_event_ts
+from stepline.sdk.event import (
+    check_event_id,
+    check_event_name,
+    check_event_size,
+    check_event_ts,
+)
 from stepline.server._access_log import log as access_log
 from stepline.server._access_log import log_request
 from stepline.server._body import (
@@ -235,6 +240,8 @@ def record_from_json(item: Any, now: float, internal_id: str | None, max_bytes: 
         sender_id = None
     if sender_id is not None and type(sender_id) is not str:
         raise EventError(f"id must be a string, got {kind(sender_id)}")
+    if sender_id is not None:
+        check_event_id(name, sender_id)
     ts = item.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         raise EventError(f"ts must be epoch milliseconds (a number), got {kind(ts)}")

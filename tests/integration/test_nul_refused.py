@@ -1,0 +1,59 @@
+"""A NUL character (``\\x00``) in a step id, an event name or an event id is refused at the
+edge, the same on every store: PostgreSQL's text columns cannot hold it, and a pass commit it
+reached was refused for good there, which stopped the worker; every worker that resumed the run
+stopped again (a poison run; review, sixteenth stop). Refused at the step, the error reaches the
+function where it called the step (issue 6 item 1: an error about one step fails that step) and
+no worker stops (item 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from stepline import App, Context, Event, TriggerEvent
+from stepline.errors import EventError, StepError
+from stepline.testing import TestEngine
+
+
+@pytest.mark.parametrize("where", ["step id", "event name", "event id"])
+async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
+    app: App, make_engine: Callable[..., TestEngine], where: str
+) -> None:
+    @app.function(id="nul", trigger=TriggerEvent("go"), retries=3)
+    async def nul(ctx: Context) -> Any:
+        if where == "step id":
+            return await ctx.step.run("a\x00b", lambda: 1)
+        event = Event("a\x00b", {}) if where == "event name" else Event("x", {}, id="x\x00y")
+        try:
+            await ctx.step.send_event("send", event)
+        except StepError as exc:  # refused at the step (its failure): the function may catch it
+            return str(exc)
+        return "sent"
+
+    @app.function(id="after", trigger=TriggerEvent("after"))
+    async def after(ctx: Context) -> Any:
+        return await ctx.step.run("x", lambda: "fine")
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"), timeout=30)
+        if where == "step id":  # a mistake in the code: failed at once, no retry
+            assert run.status == "FAILED"
+            assert run.error is not None and "contains a NUL character" in run.error["message"]
+            assert run.attempt == 0
+        else:
+            assert run.status == "COMPLETED", run.error
+            assert "contains a NUL character" in run.output
+        # the worker still serves other runs
+        later = await t.trigger(Event("after"), timeout=30)
+        assert later.status == "COMPLETED"
+        assert later.output == "fine"
+
+
+@pytest.mark.parametrize(
+    "event", [Event("a\x00b", {}), Event("x", {}, id="x\x00y")], ids=["name", "id"]
+)
+def test_a_nul_in_a_sent_events_name_or_id_is_an_event_error(app: App, event: Event) -> None:
+    with pytest.raises(EventError, match=r"contains a NUL character \(\\x00\)"):
+        app.send(event)
