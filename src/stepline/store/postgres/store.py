@@ -158,9 +158,11 @@ class PostgresStore(PostgresReads):
                 raise found from None
             raise ConfigError(f"cannot use the database {self.label}: {exc}") from None
         if abs(skew) > self.max_clock_skew:
+            ahead = -skew  # this machine's clock minus the server's
+            side = "ahead of" if ahead > 0 else "behind"
             raise ConfigError(
-                f"this machine's clock is {skew:+.3f} s from the database server's "
-                f"({self.label}); Stepline on PostgreSQL needs them within "
+                f"this machine's clock is {ahead:+.3f} s from the database server's ({side} "
+                f"it; {self.label}); Stepline on PostgreSQL needs them within "
                 f"{self.max_clock_skew} s (lease expiries and due times are compared across "
                 "machines): synchronize the clocks (NTP)"
             )
