@@ -5,6 +5,7 @@ positional ones, the pass failed with a TypeError, and the row's run never ended
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from bench.per_step import _breakdown
@@ -14,8 +15,10 @@ from stepline import App, TriggerEvent
 STEPS = 3
 
 
-async def test_the_breakdown_run_ends_with_its_pass_commits_timed() -> None:
-    app = App("bench-breakdown")
+async def test_the_breakdown_run_ends_with_its_pass_commits_timed(tmp_path: Path) -> None:
+    # a database of its own (the default, .stepline/stepline.db in the current folder, was left
+    # behind in the checkout and reused: a worktree that once ran a newer schema failed here)
+    app = App("bench-breakdown", db=f"sqlite:///{tmp_path / 'breakdown.db'}")
     finished: list[asyncio.Future[None]] = []
 
     async def noop(i: int) -> int:
