@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "dashboard"))
+sys.path.insert(1, str(ROOT / "tests"))  # _devserver starts stepline dev through forkserver
 
 from _devserver import CHROMIUM, dev_server  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
