@@ -1,9 +1,9 @@
-"""A NUL character (``\\x00``) in a step id, an event name or an event id is refused at the
-edge, the same on every store: PostgreSQL's text columns cannot hold it, and a pass commit it
-reached was refused for good there, which stopped the worker; every worker that resumed the run
-stopped again (a poison run; review, sixteenth stop). Refused at the step, the error reaches the
-function where it called the step (issue 6 item 1: an error about one step fails that step) and
-no worker stops (item 7)."""
+"""A NUL character (``\\x00``) in a step id, an event name (sent, waited for, a trigger's, a
+cancel_on's) or an event id is refused at the edge, the same on every store: PostgreSQL's text
+columns cannot hold it, and a pass commit it reached was refused for good there, which stopped
+the worker; every worker that resumed the run stopped again (a poison run; review, sixteenth
+stop). Refused at the step, the error reaches the function where it called the step (issue 6
+item 1: an error about one step fails that step) and no worker stops (item 7)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from stepline import App, Context, Event, TriggerEvent
-from stepline.errors import EventError, StepError
+from stepline import App, CancelOn, Context, Event, TriggerEvent
+from stepline.errors import ConfigError, EventError, StepError
 from stepline.testing import TestEngine
 
 
-@pytest.mark.parametrize("where", ["step id", "event name", "event id"])
+@pytest.mark.parametrize("where", ["step id", "event name", "event id", "wait event name"])
 async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
     app: App, make_engine: Callable[..., TestEngine], where: str
 ) -> None:
@@ -25,6 +25,8 @@ async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
     async def nul(ctx: Context) -> Any:
         if where == "step id":
             return await ctx.step.run("a\x00b", lambda: 1)
+        if where == "wait event name":
+            return await ctx.step.wait_for_event("w", event="a\x00b", timeout="1h")
         event = Event("a\x00b", {}) if where == "event name" else Event("x", {}, id="x\x00y")
         try:
             await ctx.step.send_event("send", event)
@@ -38,7 +40,7 @@ async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
 
     async with make_engine() as t:
         run = await t.trigger(Event("go"), timeout=30)
-        if where == "step id":  # a mistake in the code: failed at once, no retry
+        if where in ("step id", "wait event name"):  # a mistake in the code: no retry
             assert run.status == "FAILED"
             assert run.error is not None and "contains a NUL character" in run.error["message"]
             assert run.attempt == 0
@@ -57,3 +59,10 @@ async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
 def test_a_nul_in_a_sent_events_name_or_id_is_an_event_error(app: App, event: Event) -> None:
     with pytest.raises(EventError, match=r"contains a NUL character \(\\x00\)"):
         app.send(event)
+
+
+def test_a_trigger_or_cancel_on_event_name_with_a_nul_is_refused_at_definition() -> None:
+    with pytest.raises(ConfigError, match="contains a NUL character"):
+        TriggerEvent("a\x00b")
+    with pytest.raises(ConfigError, match="contains a NUL character"):
+        CancelOn("a\x00b", match="data.id")

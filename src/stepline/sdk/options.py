@@ -230,6 +230,8 @@ class CancelOn:
     def __post_init__(self) -> None:
         if not isinstance(self.event, str) or not self.event.strip():
             raise ConfigError("CancelOn.event must be a non-empty event name")
+        if "\x00" in self.event:  # no event can have it (check_event_name)
+            raise ConfigError(f"CancelOn.event {self.event!r} contains a NUL character")
         if self.if_ is not None and self.match is not None:
             raise ConfigError("CancelOn: pass if_= or match=, not both")
         try:

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, overload
 
 from stepline.durations import parse_duration, parse_instant
-from stepline.errors import ConfigError, NonRetriableError
+from stepline.errors import ConfigError, EventError, NonRetriableError
 from stepline.expressions import compile_condition, match_shorthand
-from stepline.sdk.event import Event
+from stepline.sdk.event import Event, check_event_name
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps
 
@@ -144,6 +144,10 @@ class Step:
         ``if_`` (CEL: ``event`` is this run's triggering event, ``async`` the candidate) or
         ``match`` (a field path equal on both), or ``timeout`` passes (returns None)."""
         _check_id(step_id)
+        try:  # a name an event can have (no NUL: stored as text, see check_event_name)
+            check_event_name(event)
+        except EventError as exc:
+            raise ConfigError(f"step {step_id!r}: {exc}") from None
         if if_ is not None and match is not None:
             raise ConfigError(f"step {step_id!r}: pass if_= or match=, not both")
         expression = match_shorthand(match) if match is not None else if_

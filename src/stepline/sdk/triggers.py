@@ -25,6 +25,8 @@ class TriggerEvent:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("TriggerEvent: name must be a non-empty event name")
+        if "\x00" in self.name:  # no event can have it (check_event_name)
+            raise ConfigError(f"TriggerEvent: name {self.name!r} contains a NUL character")
         if self.if_ is not None:
             object.__setattr__(self, "_filter", compile_condition(self.if_))
 
