@@ -8,7 +8,6 @@ no read of its own (``load_run`` on a reader thread: a hop there and back, a rea
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -99,41 +98,6 @@ async def test_a_run_an_in_process_send_starts_is_not_read_again_by_its_pass(
             ended = await app.wait_for_run(run.run_id, timeout=30)
         assert ended.status == "COMPLETED" and ended.output == 42
         assert reads == []  # before: [run.run_id], its pass's own read
-    finally:
-        app.close()
-
-
-async def test_a_send_on_an_idle_worker_s_loop_is_committed_by_that_loop_s_thread(
-    tmp_path: Path,
-) -> None:
-    # the event, and the run it starts leased to the worker, committed by the loop itself
-    # (``BatchWriter.write_now``): no hop to the writer thread and back before the first step
-    app = App("inline", db=f"sqlite:///{tmp_path / 'i.db'}")
-    threads: list[int] = []
-
-    @app.function(id="quick", trigger=TriggerEvent("quick/go"))
-    async def quick(ctx: Context) -> Any:
-        return await ctx.step.run("one", lambda: ctx.event.data["n"] + 1)
-
-    store = app.engine.store
-    transaction_now = store.transaction_now  # type: ignore[attr-defined]
-
-    def watched() -> Any:
-        threads.append(threading.get_ident())
-        return transaction_now()
-
-    store.transaction_now = watched  # type: ignore[attr-defined]
-    try:
-        async with app.worker(poll_interval=None) as worker:
-            await worker.ready.wait()
-            await until("the worker to sleep", lambda: _asleep(worker))
-            [event_id] = await app.send_async(Event(name="quick/go", data={"n": 41}))
-            assert threads == [threading.get_ident()]  # committed when send returned
-            [run] = await app.runs(event_id=event_id)
-            assert run.status in ("RUNNING", "COMPLETED")  # leased and started by that commit
-            ended = await app.wait_for_run(run.run_id, timeout=30)
-        assert ended.status == "COMPLETED" and ended.output == 42
-        assert app.engine.writer.inline_commits >= 1
     finally:
         app.close()
 

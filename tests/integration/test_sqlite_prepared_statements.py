@@ -53,11 +53,7 @@ class _Watched(SQLiteStore):
 
 
 def _prepared_again(conn: sqlite3.Connection) -> list[str]:
-    # not the PRAGMAs: SQLite prepares one again at each run by design (no plan to keep; a
-    # send's BEGIN on an idle loop sets the busy timeout twice: store.py's _begin_now)
-    rows = conn.execute(
-        "SELECT reprep, run, sql FROM sqlite_stmt WHERE reprep > 0 AND sql NOT LIKE 'PRAGMA %'"
-    ).fetchall()
+    rows = conn.execute("SELECT reprep, run, sql FROM sqlite_stmt WHERE reprep > 0").fetchall()
     return [f"{reprep} of {run}: {' '.join(sql.split())[:100]}" for reprep, run, sql in rows]
 
 

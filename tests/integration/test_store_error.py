@@ -33,20 +33,11 @@ class ReadOnlyLater:
     def transaction(self) -> Iterator[StoreTx]:
         with self.inner.transaction() as tx:
             yield tx
-            self._fail()
-
-    @contextmanager
-    def transaction_now(self) -> Iterator[StoreTx]:  # a send's on an idle loop (InlineCommits)
-        with self.inner.transaction_now() as tx:
-            yield tx
-            self._fail()
-
-    def _fail(self) -> None:
-        if self.failing:
-            error = sqlite3.OperationalError("attempt to write a readonly database")
-            error.sqlite_errorcode = 8  # type: ignore[attr-defined]
-            error.sqlite_errorname = "SQLITE_READONLY"  # type: ignore[attr-defined]
-            raise error
+            if self.failing:
+                error = sqlite3.OperationalError("attempt to write a readonly database")
+                error.sqlite_errorcode = 8  # type: ignore[attr-defined]
+                error.sqlite_errorname = "SQLITE_READONLY"  # type: ignore[attr-defined]
+                raise error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

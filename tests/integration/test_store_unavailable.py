@@ -65,12 +65,6 @@ class FailingStore:
             yield tx
             self._check()  # the COMMIT fails: the inner transaction is rolled back
 
-    @contextmanager
-    def transaction_now(self) -> Iterator[StoreTx]:  # a send's on an idle loop (InlineCommits)
-        with self.inner.transaction_now() as tx:
-            yield tx
-            self._check()
-
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
         if name not in READS:

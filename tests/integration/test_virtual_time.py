@@ -287,8 +287,6 @@ async def test_a_send_whose_write_cannot_be_submitted_fails_and_keeps_the_clock_
             raise refused
 
         monkeypatch.setattr(writer, "submit", refusing_once)
-        # submitted, not made at once by the idle loop (BatchWriter.write_now: SQLite)
-        monkeypatch.setattr(writer, "write_now", lambda job: None)
         with pytest.raises(MemoryError) as caught:
             await asyncio.wait_for(t.send(Event("go")), 20)  # a hang guard, not a timing
         assert caught.value is refused

@@ -10,10 +10,6 @@ events to the pending group, and one write job takes, when the writer runs it, e
 pending at that moment and ingests their events with one ``StoreTx.ingest`` call. The events
 keep their order (the order in which ``ingest`` was called, then their order in each call).
 
-On a store that can (SQLite), the first sender of a group on a loop with nothing else ready,
-while the writer is idle, has the job made at once on its loop (``BatchWriter.write_now``): no
-hop to the writer thread and back before the runs it starts are handed to the worker.
-
 Each caller gets its own results once the transaction committed (never before), or the error
 that lost it: the group shares one verb, so an error that fails the verb fails every caller in
 the group (the store's errors are each caller's own copy), as a lost transaction always did.
@@ -104,28 +100,14 @@ class IngestBatcher:
                     leases, announced = lease_new(tx, sum(len(r.run_ids) for r in results))
             return results, leases, announced
 
-        made = None
         try:
-            made = engine.writer.write_now(job)  # an idle writer and loop: made here (SQLite)
-            write = engine.writer.submit(job) if made is None else self._loop.create_future()
+            write = engine.writer.submit(job)
         except Exception as exc:  # nothing was taken (the writer closed, or the job was not
             # queued): every sender is told, and _deliver hands the worker its count back
             failed: asyncio.Future[Any] = self._loop.create_future()
             failed.set_exception(exc)
             write = failed
-        if made is None:
-            write.add_done_callback(lambda done: self._deliver(done, taken, worker))
-            return
-        if made[0]:
-            write.set_result(made[1])
-        else:
-            write.set_exception(made[1])
-        try:
-            self._deliver(write, taken, worker)
-        except Exception as exc:  # the senders have their results: as a callback's error
-            self._loop.call_exception_handler(
-                {"message": "delivering a send's results failed", "exception": exc}
-            )
+        write.add_done_callback(lambda done: self._deliver(done, taken, worker))
 
     def _ingest_group(self, tx: StoreTx, group: _Group) -> list[IngestResult]:
         """One ingest verb for every sender's events; results in the senders' order."""

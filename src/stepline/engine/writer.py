@@ -46,13 +46,6 @@ job refused for a read before their commit, again and again, are left to the thr
 (``_reading_kinds``), not run on the loop first in vain. A loop commit whose loop will not run
 it again (closed) is given up: its outcome is unknown, and the thread takes the queue. The kick
 and the loop commit run in an empty context (never a caller's).
-
-A store whose transaction a thread makes without waiting on anything but its own statements and
-its sync (``InlineCommits``: SQLite) may be given a job by its caller to make at once on the
-caller's loop (``write_now``: a send's ingestion), when the writer is idle with nothing queued
-and that loop has nothing else ready: the loop blocks for that one transaction, as the thread
-would have, and neither hop is made. Anything queued meanwhile waits for it, then the thread
-takes it; the store would wait for another connection's lock (``WouldBlock``): ``submit``.
 """
 
 from __future__ import annotations
@@ -76,7 +69,6 @@ from stepline.errors import StoreUnavailable
 from stepline.store.capabilities import OptimisticStore
 from stepline.store.interface import (
     Conflict,
-    InlineCommits,
     LoneStepCommits,
     LoopCommits,
     Replay,
@@ -113,7 +105,6 @@ class BatchWriter:
         self._on_loop = store if loop_batch > 0 and isinstance(store, LoopCommits) else None
         on_loop = self._on_loop
         self._lone_steps = on_loop if isinstance(on_loop, LoneStepCommits) else None
-        self._inline = store if isinstance(store, InlineCommits) else None
         self._loop_batch = loop_batch
         self._max_batch = max_batch
         self._thread: threading.Thread | None = None  # started at the first drain
@@ -137,7 +128,6 @@ class BatchWriter:
         self.conflicts = 0  # careful transactions made again after a conflict (``Conflict``)
         self.loop_commits = 0  # transactions committed on their loop (``LoopCommits``)
         self.loop_refusals = 0  # batches the store would not commit on the loop (WouldBlock)
-        self.inline_commits = 0  # transactions made by their caller's thread (``write_now``)
         self._reading = ReadingKinds()  # jobs that need a read: the thread's (under _lock)
 
     async def write(self, job: Callable[[StoreTx], T]) -> T:
@@ -169,56 +159,6 @@ class BatchWriter:
         future: asyncio.Future[T] = loop.create_future()
         self._enqueue(_Pending(job, loop, future, then, steps), alone)
         return future
-
-    def write_now(self, job: Callable[[StoreTx], T]) -> Outcome | None:
-        """``job`` in a transaction of its own made here, on the calling event loop's thread,
-        when the store can (``InlineCommits``: SQLite), the writer is idle with nothing queued
-        and the loop has no other callback ready (``_idle_for``): (True, its result) once
-        committed, or (False, its error), as ``submit``'s future would have it; None, nothing
-        done, otherwise or when the store would wait for another connection's lock: then
-        ``submit`` it. The loop is blocked for the transaction, its commit's sync included,
-        as the writer thread would have been, and saves the hop to that thread and back (an
-        idle worker's event -> first step). Jobs queued meanwhile, from any loop or thread,
-        wait for it as for a transaction of the thread's, then the thread takes them."""
-        store = self._inline
-        if store is None:
-            return None
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._closed or not self._idle_for(loop):
-                return None
-            self._draining = True  # busy from now on: whatever is queued meanwhile waits
-        try:
-            outcome = self._apply_now(store, job)
-        finally:
-            with self._lock:
-                self._draining = False
-                if self._waiting():
-                    self._start_drain()
-        return outcome
-
-    def _apply_now(self, store: InlineCommits, job: Job) -> Outcome | None:
-        """``_apply_carefully`` of one job in ``store.transaction_now()``; None for its
-        ``WouldBlock`` (nothing done)."""
-        try:
-            with store.transaction_now() as tx:
-                try:
-                    outcome: Outcome = (True, job(tx))
-                except Exception as exc:
-                    failed = self._store.store_error(exc)
-                    if isinstance(failed, StoreUnavailable):
-                        raise  # the transaction is lost as a whole (maybe rolled back)
-                    outcome = (False, exc if failed is None else _own_copy(failed))
-        except WouldBlock:
-            return None
-        except Exception as exc:  # the transaction itself failed: nothing is acknowledged
-            return self._lost(exc, 1)[0]
-        except BaseException as exc:
-            return (False, exc)
-        self.transactions += 1
-        self.inline_commits += 1
-        self.jobs += 1
-        return outcome
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
         """``write`` for a thread with no running event loop: blocks until committed."""
@@ -268,13 +208,9 @@ class BatchWriter:
         ``_lock``): the writer is idle with nothing queued, and the loop has no other callback
         ready, so no job could join it before a kick. Committed on its loop unless its kind is
         left to the thread (``_reading``)."""
-        return self._on_loop is not None and self._idle_for(loop)
-
-    def _idle_for(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether the writer is idle with nothing queued and ``loop`` has no other callback
-        ready: no job could join one of ``loop``'s before a kick (under ``_lock``)."""
         return (
-            self._flight is None
+            self._on_loop is not None
+            and self._flight is None
             and not self._draining
             and not self._handed
             and not self._held

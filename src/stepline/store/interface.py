@@ -19,7 +19,6 @@ from typing import Protocol
 from stepline.errors import StoreError
 
 # the loop-commit verbs (PostgreSQL) live in loop_commits.py, named here as before
-from stepline.store.loop_commits import InlineCommits as InlineCommits
 from stepline.store.loop_commits import LoneStepCommits as LoneStepCommits
 from stepline.store.loop_commits import LoopCommits as LoopCommits
 from stepline.store.loop_commits import WouldBlock as WouldBlock

@@ -1,12 +1,10 @@
 """The optional verbs of a store that commits from an event loop without blocking it
-(PostgreSQL): ``LoopCommits``, ``LoneStepCommits`` and their refusal ``WouldBlock``; and of a
-store whose transaction an idle loop may make itself (SQLite): ``InlineCommits``. Part of the
-Store seam (``store/interface.py`` names them too)."""
+(PostgreSQL): ``LoopCommits``, ``LoneStepCommits`` and their refusal ``WouldBlock``. Part of
+the Store seam (``store/interface.py`` names them too)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from stepline.store.records import PassCommit
@@ -58,19 +56,4 @@ class LoneStepCommits(Protocol):
         applied), for a ``commit`` that has only step results and their history, the run's
         lease this process's and its run marked running by a commit of that lease already;
         ``WouldBlock`` (nothing sent) for any other, and as ``commit_on_loop`` raises."""
-        ...
-
-
-@runtime_checkable
-class InlineCommits(Protocol):
-    """A store whose transaction the calling thread may make at once, waiting for nothing but
-    its own statements and the commit's sync to disk (SQLite: no round trip, no other
-    connection's lock): an event loop with nothing else to run makes a send's transaction
-    itself, without the hop to the writer thread and back (``BatchWriter.write_now``)."""
-
-    def transaction_now(self) -> AbstractContextManager[StoreTx]:
-        """``Store.transaction()``, except that where it would wait for another connection's
-        write lock it raises ``WouldBlock`` at once, nothing done (a transaction of another
-        process). Called only while no other transaction of the store is open in this
-        process (the writer's rule: it is idle, and busy with this one)."""
         ...

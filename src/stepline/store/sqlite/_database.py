@@ -96,9 +96,6 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        # the connection of the last write transaction (the writer thread's): an event loop's
-        # transaction_now writes on it too, while the writer is idle (store.py)
-        self.writes_on: sqlite3.Connection | None = None
         self._checkpointer = self._new_checkpointer()
 
     def _new_checkpointer(self) -> Checkpointer:
@@ -145,7 +142,6 @@ class Database:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
-        self.writes_on = None
 
     def store_error(self, error: Exception) -> StoreError | None:
         if isinstance(error, StoreError):

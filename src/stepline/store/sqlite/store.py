@@ -24,7 +24,6 @@ from pathlib import Path
 
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
-from stepline.store.loop_commits import WouldBlock
 from stepline.store.sqlite import _copy
 from stepline.store.sqlite._database import reading, rollback
 from stepline.store.sqlite.reads import SQLiteReads
@@ -41,15 +40,6 @@ class SQLiteStore(SQLiteReads):
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
-
-    def transaction_now(self) -> _Transaction:
-        """``transaction()``, raising ``WouldBlock`` (nothing done) where BEGIN IMMEDIATE would
-        wait for another connection's write lock (``InlineCommits``). Made on the connection
-        of the last write transaction (the writer thread's, idle meanwhile: the writer's
-        rule), not on the calling thread's: a second connection writing would make each of
-        them drop its page cache at its next transaction (SQLite sees the file changed) and
-        read its pages again, ~0.15 ms of system time a send measured."""
-        return _Transaction(self, now=True)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @contextmanager
@@ -116,24 +106,18 @@ class SQLiteStore(SQLiteReads):
 
 class _Transaction:
     """``SQLiteStore.transaction()``: BEGIN IMMEDIATE, then COMMIT unless the block raised (a
-    class rather than a generator context manager: one a step commit). ``now``: a busy file
-    raises ``WouldBlock`` at BEGIN rather than waiting (``transaction_now``)."""
+    class rather than a generator context manager: one a step commit)."""
 
-    __slots__ = ("_conn", "_now", "_store")
+    __slots__ = ("_conn", "_store")
 
-    def __init__(self, store: SQLiteStore, *, now: bool = False) -> None:
+    def __init__(self, store: SQLiteStore) -> None:
         self._store = store
-        self._now = now
 
     def __enter__(self) -> _SQLiteTx:
         store = self._store
         try:
-            if self._now:
-                conn = self._conn = store.writes_on or store._conn()
-                _begin_now(conn, store._busy_timeout_ms)
-            else:
-                conn = self._conn = store.writes_on = store._conn()
-                conn.execute("BEGIN IMMEDIATE")
+            conn = self._conn = store._conn()
+            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise store._translated(exc) from exc
         return _SQLiteTx(conn, store._group_cursors, store._catalog)
@@ -148,28 +132,8 @@ class _Transaction:
                 if isinstance(exc, sqlite3.Error):
                     raise store._translated(exc) from exc
                 raise
-            # (also after a send's commit on its loop: a process that only sends, one event at a
-            # time, commits only there, and its WAL must be started over too)
             store._checkpointer.committed(conn)
             return
         rollback(conn)
         if isinstance(error, sqlite3.Error):
             raise store._translated(error) from error
-
-
-def _begin_now(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
-    """BEGIN IMMEDIATE without the busy handler: ``WouldBlock`` (no transaction) when another
-    connection holds the write lock (SQLITE_BUSY) or the file is otherwise locked. (A PRAGMA
-    is prepared again at each run: two small ones, a few microseconds.)"""
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _NOT_NOW:
-            raise WouldBlock(f"the database is locked: {exc}") from exc
-        raise
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-
-
-_NOT_NOW = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: another connection's lock
