@@ -21,17 +21,22 @@ def skewed(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setattr(PostgresStore, "clock_skew", lambda self: seconds)
 
 
-def test_a_clock_too_far_from_the_servers_is_refused_at_open(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    skewed(monkeypatch, 5.0)
+def refusal(pg_url: str) -> str:
+    """The message of the ``ConfigError`` a store opening ``pg_url`` raises."""
     store = PostgresStore(pg_url)
     try:
         with pytest.raises(ConfigError) as refused:
             store.migrate()
     finally:
         store.close()
-    message = str(refused.value)
+    return str(refused.value)
+
+
+def test_a_clock_too_far_from_the_servers_is_refused_at_open(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skewed(monkeypatch, 5.0)
+    message = refusal(pg_url)
     assert "this machine's clock is -5.000 s from the database server's (behind it;" in message
     assert "within 1.0 s" in message
     assert message.endswith("synchronize the clocks (NTP)")
@@ -78,11 +83,6 @@ def test_a_machine_ahead_of_the_server_is_told_it_is_ahead(
 ) -> None:
     # the measured skew, not a mocked one (review: the message had the sign the other way)
     monkeypatch.setattr(pg_store_module, "time", _Ahead())
-    store = PostgresStore(pg_url)
-    try:
-        with pytest.raises(ConfigError) as refused:
-            store.migrate()
-    finally:
-        store.close()
-    assert "this machine's clock is +5." in str(refused.value)
-    assert "(ahead of it;" in str(refused.value)
+    message = refusal(pg_url)
+    assert "this machine's clock is +5." in message
+    assert "(ahead of it;" in message
