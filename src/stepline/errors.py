@@ -91,7 +91,8 @@ class StoreError(SteplineError):
     cannot be opened, or is not a database. ``reason`` is the backend's own message (e.g.
     ``"attempt to write a readonly database"``), ``database`` names the database (a path or
     URL; empty when unknown). The operation that raised it was not acknowledged. Workers stop
-    on it (see ``StoreUnavailable`` for the errors they wait out)."""
+    on it (see ``StoreUnavailable`` for the errors they wait out, ``StoreRefusedValue`` for a
+    value of one run's pass)."""
 
     def __init__(self, reason: str, database: str = "") -> None:
         self.reason = reason
@@ -115,6 +116,19 @@ class StoreUnavailable(StoreError):
         self.reason = reason
         self.database = database
         SteplineError.__init__(self, f"the store is unavailable: {reason}; retry later")
+
+
+class StoreRefusedValue(StoreError):
+    """The store refused a value it was asked to write, for good (PostgreSQL: a data exception,
+    SQLSTATE class 22, e.g. an integer out of range): the data's fault, not the store's. The
+    operation was rolled back. A pass's commit refused so is a failed attempt of its run
+    (retried after the backoff, failed once its attempts are spent); workers go on."""
+
+    def __init__(self, reason: str, database: str = "") -> None:
+        self.reason = reason
+        self.database = database
+        where = f" (database {database})" if database else ""
+        SteplineError.__init__(self, f"the store refused a value: {reason}{where}")
 
 
 class StepError(SteplineError):

@@ -503,6 +503,7 @@ async def test_api_cancellation_starts_the_cleanup_function_at_once(
     [
         (lambda: Concurrency(limit=0), r"Concurrency\.limit"),
         (lambda: Concurrency(limit=True), r"Concurrency\.limit"),
+        (lambda: Concurrency(limit=2**31), r"Concurrency\.limit must be at most 2147483647"),
         (lambda: Concurrency(limit=2, scope="env"), r"Concurrency\.scope"),  # type: ignore[arg-type]
         (lambda: Concurrency(limit=2, key="event.data.("), r"Concurrency\.key"),
         (lambda: Debounce(period="soon"), r"Debounce\.period"),

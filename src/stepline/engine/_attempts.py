@@ -4,7 +4,8 @@ The rule lives here once: the attempt is retried after the function's backoff wh
 ``retries`` left (a FUNCTION_FAILED history row with ``retry_at``, the run RETRYING), then the
 run fails with the error. ``PassExecutor._fail_attempt`` applies it to a loaded run;
 ``fail_unloaded_run`` to a run whose pass could not even load it (undecodable stored data, an
-unknown step record): it needs only the run's row and the lease.
+unknown step record), and ``fail_refused_pass`` to a run whose pass's commit the store refused
+for a value it cannot hold (``StoreRefusedValue``): they need only the run's row and the lease.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from stepline.engine._ops import error_dict
 from stepline.engine._recording import parent_wake, retry_rows
 from stepline.engine.engine import Engine
-from stepline.errors import LeaseLostError, PassCancelledError, StoreError
+from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreRefusedValue
 from stepline.store.interface import StoreTx
 from stepline.store.records import HistoryRecord, Lease, PassCommit, RunEnd, RunRecord
 
@@ -67,13 +68,26 @@ async def fail_unloaded_run(engine: Engine, lease: Lease, error: Exception) -> N
     it once its attempts are spent) from its row alone. Raises ``LeaseLostError`` and
     ``StoreUnavailable`` as a pass does; any other error here leaves the run to be leased
     again, and ``lease_due``'s count of passes without progress bounds that."""
+    await _fail_from_row(engine, lease, error, "could not be loaded")
+
+
+async def fail_refused_pass(engine: Engine, lease: Lease, error: StoreRefusedValue) -> None:
+    """The store refused a commit of the pass of ``lease`` for a value it cannot hold (nothing
+    of that commit was written; the lease still holds): a failed attempt of the run, or its
+    failure once its attempts are spent, as ``fail_unloaded_run``. The value is the pass's
+    (a step's output, an event it sent): the next attempt replays to it and may be refused
+    again, until the attempts are spent; then the run fails with the error."""
+    await _fail_from_row(engine, lease, error, "the store refused a value of its pass")
+
+
+async def _fail_from_row(engine: Engine, lease: Lease, error: Exception, what: str) -> None:
     run = await engine.read(engine.store.get_run, lease.run_id)
     if run is None:
         return
     fn = engine.functions.get(run.function_id)
     if fn is None:  # lease_due leases only registered functions: never reached
         return
-    log.warning("run %s: could not be loaded (attempt %d): %r", lease.run_id, run.attempt, error)
+    log.warning("run %s: %s (attempt %d): %r", lease.run_id, what, run.attempt, error)
     commit = retry_commit(engine, run, lease.token, fn.retries, error)
     now = engine.clock.now()
 
@@ -81,7 +95,9 @@ async def fail_unloaded_run(engine: Engine, lease: Lease, error: Exception) -> N
         if commit is not None:
             apply(tx, commit)
             return
-        try:  # its trigger events may be what cannot be decoded: then no system events
+        # its trigger events may be what cannot be decoded, or the store may refuse a system
+        # event or a run one starts (the driver's error, raised in the job): then no events
+        try:
             with tx.savepoint():
                 events = [e.payload() for e in tx.run_events(run.run_id)]
                 apply(tx, failure_commit(engine, run, lease.token, error, events))

@@ -44,7 +44,7 @@ from typing import TypeVar
 from stepline._ids import new_id
 from stepline.clock import SystemClock
 from stepline.engine._announce import announce_failed
-from stepline.engine._attempts import fail_unloaded_run
+from stepline.engine._attempts import fail_refused_pass, fail_unloaded_run
 from stepline.engine._housekeeping import cron_rows, start_timed
 from stepline.engine._named_runs import NamedRuns
 from stepline.engine._new_runs import LeaseJob, lease_job
@@ -54,7 +54,13 @@ from stepline.engine.changes import ingest_change
 from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
 from stepline.engine.executor import IN_PROCESS
-from stepline.errors import LeaseLostError, PassCancelledError, StoreError, StoreUnavailable
+from stepline.errors import (
+    LeaseLostError,
+    PassCancelledError,
+    StoreError,
+    StoreRefusedValue,
+    StoreUnavailable,
+)
 from stepline.store.interface import StoreTx
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
@@ -537,6 +543,10 @@ class Worker:
             self.outage.failed(exc)
             self._cut_short.add(lease.run_id)
             log.debug("run %s: pass ended, the store is unavailable", lease.run_id)
+        except StoreRefusedValue as exc:
+            # a value of this pass, not the store's failure: a failed attempt of the run (issue
+            # 6 item 1), never the worker's end (item 7)
+            await self._refused(lease, exc)
         except StoreError as exc:
             self._fail(exc)
         except Exception:
@@ -549,6 +559,24 @@ class Worker:
             if following is not None:
                 self._start_pass(following)
             self._wake.set()
+
+    async def _refused(self, lease: Lease, error: StoreRefusedValue) -> None:
+        """The store refused a commit of the pass of ``lease`` (``fail_refused_pass``). If even
+        the failed attempt cannot be written, the run is leased again once its lease expires,
+        which ``lease_due``'s count of passes without progress bounds."""
+        try:
+            await fail_refused_pass(self.engine, lease, error)
+        except (LeaseLostError, PassCancelledError):
+            log.info("run %s: no longer this worker's to fail", lease.run_id)
+        except StoreUnavailable as exc:
+            self.outage.failed(exc)
+            self._cut_short.add(lease.run_id)
+        except StoreRefusedValue as exc:
+            log.error("run %s: its failed attempt could not be written: %s", lease.run_id, exc)
+        except StoreError as exc:
+            self._fail(exc)
+        except Exception:
+            log.exception("run %s: its failed attempt could not be written", lease.run_id)
 
     async def _load(self, lease: Lease) -> RunState | None:
         """The leased run; None if it is gone or could not be loaded (an undecodable row, an

@@ -37,6 +37,9 @@ def _seconds(owner: str, name: str, value: DurationLike | None, *, optional: boo
     return seconds
 
 
+CONCURRENCY_LIMIT_MAX = 2**31 - 1
+
+
 def _positive_int(owner: str, name: str, value: object, maximum: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
@@ -77,7 +80,9 @@ class Concurrency:
 
     @located
     def __post_init__(self) -> None:
-        _positive_int("Concurrency", "limit", self.limit)
+        # stored as a 32-bit integer (PostgreSQL's refused a larger one in the commit that
+        # created the run: a send failed, a step.send_event or step.invoke failed its pass)
+        _positive_int("Concurrency", "limit", self.limit, maximum=CONCURRENCY_LIMIT_MAX)
         if self.scope not in ("fn", "app"):
             raise ConfigError(f"Concurrency.scope must be 'fn' or 'app', got {self.scope!r}")
         object.__setattr__(self, "key_expr", _expression("Concurrency", "key", self.key))

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from stepline.errors import ConfigError, StoreError, StoreUnavailable
+from stepline.errors import ConfigError, StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres.schema import MIGRATIONS
 
@@ -18,6 +18,10 @@ MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("
 # SQLSTATE classes and codes that mean "not now": the store may recover by itself
 _TRANSIENT_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator
 _TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
+# a data exception: the server refused a value written (out of range, a NUL in a text...). The
+# stores' own "1 / 0" checks (HOLD_LEASE, NONE_SPENT...) are of this class too, but only in
+# optimistic transactions, whose failures are ``Replay`` (made again carefully) before this
+_REFUSED_VALUE_CLASS = "22"
 
 
 def pool(
@@ -92,6 +96,8 @@ def store_error(error: Exception, label: str) -> StoreError | None:
             or state in _TRANSIENT_CODES
         ):
             found = StoreUnavailable(f"{error} ({label})", label)
+        elif state[:2] == _REFUSED_VALUE_CLASS:
+            found = StoreRefusedValue(str(error), label)
         else:
             found = StoreError(str(error), label)
     else:
