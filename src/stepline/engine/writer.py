@@ -151,10 +151,12 @@ class BatchWriter:
         error, nor once the caller stopped waiting): what it wakes runs at the loop's next
         turn, ahead of the caller, not a turn after it. ``alone``: the caller submits no other
         job before it awaits this one (a pass's commit); when the loop has no other callback
-        ready, none can queue a job to join this one before the writer's kick, so the kick
-        runs now, in this callback (``_kick_now``), not a loop turn later. ``steps``: the pass
-        commit ``job`` applies (its result: True, applied), committed without the job by a
-        store that can (``LoneStepCommits``) when it is a loop commit's only job."""
+        ready, none can queue a job to join this one before the writer's kick, so what the
+        kick would do is done now, in this callback, not a loop turn later: the loop commit
+        begins (``_flies_now``), or the thread is woken to take the job (``_drains_now``).
+        ``steps``: the pass commit ``job`` applies (its result: True, applied), committed
+        without the job by a store that can (``LoneStepCommits``) when it is a loop commit's
+        only job."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._enqueue(_Pending(job, loop, future, then, steps), alone)
@@ -193,6 +195,9 @@ class BatchWriter:
                     return
                 if loop in self._kicks:
                     return
+                if alone and self._drains_now(loop):  # no job could join it before a kick
+                    self._start_drain()
+                    return
                 self._kicks.add(loop)
         if flight is not None:  # in an empty context, as the kick's (never the caller's)
             contextvars.Context().run(self._fly, flight)
@@ -219,6 +224,14 @@ class BatchWriter:
             and _nothing_ready(loop)
             and not driving()
         )
+
+    def _drains_now(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the thread takes a job submitted ``alone`` at once, with no kick (under
+        ``_lock``, the writer idle, the job queued): a store that does not commit on the loop
+        (its jobs are the thread's in any case), and the loop has no other callback ready, so
+        no job of it could join the batch before a kick (as ``_flies_now``): one turn of the
+        loop fewer per commit, and the thread's wake-up begins while this turn ends."""
+        return self._on_loop is None and _nothing_ready(loop) and not driving()
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
