@@ -304,4 +304,4 @@ def end_other_sessions(url: str) -> None:
             "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)
         ).fetchone() != (0,):
             assert time.monotonic() < deadline, "the sessions did not end"
-            time.sleep(0.01)
+            time.sleep(0.01)  # real time: a poll of the server's sessions, under the deadline

@@ -86,7 +86,7 @@ def test_a_key_removed_from_the_keys_file_is_refused_without_a_restart(
             deadline = time.monotonic() + TIMEOUT
             while client.post("/e/ek-old", json={"name": "a"}).status_code != 401:
                 assert time.monotonic() < deadline, "ek-old still accepted"
-                time.sleep(0.05)  # the server re-reads the file within a second
+                time.sleep(0.05)  # real time: the server re-reads the file within a second
             assert client.post("/e/ek-new", json={"name": "a"}).status_code == 200
             assert client.get("/api/v1/functions", headers=auth).status_code == 401
             tok2 = {"Authorization": "Bearer tok-2"}

@@ -139,7 +139,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 10
     while not condition():
         assert time.monotonic() < deadline, f"not within 10 s: {what}"
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # real time: the poll interval; the deadline bounds the wait
 
 
 async def test_an_idle_connection_the_server_closed_is_replaced() -> None:

@@ -37,7 +37,7 @@ class Client:
     async def _keep(self) -> None:
         while True:  # its own timer: what a keep-alive loop awaits
             self.beats += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # real time: a keep-alive loop's own timer, what this models
 
 
 async def test_a_librarys_background_task_started_in_a_function_outlives_the_pass(

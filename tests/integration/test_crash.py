@@ -147,8 +147,8 @@ class Workers(Subprocesses):
             while conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
             ).fetchone() != (0,):
-                # a poll with a deadline: the server ends a dead client's sessions when it next
-                # reads from their sockets
+                # real time: a poll with a deadline: the server ends a dead client's sessions
+                # when it next reads from their sockets
                 assert time.monotonic() < deadline, f"the server kept {name}'s sessions 60 s"
                 time.sleep(0.01)
 

@@ -89,7 +89,7 @@ async def statuses(app: App, function_id: str, count: int) -> dict[int, str]:
                 found[event.data["n"]] = run.status
             return found
         assert time.monotonic() < deadline, [(r.run_id, r.status) for r in runs]
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # real time: a poll of the worker's results, under the deadline
 
 
 async def until_skipped(app: App, count: int) -> list[Any]:
@@ -99,7 +99,7 @@ async def until_skipped(app: App, count: int) -> list[Any]:
         if len(skips) >= count:
             return skips
         assert time.monotonic() < deadline, skips
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # real time: a poll of the worker's results, under the deadline
 
 
 async def handed_over(stores: Stores, send: Callable[[App, App, MockClock], Any]) -> App:

@@ -111,7 +111,7 @@ def test_a_server_restart_does_not_hand_a_live_workers_leases_to_another() -> No
             deadline = time.monotonic() + 30
             while not (taken := lease(second, "w-second", now=T0 + 2, ttl=60.0)):
                 assert time.monotonic() < deadline, "w-first's runs were never taken over"
-                time.sleep(0.05)
+                time.sleep(0.05)  # real time: a poll of the server's state, under the deadline
             assert [t.run_id for t in taken] == ["r-after"]
             # the older lease is left to expire
             assert [t.run_id for t in lease(second, "w-second", now=T0 + 61)] == ["r-live"]

@@ -10,6 +10,7 @@ import asyncio
 from _polling import until
 
 from stepline import App, Concurrency, Context, Event, TriggerEvent
+from stepline.clock import Idle
 from stepline.engine.worker import Worker
 from stepline.store.records import PassCommit, RunEnd
 
@@ -41,6 +42,19 @@ async def test_a_run_held_back_by_a_full_key_starts_when_another_process_frees_t
             return 1
 
     worker = Worker(app.engine, poll_interval=None, concurrency=4)
+    # asleep with no deadline while its pass runs: only a wake-up (the NOTIFY) ends that sleep
+    asleep = asyncio.Event()
+    sleep_until = app.engine.clock.sleep_until
+
+    async def watched(deadline: float | None, wake: asyncio.Event, *, idle: Idle = False) -> None:
+        if deadline is None and worker.active:
+            asleep.set()
+        try:
+            await sleep_until(deadline, wake, idle=idle)
+        finally:
+            asleep.clear()
+
+    app.engine.clock.sleep_until = watched  # type: ignore[method-assign]
     task: asyncio.Task[None] | None = None
     try:
         [first_event] = await other.send_async(Event("limited/please", {"n": 1}))
@@ -55,7 +69,8 @@ async def test_a_run_held_back_by_a_full_key_starts_when_another_process_frees_t
         await asyncio.wait_for(worker.tried.wait(), 30)
         await app.send_async(Event("busy/please"))
         await until("the busy pass", lambda: len(worker.active) == 1, timeout=30)
-        await asyncio.sleep(0.3)  # its loop back asleep: the run behind the key not leasable
+        # its loop back asleep for good (no deadline: no more short looks behind the full key)
+        await asyncio.wait_for(asleep.wait(), 30)
         assert started == [] and len(worker.active) == 1
         end = RunEnd("COMPLETED", output_json=b"1")
         with store.transaction() as tx:  # the pass in the slot ends there

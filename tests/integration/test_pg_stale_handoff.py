@@ -49,8 +49,14 @@ async def test_a_handed_lease_that_expired_unread_starts_no_pass(pg_url: str) ->
         assert await asyncio.to_thread(held_ready.wait, 30)
         await asyncio.to_thread(apps["sender"].send, [])  # the sender's catalog registered
         # the held worker's loop is blocked 4 s (twice its TTL) from now
-        held_loop.call_soon_threadsafe(time.sleep, 4.0)
-        await asyncio.sleep(0.2)  # real time: the block has begun
+        blocked = threading.Event()
+
+        def block() -> None:
+            blocked.set()
+            time.sleep(4.0)  # real time: a blocking call in the loop (what the test is about)
+
+        held_loop.call_soon_threadsafe(block)
+        assert await asyncio.to_thread(blocked.wait, 30)  # the block has begun
         [event_id] = await asyncio.to_thread(apps["sender"].send, Event("once/go"))
         other = Worker(apps["other"].engine, worker_id="other", poll_interval=0.1)
         other_task = asyncio.create_task(other.run())

@@ -293,7 +293,7 @@ def _until_the_thread_hears(heard: list[int], count: int) -> None:
     deadline = time.monotonic() + 30
     while len(heard) < count:
         assert time.monotonic() < deadline, f"notification {count} was never read"
-        time.sleep(0.01)
+        time.sleep(0.01)  # real time: a poll of the listener thread's list, under the deadline
 
 
 def test_a_listener_whose_loop_stopped_without_closing_reads_in_its_thread(pg_url: str) -> None:
@@ -351,7 +351,7 @@ def test_an_engine_whose_listening_loop_closed_reads_in_the_loop_of_its_next_wak
         deadline = time.monotonic() + 30  # the thread looks at that loop once a second
         while not read_in(None):
             assert time.monotonic() < deadline, "the thread never took the reading back"
-            time.sleep(0.01)
+            time.sleep(0.01)  # real time: a poll of the listener thread, under the deadline
 
         async def again() -> None:
             woken = asyncio.Event()

@@ -98,6 +98,7 @@ async def _threshold_passes(clock: _ThresholdOnCue) -> None:
     """Give the cue, and return once the clock's wait has seen it (a few turns)."""
     clock.cue.set()
     while clock.cue.is_set() and clock.idle_wait.is_set():
+        # real time: a poll of the clock's wait (a few turns of the loop)
         await asyncio.sleep(0.001)
 
 
@@ -216,6 +217,7 @@ async def test_the_clock_does_not_jump_while_another_worker_on_it_runs_a_pass() 
         clock.sleep_until(start + 3600, asyncio.Event(), idle=idle.at_rest)
     )
     while not sleeping.done() and busy.asked < 2:  # asked when the idle one would jump, twice
+        # real time: a poll (a few turns of the loop) under the test's timeout
         await asyncio.sleep(0.001)
     assert clock.now() == start, "the clock jumped under the other worker's pass"
     busy.idle = True

@@ -29,6 +29,7 @@ async def test_a_server_cancelled_while_serving_logs_no_error(
     for _ in range(500):
         if http.started:
             break
+        # real time: a poll of the server task's start, bounded by the count
         await asyncio.sleep(0.01)
     assert http.started
     caplog.set_level(logging.INFO)

@@ -64,7 +64,7 @@ def test_concurrent_registrations_of_one_app_keep_both_workers_functions(
     deadline = time.monotonic() + 30
     while _lock_waiters(pg_store.url) == 0:  # v1's registration waits for v2's to end
         assert time.monotonic() < deadline and second.is_alive(), failures
-        time.sleep(0.01)
+        time.sleep(0.01)  # real time: a poll of the server's lock waiters, under the deadline
     release.set()
     first.join(30)
     second.join(30)

@@ -45,7 +45,7 @@ def heard_from(store: PostgresStore, act: Callable[[], object]) -> Heard:
         deadline = time.monotonic() + 30
         while mark not in heard:
             assert time.monotonic() < deadline, f"no mark notification: {heard}"
-            time.sleep(0.002)
+            time.sleep(0.002)  # real time: a poll of the listener thread's list, under the deadline
     finally:
         stop()
     return heard[: heard.index(mark)]

@@ -36,7 +36,7 @@ def _until(what: str, check: Callable[[], object]) -> None:
     deadline = time.monotonic() + 30
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
+        time.sleep(0.002)  # real time: the poll interval; the deadline bounds the wait
 
 
 def test_a_run_handed_to_another_processs_worker_wakes_no_worker_here(

@@ -128,7 +128,8 @@ def test_the_server_ending_the_idle_kept_connection_gives_it_back_closed(
         deadline = time.monotonic() + DEADLINE
         while kept_by(store, loop) is not None or idle(store) == 0:
             assert time.monotonic() < deadline, "the ended connection was not given back"
-            await asyncio.sleep(0.01)  # the reader runs as the loop polls; the pool reconnects
+            # real time: the reader runs as the loop polls; the pool reconnects
+            await asyncio.sleep(0.01)
         assert taken[0].closed
         assert await store.commit_on_loop([commit_job(second, 2)]) == [[]]
         assert kept_by(store, loop).conn is taken[1]

@@ -49,7 +49,7 @@ def test_closing_the_store_during_a_loop_commit_ends_that_commit(pg_url: str) ->
         deadline = time.monotonic() + DEADLINE
         while not outcome:
             assert time.monotonic() < deadline, "the loop's commit never ended after close()"
-            time.sleep(0.05)
+            time.sleep(0.05)  # real time: a poll of the loop thread's outcome, under the deadline
     finally:
         blocker.close()
         thread.join(DEADLINE)
@@ -71,4 +71,4 @@ def _until_a_session_waits_on_a_lock(url: str) -> None:
             if row is not None and row[0] > 0:
                 return
             assert time.monotonic() < deadline, "the loop's commit never reached the server"
-            time.sleep(0.01)
+            time.sleep(0.01)  # real time: a poll of the server's lock waiters, under the deadline

@@ -206,7 +206,7 @@ async def _lock_wait_seen(url: str) -> None:
     deadline = asyncio.get_running_loop().time() + DEADLINE
     while not await asyncio.to_thread(waiting):
         assert asyncio.get_running_loop().time() < deadline, "no session waited for a lock"
-        await asyncio.sleep(0.01)  # polling a real server's state under a deadline
+        await asyncio.sleep(0.01)  # real time: polling a real server's state under a deadline
 
 
 def test_a_commit_waiting_for_a_lock_leaves_the_loop_running(
@@ -389,5 +389,6 @@ def test_an_error_of_the_loop_after_the_commit_was_written_is_never_a_replay(
     deadline = 300
     while outputs(store, "r1") == {} and deadline:  # the server commits what it got
         deadline -= 1
-        time.sleep(0.1)  # polling a real server's state under a bound (its commit is async)
+        # real time: polling a real server's state under a bound (its commit is async)
+        time.sleep(0.1)
     assert outputs(store, "r1") == {"r1": b"1"}

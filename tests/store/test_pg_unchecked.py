@@ -148,14 +148,14 @@ def test_only_a_connection_with_nothing_to_read_is_quiet(
         deadline = time.monotonic() + 30
         while _quiet(conn):
             assert time.monotonic() < deadline, "the notification never arrived"
-            time.sleep(0.001)
+            time.sleep(0.001)  # real time: a poll: the notification reaches the socket on its own
         assert len(list(conn.notifies(timeout=0, stop_after=1))) == 1
         assert _quiet(conn)
         pid = conn.info.backend_pid
         other.execute("SELECT pg_terminate_backend(%s)", (pid,))
         while _quiet(conn):
             assert time.monotonic() < deadline, "the ended connection still looks quiet"
-            time.sleep(0.001)
+            time.sleep(0.001)  # real time: a poll: the session's end reaches the socket on its own
 
 
 def test_ending_the_other_sessions_returns_once_each_end_can_be_read(pg_url: str) -> None:

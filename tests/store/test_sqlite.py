@@ -279,14 +279,14 @@ def test_commits_never_checkpoint_the_checkpointer_thread_does(
     deadline = time.monotonic() + 10
     while store._checkpointer.checkpoints == 0:
         assert time.monotonic() < deadline, "no checkpoint"
-        time.sleep(0.01)
+        time.sleep(0.01)  # real time: a poll of the checkpointer thread, under the deadline
     # once a checkpoint has copied the whole WAL, a write starts it over and cuts the file back
     n = 20
     while wal.stat().st_size > limit:
         assert time.monotonic() < deadline, "the WAL was never started over"
         write(n, 100)
         n += 1
-        time.sleep(0.01)
+        time.sleep(0.01)  # real time: a poll: the checkpointer thread starts the WAL over
     with closing(sqlite3.connect(store.path)) as other:
         assert other.execute("SELECT count(*) FROM sdk_apps").fetchone()[0] == n
     store.close()

@@ -58,6 +58,7 @@ async def idle(writer: BatchWriter) -> None:
     deadline = time.monotonic() + 30
     while writer._draining:
         assert time.monotonic() < deadline, "the writer thread's drain did not end"
+        # real time: a poll of the writer thread's flag, under the deadline
         await asyncio.sleep(0.001)
 
 
