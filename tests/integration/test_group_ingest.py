@@ -113,6 +113,7 @@ async def test_a_lost_transaction_fails_every_sender_of_the_group(
 
         async with writer_held(app) as release:
             monkeypatch.setattr(store, "transaction", transaction)
+            monkeypatch.setattr(store, "optimistic_transaction", transaction)
             sends = [asyncio.ensure_future(app.send_async(Event("go", {"n": i}))) for i in range(3)]
             await asyncio.sleep(0)
             release.set()

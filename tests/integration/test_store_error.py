@@ -33,11 +33,20 @@ class ReadOnlyLater:
     def transaction(self) -> Iterator[StoreTx]:
         with self.inner.transaction() as tx:
             yield tx
-            if self.failing:
-                error = sqlite3.OperationalError("attempt to write a readonly database")
-                error.sqlite_errorcode = 8  # type: ignore[attr-defined]
-                error.sqlite_errorname = "SQLITE_READONLY"  # type: ignore[attr-defined]
-                raise error
+            self._check()
+
+    @contextmanager
+    def optimistic_transaction(self) -> Iterator[StoreTx]:
+        with self.inner.optimistic_transaction() as tx:
+            yield tx
+            self._check()  # rolled back (Replay), then made carefully: fails there too
+
+    def _check(self) -> None:
+        if self.failing:
+            error = sqlite3.OperationalError("attempt to write a readonly database")
+            error.sqlite_errorcode = 8  # type: ignore[attr-defined]
+            error.sqlite_errorname = "SQLITE_READONLY"  # type: ignore[attr-defined]
+            raise error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

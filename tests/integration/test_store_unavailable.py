@@ -65,6 +65,12 @@ class FailingStore:
             yield tx
             self._check()  # the COMMIT fails: the inner transaction is rolled back
 
+    @contextmanager
+    def optimistic_transaction(self) -> Iterator[StoreTx]:
+        with self.inner.optimistic_transaction() as tx:
+            yield tx
+            self._check()  # rolled back (Replay), then made carefully: fails there too
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
         if name not in READS:

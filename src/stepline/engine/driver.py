@@ -74,7 +74,8 @@ def _pass_job(
             results = tx.commit_pass(commit, now, engine.wait_matches)
             if results is None:
                 return False
-            engine.announce_cancellations(tx, results, now)
+            if results:  # a step's commit ingests nothing
+                engine.announce_cancellations(tx, results, now)
             ingested[:] = results  # a job applied again (writer.py) replaces what it found
             return True
 

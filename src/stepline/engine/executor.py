@@ -505,12 +505,12 @@ class PassExecutor(RoundRecorder, PassEndings):
     def _timed_out(self, at_start: bool = False) -> str | None:
         """Why the run must be cancelled now (a start timeout, checked when a pass begins, or a
         finish timeout), if it must."""
-        run, now = self.run, self.now()
+        run, deadline = self.run, self._finish_deadline
         start_timeout = run.start_timeout
-        late = start_timeout is not None and now > run.created_at + start_timeout
-        if at_start and run.started_at is None and late and start_timeout is not None:
-            return not_started_reason(start_timeout)
-        if self._finish_deadline is not None and now > self._finish_deadline:
+        late = start_timeout is not None and run.started_at is None
+        if at_start and late and self.now() > run.created_at + (start_timeout or 0.0):
+            return not_started_reason(start_timeout or 0.0)
+        if deadline is not None and self.now() > deadline:
             return f"not finished within {run.finish_timeout:g}s (timeouts.finish)"
         return None
 

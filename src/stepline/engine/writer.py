@@ -21,8 +21,9 @@ never the backend's raw exception, and nothing of the batch is acknowledged. A t
 store ended on a conflict with another (``Conflict``: a deadlock, a serialization failure;
 nothing of it committed) is made again, a few times, before its batch is lost.
 
-A store that can (``OptimisticStore``: PostgreSQL) first applies a batch without a savepoint per
-job, its statements sent together; if anything fails in it (``Replay``: a job raised, a lease was
+A store that can (``OptimisticStore``: PostgreSQL, SQLite) first applies a batch without a
+savepoint per job (PostgreSQL: its statements sent together; SQLite: no SAVEPOINT and RELEASE a
+verb); if anything fails in it (``Replay``: a job raised, a lease was
 lost), nothing of it was committed and the batch is made again as above, each job in its own
 savepoint. A job may therefore be applied twice: its effects outside the transaction must be
 its return value (or be harmless to repeat). A job that leaves that careful transaction unable
@@ -388,20 +389,16 @@ class BatchWriter:
     def _drain(self) -> None:
         try:
             while True:
-                with self._lock:
-                    batch, careful = self._handed.pop(0) if self._handed else (None, False)
-                if batch is None:
-                    with self._lock:
-                        batch = self._take()
-                if batch:
-                    jobs = [p.job for p in batch]
-                    apply = self._apply_carefully if careful else self._apply
-                    self._deliver(batch, apply(jobs))
-                    continue
-                with self._lock:  # a job queued after the take is seen here, or drains anew
-                    if self._queue.empty() and not self._handed and not self._taking_held():
-                        self._draining = False
-                        return
+                with self._lock:  # a job queued after this take is seen at the next, or drains anew
+                    if self._handed:
+                        batch, careful = self._handed.pop(0)
+                    else:
+                        batch, careful = self._take(), False
+                        if not batch:  # nothing queued, handed, nor held for the thread
+                            self._draining = False
+                            return
+                apply = self._apply_carefully if careful else self._apply
+                self._deliver(batch, apply([p.job for p in batch]))
         except BaseException:  # cannot happen (_apply catches everything); never strand jobs
             with self._lock:
                 self._draining = False
@@ -417,10 +414,16 @@ class BatchWriter:
         made beside it (a run's jobs come from one loop: they stay in order)."""
         # the queue's only consumer: what empty() says stays true until it takes (no
         # queue.Empty raised and caught at the end of every take, twice per lone job)
-        pending, batch, most = self._queue, list[_Pending](), self._max_batch
+        pending, most = self._queue, self._max_batch
+        batch: list[_Pending] = []
+        flight = self._flight
+        if flight is None and not self._held:  # the usual: no loop commit, nothing held
+            while not pending.empty() and len(batch) < most:
+                batch.append(pending.get_nowait())
+            return batch
         if self._taking_held():
             batch, self._held = self._held[:most], self._held[most:]
-        hold = None if self._closed else self._loop_of_flight()
+        hold = None if self._closed or flight is None else flight.loop
         while not pending.empty() and len(batch) < most:
             job = pending.get_nowait()
             if hold is not None and job.loop is hold:
@@ -494,6 +497,16 @@ class BatchWriter:
 
     @staticmethod
     def _deliver(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+        if len(batch) == 1:  # the usual under no load: one caller
+            pending = batch[0]
+            if isinstance(pending.future, Future):
+                _settle(pending.future, outcomes[0])
+            elif pending.loop is not None:
+                try:
+                    pending.loop.call_soon_threadsafe(_settle_all, [(pending, outcomes[0])])
+                except RuntimeError:  # the caller's loop is closed: nobody waits for it
+                    pass
+            return
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome]]] = {}
         for pending, outcome in zip(batch, outcomes, strict=True):
             future = pending.future

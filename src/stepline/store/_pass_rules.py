@@ -56,9 +56,11 @@ def commit_pass(
         tx.insert_waits(commit.waits)
     children = [start_child(tx, new_run, now) for new_run in commit.child_runs]
     results = ingest(tx, commit.events, now, wait_matches) if commit.events else []
-    results.extend(result for result, _ in children)
-    skipped = [wake for _, wake in children if wake is not None]
-    for wake in [*commit.wakes, *skipped]:
+    wakes = commit.wakes
+    if children:  # started before the ingest; their results and skipped parents after its
+        results.extend(result for result, _ in children)
+        wakes = [*wakes, *(wake for _, wake in children if wake is not None)]
+    for wake in wakes:
         apply_wake(tx, wake, now)
     started_at = commit.started_at if commit.started_at is not None else now
     end = commit.end

@@ -1,7 +1,7 @@
 """What a store may do beyond the Store seam (``store/interface.py``): each a protocol the engine
 checks with ``isinstance`` and uses where the store has it. Wake-ups from other processes and the
 leases they name or hand over (PostgreSQL), events stored unheard and the announcements an older
-version owed (memory, SQLite), optimistic group commits (PostgreSQL).
+version owed (memory, SQLite), optimistic group commits (PostgreSQL, SQLite).
 """
 
 from __future__ import annotations
@@ -203,10 +203,11 @@ class OwedAnnouncements(Protocol):
 
 @runtime_checkable
 class OptimisticStore(Protocol):
-    """A store that can apply a group commit's jobs without a savepoint each, sending their
-    statements together (PostgreSQL: one round trip instead of one per job). Any failure in
-    it raises ``Replay``, except a lost connection (``StoreUnavailable``: its outcome may be
-    unknown). Its jobs must therefore be repeatable: a job's effects outside the transaction
+    """A store that can apply a group commit's jobs without a savepoint each (PostgreSQL: their
+    statements sent together, one round trip instead of one per job; SQLite: no SAVEPOINT and
+    RELEASE per verb). Any failure in it raises ``Replay``, except a lost connection or a
+    failed BEGIN or COMMIT (``StoreUnavailable``: its outcome may be unknown). Its jobs must
+    therefore be repeatable: a job's effects outside the transaction
     are its return value (the writer's contract)."""
 
     def optimistic_transaction(self) -> AbstractContextManager[StoreTx]:

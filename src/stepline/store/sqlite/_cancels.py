@@ -28,7 +28,7 @@ from stepline.store.sqlite._announcements import CancelledRunEvents, insert_unhe
 from stepline.store.sqlite._deferred import Deferred
 from stepline.store.sqlite._derived import id_before, insert_announcements, silent
 from stepline.store.sqlite._event_rows import select_events
-from stepline.store.sqlite._savepoints import Savepoint
+from stepline.store.sqlite._savepoints import Optimistic, Savepoint
 from stepline.store.sqlite._waits import json_list
 
 _UNREAD: Any = object()  # a run ``ingest`` did not read with a matcher (see cancel_matched)
@@ -49,7 +49,7 @@ class SQLiteCancels:
         @property
         def _index(self) -> IndexPaths: ...
 
-        def _savepoint(self) -> Savepoint: ...
+        def _savepoint(self) -> Savepoint | Optimistic: ...
 
     def run_events(self, run_id: str) -> list[EventRecord]:
         cancelled = self._cancelled.records(self._c, run_id)  # read together, if cancelled here

@@ -7,7 +7,12 @@ one restores what it started from, and that one stays open for what follows (``R
 keeps it). SQLite counts a statement's changed rows once it is done: the store reads every
 ``... RETURNING`` cursor to its end before anything else runs. Classes rather than generator
 context managers: a step commit enters two. A rollback also calls the transaction's ``undo``: what
-it remembers of what it read (the index's paths, the trigger catalog) may have been read inside."""
+it remembers of what it read (the index's paths, the trigger catalog) may have been read inside.
+
+An optimistic transaction (``SQLiteStore.optimistic_transaction``) makes no SAVEPOINT at all:
+its verbs' and jobs' savepoints are one ``Optimistic`` that remembers whether a block inside it
+raised. Nothing can then be undone alone, so nothing of that transaction is committed: it is
+rolled back and made again with a savepoint per job (``Replay``)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import sqlite3
 from collections.abc import Callable
 
 from stepline.errors import StoreUnavailable
+from stepline.store.interface import Replay
 
 
 class _Mark:
@@ -71,3 +77,26 @@ class JobSavepoint(_Mark):
 
     def __enter__(self) -> None:
         self._begin()
+
+
+class Optimistic:
+    """Every savepoint of an optimistic transaction (``with tx._savepoint() as c``, and a job's
+    ``tx.savepoint()``): none is made, a block that raises marks the transaction ``failed``
+    (it will not commit: ``Replay``), and none begins once it has failed or SQLite rolled the
+    transaction back by itself (a statement then would commit alone)."""
+
+    __slots__ = ("_c", "failed")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+        self.failed = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        if self.failed or not self._c.in_transaction:
+            self.failed = True
+            raise Replay("the optimistic transaction failed: made again carefully")
+        return self._c
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.failed = True

@@ -47,7 +47,7 @@ from stepline.store.sqlite import _derived
 from stepline.store.sqlite import queries as q
 from stepline.store.sqlite._arms import GROUP_VISITS, app_ids, chunks, unpaused
 from stepline.store.sqlite._multirow import insert_rows
-from stepline.store.sqlite._savepoints import JobSavepoint
+from stepline.store.sqlite._savepoints import JobSavepoint, Optimistic
 from stepline.store.sqlite.reads import load_state
 
 
@@ -57,6 +57,7 @@ class SQLiteControlVerbs:
     _c: sqlite3.Connection
     _group_cursors: dict[tuple[str, str], str]  # per (app, function): see ``_group_heads``
     _opened: list[int]  # see _savepoints
+    _optimistic: Optimistic | None
 
     if TYPE_CHECKING:  # provided by _SQLiteTx
 
@@ -142,7 +143,10 @@ class SQLiteControlVerbs:
         self._c.execute(q.DELETE_DEFERRAL, (row.kind, row.function_id, row.key))
 
     # -- verbs ------------------------------------------------------------------------------------
-    def savepoint(self) -> AbstractContextManager[None]:
+    def savepoint(self) -> AbstractContextManager[Any]:
+        optimistic = self._optimistic
+        if optimistic is not None:
+            return optimistic
         return JobSavepoint(self._c, self._opened, self._forget_reads)
 
     def flush_deferrals(self, now: float) -> list[IngestResult]:

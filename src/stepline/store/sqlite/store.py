@@ -24,8 +24,10 @@ from pathlib import Path
 
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
+from stepline.store.interface import Replay
 from stepline.store.sqlite import _copy
 from stepline.store.sqlite._database import reading, rollback
+from stepline.store.sqlite._savepoints import Optimistic
 from stepline.store.sqlite.reads import SQLiteReads
 from stepline.store.sqlite.tx import _SQLiteTx
 
@@ -40,6 +42,13 @@ class SQLiteStore(SQLiteReads):
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
+
+    def optimistic_transaction(self) -> _Transaction:
+        """``OptimisticStore``: ``transaction()`` without a SAVEPOINT (a verb's, a job's):
+        ``Replay`` when anything failed in it (a job or a verb raised, even if caught), its
+        whole transaction rolled back; a failed BEGIN or COMMIT raises as in
+        ``transaction()``."""
+        return _Transaction(self, optimistic=True)
 
     # -- copying a whole database (store/_copy.py) -------------------------------------------------
     @contextmanager
@@ -106,12 +115,16 @@ class SQLiteStore(SQLiteReads):
 
 class _Transaction:
     """``SQLiteStore.transaction()``: BEGIN IMMEDIATE, then COMMIT unless the block raised (a
-    class rather than a generator context manager: one a step commit)."""
+    class rather than a generator context manager: one a step commit). ``optimistic``:
+    ``optimistic_transaction()``, whose savepoints are none (``_savepoints.Optimistic``); a
+    block that raised an ``Exception``, or in which one was raised inside a savepoint, is
+    rolled back and raises ``Replay``."""
 
-    __slots__ = ("_conn", "_store")
+    __slots__ = ("_conn", "_optimistic", "_store", "_tx")
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, optimistic: bool = False) -> None:
         self._store = store
+        self._optimistic = optimistic
 
     def __enter__(self) -> _SQLiteTx:
         store = self._store
@@ -120,10 +133,21 @@ class _Transaction:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise store._translated(exc) from exc
-        return _SQLiteTx(conn, store._group_cursors, store._catalog)
+        optimistic = Optimistic(conn) if self._optimistic else None
+        tx = self._tx = _SQLiteTx(conn, store._group_cursors, store._catalog, optimistic)
+        return tx
 
     def __exit__(self, kind: type[BaseException] | None, error: object, *_: object) -> None:
         conn, store = self._conn, self._store
+        optimistic = self._tx._optimistic
+        if optimistic is not None and (
+            isinstance(error, Exception) or (kind is None and optimistic.failed)
+        ):
+            rollback(conn)
+            self._tx._forget_reads()  # what it read may have been undone
+            raise Replay("the optimistic transaction failed: made again carefully") from (
+                error if isinstance(error, BaseException) else None
+            )
         if kind is None:
             try:
                 conn.execute("COMMIT")

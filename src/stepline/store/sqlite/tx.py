@@ -44,7 +44,7 @@ from stepline.store.sqlite._multirow import (
     insert_sharing,
     update_among,
 )
-from stepline.store.sqlite._savepoints import Savepoint
+from stepline.store.sqlite._savepoints import Optimistic, Savepoint
 from stepline.store.sqlite._waits import SQLiteWaitVerbs
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 
@@ -59,8 +59,11 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         conn: sqlite3.Connection,
         group_cursors: dict[tuple[str, str], str],
         catalog: TriggerCatalog | None = None,
+        optimistic: Optimistic | None = None,
     ) -> None:
         self._c = conn
+        # an optimistic transaction's savepoints (none is made: see _savepoints), or None
+        self._optimistic = optimistic
         self._group_cursors = group_cursors
         self._catalog = catalog
         # the trigger events of the runs this transaction cancelled (see run_events)
@@ -87,7 +90,10 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         conn = self._c
         return IndexPaths(lambda query, p: conn.execute(query, p).fetchall(), conn.execute)
 
-    def _savepoint(self) -> Savepoint:
+    def _savepoint(self) -> Savepoint | Optimistic:
+        optimistic = self._optimistic
+        if optimistic is not None:
+            return optimistic
         return Savepoint(self._c, self._opened, self._forget_reads)
 
     def _forget_reads(self) -> None:
