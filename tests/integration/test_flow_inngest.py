@@ -259,9 +259,14 @@ async def test_event_ts_in_the_future_delays_the_runs_it_starts(
 
 @pytest.mark.parametrize(
     ("ts", "message"),
-    [(315_532_799_999, "before Jan 1, 1980"), (4_102_444_800_001, "after Jan 1, 2100")],
+    [
+        (315_532_799_999, "before Jan 1, 1980"),
+        (4_102_444_800_001, "after Jan 1, 2100"),
+        # neither before nor after: it was taken, then failed the send with a raw ValueError
+        (float("nan"), "ts must be epoch milliseconds, got nan"),
+    ],
 )
-def test_event_ts_outside_1980_to_2100_is_refused(tmp_path: Path, ts: int, message: str) -> None:
+def test_event_ts_outside_1980_to_2100_is_refused(tmp_path: Path, ts: float, message: str) -> None:
     # issue 7 ts range; Inngest: pkg/event/event.go (Validate: startTimestamp, endTimestamp)
     app = App("ts", db=str(tmp_path / "ts.db"))
     with pytest.raises(EventError, match=f"event 'remind'.*{message}"):

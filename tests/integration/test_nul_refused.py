@@ -17,7 +17,9 @@ from stepline.errors import ConfigError, EventError, StepError
 from stepline.testing import TestEngine
 
 
-@pytest.mark.parametrize("where", ["step id", "event name", "event id", "wait event name"])
+@pytest.mark.parametrize(
+    "where", ["step id", "event name", "event id", "wait event name", "wait if_"]
+)
 async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
     app: App, make_engine: Callable[..., TestEngine], where: str
 ) -> None:
@@ -27,6 +29,10 @@ async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
             return await ctx.step.run("a\x00b", lambda: 1)
         if where == "wait event name":
             return await ctx.step.wait_for_event("w", event="a\x00b", timeout="1h")
+        if where == "wait if_":  # the wait's expression is stored as text too (review, 17th)
+            return await ctx.step.wait_for_event(
+                "w", event="x", if_='async.data.k == "a\x00b"', timeout="1h"
+            )
         event = Event("a\x00b", {}) if where == "event name" else Event("x", {}, id="x\x00y")
         try:
             await ctx.step.send_event("send", event)
@@ -40,7 +46,7 @@ async def test_a_nul_in_a_step_id_or_a_sent_event_fails_the_step_not_the_worker(
 
     async with make_engine() as t:
         run = await t.trigger(Event("go"), timeout=30)
-        if where in ("step id", "wait event name"):  # a mistake in the code: no retry
+        if where in ("step id", "wait event name", "wait if_"):  # a mistake in the code: no retry
             assert run.status == "FAILED"
             assert run.error is not None and "contains a NUL character" in run.error["message"]
             assert run.attempt == 0
@@ -61,8 +67,15 @@ def test_a_nul_in_a_sent_events_name_or_id_is_an_event_error(app: App, event: Ev
         app.send(event)
 
 
-def test_a_trigger_or_cancel_on_event_name_with_a_nul_is_refused_at_definition() -> None:
+def test_a_nul_in_an_app_id_a_trigger_or_a_cancel_on_is_refused_at_definition() -> None:
     with pytest.raises(ConfigError, match="contains a NUL character"):
         TriggerEvent("a\x00b")
     with pytest.raises(ConfigError, match="contains a NUL character"):
         CancelOn("a\x00b", match="data.id")
+    with pytest.raises(ConfigError, match=r"App id 'a\\x00b' contains a NUL character"):
+        App("a\x00b")  # a worker's registration on PostgreSQL was refused (it stopped)
+    # an expression's text is stored too (a trigger's filter, a cancel_on's condition)
+    with pytest.raises(ConfigError, match=r"at column 18: it contains a NUL character"):
+        TriggerEvent("a", if_='event.data.k == "\x00"')
+    with pytest.raises(ConfigError, match="contains a NUL character"):
+        CancelOn("a", if_='async.data.k == "\x00"')

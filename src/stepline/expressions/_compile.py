@@ -268,6 +268,8 @@ def _validate(text: str, variables: tuple[str, ...]) -> None:
         raise TypeError(f"an expression must be a string, not {type(text).__name__}")
     if not text.strip():
         raise ExpressionError(text, "the expression is empty")
+    if "\x00" in text:  # stored as text (a wait's, a trigger's): PostgreSQL's cannot hold it
+        raise ExpressionError(text, "it contains a NUL character (\\x00)", text.index("\x00"))
     for name in variables:
         if not name.isidentifier():
             raise ValueError(f"invalid variable name {name!r}")

@@ -79,6 +79,8 @@ class App(AppControl):
     ) -> None:
         if not isinstance(id, str) or not id:
             raise ConfigError("App id must be a non-empty string")
+        if "\x00" in id:  # stored as text: PostgreSQL's cannot hold it (the same on every store)
+            raise ConfigError(f"App id {id!r} contains a NUL character (\\x00)")
         self.id = id
         self.db = db
         self.logger = logger or logging.getLogger(f"stepline.{id}")

@@ -55,7 +55,7 @@ TS_MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
 def check_event_ts(name: str, ts: object) -> None:
     """``EventError`` unless ``ts`` is epoch milliseconds between 1980 and 2100."""
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or ts != ts:  # NaN: unordered
         raise EventError(f"event {name!r}: ts must be epoch milliseconds, got {ts!r}")
     if ts < TS_MIN_MS:
         raise EventError(

@@ -96,7 +96,8 @@ def store_error(error: Exception, label: str) -> StoreError | None:
             or state in _TRANSIENT_CODES
         ):
             found = StoreUnavailable(f"{error} ({label})", label)
-        elif state[:2] == _REFUSED_VALUE_CLASS:
+        elif state[:2] == _REFUSED_VALUE_CLASS or isinstance(error, psycopg.DataError):
+            # (psycopg refuses a NUL in a text itself, before sending it: no SQLSTATE)
             found = StoreRefusedValue(str(error), label)
         else:
             found = StoreError(str(error), label)

@@ -64,7 +64,11 @@ def send_all(
     refused (a deferred constraint, a ``NOTIFY`` queue full, a serialization failure:
     ``at_sync`` tells it); an ``OperationalError`` if the connection broke (it is then unusable,
     as after psycopg's own pipeline)."""
-    transformer, converted = _converted(conn, statements)
+    try:
+        transformer, converted = _converted(conn, statements)
+    except psycopg.Error as exc:  # a value psycopg cannot send (a NUL in a text)
+        setattr(exc, _NOTHING_SENT, True)
+        raise
     with conn.lock:
         _check_open(conn)
         fresh = _deallocated(conn)
@@ -79,6 +83,16 @@ def send_all(
     if failed is not None:
         raise failed
     return rows
+
+
+_NOTHING_SENT = "stepline_nothing_sent"
+
+
+def nothing_sent(error: BaseException) -> bool:
+    """Whether ``send_all`` raised ``error`` before sending anything: a parameter psycopg could
+    not adapt (a ``DataError`` without a SQLSTATE: a NUL in a text), none of the statements
+    reached the server."""
+    return getattr(error, _NOTHING_SENT, False) is True
 
 
 async def send_all_async(

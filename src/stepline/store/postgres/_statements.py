@@ -238,11 +238,21 @@ class Statements:
             return
         self.would_block("a round trip before the commit", read=True)
         self.round_trips += 1
+        before = self._queued, self._tables, self._sent
         first, queued = self._take()
         conn = self.conn
         try:  # one pipeline, even for one statement: its error is told from its sync's
             rows = _pipeline.send_all(conn, [(query, params) for query, params, _ in queued])
         except psycopg.Error as exc:
+            if _pipeline.nothing_sent(exc):
+                # a value psycopg cannot send (a NUL in a text): what was queued stays queued
+                # and unsent. Counted as sent, a savepoint begun in it was rolled back to as
+                # if its SAVEPOINT had been sent: to the one of the same name whose RELEASE
+                # was queued before it, undoing an earlier job's writes, which that job was
+                # told were committed (review, seventeenth stop)
+                self._queued, self._tables, self._sent = before
+                self.round_trips -= 1
+                raise self._owned(exc, first) from None
             self.statement_failed = not (conn.broken or _pipeline.at_sync(exc))
             self._failed_trip(exc)
             raise self._owned(exc, first) from None

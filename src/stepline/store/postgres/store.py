@@ -263,6 +263,8 @@ class PostgresStore(PostgresReads):
                 raise Replay(f"the connection had ended: {exc}") from exc
             if isinstance(exc, psycopg.Error) and exc.sqlstate and exc.sqlstate[:2] != "08":
                 raise Replay(str(exc)) from exc  # the server refused it: never committed
+            if isinstance(exc, psycopg.DataError):  # psycopg refused a value before sending it
+                raise Replay(str(exc)) from exc  # (a NUL in a text): never committed either
             raise self._translated(exc) from exc
         except Exception as exc:  # a job's own exception (Spoiled: one it caught)
             self._unknown_outcome(statements, exc)
@@ -344,7 +346,8 @@ class PostgresStore(PostgresReads):
                 raise StoreUnavailable(
                     f"the commit's outcome is unknown: {exc} ({self.label})", self.label
                 ) from exc
-            if statements.stale or (exc.sqlstate and exc.sqlstate[:2] != "08"):
+            refused = isinstance(exc, psycopg.DataError)  # by psycopg too, before sending it
+            if statements.stale or refused or (exc.sqlstate and exc.sqlstate[:2] != "08"):
                 raise Replay(str(exc)) from exc  # nothing of it committed
             raise self._translated(exc) from exc
         except Exception as exc:  # a job's own exception (Spoiled: one it caught)
