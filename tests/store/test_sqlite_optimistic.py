@@ -1,7 +1,8 @@
 """SQLite's optimistic transactions (``SQLiteStore.optimistic_transaction``, the writer's first
 try at a batch): no SAVEPOINT is made; anything that fails inside (a job, a verb, even one whose
 error a job caught) rolls the whole transaction back and raises ``Replay``, and the writer then
-makes the batch again with a savepoint per verb, where each job fails alone."""
+makes the batch again with a savepoint per verb, where each job fails alone. A lease's later
+pass commits do not mark its run RUNNING again once a committed optimistic one did (``_marks``)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from tests.store.builders import T0, lease_run, start, step
+from tests.store.builders import T0, lease, lease_run, start, step
 
 from stepline.engine.writer import BatchWriter
 from stepline.errors import LeaseLostError, StoreUnavailable
 from stepline.store import SQLiteStore
 from stepline.store.interface import Replay, StoreTx
-from stepline.store.records import PassCommit
+from stepline.store.records import PassCommit, RunEnd
 
 
 @contextmanager
@@ -152,3 +153,61 @@ async def test_the_writer_makes_a_failed_batch_again_and_each_job_fails_alone(
     finally:
         writer.close()
         store.close()
+
+
+def _marks_running(store: SQLiteStore, commit: PassCommit, optimistic: bool = True) -> bool:
+    """Commit ``commit``; whether its transaction updated the run's RUNNING mark."""
+    transaction = store.optimistic_transaction if optimistic else store.transaction
+    with _statements(store) as seen, transaction() as tx:
+        tx.commit_pass(commit, T0, lambda w, e: False)
+    return any(s.lstrip().startswith("UPDATE runs SET status = 'RUNNING'") for s in seen)
+
+
+def test_a_lease_s_later_commits_do_not_mark_its_run_running_again(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    start(store, "r1", "r2")
+    held = {taken.run_id: taken.token for taken in lease(store)}
+
+    def steps(run_id: str, n: int, token: str | None = None) -> PassCommit:
+        return PassCommit(run_id, token or held[run_id], steps=[step(run_id, f"h{n}", n, output=n)])
+
+    assert _marks_running(store, steps("r1", 0))  # the lease's first commit marks it
+    assert not _marks_running(store, steps("r1", 1))  # its later ones need not
+    assert not _marks_running(store, steps("r1", 2))
+    # a careful transaction's mark is not remembered (a savepoint may have undone it), nor one
+    # whose optimistic transaction rolled back
+    assert _marks_running(store, steps("r2", 0), optimistic=False)
+    assert _marks_running(store, steps("r2", 1))
+    assert not _marks_running(store, steps("r2", 2))
+    run = store.get_run("r1")
+    assert run is not None and run.status == "RUNNING"
+    # a suspension ends the lease: the next lease (another token) marks it again
+    sleep = PassCommit("r1", held["r1"], end=RunEnd(status="SLEEPING", due_at=T0 + 10))
+    with store.optimistic_transaction() as tx:
+        tx.commit_pass(sleep, T0, lambda w, e: False)
+    again = lease_run(store, "r1", now=T0 + 10)
+    assert again.token != held["r1"]
+    assert _marks_running(store, steps("r1", 3, again.token))
+    assert not _marks_running(store, steps("r1", 4, again.token))
+    run = store.get_run("r1")
+    assert run is not None and run.status == "RUNNING"
+    store.close()
+
+
+def test_a_mark_of_a_rolled_back_optimistic_transaction_is_not_remembered(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    start(store, "r1")
+    token = lease_run(store, "r1").token
+    commit = PassCommit("r1", token, steps=[step("r1", "h0", 0, output=0)])
+    with pytest.raises(Replay):
+        _rolled_back(store, commit)
+    assert _marks_running(store, commit)  # marked again: the first mark was undone
+    store.close()
+
+
+def _rolled_back(store: SQLiteStore, commit: PassCommit) -> None:
+    with store.optimistic_transaction() as tx:
+        tx.commit_pass(commit, T0, lambda w, e: False)
+        raise ValueError("another job of the batch failed")

@@ -27,6 +27,7 @@ from stepline.store._copy import Row, Table
 from stepline.store.interface import Replay
 from stepline.store.sqlite import _copy
 from stepline.store.sqlite._database import reading, rollback
+from stepline.store.sqlite._marks import MarkedRuns
 from stepline.store.sqlite._savepoints import Optimistic
 from stepline.store.sqlite.reads import SQLiteReads
 from stepline.store.sqlite.tx import _SQLiteTx
@@ -39,6 +40,7 @@ class SQLiteStore(SQLiteReads):
         super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout)
         self._group_cursors: dict[tuple[str, str], str] = {}  # where lease_due's visits resume
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see _catalog)
+        self._marks = MarkedRuns()  # the runs pass commits marked RUNNING, by lease (_marks)
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
@@ -134,7 +136,9 @@ class _Transaction:
         except sqlite3.Error as exc:
             raise store._translated(exc) from exc
         optimistic = Optimistic(conn) if self._optimistic else None
-        tx = self._tx = _SQLiteTx(conn, store._group_cursors, store._catalog, optimistic)
+        tx = self._tx = _SQLiteTx(
+            conn, store._group_cursors, store._catalog, optimistic, store._marks
+        )
         return tx
 
     def __exit__(self, kind: type[BaseException] | None, error: object, *_: object) -> None:
@@ -156,6 +160,8 @@ class _Transaction:
                 if isinstance(exc, sqlite3.Error):
                     raise store._translated(exc) from exc
                 raise
+            if self._tx.marked:
+                store._marks.add(self._tx.marked)
             store._checkpointer.committed(conn)
             return
         rollback(conn)

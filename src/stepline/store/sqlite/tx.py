@@ -37,6 +37,7 @@ from stepline.store.sqlite._cancels import SQLiteCancels
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._derived import received
 from stepline.store.sqlite._event_rows import select_events
+from stepline.store.sqlite._marks import MarkedRuns
 from stepline.store.sqlite._multirow import (
     blob,
     insert_rows,
@@ -60,10 +61,17 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         group_cursors: dict[tuple[str, str], str],
         catalog: TriggerCatalog | None = None,
         optimistic: Optimistic | None = None,
+        marks: MarkedRuns | None = None,
     ) -> None:
         self._c = conn
         # an optimistic transaction's savepoints (none is made: see _savepoints), or None
         self._optimistic = optimistic
+        # the runs committed commits marked RUNNING (_marks); the lease token of each run whose
+        # lease a pass commit held (hold_lease), and the runs this optimistic transaction
+        # marked: the store remembers them once it committed
+        self._marks = marks
+        self._held: dict[str, str] = {}
+        self.marked: list[tuple[str, str]] = []  # (token, run_id)
         self._group_cursors = group_cursors
         self._catalog = catalog
         # the trigger events of the runs this transaction cancelled (see run_events)
@@ -329,6 +337,7 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         row = self._c.execute(q.LEASE_TOKEN, (run_id,)).fetchone()
         if row is None or row[0] != token:
             return None
+        self._held[run_id] = token
         return str(row[1])
 
     def cancelled_lease(self, run_id: str) -> tuple[str, str | None] | None:
@@ -351,7 +360,12 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         self._c.executemany(q.INSERT_STEP_IF_UNSETTLED, [shapes.step_params(s) for s in steps])
 
     def mark_running(self, run_id: str, started_at: float) -> None:
+        token, marks = self._held.get(run_id), self._marks
+        if token is not None and marks is not None and marks.marked(token, run_id):
+            return  # a committed commit of the lease held marked it: the update changes nothing
         self._c.execute(q.MARK_RUNNING, (started_at, run_id))
+        if token is not None and self._optimistic is not None:  # all or nothing
+            self.marked.append((token, run_id))
 
     def end_run(self, run_id: str, end: RunEnd, started_at: float, now: float) -> None:
         self._c.execute(
