@@ -9,6 +9,7 @@ whatever the SDK learns to refuse at the edge."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 import pgtest
 from stepline import App, Context, Event, TriggerEvent
+from stepline.errors import StoreRefusedValue
 from stepline.testing import TestEngine
 
 REFUSED = "refused/by-server"
@@ -123,3 +125,25 @@ async def test_a_refused_value_in_a_runs_end_fails_the_run_without_its_system_ev
         assert run.attempt == 1
         later = await t.trigger(Event("after"), timeout=30)
         assert later.status == "COMPLETED"
+
+
+async def test_a_refused_event_fails_its_sender_alone_not_the_others_sent_with_it(
+    app: App, engine: Callable[..., TestEngine], refuse: Callable[..., None]
+) -> None:
+    # concurrent sends of one event loop share one ingest verb (engine/_ingest_batch.py): one
+    # sender's event the server refuses failed the other senders' events too (over HTTP: a
+    # client's good events refused because of another client's)
+    @app.function(id="counted", trigger=TriggerEvent("fine"))
+    async def counted(ctx: Context) -> Any:
+        return "ran"
+
+    refuse(REFUSED)
+    async with engine() as t:
+        sends = [t.app.send_async(Event("fine", {"n": n})) for n in range(3)]
+        sends.insert(1, t.app.send_async(Event(REFUSED)))
+        fine1, refused, fine2, fine3 = await asyncio.gather(*sends, return_exceptions=True)
+        assert isinstance(refused, StoreRefusedValue), refused
+        for ids in (fine1, fine2, fine3):
+            assert isinstance(ids, list), ids
+            [run] = await t.runs(event_id=ids[0])
+            assert (await t.wait_for_run(run.run_id)).output == "ran"

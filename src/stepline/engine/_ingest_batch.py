@@ -12,7 +12,10 @@ keep their order (the order in which ``ingest`` was called, then their order in 
 
 Each caller gets its own results once the transaction committed (never before), or the error
 that lost it: the group shares one verb, so an error that fails the verb fails every caller in
-the group (the store's errors are each caller's own copy), as a lost transaction always did.
+the group (the store's errors are each caller's own copy), as a lost transaction always did,
+except a value the store refuses (``StoreRefusedValue``: one caller's data, e.g. a text
+PostgreSQL cannot hold): then each caller's events are ingested by a verb of their own, and
+only the callers whose own events were refused get the error (never another client's events).
 
 Retried requests (ids given by the sender, ``retried=True``): an event whose id is already
 stored, or that an earlier retried event of the same group carries, is not ingested again; its
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stepline.engine._collector import collector_paused
-from stepline.errors import StoreError, StoreUnavailable
+from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.store.interface import StoreTx
 from stepline.store.records import EventIngest, IngestResult, Lease
 
@@ -46,6 +49,9 @@ class _Sender:
 class _Group:
     senders: list[_Sender] = field(default_factory=list)
     now: float = float("-inf")
+    # the senders whose own events the store refused (their index: the error), when the
+    # group's verb was refused and each sender's events were ingested alone
+    refused: dict[int, Exception] = field(default_factory=dict)
 
 
 class IngestBatcher:
@@ -92,8 +98,14 @@ class IngestBatcher:
                     return [], [], []
                 taken.append(group)
             group = taken[0]
+            group.refused = {}  # (applied again: decided again)
             with collector_paused():  # the batch's records are no garbage: see _collector
-                results = self._ingest_group(tx, group)
+                try:
+                    results = self._ingest_group(tx, group)
+                except Exception as exc:
+                    if len(group.senders) < 2 or not self._refused(exc):
+                        raise
+                    results = self._each_alone(tx, group)
                 leases: list[Lease] = []
                 announced: list[IngestResult] = []
                 if lease_new is not None:
@@ -108,6 +120,26 @@ class IngestBatcher:
             failed.set_exception(exc)
             write = failed
         write.add_done_callback(lambda done: self._deliver(done, taken, worker))
+
+    def _refused(self, error: Exception) -> bool:
+        """Whether ``error`` (raised in the job) is the store refusing a value."""
+        return isinstance(self._engine.store.store_error(error), StoreRefusedValue)
+
+    def _each_alone(self, tx: StoreTx, group: _Group) -> list[IngestResult]:
+        """The group's verb was refused for a value: each sender's events in a verb of their
+        own (each verb is rolled back alone when it fails); the results of the senders whose
+        events were ingested, in order, and ``group.refused`` names the others."""
+        results: list[IngestResult] = []
+        for at, sender in enumerate(group.senders):
+            try:
+                results += self._ingest_group(tx, _Group([sender], group.now))
+            except Exception as exc:
+                if not self._refused(exc):
+                    raise
+                found = self._engine.store.store_error(exc)
+                assert found is not None
+                group.refused[at] = found
+        return results
 
     def _ingest_group(self, tx: StoreTx, group: _Group) -> list[IngestResult]:
         """One ingest verb for every sender's events; results in the senders' order."""
@@ -167,7 +199,11 @@ class IngestBatcher:
             self._engine.after_ingest(results, leases, worker, announced)
         finally:  # committed: every sender gets its results, whatever happens after
             at = 0
-            for sender in senders:
+            refused = taken[0].refused
+            for index, sender in enumerate(senders):
+                if index in refused:  # its own events were refused: the others' are in
+                    _fail(sender.future, refused[index])
+                    continue
                 mine = results[at : at + len(sender.items)]
                 at += len(sender.items)
                 if not sender.future.done():
