@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
 import pgtest
 from stepline import App, Context, Event, TriggerEvent
 from stepline.errors import StoreRefusedValue
+from stepline.server import ServerSettings, create_app
 from stepline.testing import TestEngine
 
 REFUSED = "refused/by-server"
@@ -147,3 +149,19 @@ async def test_a_refused_event_fails_its_sender_alone_not_the_others_sent_with_i
             assert isinstance(ids, list), ids
             [run] = await t.runs(event_id=ids[0])
             assert (await t.wait_for_run(run.run_id)).output == "ran"
+
+
+async def test_the_event_api_answers_400_for_events_the_store_refuses(
+    app: App, engine: Callable[..., TestEngine], refuse: Callable[..., None]
+) -> None:
+    # a permanent refusal of the client's data: 400 (was a 503, which clients retry forever)
+    refuse(REFUSED)
+    async with engine() as t:
+        asgi = create_app(t.app, ServerSettings(dev=True, allow_unauthenticated=True))
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.post("/e/key", json=[{"name": REFUSED, "data": {}}])
+            assert response.status_code == 400, response.text
+            assert "refused a value" in response.text
+            fine = await client.post("/e/key", json=[{"name": "fine", "data": {}}])
+            assert fine.status_code == 200, fine.text

@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from stepline._ids import new_id, seeded_id
 from stepline.engine.engine import Engine
-from stepline.errors import EventError, StoreError, StoreUnavailable
+from stepline.errors import EventError, StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.sdk.event import (
     check_event_id,
     check_event_name,
@@ -184,6 +184,8 @@ async def _ingest(
         results = await engine.ingest_records(records, now, retried=retried)
     except StoreUnavailable as exc:
         raise Problem(503, f"events not stored: {exc}", headers={"Retry-After": "1"}) from None
+    except StoreRefusedValue as exc:  # a value of these events the store cannot hold: sent
+        raise Problem(400, f"events not stored: {exc}") from None  # again, refused again
     except StoreError as exc:
         raise Problem(503, f"events not stored: {exc}") from None
     return [r.internal_id for r in results]
