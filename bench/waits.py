@@ -21,7 +21,7 @@ incoming event:
   whole matching batch: one walks every object of the process (tens of ms here), so a batch it
   lands in is slower by that much; counted to tell such a batch from the code's own cost.
 - ``purge_us``: per resolved wait, deleting the rows of the waits the matching batches resolved
-  (the SQLite store keeps a resolved wait's row, marked resolved, and the worker's housekeeping
+  (the SQLite store keeps a resolved wait's row, its step completed, and the worker's housekeeping
   deletes such rows in batches: ``purge_resolved_waits``), timed inside one write transaction
   (no commit); absent for a store that deletes a wait as it resolves it.
 - ``checkpoint_us``: per event, copying the WAL pages a whole matching batch wrote into the

@@ -379,6 +379,10 @@ def test_a_source_of_the_schema_before_is_copied_with_its_workers_alive_and_left
             "INSERT INTO waits (wait_id, run_id, step_hash, event_name, expires_at, created_at, "
             "step_id) VALUES ('w-1', 'r-1', 'h', 'payment/received', 4e9, 1, 'paid')"
         )
+        conn.execute(  # its step, PENDING while it waits (schema 28: what makes it pending)
+            "INSERT INTO steps (run_id, hash, step_id, kind, position, status) "
+            "VALUES ('r-1', 'h', 'paid', 'wait', 0, 'PENDING')"
+        )
     url = f"sqlite:///{path}"
 
     refused = CliRunner().invoke(cli, ["db", "copy", url, pg_url])
@@ -394,6 +398,6 @@ def test_a_source_of_the_schema_before_is_copied_with_its_workers_alive_and_left
         assert run is not None and run.status == "WAITING"
         with target.snapshot() as snap:
             counts = {t.name: snap.count(t) for t in TABLES if snap.count(t)}
-        assert counts == {"events": 1, "runs": 1, "waits": 1, "workers": 1}
+        assert counts == {"events": 1, "runs": 1, "steps": 1, "waits": 1, "workers": 1}
     finally:
         target.close()

@@ -24,6 +24,7 @@ from stepline import (
 )
 from stepline.engine._housekeeping import WAIT_PURGE_EVERY
 from stepline.expressions import forget_matchers
+from stepline.store.sqlite._wait_queries import PENDING
 from stepline.testing import MockClock, TestEngine
 
 
@@ -296,15 +297,16 @@ async def test_a_worker_purges_the_rows_of_resolved_waits_the_sqlite_store_kept(
         assert _wait_rows(path) == (1, 0)  # the ended run's went with it
         await t.send(Event("payment/received", {"orderId": "o2", "amount": 5}))
         await t.wait_for_status(going.run_id, "SLEEPING")
-        assert _wait_rows(path) == (1, 1)  # kept, marked resolved
+        assert _wait_rows(path) == (1, 1)  # kept, resolved
         clock.advance(WAIT_PURGE_EVERY)
         await t.tick()
         assert _wait_rows(path) == (0, 0)
 
 
 def _wait_rows(path: Path) -> tuple[int, int]:
-    """How many rows ``waits`` and ``waits_resolved`` hold."""
+    """How many rows ``waits`` holds, and how many of them are resolved (their step no longer
+    PENDING, schema 28: kept for the purge)."""
     with closing(sqlite3.connect(path)) as conn:
         [(rows,)] = conn.execute("SELECT count(*) FROM waits")
-        [(marked,)] = conn.execute("SELECT count(*) FROM waits_resolved")
-    return rows, marked
+        [(resolved,)] = conn.execute(f"SELECT count(*) FROM waits WHERE NOT {PENDING}")
+    return rows, resolved

@@ -307,6 +307,6 @@ def test_migration_27_is_refused_while_a_worker_of_26_is_alive(tmp_path: Path) -
         store.migrate(force=True)
         with closing(sqlite3.connect(path)) as conn:
             version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        assert version == (len(MIGRATIONS),) == (27,)
+        assert version == (len(MIGRATIONS),)
     finally:
         store.close()

@@ -77,7 +77,7 @@ def _scenario(
                 ("steps", "run_id, hash"),
                 ("history", "seq"),
                 ("queue", "run_id"),
-                ("waits_resolved", "run_id, wait_id"),
+                ("waits", "run_id, wait_id"),
             )
         ]
     return [(r.internal_id, r.resumed_run_ids) for r in results], rows

@@ -26,7 +26,8 @@ from stepline.store.records import (
     RunFilter,
 )
 from stepline.store.sqlite._deferred import Deferred
-from stepline.store.sqlite.schema import MIGRATIONS
+from stepline.store.sqlite._wait_queries import PENDING
+from stepline.store.sqlite.schema import MIGRATIONS, STOP_WORKERS_FIRST
 from stepline.store.sqlite.tx import _SQLiteTx
 
 from .builders import (
@@ -142,7 +143,9 @@ def test_waits_stored_before_they_carried_their_step_id_name_it_when_resolved(
 ) -> None:
     # migration 18 keys waits by run and stores each wait's step id (its WAIT_MATCHED history
     # row names the step without reading it): the waits a file holds get it from their step;
-    # one a process of the version before stores without it still names its step when resolved
+    # one a process of the version before stores without it still names its step when resolved.
+    # (A wait without a step row, r2's, is pending nowhere since migration 28: a wait is
+    # pending while its step is PENDING; the engine stores each one with its step.)
     path = tmp_path / "s.db"
     old_wait = (
         "INSERT INTO waits (wait_id, run_id, step_hash, event_name, expression, index_path, "
@@ -175,7 +178,7 @@ def test_waits_stored_before_they_carried_their_step_id_name_it_when_resolved(
     store = SQLiteStore(path)
     store.migrate()
     loaded = [store.load_run(run_id) for run_id in ("r1", "r2")]
-    assert [w.step_id for run in loaded if run is not None for w in run.waits] == ["pay", None]
+    assert [w.step_id for run in loaded if run is not None for w in run.waits] == ["pay"]
     with closing(sqlite3.connect(path)) as conn:
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(waits)")}
         assert "waits_run" not in indexes  # the key (run_id, wait_id) serves a run's waits
@@ -184,16 +187,12 @@ def test_waits_stored_before_they_carried_their_step_id_name_it_when_resolved(
     event = EventRecord("e1", "payment/received", {}, {}, None, T0 + 2)
     with store.transaction() as tx:
         [result] = tx.ingest([EventIngest(event)], T0 + 2, cel_matches)
-    assert sorted(result.resumed_run_ids) == ["r1", "r2", "r3"]
+    assert sorted(result.resumed_run_ids) == ["r1", "r3"]
     matched = {
         run_id: [(h.kind, h.step_id) for h in store.get_history(run_id)]
         for run_id in ("r1", "r2", "r3")
     }
-    assert matched == {
-        "r1": [("WAIT_MATCHED", "pay")],
-        "r2": [("WAIT_MATCHED", None)],
-        "r3": [("WAIT_MATCHED", "ship")],
-    }
+    assert matched == {"r1": [("WAIT_MATCHED", "pay")], "r2": [], "r3": [("WAIT_MATCHED", "ship")]}
     for run_id in ("r1", "r2", "r3"):
         state = store.load_run(run_id)
         assert state is not None and state.waits == []
@@ -450,21 +449,24 @@ def _waiting_on_their_ids(store: SQLiteStore, *run_ids: str) -> None:
 
 
 def _wait_rows(path: Path) -> tuple[list[str], list[str]]:
-    """The wait ids in ``waits`` and in ``waits_resolved`` (sorted)."""
+    """The wait ids in ``waits``, and those of them resolved (their step no longer PENDING,
+    schema 28: kept for a purge), sorted."""
     with closing(sqlite3.connect(path)) as conn:
         rows = sorted(r[0] for r in conn.execute("SELECT wait_id FROM waits"))
-        marked = sorted(r[0] for r in conn.execute("SELECT wait_id FROM waits_resolved"))
-    return rows, marked
+        resolved = sorted(
+            r[0] for r in conn.execute(f"SELECT wait_id FROM waits WHERE NOT {PENDING}")
+        )
+    return rows, resolved
 
 
 def test_a_resolved_wait_keeps_its_row_until_a_purge_deletes_it_with_others(
     sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     # issue 6 (matching costs): deleting each resolved wait at once rewrote a page of
-    # waits_lookup per wait (44 % of a resolving batch's WAL pages); the ingest marks it
-    # resolved instead, and purge_resolved_waits deletes the rows in batches, the oldest keys
-    # first. A run's end by a pass or a verb (here a cancellation after the event) drops its
-    # waits, the resolved ones too (their marks first), leaving nothing for the purge.
+    # waits_lookup per wait (44 % of a resolving batch's WAL pages); the ingest keeps it,
+    # resolved (its step completed, schema 28), and purge_resolved_waits deletes the rows in
+    # batches, the oldest keys first. A run's end by a pass or a verb (here a cancellation
+    # after the event) drops its waits, the resolved ones too, leaving nothing for the purge.
     _waiting_on_their_ids(sqlite_store, "r1", "r2", "r3")
     start(sqlite_store, "r4")
     suspend_on_wait(sqlite_store, lease_run(sqlite_store, "r4"), wait("r4", "w-r4", None))
@@ -483,7 +485,7 @@ def test_a_resolved_wait_keeps_its_row_until_a_purge_deletes_it_with_others(
         assert tx.cancel_run("r3", T0 + 2, "by hand") is not None  # its wait was pending
     assert _wait_rows(path) == (["w-r1", "w-r4"], ["w-r1", "w-r4"])
     with sqlite_store.transaction() as tx:
-        assert tx.purge_resolved_waits(1) == 1  # the oldest key first: r1's row and mark
+        assert tx.purge_resolved_waits(1) == 1  # the oldest key first: r1's row
     assert _wait_rows(path) == (["w-r4"], ["w-r4"])
     with sqlite_store.transaction() as tx:
         assert tx.purge_resolved_waits(10) == 1
@@ -493,7 +495,7 @@ def test_a_resolved_wait_keeps_its_row_until_a_purge_deletes_it_with_others(
 
 def test_a_database_copy_leaves_out_the_waits_resolved_but_not_purged(tmp_path: Path) -> None:
     # a resolved wait whose row waits for its purge is no state of the installation: a copy
-    # holds the pending waits only, and no table of resolved keys
+    # holds the pending waits only
     source = SQLiteStore(tmp_path / "a.db")
     source.migrate()
     _waiting_on_their_ids(source, "r1", "r2")
@@ -514,27 +516,31 @@ def test_a_database_copy_leaves_out_the_waits_resolved_but_not_purged(tmp_path: 
     assert _wait_rows(tmp_path / "b.db") == (["w-r2"], [])
 
 
-def test_a_process_of_the_version_before_the_marks_does_not_claim_a_kept_resolved_wait(
+def test_a_process_of_the_version_before_28_fails_at_its_claim_of_a_wait(
     sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
-    # a process started before migration 20 and still running on the file (a rolling
-    # restart) claims a wait with a plain DELETE whose count decides: it must not delete (and
-    # so resolve again) a resolved wait whose row is kept for the purge; a pending one it can
+    # migration 28 drops the marks (a wait is resolved once its step is not PENDING): a process
+    # of 27 still open on the file (a sender: STOP_WORKERS_FIRST sees only workers) fails its
+    # next claim loudly instead of resolving a wait whose row is kept for the purge again; the
+    # pending wait is left as it was, and the resolved one is purged
+    assert 28 in STOP_WORKERS_FIRST
     _waiting_on_their_ids(sqlite_store, "r1", "r2")
     paid = EventRecord("pay-r1", "payment/received", {"orderId": "r1"}, {}, None, T0)
     with sqlite_store.transaction() as tx:
         [result] = tx.ingest([EventIngest(paid)], T0 + 1, cel_matches)
     assert result.resumed_run_ids == ("r1",)
     path = tmp_path / "s.db"
-    old_claim = "DELETE FROM waits WHERE run_id = ? AND wait_id = ?"  # before schema 20
+    claim_of_27 = """
+INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
+SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute(old_claim, ("r1", "w-r1")).rowcount == 0
-        assert conn.execute(old_claim, ("r2", "w-r2")).rowcount == 1
-        conn.commit()
-    assert _wait_rows(path) == (["w-r1"], ["w-r1"])
+        for key in (("r1", "w-r1"), ("r2", "w-r2")):
+            with pytest.raises(sqlite3.OperationalError, match="no such table: waits_resolved"):
+                conn.execute(claim_of_27, key)
+    assert _wait_rows(path) == (["w-r1", "w-r2"], ["w-r1"])
     with sqlite_store.transaction() as tx:
         assert tx.purge_resolved_waits(10) == 1
-    assert _wait_rows(path) == ([], [])
+    assert _wait_rows(path) == (["w-r2"], [])
 
 
 @pytest.mark.parametrize("count", [1, 150])

@@ -1,9 +1,10 @@
 """SQLite: an event's sender that resolves a wait writes, in its transaction, the event, the
-wait's mark, the waiting step's output, its WAIT_MATCHED row (the run's link to the event) and the
-run's wake; whatever the run does next (its pass's commits, its cancellation, another wait's
-timeout, the re-entry cap, the purge of marks, a replay, ``db copy``) comes after them. Migration
-26 writes what senders of schema 25 left to the runs' leases (the step and WAIT_MATCHED of a mark
-naming its event) as those leases would have."""
+waiting step's output (which makes the wait resolved, schema 28; before, a mark), its
+WAIT_MATCHED row (the run's link to the event) and the run's wake; whatever the run does next
+(its pass's commits, its cancellation, another wait's timeout, the re-entry cap, the purge of
+resolved waits, a replay, ``db copy``) comes after them. Migration 26 writes what senders of
+schema 25 left to the runs' leases (the step and WAIT_MATCHED of a mark naming its event) as
+those leases would have."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from stepline.store.records import (
     RunEnd,
 )
 from stepline.store.sqlite._cancels import SQLiteCancels
-from stepline.store.sqlite.schema import MIGRATIONS, STOP_WORKERS_FIRST
+from stepline.store.sqlite._wait_queries import PENDING as WAIT_PENDING
+from stepline.store.sqlite.schema import _KEEP_RESOLVED, MIGRATIONS, STOP_WORKERS_FIRST
 
 from .builders import (
     DAY,
@@ -82,7 +84,7 @@ def _written(path: Path, run_id: str = "r1") -> list[str]:
 
 
 def _mark_columns(path: Path) -> list[str]:
-    """The columns of the marks (26: no event, no time, as before 25)."""
+    """The columns of the marks (26: no event, no time, as before 25; 28: no marks)."""
     return [r[1] for r in _rows(path, "PRAGMA table_info(waits_resolved)")]
 
 
@@ -111,13 +113,16 @@ def test_the_sender_writes_the_resolution(sqlite_store: SQLiteStore) -> None:
     _waiting(sqlite_store)
     _pay(sqlite_store)
     path = sqlite_store.path
-    # the file: the step completed with the event, its WAIT_MATCHED row, the mark naming nothing
+    # the file: the step completed with the event, its WAIT_MATCHED row, the wait's row kept
+    # (resolved: its step is not PENDING) for the purge
     memo = "SELECT status, output, ended_at FROM steps WHERE hash = 'h-wait'"
     assert [(st, bytes(out), at) for st, out, at in _rows(path, memo)] == [
         ("COMPLETED", PAYLOAD, PAID_AT)
     ]
     assert _written(path)[-1] == "WAIT_MATCHED"
-    assert _rows(path, "SELECT * FROM waits_resolved") == [("r1", "w-r1")]
+    assert _rows(path, f"SELECT run_id, wait_id FROM waits WHERE NOT {WAIT_PENDING}") == [
+        ("r1", "w-r1")
+    ]
     steps, history, loaded, waits, of_runs, links = _reads(sqlite_store)
     [step_read] = [s for s in steps if s.hash == "h-wait"]
     assert (step_read.status, step_read.output_json, step_read.ended_at) == (
@@ -228,7 +233,7 @@ def test_a_cancellation_comes_after_the_resolution_it_follows(sqlite_store: SQLi
         "WAIT_MATCHED",
         "RUN_CANCELLED",
     ]
-    assert _rows(sqlite_store.path, "SELECT count(*) FROM waits_resolved") == [(0,)]
+    assert _rows(sqlite_store.path, "SELECT count(*) FROM waits") == [(0,)]
 
 
 @pytest.mark.parametrize("order", ["cancel-only", "general"])
@@ -297,14 +302,13 @@ def test_the_re_entry_cap_fails_the_run_after_the_resolution(sqlite_store: SQLit
     assert _written(sqlite_store.path)[-2:] == ["WAIT_MATCHED", "RUN_FAILED"]
 
 
-def test_the_purge_of_marks_writes_the_resolution_first(sqlite_store: SQLiteStore) -> None:
+def test_the_purge_of_resolved_waits_leaves_the_resolution(sqlite_store: SQLiteStore) -> None:
     _waiting(sqlite_store)
     _pay(sqlite_store)
     before = _reads(sqlite_store)
     with sqlite_store.transaction() as tx:
         assert tx.purge_resolved_waits(100) == 1
     path = sqlite_store.path
-    assert _rows(path, "SELECT count(*) FROM waits_resolved") == [(0,)]
     assert _rows(path, "SELECT count(*) FROM waits") == [(0,)]
     assert _written(path)[-1] == "WAIT_MATCHED"
     assert _reads(sqlite_store) == before
@@ -408,10 +412,18 @@ def test_the_written_output_is_the_events_payload(
 def _as_schema_25_left_it(path: Path, resolutions: list[tuple[str, str, str, float]]) -> None:
     """The file as a sender of schema 25 would have left these resolutions (run, wait, event,
     time) that this version's sender wrote: each waiting step PENDING again, its WAIT_MATCHED row
-    not written, its mark naming the event and the time; the file at schema 25."""
+    not written, its mark naming the event and the time; the file at schema 25 (its marks and
+    21's trigger, which 28 drops, made again)."""
     with closing(sqlite3.connect(path)) as conn:
-        conn.execute("ALTER TABLE waits_resolved ADD COLUMN event_id TEXT")  # 25's
-        conn.execute("ALTER TABLE waits_resolved ADD COLUMN at REAL")
+        conn.execute(
+            "CREATE TABLE waits_resolved (run_id TEXT NOT NULL, wait_id TEXT NOT NULL,"
+            " event_id TEXT, at REAL, PRIMARY KEY (run_id, wait_id)) WITHOUT ROWID"
+        )
+        conn.executescript(_KEEP_RESOLVED)
+        conn.executemany(
+            "INSERT INTO waits_resolved (run_id, wait_id) VALUES (?, ?)",
+            [(run_id, wait_id) for run_id, wait_id, _, _ in resolutions],
+        )
         for run_id, wait_id, event_id, at in resolutions:
             conn.execute(
                 "UPDATE steps SET status = 'PENDING', output = NULL, ended_at = NULL"
@@ -501,7 +513,8 @@ def test_migration_26_writes_what_a_sender_of_25_left_as_its_sender_writes_it(
     assert _file(path) != written
     _migrated(path)
     assert _file(path) == written
-    assert _mark_columns(path) == ["run_id", "wait_id"]
+    assert _mark_columns(path) == []  # 28: the marks are gone, the rows they named purged
+    assert _rows(path, "SELECT count(*) FROM waits") == [(0,)]
     store = SQLiteStore(path)
     try:
         assert {run_id: _reads(store, run_id)[:5] for run_id in reads} == reads

@@ -263,6 +263,5 @@ class SQLiteCancels:
         c.execute(q.DELETE_QUEUE, (run_id,))
         c.execute(q.DELETE_MATCHERS_OF_RUN, (run_id,))
         if run_id not in self._never_leased:  # else it has neither
-            c.execute(q.FORGET_RESOLVED_WAITS_OF_RUN, (run_id,))
             c.execute(q.DELETE_WAITS_OF_RUN, (run_id,))
             c.execute(q.DELETE_EXECUTING_STEPS, (run_id,))

@@ -11,9 +11,6 @@ from stepline.store.sqlite import _derived
 from stepline.store.sqlite._wait_queries import PENDING
 from stepline.store.sqlite.queries import COUNT_OWED_ANNOUNCEMENTS, RESUMED_RUN_EVENTS
 
-# the table of resolved waits' keys whose rows are still in ``waits`` (schema 20): not copied,
-# and those rows are not either (resolved, they are no state of the installation's)
-KEPT_HERE = "waits_resolved"
 # the runs whose announcements are still to be written (schema 24): not copied; a source with
 # any is refused until a worker wrote them (``refuse_owed``), so none is lost
 OWED = "owed_announcements"
@@ -22,7 +19,7 @@ KEPT_AS_ROWS = "cancel_announcements"
 
 
 def _rows_of(table: Table) -> str:
-    if table.name == "waits":
+    if table.name == "waits":  # a resolved wait's row is kept until a purge: not copied
         return f"{table.name} WHERE {PENDING}"
     if table.name == "run_events":  # with the resumed runs' links kept in history (schema 23)
         return f"(SELECT * FROM run_events UNION {RESUMED_RUN_EVENTS})"
@@ -44,7 +41,7 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
         r[0]
         for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            f"AND name NOT IN ('schema_version', '{KEPT_HERE}', '{OWED}', '{KEPT_AS_ROWS}')"
+            f"AND name NOT IN ('schema_version', '{OWED}', '{KEPT_AS_ROWS}')"
         )
     ]
     return {name: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({name})")) for name in names}
@@ -98,7 +95,6 @@ def load_rows(conn: sqlite3.Connection, table: Table, rows: Sequence[Row]) -> No
 def wipe(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(f"DELETE FROM {KEPT_HERE}")  # first: a marked wait's row is not deleted
         conn.execute(_derived.WIPE)
         for table in TABLES:
             conn.execute(f"DELETE FROM {table.name}")

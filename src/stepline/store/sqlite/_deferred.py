@@ -11,12 +11,11 @@ from stepline.store._rows import json_or_none
 @dataclass(slots=True)
 class Deferred:
     """The writes an ingest verb makes for many events, each kind with one statement when the
-    verb ends (the waits it resolved: before their steps complete, ``resume_waits``): the runs
-    it cancelled (``cancels``, ``cancels_queued``; their rows read together in ``unfinished``),
-    their queue items and cancel matchers (``runs``), the waits and RUNNING step marks of those
-    that were leased (``leased``), their RUN_CANCELLED rows (``history``)."""
+    verb ends: the runs it cancelled (``cancels``, ``cancels_queued``; their rows read together
+    in ``unfinished``), their queue items and cancel matchers (``runs``), the waits and RUNNING
+    step marks of those that were leased (``leased``), their RUN_CANCELLED rows
+    (``history``)."""
 
-    waits: list[tuple[str, str]] = field(default_factory=list)  # (run id, wait id)
     # the runs to end with CANCEL_RUN, by its other parameters (ended at, error)
     cancels: dict[tuple[float, str | None], list[str]] = field(default_factory=dict)
     # those cancelled while QUEUED (never leased: CANCEL_QUEUED_RUN)
@@ -61,4 +60,5 @@ class Deferred:
 
 
 class ClaimLost(Exception):
-    """A wait ``delete_wait`` resolved inside ``ingest`` was gone when deleted."""
+    """A wait resolved inside ``ingest`` was not pending when claimed (its step was not
+    PENDING when completed: schema 28)."""

@@ -1,13 +1,16 @@
 """The SQLite store's statements of waits: stored by a pass, looked up and resolved by an
-ingest (marked resolved in ``waits_resolved``, schema 20, their rows purged later), timed out,
-and read by the store's reads."""
+ingest (their steps completed, schema 28: their rows purged later), timed out, and read by the
+store's reads."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+# the step of a pending wait completed (the one that is PENDING: its count claims the wait,
+# schema 28, which is resolved from then on, see PENDING)
 COMPLETE_STEP = """
-UPDATE steps SET status = 'COMPLETED', output = ?, ended_at = ? WHERE run_id = ? AND hash = ?"""
+UPDATE steps SET status = 'COMPLETED', output = ?, ended_at = ?
+WHERE run_id = ? AND hash = ? AND status = 'PENDING'"""
 # COMPLETE_STEP of ``count`` runs' steps of one hash (?2) at ?1: the runs ?3, ?5, ... each
 # with its output ?4, ?6, ... (chosen by a CASE: cheaper than a statement run per row)
 STEPS_CHUNK = 25
@@ -20,7 +23,7 @@ def complete_steps_of_hash(count: int) -> str:
     runs = ", ".join(f"?{3 + 2 * at}" for at in range(count))
     return (
         f"UPDATE steps SET status = 'COMPLETED', output = CASE run_id {whens} END, ended_at = ?1"
-        f" WHERE hash = ?2 AND run_id IN ({runs})"
+        f" WHERE hash = ?2 AND run_id IN ({runs}) AND status = 'PENDING'"
     )
 
 
@@ -47,10 +50,12 @@ INSERT_WAIT_PATH = "INSERT OR IGNORE INTO wait_paths (event_name, path) VALUES (
 WAIT_PATHS = "SELECT path FROM wait_paths WHERE event_name = ?"
 WAIT_COLUMNS = """wait_id, run_id, step_hash, event_name, expression, index_path, index_value,
     expires_at, created_at, step_id"""
-# a wait is pending while its row is in ``waits`` and its key is not in ``waits_resolved``
-# (resolved by an ingest, its row deleted later with others: ``PURGE_RESOLVED_WAITS``)
-PENDING = """NOT EXISTS (
-    SELECT 1 FROM waits_resolved r WHERE r.run_id = waits.run_id AND r.wait_id = waits.wait_id)"""
+# a wait is pending while its row is in ``waits`` and its step is PENDING (schema 28): an
+# ingest that resolves it completes the step and keeps the row, deleted later with others
+# (``purge_resolved_waits``); a pass or a timeout that claims it deletes the row first
+PENDING = """EXISTS (
+    SELECT 1 FROM steps s
+    WHERE s.run_id = waits.run_id AND s.hash = waits.step_hash AND s.status = 'PENDING')"""
 WAITS_UNINDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = ? AND index_path IS NULL AND {PENDING}"""
 # an index lookup reads neither the event name nor the path: they are the ones asked for
@@ -84,23 +89,12 @@ SELECT {WAIT_COLUMNS} FROM waits
 WHERE run_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND {PENDING}"""
 # a pending wait's claim (a resolved one's row is not claimed again)
 DELETE_WAIT = f"DELETE FROM waits WHERE run_id = ? AND wait_id = ? AND {PENDING}"
-# an ingest's claim of a wait it resolved: one row inserted if the wait is stored and not
-# resolved yet, none otherwise; RESOLVE_WAITS_AMONG the same for many (``{}``: their ``(?, ?)``
-# pairs), a probe of the waits' key each (the terms of many OR-ed cost twice as much)
-RESOLVE_WAIT = """
-INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
-SELECT run_id, wait_id FROM waits WHERE run_id = ? AND wait_id = ?"""
-RESOLVE_WAITS_AMONG = """
-INSERT OR IGNORE INTO waits_resolved (run_id, wait_id)
-SELECT w.run_id, w.wait_id FROM (VALUES {}) AS v CROSS JOIN waits AS w
-WHERE w.run_id = v.column1 AND w.wait_id = v.column2"""
-# the first ``?`` resolved waits' keys in key order; their marks are removed (up to the last
-# of them, or all when there are no more), then their rows (``?``: the keys as a JSON list of
-# pairs, a probe of each; a wait dropped with its run since has no row left): in that order,
-# since a marked row is not deleted (``waits_keep_resolved``, schema 21)
-FIRST_RESOLVED_WAITS = "SELECT run_id, wait_id FROM waits_resolved ORDER BY run_id, wait_id LIMIT ?"
-FORGET_RESOLVED_WAITS_UP_TO = "DELETE FROM waits_resolved WHERE (run_id, wait_id) <= (?, ?)"
-FORGET_RESOLVED_WAITS = "DELETE FROM waits_resolved"
+# the waits in key order after a key (``?1``, ``?2``; two empty texts: from the first), ``?3``
+# at most, each with whether it is resolved (kept until deleted: ``purge_resolved_waits``)
+WAITS_SWEPT = f"""
+SELECT run_id, wait_id, NOT {PENDING} FROM waits
+WHERE (run_id, wait_id) > (?1, ?2) ORDER BY run_id, wait_id LIMIT ?3"""
+# resolved waits' rows (``?``: their keys as a JSON list of pairs, a probe of each)
 PURGE_RESOLVED_WAITS = """
 DELETE FROM waits WHERE (run_id, wait_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"""
 # the pending waits of several runs (``?1``: their ids, a JSON list; the dashboard)

@@ -1,13 +1,14 @@
 """The SQLite store's verbs of waits (a mixin of ``_SQLiteTx``): stored by a pass, looked up
-and claimed by an ingest (marked resolved, schema 20: their rows deleted later in batches by
-``purge_resolved_waits``), their steps completed when an event resolves them, and timed out.
-Every method runs inside the caller's transaction on ``self._c``."""
+and claimed by an ingest (their steps completed when an event resolves them, which makes them
+resolved, schema 28: their rows deleted later in batches by ``purge_resolved_waits``), and
+timed out. Every method runs inside the caller's transaction on ``self._c``."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING
@@ -25,11 +26,21 @@ from stepline.store.sqlite._multirow import (
     blob,
     insert_shared,
     update_among,
-    write_among,
 )
 from stepline.store.sqlite.queries import INSERT_HISTORY, WAKE, WAKE_AMONG
 
 _NO_ATTEMPT = (None, None, None)
+# rows of ``waits`` a purge reads past the ``limit`` it may delete: pending waits it passes over
+SWEEP_MORE = 1000
+_FIRST = ("", "")  # before every key (a run id is never empty)
+
+
+@dataclass(slots=True)
+class WaitSweep:
+    """Where ``purge_resolved_waits``'s sweep of the waits in key order goes on (a store's,
+    shared by its transactions: after ``after``; a new store starts from the first key)."""
+
+    after: tuple[str, str] = _FIRST
 
 
 class SQLiteWaitVerbs:
@@ -37,6 +48,7 @@ class SQLiteWaitVerbs:
 
     _c: sqlite3.Connection
     _deferred: Deferred | None  # inside ``ingest``: its writes made together
+    _wait_sweep: WaitSweep  # the store's: where ``purge_resolved_waits`` goes on
 
     if TYPE_CHECKING:  # provided by _SQLiteTx
 
@@ -46,15 +58,6 @@ class SQLiteWaitVerbs:
         def _savepoint(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
         def _check_lease(self, run_id: str, token: str) -> str: ...
-
-    def _delete_resolved(self, deferred: Deferred) -> None:
-        """The waits ``resume_waits`` resolved inside ``ingest``: marked resolved (one not
-        stored, or marked already, is not: ``ClaimLost``), their rows deleted later (schema
-        20)."""
-        if waits := deferred.waits:
-            if write_among(self._c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, waits) != len(waits):
-                raise ClaimLost
-            waits.clear()
 
     def wait_paths(self, event_name: str) -> Sequence[str]:
         return self._index.indexed_paths(w.WAIT_PATHS, event_name)
@@ -75,20 +78,21 @@ class SQLiteWaitVerbs:
         # Inside ``ingest``: the candidate was read in this transaction, the one writer's, and
         # the ingest order asks for none twice nor for a wait of a run it cancelled since; so
         # the wait is pending, and its claim is made by ``resume_waits``, which the ingest order
-        # calls with every wait it claimed (one statement for the batch: ``_delete_resolved``),
-        # and which checks that each of them was marked resolved.
+        # calls with every wait it claimed, and which checks that each one's step was PENDING
+        # when it completed it (schema 28: the row is kept, resolved, until a purge).
         return True
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         c = self._c
-        deferred = self._deferred
-        if deferred is not None:  # inside ``ingest``: the waits marked resolved (one statement)
-            deferred.waits += [(r.run_id, r.wait_id) for r in resumed]
-            self._delete_resolved(deferred)
-        # (a pass's event, ``commit_pass``: each wait's row was deleted by ``delete_wait``)
+        before = c.total_changes
         c.executemany(
             w.COMPLETE_STEP, [(blob(r.event_json), now, r.run_id, r.step_hash) for r in resumed]
         )
+        # inside ``ingest`` the completed steps are the claims (a wait whose step is not
+        # PENDING is not: ``ClaimLost``); a pass's event (``commit_pass``) deleted each wait's
+        # row with ``delete_wait``, which claimed it
+        if self._deferred is not None and c.total_changes - before != len(resumed):
+            raise ClaimLost
         runs = [r.run_id for r in resumed]
         update_among(c, WAKE, WAKE_AMONG, (now,), runs)
         step_ids = [r.step_id for r in resumed]
@@ -113,9 +117,10 @@ class SQLiteWaitVerbs:
     def _resolve_indexed(
         self, resolved: Sequence[tuple[DecidedWait, EventRecord]], now: float
     ) -> None:
-        """``resume_waits`` of the lookup's rows, the waits marked resolved first (one statement
-        per 100: ``ClaimLost`` unless each was), made without a ``ResumedWait`` each: an event's
-        step output and WAIT_MATCHED data made once for all its waits."""
+        """``resume_waits`` of the lookup's rows, their steps completed first (``ClaimLost``
+        unless each one was PENDING: its completion claims the wait, schema 28), made without a
+        ``ResumedWait`` each: an event's step output and WAIT_MATCHED data made once for all
+        its waits."""
         rows = [pair[0] for pair in resolved]
         made: list[tuple[bytearray, str]] = []  # each pair's step output and WAIT_MATCHED data
         event: EventRecord | None = None
@@ -125,13 +130,11 @@ class SQLiteWaitVerbs:
                 event, texts = by, resolution_texts(by)
             made.append(texts)
         c = self._c
-        marks = list(map(_RUN_AND_WAIT, rows))
-        if write_among(c, w.RESOLVE_WAIT, w.RESOLVE_WAITS_AMONG, marks) != len(marks):
-            raise ClaimLost
-        runs = [mark[0] for mark in marks]
+        runs = list(map(_RUN, rows))
         hashes = list(map(_STEP_HASH, rows))
         outputs = [texts[0] for texts in made]
-        complete_steps(c, outputs, runs, hashes, now)
+        if complete_steps(c, outputs, runs, hashes, now) != len(runs):
+            raise ClaimLost
         update_among(c, WAKE, WAKE_AMONG, (now,), runs)
         step_ids = list(map(_STEP_ID, rows))
         insert_wait_matched(c, runs, step_ids, [texts[1] for texts in made], hashes, now)
@@ -163,17 +166,30 @@ class SQLiteWaitVerbs:
             return [wait.step_hash for wait in expired]
 
     def purge_resolved_waits(self, limit: int) -> int:
+        """Delete up to ``limit`` resolved waits' rows (schema 28: those whose step is no longer
+        PENDING), found by a sweep of ``waits`` in key order that goes on where the last one
+        stopped (``WaitSweep``), reading at most ``limit + SWEEP_MORE`` rows a call, and starts
+        again from the first key past the last."""
         if limit < 1:
             return 0
+        sweep = self._wait_sweep
         with self._savepoint() as c:
-            keys = c.execute(w.FIRST_RESOLVED_WAITS, (limit,)).fetchall()
-            if not keys:
-                return 0
-            if len(keys) < limit:
-                c.execute(w.FORGET_RESOLVED_WAITS)
-            else:
-                c.execute(w.FORGET_RESOLVED_WAITS_UP_TO, keys[-1])
-            c.execute(w.PURGE_RESOLVED_WAITS, (dumps_exact(keys).decode(),))
+            keys: list[tuple[str, str]] = []
+            read = 0
+            last = sweep.after
+            for run_id, wait_id, resolved in c.execute(
+                w.WAITS_SWEPT, (*sweep.after, limit + SWEEP_MORE)
+            ):
+                read += 1
+                last = (run_id, wait_id)
+                if resolved:
+                    keys.append(last)
+                    if len(keys) == limit:
+                        break
+            # the end of the table reached: the next sweep starts from the first key
+            sweep.after = last if len(keys) == limit or read == limit + SWEEP_MORE else _FIRST
+            if keys:
+                c.execute(w.PURGE_RESOLVED_WAITS, (dumps_exact(keys).decode(),))
             return len(keys)
 
 
@@ -183,14 +199,16 @@ def complete_steps(
     runs: Sequence[str],
     hashes: Sequence[str],
     now: float,
-) -> None:
-    """COMPLETE_STEP of each run's step (``hashes``) with its output, at ``now``: the steps of
+) -> int:
+    """COMPLETE_STEP of each run's step (``hashes``) with its output, at ``now``, and how many
+    it completed (each one that was PENDING, once: the claims of their waits): the steps of
     one hash (a function's one ``wait_for_event`` call, usually) ``w.STEPS_CHUNK`` runs a
     statement (``w.complete_steps_of_hash``: each run's output picked by a CASE; 2.6k
     instructions less a step than a statement run per row), the rest one by one. The steps of a
     hash listing a run twice are completed one by one, in their order."""
     if not runs:
-        return
+        return 0
+    before = c.total_changes
     first = hashes[0]
     groups: dict[str, Sequence[int]]
     if hashes.count(first) == len(hashes):
@@ -213,6 +231,7 @@ def complete_steps(
         rest += zip(theirs[full:], repeat(now), mine[full:], repeat(step_hash))
     if rest:
         c.executemany(w.COMPLETE_STEP, rest)
+    return c.total_changes - before
 
 
 def insert_wait_matched(
@@ -244,8 +263,8 @@ def insert_wait_matched(
         c.executemany(w.INSERT_WAIT_MATCHED_READING_STEP, reading)
 
 
-# a DecidedWait's run and wait ids (a mark), step hash, step id
-_RUN_AND_WAIT = itemgetter(1, 0)
+# a DecidedWait's run id, step hash, step id
+_RUN = itemgetter(1)
 _STEP_HASH = itemgetter(2)
 _STEP_ID = itemgetter(5)
 

@@ -77,11 +77,9 @@ UPDATE steps SET status = ?, output = ?, error = ?, ended_at = ?, attempts = 1
 WHERE run_id = ? AND hash = ? AND status = 'PENDING'
   AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = steps.run_id
               AND runs.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))"""
-# a run's waits dropped with its work: by a pass or a verb, every one (the marks of the resolved
-# ones first: ``waits_keep_resolved`` ignores the delete of a marked row); inside an ingest (a
-# run it cancelled: ``Deferred.leased``) its pending ones only, the resolved ones left to the
-# purge (the cancelling batch writes no page of the index for them)
-FORGET_RESOLVED_WAITS_OF_RUN = "DELETE FROM waits_resolved WHERE run_id = ?"
+# a run's waits dropped with its work: by a pass or a verb, every one; inside an ingest (a run
+# it cancelled: ``Deferred.leased``) its pending ones only, the resolved ones left to the purge
+# (the cancelling batch writes no page of the index for them)
 DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = ?"
 DELETE_WAITS_OF_RUNS = f"DELETE FROM waits WHERE run_id IN ({{}}) AND {PENDING}"  # update_among
 WAKE = """

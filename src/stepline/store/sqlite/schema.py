@@ -15,8 +15,11 @@ from __future__ import annotations
 # leases that no longer write them (a sender of 25 still open fails: the marks lose 25's columns).
 # 27: a cancelled run's announcements nothing hears are one ``cancel_announcements`` row, which
 # the readers of a worker of 26 do not read (one taking another app's event would not see an
-# announcement after it that cancels the run: ``events_received``).
-STOP_WORKERS_FIRST: frozenset[int] = frozenset({20, 25, 26, 27})
+# announcement after it that cancels the run: ``events_received``). 28: a resolved wait is no
+# longer marked (``waits_resolved`` dropped): a worker of 27 would fail at its first read or
+# resolution of a wait (loudly: the table is gone), and its plain claim of a resolved wait's
+# row (21's trigger dropped too) would find it (a sender of 27 still open fails the same way).
+STOP_WORKERS_FIRST: frozenset[int] = frozenset({20, 25, 26, 27, 28})
 
 # 21 (made again by 26): a marked wait's row is not deleted
 _KEEP_RESOLVED = """
@@ -566,5 +569,18 @@ MIGRATIONS: tuple[str, ...] = (
         reason TEXT NOT NULL,
         PRIMARY KEY (received_at, internal_id)
     ) WITHOUT ROWID;
+    """,
+    # 28: a wait is pending while its step is PENDING (``_wait_queries.PENDING``), so an ingest
+    # that resolves it marks nothing: completing its step (``status = 'PENDING'`` in the
+    # update, whose count is the claim) is what makes it resolved. The marks were a B-tree
+    # write of every resolving event (9.4k of its ~152k instructions, 17 of the ~300 WAL pages
+    # of a batch of 1,000). A resolved wait's row is still kept and deleted later
+    # (``purge_resolved_waits``, now a sweep of ``waits`` in key order); the rows the marks
+    # name are deleted here (each one's step was completed with its mark), then the marks and
+    # 21's trigger, which read them
+    """
+    DROP TRIGGER waits_keep_resolved;
+    DELETE FROM waits WHERE (run_id, wait_id) IN (SELECT run_id, wait_id FROM waits_resolved);
+    DROP TABLE waits_resolved;
     """,
 )

@@ -29,6 +29,7 @@ from stepline.store.sqlite import _copy
 from stepline.store.sqlite._database import reading, rollback
 from stepline.store.sqlite._marks import MarkedRuns
 from stepline.store.sqlite._savepoints import Optimistic
+from stepline.store.sqlite._waits import WaitSweep
 from stepline.store.sqlite.reads import SQLiteReads
 from stepline.store.sqlite.tx import _SQLiteTx
 
@@ -39,6 +40,7 @@ class SQLiteStore(SQLiteReads):
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout: float = 30.0):
         super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout)
         self._group_cursors: dict[tuple[str, str], str] = {}  # where lease_due's visits resume
+        self._wait_sweep = WaitSweep()  # where purge_resolved_waits's sweep of waits resumes
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see _catalog)
         self._marks = MarkedRuns()  # the runs pass commits marked RUNNING, by lease (_marks)
 
@@ -137,7 +139,12 @@ class _Transaction:
             raise store._translated(exc) from exc
         optimistic = Optimistic(conn) if self._optimistic else None
         tx = self._tx = _SQLiteTx(
-            conn, store._group_cursors, store._catalog, optimistic, store._marks
+            conn,
+            store._group_cursors,
+            store._catalog,
+            optimistic,
+            store._marks,
+            store._wait_sweep,
         )
         return tx
 

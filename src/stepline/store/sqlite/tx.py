@@ -46,7 +46,7 @@ from stepline.store.sqlite._multirow import (
     update_among,
 )
 from stepline.store.sqlite._savepoints import Optimistic, Savepoint
-from stepline.store.sqlite._waits import SQLiteWaitVerbs
+from stepline.store.sqlite._waits import SQLiteWaitVerbs, WaitSweep
 from stepline.store.sqlite.control_verbs import SQLiteControlVerbs
 
 DEDUP_WINDOW = 24 * 3600.0
@@ -62,6 +62,7 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         catalog: TriggerCatalog | None = None,
         optimistic: Optimistic | None = None,
         marks: MarkedRuns | None = None,
+        wait_sweep: WaitSweep | None = None,
     ) -> None:
         self._c = conn
         # an optimistic transaction's savepoints (none is made: see _savepoints), or None
@@ -74,6 +75,7 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         self.marked: list[tuple[str, str]] = []  # (token, run_id)
         self._group_cursors = group_cursors
         self._catalog = catalog
+        self._wait_sweep = WaitSweep() if wait_sweep is None else wait_sweep
         # the trigger events of the runs this transaction cancelled (see run_events)
         self._cancelled = CancelledRunEvents()
         # runs this transaction cancelled while QUEUED: never leased, so no pass ever gave them
@@ -153,7 +155,6 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         deferred, c = self._deferred, self._c
         if deferred is None:
             return
-        self._delete_resolved(deferred)
         # the runs' updates before their queue items go: CANCEL_RUN reads the lease token there
         for params, run_ids in deferred.cancels.items():
             update_among(c, q.CANCEL_RUN, q.CANCEL_RUN_AMONG, params, run_ids)
