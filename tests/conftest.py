@@ -20,8 +20,9 @@ import sqlitetest
 from stepline import App
 from stepline.testing import TestEngine
 
-# a failure is reported as itself, never as a dead worker (see report_guard.py)
-pytest_plugins = ["report_guard"]
+# a failure is reported as itself, never as a dead worker (see report_guard.py); the run ends
+# with the CPU time of its servers and forked processes (cpu_report.py)
+pytest_plugins = ["report_guard", "cpu_report"]
 
 # `stepline dev` invoked in-process (CliRunner) serves HTTP: on any free port, so tests running
 # at once never fight over 8288
