@@ -78,3 +78,42 @@ def test_a_refused_value_in_a_loop_commit_fails_its_job_alone(
     assert found[0] == []
     assert isinstance(found[1], StoreRefusedValue), found[1]
     assert outputs(pg_store, "r1", "r2") == {"r1": b"1"}
+
+
+def test_a_refused_value_in_the_commits_round_trip_is_not_an_unknown_outcome(
+    pg_store: PostgresStore,
+) -> None:
+    # writes alone go with the COMMIT (an optimistic transaction's one round trip): psycopg's
+    # refusal there sent nothing, yet it was taken for a commit of unknown outcome
+    # (StoreUnavailable for every job of the batch: "retry later")
+    def sync(name: str) -> Job:
+        return lambda tx: tx.put_sdk_app("app", name, b"{}", 1.0)
+
+    found, _ = one_batch(pg_store, [sync("a1"), sync("a\x00b"), sync("a3")])
+    assert found[0] is None and found[2] is None, found
+    assert isinstance(found[1], StoreRefusedValue), found[1]
+    assert {name for name, _ in pg_store.sdk_apps("app")} == {"a1", "a3"}
+
+
+def test_a_refused_value_in_a_loop_commits_round_trip_is_not_an_unknown_outcome(
+    pg_store: PostgresStore,
+) -> None:
+    from stepline.engine.writer import BatchWriter
+
+    def sync(name: str) -> Job:
+        return lambda tx: tx.put_sdk_app("app", name, b"{}", 1.0)
+
+    pg_store.load_run("none")  # an idle connection in the read pool: loop commits are possible
+
+    async def run() -> list[Any]:
+        writer = BatchWriter(pg_store)
+        try:
+            jobs = [sync("a1"), sync("a\x00b")]
+            return list(await asyncio.gather(*map(writer.submit, jobs), return_exceptions=True))
+        finally:
+            writer.close()
+
+    found = asyncio.run(run())
+    assert found[0] is None, found
+    assert isinstance(found[1], StoreRefusedValue), found[1]
+    assert {name for name, _ in pg_store.sdk_apps("app")} == {"a1"}

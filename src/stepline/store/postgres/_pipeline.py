@@ -64,11 +64,7 @@ def send_all(
     refused (a deferred constraint, a ``NOTIFY`` queue full, a serialization failure:
     ``at_sync`` tells it); an ``OperationalError`` if the connection broke (it is then unusable,
     as after psycopg's own pipeline)."""
-    try:
-        transformer, converted = _converted(conn, statements)
-    except psycopg.Error as exc:  # a value psycopg cannot send (a NUL in a text)
-        setattr(exc, _NOTHING_SENT, True)
-        raise
+    transformer, converted = _adapted(conn, statements)
     with conn.lock:
         _check_open(conn)
         fresh = _deallocated(conn)
@@ -88,8 +84,20 @@ def send_all(
 _NOTHING_SENT = "stepline_nothing_sent"
 
 
+def _adapted(
+    conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
+) -> tuple[abc.Transformer, list[PostgresQuery | _Query]]:
+    """``_converted``, its error marked: nothing was sent (``nothing_sent``)."""
+    try:
+        return _converted(conn, statements)
+    except psycopg.Error as exc:  # a value psycopg cannot send (a NUL in a text)
+        setattr(exc, _NOTHING_SENT, True)
+        raise
+
+
 def nothing_sent(error: BaseException) -> bool:
-    """Whether ``send_all`` raised ``error`` before sending anything: a parameter psycopg could
+    """Whether ``send_all`` (``send_all_async``) raised ``error`` before sending anything: a
+    parameter psycopg could
     not adapt (a ``DataError`` without a SQLSTATE: a NUL in a text), none of the statements
     reached the server."""
     return getattr(error, _NOTHING_SENT, False) is True
@@ -106,7 +114,7 @@ async def send_all_async(
     reader, registered with the loop for good, if it has one).
     Cancelled while the round trip is in flight, the connection is left busy mid-protocol:
     the caller must close it (its outcome is unknown when it carried a commit)."""
-    transformer, converted = _converted(conn, statements)
+    transformer, converted = _adapted(conn, statements)
     if not conn.lock.acquire(blocking=False):  # a connection of the caller's alone: never
         raise psycopg.InterfaceError("the connection is in use by another thread")
     try:

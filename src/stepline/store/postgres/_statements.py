@@ -446,6 +446,9 @@ class Statements:
         the same (``maybe_committed``). Without ``BEGIN``, a statement's error (not the
         sync's: the commit's) means the sync rolled the transaction back; else as a
         ``COMMIT``'s error."""
+        if _pipeline.nothing_sent(error):  # a value psycopg refused: the COMMIT was not sent
+            self.maybe_committed = False
+            return
         rolled_back = implicit and self.statement_failed
         self.maybe_committed = not rolled_back and _maybe_committed(self.conn, error)
 
