@@ -286,10 +286,12 @@ class WakeupListener:
     def _attach(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """(In the loop) read ``conn``'s notifications here, as they come."""
         loop = asyncio.get_running_loop()
-        fileno = conn.pgconn.socket
         with self._lock:
-            if self._stopped.is_set() or self._handed is not conn:  # taken back meanwhile
+            # taken back meanwhile, or stopped: the thread may have closed the connection
+            # (its socket is then unreadable) before this call the loop had queued ran
+            if self._stopped.is_set() or self._handed is not conn or conn.closed:
                 return
+            fileno = conn.pgconn.socket
             try:
                 loop.add_reader(fileno, self._readable, conn)
             except NotImplementedError:  # a loop without add_reader: the thread reads
