@@ -387,6 +387,18 @@ def test_sleeps_in_every_sdks_form() -> None:
         read_op({"op": "Sleep", "id": "h", "name": "whenever"}, NOW)
 
 
+def test_a_nul_in_an_ops_id_or_wait_name_is_refused_and_in_its_shown_name_replaced() -> None:
+    # PostgreSQL's text cannot hold NUL: a pass commit that carried one was refused there (the
+    # run failed on PostgreSQL alone, after its attempts); the same on every store now
+    with pytest.raises(ProtocolError, match="contains a NUL character"):
+        read_op({"op": "StepRun", "id": "a\x00b", "data": 1}, NOW)
+    wait = {"op": "WaitForEvent", "id": "h", "opts": {"event": "a\x00b", "timeout": "1h"}}
+    with pytest.raises(ProtocolError, match="contains a NUL character"):
+        read_op(wait, NOW)
+    ran = read_op({"op": "StepRun", "id": "h", "displayName": "a\x00b", "data": 1}, NOW)
+    assert ran == StepRunOp("h", "a\ufffdb", 1)
+
+
 def test_other_ops() -> None:
     failed = read_op({"op": "StepFailed", "id": "h", "data": {"name": "E", "message": "m"}}, NOW)
     assert isinstance(failed, StepFailedOp) and failed.error.memo() == {
