@@ -14,6 +14,7 @@ Run the demo with ``python -m examples.flow.concurrency``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -25,15 +26,28 @@ app = App("flow-concurrency")
 
 in_flight: Counter[str] = Counter()  # API calls executing now, per account and "all"
 peak: Counter[str] = Counter()  # the most ever seen at once
+ALL_ACCOUNTS = 3  # the function's limit in all (below)
+calls = {"expected": 0, "started": 0, "filled": 0}  # filled: times "all" reached ALL_ACCOUNTS
 
 
 async def query_reporting_api(account_id: str) -> dict[str, Any]:
-    """Stand-in for a slow reporting API; records how many calls overlap."""
+    """Stand-in for a slow reporting API; records how many calls overlap. A call stays in
+    flight until as many calls as the limits allow in all overlap with it, or no call is left
+    to start (the last, smaller wave): what it records shows the limits however fast the
+    machine is, not whether the calls' starts fell within a fixed time of each other."""
+    filled_before = calls["filled"]
+    calls["started"] += 1
     for key in (account_id, "all"):
         in_flight[key] += 1
         peak[key] = max(peak[key], in_flight[key])
+    if in_flight["all"] >= ALL_ACCOUNTS:
+        calls["filled"] += 1
+    deadline = time.monotonic() + 30
     try:
-        await asyncio.sleep(0.1)  # real time, so that calls overlap if they are allowed to
+        while calls["filled"] == filled_before and calls["started"] < calls["expected"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the other calls of this wave never started")
+            await asyncio.sleep(0.005)  # real time: the other calls start in other runs' passes
     finally:
         for key in (account_id, "all"):
             in_flight[key] -= 1
@@ -45,7 +59,7 @@ async def query_reporting_api(account_id: str) -> dict[str, Any]:
     trigger=TriggerEvent("report/requested"),
     concurrency=[
         Concurrency(limit=2, key="event.data.accountId"),  # per account
-        Concurrency(limit=3),  # all accounts together
+        Concurrency(limit=ALL_ACCOUNTS),  # all accounts together
     ],
 )
 async def generate_report(ctx: Context) -> dict[str, Any]:
@@ -66,9 +80,11 @@ async def nightly_digest(ctx: Context) -> str:
 async def demo() -> dict[str, Any]:
     in_flight.clear()
     peak.clear()
+    calls.update(expected=0, started=0, filled=0)
     clock = MockClock(autojump=False)
     async with TestEngine(app, clock=clock) as t:
         requests = [Event("report/requested", {"accountId": a}) for a in ("acme", "globex")] * 4
+        calls["expected"] = len(requests)
         await t.send(requests)
         reports = await ended_runs(t, "generate-report")
         print(

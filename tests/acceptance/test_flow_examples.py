@@ -6,7 +6,9 @@ checks the facts it returns and the lines it prints.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import itertools
 import pkgutil
 
 import examples.flow
@@ -25,6 +27,8 @@ from examples.flow import (
 )
 
 from stepline import App
+from stepline.engine.worker import Worker
+from stepline.store.records import Lease
 
 PAGES = {
     "batching": "batching.md",
@@ -58,6 +62,23 @@ def test_concurrency_bounds_runs_per_key_and_in_all(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "at most at once: acme 2, globex 2, all accounts 3" in out
     assert "all 3 digests are SLEEPING at the same time" in out
+
+
+def test_the_concurrency_demo_shows_its_limits_when_passes_start_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loaded machine starts passes late (review: the demo's overlap was a 0.1 s real sleep,
+    and a gate at load 14 saw globex 1): every other pass here starts 0.15 s late."""
+    started = itertools.count()
+    run_pass = Worker._pass
+
+    async def late(self: Worker, lease: Lease) -> None:
+        if next(started) % 2:
+            await asyncio.sleep(0.15)  # real time: how late a pass starts on a busy machine
+        await run_pass(self, lease)
+
+    monkeypatch.setattr(Worker, "_pass", late)
+    assert concurrency.main()["peak"] == {"acme": 2, "globex": 2, "all": 3}
 
 
 def test_throttle_delays_runs_and_drops_none(capsys: pytest.CaptureFixture[str]) -> None:
