@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from stepline import App
+from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.server import ServerSettings
 
 from .conftest import ServeFn, open_settings
@@ -35,8 +39,6 @@ async def test_ready_is_503_when_the_database_cannot_be_read(serve: ServeFn) -> 
         def broken(*args: object) -> set[str]:
             raise store_error
 
-        from stepline.errors import StoreUnavailable
-
         store_error = StoreUnavailable("disk I/O error", "test.db")
         original = store.paused_functions
         store.paused_functions = broken  # type: ignore[method-assign]
@@ -63,3 +65,46 @@ async def test_app_asgi_mounts_in_another_application(app: App, tmp_path: object
     app.close()
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+DATABASE = "postgresql://stepline@db.internal:5432/prod"
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (StoreError("could not write block 7", DATABASE), 503),
+        (StoreUnavailable("disk I/O error", DATABASE), 503),
+        (StoreRefusedValue("integer out of range", DATABASE), 400),
+    ],
+)
+async def test_store_errors_name_the_problem_but_not_the_database(
+    serve: ServeFn, app: App, error: StoreError, status: int
+) -> None:
+    """The bodies of /ready, /metrics and the event API say what failed (the backend's reason)
+    without the database's label (a host, port and database name are the operator's, not the
+    caller's: the event API answers anyone with an event key, /ready everyone)."""
+
+    def broken(*args: object, **kwargs: object) -> NoReturn:
+        raise error
+
+    async def broken_async(*args: object, **kwargs: object) -> NoReturn:
+        raise error
+
+    async with serve() as (client, t):
+        store, engine = t.app.engine.store, t.app.engine
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(store, "paused_functions", broken)
+            patch.setattr(app, "stats", broken_async)
+            patch.setattr(engine, "ingest_records", broken_async)
+            responses = {
+                "/ready": await client.get("/ready"),
+                "/metrics": await client.get("/metrics"),
+                "/e/": await client.post("/e/key", json={"name": "a/b", "data": {}}),
+            }
+    for where, response in responses.items():
+        expected = status if where == "/e/" else 503
+        assert response.status_code == expected, where
+        body = response.json()["error"]
+        assert error.reason in body, (where, body)
+        assert "db.internal" not in body and DATABASE not in body, (where, body)

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from stepline.errors import StoreError
+from stepline.server._problems import store_failure_text
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import stepline_app
 
@@ -23,7 +24,7 @@ async def ready(request: Request) -> Response:
     try:
         await engine.read(engine.store.paused_functions, app.id)
     except StoreError as exc:
-        return error(503, f"database not ready: {exc}")
+        return error(503, store_failure_text("database not ready", exc))
     return JSONResponse({"status": "ready"})
 
 

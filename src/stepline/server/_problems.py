@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.server._responses import error
+
+log = logging.getLogger("stepline.server")
 
 
 class Problem(Exception):
@@ -36,3 +40,16 @@ async def problem_response(request: Request, exc: Exception) -> Response:
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+def store_failure_text(what: str, exc: StoreError) -> str:
+    """The body text of a request a ``StoreError`` ended: ``what`` and the backend's reason,
+    without the database's label (its host, port and name are the operator's to know: the
+    event API answers anyone with an event key, ``/ready`` everyone). The whole error, label
+    included, goes to the server's log."""
+    log.warning("%s: %s", what, exc)
+    if isinstance(exc, StoreUnavailable):
+        return f"{what}: the store is unavailable: {exc.reason}; retry later"
+    if isinstance(exc, StoreRefusedValue):
+        return f"{what}: the store refused a value: {exc.reason}"
+    return f"{what}: the store failed: {exc.reason}"

@@ -50,7 +50,7 @@ from stepline.server._body import (
     parse_json,
     receive_body,
 )
-from stepline.server._problems import Problem
+from stepline.server._problems import Problem, store_failure_text
 from stepline.server.settings import ServerSettings
 from stepline.store.records import EventRecord
 
@@ -183,11 +183,13 @@ async def _ingest(
     try:
         results = await engine.ingest_records(records, now, retried=retried)
     except StoreUnavailable as exc:
-        raise Problem(503, f"events not stored: {exc}", headers={"Retry-After": "1"}) from None
-    except StoreRefusedValue as exc:  # a value of these events the store cannot hold: sent
-        raise Problem(400, f"events not stored: {exc}") from None  # again, refused again
+        text = store_failure_text("events not stored", exc)
+        raise Problem(503, text, headers={"Retry-After": "1"}) from None
+    except StoreRefusedValue as exc:  # a value of these events the store cannot hold: a 400,
+        # as sent again they are refused again
+        raise Problem(400, store_failure_text("events not stored", exc)) from None
     except StoreError as exc:
-        raise Problem(503, f"events not stored: {exc}") from None
+        raise Problem(503, store_failure_text("events not stored", exc)) from None
     return [r.internal_id for r in results]
 
 

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from stepline.drivers.inngest._apps import registered_sdk_apps
 from stepline.errors import StoreError
 from stepline.server._auth import require_api_token
-from stepline.server._problems import Problem
+from stepline.server._problems import Problem, store_failure_text
 from stepline.server._state import stepline_app
 from stepline.store.records import RunStatus
 
@@ -40,7 +40,7 @@ async def metrics(request: Request) -> Response:
     try:
         stats = await app.stats()
     except StoreError as exc:
-        raise Problem(503, f"database not readable: {exc}") from None
+        raise Problem(503, store_failure_text("database not readable", exc)) from None
     now = engine.clock.now()
     lines: list[str] = []
 
