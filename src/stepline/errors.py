@@ -109,13 +109,15 @@ class StoreUnavailable(StoreError):
     failure hit the commit itself, whose outcome a database cannot always report (a lost
     connection during ``COMMIT``): to make a retried ``send`` safe, give events an ``id``, which
     deduplicates them. Workers never stop on it: they back off and resume once the store
-    recovers. ``reason`` is the backend's own message (e.g. ``"database or disk is full"``).
+    recovers. ``reason`` is the backend's own message (e.g. ``"database or disk is full"``),
+    ``database`` names the database (a path or URL; empty when unknown), as for ``StoreError``.
     """
 
     def __init__(self, reason: str, database: str = "") -> None:
         self.reason = reason
         self.database = database
-        SteplineError.__init__(self, f"the store is unavailable: {reason}; retry later")
+        where = f" (database {database})" if database else ""
+        SteplineError.__init__(self, f"the store is unavailable: {reason}{where}; retry later")
 
 
 class StoreRefusedValue(StoreError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import NoReturn
 
 import httpx
@@ -108,3 +109,59 @@ async def test_store_errors_name_the_problem_but_not_the_database(
         body = response.json()["error"]
         assert error.reason in body, (where, body)
         assert "db.internal" not in body and DATABASE not in body, (where, body)
+
+
+def _backend_errors(store_kind: str) -> list[BaseException]:
+    """Errors of the backend ``store_kind`` as its driver raises them, that its store maps to
+    ``StoreUnavailable`` (a transient failure: the usual cause of a 503)."""
+    if store_kind == "sqlite":
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = 13  # type: ignore[attr-defined]  # SQLITE_FULL
+        full.sqlite_errorname = "SQLITE_FULL"  # type: ignore[attr-defined]
+        return [full]
+    if store_kind.startswith("postgresql:"):  # (the URL of the test's database)
+        import psycopg
+        import psycopg_pool
+
+        return [
+            psycopg.OperationalError("server closed the connection unexpectedly"),
+            psycopg_pool.PoolTimeout("couldn't get a connection after 5.00 sec"),
+        ]
+    return []
+
+
+async def test_the_backends_unavailable_stores_are_told_without_the_database(
+    serve: ServeFn, app: App, store_kind: str
+) -> None:
+    """As above, with the errors each backend's store makes of its driver's (SQLite, PostgreSQL):
+    their reason named the database too (its path, its URL's host, port and name), and the
+    bodies of /ready, /metrics and the event API repeated it."""
+    async with serve() as (client, t):
+        store, engine = t.app.engine.store, t.app.engine
+        for raw in _backend_errors(store_kind):
+            error = store.store_error(raw)
+            assert isinstance(error, StoreUnavailable), error
+            assert error.database and error.database in str(error)  # for the operator's log
+
+            def broken(*args: object, error: StoreError = error, **kwargs: object) -> NoReturn:
+                raise error
+
+            async def broken_async(
+                *args: object, error: StoreError = error, **kwargs: object
+            ) -> NoReturn:
+                raise error
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(store, "paused_functions", broken)
+                patch.setattr(app, "stats", broken_async)
+                patch.setattr(engine, "ingest_records", broken_async)
+                responses = {
+                    "/ready": await client.get("/ready"),
+                    "/metrics": await client.get("/metrics"),
+                    "/e/": await client.post("/e/key", json={"name": "a/b", "data": {}}),
+                }
+            for where, response in responses.items():
+                assert response.status_code == 503, where
+                body = response.json()["error"]
+                assert str(raw) in body, (where, body)  # the backend's reason
+                assert error.database not in body, (where, body)

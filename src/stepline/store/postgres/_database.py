@@ -87,7 +87,7 @@ def store_error(error: Exception, label: str) -> StoreError | None:
         return error
     found: StoreError
     if isinstance(error, psycopg_pool.PoolTimeout):
-        found = StoreUnavailable(f"cannot connect: {error} ({label})", label)
+        found = StoreUnavailable(f"cannot connect: {error}", label)
     elif isinstance(error, psycopg.Error):
         state = error.sqlstate or ""
         if (
@@ -95,7 +95,7 @@ def store_error(error: Exception, label: str) -> StoreError | None:
             or state[:2] in _TRANSIENT_CLASSES
             or state in _TRANSIENT_CODES
         ):
-            found = StoreUnavailable(f"{error} ({label})", label)
+            found = StoreUnavailable(str(error), label)
         elif state[:2] == _REFUSED_VALUE_CLASS or isinstance(error, psycopg.DataError):
             # (psycopg refuses a NUL in a text itself, before sending it: no SQLSTATE)
             found = StoreRefusedValue(str(error), label)

@@ -224,9 +224,7 @@ async def lease_named_alone(
     except psycopg.Error as exc:
         if conn.broken or conn.closed or not exc.sqlstate or exc.sqlstate[:2] == "08":
             where = label()  # the database for messages (parsed from the URL: only here)
-            raise StoreUnavailable(
-                f"the lease's outcome is unknown: {exc} ({where})", where
-            ) from exc
+            raise StoreUnavailable(f"the lease's outcome is unknown: {exc}", where) from exc
         raise Replay(str(exc)) from exc  # a statement failed: the sync rolled it back
     except BaseException:  # cancelled during the round trip: mid-protocol, never reused
         conn.close()

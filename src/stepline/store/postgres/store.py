@@ -253,7 +253,7 @@ class PostgresStore(PostgresReads):
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             if statements is not None and statements.maybe_committed:
                 raise StoreUnavailable(
-                    f"the commit's outcome is unknown: {exc} ({self.label})", self.label
+                    f"the commit's outcome is unknown: {exc}", self.label
                 ) from exc
             if statements is not None and statements.stale:
                 # its first round trip failed: nothing of it committed; made again carefully,
@@ -275,9 +275,7 @@ class PostgresStore(PostgresReads):
         may have been sent (``maybe_committed``): never a ``Replay``, which would apply the jobs
         a second time."""
         if statements is not None and statements.maybe_committed:
-            raise StoreUnavailable(
-                f"the commit's outcome is unknown: {exc!r} ({self.label})", self.label
-            ) from exc
+            raise StoreUnavailable(f"the commit's outcome is unknown: {exc!r}", self.label) from exc
 
     async def commit_on_loop(self, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
         """``LoopCommits``: ``optimistic_transaction()`` of ``jobs`` on the running event loop,
@@ -344,7 +342,7 @@ class PostgresStore(PostgresReads):
             assert statements is not None  # PostgresTx() sends nothing
             if statements.maybe_committed:
                 raise StoreUnavailable(
-                    f"the commit's outcome is unknown: {exc} ({self.label})", self.label
+                    f"the commit's outcome is unknown: {exc}", self.label
                 ) from exc
             refused = isinstance(exc, psycopg.DataError)  # by psycopg too, before sending it
             if statements.stale or refused or (exc.sqlstate and exc.sqlstate[:2] != "08"):

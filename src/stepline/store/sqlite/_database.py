@@ -152,7 +152,7 @@ class Database:
         found: StoreError
         if code is not None and code & 0xFF in _TRANSIENT_CODES:
             name = getattr(error, "sqlite_errorname", None)  # e.g. SQLITE_BUSY_SNAPSHOT
-            reason = f"{error} ({name}, {self.path})" if name else f"{error} ({self.path})"
+            reason = f"{error} ({name})" if name else str(error)
             found = StoreUnavailable(reason, str(self.path))
         else:  # read-only, corrupt, cannot open, not a database, a schema that is not ours
             found = StoreError(str(error), str(self.path))
