@@ -19,6 +19,7 @@ from stepline.engine.engine import Engine
 from stepline.expressions import prepare_match
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
+from stepline.store.keys import indexed
 from stepline.store.records import (
     EventIngest,
     HistoryRecord,
@@ -49,14 +50,15 @@ def wait_rows(
     if expression is not None:
         prepared = prepare_match(expression, trigger)
         text, index = prepared.text, prepared.index_keys
+    index_path, index_value = indexed(index)
     wait = WaitRecord(
         wait_id=new_id(now),
         run_id=run_id,
         step_hash=step_hash,
         event_name=event_name,
         expression=text,
-        index_path=index[0][0] if index else None,
-        index_value=index[0][1] if index else None,
+        index_path=index_path,
+        index_value=index_value,
         expires_at=due_at,
         created_at=now,
         step_id=step_name,

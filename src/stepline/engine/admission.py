@@ -13,6 +13,7 @@ from stepline._ids import new_id
 from stepline.expressions import Expression, prepare_match
 from stepline.gcra import GcraSpec
 from stepline.sdk.function import FunctionDef
+from stepline.store.keys import indexed, stored_key
 from stepline.store.records import Admission, Deferral, MatcherSpec, NewRun
 
 PRIORITY_BOUND = 600.0
@@ -25,7 +26,7 @@ def key_value(expression: Expression | None, payload: dict[str, Any]) -> str:
     if expression is None:
         return ""
     key = expression.key({"event": payload})
-    return "null" if key is None else key
+    return "null" if key is None else stored_key(key)
 
 
 def rate_limit_capacity(limit: int) -> int:
@@ -86,8 +87,7 @@ def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admi
         if cancel.expression is not None:
             prepared = prepare_match(cancel.expression, payload)
             text = prepared.text
-            if prepared.index_keys:
-                path, value = prepared.index_keys[0]
+            path, value = indexed(prepared.index_keys)
         cancel_on.append(MatcherSpec(cancel.event, text, path, value, cancel.timeout_seconds))
     timeouts = options.timeouts
     return Admission(

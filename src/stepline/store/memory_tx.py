@@ -203,13 +203,14 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
         s = self._s
         self._put(s._events, event.internal_id, event)
         self._put(s._received, event.internal_id, now)
-        if event.id is None:
+        key = event.dedup_key()
+        if key is None:
             return True
-        seen = s._dedup.get(event.id)
+        seen = s._dedup.get(key)
         if seen is not None and seen > now - DEDUP_WINDOW:
             self._put(s._duplicates, event.internal_id, True)
             return False
-        self._put(s._dedup, event.id, now)
+        self._put(s._dedup, key, now)
         return True
 
     def wait_paths(self, event_name: str) -> Sequence[str]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from stepline.gcra import GcraSpec
 from stepline.serde import dumps_exact
 from stepline.store._quick_init import quick_init
+from stepline.store.keys import stored_key
 
 RunStatus = Literal[
     "QUEUED", "RUNNING", "SLEEPING", "WAITING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED"
@@ -45,6 +46,11 @@ class EventRecord:
     def encoded_data(self) -> bytes:
         """``data`` as the store keeps it (JSON bytes)."""
         return self.data_json if self.data_json is not None else dumps_exact(self.data)
+
+    def dedup_key(self) -> str | None:
+        """The sender's id as the de-duplication row keeps it (``keys.stored_key``: a long id
+        by its digest); None without one."""
+        return None if self.id is None else stored_key(self.id)
 
     def payload(self) -> dict[str, Any]:
         """The event as functions and expressions see it (``ts`` in milliseconds, as Inngest)."""

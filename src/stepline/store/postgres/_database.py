@@ -22,6 +22,10 @@ _TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadloc
 # stores' own "1 / 0" checks (HOLD_LEASE, NONE_SPENT...) are of this class too, but only in
 # optimistic transactions, whose failures are ``Replay`` (made again carefully) before this
 _REFUSED_VALUE_CLASS = "22"
+# a program limit exceeded by a value (54000: "index row requires 12016 bytes, maximum size is
+# 8191", a key or an id too big for a B-tree entry): refused for good as well. psycopg raises
+# it as an OperationalError, which would otherwise read as "unavailable, retry"
+_REFUSED_LIMIT_CLASS = "54"
 
 
 def pool(
@@ -90,7 +94,9 @@ def store_error(error: Exception, label: str) -> StoreError | None:
         found = StoreUnavailable(f"cannot connect: {error}", label)
     elif isinstance(error, psycopg.Error):
         state = error.sqlstate or ""
-        if (
+        if state[:2] == _REFUSED_LIMIT_CLASS:
+            found = StoreRefusedValue(str(error), label)
+        elif (
             isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
             or state[:2] in _TRANSIENT_CLASSES
             or state in _TRANSIENT_CODES

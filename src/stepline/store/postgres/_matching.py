@@ -71,7 +71,7 @@ def _insert_event(tx: PostgresTx, event: EventRecord, now: float) -> bool:
     if event.id is not None:
         fresh = s.run(
             q.REMEMBER_SENDER_ID,
-            {"id": event.id, "now": now, "horizon": now - DEDUP_WINDOW},
+            {"id": event.dedup_key(), "now": now, "horizon": now - DEDUP_WINDOW},
         ).fetchone()
         new = fresh is not None
     s.write(

@@ -261,11 +261,12 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         new: list[bool] = []
         for event in events:
             fresh = True
-            if event.id is not None:  # in order: an earlier event of the list counts
-                row = c.execute(q.SEEN_SENDER_ID, (event.id,)).fetchone()
+            key = event.dedup_key()
+            if key is not None:  # in order: an earlier event of the list counts
+                row = c.execute(q.SEEN_SENDER_ID, (key,)).fetchone()
                 fresh = row is None or row[0] <= now - DEDUP_WINDOW
                 if fresh:
-                    c.execute(q.REMEMBER_SENDER_ID, (event.id, now))
+                    c.execute(q.REMEMBER_SENDER_ID, (key, now))
             new.append(fresh)
         # together: the B-trees' pages stay hot
         insert_rows(c, q.INSERT_EVENT, _event_rows(events, now, new))
