@@ -340,6 +340,23 @@ def test_a_register_body_needs_an_app_name_and_url() -> None:
     assert (app.app_name, app.functions) == ("a", ())
 
 
+@pytest.mark.parametrize("bad", ["\x00", "\\ud800"], ids=["nul", "surrogate"])
+def test_a_register_bodys_names_must_be_storable_text(bad: str) -> None:
+    # JSON may spell a lone surrogate ("\ud800"), which no store can encode; PostgreSQL's text
+    # cannot hold a NUL: both reached the stores' text columns (lead, eighteenth stop)
+    step = {"id": "step", "runtime": {"type": "http", "url": "http://h/api"}}
+    function = {"id": "fn", "name": "f", "triggers": [{"event": "e"}], "steps": {"step": step}}
+    for field in ("appName", "id", "name"):
+        body = {"appName": "a", "url": "http://h/api", "functions": [dict(function)]}
+        if field == "appName":
+            body["appName"] = f"a{bad}b"
+        else:
+            body["functions"][0][field] = f"a{bad}b"  # type: ignore[index]
+        raw = json.dumps(body).replace("\\\\ud800", "\\ud800").encode()
+        with pytest.raises(ProtocolError, match=r"NUL character|not valid Unicode"):
+            parse_registration(raw)
+
+
 # -- replies and ops -----------------------------------------------------------------------------
 def test_a_200_is_the_output_and_a_206_is_ops() -> None:
     done = parse_reply(200, {**SDK, "X-Inngest-Req-Version": "2"}, b'{"ok": 1}', NOW)
@@ -396,6 +413,19 @@ def test_a_nul_in_an_ops_id_or_wait_name_is_refused_and_in_its_shown_name_replac
     with pytest.raises(ProtocolError, match="contains a NUL character"):
         read_op(wait, NOW)
     ran = read_op({"op": "StepRun", "id": "h", "displayName": "a\x00b", "data": 1}, NOW)
+    assert ran == StepRunOp("h", "a\ufffdb", 1)
+
+
+def test_a_lone_surrogate_in_an_ops_id_or_wait_name_is_refused_and_in_its_shown_name_replaced() -> (
+    None
+):
+    # JSON may spell one ("\ud800"); no store can encode it (lead, eighteenth stop)
+    with pytest.raises(ProtocolError, match="is not valid Unicode"):
+        read_op({"op": "StepRun", "id": "a\ud800b", "data": 1}, NOW)
+    wait = {"op": "WaitForEvent", "id": "h", "opts": {"event": "a\ud800b", "timeout": "1h"}}
+    with pytest.raises(ProtocolError, match="is not valid Unicode"):
+        read_op(wait, NOW)
+    ran = read_op({"op": "StepRun", "id": "h", "displayName": "a\ud800b", "data": 1}, NOW)
     assert ran == StepRunOp("h", "a\ufffdb", 1)
 
 

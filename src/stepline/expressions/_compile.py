@@ -9,6 +9,7 @@ from typing import Any
 
 from cel_expr_python import cel
 
+from stepline._text import text_problem
 from stepline.errors import ExpressionError, SteplineError
 from stepline.expressions._env import (
     ERROR_TYPE,
@@ -268,8 +269,9 @@ def _validate(text: str, variables: tuple[str, ...]) -> None:
         raise TypeError(f"an expression must be a string, not {type(text).__name__}")
     if not text.strip():
         raise ExpressionError(text, "the expression is empty")
-    if "\x00" in text:  # stored as text (a wait's, a trigger's): PostgreSQL's cannot hold it
-        raise ExpressionError(text, "it contains a NUL character (\\x00)", text.index("\x00"))
+    problem = text_problem(text)
+    if problem is not None:  # stored as text (a wait's, a trigger's): no store can hold it
+        raise ExpressionError(text, f"it {problem[0]}", problem[1])
     for name in variables:
         if not name.isidentifier():
             raise ValueError(f"invalid variable name {name!r}")

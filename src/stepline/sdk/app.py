@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from stepline._text import text_problem
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
 from stepline.engine._system_events import FUNCTION_FAILED
@@ -79,8 +80,9 @@ class App(AppControl):
     ) -> None:
         if not isinstance(id, str) or not id:
             raise ConfigError("App id must be a non-empty string")
-        if "\x00" in id:  # stored as text: PostgreSQL's cannot hold it (the same on every store)
-            raise ConfigError(f"App id {id!r} contains a NUL character (\\x00)")
+        problem = text_problem(id)
+        if problem is not None:  # stored as text (the same on every store)
+            raise ConfigError(f"App id {id!r} {problem[0]}")
         self.id = id
         self.db = db
         self.logger = logger or logging.getLogger(f"stepline.{id}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from stepline._text import text_problem
 from stepline.errors import EventError, SerializationError
 from stepline.serde import dumps, dumps_if_exact
 
@@ -75,8 +76,9 @@ def check_event_name(name: object) -> None:
         raise EventError(
             f"event name must be a non-empty string of at most 255 characters, got {name!r}"
         )
-    if "\x00" in name:  # stored as text: PostgreSQL's cannot hold it (the same on every store)
-        raise EventError(f"event name {name!r} contains a NUL character (\\x00)")
+    problem = text_problem(name)
+    if problem is not None:  # stored as text (the same on every store)
+        raise EventError(f"event name {name!r} {problem[0]}")
     if type(name) is str:
         if len(_NAMES_SEEN) >= _NAMES_SEEN_MAX:
             _NAMES_SEEN.clear()
@@ -84,10 +86,11 @@ def check_event_name(name: object) -> None:
 
 
 def check_event_id(name: str, event_id: str) -> None:
-    """``EventError`` if an event's de-duplication id holds a NUL character (stored as text:
-    PostgreSQL's cannot hold it; refused the same on every store)."""
-    if "\x00" in event_id:
-        raise EventError(f"event {name!r}: id {event_id!r} contains a NUL character (\\x00)")
+    """``EventError`` if an event's de-duplication id cannot be stored as text (a NUL
+    character, a lone surrogate: ``_text.text_problem``; refused the same on every store)."""
+    problem = text_problem(event_id)
+    if problem is not None:
+        raise EventError(f"event {name!r}: id {event_id!r} {problem[0]}")
 
 
 # names that passed ``check_event_name`` (the pattern costs ~0.5 us a match), at most this many

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from stepline._text import text_problem
 from stepline.durations import parse_duration
 from stepline.errors import ConfigError, DurationError, ExpressionError
 from stepline.expressions import (
@@ -235,8 +236,9 @@ class CancelOn:
     def __post_init__(self) -> None:
         if not isinstance(self.event, str) or not self.event.strip():
             raise ConfigError("CancelOn.event must be a non-empty event name")
-        if "\x00" in self.event:  # no event can have it (check_event_name)
-            raise ConfigError(f"CancelOn.event {self.event!r} contains a NUL character")
+        problem = text_problem(self.event)
+        if problem is not None:  # no event can have it (check_event_name)
+            raise ConfigError(f"CancelOn.event {self.event!r} {problem[0]}")
         if self.if_ is not None and self.match is not None:
             raise ConfigError("CancelOn: pass if_= or match=, not both")
         try:

@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, overload
 
+from stepline._text import text_problem
 from stepline.durations import parse_duration, parse_instant
 from stepline.errors import ConfigError, EventError, NonRetriableError
 from stepline.expressions import compile_condition, match_shorthand
@@ -60,8 +61,9 @@ STEP_ATTEMPT: ContextVar[int | None] = ContextVar("stepline_step_attempt", defau
 def _check_id(step_id: str) -> None:
     if not isinstance(step_id, str) or not step_id:
         raise ConfigError(f"step id must be a non-empty string, got {step_id!r}")
-    if "\x00" in step_id:  # stored as text: PostgreSQL's cannot hold it (the same on every store)
-        raise ConfigError(f"step id {step_id!r} contains a NUL character (\\x00)")
+    problem = text_problem(step_id)
+    if problem is not None:  # stored as text (the same on every store)
+        raise ConfigError(f"step id {step_id!r} {problem[0]}")
     if STEP_ATTEMPT.get() is not None:  # a body's own context, and the tasks it starts
         # the pass waits for that body, so a step it waits for would never be run: refused, as
         # Inngest's SDKs refuse nested steps; not retried, as the code would do it again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stepline._text import text_problem
 from stepline.cron import CronSchedule, parse_cron
 from stepline.errors import ConfigError
 from stepline.expressions import Expression, compile_condition
@@ -25,8 +26,9 @@ class TriggerEvent:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("TriggerEvent: name must be a non-empty event name")
-        if "\x00" in self.name:  # no event can have it (check_event_name)
-            raise ConfigError(f"TriggerEvent: name {self.name!r} contains a NUL character")
+        problem = text_problem(self.name)
+        if problem is not None:  # no event can have it (check_event_name)
+            raise ConfigError(f"TriggerEvent: name {self.name!r} {problem[0]}")
         if self.if_ is not None:
             object.__setattr__(self, "_filter", compile_condition(self.if_))
 

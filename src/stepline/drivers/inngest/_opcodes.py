@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from stepline._text import shown_text, text_problem
 from stepline.drivers.inngest._errors import ProtocolError
 from stepline.durations import parse_duration, parse_instant
 from stepline.errors import DurationError
@@ -211,8 +212,9 @@ def read_op(op: object, now: datetime) -> Op:
         return RunCompleteOp(str(step_id or ""), op.get("data"))
     if not isinstance(step_id, str) or not step_id:
         raise ProtocolError(f"{kind} op without an id")
-    if "\x00" in step_id:  # stored as text: PostgreSQL's cannot hold it (the same everywhere)
-        raise ProtocolError(f"{kind} op id {step_id!r} contains a NUL character")
+    problem = text_problem(step_id)
+    if problem is not None:  # stored as text (the same on every store)
+        raise ProtocolError(f"{kind} op id {step_id!r} {problem[0]}")
     opts = op.get("opts") if isinstance(op.get("opts"), dict) else {}
     assert isinstance(opts, dict)
     userland = op.get("userland") if isinstance(op.get("userland"), dict) else {}
@@ -220,7 +222,7 @@ def read_op(op: object, now: datetime) -> Op:
     # ``name`` is the user's step id, except for a sleep (a time) and a wait (an event name).
     named = op.get("name") if kind not in ("Sleep", "WaitForEvent") else None
     display = op.get("displayName") or userland.get("id") or named or step_id
-    display_name = str(display).replace("\x00", "\ufffd")  # a name shown, stored as text
+    display_name = shown_text(str(display))  # a name shown, stored as text
     race = opts.get("parallelMode") == "race"
     if kind in ("StepRun", "Step"):
         sent = opts.get("type") == "step.sendEvent"
@@ -241,8 +243,9 @@ def read_op(op: object, now: datetime) -> Op:
         event = opts.get("event") or op.get("name")
         if not isinstance(event, str) or not event:
             raise ProtocolError("WaitForEvent op without an event name")
-        if "\x00" in event:  # no event can have it (check_event_name): stored as text
-            raise ProtocolError(f"WaitForEvent event name {event!r} contains a NUL character")
+        problem = text_problem(event)
+        if problem is not None:  # no event can have it (check_event_name): stored as text
+            raise ProtocolError(f"WaitForEvent event name {event!r} {problem[0]}")
         condition = opts.get("if")
         return WaitForEventOp(
             step_id,

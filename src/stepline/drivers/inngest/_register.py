@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepline._text import text_problem
 from stepline.drivers.inngest._errors import ProtocolError
 
 
@@ -48,6 +49,9 @@ def _text(value: object, path: str, *, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise ProtocolError(f"{path}: expected a non-empty string, got {value!r}")
+    problem = text_problem(value)
+    if problem is not None:  # stored as text (the same on every store)
+        raise ProtocolError(f"{path}: {value!r} {problem[0]}")
     return value
 
 

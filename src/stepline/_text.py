@@ -1,0 +1,33 @@
+"""Whether a string can be stored as text by every store.
+
+A name, an id or an expression is kept in text columns: PostgreSQL's cannot hold a NUL
+character, and no store can hold a lone surrogate (``"\\ud800"``: a Python string that is not
+valid Unicode, which has no UTF-8 encoding; decoded JSON can give one from ``"\\ud800"``).
+Refused at the edge, the same on every store (SQLite and PostgreSQL raised
+``UnicodeEncodeError`` deep inside a commit; the memory store kept it).
+"""
+
+from __future__ import annotations
+
+
+def text_problem(value: str) -> tuple[str, int] | None:
+    """Why ``value`` cannot be stored as text, and where (the index of the first offending
+    character); None when it can."""
+    nul = value.find("\x00")
+    if nul >= 0:
+        return "contains a NUL character (\\x00)", nul
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            return f"is not valid Unicode (a lone surrogate {value[exc.start]!r})", exc.start
+    return None
+
+
+def shown_text(value: str) -> str:
+    """``value`` with every character a store cannot hold as text (NUL, a lone surrogate)
+    replaced by U+FFFD: for a name that is only shown."""
+    if text_problem(value) is None:
+        return value
+    cleaned = value.replace("\x00", "\ufffd")
+    return cleaned.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
