@@ -36,6 +36,13 @@ _ACCEPTED_INSTANT = (
 )
 
 
+# the longest duration accepted: a due time must stay a date (Python's datetime ends with year
+# 9999, and every view of a run shows its times as dates); a sleep of "100000000d" (273,790
+# years) was accepted, and reading its times failed ("year 275817 is out of range")
+MAX_DURATION = timedelta(days=365_250)
+_TOO_LARGE = "too large: at most 1,000 years"
+
+
 def _invalid(value: object, why: str = "") -> DurationError:
     detail = f" ({why})" if why else ""
     return DurationError(f"invalid duration {value!r}{detail}: {_ACCEPTED}")
@@ -55,9 +62,12 @@ def _parse_text(value: str) -> timedelta:
     try:
         for number, unit in _PARTS.findall(value):
             micros += Decimal(number) * _MICROS[unit]
-        return timedelta(microseconds=int(micros.to_integral_value()))
+        parsed = timedelta(microseconds=int(micros.to_integral_value()))
     except (OverflowError, InvalidOperation):
-        raise _invalid(value, "too large") from None
+        raise _invalid(value, _TOO_LARGE) from None
+    if parsed > MAX_DURATION:
+        raise _invalid(value, _TOO_LARGE)
+    return parsed
 
 
 def parse_duration(value: str | timedelta | int | float) -> timedelta:
@@ -65,11 +75,13 @@ def parse_duration(value: str | timedelta | int | float) -> timedelta:
     ``"500ms"`` (decimals such as ``"1.5h"`` too), a number of seconds, or a ``timedelta``.
 
     Raises ``DurationError`` (quoting the input and listing what is accepted) for a negative,
-    empty, unknown-unit or malformed value.
+    empty, unknown-unit or malformed value, or one over ``MAX_DURATION`` (1,000 years).
     """
     if isinstance(value, timedelta):
         if value < timedelta(0):
             raise _invalid(value, "negative")
+        if value > MAX_DURATION:
+            raise _invalid(value, _TOO_LARGE)
         return value
     if isinstance(value, bool):
         raise _invalid(value, "a bool is not a duration")
@@ -78,10 +90,9 @@ def parse_duration(value: str | timedelta | int | float) -> timedelta:
             raise _invalid(value, "not finite")
         if value < 0:
             raise _invalid(value, "negative")
-        try:
-            return timedelta(seconds=value)
-        except OverflowError:
-            raise _invalid(value, "too large") from None
+        if value > MAX_DURATION.total_seconds():
+            raise _invalid(value, _TOO_LARGE)
+        return timedelta(seconds=value)
     if isinstance(value, str):
         return _parse_text(value)
     raise _invalid(value, f"unsupported type {type(value).__name__}")

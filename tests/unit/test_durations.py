@@ -24,6 +24,7 @@ from stepline.errors import ConfigError, DurationError
         (" 1h  30m ", timedelta(hours=1, minutes=30)),
         ("2d", timedelta(days=2)),
         ("1w", timedelta(weeks=1)),
+        ("365250d", timedelta(days=365_250)),  # 1,000 years: the longest
         ("500ms", timedelta(milliseconds=500)),
         ("1m500ms", timedelta(minutes=1, milliseconds=500)),
         ("1.5h", timedelta(minutes=90)),
@@ -63,6 +64,11 @@ def test_parse_duration_accepts(value: str | int | float | timedelta, expected: 
         (float("nan"), "not finite"),
         (float("inf"), "not finite"),
         ("9999999999999999w", "too large"),
+        # a due time must stay a date: "100000000d" ended in year 275817 (lead, 18th stop)
+        ("100000000d", "at most 1,000 years"),
+        ("365251d", "at most 1,000 years"),
+        (10**12, "at most 1,000 years"),
+        (timedelta(days=10**6), "at most 1,000 years"),
         (None, "NoneType"),
     ],
 )
