@@ -19,13 +19,14 @@ from tests.integration._commit_hook import CommitPass, hook_commit_pass, hook_ve
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.store.records import Lease
+from stepline.store.sqlite import SQLiteStore
 from stepline.testing import MockClock, TestEngine
 
 
 def _count_loads(t: TestEngine, fail: Callable[[str], Exception | None]) -> list[str]:
     """Count the loads of leased runs (one per pass begun: ``load_run``, or the state a lease
-    carries, read by its own transaction); ``fail(run_id)`` may give an error to raise
-    instead of loading."""
+    carries, read by its own transaction: PostgreSQL's ``lease_due``, SQLite's
+    ``load_leased``); ``fail(run_id)`` may give an error to raise instead of loading."""
     store = t.app.engine.store
     load_run = store.load_run
     loads: list[str] = []
@@ -50,6 +51,8 @@ def _count_loads(t: TestEngine, fail: Callable[[str], Exception | None]) -> list
 
     store.load_run = counting  # type: ignore[method-assign]
     hook_verb(store, "lease_due", leasing)
+    if isinstance(store, SQLiteStore):  # its lease attempts read the runs they lease
+        hook_verb(store, "load_leased", leasing)
     if hasattr(store, "take_handed"):  # PostgreSQL: a run handed to the worker by its sender
         store.take_handed = leasing(store.take_handed)
     if hasattr(store, "lease_named_alone"):  # PostgreSQL: a run its notification named

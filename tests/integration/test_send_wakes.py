@@ -131,3 +131,39 @@ async def test_a_waker_whose_loop_just_closed_does_not_keep_the_others_asleep(
     finally:
         del gone.is_closed  # the loop's own again: it is closed (its finalizer asks)
         app.close()
+
+
+async def test_a_run_its_worker_leases_when_its_sleep_ends_is_not_read_again_by_its_pass(
+    tmp_path: Path,
+) -> None:
+    """The worker's own lease attempt (a timer due, the run leased by it, not handed by a send)
+    reads the runs it leases in its transaction too: the pass after the sleep starts loaded."""
+    app = App("loaded", db=f"sqlite:///{tmp_path / 'l.db'}")
+
+    @app.function(id="napping", trigger=TriggerEvent("nap/go"))
+    async def napping(ctx: Context) -> Any:
+        await ctx.step.sleep("nap", 0.2)
+        return await ctx.step.run("after", lambda: ctx.event.data["n"] + 1)
+
+    store = app.engine.store
+    load_run = store.load_run
+    reads: list[str] = []
+
+    def counting(run_id: str) -> RunState | None:
+        reads.append(run_id)
+        return load_run(run_id)
+
+    store.load_run = counting  # type: ignore[method-assign]
+    try:
+        async with app.worker() as worker:
+            await worker.ready.wait()
+            await until("the worker to sleep", lambda: _asleep(worker))
+            [event_id] = await app.send_async(Event(name="nap/go", data={"n": 41}))
+            [run] = await app.runs(event_id=event_id)
+            ended = await app.wait_for_run(run.run_id, timeout=30)
+        assert ended.status == "COMPLETED" and ended.output == 42
+        history = [h.kind for h in await app.history(run.run_id)]
+        assert history.count("RUN_STARTED") == 1 and "RUN_COMPLETED" in history
+        assert reads == []  # before: [run.run_id], the second pass's own read
+    finally:
+        app.close()

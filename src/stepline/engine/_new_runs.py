@@ -2,9 +2,9 @@
 send's own write job, so the runs an event starts are leased in the event's transaction.
 
 A store whose ``lease_due`` reads no run (SQLite) is asked, there too, for the runs it leased
-(``LoadsLeased``): their passes start with the run as that transaction left it, not after a
-read of their own on a reader thread (a hop there and back and a read transaction: about a
-fifth of an idle worker's event -> first step).
+(``LoadsLeased``, ``loaded``; the worker's own lease attempts too): their passes start with the
+run as that transaction left it, not after a read of their own on a reader thread (a hop there
+and back and a read transaction: about a fifth of an idle worker's event -> first step).
 """
 
 from __future__ import annotations
@@ -45,18 +45,23 @@ def lease_job(
             tx.heartbeat(worker_id, running, now, ttl)
         failed: list[SpentRun] = []
         limit, served = min(free, started), engine.served
-        leases = tx.lease_due(worker_id, now, limit, ttl, served, max_passes, None, failed)
-        if leases and (loading := _loading(tx)) is not None:
-            leases = loading.load_leased(leases)
+        leases = loaded(
+            tx, tx.lease_due(worker_id, now, limit, ttl, served, max_passes, None, failed)
+        )
         announced = announce_failed(engine, tx, failed, now, max_passes) if failed else []
         return leases, announced
 
     return lease
 
 
-def _loading(tx: StoreTx) -> LoadsLeased | None:
+def loaded(tx: StoreTx, leases: list[Lease]) -> list[Lease]:
+    """``leases``, taken in ``tx``, each with the run as ``tx`` reads it (``Lease.loaded``)
+    when ``tx`` reads the runs it leased (``LoadsLeased``: SQLite); as they are otherwise
+    (PostgreSQL's ``lease_due`` loads them itself)."""
+    if not leases:
+        return leases
     kind = type(tx)
     loads = _LOADS.get(kind)
     if loads is None:
         loads = _LOADS[kind] = isinstance(tx, LoadsLeased)
-    return cast(LoadsLeased, tx) if loads else None
+    return cast(LoadsLeased, tx).load_leased(leases) if loads else leases

@@ -47,7 +47,7 @@ from stepline.engine._announce import announce_failed
 from stepline.engine._attempts import fail_refused_pass, fail_unloaded_run
 from stepline.engine._housekeeping import cron_rows, start_timed
 from stepline.engine._named_runs import NamedRuns
-from stepline.engine._new_runs import LeaseJob, lease_job
+from stepline.engine._new_runs import LeaseJob, lease_job, loaded
 from stepline.engine._outage import StoreOutage
 from stepline.engine._wake import WakeSignal
 from stepline.engine.changes import ingest_change
@@ -423,6 +423,7 @@ class Worker:
                 leases = tx.lease_due(
                     self.worker_id, now, limit, self.lease_ttl, served, max_passes, due_by, failed
                 )
+                leases = loaded(tx, leases)  # read here, not again by each pass (SQLite)
                 if failed:
                     housekept += announce_failed(self.engine, tx, failed, now, max_passes)
                 started = handed()

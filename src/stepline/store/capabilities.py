@@ -104,9 +104,9 @@ class HandedLeases(Protocol):
 @runtime_checkable
 class LoadsLeased(Protocol):
     """A write transaction that reads the runs it just leased (SQLite, whose ``lease_due``
-    reads none): an in-process send's new runs start their pass loaded (``Lease.loaded``), not
-    read again on a reader thread once committed (two thread hops and a read transaction
-    between the event and its run's first step)."""
+    reads none): the runs a worker's lease attempt or an in-process send leased start their
+    pass loaded (``Lease.loaded``), not read again on a reader thread once committed (two
+    thread hops and a read transaction a pass)."""
 
     def load_leased(self, leases: Sequence[Lease]) -> list[Lease]:
         """``leases`` (taken in this transaction), each with ``loaded`` set to the run as this

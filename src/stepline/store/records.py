@@ -385,7 +385,8 @@ class Lease:
     ``due_at``: when the run is due, if that is after the lease (leased ahead with
     ``lease_due(..., due_by=)``: its pass must not execute before then). ``loaded``: the run
     as the lease's own transaction read it (``load_run`` without another read; PostgreSQL, and
-    SQLite's runs an in-process send leased: ``LoadsLeased``), to be called once that
+    SQLite's leases a worker's lease attempt or an in-process send took: ``LoadsLeased``), to
+    be called once that
     transaction committed; None: ask ``load_run``."""
 
     run_id: str
