@@ -317,3 +317,39 @@ async def test_the_dashboards_export_of_a_run_is_the_rest_apis_shape(
     assert [s["id"] for s in exported["steps"]] == ["first", "boom"]
     assert {"executing_attempt", "started_at"} <= set(exported["steps"][0])
     assert {"started_at", "worker_id"} <= set(exported["history"][0])
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", "/api/v1/runs?function=%00"),
+        ("get", "/api/v1/runs/%00"),
+        ("get", "/api/v1/events/%00"),
+        ("get", "/api/v1/events?name=%00"),
+        ("post", "/api/v1/runs/%00/replay"),
+        ("get", "/dashboard/runs/%00"),
+    ],
+)
+async def test_a_nul_in_a_path_or_a_query_is_a_400_on_every_store(
+    serve: ServeFn, method: str, url: str
+) -> None:
+    # PostgreSQL's text cannot hold a NUL: its refusal of the lookup was an unhandled
+    # StoreRefusedValue, a 500, where SQLite and memory found nothing (a 404, an empty list;
+    # lead, eighteenth stop). No stored name or id holds one: a 400 on every store
+    async with serve() as (client, _):
+        response = await getattr(client, method)(url)
+    assert response.status_code == 400, response.text
+    assert "NUL character" in response.json()["error"]
+
+
+async def test_a_value_the_store_refuses_in_a_request_is_a_400_not_a_500(
+    serve: ServeFn,
+) -> None:
+    # a search whose CEL literal holds a NUL ("\u0000": no NUL in the query itself) reaches
+    # PostgreSQL's text as a parameter there; any StoreError a handler lets through is answered
+    # (400 for a refused value, 503 while unavailable), never a 500
+    async with serve() as (client, _):
+        response = await client.get("/api/v1/runs", params={"q": 'event.data.x == "\\u0000"'})
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        assert "refused a value" in response.json()["error"]

@@ -53,3 +53,18 @@ def store_failure_text(what: str, exc: StoreError) -> str:
     if isinstance(exc, StoreRefusedValue):
         return f"{what}: the store refused a value: {exc.reason}"
     return f"{what}: the store failed: {exc.reason}"
+
+
+async def store_error_response(request: Request, exc: Exception) -> Response:
+    """The response of a ``StoreError`` a handler let through (an exception handler of the
+    Starlette application): 400 for a value of the request the store refused (PostgreSQL: a
+    NUL in a path or a query, which its text cannot hold; was a 500), 503 (with
+    ``Retry-After``) while the store is unavailable, 503 for another store failure."""
+    assert isinstance(exc, StoreError)
+    what = f"{request.method} {request.url.path}"
+    if isinstance(exc, StoreRefusedValue):
+        return error(400, store_failure_text(what, exc))
+    response = error(503, store_failure_text(what, exc))
+    if isinstance(exc, StoreUnavailable):
+        response.headers["Retry-After"] = "1"
+    return response

@@ -26,9 +26,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from stepline.errors import StoreError
 from stepline.server._access_log import AccessLog
 from stepline.server._health import health_routes
-from stepline.server._problems import Problem, problem_response
+from stepline.server._nul_guard import RefuseNul
+from stepline.server._problems import Problem, problem_response, store_error_response
 from stepline.server._responses import JSONResponse
 from stepline.server.event_api import EventApi, event_key_in, event_routes
 from stepline.server.gql import gql_routes
@@ -66,8 +68,8 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
     server = _Server(
         events,
         routes=routes,
-        middleware=[Middleware(AccessLog, level=level)],
-        exception_handlers={Problem: problem_response},
+        middleware=[Middleware(AccessLog, level=level), Middleware(RefuseNul)],
+        exception_handlers={Problem: problem_response, StoreError: store_error_response},
     )
     server.state.stepline_app = app
     server.state.stepline_settings = settings
