@@ -31,3 +31,17 @@ def shown_text(value: str) -> str:
         return value
     cleaned = value.replace("\x00", "\ufffd")
     return cleaned.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def escaped_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as its escape (``"\\udcff"``, as ``repr`` shows
+    it): for a text that is kept whole, but only shown, such as an error's message and stack
+    (``os.fsdecode`` of a file name that is not UTF-8 gives such a character). A NUL is kept
+    (JSON escapes it)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text

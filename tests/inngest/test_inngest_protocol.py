@@ -16,6 +16,7 @@ from inngest._internal import net, transforms
 
 from stepline.drivers.inngest import (
     AIGatewayOp,
+    ErrorInfo,
     ExecutionRequest,
     FunctionConfig,
     FunctionErrored,
@@ -27,6 +28,7 @@ from stepline.drivers.inngest import (
     SigningKey,
     SigningKeys,
     SleepOp,
+    StepErrorOp,
     StepFailedOp,
     StepPlannedOp,
     StepRunOp,
@@ -52,6 +54,7 @@ from stepline.drivers.inngest import (
 from stepline.engine.engine import Engine
 from stepline.errors import ConfigError
 from stepline.sdk.limits import Limits
+from stepline.serde import dumps
 from stepline.store.memory import MemoryStore
 from stepline.testing import MockClock
 
@@ -427,6 +430,20 @@ def test_a_lone_surrogate_in_an_ops_id_or_wait_name_is_refused_and_in_its_shown_
         read_op(wait, NOW)
     ran = read_op({"op": "StepRun", "id": "h", "displayName": "a\ud800b", "data": 1}, NOW)
     assert ran == StepRunOp("h", "a\ufffdb", 1)
+
+
+def test_an_sdks_error_with_a_lone_surrogate_is_kept_with_it_escaped() -> None:
+    # JSON's "\ud800" decodes to one: the stored error could not be serialized (the pass
+    # failed, not the step), as for an in-process error (test_unencodable_errors.py)
+    raw = {"name": "E\ud800", "message": "no file a\udcffb", "stack": "at f (a\udcffb)"}
+    failed = read_op({"op": "StepError", "id": "h", "error": raw}, NOW)
+    assert isinstance(failed, StepErrorOp)
+    memo = failed.error.memo()
+    assert memo == {
+        "error": {"name": "E\\ud800", "message": "no file a\\udcffb", "stack": "at f (a\\udcffb)"}
+    }
+    assert json.loads(dumps(memo)) == memo  # stored as JSON
+    assert ErrorInfo.read("a\ud800").message == "a\\ud800"
 
 
 def test_other_ops() -> None:

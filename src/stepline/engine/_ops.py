@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from stepline._text import escaped_surrogates
 from stepline.sdk.event import Event
 
 
@@ -96,9 +97,15 @@ def step_hash(key: str) -> str:
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    """How an error is stored: name, message, stack."""
+    """How an error is stored: name, message, stack (each lone surrogate in them written as its
+    escape, ``_text.escaped_surrogates``: else SQLite and PostgreSQL could not serialize it, and
+    a step that raised it failed the whole run with a ``SerializationError`` in its place)."""
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"name": type(exc).__name__, "message": str(exc), "stack": stack[-8000:]}
+    return {
+        "name": type(exc).__name__,
+        "message": escaped_surrogates(str(exc)),
+        "stack": escaped_surrogates(stack[-8000:]),
+    }
 
 
 @dataclass(eq=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from stepline._text import shown_text, text_problem
+from stepline._text import escaped_surrogates, shown_text, text_problem
 from stepline.drivers.inngest._errors import ProtocolError
 from stepline.durations import parse_duration, parse_instant
 from stepline.errors import DurationError
@@ -33,15 +33,18 @@ class ErrorInfo:
 
     @classmethod
     def read(cls, value: object) -> ErrorInfo:
+        # the texts kept as the step's or the run's error: a lone surrogate (JSON's "\ud800",
+        # which Python's json decodes as such) written as its escape, as in-process errors
+        # (``error_dict``): else the stored error could not be serialized
         if not isinstance(value, dict):
-            text = "" if value is None else str(value)
+            text = "" if value is None else escaped_surrogates(str(value))
             return cls(name="Error", message=text, raw={"message": text})
         stack = value.get("stack")
         code = value.get("code")
         return cls(
-            name=str(value.get("name") or "Error"),
-            message=str(value.get("message") or ""),
-            stack=stack if isinstance(stack, str) else None,
+            name=escaped_surrogates(str(value.get("name") or "Error")),
+            message=escaped_surrogates(str(value.get("message") or "")),
+            stack=escaped_surrogates(stack) if isinstance(stack, str) else None,
             code=code if isinstance(code, str) else None,
             raw=value,
         )
