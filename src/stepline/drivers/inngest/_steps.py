@@ -28,7 +28,7 @@ from stepline.drivers.inngest._responses import SdkReply
 from stepline.drivers.inngest._state import SETTLED
 from stepline.engine._recording import invoke_rows, wait_rows
 from stepline.engine.engine import Engine
-from stepline.errors import LimitExceededError
+from stepline.errors import LimitExceededError, SerializationError
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps
 from stepline.store.records import (
@@ -199,7 +199,15 @@ class StepBook:
             self.check_new_steps({op.id: str(getattr(op, "display_name", op.id))})
         if isinstance(op, StepRunOp):
             kind = "send" if op.sent_event else "run"
-            self.completed(op.id, op.display_name, kind, op.data, attempts, commit)
+            try:
+                self.completed(op.id, op.display_name, kind, op.data, attempts, commit)
+            except SerializationError as exc:
+                # an output no store can keep (a lone surrogate: a JS string cut in the middle
+                # of a pair): the step fails for good, as an in-process step's output that
+                # cannot be stored does (``_step_attempt``). Raised out of the pass, it failed
+                # the run's attempt and the next request ran the step again (review, 18th stop)
+                info = ErrorInfo(type(exc).__name__, str(exc))
+                self.fail_step(op.id, op.display_name, info, attempts, commit, kind)
             return True
         if isinstance(op, StepFailedOp):
             self.fail_step(op.id, op.display_name, op.error, attempts, commit)
