@@ -27,28 +27,36 @@ app = App("flow-concurrency")
 in_flight: Counter[str] = Counter()  # API calls executing now, per account and "all"
 peak: Counter[str] = Counter()  # the most ever seen at once
 ALL_ACCOUNTS = 3  # the function's limit in all (below)
-calls = {"expected": 0, "started": 0, "filled": 0}  # filled: times "all" reached ALL_ACCOUNTS
+# waiting: the calls of the wave not yet released; wave: how many waves were released
+calls = {"expected": 0, "started": 0, "waiting": 0, "wave": 0}
+POLL = 0.005  # seconds between a waiting call's looks (real time)
 
 
 async def query_reporting_api(account_id: str) -> dict[str, Any]:
     """Stand-in for a slow reporting API; records how many calls overlap. A call stays in
-    flight until as many calls as the limits allow in all overlap with it, or no call is left
-    to start (the last, smaller wave): what it records shows the limits however fast the
-    machine is, not whether the calls' starts fell within a fixed time of each other."""
-    filled_before = calls["filled"]
+    flight until as many calls as the limits allow in all are in flight with it (its wave), or
+    no call is left to start (the last, smaller wave): what it records shows the limits however
+    fast the machine is, not whether the calls' starts fell within a fixed time of each other.
+    A wave is released by its last call, at once: a call that starts before the released ones
+    have looked (a busy loop) begins the next wave, it does not fill the released one again."""
+    wave = calls["wave"]
     calls["started"] += 1
     for key in (account_id, "all"):
         in_flight[key] += 1
         peak[key] = max(peak[key], in_flight[key])
-    if in_flight["all"] >= ALL_ACCOUNTS:
-        calls["filled"] += 1
+    calls["waiting"] += 1
+    if calls["waiting"] >= ALL_ACCOUNTS:
+        calls["waiting"] = 0
+        calls["wave"] += 1
     deadline = time.monotonic() + 30
     try:
-        while calls["filled"] == filled_before and calls["started"] < calls["expected"]:
+        while calls["wave"] == wave and calls["started"] < calls["expected"]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the other calls of this wave never started")
-            await asyncio.sleep(0.005)  # real time: the other calls start in other runs' passes
+            await asyncio.sleep(POLL)  # real time: the other calls start in other runs' passes
     finally:
+        if calls["wave"] == wave:  # left unreleased (no call left to start, or timed out)
+            calls["waiting"] -= 1
         for key in (account_id, "all"):
             in_flight[key] -= 1
     return {"accountId": account_id, "rows": 42}
@@ -80,7 +88,7 @@ async def nightly_digest(ctx: Context) -> str:
 async def demo() -> dict[str, Any]:
     in_flight.clear()
     peak.clear()
-    calls.update(expected=0, started=0, filled=0)
+    calls.update(expected=0, started=0, waiting=0, wave=0)
     clock = MockClock(autojump=False)
     async with TestEngine(app, clock=clock) as t:
         requests = [Event("report/requested", {"accountId": a}) for a in ("acme", "globex")] * 4
