@@ -634,25 +634,41 @@ def test_programs_for_missing_fields_are_bounded() -> None:
 def test_a_prepared_matcher_is_what_loading_its_stored_text_gives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # issue 6 matching costs: the process that stores a wait usually matches it next; loading
-    # its stored text must not parse it again
-    prepared = prepare_match(
-        "event.data.orderId == async.data.orderId", {"data": {"orderId": "o-61"}}
-    )
-    with monkeypatch.context() as patched:
-        patched.setattr(_match, "_load_match", _never_parsed)
-        loaded = load_match(prepared.text)
-    assert (loaded.text, loaded.index_keys) == (prepared.text, prepared.index_keys)
-    assert loaded.matches({"data": {"orderId": "o-61"}})
-    assert not loaded.matches({"data": {"orderId": "o-62"}})
-    forget_matchers()
-    reloaded = load_match(prepared.text)
-    assert reloaded is not prepared and reloaded.index_keys == prepared.index_keys
-    assert reloaded.matches({"data": {"orderId": "o-61"}})
+    # issue 6 matching costs: loading an equality template's stored text (an ingest asks for
+    # the waits its index does not decide) compiles no CEL
+    for own in ("o-61", 61):
+        prepared = prepare_match("event.data.orderId == async.data.orderId", event(orderId=own))
+        forget_matchers()
+        with monkeypatch.context() as patched:
+            patched.setattr(_match, "_compiled", _never_compiled)
+            loaded = load_match(prepared.text)
+            assert stored_matches(prepared.text, event(orderId=own))
+        assert (loaded.text, loaded.index_keys) == (prepared.text, prepared.index_keys)
+        assert loaded.matches(event(orderId=own)) and prepared.matches(event(orderId=own))
+        assert not loaded.matches(event(orderId="o-62"))
+        assert not stored_matches(prepared.text, event(orderId="o-62"))
+
+
+def _never_compiled(text: str) -> Any:
+    raise AssertionError(f"{text!r} was compiled")
 
 
 def _never_parsed(text: str) -> Any:
     raise AssertionError(f"{text!r} was parsed again")
+
+
+def test_the_matcher_cache_does_not_grow_with_the_waits_of_an_equality_template() -> None:
+    # issue 6 scale row (worker RSS): each wait's own literal was an entry (~530 bytes, up to
+    # 65,536 of them: ~33 MB of a worker with that many waits stored, half the row's budget)
+    forget_matchers()
+    for i in range(500):
+        prepare_match("event.data.k == async.data.k", event(k=f"k{i}"))
+        prepare_match("event.data.n == async.data.n", event(n=i))
+    assert len(_match._MATCHERS) == 0
+    for i in range(_match._MATCHERS_MAX + 10):  # other matchers: bounded
+        load_match(f'async.data.k == "k{i}" && async.data.n > 2')
+    assert len(_match._MATCHERS) == _match._MATCHERS_MAX <= 4096
+    forget_matchers()
 
 
 def test_the_matcher_cache_holds_nothing_the_garbage_collector_walks() -> None:
@@ -660,8 +676,8 @@ def test_the_matcher_cache_holds_nothing_the_garbage_collector_walks() -> None:
     # full collection, a pause of the whole process, walk as many more objects
     forget_matchers()
     for i in range(1000):
-        prepare_match("event.data.k == async.data.k", {"data": {"k": f"k{i}"}})
-        prepare_match("event.data.n == async.data.n", {"data": {"n": i}})
+        load_match(f'async.data.k == dyn("k{i}")')
+        load_match(f"async.data.n == dyn({i})")
     for _ in range(3):  # a tuple is untracked once its items are: one level a collection
         gc.collect()
     assert len(_match._MATCHERS) == 2000

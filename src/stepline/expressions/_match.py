@@ -86,10 +86,14 @@ def _compiled(text: str) -> Expression:
 # wait or a cancel matcher is usually the one whose ingest matches it next. Each holds the
 # matcher's parts, a tuple of strings and numbers that the garbage collector stops tracking
 # (a MatchExpression object per entry made every full collection walk 65,536 more objects: a
-# pause of the whole process, worker and writer, that made due timers late at scale).
+# pause of the whole process, worker and writer, that made due timers late at scale). The
+# texts differ by the literal substituted for the run's own event, so the entries grow with
+# the waits stored: an equality template's (``event.<path> == async.<path>``, most waits) is
+# never put in (``prepare_match``: the index decides it by its text), and the bound is small
+# (~530 bytes an entry: 65,536 of them were ~33 MB of a worker with that many waits made).
 _Parts = tuple[tuple[tuple[str, str], ...], tuple[str, Any] | None]
 _MATCHERS: dict[str, _Parts] = {}
-_MATCHERS_MAX = 65536
+_MATCHERS_MAX = 4096
 _matchers_lock = threading.Lock()
 
 
@@ -235,9 +239,12 @@ def prepare_match(text: str, own_event: Mapping[str, Any]) -> MatchExpression:
                 and constant(f"dyn({literal})") == value
                 and _FIELD_PATH.fullmatch(paths[1]) is not None  # written back as it was read
             ):
+                # not cached: one entry a wait (its own literal) while nothing needs it: an
+                # ingest's index decides a string's by the text (``index_decides``), and
+                # ``stored_matches`` loads another's when it is asked
                 fast = (paths[1], value)
                 stored = f"async.{paths[1]} == dyn({literal})"
-                return _remember(MatchExpression(stored, ((paths[1], key),), fast))
+                return MatchExpression(stored, ((paths[1], key),), fast)
     try:
         substituted = substitute(text, own_event, "event")
     except (TypeError, ValueError) as exc:
