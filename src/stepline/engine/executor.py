@@ -297,12 +297,16 @@ class PassExecutor(RoundRecorder, PassEndings):
         handler = self.fn.handler
         task: asyncio.Future[Any]
         context = self.branches.context()  # the tasks made in it are the function's (_settle)
+        tracked = False  # a tracked task's end is a change of its branches: it notifies
         if self.fn.is_async:
-            task = self._task = self.loop.create_task(handler(self.ctx), context=context)
+            made = self.loop.create_task(handler(self.ctx), context=context)
+            task = self._task = made
+            tracked = self.branches.tracks(made)
         else:  # each step call of its thread is a task of its own, made in that context
             call = partial(context.run, handler, self.ctx)
             task = self.loop.run_in_executor(self.engine.function_threads, call)
-        task.add_done_callback(lambda _: self._notify())  # its end wakes _settle too
+        if not tracked:
+            task.add_done_callback(lambda _: self._notify())  # its end wakes _settle too
         return task
 
     async def _drive(self, task: asyncio.Future[Any]) -> None:

@@ -26,8 +26,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
+from operator import attrgetter
 
 GROUP_SEPARATOR = "\x1e"  # between the concurrency keys of a group (keys use "\x1f" inside)
+_NO_KEYS = GROUP_SEPARATOR  # the group of a run without concurrency keys (``group_of(())``)
 
 
 def group_of(slots: tuple[tuple[str, int], ...]) -> str:
@@ -64,10 +66,10 @@ def fair_pick(
     taken. A candidate whose concurrency key is full is skipped. Duplicates are ignored."""
     groups: dict[tuple[str, str], list[Candidate]] = {}
     seen: set[str] = set()
-    for c in candidates:
+    for c in candidates:  # (a run without keys, most of them: its group without a call)
         if c.run_id not in seen:
             seen.add(c.run_id)
-            groups.setdefault((c.function_id, c.group), []).append(c)
+            groups.setdefault((c.function_id, c.group if c.slots else _NO_KEYS), []).append(c)
     if not groups:
         return []
     fn_load: Counter[str] = Counter()
@@ -94,8 +96,10 @@ def fair_pick(
         group_count, _, _, group = heappop(heap)
         runs = groups[function_id, group]
         run = runs.pop()
-        if not any(busy[key] >= cap for key, cap in run.slots):
-            busy.update(key for key, _ in run.slots)
+        slots = run.slots
+        if not slots or not any(busy[key] >= cap for key, cap in slots):
+            if slots:
+                busy.update(key for key, _ in slots)
             taken.append(run)
             load += 1
             group_count += 1
@@ -106,5 +110,4 @@ def fair_pick(
     return taken
 
 
-def _queue_order(c: Candidate) -> tuple[float, str]:
-    return (c.due_at, c.run_id)
+_queue_order = attrgetter("due_at", "run_id")  # (due time, run id) of a candidate

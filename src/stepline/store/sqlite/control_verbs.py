@@ -304,8 +304,15 @@ class SQLiteControlVerbs:
                 for chunk in chunks(served):
                     arms = " UNION ALL ".join(q.DUE_ARM.format(n=i + 6) for i in range(len(chunk)))
                     params = (now, full, window, app_id, horizon, *chunk)
+                    # (a run without keys, most of them: no slots to make)
                     found = [
-                        Candidate(r[0], r[1], r[7], _slots(*r[2:6]), r[6])
+                        Candidate(
+                            r[0],
+                            r[1],
+                            r[7],
+                            () if r[2] is None and r[4] is None else _slots(*r[2:6]),
+                            r[6],
+                        )
                         for r in c.execute(arms, params)
                     ]
                     candidates += found
