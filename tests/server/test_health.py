@@ -13,6 +13,7 @@ from starlette.routing import Mount
 from stepline import App
 from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.server import ServerSettings
+from stepline.testing import TestEngine
 
 from .conftest import ServeFn, open_settings
 
@@ -68,6 +69,29 @@ async def test_app_asgi_mounts_in_another_application(app: App, tmp_path: object
     assert response.json() == {"status": "ok"}
 
 
+async def _bodies_failing_with(
+    error: StoreError, client: httpx.AsyncClient, t: TestEngine
+) -> dict[str, httpx.Response]:
+    """The answers of /ready, /metrics and the event API while the store's reads and the
+    engine's ingestion raise ``error``."""
+
+    def broken(*args: object, **kwargs: object) -> NoReturn:
+        raise error
+
+    async def broken_async(*args: object, **kwargs: object) -> NoReturn:
+        raise error
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(t.app.engine.store, "paused_functions", broken)
+        patch.setattr(t.app, "stats", broken_async)
+        patch.setattr(t.app.engine, "ingest_records", broken_async)
+        return {
+            "/ready": await client.get("/ready"),
+            "/metrics": await client.get("/metrics"),
+            "/e/": await client.post("/e/key", json={"name": "a/b", "data": {}}),
+        }
+
+
 DATABASE = "postgresql://stepline@db.internal:5432/prod"
 
 
@@ -86,23 +110,8 @@ async def test_store_errors_name_the_problem_but_not_the_database(
     without the database's label (a host, port and database name are the operator's, not the
     caller's: the event API answers anyone with an event key, /ready everyone)."""
 
-    def broken(*args: object, **kwargs: object) -> NoReturn:
-        raise error
-
-    async def broken_async(*args: object, **kwargs: object) -> NoReturn:
-        raise error
-
     async with serve() as (client, t):
-        store, engine = t.app.engine.store, t.app.engine
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(store, "paused_functions", broken)
-            patch.setattr(app, "stats", broken_async)
-            patch.setattr(engine, "ingest_records", broken_async)
-            responses = {
-                "/ready": await client.get("/ready"),
-                "/metrics": await client.get("/metrics"),
-                "/e/": await client.post("/e/key", json={"name": "a/b", "data": {}}),
-            }
+        responses = await _bodies_failing_with(error, client, t)
     for where, response in responses.items():
         expected = status if where == "/e/" else 503
         assert response.status_code == expected, where
@@ -137,29 +146,13 @@ async def test_the_backends_unavailable_stores_are_told_without_the_database(
     their reason named the database too (its path, its URL's host, port and name), and the
     bodies of /ready, /metrics and the event API repeated it."""
     async with serve() as (client, t):
-        store, engine = t.app.engine.store, t.app.engine
+        store = t.app.engine.store
         for raw in _backend_errors(store_kind):
             error = store.store_error(raw)
             assert isinstance(error, StoreUnavailable), error
             assert error.database and error.database in str(error)  # for the operator's log
 
-            def broken(*args: object, error: StoreError = error, **kwargs: object) -> NoReturn:
-                raise error
-
-            async def broken_async(
-                *args: object, error: StoreError = error, **kwargs: object
-            ) -> NoReturn:
-                raise error
-
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(store, "paused_functions", broken)
-                patch.setattr(app, "stats", broken_async)
-                patch.setattr(engine, "ingest_records", broken_async)
-                responses = {
-                    "/ready": await client.get("/ready"),
-                    "/metrics": await client.get("/metrics"),
-                    "/e/": await client.post("/e/key", json={"name": "a/b", "data": {}}),
-                }
+            responses = await _bodies_failing_with(error, client, t)
             for where, response in responses.items():
                 assert response.status_code == 503, where
                 body = response.json()["error"]
