@@ -46,6 +46,7 @@ from stepline.clock import SystemClock
 from stepline.engine._announce import announce_failed
 from stepline.engine._attempts import fail_refused_pass, fail_unloaded_run
 from stepline.engine._housekeeping import cron_rows, start_timed
+from stepline.engine._minority_first import Ahead, minority_first
 from stepline.engine._named_runs import NamedRuns
 from stepline.engine._new_runs import LeaseJob, lease_job, loaded
 from stepline.engine._outage import StoreOutage
@@ -133,6 +134,7 @@ class Worker:
             lease_ahead = LEASE_AHEAD if isinstance(engine.clock, SystemClock) else 0.0
         self.lease_ahead = lease_ahead
         self.active: dict[str, asyncio.Task[None]] = {}
+        self._starts: dict[str, Ahead] = {}  # passes started in their attempt's order
         self.passes = 0
         self._wake = WakeSignal()
         # whether the last lease attempt filled every free slot (more may be due): runs named
@@ -298,7 +300,7 @@ class Worker:
             if housekept:
                 engine.changes.publish(ingest_change(housekept))
             engine.changes.publish_runs([lease.run_id for lease in leased])
-            for lease in leased:
+            for lease in minority_first(leased, self._starts):
                 self._start_pass(lease)
         self.loops += 1
         if leases and not free:
@@ -515,14 +517,24 @@ class Worker:
         unwound (review R1 of the fifteenth stop)."""
         if lease.run_id in self.active:
             self._next_pass[lease.run_id] = replace(lease, loaded=None)
+            ahead = self._starts.pop(lease.run_id, None)
+            if ahead is not None:  # not one of its attempt's passes to wait for
+                ahead.loaded(lease.run_id)
             return
         task = asyncio.create_task(self._pass(lease), context=self._context.copy())
         self.active[lease.run_id] = task
 
     async def _pass(self, lease: Lease) -> None:
         engine = self.engine
+        # its lease attempt's order (``_minority_first``): a backlog's pass starts after others
+        ahead = self._starts.pop(lease.run_id, None) if self._starts else None
         try:
+            if ahead is not None and not ahead.leads(lease.run_id):
+                await ahead.opened.wait()
             state = await self._load(lease)
+            if ahead is not None:
+                ahead.loaded(lease.run_id)
+                ahead = None
             if state is None or state.run.status in TERMINAL_STATUSES:  # cancelled meanwhile
                 return
             if lease.due_at is not None:  # leased ahead: loaded by now, executes when due
@@ -555,6 +567,8 @@ class Worker:
                 "run %s: pass crashed; it will be retried when its lease expires", lease.run_id
             )
         finally:
+            if ahead is not None:  # ended before its run was loaded
+                ahead.loaded(lease.run_id)
             self.active.pop(lease.run_id, None)
             following = self._next_pass.pop(lease.run_id, None)
             if following is not None:

@@ -479,7 +479,10 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
                 self._mark_leased(run_id, owner, now, functions.app_id)
                 taken.append(run_id)
         due = {run.run_id: run.due_at for run in picked if run.due_at > now}
-        return [Lease(r, token, previous[r], due.get(r)) for r in taken]
+        functions_of = {run.run_id: run.function_id for run in picked}
+        return [
+            Lease(r, token, previous[r], due.get(r), function_id=functions_of[r]) for r in taken
+        ]
 
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         s = self._s

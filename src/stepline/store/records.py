@@ -386,14 +386,16 @@ class Lease:
     ``lease_due(..., due_by=)``: its pass must not execute before then). ``loaded``: the run
     as the lease's own transaction read it (``load_run`` without another read; PostgreSQL, and
     SQLite's leases a worker's lease attempt or an in-process send took: ``LoadsLeased``), to
-    be called once that
-    transaction committed; None: ask ``load_run``."""
+    be called once that transaction committed; None: ask ``load_run``. ``function_id``: the
+    run's function, when the lease says (``lease_due``'s: the worker starts a lease's runs of a
+    function that has few of them first); None: not said."""
 
     run_id: str
     token: str
     taken_over_from: str | None = None
     due_at: float | None = None
     loaded: Callable[[], RunState | None] | None = field(default=None, compare=False, repr=False)
+    function_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

@@ -149,8 +149,11 @@ def lease_due(
         if generic:
             s.write(lq.DEFAULT_PLANS)
     ahead = {run.run_id: run.due_at for run in picked if run.due_at > now}
+    functions_of = {run.run_id: run.function_id for run in picked}
     return [
-        Lease(r, token, previous[r], ahead.get(r), functools.partial(loaded.state, r))
+        Lease(
+            r, token, previous[r], ahead.get(r), functools.partial(loaded.state, r), functions_of[r]
+        )
         for r in taken
     ]
 

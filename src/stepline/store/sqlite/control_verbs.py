@@ -323,7 +323,9 @@ class SQLiteControlVerbs:
                             candidates += self._group_heads(app_id, function_id, horizon, visits)
             previous = {run.run_id: run.held_by for run in candidates}
             due = {run.run_id: run.due_at for run in candidates if run.due_at > now}
-            taken = [run.run_id for run in fair_pick(candidates, live, busy, limit)]
+            picked = fair_pick(candidates, live, busy, limit)
+            functions_of = {run.run_id: run.function_id for run in picked}
+            taken = [run.run_id for run in picked]
             if not taken:
                 return []
             # the run primitives it also uses are _SQLiteTx's
@@ -332,7 +334,9 @@ class SQLiteControlVerbs:
             c.executemany(q.TAKE_LEASE, [(owner, token, now + ttl, app, r) for r in taken])
             c.executemany(q.RECORD_RUN_STARTED, [(now, owner, r, now) for r in taken])
             c.executemany(q.MARK_LEASED, [(owner, now, now, app, r) for r in taken])
-        return [Lease(r, token, previous[r], due.get(r)) for r in taken]
+        return [
+            Lease(r, token, previous[r], due.get(r), function_id=functions_of[r]) for r in taken
+        ]
 
     def load_leased(self, leases: Sequence[Lease]) -> list[Lease]:
         """``LoadsLeased``: each run as this transaction reads it (``load_run``'s statements)."""
