@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,10 @@ _RUN_WIDTH = len(rq.RUN_COLUMNS.split(","))
 _EVENT_WIDTH = len(q.EVENT_COLUMNS.split(","))
 _STEP_WIDTH = len(rq.SELECT_STEPS.split(" FROM ")[0].split(","))
 _WAIT_WIDTH = len(q.WAIT_COLUMNS.split(","))
+_STEP_NAMES = [c.strip() for c in q.STEP_COLUMNS.split(",")]
+_WAIT_NAMES = [c.strip() for c in q.WAIT_COLUMNS.split(",")]
+_STEP_ORDER = operator.itemgetter(_STEP_NAMES.index("position"), _STEP_NAMES.index("hash"))
+_WAIT_ORDER = operator.itemgetter(_WAIT_NAMES.index("created_at"), _WAIT_NAMES.index("wait_id"))
 
 
 def select_steps(conn: psycopg.Connection[Any], run_id: str) -> list[StepRecord]:
@@ -43,12 +48,18 @@ def deferral(r: Sequence[Any]) -> DeferralRow:
 
 def run_state(row: Sequence[Any]) -> RunState:
     """A ``LOAD_RUN`` row: the run's columns, then its events', steps' and waits' columns, each
-    an array (NULL where it has none)."""
+    an array (NULL where it has none), the arrays of a table in one row order, any: the events
+    are put in the run's order, the steps in position order (then hash), the waits in creation
+    order (then id), as ``load_run`` gives them on every store."""
     at = _RUN_WIDTH
     run = shapes.run_record(row[:at])
     events, at = _rows_of(row, at, _EVENT_WIDTH)
     steps, at = _rows_of(row, at, _STEP_WIDTH)
     waits, at = _rows_of(row, at, _WAIT_WIDTH)
+    if len(steps) > 1:
+        steps.sort(key=_STEP_ORDER)
+    if len(waits) > 1:
+        waits.sort(key=_WAIT_ORDER)
     by_id = {r[0]: shapes.event_record(r) for r in events}
     return RunState(
         run=run,
