@@ -52,9 +52,7 @@ _Sent = tuple[_Cached, _Cached]
 _AT_SYNC = "_stepline_at_sync"  # set on an error of the sync (at_sync)
 
 
-def send_all(
-    conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
-) -> list[list[Any] | None]:
+def send_all(conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]) -> Found:
     """Execute ``statements`` in order in one round trip; the rows of each (None for one that
     returned none). Every parameter is adapted before anything is sent: one that cannot be
     raises with nothing sent (so statements sent without ``BEGIN``, one transaction committed
@@ -63,25 +61,40 @@ def send_all(
     succeeded, the error of the sync itself: the commit of statements sent without ``BEGIN``,
     refused (a deferred constraint, a ``NOTIFY`` queue full, a serialization failure:
     ``at_sync`` tells it); an ``OperationalError`` if the connection broke (it is then unusable,
-    as after psycopg's own pipeline)."""
+    as after psycopg's own pipeline). A text marked ``at_once`` is prepared at its first
+    execution on the connection (as psycopg's ``prepare=True``)."""
     transformer, converted = _adapted(conn, statements)
+    prepare = [query in AT_ONCE for query, _ in statements] if AT_ONCE else None
     with conn.lock:
         _check_open(conn)
         fresh = _deallocated(conn)
-        sent = _sent(conn, converted, fresh)
+        sent = _sent(conn, converted, fresh, prepare)
         try:
             results = conn.wait(_round_trip(conn.pgconn))
         finally:
             _leave_pipeline(conn.pgconn)
-        rows, failed = _rows(conn, transformer, sent, results)
+        found = Found()
+        _, failed = _rows(conn, transformer, sent, results, found)
         if failed is None and conn._prepared._to_flush:  # else at psycopg's next statement
             conn.wait(conn._prepared.maintain_gen(conn))  # deallocations the results called for
     if failed is not None:
         raise failed
-    return rows
+    return found
 
 
 _NOTHING_SENT = "stepline_nothing_sent"
+# reads prepared at their first execution on a connection (``_statements.at_once``), where
+# psycopg prepares a statement at its fifth: each of the first four was planned anew
+AT_ONCE: set[str] = set()
+
+
+class Found(list[list[Any] | None]):
+    """What ``send_all`` returns: each statement's rows (None for one that returned none),
+    and ``counts``: each one's row count (psycopg's ``rowcount``: -1 where the server said
+    none)."""
+
+    __slots__ = ("counts",)
+    counts: list[int]
 
 
 def _adapted(
@@ -219,13 +232,24 @@ def _check_open(conn: psycopg.Connection[Any]) -> None:
 
 
 def _sent(
-    conn: psycopg.Connection[Any], converted: list[PostgresQuery | _Query], fresh: bool
+    conn: psycopg.Connection[Any],
+    converted: list[PostgresQuery | _Query],
+    fresh: bool,
+    prepare: list[bool] | None = None,
 ) -> list[_Sent]:
-    """``converted`` buffered in libpq's pipeline mode, then the sync (nothing written yet)."""
+    """``converted`` buffered in libpq's pipeline mode, then the sync (nothing written yet);
+    ``prepare``: whether each is prepared at once (else as psycopg's cache decides)."""
     pgconn = conn.pgconn
     pgconn.enter_pipeline_mode()
     try:
-        sent = [_send(pgconn, conn._prepared, query, fresh) for query in converted]
+        cache = conn._prepared
+        if prepare is None:
+            sent = [_send(pgconn, cache, query, fresh) for query in converted]
+        else:
+            sent = [
+                _send(pgconn, cache, query, fresh, at_once or None)
+                for query, at_once in zip(converted, prepare, strict=True)
+            ]
     except BaseException:  # libpq could not buffer one: never sync (commit) a part
         pgconn.finish()  # the server rolls back what it got; the connection is broken
         raise
@@ -267,11 +291,15 @@ def _deallocation_due(conn: psycopg.Connection[Any]) -> bool:
 
 
 def _send(
-    pgconn: pq.abc.PGconn, cache: Any, query: PostgresQuery | _Query, unprepared: bool
+    pgconn: pq.abc.PGconn,
+    cache: Any,
+    query: PostgresQuery | _Query,
+    unprepared: bool,
+    prepare: bool | None = None,
 ) -> _Sent:
-    """Buffer ``query``, prepared first if psycopg's cache says so (as a cursor would), never
-    prepared anew when ``unprepared``."""
-    prep, name = cache.get(query)
+    """Buffer ``query``, prepared first if psycopg's cache says so (as a cursor would, given
+    ``prepare``), never prepared anew when ``unprepared``."""
+    prep, name = cache.get(query, prepare)
     if unprepared and prep is Prepare.SHOULD:
         prep, name = Prepare.NO, b""
     parse: _Cached = None
@@ -293,13 +321,19 @@ def _rows(
     transformer: abc.Transformer,
     sent: list[_Sent],
     results: list[list[pq.abc.PGresult]],
+    found: list[list[Any] | None] | None = None,
 ) -> tuple[list[list[Any] | None], psycopg.Error | None]:
-    """Each statement's rows, psycopg's cache told what each returned, and the first error: a
+    """Each statement's rows (appended to ``found``, which gets the row counts too when it is a
+    ``Found``), psycopg's cache told what each returned, and the first error: a
     statement's, or else the sync's. Without ``BEGIN`` the statements are one transaction that
     the sync commits, and an error of that commit comes as one more command's results after the
     last statement's (none come otherwise: notices, ``NOTIFY`` messages and parameter changes
     are not results)."""
-    found: list[list[Any] | None] = []
+    counts: list[int] | None = None
+    if found is None:
+        found = []
+    elif isinstance(found, Found):
+        found.counts = counts = []
     failed: psycopg.Error | None = None
     at = 0
     for parse, cached in sent:
@@ -315,6 +349,9 @@ def _rows(
         if cached is not None:
             conn._prepared.validate(*cached, outcome)
         result = outcome[-1]
+        if counts is not None:
+            tuples = result.command_tuples
+            counts.append(-1 if tuples is None else tuples)
         if result.status == pq.ExecStatus.TUPLES_OK:
             transformer.set_pgresult(result)
             found.append(transformer.load_rows(0, result.ntuples, tuple))

@@ -63,9 +63,7 @@ _OUTERMOST = 2  # the depth of an outermost savepoint (the transaction is depth 
 _TEXT = operator.itemgetter(0)  # a queued statement's text
 _A_SET = operator.methodcaller("startswith", "SET ")  # whether a text is a SET
 T = TypeVar("T")
-# reads prepared at their first execution on a connection (``run_all``, ``at_once``), where
-# psycopg prepares a statement at its fifth: each of the first four was planned anew
-AT_ONCE: set[str] = set()
+AT_ONCE = _pipeline.AT_ONCE  # the reads marked ``at_once``
 
 
 def at_once(query: str) -> str:
@@ -193,7 +191,7 @@ class Statements:
         self._tables.append(later)
         return later
 
-    def run(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
+    def run(self, query: str, params: Params = None) -> Result:
         """Execute what is queued, then ``query``, in one round trip; its cursor, with every
         row and ``rowcount`` there. An error of a queued statement raises here."""
         self.would_block("a statement whose result is read before the commit", read=True)
@@ -208,29 +206,36 @@ class Statements:
                 raise
         return self.run_all([(query, params)])[0]
 
-    def run_all(self, statements: Sequence[tuple[str, Params]]) -> list[psycopg.Cursor[Any]]:
+    def run_all(self, statements: Sequence[tuple[str, Params]]) -> list[Result]:
         """``run`` for several statements whose results are read: sent (after what is
-        queued) in one round trip; their cursors, in order."""
+        queued) in one round trip (``_pipeline.send_all``: psycopg's pipeline wrote each
+        statement as it was executed and cost this process about five times the CPU); the
+        result of each, in order."""
         if not statements:
             return []
         self.would_block("statements whose results are read before the commit", read=True)
         self.round_trips += 1
+        before = self._queued, self._tables, self._sent
         first, queued = self._take()
         conn = self.conn
-        found: list[psycopg.Cursor[Any]] = []
+        trip = [(query, params) for query, params, _ in queued]
+        trip += statements
         try:
-            with conn.pipeline():
-                cursors = _execute(conn, queued)
-                for q, p in statements:
-                    found.append(conn.cursor())
-                    found[-1].execute(q, p, prepare=True if q in AT_ONCE else None)
-            _fetch(cursors)
+            rows = _pipeline.send_all(conn, trip)
         except psycopg.Error as exc:
-            self._failed_trip(exc)
+            if _pipeline.nothing_sent(exc):  # as flush: what was queued stays queued, unsent
+                self._queued, self._tables, self._sent = before
+                self.round_trips -= 1
+            else:
+                self._sent += len(statements)
+                self._failed_trip(exc)
             raise self._owned(exc, first) from None
-        finally:
-            self._sent += len(statements)
-        return found
+        self._sent += len(statements)
+        for (_, _, later), found in zip(queued, rows, strict=False):
+            if later is not None:
+                later.rows = found
+        counts = rows.counts
+        return [Rows(rows[i], counts[i]) for i in range(len(queued), len(trip))]
 
     def flush(self) -> None:
         """Execute every queued statement now (one round trip)."""
@@ -604,28 +609,37 @@ class _Elsewhere(BaseException):
         self.owner = owner
 
 
-Fetches = list[tuple[Later, psycopg.Cursor[Any]]]
+class Rows:
+    """A statement's result read by ``run_all``: its rows (None: it returned none) and
+    ``rowcount``, read as from psycopg's cursor (``fetchone``, ``fetchall``, iterated)."""
+
+    __slots__ = ("_at", "_rows", "rowcount")
+
+    def __init__(self, rows: list[Any] | None, rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+        self._at = 0
+
+    def _left(self) -> list[Any]:
+        if self._rows is None:
+            raise psycopg.ProgrammingError("the statement did not produce a result")
+        return self._rows
+
+    def fetchone(self) -> Any:
+        rows = self._left()
+        if self._at >= len(rows):
+            return None
+        self._at += 1
+        return rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        rows = self._left()
+        left = rows[self._at :]
+        self._at = len(rows)
+        return left
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
 
 
-def _execute(
-    conn: psycopg.Connection[Any], queued: list[tuple[str, Params, Later | None]]
-) -> Fetches:
-    """Send ``queued`` in the pipeline open on ``conn`` (results read at its sync); the cursor
-    of each ``Later``, to fetch after the sync (``_fetch``)."""
-    if not queued:
-        return []
-    cursor = conn.cursor()
-    fetches: Fetches = []
-    for query, params, later in queued:
-        if later is None:
-            cursor.execute(query, params)
-        else:
-            fetches.append((later, conn.cursor()))
-            fetches[-1][1].execute(query, params)
-    return fetches
-
-
-def _fetch(fetches: Fetches) -> None:
-    """Each ``Later``'s rows, while the connection is still this transaction's."""
-    for later, cursor in fetches:
-        later.rows = cursor.fetchall()
+Result = psycopg.Cursor[Any] | Rows  # a read's result (``Statements.run``, ``run_all``)

@@ -23,13 +23,13 @@ from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._catalog import app_records
 from stepline.store._clauses import match_sql
-from stepline.store.postgres import _database, _rows, _search
+from stepline.store.postgres import _database, _pipeline, _rows, _search
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._handoffs import GENERIC, prepare_statements
-from stepline.store.postgres._statements import AT_ONCE, at_once
+from stepline.store.postgres._statements import at_once
 from stepline.store.records import (
     AppRecord,
     EventFilter,
@@ -135,12 +135,8 @@ class PostgresReads:
                 with self._read_pool.connection() as conn:
                     if len(statements) == 1:
                         return [conn.execute(*statements[0]).fetchall()]
-                    with conn.pipeline():
-                        cursors = [conn.cursor() for _ in statements]
-                        for cursor, (query, params) in zip(cursors, statements, strict=True):
-                            prepare = True if query in AT_ONCE else None  # see at_once
-                            cursor.execute(query, params, prepare=prepare)
-                    return [cursor.fetchall() for cursor in cursors]
+                    # one write of our own pipeline (AT_ONCE's texts prepared at once)
+                    return [rows or [] for rows in _pipeline.send_all(conn, statements)]
             except psycopg.OperationalError:
                 if attempt == 2:
                     raise
