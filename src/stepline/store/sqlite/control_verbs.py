@@ -351,7 +351,14 @@ class SQLiteControlVerbs:
                 continue
             held = partial(_same, state)  # (not dataclasses.replace: ~160 bytecodes a lease)
             loaded.append(
-                Lease(lease.run_id, lease.token, lease.taken_over_from, lease.due_at, held)
+                Lease(
+                    lease.run_id,
+                    lease.token,
+                    lease.taken_over_from,
+                    lease.due_at,
+                    held,
+                    lease.function_id,
+                )
             )
         return loaded
 
