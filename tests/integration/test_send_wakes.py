@@ -78,15 +78,7 @@ async def test_a_run_an_in_process_send_starts_is_not_read_again_by_its_pass(
     async def quick(ctx: Context) -> Any:
         return await ctx.step.run("one", lambda: ctx.event.data["n"] + 1)
 
-    store = app.engine.store
-    load_run = store.load_run
-    reads: list[str] = []
-
-    def counting(run_id: str) -> RunState | None:
-        reads.append(run_id)
-        return load_run(run_id)
-
-    store.load_run = counting  # type: ignore[method-assign]
+    reads = _count_loads(app)
     try:
         async with app.worker(poll_interval=None) as worker:
             await worker.ready.wait()
@@ -100,6 +92,20 @@ async def test_a_run_an_in_process_send_starts_is_not_read_again_by_its_pass(
         assert reads == []  # before: [run.run_id], its pass's own read
     finally:
         app.close()
+
+
+def _count_loads(app: App) -> list[str]:
+    """The run ids ``app``'s store is asked to load (``load_run``) from now on, in order."""
+    store = app.engine.store
+    load_run = store.load_run
+    reads: list[str] = []
+
+    def counting(run_id: str) -> RunState | None:
+        reads.append(run_id)
+        return load_run(run_id)
+
+    store.load_run = counting  # type: ignore[method-assign]
+    return reads
 
 
 def _asleep(worker: Any) -> bool:
@@ -145,15 +151,7 @@ async def test_a_run_its_worker_leases_when_its_sleep_ends_is_not_read_again_by_
         await ctx.step.sleep("nap", 0.2)
         return await ctx.step.run("after", lambda: ctx.event.data["n"] + 1)
 
-    store = app.engine.store
-    load_run = store.load_run
-    reads: list[str] = []
-
-    def counting(run_id: str) -> RunState | None:
-        reads.append(run_id)
-        return load_run(run_id)
-
-    store.load_run = counting  # type: ignore[method-assign]
+    reads = _count_loads(app)
     try:
         async with app.worker() as worker:
             await worker.ready.wait()
