@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from stepline.store._marked_runs import MarkedRuns
+
 
 class Hints:
     """What this process's transactions found lately, so that its optimistic ones assume
@@ -35,7 +37,9 @@ class LeaseTokens:
 
     def __init__(self, size: int = 4096) -> None:
         self._owners: OrderedDict[str, str] = OrderedDict()
-        self._running: dict[str, set[str]] = {}  # token -> the runs of its lease marked
+        # (token, run) pairs marked, the ``size`` most recent: one lease statement gives all
+        # its runs one token, so keeping every run of each token kept up to size x 100 runs
+        self._running = MarkedRuns(size)
         self._size = size
         self._lock = threading.Lock()
 
@@ -43,7 +47,7 @@ class LeaseTokens:
         with self._lock:
             self._owners[token] = owner
             if len(self._owners) > self._size:
-                self._running.pop(self._owners.popitem(last=False)[0], None)
+                self._owners.popitem(last=False)
 
     def mark_running(self, marked: list[tuple[str, str]]) -> None:
         """A transaction that committed marked these runs RUNNING (started, no pass spent),
@@ -52,12 +56,11 @@ class LeaseTokens:
         it), so its later pass commits need not mark it again (``PostgresTx.mark_running``).
         Keyed by run as well: one lease statement gives all the runs it takes one token."""
         with self._lock:
-            for token, run_id in marked:
-                if token in self._owners:
-                    self._running.setdefault(token, set()).add(run_id)
+            owned = [pair for pair in marked if pair[0] in self._owners]
+        self._running.add(owned)
 
     def marked_running(self, token: str, run_id: str) -> bool:
-        return run_id in self._running.get(token, ())
+        return self._running.marked(token, run_id)
 
     def owner(self, token: str) -> str | None:
         with self._lock:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
+from stepline.store._marked_runs import MarkedRuns
 from stepline.store.interface import Replay
 from stepline.store.sqlite import _copy
 from stepline.store.sqlite._database import reading, rollback
-from stepline.store.sqlite._marks import MarkedRuns
 from stepline.store.sqlite._savepoints import Optimistic
 from stepline.store.sqlite._waits import WaitSweep
 from stepline.store.sqlite.reads import SQLiteReads
@@ -42,7 +42,7 @@ class SQLiteStore(SQLiteReads):
         self._group_cursors: dict[tuple[str, str], str] = {}  # where lease_due's visits resume
         self._wait_sweep = WaitSweep()  # where purge_resolved_waits's sweep of waits resumes
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see _catalog)
-        self._marks = MarkedRuns()  # the runs pass commits marked RUNNING, by lease (_marks)
+        self._marks = MarkedRuns()  # the runs pass commits marked RUNNING, by lease (_marked_runs)
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)

@@ -15,6 +15,7 @@ from stepline.store import _rows as shapes
 from stepline.store._catalog import CatalogView, TriggerCatalog
 from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest, unheard
+from stepline.store._marked_runs import MarkedRuns
 from stepline.store._pass_rules import PassTx, commit_pass
 from stepline.store.records import (
     AppRemoval,
@@ -37,7 +38,6 @@ from stepline.store.sqlite._cancels import SQLiteCancels
 from stepline.store.sqlite._deferred import ClaimLost, Deferred
 from stepline.store.sqlite._derived import received
 from stepline.store.sqlite._event_rows import select_events
-from stepline.store.sqlite._marks import MarkedRuns
 from stepline.store.sqlite._multirow import (
     blob,
     insert_rows,
@@ -67,7 +67,7 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
         self._c = conn
         # an optimistic transaction's savepoints (none is made: see _savepoints), or None
         self._optimistic = optimistic
-        # the runs committed commits marked RUNNING (_marks); the lease token of each run whose
+        # the runs committed commits marked RUNNING (MarkedRuns); the lease token of each run whose
         # lease a pass commit held (hold_lease), and the runs this optimistic transaction
         # marked: the store remembers them once it committed
         self._marks = marks

@@ -1,11 +1,12 @@
-"""The runs this process's committed pass commits marked RUNNING, by lease token (SQLite).
+"""The runs this process's committed pass commits marked RUNNING, by lease token (both stores:
+SQLite's ``MarkedRuns`` of its store, PostgreSQL's in ``LeaseTokens``).
 
 A pass's first commit marks its run RUNNING (started, no pass spent: ``MARK_RUNNING``); the run
 stays so until that lease ends (a lease taken anew counts a pass, with another token; an end, a
 suspension or a cancellation ends the lease: RESCHEDULE clears the token, the others delete the
 queue row). So the later commits of the same lease need not mark it again: their transaction
 reads the lease token first (``hold_lease``), and skips the update when a committed commit of
-that token marked the run (PostgreSQL's ``LeaseTokens`` does the same). Only optimistic
+that token marked the run (PostgreSQL's ``LeaseTokens`` keeps its marks here too). Only optimistic
 transactions record their marks (all or nothing: no savepoint can undo one), and only once
 committed.
 
