@@ -9,6 +9,10 @@ Refused at the edge, the same on every store (SQLite and PostgreSQL raised
 
 from __future__ import annotations
 
+# the longest App id, worker id or SDK app name (kept in index entries: PostgreSQL refuses a
+# B-tree entry over ~2.7 kB; 128 four-byte characters, beside the others, fit), as function ids
+MAX_ID_CHARS = 128
+
 
 def text_problem(value: str) -> tuple[str, int] | None:
     """Why ``value`` cannot be stored as text, and where (the index of the first offending
@@ -22,6 +26,21 @@ def text_problem(value: str) -> tuple[str, int] | None:
         except UnicodeEncodeError as exc:
             return f"is not valid Unicode (a lone surrogate {value[exc.start]!r})", exc.start
     return None
+
+
+def name_problem(value: str, max_chars: int) -> str | None:
+    """Why ``value`` cannot be a name a store keeps (in index entries, so bounded): over
+    ``max_chars`` characters, or not storable text (``text_problem``); None when it can."""
+    if len(value) > max_chars:
+        return f"is {len(value)} characters long (at most {max_chars})"
+    problem = text_problem(value)
+    return None if problem is None else problem[0]
+
+
+def clipped(value: str, chars: int = 64) -> str:
+    """``value`` cut to its first ``chars`` characters, with an ellipsis, when it is longer:
+    for a message about a value that may be of any length."""
+    return value if len(value) <= chars else value[:chars] + "\u2026"
 
 
 def shown_text(value: str) -> str:

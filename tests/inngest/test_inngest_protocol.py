@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from inngest._internal import net, transforms
 
+from stepline._text import MAX_ID_CHARS
 from stepline.drivers.inngest import (
     AIGatewayOp,
     ErrorInfo,
@@ -358,6 +359,15 @@ def test_a_register_bodys_names_must_be_storable_text(bad: str) -> None:
         raw = json.dumps(body).replace("\\\\ud800", "\\ud800").encode()
         with pytest.raises(ProtocolError, match=r"NUL character|not valid Unicode"):
             parse_registration(raw)
+
+
+def test_a_register_bodys_app_name_is_bounded_as_an_app_id() -> None:
+    # kept in index entries: PostgreSQL refused a long one there (lead, nineteenth stop)
+    body = {"appName": "a" * MAX_ID_CHARS, "url": "http://h/api", "functions": []}
+    assert parse_registration(body).app_name == "a" * MAX_ID_CHARS
+    body["appName"] = "a" * (MAX_ID_CHARS + 1)
+    with pytest.raises(ProtocolError, match=rf"appName: 'a+\u2026' is {MAX_ID_CHARS + 1} char"):
+        parse_registration(body)
 
 
 # -- replies and ops -----------------------------------------------------------------------------

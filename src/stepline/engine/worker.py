@@ -42,6 +42,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from stepline._ids import new_id
+from stepline._text import MAX_ID_CHARS, clipped, name_problem
 from stepline.clock import SystemClock
 from stepline.engine._announce import announce_failed
 from stepline.engine._attempts import fail_refused_pass, fail_unloaded_run
@@ -56,6 +57,7 @@ from stepline.engine.driver import PYTHON
 from stepline.engine.engine import Engine
 from stepline.engine.executor import IN_PROCESS
 from stepline.errors import (
+    ConfigError,
     LeaseLostError,
     PassCancelledError,
     StoreError,
@@ -126,6 +128,9 @@ class Worker:
         self.engine = engine
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
+        problem = name_problem(self.worker_id, MAX_ID_CHARS)
+        if problem is not None:  # stored as text, in index entries (the same on every store)
+            raise ConfigError(f"worker id {clipped(self.worker_id)!r} {problem}")
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
         # seconds before their due time that runs are leased (their pass loads them and

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from stepline._text import text_problem
+from stepline._text import MAX_ID_CHARS, clipped, name_problem
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
 from stepline.engine._system_events import FUNCTION_FAILED
@@ -80,9 +80,9 @@ class App(AppControl):
     ) -> None:
         if not isinstance(id, str) or not id:
             raise ConfigError("App id must be a non-empty string")
-        problem = text_problem(id)
-        if problem is not None:  # stored as text (the same on every store)
-            raise ConfigError(f"App id {id!r} {problem[0]}")
+        problem = name_problem(id, MAX_ID_CHARS)
+        if problem is not None:  # stored as text, in index entries (the same on every store)
+            raise ConfigError(f"App id {clipped(id)!r} {problem}")
         self.id = id
         self.db = db
         self.logger = logger or logging.getLogger(f"stepline.{id}")

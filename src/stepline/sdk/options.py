@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from stepline._text import text_problem
+from stepline._text import clipped
 from stepline.durations import parse_duration
 from stepline.errors import ConfigError, DurationError, ExpressionError
 from stepline.expressions import (
@@ -20,6 +20,7 @@ from stepline.expressions import (
     match_shorthand,
 )
 from stepline.sdk._location import located
+from stepline.sdk.event import event_name_problem
 
 DurationLike = str | timedelta | int | float
 
@@ -234,11 +235,10 @@ class CancelOn:
 
     @located
     def __post_init__(self) -> None:
-        if not isinstance(self.event, str) or not self.event.strip():
-            raise ConfigError("CancelOn.event must be a non-empty event name")
-        problem = text_problem(self.event)
+        problem = event_name_problem(self.event)
         if problem is not None:  # no event can have it (check_event_name)
-            raise ConfigError(f"CancelOn.event {self.event!r} {problem[0]}")
+            shown = clipped(self.event) if isinstance(self.event, str) else self.event
+            raise ConfigError(f"CancelOn.event {shown!r} {problem}")
         if self.if_ is not None and self.match is not None:
             raise ConfigError("CancelOn: pass if_= or match=, not both")
         try:

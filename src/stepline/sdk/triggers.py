@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stepline._text import text_problem
+from stepline._text import clipped
 from stepline.cron import CronSchedule, parse_cron
 from stepline.errors import ConfigError
 from stepline.expressions import Expression, compile_condition
 from stepline.sdk._location import located
+from stepline.sdk.event import event_name_problem
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,10 @@ class TriggerEvent:
 
     @located
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError("TriggerEvent: name must be a non-empty event name")
-        problem = text_problem(self.name)
+        problem = event_name_problem(self.name)
         if problem is not None:  # no event can have it (check_event_name)
-            raise ConfigError(f"TriggerEvent: name {self.name!r} {problem[0]}")
+            shown = clipped(self.name) if isinstance(self.name, str) else self.name
+            raise ConfigError(f"TriggerEvent: name {shown!r} {problem}")
         if self.if_ is not None:
             object.__setattr__(self, "_filter", compile_condition(self.if_))
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from stepline._text import escaped_surrogates, shown_text, text_problem
+from stepline._text import clipped, escaped_surrogates, shown_text, text_problem
 from stepline.drivers.inngest._errors import ProtocolError
 from stepline.durations import parse_duration, parse_instant
 from stepline.errors import DurationError
+from stepline.sdk.event import event_name_problem
 
 
 @dataclass(frozen=True)
@@ -246,9 +247,9 @@ def read_op(op: object, now: datetime) -> Op:
         event = opts.get("event") or op.get("name")
         if not isinstance(event, str) or not event:
             raise ProtocolError("WaitForEvent op without an event name")
-        problem = text_problem(event)
-        if problem is not None:  # no event can have it (check_event_name): stored as text
-            raise ProtocolError(f"WaitForEvent event name {event!r} {problem[0]}")
+        unmatchable = event_name_problem(event)
+        if unmatchable is not None:  # no event can have it (check_event_name)
+            raise ProtocolError(f"WaitForEvent event name {clipped(event)!r} {unmatchable}")
         condition = opts.get("if")
         return WaitForEventOp(
             step_id,

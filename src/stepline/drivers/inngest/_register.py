@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepline._text import text_problem
+from stepline._text import MAX_ID_CHARS, clipped, name_problem
 from stepline.drivers.inngest._errors import ProtocolError
 
 
@@ -44,14 +44,16 @@ class AppRegistration:
     capabilities: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _text(value: object, path: str, *, required: bool = True) -> str | None:
+def _text(
+    value: object, path: str, *, required: bool = True, max_chars: int | None = None
+) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value:
         raise ProtocolError(f"{path}: expected a non-empty string, got {value!r}")
-    problem = text_problem(value)
+    problem = name_problem(value, len(value) if max_chars is None else max_chars)
     if problem is not None:  # stored as text (the same on every store)
-        raise ProtocolError(f"{path}: {value!r} {problem[0]}")
+        raise ProtocolError(f"{path}: {clipped(value)!r} {problem}")
     return value
 
 
@@ -84,7 +86,11 @@ def parse_registration(body: bytes | Mapping[str, Any]) -> AppRegistration:
     if not isinstance(body, Mapping):
         raise ProtocolError("register body: expected a JSON object")
     # appname: Python; appName: JS; app_id: an in-band sync reply (both SDKs)
-    app_name = _text(body.get("appname", body.get("appName", body.get("app_id"))), "appName")
+    app_name = _text(
+        body.get("appname", body.get("appName", body.get("app_id"))),
+        "appName",
+        max_chars=MAX_ID_CHARS,
+    )
     url = _text(body.get("url"), "url")
     raw_functions = body.get("functions")
     if raw_functions is None:
