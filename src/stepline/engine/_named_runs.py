@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from stepline._driven import Driven
+from stepline.engine._spare_slot import fitting
 from stepline.errors import StoreError, StoreUnavailable
 from stepline.store.capabilities import HandedLeases, NamedLeases, NamedLeasesAlone, OffersHandOffs
 from stepline.store.interface import Replay, StoreTx, WouldBlock
@@ -86,6 +88,7 @@ class NamedRuns:
         leases = self.handed.take_handed(worker.worker_id, run_ids, worker.engine.clock.now())
         if not leases:
             return runs
+        leases = _saying_functions(leases, {run_id: fn for fn, run_id in runs})
         worker.handed += len(leases)
         worker.engine.changes.publish_runs([lease.run_id for lease in leases])
         free = max(0, worker.concurrency - len(worker.active) - self.claimed)
@@ -93,10 +96,15 @@ class NamedRuns:
         window = RECLAIM_WINDOW * worker.lease_ttl + 1.0
         if reclaimed is not None and worker.engine.clock.now() - reclaimed < window:
             free = 0  # maybe taken before its leases were given back: given back too
-        for lease in leases[:free]:
-            worker._start_pass(lease)
-        for lease in leases[free:]:
-            worker.give_back(lease.run_id)
+        room, spare = worker._room(free)
+        pairs = [(lease.run_id, lease.function_id) for lease in leases]
+        starting = fitting(room, pairs, worker._here()) if spare else [r for r, _ in pairs][:room]
+        started = set(starting)
+        for lease in leases:
+            if lease.run_id in started:
+                worker._start_pass(lease)
+            else:  # beyond its free slots, or the spare kept for another function
+                worker.give_back(lease.run_id)
         taken = {lease.run_id for lease in leases}
         return [(fn, run_id) for fn, run_id in runs if run_id not in taken]
 
@@ -121,8 +129,10 @@ class NamedRuns:
             return runs  # busy (it looks for work when it is done), or woken already
         served = worker.engine.served.function_ids
         named = {run_id: fn for fn, run_id in runs if fn in served}
-        free = worker.concurrency - len(worker.active) - self.claimed
-        if not named or len(named) > free or worker._stopping.is_set():
+        room, spare = worker._room(worker.concurrency - len(worker.active) - self.claimed)
+        pairs = list(named.items())
+        fits = fitting(room, pairs, worker._here()) if spare else [r for r, _ in pairs][:room]
+        if not named or len(fits) < len(named) or worker._stopping.is_set():
             return runs
         self.claimed += len(named)
         claim = Driven(self._lease_claimed(named), asyncio.get_running_loop())
@@ -140,7 +150,7 @@ class NamedRuns:
             if worker.on_wake is not None:
                 worker.on_wake(False, named)
             mine = list(named)
-            leases = await self.lease(mine)
+            leases = await self.lease(mine, named)
             if len(leases) < len(mine):
                 worker._wake.set()
         except StoreUnavailable as exc:
@@ -156,12 +166,14 @@ class NamedRuns:
             self.claimed -= len(named)
             worker.loops += 1
 
-    async def lease(self, run_ids: list[str]) -> list[Lease]:
+    async def lease(
+        self, run_ids: list[str], functions: Mapping[str, str] | None = None
+    ) -> list[Lease]:
         """Lease ``run_ids`` by name (``NamedLeases``: those ``lease_due`` would take first)
         and start their passes: in a transaction of their own sent from this loop when the
         store can (``NamedLeasesAlone``: one statement, without a transaction's set-up around
         it), else (nothing sent, or nothing committed: ``WouldBlock``, ``Replay``) by the
-        writer."""
+        writer. ``functions``: each run's function, for leases that do not say it."""
         worker = self._w
         engine = worker.engine
         owner, now, ttl, served, max_passes = (
@@ -187,9 +199,22 @@ class NamedRuns:
                 return tx.lease_named(owner, now, run_ids, ttl, served, max_passes)
 
             leases = (await engine.writer.write(job))()
+        if functions:
+            leases = _saying_functions(leases, functions)
         worker.leased_by_name += len(leases)
         worker.outage.recovered()
         engine.changes.publish_runs([lease.run_id for lease in leases])
         for lease in leases:
             worker._start_pass(lease)
         return leases
+
+
+def _saying_functions(leases: Sequence[Lease], functions: Mapping[str, str]) -> list[Lease]:
+    """``leases``, each saying its run's function (of ``functions``) if it did not (the
+    worker's spare slot goes by the functions of its passes: ``_spare_slot``)."""
+    return [
+        replace(lease, function_id=functions.get(lease.run_id))
+        if lease.function_id is None
+        else lease
+        for lease in leases
+    ]

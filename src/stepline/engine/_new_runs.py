@@ -9,10 +9,11 @@ and back and a read transaction: about a fifth of an idle worker's event -> firs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import cast
 
 from stepline.engine._announce import announce_failed
+from stepline.engine._spare_slot import alone
 from stepline.engine.engine import Engine
 from stepline.store.capabilities import LoadsLeased
 from stepline.store.interface import StoreTx
@@ -33,10 +34,14 @@ def lease_job(
     now: float,
     ttl: float,
     max_passes: int,
+    here: Collection[str | None] | None = None,
 ) -> LeaseJob:
     """Lease up to ``started`` due runs (of ``lease(tx, started)``) within ``free`` slots,
     after heartbeating the passes ``running`` (as the lease job does, so none looks expired).
-    Returns the leases and what announcing the runs failed instead (the re-entry cap) did."""
+    ``here`` (the functions with a pass in the worker): the last of the ``free`` slots is the
+    worker's spare (``_spare_slot``), leased only from the other functions (nor one this lease
+    took). Returns the leases and what announcing the runs failed instead (the re-entry cap)
+    did."""
 
     def lease(tx: StoreTx, started: int) -> tuple[list[Lease], list[IngestResult]]:
         if started <= 0 or free <= 0:
@@ -45,9 +50,18 @@ def lease_job(
             tx.heartbeat(worker_id, running, now, ttl)
         failed: list[SpentRun] = []
         limit, served = min(free, started), engine.served
-        leases = loaded(
-            tx, tx.lease_due(worker_id, now, limit, ttl, served, max_passes, None, failed)
-        )
+        if here is None or limit < free:
+            leased = tx.lease_due(worker_id, now, limit, ttl, served, max_passes, None, failed)
+        else:  # the lease fills the worker: its last slot is the spare
+            leased = []
+            if limit > 1:
+                leased = tx.lease_due(
+                    worker_id, now, limit - 1, ttl, served, max_passes, None, failed
+                )
+            others = alone(served, {*here, *(lease.function_id for lease in leased)})
+            if others is not None:
+                leased += tx.lease_due(worker_id, now, 1, ttl, others, max_passes, None, failed)
+        leases = loaded(tx, leased)
         announced = announce_failed(engine, tx, failed, now, max_passes) if failed else []
         return leases, announced
 

@@ -13,7 +13,10 @@ starts, leased inside the event's own transaction (one commit before the first s
 two). On PostgreSQL, a worker with a free slot is also handed the new runs another process
 sends, leased to it in that process's transaction (``_named_runs.py``, ``handoffs=False``: none).
 Its ``concurrency`` is a bound on passes it leases per attempt; a handed-over batch and a
-lease attempt made at the same moment can briefly take it past that bound.
+lease attempt made at the same moment can briefly take it past that bound. A worker serving
+several functions keeps its last slot for a function with no pass running in it
+(``_spare_slot.py``): one function's backlog uses ``concurrency - 1`` slots, and a new run of
+another starts at once.
 
 A store that is unavailable for a while (``StoreUnavailable``: disk full, I/O errors, locked past
 the busy timeout, a dropped connection) never ends a worker: it logs the outage once, backs off
@@ -51,6 +54,7 @@ from stepline.engine._minority_first import Ahead, minority_first
 from stepline.engine._named_runs import NamedRuns
 from stepline.engine._new_runs import LeaseJob, lease_job, loaded
 from stepline.engine._outage import StoreOutage
+from stepline.engine._spare_slot import attempt, fitting, room
 from stepline.engine._wake import WakeSignal
 from stepline.engine.changes import ingest_change
 from stepline.engine.driver import PYTHON
@@ -68,6 +72,7 @@ from stepline.store.interface import StoreTx
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     TERMINAL_STATUSES,
+    FunctionSet,
     IngestResult,
     Lease,
     RunState,
@@ -139,6 +144,7 @@ class Worker:
             lease_ahead = LEASE_AHEAD if isinstance(engine.clock, SystemClock) else 0.0
         self.lease_ahead = lease_ahead
         self.active: dict[str, asyncio.Task[None]] = {}
+        self._function_of: dict[str, str | None] = {}  # the function of each active pass's run
         self._starts: dict[str, Ahead] = {}  # passes started in their attempt's order
         self.passes = 0
         self._wake = WakeSignal()
@@ -266,9 +272,11 @@ class Worker:
             # due time said: anything due since then came with a plain wake-up, and a lease
             # only moves its runs' due time away (no read racing the passes just started)
             served = engine.served.function_ids
-            mine = [run_id for run_id, fn in named.items() if fn in served][:free]
+            room, spare = self._room(free)
+            runs = [(run_id, fn) for run_id, fn in named.items() if fn in served]
+            mine = fitting(room, runs, self._here()) if spare else [r for r, _ in runs][:room]
             if mine:
-                leases = await self._reserving(len(mine), self._named.lease(mine))
+                leases = await self._reserving(len(mine), self._named.lease(mine, named))
                 free -= len(leases)
             if len(leases) == len(mine):
                 self.loops += 1
@@ -276,7 +284,9 @@ class Worker:
                 return
             # counted again: a run handed to this worker meanwhile may have taken a slot
             free = self.concurrency - len(self.active) - self._named.claimed
-        if free > 0:
+        attempt = self._attempt(free)
+        if attempt is not None:
+            limit, functions = attempt
             now = self._leased_at = engine.clock.now()
             # (never a run with a pass here: leased again meanwhile, its lease is its pass's)
             cut_short = [run_id for run_id in self._cut_short if run_id not in self.active]
@@ -288,13 +298,14 @@ class Worker:
                 and not self._named.claimed
                 and not self._handovers  # an in-process send's lease in flight
             )
-            leased, housekept, inboxed = await self._reserving(
-                free, engine.writer.write(self._lease_job(now, free, cut_short, reclaim))
-            )
+            job = self._lease_job(now, limit, cut_short, reclaim, functions)
+            leased, housekept, inboxed = await self._reserving(limit, engine.writer.write(job))
             if reclaim:  # from its end on (the release committed): the window of hand-offs
                 self._unheard = False
                 self.reclaimed_at = engine.clock.now()
-            self._backlogged = len(leased) == free or inboxed
+            # (an attempt for the spare slot alone read only the functions with no pass here)
+            partial = functions is not engine.served and self._backlogged
+            self._backlogged = len(leased) == limit or inboxed or partial
             free -= len(leased)
             leases += leased
             if inboxed:  # runs of handed-over events started (or more runs to cancel): now
@@ -312,6 +323,19 @@ class Worker:
             await asyncio.sleep(0)
             return
         await self._idle()
+
+    def _here(self) -> set[str | None]:
+        """The functions with a pass running in this worker."""
+        function_of = self._function_of
+        return {function_of.get(run_id) for run_id in self.active}
+
+    def _room(self, free: int) -> tuple[int, bool]:
+        """``_spare_slot.room`` of this worker."""
+        return room(self.concurrency, self.engine.served, self._handovers, free)
+
+    def _attempt(self, free: int) -> tuple[int, FunctionSet] | None:
+        """``_spare_slot.attempt`` of this worker."""
+        return attempt(self.concurrency, self.engine.served, self._handovers, free, self._here)
 
     async def _reserving(self, slots: int, attempt: Awaitable[T]) -> T:
         """``attempt`` (a lease of up to ``slots`` runs), those slots reserved meanwhile: a run
@@ -348,8 +372,11 @@ class Worker:
         # a run may be leased lease_ahead before it is due (crons, deferrals and expired
         # leases only when due: the lease attempt made ahead did not take those)
         deadline = None if next_due is None else next_due - self.lease_ahead
-        if len(self.active) >= self.concurrency:
-            deadline = None  # no free slot: only a finished pass (or stop) can change that
+        full = self._attempt(self.concurrency - len(self.active)) is None
+        if full:
+            # no free slot (or only the spare, for none of the functions due): only a finished
+            # pass (or stop) can change that
+            deadline = None
         elif deadline is not None and deadline > self._leased_at and deadline <= now:
             return  # it became due after the lease attempt (the clock moved): lease again
         elif next_due is not None and deadline is not None and deadline <= now < next_due:
@@ -372,7 +399,7 @@ class Worker:
         if self.poll_interval is not None:
             # the poll counts from the lease attempt (when there was one: a slot was free), so a
             # clock that moved since then is never slept through
-            since = self._leased_at if len(self.active) < self.concurrency else now
+            since = now if full else self._leased_at
             cap = since + self.poll_interval
             deadline = cap if deadline is None else min(deadline, cap)
         if self._stopping.is_set():
@@ -394,13 +421,19 @@ class Worker:
         return not self.active and not named.claims and not self._handovers
 
     def _lease_job(
-        self, now: float, limit: int, cut_short: list[str], reclaim: bool = False
+        self,
+        now: float,
+        limit: int,
+        cut_short: list[str],
+        reclaim: bool = False,
+        functions: FunctionSet | None = None,
     ) -> Callable[[StoreTx], tuple[list[Lease], list[IngestResult], bool]]:
         """The lease job: housekeeping, heartbeats, the lease, and the runs of events handed
         to this app's functions by other apps' senders (their runs are leased by the next
         lease attempt: the job's third value says one is due now, or that housekeeping left
         runs past their start deadline to cancel). ``reclaim`` (no pass here): every run
-        leased to this worker is made due first (``lost_a_lease``)."""
+        leased to this worker is made due first (``lost_a_lease``). ``functions``: those whose
+        runs it leases (default: every function served)."""
         running = list(self.active)
         purge: list[float] = []  # when the next purges were due as this job was first applied
 
@@ -418,7 +451,7 @@ class Worker:
                 tx.heartbeat(self.worker_id, running, now, self.lease_ttl)
             if cut_short:  # passes an outage ended: their leases expire now, to be leased again
                 tx.heartbeat(self.worker_id, cut_short, now, 0.0)
-            served, max_passes = self.engine.served, self.max_passes
+            served, max_passes = functions or self.engine.served, self.max_passes
             # ahead only with slots to spare: a busy worker's slots go to runs due now
             due_by = now + (self.lease_ahead if len(running) < self.concurrency // 2 else 0.0)
             failed: list[SpentRun] = []
@@ -473,11 +506,12 @@ class Worker:
         created come first among runs due now) within this worker's free slots
         (``_new_runs.lease_job``). Each call is answered by one ``adopt`` (with no leases if
         the write failed)."""
-        self._handovers += 1
         running = list(self.active)
-        free = self.concurrency - len(running) - self._named.claimed
+        room, spare = self._room(self.concurrency - len(running) - self._named.claimed)
+        here = self._here() if spare else None  # its last slot: the spare (_spare_slot)
+        self._handovers += 1
         ttl, max_passes = self.lease_ttl, self.max_passes
-        return lease_job(self.engine, self.worker_id, running, free, now, ttl, max_passes)
+        return lease_job(self.engine, self.worker_id, running, room, now, ttl, max_passes, here)
 
     def wakes_with(self, event: asyncio.Event) -> bool:
         """Whether ``event`` is this worker's wake-up signal."""
@@ -528,6 +562,7 @@ class Worker:
             return
         task = asyncio.create_task(self._pass(lease), context=self._context.copy())
         self.active[lease.run_id] = task
+        self._function_of[lease.run_id] = lease.function_id
 
     async def _pass(self, lease: Lease) -> None:
         engine = self.engine
@@ -575,6 +610,7 @@ class Worker:
             if ahead is not None:  # ended before its run was loaded
                 ahead.loaded(lease.run_id)
             self.active.pop(lease.run_id, None)
+            self._function_of.pop(lease.run_id, None)
             following = self._next_pass.pop(lease.run_id, None)
             if following is not None:
                 self._start_pass(following)

@@ -313,6 +313,11 @@ class App(AppControl):
     ) -> Worker:
         """A worker for this app (call ``await worker.run()``).
 
+        ``concurrency``: the passes it runs at once. With several functions (and
+        ``concurrency`` of 2 or more) it keeps its last slot for a function with no pass
+        running in it: one function's backlog uses ``concurrency - 1`` slots, and a run of
+        another function starts at once (``engine/_spare_slot.py``).
+
         ``handoffs`` (PostgreSQL): whether another process's ``send`` may lease the new runs it
         starts to this worker, when it has a free slot, in the send's own transaction (its
         wake-up then carries the lease, and the pass starts without a lease round trip of its

@@ -1,0 +1,188 @@
+"""A worker serving several functions keeps its last slot for a function with no pass running
+in it (``engine/_spare_slot.py``, issue 8: the first step of a function behind another's
+backlog): one function's backlog uses ``concurrency - 1`` slots, and a run of another function
+sent meanwhile starts at once, without waiting for a pass of the backlog to end. Before, the
+backlog filled every slot and the other run waited for the backlog's passes to end (here: for
+ever, they are held in their steps). The worker's concurrency is never exceeded."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _polling import until
+
+import pgtest
+import sqlitetest
+from stepline import App, Context, Event, TriggerEvent
+from stepline.engine._spare_slot import fitting
+from stepline.store import MemoryStore, SQLiteStore
+from stepline.store.interface import Store
+from stepline.testing import MockClock
+
+T0 = 1_700_000_000.0
+
+
+def _store(kind: str, path: Path) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        sqlitetest.fresh_database(path)
+        return SQLiteStore(path, synchronous="NORMAL")
+    store = pgtest.engine_store(kind)
+    assert not isinstance(store, str)
+    return store
+
+
+class _Held:
+    """Steps that wait for ``release`` and count how many run at once."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.running: dict[str, int] = {}
+        self.most = 0  # steps running at once, at most, across functions
+
+    def step(self, name: str) -> Any:
+        async def held() -> int:
+            self.running[name] = self.running.get(name, 0) + 1
+            self.most = max(self.most, sum(self.running.values()))
+            try:
+                await self.release.wait()
+            finally:
+                self.running[name] -= 1
+            return 1
+
+        return held
+
+    def now(self, name: str) -> int:
+        return self.running.get(name, 0)
+
+
+def _functions(app: App, held: _Held, names: tuple[str, ...]) -> None:
+    for name in names:
+
+        def register(name: str) -> None:
+            @app.function(id=name, trigger=TriggerEvent(name))
+            async def fn(ctx: Context) -> Any:
+                return await ctx.step.run("held", held.step(name))
+
+        register(name)
+
+
+async def test_a_backlog_leaves_the_last_slot_and_another_functions_run_starts_at_once(
+    app: App, store_kind: str, tmp_path: Path
+) -> None:
+    held = _Held()
+    _functions(app, held, ("backlog", "quiet", "other"))
+    app.attach(_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
+    try:
+        await app.send_async([Event("backlog", {"k": k}) for k in range(8)])
+        worker = app.make_worker(concurrency=3, worker_id="w", poll_interval=None)
+        task = asyncio.create_task(worker.run())
+        try:
+            await until("the backlog's passes", lambda: held.now("backlog") == 2)
+            # sent in the worker's loop while the backlog holds its passes: leased at once
+            await app.send_async(Event("quiet"))
+            await until("the quiet run's step, the backlog still held", lambda: held.now("quiet"))
+            assert held.now("backlog") == 2
+            # the worker is full now: a run of a third function waits for a slot
+            await app.send_async(Event("other"))
+            loops = worker.loops
+            await until("a look for work", lambda: worker.loops > loops or held.now("other"))
+            assert held.now("other") == 0
+            held.release.set()
+            await until("every run", lambda: worker.passes == 10 and not worker.active)
+        finally:
+            held.release.set()
+            worker.stop()
+            await task
+    finally:
+        app.close()
+    assert held.most == 3  # the worker's concurrency, never more
+
+
+async def test_the_last_slot_is_not_taken_by_a_function_with_a_pass_here(
+    app: App, store_kind: str, tmp_path: Path
+) -> None:
+    held = _Held()
+    _functions(app, held, ("a", "b", "c"))
+    app.attach(_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
+    try:
+        # queued with no worker: its first attempt leases a and b (the fair order), and the
+        # last slot is left: both have a pass here, so neither's next run takes it
+        await app.send_async([Event("a", {"k": k}) for k in range(2)])
+        await app.send_async([Event("b", {"k": k}) for k in range(2)])
+        worker = app.make_worker(concurrency=3, worker_id="w", poll_interval=None)
+        task = asyncio.create_task(worker.run())
+        try:
+            await until("the first attempt", lambda: worker.loops >= 1 and worker.active)
+            entered = lambda: sum(held.running.values()) == len(worker.active)  # noqa: E731
+            await until("every leased pass in its step", entered)
+            assert (held.now("a"), held.now("b"), len(worker.active)) == (1, 1, 2)
+            await app.send_async(Event("c"))  # a function with no pass here: the last slot
+            await until("c's step", lambda: held.now("c"))
+            assert len(worker.active) == 3
+            held.release.set()
+            await until("every run", lambda: worker.passes == 5 and not worker.active)
+        finally:
+            held.release.set()
+            worker.stop()
+            await task
+    finally:
+        app.close()
+    assert held.most == 3
+
+
+@pytest.mark.parametrize(
+    ("names", "concurrency", "backlog"),
+    [
+        (("backlog",), 3, 3),  # one function served: no spare, every slot
+        (("backlog", "quiet"), 1, 1),  # a worker of one slot keeps none
+    ],
+)
+async def test_no_spare_slot_with_one_function_or_one_slot(
+    app: App,
+    store_kind: str,
+    tmp_path: Path,
+    names: tuple[str, ...],
+    concurrency: int,
+    backlog: int,
+) -> None:
+    held = _Held()
+    _functions(app, held, names)
+    app.attach(_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
+    try:
+        await app.send_async([Event("backlog", {"k": k}) for k in range(5)])
+        worker = app.make_worker(concurrency=concurrency, worker_id="w", poll_interval=None)
+        task = asyncio.create_task(worker.run())
+        try:
+            await until("the backlog's passes", lambda: held.now("backlog") == backlog)
+            held.release.set()
+            await until("every run", lambda: worker.passes == 5 and not worker.active)
+        finally:
+            held.release.set()
+            worker.stop()
+            await task
+    finally:
+        app.close()
+    assert held.most == concurrency
+
+
+@pytest.mark.parametrize(
+    ("free", "runs", "here", "taken"),
+    [
+        (3, [("1", "a"), ("2", "a"), ("3", "a")], set(), ["1", "2"]),  # not a function twice
+        (2, [("1", "a"), ("2", "b")], {"b"}, ["1"]),  # b has a pass here
+        (2, [("1", "a"), ("2", "a"), ("3", "b")], {"a"}, ["1", "3"]),  # the next that fits
+        (1, [("1", "a"), ("2", "b")], {"a"}, ["2"]),  # the spare alone
+        (1, [("1", None)], set(), []),  # a run whose function is not known: not in the spare
+        (3, [("1", "a"), ("2", "b")], {"a", "b"}, ["1", "2"]),  # not filling: all fit
+        (0, [("1", "a")], set(), []),
+    ],
+)
+def test_which_runs_fit_when_the_last_slot_is_the_spare(
+    free: int, runs: list[tuple[str, str | None]], here: set[str | None], taken: list[str]
+) -> None:
+    assert fitting(free, runs, here) == taken
