@@ -9,7 +9,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from stepline.engine._ops import StepGate, Suspended, _Abort, error_dict
-from stepline.engine._recording import parent_wake, retry_rows, suspension
+from stepline.engine._recording import encoded_result, parent_wake, retry_rows, suspension
 from stepline.engine.engine import Engine
 from stepline.engine.retry import retry_after_time
 from stepline.errors import (
@@ -21,7 +21,7 @@ from stepline.errors import (
     StepError,
 )
 from stepline.sdk.function import FunctionDef
-from stepline.serde import dumps, loads
+from stepline.serde import loads
 from stepline.store.records import (
     EventIngest,
     HistoryRecord,
@@ -69,21 +69,11 @@ class PassEndings:
     async def _finish(self, task: asyncio.Future[Any]) -> None:
         error = task.exception() if not task.cancelled() else None
         if error is None and not task.cancelled():
-            try:
-                output = dumps(task.result(), f"result of function {self.fn.id!r}")
-            except SerializationError as exc:
-                await self._fail_run(exc, None)
-                return
             limit = self.engine.limits.max_step_output_bytes
-            if len(output) > limit:
-                await self._fail_run(
-                    LimitExceededError(
-                        "step_output",
-                        f"result of function {self.fn.id!r} is {len(output)} bytes, over the "
-                        f"limit of {limit} bytes",
-                    ),
-                    None,
-                )
+            try:
+                output = encoded_result(self.fn.id, task.result(), limit)
+            except (SerializationError, LimitExceededError) as exc:
+                await self._fail_run(exc, None)
                 return
             await self._complete(output)
             return

@@ -16,9 +16,11 @@ from stepline.engine._system_events import (
 )
 from stepline.engine.admission import admission_for
 from stepline.engine.engine import Engine
+from stepline.errors import LimitExceededError
 from stepline.expressions import prepare_match
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
+from stepline.serde import dumps
 from stepline.store.keys import indexed
 from stepline.store.records import (
     EventIngest,
@@ -112,6 +114,20 @@ def invoke_rows(
     data_row = {"function_id": asked, "child_run_id": child.run_id, **(history or {})}
     row = HistoryRecord(run.run_id, now, "INVOKE", step_name, data=data_row)
     return EventIngest(event), child, row
+
+
+def encoded_result(fn_id: str, result: Any, limit: int) -> bytes:
+    """A function's result encoded as its run's output: ``SerializationError`` when it cannot
+    be stored, ``LimitExceededError`` (``"step_output"``) when it is over ``limit`` bytes
+    (``Limits.max_step_output_bytes``); either fails the run for good, in process or from an
+    SDK (asking again would give the same)."""
+    output = dumps(result, f"result of function {fn_id!r}")
+    if len(output) > limit:
+        raise LimitExceededError(
+            "step_output",
+            f"result of function {fn_id!r} is {len(output)} bytes, over the limit of {limit} bytes",
+        )
+    return output
 
 
 def suspension(kinds: set[str], deadlines: Iterable[float]) -> RunEnd:

@@ -52,13 +52,18 @@ from stepline.drivers.inngest._responses import SdkReply
 from stepline.drivers.inngest._signing import SigningKey, SigningKeys, verify_response
 from stepline.drivers.inngest._steps import StepBook, error_of
 from stepline.engine._attempts import failure_commit, retry_commit
-from stepline.engine._recording import parent_wake, retry_rows, suspension
+from stepline.engine._recording import encoded_result, parent_wake, retry_rows, suspension
 from stepline.engine._system_events import not_started_reason, sdk_failure
 from stepline.engine.driver import commit_pass, submit_pass
 from stepline.engine.engine import Engine
-from stepline.errors import LeaseLostError, LimitExceededError, PassCancelledError, StoreError
+from stepline.errors import (
+    LeaseLostError,
+    LimitExceededError,
+    PassCancelledError,
+    SerializationError,
+    StoreError,
+)
 from stepline.sdk.function import FunctionDef
-from stepline.serde import dumps
 from stepline.store.records import (
     EventIngest,
     HistoryRecord,
@@ -215,8 +220,8 @@ class HttpPass:
             await self._execute()
         except (LeaseLostError, PassCancelledError, StoreError):
             raise
-        except (UnsupportedOpError, LimitExceededError) as exc:  # asking again: the same again
-            await self.fail_attempt(exc, final=True)
+        except (UnsupportedOpError, LimitExceededError, SerializationError) as exc:
+            await self.fail_attempt(exc, final=True)  # asking again: the same again
         except Exception as exc:  # the app unreachable, a bad reply, a bad signature ...
             await self.fail_attempt(exc)
 
@@ -341,7 +346,7 @@ class HttpPass:
             commit.wakes.append(wake)
 
     async def complete(self, output: Any) -> None:
-        encoded = dumps(output, f"result of function {self.fn.id!r}")
+        encoded = encoded_result(self.fn.id, output, self.engine.limits.max_step_output_bytes)
         commit = self.commit()
         commit.end = RunEnd(status="COMPLETED", output_json=encoded)
         commit.history.append(HistoryRecord(self.run.run_id, self.now(), "RUN_COMPLETED"))

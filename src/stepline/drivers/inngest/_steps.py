@@ -28,7 +28,7 @@ from stepline.drivers.inngest._responses import SdkReply
 from stepline.drivers.inngest._state import SETTLED
 from stepline.engine._recording import invoke_rows, wait_rows
 from stepline.engine.engine import Engine
-from stepline.errors import LimitExceededError, SerializationError
+from stepline.errors import EventError, LimitExceededError, SerializationError
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps
 from stepline.store.records import (
@@ -388,19 +388,26 @@ class StepBook:
             self.fail_step(op.id, op.display_name, info, 0, commit)
             return True
         due = None if op.timeout is None else now + op.timeout.total_seconds()
-        event, child, history = invoke_rows(
-            self.engine,
-            fn,
-            self.run,
-            op.id,
-            op.display_name,
-            op.function_id,
-            dict(op.data),
-            now,
-            due_at=due,
-            source_app_id=self.fn.served_by[0] if self.fn.served_by else None,
-            history=self.mode(op.id),
-        )
+        try:  # data that cannot be an event fails the step, as step.invoke's does in process
+            dumps(op.data, f"data of step.invoke {op.display_name!r}")
+            event, child, history = invoke_rows(
+                self.engine,
+                fn,
+                self.run,
+                op.id,
+                op.display_name,
+                op.function_id,
+                dict(op.data),
+                now,
+                due_at=due,
+                source_app_id=self.fn.served_by[0] if self.fn.served_by else None,
+                history=self.mode(op.id),
+            )
+        except (SerializationError, EventError) as exc:
+            self.fail_step(
+                op.id, op.display_name, ErrorInfo(type(exc).__name__, str(exc)), 0, commit
+            )
+            return True
         commit.events.append(event)
         commit.child_runs.append(child)
         commit.steps.append(
