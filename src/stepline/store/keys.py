@@ -34,8 +34,9 @@ def stored_key(value: str) -> str:
 
 def indexed(keys: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
     """The (path, value) a wait or matcher with equality ``keys`` is indexed under: the first
-    one, or (None, None) (not indexed) when there is none or its value is longer than
-    ``KEY_CHARS``."""
-    if not keys or len(keys[0][1]) > KEY_CHARS:
+    one, or (None, None) (not indexed) when there is none, its value is longer than
+    ``KEY_CHARS``, or it holds a NUL (a literal's: PostgreSQL's text cannot hold one, and no
+    event's value can equal it as CEL sees values, cut at their first NUL)."""
+    if not keys or len(keys[0][1]) > KEY_CHARS or "\x00" in keys[0][1]:
         return None, None
     return keys[0]
