@@ -28,6 +28,13 @@ def text_problem(value: str) -> tuple[str, int] | None:
     return None
 
 
+def is_digits(text: str) -> bool:
+    """Whether ``text`` is one or more ASCII digits (``0``-``9``): what ``int(text)`` reads as
+    a whole number. ``str.isdigit`` also holds for ``"²"`` and other digits ``int`` refuses
+    (an HTTP header's Latin-1 text can hold them)."""
+    return text.isascii() and text.isdigit()
+
+
 def name_problem(value: str, max_chars: int) -> str | None:
     """Why ``value`` cannot be a name a store keeps (in index entries, so bounded): over
     ``max_chars`` characters, or not storable text (``text_problem``); None when it can."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from stepline._text import is_digits
 from stepline.durations import parse_duration
 from stepline.errors import DurationError, RetryAfterError
 from stepline.sdk.backoff import RetryBackoff
@@ -23,7 +24,7 @@ def retry_after_time(
     value = error.retry_after
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if is_digits(text):
             delay = float(text)
         else:
             try:

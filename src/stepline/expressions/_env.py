@@ -19,6 +19,7 @@ from typing import Any, Final
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_optional, ext_strings
 
+from stepline._text import is_digits
 from stepline.expressions._functions import extension
 
 ERROR_TYPE: Final = cel.Type.ERROR
@@ -161,7 +162,7 @@ def lookup(value: Any, path: Sequence[str | int]) -> Any:
             current = current[key]
         elif isinstance(current, list | tuple):
             if isinstance(key, str):
-                if not key.isdigit():
+                if not is_digits(key):
                     return MISSING
                 key = int(key)
             if isinstance(key, bool) or not 0 <= key < len(current):

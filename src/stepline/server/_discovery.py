@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from stepline._text import is_digits
 from stepline._tls import tls_context
 
 # Inngest's list: web servers' usual development ports
@@ -36,7 +37,7 @@ HOST = "127.0.0.1"
 def discovery_ports() -> tuple[int, ...]:
     """``PORTS``, and ``$PORT`` when it names one (as Inngest's dev server adds it)."""
     extra = os.environ.get("PORT", "")
-    if extra.isdigit() and 0 < int(extra) < 65536 and int(extra) not in PORTS:
+    if is_digits(extra) and 0 < int(extra) < 65536 and int(extra) not in PORTS:
         return (*PORTS, int(extra))
     return PORTS
 

@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from stepline._ids import new_id, seeded_id
+from stepline._text import is_digits
 from stepline.engine.engine import Engine
 from stepline.errors import EventError, StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.sdk.event import (
@@ -199,7 +200,7 @@ def seeded_ids(seed: str | None, count: int) -> list[str] | None:
     if not seed:
         return None
     millis_text, sep, entropy_text = seed.partition(",")
-    if not sep or not millis_text.isascii() or not millis_text.isdigit():
+    if not sep or not is_digits(millis_text):
         return None
     millis = int(millis_text)
     try:

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from stepline._text import is_digits
 from stepline.drivers.inngest._errors import ProtocolError
 from stepline.drivers.inngest._opcodes import ErrorInfo, Op, read_op
 from stepline.durations import parse_instant
@@ -87,7 +88,7 @@ def retry_at(value: str | None, now: datetime) -> datetime | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isdigit() and len(text) <= 7:
+    if is_digits(text) and len(text) <= 7:
         moment = now + timedelta(seconds=int(text))
     else:
         try:
@@ -116,7 +117,7 @@ def parse_reply(status: int, headers: Mapping[str, str], body: bytes, now: datet
     no_retry = (_header(headers, "X-Inngest-No-Retry") or "").strip().lower() == "true"
     when = retry_at(_header(headers, "Retry-After"), now)
     version_text = (_header(headers, "X-Inngest-Req-Version") or "").strip()
-    version = int(version_text) if version_text.lstrip("-").isdigit() else None
+    version = int(version_text) if is_digits(version_text.removeprefix("-")) else None
     outcome: RunCompleted | OpsReported | FunctionErrored
     if 200 <= status < 300:
         if sdk is None:

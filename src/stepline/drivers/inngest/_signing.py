@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+from stepline._text import is_digits
 from stepline.drivers.inngest._canonical import canonicalize_body
 from stepline.drivers.inngest._errors import ProtocolError, SignatureError
 from stepline.errors import ConfigError
@@ -109,7 +110,7 @@ def _parse_header(header: str | None) -> tuple[str, str]:
     fields = parse_qs(header, keep_blank_values=True)
     timestamp = fields.get("t", [""])[0]
     digest = fields.get("s", [""])[0]
-    if not timestamp.isdigit() or not digest:
+    if not is_digits(timestamp) or not digest:
         raise SignatureError(f"malformed {SIGNATURE_HEADER} header {header!r}")
     return timestamp, digest
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from stepline._text import is_digits
 from stepline.sdk.run import Run
 from stepline.sdk.search import RunSearch
 from stepline.sdk.waiting import WAITING_KINDS, WaitingOn
@@ -41,7 +42,7 @@ class RunFilters:
             waiting if waiting in WAITING_KINDS else None,
             params.get("event") or None,
             (params.get("q") or "").strip(),
-            min(int(scan), MAX_SEARCH_SCAN) if scan.isdigit() and int(scan) > 0 else SEARCH_SCAN,
+            min(int(scan), MAX_SEARCH_SCAN) if is_digits(scan) and int(scan) > 0 else SEARCH_SCAN,
             page_cursor(params.get("older") or ""),
         )
 

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from stepline._cursor import decode_cursor
+from stepline._text import is_digits
 from stepline.server._body import check_json_content_type, parse_json, read_body
 from stepline.server._problems import Problem
 from stepline.server._state import server_settings
@@ -26,7 +27,7 @@ def count_param(request: Request, name: str, default: int, most: int) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= most:
+    if not is_digits(text) or not 1 <= int(text) <= most:
         raise Problem(400, f"{name} must be a whole number from 1 to {most}, got {text!r}")
     return int(text)
 
@@ -45,7 +46,7 @@ def parse_time(text: Any, name: str) -> datetime:
     if isinstance(text, int | float) and not isinstance(text, bool):
         return _from_millis(float(text), name)
     if isinstance(text, str):
-        if text.isdigit():
+        if is_digits(text):
             return _from_millis(float(text), name)
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
