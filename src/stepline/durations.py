@@ -86,7 +86,7 @@ def parse_duration(value: str | timedelta | int | float) -> timedelta:
     if isinstance(value, bool):
         raise _invalid(value, "a bool is not a duration")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # an int of any size is
             raise _invalid(value, "not finite")
         if value < 0:
             raise _invalid(value, "negative")
