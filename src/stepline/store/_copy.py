@@ -158,6 +158,11 @@ class Copyable(Protocol):
 
     def migrate(self) -> None: ...
 
+    def location(self) -> str:
+        """Where the database lives, the same text however its URL spells it: two stores
+        with one location are one database."""
+        ...
+
     def migrated_source(self, *, workers_alive: bool) -> AbstractContextManager[Copyable]:
         """This database, migrated, to be copied from while the block runs: itself, migrated
         in place, or (``workers_alive``: the copy goes on although workers are alive on it)
@@ -240,8 +245,9 @@ def copy_database(
 ) -> CopyPlan:
     """Copy every row of ``source`` into ``target`` (both migrated first: the source in a
     copy of its own when workers are alive on it and ``live_workers_at`` is None, see
-    ``Copyable.migrated_source``). Raises ``CopyRefused`` (nothing copied) when the target
-    holds rows and ``replace`` is False, or when either database holds a table this module
+    ``Copyable.migrated_source``). Raises ``CopyRefused`` (nothing copied) when the two are
+    one database (however their URLs spell it), when the target holds rows and ``replace``
+    is False, or when either database holds a table this module
     does not know, or (``live_workers_at`` given) when workers are alive on the source at
     that time: what they commit after the snapshot would be lost, and the runs they hold
     would run in two places. ``on_plan`` is told the row counts before the first row is
@@ -249,6 +255,8 @@ def copy_database(
     batches committed so far in the target: copy again with ``replace``."""
     if batch < 1:
         raise ValueError("batch must be at least 1")
+    if source.location() == target.location():  # --replace would delete what it copies
+        raise CopyRefused(f"{source_name} and {target_name} are the same database")
     with source.migrated_source(workers_alive=live_workers_at is None) as source:
         target.migrate()
         check_covered(source.table_columns(), source_name)

@@ -24,6 +24,16 @@ WHERE table_schema = current_schema()
 ORDER BY table_name, ordinal_position"""
 
 
+# where a database lives: the running server (its start, to the microsecond: readable by every
+# role, where pg_control_system() may not be), the database and the schema the tables are in
+LOCATION = "SELECT pg_postmaster_start_time()::text, current_database(), current_schema()"
+
+
+def location(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(LOCATION).fetchone()
+    return "postgresql " + " / ".join(str(value) for value in row or ())
+
+
 def select_all(table: Table) -> str:
     columns = ", ".join(table.columns)
     return f"SELECT {columns} FROM {table.name} ORDER BY {', '.join(table.key)}"

@@ -414,6 +414,12 @@ class PostgresStore(PostgresReads):
         yield self
 
     @raising_store_errors
+    def location(self) -> str:
+        """The server (by its start time), the database and the schema."""
+        with self._conn() as conn:
+            return _copy.location(conn)
+
+    @raising_store_errors
     def table_columns(self) -> dict[str, tuple[str, ...]]:
         with self._conn() as conn:
             return _copy.table_columns(conn)

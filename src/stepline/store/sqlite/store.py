@@ -16,6 +16,7 @@ SQLite may have rolled the whole transaction back by itself: the transaction is 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -82,6 +83,15 @@ class SQLiteStore(SQLiteReads):
                 yield migrated
             finally:
                 migrated.close()
+
+    def location(self) -> str:
+        """The file by its device and inode (a link or another spelling of its path is the
+        same file); its resolved path while it does not exist."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return f"sqlite {self.path.resolve()}"
+        return f"sqlite {found.st_dev}:{found.st_ino}"
 
     @reading
     def table_columns(self) -> dict[str, tuple[str, ...]]:
