@@ -16,7 +16,7 @@ from tests.store.builders import T0, event, ingest, lease, step
 import pgtest
 from stepline.errors import StoreUnavailable
 from stepline.store.postgres import PostgresStore, _handoffs, _pipeline
-from stepline.store.postgres._handoffs import HAND_OFF, Handed, HandOffs, read_payload
+from stepline.store.postgres._handoffs import HAND_OFF, HANDING, Handed, HandOffs, read_payload
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._statements import FLUSHED, Statements
 from stepline.store.postgres.store import NO_FLUSH_WAIT
@@ -160,6 +160,31 @@ def _behind(store: PostgresStore, url: str) -> None:
     register(store, "w1")
 
 
+def _unowned(pg_url: str, run_id: str) -> None:
+    """``run_id``'s rows made as a database from before app ids left them (app id '')."""
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE queue SET app_id = '' WHERE run_id = %s", (run_id,))
+        conn.execute("UPDATE runs SET app_id = '' WHERE run_id = %s", (run_id,))
+
+
+def _behind_unowned(store: PostgresStore, url: str) -> None:
+    send(store, "r0")  # ahead of r1, unowned: a lease by name takes it first too
+    _unowned(url, "r0")
+    register(store, "w1")
+
+
+def _expired_ahead(store: PostgresStore, url: str) -> None:
+    send(store, "r0", now=T0 - 60)
+    with store.transaction() as tx:  # its lease expired before r1 was made: taken first
+        [_] = tx.lease_due("w2", T0 - 60, 5, TTL, SERVED, 10)
+    register(store, "w1")
+
+
+def _expired_unowned(store: PostgresStore, url: str) -> None:
+    _expired_ahead(store, url)
+    _unowned(url, "r0")
+
+
 def _paused(store: PostgresStore, url: str) -> None:
     register(store, "w1")
     with store.transaction() as tx:
@@ -176,7 +201,18 @@ def _registration_expired(store: PostgresStore, url: str) -> None:
 
 @pytest.mark.parametrize(
     "given",
-    [_no_offer, _dead, _busy, _behind, _paused, _other_function, _registration_expired],
+    [
+        _no_offer,
+        _dead,
+        _busy,
+        _behind,
+        _behind_unowned,
+        _expired_ahead,
+        _expired_unowned,
+        _paused,
+        _other_function,
+        _registration_expired,
+    ],
     ids=lambda f: f.__name__.strip("_"),
 )
 def test_a_run_is_named_not_handed(
@@ -276,7 +312,10 @@ def test_a_send_naming_its_runs_is_notified_before_its_flush(
     monkeypatch.setattr(_pipeline, "send_all", recording)
     send(pg_store, "r1")
     commit = next(t for t in trips if HAND_OFF in t)
-    assert NO_FLUSH_WAIT in commit  # its commit, without waiting for its flush
+    # its commit, without waiting for its flush: said by the statement that asks for
+    # HAND_OFF's generic plan (one statement for both), no NO_FLUSH_WAIT of its own
+    assert commit[commit.index(HAND_OFF) - 1] == HANDING and NO_FLUSH_WAIT not in commit
+    assert "'synchronous_commit', 'off'" in HANDING
     assert trips[-1] == [FLUSHED] and notified_first == [True]
 
 

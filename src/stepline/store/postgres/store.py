@@ -67,16 +67,18 @@ def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
     """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits;
     naming the new runs when they are the only work it made: ``wakeups.notify``), and for a
     transaction that need not be on disk when acknowledged (``PostgresTx.durable``), a commit
-    that does not wait for its WAL to be flushed. A durable one that names its new runs does
-    not wait either, and waits for the flush after its commit (``Statements.flush_after``):
-    its notification goes out without waiting for the disk (``wakeups``)."""
+    that does not wait for its WAL to be flushed. One that names its new runs does not wait
+    either (``notify``'s settings say so), and, durable, waits for the flush after its commit
+    (``Statements.flush_after``): its notification goes out without waiting for the disk
+    (``wakeups``)."""
     last: list[tuple[str, Any, str | None]] = []
     if tx.made_work or tx.new_runs:
         notifying = notify(tx.new_runs, tx.made_work)
         last += notifying
-        if tx.durable and names_runs(notifying):  # notified at its commit, flushed after
-            last.append((NO_FLUSH_WAIT, None, None))
-            tx.statements.flush_after = True
+        if names_runs(notifying):  # notified at its commit, flushed after
+            if tx.durable:
+                tx.statements.flush_after = True
+            return last
     if not tx.durable:
         last.append((NO_FLUSH_WAIT, None, None))
     return last

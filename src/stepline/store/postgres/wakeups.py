@@ -43,8 +43,8 @@ from typing import Any
 import psycopg
 
 from stepline.store.postgres._handoffs import (
-    GENERIC,
     HAND_OFF,
+    HANDING,
     Handed,
     hand_off_params,
     read_payload,
@@ -69,14 +69,15 @@ def notify(new_runs: Mapping[str, str], made_other_work: bool) -> list[tuple[str
     keys) and, ``made_other_work``, made other work due: naming the runs (a JSON list of
     [function id, run id]) when they are all it made and at most ``MAX_NAMED``, each handed
     to an idle worker that takes it (``_handoffs.HAND_OFF``: a statement of its own, its
-    generic plan asked for by the statement before it), else plain."""
+    generic plan asked for by the statement before it, ``HANDING``, which also makes the commit
+    not wait for its WAL's flush: the caller waits for it after the commit), else plain."""
     if not made_other_work and 0 < len(new_runs) <= MAX_NAMED:
         named = json.dumps([[fn, run] for run, fn in new_runs.items()], separators=(",", ":"))
         size = len(named.encode())
         if size <= _MAX_PAYLOAD:
             tokens = [secrets.token_hex(8) for _ in new_runs]
             return [
-                (GENERIC, None, None),
+                (HANDING, None, None),
                 (HAND_OFF, hand_off_params(dict(new_runs), tokens, size), None),
             ]
     return [(NOTIFY, ("",), NOTIFY_TABLE)]
