@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from _polling import until
@@ -17,9 +18,12 @@ from _polling import until
 import pgtest
 import sqlitetest
 from stepline import App, Context, Event, TriggerEvent
+from stepline.engine._new_runs import lease_job
 from stepline.engine._spare_slot import fitting
+from stepline.engine.engine import Engine
 from stepline.store import MemoryStore, SQLiteStore
-from stepline.store.interface import Store
+from stepline.store.interface import Store, StoreTx
+from stepline.store.records import FunctionSet, Lease
 from stepline.testing import MockClock
 
 T0 = 1_700_000_000.0
@@ -186,3 +190,49 @@ def test_which_runs_fit_when_the_last_slot_is_the_spare(
     free: int, runs: list[tuple[str, str | None]], here: set[str | None], taken: list[str]
 ) -> None:
     assert fitting(free, runs, here) == taken
+
+
+class _Tx:
+    """A transaction that records the lease verbs an in-process send's lease calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def heartbeat(self, owner: str, run_ids: list[str], now: float, ttl: float) -> list[str]:
+        self.calls.append(("heartbeat", len(run_ids)))
+        return []
+
+    def lease_due(
+        self, owner: str, now: float, limit: int, ttl: float, functions: Any, *_: Any
+    ) -> list[Lease]:
+        self.calls.append(("lease_due", (limit, functions.function_ids)))
+        return [Lease(f"r{limit}", "t", function_id=functions.function_ids[0])]
+
+
+@pytest.mark.parametrize(
+    ("free", "started", "here", "calls"),
+    [
+        # the spare alone: from the functions with no pass here, without a heartbeat (it reads
+        # none of the running passes' functions)
+        (1, 1, {"a"}, [("lease_due", (1, ("b", "c")))]),
+        # filling the worker: the others first (after the heartbeat), then the spare
+        (
+            2,
+            5,
+            {"a"},
+            [("heartbeat", 2), ("lease_due", (1, ("a", "b", "c"))), ("lease_due", (1, ("b", "c")))],
+        ),
+        # not filling it: one lease of every function
+        (3, 1, {"a"}, [("heartbeat", 2), ("lease_due", (1, ("a", "b", "c")))]),
+        # no spare kept (one function, one slot, a send in flight)
+        (1, 1, None, [("heartbeat", 2), ("lease_due", (1, ("a", "b", "c")))]),
+    ],
+)
+def test_an_in_process_sends_lease_of_the_spare_slot(
+    free: int, started: int, here: set[str | None] | None, calls: list[tuple[str, Any]]
+) -> None:
+    engine = cast(Engine, SimpleNamespace(served=FunctionSet("app", ("a", "b", "c"))))
+    job = lease_job(engine, "w", ["x", "y"], free, T0, 10.0, 3, here)
+    tx = _Tx()
+    job(cast(StoreTx, tx), started)
+    assert tx.calls == calls

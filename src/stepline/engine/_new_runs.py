@@ -37,19 +37,21 @@ def lease_job(
     here: Collection[str | None] | None = None,
 ) -> LeaseJob:
     """Lease up to ``started`` due runs (of ``lease(tx, started)``) within ``free`` slots,
-    after heartbeating the passes ``running`` (as the lease job does, so none looks expired).
-    ``here`` (the functions with a pass in the worker): the last of the ``free`` slots is the
-    worker's spare (``_spare_slot``), leased only from the other functions (nor one this lease
-    took). Returns the leases and what announcing the runs failed instead (the re-entry cap)
-    did."""
+    after heartbeating the passes ``running`` (as the lease job does, so none looks expired;
+    not for a lease of the spare alone, which reads none of their functions' runs). ``here``
+    (the functions with a pass in the worker): the last of the ``free`` slots is the worker's
+    spare (``_spare_slot``), leased only from the other functions (nor one this lease took).
+    Returns the leases and what announcing the runs failed instead (the re-entry cap) did."""
 
     def lease(tx: StoreTx, started: int) -> tuple[list[Lease], list[IngestResult]]:
         if started <= 0 or free <= 0:
             return [], []
-        if running:
+        limit, served = min(free, started), engine.served
+        # a lease of the spare alone reads no run of a function with a pass here (whose leases
+        # the heartbeat keeps from looking expired): 99 row updates fewer behind a backlog
+        if running and (here is None or limit > 1 or limit < free or None in here):
             tx.heartbeat(worker_id, running, now, ttl)
         failed: list[SpentRun] = []
-        limit, served = min(free, started), engine.served
         if here is None or limit < free:
             leased = tx.lease_due(worker_id, now, limit, ttl, served, max_passes, None, failed)
         else:  # the lease fills the worker: its last slot is the spare
