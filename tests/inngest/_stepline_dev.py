@@ -23,6 +23,7 @@ from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
+from stepline.store import Store
 from stepline.store.records import Lease, RunState
 from stepline.testing import MockClock, TestEngine
 
@@ -144,6 +145,7 @@ async def stepline_dev(
     driver: InngestDriver | None = None,
     clock: MockClock | None = None,
     same_sdk_app: bool = False,
+    store: str | Store = "sqlite",
 ) -> AsyncIterator[Dev]:
     """A Stepline app served over HTTP with the SDK app of ``kind`` (``script``) synced into it.
     ``same_sdk_app``: the server listens where the module's previous one did, so every test of
@@ -152,10 +154,10 @@ async def stepline_dev(
     is synced into each test's own server and database all the same. Such a test ends once
     the app handles no request (``GET /busy``), after its server stopped: whatever the app still
     did for this test (an event a step sends, a checkpoint) met no server on that port, and never
-    reaches the next test's."""
+    reaches the next test's. ``store``: the run state's (``TestEngine``'s), SQLite by default."""
     clock = clock or MockClock(autojump=False)
     sdk: SdkApp | None = None
-    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
+    async with TestEngine(app, store=store, path=tmp_path / "stepline.db", clock=clock) as t:
         apps = SdkApps(app, driver)
         settings = ServerSettings(dev=True, event_keys=("test-event-key",), api_tokens=(API_TOKEN,))
         server = _http_server(create_app(app, settings), start_app if same_sdk_app else None)

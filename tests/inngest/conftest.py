@@ -24,7 +24,9 @@ import pytest
 from _capture import CaptureServer
 
 import forkserver
+import pgtest
 from ports import free_port as _free_port
+from stepline.store import Store
 
 HERE = Path(__file__).parent
 JS_DIR = js_install.JS_DIR
@@ -136,3 +138,17 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
     for app in started.values():
         app.process.wait()
         app.capture.close()
+
+
+# the second app of each language keeps its runs on PostgreSQL: the SDKs' protocol end to end on
+# both stores, at no extra test
+POSTGRES_KINDS = frozenset({"js3", "pyflask"})
+
+
+@pytest.fixture
+def sdk_store(kind: str, request: pytest.FixtureRequest) -> str | Store:
+    """Where ``stepline_dev`` keeps a test's runs: PostgreSQL for ``POSTGRES_KINDS``, else
+    SQLite."""
+    if kind in POSTGRES_KINDS:
+        return pgtest.engine_store(request.getfixturevalue("pg_url"))
+    return "sqlite"

@@ -22,6 +22,7 @@ from stepline.drivers.inngest import InngestDriver, SdkApps
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
+from stepline.store import Store
 from stepline.testing import MockClock, TestEngine
 
 pytestmark = pytest.mark.timeout(600)
@@ -53,11 +54,12 @@ async def test_a_js_4x_app_runs_every_step_in_one_request(
     checkpoints: int,
     tmp_path: Path,
     start_app: Callable[..., SdkApp],
+    sdk_store: str | Store,
 ) -> None:
     app = App("stepline-dev")
     driver = CountingDriver()
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver
+        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, store=sdk_store
     ) as d:
         run_id = await d.run_of("sequence", Event("seq/run", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")

@@ -22,6 +22,7 @@ from stepline.drivers.inngest import InngestDriver, SdkApps, SigningKeys
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
+from stepline.store import Store
 from stepline.testing import MockClock, TestEngine
 
 pytestmark = pytest.mark.timeout(600)
@@ -49,13 +50,20 @@ class RecordingDriver(InngestDriver):
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_ten_steps_of_a_mebibyte_make_the_sdk_fetch_the_memo(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     # JS 4.x would run all ten steps in one request (async checkpointing): the plain path here
     driver = RecordingDriver(checkpointing=False)
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
+        tmp_path,
+        start_app,
+        kind,
+        app,
+        script=_script(kind),
+        driver=driver,
+        same_sdk_app=True,
+        store=sdk_store,
     ) as d:
         run_id = await d.run_of("big-steps", Event("big/steps", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
@@ -69,13 +77,20 @@ async def test_ten_steps_of_a_mebibyte_make_the_sdk_fetch_the_memo(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_batch_of_large_events_makes_the_sdk_fetch_the_batch(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     driver = RecordingDriver()
     blob = "b" * (450 * 1024)
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
+        tmp_path,
+        start_app,
+        kind,
+        app,
+        script=_script(kind),
+        driver=driver,
+        same_sdk_app=True,
+        store=sdk_store,
     ) as d:
         ids = await d.t.send([Event("big/batch", {"blob": blob, "i": i}) for i in range(10)])
         runs = [r for r in await d.t.runs() if r.function_id == d.sdk.slug("big-batch")]
@@ -134,10 +149,11 @@ async def test_an_sdk_run_breaching_a_limit_fails_naming_it(
     breach: str,
     tmp_path: Path,
     start_app: Callable[..., SdkApp],
+    sdk_store: str | Store,
 ) -> None:
     app = App("stepline-dev", limits=limits)
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
     ) as d:
         run_id = await d.run_of("big-steps", Event("big/steps", data))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")

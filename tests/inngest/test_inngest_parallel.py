@@ -21,6 +21,7 @@ from stepline.sdk.run import Run
 from stepline.server import create_app
 from stepline.server.serve import HttpServer
 from stepline.server.settings import ServerSettings
+from stepline.store import Store
 from stepline.testing import MockClock, TestEngine
 
 pytestmark = pytest.mark.timeout(600)
@@ -50,12 +51,19 @@ async def _woken_during_backoff(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     driver = PassCounter()
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
+        tmp_path,
+        start_app,
+        kind,
+        app,
+        script=_script(kind),
+        driver=driver,
+        same_sdk_app=True,
+        store=sdk_store,
     ) as d:
         run_id, run = await _woken_during_backoff(
             d, driver, "retry-parallel", Event("par/retry", {}), Event("par/release", {})
@@ -75,11 +83,11 @@ async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
 
 @pytest.mark.parametrize("kind", RACING)
 async def test_a_race_mode_group_races_on_in_a_later_pass(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
     ) as d:
         run_id = await d.run_of("race-retry", Event("par/race-retry", {}))
         # discovery (flaky planned, the wait), flaky targeted: it fails, the pass ends
@@ -107,12 +115,19 @@ async def test_a_race_mode_group_races_on_in_a_later_pass(
 
 @pytest.mark.parametrize("kind", RACING)
 async def test_a_race_mode_group_woken_during_a_backoff_plans_its_steps_at_once(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     driver = PassCounter()
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), driver=driver, same_sdk_app=True
+        tmp_path,
+        start_app,
+        kind,
+        app,
+        script=_script(kind),
+        driver=driver,
+        same_sdk_app=True,
+        store=sdk_store,
     ) as d:
         run_id, run = await _woken_during_backoff(
             d, driver, "race-retry", Event("par/race-retry", {}), Event("par/race-release", {})
@@ -135,11 +150,11 @@ async def test_a_race_mode_group_woken_during_a_backoff_plans_its_steps_at_once(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_parallel_steps_in_wait_mode_make_inngests_requests(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
     ) as d:
         run_id = await d.run_of("parallel-wait", Event("par/wait", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
@@ -153,11 +168,11 @@ async def test_parallel_steps_in_wait_mode_make_inngests_requests(
 
 @pytest.mark.parametrize("kind", RACING)
 async def test_parallel_steps_in_race_mode_make_inngests_requests(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
     ) as d:
         run_id = await d.run_of("parallel-race", Event("par/race", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
@@ -171,11 +186,11 @@ async def test_parallel_steps_in_race_mode_make_inngests_requests(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_an_invoke_runs_and_a_sent_event_in_one_group(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
     async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True
+        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
     ) as d:
         run_id = await d.run_of("parallel-mixed", Event("par/mixed", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")

@@ -29,11 +29,14 @@ from conftest import SdkApp
 from stepline import App, Event
 from stepline._tls import tls_context
 from stepline.sdk.run import Run
+from stepline.store import Store
 
 pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.parametrize("kind", ["py", "pyflask"]),  # FastAPI async, Flask sync
 ]
+
+
 SCRIPTS = {"py": "py_scenario_app.py", "pyflask": "py_flask_scenario_app.py"}
 SEND_500 = """
 import asyncio, json, sys
@@ -63,9 +66,11 @@ asyncio.run(main())
 
 
 @asynccontextmanager
-async def _dev(tmp_path: Path, start_app: Callable[..., SdkApp], kind: str) -> AsyncIterator[Dev]:
+async def _dev(
+    tmp_path: Path, start_app: Callable[..., SdkApp], kind: str, store: str | Store
+) -> AsyncIterator[Dev]:
     async with stepline_dev(
-        tmp_path, start_app, kind, App("stepline-dev"), script=SCRIPTS[kind]
+        tmp_path, start_app, kind, App("stepline-dev"), script=SCRIPTS[kind], store=store
     ) as d:
         yield d
 
@@ -91,9 +96,9 @@ async def _pending(d: Dev, run_id: str, step: str) -> Run:
 
 
 async def test_retry_after_is_honoured_and_non_retriable_is_not_retried(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
-    async with _dev(tmp_path, start_app, kind) as d:
+    async with _dev(tmp_path, start_app, kind, sdk_store) as d:
         before = time.time()
         run_id = await d.run_of("sc-retry-after", Event("sc/retry", {}))
         await d.until_status(run_id, "RETRYING")
@@ -130,9 +135,9 @@ async def test_retry_after_is_honoured_and_non_retriable_is_not_retried(
 
 
 async def test_invokes_by_object_and_id_a_failing_one_and_one_timing_out(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
-    async with _dev(tmp_path, start_app, kind) as d:
+    async with _dev(tmp_path, start_app, kind, sdk_store) as d:
         run_id = await d.run_of("sc-invoker", Event("sc/invoke", {}))
         await _pending(d, run_id, "times-out")
         d.clock.advance(6)  # past the invoke's 5 s timeout
@@ -154,9 +159,9 @@ async def test_invokes_by_object_and_id_a_failing_one_and_one_timing_out(
 
 
 async def test_waits_fulfilled_and_timed_out(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
-    async with _dev(tmp_path, start_app, kind) as d:
+    async with _dev(tmp_path, start_app, kind, sdk_store) as d:
         run_id = await d.run_of("sc-waiter", Event("sc/wait", {"k": 1}))
         await _pending(d, run_id, "fulfilled")
         await d.t.send(Event("sc/go", {"k": 2}))  # the `if` does not match
@@ -176,9 +181,9 @@ async def test_waits_fulfilled_and_timed_out(
 
 
 async def test_cancel_with_if_debounce_and_singletons(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
-    async with _dev(tmp_path, start_app, kind) as d:
+    async with _dev(tmp_path, start_app, kind, sdk_store) as d:
         one = await d.run_of("sc-cancellable", Event("sc/start", {"id": 1}))
         two = await d.run_of("sc-cancellable", Event("sc/start", {"id": 2}))
         await d.until_status(one, "SLEEPING")
@@ -211,9 +216,9 @@ async def test_cancel_with_if_debounce_and_singletons(
 
 
 async def test_triggers_on_failure_unserializable_output_and_500_sends(
-    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp]
+    kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
-    async with _dev(tmp_path, start_app, kind) as d:
+    async with _dev(tmp_path, start_app, kind, sdk_store) as d:
         x = await d.run_of("sc-multi", Event("sc/x", {}))
         y = await d.run_of("sc-multi", Event("sc/y", {}))
         outputs = [(await d.until_status(r, "COMPLETED", "FAILED")).output for r in (x, y)]
