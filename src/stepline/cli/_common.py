@@ -17,6 +17,7 @@ import click
 from click.core import ParameterSource
 
 from stepline._cursor import decode_cursor, encode_cursor
+from stepline._urls import shown_url
 from stepline.durations import parse_duration
 from stepline.errors import DurationError
 from stepline.sdk._location import is_stepline_file, shown_path
@@ -354,8 +355,8 @@ def note_db(app: App, source: str, memory_ok: bool) -> None:
             "database file (--db sqlite:///path.db or STEPLINE_DB)"
         )
     path = sqlite_path(url)
-    shown = str(path.resolve()) if path is not None else url
-    ctx.meta[DB_KEY] = (shown, {shown, url, str(path)} if path is not None else {shown})
+    shown = str(path.resolve()) if path is not None else shown_url(url)
+    ctx.meta[DB_KEY] = (shown, {shown, url, str(path)} if path is not None else {shown, url})
     if ctx.meta.get(VERBOSE_KEY):
         click.echo(f"stepline: database {shown} (from {source})", err=True)
 

@@ -4,13 +4,13 @@ and ``copy`` (a whole installation from one database to another, e.g. SQLite to 
 
 from __future__ import annotations
 
-import re
 import time
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from stepline._urls import shown_url
 from stepline.cli._common import CliError, db_option, sqlite_path
 from stepline.errors import StoreError
 from stepline.store import DEFAULT_DB_PATH, DurableStore, open_durable_store
@@ -35,10 +35,10 @@ def _open_source(source: str) -> DurableStore:
         version, _ = store.schema_version()
     except StoreError as exc:
         store.close()
-        raise CliError(f"cannot read the schema of {_without_password(source)}: {exc}") from exc
+        raise CliError(f"cannot read the schema of {shown_url(source)}: {exc}") from exc
     if version == 0:
         store.close()
-        raise CliError(f"{_without_password(source)} holds no Stepline database: nothing to copy")
+        raise CliError(f"{shown_url(source)} holds no Stepline database: nothing to copy")
     return store
 
 
@@ -65,7 +65,7 @@ def migrate_status(db: str | None) -> None:
     try:
         current, latest = store.schema_version()
     except StoreError as exc:
-        raise CliError(f"cannot read the schema of {url}: {exc}") from exc
+        raise CliError(f"cannot read the schema of {shown_url(url)}: {exc}") from exc
     finally:
         store.close()
     state = "up to date" if current == latest else f"{latest - current} migration(s) to apply"
@@ -110,7 +110,7 @@ def check(db: str | None) -> None:
         current, latest = store.schema_version()
         skew = store.clock_skew()
     except StoreError as exc:
-        raise CliError(f"cannot reach {url}: {exc}") from exc
+        raise CliError(f"cannot reach {shown_url(url)}: {exc}") from exc
     finally:
         store.close()
     click.echo("connected: yes")
@@ -182,8 +182,8 @@ def copy(source: str, target: str, replace: bool, ignore_live_workers: bool, bat
         plan = copy_database(
             source_store,
             target_store,
-            source_name=_without_password(source),
-            target_name=_without_password(target),
+            source_name=shown_url(source),
+            target_name=shown_url(target),
             replace=replace,
             live_workers_at=None if ignore_live_workers else time.time(),
             batch=batch,
@@ -199,9 +199,5 @@ def copy(source: str, target: str, replace: bool, ignore_live_workers: bool, bat
         source_store.close()
         target_store.close()
     counts = ", ".join(f"{name} {n}" for name, n in plan.counts.items() if n)
-    shown = f"{_without_password(source)} to {_without_password(target)}"
+    shown = f"{shown_url(source)} to {shown_url(target)}"
     click.echo(f"copied {plan.total} rows from {shown}: {counts or 'nothing'}")
-
-
-def _without_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)

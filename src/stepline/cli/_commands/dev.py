@@ -30,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from stepline._urls import shown_url
 from stepline.cli import _render as render
 from stepline.cli._commands._http import http_options, server_settings
 from stepline.cli._common import (
@@ -318,7 +319,8 @@ def _banner(
     functions = render.count(len(app.functions), "function")
     console.print(
         f"[bold]stepline dev[/] · app [bold]{escape(app.id)}[/] · {functions} · "
-        f"db {escape(db_label(app))} · worker {escape(worker_id)} · concurrency {concurrency} · "
+        f"db {escape(shown_url(db_label(app)))} · worker {escape(worker_id)} · "
+        f"concurrency {concurrency} · "
         f"tick {round(tick * 1000)} ms · Ctrl-C to stop",
         soft_wrap=True,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from stepline._urls import shown_url
 from stepline.cli import _render as render
 from stepline.cli._commands._http import access_options, http_options, server_settings
 from stepline.cli._commands.worker import LOG_LEVELS, RunFormatter
@@ -113,7 +114,7 @@ def server(
             http.url,
             app.id,
             render.count(len(app.functions), "function"),
-            db_label(app),
+            shown_url(db_label(app)),
             f"worker {worker_id}, concurrency {concurrency}" if worker else "no worker",
         )
         run_serving(_serve(http, worker))

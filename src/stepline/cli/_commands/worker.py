@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from stepline._urls import shown_url
 from stepline.cli import _render as render
 from stepline.cli._common import (
     CliUsageError,
@@ -95,7 +96,7 @@ def worker(
         worker_id,
         app.id,
         render.count(len(app.functions), "function"),
-        db_label(app),
+        shown_url(db_label(app)),
         concurrency,
     )
     try:

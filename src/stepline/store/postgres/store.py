@@ -33,6 +33,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
+from stepline._urls import shown_url
 from stepline.errors import ConfigError, StoreUnavailable
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
@@ -110,7 +111,8 @@ class PostgresStore(PostgresReads):
             try:
                 given = psycopg.conninfo.conninfo_to_dict(url).get("connect_timeout")
             except psycopg.ProgrammingError as exc:
-                raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
+                reason = str(exc).replace(url, shown_url(url))  # psycopg quotes it whole
+                raise ConfigError(f"invalid PostgreSQL URL: {reason}") from None
             connect_timeout = float(given) if given else 10.0
         super().__init__(url, max_connections, connect_timeout)
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
