@@ -281,7 +281,10 @@ def prepare(conn: psycopg.Connection[Any], statement: str, params: dict[str, Any
     """Prepare ``statement`` on the new connection ``conn`` (``prepare_named``), executed once
     with ``params`` (which must write nothing: it is rolled back) under ``GENERIC_PLANS``.
     Sent with libpq's calls, as a connection's setup (the pool's thread may make a connection
-    at any time): nothing goes through psycopg's cursors."""
+    at any time): nothing goes through psycopg's cursors. A lock held by another session (a
+    migration's ``ALTER TABLE``) is waited for ``PREPARE_LOCK_WAIT`` at most, then the statement
+    is left unprepared: its locks, taken in that transaction, made a deadlock with a migration
+    running beside the new connection (each waiting for a table the other had locked)."""
     query = PostgresQuery(Transformer.from_context(conn))
     query.convert(statement, params)
     cache = conn._prepared
@@ -291,6 +294,7 @@ def prepare(conn: psycopg.Connection[Any], statement: str, params: dict[str, Any
     pgconn = conn.pgconn
     with conn.lock:
         pgconn.exec_(b"BEGIN")
+        pgconn.exec_(PREPARE_LOCK_WAIT)
         pgconn.exec_(lq.GENERIC_PLANS.encode())
         results = [
             pgconn.prepare(name, query.query, param_types=query.types),
@@ -309,6 +313,9 @@ def prepare(conn: psycopg.Connection[Any], statement: str, params: dict[str, Any
 
 
 _TUPLES = pq.ExecStatus.TUPLES_OK  # and COMMAND_OK below it: a result that did not fail
+# (a connection's set-up, in its own transaction) under a PostgreSQL deadlock_timeout (1 s by
+# default): a wait that is part of a cycle ends here before the server looks for one
+PREPARE_LOCK_WAIT = b"SET LOCAL lock_timeout = '200ms'"
 
 
 def compact(query: str) -> str:
