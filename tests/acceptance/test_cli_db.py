@@ -26,6 +26,7 @@ def invoke(*args: str) -> Result:
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, int]:
     """An empty database of each kind (no schema yet) and the newest schema version."""
     if request.param == "sqlite":
+        (tmp_path / "m.db").touch()  # an empty file: a database without tables
         return f"sqlite:///{tmp_path / 'm.db'}", len(SQLITE_MIGRATIONS)
     request.getfixturevalue("pg_database")  # the cluster is up
     worker = request.node.name.replace("[", "_").replace("]", "").lower()[-40:]
@@ -57,6 +58,22 @@ def test_migrate_status_up_and_check(empty_db: tuple[str, int]) -> None:
     assert check.exit_code == 0, check.output
     assert f"schema version: {latest} of {latest}" in check.output
     assert "clock skew: " in check.output
+
+
+@pytest.mark.parametrize("command", [("db", "check"), ("db", "migrate", "status")])
+def test_looking_at_a_sqlite_file_that_is_not_there_makes_none(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # before, each made an empty database there (and its folder), and said it needed
+    # migrations: a typo left a database the commands after it took for one ("No runs.")
+    path = tmp_path / "typo" / "stepline.db"
+    result = invoke(*command, "--db", str(path))
+    assert result.exit_code == 1
+    assert f"no database at {path}" in result.output
+    assert not path.parent.exists()
+    made = invoke("db", "migrate", "up", "--db", str(path))
+    assert made.exit_code == 0, made.output
+    assert invoke(*command, "--db", str(path)).exit_code == 0
 
 
 def test_check_says_when_the_server_cannot_be_reached(pg_database: str) -> None:

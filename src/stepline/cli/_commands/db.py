@@ -17,10 +17,16 @@ from stepline.store import DEFAULT_DB_PATH, DurableStore, open_durable_store
 from stepline.store._copy import DEFAULT_BATCH, CopyPlan, Table, copy_database
 
 
-def _open(db: str | None) -> tuple[DurableStore, str]:
+def _open(db: str | None, *, existing: bool = False) -> tuple[DurableStore, str]:
+    """The database ``db`` names. ``existing`` (a command that only looks): a SQLite file that
+    is not there is an error, and neither it nor its folder is made (a typo's empty database,
+    left behind, would be taken for one by the commands after it)."""
     url = db or str(DEFAULT_DB_PATH)
     if url.startswith("memory:"):
         raise CliError("memory:// has no schema to manage: give a database (--db or STEPLINE_DB)")
+    path = sqlite_path(url)
+    if existing and path is not None and not path.exists():
+        raise CliError(f"no database at {path}: `stepline db migrate up` makes one")
     return open_durable_store(url), url
 
 
@@ -61,7 +67,7 @@ def migrate() -> None:
 @db_option
 def migrate_status(db: str | None) -> None:
     """Show the schema version of the database and the newest this Stepline knows."""
-    store, url = _open(db)
+    store, url = _open(db, existing=True)
     try:
         current, latest = store.schema_version()
     except StoreError as exc:
@@ -105,7 +111,7 @@ def migrate_up(db: str | None, force: bool) -> None:
 def check(db: str | None) -> None:
     """Connect, report the schema version and this machine's clock skew against the database
     server. Exits 1 when the database cannot be reached or needs migrations."""
-    store, url = _open(db)
+    store, url = _open(db, existing=True)
     try:
         current, latest = store.schema_version()
         skew = store.clock_skew()
