@@ -105,7 +105,8 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     """One more run, instrumented from outside the engine: where a step's time goes.
 
     ``transaction_ms``: inside ``store.transaction()``, or a store's optimistic transaction,
-    or its commit on the event loop (``commit_on_loop``) (BEGIN, the write verbs, COMMIT +
+    or its commit on the event loop (``commit_on_loop``, or ``commit_steps_on_loop``: a lone
+    step's commit on PostgreSQL, its statement's round trip) (BEGIN, the write verbs, COMMIT +
     fsync);
     ``writer_hop_ms``: the rest of a write (``writer.submit`` until its caller is woken:
     queueing, and the hand-off to the writer's thread and back, or, for a store that commits on
@@ -116,7 +117,7 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     engine = app.engine
     store, writer = engine.store, engine.writer
     totals = {"transaction": 0.0, "write": 0.0, "transactions": 0}
-    kinds = ["transaction", "optimistic_transaction", "commit_on_loop"]
+    kinds = ["transaction", "optimistic_transaction", "commit_on_loop", "commit_steps_on_loop"]
     try:
         originals = {kind: getattr(store, kind) for kind in kinds if hasattr(store, kind)}
         original_submit = writer.submit  # every write goes through it (write awaits it)
@@ -147,6 +148,25 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
 
         return timed_commit
 
+    def timed_lone(commit: Any) -> Any:
+        async def timed_steps(steps: Any) -> Any:
+            from stepline.store.interface import WouldBlock
+
+            t0 = time.perf_counter()
+            try:
+                result = await commit(steps)
+            except WouldBlock:  # nothing sent: the writer commits it otherwise (timed there)
+                raise
+            except BaseException:
+                totals["transaction"] += time.perf_counter() - t0
+                totals["transactions"] += 1
+                raise
+            totals["transaction"] += time.perf_counter() - t0
+            totals["transactions"] += 1
+            return result
+
+        return timed_steps
+
     def timed_submit(job: Any, *then: Any, **options: Any) -> Any:
         t0 = time.perf_counter()
 
@@ -162,7 +182,8 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
     loop = asyncio.get_running_loop()
     try:
         for kind, transaction in originals.items():
-            wrap = timed_on_loop if kind == "commit_on_loop" else timed
+            wraps = {"commit_on_loop": timed_on_loop, "commit_steps_on_loop": timed_lone}
+            wrap = wraps.get(kind, timed)
             setattr(store, kind, wrap(transaction))
         writer.submit = timed_submit
     except AttributeError:

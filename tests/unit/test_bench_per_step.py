@@ -1,6 +1,8 @@
 """``bench/per_step.py``'s breakdown wraps the writer's ``submit``: the wrapper passes every
 argument through (a pass's commit is submitted ``alone=True``; before, the wrapper took only
-positional ones, the pass failed with a TypeError, and the row's run never ended)."""
+positional ones, the pass failed with a TypeError, and the row's run never ended). On
+PostgreSQL it times a lone step's commit on the loop (``commit_steps_on_loop``) as a
+transaction too."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bench.per_step import _breakdown
 
 from stepline import App, TriggerEvent
+from stepline.store.postgres import PostgresStore
+from stepline.store.records import PassCommit
 
 STEPS = 3
 
@@ -40,3 +45,47 @@ async def test_the_breakdown_run_ends_with_its_pass_commits_timed(tmp_path: Path
         await task
         app.close()
     assert found["transactions"] > 0 and found["wall_ms"] > 0  # timed through the wrappers
+
+
+async def test_the_breakdown_times_postgresqls_lone_step_commits(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on PostgreSQL a step's commit is a lone step's (``commit_steps_on_loop``, on the loop):
+    # before, the breakdown did not wrap it, so its round trip (and fsync) was counted as the
+    # writer's hand-off, and only the run's other commits as transactions
+    app = App("bench-breakdown", db=pg_url)
+    finished: list[asyncio.Future[None]] = []
+    steps = 6
+
+    async def noop(i: int) -> int:
+        return i
+
+    @app.function(id="per-step", trigger=TriggerEvent("bench/per-step"))
+    async def many_steps(ctx: Any) -> int:
+        for i in range(ctx.event.data["n"]):
+            await ctx.step.run(f"s{i}", noop, i)
+        finished[-1].set_result(None)
+        return steps
+
+    worker = app.make_worker(concurrency=10)
+    task = asyncio.create_task(worker.run())
+    lone = PostgresStore.commit_steps_on_loop
+    calls: list[int] = []
+
+    async def counted(store: PostgresStore, commit: PassCommit) -> bool:
+        calls.append(1)
+        result: bool = await lone(store, commit)
+        return result
+
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 60)
+        assert isinstance(app.engine.store, PostgresStore)
+        monkeypatch.setattr(PostgresStore, "commit_steps_on_loop", counted)
+        found = await asyncio.wait_for(_breakdown(app, steps, finished), 60)  # a hang guard
+    finally:
+        monkeypatch.undo()
+        worker.stop()
+        await task
+        app.close()
+    assert len(calls) >= steps - 1  # the steps after the first went the lone way
+    assert found["transactions"] >= len(calls)  # each of them timed as a transaction
