@@ -113,10 +113,27 @@ def store_error(error: Exception, label: str) -> StoreError | None:
     return found
 
 
+MIGRATE_ATTEMPTS = 5
+
+
 def migrate(conn: psycopg.Connection[Any], label: str) -> None:
-    """Bring the schema of ``conn``'s database (``label``) up to date, in one transaction.
-    Raises ``ConfigError`` for a database that holds another application's tables or that a
-    newer Stepline made."""
+    """Bring the schema of ``conn``'s database (``label``) up to date, in one transaction,
+    tried again when it lost a deadlock (``conflicted``): a migration's DDL locks tables in its
+    order while another session plans a statement over them in its own (a new pool connection
+    of this store preparing its statements, another process opening the database), and the
+    server ends one of the two; rolled back whole, it is tried again at once. Raises
+    ``ConfigError`` for a database that holds another application's tables or that a newer
+    Stepline made."""
+    for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+        try:
+            _migrate_once(conn, label)
+            return
+        except psycopg.Error as exc:
+            if attempt == MIGRATE_ATTEMPTS or not conflicted(exc):
+                raise
+
+
+def _migrate_once(conn: psycopg.Connection[Any], label: str) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
         _check_is_ours(conn, label)
