@@ -285,6 +285,8 @@ class Worker:
             # counted again: a run handed to this worker meanwhile may have taken a slot
             free = self.concurrency - len(self.active) - self._named.claimed
         attempt = self._attempt(free)
+        if attempt is None and self._cut_short:
+            await self._give_back_now()
         if attempt is not None:
             limit, functions = attempt
             now = self._leased_at = engine.clock.now()
@@ -323,6 +325,18 @@ class Worker:
             await asyncio.sleep(0)
             return
         await self._idle()
+
+    async def _give_back_now(self) -> None:
+        """Expire the leases of the runs given back (``give_back``) that no lease attempt will
+        expire now: with only its spare slot free and a pass here of every function it serves,
+        the worker makes none (``_spare_slot.attempt``), and a run handed to it there (its
+        function has a pass here: not for the spare) stayed leased to it, with no pass, until
+        one of its passes ended or the lease expired; expired, it is due for any worker."""
+        cut_short = [run_id for run_id in self._cut_short if run_id not in self.active]
+        if cut_short:
+            owner, now = self.worker_id, self.engine.clock.now()
+            await self.engine.writer.write(lambda tx: tx.heartbeat(owner, cut_short, now, 0.0))
+        self._cut_short.difference_update(cut_short)
 
     def _here(self) -> set[str | None]:
         """The functions with a pass running in this worker."""
