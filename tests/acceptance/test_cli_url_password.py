@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from ports import free_port
 from stepline._urls import shown_url
 from stepline.cli import cli
+from stepline.errors import ConfigError
+from stepline.store.postgres.store import PostgresStore
 
 SECRET = "s3cret-pw"
 
@@ -63,3 +65,14 @@ def test_an_invalid_urls_error_does_not_show_its_password() -> None:
 )
 def test_shown_url(url: str, shown: str) -> None:
     assert shown_url(url) == shown
+
+
+@pytest.mark.parametrize("given", ["abc", "nan", "inf", "1e999"])
+def test_a_connect_timeout_that_is_no_number_is_a_config_error(given: str) -> None:
+    # float() raised ValueError out of the store's constructor (lead, nineteenth stop)
+    url = f"postgresql://stepline:{SECRET}@127.0.0.1:1/x?connect_timeout={given}"
+    with pytest.raises(
+        ConfigError, match=f"connect_timeout must be a number of seconds, got '{given}'"
+    ) as refused:
+        PostgresStore(url)
+    assert SECRET not in str(refused.value)

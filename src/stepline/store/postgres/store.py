@@ -25,6 +25,7 @@ While the server is down a call waits at most ``connect_timeout`` for a connecti
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -95,6 +96,28 @@ def _each(tx: PostgresTx, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[A
     return results
 
 
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def _connect_timeout(given: str | int | None, url: str) -> float:
+    """The seconds a call waits for a connection: the URL's ``connect_timeout`` (libpq's
+    whole seconds; 0 or less, libpq's "no limit", and none: ``DEFAULT_CONNECT_TIMEOUT``).
+    ``ConfigError`` for one that is not a number (``float`` raised ``ValueError`` from the
+    store's constructor)."""
+    if not given:
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ConfigError(
+            f"invalid PostgreSQL URL {shown_url(url)!r}: connect_timeout must be a number of "
+            f"seconds, got {given!r}"
+        )
+    return seconds if seconds > 0 else DEFAULT_CONNECT_TIMEOUT
+
+
 class PostgresStore(PostgresReads):
     """A Store in a PostgreSQL database (``url``: ``postgresql://user@host:port/dbname``)."""
 
@@ -113,7 +136,7 @@ class PostgresStore(PostgresReads):
             except psycopg.ProgrammingError as exc:
                 reason = str(exc).replace(url, shown_url(url))  # psycopg quotes it whole
                 raise ConfigError(f"invalid PostgreSQL URL: {reason}") from None
-            connect_timeout = float(given) if given else 10.0
+            connect_timeout = _connect_timeout(given, url)
         super().__init__(url, max_connections, connect_timeout)
         self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
         self._gates = TakeGates(url)  # the gates its refused takes closed (_take_gates.py)
