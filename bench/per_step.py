@@ -96,9 +96,9 @@ async def _stepline(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
 def _cpu() -> tuple[float, float]:
     """CPU seconds so far of this process and of the bench's PostgreSQL server (0 without)."""
-    from bench.pg_procs import cpu_seconds, postgres_pids
+    from bench.pg_procs import postgres_pids, server_cpu_seconds
 
-    return time.process_time(), sum(cpu_seconds(pid) for pid in postgres_pids())
+    return time.process_time(), sum(server_cpu_seconds(pid) for pid in postgres_pids())
 
 
 async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> dict[str, Any]:
