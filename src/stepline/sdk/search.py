@@ -187,6 +187,10 @@ def _literal(node: Node) -> Any:
         value = constant(node.text)
     else:
         return MISSING
+    if isinstance(value, str) and "\x00" in value:
+        # true for no event (expressions see values cut at a NUL): nothing a store need narrow
+        # by, and PostgreSQL's text cannot hold it
+        return MISSING
     if isinstance(value, bool | str):
         return value
     if isinstance(value, int | float) and math.isfinite(value) and abs(value) < 2**53:

@@ -53,7 +53,8 @@ def keeps(clause: RunClause, found: Any) -> bool:
     if kind == "boolean":
         return bool(found == clause.value)
     assert isinstance(clause.value, str)
-    return bool(_TEXT_OPS[clause.op](found, clause.value))
+    # a string as expressions see it: cut at its first NUL (docs/expressions.md)
+    return bool(_TEXT_OPS[clause.op](found.partition("\x00")[0], clause.value))
 
 
 _TEXT_OPS: dict[str, Any] = {
