@@ -52,9 +52,11 @@ async def test_a_handed_run_that_does_not_fit_the_spare_is_taken_by_another_work
                 # its one free slot is the spare; both of its functions have a pass there
                 async with second.worker(worker_id="b-worker", concurrency=3) as other:
                     await asyncio.wait_for(other.ready.wait(), 30)
+                    handed = busy.handed
                     await asyncio.to_thread(sender.send, Event("a", {"n": 1}))
                     # before: leased to a-worker for its TTL (600 s here) with no pass
                     await until("the handed run to run", lambda: "a:1" in ran, timeout=30)
+                    assert busy.handed == handed + 1  # handed to a-worker, which gave it back
             finally:
                 for event in held.values():
                     event.set()
