@@ -18,6 +18,7 @@ import pytest
 from _cli_fork import run_cli, start_cli
 
 from forkserver import Process
+from stepline.store import Store, open_store
 from stepline.store.records import RunFilter
 from stepline.store.sqlite import SQLiteStore
 
@@ -32,11 +33,12 @@ class Cli:
 
     cwd: Path
     started: list[Process] = field(default_factory=list)
+    database: str | None = None
 
     @property
     def db(self) -> str:
         """The test's database URL."""
-        return f"sqlite:///{self.cwd / 'x.db'}"
+        return self.database or f"sqlite:///{self.cwd / 'x.db'}"
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a CLI process: none of the caller's STEPLINE_* or COLUMNS
@@ -61,9 +63,9 @@ class Cli:
         """(function id, status) of the database's runs, newest first, read in this process: what
         a wait polls (a CLI process for each poll cost ~0.2 s of CPU); what a command shows is
         asserted through the command."""
-        if not (self.cwd / "x.db").exists():
+        store = self._store()
+        if store is None:
             return []
-        store = SQLiteStore(self.cwd / "x.db")
         try:
             return [(r.function_id, r.status) for r in store.list_runs(RunFilter(function_id))]
         finally:
@@ -71,14 +73,26 @@ class Cli:
 
     def status(self, run_id: str) -> str | None:
         """A run's status, read in this process (see ``statuses``)."""
-        if not (self.cwd / "x.db").exists():
+        store = self._store()
+        if store is None:
             return None
-        store = SQLiteStore(self.cwd / "x.db")
         try:
             record = store.get_run(run_id)
             return None if record is None else record.status
         finally:
             store.close()
+
+    def _store(self) -> Store | None:
+        """The test's database, opened in this process (None: no SQLite file yet)."""
+        if self.database is not None:
+            return open_store(self.database)
+        path = self.cwd / "x.db"
+        return SQLiteStore(path) if path.exists() else None
+
+    @property
+    def label(self) -> str:
+        """How the CLI names the database in its messages."""
+        return self.database or str(self.cwd / "x.db")
 
     def json(self, *args: str) -> Any:
         """Run a command that prints JSON (``--json`` is added) and parse its output."""

@@ -70,10 +70,19 @@ async def limited(ctx: Context) -> str:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    """A CLI runner in a directory holding the ``flow`` app."""
+def cli(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cli]:
+    """A CLI runner in a directory holding the ``flow`` app, on a SQLite file, or on this
+    worker's PostgreSQL database for a test parametrized with ``ON_BOTH_STORES``."""
     (tmp_path / "flow.py").write_text(FLOW_APP)
-    yield from cli_in(tmp_path)
+    for runner in cli_in(tmp_path):
+        if getattr(request, "param", "sqlite") == "postgres":
+            runner.database = request.getfixturevalue("pg_url")
+        yield runner
+
+
+# the commands that change runs and functions, on both stores (the others read what any store
+# lists the same way: SQLite alone)
+ON_BOTH_STORES = pytest.mark.parametrize("cli", ["sqlite", "postgres"], indirect=True)
 
 
 def send(cli: Cli, name: str, data: str = "{}") -> tuple[str, list[str]]:
@@ -115,6 +124,7 @@ def on_a_terminal(cli: Cli, *args: str, answer: str) -> subprocess.CompletedProc
 
 
 # -- cancel and replay ---------------------------------------------------------------------------
+@ON_BOTH_STORES
 def test_cancel_a_sleeping_run_then_replay_it_in_the_live_log(cli: Cli, tmp_path: Path) -> None:
     log = tmp_path / "dev.log"
     dev = cli.start("dev", "flow:app", "--db", cli.db, output=log)
@@ -141,7 +151,7 @@ def test_cancel_a_sleeping_run_then_replay_it_in_the_live_log(cli: Cli, tmp_path
     assert again.returncode == 1
     assert again.stderr.strip() == (
         f"Error: run {run_id} has already ended (CANCELLED): nothing to cancel"
-        f" (database {cli.cwd / 'x.db'})"
+        f" (database {cli.label})"
     )
 
     replayed = cli.run("runs", "replay", short, "--app", "flow:app", "--db", cli.db)
@@ -226,6 +236,7 @@ def test_cancel_errors_are_one_clear_line(
     assert line.startswith(f"Error: {message}")
 
 
+@ON_BOTH_STORES
 def test_replay_from_a_step_keeps_the_results_before_it(cli: Cli, tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     worker = cli.start("worker", "flow:app", "--db", cli.db, output=log)
@@ -237,8 +248,7 @@ def test_replay_from_a_step_keeps_the_results_before_it(cli: Cli, tmp_path: Path
     unknown = cli.run("runs", "replay", run_id, "--from-step", "nope", "--db", cli.db)
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
-        f"Error: run {run_id} has no step 'nope' (steps: fetch, deliver)"
-        f" (database {cli.cwd / 'x.db'})"
+        f"Error: run {run_id} has no step 'nope' (steps: fetch, deliver) (database {cli.label})"
     )
     (cli.cwd / "carrier.up").touch()
     replayed = cli.json("runs", "replay", run_id, "--from-step", "deliver", "--db", cli.db)
@@ -249,6 +259,7 @@ def test_replay_from_a_step_keeps_the_results_before_it(cli: Cli, tmp_path: Path
 
 
 # -- functions -----------------------------------------------------------------------------------
+@ON_BOTH_STORES
 def test_a_paused_function_holds_its_runs_until_resumed(cli: Cli, tmp_path: Path) -> None:
     paused = cli.run("functions", "pause", "nap", "--app", "flow:app", "--db", cli.db)
     assert paused.returncode == 0, paused.stderr  # before any worker: the database is created
@@ -257,7 +268,7 @@ def test_a_paused_function_holds_its_runs_until_resumed(cli: Cli, tmp_path: Path
     assert ghost.returncode == 1
     assert ghost.stderr.strip() == (
         "Error: app 'flow' has no function 'ghost' (its functions: nap, ship, limited)"
-        f" (database {cli.cwd / 'x.db'})"
+        f" (database {cli.label})"
     )
 
     log = tmp_path / "worker.log"
