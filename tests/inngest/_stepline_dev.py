@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,22 @@ async def stepline_dev(
             await serving
     if same_sdk_app and sdk is not None:
         await until_idle(sdk)
+
+
+def shared_dev(
+    tmp_path: Path,
+    start_app: Callable[..., SdkApp],
+    kind: str,
+    app: App,
+    store: str | Store,
+    script: str,
+    driver: InngestDriver | None = None,
+) -> AbstractAsyncContextManager[Dev]:
+    """``stepline_dev`` with the module's one SDK app of ``kind`` running ``script``
+    (``same_sdk_app``), the test's runs on ``store``."""
+    return stepline_dev(
+        tmp_path, start_app, kind, app, script=script, driver=driver, same_sdk_app=True, store=store
+    )
 
 
 async def busy(sdk: SdkApp) -> int:

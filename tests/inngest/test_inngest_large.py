@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from _stepline_dev import stepline_dev
+from _stepline_dev import shared_dev
 
 from conftest import KEY, SdkApp
 from stepline import App, Event, Limits
@@ -55,15 +55,8 @@ async def test_ten_steps_of_a_mebibyte_make_the_sdk_fetch_the_memo(
     app = App("stepline-dev")
     # JS 4.x would run all ten steps in one request (async checkpointing): the plain path here
     driver = RecordingDriver(checkpointing=False)
-    async with stepline_dev(
-        tmp_path,
-        start_app,
-        kind,
-        app,
-        script=_script(kind),
-        driver=driver,
-        same_sdk_app=True,
-        store=sdk_store,
+    async with shared_dev(
+        tmp_path, start_app, kind, app, sdk_store, _script(kind), driver=driver
     ) as d:
         run_id = await d.run_of("big-steps", Event("big/steps", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
@@ -82,15 +75,8 @@ async def test_a_batch_of_large_events_makes_the_sdk_fetch_the_batch(
     app = App("stepline-dev")
     driver = RecordingDriver()
     blob = "b" * (450 * 1024)
-    async with stepline_dev(
-        tmp_path,
-        start_app,
-        kind,
-        app,
-        script=_script(kind),
-        driver=driver,
-        same_sdk_app=True,
-        store=sdk_store,
+    async with shared_dev(
+        tmp_path, start_app, kind, app, sdk_store, _script(kind), driver=driver
     ) as d:
         ids = await d.t.send([Event("big/batch", {"blob": blob, "i": i}) for i in range(10)])
         runs = [r for r in await d.t.runs() if r.function_id == d.sdk.slug("big-batch")]
@@ -152,9 +138,7 @@ async def test_an_sdk_run_breaching_a_limit_fails_naming_it(
     sdk_store: str | Store,
 ) -> None:
     app = App("stepline-dev", limits=limits)
-    async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
-    ) as d:
+    async with shared_dev(tmp_path, start_app, kind, app, sdk_store, _script(kind)) as d:
         run_id = await d.run_of("big-steps", Event("big/steps", data))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert run.status == "FAILED"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _stepline_dev import Dev, PassCounter, stepline_dev
+from _stepline_dev import Dev, PassCounter, shared_dev
 
 from conftest import SdkApp
 from stepline import App, Event
@@ -55,15 +55,8 @@ async def test_a_run_woken_during_a_steps_retry_backoff_waits_for_it(
 ) -> None:
     app = App("stepline-dev")
     driver = PassCounter()
-    async with stepline_dev(
-        tmp_path,
-        start_app,
-        kind,
-        app,
-        script=_script(kind),
-        driver=driver,
-        same_sdk_app=True,
-        store=sdk_store,
+    async with shared_dev(
+        tmp_path, start_app, kind, app, sdk_store, _script(kind), driver=driver
     ) as d:
         run_id, run = await _woken_during_backoff(
             d, driver, "retry-parallel", Event("par/retry", {}), Event("par/release", {})
@@ -86,9 +79,7 @@ async def test_a_race_mode_group_races_on_in_a_later_pass(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
-    ) as d:
+    async with shared_dev(tmp_path, start_app, kind, app, sdk_store, _script(kind)) as d:
         run_id = await d.run_of("race-retry", Event("par/race-retry", {}))
         # discovery (flaky planned, the wait), flaky targeted: it fails, the pass ends
         run = await d.until_status(run_id, "RETRYING")
@@ -119,15 +110,8 @@ async def test_a_race_mode_group_woken_during_a_backoff_plans_its_steps_at_once(
 ) -> None:
     app = App("stepline-dev")
     driver = PassCounter()
-    async with stepline_dev(
-        tmp_path,
-        start_app,
-        kind,
-        app,
-        script=_script(kind),
-        driver=driver,
-        same_sdk_app=True,
-        store=sdk_store,
+    async with shared_dev(
+        tmp_path, start_app, kind, app, sdk_store, _script(kind), driver=driver
     ) as d:
         run_id, run = await _woken_during_backoff(
             d, driver, "race-retry", Event("par/race-retry", {}), Event("par/race-release", {})
@@ -153,9 +137,7 @@ async def test_parallel_steps_in_wait_mode_make_inngests_requests(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
-    ) as d:
+    async with shared_dev(tmp_path, start_app, kind, app, sdk_store, _script(kind)) as d:
         run_id = await d.run_of("parallel-wait", Event("par/wait", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert (run.status, run.output) == ("COMPLETED", [["a.1", "a.2"], ["b.1", "b.2"]])
@@ -171,9 +153,7 @@ async def test_parallel_steps_in_race_mode_make_inngests_requests(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
-    ) as d:
+    async with shared_dev(tmp_path, start_app, kind, app, sdk_store, _script(kind)) as d:
         run_id = await d.run_of("parallel-race", Event("par/race", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert run.status == "COMPLETED", run.error
@@ -189,9 +169,7 @@ async def test_an_invoke_runs_and_a_sent_event_in_one_group(
     kind: str, tmp_path: Path, start_app: Callable[..., SdkApp], sdk_store: str | Store
 ) -> None:
     app = App("stepline-dev")
-    async with stepline_dev(
-        tmp_path, start_app, kind, app, script=_script(kind), same_sdk_app=True, store=sdk_store
-    ) as d:
+    async with shared_dev(tmp_path, start_app, kind, app, sdk_store, _script(kind)) as d:
         run_id = await d.run_of("parallel-mixed", Event("par/mixed", {}))
         run = await d.until_status(run_id, "COMPLETED", "FAILED")
         assert (run.status, run.output) == (
