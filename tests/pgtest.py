@@ -25,6 +25,7 @@ import psycopg
 import psycopg_pool
 import pytest
 
+import sqlitetest
 from pgcluster import (
     TEMPLATE_VARIABLE,
     WATCH_PID_VARIABLE,
@@ -33,6 +34,8 @@ from pgcluster import (
     start_cluster,
     stop_cluster,
 )
+from stepline.store import MemoryStore, SQLiteStore
+from stepline.store.interface import Store
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres._statements import _quiet
 from stepline.store.postgres.presence import Presence
@@ -227,6 +230,17 @@ def engine_store(kind: str) -> str | PostgresStore:
     if kind.startswith(("postgresql://", "postgres://")):
         return warm_store(kind)
     return kind
+
+
+def opened_store(kind: str, path: Path) -> Store:
+    """A store of ``kind`` opened in this process ("memory"; "sqlite": a fresh file at ``path``;
+    or the emptied database's URL: a ``warm_store``), for a test that drives the engine itself."""
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        sqlitetest.fresh_database(path)
+        return SQLiteStore(path, synchronous="NORMAL")
+    return warm_store(kind)
 
 
 # one connection per database for emptying it before each test (a connection of its own for

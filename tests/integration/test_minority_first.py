@@ -14,26 +14,12 @@ import pytest
 from _polling import until
 
 import pgtest
-import sqlitetest
 from stepline import App, Context, Event, TriggerEvent
 from stepline.engine._minority_first import split
-from stepline.store import MemoryStore, SQLiteStore
-from stepline.store.interface import Store
 from stepline.store.records import Lease
 from stepline.testing import MockClock
 
 T0 = 1_700_000_000.0
-
-
-def _store(kind: str, path: Path) -> Store:
-    if kind == "memory":
-        return MemoryStore()
-    if kind == "sqlite":
-        sqlitetest.fresh_database(path)
-        return SQLiteStore(path, synchronous="NORMAL")
-    store = pgtest.engine_store(kind)
-    assert not isinstance(store, str)
-    return store
 
 
 async def test_a_quiet_functions_run_reaches_its_step_before_a_backlogs_passes_begin(
@@ -57,7 +43,7 @@ async def test_a_quiet_functions_run_reaches_its_step_before_a_backlogs_passes_b
     async def quiet(ctx: Context) -> Any:
         return await ctx.step.run("first", first)
 
-    app.attach(_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
+    app.attach(pgtest.opened_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
     try:
         # queued with no worker: its first lease attempt takes them all (5 + 1 = its slots)
         await app.send_async([Event("a", {"k": k}) for k in range(5)])

@@ -16,28 +16,15 @@ import pytest
 from _polling import until
 
 import pgtest
-import sqlitetest
 from stepline import App, Context, Event, TriggerEvent
 from stepline.engine._new_runs import lease_job
 from stepline.engine._spare_slot import fitting
 from stepline.engine.engine import Engine
-from stepline.store import MemoryStore, SQLiteStore
-from stepline.store.interface import Store, StoreTx
+from stepline.store.interface import StoreTx
 from stepline.store.records import FunctionSet, Lease
 from stepline.testing import MockClock
 
 T0 = 1_700_000_000.0
-
-
-def _store(kind: str, path: Path) -> Store:
-    if kind == "memory":
-        return MemoryStore()
-    if kind == "sqlite":
-        sqlitetest.fresh_database(path)
-        return SQLiteStore(path, synchronous="NORMAL")
-    store = pgtest.engine_store(kind)
-    assert not isinstance(store, str)
-    return store
 
 
 class _Held:
@@ -80,7 +67,7 @@ async def test_a_backlog_leaves_the_last_slot_and_another_functions_run_starts_a
 ) -> None:
     held = _Held()
     _functions(app, held, ("backlog", "quiet", "other"))
-    app.attach(_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
+    app.attach(pgtest.opened_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
     try:
         await app.send_async([Event("backlog", {"k": k}) for k in range(8)])
         worker = app.make_worker(concurrency=3, worker_id="w", poll_interval=None)
@@ -110,7 +97,7 @@ async def test_the_last_slot_is_not_taken_by_a_function_with_a_pass_here(
 ) -> None:
     held = _Held()
     _functions(app, held, ("a", "b", "c"))
-    app.attach(_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
+    app.attach(pgtest.opened_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
     try:
         # queued with no worker: its first attempt leases a and b (the fair order), and the
         # last slot is left: both have a pass here, so neither's next run takes it
@@ -154,7 +141,7 @@ async def test_no_spare_slot_with_one_function_or_one_slot(
 ) -> None:
     held = _Held()
     _functions(app, held, names)
-    app.attach(_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
+    app.attach(pgtest.opened_store(store_kind, tmp_path / "stepline.db"), MockClock(start=T0))
     try:
         await app.send_async([Event("backlog", {"k": k}) for k in range(5)])
         worker = app.make_worker(concurrency=concurrency, worker_id="w", poll_interval=None)
