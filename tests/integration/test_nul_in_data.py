@@ -14,7 +14,7 @@ from typing import Any
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
-from stepline.testing import TestEngine
+from stepline.testing import MockClock, TestEngine
 
 NUL = "a\x00b"
 
@@ -48,12 +48,17 @@ async def test_a_wait_on_a_literal_with_a_nul_matches_nothing_and_fails_nothing(
         )
         return paid is None
 
-    async with make_engine() as t:
+    clock = MockClock(autojump=False)  # the wait's hour passes when the test says so
+    async with make_engine(clock=clock) as t:
         [event_id] = await t.send(Event("go", {}))
         [run] = await t.runs(event_id=event_id)
         await until("the wait", lambda: _waiting(t, run.run_id))
         await t.send(Event("paid", {"k": "a"}))
         await t.send(Event("paid", {"k": NUL}))
+        await t.tick()
+        assert await _waiting(t, run.run_id)  # neither event resolved it
+        clock.advance(3601)
+        await t.tick()
         ended = await t.app.wait_for_run(run.run_id, timeout=30)
         assert ended.status == "COMPLETED", ended.error
         assert ended.output is True  # timed out: nothing matched
