@@ -20,10 +20,10 @@ from stepline.store.records import PassCommit
 STEPS = 3
 
 
-async def test_the_breakdown_run_ends_with_its_pass_commits_timed(tmp_path: Path) -> None:
-    # a database of its own (the default, .stepline/stepline.db in the current folder, was left
-    # behind in the checkout and reused: a worktree that once ran a newer schema failed here)
-    app = App("bench-breakdown", db=f"sqlite:///{tmp_path / 'breakdown.db'}")
+def _per_step_app(db: str) -> tuple[App, list[asyncio.Future[None]]]:
+    """The bench's per-step app on ``db``: its function runs ``n`` steps, then sets the last
+    future of the list it returns (``_breakdown`` appends one a run)."""
+    app = App("bench-breakdown", db=db)
     finished: list[asyncio.Future[None]] = []
 
     async def noop(i: int) -> int:
@@ -34,7 +34,15 @@ async def test_the_breakdown_run_ends_with_its_pass_commits_timed(tmp_path: Path
         for i in range(ctx.event.data["n"]):
             await ctx.step.run(f"s{i}", noop, i)
         finished[-1].set_result(None)
-        return STEPS
+        return int(ctx.event.data["n"])
+
+    return app, finished
+
+
+async def test_the_breakdown_run_ends_with_its_pass_commits_timed(tmp_path: Path) -> None:
+    # a database of its own (the default, .stepline/stepline.db in the current folder, was left
+    # behind in the checkout and reused: a worktree that once ran a newer schema failed here)
+    app, finished = _per_step_app(f"sqlite:///{tmp_path / 'breakdown.db'}")
 
     worker = app.make_worker(concurrency=10)
     task = asyncio.create_task(worker.run())
@@ -53,19 +61,8 @@ async def test_the_breakdown_times_postgresqls_lone_step_commits(
     # on PostgreSQL a step's commit is a lone step's (``commit_steps_on_loop``, on the loop):
     # before, the breakdown did not wrap it, so its round trip (and fsync) was counted as the
     # writer's hand-off, and only the run's other commits as transactions
-    app = App("bench-breakdown", db=pg_url)
-    finished: list[asyncio.Future[None]] = []
+    app, finished = _per_step_app(pg_url)
     steps = 6
-
-    async def noop(i: int) -> int:
-        return i
-
-    @app.function(id="per-step", trigger=TriggerEvent("bench/per-step"))
-    async def many_steps(ctx: Any) -> int:
-        for i in range(ctx.event.data["n"]):
-            await ctx.step.run(f"s{i}", noop, i)
-        finished[-1].set_result(None)
-        return steps
 
     worker = app.make_worker(concurrency=10)
     task = asyncio.create_task(worker.run())
