@@ -50,6 +50,16 @@ def clipped(value: str, chars: int = 64) -> str:
     return value if len(value) <= chars else value[:chars] + "\u2026"
 
 
+def bounded(text: str, chars: int) -> str:
+    """``text`` cut to its first ``chars`` characters, saying how many were cut, when it is
+    more than 1,024 characters longer (a text a little over the bound is kept whole: a message
+    wrapping a bounded one, ``StepError``'s, keeps the inner one's note of what was cut): for a
+    text kept whole only up to a size (an error's message)."""
+    if len(text) <= chars + 1024:
+        return text
+    return f"{text[:chars]}\u2026 ({len(text) - chars} more characters cut)"
+
+
 def shown_text(value: str) -> str:
     """``value`` with every character a store cannot hold as text (NUL, a lone surrogate)
     replaced by U+FFFD: for a name that is only shown."""

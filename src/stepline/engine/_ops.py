@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from stepline._text import escaped_surrogates
+from stepline._text import bounded, escaped_surrogates
 from stepline.sdk.event import Event
 
 
@@ -96,14 +96,21 @@ def step_hash(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()
 
 
+# the longest error message kept (an HTTP client's error may carry a whole response body: it
+# was stored whole in the step's error, the run's and every attempt's history row)
+MAX_ERROR_MESSAGE_CHARS = 16_384
+
+
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    """How an error is stored: name, message, stack (each lone surrogate in them written as its
-    escape, ``_text.escaped_surrogates``: else SQLite and PostgreSQL could not serialize it, and
-    a step that raised it failed the whole run with a ``SerializationError`` in its place)."""
+    """How an error is stored: name, message (its first ``MAX_ERROR_MESSAGE_CHARS``
+    characters, saying how many more were cut), stack (its last 8,000 characters); each lone
+    surrogate in them written as its escape (``_text.escaped_surrogates``: else SQLite and
+    PostgreSQL could not serialize it, and a step that raised it failed the whole run with a
+    ``SerializationError`` in its place)."""
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {
         "name": type(exc).__name__,
-        "message": escaped_surrogates(str(exc)),
+        "message": escaped_surrogates(bounded(str(exc), MAX_ERROR_MESSAGE_CHARS)),
         "stack": escaped_surrogates(stack[-8000:]),
     }
 
