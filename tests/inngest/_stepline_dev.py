@@ -4,11 +4,13 @@ routes) with one real SDK app synced into it, on a MockClock that moves only whe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -42,6 +44,26 @@ def tiny_registration(**fields: Any) -> dict[str, Any]:
     function = {"id": "tiny-a", "name": "a", "triggers": [{"event": "tiny/a"}]}
     function["steps"] = {"step": step}
     return {"appName": "tiny", "url": url, **fields, "functions": [function]}
+
+
+class ScriptedSdk(InngestDriver):
+    """The HTTP driver with an SDK's replies scripted (``reply``, per step id asked for) instead
+    of an SDK app over HTTP; ``posted``: the step ids asked for, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(checkpointing=False)
+        self.posted: list[str] = []
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        step = parse_qs(urlsplit(url).query)["stepId"][0]
+        self.posted.append(step)
+        return await self.reply(step, body)
+
+    @abstractmethod
+    async def reply(self, step: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """The SDK's reply (status, headers, body) to a request for ``step`` with ``body``."""
 
 
 class PassCounter(InngestDriver):

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
-from _stepline_dev import tiny_registration
+from _stepline_dev import ScriptedSdk, tiny_registration
 
 from stepline import App, Event
-from stepline.drivers.inngest import DISCOVERY, InngestDriver, SdkApps
+from stepline.drivers.inngest import DISCOVERY, SdkApps
 from stepline.drivers.inngest._driver import SdkRequestError
 from stepline.drivers.inngest._requests import PassRequests
 from stepline.engine.engine import Engine
@@ -31,27 +29,22 @@ def _ops(*ops: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     return 206, {"X-Inngest-SDK": "scripted:v1", "X-Inngest-Req-Version": "1"}, orjson.dumps(ops)
 
 
-class ScriptedSdk(InngestDriver):
+class OrderedSdk(ScriptedSdk):
     """One parallel group (steps A, B, C): A's reply holds the writer, so its commit waits;
     B replies once A's reply was handled (its commit goes behind A's) and plans D (sent after
     B's commit); C's request fails once D was sent. The writer is released once the pass
     cancelled D's request."""
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(checkpointing=False)
+        super().__init__()
         self.engine = engine
         self.gate = threading.Event()
         self.held: asyncio.Future[Any] | None = None
         self.commits = 0
         self.committed = asyncio.Event()  # a reply's commit was started
         self.d_sent = asyncio.Event()
-        self.posted: list[str] = []
 
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        step = parse_qs(urlsplit(url).query)["stepId"][0]
-        self.posted.append(step)
+    async def reply(self, step: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         if step == DISCOVERY:
             return _ops(*({"op": "StepPlanned", "id": s, "name": s[0]} for s in (A, B, C)))
         if step == A:
@@ -65,7 +58,7 @@ class ScriptedSdk(InngestDriver):
             )
         if step == C:
             await self.d_sent.wait()
-            raise SdkRequestError(f"request to {url} failed: connection refused")
+            raise SdkRequestError(f"request for step {step} failed: connection refused")
         return _ops({"op": "StepRun", "id": step, "name": step[0], "data": 0})
 
 
@@ -75,7 +68,7 @@ async def test_a_failed_request_does_not_lose_the_commits_the_others_wait_for(
     app = App("stepline-dev")
     clock = MockClock(autojump=False)
     async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db", clock=clock) as t:
-        sdk = ScriptedSdk(app.engine)
+        sdk = OrderedSdk(app.engine)
         commit_later, send, request = (
             PassRequests.commit_later,
             PassRequests.send,

@@ -8,35 +8,25 @@ scripted SDK (the driver's ``post``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from _stepline_dev import tiny_registration
+from _stepline_dev import ScriptedSdk, tiny_registration
 
 from stepline import App, Event
-from stepline.drivers.inngest import DISCOVERY, InngestDriver, SdkApps
+from stepline.drivers.inngest import DISCOVERY, SdkApps
 from stepline.testing import MockClock, TestEngine
 
 A = "a" * 40  # the step's hashed id
 HEADERS = {"X-Inngest-SDK": "scripted:v1", "X-Inngest-Req-Version": "1"}
 
 
-class CutStringSdk(InngestDriver):
+class CutStringSdk(ScriptedSdk):
     """Plans step A, runs it (its output: a string cut in the middle of a surrogate pair), and
     ends the run with the memo it is given for A."""
 
-    def __init__(self) -> None:
-        super().__init__(checkpointing=False)
-        self.posted: list[str] = []
-
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        step = parse_qs(urlsplit(url).query)["stepId"][0]
-        self.posted.append(step)
+    async def reply(self, step: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         memo: dict[str, Any] = orjson.loads(body).get("steps") or {}
         if step == DISCOVERY and A in memo:
             return 200, HEADERS, orjson.dumps({"memo": memo[A]})

@@ -10,17 +10,15 @@ was stored as it was. Driven by a scripted SDK (the driver's ``post``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
-from _stepline_dev import tiny_registration
+from _stepline_dev import ScriptedSdk, tiny_registration
 
 from stepline import App, Event, Limits
-from stepline.drivers.inngest import DISCOVERY, InngestDriver, SdkApps
+from stepline.drivers.inngest import DISCOVERY, SdkApps
 from stepline.testing import MockClock, TestEngine
 
 HEADERS = {"X-Inngest-SDK": "scripted:v1", "X-Inngest-Req-Version": "1"}
@@ -28,19 +26,15 @@ CUT = b'"cut \\ud83d"'  # JSON for a string ending in a lone surrogate
 B = "b" * 40  # the invoke step's hashed id
 
 
-class ScriptedSdk(InngestDriver):
+class ResultSdk(ScriptedSdk):
     """Answers every request of a run with ``reply``: a result (200), or an invoke of
     ``tiny-a`` with ``invoke_data`` and then the memo it is given for it."""
 
     def __init__(self, result: bytes | None = None, invoke_data: bytes | None = None) -> None:
-        super().__init__(checkpointing=False)
+        super().__init__()
         self.result, self.invoke_data = result, invoke_data
-        self.posted: list[str] = []
 
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        self.posted.append(parse_qs(urlsplit(url).query)["stepId"][0])
+    async def reply(self, step: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         if self.result is not None:
             return 200, HEADERS, self.result
         memo: dict[str, Any] = orjson.loads(body).get("steps") or {}
@@ -51,7 +45,7 @@ class ScriptedSdk(InngestDriver):
         return 206, HEADERS, b"[" + op + b"]"
 
 
-async def _ended(tmp_path: Path, sdk: ScriptedSdk, app: App) -> Any:
+async def _ended(tmp_path: Path, sdk: ResultSdk, app: App) -> Any:
     async with TestEngine(app, store="sqlite", path=tmp_path / "db", clock=MockClock()):
         await SdkApps(app, sdk).register(tiny_registration())
         [event_id] = await app.send_async(Event("tiny/a", {}))
@@ -70,7 +64,7 @@ async def _ended(tmp_path: Path, sdk: ScriptedSdk, app: App) -> Any:
 async def test_an_sdk_result_no_store_can_keep_fails_the_run_at_once(
     tmp_path: Path, result: bytes, error_name: str, said: str
 ) -> None:
-    sdk = ScriptedSdk(result=result)
+    sdk = ResultSdk(result=result)
     ended = await _ended(
         tmp_path, sdk, App("stepline-dev", limits=Limits(max_step_output_bytes=1024))
     )
@@ -80,7 +74,7 @@ async def test_an_sdk_result_no_store_can_keep_fails_the_run_at_once(
 
 
 async def test_invoke_data_that_cannot_be_an_event_fails_the_invoke_step(tmp_path: Path) -> None:
-    sdk = ScriptedSdk(invoke_data=b'{"text": ' + CUT + b"}")
+    sdk = ResultSdk(invoke_data=b'{"text": ' + CUT + b"}")
     ended = await _ended(tmp_path, sdk, App("stepline-dev"))
     assert sdk.posted == [DISCOVERY, DISCOVERY]  # asked again with the step's error in its memo
     [step] = ended.steps
