@@ -87,6 +87,6 @@ async def test_the_breakdown_times_postgresqls_lone_step_commits(
     # most steps after the first go the lone way (a step whose loop connection was busy, with
     # the worker's poll say, goes through the writer: how many varies, 4 to 6 of 6 here)
     assert calls, "no step's commit went the lone way"
-    # each lone commit timed as a transaction, and the run's others too (before: only the
-    # others, 2-4 of them, were counted)
-    assert found["transactions"] >= len(calls) + 1
+    # each lone commit timed as a transaction (before: only the run's other commits, 2-4 of
+    # them, were counted; the run's end may go the lone way too, so all of them may be lone)
+    assert found["transactions"] >= len(calls)
