@@ -99,19 +99,20 @@ def step_hash(key: str) -> str:
 # the longest error message kept (an HTTP client's error may carry a whole response body: it
 # was stored whole in the step's error, the run's and every attempt's history row)
 MAX_ERROR_MESSAGE_CHARS = 16_384
+MAX_ERROR_STACK_CHARS = 8_000  # an error's stack: its last characters (where it was raised)
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """How an error is stored: name, message (its first ``MAX_ERROR_MESSAGE_CHARS``
-    characters, saying how many more were cut), stack (its last 8,000 characters); each lone
-    surrogate in them written as its escape (``_text.escaped_surrogates``: else SQLite and
-    PostgreSQL could not serialize it, and a step that raised it failed the whole run with a
-    ``SerializationError`` in its place)."""
+    characters, saying how many more were cut), stack (its last ``MAX_ERROR_STACK_CHARS``
+    characters); each lone surrogate in them written as its escape
+    (``_text.escaped_surrogates``: else SQLite and PostgreSQL could not serialize it, and a step
+    that raised it failed the whole run with a ``SerializationError`` in its place)."""
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {
         "name": type(exc).__name__,
         "message": escaped_surrogates(bounded(str(exc), MAX_ERROR_MESSAGE_CHARS)),
-        "stack": escaped_surrogates(stack[-8000:]),
+        "stack": escaped_surrogates(stack[-MAX_ERROR_STACK_CHARS:]),
     }
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from stepline._text import clipped, escaped_surrogates, shown_text, text_problem
+from stepline._text import bounded, clipped, escaped_surrogates, shown_text, text_problem
 from stepline.drivers.inngest._errors import ProtocolError
 from stepline.durations import parse_duration, parse_instant
+from stepline.engine._ops import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_STACK_CHARS
 from stepline.errors import DurationError
 from stepline.sdk.event import event_name_problem
 
@@ -34,19 +35,23 @@ class ErrorInfo:
 
     @classmethod
     def read(cls, value: object) -> ErrorInfo:
-        # the texts kept as the step's or the run's error: a lone surrogate (JSON's "\ud800",
-        # which Python's json decodes as such) written as its escape, as in-process errors
-        # (``error_dict``): else the stored error could not be serialized
+        # the texts kept as the step's or the run's error, as in-process errors
+        # (``error_dict``): bounded (an SDK's error may carry a whole response body: it was
+        # kept whole in the step's error, its memo, the run's error and the history), and a
+        # lone surrogate (JSON's "\ud800", which Python's json decodes as such) written as its
+        # escape (else the stored error could not be serialized)
         if not isinstance(value, dict):
-            text = "" if value is None else escaped_surrogates(str(value))
+            text = "" if value is None else _kept(str(value))
             return cls(name="Error", message=text, raw={"message": text})
         stack = value.get("stack")
         code = value.get("code")
         return cls(
-            name=escaped_surrogates(str(value.get("name") or "Error")),
-            message=escaped_surrogates(str(value.get("message") or "")),
-            stack=escaped_surrogates(stack) if isinstance(stack, str) else None,
-            code=code if isinstance(code, str) else None,
+            name=_kept(str(value.get("name") or "Error")),
+            message=_kept(str(value.get("message") or "")),
+            stack=escaped_surrogates(stack[-MAX_ERROR_STACK_CHARS:])
+            if isinstance(stack, str)
+            else None,
+            code=_kept(code) if isinstance(code, str) else None,
             raw=value,
         )
 
@@ -56,6 +61,11 @@ class ErrorInfo:
         if self.stack is not None:
             error["stack"] = self.stack
         return {"error": error}
+
+
+def _kept(text: str) -> str:
+    """An SDK error's text as kept: bounded, lone surrogates escaped (see ``ErrorInfo.read``)."""
+    return escaped_surrogates(bounded(text, MAX_ERROR_MESSAGE_CHARS))
 
 
 @dataclass(frozen=True)
