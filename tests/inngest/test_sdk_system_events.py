@@ -35,7 +35,7 @@ INVOKED, FINISHED, FAILED = (
 
 
 def events(url: str, name: str) -> list[dict[str, Any]]:
-    status, reply = http_json("GET", f"{url}/v1/events?name={name}")
+    status, reply = http_json("GET", f"{url}/v1/events?name={name}&limit=100")
     assert status == 200, reply
     found: list[dict[str, Any]] = reply["data"]
     return found

@@ -1,10 +1,11 @@
 """``create_app``: the server's ASGI application, composed of its parts.
 
 Routes, in the order they are matched: the probes (``/health``, ``/ready``), the event API
-(``POST /e/{key}``), the Inngest SDK routes (``/fn/register``, ``/dev``) and Inngest's dev-server
-read API (``POST /v0/gql``), the REST API (``/api/v1/...``, ``/openapi.json``, ``/api/docs``),
-``/metrics``, then the dashboard at ``/`` when ``stepline.server.dashboard`` is installed: its
-``dashboard_routes(app, settings) -> list[BaseRoute]`` are appended last, so they see every
+(``POST /e/{key}``), the Inngest SDK routes (``/fn/register``, ``/dev``), Inngest's REST API
+(``/v1/events``, ``/v1/runs``) and Inngest's dev-server read API (``POST /v0/gql``), the REST
+API (``/api/v1/...``, ``/openapi.json``, ``/api/docs``), ``/metrics``, then the dashboard at
+``/`` when ``stepline.server.dashboard`` is installed: its ``dashboard_routes(app, settings) ->
+list[BaseRoute]`` are appended last, so they see every
 path the APIs above do not answer (a dashboard needing middleware returns
 ``[Mount("", routes=..., middleware=...)]``).
 
@@ -35,6 +36,7 @@ from stepline.server._responses import JSONResponse
 from stepline.server.event_api import EventApi, event_key_in, event_routes
 from stepline.server.gql import gql_routes
 from stepline.server.inngest_api import inngest_routes
+from stepline.server.inngest_rest import inngest_rest_routes
 from stepline.server.inngest_runs import inngest_run_routes
 from stepline.server.metrics import metrics_routes
 from stepline.server.openapi import openapi_routes
@@ -56,6 +58,7 @@ def create_app(app: App, settings: ServerSettings | None = None) -> Starlette:
         *health_routes(),
         *event_routes(events),
         *inngest_routes(),
+        *inngest_rest_routes(),
         *inngest_run_routes(),
         *gql_routes(),
         *rest_routes(),

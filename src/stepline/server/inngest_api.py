@@ -1,7 +1,7 @@
 """The routes an Inngest SDK app calls by itself: ``POST /fn/register`` (its out-of-band sync);
 ``GET /dev``, what Inngest's dev server says of itself (its test tools poll it until the
-functions they expect are there); ``GET /v1/events/{id}/runs``, the runs an event started, as
-Inngest's REST API answers it (scripts poll it for a run's status and output).
+functions they expect are there). Inngest's REST API (``/v1/events``, ``/v1/runs``) is
+``inngest_rest``.
 
 The app's functions are registered in the served ``App`` with driver ``"inngest"``
 (``stepline.drivers.inngest.SdkApps``). When the apps' driver holds signing keys (production),
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,13 +47,10 @@ from stepline.server._auth import require_api_token
 from stepline.server._discovery import discover
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import server_settings, stepline_app
-from stepline.server.gql import cron_of, is_batch_run
 from stepline.server.settings import ServerSettings
-from stepline.server.views import iso
 
 if TYPE_CHECKING:
     from stepline.sdk.app import App
-    from stepline.sdk.run import Run
 
 MAX_REGISTER_BYTES = 16 * 1024 * 1024
 SYNC_TIMEOUT = 30.0
@@ -197,68 +192,9 @@ async def _sync_once(apps: SdkApps, url: str) -> str | None:
     return None if status < 300 else f"it answered {status}"
 
 
-RUN_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
-MAX_EVENT_RUNS = 1000
-EVENT_RUNS_CACHE = 5  # seconds: how long Inngest's API says an event's runs may be cached
-ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
-ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
-
-
-async def _event_runs(request: Request) -> Response:
-    """``GET /v1/events/{event_id}/runs``: the runs the event started (of every app sharing the
-    database), oldest first, as Inngest's REST API lists them (``pkg/api/apiv1`` ``getEventRuns``,
-    the runs of ``cqrs.FunctionRun``): ``{"data": [{run_id, run_started_at, function_id,
-    function_version, environment_id, event_id, batch_id, cron, status, ended_at, output}],
-    "metadata": {fetched_at, cached_until}}``, the status ``Running`` until it is ``Completed``,
-    ``Failed`` or ``Cancelled``; ``output`` the function's result, or the error of a failed run;
-    ``batch_id`` (a batch's run: its first event's id) and ``cron`` (a cron run: its schedule)
-    null otherwise. 400 for an id that is no ULID (``Invalid event ID: ...``), as Inngest's; an
-    event that started none (or is unknown) has an empty ``data``. Cacheable for 5 s
-    (``Cache-Control: private, max-age=5`` and ``cached_until``), as Inngest's answer is
-    (``WriteCachedResponse(w, result, 5*time.Second)``). Asks for the REST API's token."""
-    require_api_token(request)
-    event_id = request.path_params["event_id"]
-    if not ULID.match(event_id):
-        return error(400, f"Invalid event ID: {event_id}")
-    app = stepline_app(request)
-    runs = await app.runs(event_id=event_id, all_apps=True, with_steps=False, limit=MAX_EVENT_RUNS)
-    runs.sort(key=lambda run: (run.created_at, run.run_id))
-    started = any(run.event_ids[:1] == [event_id] for run in runs)
-    first = await app.get_event(event_id) if started else None  # once, not once per run
-    cron = cron_of([first]) if first is not None else None
-    data = [_event_run(app, run, event_id, cron) for run in runs]
-    now = time.time()
-    metadata = {"fetched_at": iso(now), "cached_until": iso(now + EVENT_RUNS_CACHE)}
-    return JSONResponse(
-        {"data": data, "metadata": metadata},
-        headers={"Cache-Control": f"private, max-age={EVENT_RUNS_CACHE}"},
-    )
-
-
-def _event_run(app: App, run: Run, event_id: str, cron: str | None) -> dict[str, Any]:
-    """One run of ``_event_runs``; ``cron``: the schedule of the event, if a cron's."""
-    output = run.output if run.status == "COMPLETED" else None
-    batch_id = run.event_ids[0] if is_batch_run(app, run) else None
-    cron = cron if run.event_ids[:1] == [event_id] else None
-    return {
-        "run_id": run.run_id,
-        "run_started_at": iso(run.started_at or run.created_at),
-        "function_id": run.function_id,
-        "function_version": 0,
-        "environment_id": ENVIRONMENT_ID,
-        "event_id": event_id,
-        "batch_id": batch_id,
-        "cron": cron,
-        "status": RUN_STATUS.get(run.status, "Running"),
-        "ended_at": iso(run.ended_at),
-        "output": run.error if run.status == "FAILED" else output,
-    }
-
-
 def inngest_routes() -> list[BaseRoute]:
-    """``POST /fn/register``, ``GET /dev``, ``GET /v1/events/{event_id}/runs``."""
+    """``POST /fn/register``, ``GET /dev``."""
     return [
         Route("/fn/register", _register, methods=["POST"]),
         Route("/dev", _dev_info, methods=["GET"]),
-        Route("/v1/events/{event_id}/runs", _event_runs, methods=["GET"]),
     ]

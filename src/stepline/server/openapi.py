@@ -348,9 +348,22 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/events": {
             "get": _op(
-                "Events by name (as Inngest's dev server)",
+                "Events received, newest first (as Inngest's REST API; default 20, at most 100)",
                 _json({"type": "object"}),
-                params=[_query("name", "Event name")],
+                params=[
+                    _query("name", "Event name"),
+                    _query("received_after", "ISO 8601 time or epoch milliseconds"),
+                    _query("received_before", "ISO 8601 time or epoch milliseconds"),
+                    _query("limit", "1-100 (default 20)", "integer"),
+                ],
+                tag="events",
+            )
+        },
+        "/v1/events/{event_id}": {
+            "get": _op(
+                "One event (as Inngest's REST API)",
+                _json({"type": "object"}),
+                params=[_path("event_id", "Event id (a ULID)")],
                 tag="events",
             )
         },
@@ -361,6 +374,20 @@ def openapi_document() -> dict[str, Any]:
                 params=[_path("event_id", "Event id")],
                 tag="events",
             )
+        },
+        "/v1/runs/{run_id}": {
+            "get": _op(
+                "One run: status and output (as Inngest's REST API)",
+                _json({"type": "object"}),
+                params=[_path("run_id", "Run id")],
+                tag="runs",
+            ),
+            "delete": _op(
+                "Cancel a run (as Inngest's REST API; 404 if it has ended)",
+                {"description": "Cancelled"},
+                params=[_path("run_id", "Run id")],
+                tag="runs",
+            ),
         },
         "/v1/checkpoint/{run_id}/async": {
             "post": _op(

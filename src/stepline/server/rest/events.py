@@ -1,6 +1,5 @@
 """``/api/v1/events``: events received (filters, cursor), one event with the runs it started,
-resumed and cancelled; and ``/v1/events?name=`` as Inngest's dev server answers it (for tools
-built for it)."""
+resumed and cancelled (Inngest's ``/v1/events`` is ``stepline.server.inngest_rest``)."""
 
 from __future__ import annotations
 
@@ -28,7 +27,6 @@ def event_routes() -> list[BaseRoute]:
     return [
         Route(PREFIX, list_events, methods=["GET"]),
         Route(PREFIX + "/{event_id}", get_event, methods=["GET"]),
-        Route("/v1/events", inngest_list_events, methods=["GET"]),
     ]
 
 
@@ -68,24 +66,6 @@ async def get_event(request: Request) -> Response:
         raise Problem(404, f"no event {event_id!r}")
     runs = await app.event_runs(event_id, limit=1000)
     return JSONResponse({**event_json(event), "runs": [event_run_json(r) for r in runs]})
-
-
-async def inngest_list_events(request: Request) -> Response:
-    """``GET /v1/events?name=``: ``{"data": [{"internal_id", "name", "data", "ts"}]}``."""
-    require_api_token(request)
-    app = stepline_app(request)
-    name = request.query_params.get("name") or None
-    found = await app.events(name=name, limit=limit_param(request, default=100))
-    data = [
-        {
-            "internal_id": e.event.internal_id,
-            "name": e.event.name,
-            "data": e.event.data,
-            "ts": int(e.event.ts * 1000),
-        }
-        for e in found
-    ]
-    return JSONResponse({"data": data})
 
 
 def _seconds(moment: object) -> float | None:

@@ -1,0 +1,195 @@
+"""Inngest's REST API (``api.inngest.com/v1``; ``pkg/api/apiv1`` in Inngest's server) as
+Stepline serves it, for tools and scripts written against Inngest's servers. Every answer is
+``{"data": ..., "metadata": {"fetched_at", "cached_until"}}`` (Inngest's ``WriteResponse`` /
+``WriteCachedResponse``); each route asks for the REST API's token (open on a loopback
+``stepline dev``) and sees every app sharing the database, as Inngest's workspace does.
+
+- ``GET /v1/events``: events received, newest first: ``name``, ``received_after`` and
+  ``received_before`` (ISO 8601 or epoch milliseconds; 400 ``Invalid received_after query
+  parameter`` otherwise), ``limit`` (default 20, as Inngest's ``DefaultEvents``; a larger one is
+  cut to 100, as Inngest bounds it). Inngest's ``cursor`` (a ULID to page from) is refused with
+  400: page with ``received_before`` instead (the ``/api/v1/events`` API has a cursor).
+- ``GET /v1/events/{event_id}``: one event (400 ``Invalid event ID``, 404 ``Event not found``).
+- ``GET /v1/events/{event_id}/runs``: the runs the event started (``_event_runs``).
+- ``GET /v1/runs/{run_id}``: one run, in the shape of an event's runs (404 ``Unable to load
+  function run``).
+- ``DELETE /v1/runs/{run_id}``: cancel it (200, empty, as Inngest's ``CancelFunctionRun``; 404
+  for a run that does not exist or has ended: nothing to cancel).
+
+An event is ``{internal_id, id, name, data, user, ts}``: ``id`` the sender's id, or the internal
+one when it gave none (as Inngest stores it); ``ts`` in epoch milliseconds. A run is ``{run_id,
+run_started_at, function_id, function_version, environment_id, event_id, batch_id, cron,
+status, ended_at, output}``: ``status`` ``Running`` until it is ``Completed``, ``Failed`` or
+``Cancelled``; ``output`` the function's result, or a failed run's error; ``batch_id`` (a
+batch's first event) and ``cron`` (a cron run's schedule) null otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from stepline._text import is_digits
+from stepline.server._auth import require_api_token
+from stepline.server._problems import Problem
+from stepline.server._responses import JSONResponse, error
+from stepline.server._state import stepline_app
+from stepline.server.gql import cron_of, is_batch_run
+from stepline.server.rest._params import parse_time
+from stepline.server.views import iso
+
+if TYPE_CHECKING:
+    from stepline.sdk.app import App
+    from stepline.sdk.run import Run
+    from stepline.store.records import EventRecord
+
+RUN_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
+MAX_EVENT_RUNS = 1000
+CACHED = 5  # seconds: how long Inngest's API says an event or an event's runs may be cached
+DEFAULT_EVENTS = 20  # Inngest's DefaultEvents
+MAX_EVENTS = 100
+ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
+ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
+
+
+def inngest_rest_routes() -> list[BaseRoute]:
+    """The routes of the module."""
+    return [
+        Route("/v1/events", _events, methods=["GET"]),
+        Route("/v1/events/{event_id}", _event, methods=["GET"]),
+        Route("/v1/events/{event_id}/runs", _event_runs, methods=["GET"]),
+        Route("/v1/runs/{run_id}", _run, methods=["GET"]),
+        Route("/v1/runs/{run_id}", _cancel_run, methods=["DELETE"]),
+    ]
+
+
+async def _events(request: Request) -> Response:
+    """``GET /v1/events`` (see the module)."""
+    require_api_token(request)
+    params = request.query_params
+    if params.get("cursor"):
+        raise Problem(
+            400,
+            "Invalid cursor query parameter: this server pages /v1/events with received_before "
+            "(the received time of the last event of the previous page), or /api/v1/events "
+            "with its next_cursor",
+        )
+    bounds = {
+        name: parse_time(text, name) if text else None
+        for name in ("received_after", "received_before")
+        for text in [params.get(name)]
+    }
+    events = await stepline_app(request).events(
+        name=params.get("name") or None,
+        received_after=bounds["received_after"],
+        received_before=bounds["received_before"],
+        limit=_limit(params.get("limit")),
+    )
+    return _answer([_event_json(stored.event) for stored in events], cached=False)
+
+
+def _limit(text: str | None) -> int:
+    """``limit`` as Inngest reads it: none or 0 → the default; bounded to 1-100; not a number
+    → 400 (Inngest reads it as 0)."""
+    if text is None or text == "":
+        return DEFAULT_EVENTS
+    if not is_digits(text):
+        raise Problem(400, f"limit must be a whole number, got {text!r}")
+    return min(int(text), MAX_EVENTS) or DEFAULT_EVENTS
+
+
+async def _event(request: Request) -> Response:
+    """``GET /v1/events/{event_id}`` (see the module)."""
+    require_api_token(request)
+    event_id = request.path_params["event_id"]
+    if not ULID.match(event_id):
+        return error(400, f"Invalid event ID: {event_id}")
+    event = await stepline_app(request).get_event(event_id)
+    if event is None:
+        return error(404, "Event not found")
+    return _answer(_event_json(event), cached=True)
+
+
+def _event_json(event: EventRecord) -> dict[str, Any]:
+    return {
+        "internal_id": event.internal_id,
+        "id": event.id or event.internal_id,
+        "name": event.name,
+        "data": event.data,
+        "user": event.user,
+        "ts": int(event.ts * 1000),
+    }
+
+
+async def _event_runs(request: Request) -> Response:
+    """``GET /v1/events/{event_id}/runs``: the runs the event started (of every app sharing the
+    database), oldest first, as Inngest's REST API lists them (``GetEventRuns``, the runs of
+    ``cqrs.FunctionRun``); what Inngest's "fetch run status and output" recipe polls. 400 for
+    an id that is no ULID (``Invalid event ID: ...``), as Inngest's; an event that started
+    none (or is unknown) has an empty ``data``. Cacheable for 5 s (``Cache-Control: private,
+    max-age=5`` and ``cached_until``), as Inngest's answer is."""
+    require_api_token(request)
+    event_id = request.path_params["event_id"]
+    if not ULID.match(event_id):
+        return error(400, f"Invalid event ID: {event_id}")
+    app = stepline_app(request)
+    runs = await app.runs(event_id=event_id, all_apps=True, with_steps=False, limit=MAX_EVENT_RUNS)
+    runs.sort(key=lambda run: (run.created_at, run.run_id))
+    started = any(run.event_ids[:1] == [event_id] for run in runs)
+    first = await app.get_event(event_id) if started else None  # once, not once per run
+    cron = cron_of([first]) if first is not None else None
+    return _answer([_run_json(app, run, event_id, cron) for run in runs], cached=True)
+
+
+async def _run(request: Request) -> Response:
+    """``GET /v1/runs/{run_id}`` (see the module)."""
+    require_api_token(request)
+    run_id = request.path_params["run_id"]
+    app = stepline_app(request)
+    run = await app.get_run(run_id)
+    if run is None:
+        return error(404, f"Unable to load function run: {run_id}")
+    event_id = run.event_ids[0] if run.event_ids else None
+    first = await app.get_event(event_id) if event_id is not None else None
+    cron = cron_of([first]) if first is not None else None
+    return _answer(_run_json(app, run, event_id, cron), cached=False)
+
+
+async def _cancel_run(request: Request) -> Response:
+    """``DELETE /v1/runs/{run_id}`` (see the module)."""
+    require_api_token(request)
+    run_id = request.path_params["run_id"]
+    if not await stepline_app(request).cancel_run(run_id, "cancelled by API"):
+        return error(404, f"Unable to load function run: {run_id}")
+    return Response(status_code=200)
+
+
+def _run_json(app: App, run: Run, event_id: str | None, cron: str | None) -> dict[str, Any]:
+    """One run as Inngest's API shows it; ``cron``: the schedule of ``event_id``, if a cron's."""
+    output = run.output if run.status == "COMPLETED" else None
+    return {
+        "run_id": run.run_id,
+        "run_started_at": iso(run.started_at or run.created_at),
+        "function_id": run.function_id,
+        "function_version": 0,
+        "environment_id": ENVIRONMENT_ID,
+        "event_id": event_id,
+        "batch_id": run.event_ids[0] if is_batch_run(app, run) else None,
+        "cron": cron if run.event_ids[:1] == [event_id] else None,
+        "status": RUN_STATUS.get(run.status, "Running"),
+        "ended_at": iso(run.ended_at),
+        "output": run.error if run.status == "FAILED" else output,
+    }
+
+
+def _answer(data: Any, *, cached: bool) -> JSONResponse:
+    """``data`` with Inngest's ``metadata``; ``cached``: cacheable for 5 s, as Inngest says."""
+    now = time.time()
+    metadata = {"fetched_at": iso(now), "cached_until": iso(now + CACHED) if cached else None}
+    headers = {"Cache-Control": f"private, max-age={CACHED}"} if cached else None
+    return JSONResponse({"data": data, "metadata": metadata}, headers=headers)

@@ -1,0 +1,286 @@
+"""Inngest's REST API (``pkg/api/apiv1``): ``GET /v1/events/{event_id}/runs``, the runs an event
+started (``GetEventRuns``; the docs' "Fetch run status and output" polls it with the ids
+``inngest.send`` returned until ``data[0].status`` is ``Completed``, then reads
+``data[0].output``); ``GET /v1/events`` (its filters), ``GET /v1/events/{event_id}``,
+``GET /v1/runs/{run_id}`` and ``DELETE /v1/runs/{run_id}``. Neither SDK calls them; the shapes
+are the documented ones.
+
+issue 10, "The dev server's read API": tools written for Inngest's servers work against Stepline.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from stepline import App, Context, NonRetriableError, TriggerEvent
+from stepline.testing import MockClock
+
+from .conftest import API_TOKEN, ServeFn, keyed_settings, until
+
+
+@pytest.fixture
+def app() -> App:
+    app = App("event-runs")
+
+    @app.function(id="greet", trigger=TriggerEvent("user/signed-up"))
+    async def greet(ctx: Context) -> dict[str, Any]:
+        name = await ctx.step.run("name", lambda: ctx.event.data["name"])
+        return {"hello": name}
+
+    @app.function(id="audit", trigger=TriggerEvent("user/signed-up"), retries=0)
+    async def audit(ctx: Context) -> None:
+        await ctx.step.run("check", _refuse)
+
+    @app.function(id="nap", trigger=TriggerEvent("nap/start"))
+    async def nap(ctx: Context) -> str:
+        await ctx.step.sleep("long", "1000d")
+        return "rested"
+
+    return app
+
+
+def _refuse() -> None:
+    raise NonRetriableError("not allowed")
+
+
+async def _runs(client: httpx.AsyncClient, event_id: str, **headers: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/events/{event_id}/runs", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_an_events_runs_with_their_status_and_output(serve: ServeFn) -> None:
+    async with serve() as (client, t):
+        sent = await client.post("/e/key", json={"name": "user/signed-up", "data": {"name": "ada"}})
+        [event_id] = sent.json()["ids"]
+
+        async def ended() -> list[dict[str, Any]] | None:
+            runs: list[dict[str, Any]] = (await _runs(client, event_id))["data"]
+            done = len(runs) == 2 and all(r["status"] != "Running" for r in runs)
+            return runs if done else None
+
+        runs = await until("both runs to end", ended)
+        by_function = {run["function_id"]: run for run in runs}
+        greet, audit = by_function["greet"], by_function["audit"]
+        assert greet["status"] == "Completed" and greet["output"] == {"hello": "ada"}
+        assert audit["status"] == "Failed"
+        assert "not allowed" in audit["output"]["message"]  # a failed run's output: its error
+        stored = {r.run_id: r for r in await t.app.runs(event_id=event_id)}
+        for run in runs:
+            assert run["event_id"] == event_id and run["function_version"] == 0
+            assert run["environment_id"] == "00000000-0000-0000-0000-000000000000"
+            assert (run["batch_id"], run["cron"]) == (None, None)
+            assert run["run_id"] in stored
+            started = datetime.fromisoformat(run["run_started_at"])
+            assert datetime.fromisoformat(run["ended_at"]) >= started
+        assert [r["run_id"] for r in runs] == sorted(
+            stored, key=lambda i: (stored[i].created_at, i)
+        )  # oldest first
+
+
+async def test_runs_in_progress_and_cancelled(serve: ServeFn) -> None:
+    # a clock that moves only when told to: an idle engine would otherwise jump to the end of
+    # the sleep before the test reads the run sleeping (a loaded machine's gate did)
+    async with serve(clock=MockClock(autojump=False)) as (client, t):
+        sent = await client.post("/e/key", json={"name": "nap/start"})
+        [event_id] = sent.json()["ids"]
+        [run] = await until("the run", lambda: t.app.runs(event_id=event_id))
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        [sleeping] = (await _runs(client, event_id))["data"]
+        assert (sleeping["status"], sleeping["output"], sleeping["ended_at"]) == (
+            "Running",
+            None,
+            None,
+        )
+        assert (await client.post(f"/api/v1/runs/{run.run_id}/cancel")).status_code == 200
+        await t.wait_for_status(run.run_id, "CANCELLED")
+        [cancelled] = (await _runs(client, event_id))["data"]
+        assert (cancelled["status"], cancelled["output"]) == ("Cancelled", None)
+
+
+async def test_the_event_is_read_once_for_all_its_runs(
+    serve: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    get_event = App.get_event
+
+    async def counted(self: App, event_id: str) -> Any:
+        reads.append(event_id)
+        return await get_event(self, event_id)
+
+    monkeypatch.setattr(App, "get_event", counted)
+    async with serve() as (client, _):
+        sent = await client.post("/e/key", json={"name": "user/signed-up", "data": {"name": "b"}})
+        [event_id] = sent.json()["ids"]
+        reads.clear()
+        assert len((await _runs(client, event_id))["data"]) == 2  # greet and audit
+        assert reads == [event_id]
+
+
+async def test_an_event_that_started_nothing_has_no_runs(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        sent = await client.post("/e/key", json={"name": "nobody/listens"})
+        [event_id] = sent.json()["ids"]
+        body = await _runs(client, event_id)
+        assert body["data"] == []
+        fetched = datetime.fromisoformat(body["metadata"]["fetched_at"])
+        cached = datetime.fromisoformat(body["metadata"]["cached_until"])
+        assert (cached - fetched).total_seconds() == 5  # as Inngest's API caches it
+        assert (await _runs(client, "01HWAVEB858VPPX47Z65GR6P6R"))["data"] == []
+
+
+async def test_an_id_that_is_no_ulid_is_refused_as_inngests(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        for bad in (
+            "nope",
+            "01HWAVEB858VPPX47Z65GR6P6",
+            "01HWAVEB858VPPX47Z65GR6P6U",
+            "81HWAVEB858VPPX47Z65GR6P6R",
+        ):
+            reply = await client.get(f"/v1/events/{bad}/runs")
+            assert reply.status_code == 400, bad
+            assert reply.json()["error"] == f"Invalid event ID: {bad}"
+
+
+async def test_the_api_token_is_required_when_configured(serve: ServeFn) -> None:
+    async with serve(keyed_settings()) as (client, _):
+        missing = await client.get("/v1/events/01HWAVEB858VPPX47Z65GR6P6R/runs")
+        assert missing.status_code == 401
+        await _runs(client, "01HWAVEB858VPPX47Z65GR6P6R", authorization=f"Bearer {API_TOKEN}")
+
+
+async def test_events_filtered_by_name_received_time_and_limit(serve: ServeFn) -> None:
+    clock = MockClock(start=1_800_000_000.0, autojump=False)
+    async with serve(clock=clock) as (client, _):
+        early = (await client.post("/e/key", json={"name": "x/one", "data": {"n": 0}})).json()
+        clock.advance(60)
+        late = await client.post(
+            "/e/key", json=[{"name": "x/one", "data": {"n": n}} for n in (1, 2)]
+        )
+        [first] = early["ids"]
+        later = late.json()["ids"]
+        listed = (await client.get("/v1/events", params={"name": "x/one"})).json()
+        assert [e["internal_id"] for e in listed["data"]] == [*reversed(later), first]
+        assert listed["metadata"]["cached_until"] is None  # as Inngest: not cached
+        middle = "1800000030000"  # epoch ms between the two sends
+        before = await client.get("/v1/events", params={"received_before": middle})
+        assert [e["internal_id"] for e in before.json()["data"]] == [first]
+        after = await client.get(
+            "/v1/events", params={"name": "x/one", "received_after": "2027-01-15T08:00:30Z"}
+        )
+        assert [e["internal_id"] for e in after.json()["data"]] == list(reversed(later))
+        two = await client.get("/v1/events", params={"name": "x/one", "limit": "2"})
+        assert len(two.json()["data"]) == 2
+
+
+async def test_events_default_to_twenty_and_are_cut_to_a_hundred(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        sent = [{"name": "x/many", "data": {"n": i}} for i in range(120)]
+        assert (await client.post("/e/key", json=sent)).status_code == 200
+        default = (await client.get("/v1/events", params={"name": "x/many"})).json()["data"]
+        assert len(default) == 20  # Inngest's DefaultEvents
+        for limit in ("0", ""):  # as Inngest: none or 0 is the default
+            got = await client.get("/v1/events", params={"name": "x/many", "limit": limit})
+            assert len(got.json()["data"]) == 20
+        most = await client.get("/v1/events", params={"name": "x/many", "limit": "1000"})
+        assert len(most.json()["data"]) == 100  # bounded as Inngest bounds it
+
+
+async def test_events_list_refuses_what_it_cannot_read(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        for params, says in (
+            ({"received_after": "yesterday"}, "received_after"),
+            ({"received_before": "abc"}, "received_before"),
+            ({"limit": "ten"}, "limit"),
+            ({"cursor": "01HWAVEB858VPPX47Z65GR6P6R"}, "received_before"),
+        ):
+            reply = await client.get("/v1/events", params=params)
+            assert reply.status_code == 400, params
+            assert says in reply.json()["error"]
+
+
+async def test_one_event_as_inngests_api_shows_it(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        sent = await client.post(
+            "/e/key",
+            json=[
+                {"name": "x/one", "data": {"a": 1}, "user": {"email": "a@b"}, "ts": 1700000000000},
+                {"name": "x/one", "id": "order-7"},
+            ],
+        )
+        plain, keyed = sent.json()["ids"]
+        reply = await client.get(f"/v1/events/{plain}")
+        assert reply.status_code == 200
+        assert reply.headers["cache-control"] == "private, max-age=5"
+        assert reply.json()["data"] == {
+            "internal_id": plain,
+            "id": plain,  # no id of the sender's: the internal one, as Inngest stores it
+            "name": "x/one",
+            "data": {"a": 1},
+            "user": {"email": "a@b"},
+            "ts": 1700000000000,
+        }
+        assert (await client.get(f"/v1/events/{keyed}")).json()["data"]["id"] == "order-7"
+        missing = await client.get("/v1/events/01HWAVEB858VPPX47Z65GR6P6R")
+        assert (missing.status_code, missing.json()["error"]) == (404, "Event not found")
+        bad = await client.get("/v1/events/nope")
+        assert (bad.status_code, bad.json()["error"]) == (400, "Invalid event ID: nope")
+
+
+async def test_one_run_as_inngests_api_shows_it(serve: ServeFn) -> None:
+    async with serve() as (client, t):
+        sent = await client.post("/e/key", json={"name": "user/signed-up", "data": {"name": "ada"}})
+        [event_id] = sent.json()["ids"]
+        greet = [r for r in await until("the runs", lambda: t.app.runs(event_id=event_id))]
+        [run] = [r for r in greet if r.function_id == "greet"]
+        await t.app.wait_for_run(run.run_id)
+        reply = await client.get(f"/v1/runs/{run.run_id}")
+        assert reply.status_code == 200
+        data = reply.json()["data"]
+        listed = (await _runs(client, event_id))["data"]
+        assert data == next(r for r in listed if r["run_id"] == run.run_id)
+        assert (data["status"], data["output"], data["event_id"]) == (
+            "Completed",
+            {"hello": "ada"},
+            event_id,
+        )
+        missing = await client.get("/v1/runs/01HWAVEB858VPPX47Z65GR6P6R")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "Unable to load function run: 01HWAVEB858VPPX47Z65GR6P6R"
+
+
+async def test_a_run_cancelled_by_delete(serve: ServeFn) -> None:
+    async with serve(clock=MockClock(autojump=False)) as (client, t):
+        sent = await client.post("/e/key", json={"name": "nap/start"})
+        [event_id] = sent.json()["ids"]
+        [run] = await until("the run", lambda: t.app.runs(event_id=event_id))
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        deleted = await client.delete(f"/v1/runs/{run.run_id}")
+        assert (deleted.status_code, deleted.content) == (200, b"")
+        await t.wait_for_status(run.run_id, "CANCELLED")
+        shown = (await client.get(f"/v1/runs/{run.run_id}")).json()["data"]
+        assert shown["status"] == "Cancelled"
+        again = await client.delete(f"/v1/runs/{run.run_id}")  # ended: nothing to cancel
+        assert again.status_code == 404
+        unknown = await client.delete("/v1/runs/01HWAVEB858VPPX47Z65GR6P6R")
+        assert unknown.status_code == 404
+
+
+async def test_the_new_routes_ask_for_the_api_token(serve: ServeFn) -> None:
+    async with serve(keyed_settings()) as (client, _):
+        for method, path in (
+            ("GET", "/v1/events"),
+            ("GET", "/v1/events/01HWAVEB858VPPX47Z65GR6P6R"),
+            ("GET", "/v1/runs/01HWAVEB858VPPX47Z65GR6P6R"),
+            ("DELETE", "/v1/runs/01HWAVEB858VPPX47Z65GR6P6R"),
+        ):
+            assert (await client.request(method, path)).status_code == 401, path
+            authorized = await client.request(
+                method, path, headers={"authorization": f"Bearer {API_TOKEN}"}
+            )
+            assert authorized.status_code in (200, 404), path
