@@ -53,8 +53,6 @@ def create_run(tx: PostgresTx, new_run: NewRun, now: float, due_at: float | None
             *shapes.queued_history_params(new_run.run_id, now),
         ),
     )
-    rows = [(e, new_run.run_id) for e in new_run.event_ids]
-    s.write_many(q.INSERT_RUN_EVENT, rows, "run_events")
     for spec in new_run.admission.cancel_on:
         s.write(q.INSERT_MATCHER, shapes.matcher_params(new_run.run_id, spec, now, new_id(now)))
         if spec.index_path is None:

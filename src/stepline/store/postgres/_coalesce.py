@@ -105,9 +105,11 @@ SHAPES: dict[str, Shape] = {
         _arrays(q.DROP_RUN_WORK_MANY),
     ),
     q.CREATE_RUN: Shape(
-        frozenset({"runs", "queue", "history"}), 0, _arrays(q.CREATE_RUN_MANY), lambda p: p[0]
+        frozenset({"runs", "queue", "run_events", "history"}),
+        0,
+        _arrays(q.CREATE_RUN_MANY),
+        lambda p: p[0],
     ),
-    q.INSERT_RUN_EVENT: Shape(frozenset({"run_events"}), 1, _arrays(q.INSERT_RUN_EVENT_MANY)),
     q.INSERT_EVENT: Shape(frozenset({"events"}), None, _arrays(q.INSERT_EVENT_MANY)),
     # notes of events beside a take (``_late_cancels``): their arrays one after the other (the
     # function goes through them in order, as through each call's in turn); its bucket locks

@@ -36,7 +36,16 @@ def read_index_ahead(tx: PostgresTx, names: set[str], now: float) -> None:
         # or the server fails the transaction, which is made again reading them
         bare = sorted(names - hints.indexed_names)
         if bare:
-            tx._s.write(q.NO_WAITS_NOR_MATCHERS, {"names": TextArray(bare), "now": now})
+            checked = {"names": TextArray(bare), "now": now}
+            # the trigger catalog this process knows, checked by the same statement (else by
+            # the one ``listeners`` sends after the events' rows): a registration that changed
+            # it fails the transaction as well, which is made again reading it
+            version = tx._triggers.assumed()
+            if version is None:
+                tx._s.write(q.NO_WAITS_NOR_MATCHERS, checked)
+            else:
+                checked["version"] = version
+                tx._s.write(q.NO_WAITS_NOR_MATCHERS_IN_CATALOG, checked)
             for name in bare:
                 index.read_ahead(q.WAIT_PATHS, q.WAITS_UNINDEXED, name, ((), ()))
                 index.read_ahead(q.MATCHER_PATHS, q.MATCHERS_UNINDEXED, name, ((), ()))

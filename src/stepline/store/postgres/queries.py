@@ -25,9 +25,6 @@ INSERT_RUN = """
 INSERT INTO runs (run_id, function_id, status, event_ids, created_at, parent_run_id,
                   parent_step_hash, start_timeout, finish_timeout, singleton_key, app_id)
 VALUES (%s, %s, 'QUEUED', %s, %s, %s, %s, %s, %s, %s, %s)"""
-INSERT_RUN_EVENT = """
-INSERT INTO run_events (event_id, run_id, effect) VALUES (%s, %s, 'started')
-ON CONFLICT DO NOTHING"""
 INSERT_EVENT_EFFECT = """
 INSERT INTO run_events (event_id, run_id, effect) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"""
 INSERT_QUEUE = """
@@ -169,9 +166,18 @@ WITH queue_row AS ({DELETE_QUEUE} RETURNING lease_owner, ckey1, ckey2),
      its_waits AS ({DELETE_WAITS_OF_RUN}), its_matchers AS ({DELETE_MATCHERS_OF_RUN}),
      its_steps AS ({DELETE_EXECUTING_STEPS})
 {_FREES_A_SLOT}"""
-# a new run's row, queue row and RUN_QUEUED history row, in one statement (as DROP_RUN_WORK)
+# the rows linking a new run (``run``: its row as inserted) to the events that started it
+_RUN_EVENTS_OF_NEW = """
+its_events AS (
+    INSERT INTO run_events (event_id, run_id, effect)
+    SELECT e.event_id, run.run_id, 'started'
+    FROM run, json_array_elements_text(run.event_ids::json) AS e (event_id)
+    ON CONFLICT DO NOTHING)"""
+# a new run's row, queue row, its events' run_events rows and its RUN_QUEUED history row, in
+# one statement (as DROP_RUN_WORK; a statement less a new run than with run_events apart)
 CREATE_RUN = f"""
-WITH run AS ({INSERT_RUN}), queue_row AS ({INSERT_QUEUE})
+WITH run AS ({INSERT_RUN} RETURNING run_id, event_ids), queue_row AS ({INSERT_QUEUE}),
+{_RUN_EVENTS_OF_NEW}
 {INSERT_HISTORY}"""
 INSERT_MATCHER = """
 INSERT INTO matchers (matcher_id, run_id, event_name, expression, index_path, index_value,
@@ -188,15 +194,22 @@ WHERE event_name = %s AND index_path IS NULL AND (expires_at IS NULL OR expires_
 # none of the event names has a wait or cancel matcher (indexed or not), else a failure
 # (division by zero) that rolls back the whole transaction (an optimistic one, made again
 # carefully, reading them)
-NO_WAITS_NOR_MATCHERS = """
-SELECT 1 / (
+_NO_WAITS_NOR_MATCHERS = """
     NOT EXISTS (SELECT 1 FROM wait_paths WHERE event_name = ANY(%(names)s))
     AND NOT EXISTS (SELECT 1 FROM matcher_paths WHERE event_name = ANY(%(names)s))
     AND NOT EXISTS (
         SELECT 1 FROM waits WHERE event_name = ANY(%(names)s) AND index_path IS NULL)
     AND NOT EXISTS (
         SELECT 1 FROM matchers WHERE event_name = ANY(%(names)s) AND index_path IS NULL
-        AND (expires_at IS NULL OR expires_at >= %(now)s))
+        AND (expires_at IS NULL OR expires_at >= %(now)s))"""
+NO_WAITS_NOR_MATCHERS = f"""
+SELECT 1 / ({_NO_WAITS_NOR_MATCHERS}
+)::int"""
+# the same, and the trigger catalog's version still the one given (``CATALOG_IS``): the two
+# assumptions of an optimistic ingestion checked by one statement (a statement less a send)
+NO_WAITS_NOR_MATCHERS_IN_CATALOG = f"""
+SELECT 1 / ({_NO_WAITS_NOR_MATCHERS}
+    AND coalesce((SELECT version FROM trigger_catalog WHERE id = 1), 0) = %(version)s
 )::int"""
 MATCHERS_INDEXED = f"""
 SELECT {MATCHER_COLUMNS} FROM matchers
@@ -351,16 +364,13 @@ WITH run AS (
            r.parent_step_hash, r.start_timeout, r.finish_timeout, r.singleton_key, r.app_id
     FROM unnest({_T}, {_T}, {_T}, {_F}, {_T}, {_T}, {_F}, {_F}, {_T}, {_T})
          AS r (run_id, function_id, event_ids, created_at, parent_run_id, parent_step_hash,
-               start_timeout, finish_timeout, singleton_key, app_id)),
+               start_timeout, finish_timeout, singleton_key, app_id)
+    RETURNING run_id, event_ids),{_RUN_EVENTS_OF_NEW},
 queue_row AS (
     INSERT INTO queue (run_id, due_at, function_id, ckey1, climit1, ckey2, climit2, app_id)
     SELECT * FROM unnest({_T}, {_F}, {_T}, {_T}, {_I}, {_T}, {_I}, {_T}))
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 {_HISTORY_ROWS}"""
-INSERT_RUN_EVENT_MANY = f"""
-INSERT INTO run_events (event_id, run_id, effect)
-SELECT e.event_id, e.run_id, 'started' FROM unnest({_T}, {_T}) AS e (event_id, run_id)
-ON CONFLICT DO NOTHING"""
 INSERT_EVENT_MANY = f"""
 INSERT INTO events (internal_id, name, data, user_data, sender_id, ts, received_at, duplicate)
 SELECT * FROM unnest({_T}, {_T}, {_B}, {_B}, {_T}, {_F}, {_F}, %b::boolean[])
