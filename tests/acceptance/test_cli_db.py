@@ -136,3 +136,26 @@ def test_a_copy_from_a_database_without_stepline_schema_is_refused(tmp_path: Pat
     with closing(sqlite3.connect(source)) as conn:  # no schema written into it
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
     assert not (tmp_path / "target.db").exists()
+
+
+@pytest.mark.parametrize("command", [("db", "check"), ("db", "migrate", "status")])
+@pytest.mark.parametrize(
+    ("database", "cause"),
+    [
+        ("no_such_db", 'database "no_such_db" does not exist'),
+        ("{dbname}?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+    ],
+    ids=["no-database", "bad-sslmode"],
+)
+def test_a_look_at_a_postgresql_database_it_cannot_connect_to_says_why(
+    pg_database: str, command: tuple[str, ...], database: str, cause: str
+) -> None:
+    # before: each waited the pool's connect timeout (10 s), trying again, and said "the store
+    # is unavailable: cannot connect: couldn't get a connection after 10.00 sec … retry later",
+    # the cause only in psycopg_pool's log warnings
+    info = psycopg.conninfo.conninfo_to_dict(pg_database)
+    path = database.format(dbname=info["dbname"])
+    url = f"postgresql://{info['user']}@{info['host']}:{info['port']}/{path}"
+    result = invoke(*command, "--db", url)
+    assert result.exit_code == 1
+    assert cause in result.output, result.output

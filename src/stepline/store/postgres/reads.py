@@ -85,6 +85,7 @@ class PostgresReads:
 
     def __init__(self, url: str, max_connections: int, connect_timeout: float) -> None:
         self.url = url
+        self.connect_timeout = connect_timeout
         # each new connection prepares the lease by name and the hand-off (prepare_statements)
         self._pool = _database.pool(
             url,
@@ -151,7 +152,8 @@ class PostgresReads:
             self._opened = False
 
     def store_error(self, error: Exception) -> StoreError | None:
-        return _database.store_error(error, self.label)
+        why = _database.last_failure(self._pool, self._read_pool)
+        return _database.store_error(error, self.label, why)
 
     def _translated(self, error: Exception) -> StoreError:
         found = self.store_error(error)

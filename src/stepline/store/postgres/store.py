@@ -195,11 +195,16 @@ class PostgresStore(PostgresReads):
             )
 
     def schema_version(self) -> tuple[int, int]:
-        """(the database's schema version, the newest this Stepline knows); 0: no schema."""
+        """(the database's schema version, the newest this Stepline knows); 0: no schema.
+        Read on a connection of its own, not a pool's: a look (``stepline db check``, ``db
+        migrate status``) that cannot connect says why at once, where a pool tries again
+        until its ``connect_timeout`` passes."""
         try:
-            with self._conn() as conn:
+            with psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+            ) as conn:
                 return _database.schema_version(conn)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        except psycopg.Error as exc:
             raise self._translated(exc) from exc
 
     def clock_skew(self) -> float:
