@@ -18,17 +18,25 @@ The commit of one step and its one history row (a step's result, the usual case)
 one statement ``_merging`` makes of that queue (``ONE_STEP``: the hold joined to the two writes),
 built here and committed whole (``Statements.commit_statement_on_loop``): the same text and
 parameters, without queueing and planning them each time (a tenth of a step's instructions).
+Its parameters are encoded here to the binary forms of the types the statement declares
+(``ONE_STEP_TYPES``, ``one_step_values``) and it is sent prepared once per connection with
+libpq's calls (``_prepared.commit_prepared``), under the same outcome rules; a value of another
+type than the record declares, or a connection where that cannot be done now, is sent as
+before (psycopg adapting the parameters: ``Statements.commit_statement_on_loop``).
 """
 
 from __future__ import annotations
 
+import struct
 from functools import partial
 from typing import Any
 
+from stepline.serde import dumps
 from stepline.store import _rows as shapes
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._merging import _held_with
+from stepline.store.postgres._prepared import BYTEA, FLOAT8, INT4, TEXT, Prepared, commit_prepared
 from stepline.store.postgres._statements import Statements
 from stepline.store.records import PassCommit
 
@@ -81,10 +89,74 @@ def one_step(commit: PassCommit, owner: str) -> tuple[str, list[Any]] | None:
     ]
 
 
+# ONE_STEP's parameters' types, in order (the hold's, UPSERT_STEP's, INSERT_HISTORY's): the
+# columns' (``tests/store/test_pg_prepared.py`` checks them against the server's inference)
+ONE_STEP_TYPES = (
+    *(TEXT, TEXT),
+    *(TEXT, TEXT, TEXT, TEXT, INT4, TEXT, BYTEA, TEXT, INT4, FLOAT8, FLOAT8, FLOAT8),
+    *(TEXT, FLOAT8, TEXT, TEXT, INT4, FLOAT8, TEXT, TEXT),
+)
+PREPARED_ONE_STEP = Prepared(ONE_STEP, ONE_STEP_TYPES)
+_int4 = struct.Struct(">i").pack
+_float8 = struct.Struct(">d").pack
+
+
+def one_step_values(commit: PassCommit, owner: str) -> list[bytes | None] | None:
+    """``one_step``'s parameters, each the binary form of its ``ONE_STEP_TYPES`` type (None:
+    NULL), or None when ``commit`` is not one step and one history row or a value is not of
+    its record's declared type (a text not a ``str``, an integer not an ``int``, an output not
+    ``bytes``, an integer out of range, a JSON value ``dumps`` refuses): sent as before."""
+    if len(commit.steps) != 1 or len(commit.history) != 1:
+        return None
+    s = commit.steps[0]
+    h = commit.history[0]
+    position, attempts, attempt, output = s.position, s.attempts, h.attempt, s.output_json
+    if (
+        type(position) is not int
+        or type(attempts) is not int
+        or (attempt is not None and type(attempt) is not int)
+        or (output is not None and type(output) is not bytes)
+    ):
+        return None
+    error, due, started, ended = s.error, s.due_at, s.started_at, s.ended_at
+    step_id, duration, data = h.step_id, h.duration, h.data
+    try:  # str.encode: AttributeError for a text of another type; struct: error, out of range
+        return [
+            commit.run_id.encode(),
+            commit.lease_token.encode(),
+            s.run_id.encode(),
+            s.hash.encode(),
+            s.step_id.encode(),
+            s.kind.encode(),
+            _int4(position),
+            s.status.encode(),
+            output,
+            None if error is None else dumps(error),
+            _int4(attempts),
+            None if due is None else _float8(due),
+            None if started is None else _float8(started),
+            None if ended is None else _float8(ended),
+            h.run_id.encode(),
+            _float8(h.ts),
+            h.kind.encode(),
+            None if step_id is None else step_id.encode(),
+            None if attempt is None else _int4(attempt),
+            None if duration is None else _float8(duration),
+            None if data is None else dumps(data),
+            owner.encode(),
+        ]
+    except Exception:  # the usual way raises what it raises for it
+        return None
+
+
 async def commit_steps(statements: Statements, commit: PassCommit, owner: str) -> bool:
     """``commit`` committed on the running loop on ``statements``' connection: its one
-    statement whole (``one_step``), else its queue (``Statements.commit_on_loop``). True:
+    statement whole, prepared (``one_step_values``, ``_prepared.commit_prepared``) or as
+    psycopg adapts it (``one_step``), else its queue (``Statements.commit_on_loop``). True:
     applied."""
+    values = one_step_values(commit, owner)
+    if values is not None and await commit_prepared(statements, PREPARED_ONE_STEP, values):
+        return True
     one = one_step(commit, owner)
     if one is not None:
         await statements.commit_statement_on_loop(*one)

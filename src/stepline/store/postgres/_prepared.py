@@ -1,0 +1,205 @@
+"""A statement prepared once per connection and committed on the event loop with libpq's own
+calls: a lone step's commit (``_alone.commit_steps``), without psycopg's adaptation and cache.
+
+``_pipeline.send_all_async`` sends any statements: it adapts each parameter through psycopg
+(looks up a dumper per value), asks psycopg's prepared-statement cache what to send and tells it
+what came back, and groups the results per command. A lone step's commit is always the same
+statement with parameters of known types, so here (``commit_prepared``): the caller encodes its
+values to bytes itself (``Prepared.types``: binary format, one OID a parameter), the statement
+is parsed once per connection under a name of its own, and the round trip is libpq's
+``send_query_prepared`` and ``pipeline_sync`` on the connection the loop keeps (``_kept``), its
+reply read with ``consume_input`` / ``get_result`` when the loop's reader says the socket is
+readable (``_pipeline._drive``).
+
+Where its name is kept: in psycopg's own cache of the connection's prepared statements
+(``conn._prepared``), under a key psycopg never makes. So whatever makes psycopg drop every
+prepared statement of the connection (a ``ROLLBACK``, ``DROP`` or ``DISCARD ALL`` it saw: its
+``DEALLOCATE ALL``) drops this name too, and one evicted from that cache is deallocated by psycopg
+and parsed anew here under a new name. While a deallocation waits to be sent (``_to_flush``), or
+prepared statements are off (``prepare_threshold``), nothing is sent here: the caller commits
+the usual way, which runs the deallocation first. A new connection (a reconnect: the pool's) has
+an empty cache: the statement is parsed again with its first commit, in the same round trip.
+
+The outcome rules are ``Statements.commit_statement_on_loop``'s, applied to the same
+``Statements`` (``maybe_committed``, ``stale``, ``statement_failed``): the statement is sent
+without ``BEGIN`` in a pipeline, committed by its sync; a statement's error means the sync
+rolled it back (a lost lease's hold fails: nothing committed), an error of the sync itself is the
+commit's, one of the connection after the send leaves the outcome unknown, a cancelled round
+trip too (its connection, busy mid-protocol, is closed).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.waiting import Ready, Wait
+
+from stepline.store.postgres import _pipeline
+from stepline.store.postgres._outcomes import _maybe_committed_when_interrupted
+from stepline.store.postgres._statements import Statements
+
+# the OIDs of the types a prepared statement's parameters are declared with here
+TEXT, BYTEA, INT4, FLOAT8 = 25, 17, 23, 701
+_OK = pq.ExecStatus.COMMAND_OK
+_ROWS = pq.ExecStatus.TUPLES_OK
+_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_CONNECTED = pq.ConnStatus.OK
+_IDLE = pq.TransactionStatus.IDLE
+_names = itertools.count()  # a name parsed anew is never one a deallocation may still drop
+
+
+class Prepared:
+    """``query`` (psycopg's ``%s`` placeholders), prepared with its parameters declared of
+    ``types`` (OIDs: the values sent are those types' binary forms)."""
+
+    __slots__ = ("_key", "_text", "formats", "types")
+
+    def __init__(self, query: str, types: Sequence[int]) -> None:
+        shape = _pipeline._shape(query, "utf-8", len(types))
+        if shape is None or len(shape[1]) != len(types):
+            raise ValueError("not a statement of positional parameters, one per type")
+        self._text = shape[0]
+        self.types = tuple(types)
+        self.formats = [1] * len(types)  # binary, every one
+        self._key = (b"stepline prepared: " + self._text, ())  # its psycopg cache entry
+
+    def name_on(self, conn: psycopg.Connection[Any]) -> bytes | None:
+        """The name it is prepared under on ``conn`` (None: not prepared there)."""
+        name: bytes | None = conn._prepared._names.get(self._key)
+        return name
+
+
+async def commit_prepared(
+    statements: Statements, prepared: Prepared, values: list[bytes | None]
+) -> bool:
+    """``statements.commit_statement_on_loop`` of ``prepared`` with ``values`` (each its type's
+    binary form, or None for NULL), on ``statements``' connection, sent as the module says.
+    False: nothing sent, nothing changed (psycopg has prepared statements to deallocate
+    first, they are off, another thread holds the connection, or it is not idle): commit it
+    the usual way."""
+    conn = statements.conn
+    cache = conn._prepared
+    if cache._to_flush or cache.prepare_threshold is None:
+        return False
+    if conn.pgconn.transaction_status != _IDLE:
+        return False
+    statements.on_loop = True
+    try:
+        statements._check_connection()  # WouldBlock (closed) when it has something to read
+        if not conn.lock.acquire(blocking=False):
+            return False
+        try:
+            await _round_trip(statements, conn, prepared, values)
+        finally:
+            conn.lock.release()
+    except BaseException:
+        statements._ended_on_loop()
+        raise
+    return True
+
+
+async def _round_trip(
+    statements: Statements,
+    conn: psycopg.Connection[Any],
+    prepared: Prepared,
+    values: list[bytes | None],
+) -> None:
+    """The statement sent, committed by its sync, and its outcome told (``statements``)."""
+    statements.round_trips += 1
+    try:
+        failed = await _sent(conn, prepared, values, statements.watch)
+    except psycopg.Error as exc:
+        _failed(statements, exc)
+        raise
+    except BaseException:  # cancelled during the round trip: the reply is lost
+        statements.maybe_committed = _maybe_committed_when_interrupted(conn)
+        raise
+    if failed is not None:
+        _failed(statements, failed)
+        raise failed
+
+
+def _failed(statements: Statements, error: psycopg.Error) -> None:
+    """What ``Statements._sent_async`` and ``_committed_async`` make of the round trip's
+    ``error`` (the statement sent without ``BEGIN``: its pipeline's sync commits it)."""
+    conn = statements.conn
+    statements.statement_failed = not (conn.broken or _pipeline.at_sync(error))
+    statements._failed_trip(error)
+    statements.spoiled = True
+    statements._commit_failed(error, True)
+
+
+async def _sent(
+    conn: psycopg.Connection[Any],
+    prepared: Prepared,
+    values: list[bytes | None],
+    watch: Any,
+) -> psycopg.Error | None:
+    """Send ``prepared`` (parsed first when ``conn`` has not got it) with ``values`` and the
+    sync, read every result up to the sync's; the first error, or None."""
+    pgconn = conn.pgconn
+    if pgconn.status != _CONNECTED:
+        raise psycopg.OperationalError("the connection is closed")
+    cache = conn._prepared
+    key = prepared._key
+    name = cache._names.get(key)
+    parse = name is None
+    if name is None:
+        name = b"_stepline_%d" % next(_names)
+    pgconn.enter_pipeline_mode()
+    try:
+        if parse:
+            pgconn.send_prepare(name, prepared._text, param_types=prepared.types)
+        pgconn.send_query_prepared(name, values, param_formats=prepared.formats)
+    except BaseException:  # libpq could not buffer it: never sync (commit) a part
+        pgconn.finish()  # the server rolls back what it got; the connection is broken
+        raise
+    pgconn.pipeline_sync()
+    try:
+        results = await _pipeline._drive(_replies(pgconn), pgconn.socket, watch)
+    finally:
+        _pipeline._leave_pipeline(pgconn)
+    at = 0
+    failed: psycopg.Error | None = None
+    if parse:
+        if results[0].status == _OK:
+            cache._names[key] = name  # parsed: psycopg deallocates it with all of its own
+        else:
+            failed = _pipeline._error(conn, results[0])
+        at = 1
+    if len(results) <= at:
+        return failed or psycopg.InterfaceError(f"no result for the statement: {results}")
+    if failed is None and results[at].status != _ROWS:
+        failed = _pipeline._error(conn, results[at])
+    at += 1
+    if failed is None and at < len(results):  # the sync's: the implicit transaction's commit
+        failed = next(
+            (_pipeline._error(conn, r) for r in results[at:] if r.status not in _pipeline._OK),
+            psycopg.InterfaceError(f"unexpected results after the statement: {results[at:]}"),
+        )
+        setattr(failed, _pipeline._AT_SYNC, True)
+    return failed
+
+
+def _replies(pgconn: pq.abc.PGconn) -> Generator[Wait, Ready, list[pq.abc.PGresult]]:
+    """What is buffered written, then every result read up to the pipeline's sync (its own
+    result not kept), in order: ``_pipeline._round_trip`` without grouping them by command."""
+    while pgconn.flush():  # the server may answer before it has read everything: read too
+        ready = yield Wait.RW
+        if ready & Ready.R:
+            pgconn.consume_input()
+    results: list[pq.abc.PGresult] = []
+    while True:
+        while pgconn.is_busy():
+            if (yield Wait.R):
+                pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:  # the end of one command's results
+            continue
+        if result.status == _SYNC:
+            return results
+        results.append(result)
