@@ -17,7 +17,10 @@ import httpx
 import pytest
 
 from stepline import App, Context, NonRetriableError, TriggerEvent
-from stepline.testing import MockClock
+from stepline.sdk.run import Run
+from stepline.server import inngest_rest
+from stepline.server.inngest_rest import ULID
+from stepline.testing import MockClock, TestEngine
 
 from .conftest import API_TOKEN, ServeFn, keyed_settings, until
 
@@ -284,3 +287,109 @@ async def test_the_new_routes_ask_for_the_api_token(serve: ServeFn) -> None:
                 method, path, headers={"authorization": f"Bearer {API_TOKEN}"}
             )
             assert authorized.status_code in (200, 404), path
+
+
+async def _run_of(t: TestEngine, event_id: str) -> Run:
+    async def runs() -> list[Run]:
+        return await t.app.runs(event_id=event_id)
+
+    found: list[Run] = await until("the run of the event", runs)
+    return found[0]
+
+
+async def test_a_bulk_cancellation_cancels_every_matching_run_at_once(serve: ServeFn) -> None:
+    clock = MockClock(start=1_800_000_000.0, autojump=False)
+    async with serve(clock=clock) as (client, t):
+        naps = [{"name": "nap/start", "data": {"user": u}} for u in ("a", "b", "a")]
+        ids = (await client.post("/e/key", json=naps)).json()["ids"]
+        runs = [await _run_of(t, event_id) for event_id in ids]
+        for run in runs:
+            await t.wait_for_status(run.run_id, "SLEEPING")
+        clock.advance(60)
+        late = await client.post("/e/key", json={"name": "nap/start", "data": {"user": "a"}})
+        late_run = await _run_of(t, late.json()["ids"][0])
+        body = {
+            "app_id": t.app.id,
+            "function_id": "nap",
+            "started_after": "2027-01-15T07:59:00Z",
+            "started_before": "2027-01-15T08:00:30Z",  # before the late run
+            "if": "event.data.user == 'a'",
+        }
+        reply = await client.post("/v1/cancellations", json=body)
+        assert reply.status_code == 200, reply.text
+        shown = reply.json()["data"]
+        assert ULID.match(shown["id"])
+        assert {k: shown[k] for k in ("function_id", "if", "cancelled")} == {
+            "function_id": "nap",
+            "if": "event.data.user == 'a'",
+            "cancelled": 2,
+        }
+        assert shown["environment_id"] == "00000000-0000-0000-0000-000000000000"
+        assert datetime.fromisoformat(shown["started_before"]).timestamp() == 1_800_000_030
+        statuses = [(await t.app.get_run(r.run_id)).status for r in [*runs, late_run]]
+        # user b's run, and the run created after started_before, are not cancelled
+        assert statuses[:3] == ["CANCELLED", "SLEEPING", "CANCELLED"]
+        assert statuses[3] != "CANCELLED"
+
+
+async def test_a_bulk_cancellation_is_checked_as_inngests(serve: ServeFn) -> None:
+    clock = MockClock(start=1_800_000_000.0, autojump=False)
+    async with serve(clock=clock) as (client, t):
+        past = "2027-01-15T07:00:00Z"
+        for body, status, says in (
+            ({}, 400, "app_id is required\nfunction_id is required\nstarted_before is required"),
+            (
+                {
+                    "app_id": t.app.id,
+                    "function_id": "nap",
+                    "started_before": "2027-01-15T09:00:00Z",
+                },
+                400,
+                "started_before must be in the past",
+            ),
+            (
+                {
+                    "app_id": t.app.id,
+                    "function_id": "nap",
+                    "started_before": past,
+                    "started_after": "2027-01-15T07:30:00Z",
+                },
+                400,
+                "started_after must be before started_before",
+            ),
+            (
+                {"app_id": t.app.id, "function_id": "nope", "started_before": past},
+                404,
+                "function not found",
+            ),
+            (
+                {"app_id": "other", "function_id": "nap", "started_before": past},
+                404,
+                "function not found",
+            ),
+            (
+                {
+                    "app_id": t.app.id,
+                    "function_id": "nap",
+                    "started_before": past,
+                    "if": "event.data ==",
+                },
+                400,
+                "invalid expression",
+            ),
+        ):
+            reply = await client.post("/v1/cancellations", json=body)
+            assert reply.status_code == status, (body, reply.text)
+            assert reply.json()["error"].startswith(says), reply.json()["error"]
+
+
+def test_an_sdk_apps_function_is_found_by_its_slug() -> None:
+    app = App("served")
+
+    @app.function(id="shop-charge", trigger=TriggerEvent("x/y"))
+    async def charge(ctx: Context) -> None:
+        return None
+
+    assert inngest_rest._function_of(app, "shop", "charge") == "shop-charge"
+    assert inngest_rest._function_of(app, "served", "shop-charge") == "shop-charge"
+    assert inngest_rest._function_of(app, "served", "charge") is None

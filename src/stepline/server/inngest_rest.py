@@ -15,6 +15,16 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
   function run``).
 - ``DELETE /v1/runs/{run_id}``: cancel it (200, empty, as Inngest's ``CancelFunctionRun``; 404
   for a run that does not exist or has ended: nothing to cancel).
+- ``POST /v1/cancellations``: bulk cancellation (``{app_id, function_id, started_after?,
+  started_before, if?}``, checked as Inngest's ``CreateCancellationBody.Validate``: 400 naming
+  each problem, 404 ``function not found``, 400 ``invalid expression: ...``). ``function_id`` is
+  the function's id in its app: a native function of the served ``App`` (``app_id`` its id) or
+  an SDK app's (``app_id`` the SDK app's id; Stepline knows the function by its slug
+  ``<app_id>-<function_id>``). The matching runs (created in the range, their event matching
+  ``if``) are cancelled at once, every one of them, as Inngest's API is "immediate"; the answer
+  is the cancellation as Inngest shows it, with the count of runs it cancelled. Inngest keeps
+  a cancellation as a record to list (``GET``) and delete; here it has done its work when the
+  answer comes, so there is none to keep.
 
 An event is ``{internal_id, id, name, data, user, ts}``: ``id`` the sender's id, or the internal
 one when it gave none (as Inngest stores it); ``ts`` in epoch milliseconds. A run is ``{run_id,
@@ -34,13 +44,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from stepline._ids import new_id
 from stepline._text import is_digits
+from stepline.errors import ConfigError
 from stepline.server._auth import require_api_token
 from stepline.server._problems import Problem
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import stepline_app
 from stepline.server.gql import cron_of, is_batch_run
-from stepline.server.rest._params import parse_time
+from stepline.server.rest._params import json_body, parse_time
 from stepline.server.views import iso
 
 if TYPE_CHECKING:
@@ -53,6 +65,7 @@ MAX_EVENT_RUNS = 1000
 CACHED = 5  # seconds: how long Inngest's API says an event or an event's runs may be cached
 DEFAULT_EVENTS = 20  # Inngest's DefaultEvents
 MAX_EVENTS = 100
+CANCEL_BATCH = 1000  # runs a bulk cancellation cancels in one write
 ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
 ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
 
@@ -65,6 +78,7 @@ def inngest_rest_routes() -> list[BaseRoute]:
         Route("/v1/events/{event_id}/runs", _event_runs, methods=["GET"]),
         Route("/v1/runs/{run_id}", _run, methods=["GET"]),
         Route("/v1/runs/{run_id}", _cancel_run, methods=["DELETE"]),
+        Route("/v1/cancellations", _create_cancellation, methods=["POST"]),
     ]
 
 
@@ -167,6 +181,81 @@ async def _cancel_run(request: Request) -> Response:
     if not await stepline_app(request).cancel_run(run_id, "cancelled by API"):
         return error(404, f"Unable to load function run: {run_id}")
     return Response(status_code=200)
+
+
+async def _create_cancellation(request: Request) -> Response:
+    """``POST /v1/cancellations`` (see the module)."""
+    require_api_token(request)
+    app = stepline_app(request)
+    body = await json_body(request)
+    app_id, function_id, condition = (_text(body, key) for key in ("app_id", "function_id", "if"))
+    problems = [
+        f"{key} is required"
+        for key, v in (("app_id", app_id), ("function_id", function_id))
+        if not v
+    ]
+    before = (
+        parse_time(body["started_before"], "started_before") if body.get("started_before") else None
+    )
+    after = (
+        parse_time(body["started_after"], "started_after") if body.get("started_after") else None
+    )
+    if before is None:
+        problems.append("started_before is required")
+    elif before.timestamp() > app.engine.clock.now():
+        problems.append("started_before must be in the past")
+    if before is not None and after is not None and after > before:
+        problems.append("started_after must be before started_before")
+    if problems:
+        return error(400, "\n".join(problems))
+    assert app_id is not None and function_id is not None and before is not None
+    fn_id = _function_of(app, app_id, function_id)
+    if fn_id is None:
+        return error(404, "function not found")
+    cancellation = new_id()
+    cancelled = 0
+    try:
+        while True:  # every matching run, a batch at a time
+            ids = await app.cancel_runs(
+                fn_id,
+                started_after=after,
+                started_before=before,
+                if_=condition,
+                reason=f"bulk cancellation {cancellation}",
+                limit=CANCEL_BATCH,
+            )
+            cancelled += len(ids)
+            if not ids:
+                break
+    except ConfigError as exc:  # an invalid `if` expression
+        return error(400, f"invalid expression: {exc}")
+    shown = {
+        "id": cancellation,
+        "environment_id": ENVIRONMENT_ID,
+        "function_id": function_id,
+        "started_after": iso(after.timestamp()) if after is not None else None,
+        "started_before": iso(before.timestamp()),
+        "if": condition,
+        "cancelled": cancelled,
+    }
+    return _answer(shown, cached=False)
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise Problem(400, f"{key} must be a string")
+    return value or None
+
+
+def _function_of(app: App, app_id: str, function_id: str) -> str | None:
+    """The id Stepline knows ``app_id``'s function ``function_id`` by: a native function of the
+    served app, or an SDK app's by its slug; None if neither is served."""
+    served = {fn.id for fn in app.functions}
+    if app_id == app.id and function_id in served:
+        return function_id
+    slug = f"{app_id}-{function_id}"
+    return slug if slug in served else None
 
 
 def _run_json(app: App, run: Run, event_id: str | None, cron: str | None) -> dict[str, Any]:

@@ -389,6 +389,24 @@ def openapi_document() -> dict[str, Any]:
                 tag="runs",
             ),
         },
+        "/v1/cancellations": {
+            "post": _op(
+                "Cancel a function's runs created in a time range, at once (as Inngest's REST API)",
+                _json({"type": "object"}),
+                body={
+                    "type": "object",
+                    "required": ["app_id", "function_id", "started_before"],
+                    "properties": {
+                        "app_id": text,
+                        "function_id": text,
+                        "started_after": text,
+                        "started_before": text,
+                        "if": text,
+                    },
+                },
+                tag="runs",
+            )
+        },
         "/v1/checkpoint/{run_id}/async": {
             "post": _op(
                 "Steps an Inngest JS SDK ran during the run's request in flight (checkpointing)",
