@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from tests.store.builders import T0, history, lease
 from tests.store.test_pg_alone import marked, steps_of
+from tests.store.test_pg_fold import completed
 from tests.store.test_pg_loop_commits import _lock_wait_seen
 from tests.store.test_pg_optimistic import outputs
 
@@ -27,7 +28,13 @@ from stepline._driven import Driven
 from stepline.errors import StoreUnavailable
 from stepline.store.interface import Replay, WouldBlock
 from stepline.store.postgres import PostgresStore, _alone, _pipeline, _prepared
-from stepline.store.postgres._alone import ONE_STEP, ONE_STEP_TYPES, PREPARED_ONE_STEP
+from stepline.store.postgres._alone import (
+    ONE_FRESH_STEP,
+    ONE_FRESH_STEP_TYPES,
+    ONE_STEP,
+    ONE_STEP_TYPES,
+    PREPARED_ONE_STEP,
+)
 from stepline.store.records import HistoryRecord, Lease, PassCommit, StepRecord
 
 
@@ -58,14 +65,19 @@ def kept_connection(store: PostgresStore) -> psycopg.Connection[Any]:
     return kept.conn
 
 
-def test_the_declared_types_are_those_the_server_infers(store: PostgresStore) -> None:
+@pytest.mark.parametrize(
+    ("query", "types"), [(ONE_STEP, ONE_STEP_TYPES), (ONE_FRESH_STEP, ONE_FRESH_STEP_TYPES)]
+)
+def test_the_declared_types_are_those_the_server_infers(
+    store: PostgresStore, query: str, types: tuple[int, ...]
+) -> None:
     with psycopg.connect(store.url, autocommit=True) as conn:
-        text = _pipeline._shape(ONE_STEP, "utf-8", len(ONE_STEP_TYPES))
+        text = _pipeline._shape(query, "utf-8", len(types))
         assert text is not None
         assert conn.pgconn.prepare(b"probe", text[0]).status == psycopg.pq.ExecStatus.COMMAND_OK
         described = conn.pgconn.describe_prepared(b"probe")
         inferred = tuple(described.param_type(i) for i in range(described.nparams))
-    assert inferred == ONE_STEP_TYPES
+    assert inferred == types
 
 
 def rows_of(store: PostgresStore, run_id: str) -> tuple[list[StepRecord], list[HistoryRecord]]:
@@ -96,13 +108,13 @@ def test_the_rows_written_are_those_the_usual_lane_writes(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch, prepared_sends: list[bool]
 ) -> None:
     one, other = marked(store, "r1", "r2")
-    for commit in (steps_of(one, 7), every_value(one, "h9")):
+    for commit in (steps_of(one, 7), every_value(one, "h9"), completed(one, "hf", 3)):
         assert asyncio.run(store.commit_steps_on_loop(commit)) is True
-    assert prepared_sends == [True, True]
+    assert prepared_sends == [True, True, True]  # the last a first row (ONE_FRESH_STEP)
     monkeypatch.setattr(_alone, "one_step_values", lambda *_: None)  # the usual lane
-    for commit in (steps_of(other, 7), every_value(other, "h9")):
+    for commit in (steps_of(other, 7), every_value(other, "h9"), completed(other, "hf", 3)):
         assert asyncio.run(store.commit_steps_on_loop(commit)) is True
-    assert prepared_sends == [True, True]
+    assert prepared_sends == [True, True, True]
     steps, rows = rows_of(store, "r1")
     usual_steps, usual_rows = rows_of(store, "r2")
     assert [values(s) for s in steps] == [values(s) for s in usual_steps]
@@ -110,7 +122,8 @@ def test_the_rows_written_are_those_the_usual_lane_writes(
     [full] = [s for s in steps if s.hash == "h9"]
     assert full.output_json == b"\x00\xff raw" and full.ended_at == float("inf")
     assert full.error == {"name": "Boom", "message": "b\u00e9"} and full.position == -7
-    assert rows[-1].worker_id == "w1" and rows[-1].data == {"k": [1]}
+    assert rows[-2].worker_id == "w1" and rows[-2].data == {"k": [1]}
+    assert rows[-1].kind == "STEP_COMPLETED" and rows[-1].step_id == "step-hf"
 
 
 def values(record: Any) -> list[Any]:
@@ -124,7 +137,7 @@ def test_a_value_not_of_its_declared_type_goes_the_usual_lane(
     [held] = marked(store, "r1")
     s = StepRecord(held.run_id, "h1", "step-h1", "run", 1, "COMPLETED", bytearray(b"7"))
     commit = PassCommit(held.run_id, held.token, [s], history=[history("r1", "STEP_COMPLETED")])
-    assert _alone.one_step_values(commit, "w1") is None
+    assert _alone.one_step_values(commit, "w1", store._tokens) is None
     assert asyncio.run(store.commit_steps_on_loop(commit)) is True
     assert prepared_sends == []
     assert outputs(store, "r1") == {"r1": b"7"}
@@ -207,7 +220,9 @@ def test_a_value_the_server_refuses_commits_nothing(store: PostgresStore) -> Non
     [held] = marked(store, "r1")
     s = StepRecord(held.run_id, "h1", "a NUL \x00 in a step id", "run", 1, "COMPLETED", b"7")
     commit = PassCommit(held.run_id, held.token, [s], history=[history("r1", "STEP_COMPLETED")])
-    assert _alone.one_step_values(commit, "w1") is not None  # sent: the server refuses it
+    assert (
+        _alone.one_step_values(commit, "w1", store._tokens) is not None
+    )  # sent: the server refuses it
     with pytest.raises(Replay):
         asyncio.run(store.commit_steps_on_loop(commit))
     assert outputs(store, "r1") == {"r1": b"0"}

@@ -23,6 +23,17 @@ Its parameters are encoded here to the binary forms of the types the statement d
 libpq's calls (``_prepared.commit_prepared``), under the same outcome rules; a value of another
 type than the record declares, or a connection where that cannot be done now, is sent as
 before (psycopg adapting the parameters: ``Statements.commit_statement_on_loop``).
+
+When that step's row is its first (a completed step's first attempt, not shown executing by its
+pass: no row of it was loaded, none written since) and its history row is that attempt's plain
+STEP_COMPLETED line, the statement is ``ONE_FRESH_STEP`` instead: the hold and a plain
+``INSERT`` of the step's row with that line in it (schema 17, read back as a line of the run's
+history): one row and one index entry where ``ONE_STEP`` writes two rows, three index entries
+and a speculative insertion (docs/design.md, "A step's history line in its row"). Should the
+row be there after all (a RUNNING row of a pass that crashed, a PENDING row an SDK planned, a
+RUNNING row this process no longer remembers showing), the insert fails (unique_violation),
+its implicit transaction commits nothing, and the commit is made again carefully (``Replay``),
+as after a lost lease: the upsert and the history row then.
 """
 
 from __future__ import annotations
@@ -74,37 +85,77 @@ def queue_steps(statements: Statements, commit: PassCommit, owner: str) -> bool:
 
 # the statement ``_merging`` makes of the queue of one step and one history row (``queue_steps``)
 ONE_STEP = _held_with(q.HOLD_LEASE, (q.UPSERT_STEP, q.INSERT_HISTORY))
+# a step's first row with its STEP_COMPLETED line in it (see the module): parameters the run id
+# and lease token, the step's 12 (``_rows.step_params``), the line's time, attempt, duration and
+# worker
+ONE_FRESH_STEP = _held_with(q.HOLD_LEASE, (q.INSERT_FRESH_STEP,))
 
 
-def one_step(commit: PassCommit, owner: str) -> tuple[str, list[Any]] | None:
-    """``ONE_STEP`` and its parameters, as ``_merging`` sends ``queue_steps``'s queue for
-    ``commit`` when it holds one step and one history row (else None)."""
+def _first_row(commit: PassCommit, tokens: LeaseTokens) -> bool:
+    """Whether ``commit``'s one step and one history row are a step's first row and its plain
+    STEP_COMPLETED line (``ONE_FRESH_STEP``: see the module)."""
+    step = commit.steps[0]
+    line = commit.history[0]
+    return (
+        step.attempts == 1
+        and line.kind == "STEP_COMPLETED"
+        and line.data is None
+        and step.status == "COMPLETED"
+        and line.step_id == step.step_id
+        and not tokens.shown(commit.lease_token, step.hash)
+    )
+
+
+def one_step(commit: PassCommit, owner: str, tokens: LeaseTokens) -> tuple[str, list[Any]] | None:
+    """The one statement of ``commit`` when it holds one step and one history row (else
+    None), with its parameters: ``ONE_FRESH_STEP`` for a step's first row with its plain
+    STEP_COMPLETED line (see the module), else ``ONE_STEP``, as ``_merging`` sends
+    ``queue_steps``'s queue."""
     if len(commit.steps) != 1 or len(commit.history) != 1:
         return None
+    step = commit.steps[0]
+    line = commit.history[0]
+    if _first_row(commit, tokens):
+        return ONE_FRESH_STEP, [
+            commit.run_id,
+            commit.lease_token,
+            *shapes.step_params(step),
+            line.ts,
+            line.attempt,
+            line.duration,
+            owner,
+        ]
     return ONE_STEP, [
         commit.run_id,
         commit.lease_token,
-        *shapes.step_params(commit.steps[0]),
-        *shapes.history_params(commit.history[0], owner),
+        *shapes.step_params(step),
+        *shapes.history_params(line, owner),
     ]
 
 
 # ONE_STEP's parameters' types, in order (the hold's, UPSERT_STEP's, INSERT_HISTORY's): the
 # columns' (``tests/store/test_pg_prepared.py`` checks them against the server's inference)
+_STEP_TYPES = (TEXT, TEXT, TEXT, TEXT, INT4, TEXT, BYTEA, TEXT, INT4, FLOAT8, FLOAT8, FLOAT8)
 ONE_STEP_TYPES = (
     *(TEXT, TEXT),
-    *(TEXT, TEXT, TEXT, TEXT, INT4, TEXT, BYTEA, TEXT, INT4, FLOAT8, FLOAT8, FLOAT8),
+    *_STEP_TYPES,
     *(TEXT, FLOAT8, TEXT, TEXT, INT4, FLOAT8, TEXT, TEXT),
 )
 PREPARED_ONE_STEP = Prepared(ONE_STEP, ONE_STEP_TYPES)
+# ONE_FRESH_STEP's: the hold's, the step's, its line's time, attempt, duration and worker
+ONE_FRESH_STEP_TYPES = (*(TEXT, TEXT), *_STEP_TYPES, *(FLOAT8, INT4, FLOAT8, TEXT))
+PREPARED_ONE_FRESH_STEP = Prepared(ONE_FRESH_STEP, ONE_FRESH_STEP_TYPES)
 _int4 = struct.Struct(">i").pack
 _float8 = struct.Struct(">d").pack
 
 
-def one_step_values(commit: PassCommit, owner: str) -> list[bytes | None] | None:
-    """``one_step``'s parameters, each the binary form of its ``ONE_STEP_TYPES`` type (None:
-    NULL), or None when ``commit`` is not one step and one history row or a value is not of
-    its record's declared type (a text not a ``str``, an integer not an ``int``, an output not
+def one_step_values(
+    commit: PassCommit, owner: str, tokens: LeaseTokens
+) -> tuple[Prepared, list[bytes | None]] | None:
+    """``one_step``'s statement prepared (``PREPARED_ONE_FRESH_STEP`` or
+    ``PREPARED_ONE_STEP``) and its parameters, each the binary form of its type (None: NULL),
+    or None when ``commit`` is not one step and one history row or a value is not of its
+    record's declared type (a text not a ``str``, an integer not an ``int``, an output not
     ``bytes``, an integer out of range, a JSON value ``dumps`` refuses): sent as before."""
     if len(commit.steps) != 1 or len(commit.history) != 1:
         return None
@@ -121,7 +172,7 @@ def one_step_values(commit: PassCommit, owner: str) -> list[bytes | None] | None
     error, due, started, ended = s.error, s.due_at, s.started_at, s.ended_at
     step_id, duration, data = h.step_id, h.duration, h.data
     try:  # str.encode: AttributeError for a text of another type; struct: error, out of range
-        return [
+        values = [
             commit.run_id.encode(),
             commit.lease_token.encode(),
             s.run_id.encode(),
@@ -136,6 +187,16 @@ def one_step_values(commit: PassCommit, owner: str) -> list[bytes | None] | None
             None if due is None else _float8(due),
             None if started is None else _float8(started),
             None if ended is None else _float8(ended),
+        ]
+        if _first_row(commit, tokens):
+            values += [
+                _float8(h.ts),
+                None if attempt is None else _int4(attempt),
+                None if duration is None else _float8(duration),
+                owner.encode(),
+            ]
+            return PREPARED_ONE_FRESH_STEP, values
+        values += [
             h.run_id.encode(),
             _float8(h.ts),
             h.kind.encode(),
@@ -145,19 +206,22 @@ def one_step_values(commit: PassCommit, owner: str) -> list[bytes | None] | None
             None if data is None else dumps(data),
             owner.encode(),
         ]
+        return PREPARED_ONE_STEP, values
     except Exception:  # the usual way raises what it raises for it
         return None
 
 
-async def commit_steps(statements: Statements, commit: PassCommit, owner: str) -> bool:
+async def commit_steps(
+    statements: Statements, commit: PassCommit, owner: str, tokens: LeaseTokens
+) -> bool:
     """``commit`` committed on the running loop on ``statements``' connection: its one
     statement whole, prepared (``one_step_values``, ``_prepared.commit_prepared``) or as
     psycopg adapts it (``one_step``), else its queue (``Statements.commit_on_loop``). True:
     applied."""
-    values = one_step_values(commit, owner)
-    if values is not None and await commit_prepared(statements, PREPARED_ONE_STEP, values):
+    prepared = one_step_values(commit, owner, tokens)
+    if prepared is not None and await commit_prepared(statements, *prepared):
         return True
-    one = one_step(commit, owner)
+    one = one_step(commit, owner, tokens)
     if one is not None:
         await statements.commit_statement_on_loop(*one)
         return True

@@ -1,6 +1,7 @@
 """The PostgreSQL side of ``store/_copy.py``: a database read in one REPEATABLE READ snapshot
 (server-side cursors, a batch at a time) and loaded with ``COPY … FROM STDIN``, one transaction
-per batch."""
+per batch. A step's history line kept in its row (schema 17) is copied as a row of history, as
+every other store holds it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import psycopg
 
 from stepline.store._copy import TABLES, Row, Table
+from stepline.store.postgres._read_queries import HISTORY_LINES
 
 # the tables a copy reads and writes: not the schema's version (each side migrates), nor the
 # hand-offs live workers offer (_handoffs.py: PostgreSQL's only; a copy refuses live workers),
@@ -34,9 +36,21 @@ def location(conn: psycopg.Connection[Any]) -> str:
     return "postgresql " + " / ".join(str(value) for value in row or ())
 
 
+# the columns of steps that hold a step's STEP_COMPLETED history line (schema 17): copied as
+# that line, a row of history (``_from``), not as columns of steps
+FOLDED = frozenset(
+    ("history_seq", "history_ts", "history_attempt", "history_duration", "history_worker")
+)
+
+
+def _from(table: Table) -> str:
+    """What ``table``'s rows are read from: history's are its rows and the lines in steps."""
+    return f"({HISTORY_LINES}) AS history" if table.name == "history" else table.name
+
+
 def select_all(table: Table) -> str:
     columns = ", ".join(table.columns)
-    return f"SELECT {columns} FROM {table.name} ORDER BY {', '.join(table.key)}"
+    return f"SELECT {columns} FROM {_from(table)} ORDER BY {', '.join(table.key)}"
 
 
 def copy_in(table: Table) -> str:
@@ -46,6 +60,8 @@ def copy_in(table: Table) -> str:
 def table_columns(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, ...]]:
     found: dict[str, list[str]] = {}
     for name, column in conn.execute(TABLE_COLUMNS):
+        if name == "steps" and column in FOLDED:
+            continue
         found.setdefault(name, []).append(column)
     return {name: tuple(columns) for name, columns in found.items()}
 
@@ -57,7 +73,7 @@ class PostgresSnapshot:
         self._conn = conn
 
     def count(self, table: Table) -> int:
-        row = self._conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()
+        row = self._conn.execute(f"SELECT count(*) FROM {_from(table)}").fetchone()
         return int(row[0]) if row else 0
 
     def rows(self, table: Table, batch: int) -> Iterator[list[Row]]:

@@ -32,14 +32,17 @@ class Hints:
 
 
 class LeaseTokens:
-    """The lease tokens this process issued lately, with their owners (at most ``size``), and
-    those whose run a committed pass commit marked RUNNING (``mark_running``)."""
+    """The lease tokens this process issued lately, with their owners (at most ``size``),
+    those whose run a committed pass commit marked RUNNING (``mark_running``), and the steps
+    their passes showed executing (``show``)."""
 
     def __init__(self, size: int = 4096) -> None:
         self._owners: OrderedDict[str, str] = OrderedDict()
         # (token, run) pairs marked, the ``size`` most recent: one lease statement gives all
         # its runs one token, so keeping every run of each token kept up to size x 100 runs
         self._running = MarkedRuns(size)
+        # (token, step hash) pairs shown executing (``show``), the ``size`` most recent
+        self._shown = MarkedRuns(size)
         self._size = size
         self._lock = threading.Lock()
 
@@ -61,6 +64,18 @@ class LeaseTokens:
 
     def marked_running(self, token: str, run_id: str) -> bool:
         return self._running.marked(token, run_id)
+
+    def show(self, token: str, hashes: list[str]) -> None:
+        """The pass of lease ``token`` is writing RUNNING rows for these steps (shown
+        executing: ``PostgresTx.mark_steps_running``, told before it writes them, committed or
+        not), so their results are not their first rows (``_alone.one_step``)."""
+        self._shown.add([(token, step) for step in hashes])
+
+    def shown(self, token: str, step_hash: str) -> bool:
+        """Whether the pass of lease ``token`` may have written a row for step ``step_hash``
+        (``show``; a pair dropped from the most recent says no: its statement then finds the
+        row and fails, nothing committed, and the commit is made again carefully)."""
+        return self._shown.marked(token, step_hash)
 
     def owner(self, token: str) -> str | None:
         with self._lock:

@@ -75,9 +75,23 @@ CROSS JOIN LATERAL (
 ) w
 WHERE r.run_id = %s"""
 LOAD_RUNS = LOAD_RUN.replace("WHERE r.run_id = %s", "WHERE r.run_id = ANY(%s)")
+# a run's history: its rows, and the STEP_COMPLETED lines written in its steps' first rows
+# (queries.INSERT_FRESH_STEP), in the order of their numbers (one sequence numbers both)
+HISTORY_LINES = """
+SELECT seq, run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
+UNION ALL
+SELECT history_seq, run_id, history_ts, 'STEP_COMPLETED', step_id, history_attempt,
+       history_duration, NULL, history_worker
+FROM steps WHERE history_seq IS NOT NULL"""
 SELECT_HISTORY = """
-SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
-WHERE run_id = %s ORDER BY seq"""
+SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM (
+    SELECT seq, run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
+    WHERE run_id = %(run)s
+    UNION ALL
+    SELECT history_seq, run_id, history_ts, 'STEP_COMPLETED', step_id, history_attempt,
+           history_duration, NULL, history_worker
+    FROM steps WHERE run_id = %(run)s AND history_seq IS NOT NULL
+) AS lines ORDER BY seq"""
 SELECT_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events WHERE internal_id = ANY(%s)"
 
 # -- what the dashboard reads ---------------------------------------------------------------------

@@ -44,6 +44,16 @@ ON CONFLICT (run_id, hash) DO UPDATE SET
 UPSERT_STEP = f"""
 INSERT INTO steps ({STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)\
 {_UPSERT_STEP_CONFLICT}"""
+# a step's first row, with its STEP_COMPLETED history line in it (schema 17: the line's number
+# from history's own sequence, as a row of history would take it, its time, attempt, duration
+# and worker; ``_read_queries.SELECT_HISTORY`` reads it back as a line). A plain INSERT: a row
+# of the step there already fails it (unique_violation), and its transaction commits nothing
+FRESH_STEP_COLUMNS = f"""{STEP_COLUMNS}, history_seq, history_ts, history_attempt,
+                   history_duration, history_worker"""
+INSERT_FRESH_STEP = f"""
+INSERT INTO steps ({FRESH_STEP_COLUMNS})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+        nextval('history_seq_seq'), %s, %s, %s, %s)"""
 INSERT_STEP_IF_UNSETTLED = f"""
 INSERT INTO steps ({STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, hash) DO UPDATE SET

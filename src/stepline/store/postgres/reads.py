@@ -234,7 +234,9 @@ class PostgresReads:
     @raising_store_errors
     def get_history(self, run_id: str) -> list[HistoryRecord]:
         with self._conn() as conn:
-            return [shapes.history_record(r) for r in conn.execute(rq.SELECT_HISTORY, (run_id,))]
+            return [
+                shapes.history_record(r) for r in conn.execute(rq.SELECT_HISTORY, {"run": run_id})
+            ]
 
     @raising_store_errors
     def get_events(self, internal_ids: Sequence[str]) -> list[EventRecord]:

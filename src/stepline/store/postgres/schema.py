@@ -466,4 +466,15 @@ MIGRATIONS: tuple[str, ...] = (
         due_at, run_id)
         WHERE lease_owner IS NULL AND ckey1 IS NOT NULL;
     """,
+    # 17: a step's STEP_COMPLETED history line written with the step's first row, in it
+    # (``queries.INSERT_FRESH_STEP``, a lone step's commit): its number from history's own
+    # sequence, its time, attempt, duration and worker. One row and one index entry a step
+    # instead of two rows and three (the server's cost of a step's commit: docs/design.md,
+    # "A step's history line in its row"); read back as a line of the run's history
+    # (``_read_queries.SELECT_HISTORY``), never changed after (no statement sets them again)
+    """
+    ALTER TABLE steps ADD COLUMN history_seq bigint, ADD COLUMN history_ts double precision,
+        ADD COLUMN history_attempt integer, ADD COLUMN history_duration double precision,
+        ADD COLUMN history_worker text;
+    """,
 )

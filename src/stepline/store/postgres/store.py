@@ -355,7 +355,7 @@ class PostgresStore(PostgresReads):
                 statements = Statements(conn, optimistic=True)
                 statements.unchecked = True
                 statements.watch = kept
-                return [await commit_steps(statements, steps, owner)]
+                return [await commit_steps(statements, steps, owner, self._tokens)]
             tx = PostgresTx(
                 conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
             )

@@ -568,6 +568,7 @@ class PostgresTx:
     def mark_steps_running(
         self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
     ) -> bool:
+        self._tokens.show(lease_token, [p.hash for p in steps])
         with self._savepoint() as s:
             row = s.run(q.LEASE_TOKEN, (run_id,)).fetchone()
             if row is None or row[0] != lease_token:
