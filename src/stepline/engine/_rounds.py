@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stepline.engine._executing import ExecutingSteps, executing_records
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
 from stepline.engine._recording import invoke_rows, wait_rows
+from stepline.engine._step_attempt import attempt_step
+from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps, loads
 from stepline.store.records import (
     HistoryRecord,
+    Lease,
     PassCommit,
     RunRecord,
     RunState,
@@ -42,6 +46,16 @@ class _Mark:
             del part[size:]
 
 
+def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    """A step call's result (or error) given to its caller, unless it stopped waiting."""
+    if future.done():  # its caller stopped waiting: committed all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
 def _parts(commit: PassCommit) -> tuple[list[Any], ...]:
     return (commit.steps, commit.history, commit.waits, commit.events, commit.child_runs)
 
@@ -53,6 +67,10 @@ class RoundRecorder:
     fn: FunctionDef
     state: RunState
     run: RunRecord
+    lease: Lease
+    loop: asyncio.AbstractEventLoop
+    _late_steps: list[StepRecord]
+    _late_history: list[HistoryRecord]
     _buffer: PassCommit | None
     _buffered: int
     _buffer_since: float | None
@@ -185,6 +203,54 @@ class RoundRecorder:
             resolve()
         if failed:
             raise failed[0]
+
+    async def _lone_round(self, op: _Op) -> None:
+        """``_run_round`` for its usual case: a round of one ``run`` step, with no Checkpointing
+        (nothing buffered, nothing kept for later). The same records, checks and commit as
+        ``_run_round`` makes for it, without the general round's lists and closures; its caller
+        continues as its commit is delivered, as there."""
+        if self._late_steps or self._late_history:
+            commit = self._new_commit(take_buffer=False)
+        else:  # _new_commit's, without the calls: nothing buffered, nothing late
+            commit = PassCommit(self.run.run_id, self.lease.token)
+        if self._memo_done and not self._warned:  # else _check_determinism finds nothing
+            self._check_determinism([op], commit)
+        now = self.now()
+        executing = self.executing
+        at, memo, run_id = self._next_position, self.memo, self.run.run_id
+        executing.show_later(lambda: executing_records(run_id, (op,), memo, at, now))
+        try:
+            outcome = await attempt_step(self.engine, self.loop, self.fn.retries, op)
+        finally:
+            executing.done()
+        resolutions: list[tuple[_Op, Any, BaseException | None]] = []
+        self._settle_run_op(op, outcome, commit, resolutions)
+        if self._abort is None:
+            added = 0
+            for step in commit.steps:
+                output = step.output_json
+                if output is not None:
+                    added += len(output)
+            limit = self.engine.limits.max_run_state_bytes
+            if self._state_bytes + added > limit:
+                self._abort = LimitExceededError(
+                    "run_state",
+                    f"run {run_id} state would be {self._state_bytes + added} bytes, over the "
+                    f"limit of {limit}",
+                )
+            self._state_bytes += added
+        if self._abort is not None:
+            self._release_ops([op], _Abort())
+            return
+        if not resolutions:  # to be retried: the step call stays blocked, the pass suspends
+            await commit_pass(self.engine, commit, self.now())
+            return
+        _, value, error = resolutions[0]
+        future = op.future
+        # resolved as the commit is delivered (see _run_round), or here if it was not then
+        await commit_pass(self.engine, commit, self.now(), partial(_resolve, future, value, error))
+        if not future.done():
+            _resolve(future, value, error)
 
     async def _attempts(self, run_ops: list[_Op]) -> list[_Outcome]:
         """Execute one attempt of each ``run`` step, concurrently; committing buffered results

@@ -20,6 +20,7 @@ added to the engine (``Engine.add_driver``) before the functions it drives are r
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stepline.engine._handover import handed_over
@@ -59,7 +60,18 @@ async def commit_pass(
     ``LeaseLostError`` when the lease was lost. ``then()`` is called in the loop as soon as
     the commit is known durable (``BatchWriter.submit``), only if it was, before this
     returns and before its change is published."""
-    await submit_pass(engine, commit, now, then, alone=True)  # awaited at once
+    # submit_pass's work, awaited at once: no coroutine of its own, no closure for ``then``
+    job, ingested = _pass_job(engine, commit, now)
+    written = engine.writer.submit(
+        job, None if then is None else partial(_if_applied, then), alone=True, steps=commit
+    )
+    _published(engine, commit, ingested, await written)
+
+
+def _if_applied(then: Callable[[], object], applied: bool) -> None:
+    """A pass commit's continuation: ``then()`` once its job applied it (not cancelled)."""
+    if applied:
+        then()
 
 
 def _pass_job(
@@ -108,14 +120,9 @@ def submit_pass(
     waits for it to be durable, publishes its change and raises as ``commit_pass``.
     ``alone``: the caller submits nothing else before it awaits it (``BatchWriter.submit``)."""
     job, ingested = _pass_job(engine, commit, now)
-
-    def committed(applied: bool) -> None:
-        if applied and then is not None:
-            then()
-
     # a lone step commit may be committed without its job (writer: LoneStepCommits)
     written = engine.writer.submit(
-        job, None if then is None else committed, alone=alone, steps=commit
+        job, None if then is None else partial(_if_applied, then), alone=alone, steps=commit
     )
 
     async def published() -> None:

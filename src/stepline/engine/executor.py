@@ -88,6 +88,10 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._buffer: PassCommit | None = None  # step results awaiting their commit
         self._buffered = 0
         self._buffer_since: float | None = None
+        checkpointing = fn.options.checkpointing
+        # rounds of one run step take _lone_round's path: nothing is ever buffered
+        self._lone_rounds = checkpointing is None
+        self._max_runtime = None if checkpointing is None else checkpointing.max_runtime_seconds
         self._pass_started_at = self.now()
         self._state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         self._state_bytes += sum(len(dumps(e.data)) for e in state.events)
@@ -315,7 +319,8 @@ class PassExecutor(RoundRecorder, PassEndings):
             if self._abort is not None:
                 await self._fail_run(self._abort, task)
                 return
-            reason = self._timed_out()
+            # no finish deadline: nothing to time out (the call saved on every round)
+            reason = None if self._finish_deadline is None else self._timed_out()
             if reason is not None:
                 if self._buffer is not None:  # keep the results Checkpointing still holds
                     await self._commit(self._new_commit())
@@ -323,11 +328,14 @@ class PassExecutor(RoundRecorder, PassEndings):
                 await self._stop_function(task)
                 return
             if self._new_ops:
-                if self._past_max_runtime():
+                if self._max_runtime is not None and self._past_max_runtime():
                     await self._yield_pass(task)
                     return
                 ops, self._new_ops = self._new_ops, []
-                await self._run_round(ops)
+                if len(ops) == 1 and ops[0].kind == "run" and self._lone_rounds:
+                    await self._lone_round(ops[0])
+                else:
+                    await self._run_round(ops)
                 continue
             if task.done():
                 await self._finish(task)
@@ -488,8 +496,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             )
 
     def _past_max_runtime(self) -> bool:
-        checkpointing = self.fn.options.checkpointing
-        limit = checkpointing.max_runtime_seconds if checkpointing is not None else None
+        limit = self._max_runtime  # Checkpointing.max_runtime
         return limit is not None and self.now() - self._pass_started_at >= limit
 
     async def _yield_pass(self, task: asyncio.Future[Any]) -> None:
