@@ -79,7 +79,8 @@ class NamedRuns:
     def _take_handed(self, runs: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
         """Start the passes of ``runs`` handed to the worker, each in a free slot; the rest are
         returned. A run handed beyond the worker's free slots (the store saw a slot it counts
-        as taken: a pass whose function is unwinding, a lease attempt in flight) is given back
+        as taken: a pass whose function is unwinding, a lease attempt in flight, the spare held
+        by an in-process send) is given back
         (``Worker.give_back``: never started later from the handed state, which may be stale
         by then: review R1, R3)."""
         assert self.handed is not None
@@ -97,7 +98,9 @@ class NamedRuns:
         if reclaimed is not None and worker.engine.clock.now() - reclaimed < window:
             free = 0  # maybe taken before its leases were given back: given back too
         room, spare = worker._room(free)
-        pairs = [(lease.run_id, lease.function_id) for lease in leases]
+        # in run id order: the order in which the sender's ``HAND_OFF`` gave them the worker's
+        # slots (its spare only to a function with no lease here nor earlier among them)
+        pairs = sorted((lease.run_id, lease.function_id) for lease in leases)
         starting = fitting(room, pairs, worker._here()) if spare else [r for r, _ in pairs][:room]
         started = set(starting)
         for lease in leases:

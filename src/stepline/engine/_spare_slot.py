@@ -21,7 +21,14 @@ Exact, with every way a run gets a slot here:
   no pass here nor earlier in that lease (``fitting``; a send's lease: ``lease_due`` with those
   functions for the last slot);
 - while an in-process send's write is in flight, the last slot is that send's: the worker's own
-  attempts, claims and hand-offs leave it out (so two of them never fill it at once).
+  attempts, claims and hand-offs leave it out (so two of them never fill it at once);
+- a sender in another process (PostgreSQL's ``HAND_OFF``) offers such a worker's last free
+  slot by the same rule, from its live leases (a worker keeps a spare when its offer has 2
+  slots or more and it registered 2 functions or more, as ``keeps_spare`` says): a run of a
+  function with a pass there goes to another worker with room, or is named for any worker to
+  lease, instead of being handed to this one and given back. What the sender cannot see (an
+  in-process send holding the spare, a claim in flight) still makes the worker give a run
+  back (``Worker.give_back``).
 
 Nothing starves: a function with passes here keeps every other slot, and its runs are leased in
 the fair order as before; due timers and old work of a function that has a pass here wait only
@@ -36,7 +43,8 @@ from stepline.store.records import FunctionSet
 
 
 def keeps_spare(concurrency: int, served: FunctionSet) -> bool:
-    """Whether a worker of ``concurrency`` serving ``served`` keeps a spare slot."""
+    """Whether a worker of ``concurrency`` serving ``served`` keeps a spare slot (the same
+    rule is PostgreSQL's ``_handoffs.HAND_OFF``'s, from the worker's offer and registration)."""
     return concurrency >= 2 and len(served.function_ids) >= 2
 
 

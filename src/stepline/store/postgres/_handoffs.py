@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from stepline.store.postgres import _rows
-from stepline.store.postgres._arrays import TextArray
+from stepline.store.postgres._arrays import Int4Array, TextArray
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._lease_queries import AHEAD_OF_NAMED, LEASE_ALONE
 from stepline.store.postgres._leases import _prefix, compact, prepare, prepare_named
@@ -71,15 +71,21 @@ _EVENT_JSON = f"internal_id, name, {_B64.format('data')}, {_B64.format('user_dat
 # with nulls for its worker and token (``bytes``), plus theirs (the longest of the workers it
 # may go to), plus twice the bytes naming them all, under ``_MOST_BYTES``; else nothing is
 # handed. Each worker is handed at most its free slots (its offer's less its live leases),
-# counted over the runs of this statement (numbered per worker)
+# counted over the runs of this statement (numbered per worker, in run id order). A worker
+# that keeps a spare slot (``engine/_spare_slot.keeps_spare``: 2 slots or more, 2 functions or
+# more: its registration's) offers its last free slot only to a run of a function with no live
+# lease there (``here``) nor earlier in this statement (``%(ranks)s``: each run's rank among the
+# runs of its function, in run id order; as ``_spare_slot.fitting``): a run of a function it
+# runs goes to a worker that can take it, not to one that would give it back
 _HAND_OFF = f"""
 WITH named AS MATERIALIZED (
-    SELECT q.run_id, q.function_id, q.app_id, q.due_at, r.created_at AS now, t.token,
+    SELECT q.run_id, q.function_id, q.app_id, q.due_at, r.created_at AS now, t.token, t.rank,
            r.start_timeout, json_build_array({_RUN_JSON}) AS run,
            (SELECT json_agg(json_build_array({_EVENT_JSON}) ORDER BY internal_id) FROM events
             WHERE internal_id = ANY(ARRAY(SELECT jsonb_array_elements_text(r.event_ids::jsonb)))
            ) AS events
-    FROM unnest(%(runs)s::text[], %(tokens)s::text[]) AS t(run_id, token)
+    FROM unnest(%(runs)s::text[], %(tokens)s::text[], %(ranks)s::int[])
+         AS t(run_id, token, rank)
     JOIN queue q ON q.run_id = t.run_id
     JOIN runs r ON r.run_id = t.run_id
     WHERE q.lease_owner IS NULL AND q.app_id <> '' AND q.ckey1 IS NULL AND q.ckey2 IS NULL
@@ -99,12 +105,19 @@ offered AS MATERIALIZED (
            octet_length(to_json(w.worker_id)::text) + octet_length(h.prefix || e.token) + 2
              AS marks,
            row_number() OVER (PARTITION BY w.worker_id ORDER BY e.run_id) AS n,
-           h.slots - (SELECT count(*) FROM queue l
-                      WHERE l.lease_owner = w.worker_id AND l.lease_expires_at > e.now) AS free
+           h.slots - l.leases
+           - CASE WHEN h.slots >= 2 AND (e.rank > 1 OR l.here > 0)
+                   AND json_array_length(w.function_ids::json) >= 2
+                  THEN 1 ELSE 0 END AS free
     FROM eligible e
     JOIN worker_functions f ON f.function_id = e.function_id AND f.app_id = e.app_id
     JOIN workers w ON w.worker_id = f.worker_id
     JOIN handoffs h ON h.worker_id = f.worker_id
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS leases,
+               count(*) FILTER (WHERE l.app_id = e.app_id AND l.function_id = e.function_id)
+                 AS here
+        FROM queue l WHERE l.lease_owner = w.worker_id AND l.lease_expires_at > e.now) AS l
     WHERE w.expires_at > e.now
       AND NOT pg_try_advisory_xact_lock_shared(
           hashtextextended(%(prefix)s || w.worker_id, 0))),
@@ -163,9 +176,22 @@ def hand_off_params(new_runs: dict[str, str], tokens: Sequence[str], named: int)
         "runs": TextArray(new_runs),
         "fns": TextArray(new_runs.values()),
         "tokens": TextArray(tokens),
+        "ranks": _ONE if len(new_runs) == 1 else _ranks(new_runs),
         "prefix": PRESENCE_KEY,
         "named": named,
     }
+
+
+_ONE = Int4Array([1])
+
+
+def _ranks(new_runs: dict[str, str]) -> Int4Array:
+    """Each run's rank among the runs of its function (1: the first), in run id order."""
+    seen: dict[str, int] = {}
+    ranks: dict[str, int] = {}
+    for run_id in sorted(new_runs):
+        ranks[run_id] = seen[new_runs[run_id]] = seen.get(new_runs[run_id], 0) + 1
+    return Int4Array([ranks[run_id] for run_id in new_runs])
 
 
 def prepare_statements(conn: psycopg.Connection[Any]) -> None:
@@ -189,8 +215,9 @@ class Handed:
         return float(self.run[0][_CREATED])
 
     def lease(self) -> Lease:
+        """The lease, saying its run's function (the worker's spare slot goes by it)."""
         run = functools.partial(_state, self.run, self.owner)
-        return Lease(self.run_id, self.token, None, None, run)
+        return Lease(self.run_id, self.token, None, None, run, self.function_id)
 
 
 _EVENT_WIDTH = 6
