@@ -117,3 +117,13 @@ def test_runs_created_together_are_linked_to_their_events(
     }
     with pg_store.transaction() as tx:
         assert [e.internal_id for e in tx.run_events("r3")] == ["e1", "e2"]
+
+
+def test_the_hand_off_is_short_enough_for_psycopg_to_cache_its_conversion() -> None:
+    """A longer text's placeholders are parsed again at every send (4b66ab9's HAND_OFF, 4,272
+    bytes: ~50-100 µs of the sender's CPU on an event's way to its first step)."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    from stepline.store.postgres._handoffs import HAND_OFF
+
+    assert len(HAND_OFF.encode()) <= MAX_CACHED_STATEMENT_LENGTH

@@ -36,7 +36,7 @@ import psycopg
 from stepline.store.postgres import _rows
 from stepline.store.postgres._arrays import Int4Array, TextArray
 from stepline.store.postgres._hints import LeaseTokens
-from stepline.store.postgres._lease_queries import AHEAD_OF_NAMED, LEASE_ALONE
+from stepline.store.postgres._lease_queries import LEASE_ALONE
 from stepline.store.postgres._leases import _prefix, compact, prepare, prepare_named
 from stepline.store.postgres._read_queries import RUN_COLUMNS
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
@@ -63,6 +63,21 @@ _RUN_JSON = ", ".join(
     for c in RUN_COLUMNS.split(",")
 )
 _EVENT_JSON = f"internal_id, name, {_B64.format('data')}, {_B64.format('user_data')}, sender_id, ts"
+# nothing of the run's function ahead of it, in its app or unowned (''): no due run before it
+# that is not one of the new runs (both apps in one probe of ``queue_fn_due``), no expired lease
+# (one probe of ``queue_fn_lease`` each): ``AHEAD_OF_NAMED``, a lease by name's rules, the same
+# rows, in a text that keeps the statement under the 4,096 bytes up to which psycopg keeps its
+# conversion (``compact``; past them it is parsed again at each send)
+_EXPIRED = """AND (SELECT 1 FROM queue o
+           WHERE o.app_id = {app} AND o.function_id = n.function_id
+             AND o.lease_owner IS NOT NULL AND o.lease_expires_at <= n.now LIMIT 1) IS NULL"""
+_AHEAD = f"""AND (SELECT 1 FROM queue o
+           WHERE o.app_id IN (n.app_id, '') AND o.function_id = n.function_id
+             AND o.lease_owner IS NULL AND o.due_at <= n.due_at
+             AND (o.due_at, o.run_id) < (n.due_at, n.run_id)
+             AND NOT o.run_id = ANY(%(runs)s) LIMIT 1) IS NULL
+      {_EXPIRED.format(app="n.app_id")}
+      {_EXPIRED.format(app="''")}"""
 # %(runs)s, %(fns)s, %(tokens)s: the new runs, their functions and a token each (the lease's,
 # after the worker's presence prefix); %(named)s: the bytes of the payload naming them all.
 # "now" is the run's creation time (the sender's clock). A handed entry carries the run's
@@ -96,8 +111,7 @@ eligible AS MATERIALIZED (
     FROM named n
     WHERE (SELECT 1 FROM paused p
            WHERE p.app_id IN (n.app_id, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
-      {AHEAD_OF_NAMED.format(app="n.app_id", now="n.now")}
-      {AHEAD_OF_NAMED.format(app="''", now="n.now")}
+      {_AHEAD}
       AND (n.start_timeout IS NULL OR n.start_timeout >= 0)
       AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = n.run_id)),
 offered AS MATERIALIZED (
