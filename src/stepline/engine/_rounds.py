@@ -154,6 +154,7 @@ class RoundRecorder:
         finally:
             if run_ops:
                 self.executing.done()
+        buffered = self._buffer  # results of earlier rounds held (Checkpointing): counted
         self._take_buffer(commit)
         resolutions: list[tuple[_Op, Any, BaseException | None]] = []
         for op, outcome in zip(run_ops, outcomes, strict=True):
@@ -161,8 +162,9 @@ class RoundRecorder:
         for op in ops:
             if op.kind != "run":
                 self._settle_other(op, commit, resolutions, now)
-        if self._abort is None:
-            added = sum(len(s.output_json or b"") for s in commit.steps)
+        if self._abort is None:  # this round's outputs (the buffered ones were counted)
+            held = 0 if buffered is None else len(buffered.steps)
+            added = sum(len(s.output_json or b"") for s in commit.steps[held:])
             if self._state_bytes + added > self.engine.limits.max_run_state_bytes:
                 self._abort = LimitExceededError(
                     "run_state",
@@ -171,6 +173,9 @@ class RoundRecorder:
                 )
             self._state_bytes += added
         if self._abort is not None:
+            # what earlier rounds buffered ran and was given to the function: committed with
+            # the run's failure (``_fail_run``), as without Checkpointing; this round's is not
+            self._buffer = buffered
             self._release_ops(ops, _Abort())
             return
         resolved = False
