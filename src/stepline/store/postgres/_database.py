@@ -15,6 +15,11 @@ from stepline.errors import ConfigError, StoreError, StoreRefusedValue, StoreUna
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres.schema import MIGRATIONS
 
+# the client encoding of every connection the store opens, whatever the session's default (a
+# URL's ``client_encoding``, ``PGCLIENTENCODING``, ``ALTER DATABASE/ROLE … SET``): psycopg then
+# encodes texts as UTF-8, as the lone step's lane does by hand, and a ``SQL_ASCII`` database
+# works (psycopg sent every ``str`` as bytes there: "operator does not exist: text = bytea")
+CLIENT_ENCODING = "UTF8"
 MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
 # SQLSTATE classes and codes that mean "not now": the store may recover by itself
 _TRANSIENT_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator
@@ -45,7 +50,11 @@ def pool(
         url,
         min_size=1 if checked else 0,
         max_size=size,
-        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": max(1, int(timeout)),
+            "client_encoding": CLIENT_ENCODING,
+        },
         timeout=timeout,
         # the pool's background reconnect attempts back off (1 s, doubling) until this many
         # seconds, then stop until a caller asks for a connection: half of what a caller

@@ -34,6 +34,7 @@ from typing import Any
 import psycopg
 
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._database import CLIENT_ENCODING
 
 GATE_HOLD = 1.0  # seconds a gate stays closed when no take of this process got its bucket
 
@@ -142,7 +143,9 @@ class TakeGates:
             self._drop()
             conn = None
         if conn is None:
-            self._conn = conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+            self._conn = conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=5, client_encoding=CLIENT_ENCODING
+            )
         return conn
 
     def _drop(self) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import psycopg
 
+from stepline.store.postgres._database import CLIENT_ENCODING
 from stepline.store.postgres._lease_queries import PRESENCE_EPOCH
 
 PRESENCE_KEY = "stepline-worker\x1f"  # + worker id: the advisory lock's name
@@ -102,7 +103,9 @@ class Presence:
         if conn is not None and not conn.closed and not _readable(conn):
             return conn  # an idle session receives nothing while it lives
         self._drop()  # closed, ended by the server, or told something: start again
-        self._conn = conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        self._conn = conn = psycopg.connect(
+            self._url, autocommit=True, connect_timeout=5, client_encoding=CLIENT_ENCODING
+        )
         return conn
 
     def _drop(self) -> None:

@@ -201,7 +201,10 @@ class PostgresStore(PostgresReads):
         until its ``connect_timeout`` passes."""
         try:
             with psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, int(self.connect_timeout)),
+                client_encoding=_database.CLIENT_ENCODING,
             ) as conn:
                 return _database.schema_version(conn)
         except psycopg.Error as exc:
