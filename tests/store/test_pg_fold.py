@@ -13,18 +13,25 @@ from pathlib import Path
 import psycopg
 import pytest
 from tests.store.builders import T0, cel_matches, history, lease, start
+from tests.store.test_pg_loop_commits import _lock_wait_seen
 from tests.store.test_pg_optimistic import commit_job
 
 from stepline.store import SQLiteStore
 from stepline.store._copy import copy_database
 from stepline.store.interface import Replay
-from stepline.store.postgres import PostgresStore
+from stepline.store.postgres import PostgresStore, _alone
 from stepline.store.postgres._alone import ONE_FRESH_STEP, ONE_STEP, one_step
 from stepline.store.records import HistoryRecord, Lease, PassCommit, StepRecord
 
 
-@pytest.fixture
-def store(own_pg_store: PostgresStore) -> PostgresStore:
+@pytest.fixture(params=["prepared", "adapted"])
+def store(
+    own_pg_store: PostgresStore, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> PostgresStore:
+    """The store, its lone step commits sent by one lane: prepared with values encoded here
+    (``_prepared``), or as psycopg adapts them."""
+    if request.param == "adapted":
+        monkeypatch.setattr(_alone, "one_step_values", lambda *_: None)
     own_pg_store.load_run("none")  # one idle connection in the read pool
     return own_pg_store
 
@@ -106,6 +113,29 @@ def test_a_lost_lease_commits_neither_the_row_nor_its_line(store: PostgresStore)
     with pytest.raises(Replay):
         asyncio.run(store.commit_steps_on_loop(commit))
     assert [s.hash for s in store.get_steps("r1")] == ["h1"]  # the marking commit's only
+    assert "STEP_COMPLETED" not in [h.kind for h in store.get_history("r1")]
+
+
+def test_a_takeover_committed_while_the_first_row_waits_for_the_lease_commits_nothing(
+    store: PostgresStore, pg_url: str
+) -> None:
+    held = marked(store)
+    commit = completed(held, "a", 1)
+    assert statement(store, commit) == ONE_FRESH_STEP
+
+    async def run() -> None:
+        with psycopg.connect(pg_url) as taker:  # another worker takes the run over meanwhile
+            taker.execute(
+                "UPDATE queue SET lease_owner = 'w2', lease_token = 'taken' WHERE run_id = 'r1'"
+            )
+            task = asyncio.create_task(store.commit_steps_on_loop(commit))
+            await _lock_wait_seen(pg_url)
+            taker.commit()
+            with pytest.raises(Replay):
+                await task
+
+    asyncio.run(run())
+    assert [s.hash for s in store.get_steps("r1")] == ["h1"]
     assert "STEP_COMPLETED" not in [h.kind for h in store.get_history("r1")]
 
 

@@ -26,14 +26,17 @@ before (psycopg adapting the parameters: ``Statements.commit_statement_on_loop``
 
 When that step's row is its first (a completed step's first attempt, not shown executing by its
 pass: no row of it was loaded, none written since) and its history row is that attempt's plain
-STEP_COMPLETED line, the statement is ``ONE_FRESH_STEP`` instead: the hold and a plain
-``INSERT`` of the step's row with that line in it (schema 17, read back as a line of the run's
-history): one row and one index entry where ``ONE_STEP`` writes two rows, three index entries
-and a speculative insertion (docs/design.md, "A step's history line in its row"). Should the
-row be there after all (a RUNNING row of a pass that crashed, a PENDING row an SDK planned, a
-RUNNING row this process no longer remembers showing), the insert fails (unique_violation),
-its implicit transaction commits nothing, and the commit is made again carefully (``Replay``),
-as after a lost lease: the upsert and the history row then.
+STEP_COMPLETED line, the statement is ``ONE_FRESH_STEP`` instead: one plain ``INSERT`` of the
+step's row with that line in it (schema 17, read back as a line of the run's history), whose
+run id is the lease hold (a sub-select locking the run's queue row with the lease's token FOR
+UPDATE, before the row is made; none: NULL, and the row is refused): one row and one index
+entry where ``ONE_STEP`` writes two rows, three index entries and a speculative insertion, and
+three plan nodes where it has a dozen (docs/design.md, "A step's history line in its row"). It
+fails when the lease is lost (not_null_violation) and when the row is there after all (a
+RUNNING row of a pass that crashed, a PENDING row an SDK planned, a RUNNING row this process
+no longer remembers showing: unique_violation); either way its implicit transaction commits
+nothing, and the commit is made again carefully (``Replay``): the upsert and the history row
+then. It returns no rows (``ONE_STEP`` returns its hold's).
 """
 
 from __future__ import annotations
@@ -85,10 +88,10 @@ def queue_steps(statements: Statements, commit: PassCommit, owner: str) -> bool:
 
 # the statement ``_merging`` makes of the queue of one step and one history row (``queue_steps``)
 ONE_STEP = _held_with(q.HOLD_LEASE, (q.UPSERT_STEP, q.INSERT_HISTORY))
-# a step's first row with its STEP_COMPLETED line in it (see the module): parameters the run id
-# and lease token, the step's 12 (``_rows.step_params``), the line's time, attempt, duration and
-# worker
-ONE_FRESH_STEP = _held_with(q.HOLD_LEASE, (q.INSERT_FRESH_STEP,))
+# a step's first row with its STEP_COMPLETED line in it, its run id the lease hold's (see the
+# module): parameters the run id and lease token, the step's but its run id (``_rows.
+# step_params``), the line's time, attempt, duration and worker
+ONE_FRESH_STEP = q.INSERT_FRESH_STEP
 
 
 def _first_row(commit: PassCommit, tokens: LeaseTokens) -> bool:
@@ -102,6 +105,7 @@ def _first_row(commit: PassCommit, tokens: LeaseTokens) -> bool:
         and line.data is None
         and step.status == "COMPLETED"
         and line.step_id == step.step_id
+        and step.run_id == commit.run_id
         and not tokens.shown(commit.lease_token, step.hash)
     )
 
@@ -119,7 +123,7 @@ def one_step(commit: PassCommit, owner: str, tokens: LeaseTokens) -> tuple[str, 
         return ONE_FRESH_STEP, [
             commit.run_id,
             commit.lease_token,
-            *shapes.step_params(step),
+            *shapes.step_params(step)[1:],
             line.ts,
             line.attempt,
             line.duration,
@@ -142,8 +146,9 @@ ONE_STEP_TYPES = (
     *(TEXT, FLOAT8, TEXT, TEXT, INT4, FLOAT8, TEXT, TEXT),
 )
 PREPARED_ONE_STEP = Prepared(ONE_STEP, ONE_STEP_TYPES)
-# ONE_FRESH_STEP's: the hold's, the step's, its line's time, attempt, duration and worker
-ONE_FRESH_STEP_TYPES = (*(TEXT, TEXT), *_STEP_TYPES, *(FLOAT8, INT4, FLOAT8, TEXT))
+# ONE_FRESH_STEP's: the hold's, the step's but its run id, its line's time, attempt, duration
+# and worker
+ONE_FRESH_STEP_TYPES = (*(TEXT, TEXT), *_STEP_TYPES[1:], *(FLOAT8, INT4, FLOAT8, TEXT))
 PREPARED_ONE_FRESH_STEP = Prepared(ONE_FRESH_STEP, ONE_FRESH_STEP_TYPES)
 _int4 = struct.Struct(">i").pack
 _float8 = struct.Struct(">d").pack
@@ -175,7 +180,6 @@ def one_step_values(
         values = [
             commit.run_id.encode(),
             commit.lease_token.encode(),
-            s.run_id.encode(),
             s.hash.encode(),
             s.step_id.encode(),
             s.kind.encode(),
@@ -196,6 +200,7 @@ def one_step_values(
                 owner.encode(),
             ]
             return PREPARED_ONE_FRESH_STEP, values
+        values.insert(2, s.run_id.encode())
         values += [
             h.run_id.encode(),
             _float8(h.ts),

@@ -173,7 +173,7 @@ async def _sent(
         at = 1
     if len(results) <= at:
         return failed or psycopg.InterfaceError(f"no result for the statement: {results}")
-    if failed is None and results[at].status != _ROWS:
+    if failed is None and results[at].status not in (_ROWS, _OK):  # ONE_FRESH_STEP: no rows
         failed = _pipeline._error(conn, results[at])
     at += 1
     if failed is None and at < len(results):  # the sync's: the implicit transaction's commit

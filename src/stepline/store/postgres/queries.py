@@ -46,13 +46,17 @@ INSERT INTO steps ({STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %
 {_UPSERT_STEP_CONFLICT}"""
 # a step's first row, with its STEP_COMPLETED history line in it (schema 17: the line's number
 # from history's own sequence, as a row of history would take it, its time, attempt, duration
-# and worker; ``_read_queries.SELECT_HISTORY`` reads it back as a line). A plain INSERT: a row
-# of the step there already fails it (unique_violation), and its transaction commits nothing
+# and worker; ``_read_queries.SELECT_HISTORY`` reads it back as a line), under its pass's lease:
+# the row's run id is the lease hold's, the queue row of the run with that token locked FOR
+# UPDATE by a sub-select evaluated before the row is made. No such row (a lost lease) gives a
+# NULL run id, and a row of the step there already a duplicate key: either fails the INSERT
+# (not_null_violation, unique_violation) and its transaction commits nothing
 FRESH_STEP_COLUMNS = f"""{STEP_COLUMNS}, history_seq, history_ts, history_attempt,
                    history_duration, history_worker"""
 INSERT_FRESH_STEP = f"""
 INSERT INTO steps ({FRESH_STEP_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+VALUES ((SELECT run_id FROM queue WHERE run_id = %s AND lease_token = %s FOR UPDATE),
+        %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
         nextval('history_seq_seq'), %s, %s, %s, %s)"""
 INSERT_STEP_IF_UNSETTLED = f"""
 INSERT INTO steps ({STEP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
