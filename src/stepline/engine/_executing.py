@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from stepline.engine._ops import _Op
@@ -55,19 +56,29 @@ def executing_records(
 class ExecutingSteps:
     """Marks a pass's executing steps RUNNING once they have run ``SHOW_AFTER`` seconds."""
 
-    def __init__(self, engine: Engine, lease: Lease, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        lease: Lease,
+        loop: asyncio.AbstractEventLoop,
+        memo: dict[str, StepRecord],
+    ) -> None:
+        """``memo``: the pass's memo (``executing_records`` reads it when the rows are due)."""
         self._engine = engine
         self._lease = lease
         self._loop = loop
+        self._memo = memo
         self._writes: set[asyncio.Future[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None  # at most one, whatever the rounds
-        self._executing: Callable[[], list[StepRecord]] | None = None  # the round's rows
+        # the round executing: its run steps, the position of its first new one, its start
+        self._executing: tuple[Sequence[_Op], int, float] | None = None
         self._since = 0.0  # when that round started (the loop's time)
 
-    def show_later(self, records: Callable[[], list[StepRecord]]) -> None:
-        """A round's steps start: write ``records()`` (built then: quick rounds build nothing)
-        if the round still executes ``SHOW_AFTER`` seconds from now; ``done`` ends it."""
-        self._executing = records
+    def show_later(self, ops: Sequence[_Op], next_position: int, now: float) -> None:
+        """A round's ``run`` steps ``ops`` start at ``now``: their rows (``executing_records``,
+        built then: quick rounds build nothing, not even a closure) are written if the round
+        still executes ``SHOW_AFTER`` seconds from now; ``done`` ends it."""
+        self._executing = (ops, next_position, now)
         self._since = self._loop.time()
         if self._timer is None:
             self._timer = self._loop.call_at(self._since + SHOW_AFTER, self._due)
@@ -79,15 +90,17 @@ class ExecutingSteps:
 
     def _due(self) -> None:
         self._timer = None
-        records = self._executing
-        if records is None:  # no round executing: the next one sets the timer
+        executing = self._executing
+        if executing is None:  # no round executing: the next one sets the timer
             return
         due = self._since + SHOW_AFTER
         if self._loop.time() < due:  # a round younger than the one the timer was set for
             self._timer = self._loop.call_at(due, self._due)
             return
         self._executing = None  # written once
-        self._write(records)
+        ops, next_position, now = executing
+        run_id = self._lease.run_id
+        self._write(partial(executing_records, run_id, ops, self._memo, next_position, now))
 
     def _write(self, make_records: Callable[[], list[StepRecord]]) -> None:
         records = make_records()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from stepline.engine._executing import ExecutingSteps, executing_records
+from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
 from stepline.engine._recording import invoke_rows, wait_rows
 from stepline.engine._step_attempt import attempt_step
@@ -122,21 +122,42 @@ class RoundRecorder:
                 )
             )
 
-    def _record(self, op: _Op, status: str, **values: Any) -> StepRecord:
-        existing = self.memo.get(op.hash)
-        position = existing.position if existing is not None else self._next_position
-        if existing is None:
-            self._next_position += 1
+    def _record(
+        self,
+        op: _Op,
+        status: str,
+        *,
+        output_json: bytes | None = None,
+        error: dict[str, Any] | None = None,
+        attempts: int = 0,
+        due_at: float | None = None,
+        started_at: float | None = None,
+        ended_at: float | None = None,
+    ) -> StepRecord:
+        """``op``'s memo row, now ``status`` (at its own position, or the next one if new)."""
+        memo = self.memo
+        existing = memo.get(op.hash)
+        if existing is not None:
+            position = existing.position
+        else:
+            position = self._next_position
+            self._next_position = position + 1
+        # positional: no dict of keywords made and unpacked a step
         record = StepRecord(
-            run_id=self.run.run_id,
-            hash=op.hash,
-            step_id=op.key,
-            kind=op.kind,
-            position=position,
-            status=status,
-            **values,
+            self.run.run_id,
+            op.hash,
+            op.key,
+            op.kind,
+            position,
+            status,
+            output_json,
+            error,
+            attempts,
+            due_at,
+            started_at,
+            ended_at,
         )
-        self.memo[op.hash] = record
+        memo[op.hash] = record
         return record
 
     async def _run_round(self, ops: list[_Op]) -> None:
@@ -145,10 +166,7 @@ class RoundRecorder:
         now = self.now()
         run_ops = [op for op in ops if op.kind == "run"]
         if run_ops:  # the rows are built only if the round is still executing then
-            at = self._next_position
-            self.executing.show_later(
-                lambda: executing_records(self.run.run_id, run_ops, self.memo, at, now)
-            )
+            self.executing.show_later(run_ops, self._next_position, now)
         try:
             outcomes = await self._attempts(run_ops)
         finally:
@@ -222,8 +240,7 @@ class RoundRecorder:
             self._check_determinism([op], commit)
         now = self.now()
         executing = self.executing
-        at, memo, run_id = self._next_position, self.memo, self.run.run_id
-        executing.show_later(lambda: executing_records(run_id, (op,), memo, at, now))
+        executing.show_later((op,), self._next_position, now)
         try:
             outcome = await attempt_step(self.engine, self.loop, self.fn.retries, op)
         finally:
@@ -240,8 +257,8 @@ class RoundRecorder:
             if self._state_bytes + added > limit:
                 self._abort = LimitExceededError(
                     "run_state",
-                    f"run {run_id} state would be {self._state_bytes + added} bytes, over the "
-                    f"limit of {limit}",
+                    f"run {self.run.run_id} state would be {self._state_bytes + added} bytes, "
+                    f"over the limit of {limit}",
                 )
             self._state_bytes += added
         if self._abort is not None:

@@ -25,7 +25,7 @@ from stepline.errors import (
     SerializationError,
 )
 from stepline.sdk.context import STEP_ATTEMPT
-from stepline.serde import dumps
+from stepline.serde import dumps, dumps_if_exact
 
 
 def _is_coroutine_function(fn: Any) -> bool:
@@ -55,7 +55,10 @@ async def attempt_step(
             value = await loop.run_in_executor(engine.step_threads, call)
             if inspect.isawaitable(value):
                 value = await value
-        outcome.output_json = dumps(value, f"output of step {op.key!r}")
+        output = dumps_if_exact(value)  # the text naming the step made only for an error
+        outcome.output_json = (
+            dumps(value, f"output of step {op.key!r}") if output is None else output
+        )
         limit = engine.limits.max_step_output_bytes
         if len(outcome.output_json) > limit:
             outcome.error = LimitExceededError(

@@ -13,7 +13,7 @@ raises ``Suspended`` (a BaseException user code does not catch) into the blocked
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -99,7 +99,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._finish_deadline = (
             started + self.run.finish_timeout if self.run.finish_timeout is not None else None
         )
-        self.executing = ExecutingSteps(engine, lease, self.loop)
+        self.executing = ExecutingSteps(engine, lease, self.loop, self.memo)
         self.ctx = self._make_context()
 
     # -- StepDriver -------------------------------------------------------------------------------
@@ -112,10 +112,11 @@ class PassExecutor(RoundRecorder, PassEndings):
         remain unreached and it has not asked for a new step yet."""
         return bool(self._memo_at_load - self._consumed) and not self._new_ops_seen
 
-    async def step_run(
+    def step_run(
         self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        return await self._request("run", step_id, fn=fn, args=args, kwargs=kwargs)
+    ) -> Coroutine[Any, Any, Any]:
+        # the request's coroutine itself, awaited by ``Step.run``: no coroutine of its own
+        return self._request("run", step_id, fn=fn, args=args, kwargs=kwargs)
 
     async def step_sleep_until(self, step_id: str, due_at: float) -> None:
         await self._request("sleep", step_id, due_at=due_at)
@@ -315,7 +316,8 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     async def _drive(self, task: asyncio.Future[Any]) -> None:
         while True:
-            await self._settle(task)
+            if not self._new_ops or self._branched:  # else _settle would return at once
+                await self._settle(task)
             if self._abort is not None:
                 await self._fail_run(self._abort, task)
                 return
@@ -559,10 +561,11 @@ class PythonDriver:
     """The in-process driver (``engine/driver.py``): a pass runs the function's Python code
     here, its coroutine or its thread, in a ``PassExecutor``."""
 
-    async def run_pass(
+    def run_pass(
         self, engine: Engine, lease: Lease, state: RunState, fn: FunctionDef
-    ) -> None:
-        await PassExecutor(engine, lease, state, fn).execute()
+    ) -> Coroutine[Any, Any, None]:
+        # the pass's own coroutine: no frame of this one resumed with it at every await
+        return PassExecutor(engine, lease, state, fn).execute()
 
 
 IN_PROCESS = PythonDriver()
