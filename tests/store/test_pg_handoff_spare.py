@@ -11,12 +11,12 @@ going to that worker at once (review L1 / 4b)."""
 from __future__ import annotations
 
 from tests.store.builders import event, ingest
-from tests.store.test_pg_handoffs import APP, Heard, heard, queue_row, register, send
+from tests.store.test_pg_handoffs import APP, Heard, heard, queue_row, register, send, texts
 
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import EventIngest, NewRun
 
-__all__ = ["heard"]  # the fixture, used by name
+__all__ = ["heard", "texts"]  # the fixtures (texts: each test with both hand-off texts)
 
 BOTH = ("fn", "other")
 

@@ -2,7 +2,10 @@
 worker of its function that offers hand-offs, and its NOTIFY carries the lease with the run as
 the lease left it (``store/postgres/_handoffs.py``); only runs a lease by name would take, only
 to a worker alive (its presence lock held), registered, with a free slot; a lease handed to a
-worker that dies is taken over, one never read expires as any lease."""
+worker that dies is taken over, one never read expires as any lease.
+
+Each test runs with both texts of the hand-off (``texts``): a send of one run goes through
+``HAND_OFF_ONE``, made to go through ``HAND_OFF`` (several runs' text) too."""
 
 from __future__ import annotations
 
@@ -15,8 +18,15 @@ from tests.store.builders import T0, event, ingest, lease, step
 
 import pgtest
 from stepline.errors import StoreUnavailable
-from stepline.store.postgres import PostgresStore, _handoffs, _pipeline
-from stepline.store.postgres._handoffs import HAND_OFF, HANDING, Handed, HandOffs, read_payload
+from stepline.store.postgres import PostgresStore, _handoffs, _pipeline, wakeups
+from stepline.store.postgres._handoffs import (
+    HAND_OFF,
+    HAND_OFF_ONE,
+    HANDING,
+    Handed,
+    HandOffs,
+    read_payload,
+)
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._statements import FLUSHED, Statements
 from stepline.store.postgres.store import NO_FLUSH_WAIT
@@ -79,6 +89,14 @@ class Heard:
             if any(run == run_id for _, run in named):
                 return named, handed
         raise AssertionError(f"no notification named {run_id}")
+
+
+@pytest.fixture(autouse=True, params=["one", "several"])
+def texts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The hand-off's text for one run: its own, or the one of several runs."""
+    if request.param == "several":
+        monkeypatch.setattr(wakeups, "HAND_OFF_ONE", HAND_OFF)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -311,10 +329,11 @@ def test_a_send_naming_its_runs_is_notified_before_its_flush(
 
     monkeypatch.setattr(_pipeline, "send_all", recording)
     send(pg_store, "r1")
-    commit = next(t for t in trips if HAND_OFF in t)
+    commit = next(t for t in trips if HAND_OFF in t or HAND_OFF_ONE in t)
+    hand_off = HAND_OFF if HAND_OFF in commit else HAND_OFF_ONE
     # its commit, without waiting for its flush: said by the statement that asks for
     # HAND_OFF's generic plan (one statement for both), no NO_FLUSH_WAIT of its own
-    assert commit[commit.index(HAND_OFF) - 1] == HANDING and NO_FLUSH_WAIT not in commit
+    assert commit[commit.index(hand_off) - 1] == HANDING and NO_FLUSH_WAIT not in commit
     assert "'synchronous_commit', 'off'" in HANDING
     assert trips[-1] == [FLUSHED] and notified_first == [True]
 

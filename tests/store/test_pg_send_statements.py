@@ -119,11 +119,31 @@ def test_runs_created_together_are_linked_to_their_events(
         assert [e.internal_id for e in tx.run_events("r3")] == ["e1", "e2"]
 
 
-def test_the_hand_off_is_short_enough_for_psycopg_to_cache_its_conversion() -> None:
+def test_the_hand_offs_are_short_enough_for_psycopg_to_cache_their_conversion() -> None:
     """A longer text's placeholders are parsed again at every send (4b66ab9's HAND_OFF, 4,272
     bytes: ~50-100 µs of the sender's CPU on an event's way to its first step)."""
     from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
-    from stepline.store.postgres._handoffs import HAND_OFF
+    from stepline.store.postgres._handoffs import HAND_OFF, HAND_OFF_ONE
 
-    assert len(HAND_OFF.encode()) <= MAX_CACHED_STATEMENT_LENGTH
+    for text in (HAND_OFF, HAND_OFF_ONE):
+        assert len(text.encode()) <= MAX_CACHED_STATEMENT_LENGTH
+
+
+def test_a_send_of_one_run_hands_it_with_the_one_runs_text(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HAND_OFF_ONE``: no window, ordering or aggregate over several runs to plan and run;
+    a send of several runs has ``HAND_OFF``."""
+    from stepline.store.postgres._handoffs import HAND_OFF, HAND_OFF_ONE
+
+    app = sender(pg_url)
+    try:
+        trips = recording(monkeypatch)
+        app.send(Event("order/created", {"n": 1}))
+        app.send([Event("order/created", {"n": 2}), Event("order/created", {"n": 3})])
+        texts = (HAND_OFF, HAND_OFF_ONE)
+        handing = [text for trip in trips for text in trip if text in texts]
+        assert handing == [HAND_OFF_ONE, HAND_OFF]
+    finally:
+        app.close()

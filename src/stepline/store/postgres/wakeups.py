@@ -44,6 +44,7 @@ import psycopg
 
 from stepline.store.postgres._handoffs import (
     HAND_OFF,
+    HAND_OFF_ONE,
     HANDING,
     Handed,
     hand_off_params,
@@ -59,6 +60,7 @@ MAX_NAMED = 16  # new runs a notification names at most (more: a plain one)
 _MAX_PAYLOAD = 4000  # bytes (PostgreSQL's bound is 8,000)
 _RETRY = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnection attempts
 _LOOP_CHECK = 1.0  # seconds between two looks at whether the reading loop closed
+_HAND_OFFS = (HAND_OFF, HAND_OFF_ONE)
 
 log = logging.getLogger("stepline.store.postgres")
 
@@ -68,24 +70,26 @@ def notify(new_runs: Mapping[str, str], made_other_work: bool) -> list[tuple[str
     transaction that created ``new_runs`` (run id: function id; due now, without concurrency
     keys) and, ``made_other_work``, made other work due: naming the runs (a JSON list of
     [function id, run id]) when they are all it made and at most ``MAX_NAMED``, each handed
-    to an idle worker that takes it (``_handoffs.HAND_OFF``: a statement of its own, its
-    generic plan asked for by the statement before it, ``HANDING``, which also makes the commit
-    not wait for its WAL's flush: the caller waits for it after the commit), else plain."""
+    to an idle worker that takes it (``_handoffs.HAND_OFF``, ``HAND_OFF_ONE`` for one run: a
+    statement of its own, its generic plan asked for by the statement before it, ``HANDING``,
+    which also makes the commit not wait for its WAL's flush: the caller waits for it after the
+    commit), else plain."""
     if not made_other_work and 0 < len(new_runs) <= MAX_NAMED:
         named = json.dumps([[fn, run] for run, fn in new_runs.items()], separators=(",", ":"))
         size = len(named.encode())
         if size <= _MAX_PAYLOAD:
             tokens = [secrets.token_hex(8) for _ in new_runs]
+            hand_off = HAND_OFF_ONE if len(new_runs) == 1 else HAND_OFF
             return [
                 (HANDING, None, None),
-                (HAND_OFF, hand_off_params(dict(new_runs), tokens, size), None),
+                (hand_off, hand_off_params(dict(new_runs), tokens, size), None),
             ]
     return [(NOTIFY, ("",), NOTIFY_TABLE)]
 
 
 def names_runs(statements: list[tuple[str, Any, str | None]]) -> bool:
     """Whether ``statements`` (``notify``'s) name new runs (and may hand them over)."""
-    return statements[-1][0] is HAND_OFF
+    return statements[-1][0] in _HAND_OFFS
 
 
 def named_runs(payload: str) -> list[tuple[str, str]]:
