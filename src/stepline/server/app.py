@@ -19,7 +19,6 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -89,13 +88,25 @@ class _Server(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            key = event_key_in(get_route_path(scope))
+            key = event_key_in(route_path(scope))
             if key is not None:
                 scope["app"] = self
                 scope["path_params"] = {"key": key}
                 await self._events(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path below the application's mount point (``root_path``), as Starlette's
+    router matches it (its ``get_route_path``, private to Starlette, hence this copy)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    return path[len(root_path) :] if path[len(root_path)] == "/" else path
 
 
 def dashboard_routes(app: App, settings: ServerSettings) -> list[BaseRoute]:
