@@ -22,6 +22,8 @@ from stepline.cli._common import (
     paused_functions,
 )
 from stepline.cli._remote import RemoteApp, open_remote, remote_options
+from stepline.drivers.inngest import SdkApps
+from stepline.drivers.inngest._apps import registered_sdk_apps
 from stepline.sdk.app import App
 from stepline.server.views import function_json
 
@@ -43,8 +45,9 @@ def list_functions(
 ) -> None:
     """List the app's functions: triggers, flow control, and whether each is paused.
 
-    With --db alone only the paused functions are known (the database holds no definitions);
-    with --url the server's app's functions.
+    With --app, the app's functions and those of the SDK apps synced to its database; with
+    --db alone only the paused functions are known (the database holds no definitions of its
+    own); with --url the server's app's functions.
     """
     if url:
         remote = open_remote(url, token, app_ref, db)
@@ -52,6 +55,8 @@ def list_functions(
         _print_functions(make_console(), remote.url, described, held, as_json, set())
         return
     app = open_app(app_ref, db, read_only=True)
+    if app_ref is not None:
+        serve_stored_sdk_apps(app)
     try:
         every = app_ref is None  # --db alone: the functions of every app of the database
         paused = paused_functions(app, all_apps=every)
@@ -65,6 +70,13 @@ def list_functions(
     described = [function_json(fn, app.id, fn.id in paused) for fn in app.functions]
     unknown = paused - {fn.id for fn in app.functions}
     _print_functions(console, f"App {app.id}", described, held, as_json, unknown)
+
+
+def serve_stored_sdk_apps(app: App) -> None:
+    """The SDK apps synced to ``app``'s database registered in it, as a server registers them
+    at start (``SdkApps``: when the engine attaches), so their functions are listed too."""
+    if registered_sdk_apps(app) is None:
+        SdkApps(app)
 
 
 async def _remote_functions(remote: RemoteApp) -> tuple[list[dict[str, Any]], dict[str, int]]:
