@@ -104,17 +104,34 @@ def every_value(held: Lease, digest: str) -> PassCommit:
     return PassCommit(held.run_id, held.token, steps=[s], history=[h])
 
 
+def empty_values(held: Lease, digest: str) -> PassCommit:
+    """A lone step commit with empty texts and bytes (not NULL), integers and floats at 0."""
+    s = StepRecord(held.run_id, digest, "", "", 0, "COMPLETED", b"", None, 0, 0.0, -0.0, 0)
+    h = HistoryRecord(held.run_id, 0.0, "", "", 0, 0.0, {})
+    return PassCommit(held.run_id, held.token, steps=[s], history=[h])
+
+
 def test_the_rows_written_are_those_the_usual_lane_writes(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch, prepared_sends: list[bool]
 ) -> None:
     one, other = marked(store, "r1", "r2")
-    for commit in (steps_of(one, 7), every_value(one, "h9"), completed(one, "hf", 3)):
+    for commit in (
+        steps_of(one, 7),
+        every_value(one, "h9"),
+        empty_values(one, "h8"),
+        completed(one, "hf", 3),
+    ):
         assert asyncio.run(store.commit_steps_on_loop(commit)) is True
-    assert prepared_sends == [True, True, True]  # the last a first row (ONE_FRESH_STEP)
+    assert prepared_sends == [True] * 4  # the last a first row (ONE_FRESH_STEP)
     monkeypatch.setattr(_alone, "one_step_values", lambda *_: None)  # the usual lane
-    for commit in (steps_of(other, 7), every_value(other, "h9"), completed(other, "hf", 3)):
+    for commit in (
+        steps_of(other, 7),
+        every_value(other, "h9"),
+        empty_values(other, "h8"),
+        completed(other, "hf", 3),
+    ):
         assert asyncio.run(store.commit_steps_on_loop(commit)) is True
-    assert prepared_sends == [True, True, True]
+    assert prepared_sends == [True] * 4
     steps, rows = rows_of(store, "r1")
     usual_steps, usual_rows = rows_of(store, "r2")
     assert [values(s) for s in steps] == [values(s) for s in usual_steps]
@@ -122,7 +139,10 @@ def test_the_rows_written_are_those_the_usual_lane_writes(
     [full] = [s for s in steps if s.hash == "h9"]
     assert full.output_json == b"\x00\xff raw" and full.ended_at == float("inf")
     assert full.error == {"name": "Boom", "message": "b\u00e9"} and full.position == -7
-    assert rows[-2].worker_id == "w1" and rows[-2].data == {"k": [1]}
+    assert rows[-3].worker_id == "w1" and rows[-3].data == {"k": [1]}
+    [empty] = [s for s in steps if s.hash == "h8"]
+    assert (empty.step_id, empty.output_json, empty.ended_at) == ("", b"", 0.0)
+    assert (rows[-2].step_id, rows[-2].data) == ("", {})
     assert rows[-1].kind == "STEP_COMPLETED" and rows[-1].step_id == "step-hf"
 
 
@@ -323,3 +343,69 @@ def test_driven_as_the_writer_drives_it_the_same_rules_hold(
         driven(store.commit_steps_on_loop(steps_of(held, 7)))
     assert prepared_sends == [True, True]
     assert outputs(store, "r1") == {"r1": b"2"}
+
+
+def test_it_is_parsed_again_once_deallocated_behind_psycopgs_back(
+    store: PostgresStore, prepared_sends: list[bool]
+) -> None:
+    [held] = marked(store, "r1")
+    names: list[bytes | None] = []
+
+    async def run() -> None:
+        assert await store.commit_steps_on_loop(steps_of(held, 1)) is True
+        conn = kept_connection(store)
+        name = PREPARED_ONE_STEP.name_on(conn)
+        assert name is not None
+        names.append(name)
+        conn.pgconn.exec_(b"DEALLOCATE " + name)  # psycopg does not see it
+        with pytest.raises(Replay):  # refused by the server (26000): nothing committed
+            await store.commit_steps_on_loop(steps_of(held, 2))
+        assert await store.commit_steps_on_loop(steps_of(held, 3)) is True
+        names.append(PREPARED_ONE_STEP.name_on(kept_connection(store)))
+
+    asyncio.run(run())
+    assert names[1] is not None and names[1] != names[0]
+    assert outputs(store, "r1") == {"r1": b"3"}
+
+
+def test_driven_and_cancelled_in_its_round_trip_it_closes_its_connection(
+    store: PostgresStore, pg_url: str
+) -> None:
+    [held] = marked(store, "r1")
+    conns: list[psycopg.Connection[Any]] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        assert await store.commit_steps_on_loop(steps_of(held, 1)) is True
+        conns.append(kept_connection(store))
+        with psycopg.connect(pg_url) as locker:
+            locker.execute("SELECT 1 FROM queue WHERE run_id = 'r1' FOR UPDATE")
+            started: asyncio.Future[Driven] = loop.create_future()
+            commit = store.commit_steps_on_loop(steps_of(held, 7))
+            loop.call_soon(lambda: started.set_result(Driven(commit, loop)))
+            driven = await started
+            await _lock_wait_seen(pg_url)
+            assert not driven.done()
+            driven.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await driven
+            locker.rollback()
+
+    asyncio.run(run())
+    assert conns[0].closed  # (its outcome unknown: the writer says so, BatchWriter)
+
+
+def test_a_connection_of_another_client_encoding_goes_the_usual_lane(
+    store: PostgresStore, prepared_sends: list[bool]
+) -> None:
+    [held] = marked(store, "r1")
+
+    async def run() -> None:
+        assert await store.commit_steps_on_loop(steps_of(held, 1)) is True
+        kept_connection(store).execute("SET client_encoding TO 'LATIN1'")
+        s = StepRecord(held.run_id, "h0", "\u00e9t\u00e9", "run", 1, "COMPLETED", b"2")
+        commit = PassCommit(held.run_id, held.token, [s], [history("r1", "STEP_COMPLETED")])
+        assert await store.commit_steps_on_loop(commit) is True
+
+    asyncio.run(run())
+    assert prepared_sends == [True, False]  # its texts are not sent as UTF-8 there

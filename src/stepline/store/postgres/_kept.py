@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import select
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
@@ -48,7 +49,7 @@ _READ = 1  # the readiness a resumed wait is told (``_driven``'s bits)
 class Kept:
     """The loop's connection, its reader registered (``_readable``) while it is kept."""
 
-    __slots__ = ("_life", "_resume", "busy", "closing", "conn", "loop", "pool", "socket")
+    __slots__ = ("_life", "_poller", "_resume", "busy", "closing", "conn", "loop", "pool", "socket")
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class Kept:
         self.busy = False  # a commit uses it
         self.closing = False  # given back once the commit in flight ends
         self._resume: Callable[[int], object] | None = None
+        self._poller = _poller(self.socket)
         loop.add_reader(self.socket, self._readable, owner)  # NotImplementedError: cannot
         self._life = _life(self, owner)
         _started(self._life)
@@ -74,6 +76,17 @@ class Kept:
 
     def disarm(self) -> None:
         self._resume = None
+
+    def quiet(self) -> bool:
+        """``_outcomes._quiet`` of the connection, its socket looked at by a poll object made
+        once (True: open, nothing to read; False: look again, ``_quiet``)."""
+        poller = self._poller
+        if poller is None or self.conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+            return False
+        try:
+            return not poller.poll(0)
+        except OSError:
+            return False
 
     def _readable(self, owner: LoopConnections) -> None:
         resume = self._resume
@@ -113,6 +126,16 @@ def _ended(life: AsyncGenerator[None, None]) -> None:
         life.aclose().send(None)
     except StopIteration:
         return
+
+
+def _poller(socket: int) -> Any:
+    """A ``select.poll`` object watching ``socket`` to be readable (None where there is none:
+    Windows)."""
+    if not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(socket, select.POLLIN | select.POLLPRI)
+    return poller
 
 
 def _spare(pool: psycopg_pool.ConnectionPool[Any]) -> bool:

@@ -5,11 +5,13 @@ calls: a lone step's commit (``_alone.commit_steps``), without psycopg's adaptat
 (looks up a dumper per value), asks psycopg's prepared-statement cache what to send and tells it
 what came back, and groups the results per command. A lone step's commit is always the same
 statement with parameters of known types, so here (``commit_prepared``): the caller encodes its
-values to bytes itself (``Prepared.types``: binary format, one OID a parameter), the statement
-is parsed once per connection under a name of its own, and the round trip is libpq's
-``send_query_prepared`` and ``pipeline_sync`` on the connection the loop keeps (``_kept``), its
-reply read with ``consume_input`` / ``get_result`` when the loop's reader says the socket is
-readable (``_pipeline._drive``).
+values to bytes itself (``_alone.one_step_values``: binary format, the OIDs ``Prepared.types``
+declares; a value not of its record's type goes the usual lane), the statement is parsed once
+per connection under a name of its own, and the round trip is libpq's
+``send_query_prepared`` and ``pipeline_sync`` on the connection the loop keeps (``_kept``, its
+socket looked at first by a poll object made once: ``Kept.quiet``), its reply read with
+``consume_input`` / ``get_result`` in the very callback of the loop's reader that says the
+socket is readable (in the writer's ``Driven``; under a task, ``_pipeline._drive``).
 
 Where its name is kept: in psycopg's own cache of the connection's prepared statements
 (``conn._prepared``), under a key psycopg never makes. So whatever makes psycopg drop every
@@ -18,7 +20,9 @@ prepared statement of the connection (a ``ROLLBACK``, ``DROP`` or ``DISCARD ALL`
 and parsed anew here under a new name. While a deallocation waits to be sent (``_to_flush``), or
 prepared statements are off (``prepare_threshold``), nothing is sent here: the caller commits
 the usual way, which runs the deallocation first. A new connection (a reconnect: the pool's) has
-an empty cache: the statement is parsed again with its first commit, in the same round trip.
+an empty cache: the statement is parsed again with its first commit, in the same round trip. A
+name the server no longer knows (deallocated behind psycopg's back: 26000) fails that commit
+as any refused statement (nothing committed) and is forgotten: parsed anew at the next.
 
 The outcome rules are ``Statements.commit_statement_on_loop``'s, applied to the same
 ``Statements`` (``maybe_committed``, ``stale``, ``statement_failed``): the statement is sent
@@ -38,7 +42,9 @@ import psycopg
 from psycopg import pq
 from psycopg.waiting import Ready, Wait
 
+from stepline._driven import SocketWait, Watch, driving
 from stepline.store.postgres import _pipeline
+from stepline.store.postgres._kept import Kept
 from stepline.store.postgres._outcomes import _maybe_committed_when_interrupted
 from stepline.store.postgres._statements import Statements
 
@@ -46,9 +52,12 @@ from stepline.store.postgres._statements import Statements
 TEXT, BYTEA, INT4, FLOAT8 = 25, 17, 23, 701
 _OK = pq.ExecStatus.COMMAND_OK
 _ROWS = pq.ExecStatus.TUPLES_OK
+_DONE = (_ROWS, _OK)  # a statement's success: rows (ONE_STEP's hold) or none (ONE_FRESH_STEP)
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _CONNECTED = pq.ConnStatus.OK
 _IDLE = pq.TransactionStatus.IDLE
+_UNKNOWN_NAME = "26000"  # invalid_sql_statement_name: no prepared statement of that name
+_READ, _WRITE = 1, 2  # the bits of a socket wait (``_driven``)
 _names = itertools.count()  # a name parsed anew is never one a deallocation may still drop
 
 
@@ -82,45 +91,38 @@ async def commit_prepared(
     first, they are off, another thread holds the connection, or it is not idle): commit it
     the usual way."""
     conn = statements.conn
+    pgconn = conn.pgconn
     cache = conn._prepared
-    if cache._to_flush or cache.prepare_threshold is None:
+    if cache._to_flush or cache.prepare_threshold is None or pgconn.transaction_status != _IDLE:
         return False
-    if conn.pgconn.transaction_status != _IDLE:
+    if pgconn.parameter_status(b"client_encoding") != b"UTF8":  # texts are sent as UTF-8
         return False
+    name = cache._names.get(prepared._key)
     statements.on_loop = True
+    watch = statements.watch
     try:
-        statements._check_connection()  # WouldBlock (closed) when it has something to read
+        if not (type(watch) is Kept and watch.quiet()):  # else looked at as any connection:
+            statements._check_connection()  # WouldBlock (closed) when it has something to read
         if not conn.lock.acquire(blocking=False):
             return False
+        statements.round_trips += 1
         try:
-            await _round_trip(statements, conn, prepared, values)
+            failed = await _sent(conn, pgconn, cache, prepared, name, values, watch)
+        except psycopg.Error as exc:
+            _failed(statements, exc)
+            raise
+        except BaseException:  # cancelled during the round trip: the reply is lost
+            statements.maybe_committed = _maybe_committed_when_interrupted(conn)
+            raise
         finally:
             conn.lock.release()
+        if failed is not None:
+            _failed(statements, failed)
+            raise failed
     except BaseException:
         statements._ended_on_loop()
         raise
     return True
-
-
-async def _round_trip(
-    statements: Statements,
-    conn: psycopg.Connection[Any],
-    prepared: Prepared,
-    values: list[bytes | None],
-) -> None:
-    """The statement sent, committed by its sync, and its outcome told (``statements``)."""
-    statements.round_trips += 1
-    try:
-        failed = await _sent(conn, prepared, values, statements.watch)
-    except psycopg.Error as exc:
-        _failed(statements, exc)
-        raise
-    except BaseException:  # cancelled during the round trip: the reply is lost
-        statements.maybe_committed = _maybe_committed_when_interrupted(conn)
-        raise
-    if failed is not None:
-        _failed(statements, failed)
-        raise failed
 
 
 def _failed(statements: Statements, error: psycopg.Error) -> None:
@@ -135,18 +137,18 @@ def _failed(statements: Statements, error: psycopg.Error) -> None:
 
 async def _sent(
     conn: psycopg.Connection[Any],
+    pgconn: pq.abc.PGconn,
+    cache: Any,
     prepared: Prepared,
+    name: bytes | None,
     values: list[bytes | None],
-    watch: Any,
+    watch: Watch | None,
 ) -> psycopg.Error | None:
-    """Send ``prepared`` (parsed first when ``conn`` has not got it) with ``values`` and the
-    sync, read every result up to the sync's; the first error, or None."""
-    pgconn = conn.pgconn
+    """Send ``prepared`` (parsed first when ``conn`` has not got it: no ``name``) with
+    ``values`` and the sync, read every result up to the sync's; the first error, or None."""
     if pgconn.status != _CONNECTED:
         raise psycopg.OperationalError("the connection is closed")
-    cache = conn._prepared
     key = prepared._key
-    name = cache._names.get(key)
     parse = name is None
     if name is None:
         name = b"_stepline_%d" % next(_names)
@@ -160,29 +162,77 @@ async def _sent(
         raise
     pgconn.pipeline_sync()
     try:
-        results = await _pipeline._drive(_replies(pgconn), pgconn.socket, watch)
+        if driving():
+            results = await _replies_driven(pgconn, watch)
+        else:
+            results = await _pipeline._drive(_replies(pgconn), pgconn.socket, watch)
     finally:
-        _pipeline._leave_pipeline(pgconn)
+        if pgconn.status == _CONNECTED and not pgconn.is_busy():
+            pgconn.exit_pipeline_mode()  # (a round trip cut off leaves it in)
+    if len(results) == 1 + parse and results[-1].status in _DONE:
+        if parse:
+            if results[0].status != _OK:  # cannot be: the statement would have been aborted
+                return _pipeline._error(conn, results[0])
+            cache._names[key] = name  # parsed: psycopg deallocates it with all of its own
+        return None
+    return _failure(conn, cache, key, name if parse else None, results)
+
+
+def _failure(
+    conn: psycopg.Connection[Any],
+    cache: Any,
+    key: tuple[bytes, tuple[()]],
+    parsed: bytes | None,
+    results: list[pq.abc.PGresult],
+) -> psycopg.Error:
+    """The first error of ``results`` (the Parse's when ``parsed``, the statement's, else the
+    sync's: the implicit transaction's commit, marked ``at_sync``)."""
     at = 0
     failed: psycopg.Error | None = None
-    if parse:
+    if parsed is not None:
         if results[0].status == _OK:
-            cache._names[key] = name  # parsed: psycopg deallocates it with all of its own
+            cache._names[key] = parsed  # parsed: psycopg deallocates it with all of its own
         else:
             failed = _pipeline._error(conn, results[0])
         at = 1
     if len(results) <= at:
         return failed or psycopg.InterfaceError(f"no result for the statement: {results}")
-    if failed is None and results[at].status not in (_ROWS, _OK):  # ONE_FRESH_STEP: no rows
+    if failed is None and results[at].status not in _DONE:
         failed = _pipeline._error(conn, results[at])
     at += 1
-    if failed is None and at < len(results):  # the sync's: the implicit transaction's commit
+    if failed is None:  # the sync's: the implicit transaction's commit
         failed = next(
             (_pipeline._error(conn, r) for r in results[at:] if r.status not in _pipeline._OK),
             psycopg.InterfaceError(f"unexpected results after the statement: {results[at:]}"),
         )
         setattr(failed, _pipeline._AT_SYNC, True)
+    if failed.sqlstate == _UNKNOWN_NAME:  # deallocated behind psycopg's back: parsed anew next
+        cache._names.pop(key, None)
     return failed
+
+
+async def _replies_driven(pgconn: pq.abc.PGconn, watch: Watch | None) -> list[pq.abc.PGresult]:
+    """``_replies`` in a ``Driven`` coroutine (``driving()``): each wait for the socket a
+    ``SocketWait``, resumed by the loop's callback itself (``_pipeline._drive`` inlined)."""
+    socket = pgconn.socket
+    try:
+        while pgconn.flush():
+            if await SocketWait(socket, _READ | _WRITE, watch) & _READ:
+                pgconn.consume_input()
+        readable = SocketWait(socket, _READ, watch)
+        results: list[pq.abc.PGresult] = []
+        while True:
+            while pgconn.is_busy():
+                await readable
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:  # the end of one command's results
+                continue
+            if result.status == _SYNC:
+                return results
+            results.append(result)
+    except OSError as exc:  # the socket closed under it, as psycopg's waits say it
+        raise psycopg.OperationalError(f"connection socket closed: {exc}") from exc
 
 
 def _replies(pgconn: pq.abc.PGconn) -> Generator[Wait, Ready, list[pq.abc.PGresult]]:
