@@ -1,6 +1,7 @@
-"""Regenerate ``sleeping_order.pg.json`` (only when the storage format changes on purpose):
+"""Regenerate ``sleeping_order.pg.json`` (only when the storage format changes on purpose), or
+record another PostgreSQL golden database under another name:
 
-    python tests/golden/make_golden_pg.py
+    python tests/golden/make_golden_pg.py [sleeping_order_v17.pg.json]
 
 It records one run of ``golden_app`` up to its sleep on a throwaway PostgreSQL, with the current
 code, and writes its tables as data (``pgdump``)."""
@@ -36,7 +37,7 @@ async def record(url: str) -> str:
 
 
 def main() -> None:
-    target = HERE / "sleeping_order.pg.json"
+    target = HERE / (sys.argv[1] if len(sys.argv) > 1 else "sleeping_order.pg.json")
     folder = Path(tempfile.mkdtemp(prefix="stepline-golden-"))
     cluster = start_cluster(folder)
     try:

@@ -3,8 +3,10 @@ row of every table, in COPY's text format, with the schema version that holds th
 rebuilds that schema version in an empty database from the migrations (a migration never
 changes once released), loads the rows, and leaves the newer migrations to ``migrate()``.
 
-Identity columns (``seq``) are left out and rows are written in their order: the restored
-database numbers them again, in the same order, and its sequences go on from there."""
+Identity columns (``seq``) are written too (recordings made before schema 17 left them out:
+their restored database numbers the rows again, in the same order): a step's history line kept
+in its row (schema 17, ``steps.history_seq``) holds a number of history's sequence, so the
+numbers are kept as recorded, and each sequence goes on past the largest number restored."""
 
 from __future__ import annotations
 
@@ -31,8 +33,7 @@ def dump(url: str, target: Path) -> None:
                 continue
             if identity:
                 order[table] = column
-            else:
-                columns.setdefault(table, []).append(column)
+            columns.setdefault(table, []).append(column)
         tables: dict[str, Any] = {}
         for table, names in sorted(columns.items()):
             listed = ", ".join(f'"{c}"' for c in names)
@@ -58,4 +59,13 @@ def restore(source: Path, url: str) -> int:
             listed = ", ".join(f'"{c}"' for c in found["columns"])
             with conn.cursor().copy(f'COPY "{table}" ({listed}) FROM STDIN'.encode()) as into:
                 into.write(found["rows"].encode())
+        for table, column, identity in conn.execute(_COLUMNS).fetchall():
+            if identity and column in document["tables"].get(table, {}).get("columns", ()):
+                numbers = f'SELECT max("{column}") FROM "{table}"'
+                if table == "history" and version >= 17:  # the lines kept in steps' rows
+                    numbers += " UNION ALL SELECT max(history_seq) FROM steps"
+                conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                    f"coalesce(max(n), 0) + 1, false) FROM ({numbers}) AS numbers (n)".encode()
+                )
     return version

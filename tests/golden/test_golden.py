@@ -1,7 +1,8 @@
 """Golden database: a run recorded (by an earlier version) while it slept must resume on every
 change — same schema (migrated), same step keys and hashes, nothing completed runs again. On
 SQLite the recording is a database file; on PostgreSQL its tables as data at their schema version
-(``sleeping_order.pg.json``, ``pgdump``), loaded into a database of that version and migrated."""
+(``sleeping_order.pg.json``, schema 2, and ``sleeping_order_v17.pg.json``, whose steps' rows keep
+STEP_COMPLETED lines; ``pgdump``), loaded into a database of that version and migrated."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
 from golden_app import CALLS, T0, build_app  # noqa: E402
 from pgdump import restore  # noqa: E402
 
@@ -32,11 +35,25 @@ async def test_a_recorded_sleeping_run_resumes_without_rerunning_its_steps(
     await resume_the_recorded_run(SQLiteStore(db))
 
 
-async def test_a_run_recorded_on_postgresql_resumes_without_rerunning_its_steps() -> None:
+@pytest.mark.parametrize(
+    "recording",
+    [
+        "sleeping_order.pg.json",  # schema 2
+        # schema 17: two of its steps' STEP_COMPLETED lines kept in their rows (history_seq)
+        "sleeping_order_v17.pg.json",
+    ],
+)
+async def test_a_run_recorded_on_postgresql_resumes_without_rerunning_its_steps(
+    recording: str,
+) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     url = pgtest.create_database(pgtest.cluster(), f"stepline_golden_{worker}")
-    recorded = restore(HERE / "sleeping_order.pg.json", url)
+    recorded = restore(HERE / recording, url)
     assert 1 <= recorded <= len(MIGRATIONS)
+    if recorded >= 17:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM steps WHERE history_seq IS NOT NULL")
+            assert row.fetchone() == (2,)  # the recording holds lines kept in steps' rows
     store = PostgresStore(url)
     store.migrate()  # the migrations newer than the recording's, if any
     assert store.schema_version() == (len(MIGRATIONS), len(MIGRATIONS))
