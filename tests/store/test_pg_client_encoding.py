@@ -8,12 +8,15 @@ bytea")."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
 from stepline import App, Context, Event, NonRetriableError, StepError, TriggerEvent
+from stepline.store.postgres import PostgresStore
 from stepline.testing import TestEngine
 
 
@@ -62,3 +65,36 @@ async def test_texts_are_kept_whatever_the_sessions_encoding(pg_url: str, sessio
     assert [(s.id, s.output) for s in run.steps[:2]] == [("first", 0), ("café", "crème")]
     assert run.steps[2].error is not None and run.steps[2].error["message"] == "échec ✓ 🙂"
     assert [h.step_id for h in history if h.kind == "STEP_COMPLETED"] == ["first", "café"]
+
+
+def _until(what: str, check: Callable[[], object]) -> None:
+    deadline = time.monotonic() + 30
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)  # real time: the poll interval; the deadline bounds the wait
+
+
+@pytest.mark.parametrize("session", ["latin1-client", "sql-ascii-database"])
+def test_the_wake_up_listener_reads_a_payload_that_is_not_ascii(pg_url: str, session: str) -> None:
+    # before: on a SQL_ASCII database psycopg decoded the payload as ASCII and the
+    # UnicodeDecodeError ended the listening thread for good; under a LATIN1 client encoding
+    # the server ended the listening connection (a character LATIN1 lacks): the notification
+    # was lost (a hand-off's payload names its function and event raw: json_build_array)
+    if session == "latin1-client":
+        url = pg_url + ("&" if "?" in pg_url else "?") + "client_encoding=LATIN1"
+    else:
+        url = _sql_ascii_database(pg_url)
+    woken: list[tuple[tuple[str, str], ...]] = []
+    store = PostgresStore(url)
+    stop = store.watch(lambda named: woken.append(tuple(named)))
+    try:
+        _until("the listener's first look", lambda: woken)  # it listens
+        with psycopg.connect(url, autocommit=True, client_encoding="UTF8") as conn:
+            conn.execute("SELECT pg_notify('stepline', %s)", ('[["reçue ✓","r1"]]',))
+            _until("the named wake-up", lambda: (("reçue ✓", "r1"),) in woken)
+            count = len(woken)
+            conn.execute("SELECT pg_notify('stepline', '')")  # and it listens still
+            _until("a plain wake-up after it", lambda: len(woken) > count)
+    finally:
+        stop()
+        store.close()

@@ -42,6 +42,7 @@ from typing import Any
 
 import psycopg
 
+from stepline.store.postgres._database import CLIENT_ENCODING
 from stepline.store.postgres._handoffs import (
     HAND_OFF,
     HAND_OFF_ONE,
@@ -189,7 +190,13 @@ class WakeupListener:
         failures = 0
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                # UTF-8 as every connection of the store (``_database.CLIENT_ENCODING``): a
+                # payload the server builds (a hand-off's names its function and event raw)
+                # read in another encoding killed this thread (SQL_ASCII: decoded as ASCII)
+                # or the session (a character the session's encoding lacks)
+                with psycopg.connect(
+                    self._url, autocommit=True, client_encoding=CLIENT_ENCODING
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     failures = 0
                     self._on_wake(())  # anything committed while nobody listened
