@@ -297,7 +297,17 @@ async def _run_of(t: TestEngine, event_id: str) -> Run:
     return found[0]
 
 
-async def test_a_bulk_cancellation_cancels_every_matching_run_at_once(serve: ServeFn) -> None:
+async def test_a_bulk_cancellation_cancels_every_matching_run_at_once(
+    serve: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listings: list[str] = []
+    cancel_runs = App.cancel_runs
+
+    async def counted(self: App, function_id: str, **options: Any) -> list[str]:
+        listings.append(function_id)  # each call lists the function's unfinished runs
+        return await cancel_runs(self, function_id, **options)
+
+    monkeypatch.setattr(App, "cancel_runs", counted)
     clock = MockClock(start=1_800_000_000.0, autojump=False)
     async with serve(clock=clock) as (client, t):
         naps = [{"name": "nap/start", "data": {"user": u}} for u in ("a", "b", "a")]
@@ -326,6 +336,7 @@ async def test_a_bulk_cancellation_cancels_every_matching_run_at_once(serve: Ser
         }
         assert shown["environment_id"] == "00000000-0000-0000-0000-000000000000"
         assert datetime.fromisoformat(shown["started_before"]).timestamp() == 1_800_000_030
+        assert listings == ["nap"]  # one listing, not one more to find nothing left
         statuses = [(await t.app.get_run(r.run_id)).status for r in [*runs, late_run]]
         # user b's run, and the run created after started_before, are not cancelled
         assert statuses[:3] == ["CANCELLED", "SLEEPING", "CANCELLED"]

@@ -21,7 +21,8 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
   the function's id in its app: a native function of the served ``App`` (``app_id`` its id) or
   an SDK app's (``app_id`` the SDK app's id; Stepline knows the function by its slug
   ``<app_id>-<function_id>``). The matching runs (created in the range, their event matching
-  ``if``) are cancelled at once, every one of them, as Inngest's API is "immediate"; the answer
+  ``if``) are cancelled at once, every one of them (one listing of the function's
+  unfinished runs, then a write per run), as Inngest's API is "immediate"; the answer
   is the cancellation as Inngest shows it, with the count of runs it cancelled. Inngest keeps
   a cancellation as a record to list (``GET``) and delete; here it has done its work when the
   answer comes, so there is none to keep.
@@ -65,7 +66,7 @@ MAX_EVENT_RUNS = 1000
 CACHED = 5  # seconds: how long Inngest's API says an event or an event's runs may be cached
 DEFAULT_EVENTS = 20  # Inngest's DefaultEvents
 MAX_EVENTS = 100
-CANCEL_BATCH = 1000  # runs a bulk cancellation cancels in one write
+EVERY_RUN = 10**9  # a bulk cancellation's limit: every matching run
 ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
 ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
 
@@ -213,20 +214,15 @@ async def _create_cancellation(request: Request) -> Response:
     if fn_id is None:
         return error(404, "function not found")
     cancellation = new_id()
-    cancelled = 0
-    try:
-        while True:  # every matching run, a batch at a time
-            ids = await app.cancel_runs(
-                fn_id,
-                started_after=after,
-                started_before=before,
-                if_=condition,
-                reason=f"bulk cancellation {cancellation}",
-                limit=CANCEL_BATCH,
-            )
-            cancelled += len(ids)
-            if not ids:
-                break
+    try:  # one listing of the function's unfinished runs, then a write per run cancelled
+        cancelled = await app.cancel_runs(
+            fn_id,
+            started_after=after,
+            started_before=before,
+            if_=condition,
+            reason=f"bulk cancellation {cancellation}",
+            limit=EVERY_RUN,
+        )
     except ConfigError as exc:  # an invalid `if` expression
         return error(400, f"invalid expression: {exc}")
     shown = {
@@ -236,7 +232,7 @@ async def _create_cancellation(request: Request) -> Response:
         "started_after": iso(after.timestamp()) if after is not None else None,
         "started_before": iso(before.timestamp()),
         "if": condition,
-        "cancelled": cancelled,
+        "cancelled": len(cancelled),
     }
     return _answer(shown, cached=False)
 
