@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import psycopg
@@ -409,3 +409,33 @@ def test_a_connection_of_another_client_encoding_goes_the_usual_lane(
 
     asyncio.run(run())
     assert prepared_sends == [True, False]  # its texts are not sent as UTF-8 there
+
+
+class _Odd:
+    """A result that is neither an error nor a statement's success (read as a result is read
+    for its error: no SQLSTATE, no message)."""
+
+    status = psycopg.pq.ExecStatus.EMPTY_QUERY
+
+    def error_field(self, field: Any) -> bytes | None:
+        return None
+
+    def get_error_message(self, encoding: str = "utf-8") -> str:
+        return ""
+
+
+def test_a_result_neither_an_error_nor_a_success_leaves_the_outcome_unknown(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch, prepared_sends: list[bool]
+) -> None:
+    [held] = marked(store, "r1")
+    replies = _prepared._replies
+
+    def odd(pgconn: Any) -> Generator[Any, Any, list[Any]]:
+        results = yield from replies(pgconn)
+        return [*results[:-1], _Odd()]  # the statement's result (it ran: committed)
+
+    monkeypatch.setattr(_prepared, "_replies", odd)
+    with pytest.raises(StoreUnavailable, match="outcome is unknown"):  # never a Replay
+        asyncio.run(store.commit_steps_on_loop(steps_of(held, 7)))
+    assert prepared_sends == []  # raised through it
+    assert outputs(store, "r1") == {"r1": b"7"}  # committed once: never made again

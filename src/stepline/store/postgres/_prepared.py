@@ -52,6 +52,7 @@ from stepline.store.postgres._statements import Statements
 TEXT, BYTEA, INT4, FLOAT8 = 25, 17, 23, 701
 _OK = pq.ExecStatus.COMMAND_OK
 _ROWS = pq.ExecStatus.TUPLES_OK
+_FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
 _DONE = (_ROWS, _OK)  # a statement's success: rows (ONE_STEP's hold) or none (ONE_FRESH_STEP)
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _CONNECTED = pq.ConnStatus.OK
@@ -186,18 +187,27 @@ def _failure(
     results: list[pq.abc.PGresult],
 ) -> psycopg.Error:
     """The first error of ``results`` (the Parse's when ``parsed``, the statement's, else the
-    sync's: the implicit transaction's commit, marked ``at_sync``)."""
+    sync's: the implicit transaction's commit, marked ``at_sync``). Only an error result
+    (FATAL_ERROR, or PIPELINE_ABORTED after one) says the statement failed and its sync rolled
+    it back; any other result where a success was expected, or none, leaves its outcome unknown
+    (an ``InterfaceError`` marked ``at_sync``), never read as rolled back."""
     at = 0
     failed: psycopg.Error | None = None
     if parsed is not None:
-        if results[0].status == _OK:
+        status = results[0].status
+        if status == _OK:
             cache._names[key] = parsed  # parsed: psycopg deallocates it with all of its own
-        else:
+        elif status in _FAILED:
             failed = _pipeline._error(conn, results[0])
+        else:
+            return _unknown(f"an unexpected result for the statement's Parse: {results[0]}")
         at = 1
     if len(results) <= at:
-        return failed or psycopg.InterfaceError(f"no result for the statement: {results}")
-    if failed is None and results[at].status not in _DONE:
+        return failed or _unknown(f"no result for the statement: {results}")
+    status = results[at].status
+    if failed is None and status not in _DONE:
+        if status not in _FAILED:
+            return _unknown(f"an unexpected result for the statement: {results[at]}")
         failed = _pipeline._error(conn, results[at])
     at += 1
     if failed is None:  # the sync's: the implicit transaction's commit
@@ -209,6 +219,14 @@ def _failure(
     if failed.sqlstate == _UNKNOWN_NAME:  # deallocated behind psycopg's back: parsed anew next
         cache._names.pop(key, None)
     return failed
+
+
+def _unknown(why: str) -> psycopg.Error:
+    """An error that leaves the commit's outcome unknown (marked as the sync's: the
+    statement may have run and its sync committed it)."""
+    error = psycopg.InterfaceError(why)
+    setattr(error, _pipeline._AT_SYNC, True)
+    return error
 
 
 async def _replies_driven(pgconn: pq.abc.PGconn, watch: Watch | None) -> list[pq.abc.PGresult]:
