@@ -57,6 +57,47 @@ async def test_nondeterministic_functions_record_a_warning(
     assert "original" in warnings[0].data["message"]
 
 
+async def test_a_replayed_pass_warns_once_and_only_when_it_skips_memoized_steps(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    """The determinism check stops looking once it warned or found every memoized step
+    reached (engstep: later rounds skip its set difference): a pass that replays its steps in
+    order and goes on with several new rounds records no warning; one that skips a memoized
+    step records exactly one, however many rounds follow."""
+    passes = {"steady": 0, "shifty": 0}
+
+    @app.function(id="steady", trigger=TriggerEvent("steady"))
+    async def steady(ctx: Context) -> Any:
+        passes["steady"] += 1
+        for i in range(3):
+            await ctx.step.run(f"before-{i}", lambda i=i: i)
+        await ctx.step.sleep("nap", "1m")
+        for i in range(4):
+            await ctx.step.run(f"after-{i}", lambda i=i: i)
+
+    @app.function(id="shifty-many", trigger=TriggerEvent("shifty"))
+    async def shifty(ctx: Context) -> Any:
+        passes["shifty"] += 1
+        if passes["shifty"] == 1:
+            await ctx.step.run("original", lambda: 1)
+        await ctx.step.sleep("nap", "1m")
+        for i in range(4):
+            await ctx.step.run(f"later-{i}", lambda i=i: i)
+
+    async with make_engine() as t:
+        kept = await t.trigger(Event("steady"))
+        skipped = await t.trigger(Event("shifty"))
+        kept_history = await t.history(kept.run_id)
+        skipped_history = await t.history(skipped.run_id)
+    assert kept.status == "COMPLETED" and skipped.status == "COMPLETED"
+    assert passes["steady"] >= 2 and passes["shifty"] >= 2  # the nap ended a pass
+    assert [h for h in kept_history if h.kind == "WARNING"] == []
+    warnings = [h for h in skipped_history if h.kind == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].data is not None and "original" in warnings[0].data["message"]
+    assert warnings[0].step_id == "later-0"
+
+
 async def test_history_records_every_attempt_and_transition(
     app: App, make_engine: Callable[..., TestEngine]
 ) -> None:

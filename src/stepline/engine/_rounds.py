@@ -81,7 +81,7 @@ class RoundRecorder:
     _deadlines: list[float]
     _suspend_kinds: set[str]
     _abort: LimitExceededError | None
-    _warned: bool
+    _determined: bool
     _next_position: int
     _state_bytes: int
     executing: ExecutingSteps
@@ -105,9 +105,17 @@ class RoundRecorder:
         def _release_ops(self, ops: list[_Op], error: BaseException) -> None: ...
 
     def _check_determinism(self, ops: list[_Op], commit: PassCommit) -> None:
+        """Warn (once a pass, in ``commit``'s history) if the function asks for new steps
+        before reaching memoized ones. Called at each round until it warned or found every
+        memoized step reached (``_determined``): that stays so for the pass, since a step is
+        added to ``_memo_done`` after the function started only with ``_consumed`` (a step
+        failed for good), so later rounds skip the set difference (a replayed pass's
+        rounds each took one the size of its memo)."""
+        if self._determined:
+            return
         unvisited = self._memo_done - self._consumed
-        if unvisited and not self._warned:
-            self._warned = True
+        self._determined = True  # warned now, or nothing left to find this pass
+        if unvisited:
             names = sorted(self.memo[h].step_id for h in unvisited)
             commit.history.append(
                 HistoryRecord(
@@ -236,7 +244,7 @@ class RoundRecorder:
             commit = self._new_commit(take_buffer=False)
         else:  # _new_commit's, without the calls: nothing buffered, nothing late
             commit = PassCommit(self.run.run_id, self.lease.token)
-        if self._memo_done and not self._warned:  # else _check_determinism finds nothing
+        if not self._determined:
             self._check_determinism([op], commit)
         now = self.now()
         executing = self.executing

@@ -82,7 +82,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._late_steps: list[StepRecord] = []
         self._late_history: list[HistoryRecord] = []
         self._abort: LimitExceededError | None = None
-        self._warned = False
+        self._determined = False  # _check_determinism has nothing more to find this pass
         self._next_position = max((s.position for s in self.memo.values()), default=-1) + 1
         self._new_ops_seen = False
         self._buffer: PassCommit | None = None  # step results awaiting their commit
@@ -110,7 +110,8 @@ class PassExecutor(RoundRecorder, PassEndings):
     def replaying(self) -> bool:
         """True while the function re-executes code it already ran: memo rows (of any status)
         remain unreached and it has not asked for a new step yet."""
-        return bool(self._memo_at_load - self._consumed) and not self._new_ops_seen
+        # the flag first: a log call after the first new step makes no set difference
+        return not self._new_ops_seen and bool(self._memo_at_load - self._consumed)
 
     def step_run(
         self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
