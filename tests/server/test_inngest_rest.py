@@ -90,10 +90,7 @@ async def test_runs_in_progress_and_cancelled(serve: ServeFn) -> None:
     # a clock that moves only when told to: an idle engine would otherwise jump to the end of
     # the sleep before the test reads the run sleeping (a loaded machine's gate did)
     async with serve(clock=MockClock(autojump=False)) as (client, t):
-        sent = await client.post("/e/key", json={"name": "nap/start"})
-        [event_id] = sent.json()["ids"]
-        [run] = await until("the run", lambda: t.app.runs(event_id=event_id))
-        await t.wait_for_status(run.run_id, "SLEEPING")
+        event_id, run = await _napping(client, t)
         [sleeping] = (await _runs(client, event_id))["data"]
         assert (sleeping["status"], sleeping["output"], sleeping["ended_at"]) == (
             "Running",
@@ -259,10 +256,7 @@ async def test_one_run_as_inngests_api_shows_it(serve: ServeFn) -> None:
 
 async def test_a_run_cancelled_by_delete(serve: ServeFn) -> None:
     async with serve(clock=MockClock(autojump=False)) as (client, t):
-        sent = await client.post("/e/key", json={"name": "nap/start"})
-        [event_id] = sent.json()["ids"]
-        [run] = await until("the run", lambda: t.app.runs(event_id=event_id))
-        await t.wait_for_status(run.run_id, "SLEEPING")
+        _, run = await _napping(client, t)
         deleted = await client.delete(f"/v1/runs/{run.run_id}")
         assert (deleted.status_code, deleted.content) == (200, b"")
         await t.wait_for_status(run.run_id, "CANCELLED")
@@ -287,6 +281,15 @@ async def test_the_new_routes_ask_for_the_api_token(serve: ServeFn) -> None:
                 method, path, headers={"authorization": f"Bearer {API_TOKEN}"}
             )
             assert authorized.status_code in (200, 404), path
+
+
+async def _napping(client: httpx.AsyncClient, t: TestEngine) -> tuple[str, Run]:
+    """A nap/start event sent, and its run once it sleeps."""
+    sent = await client.post("/e/key", json={"name": "nap/start"})
+    [event_id] = sent.json()["ids"]
+    run = await _run_of(t, event_id)
+    await t.wait_for_status(run.run_id, "SLEEPING")
+    return event_id, run
 
 
 async def _run_of(t: TestEngine, event_id: str) -> Run:
