@@ -204,10 +204,14 @@ class WakeupListener:
                     # again when a running loop attaches (until stopped)
                     while not self._listen_in_loop(conn) and self._listen(conn):
                         pass
-            except (psycopg.Error, OSError) as exc:  # OSError: its socket's, in select
+            except Exception as exc:  # any: the thread must go on listening
                 delay = _RETRY[min(failures, len(_RETRY) - 1)]
                 failures += 1
-                if failures == 1:
+                if not isinstance(exc, psycopg.Error | OSError):  # OSError: its socket's
+                    # a bug (a callback's, a payload's): said, and the thread listens again
+                    # rather than leaving the workers to their poll for good
+                    log.exception("wake-ups: the listener failed; listening again")
+                elif failures == 1:
                     log.warning("wake-ups: lost the listening connection (%s); reconnecting", exc)
                 self._stopped.wait(delay)
 
