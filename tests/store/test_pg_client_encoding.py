@@ -40,15 +40,18 @@ def _app() -> App:
     return app
 
 
-def _sql_ascii_database(url: str) -> str:
+def _sql_ascii_database(url: str, name: str) -> str:
+    """A fresh SQL_ASCII database ``name`` on ``url``'s cluster: one name a test (two tests
+    sharing one ran at once on two xdist workers, and one's FORCE drop ended the other's
+    sessions mid-commit: the lead's red gate 07:17)."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
-        conn.execute('DROP DATABASE IF EXISTS "stepline_sql_ascii" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(
-            "CREATE DATABASE stepline_sql_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' "
+            f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' "
             "LC_CTYPE 'C' TEMPLATE template0"
         )
-    return f"postgresql://{info['user']}@{info['host']}:{info['port']}/stepline_sql_ascii"
+    return f"postgresql://{info['user']}@{info['host']}:{info['port']}/{name}"
 
 
 @pytest.mark.parametrize("session", ["latin1-client", "sql-ascii-database"])
@@ -56,7 +59,7 @@ async def test_texts_are_kept_whatever_the_sessions_encoding(pg_url: str, sessio
     if session == "latin1-client":
         url = pg_url + ("&" if "?" in pg_url else "?") + "client_encoding=LATIN1"
     else:
-        url = _sql_ascii_database(pg_url)
+        url = _sql_ascii_database(pg_url, "stepline_sql_ascii_texts")
     async with TestEngine(_app(), store=url) as t:
         run = await t.trigger(Event("go", {"note": "naïve ✓"}), timeout=30)
         history = await t.history(run.run_id)
@@ -83,7 +86,7 @@ def test_the_wake_up_listener_reads_a_payload_that_is_not_ascii(pg_url: str, ses
     if session == "latin1-client":
         url = pg_url + ("&" if "?" in pg_url else "?") + "client_encoding=LATIN1"
     else:
-        url = _sql_ascii_database(pg_url)
+        url = _sql_ascii_database(pg_url, "stepline_sql_ascii_listener")
     woken: list[tuple[tuple[str, str], ...]] = []
     store = PostgresStore(url)
     stop = store.watch(lambda named: woken.append(tuple(named)))
