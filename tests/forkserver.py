@@ -27,15 +27,22 @@ Run as a script, this file is the server: ``forkserver.py SOCKET MODULE...`` imp
 then forks a process for each request (a JSON object: how to run, argv, env, cwd; stdin, stdout
 and stderr passed as file descriptors) and answers its pid, then, on the same connection, its exit
 code (``-N``: killed by signal N, as ``subprocess`` reports it).
+
+A forked process dies with the test process that asked for it (the server watches that process
+through a pidfd and SIGKILLs what it forked for it), and with its server (``PR_SET_PDEATHSIG``):
+a test process killed mid-run (a gate stopped, a worker crashed) leaves none of its ``stepline
+dev`` or worker processes running for good.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import fcntl
 import hashlib
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -51,6 +58,7 @@ _MAX_MESSAGE = 1 << 20
 SHARED_VARIABLE = "STEPLINE_TEST_FORKSERVERS"
 WATCH_VARIABLE = "STEPLINE_TEST_FORKSERVERS_WATCH"
 _DETACH = "--detach"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # what each kind of process the tests start imports, loaded once in its fork server:
 # ``python -m stepline.cli ...`` (each command's module)
@@ -105,7 +113,6 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
     server shared by the run's test processes) until process ``watch`` ends."""
     import gc
     import importlib
-    import selectors
 
     for name in preload:
         importlib.import_module(name)
@@ -116,6 +123,7 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
     gc.collect()
     gc.freeze()
     parent = os.getppid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
@@ -147,6 +155,7 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     running: dict[int, socket.socket] = {}  # pid -> the connection its exit code goes to
+    owners: dict[int, int] = {}  # pid -> a pidfd of the test process it was forked for
     if watch is None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
@@ -162,6 +171,9 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
                             break
                     except BlockingIOError:
                         break
+            elif key.data is not None:  # the test process a running one was forked for ended
+                _kill(key.data)
+                _forget(selector, owners, key.data)
             else:
                 conn = key.fileobj
                 assert isinstance(conn, socket.socket)
@@ -173,18 +185,29 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
                 if not message:
                     conn.close()
                     continue
+                request = json.loads(message)
+                server_pid = os.getpid()
                 pid = os.fork()
                 if pid == 0:  # the requested process: never returns to this loop
-                    open_sockets = [listener, *running.values()]
-                    open_sockets += [k.fileobj for k in selector.get_map().values()]
+                    # killed when the server ends, however it ends (a gate killed mid-run);
+                    # and at once if it already did, between the fork and this call
+                    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                    if os.getppid() != server_pid:
+                        os._exit(1)
+                    open_files = [listener, *running.values()]
+                    open_files += [k.fileobj for k in selector.get_map().values()]
+                    open_files.remove(wake_r)  # closed by _become
                     selector.close()
-                    for sock in open_sockets:
-                        if isinstance(sock, socket.socket):
-                            sock.close()
-                    _become(json.loads(message), fds, conn, (wake_r, wake_w))
+                    for file in open_files:
+                        if isinstance(file, socket.socket):
+                            file.close()
+                        elif isinstance(file, int):
+                            os.close(file)  # an owner's pidfd
+                    _become(request, fds, conn, (wake_r, wake_w))
                 for fd in fds:
                     os.close(fd)
                 running[pid] = conn
+                _watch(selector, owners, pid, request.get("owner"))
                 conn.send(json.dumps({"pid": pid}).encode())
         while running:
             try:
@@ -194,11 +217,41 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
             if pid == 0:
                 break
             conn = running.pop(pid)
+            _forget(selector, owners, pid)
             try:
                 conn.send(json.dumps({"code": os.waitstatus_to_exitcode(status)}).encode())
             except OSError:
                 pass  # its client is gone
             conn.close()
+
+
+def _watch(
+    selector: selectors.BaseSelector, owners: dict[int, int], pid: int, owner: int | None
+) -> None:
+    """Kill ``pid`` when the test process ``owner`` ends (its pidfd becomes readable then)."""
+    if owner is None:
+        return
+    try:
+        owners[pid] = os.pidfd_open(owner)
+    except ProcessLookupError:  # already gone
+        _kill(pid)
+        return
+    selector.register(owners[pid], selectors.EVENT_READ, pid)
+
+
+def _forget(selector: selectors.BaseSelector, owners: dict[int, int], pid: int) -> None:
+    """Stop watching ``pid``'s test process (``pid`` ended, or was killed)."""
+    fd = owners.pop(pid, None)
+    if fd is not None:
+        selector.unregister(fd)
+        os.close(fd)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # ended already (reaped by the loop below)
 
 
 def _become(
@@ -321,8 +374,8 @@ class _Server:
     ) -> Forked:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         conn.connect(self.path)
-        request = json.dumps({"how": how, "env": dict(env), "cwd": str(cwd)}).encode()
-        socket.send_fds(conn, [request], list(fds))
+        request = {"how": how, "env": dict(env), "cwd": str(cwd), "owner": os.getpid()}
+        socket.send_fds(conn, [json.dumps(request).encode()], list(fds))
         conn.settimeout(30)
         return Forked(list(args), conn, json.loads(conn.recv(_MAX_MESSAGE))["pid"])
 
