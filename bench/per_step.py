@@ -149,12 +149,12 @@ async def _breakdown(app: Any, n: int, finished: list[asyncio.Future[None]]) -> 
         return timed_commit
 
     def timed_lone(commit: Any) -> Any:
-        async def timed_steps(steps: Any) -> Any:
+        async def timed_steps(steps: Any, *now: Any) -> Any:
             from stepline.store.interface import WouldBlock
 
             t0 = time.perf_counter()
             try:
-                result = await commit(steps)
+                result = await commit(steps, *now)
             except WouldBlock:  # nothing sent: the writer commits it otherwise (timed there)
                 raise
             except BaseException:

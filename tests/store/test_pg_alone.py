@@ -1,13 +1,14 @@
 """A lone step's commit on the event loop (``PostgresStore.commit_steps_on_loop``,
 ``store/postgres/_alone.py``): for a pass commit of step results alone, under a lease this
-process took whose run a committed commit marked running, the statements the shared sequence
-queues (``PostgresTx.commit_pass``, optimistic) are queued straight, the same ones in the same
-order; it commits them as ``commit_on_loop`` of that job would, a lost lease commits nothing
-(``Replay``), and any other commit is refused with nothing sent (``WouldBlock``). A commit of
-one step and one history row is sent whole, as the one statement the queue makes
-(``one_step``), under the same rules: an ended connection refused and closed, an error after
-the commit an unknown outcome, a cancelled round trip its connection closed. It is sent prepared
-with parameters encoded by hand (``test_pg_prepared.py``), else as psycopg adapts it."""
+process took whose run a committed commit marked running (the pass's first commit:
+``test_pg_first.py``), the statements the shared sequence queues (``PostgresTx.commit_pass``,
+optimistic) are queued straight, the same ones in the same order; it commits them as
+``commit_on_loop`` of that job would, a lost lease commits nothing (``Replay``), and any other
+commit is refused with nothing sent (``WouldBlock``). A commit of one step and one history row
+is sent whole, as the one statement the queue makes (``one_step``), under the same rules: an
+ended connection refused and closed, an error after the commit an unknown outcome, a cancelled
+round trip its connection closed. It is sent prepared with parameters encoded by hand
+(``test_pg_prepared.py``), else as psycopg adapts it."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def test_the_statements_are_those_the_shared_sequence_queues(store: PostgresStor
         assert queued_straight(store, commit, owner) == queued_by_the_shared_sequence(store, commit)
 
 
-def test_only_a_commit_of_steps_alone_under_a_marked_lease_of_this_process_qualifies(
+def test_only_a_commit_of_steps_alone_under_a_lease_of_this_process_qualifies(
     store: PostgresStore,
 ) -> None:
     [held] = marked(store, "r1")
@@ -106,8 +107,9 @@ def test_only_a_commit_of_steps_alone_under_a_marked_lease_of_this_process_quali
     ]
     assert [owner_of_lone_steps(commit, tokens) for commit in others] == [None] * 4
     start(store, "r2")
-    [fresh] = lease(store)  # taken here, its run not marked by a commit yet
-    assert owner_of_lone_steps(steps_of(fresh, 1), tokens) is None
+    [fresh] = lease(store)  # taken here, its run not marked by a commit yet: it qualifies,
+    # its statements then mark the run running (test_pg_first.py)
+    assert owner_of_lone_steps(steps_of(fresh, 1), tokens) == "w1"
 
 
 def test_a_lone_step_commit_is_committed_on_the_loop(store: PostgresStore) -> None:

@@ -29,6 +29,10 @@ from stepline.errors import StoreUnavailable
 from stepline.store.interface import Replay, WouldBlock
 from stepline.store.postgres import PostgresStore, _alone, _pipeline, _prepared
 from stepline.store.postgres._alone import (
+    FIRST_FRESH_STEP,
+    FIRST_FRESH_STEP_TYPES,
+    FIRST_STEP,
+    FIRST_STEP_TYPES,
     ONE_FRESH_STEP,
     ONE_FRESH_STEP_TYPES,
     ONE_STEP,
@@ -66,7 +70,13 @@ def kept_connection(store: PostgresStore) -> psycopg.Connection[Any]:
 
 
 @pytest.mark.parametrize(
-    ("query", "types"), [(ONE_STEP, ONE_STEP_TYPES), (ONE_FRESH_STEP, ONE_FRESH_STEP_TYPES)]
+    ("query", "types"),
+    [
+        (ONE_STEP, ONE_STEP_TYPES),
+        (ONE_FRESH_STEP, ONE_FRESH_STEP_TYPES),
+        (FIRST_STEP, FIRST_STEP_TYPES),
+        (FIRST_FRESH_STEP, FIRST_FRESH_STEP_TYPES),
+    ],
 )
 def test_the_declared_types_are_those_the_server_infers(
     store: PostgresStore, query: str, types: tuple[int, ...]

@@ -69,9 +69,9 @@ async def test_the_breakdown_times_postgresqls_lone_step_commits(
     lone = PostgresStore.commit_steps_on_loop
     calls: list[int] = []
 
-    async def counted(store: PostgresStore, commit: PassCommit) -> bool:
+    async def counted(store: PostgresStore, commit: PassCommit, *now: float | None) -> bool:
         calls.append(1)
-        result: bool = await lone(store, commit)
+        result: bool = await lone(store, commit, *now)
         return result
 
     try:

@@ -25,11 +25,13 @@ class LoneStore(LoopStore):
         super().__init__()
         self.alone: Exception | None = None
         self.lone: list[PassCommit] = []
+        self.times: list[float | None] = []  # the ``now`` each lone commit was given
 
-    async def commit_steps_on_loop(self, commit: PassCommit) -> bool:
+    async def commit_steps_on_loop(self, commit: PassCommit, now: float | None = None) -> bool:
         if self.alone is not None:
             raise self.alone
         self.lone.append(commit)
+        self.times.append(now)
         return True
 
 
@@ -44,6 +46,21 @@ async def test_a_lone_step_commit_goes_without_its_job_where_the_store_can() -> 
         assert await written is True
         assert store.lone == [commit] and done == []  # the job never ran
         assert (writer.loop_commits, writer.transactions, writer.jobs) == (1, 1, 1)
+    finally:
+        writer.close()
+
+
+async def test_a_lone_step_commit_is_given_the_time_its_job_gives_commit_pass() -> None:
+    # the store marks the run running with it (the pass's first commit): before, the store had
+    # no time to mark it with, and a pass's first commit always went as a job
+    store = LoneStore()
+    writer = BatchWriter(store)
+    commit = PassCommit("r1", "t1")
+    try:
+        await asyncio.sleep(0)
+        written = writer.submit(recorder([])(1), alone=True, steps=commit, now=1234.5)
+        assert await written is True
+        assert store.lone == [commit] and store.times == [1234.5]
     finally:
         writer.close()
 

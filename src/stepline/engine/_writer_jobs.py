@@ -25,6 +25,7 @@ class _Pending(NamedTuple):
     future: asyncio.Future[Any] | Future[Any]
     then: Callable[[Any], object] | None = None  # called with the result (``submit``)
     steps: PassCommit | None = None  # the pass commit the job applies (``submit``)
+    now: float | None = None  # the time the job gives that commit (``submit``)
 
 
 def _own_copy(error: StoreError) -> StoreError:

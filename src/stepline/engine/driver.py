@@ -63,7 +63,11 @@ async def commit_pass(
     # submit_pass's work, awaited at once: no coroutine of its own, no closure for ``then``
     job, ingested = _pass_job(engine, commit, now)
     written = engine.writer.submit(
-        job, None if then is None else partial(_if_applied, then), alone=True, steps=commit
+        job,
+        None if then is None else partial(_if_applied, then),
+        alone=True,
+        steps=commit,
+        now=now,
     )
     _published(engine, commit, ingested, await written)
 
@@ -122,7 +126,11 @@ def submit_pass(
     job, ingested = _pass_job(engine, commit, now)
     # a lone step commit may be committed without its job (writer: LoneStepCommits)
     written = engine.writer.submit(
-        job, None if then is None else partial(_if_applied, then), alone=alone, steps=commit
+        job,
+        None if then is None else partial(_if_applied, then),
+        alone=alone,
+        steps=commit,
+        now=now,
     )
 
     async def published() -> None:

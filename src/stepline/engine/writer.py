@@ -145,6 +145,7 @@ class BatchWriter:
         *,
         alone: bool = False,
         steps: PassCommit | None = None,
+        now: float | None = None,
     ) -> asyncio.Future[T]:
         """``write`` without awaiting: the future (of the running loop) gets the job's result
         once its transaction committed, or its error. Raises ``RuntimeError`` when closed.
@@ -157,10 +158,10 @@ class BatchWriter:
         begins (``_flies_now``), or the thread is woken to take the job (``_drains_now``).
         ``steps``: the pass commit ``job`` applies (its result: True, applied), committed
         without the job by a store that can (``LoneStepCommits``) when it is a loop commit's
-        only job."""
+        only job; ``now``: the time ``job`` gives that commit (``commit_pass``'s)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._enqueue(_Pending(job, loop, future, then, steps), alone)
+        self._enqueue(_Pending(job, loop, future, then, steps, now), alone)
         return future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
@@ -337,10 +338,11 @@ class BatchWriter:
         store can (``WouldBlock``: not such a commit, or not now; nothing was sent), else the
         jobs."""
         lone = self._lone_steps
-        steps = batch[0].steps
+        pending = batch[0]
+        steps = pending.steps
         if steps is not None and lone is not None and len(batch) == 1:
             try:
-                return [await lone.commit_steps_on_loop(steps)]
+                return [await lone.commit_steps_on_loop(steps, pending.now)]
             except WouldBlock:
                 pass
         return await store.commit_on_loop(jobs)

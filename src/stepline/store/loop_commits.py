@@ -51,9 +51,11 @@ class LoneStepCommits(Protocol):
     """A ``LoopCommits`` store that commits a pass commit of step results alone on the event
     loop without a job around it (PostgreSQL: its statements queued straight)."""
 
-    async def commit_steps_on_loop(self, commit: PassCommit) -> bool:
-        """``commit_on_loop`` of one job applying ``StoreTx.commit_pass(commit, ...)`` (True:
-        applied), for a ``commit`` that has only step results and their history, the run's
-        lease this process's and its run marked running by a commit of that lease already;
-        ``WouldBlock`` (nothing sent) for any other, and as ``commit_on_loop`` raises."""
+    async def commit_steps_on_loop(self, commit: PassCommit, now: float | None = None) -> bool:
+        """``commit_on_loop`` of one job applying ``StoreTx.commit_pass(commit, now, ...)``
+        (True: applied), for a ``commit`` that has only step results and their history, the
+        run's lease this process's; ``WouldBlock`` (nothing sent) for any other, and as
+        ``commit_on_loop`` raises. ``now``: the time that job gives ``commit_pass`` (the run's
+        start when this commit marks it running); without it, a commit that would mark its run
+        running (none of its lease's did yet) is refused (``WouldBlock``)."""
         ...

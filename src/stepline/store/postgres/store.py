@@ -321,14 +321,24 @@ class PostgresStore(PostgresReads):
         checked here (``Replay``: made again carefully, on a checked connection)."""
         return await self._on_loop(jobs, None, None)
 
-    async def commit_steps_on_loop(self, commit: PassCommit) -> bool:
+    async def commit_steps_on_loop(self, commit: PassCommit, now: float | None = None) -> bool:
         """``LoopCommits.commit_steps_on_loop``: ``commit`` of step results alone (``_alone``),
         its statements queued straight, as ``commit_on_loop`` of a job of its ``commit_pass``
-        commits it (True: applied); ``WouldBlock`` (nothing sent) for any other commit."""
-        owner = owner_of_lone_steps(commit, self._tokens)
+        commits it (True: applied), its run marked running (its start ``now`` if it has none)
+        when no committed commit of its lease marked it yet (the pass's first commit);
+        ``WouldBlock`` (nothing sent) for any other commit, and for that first commit
+        without ``now``."""
+        tokens = self._tokens
+        owner = owner_of_lone_steps(commit, tokens)
         if owner is None:
             raise WouldBlock("not a commit of step results alone")
-        results: list[bool] = await self._on_loop((), commit, owner)
+        token, run_id = commit.lease_token, commit.run_id
+        first = not tokens.marked_running(token, run_id)
+        if first and now is None:
+            raise WouldBlock("the pass's first commit, without its time")
+        results: list[bool] = await self._on_loop((), commit, owner, now if first else None)
+        if first:  # committed: its later commits need not mark it (PostgresTx.mark_running)
+            tokens.mark_running([(token, run_id)])
         return results[0]
 
     async def _on_loop(
@@ -336,8 +346,10 @@ class PostgresStore(PostgresReads):
         jobs: Sequence[Callable[[PostgresTx], Any]],
         steps: PassCommit | None,
         owner: str | None,
+        started_at: float | None = None,
     ) -> list[Any]:
-        """``commit_on_loop`` of ``jobs``, or of ``steps``'s statements queued straight."""
+        """``commit_on_loop`` of ``jobs``, or of ``steps``'s statements queued straight (its
+        run marked running with ``started_at`` if given)."""
         if not self._opened:
             self._open()
         loop = asyncio.get_running_loop()
@@ -358,7 +370,7 @@ class PostgresStore(PostgresReads):
                 statements = Statements(conn, optimistic=True)
                 statements.unchecked = True
                 statements.watch = kept
-                return [await commit_steps(statements, steps, owner, self._tokens)]
+                return [await commit_steps(statements, steps, owner, self._tokens, started_at)]
             tx = PostgresTx(
                 conn, self._presence, self._tokens, True, self._hints, self._catalog, self._gates
             )
