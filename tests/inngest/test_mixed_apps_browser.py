@@ -65,7 +65,7 @@ def test_python_js_and_native_functions_pass_events_invoke_each_other_on_one_das
     with mixed_apps(tmp_path, app="mixed_native:app") as apps:
         url, py_url, js_url = apps.url, apps.py_url, apps.js_url
         wait_for(
-            lambda: len(http_json("GET", f"{url}/dev")[1]["functions"]) == 7, "both apps' functions"
+            lambda: len(http_json("GET", f"{url}/dev")[1]["functions"]) == 9, "both apps' functions"
         )
         page = browser.new_page()
 

@@ -53,7 +53,7 @@ def test_invoked_finished_and_failed_events_of_sdk_functions_have_inngests_shape
     with mixed_apps(tmp_path, "--no-discovery") as apps:
         url = apps.url
         wait_for(
-            lambda: len(http_json("GET", f"{url}/dev")[1]["functions"]) == 7, "both apps' functions"
+            lambda: len(http_json("GET", f"{url}/dev")[1]["functions"]) == 9, "both apps' functions"
         )
         before = time.time()
         for name in ("mixed/start", "mixed/fail"):

@@ -31,7 +31,7 @@ from stepline import (
 )
 from stepline.cli import cli
 from stepline.store import SQLiteStore
-from stepline.store._copy import TABLES, CopyRefused, Row, copy_database
+from stepline.store._copy import BY_NAME, TABLES, CopyRefused, Row, copy_database
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import WorkerRecord
 from stepline.testing import MockClock, TestEngine
@@ -125,7 +125,7 @@ async def _build_installation(path: Path, calls: Counter[str]) -> tuple[App, Moc
         await app.pause_function("later")
         await t.send(
             [
-                Event("go", {"n": 1}),
+                Event("go", {"n": 1}, v="2026-12-01.1"),
                 Event("order/created", {"orderId": "o-1"}),
                 Event("call"),
                 Event("typed", {"text": "h"}),
@@ -240,6 +240,8 @@ async def test_every_table_is_copied_both_ways_unchanged(tmp_path: Path, pg_url:
     with closing(sqlite3.connect(path)) as conn, conn:  # PostgreSQL's: an event noted beside a take
         conn.execute("INSERT INTO cancel_notes (event_id, bucket) VALUES ('e-noted', 7)")
     original = _dump(source)
+    versions = {row[BY_NAME["events"].columns.index("v")] for row in original["events"]}
+    assert versions == {None, "2026-12-01.1"}  # an event's v is copied too
     empty = [name for name, rows in original.items() if not rows]
     assert not empty, f"the installation leaves these tables empty: {empty}"
 

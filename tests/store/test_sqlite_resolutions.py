@@ -441,6 +441,7 @@ def _as_schema_25_left_it(path: Path, resolutions: list[tuple[str, str, str, flo
                 (event_id, at, run_id, wait_id),
             )
         conn.execute("DROP TABLE cancel_announcements")  # 27's
+        conn.execute("ALTER TABLE events DROP COLUMN v")  # 29's
         conn.execute("DELETE FROM schema_version WHERE version > 25")
         conn.commit()
 

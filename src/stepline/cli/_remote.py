@@ -418,6 +418,7 @@ def event_from_json(data: dict[str, Any]) -> EventRecord:
         dict(data.get("user") or {}),
         data.get("sender_id"),
         int(data["ts"]) / 1000,
+        v=data.get("v"),
     )
 
 

@@ -81,6 +81,7 @@ def invoke_rows(
     *,
     due_at: float | None = None,
     user: dict[str, Any] | None = None,
+    v: str | None = None,
     source_app_id: str | None = None,
     history: Mapping[str, Any] | None = None,
 ) -> tuple[EventIngest, NewRun, HistoryRecord]:
@@ -88,7 +89,8 @@ def invoke_rows(
     ``step_hash`` of ``run``: the ``function.invoked`` event carrying ``data``, the child run
     it starts (admitted as any run of the function: Inngest schedules an invoke event as any
     event; not debounced or batched) and the INVOKE history row (``history``: more data for
-    it). ``due_at``: when the step times out. Raises ``EventError`` for an event over the
+    it). ``due_at``: when the step times out; ``user`` and ``v``: the event's (an SDK's invoke
+    payload may give them, as Inngest keeps them). Raises ``EventError`` for an event over the
     size limit."""
     payload = invoked_data(
         data,
@@ -101,7 +103,8 @@ def invoke_rows(
         now=now,
         timeout=None if due_at is None else due_at - now,
     )
-    event = engine.event_record(Event(name=FUNCTION_INVOKED, data=payload, user=user or {}), now)
+    invoked = Event(name=FUNCTION_INVOKED, data=payload, user=user or {}, v=v)
+    event = engine.event_record(invoked, now)
     child = NewRun(
         new_id(now),
         target.id,

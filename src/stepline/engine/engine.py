@@ -202,6 +202,7 @@ class Engine:
             event.id,
             ts,
             data_json,
+            event.v or None,
         )
 
     def plan(self, record: EventRecord) -> EventIngest:

@@ -21,6 +21,8 @@ class Event:
     24 hours is stored and starts no run (it still resumes waits and triggers ``cancel_on``).
     ``ts`` is the event time in epoch milliseconds (default: when Stepline receives it), between
     1980 and 2100; a ``ts`` in the future delays the runs the event starts until then.
+    ``v`` is the sender's version of the event's shape (Inngest's ``v``, e.g. ``"2024-01-01.1"``):
+    stored and given back with the event (``ctx.event.v``, the APIs), never read by Stepline.
     """
 
     name: str
@@ -28,6 +30,7 @@ class Event:
     id: str | None = None
     ts: int | None = None
     user: dict[str, Any] = field(default_factory=dict)
+    v: str | None = None
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Event:
@@ -38,6 +41,7 @@ class Event:
             id=payload.get("id"),
             ts=payload.get("ts"),
             user=payload.get("user") or {},
+            v=payload.get("v"),
         )
 
     @property
@@ -103,6 +107,16 @@ def check_event_id(name: str, event_id: str) -> None:
         raise EventError(f"event {name!r}: id {event_id!r} {problem[0]}")
 
 
+def check_event_version(name: str, v: object) -> None:
+    """``EventError`` unless an event's ``v`` is a string that can be stored as text (no NUL
+    character, no lone surrogate: ``_text.text_problem``)."""
+    if type(v) is not str:
+        raise EventError(f"event {name!r}: v must be a string, got {type(v).__qualname__}")
+    problem = text_problem(v)
+    if problem is not None:
+        raise EventError(f"event {name!r}: v {v!r} {problem[0]}")
+
+
 # names that passed ``check_event_name`` (its checks cost ~0.5 us a name), at most this many
 _NAMES_SEEN: set[str] = set()
 _NAMES_SEEN_MAX = 1024
@@ -124,6 +138,8 @@ def validate_event(event: Event, max_bytes: int) -> bytes:
         check_event_id(event.name, event.id)
     if event.ts:  # 0, like None, means "when received" (as in Inngest)
         check_event_ts(event.name, event.ts)
+    if event.v is not None:
+        check_event_version(event.name, event.v)
     data = dumps_if_exact(event.data)
     user = dumps_if_exact(event.user) if event.user != {} else b"{}"
     if data is None or user is None:  # refused: ``dumps`` raises, saying where and why

@@ -42,6 +42,7 @@ from stepline.sdk.event import (
     check_event_name,
     check_event_size,
     check_event_ts,
+    check_event_version,
 )
 from stepline.server._access_log import log as access_log
 from stepline.server._access_log import log_request
@@ -224,8 +225,8 @@ def record_from_json(item: Any, now: float, internal_id: str | None, max_bytes: 
     with ``inngest/`` (reserved); ``data`` and ``user`` are objects (absent or null: ``{}``;
     ``data._inngest`` is dropped, as Inngest's server does); ``id`` a string (absent, null or
     "": none); ``ts`` epoch milliseconds between 1980 and 2100 (absent, null or 0: when
-    received); ``data`` and ``user`` encoded within ``max_bytes``. Other fields (``v``) are
-    ignored."""
+    received); ``v`` a string (absent, null or "": none), kept with the event; ``data`` and
+    ``user`` encoded within ``max_bytes``. Other fields are ignored."""
     if type(item) is not dict:
         raise EventError(f"expected an event object, got {kind(item)}")
     name = item.get("name")
@@ -253,6 +254,13 @@ def record_from_json(item: Any, now: float, internal_id: str | None, max_bytes: 
     millis = int(ts) if ts else 0  # 0, like none, means "when received" (as in Inngest)
     if millis:
         check_event_ts(name, millis)
+    v = item.get("v")
+    if v == "":
+        v = None
+    if v is not None and type(v) is not str:
+        raise EventError(f"v must be a string, got {kind(v)}")
+    if v is not None:
+        check_event_version(name, v)
     try:  # values decoded by orjson encode back to themselves (serde's rule holds)
         data_json = orjson.dumps(data)
         size = len(data_json) + (len(orjson.dumps(user)) if user else 2)
@@ -267,6 +275,7 @@ def record_from_json(item: Any, now: float, internal_id: str | None, max_bytes: 
         sender_id,
         millis / 1000 if millis else now,
         data_json,
+        v,
     )
 
 

@@ -27,11 +27,12 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
   a cancellation as a record to list (``GET``) and delete; here it has done its work when the
   answer comes, so there is none to keep.
 
-An event is ``{internal_id, id, name, data, user, ts}``: ``id`` the sender's id, or the internal
-one when it gave none (as Inngest stores it); ``ts`` in epoch milliseconds. A run is ``{run_id,
-run_started_at, function_id, function_version, environment_id, event_id, batch_id, cron,
-status, ended_at, output}``: ``status`` ``Running`` until it is ``Completed``, ``Failed`` or
-``Cancelled``; ``output`` the function's result, or a failed run's error; ``batch_id`` (a
+An event is ``{internal_id, id, name, data, user, ts, v}``: ``id`` the sender's id, or the
+internal one when it gave none (as Inngest stores it); ``ts`` in epoch milliseconds; ``v`` the
+sender's version of the event, only when it gave one (as Inngest's ``v,omitempty``). A run
+is ``{run_id, run_started_at, function_id, function_version, environment_id, event_id, batch_id,
+cron, status, ended_at, output}``: ``status`` ``Running`` until it is ``Completed``, ``Failed``
+or ``Cancelled``; ``output`` the function's result, or a failed run's error; ``batch_id`` (a
 batch's first event) and ``cron`` (a cron run's schedule) null otherwise.
 """
 
@@ -131,7 +132,7 @@ async def _event(request: Request) -> Response:
 
 
 def _event_json(event: EventRecord) -> dict[str, Any]:
-    return {
+    found = {
         "internal_id": event.internal_id,
         "id": event.id or event.internal_id,
         "name": event.name,
@@ -139,6 +140,9 @@ def _event_json(event: EventRecord) -> dict[str, Any]:
         "user": event.user,
         "ts": int(event.ts * 1000),
     }
+    if event.v is not None:  # as Inngest's ``cqrs.Event`` (``v,omitempty``)
+        found["v"] = event.v
+    return found
 
 
 async def _event_runs(request: Request) -> Response:

@@ -120,6 +120,7 @@ def openapi_document() -> dict[str, Any]:
                 "user": {"type": "object"},
                 "id": {"type": "string", "description": "De-duplication id (24 h)"},
                 "ts": {"type": "integer", "description": "Epoch milliseconds (1980-2100)"},
+                "v": {"type": "string", "description": "The event's version, kept and given back"},
             },
         },
         "SendResult": {
@@ -197,6 +198,7 @@ def openapi_document() -> dict[str, Any]:
                 "user": {"type": "object"},
                 "sender_id": nullable_text,
                 "ts": {"type": "integer"},
+                "v": nullable_text,
                 "received_at": time,
                 "duplicate": {"type": "boolean"},
             },

@@ -92,6 +92,7 @@ def event_json(event: EventRecord, stored: StoredEvent | None = None) -> dict[st
         "user": event.user,
         "sender_id": event.id,
         "ts": int(event.ts * 1000),
+        "v": event.v,
     }
     if stored is not None:
         found["received_at"] = iso(stored.received_at)

@@ -65,7 +65,7 @@ def _table(
 TABLES: tuple[Table, ...] = (
     _table(
         "events",
-        "internal_id name data user_data sender_id ts received_at duplicate",
+        "internal_id name data user_data sender_id ts v received_at duplicate",
         "internal_id",
         flags="duplicate",
         blobs="data user_data",

@@ -76,12 +76,15 @@ def indexed_waits(rows: Iterable[Sequence[Any]], event_name: str, path: str) -> 
 
 
 def event_record(r: Sequence[Any]) -> EventRecord:
-    return EventRecord(r[0], r[1], orjson.loads(r[2]), orjson.loads(r[3]), r[4], r[5])
+    """An event of a row of its columns (the stores' ``EVENT_COLUMNS``: internal_id, name,
+    data, user_data, sender_id, ts, v)."""
+    return EventRecord(r[0], r[1], orjson.loads(r[2]), orjson.loads(r[3]), r[4], r[5], v=r[6])
 
 
 def stored_event(r: Sequence[Any]) -> StoredEvent:
-    """An event with when it was received and whether it was a duplicate (LIST_EVENTS)."""
-    return StoredEvent(event_record(r), r[6], bool(r[7]))
+    """An event with when it was received and whether it was a duplicate (LIST_EVENTS: the
+    event's columns, received_at, duplicate)."""
+    return StoredEvent(event_record(r), r[7], bool(r[8]))
 
 
 def history_record(r: Sequence[Any]) -> HistoryRecord:

@@ -31,9 +31,10 @@ StepStatus = Literal["COMPLETED", "FAILED", "PENDING", "RETRYING", "RUNNING"]
 @quick_init
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """A stored event. ``internal_id`` is Stepline's id; ``id`` the sender's de-duplication id.
-    ``data_json``: ``data`` already encoded (by the validation at the edge, which measures it),
-    so the store does not encode it again; None: encoded when stored."""
+    """A stored event. ``internal_id`` is Stepline's id; ``id`` the sender's de-duplication id;
+    ``v`` the sender's version of the event's shape (Inngest's ``v``: kept and given back,
+    never read). ``data_json``: ``data`` already encoded (by the validation at the edge, which
+    measures it), so the store does not encode it again; None: encoded when stored."""
 
     internal_id: str
     name: str
@@ -42,6 +43,7 @@ class EventRecord:
     id: str | None
     ts: float
     data_json: bytes | None = field(default=None, compare=False, repr=False)
+    v: str | None = None
 
     def encoded_data(self) -> bytes:
         """``data`` as the store keeps it (JSON bytes)."""
@@ -53,14 +55,18 @@ class EventRecord:
         return None if self.id is None else stored_key(self.id)
 
     def payload(self) -> dict[str, Any]:
-        """The event as functions and expressions see it (``ts`` in milliseconds, as Inngest)."""
-        return {
+        """The event as functions and expressions see it (``ts`` in milliseconds, as Inngest;
+        ``v`` last, only when the sender gave one, as Inngest's ``Event.Map``)."""
+        payload: dict[str, Any] = {
             "id": self.id if self.id is not None else self.internal_id,
             "name": self.name,
             "data": self.data,
             "user": self.user,
             "ts": int(self.ts * 1000),
         }
+        if self.v is not None:
+            payload["v"] = self.v
+        return payload
 
 
 @dataclass(frozen=True, slots=True)

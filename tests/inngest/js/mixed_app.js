@@ -5,6 +5,8 @@
 //   double (invoke only): {doubled: n * 2}
 //   relay (mixed/js): a step, invokes the Python "square", sends mixed/native
 //   fail (mixed/fail, no retries): throws Error("js went wrong")
+//   versions (mixed/versioned): the v of its event, of the event its wait got and of the
+//     event "version" (invoke only: {v: its event's v}) was invoked with (v "invoked.1")
 import http from "node:http";
 import { Inngest, referenceFunction } from "inngest";
 import { serve } from "inngest/node";
@@ -37,8 +39,33 @@ const fail = inngest.createFunction(
   },
 );
 
+const version = inngest.createFunction(
+  { id: "version", triggers: [] },
+  async ({ event }) => ({ v: event.v ?? null }),
+);
+
+const versions = inngest.createFunction(
+  { id: "versions", triggers: [{ event: "mixed/versioned" }] },
+  async ({ event, events, step }) => {
+    const invoked = await step.invoke("invoke", { function: version, data: {}, v: "invoked.1" });
+    const got = await step.waitForEvent("wait", {
+      event: "mixed/versioned.go",
+      timeout: "1m",
+      if: "async.data.n == event.data.n",
+    });
+    return {
+      v: event.v ?? null,
+      vs: events.map((e) => e.v ?? null),
+      invoked: invoked.v,
+      waited: got ? (got.v ?? null) : "timed out",
+    };
+  },
+);
+
 http
-  .createServer(serve({ client: inngest, functions: [double, relay, fail] }))
+  .createServer(
+    serve({ client: inngest, functions: [double, relay, fail, version, versions] }),
+  )
   .listen(Number(process.env.PORT), "127.0.0.1", () => {
     console.log(`listening on ${process.env.PORT}`);
   });

@@ -400,6 +400,7 @@ class StepBook:
                 dict(op.data),
                 now,
                 due_at=due,
+                v=op.v,
                 source_app_id=self.fn.served_by[0] if self.fn.served_by else None,
                 history=self.mode(op.id),
             )

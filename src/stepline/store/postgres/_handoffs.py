@@ -62,7 +62,9 @@ _RUN_JSON = ", ".join(
     _B64.format(f"r.{c.strip()}") if c.strip() == "output" else f"r.{c.strip()}"
     for c in RUN_COLUMNS.split(",")
 )
-_EVENT_JSON = f"internal_id, name, {_B64.format('data')}, {_B64.format('user_data')}, sender_id, ts"
+_EVENT_JSON = (
+    f"internal_id, name, {_B64.format('data')}, {_B64.format('user_data')}, sender_id, ts, v"
+)
 # nothing of the run's function ahead of it, in its app or unowned (''): no due run before it
 # that is not one of the new runs (both apps in one probe of ``queue_fn_due``), no expired lease
 # (one probe of ``queue_fn_lease`` each): ``AHEAD_OF_NAMED``, a lease by name's rules, the same
@@ -266,7 +268,7 @@ class Handed:
         return Lease(self.run_id, self.token, None, None, run, self.function_id)
 
 
-_EVENT_WIDTH = 6
+_EVENT_WIDTH = _rows._EVENT_WIDTH  # _EVENT_JSON has EVENT_COLUMNS
 _EMPTY_STEPS = (None,) * _rows._STEP_WIDTH
 _EMPTY_WAITS = (None,) * _rows._WAIT_WIDTH
 _COLUMNS = [c.strip() for c in RUN_COLUMNS.split(",")]
@@ -286,7 +288,7 @@ def _state(run: Sequence[Any], owner: str) -> Any:
     if columns[_OUTPUT] is not None:
         columns[_OUTPUT] = base64.b64decode(columns[_OUTPUT])
     rows = [
-        (e[0], e[1], base64.b64decode(e[2]), base64.b64decode(e[3]), e[4], e[5])
+        (e[0], e[1], base64.b64decode(e[2]), base64.b64decode(e[3]), e[4], e[5], e[6])
         for e in events or ()
     ]
     arrays = tuple(zip(*rows, strict=True)) if rows else (None,) * _EVENT_WIDTH

@@ -94,6 +94,7 @@ def _insert_event(tx: PostgresTx, event: EventRecord, now: float) -> bool:
             event.ts,
             now,
             not new,
+            event.v,
         ),
         "events",
     )

@@ -13,8 +13,8 @@ LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 TRY_LOCK_KEY = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
 
 INSERT_EVENT = """
-INSERT INTO events (internal_id, name, data, user_data, sender_id, ts, received_at, duplicate)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (internal_id) DO NOTHING"""
+INSERT INTO events (internal_id, name, data, user_data, sender_id, ts, received_at, duplicate, v)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (internal_id) DO NOTHING"""
 # the sender id is new (or its last sighting is older than the window) iff a row comes back
 REMEMBER_SENDER_ID = """
 INSERT INTO event_ids (sender_id, seen_at) VALUES (%(id)s, %(now)s)
@@ -158,7 +158,8 @@ RUN_EVENT_IDS = "SELECT event_ids FROM runs WHERE run_id = %s"
 CANCELLED_LEASE = """
 SELECT cancelled_lease, worker_id FROM runs WHERE run_id = %s AND status = 'CANCELLED'"""
 
-EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
+# an event's columns as ``_rows.event_record`` reads them
+EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts, v"
 
 # -- flow control ---------------------------------------------------------------------------------
 DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = %s"
@@ -386,6 +387,6 @@ queue_row AS (
 INSERT INTO history (run_id, ts, kind, step_id, attempt, duration, data, worker_id)
 {_HISTORY_ROWS}"""
 INSERT_EVENT_MANY = f"""
-INSERT INTO events (internal_id, name, data, user_data, sender_id, ts, received_at, duplicate)
-SELECT * FROM unnest({_T}, {_T}, {_B}, {_B}, {_T}, {_F}, {_F}, %b::boolean[])
+INSERT INTO events (internal_id, name, data, user_data, sender_id, ts, received_at, duplicate, v)
+SELECT * FROM unnest({_T}, {_T}, {_B}, {_B}, {_T}, {_F}, {_F}, %b::boolean[], {_T})
 ON CONFLICT (internal_id) DO NOTHING"""

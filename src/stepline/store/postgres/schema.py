@@ -477,4 +477,10 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN history_attempt integer, ADD COLUMN history_duration double precision,
         ADD COLUMN history_worker text;
     """,
+    # 18: an event's ``v`` (the sender's version of its shape, Inngest's ``v``), given back with
+    # the event; NULL when it had none (and for the events a process of 17 still open writes).
+    # A column with no default: added without rewriting the table
+    """
+    ALTER TABLE events ADD COLUMN v text;
+    """,
 )

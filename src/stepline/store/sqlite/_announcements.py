@@ -88,14 +88,15 @@ class CancelledRunEvents:
 def payload_json(row: Sequence[Any]) -> bytes:
     """The payload of the event of an ``EVENTS_AMONG`` row as JSON: ``dumps_exact`` of
     ``shapes.event_record(row).payload()``, made of the stored columns."""
-    internal_id, name, data, user, sender_id, ts = row
-    return _PAYLOAD % (
+    internal_id, name, data, user, sender_id, ts, v = row
+    payload = _PAYLOAD % (
         orjson.dumps(internal_id if sender_id is None else sender_id),
         orjson.dumps(name),
         data if type(data) is bytes else data.encode(),
         user if type(user) is bytes else user.encode(),
         int(ts * 1000),
     )
+    return payload if v is None else b'%b,"v":%b}' % (payload[:-1], orjson.dumps(v))
 
 
 def insert_unheard(

@@ -46,7 +46,7 @@ JOIN events AS e ON e.internal_id = json_extract(r.event_ids, '$[0]')
 WHERE e.name NOT IN ('{FUNCTION_FINISHED}', '{FUNCTION_FAILED}')"""
 _DERIVED = f"""
 SELECT a.received_at, a.internal_id, a.reason, a.run_id, r.function_id,
-       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts{_JOINED}"""
+       e.internal_id, e.name, e.data, e.user_data, e.sender_id, e.ts, e.v{_JOINED}"""
 # the rows of some first ids (JSON) received in a time window: an id's time is its millisecond
 # (an id is looked up as the first of its pair and as the second: the id before it)
 _BY_IDS = f"""{_DERIVED}
@@ -79,8 +79,8 @@ DELETE FROM cancel_announcements WHERE (received_at, internal_id) IN (
   ORDER BY received_at LIMIT ?)"""
 WIPE = "DELETE FROM cancel_announcements"
 
-# an event row as EVENTS_AMONG reads it: internal_id, name, data, user_data, sender_id, ts
-EventRow = tuple[str, str, bytes, bytes, None, float]
+# an event row as EVENTS_AMONG reads it: internal_id, name, data, user_data, sender_id, ts, v
+EventRow = tuple[str, str, bytes, bytes, None, float, None]
 _NO_USER_DATA = b"{}"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DIGIT = {c: i for i, c in enumerate(_CROCKFORD)}
@@ -139,9 +139,9 @@ def _events(row: Sequence[Any], names: Sequence[str] = CANCELLED_NAMES) -> list[
     finished, cancelled = CANCELLED_NAMES
     made: list[EventRow] = []
     if finished in names:
-        made.append((first_id, finished, data, _NO_USER_DATA, None, received_at))
+        made.append((first_id, finished, data, _NO_USER_DATA, None, received_at, None))
     if cancelled in names:
-        made.append((id_after(first_id), cancelled, data, _NO_USER_DATA, None, received_at))
+        made.append((id_after(first_id), cancelled, data, _NO_USER_DATA, None, received_at, None))
     return made
 
 
@@ -189,7 +189,7 @@ def listed(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]
     made = [(*e, e[5], 0) for row in rows for e in reversed(_events(row, names))]
     if query.after is not None:
         after = query.after
-        made = [e for e in made if (e[6], e[0]) < after]
+        made = [e for e in made if (e[7], e[0]) < after]
     return made[: query.limit]
 
 

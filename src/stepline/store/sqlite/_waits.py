@@ -273,7 +273,13 @@ def resolution_texts(event: EventRecord) -> tuple[bytearray, str]:
     """``step_output(event)`` and ``event_id_data(event.internal_id)``: what a wait ``event``
     resolved writes, its step's output and its WAIT_MATCHED data."""
     internal_id = event.internal_id
-    if event.id is not None or event.data_json is None or event.user or not internal_id.isalnum():
+    if (
+        event.id is not None
+        or event.data_json is None
+        or event.user
+        or event.v is not None
+        or not internal_id.isalnum()
+    ):
         return step_output(event), event_id_data(internal_id)
     name = _NAMES.get(event.name)
     if name is None or not internal_id.isascii():
@@ -304,10 +310,13 @@ def step_output(event: EventRecord) -> bytearray:
     user = dumps_exact(event.user) if event.user else b"{}"
     ident = event.id if event.id is not None else event.internal_id
     quoted = b'"%s"' % ident.encode() if ident.isascii() and ident.isalnum() else dumps_exact(ident)
-    return bytearray(
+    output = bytearray(
         b'{"id":%s,"name":%s,"data":%s,"user":%s,"ts":%d}'
         % (quoted, name, data, user, int(event.ts * 1000))
     )
+    if event.v is not None:  # the payload's last key, when the sender gave one
+        output[-1:] = b',"v":%s}' % dumps_exact(event.v)
+    return output
 
 
 # the JSON of the names of the events that resolved waits (a process resolves few names)

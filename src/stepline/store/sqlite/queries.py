@@ -6,9 +6,9 @@ from stepline.store.sqlite._wait_queries import PENDING
 
 INSERT_EVENT = """
 INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate,
-                              sender_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
-# the same for events without a sender id (most): sender_id NULL, not a None parameter
+                              sender_id, v)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+# the same for events without a sender id nor a ``v`` (most): those NULL, not None parameters
 INSERT_UNSENT_EVENT = """
 INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)
 VALUES (?, ?, ?, ?, ?, ?, ?)"""
@@ -22,7 +22,7 @@ INSERT_UNHEARD_EVENT = """
 INSERT OR IGNORE INTO events (internal_id, name, data, user_data, ts, received_at, duplicate)
 VALUES (?, ?, ?, X'7B7D', ?, ?, 0)"""
 EVENTS_AMONG = """
-SELECT internal_id, name, data, user_data, sender_id, ts FROM events
+SELECT internal_id, name, data, user_data, sender_id, ts, v FROM events
 WHERE internal_id IN (SELECT value FROM json_each(?))"""
 STORED_EVENT_IDS = """
 SELECT internal_id FROM events WHERE internal_id IN (SELECT value FROM json_each(?))"""
@@ -291,7 +291,8 @@ FROM steps WHERE run_id = ? ORDER BY position"""
 SELECT_HISTORY = """
 SELECT run_id, ts, kind, step_id, attempt, duration, data, worker_id FROM history
 WHERE run_id = ? ORDER BY seq"""
-EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts"
+# an event's columns as ``_rows.event_record`` reads them
+EVENT_COLUMNS = "internal_id, name, data, user_data, sender_id, ts, v"
 # a queue row whose function is paused neither in its app nor in every app ('')
 _NOT_PAUSED = """function_id NOT IN (SELECT function_id FROM paused WHERE app_id = '')
       AND (app_id, function_id) NOT IN (SELECT app_id, function_id FROM paused)"""

@@ -96,7 +96,7 @@ class SQLiteReads(Database):
         with self._read() as conn:  # and the announcements kept as a row, merged in its order
             found = conn.execute(q.LIST_EVENTS.format(where=where), [*params, query.limit])
             rows = [*found.fetchall(), *_derived.listed(conn, query)]
-        rows.sort(key=lambda r: (r[6], r[0]), reverse=True)
+        rows.sort(key=lambda r: (r[7], r[0]), reverse=True)
         return [shapes.stored_event(r) for r in rows[: query.limit]]
 
     @reading

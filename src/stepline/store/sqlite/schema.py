@@ -583,4 +583,9 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM waits WHERE (run_id, wait_id) IN (SELECT run_id, wait_id FROM waits_resolved);
     DROP TABLE waits_resolved;
     """,
+    # 29: an event's ``v`` (the sender's version of its shape, Inngest's ``v``), given back with
+    # the event; NULL when it had none (and for the events a process of 28 still open writes)
+    """
+    ALTER TABLE events ADD COLUMN v TEXT;
+    """,
 )

@@ -251,7 +251,7 @@ class _SQLiteTx(SQLiteCancels, SQLiteControlVerbs, SQLiteWaitVerbs):
     # -- EventPrimitives (see _primitives; one writer at a time: each is exact) ------------------
     def insert_events(self, events: Sequence[EventRecord], now: float) -> list[bool]:
         c = self._c
-        if all(event.id is None for event in events):  # no sender id: none is a duplicate
+        if all(event.id is None and event.v is None for event in events):  # none a duplicate
             name = events[0].name if events else ""
             if all(event.name == name and not event.user for event in events):  # the usual
                 insert_shared(c, q.INSERT_UNSENT_EVENTS_OF_NAME, _own_rows(events), (name, now))
@@ -421,7 +421,8 @@ def _event_rows(
     events: Sequence[EventRecord], now: float, new: list[bool] | None
 ) -> list[tuple[Any, ...]]:
     """INSERT_EVENT's parameters of each event (``new``: whether each is not a duplicate), or
-    INSERT_UNSENT_EVENT's (``new`` None: none has a sender id, none is a duplicate). The BLOBs
+    INSERT_UNSENT_EVENT's (``new`` None: none has a sender id nor a ``v``, none is a
+    duplicate). The BLOBs
     bound as ``bytearray`` (``blob``): an empty ``user`` as one shared object, the data of
     events that share their encoded data (a cancelled run's two announcements) copied once."""
     rows: list[tuple[Any, ...]] = []
@@ -437,7 +438,17 @@ def _event_rows(
         else:
             duplicate = int(not new[at])
             rows.append(
-                (event.internal_id, event.name, data, user, event.ts, now, duplicate, event.id)
+                (
+                    event.internal_id,
+                    event.name,
+                    data,
+                    user,
+                    event.ts,
+                    now,
+                    duplicate,
+                    event.id,
+                    event.v,
+                )
             )
     return rows
 
