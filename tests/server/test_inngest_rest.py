@@ -20,6 +20,7 @@ from stepline import App, Context, NonRetriableError, TriggerEvent
 from stepline.sdk.run import Run
 from stepline.server import inngest_rest
 from stepline.server.inngest_rest import ULID
+from stepline.store.records import EventRecord, StoredEvent
 from stepline.testing import MockClock, TestEngine
 
 from .conftest import API_TOKEN, ServeFn, keyed_settings, until
@@ -197,11 +198,60 @@ async def test_events_list_refuses_what_it_cannot_read(serve: ServeFn) -> None:
             ({"received_after": "yesterday"}, "received_after"),
             ({"received_before": "abc"}, "received_before"),
             ({"limit": "ten"}, "limit"),
-            ({"cursor": "01HWAVEB858VPPX47Z65GR6P6R"}, "received_before"),
+            ({"cursor": "nope"}, "Invalid cursor query parameter"),
+            ({"cursor": "81HWAVEB858VPPX47Z65GR6P6R"}, "Invalid cursor query parameter"),
         ):
             reply = await client.get("/v1/events", params=params)
             assert reply.status_code == 400, params
             assert says in reply.json()["error"]
+
+
+async def test_events_page_with_inngests_cursor_each_once(serve: ServeFn) -> None:
+    # Inngest's WorkspaceEvents: ``internal_id < cursor ORDER BY internal_id DESC``; the last
+    # internal_id of a page is the cursor of the next
+    async with serve() as (client, _):
+        sent = await client.post(
+            "/e/key", json=[{"name": "x/paged", "data": {"n": n}} for n in range(45)]
+        )
+        ids = sent.json()["ids"]
+        assert ids == sorted(ids)
+        pages: list[list[str]] = []
+        cursor: str | None = None
+        while True:
+            params = {"name": "x/paged", **({"cursor": cursor} if cursor else {})}
+            page = [
+                e["internal_id"]
+                for e in (await client.get("/v1/events", params=params)).json()["data"]
+            ]
+            if not page:
+                break
+            pages.append(page)
+            cursor = page[-1]
+        assert [len(page) for page in pages] == [20, 20, 5]
+        assert [i for page in pages for i in page] == list(reversed(ids))
+        # a cursor in lower case (a ULID's letters are either), and one no event has
+        lower = await client.get("/v1/events", params={"cursor": ids[10].lower(), "limit": "3"})
+        assert [e["internal_id"] for e in lower.json()["data"]] == ids[9:6:-1]
+        gone = await client.get("/v1/events", params={"cursor": "7" + "Z" * 25, "limit": "2"})
+        assert [e["internal_id"] for e in gone.json()["data"]] == ids[:-3:-1]
+
+
+async def test_events_are_listed_by_internal_id_as_inngest_lists_them(serve: ServeFn) -> None:
+    # an SDK's retried send reuses its id seed: its events' ids are of the first try's time,
+    # before those of events received in between; Inngest lists by id, so does /v1/events
+    clock = MockClock(start=1_800_000_000.0, autojump=False)
+    async with serve(clock=clock) as (client, _):
+        seed = {"x-inngest-event-id-seed": "1799999990000,AAAAAAAAAAAAAA=="}
+        received_first = (await client.post("/e/key", json={"name": "x/seeded"})).json()["ids"]
+        clock.advance(1)
+        seeded = (await client.post("/e/key", json={"name": "x/seeded"}, headers=seed)).json()[
+            "ids"
+        ]
+        assert seeded < received_first
+        listed = (await client.get("/v1/events", params={"name": "x/seeded"})).json()["data"]
+        assert [e["internal_id"] for e in listed] == [*received_first, *seeded]
+        ours = (await client.get("/api/v1/events", params={"name": "x/seeded"})).json()["data"]
+        assert [e["id"] for e in ours] == [*seeded, *received_first]  # by received time
 
 
 async def test_one_event_as_inngests_api_shows_it(serve: ServeFn) -> None:
@@ -407,3 +457,10 @@ def test_an_sdk_apps_function_is_found_by_its_slug() -> None:
     assert inngest_rest._function_of(app, "shop", "charge") == "shop-charge"
     assert inngest_rest._function_of(app, "served", "shop-charge") == "shop-charge"
     assert inngest_rest._function_of(app, "served", "charge") is None
+
+
+async def test_app_events_pages_in_one_order_at_a_time(serve: ServeFn) -> None:
+    async with serve() as (_, t):
+        last = StoredEvent(EventRecord("e", "x/one", {}, {}, None, 1.0), 1.0, False)
+        with pytest.raises(ValueError, match="after"):
+            await t.app.events(after=last, id_below="7" + "Z" * 25)

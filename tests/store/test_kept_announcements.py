@@ -133,6 +133,18 @@ def _pages(store: Store, size: int, **filters: Any) -> list[list[tuple[Any, ...]
         after = (found[-1].received_at, found[-1].event.internal_id)
 
 
+def _id_pages(store: Store, size: int, **filters: Any) -> list[list[tuple[Any, ...]]]:
+    """``list_events`` by id (``id_below``), page after page from the last one's id."""
+    pages: list[list[tuple[Any, ...]]] = []
+    below = "z" * 26  # above every id, the tests' own ("e1", "later") too
+    while True:
+        found = store.list_events(EventFilter(limit=size, id_below=below, **filters))
+        if not found:
+            return pages
+        pages.append([(s.event, s.received_at, s.duplicate) for s in found])
+        below = found[-1].event.internal_id
+
+
 def _views(store: Store, ids: list[str]) -> dict[str, Any]:
     """What every reader of events shows."""
     asked = [*ids, "nope", "0" * 26, new_id(T0 + 1), "e1"]
@@ -146,6 +158,12 @@ def _views(store: Store, ids: list[str]) -> dict[str, Any]:
             views[f"pages {name} {size}"] = _pages(store, size, name=name)
         bounds = {"received_after": T0 + 1, "received_before": T0 + 1.5}
         views[f"bounded {name}"] = _pages(store, 2, name=name, **bounds)
+        for size in (1, 2, 3, 100):
+            views[f"id pages {name} {size}"] = _id_pages(store, size, name=name)
+        views[f"id bounded {name}"] = _id_pages(store, 2, name=name, **bounds)
+        for cursor in ids[1::3]:  # from an announcement's id, the first's or the second's
+            found = store.list_events(EventFilter(name=name, limit=3, id_below=cursor))
+            views[f"below {name} {cursor}"] = [s.event.internal_id for s in found]
     cursors = [(T0, ""), (T0 + 1, ids[0]), (T0 + 1, ids[1]), (T0 + 1, ids[-3]), (T0 + 2, "")]
     with store.transaction() as tx:
         names = [FUNCTION_CANCELLED, "order/cancelled", FUNCTION_FINISHED]
@@ -308,5 +326,32 @@ def test_migration_27_is_refused_while_a_worker_of_26_is_alive(tmp_path: Path) -
         with closing(sqlite3.connect(path)) as conn:
             version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         assert version == (len(MIGRATIONS),)
+    finally:
+        store.close()
+
+
+def test_rows_of_one_millisecond_are_listed_by_id_whatever_their_received_order(
+    tmp_path: Path,
+) -> None:
+    # two cancellations in one millisecond, the later one received first (a clock's step back):
+    # its announcements' ids are the greater (new_ids is monotonic within a millisecond), so a
+    # list by id must read past the row received last to find them
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        store.migrate()
+        with store.transaction() as tx:
+            tx.ingest(
+                [*_run("r1", "o-1", event("e1")), *_run("r2", "o-2", event("e2"))], T0, cel_matches
+            )
+        first = _cancel(store, T0 + 1.0004, "o-1")
+        second = _cancel(store, T0 + 1.0001, "o-2")
+        assert max(first) < min(second)
+        every = sorted(
+            (s.event.internal_id for s in store.list_events(EventFilter())), reverse=True
+        )
+        for size in (1, 2, 3):
+            paged = [e for page in _id_pages(store, size) for (e, _, _) in page]
+            assert [e.internal_id for e in paged] == every
+        assert _count(store, "SELECT count(*) FROM cancel_announcements") == 2
     finally:
         store.close()

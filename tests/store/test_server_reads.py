@@ -32,6 +32,33 @@ def test_list_events_newest_first_with_filters_and_a_cursor(store: Store) -> Non
     assert [e.event.internal_id for e in first + rest] == ["e4", "e3", "e2", "e1", "e0"]
 
 
+def test_list_events_by_id_pages_each_event_once_whatever_their_received_order(
+    store: Store,
+) -> None:
+    # ids in another order than their events were received (an SDK's seeded ids, two clocks)
+    for at, i in enumerate((3, 0, 5, 1, 4, 2)):
+        name = "order/created" if i % 2 == 0 else "order/paid"
+        ingest(store, EventIngest(event(f"a{i}", name, {"i": i})), now=T0 + at)
+
+    def ids(**filters: Any) -> list[str]:
+        return [e.event.internal_id for e in store.list_events(EventFilter(**filters))]
+
+    assert ids(id_below="z") == ["a5", "a4", "a3", "a2", "a1", "a0"]
+    assert ids(id_below="a3") == ["a2", "a1", "a0"]
+    assert ids(id_below="a35") == ["a3", "a2", "a1", "a0"]  # an id no event has
+    assert ids(id_below="z", name="order/created") == ["a4", "a2", "a0"]
+    # received at T0 + 1 .. T0 + 3: a0, a5, a1
+    assert ids(id_below="z", received_after=T0 + 1, received_before=T0 + 3) == ["a5", "a1", "a0"]
+    assert ids(id_below="z", limit=2) == ["a5", "a4"]
+    for size in (1, 2, 4):
+        paged: list[str] = []
+        below = "z"
+        while page := ids(id_below=below, limit=size):
+            paged += page
+            below = page[-1]
+        assert paged == ["a5", "a4", "a3", "a2", "a1", "a0"]
+
+
 def test_list_events_says_which_were_duplicates(store: Store) -> None:
     ingest(store, EventIngest(event("a", sender_id="s1")))
     ingest(store, EventIngest(event("b", sender_id="s1")), now=T0 + 1)

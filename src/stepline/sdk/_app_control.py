@@ -124,12 +124,17 @@ class AppControl(ABC):
         received_before: datetime | None = None,
         after: StoredEvent | None = None,
         limit: int = 100,
+        id_below: str | None = None,
     ) -> list[StoredEvent]:
         """Events received by the database (from every app sharing it), newest first: of one
         ``name``, received in a time range (inclusive); ``after``: the last event of the
         previous page (the next page holds older ones). Each says when it was received and
         whether it was a duplicate (its sender id seen in the 24 h before: it started no
-        run)."""
+        run). ``id_below``: listed by id instead (newest first, as Inngest's ``GET
+        /v1/events``), only the events whose id sorts below it (the last id of the previous
+        page; the next page holds the ids before it); ``ValueError`` with ``after``."""
+        if after is not None and id_below is not None:
+            raise ValueError("events: give after (received order) or id_below (id order)")
         return await _app_runs.list_events(
             self.engine,
             name=name,
@@ -137,6 +142,7 @@ class AppControl(ABC):
             received_before=received_before,
             after=after,
             limit=limit,
+            id_below=id_below,
         )
 
     async def get_event(self, event_id: str) -> EventRecord | None:

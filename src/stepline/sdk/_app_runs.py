@@ -83,6 +83,7 @@ async def list_events(
     received_before: datetime | None,
     after: StoredEvent | None,
     limit: int,
+    id_below: str | None = None,
 ) -> list[StoredEvent]:
     """``App.events``."""
     query = EventFilter(
@@ -91,6 +92,7 @@ async def list_events(
         received_before.timestamp() if received_before else None,
         (after.received_at, after.event.internal_id) if after is not None else None,
         limit,
+        id_below,
     )
     return await engine.read(engine.store.list_events, query)
 

@@ -4,11 +4,15 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
 ``WriteCachedResponse``); each route asks for the REST API's token (open on a loopback
 ``stepline dev``) and sees every app sharing the database, as Inngest's workspace does.
 
-- ``GET /v1/events``: events received, newest first: ``name``, ``received_after`` and
+- ``GET /v1/events``: events newest first by internal id, as Inngest's ``WorkspaceEvents``
+  lists them (its ``ORDER BY internal_id DESC``; an id's time is when it was received, or the
+  sender's seed's for an SDK's ``x-inngest-event-id-seed``): ``name``, ``received_after`` and
   ``received_before`` (ISO 8601 or epoch milliseconds; 400 ``Invalid received_after query
   parameter`` otherwise), ``limit`` (default 20, as Inngest's ``DefaultEvents``; a larger one is
-  cut to 100, as Inngest bounds it). Inngest's ``cursor`` (a ULID to page from) is refused with
-  400: page with ``received_before`` instead (the ``/api/v1/events`` API has a cursor).
+  cut to 100), ``cursor``: a ULID (400 ``Invalid cursor query parameter`` otherwise, as
+  Inngest's ``ulid.Parse``), only the events whose internal id is below it: the last
+  ``internal_id`` of a page gives the next page, each event once (ids are unique and ordered),
+  whether or not the cursor's event is still stored.
 - ``GET /v1/events/{event_id}``: one event (400 ``Invalid event ID``, 404 ``Event not found``).
 - ``GET /v1/events/{event_id}/runs``: the runs the event started (``_event_runs``).
 - ``GET /v1/runs/{run_id}``: one run, in the shape of an event's runs (404 ``Unable to load
@@ -70,6 +74,7 @@ MAX_EVENTS = 100
 EVERY_RUN = 10**9  # a bulk cancellation's limit: every matching run
 ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
 ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
+LAST_ULID = "7" + "Z" * 25  # the greatest: every id is below it (Inngest's endULID, far out)
 
 
 def inngest_rest_routes() -> list[BaseRoute]:
@@ -88,13 +93,9 @@ async def _events(request: Request) -> Response:
     """``GET /v1/events`` (see the module)."""
     require_api_token(request)
     params = request.query_params
-    if params.get("cursor"):
-        raise Problem(
-            400,
-            "Invalid cursor query parameter: this server pages /v1/events with received_before "
-            "(the received time of the last event of the previous page), or /api/v1/events "
-            "with its next_cursor",
-        )
+    cursor = params.get("cursor")
+    if cursor and not ULID.match(cursor):
+        raise Problem(400, "Invalid cursor query parameter")
     bounds = {
         name: parse_time(text, name) if text else None
         for name in ("received_after", "received_before")
@@ -105,6 +106,7 @@ async def _events(request: Request) -> Response:
         received_after=bounds["received_after"],
         received_before=bounds["received_before"],
         limit=_limit(params.get("limit")),
+        id_below=cursor.upper() if cursor else LAST_ULID,
     )
     return _answer([_event_json(stored.event) for stored in events], cached=False)
 

@@ -350,13 +350,15 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/events": {
             "get": _op(
-                "Events received, newest first (as Inngest's REST API; default 20, at most 100)",
+                "Events received, newest first by internal id (as Inngest's REST API; default 20,"
+                " at most 100)",
                 _json({"type": "object"}),
                 params=[
                     _query("name", "Event name"),
                     _query("received_after", "ISO 8601 time or epoch milliseconds"),
                     _query("received_before", "ISO 8601 time or epoch milliseconds"),
                     _query("limit", "1-100 (default 20)", "integer"),
+                    _query("cursor", "A ULID: the events whose internal id is below it"),
                 ],
                 tag="events",
             )

@@ -280,6 +280,9 @@ def event_filter(query: EventFilter, mark: str) -> tuple[str, list[Any]]:
     if query.after is not None:
         clauses.append(f"(received_at, internal_id) < ({mark}, {mark})")
         params.extend(query.after)
+    if query.id_below is not None:
+        clauses.append(f"internal_id < {mark}")
+        params.append(query.id_below)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 

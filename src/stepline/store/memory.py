@@ -263,11 +263,15 @@ class MemoryStore(MemoryAppReads):
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         with self._lock:
             keys = sorted(((t, i) for i, t in self._received.items()), reverse=True)
+            if query.id_below is not None:  # by id instead
+                keys = sorted(keys, key=lambda k: k[1], reverse=True)
             found: list[StoredEvent] = []
             for received_at, internal_id in keys:
                 if len(found) >= query.limit:
                     break
                 if query.after is not None and (received_at, internal_id) >= query.after:
+                    continue
+                if query.id_below is not None and internal_id >= query.id_below:
                     continue
                 if query.received_after is not None and received_at < query.received_after:
                     continue

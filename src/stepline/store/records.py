@@ -511,13 +511,17 @@ class EventFilter:
     """Filters for listing events (all optional); newest first (by the time they were
     received). ``name``: of that name. ``received_after``/``received_before``: time bounds
     (inclusive). ``after``: the (received_at, internal_id) of the last event of the previous
-    page: only events older than it."""
+    page: only events older than it. ``id_below``: only events whose internal id sorts below
+    it (text order, that of the ids' times), listed by internal id, newest first, instead of by
+    received time (Inngest's ``GET /v1/events``: its ``cursor``, the last id of the previous
+    page; the greatest id for the first); not with ``after``."""
 
     name: str | None = None
     received_after: float | None = None
     received_before: float | None = None
     after: tuple[float, str] | None = None
     limit: int = 100
+    id_below: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

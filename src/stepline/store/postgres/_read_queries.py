@@ -103,6 +103,10 @@ WAITS_OF_RUNS = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ANY(%s)"
 LIST_EVENTS = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY received_at DESC, internal_id DESC LIMIT %s"""
+# the same by internal id (``EventFilter.id_below``: the primary key's order)
+LIST_EVENTS_BY_ID = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+ORDER BY internal_id DESC LIMIT %s"""
 STEPS_OF = f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ANY(%s) ORDER BY run_id, position"
 RUNS_BY_STATUS = "SELECT status, COUNT(*) FROM runs GROUP BY status"
 QUEUE_DEPTH = "SELECT COUNT(*) FROM queue"

@@ -310,7 +310,8 @@ class PostgresReads:
     @raising_store_errors
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         where, params = shapes.event_filter(query, "%s")
-        statement = rq.LIST_EVENTS.format(where=where)
+        listing = rq.LIST_EVENTS if query.id_below is None else rq.LIST_EVENTS_BY_ID
+        statement = listing.format(where=where)
         with self._conn() as conn:
             return [shapes.stored_event(r) for r in conn.execute(statement, [*params, query.limit])]
 

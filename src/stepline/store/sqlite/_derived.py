@@ -55,6 +55,8 @@ _BY_IDS = f"""{_DERIVED}
 _RECEIVED = f"""{_DERIVED}
   AND a.received_at >= ? AND a.received_at <= ? ORDER BY a.received_at, a.internal_id"""
 _LISTED = f"{_DERIVED}{{where}}\nORDER BY a.received_at DESC, a.internal_id DESC LIMIT ?"
+# newest first, without a limit: ``listed_by_id`` reads as far as it needs
+_NEWEST = f"{_DERIVED}{{where}}\nORDER BY a.received_at DESC, a.internal_id DESC"
 _COUNT = f"SELECT count(*){_JOINED}"
 _ALL = f"{_DERIVED}\nORDER BY a.received_at, a.internal_id"
 # the rows of runs started by an announcement among those just written at a time (their ids
@@ -191,6 +193,52 @@ def listed(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]
         after = query.after
         made = [e for e in made if (e[7], e[0]) < after]
     return made[: query.limit]
+
+
+def listed_by_id(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]]:
+    """The announcements ``LIST_EVENTS_BY_ID`` would list for ``query`` (``id_below`` set), in
+    ``listed``'s rows' shape, by id (newest first), up to its limit. The rows are read newest
+    first by their key (received_at, first id) from the cursor's time down, and no further
+    than the one received before the millisecond of the limit-th id found (an id's first 48
+    bits are its row's ``received_at``, within ``_SLACK``): the rows after it have smaller ids
+    (no index by id: it would be one more B-tree written by every cancellation)."""
+    names = _names(query.name)
+    below = query.id_below
+    if not names or below is None or query.limit <= 0:
+        return []
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.received_after is not None:
+        clauses.append("a.received_at >= ?")
+        params.append(query.received_after)
+    if query.received_before is not None:
+        clauses.append("a.received_at <= ?")
+        params.append(query.received_before)
+    millis = _millis(below)
+    if millis is not None:  # an id below it was made in its millisecond or before
+        clauses.append("a.received_at < ?")
+        params.append((millis + 1) / 1000 + _SLACK)
+    where = "".join(f"\n  AND {clause}" for clause in clauses)
+    found: list[tuple[Any, ...]] = []
+    for row in conn.execute(_NEWEST.format(where=where), params):
+        if len(found) >= query.limit:
+            found.sort(key=lambda e: e[0], reverse=True)
+            del found[query.limit :]
+            last = _millis(found[-1][0])
+            if last is not None and (row[0] + _SLACK) * 1000 < last:
+                break
+        found += [(*e, e[5], 0) for e in _events(row, names) if e[0] < below]
+    found.sort(key=lambda e: e[0], reverse=True)
+    return found[: query.limit]
+
+
+def _millis(internal_id: str) -> int | None:
+    """The millisecond the first 48 bits of an id say (``_ids``' layout), None for text that is
+    not 26 Crockford digits. For any such text (a ULID too), every id below it says that
+    millisecond or an earlier one."""
+    if len(internal_id) != 26 or not _DIGITS.issuperset(internal_id):
+        return None
+    return int(internal_id.translate(_TO_BASE32), 32) >> 82
 
 
 def received(

@@ -512,6 +512,10 @@ FROM queue WHERE run_id IN (SELECT value FROM json_each(?1))"""
 LIST_EVENTS = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY received_at DESC, internal_id DESC LIMIT ?"""
+# the same by internal id (``EventFilter.id_below``: the primary key's order)
+LIST_EVENTS_BY_ID = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+ORDER BY internal_id DESC LIMIT ?"""
 STEPS_OF = """
 SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
        started_at, ended_at

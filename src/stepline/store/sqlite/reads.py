@@ -93,10 +93,13 @@ class SQLiteReads(Database):
     @reading
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         where, params = shapes.event_filter(query, "?")
+        by_id = query.id_below is not None
+        listing = q.LIST_EVENTS_BY_ID if by_id else q.LIST_EVENTS
         with self._read() as conn:  # and the announcements kept as a row, merged in its order
-            found = conn.execute(q.LIST_EVENTS.format(where=where), [*params, query.limit])
-            rows = [*found.fetchall(), *_derived.listed(conn, query)]
-        rows.sort(key=lambda r: (r[7], r[0]), reverse=True)
+            found = conn.execute(listing.format(where=where), [*params, query.limit])
+            kept = _derived.listed_by_id(conn, query) if by_id else _derived.listed(conn, query)
+            rows = [*found.fetchall(), *kept]
+        rows.sort(key=(lambda r: r[0]) if by_id else (lambda r: (r[7], r[0])), reverse=True)
         return [shapes.stored_event(r) for r in rows[: query.limit]]
 
     @reading
