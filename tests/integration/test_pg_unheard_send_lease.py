@@ -60,8 +60,8 @@ async def test_runs_leased_by_a_send_whose_reply_was_lost_run_within_their_ttl(
                 patch.setattr(writer, "submit", reply_lost)
                 with pytest.raises(StoreUnavailable):
                     await app.send_async(Event(name="quick/go", id="q-1"))
-            [(_, leases, _)] = lost
-            assert leases, "the send's transaction leased nothing for the worker"
+            [(_, leased, _)] = lost
+            assert leased(), "the send's transaction leased nothing for the worker"
 
             async def completed() -> bool:
                 runs = await app.runs(function_id="quick")

@@ -219,5 +219,67 @@ def test_an_in_process_sends_lease_of_the_spare_slot(
     engine = cast(Engine, SimpleNamespace(served=FunctionSet("app", ("a", "b", "c"))))
     job = lease_job(engine, "w", ["x", "y"], free, T0, 10.0, 3, here)
     tx = _Tx()
-    job(cast(StoreTx, tx), started)
+    job(cast(StoreTx, tx), [f"n{i}" for i in range(started)])
     assert tx.calls == calls
+
+
+class _NamingTx(_Tx):
+    """A transaction that leases its new runs by name (``LeasesNewRuns``, as PostgreSQL's)."""
+
+    def __init__(self, new_runs: dict[str, str]) -> None:
+        super().__init__()
+        self.new_runs = new_runs
+
+    def leasable_new_runs(self) -> dict[str, str]:
+        return self.new_runs
+
+    def lease_new_runs(
+        self, owner: str, now: float, run_ids: list[str], ttl: float, functions: Any, *_: Any
+    ) -> Any:
+        self.calls.append(("lease_new_runs", run_ids))
+        return lambda: [Lease(r, "t", function_id=self.new_runs[r]) for r in run_ids]
+
+
+@pytest.mark.parametrize(
+    ("free", "started", "new_runs", "here", "calls"),
+    [
+        # every run started is a leasable new run: those that fit, by name, nothing read
+        (3, ["n1", "n2"], {"n1": "a", "n2": "b"}, None, [("lease_new_runs", ["n1", "n2"])]),
+        (1, ["n1", "n2"], {"n1": "a", "n2": "b"}, None, [("lease_new_runs", ["n1"])]),
+        # the last slot is the spare: not for a function with a pass here
+        (2, ["n1", "n2"], {"n1": "a", "n2": "a"}, {"a"}, [("lease_new_runs", ["n1"])]),
+        (1, ["n1", "n2"], {"n1": "a", "n2": "b"}, {"a"}, [("lease_new_runs", ["n2"])]),
+        # none fits the spare: the fair order's lease of the spare, from the other functions
+        (1, ["n1"], {"n1": "a"}, {"a"}, [("lease_due", (1, ("b", "c")))]),
+        # a run started that is not leasable by name (keyed, due later): the fair order's lease
+        (
+            3,
+            ["n1", "k1"],
+            {"n1": "a"},
+            None,
+            [("heartbeat", 2), ("lease_due", (2, ("a", "b", "c")))],
+        ),
+        # a run of a function the worker does not serve: the same
+        (3, ["n1"], {"n1": "z"}, None, [("heartbeat", 2), ("lease_due", (1, ("a", "b", "c")))]),
+    ],
+)
+def test_an_in_process_sends_lease_by_name(
+    free: int,
+    started: list[str],
+    new_runs: dict[str, str],
+    here: set[str | None] | None,
+    calls: list[tuple[str, Any]],
+) -> None:
+    """A transaction that leases its new runs by name (PostgreSQL: with its commit, no read
+    before it) is asked for the runs the send started that fit the worker's free slots, when
+    every one of them is a leasable new run of a served function; otherwise the fair order's
+    lease as before. Each lease says its function (the spare slot goes by them)."""
+    engine = cast(Engine, SimpleNamespace(served=FunctionSet("app", ("a", "b", "c"))))
+    job = lease_job(engine, "w", ["x", "y"], free, T0, 10.0, 3, here)
+    tx = _NamingTx(new_runs)
+    leased, _ = job(cast(StoreTx, tx), started)
+    assert tx.calls == calls
+    if calls[0][0] == "lease_new_runs":
+        assert [(lease.run_id, lease.function_id) for lease in leased()] == [
+            (r, new_runs[r]) for r in calls[0][1]
+        ]

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 from stepline.engine._collector import collector_paused
 from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
 from stepline.store.interface import StoreTx
-from stepline.store.records import EventIngest, IngestResult, Lease
+from stepline.store.records import EventIngest, IngestResult
 
 if TYPE_CHECKING:
+    from stepline.engine._new_runs import Leased
     from stepline.engine.engine import EagerWorker, Engine
 
 
@@ -91,11 +92,11 @@ class IngestBatcher:
         lease_new = worker.lease_new_runs(engine.clock.now()) if worker is not None else None
         taken: list[_Group] = []
 
-        def job(tx: StoreTx) -> tuple[list[IngestResult], list[Lease], list[IngestResult]]:
+        def job(tx: StoreTx) -> tuple[list[IngestResult], Leased, list[IngestResult]]:
             if not taken:  # else applied again (writer.py): the same group
                 group = self._take()
                 if group is None:  # cannot happen: only this job takes the group it was made for
-                    return [], [], []
+                    return [], list, []
                 taken.append(group)
             group = taken[0]
             group.refused = {}  # (applied again: decided again)
@@ -106,10 +107,11 @@ class IngestBatcher:
                     if len(group.senders) < 2 or not self._refused(exc):
                         raise
                     results = self._each_alone(tx, group)
-                leases: list[Lease] = []
+                leases: Leased = list
                 announced: list[IngestResult] = []
                 if lease_new is not None:
-                    leases, announced = lease_new(tx, sum(len(r.run_ids) for r in results))
+                    started = [run_id for r in results for run_id in r.run_ids]
+                    leases, announced = lease_new(tx, started)
             return results, leases, announced
 
         try:
@@ -174,7 +176,7 @@ class IngestBatcher:
 
     def _deliver(
         self,
-        done: asyncio.Future[tuple[list[IngestResult], list[Lease], list[IngestResult]]],
+        done: asyncio.Future[tuple[list[IngestResult], Leased, list[IngestResult]]],
         taken: list[_Group],
         worker: EagerWorker | None,
     ) -> None:
@@ -194,9 +196,9 @@ class IngestBatcher:
             for sender in senders:
                 _fail(sender.future, error)
             return
-        results, leases, announced = done.result()
+        results, leased, announced = done.result()
         try:
-            self._engine.after_ingest(results, leases, worker, announced)
+            self._engine.after_ingest(results, leased(), worker, announced)
         finally:  # committed: every sender gets its results, whatever happens after
             at = 0
             refused = taken[0].refused

@@ -84,7 +84,9 @@ class EagerWorker(Protocol):
 
     def lease_new_runs(
         self, now: float
-    ) -> Callable[[StoreTx, int], tuple[list[Lease], list[IngestResult]]]: ...
+    ) -> Callable[
+        [StoreTx, Sequence[str]], tuple[Callable[[], list[Lease]], list[IngestResult]]
+    ]: ...
 
     def adopt(self, leases: Sequence[Lease]) -> None:
         """Start the passes of ``leases``: called once for each ``lease_new_runs``, once its

@@ -508,10 +508,9 @@ class Worker(WorkerPasses):
         return self.ready.is_set() and not self._stopping.is_set() and loop is self._loop
 
     def lease_new_runs(self, now: float) -> LeaseJob:
-        """A part of a write job: lease up to ``started`` due runs (those the event just
-        created come first among runs due now) within this worker's free slots
-        (``_new_runs.lease_job``). Each call is answered by one ``adopt`` (with no leases if
-        the write failed)."""
+        """A part of a write job: lease the runs ``started`` (the event just created them),
+        or as many due runs, within this worker's free slots (``_new_runs.lease_job``). Each
+        call is answered by one ``adopt`` (with no leases if the write failed)."""
         running = list(self.active)
         room, spare = self._room(self.concurrency - len(running) - self._named.claimed)
         here = self._here() if spare else None  # its last slot: the spare (_spare_slot)

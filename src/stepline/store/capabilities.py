@@ -6,7 +6,7 @@ version owed (memory, SQLite), optimistic group commits (PostgreSQL, SQLite).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -52,6 +52,33 @@ class NamedLeases(Protocol):
         order (a due run other than the named ones, an expired lease); the others are left to
         ``lease_due``. They are marked as ``lease_due`` marks them. Returns the function that
         gives the leases once the transaction committed."""
+        ...
+
+
+@runtime_checkable
+class LeasesNewRuns(Protocol):
+    """A transaction that leases the runs it created by name, with its commit (PostgreSQL:
+    ``lease_named``'s one statement, its result read after the commit): an in-process send
+    leases its new runs for its worker without a read before its commit."""
+
+    def leasable_new_runs(self) -> Mapping[str, str]:
+        """The runs this transaction created so far that are due now, without concurrency
+        keys, and not leased by it (run id: function id)."""
+        ...
+
+    def lease_new_runs(
+        self,
+        owner: str,
+        now: float,
+        run_ids: Sequence[str],
+        ttl: float,
+        functions: FunctionSet,
+        max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+    ) -> Callable[[], list[Lease]]:
+        """``NamedLeases.lease_named`` of ``run_ids`` (of ``leasable_new_runs``), each lease
+        saying its function; the transaction's wake-up no longer names them (as the runs a
+        ``lease_due`` of its took): one it does not lease (something of its function ahead of
+        it) is left to the caller's worker, which looks for it (a full lease attempt)."""
         ...
 
 

@@ -9,7 +9,7 @@ import logging
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
@@ -166,9 +166,11 @@ def lease_named(
     ttl: float,
     functions: FunctionSet,
     max_passes: int,
+    functions_of: Mapping[str, str] | None = None,
 ) -> Callable[[], list[Lease]]:
     """``NamedLeases.lease_named``: one statement deciding, taking and reading the runs as
-    leased (``LEASE_NAMED``), queued: sent with the ``COMMIT``."""
+    leased (``LEASE_NAMED``), queued: sent with the ``COMMIT``. ``functions_of``: each run's
+    function, which its lease then says (``Lease.function_id``)."""
     token = secrets.token_hex(8)
     if tx._presence is not None:
         token = _prefix(tx, owner) + token
@@ -185,12 +187,35 @@ def lease_named(
         s.write(lq.DEFAULT_PLANS)
 
     def leases() -> list[Lease]:
+        of = functions_of or {}
         return [
-            Lease(r[0], token, None, None, functools.partial(loaded.state, r[0]))
+            Lease(r[0], token, None, None, functools.partial(loaded.state, r[0]), of.get(r[0]))
             for r in taken.rows or ()
         ]
 
     return leases
+
+
+def leasable_new_runs(tx: PostgresTx) -> Mapping[str, str]:
+    """``LeasesNewRuns.leasable_new_runs``: the new runs its notification would name."""
+    return tx.new_runs
+
+
+def lease_new_runs(
+    tx: PostgresTx,
+    owner: str,
+    now: float,
+    run_ids: Sequence[str],
+    ttl: float,
+    functions: FunctionSet,
+    max_passes: int = MAX_PASSES_WITHOUT_PROGRESS,
+) -> Callable[[], list[Lease]]:
+    """``LeasesNewRuns.lease_new_runs``: ``lease_named`` of runs this transaction created due
+    now without concurrency keys (``tx.new_runs``), which its notification then does not name
+    (as ``lease_due`` leaves out the runs it took)."""
+    new_runs = tx.new_runs
+    functions_of = {run_id: new_runs.pop(run_id, "") for run_id in run_ids}
+    return lease_named(tx, owner, now, run_ids, ttl, functions, max_passes, functions_of)
 
 
 async def lease_named_alone(

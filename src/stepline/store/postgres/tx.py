@@ -555,6 +555,9 @@ class PostgresTx:
         """``_leases.lease_named``: the runs a wake-up named, in one statement."""
         return _leases.lease_named(self, owner, now, run_ids, ttl, functions, max_passes)
 
+    leasable_new_runs = _leases.leasable_new_runs  # LeasesNewRuns: with the commit
+    lease_new_runs = _leases.lease_new_runs
+
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         if self._s.optimistic:  # none (the usual case), or the server fails the transaction
             self._s.write(q.NONE_SPENT, (list(run_ids), max_passes))

@@ -1,0 +1,129 @@
+"""An in-process send on PostgreSQL leases the runs it starts for its worker by name
+(``LeasesNewRuns``): ``LEASE_NAMED`` queued in the send's own transaction and read with its
+commit, so the send is one round trip, committed on the event loop (no hop to the writer
+thread and back). Before, the send's lease was the fair order's (``lease_due``): a read of the
+candidates before the commit, so two round trips, made by the writer thread. A run the lease
+by name does not take (something of its function ahead of it) is the worker's to look for:
+it is woken at once, and its lease attempt takes both in the fair order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+import pytest
+from _polling import until
+
+from stepline import App, Context, Event, TriggerEvent
+from stepline.engine.worker import Worker
+from stepline.store.postgres import PostgresStore, _pipeline
+from stepline.store.postgres import _lease_queries as lq
+from stepline.store.postgres import queries as q
+from stepline.store.postgres._leases import LEASE_NAMED
+from stepline.store.records import EventIngest, Lease, NewRun
+
+
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, list[str]]]:
+    """The texts of every round trip sent from now on, and whether it was awaited on a loop."""
+    trips: list[tuple[bool, list[str]]] = []
+    send_all, send_all_async = _pipeline.send_all, _pipeline.send_all_async
+
+    def sync(conn: Any, statements: Sequence[tuple[str, Any]]) -> Any:
+        trips.append((False, [query for query, _ in statements]))
+        return send_all(conn, statements)
+
+    async def on_loop(conn: Any, statements: Sequence[tuple[str, Any]], watch: Any = None) -> Any:
+        trips.append((True, [query for query, _ in statements]))
+        return await send_all_async(conn, statements, watch)
+
+    monkeypatch.setattr(_pipeline, "send_all", sync)
+    monkeypatch.setattr(_pipeline, "send_all_async", on_loop)
+    return trips
+
+
+def shop(url: str, ran: list[str]) -> App:
+    app = App("shop", db=url)
+
+    @app.function(id="fn", trigger=TriggerEvent("order/created"))
+    async def fn(ctx: Context) -> None:
+        ran.append(ctx.event.data["n"])
+
+    return app
+
+
+async def started(app: App, **options: Any) -> tuple[Worker, asyncio.Task[None]]:
+    worker = Worker(app.engine, worker_id="w", **options)
+    task = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    await until("the worker asleep", lambda: worker._named.sleeping)
+    return worker, task
+
+
+async def test_an_in_process_send_leases_its_run_by_name_in_one_round_trip_on_the_loop(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+    app = shop(pg_url, ran)
+    try:
+        worker, task = await started(app, handoffs=False)
+        try:
+            await app.send_async(Event("order/created", {"n": "warm"}))  # the catalog known
+            await until("the first run", lambda: ran == ["warm"])
+            await until("the worker asleep", lambda: worker._named.sleeping)
+            trips = recording(monkeypatch)
+            refusals = app.engine.writer.loop_refusals
+            [event_id] = await app.send_async(Event("order/created", {"n": "one"}))
+            [send] = [(on_loop, t) for on_loop, t in trips if q.INSERT_EVENT in t]
+            assert send[0], "the send was not committed on the loop"
+            assert LEASE_NAMED in send[1]
+            assert not [t for _, trip in trips for t in trip if t == lq.LIVE_LEASES]
+            assert app.engine.writer.loop_refusals == refusals
+            # its pass started from the lease the send took: no lease attempt of the worker's
+            assert worker.leased_by_name == 0
+            await until("the run", lambda: ran == ["warm", "one"])
+            [run] = await app.runs(event_id=event_id)
+            await until("completed", lambda: worker.passes == 2 and not worker.active)
+            assert (await app.wait_for_run(run.run_id, timeout=10)).status == "COMPLETED"
+        finally:
+            worker.stop()
+            await task
+    finally:
+        app.close()
+
+
+async def test_a_run_the_lease_by_name_leaves_is_looked_for_by_the_worker_at_once(
+    pg_url: str,
+) -> None:
+    """A due run of the function that nobody was told of (its notification lost) is ahead of
+    the new run: the send's lease by name does not take the new run, and the worker, woken by
+    the send, leases both (its poll is a minute away)."""
+    ran: list[str] = []
+    app = shop(pg_url, ran)
+    try:
+        worker, task = await started(app, handoffs=False, poll_interval=60.0)
+        try:
+            now = app.engine.clock.now() - 1.0
+            with cast(PostgresStore, app.engine.store).transaction() as tx:
+                record = app.engine.event_record(Event("order/created", {"n": "ahead"}), now)
+                run = NewRun("0-ahead", "fn", (record.internal_id,), app_id="shop")
+                silent = EventIngest(record, (run,))
+                tx.ingest([silent], now, app.engine.wait_matches)
+                tx.new_runs.clear()  # type: ignore[attr-defined]  # told to nobody
+                tx.made_work = False  # type: ignore[attr-defined]
+            adopted: list[list[str]] = []
+            adopt = worker.adopt
+
+            def adopting(leases: Sequence[Lease]) -> None:
+                adopted.append([lease.run_id for lease in leases])
+                adopt(leases)
+
+            worker.adopt = adopting  # type: ignore[method-assign]
+            await app.send_async(Event("order/created", {"n": "new"}))
+            assert adopted == [[]], "the send's lease took a run with another ahead of it"
+            await until("both runs", lambda: sorted(ran) == ["ahead", "new"])
+        finally:
+            worker.stop()
+            await task
+    finally:
+        app.close()
