@@ -6,15 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from tests.store.builders import SERVED, T0, TTL, cel_matches, event, start
 
+import pgtest
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres._leases import LEASE_NAMED, _candidates, _named
-from stepline.store.records import EventIngest, FunctionSet
+from stepline.store.records import EventIngest, FunctionSet, NewRun
 
 
 def test_load_run_finds_its_events_by_primary_key(pg_url: str) -> None:
@@ -100,6 +102,54 @@ def test_the_lease_by_name_scans_no_table_whatever_the_statistics(pg_url: str) -
             ).fetchone()
     assert "Seq Scan" not in plan, plan
     assert settings == ("auto", "on")  # the transaction's own settings back after it
+
+
+def _lease_named_buffers(url: str, backlog: int) -> int:
+    """The buffers ``LEASE_NAMED``'s generic plan (made with no statistics, as on a fresh
+    database) reads to lease a new run of one function behind ``backlog`` due runs of another
+    function of the same app."""
+    store = PostgresStore(url)
+    try:
+        store.migrate()
+        with store.transaction() as tx:
+            items = [
+                EventIngest(event(f"b{n}"), (NewRun(f"b{n:06d}", "fa", (f"b{n}",), app_id="a"),))
+                for n in range(backlog)
+            ]
+            tx.ingest(
+                [*items, EventIngest(event("new"), (NewRun("z-new", "fb", ("new",), app_id="a"),))],
+                T0,
+                cel_matches,
+            )
+    finally:
+        store.close()
+    params = _named("w", "t", T0 + TTL, "a", ["z-new"], FunctionSet("a", ("fa", "fb")), T0, 10)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("queue", "runs", "events", "history"):  # as if never analyzed
+            conn.execute(f"DELETE FROM pg_statistic WHERE starelid = '{table}'::regclass")
+        query = PostgresQuery(Transformer(conn))
+        query.convert(LEASE_NAMED, params)
+        with conn.transaction(force_rollback=True):
+            conn.execute(lq.GENERIC_PLANS)
+            conn.pgconn.prepare(b"named", query.query, param_types=query.types)
+            values = sql.SQL(", ").join(sql.Literal(params[name]) for name in query._order)
+            explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) EXECUTE named({})")
+            plan = [r[0] for r in conn.execute(explain.format(values))]
+            leased = conn.execute("SELECT run_id FROM queue WHERE lease_owner = 'w'").fetchall()
+    assert [r[0] for r in leased] == ["z-new"]
+    found = next(line for line in plan if "Buffers: shared" in line)
+    return int(found.split("hit=")[1].split()[0])
+
+
+def test_the_lease_by_name_reads_no_more_behind_a_backlog(pg_url: str) -> None:
+    """Its named runs are looked up by primary key, each alone: with ``run_id = ANY(...)`` among
+    the other conditions, the generic plan made without statistics scanned ``queue_fn_due``
+    for every due run of the app, twice (the named runs, then those it locks): 524 buffers
+    against 42 behind 20,000 due runs, 6-20 ms a lease (an in-process send's, a wake-up's)."""
+    alone = _lease_named_buffers(pg_url, 0)
+    pgtest.empty_database(pg_url)
+    behind = _lease_named_buffers(pg_url, 3000)
+    assert behind <= alone + 10, (alone, behind)
 
 
 def _plans_of(conn: psycopg.Connection[Any], fragment: str) -> tuple[int, int] | None:

@@ -199,7 +199,10 @@ _LOAD_MARKED = LOAD_RUN.replace("FROM runs r", "FROM marked r").replace("\nWHERE
 # lease), locked SKIP LOCKED; the runs taken come back as LOAD_RUNS reads them (their runs rows
 # as the statement left them, RETURNING; their events, steps and waits, which it does not
 # write). Any other run is left to lease_due.
-# Each look is a probe by key whatever the plan: the named rows by their primary key, then per
+# Each look is a probe by key whatever the plan: the named rows by their primary key (each
+# looked up alone, a subquery the planner keeps: with `run_id = ANY(...)` beside the other
+# conditions, a generic plan made while the queue had no statistics scanned queue_fn_due for
+# every due row of the app, 20,000 rows behind such a backlog, 6-20 ms a lease), then per
 # row and app (the served one, and none) a subquery in the order of queue_fn_due /
 # queue_fn_lease, LIMIT 1 (it stops at the first row ahead; without the ORDER BY a plan may scan
 # the table for that row, and with both apps in one subquery it sorts all the rows ahead), and
@@ -217,10 +220,11 @@ AHEAD_OF_NAMED = """AND (SELECT 1 FROM queue o
            ORDER BY o.lease_expires_at LIMIT 1) IS NULL"""
 LEASE_NAMED = f"""
 WITH named AS MATERIALIZED (
-    SELECT run_id, function_id, due_at FROM queue
-    WHERE run_id = ANY(%(runs)s)
-      AND function_id = ANY(%(fns)s) AND app_id IN (%(app)s, '')
-      AND lease_owner IS NULL AND due_at <= %(now)s AND ckey1 IS NULL AND ckey2 IS NULL),
+    SELECT q.run_id, q.function_id, q.due_at
+    FROM unnest(%(runs)s::text[]) AS u(run_id)
+    CROSS JOIN LATERAL (SELECT * FROM queue WHERE queue.run_id = u.run_id OFFSET 0) q
+    WHERE q.function_id = ANY(%(fns)s) AND q.app_id IN (%(app)s, '')
+      AND q.lease_owner IS NULL AND q.due_at <= %(now)s AND q.ckey1 IS NULL AND q.ckey2 IS NULL),
 eligible AS MATERIALIZED (
     SELECT n.run_id FROM named n
     WHERE (SELECT 1 FROM paused p
@@ -231,10 +235,12 @@ eligible AS MATERIALIZED (
            WHERE r.run_id = n.run_id AND r.passes < %(max_passes)s
              AND (r.start_timeout IS NULL OR %(now)s <= r.created_at + r.start_timeout)) = 1),
 picked AS (
-    SELECT run_id FROM queue
-    WHERE run_id = ANY(ARRAY(SELECT run_id FROM eligible)) AND lease_owner IS NULL
-    ORDER BY due_at, run_id LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED),
+    SELECT q.run_id FROM eligible e
+    CROSS JOIN LATERAL (
+        SELECT run_id, due_at, lease_owner FROM queue WHERE queue.run_id = e.run_id
+        FOR UPDATE SKIP LOCKED) q
+    WHERE q.lease_owner IS NULL
+    ORDER BY q.due_at, q.run_id LIMIT %(limit)s),
 {_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))", returning=" RETURNING *")}
 {_LOAD_MARKED}
 ORDER BY array_position(ARRAY(SELECT run_id FROM picked), r.run_id)"""
