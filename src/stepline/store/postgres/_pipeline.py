@@ -126,8 +126,10 @@ async def send_all_async(
     (``_drive``: the same generators ``Connection.wait`` drives; ``watch``: the socket's
     reader, registered with the loop for good, if it has one).
     Cancelled while the round trip is in flight, the connection is left busy mid-protocol:
-    the caller must close it (its outcome is unknown when it carried a commit)."""
+    the caller must close it (its outcome is unknown when it carried a commit). A text
+    marked ``at_once`` is prepared at its first execution on the connection, as there."""
     transformer, converted = _adapted(conn, statements)
+    prepare = [query in AT_ONCE for query, _ in statements] if AT_ONCE else None
     if not conn.lock.acquire(blocking=False):  # a connection of the caller's alone: never
         raise psycopg.InterfaceError("the connection is in use by another thread")
     try:
@@ -136,7 +138,7 @@ async def send_all_async(
         if _deallocation_due(conn):
             await _drive(conn._prepared.maintain_gen(conn), socket, watch)
         fresh = _deallocated(conn)  # no round trip left to make
-        sent = _sent(conn, converted, fresh)
+        sent = _sent(conn, converted, fresh, prepare)
         try:
             results = await _drive(_round_trip(conn.pgconn), socket, watch)
         finally:
