@@ -148,8 +148,8 @@ def test_the_lease_by_name_reads_no_more_behind_a_backlog(pg_url: str) -> None:
     against 42 behind 20,000 due runs, 6-20 ms a lease (an in-process send's, a wake-up's)."""
     alone = _lease_named_buffers(pg_url, 0)
     pgtest.empty_database(pg_url)
-    behind = _lease_named_buffers(pg_url, 3000)
-    assert behind <= alone + 10, (alone, behind)
+    behind = _lease_named_buffers(pg_url, 4000)
+    assert behind <= alone + 30, (alone, behind)  # a10aca3: 42 and 160
 
 
 def _plans_of(conn: psycopg.Connection[Any], fragment: str) -> tuple[int, int] | None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from stepline.serde import dumps, dumps_exact
 from stepline.store import _rows as shapes
 from stepline.store._primitives import IndexedWait, ResumedWait, indexed_wait
-from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._arrays import TextArray
 from stepline.store.postgres._statements import at_once
@@ -26,7 +25,8 @@ if TYPE_CHECKING:
 DEDUP_WINDOW = 24 * 3600.0
 # a send's statements, prepared at their first execution on a connection (``at_once``) where
 # psycopg prepares a statement at its fifth: each of a connection's first four was parsed and
-# planned anew (the checks' parse and plan ~0.4 ms of the server's time, the event's ~0.05)
+# planned anew (the checks' parse and plan ~0.4 ms of the server's time, the event's ~0.05);
+# an optimistic ingestion runs them with their generic plans (``PostgresTx.ingest``)
 _NO_WAITS_NOR_MATCHERS = at_once(q.NO_WAITS_NOR_MATCHERS)
 _NO_WAITS_NOR_MATCHERS_IN_CATALOG = at_once(q.NO_WAITS_NOR_MATCHERS_IN_CATALOG)
 at_once(q.INSERT_EVENT)
@@ -51,16 +51,11 @@ def read_index_ahead(tx: PostgresTx, names: set[str], now: float) -> None:
             # the one ``listeners`` sends after the events' rows): a registration that changed
             # it fails the transaction as well, which is made again reading it
             version = tx._triggers.assumed()
-            # its generic plan, prepared at its first use on a connection: planned for its
-            # parameters it cost more than it runs (0.19-0.23 ms against 0.03, at each of a
-            # connection's first nine or so: a send's way to its first step)
-            tx._s.write(lq.GENERIC_PLANS)
             if version is None:
                 tx._s.write(_NO_WAITS_NOR_MATCHERS, checked)
             else:
                 checked["version"] = version
                 tx._s.write(_NO_WAITS_NOR_MATCHERS_IN_CATALOG, checked)
-            tx._s.write(lq.DEFAULT_PLANS)
             for name in bare:
                 index.read_ahead(q.WAIT_PATHS, q.WAITS_UNINDEXED, name, ((), ()))
                 index.read_ahead(q.MATCHER_PATHS, q.MATCHERS_UNINDEXED, name, ((), ()))
