@@ -223,7 +223,7 @@ WITH named AS MATERIALIZED (
     SELECT q.run_id, q.function_id, q.due_at
     FROM unnest(%(runs)s::text[]) AS u(run_id)
     CROSS JOIN LATERAL (SELECT * FROM queue WHERE queue.run_id = u.run_id OFFSET 0) q
-    WHERE q.function_id = ANY(%(fns)s) AND q.app_id IN (%(app)s, '')
+    WHERE q.function_id = ANY(%(fns)s::text[]) AND q.app_id IN (%(app)s, '')
       AND q.lease_owner IS NULL AND q.due_at <= %(now)s AND q.ckey1 IS NULL AND q.ckey2 IS NULL),
 eligible AS MATERIALIZED (
     SELECT n.run_id FROM named n

@@ -27,6 +27,7 @@ from stepline.store.memory_queue import GROUP_VISITS
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _pipeline, _rows
 from stepline.store.postgres import _read_queries as rq
+from stepline.store.postgres._arrays import TextArray
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._merging import Later
 from stepline.store.postgres._statements import _quiet, at_once
@@ -275,15 +276,16 @@ def _named(
     now: float,
     max_passes: int,
 ) -> dict[str, Any]:
-    """``LEASE_NAMED``'s parameters."""
-    runs = list(dict.fromkeys(run_ids))
+    """``LEASE_NAMED``'s parameters (its lists dumped as ``text[]`` without psycopg's look at
+    their elements: ``TextArray``)."""
+    runs = TextArray(dict.fromkeys(run_ids))
     return {
         "owner": owner,
         "token": token,
         "expires": expires,
         "app": app,
         "runs": runs,
-        "fns": list(functions.function_ids) if functions is not None else [""],
+        "fns": TextArray(functions.function_ids if functions is not None else ("",)),
         "now": now,
         "limit": len(runs),
         "max_passes": max_passes,
