@@ -157,9 +157,44 @@ def pg_url(pg_database: str) -> str:
 
 
 @pytest.fixture
-def app() -> App:
-    """A fresh app (functions are registered by each test)."""
-    return App("test-app")
+def app(tmp_path: Path) -> App:
+    """A fresh app (functions are registered by each test), its database in the test's own
+    folder: a test that sends with it directly must not write the default
+    ``.stepline/stepline.db`` of the folder the tests run in."""
+    return App("test-app", db=f"sqlite:///{tmp_path / 'app.db'}")
+
+
+# App()'s database without db= or STEPLINE_DB, under the folder the tests run in (the checkout)
+_DEFAULT_DATABASE = (".stepline/stepline.db", ".stepline/stepline.db-wal")
+
+
+def _default_database_state(folder: Path) -> list[tuple[int, int] | None]:
+    """(mtime, size) of the default database's files under ``folder`` (None: absent)."""
+    found: list[tuple[int, int] | None] = []
+    for name in _DEFAULT_DATABASE:
+        try:
+            stat = (folder / name).stat()
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((stat.st_mtime_ns, stat.st_size))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _the_checkout_database_untouched() -> Any:
+    """A test that opened App()'s default database in the checkout fails: it left state there
+    that the next run (a gate's, a newer schema's) reads, as the gate at 08:02 on 2026-12-07
+    did (a database of a newer schema made by another branch's run). Tests give their apps a
+    database of their own (``tmp_path``, ``TestEngine``, the ``app`` fixture)."""
+    folder = Path.cwd()
+    before = _default_database_state(folder)
+    yield
+    if _default_database_state(folder) != before:
+        pytest.fail(
+            f"this test (or one running at the same time in another test process) wrote "
+            f"{folder / _DEFAULT_DATABASE[0]}: give its App a database of its own"
+        )
 
 
 @pytest.fixture(params=["sqlite", "memory", "postgres"])
