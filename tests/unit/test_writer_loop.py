@@ -52,9 +52,9 @@ class LoopStore(MemoryStore):
 
 
 async def idle(writer: BatchWriter) -> None:
-    """Until the writer thread's drain has ended: it delivers a batch's results before it
-    looks at its queue once more, and a job queued meanwhile is its own (no kick, never the
-    loop's). Polled under a deadline: the thread ends its drain on its own."""
+    """Until the writer thread's drain has ended: while it applies a batch, a job queued is
+    its own (no kick, never the loop's); it ends its drain before it delivers its last batch's
+    results. Polled under a deadline: the thread ends its drain on its own."""
     deadline = time.monotonic() + 30
     while writer._draining:
         assert time.monotonic() < deadline, "the writer thread's drain did not end"
@@ -598,4 +598,39 @@ def test_a_stopped_loops_later_jobs_wait_for_its_commit_in_flight() -> None:
         assert done == ["A", "B", "C"]
     finally:
         loop.close()
+        writer.close()
+
+
+async def test_a_job_submitted_as_the_threads_last_batch_is_delivered_goes_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the thread ends its drain (nothing else queued) before it delivers its last batch's
+    # results: a job the woken caller then submits (a pass's first commit, right after the
+    # send's job that leased the run) is committed on its loop. Before, the thread was still
+    # draining while it delivered, and took that job (about half the passes at load)
+    store = LoopStore()
+    writer = BatchWriter(store)
+    go_on = threading.Event()
+    deliver = BatchWriter._deliver
+
+    def held_after(batch: Any, outcomes: Any) -> None:  # the thread held once it delivered
+        deliver(batch, outcomes)
+        go_on.wait(WAIT)
+
+    monkeypatch.setattr(BatchWriter, "_deliver", staticmethod(held_after))
+
+    def on_the_thread(tx: StoreTx) -> str:
+        store.refuse = None  # only this job is refused on the loop
+        return "first"
+
+    try:
+        store.refuse = WouldBlock("a read before the commit")  # made on the thread
+        assert await writer.write(on_the_thread) == "first"
+        assert writer.loop_commits == 0  # the thread (held once it delivered) made it
+        second = writer.submit(lambda tx: "second", alone=True)
+        await asyncio.wait_for(store.in_flight.wait(), WAIT)  # on the loop, the thread held
+        assert await second == "second"
+        assert (writer.loop_commits, store.batches) == (1, [1, 1])
+    finally:
+        go_on.set()
         writer.close()

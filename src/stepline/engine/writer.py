@@ -389,22 +389,37 @@ class BatchWriter:
 
     # -- the writer thread ----------------------------------------------------------------------
     def _drain(self) -> None:
+        """Apply the batches for the thread until none is left. The next batch is taken (or
+        the drain ended) before a batch's results are delivered: a job its callers submit once
+        woken (a pass's first commit, right after the send's job that leased its run) finds
+        the writer idle when nothing else waits for the thread, and is committed on its loop,
+        never queued for a thread about to end its drain (the GIL handed to the woken loop
+        by the wake-up's write, that job was the thread's in about half the passes at load)."""
         try:
-            while True:
-                with self._lock:  # a job queued after this take is seen at the next, or drains anew
-                    if self._handed:
-                        batch, careful = self._handed.pop(0)
-                    else:
-                        batch, careful = self._take(), False
-                        if not batch:  # nothing queued, handed, nor held for the thread
-                            self._draining = False
-                            return
+            with self._lock:
+                taken = self._next_batch()
+            while taken is not None:
+                batch, careful = taken
                 apply = self._apply_carefully if careful else self._apply
-                self._deliver(batch, apply([p.job for p in batch]))
+                outcomes = apply([p.job for p in batch])
+                with self._lock:  # a job queued after this take is seen at the next, or drains anew
+                    taken = self._next_batch()
+                self._deliver(batch, outcomes)
         except BaseException:  # cannot happen (_apply catches everything); never strand jobs
             with self._lock:
                 self._draining = False
             raise
+
+    def _next_batch(self) -> tuple[list[_Pending], bool] | None:
+        """The thread's next batch and whether it is made carefully (under ``_lock``), or None:
+        nothing queued, handed, nor held for the thread, the drain ended."""
+        if self._handed:
+            return self._handed.pop(0)
+        batch = self._take()
+        if not batch:
+            self._draining = False
+            return None
+        return batch, False
 
     def _taking_held(self) -> bool:
         """Whether the held jobs are the thread's now (under ``_lock``)."""
