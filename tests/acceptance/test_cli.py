@@ -259,6 +259,25 @@ def test_send_prints_the_event_and_the_queued_runs(cli: Cli) -> None:
     assert run_id in listed.stdout
 
 
+def test_send_keeps_the_events_version(cli: Cli) -> None:
+    sent = cli.run(
+        "send",
+        "order/created",
+        "--data",
+        ORDER,
+        "--event-version",
+        "2026-12-01.1",
+        "--app",
+        "examples.shop:app",
+        STEPLINE_DB=cli.db,
+    )
+    assert sent.returncode == 0, sent.stderr
+    event_id = sent.stdout.splitlines()[0].split()[1]
+    shown = cli.run("events", "show", event_id, "--json", STEPLINE_DB=cli.db)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["v"] == "2026-12-01.1"
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -45,12 +45,20 @@ SENDER_APP = "stepline-send"  # the app events sent with --db alone come from: n
     show_envvar=True,
     help="De-duplication id: an event with an id seen in the last 24 h starts nothing.",
 )
+@click.option(
+    "--event-version",
+    metavar="V",
+    envvar="STEPLINE_EVENT_VERSION",
+    show_envvar=True,
+    help="The event's version (Inngest's v): kept and given back with it (ctx.event.v).",
+)
 @app_option
 @db_option
 def send(
     name: str,
     data: dict[str, Any] | None,
     event_id: str | None,
+    event_version: str | None,
     app_ref: str | None,
     db: str | None,
 ) -> None:
@@ -75,7 +83,7 @@ def send(
         app = load_app(app_ref)
     use_db(app, db, memory_ok=False)
     try:
-        event = Event(name=name, data=data or {}, id=event_id)
+        event = Event(name=name, data=data or {}, id=event_id, v=event_version or None)
         asyncio.run(_send(app, app_ref or "", event, make_console()))
     finally:
         app.close()
