@@ -4,7 +4,8 @@ store's (``StoreUnavailable`` when the store may recover by itself), and the sch
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -23,7 +24,10 @@ CLIENT_ENCODING = "UTF8"
 MIGRATE_LOCK = 0x5374_6570  # advisory lock serializing concurrent migrations ("Step")
 # SQLSTATE classes and codes that mean "not now": the store may recover by itself
 _TRANSIENT_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator
-_TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
+# serialization failure, deadlock, lock timeout; and a prepared statement gone from the
+# server behind psycopg's back (``DROPPED``): the statement did nothing, and psycopg, made to
+# forget its names (``forget_dropped``), prepares it again at its next execution
+_TRANSIENT_CODES = {"40001", "40P01", "55P03", "26000"}
 # a data exception: the server refused a value written (out of range, a NUL in a text...). The
 # stores' own "1 / 0" checks (HOLD_LEASE, NONE_SPENT...) are of this class too, but only in
 # optimistic transactions, whose failures are ``Replay`` (made again carefully) before this
@@ -78,6 +82,16 @@ class _Pool(psycopg_pool.ConnectionPool[Any]):
 
     last_failure: str | None = None
 
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """psycopg_pool's, a statement gone from the server forgotten (``forget_dropped``)."""
+        with super().connection(timeout) as conn:
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                forget_dropped(conn, exc)
+                raise
+
     def _connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
         try:
             conn: psycopg.Connection[Any] = super()._connect(timeout)
@@ -89,6 +103,25 @@ class _Pool(psycopg_pool.ConnectionPool[Any]):
             raise
         self.last_failure = None
         return conn
+
+
+DROPPED = "26000"  # invalid_sql_statement_name: a prepared statement the server does not have
+
+
+def forget_dropped(conn: psycopg.Connection[Any], error: BaseException) -> None:
+    """After ``error`` on ``conn``: when a statement psycopg prepared was gone from the server
+    (``DROPPED``: a connection pooler's ``DEALLOCATE ALL`` or ``DISCARD ALL`` behind psycopg's
+    back), psycopg forgets every name it prepared on ``conn``, and the deallocations it meant
+    to send (of names that may be gone as well: each would fail the same way). Else it would
+    execute the missing name again at each use, failing each time, on a connection the pool
+    keeps handing out. Its statements are prepared anew, under new names (psycopg never reuses
+    one on a connection), as at first; a name the server still had stays there unused until the
+    connection ends. Leans on psycopg's prepared-statement cache, as the store's pipeline does
+    (``_pipeline``; the versions bounded in pyproject)."""
+    if isinstance(error, psycopg.Error) and error.sqlstate == DROPPED and not conn.closed:
+        cache = conn._prepared
+        cache._names.clear()
+        cache._to_flush.clear()
 
 
 def last_failure(*pools: psycopg_pool.ConnectionPool[Any]) -> str | None:

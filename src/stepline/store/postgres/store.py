@@ -387,6 +387,7 @@ class PostgresStore(PostgresReads):
             raise
         except psycopg.Error as exc:
             assert statements is not None  # PostgresTx() sends nothing
+            _database.forget_dropped(conn, exc)
             if statements.maybe_committed:
                 raise StoreUnavailable(
                     f"the commit's outcome is unknown: {exc}", self.label
