@@ -435,3 +435,23 @@ def test_a_hand_off_leased_more_than_half_its_ttl_ago_is_dropped() -> None:
     # 1.1 s after it was leased: dropped, and not kept for later
     assert offers.take("w1", ["r2"], presence, 1001.1) == []
     assert offers.take("w1", ["r2"], presence, 1000.0) == []
+
+
+def test_a_run_handed_by_a_sender_of_the_schema_before_loads(
+    pg_store: PostgresStore, pg_url: str, heard: Heard
+) -> None:
+    """A process of schema 17 still running beside one that migrated to 18 (an event's ``v``)
+    hands runs with its own text, six columns an event: the lease loads the run (its events
+    without a ``v``), as a read of it does. It raised IndexError when the pass started, which
+    counts as a failed attempt of the run ("could not be loaded"): a run without retries
+    failed."""
+    register(pg_store, "w1")
+    send(pg_store, "r1")
+    _, [given] = heard.of("r1")
+    columns, events = given.run
+    assert [len(e) for e in events] == [7]
+    older = Handed([given.function_id, "r1", "w1", given.token, columns, [e[:6] for e in events]])
+    state = older.lease().loaded()
+    assert state is not None
+    assert state == pg_store.load_run("r1")
+    assert state.events[0].data == DATA and state.events[0].v is None

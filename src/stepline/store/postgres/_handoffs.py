@@ -287,12 +287,19 @@ def _state(run: Sequence[Any], owner: str) -> Any:
         columns[_STARTED] = columns[_CREATED]
     if columns[_OUTPUT] is not None:
         columns[_OUTPUT] = base64.b64decode(columns[_OUTPUT])
+    # an event's v is its seventh field; a sender of schema 17 (still running beside one that
+    # migrated to 18) hands events of six, without it
     rows = [
-        (e[0], e[1], base64.b64decode(e[2]), base64.b64decode(e[3]), e[4], e[5], e[6])
+        (e[0], e[1], base64.b64decode(e[2]), base64.b64decode(e[3]), e[4], e[5], _v(e))
         for e in events or ()
     ]
     arrays = tuple(zip(*rows, strict=True)) if rows else (None,) * _EVENT_WIDTH
     return _rows.run_state((*columns, *arrays, *_EMPTY_STEPS, *_EMPTY_WAITS))
+
+
+def _v(event: Sequence[Any]) -> Any:
+    """A handed event's ``v`` (None from a sender of schema 17, which had none)."""
+    return event[6] if len(event) > 6 else None
 
 
 def read_payload(payload: str) -> tuple[list[tuple[str, str]], list[Handed]]:
