@@ -21,12 +21,15 @@ from tests.store.builders import T0, cel_matches, lease, start
 from tests.store.test_pg_alone import steps_of
 from tests.store.test_pg_fold import completed
 from tests.store.test_pg_optimistic import outputs
+from tests.store.test_pg_prepared import kept_connection
 
 from stepline.store.interface import Replay, WouldBlock
 from stepline.store.postgres import PostgresStore, _alone, _prepared
 from stepline.store.postgres._alone import (
     FIRST_FRESH_STEP,
     FIRST_STEP,
+    PREPARED_FIRST_FRESH_STEP,
+    PREPARED_GENERIC,
     one_step,
     owner_of_lone_steps,
     queue_steps,
@@ -221,3 +224,70 @@ def test_a_first_row_there_after_all_commits_nothing_of_the_first_commit(
     assert [s.status for s in store.get_steps("r1")] == ["RUNNING"]
     assert run_row(store, "r1") == ("RUNNING", T0, 1)
     assert not store._tokens.marked_running(held.token, "r1")
+
+
+def server_value(conn: psycopg.Connection[Any], query: bytes) -> Any:
+    """A value read on ``conn``'s session outside psycopg (it sees nothing of it)."""
+    result = conn.pgconn.exec_(query)
+    assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
+    value = result.get_value(0, 0)
+    return None if value is None else value.decode()
+
+
+def test_the_first_commit_is_planned_once_per_connection_with_its_generic_plan(
+    store: PostgresStore, prepared_sends: list[bool]
+) -> None:
+    # after _handoffs.GENERIC in its pipeline: before, each of a connection's first five passes
+    # planned it for its parameters (0.19-0.25 ms of the server's time each)
+    held = leased(store, "r1", "r2", "r3")
+    plans: list[str] = []
+    settings: list[str] = []
+
+    async def run() -> None:
+        for one in held:
+            assert await store.commit_steps_on_loop(completed(one, "hf", 3), NOW) is True
+        conn = kept_connection(store)
+        name = PREPARED_FIRST_FRESH_STEP.name_on(conn)
+        assert name is not None
+        plans.append(
+            server_value(
+                conn,
+                b"SELECT generic_plans || ' ' || custom_plans FROM pg_prepared_statements"
+                b" WHERE name = '" + name + b"'",
+            )
+        )
+        for setting in (b"plan_cache_mode", b"enable_seqscan"):  # gone with its transaction
+            settings.append(server_value(conn, b"SELECT current_setting('" + setting + b"')"))
+
+    asyncio.run(run())
+    assert prepared_sends == [True] * 3
+    assert plans == ["3 0"]  # its generic plan chosen three times (made once); no custom one
+    assert settings == ["auto", "on"]
+    assert [run_row(store, h.run_id)[2] for h in held] == [0, 0, 0]
+
+
+def test_its_setting_deallocated_behind_psycopgs_back_commits_nothing_then_is_parsed_again(
+    store: PostgresStore,
+) -> None:
+    [held] = leased(store, "r1")
+    names: list[bytes | None] = []
+    [other] = leased(store, "r2")
+
+    async def run() -> None:
+        assert await store.commit_steps_on_loop(completed(other, "hf", 1), NOW) is True
+        conn = kept_connection(store)
+        name = PREPARED_GENERIC.name_on(conn)
+        assert name is not None
+        names.append(name)
+        conn.pgconn.exec_(b"DEALLOCATE " + name)  # psycopg does not see it
+        with pytest.raises(Replay):  # refused by the server (26000): nothing committed
+            await store.commit_steps_on_loop(completed(held, "hf", 2), NOW)
+        assert outputs(store, "r1") == {}
+        assert not store._tokens.marked_running(held.token, "r1")
+        assert await store.commit_steps_on_loop(completed(held, "hf", 3), NOW) is True
+        names.append(PREPARED_GENERIC.name_on(kept_connection(store)))
+
+    asyncio.run(run())
+    assert names[1] is not None and names[1] != names[0]
+    assert outputs(store, "r1") == {"r1": b"3"}
+    assert run_row(store, "r1") == ("RUNNING", T0, 0)

@@ -24,6 +24,10 @@ an empty cache: the statement is parsed again with its first commit, in the same
 name the server no longer knows (deallocated behind psycopg's back: 26000) fails that commit
 as any refused statement (nothing committed) and is forgotten: parsed anew at the next.
 
+A statement may name another, without parameters, sent right before it in the same pipeline
+(``Prepared.before``: the pass's first commit after ``_handoffs.GENERIC``), prepared the same
+way; the two are one implicit transaction, and a failure of either is the commit's.
+
 The outcome rules are ``Statements.commit_statement_on_loop``'s, applied to the same
 ``Statements`` (``maybe_committed``, ``stale``, ``statement_failed``): the statement is sent
 without ``BEGIN`` in a pipeline, committed by its sync; a statement's error means the sync
@@ -64,18 +68,25 @@ _names = itertools.count()  # a name parsed anew is never one a deallocation may
 
 class Prepared:
     """``query`` (psycopg's ``%s`` placeholders), prepared with its parameters declared of
-    ``types`` (OIDs: the values sent are those types' binary forms)."""
+    ``types`` (OIDs: the values sent are those types' binary forms). ``before``: a statement
+    without parameters sent (prepared too) right before it in its pipeline, in its implicit
+    transaction (``_alone``'s: its generic plan chosen, ``_handoffs.GENERIC``)."""
 
-    __slots__ = ("_key", "_text", "formats", "types")
+    __slots__ = ("_key", "_text", "before", "formats", "types")
+    types: tuple[int, ...]
+    before: Prepared | None
 
-    def __init__(self, query: str, types: Sequence[int]) -> None:
+    def __init__(self, query: str, types: Sequence[int], before: Prepared | None = None) -> None:
         shape = _pipeline._shape(query, "utf-8", len(types))
         if shape is None or len(shape[1]) != len(types):
             raise ValueError("not a statement of positional parameters, one per type")
+        if before is not None and (before.types or before.before is not None):
+            raise ValueError("a statement sent before another has no parameters of its own")
         self._text = shape[0]
         self.types = tuple(types)
         self.formats = [1] * len(types)  # binary, every one
         self._key = (b"stepline prepared: " + self._text, ())  # its psycopg cache entry
+        self.before = before
 
     def name_on(self, conn: psycopg.Connection[Any]) -> bytes | None:
         """The name it is prepared under on ``conn`` (None: not prepared there)."""
@@ -98,7 +109,11 @@ async def commit_prepared(
         return False
     if pgconn.parameter_status(b"client_encoding") != b"UTF8":  # texts are sent as UTF-8
         return False
-    name = cache._names.get(prepared._key)
+    names = cache._names
+    before = prepared.before
+    parts = [(prepared, names.get(prepared._key), values)]
+    if before is not None:
+        parts.insert(0, (before, names.get(before._key), []))
     statements.on_loop = True
     watch = statements.watch
     try:
@@ -108,7 +123,7 @@ async def commit_prepared(
             return False
         statements.round_trips += 1
         try:
-            failed = await _sent(conn, pgconn, cache, prepared, name, values, watch)
+            failed = await _sent(conn, pgconn, cache, parts, watch)
         except psycopg.Error as exc:
             _failed(statements, exc)
             raise
@@ -140,24 +155,27 @@ async def _sent(
     conn: psycopg.Connection[Any],
     pgconn: pq.abc.PGconn,
     cache: Any,
-    prepared: Prepared,
-    name: bytes | None,
-    values: list[bytes | None],
+    parts: list[tuple[Prepared, bytes | None, list[bytes | None]]],
     watch: Watch | None,
 ) -> psycopg.Error | None:
-    """Send ``prepared`` (parsed first when ``conn`` has not got it: no ``name``) with
-    ``values`` and the sync, read every result up to the sync's; the first error, or None."""
+    """Send each of ``parts`` (a statement, the name it is prepared under on ``conn`` or None:
+    parsed first, its values) in order and the sync, read every result up to the sync's; the
+    first error, or None."""
     if pgconn.status != _CONNECTED:
         raise psycopg.OperationalError("the connection is closed")
-    key = prepared._key
-    parse = name is None
-    if name is None:
-        name = b"_stepline_%d" % next(_names)
+    sent: list[tuple[Prepared, bytes, bool]] = []  # each statement, its name, parsed here
+    for prepared, name, _ in parts:
+        sent.append(
+            (prepared, b"_stepline_%d" % next(_names), True)
+            if name is None
+            else (prepared, name, False)
+        )
     pgconn.enter_pipeline_mode()
     try:
-        if parse:
-            pgconn.send_prepare(name, prepared._text, param_types=prepared.types)
-        pgconn.send_query_prepared(name, values, param_formats=prepared.formats)
+        for (prepared, name, parse), (_, _, values) in zip(sent, parts, strict=True):
+            if parse:
+                pgconn.send_prepare(name, prepared._text, param_types=prepared.types)
+            pgconn.send_query_prepared(name, values, param_formats=prepared.formats)
     except BaseException:  # libpq could not buffer it: never sync (commit) a part
         pgconn.finish()  # the server rolls back what it got; the connection is broken
         raise
@@ -170,54 +188,57 @@ async def _sent(
     finally:
         if pgconn.status == _CONNECTED and not pgconn.is_busy():
             pgconn.exit_pipeline_mode()  # (a round trip cut off leaves it in)
-    if len(results) == 1 + parse and results[-1].status in _DONE:
-        if parse:
-            if results[0].status != _OK:  # cannot be: the statement would have been aborted
-                return _pipeline._error(conn, results[0])
-            cache._names[key] = name  # parsed: psycopg deallocates it with all of its own
-        return None
-    return _failure(conn, cache, key, name if parse else None, results)
+    if len(sent) == 1 and len(results) == 1 and results[0].status in _DONE:
+        return None  # the usual: one statement prepared before
+    return _failure(conn, cache, sent, results)
 
 
 def _failure(
     conn: psycopg.Connection[Any],
     cache: Any,
-    key: tuple[bytes, tuple[()]],
-    parsed: bytes | None,
+    sent: list[tuple[Prepared, bytes, bool]],
     results: list[pq.abc.PGresult],
-) -> psycopg.Error:
-    """The first error of ``results`` (the Parse's when ``parsed``, the statement's, else the
-    sync's: the implicit transaction's commit, marked ``at_sync``). Only an error result
-    (FATAL_ERROR, or PIPELINE_ABORTED after one) says the statement failed and its sync rolled
-    it back; any other result where a success was expected, or none, leaves its outcome unknown
+) -> psycopg.Error | None:
+    """The first error of ``results`` (a Parse's, a statement's, else the sync's: the implicit
+    transaction's commit, marked ``at_sync``), or None: every statement succeeded. A statement
+    parsed here is kept under its name once its Parse succeeded. Only an error result
+    (FATAL_ERROR, or PIPELINE_ABORTED after one) says a statement failed and its sync rolled it
+    back; any other result where a success was expected, or none, leaves its outcome unknown
     (an ``InterfaceError`` marked ``at_sync``), never read as rolled back."""
     at = 0
     failed: psycopg.Error | None = None
-    if parsed is not None:
-        status = results[0].status
-        if status == _OK:
-            cache._names[key] = parsed  # parsed: psycopg deallocates it with all of its own
-        elif status in _FAILED:
-            failed = _pipeline._error(conn, results[0])
-        else:
-            return _unknown(f"an unexpected result for the statement's Parse: {results[0]}")
-        at = 1
-    if len(results) <= at:
-        return failed or _unknown(f"no result for the statement: {results}")
-    status = results[at].status
-    if failed is None and status not in _DONE:
-        if status not in _FAILED:
-            return _unknown(f"an unexpected result for the statement: {results[at]}")
-        failed = _pipeline._error(conn, results[at])
-    at += 1
-    if failed is None:  # the sync's: the implicit transaction's commit
+    failed_key = None
+    for prepared, name, parsed in sent:
+        if parsed:
+            if len(results) <= at:
+                return failed or _unknown(f"no result for a statement's Parse: {results}")
+            status = results[at].status
+            if status == _OK:
+                cache._names[prepared._key] = name  # psycopg deallocates it with all of its own
+            elif status not in _FAILED:
+                return _unknown(f"an unexpected result for a statement's Parse: {results[at]}")
+            elif failed is None:
+                failed = _pipeline._error(conn, results[at])
+            at += 1
+        if len(results) <= at:
+            return failed or _unknown(f"no result for the statement: {results}")
+        status = results[at].status
+        if failed is None and status not in _DONE:
+            if status not in _FAILED:
+                return _unknown(f"an unexpected result for the statement: {results[at]}")
+            failed, failed_key = _pipeline._error(conn, results[at]), prepared._key
+        at += 1
+    if failed is None:
+        if len(results) == at:
+            return None
+        # the sync's: the implicit transaction's commit
         failed = next(
             (_pipeline._error(conn, r) for r in results[at:] if r.status not in _pipeline._OK),
             psycopg.InterfaceError(f"unexpected results after the statement: {results[at:]}"),
         )
         setattr(failed, _pipeline._AT_SYNC, True)
-    if failed.sqlstate == _UNKNOWN_NAME:  # deallocated behind psycopg's back: parsed anew next
-        cache._names.pop(key, None)
+    if failed.sqlstate == _UNKNOWN_NAME and failed_key is not None:
+        cache._names.pop(failed_key, None)  # deallocated behind psycopg's back: parsed anew next
     return failed
 
 
