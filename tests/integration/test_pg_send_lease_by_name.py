@@ -129,3 +129,45 @@ async def test_a_run_the_lease_by_name_leaves_is_looked_for_by_the_worker_at_onc
             await task
     finally:
         app.close()
+
+
+async def test_a_sends_commit_begins_in_the_send_when_the_loop_has_nothing_else_ready(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send's job is submitted ``alone`` (its group cannot grow before a kick would run
+    it): on an idle loop its commit is written in the send's own call, not a loop turn later
+    (the round trip begins in the sender's task, not in the writer's kick)."""
+    ran: list[str] = []
+    app = shop(pg_url, ran)
+    try:
+        worker, task = await started(app, handoffs=False, poll_interval=60.0)
+        try:
+            await app.send_async(Event("order/created", {"n": "warm"}))
+            await until("the first run", lambda: ran == ["warm"])
+            writer = app.engine.writer
+
+            def idle() -> bool:
+                return writer._flight is None and not writer._draining and writer._queue.empty()
+
+            begun: list[bool] = []
+            send_all_async = _pipeline.send_all_async
+
+            async def on_loop(conn: Any, statements: Any, watch: Any = None) -> Any:
+                begun.append(asyncio.current_task() is sender)  # the kick's is no task's
+                return await send_all_async(conn, statements, watch)
+
+            monkeypatch.setattr(_pipeline, "send_all_async", on_loop)
+            sender = asyncio.current_task()
+            for n in range(8):  # the loop may have a callback ready (another task's wake-up)
+                await until("the writer idle", lambda: worker._named.sleeping and idle())
+                begun.clear()
+                await app.send_async(Event("order/created", {"n": str(n)}))
+                if begun and begun[0]:
+                    break
+            assert begun and begun[0], "no send began its commit in its own call"
+            await until("the runs", lambda: len(ran) == n + 2)
+        finally:
+            worker.stop()
+            await task
+    finally:
+        app.close()

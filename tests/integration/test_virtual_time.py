@@ -284,7 +284,7 @@ async def test_a_send_whose_write_cannot_be_submitted_fails_and_keeps_the_clock_
         submit = writer.submit
         refused = MemoryError("the job could not be queued")
 
-        def refusing_once(job: Any) -> Any:
+        def refusing_once(job: Any, *_: Any, **__: Any) -> Any:
             monkeypatch.setattr(writer, "submit", submit)
             raise refused
 

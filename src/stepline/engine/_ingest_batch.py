@@ -114,14 +114,28 @@ class IngestBatcher:
                     leases, announced = lease_new(tx, started)
             return results, leases, announced
 
+        delivered: list[bool] = []
+
+        def committed(result: tuple[list[IngestResult], Leased, list[IngestResult]]) -> None:
+            delivered.append(True)
+            self._delivered(result, taken, worker)
+
+        def ended(done: asyncio.Future[Any]) -> None:
+            if not delivered:
+                self._deliver(done, taken, worker)
+
         try:
-            write = engine.writer.submit(job)
+            # alone: when the loop has nothing else ready, no sender can join the group before
+            # a kick would run the job, so its commit begins now (writer.py), a loop turn
+            # earlier; its results are delivered (the passes of the runs it leased started)
+            # as the writer reads the commit's reply, not a loop turn after (``then``)
+            write = engine.writer.submit(job, committed, alone=True)
         except Exception as exc:  # nothing was taken (the writer closed, or the job was not
             # queued): every sender is told, and _deliver hands the worker its count back
             failed: asyncio.Future[Any] = self._loop.create_future()
             failed.set_exception(exc)
             write = failed
-        write.add_done_callback(lambda done: self._deliver(done, taken, worker))
+        write.add_done_callback(ended)
 
     def _refused(self, error: Exception) -> bool:
         """Whether ``error`` (raised in the job) is the store refusing a value."""
@@ -196,7 +210,17 @@ class IngestBatcher:
             for sender in senders:
                 _fail(sender.future, error)
             return
-        results, leased, announced = done.result()
+        self._delivered(done.result(), taken, worker)
+
+    def _delivered(
+        self,
+        result: tuple[list[IngestResult], Leased, list[IngestResult]],
+        taken: list[_Group],
+        worker: EagerWorker | None,
+    ) -> None:
+        """In the loop, once the transaction committed: each sender's results."""
+        senders = taken[0].senders
+        results, leased, announced = result
         try:
             self._engine.after_ingest(results, leased(), worker, announced)
         finally:  # committed: every sender gets its results, whatever happens after
