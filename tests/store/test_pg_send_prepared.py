@@ -8,13 +8,14 @@ does."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from tests.store.builders import T0, cel_matches, trigger
 
 from stepline.store.postgres import PostgresStore, _pipeline
-from stepline.store.postgres._statements import AT_ONCE, at_once
+from stepline.store.postgres._lease_queries import DEFAULT_PLANS, GENERIC_PLANS
+from stepline.store.postgres._statements import AT_ONCE, Statements, at_once
 
 
 def _prepared(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int]]:
@@ -52,3 +53,21 @@ async def test_a_text_marked_at_once_is_prepared_at_its_first_execution_on_the_l
             assert [p for p in _prepared(conn) if "stepline_at_once_probe" in p[0]]
     finally:
         AT_ONCE.discard(text)
+
+
+def test_generic_plans_asked_for_right_after_they_were_put_back_go_on() -> None:
+    """(An optimistic transaction: an ingest's generic plans, then a lease's by name.) The
+    settings the first ``GENERIC_PLANS`` saved are those the last ``DEFAULT_PLANS`` puts back:
+    the pair between them is never sent; one with a statement between them is."""
+    s = Statements(cast(Any, None), optimistic=True)
+    for query in (GENERIC_PLANS, "X", DEFAULT_PLANS, GENERIC_PLANS, "Y", DEFAULT_PLANS, "Z"):
+        s.write(query)
+    s.write(GENERIC_PLANS)
+    assert [query for query, _ in s._queued] == [
+        GENERIC_PLANS,
+        "X",
+        "Y",
+        DEFAULT_PLANS,
+        "Z",
+        GENERIC_PLANS,
+    ]

@@ -51,6 +51,7 @@ from stepline._driven import Watch
 from stepline.store.interface import WouldBlock
 from stepline.store.postgres import _pipeline
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._lease_queries import DEFAULT_PLANS, GENERIC_PLANS
 from stepline.store.postgres._merging import _HOLD, Later, _planned
 from stepline.store.postgres._outcomes import _maybe_committed as _maybe_committed
 from stepline.store.postgres._outcomes import (
@@ -164,7 +165,14 @@ class Statements:
         self._queue(query, params, table)
 
     def _queue(self, query: str, params: Params = None, table: str | None = None) -> None:
-        self._queued.append((query, params))
+        queued = self._queued
+        if query == GENERIC_PLANS and self.optimistic and queued and queued[-1][0] == DEFAULT_PLANS:
+            # generic plans asked for again right after they were put back (an ingest's,
+            # then a lease's by name): they go on, neither statement is sent (the settings
+            # saved by the first are those the last one puts back)
+            del queued[-1], self._tables[-1]
+            return
+        queued.append((query, params))
         self._tables.append(table)
 
     def hold(self, run_id: str, token: str) -> None:
@@ -396,6 +404,11 @@ class Statements:
             # and the jobs would be told their writes committed
             raise Spoiled("a statement outside every savepoint failed: nothing can commit")
         self._depth -= 1
+        queued = self._queued
+        if self.optimistic and queued and queued[-1][0] == DEFAULT_PLANS:
+            # the transaction's own settings end with it: none of the last statements
+            # (a NOTIFY, the commit's settings, a hand-off with generic plans) needs them back
+            del queued[-1], self._tables[-1]
         for statement, params, table in last():
             self._queue(statement, params, table)
         self._check_connection()
