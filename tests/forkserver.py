@@ -14,8 +14,12 @@ code, interpreter shutdown, and traceback on an uncaught error. What differs: wh
 reads when it starts (the ``PYTHON*``, ``LANG`` and ``LC_*`` variables: a command with other
 values than a server's gets a server of its own), the hash seed (shared by the forked processes),
 the preloaded modules' objects (frozen: never collected, ``gc.freeze``), and its parent process
-(the server, which reports its exit code). A command line with interpreter options (``python -X
-dev``) is started afresh; so is every one with ``STEPLINE_TEST_FRESH_PROCESSES=1``.
+(the server, which reports its exit code). Any other command line (another program, ``node``;
+``python`` with interpreter options, ``python -X dev``) is started afresh by ``popen`` as well,
+through the server: its forked process executes it (``execvpe``, as ``subprocess`` does: the
+file found on the environment's ``PATH``, ``SIGPIPE`` and ``SIGXFSZ`` back to their default,
+no descriptor above 2 left open), so it too dies with the test process (below). Every command
+line is started as a plain subprocess with ``STEPLINE_TEST_FRESH_PROCESSES=1``.
 
 The test processes of one run share their servers (``SHARED_VARIABLE``: a folder the run's
 controlling process names, ``share_in``): each kind is started once, by the first test process
@@ -43,6 +47,7 @@ import hashlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,7 +102,8 @@ def _startup_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 def _how(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
     """``("module", name, args)`` or ``("script", path, args)`` for ``python -m ...`` and
-    ``python SCRIPT ...``; None for anything else (another program, interpreter options)."""
+    ``python SCRIPT ...``; None for anything else (another program, interpreter options: a
+    fresh program, ``_executed``)."""
     if len(argv) < 2 or argv[0] != sys.executable:
         return None
     if argv[1] == "-m" and len(argv) >= 3:
@@ -277,6 +283,8 @@ def _become(
     os.environ.clear()
     os.environ.update(request["env"])
     kind, target, args = request["how"]
+    if kind == "exec":
+        _execute(target, args)
     try:
         if kind == "module":
             sys.argv = ["-m", *args]  # runpy puts the module's path first, as python -m does
@@ -295,6 +303,26 @@ def _become(
         sys.excepthook(*sys.exc_info())
         _end(1)
     _end(0)
+
+
+def _execute(target: str, args: list[str]) -> NoReturn:
+    """(In the forked child, its descriptors and environment set) execute ``target`` with
+    ``args``, as ``subprocess.Popen`` would: the signals Python ignores back to their default,
+    every descriptor above 2 closed, the file found on the environment's ``PATH``. A failure
+    (the parent checked the file first: ``_executed``) is said on stderr, exit code 127."""
+    for ignored in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(ignored, signal.SIG_DFL)
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor, closed already
+    try:
+        os.execvpe(target, [target, *args], os.environ)
+    except OSError as exc:
+        os.write(2, f"cannot execute {target}: {exc}\n".encode())
+    os._exit(127)
 
 
 def _exit_code(code: object) -> int:
@@ -500,10 +528,12 @@ def popen(
     descriptors, ``subprocess.DEVNULL``, ``subprocess.STDOUT`` (stderr), or None (this
     process's own)."""
     how = _how(argv)
-    if how is None or _fresh():
+    if _fresh():
         return subprocess.Popen(
             argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
         )
+    if how is None:
+        how = _executed(argv, env, cwd)
     key = (_startup_env(env), tuple(preload))
     with _lock:
         if key not in _servers:
@@ -517,6 +547,24 @@ def popen(
         fds = [_fd(stdin, 0, null), _fd(stdout, 1, null)]
         fds.append(fds[1] if stderr == subprocess.STDOUT else _fd(stderr, 2, null))
         return server.spawn(argv, how, env, cwd, fds)
+
+
+def _executed(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path | str
+) -> tuple[str, str, list[str]]:
+    """``("exec", file, args)``: ``argv`` executed afresh by the server's forked process, its
+    file looked for here first, so that a missing one raises ``FileNotFoundError`` as
+    ``subprocess.Popen`` does (a relative path from ``cwd``, a name on ``env``'s ``PATH``)."""
+    program = argv[0]
+    if os.sep in program:
+        found = os.path.isfile(os.path.join(cwd, program)) and os.access(
+            os.path.join(cwd, program), os.X_OK
+        )
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath)) is not None
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", program)
+    return "exec", program, list(argv[1:])
 
 
 def _fd(given: int | None, own: int, null: Any) -> int:

@@ -22,12 +22,14 @@ import forkserver
 TESTS = Path(__file__).resolve().parents[1]
 DEADLINE = 30.0  # a bound on each wait, never a sleep
 
-# the test process's stand-in: popen a sleeping script through the fork servers, print its pid
+# the test process's stand-in: popen a sleeping script (or another program, ``sleep``: executed
+# afresh by the server's forked process) through the fork servers, print its pid
 _OWNER = """
 import subprocess, sys, time
 import forkserver
+command = [sys.executable, sys.argv[1]] if sys.argv[3] == "python" else ["sleep", "600"]
 child = forkserver.popen(
-    [sys.executable, sys.argv[1]], env=dict(__import__("os").environ), cwd=sys.argv[2],
+    command, env=dict(__import__("os").environ), cwd=sys.argv[2],
     preload=(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
 )
 print(child.pid, flush=True)
@@ -70,9 +72,18 @@ def _shared() -> tuple[str, str]:
     return forkserver.SHARED_VARIABLE, forkserver.WATCH_VARIABLE
 
 
-def _start_owner(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+@pytest.fixture(params=["python", "program"])
+def command(request: pytest.FixtureRequest) -> str:
+    """What the stand-in starts: a Python script (forked) or another program (executed)."""
+    return str(request.param)
+
+
+def _start_owner(
+    env: dict[str, str], tmp_path: Path, command: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    script, sleeper = str(tmp_path / "owner.py"), str(tmp_path / "sleeper.py")
     owner = subprocess.Popen(
-        [sys.executable, str(tmp_path / "owner.py"), str(tmp_path / "sleeper.py"), str(tmp_path)],
+        [sys.executable, script, sleeper, str(tmp_path), command],
         env=env,
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
@@ -92,14 +103,14 @@ def _server_pids(folder: Path) -> list[int]:
 
 
 def test_a_forked_process_dies_with_its_test_process_under_a_shared_server(
-    owner_env: dict[str, str], tmp_path: Path
+    owner_env: dict[str, str], tmp_path: Path, command: str
 ) -> None:
     # the run's shared servers (watching this process, so they outlive the stand-in)
     folder = tmp_path / "servers"
     folder.mkdir()
     owner_env[forkserver.SHARED_VARIABLE] = str(folder)
     owner_env[forkserver.WATCH_VARIABLE] = str(os.getpid())
-    owner, child = _start_owner(owner_env, tmp_path)
+    owner, child = _start_owner(owner_env, tmp_path, command)
     [server] = _server_pids(folder)
     try:
         owner.kill()
@@ -111,20 +122,22 @@ def test_a_forked_process_dies_with_its_test_process_under_a_shared_server(
 
 
 def test_a_forked_process_dies_with_its_test_processs_own_server(
-    owner_env: dict[str, str], tmp_path: Path
+    owner_env: dict[str, str], tmp_path: Path, command: str
 ) -> None:
-    owner, child = _start_owner(owner_env, tmp_path)  # a server of the stand-in's own
+    owner, child = _start_owner(owner_env, tmp_path, command)  # a server of the stand-in's own
     owner.kill()
     owner.wait()
     _wait_gone(child, "the process forked by a killed test process's own server")
 
 
-def test_a_forked_process_dies_with_its_server(owner_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_forked_process_dies_with_its_server(
+    owner_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
     folder = tmp_path / "servers"
     folder.mkdir()
     owner_env[forkserver.SHARED_VARIABLE] = str(folder)
     owner_env[forkserver.WATCH_VARIABLE] = str(os.getpid())
-    owner, child = _start_owner(owner_env, tmp_path)
+    owner, child = _start_owner(owner_env, tmp_path, command)
     [server] = _server_pids(folder)
     try:
         os.kill(server, signal.SIGKILL)  # as a gate's end kills what it finds
@@ -132,3 +145,41 @@ def test_a_forked_process_dies_with_its_server(owner_env: dict[str, str], tmp_pa
     finally:
         owner.kill()
         owner.wait()
+
+
+def test_a_program_not_found_raises_as_subprocess_does(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    with pytest.raises(FileNotFoundError):
+        forkserver.popen(["no-such-program-here"], env=env, cwd=tmp_path, preload=())
+    with pytest.raises(FileNotFoundError):
+        forkserver.popen(["./missing.sh"], env=env, cwd=tmp_path, preload=())
+
+
+def test_a_program_runs_with_its_arguments_environment_and_folder(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "SAID": "hello"}
+    out = tmp_path / "out"
+    with out.open("wb") as sink:
+        process = forkserver.popen(
+            # its ignored signals: those a subprocess of this process has (Python ignores
+            # SIGPIPE and SIGXFSZ, subprocess puts them back; the others ignored here, as under
+            # nohup, stay so), its descriptors: 0-2 only (subprocess closes the others)
+            [
+                "sh",
+                "-c",
+                'echo "$SAID $1 $(pwd)"; grep SigIgn /proc/$$/status; ls /proc/$$/fd; exit 3',
+                "sh",
+                "world",
+            ],
+            env=env,
+            cwd=tmp_path,
+            preload=(),
+            stdout=sink.fileno(),
+        )
+    assert process.wait(timeout=30) == 3
+    said, ignored, *fds = out.read_text().split("\n")
+    assert said == f"hello world {tmp_path}"
+    plain = subprocess.run(
+        ["sh", "-c", "grep SigIgn /proc/$$/status"], capture_output=True, text=True, check=True
+    )
+    assert ignored == plain.stdout.strip()
+    assert sorted(fd for fd in fds if fd) == ["0", "1", "2"]

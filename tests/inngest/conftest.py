@@ -121,7 +121,8 @@ def start_app() -> Iterator[Callable[..., SdkApp]]:
             INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY,
             BASE_URL=base_url or capture.url,
         )
-        # a Python app is forked from a warm interpreter (tests/forkserver.py), node started
+        # a Python app is forked from a warm interpreter (tests/forkserver.py), node executed
+        # afresh by its forked process (both die with this test process)
         process = forkserver.popen(
             command, cwd=cwd, env=env, preload=forkserver.SDK_APPS, stdout=subprocess.DEVNULL
         )

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from _devproc import ROOT, dev_process, free_port, http_json, wait_for
 
+import forkserver
 from conftest import JS_DIR, _npm_ci
 from stepline.store.records import FunctionSet
 from stepline.store.sqlite import SQLiteStore
@@ -78,9 +79,14 @@ def example_app(port: int, dev_url: str, major: str, directory: Path) -> Iterato
     env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
     env.update(PORT=str(port), INNGEST_DEV="1", INNGEST_BASE_URL=dev_url, INNGEST_SDK_MAJOR=major)
     out = directory / f"example-{major}.out"
-    with out.open("wb") as sink:
-        process = subprocess.Popen(
-            ["node", "server.js"], cwd=EXAMPLE, env=env, stdout=sink, stderr=subprocess.STDOUT
+    with out.open("wb") as sink:  # executed by a fork server: it dies with this test process
+        process = forkserver.popen(
+            ["node", "server.js"],
+            cwd=EXAMPLE,
+            env=env,
+            preload=forkserver.SDK_APPS,
+            stdout=sink.fileno(),
+            stderr=subprocess.STDOUT,
         )
     try:
         yield f"http://127.0.0.1:{port}"
