@@ -634,3 +634,48 @@ async def test_a_job_submitted_as_the_threads_last_batch_is_delivered_goes_on_th
     finally:
         go_on.set()
         writer.close()
+
+
+async def test_a_batch_taken_before_a_delivery_that_raised_is_made_all_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the thread takes its next batch before it delivers one's results: were a delivery to
+    # raise (it cannot: a closed loop is caught), that batch is handed back, never stranded
+    store = LoopStore()
+    store.refuse = WouldBlock("a read before the commit")  # every batch made on the thread
+    writer = BatchWriter(store)
+    started, release = threading.Event(), threading.Event()
+    deliver = BatchWriter._deliver
+    raised: list[int] = []
+
+    def once_raising(batch: Any, outcomes: Any) -> None:
+        if not raised:
+            raised.append(1)
+            raise RuntimeError("a delivery that raised")
+        deliver(batch, outcomes)
+
+    def first(tx: StoreTx) -> int:
+        started.set()
+        release.wait(WAIT)
+        return 1
+
+    monkeypatch.setattr(BatchWriter, "_deliver", staticmethod(once_raising))
+    try:
+        writer.submit(first)  # its caller is never answered (its delivery raised)
+        assert await asyncio.to_thread(started.wait, WAIT)
+        second = writer.submit(lambda tx: 2)  # queued while the thread makes the first
+        release.set()
+        await asyncio.to_thread(_until, lambda: bool(raised) and not writer._draining)
+        third = writer.submit(lambda tx: 3)  # the next drain makes the handed-back batch first
+        assert await asyncio.wait_for(asyncio.gather(second, third), WAIT) == [2, 3]
+    finally:
+        release.set()
+        writer.close()
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (another thread's state) under a deadline."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.001)

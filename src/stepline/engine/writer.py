@@ -395,18 +395,22 @@ class BatchWriter:
         the writer idle when nothing else waits for the thread, and is committed on its loop,
         never queued for a thread about to end its drain (the GIL handed to the woken loop
         by the wake-up's write, that job was the thread's in about half the passes at load)."""
+        taken: tuple[list[_Pending], bool] | None = None
         try:
             with self._lock:
                 taken = self._next_batch()
             while taken is not None:
                 batch, careful = taken
+                taken = None
                 apply = self._apply_carefully if careful else self._apply
                 outcomes = apply([p.job for p in batch])
                 with self._lock:  # a job queued after this take is seen at the next, or drains anew
                     taken = self._next_batch()
                 self._deliver(batch, outcomes)
-        except BaseException:  # cannot happen (_apply catches everything); never strand jobs
+        except BaseException:  # cannot happen (_apply and _deliver catch everything they meet)
             with self._lock:
+                if taken is not None:  # taken, not applied: the thread's first batch again
+                    self._handed.insert(0, taken)
                 self._draining = False
             raise
 
