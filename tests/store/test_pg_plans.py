@@ -3,6 +3,7 @@ does not grow with the tables (asserted on the plan, not on time)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -104,10 +105,13 @@ def test_the_lease_by_name_scans_no_table_whatever_the_statistics(pg_url: str) -
     assert settings == ("auto", "on")  # the transaction's own settings back after it
 
 
-def _lease_named_buffers(url: str, backlog: int) -> int:
-    """The buffers ``LEASE_NAMED``'s generic plan (made with no statistics, as on a fresh
-    database) reads to lease a new run of one function behind ``backlog`` due runs of another
-    function of the same app."""
+def _lease_named_widest_node(url: str, backlog: int) -> int:
+    """The most rows any node of ``LEASE_NAMED``'s generic plan (made with no statistics, as on
+    a fresh database) touched — returned, plus removed by its filter, times its loops — to
+    lease a new run of one function behind ``backlog`` due runs of another function of the same
+    app. Rows, not buffers: the database is the test process's, emptied by DELETE, so its
+    indexes hold the dead entries of earlier tests (buffers behind 4,000 runs were 50 in a
+    fresh database and 67 in a gate's)."""
     store = PostgresStore(url)
     try:
         store.migrate()
@@ -133,12 +137,20 @@ def _lease_named_buffers(url: str, backlog: int) -> int:
             conn.execute(lq.GENERIC_PLANS)
             conn.pgconn.prepare(b"named", query.query, param_types=query.types)
             values = sql.SQL(", ").join(sql.Literal(params[name]) for name in query._order)
-            explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) EXECUTE named({})")
-            plan = [r[0] for r in conn.execute(explain.format(values))]
+            explain = sql.SQL("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) EXECUTE named({})")
+            [[plan]] = conn.execute(explain.format(values)).fetchall()
             leased = conn.execute("SELECT run_id FROM queue WHERE lease_owner = 'w'").fetchall()
     assert [r[0] for r in leased] == ["z-new"]
-    found = next(line for line in plan if "Buffers: shared" in line)
-    return int(found.split("hit=")[1].split()[0])
+    return max(_touched(plan[0]["Plan"]))
+
+
+def _touched(node: dict[str, Any]) -> Iterator[int]:
+    """Rows each node of an EXPLAIN (ANALYZE, FORMAT JSON) plan touched: returned and removed
+    by its filters, over all its loops."""
+    removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+    yield (int(node["Actual Rows"]) + int(removed)) * int(node["Actual Loops"])
+    for child in node.get("Plans", ()):
+        yield from _touched(child)
 
 
 def test_the_lease_by_name_reads_no_more_behind_a_backlog(pg_url: str) -> None:
@@ -146,10 +158,10 @@ def test_the_lease_by_name_reads_no_more_behind_a_backlog(pg_url: str) -> None:
     the other conditions, the generic plan made without statistics scanned ``queue_fn_due``
     for every due run of the app, twice (the named runs, then those it locks): 524 buffers
     against 42 behind 20,000 due runs, 6-20 ms a lease (an in-process send's, a wake-up's)."""
-    alone = _lease_named_buffers(pg_url, 0)
+    # dead index entries of earlier tests in this database may add a few (the same run ids)
+    assert _lease_named_widest_node(pg_url, 0) <= 20
     pgtest.empty_database(pg_url)
-    behind = _lease_named_buffers(pg_url, 4000)
-    assert behind <= alone + 30, (alone, behind)  # a10aca3: 42 and 160
+    assert _lease_named_widest_node(pg_url, 4000) <= 20  # a10aca3: 4,000 (queue_fn_due)
 
 
 def _plans_of(conn: psycopg.Connection[Any], fragment: str) -> tuple[int, int] | None:
