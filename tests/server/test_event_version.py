@@ -13,6 +13,7 @@ import pytest
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.errors import EventError
+from stepline.sdk.step import Step
 
 from .conftest import ServeFn, until
 
@@ -23,6 +24,10 @@ VERSION = "2026-12-01.1"
 def app() -> App:
     app = App("versions")
 
+    @app.function(id="child")
+    async def child(ctx: Context) -> str | None:
+        return ctx.event.v
+
     @app.function(id="versions", trigger=TriggerEvent("v/start"))
     async def versions(ctx: Context) -> dict[str, Any]:
         got = await ctx.step.wait_for_event("go", event="v/go", timeout="1h")
@@ -30,6 +35,7 @@ def app() -> App:
             "v": ctx.event.v,
             "vs": [e.v for e in ctx.events],
             "waited": None if got is None else got.v,
+            "invoked": await ctx.step.invoke("invoke", function=child, v="invoked.1"),
         }
 
     return app
@@ -57,7 +63,12 @@ async def test_a_functions_event_and_the_event_its_wait_got_have_their_v(serve: 
         await until("the run to wait", waiting)
         await t.app.send_async(Event("v/go", v="go.2"))
         run = await _ended(client, event_id)
-        assert run["output"] == {"v": VERSION, "vs": [VERSION], "waited": "go.2"}
+        assert run["output"] == {
+            "v": VERSION,
+            "vs": [VERSION],
+            "waited": "go.2",
+            "invoked": "invoked.1",
+        }
 
 
 async def test_the_apis_give_an_events_v_back_only_when_it_has_one(serve: ServeFn) -> None:
@@ -93,3 +104,12 @@ async def test_a_v_that_is_not_storable_text_is_refused(serve: ServeFn, app: App
         assert "v " in reply.json()["error"]
         with pytest.raises(EventError, match="v "):
             await app.send_async(Event("v/other", v=bad))
+    [child] = [fn for fn in app.functions if fn.id == "child"]
+    if not isinstance(bad, str):  # a step.invoke's v is checked in the caller's code
+
+        class Refusing:
+            async def step_invoke(self, *args: Any) -> None:
+                raise AssertionError("not reached")
+
+        with pytest.raises(EventError, match="v must be a string"):
+            await Step(Refusing()).invoke("i", function=child, v=bad)  # type: ignore[arg-type]

@@ -133,6 +133,7 @@ class _Op:
     function_id: str | None = None
     data: dict[str, Any] | None = None
     user: dict[str, Any] | None = None
+    v: str | None = None  # an invoke's event's
     events: list[Event] | None = None
 
 

@@ -503,6 +503,7 @@ class RoundRecorder:
             now,
             due_at=op.due_at,
             user=op.user,
+            v=op.v,
         )
         commit.events.append(event)
         commit.child_runs.append(child)

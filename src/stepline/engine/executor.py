@@ -137,10 +137,11 @@ class PassExecutor(RoundRecorder, PassEndings):
         data: dict[str, Any],
         user: dict[str, Any],
         timeout: float | None = None,
+        v: str | None = None,
     ) -> Any:
         due_at = None if timeout is None else self.now() + timeout
         return await self._request(
-            "invoke", step_id, function_id=function_id, data=data, user=user, due_at=due_at
+            "invoke", step_id, function_id=function_id, data=data, user=user, due_at=due_at, v=v
         )
 
     async def step_send(self, step_id: str, events: list[Event]) -> list[str]:

@@ -18,7 +18,7 @@ from stepline._text import text_problem
 from stepline.durations import parse_duration, parse_instant
 from stepline.errors import ConfigError, EventError, NonRetriableError
 from stepline.expressions import compile_condition, match_shorthand
-from stepline.sdk.event import Event, check_event_name
+from stepline.sdk.event import Event, check_event_name, check_event_version
 from stepline.sdk.function import FunctionDef
 from stepline.serde import dumps
 
@@ -49,6 +49,7 @@ class StepDriver(Protocol):
         data: dict[str, Any],
         user: dict[str, Any],
         timeout: float | None = None,
+        v: str | None = None,
     ) -> Any: ...
 
     async def step_send(self, step_id: str, events: list[Event]) -> list[str]: ...
@@ -166,12 +167,15 @@ class Step:
         data: dict[str, Any] | None = None,
         user: dict[str, Any] | None = None,
         timeout: DurationLike | None = None,
+        v: str | None = None,
     ) -> Any:
         """Start ``function`` with ``data`` as its event data and return its result; its
         failure raises ``StepError`` here. With ``timeout`` ("1h", timedelta, seconds), a child
         that has not finished in time fails this step with ``StepError``
         (``error_name="InngestInvokeTimeoutError"``, "Timed out waiting for invoked function to
-        complete", as in Inngest); the child keeps running unless cancelled."""
+        complete", as in Inngest); the child keeps running unless cancelled. ``v`` becomes the
+        invoked event's ``v`` (the child's ``ctx.event.v``), as the Inngest SDKs' ``v``;
+        ``EventError`` unless a string."""
         _check_id(step_id)
         function_id = function.id if isinstance(function, FunctionDef) else function
         if not isinstance(function_id, str):
@@ -179,8 +183,12 @@ class Step:
         # values JSON cannot give back are refused here, in the caller's code (serde's rule)
         dumps(data, f"data of step.invoke {step_id!r}")
         dumps(user, f"user of step.invoke {step_id!r}")
+        if v is not None:
+            check_event_version("inngest/function.invoked", v)  # the event it makes
         seconds = None if timeout is None else parse_duration(timeout).total_seconds()
-        return await self._driver.step_invoke(step_id, function_id, data or {}, user or {}, seconds)
+        return await self._driver.step_invoke(
+            step_id, function_id, data or {}, user or {}, seconds, v or None
+        )
 
     async def send_event(self, step_id: str, events: Event | Sequence[Event]) -> list[str]:
         """Send events once (memoized); returns their ids. The events, and the runs they start,
