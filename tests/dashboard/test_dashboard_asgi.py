@@ -326,7 +326,8 @@ async def test_the_event_stream_shows_the_runs_each_event_started_resumed_or_can
         await _settled(app, run_id, {"WAITING"})
     [approved] = await app.send_async(Event("expense/approved", {"expenseId": "e-1"}))
     [withdrawn] = await app.send_async(Event("expense/withdrawn", {"expenseId": "e-2"}))
-    [unrelated] = await app.send_async(Event("expense/approved", {"expenseId": "e-9"}))
+    unrelated_event = Event("expense/approved", {"expenseId": "e-9"}, v="2026-12-01.1")
+    [unrelated] = await app.send_async(unrelated_event)
     await _settled(app, runs[0], {"COMPLETED"})
     await _settled(app, runs[1], {"CANCELLED"})
     async with _client(_server(app, DEV)) as client:
@@ -353,6 +354,8 @@ async def test_the_event_stream_shows_the_runs_each_event_started_resumed_or_can
         assert f'<tr data-effect="started" data-run="{runs[0]}">' in first
         alone = (await client.get(f"/events/{unrelated}")).text
         assert "It started, resumed and cancelled no run." in alone
+        assert '<dt>Version</dt><dd class="mono">2026-12-01.1</dd>' in alone  # its v
+        assert "<dt>Version</dt>" not in first
         missing = await client.get("/events/nope")
         assert missing.status_code == 404 and "There is no event nope" in missing.text
         run_page = (await client.get(f"/runs/{runs[1]}")).text
