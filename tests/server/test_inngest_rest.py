@@ -179,7 +179,7 @@ async def test_events_filtered_by_name_received_time_and_limit(serve: ServeFn) -
         assert len(two.json()["data"]) == 2
 
 
-async def test_events_default_to_twenty_and_are_cut_to_a_hundred(serve: ServeFn) -> None:
+async def test_events_default_to_twenty_and_are_cut_to_fifty_one(serve: ServeFn) -> None:
     async with serve() as (client, _):
         sent = [{"name": "x/many", "data": {"n": i}} for i in range(120)]
         assert (await client.post("/e/key", json=sent)).status_code == 200
@@ -189,7 +189,24 @@ async def test_events_default_to_twenty_and_are_cut_to_a_hundred(serve: ServeFn)
             got = await client.get("/v1/events", params={"name": "x/many", "limit": limit})
             assert len(got.json()["data"]) == 20
         most = await client.get("/v1/events", params={"name": "x/many", "limit": "1000"})
-        assert len(most.json()["data"]) == 100  # bounded as Inngest bounds it
+        assert len(most.json()["data"]) == 51  # bounded as Inngest bounds it (cqrs.MaxEvents)
+
+
+async def test_events_are_the_last_hours_unless_received_after_says(serve: ServeFn) -> None:
+    # Inngest's WorkspaceEventsOpts.Validate: Oldest defaults to an hour ago
+    clock = MockClock(start=1_800_000_000.0, autojump=False)
+    async with serve(clock=clock) as (client, _):
+        [old] = (await client.post("/e/key", json={"name": "x/hour"})).json()["ids"]
+        clock.advance(3000)
+        [recent] = (await client.post("/e/key", json={"name": "x/hour"})).json()["ids"]
+        clock.advance(601)  # the first one is now an hour and a second old
+
+        async def listed(**params: str) -> list[str]:
+            reply = await client.get("/v1/events", params={"name": "x/hour", **params})
+            return [e["internal_id"] for e in reply.json()["data"]]
+
+        assert await listed() == [recent]
+        assert await listed(received_after="1800000000000") == [recent, old]
 
 
 async def test_events_list_refuses_what_it_cannot_read(serve: ServeFn) -> None:

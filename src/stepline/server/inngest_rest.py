@@ -8,11 +8,13 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
   lists them (its ``ORDER BY internal_id DESC``; an id's time is when it was received, or the
   sender's seed's for an SDK's ``x-inngest-event-id-seed``): ``name``, ``received_after`` and
   ``received_before`` (ISO 8601 or epoch milliseconds; 400 ``Invalid received_after query
-  parameter`` otherwise), ``limit`` (default 20, as Inngest's ``DefaultEvents``; a larger one is
-  cut to 100), ``cursor``: a ULID (400 ``Invalid cursor query parameter`` otherwise, as
-  Inngest's ``ulid.Parse``), only the events whose internal id is below it: the last
-  ``internal_id`` of a page gives the next page, each event once (ids are unique and ordered),
-  whether or not the cursor's event is still stored.
+  parameter`` otherwise; without ``received_after``, the events received in the last hour, as
+  Inngest's ``WorkspaceEventsOpts.Validate`` defaults its ``Oldest``), ``limit`` (default 20, as
+  Inngest's ``DefaultEvents``; a larger one is cut to 51, its ``cqrs.MaxEvents``), ``cursor``:
+  a ULID (400 ``Invalid cursor query parameter`` otherwise, as Inngest's ``ulid.Parse``), only
+  the events whose internal id is below it: the last ``internal_id`` of a page gives the next
+  page, each event once (ids are unique and ordered), whether or not the cursor's event is
+  still stored.
 - ``GET /v1/events/{event_id}``: one event (400 ``Invalid event ID``, 404 ``Event not found``).
 - ``GET /v1/events/{event_id}/runs``: the runs the event started (``_event_runs``).
 - ``GET /v1/runs/{run_id}``: one run, in the shape of an event's runs (404 ``Unable to load
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -70,7 +73,8 @@ RUN_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancel
 MAX_EVENT_RUNS = 1000
 CACHED = 5  # seconds: how long Inngest's API says an event or an event's runs may be cached
 DEFAULT_EVENTS = 20  # Inngest's DefaultEvents
-MAX_EVENTS = 100
+MAX_EVENTS = 51  # Inngest's cqrs.MaxEvents: a larger limit is cut to it
+DEFAULT_WINDOW = 3600.0  # seconds: without received_after, the last hour's (Inngest's Oldest)
 EVERY_RUN = 10**9  # a bulk cancellation's limit: every matching run
 ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
 ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
@@ -101,7 +105,11 @@ async def _events(request: Request) -> Response:
         for name in ("received_after", "received_before")
         for text in [params.get(name)]
     }
-    events = await stepline_app(request).events(
+    app = stepline_app(request)
+    if bounds["received_after"] is None:  # Inngest's WorkspaceEventsOpts.Validate
+        hour_ago = app.engine.clock.now() - DEFAULT_WINDOW
+        bounds["received_after"] = datetime.fromtimestamp(hour_ago, UTC)
+    events = await app.events(
         name=params.get("name") or None,
         received_after=bounds["received_after"],
         received_before=bounds["received_before"],
@@ -112,7 +120,7 @@ async def _events(request: Request) -> Response:
 
 
 def _limit(text: str | None) -> int:
-    """``limit`` as Inngest reads it: none or 0 → the default; bounded to 1-100; not a number
+    """``limit`` as Inngest reads it: none or 0 → the default; bounded to 1-51; not a number
     → 400 (Inngest reads it as 0)."""
     if text is None or text == "":
         return DEFAULT_EVENTS

@@ -351,7 +351,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/events": {
             "get": _op(
                 "Events received, newest first by internal id (as Inngest's REST API; default 20,"
-                " at most 100)",
+                " at most 51; the last hour's unless received_after says)",
                 _json({"type": "object"}),
                 params=[
                     _query("name", "Event name"),
