@@ -268,10 +268,13 @@ class SyncStep:
         data: dict[str, Any] | None = None,
         user: dict[str, Any] | None = None,
         timeout: DurationLike | None = None,
+        v: str | None = None,
     ) -> Any:
         """See ``Step.invoke``."""
         return self._call(
-            self._step.invoke(step_id, function=function, data=data, user=user, timeout=timeout)
+            self._step.invoke(
+                step_id, function=function, data=data, user=user, timeout=timeout, v=v
+            )
         )
 
     def send_event(self, step_id: str, events: Event | Sequence[Event]) -> list[str]:
