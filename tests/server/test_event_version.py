@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from stepline import App, Context, Event, SyncContext, TriggerEvent
+from stepline import App, Context, Event, TriggerEvent
 from stepline.errors import EventError
 from stepline.sdk.step import Step
-from stepline.testing import TestEngine
 
 from .conftest import ServeFn, until
 
@@ -115,20 +114,3 @@ async def test_a_v_that_is_not_storable_text_is_refused(serve: ServeFn, app: App
         with pytest.raises(EventError, match="v must be a string"):
             await Step(Refusing()).invoke("i", function=child, v=bad)  # type: ignore[arg-type]
 
-
-async def test_a_sync_functions_invoke_gives_the_invoked_event_its_v() -> None:
-    # SyncStep.invoke had no v= (the async Step.invoke had): a sync function could not set it
-    app = App("sync-versions")
-
-    @app.function(id="child")
-    async def child(ctx: Context) -> str | None:
-        return ctx.event.v
-
-    @app.function(id="parent", trigger=TriggerEvent("v/sync"))
-    def parent(ctx: SyncContext) -> Any:
-        return ctx.step.invoke("invoke", function=child, v="sync.1")
-
-    async with TestEngine(app, store="memory") as t:
-        run = await t.trigger(Event("v/sync"))
-        assert run.status == "COMPLETED", run.error
-        assert run.output == "sync.1"
