@@ -113,4 +113,3 @@ async def test_a_v_that_is_not_storable_text_is_refused(serve: ServeFn, app: App
 
         with pytest.raises(EventError, match="v must be a string"):
             await Step(Refusing()).invoke("i", function=child, v=bad)  # type: ignore[arg-type]
-
