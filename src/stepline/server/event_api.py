@@ -25,7 +25,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -241,26 +241,14 @@ def record_from_json(item: Any, now: float, internal_id: str | None, max_bytes: 
     if "_inngest" in data:
         data = {k: v for k, v in data.items() if k != "_inngest"}
     user = _object(item, "user")
-    sender_id = item.get("id")
-    if sender_id == "":
-        sender_id = None
-    if sender_id is not None and type(sender_id) is not str:
-        raise EventError(f"id must be a string, got {kind(sender_id)}")
-    if sender_id is not None:
-        check_event_id(name, sender_id)
+    sender_id = _optional_text(item, "id", name, check_event_id)
     ts = item.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         raise EventError(f"ts must be epoch milliseconds (a number), got {kind(ts)}")
     millis = int(ts) if ts else 0  # 0, like none, means "when received" (as in Inngest)
     if millis:
         check_event_ts(name, millis)
-    v = item.get("v")
-    if v == "":
-        v = None
-    if v is not None and type(v) is not str:
-        raise EventError(f"v must be a string, got {kind(v)}")
-    if v is not None:
-        check_event_version(name, v)
+    v = _optional_text(item, "v", name, check_event_version)
     try:  # values decoded by orjson encode back to themselves (serde's rule holds)
         data_json = orjson.dumps(data)
         size = len(data_json) + (len(orjson.dumps(user)) if user else 2)
@@ -277,6 +265,20 @@ def record_from_json(item: Any, now: float, internal_id: str | None, max_bytes: 
         data_json,
         v,
     )
+
+
+def _optional_text(
+    item: dict[str, Any], field: str, name: str, check: Callable[[str, str], object]
+) -> str | None:
+    """``item``'s optional string ``field`` ("" is none, as Inngest's omitempty), checked by
+    ``check(name, value)``."""
+    value = item.get(field)
+    if value is None or value == "":
+        return None
+    if type(value) is not str:
+        raise EventError(f"{field} must be a string, got {kind(value)}")
+    check(name, value)
+    return value
 
 
 def _object(item: dict[str, Any], field: str) -> dict[str, Any]:

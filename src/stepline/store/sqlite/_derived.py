@@ -168,12 +168,9 @@ def by_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, EventRow]:
     return found
 
 
-def listed(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]]:
-    """The announcements ``LIST_EVENTS`` would list for ``query`` (its rows' shape: the event's
-    columns, received_at, duplicate), newest first, up to its limit."""
-    names = _names(query.name)
-    if not names:
-        return []
+def _received_between(query: EventFilter) -> tuple[list[str], list[Any]]:
+    """The announcement rows' clauses (and their parameters) of ``query``'s received-time
+    bounds."""
     clauses: list[str] = []
     params: list[Any] = []
     if query.received_after is not None:
@@ -182,6 +179,16 @@ def listed(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]
     if query.received_before is not None:
         clauses.append("a.received_at <= ?")
         params.append(query.received_before)
+    return clauses, params
+
+
+def listed(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]]:
+    """The announcements ``LIST_EVENTS`` would list for ``query`` (its rows' shape: the event's
+    columns, received_at, duplicate), newest first, up to its limit."""
+    names = _names(query.name)
+    if not names:
+        return []
+    clauses, params = _received_between(query)
     if query.after is not None:  # a row whose first id is before it: its second may be too
         clauses.append("(a.received_at, a.internal_id) < (?, ?)")
         params.extend(query.after)
@@ -206,14 +213,7 @@ def listed_by_id(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any
     below = query.id_below
     if not names or below is None or query.limit <= 0:
         return []
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.received_after is not None:
-        clauses.append("a.received_at >= ?")
-        params.append(query.received_after)
-    if query.received_before is not None:
-        clauses.append("a.received_at <= ?")
-        params.append(query.received_before)
+    clauses, params = _received_between(query)
     millis = _millis(below)
     if millis is not None:  # an id below it was made in its millisecond or before
         clauses.append("a.received_at < ?")
