@@ -35,6 +35,8 @@ child = forkserver.popen(
 print(child.pid, flush=True)
 time.sleep(600)
 """
+# real time: the test process and the child program sleep until the test kills them (their 600 s
+# are never waited for; the test asserts they are gone once their parent is)
 _SLEEPER = "import time\ntime.sleep(600)\n"
 
 

@@ -12,6 +12,7 @@ import pytest
 import pgtest
 import sqlitetest
 from stepline.store import MemoryStore, SQLiteStore, Store
+from stepline.store.postgres import _alone, _prepared
 
 if TYPE_CHECKING:
     from stepline.store.postgres import PostgresStore
@@ -100,3 +101,19 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(_pipeline, "send_all", recording_all)
     return found
+
+
+@pytest.fixture
+def prepared_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """(PostgreSQL) each lone step commit sent prepared: whether it was (False: the usual lane
+    took it)."""
+    sends: list[bool] = []
+    commit = _prepared.commit_prepared
+
+    async def recorded(*args: Any) -> bool:
+        sent = await commit(*args)
+        sends.append(sent)
+        return sent
+
+    monkeypatch.setattr(_alone, "commit_prepared", recorded)
+    return sends

@@ -24,7 +24,7 @@ from tests.store.test_pg_optimistic import outputs
 from tests.store.test_pg_prepared import kept_connection
 
 from stepline.store.interface import Replay, WouldBlock
-from stepline.store.postgres import PostgresStore, _alone, _prepared
+from stepline.store.postgres import PostgresStore, _alone
 from stepline.store.postgres._alone import (
     FIRST_FRESH_STEP,
     FIRST_STEP,
@@ -46,21 +46,6 @@ NOW = T0 + 5.5  # the time the first commit's job is given
 def store(own_pg_store: PostgresStore) -> PostgresStore:
     own_pg_store.load_run("none")  # one idle connection in the read pool
     return own_pg_store
-
-
-@pytest.fixture
-def prepared_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Each lone step commit sent prepared: whether it was (False: the usual lane took it)."""
-    sends: list[bool] = []
-    commit = _prepared.commit_prepared
-
-    async def recorded(*args: Any) -> bool:
-        sent = await commit(*args)
-        sends.append(sent)
-        return sent
-
-    monkeypatch.setattr(_alone, "commit_prepared", recorded)
-    return sends
 
 
 def leased(store: PostgresStore, *run_ids: str) -> list[Lease]:

@@ -48,21 +48,6 @@ def store(own_pg_store: PostgresStore) -> PostgresStore:
     return own_pg_store
 
 
-@pytest.fixture
-def prepared_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Each lone step commit sent prepared: whether it was (False: the usual lane took it)."""
-    sends: list[bool] = []
-    commit = _prepared.commit_prepared
-
-    async def recorded(*args: Any) -> bool:
-        sent = await commit(*args)
-        sends.append(sent)
-        return sent
-
-    monkeypatch.setattr(_alone, "commit_prepared", recorded)
-    return sends
-
-
 def kept_connection(store: PostgresStore) -> psycopg.Connection[Any]:
     kept = store._loop_conns._kept
     assert kept is not None
