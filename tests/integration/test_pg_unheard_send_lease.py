@@ -62,7 +62,7 @@ async def test_runs_leased_by_a_send_whose_reply_was_lost_run_within_their_ttl(
                 patch.setattr(writer, "submit", reply_lost)
                 with pytest.raises(StoreUnavailable):
                     await app.send_async(Event(name="quick/go", id="q-1"))
-            [(_, leased, _)] = lost
+            [(_, leased, _, _)] = lost
             assert leased(), "the send's transaction leased nothing for the worker"
 
             async def completed() -> bool:

@@ -27,16 +27,33 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stepline.engine._collector import collector_paused
 from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
+from stepline.store.capabilities import Flushed, FlushesLater
 from stepline.store.interface import StoreTx
-from stepline.store.records import EventIngest, IngestResult
+from stepline.store.records import EventIngest, IngestResult, Lease
 
 if TYPE_CHECKING:
     from stepline.engine._new_runs import Leased
     from stepline.engine.engine import EagerWorker, Engine
+
+    # what the send's job gives once committed: the results, the leases (read then), what
+    # announcing runs failed instead did, and the flush waited for after the commit if any
+    _Written = tuple[list[IngestResult], Leased, list[IngestResult], Flushed | None]
+
+# whether a kind of transaction may wait for its flush after its commit (decided once a kind)
+_FLUSHES_LATER: dict[type, bool] = {}
+
+
+def _flush_later(tx: StoreTx) -> Flushed | None:
+    """``tx.flush_later()`` if it can (``FlushesLater``), else None."""
+    kind = type(tx)
+    can = _FLUSHES_LATER.get(kind)
+    if can is None:
+        can = _FLUSHES_LATER[kind] = isinstance(tx, FlushesLater)
+    return cast(FlushesLater, tx).flush_later() if can else None
 
 
 @dataclass(slots=True)
@@ -92,11 +109,11 @@ class IngestBatcher:
         lease_new = worker.lease_new_runs(engine.clock.now()) if worker is not None else None
         taken: list[_Group] = []
 
-        def job(tx: StoreTx) -> tuple[list[IngestResult], Leased, list[IngestResult]]:
+        def job(tx: StoreTx) -> _Written:
             if not taken:  # else applied again (writer.py): the same group
                 group = self._take()
                 if group is None:  # cannot happen: only this job takes the group it was made for
-                    return [], list, []
+                    return [], list, [], None
                 taken.append(group)
             group = taken[0]
             group.refused = {}  # (applied again: decided again)
@@ -109,14 +126,16 @@ class IngestBatcher:
                     results = self._each_alone(tx, group)
                 leases: Leased = list
                 announced: list[IngestResult] = []
+                flushed: Flushed | None = None
                 if lease_new is not None:
                     started = [run_id for r in results for run_id in r.run_ids]
                     leases, announced = lease_new(tx, started)
-            return results, leases, announced
+                    flushed = _flush_later(tx)
+            return results, leases, announced, flushed
 
         delivered: list[bool] = []
 
-        def committed(result: tuple[list[IngestResult], Leased, list[IngestResult]]) -> None:
+        def committed(result: _Written) -> None:
             delivered.append(True)
             self._delivered(result, taken, worker)
 
@@ -190,7 +209,7 @@ class IngestBatcher:
 
     def _deliver(
         self,
-        done: asyncio.Future[tuple[list[IngestResult], Leased, list[IngestResult]]],
+        done: asyncio.Future[_Written],
         taken: list[_Group],
         worker: EagerWorker | None,
     ) -> None:
@@ -212,17 +231,57 @@ class IngestBatcher:
             return
         self._delivered(done.result(), taken, worker)
 
-    def _delivered(
+    def _delivered(self, result: _Written, taken: list[_Group], worker: EagerWorker | None) -> None:
+        """In the loop, once the transaction committed: each sender's results; once it is on
+        disk when its flush is waited for after its commit (``FlushesLater``: the passes of
+        the runs it leased start now, the senders are told once it is flushed)."""
+        results, leased, announced, flushed = result
+        wait = flushed.wait if flushed is not None else None
+        if wait is None:
+            self._acknowledged(results, leased(), announced, taken, worker, False)
+            return
+        leases = leased()
+        if worker is not None:
+            worker.adopt(leases)
+        wait.add_done_callback(
+            lambda done: self._flushed(done, results, leases, announced, taken, worker)
+        )
+
+    def _flushed(
         self,
-        result: tuple[list[IngestResult], Leased, list[IngestResult]],
+        done: asyncio.Future[None],
+        results: list[IngestResult],
+        leases: list[Lease],
+        announced: list[IngestResult],
         taken: list[_Group],
         worker: EagerWorker | None,
     ) -> None:
-        """In the loop, once the transaction committed: each sender's results."""
+        """In the loop, once a transaction committed without waiting for its flush waited
+        for it: each sender's results, or the error saying its outcome is unknown (committed,
+        perhaps not on disk; the leases taken are the worker's: their passes run)."""
+        error = done.exception() if not done.cancelled() else None
+        if done.cancelled():
+            error = StoreUnavailable("the send's flush to disk was not waited for: cancelled")
+        if error is not None:
+            for sender in taken[0].senders:
+                _fail(sender.future, error)
+            return
+        self._acknowledged(results, leases, announced, taken, worker, True)
+
+    def _acknowledged(
+        self,
+        results: list[IngestResult],
+        leases: list[Lease],
+        announced: list[IngestResult],
+        taken: list[_Group],
+        worker: EagerWorker | None,
+        adopted: bool,
+    ) -> None:
+        """In the loop, once the transaction is on disk: each sender's results (``adopted``:
+        the worker started the leases' passes already)."""
         senders = taken[0].senders
-        results, leased, announced = result
         try:
-            self._engine.after_ingest(results, leased(), worker, announced)
+            self._engine.after_ingest(results, leases, worker, announced, adopted=adopted)
         finally:  # committed: every sender gets its results, whatever happens after
             at = 0
             refused = taken[0].refused

@@ -441,14 +441,17 @@ class Engine:
         leases: Sequence[Lease],
         worker: EagerWorker | None,
         announced: Sequence[IngestResult] = (),
+        *,
+        adopted: bool = False,
     ) -> None:
         """Once an ingestion committed: count the events, start the passes of the runs leased
         to ``worker`` in its transaction, wake the workers that may have work, tell the live
         views. ``announced``: what the announcements of runs failed instead of leased did.
         The runs are handed over first: whatever raises after it, none is left leased without
         a pass until its lease expires, and the worker no longer counts the write as work in
-        flight (a virtual clock would never jump again)."""
-        if worker is not None:
+        flight (a virtual clock would never jump again). ``adopted``: the worker started
+        them already (at the commit, before the flush this waited for: ``FlushesLater``)."""
+        if worker is not None and not adopted:
             worker.adopt(leases)
         self.metrics.accept_events(len(results))
         handed_over(results)

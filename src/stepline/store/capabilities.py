@@ -6,6 +6,7 @@ version owed (memory, SQLite), optimistic group commits (PostgreSQL, SQLite).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -79,6 +80,35 @@ class LeasesNewRuns(Protocol):
         saying its function; the transaction's wake-up no longer names them (as the runs a
         ``lease_due`` of its took): one it does not lease (something of its function ahead of
         it) is left to the caller's worker, which looks for it (a full lease attempt)."""
+        ...
+
+
+class Flushed:
+    """The flush to disk of a transaction committed without waiting for it (``FlushesLater``).
+    ``wait``, set by the store once the transaction committed, is done once the transaction
+    is on disk, or fails with ``StoreUnavailable`` (committed, but perhaps not on disk: its
+    outcome is unknown); None: the commit itself waited for the flush, as any durable
+    commit (the store could not defer it: committed on its thread, no idle connection)."""
+
+    __slots__ = ("asked", "owed", "wait")
+
+    def __init__(self) -> None:
+        # the store's own: flush_later was called; the commit was sent without waiting
+        self.asked = self.owed = False
+        self.wait: asyncio.Future[None] | None = None
+
+
+@runtime_checkable
+class FlushesLater(Protocol):
+    """A transaction that may commit without waiting for its WAL's flush and wait for that
+    flush after its commit (PostgreSQL, committed on an event loop): an in-process send's
+    worker starts the passes of the runs it leased at the commit, a disk flush sooner, and
+    the senders are acknowledged once the flush is done (docs/design.md, "An in-process
+    send's passes start before its flush")."""
+
+    def flush_later(self) -> Flushed:
+        """Ask for it (a durable transaction that leased its new runs by name, committed on
+        its loop; else the commit waits for its flush as before: ``Flushed.wait`` None)."""
         ...
 
 

@@ -22,6 +22,7 @@ from stepline._driven import Watch
 from stepline.errors import StoreUnavailable
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._pass_rules import fail_spent
+from stepline.store.capabilities import Flushed
 from stepline.store.interface import Replay, WouldBlock
 from stepline.store.memory_queue import GROUP_VISITS
 from stepline.store.postgres import _lease_queries as lq
@@ -216,7 +217,20 @@ def lease_new_runs(
     (as ``lease_due`` leaves out the runs it took)."""
     new_runs = tx.new_runs
     functions_of = {run_id: new_runs.pop(run_id, "") for run_id in run_ids}
+    if tx.statements.on_loop and run_ids:  # its flush may wait after its commit (flush_later)
+        tx.flushed = Flushed()
     return lease_named(tx, owner, now, run_ids, ttl, functions, max_passes, functions_of)
+
+
+def flush_later(tx: PostgresTx) -> Flushed:
+    """``FlushesLater.flush_later``: a transaction committed on its loop that leased its new
+    runs by name (``lease_new_runs``) commits without waiting for its WAL's flush, then waits
+    for it (``store._flush_later``); any other as before (its commit waits for the flush)."""
+    flushed = tx.flushed
+    if flushed is None:
+        return Flushed()
+    flushed.asked = True
+    return flushed
 
 
 async def lease_named_alone(

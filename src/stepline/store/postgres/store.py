@@ -38,6 +38,7 @@ from stepline._urls import shown_url
 from stepline.errors import ConfigError, StoreUnavailable
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
+from stepline.store.capabilities import Flushed
 from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
@@ -46,7 +47,7 @@ from stepline.store.postgres._handoffs import HandOffs
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
 from stepline.store.postgres._leases import lease_named_alone
-from stepline.store.postgres._statements import Spoiled, Statements
+from stepline.store.postgres._statements import FLUSHED, Spoiled, Statements, _quiet
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.reads import PostgresReads, raising_store_errors
@@ -81,8 +82,12 @@ def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
             if tx.durable:
                 tx.statements.flush_after = True
             return last
+    flushed = tx.flushed
     if not tx.durable:
         last.append((NO_FLUSH_WAIT, None, None))
+    elif flushed is not None and flushed.asked:  # the flush waited for after the commit
+        last.append((NO_FLUSH_WAIT, None, None))
+        flushed.owed = True
     return last
 
 
@@ -382,6 +387,8 @@ class PostgresStore(PostgresReads):
             )
             if tx.marked:
                 self._tokens.mark_running(tx.marked)
+            if tx.flushed is not None and tx.flushed.owed:
+                await self._flush_later(loop, statements, tx.flushed)
             return results
         except WouldBlock:
             raise
@@ -406,6 +413,42 @@ class PostgresStore(PostgresReads):
                 self._loop_conns.done(kept)  # kept, or given back
             else:
                 self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
+
+    async def _flush_later(
+        self, loop: asyncio.AbstractEventLoop, statements: Statements, flushed: Flushed
+    ) -> None:
+        """A transaction committed on ``loop`` without waiting for its WAL's flush
+        (``FlushesLater``): ``FLUSHED`` sent on an idle connection of the read pool, a task
+        ``flushed.wait`` (the loop's connection is free for the next commit at once); with
+        none idle and fit (nothing to read, the loop waits on its socket), on the
+        transaction's own connection before this returns, as a notifying commit waits."""
+        conn = _database.take_idle(self._read_pool)
+        if conn is not None and (not _quiet(conn) or not _pipeline.loop_waits(loop, conn)):
+            if not _quiet(conn):
+                conn.close()  # most likely ended by the server: the pool replaces it
+            self._read_pool.putconn(conn)  # never waits: idle, or closed
+            conn = None
+        if conn is None:
+            await statements._wait_flush_async()
+            return
+        flushed.wait = loop.create_task(self._flushed(conn))
+
+    async def _flushed(self, conn: psycopg.Connection[Any]) -> None:
+        """``FLUSHED`` on ``conn`` (an idle connection of the read pool, given back): its
+        commit, after the transaction's, waits for the WAL's flush past both. Failed, the
+        transaction is committed, perhaps not on disk: ``StoreUnavailable``."""
+        try:
+            await _pipeline.send_all_async(conn, [(FLUSHED, None)])
+        except BaseException as exc:
+            if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.close()  # busy mid-protocol (cancelled): the pool replaces it
+            if not isinstance(exc, Exception):
+                raise
+            raise StoreUnavailable(
+                f"committed, but whether it is on disk is unknown: {exc!r}", self.label
+            ) from exc
+        finally:
+            self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
     def accept_handoffs(self, owner: str, ttl: float) -> None:
         """``HandedLeases`` (``_handoffs.HandOffs``)."""

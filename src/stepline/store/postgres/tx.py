@@ -34,6 +34,7 @@ from stepline.store._index_paths import IndexPaths
 from stepline.store._ingest_rules import admit_taken, cancel_by, ingest
 from stepline.store._pass_rules import commit_pass
 from stepline.store._primitives import EndedRun
+from stepline.store.capabilities import Flushed
 from stepline.store.postgres import _admission, _handoffs, _leases, _matching, _rows, _upkeep
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import queries as q
@@ -567,6 +568,8 @@ class PostgresTx:
 
     leasable_new_runs = _leases.leasable_new_runs  # LeasesNewRuns: with the commit
     lease_new_runs = _leases.lease_new_runs
+    flushed: Flushed | None = None  # FlushesLater (_leases.flush_later): a flush owed after
+    flush_later = _leases.flush_later
 
     def spent_runs(self, run_ids: Sequence[str], max_passes: int) -> list[SpentRun]:
         if self._s.optimistic:  # none (the usual case), or the server fails the transaction

@@ -1,0 +1,153 @@
+"""An in-process send on PostgreSQL whose transaction leased its new runs by name, committed on
+the event loop, commits without waiting for its WAL's flush and waits for it after
+(``FlushesLater``): the worker starts the runs' passes at the commit's reply, a disk flush
+sooner, and the sender is acknowledged only once the flush is done (``FLUSHED``, on another
+connection: the loop's own is free for the pass's first commit). A flush that fails leaves
+the send's outcome unknown to the sender (``StoreUnavailable``), while the pass it leased runs
+(docs/design.md, "An in-process send's passes start before its flush")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from _polling import until
+
+from stepline import App, Context, Event, TriggerEvent
+from stepline.engine.worker import Worker
+from stepline.errors import StoreUnavailable
+
+
+def shop(url: str, ran: list[str]) -> App:
+    app = App("shop", db=url)
+
+    @app.function(id="fn", trigger=TriggerEvent("order/created"))
+    async def fn(ctx: Context) -> None:
+        async def body() -> None:
+            ran.append(ctx.event.data["n"])
+
+        await ctx.step.run("one", body)
+
+    return app
+
+
+async def started(app: App) -> tuple[Worker, asyncio.Task[None]]:
+    worker = Worker(app.engine, worker_id="w", handoffs=False, poll_interval=60.0)
+    task = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    await until("the worker asleep", lambda: worker._named.sleeping)
+    return worker, task
+
+
+def flushes_held(url: str) -> psycopg.Connection[Any]:
+    """A connection in a transaction that holds ``wal_flushes`` locked: ``FLUSHED`` (its row
+    there) waits until it ends."""
+    conn = psycopg.connect(url)
+    conn.execute("LOCK TABLE wal_flushes IN ACCESS EXCLUSIVE MODE")
+    return conn
+
+
+def idle(app: App) -> bool:
+    writer = app.engine.writer
+    return writer._flight is None and not writer._draining and writer._queue.empty()
+
+
+async def early_start(
+    app: App, worker: Worker, ran: list[str], url: str
+) -> tuple[str, asyncio.Task[list[str]], psycopg.Connection[Any]] | None:
+    """A send made while flushes are held whose step body ran before the send returned (the
+    lock held, its connection given), or None: its commit was made otherwise (the writer was
+    busy: committed by its thread, which waits for the flush with the commit)."""
+    n = f"n{len(ran)}"
+    conn = flushes_held(url)
+    try:
+        await until("the writer idle", lambda: worker._named.sleeping and idle(app))
+        sending = asyncio.create_task(app.send_async(Event("order/created", {"n": n})))
+        await until("the body ran, or the send returned", lambda: n in ran or sending.done())
+        if sending.done():
+            conn.close()
+            await sending
+            return None
+    except BaseException:
+        conn.close()
+        raise
+    return n, sending, conn
+
+
+async def test_the_first_body_runs_before_the_sends_flush_and_the_send_returns_after_it(
+    pg_url: str,
+) -> None:
+    ran: list[str] = []
+    app = shop(pg_url, ran)
+    try:
+        worker, task = await started(app)
+        try:
+            await app.send_async(Event("order/created", {"n": "warm"}))
+            await until("the first run", lambda: ran == ["warm"])
+            for _ in range(8):  # the writer may have been busy (its thread commits then)
+                found = await early_start(app, worker, ran, pg_url)
+                if found is not None:
+                    break
+            assert found is not None, "no send's pass started before its flush"
+            _, sending, conn = found
+            await asyncio.sleep(0.05)  # real time: the send would have returned by now
+            assert not sending.done(), "the send was acknowledged before its flush"
+            conn.close()  # the flush goes on
+            [event_id] = await sending
+            [run] = await app.runs(event_id=event_id)
+            assert (await app.wait_for_run(run.run_id, timeout=10)).status == "COMPLETED"
+            assert worker.leased_by_name == 0  # the pass came from the send's lease
+        finally:
+            worker.stop()
+            await task
+    finally:
+        app.close()
+
+
+async def test_a_failed_flush_leaves_the_send_unknown_and_its_pass_runs(pg_url: str) -> None:
+    ran: list[str] = []
+    app = shop(pg_url, ran)
+    try:
+        worker, task = await started(app)
+        try:
+            await app.send_async(Event("order/created", {"n": "warm"}))
+            await until("the first run", lambda: ran == ["warm"])
+            for _ in range(8):
+                found = await early_start(app, worker, ran, pg_url)
+                if found is not None:
+                    break
+            assert found is not None, "no send's pass started before its flush"
+            n, sending, conn = found
+            try:
+                with psycopg.connect(pg_url, autocommit=True) as admin:
+
+                    def waiting() -> list[int]:
+                        return [
+                            pid
+                            for (pid,) in admin.execute(
+                                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
+                                "'Lock' AND query LIKE '%%wal_flushes%%'"
+                            )
+                        ]
+
+                    await until("the flush waiting", lambda: bool(waiting()))
+                    for pid in waiting():
+                        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                with pytest.raises(StoreUnavailable):
+                    await sending
+            finally:
+                conn.close()
+            assert ran.count(n) == 1  # its pass ran, once
+
+            async def completed() -> bool:
+                runs = await app.runs(function_id="fn")
+                return len(runs) == len(ran) and all(r.status == "COMPLETED" for r in runs)
+
+            await until("every run completed", completed, 10)
+        finally:
+            worker.stop()
+            await task
+    finally:
+        app.close()
