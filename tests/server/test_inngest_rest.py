@@ -78,7 +78,7 @@ async def test_an_events_runs_with_their_status_and_output(serve: ServeFn) -> No
         for run in runs:
             assert run["event_id"] == event_id and run["function_version"] == 0
             assert run["environment_id"] == "00000000-0000-0000-0000-000000000000"
-            assert (run["batch_id"], run["cron"]) == (None, None)
+            assert "batch_id" not in run and "cron" not in run  # omitempty, as Inngest's
             assert run["run_id"] in stored
             started = datetime.fromisoformat(run["run_started_at"])
             assert datetime.fromisoformat(run["ended_at"]) >= started
@@ -93,11 +93,8 @@ async def test_runs_in_progress_and_cancelled(serve: ServeFn) -> None:
     async with serve(clock=MockClock(autojump=False)) as (client, t):
         event_id, run = await _napping(client, t)
         [sleeping] = (await _runs(client, event_id))["data"]
-        assert (sleeping["status"], sleeping["output"], sleeping["ended_at"]) == (
-            "Running",
-            None,
-            None,
-        )
+        assert (sleeping["status"], sleeping["ended_at"]) == ("Running", None)
+        assert "output" not in sleeping  # none yet: omitted, as Inngest's ``omitempty``
         assert (await client.post(f"/api/v1/runs/{run.run_id}/cancel")).status_code == 200
         await t.wait_for_status(run.run_id, "CANCELLED")
         [cancelled] = (await _runs(client, event_id))["data"]
@@ -131,7 +128,7 @@ async def test_an_event_that_started_nothing_has_no_runs(serve: ServeFn) -> None
         assert body["data"] == []
         fetched = datetime.fromisoformat(body["metadata"]["fetched_at"])
         cached = datetime.fromisoformat(body["metadata"]["cached_until"])
-        assert (cached - fetched).total_seconds() == 5  # as Inngest's API caches it
+        assert (cached - fetched).total_seconds() == 15  # as Inngest's API caches it
         assert (await _runs(client, "01HWAVEB858VPPX47Z65GR6P6R"))["data"] == []
 
 
@@ -284,14 +281,15 @@ async def test_one_event_as_inngests_api_shows_it(serve: ServeFn) -> None:
         reply = await client.get(f"/v1/events/{plain}")
         assert reply.status_code == 200
         assert reply.headers["cache-control"] == "private, max-age=5"
-        assert reply.json()["data"] == {
+        shown = reply.json()["data"]
+        assert {k: shown[k] for k in ("internal_id", "id", "name", "data", "user", "ts")} == {
             "internal_id": plain,
             "id": plain,  # no id of the sender's: the internal one, as Inngest stores it
             "name": "x/one",
             "data": {"a": 1},
             "user": {"email": "a@b"},
             "ts": 1700000000000,
-        }
+        }  # the other fields: test_inngest_rest_fields.py
         assert (await client.get(f"/v1/events/{keyed}")).json()["data"]["id"] == "order-7"
         missing = await client.get("/v1/events/01HWAVEB858VPPX47Z65GR6P6R")
         assert (missing.status_code, missing.json()["error"]) == (404, "Event not found")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepline.store import Store
+from stepline.store._rows import RECENT_EVENTS
 from stepline.store.records import EventFilter, EventIngest, NewRun, PassCommit, RunEnd, RunFilter
 from stepline.store.search_records import RunClause
 
@@ -57,6 +58,63 @@ def test_list_events_by_id_pages_each_event_once_whatever_their_received_order(
             paged += page
             below = page[-1]
         assert paged == ["a5", "a4", "a3", "a2", "a1", "a0"]
+
+
+def test_list_events_by_id_is_exact_from_the_newest_events_or_from_every_match(
+    store: Store,
+) -> None:
+    # ``_rows.listed_by_id``: the newest events below the cursor first (RECENT_EVENTS of them
+    # for a small page), then every match when they hold too few: a name sent only long ago
+    # (none among the newest), one sent throughout, and a window of received times
+    total = RECENT_EVENTS + 200
+    names = [
+        "old/name" if i < 150 else ("x/mix" if i % 3 == 0 else "x/other") for i in range(total)
+    ]
+    items = [EventIngest(event(f"b{i:05d}", name)) for i, name in enumerate(names)]
+    for start_at in range(0, total, 400):  # received one second apart per 400
+        ingest(store, *items[start_at : start_at + 400], now=T0 + start_at // 400)
+
+    def ids(**filters: Any) -> list[str]:
+        return [e.event.internal_id for e in store.list_events(EventFilter(**filters))]
+
+    def expected(name: str | None, below: str, limit: int, after: float = T0) -> list[str]:
+        every = [
+            f"b{i:05d}"
+            for i in reversed(range(total))
+            if (name is None or names[i] == name) and f"b{i:05d}" < below and T0 + i // 400 >= after
+        ]
+        return every[:limit]
+
+    for name in ("old/name", "x/mix", None):
+        for below in ("z", "b00900", "b00149", "b00003"):
+            for limit in (1, 5, 60):
+                assert ids(id_below=below, name=name, limit=limit) == expected(name, below, limit)
+    late = T0 + 2  # the window holds the last 400 only: old/name has none there
+    assert ids(id_below="z", name="old/name", received_after=late) == []
+    assert ids(id_below="z", name="x/mix", received_after=late, limit=500) == expected(
+        "x/mix", "z", 500, late
+    )
+
+
+def test_list_events_of_one_id_and_without_inngests_own(store: Store) -> None:
+    ingest(store, EventIngest(event("c1", "order/created")), now=T0)
+    ingest(store, EventIngest(event("c2", "inngest/function.finished")), now=T0 + 1)
+    ingest(store, EventIngest(event("c3", "Inngest/not-reserved")), now=T0 + 2)
+
+    def ids(**filters: Any) -> list[str]:
+        return [e.event.internal_id for e in store.list_events(EventFilter(**filters))]
+
+    for order in ({}, {"id_below": "z"}):
+        assert ids(**order) == ["c3", "c2", "c1"]
+        assert ids(include_internal=False, **order) == ["c3", "c1"]  # the prefix, its case
+        assert ids(include_internal=False, name="inngest/function.finished", **order) == []
+        for one in ("c1", "c2", "c3"):
+            assert ids(internal_id=one, **order) == [one]
+        assert ids(internal_id="c2", include_internal=False, **order) == []
+        assert ids(internal_id="c2", name="order/created", **order) == []
+        assert ids(internal_id="nope", **order) == []
+    [shown] = store.list_events(EventFilter(internal_id="c2"))
+    assert (shown.received_at, shown.event.name) == (T0 + 1, "inngest/function.finished")
 
 
 def test_list_events_says_which_were_duplicates(store: Store) -> None:

@@ -1,8 +1,10 @@
 """Inngest's REST API (``api.inngest.com/v1``; ``pkg/api/apiv1`` in Inngest's server) as
 Stepline serves it, for tools and scripts written against Inngest's servers. Every answer is
 ``{"data": ..., "metadata": {"fetched_at", "cached_until"}}`` (Inngest's ``WriteResponse`` /
-``WriteCachedResponse``); each route asks for the REST API's token (open on a loopback
-``stepline dev``) and sees every app sharing the database, as Inngest's workspace does.
+``WriteCachedResponse``: an event cacheable 5 s, an event's runs 15 s, a run 3 s, the list
+not, with ``Cache-Control: private, max-age=N``); each route asks for the REST API's token
+(open on a loopback ``stepline dev``) and sees every app sharing the database, as Inngest's
+workspace does.
 
 - ``GET /v1/events``: events newest first by internal id, as Inngest's ``WorkspaceEvents``
   lists them (its ``ORDER BY internal_id DESC``; an id's time is when it was received, or the
@@ -14,13 +16,17 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
   a ULID (400 ``Invalid cursor query parameter`` otherwise, as Inngest's ``ulid.Parse``), only
   the events whose internal id is below it: the last ``internal_id`` of a page gives the next
   page, each event once (ids are unique and ordered), whether or not the cursor's event is
-  still stored.
-- ``GET /v1/events/{event_id}``: one event (400 ``Invalid event ID``, 404 ``Event not found``).
+  still stored. Inngest's own events (``inngest/function.finished``... : names starting with
+  ``inngest/``) are left out, named or not, as Inngest's ``newEventsQueryBuilder`` leaves them
+  out (``IncludeInternalEvents``, which the route never sets).
+- ``GET /v1/events/{event_id}``: one event, whatever its name (400 ``Invalid event ID``, 404
+  ``Event not found``).
 - ``GET /v1/events/{event_id}/runs``: the runs the event started (``_event_runs``).
-- ``GET /v1/runs/{run_id}``: one run, in the shape of an event's runs (404 ``Unable to load
-  function run``).
-- ``DELETE /v1/runs/{run_id}``: cancel it (200, empty, as Inngest's ``CancelFunctionRun``; 404
-  for a run that does not exist or has ended: nothing to cancel).
+- ``GET /v1/runs/{run_id}``: one run, in the shape of an event's runs (400 ``Invalid run ID``
+  for an id that is no ULID, as Inngest's; 404 ``Unable to load function run`` for one not
+  stored, where Inngest answers 500 with that message).
+- ``DELETE /v1/runs/{run_id}``: cancel it (200, empty, as Inngest's ``CancelFunctionRun``; 400
+  ``Invalid run ID``; 404 for a run that does not exist or has ended: nothing to cancel).
 - ``POST /v1/cancellations``: bulk cancellation (``{app_id, function_id, started_after?,
   started_before, if?}``, checked as Inngest's ``CreateCancellationBody.Validate``: 400 naming
   each problem, 404 ``function not found``, 400 ``invalid expression: ...``). ``function_id`` is
@@ -33,13 +39,18 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
   a cancellation as a record to list (``GET``) and delete; here it has done its work when the
   answer comes, so there is none to keep.
 
-An event is ``{internal_id, id, name, data, user, ts, v}``: ``id`` the sender's id, or the
-internal one when it gave none (as Inngest stores it); ``ts`` in epoch milliseconds; ``v`` the
-sender's version of the event, only when it gave one (as Inngest's ``v,omitempty``). A run
-is ``{run_id, run_started_at, function_id, function_version, environment_id, event_id, batch_id,
-cron, status, ended_at, output}``: ``status`` ``Running`` until it is ``Completed``, ``Failed``
-or ``Cancelled``; ``output`` the function's result, or a failed run's error; ``batch_id`` (a
-batch's first event) and ``cron`` (a cron run's schedule) null otherwise.
+An event is Inngest's ``cqrs.Event`` (``pkg/cqrs/events.go``): ``{internal_id, account_id,
+environment_id, source, source_id, received_at, id, name, data, user?, ts, v?}``: the account
+and environment the zero UUID, ``source`` "" and ``source_id`` null, as Inngest's dev server
+stores its events; ``received_at`` when the server received it; ``id`` the sender's id, or the
+internal one when it gave none (as Inngest stores it); ``user`` only when not empty, ``v`` (the
+sender's version of the event) only when given (``omitempty``); ``ts`` in epoch milliseconds.
+A run is ``cqrs.FunctionRun``: ``{run_id, run_started_at, function_id, function_version,
+environment_id, event_id, batch_id?, cron?, status, ended_at, output?}``: ``status``
+``Running`` until it is ``Completed``, ``Failed`` or ``Cancelled``; ``ended_at`` null until
+then; ``output`` once it has ended (the function's result, a failed run's error, null for a
+cancelled one); ``batch_id`` (a batch's first event) and ``cron`` (a cron run's schedule) only
+for such runs (``omitempty``).
 """
 
 from __future__ import annotations
@@ -63,20 +74,23 @@ from stepline.server._state import stepline_app
 from stepline.server.gql import cron_of, is_batch_run
 from stepline.server.rest._params import json_body, parse_time
 from stepline.server.views import iso
+from stepline.store.records import EventFilter, StoredEvent
 
 if TYPE_CHECKING:
     from stepline.sdk.app import App
     from stepline.sdk.run import Run
-    from stepline.store.records import EventRecord
 
 RUN_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
 MAX_EVENT_RUNS = 1000
-CACHED = 5  # seconds: how long Inngest's API says an event or an event's runs may be cached
+EVENT_CACHED = 5  # seconds: how long Inngest's API says an event may be cached (``getEvent``)
+RUNS_CACHED = 15  # an event's runs (``getEventRuns``)
+RUN_CACHED = 3  # a run (``GetFunctionRun``: "to prevent stale displays")
 DEFAULT_EVENTS = 20  # Inngest's DefaultEvents
 MAX_EVENTS = 51  # Inngest's cqrs.MaxEvents: a larger limit is cut to it
 DEFAULT_WINDOW = 3600.0  # seconds: without received_after, the last hour's (Inngest's Oldest)
 EVERY_RUN = 10**9  # a bulk cancellation's limit: every matching run
 ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
+ACCOUNT_ID = ENVIRONMENT_ID  # an event's account and environment: as the dev server stores them
 ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
 LAST_ULID = "7" + "Z" * 25  # the greatest: every id is below it (Inngest's endULID, far out)
 
@@ -105,18 +119,21 @@ async def _events(request: Request) -> Response:
         for name in ("received_after", "received_before")
         for text in [params.get(name)]
     }
-    app = stepline_app(request)
+    engine = stepline_app(request).engine
     if bounds["received_after"] is None:  # Inngest's WorkspaceEventsOpts.Validate
-        hour_ago = app.engine.clock.now() - DEFAULT_WINDOW
+        hour_ago = engine.clock.now() - DEFAULT_WINDOW
         bounds["received_after"] = datetime.fromtimestamp(hour_ago, UTC)
-    events = await app.events(
+    after, before = (moment.timestamp() if moment else None for moment in bounds.values())
+    query = EventFilter(
         name=params.get("name") or None,
-        received_after=bounds["received_after"],
-        received_before=bounds["received_before"],
+        received_after=after,
+        received_before=before,
         limit=_limit(params.get("limit")),
         id_below=cursor.upper() if cursor else LAST_ULID,
+        include_internal=False,  # Inngest's IncludeInternalEvents, never set by this route
     )
-    return _answer([_event_json(stored.event) for stored in events], cached=False)
+    events = await engine.read(engine.store.list_events, query)
+    return _answer([_event_json(stored) for stored in events], cached=None)
 
 
 def _limit(text: str | None) -> int:
@@ -135,22 +152,33 @@ async def _event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     if not ULID.match(event_id):
         return error(400, f"Invalid event ID: {event_id}")
-    event = await stepline_app(request).get_event(event_id)
-    if event is None:
+    engine = stepline_app(request).engine
+    query = EventFilter(internal_id=event_id.upper(), limit=1)
+    found = await engine.read(engine.store.list_events, query)
+    if not found:
         return error(404, "Event not found")
-    return _answer(_event_json(event), cached=True)
+    return _answer(_event_json(found[0]), cached=EVENT_CACHED)
 
 
-def _event_json(event: EventRecord) -> dict[str, Any]:
-    found = {
+def _event_json(stored: StoredEvent) -> dict[str, Any]:
+    """An event as Inngest's ``cqrs.Event`` encodes it: ``user`` and ``v`` only when set
+    (``omitempty``); ``id`` the sender's, else the internal one (as Inngest stores it)."""
+    event = stored.event
+    found: dict[str, Any] = {
         "internal_id": event.internal_id,
+        "account_id": ACCOUNT_ID,
+        "environment_id": ENVIRONMENT_ID,
+        "source": "",
+        "source_id": None,
+        "received_at": iso(stored.received_at),
         "id": event.id or event.internal_id,
         "name": event.name,
         "data": event.data,
-        "user": event.user,
-        "ts": int(event.ts * 1000),
     }
-    if event.v is not None:  # as Inngest's ``cqrs.Event`` (``v,omitempty``)
+    if event.user:
+        found["user"] = event.user
+    found["ts"] = int(event.ts * 1000)
+    if event.v is not None:
         found["v"] = event.v
     return found
 
@@ -172,13 +200,13 @@ async def _event_runs(request: Request) -> Response:
     started = any(run.event_ids[:1] == [event_id] for run in runs)
     first = await app.get_event(event_id) if started else None  # once, not once per run
     cron = cron_of([first]) if first is not None else None
-    return _answer([_run_json(app, run, event_id, cron) for run in runs], cached=True)
+    return _answer([_run_json(app, run, event_id, cron) for run in runs], cached=RUNS_CACHED)
 
 
 async def _run(request: Request) -> Response:
     """``GET /v1/runs/{run_id}`` (see the module)."""
     require_api_token(request)
-    run_id = request.path_params["run_id"]
+    run_id = _run_id(request)
     app = stepline_app(request)
     run = await app.get_run(run_id)
     if run is None:
@@ -186,13 +214,22 @@ async def _run(request: Request) -> Response:
     event_id = run.event_ids[0] if run.event_ids else None
     first = await app.get_event(event_id) if event_id is not None else None
     cron = cron_of([first]) if first is not None else None
-    return _answer(_run_json(app, run, event_id, cron), cached=False)
+    return _answer(_run_json(app, run, event_id, cron), cached=RUN_CACHED)
+
+
+def _run_id(request: Request) -> str:
+    """The route's run id, a ULID (400 ``Invalid run ID: ...`` otherwise, as Inngest's
+    ``ulid.Parse``; any case)."""
+    run_id: str = request.path_params["run_id"]
+    if not ULID.match(run_id):
+        raise Problem(400, f"Invalid run ID: {run_id}")
+    return run_id.upper()
 
 
 async def _cancel_run(request: Request) -> Response:
     """``DELETE /v1/runs/{run_id}`` (see the module)."""
     require_api_token(request)
-    run_id = request.path_params["run_id"]
+    run_id = _run_id(request)
     if not await stepline_app(request).cancel_run(run_id, "cancelled by API"):
         return error(404, f"Unable to load function run: {run_id}")
     return Response(status_code=200)
@@ -248,7 +285,7 @@ async def _create_cancellation(request: Request) -> Response:
         "if": condition,
         "cancelled": len(cancelled),
     }
-    return _answer(shown, cached=False)
+    return _answer(shown, cached=None)
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:
@@ -269,26 +306,36 @@ def _function_of(app: App, app_id: str, function_id: str) -> str | None:
 
 
 def _run_json(app: App, run: Run, event_id: str | None, cron: str | None) -> dict[str, Any]:
-    """One run as Inngest's API shows it; ``cron``: the schedule of ``event_id``, if a cron's."""
-    output = run.output if run.status == "COMPLETED" else None
-    return {
+    """One run as Inngest's ``cqrs.FunctionRun`` encodes it (``batch_id``, ``cron`` and
+    ``output`` only when set: ``omitempty``; an ended run's output, null included, is set);
+    ``cron``: the schedule of ``event_id``, if a cron's."""
+    shown: dict[str, Any] = {
         "run_id": run.run_id,
         "run_started_at": iso(run.started_at or run.created_at),
         "function_id": run.function_id,
         "function_version": 0,
         "environment_id": ENVIRONMENT_ID,
         "event_id": event_id,
-        "batch_id": run.event_ids[0] if is_batch_run(app, run) else None,
-        "cron": cron if run.event_ids[:1] == [event_id] else None,
-        "status": RUN_STATUS.get(run.status, "Running"),
-        "ended_at": iso(run.ended_at),
-        "output": run.error if run.status == "FAILED" else output,
     }
+    if is_batch_run(app, run):
+        shown["batch_id"] = run.event_ids[0]
+    if cron is not None and run.event_ids[:1] == [event_id]:
+        shown["cron"] = cron
+    status = RUN_STATUS.get(run.status)
+    shown["status"] = status or "Running"
+    shown["ended_at"] = iso(run.ended_at)
+    if status is not None:
+        output = run.output if run.status == "COMPLETED" else None
+        shown["output"] = run.error if run.status == "FAILED" else output
+    return shown
 
 
-def _answer(data: Any, *, cached: bool) -> JSONResponse:
-    """``data`` with Inngest's ``metadata``; ``cached``: cacheable for 5 s, as Inngest says."""
+def _answer(data: Any, *, cached: int | None) -> JSONResponse:
+    """``data`` with Inngest's ``metadata``; ``cached``: for how many seconds the answer may
+    be cached, as Inngest's says (``WriteCachedResponse``), None: not (``WriteResponse``)."""
     now = time.time()
-    metadata = {"fetched_at": iso(now), "cached_until": iso(now + CACHED) if cached else None}
-    headers = {"Cache-Control": f"private, max-age={CACHED}"} if cached else None
-    return JSONResponse({"data": data, "metadata": metadata}, headers=headers)
+    until = iso(now + cached) if cached is not None else None
+    headers = {"Cache-Control": f"private, max-age={cached}"} if cached is not None else None
+    return JSONResponse(
+        {"data": data, "metadata": {"fetched_at": iso(now), "cached_until": until}}, headers=headers
+    )

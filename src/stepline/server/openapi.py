@@ -351,13 +351,14 @@ def openapi_document() -> dict[str, Any]:
         "/v1/events": {
             "get": _op(
                 "Events received, newest first by internal id (as Inngest's REST API; default 20,"
-                " at most 51; the last hour's unless received_after says)",
+                " at most 51; the last hour's unless received_after says; not Inngest's own"
+                " events, inngest/...)",
                 _json({"type": "object"}),
                 params=[
                     _query("name", "Event name"),
                     _query("received_after", "ISO 8601 time or epoch milliseconds"),
                     _query("received_before", "ISO 8601 time or epoch milliseconds"),
-                    _query("limit", "1-100 (default 20)", "integer"),
+                    _query("limit", "1-51 (default 20; larger: 51)", "integer"),
                     _query("cursor", "A ULID: the events whose internal id is below it"),
                 ],
                 tag="events",
@@ -383,13 +384,13 @@ def openapi_document() -> dict[str, Any]:
             "get": _op(
                 "One run: status and output (as Inngest's REST API)",
                 _json({"type": "object"}),
-                params=[_path("run_id", "Run id")],
+                params=[_path("run_id", "Run id (a ULID)")],
                 tag="runs",
             ),
             "delete": _op(
                 "Cancel a run (as Inngest's REST API; 404 if it has ended)",
                 {"description": "Cancelled"},
-                params=[_path("run_id", "Run id")],
+                params=[_path("run_id", "Run id (a ULID)")],
                 tag="runs",
             ),
         },

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from stepline.serde import dumps, loads
 from stepline.store.records import (
+    INTERNAL_PREFIX,
     EventFilter,
     EventRecord,
     HistoryRecord,
@@ -29,6 +30,8 @@ from stepline.store.records import (
 from stepline.store.search_records import SearchWindow
 
 Params = tuple[Any, ...]
+Row = TypeVar("Row")
+RECENT_EVENTS = 500  # the fewest events a by-id listing reads first (``listed_by_id``)
 
 
 def json_or_none(value: Any) -> str | None:
@@ -263,13 +266,14 @@ def kept_window(rows: Iterable[Sequence[Any]], window: int) -> SearchWindow:
     return SearchWindow(candidates, size, edge, more)
 
 
-def event_filter(query: EventFilter, mark: str) -> tuple[str, list[Any]]:
+def event_filter(query: EventFilter, mark: str, name_column: str = "name") -> tuple[str, list[Any]]:
     """The WHERE clause (or "") of an events filter and its parameters (the limit not
-    included), with ``mark`` as the parameter placeholder."""
+    included), with ``mark`` as the parameter placeholder; the name compared as
+    ``name_column`` (SQLite's ``+name``: by no index)."""
     clauses: list[str] = []
     params: list[Any] = []
     if query.name is not None:
-        clauses.append(f"name = {mark}")
+        clauses.append(f"{name_column} = {mark}")
         params.append(query.name)
     if query.received_after is not None:
         clauses.append(f"received_at >= {mark}")
@@ -283,7 +287,37 @@ def event_filter(query: EventFilter, mark: str) -> tuple[str, list[Any]]:
     if query.id_below is not None:
         clauses.append(f"internal_id < {mark}")
         params.append(query.id_below)
+    if query.internal_id is not None:
+        clauses.append(f"internal_id = {mark}")
+        params.append(query.internal_id)
+    if not query.include_internal:  # case-sensitive, as the reserved prefix (not LIKE's)
+        clauses.append(f"substr(name, 1, {len(INTERNAL_PREFIX)}) <> '{INTERNAL_PREFIX}'")
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def recent_scan(query: EventFilter) -> int:
+    """How many of the newest events below a by-id listing's cursor ``listed_by_id`` reads
+    first (the backends' ``LIST_EVENTS_BY_ID_RECENT``)."""
+    return max(RECENT_EVENTS, 20 * query.limit)
+
+
+def listed_by_id(
+    query: EventFilter,
+    recent: Callable[[], Sequence[Row]],
+    every: Callable[[], Sequence[Row]],
+) -> Sequence[Row]:
+    """``Store.list_events`` by id (``query.id_below`` set), the same on SQLite and PostgreSQL:
+    ``recent()`` filters the newest ``recent_scan(query)`` events below the cursor (the
+    primary key read backward: a few pages when the events asked for are among the newest);
+    when they hold ``query.limit`` matches, those are the page (the matches with the greatest
+    ids below the cursor: exact). Otherwise ``every()`` reads the page from every match,
+    by the filter's own index (an event name's events in the time window), and sorts them: a
+    backward scan of the key filtered by name would read the whole table for a name absent
+    from the newest events (PostgreSQL's planner took it for one not received in the last
+    hour; SQLite sorted all of a name's events instead). Both give the rows of the events
+    table only (SQLite's kept announcements are merged after)."""
+    found = recent()
+    return found if len(found) >= query.limit else every()
 
 
 def queue_states(

@@ -26,6 +26,7 @@ from stepline.store.memory_app_verbs import MemoryAppReads
 from stepline.store.memory_queue import QueueTable, live_lease
 from stepline.store.memory_tx import MemoryTx
 from stepline.store.records import (
+    INTERNAL_PREFIX,
     TERMINAL_STATUSES,
     CronRow,
     EventFilter,
@@ -277,8 +278,12 @@ class MemoryStore(MemoryAppReads):
                     continue
                 if query.received_before is not None and received_at > query.received_before:
                     continue
+                if query.internal_id is not None and internal_id != query.internal_id:
+                    continue
                 event = self._events.get(internal_id)
                 if event is None or (query.name is not None and event.name != query.name):
+                    continue
+                if not query.include_internal and event.name.startswith(INTERNAL_PREFIX):
                     continue
                 duplicate = internal_id in self._duplicates
                 found.append(StoredEvent(event, received_at, duplicate))

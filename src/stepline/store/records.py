@@ -506,6 +506,9 @@ class RunFilter:
     newer_than: tuple[float, str] | None = None
 
 
+INTERNAL_PREFIX = "inngest/"  # Inngest's own events' names (``EventFilter.include_internal``)
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Filters for listing events (all optional); newest first (by the time they were
@@ -514,7 +517,9 @@ class EventFilter:
     page: only events older than it. ``id_below``: only events whose internal id sorts below
     it (text order, that of the ids' times), listed by internal id, newest first, instead of by
     received time (Inngest's ``GET /v1/events``: its ``cursor``, the last id of the previous
-    page; the greatest id for the first); not with ``after``."""
+    page; the greatest id for the first); not with ``after``. ``internal_id``: only that event.
+    ``include_internal``: False leaves out Inngest's own events (names starting with
+    ``inngest/``: ``inngest/function.finished``...), as Inngest's ``GET /v1/events`` does."""
 
     name: str | None = None
     received_after: float | None = None
@@ -522,6 +527,8 @@ class EventFilter:
     after: tuple[float, str] | None = None
     limit: int = 100
     id_below: str | None = None
+    internal_id: str | None = None
+    include_internal: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,10 +103,21 @@ WAITS_OF_RUNS = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ANY(%s)"
 LIST_EVENTS = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY received_at DESC, internal_id DESC LIMIT %s"""
-# the same by internal id (``EventFilter.id_below``: the primary key's order)
-LIST_EVENTS_BY_ID = f"""
-SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+# the same by internal id (``EventFilter.id_below``; ``_rows.listed_by_id``): first among the
+# newest events below the cursor (the primary key read backward, the cursor and how many the
+# first parameters), then, if they held too few, from every match: the matches materialized
+# (read by the filter's index, a name's or the received time's) and sorted, so the planner
+# cannot read the key backward through the whole table (its guess for a name not received
+# among the newest events)
+LIST_EVENTS_BY_ID_RECENT = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM (
+  SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events
+  WHERE internal_id < %s ORDER BY internal_id DESC LIMIT %s) AS recent {{where}}
 ORDER BY internal_id DESC LIMIT %s"""
+LIST_EVENTS_BY_ID = f"""
+WITH matching AS MATERIALIZED (
+  SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}})
+SELECT * FROM matching ORDER BY internal_id DESC LIMIT %s"""
 STEPS_OF = f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ANY(%s) ORDER BY run_id, position"
 RUNS_BY_STATUS = "SELECT status, COUNT(*) FROM runs GROUP BY status"
 QUEUE_DEPTH = "SELECT COUNT(*) FROM queue"

@@ -310,10 +310,21 @@ class PostgresReads:
     @raising_store_errors
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         where, params = shapes.event_filter(query, "%s")
-        listing = rq.LIST_EVENTS if query.id_below is None else rq.LIST_EVENTS_BY_ID
-        statement = listing.format(where=where)
         with self._conn() as conn:
-            return [shapes.stored_event(r) for r in conn.execute(statement, [*params, query.limit])]
+            rows: Sequence[Any]
+            if query.id_below is None:
+                listing = rq.LIST_EVENTS.format(where=where)
+                rows = conn.execute(listing, [*params, query.limit]).fetchall()
+            else:
+                newest = rq.LIST_EVENTS_BY_ID_RECENT.format(where=where)
+                recent = [query.id_below, shapes.recent_scan(query), *params, query.limit]
+                every = rq.LIST_EVENTS_BY_ID.format(where=where)
+                rows = shapes.listed_by_id(
+                    query,
+                    functools.partial(_fetched, conn, newest, recent),
+                    functools.partial(_fetched, conn, every, [*params, query.limit]),
+                )
+            return [shapes.stored_event(r) for r in rows]
 
     @raising_store_errors
     def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
@@ -349,3 +360,7 @@ class PostgresReads:
                 conn.execute(rq.WAITS_OF_RUNS, (ids,)).fetchall(),
                 lambda: [(r[0], r[2]) for r in conn.execute(lq.BUSY_SLOTS, (now,))],
             )
+
+
+def _fetched(conn: psycopg.Connection[Any], statement: str, params: list[Any]) -> list[Any]:
+    return conn.execute(statement, params).fetchall()

@@ -185,9 +185,11 @@ def _received_between(query: EventFilter) -> tuple[list[str], list[Any]]:
 def listed(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any, ...]]:
     """The announcements ``LIST_EVENTS`` would list for ``query`` (its rows' shape: the event's
     columns, received_at, duplicate), newest first, up to its limit."""
-    names = _names(query.name)
+    names = _names(query)
     if not names:
         return []
+    if query.internal_id is not None:
+        return _the_one(conn, query, names)
     clauses, params = _received_between(query)
     if query.after is not None:  # a row whose first id is before it: its second may be too
         clauses.append("(a.received_at, a.internal_id) < (?, ?)")
@@ -209,10 +211,12 @@ def listed_by_id(conn: sqlite3.Connection, query: EventFilter) -> list[tuple[Any
     than the one received before the millisecond of the limit-th id found (an id's first 48
     bits are its row's ``received_at``, within ``_SLACK``): the rows after it have smaller ids
     (no index by id: it would be one more B-tree written by every cancellation)."""
-    names = _names(query.name)
+    names = _names(query)
     below = query.id_below
     if not names or below is None or query.limit <= 0:
         return []
+    if query.internal_id is not None:
+        return _the_one(conn, query, names)
     clauses, params = _received_between(query)
     millis = _millis(below)
     if millis is not None:  # an id below it was made in its millisecond or before
@@ -246,7 +250,7 @@ def received(
 ) -> list[tuple[float, EventRow]]:
     """The announcements named ``name`` that ``EVENTS_RECEIVED`` would read: received after
     ``after`` (received_at, internal_id) and at or before ``until``, oldest first."""
-    names = _names(name)
+    names = _named(name)
     if not names:
         return []
     found: list[tuple[float, EventRow]] = []
@@ -270,7 +274,33 @@ def every_event(conn: sqlite3.Connection, batch: int) -> Iterator[list[tuple[Any
         yield [(*e, e[5], 0) for row in chunk for e in _events(row)]
 
 
-def _names(name: str | None) -> Sequence[str]:
+def _the_one(
+    conn: sqlite3.Connection, query: EventFilter, names: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """The announcement ``query.internal_id``, as a listed row, if it is one and ``query``'s
+    other filters keep it."""
+    internal_id = query.internal_id
+    assert internal_id is not None
+    event = by_ids(conn, [internal_id]).get(internal_id)
+    if event is None or event[1] not in names:
+        return []
+    at = event[5]  # received when sent (``_events``)
+    kept = (
+        (query.received_after is None or at >= query.received_after)
+        and (query.received_before is None or at <= query.received_before)
+        and (query.after is None or (at, internal_id) < query.after)
+        and (query.id_below is None or internal_id < query.id_below)
+    )
+    return [(*event, at, 0)] if kept and query.limit > 0 else []
+
+
+def _names(query: EventFilter) -> Sequence[str]:
+    """The names of the announcements ``query`` keeps (by its name, and none when it leaves
+    out Inngest's own events: every announcement is one)."""
+    return _named(query.name) if query.include_internal else ()
+
+
+def _named(name: str | None) -> Sequence[str]:
     """The names of the announcements a filter by ``name`` (None: any) keeps."""
     if name is None:
         return CANCELLED_NAMES

@@ -512,7 +512,16 @@ FROM queue WHERE run_id IN (SELECT value FROM json_each(?1))"""
 LIST_EVENTS = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY received_at DESC, internal_id DESC LIMIT ?"""
-# the same by internal id (``EventFilter.id_below``: the primary key's order)
+# the same by internal id (``EventFilter.id_below``; ``_rows.listed_by_id``): first among the
+# newest events below the cursor, from the one that many below it (found in the primary key
+# alone; the cursor and that many the last parameters but one; the first when fewer), the key
+# read backward (the filter's name as ``+name``: not by its index); then, if they held too
+# few, from every match (by the name's index, then sorted)
+LIST_EVENTS_BY_ID_RECENT = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+  AND internal_id >= coalesce((SELECT internal_id FROM events WHERE internal_id < ?
+                               ORDER BY internal_id DESC LIMIT 1 OFFSET ?), '')
+ORDER BY internal_id DESC LIMIT ?"""
 LIST_EVENTS_BY_ID = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY internal_id DESC LIMIT ?"""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 from stepline.serde import dumps, loads
 from stepline.store import _rows as shapes
@@ -94,11 +96,16 @@ class SQLiteReads(Database):
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         where, params = shapes.event_filter(query, "?")
         by_id = query.id_below is not None
-        listing = q.LIST_EVENTS_BY_ID if by_id else q.LIST_EVENTS
         with self._read() as conn:  # and the announcements kept as a row, merged in its order
-            found = conn.execute(listing.format(where=where), [*params, query.limit])
-            kept = _derived.listed_by_id(conn, query) if by_id else _derived.listed(conn, query)
-            rows = [*found.fetchall(), *kept]
+            if by_id:
+                every = partial(_every, conn, where, params, query.limit)
+                found = shapes.listed_by_id(query, partial(_newest, conn, query), every)
+                kept = _derived.listed_by_id(conn, query)
+            else:
+                listing = q.LIST_EVENTS.format(where=where)
+                found = conn.execute(listing, [*params, query.limit]).fetchall()
+                kept = _derived.listed(conn, query)
+            rows = [*found, *kept]
         rows.sort(key=(lambda r: r[0]) if by_id else (lambda r: (r[7], r[0])), reverse=True)
         return [shapes.stored_event(r) for r in rows[: query.limit]]
 
@@ -215,3 +222,16 @@ def load_state(conn: sqlite3.Connection, run_id: str) -> RunState | None:
 
 def select_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     return [shapes.step_record(r) for r in conn.execute(q.SELECT_STEPS, (run_id,))]
+
+
+def _newest(conn: sqlite3.Connection, query: EventFilter) -> list[Any]:
+    """``LIST_EVENTS_BY_ID_RECENT``'s rows for ``query`` (its name by no index: ``+name``)."""
+    where, params = shapes.event_filter(query, "?", "+name")
+    below = [query.id_below, shapes.recent_scan(query) - 1, query.limit]
+    listing = q.LIST_EVENTS_BY_ID_RECENT.format(where=where)
+    return conn.execute(listing, [*params, *below]).fetchall()
+
+
+def _every(conn: sqlite3.Connection, where: str, params: list[Any], limit: int) -> list[Any]:
+    """``LIST_EVENTS_BY_ID``'s rows (``where`` and ``params`` the filter's), up to ``limit``."""
+    return conn.execute(q.LIST_EVENTS_BY_ID.format(where=where), [*params, limit]).fetchall()

@@ -1,0 +1,161 @@
+"""Inngest's REST API field by field, against Inngest's server source: an event as
+``cqrs.Event`` encodes it (``pkg/cqrs/events.go``: ``internal_id``, ``account_id``,
+``environment_id``, ``source``, ``source_id``, ``received_at``, then the event's own fields,
+``user``, ``ts`` and ``v`` omitted when empty), ``GET /v1/events`` leaving out Inngest's own
+events (``base_cqrs``'s ``newEventsQueryBuilder``: ``event_name NOT LIKE 'inngest/%'`` unless
+``IncludeInternalEvents``, which the REST handler never sets), a run as ``cqrs.FunctionRun``
+(``batch_id``, ``cron``, ``output`` omitted when empty), the run routes' 400 for an id that is
+no ULID and the answers' cache times (``pkg/api/apiv1/runs.go``, ``events.go``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from stepline import App, CancelOn, Context, TriggerEvent
+from stepline.testing import MockClock
+
+from .conftest import ServeFn, until
+
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture
+def app() -> App:
+    app = App("rest-fields")
+
+    @app.function(id="greet", trigger=TriggerEvent("user/signed-up"))
+    async def greet(ctx: Context) -> dict[str, Any]:
+        return {"hello": ctx.event.data.get("name")}
+
+    @app.function(
+        id="nap",
+        trigger=TriggerEvent("nap/start"),
+        cancel_on=[CancelOn("nap/stop", if_="async.data.n == event.data.n")],
+    )
+    async def nap(ctx: Context) -> str:
+        await ctx.step.sleep("long", "1000d")
+        return "rested"
+
+    return app
+
+
+async def _send(client: httpx.AsyncClient, name: str, data: dict[str, Any] | None = None) -> str:
+    sent = await client.post("/e/key", json={"name": name, "data": data or {}})
+    [event_id] = sent.json()["ids"]
+    assert isinstance(event_id, str)
+    return event_id
+
+
+async def test_an_event_as_inngests_cqrs_event(serve: ServeFn) -> None:
+    clock = MockClock(start=1_800_000_000.25, autojump=False)
+    async with serve(clock=clock) as (client, _):
+        sent = await client.post(
+            "/e/key",
+            json=[
+                {"name": "x/plain", "data": {"a": 1}},
+                {"name": "x/full", "user": {"email": "a@b"}, "id": "o-7", "ts": 1_700_000_000_000},
+            ],
+        )
+        plain, full = sent.json()["ids"]
+        received = datetime.fromtimestamp(1_800_000_000.25, UTC)
+        one = (await client.get(f"/v1/events/{plain}")).json()["data"]
+        assert one == {
+            "internal_id": plain,
+            "account_id": ZERO_UUID,
+            "environment_id": ZERO_UUID,
+            "source": "",
+            "source_id": None,
+            "received_at": one["received_at"],
+            "id": plain,
+            "name": "x/plain",
+            "data": {"a": 1},
+            "ts": 1_800_000_000_250,
+        }  # no user: Inngest's ``user,omitempty``
+        assert datetime.fromisoformat(one["received_at"]) == received
+        other = (await client.get(f"/v1/events/{full}")).json()["data"]
+        assert (other["user"], other["id"], other["ts"]) == ({"email": "a@b"}, "o-7", 1.7e12)
+        listed = (await client.get("/v1/events", params={"name": "x/plain"})).json()["data"]
+        assert listed == [one]  # the list shows each event as the one-event route does
+
+
+async def test_inngests_own_events_are_not_listed(serve: ServeFn) -> None:
+    async with serve(clock=MockClock(autojump=False)) as (client, t):
+        started = await _send(client, "user/signed-up")
+        napping = await _send(client, "nap/start", {"n": 1})
+
+        async def finished() -> list[dict[str, Any]]:
+            reply = await client.get("/api/v1/events", params={"name": "inngest/function.finished"})
+            shown: list[dict[str, Any]] = reply.json()["data"]
+            return shown if len(shown) == 2 else []
+
+        [run] = await until("the nap's run", lambda: t.app.runs(event_id=napping))
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        stopped = await _send(client, "nap/stop", {"n": 1})
+        announced = await until("both runs' announcements", finished)  # greet's, the nap's
+        ours = await client.get("/api/v1/events", params={"limit": "50"})
+        assert {e["name"] for e in ours.json()["data"]} >= {
+            "inngest/function.finished",
+            "inngest/function.cancelled",
+        }
+        listed = (await client.get("/v1/events", params={"limit": "50"})).json()["data"]
+        assert [e["internal_id"] for e in listed] == [stopped, napping, started]
+        for name in ("inngest/function.finished", "inngest/function.cancelled"):
+            named = await client.get("/v1/events", params={"name": name})
+            assert named.json()["data"] == []  # as Inngest: the name filter and the exclusion
+        for event in announced:  # one event by its id is shown whatever its name
+            shown = await client.get(f"/v1/events/{event['id']}")
+            assert shown.json()["data"]["name"] == "inngest/function.finished"
+
+
+async def test_a_run_as_inngests_function_run(serve: ServeFn) -> None:
+    async with serve(clock=MockClock(autojump=False)) as (client, t):
+        napping = await _send(client, "nap/start", {"n": 2})
+        [run] = await until("the nap's run", lambda: t.app.runs(event_id=napping))
+        await t.wait_for_status(run.run_id, "SLEEPING")
+        sleeping = (await client.get(f"/v1/runs/{run.run_id}")).json()["data"]
+        assert set(sleeping) == {
+            "run_id",
+            "run_started_at",
+            "function_id",
+            "function_version",
+            "environment_id",
+            "event_id",
+            "status",
+            "ended_at",
+        }  # no output yet; batch_id and cron omitted (``omitempty``), ended_at null
+        assert (sleeping["status"], sleeping["ended_at"]) == ("Running", None)
+        greeted = await _send(client, "user/signed-up")
+        [done] = await until("greet's run", lambda: t.app.runs(event_id=greeted))
+        await t.app.wait_for_run(done.run_id)
+        [shown] = (await client.get(f"/v1/events/{greeted}/runs")).json()["data"]
+        assert (shown["status"], shown["output"]) == ("Completed", {"hello": None})
+        assert "batch_id" not in shown and "cron" not in shown
+
+
+async def test_the_run_routes_refuse_an_id_that_is_no_ulid(serve: ServeFn) -> None:
+    async with serve() as (client, _):
+        for method in ("GET", "DELETE"):
+            reply = await client.request(method, "/v1/runs/nope")
+            assert reply.status_code == 400, method
+            assert reply.json()["error"] == "Invalid run ID: nope"
+
+
+async def test_answers_are_cacheable_as_long_as_inngests(serve: ServeFn) -> None:
+    async with serve(clock=MockClock(autojump=False)) as (client, t):
+        napping = await _send(client, "nap/start", {"n": 3})
+        [run] = await until("the nap's run", lambda: t.app.runs(event_id=napping))
+        for path, seconds in (
+            (f"/v1/runs/{run.run_id}", 3),
+            (f"/v1/events/{napping}/runs", 15),
+            (f"/v1/events/{napping}", 5),
+        ):
+            reply = await client.get(path)
+            assert reply.headers["cache-control"] == f"private, max-age={seconds}", path
+            metadata = reply.json()["metadata"]
+            fetched = datetime.fromisoformat(metadata["fetched_at"])
+            cached = datetime.fromisoformat(metadata["cached_until"])
+            assert (cached - fetched).total_seconds() == seconds, path

@@ -1,0 +1,78 @@
+"""The SQL stores' listing of events by id (Inngest's ``GET /v1/events``: a name, the last hour,
+newest first by internal id) reads a bounded number of rows whatever the events table holds
+(asserted on the plans, not on time)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import psycopg
+from tests.store.builders import T0, cel_matches, event
+from tests.store.test_pg_plans import _touched
+
+from stepline.store import _rows as shapes
+from stepline.store.postgres import PostgresStore
+from stepline.store.postgres import _read_queries as rq
+from stepline.store.records import EventFilter, EventIngest
+from stepline.store.sqlite import queries as q
+from stepline.store.sqlite.store import SQLiteStore
+
+OLD, NEW = 1000, 5000  # events of a name sent long ago, then of another name
+
+
+def test_a_name_absent_from_the_newest_events_is_listed_without_reading_the_table(
+    pg_url: str,
+) -> None:
+    """The planner read the primary key backward, filtering by name and time, for a name
+    whose events are not among the newest (it takes the name and the time for independent):
+    the whole table to answer that the name had no event in the last hour (100,000 rows, 27 ms
+    in a table of 100,000 events). The listing now reads the newest events below the cursor
+    (``recent_scan``), then, if they hold too few, the name's events in the window by its
+    index, sorted."""
+    store = PostgresStore(pg_url)
+    try:
+        store.migrate()
+        with store.transaction() as tx:
+            items = [EventIngest(event(f"a{n:05d}", "old/name"), ()) for n in range(OLD)]
+            tx.ingest(items, T0, cel_matches)
+        with store.transaction() as tx:
+            items = [EventIngest(event(f"b{n:05d}", "x/other"), ()) for n in range(NEW)]
+            tx.ingest(items, T0 + 7200, cel_matches)
+        hour = EventFilter(name="old/name", received_after=T0 + 3600, id_below="z", limit=20)
+        assert store.list_events(hour) == []
+        ever = store.list_events(dataclasses.replace(hour, received_after=None))
+        assert [e.event.internal_id for e in ever] == [f"a{n:05d}" for n in range(999, 979, -1)]
+    finally:
+        store.close()
+    where, params = shapes.event_filter(hour, "%s")
+    recent = [hour.id_below, shapes.recent_scan(hour), *params, hour.limit]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ANALYZE events")
+        for statement, values in (
+            (rq.LIST_EVENTS_BY_ID_RECENT, recent),
+            (rq.LIST_EVENTS_BY_ID, [*params, hour.limit]),
+        ):
+            explain = "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + statement.format(where=where)
+            [[plan]] = conn.execute(explain, values).fetchall()
+            widest = max(_touched(plan[0]["Plan"]))
+            assert widest <= shapes.recent_scan(hour) + 10, (statement, plan)
+
+
+def test_sqlite_lists_a_name_by_id_from_the_newest_events_without_sorting(tmp_path: Path) -> None:
+    """SQLite read a name's events by its index and sorted all of them by id for every page
+    (35-40 ms a page of 20 for a name of 50,000 events among 100,000; 0.2 ms now): the first
+    statement reads the key backward from the cursor, the name compared by no index."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteStore(path)
+    store.migrate()
+    store.close()
+    hour = EventFilter(name="old/name", received_after=T0 + 3600, id_below="z", limit=20)
+    where, params = shapes.event_filter(hour, "?", "+name")
+    statement = q.LIST_EVENTS_BY_ID_RECENT.format(where=where)
+    values = [*params, hour.id_below, shapes.recent_scan(hour) - 1, hour.limit]
+    with sqlite3.connect(path) as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, values)]
+    assert plan[0].startswith("SEARCH events USING INDEX sqlite_autoindex_events_1"), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
