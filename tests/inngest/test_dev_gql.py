@@ -397,7 +397,7 @@ async def test_a_cron_run_and_a_batch_run_read_as_inngests_dev_server_answers(
                 "batch": await event_runs(batch_run.event_ids[1]),
                 "plain": await event_runs(one.event_ids[0]),
             }
-    zero = "00000000-0000-0000-0000-000000000000"
+    zero = "00000000-0000-4000-b000-000000000000"  # its dev server's environment
     assert rest == {  # GET /v1/events/{id}/runs: Inngest's cqrs.FunctionRun fields
         "cron": {"environment_id": zero, "batch_id": None, "cron": "TZ=Europe/Paris 0 * * * *"},
         "batch": {"environment_id": zero, "batch_id": batch_run.event_ids[0], "cron": None},

@@ -77,7 +77,7 @@ async def test_an_events_runs_with_their_status_and_output(serve: ServeFn) -> No
         stored = {r.run_id: r for r in await t.app.runs(event_id=event_id)}
         for run in runs:
             assert run["event_id"] == event_id and run["function_version"] == 0
-            assert run["environment_id"] == "00000000-0000-0000-0000-000000000000"
+            assert run["environment_id"] == "00000000-0000-4000-b000-000000000000"
             assert "batch_id" not in run and "cron" not in run  # omitempty, as Inngest's
             assert run["run_id"] in stored
             started = datetime.fromisoformat(run["run_started_at"])
@@ -402,7 +402,7 @@ async def test_a_bulk_cancellation_cancels_every_matching_run_at_once(
             "if": "event.data.user == 'a'",
             "cancelled": 2,
         }
-        assert shown["environment_id"] == "00000000-0000-0000-0000-000000000000"
+        assert shown["environment_id"] == "00000000-0000-4000-b000-000000000000"
         assert datetime.fromisoformat(shown["started_before"]).timestamp() == 1_800_000_030
         assert listings == ["nap"]  # one listing, not one more to find nothing left
         statuses = [(await t.app.get_run(r.run_id)).status for r in [*runs, late_run]]

@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from stepline import App, CancelOn, Context, TriggerEvent
+from stepline.drivers.inngest._signing import SigningKey
 from stepline.testing import MockClock
 
-from .conftest import ServeFn, until
+from .conftest import API_TOKEN, ServeFn, keyed_settings, until
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -128,6 +129,8 @@ async def test_a_run_as_inngests_function_run(serve: ServeFn) -> None:
             "ended_at",
         }  # no output yet; batch_id and cron omitted (``omitempty``), ended_at null
         assert (sleeping["status"], sleeping["ended_at"]) == ("Running", None)
+        # Inngest's dev server's environment (consts.DevServerEnvID), not an event's zero UUID
+        assert sleeping["environment_id"] == "00000000-0000-4000-b000-000000000000"
         greeted = await _send(client, "user/signed-up")
         [done] = await until("greet's run", lambda: t.app.runs(event_id=greeted))
         await t.app.wait_for_run(done.run_id)
@@ -159,3 +162,25 @@ async def test_answers_are_cacheable_as_long_as_inngests(serve: ServeFn) -> None
             fetched = datetime.fromisoformat(metadata["fetched_at"])
             cached = datetime.fromisoformat(metadata["cached_until"])
             assert (cached - fetched).total_seconds() == seconds, path
+
+
+async def test_the_signing_key_opens_inngests_rest_api(serve: ServeFn) -> None:
+    # Inngest's REST API takes the environment's signing key as its Bearer token (its
+    # "Authentication" page; the "fetch run status and output" recipe sends
+    # INNGEST_SIGNING_KEY): a server given the key its SDK apps hold takes it there too
+    key, fallback = "signkey-prod-" + "ab" * 32, "signkey-prod-" + "cd" * 32
+    settings = keyed_settings(signing_key=key, signing_key_fallback=fallback)
+    hashed = SigningKey.parse(key).hashed
+    async with serve(settings) as (client, _):
+        for token in (key, "ab" * 32, f"signkey-prod-{hashed}", fallback):
+            for path in ("/v1/events", "/v1/runs/01HWAVEB858VPPX47Z65GR6P6R"):
+                reply = await client.get(path, headers={"authorization": f"Bearer {token}"})
+                assert reply.status_code in (200, 404), (token, path, reply.text)
+        wrong = {"authorization": "Bearer signkey-prod-" + "ef" * 32}
+        assert (await client.get("/v1/events", headers=wrong)).status_code == 401
+        assert (await client.get("/v1/events")).status_code == 401
+        # Stepline's own API stays behind its API tokens
+        ours = await client.get("/api/v1/events", headers={"authorization": f"Bearer {key}"})
+        assert ours.status_code == 401
+        token = {"authorization": f"Bearer {API_TOKEN}"}
+        assert (await client.get("/v1/events", headers=token)).status_code == 200

@@ -2,9 +2,10 @@
 Stepline serves it, for tools and scripts written against Inngest's servers. Every answer is
 ``{"data": ..., "metadata": {"fetched_at", "cached_until"}}`` (Inngest's ``WriteResponse`` /
 ``WriteCachedResponse``: an event cacheable 5 s, an event's runs 15 s, a run 3 s, the list
-not, with ``Cache-Control: private, max-age=N``); each route asks for the REST API's token
-(open on a loopback ``stepline dev``) and sees every app sharing the database, as Inngest's
-workspace does.
+not, with ``Cache-Control: private, max-age=N``); each route asks for the REST API's token or
+the signing key the server shares with its SDK apps, as Inngest's API takes it
+(``require_inngest_api_auth``; open on a loopback ``stepline dev``), and sees every app sharing
+the database, as Inngest's workspace does.
 
 - ``GET /v1/events``: events newest first by internal id, as Inngest's ``WorkspaceEvents``
   lists them (its ``ORDER BY internal_id DESC``; an id's time is when it was received, or the
@@ -42,9 +43,11 @@ workspace does.
 An event is Inngest's ``cqrs.Event`` (``pkg/cqrs/events.go``): ``{internal_id, account_id,
 environment_id, source, source_id, received_at, id, name, data, user?, ts, v?}``: the account
 and environment the zero UUID, ``source`` "" and ``source_id`` null, as Inngest's dev server
-stores its events; ``received_at`` when the server received it; ``id`` the sender's id, or the
-internal one when it gave none (as Inngest stores it); ``user`` only when not empty, ``v`` (the
-sender's version of the event) only when given (``omitempty``); ``ts`` in epoch milliseconds.
+stores its events (runs and cancellations are of its environment,
+``00000000-0000-4000-b000-000000000000``); ``received_at`` when the server received it;
+``id`` the sender's id, or the internal one when it gave none (as Inngest stores it); ``user``
+only when not empty, ``v`` (the sender's version of the event) only when given
+(``omitempty``); ``ts`` in epoch milliseconds.
 A run is ``cqrs.FunctionRun``: ``{run_id, run_started_at, function_id, function_version,
 environment_id, event_id, batch_id?, cron?, status, ended_at, output?}``: ``status``
 ``Running`` until it is ``Completed``, ``Failed`` or ``Cancelled``; ``ended_at`` null until
@@ -67,7 +70,7 @@ from starlette.routing import BaseRoute, Route
 from stepline._ids import new_id
 from stepline._text import is_digits
 from stepline.errors import ConfigError
-from stepline.server._auth import require_api_token
+from stepline.server._auth import require_inngest_api_auth
 from stepline.server._problems import Problem
 from stepline.server._responses import JSONResponse, error
 from stepline.server._state import stepline_app
@@ -89,8 +92,12 @@ DEFAULT_EVENTS = 20  # Inngest's DefaultEvents
 MAX_EVENTS = 51  # Inngest's cqrs.MaxEvents: a larger limit is cut to it
 DEFAULT_WINDOW = 3600.0  # seconds: without received_after, the last hour's (Inngest's Oldest)
 EVERY_RUN = 10**9  # a bulk cancellation's limit: every matching run
-ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"  # the dev server's one environment
-ACCOUNT_ID = ENVIRONMENT_ID  # an event's account and environment: as the dev server stores them
+# the environment of runs and cancellations: Inngest's dev server's (consts.DevServerEnvID, what
+# its NilAuthFinder authenticates every request as: its runs are stored and read with it)
+ENVIRONMENT_ID = "00000000-0000-4000-b000-000000000000"
+# an event's account and environment: none, the zero UUID, as Inngest's dev server stores events
+# (its InsertEvent writes neither)
+NO_ID = "00000000-0000-0000-0000-000000000000"
 ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")  # Crockford base32, 128 bits
 LAST_ULID = "7" + "Z" * 25  # the greatest: every id is below it (Inngest's endULID, far out)
 
@@ -109,7 +116,7 @@ def inngest_rest_routes() -> list[BaseRoute]:
 
 async def _events(request: Request) -> Response:
     """``GET /v1/events`` (see the module)."""
-    require_api_token(request)
+    require_inngest_api_auth(request)
     params = request.query_params
     cursor = params.get("cursor")
     if cursor and not ULID.match(cursor):
@@ -148,7 +155,7 @@ def _limit(text: str | None) -> int:
 
 async def _event(request: Request) -> Response:
     """``GET /v1/events/{event_id}`` (see the module)."""
-    require_api_token(request)
+    require_inngest_api_auth(request)
     event_id = request.path_params["event_id"]
     if not ULID.match(event_id):
         return error(400, f"Invalid event ID: {event_id}")
@@ -166,8 +173,8 @@ def _event_json(stored: StoredEvent) -> dict[str, Any]:
     event = stored.event
     found: dict[str, Any] = {
         "internal_id": event.internal_id,
-        "account_id": ACCOUNT_ID,
-        "environment_id": ENVIRONMENT_ID,
+        "account_id": NO_ID,
+        "environment_id": NO_ID,
         "source": "",
         "source_id": None,
         "received_at": iso(stored.received_at),
@@ -190,7 +197,7 @@ async def _event_runs(request: Request) -> Response:
     an id that is no ULID (``Invalid event ID: ...``), as Inngest's; an event that started
     none (or is unknown) has an empty ``data``. Cacheable for 5 s (``Cache-Control: private,
     max-age=5`` and ``cached_until``), as Inngest's answer is."""
-    require_api_token(request)
+    require_inngest_api_auth(request)
     event_id = request.path_params["event_id"]
     if not ULID.match(event_id):
         return error(400, f"Invalid event ID: {event_id}")
@@ -205,7 +212,7 @@ async def _event_runs(request: Request) -> Response:
 
 async def _run(request: Request) -> Response:
     """``GET /v1/runs/{run_id}`` (see the module)."""
-    require_api_token(request)
+    require_inngest_api_auth(request)
     run_id = _run_id(request)
     app = stepline_app(request)
     run = await app.get_run(run_id)
@@ -228,7 +235,7 @@ def _run_id(request: Request) -> str:
 
 async def _cancel_run(request: Request) -> Response:
     """``DELETE /v1/runs/{run_id}`` (see the module)."""
-    require_api_token(request)
+    require_inngest_api_auth(request)
     run_id = _run_id(request)
     if not await stepline_app(request).cancel_run(run_id, "cancelled by API"):
         return error(404, f"Unable to load function run: {run_id}")
@@ -237,7 +244,7 @@ async def _cancel_run(request: Request) -> Response:
 
 async def _create_cancellation(request: Request) -> Response:
     """``POST /v1/cancellations`` (see the module)."""
-    require_api_token(request)
+    require_inngest_api_auth(request)
     app = stepline_app(request)
     body = await json_body(request)
     app_id, function_id, condition = (_text(body, key) for key in ("app_id", "function_id", "if"))
