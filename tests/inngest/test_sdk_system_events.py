@@ -1,6 +1,7 @@
 """The system events of SDK functions have Inngest's shapes (``pkg/event/event.go``
 ``InngestMetadata``, ``pkg/execution/executor/finalize.go``), read back from the events Stepline
-stored (``GET /v1/events?name=``) after real JS 4.x and Python SDK apps ran under ``stepline dev``:
+stored (``GET /api/v1/events?name=``) after real JS 4.x and Python SDK apps ran under
+``stepline dev``:
 
 * ``inngest/function.invoked``: the payload's data plus ``_inngest`` (``fn_id`` the invoked
   function's slug, ``source_app_id``, ``source_fn_id``, ``correlation_id`` = ``<parent run
@@ -35,7 +36,8 @@ INVOKED, FINISHED, FAILED = (
 
 
 def events(url: str, name: str) -> list[dict[str, Any]]:
-    status, reply = http_json("GET", f"{url}/v1/events?name={name}&limit=100")
+    # Stepline's own list: Inngest's GET /v1/events lists none of Inngest's own events
+    status, reply = http_json("GET", f"{url}/api/v1/events?name={name}&limit=100")
     assert status == 200, reply
     found: list[dict[str, Any]] = reply["data"]
     return found
