@@ -20,7 +20,7 @@ from stepline.engine.worker import Worker
 from stepline.store.postgres import PostgresStore, _pipeline
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import queries as q
-from stepline.store.postgres._leases import LEASE_NAMED
+from stepline.store.postgres._leases import LEASE_NEW
 from stepline.store.records import EventIngest, Lease, NewRun
 
 
@@ -78,7 +78,7 @@ async def test_an_in_process_send_leases_its_run_by_name_in_one_round_trip_on_th
             # then its thread's), with the lease, and no read of candidates before it: the
             # loop never refuses it
             [send] = [t for _, t in trips if q.INSERT_EVENT in t]
-            assert LEASE_NAMED in send
+            assert LEASE_NEW in send  # (LEASE_NAMED's rules for runs it made itself)
             # generic plans asked for once (the ingest's, kept for the lease), put back once
             # at most (only for another job's statements after the send's in its transaction:
             # its own settings end with it)

@@ -235,7 +235,12 @@ def test_the_lease_statements_are_short_enough_for_psycopg_to_cache_their_conver
     from stepline.store.postgres import _leases
 
     # psycopg parses a longer text's placeholders again at each execution (45-65 µs)
-    for text in (_leases.LEASE_NAMED, _leases._candidates(1), _leases._candidates(2)):
+    for text in (
+        _leases.LEASE_NAMED,
+        _leases.LEASE_NEW,
+        _leases._candidates(1),
+        _leases._candidates(2),
+    ):
         assert len(text.encode()) <= MAX_CACHED_STATEMENT_LENGTH
     assert len(lq.LEASE_NAMED.encode()) > MAX_CACHED_STATEMENT_LENGTH  # as written: not cached
 

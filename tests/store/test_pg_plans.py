@@ -16,7 +16,7 @@ import pgtest
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
-from stepline.store.postgres._leases import LEASE_NAMED, _candidates, _named
+from stepline.store.postgres._leases import LEASE_NAMED, LEASE_NEW, _candidates, _named, _new_params
 from stepline.store.records import EventIngest, FunctionSet, NewRun
 
 
@@ -57,6 +57,7 @@ def test_every_new_connection_has_the_lease_by_name_prepared_and_planned(pg_url:
         for pool in (store._pool, store._read_pool):
             with pool.connection() as conn:
                 assert _lease_named_plans(conn) == (1, 0)
+                assert _plans_of(conn, "WITH n AS MATERIALIZED") == (1, 0)  # LEASE_NEW's
     finally:
         store.close()
 
@@ -105,13 +106,14 @@ def test_the_lease_by_name_scans_no_table_whatever_the_statistics(pg_url: str) -
     assert settings == ("auto", "on")  # the transaction's own settings back after it
 
 
-def _lease_named_widest_node(url: str, backlog: int) -> int:
+def _lease_named_widest_node(url: str, backlog: int, made: bool = False) -> int:
     """The most rows any node of ``LEASE_NAMED``'s generic plan (made with no statistics, as on
     a fresh database) touched — returned, plus removed by its filter, times its loops — to
     lease a new run of one function behind ``backlog`` due runs of another function of the same
-    app. Rows, not buffers: the database is the test process's, emptied by DELETE, so its
-    indexes hold the dead entries of earlier tests (buffers behind 4,000 runs were 50 in a
-    fresh database and 67 in a gate's)."""
+    app (``made``: ``LEASE_NEW``'s, the lease of a run its transaction made). Rows, not
+    buffers: the database is the test process's, emptied by DELETE, so its indexes hold the
+    dead entries of earlier tests (buffers behind 4,000 runs were 50 in a fresh database and
+    67 in a gate's)."""
     store = PostgresStore(url)
     try:
         store.migrate()
@@ -128,11 +130,14 @@ def _lease_named_widest_node(url: str, backlog: int) -> int:
     finally:
         store.close()
     params = _named("w", "t", T0 + TTL, "a", ["z-new"], FunctionSet("a", ("fa", "fb")), T0, 10)
+    statement = LEASE_NAMED
+    if made:
+        statement, params = LEASE_NEW, _new_params([("z-new", "fb", T0)], "a", T0, "w", "t", T0)
     with psycopg.connect(url, autocommit=True) as conn:
         for table in ("queue", "runs", "events", "history"):  # as if never analyzed
             conn.execute(f"DELETE FROM pg_statistic WHERE starelid = '{table}'::regclass")
         query = PostgresQuery(Transformer(conn))
-        query.convert(LEASE_NAMED, params)
+        query.convert(statement, params)
         with conn.transaction(force_rollback=True):
             conn.execute(lq.GENERIC_PLANS)
             conn.pgconn.prepare(b"named", query.query, param_types=query.types)
@@ -162,6 +167,13 @@ def test_the_lease_by_name_reads_no_more_behind_a_backlog(pg_url: str) -> None:
     assert _lease_named_widest_node(pg_url, 0) <= 20
     pgtest.empty_database(pg_url)
     assert _lease_named_widest_node(pg_url, 4000) <= 20  # a10aca3: 4,000 (queue_fn_due)
+
+
+def test_the_lease_of_a_made_run_reads_no_more_behind_a_backlog(pg_url: str) -> None:
+    """``LEASE_NEW`` probes the queue order as ``LEASE_NAMED`` does (its generic plan too)."""
+    assert _lease_named_widest_node(pg_url, 0, made=True) <= 20
+    pgtest.empty_database(pg_url)
+    assert _lease_named_widest_node(pg_url, 4000, made=True) <= 20
 
 
 def _plans_of(conn: psycopg.Connection[Any], fragment: str) -> tuple[int, int] | None:

@@ -42,6 +42,7 @@ def add_event_effects(tx: PostgresTx, effects: Sequence[tuple[str, str, str]]) -
 def create_run(tx: PostgresTx, new_run: NewRun, now: float, due_at: float | None = None) -> None:
     if (due_at is None or due_at <= now) and not new_run.admission.concurrency:
         tx.new_runs[new_run.run_id] = new_run.function_id
+        tx.created[new_run.run_id] = (new_run, now, now if due_at is None else due_at)
     else:
         tx.made_work = True  # a run due later (a worker's next due time moved) or keyed
     s = tx._s

@@ -244,6 +244,27 @@ picked AS (
 {_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))", returning=" RETURNING *")}
 {_LOAD_MARKED}
 ORDER BY array_position(ARRAY(SELECT run_id FROM picked), r.run_id)"""
+# A lease by name of runs this transaction created (tx.lease_new_runs), which nobody else can
+# see, lock or lease before it commits: LEASE_NAMED's decision without what a run of its own
+# needs not (the named rows' look-up and its conditions, known when the run was made: due, not
+# leased, without concurrency keys, of the served app's function; its passes, none, and its
+# start deadline, decided by the caller; their lock) nor their reading (the caller knows what it
+# wrote): of %(runs)s (each due at %(dues)s, a function of %(fns)s), those of an unpaused
+# function that nothing of their function is ahead of, marked as LEASE_NAMED marks them; the
+# run ids taken come back
+LEASE_NEW = f"""
+WITH n AS MATERIALIZED (
+    SELECT * FROM unnest(%(runs)s::text[], %(fns)s::text[], %(dues)s::float8[])
+        AS n(run_id, function_id, due_at)),
+picked AS MATERIALIZED (
+    SELECT n.run_id FROM n
+    WHERE (SELECT 1 FROM paused p
+           WHERE p.app_id IN (%(app)s, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
+      {AHEAD_OF_NAMED.format(app="%(app)s", now="%(now)s")}
+      {AHEAD_OF_NAMED.format(app="''", now="%(now)s")}
+    ORDER BY n.due_at, n.run_id LIMIT %(limit)s),
+{_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))", returning="")}
+SELECT run_id FROM picked"""
 _NOT_PAUSED = """function_id NOT IN (SELECT function_id FROM paused WHERE app_id = '')
       AND (app_id, function_id) NOT IN (SELECT app_id, function_id FROM paused)"""
 NEXT_DUE = f"""

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
 import psycopg
 from psycopg import pq
 from psycopg._preparing import Prepare
@@ -20,6 +21,7 @@ from psycopg.adapt import Transformer
 
 from stepline._driven import Watch
 from stepline.errors import StoreUnavailable
+from stepline.serde import dumps_exact
 from stepline.store._fair_order import Candidate, fair_pick, group_of
 from stepline.store._pass_rules import fail_spent
 from stepline.store.capabilities import Flushed
@@ -28,12 +30,23 @@ from stepline.store.memory_queue import GROUP_VISITS
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _pipeline, _rows
 from stepline.store.postgres import _read_queries as rq
+from stepline.store.postgres import queries as q
 from stepline.store.postgres._arrays import TextArray
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._merging import Later
 from stepline.store.postgres._statements import _quiet, at_once
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
-from stepline.store.records import MAX_PASSES_WITHOUT_PROGRESS, FunctionSet, Lease, SpentRun
+from stepline.store.records import (
+    MAX_PASSES_WITHOUT_PROGRESS,
+    EventRecord,
+    FunctionSet,
+    Lease,
+    NewRun,
+    RunRecord,
+    RunState,
+    SpentRun,
+    StepRecord,
+)
 
 if TYPE_CHECKING:
     from stepline.store.postgres._statements import Statements
@@ -198,6 +211,26 @@ def lease_named(
     return leases
 
 
+def mark_steps_running(
+    tx: PostgresTx, run_id: str, lease_token: str, steps: Sequence[StepRecord]
+) -> bool:
+    """``StoreTx.mark_steps_running``: under the run's lease (its token read, the steps
+    written only while it is ``lease_token``)."""
+    tx._tokens.show(lease_token, [p.hash for p in steps])
+    with tx._savepoint() as s:
+        row = s.run(q.LEASE_TOKEN, (run_id,)).fetchone()
+        if row is None or row[0] != lease_token:
+            return False
+        s.write_many(
+            lq.MARK_STEP_RUNNING,
+            [
+                (run_id, p.hash, p.step_id, p.kind, p.position, p.attempts, p.started_at)
+                for p in steps
+            ],
+        )
+        return True
+
+
 def leasable_new_runs(tx: PostgresTx) -> Mapping[str, str]:
     """``LeasesNewRuns.leasable_new_runs``: the new runs its notification would name."""
     return tx.new_runs
@@ -219,7 +252,114 @@ def lease_new_runs(
     functions_of = {run_id: new_runs.pop(run_id, "") for run_id in run_ids}
     if tx.statements.on_loop and run_ids:  # its flush may wait after its commit (flush_later)
         tx.flushed = Flushed()
-    return lease_named(tx, owner, now, run_ids, ttl, functions, max_passes, functions_of)
+    made = _made(tx, run_ids, functions, now, max_passes)
+    if made is None:
+        return lease_named(tx, owner, now, run_ids, ttl, functions, max_passes, functions_of)
+    return _lease_made(tx, owner, now, made, ttl, functions.app_id)
+
+
+def _made(
+    tx: PostgresTx, run_ids: Sequence[str], functions: FunctionSet, now: float, max_passes: int
+) -> list[tuple[NewRun, float, float, list[EventRecord]]] | None:
+    """Each of ``run_ids`` as this transaction made it (``tx.created``: the run, its creation
+    time and due time, its events), when each is one ``LEASE_NAMED`` would look at beyond its
+    queue order and function's pause (``LEASE_NEW``): of the served app (or none) and function,
+    due by ``now``, with passes to spend (it spent none) and its start deadline not passed, its
+    events stored by this transaction; else None (``LEASE_NAMED`` decides)."""
+    made = []
+    created, stored, served = tx.created, tx.stored, functions.function_ids
+    for run_id in run_ids:
+        found = created.get(run_id)
+        if found is None or max_passes < 1:
+            return None
+        run, at, due = found
+        timeout = run.admission.start_timeout
+        if (
+            run.app_id not in (functions.app_id, "")
+            or run.function_id not in served
+            or due > now
+            or (timeout is not None and now > at + timeout)
+            or any(e not in stored for e in run.event_ids)
+        ):
+            return None
+        made.append((run, at, due, [stored[e] for e in run.event_ids]))
+    return made
+
+
+def _lease_made(
+    tx: PostgresTx,
+    owner: str,
+    now: float,
+    made: list[tuple[NewRun, float, float, list[EventRecord]]],
+    ttl: float,
+    app: str,
+) -> Callable[[], list[Lease]]:
+    """``lease_named`` of runs this transaction made (``_made``), in one statement that
+    neither looks them up nor reads them (``LEASE_NEW``): their state is made of what the
+    transaction wrote, marked as the lease marks them (``_leased_state``)."""
+    token = secrets.token_hex(8)
+    if tx._presence is not None:
+        token = _prefix(tx, owner) + token
+    tx._tokens.remember(token, owner)
+    runs = [(run.run_id, run.function_id, due) for run, _, due, _ in made]
+    params = _new_params(runs, app, now, owner, token, now + ttl)
+    with tx._savepoint(durable=False) as s:
+        s.write(lq.GENERIC_PLANS)
+        taken = s.read_later(LEASE_NEW, params)
+        s.write(lq.DEFAULT_PLANS)
+    of = {run.run_id: (run, at, events) for run, at, _, events in made}
+
+    def leases() -> list[Lease]:
+        found = [of[r[0]] for r in taken.rows or ()]
+        return [
+            Lease(
+                run.run_id,
+                token,
+                None,
+                None,
+                functools.partial(_leased_state, run, at, events, owner, now, app),
+                run.function_id,
+            )
+            for run, at, events in found
+        ]
+
+    return leases
+
+
+def _leased_state(
+    run: NewRun, at: float, events: list[EventRecord], owner: str, now: float, app: str
+) -> RunState:
+    """The state ``LOAD_RUN`` reads of a run made at ``at`` (``run_params``) once leased by
+    ``owner`` at ``now`` (``_TAKE``: running, started now, of the lease's app if it had none);
+    no steps nor waits yet."""
+    a = run.admission
+    return RunState(
+        run=RunRecord(
+            run.run_id,
+            run.function_id,
+            "RUNNING",
+            list(run.event_ids),
+            at,
+            now,
+            parent_run_id=run.parent_run_id,
+            parent_step_hash=run.parent_step_hash,
+            start_timeout=a.start_timeout,
+            finish_timeout=a.finish_timeout,
+            app_id=run.app_id or app,
+            worker_id=owner,
+        ),
+        events=[_as_stored(event) for event in events],
+        steps={},
+        waits=[],
+    )
+
+
+def _as_stored(event: EventRecord) -> EventRecord:
+    """``event`` as ``LOAD_RUN`` reads it back: its data and user decoded from the bytes the
+    transaction stored (``_matching._insert_event``), never the sender's own objects."""
+    user = orjson.loads(dumps_exact(event.user)) if event.user else {}
+    data = orjson.loads(event.encoded_data())
+    return EventRecord(event.internal_id, event.name, data, user, event.id, event.ts, v=event.v)
 
 
 def flush_later(tx: PostgresTx) -> Flushed:
@@ -306,16 +446,40 @@ def _named(
     }
 
 
+def _new_params(
+    runs: Sequence[tuple[str, str, float]],
+    app: str,
+    now: float,
+    owner: str,
+    token: str,
+    expires: float,
+) -> dict[str, Any]:
+    """``LEASE_NEW``'s parameters: its runs (id, function, due time) and the lease's."""
+    return {
+        "runs": TextArray([run_id for run_id, _, _ in runs]),
+        "fns": TextArray([function_id for _, function_id, _ in runs]),
+        "dues": [due for _, _, due in runs],
+        "app": app,
+        "now": now,
+        "limit": len(runs),
+        "owner": owner,
+        "token": token,
+        "expires": expires,
+    }
+
+
 def prepare_named(conn: psycopg.Connection[Any]) -> None:
-    """Prepare ``LEASE_NAMED`` on the new connection ``conn`` (in psycopg's cache, as its
-    fifth execution would) and make its generic plan (executed once, leasing nothing), so
-    that a worker's first leases by name on it do not plan it: before psycopg prepares it, each
-    of those leases planned it for its parameters (about 2.5 ms of the server's CPU each, on
-    the way of a wake-up to its run's first step). The parameters' types are a lease's (the
-    cache's key): a lease with others (a pass limit beyond a smallint) prepares its own at its
-    fifth execution, as would a database without the schema yet (migrated later)."""
+    """Prepare ``LEASE_NAMED`` (and ``LEASE_NEW``, alike) on the new connection ``conn`` (in
+    psycopg's cache, as its fifth execution would) and make its generic plan (executed once,
+    leasing nothing), so that a worker's first leases by name on it do not plan it: before
+    psycopg prepares it, each of those leases planned it for its parameters (about 2.5 ms of
+    the server's CPU each, on the way of a wake-up to its run's first step). The parameters'
+    types are a lease's (the cache's key): a lease with others (a pass limit beyond a
+    smallint) prepares its own at its fifth execution, as would a database without the schema
+    yet (migrated later)."""
     params = _named("", "", 0.0, "", [""], None, 0.0, MAX_PASSES_WITHOUT_PROGRESS)
     prepare(conn, LEASE_NAMED, params)
+    prepare(conn, LEASE_NEW, _new_params([("", "", 0.0)], "", 0.0, "", "", 0.0))
 
 
 def prepare(conn: psycopg.Connection[Any], statement: str, params: dict[str, Any]) -> None:
@@ -380,6 +544,7 @@ def compact(query: str) -> str:
 
 _AROUND_PUNCTUATION = re.compile(r" ?([(),=<>]) ?")
 LEASE_NAMED = compact(lq.LEASE_NAMED)
+LEASE_NEW = compact(lq.LEASE_NEW)
 _LIVE_LEASES = at_once(lq.LIVE_LEASES)
 
 

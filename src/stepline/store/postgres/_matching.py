@@ -108,6 +108,7 @@ def _insert_event(tx: PostgresTx, event: EventRecord, now: float) -> bool:
         ),
         "events",
     )
+    tx.stored[event.internal_id] = event  # (a lease of its runs makes their state of it)
     return new
 
 

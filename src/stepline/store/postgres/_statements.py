@@ -84,10 +84,11 @@ def at_once(query: str) -> str:
 
 # a transaction of its own whose commit waits for the WAL's flush up to its commit record: it
 # writes a row (a commit that wrote no WAL, as one that only took a transaction id, waits for
-# nothing), its server process's own (migration 15), so concurrent ones never wait for each other
-FLUSHED = """
+# nothing), its server process's own (migration 15), so concurrent ones never wait for each other;
+# prepared at its first execution on a connection (each send that waits for its flush runs it)
+FLUSHED = at_once("""
 INSERT INTO wal_flushes (backend, flushes) VALUES (pg_backend_pid() % 1024, 1)
-ON CONFLICT (backend) DO UPDATE SET flushes = wal_flushes.flushes + 1"""
+ON CONFLICT (backend) DO UPDATE SET flushes = wal_flushes.flushes + 1""")
 
 
 class Statements:

@@ -435,18 +435,26 @@ class PostgresStore(PostgresReads):
 
     async def _flushed(self, conn: psycopg.Connection[Any]) -> None:
         """``FLUSHED`` on ``conn`` (an idle connection of the read pool, given back): its
-        commit, after the transaction's, waits for the WAL's flush past both. Failed, the
-        transaction is committed, perhaps not on disk: ``StoreUnavailable``."""
+        commit, after the transaction's, waits for the WAL's flush past both. Its prepared
+        statement dropped behind psycopg's back (``_database.DROPPED``: nothing done), it is
+        sent again, prepared anew; failed otherwise, the transaction is committed, perhaps not
+        on disk: ``StoreUnavailable``."""
         try:
-            await _pipeline.send_all_async(conn, [(FLUSHED, None)])
-        except BaseException as exc:
+            for again in (True, False):
+                try:
+                    await _pipeline.send_all_async(conn, [(FLUSHED, None)])
+                    return
+                except psycopg.Error as exc:
+                    _database.forget_dropped(conn, exc)  # prepared anew at its next use
+                    if not (again and exc.sqlstate == _database.DROPPED):
+                        raise StoreUnavailable(
+                            f"committed, but whether it is on disk is unknown: {exc!r}",
+                            self.label,
+                        ) from exc
+        except BaseException:
             if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.close()  # busy mid-protocol (cancelled): the pool replaces it
-            if not isinstance(exc, Exception):
-                raise
-            raise StoreUnavailable(
-                f"committed, but whether it is on disk is unknown: {exc!r}", self.label
-            ) from exc
+            raise
         finally:
             self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 

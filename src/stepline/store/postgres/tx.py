@@ -60,6 +60,7 @@ from stepline.store.records import (
     InboxItem,
     IngestResult,
     Lease,
+    NewRun,
     PassCommit,
     RunEnd,
     SpentRun,
@@ -111,6 +112,10 @@ class PostgresTx:
         # and not leased by itself: its NOTIFY names them when they are the only work it made
         # (a worker leases those with one statement: lease_named)
         self.new_runs: dict[str, str] = {}
+        # those runs as made (the run, its creation and due times) and the events it stored:
+        # a lease of them makes their state of them (_leases.lease_new_runs)
+        self.created: dict[str, tuple[NewRun, float, float]] = {}
+        self.stored: dict[str, EventRecord] = {}
         # whether the transaction must be on disk before it is acknowledged: not when it only
         # leased runs, renewed leases, looked for due crons and flushed debounces or batches
         # (verbs that pass durable=False). Such a transaction lost in a crash of the server
@@ -581,22 +586,7 @@ class PostgresTx:
     def fail_run(self, run_id: str, error: dict[str, Any], now: float) -> None:
         self._s.write(q.FAIL_RUN, (dumps(error).decode(), now, run_id), "runs")
 
-    def mark_steps_running(
-        self, run_id: str, lease_token: str, steps: Sequence[StepRecord]
-    ) -> bool:
-        self._tokens.show(lease_token, [p.hash for p in steps])
-        with self._savepoint() as s:
-            row = s.run(q.LEASE_TOKEN, (run_id,)).fetchone()
-            if row is None or row[0] != lease_token:
-                return False
-            s.write_many(
-                lq.MARK_STEP_RUNNING,
-                [
-                    (run_id, p.hash, p.step_id, p.kind, p.position, p.attempts, p.started_at)
-                    for p in steps
-                ],
-            )
-            return True
+    mark_steps_running = _leases.mark_steps_running  # (a step run under its lease)
 
 
 class _NotHeld(Exception):
