@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from stepline.gcra import GcraSpec, admit_or_reject, schedule
+from stepline.gcra import Bucket, GcraSpec, admit_or_reject, schedule
 from stepline.store.records import (
     CANCELLED,
     RESUMED,
@@ -34,9 +34,9 @@ class FlowState(Protocol):
 
     def remember_idempotency(self, key: str, now: float) -> None: ...
 
-    def gcra_tat(self, bucket: str) -> float | None: ...
+    def gcra_bucket(self, name: str) -> Bucket | None: ...
 
-    def set_gcra_tat(self, bucket: str, tat: float) -> None: ...
+    def set_gcra_bucket(self, name: str, bucket: Bucket) -> None: ...
 
     def active_singleton_runs(self, key: str) -> list[str]: ...
 
@@ -68,9 +68,9 @@ def decide(run: NewRun, now: float, state: FlowState) -> Decision:
             return Decision(skip="singleton")
     due = now - a.priority  # priority orders the runs that may start now
     if a.throttle is not None:
-        start, tat = schedule(a.throttle, state.gcra_tat(a.throttle.bucket), now)
-        state.set_gcra_tat(a.throttle.bucket, tat)
-        if start > now:  # delayed by the throttle: it starts then, whatever its priority
+        start, bucket = schedule(a.throttle, state.gcra_bucket(a.throttle.bucket), now)
+        state.set_gcra_bucket(a.throttle.bucket, bucket)
+        if start is not None:  # delayed by the throttle: it starts then, whatever its priority
             due = start
     if a.not_before is not None and a.not_before > due:  # an event ts in the future
         due = a.not_before
@@ -85,17 +85,15 @@ def gate_event(admission: Admission, now: float, state: FlowState) -> str | None
     key = admission.idempotency_key
     if key is not None and state.idempotency_seen(key, now):
         return "idempotency"
-    tat: float | None = None
-    if admission.rate_limit is not None:
-        admitted, tat = admit_or_reject(
-            admission.rate_limit, state.gcra_tat(admission.rate_limit.bucket), now
-        )
-        if not admitted:
+    limit, bucket = admission.rate_limit, None
+    if limit is not None:
+        bucket = admit_or_reject(limit, state.gcra_bucket(limit.bucket), now)
+        if bucket is None:
             return "rate_limit"
     if key is not None:
         state.remember_idempotency(key, now)
-    if admission.rate_limit is not None and tat is not None:
-        state.set_gcra_tat(admission.rate_limit.bucket, tat)
+    if limit is not None and bucket is not None:
+        state.set_gcra_bucket(limit.bucket, bucket)
     return None
 
 

@@ -113,7 +113,7 @@ TABLES: tuple[Table, ...] = (
     ),
     _table("matcher_paths", "event_name path", "event_name path"),
     _table("idempotency", "key seen_at", "key"),
-    _table("gcra", "bucket tat", "bucket"),
+    _table("gcra", "bucket tat decided_at", "bucket"),
     _table("skips", "seq event_id function_id reason at", "seq", identity="seq"),
     _table(
         "deferrals",

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from stepline.errors import StoreError
+from stepline.gcra import Bucket
 from stepline.serde import loads
 from stepline.store._admission_rules import DeferralRow
 from stepline.store._clauses import MISSING, keeps, value_at
@@ -69,7 +70,7 @@ class MemoryStore(MemoryAppReads):
         # or ended are dropped by overdue_starts)
         self._start_deadlines: dict[str, float] = {}
         self._idempotency: dict[str, float] = {}
-        self._gcra: dict[str, float] = {}
+        self._gcra: dict[str, Bucket] = {}
         self._skips: dict[int, SkipRecord] = {}
         self._deferrals: dict[tuple[str, str, str], DeferralRow] = {}
         self._paused: dict[tuple[str, str], bool] = {}  # (app id or '' for every app, function)

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
+from stepline.gcra import Bucket
 from stepline.store._admission_rules import IDEMPOTENCY_WINDOW, DeferralRow, flush_due
 from stepline.store.records import (
     TERMINAL_STATUSES,
@@ -66,11 +67,11 @@ class MemoryControlVerbs:
     def remember_idempotency(self, key: str, now: float) -> None:
         self._put(self._s._idempotency, key, now)
 
-    def gcra_tat(self, bucket: str) -> float | None:
-        return self._s._gcra.get(bucket)
+    def gcra_bucket(self, name: str) -> Bucket | None:
+        return self._s._gcra.get(name)
 
-    def set_gcra_tat(self, bucket: str, tat: float) -> None:
-        self._put(self._s._gcra, bucket, tat)
+    def set_gcra_bucket(self, name: str, bucket: Bucket) -> None:
+        self._put(self._s._gcra, name, bucket)
 
     def active_singleton_runs(self, key: str) -> list[str]:
         s = self._s
@@ -134,16 +135,18 @@ class MemoryControlVerbs:
         stale = [
             (s._dedup, [k for k, seen in s._dedup.items() if seen < horizon][:limit]),
             (s._idempotency, [k for k, seen in s._idempotency.items() if seen < horizon][:limit]),
-            (s._gcra, [k for k, tat in s._gcra.items() if tat < now][:limit]),
         ]
+        emptied = [k for k, b in s._gcra.items() if b.tat < now][:limit]
         gone = [k for k, w in s._workers.items() if w.expires_at < horizon][:limit]
         with self._verb():
             for table, keys in stale:
                 for key in keys:
                     self._pop(table, key)
+            for key in emptied:
+                self._pop(s._gcra, key)
             for key in gone:
                 self._pop(s._workers, key)
-        return sum(len(keys) for _, keys in stale) + len(gone)
+        return sum(len(keys) for _, keys in stale) + len(emptied) + len(gone)
 
     def purge_resolved_waits(self, limit: int) -> int:
         return 0  # a wait is deleted as it is resolved

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from stepline._ids import new_id
+from stepline.gcra import Bucket
 from stepline.serde import dumps
 from stepline.store import _rows as shapes
 from stepline.store._admission_rules import (
@@ -75,15 +76,15 @@ def remember_idempotency(tx: PostgresTx, key: str, now: float) -> None:
     tx._s.write(q.REMEMBER_IDEMPOTENCY, (key, now))
 
 
-def gcra_tat(tx: PostgresTx, bucket: str) -> float | None:
-    tx._lock(f"gcra\x1f{bucket}")
-    row = tx._s.run(q.GCRA_TAT, (bucket,)).fetchone()
-    return None if row is None else float(row[0])
+def gcra_bucket(tx: PostgresTx, name: str) -> Bucket | None:
+    tx._lock(f"gcra\x1f{name}")
+    row = tx._s.run(q.GCRA_BUCKET, (name,)).fetchone()
+    return None if row is None else Bucket(float(row[0]), row[1])
 
 
-def set_gcra_tat(tx: PostgresTx, bucket: str, tat: float) -> None:
-    tx._lock(f"gcra\x1f{bucket}")
-    tx._s.write(q.SET_GCRA_TAT, (bucket, tat))
+def set_gcra_bucket(tx: PostgresTx, name: str, bucket: Bucket) -> None:
+    tx._lock(f"gcra\x1f{name}")
+    tx._s.write(q.SET_GCRA_BUCKET, (name, bucket.tat, bucket.decided_at))
 
 
 def active_singleton_runs(tx: PostgresTx, key: str) -> list[str]:

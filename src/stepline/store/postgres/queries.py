@@ -234,10 +234,10 @@ IDEMPOTENCY_SEEN = "SELECT seen_at FROM idempotency WHERE key = %s"
 REMEMBER_IDEMPOTENCY = """
 INSERT INTO idempotency (key, seen_at) VALUES (%s, %s)
 ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at"""
-GCRA_TAT = "SELECT tat FROM gcra WHERE bucket = %s"
-SET_GCRA_TAT = """
-INSERT INTO gcra (bucket, tat) VALUES (%s, %s)
-ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat"""
+GCRA_BUCKET = "SELECT tat, decided_at FROM gcra WHERE bucket = %s"
+SET_GCRA_BUCKET = """
+INSERT INTO gcra (bucket, tat, decided_at) VALUES (%s, %s, %s)
+ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat, decided_at = excluded.decided_at"""
 ACTIVE_SINGLETON_RUNS = """
 SELECT run_id FROM runs
 WHERE singleton_key = %s AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"""

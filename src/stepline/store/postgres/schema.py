@@ -483,4 +483,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN v text;
     """,
+    # 19: a GCRA bucket's last admission time (``gcra.Bucket.decided_at``): a sender whose
+    # clock is behind it decides at that time, so a burst is admitted whole when concurrent
+    # senders' clocks are not in commit order. NULL in the rows written before (and kept by a
+    # process of 18 still open, whose upsert sets the tat only: a time it decided at before):
+    # decided at the sender's clock then, as before. No default: added without a rewrite
+    """
+    ALTER TABLE gcra ADD COLUMN decided_at double precision;
+    """,
 )

@@ -515,8 +515,8 @@ class PostgresTx:
     create_run = _admission.create_run
     idempotency_seen = _admission.idempotency_seen
     remember_idempotency = _admission.remember_idempotency
-    gcra_tat = _admission.gcra_tat
-    set_gcra_tat = _admission.set_gcra_tat
+    gcra_bucket = _admission.gcra_bucket
+    set_gcra_bucket = _admission.set_gcra_bucket
     active_singleton_runs = _admission.active_singleton_runs
     get_deferral = _admission.get_deferral
     put_deferral = _admission.put_deferral

@@ -15,6 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from stepline._ids import new_id
+from stepline.gcra import Bucket
 from stepline.serde import dumps, loads
 from stepline.store import _rows as shapes
 from stepline.store._admission_rules import (
@@ -109,12 +110,12 @@ class SQLiteControlVerbs:
     def remember_idempotency(self, key: str, now: float) -> None:
         self._c.execute(q.REMEMBER_IDEMPOTENCY, (key, now))
 
-    def gcra_tat(self, bucket: str) -> float | None:
-        row = self._c.execute(q.GCRA_TAT, (bucket,)).fetchone()
-        return None if row is None else float(row[0])
+    def gcra_bucket(self, name: str) -> Bucket | None:
+        row = self._c.execute(q.GCRA_BUCKET, (name,)).fetchone()
+        return None if row is None else Bucket(float(row[0]), row[1])
 
-    def set_gcra_tat(self, bucket: str, tat: float) -> None:
-        self._c.execute(q.SET_GCRA_TAT, (bucket, tat))
+    def set_gcra_bucket(self, name: str, bucket: Bucket) -> None:
+        self._c.execute(q.SET_GCRA_BUCKET, (name, bucket.tat, bucket.decided_at))
 
     def active_singleton_runs(self, key: str) -> list[str]:
         rows = self._c.execute(q.ACTIVE_SINGLETON_RUNS, (key,))

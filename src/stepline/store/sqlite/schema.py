@@ -588,4 +588,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN v TEXT;
     """,
+    # 30: a GCRA bucket's last admission time (``gcra.Bucket.decided_at``): a sender whose
+    # clock is behind it decides at that time, so a burst is admitted whole when concurrent
+    # senders' clocks are not in commit order. NULL in the rows written before (and by a
+    # process of 29 still open): decided at the sender's clock then, as before
+    """
+    ALTER TABLE gcra ADD COLUMN decided_at REAL;
+    """,
 )
