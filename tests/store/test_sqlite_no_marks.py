@@ -59,6 +59,7 @@ def test_the_marks_of_a_file_of_27_go_with_their_rows(tmp_path: Path) -> None:
         conn.executescript(_KEEP_RESOLVED)
         conn.execute("INSERT INTO waits_resolved VALUES ('r1', 'w-r1')")
         conn.execute("ALTER TABLE events DROP COLUMN v")  # 29's
+        conn.execute("ALTER TABLE gcra DROP COLUMN decided_at")  # 30's
         conn.execute("DELETE FROM schema_version WHERE version > 27")
         conn.commit()
     store = SQLiteStore(path)

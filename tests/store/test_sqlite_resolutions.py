@@ -442,6 +442,7 @@ def _as_schema_25_left_it(path: Path, resolutions: list[tuple[str, str, str, flo
             )
         conn.execute("DROP TABLE cancel_announcements")  # 27's
         conn.execute("ALTER TABLE events DROP COLUMN v")  # 29's
+        conn.execute("ALTER TABLE gcra DROP COLUMN decided_at")  # 30's
         conn.execute("DELETE FROM schema_version WHERE version > 25")
         conn.commit()
 
