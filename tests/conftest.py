@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import forkguard
 import forkserver
 import pgtest
 import sqlitetest
@@ -36,6 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # controlling process removes at its end: pgtest); each started its own of each kind
         run = os.environ.get(pgtest.DIR_VARIABLE)
         forkserver.share_in(tempfile.mkdtemp(prefix="stepline-forkservers-", dir=run))
+    # every process a test starts with subprocess dies with its test process (forkguard.py)
+    forkguard.install(forkserver.guard)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

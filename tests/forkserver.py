@@ -35,7 +35,10 @@ code (``-N``: killed by signal N, as ``subprocess`` reports it).
 A forked process dies with the test process that asked for it (the server watches that process
 through a pidfd and SIGKILLs what it forked for it), and with its server (``PR_SET_PDEATHSIG``):
 a test process killed mid-run (a gate stopped, a worker crashed) leaves none of its ``stepline
-dev`` or worker processes running for good.
+dev`` or worker processes running for good. The processes a test process starts itself with
+``subprocess`` (``run`` of a fresh interpreter or another program among them) are handed to a
+server too once started (``guard``, tests/forkguard.py), which kills each when its test process
+ends.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+import forkguard
 
 _MAX_MESSAGE = 1 << 20
 # the folder where the run's shared servers listen, and the process whose end ends them
@@ -162,6 +167,7 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
     selector.register(wake_r, selectors.EVENT_READ)
     running: dict[int, socket.socket] = {}  # pid -> the connection its exit code goes to
     owners: dict[int, int] = {}  # pid -> a pidfd of the test process it was forked for
+    guards = forkguard.Guards(selector)  # processes the test processes started themselves
     if watch is None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
@@ -177,6 +183,9 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
                             break
                     except BlockingIOError:
                         break
+            elif key.data is guards:  # a guarded process or its test process ended
+                assert isinstance(key.fileobj, int)
+                guards.ended(key.fileobj)
             elif key.data is not None:  # the test process a running one was forked for ended
                 _kill(key.data)
                 _forget(selector, owners, key.data)
@@ -192,6 +201,11 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
                     conn.close()
                     continue
                 request = json.loads(message)
+                if "guard" in request:  # a process of the test process's own (forkguard)
+                    guards.add(request["guard"], request["owner"])
+                    conn.send(b"{}")
+                    conn.close()
+                    continue
                 server_pid = os.getpid()
                 pid = os.fork()
                 if pid == 0:  # the requested process: never returns to this loop
@@ -229,6 +243,7 @@ def _serve(path: str, preload: Sequence[str], watch: int | None = None) -> None:
             except OSError:
                 pass  # its client is gone
             conn.close()
+    guards.kill_all()
 
 
 def _watch(
@@ -425,13 +440,14 @@ def _start(
     """A server listening on ``path`` once this returns, and its pid (``watch``: shared, the
     process started is gone once the server, forked from it, is ready)."""
     detach = [_DETACH, watch] if watch is not None else []
-    process = subprocess.Popen(
-        [sys.executable, __file__, *detach, path, *preload],
-        env=dict(env),
-        cwd=os.path.dirname(path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-    )
+    with forkguard.unguarded():  # it ends by itself, with its test process or its run
+        process = subprocess.Popen(
+            [sys.executable, __file__, *detach, path, *preload],
+            env=dict(env),
+            cwd=os.path.dirname(path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
     assert process.stdout is not None
     with process.stdout:
         ready = process.stdout.readline().split()
@@ -534,6 +550,15 @@ def popen(
         )
     if how is None:
         how = _executed(argv, env, cwd)
+    server = _server(env, preload)
+    with open(os.devnull, "r+b") as null:
+        fds = [_fd(stdin, 0, null), _fd(stdout, 1, null)]
+        fds.append(fds[1] if stderr == subprocess.STDOUT else _fd(stderr, 2, null))
+        return server.spawn(argv, how, env, cwd, fds)
+
+
+def _server(env: Mapping[str, str], preload: Sequence[str]) -> _Server:
+    """The server of this kind: the run's shared one, or this process's own."""
     key = (_startup_env(env), tuple(preload))
     with _lock:
         if key not in _servers:
@@ -542,11 +567,20 @@ def popen(
                 _servers[key] = _Server.shared(shared, watch, env, preload)
             else:
                 _servers[key] = _Server.own(env, preload)
-        server = _servers[key]
-    with open(os.devnull, "r+b") as null:
-        fds = [_fd(stdin, 0, null), _fd(stdout, 1, null)]
-        fds.append(fds[1] if stderr == subprocess.STDOUT else _fd(stderr, 2, null))
-        return server.spawn(argv, how, env, cwd, fds)
+        return _servers[key]
+
+
+def guard(pid: int) -> None:
+    """Have process ``pid`` (started by this process with ``subprocess``) killed when this
+    process ends, however it ends, or when the server does (``forkguard``): a server that
+    imported nothing does it, the run's shared one or this process's own."""
+    server = _server(os.environ, ())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+        conn.connect(server.path)
+        conn.send(json.dumps({"guard": pid, "owner": os.getpid()}).encode())
+        conn.settimeout(30)
+        if not conn.recv(_MAX_MESSAGE):
+            raise RuntimeError(f"the fork server did not take process {pid}")
 
 
 def _executed(
