@@ -17,7 +17,10 @@ import psycopg
 import pytest
 
 from stepline import App, Event, StoreUnavailable, TriggerEvent
+from stepline.store.interface import Replay
 from stepline.store.postgres import PostgresStore
+
+from .builders import SERVED, T0, cel_matches, trigger
 
 DROPS = [b"DEALLOCATE ALL", b"DISCARD ALL"]
 DEADLINE = 60.0  # a bound on each wait, never a sleep
@@ -105,3 +108,48 @@ async def _completed(app: App, count: int) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"runs not completed: {statuses}")
         await asyncio.sleep(0.05)  # real time: the poll interval; the deadline bounds it
+
+
+def _lease_in(store: PostgresStore, now: float) -> list[Any]:
+    """An optimistic transaction leasing due runs (its statements psycopg's to prepare)."""
+    with store.optimistic_transaction() as tx:
+        return tx.lease_due("w1", now, 10, 30.0, SERVED)
+
+
+def test_a_dropped_statement_whose_error_a_job_caught_is_forgotten_with_the_others(
+    pg_url: str,
+) -> None:
+    """A job of an optimistic transaction that catches the error of a dropped statement (as
+    the owed announcements' job catches any error of its savepoint) and goes on: the
+    transaction is spoiled (``Replay``: made again carefully), and psycopg forgets every name
+    it prepared on the connection then, as when the error ends the transaction. Before, only
+    the failed name was forgotten there: each other statement dropped failed once more at its
+    next use, each failure a transaction made again (the ingest below was refused)."""
+    store = PostgresStore(pg_url, max_connections=1)  # one read connection: every transaction
+    try:
+        for i in range(6):  # psycopg prepares a statement at its fifth execution
+            _lease_in(store, T0 + i)
+            ingest_optimistic(store, f"e{i}", T0 + i)
+        with store._read_pool.connection() as conn:
+            _drop(conn, b"DEALLOCATE ALL")
+        caught: list[str | None] = []
+        with pytest.raises(Replay):
+            _caught_in_a_job(store, caught)
+        assert caught == ["26000"]
+        ingest_optimistic(store, "e-after", T0 + 11)  # prepared anew: accepted at once
+        assert _lease_in(store, T0 + 12) != []
+    finally:
+        store.close()
+
+
+def _caught_in_a_job(store: PostgresStore, caught: list[str | None]) -> None:
+    with store.optimistic_transaction() as tx:
+        try:
+            tx.lease_due("w1", T0 + 10, 10, 30.0, SERVED)
+        except psycopg.Error as exc:  # the job goes on
+            caught.append(exc.sqlstate)
+
+
+def ingest_optimistic(store: PostgresStore, internal_id: str, now: float) -> None:
+    with store.optimistic_transaction() as tx:
+        tx.ingest([trigger(f"r-{internal_id}", event_id=internal_id)], now, cel_matches)

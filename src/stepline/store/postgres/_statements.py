@@ -51,6 +51,7 @@ from stepline._driven import Watch
 from stepline.store.interface import WouldBlock
 from stepline.store.postgres import _pipeline
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._database import forget_dropped
 from stepline.store.postgres._lease_queries import DEFAULT_PLANS, GENERIC_PLANS
 from stepline.store.postgres._merging import _HOLD, Later, _planned
 from stepline.store.postgres._outcomes import _maybe_committed as _maybe_committed
@@ -280,7 +281,12 @@ class Statements:
         """A round trip failed: on an unchecked connection, the first one says the connection
         may have been stale (see ``unchecked``) when the error is the connection's (broken, no
         SQLSTATE, class 08 or 57: a server that ended it), not the server refusing a statement
-        (a lock or a constraint: the connection is fine, the pool need not be checked)."""
+        (a lock or a constraint: the connection is fine, the pool need not be checked). A
+        statement gone from the server (26000) makes psycopg forget every name it prepared on
+        the connection here (``forget_dropped``), whoever then catches the error: a job that
+        catches it and goes on spoils the transaction, and the others, dropped too, would each
+        fail once more at their next use on the connection."""
+        forget_dropped(self.conn, error)
         if self.unchecked and self.round_trips == 1:
             code = error.sqlstate
             self.stale = self.conn.broken or code is None or code[:2] in ("08", "57")
