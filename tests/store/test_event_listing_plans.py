@@ -17,6 +17,7 @@ from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.records import EventFilter, EventIngest
 from stepline.store.sqlite import queries as q
+from stepline.store.sqlite.reads import every_statement as sqlite_every
 from stepline.store.sqlite.store import SQLiteStore
 
 OLD, NEW = 1000, 5000  # events of a name sent long ago, then of another name
@@ -42,22 +43,25 @@ def test_a_name_absent_from_the_newest_events_is_listed_without_reading_the_tabl
             tx.ingest(items, T0 + 7200, cel_matches)
         hour = EventFilter(name="old/name", received_after=T0 + 3600, id_below="z", limit=20)
         assert store.list_events(hour) == []
+        quiet = EventFilter(received_after=T0 + 7200 + 3600, id_below="z", limit=20)
+        assert store.list_events(quiet) == []  # no name, a quiet last hour
         ever = store.list_events(dataclasses.replace(hour, received_after=None))
         assert [e.event.internal_id for e in ever] == [f"a{n:05d}" for n in range(999, 979, -1)]
     finally:
         store.close()
-    where, params = shapes.event_filter(hour, "%s")
-    recent = [hour.id_below, shapes.recent_scan(hour), *params, hour.limit]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("ANALYZE events")
-        for statement, values in (
-            (rq.LIST_EVENTS_BY_ID_RECENT, recent),
-            (rq.LIST_EVENTS_BY_ID, [*params, hour.limit]),
-        ):
-            explain = "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + statement.format(where=where)
-            [[plan]] = conn.execute(explain, values).fetchall()
-            widest = max(_touched(plan[0]["Plan"]))
-            assert widest <= shapes.recent_scan(hour) + 10, (statement, plan)
+        for query in (hour, quiet):
+            where, params = shapes.event_filter(query, "%s")
+            recent = [query.id_below, shapes.recent_scan(query), *params, query.limit]
+            for statement, values in (
+                (rq.LIST_EVENTS_BY_ID_RECENT, recent),
+                (rq.LIST_EVENTS_BY_ID, [*params, query.limit]),
+            ):
+                explain = "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) "
+                [[plan]] = conn.execute(explain + statement.format(where=where), values).fetchall()
+                widest = max(_touched(plan[0]["Plan"]))
+                assert widest <= shapes.recent_scan(query) + 10, (query, statement, plan)
 
 
 def test_sqlite_lists_a_name_by_id_from_the_newest_events_without_sorting(tmp_path: Path) -> None:
@@ -76,3 +80,20 @@ def test_sqlite_lists_a_name_by_id_from_the_newest_events_without_sorting(tmp_pa
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, values)]
     assert plan[0].startswith("SEARCH events USING INDEX sqlite_autoindex_events_1"), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+def test_sqlite_lists_the_last_hour_by_id_from_its_events_when_the_newest_hold_too_few(
+    tmp_path: Path,
+) -> None:
+    """``GET /v1/events`` after a quiet hour: the newest events below the cursor hold none of
+    the window's, and the second statement read the whole key backward for them (the key
+    satisfies its order): it reads the window's events by ``events_received``, then sorts."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteStore(path)
+    store.migrate()
+    store.close()
+    hour = EventFilter(received_after=T0 + 3600, id_below="z", limit=20)
+    statement, values = sqlite_every(hour)
+    with sqlite3.connect(path) as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, values)]
+    assert plan[0].startswith("SEARCH events USING INDEX events_received (received_at>?)"), plan

@@ -91,9 +91,11 @@ def test_list_events_by_id_is_exact_from_the_newest_events_or_from_every_match(
                 assert ids(id_below=below, name=name, limit=limit) == expected(name, below, limit)
     late = T0 + 2  # the window holds the last 400 only: old/name has none there
     assert ids(id_below="z", name="old/name", received_after=late) == []
-    assert ids(id_below="z", name="x/mix", received_after=late, limit=500) == expected(
-        "x/mix", "z", 500, late
-    )
+    for name in ("x/mix", None):
+        for limit in (5, 500):
+            found = ids(id_below="z", name=name, received_after=late, limit=limit)
+            assert found == expected(name, "z", limit, late)
+    assert ids(id_below="z", received_after=T0 + 9) == []  # a quiet last hour
 
 
 def test_list_events_of_one_id_and_without_inngests_own(store: Store) -> None:

@@ -266,10 +266,12 @@ def kept_window(rows: Iterable[Sequence[Any]], window: int) -> SearchWindow:
     return SearchWindow(candidates, size, edge, more)
 
 
-def event_filter(query: EventFilter, mark: str, name_column: str = "name") -> tuple[str, list[Any]]:
+def event_filter(
+    query: EventFilter, mark: str, name_column: str = "name", id_column: str = "internal_id"
+) -> tuple[str, list[Any]]:
     """The WHERE clause (or "") of an events filter and its parameters (the limit not
-    included), with ``mark`` as the parameter placeholder; the name compared as
-    ``name_column`` (SQLite's ``+name``: by no index)."""
+    included), with ``mark`` as the parameter placeholder; the name and the cursor compared as
+    ``name_column`` and ``id_column`` (SQLite's ``+name``: by no index)."""
     clauses: list[str] = []
     params: list[Any] = []
     if query.name is not None:
@@ -285,7 +287,7 @@ def event_filter(query: EventFilter, mark: str, name_column: str = "name") -> tu
         clauses.append(f"(received_at, internal_id) < ({mark}, {mark})")
         params.extend(query.after)
     if query.id_below is not None:
-        clauses.append(f"internal_id < {mark}")
+        clauses.append(f"{id_column} < {mark}")
         params.append(query.id_below)
     if query.internal_id is not None:
         clauses.append(f"internal_id = {mark}")

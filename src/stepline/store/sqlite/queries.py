@@ -516,7 +516,8 @@ ORDER BY received_at DESC, internal_id DESC LIMIT ?"""
 # newest events below the cursor, from the one that many below it (found in the primary key
 # alone; the cursor and that many the last parameters but one; the first when fewer), the key
 # read backward (the filter's name as ``+name``: not by its index); then, if they held too
-# few, from every match (by the name's index, then sorted)
+# few, from every match (by the name's index, then sorted; without a name but from a time on,
+# ``_RECEIVED``: by the received time's index, the key named ``+internal_id`` in the filter)
 LIST_EVENTS_BY_ID_RECENT = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
   AND internal_id >= coalesce((SELECT internal_id FROM events WHERE internal_id < ?
@@ -525,6 +526,9 @@ ORDER BY internal_id DESC LIMIT ?"""
 LIST_EVENTS_BY_ID = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY internal_id DESC LIMIT ?"""
+LIST_EVENTS_BY_ID_RECEIVED = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+ORDER BY +internal_id DESC LIMIT ?"""
 STEPS_OF = """
 SELECT run_id, hash, step_id, kind, position, status, output, error, attempts, due_at,
        started_at, ended_at

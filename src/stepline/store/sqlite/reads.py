@@ -98,7 +98,7 @@ class SQLiteReads(Database):
         by_id = query.id_below is not None
         with self._read() as conn:  # and the announcements kept as a row, merged in its order
             if by_id:
-                every = partial(_every, conn, where, params, query.limit)
+                every = partial(_fetched, conn, *every_statement(query))
                 found = shapes.listed_by_id(query, partial(_newest, conn, query), every)
                 kept = _derived.listed_by_id(conn, query)
             else:
@@ -232,6 +232,17 @@ def _newest(conn: sqlite3.Connection, query: EventFilter) -> list[Any]:
     return conn.execute(listing, [*params, *below]).fetchall()
 
 
-def _every(conn: sqlite3.Connection, where: str, params: list[Any], limit: int) -> list[Any]:
-    """``LIST_EVENTS_BY_ID``'s rows (``where`` and ``params`` the filter's), up to ``limit``."""
-    return conn.execute(q.LIST_EVENTS_BY_ID.format(where=where), [*params, limit]).fetchall()
+def every_statement(query: EventFilter) -> tuple[str, list[Any]]:
+    """The by-id listing's second statement for ``query`` and its values: every match, by the
+    name's index; without a name but from a received time on, by the received time's (the key
+    named so that SQLite does not read it backward through the table for the window's events,
+    the few of a quiet hour)."""
+    received = query.name is None and query.received_after is not None
+    id_column = "+internal_id" if received else "internal_id"
+    where, params = shapes.event_filter(query, "?", id_column=id_column)
+    listing = q.LIST_EVENTS_BY_ID_RECEIVED if received else q.LIST_EVENTS_BY_ID
+    return listing.format(where=where), [*params, query.limit]
+
+
+def _fetched(conn: sqlite3.Connection, statement: str, values: list[Any]) -> list[Any]:
+    return conn.execute(statement, values).fetchall()
