@@ -31,7 +31,7 @@ from stepline.store.search_records import SearchWindow
 
 Params = tuple[Any, ...]
 Row = TypeVar("Row")
-RECENT_EVENTS = 500  # the fewest events a by-id listing reads first (``listed_by_id``)
+RECENT_EVENTS = 2000  # the fewest events a by-id listing reads first (``listed_by_id``)
 
 
 def json_or_none(value: Any) -> str | None:
@@ -317,7 +317,8 @@ def listed_by_id(
     backward scan of the key filtered by name would read the whole table for a name absent
     from the newest events (PostgreSQL's planner took it for one not received in the last
     hour; SQLite sorted all of a name's events instead). Both give the rows of the events
-    table only (SQLite's kept announcements are merged after)."""
+    table only (SQLite's kept announcements are merged after). PostgreSQL lists without a name
+    in one statement, as its planner chooses (its statistics of one column are right)."""
     found = recent()
     return found if len(found) >= query.limit else every()
 

@@ -114,6 +114,11 @@ SELECT {EVENT_COLUMNS}, received_at, duplicate FROM (
   SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events
   WHERE internal_id < %s ORDER BY internal_id DESC LIMIT %s) AS recent {{where}}
 ORDER BY internal_id DESC LIMIT %s"""
+# without a name, by the planner's choice: its statistics of the received time and of the key
+# are those of single columns (a name's events among the newest, two columns, it guesses)
+LIST_EVENTS_BY_ID_PLANNED = f"""
+SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
+ORDER BY internal_id DESC LIMIT %s"""
 LIST_EVENTS_BY_ID = f"""
 WITH matching AS MATERIALIZED (
   SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}})

@@ -312,10 +312,10 @@ class PostgresReads:
         where, params = shapes.event_filter(query, "%s")
         with self._conn() as conn:
             rows: Sequence[Any]
-            if query.id_below is None:
-                listing = rq.LIST_EVENTS.format(where=where)
-                rows = conn.execute(listing, [*params, query.limit]).fetchall()
-            else:
+            if query.id_below is None or query.name is None:  # one statement, as planned
+                listing = rq.LIST_EVENTS if query.id_below is None else rq.LIST_EVENTS_BY_ID_PLANNED
+                rows = conn.execute(listing.format(where=where), [*params, query.limit]).fetchall()
+            else:  # by id, of a name: _rows.listed_by_id
                 newest = rq.LIST_EVENTS_BY_ID_RECENT.format(where=where)
                 recent = [query.id_below, shapes.recent_scan(query), *params, query.limit]
                 every = rq.LIST_EVENTS_BY_ID.format(where=where)
