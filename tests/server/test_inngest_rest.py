@@ -340,6 +340,8 @@ async def test_the_new_routes_ask_for_the_api_token(serve: ServeFn) -> None:
             ("GET", "/v1/events/01HWAVEB858VPPX47Z65GR6P6R"),
             ("GET", "/v1/runs/01HWAVEB858VPPX47Z65GR6P6R"),
             ("DELETE", "/v1/runs/01HWAVEB858VPPX47Z65GR6P6R"),
+            ("GET", "/v1/cancellations"),
+            ("DELETE", "/v1/cancellations/01HWAVEB858VPPX47Z65GR6P6R"),
         ):
             assert (await client.request(method, path)).status_code == 401, path
             authorized = await client.request(

@@ -184,3 +184,18 @@ async def test_the_signing_key_opens_inngests_rest_api(serve: ServeFn) -> None:
         assert ours.status_code == 401
         token = {"authorization": f"Bearer {API_TOKEN}"}
         assert (await client.get("/v1/events", headers=token)).status_code == 200
+
+
+async def test_cancellations_are_listed_and_deleted_as_inngests_none_being_kept(
+    serve: ServeFn,
+) -> None:
+    # Inngest's GET /v1/cancellations and DELETE /v1/cancellations/{id} (cancellation.go):
+    # here a cancellation has done its work when POST answers, so none is kept to list or delete
+    async with serve() as (client, _):
+        listed = await client.get("/v1/cancellations")
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["data"] == []
+        gone = await client.delete("/v1/cancellations/01HWAVEB858VPPX47Z65GR6P6R")
+        assert (gone.status_code, gone.json()["error"]) == (404, "Cancellation not found")
+        bad = await client.delete("/v1/cancellations/nope")
+        assert (bad.status_code, bad.json()["error"]) == (400, "Invalid cancellation ID")

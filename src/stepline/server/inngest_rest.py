@@ -38,7 +38,9 @@ the database, as Inngest's workspace does.
   unfinished runs, then a write per run), as Inngest's API is "immediate"; the answer
   is the cancellation as Inngest shows it, with the count of runs it cancelled. Inngest keeps
   a cancellation as a record to list (``GET``) and delete; here it has done its work when the
-  answer comes, so there is none to keep.
+  answer comes, so there is none to keep: ``GET /v1/cancellations`` lists none, ``DELETE
+  /v1/cancellations/{id}`` answers 404 ``Cancellation not found`` (400 ``Invalid cancellation
+  ID`` for an id that is no ULID), as Inngest's for a cancellation it does not hold.
 
 An event is Inngest's ``cqrs.Event`` (``pkg/cqrs/events.go``): ``{internal_id, account_id,
 environment_id, source, source_id, received_at, id, name, data, user?, ts, v?}``: the account
@@ -111,6 +113,8 @@ def inngest_rest_routes() -> list[BaseRoute]:
         Route("/v1/runs/{run_id}", _run, methods=["GET"]),
         Route("/v1/runs/{run_id}", _cancel_run, methods=["DELETE"]),
         Route("/v1/cancellations", _create_cancellation, methods=["POST"]),
+        Route("/v1/cancellations", _cancellations, methods=["GET"]),
+        Route("/v1/cancellations/{cancellation_id}", _delete_cancellation, methods=["DELETE"]),
     ]
 
 
@@ -293,6 +297,22 @@ async def _create_cancellation(request: Request) -> Response:
         "cancelled": len(cancelled),
     }
     return _answer(shown, cached=None)
+
+
+async def _cancellations(request: Request) -> Response:
+    """``GET /v1/cancellations``: none (see the module: a cancellation has done its work when
+    it is answered)."""
+    require_inngest_api_auth(request)
+    return _answer([], cached=None)
+
+
+async def _delete_cancellation(request: Request) -> Response:
+    """``DELETE /v1/cancellations/{id}``: 400 ``Invalid cancellation ID`` for an id that is no
+    ULID, else 404 ``Cancellation not found`` (none is kept), as Inngest's answers."""
+    require_inngest_api_auth(request)
+    if not ULID.match(request.path_params["cancellation_id"]):
+        return error(400, "Invalid cancellation ID")
+    return error(404, "Cancellation not found")
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:

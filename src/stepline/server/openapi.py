@@ -410,6 +410,19 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 tag="runs",
+            ),
+            "get": _op(
+                "Cancellations kept: none, each done when created (as Inngest's REST API)",
+                _json({"type": "object"}),
+                tag="runs",
+            ),
+        },
+        "/v1/cancellations/{cancellation_id}": {
+            "delete": _op(
+                "Delete a kept cancellation: 404, none is kept (Inngest's REST API)",
+                _json({"type": "object"}),
+                params=[_path("cancellation_id", "Cancellation id (a ULID)")],
+                tag="runs",
             )
         },
         "/v1/checkpoint/{run_id}/async": {
