@@ -38,7 +38,6 @@ from stepline._urls import shown_url
 from stepline.errors import ConfigError, StoreUnavailable
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
-from stepline.store.capabilities import Flushed
 from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
@@ -367,6 +366,7 @@ class PostgresStore(PostgresReads):
                 raise WouldBlock("no idle connection")
             conn = taken
         statements = None
+        reserved: list[psycopg.Connection[Any]] = []  # for a flush waited for after the commit
         try:
             if kept is None and not _pipeline.loop_waits(loop, conn):
                 raise WouldBlock("the event loop cannot wait on a socket (no add_reader)")
@@ -383,12 +383,12 @@ class PostgresStore(PostgresReads):
             statements.unchecked = True
             statements.watch = kept
             results = await statements.commit_on_loop(
-                lambda: _each(tx, jobs), lambda: _last_statements(tx)
+                lambda: _each(tx, jobs), lambda: self._last_on_loop(tx, loop, reserved)
             )
             if tx.marked:
                 self._tokens.mark_running(tx.marked)
-            if tx.flushed is not None and tx.flushed.owed:
-                await self._flush_later(loop, statements, tx.flushed)
+            if reserved and tx.flushed is not None and tx.flushed.owed:
+                tx.flushed.wait = loop.create_task(self._flushed(reserved.pop()))
             return results
         except WouldBlock:
             raise
@@ -409,29 +409,37 @@ class PostgresStore(PostgresReads):
             self._unknown_outcome(statements, exc)
             raise Replay(str(exc)) from exc
         finally:
+            for spare in reserved:  # its flush not sent (the commit failed)
+                self._read_pool.putconn(spare)
             if kept is not None:
                 self._loop_conns.done(kept)  # kept, or given back
             else:
                 self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
-    async def _flush_later(
-        self, loop: asyncio.AbstractEventLoop, statements: Statements, flushed: Flushed
-    ) -> None:
-        """A transaction committed on ``loop`` without waiting for its WAL's flush
-        (``FlushesLater``): ``FLUSHED`` sent on an idle connection of the read pool, a task
-        ``flushed.wait`` (the loop's connection is free for the next commit at once); with
-        none idle and fit (nothing to read, the loop waits on its socket), on the
-        transaction's own connection before this returns, as a notifying commit waits."""
-        conn = _database.take_idle(self._read_pool)
-        if conn is not None and (not _quiet(conn) or not _pipeline.loop_waits(loop, conn)):
-            if not _quiet(conn):
-                conn.close()  # most likely ended by the server: the pool replaces it
-            self._read_pool.putconn(conn)  # never waits: idle, or closed
-            conn = None
-        if conn is None:
-            await statements._wait_flush_async()
-            return
-        flushed.wait = loop.create_task(self._flushed(conn))
+    def _last_on_loop(
+        self,
+        tx: PostgresTx,
+        loop: asyncio.AbstractEventLoop,
+        reserved: list[psycopg.Connection[Any]],
+    ) -> list[tuple[str, Any, str | None]]:
+        """``_last_statements`` of a transaction committed on ``loop``. One that asked to wait
+        for its flush after its commit (``FlushesLater``) does so only with a connection for
+        that flush (``FLUSHED``) taken now, into ``reserved``: an idle one of the read pool,
+        with nothing to read, whose socket the loop waits on (the loop's own is then free for
+        the next commit at once). None: its commit waits for its flush, as before."""
+        flushed = tx.flushed
+        if flushed is not None and flushed.asked:
+            conn = _database.take_idle(self._read_pool)
+            if conn is not None and (not _quiet(conn) or not _pipeline.loop_waits(loop, conn)):
+                if not _quiet(conn):
+                    conn.close()  # most likely ended by the server: the pool replaces it
+                self._read_pool.putconn(conn)  # never waits: idle, or closed
+                conn = None
+            if conn is None:
+                flushed.asked = False
+            else:
+                reserved.append(conn)
+        return _last_statements(tx)
 
     async def _flushed(self, conn: psycopg.Connection[Any]) -> None:
         """``FLUSHED`` on ``conn`` (an idle connection of the read pool, given back): its
