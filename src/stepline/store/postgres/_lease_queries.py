@@ -257,14 +257,14 @@ WITH n AS MATERIALIZED (
     SELECT * FROM unnest(%(runs)s::text[], %(fns)s::text[], %(dues)s::float8[])
         AS n(run_id, function_id, due_at)),
 picked AS MATERIALIZED (
-    SELECT n.run_id FROM n
+    SELECT n.run_id, n.due_at FROM n
     WHERE (SELECT 1 FROM paused p
            WHERE p.app_id IN (%(app)s, '') AND p.function_id = n.function_id LIMIT 1) IS NULL
       {AHEAD_OF_NAMED.format(app="%(app)s", now="%(now)s")}
       {AHEAD_OF_NAMED.format(app="''", now="%(now)s")}
     ORDER BY n.due_at, n.run_id LIMIT %(limit)s),
 {_TAKE.format(runs="= ANY(ARRAY(SELECT run_id FROM picked))", returning="")}
-SELECT run_id FROM picked"""
+SELECT run_id FROM picked ORDER BY due_at, run_id"""
 _NOT_PAUSED = """function_id NOT IN (SELECT function_id FROM paused WHERE app_id = '')
       AND (app_id, function_id) NOT IN (SELECT app_id, function_id FROM paused)"""
 NEXT_DUE = f"""
