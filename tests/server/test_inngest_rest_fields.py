@@ -199,3 +199,26 @@ async def test_cancellations_are_listed_and_deleted_as_inngests_none_being_kept(
         assert (gone.status_code, gone.json()["error"]) == (404, "Cancellation not found")
         bad = await client.delete("/v1/cancellations/nope")
         assert (bad.status_code, bad.json()["error"]) == (400, "Invalid cancellation ID")
+
+
+async def test_errors_have_inngests_shape(serve: ServeFn) -> None:
+    # pkg/publicerr's Error as WriteHTTP encodes it: {"error", "data", "status"} ("code" only
+    # when set, never here), whatever refused the request
+    async with serve() as (client, _):
+        for method, path, params, status in (
+            ("GET", "/v1/events/nope", {}, 400),
+            ("GET", "/v1/events/01HWAVEB858VPPX47Z65GR6P6R", {}, 404),
+            ("GET", "/v1/events", {"cursor": "nope"}, 400),
+            ("GET", "/v1/events", {"received_after": "yesterday"}, 400),
+            ("GET", "/v1/runs/nope", {}, 400),
+            ("DELETE", "/v1/runs/01HWAVEB858VPPX47Z65GR6P6R", {}, 404),
+            ("DELETE", "/v1/cancellations/nope", {}, 400),
+        ):
+            reply = await client.request(method, path, params=params)
+            body = reply.json()
+            assert (reply.status_code, set(body)) == (status, {"error", "data", "status"}), path
+            assert (body["data"], body["status"]) == (None, status), path
+    async with serve(keyed_settings()) as (client, _):
+        refused = await client.get("/v1/events")
+        assert refused.status_code == 401
+        assert refused.json()["data"] is None

@@ -5,7 +5,8 @@ Stepline serves it, for tools and scripts written against Inngest's servers. Eve
 not, with ``Cache-Control: private, max-age=N``); each route asks for the REST API's token or
 the signing key the server shares with its SDK apps, as Inngest's API takes it
 (``require_inngest_api_auth``; open on a loopback ``stepline dev``), and sees every app sharing
-the database, as Inngest's workspace does.
+the database, as Inngest's workspace does. An error is ``{"error", "data": null, "status"}``, as
+Inngest's ``publicerr.WriteHTTP`` writes one.
 
 - ``GET /v1/events``: events newest first by internal id, as Inngest's ``WorkspaceEvents``
   lists them (its ``ORDER BY internal_id DESC``; an id's time is when it was received, or the
@@ -60,8 +61,10 @@ for such runs (``omitempty``).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +77,7 @@ from stepline._text import is_digits
 from stepline.errors import ConfigError
 from stepline.server._auth import require_inngest_api_auth
 from stepline.server._problems import Problem
-from stepline.server._responses import JSONResponse, error
+from stepline.server._responses import JSONResponse
 from stepline.server._state import stepline_app
 from stepline.server.gql import cron_of, is_batch_run
 from stepline.server.rest._params import json_body, parse_time
@@ -85,6 +88,7 @@ if TYPE_CHECKING:
     from stepline.sdk.app import App
     from stepline.sdk.run import Run
 
+Handler = Callable[[Request], Awaitable[Response]]
 RUN_STATUS = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled"}
 MAX_EVENT_RUNS = 1000
 EVENT_CACHED = 5  # seconds: how long Inngest's API says an event may be cached (``getEvent``)
@@ -106,16 +110,38 @@ LAST_ULID = "7" + "Z" * 25  # the greatest: every id is below it (Inngest's endU
 
 def inngest_rest_routes() -> list[BaseRoute]:
     """The routes of the module."""
-    return [
-        Route("/v1/events", _events, methods=["GET"]),
-        Route("/v1/events/{event_id}", _event, methods=["GET"]),
-        Route("/v1/events/{event_id}/runs", _event_runs, methods=["GET"]),
-        Route("/v1/runs/{run_id}", _run, methods=["GET"]),
-        Route("/v1/runs/{run_id}", _cancel_run, methods=["DELETE"]),
-        Route("/v1/cancellations", _create_cancellation, methods=["POST"]),
-        Route("/v1/cancellations", _cancellations, methods=["GET"]),
-        Route("/v1/cancellations/{cancellation_id}", _delete_cancellation, methods=["DELETE"]),
+    routes: list[tuple[str, Handler, str]] = [
+        ("/v1/events", _events, "GET"),
+        ("/v1/events/{event_id}", _event, "GET"),
+        ("/v1/events/{event_id}/runs", _event_runs, "GET"),
+        ("/v1/runs/{run_id}", _run, "GET"),
+        ("/v1/runs/{run_id}", _cancel_run, "DELETE"),
+        ("/v1/cancellations", _create_cancellation, "POST"),
+        ("/v1/cancellations", _cancellations, "GET"),
+        ("/v1/cancellations/{cancellation_id}", _delete_cancellation, "DELETE"),
     ]
+    return [Route(path, _publicerr(handler), methods=[method]) for path, handler, method in routes]
+
+
+def _publicerr(handler: Handler) -> Handler:
+    """``handler`` answering the ``Problem`` it raises (a refused token, a time it cannot read)
+    as Inngest's ``publicerr.WriteHTTP`` writes its errors, as its own answers are."""
+
+    @functools.wraps(handler)
+    async def answer(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Problem as problem:
+            return _error(problem.status, problem.message, problem.headers)
+
+    return answer
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """An error as Inngest's ``publicerr.Error`` encodes it: ``{"error", "data", "status"}``
+    (``data`` null, ``code`` omitted: neither is set here)."""
+    body = {"error": message, "data": None, "status": status}
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 
 
 async def _events(request: Request) -> Response:
@@ -162,12 +188,12 @@ async def _event(request: Request) -> Response:
     require_inngest_api_auth(request)
     event_id = request.path_params["event_id"]
     if not ULID.match(event_id):
-        return error(400, f"Invalid event ID: {event_id}")
+        return _error(400, f"Invalid event ID: {event_id}")
     engine = stepline_app(request).engine
     query = EventFilter(internal_id=event_id.upper(), limit=1)
     found = await engine.read(engine.store.list_events, query)
     if not found:
-        return error(404, "Event not found")
+        return _error(404, "Event not found")
     return _answer(_event_json(found[0]), cached=EVENT_CACHED)
 
 
@@ -204,7 +230,7 @@ async def _event_runs(request: Request) -> Response:
     require_inngest_api_auth(request)
     event_id = request.path_params["event_id"]
     if not ULID.match(event_id):
-        return error(400, f"Invalid event ID: {event_id}")
+        return _error(400, f"Invalid event ID: {event_id}")
     app = stepline_app(request)
     runs = await app.runs(event_id=event_id, all_apps=True, with_steps=False, limit=MAX_EVENT_RUNS)
     runs.sort(key=lambda run: (run.created_at, run.run_id))
@@ -221,7 +247,7 @@ async def _run(request: Request) -> Response:
     app = stepline_app(request)
     run = await app.get_run(run_id)
     if run is None:
-        return error(404, f"Unable to load function run: {run_id}")
+        return _error(404, f"Unable to load function run: {run_id}")
     event_id = run.event_ids[0] if run.event_ids else None
     first = await app.get_event(event_id) if event_id is not None else None
     cron = cron_of([first]) if first is not None else None
@@ -242,7 +268,7 @@ async def _cancel_run(request: Request) -> Response:
     require_inngest_api_auth(request)
     run_id = _run_id(request)
     if not await stepline_app(request).cancel_run(run_id, "cancelled by API"):
-        return error(404, f"Unable to load function run: {run_id}")
+        return _error(404, f"Unable to load function run: {run_id}")
     return Response(status_code=200)
 
 
@@ -270,11 +296,11 @@ async def _create_cancellation(request: Request) -> Response:
     if before is not None and after is not None and after > before:
         problems.append("started_after must be before started_before")
     if problems:
-        return error(400, "\n".join(problems))
+        return _error(400, "\n".join(problems))
     assert app_id is not None and function_id is not None and before is not None
     fn_id = _function_of(app, app_id, function_id)
     if fn_id is None:
-        return error(404, "function not found")
+        return _error(404, "function not found")
     cancellation = new_id()
     try:  # one listing of the function's unfinished runs, then a write per run cancelled
         cancelled = await app.cancel_runs(
@@ -286,7 +312,7 @@ async def _create_cancellation(request: Request) -> Response:
             limit=EVERY_RUN,
         )
     except ConfigError as exc:  # an invalid `if` expression
-        return error(400, f"invalid expression: {exc}")
+        return _error(400, f"invalid expression: {exc}")
     shown = {
         "id": cancellation,
         "environment_id": ENVIRONMENT_ID,
@@ -311,8 +337,8 @@ async def _delete_cancellation(request: Request) -> Response:
     ULID, else 404 ``Cancellation not found`` (none is kept), as Inngest's answers."""
     require_inngest_api_auth(request)
     if not ULID.match(request.path_params["cancellation_id"]):
-        return error(400, "Invalid cancellation ID")
-    return error(404, "Cancellation not found")
+        return _error(400, "Invalid cancellation ID")
+    return _error(404, "Cancellation not found")
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:
