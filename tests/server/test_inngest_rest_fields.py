@@ -222,3 +222,35 @@ async def test_errors_have_inngests_shape(serve: ServeFn) -> None:
         refused = await client.get("/v1/events")
         assert refused.status_code == 401
         assert refused.json()["data"] is None
+
+
+async def test_the_event_lists_times_are_read_as_inngests_dateutil_reads_them(
+    serve: ServeFn,
+) -> None:
+    # pkg/dateutil.ParseString: RFC 3339 and the Go layouts (RFC 1123, 822, 850, Ruby, Unix,
+    # ANSI C dates, a date alone); epoch milliseconds too (Stepline's); 400 "Invalid
+    # received_after query parameter" otherwise (pkg/api/apiv1/events.go)
+    clock = MockClock(start=1_800_000_000.0, autojump=False)  # 2027-01-15T08:00:00Z
+    async with serve(clock=clock) as (client, _):
+        [sent] = (await client.post("/e/key", json={"name": "x/dated"})).json()["ids"]
+
+        async def listed(**params: str) -> list[str]:
+            reply = await client.get("/v1/events", params={"name": "x/dated", **params})
+            assert reply.status_code == 200, (params, reply.text)
+            return [e["internal_id"] for e in reply.json()["data"]]
+
+        for before in (
+            "Fri, 15 Jan 2027 07:59:59 GMT",
+            "Friday, 15-Jan-27 07:59:59 GMT",
+            "15 Jan 27 08:59 +0100",
+            "Fri Jan 15 07:59:59 2027",
+            "Fri Jan 15 07:59:59 +0000 2027",
+            "2027-01-15",
+            "2027-01-15T07:59:59",
+        ):
+            assert await listed(received_after="2027-01-01", received_before=before) == [], before
+        assert await listed(received_after="Fri, 15 Jan 2027 07:59:59 GMT") == [sent]
+        for name in ("received_after", "received_before"):
+            reply = await client.get("/v1/events", params={name: "yesterday"})
+            assert reply.status_code == 400
+            assert reply.json()["error"] == f"Invalid {name} query parameter"

@@ -11,9 +11,10 @@ Inngest's ``publicerr.WriteHTTP`` writes one.
 - ``GET /v1/events``: events newest first by internal id, as Inngest's ``WorkspaceEvents``
   lists them (its ``ORDER BY internal_id DESC``; an id's time is when it was received, or the
   sender's seed's for an SDK's ``x-inngest-event-id-seed``): ``name``, ``received_after`` and
-  ``received_before`` (ISO 8601 or epoch milliseconds; 400 ``Invalid received_after query
-  parameter`` otherwise; without ``received_after``, the events received in the last hour, as
-  Inngest's ``WorkspaceEventsOpts.Validate`` defaults its ``Oldest``), ``limit`` (default 20, as
+  ``received_before`` (ISO 8601, the other date layouts of Inngest's ``dateutil``, or epoch
+  milliseconds; 400 ``Invalid received_after query parameter`` otherwise, ``_received``;
+  without ``received_after``, the events received in the last hour, as Inngest's
+  ``WorkspaceEventsOpts.Validate`` defaults its ``Oldest``), ``limit`` (default 20, as
   Inngest's ``DefaultEvents``; a larger one is cut to 51, its ``cqrs.MaxEvents``), ``cursor``:
   a ULID (400 ``Invalid cursor query parameter`` otherwise, as Inngest's ``ulid.Parse``), only
   the events whose internal id is below it: the last ``internal_id`` of a page gives the next
@@ -66,6 +67,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -152,7 +154,7 @@ async def _events(request: Request) -> Response:
     if cursor and not ULID.match(cursor):
         raise Problem(400, "Invalid cursor query parameter")
     bounds = {
-        name: parse_time(text, name) if text else None
+        name: _received(text, name) if text else None
         for name in ("received_after", "received_before")
         for text in [params.get(name)]
     }
@@ -171,6 +173,22 @@ async def _events(request: Request) -> Response:
     )
     events = await engine.read(engine.store.list_events, query)
     return _answer([_event_json(stored) for stored in events], cached=None)
+
+
+def _received(text: str, name: str) -> datetime:
+    """A received-time bound as Inngest's ``dateutil.ParseString`` reads one: RFC 3339 (ISO 8601
+    here), the other layouts it tries (RFC 1123, 822, 850, Ruby, Unix and ANSI C dates: email's
+    date parser reads them; without a zone, UTC, as Go's), and epoch milliseconds (Stepline's
+    own); 400 ``Invalid <name> query parameter`` otherwise, as Inngest's."""
+    try:
+        return parse_time(text, name)
+    except Problem:
+        pass
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        raise Problem(400, f"Invalid {name} query parameter") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _limit(text: str | None) -> int:
