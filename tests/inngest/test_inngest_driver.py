@@ -241,10 +241,10 @@ async def test_a_synced_app_is_listed_only_once_its_triggers_are_committed(
         writer = app.engine.writer
         write, held, release = writer.write, asyncio.Event(), asyncio.Event()
 
-        async def held_write(job: Callable[..., Any]) -> Any:
+        async def held_write(job: Callable[..., Any], **options: Any) -> Any:
             held.set()
             await release.wait()
-            return await write(job)
+            return await write(job, **options)
 
         monkeypatch.setattr(writer, "write", held_write)
         apps = SdkApps(app)

@@ -35,8 +35,8 @@ async def test_runs_leased_by_an_attempt_the_worker_never_heard_of_run_within_th
         write = writer.write
         unheard: list[Any] = []
 
-        async def reply_lost(job: Any) -> Any:
-            result = await write(job)  # committed
+        async def reply_lost(job: Any, **options: Any) -> Any:
+            result = await write(job, **options)  # committed
             if not unheard and "_lease_job" in job.__qualname__ and result[0]:
                 unheard.append(result[0])  # the reply never reaches the worker
                 raise StoreUnavailable("the commit's outcome is unknown: server closed", "db")

@@ -112,9 +112,9 @@ async def test_a_worker_that_never_polls_starts_a_run_sent_by_another_process(
             written: list[str] = []  # the jobs the writer was given from now on
             write = app.engine.writer.write
 
-            def recording(job: Callable[..., Any]) -> Any:
+            def recording(job: Callable[..., Any], **options: Any) -> Any:
                 written.append(job.__qualname__)
-                return write(job)
+                return write(job, **options)
 
             monkeypatch.setattr(app.engine.writer, "write", recording)
             store = app.engine.store

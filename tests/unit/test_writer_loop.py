@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -19,6 +19,7 @@ from stepline.engine.writer import BatchWriter
 from stepline.errors import StoreUnavailable
 from stepline.store.interface import Replay, StoreTx, WouldBlock
 from stepline.store.memory import MemoryStore
+from stepline.store.records import PassCommit
 
 J = TypeVar("J")
 WAIT = 30.0  # a bound on each hand-shake between the two loops' threads (never reached)
@@ -679,3 +680,120 @@ def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.001)
+
+
+class BesideStore(LoopStore):
+    """A ``LoopStore`` whose loop commits do not take the memory store's lock (another
+    connection: the thread's transaction in hand does not hold them up)."""
+
+    async def commit_on_loop(self, jobs: Sequence[Callable[[StoreTx], Any]]) -> list[Any]:
+        self.batches.append(len(jobs))
+        if self.refuse is not None:
+            raise self.refuse
+        return [job(cast(StoreTx, None)) for job in jobs]  # (these tests' jobs read no tx)
+
+
+def polled(store: LoopStore) -> tuple[Callable[[StoreTx], str], threading.Event, threading.Event]:
+    """A job the loop refuses (a read before its commit: the thread's), which the thread
+    makes until ``release`` is set (``started`` once it does)."""
+    started, release = threading.Event(), threading.Event()
+
+    def poll(tx: StoreTx) -> str:
+        store.refuse = None  # only this job is refused on the loop
+        started.set()
+        release.wait(WAIT)
+        return "leased"
+
+    store.refuse = WouldBlock("a read before the commit")
+    return poll, started, release
+
+
+async def test_a_step_commit_goes_on_the_loop_beside_the_threads_unordered_job() -> None:
+    # the worker's lease poll (the thread's: it reads before its commit) is submitted
+    # unordered: a pass's commit of step results submitted while the thread makes it is
+    # committed on the loop beside it. Before, it queued behind it for the thread (1-2 steps
+    # of a 100-step run on PostgreSQL went the job path, a hop to the thread and back). Any
+    # other job (a resume, say) still waits for the poll: the poll decides with the time it
+    # took before (tests/integration/test_flow_edges.py::test_start_timeout_boundary)
+    store = BesideStore()
+    writer = BatchWriter(store)
+    poll, started, release = polled(store)
+    try:
+        lease = writer.submit(poll, unordered=True)
+        assert await asyncio.to_thread(started.wait, WAIT)
+        step = writer.submit(lambda tx: "step", alone=True, steps=PassCommit("r", "t"))
+        assert await asyncio.wait_for(step, WAIT) == "step"
+        assert not lease.done()  # committed while the thread still makes the poll
+        assert writer.loop_commits == 1
+        kicked = writer.submit(lambda tx: "kicked", steps=PassCommit("r", "t"))  # not alone
+        assert await asyncio.wait_for(kicked, WAIT) == "kicked"
+        assert not lease.done() and writer.loop_commits == 2
+        resume = writer.submit(lambda tx: "resumed")
+        for _ in range(3):  # a kick, and a loop commit it began, would be done by now
+            await asyncio.sleep(0)
+        assert not resume.done()
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(lease, resume), WAIT) == [
+            "leased",
+            "resumed",
+        ]
+    finally:
+        release.set()
+        writer.close()
+
+
+async def test_jobs_wait_for_the_threads_batch_in_hand_unless_it_is_unordered() -> None:
+    # a job of the same loop submitted while the thread makes an ordered job of it waits for
+    # it (a run's jobs stay in order), and is the thread's
+    store = BesideStore()
+    writer = BatchWriter(store)
+    poll, started, release = polled(store)
+    try:
+        first = writer.submit(poll)
+        assert await asyncio.to_thread(started.wait, WAIT)
+        step = writer.submit(lambda tx: "step", alone=True, steps=PassCommit("r", "t"))
+        later = writer.submit(lambda tx: "later", steps=PassCommit("r", "t"))
+        for _ in range(3):  # a kick, and a loop commit it began, would be done by now
+            await asyncio.sleep(0)
+        assert not step.done() and not later.done() and store.batches == [1]
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(first, step, later), WAIT) == [
+            "leased",
+            "step",
+            "later",
+        ]
+        assert writer.loop_commits == 0
+    finally:
+        release.set()
+        writer.close()
+
+
+async def test_an_unordered_job_queued_with_others_is_made_on_the_thread_beside_them() -> None:
+    # a kick's batch of a step's commit and the worker's poll (both queued in one turn): the
+    # poll (it reads before its commit) goes to the thread, the commit on the loop beside it.
+    # Before, the whole batch went to the thread behind the poll's kind (the job path)
+    store = BesideStore()
+    writer = BatchWriter(store)
+    poll, started, release = polled(store)
+    store.refuse = None
+    try:
+        for first_unordered in (True, False):
+            started.clear()
+            release.clear()
+            commit = PassCommit("r", "t")
+            if first_unordered:
+                lease = writer.submit(poll, unordered=True)
+                step = writer.submit(lambda tx: "step", steps=commit)
+            else:
+                step = writer.submit(lambda tx: "step", steps=commit)
+                lease = writer.submit(poll, unordered=True)
+            assert await asyncio.wait_for(step, WAIT) == "step"
+            assert await asyncio.to_thread(started.wait, WAIT)
+            assert not lease.done()
+            release.set()
+            assert await asyncio.wait_for(lease, WAIT) == "leased"
+            await idle(writer)
+        assert writer.loop_commits == 2 and store.batches == [1, 1]
+    finally:
+        release.set()
+        writer.close()

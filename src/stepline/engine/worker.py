@@ -293,7 +293,11 @@ class Worker(WorkerPasses):
                 and not self._handovers  # an in-process send's lease in flight
             )
             job = self._lease_job(now, limit, cut_short, reclaim, functions)
-            leased, housekept, inboxed = await self._reserving(limit, engine.writer.write(job))
+            # unordered: a pass's commit submitted meanwhile is made on the loop beside it
+            # (both are fenced by the leases, as another process's writes would be)
+            leased, housekept, inboxed = await self._reserving(
+                limit, engine.writer.write(job, unordered=True)
+            )
             if reclaim:  # from its end on (the release committed): the window of hand-offs
                 self._unheard = False
                 self.reclaimed_at = engine.clock.now()
@@ -557,7 +561,8 @@ class Worker(WorkerPasses):
             run_ids = list(self.active)
             now = self.engine.clock.now()  # an idle worker heartbeats too: it is alive
             try:
-                lost = await self.engine.writer.write(self._heartbeat_job(run_ids, now))
+                job = self._heartbeat_job(run_ids, now)
+                lost = await self.engine.writer.write(job, unordered=True)  # as the lease job
             except StoreUnavailable as exc:
                 self.outage.failed(exc)  # the passes' next commits check their leases
                 continue

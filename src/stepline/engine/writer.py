@@ -47,6 +47,10 @@ job refused for a read before their commit, again and again, are left to the thr
 (``_reading_kinds``), not run on the loop first in vain. A loop commit whose loop will not run
 it again (closed) is given up: its outcome is unknown, and the thread takes the queue. The kick
 and the loop commit run in an empty context (never a caller's).
+
+A job submitted ``unordered`` (the worker's polls: lease, heartbeat) holds up no commit of step
+results alone (``_steps_alone``): those are made on their loop while the thread makes nothing
+but such jobs, or beside one queued with them (put aside for the thread); any other job waits.
 """
 
 from __future__ import annotations
@@ -65,7 +69,19 @@ from typing import Any, TypeVar
 
 from stepline._driven import Driven, driving
 from stepline.engine._reading_kinds import ReadingKinds
-from stepline.engine._writer_jobs import Job, Outcome, _own_copy, _Pending, _settle, _settle_all
+from stepline.engine._writer_jobs import (
+    Job,
+    Outcome,
+    _close_at_exit,
+    _Flight,
+    _nothing_ready,
+    _own_copy,
+    _Pending,
+    _serve,
+    _settle,
+    _settle_all,
+    _steps_alone,
+)
 from stepline.errors import StoreUnavailable
 from stepline.store.capabilities import OptimisticStore
 from stepline.store.interface import (
@@ -83,16 +99,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("stepline.writer")
 CONFLICT_RETRIES = 3  # a careful transaction ended on a conflict (``Conflict``) made again
-
-
-class _Flight:
-    """A loop commit: its batch and its loop."""
-
-    __slots__ = ("batch", "loop")
-
-    def __init__(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
-        self.batch = batch
-        self.loop = loop
 
 
 class BatchWriter:
@@ -115,6 +121,7 @@ class BatchWriter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _draining, _kicks and _closed
         self._draining = False  # a drain is submitted to or running on the writer thread
+        self._overtakable = False  # its batch in hand (none yet once woken): unordered only
         self._flight: _Flight | None = None  # a commit in flight on a loop: its batch and loop
         self._looping: Driven | None = None  # its coroutine, once its first step returned
         # batches a loop commit gave up, for the thread first: (batch, to be made carefully)
@@ -131,12 +138,13 @@ class BatchWriter:
         self.loop_refusals = 0  # batches the store would not commit on the loop (WouldBlock)
         self._reading = ReadingKinds()  # jobs that need a read: the thread's (under _lock)
 
-    async def write(self, job: Callable[[StoreTx], T]) -> T:
+    async def write(self, job: Callable[[StoreTx], T], *, unordered: bool = False) -> T:
         """Run ``job(tx)`` in the next transaction; returns once that transaction committed.
         An exception raised by the job is raised here (the job's own changes are rolled back;
         the other jobs of the batch still commit). Safe from any event loop in any thread.
-        Cancelling the caller does not withdraw a job already queued."""
-        return await self.submit(job)
+        Cancelling the caller does not withdraw a job already queued. ``unordered``: jobs
+        submitted after it need not wait for it (``submit``)."""
+        return await self.submit(job, unordered=unordered)
 
     def submit(
         self,
@@ -146,6 +154,7 @@ class BatchWriter:
         alone: bool = False,
         steps: PassCommit | None = None,
         now: float | None = None,
+        unordered: bool = False,
     ) -> asyncio.Future[T]:
         """``write`` without awaiting: the future (of the running loop) gets the job's result
         once its transaction committed, or its error. Raises ``RuntimeError`` when closed.
@@ -158,10 +167,12 @@ class BatchWriter:
         begins (``_flies_now``), or the thread is woken to take the job (``_drains_now``).
         ``steps``: the pass commit ``job`` applies (its result: True, applied), committed
         without the job by a store that can (``LoneStepCommits``) when it is a loop commit's
-        only job; ``now``: the time ``job`` gives that commit (``commit_pass``'s)."""
+        only job; ``now``: the time ``job`` gives that commit (``commit_pass``'s).
+        ``unordered``: no other job needs it made first (the worker's polls: see the
+        module), so none waits for it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._enqueue(_Pending(job, loop, future, then, steps, now), alone)
+        self._enqueue(_Pending(job, loop, future, then, steps, now, unordered), alone)
         return future
 
     def submit_sync(self, job: Callable[[StoreTx], T]) -> T:
@@ -175,10 +186,11 @@ class BatchWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
-            if alone and loop is not None and self._flies_now(loop):
+            if alone and loop is not None and self._flies_now(loop, pending):
                 if self._reading and self._reading.skip((pending.job,)):
                     self._queue.put(pending)  # its kind is the thread's: one batch counted
-                    self._start_drain()
+                    if not self._draining:
+                        self._start_drain()
                     return
                 flight = self._flight = _Flight([pending], loop)  # busy from now on
             else:
@@ -186,10 +198,11 @@ class BatchWriter:
                 self._queue.put(pending)
                 if self._flight is not None and self._stranded():
                     self._abandon()
-                if self._draining:
-                    return
+                if self._draining and not (_steps_alone(pending) and self._beside_thread()):
+                    return  # the thread takes it after what it has to make
                 if self._flight is not None:
-                    if loop is not self._loop_of_flight():  # never held up by another loop
+                    # never held up by another loop
+                    if loop is not self._loop_of_flight() and not self._draining:
                         self._start_drain()
                     return
                 if loop is None:  # a blocked thread: start the drain now
@@ -210,17 +223,20 @@ class BatchWriter:
         # (in an empty context: never the caller's)
         loop.call_soon(self._kick, loop, context=contextvars.Context())
 
-    def _flies_now(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether a job submitted ``alone`` is a batch of its own now, with no kick (under
-        ``_lock``): the writer is idle with nothing queued, and the loop has no other callback
-        ready, so no job could join it before a kick. Committed on its loop unless its kind is
-        left to the thread (``_reading``)."""
+    def _flies_now(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> bool:
+        """Whether ``pending``, submitted ``alone``, is a batch of its own now, with no kick
+        (under ``_lock``): the writer is idle (or its thread makes ``unordered`` jobs only and
+        ``pending`` commits step results alone) with nothing queued, and the loop has no
+        other callback ready, so no job could join it before a kick. Committed on its loop
+        unless its kind is left to the thread (``_reading``)."""
         return (
             self._on_loop is not None
             and self._flight is None
-            and not self._draining
-            and not self._handed
-            and not self._held
+            and (
+                _steps_alone(pending) and self._beside_thread()
+                if self._draining
+                else not (self._handed or self._held)
+            )
             and self._queue.empty()
             and loop not in self._kicks
             and _nothing_ready(loop)
@@ -235,17 +251,33 @@ class BatchWriter:
         loop fewer per commit, and the thread's wake-up begins while this turn ends."""
         return self._on_loop is None and _nothing_ready(loop) and not driving()
 
+    def _beside_thread(self) -> bool:
+        """Whether the jobs a loop submits now may be committed on it while the thread drains
+        (under ``_lock``, draining): what the thread has to make before them, its batch in
+        hand (``_overtakable``), the batches handed to it and the jobs held for it, is
+        ``unordered`` jobs only (the queue is the caller's to look at)."""
+        return (
+            self._overtakable
+            and all(pending.unordered for pending in self._held)
+            and all(pending.unordered for batch, _ in self._handed for pending in batch)
+        )
+
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._kicks.discard(loop)
-            if self._draining or self._flight is not None or not self._waiting():
+            if self._flight is not None or not self._waiting():
                 return
+            if self._draining and (self._queue.empty() or not self._beside_thread()):
+                return  # the thread takes them after what it has to make
             batch = self._loop_batch_of(loop)
             if batch is None:
-                self._start_drain()
+                if not self._draining:  # else the thread takes them after what it has
+                    self._start_drain()
                 return
             flight = _Flight(batch, loop)
             self._flight = flight  # busy from now on
+            if self._handed and not self._draining:  # unordered jobs put aside: beside it
+                self._start_drain()
         self._fly(flight)
 
     def _fly(self, flight: _Flight) -> None:
@@ -282,11 +314,23 @@ class BatchWriter:
         return bool(self._handed or self._held) or not self._queue.empty()
 
     def _loop_batch_of(self, loop: asyncio.AbstractEventLoop) -> list[_Pending] | None:
-        """The queued jobs, taken to be committed on ``loop`` (under ``_lock``, idle), or None
-        (left to the thread: a store that cannot, too many, or not all of ``loop``)."""
+        """The queued jobs, taken to be committed on ``loop`` (under ``_lock``, idle or the
+        thread making ``unordered`` jobs: then only commits of step results alone), or None
+        (left to the thread: a store that cannot, too many, or not all of ``loop``).
+        ``unordered`` jobs queued with such commits only are handed to the thread (polls:
+        they read before their commit, the loop would refuse the batch with them)."""
         if self._on_loop is None or self._queue.qsize() + len(self._held) > self._loop_batch:
             return None
-        batch = self._take()  # the only consumer while idle
+        batch = self._take()  # (the thread takes only under _lock, as here)
+        if self._draining or (len(batch) > 1 and any(pending.unordered for pending in batch)):
+            rest = [pending for pending in batch if not pending.unordered]
+            if rest and all(_steps_alone(pending) for pending in rest):
+                if len(rest) < len(batch):
+                    self._handed.append(([p for p in batch if p.unordered], False))
+                batch = rest
+            elif self._draining:
+                self._handed.append((batch, False))
+                return None
         if all(pending.loop is loop for pending in batch) and not self._reading.skip(
             pending.job for pending in batch
         ):
@@ -368,6 +412,8 @@ class BatchWriter:
     def _start_drain(self) -> None:
         """Wake the writer thread to drain the queue (under ``_lock``)."""
         self._draining = True
+        # nothing in hand yet: what it will take is queued, handed or held (``_beside_thread``)
+        self._overtakable = self._on_loop is not None
         if self._thread is None:
             wakes, at_exit = self._wakes, self._at_exit
 
@@ -411,19 +457,24 @@ class BatchWriter:
             with self._lock:
                 if taken is not None:  # taken, not applied: the thread's first batch again
                     self._handed.insert(0, taken)
-                self._draining = False
+                self._draining = self._overtakable = False
             raise
 
     def _next_batch(self) -> tuple[list[_Pending], bool] | None:
         """The thread's next batch and whether it is made carefully (under ``_lock``), or None:
-        nothing queued, handed, nor held for the thread, the drain ended."""
+        nothing queued, handed, nor held for the thread, the drain ended. Whether the jobs of a
+        loop may be committed on it meanwhile (``_overtakable``) is decided here: only beside
+        a batch of ``unordered`` jobs."""
         if self._handed:
-            return self._handed.pop(0)
-        batch = self._take()
-        if not batch:
-            self._draining = False
-            return None
-        return batch, False
+            taken = self._handed.pop(0)
+        else:
+            batch = self._take()
+            if not batch:
+                self._draining = self._overtakable = False
+                return None
+            taken = batch, False
+        self._overtakable = self._on_loop is not None and all(p.unordered for p in taken[0])
+        return taken
 
     def _taking_held(self) -> bool:
         """Whether the held jobs are the thread's now (under ``_lock``)."""
@@ -555,30 +606,3 @@ class BatchWriter:
         self._wakes.put(None)  # after the drains asked before: served in order
         thread.join()
         atexit.unregister(self._at_exit)
-
-
-def _nothing_ready(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` has no callback ready to run after the running one, in this turn or
-    the next (asyncio's loops keep them in ``_ready``; the next turn's I/O and timer callbacks
-    come after a kick scheduled now: they could not join its batch either). False for a loop
-    that does not say (uvloop): its kick is scheduled as any."""
-    ready = getattr(loop, "_ready", None)
-    return ready is not None and not ready
-
-
-def _serve(wakes: queue.SimpleQueue[BatchWriter | None], writer: weakref.ref[BatchWriter]) -> None:
-    """The writer thread: a drain per wake-up, until told to stop (``close``, or the writer
-    was dropped: ``writer``'s callback; the reference is held here for it)."""
-    while (draining := wakes.get()) is not None:
-        try:
-            draining._drain()
-        except Exception:  # cannot happen (_apply catches everything); keep serving
-            log.exception("the writer thread failed draining its queue")
-        del draining
-
-
-def _close_at_exit(writer: weakref.ref[BatchWriter]) -> None:
-    """At interpreter exit (the writer thread is a daemon): finish the queued jobs first."""
-    alive = writer()
-    if alive is not None:
-        alive.close()
