@@ -54,7 +54,7 @@ def hook_verb(store: Store, name: str, hook: Callable[[Verb], Verb]) -> None:
         store.commit_on_loop = on_loop  # type: ignore[method-assign]
     if isinstance(store, LoneStepCommits):  # its lone step commits: made as jobs, hooked
 
-        async def as_jobs(commit: Any, now: float | None = None) -> bool:
+        async def as_jobs(commit: Any, now: float | None = None, loop: Any = None) -> bool:
             raise WouldBlock("a hooked store commits its lone steps as jobs")
 
         store.commit_steps_on_loop = as_jobs  # type: ignore[method-assign]

@@ -26,12 +26,19 @@ class LoneStore(LoopStore):
         self.alone: Exception | None = None
         self.lone: list[PassCommit] = []
         self.times: list[float | None] = []  # the ``now`` each lone commit was given
+        self.loops: list[asyncio.AbstractEventLoop | None] = []  # and the ``loop``
 
-    async def commit_steps_on_loop(self, commit: PassCommit, now: float | None = None) -> bool:
+    async def commit_steps_on_loop(
+        self,
+        commit: PassCommit,
+        now: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> bool:
         if self.alone is not None:
             raise self.alone
         self.lone.append(commit)
         self.times.append(now)
+        self.loops.append(loop)
         return True
 
 
@@ -61,6 +68,24 @@ async def test_a_lone_step_commit_is_given_the_time_its_job_gives_commit_pass() 
         written = writer.submit(recorder([])(1), alone=True, steps=commit, now=1234.5)
         assert await written is True
         assert store.lone == [commit] and store.times == [1234.5]
+    finally:
+        writer.close()
+
+
+async def test_a_lone_step_commit_is_given_its_callers_loop() -> None:
+    # the loop the caller holds (a pass's), or the running one looked up: the store needs
+    # not look it up again (asyncio.get_running_loop: a getpid system call each)
+    store = LoneStore()
+    writer = BatchWriter(store)
+    loop = asyncio.get_running_loop()
+    try:
+        for given in (loop, None):
+            await asyncio.sleep(0)
+            written = writer.submit(
+                recorder([])(1), alone=True, steps=PassCommit("r", "t"), loop=given
+            )
+            assert await written is True
+        assert store.loops == [loop, loop]
     finally:
         writer.close()
 

@@ -273,12 +273,13 @@ class RoundRecorder:
             self._release_ops([op], _Abort())
             return
         if not resolutions:  # to be retried: the step call stays blocked, the pass suspends
-            await commit_pass(self.engine, commit, self.now())
+            await commit_pass(self.engine, commit, self.now(), None, self.loop)
             return
         _, value, error = resolutions[0]
         future = op.future
         # resolved as the commit is delivered (see _run_round), or here if it was not then
-        await commit_pass(self.engine, commit, self.now(), partial(_resolve, future, value, error))
+        then = partial(_resolve, future, value, error)
+        await commit_pass(self.engine, commit, self.now(), then, self.loop)
         if not future.done():
             _resolve(future, value, error)
 

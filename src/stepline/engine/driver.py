@@ -19,6 +19,7 @@ added to the engine (``Engine.add_driver``) before the functions it drives are r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,7 +53,11 @@ class Driver(Protocol):
 
 
 async def commit_pass(
-    engine: Engine, commit: PassCommit, now: float, then: Callable[[], object] | None = None
+    engine: Engine,
+    commit: PassCommit,
+    now: float,
+    then: Callable[[], object] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> None:
     """Commit one transaction of a pass through the engine's group-commit writer (fenced by
     ``commit.lease_token``) and publish its change; returns once it is durable. Raises
@@ -68,6 +73,7 @@ async def commit_pass(
         alone=True,
         steps=commit,
         now=now,
+        loop=loop,
     )
     _published(engine, commit, ingested, await written)
 

@@ -151,7 +151,8 @@ class PassExecutor(RoundRecorder, PassEndings):
     # -- registering operations -------------------------------------------------------------------
     async def _request(self, kind: str, step_id: str, **spec: Any) -> Any:
         self.gate.check()
-        if not self._branched and asyncio.current_task() is not self._task:
+        # (its loop given: asyncio.current_task() would look it up, a getpid call a step)
+        if not self._branched and asyncio.current_task(self.loop) is not self._task:
             self._branched = not self.branches.from_own_thread()
         counts = self._counts
         n = counts.get(step_id, 0)
@@ -221,7 +222,7 @@ class PassExecutor(RoundRecorder, PassEndings):
             waiter.set_result(None)
 
     async def _block(self) -> Any:
-        if not self._branched and asyncio.current_task() is not self._task:
+        if not self._branched and asyncio.current_task(self.loop) is not self._task:
             self._branched = not self.branches.from_own_thread()
         future = self._step_future()
         self._blocked.append(future)

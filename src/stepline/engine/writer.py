@@ -155,6 +155,7 @@ class BatchWriter:
         steps: PassCommit | None = None,
         now: float | None = None,
         unordered: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> asyncio.Future[T]:
         """``write`` without awaiting: the future (of the running loop) gets the job's result
         once its transaction committed, or its error. Raises ``RuntimeError`` when closed.
@@ -169,8 +170,10 @@ class BatchWriter:
         without the job by a store that can (``LoneStepCommits``) when it is a loop commit's
         only job; ``now``: the time ``job`` gives that commit (``commit_pass``'s).
         ``unordered``: no other job needs it made first (the worker's polls: see the
-        module), so none waits for it."""
-        loop = asyncio.get_running_loop()
+        module), so none waits for it. ``loop``: the running loop, when the caller holds it
+        (``asyncio.get_running_loop`` makes a ``getpid`` system call)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._enqueue(_Pending(job, loop, future, then, steps, now, unordered), alone)
         return future
@@ -386,7 +389,7 @@ class BatchWriter:
         steps = pending.steps
         if steps is not None and lone is not None and len(batch) == 1:
             try:
-                return [await lone.commit_steps_on_loop(steps, pending.now)]
+                return [await lone.commit_steps_on_loop(steps, pending.now, pending.loop)]
             except WouldBlock:
                 pass
         return await store.commit_on_loop(jobs)

@@ -4,6 +4,7 @@ the Store seam (``store/interface.py`` names them too)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -51,11 +52,17 @@ class LoneStepCommits(Protocol):
     """A ``LoopCommits`` store that commits a pass commit of step results alone on the event
     loop without a job around it (PostgreSQL: its statements queued straight)."""
 
-    async def commit_steps_on_loop(self, commit: PassCommit, now: float | None = None) -> bool:
+    async def commit_steps_on_loop(
+        self,
+        commit: PassCommit,
+        now: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> bool:
         """``commit_on_loop`` of one job applying ``StoreTx.commit_pass(commit, now, ...)``
         (True: applied), for a ``commit`` that has only step results and their history, the
         run's lease this process's; ``WouldBlock`` (nothing sent) for any other, and as
         ``commit_on_loop`` raises. ``now``: the time that job gives ``commit_pass`` (the run's
         start when this commit marks it running); without it, a commit that would mark its run
-        running (none of its lease's did yet) is refused (``WouldBlock``)."""
+        running (none of its lease's did yet) is refused (``WouldBlock``). ``loop``: the
+        running loop, when the caller holds it (else looked up)."""
         ...

@@ -325,13 +325,18 @@ class PostgresStore(PostgresReads):
         checked here (``Replay``: made again carefully, on a checked connection)."""
         return await self._on_loop(jobs, None, None)
 
-    async def commit_steps_on_loop(self, commit: PassCommit, now: float | None = None) -> bool:
+    async def commit_steps_on_loop(
+        self,
+        commit: PassCommit,
+        now: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> bool:
         """``LoopCommits.commit_steps_on_loop``: ``commit`` of step results alone (``_alone``),
         its statements queued straight, as ``commit_on_loop`` of a job of its ``commit_pass``
         commits it (True: applied), its run marked running (its start ``now`` if it has none)
         when no committed commit of its lease marked it yet (the pass's first commit);
         ``WouldBlock`` (nothing sent) for any other commit, and for that first commit
-        without ``now``."""
+        without ``now``. ``loop``: the running loop, if the caller holds it."""
         tokens = self._tokens
         owner = owner_of_lone_steps(commit, tokens)
         if owner is None:
@@ -340,7 +345,7 @@ class PostgresStore(PostgresReads):
         first = not tokens.marked_running(token, run_id)
         if first and now is None:
             raise WouldBlock("the pass's first commit, without its time")
-        results: list[bool] = await self._on_loop((), commit, owner, now if first else None)
+        results: list[bool] = await self._on_loop((), commit, owner, now if first else None, loop)
         if first:  # committed: its later commits need not mark it (PostgresTx.mark_running)
             tokens.mark_running([(token, run_id)])
         return results[0]
@@ -351,12 +356,14 @@ class PostgresStore(PostgresReads):
         steps: PassCommit | None,
         owner: str | None,
         started_at: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> list[Any]:
         """``commit_on_loop`` of ``jobs``, or of ``steps``'s statements queued straight (its
-        run marked running with ``started_at`` if given)."""
+        run marked running with ``started_at`` if given), on ``loop`` (the running one)."""
         if not self._opened:
             self._open()
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         kept = self._loop_conns.take(loop, self._read_pool)
         if kept is not None:
             conn = kept.conn
