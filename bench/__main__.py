@@ -53,12 +53,14 @@ def _dbos_status() -> tuple[bool, str]:
         return True, "unknown version"
 
 
-def _run_one(workload: str, system: str, root: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
+def _run_one(
+    workload: str, system: str, root: Path, sizes: Sizes, quick: bool, loop: str = "asyncio"
+) -> dict[str, Any]:
     workdir = root / f"{workload}-{system}"
     log = root / f"{workload}-{system}.log"
     command = [
         sys.executable, "-m", "bench._runner", workload, system,
-        "--dir", str(workdir), "--sizes", json.dumps(sizes.to_json()),
+        "--dir", str(workdir), "--sizes", json.dumps(sizes.to_json()), "--loop", loop,
     ]  # fmt: skip
     timeout = 180 if quick else 1200
     if workload == "scale":  # ~1,000 runs/s to create, plus the wake window
@@ -118,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (and logs)")
     parser.add_argument("--plain", action="store_true", help="plain text table, no colours")
     parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default=os.environ.get("STEPLINE_BENCH_LOOP", "asyncio"),
+        help="the event loop of the workloads' processes (default asyncio; `stepline server` "
+        "in http_events runs on uvloop either way); named in the title: compare the two "
+        "loops by two runs, each labelled; also STEPLINE_BENCH_LOOP",
+    )
+    parser.add_argument(
         "--pg",
         action="store_true",
         help="run on PostgreSQL: a durable throwaway cluster (fsync on) started in the scratch "
@@ -157,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_dbos:
         dbos_ok, dbos_info = False, "skipped (--no-dbos)"
     machine = _machine()
+    machine["loop"] = args.loop
     root = scratch_root(args.dir)
     print(
         f"stepline bench: {'quick' if args.quick else 'full'} sizes; scratch {root}; "
-        f"load {machine['load_before']}; dbos: {dbos_info}",
+        f"load {machine['load_before']}; {args.loop} loop; dbos: {dbos_info}",
         file=sys.stderr,
         flush=True,
     )
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 t0 = time.perf_counter()
                 print(f"  {workload:<11} {system:<9}", end="", file=sys.stderr, flush=True)
-                figure = _run_one(workload, system, root, sizes, args.quick)
+                figure = _run_one(workload, system, root, sizes, args.quick, args.loop)
                 results[workload][system] = figure
                 status = "error: " + figure["error"] if "error" in figure else "ok"
                 print(f"{time.perf_counter() - t0:6.1f} s  {status}", file=sys.stderr, flush=True)
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     database = f"PostgreSQL {cluster.version}" if cluster else f"SQLite {machine['sqlite']}"
     title = (
         f"Stepline benchmarks ({'quick' if args.quick else 'full'}; {machine['cpus']} CPUs; "
-        f"{database}; DBOS {dbos_info if dbos_ok else 'not run'}; "
+        f"{database}; {args.loop} event loop; DBOS {dbos_info if dbos_ok else 'not run'}; "
         f"load {machine['load_before'][0]:.2f}→{machine['load_after'][0]:.2f})"
     )
     render(entries, title, plain=args.plain)

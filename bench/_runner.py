@@ -1,11 +1,14 @@
 """Runs one workload for one system in this (fresh) process and emits its figures as JSON.
 
-``python -m bench._runner WORKLOAD SYSTEM --dir D --sizes JSON``; used by ``python -m bench``.
+``python -m bench._runner WORKLOAD SYSTEM --dir D --sizes JSON [--loop uvloop]``; used by
+``python -m bench``. ``--loop uvloop``: every event loop this process makes is uvloop's (its
+policy installed first), the workload's and its system's alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import logging
@@ -22,7 +25,12 @@ def main() -> int:
     parser.add_argument("system", choices=("stepline", "dbos"))
     parser.add_argument("--dir", required=True)
     parser.add_argument("--sizes", required=True)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     sizes = Sizes.from_json(json.loads(args.sizes))
     workdir = Path(args.dir)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from stepline import _loops
 from stepline._text import MAX_ID_CHARS, clipped, name_problem
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
@@ -353,14 +354,16 @@ class App(AppControl):
             await task
 
     def run_worker(self, *, concurrency: int = 100, **options: Any) -> None:
-        """Run a worker until SIGINT/SIGTERM (what ``stepline worker module:app`` calls)."""
+        """Run a worker until SIGINT/SIGTERM (what ``stepline worker module:app`` calls), on
+        uvloop's event loop when it is installed, else asyncio's (``STEPLINE_LOOP=asyncio``
+        picks asyncio's)."""
 
         async def main() -> None:
             worker = self.make_worker(concurrency=concurrency, **options)
             on_stop_signals(asyncio.get_running_loop(), lambda _sig: worker.stop())
             await worker.run()
 
-        asyncio.run(main())
+        _loops.run(main())
 
     # -- HTTP -------------------------------------------------------------------------------------
     def asgi(self, settings: ServerSettings | None = None) -> Starlette:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from stepline import _loops
 from stepline.engine.worker import Worker
 from stepline.errors import ConfigError
 
@@ -123,7 +124,8 @@ async def serve_until(http: HttpServer, worker: Worker | None, stop: asyncio.Eve
 
 def run_serving(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` in a new event loop: uvloop's when it is installed (uvicorn[standard]
-    brings it, and uvicorn picks it by default when it owns the loop), else asyncio's.
+    brings it, and uvicorn picks it by default when it owns the loop), else asyncio's
+    (``stepline._loops``: ``STEPLINE_LOOP=asyncio`` picks asyncio's).
 
     The objects made until now (modules, the app, its routes: ~50,000) are first moved out of
     the garbage collector's generations (``gc.freeze``): a full collection while serving then
@@ -132,9 +134,4 @@ def run_serving(main: Coroutine[Any, Any, T]) -> T:
     64 clients sending single events: the requests over the p99)."""
     gc.collect()
     gc.freeze()
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] installs it
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+    return _loops.run(main)

@@ -240,6 +240,8 @@ def dev(
             discover = discovery if discovery is not None else not app_ref
             ports = discovery_ports() if discover else ()
             syncing = _Syncing(sdk_apps, sdk_urls, poll_interval, not no_poll, ports)
+            # asyncio's loop, not uvloop's (stepline._loops): on uvloop, SDK apps' waits and
+            # invokes were never matched (tests/inngest: test_sdk_event_version, test_dev_gql)
             code = asyncio.run(
                 _serve(
                     app,
