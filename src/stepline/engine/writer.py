@@ -259,10 +259,11 @@ class BatchWriter:
         (under ``_lock``, draining): what the thread has to make before them, its batch in
         hand (``_overtakable``), the batches handed to it and the jobs held for it, is
         ``unordered`` jobs only (the queue is the caller's to look at)."""
+        held, handed = self._held, self._handed
         return (
             self._overtakable
-            and all(pending.unordered for pending in self._held)
-            and all(pending.unordered for batch, _ in self._handed for pending in batch)
+            and (not held or all(pending.unordered for pending in held))
+            and (not handed or all(p.unordered for batch, _ in handed for p in batch))
         )
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -343,56 +344,55 @@ class BatchWriter:
 
     async def _commit_on_loop(self, flight: _Flight) -> None:
         """Commit ``flight``'s batch on this loop (``LoopCommits``), results handed back here
-        (run by ``Driven``, from the kick on)."""
+        (run by ``Driven``, from the kick on): a lone step commit alone, without its job, if
+        the store can (``LoneStepCommits``; ``WouldBlock``: not such a commit, or not now,
+        nothing was sent), else the jobs."""
         batch = flight.batch
         store = self._on_loop
         assert store is not None
-        jobs = [pending.job for pending in batch]
+        pending = batch[0]
+        steps, lone = pending.steps, self._lone_steps
         try:
-            results = await self._on_loop_batch(store, batch, jobs)
+            results: list[Any] | None = None
+            if steps is not None and lone is not None and len(batch) == 1:
+                try:
+                    results = [await lone.commit_steps_on_loop(steps, pending.now, pending.loop)]
+                except WouldBlock:
+                    pass
+            if results is None:
+                results = await store.commit_on_loop([p.job for p in batch])
         except WouldBlock as exc:  # nothing was sent: the thread makes it as any batch
             self.loop_refusals += 1
             if exc.job is not None:
                 with self._lock:
-                    self._reading.refused(jobs[exc.job])
+                    self._reading.refused(batch[exc.job].job)
             outcomes = await self._hand_over(batch, careful=False)
         except Replay:  # nothing committed: made again carefully
             self.replays += 1
             outcomes = await self._hand_over(batch, careful=True)
         except Exception as exc:
-            outcomes = self._lost(exc, len(jobs))
+            outcomes = self._lost(exc, len(batch))
         except BaseException:  # cancelled during the round trip: its outcome is unknown
             unknown = StoreUnavailable("the commit's outcome is unknown: it was cancelled")
-            _settle_all([(pending, (False, _own_copy(unknown))) for pending in batch])
+            _settle_all([(p, (False, _own_copy(unknown))) for p in batch])
             self._loop_ended(flight)
             raise
         else:
             self.transactions += 1
             self.loop_commits += 1
-            self.jobs += len(jobs)
-            outcomes = [(True, result) for result in results]
+            self.jobs += len(batch)
+            single = len(batch) == 1  # the usual
             if self._reading:
                 with self._lock:
-                    self._reading.committed(jobs)
+                    self._reading.committed((pending.job,) if single else [p.job for p in batch])
+            if single:
+                _settle_all([(pending, (True, results[0]))])
+            else:
+                _settle_all([(p, (True, r)) for p, r in zip(batch, results, strict=True)])
+            outcomes = None
         if outcomes is not None:
             _settle_all(list(zip(batch, outcomes, strict=True)))
         self._loop_ended(flight)
-
-    async def _on_loop_batch(
-        self, store: LoopCommits, batch: list[_Pending], jobs: list[Job]
-    ) -> list[Any]:
-        """``batch`` committed on the loop: a lone step commit alone, without its job, if the
-        store can (``WouldBlock``: not such a commit, or not now; nothing was sent), else the
-        jobs."""
-        lone = self._lone_steps
-        pending = batch[0]
-        steps = pending.steps
-        if steps is not None and lone is not None and len(batch) == 1:
-            try:
-                return [await lone.commit_steps_on_loop(steps, pending.now, pending.loop)]
-            except WouldBlock:
-                pass
-        return await store.commit_on_loop(jobs)
 
     async def _hand_over(self, batch: list[_Pending], careful: bool) -> list[Outcome] | None:
         """Give ``batch`` to the writer thread (None: it delivers the outcomes); once the
