@@ -166,3 +166,25 @@ async def test_step_mocking_by_id(app: App, make_engine: Callable[..., TestEngin
         t.mock_step("call-api", {"status": 200})
         run = await t.trigger(Event("go"))
     assert run.output == {"status": 200}
+
+
+async def test_each_step_attempt_is_counted_before_the_function_gets_its_outcome(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # a lone step's attempt is counted while its commit is in flight (off the step's path),
+    # still before its result is handed to the function
+    seen: list[int] = []
+    engines: list[Any] = []
+
+    @app.function(id="counted", trigger=TriggerEvent("go"))
+    async def counted(ctx: Context) -> Any:
+        for i in range(3):
+            await ctx.step.run(f"s{i}", lambda i=i: i)
+            seen.append(engines[0].metrics.step_attempts.get("completed", 0))
+        return "done"
+
+    async with make_engine() as t:
+        engines.append(t.app.engine)
+        run = await t.trigger(Event("go"))
+    assert run.status == "COMPLETED"
+    assert seen == [1, 2, 3]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from stepline.engine._executing import ExecutingSteps
 from stepline.engine._ops import _Abort, _Op, _Outcome, error_dict
 from stepline.engine._recording import invoke_rows, wait_rows
-from stepline.engine._step_attempt import attempt_step
+from stepline.engine._step_attempt import attempt_step, recorded
 from stepline.engine.driver import commit_pass
 from stepline.engine.engine import Engine
 from stepline.errors import LimitExceededError, StepError
@@ -250,11 +250,16 @@ class RoundRecorder:
         executing = self.executing
         executing.show_later((op,), self._next_position, now)
         try:
-            outcome = await attempt_step(self.engine, self.loop, self.fn.retries, op)
+            outcome = await attempt_step(self.engine, self.loop, self.fn.retries, op, False)
         finally:
             executing.done()
+        record = recorded(self.engine, outcome)  # counted while the commit is in flight
         resolutions: list[tuple[_Op, Any, BaseException | None]] = []
-        self._settle_run_op(op, outcome, commit, resolutions)
+        try:
+            self._settle_run_op(op, outcome, commit, resolutions)
+        except BaseException:
+            record()
+            raise
         if self._abort is None:
             added = 0
             for step in commit.steps:
@@ -270,16 +275,17 @@ class RoundRecorder:
                 )
             self._state_bytes += added
         if self._abort is not None:
+            record()
             self._release_ops([op], _Abort())
             return
         if not resolutions:  # to be retried: the step call stays blocked, the pass suspends
-            await commit_pass(self.engine, commit, self.now(), None, self.loop)
+            await commit_pass(self.engine, commit, self.now(), None, self.loop, record)
             return
         _, value, error = resolutions[0]
         future = op.future
         # resolved as the commit is delivered (see _run_round), or here if it was not then
         then = partial(_resolve, future, value, error)
-        await commit_pass(self.engine, commit, self.now(), then, self.loop)
+        await commit_pass(self.engine, commit, self.now(), then, self.loop, record)
         if not future.done():
             _resolve(future, value, error)
 

@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import inspect
 import time
+from collections.abc import Callable
 from functools import partial
 from inspect import CO_COROUTINE
 from types import FunctionType
@@ -37,10 +38,11 @@ def _is_coroutine_function(fn: Any) -> bool:
 
 
 async def attempt_step(
-    engine: Engine, loop: asyncio.AbstractEventLoop, retries: int, op: _Op
+    engine: Engine, loop: asyncio.AbstractEventLoop, retries: int, op: _Op, record: bool = True
 ) -> _Outcome:
     """Execute one attempt of ``op`` (a ``run`` step of a function with ``retries``); never
-    raises: the outcome holds the result's JSON or the error, and when to retry."""
+    raises: the outcome holds the result's JSON or the error, and when to retry. ``record``:
+    the attempt counted in the engine's metrics here (else by the caller: ``recorded``)."""
     fn = engine.step_mocks.get(op.step_id, op.fn)
     assert fn is not None
     attempt_token = STEP_ATTEMPT.set(op.attempts)  # ctx.attempt inside this step body
@@ -79,6 +81,13 @@ async def attempt_step(
             outcome.retry_at = engine.clock.now() + engine.backoff.delay(op.attempts)
     outcome.duration = time.perf_counter() - t0
     outcome.ended_at = engine.clock.now()
-    engine.metrics.step_attempt(outcome.duration, outcome.error is None)
+    if record:
+        engine.metrics.step_attempt(outcome.duration, outcome.error is None)
     STEP_ATTEMPT.reset(attempt_token)
     return outcome
+
+
+def recorded(engine: Engine, outcome: _Outcome) -> Callable[[], None]:
+    """The metrics' count of the attempt ``outcome`` ended, to be made later (``attempt_step``
+    with ``record=False``): while its commit is in flight."""
+    return partial(engine.metrics.step_attempt, outcome.duration, outcome.error is None)

@@ -58,23 +58,31 @@ async def commit_pass(
     now: float,
     then: Callable[[], object] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> None:
     """Commit one transaction of a pass through the engine's group-commit writer (fenced by
     ``commit.lease_token``) and publish its change; returns once it is durable. Raises
     ``PassCancelledError`` when the run was cancelled during the pass (nothing is written),
     ``LeaseLostError`` when the lease was lost. ``then()`` is called in the loop as soon as
     the commit is known durable (``BatchWriter.submit``), only if it was, before this
-    returns and before its change is published."""
+    returns and before its change is published. ``meanwhile()`` is called once the commit
+    is submitted (in flight, when the writer commits it on the loop at once): work that
+    need not come before it, done while the loop waits for its reply. ``loop``: the
+    running loop, if the caller holds it."""
     # submit_pass's work, awaited at once: no coroutine of its own, no closure for ``then``
     job, ingested = _pass_job(engine, commit, now)
-    written = engine.writer.submit(
-        job,
-        None if then is None else partial(_if_applied, then),
-        alone=True,
-        steps=commit,
-        now=now,
-        loop=loop,
-    )
+    try:
+        written = engine.writer.submit(
+            job,
+            None if then is None else partial(_if_applied, then),
+            alone=True,
+            steps=commit,
+            now=now,
+            loop=loop,
+        )
+    finally:  # the commit is in flight now (or queued): the loop is idle until its reply
+        if meanwhile is not None:
+            meanwhile()
     _published(engine, commit, ingested, await written)
 
 
