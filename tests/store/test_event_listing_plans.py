@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import pytest
 from tests.store.builders import T0, cel_matches, event
 from tests.store.test_pg_plans import _touched
 
@@ -17,6 +19,8 @@ from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.records import EventFilter, EventIngest
 from stepline.store.sqlite import queries as q
+from stepline.store.sqlite import reads as sqlite_reads
+from stepline.store.sqlite.reads import FEW_OF_NAME
 from stepline.store.sqlite.reads import every_statement as sqlite_every
 from stepline.store.sqlite.store import SQLiteStore
 
@@ -103,3 +107,33 @@ def test_sqlite_lists_the_last_hour_by_id_from_its_events_when_the_newest_hold_t
     with sqlite3.connect(path) as conn:
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, values)]
     assert plan[0].startswith("SEARCH events USING INDEX events_received (received_at>?)"), plan
+
+
+def test_sqlite_lists_a_name_with_few_events_in_the_window_by_its_index_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with few events in the filter's window (FEW_OF_NAME; counted in its index, no
+    further than one more) is read by that index and sorted at once: reading the 2,000 newest
+    events first found none of an absent name (0.6 ms a page, 0.03 ms by the index)."""
+    store = SQLiteStore(tmp_path / "events.sqlite")
+    store.migrate()
+    newest: list[EventFilter] = []
+    first = sqlite_reads._newest
+
+    def counted(conn: sqlite3.Connection, query: EventFilter) -> list[Any]:
+        newest.append(query)
+        return first(conn, query)
+
+    monkeypatch.setattr(sqlite_reads, "_newest", counted)
+    try:
+        dense = [EventIngest(event(f"d{n:05d}", "x/dense"), ()) for n in range(FEW_OF_NAME + 1)]
+        rare = [EventIngest(event(f"r{n:05d}", "x/rare"), ()) for n in range(FEW_OF_NAME)]
+        with store.transaction() as tx:
+            tx.ingest([*rare, *dense], T0, cel_matches)
+        for name, read_first in (("x/rare", False), ("x/dense", True), ("x/none", False)):
+            newest.clear()
+            found = store.list_events(EventFilter(name=name, id_below="z", limit=20))
+            assert len(found) == (0 if name == "x/none" else 20)
+            assert bool(newest) is read_first, name
+    finally:
+        store.close()

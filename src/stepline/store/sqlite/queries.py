@@ -523,6 +523,9 @@ SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
   AND internal_id >= coalesce((SELECT internal_id FROM events WHERE internal_id < ?
                                ORDER BY internal_id DESC LIMIT 1 OFFSET ?), '')
 ORDER BY internal_id DESC LIMIT ?"""
+# how many events of a name the filter's window holds, counted in events_name_received alone
+# and no further than the limit (the last parameter): few, and the name's index reads them
+NAMED_AT_MOST = "SELECT count(*) FROM (SELECT 1 FROM events {where} LIMIT ?)"
 LIST_EVENTS_BY_ID = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY internal_id DESC LIMIT ?"""

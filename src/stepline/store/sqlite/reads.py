@@ -37,6 +37,8 @@ from stepline.store.sqlite._arms import app_ids, chunks, unpaused
 from stepline.store.sqlite._database import Database, reading
 from stepline.store.sqlite._event_rows import event_id_data, select_events
 
+FEW_OF_NAME = 200  # events of a name the by-id listing reads by its index at once (_few_of_name)
+
 
 class SQLiteReads(Database):
     """The Store's reads of the file."""
@@ -96,10 +98,14 @@ class SQLiteReads(Database):
     def list_events(self, query: EventFilter) -> list[StoredEvent]:
         where, params = shapes.event_filter(query, "?")
         by_id = query.id_below is not None
+        found: Sequence[Any]
         with self._read() as conn:  # and the announcements kept as a row, merged in its order
             if by_id:
                 every = partial(_fetched, conn, *every_statement(query))
-                found = shapes.listed_by_id(query, partial(_newest, conn, query), every)
+                if _few_of_name(conn, query):
+                    found = every()
+                else:
+                    found = shapes.listed_by_id(query, partial(_newest, conn, query), every)
                 kept = _derived.listed_by_id(conn, query)
             else:
                 listing = q.LIST_EVENTS.format(where=where)
@@ -230,6 +236,20 @@ def _newest(conn: sqlite3.Connection, query: EventFilter) -> list[Any]:
     below = [query.id_below, shapes.recent_scan(query) - 1, query.limit]
     listing = q.LIST_EVENTS_BY_ID_RECENT.format(where=where)
     return conn.execute(listing, [*params, *below]).fetchall()
+
+
+def _few_of_name(conn: sqlite3.Connection, query: EventFilter) -> bool:
+    """Whether ``query`` names a name with few events in its time window (at most ten pages;
+    the cursor aside: counted in ``events_name_received`` alone, no further than one more):
+    the name's index reads and sorts them for less than reading the newest events first, which
+    would find none of a name absent from them (SQLite keeps no statistics to tell)."""
+    if query.name is None:
+        return False
+    name_and_time = EventFilter(query.name, query.received_after, query.received_before)
+    where, params = shapes.event_filter(name_and_time, "?")
+    most = max(FEW_OF_NAME, 10 * query.limit)
+    [[count]] = conn.execute(q.NAMED_AT_MOST.format(where=where), [*params, most + 1])
+    return int(count) <= most
 
 
 def every_statement(query: EventFilter) -> tuple[str, list[Any]]:
