@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from typing import Any
 
 import psycopg
@@ -56,13 +57,18 @@ def idle(app: App) -> bool:
     return writer._flight is None and not writer._draining and writer._queue.empty()
 
 
+_names = itertools.count(1)
+
+
 async def early_start(
     app: App, worker: Worker, ran: list[str], url: str
 ) -> tuple[str, asyncio.Task[list[str]], psycopg.Connection[Any]] | None:
     """A send made while flushes are held whose step body ran before the send returned (the
     lock held, its connection given), or None: its commit waited for its flush (the writer
     was busy: committed by its thread; or no connection was idle for the flush)."""
-    n = f"n{len(ran)}"
+    # a name of its own: an attempt given up may have a body still to run (not len(ran), which
+    # the next attempt would reuse: two runs of one name, the test's "ran once" then failing)
+    n = f"n{next(_names)}"
     store: Any = app.engine.store
     store.load_run("none")  # a read: the read pool has an idle connection for the flush
     conn = flushes_held(url)
