@@ -18,7 +18,7 @@ import pytest
 
 from stepline import App, Event, StoreUnavailable, TriggerEvent
 from stepline.store.interface import Replay
-from stepline.store.postgres import PostgresStore
+from stepline.store.postgres import PostgresStore, _pipeline
 
 from .builders import SERVED, T0, cel_matches, trigger
 
@@ -153,3 +153,31 @@ def _caught_in_a_job(store: PostgresStore, caught: list[str | None]) -> None:
 def ingest_optimistic(store: PostgresStore, internal_id: str, now: float) -> None:
     with store.optimistic_transaction() as tx:
         tx.ingest([trigger(f"r-{internal_id}", event_id=internal_id)], now, cel_matches)
+
+
+@pytest.mark.parametrize("on_loop", [False, True])
+async def test_a_round_trip_that_met_a_dropped_statement_forgets_the_connections_names(
+    pg_url: str, on_loop: bool
+) -> None:
+    """Any round trip of the store's own pipeline (``_pipeline.send_all`` and its loop form:
+    the leases by name alone, the deferred flush, reads, transactions) that meets a statement
+    dropped behind psycopg's back forgets the connection's prepared names, whoever catches its
+    error: the connection's other statements, dropped too, are prepared anew at their next use
+    instead of each failing once more (a lease by name alone, refused as ``Replay``, left the
+    loop's connection so)."""
+
+    async def send(conn: psycopg.Connection[Any], query: str) -> Any:
+        statements = [(query, (1,))]
+        if on_loop:
+            return (await _pipeline.send_all_async(conn, statements))[0]
+        return _pipeline.send_all(conn, statements)[0]
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for _ in range(6):  # psycopg prepares a statement at its fifth execution
+            await send(conn, "SELECT 1 + %s")
+            await send(conn, "SELECT 2 + %s")
+        _drop(conn, b"DEALLOCATE ALL")
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+            await send(conn, "SELECT 1 + %s")
+        assert await send(conn, "SELECT 2 + %s") == [(3,)]  # prepared anew
+        assert await send(conn, "SELECT 1 + %s") == [(2,)]

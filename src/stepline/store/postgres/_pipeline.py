@@ -15,6 +15,11 @@ is prepared, named ``_pg3_N``) and is kept up to date with what each statement r
 psycopg's own pipeline does (a ``ROLLBACK`` or ``DROP`` makes it deallocate them all, which it
 does after the round trip). So a statement is prepared once per connection whichever way it
 is sent, and the generic plans ``lease_named`` asks for are kept.
+A statement found gone from the server (26000: a pooler's ``DEALLOCATE ALL`` behind psycopg's
+back) makes psycopg forget every name it prepared on the connection as the round trip ends
+(``_database.forget_dropped``), whoever then catches the error (a lease by name alone made
+again another way, a job that goes on): the connection's other statements, gone too, are
+prepared anew at their next use instead of each failing once more.
 
 This leans on three psycopg internals (``PostgresQuery``, the connection's ``_prepared``
 cache, ``Prepare``), stable from psycopg 3.1 to 3.3; ``tests/store/test_pg_pipeline.py``
@@ -42,6 +47,7 @@ from psycopg.adapt import Transformer
 from psycopg.waiting import Ready, Wait
 
 from stepline._driven import SocketWait, Watch, driving
+from stepline.store.postgres._database import forget_dropped
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any] | None
@@ -78,6 +84,7 @@ def send_all(conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Para
         if failed is None and conn._prepared._to_flush:  # else at psycopg's next statement
             conn.wait(conn._prepared.maintain_gen(conn))  # deallocations the results called for
     if failed is not None:
+        forget_dropped(conn, failed)  # whoever catches it: see the module
         raise failed
     return found
 
@@ -149,6 +156,7 @@ async def send_all_async(
     finally:
         conn.lock.release()
     if failed is not None:
+        forget_dropped(conn, failed)  # whoever catches it: see the module
         raise failed
     return rows
 
