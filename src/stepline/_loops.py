@@ -1,8 +1,7 @@
 """The event loop Stepline's own runners run on (``stepline worker`` and ``App.run_worker``,
-``stepline server``): uvloop's when it is installed (``uvicorn[standard]``, a dependency, brings
-it on Linux and macOS), else asyncio's. ``STEPLINE_LOOP=asyncio`` picks asyncio's loop.
-``stepline dev`` stays on asyncio's: on uvloop the waits and invokes of the SDK apps it serves
-were never matched (tests/inngest), a cause not yet found.
+``stepline dev``, ``stepline server``): uvloop's when it is installed (``uvicorn[standard]``, a
+dependency, brings it on Linux and macOS), else asyncio's. ``STEPLINE_LOOP=asyncio`` picks
+asyncio's loop.
 
 uvloop runs the loop's own work in C (its turn, its ready queue, the handles of the callbacks a
 step's commit schedules): a step of a 100-step run on PostgreSQL cost the loop thread 329k

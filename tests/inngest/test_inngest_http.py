@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import uvloop
 
 from stepline.drivers.inngest import InngestDriver
 from stepline.drivers.inngest._driver import SdkRequestError
@@ -97,6 +98,22 @@ async def test_a_request_is_written_whole_and_its_connection_kept_alive() -> Non
     assert f"Host: 127.0.0.1:{server.port}\r\n".encode() in first
     assert b"X-Run-ID: r1\r\n" in first and b"Content-Length: 7\r\n" in first
     assert first.endswith(b'\r\n\r\n{"a":1}')
+
+
+def test_a_request_on_uvloops_loop() -> None:
+    # `stepline server` (and `stepline dev`, `stepline worker`) run on uvloop when it is
+    # installed: its transports are no subclass of asyncio.Transport, which the client asserted
+    # (every SDK request failed there: AssertionError in connection_made)
+    async def exchange() -> tuple[int, bytes]:
+        async with serving(lambda n, r: reply(b'{"ok":1}')) as server:
+            driver = InngestDriver(timeout=5)
+            url = f"http://127.0.0.1:{server.port}/api/inngest?fnId=f&stepId=step"
+            status, _, body = await driver.post(url, b"{}", {})
+            await driver.aclose()
+            return status, body
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(exchange()) == (200, b'{"ok":1}')
 
 
 async def test_a_chunked_reply_with_extensions_and_trailers_is_read_whole() -> None:

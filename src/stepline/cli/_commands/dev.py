@@ -30,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from stepline import _loops
 from stepline._urls import shown_url
 from stepline.cli import _render as render
 from stepline.cli._commands._http import http_options, server_settings
@@ -240,9 +241,7 @@ def dev(
             discover = discovery if discovery is not None else not app_ref
             ports = discovery_ports() if discover else ()
             syncing = _Syncing(sdk_apps, sdk_urls, poll_interval, not no_poll, ports)
-            # asyncio's loop, not uvloop's (stepline._loops): on uvloop, SDK apps' waits and
-            # invokes were never matched (tests/inngest: test_sdk_event_version, test_dev_gql)
-            code = asyncio.run(
+            code = _loops.run(  # uvloop's loop when installed, as `stepline server`'s
                 _serve(
                     app,
                     console,

@@ -36,6 +36,7 @@ import urllib.request
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import quote, urlsplit
 
 MAX_IDLE = 20  # idle keep-alive connections kept per host (httpx's default)
@@ -69,8 +70,9 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport (create_connection's); not asserted by class: uvloop's is no
+        # subclass of asyncio.Transport (the assertion failed every SDK request on uvloop)
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
