@@ -20,7 +20,7 @@ from stepline import (
     StepError,
     TriggerEvent,
 )
-from stepline.testing import TestEngine
+from stepline.testing import MockClock, TestEngine
 
 
 async def test_a_failing_step_is_attempted_one_plus_retries_times(
@@ -395,3 +395,37 @@ async def test_parallel_steps_each_see_their_own_attempt(
         run = await t.trigger(Event("go"))
     assert run.output == ["f", "s"]
     assert seen == {"flaky": [0, 1, 2], "steady": [0]}
+
+
+class _TickingClock(MockClock):
+    """A MockClock whose time moves 1 ms at each reading, as a wall clock read at two moments
+    does (a GIL switch between two readings took 4 ms in a gate: ``stepline dev
+    --retry-interval 1`` retried 0.996 s after the failure its history shows)."""
+
+    def now(self) -> float:
+        self.advance(0.001)
+        return super().now()
+
+
+@pytest.mark.parametrize("error", [RetryAfterError("later", 5), ValueError("again")])
+async def test_a_retry_is_due_its_delay_after_the_failure_its_history_shows(
+    app: App, make_engine: Callable[..., TestEngine], error: Exception
+) -> None:
+    @app.function(id="twice", trigger=TriggerEvent("go"), retries=1)
+    async def twice(ctx: Context) -> Any:
+        def once() -> str:
+            if ctx.attempt == 0:
+                raise error
+            return "done"
+
+        return await ctx.step.run("x", once)
+
+    app.retry_backoff = RetryBackoff(schedule=(2.0,))  # no jitter: the delay is known
+    async with make_engine(clock=_TickingClock()) as t:
+        run = await t.trigger(Event("go"))
+        history = await t.history(run.run_id)
+    assert run.status == "COMPLETED"
+    [failed] = [h for h in history if h.kind == "STEP_FAILED"]
+    assert failed.data is not None
+    delay = 5.0 if isinstance(error, RetryAfterError) else 2.0
+    assert failed.data["retry_at"] - failed.at.timestamp() == pytest.approx(delay, abs=1e-5)
