@@ -322,7 +322,7 @@ class PostgresReads:
                 rows = shapes.listed_by_id(
                     query,
                     functools.partial(_fetched, conn, newest, recent),
-                    functools.partial(_fetched, conn, every, [*params, query.limit]),
+                    functools.partial(_fetched_by_index, conn, every, [*params, query.limit]),
                 )
             return [shapes.stored_event(r) for r in rows]
 
@@ -364,3 +364,13 @@ class PostgresReads:
 
 def _fetched(conn: psycopg.Connection[Any], statement: str, params: list[Any]) -> list[Any]:
     return conn.execute(statement, params).fetchall()
+
+
+def _fetched_by_index(
+    conn: psycopg.Connection[Any], statement: str, params: list[Any]
+) -> list[Any]:
+    """``statement``'s rows in a transaction of their own with sequential scans off
+    (``rq.BY_INDEX``): read by the filter's index, never the whole table."""
+    with conn.transaction():
+        conn.execute(rq.BY_INDEX)
+        return conn.execute(statement, params).fetchall()
