@@ -1,14 +1,16 @@
-"""The event loop Stepline's own runners run on (``stepline worker`` and ``App.run_worker``,
-``stepline dev``, ``stepline server``): uvloop's when it is installed (``uvicorn[standard]``, a
-dependency, brings it on Linux and macOS), else asyncio's. ``STEPLINE_LOOP=asyncio`` picks
-asyncio's loop.
+"""The event loop Stepline's own runners run on: ``stepline server`` on uvloop's when it is
+installed (``uvicorn[standard]``, a dependency, brings it on Linux and macOS), as uvicorn does
+when it owns the loop; ``stepline worker`` / ``App.run_worker`` and ``stepline dev`` on
+asyncio's. ``STEPLINE_LOOP=asyncio`` or ``STEPLINE_LOOP=uvloop`` picks the loop of every runner.
 
-uvloop runs the loop's own work in C (its turn, its ready queue, the handles of the callbacks a
-step's commit schedules): a step of a 100-step run on PostgreSQL cost the loop thread 329k
-instructions on asyncio's loop, 286k on uvloop's (callgrind, December 2026). Code that runs an
-app on a loop of its own (``asyncio.run``, a web framework's) keeps that loop: what Stepline
-does on a loop works on either (``tests/integration/test_both_loops.py`` runs steps on both,
-on every store).
+Why the workers stay on asyncio's loop by default: a worker process on uvloop did not recover
+from a PostgreSQL outage, nor stop on SIGTERM, in 2 of ~10 runs of
+``test_crash.py::test_database_restart_mid_run`` under load (every thread idle, the loop
+waiting in uvloop; December 2026), none in 6 on asyncio's loop nor in ~170 earlier gates. uvloop
+saves ~13 % of the loop thread's instructions a step (callgrind: 329k -> 286k on a 100-step
+PostgreSQL run): not worth a worker that may hang. Code that runs an app on a loop of its own
+(``asyncio.run``, a web framework's) keeps that loop; ``tests/integration/test_both_loops.py``
+runs steps on both loops, on every store.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ T = TypeVar("T")
 LOOP_VARIABLE = "STEPLINE_LOOP"
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's ``new_event_loop`` when uvloop is installed and ``STEPLINE_LOOP`` is not
-    ``asyncio``; None (asyncio's own loop) otherwise."""
-    if os.environ.get(LOOP_VARIABLE, "").strip().lower() == "asyncio":
+def loop_factory(uvloop_by_default: bool = False) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop`` when uvloop is installed and ``STEPLINE_LOOP`` is
+    ``uvloop``, or unset with ``uvloop_by_default``; None (asyncio's own loop) otherwise."""
+    asked = os.environ.get(LOOP_VARIABLE, "").strip().lower()
+    if asked == "asyncio" or (asked != "uvloop" and not uvloop_by_default):
         return None
     try:
         import uvloop
@@ -34,7 +37,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[Any, Any, T], *, uvloop_by_default: bool = False) -> T:
     """``asyncio.run(main)`` on the loop ``loop_factory`` picks."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(uvloop_by_default)) as runner:
         return runner.run(main)

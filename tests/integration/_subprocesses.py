@@ -110,7 +110,15 @@ async def poll(
 
 
 def sigterm(proc: Process, timeout: float = 20) -> int:
-    """SIGTERM (graceful: passes in flight finish) and wait; the exit code."""
+    """SIGTERM (graceful: passes in flight finish) and wait; the exit code. A process still
+    running after ``timeout`` is sent SIGUSR1 first (crash_app's workers then write every
+    thread's stack to their output, for the failure to show where it hung)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=timeout)
+    try:
+        return proc.wait(timeout=timeout)
+    except Exception:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)  # real time: the stacks written before the test's failure reads them
+        raise

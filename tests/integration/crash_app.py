@@ -15,7 +15,9 @@ Run as a script it serves a worker until SIGTERM: ``CRASH_DB`` (SQLite file), ``
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import signal
 import time
 from typing import Any
 
@@ -83,7 +85,9 @@ app = build_app(os.environ.get("CRASH_DB"))
 
 
 def main() -> None:
-    """Serve a worker until SIGINT/SIGTERM."""
+    """Serve a worker until SIGINT/SIGTERM; SIGUSR1 writes every thread's stack to stderr (a
+    worker that does not stop: ``_subprocesses.sigterm``)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app.run_worker(
         concurrency=int(os.environ.get("CRASH_CONCURRENCY", "20")),
         worker_id=os.environ["CRASH_WORKER_ID"],

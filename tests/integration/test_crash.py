@@ -165,8 +165,13 @@ class Workers(Subprocesses):
         return lambda: self.resumed(proc, worker_id) is not None
 
     def stop(self, proc: subprocess.Popen[bytes]) -> int:
-        """SIGTERM (graceful: passes in flight finish) and wait; returns the exit code."""
-        return sigterm(proc)
+        """SIGTERM (graceful: passes in flight finish) and wait; returns the exit code. A worker
+        that does not stop fails the test with every worker's output (its threads' stacks
+        written by SIGUSR1: ``sigterm``)."""
+        try:
+            return sigterm(proc)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {self.procs.index(proc)} did not stop\n{self.output()}")
 
 
 async def leased_by(app: App, owner: str, at: float | None = None) -> set[str]:

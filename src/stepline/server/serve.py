@@ -134,4 +134,4 @@ def run_serving(main: Coroutine[Any, Any, T]) -> T:
     64 clients sending single events: the requests over the p99)."""
     gc.collect()
     gc.freeze()
-    return _loops.run(main)
+    return _loops.run(main, uvloop_by_default=True)
