@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -36,12 +37,23 @@ def shop(url: str, ran: list[str]) -> App:
     return app
 
 
-async def started(app: App) -> tuple[Worker, asyncio.Task[None]]:
-    worker = Worker(app.engine, worker_id="w", handoffs=False, poll_interval=60.0)
-    task = asyncio.create_task(worker.run())
-    await worker.ready.wait()
-    await until("the worker asleep", lambda: worker._named.sleeping)
-    return worker, task
+@contextlib.asynccontextmanager
+async def serving(url: str, ran: list[str]) -> AsyncIterator[tuple[App, Worker]]:
+    """The shop app and its worker, asleep (no poll for a minute: every pass comes from a
+    send's lease), stopped and closed after the block."""
+    app = shop(url, ran)
+    try:
+        worker = Worker(app.engine, worker_id="w", handoffs=False, poll_interval=60.0)
+        task = asyncio.create_task(worker.run())
+        try:
+            await worker.ready.wait()
+            await until("the worker asleep", lambda: worker._named.sleeping)
+            yield app, worker
+        finally:
+            worker.stop()
+            await task
+    finally:
+        app.close()
 
 
 def flushes_held(url: str) -> psycopg.Connection[Any]:
@@ -91,77 +103,61 @@ async def test_the_first_body_runs_before_the_sends_flush_and_the_send_returns_a
     pg_url: str,
 ) -> None:
     ran: list[str] = []
-    app = shop(pg_url, ran)
-    try:
-        worker, task = await started(app)
-        try:
-            await app.send_async(Event("order/created", {"n": "warm"}))
-            await until("the first run", lambda: ran == ["warm"])
-            for _ in range(8):  # the writer may have been busy (its thread commits then)
-                found = await early_start(app, worker, ran, pg_url)
-                if found is not None:
-                    break
-            assert found is not None, "no send's pass started before its flush"
-            _, sending, conn = found
-            await asyncio.sleep(0.05)  # real time: the send would have returned by now
-            assert not sending.done(), "the send was acknowledged before its flush"
-            conn.close()  # the flush goes on
-            [event_id] = await sending
-            [run] = await app.runs(event_id=event_id)
-            assert (await app.wait_for_run(run.run_id, timeout=10)).status == "COMPLETED"
-            assert worker.leased_by_name == 0  # the pass came from the send's lease
-        finally:
-            worker.stop()
-            await task
-    finally:
-        app.close()
+    async with serving(pg_url, ran) as (app, worker):
+        await app.send_async(Event("order/created", {"n": "warm"}))
+        await until("the first run", lambda: ran == ["warm"])
+        for _ in range(8):  # the writer may have been busy (its thread commits then)
+            found = await early_start(app, worker, ran, pg_url)
+            if found is not None:
+                break
+        assert found is not None, "no send's pass started before its flush"
+        _, sending, conn = found
+        await asyncio.sleep(0.05)  # real time: the send would have returned by now
+        assert not sending.done(), "the send was acknowledged before its flush"
+        conn.close()  # the flush goes on
+        [event_id] = await sending
+        [run] = await app.runs(event_id=event_id)
+        assert (await app.wait_for_run(run.run_id, timeout=10)).status == "COMPLETED"
+        assert worker.leased_by_name == 0  # the pass came from the send's lease
 
 
 async def test_a_failed_flush_leaves_the_send_unknown_and_its_pass_runs(pg_url: str) -> None:
     ran: list[str] = []
-    app = shop(pg_url, ran)
-    try:
-        worker, task = await started(app)
+    async with serving(pg_url, ran) as (app, worker):
+        await app.send_async(Event("order/created", {"n": "warm"}))
+        await until("the first run", lambda: ran == ["warm"])
+        for _ in range(8):
+            found = await early_start(app, worker, ran, pg_url)
+            if found is not None:
+                break
+        assert found is not None, "no send's pass started before its flush"
+        n, sending, conn = found
         try:
-            await app.send_async(Event("order/created", {"n": "warm"}))
-            await until("the first run", lambda: ran == ["warm"])
-            for _ in range(8):
-                found = await early_start(app, worker, ran, pg_url)
-                if found is not None:
-                    break
-            assert found is not None, "no send's pass started before its flush"
-            n, sending, conn = found
-            try:
-                with psycopg.connect(pg_url, autocommit=True) as admin:
+            with psycopg.connect(pg_url, autocommit=True) as admin:
 
-                    def waiting() -> list[int]:
-                        return [
-                            pid
-                            for (pid,) in admin.execute(
-                                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
-                                "'Lock' AND query LIKE '%%wal_flushes%%'"
-                            )
-                        ]
+                def waiting() -> list[int]:
+                    return [
+                        pid
+                        for (pid,) in admin.execute(
+                            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
+                            "'Lock' AND query LIKE '%%wal_flushes%%'"
+                        )
+                    ]
 
-                    await until("the flush waiting", lambda: bool(waiting()))
-                    for pid in waiting():
-                        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                with pytest.raises(StoreUnavailable):
-                    await sending
-            finally:
-                conn.close()
-            assert ran.count(n) == 1  # its pass ran, once
-
-            async def completed() -> bool:
-                runs = await app.runs(function_id="fn")
-                return len(runs) == len(ran) and all(r.status == "COMPLETED" for r in runs)
-
-            await until("every run completed", completed, 10)
+                await until("the flush waiting", lambda: bool(waiting()))
+                for pid in waiting():
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(StoreUnavailable):
+                await sending
         finally:
-            worker.stop()
-            await task
-    finally:
-        app.close()
+            conn.close()
+        assert ran.count(n) == 1  # its pass ran, once
+
+        async def completed() -> bool:
+            runs = await app.runs(function_id="fn")
+            return len(runs) == len(ran) and all(r.status == "COMPLETED" for r in runs)
+
+        await until("every run completed", completed, 10)
 
 
 async def test_a_flush_whose_statement_was_dropped_is_sent_again(pg_url: str) -> None:
@@ -169,39 +165,31 @@ async def test_a_flush_whose_statement_was_dropped_is_sent_again(pg_url: str) ->
     dropped behind psycopg's back (a pooler's ``DEALLOCATE ALL``): the next sends' flushes fail
     with 26000 having done nothing, and are sent again, prepared anew; no send is refused."""
     ran: list[str] = []
-    app = shop(pg_url, ran)
-    try:
-        worker, task = await started(app)
+    async with serving(pg_url, ran) as (app, worker):
+        store: Any = app.engine.store
+        for n in range(12):
+            store.load_run("none")  # a read: the read pool has an idle connection
+            await app.send_async(Event("order/created", {"n": str(n)}))
+        await until("the runs", lambda: len(ran) == 12)
+        await until("the worker asleep", lambda: worker._named.sleeping and idle(app))
+        taken = []  # every idle connection of the read pool, taken: nobody else uses them
+        while (conn := _database.take_idle(store._read_pool)) is not None:
+            taken.append(conn)
         try:
-            store: Any = app.engine.store
-            for n in range(12):
-                store.load_run("none")  # a read: the read pool has an idle connection
-                await app.send_async(Event("order/created", {"n": str(n)}))
-            await until("the runs", lambda: len(ran) == 12)
-            await until("the worker asleep", lambda: worker._named.sleeping and idle(app))
-            taken = []  # every idle connection of the read pool, taken: nobody else uses them
-            while (conn := _database.take_idle(store._read_pool)) is not None:
-                taken.append(conn)
-            try:
-                prepared = [
-                    conn
-                    for conn in taken
-                    if conn.execute(
-                        "SELECT 1 FROM pg_prepared_statements WHERE statement LIKE '%wal_flushes%'"
-                    ).fetchall()
-                ]
-                assert prepared, "no connection had the flush prepared"
-                for conn in taken:
-                    result = conn.pgconn.exec_(b"DEALLOCATE ALL")  # psycopg does not see it
-                    assert result.status == psycopg.pq.ExecStatus.COMMAND_OK
-            finally:
-                for conn in taken:
-                    store._read_pool.putconn(conn)
-            for n in range(12, 24):
-                await app.send_async(Event("order/created", {"n": str(n)}))  # none refused
-            await until("the runs", lambda: len(ran) == 24)
+            prepared = [
+                conn
+                for conn in taken
+                if conn.execute(
+                    "SELECT 1 FROM pg_prepared_statements WHERE statement LIKE '%wal_flushes%'"
+                ).fetchall()
+            ]
+            assert prepared, "no connection had the flush prepared"
+            for conn in taken:
+                result = conn.pgconn.exec_(b"DEALLOCATE ALL")  # psycopg does not see it
+                assert result.status == psycopg.pq.ExecStatus.COMMAND_OK
         finally:
-            worker.stop()
-            await task
-    finally:
-        app.close()
+            for conn in taken:
+                store._read_pool.putconn(conn)
+        for n in range(12, 24):
+            await app.send_async(Event("order/created", {"n": str(n)}))  # none refused
+        await until("the runs", lambda: len(ran) == 24)
