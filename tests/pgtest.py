@@ -319,3 +319,18 @@ def end_other_sessions(url: str) -> None:
         ).fetchone() != (0,):
             assert time.monotonic() < deadline, "the sessions did not end"
             time.sleep(0.01)  # real time: a poll of the server's sessions, under the deadline
+
+
+def clock_ahead(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """This machine's clock ``seconds`` ahead of the server's, as the PostgreSQL store reads it
+    (its module's ``time``): its skew measured, not mocked."""
+    import stepline.store.postgres.store as store_module
+
+    class Ahead:
+        def __getattr__(self, name: str) -> object:
+            return getattr(time, name)
+
+        def time(self) -> float:
+            return time.time() + seconds
+
+    monkeypatch.setattr(store_module, "time", Ahead())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from contextlib import closing
@@ -58,6 +59,25 @@ def test_migrate_status_up_and_check(empty_db: tuple[str, int]) -> None:
     assert check.exit_code == 0, check.output
     assert f"schema version: {latest} of {latest}" in check.output
     assert "clock skew: " in check.output
+
+
+def test_check_fails_on_a_clock_skew_beyond_what_workers_and_senders_accept(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 8 ("Time"): a process whose clock is more than max_clock_skew (1 s) from the
+    # server's refuses to open the database; `db check` reported the skew and exited 0 there
+    pgtest.clock_ahead(monkeypatch, 5.0)
+    check = invoke("db", "check", "--db", pg_url)
+    assert check.exit_code == 1, check.output
+    # the measured skew (the server's clock minus this machine's): about -5 s under any load
+    shown = re.search(r"clock skew: ([+-][0-9.]+) ms", check.output)
+    assert shown is not None, check.output
+    assert -5500 < float(shown.group(1)) < -4500, check.output
+    assert "this machine's clock is +5." in check.output
+    assert "synchronize the clocks (NTP)" in check.output
+    assert "Traceback" not in check.output
+    monkeypatch.undo()
+    assert invoke("db", "check", "--db", pg_url).exit_code == 0
 
 
 @pytest.mark.parametrize("command", [("db", "check"), ("db", "migrate", "status")])

@@ -5,12 +5,11 @@ opens the database, with a message that says by how much and what to do."""
 from __future__ import annotations
 
 import re
-import time
 
 import psycopg
 import pytest
 
-import stepline.store.postgres.store as pg_store_module
+import pgtest
 from stepline import App, Event
 from stepline.errors import ConfigError
 from stepline.store.postgres import PostgresStore
@@ -69,21 +68,11 @@ def test_a_skew_within_the_bound_is_accepted(
         store.close()
 
 
-class _Ahead:
-    """``time`` for the store's module: this machine's clock 5 s ahead of the server's."""
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-    def time(self) -> float:
-        return time.time() + 5.0
-
-
 def test_a_machine_ahead_of_the_server_is_told_it_is_ahead(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the measured skew, not a mocked one (review: the message had the sign the other way)
-    monkeypatch.setattr(pg_store_module, "time", _Ahead())
+    pgtest.clock_ahead(monkeypatch, 5.0)
     message = refusal(pg_url)
     # measured across a round trip to the server: about 5 s, a few ms either way under load
     measured = re.search(r"this machine's clock is ([+-][0-9.]+) s from", message)

@@ -61,6 +61,12 @@ class DurableStore(Store, Copyable, Protocol):
         """The database server's clock minus this machine's, in seconds."""
         ...
 
+    def clock_refusal(self, skew: float) -> str | None:
+        """Why a process on this machine, whose clock is ``skew`` (``clock_skew``) from the
+        database's, is refused when it opens the database (``migrate`` raises ``ConfigError``
+        with it); None when it is not."""
+        ...
+
 
 def open_store(url: str | None = None) -> Store:
     """Open the store a URL names: ``sqlite:///path.db``, a plain file path,

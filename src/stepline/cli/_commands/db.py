@@ -110,11 +110,13 @@ def migrate_up(db: str | None, force: bool) -> None:
 @db_option
 def check(db: str | None) -> None:
     """Connect, report the schema version and this machine's clock skew against the database
-    server. Exits 1 when the database cannot be reached or needs migrations."""
+    server. Exits 1 when the database cannot be reached, needs migrations, or is refused to
+    this machine's clock (PostgreSQL: further than 1 s from the server's)."""
     store, url = _open(db, existing=True)
     try:
         current, latest = store.schema_version()
         skew = store.clock_skew()
+        refused = store.clock_refusal(skew)
     except StoreError as exc:
         raise CliError(f"cannot reach {shown_url(url)}: {exc}") from exc
     finally:
@@ -122,6 +124,8 @@ def check(db: str | None) -> None:
     click.echo("connected: yes")
     click.echo(f"schema version: {current} of {latest}")
     click.echo(f"clock skew: {skew * 1000:+.1f} ms (the server's clock minus this machine's)")
+    if refused is not None:
+        raise CliError(f"workers and senders on this machine are refused: {refused}")
     if current < latest:
         raise CliError(f"the schema needs {latest - current} migration(s): stepline db migrate up")
     if current > latest:

@@ -188,15 +188,9 @@ class PostgresStore(PostgresReads):
             if isinstance(found, StoreUnavailable):
                 raise found from None
             raise ConfigError(f"cannot use the database {self.label}: {exc}") from None
-        if abs(skew) > self.max_clock_skew:
-            ahead = -skew  # this machine's clock minus the server's
-            side = "ahead of" if ahead > 0 else "behind"
-            raise ConfigError(
-                f"this machine's clock is {ahead:+.3f} s from the database server's ({side} "
-                f"it; {self.label}); Stepline on PostgreSQL needs them within "
-                f"{self.max_clock_skew} s (lease expiries and due times are compared across "
-                "machines): synchronize the clocks (NTP)"
-            )
+        refused = self.clock_refusal(skew)
+        if refused is not None:
+            raise ConfigError(refused)
 
     def schema_version(self) -> tuple[int, int]:
         """(the database's schema version, the newest this Stepline knows); 0: no schema.
@@ -213,6 +207,20 @@ class PostgresStore(PostgresReads):
                 return _database.schema_version(conn)
         except psycopg.Error as exc:
             raise self._translated(exc) from exc
+
+    def clock_refusal(self, skew: float) -> str | None:
+        """Why this machine may not use the database with ``skew`` (``clock_skew``): beyond
+        ``max_clock_skew`` either way; None within it."""
+        if abs(skew) <= self.max_clock_skew:
+            return None
+        ahead = -skew  # this machine's clock minus the server's
+        side = "ahead of" if ahead > 0 else "behind"
+        return (
+            f"this machine's clock is {ahead:+.3f} s from the database server's ({side} "
+            f"it; {self.label}); Stepline on PostgreSQL needs them within "
+            f"{self.max_clock_skew} s (lease expiries and due times are compared across "
+            "machines): synchronize the clocks (NTP)"
+        )
 
     def clock_skew(self) -> float:
         """The server's clock minus this machine's, in seconds (measured at the middle of one

@@ -212,6 +212,10 @@ class SQLiteReads(Database):
         """The database's clock minus this machine's: 0, a SQLite file has no clock of its own."""
         return 0.0
 
+    def clock_refusal(self, skew: float) -> str | None:
+        """None: a SQLite file is used by the machine it is on, whatever its clock."""
+        return None
+
 
 # -- row mapping ----------------------------------------------------------------------------------
 def load_state(conn: sqlite3.Connection, run_id: str) -> RunState | None:
