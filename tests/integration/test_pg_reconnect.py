@@ -5,9 +5,14 @@ the server drops is replaced without the caller seeing it."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -45,6 +50,38 @@ def test_the_first_call_after_a_long_outage_succeeds() -> None:
             assert failures >= 5
         finally:
             store.close()
+
+
+@pytest.mark.timeout(300)
+def test_send_across_a_silent_network_failure_raises_store_unavailable_not_a_hang(
+    tmp_path: Path,
+) -> None:
+    """The link to the server goes down with no reset ever coming (a network failure; here the
+    loopback of a network namespace of the test's own, with its own cluster): ``send`` on the
+    pool's idle connection raised nothing and returned only once the link was back (107 s in
+    a 90 s failure; Linux retransmits for ~15 min), as a send hangs. It raises
+    ``StoreUnavailable`` within about its connect timeout (libpq's ``tcp_user_timeout`` and
+    keepalives, ``_database.link_options``), and the sender's retry once the link is back
+    stores the event once."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if os.geteuid() != 0 or unshare is None or ip is None:
+        pytest.skip("a network namespace of the test's own needs root, unshare and ip")
+    tests = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [unshare, "-n", sys.executable, str(Path(__file__).with_name("partitioned_send.py"))],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent / "src")])},
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"exit {done.returncode}: {done.stderr[-3000:]}"
+    outcome = json.loads(lines[-1])
+    assert not outcome["blocked"], f"send still waiting after the failure's 60 s: {outcome}"
+    assert "the store is unavailable" in outcome["error"], outcome
+    assert outcome["stored"] == 1, outcome
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.timeout(120)

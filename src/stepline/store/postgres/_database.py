@@ -38,6 +38,29 @@ _REFUSED_VALUE_CLASS = "22"
 _REFUSED_LIMIT_CLASS = "54"
 
 
+def link_options(url: str, seconds: float) -> dict[str, Any]:
+    """libpq's settings that end a connection whose peer went silent (a network failure, the
+    server's machine gone: no reset ever comes) within about ``seconds`` (the store's
+    ``connect_timeout``), so that a call on it fails with ``StoreUnavailable`` instead of
+    waiting: data sent and not acknowledged for that long (``tcp_user_timeout``; without it
+    Linux retransmits for ~15 min, and a ``send`` waited as long), and a connection waiting for
+    a reply, or idle (the wake-up listener, the presence locks), probed after half of it
+    (keepalives). A live server's machine acknowledges both at once however busy the server
+    is. Unix sockets ignore them. The URL's own settings of these are kept."""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:  # the store's constructor says why
+        given = {}
+    options = {
+        "tcp_user_timeout": max(1000, int(seconds * 1000)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(seconds / 2)),
+        "keepalives_interval": max(1, int(seconds / 5)),
+        "keepalives_count": 3,
+    }
+    return {name: value for name, value in options.items() if name not in given}
+
+
 def pool(
     url: str,
     size: int,
@@ -58,6 +81,7 @@ def pool(
             "autocommit": True,
             "connect_timeout": max(1, int(timeout)),
             "client_encoding": CLIENT_ENCODING,
+            **link_options(url, timeout),
         },
         timeout=timeout,
         # the pool's background reconnect attempts back off (1 s, doubling) until this many

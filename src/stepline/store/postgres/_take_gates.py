@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -45,8 +45,9 @@ class TakeGates:
     """The gates this process closed, on a connection opened the first time one is closed;
     their statements on a thread of their own (``_run``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self._url = url
+        self._options = dict(options or {})  # libpq's, beside the URL's (link_options)
         self._lock = threading.Lock()  # guards _asked, _thread and _stopped
         self._asked: set[int] = set()  # buckets whose gates were asked closed, not open
         self._thread: ThreadPoolExecutor | None = None
@@ -144,7 +145,11 @@ class TakeGates:
             conn = None
         if conn is None:
             self._conn = conn = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=5, client_encoding=CLIENT_ENCODING
+                self._url,
+                autocommit=True,
+                connect_timeout=5,
+                client_encoding=CLIENT_ENCODING,
+                **self._options,
             )
         return conn
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import select
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -50,8 +51,9 @@ log = logging.getLogger("stepline.store.postgres")
 class Presence:
     """This process's presence locks, one per worker id it leases for."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self._url = url
+        self._options = dict(options or {})  # libpq's, beside the URL's (link_options)
         self._conn: psycopg.Connection[Any] | None = None
         self._held: set[str] = set()
         self._prefix = ""  # PRESENCE_EPOCH when this connection took its locks
@@ -104,7 +106,11 @@ class Presence:
             return conn  # an idle session receives nothing while it lives
         self._drop()  # closed, ended by the server, or told something: start again
         self._conn = conn = psycopg.connect(
-            self._url, autocommit=True, connect_timeout=5, client_encoding=CLIENT_ENCODING
+            self._url,
+            autocommit=True,
+            connect_timeout=5,
+            client_encoding=CLIENT_ENCODING,
+            **self._options,
         )
         return conn
 

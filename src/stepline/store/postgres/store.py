@@ -142,8 +142,10 @@ class PostgresStore(PostgresReads):
                 raise ConfigError(f"invalid PostgreSQL URL: {reason}") from None
             connect_timeout = _connect_timeout(given, url)
         super().__init__(url, max_connections, connect_timeout)
-        self._presence = Presence(url)  # this process's workers, shown alive (presence.py)
-        self._gates = TakeGates(url)  # the gates its refused takes closed (_take_gates.py)
+        # the connections of its own (not the pools') end on a silent link too
+        self._links = _database.link_options(url, connect_timeout)
+        self._presence = Presence(url, self._links)  # its workers shown alive (presence.py)
+        self._gates = TakeGates(url, self._links)  # the gates its refused takes closed
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
         self._hints = Hints()  # what its transactions found lately (optimistic assumptions)
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
@@ -160,7 +162,7 @@ class PostgresStore(PostgresReads):
         if listener is not None and not listener.stopped:
             listener.attach()
             return listener.stop
-        listener = WakeupListener(self.url, on_wake, self._handoffs.put)
+        listener = WakeupListener(self.url, on_wake, self._handoffs.put, self._links)
         self._listeners[on_wake] = listener
         listener.start()
         return listener.stop
@@ -203,6 +205,7 @@ class PostgresStore(PostgresReads):
                 autocommit=True,
                 connect_timeout=max(1, int(self.connect_timeout)),
                 client_encoding=_database.CLIENT_ENCODING,
+                **self._links,
             ) as conn:
                 return _database.schema_version(conn)
         except psycopg.Error as exc:

@@ -123,8 +123,12 @@ class WakeupListener:
         url: str,
         on_wake: Callable[[Sequence[tuple[str, str]]], None],
         on_handed: Callable[[list[Handed]], Collection[str]] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self._url = url
+        # libpq's, beside the URL's (``_database.link_options``): a listening connection whose
+        # link went silent is ended by its keepalives, and the listener connects again
+        self._options = dict(options or {})
         self._on_wake = on_wake
         # called first with the leases a notification hands over; returns the runs leased to
         # workers it does not keep leases for (another process's)
@@ -195,7 +199,7 @@ class WakeupListener:
                 # read in another encoding killed this thread (SQL_ASCII: decoded as ASCII)
                 # or the session (a character the session's encoding lacks)
                 with psycopg.connect(
-                    self._url, autocommit=True, client_encoding=CLIENT_ENCODING
+                    self._url, autocommit=True, client_encoding=CLIENT_ENCODING, **self._options
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     failures = 0
