@@ -15,14 +15,17 @@ Functions:
   (``flow/idem``, ``idempotency="event.data.key"``: one run per key), ``rate-fn``
   (``flow/rate``, ``RateLimit(30, "24h", key)``: a burst of ``30 // 10 + 1`` = 4 runs per key,
   the next one 48 min later), ``single-fn`` (``flow/single``, ``Singleton(key)``, skip mode: one
-  run per key while it has not ended).
+  run per key while it has not ended), ``batch-fn`` (``flow/batch``, ``BatchEvents(3, "1h",
+  key="event.data.group")``: a run per 3 events, the rest waiting in the batch) and
+  ``throttle-fn`` (``flow/throttle``, ``Throttle(3, "24h", key="event.data.group")``: every event
+  starts a run, 3 due at once, the next ones 8 h apart), their events all of one group (every
+  sender on one batch and one bucket).
 
 Run as a script: ``worker`` serves a worker until SIGTERM; ``send`` sends one ``dup/event`` per
 id in ``MP_SEND_IDS`` (comma-separated), one event per transaction, and writes the returned
 internal ids (and when it began and ended) as JSON to ``MP_DIR/sent-<pid>.json``; ``flow`` sends,
-for each key of ``MP_FLOW_KEYS`` in turn, one ``flow/idem``, one ``flow/rate`` and one
-``flow/single`` event, ``MP_FLOW_ROUNDS`` times (one event per transaction), and writes the same
-JSON. Both first
+for each key of ``MP_FLOW_KEYS`` in turn, one event of each ``FLOW_EVENTS`` name,
+``MP_FLOW_ROUNDS`` times (one event per transaction), and writes the same JSON. Both first
 write ``MP_DIR/ready-<pid>``, then wait for the file ``MP_GO``: every process starts at once.
 Environment: ``MP_DB`` (SQLite file or PostgreSQL URL), ``MP_DIR`` (side files), ``MP_GO``,
 ``MP_WORKER_ID``, ``MP_CONCURRENCY`` (default 1), ``MP_STEP_SLEEP`` (default 0.1 s).
@@ -40,7 +43,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stepline import App, Context, Event, RateLimit, Singleton, TriggerCron, TriggerEvent
+from stepline import (
+    App,
+    BatchEvents,
+    Context,
+    Event,
+    RateLimit,
+    Singleton,
+    Throttle,
+    TriggerCron,
+    TriggerEvent,
+)
 
 CRON_FUNCTIONS = ("cron-a", "cron-b", "cron-c")
 MINUTELY = "* * * * *"
@@ -51,6 +64,10 @@ LIMIT = 2
 IDEM, RATE, SINGLE = "idem-fn", "rate-fn", "single-fn"
 RATE_LIMIT = 30  # a burst of RATE_LIMIT // 10 + 1 runs per key, then one every 48 minutes
 RATE_BURST = RATE_LIMIT // 10 + 1
+BATCH, THROTTLE = "batch-fn", "throttle-fn"
+BATCH_SIZE = 3  # a batch's run starts when it has this many events (its timeout: 1 h)
+THROTTLE_LIMIT = 3  # runs due at once; the next ones 24 h / 3 apart
+FLOW_EVENTS = ("flow/idem", "flow/rate", "flow/single", "flow/batch", "flow/throttle")
 
 
 def side(name: str) -> Path:
@@ -135,6 +152,18 @@ def build_app(db: str | None) -> App:
     async def singled(ctx: Context) -> Any:
         return ctx.event.data["key"]
 
+    batch = BatchEvents(BATCH_SIZE, timeout="1h", key="event.data.group")
+
+    @app.function(id=BATCH, trigger=TriggerEvent("flow/batch"), batch_events=batch)
+    async def batched(ctx: Context) -> Any:
+        return len(ctx.events)
+
+    throttle = Throttle(THROTTLE_LIMIT, "24h", key="event.data.group")
+
+    @app.function(id=THROTTLE, trigger=TriggerEvent("flow/throttle"), throttle=throttle)
+    async def throttled(ctx: Context) -> Any:
+        return ctx.event.data["key"]
+
     return app
 
 
@@ -180,8 +209,9 @@ def main(mode: str) -> None:
         internal = []
         for _ in range(rounds):
             for key in keys:
-                for name in ("flow/idem", "flow/rate", "flow/single"):
-                    internal.append(app.send(Event(name, {"key": key}))[0])
+                for name in FLOW_EVENTS:
+                    data = {"key": key, "group": "all"}
+                    internal.append(app.send(Event(name, data))[0])
                     time.sleep(random.uniform(0, 0.002))  # real time: lets senders interleave
         window = {"ids": internal, "began": began, "ended": time.time()}
         side(f"sent-{os.getpid()}.json").write_text(json.dumps(window))

@@ -345,10 +345,13 @@ async def test_duplicate_event_ids_from_concurrent_senders_start_one_run(
 async def test_flow_control_counts_exactly_with_concurrent_senders(
     tmp_path: Path, mp_db: str
 ) -> None:
-    """4 processes send at once, for each of 10 keys, twice, one event to each of three
+    """4 processes send at once, for each of 10 keys, twice, one event to each of five
     functions (one transaction per event, no worker running): idempotency starts one run per
     key, the rate limit exactly its burst per key (4), the singleton one run per key; every
-    other event is recorded as skipped, with the right reason."""
+    other event is recorded as skipped, with the right reason. The batch and the throttle see
+    every event in one group: the batch starts a run per 3 events, each event in one run at
+    most; the throttle starts a run per event, 3 of them due at once (a lease an hour later
+    takes exactly those)."""
     app = mp.build_app(mp_db)
     app.engine  # noqa: B018 - create the schema before the senders start
     procs = Processes(tmp_path, mp_db)
@@ -381,10 +384,34 @@ async def test_flow_control_counts_exactly_with_concurrent_senders(
             skips = await app.skipped(function_id, limit=10 * per_key * len(keys))
             assert len(skips) == (per_key - allowed) * len(keys), (function_id, len(skips))
             assert {s.reason for s in skips} == {reasons[function_id]}, skips[:3]
+        # every event of the batch and the throttle is of one group: the 4 senders decide on
+        # one batch row and one bucket all along. The batch: a run per 3 events, no event in
+        # two runs (nor skipped); the throttle: a run per event, exactly 3 due within the hour
+        grouped = per_key * len(keys)
+        batches = await runs_of(app, mp.BATCH)
+        batched = [e for r in batches for e in r.event_ids]
+        assert len(batched) == len(set(batched)), "an event in two batches"
+        assert {len(r.event_ids) for r in batches} == {mp.BATCH_SIZE}, batches
+        assert len(batches) == grouped // mp.BATCH_SIZE, (len(batches), grouped)
+        assert await app.skipped(mp.BATCH) == []
+        throttled = await runs_of(app, mp.THROTTLE)
+        assert len(throttled) == grouped
+        engine = app.engine
+        with engine.store.transaction() as tx:
+            due = tx.lease_due(
+                "probe",
+                time.time() + 3600,
+                grouped,
+                3600.0,
+                FunctionSet(engine.app_id, (mp.THROTTLE,)),
+            )
+        assert len(due) == mp.THROTTLE_LIMIT, len(due)
         print(
             f"\n[multiprocess-flow] {senders} senders x {rounds} rounds x {len(keys)} keys: runs "
             f"per key idempotency={counts[mp.IDEM]['k0']} rate limit={counts[mp.RATE]['k0']} "
-            f"(burst {mp.RATE_BURST}) singleton={counts[mp.SINGLE]['k0']} of {per_key} events"
+            f"(burst {mp.RATE_BURST}) singleton={counts[mp.SINGLE]['k0']} of {per_key} events; "
+            f"one group's {grouped} events: {len(batches)} batches of {mp.BATCH_SIZE}, "
+            f"{len(due)} throttled runs due at once"
         )
     finally:
         procs.close()
