@@ -334,3 +334,15 @@ def clock_ahead(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
             return time.time() + seconds
 
     monkeypatch.setattr(store_module, "time", Ahead())
+
+
+def lock_waiters(url: str, kind: str | None = None) -> int:
+    """How many sessions of ``url``'s database wait for a lock now (of ``kind``: ``advisory``,
+    ``tuple``... when given)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND wait_event = coalesce(%s, wait_event)",
+            (kind,),
+        ).fetchone()
+    return int(row[0]) if row else 0

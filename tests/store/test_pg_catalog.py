@@ -12,23 +12,14 @@ from __future__ import annotations
 import threading
 import time
 
-import psycopg
 from tests.store.builders import T0
 from tests.store.test_inbox import CATALOG, EMAILS, V1, V1_ROWS, register, sent
 
+import pgtest
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import WorkerRecord
 
 from .builders import ingest
-
-
-def _lock_waiters(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as admin:
-        row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-        ).fetchone()
-        return 0 if row is None else int(row[0])
 
 
 def test_concurrent_registrations_of_one_app_keep_both_workers_functions(
@@ -62,7 +53,9 @@ def test_concurrent_registrations_of_one_app_keep_both_workers_functions(
     second = threading.Thread(target=older)
     second.start()
     deadline = time.monotonic() + 30
-    while _lock_waiters(pg_store.url) == 0:  # v1's registration waits for v2's to end
+    while (
+        pgtest.lock_waiters(pg_store.url, "advisory") == 0
+    ):  # v1's registration waits for v2's to end
         assert time.monotonic() < deadline and second.is_alive(), failures
         time.sleep(0.01)  # real time: a poll of the server's lock waiters, under the deadline
     release.set()
