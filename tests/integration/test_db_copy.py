@@ -223,6 +223,55 @@ async def test_in_flight_runs_move_from_sqlite_to_postgresql_and_finish_there(
     }
 
 
+async def test_a_wait_resolved_on_sqlite_before_the_copy_is_not_resolved_again_on_postgresql(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # SQLite keeps a resolved wait's row (its step completed) until a worker's housekeeping
+    # purges it: an event sent while the workers were stopped for the move leaves it there.
+    # Copied as it is (seen with sqlite/_copy.py's filter taken out), PostgreSQL, where a wait
+    # is pending while its row is there, takes it for pending: the next matching event, sent
+    # before the workers start, completes the step again with its own payload, and the run
+    # finishes with the second payment (99), not the first
+    calls: Counter[str] = Counter()
+    path = tmp_path / "resolved.db"
+    app = _mover_app(calls)
+    clock = MockClock(autojump=False)
+    async with TestEngine(app, store="sqlite", path=path, clock=clock) as t:
+        await t.send(Event("order/created", {"orderId": "o-1"}))
+        await t.tick()
+
+        async def waiting() -> bool:
+            return [r.status for r in await t.runs(function_id="waiter")] == ["WAITING"]
+
+        await until("the run to wait for its payment", waiting)
+    app.attach(SQLiteStore(path), clock)  # a sender, no worker: nothing purges the wait's row
+    await app.send_async(Event("payment/received", {"orderId": "o-1", "amount": 42}))
+    app.close()
+    with closing(sqlite3.connect(path)) as conn:  # the resolved wait's row, kept
+        assert conn.execute("SELECT count(*) FROM waits").fetchone() == (1,)
+
+    result = CliRunner().invoke(cli, ["db", "copy", f"sqlite:///{path}", pg_url])
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(pg_url) as conn:  # not copied: no wait is pending
+        assert conn.execute("SELECT count(*) FROM waits").fetchone() == (0,)
+
+    moved = MockClock(clock.now(), autojump=False)
+    app.attach(PostgresStore(pg_url), moved)  # senders on PostgreSQL before the workers
+    await app.send_async(Event("payment/received", {"orderId": "o-1", "amount": 99}))
+    app.close()
+    async with TestEngine(app, store=pg_url, clock=moved) as t:
+        await t.tick()
+
+        async def ended() -> bool:
+            return [r.status for r in await t.runs(function_id="waiter")] == ["COMPLETED"]
+
+        await until("the run to complete", ended)
+        [run] = await t.runs(function_id="waiter")
+        history = await t.history(run.run_id)
+    assert run.output == 42
+    assert [h.kind for h in history].count("WAIT_MATCHED") == 1
+
+
 def _dump(store: SQLiteStore | PostgresStore) -> dict[str, list[Row]]:
     with store.snapshot() as snap:
         return {t.name: [row for rows in snap.rows(t, 7) for row in rows] for t in TABLES}
