@@ -4,7 +4,8 @@ workers), one database per worker, emptied before each test that uses it.
 The controlling pytest process names a folder (``STEPLINE_TEST_PG_DIR``) when it starts; the
 first test that needs PostgreSQL starts the cluster there (under a file lock, so workers start
 one between them); the controlling process stops it and removes the folder at the end. Without
-PostgreSQL's binaries a test that needs it is skipped, or fails under ``CI=true``.
+PostgreSQL's binaries a test that needs it is skipped, or fails under ``CI=true`` (``1``,
+``yes``).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def cluster() -> Cluster:
 
 
 def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # as tests/inngest/conftest.py
         pytest.fail(f"PostgreSQL is required in CI: {reason}")
     pytest.skip(reason)
 
