@@ -13,6 +13,7 @@ import pgtest
 import sqlitetest
 from stepline.store import MemoryStore, SQLiteStore, Store
 from stepline.store.postgres import _alone, _prepared
+from stepline.store.postgres import store as postgres_store
 
 if TYPE_CHECKING:
     from stepline.store.postgres import PostgresStore
@@ -106,14 +107,22 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.fixture
 def prepared_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """(PostgreSQL) each lone step commit sent prepared: whether it was (False: the usual lane
-    took it)."""
+    took it). One that ``commit_kept`` did not send goes to ``commit_prepared``: counted there."""
     sends: list[bool] = []
     commit = _prepared.commit_prepared
+    kept = _prepared.commit_kept
 
     async def recorded(*args: Any) -> bool:
         sent = await commit(*args)
         sends.append(sent)
         return sent
 
+    async def recorded_kept(*args: Any) -> bool:
+        sent = await kept(*args)
+        if sent:
+            sends.append(sent)
+        return sent
+
     monkeypatch.setattr(_alone, "commit_prepared", recorded)
+    monkeypatch.setattr(postgres_store, "commit_kept", recorded_kept)
     return sends

@@ -26,20 +26,18 @@ class ReadingKinds:
     under its lock."""
 
     def __init__(self) -> None:
-        # per kind: [refusals in a row, batches still left to the thread, the next such wait]
-        self._kinds: dict[CodeType | None, list[int]] = {}  # never a None key
-
-    def __bool__(self) -> bool:
-        return bool(self._kinds)
+        # per kind: [refusals in a row, batches still left to the thread, the next such wait];
+        # empty: no kind is refused (the writer looks at it before calling: no call a commit)
+        self.kinds: dict[CodeType | None, list[int]] = {}  # never a None key
 
     def skip(self, jobs: Iterable[Job]) -> bool:
         """Whether a batch of ``jobs`` is to be left to the thread (one of them is of a kind
         refused lately); each of their kinds left to the thread counts this batch."""
-        if not self._kinds:
+        if not self.kinds:
             return False
         found = False
         for job in jobs:
-            kind = self._kinds.get(_code(job))
+            kind = self.kinds.get(_code(job))
             if kind is not None and kind[1] > 0:
                 kind[1] -= 1
                 found = True
@@ -50,9 +48,9 @@ class ReadingKinds:
         code = _code(job)
         if code is None:
             return
-        if code not in self._kinds and len(self._kinds) >= KINDS:
-            self._kinds.clear()
-        kind = self._kinds.setdefault(code, [0, 0, FIRST])
+        if code not in self.kinds and len(self.kinds) >= KINDS:
+            self.kinds.clear()
+        kind = self.kinds.setdefault(code, [0, 0, FIRST])
         kind[0] += 1
         if kind[0] >= 2:
             kind[1], kind[2] = kind[2], min(kind[2] * 2, MOST)
@@ -60,7 +58,7 @@ class ReadingKinds:
     def committed(self, jobs: Iterable[Job]) -> None:
         """``jobs`` were committed on the loop: their kinds are forgotten."""
         for job in jobs:
-            self._kinds.pop(_code(job), None)
+            self.kinds.pop(_code(job), None)
 
 
 def _code(job: Job) -> CodeType | None:

@@ -190,7 +190,7 @@ class BatchWriter:
             if self._closed:
                 raise RuntimeError("the writer is closed")
             if alone and loop is not None and self._flies_now(loop, pending):
-                if self._reading and self._reading.skip((pending.job,)):
+                if self._reading.kinds and self._reading.skip((pending.job,)):
                     self._queue.put(pending)  # its kind is the thread's: one batch counted
                     if not self._draining:
                         self._start_drain()
@@ -382,7 +382,7 @@ class BatchWriter:
             self.loop_commits += 1
             self.jobs += len(batch)
             single = len(batch) == 1  # the usual
-            if self._reading:
+            if self._reading.kinds:
                 with self._lock:
                     self._reading.committed((pending.job,) if single else [p.job for p in batch])
             if single:

@@ -59,12 +59,21 @@ class StepDriver(Protocol):
 STEP_ATTEMPT: ContextVar[int | None] = ContextVar("stepline_step_attempt", default=None)
 
 
+# step ids found storable (a function's ids repeat at every step call of every run: each is
+# looked at once); bounded, for an app that makes a new id per call
+_CHECKED_IDS: set[str] = set()
+_MOST_CHECKED_IDS = 4096
+
+
 def _check_id(step_id: str) -> None:
-    if not isinstance(step_id, str) or not step_id:
-        raise ConfigError(f"step id must be a non-empty string, got {step_id!r}")
-    problem = text_problem(step_id)
-    if problem is not None:  # stored as text (the same on every store)
-        raise ConfigError(f"step id {step_id!r} {problem[0]}")
+    if type(step_id) is not str or step_id not in _CHECKED_IDS:
+        if not isinstance(step_id, str) or not step_id:
+            raise ConfigError(f"step id must be a non-empty string, got {step_id!r}")
+        problem = text_problem(step_id)
+        if problem is not None:  # stored as text (the same on every store)
+            raise ConfigError(f"step id {step_id!r} {problem[0]}")
+        if type(step_id) is str and len(_CHECKED_IDS) < _MOST_CHECKED_IDS:
+            _CHECKED_IDS.add(step_id)
     if STEP_ATTEMPT.get() is not None:  # a body's own context, and the tasks it starts
         # the pass waits for that body, so a step it waits for would never be run: refused, as
         # Inngest's SDKs refuse nested steps; not retried, as the code would do it again

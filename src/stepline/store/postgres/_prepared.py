@@ -39,7 +39,7 @@ trip too (its connection, busy mid-protocol, is closed).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from typing import Any
 
 import psycopg
@@ -121,24 +121,66 @@ async def commit_prepared(
             statements._check_connection()  # WouldBlock (closed) when it has something to read
         if not conn.lock.acquire(blocking=False):
             return False
-        statements.round_trips += 1
-        try:
-            failed = await _sent(conn, pgconn, cache, parts, watch)
-        except psycopg.Error as exc:
-            _failed(statements, exc)
-            raise
-        except BaseException:  # cancelled during the round trip: the reply is lost
-            statements.maybe_committed = _maybe_committed_when_interrupted(conn)
-            raise
-        finally:
-            conn.lock.release()
-        if failed is not None:
-            _failed(statements, failed)
-            raise failed
+        await _outcome(statements, _sent(conn, pgconn, cache, parts, watch))
     except BaseException:
         statements._ended_on_loop()
         raise
     return True
+
+
+async def commit_kept(
+    statements: Statements, kept: Kept, prepared: Prepared, values: list[bytes | None]
+) -> bool:
+    """``commit_prepared`` in its usual case, with less around it: ``prepared`` prepared on
+    ``kept``'s connection (the one the loop keeps, ``statements``') before, with no statement
+    before it, in a ``Driven`` coroutine, the socket quiet (``Kept.quiet``), nothing for
+    psycopg to deallocate first. The same round trip and outcome rules. False: not that case,
+    nothing sent, nothing changed (``commit_prepared`` then)."""
+    conn = kept.conn
+    pgconn = conn.pgconn
+    cache = conn._prepared
+    name: bytes | None = cache._names.get(prepared._key)
+    if (
+        name is None
+        or prepared.before is not None
+        or cache._to_flush
+        or cache.prepare_threshold is None
+        or pgconn.transaction_status != _IDLE
+        or pgconn.parameter_status(b"client_encoding") != b"UTF8"  # texts are sent as UTF-8
+        or not driving()
+        or not kept.quiet()
+        or not conn.lock.acquire(blocking=False)
+    ):
+        return False
+    statements.on_loop = True
+    try:
+        await _outcome(statements, _sent_one(conn, pgconn, cache, prepared, name, values, kept))
+    except BaseException:
+        statements._ended_on_loop()
+        raise
+    return True
+
+
+async def _outcome(
+    statements: Statements, sending: Coroutine[Any, Any, psycopg.Error | None]
+) -> None:
+    """``sending``'s round trip on ``statements``' connection, its lock held (released here),
+    under the outcome rules (see the module): raises its error, ``statements`` told."""
+    conn = statements.conn
+    statements.round_trips += 1
+    try:
+        failed = await sending
+    except psycopg.Error as exc:
+        _failed(statements, exc)
+        raise
+    except BaseException:  # cancelled during the round trip: the reply is lost
+        statements.maybe_committed = _maybe_committed_when_interrupted(conn)
+        raise
+    finally:
+        conn.lock.release()
+    if failed is not None:
+        _failed(statements, failed)
+        raise failed
 
 
 def _failed(statements: Statements, error: psycopg.Error) -> None:
@@ -161,6 +203,10 @@ async def _sent(
     """Send each of ``parts`` (a statement, the name it is prepared under on ``conn`` or None:
     parsed first, its values) in order and the sync, read every result up to the sync's; the
     first error, or None."""
+    if len(parts) == 1:
+        prepared, name, values = parts[0]
+        if name is not None:  # the usual: one statement, prepared before
+            return await _sent_one(conn, pgconn, cache, prepared, name, values, watch)
     if pgconn.status != _CONNECTED:
         raise psycopg.OperationalError("the connection is closed")
     sent: list[tuple[Prepared, bytes, bool]] = []  # each statement, its name, parsed here
@@ -179,18 +225,44 @@ async def _sent(
     except BaseException:  # libpq could not buffer it: never sync (commit) a part
         pgconn.finish()  # the server rolls back what it got; the connection is broken
         raise
+    return _failure(conn, cache, sent, await _synced(pgconn, watch))
+
+
+async def _sent_one(
+    conn: psycopg.Connection[Any],
+    pgconn: pq.abc.PGconn,
+    cache: Any,
+    prepared: Prepared,
+    name: bytes,
+    values: list[bytes | None],
+    watch: Watch | None,
+) -> psycopg.Error | None:
+    """``_sent`` of one statement prepared on ``conn`` before, under ``name``."""
+    if pgconn.status != _CONNECTED:
+        raise psycopg.OperationalError("the connection is closed")
+    pgconn.enter_pipeline_mode()
+    try:
+        pgconn.send_query_prepared(name, values, param_formats=prepared.formats)
+    except BaseException:  # libpq could not buffer it: never sync (commit) it
+        pgconn.finish()  # the server rolls back what it got; the connection is broken
+        raise
+    results = await _synced(pgconn, watch)
+    if len(results) == 1 and results[0].status in _DONE:
+        return None
+    return _failure(conn, cache, [(prepared, name, False)], results)
+
+
+async def _synced(pgconn: pq.abc.PGconn, watch: Watch | None) -> list[pq.abc.PGresult]:
+    """What is buffered sent with the pipeline's sync, every result read up to it
+    (``_replies``), out of pipeline mode after."""
     pgconn.pipeline_sync()
     try:
         if driving():
-            results = await _replies_driven(pgconn, watch)
-        else:
-            results = await _pipeline._drive(_replies(pgconn), pgconn.socket, watch)
+            return await _replies_driven(pgconn, watch)
+        return await _pipeline._drive(_replies(pgconn), pgconn.socket, watch)
     finally:
         if pgconn.status == _CONNECTED and not pgconn.is_busy():
             pgconn.exit_pipeline_mode()  # (a round trip cut off leaves it in)
-    if len(sent) == 1 and len(results) == 1 and results[0].status in _DONE:
-        return None  # the usual: one statement prepared before
-    return _failure(conn, cache, sent, results)
 
 
 def _failure(

@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import psycopg_pool
@@ -41,11 +41,12 @@ from stepline.store._copy import Row, Table
 from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
-from stepline.store.postgres._alone import commit_steps, owner_of_lone_steps
+from stepline.store.postgres._alone import commit_steps, one_step_values, owner_of_lone_steps
 from stepline.store.postgres._handoffs import HandOffs
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
 from stepline.store.postgres._leases import lease_named_alone
+from stepline.store.postgres._prepared import commit_kept
 from stepline.store.postgres._statements import FLUSHED, Spoiled, Statements, _quiet
 from stepline.store.postgres._take_gates import TakeGates
 from stepline.store.postgres.presence import Presence
@@ -356,10 +357,42 @@ class PostgresStore(PostgresReads):
         first = not tokens.marked_running(token, run_id)
         if first and now is None:
             raise WouldBlock("the pass's first commit, without its time")
+        if not first and self._opened:  # the usual: a later commit of a pass, on the loop's
+            if loop is None:  # own connection (``_steps_on_kept``)
+                loop = asyncio.get_running_loop()
+            applied = await self._steps_on_kept(commit, owner, loop)
+            if applied is not None:
+                return applied
         results: list[bool] = await self._on_loop((), commit, owner, now if first else None, loop)
         if first:  # committed: its later commits need not mark it (PostgresTx.mark_running)
             tokens.mark_running([(token, run_id)])
         return results[0]
+
+    async def _steps_on_kept(
+        self, commit: PassCommit, owner: str, loop: asyncio.AbstractEventLoop
+    ) -> bool | None:
+        """``_on_loop`` of a lone step commit that does not mark its run (not the pass's
+        first), on the connection ``loop`` keeps (None: it keeps none free now, nothing
+        taken: ``_on_loop`` then): its one statement prepared there before sent by
+        ``_prepared.commit_kept`` (a third fewer bytecodes a step than ``commit_steps``'s
+        layers), else ``commit_steps`` on the same connection; failures mapped as there."""
+        kept = self._loop_conns.take(loop, self._read_pool)
+        if kept is None:
+            return None
+        statements = Statements(kept.conn, optimistic=True)
+        statements.unchecked = True
+        statements.watch = kept
+        try:
+            prepared = one_step_values(commit, owner, self._tokens)
+            if prepared is not None and await commit_kept(statements, kept, *prepared):
+                return True
+            return await commit_steps(statements, commit, owner, self._tokens)
+        except WouldBlock:
+            raise
+        except Exception as exc:
+            self._loop_failed(statements, kept.conn, exc)
+        finally:
+            self._loop_conns.done(kept)  # kept, or given back
 
     async def _on_loop(
         self,
@@ -410,7 +443,22 @@ class PostgresStore(PostgresReads):
             return results
         except WouldBlock:
             raise
-        except psycopg.Error as exc:
+        except Exception as exc:
+            self._loop_failed(statements, conn, exc)
+        finally:
+            for spare in reserved:  # its flush not sent (the commit failed)
+                self._read_pool.putconn(spare)
+            if kept is not None:
+                self._loop_conns.done(kept)  # kept, or given back
+            else:
+                self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
+
+    def _loop_failed(
+        self, statements: Statements | None, conn: psycopg.Connection[Any], exc: Exception
+    ) -> NoReturn:
+        """What a commit on the loop (``_on_loop``, ``_steps_on_kept``) that failed with
+        ``exc`` (not ``WouldBlock``) on ``conn`` raises."""
+        if isinstance(exc, psycopg.Error):
             assert statements is not None  # PostgresTx() sends nothing
             _database.forget_dropped(conn, exc)
             if statements.maybe_committed:
@@ -421,18 +469,11 @@ class PostgresStore(PostgresReads):
             if statements.stale or refused or (exc.sqlstate and exc.sqlstate[:2] != "08"):
                 raise Replay(str(exc)) from exc  # nothing of it committed
             raise self._translated(exc) from exc
-        except Exception as exc:  # a job's own exception (Spoiled: one it caught)
-            if statements is not None and statements.blocked:
-                raise WouldBlock(str(exc), statements.read_by) from exc
-            self._unknown_outcome(statements, exc)
-            raise Replay(str(exc)) from exc
-        finally:
-            for spare in reserved:  # its flush not sent (the commit failed)
-                self._read_pool.putconn(spare)
-            if kept is not None:
-                self._loop_conns.done(kept)  # kept, or given back
-            else:
-                self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
+        # a job's own exception (Spoiled: one it caught)
+        if statements is not None and statements.blocked:
+            raise WouldBlock(str(exc), statements.read_by) from exc
+        self._unknown_outcome(statements, exc)
+        raise Replay(str(exc)) from exc
 
     def _last_on_loop(
         self,
