@@ -63,7 +63,8 @@ class Watch(Protocol):
     readable arms it, instead of adding a reader and removing it again."""
 
     def arm(self, resume: Callable[[int], object]) -> None:
-        """Call ``resume(1)`` (once) when the socket is readable."""
+        """Call ``resume(1)`` (once) when the socket is readable, forgetting it first (as
+        ``disarm`` would)."""
 
     def disarm(self) -> None:
         """Forget the ``resume`` armed, if any."""
@@ -146,7 +147,8 @@ class Driven(asyncio.Future[Any]):
     def _socket_ready(self, ready: int) -> None:
         waiting = self._waiting
         if type(waiting) is SocketWait:
-            self._unwatch(waiting)
+            if waiting.watch is None or waiting.wait & _WRITE:  # (a watch forgot its resume
+                self._unwatch(waiting)  # as it called it: ``Watch.arm``)
             self._step(ready, None)
 
     def _unwatch(self, waiting: SocketWait) -> None:

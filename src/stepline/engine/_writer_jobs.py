@@ -75,16 +75,31 @@ def _settle_all(settled: list[tuple[_Pending, Outcome]]) -> None:
     """Runs in the callers' loop."""
     for pending, outcome in settled:
         ok, value = outcome
-        then = pending.then
-        if ok and then is not None and not pending.future.done():
-            try:  # first: what it wakes runs ahead of the caller at the next loop turn
-                then(value)
-            except Exception:  # its own caller's bug: the other callers still get theirs
-                log.exception("a write's continuation failed")
+        if ok:
+            _settle_done(pending, value)
+            continue
         try:
             _settle(pending.future, outcome)
         except Exception:  # cannot happen; one caller's future never strands the others'
             log.exception("a write's result could not be delivered")
+
+
+def _settle_done(pending: _Pending, result: Any) -> None:
+    """``_settle_all`` of a job that succeeded with ``result`` (a loop commit's usual: one)."""
+    future = pending.future
+    if future.done():  # the caller gave up waiting (cancelled)
+        return
+    then = pending.then
+    if then is not None:
+        try:  # first: what it wakes runs ahead of the caller at the next loop turn
+            then(result)
+        except Exception:  # its own caller's bug: the other callers still get theirs
+            log.exception("a write's continuation failed")
+    try:
+        if not future.done():
+            future.set_result(result)
+    except Exception:  # cannot happen; one caller's future never strands the others'
+        log.exception("a write's result could not be delivered")
 
 
 class _Flight:

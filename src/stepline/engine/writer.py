@@ -80,6 +80,7 @@ from stepline.engine._writer_jobs import (
     _serve,
     _settle,
     _settle_all,
+    _settle_done,
     _steps_alone,
 )
 from stepline.errors import StoreUnavailable
@@ -386,7 +387,7 @@ class BatchWriter:
                 with self._lock:
                     self._reading.committed((pending.job,) if single else [p.job for p in batch])
             if single:
-                _settle_all([(pending, (True, results[0]))])
+                _settle_done(pending, results[0])
             else:
                 _settle_all([(p, (True, r)) for p, r in zip(batch, results, strict=True)])
             outcomes = None
