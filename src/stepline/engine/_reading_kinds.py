@@ -43,6 +43,14 @@ class ReadingKinds:
                 found = True
         return found
 
+    def skips(self, job: Job) -> bool:
+        """``skip`` of a batch of ``job`` alone (a loop commit's usual)."""
+        kind = self.kinds.get(_code(job))
+        if kind is None or kind[1] <= 0:
+            return False
+        kind[1] -= 1
+        return True
+
     def refused(self, job: Job) -> None:
         """``job`` needed a read before the commit."""
         code = _code(job)
@@ -58,7 +66,11 @@ class ReadingKinds:
     def committed(self, jobs: Iterable[Job]) -> None:
         """``jobs`` were committed on the loop: their kinds are forgotten."""
         for job in jobs:
-            self.kinds.pop(_code(job), None)
+            self.forget(job)
+
+    def forget(self, job: Job) -> None:
+        """``committed`` of ``job`` alone."""
+        self.kinds.pop(_code(job), None)
 
 
 def _code(job: Job) -> CodeType | None:

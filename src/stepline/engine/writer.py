@@ -191,7 +191,7 @@ class BatchWriter:
             if self._closed:
                 raise RuntimeError("the writer is closed")
             if alone and loop is not None and self._flies_now(loop, pending):
-                if self._reading.kinds and self._reading.skip((pending.job,)):
+                if self._reading.kinds and self._reading.skips(pending.job):
                     self._queue.put(pending)  # its kind is the thread's: one batch counted
                     if not self._draining:
                         self._start_drain()
@@ -385,7 +385,10 @@ class BatchWriter:
             single = len(batch) == 1  # the usual
             if self._reading.kinds:
                 with self._lock:
-                    self._reading.committed((pending.job,) if single else [p.job for p in batch])
+                    if single:
+                        self._reading.forget(pending.job)
+                    else:
+                        self._reading.committed([p.job for p in batch])
             if single:
                 _settle_done(pending, results[0])
             else:

@@ -71,7 +71,7 @@ from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._merging import _held_with
 from stepline.store.postgres._prepared import BYTEA, FLOAT8, INT4, TEXT, Prepared, commit_prepared
 from stepline.store.postgres._statements import Statements
-from stepline.store.records import PassCommit
+from stepline.store.records import HistoryRecord, PassCommit, StepRecord
 
 
 def owner_of_lone_steps(commit: PassCommit, tokens: LeaseTokens) -> str | None:
@@ -120,11 +120,11 @@ ONE_FRESH_STEP = q.INSERT_FRESH_STEP
 FIRST_FRESH_STEP = f"WITH running AS ({q.MARK_RUNNING}) {q.INSERT_FRESH_STEP}"
 
 
-def _first_row(commit: PassCommit, tokens: LeaseTokens) -> bool:
-    """Whether ``commit``'s one step and one history row are a step's first row and its plain
-    STEP_COMPLETED line (``ONE_FRESH_STEP``: see the module)."""
-    step = commit.steps[0]
-    line = commit.history[0]
+def _first_row(
+    commit: PassCommit, step: StepRecord, line: HistoryRecord, tokens: LeaseTokens
+) -> bool:
+    """Whether ``commit``'s one step and one history row (``step``, ``line``) are a step's first
+    row and its plain STEP_COMPLETED line (``ONE_FRESH_STEP``: see the module)."""
     return (
         step.attempts == 1
         and line.kind == "STEP_COMPLETED"
@@ -148,7 +148,7 @@ def one_step(
         return None
     step = commit.steps[0]
     line = commit.history[0]
-    if _first_row(commit, tokens):
+    if _first_row(commit, step, line, tokens):
         fresh = [
             commit.run_id,
             commit.lease_token,
@@ -237,7 +237,7 @@ def one_step_values(
             None if started is None else _float8(started),
             None if ended is None else _float8(ended),
         ]
-        if _first_row(commit, tokens):
+        if _first_row(commit, s, h, tokens):
             values += [
                 _float8(h.ts),
                 None if attempt is None else _int4(attempt),

@@ -133,7 +133,7 @@ async def commit_kept(
 ) -> bool:
     """``commit_prepared`` in its usual case, with less around it: ``prepared`` prepared on
     ``kept``'s connection (the one the loop keeps, ``statements``') before, with no statement
-    before it, in a ``Driven`` coroutine, the socket quiet (``Kept.quiet``), nothing for
+    before it, the socket quiet (``Kept.quiet``), nothing for
     psycopg to deallocate first. The same round trip and outcome rules. False: not that case,
     nothing sent, nothing changed (``commit_prepared`` then)."""
     conn = kept.conn
@@ -147,7 +147,6 @@ async def commit_kept(
         or cache.prepare_threshold is None
         or pgconn.transaction_status != _IDLE
         or pgconn.parameter_status(b"client_encoding") != b"UTF8"  # texts are sent as UTF-8
-        or not driving()
         or not kept.quiet()
         or not conn.lock.acquire(blocking=False)
     ):

@@ -39,9 +39,9 @@ from stepline.errors import ConfigError, StoreUnavailable
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Conflict, Replay, WouldBlock
-from stepline.store.postgres import _copy, _database, _pipeline
+from stepline.store.postgres import _alone, _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
-from stepline.store.postgres._alone import commit_steps, one_step_values, owner_of_lone_steps
+from stepline.store.postgres._alone import commit_steps, owner_of_lone_steps
 from stepline.store.postgres._handoffs import HandOffs
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
@@ -383,7 +383,7 @@ class PostgresStore(PostgresReads):
         statements.unchecked = True
         statements.watch = kept
         try:
-            prepared = one_step_values(commit, owner, self._tokens)
+            prepared = _alone.one_step_values(commit, owner, self._tokens)
             if prepared is not None and await commit_kept(statements, kept, *prepared):
                 return True
             return await commit_steps(statements, commit, owner, self._tokens)
