@@ -400,3 +400,46 @@ def test_a_wait_resolved_then_its_run_cancelled_in_one_ingest_keeps_both_in_orde
     record = store.get_run("r1")
     assert record is not None and record.status == "CANCELLED"
     assert lease(store, "w1", now=T0 + 5) == []
+
+
+# -- a wait whose step is no longer PENDING (stale) -----------------------------------------------
+
+
+def _completed_under_a_stale_wait(store: Store, expires_at: float | None) -> None:
+    """``r1``'s step "h-wait" COMPLETED with its output ``{"kept": 1}`` at T0, and a wait row
+    of that step stored beside it (a stale wait: one a ``db copy`` of a resolved wait's kept row
+    would make, or a pass that completed the step its wait was for), the run due at T0 + 60."""
+    start(store, "r1")
+    held = lease_run(store, "r1")
+    commit(
+        store,
+        PassCommit(
+            "r1",
+            held.token,
+            steps=[step("r1", "h-wait", 0, "COMPLETED", {"kept": 1}, kind="wait")],
+            waits=[wait("r1", "w-r1", ORDER_O1, expires_at=expires_at)],
+            end=RunEnd("SLEEPING", due_at=T0 + 60),
+        ),
+    )
+
+
+def _kept(store: Store) -> None:
+    [kept] = store.get_steps("r1")
+    assert (kept.status, loads(kept.output_json), kept.ended_at) == ("COMPLETED", {"kept": 1}, None)
+
+
+def test_an_event_matching_a_stale_wait_keeps_its_completed_steps_output(store: Store) -> None:
+    # review of issue 8: PostgreSQL's COMPLETE_STEP had no ``status = 'PENDING'`` guard (SQLite's
+    # has, the memory store's had none either): an event matching a wait row whose step had
+    # completed overwrote the step's output with the event
+    _completed_under_a_stale_wait(store, None)
+    pay(store, "pay", T0 + 10, orderId="o-1")
+    _kept(store)
+
+
+def test_a_stale_wait_timing_out_keeps_its_completed_steps_output(store: Store) -> None:
+    # the same for its timeout (expire_waits): the step's output is not replaced by null
+    _completed_under_a_stale_wait(store, T0 + 30)
+    held = lease_run(store, "r1", now=T0 + 60)
+    expire(store, "r1", held.token, T0 + 60)
+    _kept(store)

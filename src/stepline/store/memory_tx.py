@@ -266,7 +266,7 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
         for wait in resumed:
             memo = self._memo(wait.run_id)
             step = memo.get(wait.step_hash)
-            if step is not None:
+            if step is not None and step.status == "PENDING":  # a stale wait's step is kept
                 completed = replace(
                     step, status="COMPLETED", output_json=wait.event_json, ended_at=now
                 )
@@ -549,7 +549,7 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
             for wait in expired:
                 self._pop(s._waits, wait.wait_id)
                 step = memo.get(wait.step_hash)
-                if step is not None:
+                if step is not None and step.status == "PENDING":  # as resume_waits
                     timed_out = replace(step, status="COMPLETED", output_json=b"null", ended_at=now)
                     self._put(memo, wait.step_hash, timed_out)
                 step_id = step.step_id if step else None

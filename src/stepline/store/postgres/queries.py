@@ -64,8 +64,11 @@ ON CONFLICT (run_id, hash) DO UPDATE SET
     status = excluded.status, output = excluded.output, error = excluded.error,
     attempts = excluded.attempts, started_at = excluded.started_at, ended_at = excluded.ended_at
 WHERE steps.status NOT IN ('COMPLETED', 'FAILED')"""
+# the step of a wait resolved or timed out completed, if it is still PENDING: a stale wait row
+# (its step settled already) leaves the step's output as it is (SQLite's has the same guard)
 COMPLETE_STEP = """
-UPDATE steps SET status = 'COMPLETED', output = %s, ended_at = %s WHERE run_id = %s AND hash = %s"""
+UPDATE steps SET status = 'COMPLETED', output = %s, ended_at = %s
+WHERE run_id = %s AND hash = %s AND status = 'PENDING'"""
 SETTLE_PENDING_STEP = """
 UPDATE steps SET status = %s, output = %s, error = %s, ended_at = %s, attempts = 1
 WHERE run_id = %s AND hash = %s AND status = 'PENDING'
