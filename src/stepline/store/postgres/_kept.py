@@ -49,7 +49,19 @@ _READ = 1  # the readiness a resumed wait is told (``_driven``'s bits)
 class Kept:
     """The loop's connection, its reader registered (``_readable``) while it is kept."""
 
-    __slots__ = ("_life", "_poller", "_resume", "busy", "closing", "conn", "loop", "pool", "socket")
+    __slots__ = (
+        "_life",
+        "_missed",
+        "_owner",
+        "_poller",
+        "_resume",
+        "busy",
+        "closing",
+        "conn",
+        "loop",
+        "pool",
+        "socket",
+    )
 
     def __init__(
         self,
@@ -65,14 +77,28 @@ class Kept:
         self.busy = False  # a commit uses it
         self.closing = False  # given back once the commit in flight ends
         self._resume: Callable[[int], object] | None = None
+        self._missed = False  # readable while busy and not armed: the next arm is told
+        self._owner = owner
         self._poller = _poller(self.socket)
         loop.add_reader(self.socket, self._readable, owner)  # NotImplementedError: cannot
         self._life = _life(self, owner)
         _started(self._life)
 
     def arm(self, resume: Callable[[int], object]) -> None:
-        """Call ``resume(1)`` once the socket is readable (``_driven.Watch``)."""
+        """Call ``resume(1)`` once the socket is readable (``_driven.Watch``): at the loop's
+        next turn if it was while a commit held the connection unarmed (between two round
+        trips). asyncio's loop would tell the reader again then, as long as the socket stays
+        readable; uvloop tells a reader of a socket that reports an error (a connection reset)
+        once, and drops its registration: that was the wait's only chance (a worker on uvloop
+        waited forever for a reply after a PostgreSQL restart: tests/integration/
+        test_connection_reset.py). A wait resumed with nothing to read reads nothing and waits
+        again, as psycopg's waits do."""
         self._resume = resume
+        if self._missed:
+            self._missed = False
+            loop = self.loop()
+            if loop is not None:
+                loop.call_soon(self._readable, self._owner)
 
     def disarm(self) -> None:
         self._resume = None
@@ -93,7 +119,9 @@ class Kept:
         if resume is not None:
             self._resume = None
             resume(_READ)
-        elif not self.busy and not _quiet(self.conn):
+        elif self.busy:
+            self._missed = True  # told at the next arm
+        elif not _quiet(self.conn):
             # unasked, while idle: the server ended the session (its end waits to be read)
             owner.drop(self, ended=True)
 
