@@ -1,16 +1,20 @@
 """A worker's connections to PostgreSQL reset by the network (a TCP RST: a proxy or a firewall
 dropping them, or a server killed with input it had not read, as ``pg_ctl restart -m
-immediate`` may) while a step's commit waits for its reply: the commit fails, the worker
-reconnects and the run completes, on asyncio's loop and on uvloop's.
+immediate`` may) while a step's commit waits for its reply, with or without a last message
+before the reset: the commit fails, the worker reconnects and the run completes, on asyncio's
+loop and on uvloop's.
 
-uvloop (libuv) calls no reader of a socket that reports an error (``POLLERR``): it closes the
-reader's registration silently, and a worker on uvloop waited for that reply forever, deaf to
-SIGTERM (``test_crash.py::test_database_restart_mid_run``, 2 runs in ~10 under load in
-December 2026). ``stepline._sockets`` tells a waiter of such a socket on every loop."""
+uvloop (libuv) calls a reader of a socket that reports an error (``POLLERR``) once and drops
+its registration: the reader a loop keeps for its commit connection (``_kept.Kept``), told of
+the reset while no round trip waited on it, or while one read the last message and waited on,
+was never called again, and a worker on uvloop waited for that reply forever, deaf to SIGTERM
+(``test_crash.py::test_database_restart_mid_run``, 2 runs in ~10 under load in December 2026).
+``stepline._readers`` registers such a reader again while its socket has ended."""
 
 from __future__ import annotations
 
 import asyncio
+import selectors
 import socket
 import struct
 import threading
@@ -31,24 +35,40 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 }
 STEPS = 6
 HELD_STEP = 2  # the step whose commit is held by the proxy, then reset
+# a NoticeResponse (PostgreSQL's protocol): read and passed over by the client, which waits on
+# for its reply; what a server that ends a session sends before it goes (its FATAL error) is
+# read as the connection's end instead, but either comes before the reset
+_NOTICE_BODY = b"SNOTICE\x00VNOTICE\x00C00000\x00Mthe proxy resets this connection\x00\x00"
+NOTICE = b"N" + struct.pack("!i", len(_NOTICE_BODY) + 4) + _NOTICE_BODY
 
 
 class ResettingProxy:
-    """A TCP proxy to ``upstream`` that can hold what clients send (``hold``: their round
-    trips get no reply) and reset every connection open (``reset``: an RST to each client)."""
+    """A TCP proxy to ``upstream``, one thread with a selector, that can hold what clients
+    send (``hold``: their round trips get no reply) and reset every connection open
+    (``reset``: an RST to each client, after ``last_words``). Its thread does every read,
+    write and close (a socket closed under another thread's blocked ``recv`` is released,
+    and its RST sent, only once that call returns)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self._upstream = upstream
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
-        self._forwarding = threading.Event()
-        self._forwarding.set()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._peers: dict[socket.socket, socket.socket] = {}  # each end -> the other
+        self._clients: set[socket.socket] = set()
+        self._held: dict[socket.socket, bytearray] = {}  # clients' bytes not sent on
+        self._holding = False
+        self._orders: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        self._open: list[tuple[socket.socket, socket.socket]] = []
-        self._reset: set[socket.socket] = set()
+        self._closed = False
         self.held_bytes = 0
         self.resets = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def url(self, url: str) -> str:
         """``url`` with its host and port replaced by the proxy's."""
@@ -58,66 +78,111 @@ class ResettingProxy:
         return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
 
     def hold(self) -> None:
-        with self._lock:
-            self.held_bytes = 0
-        self._forwarding.clear()
+        """From now on what clients send is kept here, unsent (until ``reset``)."""
+        self._order(self._hold)
 
-    def reset(self) -> None:
-        """An RST to every client connection open; new ones are forwarded again."""
-        with self._lock:
-            pairs, self._open = self._open, []
-            self.resets += len(pairs)
-            self._reset.update(client for client, _ in pairs)
-        for client, server in pairs:
-            try:
+    def reset(self, last_words: bytes = b"") -> None:
+        """``last_words`` then an RST to every client connection open (waited for); what was
+        held is dropped, and new connections are forwarded again."""
+        done = threading.Event()
+
+        def reset() -> None:
+            for client in list(self._clients):
+                if last_words:
+                    try:
+                        client.send(last_words)
+                    except OSError:
+                        pass
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                # its pump's recv woken (a socket closed under a blocked recv is released,
-                # and its RST sent, only once that recv returns), then closed: the RST
-                client.shutdown(socket.SHUT_RD)
-            except OSError:  # the client closed it already
-                pass
-            client.close()
-            server.close()
-        self._forwarding.set()
+                self._drop(client)
+                self.resets += 1
+            self._holding = False
+            done.set()
+
+        self._order(reset)
+        done.wait(10)
 
     def close(self) -> None:
-        self._listener.close()
         self.reset()
+        self._closed = True
+        self._order(lambda: None)
+        self._thread.join(10)
+        self._selector.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+
+    def _hold(self) -> None:
+        self._holding = True
+        self.held_bytes = 0
+
+    def _order(self, order: Callable[[], None]) -> None:
+        with self._lock:
+            self._orders.append(order)
+        self._wake_w.send(b"\0")
+
+    def _serve(self) -> None:
+        while not self._closed:
+            for key, _ in self._selector.select():
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self._wake_r:
+                    sock.recv(4096)
+                    with self._lock:
+                        orders, self._orders = self._orders, []
+                    for order in orders:
+                        order()
+                elif sock is self._listener:
+                    self._accept()
+                elif sock in self._peers:
+                    self._forward(sock)
 
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self._upstream)
-            with self._lock:
-                self._open.append((client, server))
-            threading.Thread(target=self._pump, args=(client, server, client), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, client), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, client: socket.socket) -> None:
         try:
-            while data := source.recv(65536):
-                if source is client and not self._forwarding.is_set():
-                    with self._lock:
-                        self.held_bytes += len(data)
-                    self._forwarding.wait()
-                if client in self._reset:  # reset meanwhile: nothing more passes
-                    return
-                sink.sendall(data)
-        except OSError:
+            client, _ = self._listener.accept()
+        except BlockingIOError:
             return
-        if client not in self._reset:  # one end closed its side: passed on to the other
+        server = socket.create_connection(self._upstream)
+        self._peers[client], self._peers[server] = server, client
+        self._clients.add(client)
+        for end in (client, server):
+            self._selector.register(end, selectors.EVENT_READ)
+
+    def _forward(self, source: socket.socket) -> None:
+        try:
+            data = source.recv(65536)
+        except OSError:
+            data = b""
+        if not data:  # one end closed: so is the other
+            self._drop(source)
+            return
+        if source in self._clients and self._holding:
+            self._held.setdefault(source, bytearray()).extend(data)
+            self.held_bytes += len(data)
+            return
+        try:
+            self._peers[source].sendall(data)
+        except OSError:
+            self._drop(source)
+
+    def _drop(self, end: socket.socket) -> None:
+        other = self._peers.pop(end, None)
+        for sock in (end, other):
+            if sock is None:
+                continue
+            self._peers.pop(sock, None)
+            self._clients.discard(sock)
+            self._held.pop(sock, None)
             try:
-                sink.shutdown(socket.SHUT_WR)
-            except OSError:
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):
                 pass
+            sock.close()
 
 
+@pytest.mark.parametrize("last_words", [b"", NOTICE], ids=["reset", "notice-then-reset"])
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_a_commit_whose_connection_is_reset_fails_and_the_run_completes(
-    loop_name: str, pg_url: str
+    loop_name: str, last_words: bytes, pg_url: str
 ) -> None:
     parts = urlsplit(pg_url)
     proxy = ResettingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
@@ -147,17 +212,17 @@ def test_a_commit_whose_connection_is_reset_fails_and_the_run_completes(
             while proxy.held_bytes == 0 or ran.get(f"s{HELD_STEP}", 0) == 0:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)  # the held commit's reply is awaited: reset under it
-            await asyncio.to_thread(proxy.reset)
+            await asyncio.to_thread(proxy.reset, last_words)
             runs = []
             while not runs:
                 runs = await app.runs(event_id=event_id)
                 await asyncio.sleep(0.05)
-            done = await app.wait_for_run(runs[0].run_id, timeout=60)
+            done = await app.wait_for_run(runs[0].run_id, timeout=30)
             return done, type(asyncio.get_running_loop()).__module__
         finally:
             worker.stop()
             try:
-                await asyncio.wait_for(task, 30)
+                await asyncio.wait_for(task, 10)
             finally:
                 app.close()
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import select
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
@@ -40,6 +39,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
+from stepline import _readers
 from stepline.store.postgres import _database
 from stepline.store.postgres._statements import _quiet
 
@@ -51,9 +51,8 @@ class Kept:
 
     __slots__ = (
         "_life",
-        "_missed",
-        "_owner",
         "_poller",
+        "_renews",
         "_resume",
         "busy",
         "closing",
@@ -77,28 +76,15 @@ class Kept:
         self.busy = False  # a commit uses it
         self.closing = False  # given back once the commit in flight ends
         self._resume: Callable[[int], object] | None = None
-        self._missed = False  # readable while busy and not armed: the next arm is told
-        self._owner = owner
-        self._poller = _poller(self.socket)
+        self._poller = _readers.poller(self.socket)
+        self._renews = _readers.drops_readers(loop)  # uvloop: see _readable
         loop.add_reader(self.socket, self._readable, owner)  # NotImplementedError: cannot
         self._life = _life(self, owner)
         _started(self._life)
 
     def arm(self, resume: Callable[[int], object]) -> None:
-        """Call ``resume(1)`` once the socket is readable (``_driven.Watch``): at the loop's
-        next turn if it was while a commit held the connection unarmed (between two round
-        trips). asyncio's loop would tell the reader again then, as long as the socket stays
-        readable; uvloop tells a reader of a socket that reports an error (a connection reset)
-        once, and drops its registration: that was the wait's only chance (a worker on uvloop
-        waited forever for a reply after a PostgreSQL restart: tests/integration/
-        test_connection_reset.py). A wait resumed with nothing to read reads nothing and waits
-        again, as psycopg's waits do."""
+        """Call ``resume(1)`` once the socket is readable (``_driven.Watch``)."""
         self._resume = resume
-        if self._missed:
-            self._missed = False
-            loop = self.loop()
-            if loop is not None:
-                loop.call_soon(self._readable, self._owner)
 
     def disarm(self) -> None:
         self._resume = None
@@ -115,15 +101,24 @@ class Kept:
             return False
 
     def _readable(self, owner: LoopConnections) -> None:
+        """The socket is readable: the armed wait resumed; nothing while a commit holds the
+        connection unarmed (its next wait is told: the socket stays readable); the connection
+        given back if the server ended its session while it was idle. On a loop that drops a
+        reader of a socket in error (uvloop), registered again while the socket has ended
+        (``_readers``): a reset told once, while unarmed or to a wait that read the server's
+        last message and waits on, was never told again, and the commit waited forever."""
         resume = self._resume
         if resume is not None:
             self._resume = None
             resume(_READ)
-        elif self.busy:
-            self._missed = True  # told at the next arm
-        elif not _quiet(self.conn):
+        elif not self.busy and not _quiet(self.conn):
             # unasked, while idle: the server ended the session (its end waits to be read)
             owner.drop(self, ended=True)
+            return
+        if self._renews and owner.keeps(self):
+            loop = self.loop()
+            if loop is not None:
+                _readers.keep_reading(loop, self.socket, self._poller, self._readable, owner)
 
 
 async def _life(kept: Kept, owner: LoopConnections) -> AsyncGenerator[None, None]:
@@ -156,16 +151,6 @@ def _ended(life: AsyncGenerator[None, None]) -> None:
         return
 
 
-def _poller(socket: int) -> Any:
-    """A ``select.poll`` object watching ``socket`` to be readable (None where there is none:
-    Windows)."""
-    if not hasattr(select, "poll"):
-        return None
-    poller = select.poll()
-    poller.register(socket, select.POLLIN | select.POLLPRI)
-    return poller
-
-
 def _spare(pool: psycopg_pool.ConnectionPool[Any]) -> bool:
     """Whether ``pool`` has more to give than one idle connection: another idle one, or room
     to open one (its lock and counts: as ``_database.take_idle`` reads them)."""
@@ -179,6 +164,10 @@ class LoopConnections:
     def __init__(self) -> None:
         self._kept: Kept | None = None
         self._lock = threading.Lock()  # guards _kept's change (loops of several threads)
+
+    def keeps(self, kept: Kept) -> bool:
+        """Whether ``kept`` is the connection kept (not given back)."""
+        return self._kept is kept
 
     def take(
         self, loop: asyncio.AbstractEventLoop, pool: psycopg_pool.ConnectionPool[Any]

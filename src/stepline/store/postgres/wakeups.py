@@ -42,6 +42,7 @@ from typing import Any
 
 import psycopg
 
+from stepline import _readers
 from stepline.store.postgres._database import CLIENT_ENCODING
 from stepline.store.postgres._handoffs import (
     HAND_OFF,
@@ -147,6 +148,7 @@ class WakeupListener:
         self._lock = threading.RLock()
         self._handed: object | None = None  # the connection handed to the loop, if any
         self._reading: tuple[asyncio.AbstractEventLoop, int] | None = None  # (loop, socket)
+        self._watching: Any = None  # the socket read in the loop, polled (_readers.ended)
         self._lost: psycopg.Error | OSError | None = None  # why the loop gave it back
         self.notifications = 0  # received so far (tests read it)
 
@@ -319,11 +321,16 @@ class WakeupListener:
                 self._back_w.send(b"\0")
                 return
             self._reading = (loop, fileno)
+            self._watching = _readers.poller(fileno) if _readers.drops_readers(loop) else None
 
     def _readable(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        """(In the loop) the connection's socket has something to read."""
+        """(In the loop) the connection's socket has something to read. On a loop that drops
+        a reader of a socket in error (uvloop), registered again while the socket has ended
+        (``_readers``): a read of the server's last message, the reset after it unread, left
+        the listener deaf for good."""
         with self._lock:
-            if self._stopped.is_set() or self._handed is not conn or self._reading is None:
+            reading = self._reading
+            if self._stopped.is_set() or self._handed is not conn or reading is None:
                 return  # taken back by the thread (a call the loop had queued)
             try:
                 self._read(conn)
@@ -332,6 +339,9 @@ class WakeupListener:
                 self._handed = None
                 self._lost = exc
                 self._back_w.send(b"\0")
+                return
+            if self._watching is not None and self._reading is reading:
+                _readers.keep_reading(reading[0], reading[1], self._watching, self._readable, conn)
 
     def _detach(self) -> None:
         """Make sure no loop reads the connection any more (from any thread): at once in the
