@@ -5,12 +5,18 @@ asyncio's. ``STEPLINE_LOOP=asyncio`` or ``STEPLINE_LOOP=uvloop`` picks the loop 
 
 Why the workers stay on asyncio's loop by default: a worker process on uvloop did not recover
 from a PostgreSQL outage, nor stop on SIGTERM, in 2 of ~10 runs of
-``test_crash.py::test_database_restart_mid_run`` under load (every thread idle, the loop
-waiting in uvloop; December 2026), none in 6 on asyncio's loop nor in ~170 earlier gates. uvloop
-saves ~13 % of the loop thread's instructions a step (callgrind: 329k -> 286k on a 100-step
-PostgreSQL run): not worth a worker that may hang. Code that runs an app on a loop of its own
-(``asyncio.run``, a web framework's) keeps that loop; ``tests/integration/test_both_loops.py``
-runs steps on both loops, on every store.
+``test_crash.py::test_database_restart_mid_run`` under load (December 2026). The cause, found
+since: uvloop calls a reader of a socket that reports an error once and drops its registration,
+and the reader the loop keeps for its commit connection read the server's last message (a
+PostgreSQL server shut down immediately sends a warning, then its reset) and waited on for a
+reply that never came; fixed (``stepline._readers``), and made to happen at will
+(``tests/integration/test_connection_reset.py``, on both loops). The workers stay on asyncio's
+loop all the same: ``stepline dev`` on uvloop failed nine of the Inngest SDK tests (waits and
+invokes never matched; cause not found), and uvloop's ~13 % fewer loop-thread instructions a
+step (callgrind: 329k -> 286k on a 100-step PostgreSQL run) are not worth a default that has
+surprised twice. ``stepline server`` runs on uvloop as uvicorn would. Code that runs an app on
+a loop of its own (``asyncio.run``, a web framework's) keeps that loop;
+``tests/integration/test_both_loops.py`` runs steps on both loops, on every store.
 """
 
 from __future__ import annotations
