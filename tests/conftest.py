@@ -213,6 +213,16 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def app_db(store_kind: str, tmp_path: Path) -> str:
+    """What ``App(db=...)`` opens for ``store_kind``: a fresh SQLite file in the test's folder,
+    the emptied PostgreSQL database's URL, or ``memory://`` (a store of the app's own: apps
+    that share a database ask for the other two only, ``store_kind`` parametrized indirect)."""
+    if store_kind == "sqlite":
+        return f"sqlite:///{sqlitetest.fresh_database(tmp_path / 'app.db')}"
+    return "memory://" if store_kind == "memory" else store_kind
+
+
+@pytest.fixture
 def make_engine(app: App, store_kind: str, tmp_path: Path) -> Callable[..., TestEngine]:
     """``async with make_engine() as t:`` runs ``app`` with a worker and a MockClock."""
 

@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from _polling import until
 from tests.integration._commit_hook import CommitPass, hook_commit_pass, hook_verb
@@ -91,24 +92,22 @@ async def test_a_run_that_cannot_be_loaded_fails_after_its_attempts(
     assert failed.data is not None and "cannot decode run" in failed.data["message"]
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
 async def test_a_run_whose_stored_event_is_corrupt_fails_after_its_attempts(
-    app: App, tmp_path: Path
+    app: App, make_engine: Callable[..., TestEngine], store_kind: str, tmp_path: Path
 ) -> None:
-    # issue 6 item 1: the run's trigger event stored in the SQLite file no longer decodes
+    # issue 6 item 1: the run's trigger event stored in the database no longer decodes
     @app.function(id="napper", trigger=TriggerEvent("go"), retries=1)
     async def napper(ctx: Context) -> Any:
         await ctx.step.sleep("nap", "1m")
         return "woke"
 
-    path = tmp_path / "stepline.db"
     clock = MockClock(autojump=False)
-    async with TestEngine(app, store="sqlite", path=path, clock=clock) as t:
+    async with make_engine(clock=clock) as t:
         [event_id] = await t.send(Event("go", {"n": 1}))
         [run] = await app.runs(event_id=event_id)
         await t.wait_for_status(run.run_id, "SLEEPING", timeout=30)
-        with closing(sqlite3.connect(path)) as db, db:  # the event's data is no JSON any more
-            db.execute("UPDATE events SET data = x'ff00fe'")
-        db.close()
+        _corrupt_events(store_kind, tmp_path / "stepline.db")
         loads = _count_loads(t, lambda run_id: None)
         clock.autojump = True
         clock.advance(61)
@@ -119,6 +118,17 @@ async def test_a_run_whose_stored_event_is_corrupt_fails_after_its_attempts(
     assert len(loads) == 2  # retries=1: two attempts
     assert [h.attempt for h in history if h.kind == "FUNCTION_FAILED"] == [0]
     assert [h.kind for h in history if h.kind == "RUN_FAILED"] == ["RUN_FAILED"]
+
+
+def _corrupt_events(store_kind: str, path: Path) -> None:
+    """Every stored event's data no JSON any more (``make_engine``'s SQLite file, or the
+    emptied PostgreSQL database of ``store_kind``)."""
+    if store_kind == "sqlite":
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE events SET data = x'ff00fe'")
+    else:
+        with psycopg.connect(store_kind, autocommit=True) as conn:
+            conn.execute("UPDATE events SET data = '\\xff00fe'::bytea")
 
 
 @pytest.mark.parametrize("fault", ["commit", "load_and_commit"])

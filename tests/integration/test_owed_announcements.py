@@ -1,10 +1,11 @@
-"""Announcements of cancelled runs on SQLite: a sender's transaction stores them with the
-cancellation (``inngest/function.finished`` / ``inngest/function.cancelled``, nothing owed).
-The version before owed them when nothing heard them (schema 24, ``OwedAnnouncements``: the
-cancellation committed with an owed row, the two events written later); those a process of
+"""Announcements of cancelled runs: a sender's transaction stores them with the cancellation
+(``inngest/function.finished`` / ``inngest/function.cancelled``, nothing owed), on every store.
+SQLite's version before owed them when nothing heard them (schema 24, ``OwedAnnouncements``:
+the cancellation committed with an owed row, the two events written later); those a process of
 that version left are written by a worker's housekeeping (``Engine.announce_owed``) with the
 data, names, order and time they would have had, and never lost: a copy of the database waits
-for them, and a listener that appeared meanwhile gets them as any event."""
+for them, and a listener that appeared meanwhile gets them as any event (SQLite only: no other
+store had that version)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Any
 import pytest
 from _polling import until
 
+import pgtest
 from stepline import App, CancelOn, Context, Event, TriggerEvent
 from stepline.engine._system_events import ending_data
-from stepline.store import SQLiteStore
+from stepline.store import SQLiteStore, Store
 from stepline.store._copy import CopyRefused, copy_database
 from stepline.store.records import EventFilter, EventRecord
 from stepline.testing import MockClock, TestEngine
@@ -40,11 +42,11 @@ def _subject_app() -> App:
     return app
 
 
-async def _cancelling(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]]:
-    """The subject app on ``path`` with no worker: a run made (QUEUED) and cancelled by its
+async def _cancelling(store: Store, clock: MockClock) -> tuple[App, str, dict[str, Any]]:
+    """The subject app on ``store`` with no worker: a run made (QUEUED) and cancelled by its
     ``stop`` event; the run's id and its trigger event's payload."""
     app = _subject_app()
-    app.attach(SQLiteStore(path, synchronous="NORMAL"), clock)
+    app.attach(store, clock)
     [go] = await app.send_async(Event("go", {"id": "a", "note": 'ñ"\\'}))
     [run] = await app.runs(event_id=go)
     await app.send_async(Event("stop", {"id": "a"}))
@@ -56,7 +58,7 @@ async def _owing(path: Path, clock: MockClock) -> tuple[App, str, dict[str, Any]
     """``_cancelling``, the run's announcements then left owed as a sender of the version
     before left them (schema 24): its two events not written (here a row standing for them,
     schema 27), an owed row instead."""
-    app, run_id, payload = await _cancelling(path, clock)
+    app, run_id, payload = await _cancelling(SQLiteStore(path, synchronous="NORMAL"), clock)
     with closing(sqlite3.connect(path)) as conn, conn:
         gone = conn.execute("DELETE FROM cancel_announcements WHERE run_id = ?", (run_id,))
         assert gone.rowcount == 1
@@ -75,23 +77,32 @@ def _both(found: list[EventRecord]) -> list[EventRecord]:
     return found if len(found) == 2 else []
 
 
-def _announcements(path: Path) -> list[EventRecord]:
-    store = SQLiteStore(path)
-    try:
-        found = [s.event for n in (FINISHED, CANCELLED) for s in store.list_events(EventFilter(n))]
-    finally:
-        store.close()
+def _announced(store: Store) -> list[EventRecord]:
+    found = [s.event for n in (FINISHED, CANCELLED) for s in store.list_events(EventFilter(n))]
     return sorted(found, key=lambda e: e.internal_id)
 
 
-async def test_the_run_is_cancelled_and_announced_when_send_returns(tmp_path: Path) -> None:
-    path = tmp_path / "a.db"
-    app, run_id, payload = await _cancelling(path, MockClock(start=T0, autojump=False))
+def _announcements(path: Path) -> list[EventRecord]:
+    store = SQLiteStore(path)
+    try:
+        return _announced(store)
+    finally:
+        store.close()
+
+
+async def test_the_run_is_cancelled_and_announced_when_send_returns(
+    store_kind: str, tmp_path: Path
+) -> None:
+    # on every store (the rest of this module: SQLite's rows of the version before, schema 24)
+    clock = MockClock(start=T0, autojump=False)
+    store = pgtest.opened_store(store_kind, tmp_path / "a.db")
+    app, run_id, payload = await _cancelling(store, clock)
     try:
         [run] = await app.runs(function_id="subject")
         assert run.status == "CANCELLED"
-        assert _owed(path) == []
-        finished, cancelled = _announcements(path)
+        if store_kind == "sqlite":
+            assert _owed(tmp_path / "a.db") == []
+        finished, cancelled = _announced(store)
     finally:
         app.close()
     assert [finished.name, cancelled.name] == [FINISHED, CANCELLED]

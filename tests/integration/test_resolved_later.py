@@ -1,6 +1,7 @@
 """A wait resolved by an event whose sender is killed (SIGKILL) as soon as the send returned
-(SQLite: the sender writes the event, the wait's mark, the step's output and WAIT_MATCHED in
-its transaction; schema 25 left the last two to the run's lease): nothing acknowledged is lost.
+(SQLite and PostgreSQL: the sender writes the event, the wait's resolution, the step's output
+and WAIT_MATCHED in its transaction; SQLite's schema 25 left the last two to the run's lease):
+nothing acknowledged is lost.
 Before any worker runs again every read shows the step completed with the event; the next
 worker resumes the run with the event's data, and the history holds one WAIT_MATCHED row."""
 
@@ -14,6 +15,7 @@ from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
@@ -30,8 +32,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _shop(path: Path) -> App:
-    app = App("shop", db=f"sqlite:///{path}")
+def _shop(db: str) -> App:
+    app = App("shop", db=db)
 
     @app.function(id="checkout", trigger=TriggerEvent("order/created"))
     async def checkout(ctx: Context) -> Any:
@@ -46,11 +48,11 @@ def _shop(path: Path) -> App:
     return app
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
 async def test_a_resolution_acknowledged_before_its_sender_is_killed_resumes_the_run(
-    tmp_path: Path,
+    app_db: str,
 ) -> None:
-    path = tmp_path / "s.db"
-    shop = _shop(path)
+    shop = _shop(app_db)
     try:
         async with shop.worker(concurrency=2):
             [created] = await shop.send_async(Event("order/created", {"orderId": "o1"}))
@@ -65,12 +67,12 @@ async def test_a_resolution_acknowledged_before_its_sender_is_killed_resumes_the
         shop.close()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     sender = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SENDER, f"sqlite:///{path}", env=env, stdout=PIPE, stderr=PIPE
+        sys.executable, "-c", SENDER, app_db, env=env, stdout=PIPE, stderr=PIPE
     )
     out, err = await asyncio.wait_for(sender.communicate(), 60)
     assert sender.returncode == -signal.SIGKILL, err.decode()
     assert out == b"sent\n"
-    shop = _shop(path)
+    shop = _shop(app_db)
     try:
         resumed = await shop.get_run(run.run_id)
         assert resumed is not None and resumed.status == "WAITING"  # no worker ran since

@@ -1,9 +1,10 @@
 """``send`` hands the runs it starts to the in-process worker in its own transaction (issue 6,
 event → first step): that worker is then not woken for a lease attempt that would find nothing
 new and only compete with those runs' passes for the writer. It is woken when the event did
-more than start runs it was handed (a wait resumed, a run it could not take). On SQLite those runs
-are handed loaded, read in that transaction too (``LoadsLeased``): their first pass starts with
-no read of its own (``load_run`` on a reader thread: a hop there and back, a read transaction)."""
+more than start runs it was handed (a wait resumed, a run it could not take); on every store. On
+SQLite and PostgreSQL those runs are handed loaded, read in that transaction too
+(``LoadsLeased``): their first pass starts with no read of its own (``load_run`` on a reader
+thread: a hop there and back, a read transaction)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.engine._wake import WakeSignal
 from stepline.store.records import RunState
+
+# the stores whose lease attempts read the runs they lease (``Lease.loaded``; the memory store's
+# passes read theirs, a look-up)
+LOADING = pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
 
 
 class Counted:
@@ -32,8 +38,8 @@ class Counted:
         signal.set = counting  # type: ignore[method-assign]
 
 
-async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(tmp_path: Path) -> None:
-    app = App("wakes", db=f"sqlite:///{tmp_path / 'w.db'}")
+async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(app_db: str) -> None:
+    app = App("wakes", db=app_db)
 
     @app.function(id="quick", trigger=TriggerEvent("quick/go"))
     async def quick(ctx: Context) -> Any:
@@ -69,10 +75,11 @@ async def test_a_worker_handed_every_new_run_is_not_woken_for_nothing(tmp_path: 
         app.close()
 
 
+@LOADING
 async def test_a_run_an_in_process_send_starts_is_not_read_again_by_its_pass(
-    tmp_path: Path,
+    app_db: str,
 ) -> None:
-    app = App("loaded", db=f"sqlite:///{tmp_path / 'l.db'}")
+    app = App("loaded", db=app_db)
 
     @app.function(id="quick", trigger=TriggerEvent("quick/go"))
     async def quick(ctx: Context) -> Any:
@@ -139,12 +146,13 @@ async def test_a_waker_whose_loop_just_closed_does_not_keep_the_others_asleep(
         app.close()
 
 
+@LOADING
 async def test_a_run_its_worker_leases_when_its_sleep_ends_is_not_read_again_by_its_pass(
-    tmp_path: Path,
+    app_db: str,
 ) -> None:
     """The worker's own lease attempt (a timer due, the run leased by it, not handed by a send)
     reads the runs it leases in its transaction too: the pass after the sleep starts loaded."""
-    app = App("loaded", db=f"sqlite:///{tmp_path / 'l.db'}")
+    app = App("loaded", db=app_db)
 
     @app.function(id="napping", trigger=TriggerEvent("nap/go"))
     async def napping(ctx: Context) -> Any:
