@@ -11,12 +11,15 @@ and the reader the loop keeps for its commit connection read the server's last m
 PostgreSQL server shut down immediately sends a warning, then its reset) and waited on for a
 reply that never came; fixed (``stepline._readers``), and made to happen at will
 (``tests/integration/test_connection_reset.py``, on both loops). The workers stay on asyncio's
-loop all the same: ``stepline dev`` on uvloop failed nine of the Inngest SDK tests (waits and
-invokes never matched; cause not found), and uvloop's ~13 % fewer loop-thread instructions a
-step (callgrind: 329k -> 286k on a 100-step PostgreSQL run) are not worth a default that has
-surprised twice. ``stepline server`` runs on uvloop as uvicorn would. Code that runs an app on
-a loop of its own (``asyncio.run``, a web framework's) keeps that loop;
-``tests/integration/test_both_loops.py`` runs steps on both loops, on every store.
+loop all the same until uvloop has run the crash tests in many more gates: they passed 12 of 12
+runs by hand on uvloop with the fix, under load, and every Inngest SDK test passes with
+``stepline dev`` and the workers on uvloop (``STEPLINE_LOOP=uvloop``; nine failed when uvloop
+first became the default, most likely through the driver's HTTP client, fixed since), but
+uvloop's ~13 % fewer loop-thread instructions a step (callgrind: 329k -> 286k on a 100-step
+PostgreSQL run) are not worth a default that has surprised twice. ``stepline server`` runs on
+uvloop as uvicorn would. Code that runs an app on a loop of its own (``asyncio.run``, a web
+framework's) keeps that loop; ``tests/integration/test_both_loops.py`` runs steps on both
+loops, on every store.
 """
 
 from __future__ import annotations
