@@ -12,11 +12,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _polling import until
 
+import pgtest
 from stepline import App, Context, Event, TriggerEvent
 from stepline.engine.worker import Worker
-from stepline.store import SQLiteStore
 from stepline.testing import MockClock
 
 TTL = 0.3  # virtual seconds; worker a heartbeats every TTL / 3 real seconds
@@ -29,10 +30,13 @@ def looks(worker: Worker, target: int) -> bool:
     return worker.loops >= target
 
 
-async def test_a_long_step_during_a_graceful_stop_is_not_run_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)  # real time: 1.7 s
+async def test_a_long_step_during_a_graceful_stop_is_not_run_again(
+    store_kind: str, tmp_path: Path
+) -> None:
     clock = MockClock(autojump=False)
     app = App("stop")
-    app.attach(SQLiteStore(tmp_path / "stop.db", synchronous="NORMAL"), clock)
+    app.attach(pgtest.opened_store(store_kind, tmp_path / "stop.db"), clock)
     runs = {"slow": 0}
     started = asyncio.Event()
     release = asyncio.Event()

@@ -20,16 +20,16 @@ from typing import Any
 import pytest
 from _polling import until
 
+import pgtest
 from stepline import App, Context, Event, TriggerEvent
-from stepline.store import SQLiteStore
 from stepline.testing import MockClock
 
 
 async def test_a_heartbeat_of_a_pass_that_committed_its_end_leaves_it_to_unwind(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    store_kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = App("unwinding")
-    app.attach(SQLiteStore(tmp_path / "s.db", synchronous="NORMAL"), MockClock(autojump=False))
+    app.attach(pgtest.opened_store(store_kind, tmp_path / "s.db"), MockClock(autojump=False))
     unwinding, release = asyncio.Event(), asyncio.Event()
 
     @app.function(id="waiter", trigger=TriggerEvent("go"))

@@ -5,9 +5,9 @@ before it."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
+import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
@@ -16,8 +16,9 @@ from stepline.store import MemoryStore
 from stepline.testing import MockClock
 
 
-async def test_a_timer_leased_ahead_never_resumes_before_its_due_time(tmp_path: Path) -> None:
-    app = App("timers", db=f"sqlite:///{tmp_path / 't.db'}")
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
+async def test_a_timer_leased_ahead_never_resumes_before_its_due_time(app_db: str) -> None:
+    app = App("timers", db=app_db)
     resumed: dict[int, float] = {}
 
     @app.function(id="nap", trigger=TriggerEvent("nap/go"))

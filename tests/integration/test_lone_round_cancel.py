@@ -11,12 +11,15 @@ a body that waits is now the pass's round's from its first wait on, in a task of
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
+import pytest
 from _polling import until
 
 from stepline import App, Context, Event, TriggerEvent
+
+# the pass's commits go through the writer (SQLite) or on the loop (PostgreSQL)
+BOTH = pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
 
 
 def _impatient(app: App, body: list[str], **options: Any) -> None:
@@ -45,9 +48,10 @@ async def _run_to_its_end(app: App) -> Any:
     return await until("the run to end", ended, timeout=40)
 
 
-async def test_a_timeout_around_a_step_is_no_engine_failure(tmp_path: Path) -> None:
+@BOTH
+async def test_a_timeout_around_a_step_is_no_engine_failure(app_db: str) -> None:
     """R3: failed on 7415e04 with the run FAILED: InvalidStateError('invalid state')."""
-    app = App("timeout-engine", db=str(tmp_path / "s.db"))
+    app = App("timeout-engine", db=app_db)
     _impatient(app, [], retries=0)
     try:
         async with app.worker(worker_id="w", poll_interval=0.05):
@@ -59,9 +63,10 @@ async def test_a_timeout_around_a_step_is_no_engine_failure(tmp_path: Path) -> N
         app.close()
 
 
-async def test_a_timeout_around_a_step_does_not_cancel_the_steps_body(tmp_path: Path) -> None:
+@BOTH
+async def test_a_timeout_around_a_step_does_not_cancel_the_steps_body(app_db: str) -> None:
     """R4: failed on c79c1ba (body ['started'], no 'slow' step)."""
-    app = App("timeout-body", db=str(tmp_path / "s.db"))
+    app = App("timeout-body", db=app_db)
     body: list[str] = []
     _impatient(app, body)
     try:

@@ -7,7 +7,6 @@ behind it. A pass's own commits stay ordered."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,9 @@ from stepline import App, Context, Event, TriggerEvent
 from stepline.engine.writer import BatchWriter
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
 async def test_the_workers_lease_and_heartbeat_jobs_are_unordered_and_pass_commits_not(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     submitted: list[tuple[str, bool]] = []
     submit = BatchWriter.submit
@@ -28,7 +28,7 @@ async def test_the_workers_lease_and_heartbeat_jobs_are_unordered_and_pass_commi
         return submit(self, job, *args, **kwargs)
 
     monkeypatch.setattr(BatchWriter, "submit", recorded)
-    app = App("unordered", db=f"sqlite:///{tmp_path / 's.db'}")
+    app = App("unordered", db=app_db)
 
     @app.function(id="steps", trigger=TriggerEvent("go"))
     async def steps(ctx: Context) -> int:

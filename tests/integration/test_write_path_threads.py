@@ -1,11 +1,12 @@
 """The write path across event loops and threads: senders in several loops and threads at once,
-while a worker runs in another loop, each get their own committed result (issue 6 item 3)."""
+while a worker runs in another loop, each get their own committed result (issue 6 item 3), on
+SQLite and PostgreSQL (whose passes commit on their loop: tests/unit/test_writer_loop.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,8 +20,9 @@ PER_SENDER = 20
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
 async def test_senders_in_several_loops_and_threads_while_a_worker_runs(
-    app: App, tmp_path: Path
+    app: App, make_engine: Callable[..., TestEngine]
 ) -> None:
     # issue 6 item 3: a job sent from one loop while the writer drained on another hung (its
     # future was resolved from the wrong thread) or was dropped between the slice and the delete
@@ -30,7 +32,7 @@ async def test_senders_in_several_loops_and_threads_while_a_worker_runs(
     async def echo(ctx: Context) -> Any:
         return await ctx.step.run("echo", lambda: ctx.event.data["n"])
 
-    async with TestEngine(app, store="sqlite", path=tmp_path / "threads.db") as t:
+    async with make_engine() as t:
         sent: list[list[str]] = []
         errors: list[BaseException] = []
         lock = threading.Lock()
