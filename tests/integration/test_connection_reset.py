@@ -22,12 +22,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import psycopg_pool
 import pytest
 import uvloop
 
 from stepline import App, Context, Event, TriggerEvent
 from stepline.store.postgres._kept import LoopConnections
+from stepline.store.postgres.wakeups import WakeupListener
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -284,3 +286,49 @@ def test_a_kept_connection_reset_while_busy_between_round_trips_resumes_its_next
         pool.close()
         proxy.close()
     assert ready == 1, "the wait after the reset was never resumed"
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_the_wakeup_listener_read_in_a_loop_hears_again_after_its_connection_is_reset(
+    loop_name: str, pg_url: str
+) -> None:
+    """The wake-up listener's connection, read in the worker's loop (a reader registered for
+    good), gets the server's last message and then a reset: the loop gives it back, the
+    listener's thread connects again and a notification sent after that wakes the loop, on
+    both loops. (Here the first read after the reset already raised: this did not fail on
+    uvloop without ``_readers.keep_reading`` in the listener, as the kept connection's test
+    did; the listener keeps its reader for good as that connection does.)"""
+    parts = urlsplit(pg_url)
+    proxy = ResettingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    woken: list[tuple[tuple[str, str], ...]] = []
+
+    async def until(what: str, check: Callable[[], bool]) -> None:
+        for _ in range(1000):  # 10 s
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> None:
+        listener = WakeupListener(proxy.url(pg_url), lambda named: woken.append(tuple(named)))
+        listener.start()  # in the running loop: read there
+        try:
+            await until("the connection read in the loop", lambda: listener._reading is not None)
+            first = listener._handed
+            await asyncio.to_thread(proxy.reset, NOTICE)
+            await until(
+                "the listener connected again and read in the loop",
+                lambda: listener._reading is not None and listener._handed is not first,
+            )
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_notify('stepline', %s)", ('[["fn","after"]]',))
+            await until("a wake-up after the reset", lambda: (("fn", "after"),) in woken)
+        finally:
+            listener.stop()
+
+    try:
+        with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
+            runner.run(scenario())
+    finally:
+        proxy.close()
+    assert proxy.resets >= 1
