@@ -215,16 +215,17 @@ def test_a_commit_whose_connection_is_reset_fails_and_the_run_completes(
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)  # the held commit's reply is awaited: reset under it
             await asyncio.to_thread(proxy.reset, last_words)
-            runs = []
-            while not runs:
-                runs = await app.runs(event_id=event_id)
-                await asyncio.sleep(0.05)
-            done = await app.wait_for_run(runs[0].run_id, timeout=30)
+            async with asyncio.timeout(30):  # a worker waiting forever fails the test here
+                runs = []
+                while not runs:
+                    runs = await app.runs(event_id=event_id)
+                    await asyncio.sleep(0.05)
+                done = await app.wait_for_run(runs[0].run_id, timeout=30)
             return done, type(asyncio.get_running_loop()).__module__
         finally:
             worker.stop()
-            try:
-                await asyncio.wait_for(task, 10)
+            try:  # (not wait_for: it would wait on for a worker that never ends)
+                await asyncio.wait({task}, timeout=10)
             finally:
                 app.close()
 
