@@ -140,7 +140,8 @@ async def test_a_failed_flush_leaves_the_send_unknown_and_its_pass_runs(pg_url: 
                         pid
                         for (pid,) in admin.execute(
                             "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
-                            "'Lock' AND query LIKE '%%wal_flushes%%'"
+                            "'Lock' AND query LIKE '%%wal_flushes%%' AND datname = "
+                            "current_database()"  # never another test process's database
                         )
                     ]
 
