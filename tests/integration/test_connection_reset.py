@@ -27,7 +27,7 @@ import psycopg_pool
 import pytest
 import uvloop
 
-from stepline import App, Context, Event, TriggerEvent
+from stepline import App, Context, Event, TriggerEvent, _readers
 from stepline.store.postgres._kept import LoopConnections
 from stepline.store.postgres.wakeups import WakeupListener
 
@@ -211,9 +211,10 @@ def test_a_commit_whose_connection_is_reset_fails_and_the_run_completes(
         task = asyncio.create_task(worker.run())
         try:
             [event_id] = await app.send_async(Event("go"))
+            # the held commit sent (its reply awaited, or about to be): reset under it (either
+            # way a reader on uvloop was dropped without _readers)
             while proxy.held_bytes == 0 or ran.get(f"s{HELD_STEP}", 0) == 0:
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)  # the held commit's reply is awaited: reset under it
             await asyncio.to_thread(proxy.reset, last_words)
             async with asyncio.timeout(30):  # a worker waiting forever fails the test here
                 runs = []
@@ -267,7 +268,12 @@ def test_a_kept_connection_reset_while_busy_between_round_trips_resumes_its_next
         assert kept is not None and kept.busy
         try:
             await asyncio.to_thread(proxy.reset)
-            await asyncio.sleep(0.2)  # loop turns: the reset seen while the kept one is not armed
+            # the reset seen by the socket, then loop turns: the loop's reader told of it while
+            # the kept one is not armed
+            while not _readers.ended(kept._poller):
+                await asyncio.sleep(0.01)
+            for _ in range(5):
+                await asyncio.sleep(0)
             resumed: asyncio.Future[int] = loop.create_future()
             kept.arm(lambda ready: resumed.done() or resumed.set_result(ready))
             try:
