@@ -273,6 +273,8 @@ class PassExecutor(RoundRecorder, PassEndings):
             raise  # not the run's failure: another pass owns it, or the store will recover
         except Exception as exc:  # before the function started (timeouts, expired waits)
             await self._fail_attempt(exc)
+        finally:
+            del self.ctx
 
     async def _execute(self) -> None:
         reason = self._timed_out(at_start=True)

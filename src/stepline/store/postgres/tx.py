@@ -127,15 +127,17 @@ class PostgresTx:
     def _triggers(self) -> CatalogView:
         """The trigger catalog as this transaction sees it (made at its first use: most
         transactions, a step's commit, never look)."""
+        s = self._s  # (not self: no cycle through the transaction, freed when it ends)
         return (self._catalog or TriggerCatalog()).view(
-            lambda: int(self._s.run(q.CATALOG_VERSION).fetchall()[0][0]),
-            lambda: [TriggerRow(*r) for r in self._s.run(q.CATALOG_ROWS)],
+            lambda: int(s.run(q.CATALOG_VERSION).fetchall()[0][0]),
+            lambda: [TriggerRow(*r) for r in s.run(q.CATALOG_ROWS)],
         )
 
     @functools.cached_property
     def _index(self) -> IndexPaths:
         """The index paths this transaction read or wrote (made at its first use)."""
-        return IndexPaths(lambda query, p: self._s.run(query, p).fetchall(), self._s.write)
+        s = self._s  # (not self: see _triggers)
+        return IndexPaths(lambda query, p: s.run(query, p).fetchall(), s.write)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _savepoint(self, durable: bool = True) -> AbstractContextManager[Statements]:
