@@ -232,11 +232,45 @@ def test_a_text_with_positional_parameters_converts_as_psycopg_converts_it(pg_ur
             )
 
 
+def test_named_parameters_and_none_convert_as_psycopg_converts_them(pg_url: str) -> None:
+    """``_convert`` of a ``dict`` of named parameters (each name dumped once, in the order of
+    its first placeholder) and of no parameters (the text as is, ``%%`` kept): the same bytes,
+    parameters, types and formats as ``PostgresQuery``."""
+    with _connect(pg_url) as conn:
+        transformer, _ = _converted(conn, [])
+        cases: list[tuple[str, Any]] = [
+            (INSERT_NAMED, {"id": 4, "name": "d"}),
+            (INSERT_NAMED, {"name": None, "id": 5, "unused": 1.5}),
+            (
+                "SELECT %(a)s::int + %(b)s::int + %(a)s::int, %(t)b::bytea",
+                {"a": 1, "b": 2, "t": b"x"},
+            ),
+            ("SELECT 1", None),
+            ("SELECT 5 %% 3, '%(a)s'", None),
+        ]
+        for query, params in cases * 2:  # the second time from the shape kept
+            ours = _convert(transformer, query, params)
+            psycopgs = PostgresQuery(transformer)
+            psycopgs.convert(query, params)
+            assert isinstance(ours, _Query)
+            assert (ours.query, ours.params and list(ours.params), ours.types, ours.formats) == (
+                psycopgs.query,
+                psycopgs.params and list(psycopgs.params),
+                psycopgs.types,
+                psycopgs.formats,
+            )
+        found = send_all(
+            conn, [("SELECT %(a)s::int * 10 + %(b)s::int, %(a)s::int", {"a": 4, "b": 2})]
+        )
+        assert found == [[(42, 4)]]
+
+
 def test_other_parameters_are_psycopgs_conversion_and_raise_as_it_does(pg_url: str) -> None:
     with _connect(pg_url) as conn:
         transformer, _ = _converted(conn, [])
-        named = _convert(transformer, INSERT_NAMED, {"id": 4, "name": "d"})
-        assert isinstance(named, PostgresQuery)
-        assert isinstance(_convert(transformer, "SELECT 1", None), PostgresQuery)
         with pytest.raises(psycopg.ProgrammingError):  # a parameter too few: psycopg's error
             _convert(transformer, INSERT, (1, "a", 1.5))
+        with pytest.raises(psycopg.ProgrammingError):  # a name missing: psycopg's error
+            _convert(transformer, INSERT_NAMED, {"id": 1})
+        with pytest.raises(TypeError):  # positional placeholders given names: psycopg's error
+            _convert(transformer, INSERT, {"id": 1})
