@@ -17,6 +17,7 @@ import fcntl
 import glob
 import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,3 +241,32 @@ def start_again(cluster: Cluster) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def freeze(cluster: Cluster) -> list[int]:
+    """Stop (SIGSTOP) every process of the cluster, its postmaster first (it forks no new
+    backend then): the server answers nothing while its machine's kernel still acknowledges
+    what clients send (a frozen server, a storage stall). Returns their ids, for ``thaw``."""
+    postmaster = int(Path(cluster.data, "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGSTOP)
+    stopped = [postmaster]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:  # its parent's id
+            os.kill(int(entry), signal.SIGSTOP)
+            stopped.append(int(entry))
+    return stopped
+
+
+def thaw(stopped: list[int]) -> None:
+    """Continue (SIGCONT) the processes ``freeze`` stopped, its postmaster last."""
+    for pid in reversed(stopped):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass

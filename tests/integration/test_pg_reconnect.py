@@ -1,24 +1,31 @@
 """PostgreSQL going away and coming back (issue 8, "Reconnects"), on a cluster of the test's own:
 calls during an outage raise ``StoreUnavailable`` (never hang, never a raw psycopg error), the
-first call once the server is back succeeds, however long the outage lasted, and a connection
-the server drops is replaced without the caller seeing it."""
+first call once the server is back succeeds, however long the outage lasted, a connection the
+server drops is replaced without the caller seeing it, and a server that stops answering (its
+processes stopped) fails the calls waiting on it within the store's ``answer_timeout``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import uvloop
+from _held_step import HeldStep, run_through
 
 import pgtest
-from pgcluster import restart_cluster, start_again, stop_cluster
+from pgcluster import freeze, restart_cluster, start_again, stop_cluster, thaw
 from stepline import App, Event, StoreUnavailable
 from stepline.store.postgres import PostgresStore
 from stepline.store.records import EventFilter
@@ -212,3 +219,109 @@ def test_a_crash_of_one_backend_does_not_hand_a_live_workers_leases_to_another()
         finally:
             first.close()
             second.close()
+
+
+# a frozen server: its seconds to answer (the URL's answer_timeout), and how long a test waits
+# for a call the server never answers before it says the call hangs (real time, generous)
+ANSWER_TIMEOUT = 2
+HANG = 45.0
+
+
+@pytest.mark.timeout(240)
+def test_send_to_a_frozen_server_raises_store_unavailable_and_a_retry_stores_once() -> None:
+    """The server's processes stop (SIGSTOP: as a storage stall, the machine up, its kernel
+    acknowledging what the sender writes and its keepalive probes, so neither
+    ``tcp_user_timeout`` nor the keepalives fire): ``send`` waited as long as the server did
+    (30 s measured, for ever if it never answers). It raises ``StoreUnavailable`` saying the
+    server did not answer within the URL's ``answer_timeout``, and the sender's retry once the
+    server answers again stores the event once (the first send's commit, sent before the cut,
+    may still commit when the server resumes: the retry is then a duplicate)."""
+    with pgtest.private_cluster(durable=False) as cluster:
+        url = pgtest.migrated_database(cluster)
+        url += f"?connect_timeout=2&answer_timeout={ANSWER_TIMEOUT}"
+        app = App("frozen", db=url)
+        stopped: list[int] = []
+        outcome: dict[str, Any] = {}
+        event = Event("during/freeze", id="sent-once")
+
+        def send() -> None:
+            began = time.monotonic()
+            try:
+                app.send(event)
+                outcome["sent"] = True
+            except StoreUnavailable as exc:
+                outcome["error"] = str(exc)
+            outcome["seconds"] = round(time.monotonic() - began, 1)
+
+        try:
+            app.send(Event("before/freeze"))  # the pools' connections are open and idle
+            stopped = freeze(cluster)
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            sender.join(HANG)
+            blocked = sender.is_alive()
+            thaw(stopped)
+            stopped = []
+            sender.join(HANG)
+            assert not blocked, f"send still waiting after {HANG} s of a frozen server"
+            assert f"did not answer within {ANSWER_TIMEOUT} s" in outcome["error"], outcome
+            app.send(event)  # the sender's retry
+            stored = app.engine.store.list_events(EventFilter(name="during/freeze"))
+            assert sum(1 for s in stored if not s.duplicate) == 1, stored
+        finally:
+            thaw(stopped)
+            app.close()
+
+
+WORKER_STEPS = 5
+FROZEN_STEP = 2  # the step whose commit goes to a frozen server
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_worker_whose_server_freezes_under_a_commit_backs_off_and_the_run_completes(
+    loop_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's processes stop as a step's commit goes out: that commit waited for the
+    server, as long as it was stopped. It fails within ``answer_timeout`` (its outcome unknown:
+    the pass ends, ``StoreUnavailable``), the worker backs off, and once the server answers
+    again the run completes: the steps committed before ran once, the one whose commit was cut
+    at most twice (its commit may have landed when the server resumed, or not), the rest once."""
+    caplog.set_level(logging.DEBUG, logger="stepline.worker")
+    stopped: list[int] = []
+
+    with pgtest.private_cluster(durable=False) as cluster:
+        url = pgtest.migrated_database(cluster)
+        url += f"?connect_timeout=2&answer_timeout={ANSWER_TIMEOUT}"
+        # the held step's commit goes to a frozen server
+        run = HeldStep(WORKER_STEPS, FROZEN_STEP, lambda: stopped.extend(freeze(cluster)))
+
+        async def frozen() -> None:
+            try:
+                async with asyncio.timeout(HANG):  # a commit waiting for the server fails here
+                    while not _pass_ended(caplog):
+                        await asyncio.sleep(0.05)  # real time: a poll, under the bound
+            finally:
+                thaw(stopped)
+
+        async def scenario() -> Any:
+            app = App("frozen-worker", db=url)
+            run.add_to(app)
+            return await run_through(app, frozen, HANG, lease_ttl=3.0)
+
+        try:
+            loops = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+            with asyncio.Runner(loop_factory=loops[loop_name]) as runner:
+                done = runner.run(scenario())
+        finally:
+            thaw(stopped)
+    assert done.status == "COMPLETED"
+    assert any(
+        f"did not answer within {ANSWER_TIMEOUT} s" in r.getMessage() for r in caplog.records
+    )
+    run.check_ran(done.output)
+
+
+def _pass_ended(caplog: pytest.LogCaptureFixture) -> bool:
+    """Whether the worker said a pass ended on the store being unavailable."""
+    return any("pass ended, the store is unavailable" in r.getMessage() for r in caplog.records)

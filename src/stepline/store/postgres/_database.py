@@ -13,6 +13,7 @@ import psycopg_pool
 
 from stepline._urls import shown_url
 from stepline.errors import ConfigError, StoreError, StoreRefusedValue, StoreUnavailable
+from stepline.store.postgres import _answers
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres.schema import MIGRATIONS
 
@@ -69,10 +70,18 @@ def pool(
     *,
     checked: bool = False,
     configure: Callable[[psycopg.Connection[Any]], None] | None = None,
+    answer_within: float | None = None,
 ) -> psycopg_pool.ConnectionPool[Any]:
     """A pool of autocommit connections, opened on first use; ``checked``: each connection is
     checked (a round trip) before it is handed out; ``configure``: called with each new
-    connection before the pool hands it out."""
+    connection before the pool hands it out; ``answer_within``: the seconds after which a
+    round trip the server has not answered is cut (``_answers``; None: never)."""
+
+    def configured(conn: psycopg.Connection[Any]) -> None:
+        _answers.watch(conn, answer_within)  # before configure's own round trips
+        if configure is not None:
+            configure(conn)
+
     return _Pool(
         url,
         min_size=1 if checked else 0,
@@ -90,7 +99,8 @@ def pool(
         # default, an outage of a few minutes left calls failing for minutes after it)
         reconnect_timeout=timeout / 2,
         check=psycopg_pool.ConnectionPool.check_connection if checked else None,
-        configure=configure,
+        configure=configured,
+        connection_class=_answers.Connection,
         open=False,
         name=name,
     )
@@ -224,10 +234,12 @@ def migrate(conn: psycopg.Connection[Any], label: str) -> None:
     of this store preparing its statements, another process opening the database), and the
     server ends one of the two; rolled back whole, it is tried again at once. Raises
     ``ConfigError`` for a database that holds another application's tables or that a newer
-    Stepline made."""
+    Stepline made. Without a deadline on the server's answers (``_answers.lifted``): a
+    migration waits for another's lock, and builds indexes on tables of any size."""
     for attempt in range(1, MIGRATE_ATTEMPTS + 1):
         try:
-            _migrate_once(conn, label)
+            with _answers.lifted(conn):
+                _migrate_once(conn, label)
             return
         except psycopg.Error as exc:
             if attempt == MIGRATE_ATTEMPTS or not conflicted(exc):

@@ -47,6 +47,7 @@ from psycopg.adapt import Transformer
 from psycopg.waiting import Ready, Wait
 
 from stepline._driven import SocketWait, Watch, driving
+from stepline.store.postgres._answers import unanswered
 from stepline.store.postgres._database import forget_dropped
 
 T = TypeVar("T")
@@ -139,6 +140,7 @@ async def send_all_async(
     prepare = [query in AT_ONCE for query, _ in statements] if AT_ONCE else None
     if not conn.lock.acquire(blocking=False):  # a connection of the caller's alone: never
         raise psycopg.InterfaceError("the connection is in use by another thread")
+    conn.asked = converted  # type: ignore[attr-defined]  # this round trip's (_answers)
     try:
         _check_open(conn)
         socket = conn.pgconn.socket
@@ -153,7 +155,13 @@ async def send_all_async(
         rows, failed = _rows(conn, transformer, sent, results)
         if failed is None and conn._prepared._to_flush:
             await _drive(conn._prepared.maintain_gen(conn), socket, watch)
+    except psycopg.OperationalError as exc:
+        said = unanswered(conn, exc)  # the watchdog's cut, said as such
+        if said is exc:
+            raise
+        raise said from exc
     finally:
+        conn.asked = None  # type: ignore[attr-defined]
         conn.lock.release()
     if failed is not None:
         forget_dropped(conn, failed)  # whoever catches it: see the module

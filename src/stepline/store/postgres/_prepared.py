@@ -48,6 +48,7 @@ from psycopg.waiting import Ready, Wait
 
 from stepline._driven import SocketWait, Watch, driving
 from stepline.store.postgres import _pipeline
+from stepline.store.postgres._answers import unanswered
 from stepline.store.postgres._kept import Kept
 from stepline.store.postgres._outcomes import _maybe_committed_when_interrupted
 from stepline.store.postgres._statements import Statements
@@ -167,15 +168,20 @@ async def _outcome(
     under the outcome rules (see the module): raises its error, ``statements`` told."""
     conn = statements.conn
     statements.round_trips += 1
+    conn.asked = sending  # type: ignore[attr-defined]  # this round trip's (_answers)
     try:
         failed = await sending
     except psycopg.Error as exc:
         _failed(statements, exc)
-        raise
+        said = unanswered(conn, exc)  # the watchdog's cut, said as such
+        if said is exc:
+            raise
+        raise said from exc
     except BaseException:  # cancelled during the round trip: the reply is lost
         statements.maybe_committed = _maybe_committed_when_interrupted(conn)
         raise
     finally:
+        conn.asked = None  # type: ignore[attr-defined]
         conn.lock.release()
     if failed is not None:
         _failed(statements, failed)

@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 
+from stepline.store.postgres import _answers
 from stepline.store.postgres import queries as q
 from stepline.store.postgres._database import CLIENT_ENCODING
 
@@ -47,7 +48,8 @@ class TakeGates:
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self._url = url
-        self._options = dict(options or {})  # libpq's, beside the URL's (link_options)
+        # libpq's, beside the URL's (link_options), and its deadline (_answers.connect)
+        self._options = dict(options or {})
         self._lock = threading.Lock()  # guards _asked, _thread and _stopped
         self._asked: set[int] = set()  # buckets whose gates were asked closed, not open
         self._thread: ThreadPoolExecutor | None = None
@@ -144,7 +146,7 @@ class TakeGates:
             self._drop()
             conn = None
         if conn is None:
-            self._conn = conn = psycopg.connect(
+            self._conn = conn = _answers.connect(
                 self._url,
                 autocommit=True,
                 connect_timeout=5,

@@ -38,6 +38,7 @@ from typing import Any
 
 import psycopg
 
+from stepline.store.postgres import _answers
 from stepline.store.postgres._database import CLIENT_ENCODING
 from stepline.store.postgres._lease_queries import PRESENCE_EPOCH
 
@@ -53,7 +54,8 @@ class Presence:
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self._url = url
-        self._options = dict(options or {})  # libpq's, beside the URL's (link_options)
+        # libpq's, beside the URL's (link_options), and its deadline (_answers.connect)
+        self._options = dict(options or {})
         self._conn: psycopg.Connection[Any] | None = None
         self._held: set[str] = set()
         self._prefix = ""  # PRESENCE_EPOCH when this connection took its locks
@@ -105,7 +107,7 @@ class Presence:
         if conn is not None and not conn.closed and not _readable(conn):
             return conn  # an idle session receives nothing while it lives
         self._drop()  # closed, ended by the server, or told something: start again
-        self._conn = conn = psycopg.connect(
+        self._conn = conn = _answers.connect(
             self._url,
             autocommit=True,
             connect_timeout=5,

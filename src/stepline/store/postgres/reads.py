@@ -23,7 +23,7 @@ from stepline.serde import loads
 from stepline.store import _rows as shapes
 from stepline.store._catalog import app_records
 from stepline.store._clauses import match_sql
-from stepline.store.postgres import _database, _pipeline, _rows, _search
+from stepline.store.postgres import _answers, _database, _pipeline, _rows, _search
 from stepline.store.postgres import _lease_queries as lq
 from stepline.store.postgres import _read_queries as rq
 from stepline.store.postgres import _upkeep_queries as uq
@@ -83,9 +83,17 @@ class PostgresReads:
     """The connections to one PostgreSQL database, and the Store's reads on them
     (``PostgresStore`` adds the writes)."""
 
-    def __init__(self, url: str, max_connections: int, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_connections: int,
+        connect_timeout: float,
+        answer_timeout: float | None = None,
+    ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        # a round trip the server has not answered within it is cut (``_answers``; None: never)
+        self.answer_timeout = answer_timeout
         # each new connection prepares the lease by name and the hand-off (prepare_statements)
         self._pool = _database.pool(
             url,
@@ -94,11 +102,17 @@ class PostgresReads:
             "stepline",
             checked=True,
             configure=_configure,
+            answer_within=answer_timeout,
         )
         # the worker's hot reads (load_run, next_due_at): connections not checked before use (a
         # round trip less); a read that finds its connection broken is made again (_read)
         self._read_pool = _database.pool(
-            url, max_connections, connect_timeout, "stepline-read", configure=_configure
+            url,
+            max_connections,
+            connect_timeout,
+            "stepline-read",
+            configure=_configure,
+            answer_within=answer_timeout,
         )
         self._opened = False
 
@@ -138,8 +152,8 @@ class PostgresReads:
                         return [conn.execute(*statements[0]).fetchall()]
                     # one write of our own pipeline (AT_ONCE's texts prepared at once)
                     return [rows or [] for rows in _pipeline.send_all(conn, statements)]
-            except psycopg.OperationalError:
-                if attempt == 2:
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or _answers.cut(exc):  # (a server that did not answer: once)
                     raise
                 self._read_pool.check()  # the other idle ones may be broken too: replaced
         raise AssertionError("unreachable")

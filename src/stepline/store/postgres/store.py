@@ -19,7 +19,9 @@ Errors: a lost connection, a server shutting down, a deadlock or serialization f
 disk or too many connections are ``StoreUnavailable`` (workers back off and reconnect; the pool
 replaces broken connections); any other database error is a ``StoreError`` naming the database.
 While the server is down a call waits at most ``connect_timeout`` for a connection, then raises
-``StoreUnavailable``; the first call once it is back is served.
+``StoreUnavailable``; the first call once it is back is served. A round trip the server does not
+answer within ``answer_timeout`` (a server whose processes stopped, a storage stall) has its
+connection cut and raises ``StoreUnavailable`` too (``_answers``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
+from urllib.parse import unquote
 
 import psycopg
 import psycopg_pool
@@ -39,9 +42,10 @@ from stepline.errors import ConfigError, StoreUnavailable
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
 from stepline.store.interface import Conflict, Replay, WouldBlock
-from stepline.store.postgres import _alone, _copy, _database, _pipeline
+from stepline.store.postgres import _alone, _answers, _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres._alone import commit_steps, owner_of_lone_steps
+from stepline.store.postgres._answers import DEFAULT_ANSWER_TIMEOUT
 from stepline.store.postgres._handoffs import HandOffs
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
@@ -123,8 +127,52 @@ def _connect_timeout(given: str | int | None, url: str) -> float:
     return seconds if seconds > 0 else DEFAULT_CONNECT_TIMEOUT
 
 
+ANSWER_TIMEOUT = "answer_timeout"  # Stepline's own parameter of a URL (libpq refuses it)
+
+
+def _answer_timeout(url: str) -> tuple[str, str | None]:
+    """(``url`` without its ``answer_timeout`` query parameter, which libpq would refuse; that
+    parameter's value, None when it has none). The other parameters are left as written."""
+    if "://" not in url:  # a key=value connection string: libpq's keywords only
+        return url, None
+    base, mark, query = url.partition("?")
+    query, hash_, fragment = query.partition("#")
+    given: str | None = None
+    kept = []
+    for part in query.split("&") if mark else []:
+        name, _, value = part.partition("=")
+        if unquote(name) == ANSWER_TIMEOUT:
+            given = unquote(value)
+        elif part:
+            kept.append(part)
+    if given is None:
+        return url, None
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, given
+
+
+def _answer_seconds(given: str | float | None, url: str) -> float | None:
+    """The seconds within which the server must answer a round trip (``_answers``): the
+    URL's ``answer_timeout`` (or the store's argument); none: ``DEFAULT_ANSWER_TIMEOUT``; 0
+    or less: None, no deadline. ``ConfigError`` for one that is not a number."""
+    if given is None:
+        return DEFAULT_ANSWER_TIMEOUT
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if math.isnan(seconds) or seconds == math.inf:
+        raise ConfigError(
+            f"invalid PostgreSQL URL {shown_url(url)!r}: {ANSWER_TIMEOUT} must be a number of "
+            f"seconds (0: no deadline), got {given!r}"
+        )
+    return seconds if seconds > 0 else None
+
+
 class PostgresStore(PostgresReads):
-    """A Store in a PostgreSQL database (``url``: ``postgresql://user@host:port/dbname``)."""
+    """A Store in a PostgreSQL database (``url``: ``postgresql://user@host:port/dbname``;
+    ``answer_timeout``: the seconds within which the server must answer each round trip, else
+    the connection is cut and the call raises ``StoreUnavailable``; 0: no deadline; None: the
+    URL's ``answer_timeout``, else ``DEFAULT_ANSWER_TIMEOUT``)."""
 
     def __init__(
         self,
@@ -133,8 +181,11 @@ class PostgresStore(PostgresReads):
         max_connections: int = 10,
         max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
         connect_timeout: float | None = None,
+        answer_timeout: float | None = None,
     ) -> None:
         self.max_clock_skew = max_clock_skew
+        url, in_url = _answer_timeout(url)
+        answer_within = _answer_seconds(in_url if answer_timeout is None else answer_timeout, url)
         if connect_timeout is None:  # the URL's own connect_timeout, else 10 s
             try:
                 given = psycopg.conninfo.conninfo_to_dict(url).get("connect_timeout")
@@ -142,9 +193,13 @@ class PostgresStore(PostgresReads):
                 reason = str(exc).replace(url, shown_url(url))  # psycopg quotes it whole
                 raise ConfigError(f"invalid PostgreSQL URL: {reason}") from None
             connect_timeout = _connect_timeout(given, url)
-        super().__init__(url, max_connections, connect_timeout)
-        # the connections of its own (not the pools') end on a silent link too
-        self._links = _database.link_options(url, connect_timeout)
+        super().__init__(url, max_connections, connect_timeout, answer_within)
+        # the connections of its own (not the pools') end on a silent link too, and on a
+        # server that does not answer (_answers.connect)
+        self._links = {
+            **_database.link_options(url, connect_timeout),
+            _answers.ANSWER_WITHIN: answer_within,
+        }
         self._presence = Presence(url, self._links)  # its workers shown alive (presence.py)
         self._gates = TakeGates(url, self._links)  # the gates its refused takes closed
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
@@ -201,7 +256,7 @@ class PostgresStore(PostgresReads):
         migrate status``) that cannot connect says why at once, where a pool tries again
         until its ``connect_timeout`` passes."""
         try:
-            with psycopg.connect(
+            with _answers.connect(
                 self.url,
                 autocommit=True,
                 connect_timeout=max(1, int(self.connect_timeout)),
@@ -306,10 +361,11 @@ class PostgresStore(PostgresReads):
                 raise StoreUnavailable(
                     f"the commit's outcome is unknown: {exc}", self.label
                 ) from exc
-            if statements is not None and statements.stale:
+            if statements is not None and statements.stale and not _answers.cut(exc):
                 # its first round trip failed: nothing of it committed; made again carefully,
                 # on a checked connection (the pool drops the broken one, and its other idle
-                # ones are checked: a restarted server ended them all)
+                # ones are checked: a restarted server ended them all). Not when the server
+                # did not answer it: it would wait for that server again, on each of them
                 self._read_pool.check()
                 raise Replay(f"the connection had ended: {exc}") from exc
             if isinstance(exc, psycopg.Error) and exc.sqlstate and exc.sqlstate[:2] != "08":
@@ -466,7 +522,8 @@ class PostgresStore(PostgresReads):
                     f"the commit's outcome is unknown: {exc}", self.label
                 ) from exc
             refused = isinstance(exc, psycopg.DataError)  # by psycopg too, before sending it
-            if statements.stale or refused or (exc.sqlstate and exc.sqlstate[:2] != "08"):
+            stale = statements.stale and not _answers.cut(exc)  # (as optimistic_transaction)
+            if stale or refused or (exc.sqlstate and exc.sqlstate[:2] != "08"):
                 raise Replay(str(exc)) from exc  # nothing of it committed
             raise self._translated(exc) from exc
         # a job's own exception (Spoiled: one it caught)
@@ -592,24 +649,26 @@ class PostgresStore(PostgresReads):
 
     @contextmanager
     def snapshot(self) -> Iterator[_copy.PostgresSnapshot]:
-        """A consistent read of the whole database (one REPEATABLE READ transaction)."""
+        """A consistent read of the whole database (one REPEATABLE READ transaction). The copy's
+        reads and writes of whole tables go without a deadline on the server's answers
+        (``_answers.lifted``): a count or a batch of a large table may take long."""
         try:
-            with self._snapshot() as conn:
+            with self._snapshot() as conn, _answers.lifted(conn):
                 yield _copy.PostgresSnapshot(conn)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self._translated(exc) from exc
 
     @raising_store_errors
     def load_rows(self, table: Table, rows: Sequence[Row]) -> None:
-        with self._conn() as conn:
+        with self._conn() as conn, _answers.lifted(conn):
             _copy.load_rows(conn, table, rows)
 
     @raising_store_errors
     def loaded(self, table: Table) -> None:
-        with self._conn() as conn:
+        with self._conn() as conn, _answers.lifted(conn):
             _copy.loaded(conn, table)
 
     @raising_store_errors
     def wipe(self) -> None:
-        with self._conn() as conn:
+        with self._conn() as conn, _answers.lifted(conn):
             _copy.wipe(conn)

@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 
 from stepline import _readers
+from stepline.store.postgres import _answers
 from stepline.store.postgres._database import CLIENT_ENCODING
 from stepline.store.postgres._handoffs import (
     HAND_OFF,
@@ -128,7 +129,9 @@ class WakeupListener:
     ) -> None:
         self._url = url
         # libpq's, beside the URL's (``_database.link_options``): a listening connection whose
-        # link went silent is ended by its keepalives, and the listener connects again
+        # link went silent is ended by its keepalives, and the listener connects again; and
+        # the deadline of its round trips (``_answers.connect``): a LISTEN unanswered is cut
+        # (it connects again), while it waits for notifications it owes nothing
         self._options = dict(options or {})
         self._on_wake = on_wake
         # called first with the leases a notification hands over; returns the runs leased to
@@ -200,7 +203,7 @@ class WakeupListener:
                 # payload the server builds (a hand-off's names its function and event raw)
                 # read in another encoding killed this thread (SQL_ASCII: decoded as ASCII)
                 # or the session (a character the session's encoding lacks)
-                with psycopg.connect(
+                with _answers.connect(
                     self._url, autocommit=True, client_encoding=CLIENT_ENCODING, **self._options
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
