@@ -4,7 +4,8 @@ stops answering (``test_pg_reconnect.py``).
 
 Its function runs ``steps`` steps; the first run of step ``held``'s body calls ``hold()`` (a
 proxy holds what the worker sends next, the server's processes are stopped), so that step's
-commit is the one that meets it. ``ran`` counts each step body's runs."""
+commit is the one that meets it; with ``large``, that step's output is a string of that many
+bytes (a commit larger than the sockets' buffers). ``ran`` counts each step body's runs."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from stepline import App, Context, Event, TriggerEvent
 class HeldStep:
     """The function (``add_to``) and what its step bodies did (``ran``)."""
 
-    def __init__(self, steps: int, held: int, hold: Callable[[], None]) -> None:
+    def __init__(self, steps: int, held: int, hold: Callable[[], None], large: int = 0) -> None:
         self.steps = steps
         self.held = held
         self._hold = hold
+        self._large = large
         self.ran: dict[str, int] = {}
 
     def add_to(self, app: App) -> None:
@@ -31,15 +33,18 @@ class HeldStep:
         async def steps(ctx: Context) -> int:
             total = 0
             for i in range(self.steps):
-                total += await ctx.step.run(f"s{i}", self._body, i)
+                value = await ctx.step.run(f"s{i}", self._body, i)
+                total += value if isinstance(value, int) else i
             return total
 
-    def _body(self, i: int) -> int:
+    def _body(self, i: int) -> int | str:
         name = f"s{i}"
         self.ran[name] = self.ran.get(name, 0) + 1
-        if i == self.held and self.ran[name] == 1:
+        if i != self.held:
+            return i
+        if self.ran[name] == 1:
             self._hold()
-        return i
+        return "x" * self._large if self._large else i
 
     def check_ran(self, output: Any) -> None:
         """The run's output is right, and the steps committed before the held one ran once, the

@@ -9,15 +9,21 @@ its registration: the reader a loop keeps for its commit connection (``_kept.Kep
 the reset while no round trip waited on it, or while one read the last message and waited on,
 was never called again, and a worker on uvloop waited for that reply forever, deaf to SIGTERM
 (``test_crash.py::test_database_restart_mid_run``, 2 runs in ~10 under load in December 2026).
-``stepline._readers`` registers such a reader again while its socket has ended."""
+``stepline._readers`` registers such a reader again while its socket has ended. A commit
+whose large write waits for room when the reset comes has a writer registered beside that
+reader: uvloop calls both once and then clears both, the reader registered again inside its
+call with them, so ``_readers`` registers it again at the next turn too."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import selectors
 import socket
 import struct
+import termios
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,8 +34,8 @@ import pytest
 import uvloop
 from _held_step import HeldStep, run_through
 
-from stepline import App, _readers
-from stepline.store.postgres._kept import LoopConnections
+from stepline import App, Limits, _readers
+from stepline.store.postgres._kept import Kept, LoopConnections
 from stepline.store.postgres.wakeups import WakeupListener
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -37,6 +43,7 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop,
 }
 STEPS = 6
+LARGE = 8 << 20  # a step output larger than the sockets' buffers (4 MB the client's at most)
 HELD_STEP = 2  # the step whose commit is held by the proxy, then reset
 # a NoticeResponse (PostgreSQL's protocol): read and passed over by the client, which waits on
 # for its reply; what a server that ends a session sends before it goes (its FATAL error) is
@@ -47,14 +54,18 @@ NOTICE = b"N" + struct.pack("!i", len(_NOTICE_BODY) + 4) + _NOTICE_BODY
 
 class ResettingProxy:
     """A TCP proxy to ``upstream``, one thread with a selector, that can hold what clients
-    send (``hold``: their round trips get no reply) and reset every connection open
-    (``reset``: an RST to each client, after ``last_words``). Its thread does every read,
-    write and close (a socket closed under another thread's blocked ``recv`` is released,
-    and its RST sent, only once that call returns)."""
+    send (``hold``: their round trips get no reply), stop reading it (``stall``: their writes
+    fill the sockets' buffers, then wait) and reset every connection open (``reset``: an RST
+    to each client, after ``last_words``). Its thread does every read, write and close (a
+    socket closed under another thread's blocked ``recv`` is released, and its RST sent, only
+    once that call returns). ``receive_buffer``: the size of its clients' sockets' receive
+    buffers (the kernel's, which grow to 32 MB here, otherwise)."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], receive_buffer: int | None = None) -> None:
         self._upstream = upstream
         self._listener = socket.create_server(("127.0.0.1", 0))
+        if receive_buffer is not None:  # the accepted sockets' (set before they connect)
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
         self._selector = selectors.DefaultSelector()
@@ -83,6 +94,34 @@ class ResettingProxy:
     def hold(self) -> None:
         """From now on what clients send is kept here, unsent (until ``reset``)."""
         self._order(self._hold)
+
+    def stall(self) -> None:
+        """From now on nothing clients send is read (until ``reset``); waited for."""
+        done = threading.Event()
+
+        def stall() -> None:
+            for client in self._clients:
+                self._selector.unregister(client)
+            done.set()
+
+        self._order(stall)
+        done.wait(10)
+
+    def unread(self) -> int:
+        """How many bytes clients sent wait unread in the proxy's sockets (``stall``)."""
+        found: list[int] = []
+        done = threading.Event()
+
+        def unread() -> None:
+            for client in self._clients:
+                found.append(
+                    struct.unpack("i", fcntl.ioctl(client, termios.FIONREAD, b"\0" * 4))[0]
+                )
+            done.set()
+
+        self._order(unread)
+        done.wait(10)
+        return sum(found)
 
     def reset(self, last_words: bytes = b"") -> None:
         """``last_words`` then an RST to every client connection open (waited for); what was
@@ -182,25 +221,38 @@ class ResettingProxy:
             sock.close()
 
 
-@pytest.mark.parametrize("last_words", [b"", NOTICE], ids=["reset", "notice-then-reset"])
+@pytest.mark.parametrize(
+    ("last_words", "large"),
+    [(b"", False), (NOTICE, False), (NOTICE, True)],
+    ids=["reset", "notice-then-reset", "large-write-notice-then-reset"],
+)
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_a_commit_whose_connection_is_reset_fails_and_the_run_completes(
-    loop_name: str, last_words: bytes, pg_url: str
+    loop_name: str, last_words: bytes, large: bool, pg_url: str
 ) -> None:
+    """``large``: the held step's output is larger than the sockets' buffers and the proxy
+    stops reading (``stall``): its commit's write waits for room, its writer registered beside
+    the kept connection's reader, when the reset comes."""
     parts = urlsplit(pg_url)
-    proxy = ResettingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-    # the held step's commit gets no reply (the proxy holds it): then an RST
-    run = HeldStep(STEPS, HELD_STEP, proxy.hold)
+    proxy = ResettingProxy(
+        (parts.hostname or "127.0.0.1", parts.port or 5432), 65536 if large else None
+    )
+    # the held step's commit gets no reply (the proxy holds it), or is not read (the proxy
+    # stalls, its output larger than the buffers): then an RST
+    run = HeldStep(STEPS, HELD_STEP, proxy.stall if large else proxy.hold, LARGE if large else 0)
 
     async def reset() -> None:
         # the held commit sent (its reply awaited, or about to be): reset under it (either way
         # a reader on uvloop was dropped without _readers)
-        while proxy.held_bytes == 0 or run.ran.get(f"s{HELD_STEP}", 0) == 0:
+        while not run.ran.get(f"s{HELD_STEP}") or not (
+            await asyncio.to_thread(proxy.unread) if large else proxy.held_bytes
+        ):
             await asyncio.sleep(0.01)
         await asyncio.to_thread(proxy.reset, last_words)
 
     async def scenario() -> tuple[Any, str]:
-        app = App("resets", db=proxy.url(pg_url))
+        limits = Limits(max_step_output_bytes=LARGE + 1024)
+        app = App("resets", db=proxy.url(pg_url), limits=limits)
         run.add_to(app)
         done = await run_through(app, reset, 30)
         return done, type(asyncio.get_running_loop()).__module__
@@ -263,6 +315,86 @@ def test_a_kept_connection_reset_while_busy_between_round_trips_resumes_its_next
         pool.close()
         proxy.close()
     assert ready == 1, "the wait after the reset was never resumed"
+
+
+def _until_ended(kept: Kept) -> None:
+    """Until ``kept``'s socket shows the reset (this thread waits: its loop does not turn)."""
+    for _ in range(10000):  # 10 s
+        if _readers.ended(kept._poller):
+            return
+        time.sleep(0.001)
+    raise AssertionError("the reset never reached the socket")
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_a_kept_connection_reset_while_a_commit_waits_to_write_resumes_each_wait(
+    loop_name: str, pg_url: str
+) -> None:
+    """A large commit on the kept connection whose write does not finish (the proxy stopped
+    reading: its round trip waits for the socket to be writable or readable, a writer
+    registered beside the kept reader, as ``_pipeline._drive`` does), then the server's last
+    message and a reset: that wait is resumed, and so is the next one (a read of the last
+    message, after the writer is removed, waits on), on both loops. uvloop calls a socket's
+    reader and writer once when it reports an error and then clears both: a reader
+    registered again inside that call (``_readers.keep_reading``) was cleared with them."""
+    parts = urlsplit(pg_url)
+    proxy = ResettingProxy((parts.hostname or "127.0.0.1", parts.port or 5432), 65536)
+    pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+        proxy.url(pg_url), min_size=2, max_size=3, open=True
+    )
+
+    async def resumed(kept: Kept) -> int | None:
+        told: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        kept.arm(lambda ready: told.done() or told.set_result(ready))
+        try:
+            return await asyncio.wait_for(told, 10)
+        except TimeoutError:
+            return None
+        finally:
+            kept.disarm()
+
+    async def scenario() -> tuple[int | None, int | None, bool]:
+        loop = asyncio.get_running_loop()
+        owner = LoopConnections()
+        kept = owner.take(loop, pool)
+        assert kept is not None and kept.busy
+        pgconn = kept.conn.pgconn
+        try:
+            await asyncio.to_thread(proxy.stall)
+            pgconn.nonblocking = 1
+            # more than the sockets' buffers hold (4 MB at most for a sender's, 64 KB the
+            # proxy's): the write stops, the rest waits in libpq's buffer
+            pgconn.send_query(b"SELECT '" + b"x" * (16 << 20) + b"'")
+            assert pgconn.flush() == 1
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(kept.socket, lambda: writable.done() or writable.set_result(None))
+            try:
+                first = asyncio.ensure_future(resumed(kept))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                # the last message and the reset both there when the loop next looks (this
+                # thread waits for them without letting it turn): one report of the error
+                proxy.reset(NOTICE)
+                _until_ended(kept)
+                ready = await first
+                wrote = writable.done()
+            finally:
+                loop.remove_writer(kept.socket)
+            return ready, await resumed(kept), wrote
+        finally:
+            owner.done(kept)
+            owner.close()
+
+    try:
+        pool.wait(10)
+        with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
+            first, second, wrote = runner.run(scenario())
+    finally:
+        pool.close()
+        proxy.close()
+    assert first is not None, "the commit's wait was never resumed by the reset"
+    assert wrote, "the commit's writer was never told of the reset"
+    assert second == 1, "the wait after the reset was never resumed"
 
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))

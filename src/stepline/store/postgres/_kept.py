@@ -34,6 +34,7 @@ import contextvars
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -106,7 +107,9 @@ class Kept:
         given back if the server ended its session while it was idle. On a loop that drops a
         reader of a socket in error (uvloop), registered again while the socket has ended
         (``_readers``): a reset told once, while unarmed or to a wait that read the server's
-        last message and waits on, was never told again, and the commit waited forever."""
+        last message and waits on, was never told again, and the commit waited forever; and
+        at the loop's next turn too: a writer told of the error with it (a commit's write that
+        waits for room) clears it on uvloop."""
         resume = self._resume
         if resume is not None:
             self._resume = None
@@ -118,7 +121,14 @@ class Kept:
         if self._renews and owner.keeps(self):
             loop = self.loop()
             if loop is not None:
-                _readers.keep_reading(loop, self.socket, self._poller, self._readable, owner)
+                wanted = partial(self._wanted, owner)
+                _readers.keep_reading(
+                    loop, self.socket, self._poller, self._readable, owner, still=wanted
+                )
+
+    def _wanted(self, owner: LoopConnections) -> bool:
+        """Whether the reader is still wanted: kept, its connection (its socket) not closed."""
+        return owner.keeps(self) and not self.conn.closed
 
 
 async def _life(kept: Kept, owner: LoopConnections) -> AsyncGenerator[None, None]:
