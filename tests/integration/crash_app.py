@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import logging
 import os
 import signal
 import time
@@ -88,6 +89,9 @@ def main() -> None:
     """Serve a worker until SIGINT/SIGTERM; SIGUSR1 writes every thread's stack to stderr (a
     worker that does not stop: ``_subprocesses.sigterm``)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    level = os.environ.get("CRASH_LOG_LEVEL")  # to look into a failure: DEBUG, INFO
+    if level:
+        logging.basicConfig(level=level, format="%(created).3f %(name)s %(levelname)s %(message)s")
     app.run_worker(
         concurrency=int(os.environ.get("CRASH_CONCURRENCY", "20")),
         worker_id=os.environ["CRASH_WORKER_ID"],

@@ -270,10 +270,12 @@ async def check_outcome(
     executions: list[Execution],
     workers: Workers,
     rerun_ok: Callable[[Execution], bool] | None = None,
+    said: str = "",
 ) -> dict[tuple[str, str], list[Execution]]:
     """Assert every run completed right and exactly-once-after-commit held; returns the
     executions of each (run, step). A step body may have run more than once only in a process
-    killed meanwhile (once per process), or where ``rerun_ok`` accepts the earlier executions."""
+    killed meanwhile (once per process), or where ``rerun_ok`` accepts the earlier executions
+    (``said``: what it accepts, in its failure's message)."""
     limit = len(event_n) + 1
     runs: list[Run] = await app.runs(function_id=crash_app.FUNCTION_ID, limit=limit)
     assert len(runs) == len(event_n)
@@ -322,6 +324,7 @@ async def check_outcome(
             if rerun_ok is not None:
                 assert all(rerun_ok(e) for e in earlier), (
                     runs_of_step,
+                    said,
                     workers.mentions(run.run_id),
                 )
             else:
@@ -636,7 +639,8 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
 
 
 @pytest.mark.timeout(900)
-async def test_database_restart_mid_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", [None, "uvloop"], ids=["default-loop", "uvloop"])
+async def test_database_restart_mid_run(tmp_path: Path, loop: str | None) -> None:
     """500 runs x 5 steps on 2 worker processes, on a durable cluster of the test's own.
     PostgreSQL is crashed and restarted (``pg_ctl restart -m immediate``: the server killed,
     recovery from its WAL at start) once a fifth of the runs completed, and stopped for a while
@@ -644,7 +648,9 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
     bound or succeeds (never hangs, never loses the event; a retry with its id is safe). Every
     run completes, no committed step runs again (a step body re-runs only if it ran before the
     database was back: its commit may have failed), the workers log the outage and their
-    recovery, and none exits."""
+    recovery, and none exits. The workers run on the default loop (asyncio's:
+    ``stepline._loops``) and on uvloop's (``STEPLINE_LOOP=uvloop``): a worker on uvloop once hung
+    here, and the workers may move to it only once it has run this in many gates."""
     total, processes = RESTART_RUNS, 2
     log = tmp_path / "steps.log"
     with pgtest.private_cluster(durable=True) as cluster:
@@ -663,6 +669,7 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
             lease_ttl=10.0,
             CRASH_CONCURRENCY="20",
             CRASH_STEP_SLEEP="0.05",
+            **({} if loop is None else {"STEPLINE_LOOP": loop}),
         )
         began = time.monotonic()
         try:
@@ -723,7 +730,12 @@ async def test_database_restart_mid_run(tmp_path: Path) -> None:
             elapsed = time.monotonic() - began
 
             by_step = await check_outcome(
-                app, event_n, read_log(log), workers, rerun_ok=lambda e: e.at < back_at
+                app,
+                event_n,
+                read_log(log),
+                workers,
+                rerun_ok=lambda e: e.at < back_at,
+                said=f"a re-run only of a body that ran before the database was back at {back_at}",
             )
             reruns = sum(len(found) - 1 for found in by_step.values())
             for n in range(processes):

@@ -99,7 +99,7 @@ class WorkerPasses:
             # back (its steps since the last commit run again, as after a crash)
             self.outage.failed(exc)
             self._cut_short.add(lease.run_id)
-            log.debug("run %s: pass ended, the store is unavailable", lease.run_id)
+            log.debug("run %s: pass ended, the store is unavailable: %s", lease.run_id, exc)
         except StoreRefusedValue as exc:
             # a value of this pass, not the store's failure: a failed attempt of the run (issue
             # 6 item 1), never the worker's end (item 7)
