@@ -8,6 +8,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from stepline.errors import (
+    ClockSkewError,
     ConfigError,
     CronError,
     DurationError,
@@ -97,6 +98,7 @@ __all__ = [
     "BatchEvents",
     "CancelOn",
     "Checkpointing",
+    "ClockSkewError",
     "Concurrency",
     "ConfigError",
     "Context",

@@ -12,6 +12,7 @@
                              will not help until someone fixes the database (names it)
         ``StoreUnavailable`` the store cannot be written or read for now (disk full, I/O error,
                              locked past the busy timeout, connection lost): retry later
+            ``ClockSkewError``  this machine's clock is too far from the database's (PostgreSQL)
     ``StepError``            raised inside a function when one of its steps failed for good
     ``RunFailedError``       raised to a caller waiting for a run that failed
     ``NonRetriableError``    raised by user code: fail now, no retries
@@ -118,6 +119,20 @@ class StoreUnavailable(StoreError):
         self.database = database
         where = f" (database {database})" if database else ""
         SteplineError.__init__(self, f"the store is unavailable: {reason}{where}; retry later")
+
+
+class ClockSkewError(StoreUnavailable):
+    """This machine's clock is further from the database server's than the store allows
+    (PostgreSQL: ``max_clock_skew``, 1 s by default), measured while the process runs (a clock
+    stepped by NTP, a virtual machine resumed): lease expiries and due times written by
+    different machines would disagree. ``send`` raises it (nothing is written) while a worker
+    of the process last found the clock beyond the bound; retry once the clocks agree
+    (``StoreUnavailable``: a retry may succeed). ``skew`` is the measured database clock minus
+    this machine's, in seconds."""
+
+    def __init__(self, refusal: str, skew: float, database: str = "") -> None:
+        super().__init__(refusal, database)
+        self.skew = skew
 
 
 class StoreRefusedValue(StoreError):

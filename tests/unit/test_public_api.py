@@ -10,6 +10,7 @@ EXPECTED = [
     "BatchEvents",
     "CancelOn",
     "Checkpointing",
+    "ClockSkewError",
     "Concurrency",
     "ConfigError",
     "Context",

@@ -122,7 +122,9 @@ class NamedRuns:
         saves the two turns of the loop that woke the worker's task and resumed it after the
         reply. Runs handed to the worker with their leases (``HandedLeases``) start at once,
         whatever it is doing. Returns the runs left to the signal (it wakes the worker as
-        usual)."""
+        usual). None while the clock is beyond the database's bound (``_clock_watch``)."""
+        if self._w.engine.clock_watch.refusal is not None:
+            return runs
         if self.handed is not None:
             runs = self._take_handed(runs)
             if not runs:

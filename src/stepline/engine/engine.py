@@ -22,6 +22,7 @@ from stepline.engine._announce import (
     make_owed,
     store_unheard_announcements,
 )
+from stepline.engine._clock_watch import ClockWatch
 from stepline.engine._collector import collector_paused
 from stepline.engine._handover import handed_over, listening
 from stepline.engine._housekeeping import housekeeping
@@ -144,6 +145,7 @@ class Engine:
         self._wakers_lock = threading.Lock()  # also guards _batchers
         self._batchers: dict[asyncio.AbstractEventLoop, IngestBatcher] = {}
         store.migrate()
+        self.clock_watch = ClockWatch(self)  # this machine's clock against the database's
         listening(self)
 
     # -- registry ---------------------------------------------------------------------------------
@@ -416,6 +418,7 @@ class Engine:
         ``now``). ``retried``: their ids were given by the sender (e.g. derived from a
         request's seed), so an event whose id is already stored is a retry of the same request
         and is not ingested again (its result says duplicate)."""
+        self.clock_watch.refuse_sends()  # ClockSkewError while the clock is beyond the bound
         items = [self.plan(record) for record in records]
         return await self._batcher().ingest(items, now, retried)
 
@@ -482,6 +485,7 @@ class Engine:
 
     def send_sync(self, events: Sequence[Event]) -> list[str]:
         """``send`` for code with no running event loop (or outside it)."""
+        self.clock_watch.refuse_sends()
         now = self.clock.now()
         items = [self.plan(record) for record in self._event_records(events, now)]
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))

@@ -47,6 +47,7 @@ from stepline._ids import new_id
 from stepline._text import MAX_ID_CHARS, clipped, name_problem
 from stepline.clock import SystemClock
 from stepline.engine._announce import announce_failed
+from stepline.engine._clock_watch import held_by_clock
 from stepline.engine._housekeeping import cron_rows, start_timed
 from stepline.engine._minority_first import Ahead, minority_first
 from stepline.engine._named_runs import NamedRuns
@@ -173,6 +174,9 @@ class Worker(WorkerPasses):
         self.reclaimed_at: float | None = None
         # runs leased again while their previous pass here is still ending: started after it
         self._next_pass: dict[str, Lease] = {}
+        # its clock was beyond the database's bound when it last looked: its offer of hand-offs
+        # is withdrawn (``_clock_watch.held_by_clock``)
+        self.clock_held = False
         # passes begun on a run without a commit of its own before lease_due fails it
         self.max_passes = MAX_PASSES_WITHOUT_PROGRESS
         self.handed = 0  # runs handed to it by their senders with their leases (HandedLeases)
@@ -255,6 +259,9 @@ class Worker(WorkerPasses):
         plain, named = self._wake.take()
         if self.on_wake is not None:
             self.on_wake(plain, named)
+        if await held_by_clock(self):  # this machine's clock is beyond the bound: no lease
+            self.loops += 1
+            return
         free = self.concurrency - len(self.active) - self._named.claimed
         leases: list[Lease] = []
         if free > 0 and named and not plain and not self._backlogged:
@@ -571,6 +578,7 @@ class Worker(WorkerPasses):
                 return
             self.outage.recovered()
             self.heartbeats += 1
+            await self.engine.clock_watch.check()  # this machine's clock, now and then
             for run_id in lost:
                 # Usually a pass that just committed its end (its lease is released); else
                 # another worker took the run over and this pass's next commit is refused.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,8 +58,9 @@ class DurableStore(Store, Copyable, Protocol):
         """(the database's schema version, the newest this Stepline knows); 0: no schema."""
         ...
 
-    def clock_skew(self) -> float:
-        """The database server's clock minus this machine's, in seconds."""
+    def clock_skew(self, now: Callable[[], float] | None = None) -> float:
+        """The database server's clock minus this machine's (read by ``now``; None: the system
+        clock), in seconds."""
         ...
 
     def clock_refusal(self, skew: float) -> str | None:

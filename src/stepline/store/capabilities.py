@@ -1,7 +1,8 @@
 """What a store may do beyond the Store seam (``store/interface.py``): each a protocol the engine
 checks with ``isinstance`` and uses where the store has it. Wake-ups from other processes and the
 leases they name or hand over (PostgreSQL), events stored unheard and the announcements an older
-version owed (memory, SQLite), optimistic group commits (PostgreSQL, SQLite).
+version owed (memory, SQLite), optimistic group commits (PostgreSQL, SQLite), the database's
+clock (SQLite, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -179,6 +180,21 @@ class OffersHandOffs(Protocol):
     def offer_handoffs(self, owner: str, slots: int | None, ttl: float) -> None:
         """``owner`` (registered) takes leases of new runs while it has fewer than ``slots``
         live leases, each for ``ttl`` seconds; ``slots`` None: it takes none from now on."""
+        ...
+
+
+@runtime_checkable
+class ClockChecked(Protocol):
+    """A store kept in a database whose clock this machine's is measured against (SQLite,
+    PostgreSQL: ``DurableStore``); a worker measures it again while it runs
+    (``engine/_clock_watch.py``). The memory store has none."""
+
+    def clock_skew(self, now: Callable[[], float] | None = None) -> float:
+        """The database's clock minus ``now``'s, in seconds (a round trip on PostgreSQL)."""
+        ...
+
+    def clock_refusal(self, skew: float) -> str | None:
+        """Why this machine may not use the database with ``skew``; None within the bound."""
         ...
 
 

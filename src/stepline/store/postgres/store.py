@@ -13,7 +13,8 @@ not have a row yet, ``FOR UPDATE SKIP LOCKED`` for leasing and compare-and-set f
 
 Time: the engine's clock, checked against the database's at ``migrate()``: a machine whose clock
 is further than ``max_clock_skew`` seconds from the server's is refused (``ConfigError``), so
-lease expiries and due times written by different machines agree within that bound.
+lease expiries and due times written by different machines agree within that bound; a worker
+measures it again while it runs (``engine/_clock_watch.py``).
 
 Errors: a lost connection, a server shutting down, a deadlock or serialization failure, a full
 disk or too many connections are ``StoreUnavailable`` (workers back off and reconnect; the pool
@@ -281,13 +282,14 @@ class PostgresStore(PostgresReads):
             "machines): synchronize the clocks (NTP)"
         )
 
-    def clock_skew(self) -> float:
-        """The server's clock minus this machine's, in seconds (measured at the middle of one
-        round trip)."""
+    def clock_skew(self, now: Callable[[], float] | None = None) -> float:
+        """The server's clock minus this machine's (``now``: the engine's clock; None: the
+        system's), in seconds (measured at the middle of one round trip)."""
+        now = now or time.time
         with self._conn() as conn:
-            before = time.time()
+            before = now()
             row = conn.execute(uq.SERVER_TIME).fetchone()
-            after = time.time()
+            after = now()
         assert row is not None
         return float(row[0]) - (before + after) / 2
 

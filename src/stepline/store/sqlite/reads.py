@@ -4,7 +4,7 @@ read as ``StoreError``)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -208,7 +208,7 @@ class SQLiteReads(Database):
                 lambda: [(r[1], r[3]) for r in conn.execute(q.LIVE_LEASES, (now,))],
             )
 
-    def clock_skew(self) -> float:
+    def clock_skew(self, now: Callable[[], float] | None = None) -> float:
         """The database's clock minus this machine's: 0, a SQLite file has no clock of its own."""
         return 0.0
 

@@ -1,0 +1,124 @@
+"""This machine's clock measured against its database's while the process runs.
+
+On PostgreSQL every time the engine writes is its own clock's (lease expiries, due times, the
+times events were received, flow-control decisions, the leases a sender hands to a worker of
+another process), and those written by different machines are compared with each other. A
+process whose clock is beyond the store's bound refuses to open the database (``migrate``); a
+clock stepped later (an NTP step, a virtual machine resumed, a clock set by hand) went
+unnoticed. So each worker's heartbeat loop asks its engine's ``ClockWatch`` to measure again
+(``check``: at most every ``CHECK_EVERY`` real seconds while within the bound, at every
+heartbeat beyond it; one round trip on PostgreSQL, none on SQLite, whose file has no clock).
+
+Beyond the bound (``DurableStore.clock_refusal``) the watch logs an error with the measured
+skew, the process's workers take no new lease (no lease attempt, no claim of named runs, no
+hand-off: their offer is withdrawn) and its sends raise ``ClockSkewError`` (nothing written):
+what a send writes with its clock is what the open check protects (its new runs' due times, its
+events' times, the throttle, rate-limit, debounce and idempotency decisions made at them, the
+leases it hands to other processes' workers). Passes in flight go on and their leases are still
+heartbeated: their commits are fenced by their leases as always, and a lease that looks expired
+to another machine is taken over as a hung worker's would be. Back within the bound: logged,
+and the workers lease again at once. A process without a worker (``stepline server
+--no-worker``) is measured when it opens the database only.
+
+Only with the system clock (a virtual clock's times are a test's own, ``MockClock``) and a
+store kept in a database (``ClockChecked``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from stepline.clock import SystemClock
+from stepline.errors import ClockSkewError, StoreError
+from stepline.store.capabilities import ClockChecked
+
+if TYPE_CHECKING:
+    from stepline.engine.engine import Engine
+    from stepline.engine.worker import Worker
+
+log = logging.getLogger("stepline.worker")
+
+CHECK_EVERY = 10.0  # real seconds between two measurements while within the bound
+
+
+class ClockWatch:
+    """The last measurement of this machine's clock against the database's, for an engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        store, clock = engine.store, engine.clock
+        real = isinstance(clock, SystemClock)
+        self._store = store if real and isinstance(store, ClockChecked) else None
+        self.refusal: str | None = None  # why leases and sends are refused now (None: they are not)
+        self.skew: float | None = None  # the database's clock minus this machine's, last measured
+        self._measured_at = -math.inf  # time.monotonic() of the last measurement
+        self._lock = threading.Lock()  # workers of several event loops may measure at once
+
+    async def check(self) -> None:
+        """``measure`` when one is due: every ``CHECK_EVERY`` seconds, or now while refused."""
+        if self._store is None:
+            return
+        if self.refusal is None and time.monotonic() - self._measured_at < CHECK_EVERY:
+            return
+        await self.measure()
+
+    async def measure(self) -> None:
+        """Measure the skew now and judge it; a store that cannot be read for now leaves the
+        last judgement standing (the worker's heartbeat reports the outage)."""
+        store = self._store
+        if store is None:
+            return
+        self._measured_at = time.monotonic()
+        try:
+            skew = await self._engine.read(store.clock_skew, self._engine.clock.now)
+        except StoreError as exc:
+            log.debug("the clock's skew could not be measured: %s", exc)
+            return
+        self._judge(skew, store.clock_refusal(skew))
+
+    def _judge(self, skew: float, refusal: str | None) -> None:
+        with self._lock:
+            before, self.refusal, self.skew = self.refusal, refusal, skew
+        if refusal is not None and before is None:
+            log.error(
+                "ClockSkewError: %s. Until it is back within the bound this process takes no "
+                "new lease and its sends raise ClockSkewError (passes in flight go on)",
+                refusal,
+            )
+        elif refusal is None and before is not None:
+            log.warning(
+                "this machine's clock is back within the bound of the database's (%+.3f s "
+                "from it): leases and sends resume",
+                -skew,
+            )
+            self._engine.wake_workers()
+
+    def refuse_sends(self) -> None:
+        """Raise ``ClockSkewError`` while the last measurement was beyond the bound."""
+        refusal, skew = self.refusal, self.skew
+        if refusal is not None and skew is not None:
+            raise ClockSkewError(refusal, skew)
+
+
+async def held_by_clock(worker: Worker) -> bool:
+    """Whether ``worker`` is held by its engine's clock watch (beyond the bound): it then takes
+    no new lease, its offer of hand-offs withdrawn the first time, and this waits for a
+    wake-up (the watch wakes the workers when the clock is back within the bound), a poll
+    interval at most. Back within the bound, the offer is made again."""
+    refused = worker.engine.clock_watch.refusal is not None
+    named = worker._named
+    if refused and not worker.clock_held:
+        worker.clock_held = True
+        await named.withdraw()
+    elif not refused and worker.clock_held:
+        if named.handed is not None:
+            await worker.engine.writer.write(named.offer)
+        worker.clock_held = False
+    if refused and not worker._stopping.is_set():
+        clock, poll = worker.engine.clock, worker.poll_interval
+        await clock.sleep_until(None if poll is None else clock.now() + poll, worker._wake)
+    return refused

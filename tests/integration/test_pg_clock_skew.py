@@ -1,0 +1,109 @@
+"""A clock stepped while the process runs (an NTP step, a VM resumed) is caught on PostgreSQL,
+not only when the store opens: lease expiries and due times written by different machines are
+compared with each other. The worker's periodic check (``ClockWatch.check``, called here
+directly: no real-time wait) finds this machine's clock beyond the bound, says so in the log
+with the measured skew, takes no new lease and refuses sends (``ClockSkewError``) until the
+clock is back within the bound. The clock is a system clock with an offset the test steps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+import pytest
+from _polling import until
+
+from stepline import App, ClockSkewError, Context, Event, TriggerEvent
+from stepline.clock import Idle, SystemClock
+from stepline.engine.worker import Worker
+from stepline.store.postgres import PostgresStore
+
+
+class SteppedClock(SystemClock):
+    """Wall time plus an offset the test changes (a clock stepped by NTP)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep_until(
+        self, deadline: float | None, wake: asyncio.Event, *, idle: Idle = False
+    ) -> None:
+        shifted = None if deadline is None else deadline - self.offset
+        await super().sleep_until(shifted, wake, idle=idle)
+
+
+def _ahead(message: str) -> float:
+    """The seconds this machine's clock is ahead of the database's, as ``message`` says."""
+    found = re.search(r"clock is ([+-][0-9.]+) s from the database", message)
+    assert found is not None, message
+    return float(found.group(1))
+
+
+async def test_a_clock_stepped_beyond_the_bound_stops_leases_and_sends(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bodies: list[str] = []
+    skewed, sender = App("skew", db=pg_url), App("skew", db=pg_url)
+    for app in (skewed, sender):
+
+        @app.function(id="once", trigger=TriggerEvent("skew/go"))
+        async def run_once(ctx: Context) -> str:
+            return await ctx.step.run("s1", lambda: bodies.append("ran") or "ok")
+
+    clock = SteppedClock()
+    engine = skewed.attach(PostgresStore(pg_url), clock)
+    worker = Worker(engine, worker_id="skewed", poll_interval=0.05)
+    task = asyncio.create_task(worker.run())
+    try:
+        await worker.ready.wait()
+        await asyncio.to_thread(sender.send, [])  # its catalog read: it hands runs to workers
+        await engine.clock_watch.measure()
+        assert engine.clock_watch.refusal is None  # within the bound: nothing said
+
+        clock.offset = 5.0  # this machine's clock stepped 5 s ahead
+        looked = worker.loops
+        with caplog.at_level(logging.WARNING, logger="stepline"):
+            await engine.clock_watch.measure()
+            # its loop saw it (and withdrew its offer of hand-offs: no sender hands it runs)
+            await until("the worker to see the refusal", lambda: worker.loops > looked)
+        [said] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert _ahead(said.getMessage()) == pytest.approx(5.0, abs=0.5)
+        assert "no new lease" in said.getMessage()
+        with pytest.raises(ClockSkewError) as refused:
+            await skewed.send_async(Event("skew/go"))
+        assert refused.value.skew == pytest.approx(-5.0, abs=0.5)
+        assert _ahead(str(refused.value)) == pytest.approx(5.0, abs=0.5)
+
+        # a run due, sent by a machine within the bound: this worker does not lease it
+        looked = worker.loops
+        event_ids = [await asyncio.to_thread(sender.send, Event("skew/go")) for _ in range(3)]
+        await until("the skewed worker to look twice", lambda: worker.loops >= looked + 2)
+        runs = [run for [event_id] in event_ids for run in await sender.runs(event_id=event_id)]
+        assert [run.status for run in runs] == ["QUEUED"] * 3 and bodies == []
+        # nor were they handed to it by the sender (its offer was withdrawn): no lease holds them
+        states = engine.store.queue_states([run.run_id for run in runs], time.time())
+        assert [state.leased for state in states] == [False] * 3
+
+        clock.offset = 0.0  # back within the bound: leases and sends again
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="stepline"):
+            await engine.clock_watch.measure()
+        assert engine.clock_watch.refusal is None
+        assert any("back within" in r.getMessage() for r in caplog.records)
+
+        async def completed() -> bool:
+            done = await sender.runs(status="COMPLETED")
+            return len(done) >= 3
+
+        await until("the run to complete", completed, timeout=30)
+        await skewed.send_async(Event("skew/go"))
+    finally:
+        worker.stop()
+        await task
+        skewed.close()
+        sender.close()
