@@ -67,8 +67,9 @@ class ClockWatch:
         await self.measure()
 
     async def measure(self) -> None:
-        """Measure the skew now and judge it; a store that cannot be read for now leaves the
-        last judgement standing (the worker's heartbeat reports the outage)."""
+        """Measure the skew now and judge it; a measurement that fails (a store that cannot be
+        read for now: the worker's heartbeat reports the outage) leaves the last judgement
+        standing, and never raises: the heartbeat loop that asks must go on."""
         store = self._store
         if store is None:
             return
@@ -77,6 +78,9 @@ class ClockWatch:
             skew = await self._engine.read(store.clock_skew, self._engine.clock.now)
         except StoreError as exc:
             log.debug("the clock's skew could not be measured: %s", exc)
+            return
+        except Exception:  # never the heartbeat's end: its leases would expire
+            log.warning("the clock's skew could not be measured", exc_info=True)
             return
         self._judge(skew, store.clock_refusal(skew))
 
@@ -112,8 +116,8 @@ async def held_by_clock(worker: Worker) -> bool:
     refused = worker.engine.clock_watch.refusal is not None
     named = worker._named
     if refused and not worker.clock_held:
-        worker.clock_held = True
         await named.withdraw()
+        worker.clock_held = True  # (once withdrawn)
     elif not refused and worker.clock_held:
         if named.handed is not None:
             await worker.engine.writer.write(named.offer)
