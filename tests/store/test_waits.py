@@ -405,7 +405,9 @@ def test_a_wait_resolved_then_its_run_cancelled_in_one_ingest_keeps_both_in_orde
 # -- a wait whose step is no longer PENDING (stale) -----------------------------------------------
 
 
-def _completed_under_a_stale_wait(store: Store, expires_at: float | None) -> None:
+def _completed_under_a_stale_wait(
+    store: Store, expires_at: float | None, expression: str = ORDER_O1
+) -> None:
     """``r1``'s step "h-wait" COMPLETED with its output ``{"kept": 1}`` at T0, and a wait row
     of that step stored beside it (a stale wait: one a ``db copy`` of a resolved wait's kept row
     would make, or a pass that completed the step its wait was for), the run due at T0 + 60."""
@@ -417,7 +419,7 @@ def _completed_under_a_stale_wait(store: Store, expires_at: float | None) -> Non
             "r1",
             held.token,
             steps=[step("r1", "h-wait", 0, "COMPLETED", {"kept": 1}, kind="wait")],
-            waits=[wait("r1", "w-r1", ORDER_O1, expires_at=expires_at)],
+            waits=[wait("r1", "w-r1", expression, expires_at=expires_at)],
             end=RunEnd("SLEEPING", due_at=T0 + 60),
         ),
     )
@@ -442,4 +444,33 @@ def test_a_stale_wait_timing_out_keeps_its_completed_steps_output(store: Store) 
     _completed_under_a_stale_wait(store, T0 + 30)
     held = lease_run(store, "r1", now=T0 + 60)
     expire(store, "r1", held.token, T0 + 60)
+    _kept(store)
+
+
+# a stale wait is no wait: the run moved on (SQLite's schema 28 reads a wait as pending only
+# while its step is PENDING); the memory and PostgreSQL stores claimed it (the run woken,
+# WAIT_MATCHED / WAIT_TIMED_OUT logged, its hash returned by expire_waits)
+STALE_EXPRESSIONS = [ORDER_O1, "async.data.amount > 0"]  # decided by the index, by the matcher
+
+
+@pytest.mark.parametrize("expression", STALE_EXPRESSIONS, ids=["indexed", "unindexed"])
+def test_an_event_matching_a_stale_wait_resumes_nothing(store: Store, expression: str) -> None:
+    _completed_under_a_stale_wait(store, None, expression)
+    result = pay(store, "pay", T0 + 10, orderId="o-1", amount=5)
+    assert result.resumed_run_ids == ()
+    assert "WAIT_MATCHED" not in history_kinds(store, "r1")
+    assert lease(store, "w2", now=T0 + 10) == []  # not woken: still due at T0 + 60
+    assert wait_step(store)[1] == []  # nor is it a wait of the run's
+    _kept(store)
+    # a wait of another run the same event would resolve still is
+    waiting(store, "r2", expression)
+    assert pay(store, "pay-2", T0 + 20, orderId="o-1", amount=5).resumed_run_ids == ("r2",)
+
+
+def test_a_stale_wait_past_its_timeout_times_nothing_out(store: Store) -> None:
+    _completed_under_a_stale_wait(store, T0 + 30)
+    held = lease_run(store, "r1", now=T0 + 60)
+    assert expire(store, "r1", held.token, T0 + 60) == []
+    assert "WAIT_TIMED_OUT" not in history_kinds(store, "r1")
+    assert wait_step(store)[1] == []
     _kept(store)

@@ -207,12 +207,17 @@ class EventPrimitives(RunPrimitives, Protocol):
         ...
 
     def delete_wait(self, run_id: str, wait_id: str) -> bool:
-        """Delete a wait (of run ``run_id``); True if this call deleted it.
+        """Claim a wait (of run ``run_id``): True if this call deleted its row while its step
+        was PENDING. A wait whose step is no longer PENDING (or not stored) is stale: its run
+        moved on (the step settled otherwise, the run was copied with a resolved wait's kept
+        row), and it resolves nothing: no step completed, no wake-up, no WAIT_MATCHED (False;
+        its row may be deleted, SQLite keeps it for ``purge_resolved_waits``). A stale wait is
+        never timed out either (``StoreTx.expire_waits``).
 
-        Exact: ``DELETE FROM waits WHERE run_id = $1 AND wait_id = $2 RETURNING`` (or its
-        rowcount): a wait is resolved by an event, timed out or dropped with its run by exactly
-        one of them — the one that deleted the row. Everything a resolution writes follows a
-        True."""
+        Exact: ``DELETE FROM waits WHERE run_id = $1 AND wait_id = $2 RETURNING`` whether the
+        step is PENDING: a wait is resolved by an event, timed out or dropped with its run by
+        exactly one of them — the one that deleted the row. Everything a resolution writes
+        follows a True."""
         ...
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:

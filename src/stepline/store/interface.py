@@ -311,7 +311,9 @@ class StoreTx(Protocol):
 
     def expire_waits(self, run_id: str, lease_token: str, now: float) -> list[str]:
         """Time out the run's waits whose deadline passed: the wait is removed and its step memo
-        becomes COMPLETED with a null result. Returns the step hashes timed out."""
+        becomes COMPLETED with a null result. Returns the step hashes timed out. A stale wait
+        (its step no longer PENDING: ``_primitives.EventPrimitives.delete_wait``) is not timed
+        out: its step is kept, no WAIT_TIMED_OUT, its hash not returned."""
         ...
 
     def overdue_starts(

@@ -257,10 +257,17 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
         ]
 
     def delete_wait(self, run_id: str, wait_id: str) -> bool:
-        if wait_id not in self._s._waits:
+        wait = self._s._waits.get(wait_id)
+        if wait is None:
             return False
         self._pop(self._s._waits, wait_id)
-        return True
+        return self._waiting(wait)  # a stale wait's row goes unclaimed
+
+    def _waiting(self, wait: WaitRecord) -> bool:
+        """Whether ``wait``'s step is PENDING: its run waits for it (else the wait is stale:
+        the run moved on, ``_primitives.EventPrimitives.delete_wait``)."""
+        step = self._s._steps.get(wait.run_id, {}).get(wait.step_hash)
+        return step is not None and step.status == "PENDING"
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         for wait in resumed:
@@ -544,21 +551,23 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
             for w in s._waits.values()
             if w.run_id == run_id and w.expires_at is not None and w.expires_at <= now
         ]
+        hashes: list[str] = []
         with self._verb():
             memo = self._memo(run_id)
             for wait in expired:
                 self._pop(s._waits, wait.wait_id)
-                step = memo.get(wait.step_hash)
-                if step is not None and step.status == "PENDING":  # as resume_waits
-                    timed_out = replace(step, status="COMPLETED", output_json=b"null", ended_at=now)
-                    self._put(memo, wait.step_hash, timed_out)
-                step_id = step.step_id if step else None
+                if not self._waiting(wait):
+                    continue  # a stale wait (the run moved on): its row goes, nothing times out
+                step = memo[wait.step_hash]
+                timed_out = replace(step, status="COMPLETED", output_json=b"null", ended_at=now)
+                self._put(memo, wait.step_hash, timed_out)
                 self._log(
                     HistoryRecord(
-                        run_id, now, "WAIT_TIMED_OUT", step_id, worker_id=item.lease_owner
+                        run_id, now, "WAIT_TIMED_OUT", step.step_id, worker_id=item.lease_owner
                     )
                 )
-        return [w.step_hash for w in expired]
+                hashes.append(wait.step_hash)
+        return hashes
 
     def overdue_starts(
         self, now: float, functions: FunctionSet, limit: int

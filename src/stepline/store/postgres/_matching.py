@@ -144,8 +144,10 @@ def indexed_matchers(
 
 
 def delete_wait(tx: PostgresTx, run_id: str, wait_id: str) -> bool:
-    # of an event resolving it, its timeout and a cancellation, the one deleting it decides
-    return bool(tx._s.run(q.DELETE_WAIT, (wait_id,)).rowcount == 1)
+    # of an event resolving it, its timeout and a cancellation, the one deleting it decides; a
+    # stale wait's row (its step no longer PENDING) is deleted unclaimed
+    row = tx._s.run(q.DELETE_WAIT, (wait_id,)).fetchone()
+    return row is not None and bool(row[0])
 
 
 def resume_waits(tx: PostgresTx, resumed: Sequence[ResumedWait], now: float) -> None:

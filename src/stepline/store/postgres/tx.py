@@ -484,10 +484,9 @@ class PostgresTx:
                 raise LeaseLostError(f"run {run_id}: lease lost")
             worker = row[1]
             # the rows this statement deletes are the waits it times out: a wait an event
-            # resolved (deleted) first is not among them
-            expired = [
-                shapes.wait_record(r) for r in s.run(q.DELETE_EXPIRED_WAITS_OF_RUN, (run_id, now))
-            ]
+            # resolved (deleted) first is not among them, and a stale one's row goes unclaimed
+            rows = s.run(q.DELETE_EXPIRED_WAITS_OF_RUN, (run_id, now))
+            expired = [shapes.wait_record(r[:-1]) for r in rows if r[-1]]
             for wait in sorted(expired, key=lambda w: w.created_at):
                 s.write(q.COMPLETE_STEP, (b"null", now, run_id, wait.step_hash))
                 s.write(q.INSERT_TIMED_OUT_HISTORY, (run_id, now, run_id, wait.step_hash, worker))
