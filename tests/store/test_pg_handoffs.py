@@ -19,6 +19,7 @@ from tests.store.builders import T0, event, ingest, lease, step
 import pgtest
 from stepline.errors import StoreUnavailable
 from stepline.store.postgres import PostgresStore, _handoffs, _pipeline, wakeups
+from stepline.store.postgres._commit_end import NO_FLUSH_WAIT
 from stepline.store.postgres._handoffs import (
     HAND_OFF,
     HAND_OFF_ONE,
@@ -29,7 +30,6 @@ from stepline.store.postgres._handoffs import (
 )
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._statements import FLUSHED, Statements
-from stepline.store.postgres.store import NO_FLUSH_WAIT
 from stepline.store.records import (
     Admission,
     EventIngest,

@@ -365,7 +365,7 @@ def _as_stored(event: EventRecord) -> EventRecord:
 def flush_later(tx: PostgresTx) -> Flushed:
     """``FlushesLater.flush_later``: a transaction committed on its loop that leased its new
     runs by name (``lease_new_runs``) commits without waiting for its WAL's flush, then waits
-    for it (``PostgresStore._last_on_loop``); any other as before (its commit waits for
+    for it (``_commit_end.last_on_loop``); any other as before (its commit waits for
     the flush)."""
     flushed = tx.flushed
     if flushed is None:

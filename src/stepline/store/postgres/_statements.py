@@ -100,7 +100,7 @@ class Statements:
     spoiled = False  # an optimistic transaction that must not commit
     maybe_committed = False  # the COMMIT's round trip failed: see transaction()
     # committed without waiting for its WAL's flush, which it then waits for (_wait_flush): so
-    # its notification goes out at its commit (the store sets it: store._last_statements)
+    # its notification goes out at its commit (the store sets it: _commit_end.last_statements)
     flush_after = False
     # the last round trip's pipeline failed at one of its statements, not at its sync, the
     # connection fine: a transaction without BEGIN in it was rolled back by the sync

@@ -28,17 +28,14 @@ connection cut and raises ``StoreUnavailable`` too (``_answers``).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
-from urllib.parse import unquote
 
 import psycopg
 import psycopg_pool
 
-from stepline._urls import shown_url
 from stepline.errors import ConfigError, StoreUnavailable
 from stepline.store._catalog import TriggerCatalog
 from stepline.store._copy import Row, Table
@@ -46,18 +43,19 @@ from stepline.store.interface import Conflict, Replay, WouldBlock
 from stepline.store.postgres import _alone, _answers, _copy, _database, _pipeline
 from stepline.store.postgres import _upkeep_queries as uq
 from stepline.store.postgres._alone import commit_steps, owner_of_lone_steps
-from stepline.store.postgres._answers import DEFAULT_ANSWER_TIMEOUT
+from stepline.store.postgres._commit_end import flushed, last_on_loop, last_statements
 from stepline.store.postgres._handoffs import HandOffs
 from stepline.store.postgres._hints import Hints, LeaseTokens
 from stepline.store.postgres._kept import LoopConnections
 from stepline.store.postgres._leases import lease_named_alone
 from stepline.store.postgres._prepared import commit_kept
-from stepline.store.postgres._statements import FLUSHED, Spoiled, Statements, _quiet
+from stepline.store.postgres._statements import Spoiled, Statements
 from stepline.store.postgres._take_gates import TakeGates
+from stepline.store.postgres._timeouts import timeouts
 from stepline.store.postgres.presence import Presence
 from stepline.store.postgres.reads import PostgresReads, raising_store_errors
 from stepline.store.postgres.tx import PostgresTx
-from stepline.store.postgres.wakeups import WakeupListener, names_runs, notify
+from stepline.store.postgres.wakeups import WakeupListener
 from stepline.store.records import (
     MAX_PASSES_WITHOUT_PROGRESS,
     FunctionSet,
@@ -65,35 +63,7 @@ from stepline.store.records import (
     PassCommit,
 )
 
-# for this transaction only; set_config, not SET LOCAL: an optimistic transaction sent in one
-# round trip has no BEGIN (Statements.transaction), where SET LOCAL would warn
-NO_FLUSH_WAIT = "SELECT set_config('synchronous_commit', 'off', true)"
 DEFAULT_MAX_CLOCK_SKEW = 1.0
-
-
-def _last_statements(tx: PostgresTx) -> list[tuple[str, Any, str | None]]:
-    """Sent with the COMMIT: the NOTIFY (delivered when, and only if, the transaction commits;
-    naming the new runs when they are the only work it made: ``wakeups.notify``), and for a
-    transaction that need not be on disk when acknowledged (``PostgresTx.durable``), a commit
-    that does not wait for its WAL to be flushed. One that names its new runs does not wait
-    either (``notify``'s settings say so), and, durable, waits for the flush after its commit
-    (``Statements.flush_after``): its notification goes out without waiting for the disk
-    (``wakeups``)."""
-    last: list[tuple[str, Any, str | None]] = []
-    if tx.made_work or tx.new_runs:
-        notifying = notify(tx.new_runs, tx.made_work)
-        last += notifying
-        if names_runs(notifying):  # notified at its commit, flushed after
-            if tx.durable:
-                tx.statements.flush_after = True
-            return last
-    flushed = tx.flushed
-    if not tx.durable:
-        last.append((NO_FLUSH_WAIT, None, None))
-    elif flushed is not None and flushed.asked:  # the flush waited for after the commit
-        last.append((NO_FLUSH_WAIT, None, None))
-        flushed.owed = True
-    return last
 
 
 def _each(tx: PostgresTx, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[Any]:
@@ -104,69 +74,6 @@ def _each(tx: PostgresTx, jobs: Sequence[Callable[[PostgresTx], Any]]) -> list[A
         statements.job = index
         results.append(job(tx))
     return results
-
-
-DEFAULT_CONNECT_TIMEOUT = 10.0
-
-
-def _connect_timeout(given: str | int | None, url: str) -> float:
-    """The seconds a call waits for a connection: the URL's ``connect_timeout`` (libpq's
-    whole seconds; 0 or less, libpq's "no limit", and none: ``DEFAULT_CONNECT_TIMEOUT``).
-    ``ConfigError`` for one that is not a number (``float`` raised ``ValueError`` from the
-    store's constructor)."""
-    if not given:
-        return DEFAULT_CONNECT_TIMEOUT
-    try:
-        seconds = float(given)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds):
-        raise ConfigError(
-            f"invalid PostgreSQL URL {shown_url(url)!r}: connect_timeout must be a number of "
-            f"seconds, got {given!r}"
-        )
-    return seconds if seconds > 0 else DEFAULT_CONNECT_TIMEOUT
-
-
-ANSWER_TIMEOUT = "answer_timeout"  # Stepline's own parameter of a URL (libpq refuses it)
-
-
-def _answer_timeout(url: str) -> tuple[str, str | None]:
-    """(``url`` without its ``answer_timeout`` query parameter, which libpq would refuse; that
-    parameter's value, None when it has none). The other parameters are left as written."""
-    if "://" not in url:  # a key=value connection string: libpq's keywords only
-        return url, None
-    base, mark, query = url.partition("?")
-    query, hash_, fragment = query.partition("#")
-    given: str | None = None
-    kept = []
-    for part in query.split("&") if mark else []:
-        name, _, value = part.partition("=")
-        if unquote(name) == ANSWER_TIMEOUT:
-            given = unquote(value)
-        elif part:
-            kept.append(part)
-    if given is None:
-        return url, None
-    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, given
-
-
-def _answer_seconds(given: str | float | None, url: str) -> float | None:
-    """The seconds within which the server must answer a round trip (``_answers``): the
-    URL's ``answer_timeout`` (or the store's argument); none: ``DEFAULT_ANSWER_TIMEOUT``; 0
-    or less: None, no deadline. ``ConfigError`` for one that is not a number."""
-    if given is None:
-        return DEFAULT_ANSWER_TIMEOUT
-    try:
-        seconds = float(given)
-    except ValueError:
-        seconds = math.nan
-    if math.isnan(seconds) or seconds == math.inf:
-        raise ConfigError(
-            f"invalid PostgreSQL URL {shown_url(url)!r}: {ANSWER_TIMEOUT} must be a number of "
-            f"seconds (0: no deadline), got {given!r}"
-        )
-    return seconds if seconds > 0 else None
 
 
 class PostgresStore(PostgresReads):
@@ -185,15 +92,7 @@ class PostgresStore(PostgresReads):
         answer_timeout: float | None = None,
     ) -> None:
         self.max_clock_skew = max_clock_skew
-        url, in_url = _answer_timeout(url)
-        answer_within = _answer_seconds(in_url if answer_timeout is None else answer_timeout, url)
-        if connect_timeout is None:  # the URL's own connect_timeout, else 10 s
-            try:
-                given = psycopg.conninfo.conninfo_to_dict(url).get("connect_timeout")
-            except psycopg.ProgrammingError as exc:
-                reason = str(exc).replace(url, shown_url(url))  # psycopg quotes it whole
-                raise ConfigError(f"invalid PostgreSQL URL: {reason}") from None
-            connect_timeout = _connect_timeout(given, url)
+        url, connect_timeout, answer_within = timeouts(url, connect_timeout, answer_timeout)
         super().__init__(url, max_connections, connect_timeout, answer_within)
         # the connections of its own (not the pools') end on a silent link too, and on a
         # server that does not answer (_answers.connect)
@@ -314,7 +213,7 @@ class PostgresStore(PostgresReads):
                     gates=self._gates,
                 )
                 statements = tx.statements
-                with statements.transaction(lambda: _last_statements(tx)):
+                with statements.transaction(lambda: last_statements(tx)):
                     yield tx
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             if _database.conflicted(exc) and not (statements and statements.maybe_committed):
@@ -354,7 +253,7 @@ class PostgresStore(PostgresReads):
                 )
                 statements = tx.statements
                 statements.unchecked = True
-                with tx.statements.transaction(lambda: _last_statements(tx)):
+                with tx.statements.transaction(lambda: last_statements(tx)):
                     yield tx
                 if tx.marked:  # committed
                     self._tokens.mark_running(tx.marked)
@@ -492,12 +391,14 @@ class PostgresStore(PostgresReads):
             statements.unchecked = True
             statements.watch = kept
             results = await statements.commit_on_loop(
-                lambda: _each(tx, jobs), lambda: self._last_on_loop(tx, loop, reserved)
+                lambda: _each(tx, jobs),
+                lambda: last_on_loop(tx, loop, reserved, self._read_pool),
             )
             if tx.marked:
                 self._tokens.mark_running(tx.marked)
             if reserved and tx.flushed is not None and tx.flushed.owed:
-                tx.flushed.wait = loop.create_task(self._flushed(reserved.pop()))
+                flush = flushed(reserved.pop(), self._read_pool, self.label)
+                tx.flushed.wait = loop.create_task(flush)
             return results
         except WouldBlock:
             raise
@@ -533,56 +434,6 @@ class PostgresStore(PostgresReads):
             raise WouldBlock(str(exc), statements.read_by) from exc
         self._unknown_outcome(statements, exc)
         raise Replay(str(exc)) from exc
-
-    def _last_on_loop(
-        self,
-        tx: PostgresTx,
-        loop: asyncio.AbstractEventLoop,
-        reserved: list[psycopg.Connection[Any]],
-    ) -> list[tuple[str, Any, str | None]]:
-        """``_last_statements`` of a transaction committed on ``loop``. One that asked to wait
-        for its flush after its commit (``FlushesLater``) does so only with a connection for
-        that flush (``FLUSHED``) taken now, into ``reserved``: an idle one of the read pool,
-        with nothing to read, whose socket the loop waits on (the loop's own is then free for
-        the next commit at once). None: its commit waits for its flush, as before."""
-        flushed = tx.flushed
-        if flushed is not None and flushed.asked:
-            conn = _database.take_idle(self._read_pool)
-            if conn is not None and (not _quiet(conn) or not _pipeline.loop_waits(loop, conn)):
-                if not _quiet(conn):
-                    conn.close()  # most likely ended by the server: the pool replaces it
-                self._read_pool.putconn(conn)  # never waits: idle, or closed
-                conn = None
-            if conn is None:
-                flushed.asked = False
-            else:
-                reserved.append(conn)
-        return _last_statements(tx)
-
-    async def _flushed(self, conn: psycopg.Connection[Any]) -> None:
-        """``FLUSHED`` on ``conn`` (an idle connection of the read pool, given back): its
-        commit, after the transaction's, waits for the WAL's flush past both. Its prepared
-        statement dropped behind psycopg's back (``_database.DROPPED``: nothing done), it is
-        sent again, prepared anew; failed otherwise, the transaction is committed, perhaps not
-        on disk: ``StoreUnavailable``."""
-        try:
-            for again in (True, False):
-                try:
-                    await _pipeline.send_all_async(conn, [(FLUSHED, None)])
-                    return
-                except psycopg.Error as exc:
-                    _database.forget_dropped(conn, exc)  # prepared anew at its next use
-                    if not (again and exc.sqlstate == _database.DROPPED):
-                        raise StoreUnavailable(
-                            f"committed, but whether it is on disk is unknown: {exc!r}",
-                            self.label,
-                        ) from exc
-        except BaseException:
-            if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.close()  # busy mid-protocol (cancelled): the pool replaces it
-            raise
-        finally:
-            self._read_pool.putconn(conn)  # never waits: idle, or closed (replaced)
 
     def accept_handoffs(self, owner: str, ttl: float) -> None:
         """``HandedLeases`` (``_handoffs.HandOffs``)."""
