@@ -4,6 +4,7 @@ handed over from its sender's transaction sends no list through psycopg's list d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,13 @@ from psycopg.types.array import BaseListDumper
 from tests.store.test_pg_handoffs import Heard, register, send
 
 from stepline.store.postgres import PostgresStore
-from stepline.store.postgres._arrays import Int4Array, TextArray
+from stepline.store.postgres._arrays import (
+    BoolArray,
+    ByteaArray,
+    Float8Array,
+    Int4Array,
+    TextArray,
+)
 
 TEXTS = [
     [],
@@ -22,6 +29,16 @@ TEXTS = [
     ["a", None, 'b"c', "", "d,e", "{f}", "g\\h", "grüße \u2603", "NULL", " x ", "\t"],
 ]
 INTS = [[], [5], [None], [0, -2, None, 2**31 - 1, -(2**31)]]
+# the arrays of the statements of several rows (``_coalesce``): each type, with nulls
+TYPED = [
+    (
+        Float8Array,
+        "double precision",
+        [[], [1.5], [None], [0.0, -2.25, None, 1e300, -0.0, 1765123456.123456]],
+    ),
+    (ByteaArray, "bytea", [[], [b"x"], [None], [b"", None, b"\x00\xff", bytes(range(256))]]),
+    (BoolArray, "boolean", [[], [True], [None], [False, None, True]]),
+]
 
 
 @pytest.fixture
@@ -55,6 +72,49 @@ def test_an_int4_array_reaches_the_server_as_the_list_does(
     assert typed is not None and plain is not None
     assert typed == (values, "integer[]")
     assert plain[0] == values
+
+
+@pytest.mark.parametrize(("kind", "sql", "values"), [(k, t, v) for k, t, vs in TYPED for v in vs])
+def test_a_typed_array_reaches_the_server_as_the_list_does(
+    pg_url: str, kind: type[list[Any]], sql: str, values: list[Any]
+) -> None:
+    with psycopg.connect(pg_url) as conn:
+        sent = f"SELECT %b::{sql}[], pg_typeof(%b)::text"
+        typed = conn.execute(sent, (kind(values), kind(values))).fetchone()
+        plain = conn.execute(f"SELECT %b::{sql}[]", (list(values),)).fetchone()
+    assert typed is not None and plain is not None
+    assert typed == (values, f"{sql}[]")
+    assert plain[0] == values
+
+
+def test_a_float8_array_keeps_nan_and_infinities(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT %b::double precision[]", (Float8Array([math.nan, math.inf, -math.inf]),)
+        ).fetchone()
+    assert row is not None
+    assert math.isnan(row[0][0]) and row[0][1:] == [math.inf, -math.inf]
+
+
+@pytest.mark.parametrize(
+    ("kind", "sql", "value"),
+    [
+        (TextArray, "text", 5),
+        (Int4Array, "integer", 2**31),
+        (Int4Array, "integer", "5"),
+        (Float8Array, "double precision", "1.5"),
+        (ByteaArray, "bytea", 5),
+        (BoolArray, "boolean", "yes"),
+    ],
+)
+def test_a_value_not_of_the_arrays_type_is_refused_before_anything_is_sent(
+    pg_url: str, kind: type[list[Any]], sql: str, value: Any
+) -> None:
+    """As psycopg's own dumpers refuse a value (``DataError``): the statement is not sent."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.DataError):
+            conn.execute(f"SELECT %b::{sql}[]", (kind([None, value]),))
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_an_event_handed_over_sends_no_list_through_psycopgs_look(

@@ -14,6 +14,7 @@ sent as, so the server reads the same values either way.
 from __future__ import annotations
 
 import struct
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -54,24 +55,14 @@ class _TextArrayDumper(Dumper):
         self._encoding = encoding if encoding != "ascii" else "utf-8"  # as psycopg's str
 
     def dump(self, obj: Any) -> bytes:
-        if len(obj) == 1 and obj[0] is not None:  # the usual case: one id
-            data: bytes = obj[0].encode(self._encoding)
+        if len(obj) == 1 and type(obj[0]) is str:  # the usual case: one id
+            data = obj[0].encode(self._encoding)
             return _ONE.pack(1, 0, _TEXT, 1, 1, len(data)) + data
-        if not obj:
-            return _EMPTY.pack(0, 0, _TEXT)
-        encoding, pack = self._encoding, _LENGTH.pack
-        parts = [b""]
-        nulls = 0
-        for item in obj:
-            if item is None:
-                parts.append(_NULL)
-                nulls = 1
-            else:
-                data = item.encode(encoding)
-                parts.append(pack(len(data)))
-                parts.append(data)
-        parts[0] = _HEAD.pack(1, nulls, _TEXT, len(obj), 1)
-        return b"".join(parts)
+        return _items(obj, _TEXT, self._item)
+
+    def _item(self, value: Any) -> bytes:
+        data: bytes = value.encode(self._encoding)  # not a str: AttributeError (refused)
+        return _LENGTH.pack(len(data)) + data
 
 
 class _Int4ArrayDumper(Dumper):
@@ -79,24 +70,100 @@ class _Int4ArrayDumper(Dumper):
     oid = _INT4_ARRAY
 
     def dump(self, obj: Any) -> bytes:
-        if len(obj) == 1 and obj[0] is not None:
+        if len(obj) == 1 and type(obj[0]) is int and -_INT4_BOUND <= obj[0] < _INT4_BOUND:
             return _ONE_INT4.pack(1, 0, _INT4, 1, 1, 4, obj[0])
-        if not obj:
-            return _EMPTY.pack(0, 0, _INT4)
-        pack = _INT4_ITEM.pack
-        parts = [b""]
-        nulls = 0
-        for item in obj:
-            if item is None:
+        return _items(obj, _INT4, _INT4_VALUE)
+
+
+class Float8Array(list[float | None]):
+    """A list of floats (or None) sent as ``double precision[]``."""
+
+    __slots__ = ()
+
+
+class ByteaArray(list[bytes | None]):
+    """A list of bytes (or None) sent as ``bytea[]``."""
+
+    __slots__ = ()
+
+
+class BoolArray(list[bool | None]):
+    """A list of bools (or None) sent as ``boolean[]``."""
+
+    __slots__ = ()
+
+
+_FLOAT8, _FLOAT8_ARRAY, _BYTEA, _BYTEA_ARRAY, _BOOL, _BOOL_ARRAY = 701, 1022, 17, 1001, 16, 1000
+_FLOAT8_ITEM = struct.Struct("!id")  # length 8, value
+_INT4_VALUE = partial(_INT4_ITEM.pack, 4)  # not an int, or out of int4's range: struct.error
+_INT4_BOUND = 2**31
+_BOOL_ITEM = struct.Struct("!i?")  # length 1, value
+
+
+def _items(obj: Any, element: int, item: Any) -> bytes:
+    """A binary one-dimension array of ``element`` values, ``item(value)`` the length and bytes
+    of each one not None (a value of another type: psycopg's ``DataError``, as its own
+    dumpers raise, nothing sent)."""
+    if not obj:
+        return _EMPTY.pack(0, 0, element)
+    parts = [b""]
+    nulls = 0
+    try:
+        for value in obj:
+            if value is None:
                 parts.append(_NULL)
                 nulls = 1
             else:
-                parts.append(pack(4, item))
-        parts[0] = _HEAD.pack(1, nulls, _INT4, len(obj), 1)
-        return b"".join(parts)
+                parts.append(item(value))
+    except (TypeError, AttributeError, struct.error) as exc:
+        raise psycopg.DataError(f"cannot dump {value!r} in an array of type {element}") from exc
+    parts[0] = _HEAD.pack(1, nulls, element, len(obj), 1)
+    return b"".join(parts)
+
+
+def _bytea(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        if not isinstance(value, bytearray | memoryview):
+            raise TypeError(value)
+        value = bytes(value)
+    data: bytes = value
+    return _LENGTH.pack(len(data)) + data
+
+
+def _bool(value: Any) -> bytes:
+    if not isinstance(value, int):  # a bool (an int: as PostgreSQL casts one, not zero)
+        raise TypeError(value)
+    return _BOOL_ITEM.pack(1, value != 0)
+
+
+class _Float8ArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = _FLOAT8_ARRAY
+
+    def dump(self, obj: Any) -> bytes:
+        return _items(obj, _FLOAT8, partial(_FLOAT8_ITEM.pack, 8))
+
+
+class _ByteaArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = _BYTEA_ARRAY
+
+    def dump(self, obj: Any) -> bytes:
+        return _items(obj, _BYTEA, _bytea)
+
+
+class _BoolArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = _BOOL_ARRAY
+
+    def dump(self, obj: Any) -> bytes:
+        return _items(obj, _BOOL, _bool)
 
 
 # for every connection made from now on (each copies psycopg's adapters when it is made; this
-# module is imported with the store): only these two classes of ours are concerned
+# module is imported with the store): only these classes of ours are concerned
 psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)
 psycopg.adapters.register_dumper(Int4Array, _Int4ArrayDumper)
+psycopg.adapters.register_dumper(Float8Array, _Float8ArrayDumper)
+psycopg.adapters.register_dumper(ByteaArray, _ByteaArrayDumper)
+psycopg.adapters.register_dumper(BoolArray, _BoolArrayDumper)
