@@ -76,11 +76,7 @@ async def test_sends_and_passes_go_on_after_their_statements_were_dropped(
                 await app.send_async(Event("go"))
             await _completed(app, 12)
             store: Any = app.engine.store
-            conns = [*store._pool._pool, *store._read_pool._pool]  # the idle ones
-            kept = store._loop_conns._kept
-            conns += [] if kept is None else [kept.conn]
-            for conn in conns:
-                _drop(conn, drop)
+            conns = await _drop_everywhere(store, drop)
             refused = 0
             for i in range(30):
                 for _ in range(5):
@@ -96,6 +92,33 @@ async def test_sends_and_passes_go_on_after_their_statements_were_dropped(
             assert refused <= len(conns) * 3
     finally:
         app.close()
+
+
+async def _drop_everywhere(store: Any, drop: bytes) -> list[psycopg.Connection[Any]]:
+    """``drop`` on every idle connection of ``store``'s pools and on the loop's kept one;
+    each taken for it alone: an idle connection out of its pool (the writer thread or a
+    heartbeat may take one meanwhile: it is not handed out while dropped), the kept one once
+    no commit holds it (a commit's later flush may still be in flight after the runs
+    completed: a libpq call in the middle of its pipeline fails)."""
+    conns = []
+    for pool in (store._pool, store._read_pool):
+        taken = [pool.getconn() for _ in range(len(pool._pool))]
+        try:
+            for conn in taken:
+                _drop(conn, drop)
+        finally:
+            for conn in taken:
+                pool.putconn(conn)
+        conns += taken
+    kept = store._loop_conns._kept
+    if kept is not None:
+        deadline = time.monotonic() + DEADLINE
+        while kept.busy:  # the loop's own: no commit can take it between this and the drop
+            assert time.monotonic() < deadline, "the kept connection stayed busy"
+            await asyncio.sleep(0.01)  # real time: its commit's reply; the deadline bounds it
+        _drop(kept.conn, drop)
+        conns.append(kept.conn)
+    return conns
 
 
 async def _completed(app: App, count: int) -> None:
