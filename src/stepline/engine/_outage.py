@@ -4,15 +4,12 @@ and how long to back off before the next attempt."""
 from __future__ import annotations
 
 import logging
-import random
 import time
 
+from stepline._reconnects import reconnect_delay
 from stepline.errors import StoreUnavailable
 
 log = logging.getLogger("stepline.worker")
-
-BACKOFF_FIRST = 0.1  # real seconds before the first retry after the store failed
-BACKOFF_MAX = 5.0
 
 
 class StoreOutage:
@@ -51,5 +48,4 @@ class StoreOutage:
 
     def delay(self) -> float:
         """Real seconds to wait before the next attempt (exponential, jittered, capped)."""
-        exponent = min(self.failures, 16) - 1
-        return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, exponent)) * random.uniform(0.5, 1)
+        return reconnect_delay(self.failures)

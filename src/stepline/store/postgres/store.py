@@ -118,7 +118,8 @@ class PostgresStore(PostgresReads):
         if listener is not None and not listener.stopped:
             listener.attach()
             return listener.stop
-        listener = WakeupListener(self.url, on_wake, self._handoffs.put, self._links)
+        options = {**self._links, "connect_timeout": max(1, int(self.connect_timeout))}
+        listener = WakeupListener(self.url, on_wake, self._handoffs.put, options)
         self._listeners[on_wake] = listener
         listener.start()
         return listener.stop

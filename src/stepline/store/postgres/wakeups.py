@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 
 from stepline import _readers
+from stepline._reconnects import reconnect_delay
 from stepline.store.postgres import _answers
 from stepline.store.postgres._database import CLIENT_ENCODING
 from stepline.store.postgres._handoffs import (
@@ -61,7 +62,6 @@ NOTIFY = "SELECT pg_notify('stepline', %s)"
 NOTIFY_TABLE = "\x00notify"  # its write(table=…): no table of the database
 MAX_NAMED = 16  # new runs a notification names at most (more: a plain one)
 _MAX_PAYLOAD = 4000  # bytes (PostgreSQL's bound is 8,000)
-_RETRY = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnection attempts
 _LOOP_CHECK = 1.0  # seconds between two looks at whether the reading loop closed
 _HAND_OFFS = (HAND_OFF, HAND_OFF_ONE)
 
@@ -129,9 +129,11 @@ class WakeupListener:
     ) -> None:
         self._url = url
         # libpq's, beside the URL's (``_database.link_options``): a listening connection whose
-        # link went silent is ended by its keepalives, and the listener connects again; and
-        # the deadline of its round trips (``_answers.connect``): a LISTEN unanswered is cut
-        # (it connects again), while it waits for notifications it owes nothing
+        # link went silent is ended by its keepalives, and the listener connects again; the
+        # deadline of its round trips (``_answers.connect``): a LISTEN unanswered is cut (it
+        # connects again), while it waits for notifications it owes nothing; and the store's
+        # ``connect_timeout`` (without it, libpq's none: a connect to an unreachable machine
+        # waited on the OS's SYN retries, ~130 s, without wake-ups meanwhile)
         self._options = dict(options or {})
         self._on_wake = on_wake
         # called first with the leases a notification hands over; returns the runs leased to
@@ -214,8 +216,8 @@ class WakeupListener:
                     while not self._listen_in_loop(conn) and self._listen(conn):
                         pass
             except Exception as exc:  # any: the thread must go on listening
-                delay = _RETRY[min(failures, len(_RETRY) - 1)]
                 failures += 1
+                delay = reconnect_delay(failures)  # the workers' backoff after a store failure
                 if not isinstance(exc, psycopg.Error | OSError):  # OSError: its socket's
                     # a bug (a callback's, a payload's): said, and the thread listens again
                     # rather than leaving the workers to their poll for good
