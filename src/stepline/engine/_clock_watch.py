@@ -30,6 +30,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stepline.clock import SystemClock
@@ -75,14 +76,31 @@ class ClockWatch:
             return
         self._measured_at = time.monotonic()
         try:
-            skew = await self._engine.read(store.clock_skew, self._engine.clock.now)
+            skew, took = await self._engine.read(_reading, store, self._engine.clock.now)
         except StoreError as exc:
             log.debug("the clock's skew could not be measured: %s", exc)
             return
         except Exception:  # never the heartbeat's end: its leases would expire
             log.warning("the clock's skew could not be measured", exc_info=True)
             return
-        self._judge(skew, store.clock_refusal(skew))
+        # the server read its clock somewhere within the round trip: the skew is known within
+        # half of it either way (a slow answer, a reader thread not run meanwhile, is not a
+        # stepped clock); refused only beyond the bound all over it, released only within it
+        half = took / 2
+        nearest = math.copysign(max(0.0, abs(skew) - half), skew)  # (its nearest to none)
+        beyond = store.clock_refusal(nearest) is not None
+        within = (
+            store.clock_refusal(skew - half) is None and store.clock_refusal(skew + half) is None
+        )
+        if not beyond and not within:
+            log.debug(
+                "the clock's skew measured over a %.3f s round trip (%+.3f s) tells nothing; "
+                "the last judgement stands",
+                took,
+                skew,
+            )
+            return
+        self._judge(skew, store.clock_refusal(skew) if beyond else None)
 
     def _judge(self, skew: float, refusal: str | None) -> None:
         with self._lock:
@@ -106,6 +124,14 @@ class ClockWatch:
         refusal, skew = self.refusal, self.skew
         if refusal is not None and skew is not None:
             raise ClockSkewError(refusal, skew)
+
+
+def _reading(store: ClockChecked, now: Callable[[], float]) -> tuple[float, float]:
+    """(``store.clock_skew``, the seconds its measurement took on ``now``'s clock: its
+    uncertainty is half of it)."""
+    before = now()
+    skew = store.clock_skew(now)
+    return skew, max(0.0, now() - before)
 
 
 async def held_by_clock(worker: Worker) -> bool:

@@ -1,0 +1,92 @@
+"""The clock watch judges a measurement by what it proves: a skew measured over a slow round trip
+(the server's time read anywhere within it) is beyond or within the bound only if it is for
+every moment of that round trip; an inconclusive one leaves the last judgement standing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stepline.clock import SystemClock
+from stepline.engine._clock_watch import ClockWatch
+
+BOUND = 1.0
+
+
+class _Clock(SystemClock):
+    """This machine's clock, moved by the test's round trips only."""
+
+    def __init__(self) -> None:
+        self.time = 100.0
+
+    def now(self) -> float:
+        return self.time
+
+
+class _Store:
+    """A database whose clock is ``server`` at the middle of each round trip (``clock_skew``
+    reads this machine's clock before and after it, as PostgreSQL's does)."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self._clock = clock
+        self.server_ahead = 0.0  # the server's clock minus this machine's
+        self.round_trip = 0.0  # seconds: the server answers at once, read that much later
+
+    def clock_skew(self, now: Callable[[], float] | None = None) -> float:
+        assert now is not None
+        before = now()
+        server = before + self.server_ahead
+        self._clock.time += self.round_trip
+        after = now()
+        return server - (before + after) / 2
+
+    def clock_refusal(self, skew: float) -> str | None:
+        return None if abs(skew) <= BOUND else f"{skew:+.3f} s"
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.clock = _Clock()
+        self.store = _Store(self.clock)
+        self.woken = 0
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    def wake_workers(self) -> None:
+        self.woken += 1
+
+
+def _measured(engine: _Engine, server_ahead: float, round_trip: float) -> None:
+    """The next measurement: the server's clock read at the start of a round trip of
+    ``round_trip`` seconds."""
+    engine.store.server_ahead = server_ahead
+    engine.store.round_trip = round_trip
+
+
+async def test_a_slow_round_trip_of_a_clock_within_the_bound_refuses_nothing() -> None:
+    engine = _Engine()
+    watch = ClockWatch(engine)  # type: ignore[arg-type]
+    # the clocks agree; the server answered at once, its answer read 3 s later: measured -1.5
+    _measured(engine, server_ahead=0.0, round_trip=3.0)
+    await watch.measure()
+    assert watch.refusal is None
+    watch.refuse_sends()  # does not raise
+
+
+async def test_a_clock_beyond_the_bound_for_the_whole_round_trip_is_refused_and_released() -> None:
+    engine = _Engine()
+    watch = ClockWatch(engine)  # type: ignore[arg-type]
+    _measured(engine, server_ahead=-5.0, round_trip=0.01)
+    await watch.measure()
+    assert watch.refusal is not None
+    # back within the bound, but measured over a round trip that cannot tell: still refused
+    _measured(engine, server_ahead=0.0, round_trip=3.0)
+    await watch.measure()
+    assert watch.refusal is not None
+    assert engine.woken == 0
+    # within the bound for the whole round trip: released, the workers woken
+    _measured(engine, server_ahead=0.0, round_trip=0.01)
+    await watch.measure()
+    assert watch.refusal is None
+    assert engine.woken == 1
