@@ -6,8 +6,9 @@ another process), and those written by different machines are compared with each
 process whose clock is beyond the store's bound refuses to open the database (``migrate``); a
 clock stepped later (an NTP step, a virtual machine resumed, a clock set by hand) went
 unnoticed. So each worker's heartbeat loop asks its engine's ``ClockWatch`` to measure again
-(``check``: at most every ``CHECK_EVERY`` real seconds while within the bound, at every
-heartbeat beyond it; one round trip on PostgreSQL, none on SQLite, whose file has no clock).
+(``due``: at most every ``CHECK_EVERY`` real seconds while within the bound, at every heartbeat
+beyond it; ``measure``, in a task of its own that no heartbeat waits for; one round trip on
+PostgreSQL, none on SQLite, whose file has no clock).
 
 Beyond the bound (``DurableStore.clock_refusal``) the watch logs an error with the measured
 skew, the process's workers take no new lease (no lease attempt, no claim of named runs, no
@@ -59,13 +60,12 @@ class ClockWatch:
         self._measured_at = -math.inf  # time.monotonic() of the last measurement
         self._lock = threading.Lock()  # workers of several event loops may measure at once
 
-    async def check(self) -> None:
-        """``measure`` when one is due: every ``CHECK_EVERY`` seconds, or now while refused."""
+    def due(self) -> bool:
+        """Whether a ``measure`` is due: every ``CHECK_EVERY`` seconds, at once while refused
+        (never without a store kept in a database, or with a virtual clock)."""
         if self._store is None:
-            return
-        if self.refusal is None and time.monotonic() - self._measured_at < CHECK_EVERY:
-            return
-        await self.measure()
+            return False
+        return self.refusal is not None or time.monotonic() - self._measured_at >= CHECK_EVERY
 
     async def measure(self) -> None:
         """Measure the skew now and judge it; a measurement that fails (a store that cannot be

@@ -563,23 +563,32 @@ class Worker(WorkerPasses):
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            run_ids = list(self.active)
-            now = self.engine.clock.now()  # an idle worker heartbeats too: it is alive
-            try:
-                job = self._heartbeat_job(run_ids, now)
-                lost = await self.engine.writer.write(job, unordered=True)  # as the lease job
-            except StoreUnavailable as exc:
-                self.outage.failed(exc)  # the passes' next commits check their leases
-                continue
-            except StoreError as exc:
-                self._fail(exc)
-                return
-            self.outage.recovered()
-            self.heartbeats += 1
-            await self.engine.clock_watch.check()  # this machine's clock, now and then
-            for run_id in lost:
-                # Usually a pass that just committed its end (its lease is released); else
-                # another worker took the run over and this pass's next commit is refused.
-                log.debug("run %s: no longer leased by this worker", run_id)
+        measuring: asyncio.Task[None] | None = None  # a measurement of the clock in flight
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                run_ids = list(self.active)
+                now = self.engine.clock.now()  # an idle worker heartbeats too: it is alive
+                try:
+                    job = self._heartbeat_job(run_ids, now)
+                    lost = await self.engine.writer.write(job, unordered=True)  # as the lease job
+                except StoreUnavailable as exc:
+                    self.outage.failed(exc)  # the passes' next commits check their leases
+                    continue
+                except StoreError as exc:
+                    self._fail(exc)
+                    return
+                self.outage.recovered()
+                self.heartbeats += 1
+                # this machine's clock, now and then: measured beside the heartbeats, never
+                # awaited by them (a slow measurement, a pool with no free connection, a
+                # reader thread queued, held the next heartbeat: the leases expired)
+                if (measuring is None or measuring.done()) and self.engine.clock_watch.due():
+                    measuring = asyncio.create_task(self.engine.clock_watch.measure())
+                for run_id in lost:
+                    # Usually a pass that just committed its end (its lease is released); else
+                    # another worker took the run over and this pass's next commit is refused.
+                    log.debug("run %s: no longer leased by this worker", run_id)
+        finally:
+            if measuring is not None:
+                measuring.cancel()

@@ -1,0 +1,44 @@
+"""A worker's heartbeats never wait for a measurement of its clock against the database's
+(``engine/_clock_watch.py``): a measurement whose round trip is slow (a pool with no free
+connection, a reader thread queued behind slow reads, a server slow to answer) ran inside the
+heartbeat loop, and the worker's leases, heartbeated every third of their TTL, expired meanwhile
+(another worker took its runs over, its passes' commits refused)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from _polling import until
+
+from stepline import App
+
+
+async def test_a_measurement_that_does_not_end_holds_no_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App("clock-heartbeat", db=str(tmp_path / "s.db"))
+    store = app.engine.store
+    measuring = threading.Event()
+    release = threading.Event()
+    skew: Callable[..., float] = store.clock_skew  # type: ignore[attr-defined]
+
+    def clock_skew(now: Callable[[], float] | None = None) -> float:
+        measuring.set()
+        release.wait(30)  # a round trip that does not end until the test lets it
+        return skew(now)
+
+    monkeypatch.setattr(store, "clock_skew", clock_skew)
+    try:
+        async with app.worker(lease_ttl=0.3) as worker:  # a heartbeat every 0.1 s
+            try:
+                await worker.ready.wait()
+                await until("the worker measured its clock", measuring.is_set)
+                held = worker.heartbeats
+                await until("two more heartbeats", lambda: worker.heartbeats >= held + 2)
+            finally:
+                release.set()
+    finally:
+        app.close()
