@@ -316,6 +316,8 @@ def test_a_worker_whose_server_freezes_under_a_commit_backs_off_and_the_run_comp
         finally:
             thaw(stopped)
     assert done.status == "COMPLETED"
+    # the round trip cut: the step's commit, or the display of its executing steps ahead of it
+    # in the writer's order (the commit then fails to connect to the frozen server)
     assert any(
         f"did not answer within {ANSWER_TIMEOUT} s" in r.getMessage() for r in caplog.records
     )

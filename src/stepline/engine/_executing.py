@@ -121,4 +121,8 @@ class ExecutingSteps:
         self._writes.discard(future)
         if not future.cancelled() and future.exception() is not None:
             # only a display: the step's own commit reports any real trouble
-            log.debug("run %s: could not show its executing steps", self._lease.run_id)
+            log.debug(
+                "run %s: could not show its executing steps: %s",
+                self._lease.run_id,
+                future.exception(),
+            )
