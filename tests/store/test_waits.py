@@ -474,3 +474,19 @@ def test_a_stale_wait_past_its_timeout_times_nothing_out(store: Store) -> None:
     assert "WAIT_TIMED_OUT" not in history_kinds(store, "r1")
     assert wait_step(store)[1] == []
     _kept(store)
+
+
+def test_a_stale_wait_is_not_read_as_a_wait_of_its_run(store: Store) -> None:
+    # the read side as the write side (cbea632b): memory and PostgreSQL listed a stale wait's
+    # row in ``load_run().waits``, in the state a lease loads and in ``queue_states`` (the
+    # dashboard's "waiting on", ``stepline runs``); SQLite reads only pending waits
+    _completed_under_a_stale_wait(store, T0 + 30)
+    waiting(store, "r2", ORDER_O1)  # a pending wait beside it is read
+    assert wait_step(store)[1] == []
+    assert [w.wait_id for w in wait_step(store, "r2")[1]] == ["w-r2"]
+    states = {s.run_id: s for s in store.queue_states(["r1", "r2"], T0 + 10)}
+    assert (states["r1"].waits, [w.wait_id for w in states["r2"].waits]) == ((), ["w-r2"])
+    held = lease_run(store, "r1", now=T0 + 60)
+    loaded = store.load_run("r1") if held.loaded is None else held.loaded()
+    assert loaded is not None and loaded.waits == []
+    _kept(store)

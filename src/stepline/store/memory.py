@@ -118,8 +118,15 @@ class MemoryStore(MemoryAppReads):
                 run=_copy_run(run),
                 events=[self._events[i] for i in run.event_ids if i in self._events],
                 steps={h: replace(s) for h, s in self._steps.get(run_id, {}).items()},
-                waits=[w for w in self._waits.values() if w.run_id == run_id],
+                waits=[w for w in self._waits.values() if w.run_id == run_id and self.pending(w)],
             )
+
+    def pending(self, wait: WaitRecord) -> bool:
+        """Whether ``wait``'s step is PENDING: its run waits for it. Else the wait is stale
+        (the run moved on): no read lists it and no claim resolves it, as on every store
+        (SQLite reads only pending waits, schema 28; ``_primitives.delete_wait``)."""
+        step = self._steps.get(wait.run_id, {}).get(wait.step_hash)
+        return step is not None and step.status == "PENDING"
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -214,7 +221,7 @@ class MemoryStore(MemoryAppReads):
             wanted = set(run_ids)
             waits: dict[str, list[WaitRecord]] = {}
             for wait in self._waits.values():
-                if wait.run_id in wanted:
+                if wait.run_id in wanted and self.pending(wait):
                     waits.setdefault(wait.run_id, []).append(wait)
             held: Counter[str] = Counter(
                 key

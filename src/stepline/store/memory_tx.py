@@ -261,13 +261,7 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
         if wait is None:
             return False
         self._pop(self._s._waits, wait_id)
-        return self._waiting(wait)  # a stale wait's row goes unclaimed
-
-    def _waiting(self, wait: WaitRecord) -> bool:
-        """Whether ``wait``'s step is PENDING: its run waits for it (else the wait is stale:
-        the run moved on, ``_primitives.EventPrimitives.delete_wait``)."""
-        step = self._s._steps.get(wait.run_id, {}).get(wait.step_hash)
-        return step is not None and step.status == "PENDING"
+        return self._s.pending(wait)  # a stale wait's row goes unclaimed (_primitives)
 
     def resume_waits(self, resumed: Sequence[ResumedWait], now: float) -> None:
         for wait in resumed:
@@ -556,7 +550,7 @@ class MemoryTx(MemoryControlVerbs, MemoryAppVerbs):
             memo = self._memo(run_id)
             for wait in expired:
                 self._pop(s._waits, wait.wait_id)
-                if not self._waiting(wait):
+                if not self._s.pending(wait):
                     continue  # a stale wait (the run moved on): its row goes, nothing times out
                 step = memo[wait.step_hash]
                 timed_out = replace(step, status="COMPLETED", output_json=b"null", ended_at=now)

@@ -3,7 +3,7 @@ steps and waits, run lists and payload searches, what the dashboard reads (psyco
 
 from __future__ import annotations
 
-from stepline.store.postgres.queries import EVENT_COLUMNS, STEP_COLUMNS, WAIT_COLUMNS
+from stepline.store.postgres.queries import EVENT_COLUMNS, STEP_COLUMNS, WAIT_COLUMNS, WAITING
 
 RUN_COLUMNS = """run_id, function_id, status, event_ids, created_at, started_at, ended_at, output,
     error, attempt, parent_run_id, parent_step_hash, start_timeout, finish_timeout, app_id,
@@ -99,7 +99,8 @@ QUEUE_STATES = """
 SELECT run_id, due_at, lease_owner IS NOT NULL AND lease_expires_at > %s, ckey1, climit1, ckey2,
        climit2
 FROM queue WHERE run_id = ANY(%s)"""
-WAITS_OF_RUNS = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ANY(%s)"
+# the pending waits of several runs (a stale one's row is no wait: ``queries.WAITING``)
+WAITS_OF_RUNS = f"SELECT {WAIT_COLUMNS} FROM waits w WHERE run_id = ANY(%s) AND {WAITING}"
 LIST_EVENTS = f"""
 SELECT {EVENT_COLUMNS}, received_at, duplicate FROM events {{where}}
 ORDER BY received_at DESC, internal_id DESC LIMIT %s"""

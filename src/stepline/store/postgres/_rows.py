@@ -28,6 +28,8 @@ _STEP_NAMES = [c.strip() for c in q.STEP_COLUMNS.split(",")]
 _WAIT_NAMES = [c.strip() for c in q.WAIT_COLUMNS.split(",")]
 _STEP_ORDER = operator.itemgetter(_STEP_NAMES.index("position"), _STEP_NAMES.index("hash"))
 _WAIT_ORDER = operator.itemgetter(_WAIT_NAMES.index("created_at"), _WAIT_NAMES.index("wait_id"))
+_STEP_HASH, _STEP_STATUS = _STEP_NAMES.index("hash"), _STEP_NAMES.index("status")
+_WAIT_STEP = _WAIT_NAMES.index("step_hash")
 
 
 def select_steps(conn: psycopg.Connection[Any], run_id: str) -> list[StepRecord]:
@@ -50,12 +52,18 @@ def run_state(row: Sequence[Any]) -> RunState:
     """A ``LOAD_RUN`` row: the run's columns, then its events', steps' and waits' columns, each
     an array (NULL where it has none), the arrays of a table in one row order, any: the events
     are put in the run's order, the steps in position order (then hash), the waits in creation
-    order (then id), as ``load_run`` gives them on every store."""
+    order (then id), as ``load_run`` gives them on every store; only its pending waits (their
+    step PENDING, read in the same snapshot: a stale wait's row is no wait of the run, as
+    SQLite reads them, ``queries.WAITING``), filtered here rather than in the statement, the
+    lease path's load, which stays as it was."""
     at = _RUN_WIDTH
     run = shapes.run_record(row[:at])
     events, at = _rows_of(row, at, _EVENT_WIDTH)
     steps, at = _rows_of(row, at, _STEP_WIDTH)
     waits, at = _rows_of(row, at, _WAIT_WIDTH)
+    if waits:
+        pending = {s[_STEP_HASH] for s in steps if s[_STEP_STATUS] == "PENDING"}
+        waits = [w for w in waits if w[_WAIT_STEP] in pending]
     if len(steps) > 1:
         steps.sort(key=_STEP_ORDER)
     if len(waits) > 1:

@@ -96,19 +96,18 @@ SELECT {WAIT_COLUMNS} FROM waits WHERE event_name = %s AND index_path IS NULL"""
 WAITS_INDEXED = f"""
 SELECT {WAIT_COLUMNS} FROM waits
 WHERE event_name = %s AND index_path = %s AND index_value = ANY(%s)"""
-WAITS_OF_RUN = f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = %s"
 # the one who deletes a wait decides it (resolved, timed out or cancelled): the others see no row
 # whether a wait's step is PENDING (``w``: the wait's row): its run waits for it; else the wait
 # is stale (the run moved on), its row deleted unclaimed (``_primitives.delete_wait``)
-_WAITING = """EXISTS (
+WAITING = """EXISTS (
     SELECT 1 FROM steps s
     WHERE s.run_id = w.run_id AND s.hash = w.step_hash AND s.status = 'PENDING')"""
-# a wait's row deleted: one row, saying whether the deletion claimed it (_WAITING)
-DELETE_WAIT = f"DELETE FROM waits w WHERE wait_id = %s RETURNING {_WAITING}"
-# a run's expired waits' rows deleted, each with whether it times out (_WAITING) last
+# a wait's row deleted: one row, saying whether the deletion claimed it (WAITING)
+DELETE_WAIT = f"DELETE FROM waits w WHERE wait_id = %s RETURNING {WAITING}"
+# a run's expired waits' rows deleted, each with whether it times out (WAITING) last
 DELETE_EXPIRED_WAITS_OF_RUN = f"""
 DELETE FROM waits w WHERE run_id = %s AND expires_at IS NOT NULL AND expires_at <= %s
-RETURNING {WAIT_COLUMNS}, {_WAITING}"""
+RETURNING {WAIT_COLUMNS}, {WAITING}"""
 DELETE_WAITS_OF_RUN = "DELETE FROM waits WHERE run_id = %s"
 WAKE = """
 UPDATE queue SET wake = true,
