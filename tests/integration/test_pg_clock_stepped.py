@@ -17,6 +17,7 @@ from _polling import until
 
 from stepline import App, ClockSkewError, Context, Event, TriggerEvent
 from stepline.clock import Idle, SystemClock
+from stepline.engine import _clock_watch
 from stepline.engine.worker import Worker
 from stepline.store.postgres import PostgresStore
 
@@ -107,3 +108,38 @@ async def test_a_clock_stepped_beyond_the_bound_stops_leases_and_sends(
         await task
         skewed.close()
         sender.close()
+
+
+async def test_a_refusal_with_no_worker_measuring_is_measured_again_by_the_next_send(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose workers stopped while its clock was beyond the bound (or that sends
+    only): nothing measured again, and its sends were refused for ever after the clock came
+    back. A send refused by a judgement older than ``CHECK_EVERY`` measures again first."""
+    app = App("skew-sender", db=pg_url)
+
+    @app.function(id="once", trigger=TriggerEvent("skew/go"))
+    async def run_once(ctx: Context) -> str:
+        return "ok"
+
+    clock = SteppedClock()
+    engine = app.attach(PostgresStore(pg_url), clock)
+    try:
+        clock.offset = 5.0
+        await engine.clock_watch.measure()
+        assert engine.clock_watch.refusal is not None
+        with pytest.raises(ClockSkewError):  # judged just now: not measured again
+            await app.send_async(Event("skew/go"))
+        clock.offset = 0.0  # back within the bound; no worker measures
+        with pytest.raises(ClockSkewError):  # the judgement is recent: it stands
+            await app.send_async(Event("skew/go"))
+        monkeypatch.setattr(_clock_watch, "CHECK_EVERY", 0.0)  # the judgement now old
+        await app.send_async(Event("skew/go"))
+        assert engine.clock_watch.refusal is None
+        clock.offset = 5.0
+        await engine.clock_watch.measure()
+        clock.offset = 0.0
+        await asyncio.to_thread(app.send, Event("skew/go"))  # the same without an event loop
+        assert engine.clock_watch.refusal is None
+    finally:
+        app.close()

@@ -19,7 +19,9 @@ leases it hands to other processes' workers). Passes in flight go on and their l
 heartbeated: their commits are fenced by their leases as always, and a lease that looks expired
 to another machine is taken over as a hung worker's would be. Back within the bound: logged,
 and the workers lease again at once. A process without a worker (``stepline server
---no-worker``) is measured when it opens the database only.
+--no-worker``) is measured when it opens the database; a send refused on a measurement
+``CHECK_EVERY`` seconds old or more (the process's workers stopped while refused, or it has
+none) measures again first, so a clock back within the bound is not refused for ever.
 
 Only with the system clock (a virtual clock's times are a test's own, ``MockClock``) and a
 store kept in a database (``ClockChecked``).
@@ -83,6 +85,20 @@ class ClockWatch:
         except Exception:  # never the heartbeat's end: its leases would expire
             log.warning("the clock's skew could not be measured", exc_info=True)
             return
+        self._weigh(store, skew, took)
+
+    def _measure_here(self, store: ClockChecked) -> None:
+        """``measure`` in the calling thread (a send with no event loop of its own)."""
+        self._measured_at = time.monotonic()
+        try:
+            skew, took = _reading(store, self._engine.clock.now)
+        except StoreError as exc:
+            log.debug("the clock's skew could not be measured: %s", exc)
+            return
+        self._weigh(store, skew, took)
+
+    def _weigh(self, store: ClockChecked, skew: float, took: float) -> None:
+        """Judge ``skew``, measured over a round trip of ``took`` seconds."""
         # the server read its clock somewhere within the round trip: the skew is known within
         # half of it either way (a slow answer, a reader thread not run meanwhile, is not a
         # stepped clock); refused only beyond the bound all over it, released only within it
@@ -119,8 +135,32 @@ class ClockWatch:
             )
             self._engine.wake_workers()
 
+    def _stale_refusal(self) -> ClockChecked | None:
+        """The store to measure again with before a send is refused: the refusal's
+        measurement is ``CHECK_EVERY`` seconds old (no worker of this process measures: they
+        stopped, or it only sends); None otherwise."""
+        store = self._store
+        if self.refusal is None or time.monotonic() - self._measured_at < CHECK_EVERY:
+            return None
+        return store
+
+    async def refuse_sends_async(self) -> None:
+        """``refuse_sends`` for a send on an event loop (a stale refusal measured again in the
+        engine's reader, not on the loop)."""
+        if self._stale_refusal() is not None:
+            await self.measure()
+        self._refuse()
+
     def refuse_sends(self) -> None:
-        """Raise ``ClockSkewError`` while the last measurement was beyond the bound."""
+        """Raise ``ClockSkewError`` while the last measurement was beyond the bound; a
+        refusal measured ``CHECK_EVERY`` seconds ago or more is measured again first (in the
+        calling thread: a send with no event loop of its own)."""
+        store = self._stale_refusal()
+        if store is not None:
+            self._measure_here(store)
+        self._refuse()
+
+    def _refuse(self) -> None:
         refusal, skew = self.refusal, self.skew
         if refusal is not None and skew is not None:
             raise ClockSkewError(refusal, skew)

@@ -418,7 +418,8 @@ class Engine:
         ``now``). ``retried``: their ids were given by the sender (e.g. derived from a
         request's seed), so an event whose id is already stored is a retry of the same request
         and is not ingested again (its result says duplicate)."""
-        self.clock_watch.refuse_sends()  # ClockSkewError while the clock is beyond the bound
+        if self.clock_watch.refusal is not None:  # (no coroutine a send otherwise)
+            await self.clock_watch.refuse_sends_async()  # ClockSkewError while beyond it
         items = [self.plan(record) for record in records]
         return await self._batcher().ingest(items, now, retried)
 
