@@ -58,3 +58,27 @@ def test_the_reconnect_delay_doubles_up_to_its_cap() -> None:
     for failures, top in ((1, 0.1), (2, 0.2), (3, 0.4), (7, 5.0), (40, 5.0)):
         delay = _reconnects.reconnect_delay(failures)
         assert top / 2 <= delay <= top
+
+
+@pytest.mark.parametrize("session", ["_presence", "_gates"])
+def test_the_presence_and_gate_sessions_connect_within_the_stores_timeout(
+    monkeypatch: pytest.MonkeyPatch, session: str
+) -> None:
+    """The sessions of the workers' presence locks and of the take gates connected with a
+    timeout of their own (5 s), not the store's: one the user lowered or raised was ignored
+    there."""
+    asked: list[dict[str, Any]] = []
+
+    def connect(url: str, **options: Any) -> Any:
+        asked.append(options)
+        raise psycopg.OperationalError("the server's machine is unreachable")
+
+    monkeypatch.setattr(_answers, "connect", connect)
+    store = PostgresStore("postgresql://u@192.0.2.1:5432/db", connect_timeout=2)
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            getattr(store, session)._connection()
+    finally:
+        store.close()
+    assert [options.get("connect_timeout") for options in asked] == [2], asked
+    assert asked[0].get("tcp_user_timeout") == 2000, asked

@@ -49,7 +49,8 @@ class TakeGates:
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self._url = url
         # libpq's, beside the URL's (link_options), and its deadline (_answers.connect)
-        self._options = dict(options or {})
+        # libpq options of its session: the store's (its connect timeout, link options)
+        self._options = {"connect_timeout": 5, **(options or {})}
         self._lock = threading.Lock()  # guards _asked, _thread and _stopped
         self._asked: set[int] = set()  # buckets whose gates were asked closed, not open
         self._thread: ThreadPoolExecutor | None = None
@@ -149,7 +150,6 @@ class TakeGates:
             self._conn = conn = _answers.connect(
                 self._url,
                 autocommit=True,
-                connect_timeout=5,
                 client_encoding=CLIENT_ENCODING,
                 **self._options,
             )

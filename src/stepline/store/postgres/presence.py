@@ -55,7 +55,8 @@ class Presence:
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self._url = url
         # libpq's, beside the URL's (link_options), and its deadline (_answers.connect)
-        self._options = dict(options or {})
+        # libpq options of its session: the store's (its connect timeout, link options)
+        self._options = {"connect_timeout": 5, **(options or {})}
         self._conn: psycopg.Connection[Any] | None = None
         self._held: set[str] = set()
         self._prefix = ""  # PRESENCE_EPOCH when this connection took its locks
@@ -110,7 +111,6 @@ class Presence:
         self._conn = conn = _answers.connect(
             self._url,
             autocommit=True,
-            connect_timeout=5,
             client_encoding=CLIENT_ENCODING,
             **self._options,
         )

@@ -101,8 +101,11 @@ class PostgresStore(PostgresReads):
             **_database.link_options(url, connect_timeout),
             _answers.ANSWER_WITHIN: answer_within,
         }
-        self._presence = Presence(url, self._links)  # its workers shown alive (presence.py)
-        self._gates = TakeGates(url, self._links)  # the gates its refused takes closed
+        # the sessions of its own (presence locks, take gates, the wake-up listener) connect
+        # within its connect timeout too (libpq's: whole seconds)
+        self._sessions = {**self._links, "connect_timeout": max(1, int(self.connect_timeout))}
+        self._presence = Presence(url, self._sessions)  # its workers shown alive (presence.py)
+        self._gates = TakeGates(url, self._sessions)  # the gates its refused takes closed
         self._tokens = LeaseTokens()  # the leases it took lately (see PostgresTx.commit_pass)
         self._hints = Hints()  # what its transactions found lately (optimistic assumptions)
         self._catalog = TriggerCatalog()  # the trigger catalog last read (see store/_catalog)
@@ -119,8 +122,7 @@ class PostgresStore(PostgresReads):
         if listener is not None and not listener.stopped:
             listener.attach()
             return listener.stop
-        options = {**self._links, "connect_timeout": max(1, int(self.connect_timeout))}
-        listener = WakeupListener(self.url, on_wake, self._handoffs.put, options)
+        listener = WakeupListener(self.url, on_wake, self._handoffs.put, self._sessions)
         self._listeners[on_wake] = listener
         listener.start()
         return listener.stop
