@@ -105,6 +105,22 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Each round trip ``_pipeline.send_all`` makes from now on: its statements' texts."""
+    from stepline.store.postgres import _pipeline
+
+    found: list[list[str]] = []
+    send_all = _pipeline.send_all
+
+    def recording(conn: Any, statements: Any) -> Any:
+        found.append([query for query, _ in statements])
+        return send_all(conn, statements)
+
+    monkeypatch.setattr(_pipeline, "send_all", recording)
+    return found
+
+
+@pytest.fixture
 def prepared_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """(PostgreSQL) each lone step commit sent prepared: whether it was (False: the usual lane
     took it). One that ``commit_kept`` did not send goes to ``commit_prepared``: counted there."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.store.builders import T0, event, ingest, lease, step
+from tests.store.builders import T0, cel_matches, event, ingest, lease, step
 
 import pgtest
 from stepline.errors import StoreUnavailable
@@ -29,6 +29,7 @@ from stepline.store.postgres._handoffs import (
     read_payload,
 )
 from stepline.store.postgres._hints import LeaseTokens
+from stepline.store.postgres._lease_queries import DEFAULT_PLANS, GENERIC_PLANS
 from stepline.store.postgres._statements import FLUSHED, Statements
 from stepline.store.records import (
     Admission,
@@ -310,12 +311,11 @@ def test_a_handed_lease_is_a_lease_like_any_other(pg_store: PostgresStore, heard
     assert pg_store._tokens.owner(held.token) == "w1"
 
 
-def test_a_send_naming_its_runs_is_notified_before_its_flush(
-    pg_store: PostgresStore, heard: Heard, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """...and acknowledged after it: its commit does not wait for the disk (its notification
-    goes out at once), then a transaction of its own committed with ``synchronous_commit`` on
-    (``FLUSHED``) waits for the WAL's flush, past its commit record, before the send returns."""
+def notified_before_flush(
+    monkeypatch: pytest.MonkeyPatch, heard: Heard
+) -> tuple[list[list[str]], list[bool]]:
+    """Each round trip's texts from now on, and for each ``FLUSHED`` sent, whether the
+    notification naming r1 had come before it."""
     trips: list[list[str]] = []
     notified_first: list[bool] = []
     send_all = _pipeline.send_all
@@ -328,6 +328,16 @@ def test_a_send_naming_its_runs_is_notified_before_its_flush(
         return send_all(conn, statements)
 
     monkeypatch.setattr(_pipeline, "send_all", recording)
+    return trips, notified_first
+
+
+def test_a_send_naming_its_runs_is_notified_before_its_flush(
+    pg_store: PostgresStore, heard: Heard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """...and acknowledged after it: its commit does not wait for the disk (its notification
+    goes out at once), then a transaction of its own committed with ``synchronous_commit`` on
+    (``FLUSHED``) waits for the WAL's flush, past its commit record, before the send returns."""
+    trips, notified_first = notified_before_flush(monkeypatch, heard)
     send(pg_store, "r1")
     commit = next(t for t in trips if HAND_OFF in t or HAND_OFF_ONE in t)
     hand_off = HAND_OFF if HAND_OFF in commit else HAND_OFF_ONE
@@ -336,6 +346,26 @@ def test_a_send_naming_its_runs_is_notified_before_its_flush(
     assert commit[commit.index(hand_off) - 1] == HANDING and NO_FLUSH_WAIT not in commit
     assert "'synchronous_commit', 'off'" in HANDING
     assert trips[-1] == [FLUSHED] and notified_first == [True]
+
+
+def test_an_optimistic_send_asks_for_its_settings_in_one_statement(
+    pg_store: PostgresStore, heard: Heard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(A send, usually: the writer's first try.) The ingest's ``GENERIC_PLANS`` stays on up to
+    the commit, so it is sent as ``HANDING`` (the same settings, the commit's
+    ``synchronous_commit`` off too, the plan mode before not saved: nothing puts it back) and
+    the hand-off goes without a ``HANDING`` of its own: a statement fewer in the commit's round
+    trip. Still notified before the flush, which is waited for after the commit."""
+    register(pg_store, "w1")
+    trips, notified_first = notified_before_flush(monkeypatch, heard)
+    new = NewRun("r1", "fn", ("ev-r1",), app_id=APP)
+    with pg_store.optimistic_transaction() as tx:
+        tx.ingest([EventIngest(event("ev-r1", data=DATA), (new,))], T0, cel_matches)
+    [commit] = [t for t in trips if HAND_OFF in t or HAND_OFF_ONE in t]
+    assert commit[0] == HANDING and commit.count(HANDING) == 1, commit
+    assert GENERIC_PLANS not in commit and DEFAULT_PLANS not in commit
+    assert NO_FLUSH_WAIT not in commit and trips[-1] == [FLUSHED] and notified_first == [True]
+    assert queue_row(pg_store.url, "r1")[0] == "w1"  # handed
 
 
 def test_a_send_whose_flush_is_not_waited_for_has_an_unknown_outcome(
@@ -358,16 +388,8 @@ def test_a_send_whose_flush_is_not_waited_for_has_an_unknown_outcome(
 
 
 def test_a_transaction_that_makes_other_work_waits_for_its_flush_in_its_commit(
-    pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+    pg_store: PostgresStore, trips: list[list[str]]
 ) -> None:
-    trips: list[list[str]] = []
-    send_all = _pipeline.send_all
-
-    def recording(conn: Any, statements: Any) -> Any:
-        trips.append([query for query, _ in statements])
-        return send_all(conn, statements)
-
-    monkeypatch.setattr(_pipeline, "send_all", recording)
     with pg_store.transaction() as tx:
         tx.set_paused("fn", True, APP)  # a plain NOTIFY
     assert all(NO_FLUSH_WAIT not in t and FLUSHED not in t for t in trips)

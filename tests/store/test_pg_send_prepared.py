@@ -8,13 +8,14 @@ does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import psycopg
 from tests.store.builders import T0, cel_matches, trigger
 
 from stepline.store.postgres import PostgresStore, _pipeline
-from stepline.store.postgres._lease_queries import DEFAULT_PLANS, GENERIC_PLANS
+from stepline.store.postgres._lease_queries import DEFAULT_PLANS, GENERIC_PLANS, LEASE_ALONE
 from stepline.store.postgres._statements import AT_ONCE, Statements, at_once
 
 
@@ -70,4 +71,70 @@ def test_generic_plans_asked_for_right_after_they_were_put_back_go_on() -> None:
         DEFAULT_PLANS,
         "Z",
         GENERIC_PLANS,
+    ]
+
+
+_ON = (  # fails unless the generic plans and a commit without waiting for its flush are on
+    "SELECT 1 / (current_setting('synchronous_commit') = 'off'"
+    " AND current_setting('plan_cache_mode') = 'force_generic_plan'"
+    " AND current_setting('enable_seqscan') = 'off')::int"
+)
+
+
+def _sent(
+    pg_url: str, trips: list[list[str]], body: Callable[[Statements], None]
+) -> list[list[str]]:
+    """The texts of each round trip of an optimistic transaction of ``body``'s statements,
+    whose last statements are a hand-off's settings (``LEASE_ALONE``) and ``_ON``."""
+    trips.clear()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        settings = (
+            "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan'),"
+            " current_setting('synchronous_commit')"
+        )
+        conn.execute("SET synchronous_commit = on")  # (the test cluster's is off)
+        before = conn.execute(settings).fetchone()
+        s = Statements(conn, optimistic=True)
+        with s.transaction(lambda: [(LEASE_ALONE, None, None), (_ON, None, None)]):
+            body(s)
+        assert conn.execute(settings).fetchone() == before  # its own settings: gone with it
+    return list(trips)
+
+
+def test_generic_plans_on_up_to_the_commit_are_asked_for_with_its_settings(
+    pg_url: str, trips: list[list[str]]
+) -> None:
+    """An optimistic transaction whose last statement was ``DEFAULT_PLANS`` (dropped: its
+    settings end with it) and whose last statements ask for ``LEASE_ALONE``'s settings (a
+    hand-off's ``HANDING``): its last ``GENERIC_PLANS`` is sent as ``LEASE_ALONE`` and the later
+    one is not sent; the settings are all on for the last statements and the commit."""
+
+    def body(s: Statements) -> None:
+        for query in (GENERIC_PLANS, "SELECT 1", DEFAULT_PLANS, "SELECT 2", GENERIC_PLANS):
+            s.write(query)
+        s.write("SELECT 3")
+        s.write(DEFAULT_PLANS)
+
+    assert _sent(pg_url, trips, body) == [
+        [GENERIC_PLANS, "SELECT 1", DEFAULT_PLANS, "SELECT 2", LEASE_ALONE, "SELECT 3", _ON]
+    ]
+
+
+def test_generic_plans_sent_before_are_asked_for_again(pg_url: str, trips: list[list[str]]) -> None:
+    """...but a ``GENERIC_PLANS`` sent in an earlier round trip (a read) stays as it was, and
+    ``LEASE_ALONE`` is sent as asked; so is it after a ``DEFAULT_PLANS`` left queued."""
+
+    def read_between(s: Statements) -> None:
+        s.write(GENERIC_PLANS)
+        s.run("SELECT 0")
+        s.write("SELECT 1")
+        s.write(DEFAULT_PLANS)
+
+    def put_back(s: Statements) -> None:
+        for query in (GENERIC_PLANS, "SELECT 1", DEFAULT_PLANS, "SELECT 2"):
+            s.write(query)
+
+    assert _sent(pg_url, trips, read_between)[1:] == [["SELECT 1", LEASE_ALONE, _ON, "COMMIT"]]
+    assert _sent(pg_url, trips, put_back) == [
+        [GENERIC_PLANS, "SELECT 1", DEFAULT_PLANS, "SELECT 2", LEASE_ALONE, _ON]
     ]

@@ -211,7 +211,9 @@ GENERIC = (
 # commit that does not wait for its WAL's flush (``wakeups``: a hand-off's transaction is
 # notified at its commit and flushed after it), in one statement (a statement fewer in the
 # send's round trip); the same text as a lease by name's own transaction (``LEASE_ALONE``):
-# one prepared statement for both
+# one prepared statement for both. An optimistic transaction whose generic plans are on up to
+# its commit (a send's) asks for it with its last ``GENERIC_PLANS`` instead, and sends no
+# other (``Statements._generic_ends_it``)
 HANDING = LEASE_ALONE
 
 
