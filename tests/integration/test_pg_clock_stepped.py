@@ -8,16 +8,18 @@ clock is back within the bound. The clock is a system clock with an offset the t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from _polling import until
 
 from stepline import App, ClockSkewError, Context, Event, TriggerEvent
 from stepline.clock import Idle, SystemClock
-from stepline.engine import _clock_watch
 from stepline.engine.worker import Worker
 from stepline.store.postgres import PostgresStore
 
@@ -111,7 +113,7 @@ async def test_a_clock_stepped_beyond_the_bound_stops_leases_and_sends(
 
 
 async def test_a_refusal_with_no_worker_measuring_is_measured_again_by_the_next_send(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str,
 ) -> None:
     """A process whose workers stopped while its clock was beyond the bound (or that sends
     only): nothing measured again, and its sends were refused for ever after the clock came
@@ -124,22 +126,95 @@ async def test_a_refusal_with_no_worker_measuring_is_measured_again_by_the_next_
 
     clock = SteppedClock()
     engine = app.attach(PostgresStore(pg_url), clock)
+    watch = engine.clock_watch
     try:
         clock.offset = 5.0
-        await engine.clock_watch.measure()
-        assert engine.clock_watch.refusal is not None
+        await watch.measure()
+        assert watch.refusal is not None
         with pytest.raises(ClockSkewError):  # judged just now: not measured again
             await app.send_async(Event("skew/go"))
         clock.offset = 0.0  # back within the bound; no worker measures
         with pytest.raises(ClockSkewError):  # the judgement is recent: it stands
             await app.send_async(Event("skew/go"))
-        monkeypatch.setattr(_clock_watch, "CHECK_EVERY", 0.0)  # the judgement now old
+        watch.fresh_until = time.monotonic()  # the judgement now CHECK_EVERY old
         await app.send_async(Event("skew/go"))
-        assert engine.clock_watch.refusal is None
+        assert watch.refusal is None
         clock.offset = 5.0
-        await engine.clock_watch.measure()
+        await watch.measure()
         clock.offset = 0.0
+        watch.fresh_until = time.monotonic()
         await asyncio.to_thread(app.send, Event("skew/go"))  # the same without an event loop
         assert engine.clock_watch.refusal is None
+    finally:
+        app.close()
+
+
+def _sender(pg_url: str) -> tuple[App, SteppedClock]:
+    """An app with no worker (it only sends) on a clock the test steps."""
+    app = App("skew-sender", db=pg_url)
+
+    @app.function(id="once", trigger=TriggerEvent("skew/go"))
+    async def run_once(ctx: Context) -> str:
+        return "ok"
+
+    clock = SteppedClock()
+    app.attach(PostgresStore(pg_url), clock)
+    return app, clock
+
+
+async def test_a_process_that_only_sends_measures_again_beside_its_sends(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process with no worker (``stepline server --no-worker``, an app that only sends) was
+    measured at open only: a clock stepped later wrote its times into every send, never
+    refused. A send whose judgement is ``CHECK_EVERY`` old has it measured again beside it,
+    not waited for (the send goes on), and the sends after are judged by it."""
+    app, clock = _sender(pg_url)
+    watch, store = app.engine.clock_watch, app.engine.store
+    measuring, answer = threading.Event(), threading.Event()
+    skew: Callable[..., float] = store.clock_skew  # type: ignore[attr-defined]
+
+    def slow_skew(now: Callable[[], float] | None = None) -> float:
+        measuring.set()
+        answer.wait(10)  # a round trip that ends when the test says
+        return skew(now)
+
+    try:
+        await watch.measure()
+        clock.offset = 5.0  # stepped after its last measurement
+        await app.send_async(Event("skew/go"))  # judged within the bound just now: trusted
+        monkeypatch.setattr(store, "clock_skew", slow_skew)
+        for send in (app.send_async, functools.partial(asyncio.to_thread, app.send)):
+            watch.fresh_until = time.monotonic()  # as if measured CHECK_EVERY ago
+            measuring.clear()
+            answer.clear()
+            await send(Event("skew/go"))  # not held by the measurement it started
+            await until("a measurement", measuring.is_set)
+            answer.set()
+            await until("the clock judged beyond the bound", lambda: watch.refusal is not None)
+            with pytest.raises(ClockSkewError):
+                await send(Event("skew/go"))
+            clock.offset = 0.0
+            await watch.measure()
+            assert watch.refusal is None
+            clock.offset = 5.0
+    finally:
+        answer.set()
+        app.close()
+
+
+async def test_a_send_on_a_judgement_far_too_old_measures_first(pg_url: str) -> None:
+    """A process that sends now and then: a judgement of long ago is measured again before
+    the send (which is refused when the clock stepped meanwhile)."""
+    app, clock = _sender(pg_url)
+    watch = app.engine.clock_watch
+    try:
+        for send in (app.send_async, functools.partial(asyncio.to_thread, app.send)):
+            clock.offset = 0.0
+            await watch.measure()
+            clock.offset = 5.0  # stepped since
+            watch.fresh_until = time.monotonic() - 3600  # as if measured an hour ago
+            with pytest.raises(ClockSkewError):
+                await send(Event("skew/go"))
     finally:
         app.close()

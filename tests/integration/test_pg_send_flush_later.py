@@ -121,44 +121,72 @@ async def test_the_first_body_runs_before_the_sends_flush_and_the_send_returns_a
         assert worker.leased_by_name == 0  # the pass came from the send's lease
 
 
+async def failed_flush(app: App, worker: Worker, ran: list[str], url: str) -> str:
+    """A send whose pass started before its flush, whose flush then failed (its backend
+    ended): the send raised ``StoreUnavailable``; its name."""
+    await app.send_async(Event("order/created", {"n": "warm"}))
+    await until("the first run", lambda: ran == ["warm"])
+    for _ in range(8):
+        found = await early_start(app, worker, ran, url)
+        if found is not None:
+            break
+    assert found is not None, "no send's pass started before its flush"
+    n, sending, conn = found
+    try:
+        with psycopg.connect(url, autocommit=True) as admin:
+
+            def waiting() -> list[int]:
+                return [
+                    pid
+                    for (pid,) in admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
+                        "'Lock' AND query LIKE '%%wal_flushes%%' AND datname = "
+                        "current_database()"  # never another test process's database
+                    )
+                ]
+
+            await until("the flush waiting", lambda: bool(waiting()))
+            for pid in waiting():
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreUnavailable):
+            await sending
+    finally:
+        conn.close()
+    return n
+
+
 async def test_a_failed_flush_leaves_the_send_unknown_and_its_pass_runs(pg_url: str) -> None:
     ran: list[str] = []
     async with serving(pg_url, ran) as (app, worker):
-        await app.send_async(Event("order/created", {"n": "warm"}))
-        await until("the first run", lambda: ran == ["warm"])
-        for _ in range(8):
-            found = await early_start(app, worker, ran, pg_url)
-            if found is not None:
-                break
-        assert found is not None, "no send's pass started before its flush"
-        n, sending, conn = found
-        try:
-            with psycopg.connect(pg_url, autocommit=True) as admin:
-
-                def waiting() -> list[int]:
-                    return [
-                        pid
-                        for (pid,) in admin.execute(
-                            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
-                            "'Lock' AND query LIKE '%%wal_flushes%%' AND datname = "
-                            "current_database()"  # never another test process's database
-                        )
-                    ]
-
-                await until("the flush waiting", lambda: bool(waiting()))
-                for pid in waiting():
-                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            with pytest.raises(StoreUnavailable):
-                await sending
-        finally:
-            conn.close()
+        n = await failed_flush(app, worker, ran, pg_url)
         assert ran.count(n) == 1  # its pass ran, once
+        await until("every run completed", lambda: completed(app, ran), 10)
 
-        async def completed() -> bool:
-            runs = await app.runs(function_id="fn")
-            return len(runs) == len(ran) and all(r.status == "COMPLETED" for r in runs)
 
-        await until("every run completed", completed, 10)
+async def completed(app: App, ran: list[str]) -> bool:
+    """Whether every run of the sends made completed (each ran its body once)."""
+    runs = await app.runs(function_id="fn")
+    return len(runs) == len(ran) and all(r.status == "COMPLETED" for r in runs)
+
+
+async def test_a_failed_flush_still_tells_what_the_commit_did(pg_url: str) -> None:
+    """The transaction committed (its rows are seen, its pass runs); only its flush is
+    unknown: what follows a committed ingestion (``Engine.after_ingest``: the events counted,
+    the workers woken, the live views told) is done as for one flushed. It was skipped."""
+    ran: list[str] = []
+    async with serving(pg_url, ran) as (app, worker):
+        feed = app.engine.changes.subscribe()
+        try:
+            await failed_flush(app, worker, ran, pg_url)
+            await until("every run completed", lambda: completed(app, ran), 10)
+            runs = {r.run_id for r in await app.runs(function_id="fn")}  # the failed one too
+            changes = await feed.get() if feed.pending else []
+        finally:
+            feed.close()
+        # the runs the live views were told events started (the runs' ends send events too)
+        told = {run_id for c in changes for e in c.ingested for run_id in e.run_ids}
+        assert told == runs, "the live views were not told of the failed flush's send"
+        assert app.engine.metrics.events_accepted == len(runs)  # the sends (a send each run)
 
 
 async def test_a_flush_whose_statement_was_dropped_is_sent_again(pg_url: str) -> None:

@@ -4,11 +4,15 @@ every moment of that round trip; an inconclusive one leaves the last judgement s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from stepline.clock import SystemClock
 from stepline.engine._clock_watch import ClockWatch
+from stepline.errors import ClockSkewError
 
 BOUND = 1.0
 
@@ -49,9 +53,13 @@ class _Engine:
         self.clock = _Clock()
         self.store = _Store(self.clock)
         self.woken = 0
+        self.later: list[tuple[Callable[..., object], tuple[Any, ...]]] = []  # read_later's
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
+
+    def read_later(self, fn: Callable[..., object], *args: Any) -> None:
+        self.later.append((fn, args))
 
     def wake_workers(self) -> None:
         self.woken += 1
@@ -90,3 +98,21 @@ async def test_a_clock_beyond_the_bound_for_the_whole_round_trip_is_refused_and_
     await watch.measure()
     assert watch.refusal is None
     assert engine.woken == 1
+
+
+async def test_sends_past_a_fresh_judgement_measure_once_beside_them() -> None:
+    """A send whose judgement is ``CHECK_EVERY`` old starts a measurement it does not wait
+    for (the engine's reader runs it); the sends made meanwhile start no other."""
+    engine = _Engine()
+    watch = ClockWatch(engine)  # type: ignore[arg-type]
+    _measured(engine, server_ahead=0.0, round_trip=0.01)
+    await watch.measure()
+    _measured(engine, server_ahead=-5.0, round_trip=0.01)  # this machine's clock stepped
+    watch.fresh_until = time.monotonic()  # measured CHECK_EVERY ago
+    watch.refuse_sends()  # goes on: measured beside it
+    watch.refuse_sends()
+    assert watch.refusal is None
+    [(measure, args)] = engine.later
+    measure(*args)
+    with pytest.raises(ClockSkewError):
+        watch.refuse_sends()

@@ -18,10 +18,18 @@ events' times, the throttle, rate-limit, debounce and idempotency decisions made
 leases it hands to other processes' workers). Passes in flight go on and their leases are still
 heartbeated: their commits are fenced by their leases as always, and a lease that looks expired
 to another machine is taken over as a hung worker's would be. Back within the bound: logged,
-and the workers lease again at once. A process without a worker (``stepline server
---no-worker``) is measured when it opens the database; a send refused on a measurement
-``CHECK_EVERY`` seconds old or more (the process's workers stopped while refused, or it has
-none) measures again first, so a clock back within the bound is not refused for ever.
+and the workers lease again at once.
+
+Sends keep the judgement fresh too, so a process without a worker (``stepline server
+--no-worker``, an app that only sends) is not judged by its open's measurement for ever: a send
+looks no further than ``fresh_until`` (one comparison of ``time.monotonic()``) while no refusal
+stands. Past it (the last measurement ``CHECK_EVERY`` seconds old or more), the send measures
+again beside it, in a reader thread it does not wait for (``Engine.read_later``; the sends
+after it are judged by that measurement); one ``MEASURE_FIRST_AFTER`` seconds old or more (a
+process that sends now and then), or a refusal ``CHECK_EVERY`` old (the process's workers
+stopped while refused, or it has none: a clock back within the bound is not refused for ever),
+is measured again before the send. A measurement begins by moving ``fresh_until``: the sends
+made while it is in flight start no other.
 
 Only with the system clock (a virtual clock's times are a test's own, ``MockClock``) and a
 store kept in a database (``ClockChecked``).
@@ -47,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("stepline.worker")
 
 CHECK_EVERY = 10.0  # real seconds between two measurements while within the bound
+# a send never goes by a judgement this old (real seconds): it measures again first
+MEASURE_FIRST_AFTER = 3 * CHECK_EVERY
 
 
 class ClockWatch:
@@ -59,7 +69,10 @@ class ClockWatch:
         self._store = store if real and isinstance(store, ClockChecked) else None
         self.refusal: str | None = None  # why leases and sends are refused now (None: they are not)
         self.skew: float | None = None  # the database's clock minus this machine's, last measured
-        self._measured_at = -math.inf  # time.monotonic() of the last measurement
+        # time.monotonic() from which a measurement is due: the last one's plus CHECK_EVERY (at
+        # once at first: the open's measurement is as old as the store); never without a store
+        # to measure (a send compares it, and looks no further before it)
+        self.fresh_until = time.monotonic() if self._store is not None else math.inf
         self._lock = threading.Lock()  # workers of several event loops may measure at once
 
     def due(self) -> bool:
@@ -67,7 +80,11 @@ class ClockWatch:
         (never without a store kept in a database, or with a virtual clock)."""
         if self._store is None:
             return False
-        return self.refusal is not None or time.monotonic() - self._measured_at >= CHECK_EVERY
+        return self.refusal is not None or time.monotonic() >= self.fresh_until
+
+    def _measuring(self) -> None:
+        """(A measurement begins) the next is due ``CHECK_EVERY`` seconds from now."""
+        self.fresh_until = time.monotonic() + CHECK_EVERY
 
     async def measure(self) -> None:
         """Measure the skew now and judge it; a measurement that fails (a store that cannot be
@@ -76,7 +93,7 @@ class ClockWatch:
         store = self._store
         if store is None:
             return
-        self._measured_at = time.monotonic()
+        self._measuring()
         try:
             skew, took = await self._engine.read(_reading, store, self._engine.clock.now)
         except StoreError as exc:
@@ -88,12 +105,17 @@ class ClockWatch:
         self._weigh(store, skew, took)
 
     def _measure_here(self, store: ClockChecked) -> None:
-        """``measure`` in the calling thread (a send with no event loop of its own)."""
-        self._measured_at = time.monotonic()
+        """``measure`` in the calling thread (a send with no event loop of its own, or a
+        reader thread measuring beside a send): never raises."""
+        self._measuring()
         try:
             skew, took = _reading(store, self._engine.clock.now)
-        except StoreError as exc:
-            log.debug("the clock's skew could not be measured: %s", exc)
+        except Exception as exc:
+            failed = self._engine.store.store_error(exc)
+            if isinstance(failed, StoreError):
+                log.debug("the clock's skew could not be measured: %s", failed)
+            else:
+                log.warning("the clock's skew could not be measured", exc_info=True)
             return
         self._weigh(store, skew, took)
 
@@ -135,27 +157,34 @@ class ClockWatch:
             )
             self._engine.wake_workers()
 
-    def _stale_refusal(self) -> ClockChecked | None:
-        """The store to measure again with before a send is refused: the refusal's
-        measurement is ``CHECK_EVERY`` seconds old (no worker of this process measures: they
-        stopped, or it only sends); None otherwise."""
+    def _measure_first(self) -> ClockChecked | None:
+        """(A send, past ``fresh_until`` or refused) the store to measure again with before
+        the send: the judgement is ``MEASURE_FIRST_AFTER`` seconds old, or a refusal
+        ``CHECK_EVERY`` old; None otherwise, and a judgement ``CHECK_EVERY`` old is measured
+        again beside the send, in a reader thread it does not wait for."""
         store = self._store
-        if self.refusal is None or time.monotonic() - self._measured_at < CHECK_EVERY:
+        late = time.monotonic() - self.fresh_until  # (past CHECK_EVERY since the last)
+        if store is None or late < 0:
             return None
-        return store
+        if self.refusal is not None or late >= MEASURE_FIRST_AFTER - CHECK_EVERY:
+            return store
+        self._measuring()  # (the sends until it begins start no other)
+        self._engine.read_later(self._measure_here, store)
+        return None
 
     async def refuse_sends_async(self) -> None:
-        """``refuse_sends`` for a send on an event loop (a stale refusal measured again in the
-        engine's reader, not on the loop)."""
-        if self._stale_refusal() is not None:
+        """``refuse_sends`` for a send on an event loop (measured first in the engine's
+        reader, not on the loop)."""
+        if self._measure_first() is not None:
             await self.measure()
         self._refuse()
 
     def refuse_sends(self) -> None:
-        """Raise ``ClockSkewError`` while the last measurement was beyond the bound; a
-        refusal measured ``CHECK_EVERY`` seconds ago or more is measured again first (in the
-        calling thread: a send with no event loop of its own)."""
-        store = self._stale_refusal()
+        """(A send, past ``fresh_until`` or refused: ``Engine.send``'s test) Raise
+        ``ClockSkewError`` while the last judgement is beyond the bound; a judgement too old
+        is measured again first (in the calling thread: a send with no event loop of its
+        own), or beside the send (``_measure_first``)."""
+        store = self._measure_first()
         if store is not None:
             self._measure_here(store)
         self._refuse()

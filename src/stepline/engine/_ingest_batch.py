@@ -258,15 +258,13 @@ class IngestBatcher:
     ) -> None:
         """In the loop, once a transaction committed without waiting for its flush waited
         for it: each sender's results, or the error saying its outcome is unknown (committed,
-        perhaps not on disk; the leases taken are the worker's: their passes run)."""
+        perhaps not on disk; the leases taken are the worker's: their passes run). Either way
+        what follows a commit is done (``Engine.after_ingest``: its rows are seen by every
+        session already, and its passes run)."""
         error = done.exception() if not done.cancelled() else None
         if done.cancelled():
             error = StoreUnavailable("the send's flush to disk was not waited for: cancelled")
-        if error is not None:
-            for sender in taken[0].senders:
-                _fail(sender.future, error)
-            return
-        self._acknowledged(results, leases, announced, taken, worker, True)
+        self._acknowledged(results, leases, announced, taken, worker, True, error)
 
     def _acknowledged(
         self,
@@ -276,9 +274,11 @@ class IngestBatcher:
         taken: list[_Group],
         worker: EagerWorker | None,
         adopted: bool,
+        error: BaseException | None = None,
     ) -> None:
         """In the loop, once the transaction is on disk: each sender's results (``adopted``:
-        the worker started the leases' passes already)."""
+        the worker started the leases' passes already), or ``error`` (committed, its flush
+        unknown)."""
         senders = taken[0].senders
         try:
             self._engine.after_ingest(results, leases, worker, announced, adopted=adopted)
@@ -286,6 +286,9 @@ class IngestBatcher:
             at = 0
             refused = taken[0].refused
             for index, sender in enumerate(senders):
+                if error is not None:  # (its flush unknown: every sender's outcome is)
+                    _fail(sender.future, error)
+                    continue
                 if index in refused:  # its own events were refused: the others' are in
                     _fail(sender.future, refused[index])
                     continue

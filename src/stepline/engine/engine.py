@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -418,8 +419,9 @@ class Engine:
         ``now``). ``retried``: their ids were given by the sender (e.g. derived from a
         request's seed), so an event whose id is already stored is a retry of the same request
         and is not ingested again (its result says duplicate)."""
-        if self.clock_watch.refusal is not None:  # (no coroutine a send otherwise)
-            await self.clock_watch.refuse_sends_async()  # ClockSkewError while beyond it
+        watch = self.clock_watch  # (a comparison a send; no coroutine while it is fresh)
+        if watch.refusal is not None or time.monotonic() >= watch.fresh_until:
+            await watch.refuse_sends_async()  # ClockSkewError while beyond the bound
         items = [self.plan(record) for record in records]
         return await self._batcher().ingest(items, now, retried)
 
@@ -486,7 +488,9 @@ class Engine:
 
     def send_sync(self, events: Sequence[Event]) -> list[str]:
         """``send`` for code with no running event loop (or outside it)."""
-        self.clock_watch.refuse_sends()
+        watch = self.clock_watch
+        if watch.refusal is not None or time.monotonic() >= watch.fresh_until:
+            watch.refuse_sends()  # ClockSkewError while beyond the bound
         now = self.clock.now()
         items = [self.plan(record) for record in self._event_records(events, now)]
         results: list[IngestResult] = self.writer.submit_sync(self._ingest_job(items, now))
@@ -531,6 +535,14 @@ class Engine:
             if failed is None or failed is exc:
                 raise
             raise failed from exc
+
+    def read_later(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn`` (a store read that never raises) on a reader thread, not waited for;
+        nothing once the engine closed."""
+        try:
+            self._reader.submit(fn, *args)
+        except RuntimeError:  # the reader shut down: the engine closed
+            pass
 
     def add_waker(self, event: asyncio.Event) -> None:
         """Register a worker's wake-up signal (set when work may have become due)."""
