@@ -55,7 +55,13 @@ def _count_loads(t: TestEngine, fail: Callable[[str], Exception | None]) -> list
     if isinstance(store, SQLiteStore):  # its lease attempts read the runs they lease
         hook_verb(store, "load_leased", leasing)
     if hasattr(store, "take_handed"):  # PostgreSQL: a run handed to the worker by its sender
-        store.take_handed = leasing(store.take_handed)
+        take_handed = store.take_handed
+
+        def taken(*args: Any) -> tuple[list[Lease], list[str]]:
+            leases, old = take_handed(*args)
+            return leasing(lambda: leases)(), old
+
+        store.take_handed = taken
     if hasattr(store, "lease_named_alone"):  # PostgreSQL: a run its notification named
         named = store.lease_named_alone
 

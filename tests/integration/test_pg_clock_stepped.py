@@ -40,6 +40,19 @@ class SteppedClock(SystemClock):
         await super().sleep_until(shifted, wake, idle=idle)
 
 
+def _twins(pg_url: str, name: str, bodies: list[str]) -> tuple[App, App]:
+    """Two apps ``name`` of one function (on ``name/go``, its step's body noted in ``bodies``):
+    a worker's and a sender's."""
+    apps = App(name, db=pg_url), App(name, db=pg_url)
+    for app in apps:
+
+        @app.function(id="once", trigger=TriggerEvent(f"{name}/go"))
+        async def run_once(ctx: Context) -> str:
+            return await ctx.step.run("s1", lambda: bodies.append("ran") or "ok")
+
+    return apps
+
+
 def _ahead(message: str) -> float:
     """The seconds this machine's clock is ahead of the database's, as ``message`` says."""
     found = re.search(r"clock is ([+-][0-9.]+) s from the database", message)
@@ -51,13 +64,7 @@ async def test_a_clock_stepped_beyond_the_bound_stops_leases_and_sends(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     bodies: list[str] = []
-    skewed, sender = App("skew", db=pg_url), App("skew", db=pg_url)
-    for app in (skewed, sender):
-
-        @app.function(id="once", trigger=TriggerEvent("skew/go"))
-        async def run_once(ctx: Context) -> str:
-            return await ctx.step.run("s1", lambda: bodies.append("ran") or "ok")
-
+    skewed, sender = _twins(pg_url, "skew", bodies)
     clock = SteppedClock()
     engine = skewed.attach(PostgresStore(pg_url), clock)
     worker = Worker(engine, worker_id="skewed", poll_interval=0.05)
@@ -218,3 +225,34 @@ async def test_a_send_on_a_judgement_far_too_old_measures_first(pg_url: str) -> 
                 await send(Event("skew/go"))
     finally:
         app.close()
+
+
+async def test_a_worker_whose_clock_is_ahead_starts_the_runs_handed_to_it(pg_url: str) -> None:
+    """A worker whose clock is ahead of its sender's by more than half its lease TTL, within
+    the bound (or before the watch caught it), read every lease handed to it as over half its
+    TTL old and dropped it: the run waited for the lease to expire. Such a hand-off is given
+    back now and leased again at once with a fresh read (the exact way a stale one takes)."""
+    bodies: list[str] = []
+    skewed, sender = _twins(pg_url, "ahead", bodies)
+    clock = SteppedClock()
+    clock.offset = 40.0  # within the store's bound of 60 s; past half the lease TTL
+    engine = skewed.attach(PostgresStore(pg_url, max_clock_skew=60.0), clock)
+    worker = Worker(engine, worker_id="ahead", poll_interval=0.1, lease_ttl=60.0)
+    task = asyncio.create_task(worker.run())
+    try:
+        await worker.ready.wait()
+        await asyncio.to_thread(sender.send, [])  # its catalog read: it hands runs to workers
+        [event_id] = await asyncio.to_thread(sender.send, Event("ahead/go"))
+
+        async def completed() -> bool:
+            [run] = await sender.runs(event_id=event_id)
+            return run.status == "COMPLETED"
+
+        # (its lease, dropped, would have lived 60 s; the deadline is only the test's bound)
+        await until("the handed run to complete", completed, timeout=20)
+        assert bodies == ["ran"]
+    finally:
+        worker.stop()
+        await task
+        skewed.close()
+        sender.close()

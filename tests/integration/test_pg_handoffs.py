@@ -135,7 +135,7 @@ async def test_a_stopping_worker_is_handed_nothing_more(pg_url: str) -> None:
         store._handoffs.put(  # type: ignore[attr-defined]
             [Handed(["greet", "r9", "taker", "tok", [], []])]
         )
-        assert store.take_handed("taker", ["r9"], time.time()) == []  # refused since it stopped
+        assert store.take_handed("taker", ["r9"], time.time()) == ([], [])  # it stopped
     finally:
         sender.close()
         app.close()

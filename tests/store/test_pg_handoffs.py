@@ -131,13 +131,13 @@ def test_a_new_run_is_handed_with_its_lease_and_state(
     twin = HandOffs(LeaseTokens())  # w1's id in another process, which holds not its lock
     twin.accept("w1", TTL)
     twin.put(handed)
-    assert twin.take("w1", ["r1"], own_pg_store._presence, T0) == []  # never run twice
+    assert twin.take("w1", ["r1"], own_pg_store._presence, T0) == ([], [])  # never run twice
     offers = HandOffs(LeaseTokens())
     offers.accept("w1", TTL)
     offers.put(handed)
-    assert offers.take("w2", ["r1"], pg_store._presence, T0) == []  # another owner's
-    [held] = offers.take("w1", ["r1"], pg_store._presence, T0)
-    assert offers.take("w1", ["r1"], pg_store._presence, T0) == []  # once
+    assert offers.take("w2", ["r1"], pg_store._presence, T0) == ([], [])  # another owner's
+    [held], [] = offers.take("w1", ["r1"], pg_store._presence, T0)
+    assert offers.take("w1", ["r1"], pg_store._presence, T0) == ([], [])  # once
     assert (held.run_id, held.token) == ("r1", given.token)
     assert held.loaded is not None
     state = held.loaded()
@@ -155,9 +155,9 @@ def test_the_store_keeps_the_leases_of_its_accepting_workers_only(pg_store: Post
     store.accept_handoffs("w1", TTL)
     entry = ["fn", "r1", "w1", "tok", [], []]
     store._handoffs.put([Handed(entry), Handed(["fn", "r2", "w9", "tok", [], []])])
-    assert [h.run_id for h in store.take_handed("w9", ["r2"], T0)] == []
+    assert store.take_handed("w9", ["r2"], T0) == ([], [])
     store.refuse_handoffs("w1")
-    assert store.take_handed("w1", ["r1"], T0) == []  # dropped with its owner
+    assert store.take_handed("w1", ["r1"], T0) == ([], [])  # dropped with its owner
 
 
 def _no_offer(store: PostgresStore, url: str) -> None:
@@ -306,7 +306,7 @@ def test_a_handed_lease_is_a_lease_like_any_other(pg_store: PostgresStore, heard
     send(pg_store, "r1")
     _, handed = heard.of("r1")
     pg_store._handoffs.put(handed)
-    [held] = pg_store.take_handed("w1", ["r1"], T0)
+    [held], [] = pg_store.take_handed("w1", ["r1"], T0)
     assert isinstance(held, Lease)
     assert pg_store._tokens.owner(held.token) == "w1"
 
@@ -443,9 +443,10 @@ class _AnyPresence:
         return True
 
 
-def test_a_hand_off_leased_more_than_half_its_ttl_ago_is_dropped() -> None:
+def test_a_hand_off_leased_more_than_half_its_ttl_ago_is_given_back() -> None:
     # review R8 (thirteenth stop): a worker whose loop was held past the TTL started a pass from
-    # the handed state after another worker had taken the run over and committed a step
+    # the handed state after another worker had taken the run over and committed a step; it is
+    # given back (Worker.give_back: leased again with a fresh read), not started
     offers = HandOffs(LeaseTokens())
     offers.accept("w1", 2.0)
     presence: Any = _AnyPresence()
@@ -453,10 +454,11 @@ def test_a_hand_off_leased_more_than_half_its_ttl_ago_is_dropped() -> None:
     columns[_handoffs._CREATED] = 1000.0  # the lease's start: its run's creation
     offers.put([Handed(["fn", r, "w1", "t", columns, []]) for r in ("r1", "r2")])
     # under half the TTL: given
-    assert [lease.run_id for lease in offers.take("w1", ["r1"], presence, 1000.9)] == ["r1"]
-    # 1.1 s after it was leased: dropped, and not kept for later
-    assert offers.take("w1", ["r2"], presence, 1001.1) == []
-    assert offers.take("w1", ["r2"], presence, 1000.0) == []
+    leases, old = offers.take("w1", ["r1"], presence, 1000.9)
+    assert ([lease.run_id for lease in leases], old) == (["r1"], [])
+    # 1.1 s after it was leased: to give back, and not kept for later
+    assert offers.take("w1", ["r2"], presence, 1001.1) == ([], ["r2"])
+    assert offers.take("w1", ["r2"], presence, 1000.0) == ([], [])
 
 
 def test_a_run_handed_by_a_sender_of_the_schema_before_loads(

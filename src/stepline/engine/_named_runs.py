@@ -26,7 +26,7 @@ log = logging.getLogger("stepline.worker")
 # after the worker gave back its leases (``Worker.lost_a_lease``), hand-offs it reads within
 # this share of its lease TTL (plus a second of clock skew) are given back, not started: one
 # taken before the give-back may have been released by it (and leased again since); an older
-# one is dropped anyway (``HandOffs.take``: over half its TTL)
+# one is given back anyway (``HandOffs.take``: over half its TTL)
 RECLAIM_WINDOW = 0.5
 
 
@@ -82,11 +82,17 @@ class NamedRuns:
         as taken: a pass whose function is unwinding, a lease attempt in flight, the spare held
         by an in-process send) is given back
         (``Worker.give_back``: never started later from the handed state, which may be stale
-        by then: review R1, R3)."""
+        by then: review R1, R3), as is one whose lease looks older than half its TTL
+        (``HandedLeases.take_handed``)."""
         assert self.handed is not None
         worker = self._w
         run_ids = [run_id for _, run_id in runs]
-        leases = self.handed.take_handed(worker.worker_id, run_ids, worker.engine.clock.now())
+        now = worker.engine.clock.now()
+        leases, stale = self.handed.take_handed(worker.worker_id, run_ids, now)
+        if stale:  # more than half a TTL old by this machine's clock: leased again at once
+            for run_id in stale:
+                worker.give_back(run_id)
+            runs = [(fn, run_id) for fn, run_id in runs if run_id not in stale]
         if not leases:
             return runs
         leases = _saying_functions(leases, {run_id: fn for fn, run_id in runs})

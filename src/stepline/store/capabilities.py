@@ -150,12 +150,15 @@ class HandedLeases(Protocol):
         """Keep no more of them (those kept are dropped: their leases expire)."""
         ...
 
-    def take_handed(self, owner: str, run_ids: Iterable[str], now: float) -> list[Lease]:
+    def take_handed(
+        self, owner: str, run_ids: Iterable[str], now: float
+    ) -> tuple[list[Lease], list[str]]:
         """The leases of ``run_ids`` a wake-up handed to ``owner`` (each once), the run as
-        the lease left it in ``Lease.loaded``; called in the event loop, never blocks. A lease
-        taken more than half its TTL before ``now`` is not given (dropped: it may have expired
-        and another worker may have taken the run and committed steps its handed state does
-        not have; the lease expires and the run is leased again with a fresh read)."""
+        the lease left it in ``Lease.loaded``, and the runs of those taken more than half
+        their TTL before ``now``: never started from their handed state (it may have expired
+        and another worker may have taken the run and committed steps the handed state does
+        not have), given back (``Worker.give_back``: leased again with a fresh read); called
+        in the event loop, never blocks."""
         ...
 
 

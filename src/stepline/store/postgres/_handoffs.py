@@ -330,12 +330,12 @@ class HandOffs:
         self._lock = threading.Lock()
 
     def accept(self, owner: str, ttl: float) -> None:
-        """Keep ``owner``'s hand-offs; ``take`` gives only those whose lease has half its
+        """Keep ``owner``'s hand-offs; ``take`` starts only those whose lease has half its
         ``ttl`` left (review R8: an owner whose loop was held past the TTL, the notification
         unread meanwhile, must not start a pass from a handed state that another worker's
-        takeover has made stale). A lease starts at its run's creation (``HAND_OFF``: the
-        sender's clock, within the skew ``migrate`` allows of this machine's; hand-offs are
-        offered under the system's clock only)."""
+        takeover has made stale) and gives the others back. A lease starts at its run's
+        creation (``HAND_OFF``: the sender's clock, within the skew ``migrate`` allows of
+        this machine's; hand-offs are offered under the system's clock only)."""
         with self._lock:
             self._owners[owner] = ttl / 2
 
@@ -362,26 +362,32 @@ class HandOffs:
 
     def take(
         self, owner: str, run_ids: Iterable[str], presence: Presence, now: float
-    ) -> list[Lease]:
+    ) -> tuple[list[Lease], list[str]]:
         """The leases handed to ``owner`` of ``run_ids`` (each once), those taken under its
         presence lock held by this process (``presence``) only: a worker id run by two
         processes (a mistake) has its hand-offs run by the one whose lock they were taken
-        under, never by both."""
+        under, never by both. Those taken more than half the owner's TTL before ``now`` come
+        back as runs to give back (``Worker.give_back``), not to start: the handed state may be
+        stale (R8), or the clocks disagree (a lease starts at the sender's clock): the owner's
+        next lease attempt expires the lease if it still holds it (by owner: a run another
+        worker took over is not touched) and the run is leased again with a fresh read, at
+        once, instead of once the lease expired."""
         with self._lock:
             if not self._leases:
-                return []
+                return [], []
             found = []
             oldest = now - self._owners.get(owner, 0.0)
             for run_id in run_ids:
                 handed = self._leases.get(run_id)
                 if handed is not None and handed.owner == owner:
                     del self._leases[run_id]
-                    if handed.leased_at() >= oldest:  # else dropped: its lease expires, and
-                        found.append(handed)  # the run is leased again with a fresh read
+                    found.append(handed)
         found = [handed for handed in found if presence.issued(owner, handed.token)]
-        for handed in found:
+        fresh = [handed for handed in found if handed.leased_at() >= oldest]
+        for handed in fresh:
             self._tokens.remember(handed.token, owner)
-        return [handed.lease() for handed in found]
+        old = [handed.run_id for handed in found if handed.leased_at() < oldest]
+        return [handed.lease() for handed in fresh], old
 
 
 def offer(tx: PostgresTx, owner: str, slots: int | None, ttl: float) -> None:

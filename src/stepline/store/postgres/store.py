@@ -465,7 +465,9 @@ class PostgresStore(PostgresReads):
     def refuse_handoffs(self, owner: str) -> None:
         self._handoffs.refuse(owner)
 
-    def take_handed(self, owner: str, run_ids: Iterable[str], now: float) -> list[Lease]:
+    def take_handed(
+        self, owner: str, run_ids: Iterable[str], now: float
+    ) -> tuple[list[Lease], list[str]]:
         return self._handoffs.take(owner, run_ids, self._presence, now)
 
     async def lease_named_alone(
