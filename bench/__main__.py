@@ -122,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default=os.environ.get("STEPLINE_BENCH_LOOP", "asyncio"),
-        help="the event loop of the workloads' processes (default asyncio; `stepline server` "
-        "in http_events runs on uvloop either way); named in the title: compare the two "
+        default=os.environ.get("STEPLINE_BENCH_LOOP", "uvloop"),
+        help="the event loop of the workloads' processes (default uvloop, the loop of "
+        "`stepline worker`, `stepline dev` and `stepline server`; `stepline server` in "
+        "http_events runs on uvloop either way); named in the title: compare the two "
         "loops by two runs, each labelled; also STEPLINE_BENCH_LOOP",
     )
     parser.add_argument(

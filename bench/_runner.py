@@ -1,8 +1,8 @@
 """Runs one workload for one system in this (fresh) process and emits its figures as JSON.
 
-``python -m bench._runner WORKLOAD SYSTEM --dir D --sizes JSON [--loop uvloop]``; used by
-``python -m bench``. ``--loop uvloop``: every event loop this process makes is uvloop's (its
-policy installed first), the workload's and its system's alike.
+``python -m bench._runner WORKLOAD SYSTEM --dir D --sizes JSON [--loop asyncio|uvloop]``; used
+by ``python -m bench``. ``--loop uvloop`` (the default): every event loop this process makes is
+uvloop's (its policy installed first), the workload's and its system's alike.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("system", choices=("stepline", "dbos"))
     parser.add_argument("--dir", required=True)
     parser.add_argument("--sizes", required=True)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop

@@ -101,8 +101,8 @@ async def test_a_request_is_written_whole_and_its_connection_kept_alive() -> Non
 
 
 def test_a_request_on_uvloops_loop() -> None:
-    # `stepline server` runs on uvloop when it is installed (any runner with
-    # STEPLINE_LOOP=uvloop): its transports are no subclass of asyncio.Transport, which the
+    # every runner (`stepline server`, `dev`, the workers) runs on uvloop when it is installed
+    # (stepline._loops): its transports are no subclass of asyncio.Transport, which the
     # client asserted (every SDK request failed there: AssertionError in connection_made)
     async def exchange() -> tuple[int, bytes]:
         async with serving(lambda n, r: reply(b'{"ok":1}')) as server:

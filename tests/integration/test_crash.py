@@ -639,7 +639,7 @@ async def test_kill_9_under_load(tmp_path: Path, pg_url: str) -> None:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("loop", [None, "uvloop"], ids=["default-loop", "uvloop"])
+@pytest.mark.parametrize("loop", [None, "asyncio"], ids=["default-loop", "asyncio"])
 async def test_database_restart_mid_run(tmp_path: Path, loop: str | None) -> None:
     """500 runs x 5 steps on 2 worker processes, on a durable cluster of the test's own.
     PostgreSQL is crashed and restarted (``pg_ctl restart -m immediate``: the server killed,
@@ -648,9 +648,9 @@ async def test_database_restart_mid_run(tmp_path: Path, loop: str | None) -> Non
     bound or succeeds (never hangs, never loses the event; a retry with its id is safe). Every
     run completes, no committed step runs again (a step body re-runs only if it ran before the
     database was back: its commit may have failed), the workers log the outage and their
-    recovery, and none exits. The workers run on the default loop (asyncio's:
-    ``stepline._loops``) and on uvloop's (``STEPLINE_LOOP=uvloop``): a worker on uvloop once hung
-    here, and the workers may move to it only once it has run this in many gates."""
+    recovery, and none exits. The workers run on the default loop (uvloop's:
+    ``stepline._loops``) and on asyncio's (``STEPLINE_LOOP=asyncio``): a worker on uvloop once
+    hung here."""
     total, processes = RESTART_RUNS, 2
     log = tmp_path / "steps.log"
     with pgtest.private_cluster(durable=True) as cluster:

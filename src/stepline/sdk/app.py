@@ -355,7 +355,8 @@ class App(AppControl):
 
     def run_worker(self, *, concurrency: int = 100, **options: Any) -> None:
         """Run a worker until SIGINT/SIGTERM (what ``stepline worker module:app`` calls), on
-        asyncio's event loop (``STEPLINE_LOOP=uvloop`` picks uvloop's: ``stepline._loops``)."""
+        uvloop's event loop when it is installed (``STEPLINE_LOOP=asyncio`` picks asyncio's:
+        ``stepline._loops``)."""
 
         async def main() -> None:
             worker = self.make_worker(concurrency=concurrency, **options)

@@ -125,7 +125,7 @@ async def serve_until(http: HttpServer, worker: Worker | None, stop: asyncio.Eve
 def run_serving(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` in a new event loop: uvloop's when it is installed (uvicorn[standard]
     brings it, and uvicorn picks it by default when it owns the loop), else asyncio's
-    (``stepline._loops``: ``STEPLINE_LOOP=asyncio`` picks asyncio's).
+    (``stepline._loops``: ``STEPLINE_LOOP=asyncio`` picks asyncio's), as every runner's.
 
     The objects made until now (modules, the app, its routes: ~50,000) are first moved out of
     the garbage collector's generations (``gc.freeze``): a full collection while serving then
@@ -134,4 +134,4 @@ def run_serving(main: Coroutine[Any, Any, T]) -> T:
     64 clients sending single events: the requests over the p99)."""
     gc.collect()
     gc.freeze()
-    return _loops.run(main, uvloop_by_default=True)
+    return _loops.run(main)

@@ -241,7 +241,7 @@ def dev(
             discover = discovery if discovery is not None else not app_ref
             ports = discovery_ports() if discover else ()
             syncing = _Syncing(sdk_apps, sdk_urls, poll_interval, not no_poll, ports)
-            code = _loops.run(  # asyncio's loop unless STEPLINE_LOOP=uvloop (stepline._loops)
+            code = _loops.run(  # uvloop's loop unless STEPLINE_LOOP=asyncio (stepline._loops)
                 _serve(
                     app,
                     console,
