@@ -79,6 +79,8 @@ def new_ids(count: int, at: float | None = None) -> list[str]:
         _last_in[millis] = first + count - 1
         if len(_last_in) > 64:
             del _last_in[next(iter(_last_in))]
+    if count == 1:  # (an event sent: its one id, without the run's encoding)
+        return [_encode(first)]
     return _encode_run(first, count)
 
 

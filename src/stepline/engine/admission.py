@@ -12,9 +12,9 @@ from typing import Any
 from stepline._ids import new_id
 from stepline.expressions import Expression, prepare_match
 from stepline.gcra import GcraSpec
-from stepline.sdk.function import FunctionDef
+from stepline.sdk.function import FunctionDef, FunctionOptions
 from stepline.store.keys import indexed, stored_key
-from stepline.store.records import Admission, Deferral, MatcherSpec, NewRun
+from stepline.store.records import NO_ADMISSION, Admission, Deferral, MatcherSpec, NewRun
 
 PRIORITY_BOUND = 600.0
 IDEMPOTENCY_WINDOW = 24 * 3600.0
@@ -50,10 +50,33 @@ def priority_of(fn: FunctionDef, payload: dict[str, Any]) -> float:
     return max(-PRIORITY_BOUND, min(PRIORITY_BOUND, float(value)))
 
 
+def _fixed(options: FunctionOptions) -> bool:
+    """Whether a run's admission under ``options`` is the same for every event and app: no
+    option reads the event (idempotency, rate limit, throttle, singleton, concurrency keys,
+    cancel matchers, a priority expression)."""
+    priority = options.priority
+    return (
+        options.idempotency is None
+        and options.rate_limit is None
+        and options.throttle is None
+        and options.singleton is None
+        and not options.concurrency
+        and not options.cancel_on
+        and (priority is None or priority.run_expr is None)
+    )
+
+
 def admission_for(fn: FunctionDef, app_id: str, payload: dict[str, Any]) -> Admission:
     """The admission record for a run of ``fn`` started by the event ``payload``. Keys and
     buckets are named by app and function: two apps on one database never share them."""
     options = fn.options
+    if _fixed(options):  # (most functions: no flow control, nothing read from the event)
+        timeouts = options.timeouts
+        if timeouts is None:
+            return NO_ADMISSION
+        return Admission(
+            start_timeout=timeouts.start_seconds, finish_timeout=timeouts.finish_seconds
+        )
     owner = f"{app_id}\x1f{fn.id}"
     idempotency = None
     if options.idempotency is not None:

@@ -40,6 +40,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+import orjson
 import psycopg
 
 from stepline import _readers
@@ -78,8 +79,7 @@ def notify(new_runs: Mapping[str, str], made_other_work: bool) -> list[tuple[str
     which also makes the commit not wait for its WAL's flush: the caller waits for it after the
     commit), else plain."""
     if not made_other_work and 0 < len(new_runs) <= MAX_NAMED:
-        named = json.dumps([[fn, run] for run, fn in new_runs.items()], separators=(",", ":"))
-        size = len(named.encode())
+        size = _named_size([[fn, run] for run, fn in new_runs.items()])
         if size <= _MAX_PAYLOAD:
             tokens = [secrets.token_hex(8) for _ in new_runs]
             hand_off = HAND_OFF_ONE if len(new_runs) == 1 else HAND_OFF
@@ -88,6 +88,16 @@ def notify(new_runs: Mapping[str, str], made_other_work: bool) -> list[tuple[str
                 (hand_off, hand_off_params(dict(new_runs), tokens, size), None),
             ]
     return [(NOTIFY, ("",), NOTIFY_TABLE)]
+
+
+def _named_size(named: list[list[str]]) -> int:
+    """The bytes of ``named`` as compact JSON with its non-ASCII characters escaped
+    (``json.dumps(named, separators=(",", ":"))``): ``orjson`` when the text is ASCII, the
+    usual case (ids), a fifth of the time."""
+    text = orjson.dumps(named)
+    if text.isascii() and b"\x7f" not in text:  # (orjson writes those as they are)
+        return len(text)
+    return len(json.dumps(named, separators=(",", ":")).encode())
 
 
 def names_runs(statements: list[tuple[str, Any, str | None]]) -> bool:
