@@ -80,20 +80,23 @@ _AHEAD = f"""AND (SELECT 1 FROM queue o
              AND NOT o.run_id = ANY(%(runs)s) LIMIT 1) IS NULL
       {_EXPIRED.format(app="n.app_id")}
       {_EXPIRED.format(app="''")}"""
-# %(runs)s, %(fns)s, %(tokens)s: the new runs, their functions and a token each (the lease's,
-# after the worker's presence prefix); %(named)s: the bytes of the payload naming them all.
-# "now" is the run's creation time (the sender's clock). A handed entry carries the run's
-# columns as they were before the lease marked them (``Handed.lease`` marks them as the lease
-# did). The payload's size is known before any lease is taken: each eligible run's entry made
-# with nulls for its worker and token (``bytes``), plus theirs (the longest of the workers it
-# may go to), plus twice the bytes naming them all, under ``_MOST_BYTES``; else nothing is
-# handed. Each worker is handed at most its free slots (its offer's less its live leases),
-# counted over the runs of this statement (numbered per worker, in run id order). A worker
-# that keeps a spare slot (``engine/_spare_slot.keeps_spare``: 2 slots or more, 2 functions or
-# more: its registration's) offers its last free slot only to a run of a function with no live
-# lease there (``here``) nor earlier in this statement (``%(ranks)s``: each run's rank among the
-# runs of its function, in run id order; as ``_spare_slot.fitting``): a run of a function it
-# runs goes to a worker that can take it, not to one that would give it back
+# %(runs)s, %(fns)s, %(tokens)s: the new runs, their functions and a token each (the lease's, after
+# the worker's presence prefix); %(named)s: the bytes of the payload naming them all. "now" is the
+# run's creation time (the sender's clock). The new runs' queue and runs rows are looked up by
+# primary key, each alone (a subquery the planner keeps, as LEASE_NAMED's): joined, the generic plan
+# a connection made while the database was empty (``prepare_statements``) hashed every due row of
+# queue_fn_due for them (17-22 ms behind 20,000). A handed entry carries the run's columns as they
+# were before the lease marked them (``Handed.lease`` marks them as the lease did). The payload's
+# size is known before any lease is taken: each eligible run's entry made with nulls for its worker
+# and token (``bytes``), plus theirs (the longest of the workers it may go to), plus twice the bytes
+# naming them all, under ``_MOST_BYTES``; else nothing is handed. Each worker is handed at most its
+# free slots (its offer's less its live leases), counted over the runs of this statement (numbered
+# per worker, in run id order). A worker that keeps a spare slot
+# (``engine/_spare_slot.keeps_spare``: 2 slots or more, 2 functions or more: its registration's)
+# offers its last free slot only to a run of a function with no live lease there (``here``) nor
+# earlier in this statement (``%(ranks)s``: each run's rank among the runs of its function, in run
+# id order; as ``_spare_slot.fitting``): a run of a function it runs goes to a worker that can take
+# it, not to one that would give it back
 _NAMED_ELIGIBLE = f"""
 WITH named AS MATERIALIZED (
     SELECT q.run_id, q.function_id, q.app_id, q.due_at, r.created_at AS now, t.token, t.rank,
@@ -103,8 +106,8 @@ WITH named AS MATERIALIZED (
            ) AS events
     FROM unnest(%(runs)s::text[], %(tokens)s::text[], %(ranks)s::int[])
          AS t(run_id, token, rank)
-    JOIN queue q ON q.run_id = t.run_id
-    JOIN runs r ON r.run_id = t.run_id
+    CROSS JOIN LATERAL (SELECT * FROM queue WHERE run_id = t.run_id OFFSET 0) q
+    CROSS JOIN LATERAL (SELECT * FROM runs WHERE run_id = t.run_id OFFSET 0) r
     WHERE q.lease_owner IS NULL AND q.app_id <> '' AND q.ckey1 IS NULL AND q.ckey2 IS NULL
       AND q.due_at <= r.created_at),
 eligible AS MATERIALIZED (
