@@ -227,6 +227,46 @@ async def test_a_send_on_a_judgement_far_too_old_measures_first(pg_url: str) -> 
         app.close()
 
 
+async def test_sends_made_while_a_judgement_far_too_old_is_measured_wait_for_it(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send on a judgement of long ago measures before it; the sends made while that
+    measurement is in flight (a burst after a quiet spell) wait for it too, on both send
+    paths, and start no other: they went on, judged by the old judgement (the measurement had
+    moved ``fresh_until`` as it began), and wrote the stepped clock's times."""
+    app, clock = _sender(pg_url)
+    watch, store = app.engine.clock_watch, app.engine.store
+    measured: list[bool] = []
+    answer = threading.Event()
+    skew: Callable[..., float] = store.clock_skew  # type: ignore[attr-defined]
+
+    def slow_skew(now: Callable[[], float] | None = None) -> float:
+        measured.append(True)
+        answer.wait(10)  # a round trip that ends when the test says
+        return skew(now)
+
+    try:
+        await watch.measure()
+        clock.offset = 5.0  # stepped since
+        watch.fresh_until = time.monotonic() - 3600  # as if measured an hour ago
+        monkeypatch.setattr(store, "clock_skew", slow_skew)
+        first = asyncio.create_task(app.send_async(Event("skew/go")))
+        await until("the measurement before the send", lambda: bool(measured))
+        meanwhile = [
+            asyncio.create_task(asyncio.to_thread(app.send, Event("skew/go"))),
+            asyncio.create_task(app.send_async(Event("skew/go"))),
+        ]
+        await asyncio.sleep(0)  # the send_async's first step: judged, or waiting, by now
+        answer.set()
+        for send in (meanwhile[1], first, meanwhile[0]):
+            with pytest.raises(ClockSkewError):
+                await send
+        assert len(measured) == 1
+    finally:
+        answer.set()
+        app.close()
+
+
 async def test_a_worker_whose_clock_is_ahead_starts_the_runs_handed_to_it(pg_url: str) -> None:
     """A worker whose clock is ahead of its sender's by more than half its lease TTL, within
     the bound (or before the watch caught it), read every lease handed to it as over half its

@@ -58,8 +58,9 @@ class _Engine:
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
 
-    def read_later(self, fn: Callable[..., object], *args: Any) -> None:
+    def read_later(self, fn: Callable[..., object], *args: Any) -> bool:
         self.later.append((fn, args))
+        return True
 
     def wake_workers(self) -> None:
         self.woken += 1

@@ -29,7 +29,9 @@ after it are judged by that measurement); one ``MEASURE_FIRST_AFTER`` seconds ol
 process that sends now and then), or a refusal ``CHECK_EVERY`` old (the process's workers
 stopped while refused, or it has none: a clock back within the bound is not refused for ever),
 is measured again before the send. A measurement begins by moving ``fresh_until``: the sends
-made while it is in flight start no other.
+made while it is in flight start no other; one measured before a send leaves ``fresh_until``
+where it was until it ends, and the sends made meanwhile wait for it too (a burst after a quiet
+spell is judged by it, not by the judgement it replaces).
 
 Only with the system clock (a virtual clock's times are a test's own, ``MockClock``) and a
 store kept in a database (``ClockChecked``).
@@ -37,11 +39,13 @@ store kept in a database (``ClockChecked``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from stepline.clock import SystemClock
@@ -74,6 +78,8 @@ class ClockWatch:
         # to measure (a send compares it, and looks no further before it)
         self.fresh_until = time.monotonic() if self._store is not None else math.inf
         self._lock = threading.Lock()  # workers of several event loops may measure at once
+        # a measurement the sends wait for (``_measure_first``), in flight; its end releases them
+        self._first: Future[None] | None = None
 
     def due(self) -> bool:
         """Whether a ``measure`` is due: every ``CHECK_EVERY`` seconds, at once while refused
@@ -83,8 +89,10 @@ class ClockWatch:
         return self.refusal is not None or time.monotonic() >= self.fresh_until
 
     def _measuring(self) -> None:
-        """(A measurement begins) the next is due ``CHECK_EVERY`` seconds from now."""
-        self.fresh_until = time.monotonic() + CHECK_EVERY
+        """(A measurement begins) the next is due ``CHECK_EVERY`` seconds from now (not while
+        one the sends wait for is in flight: each send looks, and waits for it)."""
+        if self._first is None:
+            self.fresh_until = time.monotonic() + CHECK_EVERY
 
     async def measure(self) -> None:
         """Measure the skew now and judge it; a measurement that fails (a store that cannot be
@@ -157,36 +165,75 @@ class ClockWatch:
             )
             self._engine.wake_workers()
 
-    def _measure_first(self) -> ClockChecked | None:
-        """(A send, past ``fresh_until`` or refused) the store to measure again with before
-        the send: the judgement is ``MEASURE_FIRST_AFTER`` seconds old, or a refusal
-        ``CHECK_EVERY`` old; None otherwise, and a judgement ``CHECK_EVERY`` old is measured
-        again beside the send, in a reader thread it does not wait for."""
+    def _measure_first(self) -> tuple[Future[None], bool] | None:
+        """(A send, past ``fresh_until`` or refused) The measurement to wait for before the
+        send, and whether the caller makes it (``_measured_first``): the one in flight that
+        sends wait for, or one begun now when the judgement is ``MEASURE_FIRST_AFTER``
+        seconds old or a refusal ``CHECK_EVERY`` old. None otherwise: a judgement
+        ``CHECK_EVERY`` old is measured again beside the send, in a reader thread it does not
+        wait for."""
         store = self._store
-        late = time.monotonic() - self.fresh_until  # (past CHECK_EVERY since the last)
-        if store is None or late < 0:
+        if store is None:
             return None
-        if self.refusal is not None or late >= MEASURE_FIRST_AFTER - CHECK_EVERY:
-            return store
-        self._measuring()  # (the sends until it begins start no other)
+        with self._lock:
+            first = self._first
+            if first is not None:
+                return first, False
+            late = time.monotonic() - self.fresh_until  # (past CHECK_EVERY since the last)
+            if late < 0:
+                return None
+            if self.refusal is not None or late >= MEASURE_FIRST_AFTER - CHECK_EVERY:
+                first = self._first = Future()
+                first.set_running_or_notify_cancel()  # (no waiter can cancel it for the others)
+                return first, True
+            self._measuring()  # (the sends until it begins start no other)
         self._engine.read_later(self._measure_here, store)
         return None
+
+    def _measured_first(self, first: Future[None]) -> None:
+        """Make the measurement ``first`` stands for (in the calling thread: a reader's, or a
+        send's with no event loop), then release the sends waiting for it; never raises."""
+        try:
+            if self._store is not None:
+                self._measure_here(self._store)
+        finally:
+            self._released(first)
+
+    def _released(self, first: Future[None]) -> None:
+        """The measurement ``first`` ended (or was never made: the engine closed): the next
+        is due ``CHECK_EVERY`` seconds from now, and the sends waiting go on."""
+        with self._lock:
+            if self._first is first:
+                self._first = None
+                self.fresh_until = time.monotonic() + CHECK_EVERY
+        if not first.done():
+            first.set_result(None)
 
     async def refuse_sends_async(self) -> None:
         """``refuse_sends`` for a send on an event loop (measured first in the engine's
         reader, not on the loop)."""
-        if self._measure_first() is not None:
-            await self.measure()
+        waited = self._measure_first()
+        if waited is not None:
+            first, mine = waited
+            # made in a reader that no send's cancellation stops: the others wait for it too
+            if mine and not self._engine.read_later(self._measured_first, first):
+                self._released(first)  # (the engine closed: nothing measured)
+            await asyncio.wrap_future(first)
         self._refuse()
 
     def refuse_sends(self) -> None:
         """(A send, past ``fresh_until`` or refused: ``Engine.send``'s test) Raise
         ``ClockSkewError`` while the last judgement is beyond the bound; a judgement too old
         is measured again first (in the calling thread: a send with no event loop of its
-        own), or beside the send (``_measure_first``)."""
-        store = self._measure_first()
-        if store is not None:
-            self._measure_here(store)
+        own), or beside the send (``_measure_first``); a send made while a measurement
+        before a send is in flight waits for it."""
+        waited = self._measure_first()
+        if waited is not None:
+            first, mine = waited
+            if mine:
+                self._measured_first(first)
+            else:
+                first.result()
         self._refuse()
 
     def _refuse(self) -> None:

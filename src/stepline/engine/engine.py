@@ -536,13 +536,14 @@ class Engine:
                 raise
             raise failed from exc
 
-    def read_later(self, fn: Callable[..., object], *args: Any) -> None:
+    def read_later(self, fn: Callable[..., object], *args: Any) -> bool:
         """Run ``fn`` (a store read that never raises) on a reader thread, not waited for;
-        nothing once the engine closed."""
+        nothing once the engine closed (False)."""
         try:
             self._reader.submit(fn, *args)
         except RuntimeError:  # the reader shut down: the engine closed
-            pass
+            return False
+        return True
 
     def add_waker(self, event: asyncio.Event) -> None:
         """Register a worker's wake-up signal (set when work may have become due)."""
