@@ -125,8 +125,9 @@ class ClockSkewError(StoreUnavailable):
     """This machine's clock is further from the database server's than the store allows
     (PostgreSQL: ``max_clock_skew``, 1 s by default), measured while the process runs (a clock
     stepped by NTP, a virtual machine resumed): lease expiries and due times written by
-    different machines would disagree. ``send`` raises it (nothing is written) while a worker
-    of the process last found the clock beyond the bound; retry once the clocks agree
+    different machines would disagree. ``send`` raises it (nothing is written), as do
+    ``replay_run``, ``cancel_run`` and ``cancel_runs``, while the process last found the clock
+    beyond the bound; retry once the clocks agree
     (``StoreUnavailable``: a retry may succeed). ``skew`` is the measured database clock minus
     this machine's, in seconds."""
 

@@ -267,6 +267,33 @@ async def test_sends_made_while_a_judgement_far_too_old_is_measured_wait_for_it(
         app.close()
 
 
+async def test_replays_and_cancels_are_refused_beyond_the_bound(pg_url: str) -> None:
+    """A replay writes a new run due at this machine's clock, a cancel its run's end and the
+    events announcing it (which start runs, due at that clock too): refused as a send is
+    while the clock is beyond the bound (nothing written), done again once it is back."""
+    app, clock = _sender(pg_url)
+    watch = app.engine.clock_watch
+    try:
+        [event_id] = await app.send_async(Event("skew/go"))
+        [run] = await app.runs(event_id=event_id)
+        clock.offset = 5.0  # stepped since
+        await watch.measure()
+        assert watch.refusal is not None
+        with pytest.raises(ClockSkewError):
+            await app.replay_run(run.run_id)
+        with pytest.raises(ClockSkewError):
+            await app.cancel_run(run.run_id)
+        with pytest.raises(ClockSkewError):
+            await app.cancel_runs("once")
+        assert [r.run_id for r in await app.runs()] == [run.run_id]  # nothing written
+        clock.offset = 0.0
+        await watch.measure()
+        assert await app.cancel_run(run.run_id)
+        assert await app.replay_run(run.run_id)
+    finally:
+        app.close()
+
+
 async def test_a_worker_whose_clock_is_ahead_starts_the_runs_handed_to_it(pg_url: str) -> None:
     """A worker whose clock is ahead of its sender's by more than half its lease TTL, within
     the bound (or before the watch caught it), read every lease handed to it as over half its

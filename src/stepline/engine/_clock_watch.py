@@ -12,7 +12,9 @@ PostgreSQL, none on SQLite, whose file has no clock).
 
 Beyond the bound (``DurableStore.clock_refusal``) the watch logs an error with the measured
 skew, the process's workers take no new lease (no lease attempt, no claim of named runs, no
-hand-off: their offer is withdrawn) and its sends raise ``ClockSkewError`` (nothing written):
+hand-off: their offer is withdrawn) and its sends raise ``ClockSkewError`` (nothing written;
+its replays and cancels too, ``refuse_writes``: a replay's run is due at its clock, a cancel's
+announcements start runs):
 what a send writes with its clock is what the open check protects (its new runs' due times, its
 events' times, the throttle, rate-limit, debounce and idempotency decisions made at them, the
 leases it hands to other processes' workers). Passes in flight go on and their leases are still
@@ -220,6 +222,14 @@ class ClockWatch:
                 self._released(first)  # (the engine closed: nothing measured)
             await asyncio.wrap_future(first)
         self._refuse()
+
+    async def refuse_writes(self) -> None:
+        """(A replay, a cancel: a write of this machine's times outside a pass, as a send's:
+        the new run a replay makes is due at them, a cancel's announcements start runs) As
+        ``refuse_sends_async``: ``ClockSkewError`` while the judgement, measured again first
+        when too old, is beyond the bound."""
+        if self.refusal is not None or time.monotonic() >= self.fresh_until:
+            await self.refuse_sends_async()
 
     def refuse_sends(self) -> None:
         """(A send, past ``fresh_until`` or refused: ``Engine.send``'s test) Raise

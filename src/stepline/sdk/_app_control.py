@@ -183,6 +183,7 @@ class AppControl(ABC):
         and ``inngest/function.cancelled`` is emitted. A step already executing finishes but
         nothing after it runs. Returns False if the run does not exist or has already ended."""
         engine = self.engine
+        await engine.clock_watch.refuse_writes()  # ClockSkewError beyond the bound
         cancelled = await engine.writer.write(engine.cancel_job(run_id, reason, engine.clock.now()))
         engine.wake_workers()  # inngest/function.cancelled may have started runs
         if cancelled:

@@ -126,6 +126,8 @@ async def cancel_runs(
     dry_run: bool,
 ) -> list[str]:
     """``App.cancel_runs`` (``app_id`` None: every app's)."""
+    if not dry_run:  # (ClockSkewError beyond the bound: ``refuse_writes``)
+        await engine.clock_watch.refuse_writes()
     condition = compile_expression(if_) if if_ is not None else None
     # datetimes hold microseconds: bounds are inclusive at that resolution
     after = started_after.timestamp() - 1e-6 if started_after else float("-inf")
@@ -184,6 +186,7 @@ async def replay_run(
             known = ", ".join(s.step_id for s in records) or "none"
             raise ConfigError(f"run {run_id} has no step {from_step!r} (steps: {known})")
         before = match.position
+    await engine.clock_watch.refuse_writes()  # ClockSkewError beyond the bound
     now = engine.clock.now()
     new_run = engine.replay_of(original, now)
     await engine.writer.write(lambda tx: tx.replay_run(run_id, new_run, before, now))
