@@ -81,6 +81,24 @@ async def test_run_state_limit(small_app: App, make_small: Callable[..., TestEng
     assert len(run.steps) == 3
 
 
+async def test_run_state_counts_the_events_data(
+    small_app: App, make_small: Callable[..., TestEngine]
+) -> None:
+    # 3,000 bytes: its event's data (~460 bytes encoded) and two outputs of 900 fit, a third
+    # output does not (without the event's data it would)
+    @small_app.function(id="state", trigger=TriggerEvent("go"))
+    async def state(ctx: Context) -> Any:
+        for i in range(3):
+            await ctx.step.run(f"chunk{i}", lambda: "y" * 900)
+
+    async with make_small() as t:
+        run = await t.trigger(Event("go", {"blob": "z" * 450}))
+    assert run.status == "FAILED"
+    assert run.error is not None
+    assert run.error["limit"] == "run_state"
+    assert [s.id for s in run.steps] == ["chunk0", "chunk1"]
+
+
 async def test_oversize_event_is_rejected_and_nothing_is_stored(
     small_app: App, make_small: Callable[..., TestEngine]
 ) -> None:

@@ -38,7 +38,7 @@ from stepline.sdk.context import Context, ReplayAwareLogger, SyncContext
 from stepline.sdk.event import Event
 from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
-from stepline.serde import dumps, loads
+from stepline.serde import loads
 from stepline.store.records import (
     HistoryRecord,
     Lease,
@@ -94,7 +94,9 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._max_runtime = None if checkpointing is None else checkpointing.max_runtime_seconds
         self._pass_started_at = self.now()
         self._state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
-        self._state_bytes += sum(len(dumps(e.data)) for e in state.events)
+        # the bytes ``dumps`` would make of each event's data: its stored encoding (an event's
+        # data was checked at the edge: not walked again by ``dumps``'s check, a pass start)
+        self._state_bytes += sum(len(e.encoded_data()) for e in state.events)
         started = self.run.started_at if self.run.started_at is not None else self.now()
         self._finish_deadline = (
             started + self.run.finish_timeout if self.run.finish_timeout is not None else None
