@@ -26,18 +26,38 @@ TEXTS = [
     [],
     ["r1"],
     [None],
+    [f"r{i}" for i in range(9)],  # from _MANY elements on, packed in one comprehension
+    [*(f"r{i}" for i in range(8)), None, "grüße"],
     ["a", None, 'b"c', "", "d,e", "{f}", "g\\h", "grüße \u2603", "NULL", " x ", "\t"],
 ]
-INTS = [[], [5], [None], [0, -2, None, 2**31 - 1, -(2**31)]]
+INTS = [[], [5], [None], [0, -2, None, 2**31 - 1, -(2**31)], [*range(9), 2**31 - 1]]
 # the arrays of the statements of several rows (``_coalesce``): each type, with nulls
 TYPED = [
     (
         Float8Array,
         "double precision",
-        [[], [1.5], [None], [0.0, -2.25, None, 1e300, -0.0, 1765123456.123456]],
+        [
+            [],
+            [1.5],
+            [None],
+            [0.0, -2.25, None, 1e300, -0.0, 1765123456.123456],
+            [float(i) / 3 for i in range(9)],
+        ],
     ),
-    (ByteaArray, "bytea", [[], [b"x"], [None], [b"", None, b"\x00\xff", bytes(range(256))]]),
-    (BoolArray, "boolean", [[], [True], [None], [False, None, True]]),
+    (
+        ByteaArray,
+        "bytea",
+        [
+            [],
+            [b"x"],
+            [None],
+            [b"", None, b"\x00\xff", bytes(range(256))],
+            [b"a", bytearray(b"b"), memoryview(b"cd")],
+            [b"%d" % i for i in range(9)],
+            [*(b"%d" % i for i in range(8)), memoryview(b"cd"), None],
+        ],
+    ),
+    (BoolArray, "boolean", [[], [True], [None], [False, None, True], [True, False] * 5]),
 ]
 
 
@@ -107,13 +127,18 @@ def test_a_float8_array_keeps_nan_and_infinities(pg_url: str) -> None:
         (BoolArray, "boolean", "yes"),
     ],
 )
+@pytest.mark.parametrize("nulls", [True, False], ids=["among-nulls", "no-null"])
+@pytest.mark.parametrize("size", [2, 10], ids=["few", "many"])
 def test_a_value_not_of_the_arrays_type_is_refused_before_anything_is_sent(
-    pg_url: str, kind: type[list[Any]], sql: str, value: Any
+    pg_url: str, kind: type[list[Any]], sql: str, value: Any, nulls: bool, size: int
 ) -> None:
-    """As psycopg's own dumpers refuse a value (``DataError``): the statement is not sent."""
+    """As psycopg's own dumpers refuse a value (``DataError``): the statement is not sent
+    (an array of ``_MANY`` elements or more is dumped in one comprehension; the refusal is
+    the same)."""
+    values = [None if nulls else value, *([value] * (size - 1))]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         with pytest.raises(psycopg.DataError):
-            conn.execute(f"SELECT %b::{sql}[]", (kind([None, value]),))
+            conn.execute(f"SELECT %b::{sql}[]", (kind(values),))
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 

@@ -27,6 +27,13 @@ _TEXT, _TEXT_ARRAY, _INT4, _INT4_ARRAY = 25, 1009, 23, 1007
 _HEAD = struct.Struct("!iiIiI")  # dimensions, has nulls, element type; size, lower bound
 _EMPTY = struct.Struct("!iiI")  # no dimension
 _LENGTH = struct.Struct("!i")
+_LENGTH_PACK = _LENGTH.pack
+# elements from which an array is packed in one comprehension (a coalesced statement's columns:
+# a value of each commit of a group commit); fewer go element by element (``_items``), for
+# which making the comprehension costs more than it saves (callgrind, instructions a dump, old
+# -> new: 40 texts 105,554 -> 85,869, 40 floats 52,564 -> 44,179, 40 bytea 89,006 -> 68,197;
+# 2 integers element-wise 6,925, in a comprehension ~9,700)
+_MANY = 8
 _NULL = _LENGTH.pack(-1)
 _INT4_ITEM = struct.Struct("!ii")  # length 4, value
 _ONE = struct.Struct("!iiIiIi")  # the head of a one-element array, and its element's length
@@ -58,6 +65,13 @@ class _TextArrayDumper(Dumper):
         if len(obj) == 1 and type(obj[0]) is str:  # the usual case: one id
             data = obj[0].encode(self._encoding)
             return _ONE.pack(1, 0, _TEXT, 1, 1, len(data)) + data
+        if len(obj) >= _MANY:  # each element in the comprehension itself, no call per element
+            encoding = self._encoding
+            try:
+                parts = [_LENGTH_PACK(len(data := value.encode(encoding))) + data for value in obj]
+            except (AttributeError, TypeError):  # a None (or a value refused): element-wise
+                return _items(obj, _TEXT, self._item)
+            return _HEAD.pack(1, 0, _TEXT, len(obj), 1) + b"".join(parts)
         return _items(obj, _TEXT, self._item)
 
     def _item(self, value: Any) -> bytes:
@@ -72,6 +86,8 @@ class _Int4ArrayDumper(Dumper):
     def dump(self, obj: Any) -> bytes:
         if len(obj) == 1 and type(obj[0]) is int and -_INT4_BOUND <= obj[0] < _INT4_BOUND:
             return _ONE_INT4.pack(1, 0, _INT4, 1, 1, 4, obj[0])
+        if len(obj) >= _MANY:
+            return _packed(obj, _INT4, _INT4_ITEM.pack, 4, _INT4_VALUE)
         return _items(obj, _INT4, _INT4_VALUE)
 
 
@@ -95,6 +111,7 @@ class BoolArray(list[bool | None]):
 
 _FLOAT8, _FLOAT8_ARRAY, _BYTEA, _BYTEA_ARRAY, _BOOL, _BOOL_ARRAY = 701, 1022, 17, 1001, 16, 1000
 _FLOAT8_ITEM = struct.Struct("!id")  # length 8, value
+_FLOAT8_VALUE = partial(_FLOAT8_ITEM.pack, 8)  # not a number: struct.error
 _INT4_VALUE = partial(_INT4_ITEM.pack, 4)  # not an int, or out of int4's range: struct.error
 _INT4_BOUND = 2**31
 _BOOL_ITEM = struct.Struct("!i?")  # length 1, value
@@ -121,6 +138,16 @@ def _items(obj: Any, element: int, item: Any) -> bytes:
     return b"".join(parts)
 
 
+def _packed(obj: Any, element: int, pack: Any, size: int, item: Any) -> bytes:
+    """``_items(obj, element, item)`` where ``item(value)`` is ``pack(size, value)``, packed in
+    one comprehension (a None, or a value ``pack`` refuses: ``_items``, which says which)."""
+    try:
+        parts = [pack(size, value) for value in obj]
+    except struct.error:
+        return _items(obj, element, item)
+    return _HEAD.pack(1, 0, element, len(obj), 1) + b"".join(parts)
+
+
 def _bytea(value: Any) -> bytes:
     if not isinstance(value, bytes):
         if not isinstance(value, bytearray | memoryview):
@@ -141,7 +168,9 @@ class _Float8ArrayDumper(Dumper):
     oid = _FLOAT8_ARRAY
 
     def dump(self, obj: Any) -> bytes:
-        return _items(obj, _FLOAT8, partial(_FLOAT8_ITEM.pack, 8))
+        if len(obj) >= _MANY:
+            return _packed(obj, _FLOAT8, _FLOAT8_ITEM.pack, 8, _FLOAT8_VALUE)
+        return _items(obj, _FLOAT8, _FLOAT8_VALUE)
 
 
 class _ByteaArrayDumper(Dumper):
@@ -149,7 +178,14 @@ class _ByteaArrayDumper(Dumper):
     oid = _BYTEA_ARRAY
 
     def dump(self, obj: Any) -> bytes:
-        return _items(obj, _BYTEA, _bytea)
+        # bytes (the usual case) in one comprehension; anything else element-wise (a None, a
+        # bytearray or memoryview: made bytes; another type: refused)
+        if len(obj) < _MANY:
+            return _items(obj, _BYTEA, _bytea)
+        parts = [_LENGTH_PACK(len(value)) + value for value in obj if type(value) is bytes]
+        if len(parts) != len(obj):
+            return _items(obj, _BYTEA, _bytea)
+        return _HEAD.pack(1, 0, _BYTEA, len(obj), 1) + b"".join(parts)
 
 
 class _BoolArrayDumper(Dumper):
