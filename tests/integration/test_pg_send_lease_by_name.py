@@ -42,12 +42,16 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, list[str]]]:
     return trips
 
 
-def shop(url: str, ran: list[str]) -> App:
+def shop(url: str, ran: list[str], held: dict[str, asyncio.Event] | None = None) -> App:
+    """``held``: the runs (by ``n``) whose function waits for that event before it ends."""
     app = App("shop", db=url)
 
     @app.function(id="fn", trigger=TriggerEvent("order/created"))
     async def fn(ctx: Context) -> None:
-        ran.append(ctx.event.data["n"])
+        n = ctx.event.data["n"]
+        ran.append(n)
+        if held is not None and n in held:
+            await held[n].wait()
 
     return app
 
@@ -64,13 +68,27 @@ async def test_an_in_process_send_leases_its_run_by_name_in_one_round_trip_on_th
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ran: list[str] = []
-    app = shop(pg_url, ran)
+    # the run's pass ends only once the send is checked: ended while the send waits for its
+    # flush (it starts in the turn its function runs), it wakes the worker, whose lease
+    # attempt reads, and is refused on the loop with the pass's commit batched beside it
+    hold = asyncio.Event()
+    app = shop(pg_url, ran, {"one": hold})
     try:
         worker, task = await started(app, handoffs=False)
         try:
             await app.send_async(Event("order/created", {"n": "warm"}))  # the catalog known
             await until("the first run", lambda: ran == ["warm"])
-            await until("the worker asleep", lambda: worker._named.sleeping)
+            # asleep again after its pass ended (which woke it to look for work: a lease
+            # attempt made while the send below is measured)
+            await until(
+                "the worker asleep after the first pass",
+                lambda: (
+                    worker.passes == 1
+                    and not worker.active
+                    and not worker._wake.is_set()
+                    and worker._named.sleeping
+                ),
+            )
             trips = recording(monkeypatch)
             refusals = app.engine.writer.loop_refusals
             [event_id] = await app.send_async(Event("order/created", {"n": "one"}))
@@ -87,11 +105,13 @@ async def test_an_in_process_send_leases_its_run_by_name_in_one_round_trip_on_th
             assert app.engine.writer.loop_refusals == refusals
             # its pass started from the lease the send took: no lease attempt of the worker's
             assert worker.leased_by_name == 0
+            hold.set()
             await until("the run", lambda: ran == ["warm", "one"])
             [run] = await app.runs(event_id=event_id)
             await until("completed", lambda: worker.passes == 2 and not worker.active)
             assert (await app.wait_for_run(run.run_id, timeout=10)).status == "COMPLETED"
         finally:
+            hold.set()  # (an assertion failed: the pass ends, the worker stops)
             worker.stop()
             await task
     finally:
