@@ -39,30 +39,36 @@ BEFORE_THE_STEP = pytest.mark.parametrize(
 )
 
 
+class _Turns:
+    """The loop turns counted by a task that only yields (``tick``), from its first turn on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def tick(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+
 async def test_a_sequential_functions_step_starts_at_the_next_loop_turn(
     app: App, make_engine: Callable[..., TestEngine]
 ) -> None:
     # no waiting for "nothing new for two loop turns": the function's only branch is blocked.
     # What the shortcut saves is loop turns (CPU on the sequential hot path); no other outcome
     # tells it apart from the two-turn wait, so loop turns are what this test counts
-    turns = 0
+    turns = _Turns()
     waited: list[int] = []  # loop turns from each step call to its body
-
-    async def ticking() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
 
     @app.function(id="steps", trigger=TriggerEvent("go"))
     async def steps(ctx: Context) -> Any:
-        ticker = asyncio.create_task(ticking())  # a task of its own that calls no step
+        ticker = asyncio.create_task(turns.tick())  # a task of its own that calls no step
         try:
             for i in range(5):
-                called = turns
+                called = turns.count
 
                 async def body(called: int = called, i: int = i) -> int:
-                    waited.append(turns - called)
+                    waited.append(turns.count - called)
                     return i
 
                 await ctx.step.run(f"s{i}", body)
@@ -75,6 +81,35 @@ async def test_a_sequential_functions_step_starts_at_the_next_loop_turn(
     assert run.output == "done"
     assert len(waited) == 5
     assert max(waited) <= 2, waited  # the two-turn wait took 4 or more
+
+
+async def test_a_passs_first_step_starts_in_the_loop_turn_its_function_called_it(
+    app: App, make_engine: Callable[..., TestEngine]
+) -> None:
+    # the pass lets its function's first turn run before it looks for a step: the first step
+    # call is found registered in that same turn, not a turn later (the pass woken by it).
+    # Only loop turns tell the two apart (a turn less from a run's start to its first body)
+    turns = _Turns()
+    waited: list[int] = []
+
+    @app.function(id="first", trigger=TriggerEvent("go"))
+    async def first(ctx: Context) -> Any:
+        ticker = asyncio.create_task(turns.tick())  # counts from the next turn on
+        called = turns.count
+
+        async def body() -> int:
+            waited.append(turns.count - called)
+            return 1
+
+        try:
+            return await ctx.step.run("s", body)
+        finally:
+            ticker.cancel()
+
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+    assert run.output == 1
+    assert waited == [0]  # woken by the call, the pass ran the body a turn later: [1]
 
 
 async def test_a_step_called_from_a_task_of_the_function_joins_the_same_round(

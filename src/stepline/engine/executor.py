@@ -294,6 +294,11 @@ class PassExecutor(RoundRecorder, PassEndings):
                     self._memo_done.add(digest)
         task = self._start_function()
         try:
+            if self.fn.is_async:
+                # one turn of the loop: the function's first step, scheduled just now, runs
+                # first, so its first step call is found registered (the round starts in that
+                # same turn) instead of waking this task a turn later (``_wait_for_change``)
+                await asyncio.sleep(0)
             await self._drive(task)
         except (LeaseLostError, PassCancelledError, StoreError):  # StoreUnavailable too
             raise  # not the run's failure: another pass owns it, or the store will recover
