@@ -5,6 +5,7 @@ suspends only after the other branches settled, whatever task its steps came fro
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -206,6 +207,30 @@ async def test_a_branch_awaiting_before_its_step_is_retried_on_its_backoff(
     assert len(attempts) == 2
     assert attempts[1] - attempts[0] < 600, attempts  # on its backoff (seconds), not 1 h later
     assert GRACE_SPENT not in caplog.text  # it settled: no task left working
+
+
+async def test_a_branch_released_by_the_passs_suspension_logs_no_unretrieved_exception(
+    app: App, make_engine: Callable[..., TestEngine], caplog: pytest.LogCaptureFixture
+) -> None:
+    # a task the function started and did not join whose step call the suspension released
+    # ends with the engine's own signal: asyncio logged "Task exception was never retrieved"
+    # (an ERROR with a traceback of stepline's internals) when it was collected; it is the
+    # engine's to retrieve, as it does the function's own task's
+    @app.function(id="unjoined", trigger=TriggerEvent("go"))
+    async def unjoined(ctx: Context) -> Any:
+        async def side() -> Any:
+            return await ctx.step.wait_for_event("never", event="never", timeout="1h")
+
+        branch = asyncio.create_task(side())
+        await ctx.step.sleep("nap", "1s")
+        return branch.done()
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    async with make_engine() as t:
+        run = await t.trigger(Event("go"))
+        assert run.status == "COMPLETED"
+    gc.collect()
+    assert "never retrieved" not in caplog.text
 
 
 class Passes:

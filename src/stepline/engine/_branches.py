@@ -22,6 +22,8 @@ from contextvars import Context, ContextVar, copy_context
 from types import FrameType
 from typing import Any
 
+from stepline.engine._ops import Suspended, _Abort
+
 _OWNER: ContextVar[Branches | None] = ContextVar("stepline_branches", default=None)
 _NEW = object()  # what a task not started yet "awaits": it is ready to run
 # what a task awaiting its own tasks awaits: gather's future (asyncio's private class, stable
@@ -37,6 +39,9 @@ _JOINING_CODE = {
     )
     if code is not None
 }
+# the engine's signals raised into step calls a pass releases (``StepGate``): a task ending
+# with one is the engine's to retrieve
+_SIGNALS = (Suspended, _Abort)
 _TaskFactory = Callable[..., "asyncio.Future[Any]"]
 _ANYIO_BACKEND = "anyio._backends._asyncio"  # its TaskGroup awaits in __aexit__ what its tasks end
 
@@ -332,6 +337,11 @@ class Branches:
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
         self.live.pop(task, None)
+        if not task.cancelled() and isinstance(getattr(task, "_exception", None), _SIGNALS):
+            # the engine's signal (a step call the pass released as it ended): the engine's to
+            # retrieve, as the function's own task's, not "never retrieved" noise at collection;
+            # any other exception is left for the function (or asyncio's report) as it was
+            task.exception()
         self.changed()
 
     def tracks(self, task: asyncio.Task[Any] | None) -> bool:
