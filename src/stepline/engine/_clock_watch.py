@@ -85,7 +85,8 @@ class ClockWatch:
 
     def due(self) -> bool:
         """Whether a ``measure`` is due: every ``CHECK_EVERY`` seconds, at once while refused
-        (never without a store kept in a database, or with a virtual clock)."""
+        (never without a store kept in a database, or with a virtual clock); the one test a
+        send, a replay or a cancel makes before it looks further (``refuse_sends``)."""
         if self._store is None:
             return False
         return self.refusal is not None or time.monotonic() >= self.fresh_until
@@ -228,7 +229,7 @@ class ClockWatch:
         the new run a replay makes is due at them, a cancel's announcements start runs) As
         ``refuse_sends_async``: ``ClockSkewError`` while the judgement, measured again first
         when too old, is beyond the bound."""
-        if self.refusal is not None or time.monotonic() >= self.fresh_until:
+        if self.due():
             await self.refuse_sends_async()
 
     def refuse_sends(self) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -419,8 +418,8 @@ class Engine:
         ``now``). ``retried``: their ids were given by the sender (e.g. derived from a
         request's seed), so an event whose id is already stored is a retry of the same request
         and is not ingested again (its result says duplicate)."""
-        watch = self.clock_watch  # (a comparison a send; no coroutine while it is fresh)
-        if watch.refusal is not None or time.monotonic() >= watch.fresh_until:
+        watch = self.clock_watch  # (no coroutine a send while its judgement is fresh)
+        if watch.due():
             await watch.refuse_sends_async()  # ClockSkewError while beyond the bound
         items = [self.plan(record) for record in records]
         return await self._batcher().ingest(items, now, retried)
@@ -489,7 +488,7 @@ class Engine:
     def send_sync(self, events: Sequence[Event]) -> list[str]:
         """``send`` for code with no running event loop (or outside it)."""
         watch = self.clock_watch
-        if watch.refusal is not None or time.monotonic() >= watch.fresh_until:
+        if watch.due():
             watch.refuse_sends()  # ClockSkewError while beyond the bound
         now = self.clock.now()
         items = [self.plan(record) for record in self._event_records(events, now)]
