@@ -19,25 +19,9 @@ import pytest
 from _polling import until
 
 from stepline import App, ClockSkewError, Context, Event, TriggerEvent
-from stepline.clock import Idle, SystemClock
 from stepline.engine.worker import Worker
 from stepline.store.postgres import PostgresStore
-
-
-class SteppedClock(SystemClock):
-    """Wall time plus an offset the test changes (a clock stepped by NTP)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    async def sleep_until(
-        self, deadline: float | None, wake: asyncio.Event, *, idle: Idle = False
-    ) -> None:
-        shifted = None if deadline is None else deadline - self.offset
-        await super().sleep_until(shifted, wake, idle=idle)
+from steppedclock import SteppedClock
 
 
 def _twins(pg_url: str, name: str, bodies: list[str]) -> tuple[App, App]:
@@ -267,15 +251,19 @@ async def test_sends_made_while_a_judgement_far_too_old_is_measured_wait_for_it(
         app.close()
 
 
-async def test_replays_and_cancels_are_refused_beyond_the_bound(pg_url: str) -> None:
+async def test_replays_cancels_and_removals_are_refused_beyond_the_bound(pg_url: str) -> None:
     """A replay writes a new run due at this machine's clock, a cancel its run's end and the
-    events announcing it (which start runs, due at that clock too): refused as a send is
-    while the clock is beyond the bound (nothing written), done again once it is back."""
+    events announcing it (which start runs, due at that clock too), an app's removal judges
+    its workers alive by expiries other machines wrote: refused as a send is while the clock
+    is beyond the bound (nothing written), done again once it is back."""
     app, clock = _sender(pg_url)
     watch = app.engine.clock_watch
     try:
         [event_id] = await app.send_async(Event("skew/go"))
         [run] = await app.runs(event_id=event_id)
+        engine = app.engine  # its triggers in the catalog (a worker of it registered once)
+        rows, now = engine.trigger_rows(), clock.now()
+        await engine.writer.write(lambda tx: tx.sync_triggers(app.id, rows, now))
         clock.offset = 5.0  # stepped since
         await watch.measure()
         assert watch.refusal is not None
@@ -285,11 +273,16 @@ async def test_replays_and_cancels_are_refused_beyond_the_bound(pg_url: str) -> 
             await app.cancel_run(run.run_id)
         with pytest.raises(ClockSkewError):
             await app.cancel_runs("once")
+        # a removal judges the app's workers alive by their expiry, written at their clocks
+        with pytest.raises(ClockSkewError):
+            await app.remove_app("skew-sender")
         assert [r.run_id for r in await app.runs()] == [run.run_id]  # nothing written
+        assert [a.app_id for a in await app.apps()] == ["skew-sender"]
         clock.offset = 0.0
         await watch.measure()
         assert await app.cancel_run(run.run_id)
         assert await app.replay_run(run.run_id)
+        assert (await app.remove_app("skew-sender")).triggers == 1
     finally:
         app.close()
 

@@ -13,8 +13,10 @@ PostgreSQL, none on SQLite, whose file has no clock).
 Beyond the bound (``DurableStore.clock_refusal``) the watch logs an error with the measured
 skew, the process's workers take no new lease (no lease attempt, no claim of named runs, no
 hand-off: their offer is withdrawn) and its sends raise ``ClockSkewError`` (nothing written;
-its replays and cancels too, ``refuse_writes``: a replay's run is due at its clock, a cancel's
-announcements start runs):
+its other writes of this clock's times outside a pass too, ``refuse_writes``: a replay's run is
+due at its clock, a cancel's announcements start runs, an app's removal judges its workers
+alive by their expiries, an SDK app's sync writes its crons' next fire times; pausing,
+resuming and purging runs read no clock and are never refused):
 what a send writes with its clock is what the open check protects (its new runs' due times, its
 events' times, the throttle, rate-limit, debounce and idempotency decisions made at them, the
 leases it hands to other processes' workers). Passes in flight go on and their leases are still
@@ -225,10 +227,12 @@ class ClockWatch:
         self._refuse()
 
     async def refuse_writes(self) -> None:
-        """(A replay, a cancel: a write of this machine's times outside a pass, as a send's:
-        the new run a replay makes is due at them, a cancel's announcements start runs) As
-        ``refuse_sends_async``: ``ClockSkewError`` while the judgement, measured again first
-        when too old, is beyond the bound."""
+        """(A replay, a cancel, an app's removal, an SDK app's sync: a write of this machine's
+        times outside a pass, as a send's: the new run a replay makes is due at them, a
+        cancel's announcements start runs, a removal compares them with the expiries of the
+        app's workers, a sync's crons fire at them) As ``refuse_sends_async``:
+        ``ClockSkewError`` while the judgement, measured again first when too old, is beyond
+        the bound."""
         if self.due():
             await self.refuse_sends_async()
 

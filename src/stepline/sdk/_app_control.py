@@ -74,9 +74,13 @@ class AppControl(ABC):
         ``refused``), unless ``force``: the app comes back when a worker of it next starts (a
         live worker keeps its own runs going, but is handed no other app's events until then).
         A worker of the app registering at the same time either registered first (then it is
-        alive: refused unless forced) or re-adds the app right after the removal."""
-        now = self.engine.clock.now()
-        return await self.engine.writer.write(lambda tx: tx.remove_app(app_id, now, force))
+        alive: refused unless forced) or re-adds the app right after the removal.
+        ``ClockSkewError`` (nothing done) while this machine's clock is beyond the database's
+        bound: its workers are judged alive by expiries other machines wrote."""
+        engine = self.engine
+        await engine.clock_watch.refuse_writes()  # ClockSkewError beyond the bound
+        now = engine.clock.now()
+        return await engine.writer.write(lambda tx: tx.remove_app(app_id, now, force))
 
     async def runs(
         self,
@@ -238,7 +242,8 @@ class AppControl(ABC):
         until ``resume_function``; then they run in the order they were queued. Another app's
         function of the same id on the same database is not paused, unless ``all_apps=True``
         (the pause then holds it in every app until an app registering the function takes the
-        pause over, as with the pauses a database recorded before they were per app)."""
+        pause over, as with the pauses a database recorded before they were per app).
+        Writes no time (never refused by the clock watch)."""
         app_id = "" if all_apps else self.id
         await self.engine.writer.write(lambda tx: tx.set_paused(function_id, True, app_id))
         self.engine.changes.publish(Change(function_ids=(function_id,)))
@@ -246,7 +251,7 @@ class AppControl(ABC):
     async def resume_function(self, function_id: str, *, all_apps: bool = False) -> None:
         """Resume this app's paused function. A pause made with ``all_apps=True`` (not yet
         taken over by an app) is lifted too, so in every app; ``all_apps=True``: resume the
-        function in every app."""
+        function in every app. Writes no time (never refused by the clock watch)."""
         app_id = "" if all_apps else self.id
         await self.engine.writer.write(lambda tx: tx.set_paused(function_id, False, app_id))
         self.engine.wake_workers()
@@ -266,7 +271,9 @@ class AppControl(ABC):
     async def purge_runs(self, *, before: datetime, limit: int = 10_000) -> int:
         """Delete runs that ended before ``before`` (at most ``limit``), with their steps and
         history, and the events and skip records older than it that no remaining run uses, in
-        small batches (one short transaction each). Returns the number of runs deleted."""
+        small batches (one short transaction each). Returns the number of runs deleted.
+        Compares the stored times with ``before`` only, the caller's (this machine's clock is
+        not read: never refused by the clock watch)."""
         return await _app_runs.purge_runs(self.engine, before, limit)
 
     async def waiting_on(self, runs: Sequence[Run]) -> dict[str, WaitingOn]:

@@ -86,7 +86,9 @@ class SdkApps:
         """Sync an app from its registration body, stored so a restart keeps it. Raises
         ``ProtocolError`` for a body that is not one, ``SyncRefused`` for a config Stepline
         cannot honour, ``ConfigError`` when a function id is taken by a native function or
-        another app (the app stays as it was)."""
+        another app (the app stays as it was), ``ClockSkewError`` while this machine's clock is
+        beyond the database's bound (its cron triggers' next fire times, the skips of events
+        left to functions it removed, the functions live workers serve are this clock's)."""
         raw = body if isinstance(body, bytes) else canonical_json(dict(body))
         registration = parse_registration(raw)
         unchanged = self.apps.get(registration.app_name)
@@ -94,6 +96,7 @@ class SdkApps:
             return unchanged
         synced = map_app(registration)
         engine = self.app.engine
+        await engine.clock_watch.refuse_writes()  # before anything changes
         app = self._replace(registration, synced)
         for fn in synced:  # accepted, as Inngest's server does: said once a sync
             for message in ignored_options(fn.definition):
