@@ -2,7 +2,8 @@
 (``engine/_clock_watch.py``): a measurement whose round trip is slow (a pool with no free
 connection, a reader thread queued behind slow reads, a server slow to answer) ran inside the
 heartbeat loop, and the worker's leases, heartbeated every third of their TTL, expired meanwhile
-(another worker took its runs over, its passes' commits refused)."""
+(another worker took its runs over, its passes' commits refused). Only a store whose times
+machines compare (PostgreSQL: ``ClockChecked``) is measured; a SQLite file is not."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from pathlib import Path
 import pytest
 from _polling import until
 
-from stepline import App
+from stepline import App, Event
 
 
 async def test_a_measurement_that_does_not_end_holds_no_heartbeat(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = App("clock-heartbeat", db=str(tmp_path / "s.db"))
+    app = App("clock-heartbeat", db=pg_url)
     store = app.engine.store
     measuring = threading.Event()
     release = threading.Event()
@@ -40,5 +41,28 @@ async def test_a_measurement_that_does_not_end_holds_no_heartbeat(
                 await until("two more heartbeats", lambda: worker.heartbeats >= held + 2)
             finally:
                 release.set()
+    finally:
+        app.close()
+
+
+async def test_a_sqlite_file_is_never_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file, one machine's clock: a measurement refuses nothing there, and cost a reader
+    hop beside the sends every ``CHECK_EVERY`` seconds, one waited for after a quiet spell, and
+    one beside the heartbeats."""
+    app = App("clock-sqlite", db=str(tmp_path / "s.db"))
+    store, watch = app.engine.store, app.engine.clock_watch
+    measured: list[bool] = []
+    monkeypatch.setattr(store, "clock_skew", lambda now=None: measured.append(True) or 0.0)
+    try:
+        assert not watch.due()
+        await app.send_async(Event("clock/nothing"))
+        await app.remove_app("clock-none")  # (an admin write: refuse_writes)
+        async with app.worker(lease_ttl=0.3) as worker:  # a heartbeat every 0.1 s
+            await worker.ready.wait()
+            held = worker.heartbeats
+            await until("two more heartbeats", lambda: worker.heartbeats >= held + 2)
+        assert measured == [] and not watch.due()
     finally:
         app.close()

@@ -29,7 +29,10 @@ class _Clock(SystemClock):
 
 class _Store:
     """A database whose clock is ``server`` at the middle of each round trip (``clock_skew``
-    reads this machine's clock before and after it, as PostgreSQL's does)."""
+    reads this machine's clock before and after it, as PostgreSQL's does), within ``BOUND``
+    of this machine's (``ClockChecked``)."""
+
+    max_clock_skew = BOUND
 
     def __init__(self, clock: _Clock) -> None:
         self._clock = clock

@@ -7,8 +7,7 @@ process whose clock is beyond the store's bound refuses to open the database (``
 clock stepped later (an NTP step, a virtual machine resumed, a clock set by hand) went
 unnoticed. So each worker's heartbeat loop asks its engine's ``ClockWatch`` to measure again
 (``due``: at most every ``CHECK_EVERY`` real seconds while within the bound, at every heartbeat
-beyond it; ``measure``, in a task of its own that no heartbeat waits for; one round trip on
-PostgreSQL, none on SQLite, whose file has no clock).
+beyond it; ``measure``, in a task of its own that no heartbeat waits for; one round trip).
 
 Beyond the bound (``DurableStore.clock_refusal``) the watch logs an error with the measured
 skew, the process's workers take no new lease (no lease attempt, no claim of named runs, no
@@ -38,7 +37,10 @@ where it was until it ends, and the sends made meanwhile wait for it too (a burs
 spell is judged by it, not by the judgement it replaces).
 
 Only with the system clock (a virtual clock's times are a test's own, ``MockClock``) and a
-store kept in a database (``ClockChecked``).
+store whose times machines compare (``ClockChecked``: PostgreSQL). Otherwise the watch is
+inactive: ``due`` is always False, so a send, a heartbeat or an admin write never measures nor
+refuses (a SQLite file is used by one machine's clock: measuring it refused nothing and cost a
+reader hop beside the sends every ``CHECK_EVERY``, one waited for after a quiet spell).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class ClockWatch:
         self.skew: float | None = None  # the database's clock minus this machine's, last measured
         # time.monotonic() from which a measurement is due: the last one's plus CHECK_EVERY (at
         # once at first: the open's measurement is as old as the store); never without a store
-        # to measure (a send compares it, and looks no further before it)
+        # to measure (inactive: a send compares it, and looks no further before it)
         self.fresh_until = time.monotonic() if self._store is not None else math.inf
         self._lock = threading.Lock()  # workers of several event loops may measure at once
         # a measurement the sends wait for (``_measure_first``), in flight; its end releases them
@@ -87,7 +89,7 @@ class ClockWatch:
 
     def due(self) -> bool:
         """Whether a ``measure`` is due: every ``CHECK_EVERY`` seconds, at once while refused
-        (never without a store kept in a database, or with a virtual clock); the one test a
+        (never without a ``ClockChecked`` store, or with a virtual clock); the one test a
         send, a replay or a cancel makes before it looks further (``refuse_sends``)."""
         if self._store is None:
             return False

@@ -1,8 +1,8 @@
 """What a store may do beyond the Store seam (``store/interface.py``): each a protocol the engine
 checks with ``isinstance`` and uses where the store has it. Wake-ups from other processes and the
 leases they name or hand over (PostgreSQL), events stored unheard and the announcements an older
-version owed (memory, SQLite), optimistic group commits (PostgreSQL, SQLite), the database's
-clock (SQLite, PostgreSQL).
+version owed (memory, SQLite), optimistic group commits (PostgreSQL, SQLite), a bound on this
+machine's clock against the database's (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -188,9 +188,14 @@ class OffersHandOffs(Protocol):
 
 @runtime_checkable
 class ClockChecked(Protocol):
-    """A store kept in a database whose clock this machine's is measured against (SQLite,
-    PostgreSQL: ``DurableStore``); a worker measures it again while it runs
-    (``engine/_clock_watch.py``). The memory store has none."""
+    """A store whose times are written by processes on several machines and compared with each
+    other, so this machine's clock must stay within ``max_clock_skew`` of the database's
+    (PostgreSQL); the engine's clock watch measures it again while the process runs
+    (``engine/_clock_watch.py``). SQLite has none (one file, used by one machine's clock: its
+    ``DurableStore.clock_skew`` is 0, it refuses no skew, and measuring it only cost reader
+    hops), nor does the memory store: their clock watch is inactive."""
+
+    max_clock_skew: float  # seconds either way beyond which this machine's clock is refused
 
     def clock_skew(self, now: Callable[[], float] | None = None) -> float:
         """The database's clock minus ``now``'s, in seconds (a round trip on PostgreSQL)."""
