@@ -120,3 +120,44 @@ async def test_sends_past_a_fresh_judgement_measure_once_beside_them() -> None:
     measure(*args)
     with pytest.raises(ClockSkewError):
         watch.refuse_sends()
+
+
+class _Interleaved(ClockWatch):
+    """A watch whose ``_first`` (the measurement sends wait for) is read with ``on_read`` run
+    right after the read, when the lock is free: what a send on another thread may do
+    between that read and what the reader does with it (held, the send waits for the lock)."""
+
+    on_read: Callable[[], object] | None = None
+
+    @property  # type: ignore[override]
+    def _first(self) -> Any:
+        value = self._first_value
+        hook = self.on_read
+        if hook is not None and not self._lock.locked():
+            self.on_read = None
+            hook()
+        return value
+
+    @_first.setter
+    def _first(self, value: Any) -> None:
+        self._first_value = value
+
+
+async def test_a_measurement_beginning_beside_a_measurement_first_leaves_fresh_until() -> None:
+    """A heartbeat's measurement and a send's measurement first beginning at one instant: the
+    heartbeat read ``_first`` (none) without the lock, the send then began its measurement
+    first (``fresh_until`` left where it was, so the sends after it wait for it), and the
+    heartbeat moved ``fresh_until`` ``CHECK_EVERY`` ahead: the sends made meanwhile went on,
+    judged by the judgement being replaced. The two are ordered by the lock now."""
+    engine = _Engine()
+    watch = _Interleaved(engine)  # type: ignore[arg-type]
+    _measured(engine, server_ahead=0.0, round_trip=0.01)
+    await watch.measure()
+    watch.fresh_until = time.monotonic() - 3600  # as if measured an hour ago
+    began: list[object] = []
+    watch.on_read = lambda: began.append(watch._measure_first())
+    await watch.measure()  # the heartbeat's
+    if watch.on_read is not None:  # (the read was under the lock: the send comes after it)
+        watch.on_read()
+    # a measurement first in flight holds every send until it ends
+    assert watch._first is None or watch.due()

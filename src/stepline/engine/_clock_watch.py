@@ -97,9 +97,13 @@ class ClockWatch:
 
     def _measuring(self) -> None:
         """(A measurement begins) the next is due ``CHECK_EVERY`` seconds from now (not while
-        one the sends wait for is in flight: each send looks, and waits for it)."""
-        if self._first is None:
-            self.fresh_until = time.monotonic() + CHECK_EVERY
+        one the sends wait for is in flight: each send looks, and waits for it). Under the
+        lock: a send beginning a measurement first at the same instant either comes before
+        (``fresh_until`` stays) or after (it finds the judgement fresh), never in between
+        (it began, then this moved ``fresh_until``: the sends meanwhile went on unmeasured)."""
+        with self._lock:
+            if self._first is None:
+                self.fresh_until = time.monotonic() + CHECK_EVERY
 
     async def measure(self) -> None:
         """Measure the skew now and judge it; a measurement that fails (a store that cannot be
@@ -193,7 +197,8 @@ class ClockWatch:
                 first = self._first = Future()
                 first.set_running_or_notify_cancel()  # (no waiter can cancel it for the others)
                 return first, True
-            self._measuring()  # (the sends until it begins start no other)
+            # (``_measuring``, the lock held: the sends until it begins start no other)
+            self.fresh_until = time.monotonic() + CHECK_EVERY
         self._engine.read_later(self._measure_here, store)
         return None
 
