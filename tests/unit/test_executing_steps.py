@@ -5,6 +5,8 @@ none that ended."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
@@ -82,3 +84,23 @@ async def test_a_round_still_executing_is_shown_and_one_that_ended_is_not(
     while len(writer.jobs) < 2:
         await asyncio.sleep(0)
     slow.done()
+
+
+def test_a_closed_loop_is_not_kept_alive_by_the_rounds_it_had() -> None:
+    """The rounds of each loop are found by the loop (and the last one looked up kept apart):
+    neither kept the loop alive, nor did the timer of a round still executing when it
+    closed; a closed loop whose passes ended is collected."""
+    writer = _Writer()
+
+    async def rounds() -> None:
+        steps = _pass(writer, "r")
+        steps.show_later((_op("s"),), 0, 0.0)  # the loop's timer set: pending at its close
+        steps.done()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(rounds())
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert closed() is None

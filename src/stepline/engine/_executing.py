@@ -60,23 +60,29 @@ def executing_records(
 
 class _Rounds:
     """The rounds executing in the passes of one loop, and the one timer that shows those still
-    executing ``SHOW_AFTER`` after their start."""
+    executing ``SHOW_AFTER`` after their start. The loop is held weakly and its timer's handle
+    not at all (the handle holds the loop): this is kept by the loop (``_LOOPS``, and ``_last``)
+    and must not keep it alive once closed; the passes that add rounds hold it while they run."""
 
-    __slots__ = ("__weakref__", "loop", "rounds", "timer")
+    __slots__ = ("__weakref__", "loop", "rounds", "timed")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop = weakref.ref(loop)
         self.rounds: dict[ExecutingSteps, None] = {}  # by start: the oldest first
-        self.timer: asyncio.TimerHandle | None = None
+        self.timed = False  # the loop's timer is set (it calls ``_look``)
 
     def add(self, steps: ExecutingSteps) -> None:
         self.rounds[steps] = None
-        if self.timer is None:
-            self.timer = self.loop.call_at(steps._since + SHOW_AFTER, self._look)
+        if not self.timed:
+            self.timed = True
+            steps._loop.call_at(steps._since + SHOW_AFTER, self._look)
 
     def _look(self) -> None:
-        self.timer = None
-        now = self.loop.time()
+        self.timed = False
+        loop = self.loop()
+        if loop is None:  # (never: the loop calls this)
+            return
+        now = loop.time()
         rounds = self.rounds
         due: list[ExecutingSteps] = []
         oldest: float | None = None  # the start of the oldest round not due yet
@@ -89,10 +95,12 @@ class _Rounds:
             del rounds[steps]
             steps._show()
         if oldest is not None:
-            self.timer = self.loop.call_at(max(oldest + SHOW_AFTER, now + LOOK_EVERY), self._look)
+            self.timed = True
+            loop.call_at(max(oldest + SHOW_AFTER, now + LOOK_EVERY), self._look)
 
 
-# the rounds of each loop (the last one looked up kept apart: a worker's passes share one loop)
+# the rounds of each loop (the last one looked up kept apart: a worker's passes share one loop);
+# neither keeps a loop alive (``_Rounds`` holds it weakly)
 _LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rounds] = weakref.WeakKeyDictionary()
 _last: _Rounds | None = None
 
@@ -100,7 +108,7 @@ _last: _Rounds | None = None
 def _rounds_of(loop: asyncio.AbstractEventLoop) -> _Rounds:
     global _last
     last = _last
-    if last is not None and last.loop is loop:
+    if last is not None and last.loop() is loop:
         return last
     rounds = _LOOPS.get(loop)
     if rounds is None:
