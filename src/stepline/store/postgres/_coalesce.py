@@ -93,7 +93,10 @@ def _arrays(query: str) -> Callable[[list[Sequence[Any]]], tuple[str, Sequence[A
         for (convert, array), column in zip(converts, zip(*rows, strict=True), strict=True):
             if convert is None:
                 columns.append(array(column))
-            else:
+                continue
+            try:  # each value made the column's type in one C loop (a None: TypeError)
+                columns.append(array(map(convert, column)))
+            except TypeError:
                 columns.append(array([None if v is None else convert(v) for v in column]))
         return query, columns
 
@@ -158,33 +161,36 @@ class _Group:
         if shape.unique is not None:
             self.uniques.add(shape.unique(params))
 
-    def takes(self, params: Sequence[Any]) -> bool:
+    def joined(self, index: int, params: Sequence[Any]) -> bool:
+        """Whether the statement ``index`` joins the group (taken: its rows added)."""
         shape = self.shape
-        if self.sealed or self.params + len(params) > MAX_VALUES:
+        size = self.params + len(params)
+        if self.sealed or size > MAX_VALUES:
             return False
         if shape.run is not None and params[shape.run] in self.forbidden:
             return False
-        return shape.unique is None or shape.unique(params) not in self.uniques
-
-    def add(self, index: int, params: Sequence[Any]) -> None:
+        unique = shape.unique
+        if unique is not None:
+            key = unique(params)
+            if key in self.uniques:
+                return False
+            self.uniques.add(key)
         self.indexes.append(index)
-        self.params += len(params)
-        if self.shape.unique is not None:
-            self.uniques.add(self.shape.unique(params))
+        self.params = size
+        return True
 
 
 _TABLE_SHAPES: dict[str, Shape] = {}
 
 
-def _shape(query: str, params: Params, table: Any) -> Shape | None:
-    """The shape of a queued statement; None: unknown (a barrier)."""
-    if type(params) is not tuple and type(params) is not list:
-        return None  # named parameters, or none: not a write this module knows
-    shape = SHAPES.get(query)
-    if shape is None and type(table) is str:
-        shape = _TABLE_SHAPES.get(table)
-        if shape is None:
-            shape = _TABLE_SHAPES[table] = Shape(frozenset({table}))
+def _table_shape(table: Any) -> Shape | None:
+    """The shape of a write to ``table`` only that this module does not know (``write(table=…)``:
+    any rows of it), or None: unknown (a barrier)."""
+    if type(table) is not str:
+        return None
+    shape = _TABLE_SHAPES.get(table)
+    if shape is None:
+        shape = _TABLE_SHAPES[table] = Shape(frozenset({table}))
     return shape
 
 
@@ -195,8 +201,13 @@ def coalesced(
     text made one statement where the first of them stood (see the module's docstring)."""
     if len({query for query, _ in queued}) == len(queued):
         return queued, tables  # no text twice (one pass commit, say): no group can form
+    # the shape of each statement (``SHAPES``, else its ``write`` table's); None: unknown (a
+    # barrier), as is a statement of named parameters, or of none
     shapes = [
-        _shape(query, params, table) for (query, params), table in zip(queued, tables, strict=True)
+        (SHAPES.get(query) or _table_shape(table))
+        if type(params) is tuple or type(params) is list
+        else None
+        for (query, params), table in zip(queued, tables, strict=True)
     ]
     if sum(1 for s in shapes if s is not None and s.build is not None) < 2:
         return queued, tables
@@ -204,25 +215,25 @@ def coalesced(
     on_table: dict[str, list[_Group]] = {}  # the open groups touching each table
     starts: dict[int, _Group] = {}  # the index of each group's first statement: the group
     grouped = False
+    params: Any  # a shaped statement's: a tuple or a list (``shapes``)
     for i, ((query, params), shape) in enumerate(zip(queued, shapes, strict=True)):
         if shape is None:  # a barrier: every group ends here
             open_.clear()
             on_table.clear()
             continue
-        assert isinstance(params, tuple | list)  # a shaped statement's (_shape)
         group: _Group | None = None
         at = i  # where the statement will stand: the start of the group it joins, or here
+        new: _Group | None = None  # the group it begins
         if shape.build is not None:
             group = open_.get(query)
-            if group is not None and group.takes(params):
-                group.add(i, params)
+            if group is not None and group.joined(i, params):
                 grouped = True
                 at = group.indexes[0]
             else:
                 if group is not None:  # closed: takes nothing more
                     for table in shape.tables:
                         on_table[table].remove(group)
-                group = open_[query] = starts[i] = _Group(shape, i, params)
+                group = open_[query] = starts[i] = new = _Group(shape, i, params)
         run = None if shape.run is None else params[shape.run]
         for table in shape.tables:
             others = on_table.get(table)
@@ -237,8 +248,8 @@ def coalesced(
                     other.sealed = True
                 else:
                     other.forbidden.add(run)
-            if group is not None and len(group.indexes) == 1:
-                others.append(group)
+            if new is not None:
+                others.append(new)
     if not grouped:
         return queued, tables
     out: list[tuple[str, Params]] = []
