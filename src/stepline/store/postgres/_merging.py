@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from itertools import compress
 from typing import Any
 
 from stepline.store.postgres import queries as q
+from stepline.store.postgres._arrays import TextArray
 from stepline.store.postgres._coalesce import coalesced
 
 Params = Sequence[Any] | dict[str, Any] | None
@@ -110,19 +112,31 @@ def _held(
     queued: list[tuple[str, Params]], tables: list[str | Later | None]
 ) -> tuple[list[tuple[str, Params]], list[str | Later | None]]:
     """``queued`` with its lease holds (``Statements.hold``) made one statement where the first
-    stood (a single hold stays ``HOLD_LEASE``)."""
-    at = [i for i, table in enumerate(tables) if table == _HOLD]
-    if not at:
+    stood (a single hold stays ``HOLD_LEASE``). Its runs and tokens are ``TextArray``s (dumped
+    by ``_arrays``, not by psycopg's list dumper), the lists filtered by ``compress``: a group
+    commit of a hundred pass commits has as many holds."""
+    holds = tables.count(_HOLD)
+    if not holds:
         return queued, tables
-    tables = [None if table == _HOLD else table for table in tables]
-    if len(at) == 1:
+    first = tables.index(_HOLD)
+    if holds == 1:
+        tables = tables.copy()
+        tables[first] = None
         return queued, tables
-    held_params = [queued[i][1] for i in at]
-    pairs = sorted({(str(p[0]), str(p[1])) for p in held_params if isinstance(p, tuple)})
-    held = (q.HOLD_LEASES, (len(pairs), [r for r, _ in pairs], [t for _, t in pairs]))
-    later = set(at[1:])
-    out = [held if i == at[0] else entry for i, entry in enumerate(queued) if i not in later]
-    return out, [table for i, table in enumerate(tables) if i not in later]
+    kept = [table != _HOLD for table in tables]
+    holds_params: list[Any] = [
+        entry[1] for entry, table in zip(queued, tables, strict=True) if table == _HOLD
+    ]
+    pairs = sorted({(p[0], p[1]) for p in holds_params})  # each hold's (run id, lease token)
+    held = (
+        q.HOLD_LEASES,
+        (len(pairs), TextArray([r for r, _ in pairs]), TextArray([t for _, t in pairs])),
+    )
+    out = list(compress(queued, kept))
+    out_tables = list(compress(tables, kept))
+    out.insert(first, held)
+    out_tables.insert(first, None)
+    return out, out_tables
 
 
 def _merged(
