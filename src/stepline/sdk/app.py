@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepline import _loops
 from stepline._text import MAX_ID_CHARS, clipped, name_problem
+from stepline._worker_collector import worker_collector
 from stepline.clock import Clock, SystemClock
 from stepline.durations import parse_duration
 from stepline.engine._system_events import FUNCTION_FAILED
@@ -356,12 +357,15 @@ class App(AppControl):
     def run_worker(self, *, concurrency: int = 100, **options: Any) -> None:
         """Run a worker until SIGINT/SIGTERM (what ``stepline worker module:app`` calls), on
         uvloop's event loop when it is installed (``STEPLINE_LOOP=asyncio`` picks asyncio's:
-        ``stepline._loops``)."""
+        ``stepline._loops``). It owns the process: what exists once its store is open is
+        frozen out of the garbage collector's walks, and young collections are rarer while the
+        worker runs (``stepline._worker_collector``)."""
 
         async def main() -> None:
             worker = self.make_worker(concurrency=concurrency, **options)
             on_stop_signals(asyncio.get_running_loop(), lambda _sig: worker.stop())
-            await worker.run()
+            with worker_collector():
+                await worker.run()
 
         _loops.run(main())
 
