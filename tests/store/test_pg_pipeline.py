@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg._queries import PostgresQuery
+from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
 
 from stepline.store.postgres._pipeline import _convert, _converted, _Query, at_sync, send_all
@@ -274,3 +275,37 @@ def test_other_parameters_are_psycopgs_conversion_and_raise_as_it_does(pg_url: s
             _convert(transformer, INSERT_NAMED, {"id": 1})
         with pytest.raises(TypeError):  # positional placeholders given names: psycopg's error
             _convert(transformer, INSERT, {"id": 1})
+
+
+def _executions(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    found = conn.execute(
+        "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements",
+        prepare=False,
+    )
+    return {r[0]: r[1] for r in found}
+
+
+def test_a_statement_prepared_before_is_named_as_psycopgs_cache_names_it(pg_url: str) -> None:
+    """A statement psycopg's cache holds prepared is sent by its name without asking the cache
+    (``_pipeline._sent``): its use marked there as psycopg marks it (the order it evicts in),
+    nothing counted or prepared anew; with prepared statements off, sent unprepared."""
+    with _connect(pg_url) as conn:
+        for i in range(6):
+            send_all(conn, [(INSERT, (i, "a", 0.0, None)), (SELECT, ([i],))])
+        names = conn._prepared._names
+        (insert, select) = list(names)
+        assert (
+            insert[0] == _convert(Transformer.from_context(conn), INSERT, (0, "a", 0.0, None)).query
+        )
+        before, counts = _executions(conn), dict(conn._prepared._counts)
+        assert send_all(conn, [(SELECT, ([1],)), (INSERT, (9, "b", 1.0, None))])[0] == [
+            (1, "a", 0.0, None)
+        ]
+        assert list(names) == [select, insert]  # the last used last, as psycopg orders them
+        assert conn._prepared._counts == counts  # nothing counted
+        after = _executions(conn)
+        assert after.keys() == before.keys()
+        assert sorted(after[k] - before[k] for k in after) == [1, 1]
+        conn.prepare_threshold = None  # off: nothing sent by a name
+        assert send_all(conn, [(SELECT, ([9],))]) == [[(9, "b", 1.0, None)]]
+        assert _executions(conn) == after

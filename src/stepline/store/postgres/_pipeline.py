@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import OrderedDict
 from collections.abc import Generator, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -53,6 +54,8 @@ from stepline.store.postgres._database import forget_dropped
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any] | None
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
+_TUPLES, _SYNC = pq.ExecStatus.TUPLES_OK, pq.ExecStatus.PIPELINE_SYNC
+_CONNECTED = pq.ConnStatus.OK
 _Cached = tuple[Any, Prepare, bytes] | None  # (key, prepare?, name) to tell psycopg's cache
 # per statement: its Parse sent first (psycopg's cache told if it failed), its new cache entry
 _Sent = tuple[_Cached, _Cached]
@@ -71,11 +74,10 @@ def send_all(conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Para
     as after psycopg's own pipeline). A text marked ``at_once`` is prepared at its first
     execution on the connection (as psycopg's ``prepare=True``)."""
     transformer, converted = _adapted(conn, statements)
-    prepare = [query in AT_ONCE for query, _ in statements] if AT_ONCE else None
     with conn.lock:
         _check_open(conn)
         fresh = _deallocated(conn)
-        sent = _sent(conn, converted, fresh, prepare)
+        sent = _sent(conn, converted, fresh, statements)
         try:
             results = conn.wait(_round_trip(conn.pgconn))
         finally:
@@ -137,7 +139,6 @@ async def send_all_async(
     the caller must close it (its outcome is unknown when it carried a commit). A text
     marked ``at_once`` is prepared at its first execution on the connection, as there."""
     transformer, converted = _adapted(conn, statements)
-    prepare = [query in AT_ONCE for query, _ in statements] if AT_ONCE else None
     if not conn.lock.acquire(blocking=False):  # a connection of the caller's alone: never
         raise psycopg.InterfaceError("the connection is in use by another thread")
     conn.asked = converted  # type: ignore[attr-defined]  # this round trip's (_answers)
@@ -147,7 +148,7 @@ async def send_all_async(
         if _deallocation_due(conn):
             await _drive(conn._prepared.maintain_gen(conn), socket, watch)
         fresh = _deallocated(conn)  # no round trip left to make
-        sent = _sent(conn, converted, fresh, prepare)
+        sent = _sent(conn, converted, fresh, statements)
         try:
             results = await _drive(_round_trip(conn.pgconn), socket, watch)
         finally:
@@ -296,7 +297,7 @@ def _shape(query: str, encoding: str, count: int) -> _Shape | None:
 
 
 def _check_open(conn: psycopg.Connection[Any]) -> None:
-    if conn.pgconn.status != pq.ConnStatus.OK:
+    if conn.pgconn.status != _CONNECTED:
         raise psycopg.OperationalError("the connection is closed")
 
 
@@ -304,21 +305,31 @@ def _sent(
     conn: psycopg.Connection[Any],
     converted: list[PostgresQuery | _Query],
     fresh: bool,
-    prepare: list[bool] | None = None,
+    statements: Sequence[tuple[str, Params]],
 ) -> list[_Sent]:
-    """``converted`` buffered in libpq's pipeline mode, then the sync (nothing written yet);
-    ``prepare``: whether each is prepared at once (else as psycopg's cache decides)."""
+    """``converted`` (of ``statements``) buffered in libpq's pipeline mode, then the sync
+    (nothing written yet); a text marked ``at_once`` prepared at once, the others as psycopg's
+    cache decides."""
     pgconn = conn.pgconn
     pgconn.enter_pipeline_mode()
     try:
         cache = conn._prepared
-        if prepare is None:
-            sent = [_send(pgconn, cache, query, fresh) for query in converted]
-        else:
-            sent = [
-                _send(pgconn, cache, query, fresh, at_once or None)
-                for query, at_once in zip(converted, prepare, strict=True)
-            ]
+        # a statement prepared here before (the usual, a send's every one) is named at once
+        # (``_PREPARED``), the rest as psycopg's cache decides (``_send``)
+        names: OrderedDict[Any, bytes] = (
+            cache._names if cache.prepare_threshold is not None else _NO_NAMES
+        )
+        sent: list[_Sent] = []
+        for at, query in enumerate(converted):
+            key = (query.query, query.types)
+            name = names.get(key)
+            if name is None:
+                at_once = statements[at][0] in AT_ONCE or None
+                sent.append(_send(pgconn, cache, query, fresh, at_once))
+            else:
+                pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+                names.move_to_end(key)  # as psycopg's cache marks a use (its eviction order)
+                sent.append(_PREPARED)
     except BaseException:  # libpq could not buffer one: never sync (commit) a part
         pgconn.finish()  # the server rolls back what it got; the connection is broken
         raise
@@ -326,9 +337,13 @@ def _sent(
     return sent
 
 
+_PREPARED: _Sent = (None, None)  # a statement prepared before: nothing to tell psycopg's cache
+_NO_NAMES: OrderedDict[Any, bytes] = OrderedDict()  # prepared statements off: none named
+
+
 def _leave_pipeline(pgconn: pq.abc.PGconn) -> None:
     """Out of pipeline mode once every result was read (a round trip cut off leaves it in)."""
-    if pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy():
+    if pgconn.status == _CONNECTED and not pgconn.is_busy():
         pgconn.exit_pipeline_mode()
 
 
@@ -421,7 +436,7 @@ def _rows(
         if counts is not None:
             tuples = result.command_tuples
             counts.append(-1 if tuples is None else tuples)
-        if result.status == pq.ExecStatus.TUPLES_OK:
+        if result.status == _TUPLES:
             transformer.set_pgresult(result)
             found.append(transformer.load_rows(0, result.ntuples, tuple))
         else:
@@ -462,7 +477,7 @@ def _round_trip(pgconn: pq.abc.PGconn) -> Any:
                 results.append(current)
                 current = []
             continue
-        if result.status == pq.ExecStatus.PIPELINE_SYNC:
+        if result.status == _SYNC:
             return results
         current.append(result)
 
