@@ -133,30 +133,38 @@ _OFFER = """
         FROM queue l WHERE l.lease_owner = w.worker_id AND l.lease_expires_at > e.now) AS l
     WHERE w.expires_at > e.now
       AND NOT pg_try_advisory_xact_lock_shared(
-          hashtextextended(%(prefix)s || w.worker_id, 0))"""
+          hashtextextended(%(prefix)s||w.worker_id, 0))"""
 # a worker's free slots for a run: its offer's less its live leases, less the spare slot when it
-# keeps one and the run's function has a lease there or an earlier run in this statement
-_FREE = """h.slots - l.leases
-           - CASE WHEN h.slots >= 2 AND (e.rank > 1 OR l.here > 0)
-                   AND json_array_length(w.function_ids::json) >= 2
-                  THEN 1 ELSE 0 END"""
+# keeps one and the run's function has a lease there or an earlier run in this statement (a
+# condition never null: a cast, shorter than a CASE. The texts below skip the spaces ``compact``
+# keeps (around ``||``, ``+``, ``-``, ``*``) to stay under its bound)
+_FREE = """h.slots-l.leases
+           -(h.slots >= 2 AND (e.rank > 1 OR l.here > 0)
+             AND json_array_length(w.function_ids::json) >= 2)::int"""
 # the bytes a run's entry in the payload takes for its worker and token
-_MARKS = "octet_length(to_json(w.worker_id)::text) + octet_length(h.prefix || e.token) + 2"
+_MARKS = "octet_length(to_json(w.worker_id)::text)+octet_length(h.prefix||e.token)+2"
+# the chosen runs leased, started and marked: their queue and runs rows found by their run ids
+# (an index lookup, the only plan), each given its chosen row's values by a sub-select (its
+# unqualified columns are ``chosen``'s). Joined to ``chosen`` (``UPDATE … FROM chosen``), the
+# generic plan a connection made after an ANALYZE of the empty tables scanned the whole primary
+# key of queue and of runs at every hand-off once they were filled (the join's order chosen on
+# statistics saying them empty), until the next ANALYZE replanned it
 _LEASED = """
 leased AS (
-    UPDATE queue SET lease_owner = c.worker_id, lease_token = c.token,
-           lease_expires_at = c.expires, wake = false
-    FROM chosen c WHERE queue.run_id = c.run_id),
+    UPDATE queue q SET (lease_owner, lease_token, lease_expires_at, wake) = (
+        SELECT worker_id, token, expires, false FROM chosen WHERE run_id = q.run_id)
+    WHERE q.run_id = ANY(ARRAY(SELECT run_id FROM chosen))),
 started AS (
     INSERT INTO history (run_id, ts, kind, worker_id)
-    SELECT c.run_id, c.now, 'RUN_STARTED', c.worker_id FROM chosen c),
+    SELECT run_id, now, 'RUN_STARTED', worker_id FROM chosen),
 marked AS (
-    UPDATE runs SET status = 'RUNNING', worker_id = c.worker_id, passes = runs.passes + 1,
-           started_at = coalesce(runs.started_at, c.now)
-    FROM chosen c WHERE runs.run_id = c.run_id),"""
+    UPDATE runs r SET (status, worker_id, passes, started_at) = (
+        SELECT 'RUNNING', c.worker_id, r.passes+1, coalesce(r.started_at, c.now)
+        FROM chosen c WHERE c.run_id = r.run_id)
+    WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM chosen))),"""
 _HAND_OFF = f"""{_NAMED_ELIGIBLE},
 offered AS MATERIALIZED (
-    SELECT e.run_id, e.now, w.worker_id, h.prefix || e.token AS token, e.now + h.ttl AS expires,
+    SELECT e.run_id, e.now, w.worker_id, h.prefix||e.token AS token, e.now+h.ttl AS expires,
            {_MARKS} AS marks,
            row_number() OVER (PARTITION BY w.worker_id ORDER BY e.run_id) AS n,
            {_FREE} AS free
@@ -165,7 +173,7 @@ chosen AS MATERIALIZED (
     SELECT DISTINCT ON (o.run_id) o.run_id, o.now, o.worker_id, o.token, o.expires
     FROM offered o
     WHERE o.n <= o.free
-      AND 2 * %(named)s + (SELECT sum(bytes) FROM eligible)
+      AND 2*%(named)s + (SELECT sum(bytes) FROM eligible)
           + (SELECT count(*) FROM eligible) * (SELECT max(marks) FROM offered) <= {_MOST_BYTES}
     ORDER BY o.run_id, o.worker_id),{_LEASED}
 handed AS (
