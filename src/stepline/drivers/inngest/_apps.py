@@ -66,6 +66,10 @@ class SdkApps:
         self.server_kind: ServerKind = server_kind
         self.apps: dict[str, SyncedApp] = {}
         self._bodies: dict[str, bytes] = {}  # each app's last registration body
+        # the function ids each app has in ``app`` now: those of its last sync begun
+        # (``_replace``), listed in ``apps`` once written, or not (its write failed, or is in
+        # flight: a sync of it again replaces them, never clashes with them)
+        self._registered: dict[str, frozenset[str]] = {}
         _REGISTRY[app] = self  # replacing the SDK apps set up before, if any
         app.add_driver(DRIVER, self.driver, self._restore, replace=True)
 
@@ -88,7 +92,10 @@ class SdkApps:
         cannot honour, ``ConfigError`` when a function id is taken by a native function or
         another app (the app stays as it was), ``ClockSkewError`` while this machine's clock is
         beyond the database's bound (its cron triggers' next fire times, the skips of events
-        left to functions it removed, the functions live workers serve are this clock's)."""
+        left to functions it removed, the functions live workers serve are this clock's). A
+        sync whose write fails (``StoreUnavailable``) is not listed, its functions left
+        registered here: synced again (the SDK retries a 503), the app replaces them, as it
+        does those of a sync of it still in flight (two replicas of one app at once)."""
         raw = body if isinstance(body, bytes) else canonical_json(dict(body))
         registration = parse_registration(raw)
         unchanged = self.apps.get(registration.app_name)
@@ -122,30 +129,27 @@ class SdkApps:
     def _replace(
         self, registration: AppRegistration, synced: tuple[SyncedFunction, ...]
     ) -> SyncedApp:
-        previous = self.apps.get(registration.app_name)
-        ours = {f.definition.id for f in previous.functions} if previous is not None else set()
+        name = registration.app_name
+        ours = self._registered.get(name, frozenset())
         taken = {f.id for f in self.app.functions} - ours
         clashes = sorted(f.definition.id for f in synced if f.definition.id in taken)
         if clashes:
-            raise ConfigError(
-                f"app {registration.app_name!r}: function ids {clashes} are already registered"
-            )
+            raise ConfigError(f"app {name!r}: function ids {clashes} are already registered")
         for fn_id in ours:
             self.app._remove(fn_id)
             self.driver.urls.pop(fn_id, None)
         served = tuple(
             SyncedFunction(
                 fn.config,
-                dataclasses.replace(
-                    fn.definition, served_by=(registration.app_name, fn.config.url)
-                ),
+                dataclasses.replace(fn.definition, served_by=(name, fn.config.url)),
             )
             for fn in synced
         )
         for fn in served:
             self.app._add(fn.definition)
             self.driver.urls[fn.definition.id] = fn.config.url
-        return SyncedApp(registration.app_name, registration.url, registration.sdk, served)
+        self._registered[name] = frozenset(f.definition.id for f in served)
+        return SyncedApp(name, registration.url, registration.sdk, served)
 
     async def run_data(self, run_id: str, part: str) -> bytes | None:
         """What an SDK fetches when a request says ``use_api``: ``part`` ``"batch"`` (``GET
