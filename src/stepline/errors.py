@@ -126,8 +126,9 @@ class ClockSkewError(StoreUnavailable):
     (PostgreSQL: ``max_clock_skew``, 1 s by default), measured while the process runs (a clock
     stepped by NTP, a virtual machine resumed): lease expiries and due times written by
     different machines would disagree. ``send`` raises it (nothing is written), as do
-    ``replay_run``, ``cancel_run`` and ``cancel_runs``, while the process last found the clock
-    beyond the bound; retry once the clocks agree
+    ``replay_run``, ``cancel_run``, ``cancel_runs``, ``remove_app`` and an Inngest SDK app's
+    sync (``SdkApps.register``), while the process last found the clock beyond the bound;
+    retry once the clocks agree
     (``StoreUnavailable``: a retry may succeed). ``skew`` is the measured database clock minus
     this machine's, in seconds."""
 

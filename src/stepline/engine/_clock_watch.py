@@ -90,7 +90,8 @@ class ClockWatch:
     def due(self) -> bool:
         """Whether a ``measure`` is due: every ``CHECK_EVERY`` seconds, at once while refused
         (never without a ``ClockChecked`` store, or with a virtual clock); the one test a
-        send, a replay or a cancel makes before it looks further (``refuse_sends``)."""
+        send or another write of this clock's times outside a pass (``refuse_writes``) makes
+        before it looks further."""
         if self._store is None:
             return False
         return self.refusal is not None or time.monotonic() >= self.fresh_until
