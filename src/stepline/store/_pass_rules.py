@@ -54,7 +54,7 @@ def commit_pass(
         tx.append_history(commit.history, worker)
     if commit.waits:
         tx.insert_waits(commit.waits)
-    children = [start_child(tx, new_run, now) for new_run in commit.child_runs]
+    children = [start_child(tx, r, now) for r in commit.child_runs] if commit.child_runs else []
     results = ingest(tx, commit.events, now, wait_matches) if commit.events else []
     wakes = commit.wakes
     if children:  # started before the ingest; their results and skipped parents after its

@@ -165,8 +165,11 @@ class Statements:
         as one statement (``_merged``)."""
         if self._depth < _OUTERMOST and not self.optimistic:
             self.run(query, params)
-            return
-        self._queue(query, params, table)
+        elif query == GENERIC_PLANS:
+            self._queue(query, params, table)
+        else:  # (as _queue: a pass commit's writes, several a run, at a call less each)
+            self._queued.append((query, params))
+            self._tables.append(table)
 
     def _queue(self, query: str, params: Params = None, table: str | None = None) -> None:
         queued = self._queued
@@ -188,9 +191,16 @@ class Statements:
         self._tables.append(_HOLD)
 
     def write_many(self, query: str, rows: Sequence[Params], table: str | None = None) -> None:
-        """``write`` for each of ``rows``."""
+        """``write`` for each of ``rows`` (queued at once where each would be: a pass
+        commit's steps and history, a call each instead of two per row)."""
+        if (self._depth < _OUTERMOST and not self.optimistic) or query == GENERIC_PLANS:
+            for params in rows:
+                self.write(query, params, table)
+            return
+        queued, tables = self._queued, self._tables
         for params in rows:
-            self.write(query, params, table)
+            queued.append((query, params))
+            tables.append(table)
 
     def read_later(self, query: str, params: Params = None) -> Later:
         """Queue ``query`` like a write, keeping its result: the ``Later``'s rows are there
