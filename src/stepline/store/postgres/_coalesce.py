@@ -209,8 +209,6 @@ def coalesced(
         else None
         for (query, params), table in zip(queued, tables, strict=True)
     ]
-    if sum(1 for s in shapes if s is not None and s.build is not None) < 2:
-        return queued, tables
     open_: dict[str, _Group] = {}  # the open group of each text
     on_table: dict[str, list[_Group]] = {}  # the open groups touching each table
     starts: dict[int, _Group] = {}  # the index of each group's first statement: the group
