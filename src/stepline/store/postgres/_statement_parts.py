@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 class Marked:
     """An optimistic transaction's savepoint: an exception raised through it spoils the
-    transaction (``Statements.spoiled``), which then never commits."""
+    transaction (``Statements.spoiled``), which then never commits. It keeps no state of its
+    own: one may mark every savepoint of its transaction, nested or not (``PostgresTx``'s)."""
 
     __slots__ = ("_statements",)
 

@@ -88,6 +88,9 @@ class PostgresTx:
         gates: TakeGates | None = None,
     ) -> None:
         self._s = self.statements = Statements(conn, optimistic)
+        # an optimistic transaction's savepoints are marks (``_statements.Marked``, which keeps
+        # no state of its own): one serves them all (a pass commit's job opens two)
+        self._mark = self._s.savepoint() if optimistic else None
         self._gates = gates  # the gates of the buckets its takes were refused (_take_gates)
         self._catalog = catalog  # its view (_triggers) and _index: made when a verb needs them
         self._hints = self.hints = hints if hints is not None else Hints()
@@ -150,8 +153,8 @@ class PostgresTx:
         rolled back alone there: whatever raises spoils the whole transaction)."""
         if durable:
             self.durable = True
-        if self._s.optimistic:
-            return self._s.savepoint()  # a mark (_statements.Marked): its statements
+        if self._mark is not None:
+            return self._mark  # a mark (_statements.Marked): its statements
         return self._careful_savepoint()
 
     @contextmanager
@@ -187,8 +190,8 @@ class PostgresTx:
             return [] if row is None else _rows.select_events(s.conn, loads(row[0]))
 
     def savepoint(self) -> AbstractContextManager[Any]:
-        if self._s.optimistic:
-            return self._s.savepoint()
+        if self._mark is not None:
+            return self._mark
         return self._savepoint_none()
 
     @contextmanager
