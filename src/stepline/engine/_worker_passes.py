@@ -49,6 +49,8 @@ class WorkerPasses:
 
         def _fail(self, error: StoreError) -> None: ...
 
+        def _pass_end_looks(self) -> bool: ...
+
     def _start_pass(self, lease: Lease) -> None:
         """Start a pass of a leased run, or, if this run's previous pass is still ending here,
         right after that one. A pass's last commit releases its lease (the run is due again at
@@ -72,6 +74,7 @@ class WorkerPasses:
         engine = self.engine
         # its lease attempt's order (``_minority_first``): a backlog's pass starts after others
         ahead = self._starts.pop(lease.run_id, None) if self._starts else None
+        ran = False  # ran its course (not cut short, refused, cancelled or crashed)
         try:
             if ahead is not None and not ahead.leads(lease.run_id):
                 await ahead.opened.wait()
@@ -90,6 +93,7 @@ class WorkerPasses:
             driver = IN_PROCESS if fn.driver == PYTHON else engine.drivers[fn.driver]
             await driver.run_pass(engine, lease, state, fn)
             self.passes += 1
+            ran = True
         except PassCancelledError:
             log.info("run %s: cancelled during its pass", lease.run_id)
         except LeaseLostError:
@@ -118,7 +122,8 @@ class WorkerPasses:
             following = self._next_pass.pop(lease.run_id, None)
             if following is not None:
                 self._start_pass(following)
-            self._wake.set()
+            if not ran or self._pass_end_looks():  # its slot is free: may a look find work?
+                self._wake.set()
 
     async def _refused(self, lease: Lease, error: StoreRefusedValue) -> None:
         """The store refused a commit of the pass of ``lease`` (``fail_refused_pass``). If even
