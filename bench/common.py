@@ -208,19 +208,24 @@ def check_workers() -> None:
 @contextlib.asynccontextmanager
 async def worker(app: Any, **options: Any) -> AsyncIterator[Any]:
     """Like ``app.worker(...)``, but a worker that dies makes ``guard``/``check_workers`` raise
-    at once instead of leaving the workload waiting for a timeout."""
+    at once instead of leaving the workload waiting for a timeout. The garbage collector is set
+    as the worker runner sets it for its worker's life (``App.run_worker``, what ``stepline
+    worker`` calls: ``stepline._worker_collector``): a row measures a worker as it runs."""
+    from stepline._worker_collector import worker_collector
+
     w = app.make_worker(**options)
-    task = asyncio.create_task(w.run())
-    _worker_tasks.append(task)
-    try:
-        yield w
-    finally:
-        w.stop()
-        _worker_tasks.remove(task)
-        if not task.done():
-            await task
-        elif not task.cancelled():
-            task.exception()  # retrieved (it was raised as WorkerDied's cause)
+    with worker_collector():
+        task = asyncio.create_task(w.run())
+        _worker_tasks.append(task)
+        try:
+            yield w
+        finally:
+            w.stop()
+            _worker_tasks.remove(task)
+            if not task.done():
+                await task
+            elif not task.cancelled():
+                task.exception()  # retrieved (it was raised as WorkerDied's cause)
 
 
 async def guard(awaitable: Awaitable[Any], timeout: float) -> Any:

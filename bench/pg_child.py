@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from stepline import App, TriggerEvent
+from stepline._worker_collector import worker_collector
 
 STEPS = 3
 
@@ -44,8 +45,10 @@ async def _main(url: str, worker_id: str, concurrency: int) -> None:
     try:
         async with app.worker(concurrency=concurrency, worker_id=worker_id) as worker:
             await worker.ready.wait()
-            print("ready", flush=True)
-            await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
+            # the collector as the worker runner sets it (``stepline._worker_collector``)
+            with worker_collector():
+                print("ready", flush=True)
+                await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
     finally:
         app.close()
 
