@@ -156,7 +156,7 @@ class PostgresStore(PostgresReads):
         nearest = math.copysign(max(0.0, abs(skew) - took / 2), skew)
         refused = self.clock_refusal(skew) if self.clock_refusal(nearest) is not None else None
         if refused is not None:
-            raise ConfigError(refused)
+            raise ConfigError(f"cannot use the database {self.label}: {refused}")
 
     def _quickest_skew(self, tries: int = 3) -> tuple[float, float]:
         """(``clock_skew``, the seconds its round trip took) of the quickest of up to ``tries``
@@ -192,16 +192,17 @@ class PostgresStore(PostgresReads):
 
     def clock_refusal(self, skew: float) -> str | None:
         """Why this machine may not use the database with ``skew`` (``clock_skew``): beyond
-        ``max_clock_skew`` either way; None within it."""
+        ``max_clock_skew`` either way; None within it. Without the database's label: the
+        clock watch's ``ClockSkewError`` carries it as its reason, which the server's
+        answers show (``server/_problems.store_failure_text``: never the label)."""
         if abs(skew) <= self.max_clock_skew:
             return None
         ahead = -skew  # this machine's clock minus the server's
         side = "ahead of" if ahead > 0 else "behind"
         return (
             f"this machine's clock is {ahead:+.3f} s from the database server's ({side} "
-            f"it; {self.label}); Stepline on PostgreSQL needs them within "
-            f"{self.max_clock_skew} s (lease expiries and due times are compared across "
-            "machines): synchronize the clocks (NTP)"
+            f"it; Stepline on PostgreSQL needs them within {self.max_clock_skew} s: lease "
+            "expiries and due times are compared across machines): synchronize the clocks (NTP)"
         )
 
     def clock_skew(self, now: Callable[[], float] | None = None) -> float:
