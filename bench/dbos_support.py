@@ -8,6 +8,7 @@ fresh SQLite system database and ``shutdown()`` stops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -15,12 +16,17 @@ from typing import Any
 
 from dbos import DBOS
 
+from stepline._worker_collector import worker_collector
+
 APP_NAME = "stepline-bench"
 
 # Hooks the workloads set before starting workflows (the bodies below call them).
 latency_marks: dict[int, asyncio.Future[float]] = {}
 recovery_sleep = 0.0
 recovery_started: Callable[[], None] = lambda: None  # noqa: E731
+
+# the garbage collector's settings while DBOS runs, put back by ``shutdown``
+_collector = contextlib.ExitStack()
 
 
 def version() -> str:
@@ -30,16 +36,20 @@ def version() -> str:
 
 
 def launch(url: str, **extra: Any) -> None:
-    """Start DBOS on the SQLite system database ``url``."""
+    """Start DBOS on the SQLite system database ``url``, the garbage collector set as Stepline's
+    rows run their worker with (``bench.common.worker``: ``stepline._worker_collector``), so both
+    sides of a row run under the same collector settings."""
     logging.getLogger("dbos").setLevel(logging.WARNING)
     config: dict[str, Any] = {"name": APP_NAME, "system_database_url": url, "log_level": "WARNING"}
     config.update(extra)
     DBOS(config=config)  # type: ignore[arg-type]
     DBOS.launch()
+    _collector.enter_context(worker_collector())
 
 
 def shutdown() -> None:
     DBOS.destroy(workflow_completion_timeout_sec=0)
+    _collector.close()
 
 
 @DBOS.step()
