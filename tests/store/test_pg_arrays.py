@@ -15,6 +15,7 @@ from tests.store.test_pg_handoffs import Heard, register, send
 
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres._arrays import (
+    _MOST_KNOWN,
     BoolArray,
     ByteaArray,
     Float8Array,
@@ -79,6 +80,19 @@ def test_a_text_array_reaches_the_server_as_the_list_does(
     assert typed is not None and plain is not None
     assert typed == (values, "text[]")
     assert plain[0] == values
+
+
+def test_text_arrays_of_texts_dumped_before_reach_the_server_as_the_lists_do(pg_url: str) -> None:
+    """A connection's dumper writes the texts of arrays of many it wrote before as it kept them
+    (``_TextArrayDumper._known``): arrays of known, new, and known then None elements, and past
+    its bound of kept texts (cleared), each read back as it was sent."""
+    ids = [f"r{i}" for i in range(_MOST_KNOWN + 50)]
+    arrays = [ids[:9], ids[:9], ids[4:13], [*ids[:8], None], ["grüße", *ids[:8]], ids, ids[-9:]]
+    arrays += [ids[:9], ["grüße", *ids[:8]]]
+    with psycopg.connect(pg_url) as conn:  # one statement: its parameters dumped by one dumper
+        sent = "SELECT " + ", ".join(["%s::text[]"] * len(arrays))
+        row = conn.execute(sent, [TextArray(values) for values in arrays]).fetchone()
+    assert row == tuple(arrays)
 
 
 @pytest.mark.parametrize("values", INTS)

@@ -35,6 +35,14 @@ _LENGTH_PACK = _LENGTH.pack
 # 2 integers element-wise 6,925, in a comprehension ~9,700)
 _MANY = 8
 _NULL = _LENGTH.pack(-1)
+# the elements of the text arrays of many dumped in this process, by encoding, each as it is
+# written (length and bytes): the same texts come back array after array (a run's id is in its
+# pass commits' holds, steps, history and marks, a lease's token in each hold, step ids, kinds
+# and worker ids in every history), then looked up, not encoded again. One for every
+# connection (a pool hands its connections out in turn, a run's commits go on several); a
+# lookup that misses (another thread cleared it) encodes the array, as before
+_KNOWN: dict[str, dict[str, bytes]] = {}
+_MOST_KNOWN = 4096  # texts kept (the runs in flight's): past it, all are forgotten
 _INT4_ITEM = struct.Struct("!ii")  # length 4, value
 _ONE = struct.Struct("!iiIiIi")  # the head of a one-element array, and its element's length
 _ONE_INT4 = struct.Struct("!iiIiIii")
@@ -60,19 +68,40 @@ class _TextArrayDumper(Dumper):
         super().__init__(cls, context)
         encoding = conn_encoding(self.connection)
         self._encoding = encoding if encoding != "ascii" else "utf-8"  # as psycopg's str
+        self._known = _KNOWN.setdefault(self._encoding, {})
 
     def dump(self, obj: Any) -> bytes:
         if len(obj) == 1 and type(obj[0]) is str:  # the usual case: one id
             data = obj[0].encode(self._encoding)
             return _ONE.pack(1, 0, _TEXT, 1, 1, len(data)) + data
         if len(obj) >= _MANY:  # each element in the comprehension itself, no call per element
-            encoding = self._encoding
+            known = self._known
+            parts: list[bytes] | None
             try:
-                parts = [_LENGTH_PACK(len(data := value.encode(encoding))) + data for value in obj]
-            except (AttributeError, TypeError):  # a None (or a value refused): element-wise
-                return _items(obj, _TEXT, self._item)
+                parts = [known[value] for value in obj]
+            except (KeyError, TypeError):  # one not known (a None never is): encoded
+                parts = self._encoded(obj)
+                if parts is None:  # a None (or a value refused): element-wise
+                    return _items(obj, _TEXT, self._item)
             return _HEAD.pack(1, 0, _TEXT, len(obj), 1) + b"".join(parts)
         return _items(obj, _TEXT, self._item)
+
+    def _encoded(self, obj: Any) -> list[bytes] | None:
+        """Each element of ``obj`` as written in the array, now known (None: one is not a
+        str)."""
+        encoding = self._encoding
+        try:
+            parts = [_LENGTH_PACK(len(data := value.encode(encoding))) + data for value in obj]
+        except (AttributeError, TypeError):
+            return None
+        known = self._known
+        if len(known) + len(parts) > _MOST_KNOWN:
+            known.clear()
+        try:
+            known.update(zip(obj, parts, strict=True))
+        except TypeError:  # an element not hashable (not a str, that encodes all the same)
+            pass
+        return parts
 
     def _item(self, value: Any) -> bytes:
         data: bytes = value.encode(self._encoding)  # not a str: AttributeError (refused)
