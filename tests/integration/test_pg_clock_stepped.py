@@ -18,9 +18,10 @@ from collections.abc import Callable
 import pytest
 from _polling import until
 
-from stepline import App, ClockSkewError, Context, Event, TriggerEvent
+from stepline import App, ClockSkewError, Context, Event, TriggerCron, TriggerEvent
 from stepline.engine.worker import Worker
 from stepline.store.postgres import PostgresStore
+from stepline.store.records import CronRow
 from steppedclock import SteppedClock
 
 
@@ -101,6 +102,57 @@ async def test_a_clock_stepped_beyond_the_bound_stops_leases_and_sends(
         await task
         skewed.close()
         sender.close()
+
+
+async def test_a_worker_started_beyond_the_bound_waits_to_register(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started while this machine's clock is beyond the bound wrote its start-up
+    anyway: its registry row with an expiry of this clock's (alive for an hour to the other
+    machines, 1 h ahead), its crons' next fire times (``0 * * * *`` at 21:30 written as 23:00:
+    the 22:00 run skipped). It writes nothing and is not ready until the clock is back within
+    the bound, and says why it waits."""
+    app = App("skew-start", db=pg_url)
+
+    @app.function(id="hourly", trigger=TriggerCron("0 * * * *"))
+    async def hourly(ctx: Context) -> str:
+        return "ok"
+
+    clock = SteppedClock()
+    engine = app.attach(PostgresStore(pg_url), clock)
+    store, served = engine.store, engine.served
+
+    def crons() -> list[CronRow]:
+        """Its cron schedules written (each with its next fire time)."""
+        with store.transaction() as tx:
+            return tx.due_crons(time.time() + 10 * 86400, served)
+
+    clock.offset = 3600.0  # stepped an hour ahead after the store opened
+    worker = Worker(engine, worker_id="late", poll_interval=0.05)
+    with caplog.at_level(logging.WARNING, logger="stepline"):
+        task = asyncio.create_task(worker.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="stepline"):
+            await until("the worker to look twice", lambda: worker.loops >= 2)
+        assert store.live_workers(time.time()) == []  # no row: no expiry of this clock's
+        assert await asyncio.to_thread(crons) == []  # no next fire time of this clock's
+        assert not worker.ready.is_set()
+        assert engine.clock_watch.refusal is not None  # measured before its first write
+        [waits] = [r.getMessage() for r in caplog.records if "late" in r.getMessage()]
+        assert "waits" in waits and "beyond the bound" in waits
+
+        clock.offset = 0.0  # back within the bound: it starts
+        await engine.clock_watch.measure()
+        await worker.ready.wait()
+        now = time.time()
+        [me] = store.live_workers(now)
+        assert me.worker_id == "late" and me.expires_at <= now + worker.lease_ttl
+        [cron] = await asyncio.to_thread(crons)
+        assert now < cron.next_at <= now + 3600  # the next hour, not the one after
+    finally:
+        worker.stop()
+        await task
+        app.close()
 
 
 async def test_a_refusal_with_no_worker_measuring_is_measured_again_by_the_next_send(

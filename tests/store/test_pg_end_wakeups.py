@@ -1,10 +1,11 @@
 """PostgreSQL: the end of a run wakes the workers only when it frees a concurrency slot. A run
 holds a slot of each of its concurrency keys (a function's limit is one) while it is leased; a
-run held back by a full key is due and waits for one, and another process's worker learns of it
-only by a notification (its own pass's end wakes the worker that ran it, in process). A run
-without keys frees nothing another run waits for: its end (a pass's, a cancellation's, a spent
-run's) sends no notification, where every worker of every process used to make a full lease
-attempt for it."""
+run held back by a full key is due and waits for one, and the workers learn of it only by a
+notification: another process's, and the one that ran the pass too, its own process's listener
+hearing it (its pass's end also wakes it in process, but only when a look may find work it has
+not looked for: ``Worker._pass_end_looks``). A run without keys frees nothing another run waits
+for: its end (a pass's, a cancellation's, a spent run's) sends no notification, where every
+worker of every process used to make a full lease attempt for it."""
 
 from __future__ import annotations
 

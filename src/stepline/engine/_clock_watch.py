@@ -11,7 +11,8 @@ beyond it; ``measure``, in a task of its own that no heartbeat waits for; one ro
 
 Beyond the bound (``DurableStore.clock_refusal``) the watch logs an error with the measured
 skew, the process's workers take no new lease (no lease attempt, no claim of named runs, no
-hand-off: their offer is withdrawn) and its sends raise ``ClockSkewError`` (nothing written;
+hand-off: their offer is withdrawn; one not registered yet waits to register: ``held_at_start``)
+and its sends raise ``ClockSkewError`` (nothing written;
 its other writes of this clock's times outside a pass too, ``refuse_writes``: a replay's run is
 due at its clock, a cancel's announcements start runs, an app's removal judges its workers
 alive by their expiries, an SDK app's sync writes its crons' next fire times; pausing,
@@ -271,6 +272,42 @@ def _reading(store: ClockChecked, now: Callable[[], float]) -> tuple[float, floa
     before = now()
     skew = store.clock_skew(now)
     return skew, max(0.0, now() - before)
+
+
+async def held_at_start(worker: Worker) -> bool:
+    """Whether ``worker``, not registered yet, waits for its engine's clock watch (beyond the
+    bound) before its start-up write: its registry row's expiry, the times it releases its
+    old leases at, its crons' next fire times and its triggers' are all this machine's clock's
+    (an hour ahead: alive for an hour to the other machines, the next hour's cron run
+    skipped). Looked at when ``due``, as ``refuse_writes`` does, but always measured first
+    (at the first look, the open's measurement is as old as the store); while refused, it logs why
+    once and waits as ``held_by_clock`` does (a wake-up, a poll interval at most: the
+    heartbeat loop measures again meanwhile, and the watch wakes the workers when the clock
+    is back within the bound). Never ready meanwhile: no send hands it runs."""
+    watch = worker.engine.clock_watch
+    if watch.due() and not worker.clock_held:  # (held: the heartbeats measure)
+        await watch.measure()
+    refusal = watch.refusal
+    if refusal is None:
+        if worker.clock_held:
+            log.info("worker %s: registers (the clock is back within the bound)", worker.worker_id)
+            worker.clock_held = False
+        return False
+    if not worker.clock_held:
+        log.warning(
+            "worker %s waits to register (its registry row, released leases and crons' next "
+            "fire times would be written at this machine's clock, beyond the bound: %s); it "
+            "starts once the clock is back within it",
+            worker.worker_id,
+            refusal,
+        )
+        worker.clock_held = True
+    if not worker._stopping.is_set():
+        # (what a wake-up said is left: its first lease attempt, once registered, reads all)
+        worker._wake.take()
+        clock, poll = worker.engine.clock, worker.poll_interval
+        await clock.sleep_until(None if poll is None else clock.now() + poll, worker._wake)
+    return True
 
 
 async def held_by_clock(worker: Worker) -> bool:

@@ -47,7 +47,7 @@ from stepline._ids import new_id
 from stepline._text import MAX_ID_CHARS, clipped, name_problem
 from stepline.clock import SystemClock
 from stepline.engine._announce import announce_failed
-from stepline.engine._clock_watch import held_by_clock
+from stepline.engine._clock_watch import held_at_start, held_by_clock
 from stepline.engine._housekeeping import cron_rows, start_timed
 from stepline.engine._minority_first import Ahead, minority_first
 from stepline.engine._named_runs import NamedRuns
@@ -176,7 +176,8 @@ class Worker(WorkerPasses):
         # runs leased again while their previous pass here is still ending: started after it
         self._next_pass: dict[str, Lease] = {}
         # its clock was beyond the database's bound when it last looked: its offer of hand-offs
-        # is withdrawn (``_clock_watch.held_by_clock``)
+        # is withdrawn (``_clock_watch.held_by_clock``), or, not registered yet, it waits to
+        # register (``held_at_start``: no offer made yet)
         self.clock_held = False
         # passes begun on a run without a commit of its own before lease_due fails it
         self.max_passes = MAX_PASSES_WITHOUT_PROGRESS
@@ -260,6 +261,10 @@ class Worker(WorkerPasses):
         more work unless every free slot was filled."""
         engine = self.engine
         if not self.ready.is_set():
+            if await held_at_start(self):  # its registration would write this clock's times
+                self.tried.set()  # (its first attempt ended: refused, as in an outage)
+                self.loops += 1
+                return
             self._named.accept()  # before its row says it takes them
             reclaimed = await engine.writer.write(self._start_job(engine.clock.now()))
             if reclaimed:  # a previous process with this id stopped without releasing them

@@ -175,9 +175,11 @@ DELETE_MATCHERS_OF_RUN = "DELETE FROM matchers WHERE run_id = %s"
 # the marks of steps a pass was executing when its run ended (their results never came)
 DELETE_EXECUTING_STEPS = "DELETE FROM steps WHERE run_id = %s AND status = 'RUNNING'"
 # An ended run's lease frees a slot of each of its concurrency keys: a run a key held back is
-# due, and the workers of other processes (its own pass's end wakes the one that ran it) learn
-# of it by a notification (wakeups.CHANNEL, delivered at the commit, dropped with a rolled-back
-# savepoint). Only then: a run without keys, or not leased, frees nothing another run waits for
+# due, and the workers learn of it by a notification (wakeups.CHANNEL, delivered at the commit,
+# dropped with a rolled-back savepoint): the one that ran the pass too, its own process's
+# listener hearing it (its pass's end also wakes it in process, but only when a look may find
+# work it has not looked for: Worker._pass_end_looks). Only then: a run without keys, or not
+# leased, frees nothing another run waits for
 _FREES_A_SLOT = """
 SELECT pg_notify('stepline', '') WHERE EXISTS (
     SELECT 1 FROM queue_row
