@@ -161,15 +161,8 @@ async def test_a_refusal_with_no_worker_measuring_is_measured_again_by_the_next_
     """A process whose workers stopped while its clock was beyond the bound (or that sends
     only): nothing measured again, and its sends were refused for ever after the clock came
     back. A send refused by a judgement older than ``CHECK_EVERY`` measures again first."""
-    app = App("skew-sender", db=pg_url)
-
-    @app.function(id="once", trigger=TriggerEvent("skew/go"))
-    async def run_once(ctx: Context) -> str:
-        return "ok"
-
-    clock = SteppedClock()
-    engine = app.attach(PostgresStore(pg_url), clock)
-    watch = engine.clock_watch
+    app, clock = _sender(pg_url)
+    watch = app.engine.clock_watch
     try:
         clock.offset = 5.0
         await watch.measure()
@@ -187,7 +180,7 @@ async def test_a_refusal_with_no_worker_measuring_is_measured_again_by_the_next_
         clock.offset = 0.0
         watch.fresh_until = time.monotonic()
         await asyncio.to_thread(app.send, Event("skew/go"))  # the same without an event loop
-        assert engine.clock_watch.refusal is None
+        assert watch.refusal is None
     finally:
         app.close()
 
