@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import NoReturn
 
@@ -12,7 +13,8 @@ from starlette.routing import Mount
 
 from stepline import App
 from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
-from stepline.server import ServerSettings
+from stepline.server import ServerSettings, _problems
+from stepline.server._repeated_warnings import RepeatedWarnings
 from stepline.testing import TestEngine
 
 from .conftest import ServeFn, open_settings
@@ -158,3 +160,31 @@ async def test_the_backends_unavailable_stores_are_told_without_the_database(
                 body = response.json()["error"]
                 assert str(raw) in body, (where, body)  # the backend's reason
                 assert error.database not in body, (where, body)
+
+
+async def test_a_failing_store_is_logged_once_a_window_not_once_a_request(
+    serve: ServeFn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the store is unavailable every refused request answers 503 with the reason, but
+    the server's log gets one warning, not one per request (a client retrying in a loop, or
+    many of them, would flood it): the repeats are counted and told when the window ends
+    (``RepeatedWarnings``, tested below)."""
+    error = StoreUnavailable("server closed the connection unexpectedly", DATABASE)
+    caplog.set_level(logging.WARNING, logger="stepline.server")
+    async with serve() as (client, t):
+        with pytest.MonkeyPatch.context() as patch:
+            # the process's windows as at its start (another test's may still be open)
+            patch.setattr(_problems, "store_failures", RepeatedWarnings(_problems.log))
+
+            async def broken(*args: object, **kwargs: object) -> NoReturn:
+                raise error
+
+            patch.setattr(t.app.engine, "ingest_records", broken)
+            statuses = [
+                (await client.post("/e/key", json={"name": "a/b", "data": {}})).status_code
+                for _ in range(30)
+            ]
+    assert statuses == [503] * 30
+    told = [r.getMessage() for r in caplog.records if error.reason in r.getMessage()]
+    assert len(told) == 1, told
+    assert DATABASE in told[0]  # the operator's log names the database

@@ -10,9 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stepline.errors import StoreError, StoreRefusedValue, StoreUnavailable
+from stepline.server._repeated_warnings import RepeatedWarnings
 from stepline.server._responses import error
 
 log = logging.getLogger("stepline.server")
+store_failures = RepeatedWarnings(log)  # one line a window per failure, not one per request
 
 
 class Problem(Exception):
@@ -46,8 +48,9 @@ def store_failure_text(what: str, exc: StoreError) -> str:
     """The body text of a request a ``StoreError`` ended: ``what`` and the backend's reason,
     without the database's label (its host, port and name are the operator's to know: the
     event API answers anyone with an event key, ``/ready`` everyone). The whole error, label
-    included, goes to the server's log."""
-    log.warning("%s: %s", what, exc)
+    included, goes to the server's log: once per window of the same failure, its repeats
+    counted (``store_failures``: an unavailable store fails every request until it is back)."""
+    store_failures.warn((type(exc), exc.reason, exc.database), f"{what}: {exc}")
     if isinstance(exc, StoreUnavailable):
         return f"{what}: the store is unavailable: {exc.reason}; retry later"
     if isinstance(exc, StoreRefusedValue):
