@@ -20,9 +20,13 @@ resuming and purging runs read no clock and are never refused):
 what a send writes with its clock is what the open check protects (its new runs' due times, its
 events' times, the throttle, rate-limit, debounce and idempotency decisions made at them, the
 leases it hands to other processes' workers). Passes in flight go on and their leases are still
-heartbeated: their commits are fenced by their leases as always, and a lease that looks expired
-to another machine is taken over as a hung worker's would be. Back within the bound: logged,
-and the workers lease again at once.
+heartbeated, and the worker's registry row with them, at the database's time (``store_time``:
+this clock plus the skew last measured, measured again at each heartbeat while refused): at
+this clock's, a clock an hour ahead kept them alive for an hour to the other machines (a crash
+then left its runs leased for an hour), one an hour behind wrote them expired (its passes
+taken over by any worker, their step bodies run again). Their commits are fenced by their
+leases as always, and a lease that looks expired to another machine is taken over as a hung
+worker's would be. Back within the bound: logged, and the workers lease again at once.
 
 Sends keep the judgement fresh too, so a process without a worker (``stepline server
 --no-worker``, an app that only sends) is not judged by its open's measurement for ever: a send
@@ -96,6 +100,16 @@ class ClockWatch:
         if self._store is None:
             return False
         return self.refusal is not None or time.monotonic() >= self.fresh_until
+
+    def store_time(self, now: float) -> float:
+        """``now``, a time of this machine's clock, as the database's clock reads it while this
+        clock is judged beyond the bound (``now`` plus the skew last measured: the times a held
+        worker's heartbeats write), else ``now`` itself (within the bound every time the engine
+        writes is this clock's)."""
+        refusal, skew = self.refusal, self.skew
+        if refusal is None or skew is None:
+            return now
+        return now + skew
 
     def _measuring(self) -> None:
         """(A measurement begins) the next is due ``CHECK_EVERY`` seconds from now (not while

@@ -605,7 +605,10 @@ class Worker(WorkerPasses):
             while True:
                 await asyncio.sleep(interval)
                 run_ids = list(self.active)
-                now = self.engine.clock.now()  # an idle worker heartbeats too: it is alive
+                # an idle worker heartbeats too: it is alive. At the database's time while this
+                # clock is beyond the bound (its own would keep the row and the leases alive
+                # for as long as it is ahead, or expire them for as long as it is behind)
+                now = self.engine.clock_watch.store_time(self.engine.clock.now())
                 try:
                     job = self._heartbeat_job(run_ids, now)
                     lost = await self.engine.writer.write(job, unordered=True)  # as the lease job
