@@ -7,7 +7,9 @@ process whose clock is beyond the store's bound refuses to open the database (``
 clock stepped later (an NTP step, a virtual machine resumed, a clock set by hand) went
 unnoticed. So each worker's heartbeat loop asks its engine's ``ClockWatch`` to measure again
 (``due``: at most every ``CHECK_EVERY`` real seconds while within the bound, at every heartbeat
-beyond it; ``measure``, in a task of its own that no heartbeat waits for; one round trip).
+beyond it; ``measure``, in a task of its own that no heartbeat waits for; one round trip). Beyond
+it, a worker held measures again at its looks too, a poll interval apart at most
+(``measure_held``): the clock put right frees it then, not up to a heartbeat later.
 
 Beyond the bound (``DurableStore.clock_refusal``) the watch logs an error with the measured
 skew, the process's workers take no new lease (no lease attempt, no claim of named runs, no
@@ -88,6 +90,7 @@ class ClockWatch:
         # once at first: the open's measurement is as old as the store); never without a store
         # to measure (inactive: a send compares it, and looks no further before it)
         self.fresh_until = time.monotonic() if self._store is not None else math.inf
+        self.began = -math.inf  # time.monotonic() when the last measurement began
         self._lock = threading.Lock()  # workers of several event loops may measure at once
         # a measurement the sends wait for (``_measure_first``), in flight; its end releases them
         self._first: Future[None] | None = None
@@ -100,6 +103,18 @@ class ClockWatch:
         if self._store is None:
             return False
         return self.refusal is not None or time.monotonic() >= self.fresh_until
+
+    async def measure_held(self, every: float | None) -> None:
+        """(A look of a worker held: refused) ``measure`` when the last measurement (any
+        worker's, a heartbeat's, a send's) began ``every`` real seconds ago or more (the
+        worker's poll interval: its looks, which a stream of wake-ups may make more often, then
+        measure once a poll at most; None, a worker that does not poll, leaves it to its
+        heartbeats). A held worker reads nothing else (an idle one reads its next due time at
+        each poll), and the clock put right frees it at its next look, not a heartbeat later."""
+        if every is None or self.refusal is None:
+            return
+        if time.monotonic() - self.began >= every:
+            await self.measure()
 
     def store_time(self, now: float) -> float:
         """``now``, a time of this machine's clock, as the database's clock reads it while this
@@ -118,6 +133,7 @@ class ClockWatch:
         (``fresh_until`` stays) or after (it finds the judgement fresh), never in between
         (it began, then this moved ``fresh_until``: the sends meanwhile went on unmeasured)."""
         with self._lock:
+            self.began = time.monotonic()
             if self._first is None:
                 self.fresh_until = time.monotonic() + CHECK_EVERY
 
@@ -296,10 +312,13 @@ async def held_at_start(worker: Worker) -> bool:
     skipped). Looked at when ``due``, as ``refuse_writes`` does, but always measured first
     (at the first look, the open's measurement is as old as the store); while refused, it logs why
     once and waits as ``held_by_clock`` does (a wake-up, a poll interval at most: the
-    heartbeat loop measures again meanwhile, and the watch wakes the workers when the clock
-    is back within the bound). Never ready meanwhile: no send hands it runs."""
+    worker measures again at each look, a poll interval apart at most, ``measure_held``; its
+    heartbeats too; the watch wakes the workers when the clock is back within the bound).
+    Never ready meanwhile: no send hands it runs."""
     watch = worker.engine.clock_watch
-    if watch.due() and not worker.clock_held:  # (held: the heartbeats measure)
+    if worker.clock_held:
+        await watch.measure_held(worker.poll_interval)
+    elif watch.due():
         await watch.measure()
     refusal = watch.refusal
     if refusal is None:
@@ -328,8 +347,12 @@ async def held_by_clock(worker: Worker) -> bool:
     """Whether ``worker`` is held by its engine's clock watch (beyond the bound): it then takes
     no new lease, its offer of hand-offs withdrawn the first time, and this waits for a
     wake-up (the watch wakes the workers when the clock is back within the bound), a poll
-    interval at most. Back within the bound, the offer is made again."""
-    refused = worker.engine.clock_watch.refusal is not None
+    interval at most; held, it measures again first (``measure_held``). Back within the
+    bound, the offer is made again."""
+    watch = worker.engine.clock_watch
+    if worker.clock_held:
+        await watch.measure_held(worker.poll_interval)
+    refused = watch.refusal is not None
     named = worker._named
     if refused and not worker.clock_held:
         await named.withdraw()
