@@ -479,3 +479,24 @@ def test_a_run_handed_by_a_sender_of_the_schema_before_loads(
     assert state is not None
     assert state == pg_store.load_run("r1")
     assert state.events[0].data == DATA and state.events[0].v is None
+
+
+def test_a_handed_run_of_several_events_has_them_in_its_order(
+    pg_store: PostgresStore, heard: Heard
+) -> None:
+    """A handed run's events come in the run's order (its ``event_ids``), as a read of it
+    gives them, whatever order the payload lists them in (``HAND_OFF`` lists them by id)."""
+    register(pg_store, "w1")
+    send(pg_store, "r1")
+    _, [given] = heard.of("r1")
+    columns, [row] = given.run
+    columns = list(columns)
+    columns[_handoffs._COLUMNS.index("event_ids")] = '["ev-b", "ev-a"]'
+    rows = [["ev-a", *row[1:]], ["ev-b", "other", *row[2:]]]
+    state = Handed(["fn", "r1", "w1", given.token, columns, rows]).lease().loaded()
+    assert state is not None
+    assert [(e.internal_id, e.name) for e in state.events] == [
+        ("ev-b", "other"),
+        ("ev-a", row[1]),
+    ]
+    assert state.events[0].data == DATA and (state.steps, state.waits) == ({}, [])

@@ -323,6 +323,17 @@ class Branches:
         context.run(_OWNER.set, self)
         return context
 
+    def start(self, coro: Coroutine[Any, Any, Any], context: Context) -> asyncio.Task[Any]:
+        """The function's own task, made of ``coro`` in ``context`` (``context()``) and tracked
+        as a branch: wrapped here, as the loop's task factory would wrap it, without that
+        factory's look up its caller's frames for a ``gather`` or ``wait_for`` making it (the
+        function's own task is neither's: on the way from a pass's start to its first step)."""
+        traced = _Traced(coro, self, asyncio.current_task(self._loop))
+        task = self._loop.create_task(traced, context=context)  # the hook leaves it as it is
+        if isinstance(task, asyncio.Task):
+            self.adopt(task, traced)
+        return task
+
     def changed(self) -> None:
         """A task of the function yielded, started or ended: tell the pass (while it tracks
         them)."""

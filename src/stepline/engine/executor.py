@@ -75,15 +75,17 @@ class PassExecutor(RoundRecorder, PassEndings):
         # the function's tasks (tracked from its start), and its sync thread's step calls
         self.branches = Branches(self.loop, self.gate.holds, self._notify, sync=not fn.is_async)
         self._consumed: set[str] = set()
-        self._memo_done = {h for h, s in self.memo.items() if s.status in ("COMPLETED", "FAILED")}
-        self._memo_at_load = set(self.memo)
+        memo = self.memo
+        self._memo_done = {h for h, s in memo.items() if s.status in ("COMPLETED", "FAILED")}
+        self._memo_at_load = set(memo)
         self._deadlines: list[float] = []
         self._suspend_kinds: set[str] = set()
         self._late_steps: list[StepRecord] = []
         self._late_history: list[HistoryRecord] = []
         self._abort: LimitExceededError | None = None
         self._determined = False  # _check_determinism has nothing more to find this pass
-        self._next_position = max((s.position for s in self.memo.values()), default=-1) + 1
+        # (a first pass has no memo: none of its walks, on the way from its lease to its step)
+        self._next_position = 1 + max(s.position for s in memo.values()) if memo else 0
         self._new_ops_seen = False
         self._buffer: PassCommit | None = None  # step results awaiting their commit
         self._buffered = 0
@@ -93,10 +95,14 @@ class PassExecutor(RoundRecorder, PassEndings):
         self._lone_rounds = checkpointing is None
         self._max_runtime = None if checkpointing is None else checkpointing.max_runtime_seconds
         self._pass_started_at = self.now()
-        self._state_bytes = sum(len(s.output_json or b"") for s in self.memo.values())
         # the bytes ``dumps`` would make of each event's data: its stored encoding (an event's
         # data was checked at the edge: not walked again by ``dumps``'s check, a pass start)
-        self._state_bytes += sum(len(e.encoded_data()) for e in state.events)
+        state_bytes = 0
+        for event in state.events:
+            state_bytes += len(event.encoded_data())
+        for step in memo.values():
+            state_bytes += len(step.output_json or b"")
+        self._state_bytes = state_bytes
         started = self.run.started_at if self.run.started_at is not None else self.now()
         self._finish_deadline = (
             started + self.run.finish_timeout if self.run.finish_timeout is not None else None
@@ -246,9 +252,10 @@ class PassExecutor(RoundRecorder, PassEndings):
             {"run_id": self.run.run_id, "function_id": self.fn.id},
             lambda: self.replaying,
         )
-        attempt = max(
-            [self.run.attempt] + [s.attempts for s in self.memo.values() if s.status == "RETRYING"]
-        )
+        attempt = self.run.attempt
+        for memo in self.memo.values():
+            if memo.status == "RETRYING" and memo.attempts > attempt:
+                attempt = memo.attempts
         fields: dict[str, Any] = {
             "event": events[0] if events else Event(name="", data={}),
             "events": events,
@@ -316,7 +323,7 @@ class PassExecutor(RoundRecorder, PassEndings):
         context = self.branches.context()  # the tasks made in it are the function's (_settle)
         tracked = False  # a tracked task's end is a change of its branches: it notifies
         if self.fn.is_async:
-            made = self.loop.create_task(handler(self.ctx), context=context)
+            made = self.branches.start(handler(self.ctx), context)
             task = self._task = made
             tracked = self.branches.tracks(made)
         else:  # each step call of its thread is a task of its own, made in that context

@@ -23,9 +23,9 @@ not handed.
 
 from __future__ import annotations
 
-import base64
 import functools
 import threading
+from binascii import a2b_base64
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
-from stepline.store.postgres import _rows
+from stepline.store import _rows as shapes
 from stepline.store.postgres._arrays import Int4Array, TextArray
 from stepline.store.postgres._hints import LeaseTokens
 from stepline.store.postgres._lease_queries import LEASE_ALONE
 from stepline.store.postgres._leases import _prefix, compact, prepare, prepare_named
 from stepline.store.postgres._read_queries import RUN_COLUMNS
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
-from stepline.store.records import Lease
+from stepline.store.records import EventRecord, Lease, RunState
 
 if TYPE_CHECKING:
     from stepline.store.postgres.tx import PostgresTx
@@ -281,33 +281,40 @@ class Handed:
         return Lease(self.run_id, self.token, None, None, run, self.function_id)
 
 
-_EVENT_WIDTH = _rows._EVENT_WIDTH  # _EVENT_JSON has EVENT_COLUMNS
-_EMPTY_STEPS = (None,) * _rows._STEP_WIDTH
-_EMPTY_WAITS = (None,) * _rows._WAIT_WIDTH
 _COLUMNS = [c.strip() for c in RUN_COLUMNS.split(",")]
 _OUTPUT, _STATUS, _WORKER = (_COLUMNS.index(c) for c in ("output", "status", "worker_id"))
 _STARTED, _CREATED = _COLUMNS.index("started_at"), _COLUMNS.index("created_at")
 
 
-def _state(run: Sequence[Any], owner: str) -> Any:
-    """The ``RunState`` of a handed run's payload (``LOAD_RUN``'s row made of it), its columns
-    marked as ``HAND_OFF``'s lease marked them (``marked``: leased by ``owner``, started at its
-    creation if it had not started)."""
+def _state(run: Sequence[Any], owner: str) -> RunState:
+    """The ``RunState`` of a handed run's payload, as ``LOAD_RUN`` reads it after the lease
+    (``_rows.run_state``: such a new run has no steps and no waits), its columns marked as
+    ``HAND_OFF``'s lease marked them (``marked``: leased by ``owner``, started at its creation
+    if it had not started). Made directly, not as a ``LOAD_RUN`` row decoded again: on the way
+    from the notification to the pass."""
     columns, events = run
     columns = list(columns)
     columns[_STATUS], columns[_WORKER] = "RUNNING", owner
     if columns[_STARTED] is None:
         columns[_STARTED] = columns[_CREATED]
     if columns[_OUTPUT] is not None:
-        columns[_OUTPUT] = base64.b64decode(columns[_OUTPUT])
+        columns[_OUTPUT] = a2b_base64(columns[_OUTPUT])
+    record = shapes.run_record(columns)
     # an event's v is its seventh field; a sender of schema 17 (still running beside one that
-    # migrated to 18) hands events of six, without it
-    rows = [
-        (e[0], e[1], base64.b64decode(e[2]), base64.b64decode(e[3]), e[4], e[5], _v(e))
+    # migrated to 18) hands events of six, without it. bytea as base64: a2b_base64 skips the
+    # line breaks, as b64decode (which calls it) does
+    loads = orjson.loads
+    found = [
+        EventRecord(
+            e[0], e[1], loads(a2b_base64(e[2])), loads(a2b_base64(e[3])), e[4], e[5], v=_v(e)
+        )
         for e in events or ()
     ]
-    arrays = tuple(zip(*rows, strict=True)) if rows else (None,) * _EVENT_WIDTH
-    return _rows.run_state((*columns, *arrays, *_EMPTY_STEPS, *_EMPTY_WAITS))
+    ids = record.event_ids
+    if len(found) != 1 or len(ids) != 1 or found[0].internal_id != ids[0]:
+        by_id = {e.internal_id: e for e in found}  # in the run's order
+        found = [by_id[i] for i in ids if i in by_id]
+    return RunState(record, found, {}, [])
 
 
 def _v(event: Sequence[Any]) -> Any:

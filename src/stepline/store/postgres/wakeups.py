@@ -166,6 +166,7 @@ class WakeupListener:
         self._watching: Any = None  # the socket read in the loop, polled (_readers.ended)
         self._lost: psycopg.Error | OSError | None = None  # why the loop gave it back
         self.notifications = 0  # received so far (tests read it)
+        self._encoding = "utf-8"  # the listening connection's (CLIENT_ENCODING's codec)
 
     def start(self) -> None:
         try:
@@ -219,6 +220,9 @@ class WakeupListener:
                     self._url, autocommit=True, client_encoding=CLIENT_ENCODING, **self._options
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    # its payloads' codec, read once: ``conn.info`` makes an object and asks
+                    # libpq at each access (a notification's way to its pass)
+                    self._encoding = conn.info.encoding
                     failures = 0
                     self._on_wake(())  # anything committed while nobody listened
                     # read in the loop, in this thread when it cannot be, and in the loop
@@ -260,7 +264,7 @@ class WakeupListener:
 
     def _read(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """Call ``on_wake`` for each notification that came (``stop()``: no more)."""
-        pgconn, encoding = conn.pgconn, conn.info.encoding
+        pgconn, encoding = conn.pgconn, self._encoding
         pgconn.consume_input()
         while (notification := pgconn.notifies()) is not None:
             self.notifications += 1
