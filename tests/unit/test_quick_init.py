@@ -16,6 +16,7 @@ from stepline.store.records import (
     EventRecord,
     HistoryRecord,
     IngestResult,
+    Lease,
     NewRun,
     WaitRecord,
 )
@@ -41,12 +42,16 @@ def test_records_keep_arguments_defaults_and_stay_frozen() -> None:
     resumed = ResumedWait("r1", "h", EventJson(dict), "e1")
     assert (resumed.step_id, resumed.wait_id, resumed.event_json) == (None, "", b"{}")
     assert EndedRun("fn", None, None).function_id == "fn"
-    for record in (event, item, wait, result):
+    lease = Lease("r1", "tok", function_id="fn")
+    assert (lease.taken_over_from, lease.due_at, lease.loaded) == (None, None, None)
+    assert lease == Lease("r1", "tok", loaded=list)  # neither loaded nor function_id compared
+    assert dataclasses.replace(lease, loaded=list).function_id == "fn"
+    for record in (event, item, wait, result, lease):
         with pytest.raises(dataclasses.FrozenInstanceError):
             record.__setattr__(dataclasses.fields(record)[0].name, "changed")
     with pytest.raises(TypeError):
         WaitRecord("w1", "r1")  # type: ignore[call-arg]
-    for record in (event, item, wait, result):  # made again by the constructor
+    for record in (event, item, wait, result, lease):  # made again by the constructor
         assert copy.copy(record) == record == copy.deepcopy(record)
         assert pickle.loads(pickle.dumps(record)) == record
     assert copy.copy(resumed) == resumed  # its EventJson the same object

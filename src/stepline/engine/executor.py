@@ -40,6 +40,7 @@ from stepline.sdk.function import FunctionDef
 from stepline.sdk.step import Step, SyncStep
 from stepline.serde import loads
 from stepline.store.records import (
+    EventRecord,
     HistoryRecord,
     Lease,
     PassCommit,
@@ -245,7 +246,7 @@ class PassExecutor(RoundRecorder, PassEndings):
 
     # -- the pass ---------------------------------------------------------------------------------
     def _make_context(self) -> Context | SyncContext:
-        events = [Event.from_payload(e.payload()) for e in self.state.events]
+        events = [event_of(e) for e in self.state.events]
         step = Step(self)
         logger = ReplayAwareLogger(
             self.engine.logger,
@@ -574,6 +575,19 @@ class PassExecutor(RoundRecorder, PassEndings):
                 task.exception()  # retrieved: it is the signal we raised (or the function's end)
         finally:
             self.branches.stop()
+
+
+def event_of(record: EventRecord) -> Event:
+    """The ``Event`` a function sees of a stored one: ``Event.from_payload(record.payload())``,
+    without the payload's dict between them (a pass's start)."""
+    return Event(
+        record.name,
+        record.data or {},
+        record.internal_id if record.id is None else record.id,
+        int(record.ts * 1000),
+        record.user or {},
+        record.v,
+    )
 
 
 class PythonDriver:

@@ -384,6 +384,7 @@ class SpentRun:
     function_id: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A leased run: the pass that holds it commits with ``token``. ``taken_over_from`` names

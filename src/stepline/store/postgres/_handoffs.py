@@ -400,12 +400,17 @@ class HandOffs:
                 if handed is not None and handed.owner == owner:
                     del self._leases[run_id]
                     found.append(handed)
-        found = [handed for handed in found if presence.issued(owner, handed.token)]
-        fresh = [handed for handed in found if handed.leased_at() >= oldest]
-        for handed in fresh:
-            self._tokens.remember(handed.token, owner)
-        old = [handed.run_id for handed in found if handed.leased_at() < oldest]
-        return [handed.lease() for handed in fresh], old
+        leases: list[Lease] = []
+        old: list[str] = []
+        for handed in found:
+            if not presence.issued(owner, handed.token):
+                continue
+            if handed.leased_at() < oldest:
+                old.append(handed.run_id)
+            else:
+                self._tokens.remember(handed.token, owner)
+                leases.append(handed.lease())
+        return leases, old
 
 
 def offer(tx: PostgresTx, owner: str, slots: int | None, ttl: float) -> None:
