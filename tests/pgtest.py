@@ -298,6 +298,28 @@ def migrated_database(found: Cluster, name: str = "stepline") -> str:
     return url
 
 
+def own_database(prefix: str) -> str:
+    """A new database (its schema migrated) of this test process's, ``prefix`` and the xdist
+    worker its name, made again at each call: what a plan touches there is the measured
+    statement's work alone. In the process's shared database (``pg_url``, emptied by DELETE)
+    it also counted what earlier tests left: a bitmap index scan counts the index entries of
+    rows they deleted, which stay while any session of that database holds an old snapshot
+    (each earlier lease of the same run id added one: 2 to 21 rows over 20 leases, held so),
+    and the tables' sizes steer the generic plan (a gate counted 37 rows where the test's own
+    database counts 2)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or f"main{os.getpid()}"
+    return migrated_database(cluster(), f"{prefix}_{worker}")
+
+
+def rows_touched(node: dict[str, Any]) -> Iterator[int]:
+    """Rows each node of an EXPLAIN (ANALYZE, FORMAT JSON) plan touched: returned and removed
+    by its filters, over all its loops."""
+    removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+    yield (int(node["Actual Rows"]) + int(removed)) * int(node["Actual Loops"])
+    for child in node.get("Plans", ()):
+        yield from rows_touched(child)
+
+
 def end_other_sessions(url: str) -> None:
     """End every other session of ``url``'s database and wait until they are gone.
     ``pg_terminate_backend`` only signals a session: one not scheduled yet ends later, when it

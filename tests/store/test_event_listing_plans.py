@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 from tests.store.builders import T0, cel_matches, event
-from tests.store.test_pg_plans import _own_database, _touched
 
+import pgtest
 from stepline.store import _rows as shapes
 from stepline.store.postgres import PostgresStore
 from stepline.store.postgres import _read_queries as rq
@@ -35,12 +35,12 @@ def test_a_name_absent_from_the_newest_events_is_listed_without_reading_the_tabl
     (``recent_scan``), then, if they hold too few, the name's events in the window by its
     index, sorted.
 
-    Measured in a database of its own (``_own_database``, as ``test_pg_plans``'s backlog
+    Measured in a database of its own (``pgtest.own_database``, as ``test_pg_plans``'s backlog
     tests): in the process's shared one, emptied by DELETE, the bitmap index scans counted
     the index entries of earlier tests' events, dead but not removable while any session
     holds an old snapshot (20,000 such events of the name in the window, deleted with an xid
     held open: 20,000 rows against 2,010), and those tests' rows steer the plan."""
-    pg_url = _own_database()
+    pg_url = pgtest.own_database("stepline_plans")
     store = PostgresStore(pg_url)
     try:
         store.migrate()
@@ -84,7 +84,7 @@ def test_a_name_absent_from_the_newest_events_is_listed_without_reading_the_tabl
                 if settings is not None:
                     conn.execute(settings)
                 [[plan]] = conn.execute(explain + statement, values).fetchall()
-            widest = max(_touched(plan[0]["Plan"]))
+            widest = max(pgtest.rows_touched(plan[0]["Plan"]))
             assert widest <= shapes.recent_scan(hour) + 10, (statement, plan)
 
 

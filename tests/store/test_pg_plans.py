@@ -3,8 +3,6 @@ does not grow with the tables (asserted on the plan, not on time)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -113,25 +111,13 @@ def test_the_lease_by_name_scans_no_table_whatever_the_statistics(pg_url: str) -
     assert settings == ("auto", "on")  # the transaction's own settings back after it
 
 
-def _own_database() -> str:
-    """A new database (its schema migrated) of this test process's, made again at each call:
-    what a plan touches there is the measured statement's work alone. In the process's shared
-    database (``pg_url``, emptied by DELETE) it also counted what earlier tests left: a bitmap
-    index scan counts the index entries of rows they deleted, which stay while any session of
-    that database holds an old snapshot (each earlier lease of the same run id added one: 2 to
-    21 rows over 20 leases, held so), and the tables' sizes steer the generic plan (the gate's
-    of 17:26 counted 37 rows where this test's own database counts 2)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER") or f"main{os.getpid()}"
-    return pgtest.migrated_database(pgtest.cluster(), f"stepline_plans_{worker}")
-
-
 def _lease_named_widest_node(backlog: int, made: bool = False) -> int:
     """The most rows any node of ``LEASE_NAMED``'s generic plan (made with no statistics, as on
     a fresh database) touched — returned, plus removed by its filter, times its loops — to
     lease a new run of one function behind ``backlog`` due runs of another function of the same
     app (``made``: ``LEASE_NEW``'s, the lease of a run its transaction made), in a database of
-    its own (``_own_database``)."""
-    url = _own_database()
+    its own (``pgtest.own_database``)."""
+    url = pgtest.own_database("stepline_plans")
     store = PostgresStore(url)
     try:
         store.migrate()
@@ -164,16 +150,7 @@ def _lease_named_widest_node(backlog: int, made: bool = False) -> int:
             [[plan]] = conn.execute(explain.format(values)).fetchall()
             leased = conn.execute("SELECT run_id FROM queue WHERE lease_owner = 'w'").fetchall()
     assert [r[0] for r in leased] == ["z-new"]
-    return max(_touched(plan[0]["Plan"]))
-
-
-def _touched(node: dict[str, Any]) -> Iterator[int]:
-    """Rows each node of an EXPLAIN (ANALYZE, FORMAT JSON) plan touched: returned and removed
-    by its filters, over all its loops."""
-    removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
-    yield (int(node["Actual Rows"]) + int(removed)) * int(node["Actual Loops"])
-    for child in node.get("Plans", ()):
-        yield from _touched(child)
+    return max(pgtest.rows_touched(plan[0]["Plan"]))
 
 
 def test_the_lease_by_name_reads_no_more_behind_a_backlog() -> None:
@@ -268,9 +245,9 @@ def _hand_off_widest_node(backlog: int, one: bool, analyzed: bool = False) -> in
     ``one``) touched (as ``_lease_named_widest_node``) to hand a new run of one function over
     behind ``backlog`` due runs of another function of its app, the plan made as each pool
     connection makes it (``_handoffs.prepare_statements``) while the database was empty (a
-    fresh one, as the benchmark's, ``_own_database``; ``analyzed``: its statistics made then,
+    fresh one, as the benchmark's, ``pgtest.own_database``; ``analyzed``: its statistics made then,
     saying so): a connection keeps it for its life, or until the next ``ANALYZE``."""
-    url = _own_database()
+    url = pgtest.own_database("stepline_plans")
     store = PostgresStore(url)
     try:
         store.migrate()
@@ -306,7 +283,7 @@ def _hand_off_widest_node(backlog: int, one: bool, analyzed: bool = False) -> in
                 [[plan]] = conn.execute(explain.format(sql.Identifier(name), values)).fetchall()
     finally:
         store.close()
-    return max(_touched(plan[0]["Plan"]))
+    return max(pgtest.rows_touched(plan[0]["Plan"]))
 
 
 def test_a_hand_off_reads_no_more_behind_a_backlog() -> None:
