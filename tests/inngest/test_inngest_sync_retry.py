@@ -64,3 +64,81 @@ async def test_two_syncs_of_one_app_at_once_both_succeed(tmp_path: Path) -> None
         assert apps.apps["tiny"] in (first, second)
         assert [f.id for f in app.functions] == ["tiny-a"]
         assert [name for name, _ in app.engine.store.sdk_apps(app.id)] == ["tiny"]
+
+
+def _unavailable_writes(app: App, monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
+    """``fail(True)``: the app's writes raise ``StoreUnavailable`` until ``fail(False)``."""
+    writer = app.engine.writer
+    write = writer.write
+
+    async def unavailable(job: Callable[..., Any], **options: Any) -> Any:
+        raise StoreUnavailable("the database restarts")
+
+    def fail(failing: bool) -> None:
+        monkeypatch.setattr(writer, "write", unavailable if failing else write)
+
+    return fail
+
+
+async def test_a_sync_whose_write_failed_leaves_the_apps_functions_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its functions are not registered in the process (before: they stayed, unlisted, until
+    the app synced again: a worker here served functions no store held, an event sent here
+    started their runs, and a sync's new version hid the last stored one)."""
+    app = App("sync-undone")
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db"):
+        apps = SdkApps(app)
+        fail = _unavailable_writes(app, monkeypatch)
+        fail(True)
+        with pytest.raises(StoreUnavailable):
+            await apps.register(tiny_registration())
+        assert [f.id for f in app.functions] == []
+        assert apps.driver.urls == {}
+        fail(False)
+        synced = await apps.register(tiny_registration())
+        urls = dict(apps.driver.urls)
+        assert [f.id for f in app.functions] == ["tiny-a"]
+
+        renamed = orjson.loads(orjson.dumps(tiny_registration()).replace(b"tiny-a", b"tiny-b"))
+        fail(True)
+        with pytest.raises(StoreUnavailable):
+            await apps.register(renamed)
+        assert [f.id for f in app.functions] == ["tiny-a"]  # the version stored, still served
+        assert apps.driver.urls == urls
+        assert apps.apps == {"tiny": synced}
+        fail(False)
+        await apps.register(renamed)
+        assert [f.id for f in app.functions] == ["tiny-b"]
+
+
+async def test_a_failed_sync_does_not_undo_a_later_sync_of_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two syncs of one app at once, the first's write failing after the second began: the
+    first's failure leaves the second's functions registered."""
+    app = App("sync-overtaken")
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db"):
+        writer = app.engine.writer
+        write = writer.write
+        second_began = asyncio.Event()
+        calls = 0
+
+        async def first_fails(job: Callable[..., Any], **options: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await second_began.wait()
+                raise StoreUnavailable("the database restarts")
+            second_began.set()
+            return await write(job, **options)
+
+        monkeypatch.setattr(writer, "write", first_fails)
+        apps = SdkApps(app)
+        renamed = orjson.loads(orjson.dumps(tiny_registration()).replace(b"tiny-a", b"tiny-b"))
+        first, second = await asyncio.gather(
+            apps.register(tiny_registration()), apps.register(renamed), return_exceptions=True
+        )
+        assert isinstance(first, StoreUnavailable)
+        assert [f.id for f in app.functions] == ["tiny-b"]
+        assert apps.apps == {"tiny": second}

@@ -70,6 +70,9 @@ class SdkApps:
         # (``_replace``), listed in ``apps`` once written, or not (its write failed, or is in
         # flight: a sync of it again replaces them, never clashes with them)
         self._registered: dict[str, frozenset[str]] = {}
+        # each app's last sync begun, a token: a sync whose write failed puts back the app's
+        # listed functions only if no later sync of it began meanwhile
+        self._begun: dict[str, object] = {}
         _REGISTRY[app] = self  # replacing the SDK apps set up before, if any
         app.add_driver(DRIVER, self.driver, self._restore, replace=True)
 
@@ -93,9 +96,11 @@ class SdkApps:
         another app (the app stays as it was), ``ClockSkewError`` while this machine's clock is
         beyond the database's bound (its cron triggers' next fire times, the skips of events
         left to functions it removed, the functions live workers serve are this clock's). A
-        sync whose write fails (``StoreUnavailable``) is not listed, its functions left
-        registered here: synced again (the SDK retries a 503), the app replaces them, as it
-        does those of a sync of it still in flight (two replicas of one app at once)."""
+        sync whose write fails (``StoreUnavailable``) is not listed and its functions are not
+        served here: the app's are those of its last listed sync (none if there was none),
+        unless a later sync of it began meanwhile; synced again (the SDK retries a 503), the
+        app replaces them, as it does those of a sync of it still in flight (two replicas of
+        one app at once)."""
         raw = body if isinstance(body, bytes) else canonical_json(dict(body))
         registration = parse_registration(raw)
         unchanged = self.apps.get(registration.app_name)
@@ -119,7 +124,16 @@ class SdkApps:
             tx.sync_crons(engine.served, schedules)
             tx.sync_triggers(engine.app_id, triggers, now)  # its event triggers, for other senders
 
-        await engine.writer.write(store)
+        self._begun[name] = mine = object()  # this sync, the app's last begun
+        try:
+            await engine.writer.write(store)
+        except Exception:
+            # not stored: its functions are not served here either (the app as last listed),
+            # unless a later sync of it replaced them meanwhile
+            if self._begun.get(name) is mine:
+                listed = self.apps.get(name)
+                self._serve(name, listed.functions if listed is not None else ())
+            raise
         # listed (``/dev``, the dashboard) once its triggers are in the catalog: an event sent
         # by another process after it is seen synced reaches it
         self.apps[name] = app
@@ -130,14 +144,10 @@ class SdkApps:
         self, registration: AppRegistration, synced: tuple[SyncedFunction, ...]
     ) -> SyncedApp:
         name = registration.app_name
-        ours = self._registered.get(name, frozenset())
-        taken = {f.id for f in self.app.functions} - ours
+        taken = {f.id for f in self.app.functions} - self._registered.get(name, frozenset())
         clashes = sorted(f.definition.id for f in synced if f.definition.id in taken)
         if clashes:
             raise ConfigError(f"app {name!r}: function ids {clashes} are already registered")
-        for fn_id in ours:
-            self.app._remove(fn_id)
-            self.driver.urls.pop(fn_id, None)
         served = tuple(
             SyncedFunction(
                 fn.config,
@@ -145,11 +155,19 @@ class SdkApps:
             )
             for fn in synced
         )
+        self._serve(name, served)
+        return SyncedApp(name, registration.url, registration.sdk, served)
+
+    def _serve(self, name: str, served: tuple[SyncedFunction, ...]) -> None:
+        """The functions of app ``name`` registered here become ``served`` (none: the app's
+        functions removed), recorded in ``_registered``."""
+        for fn_id in self._registered.get(name, frozenset()):
+            self.app._remove(fn_id)
+            self.driver.urls.pop(fn_id, None)
         for fn in served:
             self.app._add(fn.definition)
             self.driver.urls[fn.definition.id] = fn.config.url
         self._registered[name] = frozenset(f.definition.id for f in served)
-        return SyncedApp(name, registration.url, registration.sdk, served)
 
     async def run_data(self, run_id: str, part: str) -> bytes | None:
         """What an SDK fetches when a request says ``use_api``: ``part`` ``"batch"`` (``GET
