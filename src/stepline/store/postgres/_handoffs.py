@@ -40,6 +40,7 @@ from stepline.store.postgres._lease_queries import LEASE_ALONE
 from stepline.store.postgres._leases import _prefix, compact, prepare, prepare_named
 from stepline.store.postgres._read_queries import RUN_COLUMNS
 from stepline.store.postgres.presence import PRESENCE_KEY, Presence
+from stepline.store.postgres.queries import EVENT_COLUMNS
 from stepline.store.records import EventRecord, Lease, RunState
 
 if TYPE_CHECKING:
@@ -65,6 +66,15 @@ _RUN_JSON = ", ".join(
 _EVENT_JSON = (
     f"internal_id, name, {_B64.format('data')}, {_B64.format('user_data')}, sender_id, ts, v"
 )
+# a new run's events (in any order: ``_rows.run_state`` puts them in the run's), found by
+# primary key: all at once (several runs), or each alone (one run: an index scan per event id,
+# no bitmap of them, and the columns it reads only)
+_EVENTS = f"""SELECT json_agg(json_build_array({_EVENT_JSON})) FROM events
+            WHERE internal_id = ANY(ARRAY(SELECT jsonb_array_elements_text(r.event_ids::jsonb)))"""
+_EVENTS_ONE = f"""SELECT json_agg(json_build_array({_EVENT_JSON}))
+            FROM json_array_elements_text(r.event_ids::json) AS x(id)
+            CROSS JOIN LATERAL (
+                SELECT {EVENT_COLUMNS} FROM events WHERE internal_id = x.id OFFSET 0) e"""
 # nothing of the run's function ahead of it, in its app or unowned (''): no due run before it
 # that is not one of the new runs (both apps in one probe of ``queue_fn_due``), no expired lease
 # (one probe of ``queue_fn_lease`` each): ``AHEAD_OF_NAMED``, a lease by name's rules, the same
@@ -101,12 +111,9 @@ _NAMED_ELIGIBLE = f"""
 WITH named AS MATERIALIZED (
     SELECT q.run_id, q.function_id, q.app_id, q.due_at, r.created_at AS now, t.token, t.rank,
            r.start_timeout, json_build_array({_RUN_JSON}) AS run,
-           (SELECT json_agg(json_build_array({_EVENT_JSON}) ORDER BY internal_id) FROM events
-            WHERE internal_id = ANY(ARRAY(SELECT jsonb_array_elements_text(r.event_ids::jsonb)))
-           ) AS events
-    FROM unnest(%(runs)s::text[], %(tokens)s::text[], %(ranks)s::int[])
-         AS t(run_id, token, rank)
-    CROSS JOIN LATERAL (SELECT * FROM queue WHERE run_id = t.run_id OFFSET 0) q
+           ({{events}}) AS events
+    FROM {{new}} AS t(run_id, token, rank)
+    CROSS JOIN LATERAL (SELECT {{queue}} FROM queue WHERE run_id = t.run_id OFFSET 0) q
     CROSS JOIN LATERAL (SELECT * FROM runs WHERE run_id = t.run_id OFFSET 0) r
     WHERE q.lease_owner IS NULL AND q.app_id <> '' AND q.ckey1 IS NULL AND q.ckey2 IS NULL
       AND q.due_at <= r.created_at),
@@ -119,21 +126,25 @@ eligible AS MATERIALIZED (
       {_AHEAD}
       AND (n.start_timeout IS NULL OR n.start_timeout >= 0)
       AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = n.run_id))"""
-# the live workers that offer hand-offs and serve a run's function, each with its live leases
-# (``leases``) and those of the run's function (``here``)
-_OFFER = """
-    FROM eligible e
-    JOIN worker_functions f ON f.function_id = e.function_id AND f.app_id = e.app_id
+# the workers (``f``: a row of worker_functions) that offer hand-offs, each with its live leases
+# (``leases``) and those of the run's function (``here``), and those of them alive
+_SERVED_BY = """
     JOIN workers w ON w.worker_id = f.worker_id
     JOIN handoffs h ON h.worker_id = f.worker_id
     CROSS JOIN LATERAL (
         SELECT count(*) AS leases,
                count(*) FILTER (WHERE l.app_id = e.app_id AND l.function_id = e.function_id)
                  AS here
-        FROM queue l WHERE l.lease_owner = w.worker_id AND l.lease_expires_at > e.now) AS l
-    WHERE w.expires_at > e.now
+        FROM queue l WHERE l.lease_owner = w.worker_id AND l.lease_expires_at > e.now) AS l"""
+_ALIVE = """w.expires_at > e.now
       AND NOT pg_try_advisory_xact_lock_shared(
           hashtextextended(%(prefix)s||w.worker_id, 0))"""
+# the live workers that offer hand-offs and serve a run's function
+_OFFER = f"""
+    FROM eligible e
+    JOIN worker_functions f ON f.function_id = e.function_id AND f.app_id = e.app_id
+    {_SERVED_BY.strip()}
+    WHERE {_ALIVE}"""
 # a worker's free slots for a run: its offer's less its live leases, less the spare slot when it
 # keeps one and the run's function has a lease there or an earlier run in this statement (a
 # condition never null: a cast, shorter than a CASE. The texts below skip the spaces ``compact``
@@ -153,7 +164,7 @@ _LEASED = """
 leased AS (
     UPDATE queue q SET (lease_owner, lease_token, lease_expires_at, wake) = (
         SELECT worker_id, token, expires, false FROM chosen WHERE run_id = q.run_id)
-    WHERE q.run_id = ANY(ARRAY(SELECT run_id FROM chosen))),
+    WHERE q.run_id {chosen}),
 started AS (
     INSERT INTO history (run_id, ts, kind, worker_id)
     SELECT run_id, now, 'RUN_STARTED', worker_id FROM chosen),
@@ -161,8 +172,12 @@ marked AS (
     UPDATE runs r SET (status, worker_id, passes, started_at) = (
         SELECT 'RUNNING', c.worker_id, r.passes+1, coalesce(r.started_at, c.now)
         FROM chosen c WHERE c.run_id = r.run_id)
-    WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM chosen))),"""
-_HAND_OFF = f"""{_NAMED_ELIGIBLE},
+    WHERE r.run_id {chosen}),"""
+_ANY_CHOSEN = "= ANY(ARRAY(SELECT run_id FROM chosen))"
+_NAMED_SEVERAL = _NAMED_ELIGIBLE.format(
+    new="unnest(%(runs)s::text[], %(tokens)s::text[], %(ranks)s::int[])", events=_EVENTS, queue="*"
+)
+_HAND_OFF = f"""{_NAMED_SEVERAL},
 offered AS MATERIALIZED (
     SELECT e.run_id, e.now, w.worker_id, h.prefix||e.token AS token, e.now+h.ttl AS expires,
            {_MARKS} AS marks,
@@ -175,7 +190,7 @@ chosen AS MATERIALIZED (
     WHERE o.n <= o.free
       AND 2*%(named)s + (SELECT sum(bytes) FROM eligible)
           + (SELECT count(*) FROM eligible) * (SELECT max(marks) FROM offered) <= {_MOST_BYTES}
-    ORDER BY o.run_id, o.worker_id),{_LEASED}
+    ORDER BY o.run_id, o.worker_id),{_LEASED.format(chosen=_ANY_CHOSEN)}
 handed AS (
     SELECT c.run_id, json_build_array(e.function_id, e.run_id, c.worker_id, c.token, e.run,
                                       e.events) AS entry
@@ -191,21 +206,34 @@ FROM payload"""
 # ``_HAND_OFF`` for a transaction that made one new run (an event sent, usually): the same
 # rules, without what numbers and orders several (a window, a DISTINCT ON, the payload's
 # aggregates over the runs): the lowest worker id with a free slot for it (its spare by the
-# same rule) whose marks keep the payload under the bound (``HAND_OFF_ONE``): its execution,
-# start and end included, 0.50-0.67 -> 0.39-0.51 ms (EXPLAIN ANALYZE of the generic plan)
-_HAND_OFF_ONE = f"""{_NAMED_ELIGIBLE},
+# same rule) whose marks keep the payload under the bound, found in ``worker_functions``' primary
+# key order (the run's function and app, then the worker: no sort), its entry made with it.
+# Its parameters' first elements are the run's (its rank 1), its writes find their rows by
+# ``= (SELECT run_id FROM chosen)``. Its execution, start and end included, 0.50-0.67 ->
+# 0.39-0.51 ms (EXPLAIN ANALYZE of the generic plan); the backend's instructions of a send's
+# transaction 2.72 -> 2.63 M (callgrind, the statements of a send in a single-user backend),
+# its own 1.22 -> 1.12 M: fewer plan nodes and columns for the executor to set up (three
+# quarters of its cost is the executor's start, run and end of its ~45-node plan)
+_NAMED_ONE = _NAMED_ELIGIBLE.format(
+    new="(SELECT (%(runs)s::text[])[1], (%(tokens)s::text[])[1], 1)",
+    events=_EVENTS_ONE,
+    queue="run_id, function_id, app_id, due_at, lease_owner, ckey1, ckey2",
+)
+_HAND_OFF_ONE = f"""{_NAMED_ONE},
 chosen AS MATERIALIZED (
-    SELECT e.run_id, e.now, w.worker_id, h.prefix || e.token AS token, e.now + h.ttl AS expires
-    {_OFFER.strip()}
-      AND {_FREE} >= 1
-      AND 2 * %(named)s + e.bytes + {_MARKS} <= {_MOST_BYTES}
-    ORDER BY w.worker_id LIMIT 1),{_LEASED}
-handed AS (
-    SELECT json_build_array(json_build_array(e.function_id, e.run_id, c.worker_id, c.token,
+    SELECT e.run_id, e.now, c.worker_id, c.token, c.expires,
+           json_build_array(json_build_array(e.function_id, e.run_id, c.worker_id, c.token,
                                              e.run, e.events))::text AS entry
-    FROM chosen c JOIN eligible e ON e.run_id = c.run_id)
+    FROM eligible e CROSS JOIN LATERAL (
+        SELECT w.worker_id, h.prefix || e.token AS token, e.now + h.ttl AS expires
+        FROM worker_functions f {_SERVED_BY.strip()}
+        WHERE f.function_id = e.function_id AND f.app_id = e.app_id AND {_ALIVE}
+          AND {_FREE} >= 1
+          AND 2 * %(named)s + e.bytes + {_MARKS} <= {_MOST_BYTES}
+        ORDER BY f.worker_id LIMIT 1) c),
+{_LEASED.format(chosen="= (SELECT run_id FROM chosen)").strip().rstrip(",")}
 SELECT pg_notify('stepline', coalesce(
-    (SELECT entry FROM handed),
+    (SELECT entry FROM chosen),
     json_build_array(json_build_array((%(fns)s::text[])[1], (%(runs)s::text[])[1]))::text))"""
 
 
