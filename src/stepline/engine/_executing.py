@@ -61,8 +61,10 @@ def executing_records(
 class _Rounds:
     """The rounds executing in the passes of one loop, and the one timer that shows those still
     executing ``SHOW_AFTER`` after their start. The loop is held weakly and its timer's handle
-    not at all (the handle holds the loop): this is kept by the loop (``_LOOPS``, and ``_last``)
-    and must not keep it alive once closed; the passes that add rounds hold it while they run."""
+    not at all (the handle holds the loop). Kept alive by the passes that add rounds (while they
+    run) and by its timer (set while a round executes), never by what finds it (``_LOOPS``,
+    ``_last``: weakly): its rounds hold their loop (a round's ops, their futures), and a round
+    never ended (a loop closed in the middle of it, its pass never resumed) kept the loop."""
 
     __slots__ = ("__weakref__", "loop", "rounds", "timed")
 
@@ -99,21 +101,30 @@ class _Rounds:
             loop.call_at(max(oldest + SHOW_AFTER, now + LOOK_EVERY), self._look)
 
 
-# the rounds of each loop (the last one looked up kept apart: a worker's passes share one loop);
-# neither keeps a loop alive (``_Rounds`` holds it weakly)
-_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rounds] = weakref.WeakKeyDictionary()
-_last: _Rounds | None = None
+def _none() -> None:
+    return None
+
+
+# the rounds of each loop (the last one looked up kept apart: a worker's passes share one
+# loop), both by weak references: neither keeps the rounds, nor so their loop, alive
+_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[_Rounds]] = (
+    weakref.WeakKeyDictionary()
+)
+_last: Callable[[], _Rounds | None] = _none
 
 
 def _rounds_of(loop: asyncio.AbstractEventLoop) -> _Rounds:
+    """``loop``'s rounds: those of its passes alive (or its timer set), else new ones."""
     global _last
-    last = _last
+    last = _last()
     if last is not None and last.loop() is loop:
         return last
-    rounds = _LOOPS.get(loop)
+    found = _LOOPS.get(loop)
+    rounds = None if found is None else found()
     if rounds is None:
-        rounds = _LOOPS[loop] = _Rounds(loop)
-    _last = rounds
+        rounds = _Rounds(loop)
+        _LOOPS[loop] = weakref.ref(rounds)
+    _last = weakref.ref(rounds)
     return rounds
 
 

@@ -75,18 +75,19 @@ class _Group:
 class IngestBatcher:
     """Gathers one event loop's ingestions into shared ingest verbs (see the module's doc)."""
 
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, engine: Engine) -> None:
+        # (it holds no loop: the engine keeps one by its loop, which is collected once closed;
+        # ``ingest`` is given it)
         self._engine = engine
-        self._loop = loop
         self._lock = threading.Lock()  # the pending group: filled in the loop, taken by the writer
         self._pending: _Group | None = None
 
     async def ingest(
-        self, items: list[EventIngest], now: float, retried: bool
+        self, items: list[EventIngest], now: float, retried: bool, loop: asyncio.AbstractEventLoop
     ) -> list[IngestResult]:
-        """Ingest ``items`` (planned at ``now``) with whatever else is pending; returns their
-        results once committed."""
-        future: asyncio.Future[list[IngestResult]] = self._loop.create_future()
+        """Ingest ``items`` (planned at ``now``) with whatever else is pending, in ``loop``
+        (this batcher's, running it); returns their results once committed."""
+        future: asyncio.Future[list[IngestResult]] = loop.create_future()
         with self._lock:
             group = self._pending
             start = group is None
@@ -95,7 +96,7 @@ class IngestBatcher:
             group.senders.append(_Sender(items, retried, future))
             group.now = max(group.now, now)
         if start:
-            self._start_job()
+            self._start_job(loop)
         return await asyncio.shield(future)  # a caller that gives up leaves the group intact
 
     def _take(self) -> _Group | None:
@@ -103,9 +104,9 @@ class IngestBatcher:
             group, self._pending = self._pending, None
         return group
 
-    def _start_job(self) -> None:
+    def _start_job(self, loop: asyncio.AbstractEventLoop) -> None:
         engine = self._engine
-        worker = engine.eager_worker_in(self._loop)
+        worker = engine.eager_worker_in(loop)
         lease_new = worker.lease_new_runs(engine.clock.now()) if worker is not None else None
         taken: list[_Group] = []
 
@@ -151,7 +152,7 @@ class IngestBatcher:
             write = engine.writer.submit(job, committed, alone=True)
         except Exception as exc:  # nothing was taken (the writer closed, or the job was not
             # queued): every sender is told, and _deliver hands the worker its count back
-            failed: asyncio.Future[Any] = self._loop.create_future()
+            failed: asyncio.Future[Any] = loop.create_future()
             failed.set_exception(exc)
             write = failed
         write.add_done_callback(ended)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
+from weakref import ref
 
 from stepline._ids import new_id, new_ids
 from stepline.clock import Clock
@@ -143,7 +144,9 @@ class Engine:
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._unwatch: Callable[[], None] | None = None  # stops the store's wake-ups
         self._wakers_lock = threading.Lock()  # also guards _batchers
-        self._batchers: dict[asyncio.AbstractEventLoop, IngestBatcher] = {}
+        # each loop's batcher, by the loop's weak reference (a batcher holds no loop): a closed
+        # loop is collected, and its entry is dropped with the next batcher made
+        self._batchers: dict[ref[asyncio.AbstractEventLoop], IngestBatcher] = {}
         store.migrate()
         self.clock_watch = ClockWatch(self)  # this machine's clock against the database's
         listening(self)
@@ -422,17 +425,20 @@ class Engine:
         if watch.due():
             await watch.refuse_sends_async()  # ClockSkewError while beyond the bound
         items = [self.plan(record) for record in records]
-        return await self._batcher().ingest(items, now, retried)
-
-    def _batcher(self) -> IngestBatcher:
-        """This event loop's ``IngestBatcher`` (concurrent senders share ingest verbs)."""
         loop = asyncio.get_running_loop()
-        batcher = self._batchers.get(loop)
-        if batcher is None:
-            with self._wakers_lock:
-                for closed in [other for other in self._batchers if other.is_closed()]:
-                    del self._batchers[closed]
-                batcher = self._batchers[loop] = IngestBatcher(self, loop)
+        return await self._batcher(loop).ingest(items, now, retried, loop)
+
+    def _batcher(self, loop: asyncio.AbstractEventLoop) -> IngestBatcher:
+        """``loop``'s ``IngestBatcher`` (concurrent senders share ingest verbs)."""
+        try:  # (``ref(loop)`` is the key itself: a loop's plain weak reference is one object)
+            return self._batchers[ref(loop)]
+        except KeyError:
+            pass
+        with self._wakers_lock:
+            batchers = self._batchers
+            for gone in [key for key in batchers if (other := key()) is None or other.is_closed()]:
+                del batchers[gone]
+            batcher = batchers[ref(loop)] = IngestBatcher(self)
         return batcher
 
     def eager_worker_in(self, loop: asyncio.AbstractEventLoop) -> EagerWorker | None:
