@@ -27,8 +27,15 @@ from steppedclock import SteppedClock
 TTL = 3.0  # a heartbeat every real second
 
 
+@pytest.mark.parametrize("measured", [True, False], ids=["measured", "seen-by-its-heartbeat"])
 @pytest.mark.parametrize("offset", [3600.0, -3600.0])
-async def test_a_held_worker_heartbeats_at_the_databases_time(pg_url: str, offset: float) -> None:
+async def test_a_held_worker_heartbeats_at_the_databases_time(
+    pg_url: str, offset: float, measured: bool
+) -> None:
+    """``seen-by-its-heartbeat``: no measurement due (the last one just made, as far as the
+    watch knows) when the clock steps: the heartbeats wrote the stepped clock's times until the
+    next measurement, up to ``CHECK_EVERY`` later. A heartbeat sees the step against the
+    monotonic clock, writes the database's time and measures at once."""
     app = App("held-beat", db=pg_url)
     started, release = asyncio.Event(), asyncio.Event()
 
@@ -52,11 +59,16 @@ async def test_a_held_worker_heartbeats_at_the_databases_time(pg_url: str, offse
         await asyncio.wait_for(started.wait(), 10)
         [run] = await app.runs(event_id=event_id)
 
+        await until("a measurement", lambda: watch.skew is not None)
         clock.offset = offset  # stepped an hour while the pass runs
-        await watch.measure()
-        assert watch.refusal is not None
-        beats = worker.heartbeats  # the second from now read the clock after the judgement
+        if measured:
+            await watch.measure()
+            assert watch.refusal is not None
+        else:
+            watch.fresh_until = time.monotonic() + 3600  # no measurement due for an hour
+        beats = worker.heartbeats  # the second from now read the clock after the step
         await until("two more heartbeats", lambda: worker.heartbeats >= beats + 2)
+        await until("the clock judged beyond the bound", lambda: watch.refusal is not None)
 
         now = time.time()  # the database's clock, within the bound of this machine's
         [me] = store.live_workers(now)  # alive now (not expired an hour ago)...

@@ -23,12 +23,15 @@ what a send writes with its clock is what the open check protects (its new runs'
 events' times, the throttle, rate-limit, debounce and idempotency decisions made at them, the
 leases it hands to other processes' workers). Passes in flight go on and their leases are still
 heartbeated, and the worker's registry row with them, at the database's time (``store_time``:
-this clock plus the skew last measured, measured again at each heartbeat while refused): at
-this clock's, a clock an hour ahead kept them alive for an hour to the other machines (a crash
-then left its runs leased for an hour), one an hour behind wrote them expired (its passes
-taken over by any worker, their step bodies run again). Their commits are fenced by their
-leases as always, and a lease that looks expired to another machine is taken over as a hung
-worker's would be. Back within the bound: logged, and the workers lease again at once.
+the database's time at the last judgement advanced by the monotonic clock, measured again at
+each heartbeat while refused): at this clock's, a clock an hour ahead kept them alive for an
+hour to the other machines (a crash then left its runs leased for an hour), one an hour behind
+wrote them expired (its passes taken over by any worker, their step bodies run again). A
+heartbeat also looks for a step not judged yet (``stepped``: this clock moved against the
+monotonic one by over half the bound since the last judgement): it then writes the database's
+time too and measures at once, not when the next measurement is due. Their commits are fenced
+by their leases as always, and a lease that looks expired to another machine is taken over as a
+hung worker's would be. Back within the bound: logged, and the workers lease again at once.
 
 Sends keep the judgement fresh too, so a process without a worker (``stepline server
 --no-worker``, an app that only sends) is not judged by its open's measurement for ever: a send
@@ -86,6 +89,10 @@ class ClockWatch:
         self._store = store if real and isinstance(store, ClockChecked) else None
         self.refusal: str | None = None  # why leases and sends are refused now (None: they are not)
         self.skew: float | None = None  # the database's clock minus this machine's, last measured
+        # the database's clock minus time.monotonic(), and this machine's minus it, as last
+        # judged (``store_time``, ``stepped``)
+        self._base: float | None = None
+        self._local: float | None = None
         # time.monotonic() from which a measurement is due: the last one's plus CHECK_EVERY (at
         # once at first: the open's measurement is as old as the store); never without a store
         # to measure (inactive: a send compares it, and looks no further before it)
@@ -116,15 +123,27 @@ class ClockWatch:
         if time.monotonic() - self.began >= every:
             await self.measure()
 
+    def stepped(self, now: float) -> bool:
+        """Whether this machine's clock, reading ``now``, moved against the monotonic clock by
+        over half the bound since the last judgement: a step (NTP, a virtual machine resumed,
+        a clock set by hand) that no measurement judged yet. No round trip: a heartbeat looks
+        each time (and measures at once when it sees one)."""
+        local, store = self._local, self._store
+        if local is None or store is None:
+            return False
+        return abs(now - time.monotonic() - local) > store.max_clock_skew / 2
+
     def store_time(self, now: float) -> float:
         """``now``, a time of this machine's clock, as the database's clock reads it while this
-        clock is judged beyond the bound (``now`` plus the skew last measured: the times a held
-        worker's heartbeats write), else ``now`` itself (within the bound every time the engine
-        writes is this clock's)."""
-        refusal, skew = self.refusal, self.skew
-        if refusal is None or skew is None:
+        clock is judged beyond the bound or ``stepped`` since the last judgement: the database's
+        time at the last judgement, advanced by the monotonic clock (the times a worker's
+        heartbeats write: never this clock's, which may have stepped again, or been put right,
+        since). Else ``now`` itself (within the bound every time the engine writes is this
+        clock's)."""
+        base = self._base
+        if base is None or (self.refusal is None and not self.stepped(now)):
             return now
-        return now + skew
+        return time.monotonic() + base
 
     def _measuring(self) -> None:
         """(A measurement begins) the next is due ``CHECK_EVERY`` seconds from now (not while
@@ -146,21 +165,21 @@ class ClockWatch:
             return
         self._measuring()
         try:
-            skew, took = await self._engine.read(_reading, store, self._engine.clock.now)
+            skew, took, local = await self._engine.read(_reading, store, self._engine.clock.now)
         except StoreError as exc:
             log.debug("the clock's skew could not be measured: %s", exc)
             return
         except Exception:  # never the heartbeat's end: its leases would expire
             log.warning("the clock's skew could not be measured", exc_info=True)
             return
-        self._weigh(store, skew, took)
+        self._weigh(store, skew, took, local)
 
     def _measure_here(self, store: ClockChecked) -> None:
         """``measure`` in the calling thread (a send with no event loop of its own, or a
         reader thread measuring beside a send): never raises."""
         self._measuring()
         try:
-            skew, took = _reading(store, self._engine.clock.now)
+            skew, took, local = _reading(store, self._engine.clock.now)
         except Exception as exc:
             failed = self._engine.store.store_error(exc)
             if isinstance(failed, StoreError):
@@ -168,10 +187,11 @@ class ClockWatch:
             else:
                 log.warning("the clock's skew could not be measured", exc_info=True)
             return
-        self._weigh(store, skew, took)
+        self._weigh(store, skew, took, local)
 
-    def _weigh(self, store: ClockChecked, skew: float, took: float) -> None:
-        """Judge ``skew``, measured over a round trip of ``took`` seconds."""
+    def _weigh(self, store: ClockChecked, skew: float, took: float, local: float) -> None:
+        """Judge ``skew``, measured over a round trip of ``took`` seconds when this machine's
+        clock read ``local`` ahead of the monotonic clock."""
         # the server read its clock somewhere within the round trip: the skew is known within
         # half of it either way (a slow answer, a reader thread not run meanwhile, is not a
         # stepped clock); refused only beyond the bound all over it, released only within it
@@ -189,11 +209,12 @@ class ClockWatch:
                 skew,
             )
             return
-        self._judge(skew, store.clock_refusal(skew) if beyond else None)
+        self._judge(skew, store.clock_refusal(skew) if beyond else None, local)
 
-    def _judge(self, skew: float, refusal: str | None) -> None:
+    def _judge(self, skew: float, refusal: str | None, local: float) -> None:
         with self._lock:
             before, self.refusal, self.skew = self.refusal, refusal, skew
+            self._base, self._local = local + skew, local
         if refusal is not None and before is None:
             log.error(
                 "ClockSkewError: %s. Until it is back within the bound this process takes no "
@@ -296,12 +317,13 @@ class ClockWatch:
             raise ClockSkewError(refusal, skew)
 
 
-def _reading(store: ClockChecked, now: Callable[[], float]) -> tuple[float, float]:
+def _reading(store: ClockChecked, now: Callable[[], float]) -> tuple[float, float, float]:
     """(``store.clock_skew``, the seconds its measurement took on ``now``'s clock: its
-    uncertainty is half of it)."""
-    before = now()
+    uncertainty is half of it, ``now``'s clock minus ``time.monotonic()`` meanwhile)."""
+    before, start = now(), time.monotonic()
     skew = store.clock_skew(now)
-    return skew, max(0.0, now() - before)
+    after, end = now(), time.monotonic()
+    return skew, max(0.0, after - before), (before + after - start - end) / 2
 
 
 async def held_at_start(worker: Worker) -> bool:

@@ -600,15 +600,19 @@ class Worker(WorkerPasses):
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
+        watch = self.engine.clock_watch
         measuring: asyncio.Task[None] | None = None  # a measurement of the clock in flight
         try:
             while True:
                 await asyncio.sleep(interval)
                 run_ids = list(self.active)
                 # an idle worker heartbeats too: it is alive. At the database's time while this
-                # clock is beyond the bound (its own would keep the row and the leases alive
-                # for as long as it is ahead, or expire them for as long as it is behind)
-                now = self.engine.clock_watch.store_time(self.engine.clock.now())
+                # clock is beyond the bound, or stepped since the last judgement (its own would
+                # keep the row and the leases alive for as long as it is ahead, or expire them
+                # for as long as it is behind)
+                now = self.engine.clock.now()
+                stepped = watch.stepped(now)
+                now = watch.store_time(now)
                 try:
                     job = self._heartbeat_job(run_ids, now)
                     lost = await self.engine.writer.write(job, unordered=True)  # as the lease job
@@ -623,8 +627,8 @@ class Worker(WorkerPasses):
                 # this machine's clock, now and then: measured beside the heartbeats, never
                 # awaited by them (a slow measurement, a pool with no free connection, a
                 # reader thread queued, held the next heartbeat: the leases expired)
-                if (measuring is None or measuring.done()) and self.engine.clock_watch.due():
-                    measuring = asyncio.create_task(self.engine.clock_watch.measure())
+                if (measuring is None or measuring.done()) and (stepped or watch.due()):
+                    measuring = asyncio.create_task(watch.measure())
                 for run_id in lost:
                     # Usually a pass that just committed its end (its lease is released); else
                     # another worker took the run over and this pass's next commit is refused.
