@@ -142,3 +142,51 @@ async def test_a_failed_sync_does_not_undo_a_later_sync_of_the_app(
         assert isinstance(first, StoreUnavailable)
         assert [f.id for f in app.functions] == ["tiny-b"]
         assert apps.apps == {"tiny": second}
+
+
+async def test_a_failed_syncs_undo_leaves_a_function_another_app_took_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """App ``tiny`` syncs without its listed ``tiny-a``, and another app takes ``tiny-a``
+    before the first sync's write fails: the undo leaves ``tiny-a`` the other app's, and the
+    sync raises its ``StoreUnavailable`` (the SDK retries a 503). Before, the undo put ``tiny``'s
+    ``tiny-a`` back over the other's: ``ConfigError`` ('already registered', a 400 the SDK
+    does not retry) in place of the store's error, the undo left half made."""
+    app = App("sync-undone-taken")
+    async with TestEngine(app, store="sqlite", path=tmp_path / "stepline.db"):
+        apps = SdkApps(app)
+        await apps.register(tiny_registration())  # listed: tiny-a
+        writer = app.engine.writer
+        write = writer.write
+        tiny_writes, other_synced = asyncio.Event(), asyncio.Event()
+        calls = 0
+
+        async def first_fails(job: Callable[..., Any], **options: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                tiny_writes.set()
+                await other_synced.wait()
+                raise StoreUnavailable("the database restarts")
+            return await write(job, **options)
+
+        monkeypatch.setattr(writer, "write", first_fails)
+        renamed = orjson.loads(orjson.dumps(tiny_registration()).replace(b"tiny-a", b"tiny-b"))
+        other = {**tiny_registration(), "appName": "other"}  # its function: tiny-a
+
+        async def other_syncs() -> Any:
+            await tiny_writes.wait()  # tiny's sync is being written (tiny-a given up)
+            try:
+                return await apps.register(other)
+            finally:
+                other_synced.set()
+
+        first, taken = await asyncio.gather(
+            apps.register(renamed), other_syncs(), return_exceptions=True
+        )
+        assert isinstance(first, StoreUnavailable), first
+        assert [(f.id, (f.served_by or ("",))[0]) for f in app.functions] == [("tiny-a", "other")]
+        assert apps.apps["other"] is taken
+        monkeypatch.setattr(writer, "write", write)  # the store is back: the SDK retries
+        await apps.register(renamed)
+        assert sorted(f.id for f in app.functions) == ["tiny-a", "tiny-b"]

@@ -160,8 +160,13 @@ class SdkApps:
 
     def _serve(self, name: str, served: tuple[SyncedFunction, ...]) -> None:
         """The functions of app ``name`` registered here become ``served`` (none: the app's
-        functions removed), recorded in ``_registered``."""
-        for fn_id in self._registered.get(name, frozenset()):
+        functions removed), recorded in ``_registered``; but for those another app or a native
+        function has here (a failed sync's undo: another app synced meanwhile took an id the
+        app's listed sync has, which the failed one gave up; ``_replace`` refused clashes)."""
+        ours = self._registered.get(name, frozenset())
+        taken = {f.id for f in self.app.functions} - ours
+        served = tuple(fn for fn in served if fn.definition.id not in taken)
+        for fn_id in ours:
             self.app._remove(fn_id)
             self.driver.urls.pop(fn_id, None)
         for fn in served:
