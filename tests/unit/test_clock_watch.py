@@ -161,3 +161,24 @@ async def test_a_measurement_beginning_beside_a_measurement_first_leaves_fresh_u
         watch.on_read()
     # a measurement first in flight holds every send until it ends
     assert watch._first is None or watch.due()
+
+
+async def test_while_refused_the_databases_time_holds_after_the_clock_is_put_right() -> None:
+    """While refused, a held worker's heartbeats are written at the database's time (this clock
+    plus the skew measured). The clock put right (NTP steps it back an hour) before a
+    measurement catches it: that time is still the database's (it goes on from the measurement
+    by the real time elapsed), not the clock's plus the hour's skew, which wrote the leases
+    expired an hour ago (any worker took the passes in flight over, their step bodies run
+    again) until the next measurement."""
+    engine = _Engine()
+    watch = ClockWatch(engine)  # type: ignore[arg-type]
+    _measured(engine, server_ahead=-3600.0, round_trip=0.01)  # this clock an hour ahead
+    await watch.measure()
+    assert watch.refusal is not None
+    database = engine.clock.time - 3600.0  # (this test's clocks stand still but for it)
+    assert abs(watch.store_time(engine.clock.now()) - database) < 60
+
+    engine.clock.time -= 3600.0  # put right, not measured yet: still refused
+    _measured(engine, server_ahead=0.0, round_trip=0.01)
+    assert watch.refusal is not None
+    assert abs(watch.store_time(engine.clock.now()) - database) < 60  # not an hour before it
