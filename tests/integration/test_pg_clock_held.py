@@ -160,3 +160,57 @@ async def test_a_held_worker_leases_again_once_its_clock_is_back(pg_url: str) ->
         worker.stop()
         await task
         app.close()
+
+
+@pytest.mark.parametrize("offset", [3600.0, -3600.0])
+async def test_a_lease_attempt_sees_a_step_not_judged_yet(pg_url: str, offset: float) -> None:
+    """The clock steps with no measurement due: the worker's next lease attempts (a poll
+    interval apart) wrote their times at the stepped clock, its passes' leases among them (an
+    hour behind: expired, taken over by any worker), until a heartbeat saw the step and its
+    measurement judged it. A lease attempt looks for the step too (``ClockWatch.stepped``),
+    and measures first: held, it writes nothing."""
+    app = App("held-attempt", db=pg_url)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.function(id="long", trigger=TriggerEvent("held-attempt/go"))
+    async def long(ctx: Context) -> str:
+        async def body() -> str:
+            started.set()
+            await release.wait()
+            return "done"
+
+        return await ctx.step.run("body", body)
+
+    clock = SteppedClock()
+    engine = app.attach(PostgresStore(pg_url), clock)
+    store, watch = engine.store, engine.clock_watch
+    worker = Worker(engine, worker_id="held", poll_interval=0.05, lease_ttl=LONG_TTL)
+    task = asyncio.create_task(worker.run())
+    try:
+        await worker.ready.wait()
+        [event_id] = await app.send_async(Event("held-attempt/go"))
+        await asyncio.wait_for(started.wait(), 10)
+        [run] = await app.runs(event_id=event_id)
+        await until("a measurement", lambda: watch.skew is not None)
+
+        watch.fresh_until = time.monotonic() + 3600  # no measurement due for an hour
+        clock.offset = offset
+        looked = worker.loops
+        await until("two more looks", lambda: worker.loops >= looked + 2)
+        assert watch.refusal is not None  # judged at its look, not a heartbeat later
+        now = time.time()  # the database's clock
+        [state] = store.queue_states([run.run_id], now)
+        assert state.leased  # not written an hour expired...
+        [state] = store.queue_states([run.run_id], now + LONG_TTL + 60)
+        assert not state.leased  # ... nor an hour on
+
+        clock.offset = 0.0
+        await watch.measure()
+        release.set()
+        assert (await app.wait_for_run(run.run_id, timeout=30)).status == "COMPLETED"
+        assert worker.heartbeats == 0
+    finally:
+        release.set()
+        worker.stop()
+        await task
+        app.close()

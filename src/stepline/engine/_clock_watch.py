@@ -369,11 +369,17 @@ async def held_by_clock(worker: Worker) -> bool:
     """Whether ``worker`` is held by its engine's clock watch (beyond the bound): it then takes
     no new lease, its offer of hand-offs withdrawn the first time, and this waits for a
     wake-up (the watch wakes the workers when the clock is back within the bound), a poll
-    interval at most; held, it measures again first (``measure_held``). Back within the
+    interval at most; held, it measures again first (``measure_held``), and not held, it
+    measures first when its clock ``stepped`` since the last judgement. Back within the
     bound, the offer is made again."""
     watch = worker.engine.clock_watch
     if worker.clock_held:
         await watch.measure_held(worker.poll_interval)
+    elif watch.stepped(worker.engine.clock.now()):
+        # a step not judged yet: judged before this lease attempt writes its times (its
+        # passes' leases among them, an hour expired for a clock an hour behind), not when a
+        # heartbeat sees it, up to a third of the lease TTL later
+        await watch.measure()
     refused = watch.refusal is not None
     named = worker._named
     if refused and not worker.clock_held:
