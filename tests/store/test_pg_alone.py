@@ -144,7 +144,7 @@ def test_one_step_is_sent_as_the_statement_its_queue_makes(store: PostgresStore)
     [held] = marked(store, "r1")
     commit = steps_of(held, 1)
     queued = queued_by_the_shared_sequence(store, commit)
-    [(text, params, _)] = _planned([(t, p) for t, p, _ in queued], [t for _, _, t in queued])
+    [(text, params)], _ = _planned([(t, p) for t, p, _ in queued], [t for _, _, t in queued])
     assert one_step(commit, "w1", store._tokens) == (text, params)
     assert one_step(steps_of(held, 1, 2), "w1", store._tokens) is None  # two steps: queued
 

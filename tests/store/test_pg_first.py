@@ -115,7 +115,7 @@ def test_one_first_step_is_sent_as_the_statement_its_queue_makes(store: Postgres
     try:
         s = Statements(conn, optimistic=True)
         queue_steps(s, commit, "w1", NOW)
-        [(text, params, _)] = _planned(list(s._queued), list(s._tables))
+        [(text, params)], _ = _planned(list(s._queued), list(s._tables))
     finally:
         store._read_pool.putconn(conn)
     assert text == FIRST_STEP

@@ -211,7 +211,7 @@ def test_an_error_of_the_commit_of_statements_sent_without_begin_raises(pg_url: 
 
 
 def test_a_text_with_positional_parameters_converts_as_psycopg_converts_it(pg_url: str) -> None:
-    """``_convert``: a text's part of the conversion is made once (``_SHAPES``), its parameters
+    """``_convert``: a text's part of the conversion is made once (``_TEXTS``), its parameters
     adapted each time: the same bytes, parameters, types and formats as ``PostgresQuery``."""
     with _connect(pg_url) as conn:
         transformer, _ = _converted(conn, [])

@@ -149,7 +149,7 @@ class IngestBatcher:
             # a kick would run the job, so its commit begins now (writer.py), a loop turn
             # earlier; its results are delivered (the passes of the runs it leased started)
             # as the writer reads the commit's reply, not a loop turn after (``then``)
-            write = engine.writer.submit(job, committed, alone=True)
+            write = engine.writer.submit(job, committed, alone=True, loop=loop)
         except Exception as exc:  # nothing was taken (the writer closed, or the job was not
             # queued): every sender is told, and _deliver hands the worker its count back
             failed: asyncio.Future[Any] = loop.create_future()

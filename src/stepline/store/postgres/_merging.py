@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from stepline.store.postgres import queries as q
@@ -38,17 +39,19 @@ Plan = list[tuple[str, int | tuple[int, ...]]]
 _PLANS: dict[tuple[tuple[str, ...], tuple[object, ...]], Plan | None] = {}
 _MOST_PLANS = 4096  # shapes come from the code's texts: a bound, never reached in practice
 _UNPLANNED: Plan = []
+_TEXT = itemgetter(0)  # a queued statement's text
 
 
 def _planned(
     queued: list[tuple[str, Params]], tables: list[str | Later | None]
-) -> list[tuple[str, Params, Later | None]]:
-    """``_merged(*coalesced(*_held(queued, tables)))``: what is sent for ``queued``. Those
-    steps look at the texts and tables only (and at the parameters only to group rows, or
-    to make several lease holds one: never planned), so each shape is worked out once
-    (``_plan``) and its plan applied to the parameters (a pass commit's statement: a few
-    list operations instead of the three passes)."""
-    key = (tuple([query for query, _ in queued]), tuple(tables))
+) -> tuple[list[tuple[str, Params]], list[Later | None] | None]:
+    """``_merged(*coalesced(*_held(queued, tables)))``: what is sent for ``queued`` (each
+    statement's text and parameters), and with each the ``Later`` that keeps its result
+    (None: none does). Those steps look at the texts and tables only (and at the parameters
+    only to group rows, or to make several lease holds one: never planned), so each shape is
+    worked out once (``_plan``) and its plan applied to the parameters (a pass commit's
+    statement: a few list operations instead of the three passes)."""
+    key = (tuple(map(_TEXT, queued)), tuple(tables))
     plan = _PLANS.get(key, _UNPLANNED)
     if plan is _UNPLANNED:
         plan = _plan(queued, tables)
@@ -57,19 +60,20 @@ def _planned(
                 _PLANS.clear()
             _PLANS[key] = plan
     if plan is None:
-        return _merged(*coalesced(*_held(queued, tables)))
-    out: list[tuple[str, Params, Later | None]] = []
+        merged = _merged(*coalesced(*_held(queued, tables)))
+        return [(text, params) for text, params, _ in merged], [later for *_, later in merged]
+    out: list[tuple[str, Params]] = []  # (a plan is made of no Later: ``_plan``)
     for text, source in plan:
         if type(source) is int:
-            out.append((text, queued[source][1], None))
+            out.append((text, queued[source][1]))
             continue
         params: list[Any] = []
         for index in source:  # type: ignore[union-attr]
             taken = queued[index][1]
             if taken:
                 params.extend(taken)
-        out.append((text, params, None))
-    return out
+        out.append((text, params))
+    return out, None
 
 
 class _Part:

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import OrderedDict
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from functools import partial
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -180,7 +181,7 @@ def _converted(
     transformer = _TRANSFORMERS.get(conn)
     if transformer is None:
         transformer = _TRANSFORMERS[conn] = Transformer.from_context(conn)
-    return transformer, [_convert(transformer, query, params) for query, params in statements]
+    return transformer, _converted_by(transformer, statements)
 
 
 class _Query:
@@ -203,68 +204,104 @@ class _Query:
 
 
 _Shape = tuple[bytes, list[Any]]  # a text's bytes for libpq, and each parameter's format
-_SHAPES: dict[tuple[str, str], _Shape | None] = {}
+# a text's bytes, each parameter's format and their number (positional parameters)
+_Positional = tuple[bytes, list[Any], int]
+# a text's bytes, formats, names in order, and what takes their values from a dict, in order
+_Named = tuple[bytes, list[Any], list[str], Callable[[Any], Sequence[Any]]]
+
+
+class _Texts:
+    """What ``PostgresQuery.convert`` makes of each text, by the kind of its parameters, for
+    one encoding (None: psycopg's own conversion, which raises as it does)."""
+
+    __slots__ = ("named", "plain", "positional")
+
+    def __init__(self) -> None:
+        self.positional: dict[str, _Positional | None] = {}
+        self.plain: dict[str, bytes] = {}  # the texts sent without parameters, encoded
+        self.named: dict[str, _Named | None] = {}
+
+
+_TEXTS: dict[str, _Texts] = {}  # by encoding
 _MOST_SHAPES = 1024  # texts come from the code: a bound, never reached in practice
-_UNKNOWN: _Shape = (b"", [])
+_UNKNOWN: _Positional = (b"", [], -1)
+_UNKNOWN_NAMED: _Named = (b"", [], [], tuple)
+
+
+def _converted_by(
+    transformer: abc.Transformer, statements: Sequence[tuple[str, Params]]
+) -> list[PostgresQuery | _Query]:
+    """``statements`` converted as ``PostgresQuery.convert`` converts them, its text's part of
+    the work (encoding, placeholders, formats) done once per text: a statement with
+    positional parameters in a list or tuple, or named ones in a dict (dumped in the order of
+    their first placeholders: psycopg's conversion of a send's hand-off, ~550 bytecodes, was
+    a 13th of the sender's before its write), has only its parameters adapted
+    (``Transformer.dump_sequence``: ~180 bytecodes of psycopg's Python a statement, ~40
+    here), one without parameters is its text encoded once. Any other (a long text or many
+    parameters, a count that does not match, a name missing) is psycopg's own conversion,
+    which raises as it does. The usual cases are made here, in the loop (a call less a
+    statement: a send's six, ~250 bytecodes fewer)."""
+    encoding = transformer.encoding  # (read from its connection once: a transformer's own)
+    texts = _TEXTS.get(encoding)
+    if texts is None:
+        texts = _TEXTS.setdefault(encoding, _Texts())
+    out: list[PostgresQuery | _Query] = []
+    for query, params in statements:
+        kind = type(params)
+        if kind is tuple or kind is list:
+            shape = texts.positional.get(query, _UNKNOWN)
+            if shape is _UNKNOWN:
+                shape = _learned(texts.positional, query, _positional(query, encoding, params))
+            if shape is not None and shape[2] == len(params):  # type: ignore[arg-type]
+                dumped = transformer.dump_sequence(params, shape[1])  # type: ignore[arg-type]
+                out.append(_Query(shape[0], dumped, transformer.types or (), transformer.formats))
+                continue
+        elif params is None:  # the text as is, encoded once
+            raw = texts.plain.get(query)
+            if raw is None:
+                raw = _learned(texts.plain, query, query.encode(encoding))
+            out.append(_Query(raw, None, (), None))
+            continue
+        elif kind is dict:
+            named = texts.named.get(query, _UNKNOWN_NAMED)
+            if named is _UNKNOWN_NAMED:
+                named = _learned(texts.named, query, _named_shape(query, encoding))
+            if named is not None:
+                try:
+                    values = named[3](params)  # each name's value, in order (in C)
+                except KeyError:  # a name missing: psycopg's error
+                    pass
+                else:
+                    dumped = transformer.dump_sequence(values, named[1])
+                    out.append(
+                        _Query(named[0], dumped, transformer.types or (), transformer.formats)
+                    )
+                    continue
+        query_ = PostgresQuery(transformer)
+        query_.convert(query, params)
+        out.append(query_)
+    return out
 
 
 def _convert(transformer: abc.Transformer, query: str, params: Params) -> PostgresQuery | _Query:
-    """``query`` and ``params`` converted as ``PostgresQuery.convert`` does, its text's part of
-    the work (encoding, placeholders, formats) done once per text: a statement with
-    positional parameters in a list or tuple has only its parameters adapted
-    (``Transformer.dump_sequence``: ~180 bytecodes of psycopg's Python a statement, ~40 here).
-    Any other (named parameters, none, a long text or many parameters, a count that does not
-    match) is psycopg's own conversion, which raises as it does."""
-    kind = type(params)
-    if kind is tuple or kind is list:
-        key = (query, transformer.encoding)
-        shape = _SHAPES.get(key, _UNKNOWN)
-        if shape is _UNKNOWN:
-            shape = _shape(query, transformer.encoding, len(params))  # type: ignore[arg-type]
-            if len(_SHAPES) >= _MOST_SHAPES:
-                _SHAPES.clear()
-            _SHAPES[key] = shape
-        if shape is not None and len(shape[1]) == len(params):  # type: ignore[arg-type]
-            dumped = transformer.dump_sequence(params, shape[1])  # type: ignore[arg-type]
-            return _Query(shape[0], dumped, transformer.types or (), transformer.formats)
-    elif params is None:  # the text as is, encoded once
-        key = (query, transformer.encoding)
-        raw = _RAW.get(key)
-        if raw is None:
-            if len(_RAW) >= _MOST_SHAPES:
-                _RAW.clear()
-            raw = _RAW[key] = query.encode(transformer.encoding)
-        return _Query(raw, None, (), None)
-    elif kind is dict:
-        # named parameters (a hand-off's, a lease by name's), dumped in the order of their
-        # first placeholders, the text's part of the work done once per text (psycopg's
-        # conversion of a send's hand-off, ~550 bytecodes, was a 13th of the sender's before
-        # its write)
-        key = (query, transformer.encoding)
-        named = _NAMED.get(key, _UNKNOWN_NAMED)
-        if named is _UNKNOWN_NAMED:
-            named = _named_shape(query, transformer.encoding)
-            if len(_NAMED) >= _MOST_SHAPES:
-                _NAMED.clear()
-            _NAMED[key] = named
-        if named is not None:
-            given = cast(dict[str, Any], params)
-            try:
-                values = [given[name] for name in named[2]]
-            except KeyError:  # a name missing: psycopg's error
-                pass
-            else:
-                dumped = transformer.dump_sequence(values, named[1])
-                return _Query(named[0], dumped, transformer.types or (), transformer.formats)
-    query_ = PostgresQuery(transformer)
-    query_.convert(query, params)
-    return query_
+    """``_converted_by`` of one statement."""
+    return _converted_by(transformer, ((query, params),))[0]
 
 
-_RAW: dict[tuple[str, str], bytes] = {}  # the texts sent without parameters, encoded
-_Named = tuple[bytes, list[Any], list[str]]  # a text's bytes, formats, names in order
-_NAMED: dict[tuple[str, str], _Named | None] = {}
-_UNKNOWN_NAMED: _Named = (b"", [], [])
+V = TypeVar("V")
+
+
+def _learned(table: dict[str, V], query: str, value: V) -> V:
+    """``value``, kept in ``table`` for ``query`` (the table emptied first when full)."""
+    if len(table) >= _MOST_SHAPES:
+        table.clear()
+    table[query] = value
+    return value
+
+
+def _positional(query: str, encoding: str, params: Any) -> _Positional | None:
+    shape = _shape(query, encoding, len(params))
+    return None if shape is None else (*shape, len(shape[1]))
 
 
 def _named_shape(query: str, encoding: str) -> _Named | None:
@@ -280,7 +317,13 @@ def _named_shape(query: str, encoding: str) -> _Named | None:
         return None
     if not order or len(order) > MAX_CACHED_STATEMENT_PARAMS:
         return None
-    return text, formats, order
+    if len(order) == 1:
+        return text, formats, order, partial(_one_value, order[0])
+    return text, formats, order, itemgetter(*order)
+
+
+def _one_value(name: str, given: dict[str, Any]) -> tuple[Any]:
+    return (given[name],)
 
 
 def _shape(query: str, encoding: str, count: int) -> _Shape | None:

@@ -70,6 +70,15 @@ T = TypeVar("T")
 AT_ONCE = _pipeline.AT_ONCE  # the reads marked ``at_once``
 
 
+def _keep(laters: list[Later | None] | None, rows: list[list[Any] | None]) -> None:
+    """Each ``Later``'s rows (``read_later``), from its statement's (those sent first, in
+    order: a round trip's reads come after)."""
+    if laters is not None:
+        for later, found in zip(laters, rows, strict=False):
+            if later is not None:
+                later.rows = found
+
+
 def at_once(query: str) -> str:
     """``query``, marked to be prepared at its first execution on a connection (``AT_ONCE``:
     ``run_all``, and the reads' ``PostgresReads._read``). Sent where ``plan_cache_mode`` is
@@ -163,7 +172,7 @@ class Statements:
         ``table``: the query writes that table only and reads nothing but the rows it writes
         (positional parameters, no ``WITH``): adjacent such writes to different tables are sent
         as one statement (``_merged``)."""
-        if self._depth < _OUTERMOST and not self.optimistic:
+        if not self.optimistic and self._depth < _OUTERMOST:
             self.run(query, params)
         elif query == GENERIC_PLANS:
             self._queue(query, params, table)
@@ -238,10 +247,9 @@ class Statements:
         self.would_block("statements whose results are read before the commit", read=True)
         self.round_trips += 1
         before = self._queued, self._tables, self._sent
-        first, queued = self._take()
+        first, queued, laters = self._take()
         conn = self.conn
-        trip = [(query, params) for query, params, _ in queued]
-        trip += statements
+        trip = queued + list(statements)
         try:
             rows = _pipeline.send_all(conn, trip)
         except psycopg.Error as exc:
@@ -253,9 +261,7 @@ class Statements:
                 self._failed_trip(exc)
             raise self._owned(exc, first) from None
         self._sent += len(statements)
-        for (_, _, later), found in zip(queued, rows, strict=False):
-            if later is not None:
-                later.rows = found
+        _keep(laters, rows)
         counts = rows.counts
         return [Rows(rows[i], counts[i]) for i in range(len(queued), len(trip))]
 
@@ -266,10 +272,10 @@ class Statements:
         self.would_block("a round trip before the commit", read=True)
         self.round_trips += 1
         before = self._queued, self._tables, self._sent
-        first, queued = self._take()
+        first, queued, laters = self._take()
         conn = self.conn
         try:  # one pipeline, even for one statement: its error is told from its sync's
-            rows = _pipeline.send_all(conn, [(query, params) for query, params, _ in queued])
+            rows = _pipeline.send_all(conn, queued)
         except psycopg.Error as exc:
             if _pipeline.nothing_sent(exc):
                 # a value psycopg cannot send (a NUL in a text): what was queued stays queued
@@ -283,9 +289,7 @@ class Statements:
             self.statement_failed = not (conn.broken or _pipeline.at_sync(exc))
             self._failed_trip(exc)
             raise self._owned(exc, first) from None
-        for (_, _, later), found in zip(queued, rows, strict=True):
-            if later is not None:
-                later.rows = found
+        _keep(laters, rows)
 
     def _failed_trip(self, error: psycopg.Error) -> None:
         """A round trip failed: on an unchecked connection, the first one says the connection
@@ -301,9 +305,10 @@ class Statements:
             code = error.sqlstate
             self.stale = self.conn.broken or code is None or code[:2] in ("08", "57")
 
-    def _take(self) -> tuple[int, list[tuple[str, Params, Later | None]]]:
-        """The queued statements, merged, and the number of the first one that may fail (a
-        ``RELEASE`` of a savepoint that exists or a ``BEGIN`` cannot)."""
+    def _take(self) -> tuple[int, list[tuple[str, Params]], list[Later | None] | None]:
+        """The number of the first queued statement that may fail (a ``RELEASE`` of a
+        savepoint that exists or a ``BEGIN`` cannot), the queued statements, merged, and the
+        ``Later`` of each (None: none has one)."""
         queued, tables = self._queued, self._tables
         self._queued, self._tables = [], []
         first = self._sent
@@ -312,7 +317,7 @@ class Statements:
                 break
             first += 1
         self._sent += len(queued)
-        return first, _planned(queued, tables)
+        return first, *_planned(queued, tables)
 
     # -- the transaction --------------------------------------------------------------------------
     @contextmanager
@@ -452,14 +457,16 @@ class Statements:
         settings) is then a statement fewer for the server: its commit's round trip has six
         where it had seven (an event sent from another process)."""
         queued = self._queued
-        for at in range(len(queued) - 1, -1, -1):
-            query = queued[at][0]
-            if query == GENERIC_PLANS:
-                queued[at] = (LEASE_ALONE, None)
-                return True
-            if query == DEFAULT_PLANS:
-                return False
-        return False
+        texts = list(map(_TEXT, queued))  # the last of each looked for in C, from the end
+        texts.reverse()
+        try:
+            back = texts.index(GENERIC_PLANS)
+        except ValueError:
+            return False
+        if DEFAULT_PLANS in texts[:back]:  # put back after it
+            return False
+        queued[len(queued) - 1 - back] = (LEASE_ALONE, None)
+        return True
 
     def _check_connection(self) -> None:
         """Before the commit: an unchecked connection with something to read is checked by a
@@ -516,11 +523,8 @@ class Statements:
         error is told from its sync's, the commit's, as for several)."""
         if not self._queued:
             return
-        first, queued = self._take()
-        rows = await self._sent_async([(query, p) for query, p, _ in queued], first)
-        for (_, _, later), found in zip(queued, rows, strict=True):
-            if later is not None:
-                later.rows = found
+        first, queued, laters = self._take()
+        _keep(laters, await self._sent_async(queued, first))
 
     async def _sent_async(
         self, statements: list[tuple[str, Params]], first: int

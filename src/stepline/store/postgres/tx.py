@@ -19,10 +19,9 @@ read-then-write decision is exact with many processes writing at once; how, verb
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import psycopg
 
@@ -70,6 +69,34 @@ from stepline.store.records import (
     WaitRecord,
     Wake,
 )
+
+T = TypeVar("T")
+
+
+class _MadeOnce(Generic[T]):
+    """``functools.cached_property`` without its lock: ``make(tx)`` at the first read, kept in
+    the transaction's ``__dict__``, where later reads find it first (this is no data
+    descriptor). On Python 3.11 ``cached_property`` takes a lock of its own (one for every
+    instance, so every thread's transactions contend for it) at each first read: ~60
+    bytecodes a property, and a send reads two; a transaction is used by one thread at a
+    time."""
+
+    def __init__(self, make: Callable[[Any], T]) -> None:
+        self._make = make
+        self._name = make.__name__
+        self.__doc__ = make.__doc__
+
+    @overload
+    def __get__(self, tx: None, owner: type | None = None) -> _MadeOnce[T]: ...
+
+    @overload
+    def __get__(self, tx: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, tx: object, owner: type | None = None) -> T | _MadeOnce[T]:
+        if tx is None:
+            return self
+        value = tx.__dict__[self._name] = self._make(tx)
+        return value
 
 
 class PostgresTx:
@@ -126,7 +153,7 @@ class PostgresTx:
         # it (a step's) writes it to disk first: the WAL is flushed in order
         self.durable = False
 
-    @functools.cached_property
+    @_MadeOnce
     def _triggers(self) -> CatalogView:
         """The trigger catalog as this transaction sees it (made at its first use: most
         transactions, a step's commit, never look)."""
@@ -136,7 +163,7 @@ class PostgresTx:
             lambda: [TriggerRow(*r) for r in s.run(q.CATALOG_ROWS)],
         )
 
-    @functools.cached_property
+    @_MadeOnce
     def _index(self) -> IndexPaths:
         """The index paths this transaction read or wrote (made at its first use)."""
         s = self._s  # (not self: see _triggers)
