@@ -374,9 +374,11 @@ def _indexed(
     all the events. The payload is only built for events of a name something is indexed under.
     ``strings``, if given, gets by path the positions of the events whose value there is a
     string."""
+    events = batch.events
+    if len(positions) == 1 and not paths_of(events[positions[0]].name):
+        return [[]]  # one event (a send's) of a name nothing is indexed under: the usual
     found: list[list[WaitRecord]] = [[] for _ in positions]
     by_name: dict[str, list[int]] = {}
-    events = batch.events
     for at, i in enumerate(positions):
         by_name.setdefault(events[i].name, []).append(at)
     for name, ats in by_name.items():

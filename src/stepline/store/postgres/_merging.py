@@ -39,6 +39,8 @@ Plan = list[tuple[str, int | tuple[int, ...]]]
 _PLANS: dict[tuple[tuple[str, ...], tuple[object, ...]], Plan | None] = {}
 _MOST_PLANS = 4096  # shapes come from the code's texts: a bound, never reached in practice
 _UNPLANNED: Plan = []
+# the plan of a shape sent as queued (nothing merged, coalesced nor held together: a send's)
+_AS_QUEUED: Plan = [("", -1)]
 _TEXT = itemgetter(0)  # a queued statement's text
 
 
@@ -55,10 +57,14 @@ def _planned(
     plan = _PLANS.get(key, _UNPLANNED)
     if plan is _UNPLANNED:
         plan = _plan(queued, tables)
+        if plan is not None and _unchanged(plan, queued):
+            plan = _AS_QUEUED
         if not any(type(table) is Later for table in tables):  # a Later is one round trip's
             if len(_PLANS) >= _MOST_PLANS:
                 _PLANS.clear()
             _PLANS[key] = plan
+    if plan is _AS_QUEUED:  # (the caller's list: ``Statements._take`` keeps none of it)
+        return queued, None
     if plan is None:
         merged = _merged(*coalesced(*_held(queued, tables)))
         return [(text, params) for text, params, _ in merged], [later for *_, later in merged]
@@ -74,6 +80,13 @@ def _planned(
                 params.extend(taken)
         out.append((text, params))
     return out, None
+
+
+def _unchanged(plan: Plan, queued: list[tuple[str, Params]]) -> bool:
+    """Whether ``plan`` sends ``queued`` as it is: each statement, in order, alone."""
+    return len(plan) == len(queued) and all(
+        source == at and text == queued[at][0] for at, (text, source) in enumerate(plan)
+    )
 
 
 class _Part:
