@@ -57,8 +57,12 @@ def note_unless_shared(tx: PostgresTx, items: Sequence[EventIngest]) -> None:
     """Before any cancel matcher of these events is read: their name buckets tried shared,
     each event noted for ``late_cancels`` if a take holds its bucket (q.NOTE_UNLESS_SHARED;
     queued: no round trip)."""
-    ids = TextArray([item.event.internal_id for item in items])
-    names = Int4Array([bucket(item.event.name) for item in items])
+    if len(items) == 1:  # (a send's one event: no comprehensions)
+        event = items[0].event
+        ids, names = TextArray((event.internal_id,)), Int4Array((bucket(event.name),))
+    else:
+        ids = TextArray([item.event.internal_id for item in items])
+        names = Int4Array([bucket(item.event.name) for item in items])
     tx.statements.write(q.NOTE_UNLESS_SHARED, (ids, names))
 
 

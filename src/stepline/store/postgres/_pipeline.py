@@ -110,7 +110,7 @@ class Found(list[list[Any] | None]):
 
 def _adapted(
     conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
-) -> tuple[abc.Transformer, list[PostgresQuery | _Query]]:
+) -> tuple[abc.Transformer, list[Converted]]:
     """``_converted``, its error marked: nothing was sent (``nothing_sent``)."""
     try:
         return _converted(conn, statements)
@@ -173,7 +173,7 @@ async def send_all_async(
 
 def _converted(
     conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Params]]
-) -> tuple[abc.Transformer, list[PostgresQuery | _Query]]:
+) -> tuple[abc.Transformer, list[Converted]]:
     """Every statement's parameters adapted (psycopg's query conversion), nothing sent. The
     connection's transformer is kept (as a cursor keeps its own): the dumper of each type is
     looked up once per connection, not once per statement's parameter (a new transformer for
@@ -184,9 +184,14 @@ def _converted(
     return transformer, _converted_by(transformer, statements)
 
 
+# a statement converted (what a ``PostgresQuery`` holds once converted): its text's bytes, its
+# parameters dumped, their types and formats (a tuple: made in the conversion's loop without a
+# call; a ``_Query`` of it for psycopg's prepared-statement cache, when it is asked)
+Converted = tuple[bytes, Sequence[Any] | None, Sequence[int], Sequence[Any] | None]
+
+
 class _Query:
-    """A statement as ``_send`` and psycopg's prepared-statement cache read it (what a
-    ``PostgresQuery`` holds once converted)."""
+    """A statement as psycopg's prepared-statement cache reads it (``Converted``'s)."""
 
     __slots__ = ("formats", "params", "query", "types")
 
@@ -230,7 +235,7 @@ _UNKNOWN_NAMED: _Named = (b"", [], [], tuple)
 
 def _converted_by(
     transformer: abc.Transformer, statements: Sequence[tuple[str, Params]]
-) -> list[PostgresQuery | _Query]:
+) -> list[Converted]:
     """``statements`` converted as ``PostgresQuery.convert`` converts them, its text's part of
     the work (encoding, placeholders, formats) done once per text: a statement with
     positional parameters in a list or tuple, or named ones in a dict (dumped in the order of
@@ -245,7 +250,7 @@ def _converted_by(
     texts = _TEXTS.get(encoding)
     if texts is None:
         texts = _TEXTS.setdefault(encoding, _Texts())
-    out: list[PostgresQuery | _Query] = []
+    out: list[Converted] = []
     for query, params in statements:
         kind = type(params)
         if kind is tuple or kind is list:
@@ -254,13 +259,13 @@ def _converted_by(
                 shape = _learned(texts.positional, query, _positional(query, encoding, params))
             if shape is not None and shape[2] == len(params):  # type: ignore[arg-type]
                 dumped = transformer.dump_sequence(params, shape[1])  # type: ignore[arg-type]
-                out.append(_Query(shape[0], dumped, transformer.types or (), transformer.formats))
+                out.append((shape[0], dumped, transformer.types or (), transformer.formats))
                 continue
         elif params is None:  # the text as is, encoded once
             raw = texts.plain.get(query)
             if raw is None:
                 raw = _learned(texts.plain, query, query.encode(encoding))
-            out.append(_Query(raw, None, (), None))
+            out.append((raw, None, (), None))
             continue
         elif kind is dict:
             named = texts.named.get(query, _UNKNOWN_NAMED)
@@ -273,19 +278,17 @@ def _converted_by(
                     pass
                 else:
                     dumped = transformer.dump_sequence(values, named[1])
-                    out.append(
-                        _Query(named[0], dumped, transformer.types or (), transformer.formats)
-                    )
+                    out.append((named[0], dumped, transformer.types or (), transformer.formats))
                     continue
         query_ = PostgresQuery(transformer)
         query_.convert(query, params)
-        out.append(query_)
+        out.append((query_.query, query_.params, query_.types, query_.formats))
     return out
 
 
-def _convert(transformer: abc.Transformer, query: str, params: Params) -> PostgresQuery | _Query:
+def _convert(transformer: abc.Transformer, query: str, params: Params) -> _Query:
     """``_converted_by`` of one statement."""
-    return _converted_by(transformer, ((query, params),))[0]
+    return _Query(*_converted_by(transformer, ((query, params),))[0])
 
 
 V = TypeVar("V")
@@ -346,7 +349,7 @@ def _check_open(conn: psycopg.Connection[Any]) -> None:
 
 def _sent(
     conn: psycopg.Connection[Any],
-    converted: list[PostgresQuery | _Query],
+    converted: list[Converted],
     fresh: bool,
     statements: Sequence[tuple[str, Params]],
 ) -> list[_Sent]:
@@ -363,14 +366,15 @@ def _sent(
             cache._names if cache.prepare_threshold is not None else _NO_NAMES
         )
         sent: list[_Sent] = []
-        for at, query in enumerate(converted):
-            key = (query.query, query.types)
+        for at, (text, params, types, formats) in enumerate(converted):
+            key = (text, types)
             name = names.get(key)
             if name is None:
                 at_once = statements[at][0] in AT_ONCE or None
+                query = _Query(text, params, types, formats)
                 sent.append(_send(pgconn, cache, query, fresh, at_once))
             else:
-                pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+                pgconn.send_query_prepared(name, params, param_formats=formats)
                 names.move_to_end(key)  # as psycopg's cache marks a use (its eviction order)
                 sent.append(_PREPARED)
     except BaseException:  # libpq could not buffer one: never sync (commit) a part
@@ -420,7 +424,7 @@ def _deallocation_due(conn: psycopg.Connection[Any]) -> bool:
 def _send(
     pgconn: pq.abc.PGconn,
     cache: Any,
-    query: PostgresQuery | _Query,
+    query: _Query,
     unprepared: bool,
     prepare: bool | None = None,
 ) -> _Sent:
