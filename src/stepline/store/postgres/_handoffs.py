@@ -66,7 +66,7 @@ _RUN_JSON = ", ".join(
 _EVENT_JSON = (
     f"internal_id, name, {_B64.format('data')}, {_B64.format('user_data')}, sender_id, ts, v"
 )
-# a new run's events (in any order: ``_rows.run_state`` puts them in the run's), found by
+# a new run's events (in any order: ``_state`` puts them in the run's), found by
 # primary key: all at once (several runs), or each alone (one run: an index scan per event id,
 # no bitmap of them, and the columns it reads only)
 _EVENTS = f"""SELECT json_agg(json_build_array({_EVENT_JSON})) FROM events
